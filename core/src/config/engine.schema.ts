@@ -1,0 +1,110 @@
+import type convict from 'convict';
+
+/** Keys shared by every sink entry, whatever its type: the delivery policy. */
+export const sinkCommonSchema = {
+  retry: {
+    maxAttempts: { doc: 'Attempts before a delivery is dead', format: 'nat', default: 10 },
+    initialDelayMs: { doc: 'First retry delay', format: 'nat', default: 1000 },
+    maxDelayMs: { doc: 'Upper bound of the backoff delay', format: 'nat', default: 300_000 },
+    multiplier: { doc: 'Backoff multiplier', format: Number, default: 2 },
+    jitter: { doc: 'Random fraction added/removed from each delay (0..1)', format: Number, default: 0.2 },
+    maxAgeMs: { doc: 'A delivery older than this is dead instead of retried', format: 'nat', default: 7 * 24 * 3600_000 },
+  },
+  concurrency: { doc: 'Deliveries in flight to this sink at once', format: 'nat', default: 4 },
+} satisfies convict.Schema<any>;
+
+/** Keys shared by every source entry. */
+export const sourceCommonSchema = {
+  duplicates: {
+    policy: {
+      doc: 'What to do with a message whose (source, sender, control id) was seen within the window',
+      format: ['accept', 'ignore', 'reject'],
+      default: 'ignore',
+    },
+    windowMs: { doc: 'Duplicate window', format: 'nat', default: 24 * 3600_000 },
+  },
+} satisfies convict.Schema<any>;
+
+/** The engine's own keys. `plugins`, `sources`, `sinks` and `routes` are checked entry by entry. */
+export const engineSchema = {
+  store: {
+    kind: { doc: 'sqlite (embedded) or postgres', format: ['sqlite', 'postgres'], default: 'sqlite', env: 'FERRY_STORE_KIND' },
+    path: { doc: 'SQLite file', format: String, default: './data/ferry.db', env: 'FERRY_STORE_PATH' },
+    url: { doc: 'PostgreSQL connection URL', format: String, default: '', env: 'FERRY_STORE_URL', sensitive: true },
+    groupCommit: {
+      maxBatch: { doc: 'Most messages committed in one transaction', format: 'nat', default: 256 },
+      maxDelayMs: { doc: 'Longest a message waits for its batch to fill', format: 'nat', default: 2 },
+    },
+    retention: {
+      deliveredDays: { doc: 'Bodies of delivered/filtered messages kept this many days', format: 'nat', default: 30 },
+      deadDays: { doc: 'Bodies of dead/failed messages kept this many days', format: 'nat', default: 90 },
+      pruneIntervalMinutes: { doc: 'How often the pruner runs (0 = never)', format: 'nat', default: 60 },
+    },
+  },
+  plugins: { doc: 'Plugins to load: package name or path, or { package, config }', format: Array, default: [] as unknown[] },
+  sources: { doc: 'Map of source id -> { type, ... }', format: Object, default: {} },
+  sinks: { doc: 'Map of sink id -> { type, ... }', format: Object, default: {} },
+  routes: { doc: 'List of { id, from, when, steps, to }', format: Array, default: [] as unknown[] },
+  processing: {
+    workers: { doc: 'Messages transformed and routed in parallel', format: 'nat', default: 4, env: 'FERRY_PROCESSING_WORKERS' },
+    deliveryWorkers: { doc: 'Deliveries in flight across all sinks', format: 'nat', default: 8, env: 'FERRY_DELIVERY_WORKERS' },
+    pollIntervalMs: { doc: 'Idle poll of the store for due work', format: 'nat', default: 500 },
+    leaseMs: { doc: 'How long a claimed message or delivery stays leased to this instance', format: 'nat', default: 60_000 },
+  },
+  admin: {
+    enabled: { doc: 'Serve /health, /ready, /metrics and the admin API', format: Boolean, default: true, env: 'FERRY_ADMIN_ENABLED' },
+    host: { doc: 'Admin bind address', format: String, default: '127.0.0.1', env: 'FERRY_ADMIN_HOST' },
+    port: { doc: 'Admin port', format: 'port', default: 8080, env: 'FERRY_ADMIN_PORT' },
+  },
+  log: {
+    level: { doc: 'error | warn | info | debug', format: ['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly'], default: 'info', env: 'FERRY_LOG_LEVEL' },
+    format: { doc: 'json or pretty', format: ['json', 'pretty'], default: 'json', env: 'FERRY_LOG_FORMAT' },
+  },
+} satisfies convict.Schema<any>;
+
+export interface RetryPolicy {
+  maxAttempts: number;
+  initialDelayMs: number;
+  maxDelayMs: number;
+  multiplier: number;
+  jitter: number;
+  maxAgeMs: number;
+}
+
+export interface RouteConfig {
+  id: string;
+  from: string[];
+  when: { messageType: string[]; fhirpath: string };
+  steps: StepConfig[];
+  to: string[];
+  ordering: 'strict' | 'none';
+}
+
+export type StepConfig = { validate: true } | { filter: string } | { script: string };
+
+export interface PluginRef {
+  package: string;
+  config: Record<string, unknown>;
+}
+
+export interface EngineConfig {
+  store: {
+    kind: 'sqlite' | 'postgres';
+    path: string;
+    url: string;
+    groupCommit: { maxBatch: number; maxDelayMs: number };
+    retention: { deliveredDays: number; deadDays: number; pruneIntervalMinutes: number };
+  };
+  plugins: PluginRef[];
+  sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number }; [k: string]: unknown }>;
+  sinks: Record<string, { type: string; retry: RetryPolicy; concurrency: number; [k: string]: unknown }>;
+  routes: RouteConfig[];
+  processing: { workers: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number };
+  admin: { enabled: boolean; host: string; port: number };
+  log: { level: string; format: 'json' | 'pretty' };
+  /** Validated config of each loaded plugin, by plugin id. */
+  pluginConfig: Record<string, Record<string, unknown>>;
+  /** The file it came from, if any; relative paths in it resolve against its folder. */
+  file?: string;
+  baseDir: string;
+}

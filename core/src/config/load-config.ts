@@ -1,0 +1,350 @@
+import convict from 'convict';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { FerryError } from '../errors';
+import type { ConfigSchema } from '../plugin/api';
+import { engineSchema, sinkCommonSchema, sourceCommonSchema, type EngineConfig, type PluginRef, type RouteConfig, type StepConfig } from './engine.schema';
+
+/** One problem found in a config, with the path it is at (`routes[0].to[1]`). */
+export interface ConfigProblem {
+  path: string;
+  message: string;
+}
+
+export class ConfigError extends FerryError {
+  readonly problems: ConfigProblem[];
+  constructor(problems: ConfigProblem[], file?: string) {
+    super(
+      'CONFIG_INVALID',
+      `${file ? `${file}: ` : ''}${problems.length} problem${problems.length === 1 ? '' : 's'} in config:\n` +
+        problems.map((p) => `  ${p.path ? `${p.path}: ` : ''}${p.message}`).join('\n'),
+      { kind: 'config', details: { problems } },
+    );
+    this.problems = problems;
+  }
+}
+
+/** Reads YAML text into a plain object, interpolating `${VAR}` and resolving `*_FILE` keys. */
+export function parseConfigText(text: string, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): Record<string, unknown> {
+  let doc: YAML.Document.Parsed;
+  try {
+    doc = YAML.parseDocument(text, { prettyErrors: true });
+  } catch (e) {
+    problems.push({ path: '', message: `not valid YAML: ${(e as Error).message}` });
+    return {};
+  }
+  if (doc.errors.length) {
+    for (const err of doc.errors) problems.push({ path: '', message: `not valid YAML: ${err.message}` });
+    return {};
+  }
+  const raw = doc.toJS() ?? {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    problems.push({ path: '', message: 'the config must be a YAML mapping' });
+    return {};
+  }
+  return resolveValues(raw, '', env, problems) as Record<string, unknown>;
+}
+
+const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+function readSecretFile(file: string, at: string, problems: ConfigProblem[]): string | undefined {
+  try {
+    return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  } catch (e) {
+    problems.push({ path: at, message: `cannot read secret file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
+    return undefined;
+  }
+}
+
+function interpolate(s: string, at: string, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): string {
+  return s.replace(ENV_REF, (_m, name: string, fallback: string | undefined) => {
+    if (env[name] !== undefined) return env[name] as string;
+    const fileVar = env[`${name}_FILE`];
+    if (fileVar) return readSecretFile(fileVar, at, problems) ?? '';
+    if (fallback !== undefined) return fallback;
+    problems.push({ path: at, message: `environment variable ${name} is not set (nor ${name}_FILE)` });
+    return '';
+  });
+}
+
+function joinPath(base: string, key: string | number): string {
+  if (typeof key === 'number') return `${base}[${key}]`;
+  return base ? `${base}.${key}` : key;
+}
+
+function resolveValues(v: unknown, at: string, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): unknown {
+  if (typeof v === 'string') {
+    const s = interpolate(v, at, env, problems);
+    // A whole-value reference to a number/boolean stays typed for convict's formats.
+    if (s !== v && /^\$\{[^}]+\}$/.test(v)) {
+      if (/^-?\d+(\.\d+)?$/.test(s)) return Number(s);
+      if (s === 'true' || s === 'false') return s === 'true';
+    }
+    return s;
+  }
+  if (Array.isArray(v)) return v.map((x, i) => resolveValues(x, joinPath(at, i), env, problems));
+  if (v && typeof v === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
+      if (k.endsWith('_FILE') && typeof val === 'string') {
+        const target = k.slice(0, -'_FILE'.length);
+        const file = interpolate(val, joinPath(at, k), env, problems);
+        const content = readSecretFile(file, joinPath(at, k), problems);
+        if (content !== undefined) out[target] = content;
+        continue;
+      }
+      out[k] = resolveValues(val, joinPath(at, k), env, problems);
+    }
+    return out;
+  }
+  return v;
+}
+
+/**
+ * Validate `value` against a convict schema strictly; every problem is pushed with `at` prefixed.
+ * Returns the validated properties (defaults applied).
+ */
+export function validateWithSchema<T = Record<string, unknown>>(
+  schema: ConfigSchema,
+  value: unknown,
+  at: string,
+  problems: ConfigProblem[],
+  opts: { env?: NodeJS.ProcessEnv } = {},
+): T {
+  if (value !== undefined && (value === null || typeof value !== 'object' || Array.isArray(value))) {
+    problems.push({ path: at, message: 'must be a mapping' });
+    return {} as T;
+  }
+  let conf: convict.Config<any>;
+  try {
+    conf = convict(schema, { env: opts.env ?? {}, args: [] });
+  } catch (e) {
+    problems.push({ path: at, message: `invalid schema: ${(e as Error).message}` });
+    return {} as T;
+  }
+  try {
+    conf.load(value ?? {});
+  } catch (e) {
+    problems.push({ path: at, message: (e as Error).message });
+    return {} as T;
+  }
+  try {
+    conf.validate({ allowed: 'strict', output: () => undefined });
+  } catch (e) {
+    for (const line of (e as Error).message.split('\n')) {
+      const p = convictLineToProblem(line);
+      if (p) problems.push({ path: p.path ? joinPath(at, p.path) : at, message: p.message });
+    }
+  }
+  return conf.getProperties() as T;
+}
+
+function convictLineToProblem(line: string): ConfigProblem | undefined {
+  const l = line.trim();
+  if (!l) return undefined;
+  const undeclared = /^configuration param '([^']+)' not declared in the schema$/.exec(l);
+  if (undeclared) return { path: undeclared[1], message: 'unknown key' };
+  const m = /^([\w.$-]+): (.*)$/.exec(l);
+  if (m) return { path: m[1], message: m[2] };
+  return { path: '', message: l };
+}
+
+/** What the config loader needs to know about registered types (from the loaded plugins). */
+export interface TypeCatalog {
+  sourceSchema(type: string): ConfigSchema | undefined;
+  sinkSchema(type: string): ConfigSchema | undefined;
+  sourceTypes(): string[];
+  sinkTypes(): string[];
+}
+
+/** Reads the `plugins:` entries (before the plugins are loaded). */
+export function readPluginRefs(raw: Record<string, unknown>, problems: ConfigProblem[]): PluginRef[] {
+  const list = raw.plugins ?? [];
+  if (!Array.isArray(list)) {
+    problems.push({ path: 'plugins', message: 'must be a list of package names or { package, config }' });
+    return [];
+  }
+  const refs: PluginRef[] = [];
+  list.forEach((p, i) => {
+    if (typeof p === 'string' && p.trim()) refs.push({ package: p.trim(), config: {} });
+    else if (p && typeof p === 'object' && typeof (p as PluginRef).package === 'string') {
+      const { package: pkg, config, ...rest } = p as PluginRef & Record<string, unknown>;
+      for (const k of Object.keys(rest)) problems.push({ path: `plugins[${i}].${k}`, message: 'unknown key (expected package, config)' });
+      if (config !== undefined && (typeof config !== 'object' || Array.isArray(config) || config === null))
+        problems.push({ path: `plugins[${i}].config`, message: 'must be a mapping' });
+      refs.push({ package: pkg, config: (config as Record<string, unknown>) ?? {} });
+    } else problems.push({ path: `plugins[${i}]`, message: 'must be a package name or path, or { package, config }' });
+  });
+  return refs;
+}
+
+const routeSchema = {
+  id: { doc: 'Route id', format: String, default: '' },
+  from: { doc: 'Source ids', format: Array, default: [] as string[] },
+  when: {
+    messageType: { doc: 'Message type globs (ADT^A0*)', format: Array, default: [] as string[] },
+    fhirpath: { doc: 'FHIRPath predicate on the canonical Bundle', format: String, default: '' },
+  },
+  steps: { doc: 'validate | filter: <fhirpath> | script: <module>', format: Array, default: [] as unknown[] },
+  to: { doc: 'Sink ids', format: Array, default: [] as string[] },
+  ordering: { doc: 'strict: per ordering key, in arrival order; none: as fast as possible', format: ['strict', 'none'], default: 'strict' },
+};
+
+function parseStep(step: unknown, at: string, problems: ConfigProblem[]): StepConfig | undefined {
+  if (step === 'validate') return { validate: true };
+  if (step && typeof step === 'object' && !Array.isArray(step)) {
+    const entries = Object.entries(step as Record<string, unknown>);
+    if (entries.length === 1) {
+      const [k, v] = entries[0];
+      if (k === 'validate' && (v === true || v === null)) return { validate: true };
+      if (k === 'filter' && typeof v === 'string' && v.trim()) return { filter: v };
+      if (k === 'script' && typeof v === 'string' && v.trim()) return { script: v };
+    }
+  }
+  problems.push({ path: at, message: 'a step is `validate`, `{ filter: <fhirpath> }` or `{ script: <path to module> }`' });
+  return undefined;
+}
+
+/**
+ * Validate the whole config against the engine schema and the registered types; collects every
+ * problem (never stops at the first). Throws ConfigError listing all of them.
+ */
+export function buildEngineConfig(
+  raw: Record<string, unknown>,
+  catalog: TypeCatalog,
+  pluginConfig: Record<string, Record<string, unknown>>,
+  problems: ConfigProblem[],
+  opts: { env?: NodeJS.ProcessEnv; file?: string; fhirpathCheck?: (expr: string) => string | undefined } = {},
+): EngineConfig {
+  const { sources: rawSources, sinks: rawSinks, routes: rawRoutes, plugins: _p, ...engineRest } = raw;
+  const engine = validateWithSchema<any>(
+    { ...engineSchema, sources: { doc: '', format: Object, default: {} }, sinks: { doc: '', format: Object, default: {} }, routes: { doc: '', format: Array, default: [] }, plugins: { doc: '', format: Array, default: [] } },
+    engineRest,
+    '',
+    problems,
+    { env: opts.env ?? process.env },
+  );
+
+  const sources: EngineConfig['sources'] = {};
+  if (rawSources !== undefined && (typeof rawSources !== 'object' || Array.isArray(rawSources) || rawSources === null)) {
+    problems.push({ path: 'sources', message: 'must be a mapping of source id -> { type, ... }' });
+  } else {
+    for (const [id, entry] of Object.entries((rawSources as Record<string, unknown>) ?? {})) {
+      const at = `sources.${id}`;
+      const type = (entry as { type?: unknown })?.type;
+      if (typeof type !== 'string') {
+        problems.push({ path: `${at}.type`, message: `missing; one of: ${catalog.sourceTypes().join(', ') || '(none registered)'}` });
+        continue;
+      }
+      const schema = catalog.sourceSchema(type);
+      if (!schema) {
+        problems.push({ path: `${at}.type`, message: `unknown source type "${type}"; registered: ${catalog.sourceTypes().join(', ') || '(none)'}` });
+        continue;
+      }
+      const { type: _t, ...rest } = entry as Record<string, unknown>;
+      sources[id] = { type, ...validateWithSchema<any>({ ...sourceCommonSchema, ...schema }, rest, at, problems) };
+    }
+  }
+
+  const sinks: EngineConfig['sinks'] = {};
+  if (rawSinks !== undefined && (typeof rawSinks !== 'object' || Array.isArray(rawSinks) || rawSinks === null)) {
+    problems.push({ path: 'sinks', message: 'must be a mapping of sink id -> { type, ... }' });
+  } else {
+    for (const [id, entry] of Object.entries((rawSinks as Record<string, unknown>) ?? {})) {
+      const at = `sinks.${id}`;
+      const type = (entry as { type?: unknown })?.type;
+      if (typeof type !== 'string') {
+        problems.push({ path: `${at}.type`, message: `missing; one of: ${catalog.sinkTypes().join(', ') || '(none registered)'}` });
+        continue;
+      }
+      const schema = catalog.sinkSchema(type);
+      if (!schema) {
+        problems.push({ path: `${at}.type`, message: `unknown sink type "${type}"; registered: ${catalog.sinkTypes().join(', ') || '(none)'}` });
+        continue;
+      }
+      const { type: _t, ...rest } = entry as Record<string, unknown>;
+      sinks[id] = { type, ...validateWithSchema<any>({ ...sinkCommonSchema, ...schema }, rest, at, problems) };
+    }
+  }
+
+  const routes: RouteConfig[] = [];
+  const knownSources = new Set(Object.keys((rawSources as object) ?? {}));
+  const knownSinks = new Set(Object.keys((rawSinks as object) ?? {}));
+  if (rawRoutes !== undefined && !Array.isArray(rawRoutes)) {
+    problems.push({ path: 'routes', message: 'must be a list of { id, from, when, steps, to }' });
+  } else {
+    const seen = new Set<string>();
+    ((rawRoutes as unknown[]) ?? []).forEach((r, i) => {
+      const at = `routes[${i}]`;
+      const before = problems.length;
+      const v = validateWithSchema<any>(routeSchema, r, at, problems);
+      if (problems.length > before && !v.id) return;
+      if (!v.id) problems.push({ path: `${at}.id`, message: 'missing' });
+      else if (seen.has(v.id)) problems.push({ path: `${at}.id`, message: `duplicate route id "${v.id}"` });
+      seen.add(v.id);
+      const strList = (key: 'from' | 'to', known: Set<string>, kind: string) =>
+        (v[key] as unknown[]).filter((x, j) => {
+          if (typeof x !== 'string') {
+            problems.push({ path: `${at}.${key}[${j}]`, message: `must be a ${kind} id` });
+            return false;
+          }
+          if (!known.has(x)) {
+            problems.push({ path: `${at}.${key}[${j}]`, message: `unknown ${kind} "${x}"${known.size ? `; defined: ${[...known].join(', ')}` : ''}` });
+            return false;
+          }
+          return true;
+        }) as string[];
+      const from = strList('from', knownSources, 'source');
+      const to = strList('to', knownSinks, 'sink');
+      if (!(v.to as unknown[]).length) problems.push({ path: `${at}.to`, message: 'a route needs at least one sink' });
+      const messageType = (v.when?.messageType ?? []) as unknown[];
+      messageType.forEach((g, j) => {
+        if (typeof g !== 'string' || !g) problems.push({ path: `${at}.when.messageType[${j}]`, message: 'must be a glob string like ADT^A0*' });
+      });
+      if (v.when?.fhirpath && opts.fhirpathCheck) {
+        const err = opts.fhirpathCheck(v.when.fhirpath);
+        if (err) problems.push({ path: `${at}.when.fhirpath`, message: `invalid FHIRPath: ${err}` });
+      }
+      const steps = ((v.steps ?? []) as unknown[])
+        .map((s, j) => {
+          const step = parseStep(s, `${at}.steps[${j}]`, problems);
+          if (step && 'filter' in step && opts.fhirpathCheck) {
+            const err = opts.fhirpathCheck(step.filter);
+            if (err) problems.push({ path: `${at}.steps[${j}].filter`, message: `invalid FHIRPath: ${err}` });
+          }
+          return step;
+        })
+        .filter((s): s is StepConfig => !!s);
+      routes.push({ id: v.id, from, when: { messageType: messageType as string[], fhirpath: v.when?.fhirpath ?? '' }, steps, to, ordering: v.ordering });
+    });
+  }
+
+  return {
+    ...(engine as Omit<EngineConfig, 'sources' | 'sinks' | 'routes' | 'plugins' | 'pluginConfig' | 'baseDir'>),
+    plugins: [],
+    sources,
+    sinks,
+    routes,
+    pluginConfig,
+    file: opts.file,
+    baseDir: process.cwd(),
+  };
+}
+
+/** Read a config file from disk (YAML), with interpolation. Problems are collected, not thrown. */
+export function readConfigFile(file: string, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): Record<string, unknown> {
+  const abs = path.resolve(file);
+  if (!existsSync(abs)) {
+    problems.push({ path: '', message: `config file not found: ${abs}` });
+    return {};
+  }
+  let text: string;
+  try {
+    text = readFileSync(abs, 'utf8');
+  } catch (e) {
+    problems.push({ path: '', message: `cannot read config file ${abs}: ${(e as Error).message}` });
+    return {};
+  }
+  return parseConfigText(text, env, problems);
+}

@@ -1,0 +1,7 @@
+import 'reflect-metadata';
+
+export * from './errors';
+export * from './model/message';
+export * from './plugin/api';
+export * from './plugin/tokens';
+export * from './store/message-store';

@@ -1,0 +1,154 @@
+import type { Bundle } from '@medplum/fhirtypes';
+import type convict from 'convict';
+import type { DependencyContainer } from 'tsyringe';
+import type { Logger } from 'winston';
+import type { InboundMessage, MessageHeaders, StoredMessage } from '../model/message';
+import type { InsertOptions, InsertResult, MessageStore } from '../store/message-store';
+
+export type Ctor<T> = new (...args: any[]) => T;
+
+export interface PluginManifest {
+  /** kebab-case, unique: 'hl7v2-mllp'. */
+  id: string;
+  /** The plugin's own semver. */
+  version: string;
+  /** Semver range of @ferry/core the plugin works with; checked at load. */
+  engine: string;
+  /** Ids of plugins that must be loaded too. */
+  dependsOn?: string[];
+  description?: string;
+}
+
+/** A convict schema object. */
+export type ConfigSchema<C = any> = convict.Schema<C>;
+
+export interface PluginDefinition<C extends object = any> {
+  manifest: PluginManifest;
+  /** Mounted at `plugins.<id>`; validated strictly with the rest of the config. */
+  configSchema: ConfigSchema<C>;
+  register(reg: PluginRegistrar<C>): void | Promise<void>;
+}
+
+export interface PluginRegistrar<C = any> {
+  readonly manifest: PluginManifest;
+  readonly config: Readonly<C>;
+  /** root.child({ plugin: id }) */
+  readonly logger: Logger;
+  /** The plugin's own child container. */
+  readonly container: DependencyContainer;
+  /** A source type usable in `sources.<id>.type`; `schema` validates the rest of that entry. */
+  addSourceType(type: string, impl: Ctor<MessageSource>, schema: ConfigSchema): void;
+  /** A transform for one or more content types (`canHandle`). */
+  addTransform(impl: Ctor<MessageTransform>): void;
+  /** A sink type usable in `sinks.<id>.type`. */
+  addSinkType(type: string, impl: Ctor<MessageSink>, schema: ConfigSchema): void;
+  /** A sub-command of the `ferry` CLI (e.g. `ferry send`, `ferry epic jwks`). */
+  addCommand(command: CliCommand): void;
+}
+
+/** Identity function that types a plugin definition. */
+export const definePlugin = <C extends object>(d: PluginDefinition<C>): PluginDefinition<C> => d;
+
+// ---------------------------------------------------------------------------------------------
+// Sources
+
+/** What a source instance can see and do; injected as `coreTokens.SourceContext`. */
+export interface SourceContext<C = any> {
+  /** The source id (the key under `sources:`). */
+  readonly id: string;
+  /** This source's entry (minus `type`), validated against the type's schema. */
+  readonly config: Readonly<C>;
+  readonly logger: Logger;
+  /**
+   * Hand messages to the engine. Resolves once they are durably stored (group-committed): only
+   * then may the source acknowledge them. Rejects with a FerryError when they cannot be stored
+   * (kind `transient`) or are refused (kind `input`, e.g. a rejected duplicate).
+   */
+  submit(messages: InboundMessage[], opts?: Pick<InsertOptions, 'checkpoint'>): Promise<InsertResult[]>;
+  /** A poller's durable cursor. Set it through `submit(..., { checkpoint })` when messages go with it. */
+  getCheckpoint(key: string): Promise<string | undefined>;
+  setCheckpoint(key: string, value: string): Promise<void>;
+  /** Headers for a body, from the transform registered for its content type. */
+  extractHeaders(contentType: string, body: Buffer): MessageHeaders;
+  /** Split a batch body into messages, with the transform registered for its content type. */
+  split(contentType: string, body: Buffer): Buffer[];
+  /** Aborted when the engine stops. */
+  readonly signal: AbortSignal;
+}
+
+export interface MessageSource {
+  /** Begin accepting (bind the port, start polling). Resolve once listening. */
+  start(): Promise<void>;
+  /** Stop accepting new messages and finish in-flight ones. */
+  stop(): Promise<void>;
+  /** For /ready: true while the source is accepting. */
+  isReady?(): boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transforms
+
+export interface TransformContext {
+  readonly logger: Logger;
+}
+
+export interface MessageTransform {
+  /** Identifies the transform in logs and errors. */
+  readonly name: string;
+  canHandle(contentType: string): boolean;
+  /** The canonical FHIR R4 Bundle for a stored message. Throw a FerryError (kind input) for bad input. */
+  toFhir(message: StoredMessage & { body: Buffer }, ctx: TransformContext): Bundle | Promise<Bundle>;
+  /** Headers for routing, ordering and duplicates (message type, control id, sender, ordering key). */
+  extractHeaders?(body: Buffer): MessageHeaders;
+  /** Split a batch into its messages; one-element array for a single message. */
+  split?(body: Buffer): Buffer[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sinks
+
+export interface SinkContext<C = any> {
+  readonly id: string;
+  readonly config: Readonly<C>;
+  readonly logger: Logger;
+}
+
+export interface Delivery {
+  deliveryId: string;
+  /** 1 for the first attempt. */
+  attempt: number;
+  routeId: string;
+  bundle: Bundle;
+  /** The stored message (with its raw body, unless pruned). */
+  message: StoredMessage;
+}
+
+export interface MessageSink {
+  start?(): Promise<void>;
+  stop?(): Promise<void>;
+  /**
+   * Deliver one bundle. Resolve on success. Throw a FerryError with `retryable` set to say whether
+   * the engine should retry; anything else thrown is treated as retryable.
+   */
+  deliver(delivery: Delivery): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI extension
+
+export interface CliCommandContext {
+  /** Loaded config file path, when `-c` was given or the default exists. */
+  configFile?: string;
+  readonly logger: Logger;
+  /** The loaded engine (plugins registered, store not opened). */
+  readonly transforms: MessageTransform[];
+  readonly store?: MessageStore;
+}
+
+export interface CliCommand {
+  /** e.g. `send <target> <files...>` */
+  name: string;
+  description: string;
+  options?: { flags: string; description: string; default?: string | boolean }[];
+  run(args: string[], options: Record<string, unknown>, ctx: CliCommandContext): Promise<number>;
+}

@@ -1,0 +1,149 @@
+import type { Bundle } from '@medplum/fhirtypes';
+import type {
+  DeliveryStatus,
+  InboundMessage,
+  MessageEvent,
+  MessageStatus,
+  StoredDelivery,
+  StoredError,
+  StoredMessage,
+} from '../model/message';
+
+/** What to do with a message whose (source, sending app/facility, control id) was seen within the window. */
+export const DuplicatePolicy = {
+  /** Store and process it again like any new message. */
+  accept: 'accept',
+  /** Acknowledge it again (same outcome as the first) without storing or reprocessing it. */
+  ignore: 'ignore',
+  /** Refuse it: the source answers with an error (HL7: AR). */
+  reject: 'reject',
+} as const;
+export type DuplicatePolicy = (typeof DuplicatePolicy)[keyof typeof DuplicatePolicy];
+
+export interface NewMessage extends InboundMessage {
+  sourceId: string;
+}
+
+export interface InsertOptions {
+  /** Duplicate detection; off when absent. */
+  duplicates?: { policy: DuplicatePolicy; windowMs: number };
+  /**
+   * A source checkpoint committed in the same transaction as the messages: a poller's cursor
+   * moves only once what it read is durable.
+   */
+  checkpoint?: { sourceId: string; key: string; value: string };
+}
+
+export interface InsertResult {
+  id: string;
+  /** True when the message was recognised as a duplicate. */
+  duplicate: boolean;
+  /** For duplicates: the original message id. */
+  duplicateOf?: string;
+  /** For duplicates under `reject`, or `ignore`: nothing new was stored. */
+  stored: boolean;
+}
+
+export interface MessageFilter {
+  ids?: string[];
+  status?: MessageStatus[];
+  sourceId?: string;
+  routeId?: string;
+  sinkId?: string;
+  /** Delivery status (joins deliveries). */
+  deliveryStatus?: DeliveryStatus[];
+  since?: Date;
+  until?: Date;
+  limit?: number;
+  /** Newest first when true. */
+  newestFirst?: boolean;
+}
+
+export interface PlannedDelivery {
+  routeId: string;
+  sinkId: string;
+  /** The bundle this sink receives (after the route's steps). */
+  bundle: Bundle;
+  strictOrder: boolean;
+}
+
+export type RoutingOutcome =
+  | { status: 'routed'; deliveries: PlannedDelivery[] }
+  | { status: 'unrouted' }
+  | { status: 'filtered'; detail?: string };
+
+export interface ClaimedDelivery extends StoredDelivery {
+  bundle: Bundle;
+  message: StoredMessage;
+}
+
+export type DeliveryOutcome =
+  | { status: 'delivered' }
+  | { status: 'failed'; error: StoredError; nextAttemptAt: Date }
+  | { status: 'dead'; error: StoredError };
+
+export interface StoreStats {
+  messages: Record<string, number>;
+  deliveries: Record<string, number>;
+}
+
+export interface PruneOptions {
+  /** Drop bodies and bundles of delivered/filtered messages older than this. */
+  bodiesBefore: Date;
+  /** Drop bodies of dead/failed messages older than this. */
+  deadBefore?: Date;
+}
+
+/**
+ * The engine's durable state. Every state transition is a stored row. Implementations: SQLite
+ * (embedded) and PostgreSQL (several instances). All methods are async so one contract serves both.
+ */
+export interface MessageStore {
+  readonly kind: string;
+  open(): Promise<void>;
+  close(): Promise<void>;
+  /** True while open and usable. */
+  isOpen(): boolean;
+
+  /** Durably store messages; resolves only after commit. */
+  insert(messages: NewMessage[], opts?: InsertOptions): Promise<InsertResult[]>;
+
+  getMessage(id: string, opts?: { body?: boolean; bundle?: boolean }): Promise<StoredMessage | undefined>;
+  listMessages(filter: MessageFilter): Promise<StoredMessage[]>;
+  events(messageId: string): Promise<MessageEvent[]>;
+  deliveries(messageId: string): Promise<StoredDelivery[]>;
+
+  /**
+   * Claim up to `limit` messages in status `received` for processing, oldest first, leased to
+   * `owner` for `leaseMs`. A message whose lease expired can be claimed again.
+   */
+  claimReceived(owner: string, limit: number, leaseMs: number): Promise<StoredMessage[]>;
+  /** Record the transform's result. */
+  recordTransformed(id: string, bundle: Bundle, orderingKey: string | undefined): Promise<void>;
+  /** Record a processing failure (transform, validate, script): status `failed`, error kept. */
+  recordFailed(id: string, error: StoredError): Promise<void>;
+  /** Record the routing decision and create one delivery row per (message, sink). */
+  recordRouting(id: string, outcome: RoutingOutcome): Promise<void>;
+
+  /**
+   * Claim due deliveries (pending, or failed with nextAttemptAt <= now), leased to `owner`.
+   * For strict-order deliveries, only the oldest undelivered delivery per (orderingKey, sink)
+   * is eligible: a failing one holds the later ones back.
+   */
+  claimDeliveries(owner: string, limit: number, leaseMs: number, now?: Date): Promise<ClaimedDelivery[]>;
+  completeDelivery(deliveryId: string, outcome: DeliveryOutcome): Promise<void>;
+  /** The earliest time a failed delivery is due, to sleep until then. */
+  nextDueAt(): Promise<Date | undefined>;
+
+  /**
+   * Re-queue messages for processing from the start (transform again with the current config).
+   * Returns the ids re-queued.
+   */
+  replay(filter: MessageFilter): Promise<string[]>;
+
+  getCheckpoint(sourceId: string, key: string): Promise<string | undefined>;
+  setCheckpoint(sourceId: string, key: string, value: string): Promise<void>;
+
+  prune(opts: PruneOptions): Promise<{ messages: number }>;
+  stats(): Promise<StoreStats>;
+}

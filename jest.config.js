@@ -1,0 +1,20 @@
+/** One jest run across every package. ts-jest transpiles only (isolatedModules); `tsc -b` type-checks. */
+/** @type {import('jest').Config} */
+module.exports = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/core', '<rootDir>/plugins', '<rootDir>/test'],
+  testMatch: ['**/*.test.ts'],
+  testPathIgnorePatterns: ['/node_modules/', '/dist/'],
+  modulePathIgnorePatterns: ['<rootDir>/.*/dist/'],
+  transform: {
+    '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.jest.json' }],
+  },
+  moduleNameMapper: {
+    '^@ferry/core$': '<rootDir>/core/src/index.ts',
+    '^@ferry/plugin-([a-z0-9-]+)$': '<rootDir>/plugins/$1/src/index.ts',
+  },
+  setupFiles: ['reflect-metadata'],
+  testTimeout: 30000,
+  // Suites bind real ports and run real databases; two workers match this 2-core machine.
+  maxWorkers: 2,
+};

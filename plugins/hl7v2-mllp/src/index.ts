@@ -1,0 +1,10 @@
+import { definePlugin } from '@ferry/core';
+
+export const hl7v2MllpPlugin = definePlugin({
+  manifest: { id: 'hl7v2-mllp', version: '0.1.0', engine: '^0.1.0' },
+  configSchema: {},
+  register() {
+    // filled in by the hl7v2-mllp issue
+  },
+});
+export default hl7v2MllpPlugin;
