@@ -1,0 +1,3 @@
+export * from './token-cache';
+export * from './rate-limiter';
+export * from './http-client';
