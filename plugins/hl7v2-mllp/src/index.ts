@@ -1,5 +1,8 @@
 import { definePlugin } from '@ferry/core';
 
+// HL7 v2 codec (conversion helper)
+export * from './hl7v2';
+
 export const hl7v2MllpPlugin = definePlugin({
   manifest: { id: 'hl7v2-mllp', version: '0.1.0', engine: '^0.1.0' },
   configSchema: {},
