@@ -1,0 +1,59 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The engine's Prometheus metrics, on a registry of its own (several engines may share a process in tests). */
+export class EngineMetrics {
+  readonly registry = new Registry();
+  readonly received = new Counter({
+    name: 'ferry_messages_received_total',
+    help: 'Messages durably stored, by source',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly processed = new Counter({
+    name: 'ferry_messages_processed_total',
+    help: 'Messages transformed and routed, by source and outcome (routed, unrouted, filtered, failed)',
+    labelNames: ['source', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly failed = new Counter({
+    name: 'ferry_messages_failed_total',
+    help: 'Messages that failed in the transform or a route step, by source',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly routed = new Counter({
+    name: 'ferry_route_matches_total',
+    help: 'Messages matched by a route, by route',
+    labelNames: ['route'] as const,
+    registers: [this.registry],
+  });
+  readonly deliveries = new Counter({
+    name: 'ferry_deliveries_total',
+    help: 'Delivery attempts by route, sink and outcome (delivered, retry, dead)',
+    labelNames: ['route', 'sink', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly deliveryLatency = new Histogram({
+    name: 'ferry_delivery_duration_seconds',
+    help: 'Time a sink took to deliver one bundle',
+    labelNames: ['sink'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly endToEnd = new Histogram({
+    name: 'ferry_message_delivery_latency_seconds',
+    help: 'From receipt to successful delivery, by sink',
+    labelNames: ['sink'] as const,
+    buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600],
+    registers: [this.registry],
+  });
+  readonly inFlight = new Gauge({
+    name: 'ferry_deliveries_in_flight',
+    help: 'Deliveries being attempted now',
+    registers: [this.registry],
+  });
+
+  constructor(defaultMetrics = true) {
+    if (defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'ferry_process_' });
+  }
+}
