@@ -74,7 +74,13 @@ export type RoutingOutcome =
 
 export interface ClaimedDelivery extends StoredDelivery {
   bundle: Bundle;
+  /** With its body and canonical bundle. */
   message: StoredMessage;
+  /**
+   * When the first attempt of this delivery was claimed (for the retry policy's max age).
+   * `attempts` counts the attempts completed before this one (0 on the first claim).
+   */
+  firstAttemptAt: Date;
 }
 
 export type DeliveryOutcome =
@@ -92,6 +98,27 @@ export interface PruneOptions {
   bodiesBefore: Date;
   /** Drop bodies of dead/failed messages older than this. */
   deadBefore?: Date;
+  /** Delete whole messages (metadata, events, deliveries) in a final status older than this. */
+  deleteBefore?: Date;
+}
+
+export interface PruneResult {
+  /** Messages whose body (and bundle) were dropped. */
+  messages: number;
+  /** Messages deleted entirely (`deleteBefore`). */
+  deleted?: number;
+}
+
+/** Work the engine still has to do (`Engine.waitForIdle`, health, metrics). */
+export interface BacklogInfo {
+  /** Messages in `received` / `transformed`. */
+  unprocessedMessages: number;
+  /** Pending deliveries, or failed ones whose next attempt is due. */
+  deliveriesDue: number;
+  /** Failed deliveries waiting for a later retry. */
+  deliveriesScheduled: number;
+  /** Open deliveries currently leased by an instance (in flight). */
+  deliveriesLeased: number;
 }
 
 /**
@@ -111,11 +138,13 @@ export interface MessageStore {
   getMessage(id: string, opts?: { body?: boolean; bundle?: boolean }): Promise<StoredMessage | undefined>;
   listMessages(filter: MessageFilter): Promise<StoredMessage[]>;
   events(messageId: string): Promise<MessageEvent[]>;
-  deliveries(messageId: string): Promise<StoredDelivery[]>;
+  /** The message's deliveries, oldest first; those superseded by a replay only when asked. */
+  deliveries(messageId: string, opts?: { includeSuperseded?: boolean }): Promise<StoredDelivery[]>;
 
   /**
    * Claim up to `limit` messages in status `received` for processing, oldest first, leased to
-   * `owner` for `leaseMs`. A message whose lease expired can be claimed again.
+   * `owner` for `leaseMs`. A message whose lease expired can be claimed again (also one left in
+   * `transformed` by a crashed instance). Returned with their bodies.
    */
   claimReceived(owner: string, limit: number, leaseMs: number): Promise<StoredMessage[]>;
   /** Record the transform's result. */
@@ -128,22 +157,32 @@ export interface MessageStore {
   /**
    * Claim due deliveries (pending, or failed with nextAttemptAt <= now), leased to `owner`.
    * For strict-order deliveries, only the oldest undelivered delivery per (orderingKey, sink)
-   * is eligible: a failing one holds the later ones back.
+   * is eligible: a failing one holds the later ones back. A strict delivery also waits while an
+   * older message that may share its key (same key, or key not yet known) is not yet routed.
+   * Dead deliveries do not hold later ones. `completeDelivery` counts the attempt (`attempts` + 1).
    */
   claimDeliveries(owner: string, limit: number, leaseMs: number, now?: Date): Promise<ClaimedDelivery[]>;
   completeDelivery(deliveryId: string, outcome: DeliveryOutcome): Promise<void>;
   /** The earliest time a failed delivery is due, to sleep until then. */
   nextDueAt(): Promise<Date | undefined>;
+  /** Counts of work left (for waitForIdle, readiness and metrics). */
+  backlog(now?: Date): Promise<BacklogInfo>;
 
   /**
    * Re-queue messages for processing from the start (transform again with the current config).
    * Returns the ids re-queued.
    */
   replay(filter: MessageFilter): Promise<string[]>;
+  /**
+   * Re-queue dead (or failed) deliveries with the bundle they already have, without transforming
+   * again: status pending, attempts reset, due now. `deliveryStatus` defaults to dead + failed.
+   * Returns the delivery ids re-queued.
+   */
+  retryDeliveries(filter: MessageFilter & { deliveryIds?: string[] }): Promise<string[]>;
 
   getCheckpoint(sourceId: string, key: string): Promise<string | undefined>;
   setCheckpoint(sourceId: string, key: string, value: string): Promise<void>;
 
-  prune(opts: PruneOptions): Promise<{ messages: number }>;
+  prune(opts: PruneOptions): Promise<PruneResult>;
   stats(): Promise<StoreStats>;
 }

@@ -1,0 +1,151 @@
+import pg from 'pg';
+import { FerryError } from '../errors';
+import type { Dialect } from './schema';
+import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql-store';
+
+export interface PostgresStoreOptions extends SqlStoreOptions {
+  /** `postgres://user@host:port/db` */
+  url: string;
+  /** Schema the tables live in (created when missing); default: the connection's search_path. */
+  schema?: string;
+  /** Connections in the pool. */
+  poolSize?: number;
+}
+
+const INT8 = 20;
+const NUMERIC = 1700;
+const types = {
+  getTypeParser(oid: number, format?: any) {
+    if (oid === INT8 || oid === NUMERIC) return (v: string) => (v === null ? null : Number(v));
+    return (pg.types.getTypeParser as (o: number, f?: any) => any)(oid, format);
+  },
+};
+
+/** `?` placeholders -> `$1..$n` (the store's SQL never has `?` inside literals). */
+function numbered(sql: string): string {
+  let i = 0;
+  return sql.replace(/\?/g, () => `$${++i}`);
+}
+
+function bind(params: unknown[] | undefined): unknown[] {
+  return (params ?? []).map((p) => (p === undefined ? null : p));
+}
+
+const MIGRATION_LOCK = 0x7e44_0001;
+
+/**
+ * PostgreSQL store: several engine processes share one database. Claims take row locks with
+ * `FOR UPDATE SKIP LOCKED` and write a lease (owner + expiry), so instances split the backlog
+ * without doing a delivery twice; a crashed instance's leases expire and others take over.
+ * Inserts commit with `synchronous_commit = on` (the default); state transitions with
+ * `synchronous_commit = off` (at worst the last transitions are redone after a server crash).
+ */
+export class PostgresMessageStore extends SqlMessageStore {
+  readonly kind = 'postgres';
+  protected readonly dialect: Dialect = 'postgres';
+  private pool?: pg.Pool;
+  private readonly url: string;
+  private readonly schema?: string;
+  private readonly poolSize: number;
+
+  constructor(opts: PostgresStoreOptions) {
+    super(opts);
+    if (!opts.url) throw new FerryError('CONFIG_STORE_URL', 'store.url is required for kind postgres', { kind: 'config' });
+    if (opts.schema !== undefined && !/^[a-z_][a-z0-9_]*$/i.test(opts.schema)) {
+      throw new FerryError('CONFIG_STORE_SCHEMA', `invalid schema name ${opts.schema}`, { kind: 'config' });
+    }
+    this.url = opts.url;
+    this.schema = opts.schema;
+    this.poolSize = opts.poolSize ?? 6;
+  }
+
+  protected async connect(): Promise<void> {
+    const pool = new pg.Pool({
+      connectionString: this.url,
+      max: this.poolSize,
+      types,
+      application_name: 'ferry',
+      connectionTimeoutMillis: 10_000,
+      ...(this.schema ? { options: `-c search_path=${this.schema}` } : {}),
+    });
+    pool.on('error', (e) => this.logger.warn('postgres pool error', { error: e.message }));
+    try {
+      if (this.schema) await pool.query(`CREATE SCHEMA IF NOT EXISTS ${this.schema}`);
+      else await pool.query('SELECT 1');
+    } catch (e) {
+      await pool.end().catch(() => undefined);
+      throw new FerryError('TRANSIENT_STORE_CONNECT', `cannot connect to the PostgreSQL store: ${(e as Error).message}`, { kind: 'transient', cause: e });
+    }
+    this.pool = pool;
+  }
+
+  protected async disconnect(): Promise<void> {
+    const pool = this.pool;
+    this.pool = undefined;
+    await pool?.end();
+  }
+
+  private execOn(c: pg.ClientBase | pg.Pool): SqlExec {
+    return {
+      all: async (sql, params) => (await c.query(numbered(sql), bind(params))).rows as Row[],
+      run: async (sql, params) => (await c.query(numbered(sql), bind(params))).rowCount ?? 0,
+    };
+  }
+
+  private requirePool(): pg.Pool {
+    if (!this.pool) throw new FerryError('TRANSIENT_STORE_CLOSED', 'the PostgreSQL store is closed', { kind: 'transient' });
+    return this.pool;
+  }
+
+  protected async tx<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean } = {}): Promise<T> {
+    const client = await this.requirePool().connect();
+    let broken = false;
+    try {
+      await client.query(opts.durable ? 'BEGIN' : 'BEGIN; SET LOCAL synchronous_commit TO OFF');
+      try {
+        const r = await fn(this.execOn(client));
+        await client.query('COMMIT');
+        return r;
+      } catch (e) {
+        await client.query('ROLLBACK').catch(() => {
+          broken = true;
+        });
+        throw e;
+      }
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  protected async read<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    return fn(this.execOn(this.requirePool()));
+  }
+
+  protected async withMigrationLock<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    const client = await this.requirePool().connect();
+    try {
+      await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+      try {
+        await client.query('BEGIN');
+        const r = await fn(this.execOn(client));
+        await client.query('COMMIT');
+        return r;
+      } catch (e) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw e;
+      } finally {
+        await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
+      }
+    } finally {
+      client.release();
+    }
+  }
+
+  protected override lockClause(table: string): string {
+    return ` FOR UPDATE OF ${table} SKIP LOCKED`;
+  }
+
+  protected override async lockKey(x: SqlExec, key: string): Promise<void> {
+    await x.all('SELECT pg_advisory_xact_lock(hashtext(?))', [key]);
+  }
+}

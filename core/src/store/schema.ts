@@ -1,0 +1,91 @@
+/** Versioned schema migrations shared by the SQLite and PostgreSQL stores. */
+export type Dialect = 'sqlite' | 'postgres';
+
+export interface Migration {
+  version: number;
+  name: string;
+  /** DDL with `{AUTO}`, `{BIGINT}`, `{BLOB}` placeholders filled per dialect. */
+  statements: string[];
+}
+
+export const migrations: Migration[] = [
+  {
+    version: 1,
+    name: 'messages, events, deliveries, checkpoints',
+    statements: [
+      `CREATE TABLE messages (
+        seq {AUTO},
+        id TEXT NOT NULL UNIQUE,
+        source_id TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        body {BLOB},
+        headers TEXT NOT NULL,
+        received_at {BIGINT} NOT NULL,
+        status TEXT NOT NULL,
+        bundle TEXT,
+        error TEXT,
+        duplicate_of TEXT,
+        dedup_key TEXT,
+        ordering_key TEXT,
+        lease_owner TEXT,
+        lease_expires {BIGINT},
+        updated_at {BIGINT} NOT NULL,
+        pruned_at {BIGINT}
+      )`,
+      `CREATE INDEX messages_status_seq ON messages (status, seq)`,
+      `CREATE INDEX messages_dedup ON messages (source_id, dedup_key, received_at)`,
+      `CREATE INDEX messages_received_at ON messages (received_at)`,
+      `CREATE INDEX messages_updated_at ON messages (updated_at)`,
+      `CREATE TABLE message_events (
+        seq {AUTO},
+        message_id TEXT NOT NULL,
+        at {BIGINT} NOT NULL,
+        status TEXT NOT NULL,
+        sink_id TEXT,
+        route_id TEXT,
+        detail TEXT
+      )`,
+      `CREATE INDEX message_events_message ON message_events (message_id, seq)`,
+      `CREATE TABLE deliveries (
+        seq {AUTO},
+        id TEXT NOT NULL UNIQUE,
+        message_id TEXT NOT NULL,
+        message_seq {BIGINT} NOT NULL,
+        route_id TEXT NOT NULL,
+        sink_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        ordering_key TEXT NOT NULL,
+        strict_order INTEGER NOT NULL,
+        created_at {BIGINT} NOT NULL,
+        first_attempt_at {BIGINT},
+        next_attempt_at {BIGINT},
+        last_error TEXT,
+        delivered_at {BIGINT},
+        lease_owner TEXT,
+        lease_expires {BIGINT},
+        bundle TEXT,
+        superseded INTEGER NOT NULL DEFAULT 0
+      )`,
+      `CREATE INDEX deliveries_open ON deliveries (message_seq, seq) WHERE superseded = 0 AND status IN ('pending', 'failed')`,
+      `CREATE INDEX deliveries_key ON deliveries (sink_id, ordering_key, message_seq) WHERE superseded = 0 AND status IN ('pending', 'failed')`,
+      `CREATE INDEX deliveries_message ON deliveries (message_id)`,
+      `CREATE TABLE checkpoints (
+        source_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at {BIGINT} NOT NULL,
+        PRIMARY KEY (source_id, key)
+      )`,
+    ],
+  },
+];
+
+export function ddl(sql: string, dialect: Dialect): string {
+  return sql
+    .replace(/\{AUTO\}/g, dialect === 'sqlite' ? 'INTEGER PRIMARY KEY AUTOINCREMENT' : 'BIGSERIAL PRIMARY KEY')
+    .replace(/\{BIGINT\}/g, dialect === 'sqlite' ? 'INTEGER' : 'BIGINT')
+    .replace(/\{BLOB\}/g, dialect === 'sqlite' ? 'BLOB' : 'BYTEA');
+}
+
+export const SCHEMA_VERSION = migrations[migrations.length - 1].version;

@@ -1,0 +1,784 @@
+import type { Bundle } from '@medplum/fhirtypes';
+import type { Logger } from 'winston';
+import { FerryError, transientError } from '../errors';
+import { errorFields } from '../logging/logger';
+import type { DeliveryStatus, MessageEvent, MessageHeaders, MessageStatus, StoredDelivery, StoredError, StoredMessage } from '../model/message';
+import { newId } from './ids';
+import type {
+  BacklogInfo,
+  ClaimedDelivery,
+  DeliveryOutcome,
+  InsertOptions,
+  InsertResult,
+  MessageFilter,
+  MessageStore,
+  NewMessage,
+  PruneOptions,
+  PruneResult,
+  RoutingOutcome,
+  StoreStats,
+} from './message-store';
+import { ddl, migrations, type Dialect } from './schema';
+
+export type Row = Record<string, any>;
+
+/** One connection (or transaction) the store's SQL runs on. Placeholders are `?`. */
+export interface SqlExec {
+  all(sql: string, params?: unknown[]): Promise<Row[]>;
+  run(sql: string, params?: unknown[]): Promise<number>;
+}
+
+export interface GroupCommitOptions {
+  /** Most messages committed in one transaction. */
+  maxBatch: number;
+  /** Longest a message waits for its batch to fill (0 = the next turn of the event loop). */
+  maxDelayMs: number;
+}
+
+export interface SqlStoreOptions {
+  logger: Logger;
+  groupCommit?: Partial<GroupCommitOptions>;
+  /** Clock, for tests. */
+  now?: () => number;
+}
+
+interface PendingInsert {
+  messages: NewMessage[];
+  opts?: InsertOptions;
+  resolve(r: InsertResult[]): void;
+  reject(e: unknown): void;
+}
+
+const OPEN_DELIVERY = `('pending', 'failed')`;
+const UNROUTED_MESSAGE = `('received', 'transformed')`;
+
+function dedupKey(h: MessageHeaders | undefined): string | undefined {
+  if (!h?.controlId) return undefined;
+  return `${h.sendingApplication ?? ''}|${h.sendingFacility ?? ''}|${h.controlId}`;
+}
+
+const num = (v: unknown): number | undefined => (v === null || v === undefined ? undefined : Number(v));
+const date = (v: unknown): Date | undefined => (v === null || v === undefined ? undefined : new Date(Number(v)));
+const json = <T>(v: unknown): T | undefined => (v === null || v === undefined ? undefined : (JSON.parse(String(v)) as T));
+const errJson = (e: StoredError): string =>
+  JSON.stringify({ code: e.code, message: e.message, retryable: e.retryable, outcome: e.outcome });
+
+/**
+ * The store logic, written once in portable SQL for SQLite and PostgreSQL. A subclass supplies
+ * the connection: `tx` (a transaction; `durable` ones must survive power loss before they
+ * resolve), `read`, and the dialect bits (row locking for claims).
+ */
+export abstract class SqlMessageStore implements MessageStore {
+  abstract readonly kind: string;
+  protected abstract readonly dialect: Dialect;
+  protected readonly logger: Logger;
+  protected readonly now: () => number;
+  readonly groupCommit: GroupCommitOptions;
+  private opened = false;
+  private closing = false;
+  private queue: PendingInsert[] = [];
+  private queuedCount = 0;
+  private timer?: NodeJS.Timeout | NodeJS.Immediate;
+  private flushing?: Promise<void>;
+  /** The JSON of the bundle last recorded by recordTransformed, to avoid storing it twice per delivery. */
+  private lastBundle?: { id: string; json: string };
+  /** Commits made by `insert` (for tests and the benchmark). */
+  insertCommits = 0;
+
+  constructor(opts: SqlStoreOptions) {
+    this.logger = opts.logger;
+    this.now = opts.now ?? Date.now;
+    this.groupCommit = { maxBatch: opts.groupCommit?.maxBatch || 256, maxDelayMs: opts.groupCommit?.maxDelayMs ?? 2 };
+  }
+
+  protected abstract connect(): Promise<void>;
+  protected abstract disconnect(): Promise<void>;
+  protected abstract tx<T>(fn: (x: SqlExec) => Promise<T>, opts?: { durable?: boolean }): Promise<T>;
+  protected abstract read<T>(fn: (x: SqlExec) => Promise<T>): Promise<T>;
+  /** Runs the migrations not yet applied, serialised against other processes. */
+  protected abstract withMigrationLock<T>(fn: (x: SqlExec) => Promise<T>): Promise<T>;
+  /** `FOR UPDATE ... SKIP LOCKED` where the database has it. */
+  protected lockClause(_table: string): string {
+    return '';
+  }
+  /** Serialises concurrent writers of one duplicate key across processes (PostgreSQL). */
+  protected async lockKey(_x: SqlExec, _key: string): Promise<void> {}
+  /** Called after prune to give space back to the file system. */
+  protected async compact(): Promise<void> {}
+
+  // ------------------------------------------------------------------------------------------
+  // Lifecycle
+
+  async open(): Promise<void> {
+    if (this.opened) return;
+    await this.connect();
+    try {
+      await this.migrate();
+    } catch (e) {
+      await this.disconnect().catch(() => undefined);
+      throw e;
+    }
+    this.opened = true;
+    this.closing = false;
+  }
+
+  async close(): Promise<void> {
+    if (!this.opened) return;
+    this.closing = true;
+    if (this.timer) this.clearTimer();
+    while (this.queue.length || this.flushing) {
+      if (this.flushing) await this.flushing;
+      else await this.flush();
+    }
+    this.opened = false;
+    await this.disconnect();
+  }
+
+  isOpen(): boolean {
+    return this.opened && !this.closing;
+  }
+
+  /** The schema version in the database. */
+  async schemaVersion(): Promise<number> {
+    return this.read(async (x) => {
+      const r = await x.all('SELECT MAX(version) AS v FROM schema_migrations');
+      return num(r[0]?.v) ?? 0;
+    });
+  }
+
+  private async migrate(): Promise<void> {
+    await this.withMigrationLock(async (x) => {
+      await x.run(`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at ${this.dialect === 'sqlite' ? 'INTEGER' : 'BIGINT'} NOT NULL)`);
+      const rows = await x.all('SELECT version FROM schema_migrations');
+      const done = new Set(rows.map((r) => Number(r.version)));
+      for (const m of migrations) {
+        if (done.has(m.version)) continue;
+        for (const s of m.statements) await x.run(ddl(s, this.dialect));
+        await x.run('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', [m.version, m.name, this.now()]);
+        this.logger.info('store migration applied', { store: this.kind, version: m.version, migration: m.name });
+      }
+      const max = Math.max(0, ...done);
+      const known = migrations[migrations.length - 1].version;
+      if (max > known) {
+        throw new FerryError('CONFIG_STORE_SCHEMA_NEWER', `the store's schema version ${max} is newer than this Ferry knows (${known}); upgrade Ferry`, { kind: 'config' });
+      }
+    });
+  }
+
+  protected assertOpen(): void {
+    if (!this.opened || this.closing) throw new FerryError('TRANSIENT_STORE_CLOSED', 'the message store is not open', { kind: 'transient' });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Insert with group commit
+
+  insert(messages: NewMessage[], opts?: InsertOptions): Promise<InsertResult[]> {
+    try {
+      this.assertOpen();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (!messages.length && !opts?.checkpoint) return Promise.resolve([]);
+    return new Promise<InsertResult[]>((resolve, reject) => {
+      this.queue.push({ messages, opts, resolve, reject });
+      this.queuedCount += Math.max(1, messages.length);
+      this.schedule();
+    });
+  }
+
+  private clearTimer(): void {
+    const t = this.timer as any;
+    this.timer = undefined;
+    clearTimeout(t);
+    clearImmediate(t);
+  }
+
+  private schedule(): void {
+    if (this.flushing) return; // the running flush picks the queue up when it ends
+    if (this.queuedCount >= this.groupCommit.maxBatch) {
+      if (this.timer) this.clearTimer();
+      void this.flush();
+      return;
+    }
+    if (this.timer) return;
+    const run = () => {
+      this.timer = undefined;
+      void this.flush();
+    };
+    this.timer = this.groupCommit.maxDelayMs > 0 ? setTimeout(run, this.groupCommit.maxDelayMs) : setImmediate(run);
+  }
+
+  private flush(): Promise<void> {
+    if (this.flushing) return this.flushing;
+    if (!this.queue.length) return Promise.resolve();
+    // Take up to maxBatch messages (whole calls; a single call larger than maxBatch goes alone).
+    const batch: PendingInsert[] = [];
+    let n = 0;
+    while (this.queue.length) {
+      const next = this.queue[0];
+      const size = Math.max(1, next.messages.length);
+      if (batch.length && n + size > this.groupCommit.maxBatch) break;
+      batch.push(this.queue.shift()!);
+      n += size;
+    }
+    this.queuedCount -= n;
+    this.flushing = this.commitBatch(batch).finally(() => {
+      this.flushing = undefined;
+      if (this.queue.length) {
+        if (this.queuedCount >= this.groupCommit.maxBatch || this.closing) void this.flush();
+        else this.schedule();
+      }
+    });
+    return this.flushing;
+  }
+
+  private async commitBatch(batch: PendingInsert[]): Promise<void> {
+    try {
+      const results = await this.tx(async (x) => {
+        const out: InsertResult[][] = [];
+        for (const p of batch) out.push(await this.insertInTx(x, p.messages, p.opts));
+        return out;
+      }, { durable: true });
+      this.insertCommits++;
+      batch.forEach((p, i) => p.resolve(results[i]));
+    } catch (e) {
+      if (batch.length === 1) {
+        batch[0].reject(this.writeError(e));
+        return;
+      }
+      // One caller's bad input must not fail the others: commit each call alone.
+      this.logger.warn('store group commit failed; committing calls one by one', { store: this.kind, calls: batch.length, ...errorFields(e) });
+      for (const p of batch) {
+        try {
+          const r = await this.tx((x) => this.insertInTx(x, p.messages, p.opts), { durable: true });
+          this.insertCommits++;
+          p.resolve(r);
+        } catch (e2) {
+          p.reject(this.writeError(e2));
+        }
+      }
+    }
+  }
+
+  private writeError(e: unknown): FerryError {
+    if (e instanceof FerryError) return e;
+    return transientError('STORE_WRITE', `could not store messages: ${(e as Error)?.message ?? String(e)}`, { store: this.kind }, e);
+  }
+
+  private async insertInTx(x: SqlExec, messages: NewMessage[], opts?: InsertOptions): Promise<InsertResult[]> {
+    const out: InsertResult[] = [];
+    const now = this.now();
+    for (const m of messages) {
+      if (!m.sourceId) throw new FerryError('INPUT_MESSAGE_NO_SOURCE', 'a stored message needs a sourceId', { kind: 'input' });
+      if (!Buffer.isBuffer(m.body)) throw new FerryError('INPUT_MESSAGE_BODY', 'a stored message body must be a Buffer', { kind: 'input' });
+      const headers = m.headers ?? {};
+      const receivedAt = m.receivedAt?.getTime() ?? now;
+      const key = dedupKey(headers);
+      let duplicateOf: string | undefined;
+      if (key && opts?.duplicates) {
+        await this.lockKey(x, `${m.sourceId}|${key}`);
+        const prior = await x.all(
+          `SELECT id FROM messages WHERE source_id = ? AND dedup_key = ? AND received_at >= ? AND duplicate_of IS NULL ORDER BY seq DESC LIMIT 1`,
+          [m.sourceId, key, receivedAt - opts.duplicates.windowMs],
+        );
+        duplicateOf = prior[0]?.id;
+        if (duplicateOf && opts.duplicates.policy !== 'accept') {
+          await this.event(x, duplicateOf, now, 'duplicate', undefined, undefined, opts.duplicates.policy === 'reject' ? 'rejected' : 'ignored');
+          out.push({ id: duplicateOf, duplicate: true, duplicateOf, stored: false });
+          continue;
+        }
+      }
+      const id = newId(now);
+      const r = await x.all(
+        `INSERT INTO messages (id, source_id, content_type, body, headers, received_at, status, duplicate_of, dedup_key, ordering_key, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, 'received', ?, ?, ?, ?) RETURNING seq`,
+        [id, m.sourceId, m.contentType, m.body, JSON.stringify(headers), receivedAt, duplicateOf ?? null, key ?? null, headers.orderingKey ?? null, now],
+      );
+      if (!r.length) throw new FerryError('INTERNAL_STORE_INSERT', 'insert returned no row', { kind: 'internal' });
+      await this.event(x, id, now, 'received', undefined, undefined, duplicateOf ? `duplicate of ${duplicateOf}` : undefined);
+      out.push({ id, duplicate: !!duplicateOf, duplicateOf, stored: true });
+    }
+    if (opts?.checkpoint) await this.upsertCheckpoint(x, opts.checkpoint.sourceId, opts.checkpoint.key, opts.checkpoint.value, now);
+    return out;
+  }
+
+  private event(x: SqlExec, messageId: string, at: number, status: string, sinkId?: string, routeId?: string, detail?: string): Promise<number> {
+    return x.run('INSERT INTO message_events (message_id, at, status, sink_id, route_id, detail) VALUES (?, ?, ?, ?, ?, ?)', [
+      messageId,
+      at,
+      status,
+      sinkId ?? null,
+      routeId ?? null,
+      detail ?? null,
+    ]);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Reads
+
+  protected toMessage(r: Row, withBody: boolean, withBundle: boolean): StoredMessage {
+    const m: StoredMessage = {
+      id: r.id,
+      seq: Number(r.seq),
+      sourceId: r.source_id,
+      contentType: r.content_type,
+      headers: json<MessageHeaders>(r.headers) ?? {},
+      receivedAt: new Date(Number(r.received_at)),
+      status: r.status as MessageStatus,
+    };
+    if (withBody && r.body !== null && r.body !== undefined) m.body = Buffer.isBuffer(r.body) ? r.body : Buffer.from(r.body);
+    if (withBundle && r.bundle) m.bundle = json<Bundle>(r.bundle);
+    if (r.error) m.error = json<StoredError>(r.error);
+    if (r.duplicate_of) m.duplicateOf = r.duplicate_of;
+    if (r.ordering_key) (m as StoredMessage & { orderingKey?: string }).orderingKey = r.ordering_key;
+    return m;
+  }
+
+  protected toDelivery(r: Row): StoredDelivery & { firstAttemptAt?: Date; superseded?: boolean } {
+    const d: StoredDelivery & { firstAttemptAt?: Date; superseded?: boolean } = {
+      id: r.id,
+      messageId: r.message_id,
+      routeId: r.route_id,
+      sinkId: r.sink_id,
+      status: r.status as DeliveryStatus,
+      attempts: Number(r.attempts),
+      orderingKey: r.ordering_key,
+      strictOrder: Number(r.strict_order) === 1,
+      createdAt: new Date(Number(r.created_at)),
+    };
+    if (r.next_attempt_at !== null && r.next_attempt_at !== undefined) d.nextAttemptAt = date(r.next_attempt_at);
+    if (r.last_error) d.lastError = json<StoredError>(r.last_error);
+    if (r.delivered_at !== null && r.delivered_at !== undefined) d.deliveredAt = date(r.delivered_at);
+    if (r.first_attempt_at !== null && r.first_attempt_at !== undefined) d.firstAttemptAt = date(r.first_attempt_at);
+    if (Number(r.superseded) === 1) d.superseded = true;
+    return d;
+  }
+
+  private columns(body: boolean, bundle: boolean, alias = ''): string {
+    const a = alias ? `${alias}.` : '';
+    const cols = ['seq', 'id', 'source_id', 'content_type', 'headers', 'received_at', 'status', 'error', 'duplicate_of', 'ordering_key'];
+    if (body) cols.push('body');
+    if (bundle) cols.push('bundle');
+    return cols.map((c) => a + c).join(', ');
+  }
+
+  async getMessage(id: string, opts: { body?: boolean; bundle?: boolean } = {}): Promise<StoredMessage | undefined> {
+    this.assertOpen();
+    const rows = await this.read((x) => x.all(`SELECT ${this.columns(!!opts.body, !!opts.bundle)} FROM messages WHERE id = ?`, [id]));
+    return rows[0] ? this.toMessage(rows[0], !!opts.body, !!opts.bundle) : undefined;
+  }
+
+  private filterSql(f: MessageFilter): { where: string; params: unknown[] } {
+    const c: string[] = [];
+    const p: unknown[] = [];
+    if (f.ids) {
+      if (!f.ids.length) c.push('1 = 0');
+      else {
+        c.push(`m.id IN (${f.ids.map(() => '?').join(', ')})`);
+        p.push(...f.ids);
+      }
+    }
+    if (f.status?.length) {
+      c.push(`m.status IN (${f.status.map(() => '?').join(', ')})`);
+      p.push(...f.status);
+    }
+    if (f.sourceId) {
+      c.push('m.source_id = ?');
+      p.push(f.sourceId);
+    }
+    if (f.since) {
+      c.push('m.received_at >= ?');
+      p.push(f.since.getTime());
+    }
+    if (f.until) {
+      c.push('m.received_at < ?');
+      p.push(f.until.getTime());
+    }
+    if (f.routeId || f.sinkId || f.deliveryStatus?.length) {
+      const d: string[] = ['d.message_id = m.id', 'd.superseded = 0'];
+      if (f.routeId) {
+        d.push('d.route_id = ?');
+        p.push(f.routeId);
+      }
+      if (f.sinkId) {
+        d.push('d.sink_id = ?');
+        p.push(f.sinkId);
+      }
+      if (f.deliveryStatus?.length) {
+        d.push(`d.status IN (${f.deliveryStatus.map(() => '?').join(', ')})`);
+        p.push(...f.deliveryStatus);
+      }
+      c.push(`EXISTS (SELECT 1 FROM deliveries d WHERE ${d.join(' AND ')})`);
+    }
+    return { where: c.length ? `WHERE ${c.join(' AND ')}` : '', params: p };
+  }
+
+  async listMessages(filter: MessageFilter): Promise<StoredMessage[]> {
+    this.assertOpen();
+    const { where, params } = this.filterSql(filter);
+    const limit = filter.limit && filter.limit > 0 ? ` LIMIT ${Math.floor(filter.limit)}` : '';
+    const rows = await this.read((x) =>
+      x.all(`SELECT ${this.columns(false, false, 'm')} FROM messages m ${where} ORDER BY m.seq ${filter.newestFirst ? 'DESC' : 'ASC'}${limit}`, params),
+    );
+    return rows.map((r) => this.toMessage(r, false, false));
+  }
+
+  async events(messageId: string): Promise<MessageEvent[]> {
+    this.assertOpen();
+    const rows = await this.read((x) => x.all('SELECT * FROM message_events WHERE message_id = ? ORDER BY seq', [messageId]));
+    return rows.map((r) => {
+      const e: MessageEvent = { messageId: r.message_id, at: new Date(Number(r.at)), status: r.status };
+      if (r.sink_id) e.sinkId = r.sink_id;
+      if (r.route_id) e.routeId = r.route_id;
+      if (r.detail) e.detail = r.detail;
+      return e;
+    });
+  }
+
+  async deliveries(messageId: string, opts: { includeSuperseded?: boolean } = {}): Promise<StoredDelivery[]> {
+    this.assertOpen();
+    const rows = await this.read((x) =>
+      x.all(`SELECT * FROM deliveries WHERE message_id = ?${opts.includeSuperseded ? '' : ' AND superseded = 0'} ORDER BY seq`, [messageId]),
+    );
+    return rows.map((r) => this.toDelivery(r));
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Processing
+
+  async claimReceived(owner: string, limit: number, leaseMs: number): Promise<StoredMessage[]> {
+    this.assertOpen();
+    if (limit <= 0) return [];
+    const now = this.now();
+    const rows = await this.tx(async (x) => {
+      const ids = await x.all(
+        `SELECT seq FROM messages WHERE status IN ${UNROUTED_MESSAGE} AND (lease_expires IS NULL OR lease_expires <= ?) ORDER BY seq LIMIT ?${this.lockClause('messages')}`,
+        [now, limit],
+      );
+      if (!ids.length) return [];
+      return x.all(
+        `UPDATE messages SET lease_owner = ?, lease_expires = ? WHERE seq IN (${ids.map(() => '?').join(', ')}) RETURNING ${this.columns(true, false)}`,
+        [owner, now + leaseMs, ...ids.map((r) => r.seq)],
+      );
+    });
+    return rows.map((r) => this.toMessage(r, true, false)).sort((a, b) => a.seq - b.seq);
+  }
+
+  private async requireMessage(x: SqlExec, id: string, cols = 'seq, status, source_id, ordering_key, headers'): Promise<Row> {
+    const rows = await x.all(`SELECT ${cols} FROM messages WHERE id = ?`, [id]);
+    if (!rows[0]) throw new FerryError('INTERNAL_STORE_NO_MESSAGE', `no stored message ${id}`, { kind: 'internal', details: { messageId: id } });
+    return rows[0];
+  }
+
+  async recordTransformed(id: string, bundle: Bundle, orderingKey: string | undefined): Promise<void> {
+    this.assertOpen();
+    const now = this.now();
+    const text = JSON.stringify(bundle);
+    await this.tx(async (x) => {
+      const m = await this.requireMessage(x, id, 'seq, source_id, headers');
+      const key = orderingKey || json<MessageHeaders>(m.headers)?.orderingKey || `source:${m.source_id}`;
+      await x.run(`UPDATE messages SET status = 'transformed', bundle = ?, ordering_key = ?, error = NULL, updated_at = ? WHERE id = ?`, [text, key, now, id]);
+      await this.event(x, id, now, 'transformed');
+    });
+    this.lastBundle = { id, json: text };
+  }
+
+  async recordFailed(id: string, error: StoredError): Promise<void> {
+    this.assertOpen();
+    const now = this.now();
+    await this.tx(async (x) => {
+      await this.requireMessage(x, id, 'seq');
+      await x.run(`UPDATE messages SET status = 'failed', error = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?`, [errJson(error), now, id]);
+      await this.event(x, id, now, 'failed', undefined, undefined, error.code);
+    });
+  }
+
+  async recordRouting(id: string, outcome: RoutingOutcome): Promise<void> {
+    this.assertOpen();
+    const now = this.now();
+    const cached = this.lastBundle?.id === id ? this.lastBundle.json : undefined;
+    this.lastBundle = undefined;
+    await this.tx(async (x) => {
+      const m = await this.requireMessage(x, id, cached ? 'seq, source_id, ordering_key' : 'seq, source_id, ordering_key, bundle');
+      const messageBundle: string | undefined = cached ?? m.bundle ?? undefined;
+      const clear = 'lease_owner = NULL, lease_expires = NULL';
+      switch (outcome.status) {
+        case 'unrouted':
+          await x.run(`UPDATE messages SET status = 'unrouted', ${clear}, updated_at = ? WHERE id = ?`, [now, id]);
+          await this.event(x, id, now, 'unrouted');
+          return;
+        case 'filtered':
+          await x.run(`UPDATE messages SET status = 'filtered', ${clear}, updated_at = ? WHERE id = ?`, [now, id]);
+          await this.event(x, id, now, 'filtered', undefined, undefined, outcome.detail);
+          return;
+        case 'routed': {
+          const key: string = m.ordering_key || `source:${m.source_id}`;
+          const status = outcome.deliveries.length ? 'routed' : 'delivered';
+          await x.run(`UPDATE messages SET status = ?, ${clear}, updated_at = ? WHERE id = ?`, [status, now, id]);
+          await this.event(x, id, now, 'routed', undefined, undefined, `${outcome.deliveries.length} deliveries`);
+          for (const d of outcome.deliveries) {
+            const text = JSON.stringify(d.bundle);
+            const did = newId(now);
+            await x.run(
+              `INSERT INTO deliveries (id, message_id, message_seq, route_id, sink_id, status, attempts, ordering_key, strict_order, created_at, bundle)
+               VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)`,
+              [did, id, m.seq, d.routeId, d.sinkId, key, d.strictOrder ? 1 : 0, now, text === messageBundle ? null : text],
+            );
+            await this.event(x, id, now, 'delivery:pending', d.sinkId, d.routeId);
+          }
+          if (!outcome.deliveries.length) await this.event(x, id, now, 'delivered', undefined, undefined, 'no deliveries');
+          return;
+        }
+        default:
+          outcome satisfies never;
+      }
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Deliveries
+
+  async claimDeliveries(owner: string, limit: number, leaseMs: number, nowDate?: Date): Promise<ClaimedDelivery[]> {
+    this.assertOpen();
+    if (limit <= 0) return [];
+    const now = nowDate?.getTime() ?? this.now();
+    const rows = await this.tx(async (x) => {
+      const cand = await x.all(
+        `SELECT d.seq FROM deliveries d
+         WHERE d.superseded = 0 AND d.status IN ${OPEN_DELIVERY}
+           AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?)
+           AND (d.lease_expires IS NULL OR d.lease_expires <= ?)
+           AND (d.strict_order = 0 OR (
+             NOT EXISTS (SELECT 1 FROM deliveries e
+                         WHERE e.sink_id = d.sink_id AND e.ordering_key = d.ordering_key AND e.superseded = 0
+                           AND e.status IN ${OPEN_DELIVERY} AND e.strict_order = 1 AND e.message_seq < d.message_seq)
+             AND NOT EXISTS (SELECT 1 FROM messages m
+                         WHERE m.status IN ${UNROUTED_MESSAGE} AND m.seq < d.message_seq
+                           AND (m.ordering_key IS NULL OR m.ordering_key = d.ordering_key))))
+         ORDER BY d.message_seq, d.seq LIMIT ?${this.lockClause('d')}`,
+        [now, now, limit],
+      );
+      if (!cand.length) return [];
+      const claimed = await x.all(
+        `UPDATE deliveries SET lease_owner = ?, lease_expires = ?, first_attempt_at = COALESCE(first_attempt_at, ?)
+         WHERE seq IN (${cand.map(() => '?').join(', ')}) RETURNING *`,
+        [owner, now + leaseMs, now, ...cand.map((r) => r.seq)],
+      );
+      const ids = [...new Set(claimed.map((r) => r.message_id as string))];
+      const msgs = await x.all(`SELECT ${this.columns(true, true)} FROM messages WHERE id IN (${ids.map(() => '?').join(', ')})`, ids);
+      return claimed.map((d) => ({ d, m: msgs.find((r) => r.id === d.message_id)! }));
+    });
+    return rows
+      .map(({ d, m }) => {
+        const message = this.toMessage(m, true, true);
+        const bundle = d.bundle ? (JSON.parse(d.bundle) as Bundle) : message.bundle;
+        const delivery = this.toDelivery(d);
+        const c: ClaimedDelivery = { ...delivery, firstAttemptAt: delivery.firstAttemptAt ?? new Date(now), bundle: bundle as Bundle, message };
+        return c;
+      })
+      .sort((a, b) => a.message.seq - b.message.seq || (a.id < b.id ? -1 : 1));
+  }
+
+  async completeDelivery(deliveryId: string, outcome: DeliveryOutcome): Promise<void> {
+    this.assertOpen();
+    const now = this.now();
+    await this.tx(async (x) => {
+      const rows = await x.all('SELECT message_id, route_id, sink_id, superseded FROM deliveries WHERE id = ?', [deliveryId]);
+      const d = rows[0];
+      if (!d) throw new FerryError('INTERNAL_STORE_NO_DELIVERY', `no delivery ${deliveryId}`, { kind: 'internal', details: { deliveryId } });
+      const clear = 'lease_owner = NULL, lease_expires = NULL';
+      switch (outcome.status) {
+        case 'delivered':
+          await x.run(`UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, next_attempt_at = NULL, ${clear} WHERE id = ?`, [now, deliveryId]);
+          break;
+        case 'failed':
+          await x.run(`UPDATE deliveries SET status = 'failed', attempts = attempts + 1, next_attempt_at = ?, last_error = ?, ${clear} WHERE id = ?`, [
+            outcome.nextAttemptAt.getTime(),
+            errJson(outcome.error),
+            deliveryId,
+          ]);
+          break;
+        case 'dead':
+          await x.run(`UPDATE deliveries SET status = 'dead', attempts = attempts + 1, next_attempt_at = NULL, last_error = ?, ${clear} WHERE id = ?`, [errJson(outcome.error), deliveryId]);
+          break;
+        default:
+          outcome satisfies never;
+      }
+      const detail = outcome.status === 'delivered' ? undefined : outcome.error.code;
+      await this.event(x, d.message_id, now, `delivery:${outcome.status}`, d.sink_id, d.route_id, Number(d.superseded) ? `${detail ?? ''} (superseded)`.trim() : detail);
+      if (Number(d.superseded)) return;
+      const counts = await x.all('SELECT status, COUNT(*) AS n FROM deliveries WHERE message_id = ? AND superseded = 0 GROUP BY status', [d.message_id]);
+      const by = new Map(counts.map((r) => [r.status as string, Number(r.n)]));
+      const total = [...by.values()].reduce((a, b) => a + b, 0);
+      const next: MessageStatus = (by.get('dead') ?? 0) > 0 ? 'dead' : (by.get('delivered') ?? 0) === total ? 'delivered' : 'routed';
+      const cur = await x.all('SELECT status FROM messages WHERE id = ?', [d.message_id]);
+      if (cur[0] && cur[0].status !== next && (cur[0].status === 'routed' || cur[0].status === 'dead' || cur[0].status === 'delivered')) {
+        await x.run('UPDATE messages SET status = ?, updated_at = ? WHERE id = ?', [next, now, d.message_id]);
+        await this.event(x, d.message_id, now, next);
+      }
+    });
+  }
+
+  async nextDueAt(): Promise<Date | undefined> {
+    this.assertOpen();
+    const rows = await this.read((x) =>
+      x.all(`SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE superseded = 0 AND status = 'failed' AND next_attempt_at IS NOT NULL`),
+    );
+    return date(rows[0]?.t);
+  }
+
+  /** Work left: messages not yet routed, deliveries due now, deliveries waiting for a later retry, leased work. */
+  async backlog(nowDate?: Date): Promise<BacklogInfo> {
+    this.assertOpen();
+    const now = nowDate?.getTime() ?? this.now();
+    return this.read(async (x) => {
+      const m = await x.all(`SELECT COUNT(*) AS n FROM messages WHERE status IN ${UNROUTED_MESSAGE}`);
+      const d = await x.all(
+        `SELECT
+           SUM(CASE WHEN next_attempt_at IS NULL OR next_attempt_at <= ? THEN 1 ELSE 0 END) AS due,
+           SUM(CASE WHEN next_attempt_at > ? THEN 1 ELSE 0 END) AS later,
+           SUM(CASE WHEN lease_expires > ? THEN 1 ELSE 0 END) AS leased
+         FROM deliveries WHERE superseded = 0 AND status IN ${OPEN_DELIVERY}`,
+        [now, now, now],
+      );
+      return {
+        unprocessedMessages: Number(m[0]?.n ?? 0),
+        deliveriesDue: Number(d[0]?.due ?? 0),
+        deliveriesScheduled: Number(d[0]?.later ?? 0),
+        deliveriesLeased: Number(d[0]?.leased ?? 0),
+      };
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Replay, checkpoints, retention, stats
+
+  async replay(filter: MessageFilter): Promise<string[]> {
+    this.assertOpen();
+    const now = this.now();
+    const { where, params } = this.filterSql(filter);
+    const limit = filter.limit && filter.limit > 0 ? ` LIMIT ${Math.floor(filter.limit)}` : '';
+    return this.tx(async (x) => {
+      const rows = await x.all(
+        `SELECT m.id FROM messages m ${where ? `${where} AND` : 'WHERE'} m.body IS NOT NULL AND m.status NOT IN ${UNROUTED_MESSAGE} ORDER BY m.seq${limit}${this.lockClause('m')}`,
+        params,
+      );
+      const ids = rows.map((r) => r.id as string);
+      for (const id of ids) {
+        await x.run(
+          `UPDATE messages SET status = 'received', bundle = NULL, error = NULL, lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?`,
+          [now, id],
+        );
+        const n = await x.run(`UPDATE deliveries SET superseded = 1, lease_owner = NULL, lease_expires = NULL WHERE message_id = ? AND superseded = 0`, [id]);
+        await this.event(x, id, now, 'received', undefined, undefined, n ? `replay (${n} deliveries superseded)` : 'replay');
+      }
+      return ids;
+    });
+  }
+
+  /**
+   * Retry deliveries without transforming again (same bundle): dead or failed deliveries matching
+   * the filter become pending, due now, attempts reset. Returns the delivery ids re-queued.
+   */
+  async retryDeliveries(filter: MessageFilter & { deliveryIds?: string[] }): Promise<string[]> {
+    this.assertOpen();
+    const now = this.now();
+    const { where, params } = this.filterSql({ ...filter, deliveryStatus: undefined, sinkId: undefined, routeId: undefined });
+    const c: string[] = ['d.superseded = 0', `d.status IN (${(filter.deliveryStatus?.length ? filter.deliveryStatus : ['dead', 'failed']).map(() => '?').join(', ')})`];
+    const p: unknown[] = [...(filter.deliveryStatus?.length ? filter.deliveryStatus : ['dead', 'failed'])];
+    if (filter.sinkId) {
+      c.push('d.sink_id = ?');
+      p.push(filter.sinkId);
+    }
+    if (filter.routeId) {
+      c.push('d.route_id = ?');
+      p.push(filter.routeId);
+    }
+    if (filter.deliveryIds) {
+      c.push(filter.deliveryIds.length ? `d.id IN (${filter.deliveryIds.map(() => '?').join(', ')})` : '1 = 0');
+      p.push(...filter.deliveryIds);
+    }
+    return this.tx(async (x) => {
+      const rows = await x.all(
+        `SELECT d.id, d.message_id, d.sink_id, d.route_id FROM deliveries d WHERE ${c.join(' AND ')}
+           AND d.message_id IN (SELECT m.id FROM messages m ${where}) ORDER BY d.message_seq, d.seq`,
+        [...p, ...params],
+      );
+      const touched = new Set<string>();
+      for (const r of rows) {
+        await x.run(`UPDATE deliveries SET status = 'pending', attempts = 0, first_attempt_at = NULL, next_attempt_at = NULL, lease_owner = NULL, lease_expires = NULL WHERE id = ?`, [r.id]);
+        await this.event(x, r.message_id, now, 'delivery:pending', r.sink_id, r.route_id, 'retry requested');
+        touched.add(r.message_id);
+      }
+      for (const id of touched) {
+        const n = await x.run(`UPDATE messages SET status = 'routed', updated_at = ? WHERE id = ? AND status <> 'routed'`, [now, id]);
+        if (n) await this.event(x, id, now, 'routed', undefined, undefined, 'retry requested');
+      }
+      return rows.map((r) => r.id as string);
+    });
+  }
+
+  private upsertCheckpoint(x: SqlExec, sourceId: string, key: string, value: string, now: number): Promise<number> {
+    return x.run(
+      `INSERT INTO checkpoints (source_id, key, value, updated_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (source_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+      [sourceId, key, value, now],
+    );
+  }
+
+  async getCheckpoint(sourceId: string, key: string): Promise<string | undefined> {
+    this.assertOpen();
+    const rows = await this.read((x) => x.all('SELECT value FROM checkpoints WHERE source_id = ? AND key = ?', [sourceId, key]));
+    return rows[0]?.value ?? undefined;
+  }
+
+  async setCheckpoint(sourceId: string, key: string, value: string): Promise<void> {
+    this.assertOpen();
+    const now = this.now();
+    await this.tx((x) => this.upsertCheckpoint(x, sourceId, key, value, now), { durable: true });
+  }
+
+  async prune(opts: PruneOptions): Promise<PruneResult> {
+    this.assertOpen();
+    const now = this.now();
+    const result = await this.tx(async (x) => {
+      let messages = await x.run(
+        `UPDATE messages SET body = NULL, bundle = NULL, pruned_at = ?
+         WHERE pruned_at IS NULL AND status IN ('delivered', 'filtered', 'unrouted') AND updated_at < ?`,
+        [now, opts.bodiesBefore.getTime()],
+      );
+      if (opts.deadBefore) {
+        messages += await x.run(
+          `UPDATE messages SET body = NULL, bundle = NULL, pruned_at = ? WHERE pruned_at IS NULL AND status IN ('dead', 'failed') AND updated_at < ?`,
+          [now, opts.deadBefore.getTime()],
+        );
+      }
+      if (messages) {
+        await x.run(`UPDATE deliveries SET bundle = NULL WHERE bundle IS NOT NULL AND message_id IN (SELECT id FROM messages WHERE pruned_at = ?)`, [now]);
+      }
+      let deleted = 0;
+      if (opts.deleteBefore) {
+        const cut = opts.deleteBefore.getTime();
+        const terminal = `status IN ('delivered', 'filtered', 'unrouted', 'dead', 'failed') AND updated_at < ?`;
+        await x.run(`DELETE FROM message_events WHERE message_id IN (SELECT id FROM messages WHERE ${terminal})`, [cut]);
+        await x.run(`DELETE FROM deliveries WHERE message_id IN (SELECT id FROM messages WHERE ${terminal})`, [cut]);
+        deleted = await x.run(`DELETE FROM messages WHERE ${terminal}`, [cut]);
+      }
+      return { messages, deleted };
+    });
+    if (result.messages || result.deleted) await this.compact();
+    return result;
+  }
+
+  async stats(): Promise<StoreStats> {
+    this.assertOpen();
+    return this.read(async (x) => {
+      const m = await x.all('SELECT status, COUNT(*) AS n FROM messages GROUP BY status');
+      const d = await x.all('SELECT status, COUNT(*) AS n FROM deliveries WHERE superseded = 0 GROUP BY status');
+      return {
+        messages: Object.fromEntries(m.map((r) => [r.status, Number(r.n)])),
+        deliveries: Object.fromEntries(d.map((r) => [r.status, Number(r.n)])),
+      };
+    });
+  }
+}

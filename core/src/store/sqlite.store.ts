@@ -1,0 +1,175 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { FerryError } from '../errors';
+import type { Dialect } from './schema';
+import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql-store';
+
+export interface SqliteStoreOptions extends SqlStoreOptions {
+  /** The database file (`:memory:` for a throwaway store). Its folder is created. */
+  path: string;
+  /** ms a writer waits for another process's lock before failing. */
+  busyTimeoutMs?: number;
+}
+
+type Params = unknown[];
+
+function bind(params: Params | undefined): unknown[] {
+  if (!params) return [];
+  return params.map((p) => (p === undefined ? null : typeof p === 'boolean' ? (p ? 1 : 0) : p));
+}
+
+/**
+ * The embedded store: one better-sqlite3 connection, WAL journal. Transactions that acknowledge
+ * data (message inserts, checkpoints) commit with `synchronous=FULL` (fsync of the WAL before the
+ * promise resolves); state transitions commit with `synchronous=NORMAL`, which in WAL mode is
+ * safe against a process crash and, on power loss, can only lose the latest transitions -- work
+ * that is then simply redone (deliveries are at-least-once). Every statement runs under one
+ * promise lock, so an async transaction never interleaves with another caller's statements.
+ */
+export class SqliteMessageStore extends SqlMessageStore {
+  readonly kind = 'sqlite';
+  protected readonly dialect: Dialect = 'sqlite';
+  readonly file: string;
+  private db?: Database.Database;
+  private stmts = new Map<string, Database.Statement>();
+  private lock: Promise<unknown> = Promise.resolve();
+  private sync: 'FULL' | 'NORMAL' | undefined;
+  private readonly busyTimeoutMs: number;
+
+  constructor(opts: SqliteStoreOptions) {
+    super(opts);
+    this.file = opts.path === ':memory:' ? opts.path : path.resolve(opts.path);
+    this.busyTimeoutMs = opts.busyTimeoutMs ?? 5000;
+  }
+
+  protected async connect(): Promise<void> {
+    if (this.file !== ':memory:') mkdirSync(path.dirname(this.file), { recursive: true });
+    let db: Database.Database;
+    try {
+      db = new Database(this.file);
+    } catch (e) {
+      throw new FerryError('CONFIG_STORE_OPEN', `cannot open SQLite store ${this.file}: ${(e as Error).message}`, { kind: 'config', cause: e });
+    }
+    try {
+      db.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
+      // auto_vacuum can only be chosen before the first table exists.
+      const tables = db.prepare(`SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table'`).get() as { n: number };
+      if (tables.n === 0) db.pragma('auto_vacuum = INCREMENTAL');
+      const mode = db.pragma('journal_mode = WAL', { simple: true });
+      if (this.file !== ':memory:' && String(mode).toLowerCase() !== 'wal') {
+        throw new Error(`journal_mode WAL refused (got ${String(mode)})`);
+      }
+      db.pragma('synchronous = FULL');
+      db.pragma('foreign_keys = OFF');
+      db.pragma('temp_store = MEMORY');
+      db.pragma('cache_size = -16000');
+      // Let the WAL be checkpointed in the background of commits, not grow without bound.
+      db.pragma('wal_autocheckpoint = 1000');
+    } catch (e) {
+      db.close();
+      throw new FerryError('CONFIG_STORE_OPEN', `cannot set up SQLite store ${this.file}: ${(e as Error).message}`, { kind: 'config', cause: e });
+    }
+    this.sync = 'FULL';
+    this.db = db;
+    this.stmts.clear();
+  }
+
+  protected async disconnect(): Promise<void> {
+    await this.lock.catch(() => undefined);
+    const db = this.db;
+    this.db = undefined;
+    this.stmts.clear();
+    if (db?.open) {
+      try {
+        db.pragma('wal_checkpoint(TRUNCATE)');
+      } catch {
+        // another process may hold the database; the WAL is checkpointed later
+      }
+      db.close();
+    }
+  }
+
+  private prepare(sql: string): Database.Statement {
+    let s = this.stmts.get(sql);
+    if (!s) {
+      if (!this.db) throw new FerryError('TRANSIENT_STORE_CLOSED', 'the SQLite store is closed', { kind: 'transient' });
+      s = this.db.prepare(sql);
+      this.stmts.set(sql, s);
+    }
+    return s;
+  }
+
+  private readonly exec: SqlExec = {
+    all: async (sql: string, params?: Params): Promise<Row[]> => {
+      const s = this.prepare(sql);
+      if (s.reader) return s.all(...bind(params)) as Row[];
+      s.run(...bind(params));
+      return [];
+    },
+    run: async (sql: string, params?: Params): Promise<number> => this.prepare(sql).run(...bind(params)).changes,
+  };
+
+  private withLock<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(fn, fn);
+    this.lock = run.catch(() => undefined);
+    return run;
+  }
+
+  private setSync(mode: 'FULL' | 'NORMAL'): void {
+    if (this.sync === mode) return;
+    this.db!.pragma(`synchronous = ${mode}`);
+    this.sync = mode;
+  }
+
+  protected tx<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean } = {}): Promise<T> {
+    return this.withLock(async () => {
+      const db = this.db;
+      if (!db) throw new FerryError('TRANSIENT_STORE_CLOSED', 'the SQLite store is closed', { kind: 'transient' });
+      this.setSync(opts.durable ? 'FULL' : 'NORMAL');
+      db.prepare('BEGIN IMMEDIATE').run();
+      try {
+        const r = await fn(this.exec);
+        db.prepare('COMMIT').run();
+        return r;
+      } catch (e) {
+        if (db.inTransaction) db.prepare('ROLLBACK').run();
+        throw e;
+      }
+    });
+  }
+
+  protected read<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    return this.withLock(() => {
+      if (!this.db) throw new FerryError('TRANSIENT_STORE_CLOSED', 'the SQLite store is closed', { kind: 'transient' });
+      return fn(this.exec);
+    });
+  }
+
+  protected withMigrationLock<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    // BEGIN IMMEDIATE takes the write lock: a second process migrating waits (busy_timeout).
+    return this.tx(fn, { durable: true });
+  }
+
+  protected override async compact(): Promise<void> {
+    await this.withLock(async () => {
+      const db = this.db;
+      if (!db) return;
+      db.pragma('incremental_vacuum');
+      db.pragma('wal_checkpoint(TRUNCATE)');
+    });
+  }
+
+  /** Pages of the file and free pages in it (retention tests, metrics). */
+  async fileStats(): Promise<{ pageCount: number; freePages: number; pageSize: number; autoVacuum: number }> {
+    return this.withLock(async () => {
+      const db = this.db!;
+      return {
+        pageCount: Number(db.pragma('page_count', { simple: true })),
+        freePages: Number(db.pragma('freelist_count', { simple: true })),
+        pageSize: Number(db.pragma('page_size', { simple: true })),
+        autoVacuum: Number(db.pragma('auto_vacuum', { simple: true })),
+      };
+    });
+  }
+}
