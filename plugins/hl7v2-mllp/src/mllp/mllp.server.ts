@@ -1,0 +1,275 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Logger } from 'winston';
+import { FerryError } from '@ferry/core';
+import { encodeFrame, MllpDeframer, type DeframerEvent } from './framing';
+
+export interface ConnectionInfo {
+  /** Sequential id of the connection on this server (for logs). */
+  id: number;
+  remoteAddress?: string;
+  remotePort?: number;
+  /** TLS: the peer certificate's subject CN when a client certificate was presented and verified. */
+  peerCN?: string;
+}
+
+/**
+ * Handles the frames of one connection. Called with every frame received while the previous call
+ * was running, in arrival order; never called concurrently for one connection. Returns, for each
+ * frame, the payloads to send back (zero, one or more ACKs), in order.
+ */
+export type FrameHandler = (events: DeframerEvent[], conn: ConnectionInfo) => Promise<Buffer[][]>;
+
+export interface MllpServerOptions {
+  host: string;
+  port: number;
+  /** Connections beyond this are closed on accept. */
+  maxConnections: number;
+  /** A connection with no traffic and nothing in flight for this long is closed (0 = never). */
+  idleTimeoutMs: number;
+  /** Largest message (frame payload) accepted, bytes. */
+  maxMessageSize: number;
+  /** Frames waiting for the handler before the socket stops being read (backpressure). */
+  maxPendingFrames: number;
+  /** How long stop() waits for in-flight frames before closing connections. */
+  shutdownGraceMs: number;
+  /** TLS options (with key/cert loaded); plain TCP when absent. */
+  tls?: tls.TlsOptions;
+}
+
+export interface MllpServerStats {
+  connections: number;
+  connectionsTotal: number;
+  connectionsRefused: number;
+  tlsFailures: number;
+  frames: number;
+  oversizedFrames: number;
+  truncatedFrames: number;
+  junkBytes: number;
+}
+
+interface Conn {
+  info: ConnectionInfo;
+  socket: net.Socket;
+  deframer: MllpDeframer;
+  queue: DeframerEvent[];
+  busy: boolean;
+  paused: boolean;
+  closed: boolean;
+  junkLogged: boolean;
+  idle?: Promise<void>;
+  idleResolve?: () => void;
+}
+
+/** An MLLP listener over TCP or TLS: framing, limits, backpressure, ordered responses. */
+export class MllpServer {
+  private server?: net.Server;
+  private readonly conns = new Set<Conn>();
+  private rawSockets = 0;
+  private nextId = 1;
+  private stopping = false;
+  private readonly counters = { connectionsTotal: 0, connectionsRefused: 0, tlsFailures: 0, frames: 0, oversizedFrames: 0, truncatedFrames: 0, junkBytes: 0 };
+
+  constructor(
+    private readonly opts: MllpServerOptions,
+    private readonly handler: FrameHandler,
+    private readonly logger: Logger,
+  ) {}
+
+  async listen(): Promise<void> {
+    const onConn = (socket: net.Socket) => this.accept(socket);
+    const server = this.opts.tls ? tls.createServer(this.opts.tls, onConn) : net.createServer(onConn);
+    // Count raw TCP connections (before a TLS handshake) to enforce maxConnections.
+    server.on('connection', (raw: net.Socket) => {
+      if (this.stopping || this.rawSockets >= this.opts.maxConnections) {
+        this.counters.connectionsRefused += 1;
+        this.logger.warn('mllp connection refused: limit reached', { maxConnections: this.opts.maxConnections, stopping: this.stopping });
+        raw.destroy();
+        return;
+      }
+      this.rawSockets += 1;
+      raw.once('close', () => {
+        this.rawSockets -= 1;
+      });
+    });
+    if (this.opts.tls) {
+      server.on('tlsClientError', (err: Error, sock: tls.TLSSocket) => {
+        this.counters.tlsFailures += 1;
+        this.logger.warn('mllp TLS handshake failed', { remoteAddress: sock?.remoteAddress, error: (err as NodeJS.ErrnoException).code ?? err.message });
+      });
+    }
+    server.on('error', (err) => this.logger.error('mllp server error', { error: err.message }));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      const onErr = (err: NodeJS.ErrnoException) =>
+        reject(
+          new FerryError('CONFIG_MLLP_LISTEN', `cannot listen on ${this.opts.host}:${this.opts.port}: ${err.code ?? err.message}`, {
+            kind: err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL' ? 'config' : 'transient',
+            cause: err,
+          }),
+        );
+      server.once('error', onErr);
+      server.listen(this.opts.port, this.opts.host, () => {
+        server.off('error', onErr);
+        resolve();
+      });
+    });
+  }
+
+  address(): { host: string; port: number } | undefined {
+    const a = this.server?.address();
+    if (!a || typeof a === 'string') return undefined;
+    return { host: a.address, port: a.port };
+  }
+
+  get listening(): boolean {
+    return !!this.server?.listening && !this.stopping;
+  }
+
+  stats(): MllpServerStats {
+    return { connections: this.conns.size, ...this.counters };
+  }
+
+  /** Stop accepting; let each connection finish the frames it has received; then close them. */
+  async close(): Promise<void> {
+    if (!this.server) return;
+    this.stopping = true;
+    const server = this.server;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    const drains = [...this.conns].map(async (c) => {
+      c.socket.pause();
+      c.paused = true;
+      if (c.busy || c.queue.length) {
+        c.idle ??= new Promise<void>((r) => (c.idleResolve = r));
+        await Promise.race([c.idle, delay(this.opts.shutdownGraceMs)]);
+      }
+      c.socket.end();
+      await Promise.race([new Promise<void>((r) => (c.closed ? r() : c.socket.once('close', () => r()))), delay(500)]);
+      c.socket.destroy();
+    });
+    await Promise.all(drains);
+    await closed;
+    this.server = undefined;
+  }
+
+  private accept(socket: net.Socket): void {
+    const info: ConnectionInfo = { id: this.nextId++, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort };
+    if (socket instanceof tls.TLSSocket) {
+      const cert = socket.getPeerCertificate();
+      if (cert && cert.subject) info.peerCN = Array.isArray(cert.subject.CN) ? cert.subject.CN[0] : cert.subject.CN;
+    }
+    const c: Conn = {
+      info,
+      socket,
+      deframer: new MllpDeframer({ maxMessageSize: this.opts.maxMessageSize }),
+      queue: [],
+      busy: false,
+      paused: false,
+      closed: false,
+      junkLogged: false,
+    };
+    this.conns.add(c);
+    this.counters.connectionsTotal += 1;
+    this.logger.debug('mllp connection opened', { connection: info.id, remoteAddress: info.remoteAddress, peerCN: info.peerCN });
+    socket.setNoDelay(true);
+    if (this.opts.idleTimeoutMs > 0) socket.setTimeout(this.opts.idleTimeoutMs);
+    socket.on('timeout', () => {
+      if (c.busy || c.queue.length) return; // still working: not idle
+      this.logger.info('mllp connection idle, closing', { connection: info.id, idleTimeoutMs: this.opts.idleTimeoutMs });
+      socket.end();
+      setTimeout(() => socket.destroy(), 1000).unref();
+    });
+    socket.on('data', (chunk: Buffer) => this.onData(c, chunk));
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      this.logger.debug('mllp connection error', { connection: info.id, error: err.code ?? err.message });
+    });
+    socket.on('close', () => {
+      c.closed = true;
+      this.conns.delete(c);
+      const d = c.deframer;
+      const lost = d.reset();
+      if (lost > 0) this.logger.warn('mllp connection closed mid-frame; partial frame dropped', { connection: info.id, bytes: lost });
+      if (d.junkBytes > 0) this.logger.info('mllp bytes outside frames discarded', { connection: info.id, junkBytes: d.junkBytes });
+      this.logger.debug('mllp connection closed', { connection: info.id, frames: d.frames, oversized: d.oversizedFrames });
+      if (c.idleResolve) c.idleResolve();
+    });
+  }
+
+  private onData(c: Conn, chunk: Buffer): void {
+    const d = c.deframer;
+    const junkBefore = d.junkBytes;
+    const truncBefore = d.truncatedFrames;
+    let events: DeframerEvent[];
+    try {
+      events = d.push(chunk);
+    } catch (e) {
+      this.logger.error('mllp deframer failure; closing connection', { connection: c.info.id, error: (e as Error).message });
+      c.socket.destroy();
+      return;
+    }
+    const junk = d.junkBytes - junkBefore;
+    if (junk > 0) {
+      this.counters.junkBytes += junk;
+      if (!c.junkLogged) {
+        c.junkLogged = true;
+        this.logger.warn('mllp bytes outside a frame discarded', { connection: c.info.id, bytes: junk });
+      }
+    }
+    if (d.truncatedFrames > truncBefore) {
+      this.counters.truncatedFrames += d.truncatedFrames - truncBefore;
+      this.logger.warn('mllp frame without end block dropped (new start block received)', { connection: c.info.id });
+    }
+    if (!events.length) return;
+    for (const ev of events) {
+      if (ev.kind === 'frame') this.counters.frames += 1;
+      else {
+        this.counters.oversizedFrames += 1;
+        this.logger.warn('mllp frame over the size limit discarded', { connection: c.info.id, bytes: ev.size, maxMessageSize: this.opts.maxMessageSize });
+      }
+      c.queue.push(ev);
+    }
+    if (c.queue.length >= this.opts.maxPendingFrames && !c.paused) {
+      c.paused = true;
+      c.socket.pause();
+    }
+    if (!c.busy) void this.drain(c);
+  }
+
+  private async drain(c: Conn): Promise<void> {
+    c.busy = true;
+    try {
+      while (c.queue.length && !c.closed) {
+        const batch = c.queue.splice(0, c.queue.length);
+        let responses: Buffer[][];
+        try {
+          responses = await this.handler(batch, c.info);
+        } catch (e) {
+          // The handler turns every expected failure into an ACK; reaching here is a bug. Close the
+          // connection clearly rather than leave the sender waiting.
+          this.logger.error('mllp frame handler failed; closing connection', { connection: c.info.id, error: (e as Error).message });
+          c.socket.destroy();
+          return;
+        }
+        if (c.closed || c.socket.destroyed) return;
+        c.socket.cork();
+        for (const list of responses) for (const r of list) c.socket.write(encodeFrame(r));
+        c.socket.uncork();
+        if (c.paused && !this.stopping && c.queue.length < this.opts.maxPendingFrames) {
+          c.paused = false;
+          c.socket.resume();
+        }
+      }
+    } finally {
+      c.busy = false;
+      if (!c.queue.length && c.idleResolve) {
+        c.idleResolve();
+        c.idle = undefined;
+        c.idleResolve = undefined;
+      }
+    }
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}

@@ -1,0 +1,240 @@
+import fs from 'node:fs';
+import { FerryError } from '@ferry/core';
+import { readAck } from '../ack/ack.builder';
+import { adt, field, frame, RawClient, recordingCtx, type RecordingCtx } from './__fixtures__/support';
+import { makePki, type TestPki } from './__fixtures__/certs';
+import { MllpSource } from './mllp.source';
+import type { MllpSourceConfig } from './mllp.schema';
+
+const sources: MllpSource[] = [];
+const clients: RawClient[] = [];
+
+async function startSource(cfg: Partial<MllpSourceConfig> = {}, opts?: { delayMs?: number }): Promise<{ src: MllpSource; ctx: RecordingCtx; port: number }> {
+  const ctx = recordingCtx(cfg, opts);
+  const src = new MllpSource(ctx);
+  await src.start();
+  sources.push(src);
+  return { src, ctx, port: src.address()!.port };
+}
+async function connect(port: number, tlsOpts?: Parameters<typeof RawClient.connect>[1]): Promise<RawClient> {
+  const c = await RawClient.connect(port, tlsOpts);
+  clients.push(c);
+  return c;
+}
+
+afterAll(async () => {
+  for (const c of clients) c.close();
+  for (const s of sources) await s.stop();
+});
+
+describe('MllpSource on a real socket', () => {
+  it('stores then acknowledges AA with MSA-2, swapped MSH, ACK^trigger^ACK and echoed version', async () => {
+    const { ctx, port } = await startSource();
+    const c = await connect(port);
+    c.write(frame(adt('C1', { trigger: 'A04', version: '2.4' })));
+    const [ack] = await c.waitAcks(1);
+    expect(ctx.submitted).toHaveLength(1);
+    expect(field(ack, 'MSA', 1)).toBe('AA');
+    expect(field(ack, 'MSA', 2)).toBe('C1');
+    expect([3, 4, 5, 6].map((n) => field(ack, 'MSH', n))).toEqual(['RECVAPP', 'RECVFAC', 'SENDAPP', 'SENDFAC']);
+    expect(field(ack, 'MSH', 9)).toBe('ACK^A04^ACK');
+    expect(field(ack, 'MSH', 12)).toBe('2.4');
+    const h = ctx.submitted[0].headers!;
+    expect(h).toMatchObject({ messageType: 'ADT^A04', trigger: 'A04', controlId: 'C1', sendingApplication: 'SENDAPP', sendingFacility: 'SENDFAC', orderingKey: 'HOSP|12345' });
+    expect(ctx.submitted[0].body.toString('latin1')).toBe(adt('C1', { trigger: 'A04', version: '2.4' }));
+  });
+
+  it('handles a frame split across packets and several frames in one packet, ACKs in order', async () => {
+    const { port } = await startSource();
+    const c = await connect(port);
+    const f = frame(adt('S1'));
+    c.write(f.subarray(0, 10));
+    await new Promise((r) => setTimeout(r, 30));
+    c.write(f.subarray(10, 50));
+    await new Promise((r) => setTimeout(r, 30));
+    c.write(Buffer.concat([f.subarray(50), Buffer.from('noise'), frame(adt('S2')), frame(adt('S3'))]));
+    const acks = await c.waitAcks(3);
+    expect(acks.map((a) => field(a, 'MSA', 2))).toEqual(['S1', 'S2', 'S3']);
+    expect(acks.every((a) => field(a, 'MSA', 1) === 'AA')).toBe(true);
+  });
+
+  it('rejects an oversized frame with AR (control id from its head) and keeps the connection', async () => {
+    const { ctx, port, src } = await startSource({ maxMessageSize: 2000 });
+    const c = await connect(port);
+    const big = adt('BIG1') + 'NTE|1||' + 'x'.repeat(5000) + '\r';
+    c.write(Buffer.concat([frame(big), frame(adt('AFTER'))]));
+    const acks = await c.waitAcks(2);
+    expect(readAck(acks[0])).toMatchObject({ code: 'AR', controlId: 'BIG1', errCode: '207' });
+    expect(readAck(acks[1])).toMatchObject({ code: 'AA', controlId: 'AFTER' });
+    expect(ctx.submitted.map((m) => m.headers?.controlId)).toEqual(['AFTER']);
+    expect(src.stats()!.oversizedFrames).toBe(1);
+    expect(c.closed).toBe(false);
+  });
+
+  it('AR with ERR for unparseable input, never storing it', async () => {
+    const { ctx, port } = await startSource();
+    const c = await connect(port);
+    c.write(frame('this is not HL7'));
+    c.write(frame('MSH|^~\\&|A|B|C|D|2024||ADT^A01|BADSEG|P|2.5\rP!D|1\r'));
+    c.write(frame('MSH|^~\\&|A|B|C|D|2024|||NOTYPE|P|2.5\r'));
+    const acks = await c.waitAcks(3);
+    expect(readAck(acks[0])).toMatchObject({ code: 'AR', controlId: '', errCode: '100' });
+    expect(readAck(acks[1])).toMatchObject({ code: 'AR', controlId: 'BADSEG', errCode: '100' });
+    expect(field(acks[1], 'ERR', 2)).toBe('???^2');
+    expect(readAck(acks[2])).toMatchObject({ code: 'AR', controlId: 'NOTYPE', errCode: '101' });
+    expect(field(acks[2], 'ERR', 2)).toBe('MSH^1^9');
+    expect(ctx.submitted).toHaveLength(0);
+  });
+
+  it('AE when the store fails, AA again once it works', async () => {
+    const { ctx, port } = await startSource();
+    const c = await connect(port);
+    ctx.failNext.push(new FerryError('TRANSIENT_STORE_DOWN', 'db down', { kind: 'transient' }));
+    c.write(frame(adt('E1')));
+    await c.waitAcks(1);
+    c.write(frame(adt('E1')));
+    const acks = await c.waitAcks(2);
+    expect(readAck(acks[0])).toMatchObject({ code: 'AE', controlId: 'E1', errCode: '207' });
+    expect(readAck(acks[1])).toMatchObject({ code: 'AA', controlId: 'E1' });
+    expect(ctx.submitted).toHaveLength(1);
+  });
+
+  it('duplicates: ignore -> AA without storing again; reject -> AR 205', async () => {
+    const ign = await startSource({ duplicates: { policy: 'ignore', windowMs: 60_000 } });
+    const c1 = await connect(ign.port);
+    c1.write(Buffer.concat([frame(adt('D1')), frame(adt('D1'))]));
+    const a1 = await c1.waitAcks(2);
+    expect(a1.map((a) => readAck(a)!.code)).toEqual(['AA', 'AA']);
+    expect(ign.ctx.submitted).toHaveLength(1);
+
+    const rej = await startSource({ duplicates: { policy: 'reject', windowMs: 60_000 } });
+    const c2 = await connect(rej.port);
+    // the duplicate sits between two new messages in the same submit batch: only it is refused
+    c2.write(Buffer.concat([frame(adt('R1')), frame(adt('R2')), frame(adt('R1')), frame(adt('R3'))]));
+    const a2 = await c2.waitAcks(4);
+    expect(a2.map((a) => readAck(a)!.code)).toEqual(['AA', 'AA', 'AR', 'AA']);
+    expect(readAck(a2[2])).toMatchObject({ controlId: 'R1', errCode: '205' });
+    expect(rej.ctx.submitted.map((m) => m.headers?.controlId)).toEqual(['R1', 'R2', 'R3']);
+  });
+
+  it('enhanced mode: CA then AA on the same connection per MSH-15/16', async () => {
+    const { port } = await startSource();
+    const c = await connect(port);
+    c.write(frame(adt('EN1', { msh15: 'AL', msh16: 'AL' })));
+    c.write(frame(adt('EN2', { msh15: 'NE', msh16: 'AL' })));
+    const acks = await c.waitAcks(3);
+    expect(acks.map((a) => `${readAck(a)!.code}:${readAck(a)!.controlId}`)).toEqual(['CA:EN1', 'AA:EN1', 'AA:EN2']);
+  });
+
+  it('acknowledges a BHS/BTS batch with a batch of ACKs, one per message', async () => {
+    const { ctx, port } = await startSource();
+    const c = await connect(port);
+    const batch = 'BHS|^~\\&|SENDAPP|SENDFAC|RECVAPP|RECVFAC|20240101||||B77\r' + adt('B1') + adt('B2') + adt('B3', { mrn: '999' }) + 'BTS|3\r';
+    c.write(frame(batch));
+    const [ack] = await c.waitAcks(1);
+    const lines = ack.split('\r').filter(Boolean);
+    expect(lines[0].startsWith('BHS|')).toBe(true);
+    expect(lines[0].split('|')[11]).toBe('B77');
+    expect(lines.filter((l) => l.startsWith('MSA')).map((l) => l.split('|').slice(1, 3).join(':'))).toEqual(['AA:B1', 'AA:B2', 'AA:B3']);
+    expect(lines[lines.length - 1]).toBe('BTS|3');
+    expect(ctx.submitted.map((m) => m.headers?.controlId)).toEqual(['B1', 'B2', 'B3']);
+  });
+
+  it('many concurrent connections each get their own ACKs', async () => {
+    const { ctx, port } = await startSource({}, { delayMs: 2 });
+    const cs = await Promise.all(Array.from({ length: 20 }, () => connect(port)));
+    cs.forEach((c, i) => {
+      for (let k = 0; k < 5; k++) c.write(frame(adt(`K${i}-${k}`)));
+    });
+    await Promise.all(cs.map((c) => c.waitAcks(5)));
+    cs.forEach((c, i) => expect(c.acks.map((a) => readAck(a)!.controlId)).toEqual([0, 1, 2, 3, 4].map((k) => `K${i}-${k}`)));
+    expect(ctx.submitted).toHaveLength(100);
+  });
+
+  it('refuses connections beyond maxConnections', async () => {
+    const { port, src } = await startSource({ maxConnections: 2 });
+    const a = await connect(port);
+    const b = await connect(port);
+    const third = await connect(port);
+    await third.waitClose(2000);
+    expect(third.closed).toBe(true);
+    a.write(frame(adt('MC1')));
+    b.write(frame(adt('MC2')));
+    await Promise.all([a.waitAcks(1), b.waitAcks(1)]);
+    expect(src.stats()!.connectionsRefused).toBe(1);
+  });
+
+  it('closes an idle connection after idleTimeoutMs', async () => {
+    const { port } = await startSource({ idleTimeoutMs: 150 });
+    const c = await connect(port);
+    c.write(frame(adt('I1')));
+    await c.waitAcks(1);
+    await c.waitClose(2000);
+    expect(c.closed).toBe(true);
+  });
+
+  it('1,000 messages on one persistent connection: every ACK is AA with the right MSA-2', async () => {
+    const { ctx, port } = await startSource();
+    const c = await connect(port);
+    for (let i = 0; i < 1000; i++) {
+      c.write(frame(adt(`P${i}`, { mrn: String(i % 37) })));
+      await c.waitAcks(i + 1);
+    }
+    const wrong = c.acks.filter((a, i) => field(a, 'MSA', 1) !== 'AA' || field(a, 'MSA', 2) !== `P${i}`);
+    expect(wrong).toHaveLength(0);
+    expect(ctx.submitted).toHaveLength(1000);
+  });
+});
+
+describe('MllpSource over TLS', () => {
+  let pki: TestPki;
+  beforeAll(() => {
+    pki = makePki();
+  });
+  afterAll(() => fs.rmSync(pki.dir, { recursive: true, force: true }));
+
+  const tlsCfg = (t: Partial<MllpSourceConfig['tls']>): MllpSourceConfig['tls'] => ({
+    enabled: true,
+    cert: '',
+    key: '',
+    passphrase: '',
+    ca: '',
+    requestCert: false,
+    rejectUnauthorized: true,
+    servername: '',
+    ...t,
+  });
+
+  it('serves MLLP over TLS with certificates read from files', async () => {
+    const { port } = await startSource({ tls: tlsCfg({ cert: pki.serverCert, key: pki.serverKey }) });
+    const c = await connect(port, { ca: fs.readFileSync(pki.caCert) });
+    c.write(frame(adt('T1')));
+    const [ack] = await c.waitAcks(1);
+    expect(readAck(ack)).toMatchObject({ code: 'AA', controlId: 'T1' });
+  });
+
+  it('mutual TLS: a trusted client certificate is accepted; none or an untrusted one is refused', async () => {
+    const { ctx, port, src } = await startSource({
+      tls: tlsCfg({ cert: fs.readFileSync(pki.serverCert, 'utf8'), key: pki.serverKey, ca: pki.caCert, requestCert: true }),
+    });
+    const ca = fs.readFileSync(pki.caCert);
+    const good = await connect(port, { ca, cert: fs.readFileSync(pki.clientCert), key: fs.readFileSync(pki.clientKey) });
+    good.write(frame(adt('M1')));
+    expect(readAck((await good.waitAcks(1))[0])).toMatchObject({ code: 'AA', controlId: 'M1' });
+    expect(ctx.submitted[0].headers?.tlsPeerCN).toBe('client');
+
+    for (const opts of [{ ca }, { ca, cert: fs.readFileSync(pki.rogueCert), key: fs.readFileSync(pki.rogueKey) }]) {
+      // TLS 1.3: the handshake completes client-side before the server's verdict arrives; the
+      // server then closes the connection without reading anything.
+      const bad = await RawClient.connect(port, opts).catch(() => undefined);
+      if (bad) {
+        clients.push(bad);
+        bad.write(frame(adt('NOPE')));
+        await bad.waitClose(3000);
+        expect(bad.acks).toHaveLength(0);
+      }
+    }
+    expect(ctx.submitted.map((m) => m.headers?.controlId)).toEqual(['M1']);
+    expect(src.stats()!.tlsFailures).toBeGreaterThanOrEqual(2);
+  });
+});
