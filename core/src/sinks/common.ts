@@ -1,0 +1,78 @@
+import { FerryError, permanentDeliveryError, retryableDeliveryError } from '../errors';
+import { parseRetryAfter } from '../vendor/http-client';
+
+/** convict format: a non-empty string. */
+export const nonEmptyString = (what: string) =>
+  function nonEmpty(v: unknown): void {
+    if (typeof v !== 'string' || !v.trim()) throw new Error(`${what} is required`);
+  };
+
+/** convict format: an absolute http(s) URL. */
+export function httpUrl(v: unknown): void {
+  if (typeof v !== 'string' || !v) throw new Error('is required (an http:// or https:// URL)');
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new Error(`must be an absolute http(s) URL, got "${v}"`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`must be an http(s) URL, got protocol ${u.protocol}`);
+}
+
+/** convict format: an http(s) URL or empty. */
+export function optionalHttpUrl(v: unknown): void {
+  if (v === '' || v === undefined) return;
+  httpUrl(v);
+}
+
+/** convict format: a map of header name -> string value. */
+export function headerMap(v: unknown): void {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('must be a mapping of header name -> value');
+  for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(k)) throw new Error(`"${k}" is not a valid header name`);
+    if (typeof val !== 'string' && typeof val !== 'number') throw new Error(`header "${k}" must be a string`);
+  }
+}
+
+/** HTTP statuses a delivery may be retried on. */
+export function isRetryableStatus(status: number): boolean {
+  return status === 408 || status === 425 || status === 429 || (status >= 500 && status !== 501 && status !== 505);
+}
+
+/** The network-level reason of a failed fetch (ECONNREFUSED, ETIMEDOUT, ...). */
+export function networkCode(e: unknown): string {
+  const err = e as { name?: string; code?: string; cause?: { code?: string; name?: string; cause?: { code?: string } } };
+  if (err?.name === 'TimeoutError' || err?.cause?.name === 'TimeoutError') return 'TIMEOUT';
+  if (err?.name === 'AbortError') return 'ABORTED';
+  return err?.cause?.code ?? err?.cause?.cause?.code ?? err?.code ?? 'NETWORK';
+}
+
+/** A failed request (no HTTP answer) as a retryable delivery error. */
+export function networkDeliveryError(sink: string, what: string, e: unknown, timeoutMs: number): FerryError {
+  const code = networkCode(e);
+  if (code === 'TIMEOUT')
+    return retryableDeliveryError('TIMEOUT', `${sink}: ${what} timed out after ${timeoutMs} ms`, { timeoutMs }, e);
+  return retryableDeliveryError('NETWORK', `${sink}: ${what} failed: ${code}`, { networkCode: code }, e);
+}
+
+/** A non-2xx answer as a delivery error; retryable for 408/425/429/5xx, with `retryAfterMs` from Retry-After. */
+export function statusDeliveryError(
+  sink: string,
+  what: string,
+  status: number,
+  headers: { get(name: string): string | null } | undefined,
+  extra: Record<string, unknown> = {},
+  reason = '',
+): FerryError {
+  const retryAfterMs = parseRetryAfter(headers?.get('retry-after') ?? null);
+  const details = { status, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}), ...extra };
+  const msg = `${sink}: ${what} answered HTTP ${status}${reason ? ` (${reason})` : ''}`;
+  if (isRetryableStatus(status)) return retryableDeliveryError(status === 429 ? 'THROTTLED' : 'UNAVAILABLE', msg, details);
+  if (status === 401 || status === 403) return permanentDeliveryError('UNAUTHORIZED', msg, details);
+  return permanentDeliveryError('REJECTED', msg, details);
+}
+
+/** Make a string safe as a file name (message ids are uuids, but be strict). */
+export function safeFileName(s: string): string {
+  return s.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 200) || '_';
+}

@@ -1,0 +1,118 @@
+import { inject, injectable } from 'tsyringe';
+import { configError, FerryError } from '../errors';
+import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
+import { coreTokens } from '../plugin/tokens';
+import { SinkAuth, sinkAuthSchema, type SinkAuthConfig } from './auth';
+import { headerMap, httpUrl, networkDeliveryError, statusDeliveryError } from './common';
+
+/** `sinks.<id>` keys of a `type: http` sink. */
+export const httpSinkSchema = {
+  url: { doc: 'Where bundles are sent (http or https URL)', format: httpUrl, default: '' },
+  method: { doc: 'POST or PUT', format: ['POST', 'PUT'], default: 'POST' },
+  headers: { doc: 'Extra request headers (values may use ${ENV})', format: headerMap, default: {} as Record<string, string> },
+  contentType: { doc: 'Content-Type of the body', format: String, default: 'application/fhir+json' },
+  envelope: { doc: 'Send { messageId, deliveryId, routeId, sourceId, messageType, controlId, receivedAt, bundle } instead of the bare bundle', format: Boolean, default: false },
+  timeoutMs: { doc: 'Timeout of one request (connect + answer)', format: 'nat', default: 10_000 },
+  auth: sinkAuthSchema,
+};
+
+export interface HttpSinkConfig {
+  url: string;
+  method: 'POST' | 'PUT';
+  headers: Record<string, string>;
+  contentType: string;
+  envelope: boolean;
+  timeoutMs: number;
+  auth: SinkAuthConfig;
+}
+
+/**
+ * POSTs each bundle as JSON. 2xx is success; 408/425/429/5xx, timeouts and network errors are
+ * retryable (a Retry-After is passed on as `details.retryAfterMs`); any other answer (4xx, 3xx)
+ * is not. Every request carries `X-Ferry-Message-Id`, `X-Ferry-Delivery-Id` (stable across
+ * retries: use it as an idempotency key) and `X-Ferry-Attempt`.
+ */
+@injectable()
+export class HttpSink implements MessageSink {
+  private readonly cfg: HttpSinkConfig;
+  private readonly auth: SinkAuth;
+
+  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<HttpSinkConfig>) {
+    const defaults: Omit<HttpSinkConfig, 'url' | 'auth'> = { method: 'POST', headers: {}, contentType: 'application/fhir+json', envelope: false, timeoutMs: 10_000 };
+    this.cfg = { ...defaults, ...ctx.config, auth: { ...defaultAuth(), ...(ctx.config.auth ?? {}) } };
+    if (!this.cfg.url) throw configError('SINK_URL', `sinks.${ctx.id}.url: required`);
+    this.auth = new SinkAuth(this.cfg.auth, `sinks.${ctx.id}`, this.cfg.timeoutMs);
+  }
+
+  async deliver(d: Delivery): Promise<void> {
+    const body = JSON.stringify(
+      this.cfg.envelope
+        ? {
+            messageId: d.message.id,
+            deliveryId: d.deliveryId,
+            routeId: d.routeId,
+            sourceId: d.message.sourceId,
+            messageType: d.message.headers.messageType,
+            controlId: d.message.headers.controlId,
+            receivedAt: d.message.receivedAt instanceof Date ? d.message.receivedAt.toISOString() : d.message.receivedAt,
+            bundle: d.bundle,
+          }
+        : d.bundle,
+    );
+    let res = await this.send(d, body);
+    if (res.response.status === 401 && this.auth.invalidate(res.authorization)) res = await this.send(d, body);
+    const { response } = res;
+    // Drain the body so the connection can be reused; never put it in errors or logs (may echo PHI).
+    await response.arrayBuffer().catch(() => undefined);
+    if (response.status >= 200 && response.status < 300) {
+      this.ctx.logger.debug('bundle posted', { sink: this.ctx.id, messageId: d.message.id, status: response.status });
+      return;
+    }
+    const location = response.status >= 300 && response.status < 400 ? response.headers.get('location') : null;
+    throw statusDeliveryError(
+      `http sink ${this.ctx.id}`,
+      `${this.cfg.method} ${redact(this.cfg.url)}`,
+      response.status,
+      response.headers,
+      location ? { location } : {},
+      location ? 'redirects are not followed; configure the final URL' : response.statusText,
+    );
+  }
+
+  private async send(d: Delivery, body: string): Promise<{ response: Response; authorization?: string }> {
+    const signal = AbortSignal.timeout(this.cfg.timeoutMs);
+    const what = `${this.cfg.method} ${redact(this.cfg.url)}`;
+    let authorization: string | undefined;
+    try {
+      authorization = await this.auth.authorization(signal);
+      const headers: Record<string, string> = {
+        ...Object.fromEntries(Object.entries(this.cfg.headers).map(([k, v]) => [k, String(v)])),
+        'content-type': this.cfg.contentType,
+        accept: 'application/json, application/fhir+json;q=0.9, */*;q=0.1',
+        'x-ferry-message-id': d.message.id,
+        'x-ferry-delivery-id': d.deliveryId,
+        'x-ferry-attempt': String(d.attempt),
+        ...(authorization ? { authorization } : {}),
+      };
+      const response = await fetch(this.cfg.url, { method: this.cfg.method, headers, body, signal, redirect: 'manual' });
+      return { response, authorization };
+    } catch (e) {
+      if (FerryError.is(e)) throw e; // token endpoint errors keep their own classification
+      throw networkDeliveryError(`http sink ${this.ctx.id}`, what, e, this.cfg.timeoutMs);
+    }
+  }
+}
+
+/** A URL without credentials or query (which may carry tokens), for messages. */
+export function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}${u.pathname}`;
+  } catch {
+    return '(invalid url)';
+  }
+}
+
+export function defaultAuth(): SinkAuthConfig {
+  return { type: 'none', username: '', password: '', token: '', tokenUrl: '', clientId: '', clientSecret: '', scope: '', clientAuth: 'basic' };
+}
