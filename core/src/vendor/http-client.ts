@@ -83,6 +83,33 @@ export interface VendorRequest {
   noAuth?: boolean;
 }
 
+export interface ExecuteInfo {
+  method: string;
+  /** For logs and errors (no query string: it may hold PHI). */
+  path: string;
+  idempotent?: boolean;
+  signal?: AbortSignal;
+  accept?: number[];
+  timeoutMs?: number;
+  noAuth?: boolean;
+}
+
+/** What one attempt got: `value` is handed back on success; `text` (error body) is kept in error details. */
+export interface AttemptOutcome<T> {
+  status: number;
+  headers: Headers;
+  value?: T;
+  text?: string;
+}
+
+export interface ExecuteResult<T> {
+  value: T;
+  status: number;
+  headers: Headers;
+  requestId: string;
+  attempts: number;
+}
+
 export interface VendorResponse {
   status: number;
   headers: Headers;
@@ -202,10 +229,8 @@ export class VendorHttpClient {
 
   async request(req: VendorRequest): Promise<VendorResponse> {
     const method = (req.method ?? 'GET').toUpperCase();
-    const idempotent = req.idempotent ?? IDEMPOTENT_METHODS.has(method);
     const url = this.resolveUrl(req.url, req.query);
     const path = url.pathname;
-    const log = this.opts.logger;
 
     let body: string | Buffer | undefined = req.body;
     const headers: Record<string, string> = { Accept: 'application/json', ...(this.opts.headers ?? {}), ...(req.headers ?? {}) };
@@ -220,46 +245,85 @@ export class VendorHttpClient {
       if (!hasHeader('content-type')) headers['Content-Type'] = 'application/json';
     }
 
+    const out = await this.execute<string>(
+      { method, path, idempotent: req.idempotent, signal: req.signal, accept: req.accept, timeoutMs: req.timeoutMs, noAuth: req.noAuth },
+      async (h, signal) => {
+        const res = await this.fetchImpl(url, { method, headers: { ...headers, ...h }, body, signal, redirect: 'follow' });
+        const text = await res.text().catch(() => '');
+        return { status: res.status, headers: res.headers, value: text, text };
+      },
+    );
+    const text = out.value;
+    return {
+      status: out.status,
+      headers: out.headers,
+      text,
+      requestId: out.requestId,
+      attempts: out.attempts,
+      url: url.toString(),
+      json: <T>() => {
+        try {
+          return (text ? JSON.parse(text) : undefined) as T;
+        } catch (e) {
+          throw new FerryError('VENDOR_BAD_RESPONSE', `${this.vendor} ${method} ${path} answered HTTP ${out.status} with a body that is not JSON`, {
+            kind: 'transient',
+            retryable: true,
+            cause: e,
+            details: { vendor: this.vendor, status: out.status, requestId: out.requestId },
+          });
+        }
+      },
+    };
+  }
+
+  /**
+   * Run any HTTP library's call under this client's policy (token, rate limit, X-Request-Id,
+   * timeout, 401 replay, retries, error mapping). `send` performs ONE attempt with the headers and
+   * signal it is given and reports the status it got; it throws only for network failures.
+   */
+  async execute<T>(info: ExecuteInfo, send: (headers: Record<string, string>, signal: AbortSignal) => Promise<AttemptOutcome<T>>): Promise<ExecuteResult<T>> {
+    const method = info.method.toUpperCase();
+    const path = info.path;
+    const idempotent = info.idempotent ?? IDEMPOTENT_METHODS.has(method);
+    const log = this.opts.logger;
     let attempt = 0;
     let replayed401 = false;
-    let lastRequestId = '';
     for (;;) {
       attempt++;
-      if (req.signal?.aborted) throw this.abortError(req.signal, method, path);
+      if (info.signal?.aborted) throw this.abortError(info.signal, method, path);
       const requestId = randomUUID();
-      lastRequestId = requestId;
-      const h: Record<string, string> = { ...headers, 'X-Request-Id': requestId };
+      const h: Record<string, string> = { 'X-Request-Id': requestId };
 
       let token: CachedToken | undefined;
-      if (this.opts.auth && !req.noAuth) {
+      if (this.opts.auth && !info.noAuth) {
         try {
-          token = await this.opts.auth.cache.get(this.opts.auth.key, this.opts.auth.fetcher, req.signal);
+          token = await this.opts.auth.cache.get(this.opts.auth.key, this.opts.auth.fetcher, info.signal);
         } catch (e) {
           const fe = FerryError.from(e, 'VENDOR_TOKEN_FAILED', 'transient');
           if (fe.retryable && attempt < this.retry.maxAttempts) {
             const delay = this.delayFor(attempt, (fe.details?.retryAfterMs as number | undefined) ?? undefined);
             if (delay !== undefined) {
               log?.warn('vendor token request failed, retrying', { vendor: this.vendor, errorCode: fe.code, attempt, delayMs: delay });
-              await abortableSleep(delay, req.signal);
+              await abortableSleep(delay, info.signal);
               continue;
             }
           }
           throw fe;
         }
-        h.Authorization = `${token.tokenType === 'bearer' ? 'Bearer' : token.tokenType} ${token.accessToken}`;
+        h.Authorization = `${/^bearer$/i.test(token.tokenType) ? 'Bearer' : token.tokenType} ${token.accessToken}`;
       }
 
-      if (this.opts.limiter) await this.opts.limiter.acquire(this.opts.limiterKey ?? this.vendor, req.signal);
+      if (this.opts.limiter) await this.opts.limiter.acquire(this.opts.limiterKey ?? this.vendor, info.signal);
 
-      const timeout = AbortSignal.timeout(req.timeoutMs ?? this.timeoutMs);
-      const signal = req.signal ? AbortSignal.any([req.signal, timeout]) : timeout;
+      const timeout = AbortSignal.timeout(info.timeoutMs ?? this.timeoutMs);
+      const signal = info.signal ? AbortSignal.any([info.signal, timeout]) : timeout;
       const started = Date.now();
-      let res: Response;
+      let res: AttemptOutcome<T>;
       this.requestCount++;
       try {
-        res = await this.fetchImpl(url, { method, headers: h, body, signal, redirect: 'follow' });
+        res = await send(h, signal);
       } catch (e) {
-        if (req.signal?.aborted) throw this.abortError(req.signal, method, path);
+        if (info.signal?.aborted) throw this.abortError(info.signal, method, path);
         const timedOut = timeout.aborted;
         const code = ((e as { cause?: { code?: string } }).cause?.code ?? (e as { code?: string }).code) as string | undefined;
         const notSent = code !== undefined && NOT_SENT_CODES.has(code);
@@ -273,14 +337,12 @@ export class VendorHttpClient {
         if (mayRetry && attempt < this.retry.maxAttempts) {
           const delay = this.delayFor(attempt, undefined)!;
           log?.warn('vendor call failed, retrying', { vendor: this.vendor, method, path, requestId, networkCode: code, timedOut, attempt, delayMs: delay });
-          await abortableSleep(delay, req.signal);
+          await abortableSleep(delay, info.signal);
           continue;
         }
         throw err;
       }
-      const text = await res.text().catch(() => '');
-      const ms = Date.now() - started;
-      log?.debug('vendor call', { vendor: this.vendor, method, path, status: res.status, requestId, attempt, ms });
+      log?.debug('vendor call', { vendor: this.vendor, method, path, status: res.status, requestId, attempt, ms: Date.now() - started });
 
       if (res.status === 401 && token && !replayed401) {
         // Token revoked or expired early: drop it, re-authenticate and replay once (any method:
@@ -292,32 +354,11 @@ export class VendorHttpClient {
         continue;
       }
 
-      const ok = (res.status >= 200 && res.status < 300) || (req.accept ?? []).includes(res.status);
-      if (ok) {
-        return {
-          status: res.status,
-          headers: res.headers,
-          text,
-          requestId,
-          attempts: attempt,
-          url: url.toString(),
-          json: <T>() => {
-            try {
-              return (text ? JSON.parse(text) : undefined) as T;
-            } catch (e) {
-              throw new FerryError('VENDOR_BAD_RESPONSE', `${this.vendor} ${method} ${path} answered HTTP ${res.status} with a body that is not JSON`, {
-                kind: 'transient',
-                retryable: true,
-                cause: e,
-                details: { vendor: this.vendor, status: res.status, requestId },
-              });
-            }
-          },
-        };
-      }
+      const ok = (res.status >= 200 && res.status < 300) || (info.accept ?? []).includes(res.status);
+      if (ok) return { value: res.value as T, status: res.status, headers: res.headers, requestId, attempts: attempt };
 
       const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
-      const err = httpStatusError(this.vendor, res.status, { method, path, requestId, body: text, retryAfterMs, attempts: attempt });
+      const err = httpStatusError(this.vendor, res.status, { method, path, requestId, body: res.text, retryAfterMs, attempts: attempt });
       if (res.status === 429 && this.opts.limiter) {
         // Everyone on this key slows down, not only this call.
         this.opts.limiter.pause(this.opts.limiterKey ?? this.vendor, retryAfterMs ?? backoffDelay(attempt, this.retry));
@@ -329,14 +370,12 @@ export class VendorHttpClient {
         const delay = this.delayFor(attempt, retryAfterMs);
         if (delay !== undefined) {
           log?.warn('vendor call failed, retrying', { vendor: this.vendor, method, path, status: res.status, requestId, attempt, delayMs: delay, retryAfterMs });
-          await abortableSleep(delay, req.signal);
+          await abortableSleep(delay, info.signal);
           continue;
         }
       }
       throw err;
     }
-    // unreachable
-    void lastRequestId;
   }
 
   /** The wait before the next attempt; undefined when the server asks for longer than we wait. */
