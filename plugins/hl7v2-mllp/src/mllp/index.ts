@@ -5,3 +5,5 @@ export * from './mllp.source';
 export * from './register';
 export * from '../ack/ack.builder';
 export * from '../ack/msh';
+export * from './mllp.client';
+export * from './mllp.sink';

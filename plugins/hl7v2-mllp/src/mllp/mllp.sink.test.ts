@@ -1,0 +1,183 @@
+import net from 'node:net';
+import { FerryError, type Delivery } from '@ferry/core';
+import { silentLogger } from '../../../../core/src/logging/logger';
+import { buildAck } from '../ack/ack.builder';
+import { readRawHeader } from '../ack/msh';
+import { adt } from './__fixtures__/support';
+import { encodeFrame, MllpDeframer } from './framing';
+import { MllpSink, normalizeHl7 } from './mllp.sink';
+import type { MllpSinkConfig } from './mllp.schema';
+
+/** A scripted MLLP receiver: answers each message per `reply(controlId)`. */
+class Receiver {
+  received: string[] = [];
+  connections = 0;
+  reply: (msg: string) => string[] | 'silent' = (m) => [buildAck(readRawHeader(Buffer.from(m, 'latin1')), 'AA')];
+  private server = net.createServer((s) => {
+    this.connections += 1;
+    this.sockets.add(s);
+    s.on('close', () => this.sockets.delete(s));
+    const d = new MllpDeframer({ maxMessageSize: 1e6 });
+    s.on('data', (chunk) => {
+      for (const ev of d.push(chunk)) {
+        if (ev.kind !== 'frame') continue;
+        const m = ev.payload.toString('latin1');
+        this.received.push(m);
+        const r = this.reply(m);
+        if (r !== 'silent') for (const a of r) s.write(encodeFrame(a));
+      }
+    });
+    s.on('error', () => undefined);
+  });
+  private sockets = new Set<net.Socket>();
+  port = 0;
+  async listen(port = 0) {
+    await new Promise<void>((r) => this.server.listen(port, '127.0.0.1', () => r()));
+    this.port = (this.server.address() as net.AddressInfo).port;
+  }
+  async close() {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
+
+const ackFor = (code: 'AA' | 'AE' | 'AR' | 'CA') => (m: string) => [buildAck(readRawHeader(Buffer.from(m, 'latin1')), code)];
+
+function sinkFor(port: number, cfg: Partial<MllpSinkConfig> = {}): MllpSink {
+  const config: MllpSinkConfig = {
+    host: '127.0.0.1',
+    port,
+    connectTimeoutMs: 1000,
+    ackTimeoutMs: 300,
+    connections: 1,
+    reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+    onReject: 'dead',
+    body: 'original',
+    maxMessageSize: 1e6,
+    tls: { enabled: false, cert: '', key: '', passphrase: '', ca: '', requestCert: false, rejectUnauthorized: true, servername: '' },
+    ...cfg,
+  };
+  return new MllpSink({ id: 'out', config, logger: silentLogger() });
+}
+
+function delivery(body: string | Buffer, contentType = 'application/hl7-v2'): Delivery {
+  return {
+    deliveryId: 'd1',
+    attempt: 1,
+    routeId: 'r1',
+    bundle: { resourceType: 'Bundle', type: 'collection' },
+    message: { id: 'm1', seq: 1, sourceId: 's', contentType, body: typeof body === 'string' ? Buffer.from(body, 'latin1') : body, headers: {}, receivedAt: new Date(), status: 'routed' },
+  };
+}
+
+async function failure(p: Promise<unknown>): Promise<FerryError> {
+  try {
+    await p;
+  } catch (e) {
+    return e as FerryError;
+  }
+  throw new Error('expected a failure');
+}
+
+describe('MllpSink', () => {
+  const receivers: Receiver[] = [];
+  const sinks: MllpSink[] = [];
+  const setup = async (cfg: Partial<MllpSinkConfig> = {}) => {
+    const r = new Receiver();
+    await r.listen();
+    const s = sinkFor(r.port, cfg);
+    await s.start();
+    receivers.push(r);
+    sinks.push(s);
+    return { r, s };
+  };
+  afterAll(async () => {
+    for (const s of sinks) await s.stop();
+    for (const r of receivers) await r.close();
+  });
+
+  it('AA -> delivered, over one persistent connection, original bytes sent', async () => {
+    const { r, s } = await setup();
+    for (const id of ['X1', 'X2', 'X3']) await s.deliver(delivery(adt(id)));
+    expect(r.received).toEqual([adt('X1'), adt('X2'), adt('X3')]);
+    expect(r.connections).toBe(1);
+  });
+
+  it('AE -> retryable, AR -> permanent (dead), AR with onReject: retry -> retryable', async () => {
+    const { r, s } = await setup();
+    r.reply = ackFor('AE');
+    const ae = await failure(s.deliver(delivery(adt('E1'))));
+    expect(ae).toMatchObject({ retryable: true, code: 'FERRY_E_DELIVERY_MLLP_ERROR_ACK' });
+    r.reply = ackFor('AR');
+    const ar = await failure(s.deliver(delivery(adt('R1'))));
+    expect(ar).toMatchObject({ retryable: false, kind: 'input', code: 'FERRY_E_DELIVERY_MLLP_REJECTED' });
+    const { r: r2, s: s2 } = await setup({ onReject: 'retry' });
+    r2.reply = ackFor('AR');
+    expect(await failure(s2.deliver(delivery(adt('R2'))))).toMatchObject({ retryable: true });
+  });
+
+  it('ACK timeout -> retryable; the next delivery reconnects and succeeds', async () => {
+    const { r, s } = await setup();
+    r.reply = () => 'silent';
+    const t = await failure(s.deliver(delivery(adt('T1'))));
+    expect(t).toMatchObject({ retryable: true });
+    expect(t.message).toMatch(/no ACK/);
+    r.reply = ackFor('AA');
+    await s.deliver(delivery(adt('T2')));
+    expect(r.connections).toBe(2);
+  });
+
+  it('skips ACKs for other control ids (stale or late application ACKs)', async () => {
+    const { r, s } = await setup();
+    r.reply = (m) => {
+      const h = readRawHeader(Buffer.from(m, 'latin1'))!;
+      return [buildAck({ ...h, controlId: 'OLD' }, 'AA'), buildAck(h, 'CA'), buildAck(h, 'AA')];
+    };
+    await s.deliver(delivery(adt('K1')));
+    r.reply = ackFor('AR');
+    // the late AA for K1 must not be taken for K2's answer
+    expect(await failure(s.deliver(delivery(adt('K2'))))).toMatchObject({ retryable: false });
+  });
+
+  it('receiver down -> retryable with reconnect backoff; delivers once it is up', async () => {
+    const probe = new Receiver();
+    await probe.listen();
+    const port = probe.port;
+    await probe.close();
+    const s = sinkFor(port);
+    sinks.push(s);
+    const e1 = await failure(s.deliver(delivery(adt('U1'))));
+    expect(e1).toMatchObject({ retryable: true, code: 'FERRY_E_DELIVERY_MLLP_CONNECT' });
+    const r = new Receiver();
+    receivers.push(r);
+    await r.listen(port);
+    await s.deliver(delivery(adt('U1')));
+    expect(r.received).toHaveLength(1);
+  });
+
+  it('refuses what it cannot send: no body, or not HL7 v2 -> permanent', async () => {
+    const { s } = await setup();
+    const d = delivery('x');
+    delete d.message.body;
+    expect(await failure(s.deliver(d))).toMatchObject({ retryable: false, code: 'FERRY_E_DELIVERY_MLLP_NO_BODY' });
+    expect(await failure(s.deliver(delivery('{}', 'application/fhir+json')))).toMatchObject({ retryable: false, code: 'FERRY_E_DELIVERY_MLLP_NOT_HL7' });
+  });
+
+  it('body: normalized re-encodes with standard delimiters, CR ends and UTF-8', async () => {
+    const { r, s } = await setup({ body: 'normalized' });
+    const odd = Buffer.concat([
+      Buffer.from([0xef, 0xbb, 0xbf]),
+      Buffer.from('MSH#*@!%#APP#FAC#R#RF#2024##ADT*A04#N1#P#2.5\nPID#1##42*!F! and |**HOSP*MR##M\u00fcller*J\n', 'utf8'),
+    ]);
+    await s.deliver(delivery(odd));
+    expect(r.received[0]).toBe(Buffer.from('MSH|^~\\&|APP|FAC|R|RF|2024||ADT^A04|N1|P|2.5\rPID|1||42^# and \\F\\^^HOSP^MR||M\u00fcller^J\r', 'utf8').toString('latin1'));
+    expect(normalizeHl7(Buffer.from(adt('Z')))).toEqual(Buffer.from(adt('Z')));
+  });
+
+  it('several connections carry deliveries in parallel', async () => {
+    const { r, s } = await setup({ connections: 3 });
+    await Promise.all(Array.from({ length: 9 }, (_, i) => s.deliver(delivery(adt(`P${i}`)))));
+    expect(r.received).toHaveLength(9);
+    expect(r.connections).toBe(3);
+  });
+});

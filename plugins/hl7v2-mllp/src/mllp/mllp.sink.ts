@@ -1,0 +1,154 @@
+import { inject, injectable } from 'tsyringe';
+import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError } from '@ferry/core';
+import type { Delivery, MessageSink, SinkContext } from '@ferry/core';
+import { readRawHeader } from '../ack/msh';
+import { decodeHl7Bytes, encodeSegment, parseHl7, STANDARD_DELIMITERS, type Hl7WriteField } from '../hl7v2';
+import { MllpConnection } from './mllp.client';
+import { clientTlsOptions, tlsEnabled, type MllpSinkConfig } from './mllp.schema';
+
+/**
+ * Re-encode an HL7 v2 message: standard delimiters `|^~\&`, CR segment ends, UTF-8 without BOM
+ * (MSH-18 set to `UNICODE UTF-8` when it named another character set), every leaf re-escaped.
+ */
+export function normalizeHl7(body: Buffer): Buffer {
+  const msg = parseHl7(decodeHl7Bytes(body).text);
+  const d = STANDARD_DELIMITERS;
+  const lines = msg.segments.map((seg) => {
+    const fields: Hl7WriteField[] = [];
+    const first = seg.name === 'MSH' ? 3 : 1;
+    for (let n = first; n <= seg.size; n++) {
+      if (seg.name === 'MSH' && n === 18 && seg.has(18)) fields.push('UNICODE UTF-8');
+      else fields.push({ reps: seg.reps(n) });
+    }
+    return encodeSegment(seg.name, fields, d);
+  });
+  return Buffer.from(lines.join('\r') + '\r', 'utf8');
+}
+
+/**
+ * `type: mllp` sink: sends each delivery's HL7 v2 message to a receiver over persistent MLLP
+ * connections and waits for its ACK. AA/CA -> delivered; AE/CE, timeouts and connection failures
+ * -> retryable; AR/CR -> dead (or retried with `onReject: retry`).
+ */
+@injectable()
+export class MllpSink implements MessageSink {
+  private readonly cfg: MllpSinkConfig;
+  private readonly pool: MllpConnection[] = [];
+  private readonly free: MllpConnection[] = [];
+  private readonly waiting: ((c: MllpConnection) => void)[] = [];
+  /** Reconnect backoff: no new connection attempt before this time. */
+  private retryAt = 0;
+  private backoffMs = 0;
+  private stopped = false;
+
+  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<MllpSinkConfig>) {
+    this.cfg = ctx.config;
+    const tlsOpts = tlsEnabled(this.cfg.tls) ? clientTlsOptions(this.cfg.tls, this.cfg.host) : undefined;
+    const n = Math.max(1, this.cfg.connections);
+    for (let i = 0; i < n; i++) {
+      const c = new MllpConnection(
+        { host: this.cfg.host, port: this.cfg.port, connectTimeoutMs: this.cfg.connectTimeoutMs, maxMessageSize: this.cfg.maxMessageSize, tls: tlsOpts },
+        ctx.logger,
+      );
+      this.pool.push(c);
+      this.free.push(c);
+    }
+  }
+
+  async start(): Promise<void> {
+    // Connect lazily: a receiver that is down at start must not stop the engine; deliveries retry.
+    this.ctx.logger.info('mllp sink ready', { sink: this.ctx.id, host: this.cfg.host, port: this.cfg.port, connections: this.pool.length, tls: tlsEnabled(this.cfg.tls) });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const c of this.pool) c.close();
+  }
+
+  async deliver(delivery: Delivery): Promise<void> {
+    if (this.stopped) throw retryableDeliveryError('MLLP_STOPPED', 'the mllp sink is stopping');
+    const payload = this.payloadFor(delivery);
+    const controlId = readRawHeader(payload)?.controlId;
+    const conn = await this.acquire();
+    try {
+      if (!conn.connected) await this.connectWithBackoff(conn);
+      let ack;
+      try {
+        ack = await conn.send(payload, controlId, this.cfg.ackTimeoutMs);
+      } catch (e) {
+        this.noteFailure();
+        const err = FerryError.from(e);
+        throw retryableDeliveryError('MLLP_SEND', err.message, { host: this.cfg.host, port: this.cfg.port }, err);
+      }
+      this.backoffMs = 0;
+      const meta = { sink: this.ctx.id, deliveryId: delivery.deliveryId, controlId, ackCode: ack.code, ms: Math.round(ack.ms * 1000) / 1000 };
+      switch (ack.code) {
+        case 'AA':
+        case 'CA':
+          this.ctx.logger.debug('mllp delivered', meta);
+          return;
+        case 'AR':
+        case 'CR':
+          this.ctx.logger.warn('mllp receiver rejected the message', { ...meta, errCode: ack.errCode });
+          if (this.cfg.onReject === 'retry') throw retryableDeliveryError('MLLP_REJECTED', `receiver answered ${ack.code}${ack.errCode ? ` (${ack.errCode})` : ''}`, { ackCode: ack.code, errCode: ack.errCode });
+          throw permanentDeliveryError('MLLP_REJECTED', `receiver answered ${ack.code}${ack.errCode ? ` (${ack.errCode})` : ''}`, { ackCode: ack.code, errCode: ack.errCode });
+        case 'AE':
+        case 'CE':
+          this.ctx.logger.warn('mllp receiver answered an error', { ...meta, errCode: ack.errCode });
+          throw retryableDeliveryError('MLLP_ERROR_ACK', `receiver answered ${ack.code}${ack.errCode ? ` (${ack.errCode})` : ''}`, { ackCode: ack.code, errCode: ack.errCode });
+        default:
+          throw retryableDeliveryError('MLLP_BAD_ACK', `receiver answered an unknown acknowledgment code "${ack.code}"`, { ackCode: ack.code });
+      }
+    } finally {
+      this.release(conn);
+    }
+  }
+
+  private payloadFor(delivery: Delivery): Buffer {
+    const m = delivery.message;
+    if (!m.body) throw permanentDeliveryError('MLLP_NO_BODY', `message ${m.id} has no stored body (pruned?); nothing to send`);
+    if (!/hl7-v2|x-hl7|hl7v2/i.test(m.contentType))
+      throw permanentDeliveryError('MLLP_NOT_HL7', `message ${m.id} is ${m.contentType}, not HL7 v2; the mllp sink sends HL7 v2 messages`);
+    if (this.cfg.body === 'original') return m.body;
+    try {
+      return normalizeHl7(m.body);
+    } catch (e) {
+      throw permanentDeliveryError('MLLP_REENCODE', `message ${m.id} cannot be re-encoded: ${(e as Error).message}`, undefined, e);
+    }
+  }
+
+  private async connectWithBackoff(conn: MllpConnection): Promise<void> {
+    const wait = this.retryAt - Date.now();
+    if (wait > 0) {
+      if (wait > this.cfg.connectTimeoutMs)
+        throw retryableDeliveryError('MLLP_BACKOFF', `receiver ${this.cfg.host}:${this.cfg.port} unreachable; next connect attempt in ${wait} ms`);
+      await new Promise((r) => setTimeout(r, wait));
+    }
+    try {
+      await conn.connect();
+    } catch (e) {
+      this.noteFailure();
+      const err = FerryError.from(e);
+      this.ctx.logger.warn('mllp sink cannot connect', { sink: this.ctx.id, host: this.cfg.host, port: this.cfg.port, errorCode: err.code, retryInMs: this.backoffMs });
+      throw retryableDeliveryError('MLLP_CONNECT', err.message, { host: this.cfg.host, port: this.cfg.port }, err);
+    }
+  }
+
+  private noteFailure(): void {
+    const r = this.cfg.reconnect;
+    this.backoffMs = this.backoffMs ? Math.min(r.maxDelayMs, this.backoffMs * 2) : r.initialDelayMs;
+    this.retryAt = Date.now() + this.backoffMs;
+  }
+
+  private acquire(): Promise<MllpConnection> {
+    const c = this.free.pop();
+    if (c) return Promise.resolve(c);
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  private release(c: MllpConnection): void {
+    const w = this.waiting.shift();
+    if (w) w(c);
+    else this.free.push(c);
+  }
+}
