@@ -1,0 +1,96 @@
+import { FerryError } from '@ferry/core';
+import { SignJWT, exportJWK } from 'jose';
+import { randomUUID } from 'node:crypto';
+import { EpicSimulator } from '../../../../test/simulators/epic/epic-simulator';
+import { connConfig, testKey } from '../__fixtures__/helpers';
+import { VendorConnection, exchangeAssertion, discoverTokenUrl } from './connection';
+import { signClientAssertion } from './keys';
+
+describe('epic SMART backend services auth against the simulator', () => {
+  const sim = new EpicSimulator();
+  let key: Awaited<ReturnType<typeof testKey>>;
+  beforeAll(async () => {
+    key = await testKey('kid-a');
+    sim.registerClient('client-1', key.jwks);
+    await sim.start();
+  });
+  afterAll(() => sim.stop());
+
+  const lastTokenReason = () => [...sim.requests].reverse().find((r) => r.path.endsWith('/oauth2/token'))?.reason;
+
+  it('discovers the token URL from .well-known/smart-configuration', async () => {
+    expect(await discoverTokenUrl('epic', sim.baseUrl)).toBe(sim.tokenUrl);
+  });
+
+  it('gets a token with an RS384 assertion (kid, iss=sub, aud, jti, exp <= 5 min) from a PEM file and caches it', async () => {
+    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'client-1' }, { privateKeyFile: key.file, kid: 'kid-a' }));
+    const before = sim.requests.filter((r) => r.path.endsWith('/oauth2/token')).length;
+    const t1 = await conn.accessToken();
+    const t2 = await conn.accessToken();
+    expect(t1).toBe(t2);
+    expect(sim.requests.filter((r) => r.path.endsWith('/oauth2/token')).length).toBe(before + 1);
+    expect(sim.tokens.get(t1)?.clientId).toBe('client-1');
+  });
+
+  it('a bad aud is refused with invalid_client and reported with what to check', async () => {
+    const assertion = await signClientAssertion(key.key, { clientId: 'client-1', tokenUrl: sim.tokenUrl.replace('127.0.0.1', 'localhost') });
+    const err = await exchangeAssertion({ vendor: 'epic', tokenUrl: sim.tokenUrl, assertion, clientId: 'client-1' }).catch((e) => e);
+    expect(FerryError.is(err) && err.code).toBe('FERRY_E_VENDOR_TOKEN_REJECTED');
+    expect(err.message).toMatch(/invalid_client.*aud is exactly the token URL/);
+    expect(err.retryable).toBe(false);
+    expect(lastTokenReason()).toMatch(/aud must be the token endpoint/);
+  });
+
+  it('a reused jti is refused with invalid_client', async () => {
+    const assertion = await signClientAssertion(key.key, { clientId: 'client-1', tokenUrl: sim.tokenUrl });
+    await expect(exchangeAssertion({ vendor: 'epic', tokenUrl: sim.tokenUrl, assertion, clientId: 'client-1' })).resolves.toHaveProperty('access_token');
+    const err = await exchangeAssertion({ vendor: 'epic', tokenUrl: sim.tokenUrl, assertion, clientId: 'client-1' }).catch((e) => e);
+    expect(err.message).toMatch(/invalid_client.*jti is not reused/);
+    expect(lastTokenReason()).toMatch(/already used/);
+  });
+
+  it('an exp 10 minutes out is refused with invalid_client', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const assertion = await new SignJWT({})
+      .setProtectedHeader({ alg: 'RS384', typ: 'JWT', kid: 'kid-a' })
+      .setIssuer('client-1')
+      .setSubject('client-1')
+      .setAudience(sim.tokenUrl)
+      .setJti(randomUUID())
+      .setExpirationTime(now + 600)
+      .sign(key.key.privateKey);
+    const err = await exchangeAssertion({ vendor: 'epic', tokenUrl: sim.tokenUrl, assertion, clientId: 'client-1' }).catch((e) => e);
+    expect(err.message).toMatch(/invalid_client.*exp is at most 5 minutes/);
+    expect(lastTokenReason()).toMatch(/more than 5 minutes/);
+  });
+
+  it('an unregistered key (wrong kid / signature) is refused', async () => {
+    const other = await testKey('kid-a');
+    sim.registerClient('client-2', key.jwks);
+    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'client-2' }, { privateKey: other.pem, kid: 'kid-a' }));
+    const err = await conn.accessToken().catch((e) => e);
+    expect(err.code).toBe('FERRY_E_VENDOR_TOKEN_REJECTED');
+    expect(err.kind).toBe('config');
+    expect(lastTokenReason()).toMatch(/signature/i);
+  });
+
+  it('reads the key from an environment variable as a JWK', async () => {
+    const jwk = JSON.stringify({ ...(await exportJWK(key.key.privateKey)), kid: 'kid-a' });
+    process.env.FERRY_TEST_EPIC_KEY = jwk;
+    try {
+      const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'client-1', tokenUrl: sim.tokenUrl }, { privateKeyEnv: 'FERRY_TEST_EPIC_KEY', refreshSkewSec: 61 }));
+      await expect(conn.accessToken()).resolves.toEqual(expect.any(String));
+    } finally {
+      delete process.env.FERRY_TEST_EPIC_KEY;
+    }
+  });
+
+  it('re-authenticates once after a 401 on a resource call and replays it', async () => {
+    sim.store.put({ resourceType: 'Patient', id: 'p401', name: [{ family: 'X' }] });
+    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'client-1' }, { privateKey: key.pem, kid: 'kid-a', refreshSkewSec: 62 }));
+    await conn.accessToken();
+    sim.tokens.clear(); // the server forgot every token (revoked / restarted)
+    const res = await conn.http.request({ url: 'Patient/p401' });
+    expect(res.json().id).toBe('p401');
+  });
+});
