@@ -70,8 +70,7 @@ export class PostgresMessageStore extends SqlMessageStore {
     });
     pool.on('error', (e) => this.logger.warn('postgres pool error', { error: e.message }));
     try {
-      if (this.schema) await pool.query(`CREATE SCHEMA IF NOT EXISTS ${this.schema}`);
-      else await pool.query('SELECT 1');
+      await pool.query('SELECT 1');
     } catch (e) {
       await pool.end().catch(() => undefined);
       throw new FerryError('TRANSIENT_STORE_CONNECT', `cannot connect to the PostgreSQL store: ${(e as Error).message}`, { kind: 'transient', cause: e });
@@ -126,6 +125,8 @@ export class PostgresMessageStore extends SqlMessageStore {
     try {
       await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
       try {
+        // Under the lock: two processes creating the schema at once would collide.
+        if (this.schema) await client.query(`CREATE SCHEMA IF NOT EXISTS ${this.schema}`);
         await client.query('BEGIN');
         const r = await fn(this.execOn(client));
         await client.query('COMMIT');

@@ -14,6 +14,13 @@ export interface SqliteStoreOptions extends SqlStoreOptions {
 
 type Params = unknown[];
 
+/**
+ * One lock per database file for the whole process: better-sqlite3 is synchronous, so a second
+ * connection in this process waiting on the file's write lock would block the event loop that the
+ * first needs to finish its transaction. Same-process stores on one file take turns instead.
+ */
+const fileLocks = new Map<string, { chain: Promise<unknown>; users: number }>();
+
 function bind(params: Params | undefined): unknown[] {
   if (!params) return [];
   return params.map((p) => (p === undefined ? null : typeof p === 'boolean' ? (p ? 1 : 0) : p));
@@ -33,7 +40,7 @@ export class SqliteMessageStore extends SqlMessageStore {
   readonly file: string;
   private db?: Database.Database;
   private stmts = new Map<string, Database.Statement>();
-  private lock: Promise<unknown> = Promise.resolve();
+  private shared?: { chain: Promise<unknown>; users: number };
   private sync: 'FULL' | 'NORMAL' | undefined;
   private readonly busyTimeoutMs: number;
 
@@ -73,10 +80,23 @@ export class SqliteMessageStore extends SqlMessageStore {
     this.sync = 'FULL';
     this.db = db;
     this.stmts.clear();
+    const key = this.file === ':memory:' ? `:memory:${Math.random()}` : this.file;
+    let shared = fileLocks.get(key);
+    if (!shared) {
+      shared = { chain: Promise.resolve(), users: 0 };
+      fileLocks.set(key, shared);
+    }
+    shared.users++;
+    this.shared = shared;
+    this.lockKeyName = key;
   }
 
+  private lockKeyName?: string;
+
   protected async disconnect(): Promise<void> {
-    await this.lock.catch(() => undefined);
+    await this.shared?.chain.catch(() => undefined);
+    if (this.shared && --this.shared.users === 0 && this.lockKeyName) fileLocks.delete(this.lockKeyName);
+    this.shared = undefined;
     const db = this.db;
     this.db = undefined;
     this.stmts.clear();
@@ -111,8 +131,10 @@ export class SqliteMessageStore extends SqlMessageStore {
   };
 
   private withLock<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(fn, fn);
-    this.lock = run.catch(() => undefined);
+    const shared = this.shared;
+    if (!shared) return Promise.reject(new FerryError('TRANSIENT_STORE_CLOSED', 'the SQLite store is closed', { kind: 'transient' }));
+    const run = shared.chain.then(fn, fn);
+    shared.chain = run.catch(() => undefined);
     return run;
   }
 

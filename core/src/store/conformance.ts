@@ -1,0 +1,536 @@
+/**
+ * The behaviour every MessageStore must have, as a jest suite. `sqlite.store.test.ts` and
+ * `postgres.store.test.ts` run it against a fresh store each; a third-party store can too.
+ */
+import type { Bundle } from '@medplum/fhirtypes';
+import type { MessageStatus } from '../model/message';
+import type { MessageStore, NewMessage } from './message-store';
+
+export interface StoreHarness {
+  /** A new, empty, unopened store. `groupCommit` as in the config. */
+  make(opts?: { groupCommit?: { maxBatch?: number; maxDelayMs?: number } }): MessageStore;
+  /** A second store on the same database (another engine process). */
+  sibling?(store: MessageStore): MessageStore;
+  /** Number of insert transactions committed so far by the store (group-commit check). */
+  commits?(store: MessageStore): number;
+}
+
+const bundleFor = (tag: string): Bundle => ({ resourceType: 'Bundle', type: 'collection', id: tag, entry: [] });
+
+let counter = 0;
+export function msg(over: Partial<NewMessage> = {}, controlId?: string): NewMessage {
+  counter++;
+  return {
+    sourceId: 'src-a',
+    contentType: 'application/hl7-v2',
+    body: Buffer.from(`MSH|^~\\&|APP|FAC|||20250101||ADT^A01|${controlId ?? `C${counter}`}|P|2.5\r`),
+    headers: { messageType: 'ADT^A01', controlId: controlId ?? `C${counter}`, sendingApplication: 'APP', sendingFacility: 'FAC' },
+    ...over,
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Insert, transform and route one message per key to one sink; returns the message ids. */
+async function routed(store: MessageStore, keys: string[], opts: { sink?: string; strict?: boolean; sinks?: string[] } = {}): Promise<string[]> {
+  const res = await store.insert(keys.map(() => msg()));
+  const ids = res.map((r) => r.id);
+  const claimed = await store.claimReceived('proc', ids.length, 60_000);
+  expect(claimed.map((m) => m.id)).toEqual(ids);
+  for (let i = 0; i < ids.length; i++) {
+    await store.recordTransformed(ids[i], bundleFor(ids[i]), keys[i]);
+    const sinks = opts.sinks ?? [opts.sink ?? 'sink-1'];
+    await store.recordRouting(ids[i], {
+      status: 'routed',
+      deliveries: sinks.map((s) => ({ routeId: 'route-1', sinkId: s, bundle: bundleFor(ids[i]), strictOrder: opts.strict ?? true })),
+    });
+  }
+  return ids;
+}
+
+export function storeConformance(name: string, h: StoreHarness): void {
+  describe(`MessageStore conformance: ${name}`, () => {
+    let store: MessageStore;
+    const extra: MessageStore[] = [];
+
+    beforeEach(async () => {
+      store = h.make();
+      await store.open();
+    });
+    afterEach(async () => {
+      for (const s of extra.splice(0)) await s.close();
+      await store.close();
+    });
+
+    describe('lifecycle', () => {
+      it('opens, applies migrations once, reopens the same data and closes', async () => {
+        expect(store.isOpen()).toBe(true);
+        const [r] = await store.insert([msg()]);
+        if (h.sibling) {
+          const again = h.sibling(store);
+          await again.open(); // migrations already applied: no error, same data
+          extra.push(again);
+          expect((await again.getMessage(r.id))?.id).toBe(r.id);
+        }
+        await store.close();
+        expect(store.isOpen()).toBe(false);
+        await expect(store.insert([msg()])).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_CLOSED', retryable: true });
+        await store.open();
+        expect((await store.getMessage(r.id))?.status).toBe('received');
+      });
+    });
+
+    describe('insert', () => {
+      it('stores messages with sortable unique ids and increasing seq, body and headers intact', async () => {
+        const inputs = [msg(), msg(), msg({ receivedAt: new Date('2025-01-02T03:04:05Z') })];
+        const res = await store.insert(inputs);
+        expect(res.every((r) => r.stored && !r.duplicate)).toBe(true);
+        const ids = res.map((r) => r.id);
+        expect(new Set(ids).size).toBe(3);
+        expect([...ids].sort()).toEqual(ids);
+        const got = await Promise.all(ids.map((id) => store.getMessage(id, { body: true })));
+        expect(got.map((m) => m!.seq)).toEqual([...got.map((m) => m!.seq)].sort((a, b) => a - b));
+        expect(got[0]!.seq).toBeLessThan(got[1]!.seq);
+        expect(got[0]!.body!.equals(inputs[0].body)).toBe(true);
+        expect(got[0]!.headers).toEqual(inputs[0].headers);
+        expect(got[0]!.status).toBe('received');
+        expect(got[2]!.receivedAt.toISOString()).toBe('2025-01-02T03:04:05.000Z');
+        expect((await store.getMessage(ids[0]))!.body).toBeUndefined();
+        expect(await store.getMessage('nope')).toBeUndefined();
+        const ev = await store.events(ids[0]);
+        expect(ev.map((e) => e.status)).toEqual(['received']);
+      });
+
+      it('keeps binary bodies byte for byte', async () => {
+        const body = Buffer.from([0, 1, 2, 0xff, 0x0b, 0x1c, 0x0d, 0xc3, 0x28]);
+        const [r] = await store.insert([msg({ body })]);
+        expect((await store.getMessage(r.id, { body: true }))!.body!.equals(body)).toBe(true);
+      });
+
+      it('group-commits concurrent inserts: each caller resolves after its batch is durable', async () => {
+        const n = 60;
+        const before = h.commits?.(store) ?? 0;
+        const res = await Promise.all(Array.from({ length: n }, () => store.insert([msg()])));
+        const commits = (h.commits?.(store) ?? 0) - before;
+        if (h.commits) expect(commits).toBeLessThanOrEqual(n / 4);
+        // Every resolved insert is readable (committed) from another connection.
+        const reader = h.sibling ? h.sibling(store) : store;
+        if (reader !== store) {
+          await reader.open();
+          extra.push(reader);
+        }
+        const seen = await reader.listMessages({ ids: res.map((r) => r[0].id) });
+        expect(seen).toHaveLength(n);
+      });
+
+      it('with maxBatch 1 commits each call alone', async () => {
+        const s = h.make({ groupCommit: { maxBatch: 1, maxDelayMs: 0 } });
+        await s.open();
+        extra.push(s);
+        const before = h.commits?.(s) ?? 0;
+        await Promise.all(Array.from({ length: 10 }, () => s.insert([msg()])));
+        if (h.commits) expect(h.commits(s) - before).toBe(10);
+      });
+
+      it('a bad call in a group does not fail the others', async () => {
+        const good = Array.from({ length: 5 }, () => store.insert([msg()]));
+        const bad = store.insert([{ ...msg(), body: 'not a buffer' as unknown as Buffer }]);
+        await expect(bad).rejects.toMatchObject({ code: 'FERRY_E_INPUT_MESSAGE_BODY' });
+        const ok = await Promise.all(good);
+        expect(ok.flat().every((r) => r.stored)).toBe(true);
+      });
+
+      it('commits a checkpoint in the same transaction as the messages', async () => {
+        await store.insert([msg(), msg()], { checkpoint: { sourceId: 'poller', key: 'cursor', value: '42' } });
+        expect(await store.getCheckpoint('poller', 'cursor')).toBe('42');
+        await store.setCheckpoint('poller', 'cursor', '43');
+        expect(await store.getCheckpoint('poller', 'cursor')).toBe('43');
+        expect(await store.getCheckpoint('poller', 'other')).toBeUndefined();
+        await store.insert([], { checkpoint: { sourceId: 'poller', key: 'cursor', value: '44' } });
+        expect(await store.getCheckpoint('poller', 'cursor')).toBe('44');
+      });
+    });
+
+    describe('duplicates', () => {
+      const dup = (policy: 'accept' | 'ignore' | 'reject', windowMs = 60_000) => ({ duplicates: { policy, windowMs } });
+
+      it('ignore: acknowledges again without storing', async () => {
+        const [a] = await store.insert([msg({}, 'DUP-1')], dup('ignore'));
+        const [b] = await store.insert([msg({}, 'DUP-1')], dup('ignore'));
+        expect(b).toEqual({ id: a.id, duplicate: true, duplicateOf: a.id, stored: false });
+        expect(await store.listMessages({ sourceId: 'src-a' })).toHaveLength(1);
+        expect((await store.events(a.id)).map((e) => e.status)).toEqual(['received', 'duplicate']);
+      });
+
+      it('reject: refuses without storing', async () => {
+        const [a] = await store.insert([msg({}, 'DUP-2')], dup('reject'));
+        const [b] = await store.insert([msg({}, 'DUP-2')], dup('reject'));
+        expect(b).toMatchObject({ duplicate: true, duplicateOf: a.id, stored: false });
+      });
+
+      it('accept: stores again, marked as duplicate of the first', async () => {
+        const [a] = await store.insert([msg({}, 'DUP-3')], dup('accept'));
+        const [b] = await store.insert([msg({}, 'DUP-3')], dup('accept'));
+        expect(b.stored).toBe(true);
+        expect(b.duplicate).toBe(true);
+        expect(b.duplicateOf).toBe(a.id);
+        expect(b.id).not.toBe(a.id);
+        expect((await store.getMessage(b.id))!.duplicateOf).toBe(a.id);
+      });
+
+      it('is per source, per sender and control id, within the window, and off without options', async () => {
+        const now = Date.now();
+        await store.insert([msg({}, 'DUP-4')], dup('ignore'));
+        const [otherSource] = await store.insert([msg({ sourceId: 'src-b' }, 'DUP-4')], dup('ignore'));
+        expect(otherSource.duplicate).toBe(false);
+        const otherSender = msg({}, 'DUP-4');
+        otherSender.headers = { ...otherSender.headers, sendingFacility: 'OTHER' };
+        expect((await store.insert([otherSender], dup('ignore')))[0].duplicate).toBe(false);
+        // received long ago: outside a 1 s window
+        const [old] = await store.insert([msg({ receivedAt: new Date(now - 10_000) }, 'DUP-5')], dup('ignore'));
+        expect(old.duplicate).toBe(false);
+        expect((await store.insert([msg({}, 'DUP-5')], dup('ignore', 1000)))[0].duplicate).toBe(false);
+        // without options: no detection at all
+        expect((await store.insert([msg({}, 'DUP-4')]))[0].duplicate).toBe(false);
+        // no control id: never a duplicate
+        const noId = msg();
+        noId.headers = { messageType: 'ADT^A01' };
+        await store.insert([noId], dup('ignore'));
+        expect((await store.insert([{ ...noId }], dup('ignore')))[0].duplicate).toBe(false);
+      });
+
+      it('catches a duplicate inside one batch and across concurrent group-committed calls', async () => {
+        const r = await store.insert([msg({}, 'DUP-6'), msg({}, 'DUP-6')], dup('ignore'));
+        expect(r[1]).toMatchObject({ duplicate: true, duplicateOf: r[0].id, stored: false });
+        const many = await Promise.all(Array.from({ length: 8 }, () => store.insert([msg({}, 'DUP-7')], dup('ignore'))));
+        expect(many.flat().filter((x) => x.stored)).toHaveLength(1);
+      });
+    });
+
+    describe('processing', () => {
+      it('claims received messages oldest first, leased to one owner, with bodies', async () => {
+        const ids = (await store.insert([msg(), msg(), msg()])).map((r) => r.id);
+        const a = await store.claimReceived('a', 2, 60_000);
+        expect(a.map((m) => m.id)).toEqual(ids.slice(0, 2));
+        expect(a[0].body).toBeInstanceOf(Buffer);
+        const b = await store.claimReceived('b', 10, 60_000);
+        expect(b.map((m) => m.id)).toEqual([ids[2]]);
+        expect(await store.claimReceived('c', 10, 60_000)).toEqual([]);
+      });
+
+      it('gives an expired lease to another owner (also a message left transformed)', async () => {
+        const [r1, r2] = await store.insert([msg(), msg()]);
+        await store.claimReceived('crashed', 10, 30);
+        await store.recordTransformed(r2.id, bundleFor('x'), 'k');
+        expect(await store.claimReceived('other', 10, 60_000)).toEqual([]);
+        await sleep(60);
+        const again = await store.claimReceived('other', 10, 60_000);
+        expect(again.map((m) => m.id)).toEqual([r1.id, r2.id]);
+      });
+
+      it('records transformed, failed, unrouted, filtered and routed, each as an event', async () => {
+        const [t, f, u, fi, ro] = (await store.insert([msg(), msg(), msg(), msg(), msg()])).map((r) => r.id);
+        await store.claimReceived('p', 10, 60_000);
+        for (const id of [t, u, fi, ro]) await store.recordTransformed(id, bundleFor(id), undefined);
+        const stT = await store.getMessage(t, { bundle: true });
+        expect(stT!.status).toBe('transformed');
+        expect(stT!.bundle).toEqual(bundleFor(t));
+        await store.recordFailed(f, { code: 'FERRY_E_INPUT_TRANSFORM_FAILED', message: 'bad PID', retryable: false });
+        await store.recordRouting(u, { status: 'unrouted' });
+        await store.recordRouting(fi, { status: 'filtered', detail: 'route-1: test patient' });
+        await store.recordRouting(ro, { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's1', bundle: bundleFor(ro), strictOrder: true }] });
+        const status = async (id: string) => (await store.getMessage(id))!.status;
+        expect(await status(f)).toBe('failed');
+        expect((await store.getMessage(f))!.error).toMatchObject({ code: 'FERRY_E_INPUT_TRANSFORM_FAILED', retryable: false });
+        expect(await status(u)).toBe('unrouted');
+        expect(await status(fi)).toBe('filtered');
+        expect(await status(ro)).toBe('routed');
+        expect((await store.events(f)).map((e) => e.status)).toEqual(['received', 'failed']);
+        expect((await store.events(fi)).map((e) => [e.status, e.detail])).toEqual([
+          ['received', undefined],
+          ['transformed', undefined],
+          ['filtered', 'route-1: test patient'],
+        ]);
+        expect((await store.events(ro)).map((e) => e.status)).toEqual(['received', 'transformed', 'routed', 'delivery:pending']);
+        const d = await store.deliveries(ro);
+        expect(d).toHaveLength(1);
+        expect(d[0]).toMatchObject({ messageId: ro, routeId: 'r', sinkId: 's1', status: 'pending', attempts: 0, strictOrder: true });
+        // ordering key falls back to the source when none is given
+        expect(d[0].orderingKey).toBe('source:src-a');
+        // nothing left to claim: processed messages are not claimed again
+        expect(await store.claimReceived('p2', 10, 60_000)).toEqual([]);
+        await expect(store.recordTransformed('missing', bundleFor('m'), 'k')).rejects.toMatchObject({ kind: 'internal' });
+      });
+
+      it('a routing with no deliveries leaves the message delivered', async () => {
+        const [r] = await store.insert([msg()]);
+        await store.claimReceived('p', 1, 60_000);
+        await store.recordTransformed(r.id, bundleFor('x'), 'k');
+        await store.recordRouting(r.id, { status: 'routed', deliveries: [] });
+        expect((await store.getMessage(r.id))!.status).toBe('delivered');
+      });
+    });
+
+    describe('deliveries', () => {
+      it('delivers the bundle each route gave, with the message, and moves the message to delivered', async () => {
+        const [r] = await store.insert([msg()]);
+        await store.claimReceived('p', 1, 60_000);
+        const canonical = bundleFor('canonical');
+        const changed: Bundle = { ...bundleFor('changed'), meta: { tag: [{ code: 'x' }] } };
+        await store.recordTransformed(r.id, canonical, 'k');
+        await store.recordRouting(r.id, {
+          status: 'routed',
+          deliveries: [
+            { routeId: 'r1', sinkId: 'a', bundle: canonical, strictOrder: true },
+            { routeId: 'r2', sinkId: 'b', bundle: changed, strictOrder: false },
+          ],
+        });
+        const c = await store.claimDeliveries('w', 10, 60_000);
+        expect(c).toHaveLength(2);
+        const a = c.find((d) => d.sinkId === 'a')!;
+        const b = c.find((d) => d.sinkId === 'b')!;
+        expect(a.bundle).toEqual(canonical);
+        expect(b.bundle).toEqual(changed);
+        expect(a.message.body).toBeInstanceOf(Buffer);
+        expect(a.message.id).toBe(r.id);
+        expect(a.attempts).toBe(0);
+        expect(a.firstAttemptAt).toBeInstanceOf(Date);
+        expect(await store.claimDeliveries('w2', 10, 60_000)).toEqual([]); // leased
+        await store.completeDelivery(a.id, { status: 'delivered' });
+        expect((await store.getMessage(r.id))!.status).toBe('routed');
+        await store.completeDelivery(b.id, { status: 'delivered' });
+        expect((await store.getMessage(r.id))!.status).toBe('delivered');
+        const ds = await store.deliveries(r.id);
+        expect(ds.every((d) => d.status === 'delivered' && d.attempts === 1 && d.deliveredAt instanceof Date)).toBe(true);
+        expect((await store.events(r.id)).map((e) => e.status)).toEqual([
+          'received',
+          'transformed',
+          'routed',
+          'delivery:pending',
+          'delivery:pending',
+          'delivery:delivered',
+          'delivery:delivered',
+          'delivered',
+        ]);
+      });
+
+      it('retries a failed delivery when due, counts attempts, and dead-letters', async () => {
+        const [id] = await routed(store, ['k1']);
+        const [d] = await store.claimDeliveries('w', 10, 60_000);
+        const at = new Date(Date.now() + 5_000);
+        await store.completeDelivery(d.id, { status: 'failed', error: { code: 'FERRY_E_DELIVERY_HTTP_503', message: '503', retryable: true }, nextAttemptAt: at });
+        const [f] = await store.deliveries(id);
+        expect(f).toMatchObject({ status: 'failed', attempts: 1, lastError: { code: 'FERRY_E_DELIVERY_HTTP_503' } });
+        expect(f.nextAttemptAt!.getTime()).toBe(at.getTime());
+        expect((await store.nextDueAt())!.getTime()).toBe(at.getTime());
+        expect(await store.claimDeliveries('w', 10, 60_000)).toEqual([]);
+        expect(await store.backlog()).toMatchObject({ deliveriesDue: 0, deliveriesScheduled: 1 });
+        const later = await store.claimDeliveries('w', 10, 60_000, new Date(at.getTime() + 1));
+        expect(later.map((x) => x.id)).toEqual([d.id]);
+        expect(later[0].attempts).toBe(1);
+        expect(later[0].firstAttemptAt.getTime()).toBe(d.firstAttemptAt.getTime());
+        await store.completeDelivery(d.id, { status: 'dead', error: { code: 'FERRY_E_DELIVERY_HTTP_400', message: '400', retryable: false } });
+        expect((await store.deliveries(id))[0]).toMatchObject({ status: 'dead', attempts: 2 });
+        expect((await store.getMessage(id))!.status).toBe('dead');
+        expect(await store.nextDueAt()).toBeUndefined();
+        expect((await store.stats()).deliveries).toMatchObject({ dead: 1 });
+      });
+
+      it('strict order: per (key, sink) only the oldest open delivery is eligible; other keys and sinks run in parallel', async () => {
+        const ids = await routed(store, ['A', 'B', 'A', 'B', 'A'], { sinks: ['s1', 's2'] });
+        const first = await store.claimDeliveries('w', 100, 60_000);
+        // A1 and B1 for each sink
+        expect(first.map((d) => `${d.messageId === ids[0] ? 'A1' : d.messageId === ids[1] ? 'B1' : '?'}:${d.sinkId}`).sort()).toEqual(['A1:s1', 'A1:s2', 'B1:s1', 'B1:s2']);
+        // A1 fails on s1: A3 on s1 is held, A3 on s2 proceeds once A1:s2 is delivered
+        const a1s1 = first.find((d) => d.messageId === ids[0] && d.sinkId === 's1')!;
+        await store.completeDelivery(a1s1.id, { status: 'failed', error: { code: 'X', message: 'x' }, nextAttemptAt: new Date(Date.now() + 60_000) });
+        for (const d of first) if (d !== a1s1) await store.completeDelivery(d.id, { status: 'delivered' });
+        const second = await store.claimDeliveries('w', 100, 60_000);
+        expect(second.map((d) => `${d.messageId === ids[2] ? 'A3' : d.messageId === ids[3] ? 'B4' : '?'}:${d.sinkId}`).sort()).toEqual(['A3:s2', 'B4:s1', 'B4:s2']);
+        for (const d of second) await store.completeDelivery(d.id, { status: 'delivered' });
+        const third = await store.claimDeliveries('w', 100, 60_000);
+        expect(third.map((d) => `${d.messageId === ids[4] ? 'A5' : '?'}:${d.sinkId}`)).toEqual(['A5:s2']);
+        await store.completeDelivery(third[0].id, { status: 'delivered' });
+        // A1:s1 due again -> delivered -> A3:s1, then A5:s1
+        const retry = await store.claimDeliveries('w', 100, 60_000, new Date(Date.now() + 61_000));
+        expect(retry.map((d) => d.id)).toEqual([a1s1.id]);
+        await store.completeDelivery(a1s1.id, { status: 'delivered' });
+        const a3 = await store.claimDeliveries('w', 100, 60_000);
+        expect(a3.map((d) => [d.messageId, d.sinkId])).toEqual([[ids[2], 's1']]);
+        await store.completeDelivery(a3[0].id, { status: 'delivered' });
+        const a5 = await store.claimDeliveries('w', 100, 60_000);
+        expect(a5.map((d) => [d.messageId, d.sinkId])).toEqual([[ids[4], 's1']]);
+      });
+
+      it('an in-flight (leased) delivery holds later ones of its key; a dead one does not', async () => {
+        const ids = await routed(store, ['K', 'K', 'K']);
+        const [d1] = await store.claimDeliveries('w', 1, 60_000);
+        expect(d1.messageId).toBe(ids[0]);
+        expect(await store.claimDeliveries('w', 10, 60_000)).toEqual([]);
+        await store.completeDelivery(d1.id, { status: 'dead', error: { code: 'X', message: 'x', retryable: false } });
+        const [d2] = await store.claimDeliveries('w', 10, 60_000);
+        expect(d2.messageId).toBe(ids[1]);
+      });
+
+      it('ordering none: later deliveries are not held', async () => {
+        const ids = await routed(store, ['N', 'N', 'N'], { strict: false });
+        const all = await store.claimDeliveries('w', 10, 60_000);
+        expect(all.map((d) => d.messageId)).toEqual(ids);
+      });
+
+      it('a strict delivery waits for an older message of its key (or of unknown key) still being processed', async () => {
+        const [older] = await store.insert([msg()]);
+        const [newer] = await store.insert([msg()]);
+        const claimed = await store.claimReceived('p', 10, 60_000);
+        expect(claimed).toHaveLength(2);
+        // the newer one is routed first (e.g. by another instance)
+        await store.recordTransformed(newer.id, bundleFor('n'), 'P1');
+        await store.recordRouting(newer.id, { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's', bundle: bundleFor('n'), strictOrder: true }] });
+        expect(await store.claimDeliveries('w', 10, 60_000)).toEqual([]); // older: key unknown yet
+        await store.recordTransformed(older.id, bundleFor('o'), 'P2');
+        expect((await store.claimDeliveries('w', 10, 60_000)).map((d) => d.messageId)).toEqual([newer.id]); // different key
+      });
+
+      it('an expired delivery lease is claimed again by another worker', async () => {
+        await routed(store, ['L']);
+        const [d] = await store.claimDeliveries('crashed', 1, 30);
+        await sleep(60);
+        const [again] = await store.claimDeliveries('other', 1, 60_000);
+        expect(again.id).toBe(d.id);
+      });
+
+      it('two workers claiming at once never get the same delivery', async () => {
+        const keys = Array.from({ length: 40 }, (_, i) => `W${i % 10}`);
+        await routed(store, keys);
+        const other = h.sibling ? h.sibling(store) : store;
+        if (other !== store) {
+          await other.open();
+          extra.push(other);
+        }
+        const seen: string[] = [];
+        const done: string[] = [];
+        const worker = async (s: MessageStore, owner: string) => {
+          for (let i = 0; i < 200; i++) {
+            const c = await s.claimDeliveries(owner, 3, 60_000);
+            if (!c.length) {
+              if (done.length === keys.length) return;
+              await sleep(2);
+              continue;
+            }
+            for (const d of c) {
+              seen.push(d.id);
+              await s.completeDelivery(d.id, { status: 'delivered' });
+              done.push(d.messageId);
+            }
+          }
+        };
+        await Promise.all([worker(store, 'one'), worker(other, 'two')]);
+        expect(new Set(seen).size).toBe(seen.length);
+        expect(done).toHaveLength(keys.length);
+      });
+    });
+
+    describe('replay and retry', () => {
+      it('replays a dead message from the start: received again, old deliveries superseded', async () => {
+        const [id] = await routed(store, ['R']);
+        const [d] = await store.claimDeliveries('w', 1, 60_000);
+        await store.completeDelivery(d.id, { status: 'dead', error: { code: 'X', message: 'x', retryable: false } });
+        expect((await store.listMessages({ deliveryStatus: ['dead'], sinkId: 'sink-1' })).map((m) => m.id)).toEqual([id]);
+        const replayed = await store.replay({ deliveryStatus: ['dead'] });
+        expect(replayed).toEqual([id]);
+        expect((await store.getMessage(id))!.status).toBe('received');
+        expect(await store.deliveries(id)).toEqual([]);
+        expect(await store.deliveries(id, { includeSuperseded: true })).toHaveLength(1);
+        expect(await store.claimDeliveries('w', 10, 60_000)).toEqual([]);
+        const [again] = await store.claimReceived('p', 10, 60_000);
+        expect(again.id).toBe(id);
+        await store.recordTransformed(id, bundleFor('v2'), 'R');
+        await store.recordRouting(id, { status: 'routed', deliveries: [{ routeId: 'route-1', sinkId: 'sink-1', bundle: bundleFor('v2'), strictOrder: true }] });
+        const [nd] = await store.claimDeliveries('w', 10, 60_000);
+        expect(nd.bundle.id).toBe('v2');
+        await store.completeDelivery(nd.id, { status: 'delivered' });
+        expect((await store.getMessage(id))!.status).toBe('delivered');
+        expect((await store.events(id)).some((e) => e.status === 'received' && e.detail?.startsWith('replay'))).toBe(true);
+        // replaying a message still waiting to be processed does nothing
+        const [fresh] = await store.insert([msg()]);
+        expect(await store.replay({ ids: [fresh.id] })).toEqual([]);
+      });
+
+      it('replays by filter: source, status, time range, limit', async () => {
+        const a = (await store.insert([msg({ sourceId: 'rs-a' })]))[0].id;
+        const b = (await store.insert([msg({ sourceId: 'rs-b' })]))[0].id;
+        await store.claimReceived('p', 10, 60_000);
+        await store.recordFailed(a, { code: 'E', message: 'e' });
+        await store.recordFailed(b, { code: 'E', message: 'e' });
+        expect(await store.replay({ status: ['failed'], sourceId: 'rs-b' })).toEqual([b]);
+        expect(await store.replay({ status: ['failed'], since: new Date(Date.now() + 60_000) })).toEqual([]);
+        expect(await store.replay({ status: ['failed'], limit: 1 })).toEqual([a]);
+        expect((await store.getMessage(a))!.error).toBeUndefined();
+      });
+
+      it('retryDeliveries re-queues dead deliveries with their bundle, without transforming again', async () => {
+        const [id] = await routed(store, ['T']);
+        const [d] = await store.claimDeliveries('w', 1, 60_000);
+        await store.completeDelivery(d.id, { status: 'dead', error: { code: 'X', message: 'x', retryable: false } });
+        expect(await store.retryDeliveries({ sinkId: 'other' })).toEqual([]);
+        expect(await store.retryDeliveries({ sinkId: 'sink-1' })).toEqual([d.id]);
+        expect((await store.getMessage(id))!.status).toBe('routed');
+        const [again] = await store.claimDeliveries('w', 1, 60_000);
+        expect(again).toMatchObject({ id: d.id, attempts: 0 });
+        expect(again.bundle).toEqual(d.bundle);
+      });
+    });
+
+    describe('queries, retention, stats', () => {
+      it('lists by status, source, sink, time range, newest first, limit', async () => {
+        const t0 = Date.now();
+        const ids = await routed(store, ['Q1', 'Q2'], { sink: 'qs' });
+        const [other] = await store.insert([msg({ sourceId: 'q-other', receivedAt: new Date(t0 - 3_600_000) })]);
+        expect((await store.listMessages({ status: ['routed'] as MessageStatus[] })).map((m) => m.id)).toEqual(ids);
+        expect((await store.listMessages({ sinkId: 'qs' })).map((m) => m.id)).toEqual(ids);
+        expect((await store.listMessages({ routeId: 'route-1', deliveryStatus: ['pending'] })).map((m) => m.id)).toEqual(ids);
+        expect((await store.listMessages({ sourceId: 'q-other' })).map((m) => m.id)).toEqual([other.id]);
+        expect((await store.listMessages({ until: new Date(t0 - 1000) })).map((m) => m.id)).toEqual([other.id]);
+        expect((await store.listMessages({ since: new Date(t0 - 1000), newestFirst: true, limit: 1 })).map((m) => m.id)).toEqual([ids[1]]);
+        expect(await store.listMessages({ ids: [] })).toEqual([]);
+        expect((await store.listMessages({}))[0].body).toBeUndefined();
+      });
+
+      it('prunes bodies of delivered messages, keeps dead ones longer, keeps metadata; deletes very old rows', async () => {
+        const [ok, dead] = await routed(store, ['P1', 'P2']);
+        const ds = await store.claimDeliveries('w', 10, 60_000);
+        await store.completeDelivery(ds.find((d) => d.messageId === ok)!.id, { status: 'delivered' });
+        await store.completeDelivery(ds.find((d) => d.messageId === dead)!.id, { status: 'dead', error: { code: 'X', message: 'x' } });
+        const [waiting] = await store.insert([msg()]);
+        const future = new Date(Date.now() + 1000);
+        const r = await store.prune({ bodiesBefore: future, deadBefore: new Date(Date.now() - 86_400_000) });
+        expect(r.messages).toBe(1);
+        expect((await store.getMessage(ok, { body: true, bundle: true }))!.body).toBeUndefined();
+        expect((await store.getMessage(ok, { bundle: true }))!.bundle).toBeUndefined();
+        expect((await store.getMessage(ok))!.status).toBe('delivered');
+        expect((await store.events(ok)).length).toBeGreaterThan(0);
+        expect((await store.getMessage(dead, { body: true }))!.body).toBeInstanceOf(Buffer);
+        expect((await store.getMessage(waiting.id, { body: true }))!.body).toBeInstanceOf(Buffer);
+        // a pruned message cannot be replayed (no body)
+        expect(await store.replay({ ids: [ok] })).toEqual([]);
+        expect((await store.prune({ bodiesBefore: future, deadBefore: future })).messages).toBe(1);
+        const del = await store.prune({ bodiesBefore: future, deleteBefore: future });
+        expect(del.deleted).toBe(2);
+        expect(await store.getMessage(ok)).toBeUndefined();
+        expect(await store.events(ok)).toEqual([]);
+        expect(await store.getMessage(waiting.id)).toBeDefined();
+      });
+
+      it('counts messages and deliveries by status, and the backlog', async () => {
+        await routed(store, ['S1', 'S2']);
+        await store.insert([msg()]);
+        const s = await store.stats();
+        expect(s.messages).toMatchObject({ routed: 2, received: 1 });
+        expect(s.deliveries).toMatchObject({ pending: 2 });
+        expect(await store.backlog()).toEqual({ unprocessedMessages: 1, deliveriesDue: 2, deliveriesScheduled: 0, deliveriesLeased: 0 });
+        await store.claimDeliveries('w', 1, 60_000);
+        expect((await store.backlog()).deliveriesLeased).toBe(1);
+      });
+    });
+  });
+}

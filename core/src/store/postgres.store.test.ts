@@ -1,0 +1,59 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { silentLogger } from '../logging/logger';
+import { storeConformance } from './conformance';
+import { createStore } from './create-store';
+import { PostgresMessageStore } from './postgres.store';
+
+const URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const prefix = `ferry_test_${randomBytes(4).toString('hex')}`;
+const schemas = new Map<PostgresMessageStore, string>();
+let n = 0;
+
+afterAll(async () => {
+  const c = new pg.Client({ connectionString: URL });
+  await c.connect();
+  try {
+    for (const s of new Set(schemas.values())) await c.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+  } finally {
+    await c.end();
+  }
+});
+
+function make(schema: string, groupCommit?: { maxBatch?: number; maxDelayMs?: number }): PostgresMessageStore {
+  const s = new PostgresMessageStore({ url: URL, schema, logger: silentLogger(), groupCommit, poolSize: 3 });
+  schemas.set(s, schema);
+  return s;
+}
+
+storeConformance('postgres', {
+  make: (opts) => make(`${prefix}_${++n}`, opts?.groupCommit),
+  sibling: (s) => make(schemas.get(s as PostgresMessageStore)!),
+  commits: (s) => (s as PostgresMessageStore).insertCommits,
+});
+
+describe('PostgresMessageStore specifics', () => {
+  it('two processes migrating at once apply each migration once', async () => {
+    const schema = `${prefix}_mig`;
+    const a = make(schema);
+    const b = make(schema);
+    await Promise.all([a.open(), b.open()]);
+    expect(await a.schemaVersion()).toBe(1);
+    const c = new pg.Client({ connectionString: URL });
+    await c.connect();
+    const r = await c.query(`SELECT COUNT(*)::int AS n FROM ${schema}.schema_migrations`);
+    await c.end();
+    expect(r.rows[0].n).toBe(1);
+    await a.close();
+    await b.close();
+  });
+
+  it('createStore needs a url for postgres', () => {
+    expect(() => createStore({ kind: 'postgres', url: '' }, silentLogger())).toThrow(expect.objectContaining({ kind: 'config' }));
+  });
+
+  it('reports an unreachable server as a transient error', async () => {
+    const s = new PostgresMessageStore({ url: 'postgres://postgres@127.0.0.1:1/test', logger: silentLogger() });
+    await expect(s.open()).rejects.toMatchObject({ kind: 'transient', code: 'FERRY_E_TRANSIENT_STORE_CONNECT' });
+  });
+});

@@ -1,0 +1,66 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { silentLogger } from '../logging/logger';
+import { storeConformance } from './conformance';
+import { createStore } from './create-store';
+import { SqliteMessageStore } from './sqlite.store';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-sqlite-store-'));
+let n = 0;
+
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+storeConformance('sqlite', {
+  make: (opts) => new SqliteMessageStore({ path: path.join(dir, `t${++n}.db`), logger: silentLogger(), groupCommit: opts?.groupCommit }),
+  sibling: (s) => new SqliteMessageStore({ path: (s as SqliteMessageStore).file, logger: silentLogger() }),
+  commits: (s) => (s as SqliteMessageStore).insertCommits,
+});
+
+describe('SqliteMessageStore specifics', () => {
+  it('uses WAL, FULL sync for inserts, incremental auto-vacuum, and records the schema version', async () => {
+    const file = path.join(dir, 'pragmas.db');
+    const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
+    await s.open();
+    expect(await s.schemaVersion()).toBe(1);
+    const st = await s.fileStats();
+    expect(st.autoVacuum).toBe(2); // INCREMENTAL
+    await s.close();
+    expect(fs.existsSync(file)).toBe(true);
+  });
+
+  it('createStore resolves a relative path against the base dir and creates the folder', async () => {
+    const s = createStore({ kind: 'sqlite', path: 'nested/deeper/ferry.db' }, silentLogger(), dir) as SqliteMessageStore;
+    expect(s.file).toBe(path.join(dir, 'nested/deeper/ferry.db'));
+    await s.open();
+    expect(fs.existsSync(path.join(dir, 'nested/deeper/ferry.db'))).toBe(true);
+    await s.close();
+  });
+
+  it('refuses a file that is not a database with a config error', async () => {
+    const file = path.join(dir, 'garbage.db');
+    fs.writeFileSync(file, 'this is not sqlite'.repeat(100));
+    const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
+    await expect(s.open()).rejects.toMatchObject({ kind: 'config' });
+  });
+
+  it('gives the space of pruned bodies back to the file (incremental vacuum)', async () => {
+    const file = path.join(dir, 'vacuum.db');
+    const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
+    await s.open();
+    const body = Buffer.alloc(20_000, 'x');
+    const ids = (await s.insert(Array.from({ length: 200 }, (_, i) => ({ sourceId: 's', contentType: 'text/plain', body, headers: { controlId: `v${i}` } })))).map((r) => r.id);
+    await s.claimReceived('p', 1000, 60_000);
+    for (const id of ids) {
+      await s.recordTransformed(id, { resourceType: 'Bundle', type: 'collection' }, 'k');
+      await s.recordRouting(id, { status: 'unrouted' });
+    }
+    const before = await s.fileStats();
+    const r = await s.prune({ bodiesBefore: new Date(Date.now() + 1000) });
+    expect(r.messages).toBe(200);
+    const after = await s.fileStats();
+    expect(after.pageCount).toBeLessThan(before.pageCount / 4);
+    await s.close();
+    expect(fs.statSync(file).size).toBeLessThan(before.pageCount * before.pageSize / 4);
+  });
+});
