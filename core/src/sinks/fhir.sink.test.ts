@@ -1,0 +1,188 @@
+import type { Bundle } from '@medplum/fhirtypes';
+import { startFhirServer, type FhirTestServer } from '../../../test/support/fhir-server';
+import { FerryError } from '../errors';
+import { delivery, patientBundle, sinkContext } from './__fixtures__/delivery';
+import { classifyFhirFailure, FhirSink, toTransaction, type FhirSinkConfig } from './fhir.sink';
+import { defaultAuth } from './http.sink';
+
+describe('FhirSink against a real FHIR R4 server', () => {
+  let srv: FhirTestServer;
+  beforeAll(async () => {
+    srv = await startFhirServer();
+  });
+  afterAll(async () => {
+    await srv.stop();
+  });
+  beforeEach(() => {
+    srv.repo.clear();
+    srv.setDelay(0);
+    srv.failNext(0, 0);
+  });
+
+  const sink = (over: Partial<FhirSinkConfig> = {}) =>
+    new FhirSink(
+      sinkContext<FhirSinkConfig>({
+        baseUrl: srv.baseUrl,
+        timeoutMs: 2000,
+        headers: {},
+        excludeResourceTypes: [],
+        ...over,
+        auth: { ...defaultAuth(), ...(over.auth ?? {}) },
+      }),
+    );
+  const failure = (p: Promise<void>) =>
+    p.then(
+      () => {
+        throw new Error('expected the delivery to fail');
+      },
+      (e) => e as FerryError,
+    );
+
+  it('delivering the same message twice leaves exactly one Patient (and one Encounter pointing at it)', async () => {
+    const s = sink();
+    const d = delivery(patientBundle('MRN-100', { withEncounter: true }));
+    await s.deliver(d);
+    await s.deliver({ ...d, attempt: 2 });
+    expect(await srv.count('Patient', 'identifier=urn:oid:2.16.840.1.113883.3.1|MRN-100')).toBe(1);
+    expect(await srv.count('Patient')).toBe(1);
+    expect(await srv.count('Encounter')).toBe(1);
+    const [p] = await srv.search('Patient');
+    const [e] = await srv.search<any>('Encounter');
+    expect(e.subject.reference).toBe(`Patient/${p.id}`);
+    const txs = srv.requests.filter((r) => r.method === 'POST' && r.url === '');
+    expect(txs.map((r) => r.bundleType)).toEqual(['transaction', 'transaction']);
+  });
+
+  it('a later message for the same identifier updates the Patient instead of adding one', async () => {
+    const s = sink();
+    await s.deliver(delivery(patientBundle('MRN-200', { family: 'Before' })));
+    await s.deliver(delivery(patientBundle('MRN-200', { family: 'After' })));
+    const all = await srv.search<any>('Patient');
+    expect(all).toHaveLength(1);
+    expect(all[0].name[0].family).toBe('After');
+  });
+
+  it('resources without identifier are PUT by id; Type/id references are kept consistent', async () => {
+    const bundle: Bundle = {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [
+        { resource: { resourceType: 'Patient', id: 'p-local-1', identifier: [{ system: 'urn:mrn', value: 'MRN-300' }] } },
+        {
+          resource: {
+            resourceType: 'Observation',
+            id: 'obs-300',
+            status: 'final',
+            code: { text: 'heart rate' },
+            subject: { reference: 'Patient/p-local-1' },
+            valueQuantity: { value: 72, unit: '/min' },
+          },
+        },
+        { resource: { resourceType: 'Observation', status: 'final', code: { text: 'no id, no identifier' }, subject: { reference: 'Patient/p-local-1' } } },
+      ],
+    };
+    const s = sink();
+    const d = delivery(bundle);
+    await s.deliver(d);
+    await s.deliver(d);
+    const [p] = await srv.search('Patient');
+    const obs = await srv.search<any>('Observation');
+    expect(obs).toHaveLength(2);
+    expect(obs.map((o) => o.id)).toContain('obs-300');
+    for (const o of obs) expect(o.subject.reference).toBe(`Patient/${p.id}`);
+  });
+
+  it('excludeResourceTypes leaves those resources out', async () => {
+    const b = patientBundle('MRN-350');
+    b.entry!.push({ resource: { resourceType: 'MessageHeader', eventCoding: { code: 'A01' }, source: { endpoint: 'urn:x' } } });
+    await sink({ excludeResourceTypes: ['MessageHeader'] }).deliver(delivery(b));
+    expect(await srv.count('MessageHeader')).toBe(0);
+    expect(await srv.count('Patient')).toBe(1);
+  });
+
+  it('an invalid resource is rejected (4xx): not retryable, OperationOutcome kept, no PHI in the message', async () => {
+    const b = patientBundle('MRN-SECRET-400', { family: 'Secretfamily', withEncounter: true });
+    (b.entry![0].resource as any).notAField = 'Secretfamily';
+    const e = await failure(sink().deliver(delivery(b)));
+    expect(e).toBeInstanceOf(FerryError);
+    expect(e.retryable).toBe(false);
+    expect(e.details?.status).toBe(400);
+    expect((e.details?.outcome as any).resourceType).toBe('OperationOutcome');
+    expect(e.message).toMatch(/HTTP 400/);
+    expect(e.message).not.toMatch(/Secret/);
+    expect(await srv.count('Patient')).toBe(0);
+    expect(await srv.count('Encounter')).toBe(0);
+  });
+
+  it('server down is retryable; after it comes back the delivery succeeds', async () => {
+    const s = sink();
+    const d = delivery(patientBundle('MRN-500'));
+    await srv.pause();
+    try {
+      const e = await failure(s.deliver(d));
+      expect(e.retryable).toBe(true);
+      expect(['ECONNREFUSED', 'UND_ERR_SOCKET', 'ECONNRESET']).toContain(e.details?.networkCode);
+    } finally {
+      await srv.resume();
+    }
+    await s.deliver({ ...d, attempt: 2 });
+    expect(await srv.count('Patient')).toBe(1);
+  });
+
+  it('503 with Retry-After and timeouts are retryable', async () => {
+    srv.failNext(1, 503, { headers: { 'retry-after': '7' } });
+    const e = await failure(sink().deliver(delivery(patientBundle('MRN-600'))));
+    expect(e.retryable).toBe(true);
+    expect(e.details).toMatchObject({ status: 503, retryAfterMs: 7000 });
+
+    srv.setDelay(400);
+    const t = await failure(sink({ timeoutMs: 100 }).deliver(delivery(patientBundle('MRN-601'))));
+    expect(t.retryable).toBe(true);
+    expect(t.code).toBe('FERRY_E_DELIVERY_TIMEOUT');
+  });
+});
+
+describe('FhirSink auth', () => {
+  let srv: FhirTestServer;
+  beforeAll(async () => {
+    srv = await startFhirServer({ bearerToken: 's3cret' });
+  });
+  afterAll(() => srv.stop());
+
+  it('sends the bearer token; a wrong one is a permanent 401', async () => {
+    const mk = (token: string) =>
+      new FhirSink(sinkContext<FhirSinkConfig>({ baseUrl: srv.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], auth: { ...defaultAuth(), type: 'bearer', token } }));
+    await mk('s3cret').deliver(delivery(patientBundle('MRN-700')));
+    expect(await srv.count('Patient')).toBe(1);
+    const e = (await mk('wrong')
+      .deliver(delivery(patientBundle('MRN-701')))
+      .catch((x) => x)) as FerryError;
+    expect(e.retryable).toBe(false);
+    expect(e.details?.status).toBe(401);
+  });
+});
+
+describe('toTransaction and classifyFhirFailure', () => {
+  it('is deterministic for a message and escapes identifier search values', () => {
+    const b: Bundle = { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', identifier: [{ system: 'urn:a|b', value: 'x,y' }] } }, { resource: { resourceType: 'Basic', code: { text: 'x' } } }] };
+    const t1 = toTransaction(b, 'm1');
+    const t2 = toTransaction(b, 'm1');
+    expect(t1).toEqual(t2);
+    expect(t1.entry![0].request!.url).toBe(`Patient?identifier=${encodeURIComponent('urn:a\\|b|x\\,y')}`);
+    expect(t1.entry![1].request!.url).toMatch(/^Basic\/[0-9a-f-]{36}$/);
+    expect(toTransaction(b, 'm2').entry![1].request!.url).not.toBe(t1.entry![1].request!.url);
+  });
+
+  it('classifies statuses with OperationOutcome issue codes', () => {
+    const oo = (code: string) => [{ severity: 'error' as const, code: code as any }];
+    expect(classifyFhirFailure(400, oo('structure'))).toBe(false);
+    expect(classifyFhirFailure(412, oo('multiple-matches'))).toBe(false);
+    expect(classifyFhirFailure(409, oo('conflict'))).toBe(true);
+    expect(classifyFhirFailure(400, oo('transient'))).toBe(true);
+    expect(classifyFhirFailure(500, oo('exception'))).toBe(true);
+    expect(classifyFhirFailure(500, oo('structure'))).toBe(false);
+    expect(classifyFhirFailure(503, [])).toBe(true);
+    expect(classifyFhirFailure(429, [])).toBe(true);
+    expect(classifyFhirFailure(404, oo('not-found'))).toBe(false);
+  });
+});

@@ -1,0 +1,248 @@
+import { createHash } from 'node:crypto';
+import type { Bundle, BundleEntry, OperationOutcome, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
+// fhir-kit-client 1.9.x: 2.x is ESM-only (its exports map has no `require` condition) and cannot be
+// loaded by the CommonJS build of @ferry/core nor by jest.
+import Client from 'fhir-kit-client';
+import { inject, injectable } from 'tsyringe';
+import { configError, FerryError, permanentDeliveryError, retryableDeliveryError } from '../errors';
+import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
+import { coreTokens } from '../plugin/tokens';
+import { SinkAuth, sinkAuthSchema, type SinkAuthConfig } from './auth';
+import { parseRetryAfter } from '../vendor/http-client';
+import { headerMap, httpUrl, isRetryableStatus, networkDeliveryError } from './common';
+import { defaultAuth, redact } from './http.sink';
+
+/** `sinks.<id>` keys of a `type: fhir` sink. */
+export const fhirSinkSchema = {
+  baseUrl: { doc: 'FHIR R4 base URL, e.g. https://fhir.example.org/fhir/R4', format: httpUrl, default: '' },
+  auth: sinkAuthSchema,
+  timeoutMs: { doc: 'Timeout of one transaction request', format: 'nat', default: 30_000 },
+  headers: { doc: 'Extra request headers', format: headerMap, default: {} as Record<string, string> },
+  excludeResourceTypes: { doc: 'Resource types not written (e.g. MessageHeader, Provenance)', format: Array, default: [] as string[] },
+};
+
+export interface FhirSinkConfig {
+  baseUrl: string;
+  auth: SinkAuthConfig;
+  timeoutMs: number;
+  headers: Record<string, string>;
+  excludeResourceTypes: string[];
+}
+
+/** OperationOutcome issue codes that say "try again later". */
+const TRANSIENT_ISSUES = new Set(['transient', 'lock-error', 'no-store', 'timeout', 'throttled', 'incomplete', 'conflict']);
+/** Issue codes that say "this content will never be accepted". */
+const INVALID_ISSUES = new Set([
+  'invalid',
+  'structure',
+  'required',
+  'value',
+  'invariant',
+  'business-rule',
+  'code-invalid',
+  'extension',
+  'not-supported',
+  'duplicate',
+  'multiple-matches',
+  'not-found',
+  'deleted',
+  'too-long',
+  'security',
+  'forbidden',
+  'login',
+  'unknown',
+  'suppressed',
+  'processing',
+  'too-costly',
+]);
+
+/** A name-based (v5-style) UUID: the same inputs always give the same id. */
+export function deterministicUuid(...parts: string[]): string {
+  const h = createHash('sha1').update(parts.join('\u0000')).digest();
+  h[6] = (h[6] & 0x0f) | 0x50;
+  h[8] = (h[8] & 0x3f) | 0x80;
+  const x = h.subarray(0, 16).toString('hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+}
+
+/** Escape a token search value (FHIR search: `\`, `|`, `,`, `$` are escaped with `\`) and URL-encode it. */
+function tokenParam(system: string, value: string): string {
+  const esc = (s: string) => s.replace(/[\\|,$]/g, (c) => `\\${c}`);
+  return `identifier=${encodeURIComponent(`${esc(system)}|${esc(value)}`)}`;
+}
+
+/** Every object with a string `reference` inside a resource. */
+function forEachReference(node: unknown, fn: (ref: { reference: string }) => void): void {
+  if (Array.isArray(node)) {
+    for (const x of node) forEachReference(x, fn);
+    return;
+  }
+  if (node && typeof node === 'object') {
+    const o = node as Record<string, unknown>;
+    if (typeof o.reference === 'string') fn(o as { reference: string });
+    for (const [k, v] of Object.entries(o)) if (k !== 'contained' || Array.isArray(v)) forEachReference(v, fn);
+  }
+}
+
+/**
+ * Turns a canonical bundle into the transaction this sink sends: one entry per resource, each a
+ * conditional update on its first identifier that has both system and value
+ * (`PUT Patient?identifier=sys|val`, the resource's own id removed so the server keeps its id), or,
+ * without such an identifier, an update by id (`PUT Type/id`; the resource's id, or one derived
+ * from the message id and the entry position when it has none). Every entry gets a `urn:uuid:`
+ * fullUrl and every reference to another entry (by its fullUrl, `Type/id` or absolute URL) is
+ * rewritten to that fullUrl, so the server resolves them to the ids it assigns.
+ */
+export function toTransaction(bundle: Bundle, messageId: string, exclude: ReadonlySet<string> = new Set()): Bundle {
+  const src = (bundle.entry ?? []).filter((e): e is BundleEntry & { resource: Resource } => !!e.resource && !exclude.has(e.resource.resourceType));
+  const alias = new Map<string, string>();
+  const prepared = src.map((e, i) => {
+    const resource = structuredClone(e.resource) as Resource & { identifier?: { system?: string; value?: string }[] };
+    const type = resource.resourceType;
+    const fullUrl = e.fullUrl?.startsWith('urn:uuid:') ? e.fullUrl : `urn:uuid:${deterministicUuid(messageId, String(i), type)}`;
+    if (e.fullUrl) alias.set(e.fullUrl, fullUrl);
+    if (resource.id) alias.set(`${type}/${resource.id}`, fullUrl);
+    const ident = Array.isArray(resource.identifier) ? resource.identifier.find((x) => x?.system && x?.value) : undefined;
+    let url: string;
+    if (ident) {
+      url = `${type}?${tokenParam(ident.system!, ident.value!)}`;
+      delete resource.id;
+    } else {
+      resource.id = resource.id ?? deterministicUuid(messageId, String(i), type);
+      url = `${type}/${encodeURIComponent(resource.id)}`;
+    }
+    return { fullUrl, resource, request: { method: 'PUT' as const, url } };
+  });
+  for (const p of prepared) {
+    if (p.resource.meta) {
+      // Server-managed fields from a source system would make the update conditional on them.
+      delete p.resource.meta.versionId;
+      delete p.resource.meta.lastUpdated;
+    }
+    forEachReference(p.resource, (ref) => {
+      const direct = alias.get(ref.reference);
+      if (direct) {
+        ref.reference = direct;
+        return;
+      }
+      // An absolute URL whose tail is Type/id of an entry.
+      const m = /([A-Za-z]+\/[A-Za-z0-9\-.]{1,64})(\/_history\/[^/]+)?$/.exec(ref.reference);
+      if (m && /^https?:\/\//.test(ref.reference) && alias.has(m[1])) ref.reference = alias.get(m[1])!;
+    });
+  }
+  return { resourceType: 'Bundle', type: 'transaction', entry: prepared };
+}
+
+function issuesOf(data: unknown): OperationOutcomeIssue[] {
+  const d = data as OperationOutcome | undefined;
+  return d && typeof d === 'object' && d.resourceType === 'OperationOutcome' && Array.isArray(d.issue) ? d.issue : [];
+}
+
+/** A short, PHI-free summary of an OperationOutcome: issue codes and FHIRPath expressions only. */
+function summarize(issues: OperationOutcomeIssue[]): string {
+  return issues
+    .filter((i) => i.severity === 'error' || i.severity === 'fatal')
+    .slice(0, 5)
+    .map((i) => `${i.code}${i.expression?.length ? ` @ ${i.expression.join(',')}` : ''}`)
+    .join('; ');
+}
+
+/**
+ * Classify a failed FHIR answer: 408/425/429/5xx are retryable unless every error issue says the
+ * content is invalid; 4xx are permanent unless an issue is transient (e.g. a 409 version conflict
+ * between concurrent writers, `lock-error`, `throttled`).
+ */
+export function classifyFhirFailure(status: number, issues: OperationOutcomeIssue[]): boolean {
+  const errors = issues.filter((i) => i.severity === 'error' || i.severity === 'fatal');
+  if (isRetryableStatus(status)) return !(errors.length && errors.every((i) => INVALID_ISSUES.has(i.code)));
+  if (status === 409 || status === 423) return errors.length === 0 || errors.some((i) => TRANSIENT_ISSUES.has(i.code));
+  return errors.some((i) => TRANSIENT_ISSUES.has(i.code) && i.code !== 'conflict');
+}
+
+/**
+ * Writes each message's bundle to a FHIR R4 server as ONE transaction (all or nothing) of
+ * conditional updates, so a redelivery creates nothing new. Uses fhir-kit-client.
+ */
+@injectable()
+export class FhirSink implements MessageSink {
+  private readonly cfg: FhirSinkConfig;
+  private readonly client: Client;
+  private readonly auth: SinkAuth;
+  private readonly exclude: Set<string>;
+
+  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<FhirSinkConfig>) {
+    const defaults: Omit<FhirSinkConfig, 'baseUrl' | 'auth'> = { timeoutMs: 30_000, headers: {}, excludeResourceTypes: [] };
+    this.cfg = { ...defaults, ...ctx.config, auth: { ...defaultAuth(), ...(ctx.config.auth ?? {}) } };
+    if (!this.cfg.baseUrl) throw configError('SINK_URL', `sinks.${ctx.id}.baseUrl: required`);
+    this.auth = new SinkAuth(this.cfg.auth, `sinks.${ctx.id}`, this.cfg.timeoutMs);
+    this.exclude = new Set(this.cfg.excludeResourceTypes);
+    this.client = new Client({
+      baseUrl: this.cfg.baseUrl.replace(/\/+$/, ''),
+      customHeaders: { ...Object.fromEntries(Object.entries(this.cfg.headers).map(([k, v]) => [k, String(v)])), 'content-type': 'application/fhir+json' },
+    });
+  }
+
+  async deliver(d: Delivery): Promise<void> {
+    const tx = toTransaction(d.bundle, d.message.id, this.exclude);
+    if (!tx.entry?.length) {
+      this.ctx.logger.debug('nothing to write', { sink: this.ctx.id, messageId: d.message.id });
+      return;
+    }
+    let result = await this.send(tx, d);
+    if (result.kind === 'unauthorized' && this.auth.invalidate(result.authorization)) result = await this.send(tx, d);
+    if (result.kind === 'ok') {
+      const statuses = (result.response.entry ?? []).map((e) => e.response?.status ?? '');
+      const bad = statuses.filter((s) => !/^2\d\d/.test(s));
+      if (bad.length)
+        throw permanentDeliveryError('FHIR_ENTRY_FAILED', `fhir sink ${this.ctx.id}: ${bad.length} of ${statuses.length} entries failed (${bad.join(', ')})`, {
+          statuses,
+        });
+      this.ctx.logger.debug('transaction written', { sink: this.ctx.id, messageId: d.message.id, entries: statuses.length, created: statuses.filter((s) => s.startsWith('201')).length });
+      return;
+    }
+    throw result.error;
+  }
+
+  private async send(
+    tx: Bundle,
+    d: Delivery,
+  ): Promise<{ kind: 'ok'; response: Bundle } | { kind: 'unauthorized'; authorization?: string; error: FerryError } | { kind: 'error'; error: FerryError }> {
+    const where = `fhir sink ${this.ctx.id}`;
+    const what = `transaction to ${redact(this.cfg.baseUrl)}`;
+    const signal = AbortSignal.timeout(this.cfg.timeoutMs);
+    let authorization: string | undefined;
+    try {
+      authorization = await this.auth.authorization(signal);
+      const response = (await this.client.transaction({
+        body: tx as never,
+        options: {
+          signal,
+          headers: {
+            ...(authorization ? { authorization } : {}),
+            'x-ferry-message-id': d.message.id,
+            'x-ferry-delivery-id': d.deliveryId,
+          },
+        } as never,
+      })) as unknown as Bundle;
+      if (!response || response.resourceType !== 'Bundle')
+        return { kind: 'error', error: retryableDeliveryError('FHIR_BAD_RESPONSE', `${where}: ${what} answered something that is not a Bundle`) };
+      return { kind: 'ok', response };
+    } catch (e) {
+      if (FerryError.is(e)) return { kind: 'error', error: e };
+      const resp = (e as { response?: { status?: number; data?: unknown } }).response;
+      if (!resp || typeof resp.status !== 'number') return { kind: 'error', error: networkDeliveryError(where, what, e, this.cfg.timeoutMs) };
+      const status = resp.status;
+      const issues = issuesOf(resp.data);
+      const headers = (e as { config?: { headers?: Headers } }).config?.headers;
+      const retryAfterMs = parseRetryAfter(headers?.get?.('retry-after'));
+      const summary = summarize(issues);
+      const msg = `${where}: ${what} answered HTTP ${status}${summary ? ` (${summary})` : ''}`;
+      const details: Record<string, unknown> = { status, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}), ...(issues.length ? { outcome: resp.data } : {}) };
+      const error = classifyFhirFailure(status, issues)
+        ? retryableDeliveryError(status === 429 ? 'THROTTLED' : 'FHIR_UNAVAILABLE', msg, details)
+        : permanentDeliveryError(status === 401 || status === 403 ? 'UNAUTHORIZED' : 'FHIR_REJECTED', msg, details);
+      if (status === 401) return { kind: 'unauthorized', authorization, error };
+      return { kind: 'error', error };
+    }
+  }
+}
