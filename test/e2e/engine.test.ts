@@ -1,0 +1,216 @@
+/**
+ * The engine end to end, in-process: a third-party plugin loaded by path (transform + sink type),
+ * the real SQLite store, the core file sink, routes with steps, retries, dead letters, replay,
+ * the admin API, and the PHI rule for logs.
+ */
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { ConfigError, createLogger, Engine } from '@ferry/core';
+import { CSV_TYPE, memorySinkDeliveries } from '../plugins/csv-patient';
+
+const pluginPath = path.resolve(__dirname, '../plugins/csv-patient');
+
+function tmp(): string {
+  return mkdtempSync(path.join(os.tmpdir(), 'ferry-e2e-'));
+}
+
+function baseConfig(dir: string, extra: Record<string, unknown> = {}) {
+  return {
+    store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
+    plugins: [{ package: pluginPath, config: { system: 'urn:oid:1.2.3.4' } }],
+    processing: { pollIntervalMs: 50 },
+    admin: { enabled: true, port: 0 },
+    ...extra,
+  };
+}
+
+const csv = (line: string) => ({ contentType: CSV_TYPE, body: Buffer.from(line) });
+
+describe('engine end to end', () => {
+  let engine: Engine | undefined;
+  afterEach(async () => {
+    await engine?.stop();
+    engine = undefined;
+  });
+
+  it('routes a message through transform and steps to several sinks, recording every state', async () => {
+    const dir = tmp();
+    engine = await Engine.create({
+      config: baseConfig(dir, {
+        sinks: {
+          mem: { type: 'memory' },
+          archive: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' },
+        },
+        routes: [{ id: 'patients', when: { messageType: ['CSV^*'], fhirpath: 'Bundle.entry.resource.ofType(Patient).exists()' }, steps: ['validate'], to: ['mem', 'archive'] }],
+      }),
+    });
+    await engine.start();
+    const [r] = await engine.submit('intake', [csv('A100,Doe,Jane,1980-05-01,female')]);
+    await engine.waitForIdle();
+    const m = await engine.store.getMessage(r.id, { bundle: true });
+    expect(m?.status).toBe('delivered');
+    expect(m?.headers.orderingKey).toBe('urn:oid:1.2.3.4|A100');
+    const events = (await engine.store.events(r.id)).map((e) => e.status);
+    expect(events).toEqual(expect.arrayContaining(['received', 'transformed', 'routed']));
+    expect((await engine.store.deliveries(r.id)).map((d) => `${d.sinkId}:${d.status}`).sort()).toEqual(['archive:delivered', 'mem:delivered']);
+    expect(memorySinkDeliveries.get('mem')?.at(-1)?.bundle.entry?.[0].resource).toMatchObject({ resourceType: 'Patient', birthDate: '1980-05-01' });
+    const lines = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]).resourceType).toBe('Bundle');
+  });
+
+  it('keeps a message no route matches as unrouted, and a filtered one as filtered', async () => {
+    const dir = tmp();
+    engine = await Engine.create({
+      config: baseConfig(dir, {
+        sinks: { mem: { type: 'memory' } },
+        routes: [
+          { id: 'only-adt', when: { messageType: ['ADT^*'] }, to: ['mem'] },
+          { id: 'women', when: { messageType: ['CSV^*'] }, steps: [{ filter: "Bundle.entry.resource.ofType(Patient).gender = 'female'" }], to: ['mem'] },
+        ],
+      }),
+    });
+    await engine.start();
+    const [male] = await engine.submit('intake', [csv('A200,Roe,John,1970,male')]);
+    await engine.waitForIdle();
+    expect((await engine.store.getMessage(male.id))?.status).toBe('filtered');
+
+    await engine.stop();
+    engine = await Engine.create({
+      config: baseConfig(dir, { sinks: { mem: { type: 'memory' } }, routes: [{ id: 'only-adt', when: { messageType: ['ADT^*'] }, to: ['mem'] }] }),
+    });
+    await engine.start();
+    const [r] = await engine.submit('intake', [csv('A201,Roe,Jim,1971,male')]);
+    await engine.waitForIdle();
+    expect((await engine.store.getMessage(r.id))?.status).toBe('unrouted');
+    const unrouted = await engine.store.listMessages({ status: ['unrouted'] });
+    expect(unrouted.map((x) => x.id)).toContain(r.id);
+  });
+
+  it('fails a message whose bundle does not validate, keeping the OperationOutcome', async () => {
+    const dir = tmp();
+    engine = await Engine.create({
+      config: baseConfig(dir, { sinks: { mem: { type: 'memory' } }, routes: [{ id: 'v', steps: ['validate'], to: ['mem'] }] }),
+    });
+    await engine.start();
+    const [r] = await engine.submit('intake', [csv('A300,Poe,Ed,not-a-date,male')]);
+    await engine.waitForIdle();
+    const m = await engine.store.getMessage(r.id);
+    expect(m?.status).toBe('failed');
+    expect(m?.error?.code).toBe('FERRY_E_INPUT_FHIR_INVALID');
+    expect(m?.error?.outcome?.issue?.length).toBeGreaterThan(0);
+  });
+
+  it('retries a retryable failure with backoff, dead-letters a permanent one, and replays it', async () => {
+    const dir = tmp();
+    const retry = { initialDelayMs: 20, maxDelayMs: 50, jitter: 0 };
+    engine = await Engine.create({
+      config: baseConfig(dir, {
+        sinks: {
+          flaky: { type: 'memory', failFirst: 2, retry },
+          strict: { type: 'memory', failFirst: 1, failMode: 'permanent', retry },
+        },
+        routes: [{ id: 'r', to: ['flaky', 'strict'] }],
+      }),
+    });
+    await engine.start();
+    const [r] = await engine.submit('intake', [csv('A400,Lee,Ann,1990-01-02,female')]);
+    await engine.waitForIdle(10_000, { includeScheduled: true });
+    const ds = await engine.store.deliveries(r.id);
+    expect(ds.find((d) => d.sinkId === 'flaky')).toMatchObject({ status: 'delivered', attempts: 3 });
+    expect(ds.find((d) => d.sinkId === 'strict')).toMatchObject({ status: 'dead', attempts: 1 });
+    expect((await engine.store.getMessage(r.id))?.status).toBe('dead');
+
+    const res = await fetch(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ status: 'dead' }) });
+    expect(await res.json()).toMatchObject({ replayed: 1 });
+    await engine.waitForIdle();
+    expect((await engine.store.getMessage(r.id))?.status).toBe('delivered');
+  });
+
+  it('serves health, readiness, metrics and the message API', async () => {
+    const dir = tmp();
+    engine = await Engine.create({ config: baseConfig(dir, { sinks: { mem: { type: 'memory' } }, routes: [{ id: 'r', to: ['mem'] }] }) });
+    await engine.start();
+    const [r] = await engine.submit('intake', [csv('A500,Kim,Lu,2001-02-03,other')]);
+    await engine.waitForIdle();
+    const base = engine.adminUrl!;
+    expect(await (await fetch(`${base}/health`)).json()).toEqual({ status: 'ok' });
+    expect((await fetch(`${base}/ready`)).status).toBe(200);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/ferry_messages_received_total\{source="intake"\} 1/);
+    expect(metrics).toMatch(/ferry_deliveries_total\{route="r",sink="mem",outcome="delivered"\} 1/);
+    expect(metrics).toMatch(/ferry_delivery_duration_seconds_bucket/);
+    const list = (await (await fetch(`${base}/api/messages?status=delivered`)).json()) as { id: string; body?: unknown }[];
+    expect(list.map((x) => x.id)).toContain(r.id);
+    expect(list[0].body).toBeUndefined();
+    const one = (await (await fetch(`${base}/api/messages/${r.id}`)).json()) as { body?: string; deliveries: unknown[]; events: unknown[] };
+    expect(one.body).toBeUndefined();
+    expect(one.deliveries).toHaveLength(1);
+    expect((await (await fetch(`${base}/api/messages/${r.id}?body=true`)).json()).body).toContain('A500');
+    expect((await fetch(`${base}/api/messages/nope`)).status).toBe(404);
+    expect((await fetch(`${base}/api/messages?status=bogus`)).status).toBe(400);
+  });
+
+  it('never writes a patient name or MRN to the log at info level', async () => {
+    const dir = tmp();
+    const stream = new PassThrough();
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    const logger = createLogger({ level: 'info' }, stream);
+    engine = await Engine.create({
+      logger,
+      config: baseConfig(dir, {
+        sinks: { mem: { type: 'memory' }, bad: { type: 'memory', failFirst: 1, retry: { initialDelayMs: 10, jitter: 0 } } },
+        routes: [{ id: 'r', steps: ['validate'], to: ['mem', 'bad'] }],
+      }),
+    });
+    await engine.start();
+    await engine.submit('intake', [csv('MRN987654321,Quixotically,Zebulon,1955-11-05,male')]);
+    await engine.submit('intake', [csv('MRN123123999,Xylophonist,Perpetua,bad-date,female')]);
+    await engine.waitForIdle(10_000, { includeScheduled: true });
+    await engine.stop();
+    engine = undefined;
+    const log = Buffer.concat(chunks).toString('utf8');
+    expect(log).toMatch(/message routed/);
+    expect(log).toMatch(/message failed/);
+    for (const phi of ['Quixotically', 'Zebulon', 'MRN987654321', 'Xylophonist', 'Perpetua', 'MRN123123999', '1955-11-05']) expect(log).not.toContain(phi);
+  });
+
+  it('refuses a bad config listing every problem by path', async () => {
+    await expect(
+      Engine.create({
+        config: {
+          plugins: ['./no/such/plugin'],
+          sinks: { archive: { type: 'file', dir: '/tmp/x', format: 'xml' } },
+          routes: [{ id: 'r', from: ['ghost'], to: ['archive', 'fihr'] }],
+        },
+      }),
+    ).rejects.toThrow(ConfigError);
+    try {
+      await Engine.create({
+        config: { sinks: { archive: { type: 'file', dir: '/tmp/x', format: 'xml' } }, routes: [{ id: 'r', from: ['ghost'], to: ['archive', 'fihr'] }] },
+      });
+    } catch (e) {
+      const problems = (e as ConfigError).problems.map((p) => `${p.path}: ${p.message}`);
+      expect(problems).toEqual(
+        expect.arrayContaining([expect.stringMatching(/^sinks\.archive\.format: /), 'routes[0].from[0]: unknown source "ghost"', expect.stringMatching(/^routes\[0\]\.to\[1\]: unknown sink "fihr"/)]),
+      );
+    }
+  });
+
+  it('keeps every accepted message across a stop and restart: unprocessed work resumes', async () => {
+    const dir = tmp();
+    const cfg = baseConfig(dir, { sinks: { archive: { type: 'file', dir: path.join(dir, 'out'), format: 'json' } }, routes: [{ id: 'r', to: ['archive'] }] });
+    engine = await Engine.create({ config: cfg });
+    await engine.start();
+    const results = await engine.submit('intake', Array.from({ length: 50 }, (_, i) => csv(`B${i},Fam${i},Giv${i},1980-01-01,unknown`)));
+    await engine.stop();
+    engine = await Engine.create({ config: cfg });
+    await engine.start();
+    await engine.waitForIdle();
+    for (const r of results) expect((await engine.store.getMessage(r.id))?.status).toBe('delivered');
+    expect(readdirSync(path.join(dir, 'out')).filter((f) => f.endsWith('.json'))).toHaveLength(50);
+  });
+});
