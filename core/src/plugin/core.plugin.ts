@@ -1,4 +1,5 @@
 import { definePlugin } from './api';
+import { FhirSink, fhirSinkSchema } from '../sinks/fhir.sink';
 import { FileSink, fileSinkSchema } from '../sinks/file.sink';
 import { HttpSink, httpSinkSchema } from '../sinks/http.sink';
 import { CORE_VERSION } from './plugin-host';
@@ -10,5 +11,6 @@ export const corePlugin = definePlugin({
   register(reg) {
     reg.addSinkType('file', FileSink, fileSinkSchema);
     reg.addSinkType('http', HttpSink, httpSinkSchema);
+    reg.addSinkType('fhir', FhirSink, fhirSinkSchema);
   },
 });
