@@ -1,0 +1,43 @@
+import { configure } from '../../engine/configure';
+import type { CliCommand } from '../../plugin/api';
+import { pruneByRetention } from '../../store/admin-ops';
+import { openConfiguredStore } from './replay.command';
+import { resolveConfigPath } from '../config-path';
+
+const out = (s: string) => process.stdout.write(`${s}\n`);
+
+function days(v: unknown, name: string, fallback: number): number {
+  if (v === undefined || v === null || v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`--${name}: must be a number of days >= 0, not ${String(v)}`);
+  return n;
+}
+
+export const pruneCommand: CliCommand = {
+  name: 'prune',
+  description: "drop bodies of delivered/filtered messages and dead letters past their retention (metadata kept) and give the space back; defaults from the config's store.retention",
+  options: [
+    { flags: '--delivered-days <n>', description: 'keep bodies of delivered/filtered/unrouted messages this many days (default: store.retention.deliveredDays)' },
+    { flags: '--dead-days <n>', description: 'keep bodies of dead/failed messages this many days (default: store.retention.deadDays)' },
+    { flags: '--delete-days <n>', description: 'also delete whole messages (metadata, events, deliveries) in a final status older than this' },
+    { flags: '--json', description: 'print the result as JSON' },
+  ],
+  async run(_args, o, ctx) {
+    const file = resolveConfigPath(o.config as string | undefined) ?? ctx.configFile;
+    const retention = file ? (await configure({ configFile: file })).config.store.retention : { deliveredDays: 30, deadDays: 90 };
+    const settings = {
+      deliveredDays: days(o.deliveredDays, 'delivered-days', retention.deliveredDays),
+      deadDays: days(o.deadDays, 'dead-days', retention.deadDays),
+      deleteDays: days(o.deleteDays, 'delete-days', 0),
+    };
+    const { store, owned } = await openConfiguredStore(o.config as string | undefined, ctx.configFile, ctx.store);
+    try {
+      const r = await pruneByRetention(store, settings);
+      if (o.json) out(JSON.stringify({ ...settings, ...r }));
+      else out(`pruned bodies of ${r.messages} message(s)${r.deleted ? `, deleted ${r.deleted}` : ''} (delivered > ${settings.deliveredDays} d, dead > ${settings.deadDays} d${settings.deleteDays ? `, delete > ${settings.deleteDays} d` : ''})`);
+      return 0;
+    } finally {
+      if (owned) await store.close();
+    }
+  },
+};

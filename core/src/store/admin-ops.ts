@@ -1,0 +1,137 @@
+import { inputError } from '../errors';
+import { DeliveryStatus, MessageStatus } from '../model/message';
+import type { MessageFilter, MessageStore, PruneResult } from './message-store';
+
+/**
+ * Store operations shared by the CLI (`ferry replay`, `ferry prune`) and the admin API, so both
+ * accept the same filter and do the same thing.
+ */
+
+/** A replay request as the CLI and the admin API accept it (strings as in a query string). */
+export interface ReplayRequest {
+  ids?: string[] | string;
+  /** Message status(es): `dead`, `failed`, `delivered`, ... (comma-separated or a list). */
+  status?: string[] | string;
+  /** Delivery status(es) on a joined delivery: `dead`, `failed`, ... */
+  deliveryStatus?: string[] | string;
+  source?: string;
+  route?: string;
+  sink?: string;
+  /** ISO time or epoch ms: received at or after. */
+  since?: string | number | Date;
+  /** ISO time or epoch ms: received before. */
+  until?: string | number | Date;
+  limit?: string | number;
+  /**
+   * `reprocess` (default): the message goes back to `received` and is transformed and routed
+   * again with the current config; its old deliveries are superseded.
+   * `redeliver`: only its dead/failed deliveries are retried with the bundle they have.
+   */
+  mode?: 'reprocess' | 'redeliver' | string;
+  /** List what would be replayed without changing anything. */
+  dryRun?: boolean | string;
+}
+
+export interface ReplayResult {
+  mode: 'reprocess' | 'redeliver';
+  dryRun: boolean;
+  /** Message ids (reprocess) or delivery ids (redeliver). */
+  ids: string[];
+  count: number;
+}
+
+const list = (v: string[] | string | undefined): string[] | undefined => {
+  if (v === undefined) return undefined;
+  const a = (Array.isArray(v) ? v : [v]).flatMap((s) => String(s).split(',')).map((s) => s.trim()).filter(Boolean);
+  return a.length ? a : undefined;
+};
+
+function time(v: string | number | Date | undefined, name: string): Date | undefined {
+  if (v === undefined || v === '') return undefined;
+  if (v instanceof Date) return v;
+  const d = typeof v === 'number' || /^\d+$/.test(v) ? new Date(Number(v)) : new Date(v);
+  if (Number.isNaN(d.getTime())) throw inputError('REPLAY_FILTER', `${name}: not a time (ISO 8601 or epoch ms): ${v}`, { field: name });
+  return d;
+}
+
+/** Validates a replay request into a store filter; throws an input FerryError naming the field. */
+export function replayFilter(req: ReplayRequest): MessageFilter {
+  const f: MessageFilter = {};
+  const ids = list(req.ids);
+  if (ids) f.ids = ids;
+  const status = list(req.status);
+  if (status) {
+    const bad = status.filter((s) => !(s in MessageStatus));
+    if (bad.length) throw inputError('REPLAY_FILTER', `status: unknown message status ${bad.join(', ')} (one of ${Object.keys(MessageStatus).join(', ')})`, { field: 'status' });
+    f.status = status as MessageFilter['status'];
+  }
+  const ds = list(req.deliveryStatus);
+  if (ds) {
+    const bad = ds.filter((s) => !(s in DeliveryStatus));
+    if (bad.length) throw inputError('REPLAY_FILTER', `deliveryStatus: unknown delivery status ${bad.join(', ')} (one of ${Object.keys(DeliveryStatus).join(', ')})`, { field: 'deliveryStatus' });
+    f.deliveryStatus = ds as MessageFilter['deliveryStatus'];
+  }
+  if (req.source) f.sourceId = String(req.source);
+  if (req.route) f.routeId = String(req.route);
+  if (req.sink) f.sinkId = String(req.sink);
+  f.since = time(req.since, 'since');
+  f.until = time(req.until, 'until');
+  if (!f.since) delete f.since;
+  if (!f.until) delete f.until;
+  if (req.limit !== undefined && req.limit !== '') {
+    const n = Number(req.limit);
+    if (!Number.isInteger(n) || n <= 0) throw inputError('REPLAY_FILTER', `limit: must be a positive integer: ${req.limit}`, { field: 'limit' });
+    f.limit = n;
+  }
+  return f;
+}
+
+/** True when the filter would select every message: replaying all needs an explicit filter. */
+export function isEmptyFilter(f: MessageFilter): boolean {
+  return !f.ids && !f.status && !f.deliveryStatus && !f.sourceId && !f.routeId && !f.sinkId && !f.since && !f.until;
+}
+
+export async function replayMessages(store: MessageStore, req: ReplayRequest): Promise<ReplayResult> {
+  const mode = (req.mode ?? 'reprocess') as ReplayResult['mode'];
+  if (mode !== 'reprocess' && mode !== 'redeliver') throw inputError('REPLAY_MODE', `mode: must be reprocess or redeliver, not ${String(req.mode)}`, { field: 'mode' });
+  const filter = replayFilter(req);
+  if (isEmptyFilter(filter)) {
+    throw inputError('REPLAY_FILTER', 'give message ids or a filter (status, deliveryStatus, source, route, sink, since, until)', { field: '' });
+  }
+  const dryRun = req.dryRun === true || req.dryRun === 'true' || req.dryRun === '1';
+  if (dryRun) {
+    if (mode === 'redeliver') {
+      const msgs = await store.listMessages({ ...filter, deliveryStatus: filter.deliveryStatus ?? ['dead', 'failed'] });
+      const ids: string[] = [];
+      for (const m of msgs) {
+        for (const d of await store.deliveries(m.id)) {
+          const want = filter.deliveryStatus ?? ['dead', 'failed'];
+          if (want.includes(d.status) && (!filter.sinkId || d.sinkId === filter.sinkId) && (!filter.routeId || d.routeId === filter.routeId)) ids.push(d.id);
+        }
+      }
+      return { mode, dryRun, ids, count: ids.length };
+    }
+    const msgs = await store.listMessages(filter);
+    const ids = msgs.filter((m) => m.status !== 'received' && m.status !== 'transformed').map((m) => m.id);
+    return { mode, dryRun, ids, count: ids.length };
+  }
+  const ids = mode === 'reprocess' ? await store.replay(filter) : await store.retryDeliveries(filter);
+  return { mode, dryRun, ids, count: ids.length };
+}
+
+export interface RetentionSettings {
+  deliveredDays: number;
+  deadDays: number;
+  /** Delete whole messages in a final status after this many days (0 / absent: keep metadata). */
+  deleteDays?: number;
+}
+
+/** Prune by retention in days, relative to `now`. */
+export function pruneByRetention(store: MessageStore, r: RetentionSettings, now: Date = new Date()): Promise<PruneResult> {
+  const day = 24 * 3600_000;
+  return store.prune({
+    bodiesBefore: new Date(now.getTime() - r.deliveredDays * day),
+    deadBefore: new Date(now.getTime() - r.deadDays * day),
+    ...(r.deleteDays ? { deleteBefore: new Date(now.getTime() - r.deleteDays * day) } : {}),
+  });
+}
