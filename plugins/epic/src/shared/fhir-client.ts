@@ -6,12 +6,13 @@
  * (`search.mode=outcome`, 4101 "no results") are read as empty results / warnings, not data;
  * vendor OperationOutcomes are mapped to FerryErrors with the right `retryable`.
  *
- * Why not fhir-kit-client: 2.0.3 (the installed version) is ESM-only (`exports` has only `import`),
- * so it cannot be `require`d from this CommonJS build nor loaded by jest; and its HTTP layer would
- * bypass the shared call policy (rate limit, 401 replay, Retry-After). Paging stays what fhir-kit's
- * `nextPage` does: GET the `next` link as given.
+ * Search pages go through fhir-kit-client (1.9.x: 2.x is ESM-only and cannot load in this CommonJS
+ * build nor in jest): `search()` for the first page, `nextPage()` (the `next` link verbatim) after,
+ * each run under the shared vendor call policy with `VendorHttpClient.execute()` (token, rate limit,
+ * X-Request-Id, 401 replay, retries honouring Retry-After).
  */
 import { FerryError } from '@ferry/core';
+import Client from 'fhir-kit-client';
 import type { Bundle, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import type { VendorConnection } from './connection';
 
@@ -90,17 +91,45 @@ export class FhirClient {
     return this.conn.baseUrl;
   }
 
-  private async getJson<T>(url: string, query?: Record<string, string | string[]>, signal?: AbortSignal): Promise<T> {
+  private fkc?: Client;
+
+  private kit(): Client {
+    this.fkc ??= new Client({ baseUrl: this.conn.baseUrl, customHeaders: { accept: 'application/fhir+json' } });
+    return this.fkc;
+  }
+
+  /** One search page through fhir-kit-client, under the vendor call policy. */
+  private async page(first: { type: string; params: Record<string, string | string[]> } | { bundle: Bundle }, signal?: AbortSignal): Promise<Bundle> {
+    const path = 'type' in first ? `/${first.type}` : new URL((first.bundle.link ?? []).find((l) => l.relation === 'next')!.url!, this.conn.baseUrl + '/').pathname;
     try {
-      const res = await this.conn.http.request({ method: 'GET', url, query, signal, headers: { Accept: 'application/fhir+json' } });
-      const ct = res.headers.get('content-type') ?? '';
-      if (res.text && !/json/.test(ct) && !res.text.trimStart().startsWith('{'))
-        throw new FerryError('VENDOR_BAD_RESPONSE', `${this.conn.vendor} GET ${new URL(res.url).pathname} answered ${ct || 'a non-JSON body'} instead of FHIR JSON`, {
-          kind: 'input',
-          retryable: false,
-          details: { vendor: this.conn.vendor, status: res.status, requestId: res.requestId },
+      const out = await this.conn.http.execute<Bundle>({ method: 'GET', path, signal }, async (headers, attemptSignal) => {
+        const h = { ...headers, accept: 'application/fhir+json' };
+        const call: Promise<any> =
+          'type' in first
+            ? this.kit().search({ resourceType: first.type, searchParams: first.params as any, options: { headers: h, signal: attemptSignal } as any })
+            : (this.kit().nextPage({ bundle: first.bundle as any, options: { headers: h } } as any) as Promise<any>);
+        const aborted = new Promise<never>((_, reject) => {
+          if (attemptSignal.aborted) reject(attemptSignal.reason);
+          attemptSignal.addEventListener('abort', () => reject(attemptSignal.reason), { once: true });
         });
-      return res.json<T>();
+        try {
+          const data = await Promise.race([call, aborted]);
+          // fhir-kit-client 1.9 keeps the fetch Response on a non-enumerable `__response`.
+          const raw = (data && typeof data === 'object' ? (data as { __response?: Response }).__response : undefined) as Response | undefined;
+          return { status: raw?.status ?? 200, headers: raw?.headers ?? new Headers(), value: data as Bundle };
+        } catch (e) {
+          const r = (e as { response?: { status?: number; data?: unknown }; config?: { headers?: Headers } }).response;
+          if (r && typeof r.status === 'number') {
+            const headersOut = (e as { config?: { headers?: Headers } }).config?.headers;
+            return { status: r.status, headers: headersOut instanceof Headers ? headersOut : new Headers(), text: typeof r.data === 'string' ? r.data : JSON.stringify(r.data ?? '') };
+          }
+          throw e;
+        }
+      });
+      const b = out.value as unknown;
+      if (typeof b === 'string' || !b || typeof b !== 'object')
+        throw new FerryError('VENDOR_BAD_RESPONSE', `${this.conn.vendor} GET ${path} answered a non-JSON body instead of FHIR JSON`, { kind: 'input', retryable: false, details: { vendor: this.conn.vendor, status: out.status } });
+      return b as Bundle;
     } catch (e) {
       throw refineVendorError(e);
     }
@@ -125,12 +154,12 @@ export class FhirClient {
     const seen = new Set<string>();
     let restarts = 0;
     restart: for (;;) {
-      let next: string | undefined;
+      let prev: Bundle | undefined;
       let pageNumber = 0;
       for (;;) {
         let bundle: Bundle;
         try {
-          bundle = pageNumber === 0 ? await this.getJson<Bundle>(type, params, opts.signal) : await this.getJson<Bundle>(next!, undefined, opts.signal);
+          bundle = pageNumber === 0 ? await this.page({ type, params }, opts.signal) : await this.page({ bundle: prev! }, opts.signal);
         } catch (e) {
           const expired = FerryError.is(e) && (e.code === 'FERRY_E_VENDOR_PAGING_EXPIRED' || (pageNumber > 0 && [400, 404, 410].includes(e.details?.status as number)));
           if (expired && restarts < maxRestarts) {
@@ -164,8 +193,8 @@ export class FhirClient {
         }
         if (warnings.length) this.conn.logger?.debug('search warnings', { vendor: this.conn.vendor, resourceType: type, warnings: warnings.map((w) => w.vendorCodes?.join(',') || w.code) });
         yield { resources, warnings, pageNumber, restarts };
-        next = bundle.link?.find((l) => l.relation === 'next')?.url;
-        if (!next) return;
+        if (!bundle.link?.some((l) => l.relation === 'next' && l.url)) return;
+        prev = bundle;
       }
     }
   }
