@@ -1,7 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Engine } from '../engine/engine';
-import type { MessageFilter } from '../store/message-store';
-import { parseMessageFilter } from './filter';
+import { FerryError } from '../errors';
+import { replayFilter, replayMessages, type ReplayRequest } from '../store/admin-ops';
 
 export interface AdminServer {
   url: string;
@@ -30,10 +30,18 @@ export async function startAdmin(engine: Engine, cfg: { host: string; port: numb
 
   app.get('/api/stats', async () => engine.store.stats());
 
-  app.get('/api/messages', async (req, reply) => {
-    const parsed = parseMessageFilter(req.query as Record<string, string>);
-    if ('error' in parsed) return reply.code(400).send({ error: parsed.error });
-    const list = await engine.store.listMessages({ limit: 100, newestFirst: true, ...parsed.filter });
+  // Bad filters and replay requests are the caller's fault: 400 with the reason.
+  app.setErrorHandler((e, _req, reply) => {
+    if (e instanceof FerryError && e.kind === 'input') return reply.code(400).send({ error: e.message, code: e.code });
+    const status = (e as { statusCode?: number }).statusCode;
+    if (status && status < 500) return reply.code(status).send({ error: (e as Error).message });
+    return reply.code(500).send({ error: 'internal error', code: e instanceof FerryError ? e.code : undefined });
+  });
+
+  /** Same filter keys as `ferry replay`: ids, status, deliveryStatus, source, route, sink, since, until, limit. */
+  app.get('/api/messages', async (req) => {
+    const filter = replayFilter(req.query as ReplayRequest);
+    const list = await engine.store.listMessages({ limit: 100, newestFirst: true, ...filter });
     return list.map(({ body: _b, bundle: _bu, ...meta }) => meta);
   });
 
@@ -45,15 +53,11 @@ export async function startAdmin(engine: Engine, cfg: { host: string; port: numb
     return { ...m, body: m.body?.toString('utf8'), events, deliveries };
   });
 
-  app.post<{ Body: { ids?: string[] } & Record<string, unknown> }>('/api/replay', async (req, reply) => {
-    const body = req.body ?? {};
-    const parsed = parseMessageFilter(body as Record<string, unknown>);
-    if ('error' in parsed) return reply.code(400).send({ error: parsed.error });
-    const filter: MessageFilter = parsed.filter;
-    if (!Object.keys(filter).length) return reply.code(400).send({ error: 'give ids or a filter (status, sourceId, routeId, sinkId, since, until)' });
-    const ids = await engine.store.replay(filter);
-    engine.kick();
-    return { replayed: ids.length, ids };
+  /** Body: a `ferry replay` request ({ ids | status, source, route, sink, since, until, mode, dryRun }). */
+  app.post<{ Body: ReplayRequest }>('/api/replay', async (req) => {
+    const r = await replayMessages(engine.store, req.body ?? {});
+    if (!r.dryRun) engine.kick();
+    return { ...r, replayed: r.count };
   });
 
   app.post('/api/prune', async () => engine.prune());

@@ -12,6 +12,7 @@ import type { MessageSource, MessageTransform, SinkContext, SourceContext } from
 import type { PluginHost } from '../plugin/plugin-host';
 import { coreTokens } from '../plugin/tokens';
 import { findTransform, Processor } from '../pipeline/processor';
+import { pruneByRetention } from '../store/admin-ops';
 import { createStore } from '../store/create-store';
 import type { InsertResult, MessageStore, PruneResult } from '../store/message-store';
 import { configure, type ConfigureOptions } from './configure';
@@ -54,7 +55,7 @@ export class Engine {
     store: MessageStore | undefined,
   ) {
     this.ownsStore = !store;
-    this.store = store ?? createStore(config.store, logger.child({ component: 'store' }));
+    this.store = store ?? createStore(config.store, logger.child({ component: 'store' }), config.baseDir);
     this.transforms = host.transforms().map((t) => t.container.resolve(t.impl));
   }
 
@@ -228,14 +229,10 @@ export class Engine {
     this.pruneTimer.unref();
   }
 
+  /** Drop bodies past the configured retention (the scheduled pruner and POST /api/prune). */
   async prune(now = new Date()): Promise<PruneResult> {
-    const { retention } = this.config.store;
-    const day = 24 * 3600_000;
-    const r = await this.store.prune({
-      bodiesBefore: new Date(now.getTime() - retention.deliveredDays * day),
-      deadBefore: new Date(now.getTime() - retention.deadDays * day),
-    });
-    this.logger.info('pruned', r);
+    const r = await pruneByRetention(this.store, this.config.store.retention, now);
+    this.logger.info('pruned', { messages: r.messages, deleted: r.deleted });
     return r;
   }
 
