@@ -7,3 +7,4 @@ export * from '../ack/ack.builder';
 export * from '../ack/msh';
 export * from './mllp.client';
 export * from './mllp.sink';
+export * from '../cli/send.command';

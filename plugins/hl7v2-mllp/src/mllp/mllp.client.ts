@@ -90,7 +90,9 @@ export class MllpConnection {
         });
         s.on('error', (err: NodeJS.ErrnoException) => this.logger?.debug('mllp sender connection error', { host, port, error: err.code ?? err.message }));
         s.on('close', () => {
-          if (this.socket === s) this.socket = undefined;
+          // A socket we already dropped (timeout) must not fail the next exchange on a new one.
+          if (this.socket !== s) return;
+          this.socket = undefined;
           this.waiter?.(undefined, new FerryError('TRANSIENT_MLLP_CLOSED', `connection to ${host}:${port} closed before the ACK`, { kind: 'transient' }));
         });
         this.socket = s;
@@ -111,6 +113,33 @@ export class MllpConnection {
       this.inbox = []; // anything unsolicited before our message is not its ACK
       const t0 = process.hrtime.bigint();
       s.write(encodeFrame(payload));
+      return await this.awaitAckInner(controlId, ackTimeoutMs, t0);
+    } catch (e) {
+      // After a timeout or a protocol surprise the stream position is unknown: start afresh.
+      this.socket?.destroy();
+      this.socket = undefined;
+      throw e;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /**
+   * Wait for a further ACK for `controlId` on this connection (e.g. the application ACK that
+   * follows an enhanced-mode CA).
+   */
+  async awaitAck(controlId: string | undefined, ackTimeoutMs: number): Promise<AckResult> {
+    try {
+      return await this.awaitAckInner(controlId, ackTimeoutMs, process.hrtime.bigint());
+    } catch (e) {
+      this.socket?.destroy();
+      this.socket = undefined;
+      throw e;
+    }
+  }
+
+  private async awaitAckInner(controlId: string | undefined, ackTimeoutMs: number, t0: bigint): Promise<AckResult> {
+    {
       const deadline = Date.now() + ackTimeoutMs;
       for (;;) {
         const frame = await this.nextFrame(Math.max(1, deadline - Date.now()));
@@ -125,13 +154,6 @@ export class MllpConnection {
         }
         return { ...ack, raw: frame, ms: Number(process.hrtime.bigint() - t0) / 1e6 };
       }
-    } catch (e) {
-      // After a timeout or a protocol surprise the stream position is unknown: start afresh.
-      this.socket?.destroy();
-      this.socket = undefined;
-      throw e;
-    } finally {
-      this.busy = false;
     }
   }
 

@@ -1,4 +1,5 @@
 import type { PluginRegistrar } from '@ferry/core';
+import { sendCommand } from '../cli/send.command';
 import { mllpSinkSchema, mllpSourceSchema } from './mllp.schema';
 import { MllpSink } from './mllp.sink';
 import { MllpSource } from './mllp.source';
@@ -7,4 +8,5 @@ import { MllpSource } from './mllp.source';
 export function registerMllp(reg: PluginRegistrar): void {
   reg.addSourceType('mllp', MllpSource, mllpSourceSchema);
   reg.addSinkType('mllp', MllpSink, mllpSinkSchema);
+  reg.addCommand(sendCommand());
 }
