@@ -10,7 +10,6 @@ export const sinkCommonSchema = {
     jitter: { doc: 'Random fraction added/removed from each delay (0..1)', format: Number, default: 0.2 },
     maxAgeMs: { doc: 'A delivery older than this is dead instead of retried', format: 'nat', default: 7 * 24 * 3600_000 },
   },
-  concurrency: { doc: 'Deliveries in flight to this sink at once', format: 'nat', default: 4 },
 } satisfies convict.Schema<any>;
 
 /** Keys shared by every source entry. */
@@ -46,7 +45,7 @@ export const engineSchema = {
   sinks: { doc: 'Map of sink id -> { type, ... }', format: Object, default: {} },
   routes: { doc: 'List of { id, from, when, steps, to }', format: Array, default: [] as unknown[] },
   processing: {
-    workers: { doc: 'Messages transformed and routed in parallel', format: 'nat', default: 4, env: 'FERRY_PROCESSING_WORKERS' },
+    batchSize: { doc: 'Messages one instance claims for processing at a time (processed in arrival order)', format: 'nat', default: 64 },
     deliveryWorkers: { doc: 'Deliveries in flight across all sinks', format: 'nat', default: 8, env: 'FERRY_DELIVERY_WORKERS' },
     pollIntervalMs: { doc: 'Idle poll of the store for due work', format: 'nat', default: 500 },
     leaseMs: { doc: 'How long a claimed message or delivery stays leased to this instance', format: 'nat', default: 60_000 },
@@ -97,9 +96,9 @@ export interface EngineConfig {
   };
   plugins: PluginRef[];
   sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number }; [k: string]: unknown }>;
-  sinks: Record<string, { type: string; retry: RetryPolicy; concurrency: number; [k: string]: unknown }>;
+  sinks: Record<string, { type: string; retry: RetryPolicy; [k: string]: unknown }>;
   routes: RouteConfig[];
-  processing: { workers: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number };
+  processing: { batchSize: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number };
   admin: { enabled: boolean; host: string; port: number };
   log: { level: string; format: 'json' | 'pretty' };
   /** Validated config of each loaded plugin, by plugin id. */

@@ -98,7 +98,7 @@ export class Engine {
       const common = { owner: this.owner, leaseMs: cfg.processing.leaseMs, pollIntervalMs: cfg.processing.pollIntervalMs };
       this.processor = new Processor(this.store, this.transforms, cfg.routes, this.logger.child({ component: 'processor' }), this.metrics, {
         ...common,
-        batchSize: 64,
+        batchSize: cfg.processing.batchSize,
         baseDir: cfg.baseDir,
       });
       this.dispatcher = new Dispatcher(this.store, this.sinks, this.logger.child({ component: 'dispatcher' }), this.metrics, {
