@@ -52,6 +52,11 @@ export interface VendorHttpClientOptions {
   /** Statuses retried (default 408, 429, 500, 502, 503, 504). */
   retryStatuses?: number[];
   fetchImpl?: typeof fetch;
+  /**
+   * Recognise a throttled answer that is not a 429 (athena's legacy `403 Developer Over Qps`):
+   * it is then handled exactly like a 429.
+   */
+  isThrottled?: (status: number, text: string) => boolean;
 }
 
 export type QueryValue = string | number | boolean | undefined | null | (string | number | boolean)[];
@@ -354,6 +359,7 @@ export class VendorHttpClient {
         continue;
       }
 
+      if (res.status !== 429 && this.opts.isThrottled?.(res.status, res.text ?? '')) res = { ...res, status: 429 };
       const ok = (res.status >= 200 && res.status < 300) || (info.accept ?? []).includes(res.status);
       if (ok) return { value: res.value as T, status: res.status, headers: res.headers, requestId, attempts: attempt };
 

@@ -1,10 +1,25 @@
 import { definePlugin } from '@ferry/core';
+import { AthenaRestSink, athenaRestSinkSchema } from './sink/athena-rest.sink';
+import { AthenaRestSource, athenaRestSourceSchema } from './source/athena-rest.source';
+import { AthenaRestTransform } from './transform/athena.to-fhir';
 
+export * from './client/athena-connection';
+export * from './time/athena-time';
+export * from './transform/athena.to-fhir';
+export * from './source/athena-rest.source';
+export * from './sink/athena-rest.sink';
+
+/**
+ * athenaOne proprietary REST ("v1"): OAuth client credentials, changed-data feeds, form-encoded
+ * writes. Source and sink type `athena-rest`; a transform for `application/vnd.athena.*+json`.
+ */
 export const athenaRestPlugin = definePlugin({
-  manifest: { id: 'athena-rest', version: '0.1.0', engine: '^0.1.0' },
+  manifest: { id: 'athena-rest', version: '0.1.0', engine: '^0.1.0', description: 'athenaOne REST API: changed-data feeds, writes, canonical FHIR' },
   configSchema: {},
-  register() {
-    // filled in by the athena-rest issue
+  register(reg) {
+    reg.addSourceType('athena-rest', AthenaRestSource, athenaRestSourceSchema);
+    reg.addSinkType('athena-rest', AthenaRestSink, athenaRestSinkSchema);
+    reg.addTransform(AthenaRestTransform);
   },
 });
 export default athenaRestPlugin;

@@ -1,0 +1,317 @@
+/**
+ * `type: athena-rest` source: polls athena's changed-data feeds per practice (and per department
+ * when configured), subscribing itself on the 403 "not subscribed" answer (reference 1.5).
+ *
+ * Never losing an event although a plain GET dequeues it (reference 1.5.3, 5): before each
+ * dequeuing GET the source durably writes an "in flight since T" checkpoint; the fetched records
+ * are stored page by page and the last page's `submit` clears the marker in the same store
+ * transaction. If the engine dies between the GET and that commit, the marker is still there at
+ * the next start and the source re-reads the window with `showprocessedstartdatetime` /
+ * `showprocessedenddatetime` before polling again. Replayed records carry the same control id
+ * (a digest of their content), so the engine's duplicate policy drops those it already had.
+ */
+import { inject, injectable } from 'tsyringe';
+import { coreTokens, errorFields, FerryError, type InboundMessage, type MessageSource } from '@ferry/core';
+import type { SourceContext } from '@ferry/core';
+import { AthenaConnection, athenaConnectionSchema, isNotSubscribed, type AthenaConnectionConfig } from '../client/athena-connection';
+import { formatAthenaDate, formatAthenaDateTime, isValidTimeZone } from '../time/athena-time';
+import { AthenaContentType, athenaHeaders, type AthenaEnvelope, type AthenaKind } from '../transform/athena.to-fhir';
+
+/** Feeds this source understands, with the list key of their envelope and the record kind. */
+export const ATHENA_FEEDS = {
+  patients: { listKey: 'patients', kind: 'patient' },
+  appointments: { listKey: 'appointments', kind: 'appointment' },
+  labresults: { listKey: 'labresults', kind: 'labresult' },
+  providers: { listKey: 'providers', kind: 'provider' },
+} as const satisfies Record<string, { listKey: string; kind: AthenaKind }>;
+export type AthenaFeed = keyof typeof ATHENA_FEEDS;
+
+const arrayOf = (allowed?: readonly string[]) => (v: unknown) => {
+  if (!Array.isArray(v)) throw new Error('must be a list');
+  for (const x of v) {
+    if (typeof x !== 'string' && typeof x !== 'number') throw new Error('must be a list of strings');
+    if (allowed && !allowed.includes(String(x))) throw new Error(`unknown value '${x}' (allowed: ${allowed.join(', ')})`);
+  }
+};
+const timeZone = (v: unknown) => {
+  if (typeof v !== 'string' || !isValidTimeZone(v)) throw new Error(`not an IANA time zone: ${String(v)}`);
+};
+
+export const athenaRestSourceSchema = {
+  ...athenaConnectionSchema,
+  feeds: { doc: `Changed-data feeds to poll: ${Object.keys(ATHENA_FEEDS).join(', ')}`, format: arrayOf(Object.keys(ATHENA_FEEDS)), default: ['patients', 'appointments'] as string[] },
+  departmentIds: { doc: 'Poll per department (departmentid param); empty = practice-wide', format: arrayOf(), default: [] as string[] },
+  pollIntervalMs: { doc: 'Pause between polls of all feeds', format: 'nat', default: 30_000 },
+  pageLimit: { doc: 'limit per page', format: 'nat', default: 1000 },
+  pageDelayMs: { doc: 'Pause between pages (Metriport uses 1 s)', format: 'nat', default: 0 },
+  maxPagesPerPoll: { doc: 'Pages read per feed per poll before storing and moving on', format: 'nat', default: 50 },
+  autoSubscribe: { doc: 'POST the feed subscription when the feed answers 403 "not subscribed"', format: Boolean, default: true },
+  subscriptionEvents: { doc: 'Event names for the subscription (empty = all events)', format: arrayOf(), default: [] as string[] },
+  serverTimeZone: { doc: 'Zone of athena\'s showprocessed*datetime params [U]', format: timeZone, default: 'America/New_York' },
+  replayMarginMs: { doc: 'Extra window re-read before an interrupted poll (clock skew, second resolution)', format: 'nat', default: 60_000 },
+  emitDepartments: { doc: 'Also emit each department (-> Location) at start and on refresh', format: Boolean, default: false },
+  departmentRefreshMs: { doc: 'How often the department list (time zones) is re-read', format: 'nat', default: 3_600_000 },
+  backfill: {
+    enabled: { doc: 'Once, read booked appointments in a date window (appointments/booked)', format: Boolean, default: false },
+    daysBack: { doc: 'Window start, days before today', format: 'nat', default: 7 },
+    daysAhead: { doc: 'Window end, days after today', format: 'nat', default: 30 },
+  },
+};
+
+export interface AthenaRestSourceConfig extends AthenaConnectionConfig {
+  feeds: AthenaFeed[];
+  departmentIds: (string | number)[];
+  pollIntervalMs: number;
+  pageLimit: number;
+  pageDelayMs: number;
+  maxPagesPerPoll: number;
+  autoSubscribe: boolean;
+  subscriptionEvents: string[];
+  serverTimeZone: string;
+  replayMarginMs: number;
+  emitDepartments: boolean;
+  departmentRefreshMs: number;
+  backfill: { enabled: boolean; daysBack: number; daysAhead: number };
+}
+
+interface FeedCheckpoint {
+  /** ISO instant: a dequeuing GET started then and its records are not all stored yet. */
+  inflightSince?: string;
+  /** ISO instant of the last completed poll. */
+  lastCommitAt?: string;
+}
+
+@injectable()
+export class AthenaRestSource implements MessageSource {
+  readonly conn: AthenaConnection;
+  private readonly cfg: AthenaRestSourceConfig;
+  private readonly abort = new AbortController();
+  private loop?: Promise<void>;
+  private running = false;
+  private departments = new Map<string, Record<string, any>>();
+  private departmentsAt = 0;
+  private readonly subscribedAt = new Map<string, number>();
+  private wake?: () => void;
+  /** Polls completed (tests, metrics). */
+  polls = 0;
+  lastError?: FerryError;
+
+  constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<AthenaRestSourceConfig>) {
+    this.cfg = ctx.config;
+    this.conn = new AthenaConnection(ctx.config, ctx.logger);
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.abort.abort(new Error('source stopping'));
+    this.wake?.();
+    await this.loop?.catch(() => undefined);
+  }
+
+  isReady(): boolean {
+    return this.running && !(this.lastError && this.lastError.kind === 'config');
+  }
+
+  /** Poll now instead of waiting for the interval (tests, admin). */
+  pollNow(): void {
+    this.wake?.();
+  }
+
+  private get signal(): AbortSignal {
+    return AbortSignal.any([this.abort.signal, this.ctx.signal]);
+  }
+
+  private async run(): Promise<void> {
+    while (this.running && !this.signal.aborted) {
+      try {
+        await this.pollOnce();
+        this.lastError = undefined;
+      } catch (e) {
+        if (this.signal.aborted) break;
+        this.lastError = FerryError.from(e);
+        this.ctx.logger.error('athena poll failed', { source: this.ctx.id, ...errorFields(e) });
+      }
+      this.polls++;
+      if (!this.running) break;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, this.cfg.pollIntervalMs);
+        this.wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+    }
+  }
+
+  /** One pass over every feed and department (also used directly by tests). */
+  async pollOnce(): Promise<void> {
+    await this.refreshDepartments();
+    if (this.cfg.backfill.enabled) await this.backfill();
+    const depts = this.cfg.departmentIds.length ? this.cfg.departmentIds.map(String) : [undefined];
+    for (const feed of this.cfg.feeds) {
+      for (const dept of depts) {
+        if (this.signal.aborted) return;
+        await this.pollFeed(feed, dept);
+      }
+    }
+  }
+
+  private async refreshDepartments(force = false): Promise<void> {
+    if (!force && this.departments.size && Date.now() - this.departmentsAt < this.cfg.departmentRefreshMs) return;
+    const all: Record<string, any>[] = [];
+    for await (const page of this.conn.pages('/departments', 'departments', { limit: this.cfg.pageLimit, showalldepartments: 'true' }, { signal: this.signal })) all.push(...page.items);
+    this.departments = new Map(all.map((d) => [String(d.departmentid), d]));
+    this.departmentsAt = Date.now();
+    this.ctx.logger.info('athena departments loaded', { source: this.ctx.id, departments: all.length });
+    if (this.cfg.emitDepartments && all.length) {
+      await this.ctx.submit(all.map((d) => this.message('department', 'departments', d)));
+    }
+  }
+
+  private async department(id: unknown): Promise<Record<string, any> | undefined> {
+    if (id === undefined || id === null || id === '') return undefined;
+    let d = this.departments.get(String(id));
+    if (!d) {
+      await this.refreshDepartments(true);
+      d = this.departments.get(String(id));
+    }
+    return d;
+  }
+
+  private message(kind: AthenaKind, feed: string, record: Record<string, any>, department?: Record<string, any>): InboundMessage {
+    const env: AthenaEnvelope = { practiceid: this.conn.practiceId, kind, feed, record, ...(department ? { department } : {}) };
+    return { contentType: AthenaContentType[kind], body: Buffer.from(JSON.stringify(env)), headers: athenaHeaders(env) };
+  }
+
+  private async toMessages(feed: AthenaFeed, records: Record<string, any>[]): Promise<InboundMessage[]> {
+    const kind = ATHENA_FEEDS[feed].kind;
+    const out: InboundMessage[] = [];
+    for (const r of records) {
+      const needsDept = kind === 'appointment' || kind === 'labresult';
+      out.push(this.message(kind, `${feed}/changed`, r, needsDept ? await this.department(r.departmentid) : undefined));
+    }
+    return out;
+  }
+
+  private checkpointKey(feed: string, dept: string | undefined): string {
+    return `changed:${feed}:${dept ?? 'all'}`;
+  }
+
+  private async readCheckpoint(key: string): Promise<FeedCheckpoint> {
+    const v = await this.ctx.getCheckpoint(key);
+    if (!v) return {};
+    try {
+      return JSON.parse(v) as FeedCheckpoint;
+    } catch {
+      return {};
+    }
+  }
+
+  private async pollFeed(feed: AthenaFeed, dept: string | undefined): Promise<void> {
+    const key = this.checkpointKey(feed, dept);
+    const cp = await this.readCheckpoint(key);
+    if (cp.inflightSince) await this.recover(feed, dept, key, cp.inflightSince);
+
+    const startedAt = new Date();
+    // Durable BEFORE the dequeuing GET: if we die after it, the next start knows what to re-read.
+    await this.ctx.setCheckpoint(key, JSON.stringify({ ...cp, inflightSince: startedAt.toISOString() } satisfies FeedCheckpoint));
+    const path = `/${feed}/changed`;
+    const query = { departmentid: dept, limit: this.cfg.pageLimit };
+    const done = JSON.stringify({ lastCommitAt: startedAt.toISOString() } satisfies FeedCheckpoint);
+    let total = 0;
+    try {
+      for await (const page of this.conn.pages(path, ATHENA_FEEDS[feed].listKey, query, { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs, maxPages: this.cfg.maxPagesPerPoll })) {
+        const messages = await this.toMessages(feed, page.items);
+        total += messages.length;
+        if (!page.hasNext && messages.length) {
+          // The last page and the cleared marker commit together.
+          await this.ctx.submit(messages, { checkpoint: { sourceId: this.ctx.id, key, value: done } });
+        } else if (messages.length) {
+          await this.ctx.submit(messages);
+        }
+        if (!page.hasNext && !messages.length) await this.ctx.setCheckpoint(key, done);
+      }
+    } catch (e) {
+      if (isNotSubscribed(e)) {
+        await this.ctx.setCheckpoint(key, JSON.stringify({ lastCommitAt: cp.lastCommitAt } satisfies FeedCheckpoint));
+        await this.subscribe(feed);
+        return;
+      }
+      throw e;
+    }
+    if (total) this.ctx.logger.info('athena feed polled', { source: this.ctx.id, feed, departmentid: dept, records: total });
+  }
+
+  /** Re-read what a dequeuing GET interrupted before its commit may have taken off the queue. */
+  private async recover(feed: AthenaFeed, dept: string | undefined, key: string, since: string): Promise<void> {
+    const from = Date.parse(since) - this.cfg.replayMarginMs;
+    const to = Date.now() + 1000;
+    const tz = this.cfg.serverTimeZone;
+    this.ctx.logger.warn('athena poll was interrupted before its commit; re-reading the processed window', { source: this.ctx.id, feed, departmentid: dept, since });
+    const path = `/${feed}/changed`;
+    const query = { departmentid: dept, limit: this.cfg.pageLimit, showprocessedstartdatetime: formatAthenaDateTime(from, tz), showprocessedenddatetime: formatAthenaDateTime(to, tz) };
+    const done = JSON.stringify({ lastCommitAt: new Date().toISOString() } satisfies FeedCheckpoint);
+    let total = 0;
+    for await (const page of this.conn.pages(path, ATHENA_FEEDS[feed].listKey, query, { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs })) {
+      const messages = await this.toMessages(feed, page.items);
+      total += messages.length;
+      if (!page.hasNext) {
+        if (messages.length) await this.ctx.submit(messages, { checkpoint: { sourceId: this.ctx.id, key, value: done } });
+        else await this.ctx.setCheckpoint(key, done);
+      } else if (messages.length) await this.ctx.submit(messages);
+    }
+    this.ctx.logger.info('athena processed window re-read', { source: this.ctx.id, feed, departmentid: dept, records: total });
+  }
+
+  private async subscribe(feed: AthenaFeed): Promise<void> {
+    if (!this.cfg.autoSubscribe) {
+      throw new FerryError('CONFIG_ATHENA_NOT_SUBSCRIBED', `athena feed ${feed} is not subscribed and autoSubscribe is off`, { kind: 'config', retryable: false });
+    }
+    const last = this.subscribedAt.get(feed);
+    // Activation takes up to 5 min in production, 10-15 in preview (reference 1.5.1): ask once per 5 min.
+    if (last && Date.now() - last < 300_000) {
+      this.ctx.logger.info('athena feed subscription not active yet', { source: this.ctx.id, feed });
+      return;
+    }
+    const form = this.cfg.subscriptionEvents.length ? { eventname: this.cfg.subscriptionEvents } : {};
+    await this.conn.write('POST', `/${feed}/changed/subscription`, form, { signal: this.signal });
+    this.subscribedAt.set(feed, Date.now());
+    this.ctx.logger.info('athena feed subscribed; events flow once it is active', { source: this.ctx.id, feed });
+  }
+
+  /** Once per department: booked appointments in a date window (reference 1.4 appointments/booked). */
+  private async backfill(): Promise<void> {
+    const depts = this.cfg.departmentIds.length ? this.cfg.departmentIds.map(String) : [...this.departments.keys()];
+    for (const dept of depts) {
+      const key = `backfill:appointments:${dept}`;
+      if (await this.ctx.getCheckpoint(key)) continue;
+      const d = this.departments.get(dept);
+      const tz = d?.timezonename && isValidTimeZone(d.timezonename) ? d.timezonename : this.cfg.serverTimeZone;
+      const now = Date.now();
+      const query = {
+        departmentid: dept,
+        startdate: formatAthenaDate(now - this.cfg.backfill.daysBack * 86_400_000, tz),
+        enddate: formatAthenaDate(now + this.cfg.backfill.daysAhead * 86_400_000, tz),
+        limit: this.cfg.pageLimit,
+      };
+      const value = JSON.stringify({ window: [query.startdate, query.enddate], at: new Date(now).toISOString() });
+      let total = 0;
+      for await (const page of this.conn.pages('/appointments/booked', 'appointments', query, { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs })) {
+        const messages = page.items.map((r) => this.message('appointment', 'appointments/booked', r, d));
+        total += messages.length;
+        if (!page.hasNext) {
+          if (messages.length) await this.ctx.submit(messages, { checkpoint: { sourceId: this.ctx.id, key, value } });
+          else await this.ctx.setCheckpoint(key, value);
+        } else if (messages.length) await this.ctx.submit(messages);
+      }
+      this.ctx.logger.info('athena appointment backfill done', { source: this.ctx.id, departmentid: dept, records: total });
+    }
+  }
+}

@@ -1,0 +1,2 @@
+export * from './athena-simulator';
+export * from './fixtures';
