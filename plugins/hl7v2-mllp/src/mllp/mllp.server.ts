@@ -46,6 +46,8 @@ export interface MllpServerStats {
   oversizedFrames: number;
   truncatedFrames: number;
   junkBytes: number;
+  /** Bytes held right now for incomplete frames and frames waiting for the handler (memory bound check). */
+  bufferedBytes: number;
 }
 
 interface Conn {
@@ -127,7 +129,12 @@ export class MllpServer {
   }
 
   stats(): MllpServerStats {
-    return { connections: this.conns.size, ...this.counters };
+    let bufferedBytes = 0;
+    for (const c of this.conns) {
+      bufferedBytes += c.deframer.buffered;
+      for (const ev of c.queue) bufferedBytes += ev.kind === 'frame' ? ev.payload.length : ev.head.length;
+    }
+    return { connections: this.conns.size, ...this.counters, bufferedBytes };
   }
 
   /** Stop accepting; let each connection finish the frames it has received; then close them. */
