@@ -1,7 +1,9 @@
 import { definePlugin } from '@ferry/core';
 
-// HL7 v2 codec (conversion helper)
+// HL7 v2 codec and HL7 v2 -> FHIR R4 conversion (conversion helper)
 export * from './hl7v2';
+export * from './fhir';
+import { Hl7v2Transform, conversionConfigSchema } from './fhir';
 
 // MLLP listener / sender, ACKs (MLLP helper)
 export * from './mllp';
@@ -9,10 +11,12 @@ import { registerMllp } from './mllp/register';
 
 export const hl7v2MllpPlugin = definePlugin({
   manifest: { id: 'hl7v2-mllp', version: '0.1.0', engine: '^0.1.0' },
-  configSchema: {},
+  configSchema: {
+    ...conversionConfigSchema, // plugins.hl7v2-mllp.conversion (conversion helper)
+  },
   register(reg) {
     registerMllp(reg); // MLLP source/sink/command (MLLP helper)
-    // filled in by the hl7v2-mllp issue
+    reg.addTransform(Hl7v2Transform); // application/hl7-v2 -> FHIR R4 (conversion helper)
   },
 });
 export default hl7v2MllpPlugin;

@@ -1,0 +1,165 @@
+import { createHash } from 'node:crypto';
+import type { Bundle, BundleEntry, Reference, Resource } from '@medplum/fhirtypes';
+import type { ConversionOptions } from './config';
+
+/** Deterministic UUID (v5-style layout) from a key: the same source identifiers give the same id. */
+export function stableUuid(key: string): string {
+  const h = createHash('sha1').update(key).digest('hex');
+  const v = ((parseInt(h[16], 16) & 0x3) | 0x8).toString(16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${v}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+type AnyResource = Resource & { id?: string };
+
+/**
+ * Collects the resources of one message. Ids are deterministic (from source identifiers when
+ * there are, else from the message's control id and the segment position), each entry is a
+ * `PUT <type>/<id>` with fullUrl `urn:uuid:<id>`, and references point at those fullUrls, so they
+ * resolve inside the Bundle and a FHIR server's transaction keeps the ids.
+ */
+export class BundleBuilder {
+  private readonly entries: BundleEntry[] = [];
+  private readonly byUrl = new Map<string, BundleEntry>();
+
+  constructor(readonly messageKey: string) {}
+
+  /** Id for a resource of `type` identified by `key` (source identifiers) or by a message-local key. */
+  idFor(type: string, key: string, local = false): string {
+    return stableUuid(local ? `${type}|${this.messageKey}|${key}` : `${type}|${key}`);
+  }
+
+  /** Adds the resource (or returns the one already there with the same id). */
+  add<T extends AnyResource>(resource: T): T {
+    const url = `urn:uuid:${resource.id}`;
+    const prev = this.byUrl.get(url);
+    if (prev) return prev.resource as T;
+    const entry: BundleEntry = { fullUrl: url, resource, request: { method: 'PUT', url: `${resource.resourceType}/${resource.id}` } };
+    this.entries.push(entry);
+    this.byUrl.set(url, entry);
+    return resource;
+  }
+
+  get(id: string): AnyResource | undefined {
+    return this.byUrl.get(`urn:uuid:${id}`)?.resource as AnyResource | undefined;
+  }
+
+  /** Turns the entry into a DELETE (A23/A29, PRB delete...). */
+  markDelete(resource: AnyResource): void {
+    const e = this.byUrl.get(`urn:uuid:${resource.id}`);
+    if (!e) return;
+    delete e.resource;
+    e.request = { method: 'DELETE', url: `${resource.resourceType}/${resource.id}` };
+  }
+
+  resources(): AnyResource[] {
+    return this.entries.filter((e) => e.resource).map((e) => e.resource as AnyResource);
+  }
+
+  unshift(resource: AnyResource): void {
+    const url = `urn:uuid:${resource.id}`;
+    const entry: BundleEntry = { fullUrl: url, resource, request: { method: 'PUT', url: `${resource.resourceType}/${resource.id}` } };
+    this.entries.unshift(entry);
+    this.byUrl.set(url, entry);
+  }
+
+  build(id: string, timestamp?: string): Bundle {
+    const b: Bundle = { resourceType: 'Bundle', id, type: 'transaction', entry: this.entries };
+    if (timestamp) b.timestamp = timestamp;
+    return b;
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function ref(r: AnyResource, display?: string): Reference<any> {
+  const out: Reference<any> = { reference: `urn:uuid:${r.id}` };
+  if (display) out.display = display;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Systems
+
+/** HL7 coding-system names (table 0396 and common ones) -> FHIR URIs. */
+const CODE_SYSTEMS: Record<string, string> = {
+  LN: 'http://loinc.org',
+  LOINC: 'http://loinc.org',
+  SCT: 'http://snomed.info/sct',
+  SNM: 'http://snomed.info/sct',
+  SNOMED: 'http://snomed.info/sct',
+  SNOMEDCT: 'http://snomed.info/sct',
+  I9: 'http://hl7.org/fhir/sid/icd-9-cm',
+  I9C: 'http://hl7.org/fhir/sid/icd-9-cm',
+  I9CDX: 'http://hl7.org/fhir/sid/icd-9-cm',
+  I10: 'http://hl7.org/fhir/sid/icd-10',
+  'I10-CM': 'http://hl7.org/fhir/sid/icd-10-cm',
+  I10C: 'http://hl7.org/fhir/sid/icd-10-cm',
+  ICD10CM: 'http://hl7.org/fhir/sid/icd-10-cm',
+  I10P: 'http://www.cms.gov/Medicare/Coding/ICD10',
+  C4: 'http://www.ama-assn.org/go/cpt',
+  CPT: 'http://www.ama-assn.org/go/cpt',
+  CPT4: 'http://www.ama-assn.org/go/cpt',
+  HCPCS: 'urn:oid:2.16.840.1.113883.6.285',
+  CVX: 'http://hl7.org/fhir/sid/cvx',
+  MVX: 'http://hl7.org/fhir/sid/mvx',
+  NDC: 'http://hl7.org/fhir/sid/ndc',
+  RXNORM: 'http://www.nlm.nih.gov/research/umls/rxnorm',
+  RXN: 'http://www.nlm.nih.gov/research/umls/rxnorm',
+  UCUM: 'http://unitsofmeasure.org',
+  UCUMS: 'http://unitsofmeasure.org',
+  ISO3166_1: 'urn:iso:std:iso:3166',
+  ISO3166_2: 'urn:iso:std:iso:3166:-2',
+  ISO4217: 'urn:iso:std:iso:4217',
+  ISO639: 'urn:ietf:bcp:47',
+  NUCC: 'http://nucc.org/provider-taxonomy',
+  NPI: 'http://hl7.org/fhir/sid/us-npi',
+  CDCREC: 'urn:oid:2.16.840.1.113883.6.238',
+  NCIT: 'http://ncimeta.nci.nih.gov',
+  FDDC: 'urn:oid:2.16.840.1.113883.6.63',
+};
+
+const OID = /^[0-2](\.(0|[1-9]\d*))+$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const URI = /^[a-z][a-z0-9+.-]*:\S+$/i;
+
+export class Systems {
+  constructor(private readonly opts: ConversionOptions) {}
+
+  /** A coding system name (CWE-3) -> URI; undefined for an empty name. */
+  code(name: string | undefined): string | undefined {
+    if (!name) return undefined;
+    const n = name.trim();
+    const configured = this.opts.codeSystems[n];
+    if (configured) return configured;
+    const up = n.toUpperCase();
+    const known = CODE_SYSTEMS[up];
+    if (known) return known;
+    const tbl = /^HL7(\d{4})$/.exec(up) ?? /^HL7-?(\d{4})$/.exec(up);
+    if (tbl) return `http://terminology.hl7.org/CodeSystem/v2-${tbl[1]}`;
+    if (/^99[A-Z0-9]{3}$/.test(up) || up === 'L' || up === 'LOCAL') return `${this.opts.identifierSystemBase.replace(/:id:$/, ':cs:')}${encodeURIComponent(n)}`;
+    if (OID.test(n)) return `urn:oid:${n}`;
+    if (UUID.test(n)) return `urn:uuid:${n.toLowerCase()}`;
+    if (URI.test(n)) return n;
+    return `${this.opts.identifierSystemBase.replace(/:id:$/, ':cs:')}${encodeURIComponent(n)}`;
+  }
+
+  /**
+   * An assigning authority -> identifier system: configured table (namespace, then universal id),
+   * then an OID / UUID / URI universal id, then `<identifierSystemBase><namespace>`.
+   */
+  identifier(namespace: string | undefined, universalId?: string, universalIdType?: string): string | undefined {
+    const t = this.opts.identifierSystems;
+    if (namespace && t[namespace]) return t[namespace];
+    if (universalId && t[universalId]) return t[universalId];
+    if (universalId) {
+      const u = universalId.trim();
+      if (OID.test(u) || universalIdType === 'ISO') {
+        if (OID.test(u)) return `urn:oid:${u}`;
+      }
+      if (UUID.test(u)) return `urn:uuid:${u.toLowerCase()}`;
+      if (URI.test(u)) return u;
+      if (!namespace) return `${this.opts.identifierSystemBase}${encodeURIComponent(u)}`;
+    }
+    if (namespace) return `${this.opts.identifierSystemBase}${encodeURIComponent(namespace.trim())}`;
+    return undefined;
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * HL7 v2 message -> canonical FHIR R4 transaction Bundle, following the HL7 v2-to-FHIR IG
+ * (../shared/v2-to-fhir/mappings: messages -> segments -> datatypes -> concept maps).
+ *
+ * The walker reads segments in order and assigns each to its group the way the v2 message
+ * structures nest them: a PID starts a patient (and its visit), an ORC starts an order group,
+ * an OBR starts an observation request (joining the ORC above it, or its own group), an OBX
+ * belongs to the OBR/RXA/TXA/SPM above it (or to the patient when none), an NTE annotates the
+ * segment above it, an SCH starts an appointment and RGS resource groups add AIS/AIG/AIL/AIP
+ * participants to it. Segment maps live in ./segments/*.ts.
+ */
+import type {
+  Bundle,
+  Encounter,
+  MessageHeader,
+  Patient,
+  Provenance,
+  Reference,
+  Resource,
+} from '@medplum/fhirtypes';
+import type { Hl7Message, Hl7Segment } from '../hl7v2/parser';
+import { type ConversionOptions, conversionOptions } from './config';
+import { BundleBuilder, Systems, ref, stableUuid } from './context';
+import { dtmOffset, toDateTime, toInstant } from './dates';
+import type { DtCtx } from './datatypes';
+import { SEGMENT_HANDLERS, finishMessage } from './segments';
+
+export const FERRY_SEGMENT_EXTENSION = 'http://ferry.dev/fhir/StructureDefinition/hl7v2-segment';
+
+/** Mutable state of the walk. */
+export interface WalkState {
+  patient?: Patient;
+  encounter?: Encounter;
+  /** The current order group (ORC and what follows). */
+  order?: OrderGroup;
+  /** The resource an NTE/OBX after the last segment refers to. */
+  last?: Resource;
+  lastSegment?: string;
+  /** SIU: the appointment being built. */
+  appointment?: Resource;
+  /** VXU/RDE...: the last resource an RXR/RXC/OBX attaches to. */
+  medication?: Resource;
+  /** MDM: the document being built. */
+  document?: Resource;
+  /** OBX texts gathered for the MDM document. */
+  documentText?: string[];
+  specimen?: Resource;
+  /** Resources created while under PID (for merges and subject). */
+  mergeTargets: { segment: Hl7Segment; patient: Patient }[];
+  /** Z / unknown segments kept. */
+  kept: Hl7Segment[];
+  /** Counters for message-local ids. */
+  n: Map<string, number>;
+}
+
+export interface OrderGroup {
+  orc?: Hl7Segment;
+  obr?: Hl7Segment;
+  serviceRequest?: Resource & { resourceType: 'ServiceRequest' };
+  report?: Resource & { resourceType: 'DiagnosticReport' };
+  observations: Resource[];
+  specimens: Resource[];
+}
+
+export class ConvertContext implements DtCtx {
+  readonly systems: Systems;
+  readonly b: BundleBuilder;
+  readonly tz: string;
+  readonly messageCode: string;
+  readonly trigger: string;
+  readonly state: WalkState = { mergeTargets: [], kept: [], n: new Map() };
+  header!: MessageHeader;
+  provenance?: Provenance;
+
+  constructor(
+    readonly msg: Hl7Message,
+    readonly opts: ConversionOptions,
+  ) {
+    const msh = msg.msh;
+    this.systems = new Systems(opts);
+    this.tz = dtmOffset(msh.get(7)) ?? opts.defaultTimezone;
+    this.messageCode = msh.get(9, 0, 1).toUpperCase();
+    this.trigger = msh.get(9, 0, 2).toUpperCase();
+    const controlId = msh.get(10);
+    const key = controlId ? `${msh.get(3)}|${msh.get(4)}|${controlId}|${msh.get(7)}` : `text|${msg.toString()}`;
+    this.b = new BundleBuilder(key);
+  }
+
+  dt(v: string | undefined): string | undefined {
+    return toDateTime(v, this.tz);
+  }
+  instant(v: string | undefined): string | undefined {
+    return toInstant(v, this.tz);
+  }
+
+  /** A message-local id for the n-th resource of a kind (deterministic: by segment position). */
+  localId(type: string, seg: Hl7Segment, extra = ''): string {
+    return this.b.idFor(type, `${seg.name}#${seg.sequence}${extra}`, true);
+  }
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  subject(): Reference<any> | undefined {
+    return this.state.patient ? ref(this.state.patient) : undefined;
+  }
+}
+
+/** Converts a parsed message. Deterministic: the same input gives the same Bundle. */
+export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOptions>): Bundle {
+  const opts = conversionOptions(options);
+  const ctx = new ConvertContext(msg, opts);
+  for (const seg of msg.segments) {
+    const h = SEGMENT_HANDLERS[seg.name];
+    if (h) h(seg, ctx);
+    else if (seg.name.startsWith('Z')) {
+      if (opts.zSegments === 'extension') ctx.state.kept.push(seg);
+    } else if (opts.unknownSegments === 'extension') ctx.state.kept.push(seg);
+    ctx.state.lastSegment = seg.name;
+  }
+  finishMessage(ctx);
+  const bundleId = stableUuid(`Bundle|${ctx.b.messageKey}`);
+  return ctx.b.build(bundleId, toInstant(msg.msh.get(7), ctx.tz));
+}
+
+export function segmentText(seg: Hl7Segment): string {
+  const fs = seg.delimiters.field;
+  return seg.name === 'MSH' ? 'MSH' + fs + seg.fields.slice(2).join(fs) : seg.fields.join(fs);
+}
+
+export { ref, toDateTime };

@@ -1,0 +1,61 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Bundle } from '@medplum/fhirtypes';
+import { Hl7v2Transform } from './transform';
+import { validateBundle } from './validate';
+
+const CORPUS = path.resolve(__dirname, '../../../../../shared/corpus/hl7v2-msft');
+const haveCorpus = fs.existsSync(CORPUS);
+if (!haveCorpus) console.warn(`skipped: ../shared absent (${CORPUS}) — corpus conversion/validation tests not run`);
+
+(haveCorpus ? describe : describe.skip)('whole corpus: converts, 100% valid FHIR R4, deterministic', () => {
+  const t = new Hl7v2Transform({});
+  const files = haveCorpus ? fs.readdirSync(CORPUS).filter((f) => f.endsWith('.hl7')).sort() : [];
+  const results: { file: string; type: string; bundle: Bundle; body: Buffer }[] = [];
+
+  beforeAll(() => {
+    for (const f of files) {
+      for (const body of t.split(fs.readFileSync(path.join(CORPUS, f)))) {
+        results.push({ file: f, type: t.extractHeaders(body).messageType!, bundle: t.convert(body), body });
+      }
+    }
+  });
+
+  test('all 57 message types convert without error', () => {
+    expect(new Set(results.map((r) => r.type)).size).toBeGreaterThanOrEqual(57);
+    expect(results.length).toBeGreaterThanOrEqual(139);
+  });
+
+  test('every resource passes @medplum/core validateResource (FHIR R4 base)', () => {
+    const problems: string[] = [];
+    let resources = 0;
+    for (const r of results) {
+      resources += r.bundle.entry?.filter((e) => e.resource).length ?? 0;
+      for (const i of validateBundle(r.bundle)) problems.push(`${r.file} entry ${i.entry} ${i.resourceType}: ${i.issue.details?.text ?? i.issue.diagnostics} @ ${i.issue.expression?.join(',')}`);
+    }
+    if (problems.length) console.error(problems.slice(0, 40).join('\n'));
+    expect(resources).toBeGreaterThan(2000);
+    expect(problems).toEqual([]);
+  });
+
+  test('references resolve inside the Bundle', () => {
+    const dangling: string[] = [];
+    for (const r of results) {
+      const urls = new Set((r.bundle.entry ?? []).map((e) => e.fullUrl));
+      const walk = (v: unknown): void => {
+        if (Array.isArray(v)) v.forEach(walk);
+        else if (v && typeof v === 'object') {
+          const ref = (v as { reference?: unknown }).reference;
+          if (typeof ref === 'string' && !urls.has(ref)) dangling.push(`${r.file}: ${ref}`);
+          Object.values(v).forEach(walk);
+        }
+      };
+      for (const e of r.bundle.entry ?? []) walk(e.resource);
+    }
+    expect(dangling).toEqual([]);
+  });
+
+  test('the same input gives byte-identical output', () => {
+    for (const r of results.slice(0, 40)) expect(JSON.stringify(t.convert(r.body))).toBe(JSON.stringify(r.bundle));
+  });
+});

@@ -1,0 +1,95 @@
+/**
+ * HL7 v2 DTM/TS/DT -> FHIR date / dateTime / instant, keeping the precision that was sent
+ * (`1980`, `1980-05`, `1980-05-01`) and the UTC offset (`+0215` -> `+02:15`).
+ * Source: v2-to-FHIR IG DTM[dateTime], TS[dateTime] datatype maps.
+ *
+ * FHIR requires an offset as soon as a time is present: a time sent without one takes the
+ * default offset (the sender's, from MSH-7, else the configured one). FHIR has no hour-only
+ * precision, so `YYYYMMDDHH` becomes `YYYY-MM-DDTHH:00:00`.
+ */
+
+const DTM = /^(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,4}))?)?)?)?)?)?\s*([+-]\d{4}|Z)?$/;
+
+export interface ParsedDtm {
+  y: string;
+  mo?: string;
+  d?: string;
+  h?: string;
+  mi?: string;
+  s?: string;
+  frac?: string;
+  /** `+hh:mm`, `-hh:mm` or `Z` */
+  tz?: string;
+}
+
+export function parseDtm(v: string): ParsedDtm | undefined {
+  const m = DTM.exec(v.trim());
+  if (!m) return undefined;
+  const [, y, mo, d, h, mi, s, frac, tzRaw] = m;
+  if (y === '0000') return undefined;
+  if (mo && (+mo < 1 || +mo > 12)) return undefined;
+  if (d && (+d < 1 || +d > daysIn(+y, +mo))) return undefined;
+  if (h && +h > 23) return undefined;
+  if (mi && +mi > 59) return undefined;
+  if (s && +s > 59) return undefined;
+  let tz: string | undefined;
+  if (tzRaw) {
+    if (tzRaw === 'Z') tz = 'Z';
+    else {
+      const hh = +tzRaw.slice(1, 3);
+      const mm = +tzRaw.slice(3, 5);
+      if (hh > 14 || mm > 59 || (hh === 14 && mm > 0)) return undefined;
+      tz = `${tzRaw[0]}${tzRaw.slice(1, 3)}:${tzRaw.slice(3, 5)}`;
+    }
+  }
+  return { y, mo, d, h, mi, s, frac, tz };
+}
+
+function daysIn(y: number, m: number): number {
+  return new Date(Date.UTC(y, m, 0)).getUTCDate();
+}
+
+/** The offset of a DTM (`+hh:mm` / `Z`), if it has one. */
+export function dtmOffset(v: string): string | undefined {
+  return parseDtm(v)?.tz;
+}
+
+/** FHIR dateTime, keeping precision and offset; undefined when not a valid DTM. */
+export function toDateTime(v: string | undefined, defaultTz = 'Z'): string | undefined {
+  if (!v) return undefined;
+  const p = parseDtm(v);
+  if (!p) return undefined;
+  let out = p.y;
+  if (!p.mo) return out;
+  out += `-${p.mo}`;
+  if (!p.d) return out;
+  out += `-${p.d}`;
+  if (!p.h) return out;
+  out += `T${p.h}:${p.mi ?? '00'}:${p.s ?? '00'}`;
+  if (p.frac) out += `.${p.frac}`;
+  return out + (p.tz ?? defaultTz);
+}
+
+/** FHIR date (YYYY, YYYY-MM, YYYY-MM-DD): the date part, as sent. */
+export function toDate(v: string | undefined): string | undefined {
+  if (!v) return undefined;
+  const p = parseDtm(v);
+  if (!p) return undefined;
+  return p.mo ? (p.d ? `${p.y}-${p.mo}-${p.d}` : `${p.y}-${p.mo}`) : p.y;
+}
+
+/** FHIR instant (needs full seconds and an offset): missing parts are zero-filled. */
+export function toInstant(v: string | undefined, defaultTz = 'Z'): string | undefined {
+  if (!v) return undefined;
+  const p = parseDtm(v);
+  if (!p) return undefined;
+  return `${p.y}-${p.mo ?? '01'}-${p.d ?? '01'}T${p.h ?? '00'}:${p.mi ?? '00'}:${p.s ?? '00'}${p.frac ? `.${p.frac}` : ''}${p.tz ?? defaultTz}`;
+}
+
+/** FHIR time (TM -> hh:mm:ss). */
+export function toTime(v: string | undefined): string | undefined {
+  if (!v) return undefined;
+  const m = /^(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,4}))?/.exec(v.trim());
+  if (!m || +m[1] > 23 || +(m[2] ?? 0) > 59 || +(m[3] ?? 0) > 59) return undefined;
+  return `${m[1]}:${m[2] ?? '00'}:${m[3] ?? '00'}${m[4] ? `.${m[4]}` : ''}`;
+}

@@ -1,0 +1,7 @@
+export * from './config';
+export * from './dates';
+export * from './context';
+export * from './convert';
+export * from './transform';
+export * from './validate';
+export { mapCode } from './codes';

@@ -1,0 +1,1836 @@
+/**
+ * Segment maps, written from the IG's segment CSVs
+ * (../shared/v2-to-fhir/mappings/segments/HL7 Segment - FHIR R4_ <SEG>[<Resource>].csv).
+ * Each handler reads one segment, creates/extends resources in the Bundle and updates the walk
+ * state (see convert.ts for the grouping rules).
+ */
+import type {
+  Account,
+  AllergyIntolerance,
+  Annotation,
+  Appointment,
+  AppointmentParticipant,
+  ChargeItem,
+  CodeableConcept,
+  Condition,
+  Coverage,
+  DiagnosticReport,
+  DocumentReference,
+  Encounter,
+  EncounterLocation,
+  EncounterParticipant,
+  Extension,
+  Identifier,
+  Immunization,
+  Location,
+  MedicationDispense,
+  MedicationRequest,
+  MessageHeader,
+  Observation,
+  Organization,
+  Patient,
+  PatientContact,
+  Practitioner,
+  Procedure,
+  Provenance,
+  Reference,
+  RelatedPerson,
+  Resource,
+  ServiceRequest,
+  Specimen,
+} from '@medplum/fhirtypes';
+import type { Hl7Rep, Hl7Segment } from '../hl7v2/parser';
+import { V2_TABLE, mapCode } from './codes';
+import { ref } from './context';
+import { type ConvertContext, FERRY_SEGMENT_EXTENSION, type OrderGroup, segmentText } from './convert';
+import { toDate } from './dates';
+import {
+  FILLER,
+  PLACER,
+  c,
+  codeOf,
+  compact,
+  cwe,
+  cweMapped,
+  cx,
+  decimal,
+  dr,
+  ed,
+  ei,
+  eiNested,
+  hdDisplay,
+  hdSystem,
+  isCode,
+  nest,
+  nr,
+  rp,
+  sn,
+  units,
+  valued,
+  xad,
+  xpn,
+  xtn,
+} from './datatypes';
+
+type Handler = (seg: Hl7Segment, ctx: ConvertContext) => void;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Ref = Reference<any>;
+
+const push = <T>(arr: T[] | undefined, ...items: (T | undefined)[]): T[] | undefined => {
+  const add = items.filter((i): i is T => i !== undefined);
+  if (!add.length) return arr;
+  return [...(arr ?? []), ...add];
+};
+const all = <T>(seg: Hl7Segment, n: number, f: (r: Hl7Rep) => T | undefined): T[] => {
+  const out: T[] = [];
+  for (const r of seg.reps(n)) {
+    const v = f(r);
+    if (v !== undefined) out.push(v);
+  }
+  return out;
+};
+const idKey = (id: Identifier | undefined) => (id?.value ? `${id.system ?? ''}|${id.value}` : undefined);
+
+// ---------------------------------------------------------------------------------------------
+// Shared resources: Practitioner (XCN), Organization (XON/HD), Location (PL)
+
+/** XCN[Practitioner]: one Practitioner per identifier (or name), shared across the Bundle. */
+export function practitioner(r: Hl7Rep | undefined, ctx: ConvertContext): Ref | undefined {
+  if (!r) return undefined;
+  const idv = c(r, 1);
+  const nameParts = [c(r, 2), c(r, 3), c(r, 4)].filter(valued);
+  if (!valued(idv) && !nameParts.length) return undefined;
+  const p: Practitioner = { resourceType: 'Practitioner' };
+  if (valued(idv)) {
+    const id: Identifier = {};
+    const hd = nest(r, 9);
+    const sys = hdSystem(hd, ctx);
+    if (sys) id.system = sys;
+    id.value = idv;
+    const t = c(r, 13);
+    if (valued(t)) id.type = { coding: [{ system: V2_TABLE('0203'), code: t }] };
+    const asg = hdDisplay(hd);
+    if (asg) id.assigner = { display: asg };
+    p.identifier = [id];
+  }
+  const fam = r[1] ?? [];
+  const name = compact({
+    family: valued(fam[0]) ? fam[0] : undefined,
+    given: [c(r, 3), c(r, 4)].filter(valued),
+    suffix: [c(r, 5), c(r, 21)].filter(valued),
+    prefix: [c(r, 6)].filter(valued),
+    use: codeOf('NameType', c(r, 10)) as 'official' | undefined,
+  });
+  if (name) p.name = [name];
+  const q = c(r, 7);
+  if (valued(q)) p.qualification = [{ code: { coding: [{ system: V2_TABLE('0360'), code: q }] } }];
+  const key = p.identifier ? `id|${idKey(p.identifier[0])}` : `name|${nameParts.join('^')}`;
+  p.id = ctx.b.idFor('Practitioner', key);
+  const added = ctx.b.add(p);
+  return ref(added, name ? [c(r, 3), fam[0]].filter(valued).join(' ') || undefined : undefined);
+}
+
+/** XON / HD / name -> Organization (org-1: a name or an identifier). */
+export function organization(name: string | undefined, identifier: Identifier | undefined, ctx: ConvertContext): Ref | undefined {
+  if (!valued(name) && !identifier?.value) return undefined;
+  const o: Organization = { resourceType: 'Organization' };
+  if (identifier?.value) o.identifier = [identifier];
+  if (valued(name)) o.name = name;
+  o.id = ctx.b.idFor('Organization', identifier?.value ? `id|${idKey(identifier)}` : `name|${name}`);
+  return ref(ctx.b.add(o), valued(name) ? name : undefined);
+}
+
+export function xonOrg(r: Hl7Rep | undefined, ctx: ConvertContext): Ref | undefined {
+  if (!r) return undefined;
+  const idv = c(r, 10) || c(r, 3);
+  let identifier: Identifier | undefined;
+  if (valued(idv)) {
+    identifier = { value: idv };
+    const sys = hdSystem(nest(r, 6), ctx);
+    if (sys) identifier.system = sys;
+  }
+  return organization(c(r, 1), identifier, ctx);
+}
+
+export function hdOrg(hd: Hl7Rep, ctx: ConvertContext): Ref | undefined {
+  const ns = c(hd, 1);
+  const uid = c(hd, 2);
+  let identifier: Identifier | undefined;
+  if (valued(uid)) {
+    identifier = { value: uid };
+    const t = c(hd, 3);
+    if (t === 'ISO') identifier.system = 'urn:ietf:rfc:3986';
+  }
+  return organization(ns || uid, identifier, ctx);
+}
+
+const LOC_TYPE = 'http://terminology.hl7.org/CodeSystem/location-physical-type';
+/** PL[Location]: facility (PL.4) > building (PL.7) > floor (PL.8) > point of care (PL.1) > room (PL.2) > bed (PL.3), linked by partOf; returns the most specific. */
+export function location(r: Hl7Rep | undefined, ctx: ConvertContext): Ref | undefined {
+  if (!r) return undefined;
+  const levels: [number, string | undefined][] = [
+    [4, 'si'],
+    [7, 'bu'],
+    [8, 'lvl'],
+    [1, undefined],
+    [2, 'ro'],
+    [3, 'bd'],
+  ];
+  let parent: Location | undefined;
+  let path = '';
+  for (const [i, type] of levels) {
+    const v = i === 4 ? c(nest(r, 4), 1) || c(nest(r, 4), 2) : c(r, i);
+    if (!valued(v)) continue;
+    path += `^${i}=${v}`;
+    const l: Location = { resourceType: 'Location', id: ctx.b.idFor('Location', path), name: v, mode: 'instance' };
+    l.identifier = [{ value: v }];
+    if (type) l.physicalType = { coding: [{ system: LOC_TYPE, code: type }] };
+    if (i === 1 || (!parent && valued(c(r, 9)))) {
+      /* description at the most specific level is set below */
+    }
+    if (parent) l.partOf = ref(parent);
+    parent = ctx.b.add(l);
+  }
+  if (!parent) return undefined;
+  if (valued(c(r, 9)) && !parent.description) parent.description = c(r, 9);
+  return ref(parent, parent.name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MSH, SFT, EVN
+
+const msh: Handler = (seg, ctx) => {
+  // MSH[MessageHeader]
+  const code = seg.get(9, 0, 1);
+  const trig = seg.get(9, 0, 2);
+  const src = seg.rep(3);
+  const endpoint = c(src, 2) ? (/^[0-2](\.\d+)+$/.test(c(src, 2)) ? `urn:oid:${c(src, 2)}` : c(src, 2)) : undefined;
+  const h: MessageHeader = {
+    resourceType: 'MessageHeader',
+    id: ctx.b.idFor('MessageHeader', 'MSH', true),
+    eventCoding: { system: V2_TABLE('0003'), code: trig || code, ...(trig ? {} : {}) },
+    source: { endpoint: '' },
+  };
+  if (valued(code)) h.eventCoding = { system: 'http://terminology.hl7.org/CodeSystem/v2-0003', code: trig || code, display: `${code}^${trig}` };
+  const srcName = c(src, 1) || c(src, 2);
+  if (srcName) h.source.name = srcName;
+  h.source.endpoint = seg.get(24) || endpoint || (srcName ? `urn:ferry:hl7v2:app:${encodeURIComponent(srcName)}` : 'urn:ferry:hl7v2:app:unknown');
+  const dst = seg.rep(5);
+  const dstName = c(dst, 1) || c(dst, 2);
+  const receiver = hdOrg(seg.rep(6), ctx);
+  if (dstName || receiver) {
+    h.destination = [
+      {
+        ...(dstName ? { name: dstName } : {}),
+        endpoint: seg.get(25) || (dstName ? `urn:ferry:hl7v2:app:${encodeURIComponent(dstName)}` : 'urn:ferry:hl7v2:app:unknown'),
+        ...(receiver ? { receiver } : {}),
+      },
+    ];
+  }
+  const sender = hdOrg(seg.rep(4), ctx);
+  if (sender) h.sender = sender;
+  const meta: Resource['meta'] = {};
+  const pt = seg.get(11);
+  if (valued(pt)) meta.tag = [{ system: V2_TABLE('0103'), code: pt }];
+  const sec = mapCode('ConfidentialityCode', seg.get(8));
+  if (valued(seg.get(8))) meta.security = [{ system: sec?.system ?? V2_TABLE('0952'), code: sec?.code ?? seg.get(8) }];
+  if (meta.tag || meta.security) h.meta = meta;
+  const lang = seg.get(19);
+  if (valued(lang)) h.language = lang.split('^')[0];
+  const responsible = xonOrg(seg.rep(22), ctx);
+  if (responsible) h.responsible = responsible;
+  ctx.header = ctx.b.add(h);
+};
+
+const sft: Handler = (seg, ctx) => {
+  const s = ctx.header?.source;
+  if (!s) return;
+  if (valued(seg.get(3)) && !s.software) s.software = seg.get(3);
+  if (valued(seg.get(2)) && !s.version) s.version = seg.get(2);
+};
+
+const evn: Handler = (seg, ctx) => {
+  // EVN[Provenance]
+  const p: Provenance = {
+    resourceType: 'Provenance',
+    id: ctx.b.idFor('Provenance', 'EVN', true),
+    target: [],
+    recorded: ctx.instant(seg.get(2)) ?? ctx.instant(ctx.msg.msh.get(7)) ?? '1970-01-01T00:00:00Z',
+    activity: {
+      coding: [
+        { system: V2_TABLE('0003'), code: seg.get(1) || ctx.trigger || ctx.messageCode, display: `event - :${ctx.messageCode}^${ctx.trigger}` },
+      ],
+    },
+    agent: [],
+  };
+  const occurred = ctx.dt(seg.get(6));
+  if (occurred) p.occurredDateTime = occurred;
+  const reason = seg.get(4) !== 'U' ? cweMapped(seg.rep(4), 'EventReason', ctx, '0062') : undefined;
+  if (reason) p.reason = [reason];
+  const who = practitioner(seg.rep(5), ctx);
+  if (who) p.agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'enterer' }] }, who });
+  ctx.provenance = ctx.b.add(p);
+};
+
+// ---------------------------------------------------------------------------------------------
+// PID, PD1, NK1, MRG
+
+const pid: Handler = (seg, ctx) => {
+  // PID[Patient]
+  const identifiers = [...all(seg, 2, (r) => cx(r, ctx)), ...all(seg, 3, (r) => cx(r, ctx)), ...all(seg, 4, (r) => cx(r, ctx))];
+  const ssn = seg.get(19);
+  if (valued(ssn)) identifiers.push({ type: { coding: [{ system: V2_TABLE('0203'), code: 'SS' }] }, system: 'http://hl7.org/fhir/sid/us-ssn', value: ssn });
+  const dln = seg.rep(20);
+  if (valued(c(dln, 1)))
+    identifiers.push(
+      compact<Identifier>({
+        type: { coding: [{ system: V2_TABLE('0203'), code: 'DL' }] },
+        system: valued(c(dln, 2)) ? ctx.systems.identifier(`DL-${c(dln, 2)}`) : undefined,
+        value: c(dln, 1),
+        period: valued(c(dln, 3)) ? { end: ctx.dt(c(dln, 3)) } : undefined,
+      })!,
+    );
+  const p: Patient = { resourceType: 'Patient' };
+  const key = idKey(identifiers.find((i) => i.value && i.system)) ?? idKey(identifiers[0]);
+  p.id = key ? ctx.b.idFor('Patient', key) : ctx.localId('Patient', seg);
+  if (identifiers.length) p.identifier = identifiers;
+  const names = [...all(seg, 5, (r) => xpn(r, ctx)), ...all(seg, 9, (r) => xpn(r, ctx))];
+  if (names.length) p.name = names;
+  const extension: Extension[] = [];
+  const mmn = seg.rep(6);
+  if (valued(c(mmn, 1)))
+    extension.push({ url: 'http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName', valueString: [c(mmn, 2), c(mmn, 1)].filter(valued).join(' ') });
+  const dob = seg.get(7);
+  const bd = toDate(dob);
+  if (bd) {
+    p.birthDate = bd;
+    const full = ctx.dt(dob);
+    if (dob.replace(/[+-]\d{4}$/, '').length > 8 && full)
+      (p as Patient & { _birthDate?: unknown })._birthDate = { extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/patient-birthTime', valueDateTime: full }] };
+  }
+  const g = codeOf('AdministrativeSex', seg.get(8));
+  if (g) p.gender = g as Patient['gender'];
+  const race = all(seg, 10, (r) => cwe(r, ctx));
+  for (const r of race) extension.push({ url: 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-race', extension: [{ url: 'text', valueString: r.text ?? r.coding?.[0]?.display ?? r.coding?.[0]?.code ?? 'unknown' }] });
+  const addresses = all(seg, 11, (r) => xad(r, ctx));
+  const county = seg.get(12);
+  if (valued(county)) {
+    if (addresses.length === 1 && !addresses[0].district) addresses[0].district = county;
+    else addresses.push({ district: county });
+  }
+  if (addresses.length) p.address = addresses;
+  const telecom = [...all(seg, 13, (r) => xtn(r, ctx, 'home')), ...all(seg, 14, (r) => xtn(r, ctx, 'work')), ...all(seg, 40, (r) => xtn(r, ctx))];
+  if (telecom.length) p.telecom = telecom;
+  const lang = cweMapped(seg.rep(15), 'PrimaryLanguage', ctx);
+  if (lang) p.communication = [{ language: lang }];
+  const ms = cweMapped(seg.rep(16), 'MaritalStatus', ctx, '0002');
+  if (ms) p.maritalStatus = ms;
+  const religion = cwe(seg.rep(17), ctx);
+  if (religion) extension.push({ url: 'http://hl7.org/fhir/StructureDefinition/patient-religion', valueCodeableConcept: religion });
+  const eth = all(seg, 22, (r) => cwe(r, ctx));
+  for (const e of eth)
+    extension.push({ url: 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity', extension: [{ url: 'text', valueString: e.text ?? e.coding?.[0]?.display ?? e.coding?.[0]?.code ?? 'unknown' }] });
+  const birthPlace = seg.get(23);
+  if (valued(birthPlace)) extension.push({ url: 'http://hl7.org/fhir/StructureDefinition/patient-birthPlace', valueAddress: { text: birthPlace } });
+  const order = Number(seg.get(25));
+  if (Number.isInteger(order) && order > 0) p.multipleBirthInteger = order;
+  else if (valued(seg.get(24))) {
+    const yn = seg.get(24);
+    if (yn === 'Y' || yn === 'N') p.multipleBirthBoolean = yn === 'Y';
+  }
+  const nat = cwe(seg.rep(28), ctx);
+  if (nat) extension.push({ url: 'http://hl7.org/fhir/StructureDefinition/patient-nationality', extension: [{ url: 'code', valueCodeableConcept: nat }] });
+  const death = ctx.dt(seg.get(29));
+  if (death) p.deceasedDateTime = death;
+  else if (seg.get(30) === 'Y' || seg.get(30) === 'N') p.deceasedBoolean = seg.get(30) === 'Y';
+  const species = cwe(seg.rep(35), ctx);
+  const breed = cwe(seg.rep(36), ctx);
+  if (species)
+    extension.push({
+      url: 'http://hl7.org/fhir/StructureDefinition/patient-animal',
+      extension: [{ url: 'species', valueCodeableConcept: species }, ...(breed ? [{ url: 'breed', valueCodeableConcept: breed }] : [])],
+    });
+  if (extension.length) p.extension = extension;
+  const meta = ctx.dt(seg.get(33));
+  if (meta) p.meta = { lastUpdated: ctx.instant(seg.get(33)) };
+  const prev = ctx.b.get(p.id!);
+  const patient = ctx.b.add(p);
+  if (prev) {
+    /* same patient listed twice: keep the first */
+  }
+  ctx.state.patient = patient;
+  ctx.state.encounter = undefined;
+  ctx.state.order = undefined;
+  ctx.state.last = patient;
+  ctx.state.mergeTargets.push({ segment: seg, patient });
+};
+
+const pd1: Handler = (seg, ctx) => {
+  const p = ctx.state.patient;
+  if (!p) return;
+  const gp = [...all(seg, 3, (r) => xonOrg(r, ctx)), ...all(seg, 4, (r) => practitioner(r, ctx))];
+  if (gp.length) p.generalPractitioner = push(p.generalPractitioner, ...gp);
+};
+
+const nk1: Handler = (seg, ctx) => {
+  // NK1[RelatedPerson] + Patient.contact (NK1[Patient])
+  const p = ctx.state.patient;
+  if (!p) return;
+  const rp: RelatedPerson = { resourceType: 'RelatedPerson', id: ctx.localId('RelatedPerson', seg), patient: ref(p) };
+  const ids = [...all(seg, 12, (r) => cx(r, ctx)), ...all(seg, 33, (r) => cx(r, ctx))];
+  if (valued(seg.get(37))) ids.push({ type: { coding: [{ system: V2_TABLE('0203'), code: 'SS' }] }, system: 'http://hl7.org/fhir/sid/us-ssn', value: seg.get(37) });
+  if (ids.length) rp.identifier = ids;
+  const names = [...all(seg, 2, (r) => xpn(r, ctx)), ...all(seg, 30, (r) => xpn(r, ctx))];
+  if (names.length) rp.name = names;
+  const rel = [cweMapped(seg.rep(3), 'Relationship', ctx, '0063'), cweMapped(seg.rep(7), 'ContactRole', ctx, '0131')].filter((x): x is CodeableConcept => !!x);
+  if (rel.length) rp.relationship = rel;
+  const addr = [...all(seg, 4, (r) => xad(r, ctx)), ...all(seg, 32, (r) => xad(r, ctx))];
+  if (addr.length) rp.address = addr;
+  const tel = [...all(seg, 5, (r) => xtn(r, ctx)), ...all(seg, 6, (r) => xtn(r, ctx, 'work')), ...all(seg, 31, (r) => xtn(r, ctx)), ...all(seg, 40, (r) => xtn(r, ctx)), ...all(seg, 41, (r) => xtn(r, ctx))];
+  if (tel.length) rp.telecom = tel;
+  const period = compact({ start: ctx.dt(seg.get(8)), end: ctx.dt(seg.get(9)) });
+  if (period) rp.period = period;
+  const g = codeOf('AdministrativeSex', seg.get(15));
+  if (g) rp.gender = g as RelatedPerson['gender'];
+  const bd = toDate(seg.get(16));
+  if (bd) rp.birthDate = bd;
+  const lang = cweMapped(seg.rep(20), 'PrimaryLanguage', ctx);
+  if (lang) rp.communication = [{ language: lang }];
+  ctx.b.add(rp);
+  const contact: PatientContact = compact({
+    relationship: rel.length ? rel : undefined,
+    name: names[0],
+    telecom: tel.length ? tel : undefined,
+    address: addr[0],
+    gender: rp.gender,
+    period,
+    organization: xonOrg(seg.rep(13), ctx),
+  }) as PatientContact;
+  if (contact) p.contact = push(p.contact, contact);
+  ctx.state.last = rp;
+};
+
+const mrg: Handler = (seg, ctx) => {
+  // MRG: the prior patient (MRG-1 prior patient identifier list, MRG-4 prior patient id) is linked
+  // to the surviving patient of the PID above it: Patient.link replaced-by / replaces.
+  const survivor = ctx.state.patient;
+  if (!survivor) return;
+  const ids = [...all(seg, 1, (r) => cx(r, ctx)), ...all(seg, 4, (r) => cx(r, ctx))];
+  const key = idKey(ids.find((i) => i.value && i.system)) ?? idKey(ids[0]);
+  if (!key) return;
+  const old: Patient = { resourceType: 'Patient', id: ctx.b.idFor('Patient', key), identifier: ids, active: false };
+  const names = all(seg, 7, (r) => xpn(r, ctx));
+  if (names.length) old.name = names;
+  if (old.id === survivor.id) return;
+  const prior = ctx.b.add(old);
+  prior.link = push(prior.link, { other: ref(survivor), type: 'replaced-by' });
+  survivor.link = push(survivor.link, { other: ref(prior), type: 'replaces' });
+  // MRG-5 prior visit number / MRG-3 prior account: kept as identifiers of the old visit
+  ctx.state.last = prior;
+};
+
+// ---------------------------------------------------------------------------------------------
+// PV1, PV2, DG1, PR1, AL1, IAM, ROL, PRT
+
+const pv1: Handler = (seg, ctx) => {
+  // PV1[Encounter]
+  const p = ctx.state.patient;
+  const visit = cx(seg.rep(19), ctx);
+  if (visit) visit.type = { coding: [{ system: V2_TABLE('0203'), code: 'VN', display: 'Visit number' }], text: 'visit number' };
+  const key = idKey(visit);
+  const pclass = seg.get(2, 0, 1);
+  const mclass = mapCode('PatientClass[EncounterClass]', pclass);
+  const e: Encounter = {
+    resourceType: 'Encounter',
+    id: key ? ctx.b.idFor('Encounter', key) : ctx.localId('Encounter', seg),
+    status: 'unknown',
+    class: mclass
+      ? { system: mclass.system, code: mclass.code, display: mclass.display }
+      : valued(pclass)
+        ? { system: V2_TABLE('0004'), code: pclass }
+        : { system: 'http://terminology.hl7.org/CodeSystem/v3-NullFlavor', code: 'UNK', display: 'unknown' },
+  };
+  const ids = [visit, cx(seg.rep(50), ctx)].filter((x): x is Identifier => !!x);
+  if (ids.length) e.identifier = ids;
+  if (!valued(seg.get(45))) {
+    const st = codeOf('PatientClass[EncounterStatus]', pclass);
+    if (st) e.status = st as Encounter['status'];
+  }
+  if (p) e.subject = ref(p);
+  const locations: EncounterLocation[] = [];
+  const loc = (n: number, status: EncounterLocation['status']) => {
+    const l = location(seg.rep(n), ctx);
+    if (l) locations.push({ location: l, status });
+  };
+  loc(3, pclass === 'P' ? 'planned' : 'active');
+  loc(6, 'completed');
+  loc(11, 'active');
+  loc(42, 'reserved');
+  loc(43, 'completed');
+  if (locations.length) e.location = locations;
+  const type = cweMapped(seg.rep(4), 'AdmissionType', ctx, '0007');
+  if (type) e.type = [type];
+  const participants: EncounterParticipant[] = [];
+  const part = (n: number, code: string, display: string) => {
+    for (const r of seg.reps(n)) {
+      const who = practitioner(r, ctx);
+      if (who) participants.push({ type: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code, display }] }], individual: who });
+    }
+  };
+  part(7, 'ATND', 'attender');
+  part(8, 'REF', 'referrer');
+  part(9, 'CON', 'consultant');
+  part(17, 'ADM', 'admitter');
+  part(52, 'PART', 'Participation');
+  if (participants.length) e.participant = participants;
+  const svc = cweMapped(seg.rep(10), 'HospitalService', ctx, '0069');
+  if (svc) e.serviceType = svc;
+  const hosp: Encounter['hospitalization'] = {};
+  const pre = cx(seg.rep(5), ctx);
+  if (pre) hosp.preAdmissionIdentifier = pre;
+  const readm = cweMapped(seg.rep(13), 'ReadmissionIndicator', ctx, '0092');
+  if (readm) hosp.reAdmission = readm;
+  const src = cwe(seg.rep(14), ctx);
+  if (src) hosp.admitSource = src;
+  const arr = all(seg, 15, (r) => cweMapped(r, 'AmbulatoryStatus', ctx, '0009'));
+  if (arr.length) hosp.specialArrangement = arr;
+  const vip = cweMapped(seg.rep(16), 'VIPIndicator', ctx, '0099');
+  if (vip) hosp.specialCourtesy = [vip];
+  const dd = cweMapped(seg.rep(36), 'DischargeDisposition', ctx, '0112');
+  if (dd) hosp.dischargeDisposition = dd;
+  const dest = location([[seg.get(37, 0, 1)]], ctx);
+  if (dest) hosp.destination = dest;
+  const diet = all(seg, 38, (r) => cweMapped(r, 'DietType', ctx, '0114'));
+  if (diet.length) hosp.dietPreference = diet;
+  if (Object.keys(hosp).length) e.hospitalization = hosp;
+  const period = compact({ start: ctx.dt(seg.get(44)), end: ctx.dt(seg.get(45)) });
+  if (period) e.period = period;
+  if (valued(seg.get(45))) e.status = 'finished';
+  ctx.state.encounter = ctx.b.add(e);
+  ctx.state.last = ctx.state.encounter;
+};
+
+const pv2: Handler = (seg, ctx) => {
+  // PV2[Encounter]
+  const e = ctx.state.encounter;
+  if (!e) return;
+  const reason = cwe(seg.rep(3), ctx);
+  if (reason) e.reasonCode = push(e.reasonCode, reason);
+  const los = decimal(seg.get(11));
+  if (los !== undefined && los >= 0) e.length = { value: los, unit: 'd', system: 'http://unitsofmeasure.org', code: 'd' };
+  const desc = seg.get(12);
+  if (valued(desc)) e.text = { status: 'generated', div: `<div xmlns="http://www.w3.org/1999/xhtml">${escapeXml(desc)}</div>` };
+  const prio = cweMapped(seg.rep(25), 'EncounterPriority', ctx, '0217');
+  if (prio) e.priority = prio;
+  const expected = ctx.dt(seg.get(8));
+  if (expected && !e.period?.start && e.status === 'planned') e.period = { ...(e.period ?? {}), start: expected };
+  const ml = cweMapped(seg.rep(40), 'AdmissionLevelOfCareCode', ctx, '0432');
+  if (ml) e.type = push(e.type, ml);
+};
+
+function escapeXml(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+const dg1: Handler = (seg, ctx) => {
+  // DG1[Condition] (+ Encounter.diagnosis, DG1[Encounter])
+  const p = ctx.state.patient;
+  if (!p) return;
+  const id = ei(seg.rep(20), ctx);
+  const code = cwe(seg.rep(3), ctx) ?? (valued(seg.get(4)) ? { text: seg.get(4) } : undefined);
+  if (code && valued(seg.get(4)) && !code.text) code.text = seg.get(4);
+  const cond: Condition = {
+    resourceType: 'Condition',
+    id: id ? ctx.b.idFor('Condition', idKey(id)!) : ctx.localId('Condition', seg),
+    subject: ref(p),
+    clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }] },
+    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'encounter-diagnosis', display: 'Encounter Diagnosis' }] }],
+  };
+  if (seg.get(21) === 'D') {
+    delete cond.clinicalStatus;
+    cond.verificationStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-ver-status', code: 'entered-in-error' }] };
+  }
+  if (id) cond.identifier = [id];
+  if (code) cond.code = code;
+  const onset = ctx.dt(seg.get(5));
+  if (onset) cond.onsetDateTime = onset;
+  const asserter = practitioner(seg.rep(16), ctx);
+  if (asserter) cond.asserter = asserter;
+  const rec = ctx.dt(seg.get(19));
+  if (rec) cond.recordedDate = rec;
+  const e = ctx.state.encounter;
+  if (e) {
+    cond.encounter = ref(e);
+    const use = cweMapped(seg.rep(6), 'DiagnosisType', ctx, '0052');
+    const rank = Number(seg.get(15));
+    e.diagnosis = push(e.diagnosis, compact({ condition: ref(cond), use, rank: Number.isInteger(rank) && rank > 0 ? rank : undefined })!);
+  }
+  ctx.state.last = ctx.b.add(cond);
+};
+
+const prb: Handler = (seg, ctx) => {
+  // PRB (problem detail) -> Condition (problem-list-item); PRB-1 action code DE deletes it
+  const p = ctx.state.patient;
+  if (!p) return;
+  const id = ei(seg.rep(4), ctx);
+  const code = cwe(seg.rep(3), ctx) ?? { text: 'unknown' };
+  const cond: Condition = {
+    resourceType: 'Condition',
+    id: id ? ctx.b.idFor('Condition', idKey(id)!) : ctx.localId('Condition', seg),
+    subject: ref(p),
+    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'problem-list-item', display: 'Problem List Item' }] }],
+    code,
+  };
+  if (id) cond.identifier = [id];
+  const rec = ctx.dt(seg.get(2));
+  if (rec) cond.recordedDate = rec;
+  const onset = ctx.dt(seg.get(16));
+  if (onset) cond.onsetDateTime = onset;
+  const resolved = ctx.dt(seg.get(9)) ?? ctx.dt(seg.get(8));
+  cond.clinicalStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: resolved ? 'resolved' : 'active' }] };
+  if (resolved) cond.abatementDateTime = resolved;
+  if (ctx.state.encounter) cond.encounter = ref(ctx.state.encounter);
+  const added = ctx.b.add(cond);
+  if (seg.get(1) === 'DE') ctx.b.markDelete(added);
+  ctx.state.last = added;
+};
+
+const pr1: Handler = (seg, ctx) => {
+  // PR1[Procedure]
+  const p = ctx.state.patient;
+  if (!p) return;
+  const id = ei(seg.rep(19), ctx);
+  const code = cwe(seg.rep(3), ctx) ?? (valued(seg.get(4)) ? { text: seg.get(4) } : { text: 'unknown' });
+  if (valued(seg.get(4)) && !c(seg.rep(3), 9)) code.text = seg.get(4);
+  const proc: Procedure = {
+    resourceType: 'Procedure',
+    id: id ? ctx.b.idFor('Procedure', idKey(id)!) : ctx.localId('Procedure', seg),
+    status: 'completed',
+    subject: ref(p),
+    code,
+  };
+  if (id) proc.identifier = [id];
+  const start = ctx.dt(seg.get(5));
+  const minutes = decimal(seg.get(7));
+  if (start && minutes !== undefined && minutes > 0) {
+    const end = new Date(Date.parse(start) + minutes * 60000);
+    proc.performedPeriod = { start, ...(Number.isNaN(end.getTime()) ? {} : { end: isoWithOffset(end, start) }) };
+  } else if (start) proc.performedDateTime = start;
+  const cat = cwe(seg.rep(6), ctx) ?? isCode(seg.get(6), '0230');
+  if (cat) proc.category = cat;
+  const performers = [
+    ...seg.reps(8).map((r) => [r, '88189002', 'Anesthesiologist'] as const),
+    ...seg.reps(11).map((r) => [r, '304292004', 'Surgeon'] as const),
+    ...seg.reps(12).map((r) => [r, undefined, undefined] as const),
+  ];
+  for (const [r, fn, disp] of performers) {
+    const actor = practitioner(r, ctx);
+    if (actor) proc.performer = push(proc.performer, { actor, ...(fn ? { function: { coding: [{ system: 'http://snomed.info/sct', code: fn, display: disp }] } } : {}) });
+  }
+  const reason = cwe(seg.rep(15), ctx);
+  if (reason) proc.reasonCode = [reason];
+  const loc = location(seg.rep(23), ctx);
+  if (loc) proc.location = loc;
+  if (ctx.state.encounter) proc.encounter = ref(ctx.state.encounter);
+  ctx.state.last = ctx.b.add(proc);
+};
+
+/** Adds minutes to a dateTime keeping its offset. */
+function isoWithOffset(d: Date, like: string): string {
+  const m = /([+-])(\d{2}):(\d{2})$/.exec(like);
+  if (!m || like.endsWith('Z')) return d.toISOString().replace(/\.000Z$/, 'Z');
+  const off = (m[1] === '-' ? -1 : 1) * (+m[2] * 60 + +m[3]);
+  const local = new Date(d.getTime() + off * 60000).toISOString().slice(0, 19);
+  return `${local}${m[1]}${m[2]}:${m[3]}`;
+}
+
+const al1: Handler = (seg, ctx) => {
+  // AL1[AllergyIntolerance]
+  const p = ctx.state.patient;
+  if (!p) return;
+  const code = cwe(seg.rep(3), ctx);
+  const a: AllergyIntolerance = {
+    resourceType: 'AllergyIntolerance',
+    id: ctx.b.idFor('AllergyIntolerance', `${p.id}|${code?.coding?.[0]?.code ?? code?.text ?? seg.sequence}`),
+    patient: ref(p),
+    clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }] },
+  };
+  const type = seg.get(2);
+  const cat = codeOf('AllergenType[AllergyIntoleranceCategory]', type);
+  if (cat) a.category = [cat as 'food'];
+  const t = codeOf('AllergyType', type);
+  if (t === 'allergy' || t === 'intolerance') a.type = t;
+  if (code) a.code = code;
+  const sev = seg.get(4);
+  const crit = codeOf('AllergySeverity[AllergyIntolerance.criticality]', sev);
+  if (crit) a.criticality = crit as AllergyIntolerance['criticality'];
+  const rsev = codeOf('AllergySeverity[AllergyIntolerance.reaction.severity]', sev);
+  const manif = all(seg, 5, (r) => (valued(c(r, 1)) ? { text: c(r, 1) } : undefined));
+  if (manif.length) a.reaction = [{ manifestation: manif, ...(rsev ? { severity: rsev as 'mild' } : {}) }];
+  const onset = ctx.dt(seg.get(6));
+  if (onset) a.onsetDateTime = onset;
+  if (ctx.state.encounter) a.encounter = ref(ctx.state.encounter);
+  ctx.state.last = ctx.b.add(a);
+};
+
+const iam: Handler = (seg, ctx) => {
+  // IAM[AllergyIntolerance]; IAM-6 action code D deletes
+  const p = ctx.state.patient;
+  if (!p) return;
+  const code = cwe(seg.rep(3), ctx);
+  const uid = ei(seg.rep(7), ctx);
+  const a: AllergyIntolerance = {
+    resourceType: 'AllergyIntolerance',
+    id: uid ? ctx.b.idFor('AllergyIntolerance', idKey(uid)!) : ctx.b.idFor('AllergyIntolerance', `${p.id}|${code?.coding?.[0]?.code ?? seg.sequence}`),
+    patient: ref(p),
+    clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }] },
+  };
+  if (uid) a.identifier = [uid];
+  const cat = codeOf('AllergenType[AllergyIntoleranceCategory]', seg.get(2));
+  if (cat) a.category = [cat as 'food'];
+  if (code) a.code = code;
+  const crit = codeOf('AllergySeverity[AllergyIntolerance.criticality]', seg.get(4));
+  if (crit) a.criticality = crit as AllergyIntolerance['criticality'];
+  const manif = all(seg, 5, (r) => cwe(r, ctx));
+  if (manif.length) a.reaction = [{ manifestation: manif }];
+  const onset = ctx.dt(seg.get(11));
+  if (onset) a.onsetDateTime = onset;
+  const rec = ctx.dt(seg.get(13));
+  if (rec) a.recordedDate = rec;
+  const added = ctx.b.add(a);
+  if (seg.get(6) === 'D') ctx.b.markDelete(added);
+  ctx.state.last = added;
+};
+
+const rol: Handler = (seg, ctx) => {
+  // ROL: a role on the visit (ROL[Encounter-PractitionerRole]) or the patient's care provider (ROL[Patient-GeneralPractitioner])
+  const who = practitioner(seg.rep(4), ctx);
+  if (!who) return;
+  const role = cwe(seg.rep(3), ctx);
+  const e = ctx.state.lastSegment === 'PV1' || ctx.state.lastSegment === 'PV2' || ctx.state.last === ctx.state.encounter ? ctx.state.encounter : undefined;
+  if (e) {
+    e.participant = push(e.participant, compact({ type: role ? [role] : undefined, individual: who, period: compact({ start: ctx.dt(seg.get(5)), end: ctx.dt(seg.get(6)) }) })!);
+  } else if (ctx.state.patient && c(seg.rep(3), 1) === 'PP') ctx.state.patient.generalPractitioner = push(ctx.state.patient.generalPractitioner, who);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Insurance, guarantor, financial
+
+const in1: Handler = (seg, ctx) => {
+  // IN1[Coverage]
+  const p = ctx.state.patient;
+  if (!p) return;
+  const payorId = cx(seg.rep(3), ctx);
+  const payor = xonOrg(seg.rep(4), ctx) ?? organization(undefined, payorId, ctx) ?? ref(p);
+  if (payor.reference?.startsWith('urn:uuid:') && payorId) {
+    const org = ctx.b.get(payor.reference.slice(9)) as Organization | undefined;
+    if (org && !org.identifier) org.identifier = [payorId];
+    const addr = xad(seg.rep(5), ctx);
+    if (org && addr && !org.address) org.address = [addr];
+    const tel = all(seg, 7, (r) => xtn(r, ctx));
+    if (org && tel.length && !org.telecom) org.telecom = tel;
+  }
+  const plan = cwe(seg.rep(2), ctx);
+  const polNo = seg.get(36);
+  const cov: Coverage = {
+    resourceType: 'Coverage',
+    id: valued(polNo) ? ctx.b.idFor('Coverage', `${p.id}|${c(seg.rep(3), 1)}|${polNo}`) : ctx.localId('Coverage', seg),
+    status: 'active',
+    beneficiary: ref(p),
+    payor: [payor],
+  };
+  const ids: Identifier[] = [];
+  if (plan?.coding?.[0]?.code) ids.push({ ...(plan.coding[0].system ? { system: plan.coding[0].system } : {}), value: plan.coding[0].code });
+  if (valued(polNo)) ids.push({ type: { coding: [{ system: V2_TABLE('0203'), code: 'MB' }] }, value: polNo });
+  if (ids.length) cov.identifier = ids;
+  if (plan) cov.class = [{ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/coverage-class', code: 'plan' }] }, value: plan.coding?.[0]?.code ?? plan.text ?? 'unknown', ...(plan.coding?.[0]?.display ? { name: plan.coding[0].display } : {}) }];
+  const grp = seg.get(8);
+  if (valued(grp)) cov.class = push(cov.class, { type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/coverage-class', code: 'group' }] }, value: grp, ...(valued(seg.get(9)) ? { name: seg.get(9) } : {}) });
+  const period = compact({ start: ctx.dt(seg.get(12)), end: ctx.dt(seg.get(13)) });
+  if (period) cov.period = period;
+  const type = cweMapped(seg.rep(15), 'PlanId', ctx, '0086');
+  if (type) cov.type = type;
+  const rel = cweMapped(seg.rep(17), 'Relationship', ctx, '0063');
+  if (rel) cov.relationship = rel;
+  const relCode = c(seg.rep(17), 1);
+  if (relCode === 'SEL' || relCode === '01' || !valued(relCode)) cov.subscriber = ref(p);
+  else {
+    const names = all(seg, 16, (r) => xpn(r, ctx));
+    if (names.length) {
+      const sub: RelatedPerson = { resourceType: 'RelatedPerson', id: ctx.localId('RelatedPerson', seg, '|IN1-16'), patient: ref(p), name: names };
+      if (rel) sub.relationship = [rel];
+      const bd = toDate(seg.get(18));
+      if (bd) sub.birthDate = bd;
+      const addr = all(seg, 19, (r) => xad(r, ctx));
+      if (addr.length) sub.address = addr;
+      const g = codeOf('AdministrativeSex', seg.get(43));
+      if (g) sub.gender = g as RelatedPerson['gender'];
+      cov.subscriber = ref(ctx.b.add(sub));
+    }
+  }
+  const subId = cx(seg.rep(49), ctx);
+  if (subId?.value) cov.subscriberId = subId.value;
+  const order = Number(seg.get(22));
+  if (Number.isInteger(order) && order > 0) cov.order = order;
+  ctx.state.last = ctx.b.add(cov);
+};
+
+const in2: Handler = (seg, ctx) => {
+  const cov = ctx.state.last;
+  if (cov?.resourceType !== 'Coverage') return;
+  const ids = all(seg, 1, (r) => cx(r, ctx));
+  if (ids.length) (cov as Coverage).identifier = push((cov as Coverage).identifier, ...ids);
+};
+
+const gt1: Handler = (seg, ctx) => {
+  // GT1 -> Account (guarantor) with the guarantor as RelatedPerson (or the patient when GT1-11 is SEL)
+  const p = ctx.state.patient;
+  if (!p) return;
+  const rel = cweMapped(seg.rep(11), 'Relationship', ctx, '0063');
+  let party: Ref;
+  if (c(seg.rep(11), 1) === 'SEL') party = ref(p);
+  else {
+    const g: RelatedPerson = { resourceType: 'RelatedPerson', id: ctx.localId('RelatedPerson', seg), patient: ref(p) };
+    const ids = all(seg, 2, (r) => cx(r, ctx));
+    if (ids.length) g.identifier = ids;
+    const names = all(seg, 3, (r) => xpn(r, ctx));
+    if (names.length) g.name = names;
+    const addr = all(seg, 5, (r) => xad(r, ctx));
+    if (addr.length) g.address = addr;
+    const tel = [...all(seg, 6, (r) => xtn(r, ctx, 'home')), ...all(seg, 7, (r) => xtn(r, ctx, 'work'))];
+    if (tel.length) g.telecom = tel;
+    const bd = toDate(seg.get(8));
+    if (bd) g.birthDate = bd;
+    const sex = codeOf('AdministrativeSex', seg.get(9));
+    if (sex) g.gender = sex as RelatedPerson['gender'];
+    if (rel) g.relationship = [rel];
+    party = ref(ctx.b.add(g));
+  }
+  const acct = accountFor(ctx);
+  if (acct) {
+    const period = compact({ start: ctx.dt(seg.get(13)), end: ctx.dt(seg.get(14)) });
+    acct.guarantor = push(acct.guarantor, compact({ party, period })!);
+  }
+  ctx.state.last = acct;
+};
+
+/** The patient's account (PID-18), created on first use. */
+function accountFor(ctx: ConvertContext): Account | undefined {
+  const p = ctx.state.patient;
+  if (!p) return undefined;
+  const pidSeg = ctx.state.mergeTargets[ctx.state.mergeTargets.length - 1]?.segment;
+  const acctId = pidSeg ? cx(pidSeg.rep(18), ctx) : undefined;
+  const id = acctId ? ctx.b.idFor('Account', idKey(acctId)!) : ctx.b.idFor('Account', `patient|${p.id}`, true);
+  const existing = ctx.b.get(id) as Account | undefined;
+  if (existing) return existing;
+  const a: Account = { resourceType: 'Account', id, status: 'active', subject: [ref(p)] };
+  if (acctId) a.identifier = [acctId];
+  return ctx.b.add(a);
+}
+
+const ft1: Handler = (seg, ctx) => {
+  // FT1 -> ChargeItem (financial transaction), on the patient's Account
+  const p = ctx.state.patient;
+  if (!p) return;
+  const code = cwe(seg.rep(7), ctx) ?? (valued(seg.get(8)) ? { text: seg.get(8) } : { text: 'unknown' });
+  if (valued(seg.get(8)) && !code.text) code.text = seg.get(8);
+  const tid = seg.get(2) || seg.get(3);
+  const ci: ChargeItem = {
+    resourceType: 'ChargeItem',
+    id: valued(tid) ? ctx.b.idFor('ChargeItem', `${p.id}|${tid}`) : ctx.localId('ChargeItem', seg),
+    status: seg.get(6) === 'CR' ? 'aborted' : 'billable',
+    code,
+    subject: ref(p),
+  };
+  if (valued(tid)) ci.identifier = [{ value: tid }];
+  const when = dr(seg.rep(4), ctx);
+  if (when?.end) ci.occurrencePeriod = when;
+  else if (when?.start) ci.occurrenceDateTime = when.start;
+  const posted = ctx.dt(seg.get(5));
+  if (posted) ci.enteredDate = posted;
+  const qty = decimal(seg.get(10));
+  if (qty !== undefined) ci.quantity = { value: qty };
+  const amt = decimal(seg.get(11, 0, 1)) ?? decimal(seg.get(11, 0, 1, 1));
+  if (amt !== undefined) ci.priceOverride = { value: amt, currency: (seg.get(11, 0, 1, 2) || 'USD') as 'USD' };
+  const diag = all(seg, 19, (r) => cwe(r, ctx));
+  if (diag.length) ci.reason = diag;
+  const performer = practitioner(seg.rep(20), ctx);
+  if (performer) ci.performer = [{ actor: performer }];
+  const enterer = practitioner(seg.rep(24), ctx);
+  if (enterer) ci.enterer = enterer;
+  if (ctx.state.encounter) ci.context = ref(ctx.state.encounter);
+  const acct = accountFor(ctx);
+  if (acct) ci.account = [ref(acct)];
+  ctx.state.last = ctx.b.add(ci);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Orders and results: ORC, OBR, TQ1, OBX, SPM, NTE
+
+function newOrder(ctx: ConvertContext): OrderGroup {
+  const g: OrderGroup = { observations: [], specimens: [] };
+  ctx.state.order = g;
+  ctx.state.medication = undefined;
+  return g;
+}
+
+/** ServiceRequest of the group, created from ORC (+OBR when present). */
+function serviceRequest(g: OrderGroup, ctx: ConvertContext, seg: Hl7Segment): ServiceRequest {
+  if (g.serviceRequest) return g.serviceRequest as ServiceRequest;
+  const orc = g.orc;
+  const obr = g.obr;
+  const placer = ei(obr?.rep(2), ctx, PLACER()) ?? ei(orc?.rep(2), ctx, PLACER());
+  const filler = ei(obr?.rep(3), ctx, FILLER()) ?? ei(orc?.rep(3), ctx, FILLER());
+  const key = idKey(filler) ?? idKey(placer);
+  const sr: ServiceRequest = {
+    resourceType: 'ServiceRequest',
+    id: key ? ctx.b.idFor('ServiceRequest', key) : ctx.localId('ServiceRequest', seg),
+    status: 'unknown',
+    intent: 'order',
+    subject: ctx.subject() ?? { display: 'unknown' },
+  };
+  const ids = [placer, filler].filter((x): x is Identifier => !!x);
+  const grp = orc ? c(orc.rep(4), 1) : '';
+  if (valued(grp)) sr.requisition = { type: { coding: [{ system: V2_TABLE('0203'), code: 'PGN' }] }, value: grp };
+  if (ids.length) sr.identifier = ids;
+  // ORC-5 order status, else ORC-1 order control
+  const st = (orc && codeOf('OrderStatus', orc.get(5))) ?? (orc && codeOf('OrderControlCode[ServiceRequest.status]', orc.get(1)));
+  if (st) sr.status = st as ServiceRequest['status'];
+  else if (orc?.get(1) === 'CA' || orc?.get(1) === 'OC') sr.status = 'revoked';
+  else if (orc?.get(1) === 'NW') sr.status = 'active';
+  if (orc && orc.get(1) === 'NW') {
+    const authored = ctx.dt(orc.get(9));
+    if (authored) sr.authoredOn = authored;
+  } else if (orc) {
+    const authored = ctx.dt(orc.get(9));
+    if (authored) sr.authoredOn = authored;
+  }
+  const requester = practitioner(orc?.rep(12), ctx) ?? practitioner(obr?.rep(16), ctx) ?? xonOrg(orc?.rep(21), ctx);
+  if (requester) sr.requester = requester;
+  const oType = orc ? cweMapped(orc.rep(29), 'OrderType', ctx, '0482') : undefined;
+  if (oType) sr.locationCode = [oType];
+  if (ctx.state.encounter) sr.encounter = ref(ctx.state.encounter);
+  const code = obr ? cwe(obr.rep(4), ctx) : undefined;
+  sr.code = code ?? (orc ? cwe(orc.rep(16), ctx) : undefined);
+  if (!sr.code) delete sr.code;
+  if (obr) {
+    const prio = codeOf('ExtendedPriorityCodes', obr.get(5)) ?? codeOf('ExtendedPriorityCodes', obr.get(27, 0, 6));
+    if (prio) sr.priority = prio as ServiceRequest['priority'];
+    const occ = ctx.dt(obr.get(6));
+    if (occ) sr.occurrenceDateTime = occ;
+    const ac = obr.get(11);
+    if (ac === 'G') sr.intent = 'reflex-order';
+    const reason = all(obr, 31, (r) => cwe(r, ctx));
+    if (reason.length) sr.reasonCode = reason;
+    const details = [...all(obr, 46, (r) => cwe(r, ctx)), ...all(obr, 47, (r) => cwe(r, ctx))];
+    if (details.length) sr.orderDetail = details;
+    const parentPlacer = eiNested(obr.rep(29), 1, ctx, PLACER());
+    const parentFiller = eiNested(obr.rep(29), 2, ctx, FILLER());
+    const based = [parentPlacer, parentFiller].filter((x): x is Identifier => !!x).map((identifier) => ({ type: 'ServiceRequest', identifier }));
+    if (based.length) sr.basedOn = based as ServiceRequest['basedOn'];
+    const rr = all(obr, 13, (r) => (valued(c(r, 1)) ? c(r, 1) : undefined));
+    if (rr.length) sr.patientInstruction = rr.join('; ');
+  }
+  g.serviceRequest = ctx.b.add(sr) as OrderGroup['serviceRequest'];
+  return g.serviceRequest as ServiceRequest;
+}
+
+const orc: Handler = (seg, ctx) => {
+  const g = newOrder(ctx);
+  g.orc = seg;
+  // the resource is created by what follows (OBR, RXO, RXE, RXA...), or at the next group / the end
+  ctx.state.last = undefined;
+};
+
+function flushOrder(ctx: ConvertContext): void {
+  const g = ctx.state.order;
+  if (g && g.orc && !g.serviceRequest && !g.obr && !ctx.state.medication) {
+    serviceRequest(g, ctx, g.orc);
+  }
+}
+
+const isResultMessage = (ctx: ConvertContext) => ['ORU', 'OUL', 'OPL', 'ORL', 'MDM', 'PPR'].includes(ctx.messageCode);
+
+const obr: Handler = (seg, ctx) => {
+  // OBR[ServiceRequest] + OBR[DiagnosticReport] (results)
+  let g = ctx.state.order;
+  if (!g || g.obr || !g.orc || g.serviceRequest || ctx.state.medication) {
+    if (g) flushOrder(ctx);
+    g = newOrder(ctx);
+  }
+  g.obr = seg;
+  const sr = serviceRequest(g, ctx, seg);
+  ctx.state.last = sr;
+  if (isResultMessage(ctx) || valued(seg.get(25)) || valued(seg.get(22))) {
+    const placer = ei(seg.rep(2), ctx, PLACER()) ?? ei(g.orc?.rep(2), ctx, PLACER());
+    const filler = ei(seg.rep(3), ctx, FILLER()) ?? ei(g.orc?.rep(3), ctx, FILLER());
+    const key = idKey(filler) ?? idKey(placer);
+    const status = codeOf('ResultStatus[Non-Queries]', seg.get(25));
+    const dr: DiagnosticReport = {
+      resourceType: 'DiagnosticReport',
+      id: key ? ctx.b.idFor('DiagnosticReport', key) : ctx.localId('DiagnosticReport', seg),
+      status: (status as DiagnosticReport['status']) ?? 'unknown',
+      code: cwe(seg.rep(4), ctx) ?? { text: 'unknown' },
+      basedOn: [ref(sr)],
+    };
+    const ids = [placer, filler].filter((x): x is Identifier => !!x);
+    if (ids.length) dr.identifier = ids;
+    if (ctx.state.patient) dr.subject = ref(ctx.state.patient);
+    if (ctx.state.encounter) dr.encounter = ref(ctx.state.encounter);
+    const start = ctx.dt(seg.get(7));
+    const end = ctx.dt(seg.get(8));
+    if (start && end) dr.effectivePeriod = { start, end };
+    else if (start) dr.effectiveDateTime = start;
+    const issued = ctx.instant(seg.get(22));
+    if (issued && /T/.test(ctx.dt(seg.get(22)) ?? '')) dr.issued = issued;
+    const cat = cweMapped([[seg.get(24)]], 'DiagnosticServiceSectionID', ctx, '0074');
+    if (cat && valued(seg.get(24))) dr.category = [cat];
+    const interp = practitioner(ndlToXcn(seg.rep(32)), ctx);
+    if (interp) dr.resultsInterpreter = [interp];
+    const perf = [practitioner(ndlToXcn(seg.rep(34)), ctx), practitioner(ndlToXcn(seg.rep(35)), ctx)].filter((x): x is Ref => !!x);
+    if (perf.length) dr.performer = perf;
+    g.report = ctx.b.add(dr) as OrderGroup['report'];
+    ctx.state.last = g.report;
+  }
+  // OBR-15 specimen source (v2.3-2.4) -> Specimen
+  const spSrc = cwe(nest(seg.rep(15), 1), ctx);
+  if (spSrc) {
+    const sp: Specimen = { resourceType: 'Specimen', id: ctx.localId('Specimen', seg), type: spSrc };
+    if (ctx.state.patient) sp.subject = ref(ctx.state.patient);
+    const coll = ctx.dt(seg.get(7));
+    if (coll) sp.collection = { collectedDateTime: coll };
+    attachSpecimen(g, ctx.b.add(sp));
+  }
+};
+
+/** NDL (name^start^end^poc^room^bed...): its first component is a CNN with subcomponents. */
+function ndlToXcn(r: Hl7Rep): Hl7Rep | undefined {
+  const cnn = r[0];
+  if (!cnn || !cnn.some(valued)) return undefined;
+  return cnn.map((s) => [s]);
+}
+
+function attachSpecimen(g: OrderGroup, sp: Resource): void {
+  g.specimens.push(sp);
+  const r = ref(sp);
+  if (g.serviceRequest) (g.serviceRequest as ServiceRequest).specimen = push((g.serviceRequest as ServiceRequest).specimen, r);
+  if (g.report) (g.report as DiagnosticReport).specimen = push((g.report as DiagnosticReport).specimen, r);
+  for (const o of g.observations) if (!(o as Observation).specimen) (o as Observation).specimen = r;
+}
+
+const tq1: Handler = (seg, ctx) => {
+  // TQ1[ServiceRequest] / TQ1[MedicationRequest]
+  const target = ctx.state.medication ?? ctx.state.order?.serviceRequest;
+  if (!target) return;
+  const start = ctx.dt(seg.get(7));
+  const end = ctx.dt(seg.get(8));
+  const prio = codeOf('ExtendedPriorityCodes', seg.get(9, 0, 1));
+  if (target.resourceType === 'ServiceRequest') {
+    const sr = target as ServiceRequest;
+    if (start && end) {
+      delete sr.occurrenceDateTime;
+      sr.occurrencePeriod = { start, end };
+    } else if (start && !sr.occurrenceDateTime) sr.occurrenceDateTime = start;
+    if (prio) sr.priority = prio as ServiceRequest['priority'];
+    const qty = decimal(seg.get(2, 0, 1));
+    if (qty !== undefined && qty >= 0) sr.quantityQuantity = { value: qty };
+  } else if (target.resourceType === 'MedicationRequest') {
+    const mr = target as MedicationRequest;
+    if (prio) mr.priority = prio as MedicationRequest['priority'];
+    const text = seg.get(11);
+    const bounds = start ? compact({ start, end }) : undefined;
+    const rep = c(seg.rep(3), 1);
+    if (bounds || valued(text) || valued(rep)) {
+      const d = (mr.dosageInstruction ??= [{}])[0];
+      d.timing = compact({ ...(d.timing ?? {}), repeat: bounds ? { boundsPeriod: bounds } : undefined, code: valued(rep) ? { coding: [{ system: V2_TABLE('0335'), code: rep }] } : undefined });
+      if (valued(text)) d.text = text;
+    }
+  }
+};
+
+function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext): void {
+  const vt = seg.get(2).toUpperCase();
+  const reps = seg.reps(5);
+  const first = reps[0];
+  if (!first) return;
+  const u = seg.rep(6);
+  switch (vt) {
+    case 'NM': {
+      const v = decimal(c(first, 1));
+      if (v !== undefined) {
+        o.valueQuantity = units({ value: v }, u, ctx);
+        if (reps.length > 1) o.valueString = reps.map((r) => c(r, 1)).join(', ');
+        if (o.valueString) delete o.valueQuantity;
+      } else if (valued(c(first, 1))) o.valueString = c(first, 1);
+      return;
+    }
+    case 'ST':
+    case 'TX':
+    case 'FT': {
+      const text = reps.map((r) => r.map((comp) => comp.join('&')).join('^')).join(vt === 'ST' ? '~' : '\n');
+      if (valued(text)) o.valueString = text;
+      return;
+    }
+    case 'CE':
+    case 'CWE':
+    case 'CNE':
+    case 'CF':
+    case 'IS':
+    case 'ID':
+    case 'CK':
+    case 'CN': {
+      const cc = vt === 'IS' || vt === 'ID' ? (valued(c(first, 1)) ? { coding: [{ code: c(first, 1) }] } : undefined) : cwe(first, ctx);
+      if (cc) o.valueCodeableConcept = cc;
+      return;
+    }
+    case 'CX': {
+      const id = cx(first, ctx);
+      if (id?.value) o.valueString = id.value;
+      return;
+    }
+    case 'SN': {
+      const v = sn(first);
+      if (!v) return;
+      if (v.kind === 'quantity') o.valueQuantity = units(v.q, u, ctx);
+      else if (v.kind === 'range') o.valueRange = { low: units(v.r.low!, u, ctx), high: units(v.r.high!, u, ctx) };
+      else if (v.kind === 'ratio') o.valueRatio = { numerator: units(v.r.numerator!, u, ctx), denominator: units(v.r.denominator!, u, ctx) };
+      else o.valueString = v.s;
+      return;
+    }
+    case 'NR': {
+      const r = nr(first);
+      if (r) o.valueRange = r;
+      return;
+    }
+    case 'DT':
+    case 'DTM':
+    case 'TS': {
+      const d = ctx.dt(c(first, 1));
+      if (d) o.valueDateTime = d;
+      else if (valued(c(first, 1))) o.valueString = c(first, 1);
+      return;
+    }
+    case 'TM': {
+      const m = /^(\d{2})(\d{2})?(\d{2})?/.exec(c(first, 1));
+      if (m) o.valueTime = `${m[1]}:${m[2] ?? '00'}:${m[3] ?? '00'}`;
+      return;
+    }
+    case 'DR': {
+      const p = dr(first, ctx);
+      if (p) o.valuePeriod = p;
+      return;
+    }
+    case 'ED': {
+      const a = ed(first);
+      if (a) o.extension = push(o.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value', valueAttachment: a });
+      if (a) o.valueString = `${a.contentType ?? 'attachment'} (${Math.floor((a.data?.length ?? 0) * 0.75)} bytes, see extension)`;
+      return;
+    }
+    case 'RP': {
+      const a = rp(first);
+      if (a) {
+        o.extension = push(o.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value', valueAttachment: a });
+        o.valueString = a.url;
+      }
+      return;
+    }
+    default: {
+      const text = reps.map((r) => r.map((comp) => comp.filter(valued).join(' ')).filter(valued).join(' ')).join(', ');
+      if (valued(text)) o.valueString = text;
+    }
+  }
+}
+
+const obx: Handler = (seg, ctx) => {
+  const st = ctx.state;
+  // MDM: OBX under TXA carry the document body
+  if (st.document && ctx.messageCode === 'MDM') {
+    const vt = seg.get(2).toUpperCase();
+    if (vt === 'ED') {
+      const a = ed(seg.rep(5));
+      if (a) (st.document as DocumentReference).content.push({ attachment: a });
+    } else if (vt === 'RP') {
+      const a = rp(seg.rep(5));
+      if (a) (st.document as DocumentReference).content.push({ attachment: a });
+    } else {
+      const t = seg.reps(5).map((r) => r.map((comp) => comp.join('&')).join('^')).join('\n');
+      (st.documentText ??= []).push(t);
+    }
+    return;
+  }
+  // OBX[Observation]
+  const g = st.order;
+  const parent = g?.report ?? g?.serviceRequest;
+  const code = cwe(seg.rep(3), ctx) ?? { text: 'unknown' };
+  const sub = seg.get(4);
+  const filler = g?.report?.identifier?.find((i) => i.type?.coding?.[0]?.code === 'FILL') ?? (g?.serviceRequest && (g.serviceRequest as ServiceRequest).identifier?.[0]);
+  const key = filler?.value ? `${filler.system ?? ''}|${filler.value}|${code.coding?.[0]?.code ?? code.text}|${sub}|${seg.get(1)}` : undefined;
+  const status = codeOf('ObservationResultStatusCodesInterpretation', seg.get(11));
+  const o: Observation = {
+    resourceType: 'Observation',
+    id: key ? ctx.b.idFor('Observation', key) : ctx.localId('Observation', seg),
+    status: (status as Observation['status']) ?? (valued(seg.get(11)) ? 'unknown' : 'final'),
+    code,
+  };
+  if (seg.get(11) === 'X') (o as Observation & { _status?: unknown })._status = { extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'not-performed' }] };
+  if (ctx.state.patient) o.subject = ref(ctx.state.patient);
+  if (ctx.state.encounter) o.encounter = ref(ctx.state.encounter);
+  if (valued(sub)) o.extension = [{ url: 'http://hl7.org/fhir/StructureDefinition/observation-v2-subid', valueString: sub }];
+  observationValue(o, seg, ctx);
+  const rr = seg.get(7);
+  if (valued(rr)) {
+    const m = /^\s*([-+]?\d*\.?\d+)\s*-\s*([-+]?\d*\.?\d+)\s*$/.exec(rr);
+    const lo = m ? decimal(m[1]) : undefined;
+    const hi = m ? decimal(m[2]) : undefined;
+    o.referenceRange = [{ ...(lo !== undefined && hi !== undefined ? { low: { value: lo }, high: { value: hi } } : {}), text: rr }];
+  }
+  const interp = all(seg, 8, (r) => {
+    const m = mapCode('InterpretationCodes', c(r, 1));
+    if (!m) return cwe(r, ctx);
+    return { coding: [{ system: m.system, code: m.code, ...(m.display ? { display: m.display } : {}) }], ...(valued(c(r, 2)) ? { text: c(r, 2) } : {}) };
+  });
+  if (interp.length) o.interpretation = interp;
+  const eff = ctx.dt(seg.get(14)) ?? (g?.obr ? ctx.dt(g.obr.get(7)) : undefined);
+  if (eff) o.effectiveDateTime = eff;
+  const issued = ctx.dt(seg.get(19));
+  if (issued && issued.includes('T')) o.issued = ctx.instant(seg.get(19));
+  const performers = [...all(seg, 16, (r) => practitioner(r, ctx)), xonOrg(seg.rep(23), ctx)].filter((x): x is Ref => !!x);
+  if (performers.length) o.performer = performers;
+  const method = cwe(seg.rep(17), ctx);
+  if (method) o.method = method;
+  const site = cwe(seg.rep(20), ctx);
+  if (site) o.bodySite = site;
+  const device = all(seg, 18, (r) => ei(r, ctx));
+  if (device.length) o.device = { identifier: device[0] };
+  if (g?.serviceRequest) o.basedOn = [ref(g.serviceRequest)];
+  if (g?.specimens.length) o.specimen = ref(g.specimens[0]);
+  if (!parent && st.medication?.resourceType === 'Immunization') o.partOf = [ref(st.medication)];
+  const added = ctx.b.add(o);
+  if (g?.report) (g.report as DiagnosticReport).result = push((g.report as DiagnosticReport).result, ref(added));
+  else if (g?.serviceRequest) (g.serviceRequest as ServiceRequest).supportingInfo = push((g.serviceRequest as ServiceRequest).supportingInfo, ref(added));
+  g?.observations.push(added);
+  st.last = added;
+};
+
+const spm: Handler = (seg, ctx) => {
+  // SPM[Specimen]
+  const placer = eiNested(seg.rep(2), 1, ctx, PLACER());
+  const filler = eiNested(seg.rep(2), 2, ctx, FILLER());
+  const key = idKey(filler) ?? idKey(placer);
+  const sp: Specimen = { resourceType: 'Specimen', id: key ? ctx.b.idFor('Specimen', key) : ctx.localId('Specimen', seg) };
+  const ids = [placer, filler, ...all(seg, 31, (r) => cx(r, ctx))].filter((x): x is Identifier => !!x);
+  if (ids.length) sp.identifier = ids;
+  const acc = cx(seg.rep(30), ctx);
+  if (acc) sp.accessionIdentifier = acc;
+  const type = cwe(seg.rep(4), ctx);
+  if (type) sp.type = type;
+  if (ctx.state.patient) sp.subject = ref(ctx.state.patient);
+  const coll: NonNullable<Specimen['collection']> = {};
+  const method = cwe(seg.rep(7), ctx);
+  if (method) coll.method = method;
+  const site = cwe(seg.rep(8), ctx);
+  if (site) coll.bodySite = site;
+  const q = decimal(seg.get(12, 0, 1));
+  if (q !== undefined) coll.quantity = units({ value: q }, nest(seg.rep(12), 2), ctx);
+  const period = dr(seg.rep(17), ctx);
+  if (period?.end) coll.collectedPeriod = period;
+  else if (period?.start) coll.collectedDateTime = period.start;
+  if (Object.keys(coll).length) sp.collection = coll;
+  const recv = ctx.dt(seg.get(18));
+  if (recv) sp.receivedTime = recv;
+  const avail = seg.get(20);
+  if (avail === 'Y') sp.status = 'available';
+  else if (avail === 'N') sp.status = 'unavailable';
+  const cond = all(seg, 24, (r) => cwe(r, ctx));
+  if (cond.length) sp.condition = cond;
+  const ctype = cwe(seg.rep(27), ctx);
+  const additive = cwe(seg.rep(6), ctx);
+  if (ctype || additive) sp.container = [compact({ type: ctype, additiveCodeableConcept: additive })!];
+  const desc = seg.get(14);
+  if (valued(desc)) sp.note = [{ text: desc }];
+  const g = ctx.state.order;
+  const added = ctx.b.add(sp);
+  if (g) attachSpecimen(g, added);
+  ctx.state.specimen = added;
+  ctx.state.last = added;
+};
+
+const nte: Handler = (seg, ctx) => {
+  // NTE -> note on the resource the segment above created
+  const text = seg.reps(3).map((r) => r.map((comp) => comp.join('&')).join('^')).join('\n');
+  if (!valued(text)) return;
+  const target = ctx.state.last;
+  if (!target) return;
+  const note: Annotation = { text };
+  const author = practitioner(seg.rep(5), ctx);
+  if (author) note.authorReference = author;
+  const time = ctx.dt(seg.get(6));
+  if (time) note.time = time;
+  const withNote = ['ServiceRequest', 'Observation', 'AllergyIntolerance', 'Condition', 'Procedure', 'Immunization', 'MedicationRequest', 'MedicationDispense', 'Specimen', 'ChargeItem'];
+  if (withNote.includes(target.resourceType)) {
+    const t = target as { note?: Annotation[] };
+    t.note = push(t.note, note);
+  } else if (target.resourceType === 'Appointment') {
+    const a = target as Appointment;
+    a.comment = a.comment ? `${a.comment}\n${text}` : text;
+  } else if (target.resourceType === 'DiagnosticReport') {
+    const d = target as DiagnosticReport;
+    d.conclusion = d.conclusion ? `${d.conclusion}\n${text}` : text;
+  } else if (target.resourceType === 'DocumentReference') {
+    const d = target as DocumentReference;
+    d.description = d.description ? `${d.description}\n${text}` : text;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Pharmacy and immunization: RXO, RXE, RXR, RXA, RXD, RXG
+
+function medicationRequest(seg: Hl7Segment, ctx: ConvertContext, codeField: number): MedicationRequest {
+  let g = ctx.state.order;
+  if (!g || ctx.state.medication || g.obr) g = newOrder(ctx);
+  const orc = g.orc;
+  const placer = ei(orc?.rep(2), ctx, PLACER());
+  const filler = ei(orc?.rep(3), ctx, FILLER());
+  const key = idKey(filler) ?? idKey(placer);
+  const med = cwe(seg.rep(codeField), ctx) ?? { text: 'unknown' };
+  const st = orc && (codeOf('OrderStatus', orc.get(5)) ?? codeOf('OrderControlCode[ServiceRequest.status]', orc.get(1)));
+  const mrStatus: Record<string, MedicationRequest['status']> = { active: 'active', completed: 'completed', revoked: 'cancelled', 'on-hold': 'on-hold', 'entered-in-error': 'entered-in-error', draft: 'draft', unknown: 'unknown' };
+  const mr: MedicationRequest = {
+    resourceType: 'MedicationRequest',
+    id: key ? ctx.b.idFor('MedicationRequest', key) : ctx.localId('MedicationRequest', seg),
+    status: (st && mrStatus[st]) || (orc?.get(1) === 'CA' || orc?.get(1) === 'DC' ? 'cancelled' : orc?.get(1) === 'NW' ? 'active' : 'unknown'),
+    intent: 'order',
+    medicationCodeableConcept: med,
+    subject: ctx.subject() ?? { display: 'unknown' },
+  };
+  const ids = [placer, filler].filter((x): x is Identifier => !!x);
+  if (ids.length) mr.identifier = ids;
+  const authored = ctx.dt(orc?.get(9));
+  if (authored) mr.authoredOn = authored;
+  const requester = practitioner(orc?.rep(12), ctx);
+  if (requester) mr.requester = requester;
+  if (ctx.state.encounter) mr.encounter = ref(ctx.state.encounter);
+  ctx.state.medication = ctx.b.add(mr);
+  ctx.state.last = ctx.state.medication;
+  return ctx.state.medication as MedicationRequest;
+}
+
+const rxo: Handler = (seg, ctx) => {
+  // RXO[MedicationRequest]
+  const mr = medicationRequest(seg, ctx, 1);
+  const lo = decimal(seg.get(2));
+  const hi = decimal(seg.get(3));
+  const unit = seg.rep(4);
+  if (lo !== undefined) {
+    const dose = hi !== undefined && hi !== lo ? { doseRange: { low: units({ value: lo }, unit, ctx), high: units({ value: hi }, unit, ctx) } } : { doseQuantity: units({ value: lo }, unit, ctx) };
+    mr.dosageInstruction = [{ ...(mr.dosageInstruction?.[0] ?? {}), doseAndRate: [dose] }];
+  }
+  const instr = all(seg, 7, (r) => cwe(r, ctx));
+  if (instr.length) mr.dosageInstruction = [{ ...(mr.dosageInstruction?.[0] ?? {}), additionalInstruction: instr }];
+  const qty = decimal(seg.get(11));
+  const refills = Number(seg.get(13));
+  const dr0 = compact({
+    quantity: qty !== undefined ? units({ value: qty }, seg.rep(12), ctx) : undefined,
+    numberOfRepeatsAllowed: Number.isInteger(refills) && refills >= 0 && valued(seg.get(13)) ? refills : undefined,
+  });
+  if (dr0) mr.dispenseRequest = dr0;
+  if (seg.get(9) === 'N') mr.substitution = { allowedBoolean: false };
+  else if (seg.get(9) === 'G' || seg.get(9) === 'T') mr.substitution = { allowedBoolean: true };
+};
+
+const rxe: Handler = (seg, ctx) => {
+  // RXE (pharmacy encoded order) -> MedicationRequest
+  const mr = medicationRequest(seg, ctx, 2);
+  const lo = decimal(seg.get(3));
+  const hi = decimal(seg.get(4));
+  const unit = seg.rep(5);
+  const d = { ...(mr.dosageInstruction?.[0] ?? {}) };
+  if (lo !== undefined) d.doseAndRate = [hi !== undefined && hi !== lo ? { doseRange: { low: units({ value: lo }, unit, ctx), high: units({ value: hi }, unit, ctx) } } : { doseQuantity: units({ value: lo }, unit, ctx) }];
+  const instr = all(seg, 7, (r) => cwe(r, ctx));
+  if (instr.length) d.additionalInstruction = instr;
+  if (Object.keys(d).length) mr.dosageInstruction = [d];
+  const qty = decimal(seg.get(10));
+  const refills = Number(seg.get(12));
+  const dr0 = compact({
+    quantity: qty !== undefined ? units({ value: qty }, seg.rep(11), ctx) : undefined,
+    numberOfRepeatsAllowed: valued(seg.get(12)) && Number.isInteger(refills) && refills >= 0 ? refills : undefined,
+  });
+  if (dr0) mr.dispenseRequest = dr0;
+  const rx = seg.get(15);
+  if (valued(rx)) mr.identifier = push(mr.identifier, { type: { coding: [{ system: V2_TABLE('0203'), code: 'RXN' }] }, value: rx });
+};
+
+const rxr: Handler = (seg, ctx) => {
+  // RXR[Immunization] / RXR[MedicationRequest]
+  const target = ctx.state.medication;
+  if (!target) return;
+  const route = cweMapped(seg.rep(1), 'RouteOfAdministration', ctx, '0162');
+  const site = cweMapped(seg.rep(2), 'BodySite', ctx, '0163');
+  const method = cweMapped(seg.rep(4), 'AdministrationMethod', ctx, '0165');
+  if (target.resourceType === 'Immunization') {
+    const im = target as Immunization;
+    if (route && !im.route) im.route = route;
+    if (site && !im.site) im.site = site;
+  } else if (target.resourceType === 'MedicationRequest') {
+    const mr = target as MedicationRequest;
+    const d = (mr.dosageInstruction ??= [{}])[0];
+    if (route && !d.route) d.route = route;
+    if (site && !d.site) d.site = site;
+    if (method && !d.method) d.method = method;
+  }
+};
+
+const rxa: Handler = (seg, ctx) => {
+  // RXA[Immunization] (+ ORC[Immunization])
+  const p = ctx.state.patient;
+  if (!p) return;
+  const g = ctx.state.order && !ctx.state.medication ? ctx.state.order : undefined;
+  const orc = g?.orc;
+  const filler = ei(orc?.rep(3), ctx, FILLER());
+  const placer = ei(orc?.rep(2), ctx, PLACER());
+  const key = idKey(filler) ?? idKey(placer);
+  const occurrence = ctx.dt(seg.get(3)) ?? ctx.dt(ctx.msg.msh.get(7));
+  const action = seg.get(21);
+  const im: Immunization = {
+    resourceType: 'Immunization',
+    id: key ? ctx.b.idFor('Immunization', key) : ctx.localId('Immunization', seg),
+    status: 'completed',
+    vaccineCode: cwe(seg.rep(5), ctx) ?? { text: 'unknown' },
+    patient: ref(p),
+    ...(occurrence ? { occurrenceDateTime: occurrence } : { occurrenceString: 'unknown' }),
+  };
+  if (action === 'D') im.status = 'entered-in-error';
+  else {
+    const st = codeOf('CompletionStatus', seg.get(20));
+    if (st === 'completed' || st === 'not-done' || st === 'entered-in-error') im.status = st;
+    else if (seg.get(20) === 'RE' || seg.get(20) === 'NA') im.status = 'not-done';
+    if (seg.get(20) === 'PA') im.isSubpotent = true;
+  }
+  const ids = [placer, filler].filter((x): x is Identifier => !!x);
+  if (ids.length) im.identifier = ids;
+  const amount = decimal(seg.get(6));
+  if (amount !== undefined && amount !== 999) im.doseQuantity = units({ value: amount }, seg.rep(7), ctx);
+  const performer = all(seg, 10, (r) => practitioner(r, ctx));
+  const orderer = practitioner(orc?.rep(12), ctx);
+  im.performer = [
+    ...performer.map((actor) => ({ function: { coding: [{ system: V2_TABLE('0443'), code: 'AP', display: 'Administering Provider' }] }, actor })),
+    ...(orderer ? [{ function: { coding: [{ system: V2_TABLE('0443'), code: 'OP', display: 'Ordering Provider' }] }, actor: orderer }] : []),
+  ];
+  if (!im.performer.length) delete im.performer;
+  const lot = seg.get(15);
+  if (valued(lot)) im.lotNumber = lot;
+  const exp = toDate(seg.get(16));
+  if (exp) im.expirationDate = exp;
+  const mvx = seg.rep(17);
+  if (valued(c(mvx, 1)) || valued(c(mvx, 2))) {
+    const sys = ctx.systems.code(c(mvx, 3));
+    const ident = valued(c(mvx, 1)) ? { ...(sys ? { system: sys } : {}), value: c(mvx, 1) } : undefined;
+    const org = organization(c(mvx, 2) || c(mvx, 1), ident, ctx);
+    if (org) im.manufacturer = org;
+  }
+  const sr = cwe(seg.rep(18), ctx);
+  if (sr) im.statusReason = sr;
+  const reason = all(seg, 19, (r) => cwe(r, ctx));
+  if (reason.length) im.reasonCode = reason;
+  if (action === 'A') {
+    const rec = ctx.dt(seg.get(22));
+    if (rec) im.recorded = rec;
+  }
+  const loc = location(seg.rep(27), ctx) ?? location(seg.rep(11), ctx);
+  if (loc) im.location = loc;
+  if (ctx.state.encounter) im.encounter = ref(ctx.state.encounter);
+  const src = seg.get(9, 0, 1);
+  if (src === '00') im.primarySource = true;
+  else if (/^0[1-8]$/.test(src)) im.primarySource = false;
+  ctx.state.medication = ctx.b.add(im);
+  ctx.state.last = ctx.state.medication;
+  if (ctx.state.order) ctx.state.order = undefined;
+};
+
+const rxd: Handler = (seg, ctx) => {
+  // RXD -> MedicationDispense (authorizingPrescription: the order's MedicationRequest)
+  const mr = ctx.state.medication?.resourceType === 'MedicationRequest' ? ctx.state.medication : undefined;
+  const rx = seg.get(7);
+  const md: MedicationDispense = {
+    resourceType: 'MedicationDispense',
+    id: valued(rx) ? ctx.b.idFor('MedicationDispense', `${rx}|${seg.get(1)}`) : ctx.localId('MedicationDispense', seg),
+    status: 'completed',
+    medicationCodeableConcept: cwe(seg.rep(2), ctx) ?? { text: 'unknown' },
+  };
+  if (ctx.state.patient) md.subject = ref(ctx.state.patient);
+  if (mr) md.authorizingPrescription = [ref(mr)];
+  const when = ctx.dt(seg.get(3));
+  if (when) md.whenHandedOver = when;
+  const q = decimal(seg.get(4));
+  if (q !== undefined) md.quantity = units({ value: q }, seg.rep(5), ctx);
+  if (valued(rx)) md.identifier = [{ value: rx }];
+  const days = decimal(seg.get(12));
+  if (days !== undefined) md.daysSupply = { value: days, unit: 'd', system: 'http://unitsofmeasure.org', code: 'd' };
+  ctx.state.last = ctx.b.add(md);
+};
+
+const rxg: Handler = (seg, ctx) => {
+  // RXG (give) -> MedicationRequest dosage of the current order
+  const mr = ctx.state.medication?.resourceType === 'MedicationRequest' ? (ctx.state.medication as MedicationRequest) : undefined;
+  if (!mr) return;
+  const lo = decimal(seg.get(5));
+  if (lo !== undefined) mr.dosageInstruction = [{ ...(mr.dosageInstruction?.[0] ?? {}), doseAndRate: [{ doseQuantity: units({ value: lo }, seg.rep(7), ctx) }] }];
+};
+
+// ---------------------------------------------------------------------------------------------
+// Scheduling: SCH, RGS, AIS, AIG, AIL, AIP
+
+const sch: Handler = (seg, ctx) => {
+  // SCH[Appointment]
+  const placer = ei(seg.rep(1), ctx, PLACER());
+  const filler = ei(seg.rep(2), ctx, FILLER());
+  const key = idKey(filler) ?? idKey(placer);
+  const status = codeOf('FillerStatusCodes[Appointment]', seg.get(25, 0, 1));
+  const a: Appointment = {
+    resourceType: 'Appointment',
+    id: key ? ctx.b.idFor('Appointment', key) : ctx.localId('Appointment', seg),
+    status: (status as Appointment['status']) ?? 'booked',
+    participant: [],
+  };
+  const ids = [placer, filler].filter((x): x is Identifier => !!x);
+  if (ids.length) a.identifier = ids;
+  const r7 = seg.rep(7);
+  if (c(r7, 3) === 'HL70277') a.appointmentType = cweMapped(r7, 'AppointmentTypeCodes', ctx);
+  else {
+    const reason = cweMapped(r7, 'AppointmentReasonCodes', ctx);
+    if (reason) a.reasonCode = [reason];
+  }
+  const type = cweMapped(seg.rep(8), 'AppointmentTypeCodes', ctx, '0277');
+  if (type && !a.appointmentType) a.appointmentType = type;
+  const dur = Number(seg.get(9));
+  const unit = seg.get(10, 0, 1).toLowerCase();
+  if (Number.isFinite(dur) && dur > 0) {
+    const mins = unit.startsWith('h') ? dur * 60 : unit === 's' || unit.startsWith('sec') ? dur / 60 : dur;
+    if (Number.isInteger(mins) && mins > 0) a.minutesDuration = mins;
+  }
+  // SCH-11 TQ: TQ.4 start, TQ.5 end
+  const start = ctx.instant(seg.get(11, 0, 4));
+  const end = ctx.instant(seg.get(11, 0, 5));
+  if (start && end && valued(seg.get(11, 0, 4)) && valued(seg.get(11, 0, 5))) {
+    a.start = start;
+    a.end = end;
+  }
+  const part = (n: number, code: string, display: string) => {
+    const who = practitioner(seg.rep(n), ctx);
+    if (who) a.participant.push({ actor: who, type: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code, display }] }], status: 'accepted' });
+  };
+  part(12, 'CON', 'contact');
+  part(16, 'CON', 'contact');
+  part(20, 'ENT', 'data entry person');
+  if (ctx.state.order?.serviceRequest) a.basedOn = [ref(ctx.state.order.serviceRequest)];
+  ctx.state.appointment = ctx.b.add(a);
+  ctx.state.last = ctx.state.appointment;
+};
+
+function apptParticipant(ctx: ConvertContext, p: AppointmentParticipant, seg: Hl7Segment, startField: number, offsetField: number, durField: number): void {
+  const a = ctx.state.appointment as Appointment | undefined;
+  if (!a) return;
+  a.participant.push(p);
+  // resource start + duration give the appointment's times when SCH-11 did not
+  if (!a.start) {
+    const s = ctx.instant(seg.get(startField));
+    const mins = decimal(seg.get(durField));
+    if (s && mins !== undefined && mins > 0 && valued(seg.get(startField))) {
+      const unit = seg.get(durField + 1, 0, 1).toLowerCase();
+      const m = unit.startsWith('h') ? mins * 60 : unit.startsWith('s') ? mins / 60 : mins;
+      const endMs = Date.parse(s) + m * 60000;
+      if (!Number.isNaN(endMs)) {
+        a.start = s;
+        a.end = isoWithOffset(new Date(endMs), s);
+      }
+    }
+  }
+  void offsetField;
+}
+
+const aipStatus = (code: string): AppointmentParticipant['status'] => {
+  const m: Record<string, AppointmentParticipant['status']> = { Booked: 'accepted', Confirmed: 'accepted', Pending: 'tentative', Cancelled: 'declined', Deleted: 'declined', Blocked: 'declined', Waitlist: 'needs-action', Overbook: 'accepted', Started: 'accepted', Complete: 'accepted', Noshow: 'declined' };
+  return m[code] ?? 'accepted';
+};
+
+const ais: Handler = (seg, ctx) => {
+  // AIS[Appointment]: the service
+  const a = ctx.state.appointment as Appointment | undefined;
+  if (!a) return;
+  const svc = cwe(seg.rep(3), ctx);
+  if (svc) a.serviceType = push(a.serviceType, svc);
+  const s = ctx.instant(seg.get(4));
+  const mins = decimal(seg.get(7));
+  if (!a.start && s && mins !== undefined && mins > 0) {
+    const unit = seg.get(8, 0, 1).toLowerCase();
+    const m = unit.startsWith('h') ? mins * 60 : unit.startsWith('s') ? mins / 60 : mins;
+    a.start = s;
+    a.end = isoWithOffset(new Date(Date.parse(s) + m * 60000), s);
+  }
+  ctx.state.last = a;
+};
+
+const aig: Handler = (seg, ctx) => {
+  // AIG[Appointment]: a general resource (AIG-3 resource id, AIG-4 type)
+  const r = cwe(seg.rep(3), ctx);
+  const t = cwe(seg.rep(4), ctx);
+  if (!r && !t) return;
+  apptParticipant(ctx, compact({ type: t ? [t] : undefined, actor: r ? { display: r.text ?? r.coding?.[0]?.display ?? r.coding?.[0]?.code } : undefined, status: aipStatus(seg.get(14, 0, 1)) })!, seg, 8, 9, 10);
+};
+
+const ail: Handler = (seg, ctx) => {
+  // AIL[Appointment]: a location
+  const loc = location(seg.rep(3), ctx);
+  if (!loc) return;
+  apptParticipant(ctx, { actor: loc, status: aipStatus(seg.get(12, 0, 1)) }, seg, 6, 7, 8);
+};
+
+const aip: Handler = (seg, ctx) => {
+  // AIP[Appointment]: a person
+  const who = practitioner(seg.rep(3), ctx);
+  if (!who) return;
+  const role = cwe(seg.rep(4), ctx);
+  apptParticipant(ctx, compact({ actor: who, type: role ? [role] : undefined, status: aipStatus(seg.get(12, 0, 1)) })!, seg, 6, 7, 8);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Documents: TXA
+
+const txa: Handler = (seg, ctx) => {
+  // TXA[DocumentReference]
+  const master = ei(seg.rep(12), ctx);
+  const key = idKey(master);
+  const avail = seg.get(19);
+  const d: DocumentReference = {
+    resourceType: 'DocumentReference',
+    id: key ? ctx.b.idFor('DocumentReference', key) : ctx.localId('DocumentReference', seg),
+    status: avail === 'OB' || avail === 'UN' ? 'superseded' : avail === 'CA' ? 'entered-in-error' : 'current',
+    content: [],
+  };
+  if (master) d.masterIdentifier = master;
+  const uid = seg.get(16);
+  if (valued(uid)) d.identifier = [{ value: uid }];
+  const type = cwe(seg.rep(2), ctx) ?? isCode(seg.get(2), '0270');
+  if (type) d.type = type;
+  const docStatus: Record<string, DocumentReference['docStatus']> = { AU: 'final', LA: 'final', DI: 'preliminary', DO: 'preliminary', IP: 'preliminary', IN: 'preliminary', PA: 'preliminary' };
+  const ds = docStatus[seg.get(17)];
+  if (ds) d.docStatus = ds;
+  const date = ctx.instant(seg.get(6)) ?? ctx.instant(seg.get(4));
+  if (date) d.date = date;
+  if (ctx.state.patient) d.subject = ref(ctx.state.patient);
+  const authors = all(seg, 9, (r) => practitioner(r, ctx));
+  if (authors.length) d.author = authors;
+  const auth = practitioner(seg.rep(10), ctx);
+  if (auth) d.authenticator = auth;
+  const conf = seg.get(18);
+  if (valued(conf)) {
+    const m = mapCode('DocumentConfidentialityStatus', conf);
+    d.securityLabel = [{ coding: [m ? { system: m.system, code: m.code } : { system: V2_TABLE('0272'), code: conf }] }];
+  }
+  const desc = seg.get(25);
+  if (valued(desc)) d.description = desc;
+  // MDM T05/T06/T09/T10 (addendum / replacement): TXA-13 parent document
+  const parent = ei(seg.rep(13), ctx);
+  if (parent) {
+    const code = ctx.trigger === 'T05' || ctx.trigger === 'T06' ? 'appends' : ctx.trigger === 'T09' || ctx.trigger === 'T10' ? 'replaces' : 'transforms';
+    d.relatesTo = [{ code, target: { identifier: parent, type: 'DocumentReference' } }];
+  }
+  if (ctx.state.encounter) d.context = { encounter: [ref(ctx.state.encounter)] };
+  const contentType = seg.get(3);
+  d.content.push({ attachment: { contentType: contentType ? mimeOf(contentType) : 'text/plain', ...(valued(seg.get(23)) ? { title: seg.get(23) } : {}) } });
+  ctx.state.document = ctx.b.add(d);
+  ctx.state.documentText = [];
+  ctx.state.last = ctx.state.document;
+};
+
+function mimeOf(v: string): string {
+  if (v.includes('/')) return v.toLowerCase();
+  const m: Record<string, string> = { TX: 'text/plain', FT: 'text/plain', TEXT: 'text/plain', ST: 'text/plain', HTML: 'text/html', PDF: 'application/pdf', RTF: 'text/rtf', XML: 'text/xml', AP: 'application/octet-stream' };
+  return m[v.toUpperCase()] ?? 'text/plain';
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export const SEGMENT_HANDLERS: Record<string, Handler> = {
+  MSH: msh,
+  SFT: sft,
+  EVN: evn,
+  PID: pid,
+  PD1: pd1,
+  NK1: nk1,
+  MRG: mrg,
+  PV1: pv1,
+  PV2: pv2,
+  DG1: dg1,
+  PRB: prb,
+  PR1: pr1,
+  AL1: al1,
+  IAM: iam,
+  ROL: rol,
+  IN1: in1,
+  IN2: in2,
+  GT1: gt1,
+  FT1: ft1,
+  ORC: orc,
+  OBR: obr,
+  TQ1: tq1,
+  OBX: obx,
+  SPM: spm,
+  NTE: nte,
+  RXO: rxo,
+  RXE: rxe,
+  RXR: rxr,
+  RXA: rxa,
+  RXD: rxd,
+  RXG: rxg,
+  SCH: sch,
+  RGS: (_s, ctx) => {
+    ctx.state.last = ctx.state.appointment;
+  },
+  AIS: ais,
+  AIG: aig,
+  AIL: ail,
+  AIP: aip,
+  TXA: txa,
+  // segments known to the walker but carrying nothing the canonical model keeps
+  IN3: () => undefined,
+  RXC: () => undefined,
+  PRT: () => undefined,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Message-level: event semantics, Provenance, kept segments
+
+export function finishMessage(ctx: ConvertContext): void {
+  flushOrder(ctx);
+  const st = ctx.state;
+  // MDM: OBX text becomes the document's content
+  if (st.document && st.documentText?.length) {
+    const d = st.document as DocumentReference;
+    const text = st.documentText.join('\n');
+    d.content = [{ attachment: { ...d.content[0].attachment, contentType: 'text/plain', data: Buffer.from(text, 'utf8').toString('base64') } }, ...d.content.slice(1)];
+  }
+  if (st.document && (st.document as DocumentReference).content.length > 1 && !(st.document as DocumentReference).content[0].attachment.data) {
+    (st.document as DocumentReference).content.shift();
+  }
+  eventSemantics(ctx);
+  // kept Z-/unknown segments
+  if (st.kept.length && ctx.header) {
+    ctx.header.extension = st.kept.map((s) => ({ url: FERRY_SEGMENT_EXTENSION, valueString: segmentText(s) }));
+  }
+  // MessageHeader.focus: the primary resources
+  const focus = ctx.b
+    .resources()
+    .filter((r) => r !== ctx.header && r !== ctx.provenance && ['Patient', 'Encounter', 'DiagnosticReport', 'ServiceRequest', 'Appointment', 'DocumentReference', 'Immunization', 'MedicationRequest'].includes(r.resourceType));
+  if (ctx.header && focus.length) ctx.header.focus = focus.map((r) => ref(r));
+  // Provenance: targets every resource of the message
+  const targets = ctx.b.resources().filter((r) => r !== ctx.header && r !== ctx.provenance && r.resourceType !== 'Provenance');
+  let prov = ctx.provenance;
+  if (!prov && targets.length) {
+    prov = ctx.b.add<Provenance>({
+      resourceType: 'Provenance',
+      id: ctx.b.idFor('Provenance', 'MSH', true),
+      target: [],
+      recorded: ctx.instant(ctx.msg.msh.get(7)) ?? '1970-01-01T00:00:00Z',
+      activity: { coding: [{ system: V2_TABLE('0003'), code: ctx.trigger || ctx.messageCode }] },
+      agent: [],
+    });
+  }
+  if (prov) {
+    prov.target = targets.map((r) => ref(r));
+    const sender = ctx.header?.sender;
+    if (!prov.agent.length)
+      prov.agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'author' }] }, who: sender ?? { display: ctx.header?.source.name ?? 'unknown' } });
+    else if (sender) prov.agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'author' }] }, who: sender });
+    if (!prov.target.length) ctx.b.markDelete(prov);
+  }
+}
+
+/** Trigger-event semantics (ADT status changes, merges, deletes; SIU status). */
+function eventSemantics(ctx: ConvertContext): void {
+  const { messageCode: code, trigger } = ctx;
+  const st = ctx.state;
+  const e = st.encounter;
+  if (code === 'ADT') {
+    const evnTime = ctx.dt(ctx.msg.get('EVN', 2)) ?? ctx.dt(ctx.msg.get('EVN', 6)) ?? ctx.dt(ctx.msg.msh.get(7));
+    // Event[EncounterStatus] concept map (A01 in-progress, A03 finished, A04/A05 planned, A11 cancelled, A13 in-progress)
+    const mapped = codeOf('Event[EncounterStatus]', trigger);
+    if (e) {
+      if (mapped && mapped !== 'unknown') e.status = mapped as Encounter['status'];
+      switch (trigger) {
+        case 'A03':
+          e.status = 'finished';
+          if (!e.period?.end) {
+            const end = ctx.dt(ctx.msg.get('PV1', 45)) ?? evnTime;
+            if (end) e.period = { ...(e.period ?? {}), end };
+          }
+          break;
+        case 'A13':
+        case 'A25':
+          // cancel discharge / cancel pending discharge: the visit goes on
+          e.status = 'in-progress';
+          if (e.period?.end) {
+            delete e.period.end;
+            if (!e.period.start) delete e.period;
+          }
+          break;
+        case 'A11':
+        case 'A27':
+          e.status = 'cancelled';
+          break;
+        case 'A12':
+          // cancel transfer: the prior location (PV1-6) is the current one again
+          for (const l of e.location ?? []) l.status = l.status === 'completed' ? 'active' : l.status === 'active' ? 'completed' : l.status;
+          e.status = 'in-progress';
+          break;
+        case 'A14':
+        case 'A15':
+        case 'A16':
+          e.status = trigger === 'A14' ? 'planned' : 'in-progress';
+          break;
+        case 'A10':
+          e.status = 'arrived';
+          break;
+        case 'A26':
+        case 'A02':
+        case 'A06':
+        case 'A07':
+        case 'A09':
+          e.status = 'in-progress';
+          break;
+        case 'A23':
+          ctx.b.markDelete(e);
+          break;
+        default:
+      }
+    }
+    if (trigger === 'A29' && st.patient) {
+      // delete person information: the patient's visit data goes (DELETE entries); the Patient record is kept inactive
+      if (e) ctx.b.markDelete(e);
+      st.patient.active = false;
+    }
+  }
+  if (code === 'SIU' && st.appointment) {
+    const a = st.appointment as Appointment;
+    const byTrigger: Record<string, Appointment['status']> = { S15: 'cancelled', S16: 'cancelled', S17: 'entered-in-error', S26: 'noshow' };
+    if (byTrigger[trigger]) a.status = byTrigger[trigger];
+    if (trigger === 'S15' || trigger === 'S16') {
+      const reason = cwe(ctx.msg.segment('SCH')?.rep(6), ctx);
+      if (reason) a.cancelationReason = reason;
+    }
+  }
+  // Appointment invariants: start and end together; required unless proposed/cancelled/waitlist
+  if (st.appointment) {
+    const a = st.appointment as Appointment;
+    if (!a.start || !a.end) {
+      delete a.start;
+      delete a.end;
+      // app-3: only proposed / cancelled / waitlist may lack times
+      if (a.status === 'entered-in-error' || a.status === 'noshow') a.status = 'cancelled';
+      else if (!['proposed', 'cancelled', 'waitlist'].includes(a.status)) a.status = 'proposed';
+    }
+    if (st.patient && !a.participant.some((p) => p.actor?.reference === `urn:uuid:${st.patient!.id}`))
+      a.participant.unshift({ actor: ref(st.patient), status: 'accepted' });
+    if (!a.participant.length) a.participant.push({ status: 'needs-action', type: [{ text: 'unknown' }] });
+  }
+}

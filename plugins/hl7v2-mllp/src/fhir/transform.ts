@@ -1,0 +1,51 @@
+import 'reflect-metadata';
+import { type MessageHeaders, type MessageTransform, type StoredMessage, type TransformContext, ContentType, coreTokens } from '@ferry/core';
+import type { Bundle } from '@medplum/fhirtypes';
+import { inject, injectable } from 'tsyringe';
+import { splitHl7Batch } from '../hl7v2/batch';
+import { decodeHl7Bytes } from '../hl7v2/charset';
+import { headersOf } from '../hl7v2/headers';
+import { parseHl7 } from '../hl7v2/parser';
+import { type ConversionOptions, conversionOptions } from './config';
+import { convertMessage } from './convert';
+
+/** The plugin config as the transform reads it (`plugins.hl7v2-mllp`); only `conversion` is used here. */
+export interface Hl7v2TransformConfig {
+  conversion?: Partial<ConversionOptions>;
+}
+
+/**
+ * `application/hl7-v2` -> canonical FHIR R4 Bundle. Reads with Ferry's fast parser and maps with
+ * the v2-to-FHIR IG maps (see CONVERSION.md).
+ */
+@injectable()
+export class Hl7v2Transform implements MessageTransform {
+  readonly name = 'hl7v2-to-fhir';
+  readonly options: ConversionOptions;
+
+  constructor(@inject(coreTokens.PluginConfig) config?: Hl7v2TransformConfig) {
+    this.options = conversionOptions(config?.conversion);
+  }
+
+  canHandle(contentType: string): boolean {
+    return contentType.split(';')[0].trim().toLowerCase() === ContentType.hl7v2;
+  }
+
+  extractHeaders(body: Buffer): MessageHeaders {
+    return headersOf(parseHl7(decodeHl7Bytes(body, this.options.charsetFallback).text));
+  }
+
+  split(body: Buffer): Buffer[] {
+    return splitHl7Batch(body);
+  }
+
+  toFhir(message: StoredMessage & { body: Buffer }, _ctx?: TransformContext): Bundle {
+    return this.convert(message.body);
+  }
+
+  /** Bytes of one message -> Bundle (no store needed: used by `ferry convert` and the bench). */
+  convert(body: Buffer): Bundle {
+    const msg = parseHl7(decodeHl7Bytes(body, this.options.charsetFallback).text);
+    return convertMessage(msg, this.options);
+  }
+}

