@@ -46,8 +46,8 @@ describe('FileSource (real directory, real SQLite store)', () => {
     maxFileBytes: 1024 * 1024,
     ...over,
   });
-  const startSource = async (over: Partial<FileSourceConfig> = {}, ctxOver: Partial<ReturnType<typeof storeContext>> = {}) => {
-    const ctx = { ...storeContext(store, cfg(over)), ...ctxOver };
+  const startSource = async (over: Partial<FileSourceConfig> = {}, ctxOver: Partial<ReturnType<typeof storeContext<FileSourceConfig>>> = {}) => {
+    const ctx = { ...storeContext<FileSourceConfig>(store, cfg(over)), ...ctxOver };
     source = new FileSource(ctx);
     await source.start();
     return source;

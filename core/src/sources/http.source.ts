@@ -1,0 +1,163 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { inject, injectable } from 'tsyringe';
+import { FerryError } from '../errors';
+import type { InboundMessage } from '../model/message';
+import type { MessageSource, SourceContext } from '../plugin/api';
+import { coreTokens } from '../plugin/tokens';
+import { canonicalContentType, checkBody, FHIR_CONTENT_TYPES, HL7_CONTENT_TYPES, mediaType } from './common';
+
+/** `sources.<id>` keys of a `type: http` source. */
+export const httpSourceSchema = {
+  host: { doc: 'Bind address', format: String, default: '127.0.0.1' },
+  port: { doc: 'TCP port (0 = any free port)', format: 'port', default: 8081 },
+  path: {
+    doc: 'Path messages are POSTed to',
+    format: (v: unknown) => {
+      if (typeof v !== 'string' || !v.startsWith('/')) throw new Error('must be a path starting with /');
+    },
+    default: '/messages',
+  },
+  token: { doc: 'When set, requests need `Authorization: Bearer <token>` (use ${ENV} or token_FILE)', format: String, default: '', sensitive: true },
+  bodyLimit: { doc: 'Largest request body in bytes (413 above)', format: 'nat', default: 10 * 1024 * 1024 },
+  batch: { doc: 'Split HL7 batches (FHS/BHS) into one message each; the answer then has `ids`', format: Boolean, default: true },
+};
+
+export interface HttpSourceConfig {
+  host: string;
+  port: number;
+  path: string;
+  token: string;
+  bodyLimit: number;
+  batch: boolean;
+}
+
+const ACCEPTED = [...HL7_CONTENT_TYPES, ...FHIR_CONTENT_TYPES];
+
+/**
+ * Accepts HL7 v2 text or FHIR JSON over HTTP: `POST <path>`. Answers 202 with the stored message
+ * id (or ids for a batch) only after the store has committed; 400 with a reason for bad input;
+ * 401 without the configured bearer token; 413 for bodies over `bodyLimit`; 503 when the store
+ * cannot take the message (the client should retry).
+ */
+@injectable()
+export class HttpSource implements MessageSource {
+  private readonly cfg: HttpSourceConfig;
+  private app: FastifyInstance | undefined;
+  private listening = false;
+  private boundPort = 0;
+
+  constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<HttpSourceConfig>) {
+    const defaults: HttpSourceConfig = { host: '127.0.0.1', port: 8081, path: '/messages', token: '', bodyLimit: 10 * 1024 * 1024, batch: true };
+    this.cfg = { ...defaults, ...ctx.config };
+  }
+
+  /** `http://host:port<path>` once listening. */
+  get url(): string {
+    const host = this.cfg.host === '0.0.0.0' || this.cfg.host === '::' ? '127.0.0.1' : this.cfg.host;
+    return `http://${host.includes(':') ? `[${host}]` : host}:${this.boundPort}${this.cfg.path}`;
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  isReady(): boolean {
+    return this.listening;
+  }
+
+  async start(): Promise<void> {
+    const app = Fastify({ logger: false, bodyLimit: this.cfg.bodyLimit, return503OnClosing: true, forceCloseConnections: 'idle' });
+    app.removeAllContentTypeParsers();
+    // Every body arrives as raw bytes; the content type is checked in the handler so the answer can say why.
+    app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+    app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
+      const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500;
+      if (status >= 500) this.ctx.logger.error('http source request failed', { source: this.ctx.id, errorCode: err.code, error: err.message });
+      void reply
+        .code(status)
+        .send({ error: status === 413 ? `body larger than ${this.cfg.bodyLimit} bytes` : status >= 500 ? 'internal error' : err.message, code: err.code });
+    });
+    app.post(this.cfg.path, (req, reply) => this.handle(req, reply));
+    app.setNotFoundHandler((req, reply) => {
+      if (req.url.split('?')[0] === this.cfg.path) void reply.code(405).header('allow', 'POST').send({ error: `use POST ${this.cfg.path}` });
+      else void reply.code(404).send({ error: 'not found' });
+    });
+    await app.listen({ host: this.cfg.host, port: this.cfg.port });
+    this.app = app;
+    this.boundPort = (app.server.address() as AddressInfo).port;
+    this.listening = true;
+    this.ctx.logger.info('http source listening', { source: this.ctx.id, host: this.cfg.host, port: this.boundPort, path: this.cfg.path });
+  }
+
+  async stop(): Promise<void> {
+    this.listening = false;
+    const app = this.app;
+    this.app = undefined;
+    // fastify.close() stops accepting, answers 503 to requests arriving meanwhile, waits for in-flight ones.
+    if (app) await app.close();
+  }
+
+  private authorized(req: FastifyRequest): boolean {
+    if (!this.cfg.token) return true;
+    const got = Buffer.from(req.headers.authorization ?? '');
+    const want = Buffer.from(`Bearer ${this.cfg.token}`);
+    return got.length === want.length && timingSafeEqual(got, want);
+  }
+
+  private async handle(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+    if (!this.authorized(req)) return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'missing or wrong bearer token' });
+    const declared = req.headers['content-type'];
+    const contentType = canonicalContentType(declared);
+    if (!contentType) {
+      return this.bad(reply, declared ? `unsupported content type "${mediaType(declared)}"; use one of ${ACCEPTED.join(', ')}` : `no Content-Type; use one of ${ACCEPTED.join(', ')}`);
+    }
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const reason = checkBody(contentType, body);
+    if (reason) return this.bad(reply, reason);
+
+    let messages: InboundMessage[];
+    try {
+      const parts = (this.cfg.batch ? this.ctx.split(contentType, body) : [body]).filter((p) => p.length > 0);
+      if (!parts.length) return this.bad(reply, 'the body holds no message');
+      const receivedAt = new Date();
+      messages = parts.map((p) => ({ contentType, body: p, headers: this.ctx.extractHeaders(contentType, p), receivedAt }));
+    } catch (e) {
+      if (FerryError.is(e) && e.kind !== 'input') return this.fail(reply, e);
+      return this.bad(reply, `cannot read the message: ${(e as Error).message}`);
+    }
+
+    try {
+      const results = await this.ctx.submit(messages);
+      const ids = results.map((r) => r.id);
+      const dups = results.filter((r) => r.duplicate && !r.stored).length;
+      this.ctx.logger.info('http message stored', { source: this.ctx.id, contentType, count: results.length, ids, ...(dups ? { duplicates: dups } : {}) });
+      const extra = dups ? { duplicates: results.filter((r) => r.duplicate).map((r) => r.duplicateOf ?? r.id) } : {};
+      return reply.code(202).send(messages.length === 1 && !(this.cfg.batch && isBatch(contentType, body)) ? { id: ids[0], ...(dups ? { duplicate: true } : {}) } : { ids, ...extra });
+    } catch (e) {
+      return this.fail(reply, e);
+    }
+  }
+
+  private bad(reply: FastifyReply, reason: string): FastifyReply {
+    this.ctx.logger.warn('http message refused', { source: this.ctx.id, reason });
+    return reply.code(400).send({ error: reason });
+  }
+
+  private fail(reply: FastifyReply, e: unknown): FastifyReply {
+    const err = FerryError.from(e);
+    if (err.kind === 'input') {
+      this.ctx.logger.warn('http message refused', { source: this.ctx.id, errorCode: err.code, reason: err.message });
+      return reply.code(/DUPLICATE/.test(err.code) ? 409 : 400).send({ error: err.message, code: err.code });
+    }
+    this.ctx.logger.error('http message not stored', { source: this.ctx.id, errorCode: err.code, error: err.message });
+    return reply.code(503).header('retry-after', '1').send({ error: 'the message could not be stored; retry later', code: err.code });
+  }
+}
+
+function isBatch(contentType: string, body: Buffer): boolean {
+  if (contentType !== 'application/hl7-v2') return false;
+  const head = body.toString('latin1', 0, 8).replace(/^\uFEFF/, '').trimStart();
+  return head.startsWith('FHS') || head.startsWith('BHS');
+}
