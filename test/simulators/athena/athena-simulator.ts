@@ -34,6 +34,11 @@ export interface AthenaSimulatorOptions {
   clients?: Record<string, string>;
   /** Token lifetime in seconds (default 3600). */
   tokenTtlSec?: number;
+  /**
+   * `expires_in` announced to the client, when it should differ from the real lifetime
+   * (athena's "intermittent 401s near expiry", reference 1.2: the token dies before the client expects).
+   */
+  advertisedTtlSec?: number;
   /** Send `expires_in` as a string (as some athena responses do). Default true. */
   expiresInAsString?: boolean;
   /** Default page size when `limit` is absent (default 1500 [U]). */
@@ -120,7 +125,7 @@ interface IssuedToken {
 }
 
 export class AthenaSimulator {
-  readonly opts: Required<Omit<AthenaSimulatorOptions, 'qps' | 'throttleRetryAfterSec' | 'now'>> & Pick<AthenaSimulatorOptions, 'qps' | 'throttleRetryAfterSec'>;
+  readonly opts: Required<Omit<AthenaSimulatorOptions, 'qps' | 'throttleRetryAfterSec' | 'now' | 'advertisedTtlSec'>> & Pick<AthenaSimulatorOptions, 'qps' | 'throttleRetryAfterSec' | 'advertisedTtlSec'>;
   url = '';
   readonly requests: SimRequest[] = [];
   readonly faults: Fault[] = [];
@@ -141,6 +146,7 @@ export class AthenaSimulator {
     this.opts = {
       clients: opts.clients ?? { 'ferry-client': 'ferry-secret' },
       tokenTtlSec: opts.tokenTtlSec ?? 3600,
+      advertisedTtlSec: opts.advertisedTtlSec,
       expiresInAsString: opts.expiresInAsString ?? true,
       defaultLimit: opts.defaultLimit ?? 1500,
       maxLimit: opts.maxLimit ?? 5000,
@@ -427,7 +433,7 @@ export class AthenaSimulator {
     const scope = form.get('scope') ?? 'athena/service/Athenanet.MDP.*';
     this.tokens.set(access, { clientId: id, expiresAt: this.now() + this.opts.tokenTtlSec * 1000, scope });
     this.tokensIssued++;
-    const ttl = this.opts.tokenTtlSec;
+    const ttl = this.opts.advertisedTtlSec ?? this.opts.tokenTtlSec;
     send(200, { token_type: 'Bearer', expires_in: this.opts.expiresInAsString ? String(ttl) : ttl, access_token: access, scope });
   }
 

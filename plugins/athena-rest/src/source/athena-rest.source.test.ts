@@ -1,0 +1,193 @@
+import type { MessageStore } from '@ferry/core';
+import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../../../../test/simulators/athena';
+import { configFor, openStore, sourceContext, tempDir } from '../__fixtures__/harness';
+import { AthenaRestTransform, parseEnvelope } from '../transform/athena.to-fhir';
+import { AthenaRestSource, athenaRestSourceSchema, type AthenaRestSourceConfig } from './athena-rest.source';
+
+let sim: AthenaSimulator;
+let store: MessageStore;
+const sources: AthenaRestSource[] = [];
+
+beforeAll(async () => {
+  sim = await AthenaSimulator.start();
+  seedPractice(sim);
+  store = await openStore(tempDir());
+});
+afterAll(async () => {
+  for (const s of sources) await s.stop();
+  await store.close();
+  await sim.stop();
+});
+
+let n = 0;
+function makeSource(extra: Record<string, unknown> = {}, id = `athena-${++n}`, st: MessageStore = store) {
+  const cfg = configFor<AthenaRestSourceConfig>(athenaRestSourceSchema, sim, { pollIntervalMs: 60_000, ...extra });
+  const ctx = sourceContext(id, st, cfg);
+  const src = new AthenaRestSource(ctx);
+  sources.push(src);
+  return { src, ctx };
+}
+
+const ids = (msgs: { body: Buffer }[]) => msgs.map((m) => String(parseEnvelope(m.body).record.patientid));
+
+describe('athena-rest source', () => {
+  it('subscribes itself on 403 "not subscribed", then follows next across 5 pages', async () => {
+    sim.opts.clients['client-a'] = 'secret-a';
+    const { src, ctx } = makeSource({ feeds: ['patients'], pageLimit: 2, clientId: 'client-a', clientSecret: 'secret-a' });
+    await src.pollOnce();
+    const changed = sim.apiRequests('/patients/changed').filter((r) => r.clientId === 'client-a');
+    expect(changed[0].status).toBe(403);
+    const sub = sim.apiRequests('/patients/changed/subscription').filter((r) => r.clientId === 'client-a');
+    expect(sub.map((r) => [r.method, r.status])).toEqual([['POST', 200]]);
+    expect(sub[0].headers['content-type']).toBe('application/x-www-form-urlencoded');
+
+    for (let i = 0; i < 10; i++) sim.upsertPatient(PRACTICE, samplePatient(i, { patientid: String(100 + i) }));
+    await src.pollOnce();
+    expect(ids(ctx.submitted)).toEqual(Array.from({ length: 10 }, (_, i) => String(100 + i)));
+    const pages = sim.apiRequests('/patients/changed').filter((r) => r.clientId === 'client-a' && r.method === 'GET' && r.status === 200);
+    expect(pages).toHaveLength(5);
+    // pages 2..5 are the `next` links, used verbatim (relative, including /v1/{practiceid})
+    expect(pages.every((r) => r.path === `/v1/${PRACTICE}/patients/changed`)).toBe(true);
+    expect(pages.slice(1).every((r) => r.query.get('limit') === '2')).toBe(true);
+    expect(sim.pendingEvents(PRACTICE, 'patients', 'client-a')).toBe(0);
+    // every request carried a unique X-Request-Id
+    const reqIds = sim.apiRequests().filter((r) => r.clientId === 'client-a').map((r) => r.headers['x-request-id']);
+    expect(new Set(reqIds).size).toBe(reqIds.length);
+    // stored in the real store, checkpoint cleared with the last page
+    expect(JSON.parse((await store.getCheckpoint(ctx.id, 'changed:patients:all'))!)).toEqual({ lastCommitAt: expect.any(String) });
+  });
+
+  it('loses no event when the engine dies between a changed-feed GET and the store commit', async () => {
+    sim.opts.clients['client-b'] = 'secret-b';
+    sim.subscribe(PRACTICE, 'patients', 'client-b');
+    const id = 'athena-crash';
+    const dir = tempDir();
+    const st1 = await openStore(dir);
+    const first = makeSource({ feeds: ['patients'], clientId: 'client-b', clientSecret: 'secret-b', pageLimit: 3 }, id, st1);
+    for (let i = 0; i < 5; i++) sim.upsertPatient(PRACTICE, samplePatient(i, { patientid: String(200 + i) }));
+    // "kill": the dequeuing GETs happen, the commit never does.
+    let reached!: () => void;
+    const atCommit = new Promise<void>((r) => (reached = r));
+    first.ctx.beforeSubmit = () => {
+      reached();
+      return new Promise(() => undefined);
+    };
+    void first.src.pollOnce();
+    await atCommit;
+    expect(sim.pendingEvents(PRACTICE, 'patients', 'client-b')).toBe(2); // page 1 (3 events) dequeued and lost in flight
+    first.ctx.abort.abort();
+    await st1.close();
+
+    // A new engine on the same store file.
+    const st2 = await openStore(dir);
+    const second = makeSource({ feeds: ['patients'], clientId: 'client-b', clientSecret: 'secret-b', pageLimit: 3 }, id, st2);
+    await second.src.pollOnce();
+    const replay = sim.apiRequests('/patients/changed').filter((r) => r.clientId === 'client-b' && r.query.get('showprocessedstartdatetime'));
+    expect(replay.length).toBeGreaterThan(0);
+    expect(replay[0].query.get('showprocessedstartdatetime')).toMatch(/^\d{2}\/\d{2}\/\d{4} \d{2}:\d{2}:\d{2}$/);
+    const stored = await st2.listMessages({ sourceId: id, limit: 100 });
+    const bodies = await Promise.all(stored.map((m) => st2.getMessage(m.id, { body: true })));
+    const got = new Set(bodies.map((m) => String(parseEnvelope(m!.body!).record.patientid)));
+    expect([...got].sort()).toEqual(['200', '201', '202', '203', '204']);
+    // nothing stored twice (content-derived control ids + the duplicate policy)
+    expect(stored).toHaveLength(5);
+    expect(sim.pendingEvents(PRACTICE, 'patients', 'client-b')).toBe(0);
+    expect(JSON.parse((await st2.getCheckpoint(id, 'changed:patients:all'))!).inflightSince).toBeUndefined();
+    // the next poll is an ordinary dequeue again
+    sim.upsertPatient(PRACTICE, samplePatient(9, { patientid: '209' }));
+    await second.src.pollOnce();
+    expect(await st2.listMessages({ sourceId: id, limit: 100 })).toHaveLength(6);
+    await st2.close();
+  });
+
+  it('survives a token expiring mid-poll (short TTL, 401, re-auth, replay)', async () => {
+    // The token dies after 1 s although it was announced for an hour: the client finds out by a 401.
+    const short = await AthenaSimulator.start({ tokenTtlSec: 1, advertisedTtlSec: 3600, latencyMs: 150 });
+    try {
+      seedPractice(short);
+      short.subscribe(PRACTICE, 'patients');
+      for (let i = 0; i < 8; i++) short.upsertPatient(PRACTICE, samplePatient(i, { patientid: String(300 + i) }));
+      const cfg = configFor<AthenaRestSourceConfig>(athenaRestSourceSchema, short, { feeds: ['patients'], pageLimit: 2, pageDelayMs: 300 });
+      const ctx = sourceContext('athena-ttl', store, cfg);
+      const src = new AthenaRestSource(ctx);
+      sources.push(src);
+      await src.pollOnce();
+      expect(ids(ctx.submitted)).toEqual(['300', '301', '302', '303', '304', '305', '306', '307']);
+      expect(short.tokensIssued).toBeGreaterThanOrEqual(2);
+      // the expired token got a 401 and the call was replayed with a new one
+      expect(short.apiRequests().some((r) => r.status === 401)).toBe(true);
+      // a 401 on the Nth call (revoked key) is also recovered once
+      short.upsertPatient(PRACTICE, samplePatient(9, { patientid: '309' }));
+      short.failNthCall(1, 401);
+      await src.pollOnce();
+      expect(ids(ctx.submitted)).toContain('309');
+    } finally {
+      await short.stop();
+    }
+  });
+
+  it('honours a 429 storm (with and without Retry-After) without exceeding the configured rate', async () => {
+    const st = await AthenaSimulator.start();
+    try {
+      seedPractice(st);
+      st.subscribe(PRACTICE, 'patients');
+      for (let i = 0; i < 12; i++) st.upsertPatient(PRACTICE, samplePatient(i, { patientid: String(400 + i) }));
+      const qps = 8;
+      const cfg = configFor<AthenaRestSourceConfig>(athenaRestSourceSchema, st, { feeds: ['patients'], pageLimit: 1, rateLimit: { qps, burst: 1 }, retry: { maxAttempts: 8, initialDelayMs: 100, maxDelayMs: 400, maxRetryAfterMs: 5000 } });
+      const ctx = sourceContext('athena-429', store, cfg);
+      const src = new AthenaRestSource(ctx);
+      sources.push(src);
+      st.inject({ status: 429, times: 2, match: /changed$/ }); // no Retry-After: backoff
+      st.inject({ status: 429, times: 1, match: /changed$/, retryAfter: '1' });
+      await src.pollOnce();
+      expect(ids(ctx.submitted)).toEqual(Array.from({ length: 12 }, (_, i) => String(400 + i)));
+      const reqs = st.apiRequests();
+      const throttled = reqs.filter((r) => r.status === 429);
+      expect(throttled).toHaveLength(3);
+      // after the 429 with Retry-After: 1, nothing was sent for a second
+      const ra = reqs.findIndex((r) => r.status === 429 && reqs.indexOf(r) === reqs.indexOf(throttled[2]));
+      expect(reqs[ra + 1].at - reqs[ra].at).toBeGreaterThanOrEqual(990);
+      // never more than qps (+ the 1-token burst) requests in any one-second window
+      const times = reqs.map((r) => r.at);
+      for (const t of times) expect(times.filter((x) => x >= t && x < t + 1000).length).toBeLessThanOrEqual(qps + 1);
+    } finally {
+      await st.stop();
+    }
+  });
+
+  it('carries the department time zone so a US/Pacific appointment lands on the right UTC instant; optional booked backfill', async () => {
+    sim.opts.clients['client-c'] = 'secret-c';
+    sim.subscribe(PRACTICE, 'appointments', 'client-c');
+    sim.upsertAppointment(PRACTICE, { appointmentid: '5001', date: '03/07/2026', starttime: '09:30', duration: 30, departmentid: '21', appointmentstatus: 'f', patientid: '100', providerid: '1', appointmenttypeid: '11', appointmenttype: 'FOLLOW UP' });
+    sim.upsertAppointment(PRACTICE, { appointmentid: '5002', date: '03/09/2026', starttime: '09:30', duration: '30', departmentid: '21', appointmentstatus: 'f', patientid: '100', providerid: '1' });
+    const { src, ctx } = makeSource({ feeds: ['appointments'], departmentIds: ['21'], clientId: 'client-c', clientSecret: 'secret-c' });
+    await src.pollOnce();
+    expect(sim.apiRequests('/appointments/changed').filter((r) => r.clientId === 'client-c').every((r) => r.query.get('departmentid') === '21')).toBe(true);
+    const t = new AthenaRestTransform();
+    const starts = ctx.submitted.map((m) => (t.toFhir({ id: 'x', seq: 1, sourceId: 's', contentType: m.contentType, headers: {}, receivedAt: new Date(), status: 'received', body: m.body }, { logger: undefined as never }).entry![0].resource as any).start);
+    expect(starts).toEqual(['2026-03-07T17:30:00.000Z', '2026-03-09T16:30:00.000Z']);
+
+    // backfill: booked appointments in a window, once per department
+    const today = new Date();
+    const mmdd = `${String(today.getUTCMonth() + 1).padStart(2, '0')}/${String(today.getUTCDate()).padStart(2, '0')}/${today.getUTCFullYear()}`;
+    sim.upsertAppointment(PRACTICE, { appointmentid: '5003', date: mmdd, starttime: '10:00', duration: 15, departmentid: '21', appointmentstatus: 'f', patientid: '101', providerid: '1' });
+    const bf = makeSource({ feeds: [], departmentIds: ['21'], clientId: 'client-c', clientSecret: 'secret-c', backfill: { enabled: true, daysBack: 1, daysAhead: 1 } });
+    await bf.src.pollOnce();
+    await bf.src.pollOnce();
+    expect(bf.ctx.submitted.map((m) => parseEnvelope(m.body).record.appointmentid)).toEqual(['5003']);
+    expect(sim.apiRequests('/appointments/booked')).toHaveLength(1);
+  });
+
+  it('runs its poll loop from start() and stops cleanly', async () => {
+    sim.opts.clients['client-d'] = 'secret-d';
+    sim.subscribe(PRACTICE, 'providers', 'client-d');
+    const { src, ctx } = makeSource({ feeds: ['providers'], clientId: 'client-d', clientSecret: 'secret-d', pollIntervalMs: 50 });
+    sim.addProvider(PRACTICE, { providerid: 99, firstname: 'New', lastname: 'Doc' });
+    await src.start();
+    expect(src.isReady()).toBe(true);
+    for (let i = 0; i < 100 && ctx.submitted.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(ctx.submitted.map((m) => m.contentType)).toEqual(['application/vnd.athena.provider+json']);
+    await src.stop();
+    expect(src.isReady()).toBe(false);
+  });
+});
