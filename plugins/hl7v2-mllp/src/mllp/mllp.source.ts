@@ -91,6 +91,11 @@ export class MllpSource implements MessageSource {
     return this.server?.stats();
   }
 
+  /** The duplicate policy this source was configured with, when the engine passes it in the context. */
+  duplicatePolicy(): string | undefined {
+    return this.cfg.duplicates?.policy;
+  }
+
   /** Turn the frames of one connection into stored messages and their ACKs (one submit per call). */
   private async handle(events: DeframerEvent[], conn: ConnectionInfo): Promise<Buffer[][]> {
     const works = events.map((ev) => this.prepare(ev, conn));
@@ -144,6 +149,9 @@ export class MllpSource implements MessageSource {
       // No codec for the content type (engine without the transform): the raw header still routes.
       headers = rawHeaders(msh);
     }
+    // The raw MSH values underneath, so routing and duplicate detection work even when the
+    // registered transform gives fewer headers; the codec's (decoded) values win.
+    headers = { ...rawHeaders(msh), ...headers };
     const extra: MessageHeaders = { mllpConnection: String(conn.id) };
     if (conn.remoteAddress) extra.mllpPeer = conn.remoteAddress;
     if (conn.peerCN) extra.tlsPeerCN = conn.peerCN;
