@@ -1,10 +1,30 @@
+/**
+ * @ferry/plugin-epic: Epic FHIR R4 -- SMART Backend Services auth (RS384 JWT client assertions),
+ * incremental polling and Bulk Data export sources, a normalising transform to canonical FHIR R4,
+ * write-back sink, and `ferry epic jwks`. Also exports the code shared with @ferry/plugin-cerner.
+ */
 import { definePlugin } from '@ferry/core';
+import { EPIC_SANDBOX_MRN_OID, EPIC_WRITE_TYPES, EpicBulkSource, EpicFhirTransform, EpicPollSource, EpicWriteBackSink } from './epic.components';
+import { epicJwksCommand } from './jwks.command';
+import { bulkSourceSchema, pollSourceSchema } from './shared/sources';
+import { normalizeConfigSchema } from './shared/transform';
+import { writeBackSchema } from './shared/writeback.sink';
+
+export * from './shared';
+export * from './epic.components';
+export { epicJwksCommand, keysFromConfig } from './jwks.command';
+
+const auth = { method: 'private_key_jwt' as const, refreshSkewSec: 120 };
 
 export const epicPlugin = definePlugin({
-  manifest: { id: 'epic', version: '0.1.0', engine: '^0.1.0' },
-  configSchema: {},
-  register() {
-    // filled in by the epic issue
+  manifest: { id: 'epic', version: '0.1.0', engine: '^0.1.0', description: 'Epic FHIR R4: SMART backend services, polling, bulk export, write-back' },
+  configSchema: normalizeConfigSchema([EPIC_SANDBOX_MRN_OID]),
+  register(reg) {
+    reg.addSourceType('epic-fhir-poll', EpicPollSource, pollSourceSchema(auth));
+    reg.addSourceType('epic-bulk-export', EpicBulkSource, bulkSourceSchema(auth, ['group', 'patient', 'system']));
+    reg.addTransform(EpicFhirTransform);
+    reg.addSinkType('epic-fhir-write', EpicWriteBackSink, writeBackSchema(auth, EPIC_WRITE_TYPES, EPIC_SANDBOX_MRN_OID));
+    reg.addCommand(epicJwksCommand);
   },
 });
 export default epicPlugin;

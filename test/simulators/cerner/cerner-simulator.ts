@@ -152,7 +152,8 @@ export class CernerSimulator {
       }, {}, 'application/json');
     }
     const accept = String(req.headers.accept ?? '');
-    if (!/application\/(fhir\+json|json\+fhir|json)/.test(accept)) {
+    const acceptable = rel.startsWith('bulk-export/files/') ? /application\/(fhir\+ndjson|ndjson|fhir\+json|json)/ : /application\/(fhir\+json|json\+fhir|json)/;
+    if (!acceptable.test(accept)) {
       log.reason = `Accept ${accept || '(none)'} is not JSON`;
       res.writeHead(406, { 'content-length': '0' }).end();
       return;

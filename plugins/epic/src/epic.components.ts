@@ -1,0 +1,49 @@
+/** Epic source, transform and sink classes (DI-constructed by the core). */
+import { coreTokens, type SinkContext, type SourceContext } from '@ferry/core';
+import { inject, injectable } from 'tsyringe';
+import { BulkExportSource, FhirPollSource, type BulkSourceConfig, type PollSourceConfig } from './shared/sources';
+import { VendorFhirTransform, type NormalizeConfig } from './shared/transform';
+import { WriteBackSink, type WriteBackConfig } from './shared/writeback.sink';
+import type { VendorProfile } from './shared/normalize';
+
+export const EPIC_CONTENT_TYPE = 'application/vnd.epic.fhir+json';
+/** Epic sandbox (customer 0, environment 1) MRN system; production OIDs differ per customer. */
+export const EPIC_SANDBOX_MRN_OID = 'urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14';
+export const EPIC_WRITE_TYPES = ['Observation', 'DocumentReference', 'Condition'];
+
+export const epicProfile: VendorProfile = {
+  vendor: 'epic',
+  idPrefix: 'epic',
+  contentType: EPIC_CONTENT_TYPE,
+  mrnSystems: [EPIC_SANDBOX_MRN_OID],
+  canonicalMrnSystem: 'urn:ferry:id:mrn',
+};
+
+@injectable()
+export class EpicPollSource extends FhirPollSource {
+  constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<PollSourceConfig>) {
+    super(ctx, epicProfile);
+  }
+}
+
+@injectable()
+export class EpicBulkSource extends BulkExportSource {
+  constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<BulkSourceConfig>) {
+    super(ctx, epicProfile);
+  }
+}
+
+@injectable()
+export class EpicFhirTransform extends VendorFhirTransform {
+  readonly name = 'epic-fhir';
+  constructor(@inject(coreTokens.PluginConfig) cfg: Partial<NormalizeConfig>) {
+    super(epicProfile, cfg, { mrnSystems: epicProfile.mrnSystems, canonicalMrnSystem: epicProfile.canonicalMrnSystem });
+  }
+}
+
+@injectable()
+export class EpicWriteBackSink extends WriteBackSink {
+  constructor(@inject(coreTokens.SinkContext) ctx: SinkContext<WriteBackConfig>) {
+    super(ctx, 'epic', 'epic', EPIC_WRITE_TYPES, false);
+  }
+}

@@ -1,0 +1,368 @@
+/**
+ * Sources shared by the Epic and Cerner plugins:
+ *
+ * - {@link FhirPollSource}: incremental polling per resource type (and Observation category), by
+ *   `_lastUpdated=ge<checkpoint>`, one search per patient for patient-compartment types. The
+ *   checkpoint (`poll:<Type>[:<category>]` = newest `meta.lastUpdated` seen + the ids seen at that
+ *   instant) is committed in the same store transaction as the last page's messages; a crash before
+ *   that re-reads from the old checkpoint (re-read resources are the same `controlId`, which the
+ *   source's duplicate policy catches).
+ * - {@link BulkExportSource}: FHIR Bulk Data `$export` (Group, Patient or system level) with
+ *   `_since` = the `transactionTime` of the last successful export. The job (status URL, manifest,
+ *   file index, lines done) is a checkpoint committed WITH each batch of messages, so a killed engine
+ *   resumes the same job where it stopped: nothing lost, nothing stored twice.
+ *
+ * Each vendor resource becomes one message (`application/vnd.<vendor>.fhir+json`, the resource as
+ * JSON), normalised later by the vendor's transform.
+ */
+import { errorFields, FerryError, type InboundMessage, type MessageSource, type SourceContext } from '@ferry/core';
+import type { Resource } from '@medplum/fhirtypes';
+import { BulkExportClient, type ExportManifest } from './bulk-client';
+import { connectionSchema, VendorConnection, type ConnectionConfig } from './connection';
+import { FhirClient } from './fhir-client';
+import { vendorHeaders, type VendorProfile } from './normalize';
+
+export interface PollResourceSpec {
+  type: string;
+  /** Observation / Condition / DiagnosticReport category (Epic requires one for Observation). */
+  category?: string;
+  /** Extra search parameters (e.g. Epic Appointment `service-category`). */
+  params?: Record<string, string>;
+}
+
+export interface PollSourceConfig extends ConnectionConfig {
+  intervalMs: number;
+  /** Vendor patient ids whose compartment is polled. */
+  patients: string[];
+  resources: PollResourceSpec[];
+  pageSize: number;
+  /** First poll reads changes since this instant ('' = everything). */
+  initialSince: string;
+}
+
+export interface BulkSourceConfig extends ConnectionConfig {
+  bulk: {
+    level: 'group' | 'patient' | 'system';
+    groupId: string;
+    types: string[];
+    typeFilter: string[];
+    /** Start a new export this often after the last one finished (0 = one export, then idle). */
+    intervalMs: number;
+    pollMinMs: number;
+    pollMaxMs: number;
+    batchSize: number;
+    deleteWhenDone: boolean;
+  };
+}
+
+const resourcesFormat = {
+  name: 'fhir-poll-resources',
+  validate(v: unknown) {
+    if (!Array.isArray(v)) throw new Error('must be a list of { type, category?, params? }');
+    v.forEach((x, i) => {
+      if (!x || typeof x !== 'object' || typeof (x as PollResourceSpec).type !== 'string' || !/^[A-Z][A-Za-z]+$/.test((x as PollResourceSpec).type))
+        throw new Error(`[${i}] needs a FHIR resource type, e.g. { type: Observation, category: vital-signs }`);
+      const extra = Object.keys(x).filter((k) => !['type', 'category', 'params'].includes(k));
+      if (extra.length) throw new Error(`[${i}] unknown key(s) ${extra.join(', ')}`);
+    });
+  },
+};
+
+export function pollSourceSchema(defaults: Parameters<typeof connectionSchema>[0]) {
+  return {
+    ...connectionSchema(defaults),
+    intervalMs: { doc: 'Wait between polls', format: 'nat', default: 60_000 },
+    patients: { doc: 'Vendor patient ids whose compartment is polled', format: Array, default: [] as string[] },
+    resources: { doc: 'Resource types to poll: [{ type, category?, params? }]', format: resourcesFormat, default: [{ type: 'Patient' }] as PollResourceSpec[] },
+    pageSize: { doc: '_count per page (Cerner caps at 200)', format: 'nat', default: 100 },
+    initialSince: { doc: "First poll reads changes since this instant ('' = everything)", format: String, default: '' },
+  };
+}
+
+export function bulkSourceSchema(defaults: Parameters<typeof connectionSchema>[0], levels: string[] = ['group', 'patient', 'system']) {
+  return {
+    ...connectionSchema(defaults),
+    bulk: {
+      level: { doc: 'Export level', format: levels, default: 'group' },
+      groupId: { doc: 'Group id (level group)', format: String, default: '' },
+      types: { doc: '_type: resource types to export ([] = server default)', format: Array, default: [] as string[] },
+      typeFilter: { doc: '_typeFilter entries', format: Array, default: [] as string[] },
+      intervalMs: { doc: 'Start a new (incremental, _since) export this long after the last finished; 0 = once', format: 'nat', default: 24 * 3600_000 },
+      pollMinMs: { doc: 'Shortest wait between status polls', format: 'nat', default: 1000 },
+      pollMaxMs: { doc: 'Longest wait between status polls (Retry-After is clamped to it)', format: 'nat', default: 600_000 },
+      batchSize: { doc: 'Resources stored per transaction', format: 'nat', default: 500 },
+      deleteWhenDone: { doc: 'DELETE the job once every file is stored', format: Boolean, default: true },
+    },
+  };
+}
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+
+/** A vendor resource as an inbound message. */
+export function resourceMessage(raw: string | Resource, profile: VendorProfile, facility: string): InboundMessage {
+  const text = typeof raw === 'string' ? raw : JSON.stringify(raw);
+  const parsed = typeof raw === 'string' ? JSON.parse(raw) : raw;
+  return { contentType: profile.contentType, body: Buffer.from(text, 'utf8'), headers: vendorHeaders(parsed, profile, facility) };
+}
+
+abstract class LoopSource<C extends ConnectionConfig> implements MessageSource {
+  protected readonly conn: VendorConnection;
+  protected readonly abort = new AbortController();
+  protected readonly signal: AbortSignal;
+  private loop?: Promise<void>;
+  protected healthy = true;
+
+  constructor(protected readonly ctx: SourceContext<C>, protected readonly profile: VendorProfile) {
+    this.conn = new VendorConnection(profile.vendor, ctx.config as C, ctx.logger);
+    this.signal = AbortSignal.any([this.abort.signal, ctx.signal]);
+  }
+
+  protected get facility(): string {
+    return this.conn.baseUrl;
+  }
+
+  async start(): Promise<void> {
+    this.loop = this.run().catch((e) => {
+      this.ctx.logger.error('source loop ended', errorFields(e));
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    await this.loop;
+  }
+
+  isReady(): boolean {
+    return !this.signal.aborted && this.healthy;
+  }
+
+  protected abstract cycle(): Promise<number>;
+  protected abstract intervalMs(): number;
+
+  private async run(): Promise<void> {
+    while (!this.signal.aborted) {
+      let wait = this.intervalMs();
+      try {
+        await this.cycle();
+        this.healthy = true;
+      } catch (e) {
+        if (this.signal.aborted) return;
+        this.healthy = false;
+        const fe = FerryError.from(e);
+        this.ctx.logger.error(`${this.profile.vendor} source cycle failed`, { source: this.ctx.id, ...errorFields(fe) });
+        if (fe.retryable) wait = Math.min(wait || 5000, 5000);
+        else if (!wait) wait = 60_000;
+      }
+      if (wait === 0) {
+        // One-shot source: idle until stopped.
+        await sleep(2 ** 31 - 1, this.signal);
+        return;
+      }
+      await sleep(wait, this.signal);
+    }
+  }
+}
+
+interface PollCheckpoint {
+  since: string;
+  /** Ids seen with meta.lastUpdated == since (the next `ge` search returns them again). */
+  ids: string[];
+}
+
+/** Incremental FHIR polling (see the module comment). */
+export class FhirPollSource extends LoopSource<PollSourceConfig> {
+  protected readonly fhir: FhirClient;
+
+  constructor(ctx: SourceContext<PollSourceConfig>, profile: VendorProfile) {
+    super(ctx, profile);
+    this.fhir = new FhirClient(this.conn);
+  }
+
+  protected intervalMs(): number {
+    return this.ctx.config.intervalMs;
+  }
+
+  static checkpointKey(spec: PollResourceSpec): string {
+    return `poll:${spec.type}${spec.category ? `:${spec.category}` : ''}`;
+  }
+
+  /** One pass over every configured resource type; returns the number of messages stored. */
+  async cycle(): Promise<number> {
+    let total = 0;
+    for (const spec of this.ctx.config.resources) {
+      if (this.signal.aborted) break;
+      total += await this.pollSpec(spec);
+    }
+    return total;
+  }
+
+  private queries(spec: PollResourceSpec, since: string | undefined): Record<string, string | string[]>[] {
+    const base: Record<string, string | string[]> = { ...(spec.params ?? {}), _count: String(this.ctx.config.pageSize) };
+    if (spec.category) base.category = spec.category;
+    if (since) base._lastUpdated = `ge${since}`;
+    const patients = this.ctx.config.patients;
+    if (spec.type === 'Patient') {
+      const out: Record<string, string | string[]>[] = [];
+      for (let i = 0; i < patients.length; i += 50) out.push({ ...base, _id: patients.slice(i, i + 50).join(',') });
+      return out;
+    }
+    return patients.map((p) => ({ ...base, patient: p }));
+  }
+
+  private async pollSpec(spec: PollResourceSpec): Promise<number> {
+    const key = FhirPollSource.checkpointKey(spec);
+    const raw = await this.ctx.getCheckpoint(key);
+    const cp: PollCheckpoint | undefined = raw ? JSON.parse(raw) : this.ctx.config.initialSince ? { since: this.ctx.config.initialSince, ids: [] } : undefined;
+    const skip = new Set(cp?.ids ?? []);
+    let newest = cp?.since ?? '';
+    let newestIds = new Set(cp?.ids ?? []);
+    let pending: InboundMessage[] = [];
+    let stored = 0;
+    const flush = async (withCheckpoint: boolean) => {
+      const checkpoint = withCheckpoint ? { sourceId: this.ctx.id, key, value: JSON.stringify({ since: newest, ids: [...newestIds] } satisfies PollCheckpoint) } : undefined;
+      if (pending.length) {
+        await this.ctx.submit(pending, checkpoint ? { checkpoint } : undefined);
+        stored += pending.length;
+      } else if (checkpoint && newest) await this.ctx.setCheckpoint(key, checkpoint.value);
+      pending = [];
+    };
+    for (const q of this.queries(spec, cp?.since)) {
+      for await (const page of this.fhir.search(spec.type, q, { signal: this.signal })) {
+        for (const r of page.resources) {
+          const lu = r.meta?.lastUpdated ?? '';
+          const rid = `${r.resourceType}/${r.id}`;
+          if (cp && lu === cp.since && skip.has(rid)) continue;
+          if (lu > newest) {
+            newest = lu;
+            newestIds = new Set([rid]);
+          } else if (lu === newest) newestIds.add(rid);
+          pending.push(resourceMessage(r, this.profile, this.facility));
+        }
+        if (pending.length >= 500) await flush(false);
+      }
+    }
+    await flush(true);
+    if (stored) this.ctx.logger.info(`${this.profile.vendor} poll stored resources`, { source: this.ctx.id, resourceType: spec.type, category: spec.category, count: stored });
+    return stored;
+  }
+}
+
+interface BulkJobCheckpoint {
+  statusUrl: string;
+  since?: string;
+  manifest?: Pick<ExportManifest, 'transactionTime' | 'requiresAccessToken' | 'output'>;
+  /** Index of the file being read, and lines of it already stored. */
+  file: number;
+  line: number;
+}
+
+/** Bulk Data export (see the module comment). */
+export class BulkExportSource extends LoopSource<BulkSourceConfig> {
+  readonly bulk: BulkExportClient;
+  static readonly JOB = 'bulk:job';
+  static readonly SINCE = 'bulk:since';
+
+  constructor(ctx: SourceContext<BulkSourceConfig>, profile: VendorProfile) {
+    super(ctx, profile);
+    const b = ctx.config.bulk;
+    this.bulk = new BulkExportClient(this.conn, { pollMinMs: b.pollMinMs, pollMaxMs: b.pollMaxMs, batchSize: b.batchSize });
+  }
+
+  protected intervalMs(): number {
+    return this.ctx.config.bulk.intervalMs;
+  }
+
+  private async saveJob(job: BulkJobCheckpoint | undefined): Promise<void> {
+    await this.ctx.setCheckpoint(BulkExportSource.JOB, job ? JSON.stringify(job) : '');
+  }
+
+  /** Run (or resume) one export to the end; returns the number of resources stored. */
+  async cycle(): Promise<number> {
+    const b = this.ctx.config.bulk;
+    const release = this.bulk.acquireSlot();
+    try {
+      const raw = await this.ctx.getCheckpoint(BulkExportSource.JOB);
+      let job: BulkJobCheckpoint | undefined = raw ? JSON.parse(raw) : undefined;
+      if (job) this.ctx.logger.info(`${this.profile.vendor} bulk export resuming`, { source: this.ctx.id, file: job.file, line: job.line, haveManifest: !!job.manifest });
+      if (!job) {
+        const since = (await this.ctx.getCheckpoint(BulkExportSource.SINCE)) || undefined;
+        const statusUrl = await this.bulk.kickoff({ level: b.level, groupId: b.groupId, types: b.types, typeFilter: b.typeFilter, since }, this.signal);
+        job = { statusUrl, since, file: 0, line: 0 };
+        await this.saveJob(job);
+        this.ctx.logger.info(`${this.profile.vendor} bulk export started`, { source: this.ctx.id, since: since ?? null, level: b.level });
+      }
+      if (!job.manifest) {
+        let manifest: ExportManifest;
+        try {
+          manifest = await this.bulk.waitForManifest(job.statusUrl, {
+            signal: this.signal,
+            onProgress: (p) => this.ctx.logger.debug('bulk export in progress', { source: this.ctx.id, progress: p.progress, polls: p.polls, waitMs: p.waitMs }),
+          });
+        } catch (e) {
+          if (FerryError.is(e) && e.details?.status === 404) {
+            // The job is gone (expired / deleted): start over next cycle with the same _since.
+            await this.saveJob(undefined);
+          }
+          throw e;
+        }
+        job.manifest = { transactionTime: manifest.transactionTime, requiresAccessToken: manifest.requiresAccessToken, output: manifest.output.map((o) => ({ type: o.type, url: o.url, count: o.count })) };
+        await this.saveJob(job);
+        this.ctx.logger.info(`${this.profile.vendor} bulk export ready`, { source: this.ctx.id, files: manifest.output.length, errorFiles: manifest.error.length });
+        if (manifest.error.length) await this.logErrorFiles(manifest);
+      }
+      let stored = 0;
+      let badLines = 0;
+      const m = job.manifest;
+      while (job.file < m.output.length) {
+        const out = m.output[job.file];
+        for await (const lines of this.bulk.lines(out.url, { requiresAccessToken: m.requiresAccessToken, skip: job.line, signal: this.signal })) {
+          const messages: InboundMessage[] = [];
+          for (const l of lines) {
+            try {
+              messages.push(resourceMessage(l, this.profile, this.facility));
+            } catch {
+              badLines++;
+            }
+          }
+          const next: BulkJobCheckpoint = { ...job, line: job.line + lines.length };
+          const checkpoint = { sourceId: this.ctx.id, key: BulkExportSource.JOB, value: JSON.stringify(next) };
+          if (messages.length) await this.ctx.submit(messages, { checkpoint });
+          else await this.ctx.setCheckpoint(BulkExportSource.JOB, checkpoint.value);
+          job = next;
+          stored += messages.length;
+        }
+        job = { ...job, file: job.file + 1, line: 0 };
+        await this.saveJob(job);
+      }
+      await this.ctx.setCheckpoint(BulkExportSource.SINCE, m.transactionTime);
+      await this.saveJob(undefined);
+      if (b.deleteWhenDone) await this.bulk.deleteJob(job.statusUrl);
+      this.ctx.logger.info(`${this.profile.vendor} bulk export finished`, { source: this.ctx.id, stored, badLines, transactionTime: m.transactionTime });
+      return stored;
+    } finally {
+      release();
+    }
+  }
+
+  private async logErrorFiles(manifest: ExportManifest): Promise<void> {
+    for (const f of manifest.error) {
+      let issues = 0;
+      try {
+        for await (const lines of this.bulk.lines(f.url, { requiresAccessToken: manifest.requiresAccessToken, signal: this.signal })) issues += lines.length;
+      } catch (e) {
+        this.ctx.logger.warn('bulk export error file unreadable', { source: this.ctx.id, ...errorFields(e) });
+      }
+      this.ctx.logger.warn('bulk export reported errors', { source: this.ctx.id, operationOutcomes: issues });
+    }
+  }
+}
