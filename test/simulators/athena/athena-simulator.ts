@@ -208,9 +208,15 @@ export class AthenaSimulator {
   revokeAllTokens(): void {
     this.tokens.clear();
   }
-  setLatency(ms: number): void {
-    this.opts.latencyMs = ms;
+  /** Delay every answer, or only those matching `only` (the call is still carried out). */
+  setLatency(ms: number, only?: { method?: string; match?: RegExp }): void {
+    if (only) this.latencyRule = { ms, ...only };
+    else {
+      this.opts.latencyMs = ms;
+      this.latencyRule = undefined;
+    }
   }
+  private latencyRule?: { ms: number; method?: string; match?: RegExp };
   setQps(qps: number | undefined, retryAfterSec?: number, status: 429 | 403 = 429): void {
     this.opts.qps = qps;
     this.opts.throttleRetryAfterSec = retryAfterSec;
@@ -356,7 +362,10 @@ export class AthenaSimulator {
         res.writeHead(status, { 'Content-Type': entry.path.startsWith('/fhir') ? 'application/fhir+json' : 'application/json', 'X-Request-Id': String(req.headers['x-request-id'] ?? randomUUID()), ...headers });
         res.end(text);
       };
-      if (this.opts.latencyMs > 0) setTimeout(reply, this.opts.latencyMs);
+      const rule = this.latencyRule;
+      const ruleMs = rule && (!rule.method || rule.method === entry.method) && (!rule.match || rule.match.test(entry.path)) ? rule.ms : 0;
+      const delay = Math.max(this.opts.latencyMs, ruleMs);
+      if (delay > 0) setTimeout(reply, delay);
       else reply();
     };
     try {

@@ -197,7 +197,8 @@ export function athenaAppointmentToFhir(p: string, r: Record<string, any>, depar
     serviceType,
     cancelationReason: status === 'cancelled' && str(r.cancelreasonname) ? { text: str(r.cancelreasonname) } : undefined,
     start: start.toISOString(),
-    end: minutes !== undefined ? new Date(start.getTime() + minutes * 60_000).toISOString() : undefined,
+    // FHIR app-2: start and end together. athena always sends a duration; without one the end is the start.
+    end: new Date(start.getTime() + (minutes ?? 0) * 60_000).toISOString(),
     minutesDuration: minutes !== undefined && minutes > 0 ? Math.round(minutes) : undefined,
     participant,
   };
