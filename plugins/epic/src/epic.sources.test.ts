@@ -1,0 +1,121 @@
+import { SqliteMessageStore, silentLogger, type MessageStore } from '@ferry/core';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { EpicSimulator, epicVital, seedEpicSandbox } from '../../../test/simulators/epic/epic-simulator';
+import { connConfig, testKey } from './__fixtures__/helpers';
+import { storeContext } from './__fixtures__/store-context';
+import { EpicBulkSource, EpicPollSource } from './epic.components';
+import type { BulkSourceConfig, PollSourceConfig } from './shared/sources';
+
+describe('epic sources on a real SQLite store', () => {
+  const sim = new EpicSimulator({ pageSize: 20, bulkPollsUntilDone: 1, bulkRetryAfterSec: 0, bulkMaxLinesPerFile: 1000 });
+  let dir: string;
+  let key: Awaited<ReturnType<typeof testKey>>;
+  let patientId: string;
+  const stores: MessageStore[] = [];
+  const openStore = async () => {
+    const s = new SqliteMessageStore({ path: path.join(dir, 'ferry.db'), logger: silentLogger() });
+    await s.open();
+    stores.push(s);
+    return s;
+  };
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'ferry-epic-src-'));
+    key = await testKey('src');
+    sim.registerClient('src-client', key.jwks);
+    await sim.start();
+    patientId = seedEpicSandbox(sim).patientId;
+  });
+  afterAll(async () => {
+    for (const s of stores) if (s.isOpen()) await s.close();
+    await sim.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const base = () => connConfig({ baseUrl: sim.baseUrl, clientId: 'src-client' }, { privateKey: key.pem, kid: 'src' });
+
+  describe('polling', () => {
+    const cfg = (): PollSourceConfig => ({ ...base(), intervalMs: 60_000, patients: [patientId], resources: [{ type: 'Patient' }, { type: 'Observation', category: 'vital-signs' }], pageSize: 20, initialSince: '' });
+
+    it('stores each resource once, commits the checkpoint with the messages, then only picks up changes', async () => {
+      for (let i = 0; i < 45; i++) sim.store.put(epicVital(patientId, i));
+      const store = await openStore();
+      const { ctx } = storeContext(store, 'epic-poll', cfg());
+      const src = new EpicPollSource(ctx);
+      expect(await src.cycle()).toBe(46);
+      const msgs = await store.listMessages({ sourceId: 'epic-poll', limit: 1000 });
+      expect(msgs).toHaveLength(46);
+      expect(msgs[0].contentType).toBe('application/vnd.epic.fhir+json');
+      expect(msgs.find((m) => m.headers.messageType === 'Observation')?.headers.orderingKey).toBe(`Patient/epic-${patientId}`);
+      const cp = JSON.parse((await store.getCheckpoint('epic-poll', 'poll:Observation:vital-signs'))!);
+      expect(cp.since).toMatch(/^\d{4}-/);
+      // Nothing changed: nothing new (the ids at the boundary instant are skipped).
+      expect(await src.cycle()).toBe(0);
+      // One vital updated: exactly that one.
+      await new Promise((r) => setTimeout(r, 5));
+      sim.store.put({ ...epicVital(patientId, 3), status: 'amended' });
+      expect(await src.cycle()).toBe(1);
+      const calls = sim.requests.filter((r) => r.path.endsWith('/Observation') && !r.url.includes('sessionID'));
+      expect(calls.at(-1)!.url).toContain('_lastUpdated=ge');
+    });
+
+    it('does not move the checkpoint when storing the page fails', async () => {
+      const store = await openStore();
+      const before = await store.getCheckpoint('epic-poll2', 'poll:Observation:vital-signs');
+      const { ctx } = storeContext(store, 'epic-poll2', cfg(), { killOnSubmit: 1 });
+      const src = new EpicPollSource(ctx);
+      await expect(src.cycle()).rejects.toThrow('killed');
+      expect(await store.getCheckpoint('epic-poll2', 'poll:Observation:vital-signs')).toBe(before);
+      expect(await store.listMessages({ sourceId: 'epic-poll2', limit: 10 })).toHaveLength(0);
+    });
+  });
+
+  describe('bulk export', () => {
+    const cfg = (): BulkSourceConfig => ({
+      ...base(),
+      bulk: { level: 'group', groupId: 'g-resume', types: ['Patient', 'Observation'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 2000, batchSize: 250, deleteWhenDone: true },
+    });
+
+    it('killed mid-export, a new source on the same store resumes the job: nothing lost, nothing twice; next export uses _since', async () => {
+      sim.groups.set('g-resume', [patientId]);
+      sim.addSyntheticVitals(3000, patientId);
+      const storeA = await openStore();
+      const a = storeContext(storeA, 'epic-bulk', cfg(), { killOnSubmit: 6 });
+      const srcA = new EpicBulkSource(a.ctx);
+      await expect(srcA.cycle()).rejects.toThrow('killed');
+      const real = sim.store.all('Observation').length; // the polling test's vitals are in the group too
+      const total = 1 + real + 3000;
+      const storedA = (await storeA.listMessages({ sourceId: 'epic-bulk', limit: 10_000 })).length;
+      // Files: Patient (1 line), the real vitals, then 3 synthetic files of 1000. Killed on the 6th
+      // batch: Patient + real vitals + 3 batches of 250 of the first synthetic file are stored.
+      expect(storedA).toBe(1 + real + 750);
+      const job = JSON.parse((await storeA.getCheckpoint('epic-bulk', 'bulk:job'))!);
+      expect(job.file).toBe(2);
+      expect(job.line).toBe(750);
+      await storeA.close();
+
+      const storeB = await openStore();
+      const b = storeContext(storeB, 'epic-bulk', cfg());
+      const srcB = new EpicBulkSource(b.ctx);
+      const stored = await srcB.cycle();
+      expect(stored + storedA).toBe(total);
+      const all = await storeB.listMessages({ sourceId: 'epic-bulk', limit: 10_000 });
+      expect(all).toHaveLength(total);
+      expect(new Set(all.map((m) => m.headers.controlId)).size).toBe(total);
+      expect(sim.requests.filter((r) => r.path.endsWith('/$export'))).toHaveLength(1);
+      const since = await storeB.getCheckpoint('epic-bulk', 'bulk:since');
+      const firstJob = [...sim.jobs.values()].at(-1)!;
+      expect(since).toBe(firstJob.transactionTime);
+      expect(firstJob.deleted).toBe(true);
+      expect(await storeB.getCheckpoint('epic-bulk', 'bulk:job')).toBe('');
+
+      // An incremental export: _since = the last transactionTime; only what changed after it.
+      await new Promise((r) => setTimeout(r, 5));
+      sim.store.put(epicVital(patientId, 999));
+      expect(await srcB.cycle()).toBe(1);
+      const kick = sim.requests.filter((r) => r.path.endsWith('/$export')).at(-1)!;
+      expect(new URL(kick.url).searchParams.get('_since')).toBe(since);
+    });
+  });
+});
