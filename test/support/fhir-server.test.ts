@@ -105,6 +105,19 @@ describe('test FHIR server (medplum fhir-router over http)', () => {
     expect(await srv.count('Patient', 'identifier=urn:oid:1.2.3.4|MRN-4')).toBe(0);
   });
 
+  it('a transaction of more than 8 conditional updates works and stays idempotent', async () => {
+    const entry = Array.from({ length: 12 }, (_, i) => ({
+      fullUrl: `urn:uuid:00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+      resource: patient(`BIG-${i}`),
+      request: { method: 'PUT', url: `Patient?identifier=urn:oid:1.2.3.4|BIG-${i}` },
+    }));
+    for (let round = 0; round < 2; round++) {
+      const r = await req('POST', '', { resourceType: 'Bundle', type: 'transaction', entry });
+      expect(r.status).toBe(200);
+    }
+    for (let i = 0; i < 12; i++) expect(await srv.count('Patient', `identifier=urn:oid:1.2.3.4|BIG-${i}`)).toBe(1);
+  });
+
   it('failNext answers with the injected status; pause/resume refuses then serves on the same port', async () => {
     srv.failNext(1, 503, { headers: { 'retry-after': '2' } });
     const f = await req('GET', 'Patient');
@@ -117,6 +130,19 @@ describe('test FHIR server (medplum fhir-router over http)', () => {
     await srv.resume();
     expect((await req('GET', 'Patient')).status).toBe(200);
     expect(srv.requests.at(-1)).toMatchObject({ method: 'GET', url: 'Patient', status: 200 });
+  });
+});
+
+describe('test FHIR server with Medplum transaction limits', () => {
+  it('refuses a transaction of more than 8 conditional updates, as a Medplum server does', async () => {
+    const srv = await startFhirServer({ medplumTransactionLimits: true });
+    try {
+      const entry = Array.from({ length: 9 }, (_, i) => ({ resource: patient(`L-${i}`), request: { method: 'PUT', url: `Patient?identifier=urn:oid:1.2.3.4|L-${i}` } }));
+      const r = await fetch(`${srv.baseUrl}`, { method: 'POST', headers: { 'content-type': json }, body: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry }) });
+      expect(r.status).toBe(400);
+    } finally {
+      await srv.stop();
+    }
   });
 });
 

@@ -17,6 +17,7 @@ import {
   getStatus,
   indexSearchParameterBundle,
   indexStructureDefinitionBundle,
+  multipleMatches,
   normalizeOperationOutcome,
   OperationOutcomeError,
   validateResource,
@@ -95,6 +96,11 @@ export interface FhirServerOptions {
   validate?: boolean;
   /** When set, every request must carry `Authorization: Bearer <token>` (else 401). */
   bearerToken?: string;
+  /**
+   * Keep Medplum's own cap of 8 entries on transactions with conditional writes (a Medplum server
+   * answers 400 above it). Off by default: other servers (HAPI, Azure, Google) have no such cap.
+   */
+  medplumTransactionLimits?: boolean;
 }
 
 export interface FhirTestServer {
@@ -165,6 +171,35 @@ export async function startFhirServer(opts: FhirServerOptions = {}): Promise<Fhi
   let stopped = false;
   const sockets = new Set<Socket>();
 
+  let writeChain: Promise<unknown> = Promise.resolve();
+  const serially = <T>(fn: () => Promise<T>): Promise<T> => {
+    const p = writeChain.then(fn, fn);
+    writeChain = p.catch(() => undefined);
+    return p;
+  };
+  const handleWrite = async (fhirReq: FhirRequest) => {
+    const b = fhirReq.body as Bundle | undefined;
+    if (!opts.medplumTransactionLimits && fhirReq.url === '/' && b?.resourceType === 'Bundle' && b.type === 'transaction' && (b.entry?.length ?? 0) > 8) {
+      // Medplum caps transactions holding conditional writes at 8 entries (a limit of its
+      // PostgreSQL isolation, not of FHIR). Writes here are serialised, so resolve conditional
+      // updates to plain updates by id first, then let the router process the transaction.
+      const entries = await Promise.all(
+        (b.entry ?? []).map(async (e) => {
+          const url = e.request?.url ?? '';
+          const q = url.indexOf('?');
+          if (e.request?.method !== 'PUT' || q < 0 || !e.resource) return e;
+          const type = url.slice(0, q);
+          const found = await search(type, url.slice(q + 1));
+          if (found.length > 1) throw new OperationOutcomeError(multipleMatches);
+          const id = found[0]?.id ?? repo.generateId();
+          return { ...e, resource: { ...e.resource, id }, request: { ...e.request, url: `${type}/${id}` } };
+        }),
+      );
+      return router.handleRequest({ ...fhirReq, body: { ...b, entry: entries } }, repo);
+    }
+    return router.handleRequest(fhirReq, repo);
+  };
+
   const send = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
     const text = body === undefined ? '' : JSON.stringify(body);
     res.writeHead(status, { 'content-type': FHIR_JSON, 'content-length': Buffer.byteLength(text), ...headers });
@@ -213,7 +248,8 @@ export async function startFhirServer(opts: FhirServerOptions = {}): Promise<Fhi
     };
     let result;
     try {
-      result = await router.handleRequest(fhirReq, repo);
+      // Writes are serialised (one at a time), which gives transactions serializable isolation.
+      result = fhirReq.method === 'GET' || fhirReq.method === 'HEAD' ? await router.handleRequest(fhirReq, repo) : await serially(() => handleWrite(fhirReq));
     } catch (e) {
       const outcome = e instanceof OperationOutcomeError ? e.outcome : normalizeOperationOutcome(e);
       return reply(outcomeStatus(outcome), outcome);
