@@ -1,0 +1,252 @@
+#!/usr/bin/env node
+// `npm run bench -- mllp [--n 5000] [--quick]`: MLLP throughput and latency, in one run, measured by
+// an independent client (../shared/tools/mllp-load.js, its own process) at 1 and 16 connections
+// against three peers on this machine:
+//   (a) ceiling  - a minimal Node MLLP server that ACKs without storing anything
+//   (b) node-hl7-server - the npm package, ACKing AA from its handler
+//   (c) ferry    - Ferry's mllp source in the real Engine, SQLite store, ACK only after commit
+// Prints msgs/s, p50/p99 latency, wrong ACKs (MSA-2 mismatch, timeouts, errors, non-AA) and the ratios.
+// Requires the built packages (npm run build).
+'use strict';
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const { execFile } = require('node:child_process');
+
+const LOAD = path.resolve(__dirname, '../../shared/tools/mllp-load.js');
+const args = process.argv.slice(2);
+const argOf = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const quick = args.includes('--quick');
+const only = argOf('only', '') ? argOf('only', '').split(',') : undefined;
+const N16 = Number(argOf('n', quick ? 1500 : 6000));
+const N1 = Math.max(200, Math.round(N16 / 4));
+
+if (!fs.existsSync(LOAD)) {
+  console.log(`skipped: ../shared absent (${LOAD}); the benchmark needs its independent load client`);
+  process.exit(0);
+}
+
+const core = require('../core/dist/index.js');
+
+// ------------------------------------------------------------------------------------------
+// (a) the ceiling: frame, read MSH-10, answer AA. No parsing beyond that, no storage.
+function minimalServer() {
+  const server = net.createServer((sock) => {
+    sock.setNoDelay(true);
+    let buf = Buffer.alloc(0);
+    sock.on('data', (d) => {
+      buf = buf.length ? Buffer.concat([buf, d]) : d;
+      for (;;) {
+        const s = buf.indexOf(0x0b);
+        const e = buf.indexOf(0x1c, s + 1);
+        if (s < 0 || e < 0 || buf[e + 1] !== 0x0d) break;
+        const msg = buf.toString('latin1', s + 1, e);
+        buf = buf.subarray(e + 2);
+        const msh = msg.slice(0, msg.indexOf('\r'));
+        const f = msh.split('|');
+        const ack = `MSH|^~\\&|${f[4]}|${f[5]}|${f[2]}|${f[3]}|${f[6]}||ACK^${(f[8] || '').split('^')[1] || ''}^ACK|A${f[9]}|P|${f[11]}\rMSA|AA|${f[9]}\r`;
+        sock.write(Buffer.concat([Buffer.from([0x0b]), Buffer.from(ack, 'latin1'), Buffer.from([0x1c, 0x0d])]));
+      }
+    });
+    sock.on('error', () => undefined);
+  });
+  return {
+    name: 'ceiling (minimal Node server, no store)',
+    key: 'ceiling',
+    async start() {
+      await new Promise((r) => server.listen(0, '127.0.0.1', r));
+      return server.address().port;
+    },
+    async stop() {
+      server.close();
+    },
+  };
+}
+
+// ------------------------------------------------------------------------------------------
+// (b) node-hl7-server
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = s.address().port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+function nodeHl7Server() {
+  let inbound;
+  return {
+    name: 'node-hl7-server 2.5 (AA from handler, no store)',
+    key: 'nodehl7',
+    async start() {
+      const { Server } = require('node-hl7-server');
+      const port = await freePort();
+      const server = new Server({ bindAddress: '127.0.0.1' });
+      inbound = server.createInbound({ port }, async (_req, res) => {
+        await res.sendResponse('AA');
+      });
+      await new Promise((r) => setTimeout(r, 200));
+      return port;
+    },
+    async stop() {
+      await inbound?.close().catch(() => undefined);
+    },
+  };
+}
+
+// ------------------------------------------------------------------------------------------
+// (c) Ferry's listener: the mllp source, headers from the plugin's codec, the SQLite store
+// (WAL, synchronous=FULL for inserts, group commit), ACK only after the commit resolves.
+function ferryListener() {
+  const mllp = require('../plugins/hl7v2-mllp/dist/index.js');
+  let store;
+  let src;
+  let dir;
+  return {
+    name: 'ferry listener + SQLite store (ACK after commit)',
+    key: 'ferry',
+    async start() {
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-mllp-'));
+      store = new core.SqliteMessageStore({ path: path.join(dir, 'ferry.db'), logger: core.silentLogger() });
+      await store.open();
+      const config = {
+        host: '127.0.0.1', port: 0, maxConnections: 200, idleTimeoutMs: 0, maxMessageSize: 10 << 20, maxPendingFrames: 64,
+        shutdownGraceMs: 2000, ackMode: 'auto', contentType: 'application/hl7-v2',
+        tls: { enabled: false, cert: '', key: '', passphrase: '', ca: '', requestCert: false, rejectUnauthorized: true, servername: '' },
+      };
+      const ctx = {
+        id: 'feed',
+        config,
+        logger: core.silentLogger(),
+        signal: new AbortController().signal,
+        submit: (messages) => store.insert(messages.map((m) => ({ ...m, sourceId: 'feed' })), { duplicates: { policy: 'accept', windowMs: 3600_000 } }),
+        getCheckpoint: async () => undefined,
+        setCheckpoint: async () => undefined,
+        extractHeaders: (_ct, body) => mllp.extractHeaders(body),
+        split: (_ct, body) => mllp.splitHl7Batch(body),
+      };
+      src = new mllp.MllpSource(ctx);
+      await src.start();
+      return src.address().port;
+    },
+    async stop() {
+      await src.stop();
+      await store.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// ------------------------------------------------------------------------------------------
+// (d) Ferry: the real engine, SQLite store (WAL, group commit), ACK after commit.
+function ferry() {
+  let engine;
+  let dir;
+  return {
+    name: 'ferry full Engine (listener + processing, SQLite)',
+    key: 'engine',
+    async start() {
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-mllp-'));
+      engine = await core.Engine.create({
+        config: {
+          store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
+          plugins: ['@ferry/plugin-hl7v2-mllp'],
+          admin: { enabled: false },
+          // duplicates: the load client reuses control ids across runs; accept keeps every message
+          sources: { feed: { type: 'mllp', host: '127.0.0.1', port: 0, duplicates: { policy: 'accept' } } },
+          routes: [],
+          log: { level: 'error' },
+        },
+        logger: core.silentLogger(),
+      });
+      await engine.start();
+      return engine.source('feed').address().port;
+    },
+    async stop() {
+      await engine.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// ------------------------------------------------------------------------------------------
+function load(port, n, c) {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [LOAD, '--host', '127.0.0.1', '--port', String(port), '--n', String(n), '--c', String(c), '--timeout', '10000'], { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      if (err) return reject(new Error(`load client failed: ${err.message} ${stderr}`));
+      const line = stdout.trim().split('\n').pop();
+      try {
+        resolve(JSON.parse(line));
+      } catch {
+        reject(new Error(`load client printed: ${stdout}`));
+      }
+    });
+  });
+}
+
+function wrongAcks(r) {
+  const nonAA = Object.entries(r.ack_codes || {})
+    .filter(([k]) => k !== 'AA')
+    .reduce((s, [, v]) => s + v, 0);
+  return Math.max(r.bad, 0) + nonAA + Math.max(0, r.sent - r.acked - (r.ack_codes?.TIMEOUT || 0));
+}
+
+async function main() {
+  console.log(`MLLP benchmark on ${os.cpus().length} CPU(s), node ${process.version}; client: ${path.relative(process.cwd(), LOAD)} (own process)`);
+  console.log(`messages: ${N1} at 1 connection, ${N16} at 16 connections (after a 300-message warm-up each)\n`);
+  const peers = [minimalServer(), nodeHl7Server(), ferryListener(), ferry()].filter((p) => !only || only.includes(p.key));
+  const results = {};
+  for (const p of peers) {
+    const port = await p.start();
+    try {
+      for (const c of [1, 16]) {
+        await load(port, 300, c).catch(() => undefined); // warm-up
+        const n = c === 1 ? N1 : N16;
+        let r;
+        try {
+          r = await load(port, n, c);
+        } catch (e) {
+          r = { sent: n, acked: 0, ack_codes: { ERROR: n }, bad: n, msgs_per_s: 0, p50_ms: null, p99_ms: null, error: e.message };
+        }
+        results[`${p.key}:${c}`] = r;
+        console.log(`  ${p.name.padEnd(52)} c=${String(c).padStart(2)}  ${String(r.msgs_per_s).padStart(9)} msg/s  p50 ${r.p50_ms} ms  p99 ${r.p99_ms} ms  wrong ${wrongAcks(r)}  codes ${JSON.stringify(r.ack_codes)}`);
+      }
+    } finally {
+      await p.stop();
+    }
+  }
+
+  const rows = [];
+  for (const p of peers)
+    for (const c of [1, 16]) {
+      const r = results[`${p.key}:${c}`];
+      rows.push({ peer: p.name, c, mps: r.msgs_per_s, p50: r.p50_ms, p99: r.p99_ms, wrong: wrongAcks(r), acked: `${r.acked}/${r.sent}` });
+    }
+  console.log('\n| peer | conns | msgs/s | p50 ms | p99 ms | wrong ACKs | acked |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|');
+  for (const r of rows) console.log(`| ${r.peer} | ${r.c} | ${r.mps} | ${r.p50 ?? '-'} | ${r.p99 ?? '-'} | ${r.wrong} | ${r.acked} |`);
+
+  const ratio = (a, b) => (b > 0 ? (a / b).toFixed(2) : 'n/a');
+  console.log('\n| ratio | c=1 | c=16 | goal (c=16) |');
+  console.log('|---|---:|---:|---|');
+  if (!results['ferry:1'] || !results['ceiling:1'] || !results['nodehl7:1']) return;
+  const f1 = results['ferry:1'].msgs_per_s, f16 = results['ferry:16'].msgs_per_s;
+  console.log(`| ferry / ceiling | ${ratio(f1, results['ceiling:1'].msgs_per_s)} | ${ratio(f16, results['ceiling:16'].msgs_per_s)} | >= 0.25 |`);
+  console.log(`| ferry / node-hl7-server | ${ratio(f1, results['nodehl7:1'].msgs_per_s)} | ${ratio(f16, results['nodehl7:16'].msgs_per_s)} | >= 10 |`);
+  console.log(`| ferry p99 ms | ${results['ferry:1'].p99_ms} | ${results['ferry:16'].p99_ms} | < 10 |`);
+  console.log(`| ferry wrong ACKs | ${wrongAcks(results['ferry:1'])} | ${wrongAcks(results['ferry:16'])} | 0 |`);
+  if (results['engine:16']) console.log(`| full engine / ceiling | ${ratio(results['engine:1'].msgs_per_s, results['ceiling:1'].msgs_per_s)} | ${ratio(results['engine:16'].msgs_per_s, results['ceiling:16'].msgs_per_s)} | (context) |`);
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);
