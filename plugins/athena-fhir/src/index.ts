@@ -1,10 +1,25 @@
 import { definePlugin } from '@ferry/core';
+import { AthenaFhirSink, athenaFhirSinkSchema } from './athena-fhir.sink';
+import { AthenaFhirSource, athenaFhirSourceSchema } from './athena-fhir.source';
+import { AthenaFhirTransform } from './athena-fhir.to-fhir';
 
+export * from './athena-fhir.client';
+export * from './athena-fhir.to-fhir';
+export * from './athena-fhir.source';
+export * from './athena-fhir.sink';
+
+/**
+ * athenaOne FHIR R4: incremental `_lastUpdated` polling with `ah-practice` on every search, id
+ * scheme mapped both ways, QuestionnaireResponse writes. Auth, rate limit and call policy come
+ * from the athena-rest plugin's connection (one token per environment + client for both APIs).
+ */
 export const athenaFhirPlugin = definePlugin({
-  manifest: { id: 'athena-fhir', version: '0.1.0', engine: '^0.1.0' },
+  manifest: { id: 'athena-fhir', version: '0.1.0', engine: '^0.1.0', dependsOn: ['athena-rest'], description: 'athenaOne FHIR R4 API' },
   configSchema: {},
-  register() {
-    // filled in by the athena-fhir issue
+  register(reg) {
+    reg.addSourceType('athena-fhir', AthenaFhirSource, athenaFhirSourceSchema);
+    reg.addSinkType('athena-fhir', AthenaFhirSink, athenaFhirSinkSchema);
+    reg.addTransform(AthenaFhirTransform);
   },
 });
 export default athenaFhirPlugin;
