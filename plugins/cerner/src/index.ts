@@ -1,10 +1,25 @@
+/**
+ * @ferry/plugin-cerner: Oracle Health (Cerner) Millennium FHIR R4 -- system-account auth
+ * (client_credentials with HTTP Basic and explicit scopes, or private_key_jwt), incremental polling
+ * and Group Bulk Data export sources, a normalising transform to canonical FHIR R4, and a
+ * create/update (If-Match) write-back sink. Built on the code shared in @ferry/plugin-epic.
+ */
 import { definePlugin } from '@ferry/core';
+import { bulkSourceSchema, normalizeConfigSchema, pollSourceSchema, writeBackSchema } from '@ferry/plugin-epic';
+import { CERNER_MRN_OID, CERNER_WRITE_TYPES, CernerBulkSource, CernerFhirTransform, CernerPollSource, CernerWriteBackSink } from './cerner.components';
+
+export * from './cerner.components';
+
+const auth = { method: 'client_secret_basic' as const, refreshSkewSec: 120 };
 
 export const cernerPlugin = definePlugin({
-  manifest: { id: 'cerner', version: '0.1.0', engine: '^0.1.0' },
-  configSchema: {},
-  register() {
-    // filled in by the cerner issue
+  manifest: { id: 'cerner', version: '0.1.0', engine: '^0.1.0', description: 'Oracle Health (Cerner) Millennium FHIR R4: system accounts, polling, bulk export, write-back' },
+  configSchema: normalizeConfigSchema([CERNER_MRN_OID]),
+  register(reg) {
+    reg.addSourceType('cerner-fhir-poll', CernerPollSource, pollSourceSchema(auth));
+    reg.addSourceType('cerner-bulk-export', CernerBulkSource, bulkSourceSchema(auth, ['group']));
+    reg.addTransform(CernerFhirTransform);
+    reg.addSinkType('cerner-fhir-write', CernerWriteBackSink, writeBackSchema(auth, CERNER_WRITE_TYPES, CERNER_MRN_OID));
   },
 });
 export default cernerPlugin;

@@ -62,10 +62,10 @@ export class BulkExportClient {
 
   /** Claim the per-client+tenant export slot (throws a retryable error when another export runs). */
   acquireSlot(): () => void {
-    if (activeJobs.has(this.conn.key))
+    if (activeJobs.has(this.conn.clientKey))
       throw new FerryError('VENDOR_EXPORT_BUSY', `${this.conn.vendor}: another bulk export is in progress for this client and tenant`, { kind: 'transient', retryable: true });
-    activeJobs.add(this.conn.key);
-    return () => activeJobs.delete(this.conn.key);
+    activeJobs.add(this.conn.clientKey);
+    return () => activeJobs.delete(this.conn.clientKey);
   }
 
   /** Kick off an export; returns the status URL (Content-Location). */

@@ -113,6 +113,8 @@ export class VendorConnection {
   readonly baseUrl: string;
   readonly tokenCache: TokenCache;
   readonly key: string;
+  /** (vendor, tenant, client): the scope of one-export-at-a-time. */
+  readonly clientKey: string;
   private tokenUrl?: string;
   private signingKey?: Promise<SigningKey>;
 
@@ -122,7 +124,9 @@ export class VendorConnection {
     this.baseUrl = cfg.baseUrl.replace(/\/+$/, '');
     this.tokenUrl = cfg.tokenUrl || undefined;
     this.tokenCache = cacheFor(cfg.auth.refreshSkewSec);
-    this.key = `${vendor}|${this.baseUrl}|${cfg.clientId}`;
+    this.clientKey = `${vendor}|${this.baseUrl}|${cfg.clientId}`;
+    // One token per (vendor, tenant, client, auth method, scope set): a token for other scopes is not interchangeable.
+    this.key = `${vendor}|${this.baseUrl}|${cfg.clientId}|${cfg.auth.method}|${[...cfg.auth.scopes].sort().join(' ')}`;
     this.http = new VendorHttpClient({
       vendor,
       baseUrl: this.baseUrl,

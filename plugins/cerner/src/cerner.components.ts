@@ -1,0 +1,62 @@
+/**
+ * Oracle Health (Cerner) Millennium source, transform and sink classes. The FHIR client, bulk
+ * client, sources, normalisation and write-back logic are shared with the Epic plugin
+ * (@ferry/plugin-epic exports them); this file holds what differs: the vendor profile (content
+ * type, id prefix, MRN system), the auth default (system account, HTTP Basic, explicit scopes,
+ * ~570 s tokens refreshed 120 s ahead), Group-only bulk export and the writable types (with update).
+ */
+import { coreTokens, type SinkContext, type SourceContext } from '@ferry/core';
+import {
+  BulkExportSource,
+  FhirPollSource,
+  VendorFhirTransform,
+  WriteBackSink,
+  type BulkSourceConfig,
+  type NormalizeConfig,
+  type PollSourceConfig,
+  type VendorProfile,
+  type WriteBackConfig,
+} from '@ferry/plugin-epic';
+import { inject, injectable } from 'tsyringe';
+
+export const CERNER_CONTENT_TYPE = 'application/vnd.cerner.fhir+json';
+export const CERNER_MRN_OID = 'urn:oid:2.16.840.1.113883.6.1000';
+export const CERNER_WRITE_TYPES = ['Observation', 'Condition', 'DocumentReference', 'AllergyIntolerance', 'Encounter', 'Appointment', 'MedicationRequest', 'Patient'];
+
+export const cernerProfile: VendorProfile = {
+  vendor: 'cerner',
+  idPrefix: 'cerner',
+  contentType: CERNER_CONTENT_TYPE,
+  mrnSystems: [CERNER_MRN_OID],
+  canonicalMrnSystem: 'urn:ferry:id:mrn',
+};
+
+@injectable()
+export class CernerPollSource extends FhirPollSource {
+  constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<PollSourceConfig>) {
+    // Cerner caps _count at 200.
+    super({ ...ctx, config: { ...ctx.config, pageSize: Math.min(200, ctx.config.pageSize) } } as SourceContext<PollSourceConfig>, cernerProfile);
+  }
+}
+
+@injectable()
+export class CernerBulkSource extends BulkExportSource {
+  constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<BulkSourceConfig>) {
+    super(ctx, cernerProfile);
+  }
+}
+
+@injectable()
+export class CernerFhirTransform extends VendorFhirTransform {
+  readonly name = 'cerner-fhir';
+  constructor(@inject(coreTokens.PluginConfig) cfg: Partial<NormalizeConfig>) {
+    super(cernerProfile, cfg, { mrnSystems: cernerProfile.mrnSystems, canonicalMrnSystem: cernerProfile.canonicalMrnSystem });
+  }
+}
+
+@injectable()
+export class CernerWriteBackSink extends WriteBackSink {
+  constructor(@inject(coreTokens.SinkContext) ctx: SinkContext<WriteBackConfig>) {
+    super(ctx, 'cerner', 'cerner', CERNER_WRITE_TYPES, true);
+  }
+}
