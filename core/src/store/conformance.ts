@@ -220,10 +220,10 @@ export function storeConformance(name: string, h: StoreHarness): void {
 
       it('gives an expired lease to another owner (also a message left transformed)', async () => {
         const [r1, r2] = await store.insert([msg(), msg()]);
-        await store.claimReceived('crashed', 10, 30);
+        await store.claimReceived('crashed', 10, 400);
         await store.recordTransformed(r2.id, bundleFor('x'), 'k');
         expect(await store.claimReceived('other', 10, 60_000)).toEqual([]);
-        await sleep(60);
+        await sleep(450);
         const again = await store.claimReceived('other', 10, 60_000);
         expect(again.map((m) => m.id)).toEqual([r1.id, r2.id]);
       });
@@ -259,7 +259,8 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(d[0].orderingKey).toBe('source:src-a');
         // nothing left to claim: processed messages are not claimed again
         expect(await store.claimReceived('p2', 10, 60_000)).toEqual([]);
-        await expect(store.recordTransformed('missing', bundleFor('m'), 'k')).rejects.toMatchObject({ kind: 'internal' });
+        await store.recordTransformed('missing', bundleFor('m'), 'k');
+        await expect(store.recordRouting('missing', { status: 'unrouted' })).rejects.toMatchObject({ kind: 'internal' });
       });
 
       it('a routing with no deliveries leaves the message delivered', async () => {
@@ -393,8 +394,8 @@ export function storeConformance(name: string, h: StoreHarness): void {
 
       it('an expired delivery lease is claimed again by another worker', async () => {
         await routed(store, ['L']);
-        const [d] = await store.claimDeliveries('crashed', 1, 30);
-        await sleep(60);
+        const [d] = await store.claimDeliveries('crashed', 1, 300);
+        await sleep(350);
         const [again] = await store.claimDeliveries('other', 1, 60_000);
         expect(again.id).toBe(d.id);
       });

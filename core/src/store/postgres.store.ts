@@ -146,7 +146,8 @@ export class PostgresMessageStore extends SqlMessageStore {
     return ` FOR UPDATE OF ${table} SKIP LOCKED`;
   }
 
-  protected override async lockKey(x: SqlExec, key: string): Promise<void> {
-    await x.all('SELECT pg_advisory_xact_lock(hashtext(?))', [key]);
+  protected override async lockKeys(x: SqlExec, keys: string[]): Promise<void> {
+    // In hash order, so two instances locking overlapping sets cannot deadlock.
+    await x.all('SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(?::text[]) AS k ORDER BY 1) AS s', [keys]);
   }
 }

@@ -78,12 +78,19 @@ export abstract class SqlMessageStore implements MessageStore {
   private closing = false;
   private queue: PendingInsert[] = [];
   private queuedCount = 0;
-  private timer?: NodeJS.Timeout | NodeJS.Immediate;
+  private timer?: NodeJS.Immediate;
   private flushing?: Promise<void>;
   /** The JSON of the bundle last recorded by recordTransformed, to avoid storing it twice per delivery. */
   private lastBundle?: { id: string; json: string };
   /** Commits made by `insert` (for tests and the benchmark). */
   insertCommits = 0;
+  /** State transitions waiting for the next shared transaction. */
+  private writes: { fn: (x: SqlExec) => Promise<unknown>; resolve(v: unknown): void; reject(e: unknown): void }[] = [];
+  private writeTimer?: NodeJS.Immediate;
+  private writing?: Promise<void>;
+  /** Transactions made by state transitions, and how many transitions they carried. */
+  writeCommits = 0;
+  writeOps = 0;
 
   constructor(opts: SqlStoreOptions) {
     this.logger = opts.logger;
@@ -101,8 +108,8 @@ export abstract class SqlMessageStore implements MessageStore {
   protected lockClause(_table: string): string {
     return '';
   }
-  /** Serialises concurrent writers of one duplicate key across processes (PostgreSQL). */
-  protected async lockKey(_x: SqlExec, _key: string): Promise<void> {}
+  /** Serialises concurrent writers of the same duplicate keys across processes (PostgreSQL). */
+  protected async lockKeys(_x: SqlExec, _keys: string[]): Promise<void> {}
   /** Called after prune to give space back to the file system. */
   protected async compact(): Promise<void> {}
 
@@ -126,9 +133,15 @@ export abstract class SqlMessageStore implements MessageStore {
     if (!this.opened) return;
     this.closing = true;
     if (this.timer) this.clearTimer();
-    while (this.queue.length || this.flushing) {
+    while (this.queue.length || this.flushing || this.writes.length || this.writing) {
       if (this.flushing) await this.flushing;
-      else await this.flush();
+      else if (this.queue.length) await this.flush();
+      else if (this.writing) await this.writing;
+      else {
+        if (this.writeTimer) clearImmediate(this.writeTimer);
+        this.writeTimer = undefined;
+        await this.flushWrites();
+      }
     }
     this.opened = false;
     await this.disconnect();
@@ -187,10 +200,9 @@ export abstract class SqlMessageStore implements MessageStore {
   }
 
   private clearTimer(): void {
-    const t = this.timer as any;
+    const t = this.timer;
     this.timer = undefined;
-    clearTimeout(t);
-    clearImmediate(t);
+    if (t) clearImmediate(t);
   }
 
   private schedule(): void {
@@ -201,11 +213,13 @@ export abstract class SqlMessageStore implements MessageStore {
       return;
     }
     if (this.timer) return;
-    const run = () => {
+    // The next turn of the event loop: every caller whose I/O arrived in this turn joins the
+    // batch, and callers arriving while a commit is in flight join the next one -- so under load
+    // batches fill by themselves and nobody waits on a timer (maxDelayMs is only an upper bound).
+    this.timer = setImmediate(() => {
       this.timer = undefined;
       void this.flush();
-    };
-    this.timer = this.groupCommit.maxDelayMs > 0 ? setTimeout(run, this.groupCommit.maxDelayMs) : setImmediate(run);
+    });
   }
 
   private flush(): Promise<void> {
@@ -233,24 +247,28 @@ export abstract class SqlMessageStore implements MessageStore {
   }
 
   private async commitBatch(batch: PendingInsert[]): Promise<void> {
+    // Refuse malformed calls alone, before the transaction, so they cannot fail the others.
+    const valid: PendingInsert[] = [];
+    for (const p of batch) {
+      const bad = this.validate(p.messages);
+      if (bad) p.reject(bad);
+      else valid.push(p);
+    }
+    if (!valid.length) return;
     try {
-      const results = await this.tx(async (x) => {
-        const out: InsertResult[][] = [];
-        for (const p of batch) out.push(await this.insertInTx(x, p.messages, p.opts));
-        return out;
-      }, { durable: true });
+      const results = await this.tx((x) => this.insertCalls(x, valid), { durable: true });
       this.insertCommits++;
-      batch.forEach((p, i) => p.resolve(results[i]));
+      valid.forEach((p, i) => p.resolve(results[i]));
     } catch (e) {
-      if (batch.length === 1) {
-        batch[0].reject(this.writeError(e));
+      if (valid.length === 1) {
+        valid[0].reject(this.writeError(e));
         return;
       }
-      // One caller's bad input must not fail the others: commit each call alone.
-      this.logger.warn('store group commit failed; committing calls one by one', { store: this.kind, calls: batch.length, ...errorFields(e) });
-      for (const p of batch) {
+      // Commit each call alone so one caller's failure is not everybody's.
+      this.logger.warn('store group commit failed; committing calls one by one', { store: this.kind, calls: valid.length, ...errorFields(e) });
+      for (const p of valid) {
         try {
-          const r = await this.tx((x) => this.insertInTx(x, p.messages, p.opts), { durable: true });
+          const [r] = await this.tx((x) => this.insertCalls(x, [p]), { durable: true });
           this.insertCommits++;
           p.resolve(r);
         } catch (e2) {
@@ -260,46 +278,122 @@ export abstract class SqlMessageStore implements MessageStore {
     }
   }
 
+  private validate(messages: NewMessage[]): FerryError | undefined {
+    for (const m of messages) {
+      if (!m || typeof m.sourceId !== 'string' || !m.sourceId) return new FerryError('INPUT_MESSAGE_NO_SOURCE', 'a stored message needs a sourceId', { kind: 'input' });
+      if (!Buffer.isBuffer(m.body)) return new FerryError('INPUT_MESSAGE_BODY', 'a stored message body must be a Buffer', { kind: 'input' });
+      if (typeof m.contentType !== 'string' || !m.contentType) return new FerryError('INPUT_MESSAGE_CONTENT_TYPE', 'a stored message needs a content type', { kind: 'input' });
+    }
+    return undefined;
+  }
+
   private writeError(e: unknown): FerryError {
     if (e instanceof FerryError) return e;
     return transientError('STORE_WRITE', `could not store messages: ${(e as Error)?.message ?? String(e)}`, { store: this.kind }, e);
   }
 
-  private async insertInTx(x: SqlExec, messages: NewMessage[], opts?: InsertOptions): Promise<InsertResult[]> {
-    const out: InsertResult[] = [];
+  /** Rows per multi-row INSERT (bound parameters stay far below both databases' limits). */
+  private static readonly CHUNK = 200;
+
+  /**
+   * Inserts every message of several insert calls in one transaction: one duplicate lookup for
+   * the whole batch, multi-row INSERTs for messages and their `received` events.
+   */
+  private async insertCalls(x: SqlExec, calls: { messages: NewMessage[]; opts?: InsertOptions }[]): Promise<InsertResult[][]> {
     const now = this.now();
-    for (const m of messages) {
-      if (!m.sourceId) throw new FerryError('INPUT_MESSAGE_NO_SOURCE', 'a stored message needs a sourceId', { kind: 'input' });
-      if (!Buffer.isBuffer(m.body)) throw new FerryError('INPUT_MESSAGE_BODY', 'a stored message body must be a Buffer', { kind: 'input' });
-      const headers = m.headers ?? {};
-      const receivedAt = m.receivedAt?.getTime() ?? now;
-      const key = dedupKey(headers);
-      let duplicateOf: string | undefined;
-      if (key && opts?.duplicates) {
-        await this.lockKey(x, `${m.sourceId}|${key}`);
-        const prior = await x.all(
-          `SELECT id FROM messages WHERE source_id = ? AND dedup_key = ? AND received_at >= ? AND duplicate_of IS NULL ORDER BY seq DESC LIMIT 1`,
-          [m.sourceId, key, receivedAt - opts.duplicates.windowMs],
+    type Item = { m: NewMessage; headers: MessageHeaders; receivedAt: number; key?: string; windowMs?: number; policy?: string; result?: InsertResult };
+    const items: Item[][] = calls.map((c) =>
+      c.messages.map((m) => {
+        const headers = m.headers ?? {};
+        const key = c.opts?.duplicates ? dedupKey(headers) : undefined;
+        return { m, headers, receivedAt: m.receivedAt?.getTime() ?? now, key, windowMs: c.opts?.duplicates?.windowMs, policy: c.opts?.duplicates?.policy };
+      }),
+    );
+    const flat = items.flat();
+
+    // Duplicates: earlier messages (stored, or earlier in this batch) with the same source + key in the window.
+    const checked = flat.filter((i) => i.key);
+    const seen = new Map<string, { id: string; receivedAt: number }[]>();
+    if (checked.length) {
+      const groupKeys = [...new Set(checked.map((i) => `${i.m.sourceId}|${i.key}`))].sort();
+      await this.lockKeys(x, groupKeys);
+      const keys = [...new Set(checked.map((i) => i.key!))];
+      const since = Math.min(...checked.map((i) => i.receivedAt - (i.windowMs ?? 0)));
+      for (let o = 0; o < keys.length; o += SqlMessageStore.CHUNK) {
+        const part = keys.slice(o, o + SqlMessageStore.CHUNK);
+        const rows = await x.all(
+          `SELECT id, source_id, dedup_key, received_at FROM messages
+           WHERE dedup_key IN (${part.map(() => '?').join(', ')}) AND received_at >= ? AND duplicate_of IS NULL ORDER BY seq`,
+          [...part, since],
         );
-        duplicateOf = prior[0]?.id;
-        if (duplicateOf && opts.duplicates.policy !== 'accept') {
-          await this.event(x, duplicateOf, now, 'duplicate', undefined, undefined, opts.duplicates.policy === 'reject' ? 'rejected' : 'ignored');
-          out.push({ id: duplicateOf, duplicate: true, duplicateOf, stored: false });
+        for (const r of rows) {
+          const k = `${r.source_id}|${r.dedup_key}`;
+          const list = seen.get(k) ?? [];
+          list.push({ id: r.id, receivedAt: Number(r.received_at) });
+          seen.set(k, list);
+        }
+      }
+    }
+
+    const toInsert: { item: Item; id: string; duplicateOf?: string }[] = [];
+    const dupEvents: { id: string; detail: string }[] = [];
+    for (const item of flat) {
+      let duplicateOf: string | undefined;
+      if (item.key) {
+        const list = seen.get(`${item.m.sourceId}|${item.key}`);
+        const from = item.receivedAt - (item.windowMs ?? 0);
+        for (let j = (list?.length ?? 0) - 1; j >= 0; j--) {
+          if (list![j].receivedAt >= from) {
+            duplicateOf = list![j].id;
+            break;
+          }
+        }
+        if (duplicateOf && item.policy !== 'accept') {
+          dupEvents.push({ id: duplicateOf, detail: item.policy === 'reject' ? 'rejected' : 'ignored' });
+          item.result = { id: duplicateOf, duplicate: true, duplicateOf, stored: false };
           continue;
         }
       }
       const id = newId(now);
-      const r = await x.all(
-        `INSERT INTO messages (id, source_id, content_type, body, headers, received_at, status, duplicate_of, dedup_key, ordering_key, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, 'received', ?, ?, ?, ?) RETURNING seq`,
-        [id, m.sourceId, m.contentType, m.body, JSON.stringify(headers), receivedAt, duplicateOf ?? null, key ?? null, headers.orderingKey ?? null, now],
-      );
-      if (!r.length) throw new FerryError('INTERNAL_STORE_INSERT', 'insert returned no row', { kind: 'internal' });
-      await this.event(x, id, now, 'received', undefined, undefined, duplicateOf ? `duplicate of ${duplicateOf}` : undefined);
-      out.push({ id, duplicate: !!duplicateOf, duplicateOf, stored: true });
+      toInsert.push({ item, id, duplicateOf });
+      item.result = { id, duplicate: !!duplicateOf, duplicateOf, stored: true };
+      if (item.key && !duplicateOf) {
+        const k = `${item.m.sourceId}|${item.key}`;
+        const list = seen.get(k) ?? [];
+        list.push({ id, receivedAt: item.receivedAt });
+        seen.set(k, list);
+      }
     }
-    if (opts?.checkpoint) await this.upsertCheckpoint(x, opts.checkpoint.sourceId, opts.checkpoint.key, opts.checkpoint.value, now);
-    return out;
+
+    for (let o = 0; o < toInsert.length; o += SqlMessageStore.CHUNK) {
+      const part = toInsert.slice(o, o + SqlMessageStore.CHUNK);
+      const params: unknown[] = [];
+      for (const { item, id, duplicateOf } of part) {
+        const dk = dedupKey(item.headers);
+        params.push(id, item.m.sourceId, item.m.contentType, item.m.body, JSON.stringify(item.headers), item.receivedAt, duplicateOf ?? null, dk ?? null, item.headers.orderingKey ?? null, now);
+      }
+      const n = await x.run(
+        `INSERT INTO messages (id, source_id, content_type, body, headers, received_at, status, duplicate_of, dedup_key, ordering_key, updated_at)
+         VALUES ${part.map(() => `(?, ?, ?, ?, ?, ?, 'received', ?, ?, ?, ?)`).join(', ')}`,
+        params,
+      );
+      if (n !== part.length) throw new FerryError('INTERNAL_STORE_INSERT', `inserted ${n} of ${part.length} messages`, { kind: 'internal' });
+    }
+    const events = [
+      ...toInsert.map((t) => ({ id: t.id, status: 'received', detail: t.duplicateOf ? `duplicate of ${t.duplicateOf}` : null })),
+      ...dupEvents.map((d) => ({ id: d.id, status: 'duplicate', detail: d.detail })),
+    ];
+    for (let o = 0; o < events.length; o += SqlMessageStore.CHUNK) {
+      const part = events.slice(o, o + SqlMessageStore.CHUNK);
+      await x.run(
+        `INSERT INTO message_events (message_id, at, status, detail) VALUES ${part.map(() => '(?, ?, ?, ?)').join(', ')}`,
+        part.flatMap((e) => [e.id, now, e.status, e.detail]),
+      );
+    }
+    for (const c of calls) {
+      if (c.opts?.checkpoint) await this.upsertCheckpoint(x, c.opts.checkpoint.sourceId, c.opts.checkpoint.key, c.opts.checkpoint.value, now);
+    }
+    return items.map((list) => list.map((i) => i.result!));
   }
 
   private event(x: SqlExec, messageId: string, at: number, status: string, sinkId?: string, routeId?: string, detail?: string): Promise<number> {
@@ -311,6 +405,93 @@ export abstract class SqlMessageStore implements MessageStore {
       routeId ?? null,
       detail ?? null,
     ]);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Group commit of state transitions
+
+  /**
+   * Runs `fn` in a transaction shared with the other state transitions requested in the same
+   * turn of the event loop (or while the previous one commits). Each runs inside its own
+   * savepoint, so one failing does not undo the others; each caller resolves after the commit.
+   */
+  protected write<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.writes.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      this.scheduleWrites();
+    });
+  }
+
+  private scheduleWrites(): void {
+    if (this.writing || this.writeTimer) return;
+    this.writeTimer = setImmediate(() => {
+      this.writeTimer = undefined;
+      void this.flushWrites();
+    });
+  }
+
+  private flushWrites(): Promise<void> {
+    if (this.writing) return this.writing;
+    const batch = this.writes.splice(0, 512);
+    if (!batch.length) return Promise.resolve();
+    this.writing = (async () => {
+      if (batch.length === 1) {
+        try {
+          batch[0].resolve(await this.tx(batch[0].fn));
+        } catch (e) {
+          batch[0].reject(e);
+        }
+        this.writeCommits++;
+        this.writeOps++;
+        return;
+      }
+      const results: { ok: boolean; v: unknown }[] = [];
+      try {
+        await this.tx(async (x) => {
+          for (const op of batch) {
+            await x.run('SAVEPOINT ferry_op');
+            try {
+              const v = await op.fn(x);
+              await x.run('RELEASE SAVEPOINT ferry_op');
+              results.push({ ok: true, v });
+            } catch (e) {
+              await x.run('ROLLBACK TO SAVEPOINT ferry_op');
+              await x.run('RELEASE SAVEPOINT ferry_op');
+              results.push({ ok: false, v: e });
+            }
+          }
+        });
+        this.writeCommits++;
+        this.writeOps += batch.length;
+        results.forEach((r, i) => (r.ok ? batch[i].resolve(r.v) : batch[i].reject(r.v)));
+      } catch (e) {
+        for (const b of batch) b.reject(e);
+      }
+    })().finally(() => {
+      this.writing = undefined;
+      if (this.writes.length) this.scheduleWrites();
+    });
+    return this.writing;
+  }
+
+  /** Commits the transitions queued so far, so what follows reads its own writes. */
+  private async settle(): Promise<void> {
+    if (this.writing) await this.writing;
+    if (this.writes.length) {
+      if (this.writeTimer) clearImmediate(this.writeTimer);
+      this.writeTimer = undefined;
+      await this.flushWrites();
+    }
+  }
+
+  private async readSettled<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    await this.settle();
+    return this.read(fn);
+  }
+
+  private async txSettled<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    await this.settle();
+    return this.tx(fn);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -364,7 +545,7 @@ export abstract class SqlMessageStore implements MessageStore {
 
   async getMessage(id: string, opts: { body?: boolean; bundle?: boolean } = {}): Promise<StoredMessage | undefined> {
     this.assertOpen();
-    const rows = await this.read((x) => x.all(`SELECT ${this.columns(!!opts.body, !!opts.bundle)} FROM messages WHERE id = ?`, [id]));
+    const rows = await this.readSettled((x) => x.all(`SELECT ${this.columns(!!opts.body, !!opts.bundle)} FROM messages WHERE id = ?`, [id]));
     return rows[0] ? this.toMessage(rows[0], !!opts.body, !!opts.bundle) : undefined;
   }
 
@@ -417,7 +598,7 @@ export abstract class SqlMessageStore implements MessageStore {
     this.assertOpen();
     const { where, params } = this.filterSql(filter);
     const limit = filter.limit && filter.limit > 0 ? ` LIMIT ${Math.floor(filter.limit)}` : '';
-    const rows = await this.read((x) =>
+    const rows = await this.readSettled((x) =>
       x.all(`SELECT ${this.columns(false, false, 'm')} FROM messages m ${where} ORDER BY m.seq ${filter.newestFirst ? 'DESC' : 'ASC'}${limit}`, params),
     );
     return rows.map((r) => this.toMessage(r, false, false));
@@ -425,7 +606,7 @@ export abstract class SqlMessageStore implements MessageStore {
 
   async events(messageId: string): Promise<MessageEvent[]> {
     this.assertOpen();
-    const rows = await this.read((x) => x.all('SELECT * FROM message_events WHERE message_id = ? ORDER BY seq', [messageId]));
+    const rows = await this.readSettled((x) => x.all('SELECT * FROM message_events WHERE message_id = ? ORDER BY seq', [messageId]));
     return rows.map((r) => {
       const e: MessageEvent = { messageId: r.message_id, at: new Date(Number(r.at)), status: r.status };
       if (r.sink_id) e.sinkId = r.sink_id;
@@ -437,7 +618,7 @@ export abstract class SqlMessageStore implements MessageStore {
 
   async deliveries(messageId: string, opts: { includeSuperseded?: boolean } = {}): Promise<StoredDelivery[]> {
     this.assertOpen();
-    const rows = await this.read((x) =>
+    const rows = await this.readSettled((x) =>
       x.all(`SELECT * FROM deliveries WHERE message_id = ?${opts.includeSuperseded ? '' : ' AND superseded = 0'} ORDER BY seq`, [messageId]),
     );
     return rows.map((r) => this.toDelivery(r));
@@ -450,7 +631,7 @@ export abstract class SqlMessageStore implements MessageStore {
     this.assertOpen();
     if (limit <= 0) return [];
     const now = this.now();
-    const rows = await this.tx(async (x) => {
+    const rows = await this.txSettled(async (x) => {
       const ids = await x.all(
         `SELECT seq FROM messages WHERE status IN ${UNROUTED_MESSAGE} AND (lease_expires IS NULL OR lease_expires <= ?) ORDER BY seq LIMIT ?${this.lockClause('messages')}`,
         [now, limit],
@@ -470,23 +651,29 @@ export abstract class SqlMessageStore implements MessageStore {
     return rows[0];
   }
 
+  /**
+   * Write-behind: queued into the next shared transaction and resolved at once (errors are
+   * raised by the caller's next transition of this message, which fails the same way). It
+   * commits, in order, together with the recordRouting / recordFailed that follows it; a crash
+   * before that commit leaves the message `received`, to be transformed again.
+   */
   async recordTransformed(id: string, bundle: Bundle, orderingKey: string | undefined): Promise<void> {
     this.assertOpen();
     const now = this.now();
     const text = JSON.stringify(bundle);
-    await this.tx(async (x) => {
+    this.lastBundle = { id, json: text };
+    this.write(async (x) => {
       const m = await this.requireMessage(x, id, 'seq, source_id, headers');
       const key = orderingKey || json<MessageHeaders>(m.headers)?.orderingKey || `source:${m.source_id}`;
       await x.run(`UPDATE messages SET status = 'transformed', bundle = ?, ordering_key = ?, error = NULL, updated_at = ? WHERE id = ?`, [text, key, now, id]);
       await this.event(x, id, now, 'transformed');
-    });
-    this.lastBundle = { id, json: text };
+    }).catch((e) => this.logger.debug('recordTransformed failed', { messageId: id, ...errorFields(e) }));
   }
 
   async recordFailed(id: string, error: StoredError): Promise<void> {
     this.assertOpen();
     const now = this.now();
-    await this.tx(async (x) => {
+    await this.write(async (x) => {
       await this.requireMessage(x, id, 'seq');
       await x.run(`UPDATE messages SET status = 'failed', error = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?`, [errJson(error), now, id]);
       await this.event(x, id, now, 'failed', undefined, undefined, error.code);
@@ -498,7 +685,7 @@ export abstract class SqlMessageStore implements MessageStore {
     const now = this.now();
     const cached = this.lastBundle?.id === id ? this.lastBundle.json : undefined;
     this.lastBundle = undefined;
-    await this.tx(async (x) => {
+    await this.write(async (x) => {
       const m = await this.requireMessage(x, id, cached ? 'seq, source_id, ordering_key' : 'seq, source_id, ordering_key, bundle');
       const messageBundle: string | undefined = cached ?? m.bundle ?? undefined;
       const clear = 'lease_owner = NULL, lease_expires = NULL';
@@ -542,7 +729,7 @@ export abstract class SqlMessageStore implements MessageStore {
     this.assertOpen();
     if (limit <= 0) return [];
     const now = nowDate?.getTime() ?? this.now();
-    const rows = await this.tx(async (x) => {
+    const rows = await this.txSettled(async (x) => {
       const cand = await x.all(
         `SELECT d.seq FROM deliveries d
          WHERE d.superseded = 0 AND d.status IN ${OPEN_DELIVERY}
@@ -582,7 +769,7 @@ export abstract class SqlMessageStore implements MessageStore {
   async completeDelivery(deliveryId: string, outcome: DeliveryOutcome): Promise<void> {
     this.assertOpen();
     const now = this.now();
-    await this.tx(async (x) => {
+    await this.write(async (x) => {
       const rows = await x.all('SELECT message_id, route_id, sink_id, superseded FROM deliveries WHERE id = ?', [deliveryId]);
       const d = rows[0];
       if (!d) throw new FerryError('INTERNAL_STORE_NO_DELIVERY', `no delivery ${deliveryId}`, { kind: 'internal', details: { deliveryId } });
@@ -621,7 +808,7 @@ export abstract class SqlMessageStore implements MessageStore {
 
   async nextDueAt(): Promise<Date | undefined> {
     this.assertOpen();
-    const rows = await this.read((x) =>
+    const rows = await this.readSettled((x) =>
       x.all(`SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE superseded = 0 AND status = 'failed' AND next_attempt_at IS NOT NULL`),
     );
     return date(rows[0]?.t);
@@ -631,7 +818,7 @@ export abstract class SqlMessageStore implements MessageStore {
   async backlog(nowDate?: Date): Promise<BacklogInfo> {
     this.assertOpen();
     const now = nowDate?.getTime() ?? this.now();
-    return this.read(async (x) => {
+    return this.readSettled(async (x) => {
       const m = await x.all(`SELECT COUNT(*) AS n FROM messages WHERE status IN ${UNROUTED_MESSAGE}`);
       const d = await x.all(
         `SELECT
@@ -658,7 +845,7 @@ export abstract class SqlMessageStore implements MessageStore {
     const now = this.now();
     const { where, params } = this.filterSql(filter);
     const limit = filter.limit && filter.limit > 0 ? ` LIMIT ${Math.floor(filter.limit)}` : '';
-    return this.tx(async (x) => {
+    return this.txSettled(async (x) => {
       const rows = await x.all(
         `SELECT m.id FROM messages m ${where ? `${where} AND` : 'WHERE'} m.body IS NOT NULL AND m.status NOT IN ${UNROUTED_MESSAGE} ORDER BY m.seq${limit}${this.lockClause('m')}`,
         params,
@@ -698,7 +885,7 @@ export abstract class SqlMessageStore implements MessageStore {
       c.push(filter.deliveryIds.length ? `d.id IN (${filter.deliveryIds.map(() => '?').join(', ')})` : '1 = 0');
       p.push(...filter.deliveryIds);
     }
-    return this.tx(async (x) => {
+    return this.txSettled(async (x) => {
       const rows = await x.all(
         `SELECT d.id, d.message_id, d.sink_id, d.route_id FROM deliveries d WHERE ${c.join(' AND ')}
            AND d.message_id IN (SELECT m.id FROM messages m ${where}) ORDER BY d.message_seq, d.seq`,
@@ -728,7 +915,7 @@ export abstract class SqlMessageStore implements MessageStore {
 
   async getCheckpoint(sourceId: string, key: string): Promise<string | undefined> {
     this.assertOpen();
-    const rows = await this.read((x) => x.all('SELECT value FROM checkpoints WHERE source_id = ? AND key = ?', [sourceId, key]));
+    const rows = await this.readSettled((x) => x.all('SELECT value FROM checkpoints WHERE source_id = ? AND key = ?', [sourceId, key]));
     return rows[0]?.value ?? undefined;
   }
 
@@ -741,7 +928,7 @@ export abstract class SqlMessageStore implements MessageStore {
   async prune(opts: PruneOptions): Promise<PruneResult> {
     this.assertOpen();
     const now = this.now();
-    const result = await this.tx(async (x) => {
+    const result = await this.txSettled(async (x) => {
       let messages = await x.run(
         `UPDATE messages SET body = NULL, bundle = NULL, pruned_at = ?
          WHERE pruned_at IS NULL AND status IN ('delivered', 'filtered', 'unrouted') AND updated_at < ?`,
@@ -772,7 +959,7 @@ export abstract class SqlMessageStore implements MessageStore {
 
   async stats(): Promise<StoreStats> {
     this.assertOpen();
-    return this.read(async (x) => {
+    return this.readSettled(async (x) => {
       const m = await x.all('SELECT status, COUNT(*) AS n FROM messages GROUP BY status');
       const d = await x.all('SELECT status, COUNT(*) AS n FROM deliveries WHERE superseded = 0 GROUP BY status');
       return {

@@ -149,13 +149,13 @@ export class SqliteMessageStore extends SqlMessageStore {
       const db = this.db;
       if (!db) throw new FerryError('TRANSIENT_STORE_CLOSED', 'the SQLite store is closed', { kind: 'transient' });
       this.setSync(opts.durable ? 'FULL' : 'NORMAL');
-      db.prepare('BEGIN IMMEDIATE').run();
+      this.prepare('BEGIN IMMEDIATE').run();
       try {
         const r = await fn(this.exec);
-        db.prepare('COMMIT').run();
+        this.prepare('COMMIT').run();
         return r;
       } catch (e) {
-        if (db.inTransaction) db.prepare('ROLLBACK').run();
+        if (db.inTransaction) this.prepare('ROLLBACK').run();
         throw e;
       }
     });

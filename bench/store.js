@@ -1,0 +1,192 @@
+#!/usr/bin/env node
+// `npm run bench -- store [--quick]`: durable insert throughput of the message store --
+// one transaction per message vs group commit, SQLite and PostgreSQL -- and end-to-end
+// messages/s through the engine into a file sink. Requires the built packages (npm run build).
+'use strict';
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { randomBytes } = require('node:crypto');
+
+const core = require('../core/dist/index.js');
+const { SqliteMessageStore, PostgresMessageStore, silentLogger } = core;
+
+const quick = process.argv.includes('--quick');
+const PG_URL = process.env.FERRY_BENCH_PG_URL || 'postgres://postgres@127.0.0.1:5432/test';
+const logger = silentLogger();
+
+function hl7(i) {
+  const ts = '20250101120000';
+  return Buffer.from(
+    [
+      `MSH|^~\\&|BENCH|FAC|FERRY|DEST|${ts}||ADT^A08^ADT_A01|B${i}|P|2.5.1`,
+      `EVN|A08|${ts}`,
+      `PID|1||MRN${i % 500}^^^HOSP^MR||DOE^JANE^Q||19800101|F|||1 MAIN ST^^TOWN^ST^00000||555-0100|||S||ACC${i}`,
+      `PV1|1|I|WARD^101^A|||||1234^SMITH^JOHN|||MED||||1|||1234^SMITH^JOHN|IN|V${i}`,
+      'AL1|1||^PENICILLIN||RASH',
+      `OBX|1|NM|8867-4^Heart rate^LN||${60 + (i % 40)}|/min|||||F`,
+    ].join('\r') + '\r',
+  );
+}
+
+/** `concurrency` callers each insert one message at a time until `n` are stored. */
+async function insertRun(store, n, concurrency) {
+  let next = 0;
+  const t0 = process.hrtime.bigint();
+  const worker = async () => {
+    while (next < n) {
+      const i = next++;
+      await store.insert([{ sourceId: 'bench', contentType: 'application/hl7-v2', body: hl7(i), headers: { messageType: 'ADT^A08', controlId: `B${i}`, sendingApplication: 'BENCH', sendingFacility: 'FAC' } }], {
+        duplicates: { policy: 'ignore', windowMs: 3600_000 },
+      });
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  return { n, secs, rate: n / secs, commits: store.insertCommits };
+}
+
+async function sqliteRun(dir, label, groupCommit, n, concurrency) {
+  const file = path.join(dir, `${label}.db`);
+  const store = new SqliteMessageStore({ path: file, logger, groupCommit });
+  await store.open();
+  const r = await insertRun(store, n, concurrency);
+  await store.close();
+  return r;
+}
+
+async function pgRun(label, groupCommit, n, concurrency) {
+  const pg = require('pg');
+  const schema = `ferry_bench_${randomBytes(4).toString('hex')}`;
+  const store = new PostgresMessageStore({ url: PG_URL, schema, logger, groupCommit, poolSize: 8 });
+  try {
+    await store.open();
+  } catch (e) {
+    return { skipped: `PostgreSQL not reachable at ${PG_URL}: ${e.message}` };
+  }
+  try {
+    return await insertRun(store, n, concurrency);
+  } finally {
+    await store.close();
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await c.end();
+  }
+}
+
+function table(rows, cols) {
+  const w = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? '').length)));
+  const line = (vals) => vals.map((v, i) => String(v ?? '').padEnd(w[i])).join('  ');
+  console.log(line(cols));
+  console.log(line(w.map((x) => '-'.repeat(x))));
+  for (const r of rows) console.log(line(cols.map((c) => r[c])));
+}
+
+async function endToEnd(dir, n) {
+  if (!core.Engine) return { skipped: 'Engine not built' };
+  const out = path.join(dir, 'out');
+  const inbox = path.join(dir, 'inbox');
+  fs.mkdirSync(inbox, { recursive: true });
+  // An in-memory source that submits `n` messages as fast as the store acknowledges them,
+  // with up to 64 submits in flight (like 64 MLLP connections).
+  let done;
+  const finished = new Promise((r) => (done = r));
+  const { injectable, inject } = require('tsyringe');
+  class BenchSource {
+    constructor(ctx) {
+      this.ctx = ctx;
+    }
+    async start() {
+      let next = 0;
+      const t0 = Date.now();
+      const worker = async () => {
+        while (next < n) {
+          const i = next++;
+          const body = hl7(i);
+          await this.ctx.submit([{ contentType: 'application/hl7-v2', body, headers: this.ctx.extractHeaders('application/hl7-v2', body) }]);
+        }
+      };
+      setImmediate(() => Promise.all(Array.from({ length: 64 }, worker)).then(() => done(Date.now() - t0)));
+    }
+    async stop() {}
+  }
+  inject(core.coreTokens.SourceContext)(BenchSource, undefined, 0);
+  injectable()(BenchSource);
+  const plugin = core.definePlugin({
+    manifest: { id: 'bench-source', version: '1.0.0', engine: '*' },
+    configSchema: {},
+    register(reg) {
+      reg.addSourceType('bench', BenchSource, {});
+    },
+  });
+  const engine = await core.Engine.create({
+    config: {
+      store: { kind: 'sqlite', path: path.join(dir, 'e2e.db') },
+      plugins: ['@ferry/plugin-hl7v2-mllp'],
+      sources: { feed: { type: 'bench', duplicates: { policy: 'accept' } } },
+      sinks: { archive: { type: 'file', dir: out, format: 'ndjson' } },
+      routes: [{ id: 'all', from: ['feed'], to: ['archive'] }],
+      admin: { enabled: false },
+      log: { level: 'error' },
+    },
+    plugins: [plugin],
+    logger,
+  });
+  const t0 = Date.now();
+  await engine.start();
+  const ingestMs = await finished;
+  await engine.waitForIdle(600_000);
+  const secs = (Date.now() - t0) / 1000;
+  const stats = await engine.store.stats();
+  await engine.stop();
+  let lines = 0;
+  for (const f of fs.readdirSync(out)) lines += fs.readFileSync(path.join(out, f), 'utf8').split('\n').filter(Boolean).length;
+  return { n, secs, rate: n / secs, ingestRate: n / (ingestMs / 1000), delivered: stats.deliveries.delivered ?? 0, lines };
+}
+
+async function main() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-store-'));
+  const nSingle = quick ? 300 : 2000;
+  const nGroup = quick ? 3000 : 20000;
+  const conc = 64;
+  console.log(`ferry store benchmark  (node ${process.version}, ${os.cpus().length} CPUs, ${os.tmpdir()} on this machine; ${conc} concurrent callers, ~420-byte HL7 ADT bodies, duplicate check on)`);
+  const rows = [];
+  const add = (store, mode, r, base) =>
+    rows.push(
+      r.skipped
+        ? { store, mode, 'msgs/s': 'skipped', note: r.skipped }
+        : { store, mode, messages: r.n, seconds: r.secs.toFixed(2), 'msgs/s': Math.round(r.rate), commits: r.commits, 'msgs/commit': (r.n / r.commits).toFixed(1), 'vs 1/commit': base ? `${(r.rate / base.rate).toFixed(1)}x` : '1.0x' },
+    );
+  const s1 = await sqliteRun(dir, 'single', { maxBatch: 1, maxDelayMs: 0 }, nSingle, conc);
+  add('sqlite', 'one commit per message', s1);
+  const sg = await sqliteRun(dir, 'group', { maxBatch: 256, maxDelayMs: 2 }, nGroup, conc);
+  add('sqlite', 'group commit (256, 2 ms)', sg, s1);
+  const p1 = await pgRun('single', { maxBatch: 1, maxDelayMs: 0 }, nSingle, conc);
+  add('postgres', 'one commit per message', p1);
+  const pgr = await pgRun('group', { maxBatch: 256, maxDelayMs: 2 }, nGroup, conc);
+  add('postgres', 'group commit (256, 2 ms)', pgr, p1.skipped ? undefined : p1);
+  console.log('\nDurable inserts (each caller resolves only after its commit):');
+  table(rows, ['store', 'mode', 'messages', 'seconds', 'msgs/s', 'commits', 'msgs/commit', 'vs 1/commit']);
+  for (const r of rows) if (r.note) console.log(`  ${r.store}: ${r.note}`);
+
+  console.log('\nEnd to end (in-process source -> SQLite store -> HL7v2->FHIR transform -> route -> NDJSON file sink):');
+  let e2e;
+  try {
+    e2e = await endToEnd(dir, quick ? 2000 : 10000);
+  } catch (e) {
+    e2e = { skipped: e.message };
+  }
+  if (e2e.skipped) console.log(`  skipped: ${e2e.skipped}`);
+  else
+    table(
+      [{ messages: e2e.n, seconds: e2e.secs.toFixed(2), 'msgs/s end to end': Math.round(e2e.rate), 'msgs/s acknowledged': Math.round(e2e.ingestRate), delivered: e2e.delivered, 'lines in files': e2e.lines }],
+      ['messages', 'seconds', 'msgs/s end to end', 'msgs/s acknowledged', 'delivered', 'lines in files'],
+    );
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
