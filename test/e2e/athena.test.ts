@@ -1,0 +1,117 @@
+/**
+ * athena end to end: the engine started from a YAML config with the athena-rest and athena-fhir
+ * plugins, polling the athenaOne simulator (changed feeds, FHIR search), converting to canonical
+ * FHIR R4 and delivering to a real FHIR server (test/support) through the core fhir sink.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Engine, silentLogger } from '@ferry/core';
+import { startFhirServer, type FhirTestServer } from '../support';
+import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../simulators/athena';
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('athena-rest changes -> canonical FHIR -> FHIR server (engine from YAML)', () => {
+  let sim: AthenaSimulator;
+  let fhir: FhirTestServer;
+  let engine: Engine | undefined;
+  let dir: string;
+
+  beforeAll(async () => {
+    // Short-lived tokens so the run also crosses a token refresh.
+    sim = await AthenaSimulator.start({ tokenTtlSec: 2 });
+    seedPractice(sim);
+    sim.subscribe(PRACTICE, 'patients');
+    sim.subscribe(PRACTICE, 'appointments');
+    sim.subscribe(PRACTICE, 'labresults');
+    fhir = await startFhirServer();
+    dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-e2e-athena-'));
+    writeFileSync(path.join(dir, 'athena-secret'), 'ferry-secret\n');
+    const yaml = `
+store: { kind: sqlite, path: ${path.join(dir, 'ferry.db')} }
+plugins: ['@ferry/plugin-athena-rest', '@ferry/plugin-athena-fhir']
+sources:
+  athena:
+    type: athena-rest
+    baseUrl: ${sim.url}
+    clientId: \${ATHENA_CLIENT_ID}
+    clientSecret_FILE: ${path.join(dir, 'athena-secret')}
+    practiceId: ${PRACTICE}
+    feeds: [patients, appointments, labresults]
+    pollIntervalMs: 200
+    pageLimit: 5
+    retry: { initialDelayMs: 50, maxDelayMs: 200 }
+  athena-fhir:
+    type: athena-fhir
+    baseUrl: ${sim.url}
+    clientId: \${ATHENA_CLIENT_ID}
+    clientSecret_FILE: ${path.join(dir, 'athena-secret')}
+    practiceId: ${PRACTICE}
+    resources: [Patient]
+    pollIntervalMs: 200
+    pageSize: 5
+sinks:
+  ehr:
+    type: fhir
+    baseUrl: ${fhir.baseUrl}
+    timeoutMs: 3000
+    retry: { initialDelayMs: 100, maxDelayMs: 300, jitter: 0 }
+routes:
+  - id: athena-to-ehr
+    from: [athena, athena-fhir]
+    when: { messageType: ['athena.*'] }
+    steps: [validate]
+    to: [ehr]
+processing: { pollIntervalMs: 50 }
+admin: { enabled: false }
+`;
+    writeFileSync(path.join(dir, 'ferry.yaml'), yaml);
+    engine = await Engine.create({ configFile: path.join(dir, 'ferry.yaml'), env: { ...process.env, ATHENA_CLIENT_ID: 'ferry-client' }, logger: silentLogger() });
+    await engine.start();
+  });
+
+  afterAll(async () => {
+    await engine?.stop();
+    await fhir?.stop();
+    await sim?.stop();
+  });
+
+  it('delivers patients, a US/Pacific appointment and a lab result; REST and FHIR views of a patient land on one resource', async () => {
+    for (let i = 0; i < 7; i++) sim.upsertPatient(PRACTICE, samplePatient(i, { patientid: String(600 + i) }));
+    sim.upsertAppointment(PRACTICE, { appointmentid: '9001', date: '11/01/2026', starttime: '01:30', duration: 30, departmentid: '21', appointmentstatus: 'f', patientid: '600', providerid: '1', appointmenttypeid: '11', appointmenttype: 'FOLLOW UP' });
+    sim.upsertAppointment(PRACTICE, { appointmentid: '9002', date: '11/02/2026', starttime: '01:30', duration: 30, departmentid: '21', appointmentstatus: 'f', patientid: '601', providerid: '1' });
+    sim.addLabResult(PRACTICE, '600', { departmentid: '1', status: 'FINAL', observationdatetime: '2026-11-02T08:15:00-05:00', labresultloinc: '2345-7', description: 'Glucose', analytes: [{ analyteid: 77, analytename: 'Glucose', value: '105', units: 'mg/dL', abnormalflag: 'high', loinc: '2345-7' }] });
+
+    await until('7 patients, 2 appointments, 1 report', async () => (await fhir.count('Patient')) >= 7 && (await fhir.count('Appointment')) >= 2 && (await fhir.count('DiagnosticReport')) >= 1);
+    await engine!.waitForIdle(15_000);
+    // Both sources delivered every patient (REST feed + FHIR search) yet each exists once.
+    expect(await fhir.count('Patient')).toBe(7);
+    const msgs = await engine!.store.listMessages({ limit: 1000 });
+    expect(msgs.filter((m) => m.sourceId === 'athena-fhir').length).toBeGreaterThanOrEqual(7);
+    expect(msgs.filter((m) => m.status === 'failed' || m.status === 'dead')).toEqual([]);
+
+    const appts = await (await fetch(`${fhir.baseUrl}/Appointment?identifier=${encodeURIComponent(`urn:athenahealth:athenanet:appointment:${PRACTICE}|9001`)}`)).json();
+    // 01:30 on the 2026-11-01 fall-back day in US/Pacific: first (PDT) occurrence = 08:30Z
+    expect(appts.entry[0].resource.start).toBe('2026-11-01T08:30:00.000Z');
+    const appts2 = await (await fetch(`${fhir.baseUrl}/Appointment?identifier=${encodeURIComponent(`urn:athenahealth:athenanet:appointment:${PRACTICE}|9002`)}`)).json();
+    expect(appts2.entry[0].resource.start).toBe('2026-11-02T09:30:00.000Z'); // PST again
+    expect(await fhir.count('Observation')).toBe(1);
+
+    // An update in athena: the same Patient resource is updated, no new one.
+    sim.upsertPatient(PRACTICE, { patientid: '603', city: 'WORCESTER' });
+    await until('the update', async () => {
+      const b = await (await fetch(`${fhir.baseUrl}/Patient?identifier=${encodeURIComponent(`urn:athenahealth:athenanet:patient:${PRACTICE}|603`)}`)).json();
+      return b.entry?.[0]?.resource?.address?.[0]?.city === 'WORCESTER';
+    });
+    await engine!.waitForIdle(15_000);
+    expect(await fhir.count('Patient')).toBe(7);
+    expect(sim.tokensIssued).toBeGreaterThanOrEqual(1);
+  });
+});
