@@ -1,4 +1,6 @@
+import path from 'node:path';
 import type { ConfigProblem } from '../config/load-config';
+import { configure } from '../engine/configure';
 import { validateWithSchema } from '../config/load-config';
 import { sinkCommonSchema, sourceCommonSchema } from '../config/engine.schema';
 import { fhirSinkSchema } from '../sinks/fhir.sink';
@@ -70,5 +72,12 @@ describe('core plugin types and their config schemas', () => {
     expect(check(httpSourceSchema, { path: 'no-slash', port: 70000 }, sourceCommonSchema).problems).toEqual(
       expect.arrayContaining([expect.stringMatching(/^sinks\.x\.path: /), expect.stringMatching(/^sinks\.x\.port: /)]),
     );
+  });
+});
+
+describe('example configs using the core types', () => {
+  it.each(['http-to-fhir.yaml', 'file-drop.yaml'])('config/examples/%s validates', async (f) => {
+    const { config } = await configure({ configFile: path.resolve(__dirname, '../../../config/examples', f), env: { INGEST_TOKEN: 'x', FHIR_TOKEN: 'y' } });
+    expect(Object.keys(config.sinks).length).toBeGreaterThan(0);
   });
 });
