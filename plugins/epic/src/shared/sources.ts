@@ -55,9 +55,9 @@ export interface BulkSourceConfig extends ConnectionConfig {
   };
 }
 
-const resourcesFormat = {
-  name: 'fhir-poll-resources',
-  validate(v: unknown) {
+/** Convict format (a function) of `resources`. */
+function resourcesFormat(v: unknown): void {
+  {
     if (!Array.isArray(v)) throw new Error('must be a list of { type, category?, params? }');
     v.forEach((x, i) => {
       if (!x || typeof x !== 'object' || typeof (x as PollResourceSpec).type !== 'string' || !/^[A-Z][A-Za-z]+$/.test((x as PollResourceSpec).type))
@@ -65,8 +65,8 @@ const resourcesFormat = {
       const extra = Object.keys(x).filter((k) => !['type', 'category', 'params'].includes(k));
       if (extra.length) throw new Error(`[${i}] unknown key(s) ${extra.join(', ')}`);
     });
-  },
-};
+  }
+}
 
 export function pollSourceSchema(defaults: Parameters<typeof connectionSchema>[0]) {
   return {
