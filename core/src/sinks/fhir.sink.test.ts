@@ -173,6 +173,29 @@ describe('toTransaction and classifyFhirFailure', () => {
     expect(toTransaction(b, 'm2').entry![1].request!.url).not.toBe(t1.entry![1].request!.url);
   });
 
+  it('writes a resource that appears twice once, with references to both pointing at it', () => {
+    const b: Bundle = {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [
+        { fullUrl: 'urn:uuid:aaaaaaaa-0000-4000-8000-000000000001', resource: { resourceType: 'Practitioner', identifier: [{ system: 'urn:npi', value: '1' }] } },
+        { fullUrl: 'urn:uuid:aaaaaaaa-0000-4000-8000-000000000002', resource: { resourceType: 'Practitioner', identifier: [{ system: 'urn:npi', value: '1' }] } },
+        {
+          resource: {
+            resourceType: 'Encounter',
+            status: 'finished',
+            class: { code: 'AMB' },
+            participant: [{ individual: { reference: 'urn:uuid:aaaaaaaa-0000-4000-8000-000000000001' } }, { individual: { reference: 'urn:uuid:aaaaaaaa-0000-4000-8000-000000000002' } }],
+          },
+        },
+      ],
+    };
+    const t = toTransaction(b, 'm');
+    expect(t.entry).toHaveLength(2);
+    const refs = (t.entry![1].resource as any).participant.map((p: any) => p.individual.reference);
+    expect(refs).toEqual([t.entry![0].fullUrl, t.entry![0].fullUrl]);
+  });
+
   it('classifies statuses with OperationOutcome issue codes', () => {
     const oo = (code: string) => [{ severity: 'error' as const, code: code as any }];
     expect(classifyFhirFailure(400, oo('structure'))).toBe(false);

@@ -91,7 +91,8 @@ function forEachReference(node: unknown, fn: (ref: { reference: string }) => voi
  * without such an identifier, an update by id (`PUT Type/id`; the resource's id, or one derived
  * from the message id and the entry position when it has none). Every entry gets a `urn:uuid:`
  * fullUrl and every reference to another entry (by its fullUrl, `Type/id` or absolute URL) is
- * rewritten to that fullUrl, so the server resolves them to the ids it assigns.
+ * rewritten to that fullUrl, so the server resolves them to the ids it assigns. A resource that
+ * appears twice (same conditional URL) is written once.
  */
 export function toTransaction(bundle: Bundle, messageId: string, exclude: ReadonlySet<string> = new Set()): Bundle {
   const src = (bundle.entry ?? []).filter((e): e is BundleEntry & { resource: Resource } => !!e.resource && !exclude.has(e.resource.resourceType));
@@ -113,7 +114,21 @@ export function toTransaction(bundle: Bundle, messageId: string, exclude: Readon
     }
     return { fullUrl, resource, request: { method: 'PUT' as const, url } };
   });
-  for (const p of prepared) {
+  // The same resource twice (same conditional URL or id): servers refuse a transaction that writes
+  // one resource twice, so keep the first entry and point references to the others at it.
+  const byUrl = new Map<string, string>();
+  const redirect = new Map<string, string>();
+  const unique = prepared.filter((p) => {
+    const first = byUrl.get(p.request.url);
+    if (first === undefined) {
+      byUrl.set(p.request.url, p.fullUrl);
+      return true;
+    }
+    redirect.set(p.fullUrl, first);
+    return false;
+  });
+  if (redirect.size) for (const [k, v] of alias) if (redirect.has(v)) alias.set(k, redirect.get(v)!);
+  for (const p of unique) {
     if (p.resource.meta) {
       // Server-managed fields from a source system would make the update conditional on them.
       delete p.resource.meta.versionId;
@@ -130,7 +145,7 @@ export function toTransaction(bundle: Bundle, messageId: string, exclude: Readon
       if (m && /^https?:\/\//.test(ref.reference) && alias.has(m[1])) ref.reference = alias.get(m[1])!;
     });
   }
-  return { resourceType: 'Bundle', type: 'transaction', entry: prepared };
+  return { resourceType: 'Bundle', type: 'transaction', entry: unique };
 }
 
 function issuesOf(data: unknown): OperationOutcomeIssue[] {
