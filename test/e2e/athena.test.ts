@@ -6,7 +6,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Engine, silentLogger } from '@ferry/core';
+import { configure, Engine, silentLogger } from '@ferry/core';
 import { startFhirServer, type FhirTestServer } from '../support';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../simulators/athena';
 
@@ -113,5 +113,13 @@ admin: { enabled: false }
     await engine!.waitForIdle(15_000);
     expect(await fhir.count('Patient')).toBe(7);
     expect(sim.tokensIssued).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('athena example configs', () => {
+  it.each(['athena-rest.yaml', 'athena-fhir.yaml'])('config/examples/%s validates', async (file) => {
+    const env = { ATHENA_CLIENT_ID: 'id', ATHENA_CLIENT_SECRET: 'secret', FHIR_TOKEN: 't', INGEST_TOKEN: 'i' };
+    const { config } = await configure({ configFile: path.join(__dirname, '../../config/examples', file), env, logger: silentLogger() });
+    expect(Object.keys(config.sources).length).toBeGreaterThan(0);
   });
 });
