@@ -1,10 +1,28 @@
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
+
+// crypto.hash (one-shot, Node >= 20.12) is several times cheaper than createHash per id
+const sha1hex: (s: string) => string =
+  typeof (crypto as { hash?: unknown }).hash === 'function'
+    ? (s) => (crypto as unknown as { hash: (alg: string, data: string, enc: string) => string }).hash('sha1', s, 'hex')
+    : (s) => crypto.createHash('sha1').update(s).digest('hex');
 import type { Bundle, BundleEntry, Reference, Resource } from '@medplum/fhirtypes';
 import type { ConversionOptions } from './config';
 
 /** Deterministic UUID (v5-style layout) from a key: the same source identifiers give the same id. */
+const uuidCache = new Map<string, string>();
 export function stableUuid(key: string): string {
-  const h = createHash('sha1').update(key).digest('hex');
+  let u = uuidCache.get(key);
+  if (u === undefined) {
+    u = uuidOf(key);
+    if (uuidCache.size >= 20000) uuidCache.clear(); // bounded: shared ids (practitioners, locations) repeat across messages
+    uuidCache.set(key, u);
+  }
+  return u;
+}
+
+/** Deterministic UUID without the cache (message-local keys never repeat). */
+export function uuidOf(key: string): string {
+  const h = sha1hex(key);
   const v = ((parseInt(h[16], 16) & 0x3) | 0x8).toString(16);
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${v}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
@@ -25,7 +43,7 @@ export class BundleBuilder {
 
   /** Id for a resource of `type` identified by `key` (source identifiers) or by a message-local key. */
   idFor(type: string, key: string, local = false): string {
-    return stableUuid(local ? `${type}|${this.messageKey}|${key}` : `${type}|${key}`);
+    return local ? uuidOf(`${type}|${this.messageKey}|${key}`) : stableUuid(`${type}|${key}`);
   }
 
   /** Adds the resource (or returns the one already there with the same id). */
@@ -122,11 +140,19 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const URI = /^[a-z][a-z0-9+.-]*:\S+$/i;
 
 export class Systems {
+  private readonly codeCache = new Map<string, string | undefined>();
   constructor(private readonly opts: ConversionOptions) {}
 
   /** A coding system name (CWE-3) -> URI; undefined for an empty name. */
   code(name: string | undefined): string | undefined {
     if (!name) return undefined;
+    if (this.codeCache.has(name)) return this.codeCache.get(name);
+    const v = this.codeUncached(name);
+    this.codeCache.set(name, v);
+    return v;
+  }
+
+  private codeUncached(name: string): string | undefined {
     const n = name.trim();
     const configured = this.opts.codeSystems[n];
     if (configured) return configured;

@@ -60,6 +60,8 @@ export interface OrderGroup {
   report?: Resource & { resourceType: 'DiagnosticReport' };
   observations: Resource[];
   specimens: Resource[];
+  /** TQ1 segments seen before the request they time. */
+  timing?: Hl7Segment[];
 }
 
 export class ConvertContext implements DtCtx {
@@ -75,9 +77,10 @@ export class ConvertContext implements DtCtx {
   constructor(
     readonly msg: Hl7Message,
     readonly opts: ConversionOptions,
+    systems?: Systems,
   ) {
     const msh = msg.msh;
-    this.systems = new Systems(opts);
+    this.systems = systems ?? new Systems(opts);
     this.tz = dtmOffset(msh.get(7)) ?? opts.defaultTimezone;
     this.messageCode = msh.get(9, 0, 1).toUpperCase();
     this.trigger = msh.get(9, 0, 2).toUpperCase();
@@ -105,9 +108,18 @@ export class ConvertContext implements DtCtx {
 }
 
 /** Converts a parsed message. Deterministic: the same input gives the same Bundle. */
+const prepared = new WeakMap<object, { opts: ConversionOptions; systems: Systems }>();
+
 export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOptions>): Bundle {
-  const opts = conversionOptions(options);
-  const ctx = new ConvertContext(msg, opts);
+  // options objects are usually long-lived (one per transform): cache the resolved options and system lookups
+  let p = options ? prepared.get(options) : undefined;
+  if (!p) {
+    const opts = conversionOptions(options);
+    p = { opts, systems: new Systems(opts) };
+    if (options) prepared.set(options, p);
+  }
+  const opts = p.opts;
+  const ctx = new ConvertContext(msg, opts, p.systems);
   for (const seg of msg.segments) {
     const h = SEGMENT_HANDLERS[seg.name];
     if (h) h(seg, ctx);

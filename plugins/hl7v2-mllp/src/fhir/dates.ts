@@ -45,8 +45,11 @@ export function parseDtm(v: string): ParsedDtm | undefined {
   return { y, mo, d, h, mi, s, frac, tz };
 }
 
+const DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 function daysIn(y: number, m: number): number {
-  return new Date(Date.UTC(y, m, 0)).getUTCDate();
+  if (!m) return 31;
+  if (m === 2 && ((y % 4 === 0 && y % 100 !== 0) || y % 400 === 0)) return 29;
+  return DAYS[m - 1];
 }
 
 /** The offset of a DTM (`+hh:mm` / `Z`), if it has one. */

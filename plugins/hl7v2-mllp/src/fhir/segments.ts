@@ -932,6 +932,8 @@ function serviceRequest(g: OrderGroup, ctx: ConvertContext, seg: Hl7Segment): Se
     if (rr.length) sr.patientInstruction = rr.join('; ');
   }
   g.serviceRequest = ctx.b.add(sr) as OrderGroup['serviceRequest'];
+  for (const t of g.timing ?? []) applyTq1(t, ctx, g.serviceRequest!);
+  g.timing = undefined;
   return g.serviceRequest as ServiceRequest;
 }
 
@@ -1019,9 +1021,16 @@ function attachSpecimen(g: OrderGroup, sp: Resource): void {
 }
 
 const tq1: Handler = (seg, ctx) => {
-  // TQ1[ServiceRequest] / TQ1[MedicationRequest]
+  // TQ1[ServiceRequest] / TQ1[MedicationRequest]; in OML/ORM the TQ1 comes between ORC and OBR: kept until the request exists
   const target = ctx.state.medication ?? ctx.state.order?.serviceRequest;
-  if (!target) return;
+  if (!target) {
+    if (ctx.state.order) (ctx.state.order.timing ??= []).push(seg);
+    return;
+  }
+  applyTq1(seg, ctx, target);
+};
+
+function applyTq1(seg: Hl7Segment, ctx: ConvertContext, target: Resource): void {
   const start = ctx.dt(seg.get(7));
   const end = ctx.dt(seg.get(8));
   const prio = codeOf('ExtendedPriorityCodes', seg.get(9, 0, 1));
@@ -1046,7 +1055,7 @@ const tq1: Handler = (seg, ctx) => {
       if (valued(text)) d.text = text;
     }
   }
-};
+}
 
 function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext): void {
   const vt = seg.get(2).toUpperCase();
@@ -1312,6 +1321,8 @@ function medicationRequest(seg: Hl7Segment, ctx: ConvertContext, codeField: numb
   if (ctx.state.encounter) mr.encounter = ref(ctx.state.encounter);
   ctx.state.medication = ctx.b.add(mr);
   ctx.state.last = ctx.state.medication;
+  for (const t of g.timing ?? []) applyTq1(t, ctx, mr);
+  g.timing = undefined;
   return ctx.state.medication as MedicationRequest;
 }
 
@@ -1530,6 +1541,8 @@ const sch: Handler = (seg, ctx) => {
 function apptParticipant(ctx: ConvertContext, p: AppointmentParticipant, seg: Hl7Segment, startField: number, offsetField: number, durField: number): void {
   const a = ctx.state.appointment as Appointment | undefined;
   if (!a) return;
+  const ps = ctx.dt(seg.get(startField));
+  if (ps && ps.includes('T')) p.period = { start: ps };
   a.participant.push(p);
   // resource start + duration give the appointment's times when SCH-11 did not
   if (!a.start) {
@@ -1575,7 +1588,15 @@ const aig: Handler = (seg, ctx) => {
   const r = cwe(seg.rep(3), ctx);
   const t = cwe(seg.rep(4), ctx);
   if (!r && !t) return;
-  apptParticipant(ctx, compact({ type: t ? [t] : undefined, actor: r ? { display: r.text ?? r.coding?.[0]?.display ?? r.coding?.[0]?.code } : undefined, status: aipStatus(seg.get(14, 0, 1)) })!, seg, 8, 9, 10);
+  // AIG-3 -> participant.actor(Location.identifier) (CWE[Identifier]): a logical reference by identifier
+  const rid = seg.rep(3);
+  const actor = r
+    ? compact({
+        identifier: valued(c(rid, 1)) ? compact({ system: ctx.systems.code(c(rid, 3)), value: c(rid, 1) }) : undefined,
+        display: valued(c(rid, 2)) ? c(rid, 2) : undefined,
+      })
+    : undefined;
+  apptParticipant(ctx, compact({ type: t ? [t] : undefined, actor, status: aipStatus(seg.get(14, 0, 1)) })!, seg, 8, 9, 10);
 };
 
 const ail: Handler = (seg, ctx) => {

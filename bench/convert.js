@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+/**
+ * HL7 v2 -> FHIR conversion benchmark over the whole corpus (../shared/corpus/hl7v2-msft), one process,
+ * one core. Requires the built packages (`npx tsc -b`). Prints msgs/s and MB/s for:
+ *   bare split        - split segments and fields (the floor any parser pays)
+ *   hl7-standard      - hl7-standard parse (transform()) alone
+ *   ferry parse       - Ferry's reader (decode + parse + every field split into reps/components)
+ *   ferry convert     - Ferry's decode + parse + v2-to-FHIR conversion to a Bundle
+ *   ferry + validate  - convert + @medplum/core validateResource on every resource (for reference)
+ * Usage: node bench/convert.js [--seconds 3]
+ */
+'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
+
+const args = process.argv.slice(2);
+const secs = Number(args[args.indexOf('--seconds') + 1] || 0) || 3;
+const CORPUS = path.resolve(__dirname, '../../shared/corpus/hl7v2-msft');
+if (!fs.existsSync(CORPUS)) {
+  console.log(`skipped: ../shared absent (${CORPUS})`);
+  process.exit(0);
+}
+require('reflect-metadata');
+const plugin = require('../plugins/hl7v2-mllp/dist/index.js');
+const HL7 = require('hl7-standard');
+
+const t = new plugin.Hl7v2Transform({});
+const bodies = [];
+for (const f of fs.readdirSync(CORPUS).filter((f) => f.endsWith('.hl7')).sort()) for (const b of t.split(fs.readFileSync(path.join(CORPUS, f)))) bodies.push(b);
+const texts = bodies.map((b) => plugin.decodeHl7Bytes(b).text);
+const bytes = bodies.reduce((n, b) => n + b.length, 0);
+
+// The machine is shared: paths are measured in interleaved slices (ROUNDS rounds, each path once per
+// round) and the best slice per path is kept, so load spikes hit every path alike.
+const ROUNDS = 5;
+function measure(paths) {
+  for (const p of paths) for (let i = 0; i < bodies.length * 2; i++) p.fn(i % bodies.length); // warm-up
+  const best = new Map(paths.map((p) => [p.name, 0]));
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const p of paths) {
+      if (global.gc) global.gc();
+      let n = 0;
+      const start = process.hrtime.bigint();
+      const until = start + BigInt(Math.round((secs / ROUNDS) * p.weight * 1e9));
+      let now = start;
+      while (now < until) {
+        for (let i = 0; i < bodies.length; i++) p.fn(i);
+        n += bodies.length;
+        now = process.hrtime.bigint();
+      }
+      const rate = n / (Number(now - start) / 1e9);
+      if (rate > best.get(p.name)) best.set(p.name, rate);
+    }
+  }
+  return paths.map((p) => ({ name: p.name, msgs: best.get(p.name), mbs: (best.get(p.name) * bytes) / bodies.length / 1e6 }));
+}
+
+const sink = { v: 0 };
+plugin.ensureFhirDefinitions();
+const rows = measure([
+  {
+    name: 'bare split (segments+fields)',
+    weight: 1,
+    fn: (i) => {
+      const segs = texts[i].split(/\r\n|\n|\r/);
+      for (const s of segs) sink.v += s.split('|').length;
+    },
+  },
+  {
+    name: 'hl7-standard parse',
+    weight: 1,
+    fn: (i) => {
+      const h = new HL7(texts[i].split(/\r\n|\n|\r/).filter(Boolean).join('\r'));
+      h.transform();
+      sink.v += 1;
+    },
+  },
+  {
+    name: 'ferry parse (all fields)',
+    weight: 1,
+    fn: (i) => {
+      const m = plugin.parseHl7(plugin.decodeHl7Bytes(bodies[i]).text);
+      for (const s of m.segments) for (let k = 1; k <= s.size; k++) s.reps(k);
+      sink.v += m.segments.length;
+    },
+  },
+  { name: 'ferry parse + convert', weight: 1, fn: (i) => (sink.v += t.convert(bodies[i]).entry.length) },
+  { name: 'ferry convert + validate', weight: 2, fn: (i) => (sink.v += plugin.validateBundle(t.convert(bodies[i])).length) },
+]);
+
+const base = rows[1].msgs;
+console.log(`corpus: ${bodies.length} messages, ${(bytes / 1e6).toFixed(2)} MB; best of ${ROUNDS} interleaved slices, ${secs}s per path; node ${process.version}; load average ${require('node:os').loadavg()[0].toFixed(1)}`);
+console.log('| path | msgs/s | MB/s | vs hl7-standard | vs bare split |');
+console.log('|---|---:|---:|---:|---:|');
+for (const r of rows)
+  console.log(`| ${r.name} | ${Math.round(r.msgs).toLocaleString('en-US')} | ${r.mbs.toFixed(1)} | ${(r.msgs / base).toFixed(2)}x | ${(r.msgs / rows[0].msgs).toFixed(2)}x |`);
+const conv = rows[3].msgs;
+console.log(`\ngoal >= 3,000 corpus msgs/s converted: ${conv >= 3000 ? 'met' : 'NOT met'} (${Math.round(conv)})`);
+if (sink.v === -1) console.log('');
