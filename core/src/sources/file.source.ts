@@ -265,7 +265,7 @@ export class FileSource implements MessageSource {
     this.ctx.logger.info('file stored', {
       source: this.ctx.id,
       messages: results.length,
-      ids: results.map((r) => r.id),
+      ids: results.slice(0, 20).map((r) => r.id),
       ...(dups ? { duplicates: dups } : {}),
     });
   }

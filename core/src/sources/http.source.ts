@@ -132,7 +132,7 @@ export class HttpSource implements MessageSource {
       const results = await this.ctx.submit(messages);
       const ids = results.map((r) => r.id);
       const dups = results.filter((r) => r.duplicate && !r.stored).length;
-      this.ctx.logger.info('http message stored', { source: this.ctx.id, contentType, count: results.length, ids, ...(dups ? { duplicates: dups } : {}) });
+      this.ctx.logger.info('http message stored', { source: this.ctx.id, contentType, count: results.length, ids: ids.slice(0, 20), ...(dups ? { duplicates: dups } : {}) });
       const extra = dups ? { duplicates: results.filter((r) => r.duplicate).map((r) => r.duplicateOf ?? r.id) } : {};
       return reply.code(202).send(messages.length === 1 && !(this.cfg.batch && isBatch(contentType, body)) ? { id: ids[0], ...(dups ? { duplicate: true } : {}) } : { ids, ...extra });
     } catch (e) {
