@@ -1,0 +1,93 @@
+/** The simulator keeps the reference's rules (vendor-apis.md §1–2), checked with plain fetch. */
+import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '.';
+
+let sim: AthenaSimulator;
+let token: string;
+beforeAll(async () => {
+  sim = await AthenaSimulator.start({ defaultLimit: 2 });
+  seedPractice(sim);
+  const res = await fetch(sim.tokenUrl, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from('ferry-client:ferry-secret').toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+    body: 'grant_type=client_credentials&scope=athena%2Fservice%2FAthenanet.MDP.*',
+  });
+  const body = await res.json();
+  expect(body).toMatchObject({ token_type: 'Bearer', expires_in: '3600' }); // expires_in as a string
+  token = body.access_token;
+});
+afterAll(() => sim.stop());
+
+const get = async (path: string) => {
+  const r = await fetch(`${sim.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
+  return { status: r.status, body: await r.json() };
+};
+
+describe('athena simulator', () => {
+  it('refuses bad credentials and missing bearers like athena', async () => {
+    const bad = await fetch(sim.tokenUrl, { method: 'POST', headers: { authorization: `Basic ${Buffer.from('ferry-client:nope').toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=client_credentials' });
+    expect(bad.status).toBe(401);
+    const r = await fetch(`${sim.url}/v1/${PRACTICE}/departments`);
+    expect(r.status).toBe(401);
+    expect((await r.json()).error).toBe('Developer Inactive');
+    expect((await get('/v1/195900/nowhere')).body.error).toMatch(/Service not registered/);
+  });
+
+  it('wraps single reads in arrays, pages lists with relative next links including /v1/{practiceid}', async () => {
+    sim.upsertPatient(PRACTICE, samplePatient(1, { patientid: '1' }));
+    const one = await get(`/v1/${PRACTICE}/patients/1`);
+    expect(Array.isArray(one.body)).toBe(true);
+    const page1 = await get(`/v1/${PRACTICE}/departments?limit=1`);
+    expect(page1.body).toMatchObject({ totalcount: 2, next: `/v1/${PRACTICE}/departments?limit=1&offset=1` });
+    const page2 = await get(page1.body.next);
+    expect(page2.body.departments[0].timezonename).toBe('US/Pacific');
+    expect(page2.body.next).toBeUndefined();
+    expect(page2.body.previous).toBe(`/v1/${PRACTICE}/departments?limit=1&offset=0`);
+    // providers carry numeric ids (mixed types)
+    expect(typeof (await get(`/v1/${PRACTICE}/providers`)).body.providers[0].providerid).toBe('number');
+  });
+
+  it('models the changed feed: 403 until subscribed, peek with leaveunprocessed, dequeue, re-read the processed window', async () => {
+    const f = await get(`/v1/${PRACTICE}/appointments/changed`);
+    expect(f.status).toBe(403);
+    expect(f.body.detailedmessage).toContain('Changed messages require setup (subscription) that has not been done.');
+    const sub = await fetch(`${sim.url}/v1/${PRACTICE}/appointments/changed/subscription`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-www-form-urlencoded' }, body: '' });
+    expect(await sub.json()).toEqual({ success: true });
+    expect((await get(`/v1/${PRACTICE}/appointments/changed/subscription`)).body.status).toBe('ACTIVE');
+    sim.upsertAppointment(PRACTICE, { appointmentid: '1', date: '01/02/2026', starttime: '09:00', departmentid: '1', appointmentstatus: 'f', patientid: '1' });
+    const peek = await get(`/v1/${PRACTICE}/appointments/changed?leaveunprocessed=true`);
+    expect(peek.body.appointments).toHaveLength(1);
+    const deq = await get(`/v1/${PRACTICE}/appointments/changed`);
+    expect(deq.body.appointments).toHaveLength(1);
+    expect((await get(`/v1/${PRACTICE}/appointments/changed`)).body.appointments).toHaveLength(0);
+    const now = Date.now();
+    const fmt = (ms: number) => new Intl.DateTimeFormat('en-US', { timeZone: 'America/New_York', hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' }).format(new Date(ms)).replace(',', '');
+    const win = await get(`/v1/${PRACTICE}/appointments/changed?showprocessedstartdatetime=${encodeURIComponent(fmt(now - 60_000))}&showprocessedenddatetime=${encodeURIComponent(fmt(now + 1000))}`);
+    expect(win.body.appointments.map((a: any) => a.appointmentid)).toEqual(['1']);
+  });
+
+  it('answers 200 {success:false} on a refused write, and FHIR searches need ah-practice', async () => {
+    const r = await fetch(`${sim.url}/v1/${PRACTICE}/patients/1/documents/labresult`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-www-form-urlencoded' }, body: 'observationdate=01/02/2026' });
+    expect(r.status).toBe(200);
+    expect(await r.json()).toEqual({ success: false, errormessage: 'departmentid is required' });
+    expect((await get('/fhir/r4/Patient?family=Patient1')).status).toBe(400);
+    const ok = await get(`/fhir/r4/Patient?ah-practice=Organization/a-1.Practice-${PRACTICE}`);
+    expect(ok.body.entry[0].resource.id).toBe(`a-${PRACTICE}.E-1`);
+  });
+
+  it('injects faults: 429 with/without Retry-After, 5xx bursts, 401 on the Nth call, server-side QPS', async () => {
+    sim.inject({ status: 429, retryAfter: '2' });
+    sim.inject({ status: 503, times: 2 });
+    const a = await fetch(`${sim.url}/v1/${PRACTICE}/departments`, { headers: { authorization: `Bearer ${token}` } });
+    expect([a.status, a.headers.get('retry-after')]).toEqual([429, '2']);
+    expect((await get(`/v1/${PRACTICE}/departments`)).status).toBe(503);
+    expect((await get(`/v1/${PRACTICE}/departments`)).status).toBe(503);
+    sim.failNthCall(2);
+    expect((await get(`/v1/${PRACTICE}/departments`)).status).toBe(200);
+    expect((await get(`/v1/${PRACTICE}/departments`)).status).toBe(401);
+    sim.setQps(2, undefined, 403);
+    const statuses = [];
+    for (let i = 0; i < 4; i++) statuses.push((await get(`/v1/${PRACTICE}/departments`)).status);
+    expect(statuses.filter((s) => s === 403).length).toBeGreaterThan(0); // legacy "Developer Over Qps"
+    sim.setQps(undefined);
+  });
+});
