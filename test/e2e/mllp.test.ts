@@ -3,12 +3,14 @@
  * an `mllp` source on port 0, the real SQLite store, ACK only after commit, duplicates per the
  * store's policy, AE when the store fails, and an engine-to-engine hop through the `mllp` sink.
  */
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, existsSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import { Engine, silentLogger } from '@ferry/core';
 import { MllpDeframer, readAck, type MllpSource } from '@ferry/plugin-hl7v2-mllp';
+import { makePki } from '../../plugins/hl7v2-mllp/src/mllp/__fixtures__/certs';
 
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'ferry-mllp-e2e-'));
 const VT = Buffer.from([0x0b]);
@@ -43,9 +45,11 @@ class Client {
     });
     s.on('error', () => undefined);
   }
-  static connect(port: number): Promise<Client> {
+  static connect(port: number, tlsOpts?: tls.ConnectionOptions): Promise<Client> {
     return new Promise((res, rej) => {
-      const s = net.connect(port, '127.0.0.1', () => res(new Client(s)));
+      const s = tlsOpts
+        ? tls.connect({ port, host: '127.0.0.1', ...tlsOpts }, () => res(new Client(s)))
+        : net.connect(port, '127.0.0.1', () => res(new Client(s)));
       s.once('error', rej);
     });
   }
@@ -191,6 +195,45 @@ describe('MLLP in the engine', () => {
     const file = path.join(dir, 'out', 'bundles.ndjson');
     expect(existsSync(file)).toBe(true);
     expect(JSON.parse(readFileSync(file, 'utf8').trim().split('\n')[0]).resourceType).toBe('Bundle');
+  });
+
+  it('mutual TLS from cert_FILE / key_FILE / ca_FILE: a trusted client is served, an untrusted one refused', async () => {
+    const pki = makePki();
+    try {
+      const dir = tmp();
+      // a YAML file, as users write it: the loader reads the *_FILE paths (from the environment here)
+      const file = path.join(dir, 'ferry.yaml');
+      writeFileSync(
+        file,
+        [
+          `store: { kind: sqlite, path: ${path.join(dir, 'ferry.db')} }`,
+          "plugins: ['@ferry/plugin-hl7v2-mllp']",
+          'admin: { enabled: false }',
+          'sources:',
+          '  feed:',
+          '    type: mllp',
+          '    host: 127.0.0.1',
+          '    port: 0',
+          '    tls: { cert_FILE: "${TEST_CERT}", key_FILE: "${TEST_KEY}", ca_FILE: "${TEST_CA}", requestCert: true }',
+          '',
+        ].join('\n'),
+      );
+      const e = await Engine.create({ configFile: file, env: { ...process.env, TEST_CERT: pki.serverCert, TEST_KEY: pki.serverKey, TEST_CA: pki.caCert }, logger: silentLogger() });
+      engines.push(e);
+      await e.start();
+      const ca = readFileSync(pki.caCert);
+      const good = await Client.connect(portOf(e), { ca, cert: readFileSync(pki.clientCert), key: readFileSync(pki.clientKey) });
+      clients.push(good);
+      expect(readAck(await good.send(adt('TLS1')))).toMatchObject({ code: 'AA', controlId: 'TLS1' });
+      const bad = await Client.connect(portOf(e), { ca, cert: readFileSync(pki.rogueCert), key: readFileSync(pki.rogueKey) }).catch(() => undefined);
+      if (bad) {
+        clients.push(bad);
+        await expect(bad.send(adt('TLS2'), 2000)).rejects.toThrow(/no ACK/);
+      }
+      expect((await e.store.listMessages({ sourceId: 'feed' })).map((m) => m.headers.controlId)).toEqual(['TLS1']);
+    } finally {
+      rmSync(pki.dir, { recursive: true, force: true });
+    }
   });
 
   it('engine to engine through the mllp sink: the original bytes arrive, AA marks the delivery done', async () => {
