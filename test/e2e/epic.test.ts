@@ -7,7 +7,8 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Engine, silentLogger } from '@ferry/core';
+import { Engine, createLogger } from '@ferry/core';
+import { PassThrough } from 'node:stream';
 import { startFhirServer, type FhirTestServer } from '../support';
 import { EpicSimulator, EPIC_MRN_OID, epicVital, seedEpicSandbox } from '../simulators/epic/epic-simulator';
 import { generateKeyPairSync } from 'node:crypto';
@@ -20,6 +21,7 @@ describe('Epic -> canonical FHIR R4 -> FHIR server (engine from YAML)', () => {
   const sim = new EpicSimulator({ pageSize: 5, bulkPollsUntilDone: 1, bulkRetryAfterSec: 0 });
   let dir: string;
   let patientId: string;
+  const logLines: string[] = [];
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-e2e-epic-'));
@@ -69,7 +71,9 @@ processing: { pollIntervalMs: 50 }
 admin: { enabled: false }
 `;
     writeFileSync(path.join(dir, 'ferry.yaml'), yaml);
-    engine = await Engine.create({ configFile: path.join(dir, 'ferry.yaml'), logger: silentLogger() });
+    const logStream = new PassThrough();
+    logStream.on('data', (c: Buffer) => logLines.push(c.toString('utf8')));
+    engine = await Engine.create({ configFile: path.join(dir, 'ferry.yaml'), logger: createLogger({ level: 'info' }, logStream) });
     await engine.start();
   });
   afterAll(async () => {
@@ -119,5 +123,11 @@ admin: { enabled: false }
     expect(amended).toHaveLength(1);
     // Only JWT-authenticated calls reached the FHIR API.
     expect(sim.requests.filter((r) => r.status === 401)).toHaveLength(0);
+  });
+
+  it('logs no PHI at info level (no names, MRNs or bodies)', () => {
+    const text = logLines.join('');
+    expect(text).toMatch(/epic bulk export finished/);
+    for (const phi of ['Lopez', 'Camila', '203713', '469-555-5555', 'West Johnson', '1987-09-12']) expect(text).not.toContain(phi);
   });
 });
