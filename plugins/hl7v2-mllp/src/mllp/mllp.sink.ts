@@ -35,7 +35,7 @@ export class MllpSink implements MessageSink {
   private readonly cfg: MllpSinkConfig;
   private readonly pool: MllpConnection[] = [];
   private readonly free: MllpConnection[] = [];
-  private readonly waiting: ((c: MllpConnection) => void)[] = [];
+  private readonly waiting: { resolve: (c: MllpConnection) => void; reject: (e: Error) => void }[] = [];
   /** Reconnect backoff: no new connection attempt before this time. */
   private retryAt = 0;
   private backoffMs = 0;
@@ -62,6 +62,7 @@ export class MllpSink implements MessageSink {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    for (const w of this.waiting.splice(0)) w.reject(retryableDeliveryError('MLLP_STOPPED', 'the mllp sink is stopping'));
     for (const c of this.pool) c.close();
   }
 
@@ -143,12 +144,12 @@ export class MllpSink implements MessageSink {
   private acquire(): Promise<MllpConnection> {
     const c = this.free.pop();
     if (c) return Promise.resolve(c);
-    return new Promise((resolve) => this.waiting.push(resolve));
+    return new Promise((resolve, reject) => this.waiting.push({ resolve, reject }));
   }
 
   private release(c: MllpConnection): void {
     const w = this.waiting.shift();
-    if (w) w(c);
+    if (w) w.resolve(c);
     else this.free.push(c);
   }
 }

@@ -190,7 +190,12 @@ export class MllpSource implements MessageSource {
     }
     items.forEach((p, i) => {
       const r = results[i];
-      if (r && r.duplicate && !r.stored && this.cfg.duplicates?.policy === 'reject') {
+      if (!r) {
+        // never acknowledge what the store did not report as kept
+        this.setFailure(p, new FerryError('INTERNAL_SUBMIT_RESULT', 'the store returned fewer results than messages', { kind: 'internal' }));
+        return;
+      }
+      if (r.duplicate && !r.stored && this.cfg.duplicates?.policy === 'reject') {
         p.outcome = rejected(HL7Error.duplicateKey, 'duplicate message control id', { segment: 'MSH', sequence: 1, field: 10 });
         this.logger('info', 'duplicate rejected', { controlId: p.msh?.controlId, duplicateOf: r.duplicateOf });
         return;
