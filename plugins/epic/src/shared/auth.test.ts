@@ -93,4 +93,21 @@ describe('epic SMART backend services auth against the simulator', () => {
     const res = await conn.http.request({ url: 'Patient/p401' });
     expect(res.json().id).toBe('p401');
   });
+
+  it('a forced 401 on the 3rd call is replayed once with a new token; a 401 on the replay too is a hard error', async () => {
+    sim.store.put({ resourceType: 'Patient', id: 'p3rd', name: [{ family: 'Y' }] });
+    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'client-1' }, { privateKey: key.pem, kid: 'kid-a', refreshSkewSec: 63 }));
+    const tokenCalls = () => sim.requests.filter((r) => r.path.endsWith('/oauth2/token')).length;
+    sim.server.inject({ match: '/Patient/p3rd', status: 401, skip: 2, times: 1 });
+    for (let i = 0; i < 2; i++) await conn.http.request({ url: 'Patient/p3rd' });
+    const before = tokenCalls();
+    expect((await conn.http.request({ url: 'Patient/p3rd' })).json().id).toBe('p3rd');
+    expect(tokenCalls()).toBe(before + 1);
+    sim.server.clearFaults();
+    sim.server.inject({ match: '/Patient/p3rd', status: 401, times: 2 });
+    const err = await conn.http.request({ url: 'Patient/p3rd' }).catch((e) => e);
+    expect(err.code).toBe('FERRY_E_VENDOR_UNAUTHORIZED');
+    expect(err.retryable).toBe(false);
+    sim.server.clearFaults();
+  });
 });
