@@ -59,6 +59,7 @@ export class AthenaFhirSource implements MessageSource {
 
   constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<AthenaFhirSourceConfig>) {
     this.cfg = ctx.config;
+    this.signal = AbortSignal.any([this.abort.signal, ctx.signal]);
     this.conn = new AthenaConnection(ctx.config, ctx.logger);
     this.fhir = new AthenaFhirClient(this.conn);
   }
@@ -80,9 +81,8 @@ export class AthenaFhirSource implements MessageSource {
     return this.running && !(this.lastError && this.lastError.kind === 'config');
   }
 
-  private get signal(): AbortSignal {
-    return AbortSignal.any([this.abort.signal, this.ctx.signal]);
-  }
+  /** Aborted by stop() or by the engine. */
+  private readonly signal: AbortSignal;
 
   private async run(): Promise<void> {
     while (this.running && !this.signal.aborted) {

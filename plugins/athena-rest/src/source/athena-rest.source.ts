@@ -98,6 +98,7 @@ export class AthenaRestSource implements MessageSource {
 
   constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<AthenaRestSourceConfig>) {
     this.cfg = ctx.config;
+    this.signal = AbortSignal.any([this.abort.signal, ctx.signal]);
     this.conn = new AthenaConnection(ctx.config, ctx.logger);
   }
 
@@ -123,9 +124,8 @@ export class AthenaRestSource implements MessageSource {
     this.wake?.();
   }
 
-  private get signal(): AbortSignal {
-    return AbortSignal.any([this.abort.signal, this.ctx.signal]);
-  }
+  /** Aborted by stop() or by the engine. */
+  private readonly signal: AbortSignal;
 
   private async run(): Promise<void> {
     while (this.running && !this.signal.aborted) {
@@ -178,7 +178,8 @@ export class AthenaRestSource implements MessageSource {
   private async department(id: unknown): Promise<Record<string, any> | undefined> {
     if (id === undefined || id === null || id === '') return undefined;
     let d = this.departments.get(String(id));
-    if (!d) {
+    // An unknown department (new since the last refresh): re-read the list, at most once a minute.
+    if (!d && Date.now() - this.departmentsAt > 60_000) {
       await this.refreshDepartments(true);
       d = this.departments.get(String(id));
     }
