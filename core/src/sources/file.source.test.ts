@@ -114,13 +114,13 @@ describe('FileSource (real directory, real SQLite store)', () => {
   });
 
   it('a file still being written is not read half-way; temp and dot files are ignored until renamed', async () => {
-    await startSource({ stableMs: 300 });
+    await startSource({ stableMs: 400 });
     const f = path.join(inbox, 'slow.hl7');
     const msg = adt('S1', 'MRN9');
     fs.writeFileSync(f, msg.slice(0, 30));
-    await wait(150);
+    await wait(100);
     fs.appendFileSync(f, msg.slice(30, 60));
-    await wait(150);
+    await wait(100);
     fs.appendFileSync(f, msg.slice(60));
     fs.writeFileSync(path.join(inbox, '.hidden.hl7'), adt('H1'));
     fs.writeFileSync(path.join(inbox, 'upload.hl7.part'), adt('P1'));
@@ -129,7 +129,9 @@ describe('FileSource (real directory, real SQLite store)', () => {
     expect(msgs).toHaveLength(1);
     expect((await store.getMessage(msgs[0].id, { body: true }))!.body!.toString('latin1')).toBe(msg);
     fs.renameSync(path.join(inbox, 'upload.hl7.part'), path.join(inbox, 'upload.hl7'));
-    await until(async () => (await stored()).length === 2);
+    await until(() => !ls(inbox).includes('upload.hl7'));
+    expect(ls(path.join(inbox, 'done'))).toContain('upload.hl7');
+    expect(await stored()).toHaveLength(2);
     expect(ls(inbox)).toEqual(['.hidden.hl7', 'done', 'error']);
   });
 

@@ -300,35 +300,20 @@ export class FileSource implements MessageSource {
   }
 }
 
-/** Move `file` into `dir` under `name` (or `name.<n>` if taken); returns the new path. */
+/**
+ * Move `file` into `dir` under `name` (or `name.<n>` if taken: an earlier file is never
+ * overwritten); returns the new path. A rename, so the file is never in both places.
+ */
 async function moveAside(file: string, dir: string, name: string): Promise<string> {
   await fsp.mkdir(dir, { recursive: true });
-  let target = path.join(dir, name);
-  for (let n = 1; ; n++) {
-    try {
-      await fsp.link(file, target); // fails if target exists: never overwrite an earlier file
-      await fsp.unlink(file);
-      return target;
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EEXIST') {
-        target = path.join(dir, `${name}.${n}`);
-        continue;
-      }
-      if (code === 'EPERM' || code === 'EXDEV' || code === 'ENOTSUP' || code === 'EOPNOTSUPP') {
-        // No hard links here (or another device): rename, after checking the name is free.
-        const free = await fsp.access(target).then(
-          () => false,
-          () => true,
-        );
-        if (!free) {
-          target = path.join(dir, `${name}.${n}`);
-          continue;
-        }
-        await fsp.rename(file, target);
-        return target;
-      }
-      throw e;
-    }
+  for (let n = 0; ; n++) {
+    const target = path.join(dir, n === 0 ? name : `${name}.${n}`);
+    const taken = await fsp.access(target).then(
+      () => true,
+      () => false,
+    );
+    if (taken) continue;
+    await fsp.rename(file, target);
+    return target;
   }
 }
