@@ -1,4 +1,5 @@
-import type { MessageStore } from '@ferry/core';
+import { PostgresMessageStore, silentLogger, type MessageStore } from '@ferry/core';
+import { Client } from 'pg';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../../../../test/simulators/athena';
 import { configFor, openStore, sourceContext, tempDir } from '../__fixtures__/harness';
 import { AthenaRestTransform, parseEnvelope } from '../transform/athena.to-fhir';
@@ -57,13 +58,13 @@ describe('athena-rest source', () => {
     expect(JSON.parse((await store.getCheckpoint(ctx.id, 'changed:patients:all'))!)).toEqual({ lastCommitAt: expect.any(String) });
   });
 
-  it('loses no event when the engine dies between a changed-feed GET and the store commit', async () => {
-    sim.opts.clients['client-b'] = 'secret-b';
-    sim.subscribe(PRACTICE, 'patients', 'client-b');
-    const id = 'athena-crash';
-    const dir = tempDir();
-    const st1 = await openStore(dir);
-    const first = makeSource({ feeds: ['patients'], clientId: 'client-b', clientSecret: 'secret-b', pageLimit: 3 }, id, st1);
+  const crashCase = async (label: string, openSt: () => Promise<MessageStore>) => {
+    const client = `client-crash-${label}`;
+    sim.opts.clients[client] = 'secret-b';
+    sim.subscribe(PRACTICE, 'patients', client);
+    const id = `athena-crash-${label}`;
+    const st1 = await openSt();
+    const first = makeSource({ feeds: ['patients'], clientId: client, clientSecret: 'secret-b', pageLimit: 3 }, id, st1);
     for (let i = 0; i < 5; i++) sim.upsertPatient(PRACTICE, samplePatient(i, { patientid: String(200 + i) }));
     // "kill": the dequeuing GETs happen, the commit never does.
     let reached!: () => void;
@@ -74,15 +75,15 @@ describe('athena-rest source', () => {
     };
     void first.src.pollOnce();
     await atCommit;
-    expect(sim.pendingEvents(PRACTICE, 'patients', 'client-b')).toBe(2); // page 1 (3 events) dequeued and lost in flight
+    expect(sim.pendingEvents(PRACTICE, 'patients', client)).toBe(2); // page 1 (3 events) dequeued and lost in flight
     first.ctx.abort.abort();
     await st1.close();
 
-    // A new engine on the same store file.
-    const st2 = await openStore(dir);
-    const second = makeSource({ feeds: ['patients'], clientId: 'client-b', clientSecret: 'secret-b', pageLimit: 3 }, id, st2);
+    // A new engine on the same store.
+    const st2 = await openSt();
+    const second = makeSource({ feeds: ['patients'], clientId: client, clientSecret: 'secret-b', pageLimit: 3 }, id, st2);
     await second.src.pollOnce();
-    const replay = sim.apiRequests('/patients/changed').filter((r) => r.clientId === 'client-b' && r.query.get('showprocessedstartdatetime'));
+    const replay = sim.apiRequests('/patients/changed').filter((r) => r.clientId === client && r.query.get('showprocessedstartdatetime'));
     expect(replay.length).toBeGreaterThan(0);
     expect(replay[0].query.get('showprocessedstartdatetime')).toMatch(/^\d{2}\/\d{2}\/\d{4} \d{2}:\d{2}:\d{2}$/);
     const stored = await st2.listMessages({ sourceId: id, limit: 100 });
@@ -91,13 +92,40 @@ describe('athena-rest source', () => {
     expect([...got].sort()).toEqual(['200', '201', '202', '203', '204']);
     // nothing stored twice (content-derived control ids + the duplicate policy)
     expect(stored).toHaveLength(5);
-    expect(sim.pendingEvents(PRACTICE, 'patients', 'client-b')).toBe(0);
+    expect(sim.pendingEvents(PRACTICE, 'patients', client)).toBe(0);
     expect(JSON.parse((await st2.getCheckpoint(id, 'changed:patients:all'))!).inflightSince).toBeUndefined();
     // the next poll is an ordinary dequeue again
     sim.upsertPatient(PRACTICE, samplePatient(9, { patientid: '209' }));
     await second.src.pollOnce();
     expect(await st2.listMessages({ sourceId: id, limit: 100 })).toHaveLength(6);
     await st2.close();
+  };
+
+  it('loses no event when the engine dies between a changed-feed GET and the store commit (SQLite)', async () => {
+    const dir = tempDir();
+    await crashCase('sqlite', () => openStore(dir));
+  });
+
+  it('loses no event when the engine dies between a changed-feed GET and the store commit (PostgreSQL)', async () => {
+    const url = 'postgres://postgres@127.0.0.1:5432/test';
+    const schema = `athena_crash_${process.pid}_${Date.now() % 100000}`;
+    const probe = new Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+    try {
+      await probe.connect();
+    } catch {
+      console.warn('skipped: PostgreSQL at 127.0.0.1:5432 not reachable');
+      return;
+    }
+    try {
+      await crashCase('pg', async () => {
+        const st = new PostgresMessageStore({ url, schema, logger: silentLogger() });
+        await st.open();
+        return st;
+      });
+    } finally {
+      await probe.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
+      await probe.end();
+    }
   });
 
   it('survives a token expiring mid-poll (short TTL, 401, re-auth, replay)', async () => {
