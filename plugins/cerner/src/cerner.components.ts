@@ -13,6 +13,7 @@ import {
   WriteBackSink,
   type BulkSourceConfig,
   type NormalizeConfig,
+  type PollResourceSpec,
   type PollSourceConfig,
   type VendorProfile,
   type WriteBackConfig,
@@ -31,11 +32,17 @@ export const cernerProfile: VendorProfile = {
   canonicalMrnSystem: 'urn:ferry:id:mrn',
 };
 
+/** Cerner's required search shapes (vendor-apis.md §4.3) for what the poller sends. */
+export function cernerSpecProblem(spec: PollResourceSpec): string | undefined {
+  if (spec.type === 'Appointment' && !spec.params?.date && !spec.params?.['-date-or-req-period']) return 'Cerner Appointment searches need params.date (or -date-or-req-period) with the patient';
+  return undefined;
+}
+
 @injectable()
 export class CernerPollSource extends FhirPollSource {
   constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<PollSourceConfig>) {
     // Cerner caps _count at 200.
-    super({ ...ctx, config: { ...ctx.config, pageSize: Math.min(200, ctx.config.pageSize) } } as SourceContext<PollSourceConfig>, cernerProfile);
+    super({ ...ctx, config: { ...ctx.config, pageSize: Math.min(200, ctx.config.pageSize) } } as SourceContext<PollSourceConfig>, cernerProfile, cernerSpecProblem);
   }
 }
 

@@ -1,7 +1,7 @@
 /** Epic source, transform and sink classes (DI-constructed by the core). */
 import { coreTokens, type SinkContext, type SourceContext } from '@ferry/core';
 import { inject, injectable } from 'tsyringe';
-import { BulkExportSource, FhirPollSource, type BulkSourceConfig, type PollSourceConfig } from './shared/sources';
+import { BulkExportSource, FhirPollSource, type BulkSourceConfig, type PollResourceSpec, type PollSourceConfig } from './shared/sources';
 import { VendorFhirTransform, type NormalizeConfig } from './shared/transform';
 import { WriteBackSink, type WriteBackConfig } from './shared/writeback.sink';
 import type { VendorProfile } from './shared/normalize';
@@ -19,10 +19,17 @@ export const epicProfile: VendorProfile = {
   canonicalMrnSystem: 'urn:ferry:id:mrn',
 };
 
+/** Epic's required search shapes (vendor-apis.md §3.3) for what the poller sends. */
+export function epicSpecProblem(spec: PollResourceSpec): string | undefined {
+  if (spec.type === 'Observation' && !spec.category && !spec.params?.code) return 'Epic Observation searches need a category (vital-signs, laboratory, social-history...) or a code';
+  if (spec.type === 'Appointment' && !spec.params?.['service-category']) return 'Epic Appointment searches need params.service-category (appointment or surgery)';
+  return undefined;
+}
+
 @injectable()
 export class EpicPollSource extends FhirPollSource {
   constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<PollSourceConfig>) {
-    super(ctx, epicProfile);
+    super(ctx, epicProfile, epicSpecProblem);
   }
 }
 

@@ -60,6 +60,12 @@ describe('epic sources on a real SQLite store', () => {
       expect(calls.at(-1)!.url).toContain('_lastUpdated=ge');
     });
 
+    it('refuses at startup a resource spec Epic would reject (Observation without category)', async () => {
+      const store = await openStore();
+      const { ctx } = storeContext(store, 'epic-bad', { ...cfg(), resources: [{ type: 'Observation' }] });
+      expect(() => new EpicPollSource(ctx)).toThrow(/resources\[0\]: Epic Observation searches need a category/);
+    });
+
     it('does not move the checkpoint when storing the page fails', async () => {
       const store = await openStore();
       const before = await store.getCheckpoint('epic-poll2', 'poll:Observation:vital-signs');

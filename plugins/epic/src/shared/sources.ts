@@ -183,9 +183,16 @@ interface PollCheckpoint {
 export class FhirPollSource extends LoopSource<PollSourceConfig> {
   protected readonly fhir: FhirClient;
 
-  constructor(ctx: SourceContext<PollSourceConfig>, profile: VendorProfile) {
+  /**
+   * @param checkSpec the vendor's required search shapes: a message for a resource spec the vendor
+   *   would refuse (checked at startup, so a bad config fails once and clearly, not every poll).
+   */
+  constructor(ctx: SourceContext<PollSourceConfig>, profile: VendorProfile, checkSpec?: (spec: PollResourceSpec) => string | undefined) {
     super(ctx, profile);
     this.fhir = new FhirClient(this.conn);
+    const problems = ctx.config.resources.map((spec, i) => [i, checkSpec?.(spec)] as const).filter(([, m]) => m);
+    if (problems.length)
+      throw new FerryError('CONFIG_POLL_RESOURCES', problems.map(([i, m]) => `sources.${ctx.id}.resources[${i}]: ${m}`).join('; '), { kind: 'config', retryable: false });
   }
 
   protected intervalMs(): number {
@@ -209,7 +216,9 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
   private queries(spec: PollResourceSpec, since: string | undefined): Record<string, string | string[]>[] {
     const base: Record<string, string | string[]> = { ...(spec.params ?? {}), _count: String(this.ctx.config.pageSize) };
     if (spec.category) base.category = spec.category;
-    if (since) base._lastUpdated = `ge${since}`;
+    // `date` and `_lastUpdated` may not be combined (Epic 4112, Cerner 400): a spec with its own
+    // date window is re-read whole each poll, unchanged resources dropped as duplicates.
+    if (since && !spec.params?.date) base._lastUpdated = `ge${since}`;
     const patients = this.ctx.config.patients;
     if (spec.type === 'Patient') {
       const out: Record<string, string | string[]>[] = [];
