@@ -117,6 +117,15 @@ describe('MllpSource on a real socket', () => {
     expect(rej.ctx.submitted.map((m) => m.headers?.controlId)).toEqual(['R1', 'R2', 'R3']);
   });
 
+  it('duplicates: a store result flagged `rejected` (policy not in the source config) -> AR 205', async () => {
+    const { ctx, port } = await startSource({ duplicates: { policy: 'reject', windowMs: 60_000 } }, { rejectStyle: 'flag' });
+    (ctx.config as { duplicates?: unknown }).duplicates = undefined; // as the engine passes it today
+    const c = await connect(port);
+    c.write(Buffer.concat([frame(adt('F1')), frame(adt('F1')), frame(adt('F2'))]));
+    const acks = await c.waitAcks(3);
+    expect(acks.map((a) => `${readAck(a)!.code}:${readAck(a)!.errCode ?? ''}`)).toEqual(['AA:', 'AR:205', 'AA:']);
+  });
+
   it('enhanced mode: CA then AA on the same connection per MSH-15/16', async () => {
     const { port } = await startSource();
     const c = await connect(port);

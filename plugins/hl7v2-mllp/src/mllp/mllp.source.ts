@@ -195,7 +195,9 @@ export class MllpSource implements MessageSource {
         this.setFailure(p, new FerryError('INTERNAL_SUBMIT_RESULT', 'the store returned fewer results than messages', { kind: 'internal' }));
         return;
       }
-      if (r.duplicate && !r.stored && this.cfg.duplicates?.policy === 'reject') {
+      // A refused duplicate: the store marks it (`rejected`), or the engine passed the policy in our config.
+      const refused = (r as InsertResult & { rejected?: boolean }).rejected === true || this.cfg.duplicates?.policy === 'reject';
+      if (r.duplicate && !r.stored && refused) {
         p.outcome = rejected(HL7Error.duplicateKey, 'duplicate message control id', { segment: 'MSH', sequence: 1, field: 10 });
         this.logger('info', 'duplicate rejected', { controlId: p.msh?.controlId, duplicateOf: r.duplicateOf });
         return;

@@ -97,7 +97,10 @@ export interface RecordingCtx extends SourceContext<MllpSourceConfig> {
 }
 
 /** A SourceContext whose submit records messages and applies duplicate detection like the store. */
-export function recordingCtx(config: Partial<MllpSourceConfig>, opts: { delayMs?: number } = {}): RecordingCtx {
+export function recordingCtx(
+  config: Partial<MllpSourceConfig>,
+  opts: { delayMs?: number; /** how a refused duplicate is reported: thrown (default) or flagged `rejected` in its result */ rejectStyle?: 'throw' | 'flag' } = {},
+): RecordingCtx {
   const seen = new Map<string, string>();
   let n = 0;
   const cfg: MllpSourceConfig = {
@@ -114,6 +117,8 @@ export function recordingCtx(config: Partial<MllpSourceConfig>, opts: { delayMs?
     duplicates: { policy: 'accept', windowMs: 60_000 },
     ...config,
   };
+  // the store's policy, fixed at creation (a test may hide it from the source's config)
+  const policy = cfg.duplicates?.policy ?? 'accept';
   const ctx: RecordingCtx = {
     id: 'mllp-test',
     config: cfg,
@@ -126,9 +131,8 @@ export function recordingCtx(config: Partial<MllpSourceConfig>, opts: { delayMs?
       if (opts.delayMs) await new Promise((r) => setTimeout(r, opts.delayMs));
       const f = ctx.failNext.shift();
       if (f) throw f;
-      const policy = cfg.duplicates?.policy ?? 'accept';
       const keyOf = (m: InboundMessage) => `${m.headers?.sendingApplication}|${m.headers?.sendingFacility}|${m.headers?.controlId}`;
-      if (policy === 'reject') {
+      if (policy === 'reject' && opts.rejectStyle !== 'flag') {
         // all or nothing, like a store transaction
         const keys = messages.map(keyOf);
         if (keys.some((k, i) => seen.has(k) || keys.indexOf(k) !== i)) throw new FerryError('INPUT_DUPLICATE', 'duplicate', { kind: 'input' });
@@ -137,7 +141,11 @@ export function recordingCtx(config: Partial<MllpSourceConfig>, opts: { delayMs?
       for (const m of messages) {
         const key = keyOf(m);
         const prev = seen.get(key);
-        if (prev && policy === 'reject') throw new FerryError('INPUT_DUPLICATE', 'duplicate', { kind: 'input' });
+        if (prev && policy === 'reject' && opts.rejectStyle !== 'flag') throw new FerryError('INPUT_DUPLICATE', 'duplicate', { kind: 'input' });
+        if (prev && policy === 'reject') {
+          out.push({ id: prev, duplicate: true, duplicateOf: prev, stored: false, rejected: true } as InsertResult);
+          continue;
+        }
         if (prev && policy === 'ignore') {
           out.push({ id: prev, duplicate: true, duplicateOf: prev, stored: false });
           continue;
