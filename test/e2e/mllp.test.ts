@@ -8,7 +8,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
-import { Engine, silentLogger } from '@ferry/core';
+import { PassThrough } from 'node:stream';
+import { createLogger, Engine, silentLogger } from '@ferry/core';
 import { MllpDeframer, readAck, type MllpSource } from '@ferry/plugin-hl7v2-mllp';
 import { makePki } from '../../plugins/hl7v2-mllp/src/mllp/__fixtures__/certs';
 
@@ -179,6 +180,29 @@ describe('MLLP in the engine', () => {
     expect(readAck(await c.send(adt('OK1')))!.code).toBe('AA');
     await e.store.close(); // the database goes away under the running listener
     expect(readAck(await c.send(adt('LOST1')))).toMatchObject({ code: 'AE', controlId: 'LOST1', errCode: '207' });
+  });
+
+  it('logs at info and above carry ids, codes and counts, never names, MRNs or bodies', async () => {
+    const dir = tmp();
+    const stream = new PassThrough();
+    let logs = '';
+    stream.on('data', (d) => (logs += d));
+    const e = await Engine.create({ config: config(dir, {}, { maxMessageSize: 4000, duplicates: { policy: 'reject', windowMs: 60_000 } }), logger: createLogger({ level: 'info' }, stream) });
+    engines.push(e);
+    await e.start();
+    const c = await Client.connect(portOf(e));
+    clients.push(c);
+    const phiMsg = adt('PHI1', 'MRN98765').replace('DOE^JANE', 'ZZTESTNAME^QQGIVEN');
+    await c.send(phiMsg);
+    await c.send(phiMsg); // rejected duplicate
+    await c.send(phiMsg.replace('PID|', 'P!D|')); // unparseable
+    await c.send(phiMsg + 'NTE|1||' + 'x'.repeat(5000) + '\r'); // oversized
+    c.close();
+    await e.waitForIdle(10_000);
+    await new Promise((r) => setTimeout(r, 100));
+    const mllpLines = logs.split('\n').filter((l) => /mllp|"source":"feed"/.test(l));
+    expect(mllpLines.length).toBeGreaterThan(0);
+    for (const secret of ['ZZTESTNAME', 'QQGIVEN', 'MRN98765', 'PID|', 'xxxxxxxxxx']) expect(mllpLines.filter((l) => l.includes(secret))).toEqual([]);
   });
 
   it('routes an MLLP message to the file sink (needs the HL7 v2 transform)', async () => {
