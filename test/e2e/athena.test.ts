@@ -47,7 +47,7 @@ sources:
     feeds: [patients, appointments, labresults]
     pollIntervalMs: 200
     pageLimit: 5
-    retry: { initialDelayMs: 50, maxDelayMs: 200 }
+    callRetry: { initialDelayMs: 50, maxDelayMs: 200 }
   athena-fhir:
     type: athena-fhir
     baseUrl: ${sim.url}
@@ -57,7 +57,16 @@ sources:
     resources: [Patient]
     pollIntervalMs: 200
     pageSize: 5
+  fhir-in: { type: http, host: 127.0.0.1, port: 0, path: /fhir-in }
 sinks:
+  athena-writeback:
+    type: athena-rest
+    baseUrl: ${sim.url}
+    clientId: \${ATHENA_CLIENT_ID}
+    clientSecret_FILE: ${path.join(dir, 'athena-secret')}
+    practiceId: ${PRACTICE}
+    departmentId: 1
+    retry: { initialDelayMs: 100, maxDelayMs: 300, jitter: 0 }
   ehr:
     type: fhir
     baseUrl: ${fhir.baseUrl}
@@ -69,6 +78,10 @@ routes:
     when: { messageType: ['athena.*'] }
     steps: [validate]
     to: [ehr]
+  - id: patients-to-athena
+    from: [fhir-in]
+    when: { fhirpath: "Bundle.entry.resource.ofType(Patient).exists()" }
+    to: [athena-writeback]
 processing: { pollIntervalMs: 50 }
 admin: { enabled: false }
 `;
@@ -113,6 +126,20 @@ admin: { enabled: false }
     await engine!.waitForIdle(15_000);
     expect(await fhir.count('Patient')).toBe(7);
     expect(sim.tokensIssued).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a FHIR Patient posted to the http source is created in athena, comes back through the changed feed and reaches the FHIR server once', async () => {
+    const web = engine!.source('fhir-in') as unknown as { url: string };
+    const patient = { resourceType: 'Patient', identifier: [{ system: 'urn:oid:2.16.840.1.113883.19.5', value: 'EXT-1' }], name: [{ family: 'Roundtrip', given: ['Rita'] }], gender: 'female', birthDate: '1979-04-05', address: [{ line: ['9 Elm St'], city: 'Boston', state: 'MA', postalCode: '02110' }] };
+    const r = await fetch(web.url, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(patient) });
+    expect(r.status).toBe(202);
+    await until('the athena patient', async () => [...sim.practice(PRACTICE).patients.values()].some((p) => p.lastname === 'Roundtrip'));
+    const created = [...sim.practice(PRACTICE).patients.values()].find((p) => p.lastname === 'Roundtrip')!;
+    expect(created).toMatchObject({ firstname: 'Rita', dob: '04/05/1979', sex: 'F', departmentid: '1' });
+    await until('the round trip into the FHIR server', async () => (await fhir.count('Patient')) === 8);
+    await engine!.waitForIdle(15_000);
+    const back = await (await fetch(`${fhir.baseUrl}/Patient?identifier=${encodeURIComponent(`urn:athenahealth:athenanet:patient:${PRACTICE}|${created.patientid}`)}`)).json();
+    expect(back.entry[0].resource.name[0].family).toBe('Roundtrip');
   });
 });
 

@@ -25,7 +25,7 @@ export function configFor<T>(schema: any, sim: AthenaSimulator, extra: Record<st
       clientId: 'ferry-client',
       clientSecret: 'ferry-secret',
       practiceId: '195900',
-      retry: { maxAttempts: 5, initialDelayMs: 20, maxDelayMs: 200, maxRetryAfterMs: 5000 },
+      callRetry: { maxAttempts: 5, initialDelayMs: 20, maxDelayMs: 200, maxRetryAfterMs: 5000 },
       rateLimit: { qps: 200 },
       timeoutMs: 2000,
       ...extra,

@@ -33,8 +33,9 @@ export const athenaConnectionSchema = {
     qps: { doc: 'Client-side requests per second per practice (0 = 5 preview / 100 production)', format: Number, default: 0 },
     burst: { doc: 'Bucket size (0 = same as qps)', format: 'nat', default: 0 },
   },
-  retry: {
-    maxAttempts: { doc: 'Attempts per call, first included', format: 'nat', default: 4 },
+  /** Named callRetry: on sinks, `retry` is the engine's delivery retry policy. */
+  callRetry: {
+    maxAttempts: { doc: 'Attempts per HTTP call, first included', format: 'nat', default: 4 },
     initialDelayMs: { doc: 'First backoff delay', format: 'nat', default: 500 },
     maxDelayMs: { doc: 'Longest backoff delay', format: 'nat', default: 30_000 },
     maxRetryAfterMs: { doc: 'Longest Retry-After waited for inside one call', format: 'nat', default: 60_000 },
@@ -51,7 +52,7 @@ export interface AthenaConnectionConfig {
   scope: string;
   practiceId: string | number;
   rateLimit: { qps: number; burst: number };
-  retry: { maxAttempts: number; initialDelayMs: number; maxDelayMs: number; maxRetryAfterMs: number };
+  callRetry: { maxAttempts: number; initialDelayMs: number; maxDelayMs: number; maxRetryAfterMs: number };
   timeoutMs: number;
   tokenSkewMs: number;
 }
@@ -123,7 +124,7 @@ export class AthenaConnection {
       cache: this.tokenCache,
       fetcher: clientCredentialsFetcher({ tokenUrl: this.tokenUrl, clientId, clientSecret, scope: config.scope, authMethod: 'basic', timeoutMs: config.timeoutMs, vendor: 'athena' }),
     };
-    const common = { auth, limiter, limiterKey, retry: config.retry, timeoutMs: config.timeoutMs, logger, isThrottled: (status: number, text: string) => status === 403 && /over qps/i.test(text) };
+    const common = { auth, limiter, limiterKey, retry: config.callRetry, timeoutMs: config.timeoutMs, logger, isThrottled: (status: number, text: string) => status === 403 && /over qps/i.test(text) };
     this.rest = new VendorHttpClient({ vendor: 'athena', baseUrl: `${this.host}/v1/${this.practiceId}`, ...common });
     this.fhir = new VendorHttpClient({ vendor: 'athena-fhir', baseUrl: this.fhirBase, ...common, headers: { Accept: 'application/fhir+json' } });
   }

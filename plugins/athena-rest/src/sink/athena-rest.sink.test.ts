@@ -100,7 +100,7 @@ describe('athena-rest sink', () => {
     // a 503 on a read is retried inside the call; a 503 storm ends retryable
     sim.inject({ status: 503, times: 10, match: /\/patients\/702$/ });
     const p702 = athenaEnvelopeToBundle({ practiceid: PRACTICE, kind: 'patient', record: { patientid: '702', firstname: 'Test3', lastname: 'Patient3', dob: '01/15/1985' } });
-    await expect(sink({ retry: { maxAttempts: 2, initialDelayMs: 10, maxDelayMs: 20, maxRetryAfterMs: 100 } }).deliver(delivery(p702))).rejects.toMatchObject({ retryable: true });
+    await expect(sink({ callRetry: { maxAttempts: 2, initialDelayMs: 10, maxDelayMs: 20, maxRetryAfterMs: 100 } }).deliver(delivery(p702))).rejects.toMatchObject({ retryable: true });
     sim.faults.length = 0;
   });
 

@@ -161,7 +161,7 @@ describe('athena-rest source', () => {
       st.subscribe(PRACTICE, 'patients');
       for (let i = 0; i < 12; i++) st.upsertPatient(PRACTICE, samplePatient(i, { patientid: String(400 + i) }));
       const qps = 8;
-      const cfg = configFor<AthenaRestSourceConfig>(athenaRestSourceSchema, st, { feeds: ['patients'], pageLimit: 1, rateLimit: { qps, burst: 1 }, retry: { maxAttempts: 8, initialDelayMs: 100, maxDelayMs: 400, maxRetryAfterMs: 5000 } });
+      const cfg = configFor<AthenaRestSourceConfig>(athenaRestSourceSchema, st, { feeds: ['patients'], pageLimit: 1, rateLimit: { qps, burst: 1 }, callRetry: { maxAttempts: 8, initialDelayMs: 100, maxDelayMs: 400, maxRetryAfterMs: 5000 } });
       const ctx = sourceContext('athena-429', store, cfg);
       const src = new AthenaRestSource(ctx);
       sources.push(src);
