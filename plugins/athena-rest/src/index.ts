@@ -1,4 +1,5 @@
 import { definePlugin } from '@ferry/core';
+import { athenaSubscriptionsCommand } from './cli/subscriptions.command';
 import { AthenaRestSink, athenaRestSinkSchema } from './sink/athena-rest.sink';
 import { AthenaRestSource, athenaRestSourceSchema } from './source/athena-rest.source';
 import { AthenaRestTransform } from './transform/athena.to-fhir';
@@ -8,6 +9,7 @@ export * from './time/athena-time';
 export * from './transform/athena.to-fhir';
 export * from './source/athena-rest.source';
 export * from './sink/athena-rest.sink';
+export * from './cli/subscriptions.command';
 
 /**
  * athenaOne proprietary REST ("v1"): OAuth client credentials, changed-data feeds, form-encoded
@@ -20,6 +22,7 @@ export const athenaRestPlugin = definePlugin({
     reg.addSourceType('athena-rest', AthenaRestSource, athenaRestSourceSchema);
     reg.addSinkType('athena-rest', AthenaRestSink, athenaRestSinkSchema);
     reg.addTransform(AthenaRestTransform);
+    reg.addCommand(athenaSubscriptionsCommand());
   },
 });
 export default athenaRestPlugin;
