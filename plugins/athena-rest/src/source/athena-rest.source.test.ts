@@ -183,6 +183,33 @@ describe('athena-rest source', () => {
     }
   });
 
+  it('a server throttling below the configured rate (429 storm with Retry-After) is followed, nothing lost', async () => {
+    const st = await AthenaSimulator.start({ qps: 3, throttleRetryAfterSec: 1 });
+    try {
+      seedPractice(st);
+      st.subscribe(PRACTICE, 'patients');
+      for (let i = 0; i < 10; i++) st.upsertPatient(PRACTICE, samplePatient(i, { patientid: String(450 + i) }));
+      const cfg = configFor<AthenaRestSourceConfig>(athenaRestSourceSchema, st, { feeds: ['patients'], pageLimit: 1, rateLimit: { qps: 10, burst: 1 }, callRetry: { maxAttempts: 10, initialDelayMs: 100, maxDelayMs: 400, maxRetryAfterMs: 5000 } });
+      const ctx = sourceContext('athena-storm', store, cfg);
+      const src = new AthenaRestSource(ctx);
+      sources.push(src);
+      await src.pollOnce();
+      expect(ids(ctx.submitted)).toEqual(Array.from({ length: 10 }, (_, i) => String(450 + i)));
+      const reqs = st.apiRequests();
+      const throttled = reqs.filter((r) => r.status === 429);
+      expect(throttled.length).toBeGreaterThanOrEqual(2);
+      // every 429 said Retry-After: 1 -> the next request (from any caller of the practice) came >= 1 s later
+      for (const t of throttled) {
+        const next = reqs[reqs.indexOf(t) + 1];
+        if (next) expect(next.at - t.at).toBeGreaterThanOrEqual(990);
+      }
+      const times = reqs.map((r) => r.at);
+      for (const t of times) expect(times.filter((x) => x >= t && x < t + 1000).length).toBeLessThanOrEqual(11);
+    } finally {
+      await st.stop();
+    }
+  });
+
   it('carries the department time zone so a US/Pacific appointment lands on the right UTC instant; optional booked backfill', async () => {
     sim.opts.clients['client-c'] = 'secret-c';
     sim.subscribe(PRACTICE, 'appointments', 'client-c');
