@@ -154,8 +154,9 @@ export class EpicSimulator {
     return this.server.requests;
   }
 
-  registerClient(clientId: string, jwks: JSONWebKeySet): void {
-    this.clients.set(clientId, { clientId, jwks });
+  /** Register a backend client with static keys, or with `{ jku }` (keys fetched from that URL), optionally not active before `activeFrom`. */
+  registerClient(clientId: string, jwks: JSONWebKeySet | undefined, opts: { jku?: string; activeFrom?: number } = {}): void {
+    this.clients.set(clientId, { clientId, jwks, ...opts });
   }
 
   /** Add a synthetic vitals volume to Group exports (generated line by line, never held). */

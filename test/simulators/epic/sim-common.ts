@@ -285,7 +285,12 @@ export class PagingSessions {
 
 export interface RegisteredJwtClient {
   clientId: string;
-  jwks: JSONWebKeySet;
+  /** Static public keys registered with the app. */
+  jwks?: JSONWebKeySet;
+  /** JWK Set URL registered instead (Epic requires JKU for backend apps since Feb 2026): the assertion's `jku` header must equal it and keys are fetched from it. */
+  jku?: string;
+  /** Registration not yet propagated before this instant (epoch ms): refused like a bad key. */
+  activeFrom?: number;
 }
 
 export type AssertionCheck = { ok: true; clientId: string } | { ok: false; reason: string };
@@ -314,8 +319,21 @@ export async function verifyClientAssertion(
   const client = opts.clients.get(clientId);
   if (!client) return { ok: false, reason: `unknown client ${clientId}` };
   const nowSec = Math.floor(opts.now / 1000);
+  if (client.activeFrom !== undefined && opts.now < client.activeFrom) return { ok: false, reason: `client ${clientId} is not active yet (registration propagating)` };
+  let jwks = client.jwks;
+  if (client.jku) {
+    if (header.jku !== client.jku) return { ok: false, reason: `jku header ${String(header.jku)} is not the registered JWK Set URL` };
+    try {
+      const res = await fetch(client.jku, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(5000) });
+      if (!res.ok) return { ok: false, reason: `JWK Set URL answered ${res.status}` };
+      jwks = (await res.json()) as JSONWebKeySet;
+    } catch (e) {
+      return { ok: false, reason: `JWK Set URL unreachable: ${(e as Error).message}` };
+    }
+  }
+  if (!jwks) return { ok: false, reason: `no keys registered for ${clientId}` };
   try {
-    await jwtVerify(assertion, createLocalJWKSet(client.jwks), {
+    await jwtVerify(assertion, createLocalJWKSet(jwks), {
       algorithms: ['RS384', 'ES384'],
       audience: opts.tokenUrl,
       issuer: clientId,

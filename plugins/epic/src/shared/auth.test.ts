@@ -1,6 +1,7 @@
 import { FerryError } from '@ferry/core';
 import { SignJWT, exportJWK } from 'jose';
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
 import { EpicSimulator } from '../../../../test/simulators/epic/epic-simulator';
 import { connConfig, testKey } from '../__fixtures__/helpers';
 import { VendorConnection, exchangeAssertion, discoverTokenUrl } from './connection';
@@ -109,5 +110,32 @@ describe('epic SMART backend services auth against the simulator', () => {
     expect(err.code).toBe('FERRY_E_VENDOR_UNAUTHORIZED');
     expect(err.retryable).toBe(false);
     sim.server.clearFaults();
+  });
+
+  it('signs with a jku header when configured; the server fetches the registered JWK Set URL (key rotation)', async () => {
+    const next = await testKey('kid-2026-b');
+    const jwksDoc = { keys: [...key.jwks.keys, ...next.jwks.keys] };
+    const srv = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(jwksDoc)));
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const jku = `http://127.0.0.1:${(srv.address() as { port: number }).port}/.well-known/jwks.json`;
+    try {
+      sim.registerClient('jku-client', undefined, { jku });
+      const ok = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'jku-client' }, { privateKey: next.pem, kid: 'kid-2026-b', jku }));
+      await expect(ok.accessToken()).resolves.toEqual(expect.any(String));
+      const noJku = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'jku-client' }, { privateKey: next.pem, kid: 'kid-2026-b', refreshSkewSec: 64 }));
+      const err = await noJku.accessToken().catch((e) => e);
+      expect(err.message).toMatch(/invalid_client/);
+      expect(lastTokenReason()).toMatch(/jku header undefined is not the registered/);
+    } finally {
+      await new Promise((r) => srv.close(r));
+    }
+  });
+
+  it('a client whose registration has not propagated yet is refused with invalid_client', async () => {
+    sim.registerClient('new-client', key.jwks, { activeFrom: Date.now() + 3600_000 });
+    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'new-client' }, { privateKey: key.pem, kid: 'kid-a' }));
+    const err = await conn.accessToken().catch((e) => e);
+    expect(err.message).toMatch(/invalid_client.*propagate/);
+    expect(lastTokenReason()).toMatch(/not active yet/);
   });
 });
