@@ -5,13 +5,28 @@ import { CODE_MAPS } from './maps/codesystems.generated';
  * The IG's concept maps (generated from ../shared/v2-to-fhir/mappings/codesystems, see
  * maps/codesystems.generated.ts). `mapCode('AdministrativeSex', 'F')` -> female.
  */
-export function mapCode(map: string, v2code: string | undefined): { code: string; display?: string; system?: string } | undefined {
-  if (!v2code) return undefined;
+type Mapped = { readonly code: string; readonly display?: string; readonly system?: string };
+const compiled = new Map<string, Map<string, Mapped>>();
+function compile(map: string): Map<string, Mapped> {
+  let c = compiled.get(map);
+  if (c) return c;
   const m = CODE_MAPS[map];
   if (!m) throw new Error(`unknown concept map ${map}`);
-  const e = m.entries[v2code] ?? m.entries[v2code.toUpperCase()] ?? m.entries[v2code.trim()];
-  if (!e) return undefined;
-  return { code: e[0], display: e[1] || undefined, system: e[2] || undefined };
+  c = new Map();
+  for (const [k, e] of Object.entries(m.entries)) {
+    const v: Mapped = Object.freeze({ code: e[0], ...(e[1] ? { display: e[1] } : {}), ...(e[2] ? { system: e[2] } : {}) });
+    c.set(k, v);
+    if (!c.has(k.toUpperCase())) c.set(k.toUpperCase(), v);
+    if (!c.has(k.trim())) c.set(k.trim(), v);
+  }
+  compiled.set(map, c);
+  return c;
+}
+
+export function mapCode(map: string, v2code: string | undefined): Mapped | undefined {
+  if (!v2code) return undefined;
+  const c = compile(map);
+  return c.get(v2code) ?? c.get(v2code.trim().toUpperCase());
 }
 
 export function mappedCoding(map: string, v2code: string | undefined): Coding | undefined {

@@ -148,6 +148,7 @@ export class Systems {
     if (!name) return undefined;
     if (this.codeCache.has(name)) return this.codeCache.get(name);
     const v = this.codeUncached(name);
+    if (this.codeCache.size > 5000) this.codeCache.clear();
     this.codeCache.set(name, v);
     return v;
   }
@@ -172,7 +173,17 @@ export class Systems {
    * An assigning authority -> identifier system: configured table (namespace, then universal id),
    * then an OID / UUID / URI universal id, then `<identifierSystemBase><namespace>`.
    */
+  private readonly idCache = new Map<string, string | undefined>();
   identifier(namespace: string | undefined, universalId?: string, universalIdType?: string): string | undefined {
+    const key = `${namespace ?? ''}\u0000${universalId ?? ''}\u0000${universalIdType ?? ''}`;
+    if (this.idCache.has(key)) return this.idCache.get(key);
+    const v = this.identifierUncached(namespace, universalId, universalIdType);
+    if (this.idCache.size > 5000) this.idCache.clear();
+    this.idCache.set(key, v);
+    return v;
+  }
+
+  private identifierUncached(namespace: string | undefined, universalId?: string, universalIdType?: string): string | undefined {
     const t = this.opts.identifierSystems;
     if (namespace && t[namespace]) return t[namespace];
     if (universalId && t[universalId]) return t[universalId];

@@ -51,6 +51,8 @@ export interface WalkState {
   kept: Hl7Segment[];
   /** Counters for message-local ids. */
   n: Map<string, number>;
+  /** PL text -> Location reference (null: no location), per message. */
+  locations: Map<string, Reference | null>;
 }
 
 export interface OrderGroup {
@@ -70,7 +72,7 @@ export class ConvertContext implements DtCtx {
   readonly tz: string;
   readonly messageCode: string;
   readonly trigger: string;
-  readonly state: WalkState = { mergeTargets: [], kept: [], n: new Map() };
+  readonly state: WalkState = { mergeTargets: [], kept: [], n: new Map(), locations: new Map() };
   header!: MessageHeader;
   provenance?: Provenance;
 

@@ -28,14 +28,15 @@ export const c = (r: Hl7Rep | undefined, i: number): string => r?.[i - 1]?.[0] ?
 export const nest = (r: Hl7Rep | undefined, i: number): Hl7Rep => (r?.[i - 1] ?? []).map((s) => [s]);
 export const valued = (s: string | undefined): s is string => s !== undefined && s !== '' && s !== '""' && s.trim() !== '';
 
+/** A copy of `o` without undefined / empty values (no `delete`: keeps objects in V8's fast mode); undefined when nothing is left. */
 export function compact<T extends object>(o: T): T | undefined {
-  let any = false;
-  for (const k of Object.keys(o) as (keyof T)[]) {
-    const v = o[k];
-    if (v === undefined || v === '' || (Array.isArray(v) && v.length === 0)) delete o[k];
-    else any = true;
+  let out: Record<string, unknown> | undefined;
+  for (const k in o) {
+    const v = (o as Record<string, unknown>)[k];
+    if (v === undefined || v === '' || (Array.isArray(v) && v.length === 0)) continue;
+    (out ??= {})[k] = v;
   }
-  return any ? o : undefined;
+  return out as T | undefined;
 }
 
 export const ext = {

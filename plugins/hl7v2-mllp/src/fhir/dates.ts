@@ -8,8 +8,6 @@
  * precision, so `YYYYMMDDHH` becomes `YYYY-MM-DDTHH:00:00`.
  */
 
-const DTM = /^(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,4}))?)?)?)?)?)?\s*([+-]\d{4}|Z)?$/;
-
 export interface ParsedDtm {
   y: string;
   mo?: string;
@@ -22,13 +20,52 @@ export interface ParsedDtm {
   tz?: string;
 }
 
-export function parseDtm(v: string): ParsedDtm | undefined {
-  const m = DTM.exec(v.trim());
-  if (!m) return undefined;
-  const [, y, mo, d, h, mi, s, frac, tzRaw] = m;
+function digits(v: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
+  }
+  return true;
+}
+
+/** Parses a DTM by hand (no regex: this runs for every date of every message). */
+export function parseDtm(raw: string): ParsedDtm | undefined {
+  let v = raw;
+  if (v.length === 0) return undefined;
+  if (v.charCodeAt(0) === 32 || v.charCodeAt(v.length - 1) === 32) v = v.trim();
+  // offset
+  let tzRaw: string | undefined;
+  let body = v;
+  const last = v.charCodeAt(v.length - 1);
+  if (last === 90 /* Z */) {
+    tzRaw = 'Z';
+    body = v.slice(0, -1).trimEnd();
+  } else {
+    const sign = Math.max(v.lastIndexOf('+'), v.lastIndexOf('-'));
+    if (sign > 0) {
+      tzRaw = v.slice(sign);
+      body = v.slice(0, sign).trimEnd();
+      if (tzRaw.length !== 5 || !digits(tzRaw, 1, 5)) return undefined;
+    }
+  }
+  let frac: string | undefined;
+  const dot = body.indexOf('.');
+  if (dot >= 0) {
+    frac = body.slice(dot + 1);
+    body = body.slice(0, dot);
+    if (body.length !== 14 || frac.length < 1 || frac.length > 4 || !digits(frac, 0, frac.length)) return undefined;
+  }
+  const n = body.length;
+  if (n < 4 || n > 14 || n % 2 !== 0 || !digits(body, 0, n)) return undefined;
+  const y = body.slice(0, 4);
+  const mo = n >= 6 ? body.slice(4, 6) : undefined;
+  const d = n >= 8 ? body.slice(6, 8) : undefined;
+  const h = n >= 10 ? body.slice(8, 10) : undefined;
+  const mi = n >= 12 ? body.slice(10, 12) : undefined;
+  const s = n >= 14 ? body.slice(12, 14) : undefined;
   if (y === '0000') return undefined;
   if (mo && (+mo < 1 || +mo > 12)) return undefined;
-  if (d && (+d < 1 || +d > daysIn(+y, +mo))) return undefined;
+  if (d && (+d < 1 || +d > daysIn(+y, +mo!))) return undefined;
   if (h && +h > 23) return undefined;
   if (mi && +mi > 59) return undefined;
   if (s && +s > 59) return undefined;

@@ -100,11 +100,16 @@ export function practitioner(r: Hl7Rep | undefined, ctx: ConvertContext): Ref | 
   const idv = c(r, 1);
   const nameParts = [c(r, 2), c(r, 3), c(r, 4)].filter(valued);
   if (!valued(idv) && !nameParts.length) return undefined;
-  const p: Practitioner = { resourceType: 'Practitioner' };
+  const hd = nest(r, 9);
+  const sys = valued(idv) ? hdSystem(hd, ctx) : undefined;
+  const key = valued(idv) ? `id|${sys ?? ''}|${idv}` : `name|${nameParts.join('^')}`;
+  const pid = ctx.b.idFor('Practitioner', key);
+  const existing = ctx.b.get(pid) as Practitioner | undefined;
+  const fam = r[1] ?? [];
+  if (existing) return ref(existing, [c(r, 3), fam[0]].filter(valued).join(' ') || undefined);
+  const p: Practitioner = { resourceType: 'Practitioner', id: pid };
   if (valued(idv)) {
     const id: Identifier = {};
-    const hd = nest(r, 9);
-    const sys = hdSystem(hd, ctx);
     if (sys) id.system = sys;
     id.value = idv;
     const t = c(r, 13);
@@ -113,7 +118,6 @@ export function practitioner(r: Hl7Rep | undefined, ctx: ConvertContext): Ref | 
     if (asg) id.assigner = { display: asg };
     p.identifier = [id];
   }
-  const fam = r[1] ?? [];
   const name = compact({
     family: valued(fam[0]) ? fam[0] : undefined,
     given: [c(r, 3), c(r, 4)].filter(valued),
@@ -124,8 +128,6 @@ export function practitioner(r: Hl7Rep | undefined, ctx: ConvertContext): Ref | 
   if (name) p.name = [name];
   const q = c(r, 7);
   if (valued(q)) p.qualification = [{ code: { coding: [{ system: V2_TABLE('0360'), code: q }] } }];
-  const key = p.identifier ? `id|${idKey(p.identifier[0])}` : `name|${nameParts.join('^')}`;
-  p.id = ctx.b.idFor('Practitioner', key);
   const added = ctx.b.add(p);
   return ref(added, name ? [c(r, 3), fam[0]].filter(valued).join(' ') || undefined : undefined);
 }
@@ -167,7 +169,16 @@ export function hdOrg(hd: Hl7Rep, ctx: ConvertContext): Ref | undefined {
 const LOC_TYPE = 'http://terminology.hl7.org/CodeSystem/location-physical-type';
 /** PL[Location]: facility (PL.4) > building (PL.7) > floor (PL.8) > point of care (PL.1) > room (PL.2) > bed (PL.3), linked by partOf; returns the most specific. */
 export function location(r: Hl7Rep | undefined, ctx: ConvertContext): Ref | undefined {
-  if (!r) return undefined;
+  if (!r || r.length === 0) return undefined;
+  const memoKey = r.map((x) => x.join('&')).join('^');
+  const memo = ctx.state.locations.get(memoKey);
+  if (memo !== undefined) return memo ?? undefined;
+  const out = locationUncached(r, ctx);
+  ctx.state.locations.set(memoKey, out ?? null);
+  return out;
+}
+
+function locationUncached(r: Hl7Rep, ctx: ConvertContext): Ref | undefined {
   const levels: [number, string | undefined][] = [
     [4, 'si'],
     [7, 'bu'],
