@@ -4,7 +4,8 @@
 // against three peers on this machine:
 //   (a) ceiling  - a minimal Node MLLP server that ACKs without storing anything
 //   (b) node-hl7-server - the npm package, ACKing AA from its handler
-//   (c) ferry    - Ferry's mllp source in the real Engine, SQLite store, ACK only after commit
+//   (c) ferry    - Ferry's mllp source with the SQLite store, ACK only after commit
+//   (d) for context: the full Engine (listener + processing), and the listener with PostgreSQL
 // Prints msgs/s, p50/p99 latency, wrong ACKs (MSA-2 mismatch, timeouts, errors, non-AA) and the ratios.
 // Requires the built packages (npm run build).
 'use strict';
@@ -106,17 +107,25 @@ function nodeHl7Server() {
 // ------------------------------------------------------------------------------------------
 // (c) Ferry's listener: the mllp source, headers from the plugin's codec, the SQLite store
 // (WAL, synchronous=FULL for inserts, group commit), ACK only after the commit resolves.
-function ferryListener() {
+const PG_URL = process.env.FERRY_BENCH_PG_URL || 'postgres://postgres@127.0.0.1:5432/test';
+
+function ferryListener(kind = 'sqlite') {
   const mllp = require('../plugins/hl7v2-mllp/dist/index.js');
   let store;
   let src;
   let dir;
+  let schema;
   return {
-    name: 'ferry listener + SQLite store (ACK after commit)',
-    key: 'ferry',
+    name: kind === 'sqlite' ? 'ferry listener + SQLite store (ACK after commit)' : 'ferry listener + PostgreSQL store (ACK after commit)',
+    key: kind === 'sqlite' ? 'ferry' : 'ferrypg',
     async start() {
-      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-mllp-'));
-      store = new core.SqliteMessageStore({ path: path.join(dir, 'ferry.db'), logger: core.silentLogger() });
+      if (kind === 'sqlite') {
+        dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-mllp-'));
+        store = new core.SqliteMessageStore({ path: path.join(dir, 'ferry.db'), logger: core.silentLogger() });
+      } else {
+        schema = `ferry_bench_mllp_${process.pid}`;
+        store = new core.PostgresMessageStore({ url: PG_URL, schema, logger: core.silentLogger(), poolSize: 8 });
+      }
       await store.open();
       const config = {
         host: '127.0.0.1', port: 0, maxConnections: 200, idleTimeoutMs: 0, maxMessageSize: 10 << 20, maxPendingFrames: 64,
@@ -139,9 +148,16 @@ function ferryListener() {
       return src.address().port;
     },
     async stop() {
-      await src.stop();
-      await store.close();
-      fs.rmSync(dir, { recursive: true, force: true });
+      await src?.stop();
+      await store.close().catch(() => undefined);
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
+      if (schema) {
+        const pg = require('pg');
+        const c = new pg.Client({ connectionString: PG_URL });
+        await c.connect();
+        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        await c.end();
+      }
     },
   };
 }
@@ -222,10 +238,17 @@ async function main() {
   const fsync = fsyncProbe();
   console.log(`machine: load average ${os.loadavg().map((x) => x.toFixed(1)).join(' / ')}; fdatasync p50 ${fsync.p50} ms, p99 ${fsync.p99} ms`);
   console.log(`messages: ${N1} at 1 connection, ${N16} at 16 connections (after a 300-message warm-up each; node-hl7-server: 150 / 800)\n`);
-  const peers = [minimalServer(), nodeHl7Server(), ferryListener(), ferry()].filter((p) => !only || only.includes(p.key));
+  const peers = [minimalServer(), nodeHl7Server(), ferryListener('sqlite'), ferry(), ferryListener('postgres')].filter((p) => !only || only.includes(p.key));
   const results = {};
   for (const p of peers) {
-    const port = await p.start();
+    let port;
+    try {
+      port = await p.start();
+    } catch (e) {
+      console.log(`  ${p.name}: skipped (${e.message})`);
+      await p.stop().catch(() => undefined);
+      continue;
+    }
     try {
       for (const c of [1, 16]) {
         await load(port, p.warmup ?? 300, c).catch(() => undefined); // warm-up (separate connections)
@@ -248,6 +271,7 @@ async function main() {
   for (const p of peers)
     for (const c of [1, 16]) {
       const r = results[`${p.key}:${c}`];
+      if (!r) continue;
       rows.push({ peer: p.name, c, mps: r.msgs_per_s, p50: r.p50_ms, p99: r.p99_ms, wrong: wrongAcks(r), acked: `${r.acked}/${r.sent}` });
     }
   console.log('\n| peer | conns | msgs/s | p50 ms | p99 ms | wrong ACKs | acked |');
@@ -263,6 +287,7 @@ async function main() {
   console.log(`| ferry / node-hl7-server | ${ratio(f1, results['nodehl7:1'].msgs_per_s)} | ${ratio(f16, results['nodehl7:16'].msgs_per_s)} | >= 10 |`);
   console.log(`| ferry p99 ms | ${results['ferry:1'].p99_ms} | ${results['ferry:16'].p99_ms} | < 10 |`);
   console.log(`| ferry wrong ACKs | ${wrongAcks(results['ferry:1'])} | ${wrongAcks(results['ferry:16'])} | 0 |`);
+  if (results['ferrypg:16']) console.log(`| ferry (PostgreSQL) / ceiling | ${ratio(results['ferrypg:1'].msgs_per_s, results['ceiling:1'].msgs_per_s)} | ${ratio(results['ferrypg:16'].msgs_per_s, results['ceiling:16'].msgs_per_s)} | (context) |`);
   if (results['engine:16']) console.log(`| full engine / ceiling | ${ratio(results['engine:1'].msgs_per_s, results['ceiling:1'].msgs_per_s)} | ${ratio(results['engine:16'].msgs_per_s, results['ceiling:16'].msgs_per_s)} | (context) |`);
 }
 
