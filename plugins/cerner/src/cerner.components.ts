@@ -5,7 +5,7 @@
  * type, id prefix, MRN system), the auth default (system account, HTTP Basic, explicit scopes,
  * ~570 s tokens refreshed 120 s ahead), Group-only bulk export and the writable types (with update).
  */
-import { coreTokens, type SinkContext, type SourceContext } from '@ferry/core';
+import { coreTokens, FerryError, type SinkContext, type SourceContext } from '@ferry/core';
 import {
   BulkExportSource,
   FhirPollSource,
@@ -50,6 +50,11 @@ export class CernerPollSource extends FhirPollSource {
 export class CernerBulkSource extends BulkExportSource {
   constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<BulkSourceConfig>) {
     super(ctx, cernerProfile);
+    // Cerner needs a system read scope for every exported type (not Group.read): say so at startup.
+    const scopes = ctx.config.auth.scopes;
+    const missing = ctx.config.bulk.types.filter((t) => !scopes.includes(`system/${t}.read`) && !scopes.includes(`system/${t}.rs`));
+    if (scopes.length && missing.length)
+      throw new FerryError('CONFIG_BULK_SCOPES', `sources.${ctx.id}: exporting ${missing.join(', ')} needs ${missing.map((t) => `system/${t}.read`).join(' ')} in auth.scopes`, { kind: 'config', retryable: false });
   }
 }
 

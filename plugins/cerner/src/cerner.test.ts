@@ -156,6 +156,32 @@ describe('cerner plugin against the Oracle Health simulator', () => {
     });
   });
 
+  it('refuses at startup a bulk export whose types lack a system read scope', () => {
+    const { ctx } = storeContext({} as any, 'cb', { ...basic(), bulk: { level: 'group', groupId: 'g', types: ['Encounter'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 1000, batchSize: 100, deleteWhenDone: true } } as any);
+    expect(() => new CernerBulkSource(ctx)).toThrow(/needs system\/Encounter.read in auth.scopes/);
+  });
+
+  it('starts the export over when its files expired mid-download (404)', async () => {
+    const store = new SqliteMessageStore({ path: path.join(dir, 'expired.db'), logger: silentLogger() });
+    await store.open();
+    try {
+      const { ctx } = storeContext(store, 'cerner-exp', {
+        ...basic(),
+        bulk: { level: 'group', groupId: '11ec-d16a-b40370f8-9d31-577f11a339c5', types: ['Patient', 'Observation'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 1000, batchSize: 100, deleteWhenDone: true },
+      } as any);
+      const src = new CernerBulkSource(ctx);
+      const kicks = () => sim.requests.filter((r) => r.path.endsWith('/$export')).length;
+      const k0 = kicks();
+      sim.server.inject({ match: '/bulk-export/files/', status: 404, times: 1, body: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found' }] } });
+      await expect(src.cycle()).rejects.toMatchObject({ retryable: false });
+      expect(await store.getCheckpoint('cerner-exp', 'bulk:job')).toBe('');
+      expect(await src.cycle()).toBe(26);
+      expect(kicks()).toBe(k0 + 2);
+    } finally {
+      await store.close();
+    }
+  });
+
   describe('write-back', () => {
     const delivery = (resource: object): Delivery => ({
       deliveryId: 'd',

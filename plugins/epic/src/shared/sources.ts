@@ -334,21 +334,31 @@ export class BulkExportSource extends LoopSource<BulkSourceConfig> {
       const m = job.manifest;
       while (job.file < m.output.length) {
         const out = m.output[job.file];
-        for await (const lines of this.bulk.lines(out.url, { requiresAccessToken: m.requiresAccessToken, skip: job.line, signal: this.signal })) {
-          const messages: InboundMessage[] = [];
-          for (const l of lines) {
-            try {
-              messages.push(resourceMessage(l, this.profile, this.facility));
-            } catch {
-              badLines++;
+        try {
+          for await (const lines of this.bulk.lines(out.url, { requiresAccessToken: m.requiresAccessToken, skip: job.line, signal: this.signal })) {
+            const messages: InboundMessage[] = [];
+            for (const l of lines) {
+              try {
+                messages.push(resourceMessage(l, this.profile, this.facility));
+              } catch {
+                badLines++;
+              }
             }
+            const next: BulkJobCheckpoint = { ...job, line: job.line + lines.length };
+            const checkpoint = { sourceId: this.ctx.id, key: BulkExportSource.JOB, value: JSON.stringify(next) };
+            if (messages.length) await this.ctx.submit(messages, { checkpoint });
+            else await this.ctx.setCheckpoint(BulkExportSource.JOB, checkpoint.value);
+            job = next;
+            stored += messages.length;
           }
-          const next: BulkJobCheckpoint = { ...job, line: job.line + lines.length };
-          const checkpoint = { sourceId: this.ctx.id, key: BulkExportSource.JOB, value: JSON.stringify(next) };
-          if (messages.length) await this.ctx.submit(messages, { checkpoint });
-          else await this.ctx.setCheckpoint(BulkExportSource.JOB, checkpoint.value);
-          job = next;
-          stored += messages.length;
+        } catch (e) {
+          if (FerryError.is(e) && [404, 410].includes(e.details?.status as number)) {
+            // The files expired before we finished: export again from the same _since next cycle
+            // (what was already stored comes again; the source's duplicate policy drops it).
+            this.ctx.logger.warn(`${this.profile.vendor} bulk export files expired before the download finished; restarting the export`, { source: this.ctx.id, file: job.file });
+            await this.saveJob(undefined);
+          }
+          throw e;
         }
         job = { ...job, file: job.file + 1, line: 0 };
         await this.saveJob(job);
