@@ -113,6 +113,23 @@ describe('athena-fhir source', () => {
     expect(Date.parse((await store.getCheckpoint('athena-fhir-1', 'lastUpdated:Patient'))!)).toBeGreaterThanOrEqual(Date.parse(cp!));
   });
 
+  it('an expired paging cursor fails the poll; the next poll re-reads from the stored mark and loses nothing', async () => {
+    sim.opts.clients['cursor-client'] = 'cursor-secret';
+    // only the patients written from now on
+    const cfg = configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { clientId: 'cursor-client', clientSecret: 'cursor-secret', resources: ['Patient'], pageSize: 2, initialSince: new Date(Date.now() - 1).toISOString(), overlapMs: 0 });
+    for (let i = 0; i < 6; i++) sim.upsertPatient(PRACTICE, samplePatient(i, { patientid: String(800 + i) }));
+    const ctx = sourceContext('athena-fhir-cursor', store, cfg);
+    const src = new AthenaFhirSource(ctx);
+    sim.inject({ status: 400, match: /\/fhir\/r4\/Patient$/, query: /cursor=/, body: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid', details: { text: 'Invalid cursor' } }] } });
+    await expect(src.pollOnce()).rejects.toMatchObject({ code: 'FERRY_E_VENDOR_REJECTED', retryable: false });
+    expect(await store.getCheckpoint('athena-fhir-cursor', 'lastUpdated:Patient')).toBeUndefined(); // the mark did not move
+    await src.pollOnce();
+    const stored = await store.listMessages({ sourceId: 'athena-fhir-cursor', limit: 100 });
+    // page 1 was stored by the failed poll; the re-read's copies of it are dropped as duplicates
+    expect(stored).toHaveLength(6);
+    expect(await store.getCheckpoint('athena-fhir-cursor', 'lastUpdated:Patient')).toBeDefined();
+  });
+
   it('shares the token with athena-rest for the same environment and client', async () => {
     sim.opts.clients['shared-client'] = 'shared-secret';
     const before = sim.tokensIssued;

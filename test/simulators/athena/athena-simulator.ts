@@ -71,6 +71,8 @@ export interface Fault {
   retryAfter?: string;
   /** Only calls whose path matches. */
   match?: RegExp;
+  /** Only calls whose query string matches (e.g. /cursor=/ for an expired FHIR paging cursor). */
+  query?: RegExp;
   body?: unknown;
   /** Apply to the token endpoint instead of API calls. */
   token?: boolean;
@@ -381,7 +383,7 @@ export class AthenaSimulator {
         this.failOnCall.delete(this.apiCalls);
         return send(forced, forced === 401 ? { error: 'Developer Inactive' } : { error: 'Injected failure' });
       }
-      const fault = this.takeFault(u.pathname, false);
+      const fault = this.takeFault(u.pathname, false, u.search);
       if (fault) return send(fault.status, fault.body ?? { error: fault.status === 429 ? 'Too Many Requests' : 'Injected failure' }, fault.retryAfter !== undefined ? { 'Retry-After': fault.retryAfter } : {});
       const rest = /^\/v1\/([^/]+)(\/.*)?$/.exec(u.pathname);
       const practiceId = rest?.[1] ?? u.searchParams.get('ah-practice')?.replace(/^.*Practice-/, '') ?? '-';
@@ -398,8 +400,8 @@ export class AthenaSimulator {
     }
   }
 
-  private takeFault(path: string, token: boolean): Fault | undefined {
-    const i = this.faults.findIndex((f) => !!f.token === token && (!f.match || f.match.test(path)));
+  private takeFault(path: string, token: boolean, query = ''): Fault | undefined {
+    const i = this.faults.findIndex((f) => !!f.token === token && (!f.match || f.match.test(path)) && (!f.query || f.query.test(query)));
     if (i < 0) return undefined;
     const f = this.faults[i];
     f.times = (f.times ?? 1) - 1;
