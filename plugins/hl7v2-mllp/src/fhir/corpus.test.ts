@@ -38,6 +38,29 @@ if (!haveCorpus) console.warn(`skipped: ../shared absent (${CORPUS}) — corpus 
     expect(problems).toEqual([]);
   });
 
+  test('nothing silently dropped: every mapped segment yields its resource', () => {
+    const seg = (body: Buffer, name: string) => body.toString('latin1').split(/\r\n|\n|\r/).filter((l) => l.replace(/^\ufeff|^\xef\xbb\xbf/, '').startsWith(`${name}|`)).length;
+    const count = (b: Bundle, type: string) => (b.entry ?? []).filter((e) => e.resource?.resourceType === type || e.request?.url.startsWith(`${type}/`)).length;
+    const pairs: [string, string][] = [
+      ['PV1', 'Encounter'],
+      ['SCH', 'Appointment'],
+      ['RXA', 'Immunization'],
+      ['TXA', 'DocumentReference'],
+      ['IN1', 'Coverage'],
+      ['FT1', 'ChargeItem'],
+      ['PR1', 'Procedure'],
+      ['SPM', 'Specimen'],
+    ];
+    const missing: string[] = [];
+    for (const r of results) {
+      for (const [s, type] of pairs) if (count(r.bundle, type) < Math.min(1, seg(r.body, s))) missing.push(`${r.file}: ${s} -> ${type}`);
+      if (!r.type.startsWith('MDM') && count(r.bundle, 'Observation') !== seg(r.body, 'OBX')) missing.push(`${r.file}: OBX ${seg(r.body, 'OBX')} -> Observation ${count(r.bundle, 'Observation')}`);
+      if (count(r.bundle, 'Patient') < 1) missing.push(`${r.file}: no Patient`);
+      if (count(r.bundle, 'MessageHeader') !== 1) missing.push(`${r.file}: MessageHeader`);
+    }
+    expect(missing).toEqual([]);
+  });
+
   test('references resolve inside the Bundle', () => {
     const dangling: string[] = [];
     for (const r of results) {

@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { type MessageHeaders, type MessageTransform, type StoredMessage, type TransformContext, ContentType, coreTokens } from '@ferry/core';
+import { type MessageHeaders, type MessageTransform, type StoredMessage, type TransformContext, ContentType, FerryError, coreTokens } from '@ferry/core';
 import type { Bundle } from '@medplum/fhirtypes';
 import { inject, injectable } from 'tsyringe';
 import { splitHl7Batch } from '../hl7v2/batch';
@@ -46,6 +46,17 @@ export class Hl7v2Transform implements MessageTransform {
   /** Bytes of one message -> Bundle (no store needed: used by `ferry convert` and the bench). */
   convert(body: Buffer): Bundle {
     const msg = parseHl7(decodeHl7Bytes(body, this.options.charsetFallback).text);
-    return convertMessage(msg, this.options);
+    try {
+      return convertMessage(msg, this.options);
+    } catch (e) {
+      if (e instanceof FerryError) throw e;
+      // a bug in a map must not look like bad input: internal, not retryable, no message text in the error
+      throw new FerryError('INTERNAL_HL7_CONVERSION', `HL7 v2 -> FHIR conversion failed: ${(e as Error).message}`, {
+        kind: 'internal',
+        retryable: false,
+        cause: e,
+        details: { messageType: `${msg.msh.get(9, 0, 1)}^${msg.msh.get(9, 0, 2)}`, controlId: msg.msh.get(10) },
+      });
+    }
   }
 }
