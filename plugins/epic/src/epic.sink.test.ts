@@ -64,4 +64,21 @@ describe('epic write-back sink', () => {
   it('refuses resource types Epic does not accept writes for', () => {
     expect(() => new EpicWriteBackSink({ id: 'x', config: { ...(sink as any).ctx.config, resourceTypes: ['Patient'] }, logger: silentLogger() })).toThrow(/does not accept writes of Patient/);
   });
+
+  it('on a retry, reconciles by reading: an Observation already created (same identifier) is not created twice', async () => {
+    const withId = { ...obs(`epic-${patientId}`), identifier: [{ system: 'urn:example:lab-result', value: 'R-42' }], category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'laboratory' }] }] };
+    const count = () => sim.store.all('Observation').filter((o) => o.identifier?.[0]?.value === 'R-42').length;
+    await sink.deliver(delivery([withId]));
+    expect(count()).toBe(1);
+    await sink.deliver({ ...delivery([withId]), attempt: 2 });
+    expect(count()).toBe(1);
+    // A 409 on create: looked up, found, treated as delivered.
+    sim.server.inject({ match: '/Observation', method: 'POST', status: 409, times: 1 });
+    await sink.deliver(delivery([withId]));
+    expect(count()).toBe(1);
+    // Epic ignores the identifier parameter (4122): another result of the patient is not a match.
+    const other = { ...withId, identifier: [{ system: 'urn:example:lab-result', value: 'R-43' }] };
+    await sink.deliver({ ...delivery([other]), attempt: 3 });
+    expect(sim.store.all('Observation').filter((o) => o.identifier?.[0]?.value === 'R-43')).toHaveLength(1);
+  });
 });

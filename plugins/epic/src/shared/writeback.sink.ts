@@ -92,7 +92,10 @@ export abstract class WriteBackSink implements MessageSink {
       const { resource, vendorId } = this.toVendor(r);
       try {
         if (vendorId && this.allowUpdate) await this.update(resource as Resource & { id: string });
-        else await this.create(resource);
+        else if (d.attempt > 1 && (await this.exists(resource))) {
+          // A retry after an ambiguous failure: the earlier POST may have landed (reconcile by read).
+          this.ctx.logger.info('write-back retry found the resource already created', { sink: this.ctx.id, resourceType: resource.resourceType, deliveryId: d.deliveryId });
+        } else await this.create(resource);
       } catch (e) {
         throw this.deliveryError(e, resource.resourceType);
       }
@@ -121,21 +124,29 @@ export abstract class WriteBackSink implements MessageSink {
     }
   }
 
+  /** Is a resource with the same identifier already there for the same patient? (false when it has none) */
+  private async exists(resource: Resource): Promise<boolean> {
+    const ident = (resource as { identifier?: { system?: string; value?: string }[] }).identifier?.find((i) => i.system && i.value);
+    const patient = (resource as any).subject?.reference ?? (resource as any).patient?.reference;
+    if (!ident || !patient) return false;
+    const params: Record<string, string> = { patient: String(patient).replace(/^Patient\//, ''), identifier: `${ident.system}|${ident.value}` };
+    const category = (resource as any).category?.[0]?.coding?.[0]?.code;
+    if (resource.resourceType === 'Observation' && category) params.category = category;
+    // Vendors silently ignore search parameters they do not support (Epic 4122), so check the match here.
+    const same = (r: Resource) => ((r as { identifier?: { system?: string; value?: string }[] }).identifier ?? []).some((i) => i.system === ident.system && String(i.value).trim() === ident.value);
+    for await (const page of this.fhir.search(resource.resourceType, params)) if (page.resources.some(same)) return true;
+    return false;
+  }
+
   private async create(resource: Resource): Promise<void> {
     try {
       await this.fhir.create(resource);
     } catch (e) {
       if (!this.isConflict(e)) throw e;
       // Already there (a redelivery) or a transient clash: look it up by identifier, else retry once.
-      const ident = (resource as { identifier?: { system?: string; value?: string }[] }).identifier?.find((i) => i.system && i.value);
-      const patient = (resource as any).subject?.reference ?? (resource as any).patient?.reference;
-      if (ident && patient) {
-        for await (const page of this.fhir.search(resource.resourceType, { patient: String(patient).replace(/^Patient\//, ''), identifier: `${ident.system}|${ident.value}` })) {
-          if (page.resources.length) {
-            this.ctx.logger.info('write-back create conflicted; the resource already exists', { sink: this.ctx.id, resourceType: resource.resourceType });
-            return;
-          }
-        }
+      if (await this.exists(resource)) {
+        this.ctx.logger.info('write-back create conflicted; the resource already exists', { sink: this.ctx.id, resourceType: resource.resourceType });
+        return;
       }
       await this.fhir.create(resource);
     }
