@@ -114,9 +114,12 @@ export class AthenaConnection {
     const qps = config.rateLimit.qps > 0 ? config.rateLimit.qps : defaultQps[config.environment];
     const limiterKey = `athena|${this.host}|${this.practiceId}`;
     let limiter = limiters.get(limiterKey);
-    if (!limiter || limiter.ratePerSec !== qps) {
+    if (!limiter) {
       limiter = new RateLimiter({ ratePerSec: qps, burst: config.rateLimit.burst || Math.max(1, Math.floor(qps)) });
       limiters.set(limiterKey, limiter);
+    } else if (Math.abs(limiter.ratePerSec - qps) > 1e-9) {
+      // One bucket per practice is the point: the first configured rate wins, loudly.
+      logger.warn('athena rate limit for this practice is already set by another source/sink; keeping it', { practiceId: this.practiceId, qps: limiter.ratePerSec, ignoredQps: qps });
     }
     this.limiter = limiter;
     const auth = {
