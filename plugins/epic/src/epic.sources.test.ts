@@ -60,6 +60,25 @@ describe('epic sources on a real SQLite store', () => {
       expect(calls.at(-1)!.url).toContain('_lastUpdated=ge');
     });
 
+    it('filters by lastUpdated itself when the server ignores _lastUpdated (Epic 4122)', async () => {
+      const store = await openStore();
+      const { ctx } = storeContext(store, 'epic-poll3', { ...cfg(), resources: [{ type: 'Observation', category: 'vital-signs', params: { issued: 'ge2000-01-01' } }] });
+      const src = new EpicPollSource(ctx);
+      const first = await src.cycle();
+      expect(first).toBeGreaterThan(0);
+      // Make the simulator ignore _lastUpdated on Observation, as Epic does for unsupported params.
+      const orig = (sim as any).search.bind(sim);
+      (sim as any).search = (res: any, url: URL, type: string) => {
+        url.searchParams.delete('_lastUpdated');
+        return orig(res, url, type);
+      };
+      try {
+        expect(await src.cycle()).toBe(0);
+      } finally {
+        (sim as any).search = orig;
+      }
+    });
+
     it('refuses at startup a resource spec Epic would reject (Observation without category)', async () => {
       const store = await openStore();
       const { ctx } = storeContext(store, 'epic-bad', { ...cfg(), resources: [{ type: 'Observation' }] });

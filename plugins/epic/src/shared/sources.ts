@@ -233,6 +233,7 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
     const raw = await this.ctx.getCheckpoint(key);
     const cp: PollCheckpoint | undefined = raw ? JSON.parse(raw) : this.ctx.config.initialSince ? { since: this.ctx.config.initialSince, ids: [] } : undefined;
     const skip = new Set(cp?.ids ?? []);
+    const sinceMs = cp?.since ? Date.parse(cp.since) : -Infinity;
     let newest = cp?.since ?? '';
     let newestIds = new Set(cp?.ids ?? []);
     let pending: InboundMessage[] = [];
@@ -249,12 +250,20 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
       for await (const page of this.fhir.search(spec.type, q, { signal: this.signal })) {
         for (const r of page.resources) {
           const lu = r.meta?.lastUpdated ?? '';
+          const luMs = lu ? Date.parse(lu) : NaN;
           const rid = `${r.resourceType}/${r.id}`;
-          if (cp && lu === cp.since && skip.has(rid)) continue;
-          if (lu > newest) {
-            newest = lu;
-            newestIds = new Set([rid]);
-          } else if (lu === newest) newestIds.add(rid);
+          if (cp && !Number.isNaN(luMs)) {
+            // Servers may ignore _lastUpdated silently (Epic 4122): filter here too.
+            if (luMs < sinceMs) continue;
+            if (luMs === sinceMs && skip.has(rid)) continue;
+          }
+          if (!Number.isNaN(luMs)) {
+            const newestMs = newest ? Date.parse(newest) : -Infinity;
+            if (luMs > newestMs) {
+              newest = lu;
+              newestIds = new Set([rid]);
+            } else if (luMs === newestMs) newestIds.add(rid);
+          }
           pending.push(resourceMessage(r, this.profile, this.facility));
         }
         if (pending.length >= 500) await flush(false);
