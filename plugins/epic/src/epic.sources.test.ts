@@ -1,4 +1,6 @@
-import { SqliteMessageStore, silentLogger, type MessageStore } from '@ferry/core';
+import { PostgresMessageStore, SqliteMessageStore, silentLogger, type MessageStore } from '@ferry/core';
+import { Client } from 'pg';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -14,8 +16,15 @@ describe('epic sources on a real SQLite store', () => {
   let key: Awaited<ReturnType<typeof testKey>>;
   let patientId: string;
   const stores: MessageStore[] = [];
-  const openStore = async () => {
-    const s = new SqliteMessageStore({ path: path.join(dir, 'ferry.db'), logger: silentLogger() });
+  const PG_URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+  const pgSchema = `ferry_epic_${randomBytes(4).toString('hex')}`;
+  let pgUsed = false;
+  const openStore = async (kind: 'sqlite' | 'postgres' = 'sqlite') => {
+    const s =
+      kind === 'sqlite'
+        ? new SqliteMessageStore({ path: path.join(dir, 'ferry.db'), logger: silentLogger() })
+        : new PostgresMessageStore({ url: PG_URL, schema: pgSchema, logger: silentLogger(), poolSize: 2 });
+    if (kind === 'postgres') pgUsed = true;
     await s.open();
     stores.push(s);
     return s;
@@ -29,6 +38,12 @@ describe('epic sources on a real SQLite store', () => {
   });
   afterAll(async () => {
     for (const s of stores) if (s.isOpen()) await s.close();
+    if (pgUsed) {
+      const c = new Client({ connectionString: PG_URL });
+      await c.connect();
+      await c.query(`DROP SCHEMA IF EXISTS ${pgSchema} CASCADE`);
+      await c.end();
+    }
     await sim.stop();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -102,38 +117,40 @@ describe('epic sources on a real SQLite store', () => {
       bulk: { level: 'group', groupId: 'g-resume', types: ['Patient', 'Observation'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 2000, batchSize: 250, deleteWhenDone: true },
     });
 
-    it('killed mid-export, a new source on the same store resumes the job: nothing lost, nothing twice; next export uses _since', async () => {
+    it.each(['sqlite', 'postgres'] as const)('%s: killed mid-export, a new source on the same store resumes the job: nothing lost, nothing twice; next export uses _since', async (kind) => {
+      const id = `epic-bulk-${kind}`;
+      const kicks0 = sim.requests.filter((r) => r.path.endsWith('/$export')).length;
       sim.groups.set('g-resume', [patientId]);
       sim.addSyntheticVitals(3000, patientId);
-      const storeA = await openStore();
-      const a = storeContext(storeA, 'epic-bulk', cfg(), { killOnSubmit: 6 });
+      const storeA = await openStore(kind);
+      const a = storeContext(storeA, id, cfg(), { killOnSubmit: 6 });
       const srcA = new EpicBulkSource(a.ctx);
       await expect(srcA.cycle()).rejects.toThrow('killed');
       const real = sim.store.all('Observation').length; // the polling test's vitals are in the group too
       const total = 1 + real + 3000;
-      const storedA = (await storeA.listMessages({ sourceId: 'epic-bulk', limit: 10_000 })).length;
+      const storedA = (await storeA.listMessages({ sourceId: id, limit: 10_000 })).length;
       // Files: Patient (1 line), the real vitals, then 3 synthetic files of 1000. Killed on the 6th
       // batch: Patient + real vitals + 3 batches of 250 of the first synthetic file are stored.
       expect(storedA).toBe(1 + real + 750);
-      const job = JSON.parse((await storeA.getCheckpoint('epic-bulk', 'bulk:job'))!);
+      const job = JSON.parse((await storeA.getCheckpoint(id, 'bulk:job'))!);
       expect(job.file).toBe(2);
       expect(job.line).toBe(750);
       await storeA.close();
 
-      const storeB = await openStore();
-      const b = storeContext(storeB, 'epic-bulk', cfg());
+      const storeB = await openStore(kind);
+      const b = storeContext(storeB, id, cfg());
       const srcB = new EpicBulkSource(b.ctx);
       const stored = await srcB.cycle();
       expect(stored + storedA).toBe(total);
-      const all = await storeB.listMessages({ sourceId: 'epic-bulk', limit: 10_000 });
+      const all = await storeB.listMessages({ sourceId: id, limit: 10_000 });
       expect(all).toHaveLength(total);
       expect(new Set(all.map((m) => m.headers.controlId)).size).toBe(total);
-      expect(sim.requests.filter((r) => r.path.endsWith('/$export'))).toHaveLength(1);
-      const since = await storeB.getCheckpoint('epic-bulk', 'bulk:since');
+      expect(sim.requests.filter((r) => r.path.endsWith('/$export'))).toHaveLength(kicks0 + 1);
+      const since = await storeB.getCheckpoint(id, 'bulk:since');
       const firstJob = [...sim.jobs.values()].at(-1)!;
       expect(since).toBe(firstJob.transactionTime);
       expect(firstJob.deleted).toBe(true);
-      expect(await storeB.getCheckpoint('epic-bulk', 'bulk:job')).toBe('');
+      expect(await storeB.getCheckpoint(id, 'bulk:job')).toBe('');
 
       // An incremental export: _since = the last transactionTime; only what changed after it.
       await new Promise((r) => setTimeout(r, 5));
