@@ -138,4 +138,20 @@ describe('epic SMART backend services auth against the simulator', () => {
     expect(err.message).toMatch(/invalid_client.*propagate/);
     expect(lastTokenReason()).toMatch(/not active yet/);
   });
+
+  it('a token the server expired early (simulator clock moved past its TTL) is replaced after the 401', async () => {
+    sim.store.put({ resourceType: 'Patient', id: 'pclock', name: [{ family: 'Z' }] });
+    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'client-1' }, { privateKey: key.pem, kid: 'kid-a', refreshSkewSec: 65 }));
+    sim.opts.tokenTtlSec = 5; // TTL override knob
+    const t1 = await conn.accessToken();
+    sim.opts.tokenTtlSec = 3600;
+    sim.server.advance(10_000); // deterministic clock: the 5 s token is expired server-side, the client still holds it
+    try {
+      expect((await conn.http.request({ url: 'Patient/pclock' })).json().id).toBe('pclock');
+      expect(await conn.accessToken()).not.toBe(t1);
+      expect(sim.requests.some((r) => r.reason === 'token expired')).toBe(true);
+    } finally {
+      sim.server.advance(-10_000);
+    }
+  });
 });
