@@ -152,6 +152,21 @@ describe('MLLP fuzz', () => {
       expect(src.stats()!.bufferedBytes).toBe(0);
     });
 
+    it('a peer that never reads its ACKs is throttled, not buffered without bound', async () => {
+      // Tiny junk frames answered by ~170-byte AR ACKs: a 40x amplification if the listener kept
+      // reading while the peer does not read.
+      const c = await connect();
+      c.socket.pause(); // never read
+      const tiny = Buffer.alloc(64 * 1024);
+      for (let i = 0; i < tiny.length; i += 4) tiny.set([VT, 0x58, FS, CR], i);
+      for (let i = 0; i < 8; i++) c.socket.write(tiny); // 131,072 frames; ~22 MB of ACKs
+      await new Promise((r) => setTimeout(r, 1500));
+      const st = src.stats()!;
+      expect(st.pendingWriteBytes).toBeLessThanOrEqual(1024 * 1024);
+      expect(st.bufferedBytes).toBeLessThanOrEqual(1024 * 1024);
+      c.close();
+    });
+
     it('memory stays bounded while oversized frames stream in', async () => {
       const c = await connect();
       c.write(Buffer.from([VT]));

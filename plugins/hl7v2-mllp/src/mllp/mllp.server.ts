@@ -48,6 +48,8 @@ export interface MllpServerStats {
   junkBytes: number;
   /** Bytes held right now for incomplete frames and frames waiting for the handler (memory bound check). */
   bufferedBytes: number;
+  /** ACK bytes written but not yet taken by the peers' TCP stacks. */
+  pendingWriteBytes: number;
 }
 
 interface Conn {
@@ -130,11 +132,13 @@ export class MllpServer {
 
   stats(): MllpServerStats {
     let bufferedBytes = 0;
+    let pendingWriteBytes = 0;
     for (const c of this.conns) {
+      pendingWriteBytes += c.socket.writableLength;
       bufferedBytes += c.deframer.buffered;
       for (const ev of c.queue) bufferedBytes += ev.kind === 'frame' ? ev.payload.length : ev.head.length;
     }
-    return { connections: this.conns.size, ...this.counters, bufferedBytes };
+    return { connections: this.conns.size, ...this.counters, bufferedBytes, pendingWriteBytes };
   }
 
   /** Stop accepting; let each connection finish the frames it has received; then close them. */
@@ -246,7 +250,8 @@ export class MllpServer {
     c.busy = true;
     try {
       while (c.queue.length && !c.closed) {
-        const batch = c.queue.splice(0, c.queue.length);
+        // At most maxPendingFrames per call, so the ACKs written between two drain checks stay bounded.
+        const batch = c.queue.splice(0, Math.max(1, this.opts.maxPendingFrames));
         let responses: Buffer[][];
         try {
           responses = await this.handler(batch, c.info);
@@ -261,6 +266,20 @@ export class MllpServer {
         c.socket.cork();
         for (const list of responses) for (const r of list) c.socket.write(encodeFrame(r));
         c.socket.uncork();
+        if (c.socket.writableNeedDrain) {
+          // The peer is not reading its ACKs: stop reading its frames until it does (memory bound).
+          c.paused = true;
+          c.socket.pause();
+          await new Promise<void>((r) => {
+            const done = () => {
+              c.socket.off('drain', done);
+              c.socket.off('close', done);
+              r();
+            };
+            c.socket.on('drain', done);
+            c.socket.on('close', done);
+          });
+        }
         if (c.paused && !this.stopping && c.queue.length < this.opts.maxPendingFrames) {
           c.paused = false;
           c.socket.resume();
