@@ -4,6 +4,12 @@ import { readAck } from '../ack/ack.builder';
 import { adt, field, frame, RawClient, recordingCtx, type RecordingCtx } from './__fixtures__/support';
 import { makePki, type TestPki } from './__fixtures__/certs';
 import { MllpSource } from './mllp.source';
+import { MllpSink } from './mllp.sink';
+import { sendCommand } from '../cli/send.command';
+import { silentLogger } from '../../../../core/src/logging/logger';
+import os from 'node:os';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import type { MllpSourceConfig } from './mllp.schema';
 
 const sources: MllpSource[] = [];
@@ -245,5 +251,35 @@ describe('MllpSource over TLS', () => {
     }
     expect(ctx.submitted.map((m) => m.headers?.controlId)).toEqual(['M1']);
     expect(src.stats()!.tlsFailures).toBeGreaterThanOrEqual(2);
+  });
+
+  it('the mllp sink and ferry send speak mutual TLS to it', async () => {
+    const { ctx, port } = await startSource({ tls: tlsCfg({ cert: pki.serverCert, key: pki.serverKey, ca: pki.caCert, requestCert: true }) });
+    const sink = new MllpSink({
+      id: 'tls-out',
+      logger: silentLogger(),
+      config: {
+        host: '127.0.0.1', port, connectTimeoutMs: 2000, ackTimeoutMs: 2000, connections: 1, reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+        onReject: 'dead', body: 'original', maxMessageSize: 1e6,
+        tls: tlsCfg({ cert: pki.clientCert, key: pki.clientKey, ca: pki.caCert }),
+      },
+    });
+    const message = { id: 'm', seq: 1, sourceId: 's', contentType: 'application/hl7-v2', body: Buffer.from(adt('SINK1')), headers: {}, receivedAt: new Date(), status: 'routed' as const };
+    await sink.deliver({ deliveryId: 'd', attempt: 1, routeId: 'r', bundle: { resourceType: 'Bundle', type: 'collection' }, message });
+    await sink.stop();
+
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-send-tls-')), 'm.hl7');
+    fs.writeFileSync(file, adt('CLI1'));
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (d) => (text += d));
+    const cmd = sendCommand(out);
+    const ok = await cmd.run([`127.0.0.1:${port}`, file], { ca: pki.caCert, cert: pki.clientCert, key: pki.clientKey }, { logger: silentLogger(), transforms: [] });
+    expect(text).toMatch(/CLI1\tAA/);
+    expect(ok).toBe(0);
+    // without a client certificate the handshake is refused: not AA, exit 1
+    const refused = await cmd.run([`127.0.0.1:${port}`, file], { ca: pki.caCert, timeout: '1500' }, { logger: silentLogger(), transforms: [] });
+    expect(refused).toBe(1);
+    expect(ctx.submitted.map((m) => m.headers?.controlId)).toEqual(['SINK1', 'CLI1']);
   });
 });
