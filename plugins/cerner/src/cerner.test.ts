@@ -136,6 +136,20 @@ describe('cerner plugin against the Oracle Health simulator', () => {
       }
     });
 
+    it('keeps polling the other resource types when one fails (missing scope -> 403)', async () => {
+      const store = new SqliteMessageStore({ path: path.join(dir, 'poll2.db'), logger: silentLogger() });
+      await store.open();
+      try {
+        const { ctx } = storeContext(store, 'cerner-poll2', { ...basic(), intervalMs: 60_000, patients: [patientId], resources: [{ type: 'Encounter' }, { type: 'Observation' }], pageSize: 50, initialSince: '' });
+        const err = await new CernerPollSource(ctx).cycle().catch((e) => e);
+        expect(err.message).toMatch(/1 of 2 resource types failed/);
+        expect(err.retryable).toBe(false);
+        expect(await store.listMessages({ sourceId: 'cerner-poll2', limit: 100 })).toHaveLength(25);
+      } finally {
+        await store.close();
+      }
+    });
+
     it('runs a Group export through the 307 storage redirect without forwarding Authorization', async () => {
       const store = new SqliteMessageStore({ path: path.join(dir, 'bulk.db'), logger: silentLogger() });
       await store.open();

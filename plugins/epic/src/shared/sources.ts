@@ -206,9 +206,24 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
   /** One pass over every configured resource type; returns the number of messages stored. */
   async cycle(): Promise<number> {
     let total = 0;
+    let firstError: unknown;
+    let failed = 0;
     for (const spec of this.ctx.config.resources) {
       if (this.signal.aborted) break;
-      total += await this.pollSpec(spec);
+      // One failing resource type (a missing scope, a 4xx) does not hold the others back.
+      try {
+        total += await this.pollSpec(spec);
+      } catch (e) {
+        if (this.signal.aborted) throw e;
+        failed++;
+        firstError ??= e;
+        this.ctx.logger.warn(`${this.profile.vendor} poll of a resource type failed`, { source: this.ctx.id, resourceType: spec.type, category: spec.category, ...errorFields(e) });
+      }
+    }
+    if (firstError) {
+      if (failed === this.ctx.config.resources.length) throw firstError;
+      const fe = FerryError.from(firstError);
+      throw new FerryError(fe.code, `${failed} of ${this.ctx.config.resources.length} resource types failed to poll; first: ${fe.message}`, { kind: fe.kind, retryable: fe.retryable, cause: fe, details: { stored: total } });
     }
     return total;
   }
