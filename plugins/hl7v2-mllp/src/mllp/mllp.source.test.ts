@@ -281,5 +281,6 @@ describe('MllpSource over TLS', () => {
     const refused = await cmd.run([`127.0.0.1:${port}`, file], { ca: pki.caCert, timeout: '1500' }, { logger: silentLogger(), transforms: [] });
     expect(refused).toBe(1);
     expect(ctx.submitted.map((m) => m.headers?.controlId)).toEqual(['SINK1', 'CLI1']);
+    fs.rmSync(path.dirname(file), { recursive: true, force: true });
   });
 });
