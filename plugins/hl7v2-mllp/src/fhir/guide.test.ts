@@ -463,6 +463,19 @@ describe('Clinical ADT segments: AL1, IAM, DG1, PR1, NK1, IN1, GT1', () => {
   });
 });
 
+describe('PRT[PractitionerRole]', () => {
+  test('PRT after PV1: PRT-4 code, PRT-5 practitioner, PRT-8 organization, PRT-11/12 period; an Encounter participant', () => {
+    const b = convert(MSH('ADT^A01^ADT_A01'), PID, PV1, seg('PRT', { 1: '1', 2: 'AD', 4: 'AD^Admitting Provider^HL70912', 5: '10535^Beethoven^Ludwig', 8: 'Good Health Hospital', 11: '20210223093000+0100', 12: '20210224100000+0100' }));
+    const role = one<{ resourceType: 'PractitionerRole'; id: string; code: { coding: { code: string }[] }[]; practitioner: { reference: string }; organization: { reference: string }; period: object }>(b, 'PractitionerRole');
+    expect(role.code[0].coding.some((c) => c.code === 'AD')).toBe(true);
+    expect(byRef<Practitioner>(b, role.practitioner.reference).name![0].family).toBe('Beethoven');
+    expect(byRef<{ resourceType: 'Organization'; name: string }>(b, role.organization.reference).name).toBe('Good Health Hospital');
+    expect(role.period).toEqual({ start: '2021-02-23T09:30:00+01:00', end: '2021-02-24T10:00:00+01:00' });
+    const e = one<Encounter>(b, 'Encounter');
+    expect(e.participant!.some((p) => p.individual?.reference === `urn:uuid:${role.id}`)).toBe(true);
+  });
+});
+
 describe('DFT^P03 / BAR^P01: FT1 -> ChargeItem on the Account', () => {
   test('FT1-4 date, FT1-6 type, FT1-7 code, FT1-10 quantity', () => {
     const b = convert(MSH('DFT^P03^DFT_P03'), 'EVN|P03|20240102', PID + '|||ACC-1^^^MRN', PV1, 'FT1|1|T100||20240102|20240102|CG|99213^Office visit^CPT||| 2');

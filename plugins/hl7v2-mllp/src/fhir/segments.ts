@@ -31,6 +31,7 @@ import type {
   Patient,
   PatientContact,
   Practitioner,
+  PractitionerRole,
   Procedure,
   Provenance,
   Reference,
@@ -722,6 +723,58 @@ const rol: Handler = (seg, ctx) => {
   if (e) {
     e.participant = push(e.participant, compact({ type: role ? [role] : undefined, individual: who, period: compact({ start: ctx.dt(seg.get(5)), end: ctx.dt(seg.get(6)) }) })!);
   } else if (ctx.state.patient && c(seg.rep(3), 1) === 'PP') ctx.state.patient.generalPractitioner = push(ctx.state.patient.generalPractitioner, who);
+};
+
+const prt: Handler = (seg, ctx) => {
+  // PRT[PractitionerRole]: a person's participation in the segment above (PRT-5 person; device/org-only PRT are skipped)
+  const who = practitioner(seg.rep(5), ctx);
+  if (!who) return;
+  const code = cweMapped(seg.rep(4), 'Participation', ctx, '0912');
+  const org = xonOrg(seg.rep(8), ctx);
+  const role: PractitionerRole = {
+    resourceType: 'PractitionerRole',
+    id: ctx.b.idFor('PractitionerRole', `${who.reference}|${c(seg.rep(4), 1)}|${org?.reference ?? ''}`, true),
+    practitioner: who,
+  };
+  if (code) role.code = [code];
+  const spec = cwe(seg.rep(6), ctx);
+  if (spec) role.specialty = [spec];
+  if (org) role.organization = org;
+  const loc = location(seg.rep(9), ctx);
+  if (loc) role.location = [loc];
+  const period = compact({ start: ctx.dt(seg.get(11)), end: ctx.dt(seg.get(12)) });
+  if (period) role.period = period;
+  const tel = all(seg, 15, (r) => xtn(r, ctx));
+  if (tel.length) role.telecom = tel;
+  const r = ref(ctx.b.add(role));
+  const target = ctx.state.last;
+  switch (target?.resourceType) {
+    case 'Encounter':
+      (target as Encounter).participant = push((target as Encounter).participant, compact({ type: code ? [code] : undefined, individual: r, period })!);
+      break;
+    case 'ServiceRequest':
+      (target as ServiceRequest).performer = push((target as ServiceRequest).performer, r);
+      break;
+    case 'Observation':
+      (target as Observation).performer = push((target as Observation).performer, r);
+      break;
+    case 'DiagnosticReport':
+      (target as DiagnosticReport).performer = push((target as DiagnosticReport).performer, r);
+      break;
+    case 'Procedure':
+      (target as Procedure).performer = push((target as Procedure).performer, compact({ actor: r, function: code })!);
+      break;
+    case 'MedicationRequest':
+      if (!(target as MedicationRequest).performer) (target as MedicationRequest).performer = r;
+      break;
+    case 'Immunization':
+      (target as Immunization).performer = push((target as Immunization).performer, compact({ actor: r, function: code })!);
+      break;
+    case 'Patient':
+      (target as Patient).generalPractitioner = push((target as Patient).generalPractitioner, r);
+      break;
+    default:
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1727,7 +1780,7 @@ export const SEGMENT_HANDLERS: Record<string, Handler> = {
   // segments known to the walker but carrying nothing the canonical model keeps
   IN3: () => undefined,
   RXC: () => undefined,
-  PRT: () => undefined,
+  PRT: prt,
 };
 
 // ---------------------------------------------------------------------------------------------
