@@ -259,8 +259,24 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(d[0].orderingKey).toBe('source:src-a');
         // nothing left to claim: processed messages are not claimed again
         expect(await store.claimReceived('p2', 10, 60_000)).toEqual([]);
-        await store.recordTransformed('missing', bundleFor('m'), 'k');
+        // may reject at once, or (write-behind) on the next transition of that message
+        await store.recordTransformed('missing', bundleFor('m'), 'k').catch(() => undefined);
         await expect(store.recordRouting('missing', { status: 'unrouted' })).rejects.toMatchObject({ kind: 'internal' });
+      });
+
+      it('routes a message once: a second processor whose lease ran out cannot route it again', async () => {
+        const [r] = await store.insert([msg()]);
+        await store.claimReceived('slow', 1, 60_000);
+        const route = { status: 'routed' as const, deliveries: [{ routeId: 'r', sinkId: 's', bundle: bundleFor('b'), strictOrder: true }] };
+        await store.recordTransformed(r.id, bundleFor('b'), 'k');
+        await store.recordRouting(r.id, route);
+        // the slow first processor finishes later
+        await store.recordTransformed(r.id, bundleFor('b'), 'k');
+        await store.recordRouting(r.id, route);
+        await store.recordFailed(r.id, { code: 'X', message: 'late' });
+        expect(await store.deliveries(r.id)).toHaveLength(1);
+        expect((await store.getMessage(r.id))!.status).toBe('routed');
+        expect((await store.events(r.id)).map((e) => e.status)).toEqual(['received', 'transformed', 'routed', 'delivery:pending']);
       });
 
       it('a routing with no deliveries leaves the message delivered', async () => {

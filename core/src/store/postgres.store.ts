@@ -43,6 +43,7 @@ const MIGRATION_LOCK = 0x7e44_0001;
 export class PostgresMessageStore extends SqlMessageStore {
   readonly kind = 'postgres';
   protected readonly dialect: Dialect = 'postgres';
+  protected override readonly batchWrites = false;
   private pool?: pg.Pool;
   private readonly url: string;
   private readonly schema?: string;
@@ -140,6 +141,10 @@ export class PostgresMessageStore extends SqlMessageStore {
     } finally {
       client.release();
     }
+  }
+
+  protected override rowLockClause(): string {
+    return ' FOR UPDATE';
   }
 
   protected override lockClause(table: string): string {

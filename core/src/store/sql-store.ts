@@ -108,6 +108,15 @@ export abstract class SqlMessageStore implements MessageStore {
   protected lockClause(_table: string): string {
     return '';
   }
+  /**
+   * Group state transitions into shared transactions (SQLite: one connection, commits are the
+   * cost). PostgreSQL runs them as concurrent transactions over its pool instead.
+   */
+  protected readonly batchWrites: boolean = true;
+  /** `FOR UPDATE` (wait for the row) where the database has row locks. */
+  protected rowLockClause(): string {
+    return '';
+  }
   /** Serialises concurrent writers of the same duplicate keys across processes (PostgreSQL). */
   protected async lockKeys(_x: SqlExec, _keys: string[]): Promise<void> {}
   /** Called after prune to give space back to the file system. */
@@ -416,6 +425,7 @@ export abstract class SqlMessageStore implements MessageStore {
    * savepoint, so one failing does not undo the others; each caller resolves after the commit.
    */
   protected write<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    if (!this.batchWrites) return this.tx(fn);
     return new Promise<T>((resolve, reject) => {
       this.writes.push({ fn, resolve: resolve as (v: unknown) => void, reject });
       this.scheduleWrites();
@@ -645,36 +655,49 @@ export abstract class SqlMessageStore implements MessageStore {
     return rows.map((r) => this.toMessage(r, true, false)).sort((a, b) => a.seq - b.seq);
   }
 
-  private async requireMessage(x: SqlExec, id: string, cols = 'seq, status, source_id, ordering_key, headers'): Promise<Row> {
-    const rows = await x.all(`SELECT ${cols} FROM messages WHERE id = ?`, [id]);
+  private async requireMessage(x: SqlExec, id: string, cols = 'seq, status, source_id, ordering_key, headers', forUpdate = false): Promise<Row> {
+    const rows = await x.all(`SELECT ${cols} FROM messages WHERE id = ?${forUpdate ? this.rowLockClause() : ''}`, [id]);
     if (!rows[0]) throw new FerryError('INTERNAL_STORE_NO_MESSAGE', `no stored message ${id}`, { kind: 'internal', details: { messageId: id } });
     return rows[0];
   }
 
   /**
-   * Write-behind: queued into the next shared transaction and resolved at once (errors are
-   * raised by the caller's next transition of this message, which fails the same way). It
-   * commits, in order, together with the recordRouting / recordFailed that follows it; a crash
-   * before that commit leaves the message `received`, to be transformed again.
+   * With batched writes (SQLite) this is write-behind: queued into the next shared transaction
+   * and resolved at once (an error shows in the caller's next transition of this message, which
+   * fails the same way); it commits, in order, together with the recordRouting / recordFailed
+   * that follows. A crash before that commit leaves the message `received`, to be transformed
+   * again. Without batching (PostgreSQL) it resolves after its own commit.
    */
   async recordTransformed(id: string, bundle: Bundle, orderingKey: string | undefined): Promise<void> {
     this.assertOpen();
     const now = this.now();
     const text = JSON.stringify(bundle);
     this.lastBundle = { id, json: text };
-    this.write(async (x) => {
-      const m = await this.requireMessage(x, id, 'seq, source_id, headers');
-      const key = orderingKey || json<MessageHeaders>(m.headers)?.orderingKey || `source:${m.source_id}`;
-      await x.run(`UPDATE messages SET status = 'transformed', bundle = ?, ordering_key = ?, error = NULL, updated_at = ? WHERE id = ?`, [text, key, now, id]);
-      await this.event(x, id, now, 'transformed');
-    }).catch((e) => this.logger.debug('recordTransformed failed', { messageId: id, ...errorFields(e) }));
+    const done = this.write(async (x) => {
+      // Only while unprocessed: a second processor whose lease ran out must not undo a routing.
+      const n = await x.run(
+        `UPDATE messages SET status = 'transformed', bundle = ?, ordering_key = COALESCE(?, ordering_key, 'source:' || source_id), error = NULL, updated_at = ?
+         WHERE id = ? AND status IN ${UNROUTED_MESSAGE}`,
+        [text, orderingKey || null, now, id],
+      );
+      if (n) await this.event(x, id, now, 'transformed');
+      else await this.requireMessage(x, id, 'seq');
+    });
+    // Batched writes run in order, so the routing that follows commits after (or with) this one.
+    if (this.batchWrites) done.catch((e) => this.logger.debug('recordTransformed failed', { messageId: id, ...errorFields(e) }));
+    else await done;
+  }
+
+  private staleProcessing(id: string, status: string): void {
+    this.logger.warn('processing result dropped: the message was already processed (its lease had expired)', { messageId: id, status });
   }
 
   async recordFailed(id: string, error: StoredError): Promise<void> {
     this.assertOpen();
     const now = this.now();
     await this.write(async (x) => {
-      await this.requireMessage(x, id, 'seq');
+      const m = await this.requireMessage(x, id, 'seq, status', true);
+      if (m.status !== 'received' && m.status !== 'transformed') return this.staleProcessing(id, m.status);
       await x.run(`UPDATE messages SET status = 'failed', error = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?`, [errJson(error), now, id]);
       await this.event(x, id, now, 'failed', undefined, undefined, error.code);
     });
@@ -686,7 +709,10 @@ export abstract class SqlMessageStore implements MessageStore {
     const cached = this.lastBundle?.id === id ? this.lastBundle.json : undefined;
     this.lastBundle = undefined;
     await this.write(async (x) => {
-      const m = await this.requireMessage(x, id, cached ? 'seq, source_id, ordering_key' : 'seq, source_id, ordering_key, bundle');
+      const m = await this.requireMessage(x, id, cached ? 'seq, status, source_id, ordering_key' : 'seq, status, source_id, ordering_key, bundle', true);
+      // Routed once only: when a lease ran out and two processors handled the message, the
+      // second routing is dropped (no second set of deliveries).
+      if (m.status !== 'received' && m.status !== 'transformed') return this.staleProcessing(id, m.status);
       const messageBundle: string | undefined = cached ?? m.bundle ?? undefined;
       const clear = 'lease_owner = NULL, lease_expires = NULL';
       switch (outcome.status) {
@@ -769,37 +795,46 @@ export abstract class SqlMessageStore implements MessageStore {
   async completeDelivery(deliveryId: string, outcome: DeliveryOutcome): Promise<void> {
     this.assertOpen();
     const now = this.now();
+    const ret = 'RETURNING message_id, route_id, sink_id, superseded';
+    const clear = 'lease_owner = NULL, lease_expires = NULL';
     await this.write(async (x) => {
-      const rows = await x.all('SELECT message_id, route_id, sink_id, superseded FROM deliveries WHERE id = ?', [deliveryId]);
-      const d = rows[0];
-      if (!d) throw new FerryError('INTERNAL_STORE_NO_DELIVERY', `no delivery ${deliveryId}`, { kind: 'internal', details: { deliveryId } });
-      const clear = 'lease_owner = NULL, lease_expires = NULL';
+      let rows: Row[];
       switch (outcome.status) {
         case 'delivered':
-          await x.run(`UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, next_attempt_at = NULL, ${clear} WHERE id = ?`, [now, deliveryId]);
+          rows = await x.all(`UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, next_attempt_at = NULL, ${clear} WHERE id = ? ${ret}`, [now, deliveryId]);
           break;
         case 'failed':
-          await x.run(`UPDATE deliveries SET status = 'failed', attempts = attempts + 1, next_attempt_at = ?, last_error = ?, ${clear} WHERE id = ?`, [
+          rows = await x.all(`UPDATE deliveries SET status = 'failed', attempts = attempts + 1, next_attempt_at = ?, last_error = ?, ${clear} WHERE id = ? ${ret}`, [
             outcome.nextAttemptAt.getTime(),
             errJson(outcome.error),
             deliveryId,
           ]);
           break;
         case 'dead':
-          await x.run(`UPDATE deliveries SET status = 'dead', attempts = attempts + 1, next_attempt_at = NULL, last_error = ?, ${clear} WHERE id = ?`, [errJson(outcome.error), deliveryId]);
+          rows = await x.all(`UPDATE deliveries SET status = 'dead', attempts = attempts + 1, next_attempt_at = NULL, last_error = ?, ${clear} WHERE id = ? ${ret}`, [
+            errJson(outcome.error),
+            deliveryId,
+          ]);
           break;
         default:
           outcome satisfies never;
+          rows = [];
       }
+      const d = rows[0];
+      if (!d) throw new FerryError('INTERNAL_STORE_NO_DELIVERY', `no delivery ${deliveryId}`, { kind: 'internal', details: { deliveryId } });
       const detail = outcome.status === 'delivered' ? undefined : outcome.error.code;
       await this.event(x, d.message_id, now, `delivery:${outcome.status}`, d.sink_id, d.route_id, Number(d.superseded) ? `${detail ?? ''} (superseded)`.trim() : detail);
       if (Number(d.superseded)) return;
+      // Lock the message first: two deliveries of one message completing at once (PostgreSQL)
+      // must not both see the other still open and leave the message `routed` for ever.
+      const cur = await x.all(`SELECT status FROM messages WHERE id = ?${this.rowLockClause()}`, [d.message_id]);
+      const status = cur[0]?.status;
+      if (status !== 'routed' && status !== 'dead' && status !== 'delivered') return;
       const counts = await x.all('SELECT status, COUNT(*) AS n FROM deliveries WHERE message_id = ? AND superseded = 0 GROUP BY status', [d.message_id]);
       const by = new Map(counts.map((r) => [r.status as string, Number(r.n)]));
       const total = [...by.values()].reduce((a, b) => a + b, 0);
       const next: MessageStatus = (by.get('dead') ?? 0) > 0 ? 'dead' : (by.get('delivered') ?? 0) === total ? 'delivered' : 'routed';
-      const cur = await x.all('SELECT status FROM messages WHERE id = ?', [d.message_id]);
-      if (cur[0] && cur[0].status !== next && (cur[0].status === 'routed' || cur[0].status === 'dead' || cur[0].status === 'delivered')) {
+      if (status !== next) {
         await x.run('UPDATE messages SET status = ?, updated_at = ? WHERE id = ?', [next, now, d.message_id]);
         await this.event(x, d.message_id, now, next);
       }
