@@ -9,7 +9,7 @@ import tls from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { createLogger, Engine, silentLogger } from '@ferry/core';
+import { createLogger, Engine, silentLogger, SqliteMessageStore } from '@ferry/core';
 import { MllpDeframer, readAck, type MllpSource } from '@ferry/plugin-hl7v2-mllp';
 import { makePki } from '../../plugins/hl7v2-mllp/src/mllp/__fixtures__/certs';
 
@@ -203,6 +203,43 @@ describe('MLLP in the engine', () => {
     const mllpLines = logs.split('\n').filter((l) => /mllp|"source":"feed"/.test(l));
     expect(mllpLines.length).toBeGreaterThan(0);
     for (const secret of ['ZZTESTNAME', 'QQGIVEN', 'MRN98765', 'PID|', 'xxxxxxxxxx']) expect(mllpLines.filter((l) => l.includes(secret))).toEqual([]);
+  });
+
+  it('stopping under load: every message answered AA is in the database afterwards', async () => {
+    const dir = tmp();
+    const e = await Engine.create({ config: config(dir, { routes: [] }, { shutdownGraceMs: 1000 }), logger: silentLogger() });
+    await e.start();
+    const port = portOf(e);
+    const acked: string[] = [];
+    let stop = false;
+    const senders = Array.from({ length: 4 }, async (_, k) => {
+      const c = await Client.connect(port);
+      clients.push(c);
+      for (let i = 0; !stop || i < 5; i++) {
+        const id = `S${k}-${i}`;
+        let ack: string;
+        try {
+          ack = await c.send(adt(id), 3000);
+        } catch {
+          return; // closed by the stopping engine: a clear close, not an ACK
+        }
+        if (readAck(ack)?.code === 'AA') acked.push(id);
+        else if (readAck(ack)?.code !== 'AE') throw new Error(`unexpected ${ack}`);
+      }
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    stop = true;
+    await e.stop();
+    await Promise.all(senders);
+    expect(acked.length).toBeGreaterThan(0);
+    const store = new SqliteMessageStore({ path: path.join(dir, 'ferry.db'), logger: silentLogger() });
+    await store.open();
+    try {
+      const stored = new Set((await store.listMessages({ sourceId: 'feed', limit: 100_000 })).map((m) => m.headers.controlId));
+      expect(acked.filter((id) => !stored.has(id))).toEqual([]);
+    } finally {
+      await store.close();
+    }
   });
 
   it('routes an MLLP message to the file sink (needs the HL7 v2 transform)', async () => {
