@@ -139,6 +139,20 @@ describe('MllpSink', () => {
     expect(await failure(s.deliver(delivery(adt('K2'))))).toMatchObject({ retryable: false });
   });
 
+  it('enhanced mode: after CA, waits for the application ACK the message asks for (MSH-16 AL)', async () => {
+    const { r, s } = await setup();
+    const enhanced = (id: string, m16: string) => adt(id, { msh15: 'AL', msh16: m16 });
+    r.reply = (m) => {
+      const h = readRawHeader(Buffer.from(m, 'latin1'))!;
+      return [buildAck(h, 'CA'), buildAck(h, h.controlId.startsWith('BAD') ? 'AR' : 'AA')];
+    };
+    await s.deliver(delivery(enhanced('EN1', 'AL')));
+    expect(await failure(s.deliver(delivery(enhanced('BAD1', 'AL'))))).toMatchObject({ retryable: false, code: 'FERRY_E_DELIVERY_MLLP_REJECTED' });
+    // MSH-16 NE: the CA is the outcome; the trailing AR (sent anyway by this receiver) is skipped later
+    await s.deliver(delivery(enhanced('BAD2', 'NE')));
+    await s.deliver(delivery(adt('AFTER')));
+  });
+
   it('receiver down -> retryable with reconnect backoff; delivers once it is up', async () => {
     const probe = new Receiver();
     await probe.listen();

@@ -69,13 +69,17 @@ export class MllpSink implements MessageSink {
   async deliver(delivery: Delivery): Promise<void> {
     if (this.stopped) throw retryableDeliveryError('MLLP_STOPPED', 'the mllp sink is stopping');
     const payload = this.payloadFor(delivery);
-    const controlId = readRawHeader(payload)?.controlId;
+    const msh = readRawHeader(payload);
+    const controlId = msh?.controlId;
     const conn = await this.acquire();
     try {
       if (!conn.connected) await this.connectWithBackoff(conn);
       let ack;
       try {
         ack = await conn.send(payload, controlId, this.cfg.ackTimeoutMs);
+        // Enhanced mode: after the commit accept, the message itself asks for an application ACK
+        // on success (MSH-16 AL or SU): its AA / AE / AR is the real outcome.
+        if (ack.code === 'CA' && msh && (msh.appAckType === 'AL' || msh.appAckType === 'SU')) ack = await conn.awaitAck(controlId, this.cfg.ackTimeoutMs);
       } catch (e) {
         this.noteFailure();
         const err = FerryError.from(e);
