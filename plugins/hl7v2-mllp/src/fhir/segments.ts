@@ -160,9 +160,12 @@ export function hdOrg(hd: Hl7Rep, ctx: ConvertContext): Ref | undefined {
   const uid = c(hd, 2);
   let identifier: Identifier | undefined;
   if (valued(uid)) {
-    identifier = { value: uid };
-    const t = c(hd, 3);
-    if (t === 'ISO') identifier.system = 'urn:ietf:rfc:3986';
+    // HD.2 universal id: an OID / UUID / URI is a URI identifier (system urn:ietf:rfc:3986, value the URI)
+    const t = c(hd, 3).toUpperCase();
+    if (/^[0-2](\.(0|[1-9]\d*))+$/.test(uid)) identifier = { system: 'urn:ietf:rfc:3986', value: `urn:oid:${uid}` };
+    else if (t === 'UUID' || /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(uid)) identifier = { system: 'urn:ietf:rfc:3986', value: `urn:uuid:${uid.toLowerCase()}` };
+    else if (/^[a-z][a-z0-9+.-]*:\S+$/i.test(uid)) identifier = { system: 'urn:ietf:rfc:3986', value: uid };
+    else identifier = { value: uid };
   }
   return organization(ns || uid, identifier, ctx);
 }
@@ -220,9 +223,10 @@ const msh: Handler = (seg, ctx) => {
   const h: MessageHeader = {
     resourceType: 'MessageHeader',
     id: ctx.b.idFor('MessageHeader', 'MSH', true),
-    eventCoding: { system: V2_TABLE('0003'), code: trig || code, ...(trig ? {} : {}) },
+    eventCoding: { system: V2_TABLE('0003'), code: trig || code },
     source: { endpoint: '' },
   };
+  ctx.header = ctx.b.add(h); // first entry; filled below
   if (valued(code)) h.eventCoding = { system: 'http://terminology.hl7.org/CodeSystem/v2-0003', code: trig || code, display: `${code}^${trig}` };
   const srcName = c(src, 1) || c(src, 2);
   if (srcName) h.source.name = srcName;
@@ -251,7 +255,6 @@ const msh: Handler = (seg, ctx) => {
   if (valued(lang)) h.language = lang.split('^')[0];
   const responsible = xonOrg(seg.rep(22), ctx);
   if (responsible) h.responsible = responsible;
-  ctx.header = ctx.b.add(h);
 };
 
 const sft: Handler = (seg, ctx) => {
