@@ -305,6 +305,16 @@ const pid: Handler = (seg, ctx) => {
         period: valued(c(dln, 3)) ? { end: ctx.dt(c(dln, 3)) } : undefined,
       })!,
     );
+  // the same identifier sent in PID-2 and PID-3 (common) is kept once
+  const seen = new Set<string>();
+  const unique = identifiers.filter((i) => {
+    const k = `${i.system ?? ''}|${i.value}|${i.type?.coding?.[0]?.code ?? ''}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+  identifiers.length = 0;
+  identifiers.push(...unique);
   const p: Patient = { resourceType: 'Patient' };
   const key = idKey(identifiers.find((i) => i.value && i.system)) ?? idKey(identifiers[0]);
   p.id = key ? ctx.b.idFor('Patient', key) : ctx.localId('Patient', seg);
