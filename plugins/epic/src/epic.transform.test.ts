@@ -52,4 +52,12 @@ describe('epic normalisation transform', () => {
     const bad = { resourceType: 'Observation', id: 'x1', status: 'final', code: { text: 'x' }, valueQuantity: { value: 'seventy' } };
     expect(() => t.toFhir(msg(bad), ctx)).toThrow(/does not validate as FHIR R4/);
   });
+
+  it('uses the tenant id prefix carried by the message (several Epic customers side by side)', () => {
+    const m = resourceMessage(sim.store.put(epicVital(patientId, 7)) as any, { ...epicProfile, idPrefix: 'epicnorth' }, 'https://north.example.org/api/FHIR/R4');
+    expect(m.headers).toMatchObject({ idPrefix: 'epicnorth', orderingKey: `Patient/epicnorth-${patientId}` });
+    const o = t.toFhir({ ...msg({}), body: m.body, headers: m.headers! }, ctx).entry![0].resource as any;
+    expect(o.id).toMatch(/^epicnorth-/);
+    expect(o.subject.reference).toBe(`Patient/epicnorth-${patientId}`);
+  });
 });

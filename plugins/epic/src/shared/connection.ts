@@ -36,12 +36,19 @@ export interface ConnectionConfig {
   };
   rateLimit: { qps: number; burst: number };
   http: { timeoutMs: number; maxAttempts: number; maxRetryAfterMs: number };
+  /** Prefix of canonical ids for this tenant ('' = the vendor name). */
+  idPrefix?: string;
+}
+
+function idPrefixFormat(v: unknown): void {
+  if (typeof v !== 'string' || (v !== '' && !/^[A-Za-z0-9][A-Za-z0-9.]{0,20}$/.test(v))) throw new Error('must be letters, digits or dots (max 21), e.g. epic-north -> use epicnorth');
 }
 
 /** Convict schema of a connection (mounted at the top of each epic / cerner source and sink entry). */
 export function connectionSchema(defaults: { method: 'private_key_jwt' | 'client_secret_basic'; refreshSkewSec: number }) {
   return {
     baseUrl: { doc: 'FHIR R4 base URL (Epic: per health system; Cerner: service root with tenant)', format: String, default: '' },
+    idPrefix: { doc: "Prefix of canonical ids from this tenant ('' = epic / cerner); give each tenant its own when several are connected", format: idPrefixFormat, default: '' },
     clientId: { doc: 'Client id registered with the vendor (differs per environment)', format: String, default: '' },
     tokenUrl: { doc: "Token endpoint; '' = discover from {baseUrl}/.well-known/smart-configuration", format: String, default: '' },
     auth: {

@@ -174,6 +174,8 @@ export function vendorHeaders(raw: any, p: VendorProfile, sendingFacility?: stri
     controlId: `${type}/${id}${version ? `/_history/${version}` : ''}`,
     sendingApplication: p.vendor,
     ...(sendingFacility ? { sendingFacility } : {}),
+    // The canonical id prefix of the tenant the resource came from (read by the transform).
+    idPrefix: p.idPrefix,
   };
   if (m && m[1] === 'Patient') h.orderingKey = `Patient/${canonicalId(p.idPrefix, decodeURIComponent(m[2]))}`;
   if (type === 'Patient') {

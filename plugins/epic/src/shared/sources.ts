@@ -122,7 +122,10 @@ abstract class LoopSource<C extends ConnectionConfig> implements MessageSource {
   private loop?: Promise<void>;
   protected healthy = true;
 
-  constructor(protected readonly ctx: SourceContext<C>, protected readonly profile: VendorProfile) {
+  protected readonly profile: VendorProfile;
+
+  constructor(protected readonly ctx: SourceContext<C>, profile: VendorProfile) {
+    this.profile = ctx.config.idPrefix ? { ...profile, idPrefix: ctx.config.idPrefix } : profile;
     this.conn = new VendorConnection(profile.vendor, ctx.config as C, ctx.logger);
     this.signal = AbortSignal.any([this.abort.signal, ctx.signal]);
   }

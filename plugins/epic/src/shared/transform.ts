@@ -36,7 +36,8 @@ export abstract class VendorFhirTransform implements MessageTransform {
   }
 
   toFhir(message: StoredMessage & { body: Buffer }, ctx: TransformContext): Bundle {
-    const n = normalizeResource(this.parse(message.body), this.profile);
+    const prefix = message.headers?.idPrefix;
+    const n = normalizeResource(this.parse(message.body), prefix && /^[A-Za-z0-9.]+$/.test(prefix) ? { ...this.profile, idPrefix: prefix } : this.profile);
     if (n.replacedBy) ctx.logger.info(`${this.profile.vendor} patient merged into another record`, { messageId: message.id, patient: n.resource.id, replacedBy: n.replacedBy });
     return toCanonicalBundle(n);
   }

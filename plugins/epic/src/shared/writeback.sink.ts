@@ -29,14 +29,16 @@ export function writeBackSchema(defaults: Parameters<typeof connectionSchema>[0]
 export abstract class WriteBackSink implements MessageSink {
   protected readonly conn: VendorConnection;
   protected readonly fhir: FhirClient;
+  protected readonly idPrefix: string;
 
   constructor(
     protected readonly ctx: SinkContext<WriteBackConfig>,
     protected readonly vendor: 'epic' | 'cerner',
-    protected readonly idPrefix: string,
+    idPrefix: string,
     protected readonly supported: string[],
     protected readonly allowUpdate: boolean,
   ) {
+    this.idPrefix = ctx.config.idPrefix || idPrefix;
     this.conn = new VendorConnection(vendor, ctx.config, ctx.logger);
     this.fhir = new FhirClient(this.conn);
     const bad = ctx.config.resourceTypes.filter((t) => !supported.includes(t));
