@@ -203,7 +203,11 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
   }
 
   static checkpointKey(spec: PollResourceSpec): string {
-    return `poll:${spec.type}${spec.category ? `:${spec.category}` : ''}`;
+    const params = Object.entries(spec.params ?? {})
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, v]) => `${k}=${v}`)
+      .join('&');
+    return `poll:${spec.type}${spec.category ? `:${spec.category}` : ''}${params ? `?${params}` : ''}`;
   }
 
   /** One pass over every configured resource type; returns the number of messages stored. */
