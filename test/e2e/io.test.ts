@@ -7,7 +7,8 @@
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Engine, silentLogger } from '@ferry/core';
+import { PassThrough } from 'node:stream';
+import { createLogger, Engine, silentLogger } from '@ferry/core';
 import { startFhirServer, type FhirTestServer } from '../support';
 
 const adt = (ctrl: string, mrn: string, family: string, trigger = 'A01') =>
@@ -129,5 +130,56 @@ admin: { enabled: false }
     expect(ehr?.status).toBe('delivered');
     expect(await fhir.count('Patient', 'family=Outage')).toBe(1);
     expect(await fhir.count('Patient')).toBe(4);
+  });
+});
+
+describe('core sources and sinks keep PHI out of info logs', () => {
+  it('a message with a distinctive name and MRN, rejected inputs and a failing FHIR server leave no trace of them in the log', async () => {
+    const fhir = await startFhirServer();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-e2e-io-phi-'));
+    const out = new PassThrough();
+    let log = '';
+    out.on('data', (c) => (log += c.toString()));
+    const engine = await Engine.create({
+      config: {
+        store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
+        plugins: ['@ferry/plugin-hl7v2-mllp'],
+        sources: { web: { type: 'http', port: 0, path: '/hl7' }, drop: { type: 'file', dir: path.join(dir, 'in'), pollIntervalMs: 50, stableMs: 50 } },
+        sinks: {
+          archive: { type: 'file', dir: path.join(dir, 'out') },
+          ehr: { type: 'fhir', baseUrl: fhir.baseUrl, retry: { initialDelayMs: 50, maxDelayMs: 100, jitter: 0 } },
+          hook: { type: 'http', url: `${fhir.baseUrl}/not-a-hook`, retry: { maxAttempts: 1 } },
+        },
+        routes: [{ id: 'all', to: ['archive', 'ehr', 'hook'] }],
+        processing: { pollIntervalMs: 50 },
+        admin: { enabled: false },
+        log: { level: 'info' },
+      },
+      logger: createLogger({ level: 'info' }, out),
+    });
+    await engine.start();
+    try {
+      const url = (engine.source('web') as unknown as { url: string }).url;
+      const send = (body: string, ct: string) => fetch(url, { method: 'POST', headers: { 'content-type': ct }, body });
+      fhir.failNext(1, 400);
+      expect((await send(adt('PHI-1', 'MRN-ZQX-98765', 'Quuxington'), 'application/hl7-v2')).status).toBe(202);
+      expect((await send('PID|1||MRN-ZQX-98765^^^H^MR||Quuxington^Zed\r', 'application/hl7-v2')).status).toBe(400);
+      expect((await send('{"resourceType":"Patient","name":[{"family":"Quuxington"', 'application/fhir+json')).status).toBe(400);
+      writeFileSync(path.join(dir, 'in', 'Quuxington-MRN-ZQX-98765.hl7'), 'PID|1||MRN-ZQX-98765||Quuxington\r');
+      writeFileSync(path.join(dir, 'in', 'ok.hl7'), adt('PHI-2', 'MRN-ZQX-98765', 'Quuxington'));
+      const deadline = Date.now() + 5000;
+      while (!existsSync(path.join(dir, 'in', 'error', 'Quuxington-MRN-ZQX-98765.hl7.reason')) || !existsSync(path.join(dir, 'in', 'done', 'ok.hl7'))) {
+        if (Date.now() > deadline) throw new Error('files not handled');
+        await wait(25);
+      }
+      await engine.waitForIdle(10_000, { includeScheduled: true });
+    } finally {
+      await engine.stop();
+      await fhir.stop();
+    }
+    expect(log.length).toBeGreaterThan(0);
+    expect(log).toMatch(/"level":"(warn|error)"/); // the failures were logged...
+    expect(log).not.toMatch(/Quuxington/); // ...without the name
+    expect(log).not.toMatch(/ZQX-98765/); // ...or the MRN
   });
 });
