@@ -19,8 +19,13 @@ describe('epic SMART backend services auth against the simulator', () => {
 
   const lastTokenReason = () => [...sim.requests].reverse().find((r) => r.path.endsWith('/oauth2/token'))?.reason;
 
-  it('discovers the token URL from .well-known/smart-configuration', async () => {
+  it('discovers the token URL from .well-known/smart-configuration, else from the CapabilityStatement', async () => {
     expect(await discoverTokenUrl('epic', sim.baseUrl)).toBe(sim.tokenUrl);
+    sim.server.inject({ match: '/.well-known/smart-configuration', status: 200, body: '<html>portal</html>', contentType: 'text/html' });
+    expect(await discoverTokenUrl('epic', sim.baseUrl)).toBe(sim.tokenUrl);
+    sim.server.inject({ match: '/.well-known/smart-configuration', status: 404, body: '<html>404</html>', contentType: 'text/html' });
+    expect(await discoverTokenUrl('epic', sim.baseUrl)).toBe(sim.tokenUrl);
+    expect(sim.requests.filter((r) => r.path.endsWith('/metadata'))).toHaveLength(2);
   });
 
   it('gets a token with an RS384 assertion (kid, iss=sub, aud, jti, exp <= 5 min) from a PEM file and caches it', async () => {

@@ -97,7 +97,8 @@ export async function discoverTokenUrl(vendor: string, baseUrl: string, timeoutM
     const conf = await http.get<{ token_endpoint?: string }>('.well-known/smart-configuration', undefined, { headers: { Accept: 'application/json' } });
     if (conf?.token_endpoint) return conf.token_endpoint;
   } catch (e) {
-    if (FerryError.is(e) && e.retryable) throw e;
+    // An outage is reported as such; a missing or non-JSON document falls back to the CapabilityStatement.
+    if (FerryError.is(e) && e.retryable && e.code !== 'FERRY_E_VENDOR_BAD_RESPONSE') throw e;
   }
   try {
     const cap = await http.get<any>('metadata', undefined, { headers: { Accept: 'application/fhir+json' } });
