@@ -153,18 +153,25 @@ abstract class LoopSource<C extends ConnectionConfig> implements MessageSource {
   protected abstract intervalMs(): number;
 
   private async run(): Promise<void> {
+    let failures = 0;
     while (!this.signal.aborted) {
       let wait = this.intervalMs();
       try {
         await this.cycle();
         this.healthy = true;
+        failures = 0;
       } catch (e) {
         if (this.signal.aborted) return;
         this.healthy = false;
+        failures++;
         const fe = FerryError.from(e);
-        this.ctx.logger.error(`${this.profile.vendor} source cycle failed`, { source: this.ctx.id, ...errorFields(fe) });
-        if (fe.retryable) wait = Math.min(wait || 5000, 5000);
-        else if (!wait) wait = 60_000;
+        this.ctx.logger.error(`${this.profile.vendor} source cycle failed`, { source: this.ctx.id, failures, ...errorFields(fe) });
+        // Retryable: back off 5 s, 10 s, 20 s … (at most 5 min, or the poll interval), at least what
+        // the server asked for (Retry-After) and 30 s when throttled (e.g. a 429 for a second export).
+        const backoff = Math.min(5000 * 2 ** (failures - 1), 300_000);
+        const asked = Math.max((fe.details?.retryAfterMs as number | undefined) ?? 0, /THROTTLED|EXPORT_BUSY/.test(fe.code) ? 30_000 : 0);
+        if (fe.retryable) wait = Math.max(Math.min(wait || backoff, backoff), asked);
+        else wait = wait || 60_000;
       }
       if (wait === 0) {
         // One-shot source: idle until stopped.
