@@ -175,6 +175,21 @@ describe('cerner plugin against the Oracle Health simulator', () => {
     expect(() => new CernerBulkSource(ctx)).toThrow(/needs system\/Encounter.read in auth.scopes/);
   });
 
+  it('runs one export at a time per client and tenant in this process', async () => {
+    const bulkCfg = { ...basic(), bulk: { level: 'group', groupId: '11ec-d16a-b40370f8-9d31-577f11a339c5', types: ['Patient'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 1000, batchSize: 100, deleteWhenDone: true } } as any;
+    const store = new SqliteMessageStore({ path: path.join(dir, 'busy.db'), logger: silentLogger() });
+    await store.open();
+    try {
+      const a = new CernerBulkSource(storeContext(store, 'busy-a', bulkCfg).ctx);
+      const b = new CernerBulkSource(storeContext(store, 'busy-b', bulkCfg).ctx);
+      const [ra, rb] = await Promise.allSettled([a.cycle(), b.cycle()]);
+      expect(ra.status).toBe('fulfilled');
+      expect(rb.status === 'rejected' && (rb.reason as { code: string }).code).toBe('FERRY_E_VENDOR_EXPORT_BUSY');
+    } finally {
+      await store.close();
+    }
+  });
+
   it('starts the export over when its files expired mid-download (404)', async () => {
     const store = new SqliteMessageStore({ path: path.join(dir, 'expired.db'), logger: silentLogger() });
     await store.open();

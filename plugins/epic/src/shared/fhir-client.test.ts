@@ -104,4 +104,14 @@ describe('FHIR client (fhir-kit-client paging under the vendor call policy) agai
     expect(err.retryable).toBe(false);
     expect(err.message).toMatch(/non-FHIR|HTML|non-JSON/);
   });
+
+  it('self-throttles to the configured rate per host (Epic publishes no limits)', async () => {
+    const key = await testKey('rl');
+    sim.registerClient('rl-client', key.jwks);
+    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'rl-client', rateLimit: { qps: 5, burst: 1 } }, { privateKey: key.pem, kid: 'rl' }));
+    await conn.accessToken();
+    const t0 = Date.now();
+    await Promise.all(Array.from({ length: 6 }, () => conn.http.request({ url: `Patient/${patientId}` })));
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(950); // 6 calls at 5/s with a burst of 1
+  });
 });
