@@ -16,6 +16,7 @@ const core = require('../core/dist/index.js');
 const { FileSink } = require('../core/dist/sinks/file.sink.js');
 const { HttpSink, defaultAuth } = require('../core/dist/sinks/http.sink.js');
 const { HttpSource } = require('../core/dist/sources/http.source.js');
+const { FileSource } = require('../core/dist/sources/file.source.js');
 const { SqliteMessageStore, silentLogger } = core;
 
 const quick = process.argv.includes('--quick');
@@ -148,6 +149,24 @@ async function main() {
   agent.destroy();
   row('http source: POST -> 202 after commit, 16 clients', viaHttp, direct);
   await src.stop();
+
+  // file source: files dropped in a folder -> stored -> moved to done/.
+  const F = quick ? 300 : 1000;
+  const inbox = path.join(tmp, 'inbox');
+  fs.mkdirSync(inbox, { recursive: true });
+  for (let i = 0; i < F; i++) fs.writeFileSync(path.join(inbox, `m${i}.hl7`), hl7(100000 + i));
+  const fsrc = new FileSource({
+    ...ctx,
+    id: 'drop',
+    config: { dir: inbox, contentType: '', pattern: '*.hl7', pollIntervalMs: 50, batch: false, stableMs: 0, doneDir: 'done', errorDir: 'error', maxFileBytes: 1 << 20 },
+    submit: (ms) => store.insert(ms.map((m) => ({ ...m, sourceId: 'drop' }))),
+  });
+  const t0 = process.hrtime.bigint();
+  await fsrc.start();
+  while (fsrc.counts.files < F) await new Promise((r) => setTimeout(r, 5));
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  await fsrc.stop();
+  row('file source: files stored + moved to done/ (one at a time)', { n: F, secs, rate: F / secs }, direct);
   await store.close();
 
   console.table(rows);
