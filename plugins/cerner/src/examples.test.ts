@@ -29,6 +29,7 @@ describe('config/examples/epic-*.yaml and cerner-*.yaml', () => {
       logger: silentLogger(),
     }).catch((e) => e);
     expect(err.message).toMatch(/sources\.c\.bulk\.level/);
+    expect(err.message).toMatch(/sources\.c\.baseUrl: .*http\(s\) URL/);
     expect(err.message).toMatch(/sources\.c\.bulk\.groupid: unknown key/);
   });
 });

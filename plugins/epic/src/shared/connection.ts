@@ -40,6 +40,16 @@ export interface ConnectionConfig {
   idPrefix?: string;
 }
 
+function requiredUrl(v: unknown): void {
+  if (typeof v !== 'string' || !/^https?:\/\/[^\s/]+/.test(v)) throw new Error('required: an http(s) URL');
+}
+function optionalUrl(v: unknown): void {
+  if (v !== '' && (typeof v !== 'string' || !/^https?:\/\/[^\s/]+/.test(v))) throw new Error("an http(s) URL, or '' to discover it");
+}
+function requiredString(v: unknown): void {
+  if (typeof v !== 'string' || !v.trim()) throw new Error('required');
+}
+
 function idPrefixFormat(v: unknown): void {
   if (typeof v !== 'string' || (v !== '' && !/^[A-Za-z0-9][A-Za-z0-9.]{0,20}$/.test(v))) throw new Error('must be letters, digits or dots (max 21), e.g. epic-north -> use epicnorth');
 }
@@ -47,10 +57,10 @@ function idPrefixFormat(v: unknown): void {
 /** Convict schema of a connection (mounted at the top of each epic / cerner source and sink entry). */
 export function connectionSchema(defaults: { method: 'private_key_jwt' | 'client_secret_basic'; refreshSkewSec: number }) {
   return {
-    baseUrl: { doc: 'FHIR R4 base URL (Epic: per health system; Cerner: service root with tenant)', format: String, default: '' },
+    baseUrl: { doc: 'FHIR R4 base URL (Epic: per health system; Cerner: service root with tenant)', format: requiredUrl, default: '' },
     idPrefix: { doc: "Prefix of canonical ids from this tenant ('' = epic / cerner); give each tenant its own when several are connected", format: idPrefixFormat, default: '' },
-    clientId: { doc: 'Client id registered with the vendor (differs per environment)', format: String, default: '' },
-    tokenUrl: { doc: "Token endpoint; '' = discover from {baseUrl}/.well-known/smart-configuration", format: String, default: '' },
+    clientId: { doc: 'Client id registered with the vendor (differs per environment)', format: requiredString, default: '' },
+    tokenUrl: { doc: "Token endpoint; '' = discover from {baseUrl}/.well-known/smart-configuration", format: optionalUrl, default: '' },
     auth: {
       method: { doc: 'private_key_jwt (SMART Backend Services) or client_secret_basic (Cerner system account)', format: ['private_key_jwt', 'client_secret_basic'], default: defaults.method },
       privateKey: { doc: 'Signing key: PEM (PKCS#8) or JWK JSON text', format: String, default: '', sensitive: true },
