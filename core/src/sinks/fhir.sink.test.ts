@@ -2,7 +2,7 @@ import type { Bundle } from '@medplum/fhirtypes';
 import { startFhirServer, type FhirTestServer } from '../../../test/support/fhir-server';
 import { FerryError } from '../errors';
 import { delivery, patientBundle, sinkContext } from './__fixtures__/delivery';
-import { classifyFhirFailure, FhirSink, toTransaction, type FhirSinkConfig } from './fhir.sink';
+import { classifyFhirFailure, dependencyOrder, deterministicUuid, FhirSink, toTransaction, type FhirSinkConfig } from './fhir.sink';
 import { defaultAuth } from './http.sink';
 
 describe('FhirSink against a real FHIR R4 server', () => {
@@ -26,6 +26,7 @@ describe('FhirSink against a real FHIR R4 server', () => {
         timeoutMs: 2000,
         headers: {},
         excludeResourceTypes: [],
+        maxTransactionEntries: 0,
         ...over,
         auth: { ...defaultAuth(), ...(over.auth ?? {}) },
       }),
@@ -151,7 +152,7 @@ describe('FhirSink auth', () => {
 
   it('sends the bearer token; a wrong one is a permanent 401', async () => {
     const mk = (token: string) =>
-      new FhirSink(sinkContext<FhirSinkConfig>({ baseUrl: srv.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], auth: { ...defaultAuth(), type: 'bearer', token } }));
+      new FhirSink(sinkContext<FhirSinkConfig>({ baseUrl: srv.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, auth: { ...defaultAuth(), type: 'bearer', token } }));
     await mk('s3cret').deliver(delivery(patientBundle('MRN-700')));
     expect(await srv.count('Patient')).toBe(1);
     const e = (await mk('wrong')
@@ -159,6 +160,56 @@ describe('FhirSink auth', () => {
       .catch((x) => x)) as FerryError;
     expect(e.retryable).toBe(false);
     expect(e.details?.status).toBe(401);
+  });
+});
+
+describe('FhirSink against a server that caps transactions (Medplum: 8 conditional writes)', () => {
+  let srv: FhirTestServer;
+  beforeAll(async () => {
+    srv = await startFhirServer({ medplumTransactionLimits: true });
+  });
+  afterAll(() => srv.stop());
+  beforeEach(() => srv.repo.clear());
+
+  /** Patient + Encounter + 10 Observations referencing both: 12 conditional writes. */
+  const bigBundle = (mrn: string): Bundle => {
+    const b = patientBundle(mrn, { withEncounter: true });
+    const [pat, enc] = b.entry!;
+    for (let i = 0; i < 10; i++)
+      b.entry!.unshift({
+        fullUrl: `urn:uuid:${deterministicUuid(mrn, String(i))}`,
+        resource: {
+          resourceType: 'Observation',
+          status: 'final',
+          identifier: [{ system: 'urn:obs', value: `${mrn}-${i}` }],
+          code: { text: `obs ${i}` },
+          subject: { reference: pat.fullUrl },
+          encounter: { reference: enc.fullUrl },
+        },
+      });
+    return b;
+  };
+  const mk = (max: number) =>
+    new FhirSink(sinkContext<FhirSinkConfig>({ baseUrl: srv.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: max, auth: defaultAuth() }));
+
+  it.each([
+    ['configured maxTransactionEntries: 8', 8],
+    ['automatic fallback after the server refuses', 0],
+  ])('%s: written in dependency-ordered chunks, references resolved, idempotent', async (_n, max) => {
+    const d = delivery(bigBundle('MRN-BIG'));
+    await mk(max).deliver(d);
+    await mk(max).deliver({ ...d, attempt: 2 });
+    expect(await srv.count('Patient')).toBe(1);
+    expect(await srv.count('Encounter')).toBe(1);
+    const [p] = await srv.search('Patient');
+    const [e] = await srv.search<any>('Encounter');
+    expect(e.subject.reference).toBe(`Patient/${p.id}`);
+    const obs = await srv.search<any>('Observation');
+    expect(obs).toHaveLength(10);
+    for (const o of obs) {
+      expect(o.subject.reference).toBe(`Patient/${p.id}`);
+      expect(o.encounter.reference).toBe(`Encounter/${e.id}`);
+    }
   });
 });
 
@@ -194,6 +245,12 @@ describe('toTransaction and classifyFhirFailure', () => {
     expect(t.entry).toHaveLength(2);
     const refs = (t.entry![1].resource as any).participant.map((p: any) => p.individual.reference);
     expect(refs).toEqual([t.entry![0].fullUrl, t.entry![0].fullUrl]);
+  });
+
+  it('dependencyOrder puts referenced entries first and survives cycles', () => {
+    const e = (id: string, refs: string[]) => ({ fullUrl: id, resource: { resourceType: 'Basic', code: { text: id }, extension: refs.map((r) => ({ url: 'x', valueReference: { reference: r } })) } as any });
+    const order = dependencyOrder([e('a', ['b']), e('b', ['c']), e('c', []), e('x', ['y']), e('y', ['x'])]).map((x) => x.fullUrl);
+    expect(order).toEqual(['c', 'b', 'a', 'y', 'x']);
   });
 
   it('classifies statuses with OperationOutcome issue codes', () => {

@@ -19,6 +19,11 @@ export const fhirSinkSchema = {
   timeoutMs: { doc: 'Timeout of one transaction request', format: 'nat', default: 30_000 },
   headers: { doc: 'Extra request headers', format: headerMap, default: {} as Record<string, string> },
   excludeResourceTypes: { doc: 'Resource types not written (e.g. MessageHeader, Provenance)', format: Array, default: [] as string[] },
+  maxTransactionEntries: {
+    doc: 'Most entries in one transaction (0 = no limit). Larger messages are written as several transactions in dependency order. Medplum servers need 8; a server answering "too many entries" gets chunks of 8 automatically.',
+    format: 'nat',
+    default: 0,
+  },
 };
 
 export interface FhirSinkConfig {
@@ -27,6 +32,7 @@ export interface FhirSinkConfig {
   timeoutMs: number;
   headers: Record<string, string>;
   excludeResourceTypes: string[];
+  maxTransactionEntries: number;
 }
 
 /** OperationOutcome issue codes that say "try again later". */
@@ -148,6 +154,43 @@ export function toTransaction(bundle: Bundle, messageId: string, exclude: Readon
   return { resourceType: 'Bundle', type: 'transaction', entry: unique };
 }
 
+/** `Type/id` from a Location (`Patient/1/_history/2`, absolute or relative). */
+function typeIdOf(location: string | undefined): string | undefined {
+  const m = location ? /([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})(\/_history\/[^/]+)?\/?$/.exec(location) : null;
+  return m?.[1];
+}
+
+/** Entries ordered so that an entry comes after the entries it references (original order otherwise; cycles keep it). */
+export function dependencyOrder(entries: BundleEntry[]): BundleEntry[] {
+  const index = new Map(entries.map((e, i) => [e.fullUrl ?? `#${i}`, i]));
+  const deps = entries.map(() => new Set<number>());
+  entries.forEach((e, i) =>
+    forEachReference(e.resource, (ref) => {
+      const j = index.get(ref.reference);
+      if (j !== undefined && j !== i) deps[i].add(j);
+    }),
+  );
+  const done = new Set<number>();
+  const out: BundleEntry[] = [];
+  const visiting = new Set<number>();
+  const visit = (i: number) => {
+    if (done.has(i) || visiting.has(i)) return;
+    visiting.add(i);
+    for (const j of [...deps[i]].sort((a, b) => a - b)) visit(j);
+    visiting.delete(i);
+    done.add(i);
+    out.push(entries[i]);
+  };
+  entries.forEach((_, i) => visit(i));
+  return out;
+}
+
+/** Medplum's refusal of a large transaction with conditional writes. */
+function isTooManyEntries(e: FerryError): boolean {
+  if (e.details?.status !== 400) return false;
+  return issuesOf(e.details?.outcome).some((i) => /too many entries/i.test(`${i.details?.text ?? ''} ${i.diagnostics ?? ''}`));
+}
+
 function issuesOf(data: unknown): OperationOutcomeIssue[] {
   const d = data as OperationOutcome | undefined;
   return d && typeof d === 'object' && d.resourceType === 'OperationOutcome' && Array.isArray(d.issue) ? d.issue : [];
@@ -184,9 +227,10 @@ export class FhirSink implements MessageSink {
   private readonly client: Client;
   private readonly auth: SinkAuth;
   private readonly exclude: Set<string>;
+  private warnedCap = false;
 
   constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<FhirSinkConfig>) {
-    const defaults: Omit<FhirSinkConfig, 'baseUrl' | 'auth'> = { timeoutMs: 30_000, headers: {}, excludeResourceTypes: [] };
+    const defaults: Omit<FhirSinkConfig, 'baseUrl' | 'auth'> = { timeoutMs: 30_000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0 };
     this.cfg = { ...defaults, ...ctx.config, auth: { ...defaultAuth(), ...(ctx.config.auth ?? {}) } };
     if (!this.cfg.baseUrl) throw configError('SINK_URL', `sinks.${ctx.id}.baseUrl: required`);
     this.auth = new SinkAuth(this.cfg.auth, `sinks.${ctx.id}`, this.cfg.timeoutMs);
@@ -199,23 +243,69 @@ export class FhirSink implements MessageSink {
 
   async deliver(d: Delivery): Promise<void> {
     const tx = toTransaction(d.bundle, d.message.id, this.exclude);
-    if (!tx.entry?.length) {
+    const entries = tx.entry ?? [];
+    if (!entries.length) {
       this.ctx.logger.debug('nothing to write', { sink: this.ctx.id, messageId: d.message.id });
       return;
     }
-    let result = await this.send(tx, d);
-    if (result.kind === 'unauthorized' && this.auth.invalidate(result.authorization)) result = await this.send(tx, d);
-    if (result.kind === 'ok') {
-      const statuses = (result.response.entry ?? []).map((e) => e.response?.status ?? '');
-      const bad = statuses.filter((s) => !/^2\d\d/.test(s));
-      if (bad.length)
-        throw permanentDeliveryError('FHIR_ENTRY_FAILED', `fhir sink ${this.ctx.id}: ${bad.length} of ${statuses.length} entries failed (${bad.join(', ')})`, {
-          statuses,
-        });
-      this.ctx.logger.debug('transaction written', { sink: this.ctx.id, messageId: d.message.id, entries: statuses.length, created: statuses.filter((s) => s.startsWith('201')).length });
+    const max = this.cfg.maxTransactionEntries;
+    if (max > 0 && entries.length > max) return this.deliverInChunks(entries, d, max);
+    try {
+      this.checkEntries(await this.write(tx, d));
+    } catch (e) {
+      if (!(FerryError.is(e) && isTooManyEntries(e))) throw e;
+      if (!this.warnedCap) {
+        this.warnedCap = true;
+        this.ctx.logger.warn('the FHIR server caps transaction size; writing in chunks of 8 (set maxTransactionEntries to skip the failed first try)', { sink: this.ctx.id });
+      }
+      await this.deliverInChunks(entries, d, 8);
       return;
     }
+    this.ctx.logger.debug('transaction written', { sink: this.ctx.id, messageId: d.message.id, entries: entries.length });
+  }
+
+  /**
+   * For servers that cap transaction size (Medplum: 8 conditional writes): several transactions in
+   * dependency order (referenced resources first); references to entries already written are
+   * rewritten to the `Type/id` the server answered. Each chunk is all-or-nothing and idempotent
+   * (conditional updates), so a retry after a partial failure converges; the message as a whole
+   * is no longer atomic.
+   */
+  private async deliverInChunks(entries: BundleEntry[], d: Delivery, max: number): Promise<void> {
+    const resolved = new Map<string, string>();
+    const ordered = dependencyOrder(entries);
+    for (let i = 0; i < ordered.length; i += max) {
+      const chunk = ordered.slice(i, i + max).map((e) => {
+        const c = structuredClone(e);
+        forEachReference(c.resource, (ref) => {
+          const to = resolved.get(ref.reference);
+          if (to) ref.reference = to;
+        });
+        return c;
+      });
+      const response = await this.write({ resourceType: 'Bundle', type: 'transaction', entry: chunk }, d);
+      this.checkEntries(response);
+      (response.entry ?? []).forEach((re, j) => {
+        const ref = typeIdOf(re.response?.location) ?? (re.resource?.id ? `${re.resource.resourceType}/${re.resource.id}` : undefined);
+        if (ref && chunk[j]?.fullUrl) resolved.set(chunk[j].fullUrl!, ref);
+      });
+    }
+    this.ctx.logger.debug('transactions written', { sink: this.ctx.id, messageId: d.message.id, entries: entries.length, transactions: Math.ceil(entries.length / max) });
+  }
+
+  /** One transaction, with one retry after a 401 when the token can be renewed. */
+  private async write(tx: Bundle, d: Delivery): Promise<Bundle> {
+    let result = await this.send(tx, d);
+    if (result.kind === 'unauthorized' && this.auth.invalidate(result.authorization)) result = await this.send(tx, d);
+    if (result.kind === 'ok') return result.response;
     throw result.error;
+  }
+
+  private checkEntries(response: Bundle): void {
+    const statuses = (response.entry ?? []).map((e) => e.response?.status ?? '');
+    const bad = statuses.filter((s) => !/^2\d\d/.test(s));
+    if (bad.length)
+      throw permanentDeliveryError('FHIR_ENTRY_FAILED', `fhir sink ${this.ctx.id}: ${bad.length} of ${statuses.length} entries failed (${bad.join(', ')})`, { statuses });
   }
 
   private async send(
