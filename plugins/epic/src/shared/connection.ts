@@ -177,6 +177,8 @@ export class VendorConnection {
     const a = this.cfg.auth;
     if (a.scopes.some((s) => s.includes('*')))
       throw new FerryError('CONFIG_SCOPE_WILDCARD', `${this.vendor}: list every scope explicitly (no wildcards): ${a.scopes.filter((s) => s.includes('*')).join(' ')}`, { kind: 'config', retryable: false });
+    if (a.method === 'private_key_jwt' && !a.privateKey && !a.privateKeyFile && !a.privateKeyEnv)
+      throw new FerryError('CONFIG_SIGNING_KEY', `${this.vendor}: private_key_jwt needs auth.privateKeyFile, auth.privateKey or auth.privateKeyEnv`, { kind: 'config', retryable: false });
     if (a.method === 'client_secret_basic') {
       if (!a.clientSecret) throw new FerryError('CONFIG_CLIENT_SECRET', `${this.vendor}: auth.clientSecret is required for client_secret_basic`, { kind: 'config', retryable: false });
       return async (signal) => {
