@@ -188,7 +188,7 @@ export function dependencyOrder(entries: BundleEntry[]): BundleEntry[] {
 /** Medplum's refusal of a large transaction with conditional writes. */
 function isTooManyEntries(e: FerryError): boolean {
   if (e.details?.status !== 400) return false;
-  return issuesOf(e.details?.outcome).some((i) => /too many entries/i.test(`${i.details?.text ?? ''} ${i.diagnostics ?? ''}`));
+  return issuesOf(e.details?.outcome).some((i) => /too many entries|more update operations than allowed/i.test(`${i.details?.text ?? ''} ${i.diagnostics ?? ''}`));
 }
 
 function issuesOf(data: unknown): OperationOutcomeIssue[] {
