@@ -70,6 +70,7 @@ describe('HttpSink (real HTTP server on 127.0.0.1)', () => {
     expect(r.headers['x-ferry-message-id']).toBe(d.message.id);
     expect(r.headers['x-ferry-delivery-id']).toBe(d.deliveryId);
     expect(r.headers['x-ferry-attempt']).toBe('1');
+    expect(r.headers['idempotency-key']).toBe(d.deliveryId);
     expect(JSON.parse(r.body)).toEqual(d.bundle);
   });
 

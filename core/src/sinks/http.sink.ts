@@ -29,8 +29,8 @@ export interface HttpSinkConfig {
 /**
  * POSTs each bundle as JSON. 2xx is success; 408/425/429/5xx, timeouts and network errors are
  * retryable (a Retry-After is passed on as `details.retryAfterMs`); any other answer (4xx, 3xx)
- * is not. Every request carries `X-Ferry-Message-Id`, `X-Ferry-Delivery-Id` (stable across
- * retries: use it as an idempotency key) and `X-Ferry-Attempt`.
+ * is not. Every request carries `X-Ferry-Message-Id`, `X-Ferry-Delivery-Id` and `Idempotency-Key`
+ * (both the delivery id, stable across retries) and `X-Ferry-Attempt`.
  */
 @injectable()
 export class HttpSink implements MessageSink {
@@ -92,6 +92,7 @@ export class HttpSink implements MessageSink {
         'x-ferry-message-id': d.message.id,
         'x-ferry-delivery-id': d.deliveryId,
         'x-ferry-attempt': String(d.attempt),
+        'idempotency-key': d.deliveryId,
         ...(authorization ? { authorization } : {}),
       };
       const response = await fetch(this.cfg.url, { method: this.cfg.method, headers, body, signal, redirect: 'manual' });
