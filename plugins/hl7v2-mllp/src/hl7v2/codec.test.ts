@@ -52,6 +52,11 @@ describe('parseHl7: structure and accessors', () => {
     expect(m.get('PV1', 2)).toBe('I');
   });
 
+  test('control-only lines (MLLP leftovers, DOS EOF) are not segments', () => {
+    const m = parseHl7(`\x0b${ADT}\r\x1c\r\x1a\r  \r`);
+    expect(m.segments.map((s) => s.name)).toEqual(['MSH', 'EVN', 'PID', 'PV1']);
+  });
+
   test('a UTF-8 BOM is stripped (bytes and text)', () => {
     const bytes = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(ADT)]);
     const { text } = decodeHl7Bytes(bytes);

@@ -30,7 +30,8 @@ export function toHl7Standard(text: string): Hl7StandardMessage {
   try {
     h.transform();
   } catch (e) {
-    throw inputError('HL7_STANDARD_PARSE', `hl7-standard could not parse the message: ${(e as Error).message}`, undefined, e);
+    // hl7-standard's own message may quote message content: keep it on `cause` only (never logged at info)
+    throw inputError('HL7_STANDARD_PARSE', 'hl7-standard could not parse the message', undefined, e);
   }
   return h;
 }

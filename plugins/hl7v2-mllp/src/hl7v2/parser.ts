@@ -191,7 +191,8 @@ export function splitLines(text: string): string[] {
   const out: string[] = [];
   for (const l of lines) {
     if (l.length === 0) continue;
-    if (l.trim() === '') continue;
+    // whitespace / control-only lines (MLLP VT/FS leftovers, DOS EOF \x1a, trailing blanks) are not segments
+    if (l.charCodeAt(0) <= 0x20 && /^[\s\x00-\x1f]*$/.test(l)) continue;
     out.push(l);
   }
   return out;
