@@ -91,11 +91,36 @@ describe('HttpSource (real fastify listener, real SQLite store)', () => {
     expect((await post(adt('X'), 'application/hl7-v2', {}, url.replace('/in', '/other'))).status).toBe(404);
   });
 
+  it('an HL7 client asking for application/hl7-v2 gets an ACK: AA after the commit, AR for bad input', async () => {
+    const r = await post(adt('ACK1'), 'application/hl7-v2', { accept: 'application/hl7-v2' });
+    expect(r.status).toBe(202);
+    expect(r.headers.get('content-type')).toMatch(/^application\/hl7-v2/);
+    const [msh, msa] = (await r.text()).split('\r');
+    const f = msh.split('|');
+    expect(f.slice(2, 6)).toEqual(['RECVAPP', 'RECVFAC', 'SENDAPP', 'SENDFAC']);
+    expect(f[8]).toBe('ACK^A01^ACK');
+    expect(f[11]).toBe('2.5');
+    expect(msa).toBe('MSA|AA|ACK1');
+    expect((await store.listMessages({})).some((m) => m.headers.controlId === 'ACK1')).toBe(true);
+
+    // junk before the MSH: refused, and the MSH is still readable, so the answer is an AR ACK
+    const bad = await post(`XYZ|1\r${adt('ACK2')}`, 'application/hl7-v2', { accept: 'application/hl7-v2' });
+    expect(bad.status).toBe(400);
+    expect((await bad.text()).split('\r')[1]).toBe('MSA|AR|ACK2|not an HL7 v2 message: it does not start with an MSH segment');
+    // no MSH at all: nothing to acknowledge in HL7, so the answer is JSON
+    const none = await post('PID|1||X\r', 'application/hl7-v2', { accept: 'application/hl7-v2' });
+    expect(none.status).toBe(400);
+    expect(((await none.json()) as any).error).toMatch(/MSH/);
+  });
+
   it('503 when the store cannot take the message, 202 again once it is back', async () => {
     await store.close();
     const r = await post(adt('DOWN1'), 'application/hl7-v2');
     expect(r.status).toBe(503);
     expect(r.headers.get('retry-after')).toBe('1');
+    const ack = await post(adt('DOWN2'), 'application/hl7-v2', { accept: 'x-application/hl7-v2+er7, application/json;q=0.5' });
+    expect(ack.status).toBe(503);
+    expect((await ack.text()).split('\r')[1]).toBe('MSA|AE|DOWN2|not stored; retry later');
     await store.open();
     expect((await post(adt('DOWN1'), 'application/hl7-v2')).status).toBe(202);
   });

@@ -7,6 +7,7 @@ import type { InboundMessage } from '../model/message';
 import type { MessageSource, SourceContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { canonicalContentType, checkBody, FHIR_CONTENT_TYPES, HL7_CONTENT_TYPES, mediaType } from './common';
+import { buildAck, type AckCode } from './hl7-ack';
 
 /** `sources.<id>` keys of a `type: http` source. */
 export const httpSourceSchema = {
@@ -39,7 +40,8 @@ const ACCEPTED = [...HL7_CONTENT_TYPES, ...FHIR_CONTENT_TYPES];
  * Accepts HL7 v2 text or FHIR JSON over HTTP: `POST <path>`. Answers 202 with the stored message
  * id (or ids for a batch) only after the store has committed; 400 with a reason for bad input;
  * 401 without the configured bearer token; 413 for bodies over `bodyLimit`; 503 when the store
- * cannot take the message (the client should retry).
+ * cannot take the message (the client should retry). An HL7 client sending
+ * `Accept: application/hl7-v2` gets an HL7 ACK body instead of JSON (AA / AR / AE, same statuses).
  */
 @injectable()
 export class HttpSource implements MessageSource {
@@ -106,6 +108,20 @@ export class HttpSource implements MessageSource {
     return got.length === want.length && timingSafeEqual(got, want);
   }
 
+  /** The client asked for an HL7 ACK (`Accept: application/hl7-v2` or `x-application/hl7-v2+er7`) for an HL7 body. */
+  private wantsAck(req: FastifyRequest, contentType: string | undefined): boolean {
+    if (contentType !== 'application/hl7-v2') return false;
+    const accept = String(req.headers.accept ?? '').toLowerCase();
+    return /(^|,)\s*(application\/hl7-v2|x-application\/hl7-v2\+er7)\s*(;|,|$)/.test(accept);
+  }
+
+  /** Answer with an HL7 ACK body when asked for and possible, else JSON. The HTTP status is the same either way. */
+  private answer(reply: FastifyReply, status: number, json: Record<string, unknown>, ack?: { body: Buffer; code: AckCode; text?: string }): FastifyReply {
+    const text = ack ? buildAck(ack.body, ack.code, ack.text) : undefined;
+    if (text) return reply.code(status).type('application/hl7-v2').send(text);
+    return reply.code(status).send(json);
+  }
+
   private async handle(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     if (!this.authorized(req)) return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'missing or wrong bearer token' });
     const declared = req.headers['content-type'];
@@ -114,18 +130,19 @@ export class HttpSource implements MessageSource {
       return this.bad(reply, declared ? `unsupported content type "${mediaType(declared)}"; use one of ${ACCEPTED.join(', ')}` : `no Content-Type; use one of ${ACCEPTED.join(', ')}`);
     }
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const ackFor = this.wantsAck(req, contentType) && !isBatch(contentType, body) ? body : undefined;
     const reason = checkBody(contentType, body);
-    if (reason) return this.bad(reply, reason);
+    if (reason) return this.bad(reply, reason, ackFor);
 
     let messages: InboundMessage[];
     try {
       const parts = (this.cfg.batch ? this.ctx.split(contentType, body) : [body]).filter((p) => p.length > 0);
-      if (!parts.length) return this.bad(reply, 'the body holds no message');
+      if (!parts.length) return this.bad(reply, 'the body holds no message', ackFor);
       const receivedAt = new Date();
       messages = parts.map((p) => ({ contentType, body: p, headers: this.ctx.extractHeaders(contentType, p), receivedAt }));
     } catch (e) {
-      if (FerryError.is(e) && e.kind !== 'input') return this.fail(reply, e);
-      return this.bad(reply, `cannot read the message: ${(e as Error).message}`);
+      if (FerryError.is(e) && e.kind !== 'input') return this.fail(reply, e, ackFor);
+      return this.bad(reply, `cannot read the message: ${(e as Error).message}`, ackFor);
     }
 
     try {
@@ -134,25 +151,27 @@ export class HttpSource implements MessageSource {
       const dups = results.filter((r) => r.duplicate && !r.stored).length;
       this.ctx.logger.info('http message stored', { source: this.ctx.id, contentType, count: results.length, ids: ids.slice(0, 20), ...(dups ? { duplicates: dups } : {}) });
       const extra = dups ? { duplicates: results.filter((r) => r.duplicate).map((r) => r.duplicateOf ?? r.id) } : {};
-      return reply.code(202).send(messages.length === 1 && !(this.cfg.batch && isBatch(contentType, body)) ? { id: ids[0], ...(dups ? { duplicate: true } : {}) } : { ids, ...extra });
+      const json = messages.length === 1 && !(this.cfg.batch && isBatch(contentType, body)) ? { id: ids[0], ...(dups ? { duplicate: true } : {}) } : { ids, ...extra };
+      return this.answer(reply, 202, json, ackFor && { body: ackFor, code: 'AA' });
     } catch (e) {
-      return this.fail(reply, e);
+      return this.fail(reply, e, ackFor);
     }
   }
 
-  private bad(reply: FastifyReply, reason: string): FastifyReply {
+  private bad(reply: FastifyReply, reason: string, ackFor?: Buffer): FastifyReply {
     this.ctx.logger.warn('http message refused', { source: this.ctx.id, reason });
-    return reply.code(400).send({ error: reason });
+    return this.answer(reply, 400, { error: reason }, ackFor && { body: ackFor, code: 'AR', text: reason });
   }
 
-  private fail(reply: FastifyReply, e: unknown): FastifyReply {
+  private fail(reply: FastifyReply, e: unknown, ackFor?: Buffer): FastifyReply {
     const err = FerryError.from(e);
     if (err.kind === 'input') {
       this.ctx.logger.warn('http message refused', { source: this.ctx.id, errorCode: err.code, reason: err.message });
-      return reply.code(/DUPLICATE/.test(err.code) ? 409 : 400).send({ error: err.message, code: err.code });
+      return this.answer(reply, /DUPLICATE/.test(err.code) ? 409 : 400, { error: err.message, code: err.code }, ackFor && { body: ackFor, code: 'AR', text: err.message });
     }
     this.ctx.logger.error('http message not stored', { source: this.ctx.id, errorCode: err.code, error: err.message });
-    return reply.code(503).header('retry-after', '1').send({ error: 'the message could not be stored; retry later', code: err.code });
+    reply.header('retry-after', '1');
+    return this.answer(reply, 503, { error: 'the message could not be stored; retry later', code: err.code }, ackFor && { body: ackFor, code: 'AE', text: 'not stored; retry later' });
   }
 }
 
