@@ -186,7 +186,12 @@ async function main() {
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
-main().catch((e) => {
+if (process.env.FERRY_BENCH_E2E_ONLY) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-e2e-'));
+  endToEnd(dir, Number(process.env.FERRY_BENCH_E2E_ONLY) || 5000)
+    .then((r) => console.log(r))
+    .finally(() => fs.rmSync(dir, { recursive: true, force: true }));
+} else main().catch((e) => {
   console.error(e);
   process.exit(1);
 });

@@ -38,12 +38,12 @@ describe('PostgresMessageStore specifics', () => {
     const a = make(schema);
     const b = make(schema);
     await Promise.all([a.open(), b.open()]);
-    expect(await a.schemaVersion()).toBe(1);
+    expect(await a.schemaVersion()).toBe(2);
     const c = new pg.Client({ connectionString: URL });
     await c.connect();
     const r = await c.query(`SELECT COUNT(*)::int AS n FROM ${schema}.schema_migrations`);
     await c.end();
-    expect(r.rows[0].n).toBe(1);
+    expect(r.rows[0].n).toBe(2);
     await a.close();
     await b.close();
   });

@@ -79,6 +79,22 @@ export const migrations: Migration[] = [
       )`,
     ],
   },
+  {
+    version: 2,
+    name: 'message bodies and bundles in their own table (status updates no longer rewrite them)',
+    statements: [
+      `CREATE TABLE message_content (
+        message_id TEXT PRIMARY KEY,
+        body {BLOB},
+        bundle TEXT
+      )`,
+      `INSERT INTO message_content (message_id, body, bundle) SELECT id, body, bundle FROM messages`,
+      `ALTER TABLE messages DROP COLUMN body`,
+      `ALTER TABLE messages DROP COLUMN bundle`,
+      // Rewritten by every status change; prune filters by status first and does without it.
+      `DROP INDEX messages_updated_at`,
+    ],
+  },
 ];
 
 export function ddl(sql: string, dialect: Dialect): string {

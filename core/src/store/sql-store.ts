@@ -379,14 +379,18 @@ export abstract class SqlMessageStore implements MessageStore {
       const params: unknown[] = [];
       for (const { item, id, duplicateOf } of part) {
         const dk = dedupKey(item.headers);
-        params.push(id, item.m.sourceId, item.m.contentType, item.m.body, JSON.stringify(item.headers), item.receivedAt, duplicateOf ?? null, dk ?? null, item.headers.orderingKey ?? null, now);
+        params.push(id, item.m.sourceId, item.m.contentType, JSON.stringify(item.headers), item.receivedAt, duplicateOf ?? null, dk ?? null, item.headers.orderingKey ?? null, now);
       }
       const n = await x.run(
-        `INSERT INTO messages (id, source_id, content_type, body, headers, received_at, status, duplicate_of, dedup_key, ordering_key, updated_at)
-         VALUES ${part.map(() => `(?, ?, ?, ?, ?, ?, 'received', ?, ?, ?, ?)`).join(', ')}`,
+        `INSERT INTO messages (id, source_id, content_type, headers, received_at, status, duplicate_of, dedup_key, ordering_key, updated_at)
+         VALUES ${part.map(() => `(?, ?, ?, ?, ?, 'received', ?, ?, ?, ?)`).join(', ')}`,
         params,
       );
       if (n !== part.length) throw new FerryError('INTERNAL_STORE_INSERT', `inserted ${n} of ${part.length} messages`, { kind: 'internal' });
+      await x.run(
+        `INSERT INTO message_content (message_id, body) VALUES ${part.map(() => '(?, ?)').join(', ')}`,
+        part.flatMap((t) => [t.id, t.item.m.body]),
+      );
     }
     const events = [
       ...toInsert.map((t) => ({ id: t.id, status: 'received', detail: t.duplicateOf ? `duplicate of ${t.duplicateOf}` : null })),
@@ -545,17 +549,32 @@ export abstract class SqlMessageStore implements MessageStore {
     return d;
   }
 
+  /** Message columns; body and bundle come from `message_content` joined as `c`. */
   private columns(body: boolean, bundle: boolean, alias = ''): string {
     const a = alias ? `${alias}.` : '';
-    const cols = ['seq', 'id', 'source_id', 'content_type', 'headers', 'received_at', 'status', 'error', 'duplicate_of', 'ordering_key'];
-    if (body) cols.push('body');
-    if (bundle) cols.push('bundle');
-    return cols.map((c) => a + c).join(', ');
+    const cols = ['seq', 'id', 'source_id', 'content_type', 'headers', 'received_at', 'status', 'error', 'duplicate_of', 'ordering_key'].map((c) => a + c);
+    if (body) cols.push('c.body');
+    if (bundle) cols.push('c.bundle');
+    return cols.join(', ');
+  }
+
+  private static readonly JOIN_CONTENT = 'LEFT JOIN message_content c ON c.message_id = m.id';
+
+  /** Bodies (and bundles) of some messages, by id. */
+  private async content(x: SqlExec, ids: string[], bundle: boolean): Promise<Map<string, Row>> {
+    const out = new Map<string, Row>();
+    for (let o = 0; o < ids.length; o += SqlMessageStore.CHUNK) {
+      const part = ids.slice(o, o + SqlMessageStore.CHUNK);
+      const rows = await x.all(`SELECT message_id, body${bundle ? ', bundle' : ''} FROM message_content WHERE message_id IN (${part.map(() => '?').join(', ')})`, part);
+      for (const r of rows) out.set(r.message_id, r);
+    }
+    return out;
   }
 
   async getMessage(id: string, opts: { body?: boolean; bundle?: boolean } = {}): Promise<StoredMessage | undefined> {
     this.assertOpen();
-    const rows = await this.readSettled((x) => x.all(`SELECT ${this.columns(!!opts.body, !!opts.bundle)} FROM messages WHERE id = ?`, [id]));
+    const join = opts.body || opts.bundle ? SqlMessageStore.JOIN_CONTENT : '';
+    const rows = await this.readSettled((x) => x.all(`SELECT ${this.columns(!!opts.body, !!opts.bundle, 'm')} FROM messages m ${join} WHERE m.id = ?`, [id]));
     return rows[0] ? this.toMessage(rows[0], !!opts.body, !!opts.bundle) : undefined;
   }
 
@@ -647,10 +666,12 @@ export abstract class SqlMessageStore implements MessageStore {
         [now, limit],
       );
       if (!ids.length) return [];
-      return x.all(
-        `UPDATE messages SET lease_owner = ?, lease_expires = ? WHERE seq IN (${ids.map(() => '?').join(', ')}) RETURNING ${this.columns(true, false)}`,
+      const claimed = await x.all(
+        `UPDATE messages SET lease_owner = ?, lease_expires = ? WHERE seq IN (${ids.map(() => '?').join(', ')}) RETURNING ${this.columns(false, false)}`,
         [owner, now + leaseMs, ...ids.map((r) => r.seq)],
       );
+      const content = await this.content(x, claimed.map((r) => r.id as string), false);
+      return claimed.map((r) => ({ ...r, body: content.get(r.id)?.body ?? null }));
     });
     return rows.map((r) => this.toMessage(r, true, false)).sort((a, b) => a.seq - b.seq);
   }
@@ -676,11 +697,14 @@ export abstract class SqlMessageStore implements MessageStore {
     const done = this.write(async (x) => {
       // Only while unprocessed: a second processor whose lease ran out must not undo a routing.
       const n = await x.run(
-        `UPDATE messages SET status = 'transformed', bundle = ?, ordering_key = COALESCE(?, ordering_key, 'source:' || source_id), error = NULL, updated_at = ?
+        `UPDATE messages SET status = 'transformed', ordering_key = COALESCE(?, ordering_key, 'source:' || source_id), error = NULL, updated_at = ?
          WHERE id = ? AND status IN ${UNROUTED_MESSAGE}`,
-        [text, orderingKey || null, now, id],
+        [orderingKey || null, now, id],
       );
-      if (n) await this.event(x, id, now, 'transformed');
+      if (n) {
+        await x.run('UPDATE message_content SET bundle = ? WHERE message_id = ?', [text, id]);
+        await this.event(x, id, now, 'transformed');
+      }
       else await this.requireMessage(x, id, 'seq');
     });
     // Batched writes run in order, so the routing that follows commits after (or with) this one.
@@ -709,7 +733,8 @@ export abstract class SqlMessageStore implements MessageStore {
     const cached = this.lastBundle?.id === id ? this.lastBundle.json : undefined;
     this.lastBundle = undefined;
     await this.write(async (x) => {
-      const m = await this.requireMessage(x, id, cached ? 'seq, status, source_id, ordering_key' : 'seq, status, source_id, ordering_key, bundle', true);
+      const m = await this.requireMessage(x, id, 'seq, status, source_id, ordering_key', true);
+      if (!cached) m.bundle = (await this.content(x, [id], true)).get(id)?.bundle;
       // Routed once only: when a lease ran out and two processors handled the message, the
       // second routing is dropped (no second set of deliveries).
       if (m.status !== 'received' && m.status !== 'transformed') return this.staleProcessing(id, m.status);
@@ -778,7 +803,7 @@ export abstract class SqlMessageStore implements MessageStore {
         [owner, now + leaseMs, now, ...cand.map((r) => r.seq)],
       );
       const ids = [...new Set(claimed.map((r) => r.message_id as string))];
-      const msgs = await x.all(`SELECT ${this.columns(true, true)} FROM messages WHERE id IN (${ids.map(() => '?').join(', ')})`, ids);
+      const msgs = await x.all(`SELECT ${this.columns(true, true, 'm')} FROM messages m ${SqlMessageStore.JOIN_CONTENT} WHERE m.id IN (${ids.map(() => '?').join(', ')})`, ids);
       return claimed.map((d) => ({ d, m: msgs.find((r) => r.id === d.message_id)! }));
     });
     return rows
@@ -882,15 +907,16 @@ export abstract class SqlMessageStore implements MessageStore {
     const limit = filter.limit && filter.limit > 0 ? ` LIMIT ${Math.floor(filter.limit)}` : '';
     return this.txSettled(async (x) => {
       const rows = await x.all(
-        `SELECT m.id FROM messages m ${where ? `${where} AND` : 'WHERE'} m.body IS NOT NULL AND m.status NOT IN ${UNROUTED_MESSAGE} ORDER BY m.seq${limit}${this.lockClause('m')}`,
+        `SELECT m.id FROM messages m ${where ? `${where} AND` : 'WHERE'} m.pruned_at IS NULL AND m.status NOT IN ${UNROUTED_MESSAGE} ORDER BY m.seq${limit}${this.lockClause('m')}`,
         params,
       );
       const ids = rows.map((r) => r.id as string);
       for (const id of ids) {
         await x.run(
-          `UPDATE messages SET status = 'received', bundle = NULL, error = NULL, lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?`,
+          `UPDATE messages SET status = 'received', error = NULL, lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?`,
           [now, id],
         );
+        await x.run('UPDATE message_content SET bundle = NULL WHERE message_id = ?', [id]);
         const n = await x.run(`UPDATE deliveries SET superseded = 1, lease_owner = NULL, lease_expires = NULL WHERE message_id = ? AND superseded = 0`, [id]);
         await this.event(x, id, now, 'received', undefined, undefined, n ? `replay (${n} deliveries superseded)` : 'replay');
       }
@@ -965,17 +991,17 @@ export abstract class SqlMessageStore implements MessageStore {
     const now = this.now();
     const result = await this.txSettled(async (x) => {
       let messages = await x.run(
-        `UPDATE messages SET body = NULL, bundle = NULL, pruned_at = ?
-         WHERE pruned_at IS NULL AND status IN ('delivered', 'filtered', 'unrouted') AND updated_at < ?`,
+        `UPDATE messages SET pruned_at = ? WHERE pruned_at IS NULL AND status IN ('delivered', 'filtered', 'unrouted') AND updated_at < ?`,
         [now, opts.bodiesBefore.getTime()],
       );
       if (opts.deadBefore) {
-        messages += await x.run(
-          `UPDATE messages SET body = NULL, bundle = NULL, pruned_at = ? WHERE pruned_at IS NULL AND status IN ('dead', 'failed') AND updated_at < ?`,
-          [now, opts.deadBefore.getTime()],
-        );
+        messages += await x.run(`UPDATE messages SET pruned_at = ? WHERE pruned_at IS NULL AND status IN ('dead', 'failed') AND updated_at < ?`, [
+          now,
+          opts.deadBefore.getTime(),
+        ]);
       }
       if (messages) {
+        await x.run(`DELETE FROM message_content WHERE message_id IN (SELECT id FROM messages WHERE pruned_at = ?)`, [now]);
         await x.run(`UPDATE deliveries SET bundle = NULL WHERE bundle IS NOT NULL AND message_id IN (SELECT id FROM messages WHERE pruned_at = ?)`, [now]);
       }
       let deleted = 0;
@@ -984,6 +1010,7 @@ export abstract class SqlMessageStore implements MessageStore {
         const terminal = `status IN ('delivered', 'filtered', 'unrouted', 'dead', 'failed') AND updated_at < ?`;
         await x.run(`DELETE FROM message_events WHERE message_id IN (SELECT id FROM messages WHERE ${terminal})`, [cut]);
         await x.run(`DELETE FROM deliveries WHERE message_id IN (SELECT id FROM messages WHERE ${terminal})`, [cut]);
+        await x.run(`DELETE FROM message_content WHERE message_id IN (SELECT id FROM messages WHERE ${terminal})`, [cut]);
         deleted = await x.run(`DELETE FROM messages WHERE ${terminal}`, [cut]);
       }
       return { messages, deleted };

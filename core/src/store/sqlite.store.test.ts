@@ -4,6 +4,8 @@ import path from 'node:path';
 import { silentLogger } from '../logging/logger';
 import { storeConformance } from './conformance';
 import { createStore } from './create-store';
+import Database from 'better-sqlite3';
+import { ddl, migrations } from './schema';
 import { SqliteMessageStore } from './sqlite.store';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-sqlite-store-'));
@@ -22,11 +24,30 @@ describe('SqliteMessageStore specifics', () => {
     const file = path.join(dir, 'pragmas.db');
     const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
     await s.open();
-    expect(await s.schemaVersion()).toBe(1);
+    expect(await s.schemaVersion()).toBe(2);
     const st = await s.fileStats();
     expect(st.autoVacuum).toBe(2); // INCREMENTAL
     await s.close();
     expect(fs.existsSync(file)).toBe(true);
+  });
+
+  it('upgrades a version-1 database in place: bodies and bundles move to message_content', async () => {
+    const file = path.join(dir, 'v1.db');
+    const raw = new Database(file);
+    raw.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+    for (const st of migrations[0].statements) raw.exec(ddl(st, 'sqlite'));
+    raw.prepare(`INSERT INTO schema_migrations VALUES (1, 'v1', 0)`).run();
+    raw
+      .prepare(`INSERT INTO messages (id, source_id, content_type, body, headers, received_at, status, bundle, updated_at) VALUES ('01OLD', 's', 'text/plain', ?, '{}', 1, 'delivered', '{"resourceType":"Bundle"}', 1)`)
+      .run(Buffer.from('old body'));
+    raw.close();
+    const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
+    await s.open();
+    expect(await s.schemaVersion()).toBe(2);
+    const m = await s.getMessage('01OLD', { body: true, bundle: true });
+    expect(m!.body!.toString()).toBe('old body');
+    expect(m!.bundle).toEqual({ resourceType: 'Bundle' });
+    await s.close();
   });
 
   it('createStore resolves a relative path against the base dir and creates the folder', async () => {
