@@ -150,7 +150,7 @@ async function main() {
   const nSingle = quick ? 300 : 2000;
   const nGroup = quick ? 3000 : 20000;
   const conc = 64;
-  console.log(`ferry store benchmark  (node ${process.version}, ${os.cpus().length} CPUs, ${os.tmpdir()} on this machine; ${conc} concurrent callers, ~420-byte HL7 ADT bodies, duplicate check on)`);
+  console.log(`ferry store benchmark  (node ${process.version}, ${os.cpus().length} CPUs, load average ${os.loadavg()[0].toFixed(1)}; each caller inserts one ~420-byte HL7 ADT at a time and awaits its commit; duplicate check on; group commit maxBatch 256)`);
   const rows = [];
   const add = (store, mode, r, base) =>
     rows.push(
@@ -158,14 +158,18 @@ async function main() {
         ? { store, mode, 'msgs/s': 'skipped', note: r.skipped }
         : { store, mode, messages: r.n, seconds: r.secs.toFixed(2), 'msgs/s': Math.round(r.rate), commits: r.commits, 'msgs/commit': (r.n / r.commits).toFixed(1), 'vs 1/commit': base ? `${(r.rate / base.rate).toFixed(1)}x` : '1.0x' },
     );
-  const s1 = await sqliteRun(dir, 'single', { maxBatch: 1, maxDelayMs: 0 }, nSingle, conc);
-  add('sqlite', 'one commit per message', s1);
-  const sg = await sqliteRun(dir, 'group', { maxBatch: 256, maxDelayMs: 2 }, nGroup, conc);
-  add('sqlite', 'group commit (256, 2 ms)', sg, s1);
-  const p1 = await pgRun('single', { maxBatch: 1, maxDelayMs: 0 }, nSingle, conc);
-  add('postgres', 'one commit per message', p1);
-  const pgr = await pgRun('group', { maxBatch: 256, maxDelayMs: 2 }, nGroup, conc);
-  add('postgres', 'group commit (256, 2 ms)', pgr, p1.skipped ? undefined : p1);
+  for (const c of [conc, 256]) {
+    const s1 = await sqliteRun(dir, `single${c}`, { maxBatch: 1, maxDelayMs: 0 }, nSingle, c);
+    add('sqlite', `one commit per message, ${c} callers`, s1);
+    const sg = await sqliteRun(dir, `group${c}`, { maxBatch: 256, maxDelayMs: 2 }, nGroup, c);
+    add('sqlite', `group commit, ${c} callers`, sg, s1);
+  }
+  for (const c of [conc, 256]) {
+    const p1 = await pgRun('single', { maxBatch: 1, maxDelayMs: 0 }, nSingle, c);
+    add('postgres', `one commit per message, ${c} callers`, p1);
+    const pgr = await pgRun('group', { maxBatch: 256, maxDelayMs: 2 }, nGroup, c);
+    add('postgres', `group commit, ${c} callers`, pgr, p1.skipped ? undefined : p1);
+  }
   console.log('\nDurable inserts (each caller resolves only after its commit):');
   table(rows, ['store', 'mode', 'messages', 'seconds', 'msgs/s', 'commits', 'msgs/commit', 'vs 1/commit']);
   for (const r of rows) if (r.note) console.log(`  ${r.store}: ${r.note}`);
