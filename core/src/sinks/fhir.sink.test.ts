@@ -1,3 +1,4 @@
+import { createServer } from 'node:http';
 import type { Bundle } from '@medplum/fhirtypes';
 import { startFhirServer, type FhirTestServer } from '../../../test/support/fhir-server';
 import { FerryError } from '../errors';
@@ -160,6 +161,44 @@ describe('FhirSink auth', () => {
       .catch((x) => x)) as FerryError;
     expect(e.retryable).toBe(false);
     expect(e.details?.status).toBe(401);
+  });
+});
+
+describe('FhirSink client_credentials', () => {
+  it('gets a token, and after a 401 fetches a new one and retries once', async () => {
+    let issued = 0;
+    const tokenServer = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        issued++;
+        // the first token is one the FHIR server does not accept (revoked), the second is good
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: issued === 1 ? 'revoked' : 'good', expires_in: 3600 }));
+      });
+    });
+    await new Promise<void>((r) => tokenServer.listen(0, '127.0.0.1', r));
+    const srv = await startFhirServer({ bearerToken: 'good' });
+    try {
+      const port = (tokenServer.address() as { port: number }).port;
+      const s = new FhirSink(
+        sinkContext<FhirSinkConfig>({
+          baseUrl: srv.baseUrl,
+          timeoutMs: 2000,
+          headers: {},
+          excludeResourceTypes: [],
+          maxTransactionEntries: 0,
+          auth: { ...defaultAuth(), type: 'client_credentials', tokenUrl: `http://127.0.0.1:${port}/token`, clientId: 'c', clientSecret: 's' },
+        }),
+      );
+      await s.deliver(delivery(patientBundle('MRN-CC')));
+      await s.deliver(delivery(patientBundle('MRN-CC2')));
+      expect(issued).toBe(2);
+      expect(await srv.count('Patient')).toBe(2);
+      expect(srv.requests.map((r) => `${r.status} ${r.authorization}`)).toEqual(['401 Bearer revoked', '200 Bearer good', '200 Bearer good']);
+    } finally {
+      await srv.stop();
+      tokenServer.closeAllConnections();
+      await new Promise((r) => tokenServer.close(r));
+    }
   });
 });
 
