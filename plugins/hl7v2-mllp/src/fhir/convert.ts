@@ -45,6 +45,8 @@ export interface WalkState {
   /** OBX texts gathered for the MDM document. */
   documentText?: string[];
   specimen?: Resource;
+  /** OUL^R22/R23, OML^O33/O35: the specimen heading the current group. */
+  specimenGroup?: Resource;
   /** Resources created while under PID (for merges and subject). */
   mergeTargets: { segment: Hl7Segment; patient: Patient }[];
   /** Z / unknown segments kept. */

@@ -287,6 +287,29 @@ describe('ORM^O01 / OML^O21: ORC[ServiceRequest], OBR[ServiceRequest], TQ1, SPM[
   });
 });
 
+describe('OUL^R22 (specimen-first): SPM heads the orders and results that follow', () => {
+  test('each SPM group links its specimen to the DiagnosticReport, ServiceRequest and Observations under it', () => {
+    const b = convert(
+      MSH('OUL^R22^OUL_R22'),
+      PID,
+      'SPM|1|S1&LAB||119297000^Blood^SCT',
+      'OBX|1|NM|S-VOL^Volume^L||5|mL||||||F',
+      'OBR|1||F10^LAB|2345-7^Glucose^LN',
+      'OBX|1|NM|2345-7^Glucose^LN||95|mg/dL||||||F',
+      'SPM|2|S2&LAB||122575003^Urine^SCT',
+      'OBR|2||F11^LAB|5811-5^Specific gravity^LN',
+      'OBX|1|NM|5811-5^Specific gravity^LN||1.02||||||F',
+    );
+    const [s1, s2] = all<Specimen>(b, 'Specimen');
+    const [d1, d2] = all<DiagnosticReport>(b, 'DiagnosticReport');
+    expect(d1.specimen!.map((r) => r.reference)).toEqual([refTo(s1)]);
+    expect(d2.specimen!.map((r) => r.reference)).toEqual([refTo(s2)]);
+    const obs = all<Observation>(b, 'Observation');
+    expect(obs.map((o) => o.specimen?.reference)).toEqual([refTo(s1), refTo(s1), refTo(s2)]);
+    expect(d1.result!.map((r) => r.reference)).toEqual([refTo(obs[1])]);
+  });
+});
+
 describe('VXU^V04: RXA[Immunization], RXR[Immunization], ORC', () => {
   const b = convert(
     MSH('VXU^V04^VXU_V04'),

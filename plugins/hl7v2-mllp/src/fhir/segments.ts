@@ -273,7 +273,7 @@ const evn: Handler = (seg, ctx) => {
     recorded: ctx.instant(seg.get(2)) ?? ctx.instant(ctx.msg.msh.get(7)) ?? '1970-01-01T00:00:00Z',
     activity: {
       coding: [
-        { system: V2_TABLE('0003'), code: seg.get(1) || ctx.trigger || ctx.messageCode, display: `event - :${ctx.messageCode}^${ctx.trigger}` },
+        { system: V2_TABLE('0003'), code: (valued(seg.get(1)) ? seg.get(1).trim() : '') || ctx.trigger || ctx.messageCode || 'unknown', display: `event - :${ctx.messageCode}^${ctx.trigger}` },
       ],
     },
     agent: [],
@@ -386,6 +386,7 @@ const pid: Handler = (seg, ctx) => {
   ctx.state.patient = patient;
   ctx.state.encounter = undefined;
   ctx.state.order = undefined;
+  ctx.state.specimenGroup = undefined;
   ctx.state.last = patient;
   ctx.state.mergeTargets.push({ segment: seg, patient });
 };
@@ -948,6 +949,7 @@ function newOrder(ctx: ConvertContext): OrderGroup {
   const g: OrderGroup = { observations: [], specimens: [] };
   ctx.state.order = g;
   ctx.state.medication = undefined;
+  if (ctx.state.specimenGroup) g.specimens.push(ctx.state.specimenGroup);
   return g;
 }
 
@@ -1008,6 +1010,7 @@ function serviceRequest(g: OrderGroup, ctx: ConvertContext, seg: Hl7Segment): Se
     const rr = all(obr, 13, (r) => (valued(c(r, 1)) ? c(r, 1) : undefined));
     if (rr.length) sr.patientInstruction = rr.join('; ');
   }
+  if (g.specimens.length) sr.specimen = g.specimens.map((x) => ref(x));
   g.serviceRequest = ctx.b.add(sr) as OrderGroup['serviceRequest'];
   for (const t of g.timing ?? []) applyTq1(t, ctx, g.serviceRequest!);
   g.timing = undefined;
@@ -1068,6 +1071,7 @@ const obr: Handler = (seg, ctx) => {
     if (interp) dr.resultsInterpreter = [interp];
     const perf = [practitioner(ndlToXcn(seg.rep(34)), ctx), practitioner(ndlToXcn(seg.rep(35)), ctx)].filter((x): x is Ref => !!x);
     if (perf.length) dr.performer = perf;
+    if (g.specimens.length) dr.specimen = g.specimens.map((x) => ref(x));
     g.report = ctx.b.add(dr) as OrderGroup['report'];
     ctx.state.last = g.report;
   }
@@ -1290,6 +1294,7 @@ const obx: Handler = (seg, ctx) => {
   if (device.length) o.device = { identifier: device[0] };
   if (g?.serviceRequest) o.basedOn = [ref(g.serviceRequest)];
   if (g?.specimens.length) o.specimen = ref(g.specimens[0]);
+  else if (!g && st.specimenGroup) o.specimen = ref(st.specimenGroup); // OBX directly under SPM (specimen observations)
   if (!parent && st.medication?.resourceType === 'Immunization') o.partOf = [ref(st.medication)];
   const added = ctx.b.add(o);
   if (g?.report) (g.report as DiagnosticReport).result = push((g.report as DiagnosticReport).result, ref(added));
@@ -1334,12 +1339,18 @@ const spm: Handler = (seg, ctx) => {
   if (ctype || additive) sp.container = [compact({ type: ctype, additiveCodeableConcept: additive })!];
   const desc = seg.get(14);
   if (valued(desc)) sp.note = [{ text: desc }];
-  const g = ctx.state.order;
   const added = ctx.b.add(sp);
-  if (g) attachSpecimen(g, added);
+  if (SPECIMEN_FIRST.has(ctx.trigger)) {
+    // OUL^R22/R23, OML^O33/O35: SPM heads its group; the orders that follow belong to this specimen
+    ctx.state.order = undefined;
+    ctx.state.specimenGroup = added;
+  } else if (ctx.state.order) attachSpecimen(ctx.state.order, added);
   ctx.state.specimen = added;
   ctx.state.last = added;
 };
+
+/** Message structures where the specimen group contains the orders (OUL_R22, OUL_R23, OML_O33, OML_O35). */
+const SPECIMEN_FIRST = new Set(['R22', 'R23', 'O33', 'O35']);
 
 const nte: Handler = (seg, ctx) => {
   // NTE -> note on the resource the segment above created
@@ -1799,6 +1810,40 @@ export const SEGMENT_HANDLERS: Record<string, Handler> = {
 // ---------------------------------------------------------------------------------------------
 // Message-level: event semantics, Provenance, kept segments
 
+/**
+ * Safety net run on every resource: FHIR strings must have non-whitespace content and codes no
+ * leading/trailing blanks; a v2 field holding only blanks must not make a resource invalid.
+ * Whitespace-only strings are removed (and objects/arrays left empty with them); `code` values are
+ * trimmed. In place; returns false when the node ends up empty.
+ */
+function scrub(node: unknown): boolean {
+  if (Array.isArray(node)) {
+    let w = 0;
+    for (let i = 0; i < node.length; i++) {
+      const v = node[i];
+      if (typeof v === 'string' ? v.trim() !== '' : v === null || typeof v !== 'object' || scrub(v)) node[w++] = v;
+    }
+    node.length = w;
+    return w > 0;
+  }
+  const o = node as Record<string, unknown>;
+  let any = false;
+  for (const k in o) {
+    const v = o[k];
+    if (typeof v === 'string') {
+      if (v.trim() === '') delete o[k];
+      else {
+        if (k === 'code' && v !== v.trim()) o[k] = v.trim();
+        any = true;
+      }
+    } else if (v !== null && typeof v === 'object') {
+      if (scrub(v)) any = true;
+      else delete o[k];
+    } else if (v !== undefined) any = true;
+  }
+  return any;
+}
+
 export function finishMessage(ctx: ConvertContext): void {
   flushOrder(ctx);
   const st = ctx.state;
@@ -1842,6 +1887,7 @@ export function finishMessage(ctx: ConvertContext): void {
     else if (sender) prov.agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'author' }] }, who: sender });
     if (!prov.target.length) ctx.b.markDelete(prov);
   }
+  for (const r of ctx.b.resources()) scrub(r);
 }
 
 /** Trigger-event semantics (ADT status changes, merges, deletes; SIU status). */

@@ -24,7 +24,7 @@ export function validateFhirResource(resource: Resource): OperationOutcomeIssue[
   try {
     return validateResource(resource).filter((i) => i.severity === 'error' || i.severity === 'fatal');
   } catch (e) {
-    if (e instanceof OperationOutcomeError) return e.outcome.issue ?? [];
+    if (e instanceof OperationOutcomeError) return (e.outcome.issue ?? []).filter((i) => i.severity === 'error' || i.severity === 'fatal');
     throw e;
   }
 }
