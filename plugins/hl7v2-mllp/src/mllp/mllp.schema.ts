@@ -32,6 +32,7 @@ export const mllpSourceSchema = {
   maxConnections: { doc: 'Concurrent connections accepted; more are closed on accept', format: 'nat', default: 200 },
   idleTimeoutMs: { doc: 'Close a connection silent for this long (0 = never)', format: 'nat', default: 30 * 60_000 },
   maxMessageSize: { doc: 'Largest message in bytes; a larger frame is discarded and answered AR', format: 'nat', default: 10 * 1024 * 1024 },
+  frameTimeoutMs: { doc: 'A frame started but not finished within this time closes the connection (slow senders; 0 = never)', format: 'nat', default: 120_000 },
   maxPendingFrames: { doc: 'Frames queued per connection before the socket stops being read', format: 'nat', default: 64 },
   shutdownGraceMs: { doc: 'On stop, how long in-flight messages get to be stored and acknowledged', format: 'nat', default: 5000 },
   ackMode: {
@@ -49,6 +50,7 @@ export interface MllpSourceConfig {
   maxConnections: number;
   idleTimeoutMs: number;
   maxMessageSize: number;
+  frameTimeoutMs?: number;
   maxPendingFrames: number;
   shutdownGraceMs: number;
   ackMode: 'auto' | 'original';

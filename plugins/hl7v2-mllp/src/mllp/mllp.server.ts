@@ -29,6 +29,8 @@ export interface MllpServerOptions {
   idleTimeoutMs: number;
   /** Largest message (frame payload) accepted, bytes. */
   maxMessageSize: number;
+  /** A frame started but not finished within this time closes the connection (0 = never). */
+  frameTimeoutMs?: number;
   /** Frames waiting for the handler before the socket stops being read (backpressure). */
   maxPendingFrames: number;
   /** How long stop() waits for in-flight frames before closing connections. */
@@ -63,6 +65,7 @@ interface Conn {
   junkLogged: boolean;
   idle?: Promise<void>;
   idleResolve?: () => void;
+  frameTimer?: NodeJS.Timeout;
 }
 
 /** An MLLP listener over TCP or TLS: framing, limits, backpressure, ordered responses. */
@@ -196,6 +199,7 @@ export class MllpServer {
     });
     socket.on('close', () => {
       c.closed = true;
+      if (c.frameTimer) clearTimeout(c.frameTimer);
       this.conns.delete(c);
       const d = c.deframer;
       const lost = d.reset();
@@ -218,6 +222,7 @@ export class MllpServer {
       c.socket.destroy();
       return;
     }
+    this.watchFrame(c);
     const junk = d.junkBytes - junkBefore;
     if (junk > 0) {
       this.counters.junkBytes += junk;
@@ -244,6 +249,33 @@ export class MllpServer {
       c.socket.pause();
     }
     if (!c.busy) void this.drain(c);
+  }
+
+  /** Slow-sender guard: a frame must complete within frameTimeoutMs of its start block. */
+  private watchFrame(c: Conn): void {
+    const limit = this.opts.frameTimeoutMs ?? 0;
+    if (!limit) return;
+    if (!c.deframer.midFrame) {
+      if (c.frameTimer) clearTimeout(c.frameTimer);
+      c.frameTimer = undefined;
+      return;
+    }
+    if (c.frameTimer) return;
+    // a start block that abandons a partial frame does not restart the clock: only finished frames do
+    const started = c.deframer.frames + c.deframer.oversizedFrames;
+    c.frameTimer = setTimeout(() => {
+      c.frameTimer = undefined;
+      const now = c.deframer.frames + c.deframer.oversizedFrames;
+      if (!c.deframer.midFrame) return;
+      if (now !== started) {
+        // that frame finished and another began: time the new one from here
+        this.watchFrame(c);
+        return;
+      }
+      this.logger.warn('mllp frame not completed in time; closing the connection', { connection: c.info.id, bytes: c.deframer.buffered, frameTimeoutMs: limit });
+      c.socket.destroy();
+    }, limit);
+    c.frameTimer.unref();
   }
 
   private async drain(c: Conn): Promise<void> {

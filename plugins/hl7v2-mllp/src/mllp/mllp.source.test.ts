@@ -188,6 +188,31 @@ describe('MllpSource on a real socket', () => {
     expect(c.closed).toBe(true);
   });
 
+  it('closes a connection whose frame does not complete within frameTimeoutMs (slow sender)', async () => {
+    const { ctx, port } = await startSource({ frameTimeoutMs: 200, idleTimeoutMs: 0 });
+    const c = await connect(port);
+    c.write(frame(adt('SL1')));
+    await c.waitAcks(1);
+    const f = frame(adt('SL2'));
+    let i = 0;
+    const timer = setInterval(() => !c.closed && i < f.length - 2 && c.write(f.subarray(i, ++i)), 20); // trickle, never finishing
+    try {
+      await c.waitClose(3000);
+    } finally {
+      clearInterval(timer);
+    }
+    expect(c.acks).toHaveLength(1);
+    expect(ctx.submitted.map((m) => m.headers?.controlId)).toEqual(['SL1']);
+    // a sender repeating start blocks (each abandoning the partial frame) is closed too
+    const v = await connect(port);
+    const t2 = setInterval(() => !v.closed && v.write(Buffer.from([0x0b, 0x41])), 20);
+    try {
+      await v.waitClose(3000);
+    } finally {
+      clearInterval(t2);
+    }
+  });
+
   it('1,000 messages on one persistent connection: every ACK is AA with the right MSA-2', async () => {
     const { ctx, port } = await startSource();
     const c = await connect(port);

@@ -58,6 +58,7 @@ export class MllpSource implements MessageSource {
         maxConnections: cfg.maxConnections,
         idleTimeoutMs: cfg.idleTimeoutMs,
         maxMessageSize: cfg.maxMessageSize,
+        frameTimeoutMs: cfg.frameTimeoutMs ?? 120_000,
         maxPendingFrames: Math.max(1, cfg.maxPendingFrames),
         shutdownGraceMs: cfg.shutdownGraceMs,
         tls: tlsOpts,
