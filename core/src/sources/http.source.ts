@@ -1,8 +1,9 @@
 import { timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { inject, injectable } from 'tsyringe';
-import { FerryError } from '../errors';
+import { configError, FerryError } from '../errors';
 import type { InboundMessage } from '../model/message';
 import type { MessageSource, SourceContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
@@ -23,7 +24,22 @@ export const httpSourceSchema = {
   token: { doc: 'When set, requests need `Authorization: Bearer <token>` (use ${ENV} or token_FILE)', format: String, default: '', sensitive: true },
   bodyLimit: { doc: 'Largest request body in bytes (413 above)', format: 'nat', default: 10 * 1024 * 1024 },
   batch: { doc: 'Split HL7 batches (FHS/BHS) into one message each; the answer then has `ids`', format: Boolean, default: true },
+  tls: {
+    cert: { doc: 'PEM certificate chain, or a path to it: serve HTTPS when cert and key are set', format: String, default: '' },
+    key: { doc: 'PEM private key, or a path to it (or key_FILE)', format: String, default: '', sensitive: true },
+    passphrase: { doc: 'Passphrase of the key', format: String, default: '', sensitive: true },
+    ca: { doc: 'PEM CA bundle, or a path: client certificates must be signed by it when requestCert is on', format: String, default: '' },
+    requestCert: { doc: 'Mutual TLS: require a client certificate signed by `ca`', format: Boolean, default: false },
+  },
 };
+
+export interface HttpSourceTlsConfig {
+  cert: string;
+  key: string;
+  passphrase: string;
+  ca: string;
+  requestCert: boolean;
+}
 
 export interface HttpSourceConfig {
   host: string;
@@ -32,6 +48,17 @@ export interface HttpSourceConfig {
   token: string;
   bodyLimit: number;
   batch: boolean;
+  tls?: HttpSourceTlsConfig;
+}
+
+/** A PEM value given inline, or read from the path it names. */
+function pem(value: string, what: string, where: string): string {
+  if (value.includes('-----BEGIN')) return value;
+  try {
+    return readFileSync(value, 'utf8');
+  } catch (e) {
+    throw configError('SOURCE_TLS', `${where}.tls.${what}: cannot read ${value}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
 }
 
 const ACCEPTED = [...HL7_CONTENT_TYPES, ...FHIR_CONTENT_TYPES];
@@ -49,16 +76,17 @@ export class HttpSource implements MessageSource {
   private app: FastifyInstance | undefined;
   private listening = false;
   private boundPort = 0;
+  private scheme: 'http' | 'https' = 'http';
 
   constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<HttpSourceConfig>) {
     const defaults: HttpSourceConfig = { host: '127.0.0.1', port: 8081, path: '/messages', token: '', bodyLimit: 10 * 1024 * 1024, batch: true };
     this.cfg = { ...defaults, ...ctx.config };
   }
 
-  /** `http://host:port<path>` once listening. */
+  /** `http(s)://host:port<path>` once listening. */
   get url(): string {
     const host = this.cfg.host === '0.0.0.0' || this.cfg.host === '::' ? '127.0.0.1' : this.cfg.host;
-    return `http://${host.includes(':') ? `[${host}]` : host}:${this.boundPort}${this.cfg.path}`;
+    return `${this.scheme}://${host.includes(':') ? `[${host}]` : host}:${this.boundPort}${this.cfg.path}`;
   }
 
   get port(): number {
@@ -70,7 +98,24 @@ export class HttpSource implements MessageSource {
   }
 
   async start(): Promise<void> {
-    const app = Fastify({ logger: false, bodyLimit: this.cfg.bodyLimit, return503OnClosing: true, forceCloseConnections: 'idle' });
+    const where = `sources.${this.ctx.id}`;
+    const tls = this.cfg.tls;
+    let https: Record<string, unknown> | undefined;
+    if (tls && (tls.cert || tls.key)) {
+      if (!tls.cert || !tls.key) throw configError('SOURCE_TLS', `${where}.tls: both cert and key are needed for HTTPS`);
+      if (tls.requestCert && !tls.ca) throw configError('SOURCE_TLS', `${where}.tls.ca: required with requestCert (the CA client certificates must be signed by)`);
+      https = {
+        cert: pem(tls.cert, 'cert', where),
+        key: pem(tls.key, 'key', where),
+        ...(tls.passphrase ? { passphrase: tls.passphrase } : {}),
+        ...(tls.ca ? { ca: pem(tls.ca, 'ca', where) } : {}),
+        requestCert: tls.requestCert,
+        rejectUnauthorized: tls.requestCert,
+        minVersion: 'TLSv1.2',
+      };
+    }
+    this.scheme = https ? 'https' : 'http';
+    const app = Fastify({ logger: false, bodyLimit: this.cfg.bodyLimit, return503OnClosing: true, forceCloseConnections: 'idle', ...(https ? { https } : {}) } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
     app.removeAllContentTypeParsers();
     // Every body arrives as raw bytes; the content type is checked in the handler so the answer can say why.
     app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
@@ -90,7 +135,7 @@ export class HttpSource implements MessageSource {
     this.app = app;
     this.boundPort = (app.server.address() as AddressInfo).port;
     this.listening = true;
-    this.ctx.logger.info('http source listening', { source: this.ctx.id, host: this.cfg.host, port: this.boundPort, path: this.cfg.path });
+    this.ctx.logger.info('http source listening', { source: this.ctx.id, host: this.cfg.host, port: this.boundPort, path: this.cfg.path, tls: this.scheme === 'https', mutualTls: !!https?.requestCert });
   }
 
   async stop(): Promise<void> {

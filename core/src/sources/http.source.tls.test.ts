@@ -1,0 +1,96 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import { silentLogger } from '../logging/logger';
+import { SqliteMessageStore } from '../store/sqlite.store';
+import { adt, storeContext } from './__fixtures__/context';
+import { HttpSource, type HttpSourceConfig } from './http.source';
+
+/** A self-signed certificate for 127.0.0.1, made with the openssl CLI for this test run. */
+function selfSigned(dir: string, name: string): { cert: string; key: string } {
+  const cert = path.join(dir, `${name}.crt`);
+  const key = path.join(dir, `${name}.key`);
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', `/CN=${name}`, '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  return { cert, key };
+}
+
+const hasOpenssl = (() => {
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+if (!hasOpenssl) console.warn('skipped: openssl CLI absent, cannot make test certificates');
+
+(hasOpenssl ? describe : describe.skip)('HttpSource over TLS', () => {
+  let tmp: string;
+  let store: SqliteMessageStore;
+  let server: { cert: string; key: string };
+  let client: { cert: string; key: string };
+
+  beforeAll(async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-http-source-tls-'));
+    server = selfSigned(tmp, 'server');
+    client = selfSigned(tmp, 'client');
+    store = new SqliteMessageStore({ path: path.join(tmp, 'ferry.db'), logger: silentLogger() });
+    await store.open();
+  });
+  afterAll(async () => {
+    await store.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  const cfg = (tls: Partial<NonNullable<HttpSourceConfig['tls']>>): HttpSourceConfig => ({
+    host: '127.0.0.1',
+    port: 0,
+    path: '/hl7',
+    token: '',
+    bodyLimit: 1 << 20,
+    batch: true,
+    tls: { cert: '', key: '', passphrase: '', ca: '', requestCert: false, ...tls },
+  });
+  const post = (url: string, opts: https.RequestOptions) =>
+    new Promise<number>((resolve, reject) => {
+      const req = https.request(url, { method: 'POST', headers: { 'content-type': 'application/hl7-v2' }, agent: false, ...opts }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode!));
+      });
+      req.on('error', reject);
+      req.end(adt(`TLS-${Math.random()}`));
+    });
+
+  it('serves HTTPS with a cert and key given as paths (or PEM)', async () => {
+    const src = new HttpSource(storeContext(store, cfg({ cert: server.cert, key: fs.readFileSync(server.key, 'utf8') })));
+    await src.start();
+    try {
+      expect(src.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/hl7$/);
+      expect(await post(src.url, { ca: fs.readFileSync(server.cert) })).toBe(202);
+      await expect(post(src.url, {})).rejects.toThrow(/self.signed|certificate/i);
+    } finally {
+      await src.stop();
+    }
+  });
+
+  it('mutual TLS: a client without a certificate signed by ca is refused in the handshake', async () => {
+    const src = new HttpSource(storeContext(store, cfg({ cert: server.cert, key: server.key, ca: client.cert, requestCert: true })));
+    await src.start();
+    try {
+      const ca = fs.readFileSync(server.cert);
+      expect(await post(src.url, { ca, cert: fs.readFileSync(client.cert), key: fs.readFileSync(client.key) })).toBe(202);
+      await expect(post(src.url, { ca })).rejects.toThrow();
+      await expect(post(src.url, { ca, cert: fs.readFileSync(server.cert), key: fs.readFileSync(server.key) })).rejects.toThrow();
+    } finally {
+      await src.stop();
+    }
+  });
+
+  it('refuses half a TLS config and unreadable files with a config error', async () => {
+    await expect(new HttpSource(storeContext(store, cfg({ cert: server.cert }))).start()).rejects.toThrow(/both cert and key/);
+    await expect(new HttpSource(storeContext(store, cfg({ cert: server.cert, key: server.key, requestCert: true }))).start()).rejects.toThrow(/tls\.ca: required/);
+    await expect(new HttpSource(storeContext(store, cfg({ cert: '/nonexistent.pem', key: server.key }))).start()).rejects.toThrow(/tls\.cert: cannot read/);
+  });
+});
