@@ -44,6 +44,7 @@ describe('FileSource (real directory, real SQLite store)', () => {
     doneDir: 'done',
     errorDir: 'error',
     maxFileBytes: 1024 * 1024,
+    keepDoneDays: 0,
     ...over,
   });
   const startSource = async (over: Partial<FileSourceConfig> = {}, ctxOver: Partial<ReturnType<typeof storeContext<FileSourceConfig>>> = {}) => {
@@ -158,5 +159,24 @@ describe('FileSource (real directory, real SQLite store)', () => {
     expect(ls(path.join(inbox, 'done'))).toEqual(['other.er7', 'same.hl7', 'same.hl7.1']);
     expect(ls(inbox)).toContain('skip.json');
     expect((await stored()).map((m) => m.headers.controlId).sort()).toEqual(['D1', 'D2', 'D3']);
+  });
+
+  it('keepDoneDays prunes old files from done/ and never touches error/', async () => {
+    const done = path.join(inbox, 'done');
+    const err = path.join(inbox, 'error');
+    fs.mkdirSync(done, { recursive: true });
+    fs.mkdirSync(err, { recursive: true });
+    const old = new Date(Date.now() - 10 * 86_400_000);
+    for (const [d, n] of [[done, 'old.hl7'], [err, 'old-bad.hl7']] as const) {
+      fs.writeFileSync(path.join(d, n), 'x');
+      fs.utimesSync(path.join(d, n), old, old);
+    }
+    await startSource({ keepDoneDays: 2 });
+    // a new file with an old mtime: retention counts from when it was stored
+    fs.writeFileSync(path.join(inbox, 'fresh.hl7'), adt('K1'));
+    fs.utimesSync(path.join(inbox, 'fresh.hl7'), old, old);
+    await until(() => ls(done).includes('fresh.hl7'));
+    expect(ls(done)).toEqual(['fresh.hl7']);
+    expect(ls(err)).toEqual(['old-bad.hl7']);
   });
 });

@@ -22,6 +22,7 @@ export const fileSourceSchema = {
   doneDir: { doc: 'Where files go once stored (relative to dir)', format: String, default: 'done' },
   errorDir: { doc: 'Where rejected files go, each with a <name>.reason file (relative to dir)', format: String, default: 'error' },
   maxFileBytes: { doc: 'Larger files are rejected to errorDir', format: 'nat', default: 64 * 1024 * 1024 },
+  keepDoneDays: { doc: 'Delete files from doneDir this many days after they were stored (0 = keep forever); errorDir is never pruned', format: 'nat', default: 0 },
 };
 
 export interface FileSourceConfig {
@@ -34,6 +35,7 @@ export interface FileSourceConfig {
   doneDir: string;
   errorDir: string;
   maxFileBytes: number;
+  keepDoneDays: number;
 }
 
 const EXTENSIONS: Record<string, string> = {
@@ -64,6 +66,7 @@ export class FileSource implements MessageSource {
   private soon: NodeJS.Timeout | undefined;
   private scanning: Promise<void> | undefined;
   private rescan = false;
+  private lastPrune = 0;
   private running = false;
   /** First sighting of a file's (size, mtime), for the stability check. */
   private readonly seen = new Map<string, { size: number; mtimeMs: number; since: number }>();
@@ -82,6 +85,7 @@ export class FileSource implements MessageSource {
       doneDir: 'done',
       errorDir: 'error',
       maxFileBytes: 64 * 1024 * 1024,
+      keepDoneDays: 0,
     };
     this.cfg = { ...defaults, ...ctx.config };
     if (!this.cfg.dir) throw new FerryError('CONFIG_SOURCE_DIR', `sources.${ctx.id}.dir: required`, { kind: 'config' });
@@ -166,6 +170,10 @@ export class FileSource implements MessageSource {
   }
 
   private async scan(): Promise<void> {
+    if (this.cfg.keepDoneDays > 0 && Date.now() - this.lastPrune > 3600_000) {
+      this.lastPrune = Date.now();
+      await this.pruneDone().catch((e) => this.ctx.logger.warn('pruning the done folder failed', { source: this.ctx.id, errorCode: (e as NodeJS.ErrnoException).code }));
+    }
     const entries = await fsp.readdir(this.dir, { withFileTypes: true });
     const now = Date.now();
     const ready: { name: string; mtimeMs: number; size: number }[] = [];
@@ -202,6 +210,22 @@ export class FileSource implements MessageSource {
       await this.processFile(f.name, f.size);
     }
     if (waiting) this.scanSoon(Math.max(20, this.cfg.stableMs));
+  }
+
+  /** Delete files stored more than keepDoneDays ago (their mtime is set when they are moved). */
+  private async pruneDone(): Promise<void> {
+    const cutoff = Date.now() - this.cfg.keepDoneDays * 86_400_000;
+    let removed = 0;
+    for (const ent of await fsp.readdir(this.doneDir, { withFileTypes: true })) {
+      if (!ent.isFile()) continue;
+      const f = path.join(this.doneDir, ent.name);
+      const st = await fsp.stat(f).catch(() => undefined);
+      if (st && st.mtimeMs < cutoff) {
+        await fsp.unlink(f).catch(() => undefined);
+        removed++;
+      }
+    }
+    if (removed) this.ctx.logger.info('done folder pruned', { source: this.ctx.id, removed, keepDoneDays: this.cfg.keepDoneDays });
   }
 
   private contentTypeFor(name: string): string | undefined {
@@ -252,7 +276,11 @@ export class FileSource implements MessageSource {
     this.seen.delete(name);
     this.backoff.delete(name);
     try {
-      await moveAside(file, this.doneDir, name);
+      const moved = await moveAside(file, this.doneDir, name);
+      if (this.cfg.keepDoneDays > 0) {
+        const now = new Date();
+        await fsp.utimes(moved, now, now).catch(() => undefined); // retention counts from when it was stored
+      }
     } catch (e) {
       // Stored but not moved: it would be submitted again; the store's duplicate check catches that.
       this.ctx.logger.error('file stored but could not be moved to done', { source: this.ctx.id, errorCode: (e as NodeJS.ErrnoException).code });
