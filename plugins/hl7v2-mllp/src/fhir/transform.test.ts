@@ -105,7 +105,27 @@ if (!haveCorpus) console.warn(`skipped: ../shared absent (${CORPUS}) — convers
         const issues = validateBundle(bundle);
         if (issues.length) throw new Error(`${JSON.stringify(edits)} -> ${JSON.stringify(issues.slice(0, 3))}`);
       }),
-      { numRuns: Number(process.env.FUZZ_RUNS ?? 60), seed: process.env.FUZZ_RUNS ? undefined : 20241129 },
+      { numRuns: Number(process.env.FUZZ_RUNS ?? 40), seed: process.env.FUZZ_RUNS ? undefined : 20241129 },
+    );
+  });
+
+  test('segments dropped, duplicated and moved (broken structures) never crash and stay valid FHIR', () => {
+    fc.assert(
+      fc.property(fc.nat(msgs.length - 1), fc.array(fc.tuple(fc.constantFrom('drop', 'dup', 'move'), fc.nat(60), fc.nat(60)), { minLength: 1, maxLength: 6 }), (mi, ops) => {
+        const lines = msgs[mi].split(/\r\n|\n|\r/).filter(Boolean);
+        const body = lines.slice(1);
+        for (const [op, a, b] of ops) {
+          if (!body.length) break;
+          const i = a % body.length;
+          if (op === 'drop') body.splice(i, 1);
+          else if (op === 'dup') body.splice(b % (body.length + 1), 0, body[i]);
+          else body.splice(b % body.length, 0, ...body.splice(i, 1));
+        }
+        const bundle = t.convert(Buffer.from([lines[0], ...body].join('\r')));
+        const issues = validateBundle(bundle);
+        if (issues.length) throw new Error(`${JSON.stringify(ops)} -> ${JSON.stringify(issues.slice(0, 3))}`);
+      }),
+      { numRuns: Number(process.env.FUZZ_RUNS ?? 40), seed: process.env.FUZZ_RUNS ? undefined : 20241130 },
     );
   });
 });
