@@ -1816,12 +1816,19 @@ export const SEGMENT_HANDLERS: Record<string, Handler> = {
  * Whitespace-only strings are removed (and objects/arrays left empty with them); `code` values are
  * trimmed. In place; returns false when the node ends up empty.
  */
+/** True for '' and whitespace-only strings; no allocation in the common case (first char not blank). */
+function blank(v: string): boolean {
+  if (v.length === 0) return true;
+  if (v.charCodeAt(0) > 32) return false;
+  return v.trim() === '';
+}
+
 function scrub(node: unknown): boolean {
   if (Array.isArray(node)) {
     let w = 0;
     for (let i = 0; i < node.length; i++) {
       const v = node[i];
-      if (typeof v === 'string' ? v.trim() !== '' : v === null || typeof v !== 'object' || scrub(v)) node[w++] = v;
+      if (typeof v === 'string' ? !blank(v) : v === null || typeof v !== 'object' || scrub(v)) node[w++] = v;
     }
     node.length = w;
     return w > 0;
@@ -1831,9 +1838,9 @@ function scrub(node: unknown): boolean {
   for (const k in o) {
     const v = o[k];
     if (typeof v === 'string') {
-      if (v.trim() === '') delete o[k];
+      if (blank(v)) delete o[k];
       else {
-        if (k === 'code' && v !== v.trim()) o[k] = v.trim();
+        if (k === 'code' && (v.charCodeAt(0) <= 32 || v.charCodeAt(v.length - 1) <= 32)) o[k] = v.trim();
         any = true;
       }
     } else if (v !== null && typeof v === 'object') {
