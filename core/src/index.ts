@@ -9,8 +9,6 @@ export * from './config/engine.schema';
 export * from './engine/engine';
 export { configure, type ConfigureOptions } from './engine/configure';
 export { ConfigError, type ConfigProblem, validateWithSchema } from './config/load-config';
-
-
 export { createLogger, silentLogger, errorFields } from './logging/logger';
 export { PluginHost, manifestProblems, CORE_VERSION } from './plugin/plugin-host';
 export { validateBundle, ensureFhirDefinitions } from './fhir/validate';
@@ -20,3 +18,10 @@ export * from './vendor';
 export * from './store/sqlite.store';
 export * from './store/postgres.store';
 export * from './store/create-store';
+export { FileSink, fileSinkSchema } from './sinks/file.sink';
+export { HttpSink, httpSinkSchema } from './sinks/http.sink';
+export { FhirSink, fhirSinkSchema, toTransaction } from './sinks/fhir.sink';
+export { FileSource, fileSourceSchema } from './sources/file.source';
+export { HttpSource, httpSourceSchema } from './sources/http.source';
+export { FhirJsonTransform } from './fhir/fhir-json.transform';
+export { corePlugin } from './plugin/core.plugin';

@@ -129,6 +129,28 @@ describe('engine end to end', () => {
     expect((await engine.store.getMessage(r.id))?.status).toBe('delivered');
   });
 
+  it('acknowledges a duplicate again under ignore and refuses it under reject, storing nothing new', async () => {
+    const dir = tmp();
+    engine = await Engine.create({ config: baseConfig(dir, { sinks: { mem: { type: 'memory' } }, routes: [{ id: 'r', to: ['mem'] }] }) });
+    await engine.start();
+    const line = 'D100,Dup,Dee,1999-09-09,female';
+    const ignore = { duplicates: { policy: 'ignore' as const, windowMs: 60_000 } };
+    const [first] = await engine.submit('intake', [csv(line)], ignore);
+    const [again] = await engine.submit('intake', [csv(line)], ignore);
+    expect(again).toMatchObject({ duplicate: true, stored: false, duplicateOf: first.id });
+    await expect(engine.submit('intake', [csv(line)], { duplicates: { policy: 'reject', windowMs: 60_000 } })).rejects.toMatchObject({
+      code: 'FERRY_E_INPUT_DUPLICATE_REJECTED',
+      kind: 'input',
+    });
+    const mixed = await engine.submit('intake', [csv(line), csv('D101,New,Nia,2000-01-01,female')], { duplicates: { policy: 'reject', windowMs: 60_000 } });
+    expect(mixed.map((r) => [r.stored, !!r.rejected])).toEqual([
+      [false, true],
+      [true, false],
+    ]);
+    await engine.waitForIdle();
+    expect((await engine.store.listMessages({ sourceId: 'intake' })).length).toBe(2);
+  });
+
   it('serves health, readiness, metrics and the message API', async () => {
     const dir = tmp();
     engine = await Engine.create({ config: baseConfig(dir, { sinks: { mem: { type: 'memory' } }, routes: [{ id: 'r', to: ['mem'] }] }) });

@@ -4,6 +4,7 @@ import type { RetryPolicy } from '../config/engine.schema';
 import { FerryError } from '../errors';
 import { errorFields } from '../logging/logger';
 import type { MessageSink } from '../plugin/api';
+import type { StoredError } from '../model/message';
 import type { ClaimedDelivery, DeliveryOutcome, MessageStore } from '../store/message-store';
 import { nextAttempt } from '../store/retry-policy';
 
@@ -24,7 +25,8 @@ export interface DispatcherOptions {
 /** Turns a sink's failure into the next state of the delivery: retry later, or dead. */
 export function deliveryOutcome(policy: RetryPolicy, d: ClaimedDelivery, err: FerryError, now = new Date()): DeliveryOutcome {
   const attempts = d.attempts + 1;
-  const error = { code: err.code, message: err.message, retryable: err.retryable };
+  // The sink's OperationOutcome (FHIR servers) is kept with the error for inspection.
+  const error = { code: err.code, message: err.message, retryable: err.retryable, outcome: err.details?.outcome as StoredError['outcome'] };
   const next = nextAttempt(policy, { attempts, firstAttemptAt: d.firstAttemptAt ?? d.createdAt, retryable: err.retryable, retryAfterMs: err.details?.retryAfterMs as number | undefined }, now);
   return next ? { status: 'failed', error, nextAttemptAt: next } : { status: 'dead', error };
 }

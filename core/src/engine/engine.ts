@@ -199,6 +199,15 @@ export class Engine {
       if (e instanceof FerryError) throw e;
       throw new FerryError('TRANSIENT_STORE_WRITE', `could not store message: ${(e as Error).message}`, { kind: 'transient', cause: e });
     }
+    if (opts.duplicates?.policy === 'reject') {
+      for (const r of results) if (r.duplicate && !r.stored) r.rejected = true;
+      // Nothing new at all: refuse the submission (HTTP 409, file to error/, HL7 AR).
+      if (results.length && results.every((r) => r.rejected))
+        throw new FerryError('INPUT_DUPLICATE_REJECTED', `duplicate message${results.length > 1 ? 's' : ''} refused (policy reject): already received as ${results.map((r) => r.duplicateOf).join(', ')}`, {
+          kind: 'input',
+          details: { duplicateOf: results.map((r) => r.duplicateOf) },
+        });
+    }
     const stored = results.filter((r) => r.stored).length;
     if (stored) {
       this.metrics.received.inc({ source: sourceId }, stored);

@@ -42,6 +42,8 @@ export interface InsertResult {
   duplicateOf?: string;
   /** For duplicates under `reject`, or `ignore`: nothing new was stored. */
   stored: boolean;
+  /** Set by the engine: a duplicate refused under policy `reject` (the source answers with an error, HL7 AR). */
+  rejected?: boolean;
 }
 
 export interface MessageFilter {
