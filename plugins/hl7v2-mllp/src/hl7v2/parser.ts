@@ -29,7 +29,8 @@ export function hl7InputError(code: string, message: string, location: Hl7Locati
 }
 
 const SEGMENT_NAME = /^[A-Z][A-Z0-9]{2}$/;
-const EMPTY_REP: Hl7Rep = [];
+const EMPTY_REP = Object.freeze([]) as unknown as Hl7Rep;
+const EMPTY_REPS = Object.freeze([]) as unknown as Hl7Rep[];
 
 export class Hl7Segment {
   /** fields[n] is the raw (still escaped) text of field n; fields[0] is the segment name. */
@@ -65,7 +66,7 @@ export class Hl7Segment {
   /** All repetitions of field n, parsed (components x subcomponents, unescaped). */
   reps(n: number): Hl7Rep[] {
     const raw = this.fields[n];
-    if (raw === undefined || raw === '') return [];
+    if (raw === undefined || raw === '') return EMPTY_REPS;
     let cache = this.parsed;
     if (!cache) cache = this.parsed = [];
     let v = cache[n];
@@ -98,6 +99,8 @@ function parseField(raw: string, d: Delimiters): Hl7Rep[] {
   const reps = raw.indexOf(d.repetition) >= 0 ? raw.split(d.repetition) : [raw];
   const out: Hl7Rep[] = new Array(reps.length);
   const hasSub = d.subcomponent !== '';
+  // escapes are rare: decode leaves only when the field contains the escape character at all
+  const esc = d.escape !== '' && raw.indexOf(d.escape) >= 0;
   for (let i = 0; i < reps.length; i++) {
     const r = reps[i];
     const comps = r.indexOf(d.component) >= 0 ? r.split(d.component) : [r];
@@ -106,9 +109,9 @@ function parseField(raw: string, d: Delimiters): Hl7Rep[] {
       const c = comps[j];
       if (hasSub && c.indexOf(d.subcomponent) >= 0) {
         const subs = c.split(d.subcomponent);
-        for (let k = 0; k < subs.length; k++) subs[k] = unescapeHl7(subs[k], d);
+        if (esc) for (let k = 0; k < subs.length; k++) subs[k] = unescapeHl7(subs[k], d);
         rep[j] = subs;
-      } else rep[j] = [unescapeHl7(c, d)];
+      } else rep[j] = [esc ? unescapeHl7(c, d) : c];
     }
     out[i] = rep;
   }
