@@ -405,6 +405,7 @@ export function storeConformance(name: string, h: StoreHarness): void {
         await store.recordRouting(newer.id, { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's', bundle: bundleFor('n'), strictOrder: true }] });
         expect(await store.claimDeliveries('w', 10, 60_000)).toEqual([]); // older: key unknown yet
         await store.recordTransformed(older.id, bundleFor('o'), 'P2');
+        expect((await store.getMessage(older.id))!.status).toBe('transformed'); // its key is now known
         expect((await store.claimDeliveries('w', 10, 60_000)).map((d) => d.messageId)).toEqual([newer.id]); // different key
       });
 

@@ -57,7 +57,7 @@ export class PostgresMessageStore extends SqlMessageStore {
     }
     this.url = opts.url;
     this.schema = opts.schema;
-    this.poolSize = opts.poolSize ?? 6;
+    this.poolSize = opts.poolSize ?? 12;
   }
 
   protected async connect(): Promise<void> {

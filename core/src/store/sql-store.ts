@@ -42,6 +42,12 @@ export interface SqlStoreOptions {
   now?: () => number;
 }
 
+interface PendingTransform {
+  text: string;
+  key: string | null;
+  at: number;
+}
+
 interface PendingInsert {
   messages: NewMessage[];
   opts?: InsertOptions;
@@ -88,6 +94,8 @@ export abstract class SqlMessageStore implements MessageStore {
   private writes: { fn: (x: SqlExec) => Promise<unknown>; resolve(v: unknown): void; reject(e: unknown): void }[] = [];
   private writeTimer?: NodeJS.Immediate;
   private writing?: Promise<void>;
+  /** Transform results waiting for the routing of their message (no batched writes). */
+  private pendingTransforms = new Map<string, PendingTransform>();
   /** Transactions made by state transitions, and how many transitions they carried. */
   writeCommits = 0;
   writeOps = 0;
@@ -489,7 +497,8 @@ export abstract class SqlMessageStore implements MessageStore {
   }
 
   /** Commits the transitions queued so far, so what follows reads its own writes. */
-  private async settle(): Promise<void> {
+  private async settle(transforms = true): Promise<void> {
+    if (transforms) await this.flushPendingTransforms();
     if (this.writing) await this.writing;
     if (this.writes.length) {
       if (this.writeTimer) clearImmediate(this.writeTimer);
@@ -498,13 +507,23 @@ export abstract class SqlMessageStore implements MessageStore {
     }
   }
 
-  private async readSettled<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
-    await this.settle();
+  /** Reads for the engine's own loops: held transform results need not be written first. */
+  private readLoop<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    return this.readSettled(fn, false);
+  }
+
+  private async readSettled<T>(fn: (x: SqlExec) => Promise<T>, transforms = true): Promise<T> {
+    await this.settle(transforms);
     return this.read(fn);
   }
 
-  private async txSettled<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
-    await this.settle();
+  /** Claims do not wait for held transform results: an unrouted message only holds back more. */
+  private claimTx<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    return this.txSettled(fn, false);
+  }
+
+  private async txSettled<T>(fn: (x: SqlExec) => Promise<T>, transforms = true): Promise<T> {
+    await this.settle(transforms);
     return this.tx(fn);
   }
 
@@ -660,7 +679,7 @@ export abstract class SqlMessageStore implements MessageStore {
     this.assertOpen();
     if (limit <= 0) return [];
     const now = this.now();
-    const rows = await this.txSettled(async (x) => {
+    const rows = await this.claimTx(async (x) => {
       const ids = await x.all(
         `SELECT seq FROM messages WHERE status IN ${UNROUTED_MESSAGE} AND (lease_expires IS NULL OR lease_expires <= ?) ORDER BY seq LIMIT ?${this.lockClause('messages')}`,
         [now, limit],
@@ -683,47 +702,90 @@ export abstract class SqlMessageStore implements MessageStore {
   }
 
   /**
-   * With batched writes (SQLite) this is write-behind: queued into the next shared transaction
-   * and resolved at once (an error shows in the caller's next transition of this message, which
-   * fails the same way); it commits, in order, together with the recordRouting / recordFailed
-   * that follows. A crash before that commit leaves the message `received`, to be transformed
-   * again. Without batching (PostgreSQL) it resolves after its own commit.
+   * Recorded with the transition that follows it, in the same transaction: the processor calls
+   * recordRouting / recordFailed next. With batched writes (SQLite) the update is queued into the
+   * next shared transaction (write-behind); without (PostgreSQL) it is held in memory and written
+   * inside recordRouting's / recordFailed's transaction -- one transaction per message instead
+   * of two. Reads through this store see it (it is written before they run). A crash before the
+   * routing commits leaves the message `received`, to be transformed again; an error (unknown
+   * id) shows in the routing call.
    */
   async recordTransformed(id: string, bundle: Bundle, orderingKey: string | undefined): Promise<void> {
     this.assertOpen();
-    const now = this.now();
-    const text = JSON.stringify(bundle);
-    this.lastBundle = { id, json: text };
-    const done = this.write(async (x) => {
-      // Only while unprocessed: a second processor whose lease ran out must not undo a routing.
-      const n = await x.run(
-        `UPDATE messages SET status = 'transformed', ordering_key = COALESCE(?, ordering_key, 'source:' || source_id), error = NULL, updated_at = ?
-         WHERE id = ? AND status IN ${UNROUTED_MESSAGE}`,
-        [orderingKey || null, now, id],
-      );
-      if (n) {
-        await x.run('UPDATE message_content SET bundle = ? WHERE message_id = ?', [text, id]);
-        await this.event(x, id, now, 'transformed');
-      }
-      else await this.requireMessage(x, id, 'seq');
-    });
-    // Batched writes run in order, so the routing that follows commits after (or with) this one.
-    if (this.batchWrites) done.catch((e) => this.logger.debug('recordTransformed failed', { messageId: id, ...errorFields(e) }));
-    else await done;
+    const t: PendingTransform = { text: JSON.stringify(bundle), key: orderingKey || null, at: this.now() };
+    this.lastBundle = { id, json: t.text };
+    if (!this.batchWrites) {
+      this.pendingTransforms.set(id, t);
+      return;
+    }
+    this.write((x) => this.applyTransform(x, id, t)).catch((e) => this.logger.debug('recordTransformed failed', { messageId: id, ...errorFields(e) }));
+  }
+
+  /** Writes a transform result; false when the message was already processed. */
+  private async applyTransform(x: SqlExec, id: string, t: PendingTransform): Promise<boolean> {
+    // Only while unprocessed: a second processor whose lease ran out must not undo a routing.
+    const n = await x.run(
+      `UPDATE messages SET status = 'transformed', ordering_key = COALESCE(?, ordering_key, 'source:' || source_id), error = NULL, updated_at = ?
+       WHERE id = ? AND status IN ${UNROUTED_MESSAGE}`,
+      [t.key, t.at, id],
+    );
+    if (n) {
+      await x.run('UPDATE message_content SET bundle = ? WHERE message_id = ?', [t.text, id]);
+      await this.event(x, id, t.at, 'transformed');
+    } else await this.requireMessage(x, id, 'seq');
+    return n > 0;
+  }
+
+  /** Writes the held transform results (before reads, so they see them). */
+  private async flushPendingTransforms(): Promise<void> {
+    if (!this.pendingTransforms.size) return;
+    const all = [...this.pendingTransforms];
+    this.pendingTransforms.clear();
+    for (const [id, t] of all) {
+      await this.tx((x) => this.applyTransform(x, id, t)).catch((e) => this.logger.debug('recordTransformed failed', { messageId: id, ...errorFields(e) }));
+    }
   }
 
   private staleProcessing(id: string, status: string): void {
     this.logger.warn('processing result dropped: the message was already processed (its lease had expired)', { messageId: id, status });
   }
 
+  /**
+   * Moves a message out of processing (the held transform result first): returns its row, or
+   * undefined when another processor already did (the result is then dropped).
+   */
+  private async finishProcessing(x: SqlExec, id: string, status: string, error: string | null, now: number): Promise<Row | undefined> {
+    const t = this.pendingTransforms.get(id);
+    if (t) {
+      this.pendingTransforms.delete(id);
+      await this.applyTransform(x, id, t);
+    }
+    const rows = await x.all(
+      `UPDATE messages SET status = ?, error = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ?
+       WHERE id = ? AND status IN ${UNROUTED_MESSAGE} RETURNING seq, source_id, ordering_key`,
+      [status, error, now, id],
+    );
+    if (rows[0]) return rows[0];
+    const m = await this.requireMessage(x, id, 'status');
+    this.staleProcessing(id, m.status);
+    return undefined;
+  }
+
+  private async events_(x: SqlExec, rows: { id: string; at: number; status: string; sinkId?: string; routeId?: string; detail?: string | null }[]): Promise<void> {
+    for (let o = 0; o < rows.length; o += SqlMessageStore.CHUNK) {
+      const part = rows.slice(o, o + SqlMessageStore.CHUNK);
+      await x.run(
+        `INSERT INTO message_events (message_id, at, status, sink_id, route_id, detail) VALUES ${part.map(() => '(?, ?, ?, ?, ?, ?)').join(', ')}`,
+        part.flatMap((e) => [e.id, e.at, e.status, e.sinkId ?? null, e.routeId ?? null, e.detail ?? null]),
+      );
+    }
+  }
+
   async recordFailed(id: string, error: StoredError): Promise<void> {
     this.assertOpen();
     const now = this.now();
     await this.write(async (x) => {
-      const m = await this.requireMessage(x, id, 'seq, status', true);
-      if (m.status !== 'received' && m.status !== 'transformed') return this.staleProcessing(id, m.status);
-      await x.run(`UPDATE messages SET status = 'failed', error = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?`, [errJson(error), now, id]);
-      await this.event(x, id, now, 'failed', undefined, undefined, error.code);
+      if (await this.finishProcessing(x, id, 'failed', errJson(error), now)) await this.event(x, id, now, 'failed', undefined, undefined, error.code);
     });
   }
 
@@ -732,39 +794,37 @@ export abstract class SqlMessageStore implements MessageStore {
     const now = this.now();
     const cached = this.lastBundle?.id === id ? this.lastBundle.json : undefined;
     this.lastBundle = undefined;
+    const status = outcome.status === 'routed' && !outcome.deliveries.length ? 'delivered' : outcome.status;
     await this.write(async (x) => {
-      const m = await this.requireMessage(x, id, 'seq, status, source_id, ordering_key', true);
-      if (!cached) m.bundle = (await this.content(x, [id], true)).get(id)?.bundle;
       // Routed once only: when a lease ran out and two processors handled the message, the
       // second routing is dropped (no second set of deliveries).
-      if (m.status !== 'received' && m.status !== 'transformed') return this.staleProcessing(id, m.status);
-      const messageBundle: string | undefined = cached ?? m.bundle ?? undefined;
-      const clear = 'lease_owner = NULL, lease_expires = NULL';
+      const m = await this.finishProcessing(x, id, status, null, now);
+      if (!m) return;
       switch (outcome.status) {
         case 'unrouted':
-          await x.run(`UPDATE messages SET status = 'unrouted', ${clear}, updated_at = ? WHERE id = ?`, [now, id]);
           await this.event(x, id, now, 'unrouted');
           return;
         case 'filtered':
-          await x.run(`UPDATE messages SET status = 'filtered', ${clear}, updated_at = ? WHERE id = ?`, [now, id]);
           await this.event(x, id, now, 'filtered', undefined, undefined, outcome.detail);
           return;
         case 'routed': {
           const key: string = m.ordering_key || `source:${m.source_id}`;
-          const status = outcome.deliveries.length ? 'routed' : 'delivered';
-          await x.run(`UPDATE messages SET status = ?, ${clear}, updated_at = ? WHERE id = ?`, [status, now, id]);
-          await this.event(x, id, now, 'routed', undefined, undefined, `${outcome.deliveries.length} deliveries`);
+          const messageBundle: string | undefined = cached ?? (await this.content(x, [id], true)).get(id)?.bundle ?? undefined;
+          const evs: Parameters<SqlMessageStore['events_']>[1] = [{ id, at: now, status: 'routed', detail: `${outcome.deliveries.length} deliveries` }];
+          const params: unknown[] = [];
           for (const d of outcome.deliveries) {
             const text = JSON.stringify(d.bundle);
-            const did = newId(now);
+            params.push(newId(now), id, m.seq, d.routeId, d.sinkId, key, d.strictOrder ? 1 : 0, now, text === messageBundle ? null : text);
+            evs.push({ id, at: now, status: 'delivery:pending', sinkId: d.sinkId, routeId: d.routeId });
+          }
+          if (outcome.deliveries.length) {
             await x.run(
               `INSERT INTO deliveries (id, message_id, message_seq, route_id, sink_id, status, attempts, ordering_key, strict_order, created_at, bundle)
-               VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)`,
-              [did, id, m.seq, d.routeId, d.sinkId, key, d.strictOrder ? 1 : 0, now, text === messageBundle ? null : text],
+               VALUES ${outcome.deliveries.map(() => `(?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)`).join(', ')}`,
+              params,
             );
-            await this.event(x, id, now, 'delivery:pending', d.sinkId, d.routeId);
-          }
-          if (!outcome.deliveries.length) await this.event(x, id, now, 'delivered', undefined, undefined, 'no deliveries');
+          } else evs.push({ id, at: now, status: 'delivered', detail: 'no deliveries' });
+          await this.events_(x, evs);
           return;
         }
         default:
@@ -780,7 +840,7 @@ export abstract class SqlMessageStore implements MessageStore {
     this.assertOpen();
     if (limit <= 0) return [];
     const now = nowDate?.getTime() ?? this.now();
-    const rows = await this.txSettled(async (x) => {
+    const rows = await this.claimTx(async (x) => {
       const cand = await x.all(
         `SELECT d.seq FROM deliveries d
          WHERE d.superseded = 0 AND d.status IN ${OPEN_DELIVERY}
@@ -848,28 +908,37 @@ export abstract class SqlMessageStore implements MessageStore {
       const d = rows[0];
       if (!d) throw new FerryError('INTERNAL_STORE_NO_DELIVERY', `no delivery ${deliveryId}`, { kind: 'internal', details: { deliveryId } });
       const detail = outcome.status === 'delivered' ? undefined : outcome.error.code;
-      await this.event(x, d.message_id, now, `delivery:${outcome.status}`, d.sink_id, d.route_id, Number(d.superseded) ? `${detail ?? ''} (superseded)`.trim() : detail);
-      if (Number(d.superseded)) return;
+      const ev = { id: d.message_id as string, at: now, status: `delivery:${outcome.status}`, sinkId: d.sink_id as string, routeId: d.route_id as string };
+      if (Number(d.superseded)) {
+        await this.events_(x, [{ ...ev, detail: `${detail ?? ''} (superseded)`.trim() }]);
+        return;
+      }
       // Lock the message first: two deliveries of one message completing at once (PostgreSQL)
       // must not both see the other still open and leave the message `routed` for ever.
       const cur = await x.all(`SELECT status FROM messages WHERE id = ?${this.rowLockClause()}`, [d.message_id]);
       const status = cur[0]?.status;
-      if (status !== 'routed' && status !== 'dead' && status !== 'delivered') return;
+      if (status !== 'routed' && status !== 'dead' && status !== 'delivered') {
+        await this.events_(x, [{ ...ev, detail }]);
+        return;
+      }
       const counts = await x.all('SELECT status, COUNT(*) AS n FROM deliveries WHERE message_id = ? AND superseded = 0 GROUP BY status', [d.message_id]);
       const by = new Map(counts.map((r) => [r.status as string, Number(r.n)]));
       const total = [...by.values()].reduce((a, b) => a + b, 0);
       const next: MessageStatus = (by.get('dead') ?? 0) > 0 ? 'dead' : (by.get('delivered') ?? 0) === total ? 'delivered' : 'routed';
+      const evs: Parameters<SqlMessageStore['events_']>[1] = [{ ...ev, detail }];
       if (status !== next) {
         await x.run('UPDATE messages SET status = ?, updated_at = ? WHERE id = ?', [next, now, d.message_id]);
-        await this.event(x, d.message_id, now, next);
+        evs.push({ id: d.message_id, at: now, status: next });
       }
+      await this.events_(x, evs);
     });
   }
 
   async nextDueAt(): Promise<Date | undefined> {
     this.assertOpen();
-    const rows = await this.readSettled((x) =>
-      x.all(`SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE superseded = 0 AND status = 'failed' AND next_attempt_at IS NOT NULL`),
+    const rows = await this.readSettled(
+      (x) => x.all(`SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE superseded = 0 AND status = 'failed' AND next_attempt_at IS NOT NULL`),
+      false,
     );
     return date(rows[0]?.t);
   }
@@ -878,7 +947,7 @@ export abstract class SqlMessageStore implements MessageStore {
   async backlog(nowDate?: Date): Promise<BacklogInfo> {
     this.assertOpen();
     const now = nowDate?.getTime() ?? this.now();
-    return this.readSettled(async (x) => {
+    return this.readLoop(async (x) => {
       const m = await x.all(`SELECT COUNT(*) AS n FROM messages WHERE status IN ${UNROUTED_MESSAGE}`);
       const d = await x.all(
         `SELECT
