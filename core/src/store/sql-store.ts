@@ -160,6 +160,8 @@ export abstract class SqlMessageStore implements MessageStore {
         await this.flushWrites();
       }
     }
+    // Held transform results: written so the next start sees them (it would redo them otherwise).
+    await this.flushPendingTransforms().catch(() => undefined);
     this.opened = false;
     await this.disconnect();
   }
