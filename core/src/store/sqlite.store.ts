@@ -73,6 +73,8 @@ export class SqliteMessageStore extends SqlMessageStore {
       db.pragma('cache_size = -16000');
       // Let the WAL be checkpointed in the background of commits, not grow without bound.
       db.pragma('wal_autocheckpoint = 1000');
+      // After a checkpoint the WAL file is cut back to this size instead of keeping its peak.
+      db.pragma('journal_size_limit = 67108864');
     } catch (e) {
       db.close();
       throw new FerryError('CONFIG_STORE_OPEN', `cannot set up SQLite store ${this.file}: ${(e as Error).message}`, { kind: 'config', cause: e });
