@@ -261,6 +261,10 @@ describe('ORM^O01 / OML^O21: ORC[ServiceRequest], OBR[ServiceRequest], TQ1, SPM[
     expect(byRef<Practitioner>(b, sr.requester!.reference).name![0].family).toBe('Doc');
     expect(all<DiagnosticReport>(b, 'DiagnosticReport')).toHaveLength(0);
   });
+  test('ORM^O01 with two ORC-only orders: two ServiceRequests (ORC[ServiceRequest])', () => {
+    const b = convert(MSH('ORM^O01^ORM_O01'), PID, 'ORC|NW|P1^OE', 'ORC|NW|P2^OE');
+    expect(all<ServiceRequest>(b, 'ServiceRequest').map((s) => s.identifier![0].value)).toEqual(['P1', 'P2']);
+  });
   test('ORM^O01: ORC-1 OC -> revoked, CA -> active (OrderControlCode[ServiceRequest.status]); ORC-5 wins (OrderStatus)', () => {
     const sr = (orc: string) => one<ServiceRequest>(convert(MSH('ORM^O01^ORM_O01'), PID, orc, 'OBR|1|P100^OE|F100^LAB|24331-1^Lipid panel^LN'), 'ServiceRequest');
     expect(sr('ORC|OC|P100^OE|F100^LAB').status).toBe('revoked');

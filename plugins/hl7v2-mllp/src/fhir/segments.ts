@@ -383,6 +383,7 @@ const pid: Handler = (seg, ctx) => {
   if (prev) {
     /* same patient listed twice: keep the first */
   }
+  flushOrder(ctx); // the previous patient's pending ORC-only order
   ctx.state.patient = patient;
   ctx.state.encounter = undefined;
   ctx.state.order = undefined;
@@ -1018,6 +1019,7 @@ function serviceRequest(g: OrderGroup, ctx: ConvertContext, seg: Hl7Segment): Se
 }
 
 const orc: Handler = (seg, ctx) => {
+  flushOrder(ctx); // an ORC with nothing after it (ORC-only order) still becomes a ServiceRequest
   const g = newOrder(ctx);
   g.orc = seg;
   // the resource is created by what follows (OBR, RXO, RXE, RXA...), or at the next group / the end
