@@ -3,7 +3,7 @@ import type { Bundle } from '@medplum/fhirtypes';
 import { startFhirServer, type FhirTestServer } from '../../../test/support/fhir-server';
 import { FerryError } from '../errors';
 import { delivery, patientBundle, sinkContext } from './__fixtures__/delivery';
-import { classifyFhirFailure, dependencyOrder, deterministicUuid, FhirSink, toTransaction, type FhirSinkConfig } from './fhir.sink';
+import { applyResolvedReferences, classifyFhirFailure, conditionalReferencesOf, dependencyOrder, deterministicUuid, FhirSink, toTransaction, type FhirSinkConfig } from './fhir.sink';
 import { defaultAuth } from './http.sink';
 
 describe('FhirSink against a real FHIR R4 server', () => {
@@ -252,6 +252,143 @@ describe('FhirSink against a server that caps transactions (Medplum: 8 condition
   });
 });
 
+describe('FhirSink: references across messages, on a real FHIR R4 server', () => {
+  let srv: FhirTestServer;
+  beforeAll(async () => {
+    srv = await startFhirServer();
+  });
+  afterAll(async () => {
+    await srv.stop();
+  });
+  beforeEach(() => {
+    srv.repo.clear();
+    srv.failNext(0, 0);
+  });
+  const MRN = 'urn:oid:2.16.840.1.113883.3.1';
+  const sink = (over: Partial<FhirSinkConfig> = {}) =>
+    new FhirSink(sinkContext<FhirSinkConfig>({ baseUrl: srv.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, ...over, auth: defaultAuth() }));
+  /** Message 1: a Patient with its canonical id and MRN. */
+  const patientMsg = (mrn: string, id = `pat-${mrn}`) =>
+    delivery({ resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', id, identifier: [{ system: MRN, value: mrn }], name: [{ family: 'Doe' }] } }] });
+  /** Message 2: an Observation about that Patient, referenced by `Type/id` and (optionally) its MRN. */
+  const obsMsg = (mrn: string, subject: Record<string, unknown>, obsId = `obs-${mrn}`) =>
+    delivery({
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [
+        {
+          resource: {
+            resourceType: 'Observation',
+            id: obsId,
+            identifier: [{ system: 'urn:obs', value: obsId }],
+            status: 'final',
+            code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+            subject: subject as never,
+          },
+        },
+      ],
+    });
+  /** The stored Observation's subject reads back as the stored Patient (the reference resolves on the server). */
+  const subjectResolves = async (mrn: string) => {
+    const [p] = await srv.search('Patient', { identifier: `${MRN}|${mrn}` });
+    const obs = await srv.search<any>('Observation');
+    expect(obs).toHaveLength(1);
+    const [type, id] = obs[0].subject.reference.split('/');
+    const target = await srv.repo.readResource(type, id);
+    expect(target.id).toBe(p.id);
+    return { patient: p, obs: obs[0] };
+  };
+
+  it('identity: identifier — an Observation in message 2 referencing the message-1 Patient by identifier resolves to the stored Patient; redelivery creates nothing new', async () => {
+    const m1 = patientMsg('MRN-X1');
+    const m2 = obsMsg('MRN-X1', { reference: 'Patient/pat-MRN-X1', identifier: { system: MRN, value: 'MRN-X1' } });
+    const mark = srv.requests.length;
+    await sink().deliver(m1);
+    // A fresh sink (empty cache): the reference is resolved by a search on the server.
+    await sink().deliver(m2);
+    const { patient } = await subjectResolves('MRN-X1');
+    expect(patient.id).not.toBe('pat-MRN-X1'); // server-assigned id: `Patient/pat-MRN-X1` would have dangled
+    expect(srv.requests.slice(mark).some((r) => r.method === 'GET' && r.url.startsWith('Patient?identifier='))).toBe(true);
+    const s = sink();
+    await s.deliver({ ...m1, attempt: 2 });
+    await s.deliver({ ...m2, attempt: 2 });
+    expect(await srv.count('Patient')).toBe(1);
+    expect(await srv.count('Observation')).toBe(1);
+    await subjectResolves('MRN-X1');
+  });
+
+  it('identity: identifier — one sink learns the Patient id from its own write and needs no search; a logical reference (identifier + type, no reference) resolves too', async () => {
+    const s = sink();
+    await s.deliver(patientMsg('MRN-X2'));
+    const before = srv.requests.length;
+    await s.deliver(obsMsg('MRN-X2', { type: 'Patient', identifier: { system: MRN, value: 'MRN-X2' } }));
+    expect(srv.requests.slice(before).map((r) => r.method)).toEqual(['POST']);
+    await subjectResolves('MRN-X2');
+  });
+
+  it('a referenced resource not on the server yet: retryable failure (default), and the retry after message 1 converges; or a logical reference with unresolvedReferences: identifier', async () => {
+    const m2 = obsMsg('MRN-X3', { reference: 'Patient/pat-MRN-X3', identifier: { system: MRN, value: 'MRN-X3' } });
+    const e = await sink()
+      .deliver(m2)
+      .then(
+        () => undefined,
+        (x) => x as FerryError,
+      );
+    expect(e?.code).toBe('FERRY_E_DELIVERY_FHIR_REFERENCE_UNRESOLVED');
+    expect(e?.retryable).toBe(true);
+    expect(e?.message).not.toContain('MRN-X3'); // no identifier values (PHI) in errors
+    expect(await srv.count('Observation')).toBe(0);
+    await sink().deliver(patientMsg('MRN-X3'));
+    await sink().deliver({ ...m2, attempt: 2 });
+    await subjectResolves('MRN-X3');
+
+    srv.repo.clear();
+    await sink({ unresolvedReferences: 'identifier' }).deliver(obsMsg('MRN-X4', { reference: 'Patient/pat-MRN-X4', identifier: { system: MRN, value: 'MRN-X4' } }));
+    const [o] = await srv.search<any>('Observation');
+    expect(o.subject).toEqual({ type: 'Patient', identifier: { system: MRN, value: 'MRN-X4' } });
+  });
+
+  it('two Patients with the same identifier: the conditional reference fails the message for good', async () => {
+    await srv.repo.createResource({ resourceType: 'Patient', identifier: [{ system: MRN, value: 'MRN-DUP' }] });
+    await srv.repo.createResource({ resourceType: 'Patient', identifier: [{ system: MRN, value: 'MRN-DUP' }] });
+    const e = await sink()
+      .deliver(obsMsg('MRN-DUP', { type: 'Patient', identifier: { system: MRN, value: 'MRN-DUP' } }))
+      .then(
+        () => undefined,
+        (x) => x as FerryError,
+      );
+    expect(e?.code).toBe('FERRY_E_DELIVERY_FHIR_REFERENCE_AMBIGUOUS');
+    expect(e?.retryable).toBe(false);
+  });
+
+  it('identity: id — resources are written at their canonical ids (update-as-create), so an Observation referencing Patient/<id> from an earlier message resolves; redelivery creates nothing new', async () => {
+    const s = sink({ identity: 'id' });
+    const mark = srv.requests.length;
+    const m1 = patientMsg('MRN-Y1', 'epic-eABC123');
+    const m2 = obsMsg('MRN-Y1', { reference: 'Patient/epic-eABC123' }, 'epic-obs1');
+    await s.deliver(m1);
+    await sink({ identity: 'id' }).deliver(m2);
+    const { patient, obs } = await subjectResolves('MRN-Y1');
+    expect(patient.id).toBe('epic-eABC123');
+    expect(obs.id).toBe('epic-obs1');
+    expect(obs.subject.reference).toBe('Patient/epic-eABC123');
+    expect(srv.requests.slice(mark).filter((r) => r.method === 'GET')).toHaveLength(0); // nothing to resolve
+    await s.deliver({ ...m1, attempt: 2 });
+    await s.deliver({ ...m2, attempt: 2 });
+    expect(await srv.count('Patient')).toBe(1);
+    expect(await srv.count('Observation')).toBe(1);
+  });
+
+  it('conditionalReferences: server sends Type?identifier references untouched (for servers that resolve them)', async () => {
+    const s = sink({ conditionalReferences: 'server' });
+    await s.deliver(patientMsg('MRN-Z1'));
+    // The test server (Medplum's router) does not resolve conditional references: the reference is stored as sent.
+    await s.deliver(obsMsg('MRN-Z1', { type: 'Patient', identifier: { system: MRN, value: 'MRN-Z1' } }));
+    const [o] = await srv.search<any>('Observation');
+    expect(o.subject.reference).toMatch(/^Patient\?identifier=/);
+  });
+});
+
 describe('toTransaction and classifyFhirFailure', () => {
   it('is deterministic for a message and escapes identifier search values', () => {
     const b: Bundle = { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', identifier: [{ system: 'urn:a|b', value: 'x,y' }] } }, { resource: { resourceType: 'Basic', code: { text: 'x' } } }] };
@@ -284,6 +421,40 @@ describe('toTransaction and classifyFhirFailure', () => {
     expect(t.entry).toHaveLength(2);
     const refs = (t.entry![1].resource as any).participant.map((p: any) => p.individual.reference);
     expect(refs).toEqual([t.entry![0].fullUrl, t.entry![0].fullUrl]);
+  });
+
+  it('references by identifier: to an entry of the bundle -> its fullUrl; outside it -> a conditional reference (identity: id keeps Type/id)', () => {
+    const b: Bundle = {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [
+        { resource: { resourceType: 'Patient', id: 'p1', identifier: [{ system: 'urn:mrn', value: '1' }] } },
+        {
+          resource: {
+            resourceType: 'Observation',
+            status: 'final',
+            code: { text: 'x' },
+            subject: { type: 'Patient', identifier: { system: 'urn:mrn', value: '1' } },
+            performer: [{ reference: 'Practitioner/dr9', identifier: { system: 'urn:npi', value: '9' } }, { reference: 'Organization/o1' }],
+          } as any,
+        },
+      ],
+    };
+    const t = toTransaction(b, 'm');
+    const obs = t.entry![1].resource as any;
+    expect(obs.subject.reference).toBe(t.entry![0].fullUrl);
+    expect(obs.performer[0].reference).toBe(`Practitioner?identifier=${encodeURIComponent('urn:npi|9')}`);
+    expect(obs.performer[1].reference).toBe('Organization/o1');
+    expect([...conditionalReferencesOf(t)]).toEqual([obs.performer[0].reference]);
+    const resolved = applyResolvedReferences(t, new Map([[obs.performer[0].reference, 'Practitioner/42']]));
+    expect((resolved.entry![1].resource as any).performer[0].reference).toBe('Practitioner/42');
+    const logical = applyResolvedReferences(t, new Map([[obs.performer[0].reference, null]]));
+    expect((logical.entry![1].resource as any).performer[0]).toEqual({ type: 'Practitioner', identifier: { system: 'urn:npi', value: '9' } });
+
+    const byId = toTransaction(b, 'm', { identity: 'id' });
+    expect(byId.entry![0].request!.url).toBe('Patient/p1');
+    expect((byId.entry![0].resource as any).id).toBe('p1');
+    expect((byId.entry![1].resource as any).performer[0].reference).toBe('Practitioner/dr9');
   });
 
   it('dependencyOrder puts referenced entries first and survives cycles', () => {

@@ -24,6 +24,21 @@ export const fhirSinkSchema = {
     format: 'nat',
     default: 0,
   },
+  identity: {
+    doc: 'How resources are keyed on the server: `identifier` = conditional update on the first identifier (server-assigned ids; references to resources of earlier messages must carry Reference.identifier), `id` = update by the canonical id (`PUT Type/<id>`, needs a server that allows update-as-create with client ids; references by `Type/id` stay valid across messages)',
+    format: ['identifier', 'id'],
+    default: 'identifier',
+  },
+  conditionalReferences: {
+    doc: '`resolve` = the sink resolves conditional references (`Patient?identifier=sys|val`) by a search before the transaction (works with every server); `server` = sent as they are, for servers that resolve them in transactions (HAPI, Firely, Smile; not Medplum)',
+    format: ['resolve', 'server'],
+    default: 'resolve',
+  },
+  unresolvedReferences: {
+    doc: 'A conditional reference that matches nothing on the server: `retry` = retryable failure (the referenced resource may come in a later message), `identifier` = write it as a logical reference (Reference.identifier only)',
+    format: ['retry', 'identifier'],
+    default: 'retry',
+  },
 };
 
 export interface FhirSinkConfig {
@@ -33,6 +48,16 @@ export interface FhirSinkConfig {
   headers: Record<string, string>;
   excludeResourceTypes: string[];
   maxTransactionEntries: number;
+  identity?: 'identifier' | 'id';
+  conditionalReferences?: 'resolve' | 'server';
+  unresolvedReferences?: 'retry' | 'identifier';
+}
+
+export interface TransactionOptions {
+  /** Resource types not written. */
+  exclude?: ReadonlySet<string>;
+  /** `identifier` (default): conditional updates on the first identifier; `id`: updates by the canonical id. */
+  identity?: 'identifier' | 'id';
 }
 
 /** OperationOutcome issue codes that say "try again later". */
@@ -90,28 +115,63 @@ function forEachReference(node: unknown, fn: (ref: { reference: string }) => voi
   }
 }
 
+type Ident = { system?: string; value?: string };
+/** A Reference-like object: a string `reference`, or an `identifier` (system+value) with a target `type`. */
+type RefLike = { reference?: string; type?: string; identifier?: Ident; display?: string };
+
+/** Every Reference inside a resource: objects with a string `reference`, or a logical reference (`identifier` + `type`). */
+function forEachReferenceLike(node: unknown, fn: (ref: RefLike) => void, root = true): void {
+  if (Array.isArray(node)) {
+    for (const x of node) forEachReferenceLike(x, fn, false);
+    return;
+  }
+  if (node && typeof node === 'object') {
+    const o = node as Record<string, unknown>;
+    const id = o.identifier as Ident | undefined;
+    if (
+      !root &&
+      (typeof o.reference === 'string' || (typeof o.type === 'string' && /^[A-Z][A-Za-z]+$/.test(o.type) && id && !Array.isArray(id) && typeof id === 'object' && id.system && id.value))
+    )
+      fn(o as RefLike);
+    for (const [k, v] of Object.entries(o)) if (k !== 'contained' || Array.isArray(v)) forEachReferenceLike(v, fn, false);
+  }
+}
+
+/** A conditional reference or conditional URL: `Type?query`. */
+const CONDITIONAL = /^([A-Z][A-Za-z]+)\?(.+)$/;
+
 /**
- * Turns a canonical bundle into the transaction this sink sends: one entry per resource, each a
- * conditional update on its first identifier that has both system and value
- * (`PUT Patient?identifier=sys|val`, the resource's own id removed so the server keeps its id), or,
- * without such an identifier, an update by id (`PUT Type/id`; the resource's id, or one derived
- * from the message id and the entry position when it has none). Every entry gets a `urn:uuid:`
- * fullUrl and every reference to another entry (by its fullUrl, `Type/id` or absolute URL) is
- * rewritten to that fullUrl, so the server resolves them to the ids it assigns. A resource that
- * appears twice (same conditional URL) is written once.
+ * Turns a canonical bundle into the transaction this sink sends: one entry per resource.
+ *
+ * `identity: identifier` (default): each resource is a conditional update on its first identifier
+ * that has both system and value (`PUT Patient?identifier=sys|val`, the resource's own id removed
+ * so the server keeps its id), or, without such an identifier, an update by id (`PUT Type/id`; the
+ * resource's id, or one derived from the message id and the entry position when it has none).
+ * `identity: id`: every resource is an update by id (`PUT Type/<canonical id>`, update-as-create).
+ *
+ * Every entry gets a `urn:uuid:` fullUrl and every reference to another entry (by its fullUrl,
+ * `Type/id`, absolute URL, or — for a reference carrying `identifier` — by an identifier of the
+ * entry) is rewritten to that fullUrl, so the server resolves them to the ids it assigns. A
+ * reference to a resource NOT in the bundle that carries `identifier` (system+value) becomes a
+ * conditional reference `Type?identifier=sys|val` (under `identity: id` only when it has no
+ * `Type/id` of its own), resolved later by the sink or the server. A resource that appears twice
+ * (same conditional URL) is written once.
  */
-export function toTransaction(bundle: Bundle, messageId: string, exclude: ReadonlySet<string> = new Set()): Bundle {
+export function toTransaction(bundle: Bundle, messageId: string, options: ReadonlySet<string> | TransactionOptions = {}): Bundle {
+  const opts: TransactionOptions = options instanceof Set ? { exclude: options } : (options as TransactionOptions);
+  const exclude = opts.exclude ?? new Set<string>();
+  const byId = opts.identity === 'id';
   const src = (bundle.entry ?? []).filter((e): e is BundleEntry & { resource: Resource } => !!e.resource && !exclude.has(e.resource.resourceType));
   const alias = new Map<string, string>();
   const prepared = src.map((e, i) => {
-    const resource = structuredClone(e.resource) as Resource & { identifier?: { system?: string; value?: string }[] };
+    const resource = structuredClone(e.resource) as Resource & { identifier?: Ident[] };
     const type = resource.resourceType;
     const fullUrl = e.fullUrl?.startsWith('urn:uuid:') ? e.fullUrl : `urn:uuid:${deterministicUuid(messageId, String(i), type)}`;
     if (e.fullUrl) alias.set(e.fullUrl, fullUrl);
     if (resource.id) alias.set(`${type}/${resource.id}`, fullUrl);
     const ident = Array.isArray(resource.identifier) ? resource.identifier.find((x) => x?.system && x?.value) : undefined;
     let url: string;
-    if (ident) {
+    if (ident && !byId) {
       url = `${type}?${tokenParam(ident.system!, ident.value!)}`;
       delete resource.id;
     } else {
@@ -134,24 +194,83 @@ export function toTransaction(bundle: Bundle, messageId: string, exclude: Readon
     return false;
   });
   if (redirect.size) for (const [k, v] of alias) if (redirect.has(v)) alias.set(k, redirect.get(v)!);
+  // Identifiers of the entries, for references that carry only (or also) an identifier.
+  const byIdentifier = new Map<string, string>();
+  for (const p of unique)
+    for (const i of Array.isArray(p.resource.identifier) ? p.resource.identifier : [])
+      if (i?.system && i?.value) {
+        const k = `${p.resource.resourceType}?${tokenParam(i.system, i.value)}`;
+        if (!byIdentifier.has(k)) byIdentifier.set(k, p.fullUrl);
+      }
   for (const p of unique) {
     if (p.resource.meta) {
       // Server-managed fields from a source system would make the update conditional on them.
       delete p.resource.meta.versionId;
       delete p.resource.meta.lastUpdated;
     }
-    forEachReference(p.resource, (ref) => {
-      const direct = alias.get(ref.reference);
-      if (direct) {
-        ref.reference = direct;
-        return;
+    forEachReferenceLike(p.resource, (ref) => {
+      if (typeof ref.reference === 'string') {
+        const direct = alias.get(ref.reference);
+        if (direct) {
+          ref.reference = direct;
+          return;
+        }
+        // An absolute URL whose tail is Type/id of an entry.
+        const m = /([A-Za-z]+\/[A-Za-z0-9\-.]{1,64})(\/_history\/[^/]+)?$/.exec(ref.reference);
+        if (m && /^https?:\/\//.test(ref.reference) && alias.has(m[1])) {
+          ref.reference = alias.get(m[1])!;
+          return;
+        }
+        // A conditional reference the transform wrote, to an entry of this bundle.
+        const local = byIdentifier.get(ref.reference);
+        if (local) {
+          ref.reference = local;
+          return;
+        }
       }
-      // An absolute URL whose tail is Type/id of an entry.
-      const m = /([A-Za-z]+\/[A-Za-z0-9\-.]{1,64})(\/_history\/[^/]+)?$/.exec(ref.reference);
-      if (m && /^https?:\/\//.test(ref.reference) && alias.has(m[1])) ref.reference = alias.get(m[1])!;
+      const id = ref.identifier;
+      if (!id || Array.isArray(id) || !id.system || !id.value) return;
+      const target = ref.type ?? /^([A-Z][A-Za-z]+)[/?]/.exec(ref.reference ?? '')?.[1];
+      if (!target || !/^[A-Z][A-Za-z]+$/.test(target)) return;
+      const conditional = `${target}?${tokenParam(id.system, id.value)}`;
+      const local = byIdentifier.get(conditional);
+      if (local) ref.reference = local;
+      else if (!byId || !ref.reference || !/^[A-Z][A-Za-z]+\/[^/]+$/.test(ref.reference)) ref.reference = conditional;
     });
   }
   return { resourceType: 'Bundle', type: 'transaction', entry: unique };
+}
+
+/** The `Type?query` conditional references in a transaction's resources. */
+export function conditionalReferencesOf(tx: Bundle): Set<string> {
+  const out = new Set<string>();
+  for (const e of tx.entry ?? []) forEachReference(e.resource, (ref) => CONDITIONAL.test(ref.reference) && out.add(ref.reference));
+  return out;
+}
+
+/**
+ * A copy of `tx` with conditional references replaced by `resolved` (`Type?query` -> `Type/id`);
+ * those `resolved` maps to `null` become logical references (Reference.identifier only) when the
+ * reference has an identifier.
+ */
+export function applyResolvedReferences(tx: Bundle, resolved: ReadonlyMap<string, string | null>): Bundle {
+  const out = structuredClone(tx);
+  for (const e of out.entry ?? [])
+    forEachReference(e.resource, (ref) => {
+      if (!resolved.has(ref.reference)) return;
+      const to = resolved.get(ref.reference);
+      if (to) {
+        ref.reference = to;
+        return;
+      }
+      const r = ref as RefLike;
+      const m = CONDITIONAL.exec(ref.reference);
+      if (r.identifier?.value) {
+        if (m && !r.type) r.type = m[1];
+        delete r.reference;
+      }
+    });
+  return out;
 }
 
 /** `Type/id` from a Location (`Patient/1/_history/2`, absolute or relative). */
@@ -221,18 +340,69 @@ export function classifyFhirFailure(status: number, issues: OperationOutcomeIssu
  * Writes each message's bundle to a FHIR R4 server as ONE transaction (all or nothing) of
  * conditional updates, so a redelivery creates nothing new. Uses fhir-kit-client.
  */
+/**
+ * Where conditional references resolved to (`Patient?identifier=sys|val` -> `Patient/123`): learnt
+ * from searches and from the sink's own writes. Bounded (least recently used dropped) and entries
+ * expire, so a resource merged or deleted on the server is searched again after `ttlMs`; entries
+ * used by a transaction that failed are dropped at once.
+ */
+export class ReferenceCache {
+  private readonly map = new Map<string, { to: string; at: number }>();
+  constructor(
+    readonly max = 5000,
+    readonly ttlMs = 10 * 60_000,
+  ) {}
+  get(key: string): string | undefined {
+    const hit = this.map.get(key);
+    if (!hit) return undefined;
+    this.map.delete(key);
+    if (Date.now() - hit.at > this.ttlMs) return undefined;
+    this.map.set(key, hit);
+    return hit.to;
+  }
+  set(key: string, to: string): void {
+    this.map.delete(key);
+    this.map.set(key, { to, at: Date.now() });
+    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value!);
+  }
+  delete(key: string): void {
+    this.map.delete(key);
+  }
+  get size(): number {
+    return this.map.size;
+  }
+}
+
+/**
+ * Writes each message's bundle to a FHIR R4 server as ONE transaction (all or nothing) of
+ * conditional updates (or updates by canonical id under `identity: id`), so a redelivery creates
+ * nothing new. References to resources written by earlier messages are resolved through
+ * `Reference.identifier` (conditional references, resolved by a search unless the server is
+ * trusted to do it). Uses fhir-kit-client.
+ */
 @injectable()
 export class FhirSink implements MessageSink {
-  private readonly cfg: FhirSinkConfig;
+  private readonly cfg: Required<FhirSinkConfig>;
   private readonly client: Client;
   private readonly auth: SinkAuth;
   private readonly exclude: Set<string>;
   private warnedCap = false;
+  /** Conditional reference -> `Type/id` (exposed for tests and metrics). */
+  readonly references = new ReferenceCache();
 
   constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<FhirSinkConfig>) {
-    const defaults: Omit<FhirSinkConfig, 'baseUrl' | 'auth'> = { timeoutMs: 30_000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0 };
-    this.cfg = { ...defaults, ...ctx.config, auth: { ...defaultAuth(), ...(ctx.config.auth ?? {}) } };
+    const defaults: Omit<Required<FhirSinkConfig>, 'baseUrl' | 'auth'> = {
+      timeoutMs: 30_000,
+      headers: {},
+      excludeResourceTypes: [],
+      maxTransactionEntries: 0,
+      identity: 'identifier',
+      conditionalReferences: 'resolve',
+      unresolvedReferences: 'retry',
+    };
+    this.cfg = { ...defaults, ...ctx.config, auth: { ...defaultAuth(), ...(ctx.config.auth ?? {}) } } as Required<FhirSinkConfig>;
     if (!this.cfg.baseUrl) throw configError('SINK_URL', `sinks.${ctx.id}.baseUrl: required`);
+    if (!['identifier', 'id'].includes(this.cfg.identity)) throw configError('SINK_CONFIG', `sinks.${ctx.id}.identity: must be identifier or id`);
     this.auth = new SinkAuth(this.cfg.auth, `sinks.${ctx.id}`, this.cfg.timeoutMs);
     this.exclude = new Set(this.cfg.excludeResourceTypes);
     this.client = new Client({
@@ -242,16 +412,37 @@ export class FhirSink implements MessageSink {
   }
 
   async deliver(d: Delivery): Promise<void> {
-    const tx = toTransaction(d.bundle, d.message.id, this.exclude);
-    const entries = tx.entry ?? [];
-    if (!entries.length) {
+    let tx = toTransaction(d.bundle, d.message.id, { exclude: this.exclude, identity: this.cfg.identity });
+    if (!tx.entry?.length) {
       this.ctx.logger.debug('nothing to write', { sink: this.ctx.id, messageId: d.message.id });
       return;
     }
+    let cached: string[] = [];
+    if (this.cfg.conditionalReferences === 'resolve') {
+      const conditional = conditionalReferencesOf(tx);
+      if (conditional.size) {
+        const r = await this.resolveReferences(conditional, d);
+        cached = r.cached;
+        tx = applyResolvedReferences(tx, r.resolved);
+      }
+    }
+    try {
+      await this.writeMessage(tx, d);
+    } catch (e) {
+      // A cached target may be gone (merged, deleted): search again next time.
+      for (const k of cached) this.references.delete(k);
+      throw e;
+    }
+  }
+
+  private async writeMessage(tx: Bundle, d: Delivery): Promise<void> {
+    const entries = tx.entry ?? [];
     const max = this.cfg.maxTransactionEntries;
     if (max > 0 && entries.length > max) return this.deliverInChunks(entries, d, max);
     try {
-      this.checkEntries(await this.write(tx, d));
+      const response = await this.write(tx, d);
+      this.checkEntries(response);
+      this.learn(entries, response);
     } catch (e) {
       if (!(FerryError.is(e) && isTooManyEntries(e))) throw e;
       if (!this.warnedCap) {
@@ -262,6 +453,65 @@ export class FhirSink implements MessageSink {
       return;
     }
     this.ctx.logger.debug('transaction written', { sink: this.ctx.id, messageId: d.message.id, entries: entries.length });
+  }
+
+  /** Remember where the conditional updates just written landed (their URL and every identifier of the resource). */
+  private learn(sent: BundleEntry[], response: Bundle): void {
+    (response.entry ?? []).forEach((re, j) => {
+      const req = sent[j];
+      const to = typeIdOf(re.response?.location) ?? (re.resource?.id ? `${re.resource.resourceType}/${re.resource.id}` : undefined);
+      if (!to || !req?.resource) return;
+      const type = req.resource.resourceType;
+      if (!to.startsWith(`${type}/`)) return;
+      const url = req.request?.url ?? '';
+      if (CONDITIONAL.test(url)) this.references.set(url, to);
+      const ids = (re.resource?.resourceType === type ? (re.resource as { identifier?: Ident[] }).identifier : undefined) ?? (req.resource as { identifier?: Ident[] }).identifier;
+      for (const i of Array.isArray(ids) ? ids : []) if (i?.system && i?.value) this.references.set(`${type}?${tokenParam(i.system, i.value)}`, to);
+    });
+  }
+
+  /**
+   * `Type?query` -> `Type/id` for every conditional reference, from the cache or a search
+   * (`_count=2`: one match resolves; none is retryable or a logical reference per
+   * `unresolvedReferences`; several fail the message for good, as a FHIR server would).
+   */
+  private async resolveReferences(conditional: Set<string>, d: Delivery): Promise<{ resolved: Map<string, string | null>; cached: string[] }> {
+    const resolved = new Map<string, string | null>();
+    const cached: string[] = [];
+    const missing: string[] = [];
+    const ambiguous: string[] = [];
+    for (const c of conditional) {
+      const hit = this.references.get(c);
+      if (hit) {
+        resolved.set(c, hit);
+        cached.push(c);
+        continue;
+      }
+      const type = CONDITIONAL.exec(c)![1];
+      const found = await this.search(`${c}&_count=2`, d);
+      const matches = (found.entry ?? []).filter((e) => e.resource?.resourceType === type && (e.search?.mode ?? 'match') === 'match' && e.resource.id);
+      if (matches.length === 1) {
+        const to = `${type}/${matches[0].resource!.id}`;
+        resolved.set(c, to);
+        this.references.set(c, to);
+      } else if (matches.length === 0) {
+        missing.push(type);
+        resolved.set(c, null);
+      } else ambiguous.push(type);
+    }
+    // Types only: the identifier values are MRNs and the like.
+    if (ambiguous.length)
+      throw permanentDeliveryError('FHIR_REFERENCE_AMBIGUOUS', `fhir sink ${this.ctx.id}: ${ambiguous.length} conditional reference(s) match several resources on the server (${[...new Set(ambiguous)].join(', ')})`, {
+        types: ambiguous,
+      });
+    if (missing.length && this.cfg.unresolvedReferences === 'retry')
+      throw retryableDeliveryError(
+        'FHIR_REFERENCE_UNRESOLVED',
+        `fhir sink ${this.ctx.id}: ${missing.length} referenced resource(s) not on the server yet (${[...new Set(missing)].join(', ')}); retrying, the message that carries them may not be written yet`,
+        { types: missing },
+      );
+    if (missing.length) this.ctx.logger.debug('conditional references left logical', { sink: this.ctx.id, messageId: d.message.id, types: missing });
+    return { resolved, cached };
   }
 
   /**
@@ -285,6 +535,7 @@ export class FhirSink implements MessageSink {
       });
       const response = await this.write({ resourceType: 'Bundle', type: 'transaction', entry: chunk }, d);
       this.checkEntries(response);
+      this.learn(chunk, response);
       (response.entry ?? []).forEach((re, j) => {
         const ref = typeIdOf(re.response?.location) ?? (re.resource?.id ? `${re.resource.resourceType}/${re.resource.id}` : undefined);
         if (ref && chunk[j]?.fullUrl) resolved.set(chunk[j].fullUrl!, ref);
@@ -294,9 +545,18 @@ export class FhirSink implements MessageSink {
   }
 
   /** One transaction, with one retry after a 401 when the token can be renewed. */
-  private async write(tx: Bundle, d: Delivery): Promise<Bundle> {
-    let result = await this.send(tx, d);
-    if (result.kind === 'unauthorized' && this.auth.invalidate(result.authorization)) result = await this.send(tx, d);
+  private write(tx: Bundle, d: Delivery): Promise<Bundle> {
+    return this.exchange(`transaction to ${redact(this.cfg.baseUrl)}`, d, (options) => this.client.transaction({ body: tx as never, options: options as never }));
+  }
+
+  /** A search (`Type?query`), with the same auth, retry-after-401 and error classification as a transaction. */
+  private search(query: string, d: Delivery): Promise<Bundle> {
+    return this.exchange(`search of ${query.slice(0, query.indexOf('?'))} on ${redact(this.cfg.baseUrl)}`, d, (options) => this.client.request(query, { options: options as never }));
+  }
+
+  private async exchange(what: string, d: Delivery, call: (options: { signal: AbortSignal; headers: Record<string, string> }) => Promise<unknown>): Promise<Bundle> {
+    let result = await this.send(what, d, call);
+    if (result.kind === 'unauthorized' && this.auth.invalidate(result.authorization)) result = await this.send(what, d, call);
     if (result.kind === 'ok') return result.response;
     throw result.error;
   }
@@ -309,26 +569,23 @@ export class FhirSink implements MessageSink {
   }
 
   private async send(
-    tx: Bundle,
+    what: string,
     d: Delivery,
+    call: (options: { signal: AbortSignal; headers: Record<string, string> }) => Promise<unknown>,
   ): Promise<{ kind: 'ok'; response: Bundle } | { kind: 'unauthorized'; authorization?: string; error: FerryError } | { kind: 'error'; error: FerryError }> {
     const where = `fhir sink ${this.ctx.id}`;
-    const what = `transaction to ${redact(this.cfg.baseUrl)}`;
     const signal = AbortSignal.timeout(this.cfg.timeoutMs);
     let authorization: string | undefined;
     try {
       authorization = await this.auth.authorization(signal);
-      const response = (await this.client.transaction({
-        body: tx as never,
-        options: {
-          signal,
-          headers: {
-            ...(authorization ? { authorization } : {}),
-            'x-ferry-message-id': d.message.id,
-            'x-ferry-delivery-id': d.deliveryId,
-          },
-        } as never,
-      })) as unknown as Bundle;
+      const response = (await call({
+        signal,
+        headers: {
+          ...(authorization ? { authorization } : {}),
+          'x-ferry-message-id': d.message.id,
+          'x-ferry-delivery-id': d.deliveryId,
+        },
+      })) as Bundle;
       if (!response || response.resourceType !== 'Bundle')
         return { kind: 'error', error: retryableDeliveryError('FHIR_BAD_RESPONSE', `${where}: ${what} answered something that is not a Bundle`) };
       return { kind: 'ok', response };
