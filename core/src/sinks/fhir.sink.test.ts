@@ -348,11 +348,22 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
     expect(o.subject).toEqual({ type: 'Patient', identifier: { system: MRN, value: 'MRN-X4' } });
   });
 
+  it('a logical reference (identifier + type, e.g. a v2 parent order) to a resource the server does not have is written as it came, without failing', async () => {
+    const mark = srv.requests.length;
+    await sink().deliver(obsMsg('MRN-NONE', { type: 'Patient', identifier: { system: MRN, value: 'MRN-NONE' } }));
+    const [o] = await srv.search<any>('Observation');
+    expect(o.subject).toEqual({ type: 'Patient', identifier: { system: MRN, value: 'MRN-NONE' } });
+    expect(srv.requests.slice(mark).map((r) => r.method)).toEqual(['GET', 'POST']);
+  });
+
   it('two Patients with the same identifier: the conditional reference fails the message for good', async () => {
     await srv.repo.createResource({ resourceType: 'Patient', identifier: [{ system: MRN, value: 'MRN-DUP' }] });
     await srv.repo.createResource({ resourceType: 'Patient', identifier: [{ system: MRN, value: 'MRN-DUP' }] });
+    // A logical reference (no literal reference) is left as it came.
+    await sink().deliver(obsMsg('MRN-DUP', { type: 'Patient', identifier: { system: MRN, value: 'MRN-DUP' } }, 'obs-logical'));
+    expect((await srv.search<any>('Observation'))[0].subject).toEqual({ type: 'Patient', identifier: { system: MRN, value: 'MRN-DUP' } });
     const e = await sink()
-      .deliver(obsMsg('MRN-DUP', { type: 'Patient', identifier: { system: MRN, value: 'MRN-DUP' } }))
+      .deliver(obsMsg('MRN-DUP', { reference: 'Patient/x', identifier: { system: MRN, value: 'MRN-DUP' } }))
       .then(
         () => undefined,
         (x) => x as FerryError,
@@ -383,7 +394,7 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
     const s = sink({ conditionalReferences: 'server' });
     await s.deliver(patientMsg('MRN-Z1'));
     // The test server (Medplum's router) does not resolve conditional references: the reference is stored as sent.
-    await s.deliver(obsMsg('MRN-Z1', { type: 'Patient', identifier: { system: MRN, value: 'MRN-Z1' } }));
+    await s.deliver(obsMsg('MRN-Z1', { reference: 'Patient/pat-MRN-Z1', identifier: { system: MRN, value: 'MRN-Z1' } }));
     const [o] = await srv.search<any>('Observation');
     expect(o.subject.reference).toMatch(/^Patient\?identifier=/);
   });
@@ -445,7 +456,7 @@ describe('toTransaction and classifyFhirFailure', () => {
     expect(obs.subject.reference).toBe(t.entry![0].fullUrl);
     expect(obs.performer[0].reference).toBe(`Practitioner?identifier=${encodeURIComponent('urn:npi|9')}`);
     expect(obs.performer[1].reference).toBe('Organization/o1');
-    expect([...conditionalReferencesOf(t)]).toEqual([obs.performer[0].reference]);
+    expect(conditionalReferencesOf(t)).toEqual({ literal: new Set([obs.performer[0].reference]), logical: new Set() });
     const resolved = applyResolvedReferences(t, new Map([[obs.performer[0].reference, 'Practitioner/42']]));
     expect((resolved.entry![1].resource as any).performer[0].reference).toBe('Practitioner/42');
     const logical = applyResolvedReferences(t, new Map([[obs.performer[0].reference, null]]));

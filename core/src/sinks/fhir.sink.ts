@@ -235,39 +235,59 @@ export function toTransaction(bundle: Bundle, messageId: string, options: Readon
       const conditional = `${target}?${tokenParam(id.system, id.value)}`;
       const local = byIdentifier.get(conditional);
       if (local) ref.reference = local;
-      else if (!byId || !ref.reference || !/^[A-Z][A-Za-z]+\/[^/]+$/.test(ref.reference)) ref.reference = conditional;
+      // A logical reference (identifier + type only) stays logical here: the sink links it when the
+      // server has exactly one match, and leaves it as it came otherwise.
+      else if (!ref.reference) return;
+      else if (!byId || !/^[A-Z][A-Za-z]+\/[^/]+$/.test(ref.reference)) ref.reference = conditional;
     });
   }
   return { resourceType: 'Bundle', type: 'transaction', entry: unique };
 }
 
-/** The `Type?query` conditional references in a transaction's resources. */
-export function conditionalReferencesOf(tx: Bundle): Set<string> {
-  const out = new Set<string>();
-  for (const e of tx.entry ?? []) forEachReference(e.resource, (ref) => CONDITIONAL.test(ref.reference) && out.add(ref.reference));
-  return out;
+/** The search (`Type?identifier=sys|val`) that finds the target of a logical reference (identifier + type, no `reference`). */
+function logicalKey(ref: RefLike): string | undefined {
+  const id = ref.identifier;
+  if (ref.reference || !ref.type || !id || Array.isArray(id) || !id.system || !id.value) return undefined;
+  return `${ref.type}?${tokenParam(id.system, id.value)}`;
 }
 
 /**
- * A copy of `tx` with conditional references replaced by `resolved` (`Type?query` -> `Type/id`);
- * those `resolved` maps to `null` become logical references (Reference.identifier only) when the
- * reference has an identifier.
+ * The references of a transaction the sink may resolve: `literal` = conditional references
+ * (`Type?query`, which must resolve: a server fails the transaction otherwise), `logical` =
+ * logical references (identifier + type only, linked when they resolve, kept as they are when not).
+ */
+export function conditionalReferencesOf(tx: Bundle): { literal: Set<string>; logical: Set<string> } {
+  const literal = new Set<string>();
+  const logical = new Set<string>();
+  for (const e of tx.entry ?? [])
+    forEachReferenceLike(e.resource, (ref) => {
+      if (typeof ref.reference === 'string' && CONDITIONAL.test(ref.reference)) literal.add(ref.reference);
+      const k = logicalKey(ref);
+      if (k) logical.add(k);
+    });
+  return { literal, logical };
+}
+
+/**
+ * A copy of `tx` with conditional and logical references replaced by `resolved` (`Type?query` ->
+ * `Type/id`); a conditional reference `resolved` maps to `null` becomes a logical reference
+ * (Reference.identifier + type) when it has an identifier.
  */
 export function applyResolvedReferences(tx: Bundle, resolved: ReadonlyMap<string, string | null>): Bundle {
   const out = structuredClone(tx);
   for (const e of out.entry ?? [])
-    forEachReference(e.resource, (ref) => {
-      if (!resolved.has(ref.reference)) return;
-      const to = resolved.get(ref.reference);
+    forEachReferenceLike(e.resource, (ref) => {
+      const key = typeof ref.reference === 'string' ? ref.reference : logicalKey(ref);
+      if (!key || !resolved.has(key)) return;
+      const to = resolved.get(key);
       if (to) {
         ref.reference = to;
         return;
       }
-      const r = ref as RefLike;
-      const m = CONDITIONAL.exec(ref.reference);
-      if (r.identifier?.value) {
-        if (m && !r.type) r.type = m[1];
-        delete r.reference;
+      const m = CONDITIONAL.exec(key);
+      if (ref.reference && ref.identifier?.value && m) {
+        if (!ref.type) ref.type = m[1];
+        delete ref.reference;
       }
     });
   return out;
@@ -420,8 +440,8 @@ export class FhirSink implements MessageSink {
     let cached: string[] = [];
     if (this.cfg.conditionalReferences === 'resolve') {
       const conditional = conditionalReferencesOf(tx);
-      if (conditional.size) {
-        const r = await this.resolveReferences(conditional, d);
+      if (conditional.literal.size || conditional.logical.size) {
+        const r = await this.resolveReferences(conditional.literal, conditional.logical, d);
         cached = r.cached;
         tx = applyResolvedReferences(tx, r.resolved);
       }
@@ -475,12 +495,12 @@ export class FhirSink implements MessageSink {
    * (`_count=2`: one match resolves; none is retryable or a logical reference per
    * `unresolvedReferences`; several fail the message for good, as a FHIR server would).
    */
-  private async resolveReferences(conditional: Set<string>, d: Delivery): Promise<{ resolved: Map<string, string | null>; cached: string[] }> {
+  private async resolveReferences(literal: Set<string>, logical: Set<string>, d: Delivery): Promise<{ resolved: Map<string, string | null>; cached: string[] }> {
     const resolved = new Map<string, string | null>();
     const cached: string[] = [];
     const missing: string[] = [];
     const ambiguous: string[] = [];
-    for (const c of conditional) {
+    for (const c of new Set([...literal, ...logical])) {
       const hit = this.references.get(c);
       if (hit) {
         resolved.set(c, hit);
@@ -494,10 +514,13 @@ export class FhirSink implements MessageSink {
         const to = `${type}/${matches[0].resource!.id}`;
         resolved.set(c, to);
         this.references.set(c, to);
-      } else if (matches.length === 0) {
-        missing.push(type);
-        resolved.set(c, null);
-      } else ambiguous.push(type);
+        continue;
+      }
+      // A logical reference that does not resolve stays as it came; a conditional one must resolve.
+      resolved.set(c, null);
+      if (!literal.has(c)) continue;
+      if (matches.length === 0) missing.push(type);
+      else ambiguous.push(type);
     }
     // Types only: the identifier values are MRNs and the like.
     if (ambiguous.length)
