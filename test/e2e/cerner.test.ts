@@ -45,7 +45,7 @@ sources:
     auth: { clientSecret: '\${CERNER_SECRET}', scopes: [${SCOPES.join(', ')}] }
     bulk: { groupId: cohort-1, types: [Patient, Observation], intervalMs: 0, pollMinMs: 50 }
 sinks:
-  ehr: { type: fhir, baseUrl: '${fhir.baseUrl}', retry: { initialDelayMs: 100, maxDelayMs: 300, jitter: 0 } }
+  ehr: { type: fhir, baseUrl: '${fhir.baseUrl}', identity: id, retry: { initialDelayMs: 100, maxDelayMs: 300, jitter: 0 } }
 routes:
   - id: cerner-to-fhir
     from: [millennium, weekly]
@@ -76,6 +76,12 @@ admin: { enabled: false }
     expect(await fhir.count('Patient')).toBe(1);
     expect(await fhir.count('Patient', { identifier: 'urn:ferry:id:mrn|6931' })).toBe(1);
     expect(await fhir.count('Observation')).toBe(9);
+    // Patient and Observations came in separate messages: each Observation's subject resolves to the stored Patient.
+    const [p] = await fhir.search('Patient');
+    for (const o of (await fhir.search('Observation')) as any[]) {
+      const [type, id] = o.subject.reference.split('/');
+      expect((await fhir.repo.readResource(type, id)).id).toBe(p.id);
+    }
     expect(sim.requests.filter((r) => r.path.startsWith('/s3/')).every((r) => !r.headers.authorization && r.status === 200)).toBe(true);
     expect(sim.requests.filter((r) => r.path.includes('/r4/')).every((r) => r.status !== 406)).toBe(true);
   });

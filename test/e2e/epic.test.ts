@@ -59,6 +59,9 @@ sinks:
   ehr:
     type: fhir
     baseUrl: ${fhir.baseUrl}
+    # Epic Observations reference their Patient by Epic id only (no MRN): write every resource at its
+    # canonical id (epic-<fhir id>) so Observation.subject resolves on the server.
+    identity: id
     timeoutMs: 5000
     retry: { initialDelayMs: 100, maxDelayMs: 300, jitter: 0 }
 routes:
@@ -109,6 +112,12 @@ admin: { enabled: false }
     expect(p).toBeDefined();
     const obs = await fhir.search('Observation');
     expect(obs).toHaveLength(12);
+    // Patient and Observations came in separate messages: every Observation's subject resolves to the stored Patient.
+    expect(p.id).toBe(`epic-${patientId}`);
+    for (const o of obs as any[]) {
+      const [type, id] = o.subject.reference.split('/');
+      expect((await fhir.repo.readResource(type, id)).id).toBe(p.id);
+    }
     expect(obs.every((o: any) => o.code.coding.some((c: any) => c.system === 'http://loinc.org') && o.code.coding.some((c: any) => c.system.startsWith('urn:oid:1.2.840.114350')))).toBe(true);
 
     // Another poll finds nothing new; a changed vital arrives once more as an update.

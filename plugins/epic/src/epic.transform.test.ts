@@ -40,6 +40,12 @@ describe('epic normalisation transform', () => {
     expect(o.encounter.reference).toBe('Encounter/epic-es09oReoYsZk20hcbnd7r4A3');
   });
 
+  it('a reference that carries the MRN (Reference.identifier) gets the canonical MRN system, so the FHIR sink can resolve it by identifier', () => {
+    const raw = { ...epicVital(patientId, 3), subject: { reference: `Patient/${patientId}`, identifier: { system: EPIC_MRN_OID, value: ' 203713 ' }, display: 'x' } };
+    const o = t.toFhir(msg(sim.store.put(raw)), ctx).entry![0].resource as any;
+    expect(o.subject).toMatchObject({ reference: `Patient/epic-${patientId}`, identifier: { system: 'urn:ferry:id:mrn', value: '203713' } });
+  });
+
   it('surfaces a merged patient (replaced-by) in the headers and keeps the link', () => {
     const m = msg(sim.store.get('Patient', mergedId)!);
     expect(t.extractHeaders(m.body)).toMatchObject({ messageType: 'Patient', trigger: 'replaced-by', replacedBy: `Patient/epic-${patientId}` });

@@ -119,6 +119,12 @@ export function normalizeResource(raw: Resource, p: VendorProfile): Normalized {
       const m = REF.exec(v);
       if (m) o[k] = `${m[1]}/${canonicalId(p.idPrefix, decodeURIComponent(m[2]))}`;
     }
+    // A reference that carries the patient's MRN (Reference.identifier): re-labelled like the
+    // Patient's own MRN, so the FHIR sink can resolve it on the target server by identifier.
+    if (k === 'identifier' && v && typeof v === 'object' && !Array.isArray(v) && (typeof o.reference === 'string' || typeof o.type === 'string')) {
+      const i = v as Identifier;
+      if (isMrnIdentifier(i, p)) o[k] = { ...i, system: p.canonicalMrnSystem, ...(typeof i.value === 'string' ? { value: i.value.trim() } : {}) };
+    }
     // Cerner sends telecom.rank as a string.
     if (k === 'rank' && typeof v === 'string' && /^\d+$/.test(v)) o[k] = Number(v);
   });
