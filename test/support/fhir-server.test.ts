@@ -157,3 +157,43 @@ describe('test FHIR server with a bearer token', () => {
     }
   });
 });
+
+describe('test FHIR server: update-as-create and referential integrity', () => {
+  const send = (srv: FhirTestServer, method: string, path: string, body: unknown) =>
+    fetch(`${srv.baseUrl}/${path}`, { method, headers: { 'content-type': json }, body: JSON.stringify(body) });
+
+  it('PUT Type/id creates with the client id by default; with updateCreate: false it is refused (400 not-supported) unless the resource exists', async () => {
+    const open = await startFhirServer();
+    const closed = await startFhirServer({ updateCreate: false });
+    try {
+      const r = await send(open, 'PUT', 'Patient/client-1', { ...patient('U-1'), id: 'client-1' });
+      expect([200, 201]).toContain(r.status);
+      expect(((await r.json()) as any).id).toBe('client-1');
+      const refused = await send(closed, 'PUT', 'Patient/client-1', { ...patient('U-1'), id: 'client-1' });
+      expect(refused.status).toBe(400);
+      expect(((await refused.json()) as any).issue[0].code).toBe('not-supported');
+      // Conditional updates still create (the server assigns the id), also in large transactions.
+      const entry = Array.from({ length: 9 }, (_, i) => ({ resource: patient(`U-${i}`), request: { method: 'PUT', url: `Patient?identifier=urn:oid:1.2.3.4|U-${i}` } }));
+      const tx = await fetch(closed.baseUrl, { method: 'POST', headers: { 'content-type': json }, body: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry }) });
+      expect(tx.status).toBe(200);
+      const [p] = await closed.search('Patient', { identifier: 'urn:oid:1.2.3.4|U-0' });
+      expect((await send(closed, 'PUT', `Patient/${p.id}`, { ...patient('U-0', 'Changed'), id: p.id })).status).toBe(200);
+    } finally {
+      await open.stop();
+      await closed.stop();
+    }
+  });
+
+  it('referentialIntegrity: a reference to a resource that does not exist is refused (400), one that exists is accepted', async () => {
+    const srv = await startFhirServer({ referentialIntegrity: true });
+    try {
+      const obs = (subject: string) => ({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: subject } });
+      const dangling = await send(srv, 'POST', 'Observation', obs('Patient/nobody'));
+      expect(dangling.status).toBe(400);
+      const p = (await (await send(srv, 'POST', 'Patient', patient('R-1'))).json()) as any;
+      expect((await send(srv, 'POST', 'Observation', obs(`Patient/${p.id}`))).status).toBe(201);
+    } finally {
+      await srv.stop();
+    }
+  });
+});

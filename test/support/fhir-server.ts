@@ -13,6 +13,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import {
+  badRequest,
   deepClone,
   getStatus,
   indexSearchParameterBundle,
@@ -42,11 +43,40 @@ export function indexFhirDefinitions(): void {
  */
 export class TestFhirRepository extends MemoryRepository {
   validate = true;
+  /** `PUT Type/id` of a resource that does not exist creates it (update-as-create with a client id). */
+  updateCreate = true;
+  /** Refuse a write whose relative literal references (`Type/id`) point at nothing. */
+  referentialIntegrity = false;
+  /** Ids the server itself assigned while resolving a conditional update (always creatable). */
+  readonly serverAssigned = new Set<string>();
   private txDepth = 0;
+
+  private exists(type: string, id: string): boolean {
+    return !!(this as unknown as { resources: Map<string, Map<string, Resource>> }).resources.get(type)?.get(id);
+  }
 
   override async createResource<T extends Resource>(resource: T): Promise<any> {
     if (this.validate) validateResource(resource); // throws OperationOutcomeError (400) on errors
+    if (this.referentialIntegrity) {
+      const missing: string[] = [];
+      walkReferences(resource, (ref) => {
+        const m = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(\/_history\/[^/]+)?$/.exec(ref);
+        const self = m && m[1] === resource.resourceType && m[2] === resource.id;
+        if (m && !self && !this.exists(m[1], m[2])) missing.push(`${m[1]}/${m[2]}`);
+      });
+      // Like HAPI: "Resource Patient/x not found, specified in path: Observation.subject".
+      if (missing.length) throw new OperationOutcomeError(badRequest(`Resource ${missing[0]} not found (referential integrity)`));
+    }
     return super.createResource(resource);
+  }
+
+  override async updateResource<T extends Resource>(resource: T, options?: Parameters<MemoryRepository['updateResource']>[1]): Promise<any> {
+    if (!this.updateCreate && resource.id && !this.exists(resource.resourceType, resource.id) && !this.serverAssigned.delete(resource.id))
+      throw new OperationOutcomeError({
+        resourceType: 'OperationOutcome',
+        issue: [{ severity: 'error', code: 'not-supported', details: { text: `update as create (client-assigned id) is not allowed: ${resource.resourceType}/${resource.id} does not exist` } }],
+      });
+    return super.updateResource(resource, options);
   }
 
   override async withTransaction<TResult>(callback: (client: undefined) => Promise<TResult>): Promise<TResult> {
@@ -64,6 +94,16 @@ export class TestFhirRepository extends MemoryRepository {
       this.txDepth--;
     }
   }
+}
+
+/** Every string `reference` inside a resource (contained resources included). */
+function walkReferences(node: unknown, fn: (ref: string) => void): void {
+  if (Array.isArray(node)) for (const x of node) walkReferences(x, fn);
+  else if (node && typeof node === 'object')
+    for (const [k, v] of Object.entries(node)) {
+      if (k === 'reference' && typeof v === 'string') fn(v);
+      else walkReferences(v, fn);
+    }
 }
 
 function cloneMaps<V>(m: Map<string, Map<string, V>>): Map<string, Map<string, V>> {
@@ -101,6 +141,14 @@ export interface FhirServerOptions {
    * answers 400 above it). Off by default: other servers (HAPI, Azure, Google) have no such cap.
    */
   medplumTransactionLimits?: boolean;
+  /**
+   * `PUT Type/id` of a resource that does not exist creates it, with the client's id (default true,
+   * like HAPI, Azure and Google; false answers 400 `not-supported`, like servers that only assign
+   * ids themselves).
+   */
+  updateCreate?: boolean;
+  /** Refuse (400) a write whose `Type/id` references point at nothing, like HAPI's referential integrity (default false). */
+  referentialIntegrity?: boolean;
 }
 
 export interface FhirTestServer {
@@ -163,6 +211,8 @@ export async function startFhirServer(opts: FhirServerOptions = {}): Promise<Fhi
   const basePath = (opts.basePath ?? '/fhir/R4').replace(/\/+$/, '');
   const repo = new TestFhirRepository();
   repo.validate = opts.validate ?? true;
+  repo.updateCreate = opts.updateCreate ?? true;
+  repo.referentialIntegrity = opts.referentialIntegrity ?? false;
   const router = new FhirRouter();
   const requests: RecordedRequest[] = [];
   let failures: { remaining: number; status: number; headers: Record<string, string>; code: string } | undefined;
@@ -191,7 +241,8 @@ export async function startFhirServer(opts: FhirServerOptions = {}): Promise<Fhi
           const type = url.slice(0, q);
           const found = await search(type, url.slice(q + 1));
           if (found.length > 1) throw new OperationOutcomeError(multipleMatches);
-          const id = found[0]?.id ?? repo.generateId();
+          let id = found[0]?.id;
+          if (!id) repo.serverAssigned.add((id = repo.generateId()));
           return { ...e, resource: { ...e.resource, id }, request: { ...e.request, url: `${type}/${id}` } };
         }),
       );

@@ -390,6 +390,51 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
     expect(await srv.count('Observation')).toBe(1);
   });
 
+  it('on a server with referential integrity (like HAPI): a Type/id reference across messages without identifier is refused under identity: identifier, resolves with Reference.identifier or under identity: id', async () => {
+    const strict = await startFhirServer({ referentialIntegrity: true });
+    const mk = (over: Partial<FhirSinkConfig> = {}) =>
+      new FhirSink(sinkContext<FhirSinkConfig>({ baseUrl: strict.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, ...over, auth: defaultAuth() }));
+    try {
+      await mk().deliver(patientMsg('MRN-S1'));
+      const e = await mk()
+        .deliver(obsMsg('MRN-S1', { reference: 'Patient/pat-MRN-S1' }))
+        .then(
+          () => undefined,
+          (x) => x as FerryError,
+        );
+      expect(e?.code).toBe('FERRY_E_DELIVERY_FHIR_REJECTED'); // the problem: the Patient has a server-assigned id
+      await mk().deliver(obsMsg('MRN-S1', { reference: 'Patient/pat-MRN-S1', identifier: { system: MRN, value: 'MRN-S1' } }));
+      const [p] = await strict.search('Patient');
+      expect((await strict.search<any>('Observation'))[0].subject.reference).toBe(`Patient/${p.id}`);
+
+      strict.repo.clear();
+      await mk({ identity: 'id' }).deliver(patientMsg('MRN-S2', 'cerner-12724067'));
+      await mk({ identity: 'id' }).deliver(obsMsg('MRN-S2', { reference: 'Patient/cerner-12724067' }));
+      expect((await strict.search<any>('Observation'))[0].subject.reference).toBe('Patient/cerner-12724067');
+    } finally {
+      await strict.stop();
+    }
+  });
+
+  it('identity: id on a server that refuses update-as-create fails for good with the server\'s reason', async () => {
+    const closed = await startFhirServer({ updateCreate: false });
+    try {
+      const e = await new FhirSink(
+        sinkContext<FhirSinkConfig>({ baseUrl: closed.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, identity: 'id', auth: defaultAuth() }),
+      )
+        .deliver(patientMsg('MRN-C1'))
+        .then(
+          () => undefined,
+          (x) => x as FerryError,
+        );
+      expect(e?.code).toBe('FERRY_E_DELIVERY_FHIR_REJECTED');
+      expect(e?.retryable).toBe(false);
+      expect(e?.message).toMatch(/not-supported/);
+    } finally {
+      await closed.stop();
+    }
+  });
+
   it('conditionalReferences: server sends Type?identifier references untouched (for servers that resolve them)', async () => {
     const s = sink({ conditionalReferences: 'server' });
     await s.deliver(patientMsg('MRN-Z1'));
