@@ -16,15 +16,8 @@ import { convertFile } from './convert';
 const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
 const err = (s: string) => process.stderr.write(s.endsWith('\n') ? s : `${s}\n`);
 
-/** Plugins for CLI commands: those the config names, or the bundled ones when there is no usable config. */
-async function loadHost(configFile: string | undefined): Promise<{ host: PluginHost; configFile?: string }> {
-  if (configFile) {
-    try {
-      return { host: (await configure({ configFile })).host, configFile };
-    } catch {
-      /* fall back to the bundled plugins */
-    }
-  }
+/** The bundled plugins (core first), registered with default config. */
+async function bundledHost(): Promise<PluginHost> {
   const host = new PluginHost(silentLogger());
   const defs = bundledPlugins.flatMap((p) => {
     try {
@@ -34,7 +27,36 @@ async function loadHost(configFile: string | undefined): Promise<{ host: PluginH
     }
   });
   await host.load([corePlugin, ...defs], () => ({}));
-  return { host };
+  return host;
+}
+
+/** Plugins for CLI commands: those the config names, or the bundled ones when there is no usable config. */
+async function loadHost(configFile: string | undefined): Promise<{ host: PluginHost; configFile?: string }> {
+  if (configFile) {
+    try {
+      return { host: (await configure({ configFile })).host, configFile };
+    } catch {
+      /* fall back to the bundled plugins */
+    }
+  }
+  return { host: await bundledHost() };
+}
+
+/** Commands of the configured plugins, plus those of bundled plugins the config does not load. */
+async function pluginCommands(configFile: string | undefined): Promise<CliCommand[]> {
+  const seen = new Set<string>();
+  const out: CliCommand[] = [];
+  const add = (list: CliCommand[]) => {
+    for (const c of list) {
+      const name = c.name.split(' ')[0];
+      if (!seen.has(name)) out.push(c);
+      seen.add(name);
+    }
+  };
+  const loaded = await loadHost(configFile).catch(() => undefined);
+  if (loaded) add(loaded.host.commands().map((c) => c.command));
+  if (loaded?.configFile) add((await bundledHost().catch(() => undefined))?.commands().map((c) => c.command) ?? []);
+  return out;
 }
 
 function transformsOf(host: PluginHost): MessageTransform[] {
@@ -144,11 +166,9 @@ export async function main(argv: string[]): Promise<number> {
   pre.parseOptions(argv.slice(2));
   const wantsExtra = argv[2] && !['start', 'validate-config', 'convert', '--help', '-h', '--version', '-V', 'help'].includes(argv[2]);
   const extra: CliCommand[] = [...coreCommands];
-  let configFile = resolveConfigPath(pre.opts().config);
+  const configFile = resolveConfigPath(pre.opts().config);
   if (wantsExtra || argv.length <= 2 || argv.includes('--help') || argv.includes('help')) {
-    const loaded = await loadHost(configFile).catch(() => undefined);
-    if (loaded) extra.push(...loaded.host.commands().map((c) => c.command));
-    configFile = loaded?.configFile ?? configFile;
+    extra.push(...(await pluginCommands(configFile)));
   }
   for (const c of extra) {
     const [name, ...args] = c.name.split(' ');

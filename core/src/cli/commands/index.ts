@@ -1,4 +1,6 @@
 import type { CliCommand } from '../../plugin/api';
+import { pruneCommand } from './prune.command';
+import { replayCommand } from './replay.command';
 
 /** Core sub-commands beyond start/validate-config/convert (each in its own `*.command.ts`). */
-export const coreCommands: CliCommand[] = [];
+export const coreCommands: CliCommand[] = [replayCommand, pruneCommand];
