@@ -354,6 +354,15 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
     const [o] = await srv.search<any>('Observation');
     expect(o.subject).toEqual({ type: 'Patient', identifier: { system: MRN, value: 'MRN-NONE' } });
     expect(srv.requests.slice(mark).map((r) => r.method)).toEqual(['GET', 'POST']);
+    // One to a type without an identifier search parameter (the server ignores it and answers every
+    // Binary): the answer is checked, nothing is linked, written as it came.
+    await srv.repo.createResource({ resourceType: 'Binary', contentType: 'text/plain' });
+    const m = obsMsg('MRN-NONE', { reference: 'Patient/x' }, 'obs-2');
+    (m.bundle.entry![0].resource as any).focus = [{ type: 'Binary', identifier: { system: 'urn:bin', value: '1' } }];
+    delete (m.bundle.entry![0].resource as any).subject;
+    await sink().deliver(m);
+    expect(srv.requests.at(-2)).toMatchObject({ method: 'GET', url: expect.stringMatching(/^Binary\?identifier=/) });
+    expect((await srv.search<any>('Observation', { identifier: 'urn:obs|obs-2' }))[0].focus).toEqual([{ type: 'Binary', identifier: { system: 'urn:bin', value: '1' } }]);
   });
 
   it('two Patients with the same identifier: the conditional reference fails the message for good', async () => {

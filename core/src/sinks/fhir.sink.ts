@@ -251,6 +251,26 @@ function logicalKey(ref: RefLike): string | undefined {
   return `${ref.type}?${tokenParam(id.system, id.value)}`;
 }
 
+/** `{system, value}` of a `Type?identifier=sys|val` query (as built by tokenParam), else undefined. */
+function identifierOfQuery(conditional: string): { system: string; value: string } | undefined {
+  const m = /^[A-Z][A-Za-z]+\?identifier=([^&]+)$/.exec(conditional);
+  if (!m) return undefined;
+  let token: string;
+  try {
+    token = decodeURIComponent(m[1]);
+  } catch {
+    return undefined;
+  }
+  const parts: string[] = [''];
+  for (let i = 0; i < token.length; i++) {
+    const ch = token[i];
+    if (ch === '\\' && i + 1 < token.length) parts[parts.length - 1] += token[++i];
+    else if (ch === '|') parts.push('');
+    else parts[parts.length - 1] += ch;
+  }
+  return parts.length === 2 && parts[0] && parts[1] ? { system: parts[0], value: parts[1] } : undefined;
+}
+
 /**
  * The references of a transaction the sink may resolve: `literal` = conditional references
  * (`Type?query`, which must resolve: a server fails the transaction otherwise), `logical` =
@@ -508,8 +528,26 @@ export class FhirSink implements MessageSink {
         continue;
       }
       const type = CONDITIONAL.exec(c)![1];
-      const found = await this.search(`${c}&_count=2`, d);
-      const matches = (found.entry ?? []).filter((e) => e.resource?.resourceType === type && (e.search?.mode ?? 'match') === 'match' && e.resource.id);
+      let found: Bundle;
+      try {
+        found = await this.search(`${c}&_count=2`, d);
+      } catch (e) {
+        // A logical reference the server cannot search (e.g. a type without an identifier search
+        // parameter) stays as it came; a conditional one fails the message like the server would.
+        if (literal.has(c) || !FerryError.is(e) || e.retryable) throw e;
+        resolved.set(c, null);
+        continue;
+      }
+      const wanted = identifierOfQuery(c);
+      // Checked here too: a lenient server ignores a search parameter it does not know and answers
+      // every resource of the type.
+      const matches = (found.entry ?? []).filter(
+        (e) =>
+          e.resource?.resourceType === type &&
+          (e.search?.mode ?? 'match') === 'match' &&
+          e.resource.id &&
+          (!wanted || ((e.resource as { identifier?: Ident[] }).identifier ?? []).some((i) => i?.system === wanted.system && i?.value === wanted.value)),
+      );
       if (matches.length === 1) {
         const to = `${type}/${matches[0].resource!.id}`;
         resolved.set(c, to);
