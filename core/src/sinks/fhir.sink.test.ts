@@ -511,9 +511,9 @@ describe('toTransaction and classifyFhirFailure', () => {
     expect(obs.performer[0].reference).toBe(`Practitioner?identifier=${encodeURIComponent('urn:npi|9')}`);
     expect(obs.performer[1].reference).toBe('Organization/o1');
     expect(conditionalReferencesOf(t)).toEqual({ literal: new Set([obs.performer[0].reference]), logical: new Set() });
-    const resolved = applyResolvedReferences(t, new Map([[obs.performer[0].reference, 'Practitioner/42']]));
+    const resolved = applyResolvedReferences(structuredClone(t), new Map([[obs.performer[0].reference, 'Practitioner/42']]));
     expect((resolved.entry![1].resource as any).performer[0].reference).toBe('Practitioner/42');
-    const logical = applyResolvedReferences(t, new Map([[obs.performer[0].reference, null]]));
+    const logical = applyResolvedReferences(structuredClone(t), new Map([[obs.performer[0].reference, null]]));
     expect((logical.entry![1].resource as any).performer[0]).toEqual({ type: 'Practitioner', identifier: { system: 'urn:npi', value: '9' } });
 
     const byId = toTransaction(b, 'm', { identity: 'id' });

@@ -289,12 +289,12 @@ export function conditionalReferencesOf(tx: Bundle): { literal: Set<string>; log
 }
 
 /**
- * A copy of `tx` with conditional and logical references replaced by `resolved` (`Type?query` ->
- * `Type/id`); a conditional reference `resolved` maps to `null` becomes a logical reference
- * (Reference.identifier + type) when it has an identifier.
+ * Replaces, IN PLACE (`tx` is the sink's own copy from toTransaction), conditional and logical
+ * references by `resolved` (`Type?query` -> `Type/id`); a conditional reference `resolved` maps to
+ * `null` becomes a logical reference (Reference.identifier + type) when it has an identifier.
  */
 export function applyResolvedReferences(tx: Bundle, resolved: ReadonlyMap<string, string | null>): Bundle {
-  const out = structuredClone(tx);
+  const out = tx;
   for (const e of out.entry ?? [])
     forEachReferenceLike(e.resource, (ref) => {
       const key = typeof ref.reference === 'string' ? ref.reference : logicalKey(ref);
