@@ -229,7 +229,7 @@ export function toTransaction(bundle: Bundle, messageId: string, options: Readon
         }
       }
       const id = ref.identifier;
-      if (!id || Array.isArray(id) || !id.system || !id.value) return;
+      if (!id || Array.isArray(id) || !id.system || !id.value || ref.reference?.startsWith('#')) return;
       const target = ref.type ?? /^([A-Z][A-Za-z]+)[/?]/.exec(ref.reference ?? '')?.[1];
       if (!target || !/^[A-Z][A-Za-z]+$/.test(target)) return;
       const conditional = `${target}?${tokenParam(id.system, id.value)}`;
