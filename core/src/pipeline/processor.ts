@@ -41,8 +41,8 @@ export function patientOrderingKey(bundle: Bundle): string | undefined {
 
 /**
  * Takes stored messages in arrival order and runs them through transform -> routes -> steps,
- * recording every outcome in the store. Sequential within one engine, so the deliveries it
- * creates keep the arrival order the dispatcher relies on.
+ * recording every outcome in the store. Delivery order per ordering key is the store's job
+ * (claimDeliveries), so a batch may be processed concurrently.
  */
 export class Processor {
   private readonly routes: RuntimeRoute[];
@@ -88,8 +88,12 @@ export class Processor {
       let claimed: StoredMessage[] = [];
       try {
         claimed = await this.store.claimReceived(this.opts.owner, this.opts.batchSize, this.opts.leaseMs);
-        // A claimed batch is always finished (it is leased to us), even when stopping.
-        for (const m of claimed) await this.processOne(m);
+        // The batch is processed together: transforms run back to back and their store writes
+        // queue up and group-commit, instead of one commit round trip per message. The store keeps
+        // per-key delivery order whatever order these commit in (a strict delivery waits for every
+        // older message of its key to be routed). A claimed batch is always finished (it is leased
+        // to us), even when stopping.
+        await Promise.all(claimed.map((m) => this.processOne(m)));
         if (claimed.length) this.onRouted?.();
       } catch (e) {
         this.logger.error('processing loop error', errorFields(e));
