@@ -50,7 +50,8 @@ export class BundleBuilder {
   add<T extends AnyResource>(resource: T): T {
     const url = `urn:uuid:${resource.id}`;
     const prev = this.byUrl.get(url);
-    if (prev) return prev.resource as T;
+    // already there: the first one wins; already deleted in this message: stays a DELETE (the object is detached)
+    if (prev) return (prev.resource ?? resource) as T;
     const entry: BundleEntry = { fullUrl: url, resource, request: { method: 'PUT', url: `${resource.resourceType}/${resource.id}` } };
     this.entries.push(entry);
     this.byUrl.set(url, entry);

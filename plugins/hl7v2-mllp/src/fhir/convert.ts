@@ -36,8 +36,9 @@ export interface WalkState {
   /** The resource an NTE/OBX after the last segment refers to. */
   last?: Resource;
   lastSegment?: string;
-  /** SIU: the appointment being built. */
+  /** SIU: the appointment being built, and every appointment of the message. */
   appointment?: Resource;
+  appointments: Resource[];
   /** VXU/RDE...: the last resource an RXR/RXC/OBX attaches to. */
   medication?: Resource;
   /** MDM: the document being built. */
@@ -74,7 +75,7 @@ export class ConvertContext implements DtCtx {
   readonly tz: string;
   readonly messageCode: string;
   readonly trigger: string;
-  readonly state: WalkState = { mergeTargets: [], kept: [], n: new Map(), locations: new Map() };
+  readonly state: WalkState = { mergeTargets: [], kept: [], n: new Map(), locations: new Map(), appointments: [] };
   header!: MessageHeader;
   provenance?: Provenance;
 

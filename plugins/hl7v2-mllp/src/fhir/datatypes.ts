@@ -26,6 +26,17 @@ import { toDateTime } from './dates';
 export const c = (r: Hl7Rep | undefined, i: number): string => r?.[i - 1]?.[0] ?? '';
 /** Component i as a composite of its subcomponents (for HD in CX-4, FN in XPN-1...). */
 export const nest = (r: Hl7Rep | undefined, i: number): Hl7Rep => (r?.[i - 1] ?? []).map((s) => [s]);
+/** A FHIR `code` from a v2 value: trimmed, inner blanks collapsed to one space; undefined when empty. */
+export function codeStr(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  let t = v.trim();
+  if (/\s\s|[\t\n\r\f\v]/.test(t)) t = t.replace(/\s+/g, ' ');
+  return t === '' ? undefined : t;
+}
+/** A MIME type usable as Attachment.contentType (a FHIR code), else undefined. */
+export function mimeCode(v: string | undefined): string | undefined {
+  return v && /^[!-~]+\/[!-~]+$/.test(v) ? v : undefined;
+}
 export const valued = (s: string | undefined): s is string => s !== undefined && s !== '' && s !== '""' && s.trim() !== '';
 
 /** A copy of `o` without undefined / empty values (no `delete`: keeps objects in V8's fast mode); undefined when nothing is left. */
@@ -64,7 +75,7 @@ export function cwe(r: Hl7Rep | undefined, x: DtCtx): CodeableConcept | undefine
     const system = x.systems.code(sys);
     if (system) cd.system = system;
     if (valued(version)) cd.version = version;
-    if (valued(code)) cd.code = code.trim();
+    if (valued(code)) cd.code = codeStr(code);
     if (valued(display)) cd.display = display;
     if (cd.code || cd.system) coding.push(cd);
   };
@@ -92,7 +103,7 @@ export function cweMapped(r: Hl7Rep | undefined, map: string, x: DtCtx, v2Table?
 /** A simple ID/IS code as CodeableConcept with a v2 table system. */
 export function isCode(code: string | undefined, table: string, display?: string): CodeableConcept | undefined {
   if (!valued(code)) return undefined;
-  const cd: Coding = { system: `http://terminology.hl7.org/CodeSystem/v2-${table}`, code: code.trim() };
+  const cd: Coding = { system: `http://terminology.hl7.org/CodeSystem/v2-${table}`, code: codeStr(code) };
   if (display) cd.display = display;
   return { coding: [cd] };
 }
@@ -126,7 +137,7 @@ export function cx(r: Hl7Rep | undefined, x: DtCtx): Identifier | undefined {
   const type = c(r, 5);
   if (valued(type)) {
     const m = mapCode('IdentifierType', type);
-    id.type = { coding: [{ system: m?.system || 'http://terminology.hl7.org/CodeSystem/v2-0203', code: m?.code ?? type, ...(m?.display ? { display: m.display } : {}) }] };
+    id.type = { coding: [{ system: m?.system || 'http://terminology.hl7.org/CodeSystem/v2-0203', code: m?.code ?? codeStr(type), ...(m?.display ? { display: m.display } : {}) }] };
   }
   const hd = nest(r, 4);
   const sys = hdSystem(hd, x);
@@ -268,9 +279,9 @@ export function units(q: Quantity, r: Hl7Rep | undefined, x: DtCtx): Quantity {
   const sys = x.systems.code(c(r, 3));
   if (valued(code) || valued(text)) q.unit = valued(text) ? text : code;
   if (sys && valued(code)) q.system = sys;
-  if (valued(code) && sys) q.code = code;
+  if (valued(code) && sys) q.code = codeStr(code);
   else if (valued(code) && !sys) {
-    q.code = code;
+    q.code = codeStr(code);
     q.system = 'http://unitsofmeasure.org';
   }
   return q;
@@ -321,7 +332,9 @@ export function ed(r: Hl7Rep | undefined): Attachment | undefined {
   const enc = c(r, 4).toUpperCase();
   const data = c(r, 5);
   const a: Attachment = {};
-  a.contentType = valued(sub) && valued(type) && !sub.includes('/') ? `${mimeMain(type)}/${sub.toLowerCase()}` : valued(sub) && sub.includes('/') ? sub : 'application/octet-stream';
+  a.contentType =
+    mimeCode(valued(sub) && valued(type) && !sub.includes('/') ? `${mimeMain(type)}/${sub.toLowerCase()}` : valued(sub) && sub.includes('/') ? sub : undefined) ??
+    'application/octet-stream';
   if (valued(data)) {
     const raw = data.replace(/\s+/g, '');
     if (enc === 'BASE64' && B64.test(raw) && raw.length % 4 === 0) a.data = raw;
@@ -343,6 +356,6 @@ export function rp(r: Hl7Rep | undefined): Attachment | undefined {
   const a: Attachment = { url: url.replace(/\s/g, '%20') };
   const t = c(r, 3);
   const s = c(r, 4);
-  if (valued(t)) a.contentType = valued(s) ? `${mimeMain(t)}/${s.toLowerCase()}` : mimeMain(t) + '/octet-stream';
+  if (valued(t)) a.contentType = mimeCode(valued(s) ? `${mimeMain(t)}/${s.toLowerCase()}` : `${mimeMain(t)}/octet-stream`) ?? 'application/octet-stream';
   return a;
 }

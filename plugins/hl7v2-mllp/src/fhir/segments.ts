@@ -50,6 +50,8 @@ import {
   PLACER,
   c,
   codeOf,
+  codeStr,
+  mimeCode,
   compact,
   cwe,
   cweMapped,
@@ -114,7 +116,7 @@ export function practitioner(r: Hl7Rep | undefined, ctx: ConvertContext): Ref | 
     if (sys) id.system = sys;
     id.value = idv;
     const t = c(r, 13);
-    if (valued(t)) id.type = { coding: [{ system: V2_TABLE('0203'), code: t }] };
+    if (valued(t)) id.type = { coding: [{ system: V2_TABLE('0203'), code: codeStr(t) }] };
     const asg = hdDisplay(hd);
     if (asg) id.assigner = { display: asg };
     p.identifier = [id];
@@ -128,7 +130,7 @@ export function practitioner(r: Hl7Rep | undefined, ctx: ConvertContext): Ref | 
   });
   if (name) p.name = [name];
   const q = c(r, 7);
-  if (valued(q)) p.qualification = [{ code: { coding: [{ system: V2_TABLE('0360'), code: q }] } }];
+  if (valued(q)) p.qualification = [{ code: { coding: [{ system: V2_TABLE('0360'), code: codeStr(q) }] } }];
   const added = ctx.b.add(p);
   return ref(added, name ? [c(r, 3), fam[0]].filter(valued).join(' ') || undefined : undefined);
 }
@@ -223,11 +225,11 @@ const msh: Handler = (seg, ctx) => {
   const h: MessageHeader = {
     resourceType: 'MessageHeader',
     id: ctx.b.idFor('MessageHeader', 'MSH', true),
-    eventCoding: { system: V2_TABLE('0003'), code: trig || code },
+    eventCoding: { system: V2_TABLE('0003'), code: codeStr(trig) ?? codeStr(code) ?? 'unknown' },
     source: { endpoint: '' },
   };
   ctx.header = ctx.b.add(h); // first entry; filled below
-  if (valued(code)) h.eventCoding = { system: 'http://terminology.hl7.org/CodeSystem/v2-0003', code: trig || code, display: `${code}^${trig}` };
+  if (valued(code)) h.eventCoding = { system: 'http://terminology.hl7.org/CodeSystem/v2-0003', code: codeStr(trig) ?? codeStr(code), display: `${code}^${trig}` };
   const srcName = c(src, 1) || c(src, 2);
   if (srcName) h.source.name = srcName;
   h.source.endpoint = seg.get(24) || endpoint || (srcName ? `urn:ferry:hl7v2:app:${encodeURIComponent(srcName)}` : 'urn:ferry:hl7v2:app:unknown');
@@ -247,12 +249,12 @@ const msh: Handler = (seg, ctx) => {
   if (sender) h.sender = sender;
   const meta: Resource['meta'] = {};
   const pt = seg.get(11);
-  if (valued(pt)) meta.tag = [{ system: V2_TABLE('0103'), code: pt }];
+  if (valued(pt)) meta.tag = [{ system: V2_TABLE('0103'), code: codeStr(pt) }];
   const sec = mapCode('ConfidentialityCode', seg.get(8));
-  if (valued(seg.get(8))) meta.security = [{ system: sec?.system ?? V2_TABLE('0952'), code: sec?.code ?? seg.get(8) }];
+  if (valued(seg.get(8))) meta.security = [{ system: sec?.system ?? V2_TABLE('0952'), code: sec?.code ?? codeStr(seg.get(8)) }];
   if (meta.tag || meta.security) h.meta = meta;
   const lang = seg.get(19);
-  if (valued(lang)) h.language = lang.split('^')[0];
+  if (valued(lang) && /^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$/.test(lang.trim())) h.language = lang.trim();
   const responsible = xonOrg(seg.rep(22), ctx);
   if (responsible) h.responsible = responsible;
 };
@@ -424,7 +426,7 @@ const nk1: Handler = (seg, ctx) => {
   const lang = cweMapped(seg.rep(20), 'PrimaryLanguage', ctx);
   if (lang) rp.communication = [{ language: lang }];
   ctx.b.add(rp);
-  const contact: PatientContact = compact({
+  const contact: PatientContact | undefined = compact({
     relationship: rel.length ? rel : undefined,
     name: names[0],
     telecom: tel.length ? tel : undefined,
@@ -432,8 +434,9 @@ const nk1: Handler = (seg, ctx) => {
     gender: rp.gender,
     period,
     organization: xonOrg(seg.rep(13), ctx),
-  }) as PatientContact;
-  if (contact) p.contact = push(p.contact, contact);
+  }) as PatientContact | undefined;
+  // pat-1: a contact needs a name, telecom, address or organization
+  if (contact && (contact.name || contact.telecom || contact.address || contact.organization)) p.contact = push(p.contact, contact);
   ctx.state.last = rp;
 };
 
@@ -474,7 +477,7 @@ const pv1: Handler = (seg, ctx) => {
     class: mclass
       ? { system: mclass.system, code: mclass.code, display: mclass.display }
       : valued(pclass)
-        ? { system: V2_TABLE('0004'), code: pclass }
+        ? { system: V2_TABLE('0004'), code: codeStr(pclass) }
         : { system: 'http://terminology.hl7.org/CodeSystem/v3-NullFlavor', code: 'UNK', display: 'unknown' },
   };
   const ids = [visit, cx(seg.rep(50), ctx)].filter((x): x is Identifier => !!x);
@@ -930,7 +933,8 @@ const ft1: Handler = (seg, ctx) => {
   const qty = decimal(seg.get(10));
   if (qty !== undefined) ci.quantity = { value: qty };
   const amt = decimal(seg.get(11, 0, 1)) ?? decimal(seg.get(11, 0, 1, 1));
-  if (amt !== undefined) ci.priceOverride = { value: amt, currency: (seg.get(11, 0, 1, 2) || 'USD') as 'USD' };
+  const cur = seg.get(11, 0, 1, 2).trim();
+  if (amt !== undefined) ci.priceOverride = { value: amt, ...(/^[A-Z]{3}$/.test(cur) ? { currency: cur as 'USD' } : {}) };
   const diag = all(seg, 19, (r) => cwe(r, ctx));
   if (diag.length) ci.reason = diag;
   const performer = practitioner(seg.rep(20), ctx);
@@ -1134,7 +1138,7 @@ function applyTq1(seg: Hl7Segment, ctx: ConvertContext, target: Resource): void 
     const rep = c(seg.rep(3), 1);
     if (bounds || valued(text) || valued(rep)) {
       const d = (mr.dosageInstruction ??= [{}])[0];
-      d.timing = compact({ ...(d.timing ?? {}), repeat: bounds ? { boundsPeriod: bounds } : undefined, code: valued(rep) ? { coding: [{ system: V2_TABLE('0335'), code: rep }] } : undefined });
+      d.timing = compact({ ...(d.timing ?? {}), repeat: bounds ? { boundsPeriod: bounds } : undefined, code: valued(rep) ? { coding: [{ system: V2_TABLE('0335'), code: codeStr(rep) }] } : undefined });
       if (valued(text)) d.text = text;
     }
   }
@@ -1171,7 +1175,7 @@ function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext):
     case 'ID':
     case 'CK':
     case 'CN': {
-      const cc = vt === 'IS' || vt === 'ID' ? (valued(c(first, 1)) ? { coding: [{ code: c(first, 1) }] } : undefined) : cwe(first, ctx);
+      const cc = vt === 'IS' || vt === 'ID' ? (valued(c(first, 1)) ? { coding: [{ code: codeStr(c(first, 1)) }] } : undefined) : cwe(first, ctx);
       if (cc) o.valueCodeableConcept = cc;
       return;
     }
@@ -1625,6 +1629,7 @@ const sch: Handler = (seg, ctx) => {
   part(20, 'ENT', 'data entry person');
   if (ctx.state.order?.serviceRequest) a.basedOn = [ref(ctx.state.order.serviceRequest)];
   ctx.state.appointment = ctx.b.add(a);
+  ctx.state.appointments.push(ctx.state.appointment);
   ctx.state.last = ctx.state.appointment;
 };
 
@@ -1748,7 +1753,7 @@ const txa: Handler = (seg, ctx) => {
   }
   if (ctx.state.encounter) d.context = { encounter: [ref(ctx.state.encounter)] };
   const contentType = seg.get(3);
-  d.content.push({ attachment: { contentType: contentType ? mimeOf(contentType) : 'text/plain', ...(valued(seg.get(23)) ? { title: seg.get(23) } : {}) } });
+  d.content.push({ attachment: { contentType: (contentType ? mimeCode(mimeOf(contentType)) : undefined) ?? 'text/plain', ...(valued(seg.get(23)) ? { title: seg.get(23) } : {}) } });
   ctx.state.document = ctx.b.add(d);
   ctx.state.documentText = [];
   ctx.state.last = ctx.state.document;
@@ -1812,47 +1817,6 @@ export const SEGMENT_HANDLERS: Record<string, Handler> = {
 // ---------------------------------------------------------------------------------------------
 // Message-level: event semantics, Provenance, kept segments
 
-/**
- * Safety net run on every resource: FHIR strings must have non-whitespace content and codes no
- * leading/trailing blanks; a v2 field holding only blanks must not make a resource invalid.
- * Whitespace-only strings are removed (and objects/arrays left empty with them); `code` values are
- * trimmed. In place; returns false when the node ends up empty.
- */
-/** True for '' and whitespace-only strings; no allocation in the common case (first char not blank). */
-function blank(v: string): boolean {
-  if (v.length === 0) return true;
-  if (v.charCodeAt(0) > 32) return false;
-  return v.trim() === '';
-}
-
-function scrub(node: unknown): boolean {
-  if (Array.isArray(node)) {
-    let w = 0;
-    for (let i = 0; i < node.length; i++) {
-      const v = node[i];
-      if (typeof v === 'string' ? !blank(v) : v === null || typeof v !== 'object' || scrub(v)) node[w++] = v;
-    }
-    node.length = w;
-    return w > 0;
-  }
-  const o = node as Record<string, unknown>;
-  let any = false;
-  for (const k in o) {
-    const v = o[k];
-    if (typeof v === 'string') {
-      if (blank(v)) delete o[k];
-      else {
-        if (k === 'code' && (v.charCodeAt(0) <= 32 || v.charCodeAt(v.length - 1) <= 32)) o[k] = v.trim();
-        any = true;
-      }
-    } else if (v !== null && typeof v === 'object') {
-      if (scrub(v)) any = true;
-      else delete o[k];
-    } else if (v !== undefined) any = true;
-  }
-  return any;
-}
-
 export function finishMessage(ctx: ConvertContext): void {
   flushOrder(ctx);
   const st = ctx.state;
@@ -1896,7 +1860,6 @@ export function finishMessage(ctx: ConvertContext): void {
     else if (sender) prov.agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'author' }] }, who: sender });
     if (!prov.target.length) ctx.b.markDelete(prov);
   }
-  for (const r of ctx.b.resources()) scrub(r);
 }
 
 /** Trigger-event semantics (ADT status changes, merges, deletes; SIU status). */
@@ -1963,18 +1926,17 @@ function eventSemantics(ctx: ConvertContext): void {
       st.patient.active = false;
     }
   }
-  if (code === 'SIU' && st.appointment) {
-    const a = st.appointment as Appointment;
-    const byTrigger: Record<string, Appointment['status']> = { S15: 'cancelled', S16: 'cancelled', S17: 'entered-in-error', S26: 'noshow' };
-    if (byTrigger[trigger]) a.status = byTrigger[trigger];
-    if (trigger === 'S15' || trigger === 'S16') {
-      const reason = cwe(ctx.msg.segment('SCH')?.rep(6), ctx);
-      if (reason) a.cancelationReason = reason;
+  for (const appt of st.appointments) {
+    const a = appt as Appointment;
+    if (code === 'SIU') {
+      const byTrigger: Record<string, Appointment['status']> = { S15: 'cancelled', S16: 'cancelled', S17: 'entered-in-error', S26: 'noshow' };
+      if (byTrigger[trigger]) a.status = byTrigger[trigger];
+      if (trigger === 'S15' || trigger === 'S16') {
+        const reason = cwe(ctx.msg.segment('SCH')?.rep(6), ctx);
+        if (reason) a.cancelationReason = reason;
+      }
     }
-  }
-  // Appointment invariants: start and end together; required unless proposed/cancelled/waitlist
-  if (st.appointment) {
-    const a = st.appointment as Appointment;
+    // Appointment invariants: start and end together; required unless proposed/cancelled/waitlist
     if (!a.start || !a.end) {
       delete a.start;
       delete a.end;

@@ -95,6 +95,11 @@ export class Hl7Segment {
   }
 }
 
+/** A leaf holding only blanks is empty (as receivers treat it); anything else is kept exactly as sent. */
+function leaf(v: string): string {
+  return v.length !== 0 && v.charCodeAt(0) <= 32 && v.trim() === '' ? '' : v;
+}
+
 function parseField(raw: string, d: Delimiters): Hl7Rep[] {
   const reps = raw.indexOf(d.repetition) >= 0 ? raw.split(d.repetition) : [raw];
   const out: Hl7Rep[] = new Array(reps.length);
@@ -109,9 +114,9 @@ function parseField(raw: string, d: Delimiters): Hl7Rep[] {
       const c = comps[j];
       if (hasSub && c.indexOf(d.subcomponent) >= 0) {
         const subs = c.split(d.subcomponent);
-        if (esc) for (let k = 0; k < subs.length; k++) subs[k] = unescapeHl7(subs[k], d);
+        for (let k = 0; k < subs.length; k++) subs[k] = leaf(esc ? unescapeHl7(subs[k], d) : subs[k]);
         rep[j] = subs;
-      } else rep[j] = [esc ? unescapeHl7(c, d) : c];
+      } else rep[j] = [leaf(esc ? unescapeHl7(c, d) : c)];
     }
     out[i] = rep;
   }
