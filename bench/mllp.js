@@ -6,7 +6,7 @@
 //   (b) node-hl7-server - the npm package, ACKing AA from its handler
 //   (c) ferry    - Ferry's mllp source with the SQLite store, ACK only after commit
 //   (d) for context: the full Engine (listener + processing), and the listener with PostgreSQL
-// Prints msgs/s, p50/p99 latency, wrong ACKs (MSA-2 mismatch, timeouts, errors, non-AA) and the ratios.
+// Every peer gets the same number of messages per connection. Prints msgs/s, p50/p99 latency, wrong ACKs (MSA-2 mismatch, timeouts, errors, non-AA) and the ratios.
 // Requires the built packages (npm run build).
 'use strict';
 const fs = require('node:fs');
@@ -23,8 +23,11 @@ const argOf = (name, dflt) => {
 };
 const quick = args.includes('--quick');
 const only = argOf('only', '') ? argOf('only', '').split(',') : undefined;
-const N16 = Number(argOf('n', quick ? 1500 : 6000));
-const N1 = Math.max(200, Math.round(N16 / 4));
+// The same number of messages per connection in every run (N1 = N16 / 16 ... at least 100), for
+// every peer: node-hl7-server slows down with each message a connection has carried, so an unequal
+// count would not be a fair comparison.
+const N16 = Number(argOf('n', quick ? 1600 : 4800));
+const N1 = Math.max(100, Math.round(N16 / 16));
 
 if (!fs.existsSync(LOAD)) {
   console.log(`skipped: ../shared absent (${LOAD}); the benchmark needs its independent load client`);
@@ -85,8 +88,7 @@ function nodeHl7Server() {
     name: 'node-hl7-server 2.5 (AA from handler, no store)',
     key: 'nodehl7',
     // Its cost per message grows with every message a connection has carried (it re-reads its
-    // whole receive buffer), so it gets short runs: longer ones would only make it slower.
-    maxN: { 1: 150, 16: 800 },
+    // whole receive buffer): a short warm-up, on its own connections.
     warmup: 50,
     async start() {
       const { Server } = require('node-hl7-server');
@@ -237,7 +239,7 @@ async function main() {
   console.log(`MLLP benchmark on ${os.cpus().length} CPU(s), node ${process.version}; client: ${path.relative(process.cwd(), LOAD)} (own process)`);
   const fsync = fsyncProbe();
   console.log(`machine: load average ${os.loadavg().map((x) => x.toFixed(1)).join(' / ')}; fdatasync p50 ${fsync.p50} ms, p99 ${fsync.p99} ms`);
-  console.log(`messages: ${N1} at 1 connection, ${N16} at 16 connections (after a 300-message warm-up each; node-hl7-server: 150 / 800)\n`);
+  console.log(`messages: ${N1} at 1 connection, ${N16} at 16 connections (${N1} per connection for every peer; warm-up 300, node-hl7-server 50)\n`);
   const peers = [minimalServer(), nodeHl7Server(), ferryListener('sqlite'), ferry(), ferryListener('postgres')].filter((p) => !only || only.includes(p.key));
   const results = {};
   for (const p of peers) {
@@ -252,7 +254,7 @@ async function main() {
     try {
       for (const c of [1, 16]) {
         await load(port, p.warmup ?? 300, c).catch(() => undefined); // warm-up (separate connections)
-        const n = Math.min(c === 1 ? N1 : N16, p.maxN?.[c] ?? Infinity);
+        const n = c === 1 ? N1 : N16;
         let r;
         try {
           r = await load(port, n, c);
