@@ -830,6 +830,8 @@ const in1: Handler = (seg, ctx) => {
   if (valued(grp)) cov.class = push(cov.class, { type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/coverage-class', code: 'group' }] }, value: grp, ...(valued(seg.get(9)) ? { name: seg.get(9) } : {}) });
   const period = compact({ start: ctx.dt(seg.get(12)), end: ctx.dt(seg.get(13)) });
   if (period) cov.period = period;
+  const holder = xonOrg(seg.rep(11), ctx); // IN1-11 insured's group employer name -> policyHolder(Organization)
+  if (holder) cov.policyHolder = holder;
   const type = cweMapped(seg.rep(15), 'PlanId', ctx, '0086');
   if (type) cov.type = type;
   const rel = cweMapped(seg.rep(17), 'Relationship', ctx, '0063');
@@ -1298,6 +1300,10 @@ const obx: Handler = (seg, ctx) => {
   if (site) o.bodySite = site;
   const device = all(seg, 18, (r) => ei(r, ctx));
   if (device.length) o.device = { identifier: device[0] };
+  const instance = ei(seg.rep(21), ctx, FILLER()); // OBX-21 observation instance identifier (type FILL)
+  if (instance) o.identifier = [instance];
+  const nature = all(seg, 10, (r) => isCode(c(r, 1), '0080'));
+  if (nature.length) o.extension = push(o.extension, ...nature.map((cc) => ({ url: 'http://hl7.org/fhir/StructureDefinition/observation-nature-of-abnormal-test', valueCodeableConcept: cc })));
   if (g?.serviceRequest) o.basedOn = [ref(g.serviceRequest)];
   if (g?.specimens.length) o.specimen = ref(g.specimens[0]);
   else if (!g && st.specimenGroup) o.specimen = ref(st.specimenGroup); // OBX directly under SPM (specimen observations)
