@@ -89,8 +89,7 @@ d('ferry send against ferry start', () => {
     writeFileSync(again, adt('CLI-1'));
     const r2 = send(again, '--json');
     const row = JSON.parse(r2.stdout.trim().split('\n')[0]);
-    // AR 205 once the engine tells sources about rejected duplicates; AA (not stored) until then
-    expect(['AR', 'AA']).toContain(row.code);
-    if (row.code === 'AR') expect(r2.status).toBe(1);
+    expect(row).toMatchObject({ controlId: 'CLI-1', code: 'AR', errCode: '205' });
+    expect(r2.status).toBe(1);
   });
 });
