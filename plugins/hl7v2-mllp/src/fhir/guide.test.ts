@@ -490,6 +490,29 @@ describe('Clinical ADT segments: AL1, IAM, DG1, PR1, NK1, IN1, GT1', () => {
   });
 });
 
+describe('PV2[Encounter] and PD1[Patient] extras', () => {
+  test('PV2-1 pending location (planned), PV2-8 planned start, PV2-13 referrer, PV2-38 mode of arrival; PD1-4 GP, PD1-6 disability, PD1-14 congregation', () => {
+    const b = convert(
+      MSH('ADT^A01^ADT_A01'),
+      PID,
+      seg('PD1', { 4: '4321^Family^Fred', 6: 'H1^Wheelchair^L', 14: 'St. Mary' }),
+      PV1,
+      seg('PV2', { 1: '5W^510^A', 8: '20240103080000+0100', 13: '8765^Referrer^Rita', 38: 'A^Ambulance^HL70430' }),
+    );
+    const e = one<Encounter>(b, 'Encounter');
+    const pending = e.location!.find((l) => l.status === 'planned')!;
+    expect(byRef<{ resourceType: 'Location'; name: string }>(b, pending.location.reference).name).toBe('A');
+    expect(e.extension).toContainEqual({ url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Encounter.plannedStartDate', valueDateTime: '2024-01-03T08:00:00+01:00' });
+    expect(e.extension).toContainEqual({ url: 'http://hl7.org/fhir/StructureDefinition/encounter-modeOfArrival', valueCoding: { system: 'http://terminology.hl7.org/CodeSystem/v2-0430', code: 'A', display: 'Ambulance' } });
+    const ref = e.participant!.find((x) => x.type![0].text === 'referrer' && byRef<Practitioner>(b, x.individual!.reference).name![0].family === 'Referrer');
+    expect(ref).toBeDefined();
+    const p = one<Patient>(b, 'Patient');
+    expect(byRef<Practitioner>(b, p.generalPractitioner![0].reference).name![0].family).toBe('Family');
+    expect(p.extension).toContainEqual({ url: 'http://hl7.org/fhir/StructureDefinition/patient-congregation', valueString: 'St. Mary' });
+    expect(p.extension!.find((x) => x.url === 'http://hl7.org/fhir/StructureDefinition/patient-disability')!.valueCodeableConcept!.coding![0].code).toBe('H1');
+  });
+});
+
 describe('PRT[PractitionerRole]', () => {
   test('PRT after PV1: PRT-4 code, PRT-5 practitioner, PRT-8 organization, PRT-11/12 period; an Encounter participant', () => {
     const b = convert(MSH('ADT^A01^ADT_A01'), PID, PV1, seg('PRT', { 1: '1', 2: 'AD', 4: 'AD^Admitting Provider^HL70912', 5: '10535^Beethoven^Ludwig', 8: 'Good Health Hospital', 11: '20210223093000+0100', 12: '20210224100000+0100' }));

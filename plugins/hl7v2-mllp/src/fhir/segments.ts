@@ -399,6 +399,10 @@ const pd1: Handler = (seg, ctx) => {
   if (!p) return;
   const gp = [...all(seg, 3, (r) => xonOrg(r, ctx)), ...all(seg, 4, (r) => practitioner(r, ctx))];
   if (gp.length) p.generalPractitioner = push(p.generalPractitioner, ...gp);
+  const disability = cwe(seg.rep(6), ctx); // PD1-6 handicap
+  if (disability) p.extension = push(p.extension, { url: 'http://hl7.org/fhir/StructureDefinition/patient-disability', valueCodeableConcept: disability });
+  const congregation = seg.get(14, 0, 1); // PD1-14 place of worship (XON[string])
+  if (valued(congregation)) p.extension = push(p.extension, { url: 'http://hl7.org/fhir/StructureDefinition/patient-congregation', valueString: congregation });
 };
 
 const nk1: Handler = (seg, ctx) => {
@@ -553,7 +557,17 @@ const pv2: Handler = (seg, ctx) => {
   const prio = cweMapped(seg.rep(25), 'EncounterPriority', ctx, '0217');
   if (prio) e.priority = prio;
   const expected = ctx.dt(seg.get(8));
-  if (expected && !e.period?.start && e.status === 'planned') e.period = { ...(e.period ?? {}), start: expected };
+  if (expected) e.extension = push(e.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Encounter.plannedStartDate', valueDateTime: expected });
+  const expectedEnd = ctx.dt(seg.get(9));
+  if (expectedEnd) e.extension = push(e.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Encounter.plannedEndDate', valueDateTime: expectedEnd });
+  const prior = location(seg.rep(1), ctx); // PV2-1 prior pending location
+  if (prior) e.location = push(e.location, { location: prior, status: 'planned' });
+  for (const r of seg.reps(13)) {
+    const who = practitioner(r, ctx); // PV2-13 referral source code
+    if (who) e.participant = push(e.participant, { type: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'REF' }], text: 'referrer' }], individual: who });
+  }
+  const arrival = cwe(seg.rep(38), ctx)?.coding?.[0];
+  if (arrival) e.extension = push(e.extension, { url: 'http://hl7.org/fhir/StructureDefinition/encounter-modeOfArrival', valueCoding: arrival });
   const ml = cweMapped(seg.rep(40), 'AdmissionLevelOfCareCode', ctx, '0432');
   if (ml) e.type = push(e.type, ml);
 };
