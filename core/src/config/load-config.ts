@@ -73,7 +73,8 @@ function joinPath(base: string, key: string | number): string {
   return base ? `${base}.${key}` : key;
 }
 
-function resolveValues(v: unknown, at: string, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): unknown {
+/** `${VAR}` interpolation and `*_FILE` keys over an already-parsed config value. */
+export function resolveValues(v: unknown, at: string, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): unknown {
   if (typeof v === 'string') {
     const s = interpolate(v, at, env, problems);
     // A whole-value reference to a number/boolean stays typed for convict's formats.

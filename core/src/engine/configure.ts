@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Logger } from 'winston';
 import type { EngineConfig } from '../config/engine.schema';
-import { ConfigError, buildEngineConfig, readConfigFile, readPluginRefs, validateWithSchema, type ConfigProblem } from '../config/load-config';
+import { ConfigError, buildEngineConfig, readConfigFile, readPluginRefs, resolveValues, validateWithSchema, type ConfigProblem } from '../config/load-config';
 import { FerryError } from '../errors';
 import { fhirpathError } from '../fhir/fhirpath';
 import { silentLogger } from '../logging/logger';
@@ -12,7 +12,7 @@ import { PluginHost } from '../plugin/plugin-host';
 export interface ConfigureOptions {
   /** A YAML file. */
   configFile?: string;
-  /** The same shape as the YAML, already parsed (tests, embedding). Interpolation is not applied. */
+  /** The same shape as the YAML, already parsed (tests, embedding); `${VAR}` and `*_FILE` are resolved too. */
   config?: Record<string, unknown>;
   /** Extra in-memory plugins, loaded after the ones the config lists. */
   plugins?: PluginDefinition[];
@@ -33,7 +33,7 @@ export interface Configured {
 export async function configure(opts: ConfigureOptions): Promise<Configured> {
   const env = opts.env ?? process.env;
   const problems: ConfigProblem[] = [];
-  const raw = opts.configFile ? readConfigFile(opts.configFile, env, problems) : structuredClone(opts.config ?? {});
+  const raw = opts.configFile ? readConfigFile(opts.configFile, env, problems) : (resolveValues(structuredClone(opts.config ?? {}), '', env, problems) as Record<string, unknown>);
   if (problems.length) throw new ConfigError(problems, opts.configFile);
   const baseDir = process.cwd();
 

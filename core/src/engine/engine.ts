@@ -47,6 +47,8 @@ export class Engine {
   private admin?: AdminServer;
   private pruneTimer?: NodeJS.Timeout;
   private state: 'created' | 'starting' | 'running' | 'stopping' | 'stopped' = 'created';
+  /** True until every source has stopped: a source may still store what it already received. */
+  private accepting = true;
 
   private constructor(
     readonly config: EngineConfig,
@@ -179,8 +181,8 @@ export class Engine {
     messages: InboundMessage[],
     opts: { duplicates?: EngineConfig['sources'][string]['duplicates']; checkpoint?: { sourceId: string; key: string; value: string } } = {},
   ): Promise<InsertResult[]> {
-    if (this.state === 'stopping' || this.state === 'stopped')
-      throw new FerryError('TRANSIENT_ENGINE_STOPPING', 'engine is stopping; not accepting messages', { kind: 'transient' });
+    // Sources finish what they already received while they stop (they are stopped first).
+    if (!this.accepting) throw new FerryError('TRANSIENT_ENGINE_STOPPING', 'engine is stopping; not accepting messages', { kind: 'transient' });
     for (const m of messages) {
       if (!Buffer.isBuffer(m.body) || m.body.length === 0) throw inputError('EMPTY_MESSAGE', 'message body is empty');
       if (!m.contentType) throw inputError('NO_CONTENT_TYPE', 'message has no content type');
@@ -257,6 +259,7 @@ export class Engine {
       }),
     );
     results.forEach((r, i) => r.status === 'rejected' && this.logger.warn('source stop failed', { source: this.sources[i].id, ...errorFields(r.reason) }));
+    this.accepting = false;
     await this.processor?.stop();
     await this.dispatcher?.stop();
     for (const s of this.sinks.values()) await s.sink.stop?.().catch((e) => this.logger.warn('sink stop failed', { sink: s.id, ...errorFields(e) }));
