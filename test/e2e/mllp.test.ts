@@ -127,6 +127,18 @@ describe('MLLP in the engine', () => {
     expect(stored!.headers).toMatchObject({ messageType: 'ADT^A01', controlId: 'E2E1', sendingApplication: 'SENDAPP', sendingFacility: 'SENDFAC' });
   });
 
+  it("the listener's own counters are on /metrics as ferry_source_stat", async () => {
+    const dir = tmp();
+    const e = await start(config(dir, { admin: { enabled: true, port: 0 } }));
+    const c = await Client.connect(portOf(e));
+    clients.push(c);
+    expect(readAck(await c.send(adt('MET1')))).toMatchObject({ code: 'AA' });
+    const text = await (await fetch(`${e.adminUrl}/metrics`)).text();
+    expect(text).toMatch(/ferry_source_stat\{source="feed",stat="frames"\} 1/);
+    expect(text).toMatch(/ferry_source_stat\{source="feed",stat="connections"\} 1/);
+    expect(text).toMatch(/ferry_messages_received_total\{source="feed"\} 1/);
+  });
+
   it('1,000 messages on one connection through the real store (pipelined 50 at a time): every MSA-2 right, in order', async () => {
     const dir = tmp();
     const e = await start(config(dir, { routes: [] }));

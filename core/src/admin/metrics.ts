@@ -53,6 +53,20 @@ export class EngineMetrics {
     registers: [this.registry],
   });
 
+  /** Filled by the engine: each running source's own stats. */
+  sourceStats: () => { source: string; stats: object | undefined }[] = () => [];
+  readonly sourceStat = new Gauge({
+    name: 'ferry_source_stat',
+    help: "A source's own counters and gauges (e.g. MLLP connections, frames, junkBytes), by source and stat",
+    labelNames: ['source', 'stat'] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.sourceStat.reset();
+      for (const { source, stats } of this.sourceStats())
+        for (const [stat, v] of Object.entries(stats ?? {})) if (typeof v === 'number' && Number.isFinite(v)) this.sourceStat.set({ source, stat }, v);
+    },
+  });
+
   constructor(defaultMetrics = true) {
     if (defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'ferry_process_' });
   }

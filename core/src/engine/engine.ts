@@ -59,6 +59,7 @@ export class Engine {
     this.ownsStore = !store;
     this.store = store ?? createStore(config.store, logger.child({ component: 'store' }), config.baseDir);
     this.transforms = host.transforms().map((t) => t.container.resolve(t.impl));
+    this.metrics.sourceStats = () => this.sources.map((s) => ({ source: s.id, stats: s.source.stats?.() }));
   }
 
   static async create(opts: EngineOptions): Promise<Engine> {

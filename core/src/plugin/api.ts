@@ -83,6 +83,11 @@ export interface MessageSource {
   stop(): Promise<void>;
   /** For /ready: true while the source is accepting. */
   isReady?(): boolean;
+  /**
+   * Counters and gauges of the source's own (connections, frames, junk bytes...), exported on
+   * /metrics as `ferry_source_stat{source, stat}`. Numbers only; never PHI.
+   */
+  stats?(): object | undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
