@@ -75,6 +75,8 @@ export class ConvertContext implements DtCtx {
   readonly tz: string;
   readonly messageCode: string;
   readonly trigger: string;
+  /** Sending facility (else application): scopes identifiers that carry no assigning authority. */
+  readonly scope: string;
   readonly state: WalkState = { mergeTargets: [], kept: [], n: new Map(), locations: new Map(), appointments: [] };
   header!: MessageHeader;
   provenance?: Provenance;
@@ -89,6 +91,7 @@ export class ConvertContext implements DtCtx {
     this.tz = dtmOffset(msh.get(7)) ?? opts.defaultTimezone;
     this.messageCode = msh.get(9, 0, 1).toUpperCase();
     this.trigger = msh.get(9, 0, 2).toUpperCase();
+    this.scope = msh.get(4, 0, 1) || msh.get(4, 0, 2) || msh.get(3, 0, 1) || msh.get(3, 0, 2);
     const controlId = msh.get(10);
     const key = controlId ? `${msh.get(3)}|${msh.get(4)}|${controlId}|${msh.get(7)}` : `text|${msg.toString()}`;
     this.b = new BundleBuilder(key);

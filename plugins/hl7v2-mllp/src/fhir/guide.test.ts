@@ -567,6 +567,15 @@ describe('Datatypes and canonical output', () => {
     expect(h.extension).toEqual([{ url: 'http://ferry.dev/fhir/StructureDefinition/hl7v2-segment', valueString: 'ZPI|1|custom' }]);
     expect(one<MessageHeader>(convertMessage(parseHl7(text), { zSegments: 'ignore' }), 'MessageHeader').extension).toBeUndefined();
   });
+  test('ids: a bare identifier (no assigning authority) is scoped by the sending facility', () => {
+    const pid = 'PID|1||777';
+    const from = (fac: string, ctrl: string) =>
+      one<Patient>(convert(`MSH|^~\\&|APP|${fac}|R|R|20240102||ADT^A08^ADT_A01|${ctrl}|P|2.5`, pid), 'Patient').id;
+    expect(from('HOSP-A', '1')).toBe(from('HOSP-A', '2'));
+    expect(from('HOSP-A', '1')).not.toBe(from('HOSP-B', '1'));
+    const withAuth = (fac: string) => one<Patient>(convert(`MSH|^~\\&|APP|${fac}|R|R|20240102||ADT^A08^ADT_A01|9|P|2.5`, 'PID|1||777^^^MRN'), 'Patient').id;
+    expect(withAuth('HOSP-A')).toBe(withAuth('HOSP-B'));
+  });
   test('transaction Bundle: PUT <type>/<id>, fullUrl urn:uuid:<id>, deterministic ids', () => {
     const b = convert(MSH('ADT^A01^ADT_A01'), PID, PV1);
     expect(b.type).toBe('transaction');

@@ -92,7 +92,12 @@ const all = <T>(seg: Hl7Segment, n: number, f: (r: Hl7Rep) => T | undefined): T[
   }
   return out;
 };
-const idKey = (id: Identifier | undefined) => (id?.value ? `${id.system ?? ''}|${id.value}` : undefined);
+/**
+ * The key a deterministic id is derived from: system|value, and for an identifier without a system
+ * (no assigning authority) the sending facility/application stands in, so two senders' bare "12345"
+ * never become the same resource.
+ */
+const idKey = (id: Identifier | undefined, ctx: ConvertContext) => (id?.value ? `${id.system ?? `scope:${ctx.scope}`}|${id.value}` : undefined);
 
 // ---------------------------------------------------------------------------------------------
 // Shared resources: Practitioner (XCN), Organization (XON/HD), Location (PL)
@@ -105,7 +110,7 @@ export function practitioner(r: Hl7Rep | undefined, ctx: ConvertContext): Ref | 
   if (!valued(idv) && !nameParts.length) return undefined;
   const hd = nest(r, 9);
   const sys = valued(idv) ? hdSystem(hd, ctx) : undefined;
-  const key = valued(idv) ? `id|${sys ?? ''}|${idv}` : `name|${nameParts.join('^')}`;
+  const key = valued(idv) ? `id|${sys ?? `scope:${ctx.scope}`}|${idv}` : `name|${nameParts.join('^')}`;
   const pid = ctx.b.idFor('Practitioner', key);
   const existing = ctx.b.get(pid) as Practitioner | undefined;
   const fam = r[1] ?? [];
@@ -141,7 +146,7 @@ export function organization(name: string | undefined, identifier: Identifier | 
   const o: Organization = { resourceType: 'Organization' };
   if (identifier?.value) o.identifier = [identifier];
   if (valued(name)) o.name = name;
-  o.id = ctx.b.idFor('Organization', identifier?.value ? `id|${idKey(identifier)}` : `name|${name}`);
+  o.id = ctx.b.idFor('Organization', identifier?.value ? `id|${idKey(identifier, ctx)}` : `name|${name}`);
   return ref(ctx.b.add(o), valued(name) ? name : undefined);
 }
 
@@ -318,7 +323,7 @@ const pid: Handler = (seg, ctx) => {
   identifiers.length = 0;
   identifiers.push(...unique);
   const p: Patient = { resourceType: 'Patient' };
-  const key = idKey(identifiers.find((i) => i.value && i.system)) ?? idKey(identifiers[0]);
+  const key = idKey(identifiers.find((i) => i.value && i.system), ctx) ?? idKey(identifiers[0], ctx);
   p.id = key ? ctx.b.idFor('Patient', key) : ctx.localId('Patient', seg);
   if (identifiers.length) p.identifier = identifiers;
   const names = [...all(seg, 5, (r) => xpn(r, ctx)), ...all(seg, 9, (r) => xpn(r, ctx))];
@@ -450,7 +455,7 @@ const mrg: Handler = (seg, ctx) => {
   const survivor = ctx.state.patient;
   if (!survivor) return;
   const ids = [...all(seg, 1, (r) => cx(r, ctx)), ...all(seg, 4, (r) => cx(r, ctx))];
-  const key = idKey(ids.find((i) => i.value && i.system)) ?? idKey(ids[0]);
+  const key = idKey(ids.find((i) => i.value && i.system), ctx) ?? idKey(ids[0], ctx);
   if (!key) return;
   const old: Patient = { resourceType: 'Patient', id: ctx.b.idFor('Patient', key), identifier: ids, active: false };
   const names = all(seg, 7, (r) => xpn(r, ctx));
@@ -471,7 +476,7 @@ const pv1: Handler = (seg, ctx) => {
   const p = ctx.state.patient;
   const visit = cx(seg.rep(19), ctx);
   if (visit) visit.type = { coding: [{ system: V2_TABLE('0203'), code: 'VN', display: 'Visit number' }], text: 'visit number' };
-  const key = idKey(visit);
+  const key = idKey(visit, ctx);
   const pclass = seg.get(2, 0, 1);
   const mclass = mapCode('PatientClass[EncounterClass]', pclass);
   const e: Encounter = {
@@ -585,7 +590,7 @@ const dg1: Handler = (seg, ctx) => {
   if (code && valued(seg.get(4)) && !code.text) code.text = seg.get(4);
   const cond: Condition = {
     resourceType: 'Condition',
-    id: id ? ctx.b.idFor('Condition', idKey(id)!) : ctx.localId('Condition', seg),
+    id: id ? ctx.b.idFor('Condition', idKey(id, ctx)!) : ctx.localId('Condition', seg),
     subject: ref(p),
     clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }] },
     category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'encounter-diagnosis', display: 'Encounter Diagnosis' }] }],
@@ -620,7 +625,7 @@ const prb: Handler = (seg, ctx) => {
   const code = cwe(seg.rep(3), ctx) ?? { text: 'unknown' };
   const cond: Condition = {
     resourceType: 'Condition',
-    id: id ? ctx.b.idFor('Condition', idKey(id)!) : ctx.localId('Condition', seg),
+    id: id ? ctx.b.idFor('Condition', idKey(id, ctx)!) : ctx.localId('Condition', seg),
     subject: ref(p),
     category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'problem-list-item', display: 'Problem List Item' }] }],
     code,
@@ -648,7 +653,7 @@ const pr1: Handler = (seg, ctx) => {
   if (valued(seg.get(4)) && !c(seg.rep(3), 9)) code.text = seg.get(4);
   const proc: Procedure = {
     resourceType: 'Procedure',
-    id: id ? ctx.b.idFor('Procedure', idKey(id)!) : ctx.localId('Procedure', seg),
+    id: id ? ctx.b.idFor('Procedure', idKey(id, ctx)!) : ctx.localId('Procedure', seg),
     status: 'completed',
     subject: ref(p),
     code,
@@ -725,7 +730,7 @@ const iam: Handler = (seg, ctx) => {
   const uid = ei(seg.rep(7), ctx);
   const a: AllergyIntolerance = {
     resourceType: 'AllergyIntolerance',
-    id: uid ? ctx.b.idFor('AllergyIntolerance', idKey(uid)!) : ctx.b.idFor('AllergyIntolerance', `${p.id}|${code?.coding?.[0]?.code ?? seg.sequence}`),
+    id: uid ? ctx.b.idFor('AllergyIntolerance', idKey(uid, ctx)!) : ctx.b.idFor('AllergyIntolerance', `${p.id}|${code?.coding?.[0]?.code ?? seg.sequence}`),
     patient: ref(p),
     clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }] },
   };
@@ -918,7 +923,7 @@ function accountFor(ctx: ConvertContext): Account | undefined {
   if (!p) return undefined;
   const pidSeg = ctx.state.mergeTargets[ctx.state.mergeTargets.length - 1]?.segment;
   const acctId = pidSeg ? cx(pidSeg.rep(18), ctx) : undefined;
-  const id = acctId ? ctx.b.idFor('Account', idKey(acctId)!) : ctx.b.idFor('Account', `patient|${p.id}`, true);
+  const id = acctId ? ctx.b.idFor('Account', idKey(acctId, ctx)!) : ctx.b.idFor('Account', `patient|${p.id}`, true);
   const existing = ctx.b.get(id) as Account | undefined;
   if (existing) return existing;
   const a: Account = { resourceType: 'Account', id, status: 'active', subject: [ref(p)] };
@@ -981,7 +986,7 @@ function serviceRequest(g: OrderGroup, ctx: ConvertContext, seg: Hl7Segment): Se
   const obr = g.obr;
   const placer = ei(obr?.rep(2), ctx, PLACER()) ?? ei(orc?.rep(2), ctx, PLACER());
   const filler = ei(obr?.rep(3), ctx, FILLER()) ?? ei(orc?.rep(3), ctx, FILLER());
-  const key = idKey(filler) ?? idKey(placer);
+  const key = idKey(filler, ctx) ?? idKey(placer, ctx);
   const sr: ServiceRequest = {
     resourceType: 'ServiceRequest',
     id: key ? ctx.b.idFor('ServiceRequest', key) : ctx.localId('ServiceRequest', seg),
@@ -1068,7 +1073,7 @@ const obr: Handler = (seg, ctx) => {
   if (isResultMessage(ctx) || valued(seg.get(25)) || valued(seg.get(22))) {
     const placer = ei(seg.rep(2), ctx, PLACER()) ?? ei(g.orc?.rep(2), ctx, PLACER());
     const filler = ei(seg.rep(3), ctx, FILLER()) ?? ei(g.orc?.rep(3), ctx, FILLER());
-    const key = idKey(filler) ?? idKey(placer);
+    const key = idKey(filler, ctx) ?? idKey(placer, ctx);
     const status = codeOf('ResultStatus[Non-Queries]', seg.get(25));
     const dr: DiagnosticReport = {
       resourceType: 'DiagnosticReport',
@@ -1276,7 +1281,7 @@ const obx: Handler = (seg, ctx) => {
   const code = cwe(seg.rep(3), ctx) ?? { text: 'unknown' };
   const sub = seg.get(4);
   const filler = g?.report?.identifier?.find((i) => i.type?.coding?.[0]?.code === 'FILL') ?? (g?.serviceRequest && (g.serviceRequest as ServiceRequest).identifier?.[0]);
-  const key = filler?.value ? `${filler.system ?? ''}|${filler.value}|${code.coding?.[0]?.code ?? code.text}|${sub}|${seg.get(1)}` : undefined;
+  const key = filler?.value ? `${filler.system ?? `scope:${ctx.scope}`}|${filler.value}|${code.coding?.[0]?.code ?? code.text}|${sub}|${seg.get(1)}` : undefined;
   const status = codeOf('ObservationResultStatusCodesInterpretation', seg.get(11));
   const o: Observation = {
     resourceType: 'Observation',
@@ -1333,7 +1338,7 @@ const spm: Handler = (seg, ctx) => {
   // SPM[Specimen]
   const placer = eiNested(seg.rep(2), 1, ctx, PLACER());
   const filler = eiNested(seg.rep(2), 2, ctx, FILLER());
-  const key = idKey(filler) ?? idKey(placer);
+  const key = idKey(filler, ctx) ?? idKey(placer, ctx);
   const sp: Specimen = { resourceType: 'Specimen', id: key ? ctx.b.idFor('Specimen', key) : ctx.localId('Specimen', seg) };
   const ids = [placer, filler, ...all(seg, 31, (r) => cx(r, ctx))].filter((x): x is Identifier => !!x);
   if (ids.length) sp.identifier = ids;
@@ -1414,7 +1419,7 @@ function medicationRequest(seg: Hl7Segment, ctx: ConvertContext, codeField: numb
   const orc = g.orc;
   const placer = ei(orc?.rep(2), ctx, PLACER());
   const filler = ei(orc?.rep(3), ctx, FILLER());
-  const key = idKey(filler) ?? idKey(placer);
+  const key = idKey(filler, ctx) ?? idKey(placer, ctx);
   const med = cwe(seg.rep(codeField), ctx) ?? { text: 'unknown' };
   const st = orc && (codeOf('OrderStatus', orc.get(5)) ?? codeOf('OrderControlCode[ServiceRequest.status]', orc.get(1)));
   const mrStatus: Record<string, MedicationRequest['status']> = { active: 'active', completed: 'completed', revoked: 'cancelled', 'on-hold': 'on-hold', 'entered-in-error': 'entered-in-error', draft: 'draft', unknown: 'unknown' };
@@ -1513,7 +1518,7 @@ const rxa: Handler = (seg, ctx) => {
   const orc = g?.orc;
   const filler = ei(orc?.rep(3), ctx, FILLER());
   const placer = ei(orc?.rep(2), ctx, PLACER());
-  const key = idKey(filler) ?? idKey(placer);
+  const key = idKey(filler, ctx) ?? idKey(placer, ctx);
   const occurrence = ctx.dt(seg.get(3)) ?? ctx.dt(ctx.msg.msh.get(7));
   const action = seg.get(21);
   const im: Immunization = {
@@ -1609,7 +1614,7 @@ const sch: Handler = (seg, ctx) => {
   // SCH[Appointment]
   const placer = ei(seg.rep(1), ctx, PLACER());
   const filler = ei(seg.rep(2), ctx, FILLER());
-  const key = idKey(filler) ?? idKey(placer);
+  const key = idKey(filler, ctx) ?? idKey(placer, ctx);
   const status = codeOf('FillerStatusCodes[Appointment]', seg.get(25, 0, 1));
   const a: Appointment = {
     resourceType: 'Appointment',
@@ -1735,7 +1740,7 @@ const aip: Handler = (seg, ctx) => {
 const txa: Handler = (seg, ctx) => {
   // TXA[DocumentReference]
   const master = ei(seg.rep(12), ctx);
-  const key = idKey(master);
+  const key = idKey(master, ctx);
   const avail = seg.get(19);
   const d: DocumentReference = {
     resourceType: 'DocumentReference',
