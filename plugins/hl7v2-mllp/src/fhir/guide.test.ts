@@ -157,6 +157,12 @@ describe('ADT event semantics', () => {
     expect(e.status).toBe('in-progress');
     expect(e.period!.end).toBeUndefined();
   });
+  test('ADT^A12 cancel transfer: PV1-3 stays the active location, the cancelled PV1-6 move is dropped', () => {
+    const b = convert(MSH('ADT^A12^ADT_A12'), PID, seg('PV1', { ...PV1_FIELDS, 6: '5W^510^A' }));
+    const e = one<Encounter>(b, 'Encounter');
+    expect(e.status).toBe('in-progress');
+    expect(e.location!.map((l) => [byRef<{ resourceType: 'Location'; name: string }>(b, l.location.reference).name, l.status])).toEqual([['B', 'active']]);
+  });
   test('ADT^A40 merge: MRG-1 prior patient replaced-by the PID patient, which replaces it', () => {
     const b = convert(MSH('ADT^A40^ADT_A39'), 'EVN|A40|20240102', PID, 'MRG|55555^^^MRN^MR');
     const [survivor, prior] = all<Patient>(b, 'Patient');

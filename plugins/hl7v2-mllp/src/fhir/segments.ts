@@ -1920,8 +1920,12 @@ function eventSemantics(ctx: ConvertContext): void {
           e.status = 'cancelled';
           break;
         case 'A12':
-          // cancel transfer: the prior location (PV1-6) is the current one again
-          for (const l of e.location ?? []) l.status = l.status === 'completed' ? 'active' : l.status === 'active' ? 'completed' : l.status;
+          // cancel transfer: PV1-3 holds the location the patient stays in (active); the transfer location
+          // in PV1-6 never happened, so it is not kept as a completed stay
+          if (e.location) {
+            e.location = e.location.filter((l) => l.status !== 'completed');
+            if (!e.location.length) delete e.location;
+          }
           e.status = 'in-progress';
           break;
         case 'A14':
