@@ -534,13 +534,19 @@ describe('PRT[PractitionerRole]', () => {
 
 describe('DFT^P03 / BAR^P01: FT1 -> ChargeItem on the Account', () => {
   test('FT1-4 date, FT1-6 type, FT1-7 code, FT1-10 quantity', () => {
-    const b = convert(MSH('DFT^P03^DFT_P03'), 'EVN|P03|20240102', PID + '|||ACC-1^^^MRN', PV1, 'FT1|1|T100||20240102|20240102|CG|99213^Office visit^CPT||| 2');
+    const b = convert(MSH('DFT^P03^DFT_P03'), 'EVN|P03|20240102', seg('PID', { 1: '1', 3: '12345^^^MRN^MR', 5: 'Doe^J', 18: 'ACC-1^^^MRN' }), PV1, 'FT1|1|T100||20240102|20240102|CG|99213^Office visit^CPT||| 2');
     const ci = one<ChargeItem>(b, 'ChargeItem');
     expect(ci.code.coding![0]).toMatchObject({ system: 'http://www.ama-assn.org/go/cpt', code: '99213' });
     expect(ci.status).toBe('billable');
     expect(ci.occurrenceDateTime).toBe('2024-01-02');
     expect(ci.quantity).toEqual({ value: 2 });
-    expect(ci.account![0].reference).toBeDefined();
+    expect(byRef<{ resourceType: 'Account'; identifier: { value: string }[] }>(b, ci.account![0].reference).identifier[0].value).toBe('ACC-1'); // PID-18
+  });
+  test('BAR^P01 makes the PID-18 Account (active); BAR^P02 purge makes it inactive', () => {
+    const acct = (t: string) => one<{ resourceType: 'Account'; status: string; identifier: { value: string }[] }>(convert(MSH(`BAR^${t}^BAR_${t}`), seg('PID', { 1: '1', 3: '12345^^^MRN^MR', 5: 'Doe^J', 18: 'ACC-9^^^MRN' })), 'Account');
+    expect(acct('P01')).toMatchObject({ status: 'active', identifier: [{ value: 'ACC-9' }] });
+    expect(acct('P02').status).toBe('inactive');
+    expect(acct('P02').id).toBe(acct('P01').id);
   });
   test('BAR^P01: GT1 -> Account.guarantor', () => {
     const b = convert(MSH('BAR^P01^BAR_P01'), 'EVN|P01|20240102', PID, 'GT1|1||Everyman^Eve||1 Main St^^Ann Arbor^MI|||||||SPO^Spouse^HL70063');

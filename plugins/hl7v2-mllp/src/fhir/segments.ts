@@ -397,6 +397,8 @@ const pid: Handler = (seg, ctx) => {
   ctx.state.specimenGroup = undefined;
   ctx.state.last = patient;
   ctx.state.mergeTargets.push({ segment: seg, patient });
+  // BAR/DFT are about the patient's account (PID-18): it is the subject of the message
+  if (ctx.messageCode === 'BAR' || ctx.messageCode === 'DFT') accountFor(ctx);
 };
 
 const pd1: Handler = (seg, ctx) => {
@@ -1954,6 +1956,10 @@ function eventSemantics(ctx: ConvertContext): void {
       if (e) ctx.b.markDelete(e);
       st.patient.active = false;
     }
+  }
+  if (code === 'BAR' && trigger === 'P02') {
+    // purge patient accounts
+    for (const r of ctx.b.resources()) if (r.resourceType === 'Account') (r as Account).status = 'inactive';
   }
   for (const appt of st.appointments) {
     const a = appt as Appointment;
