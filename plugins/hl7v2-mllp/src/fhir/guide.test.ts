@@ -412,6 +412,12 @@ describe('MDM: TXA[DocumentReference]', () => {
     expect(Buffer.from(d.content[0].attachment.data!, 'base64').toString('utf8')).toBe('Line one\nLine two\nLine three');
     expect(d.content[0].attachment.contentType).toBe('text/plain');
   });
+  test('MDM COMMON_ORDER: ORC/OBR -> ServiceRequest only (no DiagnosticReport), related to the document', () => {
+    const b = convert(MSH('MDM^T02^MDM_T02'), PID, 'ORC|RE|P9^OE', 'OBR|1|P9^OE||11488-4^Consult note^LN', seg('TXA', { 1: '1', 2: 'CN', 3: 'TX', 12: 'DOC-9^EHR', 17: 'AU' }), 'OBX|1|TX|||text||||||F');
+    expect(all<DiagnosticReport>(b, 'DiagnosticReport')).toHaveLength(0);
+    const sr = one<ServiceRequest>(b, 'ServiceRequest');
+    expect(one<DocumentReference>(b, 'DocumentReference').context!.related![0].reference).toBe(refTo(sr));
+  });
   test('MDM^T06 addendum: TXA-13 parent document -> relatesTo appends', () => {
     const b = convert(MSH('MDM^T06^MDM_T02'), PID, seg('TXA', { 1: '1', 2: 'PN', 3: 'TX', 4: '20240102', 12: 'DOC-2^EHR', 13: 'DOC-1^EHR', 17: 'AU' }), 'OBX|1|TX|||Addendum text||||||F');
     const d = one<DocumentReference>(b, 'DocumentReference');

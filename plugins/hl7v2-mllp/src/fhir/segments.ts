@@ -1060,7 +1060,8 @@ function flushOrder(ctx: ConvertContext): void {
   }
 }
 
-const isResultMessage = (ctx: ConvertContext) => ['ORU', 'OUL', 'OPL', 'ORL', 'MDM', 'PPR'].includes(ctx.messageCode);
+/** Messages whose OBR is a result (DiagnosticReport); in MDM (per the IG's MDM_T02 map) ORC/OBR are only the order. */
+const isResultMessage = (ctx: ConvertContext) => ['ORU', 'OUL', 'OPL', 'ORL', 'PPR'].includes(ctx.messageCode);
 
 const obr: Handler = (seg, ctx) => {
   // OBR[ServiceRequest] + OBR[DiagnosticReport] (results)
@@ -1778,7 +1779,9 @@ const txa: Handler = (seg, ctx) => {
     const code = ctx.trigger === 'T05' || ctx.trigger === 'T06' ? 'appends' : ctx.trigger === 'T09' || ctx.trigger === 'T10' ? 'replaces' : 'transforms';
     d.relatesTo = [{ code, target: { identifier: parent, type: 'DocumentReference' } }];
   }
-  if (ctx.state.encounter) d.context = { encounter: [ref(ctx.state.encounter)] };
+  const related = ctx.state.order?.serviceRequest; // MDM COMMON_ORDER: the order the document answers
+  if (ctx.state.encounter || related)
+    d.context = { ...(ctx.state.encounter ? { encounter: [ref(ctx.state.encounter)] } : {}), ...(related ? { related: [ref(related)] } : {}) };
   const contentType = seg.get(3);
   d.content.push({ attachment: { contentType: (contentType ? mimeCode(mimeOf(contentType)) : undefined) ?? 'text/plain', ...(valued(seg.get(23)) ? { title: seg.get(23) } : {}) } });
   ctx.state.document = ctx.b.add(d);
