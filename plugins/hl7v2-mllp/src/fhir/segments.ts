@@ -536,7 +536,12 @@ const pv1: Handler = (seg, ctx) => {
   const arr = all(seg, 15, (r) => cweMapped(r, 'AmbulatoryStatus', ctx, '0009'));
   if (arr.length) hosp.specialArrangement = arr;
   const vip = cweMapped(seg.rep(16), 'VIPIndicator', ctx, '0099');
-  if (vip) hosp.specialCourtesy = [vip];
+  if (vip) {
+    hosp.specialCourtesy = [vip];
+    // PV1[Patient]: PV1-16 -> Patient patient-importance extension
+    if (p && !p.extension?.some((x) => x.url === 'http://hl7.org/fhir/StructureDefinition/patient-importance'))
+      p.extension = push(p.extension, { url: 'http://hl7.org/fhir/StructureDefinition/patient-importance', valueCodeableConcept: vip });
+  }
   const dd = cweMapped(seg.rep(36), 'DischargeDisposition', ctx, '0112');
   if (dd) hosp.dischargeDisposition = dd;
   const dest = location([[seg.get(37, 0, 1)]], ctx);
