@@ -134,15 +134,19 @@ async function endToEnd(dir, n) {
     logger,
   });
   const t0 = Date.now();
+  const cpu0 = process.cpuUsage();
   await engine.start();
   const ingestMs = await finished;
   await engine.waitForIdle(600_000);
   const secs = (Date.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   const stats = await engine.store.stats();
+  const st = engine.store;
+  const commits = { insertCommits: st.insertCommits, writeCommits: st.writeCommits, writeOps: st.writeOps };
   await engine.stop();
   let lines = 0;
   for (const f of fs.readdirSync(out)) lines += fs.readFileSync(path.join(out, f), 'utf8').split('\n').filter(Boolean).length;
-  return { n, secs, rate: n / secs, ingestRate: n / (ingestMs / 1000), delivered: stats.deliveries.delivered ?? 0, lines };
+  return { n, secs, rate: n / secs, ingestRate: n / (ingestMs / 1000), delivered: stats.deliveries.delivered ?? 0, lines, cpuMsPerMsg: (cpu.user + cpu.system) / 1000 / n, ...commits };
 }
 
 async function main() {

@@ -172,7 +172,14 @@ export class Processor {
         continue;
       }
       for (const sinkId of route.config.to)
-        deliveries.push({ routeId: route.config.id, sinkId, bundle: current, strictOrder: route.config.ordering === 'strict' });
+        deliveries.push({
+          routeId: route.config.id,
+          sinkId,
+          bundle: current,
+          strictOrder: route.config.ordering === 'strict',
+          // No step ran: the bundle is the transform result as recorded (the store references it).
+          unchanged: route.steps.length === 0 && current === bundle,
+        });
     }
     if (deliveries.length) {
       await this.store.recordRouting(message.id, { status: 'routed', deliveries });

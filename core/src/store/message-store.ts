@@ -67,6 +67,11 @@ export interface PlannedDelivery {
   /** The bundle this sink receives (after the route's steps). */
   bundle: Bundle;
   strictOrder: boolean;
+  /**
+   * The route changed nothing: `bundle` is the very object given to `recordTransformed`, not
+   * modified since. The store then references the message's bundle instead of storing a copy.
+   */
+  unchanged?: boolean;
 }
 
 export type RoutingOutcome =

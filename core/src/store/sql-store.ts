@@ -22,6 +22,13 @@ import { ddl, migrations, type Dialect } from './schema';
 
 export type Row = Record<string, any>;
 
+type EventRow = { id: string; at: number; status: string; sinkId?: string; routeId?: string; detail?: string | null };
+
+/** A shared transaction's connection that collects event rows, written together before the commit. */
+interface BufferedExec extends SqlExec {
+  events: EventRow[];
+}
+
 /** One connection (or transaction) the store's SQL runs on. Placeholders are `?`. */
 export interface SqlExec {
   all(sql: string, params?: unknown[]): Promise<Row[]>;
@@ -86,8 +93,12 @@ export abstract class SqlMessageStore implements MessageStore {
   private queuedCount = 0;
   private timer?: NodeJS.Immediate;
   private flushing?: Promise<void>;
-  /** The JSON of the bundle last recorded by recordTransformed, to avoid storing it twice per delivery. */
-  private lastBundle?: { id: string; json: string };
+  /**
+   * Bundles recorded by recordTransformed whose routing is not recorded yet (object and JSON), so
+   * a delivery of the unchanged bundle references the message's bundle instead of a second copy,
+   * without serialising it again.
+   */
+  private transformed = new Map<string, { bundle: Bundle; json: string }>();
   /** Commits made by `insert` (for tests and the benchmark). */
   insertCommits = 0;
   /** State transitions waiting for the next shared transaction. */
@@ -419,15 +430,8 @@ export abstract class SqlMessageStore implements MessageStore {
     return items.map((list) => list.map((i) => i.result!));
   }
 
-  private event(x: SqlExec, messageId: string, at: number, status: string, sinkId?: string, routeId?: string, detail?: string): Promise<number> {
-    return x.run('INSERT INTO message_events (message_id, at, status, sink_id, route_id, detail) VALUES (?, ?, ?, ?, ?, ?)', [
-      messageId,
-      at,
-      status,
-      sinkId ?? null,
-      routeId ?? null,
-      detail ?? null,
-    ]);
+  private event(x: SqlExec, messageId: string, at: number, status: string, sinkId?: string, routeId?: string, detail?: string): Promise<void> {
+    return this.events_(x, [{ id: messageId, at, status, sinkId, routeId, detail }]);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -471,19 +475,25 @@ export abstract class SqlMessageStore implements MessageStore {
       }
       const results: { ok: boolean; v: unknown }[] = [];
       try {
-        await this.tx(async (x) => {
+        await this.tx(async (tx) => {
+          // Every transition's event rows go into one multi-row INSERT before the commit; an
+          // operation rolled back to its savepoint drops its own rows.
+          const x: BufferedExec = { all: (q, p) => tx.all(q, p), run: (q, p) => tx.run(q, p), events: [] };
           for (const op of batch) {
+            const mark = x.events.length;
             await x.run('SAVEPOINT ferry_op');
             try {
               const v = await op.fn(x);
               await x.run('RELEASE SAVEPOINT ferry_op');
               results.push({ ok: true, v });
             } catch (e) {
+              x.events.length = mark;
               await x.run('ROLLBACK TO SAVEPOINT ferry_op');
               await x.run('RELEASE SAVEPOINT ferry_op');
               results.push({ ok: false, v: e });
             }
           }
+          await this.insertEvents(tx, x.events);
         });
         this.writeCommits++;
         this.writeOps += batch.length;
@@ -715,7 +725,10 @@ export abstract class SqlMessageStore implements MessageStore {
   async recordTransformed(id: string, bundle: Bundle, orderingKey: string | undefined): Promise<void> {
     this.assertOpen();
     const t: PendingTransform = { text: JSON.stringify(bundle), key: orderingKey || null, at: this.now() };
-    this.lastBundle = { id, json: t.text };
+    this.transformed.delete(id);
+    this.transformed.set(id, { bundle, json: t.text });
+    // Bounded: a processor that never records the routing must not grow this for ever.
+    if (this.transformed.size > 4096) this.transformed.delete(this.transformed.keys().next().value!);
     if (!this.batchWrites) {
       this.pendingTransforms.set(id, t);
       return;
@@ -773,7 +786,17 @@ export abstract class SqlMessageStore implements MessageStore {
     return undefined;
   }
 
-  private async events_(x: SqlExec, rows: { id: string; at: number; status: string; sinkId?: string; routeId?: string; detail?: string | null }[]): Promise<void> {
+  /** Event rows: collected by a shared transaction (one multi-row INSERT at its end), else inserted now. */
+  private async events_(x: SqlExec, rows: EventRow[]): Promise<void> {
+    const buf = (x as Partial<BufferedExec>).events;
+    if (buf) {
+      for (const r of rows) buf.push(r);
+      return;
+    }
+    await this.insertEvents(x, rows);
+  }
+
+  private async insertEvents(x: SqlExec, rows: EventRow[]): Promise<void> {
     for (let o = 0; o < rows.length; o += SqlMessageStore.CHUNK) {
       const part = rows.slice(o, o + SqlMessageStore.CHUNK);
       await x.run(
@@ -786,6 +809,7 @@ export abstract class SqlMessageStore implements MessageStore {
   async recordFailed(id: string, error: StoredError): Promise<void> {
     this.assertOpen();
     const now = this.now();
+    this.transformed.delete(id);
     await this.write(async (x) => {
       if (await this.finishProcessing(x, id, 'failed', errJson(error), now)) await this.event(x, id, now, 'failed', undefined, undefined, error.code);
     });
@@ -794,8 +818,8 @@ export abstract class SqlMessageStore implements MessageStore {
   async recordRouting(id: string, outcome: RoutingOutcome): Promise<void> {
     this.assertOpen();
     const now = this.now();
-    const cached = this.lastBundle?.id === id ? this.lastBundle.json : undefined;
-    this.lastBundle = undefined;
+    const cached = this.transformed.get(id);
+    this.transformed.delete(id);
     const status = outcome.status === 'routed' && !outcome.deliveries.length ? 'delivered' : outcome.status;
     await this.write(async (x) => {
       // Routed once only: when a lease ran out and two processors handled the message, the
@@ -811,12 +835,18 @@ export abstract class SqlMessageStore implements MessageStore {
           return;
         case 'routed': {
           const key: string = m.ordering_key || `source:${m.source_id}`;
-          const messageBundle: string | undefined = cached ?? (await this.content(x, [id], true)).get(id)?.bundle ?? undefined;
+          let messageBundle: string | undefined = cached?.json;
           const evs: Parameters<SqlMessageStore['events_']>[1] = [{ id, at: now, status: 'routed', detail: `${outcome.deliveries.length} deliveries` }];
           const params: unknown[] = [];
           for (const d of outcome.deliveries) {
-            const text = JSON.stringify(d.bundle);
-            params.push(newId(now), id, m.seq, d.routeId, d.sinkId, key, d.strictOrder ? 1 : 0, now, text === messageBundle ? null : text);
+            let text: string | null;
+            if (d.unchanged && cached && d.bundle === cached.bundle) text = null; // the message's bundle, as recorded
+            else {
+              text = JSON.stringify(d.bundle);
+              if (messageBundle === undefined) messageBundle = (await this.content(x, [id], true)).get(id)?.bundle ?? '';
+              if (text === messageBundle) text = null;
+            }
+            params.push(newId(now), id, m.seq, d.routeId, d.sinkId, key, d.strictOrder ? 1 : 0, now, text);
             evs.push({ id, at: now, status: 'delivery:pending', sinkId: d.sinkId, routeId: d.routeId });
           }
           if (outcome.deliveries.length) {
@@ -917,16 +947,21 @@ export abstract class SqlMessageStore implements MessageStore {
       }
       // Lock the message first: two deliveries of one message completing at once (PostgreSQL)
       // must not both see the other still open and leave the message `routed` for ever.
-      const cur = await x.all(`SELECT status FROM messages WHERE id = ?${this.rowLockClause()}`, [d.message_id]);
+      // (SQLite: one writer, so the message's status and its deliveries' counts come in one query.)
+      const counts = `SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) AS dead,
+                        COALESCE(SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END), 0) AS delivered
+                      FROM deliveries WHERE message_id = ? AND superseded = 0`;
+      const locked = this.batchWrites;
+      const cur = locked
+        ? await x.all(`SELECT m.status, c.total, c.dead, c.delivered FROM messages m, (${counts}) c WHERE m.id = ?`, [d.message_id, d.message_id])
+        : await x.all(`SELECT status FROM messages WHERE id = ?${this.rowLockClause()}`, [d.message_id]);
       const status = cur[0]?.status;
       if (status !== 'routed' && status !== 'dead' && status !== 'delivered') {
         await this.events_(x, [{ ...ev, detail }]);
         return;
       }
-      const counts = await x.all('SELECT status, COUNT(*) AS n FROM deliveries WHERE message_id = ? AND superseded = 0 GROUP BY status', [d.message_id]);
-      const by = new Map(counts.map((r) => [r.status as string, Number(r.n)]));
-      const total = [...by.values()].reduce((a, b) => a + b, 0);
-      const next: MessageStatus = (by.get('dead') ?? 0) > 0 ? 'dead' : (by.get('delivered') ?? 0) === total ? 'delivered' : 'routed';
+      const c = locked ? cur[0] : (await x.all(counts, [d.message_id]))[0];
+      const next: MessageStatus = Number(c.dead) > 0 ? 'dead' : Number(c.delivered) === Number(c.total) ? 'delivered' : 'routed';
       const evs: Parameters<SqlMessageStore['events_']>[1] = [{ ...ev, detail }];
       if (status !== next) {
         await x.run('UPDATE messages SET status = ?, updated_at = ? WHERE id = ?', [next, now, d.message_id]);
