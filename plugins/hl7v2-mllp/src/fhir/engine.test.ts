@@ -51,6 +51,7 @@ describe('engine: file source -> Hl7v2Transform -> validate -> file sink', () =>
       await new Promise((r) => setTimeout(r, 100));
     }
     expect(files).toHaveLength(3);
+    await engine.waitForIdle(10_000); // statuses are recorded just after the sink wrote the files
     const bundles = files.map((f) => JSON.parse(fs.readFileSync(path.join(dir, 'out', f), 'utf8')));
     const patients = bundles.flatMap((b) => b.entry.filter((e: { resource?: { resourceType: string } }) => e.resource?.resourceType === 'Patient').map((e: { resource: { identifier: { system: string; value: string }[] } }) => e.resource.identifier[0]));
     expect(patients.map((i: { value: string }) => i.value).sort()).toEqual(['111', '111', '222']);

@@ -387,6 +387,13 @@ describe('SIU: SCH[Appointment], AIS/AIG/AIL/AIP, event status', () => {
     expect(one<Appointment>(siu('S17', 'Deleted'), 'Appointment').status).toBe('entered-in-error');
     expect(one<Appointment>(siu('S26', 'Noshow'), 'Appointment').status).toBe('noshow');
   });
+  test('SCH-26/27 placer/filler order numbers -> basedOn ServiceRequest identifiers', () => {
+    const b = convert(MSH('SIU^S12^SIU_S12'), seg('SCH', { 1: 'P1^OE', 2: 'F1^SCHED', 25: 'Booked', 26: 'ORD-1^OE', 27: 'ORD-F^LAB' }), PID);
+    expect(one<Appointment>(b, 'Appointment').basedOn!.map((r) => [r.type, r.identifier!.value])).toEqual([
+      ['ServiceRequest', 'ORD-1'],
+      ['ServiceRequest', 'ORD-F'],
+    ]);
+  });
   test('SIU^S13 reschedule keeps the same Appointment id (filler id)', () => {
     expect(one<Appointment>(siu('S13'), 'Appointment').id).toBe(one<Appointment>(siu('S12'), 'Appointment').id);
   });

@@ -1661,6 +1661,9 @@ const sch: Handler = (seg, ctx) => {
   part(16, 'CON', 'contact');
   part(20, 'ENT', 'data entry person');
   if (ctx.state.order?.serviceRequest) a.basedOn = [ref(ctx.state.order.serviceRequest)];
+  // SCH-26/27 placer/filler order numbers -> basedOn (ServiceRequest) as logical references
+  const orderIds = [ei(seg.rep(26), ctx, PLACER()), ei(seg.rep(27), ctx, FILLER())].filter((x): x is Identifier => !!x);
+  for (const identifier of orderIds) a.basedOn = push(a.basedOn, { type: 'ServiceRequest', identifier });
   ctx.state.appointment = ctx.b.add(a);
   ctx.state.appointments.push(ctx.state.appointment);
   ctx.state.last = ctx.state.appointment;
