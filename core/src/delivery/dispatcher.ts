@@ -79,6 +79,13 @@ export class Dispatcher {
       this.kicked = false;
       const free = this.opts.workers - this.inFlight;
       let claimed: ClaimedDelivery[] = [];
+      // Claim in batches: while deliveries are in flight, wait until half the workers are free
+      // (each finishing delivery kicks the loop) -- one claim query for several deliveries
+      // instead of one per finished delivery.
+      if (this.inFlight > 0 && free < Math.ceil(this.opts.workers / 2)) {
+        await this.sleep(this.opts.pollIntervalMs);
+        continue;
+      }
       if (free > 0) {
         try {
           claimed = await this.store.claimDeliveries(this.opts.owner, free, this.opts.leaseMs);

@@ -531,6 +531,9 @@ export abstract class SqlMessageStore implements MessageStore {
 
   /** Claims do not wait for held transform results: an unrouted message only holds back more. */
   private claimTx<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    // SQLite (one writer): a claim joins the shared transaction of the state transitions queued
+    // before it, so it sees them and costs no commit of its own.
+    if (this.batchWrites) return this.write(fn);
     return this.txSettled(fn, false);
   }
 
@@ -715,10 +718,9 @@ export abstract class SqlMessageStore implements MessageStore {
 
   /**
    * Recorded with the transition that follows it, in the same transaction: the processor calls
-   * recordRouting / recordFailed next. With batched writes (SQLite) the update is queued into the
-   * next shared transaction (write-behind); without (PostgreSQL) it is held in memory and written
-   * inside recordRouting's / recordFailed's transaction -- one transaction per message instead
-   * of two. Reads through this store see it (it is written before they run). A crash before the
+   * recordRouting / recordFailed next. The result is held in memory and written by
+   * recordRouting's / recordFailed's operation (one UPDATE of the message for both transitions,
+   * one transaction per message on PostgreSQL, one savepoint in the shared one on SQLite). Reads through this store see it (it is written before they run). A crash before the
    * routing commits leaves the message `received`, to be transformed again; an error (unknown
    * id) shows in the routing call.
    */
@@ -729,11 +731,7 @@ export abstract class SqlMessageStore implements MessageStore {
     this.transformed.set(id, { bundle, json: t.text });
     // Bounded: a processor that never records the routing must not grow this for ever.
     if (this.transformed.size > 4096) this.transformed.delete(this.transformed.keys().next().value!);
-    if (!this.batchWrites) {
-      this.pendingTransforms.set(id, t);
-      return;
-    }
-    this.write((x) => this.applyTransform(x, id, t)).catch((e) => this.logger.debug('recordTransformed failed', { messageId: id, ...errorFields(e) }));
+    this.pendingTransforms.set(id, t);
   }
 
   /** Writes a transform result; false when the message was already processed. */
@@ -771,16 +769,27 @@ export abstract class SqlMessageStore implements MessageStore {
    */
   private async finishProcessing(x: SqlExec, id: string, status: string, error: string | null, now: number): Promise<Row | undefined> {
     const t = this.pendingTransforms.get(id);
-    if (t) {
-      this.pendingTransforms.delete(id);
-      await this.applyTransform(x, id, t);
+    if (t) this.pendingTransforms.delete(id);
+    // With a held transform result: one UPDATE takes the message through `transformed` to its
+    // next status (both transitions are event rows, in order, in this transaction).
+    const rows = t
+      ? await x.all(
+          `UPDATE messages SET status = ?, ordering_key = COALESCE(?, ordering_key, 'source:' || source_id), error = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ?
+           WHERE id = ? AND status IN ${UNROUTED_MESSAGE} RETURNING seq, source_id, ordering_key`,
+          [status, t.key, error, now, id],
+        )
+      : await x.all(
+          `UPDATE messages SET status = ?, error = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ?
+           WHERE id = ? AND status IN ${UNROUTED_MESSAGE} RETURNING seq, source_id, ordering_key`,
+          [status, error, now, id],
+        );
+    if (rows[0]) {
+      if (t) {
+        await x.run('UPDATE message_content SET bundle = ? WHERE message_id = ?', [t.text, id]);
+        await this.event(x, id, t.at, 'transformed');
+      }
+      return rows[0];
     }
-    const rows = await x.all(
-      `UPDATE messages SET status = ?, error = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ?
-       WHERE id = ? AND status IN ${UNROUTED_MESSAGE} RETURNING seq, source_id, ordering_key`,
-      [status, error, now, id],
-    );
-    if (rows[0]) return rows[0];
     const m = await this.requireMessage(x, id, 'status');
     this.staleProcessing(id, m.status);
     return undefined;
