@@ -130,7 +130,10 @@ export class Dispatcher {
     this.inFlight++;
     this.metrics.inFlight.inc();
     const rt = this.sinks.get(d.sinkId);
-    const log = (rt?.logger ?? this.logger).child({ messageId: d.messageId, deliveryId: d.id, route: d.routeId, controlId: d.message.headers.controlId });
+    // The child logger only when something is logged (a delivery that just succeeds logs at debug).
+    const base = rt?.logger ?? this.logger;
+    let child: Logger | undefined;
+    const log = (): Logger => (child ??= base.child({ messageId: d.messageId, deliveryId: d.id, route: d.routeId, controlId: d.message.headers.controlId }));
     const started = process.hrtime.bigint();
     let outcome: DeliveryOutcome;
     try {
@@ -141,21 +144,21 @@ export class Dispatcher {
       this.metrics.deliveryLatency.observe({ sink: d.sinkId }, secs);
       this.metrics.endToEnd.observe({ sink: d.sinkId }, (Date.now() - d.message.receivedAt.getTime()) / 1000);
       this.metrics.deliveries.inc({ route: d.routeId, sink: d.sinkId, outcome: 'delivered' });
-      log.debug('delivered', { attempt: d.attempts + 1 });
+      if (base.isDebugEnabled()) log().debug('delivered', { attempt: d.attempts + 1 });
     } catch (e) {
       // Anything a sink throws that is not a FerryError counts as retryable (network, bugs in flight).
       const err = e instanceof FerryError ? e : new FerryError('DELIVERY_UNEXPECTED', (e as Error)?.message ?? String(e), { kind: 'transient', retryable: true, cause: e });
       outcome = rt ? deliveryOutcome(rt.retry, d, err) : { status: 'failed', error: { code: err.code, message: err.message, retryable: true }, nextAttemptAt: new Date(Date.now() + 60_000) };
       this.metrics.deliveries.inc({ route: d.routeId, sink: d.sinkId, outcome: outcome.status === 'dead' ? 'dead' : 'retry' });
       const fields = { attempt: d.attempts + 1, errorCode: err.code, retryable: err.retryable, next: outcome.status === 'failed' ? outcome.nextAttemptAt.toISOString() : undefined };
-      if (outcome.status === 'dead') log.error('delivery dead', fields);
-      else log.warn('delivery failed, will retry', fields);
+      if (outcome.status === 'dead') log().error('delivery dead', fields);
+      else log().warn('delivery failed, will retry', fields);
     }
     try {
       await this.store.completeDelivery(d.id, outcome);
     } catch (e) {
       // The lease expires and the delivery is attempted again: at-least-once.
-      log.error('could not record delivery outcome', errorFields(e));
+      log().error('could not record delivery outcome', errorFields(e));
     } finally {
       this.inFlight--;
       this.metrics.inFlight.dec();

@@ -331,6 +331,25 @@ export function storeConformance(name: string, h: StoreHarness): void {
         ]);
       });
 
+      it('an unchanged route bundle is delivered as the message bundle; one changed in place is delivered as changed', async () => {
+        const [r] = await store.insert([msg()]);
+        await store.claimReceived('p', 1, 60_000);
+        const canonical = bundleFor('canonical');
+        await store.recordTransformed(r.id, canonical, 'k');
+        const mutated = bundleFor('canonical');
+        const [s] = await store.insert([msg()]);
+        await store.claimReceived('p', 1, 60_000);
+        await store.recordTransformed(s.id, mutated, 'k2');
+        mutated.meta = { tag: [{ code: 'step-changed-it' }] }; // a step changed the very object in place
+        await store.recordRouting(r.id, { status: 'routed', deliveries: [{ routeId: 'r1', sinkId: 'a', bundle: canonical, strictOrder: false, unchanged: true }] });
+        await store.recordRouting(s.id, { status: 'routed', deliveries: [{ routeId: 'r1', sinkId: 'a', bundle: mutated, strictOrder: false }] });
+        const c = await store.claimDeliveries('w', 10, 60_000);
+        expect(c.find((d) => d.messageId === r.id)!.bundle).toEqual(bundleFor('canonical'));
+        expect(c.find((d) => d.messageId === s.id)!.bundle.meta).toEqual({ tag: [{ code: 'step-changed-it' }] });
+        expect((await store.getMessage(s.id, { bundle: true }))!.bundle!.meta).toBeUndefined();
+        expect((await store.events(r.id)).map((e) => e.status)).toEqual(['received', 'transformed', 'routed', 'delivery:pending']);
+      });
+
       it('retries a failed delivery when due, counts attempts, and dead-letters', async () => {
         const [id] = await routed(store, ['k1']);
         const [d] = await store.claimDeliveries('w', 10, 60_000);

@@ -954,24 +954,36 @@ export abstract class SqlMessageStore implements MessageStore {
         await this.events_(x, [{ ...ev, detail: `${detail ?? ''} (superseded)`.trim() }]);
         return;
       }
-      // Lock the message first: two deliveries of one message completing at once (PostgreSQL)
-      // must not both see the other still open and leave the message `routed` for ever.
-      // (SQLite: one writer, so the message's status and its deliveries' counts come in one query.)
+      const evs: Parameters<SqlMessageStore['events_']>[1] = [{ ...ev, detail }];
       const counts = `SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) AS dead,
                         COALESCE(SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END), 0) AS delivered
                       FROM deliveries WHERE message_id = ? AND superseded = 0`;
-      const locked = this.batchWrites;
-      const cur = locked
-        ? await x.all(`SELECT m.status, c.total, c.dead, c.delivered FROM messages m, (${counts}) c WHERE m.id = ?`, [d.message_id, d.message_id])
-        : await x.all(`SELECT status FROM messages WHERE id = ?${this.rowLockClause()}`, [d.message_id]);
-      const status = cur[0]?.status;
-      if (status !== 'routed' && status !== 'dead' && status !== 'delivered') {
-        await this.events_(x, [{ ...ev, detail }]);
+      if (this.batchWrites) {
+        // SQLite (one writer): the message's new status is computed and written by one UPDATE,
+        // which touches the row only when the status changes (and then returns it, for the event).
+        const nextSql = `(SELECT CASE WHEN SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END) > 0 THEN 'dead'
+                                      WHEN SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END) = COUNT(*) THEN 'delivered'
+                                      ELSE 'routed' END
+                          FROM deliveries WHERE message_id = messages.id AND superseded = 0)`;
+        const changed = await x.all(
+          `UPDATE messages SET status = ${nextSql}, updated_at = ?
+           WHERE id = ? AND status IN ('routed', 'dead', 'delivered') AND status <> ${nextSql} RETURNING status`,
+          [now, d.message_id],
+        );
+        if (changed[0]) evs.push({ id: d.message_id, at: now, status: changed[0].status });
+        await this.events_(x, evs);
         return;
       }
-      const c = locked ? cur[0] : (await x.all(counts, [d.message_id]))[0];
+      // Lock the message first: two deliveries of one message completing at once (PostgreSQL)
+      // must not both see the other still open and leave the message `routed` for ever.
+      const cur = await x.all(`SELECT status FROM messages WHERE id = ?${this.rowLockClause()}`, [d.message_id]);
+      const status = cur[0]?.status;
+      if (status !== 'routed' && status !== 'dead' && status !== 'delivered') {
+        await this.events_(x, evs);
+        return;
+      }
+      const c = (await x.all(counts, [d.message_id]))[0];
       const next: MessageStatus = Number(c.dead) > 0 ? 'dead' : Number(c.delivered) === Number(c.total) ? 'delivered' : 'routed';
-      const evs: Parameters<SqlMessageStore['events_']>[1] = [{ ...ev, detail }];
       if (status !== next) {
         await x.run('UPDATE messages SET status = ?, updated_at = ? WHERE id = ?', [next, now, d.message_id]);
         evs.push({ id: d.message_id, at: now, status: next });
