@@ -13,6 +13,7 @@ export { createLogger, silentLogger, errorFields } from './logging/logger';
 export { PluginHost, manifestProblems, CORE_VERSION } from './plugin/plugin-host';
 export { validateBundle, ensureFhirDefinitions } from './fhir/validate';
 export { fhirpathTest, fhirpathEval } from './fhir/fhirpath';
+export { identifierParam } from './fhir/search';
 export { globToRegExp } from './routing/router';
 export * from './vendor';
 export * from './store/sqlite.store';

@@ -40,6 +40,25 @@ describe('FhirSink against a real FHIR R4 server', () => {
       (e) => e as FerryError,
     );
 
+  it('passes deletions through: a conditional DELETE removes what an earlier message wrote, and a redelivery converges', async () => {
+    const s = sink();
+    const allergy = { resourceType: 'AllergyIntolerance', clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }] }, identifier: [{ system: 'urn:test:allergy', value: 'AL-1' }], patient: { reference: 'urn:uuid:8c4f4b8e-0000-4000-8000-000000000001' } };
+    const first = patientBundle('MRN-DEL');
+    first.entry!.push({ fullUrl: 'urn:uuid:8c4f4b8e-0000-4000-8000-000000000002', resource: allergy as any });
+    first.entry![0].fullUrl = 'urn:uuid:8c4f4b8e-0000-4000-8000-000000000001';
+    await s.deliver(delivery(first));
+    expect(await srv.count('AllergyIntolerance')).toBe(1);
+    const second = patientBundle('MRN-DEL');
+    second.entry!.push({ request: { method: 'DELETE', url: 'AllergyIntolerance?identifier=urn:test:allergy|AL-1' } });
+    const d2 = delivery(second);
+    expect(toTransaction(second, 'm').entry!.at(-1)).toEqual({ request: { method: 'DELETE', url: 'AllergyIntolerance?identifier=urn:test:allergy|AL-1' } });
+    await s.deliver(d2);
+    expect(await srv.count('AllergyIntolerance')).toBe(0);
+    await s.deliver({ ...d2, attempt: 2 });
+    expect(await srv.count('AllergyIntolerance')).toBe(0);
+    expect(await srv.count('Patient')).toBe(1);    srv.requests.length = 0;
+  });
+
   it('delivering the same message twice leaves exactly one Patient (and one Encounter pointing at it)', async () => {
     const s = sink();
     const d = delivery(patientBundle('MRN-100', { withEncounter: true }));

@@ -4,6 +4,7 @@ import type { Bundle, BundleEntry, OperationOutcome, OperationOutcomeIssue, Reso
 // loaded by the CommonJS build of @ferry/core nor by jest.
 import Client from 'fhir-kit-client';
 import { inject, injectable } from 'tsyringe';
+import { identifierParam } from '../fhir/search';
 import { configError, FerryError, permanentDeliveryError, retryableDeliveryError } from '../errors';
 import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
@@ -97,10 +98,7 @@ export function deterministicUuid(...parts: string[]): string {
 }
 
 /** Escape a token search value (FHIR search: `\`, `|`, `,`, `$` are escaped with `\`) and URL-encode it. */
-function tokenParam(system: string, value: string): string {
-  const esc = (s: string) => s.replace(/[\\|,$]/g, (c) => `\\${c}`);
-  return `identifier=${encodeURIComponent(`${esc(system)}|${esc(value)}`)}`;
-}
+const tokenParam = (system: string, value: string): string => identifierParam(system, value);
 
 /** Every object with a string `reference` inside a resource. */
 function forEachReference(node: unknown, fn: (ref: { reference: string }) => void): void {
@@ -241,7 +239,13 @@ export function toTransaction(bundle: Bundle, messageId: string, options: Readon
       else if (!byId || !/^[A-Z][A-Za-z]+\/[^/]+$/.test(ref.reference)) ref.reference = conditional;
     });
   }
-  return { resourceType: 'Bundle', type: 'transaction', entry: unique };
+  // Deletions (HL7 A23/A29, IAM/PRB delete actions...): entries with no resource and a DELETE
+  // request pass through as they are (`Type?identifier=...` conditional delete, or `Type/id`);
+  // deleting what is already gone succeeds, so a redelivery converges.
+  const deletes: BundleEntry[] = (bundle.entry ?? [])
+    .filter((e) => !e.resource && e.request?.method === 'DELETE' && e.request.url && !exclude.has(e.request.url.split(/[/?]/)[0]))
+    .map((e) => ({ request: { method: 'DELETE' as const, url: e.request!.url } }));
+  return { resourceType: 'Bundle', type: 'transaction', entry: [...unique, ...deletes] };
 }
 
 /** The search (`Type?identifier=sys|val`) that finds the target of a logical reference (identifier + type, no `reference`). */

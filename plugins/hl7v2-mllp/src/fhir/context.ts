@@ -6,6 +6,7 @@ const sha1hex: (s: string) => string =
     ? (s) => (crypto as unknown as { hash: (alg: string, data: string, enc: string) => string }).hash('sha1', s, 'hex')
     : (s) => crypto.createHash('sha1').update(s).digest('hex');
 import type { Bundle, BundleEntry, Reference, Resource } from '@medplum/fhirtypes';
+import { identifierParam } from '@ferry/core';
 import type { ConversionOptions } from './config';
 
 /** Deterministic UUID (v5-style layout) from a key: the same source identifiers give the same id. */
@@ -62,12 +63,16 @@ export class BundleBuilder {
     return this.byUrl.get(`urn:uuid:${id}`)?.resource as AnyResource | undefined;
   }
 
-  /** Turns the entry into a DELETE (A23/A29, PRB delete...). */
+  /**
+   * Turns the entry into a DELETE (A23/A29, PRB delete...): a conditional delete on the resource's
+   * first identifier when it has one (the target server's id for it is not ours), else by id.
+   */
   markDelete(resource: AnyResource): void {
     const e = this.byUrl.get(`urn:uuid:${resource.id}`);
     if (!e) return;
+    const ident = (resource as { identifier?: { system?: string; value?: string }[] }).identifier?.find((i) => i?.system && i?.value);
     delete e.resource;
-    e.request = { method: 'DELETE', url: `${resource.resourceType}/${resource.id}` };
+    e.request = { method: 'DELETE', url: ident ? `${resource.resourceType}?${identifierParam(ident.system!, ident.value!)}` : `${resource.resourceType}/${resource.id}` };
   }
 
   resources(): AnyResource[] {

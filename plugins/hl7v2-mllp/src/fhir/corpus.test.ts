@@ -40,7 +40,7 @@ if (!haveCorpus) console.warn(`skipped: ../shared absent (${CORPUS}) — corpus 
 
   test('nothing silently dropped: every mapped segment yields its resource', () => {
     const seg = (body: Buffer, name: string) => body.toString('latin1').split(/\r\n|\n|\r/).filter((l) => l.replace(/^\ufeff|^\xef\xbb\xbf/, '').startsWith(`${name}|`)).length;
-    const count = (b: Bundle, type: string) => (b.entry ?? []).filter((e) => e.resource?.resourceType === type || e.request?.url.startsWith(`${type}/`)).length;
+    const count = (b: Bundle, type: string) => (b.entry ?? []).filter((e) => e.resource?.resourceType === type || e.request?.url.startsWith(`${type}/`) || e.request?.url.startsWith(`${type}?`)).length;
     const pairs: [string, string][] = [
       ['PV1', 'Encounter'],
       ['SCH', 'Appointment'],
