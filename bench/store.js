@@ -129,6 +129,7 @@ async function endToEnd(dir, n) {
       routes: [{ id: 'all', from: ['feed'], to: ['archive'] }],
       admin: { enabled: false },
       log: { level: 'error' },
+      ...(process.env.FERRY_BENCH_WORKERS ? { processing: { deliveryWorkers: Number(process.env.FERRY_BENCH_WORKERS) } } : {}),
     },
     plugins: [plugin],
     logger,

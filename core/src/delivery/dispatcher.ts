@@ -38,6 +38,7 @@ export function deliveryOutcome(policy: RetryPolicy, d: ClaimedDelivery, err: Fe
 export class Dispatcher {
   private running = false;
   private inFlight = 0;
+  private completing = 0;
   private loopPromise?: Promise<void>;
   private wake?: () => void;
   private kicked = false;
@@ -62,8 +63,9 @@ export class Dispatcher {
     this.wake?.();
   }
 
+  /** Deliveries at a sink, and outcomes not yet committed. */
   get busy(): number {
-    return this.inFlight;
+    return this.inFlight + this.completing;
   }
 
   /** Stop claiming and wait for in-flight deliveries. */
@@ -71,7 +73,7 @@ export class Dispatcher {
     this.running = false;
     this.wake?.();
     await this.loopPromise;
-    while (this.inFlight > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
+    while (this.inFlight > 0 || this.completing > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
   }
 
   private async loop(): Promise<void> {
@@ -154,16 +156,22 @@ export class Dispatcher {
       if (outcome.status === 'dead') log().error('delivery dead', fields);
       else log().warn('delivery failed, will retry', fields);
     }
+    // The outcome is queued first, then the worker is free: the claim this frees up is queued
+    // behind it (SQLite: same shared transaction, so it sees the outcome; PostgreSQL: the delivery
+    // stays leased until the outcome commits), and does not wait for this commit round.
+    const recorded = this.store.completeDelivery(d.id, outcome);
+    this.completing++;
+    this.inFlight--;
+    this.metrics.inFlight.dec();
+    this.kick();
     try {
-      await this.store.completeDelivery(d.id, outcome);
+      await recorded;
     } catch (e) {
       // The lease expires and the delivery is attempted again: at-least-once.
       log().error('could not record delivery outcome', errorFields(e));
     } finally {
-      this.inFlight--;
-      this.metrics.inFlight.dec();
-      if (this.inFlight === 0) this.idleWaiters.splice(0).forEach((r) => r());
-      this.kick();
+      this.completing--;
+      if (this.inFlight === 0 && this.completing === 0) this.idleWaiters.splice(0).forEach((r) => r());
     }
   }
 }
