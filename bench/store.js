@@ -189,8 +189,8 @@ async function main() {
   if (e2e.skipped) console.log(`  skipped: ${e2e.skipped}`);
   else
     table(
-      [{ messages: e2e.n, seconds: e2e.secs.toFixed(2), 'msgs/s end to end': Math.round(e2e.rate), 'msgs/s acknowledged': Math.round(e2e.ingestRate), delivered: e2e.delivered, 'lines in files': e2e.lines }],
-      ['messages', 'seconds', 'msgs/s end to end', 'msgs/s acknowledged', 'delivered', 'lines in files'],
+      [{ messages: e2e.n, seconds: e2e.secs.toFixed(2), 'msgs/s end to end': Math.round(e2e.rate), 'msgs/s acknowledged': Math.round(e2e.ingestRate), 'cpu ms/msg': e2e.cpuMsPerMsg.toFixed(2), 'transition commits/msg': ((e2e.writeCommits ?? 0) / e2e.n).toFixed(2), delivered: e2e.delivered, 'lines in files': e2e.lines }],
+      ['messages', 'seconds', 'msgs/s end to end', 'msgs/s acknowledged', 'cpu ms/msg', 'transition commits/msg', 'delivered', 'lines in files'],
     );
   fs.rmSync(dir, { recursive: true, force: true });
 }
