@@ -7,6 +7,7 @@ import type { MessageSink } from '../plugin/api';
 import type { StoredError } from '../model/message';
 import type { ClaimedDelivery, DeliveryOutcome, MessageStore } from '../store/message-store';
 import { nextAttempt } from '../store/retry-policy';
+import { WakeableSleep } from '../util/wakeable-sleep';
 
 export interface SinkRuntime {
   id: string;
@@ -40,7 +41,7 @@ export class Dispatcher {
   private inFlight = 0;
   private completing = 0;
   private loopPromise?: Promise<void>;
-  private wake?: () => void;
+  private readonly sleeper = new WakeableSleep();
   private kicked = false;
   private readonly idleWaiters: (() => void)[] = [];
 
@@ -60,7 +61,7 @@ export class Dispatcher {
 
   kick(): void {
     this.kicked = true;
-    this.wake?.();
+    this.sleeper.wake();
   }
 
   /** Deliveries at a sink, and outcomes not yet committed. */
@@ -71,7 +72,7 @@ export class Dispatcher {
   /** Stop claiming and wait for in-flight deliveries. */
   async stop(): Promise<void> {
     this.running = false;
-    this.wake?.();
+    this.sleeper.wake();
     await this.loopPromise;
     while (this.inFlight > 0 || this.completing > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
   }
@@ -115,17 +116,7 @@ export class Dispatcher {
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(done, ms);
-      function done() {
-        clearTimeout(t);
-        resolve();
-      }
-      this.wake = () => {
-        this.wake = undefined;
-        done();
-      };
-    });
+    return this.sleeper.sleep(ms);
   }
 
   private async run(d: ClaimedDelivery): Promise<void> {

@@ -9,6 +9,7 @@ import type { MessageTransform } from '../plugin/api';
 import { compileRoute, matchRoutes, type CompiledRoute } from '../routing/router';
 import type { MessageStore, PlannedDelivery } from '../store/message-store';
 import { compileStep, type CompiledStep } from './steps';
+import { WakeableSleep } from '../util/wakeable-sleep';
 
 export interface ProcessorOptions {
   owner: string;
@@ -48,7 +49,7 @@ export class Processor {
   private readonly routes: RuntimeRoute[];
   private running = false;
   private loopPromise?: Promise<void>;
-  private wake?: () => void;
+  private readonly sleeper = new WakeableSleep();
   private kicked = false;
   onRouted?: () => void;
 
@@ -72,13 +73,13 @@ export class Processor {
   /** New work is in the store: run now rather than at the next poll. */
   kick(): void {
     this.kicked = true;
-    this.wake?.();
+    this.sleeper.wake();
   }
 
   /** Stop claiming; resolves when the message in hand is finished. */
   async stop(): Promise<void> {
     this.running = false;
-    this.wake?.();
+    this.sleeper.wake();
     await this.loopPromise;
   }
 
@@ -103,17 +104,7 @@ export class Processor {
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(done, ms);
-      function done() {
-        clearTimeout(t);
-        resolve();
-      }
-      this.wake = () => {
-        this.wake = undefined;
-        done();
-      };
-    });
+    return this.sleeper.sleep(ms);
   }
 
   /** Transform, route and record one message. Never throws for a message's own fault. */
