@@ -164,15 +164,15 @@ async function main() {
         : { store, mode, messages: r.n, seconds: r.secs.toFixed(2), 'msgs/s': Math.round(r.rate), commits: r.commits, 'msgs/commit': (r.n / r.commits).toFixed(1), 'vs 1/commit': base ? `${(r.rate / base.rate).toFixed(1)}x` : '1.0x' },
     );
   for (const c of [conc, 256]) {
-    const s1 = await sqliteRun(dir, `single${c}`, { maxBatch: 1, maxDelayMs: 0 }, nSingle, c);
+    const s1 = await sqliteRun(dir, `single${c}`, { maxBatch: 1 }, nSingle, c);
     add('sqlite', `one commit per message, ${c} callers`, s1);
-    const sg = await sqliteRun(dir, `group${c}`, { maxBatch: 256, maxDelayMs: 2 }, nGroup, c);
+    const sg = await sqliteRun(dir, `group${c}`, { maxBatch: 256 }, nGroup, c);
     add('sqlite', `group commit, ${c} callers`, sg, s1);
   }
   for (const c of [conc, 256]) {
-    const p1 = await pgRun('single', { maxBatch: 1, maxDelayMs: 0 }, nSingle, c);
+    const p1 = await pgRun('single', { maxBatch: 1 }, nSingle, c);
     add('postgres', `one commit per message, ${c} callers`, p1);
-    const pgr = await pgRun('group', { maxBatch: 256, maxDelayMs: 2 }, nGroup, c);
+    const pgr = await pgRun('group', { maxBatch: 256 }, nGroup, c);
     add('postgres', `group commit, ${c} callers`, pgr, p1.skipped ? undefined : p1);
   }
   console.log('\nDurable inserts (each caller resolves only after its commit):');

@@ -32,7 +32,6 @@ export const engineSchema = {
     url: { doc: 'PostgreSQL connection URL', format: String, default: '', env: 'FERRY_STORE_URL', sensitive: true },
     groupCommit: {
       maxBatch: { doc: 'Most messages committed in one transaction', format: 'nat', default: 256 },
-      maxDelayMs: { doc: 'Longest a message waits for its batch to fill', format: 'nat', default: 2 },
     },
     retention: {
       deliveredDays: { doc: 'Bodies of delivered/filtered messages kept this many days', format: 'nat', default: 30 },
@@ -91,7 +90,7 @@ export interface EngineConfig {
     kind: 'sqlite' | 'postgres';
     path: string;
     url: string;
-    groupCommit: { maxBatch: number; maxDelayMs: number };
+    groupCommit: { maxBatch: number };
     retention: { deliveredDays: number; deadDays: number; pruneIntervalMinutes: number };
   };
   plugins: PluginRef[];

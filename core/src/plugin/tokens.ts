@@ -2,20 +2,18 @@
 export const coreTokens = {
   /** Every registered source type (`SourceTypeRegistration`). */
   sources: Symbol.for('ferry.sources'),
-  /** Every registered transform (`MessageTransform` ctor). */
+  /** Every registered transform (`TransformRegistration`). */
   transforms: Symbol.for('ferry.transforms'),
   /** Every registered sink type (`SinkTypeRegistration`). */
   sinks: Symbol.for('ferry.sinks'),
-  /** Every registered CLI command. */
+  /** Every registered CLI command (`CommandRegistration`). */
   commands: Symbol.for('ferry.commands'),
   /** Per source instance. */
   SourceContext: Symbol.for('ferry.SourceContext'),
   /** Per sink instance. */
   SinkContext: Symbol.for('ferry.SinkContext'),
-  /** The root logger. */
+  /** The plugin's logger (root.child({ plugin })), in the plugin's container. */
   Logger: Symbol.for('ferry.Logger'),
   /** The plugin's own config (`plugins.<id>`), in the plugin's container. */
   PluginConfig: Symbol.for('ferry.PluginConfig'),
-  /** The message store, once opened. */
-  MessageStore: Symbol.for('ferry.MessageStore'),
 } as const;

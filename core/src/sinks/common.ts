@@ -1,4 +1,5 @@
 import { FerryError, permanentDeliveryError, retryableDeliveryError } from '../errors';
+import type { Delivery } from '../plugin/api';
 import { parseRetryAfter } from '../vendor/http-client';
 
 /** convict format: a non-empty string. */
@@ -75,4 +76,23 @@ export function statusDeliveryError(
 /** Make a string safe as a file name (message ids are uuids, but be strict). */
 export function safeFileName(s: string): string {
   return s.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 200) || '_';
+}
+
+/**
+ * What a sink writes for a delivery: the bare bundle, or with `envelope` the ids a receiver needs
+ * to de-duplicate and trace it ({ messageId, deliveryId, routeId, sourceId, messageType, controlId,
+ * receivedAt, bundle }).
+ */
+export function deliveryPayload(d: Delivery, envelope: boolean): unknown {
+  if (!envelope) return d.bundle;
+  return {
+    messageId: d.message.id,
+    deliveryId: d.deliveryId,
+    routeId: d.routeId,
+    sourceId: d.message.sourceId,
+    messageType: d.message.headers.messageType,
+    controlId: d.message.headers.controlId,
+    receivedAt: d.message.receivedAt instanceof Date ? d.message.receivedAt.toISOString() : d.message.receivedAt,
+    bundle: d.bundle,
+  };
 }

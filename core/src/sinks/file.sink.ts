@@ -5,7 +5,7 @@ import { inject, injectable } from 'tsyringe';
 import { retryableDeliveryError } from '../errors';
 import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
-import { nonEmptyString, safeFileName } from './common';
+import { deliveryPayload, nonEmptyString, safeFileName } from './common';
 
 /** `sinks.<id>` keys of a `type: file` sink. */
 export const fileSinkSchema = {
@@ -179,18 +179,7 @@ export class FileSink implements MessageSink {
   }
 
   async deliver(d: Delivery): Promise<void> {
-    const payload = this.cfg.envelope
-      ? {
-          messageId: d.message.id,
-          deliveryId: d.deliveryId,
-          routeId: d.routeId,
-          sourceId: d.message.sourceId,
-          messageType: d.message.headers.messageType,
-          controlId: d.message.headers.controlId,
-          receivedAt: d.message.receivedAt instanceof Date ? d.message.receivedAt.toISOString() : d.message.receivedAt,
-          bundle: d.bundle,
-        }
-      : d.bundle;
+    const payload = deliveryPayload(d, this.cfg.envelope);
     try {
       if (this.cfg.format === 'ndjson') await this.appendLine(payload);
       else await this.writeJsonFile(d.message.id, payload);

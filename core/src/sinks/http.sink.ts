@@ -3,7 +3,7 @@ import { configError, FerryError } from '../errors';
 import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { SinkAuth, sinkAuthSchema, type SinkAuthConfig } from './auth';
-import { headerMap, httpUrl, networkDeliveryError, statusDeliveryError } from './common';
+import { deliveryPayload, headerMap, httpUrl, networkDeliveryError, statusDeliveryError } from './common';
 
 /** `sinks.<id>` keys of a `type: http` sink. */
 export const httpSinkSchema = {
@@ -45,20 +45,7 @@ export class HttpSink implements MessageSink {
   }
 
   async deliver(d: Delivery): Promise<void> {
-    const body = JSON.stringify(
-      this.cfg.envelope
-        ? {
-            messageId: d.message.id,
-            deliveryId: d.deliveryId,
-            routeId: d.routeId,
-            sourceId: d.message.sourceId,
-            messageType: d.message.headers.messageType,
-            controlId: d.message.headers.controlId,
-            receivedAt: d.message.receivedAt instanceof Date ? d.message.receivedAt.toISOString() : d.message.receivedAt,
-            bundle: d.bundle,
-          }
-        : d.bundle,
-    );
+    const body = JSON.stringify(deliveryPayload(d, this.cfg.envelope));
     let res = await this.send(d, body);
     if (res.response.status === 401 && this.auth.invalidate(res.authorization)) res = await this.send(d, body);
     const { response } = res;

@@ -24,7 +24,7 @@ describe('FileSource (real directory, real SQLite store)', () => {
   beforeEach(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-file-source-'));
     inbox = path.join(tmp, 'in');
-    store = new SqliteMessageStore({ path: path.join(tmp, 'ferry.db'), logger: silentLogger(), groupCommit: { maxDelayMs: 1 } });
+    store = new SqliteMessageStore({ path: path.join(tmp, 'ferry.db'), logger: silentLogger() });
     await store.open();
   });
   afterEach(async () => {

@@ -16,7 +16,7 @@ describe('HttpSource (real fastify listener, real SQLite store)', () => {
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-http-source-'));
-    store = new SqliteMessageStore({ path: path.join(tmp, 'ferry.db'), logger: silentLogger(), groupCommit: { maxDelayMs: 1 } });
+    store = new SqliteMessageStore({ path: path.join(tmp, 'ferry.db'), logger: silentLogger() });
     await store.open();
     source = new HttpSource(storeContext(store, cfg()));
     await source.start();

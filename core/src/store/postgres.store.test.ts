@@ -20,7 +20,7 @@ afterAll(async () => {
   }
 });
 
-function make(schema: string, groupCommit?: { maxBatch?: number; maxDelayMs?: number }): PostgresMessageStore {
+function make(schema: string, groupCommit?: { maxBatch?: number }): PostgresMessageStore {
   const s = new PostgresMessageStore({ url: URL, schema, logger: silentLogger(), groupCommit, poolSize: 3 });
   schemas.set(s, schema);
   return s;

@@ -36,10 +36,11 @@ export interface SqlExec {
 }
 
 export interface GroupCommitOptions {
-  /** Most messages committed in one transaction. */
+  /**
+   * Most messages committed in one transaction. There is no wait timer: a batch is every caller of
+   * one event-loop turn plus those arriving while a commit is in flight.
+   */
   maxBatch: number;
-  /** Longest a message waits for its batch to fill (0 = the next turn of the event loop). */
-  maxDelayMs: number;
 }
 
 export interface SqlStoreOptions {
@@ -114,7 +115,7 @@ export abstract class SqlMessageStore implements MessageStore {
   constructor(opts: SqlStoreOptions) {
     this.logger = opts.logger;
     this.now = opts.now ?? Date.now;
-    this.groupCommit = { maxBatch: opts.groupCommit?.maxBatch || 256, maxDelayMs: opts.groupCommit?.maxDelayMs ?? 2 };
+    this.groupCommit = { maxBatch: opts.groupCommit?.maxBatch || 256 };
   }
 
   protected abstract connect(): Promise<void>;
@@ -245,7 +246,7 @@ export abstract class SqlMessageStore implements MessageStore {
     if (this.timer) return;
     // The next turn of the event loop: every caller whose I/O arrived in this turn joins the
     // batch, and callers arriving while a commit is in flight join the next one -- so under load
-    // batches fill by themselves and nobody waits on a timer (maxDelayMs is only an upper bound).
+    // batches fill by themselves and nobody waits on a timer.
     this.timer = setImmediate(() => {
       this.timer = undefined;
       void this.flush();
