@@ -2,6 +2,11 @@ import type convict from 'convict';
 
 /** Keys shared by every sink entry, whatever its type: the delivery policy. */
 export const sinkCommonSchema = {
+  concurrency: {
+    doc: "Deliveries to this sink in flight at once (0 = the sink type's own default, else processing.deliveryWorkers); per ordering key they stay in order whatever this is",
+    format: 'nat',
+    default: 0,
+  },
   retry: {
     maxAttempts: { doc: 'Attempts before a delivery is dead', format: 'nat', default: 10 },
     initialDelayMs: { doc: 'First retry delay', format: 'nat', default: 1000 },
@@ -45,9 +50,19 @@ export const engineSchema = {
   routes: { doc: 'List of { id, from, when, steps, to }', format: Array, default: [] as unknown[] },
   processing: {
     batchSize: { doc: 'Messages one instance claims for processing at a time (processed in arrival order)', format: 'nat', default: 64 },
-    deliveryWorkers: { doc: 'Deliveries in flight across all sinks', format: 'nat', default: 8, env: 'FERRY_DELIVERY_WORKERS' },
+    deliveryWorkers: { doc: "Deliveries in flight per sink, for sinks that set no concurrency of their own (the NDJSON file sink's is 256)", format: 'nat', default: 8, env: 'FERRY_DELIVERY_WORKERS' },
     pollIntervalMs: { doc: 'Idle poll of the store for due work', format: 'nat', default: 500 },
     leaseMs: { doc: 'How long a claimed message or delivery stays leased to this instance', format: 'nat', default: 60_000 },
+    transformWorkers: {
+      doc: 'Worker threads that transform and route messages beside the engine thread (0 = on the engine thread; auto = one fewer than the CPUs, at most 4). Only transforms of plugins named in `plugins` run there',
+      format: function transformWorkers(v: unknown): void {
+        if (v === 'auto') return;
+        if (!Number.isInteger(Number(v)) || Number(v) < 0 || String(v).trim() === '') throw new Error(`must be "auto" or a whole number >= 0, got ${JSON.stringify(v)}`);
+      },
+      coerce: (v: unknown) => (v === 'auto' ? v : Number(v)),
+      default: 'auto' as number | 'auto',
+      env: 'FERRY_TRANSFORM_WORKERS',
+    },
   },
   admin: {
     enabled: { doc: 'Serve /health, /ready, /metrics and the admin API', format: Boolean, default: true, env: 'FERRY_ADMIN_ENABLED' },
@@ -95,9 +110,9 @@ export interface EngineConfig {
   };
   plugins: PluginRef[];
   sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number }; [k: string]: unknown }>;
-  sinks: Record<string, { type: string; retry: RetryPolicy; [k: string]: unknown }>;
+  sinks: Record<string, { type: string; retry: RetryPolicy; concurrency: number; [k: string]: unknown }>;
   routes: RouteConfig[];
-  processing: { batchSize: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number };
+  processing: { batchSize: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number; transformWorkers: number | 'auto' };
   admin: { enabled: boolean; host: string; port: number };
   log: { level: string; format: 'json' | 'pretty' };
   /** Validated config of each loaded plugin, by plugin id. */

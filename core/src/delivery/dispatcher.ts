@@ -3,9 +3,10 @@ import type { EngineMetrics } from '../admin/metrics';
 import type { RetryPolicy } from '../config/engine.schema';
 import { FerryError } from '../errors';
 import { errorFields } from '../logging/logger';
-import type { MessageSink } from '../plugin/api';
+import type { Delivery, MessageSink } from '../plugin/api';
+import { lazyJson } from '../util/lazy-json';
 import type { StoredError } from '../model/message';
-import type { ClaimedDelivery, DeliveryOutcome, MessageStore } from '../store/message-store';
+import type { ClaimedDelivery, DeliveryClaimFilter, DeliveryOutcome, MessageStore } from '../store/message-store';
 import { nextAttempt } from '../store/retry-policy';
 import { WakeableSleep } from '../util/wakeable-sleep';
 
@@ -14,13 +15,28 @@ export interface SinkRuntime {
   sink: MessageSink;
   retry: RetryPolicy;
   logger: Logger;
+  /** Deliveries to this sink in flight at once. */
+  concurrency: number;
 }
 
 export interface DispatcherOptions {
   owner: string;
-  workers: number;
   leaseMs: number;
   pollIntervalMs: number;
+}
+
+/** Deliveries to a sink that is no longer configured, claimed at a time (they fail and retry). */
+const GONE_SINK_CLAIM = 8;
+
+/** What a sink is handed: the bundle stays JSON text until the sink reads `bundle`. */
+export function toSinkDelivery(d: ClaimedDelivery): Delivery {
+  const out = { deliveryId: d.id, attempt: d.attempts + 1, routeId: d.routeId, message: d.message } as Delivery;
+  if (typeof d.bundleJson !== 'string') {
+    out.bundle = d.bundle;
+    return out;
+  }
+  out.bundleJson = d.bundleJson;
+  return lazyJson(out, 'bundle', d.bundleJson);
 }
 
 /** Turns a sink's failure into the next state of the delivery: retry later, or dead. */
@@ -33,12 +49,14 @@ export function deliveryOutcome(policy: RetryPolicy, d: ClaimedDelivery, err: Fe
 }
 
 /**
- * Claims due deliveries from the store and hands each to its sink, with at most `workers` in
- * flight. The store decides what is due (strict per-key order, leases, backoff).
+ * Claims due deliveries from the store and hands each to its sink, with at most the sink's
+ * `concurrency` in flight per sink. The store decides what is due (strict per-key order,
+ * leases, backoff).
  */
 export class Dispatcher {
   private running = false;
   private inFlight = 0;
+  private readonly perSink = new Map<string, number>();
   private completing = 0;
   private loopPromise?: Promise<void>;
   private readonly sleeper = new WakeableSleep();
@@ -80,27 +98,34 @@ export class Dispatcher {
   private async loop(): Promise<void> {
     while (this.running) {
       this.kicked = false;
-      const free = this.opts.workers - this.inFlight;
-      let claimed: ClaimedDelivery[] = [];
-      // Claim in batches: while deliveries are in flight, wait until half the workers are free
-      // (each finishing delivery kicks the loop) -- one claim query for several deliveries
-      // instead of one per finished delivery.
-      if (this.inFlight > 0 && free < Math.ceil(this.opts.workers / 2)) {
-        await this.sleep(this.opts.pollIntervalMs);
-        continue;
-      }
-      if (free > 0) {
-        try {
-          claimed = await this.store.claimDeliveries(this.opts.owner, free, this.opts.leaseMs);
-        } catch (e) {
-          this.logger.error('delivery claim failed', errorFields(e));
+      let claimedAny = false;
+      let saturated = false;
+      // One claim per sink with free slots, up to that many. Claim in batches: while a sink has
+      // deliveries in flight, wait until half its slots are free (each finishing delivery kicks
+      // the loop) -- one claim query for several deliveries instead of one per finished delivery.
+      for (const rt of this.sinks.values()) {
+        const busy = this.perSink.get(rt.id) ?? 0;
+        const free = rt.concurrency - busy;
+        if (free <= 0 || (busy > 0 && free < Math.ceil(rt.concurrency / 2))) {
+          saturated = true;
+          continue;
         }
+        const claimed = await this.claim(free, { sinkIds: [rt.id] });
         for (const d of claimed) void this.run(d);
+        if (claimed.length) claimedAny = true;
+        if (claimed.length === free) saturated = true;
+        if (!this.running) break;
       }
       if (!this.running) break;
+      if (!claimedAny && !saturated) {
+        // Deliveries to sinks removed from the config: claimed so they fail (and retry) visibly.
+        const gone = await this.claim(GONE_SINK_CLAIM, { excludeSinkIds: [...this.sinks.keys()] });
+        for (const d of gone) void this.run(d);
+        if (gone.length) claimedAny = true;
+      }
       if (this.kicked) continue;
-      if (claimed.length && claimed.length === free) {
-        // Saturated: wait for a slot.
+      if (saturated) {
+        // Wait for a slot (a finishing delivery kicks the loop).
         await this.sleep(this.opts.pollIntervalMs);
         continue;
       }
@@ -111,7 +136,16 @@ export class Dispatcher {
       } catch {
         /* poll at the normal interval */
       }
-      if (!claimed.length || wait > 0) await this.sleep(Math.max(wait, 5));
+      if (!claimedAny || wait > 0) await this.sleep(Math.max(wait, 5));
+    }
+  }
+
+  private async claim(limit: number, filter: DeliveryClaimFilter): Promise<ClaimedDelivery[]> {
+    try {
+      return await this.store.claimDeliveries(this.opts.owner, limit, this.opts.leaseMs, undefined, filter);
+    } catch (e) {
+      this.logger.error('delivery claim failed', errorFields(e));
+      return [];
     }
   }
 
@@ -121,6 +155,7 @@ export class Dispatcher {
 
   private async run(d: ClaimedDelivery): Promise<void> {
     this.inFlight++;
+    this.perSink.set(d.sinkId, (this.perSink.get(d.sinkId) ?? 0) + 1);
     this.metrics.inFlight.inc();
     const rt = this.sinks.get(d.sinkId);
     // The child logger only when something is logged (a delivery that just succeeds logs at debug).
@@ -131,7 +166,7 @@ export class Dispatcher {
     let outcome: DeliveryOutcome;
     try {
       if (!rt) throw new FerryError('CONFIG_SINK_GONE', `sink "${d.sinkId}" is no longer configured`, { kind: 'config', retryable: true });
-      await rt.sink.deliver({ deliveryId: d.id, attempt: d.attempts + 1, routeId: d.routeId, bundle: d.bundle, message: d.message });
+      await rt.sink.deliver(toSinkDelivery(d));
       outcome = { status: 'delivered' };
       const secs = Number(process.hrtime.bigint() - started) / 1e9;
       this.metrics.deliveryLatency.observe({ sink: d.sinkId }, secs);
@@ -153,6 +188,7 @@ export class Dispatcher {
     const recorded = this.store.completeDelivery(d.id, outcome);
     this.completing++;
     this.inFlight--;
+    this.perSink.set(d.sinkId, (this.perSink.get(d.sinkId) ?? 1) - 1);
     this.metrics.inFlight.dec();
     this.kick();
     try {

@@ -12,10 +12,17 @@ import type { MessageSource, MessageTransform, SinkContext, SourceContext } from
 import type { PluginHost } from '../plugin/plugin-host';
 import { coreTokens } from '../plugin/tokens';
 import { findTransform, Processor } from '../pipeline/processor';
+import { TransformPool } from '../pipeline/transform-pool';
 import { pruneByRetention } from '../store/admin-ops';
 import { createStore } from '../store/create-store';
 import type { InsertResult, MessageStore, PruneResult } from '../store/message-store';
 import { configure, type ConfigureOptions } from './configure';
+
+/** `processing.transformWorkers`: auto = one fewer than the CPUs (the engine thread has one), at most 4. */
+export function transformWorkerCount(setting: number | 'auto'): number {
+  if (setting === 'auto') return Math.max(0, Math.min(4, (os.availableParallelism?.() ?? os.cpus().length) - 1));
+  return setting;
+}
 
 export interface EngineOptions extends ConfigureOptions {
   /** Use this store instead of the configured one (tests, embedding). Not closed by stop(). */
@@ -43,6 +50,7 @@ export class Engine {
   private sources: SourceRuntime[] = [];
   private sinks = new Map<string, SinkRuntime>();
   private processor?: Processor;
+  private pool?: TransformPool;
   private dispatcher?: Dispatcher;
   private admin?: AdminServer;
   private pruneTimer?: NodeJS.Timeout;
@@ -89,24 +97,38 @@ export class Engine {
       await this.store.open();
       for (const [id, entry] of Object.entries(cfg.sinks)) {
         const reg = this.host.sinkTypes().find((s) => s.type === entry.type)!;
-        const { type: _t, retry, ...rest } = entry;
+        const { type: _t, retry, concurrency, ...rest } = entry;
         const logger = this.logger.child({ sink: id });
         const ctx: SinkContext = { id, config: rest, logger };
         const child = reg.container.createChildContainer();
         child.register(coreTokens.SinkContext, { useValue: ctx });
         const sink = child.resolve(reg.impl);
         await sink.start?.();
-        this.sinks.set(id, { id, sink, retry, logger });
+        this.sinks.set(id, { id, sink, retry, logger, concurrency: concurrency || sink.preferredConcurrency || cfg.processing.deliveryWorkers || 1 });
       }
       const common = { owner: this.owner, leaseMs: cfg.processing.leaseMs, pollIntervalMs: cfg.processing.pollIntervalMs };
+      const workers = transformWorkerCount(cfg.processing.transformWorkers);
+      if (workers > 0 && cfg.plugins.length)
+        this.pool = await TransformPool.start(
+          workers,
+          {
+            plugins: cfg.plugins.map((p) => p.package),
+            pluginConfig: cfg.pluginConfig,
+            pluginBaseDir: process.cwd(),
+            routes: cfg.routes,
+            baseDir: cfg.baseDir,
+            log: cfg.log,
+          },
+          this.logger.child({ component: 'transform-pool' }),
+        );
       this.processor = new Processor(this.store, this.transforms, cfg.routes, this.logger.child({ component: 'processor' }), this.metrics, {
         ...common,
         batchSize: cfg.processing.batchSize,
         baseDir: cfg.baseDir,
+        pool: this.pool,
       });
       this.dispatcher = new Dispatcher(this.store, this.sinks, this.logger.child({ component: 'dispatcher' }), this.metrics, {
         ...common,
-        workers: cfg.processing.deliveryWorkers,
       });
       this.processor.onRouted = () => this.dispatcher?.kick();
       this.processor.start();
@@ -127,6 +149,11 @@ export class Engine {
       await this.stop().catch(() => undefined);
       throw e;
     }
+  }
+
+  /** Transform worker threads running (0: processing on the engine thread). */
+  get transformWorkers(): number {
+    return this.pool?.size ?? 0;
   }
 
   /** The admin server's URL, when enabled. */
@@ -227,7 +254,7 @@ export class Engine {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const b = await this.store.backlog();
-      const busy = b.unprocessedMessages + b.deliveriesDue + b.deliveriesLeased + (opts.includeScheduled ? b.deliveriesScheduled : 0) + (this.dispatcher?.busy ?? 0) > 0;
+      const busy = b.unprocessedMessages + b.deliveriesDue + b.deliveriesLeased + (opts.includeScheduled ? b.deliveriesScheduled : 0) + (this.dispatcher?.busy ?? 0) + (this.processor?.busy ?? 0) > 0;
       if (!busy) return;
       if (Date.now() > deadline) throw new FerryError('INTERNAL_IDLE_TIMEOUT', `engine not idle after ${timeoutMs} ms: ${JSON.stringify(b)}`, { kind: 'internal' });
       await new Promise((r) => setTimeout(r, 20));
@@ -262,6 +289,7 @@ export class Engine {
     results.forEach((r, i) => r.status === 'rejected' && this.logger.warn('source stop failed', { source: this.sources[i].id, ...errorFields(r.reason) }));
     this.accepting = false;
     await this.processor?.stop();
+    await this.pool?.close();
     await this.dispatcher?.stop();
     for (const s of this.sinks.values()) await s.sink.stop?.().catch((e) => this.logger.warn('sink stop failed', { sink: s.id, ...errorFields(e) }));
     await this.admin?.close();

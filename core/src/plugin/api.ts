@@ -123,12 +123,24 @@ export interface Delivery {
   /** 1 for the first attempt. */
   attempt: number;
   routeId: string;
+  /** The bundle for this sink (built from `bundleJson` on first read). */
   bundle: Bundle;
+  /**
+   * The same bundle as JSON text, as stored, when the engine has it: a sink that sends or writes
+   * JSON uses it as is instead of serialising `bundle` again (`bundleText(d)` does that).
+   */
+  bundleJson?: string;
   /** The stored message (with its raw body, unless pruned). */
   message: StoredMessage;
 }
 
 export interface MessageSink {
+  /**
+   * Deliveries this sink wants in flight at once when its config sets no `concurrency`
+   * (default: processing.deliveryWorkers). A sink that writes concurrent deliveries as one group
+   * (the NDJSON file sink: one write and one fsync) says more.
+   */
+  readonly preferredConcurrency?: number;
   start?(): Promise<void>;
   stop?(): Promise<void>;
   /**

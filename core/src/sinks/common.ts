@@ -85,6 +85,10 @@ export function safeFileName(s: string): string {
  */
 export function deliveryPayload(d: Delivery, envelope: boolean): unknown {
   if (!envelope) return d.bundle;
+  return { ...envelopeFields(d), bundle: d.bundle };
+}
+
+function envelopeFields(d: Delivery): Record<string, unknown> {
   return {
     messageId: d.message.id,
     deliveryId: d.deliveryId,
@@ -93,6 +97,21 @@ export function deliveryPayload(d: Delivery, envelope: boolean): unknown {
     messageType: d.message.headers.messageType,
     controlId: d.message.headers.controlId,
     receivedAt: d.message.receivedAt instanceof Date ? d.message.receivedAt.toISOString() : d.message.receivedAt,
-    bundle: d.bundle,
   };
+}
+
+/** The delivery's bundle as compact JSON: the stored text when the engine passed it, else serialised. */
+export function bundleText(d: Delivery): string {
+  return typeof d.bundleJson === 'string' ? d.bundleJson : JSON.stringify(d.bundle);
+}
+
+/**
+ * `deliveryPayload` as compact JSON text, built around the stored bundle text (no parse and
+ * serialise of the bundle). Same bytes as `JSON.stringify(deliveryPayload(d, envelope))`.
+ */
+export function deliveryPayloadJson(d: Delivery, envelope: boolean): string {
+  const bundle = bundleText(d);
+  if (!envelope) return bundle;
+  const head = JSON.stringify(envelopeFields(d));
+  return `${head.slice(0, -1)}${head.length > 2 ? ',' : ''}"bundle":${bundle}}`;
 }

@@ -92,3 +92,17 @@ describe('FileSink', () => {
     }
   });
 });
+
+describe('deliveryPayloadJson', () => {
+  const { deliveryPayload, deliveryPayloadJson } = jest.requireActual('./common') as typeof import('./common');
+  const message = { id: 'm1', seq: 1, sourceId: 's', contentType: 'x', headers: { messageType: 'ADT^A01', controlId: 'C1' }, receivedAt: new Date(0), status: 'routed' as const };
+  const bundle = { resourceType: 'Bundle' as const, type: 'transaction' as const, entry: [{ resource: { resourceType: 'Patient' as const, id: 'p' } }] };
+
+  it.each([false, true])('is the same text as serialising deliveryPayload (envelope %s), from the object or the stored text', (envelope) => {
+    const fromObject = { deliveryId: 'd1', attempt: 1, routeId: 'r', bundle, message };
+    const fromText = { ...fromObject, bundleJson: JSON.stringify(bundle) };
+    const expected = JSON.stringify(deliveryPayload(fromObject, envelope));
+    expect(deliveryPayloadJson(fromObject, envelope)).toBe(expected);
+    expect(deliveryPayloadJson(fromText, envelope)).toBe(expected);
+  });
+});

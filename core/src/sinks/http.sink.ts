@@ -3,7 +3,7 @@ import { configError, FerryError } from '../errors';
 import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { SinkAuth, sinkAuthSchema, type SinkAuthConfig } from './auth';
-import { deliveryPayload, headerMap, httpUrl, networkDeliveryError, statusDeliveryError } from './common';
+import { deliveryPayloadJson, headerMap, httpUrl, networkDeliveryError, statusDeliveryError } from './common';
 
 /** `sinks.<id>` keys of a `type: http` sink. */
 export const httpSinkSchema = {
@@ -45,7 +45,7 @@ export class HttpSink implements MessageSink {
   }
 
   async deliver(d: Delivery): Promise<void> {
-    const body = JSON.stringify(deliveryPayload(d, this.cfg.envelope));
+    const body = deliveryPayloadJson(d, this.cfg.envelope);
     let res = await this.send(d, body);
     if (res.response.status === 401 && this.auth.invalidate(res.authorization)) res = await this.send(d, body);
     const { response } = res;

@@ -331,6 +331,37 @@ export function storeConformance(name: string, h: StoreHarness): void {
         ]);
       });
 
+      it('records whole processing results at once (bundles as JSON text), and claims per sink', async () => {
+        const [r, f] = await store.insert([msg(), msg()]);
+        await store.claimReceived('p', 2, 60_000);
+        const canonical = bundleFor('canonical');
+        const changed: Bundle = { ...bundleFor('changed'), meta: { tag: [{ code: 'y' }] } };
+        await store.recordProcessed([
+          {
+            id: r.id,
+            transformed: { bundleJson: JSON.stringify(canonical), orderingKey: 'k1' },
+            outcome: {
+              status: 'routed',
+              deliveries: [
+                { routeId: 'r1', sinkId: 'a', strictOrder: true, unchanged: true },
+                { routeId: 'r2', sinkId: 'b', strictOrder: true, bundleJson: JSON.stringify(changed) },
+              ],
+            },
+          },
+          { id: f.id, outcome: { status: 'failed', error: { code: 'INPUT_X', message: 'bad', retryable: false } } },
+        ]);
+        expect((await store.getMessage(f.id))!.status).toBe('failed');
+        expect((await store.getMessage(r.id, { bundle: true }))!.bundle).toEqual(canonical);
+        expect(await store.claimDeliveries('w', 10, 60_000, undefined, { sinkIds: [] })).toEqual([]);
+        const [b] = await store.claimDeliveries('w', 10, 60_000, undefined, { sinkIds: ['b'] });
+        expect(b.sinkId).toBe('b');
+        expect(JSON.parse(b.bundleJson)).toEqual(changed);
+        expect(b.bundle).toEqual(changed);
+        const rest = await store.claimDeliveries('w', 10, 60_000, undefined, { excludeSinkIds: ['b'] });
+        expect(rest.map((d) => d.sinkId)).toEqual(['a']);
+        expect(rest[0].bundleJson).toBe(JSON.stringify(canonical));
+      });
+
       it('an unchanged route bundle is delivered as the message bundle; one changed in place is delivered as changed', async () => {
         const [r] = await store.insert([msg()]);
         await store.claimReceived('p', 1, 60_000);

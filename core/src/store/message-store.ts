@@ -64,12 +64,14 @@ export interface MessageFilter {
 export interface PlannedDelivery {
   routeId: string;
   sinkId: string;
-  /** The bundle this sink receives (after the route's steps). */
-  bundle: Bundle;
+  /** The bundle this sink receives (after the route's steps), as an object... */
+  bundle?: Bundle;
+  /** ...or as JSON text (from a transform worker). One of the two, unless `unchanged`. */
+  bundleJson?: string;
   strictOrder: boolean;
   /**
-   * The route changed nothing: `bundle` is the very object given to `recordTransformed`, not
-   * modified since. The store then references the message's bundle instead of storing a copy.
+   * The route changed nothing: the delivery gets the message's own bundle, referenced instead of
+   * stored twice. With `bundle` set it must be the very object given to `recordTransformed`.
    */
   unchanged?: boolean;
 }
@@ -79,8 +81,19 @@ export type RoutingOutcome =
   | { status: 'unrouted' }
   | { status: 'filtered'; detail?: string };
 
+/** A message's processing in one piece: transform result and routing (or failure). */
+export interface ProcessedMessage {
+  id: string;
+  /** The canonical bundle as JSON text and the ordering key; absent when the transform failed. */
+  transformed?: { bundleJson: string; orderingKey?: string };
+  outcome: RoutingOutcome | { status: 'failed'; error: StoredError };
+}
+
 export interface ClaimedDelivery extends StoredDelivery {
+  /** Parsed from `bundleJson` on first read. */
   bundle: Bundle;
+  /** The bundle as stored: canonical JSON text. */
+  bundleJson: string;
   /** With its body and canonical bundle. */
   message: StoredMessage;
   /**
@@ -88,6 +101,13 @@ export interface ClaimedDelivery extends StoredDelivery {
    * `attempts` counts the attempts completed before this one (0 on the first claim).
    */
   firstAttemptAt: Date;
+}
+
+/** Which sinks' deliveries a claim takes (the dispatcher claims per sink, up to that sink's free slots). */
+export interface DeliveryClaimFilter {
+  sinkIds?: string[];
+  /** Deliveries to any sink but these (sinks no longer configured). */
+  excludeSinkIds?: string[];
 }
 
 export type DeliveryOutcome =
@@ -160,6 +180,12 @@ export interface MessageStore {
   recordFailed(id: string, error: StoredError): Promise<void>;
   /** Record the routing decision and create one delivery row per (message, sink). */
   recordRouting(id: string, outcome: RoutingOutcome): Promise<void>;
+  /**
+   * Record whole processing results (transform + routing, or failure) for several messages at
+   * once: one transaction where the store can, each message still all-or-nothing on its own.
+   * The same as `recordTransformed` + `recordRouting` / `recordFailed` per message.
+   */
+  recordProcessed(results: ProcessedMessage[]): Promise<void>;
 
   /**
    * Claim due deliveries (pending, or failed with nextAttemptAt <= now), leased to `owner`.
@@ -168,7 +194,7 @@ export interface MessageStore {
    * older message that may share its key (same key, or key not yet known) is not yet routed.
    * Dead deliveries do not hold later ones. `completeDelivery` counts the attempt (`attempts` + 1).
    */
-  claimDeliveries(owner: string, limit: number, leaseMs: number, now?: Date): Promise<ClaimedDelivery[]>;
+  claimDeliveries(owner: string, limit: number, leaseMs: number, now?: Date, filter?: DeliveryClaimFilter): Promise<ClaimedDelivery[]>;
   completeDelivery(deliveryId: string, outcome: DeliveryOutcome): Promise<void>;
   /** The earliest time a failed delivery is due, to sleep until then. */
   nextDueAt(): Promise<Date | undefined>;

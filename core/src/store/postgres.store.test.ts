@@ -4,6 +4,7 @@ import { silentLogger } from '../logging/logger';
 import { storeConformance } from './conformance';
 import { createStore } from './create-store';
 import { PostgresMessageStore } from './postgres.store';
+import { migrations, SCHEMA_VERSION } from './schema';
 
 const URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const prefix = `ferry_test_${randomBytes(4).toString('hex')}`;
@@ -38,12 +39,12 @@ describe('PostgresMessageStore specifics', () => {
     const a = make(schema);
     const b = make(schema);
     await Promise.all([a.open(), b.open()]);
-    expect(await a.schemaVersion()).toBe(2);
+    expect(await a.schemaVersion()).toBe(SCHEMA_VERSION);
     const c = new pg.Client({ connectionString: URL });
     await c.connect();
     const r = await c.query(`SELECT COUNT(*)::int AS n FROM ${schema}.schema_migrations`);
     await c.end();
-    expect(r.rows[0].n).toBe(2);
+    expect(r.rows[0].n).toBe(migrations.length);
     await a.close();
     await b.close();
   });

@@ -95,6 +95,11 @@ export const migrations: Migration[] = [
       `DROP INDEX messages_updated_at`,
     ],
   },
+  {
+    version: 3,
+    name: 'index of failed deliveries by next attempt (the dispatcher asks when the next retry is due)',
+    statements: [`CREATE INDEX deliveries_retry ON deliveries (next_attempt_at) WHERE superseded = 0 AND status = 'failed'`],
+  },
 ];
 
 export function ddl(sql: string, dialect: Dialect): string {

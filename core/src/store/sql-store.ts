@@ -3,16 +3,19 @@ import type { Logger } from 'winston';
 import { FerryError, transientError } from '../errors';
 import { errorFields } from '../logging/logger';
 import type { DeliveryStatus, MessageEvent, MessageHeaders, MessageStatus, StoredDelivery, StoredError, StoredMessage } from '../model/message';
+import { lazyJson } from '../util/lazy-json';
 import { newId } from './ids';
 import type {
   BacklogInfo,
   ClaimedDelivery,
+  DeliveryClaimFilter,
   DeliveryOutcome,
   InsertOptions,
   InsertResult,
   MessageFilter,
   MessageStore,
   NewMessage,
+  ProcessedMessage,
   PruneOptions,
   PruneResult,
   RoutingOutcome,
@@ -99,12 +102,13 @@ export abstract class SqlMessageStore implements MessageStore {
    * a delivery of the unchanged bundle references the message's bundle instead of a second copy,
    * without serialising it again.
    */
-  private transformed = new Map<string, { bundle: Bundle; json: string }>();
+  private transformed = new Map<string, { bundle?: Bundle; json: string }>();
   /** Commits made by `insert` (for tests and the benchmark). */
   insertCommits = 0;
   /** State transitions waiting for the next shared transaction. */
   private writes: { fn: (x: SqlExec) => Promise<unknown>; resolve(v: unknown): void; reject(e: unknown): void }[] = [];
-  private writeTimer?: NodeJS.Immediate;
+  private writeTimer?: { cancel(): void };
+  private lastWriteAt = 0;
   private writing?: Promise<void>;
   /** Transform results waiting for the routing of their message (no batched writes). */
   private pendingTransforms = new Map<string, PendingTransform>();
@@ -167,8 +171,7 @@ export abstract class SqlMessageStore implements MessageStore {
       else if (this.queue.length) await this.flush();
       else if (this.writing) await this.writing;
       else {
-        if (this.writeTimer) clearImmediate(this.writeTimer);
-        this.writeTimer = undefined;
+        this.cancelWriteTimer();
         await this.flushWrites();
       }
     }
@@ -348,14 +351,25 @@ export abstract class SqlMessageStore implements MessageStore {
     if (checked.length) {
       const groupKeys = [...new Set(checked.map((i) => `${i.m.sourceId}|${i.key}`))].sort();
       await this.lockKeys(x, groupKeys);
-      const keys = [...new Set(checked.map((i) => i.key!))];
       const since = Math.min(...checked.map((i) => i.receivedAt - (i.windowMs ?? 0)));
-      for (let o = 0; o < keys.length; o += SqlMessageStore.CHUNK) {
-        const part = keys.slice(o, o + SqlMessageStore.CHUNK);
+      // Per source, so the lookup walks the (source_id, dedup_key, received_at) index.
+      const bySource = new Map<string, Set<string>>();
+      for (const i of checked) {
+        const set = bySource.get(i.m.sourceId) ?? new Set<string>();
+        set.add(i.key!);
+        bySource.set(i.m.sourceId, set);
+      }
+      const lookups = [...bySource].flatMap(([sourceId, set]) => {
+        const keys = [...set];
+        const parts: { sourceId: string; keys: string[] }[] = [];
+        for (let o = 0; o < keys.length; o += SqlMessageStore.CHUNK) parts.push({ sourceId, keys: keys.slice(o, o + SqlMessageStore.CHUNK) });
+        return parts;
+      });
+      for (const { sourceId, keys: part } of lookups) {
         const rows = await x.all(
           `SELECT id, source_id, dedup_key, received_at FROM messages
-           WHERE dedup_key IN (${part.map(() => '?').join(', ')}) AND received_at >= ? AND duplicate_of IS NULL ORDER BY seq`,
-          [...part, since],
+           WHERE source_id = ? AND dedup_key IN (${part.map(() => '?').join(', ')}) AND received_at >= ? AND duplicate_of IS NULL ORDER BY seq`,
+          [sourceId, ...part, since],
         );
         for (const r of rows) {
           const k = `${r.source_id}|${r.dedup_key}`;
@@ -451,12 +465,29 @@ export abstract class SqlMessageStore implements MessageStore {
     });
   }
 
+  private cancelWriteTimer(): void {
+    this.writeTimer?.cancel();
+    this.writeTimer = undefined;
+  }
+
+  protected writeWindowMs = Number(process.env.FERRY_WW ?? 0);
+
   private scheduleWrites(): void {
     if (this.writing || this.writeTimer) return;
-    this.writeTimer = setImmediate(() => {
+    const run = (): void => {
       this.writeTimer = undefined;
       void this.flushWrites();
-    });
+    };
+    // At most one transition commit per window: what queues up meanwhile shares it. Nobody is
+    // acknowledged on these commits (inserts have their own), so the wait only adds latency.
+    const wait = this.writeWindowMs - (performance.now() - this.lastWriteAt);
+    if (wait >= 1 && this.writes.length < 512) {
+      const t = setTimeout(run, wait);
+      this.writeTimer = { cancel: () => clearTimeout(t) };
+    } else {
+      const t = setImmediate(run);
+      this.writeTimer = { cancel: () => clearImmediate(t) };
+    }
   }
 
   private flushWrites(): Promise<void> {
@@ -464,6 +495,7 @@ export abstract class SqlMessageStore implements MessageStore {
     const batch = this.writes.splice(0, 512);
     if (!batch.length) return Promise.resolve();
     this.writing = (async () => {
+      this.lastWriteAt = performance.now();
       if (batch.length === 1) {
         try {
           batch[0].resolve(await this.tx(batch[0].fn));
@@ -514,8 +546,7 @@ export abstract class SqlMessageStore implements MessageStore {
     if (transforms) await this.flushPendingTransforms();
     if (this.writing) await this.writing;
     if (this.writes.length) {
-      if (this.writeTimer) clearImmediate(this.writeTimer);
-      this.writeTimer = undefined;
+      this.cancelWriteTimer();
       await this.flushWrites();
     }
   }
@@ -557,7 +588,7 @@ export abstract class SqlMessageStore implements MessageStore {
       status: r.status as MessageStatus,
     };
     if (withBody && r.body !== null && r.body !== undefined) m.body = Buffer.isBuffer(r.body) ? r.body : Buffer.from(r.body);
-    if (withBundle && r.bundle) m.bundle = json<Bundle>(r.bundle);
+    if (withBundle && r.bundle) lazyJson(m, 'bundle', String(r.bundle));
     if (r.error) m.error = json<StoredError>(r.error);
     if (r.duplicate_of) m.duplicateOf = r.duplicate_of;
     if (r.ordering_key) (m as StoredMessage & { orderingKey?: string }).orderingKey = r.ordering_key;
@@ -727,12 +758,31 @@ export abstract class SqlMessageStore implements MessageStore {
    */
   async recordTransformed(id: string, bundle: Bundle, orderingKey: string | undefined): Promise<void> {
     this.assertOpen();
-    const t: PendingTransform = { text: JSON.stringify(bundle), key: orderingKey || null, at: this.now() };
+    this.holdTransform(id, JSON.stringify(bundle), orderingKey, bundle);
+  }
+
+  private holdTransform(id: string, text: string, orderingKey: string | undefined, bundle?: Bundle): void {
+    const t: PendingTransform = { text, key: orderingKey || null, at: this.now() };
     this.transformed.delete(id);
     this.transformed.set(id, { bundle, json: t.text });
     // Bounded: a processor that never records the routing must not grow this for ever.
     if (this.transformed.size > 4096) this.transformed.delete(this.transformed.keys().next().value!);
     this.pendingTransforms.set(id, t);
+  }
+
+  async recordProcessed(results: ProcessedMessage[]): Promise<void> {
+    this.assertOpen();
+    // Queued together: on SQLite they share one transaction (a savepoint each); on PostgreSQL
+    // each message is its own transaction over the pool. Every one is attempted; the first
+    // failure is reported after all have settled.
+    const done = await Promise.allSettled(
+      results.map((r) => {
+        if (r.transformed) this.holdTransform(r.id, r.transformed.bundleJson, r.transformed.orderingKey);
+        return r.outcome.status === 'failed' ? this.recordFailed(r.id, r.outcome.error) : this.recordRouting(r.id, r.outcome);
+      }),
+    );
+    const bad = done.find((d): d is PromiseRejectedResult => d.status === 'rejected');
+    if (bad) throw bad.reason;
   }
 
   /** Writes a transform result; false when the message was already processed. */
@@ -850,9 +900,10 @@ export abstract class SqlMessageStore implements MessageStore {
           const params: unknown[] = [];
           for (const d of outcome.deliveries) {
             let text: string | null;
-            if (d.unchanged && cached && d.bundle === cached.bundle) text = null; // the message's bundle, as recorded
+            // The message's bundle, as recorded: referenced, not stored again.
+            if (d.unchanged && ((d.bundle === undefined && d.bundleJson === undefined) || (cached?.bundle !== undefined && d.bundle === cached.bundle))) text = null;
             else {
-              text = JSON.stringify(d.bundle);
+              text = d.bundleJson ?? JSON.stringify(d.bundle);
               if (messageBundle === undefined) messageBundle = (await this.content(x, [id], true)).get(id)?.bundle ?? '';
               if (text === messageBundle) text = null;
             }
@@ -878,14 +929,25 @@ export abstract class SqlMessageStore implements MessageStore {
   // ------------------------------------------------------------------------------------------
   // Deliveries
 
-  async claimDeliveries(owner: string, limit: number, leaseMs: number, nowDate?: Date): Promise<ClaimedDelivery[]> {
+  async claimDeliveries(owner: string, limit: number, leaseMs: number, nowDate?: Date, filter: DeliveryClaimFilter = {}): Promise<ClaimedDelivery[]> {
     this.assertOpen();
     if (limit <= 0) return [];
     const now = nowDate?.getTime() ?? this.now();
+    let sinkSql = '';
+    const sinkParams: string[] = [];
+    if (filter.sinkIds) {
+      if (!filter.sinkIds.length) return [];
+      sinkSql += ` AND d.sink_id IN (${filter.sinkIds.map(() => '?').join(', ')})`;
+      sinkParams.push(...filter.sinkIds);
+    }
+    if (filter.excludeSinkIds?.length) {
+      sinkSql += ` AND d.sink_id NOT IN (${filter.excludeSinkIds.map(() => '?').join(', ')})`;
+      sinkParams.push(...filter.excludeSinkIds);
+    }
     const rows = await this.claimTx(async (x) => {
       const cand = await x.all(
         `SELECT d.seq FROM deliveries d
-         WHERE d.superseded = 0 AND d.status IN ${OPEN_DELIVERY}
+         WHERE d.superseded = 0 AND d.status IN ${OPEN_DELIVERY}${sinkSql}
            AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?)
            AND (d.lease_expires IS NULL OR d.lease_expires <= ?)
            AND (d.strict_order = 0 OR (
@@ -896,7 +958,7 @@ export abstract class SqlMessageStore implements MessageStore {
                          WHERE m.status IN ${UNROUTED_MESSAGE} AND m.seq < d.message_seq
                            AND (m.ordering_key IS NULL OR m.ordering_key = d.ordering_key))))
          ORDER BY d.message_seq, d.seq LIMIT ?${this.lockClause('d')}`,
-        [now, now, limit],
+        [...sinkParams, now, now, limit],
       );
       if (!cand.length) return [];
       const claimed = await x.all(
@@ -911,10 +973,11 @@ export abstract class SqlMessageStore implements MessageStore {
     return rows
       .map(({ d, m }) => {
         const message = this.toMessage(m, true, true);
-        const bundle = d.bundle ? (JSON.parse(d.bundle) as Bundle) : message.bundle;
         const delivery = this.toDelivery(d);
-        const c: ClaimedDelivery = { ...delivery, firstAttemptAt: delivery.firstAttemptAt ?? new Date(now), bundle: bundle as Bundle, message };
-        return c;
+        // The bundle stays JSON text until something reads it (the file and HTTP sinks never do).
+        const bundleJson = String(d.bundle ?? m.bundle ?? 'null');
+        const c = { ...delivery, firstAttemptAt: delivery.firstAttemptAt ?? new Date(now), bundleJson, message } as ClaimedDelivery;
+        return lazyJson(c, 'bundle', bundleJson);
       })
       .sort((a, b) => a.message.seq - b.message.seq || (a.id < b.id ? -1 : 1));
   }

@@ -6,7 +6,7 @@ import { storeConformance } from './conformance';
 import { createStore } from './create-store';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
-import { ddl, migrations } from './schema';
+import { ddl, migrations, SCHEMA_VERSION } from './schema';
 import { SqliteMessageStore } from './sqlite.store';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-sqlite-store-'));
@@ -25,7 +25,7 @@ describe('SqliteMessageStore specifics', () => {
     const file = path.join(dir, 'pragmas.db');
     const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
     await s.open();
-    expect(await s.schemaVersion()).toBe(2);
+    expect(await s.schemaVersion()).toBe(SCHEMA_VERSION);
     const st = await s.fileStats();
     expect(st.autoVacuum).toBe(2); // INCREMENTAL
     await s.close();
@@ -44,7 +44,7 @@ describe('SqliteMessageStore specifics', () => {
     raw.close();
     const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
     await s.open();
-    expect(await s.schemaVersion()).toBe(2);
+    expect(await s.schemaVersion()).toBe(SCHEMA_VERSION);
     const m = await s.getMessage('01OLD', { body: true, bundle: true });
     expect(m!.body!.toString()).toBe('old body');
     expect(m!.bundle).toEqual({ resourceType: 'Bundle' });

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { FerryError } from '../errors';
 import type { Dialect } from './schema';
 import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql-store';
@@ -13,6 +14,21 @@ export interface SqliteStoreOptions extends SqlStoreOptions {
 }
 
 type Params = unknown[];
+
+/** The checkpoint thread: its own connection to the file, a PASSIVE checkpoint every interval. */
+const CHECKPOINTER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.module);
+const db = new Database(workerData.file);
+db.pragma('busy_timeout = ' + workerData.busyTimeoutMs);
+setInterval(() => {
+  try {
+    db.pragma('wal_checkpoint(PASSIVE)');
+  } catch (e) {
+    parentPort.postMessage({ error: String(e && e.message) });
+  }
+}, workerData.intervalMs);
+`;
 
 /**
  * One lock per database file for the whole process: better-sqlite3 is synchronous, so a second
@@ -71,7 +87,8 @@ export class SqliteMessageStore extends SqlMessageStore {
       db.pragma('foreign_keys = OFF');
       db.pragma('temp_store = MEMORY');
       db.pragma('cache_size = -16000');
-      // Let the WAL be checkpointed in the background of commits, not grow without bound.
+      // The WAL is checkpointed by a background thread (startCheckpointer); if that cannot run,
+      // by commits once it holds 1000 pages.
       db.pragma('wal_autocheckpoint = 1000');
       // After a checkpoint the WAL file is cut back to this size instead of keeping its peak.
       db.pragma('journal_size_limit = 67108864');
@@ -91,12 +108,41 @@ export class SqliteMessageStore extends SqlMessageStore {
     shared.users++;
     this.shared = shared;
     this.lockKeyName = key;
+    if (this.file !== ':memory:' && this.backgroundCheckpoints) this.startCheckpointer(db);
   }
+
+  /**
+   * Copies the WAL back into the database file from a worker thread with its own connection
+   * (PASSIVE checkpoints never block this connection's writes), so commits on the engine's thread
+   * no longer stop to do it. Falls back to checkpoints in commits when the thread cannot start.
+   */
+  private startCheckpointer(db: Database.Database): void {
+    try {
+      const worker = new Worker(CHECKPOINTER, { eval: true, workerData: { module: require.resolve('better-sqlite3'), file: this.file, intervalMs: 250, busyTimeoutMs: this.busyTimeoutMs } });
+      worker.unref();
+      worker.on('message', (m: { error?: string }) => m.error && this.logger.warn('WAL checkpoint failed', { store: this.kind, error: m.error }));
+      worker.on('error', (e) => {
+        this.logger.warn('WAL checkpoint thread failed; checkpointing in commits', { store: this.kind, error: e.message });
+        if (this.db === db && db.open) db.pragma('wal_autocheckpoint = 1000');
+      });
+      db.pragma('wal_autocheckpoint = 0');
+      this.checkpointer = worker;
+    } catch (e) {
+      this.logger.warn('WAL checkpoint thread unavailable; checkpointing in commits', { store: this.kind, error: (e as Error).message });
+    }
+  }
+
+  private checkpointer?: Worker;
+  /** Checkpoint from a background thread (tests of the fallback turn it off). */
+  protected backgroundCheckpoints = true;
 
   private lockKeyName?: string;
 
   protected async disconnect(): Promise<void> {
     await this.shared?.chain.catch(() => undefined);
+    const cp = this.checkpointer;
+    this.checkpointer = undefined;
+    if (cp) await cp.terminate().catch(() => undefined);
     if (this.shared && --this.shared.users === 0 && this.lockKeyName) fileLocks.delete(this.lockKeyName);
     this.shared = undefined;
     const db = this.db;

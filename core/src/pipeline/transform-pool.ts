@@ -1,0 +1,161 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'winston';
+import type { LogConfig } from '../logging/logger';
+import type { RouteConfig } from '../config/engine.schema';
+import { errorFields } from '../logging/logger';
+import type { StoredMessage } from '../model/message';
+import type { ProcessingReport } from './process-message';
+
+/** What a transform worker is started with (plain data: it is cloned into the thread). */
+export interface TransformWorkerData {
+  /** Plugin package names or paths from the config (in-memory plugins cannot cross threads). */
+  plugins: string[];
+  pluginConfig: Record<string, Record<string, unknown>>;
+  /** Where plugin packages are resolved from (the engine resolves them from the same place). */
+  pluginBaseDir: string;
+  routes: RouteConfig[];
+  /** Relative script paths resolve against it. */
+  baseDir: string;
+  log: Partial<LogConfig>;
+}
+
+export type WorkerRequest = { id: number; messages: StoredMessage[] };
+export type WorkerReply =
+  | { type: 'ready'; transforms: string[] }
+  | { type: 'failed'; message: string }
+  | { type: 'done'; id: number; reports: ProcessingReport[] }
+  | { type: 'error'; id: number; message: string };
+
+/** The compiled worker script (under ts-jest the sources run from src/, the worker from dist/). */
+export function transformWorkerScript(): string | undefined {
+  const here = path.join(__dirname, 'transform-worker.js');
+  if (existsSync(here)) return here;
+  const built = path.resolve(__dirname, '../../dist/pipeline/transform-worker.js');
+  return existsSync(built) ? built : undefined;
+}
+
+interface Slot {
+  worker: Worker;
+  ready: boolean;
+  transforms: Set<string>;
+  pending: Map<number, { resolve(r: ProcessingReport[]): void; reject(e: Error): void; size: number }>;
+  load: number;
+}
+
+/**
+ * Worker threads that transform and route messages, so the CPU-heavy part of processing (parse,
+ * convert, serialise) runs beside the engine's thread -- the one that owns the store, the
+ * sockets and the sinks. A batch goes to the least loaded worker. A worker that dies is
+ * replaced; the batches it held fail and the processor runs them on its own thread instead
+ * (nothing is lost either way: the messages stay leased in the store until recorded).
+ */
+export class TransformPool {
+  private slots: Slot[] = [];
+  private nextId = 1;
+  private closed = false;
+
+  private constructor(
+    private readonly script: string,
+    private readonly data: TransformWorkerData,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * Starts `size` workers and waits until they have loaded the plugins. Resolves undefined (and
+   * logs why) when workers cannot be used: processing then stays on the engine's thread.
+   */
+  static async start(size: number, data: TransformWorkerData, logger: Logger): Promise<TransformPool | undefined> {
+    const script = transformWorkerScript();
+    if (!script) {
+      logger.warn('transform workers unavailable (worker script not built); processing on the engine thread');
+      return undefined;
+    }
+    const pool = new TransformPool(script, data, logger);
+    try {
+      await Promise.all(Array.from({ length: size }, () => pool.spawn()));
+    } catch (e) {
+      logger.warn('transform workers could not start; processing on the engine thread', errorFields(e));
+      await pool.close();
+      return undefined;
+    }
+    logger.info('transform workers started', { workers: size, transforms: [...(pool.slots[0]?.transforms ?? [])] });
+    return pool;
+  }
+
+  get size(): number {
+    return this.slots.length;
+  }
+
+  /** True when a ready worker has the transform of this name. */
+  handles(transformName: string | undefined): boolean {
+    return !!transformName && this.slots.some((s) => s.ready && s.transforms.has(transformName));
+  }
+
+  private spawn(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const worker = new Worker(this.script, { workerData: this.data });
+      const slot: Slot = { worker, ready: false, transforms: new Set(), pending: new Map(), load: 0 };
+      this.slots.push(slot);
+      let started = false;
+      worker.on('message', (msg: WorkerReply) => {
+        switch (msg.type) {
+          case 'ready':
+            slot.ready = true;
+            slot.transforms = new Set(msg.transforms);
+            started = true;
+            resolve();
+            return;
+          case 'failed':
+            started = true;
+            reject(new Error(`transform worker could not load the plugins: ${msg.message}`));
+            void worker.terminate();
+            return;
+          case 'done':
+          case 'error': {
+            const p = slot.pending.get(msg.id);
+            if (!p) return;
+            slot.pending.delete(msg.id);
+            slot.load -= p.size;
+            if (msg.type === 'done') p.resolve(msg.reports);
+            else p.reject(new Error(msg.message));
+          }
+        }
+      });
+      worker.on('error', (e) => this.logger.error('transform worker error', errorFields(e)));
+      worker.on('exit', (code) => {
+        this.slots = this.slots.filter((s) => s !== slot);
+        for (const p of slot.pending.values()) p.reject(new Error(`transform worker exited (code ${code})`));
+        slot.pending.clear();
+        if (!started) {
+          reject(new Error(`transform worker exited during start (code ${code})`));
+          return;
+        }
+        if (this.closed) return;
+        this.logger.warn('transform worker exited; starting another', { code });
+        this.spawn().catch((e) => this.logger.error('transform worker restart failed', errorFields(e)));
+      });
+    });
+  }
+
+  /** Processes messages on the least loaded worker; rejects if that worker fails. */
+  process(messages: StoredMessage[]): Promise<ProcessingReport[]> {
+    const ready = this.slots.filter((s) => s.ready);
+    if (!ready.length) return Promise.reject(new Error('no transform worker is running'));
+    const slot = ready.reduce((a, b) => (b.load < a.load ? b : a));
+    const id = this.nextId++;
+    return new Promise<ProcessingReport[]>((resolve, reject) => {
+      slot.pending.set(id, { resolve, reject, size: messages.length });
+      slot.load += messages.length;
+      slot.worker.postMessage({ id, messages } satisfies WorkerRequest);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const slots = this.slots;
+    this.slots = [];
+    await Promise.all(slots.map((s) => s.worker.terminate()));
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * A transform worker thread: loads the plugins the config names, runs transform -> routes ->
+ * steps (`MessagePipeline`) for batches of messages the engine sends, and answers with
+ * processing reports (bundles as JSON text). No store access, no sockets: the engine's thread
+ * keeps every write and every acknowledgement.
+ */
+import 'reflect-metadata';
+import { parentPort, workerData } from 'node:worker_threads';
+import type { StoredMessage } from '../model/message';
+import { createLogger } from '../logging/logger';
+import { corePlugin } from '../plugin/core.plugin';
+import { PluginHost } from '../plugin/plugin-host';
+import type { PluginDefinition } from '../plugin/api';
+import { MessagePipeline, type ProcessingReport } from './process-message';
+import type { TransformWorkerData, WorkerReply, WorkerRequest } from './transform-pool';
+
+async function main(): Promise<void> {
+  const data = workerData as TransformWorkerData;
+  const logger = createLogger(data.log).child({ component: 'transform-worker' });
+  let pipeline: MessagePipeline;
+  let transforms: string[];
+  try {
+    const host = new PluginHost(logger);
+    const defs: PluginDefinition[] = [corePlugin, ...data.plugins.map((ref) => PluginHost.resolveDefinition(ref, data.pluginBaseDir))];
+    await host.load(defs, (def) => data.pluginConfig[def.manifest.id] ?? {});
+    const impls = host.transforms().map((t) => t.container.resolve(t.impl));
+    transforms = impls.map((t) => t.name);
+    pipeline = new MessagePipeline(impls, data.routes, data.baseDir);
+  } catch (e) {
+    parentPort!.postMessage({ type: 'failed', message: (e as Error).message } satisfies WorkerReply);
+    return;
+  }
+  parentPort!.postMessage({ type: 'ready', transforms } satisfies WorkerReply);
+  parentPort!.on('message', (req: WorkerRequest) => {
+    void (async () => {
+      const reports: ProcessingReport[] = [];
+      try {
+        for (const m of req.messages) {
+          // A Buffer arrives as a plain Uint8Array: view the same bytes as a Buffer again.
+          const body = m.body ? Buffer.from(m.body.buffer, m.body.byteOffset, m.body.byteLength) : undefined;
+          const message: StoredMessage = { ...m, body };
+          const log = logger.child({ messageId: m.id, source: m.sourceId, controlId: m.headers.controlId, messageType: m.headers.messageType });
+          reports.push(await pipeline.process(message, log));
+        }
+        parentPort!.postMessage({ type: 'done', id: req.id, reports } satisfies WorkerReply);
+      } catch (e) {
+        parentPort!.postMessage({ type: 'error', id: req.id, message: (e as Error).message } satisfies WorkerReply);
+      }
+    })();
+  });
+}
+
+void main();
