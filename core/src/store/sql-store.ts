@@ -108,7 +108,6 @@ export abstract class SqlMessageStore implements MessageStore {
   /** State transitions waiting for the next shared transaction. */
   private writes: { fn: (x: SqlExec) => Promise<unknown>; resolve(v: unknown): void; reject(e: unknown): void }[] = [];
   private writeTimer?: { cancel(): void };
-  private lastWriteAt = 0;
   private writing?: Promise<void>;
   /** Transform results waiting for the routing of their message (no batched writes). */
   private pendingTransforms = new Map<string, PendingTransform>();
@@ -470,24 +469,15 @@ export abstract class SqlMessageStore implements MessageStore {
     this.writeTimer = undefined;
   }
 
-  protected writeWindowMs = Number(process.env.FERRY_WW ?? 0);
-
   private scheduleWrites(): void {
     if (this.writing || this.writeTimer) return;
-    const run = (): void => {
+    // The next turn of the event loop: transitions requested in this turn share the transaction.
+    // (Holding them longer for bigger transactions measured slower: the stages wait on each other.)
+    const t = setImmediate(() => {
       this.writeTimer = undefined;
       void this.flushWrites();
-    };
-    // At most one transition commit per window: what queues up meanwhile shares it. Nobody is
-    // acknowledged on these commits (inserts have their own), so the wait only adds latency.
-    const wait = this.writeWindowMs - (performance.now() - this.lastWriteAt);
-    if (wait >= 1 && this.writes.length < 512) {
-      const t = setTimeout(run, wait);
-      this.writeTimer = { cancel: () => clearTimeout(t) };
-    } else {
-      const t = setImmediate(run);
-      this.writeTimer = { cancel: () => clearImmediate(t) };
-    }
+    });
+    this.writeTimer = { cancel: () => clearImmediate(t) };
   }
 
   private flushWrites(): Promise<void> {
@@ -495,7 +485,6 @@ export abstract class SqlMessageStore implements MessageStore {
     const batch = this.writes.splice(0, 512);
     if (!batch.length) return Promise.resolve();
     this.writing = (async () => {
-      this.lastWriteAt = performance.now();
       if (batch.length === 1) {
         try {
           batch[0].resolve(await this.tx(batch[0].fn));
