@@ -57,6 +57,8 @@ export class Dispatcher {
   private running = false;
   private inFlight = 0;
   private readonly perSink = new Map<string, number>();
+  private outcomes: { deliveryId: string; outcome: DeliveryOutcome; resolve(): void; reject(e: unknown): void }[] = [];
+  private outcomeTimer?: NodeJS.Immediate;
   private completing = 0;
   private loopPromise?: Promise<void>;
   private readonly sleeper = new WakeableSleep();
@@ -149,6 +151,30 @@ export class Dispatcher {
     }
   }
 
+  /**
+   * Outcomes of one event-loop turn are recorded together (one store operation; on PostgreSQL
+   * one transaction instead of one per delivery). Each caller learns whether its batch committed.
+   */
+  private record(deliveryId: string, outcome: DeliveryOutcome): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.outcomes.push({ deliveryId, outcome, resolve, reject });
+      if (this.outcomeTimer) return;
+      this.outcomeTimer = setImmediate(() => {
+        this.outcomeTimer = undefined;
+        const batch = this.outcomes.splice(0);
+        this.store.completeDeliveries(batch.map(({ deliveryId: id, outcome: o }) => ({ deliveryId: id, outcome: o }))).then(
+          () => batch.forEach((b) => b.resolve()),
+          (e) => {
+            const missing = new Set<string>(((e as FerryError)?.details?.deliveryIds as string[] | undefined) ?? []);
+            // Only the deliveries the store did not know failed; the others were recorded.
+            if (missing.size) batch.forEach((b) => (missing.has(b.deliveryId) ? b.reject(e) : b.resolve()));
+            else batch.forEach((b) => b.reject(e));
+          },
+        );
+      });
+    });
+  }
+
   private sleep(ms: number): Promise<void> {
     return this.sleeper.sleep(ms);
   }
@@ -185,7 +211,7 @@ export class Dispatcher {
     // The outcome is queued first, then the worker is free: the claim this frees up is queued
     // behind it (SQLite: same shared transaction, so it sees the outcome; PostgreSQL: the delivery
     // stays leased until the outcome commits), and does not wait for this commit round.
-    const recorded = this.store.completeDelivery(d.id, outcome);
+    const recorded = this.record(d.id, outcome);
     this.completing++;
     this.inFlight--;
     this.perSink.set(d.sinkId, (this.perSink.get(d.sinkId) ?? 1) - 1);

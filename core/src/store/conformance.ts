@@ -362,6 +362,30 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(rest[0].bundleJson).toBe(JSON.stringify(canonical));
       });
 
+      it('records several delivery outcomes at once; an unknown id is reported and the others still recorded', async () => {
+        const [a, b] = await store.insert([msg(), msg()]);
+        await store.claimReceived('p', 2, 60_000);
+        const plan = (sinkIds: string[]) => ({ status: 'routed' as const, deliveries: sinkIds.map((sinkId) => ({ routeId: 'r', sinkId, strictOrder: false, bundle: bundleFor('x') })) });
+        await store.recordTransformed(a.id, bundleFor('x'), 'ka');
+        await store.recordRouting(a.id, plan(['s1', 's2']));
+        await store.recordTransformed(b.id, bundleFor('x'), 'kb');
+        await store.recordRouting(b.id, plan(['s1']));
+        const ds = await store.claimDeliveries('w', 10, 60_000);
+        const of = (m: string, sink: string) => ds.find((d) => d.messageId === m && d.sinkId === sink)!.id;
+        await expect(
+          store.completeDeliveries([
+            { deliveryId: of(a.id, 's1'), outcome: { status: 'delivered' } },
+            { deliveryId: 'no-such-delivery', outcome: { status: 'delivered' } },
+            { deliveryId: of(a.id, 's2'), outcome: { status: 'dead', error: { code: 'E', message: 'e', retryable: false } } },
+            { deliveryId: of(b.id, 's1'), outcome: { status: 'delivered' } },
+          ]),
+        ).rejects.toMatchObject({ code: expect.stringContaining('INTERNAL_STORE_NO_DELIVERY'), details: { deliveryIds: ['no-such-delivery'] } });
+        expect((await store.getMessage(a.id))!.status).toBe('dead');
+        expect((await store.getMessage(b.id))!.status).toBe('delivered');
+        expect((await store.events(b.id)).map((e) => e.status).slice(-2)).toEqual(['delivery:delivered', 'delivered']);
+        expect((await store.deliveries(a.id)).map((d) => `${d.sinkId}:${d.status}:${d.attempts}`).sort()).toEqual(['s1:delivered:1', 's2:dead:1']);
+      });
+
       it('an unchanged route bundle is delivered as the message bundle; one changed in place is delivered as changed', async () => {
         const [r] = await store.insert([msg()]);
         await store.claimReceived('p', 1, 60_000);

@@ -196,6 +196,8 @@ export interface MessageStore {
    */
   claimDeliveries(owner: string, limit: number, leaseMs: number, now?: Date, filter?: DeliveryClaimFilter): Promise<ClaimedDelivery[]>;
   completeDelivery(deliveryId: string, outcome: DeliveryOutcome): Promise<void>;
+  /** Several outcomes in one operation (the dispatcher records each event-loop turn's together). */
+  completeDeliveries(items: { deliveryId: string; outcome: DeliveryOutcome }[]): Promise<void>;
   /** The earliest time a failed delivery is due, to sleep until then. */
   nextDueAt(): Promise<Date | undefined>;
   /** Counts of work left (for waitForIdle, readiness and metrics). */

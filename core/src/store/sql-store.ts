@@ -761,17 +761,45 @@ export abstract class SqlMessageStore implements MessageStore {
 
   async recordProcessed(results: ProcessedMessage[]): Promise<void> {
     this.assertOpen();
-    // Queued together: on SQLite they share one transaction (a savepoint each); on PostgreSQL
-    // each message is its own transaction over the pool. Every one is attempted; the first
-    // failure is reported after all have settled.
-    const done = await Promise.allSettled(
-      results.map((r) => {
-        if (r.transformed) this.holdTransform(r.id, r.transformed.bundleJson, r.transformed.orderingKey);
-        return r.outcome.status === 'failed' ? this.recordFailed(r.id, r.outcome.error) : this.recordRouting(r.id, r.outcome);
-      }),
-    );
-    const bad = done.find((d): d is PromiseRejectedResult => d.status === 'rejected');
-    if (bad) throw bad.reason;
+    const ops = results.map((r) => {
+      if (r.transformed) this.holdTransform(r.id, r.transformed.bundleJson, r.transformed.orderingKey);
+      return r.outcome.status === 'failed' ? this.failedOp(r.id, r.outcome.error) : this.routingOp(r.id, r.outcome);
+    });
+    if (!ops.length) return;
+    // One operation for the batch (SQLite: inside the shared transaction; PostgreSQL: one
+    // transaction instead of one per message). Every message is all-or-nothing on its own: when
+    // one fails, the batch is undone and replayed message by message, each in its own
+    // savepoint, so only that one fails.
+    const errors = await this.write(async (x) => {
+      const buf = (x as Partial<BufferedExec>).events;
+      const mark = buf?.length ?? 0;
+      await x.run('SAVEPOINT ferry_batch');
+      try {
+        for (const op of ops) await op(x);
+        await x.run('RELEASE SAVEPOINT ferry_batch');
+        return [];
+      } catch {
+        if (buf) buf.length = mark;
+        await x.run('ROLLBACK TO SAVEPOINT ferry_batch');
+        await x.run('RELEASE SAVEPOINT ferry_batch');
+      }
+      const failed: unknown[] = [];
+      for (const op of ops) {
+        const at = buf?.length ?? 0;
+        await x.run('SAVEPOINT ferry_one');
+        try {
+          await op(x);
+          await x.run('RELEASE SAVEPOINT ferry_one');
+        } catch (e) {
+          if (buf) buf.length = at;
+          await x.run('ROLLBACK TO SAVEPOINT ferry_one');
+          await x.run('RELEASE SAVEPOINT ferry_one');
+          failed.push(e);
+        }
+      }
+      return failed;
+    });
+    if (errors.length) throw errors[0];
   }
 
   /** Writes a transform result; false when the message was already processed. */
@@ -807,9 +835,7 @@ export abstract class SqlMessageStore implements MessageStore {
    * Moves a message out of processing (the held transform result first): returns its row, or
    * undefined when another processor already did (the result is then dropped).
    */
-  private async finishProcessing(x: SqlExec, id: string, status: string, error: string | null, now: number): Promise<Row | undefined> {
-    const t = this.pendingTransforms.get(id);
-    if (t) this.pendingTransforms.delete(id);
+  private async finishProcessing(x: SqlExec, id: string, status: string, error: string | null, now: number, t: PendingTransform | undefined): Promise<Row | undefined> {
     // With a held transform result: one UPDATE takes the message through `transformed` to its
     // next status (both transitions are event rows, in order, in this transaction).
     const rows = t
@@ -857,23 +883,42 @@ export abstract class SqlMessageStore implements MessageStore {
 
   async recordFailed(id: string, error: StoredError): Promise<void> {
     this.assertOpen();
-    const now = this.now();
-    this.transformed.delete(id);
-    await this.write(async (x) => {
-      if (await this.finishProcessing(x, id, 'failed', errJson(error), now)) await this.event(x, id, now, 'failed', undefined, undefined, error.code);
-    });
+    await this.write(this.failedOp(id, error));
   }
 
   async recordRouting(id: string, outcome: RoutingOutcome): Promise<void> {
     this.assertOpen();
+    await this.write(this.routingOp(id, outcome));
+  }
+
+  /** The held transform result of a message, handed to the operation that records its next state. */
+  private takeTransform(id: string): PendingTransform | undefined {
+    const t = this.pendingTransforms.get(id);
+    if (t) this.pendingTransforms.delete(id);
+    return t;
+  }
+
+  /** The write of a processing failure (re-runnable: it owns what it writes). */
+  private failedOp(id: string, error: StoredError): (x: SqlExec) => Promise<void> {
+    const now = this.now();
+    this.transformed.delete(id);
+    const t = this.takeTransform(id);
+    return async (x) => {
+      if (await this.finishProcessing(x, id, 'failed', errJson(error), now, t)) await this.event(x, id, now, 'failed', undefined, undefined, error.code);
+    };
+  }
+
+  /** The write of a routing decision (re-runnable: it owns what it writes). */
+  private routingOp(id: string, outcome: RoutingOutcome): (x: SqlExec) => Promise<void> {
     const now = this.now();
     const cached = this.transformed.get(id);
     this.transformed.delete(id);
+    const t = this.takeTransform(id);
     const status = outcome.status === 'routed' && !outcome.deliveries.length ? 'delivered' : outcome.status;
-    await this.write(async (x) => {
+    return async (x) => {
       // Routed once only: when a lease ran out and two processors handled the message, the
       // second routing is dropped (no second set of deliveries).
-      const m = await this.finishProcessing(x, id, status, null, now);
+      const m = await this.finishProcessing(x, id, status, null, now, t);
       if (!m) return;
       switch (outcome.status) {
         case 'unrouted':
@@ -912,7 +957,7 @@ export abstract class SqlMessageStore implements MessageStore {
         default:
           outcome satisfies never;
       }
-    });
+    };
   }
 
   // ------------------------------------------------------------------------------------------
@@ -972,77 +1017,92 @@ export abstract class SqlMessageStore implements MessageStore {
   }
 
   async completeDelivery(deliveryId: string, outcome: DeliveryOutcome): Promise<void> {
+    await this.completeDeliveries([{ deliveryId, outcome }]);
+  }
+
+  /**
+   * Records the outcomes of several deliveries in one operation: the delivered ones with one
+   * UPDATE, then their messages' statuses from one count per batch. Ids that match no delivery
+   * are reported (INTERNAL_STORE_NO_DELIVERY) after the others are recorded.
+   */
+  async completeDeliveries(items: { deliveryId: string; outcome: DeliveryOutcome }[]): Promise<void> {
     this.assertOpen();
+    if (!items.length) return;
     const now = this.now();
-    const ret = 'RETURNING message_id, route_id, sink_id, superseded';
-    const clear = 'lease_owner = NULL, lease_expires = NULL';
-    await this.write(async (x) => {
-      let rows: Row[];
-      switch (outcome.status) {
-        case 'delivered':
-          rows = await x.all(`UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, next_attempt_at = NULL, ${clear} WHERE id = ? ${ret}`, [now, deliveryId]);
-          break;
-        case 'failed':
-          rows = await x.all(`UPDATE deliveries SET status = 'failed', attempts = attempts + 1, next_attempt_at = ?, last_error = ?, ${clear} WHERE id = ? ${ret}`, [
-            outcome.nextAttemptAt.getTime(),
-            errJson(outcome.error),
-            deliveryId,
-          ]);
-          break;
-        case 'dead':
-          rows = await x.all(`UPDATE deliveries SET status = 'dead', attempts = attempts + 1, next_attempt_at = NULL, last_error = ?, ${clear} WHERE id = ? ${ret}`, [
-            errJson(outcome.error),
-            deliveryId,
-          ]);
-          break;
-        default:
-          outcome satisfies never;
-          rows = [];
-      }
-      const d = rows[0];
-      if (!d) throw new FerryError('INTERNAL_STORE_NO_DELIVERY', `no delivery ${deliveryId}`, { kind: 'internal', details: { deliveryId } });
-      const detail = outcome.status === 'delivered' ? undefined : outcome.error.code;
-      const ev = { id: d.message_id as string, at: now, status: `delivery:${outcome.status}`, sinkId: d.sink_id as string, routeId: d.route_id as string };
-      if (Number(d.superseded)) {
-        await this.events_(x, [{ ...ev, detail: `${detail ?? ''} (superseded)`.trim() }]);
-        return;
-      }
-      const evs: Parameters<SqlMessageStore['events_']>[1] = [{ ...ev, detail }];
-      const counts = `SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) AS dead,
-                        COALESCE(SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END), 0) AS delivered
-                      FROM deliveries WHERE message_id = ? AND superseded = 0`;
-      if (this.batchWrites) {
-        // SQLite (one writer): the message's new status is computed and written by one UPDATE,
-        // which touches the row only when the status changes (and then returns it, for the event).
-        const nextSql = `(SELECT CASE WHEN SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END) > 0 THEN 'dead'
-                                      WHEN SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END) = COUNT(*) THEN 'delivered'
-                                      ELSE 'routed' END
-                          FROM deliveries WHERE message_id = messages.id AND superseded = 0)`;
-        const changed = await x.all(
-          `UPDATE messages SET status = ${nextSql}, updated_at = ?
-           WHERE id = ? AND status IN ('routed', 'dead', 'delivered') AND status <> ${nextSql} RETURNING status`,
-          [now, d.message_id],
+    const missing = await this.write(async (x) => {
+      const clear = 'lease_owner = NULL, lease_expires = NULL';
+      const ret = 'RETURNING id, message_id, route_id, sink_id, superseded';
+      const rows: Row[] = [];
+      const delivered = items.filter((i) => i.outcome.status === 'delivered').map((i) => i.deliveryId);
+      for (let o = 0; o < delivered.length; o += SqlMessageStore.CHUNK) {
+        const part = delivered.slice(o, o + SqlMessageStore.CHUNK);
+        rows.push(
+          ...(await x.all(
+            `UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, next_attempt_at = NULL, ${clear} WHERE id IN (${part.map(() => '?').join(', ')}) ${ret}`,
+            [now, ...part],
+          )),
         );
-        if (changed[0]) evs.push({ id: d.message_id, at: now, status: changed[0].status });
-        await this.events_(x, evs);
-        return;
       }
-      // Lock the message first: two deliveries of one message completing at once (PostgreSQL)
-      // must not both see the other still open and leave the message `routed` for ever.
-      const cur = await x.all(`SELECT status FROM messages WHERE id = ?${this.rowLockClause()}`, [d.message_id]);
-      const status = cur[0]?.status;
-      if (status !== 'routed' && status !== 'dead' && status !== 'delivered') {
-        await this.events_(x, evs);
-        return;
+      for (const { deliveryId, outcome } of items) {
+        if (outcome.status === 'failed')
+          rows.push(
+            ...(await x.all(`UPDATE deliveries SET status = 'failed', attempts = attempts + 1, next_attempt_at = ?, last_error = ?, ${clear} WHERE id = ? ${ret}`, [
+              outcome.nextAttemptAt.getTime(),
+              errJson(outcome.error),
+              deliveryId,
+            ])),
+          );
+        else if (outcome.status === 'dead')
+          rows.push(...(await x.all(`UPDATE deliveries SET status = 'dead', attempts = attempts + 1, next_attempt_at = NULL, last_error = ?, ${clear} WHERE id = ? ${ret}`, [errJson(outcome.error), deliveryId])));
       }
-      const c = (await x.all(counts, [d.message_id]))[0];
-      const next: MessageStatus = Number(c.dead) > 0 ? 'dead' : Number(c.delivered) === Number(c.total) ? 'delivered' : 'routed';
-      if (status !== next) {
-        await x.run('UPDATE messages SET status = ?, updated_at = ? WHERE id = ?', [next, now, d.message_id]);
-        evs.push({ id: d.message_id, at: now, status: next });
+      const byId = new Map(rows.map((r) => [r.id as string, r]));
+      const evs: EventRow[] = [];
+      const open = new Set<string>();
+      for (const { deliveryId, outcome } of items) {
+        const d = byId.get(deliveryId);
+        if (!d) continue;
+        const detail = outcome.status === 'delivered' ? undefined : outcome.error.code;
+        const ev = { id: d.message_id as string, at: now, status: `delivery:${outcome.status}`, sinkId: d.sink_id as string, routeId: d.route_id as string };
+        if (Number(d.superseded)) evs.push({ ...ev, detail: `${detail ?? ''} (superseded)`.trim() });
+        else {
+          evs.push({ ...ev, detail });
+          open.add(d.message_id as string);
+        }
+      }
+      // The messages' new statuses. Their rows are locked first (PostgreSQL, in id order): two
+      // deliveries of one message completing at once on two instances must not both see the
+      // other still open and leave the message `routed` for ever; the counts that follow see
+      // every completion committed before the lock was granted.
+      const ids = [...open].sort();
+      for (let o = 0; o < ids.length; o += SqlMessageStore.CHUNK) {
+        const part = ids.slice(o, o + SqlMessageStore.CHUNK);
+        const marks = part.map(() => '?').join(', ');
+        const cur = await x.all(`SELECT id, status FROM messages WHERE id IN (${marks}) ORDER BY id${this.rowLockClause()}`, part);
+        const counts = await x.all(
+          `SELECT message_id, COUNT(*) AS total, COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) AS dead,
+                  COALESCE(SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END), 0) AS delivered
+           FROM deliveries WHERE message_id IN (${marks}) AND superseded = 0 GROUP BY message_id`,
+          part,
+        );
+        const count = new Map(counts.map((c) => [c.message_id as string, c]));
+        const change = new Map<MessageStatus, string[]>();
+        for (const m of cur) {
+          const c = count.get(m.id);
+          if (!c || !['routed', 'dead', 'delivered'].includes(m.status)) continue;
+          const next: MessageStatus = Number(c.dead) > 0 ? 'dead' : Number(c.delivered) === Number(c.total) ? 'delivered' : 'routed';
+          if (next === m.status) continue;
+          change.set(next, [...(change.get(next) ?? []), m.id]);
+        }
+        for (const [next, list] of change) {
+          await x.run(`UPDATE messages SET status = ?, updated_at = ? WHERE id IN (${list.map(() => '?').join(', ')})`, [next, now, ...list]);
+          for (const id of list) evs.push({ id, at: now, status: next });
+        }
       }
       await this.events_(x, evs);
+      return items.filter((i) => !byId.has(i.deliveryId)).map((i) => i.deliveryId);
     });
+    if (missing.length)
+      throw new FerryError('INTERNAL_STORE_NO_DELIVERY', `no delivery ${missing.join(', ')}`, { kind: 'internal', details: { deliveryIds: missing } });
   }
 
   async nextDueAt(): Promise<Date | undefined> {

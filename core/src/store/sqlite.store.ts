@@ -188,7 +188,8 @@ export class SqliteMessageStore extends SqlMessageStore {
 
   private setSync(mode: 'FULL' | 'NORMAL'): void {
     if (this.sync === mode) return;
-    this.db!.pragma(`synchronous = ${mode}`);
+    // A cached statement: db.pragma() would prepare it again on every switch (twice per commit round).
+    this.prepare(`PRAGMA synchronous = ${mode}`).run();
     this.sync = mode;
   }
 
