@@ -106,6 +106,68 @@ describe('transform worker threads', () => {
   });
 });
 
+// A JavaScript plugin (worker threads load plugins with plain require) whose transform ends its
+// worker thread on a message saying EXIT -- on the engine thread it converts it like any other.
+const CRASHY = `
+const { isMainThread } = require('node:worker_threads');
+class CrashyTransform {
+  constructor() { this.name = 'crashy'; }
+  canHandle(ct) { return ct === 'text/x-crashy'; }
+  extractHeaders(body) { return { messageType: 'CRASHY', controlId: body.toString().trim(), orderingKey: 'k' + body.toString().trim() }; }
+  toFhir(m) {
+    const text = m.body.toString().trim();
+    if (text === 'EXIT' && !isMainThread) process.exit(3);
+    return { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Basic', id: 'b-' + text, code: { text: isMainThread ? 'engine' : 'worker' } } }] };
+  }
+}
+module.exports = {
+  manifest: { id: 'crashy', version: '1.0.0', engine: '*' },
+  configSchema: {},
+  register(reg) { reg.addTransform(CrashyTransform); },
+};
+`;
+
+describe('a transform worker that dies', () => {
+  it('loses nothing: its batch is processed on the engine thread and another worker starts', async () => {
+    const dir = tmp();
+    const plugin = path.join(dir, 'crashy.js');
+    writeFileSync(plugin, CRASHY);
+    const engine = await Engine.create({
+      config: {
+        store: { kind: 'sqlite', path: path.join(dir, 'c.db') },
+        plugins: [plugin],
+        sinks: { out: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' } },
+        routes: [{ id: 'all', to: ['out'] }],
+        processing: { transformWorkers: 1, pollIntervalMs: 20, batchSize: 4 },
+        admin: { enabled: false },
+        log: { level: 'error' },
+      },
+    });
+    await engine.start();
+    try {
+      expect(engine.transformWorkers).toBe(1);
+      const send = async (texts: string[]) => {
+        await engine.submit('feed', texts.map((t) => ({ contentType: 'text/x-crashy', body: Buffer.from(t) })));
+        await engine.waitForIdle(20_000);
+      };
+      const where = () => {
+        const lines = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8').trim().split('\n');
+        return Object.fromEntries(lines.map((l) => JSON.parse(l).entry[0].resource).map((r) => [r.id.slice(2), r.code.text]));
+      };
+      await send(['a', 'b']);
+      await send(['c', 'EXIT', 'd']);
+      for (let i = 0; i < 200 && engine.transformWorkers < 1; i++) await new Promise((r) => setTimeout(r, 25));
+      expect(engine.transformWorkers).toBe(1);
+      await send(['e', 'f']);
+      expect((await engine.store.stats()).messages).toEqual({ delivered: 7 });
+      // The batch with EXIT was processed on the engine thread; before and after, on a worker.
+      expect(where()).toEqual({ a: 'worker', b: 'worker', c: 'engine', EXIT: 'engine', d: 'engine', e: 'worker', f: 'worker' });
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
 // A sink that records how many deliveries it has in flight at once.
 const peaks = new Map<string, { now: number; peak: number }>();
 @injectable()

@@ -151,9 +151,9 @@ export class Engine {
     }
   }
 
-  /** Transform worker threads running (0: processing on the engine thread). */
+  /** Transform worker threads ready (0: processing on the engine thread). */
   get transformWorkers(): number {
-    return this.pool?.size ?? 0;
+    return this.pool?.ready ?? 0;
   }
 
   /** The admin server's URL, when enabled. */

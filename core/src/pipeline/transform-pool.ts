@@ -84,8 +84,14 @@ export class TransformPool {
     return pool;
   }
 
+  /** Workers started (ready or starting). */
   get size(): number {
     return this.slots.length;
+  }
+
+  /** Workers ready for batches. */
+  get ready(): number {
+    return this.slots.filter((s) => s.ready).length;
   }
 
   /** True when a ready worker has the transform of this name. */
@@ -134,7 +140,7 @@ export class TransformPool {
         }
         if (this.closed) return;
         this.logger.warn('transform worker exited; starting another', { code });
-        this.spawn().catch((e) => this.logger.error('transform worker restart failed', errorFields(e)));
+        this.spawn().catch((e) => !this.closed && this.logger.error('transform worker restart failed', errorFields(e)));
       });
     });
   }
