@@ -770,33 +770,39 @@ export abstract class SqlMessageStore implements MessageStore {
     // transaction instead of one per message). Every message is all-or-nothing on its own: when
     // one fails, the batch is undone and replayed message by message, each in its own
     // savepoint, so only that one fails.
-    const errors = await this.write(async (x) => {
-      const buf = (x as Partial<BufferedExec>).events;
-      const mark = buf?.length ?? 0;
+    const errors = await this.write(async (tx) => {
+      // Event rows are collected and inserted together at the end (SQLite: by the shared
+      // transaction; PostgreSQL: here), not one INSERT round trip per message.
+      const shared = (tx as Partial<BufferedExec>).events !== undefined;
+      const x: BufferedExec = shared ? (tx as BufferedExec) : { all: (q, p) => tx.all(q, p), run: (q, p) => tx.run(q, p), events: [] };
+      const buf = x.events;
+      const mark = buf.length;
       await x.run('SAVEPOINT ferry_batch');
       try {
         for (const op of ops) await op(x);
         await x.run('RELEASE SAVEPOINT ferry_batch');
+        if (!shared) await this.insertEvents(tx, buf);
         return [];
       } catch {
-        if (buf) buf.length = mark;
+        buf.length = mark;
         await x.run('ROLLBACK TO SAVEPOINT ferry_batch');
         await x.run('RELEASE SAVEPOINT ferry_batch');
       }
       const failed: unknown[] = [];
       for (const op of ops) {
-        const at = buf?.length ?? 0;
+        const at = buf.length;
         await x.run('SAVEPOINT ferry_one');
         try {
           await op(x);
           await x.run('RELEASE SAVEPOINT ferry_one');
         } catch (e) {
-          if (buf) buf.length = at;
+          buf.length = at;
           await x.run('ROLLBACK TO SAVEPOINT ferry_one');
           await x.run('RELEASE SAVEPOINT ferry_one');
           failed.push(e);
         }
       }
+      if (!shared) await this.insertEvents(tx, buf);
       return failed;
     });
     if (errors.length) throw errors[0];
@@ -988,9 +994,12 @@ export abstract class SqlMessageStore implements MessageStore {
              NOT EXISTS (SELECT 1 FROM deliveries e
                          WHERE e.sink_id = d.sink_id AND e.ordering_key = d.ordering_key AND e.superseded = 0
                            AND e.status IN ${OPEN_DELIVERY} AND e.strict_order = 1 AND e.message_seq < d.message_seq)
-             AND NOT EXISTS (SELECT 1 FROM messages m
+             -- Evaluated once: usually no unrouted message is older than any candidate, and the
+             -- per-candidate search below is skipped.
+             AND (d.message_seq < (SELECT COALESCE(MIN(u.seq), 9223372036854775807) FROM messages u WHERE u.status IN ${UNROUTED_MESSAGE})
+                  OR NOT EXISTS (SELECT 1 FROM messages m
                          WHERE m.status IN ${UNROUTED_MESSAGE} AND m.seq < d.message_seq
-                           AND (m.ordering_key IS NULL OR m.ordering_key = d.ordering_key))))
+                           AND (m.ordering_key IS NULL OR m.ordering_key = d.ordering_key)))))
          ORDER BY d.message_seq, d.seq LIMIT ?${this.lockClause('d')}`,
         [...sinkParams, now, now, limit],
       );
