@@ -43,7 +43,7 @@ async function insertRun(store, n, concurrency) {
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-  return { n, transformWorkers: workersRan, secs, rate: n / secs, commits: store.insertCommits };
+  return { n, secs, rate: n / secs, commits: store.insertCommits };
 }
 
 async function sqliteRun(dir, label, groupCommit, n, concurrency) {
