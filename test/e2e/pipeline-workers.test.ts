@@ -107,7 +107,8 @@ describe('transform worker threads', () => {
 });
 
 // A JavaScript plugin (worker threads load plugins with plain require) whose transform ends its
-// worker thread on a message saying EXIT -- on the engine thread it converts it like any other.
+// worker thread on a message saying EXIT, and never returns on one saying HANG -- on the engine
+// thread it converts both like any other.
 const CRASHY = `
 const { isMainThread } = require('node:worker_threads');
 class CrashyTransform {
@@ -117,6 +118,7 @@ class CrashyTransform {
   toFhir(m) {
     const text = m.body.toString().trim();
     if (text === 'EXIT' && !isMainThread) process.exit(3);
+    if (text === 'HANG' && !isMainThread) for (;;);
     return { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Basic', id: 'b-' + text, code: { text: isMainThread ? 'engine' : 'worker' } } }] };
   }
 }
@@ -162,6 +164,40 @@ describe('a transform worker that dies', () => {
       expect((await engine.store.stats()).messages).toEqual({ delivered: 7 });
       // The batch with EXIT was processed on the engine thread; before and after, on a worker.
       expect(where()).toEqual({ a: 'worker', b: 'worker', c: 'engine', EXIT: 'engine', d: 'engine', e: 'worker', f: 'worker' });
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
+describe('a transform that never returns on a worker', () => {
+  it('is given up after a quarter of the lease: that message is failed, the rest of its batch delivered', async () => {
+    const dir = tmp();
+    const plugin = path.join(dir, 'crashy.js');
+    writeFileSync(plugin, CRASHY);
+    const engine = await Engine.create({
+      config: {
+        store: { kind: 'sqlite', path: path.join(dir, 'h.db') },
+        plugins: [plugin],
+        sinks: { out: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' } },
+        routes: [{ id: 'all', to: ['out'] }],
+        processing: { transformWorkers: 1, pollIntervalMs: 20, batchSize: 8, leaseMs: 2000 },
+        admin: { enabled: false },
+        log: { level: 'error' },
+      },
+    });
+    await engine.start();
+    try {
+      const results = await engine.submit('feed', ['a', 'HANG', 'b'].map((t) => ({ contentType: 'text/x-crashy', body: Buffer.from(t) })));
+      await engine.waitForIdle(20_000);
+      const hang = await engine.store.getMessage(results[1].id);
+      expect(hang?.status).toBe('failed');
+      expect(hang?.error?.code).toBe('FERRY_E_INTERNAL_TRANSFORM_TIMEOUT');
+      expect((await engine.store.stats()).messages).toEqual({ delivered: 2, failed: 1 });
+      const ids = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).entry[0].resource.id);
+      expect(ids.sort()).toEqual(['b-a', 'b-b']);
+      for (let i = 0; i < 200 && engine.transformWorkers < 1; i++) await new Promise((r) => setTimeout(r, 25));
+      expect(engine.transformWorkers).toBe(1);
     } finally {
       await engine.stop();
     }

@@ -7,9 +7,28 @@ import type { MessageTransform } from '../plugin/api';
 import type { MessageStore } from '../store/message-store';
 import { WakeableSleep } from '../util/wakeable-sleep';
 import { MessagePipeline, type ProcessingReport } from './process-message';
-import type { TransformPool } from './transform-pool';
+import { TransformTimeoutError, type TransformPool } from './transform-pool';
 
 export { findTransform, patientOrderingKey } from './process-message';
+
+/** The report of a message whose transform did not finish on a worker (a transform that hangs). */
+function timedOut(id: string, ms: number): ProcessingReport {
+  const message = `transform did not finish within ${ms} ms on a transform worker (the worker was replaced)`;
+  return {
+    id,
+    outcome: {
+      status: 'failed',
+      error: {
+        code: 'FERRY_E_INTERNAL_TRANSFORM_TIMEOUT',
+        message,
+        retryable: false,
+        outcome: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'timeout', details: { text: message } }] },
+      },
+    },
+    routes: [],
+    errorKind: 'internal',
+  };
+}
 
 export interface ProcessorOptions {
   owner: string;
@@ -124,10 +143,24 @@ export class Processor {
     const remote = pool ? messages.filter((m) => m.body && pool.handles(this.pipeline.transformFor(m.contentType))) : [];
     const reports = new Map<string, ProcessingReport>();
     if (remote.length) {
+      // A quarter of the lease each: a batch, and then each of its messages alone, are answered
+      // (or given up) before the lease runs out and another instance may claim them.
+      const timeout = Math.max(500, Math.floor(this.opts.leaseMs / 4));
       try {
-        for (const r of await pool!.process(remote)) reports.set(r.id, r);
+        for (const r of await pool!.process(remote, timeout)) reports.set(r.id, r);
       } catch (e) {
-        this.logger.warn('transform worker failed a batch; processing it on the engine thread', { messages: remote.length, ...errorFields(e) });
+        if (e instanceof TransformTimeoutError) {
+          // A transform that never returns would hang this thread too: find the message one by
+          // one on the workers and record it as failed; the others go on.
+          for (const m of remote) {
+            try {
+              const [r] = await pool!.process([m], timeout);
+              reports.set(r.id, r);
+            } catch (e2) {
+              if (e2 instanceof TransformTimeoutError) reports.set(m.id, timedOut(m.id, timeout));
+            }
+          }
+        } else this.logger.warn('transform worker failed a batch; processing it on the engine thread', { messages: remote.length, ...errorFields(e) });
       }
     }
     for (const m of messages) if (!reports.has(m.id)) reports.set(m.id, await this.pipeline.process(m, this.messageLogger(m)));

@@ -36,6 +36,13 @@ export function transformWorkerScript(): string | undefined {
   return existsSync(built) ? built : undefined;
 }
 
+/** A batch a worker did not answer in time: its messages are not retried on the engine thread. */
+export class TransformTimeoutError extends Error {
+  constructor(readonly timeoutMs: number) {
+    super(`transform worker did not answer within ${timeoutMs} ms`);
+  }
+}
+
 interface Slot {
   worker: Worker;
   ready: boolean;
@@ -94,9 +101,12 @@ export class TransformPool {
     return this.slots.filter((s) => s.ready).length;
   }
 
-  /** True when a ready worker has the transform of this name. */
+  /** Transforms the workers load (the same plugins in each). */
+  private readonly known = new Set<string>();
+
+  /** True when the workers have the transform of this name (one may be restarting: batches wait for it). */
   handles(transformName: string | undefined): boolean {
-    return !!transformName && this.slots.some((s) => s.ready && s.transforms.has(transformName));
+    return !!transformName && !this.closed && this.slots.length > 0 && this.known.has(transformName);
   }
 
   private spawn(): Promise<void> {
@@ -110,8 +120,10 @@ export class TransformPool {
           case 'ready':
             slot.ready = true;
             slot.transforms = new Set(msg.transforms);
+            for (const t of msg.transforms) this.known.add(t);
             started = true;
             resolve();
+            this.readyWaiters.splice(0).forEach((w) => w());
             return;
           case 'failed':
             started = true;
@@ -145,15 +157,52 @@ export class TransformPool {
     });
   }
 
-  /** Processes messages on the least loaded worker; rejects if that worker fails. */
-  process(messages: StoredMessage[]): Promise<ProcessingReport[]> {
+  /**
+   * Processes messages on the least loaded worker; rejects if that worker fails. A batch not
+   * answered within `timeoutMs` (a transform that never returns) ends its worker -- another
+   * starts -- and rejects with a TransformTimeoutError.
+   */
+  async process(messages: StoredMessage[], timeoutMs = 0): Promise<ProcessingReport[]> {
+    // A worker being replaced: wait for it (bounded) rather than fail the batch over to the engine thread.
+    if (!this.slots.some((s) => s.ready) && this.slots.length && !this.closed) await this.readyOrTimeout(timeoutMs || 10_000);
+    return this.send(messages, timeoutMs);
+  }
+
+  private readyWaiters: (() => void)[] = [];
+
+  private readyOrTimeout(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.readyWaiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  private send(messages: StoredMessage[], timeoutMs: number): Promise<ProcessingReport[]> {
     const ready = this.slots.filter((s) => s.ready);
     if (!ready.length) return Promise.reject(new Error('no transform worker is running'));
     const slot = ready.reduce((a, b) => (b.load < a.load ? b : a));
     const id = this.nextId++;
     return new Promise<ProcessingReport[]>((resolve, reject) => {
-      slot.pending.set(id, { resolve, reject, size: messages.length });
+      let timer: NodeJS.Timeout | undefined;
+      const done = <T>(f: (v: T) => void) => (v: T) => {
+        if (timer) clearTimeout(timer);
+        f(v);
+      };
+      slot.pending.set(id, { resolve: done(resolve), reject: done(reject), size: messages.length });
       slot.load += messages.length;
+      if (timeoutMs > 0)
+        timer = setTimeout(() => {
+          const p = slot.pending.get(id);
+          if (!p) return;
+          slot.pending.delete(id);
+          slot.load -= p.size;
+          this.logger.error('transform worker did not answer in time; replacing it', { messages: messages.length, timeoutMs });
+          reject(new TransformTimeoutError(timeoutMs));
+          void slot.worker.terminate();
+        }, timeoutMs);
       slot.worker.postMessage({ id, messages } satisfies WorkerRequest);
     });
   }
