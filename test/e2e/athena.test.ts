@@ -6,6 +6,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { Appointment, Bundle, Patient, Resource } from '@medplum/fhirtypes';
 import { configure, Engine, silentLogger } from '@ferry/core';
 import { startFhirServer, type FhirTestServer } from '../support';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../simulators/athena';
@@ -16,6 +17,11 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 15
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** GET a FHIR search URL; the answer is a searchset Bundle of `T`. */
+async function searchBundle<T extends Resource>(url: string): Promise<Bundle<T>> {
+  return (await (await fetch(url)).json()) as Bundle<T>;
 }
 
 describe('athena-rest changes -> canonical FHIR -> FHIR server (engine from YAML)', () => {
@@ -110,17 +116,17 @@ admin: { enabled: false }
     expect(msgs.filter((m) => m.sourceId === 'athena-fhir').length).toBeGreaterThanOrEqual(7);
     expect(msgs.filter((m) => m.status === 'failed' || m.status === 'dead')).toEqual([]);
 
-    const appts = await (await fetch(`${fhir.baseUrl}/Appointment?identifier=${encodeURIComponent(`urn:athenahealth:athenanet:appointment:${PRACTICE}|9001`)}`)).json();
+    const appts = await searchBundle<Appointment>(`${fhir.baseUrl}/Appointment?identifier=${encodeURIComponent(`urn:athenahealth:athenanet:appointment:${PRACTICE}|9001`)}`);
     // 01:30 on the 2026-11-01 fall-back day in US/Pacific: first (PDT) occurrence = 08:30Z
-    expect(appts.entry[0].resource.start).toBe('2026-11-01T08:30:00.000Z');
-    const appts2 = await (await fetch(`${fhir.baseUrl}/Appointment?identifier=${encodeURIComponent(`urn:athenahealth:athenanet:appointment:${PRACTICE}|9002`)}`)).json();
-    expect(appts2.entry[0].resource.start).toBe('2026-11-02T09:30:00.000Z'); // PST again
+    expect(appts.entry?.[0]?.resource?.start).toBe('2026-11-01T08:30:00.000Z');
+    const appts2 = await searchBundle<Appointment>(`${fhir.baseUrl}/Appointment?identifier=${encodeURIComponent(`urn:athenahealth:athenanet:appointment:${PRACTICE}|9002`)}`);
+    expect(appts2.entry?.[0]?.resource?.start).toBe('2026-11-02T09:30:00.000Z'); // PST again
     expect(await fhir.count('Observation')).toBe(1);
 
     // An update in athena: the same Patient resource is updated, no new one.
     sim.upsertPatient(PRACTICE, { patientid: '603', city: 'WORCESTER' });
     await until('the update', async () => {
-      const b = await (await fetch(`${fhir.baseUrl}/Patient?identifier=${encodeURIComponent(`urn:athenahealth:athenanet:patient:${PRACTICE}|603`)}`)).json();
+      const b = await searchBundle<Patient>(`${fhir.baseUrl}/Patient?identifier=${encodeURIComponent(`urn:athenahealth:athenanet:patient:${PRACTICE}|603`)}`);
       return b.entry?.[0]?.resource?.address?.[0]?.city === 'WORCESTER';
     });
     await engine!.waitForIdle(15_000);
@@ -138,8 +144,8 @@ admin: { enabled: false }
     expect(created).toMatchObject({ firstname: 'Rita', dob: '04/05/1979', sex: 'F', departmentid: '1' });
     await until('the round trip into the FHIR server', async () => (await fhir.count('Patient')) === 8);
     await engine!.waitForIdle(15_000);
-    const back = await (await fetch(`${fhir.baseUrl}/Patient?identifier=${encodeURIComponent(`urn:athenahealth:athenanet:patient:${PRACTICE}|${created.patientid}`)}`)).json();
-    expect(back.entry[0].resource.name[0].family).toBe('Roundtrip');
+    const back = await searchBundle<Patient>(`${fhir.baseUrl}/Patient?identifier=${encodeURIComponent(`urn:athenahealth:athenanet:patient:${PRACTICE}|${created.patientid}`)}`);
+    expect(back.entry?.[0]?.resource?.name?.[0]?.family).toBe('Roundtrip');
   });
 });
 

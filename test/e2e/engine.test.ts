@@ -170,7 +170,7 @@ describe('engine end to end', () => {
     const one = (await (await fetch(`${base}/api/messages/${r.id}`)).json()) as { body?: string; deliveries: unknown[]; events: unknown[] };
     expect(one.body).toBeUndefined();
     expect(one.deliveries).toHaveLength(1);
-    expect((await (await fetch(`${base}/api/messages/${r.id}?body=true`)).json()).body).toContain('A500');
+    expect(((await (await fetch(`${base}/api/messages/${r.id}?body=true`)).json()) as { body?: string }).body).toContain('A500');
     expect((await fetch(`${base}/api/messages/nope`)).status).toBe(404);
     expect((await fetch(`${base}/api/messages?status=bogus`)).status).toBe(400);
   });

@@ -6,6 +6,7 @@ import { EpicSimulator, seedEpicSandbox } from '../../../test/simulators/epic/ep
 import { connConfig, testKey } from './__fixtures__/helpers';
 import { storeContext } from './__fixtures__/store-context';
 import { EpicBulkSource } from './epic.components';
+import type { BulkSourceConfig } from './shared/sources';
 
 /**
  * The bulk source end to end into SQLite (10,000 by default; VOL=50000 for the full volume, which the
@@ -33,7 +34,7 @@ describe('epic bulk export volume into the real SQLite store', () => {
   it('streams every resource into the store with bounded memory', async () => {
     const key = await testKey('vol');
     sim.registerClient('vol', key.jwks);
-    const { ctx } = storeContext(store, 'epic-big', {
+    const { ctx } = storeContext<BulkSourceConfig>(store, 'epic-big', {
       ...connConfig({ baseUrl: sim.baseUrl, clientId: 'vol' }, { privateKey: key.pem, kid: 'vol' }),
       bulk: { level: 'group', groupId: 'big', types: ['Patient', 'Observation'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 1000, batchSize: 1000, deleteWhenDone: true },
     }, { duplicates: 'off' });

@@ -1,5 +1,40 @@
 /** The simulator keeps the reference's rules (vendor-apis.md §1–2), checked with plain fetch. */
-import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '.';
+import type { Bundle, Patient } from '@medplum/fhirtypes';
+import { AthenaSimulator, PRACTICE, samplePatient, seedPractice, type Json } from '.';
+
+// Shapes of the answers read below (vendor-apis.md §1): only the fields these tests look at.
+interface TokenAnswer {
+  access_token: string;
+  token_type: string;
+  /** A string or a number, depending on the answer. */
+  expires_in: string | number;
+}
+interface AthenaError {
+  error: string;
+  detailedmessage?: string;
+}
+/** `limit`/`offset` paging: the list under `key`, relative `next`/`previous` links. */
+type AthenaPage<K extends string, T = Json> = { [key in K]: T[] } & { totalcount: number; next?: string; previous?: string };
+interface Department {
+  departmentid: string;
+  timezonename: string;
+}
+interface Provider {
+  /** A number in athena's list (mixed types). */
+  providerid: number;
+}
+interface AthenaAppointment {
+  appointmentid: string;
+}
+type Departments = AthenaPage<'departments', Department>;
+type ChangedAppointments = AthenaPage<'appointments', AthenaAppointment>;
+interface SubscriptionStatus {
+  status: 'ACTIVE' | 'PARTIAL' | 'INACTIVE';
+  subscriptions: { eventname: string }[];
+}
+
+/** A response body, typed as what the endpoint answers (JSON is not checked at run time). */
+const json = async <T>(r: Response): Promise<T> => (await r.json()) as T;
 
 let sim: AthenaSimulator;
 let token: string;
@@ -11,15 +46,15 @@ beforeAll(async () => {
     headers: { authorization: `Basic ${Buffer.from('ferry-client:ferry-secret').toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
     body: 'grant_type=client_credentials&scope=athena%2Fservice%2FAthenanet.MDP.*',
   });
-  const body = await res.json();
+  const body = await json<TokenAnswer>(res);
   expect(body).toMatchObject({ token_type: 'Bearer', expires_in: '3600' }); // expires_in as a string
   token = body.access_token;
 });
 afterAll(() => sim.stop());
 
-const get = async (path: string) => {
+const get = async <T>(path: string): Promise<{ status: number; body: T }> => {
   const r = await fetch(`${sim.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
-  return { status: r.status, body: await r.json() };
+  return { status: r.status, body: await json<T>(r) };
 };
 
 describe('athena simulator', () => {
@@ -28,41 +63,41 @@ describe('athena simulator', () => {
     expect(bad.status).toBe(401);
     const r = await fetch(`${sim.url}/v1/${PRACTICE}/departments`);
     expect(r.status).toBe(401);
-    expect((await r.json()).error).toBe('Developer Inactive');
-    expect((await get('/v1/195900/nowhere')).body.error).toMatch(/Service not registered/);
+    expect((await json<AthenaError>(r)).error).toBe('Developer Inactive');
+    expect((await get<AthenaError>('/v1/195900/nowhere')).body.error).toMatch(/Service not registered/);
   });
 
   it('wraps single reads in arrays, pages lists with relative next links including /v1/{practiceid}', async () => {
     sim.upsertPatient(PRACTICE, samplePatient(1, { patientid: '1' }));
-    const one = await get(`/v1/${PRACTICE}/patients/1`);
+    const one = await get<Json[]>(`/v1/${PRACTICE}/patients/1`);
     expect(Array.isArray(one.body)).toBe(true);
-    const page1 = await get(`/v1/${PRACTICE}/departments?limit=1`);
+    const page1 = await get<Departments>(`/v1/${PRACTICE}/departments?limit=1`);
     expect(page1.body).toMatchObject({ totalcount: 2, next: `/v1/${PRACTICE}/departments?limit=1&offset=1` });
-    const page2 = await get(page1.body.next);
+    const page2 = await get<Departments>(page1.body.next!); // checked just above
     expect(page2.body.departments[0].timezonename).toBe('US/Pacific');
     expect(page2.body.next).toBeUndefined();
     expect(page2.body.previous).toBe(`/v1/${PRACTICE}/departments?limit=1&offset=0`);
     // providers carry numeric ids (mixed types)
-    expect(typeof (await get(`/v1/${PRACTICE}/providers`)).body.providers[0].providerid).toBe('number');
+    expect(typeof (await get<AthenaPage<'providers', Provider>>(`/v1/${PRACTICE}/providers`)).body.providers[0].providerid).toBe('number');
   });
 
   it('models the changed feed: 403 until subscribed, peek with leaveunprocessed, dequeue, re-read the processed window', async () => {
-    const f = await get(`/v1/${PRACTICE}/appointments/changed`);
+    const f = await get<AthenaError>(`/v1/${PRACTICE}/appointments/changed`);
     expect(f.status).toBe(403);
     expect(f.body.detailedmessage).toContain('Changed messages require setup (subscription) that has not been done.');
     const sub = await fetch(`${sim.url}/v1/${PRACTICE}/appointments/changed/subscription`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-www-form-urlencoded' }, body: '' });
     expect(await sub.json()).toEqual({ success: true });
-    expect((await get(`/v1/${PRACTICE}/appointments/changed/subscription`)).body.status).toBe('ACTIVE');
+    expect((await get<SubscriptionStatus>(`/v1/${PRACTICE}/appointments/changed/subscription`)).body.status).toBe('ACTIVE');
     sim.upsertAppointment(PRACTICE, { appointmentid: '1', date: '01/02/2026', starttime: '09:00', departmentid: '1', appointmentstatus: 'f', patientid: '1' });
-    const peek = await get(`/v1/${PRACTICE}/appointments/changed?leaveunprocessed=true`);
+    const peek = await get<ChangedAppointments>(`/v1/${PRACTICE}/appointments/changed?leaveunprocessed=true`);
     expect(peek.body.appointments).toHaveLength(1);
-    const deq = await get(`/v1/${PRACTICE}/appointments/changed`);
+    const deq = await get<ChangedAppointments>(`/v1/${PRACTICE}/appointments/changed`);
     expect(deq.body.appointments).toHaveLength(1);
-    expect((await get(`/v1/${PRACTICE}/appointments/changed`)).body.appointments).toHaveLength(0);
+    expect((await get<ChangedAppointments>(`/v1/${PRACTICE}/appointments/changed`)).body.appointments).toHaveLength(0);
     const now = Date.now();
     const fmt = (ms: number) => new Intl.DateTimeFormat('en-US', { timeZone: 'America/New_York', hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' }).format(new Date(ms)).replace(',', '');
-    const win = await get(`/v1/${PRACTICE}/appointments/changed?showprocessedstartdatetime=${encodeURIComponent(fmt(now - 60_000))}&showprocessedenddatetime=${encodeURIComponent(fmt(now + 1000))}`);
-    expect(win.body.appointments.map((a: any) => a.appointmentid)).toEqual(['1']);
+    const win = await get<ChangedAppointments>(`/v1/${PRACTICE}/appointments/changed?showprocessedstartdatetime=${encodeURIComponent(fmt(now - 60_000))}&showprocessedenddatetime=${encodeURIComponent(fmt(now + 1000))}`);
+    expect(win.body.appointments.map((a) => a.appointmentid)).toEqual(['1']);
   });
 
   it('answers 200 {success:false} on a refused write, and FHIR searches need ah-practice', async () => {
@@ -70,8 +105,8 @@ describe('athena simulator', () => {
     expect(r.status).toBe(200);
     expect(await r.json()).toEqual({ success: false, errormessage: 'departmentid is required' });
     expect((await get('/fhir/r4/Patient?family=Patient1')).status).toBe(400);
-    const ok = await get(`/fhir/r4/Patient?ah-practice=Organization/a-1.Practice-${PRACTICE}`);
-    expect(ok.body.entry[0].resource.id).toBe(`a-${PRACTICE}.E-1`);
+    const ok = await get<Bundle<Patient>>(`/fhir/r4/Patient?ah-practice=Organization/a-1.Practice-${PRACTICE}`);
+    expect(ok.body.entry?.[0]?.resource?.id).toBe(`a-${PRACTICE}.E-1`);
   });
 
   it('injects faults: 429 with/without Retry-After, 5xx bursts, 401 on the Nth call, server-side QPS', async () => {

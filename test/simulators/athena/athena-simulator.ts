@@ -251,7 +251,7 @@ export class AthenaSimulator {
 
   addDepartment(p: string, dept: Json): Json {
     const d = this.practice(p);
-    const rec = { departmentid: String(dept.departmentid ?? d.nextId++), ...dept };
+    const rec: Json = { departmentid: String(dept.departmentid ?? d.nextId++), ...dept };
     d.departments.push(rec);
     this.putFhir(p, 'Location', `a-${p}.Department-${rec.departmentid}`, {
       resourceType: 'Location',
@@ -275,7 +275,7 @@ export class AthenaSimulator {
     const d = this.practice(p);
     const id = String(patient.patientid ?? d.nextId++);
     const existed = d.patients.has(id);
-    const rec = { ...(d.patients.get(id) ?? {}), ...patient, patientid: id, lastmodified: toAthenaDateTime(this.now(), this.opts.serverTimeZone) };
+    const rec: Json = { ...(d.patients.get(id) ?? {}), ...patient, patientid: id, lastmodified: toAthenaDateTime(this.now(), this.opts.serverTimeZone) };
     d.patients.set(id, rec);
     this.emit(p, 'patients', rec, rec.departmentid, existed ? 'UpdatePatient' : 'AddPatient');
     this.putFhir(p, 'Patient', `a-${p}.E-${id}`, this.athenaFhirPatient(p, rec));
@@ -285,7 +285,7 @@ export class AthenaSimulator {
   upsertAppointment(p: string, appt: Json, eventname = 'ScheduleAppointment'): Json {
     const d = this.practice(p);
     const id = String(appt.appointmentid ?? d.nextId++);
-    const rec = { ...(d.appointments.get(id) ?? {}), ...appt, appointmentid: id, lastmodified: toAthenaDateTime(this.now(), this.opts.serverTimeZone) };
+    const rec: Json = { ...(d.appointments.get(id) ?? {}), ...appt, appointmentid: id, lastmodified: toAthenaDateTime(this.now(), this.opts.serverTimeZone) };
     d.appointments.set(id, rec);
     this.emit(p, 'appointments', rec, rec.departmentid, eventname);
     return rec;

@@ -430,8 +430,9 @@ export class CernerSimulator {
 
   /** The pre-signed storage: refuses a forwarded Authorization header, like S3 does. */
   private async s3(req: IncomingMessage, res: ServerResponse, url: URL, log: LoggedRequest): Promise<void> {
-    const xml = (status: number, code: string, message: string) =>
+    const xml = (status: number, code: string, message: string): void => {
       res.writeHead(status, { 'content-type': 'application/xml' }).end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message><RequestId>${randomUUID()}</RequestId></Error>`);
+    };
     if (req.headers.authorization) {
       log.reason = 'Authorization header forwarded to storage';
       return xml(400, 'InvalidArgument', 'Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified');

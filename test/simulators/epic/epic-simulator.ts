@@ -485,7 +485,7 @@ export function seedEpicSandbox(sim: EpicSimulator): { patientId: string; merged
   return { patientId, mergedId };
 }
 
-export function epicVital(patientId: string, n: number, code = { flowsheet: '8', loinc: '8867-4', text: 'Pulse' }): Omit<Res, 'id'> & { id: string } {
+export function epicVital(patientId: string, n: number, code = { flowsheet: '8', loinc: '8867-4', text: 'Pulse' }): Res {
   return {
     resourceType: 'Observation',
     id: `eVitals.${patientId.slice(0, 6)}.${n}`,

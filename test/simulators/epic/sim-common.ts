@@ -158,21 +158,26 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 // Resources
 
 export type Res = Record<string, any> & { resourceType: string; id: string };
+/**
+ * A resource to store, `id` assigned when absent. (Not `Omit<Res, 'id'>`: Omit over an index
+ * signature keeps only the index signature and so loses `resourceType`.)
+ */
+export type NewRes = Record<string, any> & { resourceType: string; id?: string };
 
 /** Resources by type and id, stamped with meta.versionId / meta.lastUpdated from the simulator clock. */
 export class ResourceStore {
   private readonly byType = new Map<string, Map<string, Res>>();
   constructor(private readonly now: () => number) {}
 
-  put(resource: Omit<Res, 'id'> & { id?: string }, opts: { keepMeta?: boolean } = {}): Res {
+  put(resource: NewRes, opts: { keepMeta?: boolean } = {}): Res {
     const id = resource.id ?? randomBytes(9).toString('base64url');
     const map = this.byType.get(resource.resourceType) ?? new Map<string, Res>();
     this.byType.set(resource.resourceType, map);
     const prev = map.get(id);
     const version = prev ? Number(prev.meta?.versionId ?? '1') + 1 : 1;
     const stored: Res = opts.keepMeta && resource.meta?.lastUpdated
-      ? ({ ...resource, id } as Res)
-      : ({ ...resource, id, meta: { ...(resource.meta ?? {}), versionId: String(version), lastUpdated: new Date(this.now()).toISOString() } } as Res);
+      ? { ...resource, id }
+      : { ...resource, id, meta: { ...(resource.meta ?? {}), versionId: String(version), lastUpdated: new Date(this.now()).toISOString() } };
     map.set(id, stored);
     return stored;
   }

@@ -4,6 +4,7 @@
  * map rows it checks. Messages are inline so these tests run without ../shared.
  */
 import type {
+  Account,
   AllergyIntolerance,
   Appointment,
   Bundle,
@@ -553,18 +554,18 @@ describe('DFT^P03 / BAR^P01: FT1 -> ChargeItem on the Account', () => {
     expect(ci.status).toBe('billable');
     expect(ci.occurrenceDateTime).toBe('2024-01-02');
     expect(ci.quantity).toEqual({ value: 2 });
-    expect(byRef<{ resourceType: 'Account'; identifier: { value: string }[] }>(b, ci.account![0].reference).identifier[0].value).toBe('ACC-1'); // PID-18
+    expect(byRef<Account>(b, ci.account![0].reference).identifier![0].value).toBe('ACC-1'); // PID-18
   });
   test('BAR^P01 makes the PID-18 Account (active); BAR^P02 purge makes it inactive', () => {
-    const acct = (t: string) => one<{ resourceType: 'Account'; status: string; identifier: { value: string }[] }>(convert(MSH(`BAR^${t}^BAR_${t}`), seg('PID', { 1: '1', 3: '12345^^^MRN^MR', 5: 'Doe^J', 18: 'ACC-9^^^MRN' })), 'Account');
+    const acct = (t: string) => one<Account>(convert(MSH(`BAR^${t}^BAR_${t}`), seg('PID', { 1: '1', 3: '12345^^^MRN^MR', 5: 'Doe^J', 18: 'ACC-9^^^MRN' })), 'Account');
     expect(acct('P01')).toMatchObject({ status: 'active', identifier: [{ value: 'ACC-9' }] });
     expect(acct('P02').status).toBe('inactive');
     expect(acct('P02').id).toBe(acct('P01').id);
   });
   test('BAR^P01: GT1 -> Account.guarantor', () => {
     const b = convert(MSH('BAR^P01^BAR_P01'), 'EVN|P01|20240102', PID, 'GT1|1||Everyman^Eve||1 Main St^^Ann Arbor^MI|||||||SPO^Spouse^HL70063');
-    const acct = one<{ resourceType: 'Account'; guarantor: { party: { reference: string } }[] }>(b, 'Account');
-    expect(byRef<RelatedPerson>(b, acct.guarantor[0].party.reference).name![0].family).toBe('Everyman');
+    const acct = one<Account>(b, 'Account');
+    expect(byRef<RelatedPerson>(b, acct.guarantor![0].party.reference).name![0].family).toBe('Everyman');
   });
 });
 

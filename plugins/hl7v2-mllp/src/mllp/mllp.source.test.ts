@@ -15,7 +15,7 @@ import type { MllpSourceConfig } from './mllp.schema';
 const sources: MllpSource[] = [];
 const clients: RawClient[] = [];
 
-async function startSource(cfg: Partial<MllpSourceConfig> = {}, opts?: { delayMs?: number }): Promise<{ src: MllpSource; ctx: RecordingCtx; port: number }> {
+async function startSource(cfg: Partial<MllpSourceConfig> = {}, opts?: Parameters<typeof recordingCtx>[1]): Promise<{ src: MllpSource; ctx: RecordingCtx; port: number }> {
   const ctx = recordingCtx(cfg, opts);
   const src = new MllpSource(ctx);
   await src.start();
