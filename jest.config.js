@@ -1,4 +1,4 @@
-/** One jest run across every package. ts-jest transpiles only (isolatedModules); `tsc -b` type-checks. */
+/** One jest run across every package. ts-jest transpiles only (isolatedModules); `npm run typecheck` (run by pretest) type-checks sources and tests. */
 /** @type {import('jest').Config} */
 module.exports = {
   testEnvironment: 'node',
