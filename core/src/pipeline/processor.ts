@@ -128,7 +128,9 @@ export class Processor {
     let reports: ProcessingReport[];
     try {
       reports = await this.processBatch(claimed);
-      await this.record(reports, claimed);
+      // Messages without a report (see processBatch) stay leased, to be claimed again.
+      const byId = new Map(claimed.map((m) => [m.id, m]));
+      await this.record(reports, reports.map((r) => byId.get(r.id)!));
     } catch (e) {
       // The messages stay leased and are claimed again when the lease runs out.
       this.logger.error('processing batch failed', { messages: claimed.length, ...errorFields(e) });
@@ -137,11 +139,16 @@ export class Processor {
     this.onRouted?.();
   }
 
-  /** Reports in claim order, from the workers where they have the message's transform. */
+  /**
+   * Reports in claim order, from the workers where they have the message's transform. A message
+   * of a batch that timed out on a worker and could not be retried there alone gets no report:
+   * it is not run on this thread (its transform may never return) but left leased.
+   */
   private async processBatch(messages: StoredMessage[]): Promise<ProcessingReport[]> {
     const pool = this.opts.pool;
     const remote = pool ? messages.filter((m) => m.body && pool.handles(this.pipeline.transformFor(m.contentType))) : [];
     const reports = new Map<string, ProcessingReport>();
+    const deferred = new Set<string>();
     if (remote.length) {
       // A quarter of the lease each: a batch, and then each of its messages alone, are answered
       // (or given up) before the lease runs out and another instance may claim them.
@@ -158,13 +165,17 @@ export class Processor {
               reports.set(r.id, r);
             } catch (e2) {
               if (e2 instanceof TransformTimeoutError) reports.set(m.id, timedOut(m.id, timeout));
+              else {
+                deferred.add(m.id);
+                this.logger.warn('transform worker unavailable for a message of a timed-out batch; left for a later claim', { messageId: m.id, ...errorFields(e2) });
+              }
             }
           }
         } else this.logger.warn('transform worker failed a batch; processing it on the engine thread', { messages: remote.length, ...errorFields(e) });
       }
     }
-    for (const m of messages) if (!reports.has(m.id)) reports.set(m.id, await this.pipeline.process(m, this.messageLogger(m)));
-    return messages.map((m) => reports.get(m.id)!);
+    for (const m of messages) if (!reports.has(m.id) && !deferred.has(m.id)) reports.set(m.id, await this.pipeline.process(m, this.messageLogger(m)));
+    return messages.filter((m) => reports.has(m.id)).map((m) => reports.get(m.id)!);
   }
 
   private messageLogger(m: StoredMessage): Logger {

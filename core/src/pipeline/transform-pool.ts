@@ -164,7 +164,7 @@ export class TransformPool {
    */
   async process(messages: StoredMessage[], timeoutMs = 0): Promise<ProcessingReport[]> {
     // A worker being replaced: wait for it (bounded) rather than fail the batch over to the engine thread.
-    if (!this.slots.some((s) => s.ready) && this.slots.length && !this.closed) await this.readyOrTimeout(timeoutMs || 10_000);
+    if (!this.slots.some((s) => s.ready) && this.slots.length && !this.closed) await this.readyOrTimeout(Math.max(timeoutMs, 30_000));
     return this.send(messages, timeoutMs);
   }
 
