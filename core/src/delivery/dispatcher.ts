@@ -208,22 +208,21 @@ export class Dispatcher {
       if (outcome.status === 'dead') log().error('delivery dead', fields);
       else log().warn('delivery failed, will retry', fields);
     }
-    // The outcome is queued first, then the worker is free: the claim this frees up is queued
-    // behind it (SQLite: same shared transaction, so it sees the outcome; PostgreSQL: the delivery
-    // stays leased until the outcome commits), and does not wait for this commit round.
-    const recorded = this.record(d.id, outcome);
+    // The slot stays taken until the outcome is committed: what an instance holds leased (and
+    // what another redelivers if it dies) is at most its sinks' concurrency. Outcomes of one turn
+    // commit together (`record`), so this costs one commit round per group, not per delivery.
     this.completing++;
-    this.inFlight--;
-    this.perSink.set(d.sinkId, (this.perSink.get(d.sinkId) ?? 1) - 1);
-    this.metrics.inFlight.dec();
-    this.kick();
     try {
-      await recorded;
+      await this.record(d.id, outcome);
     } catch (e) {
       // The lease expires and the delivery is attempted again: at-least-once.
       log().error('could not record delivery outcome', errorFields(e));
     } finally {
       this.completing--;
+      this.inFlight--;
+      this.perSink.set(d.sinkId, (this.perSink.get(d.sinkId) ?? 1) - 1);
+      this.metrics.inFlight.dec();
+      this.kick();
       if (this.inFlight === 0 && this.completing === 0) this.idleWaiters.splice(0).forEach((r) => r());
     }
   }
