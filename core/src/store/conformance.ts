@@ -362,6 +362,42 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(rest[0].bundleJson).toBe(JSON.stringify(canonical));
       });
 
+      it('records a batch of processing results set-wise: every outcome, its events, a stale result dropped, an unknown id reported alone', async () => {
+        const [a, b, c, d, e] = await store.insert([msg(), msg(), msg(), msg(), msg()]);
+        await store.claimReceived('p', 5, 60_000);
+        const text = JSON.stringify(bundleFor('t'));
+        // d is routed already (a second processor's late result must not route it again).
+        await store.recordProcessed([{ id: d.id, transformed: { bundleJson: text, orderingKey: 'kd' }, outcome: { status: 'unrouted' } }]);
+        await store.recordProcessed([
+          { id: a.id, transformed: { bundleJson: text, orderingKey: 'ka' }, outcome: { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's', strictOrder: true, unchanged: true }] } },
+          { id: b.id, transformed: { bundleJson: text }, outcome: { status: 'filtered', detail: 'r: filter' } },
+          { id: c.id, outcome: { status: 'failed', error: { code: 'INPUT_BAD', message: 'bad', retryable: false } } },
+          { id: d.id, transformed: { bundleJson: text, orderingKey: 'kd' }, outcome: { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's', strictOrder: true, unchanged: true }] } },
+        ]);
+        // An unknown id fails alone; the others of its batch are recorded.
+        await expect(
+          store.recordProcessed([
+            { id: 'no-such-message', transformed: { bundleJson: text }, outcome: { status: 'unrouted' } },
+            { id: e.id, transformed: { bundleJson: text, orderingKey: 'ke' }, outcome: { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's', strictOrder: false, bundleJson: '{"resourceType":"Bundle","type":"collection"}' }] } },
+          ]),
+        ).rejects.toMatchObject({ code: expect.stringContaining('INTERNAL_STORE_NO_MESSAGE') });
+        const [de] = await store.deliveries(e.id);
+        expect(de.orderingKey).toBe('ke');
+        const claimedE = (await store.claimDeliveries('w', 10, 60_000)).find((x) => x.messageId === e.id)!;
+        expect(claimedE.bundleJson).toBe('{"resourceType":"Bundle","type":"collection"}');
+        expect((await store.getMessage(a.id, { bundle: true }))!.bundle).toEqual(bundleFor('t'));
+        expect((await store.events(a.id)).map((e) => e.status)).toEqual(['received', 'transformed', 'routed', 'delivery:pending']);
+        expect((await store.deliveries(a.id)).map((x) => `${x.sinkId}:${x.status}:${x.orderingKey}`)).toEqual(['s:pending:ka']);
+        expect((await store.getMessage(b.id))!.status).toBe('filtered');
+        expect((await store.events(b.id)).map((e) => `${e.status}${e.detail ? `(${e.detail})` : ''}`)).toEqual(['received', 'transformed', 'filtered(r: filter)']);
+        const fc = (await store.getMessage(c.id))!;
+        expect(fc.status).toBe('failed');
+        expect(fc.error?.code).toBe('INPUT_BAD');
+        expect((await store.events(c.id)).map((e) => e.status)).toEqual(['received', 'failed']);
+        expect((await store.getMessage(d.id))!.status).toBe('unrouted');
+        expect(await store.deliveries(d.id)).toEqual([]);
+      });
+
       it('records several delivery outcomes at once; an unknown id is reported and the others still recorded', async () => {
         const [a, b] = await store.insert([msg(), msg()]);
         await store.claimReceived('p', 2, 60_000);

@@ -59,6 +59,21 @@ interface PendingTransform {
   at: number;
 }
 
+type ProcessingOutcome = ProcessedMessage['outcome'];
+
+/** One message's processing result, ready to write (see SqlMessageStore.plan). */
+interface ProcessingPlan {
+  id: string;
+  outcome: ProcessingOutcome;
+  now: number;
+  /** The cached transform result (object and text), when the transform ran in this process. */
+  cached?: { bundle?: Bundle; json: string };
+  /** The held transform result, written with the new status. */
+  t?: PendingTransform;
+  /** The message's next status. */
+  status: string;
+}
+
 interface PendingInsert {
   messages: NewMessage[];
   opts?: InsertOptions;
@@ -761,11 +776,13 @@ export abstract class SqlMessageStore implements MessageStore {
 
   async recordProcessed(results: ProcessedMessage[]): Promise<void> {
     this.assertOpen();
-    const ops = results.map((r) => {
+    const plans = results.map((r) => {
       if (r.transformed) this.holdTransform(r.id, r.transformed.bundleJson, r.transformed.orderingKey);
-      return r.outcome.status === 'failed' ? this.failedOp(r.id, r.outcome.error) : this.routingOp(r.id, r.outcome);
+      return this.plan(r.id, r.outcome);
     });
-    if (!ops.length) return;
+    if (!plans.length) return;
+    const ops = plans.map((p) => this.planOp(p));
+    const together = this.plansOp(plans);
     // One operation for the batch (SQLite: inside the shared transaction; PostgreSQL: one
     // transaction instead of one per message). Every message is all-or-nothing on its own: when
     // one fails, the batch is undone and replayed message by message, each in its own
@@ -779,7 +796,7 @@ export abstract class SqlMessageStore implements MessageStore {
       const mark = buf.length;
       await x.run('SAVEPOINT ferry_batch');
       try {
-        for (const op of ops) await op(x);
+        buf.push(...(await together(x)));
         await x.run('RELEASE SAVEPOINT ferry_batch');
         if (!shared) await this.insertEvents(tx, buf);
         return [];
@@ -904,65 +921,143 @@ export abstract class SqlMessageStore implements MessageStore {
     return t;
   }
 
-  /** The write of a processing failure (re-runnable: it owns what it writes). */
-  private failedOp(id: string, error: StoredError): (x: SqlExec) => Promise<void> {
-    const now = this.now();
-    this.transformed.delete(id);
-    const t = this.takeTransform(id);
-    return async (x) => {
-      if (await this.finishProcessing(x, id, 'failed', errJson(error), now, t)) await this.event(x, id, now, 'failed', undefined, undefined, error.code);
-    };
-  }
-
-  /** The write of a routing decision (re-runnable: it owns what it writes). */
-  private routingOp(id: string, outcome: RoutingOutcome): (x: SqlExec) => Promise<void> {
+  /**
+   * What recording one message's processing needs, taken from the held state (transform result,
+   * cached bundle) when the operation is created: the operation owns it and can be run again.
+   */
+  private plan(id: string, outcome: ProcessingOutcome): ProcessingPlan {
     const now = this.now();
     const cached = this.transformed.get(id);
     this.transformed.delete(id);
     const t = this.takeTransform(id);
-    const status = outcome.status === 'routed' && !outcome.deliveries.length ? 'delivered' : outcome.status;
+    const status = outcome.status === 'failed' ? 'failed' : outcome.status === 'routed' && !outcome.deliveries.length ? 'delivered' : outcome.status;
+    return { id, outcome, now, cached, t, status };
+  }
+
+  /** The write of a processing failure (re-runnable: it owns what it writes). */
+  private failedOp(id: string, error: StoredError): (x: SqlExec) => Promise<void> {
+    return this.planOp(this.plan(id, { status: 'failed', error }));
+  }
+
+  /** The write of a routing decision (re-runnable: it owns what it writes). */
+  private routingOp(id: string, outcome: RoutingOutcome): (x: SqlExec) => Promise<void> {
+    return this.planOp(this.plan(id, outcome));
+  }
+
+  /** One message's processing, written on its own. */
+  private planOp(p: ProcessingPlan): (x: SqlExec) => Promise<void> {
     return async (x) => {
       // Routed once only: when a lease ran out and two processors handled the message, the
       // second routing is dropped (no second set of deliveries).
-      const m = await this.finishProcessing(x, id, status, null, now, t);
+      const error = p.outcome.status === 'failed' ? errJson(p.outcome.error) : null;
+      const m = await this.finishProcessing(x, p.id, p.status, error, p.now, p.t);
       if (!m) return;
-      switch (outcome.status) {
-        case 'unrouted':
-          await this.event(x, id, now, 'unrouted');
-          return;
-        case 'filtered':
-          await this.event(x, id, now, 'filtered', undefined, undefined, outcome.detail);
-          return;
-        case 'routed': {
-          const key: string = m.ordering_key || `source:${m.source_id}`;
-          let messageBundle: string | undefined = cached?.json;
-          const evs: Parameters<SqlMessageStore['events_']>[1] = [{ id, at: now, status: 'routed', detail: `${outcome.deliveries.length} deliveries` }];
-          const params: unknown[] = [];
-          for (const d of outcome.deliveries) {
-            let text: string | null;
-            // The message's bundle, as recorded: referenced, not stored again.
-            if (d.unchanged && ((d.bundle === undefined && d.bundleJson === undefined) || (cached?.bundle !== undefined && d.bundle === cached.bundle))) text = null;
-            else {
-              text = d.bundleJson ?? JSON.stringify(d.bundle);
-              if (messageBundle === undefined) messageBundle = (await this.content(x, [id], true)).get(id)?.bundle ?? '';
-              if (text === messageBundle) text = null;
-            }
-            params.push(newId(now), id, m.seq, d.routeId, d.sinkId, key, d.strictOrder ? 1 : 0, now, text);
-            evs.push({ id, at: now, status: 'delivery:pending', sinkId: d.sinkId, routeId: d.routeId });
+      const deliveries: unknown[][] = [];
+      const evs = await this.afterProcessing(x, p, m, deliveries, async () => (await this.content(x, [p.id], true)).get(p.id)?.bundle ?? '');
+      if (deliveries.length) await this.insertDeliveries(x, deliveries);
+      await this.events_(x, evs);
+    };
+  }
+
+  /**
+   * The rows a processed message adds once its status is written (`m`: its seq, source and
+   * ordering key): event rows (returned) and delivery rows (pushed to `deliveries`). A delivery
+   * whose bundle is the message's own references it (bundle NULL).
+   */
+  private async afterProcessing(x: SqlExec, p: ProcessingPlan, m: Row, deliveries: unknown[][], storedBundle: () => Promise<string>): Promise<EventRow[]> {
+    const { id, now, outcome, cached } = p;
+    switch (outcome.status) {
+      case 'failed':
+        return [{ id, at: now, status: 'failed', detail: outcome.error.code }];
+      case 'unrouted':
+        return [{ id, at: now, status: 'unrouted' }];
+      case 'filtered':
+        return [{ id, at: now, status: 'filtered', detail: outcome.detail }];
+      case 'routed': {
+        const key: string = m.ordering_key || `source:${m.source_id}`;
+        let messageBundle: string | undefined = cached?.json ?? p.t?.text;
+        const evs: EventRow[] = [{ id, at: now, status: 'routed', detail: `${outcome.deliveries.length} deliveries` }];
+        for (const d of outcome.deliveries) {
+          let text: string | null;
+          // The message's bundle, as recorded: referenced, not stored again.
+          if (d.unchanged && ((d.bundle === undefined && d.bundleJson === undefined) || (cached?.bundle !== undefined && d.bundle === cached.bundle))) text = null;
+          else {
+            text = d.bundleJson ?? JSON.stringify(d.bundle);
+            if (messageBundle === undefined) messageBundle = await storedBundle();
+            if (text === messageBundle) text = null;
           }
-          if (outcome.deliveries.length) {
-            await x.run(
-              `INSERT INTO deliveries (id, message_id, message_seq, route_id, sink_id, status, attempts, ordering_key, strict_order, created_at, bundle)
-               VALUES ${outcome.deliveries.map(() => `(?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)`).join(', ')}`,
-              params,
-            );
-          } else evs.push({ id, at: now, status: 'delivered', detail: 'no deliveries' });
-          await this.events_(x, evs);
-          return;
+          deliveries.push([newId(now), id, m.seq, d.routeId, d.sinkId, key, d.strictOrder ? 1 : 0, now, text]);
+          evs.push({ id, at: now, status: 'delivery:pending', sinkId: d.sinkId, routeId: d.routeId });
         }
-        default:
-          outcome satisfies never;
+        if (!outcome.deliveries.length) evs.push({ id, at: now, status: 'delivered', detail: 'no deliveries' });
+        return evs;
       }
+      default:
+        outcome satisfies never;
+        return [];
+    }
+  }
+
+  private async insertDeliveries(x: SqlExec, rows: unknown[][]): Promise<void> {
+    const per = 100;
+    for (let o = 0; o < rows.length; o += per) {
+      const part = rows.slice(o, o + per);
+      await x.run(
+        `INSERT INTO deliveries (id, message_id, message_seq, route_id, sink_id, status, attempts, ordering_key, strict_order, created_at, bundle)
+         VALUES ${part.map(() => `(?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)`).join(', ')}`,
+        part.flat(),
+      );
+    }
+  }
+
+  /**
+   * Several messages' processing written set-wise: one UPDATE of the messages (UPDATE ... FROM
+   * VALUES), one of their contents, one multi-row INSERT of the deliveries -- the same rows and
+   * events as `planOp` per message. Throws when a message is unknown (the caller then writes
+   * message by message, so only that one fails).
+   */
+  private plansOp(plans: ProcessingPlan[]): (x: SqlExec) => Promise<EventRow[]> {
+    return async (x) => {
+      const evs: EventRow[] = [];
+      const deliveries: unknown[][] = [];
+      const per = 200;
+      const updated = new Map<string, Row>();
+      for (let o = 0; o < plans.length; o += per) {
+        const part = plans.slice(o, o + per);
+        const rows = await x.all(
+          `UPDATE messages SET status = v.column2,
+             ordering_key = CASE WHEN v.column5 = 'y' THEN COALESCE(v.column3, ordering_key, 'source:' || source_id) ELSE ordering_key END,
+             error = v.column4, lease_owner = NULL, lease_expires = NULL, updated_at = CAST(v.column6 AS BIGINT)
+           FROM (VALUES ${part.map(() => '(?, ?, ?, ?, ?, ?)').join(', ')}) AS v
+           WHERE messages.id = v.column1 AND messages.status IN ${UNROUTED_MESSAGE}
+           RETURNING id, seq, source_id, ordering_key`,
+          part.flatMap((p) => [p.id, p.status, p.t?.key ?? null, p.outcome.status === 'failed' ? errJson(p.outcome.error) : null, p.t ? 'y' : 'n', String(p.now)]),
+        );
+        for (const r of rows) updated.set(r.id as string, r);
+      }
+      const missed = plans.filter((p) => !updated.has(p.id)).map((p) => p.id);
+      if (missed.length) {
+        const found = new Map((await x.all(`SELECT id, status FROM messages WHERE id IN (${missed.map(() => '?').join(', ')})`, missed)).map((r) => [r.id as string, r.status as string]));
+        const unknown = missed.find((id) => !found.has(id));
+        if (unknown) throw new FerryError('INTERNAL_STORE_NO_MESSAGE', `no stored message ${unknown}`, { kind: 'internal', details: { messageId: unknown } });
+        for (const id of missed) this.staleProcessing(id, found.get(id)!);
+      }
+      const bundles = plans.filter((p) => p.t && updated.has(p.id));
+      for (let o = 0; o < bundles.length; o += per) {
+        const part = bundles.slice(o, o + per);
+        await x.run(
+          `UPDATE message_content SET bundle = v.column2 FROM (VALUES ${part.map(() => '(?, ?)').join(', ')}) AS v WHERE message_content.message_id = v.column1`,
+          part.flatMap((p) => [p.id, p.t!.text]),
+        );
+      }
+      for (const p of plans) {
+        const m = updated.get(p.id);
+        if (!m) continue;
+        if (p.t) evs.push({ id: p.id, at: p.t.at, status: 'transformed' });
+        evs.push(...(await this.afterProcessing(x, p, m, deliveries, async () => (await this.content(x, [p.id], true)).get(p.id)?.bundle ?? '')));
+      }
+      await this.insertDeliveries(x, deliveries);
+      return evs;
     };
   }
 
