@@ -53,6 +53,11 @@ export const engineSchema = {
     deliveryWorkers: { doc: "Deliveries in flight per sink, for sinks that set no concurrency of their own (the NDJSON file sink's is 256)", format: 'nat', default: 8, env: 'FERRY_DELIVERY_WORKERS' },
     pollIntervalMs: { doc: 'Idle poll of the store for due work', format: 'nat', default: 500 },
     leaseMs: { doc: 'How long a claimed message or delivery stays leased to this instance', format: 'nat', default: 60_000 },
+    maxAttempts: {
+      doc: 'Times a message may be claimed for processing without its processing ever being recorded (the engine or its worker died each time) before it is failed instead (FERRY_E_INTERNAL_PROCESSING_ATTEMPTS; replayable); 0 = no limit',
+      format: 'nat',
+      default: 5,
+    },
     transformWorkers: {
       doc: 'Worker threads that transform and route messages beside the engine thread (0 = on the engine thread; auto = one fewer than the CPUs, at most 4). Only transforms of plugins named in `plugins` run there',
       format: function transformWorkers(v: unknown): void {
@@ -112,7 +117,7 @@ export interface EngineConfig {
   sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number }; [k: string]: unknown }>;
   sinks: Record<string, { type: string; retry: RetryPolicy; concurrency: number; [k: string]: unknown }>;
   routes: RouteConfig[];
-  processing: { batchSize: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number; transformWorkers: number | 'auto' };
+  processing: { batchSize: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number; maxAttempts: number; transformWorkers: number | 'auto' };
   admin: { enabled: boolean; host: string; port: number };
   log: { level: string; format: 'json' | 'pretty' };
   /** Validated config of each loaded plugin, by plugin id. */

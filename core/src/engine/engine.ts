@@ -124,6 +124,7 @@ export class Engine {
       this.processor = new Processor(this.store, this.transforms, cfg.routes, this.logger.child({ component: 'processor' }), this.metrics, {
         ...common,
         batchSize: cfg.processing.batchSize,
+        maxAttempts: cfg.processing.maxAttempts,
         baseDir: cfg.baseDir,
         pool: this.pool,
       });

@@ -35,6 +35,8 @@ export interface ProcessorOptions {
   batchSize: number;
   leaseMs: number;
   pollIntervalMs: number;
+  /** Claims of one message before it is failed as never finishing (0 = no limit). */
+  maxAttempts?: number;
   baseDir: string;
   /** Transform worker threads; without them processing runs on this thread. */
   pool?: TransformPool;
@@ -107,7 +109,7 @@ export class Processor {
       }
       let claimed: StoredMessage[] = [];
       try {
-        claimed = await this.store.claimReceived(this.opts.owner, this.opts.batchSize, this.opts.leaseMs);
+        claimed = await this.store.claimReceived(this.opts.owner, this.opts.batchSize, this.opts.leaseMs, { maxAttempts: this.opts.maxAttempts });
       } catch (e) {
         this.logger.error('processing loop error', errorFields(e));
       }

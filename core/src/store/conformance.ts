@@ -228,6 +228,21 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(again.map((m) => m.id)).toEqual([r1.id, r2.id]);
       });
 
+      it('fails a message claimed more than maxAttempts times without being recorded; a replay starts it afresh', async () => {
+        const [r] = await store.insert([msg()]);
+        for (let i = 0; i < 3; i++) {
+          expect((await store.claimReceived('dies', 10, 40, { maxAttempts: 3 })).map((m) => m.id)).toEqual([r.id]);
+          await sleep(60);
+        }
+        expect(await store.claimReceived('dies', 10, 40, { maxAttempts: 3 })).toEqual([]);
+        const m = (await store.getMessage(r.id))!;
+        expect(m.status).toBe('failed');
+        expect(m.error?.code).toBe('FERRY_E_INTERNAL_PROCESSING_ATTEMPTS');
+        expect((await store.events(r.id)).map((e) => e.status)).toEqual(['received', 'failed']);
+        expect(await store.replay({ ids: [r.id] })).toEqual([r.id]);
+        expect((await store.claimReceived('p', 10, 60_000, { maxAttempts: 3 })).map((x) => x.id)).toEqual([r.id]);
+      });
+
       it('records transformed, failed, unrouted, filtered and routed, each as an event', async () => {
         const [t, f, u, fi, ro] = (await store.insert([msg(), msg(), msg(), msg(), msg()])).map((r) => r.id);
         await store.claimReceived('p', 10, 60_000);

@@ -171,9 +171,12 @@ export interface MessageStore {
   /**
    * Claim up to `limit` messages in status `received` for processing, oldest first, leased to
    * `owner` for `leaseMs`. A message whose lease expired can be claimed again (also one left in
-   * `transformed` by a crashed instance). Returned with their bodies.
+   * `transformed` by a crashed instance). Returned with their bodies. Every claim counts an
+   * attempt; with `maxAttempts` set, a message claimed more often than that (its processing
+   * never finished: the process or its worker died each time) is failed instead
+   * (`FERRY_E_INTERNAL_PROCESSING_ATTEMPTS`). A replay resets the count.
    */
-  claimReceived(owner: string, limit: number, leaseMs: number): Promise<StoredMessage[]>;
+  claimReceived(owner: string, limit: number, leaseMs: number, opts?: { maxAttempts?: number }): Promise<StoredMessage[]>;
   /** Record the transform's result. */
   recordTransformed(id: string, bundle: Bundle, orderingKey: string | undefined): Promise<void>;
   /** Record a processing failure (transform, validate, script): status `failed`, error kept. */

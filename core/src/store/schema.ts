@@ -100,6 +100,11 @@ export const migrations: Migration[] = [
     name: 'index of failed deliveries by next attempt (the dispatcher asks when the next retry is due)',
     statements: [`CREATE INDEX deliveries_retry ON deliveries (next_attempt_at) WHERE superseded = 0 AND status = 'failed'`],
   },
+  {
+    version: 4,
+    name: 'processing attempts per message (a message whose processing keeps dying is failed, not retried for ever)',
+    statements: [`ALTER TABLE messages ADD COLUMN process_attempts INTEGER NOT NULL DEFAULT 0`],
+  },
 ];
 
 export function ddl(sql: string, dialect: Dialect): string {

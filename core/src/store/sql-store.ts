@@ -726,10 +726,11 @@ export abstract class SqlMessageStore implements MessageStore {
   // ------------------------------------------------------------------------------------------
   // Processing
 
-  async claimReceived(owner: string, limit: number, leaseMs: number): Promise<StoredMessage[]> {
+  async claimReceived(owner: string, limit: number, leaseMs: number, opts: { maxAttempts?: number } = {}): Promise<StoredMessage[]> {
     this.assertOpen();
     if (limit <= 0) return [];
     const now = this.now();
+    const max = opts.maxAttempts ?? 0;
     const rows = await this.claimTx(async (x) => {
       const ids = await x.all(
         `SELECT seq FROM messages WHERE status IN ${UNROUTED_MESSAGE} AND (lease_expires IS NULL OR lease_expires <= ?) ORDER BY seq LIMIT ?${this.lockClause('messages')}`,
@@ -737,11 +738,30 @@ export abstract class SqlMessageStore implements MessageStore {
       );
       if (!ids.length) return [];
       const claimed = await x.all(
-        `UPDATE messages SET lease_owner = ?, lease_expires = ? WHERE seq IN (${ids.map(() => '?').join(', ')}) RETURNING ${this.columns(false, false)}`,
+        `UPDATE messages SET lease_owner = ?, lease_expires = ?, process_attempts = process_attempts + 1
+         WHERE seq IN (${ids.map(() => '?').join(', ')}) RETURNING ${this.columns(false, false)}, process_attempts`,
         [owner, now + leaseMs, ...ids.map((r) => r.seq)],
       );
-      const content = await this.content(x, claimed.map((r) => r.id as string), false);
-      return claimed.map((r) => ({ ...r, body: content.get(r.id)?.body ?? null }));
+      // Claimed more often than allowed without ever being recorded: its processing keeps dying
+      // (the process, or a worker, each time). Failed here, kept for inspection and replay,
+      // instead of taking the engine down again.
+      const spent = max > 0 ? claimed.filter((r) => Number(r.process_attempts) > max) : [];
+      if (spent.length) {
+        const error: StoredError = {
+          code: 'FERRY_E_INTERNAL_PROCESSING_ATTEMPTS',
+          message: `processing was started ${max} times and never finished (the engine or its worker stopped each time); not retried`,
+          retryable: false,
+        };
+        await x.run(
+          `UPDATE messages SET status = 'failed', error = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE seq IN (${spent.map(() => '?').join(', ')})`,
+          [errJson(error), now, ...spent.map((r) => r.seq)],
+        );
+        await this.events_(x, spent.map((r) => ({ id: r.id as string, at: now, status: 'failed', detail: error.code })));
+        for (const r of spent) this.logger.error('message failed: processing never finished', { messageId: r.id, attempts: Number(r.process_attempts), errorCode: error.code });
+      }
+      const live = spent.length ? claimed.filter((r) => !spent.includes(r)) : claimed;
+      const content = await this.content(x, live.map((r) => r.id as string), false);
+      return live.map((r) => ({ ...r, body: content.get(r.id)?.body ?? null }));
     });
     return rows.map((r) => this.toMessage(r, true, false)).sort((a, b) => a.seq - b.seq);
   }
@@ -1257,7 +1277,7 @@ export abstract class SqlMessageStore implements MessageStore {
       const ids = rows.map((r) => r.id as string);
       for (const id of ids) {
         await x.run(
-          `UPDATE messages SET status = 'received', error = NULL, lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?`,
+          `UPDATE messages SET status = 'received', error = NULL, lease_owner = NULL, lease_expires = NULL, process_attempts = 0, updated_at = ? WHERE id = ?`,
           [now, id],
         );
         await x.run('UPDATE message_content SET bundle = NULL WHERE message_id = ?', [id]);
