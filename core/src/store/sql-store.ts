@@ -1125,8 +1125,9 @@ export abstract class SqlMessageStore implements MessageStore {
         [owner, now + leaseMs, now, ...cand.map((r) => r.seq)],
       );
       const ids = [...new Set(claimed.map((r) => r.message_id as string))];
-      const msgs = await x.all(`SELECT ${this.columns(true, true, 'm')} FROM messages m ${SqlMessageStore.JOIN_CONTENT} WHERE m.id IN (${ids.map(() => '?').join(', ')})`, ids);
-      return claimed.map((d) => ({ d, m: msgs.find((r) => r.id === d.message_id)! }));
+      const rows = await x.all(`SELECT ${this.columns(true, true, 'm')} FROM messages m ${SqlMessageStore.JOIN_CONTENT} WHERE m.id IN (${ids.map(() => '?').join(', ')})`, ids);
+      const msgs = new Map(rows.map((r) => [r.id as string, r]));
+      return claimed.map((d) => ({ d, m: msgs.get(d.message_id as string)! }));
     });
     return rows
       .map(({ d, m }) => {
