@@ -6,7 +6,7 @@ import { validateBundle } from '../fhir/validate';
 import { silentLogger } from '../logging/logger';
 import { ContentType, type StoredMessage } from '../model/message';
 import type { MessageTransform } from '../plugin/api';
-import { findTransform } from '../pipeline/processor';
+import { findTransform } from '../pipeline/process-message';
 
 /** Guess a content type from the file name and its first bytes. */
 export function sniffContentType(file: string, body: Buffer): string {

@@ -59,7 +59,6 @@ export class Dispatcher {
   private readonly perSink = new Map<string, number>();
   private outcomes: { deliveryId: string; outcome: DeliveryOutcome; resolve(): void; reject(e: unknown): void }[] = [];
   private outcomeTimer?: NodeJS.Immediate;
-  private completing = 0;
   private loopPromise?: Promise<void>;
   private readonly sleeper = new WakeableSleep();
   private kicked = false;
@@ -86,7 +85,7 @@ export class Dispatcher {
 
   /** Deliveries at a sink, and outcomes not yet committed. */
   get busy(): number {
-    return this.inFlight + this.completing;
+    return this.inFlight;
   }
 
   /** Stop claiming and wait for in-flight deliveries. */
@@ -94,7 +93,7 @@ export class Dispatcher {
     this.running = false;
     this.sleeper.wake();
     await this.loopPromise;
-    while (this.inFlight > 0 || this.completing > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
+    while (this.inFlight > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
   }
 
   private async loop(): Promise<void> {
@@ -211,19 +210,17 @@ export class Dispatcher {
     // The slot stays taken until the outcome is committed: what an instance holds leased (and
     // what another redelivers if it dies) is at most its sinks' concurrency. Outcomes of one turn
     // commit together (`record`), so this costs one commit round per group, not per delivery.
-    this.completing++;
     try {
       await this.record(d.id, outcome);
     } catch (e) {
       // The lease expires and the delivery is attempted again: at-least-once.
       log().error('could not record delivery outcome', errorFields(e));
     } finally {
-      this.completing--;
       this.inFlight--;
       this.perSink.set(d.sinkId, (this.perSink.get(d.sinkId) ?? 1) - 1);
       this.metrics.inFlight.dec();
       this.kick();
-      if (this.inFlight === 0 && this.completing === 0) this.idleWaiters.splice(0).forEach((r) => r());
+      if (this.inFlight === 0) this.idleWaiters.splice(0).forEach((r) => r());
     }
   }
 }

@@ -9,8 +9,6 @@ import { WakeableSleep } from '../util/wakeable-sleep';
 import { MessagePipeline, type ProcessingReport } from './process-message';
 import { TransformTimeoutError, type TransformPool } from './transform-pool';
 
-export { findTransform, patientOrderingKey } from './process-message';
-
 /** The report of a message whose transform did not finish on a worker (a transform that hangs). */
 function timedOut(id: string, ms: number): ProcessingReport {
   const message = `transform did not finish within ${ms} ms on a transform worker (the worker was replaced)`;
@@ -50,7 +48,7 @@ export interface ProcessorOptions {
  * ordering key is the store's job (claimDeliveries), so batches may finish in any order.
  */
 export class Processor {
-  readonly pipeline: MessagePipeline;
+  private readonly pipeline: MessagePipeline;
   private running = false;
   private loopPromise?: Promise<void>;
   private readonly sleeper = new WakeableSleep();
@@ -182,12 +180,6 @@ export class Processor {
 
   private messageLogger(m: StoredMessage): Logger {
     return this.logger.child({ messageId: m.id, source: m.sourceId, controlId: m.headers.controlId, messageType: m.headers.messageType });
-  }
-
-  /** Transform, route and record one message (tests, tools). */
-  async processOne(message: StoredMessage): Promise<void> {
-    const full = message.body ? message : ((await this.store.getMessage(message.id, { body: true })) ?? message);
-    await this.record([await this.pipeline.process(full, this.messageLogger(message))], [message]);
   }
 
   /** Stores the batch's results together, then counts and logs them (ids, types, counts only). */

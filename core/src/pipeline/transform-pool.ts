@@ -46,7 +46,6 @@ export class TransformTimeoutError extends Error {
 interface Slot {
   worker: Worker;
   ready: boolean;
-  transforms: Set<string>;
   pending: Map<number, { resolve(r: ProcessingReport[]): void; reject(e: Error): void; size: number }>;
   load: number;
 }
@@ -87,7 +86,7 @@ export class TransformPool {
       await pool.close();
       return undefined;
     }
-    logger.info('transform workers started', { workers: size, transforms: [...(pool.slots[0]?.transforms ?? [])] });
+    logger.info('transform workers started', { workers: size, transforms: [...pool.known] });
     return pool;
   }
 
@@ -112,14 +111,13 @@ export class TransformPool {
   private spawn(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const worker = new Worker(this.script, { workerData: this.data });
-      const slot: Slot = { worker, ready: false, transforms: new Set(), pending: new Map(), load: 0 };
+      const slot: Slot = { worker, ready: false, pending: new Map(), load: 0 };
       this.slots.push(slot);
       let started = false;
       worker.on('message', (msg: WorkerReply) => {
         switch (msg.type) {
           case 'ready':
             slot.ready = true;
-            slot.transforms = new Set(msg.transforms);
             for (const t of msg.transforms) this.known.add(t);
             started = true;
             resolve();
