@@ -2,12 +2,14 @@
  * Processing on transform worker threads and delivery concurrency per sink, end to end with the
  * real SQLite store and the HL7 v2 plugin loaded by name (so the worker threads can load it too).
  */
+import Database from 'better-sqlite3';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import 'reflect-metadata';
 import { inject, injectable } from 'tsyringe';
-import { coreTokens, definePlugin, Engine, type Delivery, type MessageSink, type SinkContext } from '@ferry/core';
+import { coreTokens, createLogger, definePlugin, Engine, type Delivery, type MessageSink, type SinkContext } from '@ferry/core';
 
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'ferry-workers-'));
 
@@ -252,5 +254,52 @@ describe('delivery concurrency per sink', () => {
     expect(peaks.get('two')!.peak).toBe(2);
     expect(peaks.get('dflt')!.peak).toBeGreaterThan(2);
     expect(peaks.get('dflt')!.peak).toBeLessThanOrEqual(5);
+  });
+});
+
+describe('a processing result the store cannot write', () => {
+  it('is logged and left leased; the rest of its batch is recorded, counted and delivered', async () => {
+    const dir = tmp();
+    const file = path.join(dir, 'trigger.db');
+    const stream = new PassThrough();
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    const engine = await Engine.create({
+      config: {
+        store: { kind: 'sqlite', path: file },
+        plugins: ['@ferry/plugin-hl7v2-mllp'],
+        sinks: { out: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' } },
+        routes: [{ id: 'all', to: ['out'] }],
+        processing: { transformWorkers: 0, pollIntervalMs: 50, batchSize: 8 },
+        admin: { enabled: false },
+      },
+      logger: createLogger({ level: 'info' }, stream),
+    });
+    await engine.start();
+    // A real refusal by the database for one message (control id W3): its row cannot leave
+    // processing, so the batch's set-wise write fails and is replayed message by message.
+    const db = new Database(file);
+    db.exec(`CREATE TRIGGER refuse_w3 BEFORE UPDATE OF status ON messages
+             WHEN json_extract(OLD.headers, '$.controlId') = 'W3' AND NEW.status NOT IN ('received', 'transformed')
+             BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END`);
+    db.close();
+    try {
+      for (let i = 0; i < 8; i++) await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: adt(i) }]);
+      const deadline = Date.now() + 10_000;
+      while (((await engine.store.stats()).messages.delivered ?? 0) < 7 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const stats = await engine.store.stats();
+      expect(stats.messages).toEqual({ delivered: 7, received: 1 });
+      const [w3] = await engine.store.listMessages({ status: ['received'] });
+      expect(w3.headers.controlId).toBe('W3');
+      const metrics = await engine.metrics.registry.getSingleMetricAsString('ferry_messages_processed_total');
+      expect(metrics).toMatch(/ferry_messages_processed_total\{source="feed",outcome="routed"\} 7/);
+      const log = Buffer.concat(chunks).toString('utf8');
+      const notStored = log.split('\n').filter((l) => l.includes('processing result not stored'));
+      expect(notStored).toHaveLength(1);
+      expect(JSON.parse(notStored[0])).toMatchObject({ level: 'error', messageId: w3.id });
+      expect(log.match(/"message routed"/g)).toHaveLength(7);
+    } finally {
+      await engine.stop();
+    }
   });
 });

@@ -182,11 +182,21 @@ export class Processor {
     return this.logger.child({ messageId: m.id, source: m.sourceId, controlId: m.headers.controlId, messageType: m.headers.messageType });
   }
 
-  /** Stores the batch's results together, then counts and logs them (ids, types, counts only). */
+  /**
+   * Stores the batch's results together, then counts and logs them (ids, types, counts only). A
+   * message whose result could not be stored is logged and left leased, to be claimed again; the
+   * rest of its batch is counted as usual.
+   */
   private async record(reports: ProcessingReport[], messages: StoredMessage[]): Promise<void> {
-    await this.store.recordProcessed(reports);
+    const { failed } = await this.store.recordProcessed(reports);
+    const notStored = new Set<string>();
+    for (const { id, error } of failed) {
+      notStored.add(id);
+      this.logger.error('processing result not stored; the message is processed again when its lease runs out', { messageId: id, ...errorFields(error) });
+    }
     const info = this.logger.isInfoEnabled();
     reports.forEach((r, i) => {
+      if (notStored.has(r.id)) return;
       const m = messages[i];
       const source = m.sourceId;
       const ids = { messageId: r.id, source, controlId: m.headers.controlId, messageType: m.headers.messageType };

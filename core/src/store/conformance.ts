@@ -389,13 +389,12 @@ export function storeConformance(name: string, h: StoreHarness): void {
           { id: c.id, outcome: { status: 'failed', error: { code: 'INPUT_BAD', message: 'bad', retryable: false } } },
           { id: d.id, transformed: { bundleJson: text, orderingKey: 'kd' }, outcome: { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's', strictOrder: true, unchanged: true }] } },
         ]);
-        // An unknown id fails alone; the others of its batch are recorded.
-        await expect(
-          store.recordProcessed([
-            { id: 'no-such-message', transformed: { bundleJson: text }, outcome: { status: 'unrouted' } },
-            { id: e.id, transformed: { bundleJson: text, orderingKey: 'ke' }, outcome: { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's', strictOrder: false, bundleJson: '{"resourceType":"Bundle","type":"collection"}' }] } },
-          ]),
-        ).rejects.toMatchObject({ code: expect.stringContaining('INTERNAL_STORE_NO_MESSAGE') });
+        // An unknown id fails alone (reported by id); the others of its batch are recorded.
+        const { failed } = await store.recordProcessed([
+          { id: 'no-such-message', transformed: { bundleJson: text }, outcome: { status: 'unrouted' } },
+          { id: e.id, transformed: { bundleJson: text, orderingKey: 'ke' }, outcome: { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's', strictOrder: false, bundleJson: '{"resourceType":"Bundle","type":"collection"}' }] } },
+        ]);
+        expect(failed).toEqual([{ id: 'no-such-message', error: expect.objectContaining({ code: expect.stringContaining('INTERNAL_STORE_NO_MESSAGE') }) }]);
         const [de] = await store.deliveries(e.id);
         expect(de.orderingKey).toBe('ke');
         const claimedE = (await store.claimDeliveries('w', 10, 60_000)).find((x) => x.messageId === e.id)!;

@@ -186,9 +186,11 @@ export interface MessageStore {
   /**
    * Record whole processing results (transform + routing, or failure) for several messages at
    * once: one transaction where the store can, each message still all-or-nothing on its own.
-   * The same as `recordTransformed` + `recordRouting` / `recordFailed` per message.
+   * The same as `recordTransformed` + `recordRouting` / `recordFailed` per message. Resolves
+   * with the messages whose result could not be written (e.g. an unknown id), the others being
+   * recorded; rejects only when nothing was (the store is closed or unreachable).
    */
-  recordProcessed(results: ProcessedMessage[]): Promise<void>;
+  recordProcessed(results: ProcessedMessage[]): Promise<{ failed: { id: string; error: unknown }[] }>;
 
   /**
    * Claim due deliveries (pending, or failed with nextAttemptAt <= now), leased to `owner`.

@@ -794,13 +794,13 @@ export abstract class SqlMessageStore implements MessageStore {
     this.pendingTransforms.set(id, t);
   }
 
-  async recordProcessed(results: ProcessedMessage[]): Promise<void> {
+  async recordProcessed(results: ProcessedMessage[]): Promise<{ failed: { id: string; error: unknown }[] }> {
     this.assertOpen();
     const plans = results.map((r) => {
       if (r.transformed) this.holdTransform(r.id, r.transformed.bundleJson, r.transformed.orderingKey);
       return this.plan(r.id, r.outcome);
     });
-    if (!plans.length) return;
+    if (!plans.length) return { failed: [] };
     const ops = plans.map((p) => this.planOp(p));
     const together = this.plansOp(plans);
     // One operation for the batch (SQLite: inside the shared transaction; PostgreSQL: one
@@ -825,24 +825,24 @@ export abstract class SqlMessageStore implements MessageStore {
         await x.run('ROLLBACK TO SAVEPOINT ferry_batch');
         await x.run('RELEASE SAVEPOINT ferry_batch');
       }
-      const failed: unknown[] = [];
-      for (const op of ops) {
+      const failed: { id: string; error: unknown }[] = [];
+      for (const [i, op] of ops.entries()) {
         const at = buf.length;
         await x.run('SAVEPOINT ferry_one');
         try {
           await op(x);
           await x.run('RELEASE SAVEPOINT ferry_one');
-        } catch (e) {
+        } catch (error) {
           buf.length = at;
           await x.run('ROLLBACK TO SAVEPOINT ferry_one');
           await x.run('RELEASE SAVEPOINT ferry_one');
-          failed.push(e);
+          failed.push({ id: plans[i].id, error });
         }
       }
       if (!shared) await this.insertEvents(tx, buf);
       return failed;
     });
-    if (errors.length) throw errors[0];
+    return { failed: errors };
   }
 
   /** Writes a transform result; false when the message was already processed. */
