@@ -55,8 +55,26 @@ async function sqliteRun(dir, label, groupCommit, n, concurrency) {
   return r;
 }
 
-async function pgRun(label, groupCommit, n, concurrency) {
+async function createSchema(schema) {
   const pg = require('pg');
+  const c = new pg.Client({ connectionString: PG_URL });
+  await c.connect();
+  try {
+    await c.query(`CREATE SCHEMA ${schema}`);
+  } finally {
+    await c.end();
+  }
+}
+
+async function dropSchema(schema) {
+  const pg = require('pg');
+  const c = new pg.Client({ connectionString: PG_URL });
+  await c.connect();
+  await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  await c.end();
+}
+
+async function pgRun(label, groupCommit, n, concurrency) {
   const schema = `ferry_bench_${randomBytes(4).toString('hex')}`;
   const store = new PostgresMessageStore({ url: PG_URL, schema, logger, groupCommit, poolSize: 8 });
   try {
@@ -68,10 +86,7 @@ async function pgRun(label, groupCommit, n, concurrency) {
     return await insertRun(store, n, concurrency);
   } finally {
     await store.close();
-    const c = new pg.Client({ connectionString: PG_URL });
-    await c.connect();
-    await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await c.end();
+    await dropSchema(schema);
   }
 }
 
@@ -83,9 +98,9 @@ function table(rows, cols) {
   for (const r of rows) console.log(line(cols.map((c) => r[c])));
 }
 
-async function endToEnd(dir, n, transformWorkers) {
+async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite') {
   if (!core.Engine) return { skipped: 'Engine not built' };
-  const out = path.join(dir, `out-${transformWorkers}`);
+  const out = path.join(dir, `out-${storeKind}-${transformWorkers}`);
   // An in-memory source that submits `n` messages as fast as the store acknowledges them,
   // with up to 64 submits in flight (like 64 MLLP connections).
   let done;
@@ -124,35 +139,44 @@ async function endToEnd(dir, n, transformWorkers) {
       reg.addSourceType('bench', BenchSource, {});
     },
   });
-  const engine = await core.Engine.create({
-    config: {
-      store: { kind: 'sqlite', path: path.join(dir, `e2e-${transformWorkers}.db`) },
-      plugins: ['@ferry/plugin-hl7v2-mllp'],
-      sources: { feed: { type: 'bench', duplicates: { policy: 'accept' } } },
-      sinks: { archive: { type: 'file', dir: out, format: 'ndjson' } },
-      processing: { transformWorkers },
-      routes: [{ id: 'all', from: ['feed'], to: ['archive'] }],
-      admin: { enabled: false },
-      log: { level: 'error' },
-    },
-    plugins: [plugin],
-    logger,
-  });
-  const started = Date.now();
-  await engine.start();
-  const startupMs = Date.now() - started;
-  const ingestMs = await finished;
-  await engine.waitForIdle(600_000);
-  const secs = (Date.now() - t0) / 1000;
-  const cpu = process.cpuUsage(cpu0);
-  const stats = await engine.store.stats();
-  const workersRan = engine.transformWorkers;
-  const st = engine.store;
-  const commits = { insertCommits: st.insertCommits, writeCommits: st.writeCommits, writeOps: st.writeOps };
-  await engine.stop();
-  let lines = 0;
-  for (const f of fs.readdirSync(out)) lines += fs.readFileSync(path.join(out, f), 'utf8').split('\n').filter(Boolean).length;
-  return { n, transformWorkers: workersRan, secs, rate: n / secs, ingestRate: n / (ingestMs / 1000), delivered: stats.deliveries.delivered ?? 0, lines, cpuMsPerMsg: (cpu.user + cpu.system) / 1000 / n, startupMs, ...commits };
+  const pgSchema = storeKind === 'postgres' ? `ferry_bench_e2e_${randomBytes(4).toString('hex')}` : undefined;
+  if (pgSchema) await createSchema(pgSchema);
+  try {
+    const engine = await core.Engine.create({
+      config: {
+        store:
+          storeKind === 'postgres'
+            ? { kind: 'postgres', url: `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${pgSchema}`)}` }
+            : { kind: 'sqlite', path: path.join(dir, `e2e-${transformWorkers}.db`) },
+        plugins: ['@ferry/plugin-hl7v2-mllp'],
+        sources: { feed: { type: 'bench', duplicates: { policy: 'accept' } } },
+        sinks: { archive: { type: 'file', dir: out, format: 'ndjson' } },
+        processing: { transformWorkers },
+        routes: [{ id: 'all', from: ['feed'], to: ['archive'] }],
+        admin: { enabled: false },
+        log: { level: 'error' },
+      },
+      plugins: [plugin],
+      logger,
+    });
+    const started = Date.now();
+    await engine.start();
+    const startupMs = Date.now() - started;
+    const ingestMs = await finished;
+    await engine.waitForIdle(600_000);
+    const secs = (Date.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    const stats = await engine.store.stats();
+    const workersRan = engine.transformWorkers;
+    const st = engine.store;
+    const commits = { insertCommits: st.insertCommits, writeCommits: st.writeCommits, writeOps: st.writeOps };
+    await engine.stop();
+    let lines = 0;
+    for (const f of fs.readdirSync(out)) lines += fs.readFileSync(path.join(out, f), 'utf8').split('\n').filter(Boolean).length;
+    return { n, transformWorkers: workersRan, secs, rate: n / secs, ingestRate: n / (ingestMs / 1000), delivered: stats.deliveries.delivered ?? 0, lines, cpuMsPerMsg: (cpu.user + cpu.system) / 1000 / n, startupMs, ...commits };
+  } finally {
+    if (pgSchema) await dropSchema(pgSchema).catch(() => undefined);
+  }
 }
 
 async function main() {
@@ -184,15 +208,17 @@ async function main() {
   table(rows, ['store', 'mode', 'messages', 'seconds', 'msgs/s', 'commits', 'msgs/commit', 'vs 1/commit']);
   for (const r of rows) if (r.note) console.log(`  ${r.store}: ${r.note}`);
 
-  console.log('\nEnd to end (in-process source, 64 submits in flight -> SQLite store -> HL7v2->FHIR transform -> route -> NDJSON file sink; timed from the first submit until idle):');
+  console.log('\nEnd to end (in-process source, 64 submits in flight -> store -> HL7v2->FHIR transform -> route -> NDJSON file sink; timed from the first submit until idle):');
   const e2eRows = [];
   let base;
-  for (const tw of [0, 'auto']) {
+  // SQLite with processing on the engine thread (the baseline) and on the transform workers; then
+  // one engine on PostgreSQL (every statement a round trip to the local server), fewer messages.
+  for (const [kind, tw, n] of [['sqlite', 0, 10000], ['sqlite', 'auto', 10000], ['postgres', 'auto', 5000]]) {
     let e2e;
     try {
-      e2e = await endToEnd(dir, quick ? 2000 : 10000, tw);
+      e2e = await endToEnd(dir, quick ? n / 5 : n, tw, kind);
     } catch (e) {
-      e2e = { skipped: e.message };
+      e2e = { skipped: `${kind}: ${e.message}` };
     }
     if (e2e.skipped) {
       console.log(`  skipped: ${e2e.skipped}`);
@@ -200,11 +226,13 @@ async function main() {
     }
     base ??= e2e;
     e2eRows.push({
+      store: kind,
       'transform on': e2e.transformWorkers ? `${e2e.transformWorkers} worker thread(s)` : 'engine thread',
       messages: e2e.n,
       seconds: e2e.secs.toFixed(2),
       'msgs/s end to end': Math.round(e2e.rate),
-      'vs engine thread': `${(e2e.rate / base.rate).toFixed(2)}x`,
+      // The engine-thread baseline is SQLite's; PostgreSQL's row is compared with nothing.
+      'vs engine thread': kind === 'sqlite' ? `${(e2e.rate / base.rate).toFixed(2)}x` : '-',
       'msgs/s acknowledged': Math.round(e2e.ingestRate),
       'cpu ms/msg (all threads)': e2e.cpuMsPerMsg.toFixed(2),
       'transition commits/msg': ((e2e.writeCommits ?? 0) / e2e.n).toFixed(3),
@@ -218,7 +246,7 @@ async function main() {
 
 if (process.env.FERRY_BENCH_E2E_ONLY) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-e2e-'));
-  endToEnd(dir, Number(process.env.FERRY_BENCH_E2E_ONLY) || 5000, process.env.FERRY_TRANSFORM_WORKERS ?? 'auto')
+  endToEnd(dir, Number(process.env.FERRY_BENCH_E2E_ONLY) || 5000, process.env.FERRY_TRANSFORM_WORKERS ?? 'auto', process.env.FERRY_BENCH_E2E_STORE || 'sqlite')
     .then((r) => console.log(r))
     .finally(() => fs.rmSync(dir, { recursive: true, force: true }));
 } else main().catch((e) => {
