@@ -35,6 +35,14 @@ export const engineSchema = {
     kind: { doc: 'sqlite (embedded) or postgres', format: ['sqlite', 'postgres'], default: 'sqlite', env: 'FERRY_STORE_KIND' },
     path: { doc: 'SQLite file', format: String, default: './data/ferry.db', env: 'FERRY_STORE_PATH' },
     url: { doc: 'PostgreSQL connection URL', format: String, default: '', env: 'FERRY_STORE_URL', sensitive: true },
+    schema: {
+      doc: "PostgreSQL schema for Ferry's tables, created at start if missing (default: the connection's search_path); instances sharing the work use the same one",
+      format: function storeSchema(v: unknown): void {
+        if (v !== '' && !(typeof v === 'string' && /^[a-z_][a-z0-9_]*$/i.test(v))) throw new Error('must be a plain SQL identifier (letters, digits, _; not starting with a digit)');
+      },
+      default: '',
+      env: 'FERRY_STORE_SCHEMA',
+    },
     groupCommit: {
       maxBatch: { doc: 'Most messages committed in one transaction', format: 'nat', default: 256 },
     },
@@ -110,6 +118,8 @@ export interface EngineConfig {
     kind: 'sqlite' | 'postgres';
     path: string;
     url: string;
+    /** '' = the connection's search_path. */
+    schema: string;
     groupCommit: { maxBatch: number };
     retention: { deliveredDays: number; deadDays: number; pruneIntervalMinutes: number };
   };

@@ -55,7 +55,7 @@ describe('buildEngineConfig', () => {
     const problems: ConfigProblem[] = [];
     buildEngineConfig(
       {
-        store: { kind: 'oracle' },
+        store: { kind: 'oracle', schema: 'ferry; DROP TABLE x' },
         admin: { port: 'eighty' },
         sources: { a: { type: 'http', port: 80, extra: true }, b: { type: 'smtp' }, c: {} },
         sinks: { out: { type: 'file' } },
@@ -74,6 +74,7 @@ describe('buildEngineConfig', () => {
     expect(lines).toEqual(
       expect.arrayContaining([
         expect.stringMatching(/^store\.kind: /),
+        expect.stringMatching(/^store\.schema: must be a plain SQL identifier/),
         expect.stringMatching(/^admin\.port: /),
         'sources.a.extra: unknown key',
         expect.stringMatching(/^sources\.b\.type: unknown source type "smtp"/),
@@ -87,7 +88,7 @@ describe('buildEngineConfig', () => {
         expect.stringMatching(/^routes\[2\]\.steps\[2\]: a step is/),
       ]),
     );
-    expect(problems.length).toBe(12);
+    expect(problems.length).toBe(13);
   });
 
   it('applies defaults and env overrides of engine keys', () => {

@@ -6,11 +6,7 @@ import type { MessageStore } from './message-store';
 import { PostgresMessageStore } from './postgres.store';
 import { SqliteMessageStore } from './sqlite.store';
 
-export type StoreConfig = Pick<EngineConfig['store'], 'kind'> &
-  Partial<Omit<EngineConfig['store'], 'kind'>> & {
-    /** PostgreSQL only: schema for the tables (default: the connection's search_path). */
-    schema?: string;
-  };
+export type StoreConfig = Pick<EngineConfig['store'], 'kind'> & Partial<Omit<EngineConfig['store'], 'kind'>>;
 
 /**
  * The store named by the config (not opened yet: call `open()`). A relative SQLite path resolves
@@ -26,7 +22,7 @@ export function createStore(cfg: StoreConfig, logger: Logger, baseDir: string = 
     }
     case 'postgres':
       if (!cfg.url) throw configError('STORE_URL', 'store.url is required when store.kind is postgres', { path: 'store.url' });
-      return new PostgresMessageStore({ url: cfg.url, schema: cfg.schema, logger, groupCommit });
+      return new PostgresMessageStore({ url: cfg.url, schema: cfg.schema || undefined, logger, groupCommit });
     default:
       kind satisfies never;
       throw configError('STORE_KIND', `unknown store kind ${String(kind)}`, { path: 'store.kind' });

@@ -49,6 +49,23 @@ describe('PostgresMessageStore specifics', () => {
     await b.close();
   });
 
+  it('createStore puts the tables in the configured schema (store.schema), creating it', async () => {
+    const schema = `${prefix}_cfg`;
+    const s = createStore({ kind: 'postgres', url: URL, schema }, silentLogger()) as PostgresMessageStore;
+    schemas.set(s, schema);
+    await s.open();
+    try {
+      const [m] = await s.insert([{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('x') }]);
+      const c = new pg.Client({ connectionString: URL });
+      await c.connect();
+      const r = await c.query(`SELECT id FROM ${schema}.messages`);
+      await c.end();
+      expect(r.rows.map((x) => x.id)).toEqual([m.id]);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('createStore needs a url for postgres', () => {
     expect(() => createStore({ kind: 'postgres', url: '' }, silentLogger())).toThrow(expect.objectContaining({ kind: 'config' }));
   });
