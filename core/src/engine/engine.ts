@@ -66,7 +66,7 @@ export class Engine {
     store: MessageStore | undefined,
   ) {
     this.ownsStore = !store;
-    this.store = store ?? createStore(config.store, logger.child({ component: 'store' }), config.baseDir);
+    this.store = store ?? createStore(config.store, logger.child({ component: 'store' }), config.baseDir, { engine: true });
     this.transforms = host.transforms().map((t) => t.container.resolve(t.impl));
     this.metrics.sourceStats = () => this.sources.map((s) => ({ source: s.id, stats: s.source.stats?.() }));
   }

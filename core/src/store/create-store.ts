@@ -10,15 +10,16 @@ export type StoreConfig = Pick<EngineConfig['store'], 'kind'> & Partial<Omit<Eng
 
 /**
  * The store named by the config (not opened yet: call `open()`). A relative SQLite path resolves
- * against `baseDir` (default: the current directory); its folder is created at open.
+ * against `baseDir` (default: the current directory); its folder is created at open. `engine`:
+ * the store of an engine (SQLite: refused while another engine has the file open).
  */
-export function createStore(cfg: StoreConfig, logger: Logger, baseDir: string = process.cwd()): MessageStore {
+export function createStore(cfg: StoreConfig, logger: Logger, baseDir: string = process.cwd(), opts: { engine?: boolean } = {}): MessageStore {
   const groupCommit = cfg.groupCommit;
   const kind = cfg.kind;
   switch (kind) {
     case 'sqlite': {
       const file = cfg.path || './data/ferry.db';
-      return new SqliteMessageStore({ path: file === ':memory:' ? file : path.resolve(baseDir, file), logger, groupCommit });
+      return new SqliteMessageStore({ path: file === ':memory:' ? file : path.resolve(baseDir, file), logger, groupCommit, engineLock: !!opts.engine });
     }
     case 'postgres':
       if (!cfg.url) throw configError('STORE_URL', 'store.url is required when store.kind is postgres', { path: 'store.url' });

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -84,6 +85,57 @@ describe('SqliteMessageStore specifics', () => {
     expect(after.pageCount).toBeLessThan(before.pageCount / 4);
     await s.close();
     expect(fs.statSync(file).size).toBeLessThan(before.pageCount * before.pageSize / 4);
+  });
+});
+
+describe('one engine per SQLite file', () => {
+  it('refuses a second engine store on the same file in this process until the first closes; tools open beside it', async () => {
+    const file = path.join(dir, 'engine-lock.db');
+    const a = createStore({ kind: 'sqlite', path: file }, silentLogger(), dir, { engine: true });
+    const b = createStore({ kind: 'sqlite', path: file }, silentLogger(), dir, { engine: true });
+    await a.open();
+    await expect(b.open()).rejects.toMatchObject({ code: 'FERRY_E_CONFIG_STORE_IN_USE', kind: 'config', message: expect.stringContaining(`(pid ${process.pid})`) });
+    expect(b.isOpen()).toBe(false);
+    // `ferry replay` / `ferry prune` beside a running engine: no engine lock.
+    const tool = createStore({ kind: 'sqlite', path: file }, silentLogger(), dir);
+    await tool.open();
+    await tool.close();
+    await a.close();
+    expect(fs.existsSync(`${file}-engine.pid`)).toBe(false);
+    await b.open();
+    await b.close();
+  });
+
+  it('is held by another process until it ends, and freed by kill -9 (never stale)', async () => {
+    const file = path.join(dir, 'engine-lock-proc.db');
+    const built = path.resolve(__dirname, '../../dist/store/sqlite.store.js');
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const { SqliteMessageStore } = require(${JSON.stringify(built)});
+         const s = new SqliteMessageStore({ path: ${JSON.stringify(file)}, logger: { info() {}, warn() {}, error() {}, debug() {} }, engineLock: true });
+         s.open().then(() => console.log('open'), (e) => { console.error(e.message); process.exit(1); });
+         setInterval(() => {}, 1000);`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout!.on('data', (d: Buffer) => d.toString().includes('open') && resolve());
+        child.on('exit', (code) => reject(new Error(`child exited ${code}`)));
+      });
+      const s = new SqliteMessageStore({ path: file, logger: silentLogger(), engineLock: true });
+      await expect(s.open()).rejects.toMatchObject({ code: 'FERRY_E_CONFIG_STORE_IN_USE', message: expect.stringContaining(`(pid ${child.pid})`) });
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await exited;
+      await s.open();
+      expect(fs.readFileSync(`${file}-engine.pid`, 'utf8').trim()).toBe(String(process.pid));
+      await s.close();
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
 

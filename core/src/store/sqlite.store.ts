@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { FerryError } from '../errors';
@@ -11,6 +11,12 @@ export interface SqliteStoreOptions extends SqlStoreOptions {
   path: string;
   /** ms a writer waits for another process's lock before failing. */
   busyTimeoutMs?: number;
+  /**
+   * An engine's store: refuse to open while another engine (process, or store in this process)
+   * has the file open as its store. Tools that open the store beside a running engine (`ferry
+   * replay`, `ferry prune`) do not set it.
+   */
+  engineLock?: boolean;
 }
 
 type Params = unknown[];
@@ -60,14 +66,72 @@ export class SqliteMessageStore extends SqlMessageStore {
   private sync: 'FULL' | 'NORMAL' | undefined;
   private readonly busyTimeoutMs: number;
 
+  private readonly wantsEngineLock: boolean;
+  private engineLock?: Database.Database;
+
   constructor(opts: SqliteStoreOptions) {
     super(opts);
     this.file = opts.path === ':memory:' ? opts.path : path.resolve(opts.path);
     this.busyTimeoutMs = opts.busyTimeoutMs ?? 5000;
+    this.wantsEngineLock = !!opts.engineLock && this.file !== ':memory:';
+  }
+
+  /**
+   * One engine per SQLite file: two would wait on each other's write lock (busy_timeout blocks
+   * the event loop) and each take the other's work as it came. The lock is an EXCLUSIVE
+   * transaction held on a side database (`<file>-engine.lock`): an OS lock, so it is released
+   * when the process ends in any way, kill -9 included, and a restart never finds it stale.
+   */
+  private lockForEngine(): void {
+    const lockFile = `${this.file}-engine.lock`;
+    const pidFile = `${this.file}-engine.pid`;
+    const lock = new Database(lockFile);
+    try {
+      lock.pragma('busy_timeout = 0');
+      lock.exec('BEGIN EXCLUSIVE');
+    } catch (e) {
+      lock.close();
+      if ((e as { code?: string }).code !== 'SQLITE_BUSY') throw e;
+      let holder = '';
+      try {
+        holder = ` (pid ${readFileSync(pidFile, 'utf8').trim()})`;
+      } catch {
+        // no pid file: the holder is in this process, or wrote none
+      }
+      throw new FerryError(
+        'CONFIG_STORE_IN_USE',
+        `the SQLite store ${this.file} is in use by another Ferry engine${holder}; one engine per SQLite file (use PostgreSQL for several instances)`,
+        { kind: 'config', details: { file: this.file } },
+      );
+    }
+    try {
+      writeFileSync(pidFile, `${process.pid}\n`);
+    } catch {
+      // informational only
+    }
+    this.engineLock = lock;
+  }
+
+  private unlockForEngine(): void {
+    const lock = this.engineLock;
+    this.engineLock = undefined;
+    if (!lock) return;
+    rmSync(`${this.file}-engine.pid`, { force: true });
+    lock.close();
   }
 
   protected async connect(): Promise<void> {
     if (this.file !== ':memory:') mkdirSync(path.dirname(this.file), { recursive: true });
+    if (this.wantsEngineLock) this.lockForEngine();
+    try {
+      await this.connectDb();
+    } catch (e) {
+      this.unlockForEngine();
+      throw e;
+    }
+  }
+
+  private async connectDb(): Promise<void> {
     let db: Database.Database;
     try {
       db = new Database(this.file);
@@ -156,6 +220,7 @@ export class SqliteMessageStore extends SqlMessageStore {
       }
       db.close();
     }
+    this.unlockForEngine();
   }
 
   private prepare(sql: string): Database.Statement {
