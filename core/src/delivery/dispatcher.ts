@@ -5,6 +5,7 @@ import { FerryError } from '../errors';
 import { errorFields } from '../logging/logger';
 import type { Delivery, MessageSink } from '../plugin/api';
 import { lazyJson } from '../util/lazy-json';
+import { retryTransient } from '../util/retry-transient';
 import type { StoredError } from '../model/message';
 import type { ClaimedDelivery, DeliveryClaimFilter, DeliveryOutcome, MessageStore } from '../store/message-store';
 import { nextAttempt } from '../store/retry-policy';
@@ -161,7 +162,9 @@ export class Dispatcher {
       this.outcomeTimer = setImmediate(() => {
         this.outcomeTimer = undefined;
         const batch = this.outcomes.splice(0);
-        this.store.completeDeliveries(batch.map(({ deliveryId: id, outcome: o }) => ({ deliveryId: id, outcome: o }))).then(
+        const items = batch.map(({ deliveryId: id, outcome: o }) => ({ deliveryId: id, outcome: o }));
+        // The deliveries happened: a store blip must not leave them leased to be made again.
+        retryTransient(() => this.store.completeDeliveries(items), { what: 'recording delivery outcomes', logger: this.logger }).then(
           () => batch.forEach((b) => b.resolve()),
           (e) => {
             const missing = new Set<string>(((e as FerryError)?.details?.deliveryIds as string[] | undefined) ?? []);

@@ -5,6 +5,7 @@ import { errorFields } from '../logging/logger';
 import type { StoredMessage } from '../model/message';
 import type { MessageTransform } from '../plugin/api';
 import type { MessageStore } from '../store/message-store';
+import { retryTransient } from '../util/retry-transient';
 import { WakeableSleep } from '../util/wakeable-sleep';
 import { MessagePipeline, type ProcessingReport } from './process-message';
 import { TransformTimeoutError, type TransformPool } from './transform-pool';
@@ -188,7 +189,8 @@ export class Processor {
    * rest of its batch is counted as usual.
    */
   private async record(reports: ProcessingReport[], messages: StoredMessage[]): Promise<void> {
-    const { failed } = await this.store.recordProcessed(reports);
+    // The batch is transformed: a store blip must not leave it leased to be transformed again.
+    const { failed } = await retryTransient(() => this.store.recordProcessed(reports), { what: 'recording a processed batch', logger: this.logger });
     const notStored = new Set<string>();
     for (const { id, error } of failed) {
       notStored.add(id);

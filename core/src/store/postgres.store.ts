@@ -33,6 +33,24 @@ function bind(params: unknown[] | undefined): unknown[] {
 
 const MIGRATION_LOCK = 0x7e44_0001;
 
+/** SQLSTATEs and socket errors that mean the connection or the server, not the statement. */
+const CONNECTION_CODES = new Set(['57P01', '57P02', '57P03', '53300', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH']);
+
+/**
+ * A lost connection (the server restarting, an administrator terminating it, the network) as a
+ * transient FerryError, so callers know that trying again is right; anything else unchanged.
+ */
+export function classifyPgError(e: unknown): unknown {
+  if (e instanceof FerryError) return e;
+  const code = (e as { code?: unknown })?.code;
+  const message = (e as Error)?.message ?? String(e);
+  const lost =
+    (typeof code === 'string' && (CONNECTION_CODES.has(code) || code.startsWith('08'))) ||
+    /connection terminated|terminating connection|client has encountered a connection error|connection (?:is )?(?:closed|ended)|not queryable/i.test(message);
+  if (!lost) return e;
+  return new FerryError('TRANSIENT_STORE_CONNECTION', `PostgreSQL connection lost: ${message}`, { kind: 'transient', cause: e });
+}
+
 /**
  * PostgreSQL store: several engine processes share one database. Claims take row locks with
  * `FOR UPDATE SKIP LOCKED` and write a lease (owner + expiry), so instances split the backlog
@@ -97,8 +115,40 @@ export class PostgresMessageStore extends SqlMessageStore {
     return this.pool;
   }
 
-  protected async tx<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean } = {}): Promise<T> {
+  /**
+   * A client out of the pool, with a listener for its connection dying while held (the server
+   * restarting, an administrator terminating it, the network): the pool only watches idle
+   * clients, and a client's unhandled 'error' event would end the process. The query in flight
+   * fails on its own (a transient error for the caller); the client is then discarded.
+   */
+  private async checkout(): Promise<{ client: pg.PoolClient; lost: () => boolean; done: (broken?: boolean) => void }> {
     const client = await this.requirePool().connect();
+    let lost = false;
+    const onError = (e: Error) => {
+      lost = true;
+      this.logger.warn('postgres connection lost', { store: this.kind, error: e.message });
+    };
+    client.on('error', onError);
+    return {
+      client,
+      lost: () => lost,
+      done: (broken = false) => {
+        client.off('error', onError);
+        client.release(broken || lost);
+      },
+    };
+  }
+
+  protected async tx<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean } = {}): Promise<T> {
+    try {
+      return await this.txOnce(fn, opts);
+    } catch (e) {
+      throw classifyPgError(e);
+    }
+  }
+
+  private async txOnce<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean }): Promise<T> {
+    const { client, done } = await this.checkout();
     let broken = false;
     try {
       await client.query(opts.durable ? 'BEGIN' : 'BEGIN; SET LOCAL synchronous_commit TO OFF');
@@ -113,16 +163,20 @@ export class PostgresMessageStore extends SqlMessageStore {
         throw e;
       }
     } finally {
-      client.release(broken);
+      done(broken);
     }
   }
 
   protected async read<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
-    return fn(this.execOn(this.requirePool()));
+    try {
+      return await fn(this.execOn(this.requirePool()));
+    } catch (e) {
+      throw classifyPgError(e);
+    }
   }
 
   protected async withMigrationLock<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
-    const client = await this.requirePool().connect();
+    const { client, done } = await this.checkout();
     try {
       await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
       try {
@@ -139,7 +193,7 @@ export class PostgresMessageStore extends SqlMessageStore {
         await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
       }
     } finally {
-      client.release();
+      done();
     }
   }
 
