@@ -82,11 +82,11 @@ export class Engine {
     return this.state === 'running';
   }
 
-  /** Ready: store open and every source accepting. */
+  /** Ready: store open and reachable, and every source accepting. */
   readiness(): { ready: boolean; store: boolean; sources: Record<string, boolean> } {
     const sources: Record<string, boolean> = {};
     for (const s of this.sources) sources[s.id] = s.source.isReady ? s.source.isReady() : true;
-    const store = this.store.isOpen();
+    const store = this.store.isOpen() && (this.store.reachable?.() ?? true);
     return { ready: this.state === 'running' && store && Object.values(sources).every(Boolean), store, sources };
   }
 

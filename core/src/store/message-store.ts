@@ -158,6 +158,11 @@ export interface MessageStore {
   close(): Promise<void>;
   /** True while open and usable. */
   isOpen(): boolean;
+  /**
+   * False while a store with a server (PostgreSQL) cannot reach it: its last operation lost the
+   * connection and none has succeeded since. Readiness uses it. Embedded stores need not have it.
+   */
+  reachable?(): boolean;
 
   /** Durably store messages; resolves only after commit. */
   insert(messages: NewMessage[], opts?: InsertOptions): Promise<InsertResult[]>;

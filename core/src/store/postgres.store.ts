@@ -141,10 +141,34 @@ export class PostgresMessageStore extends SqlMessageStore {
 
   protected async tx<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean } = {}): Promise<T> {
     try {
-      return await this.txOnce(fn, opts);
+      const r = await this.txOnce(fn, opts);
+      this.reached();
+      return r;
     } catch (e) {
-      throw classifyPgError(e);
+      throw this.failed(e);
     }
+  }
+
+  private unreachable = false;
+
+  /** False while the database cannot be reached: the last operation lost its connection and none has succeeded since. */
+  reachable(): boolean {
+    return !this.unreachable;
+  }
+
+  private reached(): void {
+    if (!this.unreachable) return;
+    this.unreachable = false;
+    this.logger.info('postgres reachable again', { store: this.kind });
+  }
+
+  private failed(e: unknown): unknown {
+    const c = classifyPgError(e);
+    if (c instanceof FerryError && c.code === 'FERRY_E_TRANSIENT_STORE_CONNECTION' && !this.unreachable) {
+      this.unreachable = true;
+      this.logger.warn('postgres unreachable', { store: this.kind, error: c.message });
+    }
+    return c;
   }
 
   private async txOnce<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean }): Promise<T> {
@@ -169,9 +193,11 @@ export class PostgresMessageStore extends SqlMessageStore {
 
   protected async read<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
     try {
-      return await fn(this.execOn(this.requirePool()));
+      const r = await fn(this.execOn(this.requirePool()));
+      this.reached();
+      return r;
     } catch (e) {
-      throw classifyPgError(e);
+      throw this.failed(e);
     }
   }
 
