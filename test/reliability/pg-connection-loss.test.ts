@@ -1,8 +1,9 @@
 /**
- * Proof: an engine on PostgreSQL survives its connections being cut under load (what a server
- * restart, a failover or an administrator does): the process does not crash, every message it
- * acknowledged is delivered, and it is idle again within seconds, not after a lease period
- * (results in hand are recorded again once the connection is back, not left leased).
+ * Proof: an engine on PostgreSQL survives losing its database under load -- its connections
+ * terminated (what a server restart, a failover or an administrator does), and the server
+ * unreachable for five seconds: the process does not crash, every message it acknowledged is
+ * delivered, and it is idle again within seconds of the database's return, not after a lease
+ * period (results in hand are recorded again once the connection is back, not left leased).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -11,6 +12,7 @@ import path from 'node:path';
 import pg from 'pg';
 import 'reflect-metadata';
 import { Engine, silentLogger } from '@ferry/core';
+import { startTcpProxy } from '../support/tcp-proxy';
 
 const PG_URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
@@ -49,13 +51,16 @@ describe('an engine on PostgreSQL whose connections are cut under load', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('keeps running, delivers every acknowledged message and is idle again within seconds', async () => {
-    if (!reachable) return;
-    const out = path.join(dir, 'out');
+  /**
+   * An engine on the store at `url` under load from 8 submitters; `disrupt` runs meanwhile. Returns
+   * what was acknowledged, what reached the file sink, and how long after the load it was idle.
+   */
+  async function underLoad(name: string, url: string, disrupt: (engine: Engine) => Promise<void>) {
+    const out = path.join(dir, name);
     const engine = await Engine.create({
       logger: silentLogger(),
       config: {
-        store: { kind: 'postgres', url: `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}application_name=${tag}`, schema: tag },
+        store: { kind: 'postgres', url, schema: tag },
         plugins: ['@ferry/plugin-hl7v2-mllp'],
         sinks: { out: { type: 'file', dir: out, format: 'ndjson', envelope: true } },
         routes: [{ id: 'all', to: ['out'] }],
@@ -67,7 +72,6 @@ describe('an engine on PostgreSQL whose connections are cut under load', () => {
     await engine.start();
     const acked = new Set<string>();
     let refused = 0;
-    let next = 0;
     let stop = false;
     const submitter = async () => {
       while (!stop) {
@@ -83,25 +87,19 @@ describe('an engine on PostgreSQL whose connections are cut under load', () => {
       }
     };
     const submitters = Array.from({ length: 8 }, submitter);
-    const admin = new pg.Client({ connectionString: PG_URL });
-    await admin.connect();
-    let cut = 0;
     try {
       await new Promise((r) => setTimeout(r, 800));
-      for (let i = 0; i < 3; i++) {
-        const r = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()', [tag]);
-        cut += r.rowCount ?? 0;
-        await new Promise((res) => setTimeout(res, 300));
-      }
+      await disrupt(engine);
       await new Promise((r) => setTimeout(r, 500));
     } finally {
       stop = true;
       await Promise.all(submitters);
-      await admin.end();
     }
     const t0 = Date.now();
+    let ready: boolean;
     try {
-      await engine.waitForIdle(20_000);
+      await engine.waitForIdle(40_000);
+      ready = engine.readiness().ready;
     } finally {
       await engine.stop();
     }
@@ -109,13 +107,63 @@ describe('an engine on PostgreSQL whose connections are cut under load', () => {
     const lines = readdirSync(out).flatMap((f) => readFileSync(path.join(out, f), 'utf8').split('\n').filter(Boolean));
     const delivered = new Set(lines.map((l) => JSON.parse(l).controlId as string));
     const missing = [...acked].filter((c) => !delivered.has(c));
+    return { acked, refused, idleMs, lines: lines.length, delivered, missing, ready };
+  }
+  let next = 0;
+
+  it('keeps running when its connections are terminated, delivers every acknowledged message and is idle again within seconds', async () => {
+    if (!reachable) return;
+    let cut = 0;
+    const r = await underLoad('cut', `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}application_name=${tag}`, async () => {
+      const admin = new pg.Client({ connectionString: PG_URL });
+      await admin.connect();
+      try {
+        for (let i = 0; i < 3; i++) {
+          const q = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()', [tag]);
+          cut += q.rowCount ?? 0;
+          await new Promise((res) => setTimeout(res, 300));
+        }
+      } finally {
+        await admin.end();
+      }
+    });
     console.log(
-      `connection cut: ${cut} connections terminated in 3 rounds; ${acked.size} acknowledged, ${refused} refused while cut; ` +
-        `idle ${idleMs} ms after the load; ${lines.length} lines for ${delivered.size} control ids`,
+      `connections terminated: ${cut} in 3 rounds; ${r.acked.size} acknowledged, ${r.refused} refused meanwhile; ` +
+        `idle ${r.idleMs} ms after the load; ${r.lines} lines for ${r.delivered.size} control ids`,
     );
     expect(cut).toBeGreaterThan(0);
-    expect(acked.size).toBeGreaterThan(500);
-    expect(missing).toEqual([]);
-    expect(idleMs).toBeLessThan(15_000);
+    expect(r.acked.size).toBeGreaterThan(500);
+    expect(r.missing).toEqual([]);
+    expect(r.idleMs).toBeLessThan(15_000);
+    expect(r.ready).toBe(true);
+  }, 60_000);
+
+  it('rides out the database being unreachable for 5 s: not ready meanwhile, everything acknowledged delivered soon after', async () => {
+    if (!reachable) return;
+    const upstream = new globalThis.URL(PG_URL);
+    const proxy = await startTcpProxy(upstream.hostname, Number(upstream.port || 5432));
+    let duringOutage: ReturnType<Engine['readiness']> | undefined;
+    try {
+      const url = `postgres://${upstream.username || 'postgres'}@127.0.0.1:${proxy.port}${upstream.pathname}`;
+      const r = await underLoad('outage', url, async (engine) => {
+        await proxy.cut();
+        await new Promise((res) => setTimeout(res, 2000));
+        duringOutage = engine.readiness();
+        await new Promise((res) => setTimeout(res, 3000));
+        await proxy.restore();
+      });
+      console.log(
+        `database unreachable 5 s: ${r.acked.size} acknowledged, ${r.refused} refused meanwhile; ` +
+          `idle ${r.idleMs} ms after the load; ${r.lines} lines for ${r.delivered.size} control ids`,
+      );
+      expect(duringOutage).toMatchObject({ ready: false, store: false });
+      expect(r.acked.size).toBeGreaterThan(500);
+      expect(r.refused).toBeGreaterThan(0);
+      expect(r.missing).toEqual([]);
+      expect(r.idleMs).toBeLessThan(15_000);
+      expect(r.ready).toBe(true);
+    } finally {
+      await proxy.close();
+    }
   }, 60_000);
 });

@@ -1,1 +1,2 @@
 export * from './fhir-server';
+export * from './tcp-proxy';

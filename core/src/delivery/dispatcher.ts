@@ -163,8 +163,9 @@ export class Dispatcher {
         this.outcomeTimer = undefined;
         const batch = this.outcomes.splice(0);
         const items = batch.map(({ deliveryId: id, outcome: o }) => ({ deliveryId: id, outcome: o }));
-        // The deliveries happened: a store blip must not leave them leased to be made again.
-        retryTransient(() => this.store.completeDeliveries(items), { what: 'recording delivery outcomes', logger: this.logger }).then(
+        // The deliveries happened: a store outage shorter than half the lease must not leave them
+        // leased to be made again (they stay ours until then).
+        retryTransient(() => this.store.completeDeliveries(items), { what: 'recording delivery outcomes', logger: this.logger, budgetMs: this.opts.leaseMs / 2 }).then(
           () => batch.forEach((b) => b.resolve()),
           (e) => {
             const missing = new Set<string>(((e as FerryError)?.details?.deliveryIds as string[] | undefined) ?? []);

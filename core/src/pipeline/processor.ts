@@ -189,8 +189,9 @@ export class Processor {
    * rest of its batch is counted as usual.
    */
   private async record(reports: ProcessingReport[], messages: StoredMessage[]): Promise<void> {
-    // The batch is transformed: a store blip must not leave it leased to be transformed again.
-    const { failed } = await retryTransient(() => this.store.recordProcessed(reports), { what: 'recording a processed batch', logger: this.logger });
+    // The batch is transformed: a store outage shorter than half the lease must not leave it
+    // leased to be transformed again (it stays ours until then).
+    const { failed } = await retryTransient(() => this.store.recordProcessed(reports), { what: 'recording a processed batch', logger: this.logger, budgetMs: this.opts.leaseMs / 2 });
     const notStored = new Set<string>();
     for (const { id, error } of failed) {
       notStored.add(id);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import pg from 'pg';
+import { startTcpProxy } from '../../../test/support/tcp-proxy';
 import { silentLogger } from '../logging/logger';
 import { storeConformance } from './conformance';
 import { createStore } from './create-store';
@@ -70,24 +70,8 @@ describe('PostgresMessageStore specifics', () => {
   it('is unreachable while its server cannot be reached, reachable again after the first success, and never crashes on it', async () => {
     // A real TCP proxy in front of the server: cutting it drops every connection and refuses new ones.
     const upstream = new globalThis.URL(URL);
-    const sockets = new Set<net.Socket>();
-    const proxy = net.createServer((client) => {
-      const server = net.connect(Number(upstream.port || 5432), upstream.hostname);
-      for (const sock of [client, server]) {
-        sockets.add(sock);
-        sock.on('error', () => undefined);
-        sock.on('close', () => sockets.delete(sock));
-      }
-      client.pipe(server).pipe(client);
-    });
-    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
-    const port = (proxy.address() as net.AddressInfo).port;
-    const cut = () =>
-      new Promise<void>((r) => {
-        proxy.close(() => r());
-        for (const sock of sockets) sock.destroy();
-      });
-    const proxied = `postgres://${upstream.username || 'postgres'}@127.0.0.1:${port}${upstream.pathname}`;
+    const proxy = await startTcpProxy(upstream.hostname, Number(upstream.port || 5432));
+    const proxied = `postgres://${upstream.username || 'postgres'}@127.0.0.1:${proxy.port}${upstream.pathname}`;
     const schema = `${prefix}_reach`;
     const s = new PostgresMessageStore({ url: proxied, schema, logger: silentLogger(), poolSize: 2 });
     schemas.set(s, schema);
@@ -96,18 +80,17 @@ describe('PostgresMessageStore specifics', () => {
     try {
       await s.insert(msg());
       expect(s.reachable()).toBe(true);
-      await cut();
+      await proxy.cut();
       await expect(s.insert(msg())).rejects.toMatchObject({ kind: 'transient' });
       await expect(s.backlog()).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_CONNECTION' });
       expect(s.reachable()).toBe(false);
-      await new Promise<void>((r) => proxy.listen(port, '127.0.0.1', () => r()));
+      await proxy.restore();
       await s.insert(msg());
       expect(s.reachable()).toBe(true);
       expect((await s.stats()).messages).toEqual({ received: 2 });
     } finally {
       await s.close();
-      await new Promise((r) => proxy.close(r));
-      for (const sock of sockets) sock.destroy();
+      await proxy.close();
     }
   });
 

@@ -2,24 +2,40 @@ import type { Logger } from 'winston';
 import { FerryError } from '../errors';
 import { errorFields } from '../logging/logger';
 
+export interface RetryTransientOptions {
+  /** What is being retried, for the log. */
+  what: string;
+  logger: Logger;
+  /** Keep trying this long in all (ms); the last failure is thrown once the next wait would pass it. */
+  budgetMs: number;
+  firstDelayMs?: number;
+  maxDelayMs?: number;
+}
+
 /**
- * Runs `fn` again while it fails with a transient error (FerryError with `retryable`: a store
- * connection lost, a server restarting), waiting 50, 100, 200 ... ms, at most `attempts` times.
- * For writing results already in hand (a delivery made, a batch transformed): a blip of the
- * store then costs a moment, not a lease period and the work done again. Other errors, and the
- * last transient one, are thrown.
+ * Runs `fn` again while it fails with a transient error (FerryError with `retryable`: the store's
+ * connection lost, its server restarting), waiting 50, 100, 200 ... ms (at most `maxDelayMs`,
+ * default 2 s) for up to `budgetMs` in all. For writing results already in hand (a batch
+ * transformed, deliveries made): an outage of the store shorter than the budget costs its own
+ * length, not a lease period and the work done again. Other errors, and the last transient one,
+ * are thrown. One warning when it starts retrying, one when it succeeds after retrying.
  */
-export async function retryTransient<T>(fn: () => Promise<T>, opts: { what: string; logger: Logger; attempts?: number; firstDelayMs?: number }): Promise<T> {
-  const attempts = opts.attempts ?? 6;
+export async function retryTransient<T>(fn: () => Promise<T>, opts: RetryTransientOptions): Promise<T> {
+  const start = Date.now();
   let delay = opts.firstDelayMs ?? 50;
-  for (let i = 1; ; i++) {
+  const maxDelay = opts.maxDelayMs ?? 2000;
+  let tries = 0;
+  for (;;) {
+    tries++;
     try {
-      return await fn();
+      const r = await fn();
+      if (tries > 1) opts.logger.info(`${opts.what} succeeded after retrying`, { attempts: tries, waitedMs: Date.now() - start });
+      return r;
     } catch (e) {
-      if (i >= attempts || !(e instanceof FerryError) || !e.retryable) throw e;
-      opts.logger.warn(`${opts.what} failed; trying again`, { attempt: i, delayMs: delay, ...errorFields(e) });
+      if (!(e instanceof FerryError) || !e.retryable || Date.now() - start + delay > opts.budgetMs) throw e;
+      if (tries === 1) opts.logger.warn(`${opts.what} failed; trying again`, { budgetMs: opts.budgetMs, ...errorFields(e) });
       await new Promise((r) => setTimeout(r, delay));
-      delay *= 2;
+      delay = Math.min(delay * 2, maxDelay);
     }
   }
 }
