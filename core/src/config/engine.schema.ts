@@ -43,6 +43,12 @@ export const engineSchema = {
       default: '',
       env: 'FERRY_STORE_SCHEMA',
     },
+    queryTimeoutMs: {
+      doc: 'PostgreSQL: a statement unanswered this long fails as a lost connection (a network dropping packets would otherwise hang the engine for the TCP timeout); replay, prune and migrations are exempt; 0 = none',
+      format: 'nat',
+      default: 30_000,
+      env: 'FERRY_STORE_QUERY_TIMEOUT_MS',
+    },
     groupCommit: {
       maxBatch: { doc: 'Most messages committed in one transaction', format: 'nat', default: 256 },
     },
@@ -120,6 +126,7 @@ export interface EngineConfig {
     url: string;
     /** '' = the connection's search_path. */
     schema: string;
+    queryTimeoutMs: number;
     groupCommit: { maxBatch: number };
     retention: { deliveredDays: number; deadDays: number; pruneIntervalMinutes: number };
   };

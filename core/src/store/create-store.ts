@@ -23,7 +23,7 @@ export function createStore(cfg: StoreConfig, logger: Logger, baseDir: string = 
     }
     case 'postgres':
       if (!cfg.url) throw configError('STORE_URL', 'store.url is required when store.kind is postgres', { path: 'store.url' });
-      return new PostgresMessageStore({ url: cfg.url, schema: cfg.schema || undefined, logger, groupCommit });
+      return new PostgresMessageStore({ url: cfg.url, schema: cfg.schema || undefined, queryTimeoutMs: cfg.queryTimeoutMs, logger, groupCommit });
     default:
       kind satisfies never;
       throw configError('STORE_KIND', `unknown store kind ${String(kind)}`, { path: 'store.kind' });

@@ -94,6 +94,37 @@ describe('PostgresMessageStore specifics', () => {
     }
   });
 
+  it('fails a statement the server does not answer within queryTimeoutMs (a network dropping packets), as a lost connection', async () => {
+    const upstream = new globalThis.URL(URL);
+    const proxy = await startTcpProxy(upstream.hostname, Number(upstream.port || 5432));
+    const schema = `${prefix}_hole`;
+    const s = new PostgresMessageStore({
+      url: `postgres://${upstream.username || 'postgres'}@127.0.0.1:${proxy.port}${upstream.pathname}`,
+      schema,
+      logger: silentLogger(),
+      poolSize: 1,
+      queryTimeoutMs: 500,
+    });
+    schemas.set(s, schema);
+    const msg = () => [{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('x') }];
+    await s.open();
+    try {
+      await s.insert(msg());
+      proxy.blackhole();
+      const t0 = Date.now();
+      await expect(s.insert(msg())).rejects.toMatchObject({ kind: 'transient' });
+      expect(Date.now() - t0).toBeLessThan(3000);
+      expect(s.reachable()).toBe(false);
+      await proxy.restore();
+      await s.insert(msg());
+      expect(s.reachable()).toBe(true);
+      expect((await s.stats()).messages).toEqual({ received: 2 });
+    } finally {
+      await s.close();
+      await proxy.close();
+    }
+  });
+
   it('createStore needs a url for postgres', () => {
     expect(() => createStore({ kind: 'postgres', url: '' }, silentLogger())).toThrow(expect.objectContaining({ kind: 'config' }));
   });

@@ -10,6 +10,13 @@ export interface PostgresStoreOptions extends SqlStoreOptions {
   schema?: string;
   /** Connections in the pool. */
   poolSize?: number;
+  /**
+   * A statement with no answer within this many ms fails (as a lost connection; the connection is
+   * discarded): a database behind a network that drops packets, rather than refusing them, would
+   * otherwise hold the engine for the operating system's TCP timeout (~15 min). Bulk admin
+   * operations (replay, prune) and migrations are exempt. 0 = no timeout. Default 30 s.
+   */
+  queryTimeoutMs?: number;
 }
 
 const INT8 = 20;
@@ -41,14 +48,19 @@ const CONNECTION_CODES = new Set(['57P01', '57P02', '57P03', '53300', 'ECONNREFU
  * transient FerryError, so callers know that trying again is right; anything else unchanged.
  */
 export function classifyPgError(e: unknown): unknown {
-  if (e instanceof FerryError) return e;
+  if (e instanceof FerryError || !isConnectionLoss(e)) return e;
+  return new FerryError('TRANSIENT_STORE_CONNECTION', `PostgreSQL connection lost: ${(e as Error)?.message ?? String(e)}`, { kind: 'transient', cause: e });
+}
+
+/** The connection failed or stopped answering (the statement itself may have been fine). */
+function isConnectionLoss(e: unknown): boolean {
+  if (e instanceof FerryError) return e.code === 'FERRY_E_TRANSIENT_STORE_CONNECTION';
   const code = (e as { code?: unknown })?.code;
   const message = (e as Error)?.message ?? String(e);
-  const lost =
+  return (
     (typeof code === 'string' && (CONNECTION_CODES.has(code) || code.startsWith('08'))) ||
-    /connection terminated|terminating connection|client has encountered a connection error|connection (?:is )?(?:closed|ended)|not queryable/i.test(message);
-  if (!lost) return e;
-  return new FerryError('TRANSIENT_STORE_CONNECTION', `PostgreSQL connection lost: ${message}`, { kind: 'transient', cause: e });
+    /connection terminated|terminating connection|client has encountered a connection error|connection (?:is )?(?:closed|ended)|not queryable|query read timeout|timeout exceeded when trying to connect/i.test(message)
+  );
 }
 
 /**
@@ -76,7 +88,10 @@ export class PostgresMessageStore extends SqlMessageStore {
     this.url = opts.url;
     this.schema = opts.schema;
     this.poolSize = opts.poolSize ?? 12;
+    this.queryTimeoutMs = opts.queryTimeoutMs ?? 30_000;
   }
+
+  private readonly queryTimeoutMs: number;
 
   protected async connect(): Promise<void> {
     const pool = new pg.Pool({
@@ -85,6 +100,8 @@ export class PostgresMessageStore extends SqlMessageStore {
       types,
       application_name: 'ferry',
       connectionTimeoutMillis: 10_000,
+      // Dead peers are noticed by the operating system eventually, not only by the query timeout.
+      keepAlive: true,
       ...(this.schema ? { options: `-c search_path=${this.schema}` } : {}),
     });
     pool.on('error', (e) => this.logger.warn('postgres pool error', { error: e.message }));
@@ -103,10 +120,11 @@ export class PostgresMessageStore extends SqlMessageStore {
     await pool?.end();
   }
 
-  private execOn(c: pg.ClientBase | pg.Pool): SqlExec {
+  private execOn(c: pg.ClientBase | pg.Pool, timeoutMs = this.queryTimeoutMs): SqlExec {
+    const q = (sql: string, params?: unknown[]) => c.query({ text: numbered(sql), values: bind(params), ...(timeoutMs > 0 ? { query_timeout: timeoutMs } : {}) });
     return {
-      all: async (sql, params) => (await c.query(numbered(sql), bind(params))).rows as Row[],
-      run: async (sql, params) => (await c.query(numbered(sql), bind(params))).rowCount ?? 0,
+      all: async (sql, params) => (await q(sql, params)).rows as Row[],
+      run: async (sql, params) => (await q(sql, params)).rowCount ?? 0,
     };
   }
 
@@ -139,7 +157,7 @@ export class PostgresMessageStore extends SqlMessageStore {
     };
   }
 
-  protected async tx<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean } = {}): Promise<T> {
+  protected async tx<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean; long?: boolean } = {}): Promise<T> {
     try {
       const r = await this.txOnce(fn, opts);
       this.reached();
@@ -171,21 +189,25 @@ export class PostgresMessageStore extends SqlMessageStore {
     return c;
   }
 
-  private async txOnce<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean }): Promise<T> {
+  private async txOnce<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean; long?: boolean }): Promise<T> {
     const { client, done } = await this.checkout();
+    const x = this.execOn(client, opts.long ? 0 : this.queryTimeoutMs);
     let broken = false;
+    let begun = false;
     try {
-      await client.query(opts.durable ? 'BEGIN' : 'BEGIN; SET LOCAL synchronous_commit TO OFF');
-      try {
-        const r = await fn(this.execOn(client));
-        await client.query('COMMIT');
-        return r;
-      } catch (e) {
-        await client.query('ROLLBACK').catch(() => {
+      await x.run(opts.durable ? 'BEGIN' : 'BEGIN; SET LOCAL synchronous_commit TO OFF');
+      begun = true;
+      const r = await fn(x);
+      await x.run('COMMIT');
+      return r;
+    } catch (e) {
+      // A connection lost (or not answering) cannot roll back: it is discarded, which does.
+      if (isConnectionLoss(e)) broken = true;
+      else if (begun)
+        await x.run('ROLLBACK').catch(() => {
           broken = true;
         });
-        throw e;
-      }
+      throw e;
     } finally {
       done(broken);
     }
@@ -209,7 +231,8 @@ export class PostgresMessageStore extends SqlMessageStore {
         // Under the lock: two processes creating the schema at once would collide.
         if (this.schema) await client.query(`CREATE SCHEMA IF NOT EXISTS ${this.schema}`);
         await client.query('BEGIN');
-        const r = await fn(this.execOn(client));
+        // Migrations may build indexes over big tables: no statement timeout.
+        const r = await fn(this.execOn(client, 0));
         await client.query('COMMIT');
         return r;
       } catch (e) {

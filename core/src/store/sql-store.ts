@@ -138,7 +138,12 @@ export abstract class SqlMessageStore implements MessageStore {
 
   protected abstract connect(): Promise<void>;
   protected abstract disconnect(): Promise<void>;
-  protected abstract tx<T>(fn: (x: SqlExec) => Promise<T>, opts?: { durable?: boolean }): Promise<T>;
+  /**
+   * A transaction. `durable`: must survive power loss before it resolves. `long`: a bulk admin
+   * operation (replay, prune) that may legitimately take long; exempt from the store's per-query
+   * timeout where it has one.
+   */
+  protected abstract tx<T>(fn: (x: SqlExec) => Promise<T>, opts?: { durable?: boolean; long?: boolean }): Promise<T>;
   protected abstract read<T>(fn: (x: SqlExec) => Promise<T>): Promise<T>;
   /** Runs the migrations not yet applied, serialised against other processes. */
   protected abstract withMigrationLock<T>(fn: (x: SqlExec) => Promise<T>): Promise<T>;
@@ -570,12 +575,12 @@ export abstract class SqlMessageStore implements MessageStore {
     // SQLite (one writer): a claim joins the shared transaction of the state transitions queued
     // before it, so it sees them and costs no commit of its own.
     if (this.batchWrites) return this.write(fn);
-    return this.txSettled(fn, false);
+    return this.txSettled(fn, { transforms: false });
   }
 
-  private async txSettled<T>(fn: (x: SqlExec) => Promise<T>, transforms = true): Promise<T> {
-    await this.settle(transforms);
-    return this.tx(fn);
+  private async txSettled<T>(fn: (x: SqlExec) => Promise<T>, opts: { transforms?: boolean; long?: boolean } = {}): Promise<T> {
+    await this.settle(opts.transforms ?? true);
+    return this.tx(fn, { long: opts.long });
   }
 
   // ------------------------------------------------------------------------------------------
@@ -1286,7 +1291,7 @@ export abstract class SqlMessageStore implements MessageStore {
         await this.event(x, id, now, 'received', undefined, undefined, n ? `replay (${n} deliveries superseded)` : 'replay');
       }
       return ids;
-    });
+    }, { long: true });
   }
 
   /**
@@ -1328,7 +1333,7 @@ export abstract class SqlMessageStore implements MessageStore {
         if (n) await this.event(x, id, now, 'routed', undefined, undefined, 'retry requested');
       }
       return rows.map((r) => r.id as string);
-    });
+    }, { long: true });
   }
 
   private upsertCheckpoint(x: SqlExec, sourceId: string, key: string, value: string, now: number): Promise<number> {
@@ -1379,7 +1384,7 @@ export abstract class SqlMessageStore implements MessageStore {
         deleted = await x.run(`DELETE FROM messages WHERE ${terminal}`, [cut]);
       }
       return { messages, deleted };
-    });
+    }, { long: true });
     if (result.messages || result.deleted) await this.compact();
     return result;
   }
