@@ -139,7 +139,7 @@ export class PostgresMessageStore extends SqlMessageStore {
    * clients, and a client's unhandled 'error' event would end the process. The query in flight
    * fails on its own (a transient error for the caller); the client is then discarded.
    */
-  private async checkout(): Promise<{ client: pg.PoolClient; lost: () => boolean; done: (broken?: boolean) => void }> {
+  private async checkout(): Promise<{ client: pg.PoolClient; done: (broken?: boolean) => void }> {
     const client = await this.requirePool().connect();
     let lost = false;
     const onError = (e: Error) => {
@@ -149,7 +149,6 @@ export class PostgresMessageStore extends SqlMessageStore {
     client.on('error', onError);
     return {
       client,
-      lost: () => lost,
       done: (broken = false) => {
         client.off('error', onError);
         client.release(broken || lost);
