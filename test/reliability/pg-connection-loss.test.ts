@@ -11,7 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import 'reflect-metadata';
-import { Engine, silentLogger } from '@ferry/core';
+import { Writable } from 'node:stream';
+import { createLogger, Engine } from '@ferry/core';
 import { startTcpProxy } from '../support/tcp-proxy';
 
 const PG_URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -57,8 +58,22 @@ describe('an engine on PostgreSQL whose connections are cut under load', () => {
    */
   async function underLoad(name: string, url: string, disrupt: (engine: Engine) => Promise<void>) {
     const out = path.join(dir, name);
+    // Log lines counted by level and message (the outage must be told, not flooded).
+    const logs: Record<string, number> = {};
+    const logger = createLogger(
+      { level: 'info' },
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          for (const line of chunk.toString().split('\n').filter(Boolean)) {
+            const { level, message } = JSON.parse(line);
+            logs[`${level} ${message}`] = (logs[`${level} ${message}`] ?? 0) + 1;
+          }
+          cb();
+        },
+      }),
+    );
     const engine = await Engine.create({
-      logger: silentLogger(),
+      logger,
       config: {
         store: { kind: 'postgres', url, schema: tag },
         plugins: ['@ferry/plugin-hl7v2-mllp'],
@@ -107,7 +122,10 @@ describe('an engine on PostgreSQL whose connections are cut under load', () => {
     const lines = readdirSync(out).flatMap((f) => readFileSync(path.join(out, f), 'utf8').split('\n').filter(Boolean));
     const delivered = new Set(lines.map((l) => JSON.parse(l).controlId as string));
     const missing = [...acked].filter((c) => !delivered.has(c));
-    return { acked, refused, idleMs, lines: lines.length, delivered, missing, ready };
+    const problems = Object.entries(logs)
+      .filter(([k]) => k.startsWith('warn ') || k.startsWith('error '))
+      .reduce((n, [, v]) => n + v, 0);
+    return { acked, refused, idleMs, lines: lines.length, delivered, missing, ready, logs, problems };
   }
   let next = 0;
 
@@ -154,8 +172,13 @@ describe('an engine on PostgreSQL whose connections are cut under load', () => {
       });
       console.log(
         `database unreachable 5 s: ${r.acked.size} acknowledged, ${r.refused} refused meanwhile; ` +
-          `idle ${r.idleMs} ms after the load; ${r.lines} lines for ${r.delivered.size} control ids`,
+          `idle ${r.idleMs} ms after the load; ${r.lines} lines for ${r.delivered.size} control ids; ` +
+          `${r.problems} warn/error log lines: ${JSON.stringify(r.logs)}`,
       );
+      // Told once each way, not once per poll for as long as it lasts.
+      expect(r.logs['warn postgres unreachable']).toBe(1);
+      expect(r.logs['info postgres reachable again']).toBeGreaterThanOrEqual(1);
+      expect(r.problems).toBeLessThan(30);
       expect(duringOutage).toMatchObject({ ready: false, store: false });
       expect(r.acked.size).toBeGreaterThan(500);
       expect(r.refused).toBeGreaterThan(0);

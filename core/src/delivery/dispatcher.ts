@@ -7,7 +7,7 @@ import type { Delivery, MessageSink } from '../plugin/api';
 import { lazyJson } from '../util/lazy-json';
 import { retryTransient } from '../util/retry-transient';
 import type { StoredError } from '../model/message';
-import type { ClaimedDelivery, DeliveryClaimFilter, DeliveryOutcome, MessageStore } from '../store/message-store';
+import { whileStoreDown, type ClaimedDelivery, type DeliveryClaimFilter, type DeliveryOutcome, type MessageStore } from '../store/message-store';
 import { nextAttempt } from '../store/retry-policy';
 import { WakeableSleep } from '../util/wakeable-sleep';
 
@@ -146,7 +146,7 @@ export class Dispatcher {
     try {
       return await this.store.claimDeliveries(this.opts.owner, limit, this.opts.leaseMs, undefined, filter);
     } catch (e) {
-      this.logger.error('delivery claim failed', errorFields(e));
+      this.logger.log(whileStoreDown(this.store, e) ? 'debug' : 'error', 'delivery claim failed', errorFields(e));
       return [];
     }
   }

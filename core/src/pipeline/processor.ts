@@ -4,7 +4,7 @@ import type { RouteConfig } from '../config/engine.schema';
 import { errorFields } from '../logging/logger';
 import type { StoredMessage } from '../model/message';
 import type { MessageTransform } from '../plugin/api';
-import type { MessageStore } from '../store/message-store';
+import { whileStoreDown, type MessageStore } from '../store/message-store';
 import { retryTransient } from '../util/retry-transient';
 import { WakeableSleep } from '../util/wakeable-sleep';
 import { MessagePipeline, type ProcessingReport } from './process-message';
@@ -110,7 +110,7 @@ export class Processor {
       try {
         claimed = await this.store.claimReceived(this.opts.owner, this.opts.batchSize, this.opts.leaseMs, { maxAttempts: this.opts.maxAttempts });
       } catch (e) {
-        this.logger.error('processing loop error', errorFields(e));
+        this.logger.log(whileStoreDown(this.store, e) ? 'debug' : 'error', 'processing loop error', errorFields(e));
       }
       if (claimed.length) {
         // A claimed batch is always finished (it is leased to us), even when stopping.

@@ -231,3 +231,11 @@ export interface MessageStore {
   prune(opts: PruneOptions): Promise<PruneResult>;
   stats(): Promise<StoreStats>;
 }
+
+/**
+ * An error from a store that has reported itself unreachable (the store logged that once): the
+ * engine's loops log it at debug rather than once per poll for as long as the outage lasts.
+ */
+export function whileStoreDown(store: MessageStore, e: unknown): boolean {
+  return store.reachable?.() === false && (e as { retryable?: unknown })?.retryable === true;
+}

@@ -313,8 +313,11 @@ export abstract class SqlMessageStore implements MessageStore {
       this.insertCommits++;
       valid.forEach((p, i) => p.resolve(results[i]));
     } catch (e) {
-      if (valid.length === 1) {
-        valid[0].reject(this.writeError(e));
+      // One call alone, or the store itself unavailable (a lost connection: every call would fail
+      // the same way): everybody is told, nobody is committed one by one.
+      if (valid.length === 1 || (e instanceof FerryError && e.retryable)) {
+        const err = this.writeError(e);
+        for (const p of valid) p.reject(err);
         return;
       }
       // Commit each call alone so one caller's failure is not everybody's.
