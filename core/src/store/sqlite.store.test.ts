@@ -88,6 +88,59 @@ describe('SqliteMessageStore specifics', () => {
   });
 });
 
+describe("another process's write lock", () => {
+  it('is waited for without holding the event loop, and the write goes through once it is released', async () => {
+    const file = path.join(dir, 'busy.db');
+    const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
+    await s.open();
+    try {
+      let last = Date.now();
+      let maxGap = 0;
+      const tick = setInterval(() => {
+        const now = Date.now();
+        maxGap = Math.max(maxGap, now - last);
+        last = now;
+      }, 5);
+      // A second connection (as a `ferry prune` in another process would) holds the write lock 600 ms.
+      const other = new Database(file);
+      other.exec('BEGIN IMMEDIATE');
+      other.prepare(`INSERT INTO checkpoints VALUES ('other', 'k', 'v', 1)`).run();
+      setTimeout(() => {
+        other.exec('COMMIT');
+        other.close();
+      }, 600);
+      const t0 = Date.now();
+      const [r] = await s.insert([{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('x') }]);
+      const waited = Date.now() - t0;
+      clearInterval(tick);
+      expect(r.stored).toBe(true);
+      expect(waited).toBeGreaterThanOrEqual(550);
+      // SQLite's busy handler would have slept through the whole 600 ms on this thread.
+      expect(maxGap).toBeLessThan(200);
+      expect(await s.getCheckpoint('other', 'k')).toBe('v');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('held longer than busyTimeoutMs: the write fails as transient (refused, not lost)', async () => {
+    const file = path.join(dir, 'busy-timeout.db');
+    const s = new SqliteMessageStore({ path: file, logger: silentLogger(), busyTimeoutMs: 200 });
+    await s.open();
+    const other = new Database(file);
+    try {
+      other.exec('BEGIN IMMEDIATE');
+      await expect(s.insert([{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('x') }])).rejects.toMatchObject({ kind: 'transient', code: 'FERRY_E_TRANSIENT_STORE_BUSY' });
+      other.exec('COMMIT');
+      const [r] = await s.insert([{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('y') }]);
+      expect(r.stored).toBe(true);
+    } finally {
+      other.close();
+      await s.close();
+    }
+  });
+});
+
 describe('one engine per SQLite file', () => {
   it('refuses a second engine store on the same file in this process until the first closes; tools open beside it', async () => {
     const file = path.join(dir, 'engine-lock.db');

@@ -9,7 +9,11 @@ import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from '.
 export interface SqliteStoreOptions extends SqlStoreOptions {
   /** The database file (`:memory:` for a throwaway store). Its folder is created. */
   path: string;
-  /** ms a writer waits for another process's lock before failing. */
+  /**
+   * ms a writer waits for another process's write lock (a `ferry prune` beside the engine, a
+   * backup tool) before failing. Waited for asynchronously: the event loop is never held longer
+   * than `BLOCKING_BUSY_MS` at a time.
+   */
   busyTimeoutMs?: number;
   /**
    * An engine's store: refuse to open while another engine (process, or store in this process)
@@ -20,6 +24,14 @@ export interface SqliteStoreOptions extends SqlStoreOptions {
 }
 
 type Params = unknown[];
+
+/**
+ * SQLite's own busy handler sleeps on the calling thread: with the engine's event loop on that
+ * thread, waiting for another process's write lock would freeze sources, sinks and timers. It may
+ * block this long per statement (covering the brief locks of WAL bookkeeping); a write waits for
+ * longer by trying BEGIN again from a timer (`beginImmediate`).
+ */
+const BLOCKING_BUSY_MS = 20;
 
 /** The checkpoint thread: its own connection to the file, a PASSIVE checkpoint every interval. */
 const CHECKPOINTER = `
@@ -156,6 +168,9 @@ export class SqliteMessageStore extends SqlMessageStore {
       db.pragma('wal_autocheckpoint = 1000');
       // After a checkpoint the WAL file is cut back to this size instead of keeping its peak.
       db.pragma('journal_size_limit = 67108864');
+      // Set up under the full timeout (another process may be migrating); from now on writers
+      // wait for other processes asynchronously.
+      db.pragma(`busy_timeout = ${Math.min(BLOCKING_BUSY_MS, this.busyTimeoutMs)}`);
     } catch (e) {
       db.close();
       throw new FerryError('CONFIG_STORE_OPEN', `cannot set up SQLite store ${this.file}: ${(e as Error).message}`, { kind: 'config', cause: e });
@@ -258,12 +273,35 @@ export class SqliteMessageStore extends SqlMessageStore {
     this.sync = mode;
   }
 
+  /**
+   * BEGIN IMMEDIATE (the write lock, up front: nothing later in the transaction waits for it),
+   * tried again from a timer while another process holds the lock, up to `busyTimeoutMs`: the
+   * event loop runs meanwhile. Then a transient error (the caller's work is refused or retried,
+   * not lost).
+   */
+  private async beginImmediate(): Promise<void> {
+    const deadline = Date.now() + this.busyTimeoutMs;
+    let wait = 2;
+    for (;;) {
+      try {
+        this.prepare('BEGIN IMMEDIATE').run();
+        return;
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'SQLITE_BUSY') throw e;
+        if (Date.now() + wait > deadline)
+          throw new FerryError('TRANSIENT_STORE_BUSY', `the SQLite store ${this.file} is locked by another process (waited ${this.busyTimeoutMs} ms)`, { kind: 'transient', cause: e });
+        await new Promise((r) => setTimeout(r, wait));
+        wait = Math.min(wait * 2, 50);
+      }
+    }
+  }
+
   protected tx<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean } = {}): Promise<T> {
     return this.withLock(async () => {
       const db = this.db;
       if (!db) throw new FerryError('TRANSIENT_STORE_CLOSED', 'the SQLite store is closed', { kind: 'transient' });
       this.setSync(opts.durable ? 'FULL' : 'NORMAL');
-      this.prepare('BEGIN IMMEDIATE').run();
+      await this.beginImmediate();
       try {
         const r = await fn(this.exec);
         this.prepare('COMMIT').run();
@@ -291,8 +329,14 @@ export class SqliteMessageStore extends SqlMessageStore {
     await this.withLock(async () => {
       const db = this.db;
       if (!db) return;
-      db.pragma('incremental_vacuum');
-      db.pragma('wal_checkpoint(TRUNCATE)');
+      try {
+        db.pragma('incremental_vacuum');
+        db.pragma('wal_checkpoint(TRUNCATE)');
+      } catch (e) {
+        // Another process is writing: the space is given back by the next prune.
+        if ((e as { code?: string }).code !== 'SQLITE_BUSY') throw e;
+        this.logger.debug('SQLite compaction skipped: the file is busy', { store: this.kind });
+      }
     });
   }
 
