@@ -14,19 +14,9 @@ import 'reflect-metadata';
 import { Writable } from 'node:stream';
 import { createLogger, Engine } from '@ferry/core';
 import { startTcpProxy } from '../support/tcp-proxy';
+import { dropSchema, PG_URL, pgReachable } from './support';
 
-const PG_URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
-async function pgReachable(): Promise<boolean> {
-  const c = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2000 });
-  try {
-    await c.connect();
-    await c.end();
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const hl7 = (n: number) =>
   Buffer.from(`MSH|^~\\&|APP|FAC|FERRY|DEST|20250101120000||ADT^A08^ADT_A01|L${n}|P|2.5.1\rEVN|A08|20250101120000\rPID|1||MRN${n % 40}^^^HOSP^MR||DOE^JANE||19800101|F\r`);
@@ -43,12 +33,7 @@ describe('an engine on PostgreSQL whose connections are cut under load', () => {
   });
 
   afterAll(async () => {
-    if (reachable) {
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      await c.query(`DROP SCHEMA IF EXISTS ${tag} CASCADE`);
-      await c.end();
-    }
+    if (reachable) await dropSchema(tag);
     rmSync(dir, { recursive: true, force: true });
   });
 

@@ -3,6 +3,7 @@
  * hospital interface engine does), engine processes started from the built CLI, free ports.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import pg from 'pg';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -12,6 +13,31 @@ export const cli = path.join(root, 'core/dist/cli/main.js');
 export const builtCli = existsSync(cli) && existsSync(path.join(root, 'plugins/hl7v2-mllp/dist/index.js'));
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The PostgreSQL the proofs that need one use (CI has it at 127.0.0.1:5432, database test). */
+export const PG_URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+export async function pgReachable(): Promise<boolean> {
+  const c = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2000 });
+  try {
+    await c.connect();
+    await c.end();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Drops a schema the proof made (and everything in it). */
+export async function dropSchema(schema: string): Promise<void> {
+  const c = new pg.Client({ connectionString: PG_URL });
+  await c.connect();
+  try {
+    await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  } finally {
+    await c.end();
+  }
+}
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -12,24 +12,13 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { PostgresMessageStore, silentLogger } from '@ferry/core';
-import { adt, builtCli, cli, killHard, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
+import { adt, builtCli, cli, dropSchema, killHard, PG_URL, pgReachable, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
 
-const PG_URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const N = Number(process.env.FERRY_RELIABILITY_MESSAGES ?? 5000);
 const PATIENTS = 100;
 const LEASE_MS = 3000;
 const WORKERS = 8;
 
-async function pgReachable(): Promise<boolean> {
-  const c = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2000 });
-  try {
-    await c.connect();
-    await c.end();
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('two engine processes on one PostgreSQL store', () => {
   const schema = `ferry_rel_${randomBytes(4).toString('hex')}`;
@@ -49,12 +38,7 @@ describe('two engine processes on one PostgreSQL store', () => {
     for (const e of engines) await killHard(e);
     await new Promise((r) => (server ? server.close(r) : r(undefined)));
     server?.closeAllConnections();
-    if (reachable) {
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await c.end();
-    }
+    if (reachable) await dropSchema(schema);
     rmSync(dir, { recursive: true, force: true });
   });
 

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { startTcpProxy } from '../../../test/support/tcp-proxy';
+import { startTcpProxy, type TcpProxy } from '../../../test/support/tcp-proxy';
 import { silentLogger } from '../logging/logger';
 import { storeConformance } from './conformance';
 import { createStore } from './create-store';
@@ -67,61 +67,57 @@ describe('PostgresMessageStore specifics', () => {
     }
   });
 
-  it('is unreachable while its server cannot be reached, reachable again after the first success, and never crashes on it', async () => {
-    // A real TCP proxy in front of the server: cutting it drops every connection and refuses new ones.
+  /** A store reaching the server through a real TCP proxy the test can cut, black-hole and restore. */
+  async function behindProxy(name: string, opts: { poolSize?: number; queryTimeoutMs?: number } = {}) {
     const upstream = new globalThis.URL(URL);
     const proxy = await startTcpProxy(upstream.hostname, Number(upstream.port || 5432));
-    const proxied = `postgres://${upstream.username || 'postgres'}@127.0.0.1:${proxy.port}${upstream.pathname}`;
-    const schema = `${prefix}_reach`;
-    const s = new PostgresMessageStore({ url: proxied, schema, logger: silentLogger(), poolSize: 2 });
-    schemas.set(s, schema);
-    const msg = () => [{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('x') }];
-    await s.open();
+    const schema = `${prefix}_${name}`;
+    const store = new PostgresMessageStore({ url: `postgres://${upstream.username || 'postgres'}@127.0.0.1:${proxy.port}${upstream.pathname}`, schema, logger: silentLogger(), ...opts });
+    schemas.set(store, schema);
+    await store.open();
+    const close = async () => {
+      await store.close();
+      await proxy.close();
+    };
+    return { store, proxy, close };
+  }
+  const oneMsg = () => [{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('x') }];
+  /** The network back: the next insert works, the store is reachable again, both messages stored. */
+  async function backAfterRestore(s: PostgresMessageStore, proxy: TcpProxy) {
+    await proxy.restore();
+    await s.insert(oneMsg());
+    expect(s.reachable()).toBe(true);
+    expect((await s.stats()).messages).toEqual({ received: 2 });
+  }
+
+  it('is unreachable while its server cannot be reached, reachable again after the first success, and never crashes on it', async () => {
+    // Cutting the proxy drops every connection and refuses new ones.
+    const { store: s, proxy, close } = await behindProxy('reach', { poolSize: 2 });
     try {
-      await s.insert(msg());
+      await s.insert(oneMsg());
       expect(s.reachable()).toBe(true);
       await proxy.cut();
-      await expect(s.insert(msg())).rejects.toMatchObject({ kind: 'transient' });
+      await expect(s.insert(oneMsg())).rejects.toMatchObject({ kind: 'transient' });
       await expect(s.backlog()).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_CONNECTION' });
       expect(s.reachable()).toBe(false);
-      await proxy.restore();
-      await s.insert(msg());
-      expect(s.reachable()).toBe(true);
-      expect((await s.stats()).messages).toEqual({ received: 2 });
+      await backAfterRestore(s, proxy);
     } finally {
-      await s.close();
-      await proxy.close();
+      await close();
     }
   });
 
   it('fails a statement the server does not answer within queryTimeoutMs (a network dropping packets), as a lost connection', async () => {
-    const upstream = new globalThis.URL(URL);
-    const proxy = await startTcpProxy(upstream.hostname, Number(upstream.port || 5432));
-    const schema = `${prefix}_hole`;
-    const s = new PostgresMessageStore({
-      url: `postgres://${upstream.username || 'postgres'}@127.0.0.1:${proxy.port}${upstream.pathname}`,
-      schema,
-      logger: silentLogger(),
-      poolSize: 1,
-      queryTimeoutMs: 500,
-    });
-    schemas.set(s, schema);
-    const msg = () => [{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('x') }];
-    await s.open();
+    const { store: s, proxy, close } = await behindProxy('hole', { poolSize: 1, queryTimeoutMs: 500 });
     try {
-      await s.insert(msg());
+      await s.insert(oneMsg());
       proxy.blackhole();
       const t0 = Date.now();
-      await expect(s.insert(msg())).rejects.toMatchObject({ kind: 'transient' });
+      await expect(s.insert(oneMsg())).rejects.toMatchObject({ kind: 'transient' });
       expect(Date.now() - t0).toBeLessThan(3000);
       expect(s.reachable()).toBe(false);
-      await proxy.restore();
-      await s.insert(msg());
-      expect(s.reachable()).toBe(true);
-      expect((await s.stats()).messages).toEqual({ received: 2 });
+      await backAfterRestore(s, proxy);
     } finally {
-      await s.close();
-      await proxy.close();
+      await close();
     }
   });
 
