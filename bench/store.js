@@ -98,11 +98,11 @@ function table(rows, cols) {
   for (const r of rows) console.log(line(cols.map((c) => r[c])));
 }
 
-async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite') {
+async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight = 64) {
   if (!core.Engine) return { skipped: 'Engine not built' };
-  const out = path.join(dir, `out-${storeKind}-${transformWorkers}`);
+  const out = path.join(dir, `out-${storeKind}-${transformWorkers}-${inFlight}`);
   // An in-memory source that submits `n` messages as fast as the store acknowledges them,
-  // with up to 64 submits in flight (like 64 MLLP connections).
+  // with up to `inFlight` submits in flight (like as many MLLP connections, each waiting for its ACK).
   let done;
   let t0;
   let cpu0;
@@ -125,7 +125,7 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite') {
       setImmediate(() => {
         t0 = Date.now();
         cpu0 = process.cpuUsage();
-        Promise.all(Array.from({ length: 64 }, worker)).then(() => done(Date.now() - t0));
+        Promise.all(Array.from({ length: inFlight }, worker)).then(() => done(Date.now() - t0));
       });
     }
     async stop() {}
@@ -147,7 +147,7 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite') {
         store:
           storeKind === 'postgres'
             ? { kind: 'postgres', url: `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${pgSchema}`)}` }
-            : { kind: 'sqlite', path: path.join(dir, `e2e-${transformWorkers}.db`) },
+            : { kind: 'sqlite', path: path.join(dir, `e2e-${transformWorkers}-${inFlight}.db`) },
         plugins: ['@ferry/plugin-hl7v2-mllp'],
         sources: { feed: { type: 'bench', duplicates: { policy: 'accept' } } },
         sinks: { archive: { type: 'file', dir: out, format: 'ndjson' } },
@@ -208,15 +208,22 @@ async function main() {
   table(rows, ['store', 'mode', 'messages', 'seconds', 'msgs/s', 'commits', 'msgs/commit', 'vs 1/commit']);
   for (const r of rows) if (r.note) console.log(`  ${r.store}: ${r.note}`);
 
-  console.log('\nEnd to end (in-process source, 64 submits in flight -> store -> HL7v2->FHIR transform -> route -> NDJSON file sink; timed from the first submit until idle):');
+  console.log('\nEnd to end (in-process source, 64 submits in flight unless noted -> store -> HL7v2->FHIR transform -> route -> NDJSON file sink; timed from the first submit until idle):');
   const e2eRows = [];
   let base;
-  // SQLite with processing on the engine thread (the baseline) and on the transform workers; then
-  // one engine on PostgreSQL (every statement a round trip to the local server), fewer messages.
-  for (const [kind, tw, n] of [['sqlite', 0, 10000], ['sqlite', 'auto', 10000], ['postgres', 'auto', 5000]]) {
+  // SQLite with processing on the engine thread (the baseline) and on the transform workers; the
+  // same with 256 submits in flight (intake then outruns processing: how fast the backlog goes
+  // through); then one engine on PostgreSQL (every statement a round trip), fewer messages.
+  const runs = [
+    ['sqlite', 0, 10000, 64],
+    ['sqlite', 'auto', 10000, 64],
+    ['sqlite', 'auto', 10000, 256],
+    ['postgres', 'auto', 5000, 64],
+  ];
+  for (const [kind, tw, n, inFlight] of runs) {
     let e2e;
     try {
-      e2e = await endToEnd(dir, quick ? n / 5 : n, tw, kind);
+      e2e = await endToEnd(dir, quick ? n / 5 : n, tw, kind, inFlight);
     } catch (e) {
       e2e = { skipped: `${kind}: ${e.message}` };
     }
@@ -228,6 +235,7 @@ async function main() {
     e2eRows.push({
       store: kind,
       'transform on': e2e.transformWorkers ? `${e2e.transformWorkers} worker thread(s)` : 'engine thread',
+      'in flight': inFlight,
       messages: e2e.n,
       seconds: e2e.secs.toFixed(2),
       'msgs/s end to end': Math.round(e2e.rate),
@@ -246,7 +254,13 @@ async function main() {
 
 if (process.env.FERRY_BENCH_E2E_ONLY) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-e2e-'));
-  endToEnd(dir, Number(process.env.FERRY_BENCH_E2E_ONLY) || 5000, process.env.FERRY_TRANSFORM_WORKERS ?? 'auto', process.env.FERRY_BENCH_E2E_STORE || 'sqlite')
+  endToEnd(
+    dir,
+    Number(process.env.FERRY_BENCH_E2E_ONLY) || 5000,
+    process.env.FERRY_TRANSFORM_WORKERS ?? 'auto',
+    process.env.FERRY_BENCH_E2E_STORE || 'sqlite',
+    Number(process.env.FERRY_BENCH_E2E_IN_FLIGHT) || 64,
+  )
     .then((r) => console.log(r))
     .finally(() => fs.rmSync(dir, { recursive: true, force: true }));
 } else main().catch((e) => {
