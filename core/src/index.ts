@@ -27,3 +27,4 @@ export { FileSource, fileSourceSchema } from './sources/file.source';
 export { HttpSource, httpSourceSchema } from './sources/http.source';
 export { FhirJsonTransform } from './fhir/fhir-json.transform';
 export { corePlugin } from './plugin/core.plugin';
+export { OutageLog } from './logging/outage-log';

@@ -181,14 +181,27 @@ describe('MLLP in the engine', () => {
     expect((await e.store.listMessages({ sourceId: 'feed' })).map((m) => m.headers.controlId).sort()).toEqual(['RJ', 'RJ2', 'RJ3']);
   });
 
-  it('AE when the store cannot commit; nothing acknowledged that was not stored', async () => {
+  it('AE when the store cannot commit; nothing acknowledged that was not stored; the outage logged once, not per message', async () => {
     const dir = tmp();
-    const e = await start(config(dir, { routes: [] }));
+    const stream = new PassThrough();
+    let logs = '';
+    stream.on('data', (d) => (logs += d));
+    const e = await Engine.create({ config: config(dir, { routes: [] }), logger: createLogger({ level: 'info' }, stream) });
+    engines.push(e);
+    await e.start();
     const c = await Client.connect(portOf(e));
     clients.push(c);
     expect(readAck(await c.send(adt('OK1')))!.code).toBe('AA');
     await e.store.close(); // the database goes away under the running listener
     expect(readAck(await c.send(adt('LOST1')))).toMatchObject({ code: 'AE', controlId: 'LOST1', errCode: '207' });
+    for (let i = 2; i <= 5; i++) expect(readAck(await c.send(adt(`LOST${i}`)))!.code).toBe('AE');
+    await e.store.open(); // back
+    expect(readAck(await c.send(adt('OK2')))!.code).toBe('AA');
+    await new Promise((r) => setTimeout(r, 50));
+    const lines = logs.split('\n').filter((l) => l.includes('message not stored')).map((l) => JSON.parse(l));
+    expect(lines.map((l) => `${l.level} ${l.message}`)).toEqual(['error message not stored: answered AE', 'info message not stored: answered AE: recovered']);
+    expect(lines[0]).toMatchObject({ source: 'feed', controlId: 'LOST1' });
+    expect(lines[1]).toMatchObject({ source: 'feed', failures: 5 });
   });
 
   it('logs at info and above carry ids, codes and counts, never names, MRNs or bodies', async () => {

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { inject, injectable } from 'tsyringe';
 import { configError, FerryError } from '../errors';
+import { OutageLog } from '../logging/outage-log';
 import type { InboundMessage } from '../model/message';
 import type { MessageSource, SourceContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
@@ -78,9 +79,13 @@ export class HttpSource implements MessageSource {
   private boundPort = 0;
   private scheme: 'http' | 'https' = 'http';
 
+  /** While the store refuses messages: told once (and counted each minute), not per request. */
+  private readonly notStored: OutageLog;
+
   constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<HttpSourceConfig>) {
     const defaults: HttpSourceConfig = { host: '127.0.0.1', port: 8081, path: '/messages', token: '', bodyLimit: 10 * 1024 * 1024, batch: true };
     this.cfg = { ...defaults, ...ctx.config };
+    this.notStored = new OutageLog(ctx.logger, 'http message not stored', { source: ctx.id });
   }
 
   /** `http(s)://host:port<path>` once listening. */
@@ -194,6 +199,7 @@ export class HttpSource implements MessageSource {
       const results = await this.ctx.submit(messages);
       const ids = results.map((r) => r.id);
       const dups = results.filter((r) => r.duplicate && !r.stored).length;
+      this.notStored.ok();
       this.ctx.logger.info('http message stored', { source: this.ctx.id, contentType, count: results.length, ids: ids.slice(0, 20), ...(dups ? { duplicates: dups } : {}) });
       const extra = dups ? { duplicates: results.filter((r) => r.duplicate).map((r) => r.duplicateOf ?? r.id) } : {};
       const json = messages.length === 1 && !(this.cfg.batch && isBatch(contentType, body)) ? { id: ids[0], ...(dups ? { duplicate: true } : {}) } : { ids, ...extra };
@@ -214,7 +220,7 @@ export class HttpSource implements MessageSource {
       this.ctx.logger.warn('http message refused', { source: this.ctx.id, errorCode: err.code, reason: err.message });
       return this.answer(reply, /DUPLICATE/.test(err.code) ? 409 : 400, { error: err.message, code: err.code }, ackFor && { body: ackFor, code: 'AR', text: err.message });
     }
-    this.ctx.logger.error('http message not stored', { source: this.ctx.id, errorCode: err.code, error: err.message });
+    this.notStored.failed({ errorCode: err.code, error: err.message });
     reply.header('retry-after', '1');
     return this.answer(reply, 503, { error: 'the message could not be stored; retry later', code: err.code }, ackFor && { body: ackFor, code: 'AE', text: 'not stored; retry later' });
   }

@@ -1,5 +1,5 @@
 import { inject, injectable } from 'tsyringe';
-import { coreTokens, FerryError } from '@ferry/core';
+import { coreTokens, FerryError, OutageLog } from '@ferry/core';
 import type { InboundMessage, InsertResult, MessageHeaders, MessageSource, SourceContext } from '@ferry/core';
 import { acksFor, buildBatchAck, HL7Error, type AckError, type IntakeOutcome } from '../ack/ack.builder';
 import { readRawHeader, type RawMsh } from '../ack/msh';
@@ -43,9 +43,12 @@ function rejected(condition: AckError['condition'], detail: string, location?: A
 export class MllpSource implements MessageSource {
   private server?: MllpServer;
   private readonly cfg: MllpSourceConfig;
+  /** While the store refuses messages: told once (and counted each minute), not per message. */
+  private readonly notStored: OutageLog;
 
   constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<MllpSourceConfig>) {
     this.cfg = ctx.config;
+    this.notStored = new OutageLog(ctx.logger, 'message not stored: answered AE', { source: ctx.id });
   }
 
   async start(): Promise<void> {
@@ -205,6 +208,7 @@ export class MllpSource implements MessageSource {
       }
       if (r?.duplicate) this.logger('debug', 'duplicate acknowledged', { controlId: p.msh?.controlId, stored: r.stored, duplicateOf: r.duplicateOf });
       p.outcome = { status: 'accepted' };
+      this.notStored.ok();
     });
   }
 
@@ -217,7 +221,7 @@ export class MllpSource implements MessageSource {
       this.logger('info', dup ? 'duplicate rejected' : 'message refused by the store', { controlId: p.msh?.controlId, errorCode: err.code });
     } else {
       p.outcome = { status: 'error', error: { condition: HL7Error.internal, detail: `message not stored, retry later (${err.code})` } };
-      this.logger('error', 'message not stored: answered AE', { controlId: p.msh?.controlId, errorCode: err.code, errorKind: err.kind });
+      this.notStored.failed({ controlId: p.msh?.controlId, errorCode: err.code, errorKind: err.kind });
     }
   }
 
