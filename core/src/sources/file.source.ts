@@ -2,6 +2,7 @@ import { watch, type FSWatcher, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { inject, injectable } from 'tsyringe';
 import { FerryError, inputError } from '../errors';
+import { OutageLog } from '../logging/outage-log';
 import { ContentType, type InboundMessage } from '../model/message';
 import type { MessageSource, SourceContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
@@ -75,7 +76,11 @@ export class FileSource implements MessageSource {
   /** Counters (tests, metrics). */
   readonly counts = { files: 0, messages: 0, rejected: 0, transientFailures: 0 };
 
+  /** While files cannot be stored (the store unavailable): told once, counted each minute. */
+  private readonly notStored: OutageLog;
+
   constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<FileSourceConfig>) {
+    this.notStored = new OutageLog(ctx.logger, 'file not stored; will retry', { source: ctx.id });
     const defaults: Omit<FileSourceConfig, 'dir'> = {
       contentType: '',
       pattern: '*',
@@ -290,6 +295,7 @@ export class FileSource implements MessageSource {
     this.counts.files++;
     this.counts.messages += results.filter((r) => r.stored).length;
     const dups = results.filter((r) => r.duplicate && !r.stored).length;
+    this.notStored.ok();
     this.ctx.logger.info('file stored', {
       source: this.ctx.id,
       messages: results.length,
@@ -318,12 +324,7 @@ export class FileSource implements MessageSource {
     this.counts.transientFailures++;
     const delay = Math.max(1000, this.cfg.pollIntervalMs * 2);
     this.backoff.set(name, Date.now() + delay);
-    this.ctx.logger.warn('file not stored; will retry', {
-      source: this.ctx.id,
-      errorCode: (e as FerryError).code ?? (e as NodeJS.ErrnoException).code,
-      error: (e as Error).message,
-      retryInMs: delay,
-    });
+    this.notStored.failed({ errorCode: (e as FerryError).code ?? (e as NodeJS.ErrnoException).code, error: (e as Error).message, retryInMs: delay });
     this.scanSoon(delay + 10);
   }
 }
