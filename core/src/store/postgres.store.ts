@@ -47,7 +47,7 @@ const CONNECTION_CODES = new Set(['57P01', '57P02', '57P03', '53300', 'ECONNREFU
  * A lost connection (the server restarting, an administrator terminating it, the network) as a
  * transient FerryError, so callers know that trying again is right; anything else unchanged.
  */
-export function classifyPgError(e: unknown): unknown {
+function classifyPgError(e: unknown): unknown {
   if (e instanceof FerryError || !isConnectionLoss(e)) return e;
   return new FerryError('TRANSIENT_STORE_CONNECTION', `PostgreSQL connection lost: ${(e as Error)?.message ?? String(e)}`, { kind: 'transient', cause: e });
 }

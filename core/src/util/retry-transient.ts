@@ -1,6 +1,7 @@
 import type { Logger } from 'winston';
 import { FerryError } from '../errors';
 import { errorFields } from '../logging/logger';
+import { backoffDelay } from '../vendor/http-client';
 
 export interface RetryTransientOptions {
   /** What is being retried, for the log. */
@@ -22,8 +23,7 @@ export interface RetryTransientOptions {
  */
 export async function retryTransient<T>(fn: () => Promise<T>, opts: RetryTransientOptions): Promise<T> {
   const start = Date.now();
-  let delay = opts.firstDelayMs ?? 50;
-  const maxDelay = opts.maxDelayMs ?? 2000;
+  const backoff = { initialDelayMs: opts.firstDelayMs ?? 50, maxDelayMs: opts.maxDelayMs ?? 2000, multiplier: 2, jitter: 0 };
   let tries = 0;
   for (;;) {
     tries++;
@@ -32,10 +32,10 @@ export async function retryTransient<T>(fn: () => Promise<T>, opts: RetryTransie
       if (tries > 1) opts.logger.info(`${opts.what} succeeded after retrying`, { attempts: tries, waitedMs: Date.now() - start });
       return r;
     } catch (e) {
+      const delay = backoffDelay(tries, backoff);
       if (!(e instanceof FerryError) || !e.retryable || Date.now() - start + delay > opts.budgetMs) throw e;
       if (tries === 1) opts.logger.warn(`${opts.what} failed; trying again`, { budgetMs: opts.budgetMs, ...errorFields(e) });
       await new Promise((r) => setTimeout(r, delay));
-      delay = Math.min(delay * 2, maxDelay);
     }
   }
 }
