@@ -129,6 +129,26 @@ describe('engine end to end', () => {
     expect((await engine.store.getMessage(r.id))?.status).toBe('delivered');
   });
 
+  it('makes a delivery whose sink call outlasts the lease once: the lease is renewed while the call runs', async () => {
+    const dir = tmp();
+    memorySinkDeliveries.delete('slow');
+    // The sink takes 1.5 s; the lease is 0.4 s. Without renewal the dispatcher claimed the
+    // expired delivery again and called the sink a second (and third) time meanwhile.
+    engine = await Engine.create({
+      config: baseConfig(dir, {
+        sinks: { slow: { type: 'memory', delayMs: 1500 } },
+        routes: [{ id: 'r', to: ['slow'] }],
+        processing: { pollIntervalMs: 50, leaseMs: 400 },
+      }),
+    });
+    await engine.start();
+    const [r] = await engine.submit('intake', [csv('A450,Slow,Sam,1990-01-02,male')]);
+    await engine.waitForIdle(10_000);
+    expect(memorySinkDeliveries.get('slow')).toHaveLength(1);
+    expect(await engine.store.deliveries(r.id)).toEqual([expect.objectContaining({ status: 'delivered', attempts: 1 })]);
+    expect((await engine.store.getMessage(r.id))?.status).toBe('delivered');
+  });
+
   it('acknowledges a duplicate again under ignore and refuses it under reject, storing nothing new', async () => {
     const dir = tmp();
     engine = await Engine.create({ config: baseConfig(dir, { sinks: { mem: { type: 'memory' } }, routes: [{ id: 'r', to: ['mem'] }] }) });

@@ -66,7 +66,7 @@ export const engineSchema = {
     batchSize: { doc: 'Messages one instance claims for processing at a time (processed in arrival order)', format: 'nat', default: 64 },
     deliveryWorkers: { doc: "Deliveries in flight per sink, for sinks that set no concurrency of their own (the NDJSON file sink's is 256)", format: 'nat', default: 8, env: 'FERRY_DELIVERY_WORKERS' },
     pollIntervalMs: { doc: 'Idle poll of the store for due work', format: 'nat', default: 500 },
-    leaseMs: { doc: 'How long a claimed message or delivery stays leased to this instance', format: 'nat', default: 60_000 },
+    leaseMs: { doc: "How long a claimed message or delivery stays leased to this instance without being renewed (deliveries in flight are renewed every third of it; a dead instance's work goes to the others after it)", format: 'nat', default: 60_000 },
     maxAttempts: {
       doc: 'Times a message may be claimed for processing without its processing ever being recorded (the engine or its worker died each time) before it is failed instead (FERRY_E_INTERNAL_PROCESSING_ATTEMPTS; replayable); 0 = no limit',
       format: 'nat',

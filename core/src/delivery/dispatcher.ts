@@ -7,9 +7,11 @@ import type { Delivery, MessageSink } from '../plugin/api';
 import { lazyJson } from '../util/lazy-json';
 import { retryTransient } from '../util/retry-transient';
 import type { StoredError } from '../model/message';
-import { whileStoreDown, type ClaimedDelivery, type DeliveryClaimFilter, type DeliveryOutcome, type MessageStore } from '../store/message-store';
+import { whileStoreDown, type ClaimedDelivery, type DeliveryClaimFilter, type CompleteResult, type DeliveryOutcome, type MessageStore } from '../store/message-store';
 import { nextAttempt } from '../store/retry-policy';
 import { WakeableSleep } from '../util/wakeable-sleep';
+
+type StaleOutcome = CompleteResult['stale'][number];
 
 export interface SinkRuntime {
   id: string;
@@ -58,12 +60,16 @@ export class Dispatcher {
   private running = false;
   private inFlight = 0;
   private readonly perSink = new Map<string, number>();
-  private outcomes: { deliveryId: string; outcome: DeliveryOutcome; resolve(): void; reject(e: unknown): void }[] = [];
+  private outcomes: { deliveryId: string; outcome: DeliveryOutcome; resolve(stale?: StaleOutcome): void; reject(e: unknown): void }[] = [];
   private outcomeTimer?: NodeJS.Immediate;
   private loopPromise?: Promise<void>;
   private readonly sleeper = new WakeableSleep();
   private kicked = false;
   private readonly idleWaiters: (() => void)[] = [];
+  /** Deliveries whose sink call is running, by id: their leases are renewed while it runs. */
+  private readonly inSink = new Map<string, { since: number; lostLogged: boolean; log: () => Logger }>();
+  private renewTimer?: NodeJS.Timeout;
+  private renewing = false;
 
   constructor(
     private readonly store: MessageStore,
@@ -77,6 +83,8 @@ export class Dispatcher {
     if (this.running) return;
     this.running = true;
     this.loopPromise = this.loop();
+    this.renewTimer ??= setInterval(() => void this.renewLeases(), Math.max(50, Math.floor(this.opts.leaseMs / 3)));
+    this.renewTimer.unref();
   }
 
   kick(): void {
@@ -95,6 +103,36 @@ export class Dispatcher {
     this.sleeper.wake();
     await this.loopPromise;
     while (this.inFlight > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
+    clearInterval(this.renewTimer);
+    this.renewTimer = undefined;
+  }
+
+  /**
+   * A sink call may outlast the lease (a slow server, a vendor client's own retries): every third
+   * of the lease, the leases of calls running that long are extended, so neither another
+   * instance nor this one claims the delivery again and makes it twice while this call is still
+   * under way. A lease found taken over meanwhile (this instance could not reach the store for
+   * longer than the lease) is logged once: the other instance may make the delivery too.
+   */
+  private async renewLeases(): Promise<void> {
+    if (this.renewing || !this.inSink.size) return;
+    const now = Date.now();
+    const ids = [...this.inSink].filter(([, s]) => now - s.since >= this.opts.leaseMs / 3 - 10).map(([id]) => id);
+    if (!ids.length) return;
+    this.renewing = true;
+    try {
+      const held = new Set(await this.store.renewDeliveryLeases(this.opts.owner, ids, this.opts.leaseMs));
+      for (const id of ids) {
+        const s = this.inSink.get(id);
+        if (!s || held.has(id) || s.lostLogged) continue;
+        s.lostLogged = true;
+        s.log().warn('delivery lease lost while its sink call is still running: another instance may make it too', { inSinkMs: Date.now() - s.since, leaseMs: this.opts.leaseMs });
+      }
+    } catch (e) {
+      this.logger.log(whileStoreDown(this.store, e) ? 'debug' : 'warn', 'renewing delivery leases failed', { deliveries: ids.length, ...errorFields(e) });
+    } finally {
+      this.renewing = false;
+    }
   }
 
   private async loop(): Promise<void> {
@@ -155,8 +193,8 @@ export class Dispatcher {
    * Outcomes of one event-loop turn are recorded together (one store operation; on PostgreSQL
    * one transaction instead of one per delivery). Each caller learns whether its batch committed.
    */
-  private record(deliveryId: string, outcome: DeliveryOutcome): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
+  private record(deliveryId: string, outcome: DeliveryOutcome): Promise<StaleOutcome | undefined> {
+    return new Promise<StaleOutcome | undefined>((resolve, reject) => {
       this.outcomes.push({ deliveryId, outcome, resolve, reject });
       if (this.outcomeTimer) return;
       this.outcomeTimer = setImmediate(() => {
@@ -165,12 +203,20 @@ export class Dispatcher {
         const items = batch.map(({ deliveryId: id, outcome: o }) => ({ deliveryId: id, outcome: o }));
         // The deliveries happened: a store outage shorter than half the lease must not leave them
         // leased to be made again (they stay ours until then).
-        retryTransient(() => this.store.completeDeliveries(items), { what: 'recording delivery outcomes', logger: this.logger, budgetMs: this.opts.leaseMs / 2 }).then(
-          () => batch.forEach((b) => b.resolve()),
+        // Fenced by our lease: a late outcome (the lease expired and another instance took the
+        // delivery over) or one already recorded (a retry after a lost COMMIT answer) changes nothing.
+        const owner = this.opts.owner;
+        retryTransient(() => this.store.completeDeliveries(items, { owner }), { what: 'recording delivery outcomes', logger: this.logger, budgetMs: this.opts.leaseMs / 2 }).then(
+          (r) => {
+            const stale = new Map((r?.stale ?? []).map((x) => [x.deliveryId, x]));
+            batch.forEach((b) => b.resolve(stale.get(b.deliveryId)));
+          },
           (e) => {
-            const missing = new Set<string>(((e as FerryError)?.details?.deliveryIds as string[] | undefined) ?? []);
+            const details = (e as FerryError)?.details;
+            const missing = new Set<string>((details?.deliveryIds as string[] | undefined) ?? []);
+            const stale = new Map(((details?.stale as StaleOutcome[] | undefined) ?? []).map((x) => [x.deliveryId, x]));
             // Only the deliveries the store did not know failed; the others were recorded.
-            if (missing.size) batch.forEach((b) => (missing.has(b.deliveryId) ? b.reject(e) : b.resolve()));
+            if (missing.size) batch.forEach((b) => (missing.has(b.deliveryId) ? b.reject(e) : b.resolve(stale.get(b.deliveryId))));
             else batch.forEach((b) => b.reject(e));
           },
         );
@@ -193,6 +239,7 @@ export class Dispatcher {
     const log = (): Logger => (child ??= base.child({ messageId: d.messageId, deliveryId: d.id, route: d.routeId, controlId: d.message.headers.controlId }));
     const started = process.hrtime.bigint();
     let outcome: DeliveryOutcome;
+    this.inSink.set(d.id, { since: Date.now(), lostLogged: false, log });
     try {
       if (!rt) throw new FerryError('CONFIG_SINK_GONE', `sink "${d.sinkId}" is no longer configured`, { kind: 'config', retryable: true });
       await rt.sink.deliver(toSinkDelivery(d));
@@ -210,12 +257,24 @@ export class Dispatcher {
       const fields = { attempt: d.attempts + 1, errorCode: err.code, retryable: err.retryable, next: outcome.status === 'failed' ? outcome.nextAttemptAt.toISOString() : undefined };
       if (outcome.status === 'dead') log().error('delivery dead', fields);
       else log().warn('delivery failed, will retry', fields);
+    } finally {
+      // The call is over: the outcome's commit (below) releases the lease.
+      this.inSink.delete(d.id);
     }
     // The slot stays taken until the outcome is committed: what an instance holds leased (and
     // what another redelivers if it dies) is at most its sinks' concurrency. Outcomes of one turn
     // commit together (`record`), so this costs one commit round per group, not per delivery.
     try {
-      await this.record(d.id, outcome);
+      const stale = await this.record(d.id, outcome);
+      if (stale)
+        // Ours no longer: another instance claimed it after our lease ran out (and delivers it
+        // too: at-least-once), or it was made final meanwhile. Its state is left as it is.
+        log().warn('delivery outcome not recorded: the delivery is no longer leased to this instance', {
+          outcome: outcome.status,
+          currentStatus: stale.status,
+          otherOwner: stale.leaseOwner !== undefined,
+          leaseMs: this.opts.leaseMs,
+        });
     } catch (e) {
       // The lease expires and the delivery is attempted again: at-least-once.
       log().error('could not record delivery outcome', errorFields(e));

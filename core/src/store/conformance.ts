@@ -541,6 +541,66 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(again.id).toBe(d.id);
       });
 
+      it("an owner's late outcome after its lease was taken over changes nothing; its own, even after expiry, counts", async () => {
+        const [m1, m2] = await routed(store, ['F1', 'F2']);
+        const [d1, d2] = await store.claimDeliveries('slow', 2, 300);
+        await sleep(350);
+        // d1 is taken over by another instance, which delivers it; d2 is left alone (expired, not reclaimed).
+        const [again] = await store.claimDeliveries('fast', 1, 60_000, undefined, {});
+        expect(again.id).toBe(d1.id);
+        const dead = { status: 'dead' as const, error: { code: 'E_LATE', message: 'timed out', retryable: false } };
+        // The slow instance's outcome for d1 arrives while the other still holds it: not recorded.
+        const r1 = await store.completeDeliveries([{ deliveryId: d1.id, outcome: dead }], { owner: 'slow' });
+        expect(r1.stale).toEqual([{ deliveryId: d1.id, status: 'pending', leaseOwner: 'fast' }]);
+        expect((await store.deliveries(m1))[0]).toMatchObject({ status: 'pending', attempts: 0 });
+        await store.completeDeliveries([{ deliveryId: d1.id, outcome: { status: 'delivered' } }], { owner: 'fast' });
+        // ... and once it is delivered, a late failure cannot turn it back into a dead one.
+        expect((await store.completeDeliveries([{ deliveryId: d1.id, outcome: dead }], { owner: 'slow' })).stale).toEqual([{ deliveryId: d1.id, status: 'delivered' }]);
+        expect((await store.getMessage(m1))!.status).toBe('delivered');
+        expect((await store.deliveries(m1))[0]).toMatchObject({ status: 'delivered', attempts: 1 });
+        expect((await store.events(m1)).filter((e) => e.status.startsWith('delivery:')).map((e) => e.status)).toEqual(['delivery:pending', 'delivery:delivered']);
+        // d2's lease ran out but nobody claimed it: the slow instance's outcome is still the truth.
+        expect((await store.completeDeliveries([{ deliveryId: d2.id, outcome: { status: 'delivered' } }], { owner: 'slow' })).stale).toEqual([]);
+        expect((await store.getMessage(m2))!.status).toBe('delivered');
+      });
+
+      it("renews the leases its owner still holds (and a replayed one's), not those taken over or made final", async () => {
+        await routed(store, ['K1', 'K2', 'K3', 'K4']);
+        const [d1, d2, d3, d4] = await store.claimDeliveries('me', 4, 300);
+        await store.completeDelivery(d3.id, { status: 'delivered' }, { owner: 'me' });
+        await store.replay({ ids: [d4.messageId] });
+        await sleep(200);
+        expect((await store.renewDeliveryLeases('me', [d1.id, d2.id, d3.id, d4.id], 60_000)).sort()).toEqual([d1.id, d4.id, d2.id].sort());
+        await sleep(200);
+        // The first lease would have run out by now: renewed, nobody else gets d1 or d2.
+        expect(await store.claimDeliveries('other', 10, 60_000)).toEqual([]);
+        expect(await store.renewDeliveryLeases('other', [d1.id], 60_000)).toEqual([]);
+        expect(await store.renewDeliveryLeases('me', [], 60_000)).toEqual([]);
+      });
+
+      it('recording the same outcome again (a retry after a lost COMMIT answer) counts it once', async () => {
+        const [m] = await routed(store, ['G']);
+        const [d] = await store.claimDeliveries('w', 1, 60_000);
+        const failed = { status: 'failed' as const, error: { code: 'E_HTTP_503', message: 'busy', retryable: true }, nextAttemptAt: new Date(Date.now() + 60_000) };
+        expect((await store.completeDeliveries([{ deliveryId: d.id, outcome: failed }], { owner: 'w' })).stale).toEqual([]);
+        expect((await store.completeDeliveries([{ deliveryId: d.id, outcome: failed }], { owner: 'w' })).stale).toEqual([]);
+        expect((await store.deliveries(m))[0]).toMatchObject({ status: 'failed', attempts: 1 });
+        expect((await store.events(m)).filter((e) => e.status === 'delivery:failed')).toHaveLength(1);
+        // Without an owner (tools, tests) an outcome is recorded whatever the lease.
+        await store.completeDelivery(d.id, { status: 'delivered' });
+        expect((await store.deliveries(m))[0]).toMatchObject({ status: 'delivered', attempts: 2 });
+      });
+
+      it('the outcome of a delivery a replay superseded while in flight is still recorded (as superseded)', async () => {
+        const [m] = await routed(store, ['H']);
+        const [d] = await store.claimDeliveries('w', 1, 60_000);
+        expect(await store.replay({ ids: [m] })).toEqual([m]);
+        expect((await store.completeDeliveries([{ deliveryId: d.id, outcome: { status: 'delivered' } }], { owner: 'w' })).stale).toEqual([]);
+        expect((await store.deliveries(m, { includeSuperseded: true }))[0]).toMatchObject({ status: 'delivered', attempts: 1 });
+        expect((await store.events(m)).some((e) => e.status === 'delivery:delivered' && e.detail === '(superseded)')).toBe(true);
+        expect((await store.getMessage(m))!.status).toBe('received');
+      });
+
       it('two workers claiming at once never get the same delivery', async () => {
         const keys = Array.from({ length: 40 }, (_, i) => `W${i % 10}`);
         await routed(store, keys);

@@ -115,6 +115,20 @@ export type DeliveryOutcome =
   | { status: 'failed'; error: StoredError; nextAttemptAt: Date }
   | { status: 'dead'; error: StoredError };
 
+export interface CompleteOptions {
+  /** The lease owner the outcomes come from (the `owner` of `claimDeliveries`). */
+  owner?: string;
+}
+
+export interface CompleteResult {
+  /**
+   * Outcomes not recorded because the delivery is no longer this owner's: taken over by another
+   * claim after the lease expired, or already final with another outcome. (An outcome found
+   * already recorded exactly so is not reported.)
+   */
+  stale: { deliveryId: string; status: DeliveryStatus; leaseOwner?: string }[];
+}
+
 export interface StoreStats {
   messages: Record<string, number>;
   deliveries: Record<string, number>;
@@ -205,9 +219,23 @@ export interface MessageStore {
    * Dead deliveries do not hold later ones. `completeDelivery` counts the attempt (`attempts` + 1).
    */
   claimDeliveries(owner: string, limit: number, leaseMs: number, now?: Date, filter?: DeliveryClaimFilter): Promise<ClaimedDelivery[]>;
-  completeDelivery(deliveryId: string, outcome: DeliveryOutcome): Promise<void>;
-  /** Several outcomes in one operation (the dispatcher records each event-loop turn's together). */
-  completeDeliveries(items: { deliveryId: string; outcome: DeliveryOutcome }[]): Promise<void>;
+  /**
+   * Extend the leases of deliveries `owner` is still making (a sink call that may outlast the
+   * lease) to `now + leaseMs`. Returns the ids still held -- leased to `owner`, or superseded by
+   * a replay while in flight; the others were taken over or made final meanwhile.
+   */
+  renewDeliveryLeases(owner: string, deliveryIds: string[], leaseMs: number): Promise<string[]>;
+  completeDelivery(deliveryId: string, outcome: DeliveryOutcome, opts?: CompleteOptions): Promise<void>;
+  /**
+   * Several outcomes in one operation (the dispatcher records each event-loop turn's together).
+   * With `owner`, an outcome is recorded only while the delivery is still leased to that owner
+   * (its lease may have expired, as long as nobody claimed it since) or was superseded by a
+   * replay while in flight: the late outcome of an instance whose lease was taken over, or one
+   * recorded already (a retry after a lost COMMIT answer), changes nothing and comes back in
+   * `stale` -- a delivered delivery is never turned back into a failed or dead one. Without
+   * `owner` (tests, tools) every outcome is recorded.
+   */
+  completeDeliveries(items: { deliveryId: string; outcome: DeliveryOutcome }[], opts?: CompleteOptions): Promise<CompleteResult>;
   /** The earliest time a failed delivery is due, to sleep until then. */
   nextDueAt(): Promise<Date | undefined>;
   /** Counts of work left (for waitForIdle, readiness and metrics). */

@@ -9,6 +9,8 @@ import type {
   BacklogInfo,
   ClaimedDelivery,
   DeliveryClaimFilter,
+  CompleteOptions,
+  CompleteResult,
   DeliveryOutcome,
   InsertOptions,
   InsertResult,
@@ -1149,8 +1151,27 @@ export abstract class SqlMessageStore implements MessageStore {
       .sort((a, b) => a.message.seq - b.message.seq || (a.id < b.id ? -1 : 1));
   }
 
-  async completeDelivery(deliveryId: string, outcome: DeliveryOutcome): Promise<void> {
-    await this.completeDeliveries([{ deliveryId, outcome }]);
+  async renewDeliveryLeases(owner: string, deliveryIds: string[], leaseMs: number): Promise<string[]> {
+    this.assertOpen();
+    if (!deliveryIds.length) return [];
+    const until = this.now() + leaseMs;
+    return this.write(async (x) => {
+      const held: string[] = [];
+      for (let o = 0; o < deliveryIds.length; o += SqlMessageStore.CHUNK) {
+        const part = deliveryIds.slice(o, o + SqlMessageStore.CHUNK);
+        // The same fence as completeDeliveries: still ours, or superseded by a replay in flight.
+        const rows = await x.all(
+          `UPDATE deliveries SET lease_expires = ? WHERE id IN (${part.map(() => '?').join(', ')}) AND status IN ('pending', 'failed') AND (lease_owner = ? OR superseded = 1) RETURNING id`,
+          [until, ...part, owner],
+        );
+        for (const r of rows) held.push(r.id as string);
+      }
+      return held;
+    });
+  }
+
+  async completeDelivery(deliveryId: string, outcome: DeliveryOutcome, opts?: CompleteOptions): Promise<void> {
+    await this.completeDeliveries([{ deliveryId, outcome }], opts);
   }
 
   /**
@@ -1158,37 +1179,64 @@ export abstract class SqlMessageStore implements MessageStore {
    * UPDATE, then their messages' statuses from one count per batch. Ids that match no delivery
    * are reported (INTERNAL_STORE_NO_DELIVERY) after the others are recorded.
    */
-  async completeDeliveries(items: { deliveryId: string; outcome: DeliveryOutcome }[]): Promise<void> {
+  async completeDeliveries(items: { deliveryId: string; outcome: DeliveryOutcome }[], opts: CompleteOptions = {}): Promise<CompleteResult> {
     this.assertOpen();
-    if (!items.length) return;
+    if (!items.length) return { stale: [] };
     const now = this.now();
-    const missing = await this.write(async (x) => {
+    const { missing, stale } = await this.write(async (x) => {
       const clear = 'lease_owner = NULL, lease_expires = NULL';
       const ret = 'RETURNING id, message_id, route_id, sink_id, superseded';
+      // Fenced by the lease: only the owner's own claim (or one a replay superseded in flight).
+      const fence = opts.owner === undefined ? '' : ` AND status IN ('pending', 'failed') AND (lease_owner = ? OR superseded = 1)`;
+      const fenceArgs = opts.owner === undefined ? [] : [opts.owner];
       const rows: Row[] = [];
       const delivered = items.filter((i) => i.outcome.status === 'delivered').map((i) => i.deliveryId);
       for (let o = 0; o < delivered.length; o += SqlMessageStore.CHUNK) {
         const part = delivered.slice(o, o + SqlMessageStore.CHUNK);
         rows.push(
           ...(await x.all(
-            `UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, next_attempt_at = NULL, ${clear} WHERE id IN (${part.map(() => '?').join(', ')}) ${ret}`,
-            [now, ...part],
+            `UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, next_attempt_at = NULL, ${clear} WHERE id IN (${part.map(() => '?').join(', ')})${fence} ${ret}`,
+            [now, ...part, ...fenceArgs],
           )),
         );
       }
       for (const { deliveryId, outcome } of items) {
         if (outcome.status === 'failed')
           rows.push(
-            ...(await x.all(`UPDATE deliveries SET status = 'failed', attempts = attempts + 1, next_attempt_at = ?, last_error = ?, ${clear} WHERE id = ? ${ret}`, [
+            ...(await x.all(`UPDATE deliveries SET status = 'failed', attempts = attempts + 1, next_attempt_at = ?, last_error = ?, ${clear} WHERE id = ?${fence} ${ret}`, [
               outcome.nextAttemptAt.getTime(),
               errJson(outcome.error),
               deliveryId,
+              ...fenceArgs,
             ])),
           );
         else if (outcome.status === 'dead')
-          rows.push(...(await x.all(`UPDATE deliveries SET status = 'dead', attempts = attempts + 1, next_attempt_at = NULL, last_error = ?, ${clear} WHERE id = ? ${ret}`, [errJson(outcome.error), deliveryId])));
+          rows.push(
+            ...(await x.all(`UPDATE deliveries SET status = 'dead', attempts = attempts + 1, next_attempt_at = NULL, last_error = ?, ${clear} WHERE id = ?${fence} ${ret}`, [
+              errJson(outcome.error),
+              deliveryId,
+              ...fenceArgs,
+            ])),
+          );
       }
       const byId = new Map(rows.map((r) => [r.id as string, r]));
+      // Not updated: unknown, or (fenced) no longer this owner's -- unless already recorded as is.
+      const notUpdated = items.filter((i) => !byId.has(i.deliveryId));
+      const missing: string[] = [];
+      const stale: CompleteResult['stale'] = [];
+      if (notUpdated.length) {
+        const found = new Map<string, Row>();
+        for (let o = 0; o < notUpdated.length; o += SqlMessageStore.CHUNK) {
+          const part = notUpdated.slice(o, o + SqlMessageStore.CHUNK).map((i) => i.deliveryId);
+          for (const r of await x.all(`SELECT id, status, lease_owner FROM deliveries WHERE id IN (${part.map(() => '?').join(', ')})`, part)) found.set(r.id as string, r);
+        }
+        for (const { deliveryId, outcome } of notUpdated) {
+          const r = found.get(deliveryId);
+          if (!r) missing.push(deliveryId);
+          else if (r.status !== outcome.status || r.lease_owner != null)
+            stale.push({ deliveryId, status: r.status as DeliveryStatus, ...(r.lease_owner != null ? { leaseOwner: r.lease_owner as string } : {}) });
+        }
+      }
       const evs: EventRow[] = [];
       const open = new Set<string>();
       for (const { deliveryId, outcome } of items) {
@@ -1232,10 +1280,11 @@ export abstract class SqlMessageStore implements MessageStore {
         }
       }
       await this.events_(x, evs);
-      return items.filter((i) => !byId.has(i.deliveryId)).map((i) => i.deliveryId);
+      return { missing, stale };
     });
     if (missing.length)
-      throw new FerryError('INTERNAL_STORE_NO_DELIVERY', `no delivery ${missing.join(', ')}`, { kind: 'internal', details: { deliveryIds: missing } });
+      throw new FerryError('INTERNAL_STORE_NO_DELIVERY', `no delivery ${missing.join(', ')}`, { kind: 'internal', details: { deliveryIds: missing, stale } });
+    return { stale };
   }
 
   async nextDueAt(): Promise<Date | undefined> {

@@ -67,9 +67,10 @@ export const memorySinkDeliveries = new Map<string, Delivery[]>();
 @injectable()
 export class MemorySink implements MessageSink {
   private calls = 0;
-  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<{ failFirst: number; failMode: string }>) {}
+  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<{ failFirst: number; failMode: string; delayMs: number }>) {}
   async deliver(d: Delivery): Promise<void> {
     this.calls++;
+    if (this.ctx.config.delayMs) await new Promise((r) => setTimeout(r, this.ctx.config.delayMs));
     if (this.calls <= this.ctx.config.failFirst) {
       if (this.ctx.config.failMode === 'permanent') throw permanentDeliveryError('MEMORY_REFUSED', 'memory sink refuses (configured)');
       throw retryableDeliveryError('MEMORY_DOWN', 'memory sink unavailable (configured)');
@@ -88,6 +89,7 @@ export default definePlugin<{ system: string }>({
     reg.addSinkType('memory', MemorySink, {
       failFirst: { doc: 'Fail this many deliveries first', format: 'nat', default: 0 },
       failMode: { doc: 'retryable | permanent', format: ['retryable', 'permanent'], default: 'retryable' },
+      delayMs: { doc: 'Take this long over each delivery (a slow downstream system)', format: 'nat', default: 0 },
     });
   },
 });
