@@ -6,7 +6,7 @@
  * skips; re-read resources carry the same control id (id + version) and are dropped as duplicates.
  */
 import { inject, injectable } from 'tsyringe';
-import { coreTokens, errorFields, FerryError, type InboundMessage, type MessageSource, type SourceContext } from '@ferry/core';
+import { coreTokens, errorFields, FerryError, OutageLog, type InboundMessage, type MessageSource, type SourceContext } from '@ferry/core';
 import { AthenaConnection, athenaConnectionSchema, type AthenaConnectionConfig } from '@ferry/plugin-athena-rest';
 import type { Resource } from '@medplum/fhirtypes';
 import { AthenaFhirClient } from './athena-fhir.client';
@@ -62,7 +62,11 @@ export class AthenaFhirSource implements MessageSource {
     this.signal = AbortSignal.any([this.abort.signal, ctx.signal]);
     this.conn = new AthenaConnection(ctx.config, ctx.logger);
     this.fhir = new AthenaFhirClient(this.conn);
+    this.pollFailures = new OutageLog(ctx.logger, 'athena FHIR poll failed', { source: ctx.id });
   }
+
+  /** A run of failed polls: told once, counted each minute. */
+  private readonly pollFailures: OutageLog;
 
   async start(): Promise<void> {
     if (this.running) return;
@@ -89,10 +93,11 @@ export class AthenaFhirSource implements MessageSource {
       try {
         await this.pollOnce();
         this.lastError = undefined;
+        this.pollFailures.ok();
       } catch (e) {
         if (this.signal.aborted) break;
         this.lastError = FerryError.from(e);
-        this.ctx.logger.error('athena FHIR poll failed', { source: this.ctx.id, ...errorFields(e) });
+        this.pollFailures.failed(errorFields(e));
       }
       this.polls++;
       if (!this.running) break;

@@ -1,4 +1,6 @@
 import type { MessageStore } from '@ferry/core';
+import { createLogger } from '@ferry/core';
+import { Writable } from 'node:stream';
 import { validateBundle } from '@ferry/core';
 import { athenaEnvelopeToBundle } from '@ferry/plugin-athena-rest';
 import type { Patient } from '@medplum/fhirtypes';
@@ -128,6 +130,32 @@ describe('athena-fhir source', () => {
     // page 1 was stored by the failed poll; the re-read's copies of it are dropped as duplicates
     expect(stored).toHaveLength(6);
     expect(await store.getCheckpoint('athena-fhir-cursor', 'lastUpdated:Patient')).toBeDefined();
+  });
+
+  it('logs a run of failed polls once and its end once, not once per poll', async () => {
+    sim.opts.clients['outage-client'] = 'outage-secret';
+    const cfg = configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, {
+      clientId: 'outage-client',
+      clientSecret: 'outage-secret',
+      resources: ['Patient'],
+      pollIntervalMs: 20,
+      callRetry: { maxAttempts: 1, initialDelayMs: 10, maxDelayMs: 10, maxRetryAfterMs: 100 },
+    });
+    const lines: { level: string; message: string; failures?: number }[] = [];
+    const ctx = { ...sourceContext('athena-fhir-outage', store, cfg), logger: createLogger({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(...c.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l))), cb()) })) };
+    const src = new AthenaFhirSource(ctx);
+    sim.inject({ status: 503, match: /\/fhir\/r4\/Patient$/, times: 1_000_000 });
+    try {
+      await src.start();
+      for (let i = 0; i < 200 && src.polls < 8; i++) await new Promise((r) => setTimeout(r, 20));
+      sim.faults.length = 0;
+      for (let i = 0; i < 200 && !lines.some((l) => l.message.endsWith('recovered')); i++) await new Promise((r) => setTimeout(r, 20));
+    } finally {
+      await src.stop();
+    }
+    const told = lines.filter((l) => l.message.startsWith('athena FHIR poll failed'));
+    expect(told.map((l) => `${l.level} ${l.message}`)).toEqual(['error athena FHIR poll failed', 'info athena FHIR poll failed: recovered']);
+    expect(told[1].failures).toBeGreaterThanOrEqual(7);
   });
 
   it('shares the token with athena-rest for the same environment and client', async () => {

@@ -1,4 +1,5 @@
-import { PostgresMessageStore, SqliteMessageStore, silentLogger, type MessageStore } from '@ferry/core';
+import { createLogger, PostgresMessageStore, SqliteMessageStore, silentLogger, type MessageStore } from '@ferry/core';
+import { Writable } from 'node:stream';
 import { Client } from 'pg';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -98,6 +99,29 @@ describe('epic sources on a real SQLite store', () => {
       const store = await openStore();
       const { ctx } = storeContext(store, 'epic-bad', { ...cfg(), resources: [{ type: 'Observation' }] });
       expect(() => new EpicPollSource(ctx)).toThrow(/resources\[0\]: Epic Observation searches need a category/);
+    });
+
+    it('logs a run of failed cycles once (naming the failing resource types) and its end once', async () => {
+      const store = await openStore();
+      const lines: { level: string; message: string; failures?: number; error?: string }[] = [];
+      const conn = connConfig({ baseUrl: sim.baseUrl, clientId: 'src-client', http: { timeoutMs: 5000, maxAttempts: 1, maxRetryAfterMs: 0 } }, { privateKey: key.pem, kid: 'src' });
+      const ctx = { ...storeContext(store, 'epic-outage', { ...cfg(), ...conn, intervalMs: 20 }).ctx, logger: createLogger({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(...c.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l))), cb()) })) };
+      // Observations fail (a scope revoked, the server struggling), Patients still come.
+      sim.server.inject({ match: '/Observation', status: 503, times: 1_000_000 });
+      const src = new EpicPollSource(ctx);
+      try {
+        await src.start();
+        await new Promise((r) => setTimeout(r, 600));
+        sim.server.clearFaults();
+        for (let i = 0; i < 100 && !lines.some((l) => l.message.endsWith('recovered')); i++) await new Promise((r) => setTimeout(r, 20));
+      } finally {
+        await src.stop();
+      }
+      const told = lines.filter((l) => l.level !== 'debug' && l.message.startsWith('epic source cycle failed'));
+      expect(told.map((l) => `${l.level} ${l.message}`)).toEqual(['error epic source cycle failed', 'info epic source cycle failed: recovered']);
+      expect(told[0].error).toMatch(/1 of 2 resource types failed to poll \(Observation:vital-signs\)/);
+      expect(told[1].failures).toBeGreaterThanOrEqual(3);
+      expect(lines.filter((l) => l.message.includes('poll of a resource type failed'))).toEqual([]);
     });
 
     it('does not move the checkpoint when storing the page fails', async () => {

@@ -1,4 +1,5 @@
-import { PostgresMessageStore, silentLogger, type MessageStore } from '@ferry/core';
+import { createLogger, PostgresMessageStore, silentLogger, type MessageStore } from '@ferry/core';
+import { Writable } from 'node:stream';
 import { Client } from 'pg';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../../../../test/simulators/athena';
 import { configFor, openStore, sourceContext, tempDir } from '../__fixtures__/harness';
@@ -231,6 +232,36 @@ describe('athena-rest source', () => {
     await bf.src.pollOnce();
     expect(bf.ctx.submitted.map((m) => parseEnvelope(m.body).record.appointmentid)).toEqual(['5003']);
     expect(sim.apiRequests('/appointments/booked')).toHaveLength(1);
+  });
+
+  it('logs a run of failed polls once and its end once, not once per poll', async () => {
+    sim.opts.clients['client-e'] = 'secret-e';
+    sim.subscribe(PRACTICE, 'providers', 'client-e');
+    const lines: { level: string; message: string; source?: string; failures?: number }[] = [];
+    const cfg = configFor<AthenaRestSourceConfig>(athenaRestSourceSchema, sim, {
+      feeds: ['providers'],
+      clientId: 'client-e',
+      clientSecret: 'secret-e',
+      pollIntervalMs: 20,
+      callRetry: { maxAttempts: 1, initialDelayMs: 10, maxDelayMs: 10, maxRetryAfterMs: 100 },
+    });
+    const ctx = { ...sourceContext(`athena-${++n}`, store, cfg), logger: createLogger({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(...c.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l))), cb()) })) };
+    const watched = new AthenaRestSource(ctx);
+    sources.push(watched);
+    sim.inject({ status: 503, times: 1_000_000 });
+    await watched.start();
+    const before = watched.polls;
+    for (let i = 0; i < 200 && watched.polls < before + 8; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(watched.polls).toBeGreaterThanOrEqual(before + 8);
+    expect(watched.isReady()).toBe(true); // a retryable outage: still ready, polling on
+    sim.faults.length = 0;
+    const failedPolls = watched.polls - before;
+    for (let i = 0; i < 200 && !lines.some((l) => l.message === 'athena poll failed: recovered'); i++) await new Promise((r) => setTimeout(r, 20));
+    await watched.stop();
+    const told = lines.filter((l) => l.message.startsWith('athena poll failed'));
+    expect(told.map((l) => `${l.level} ${l.message}`)).toEqual(['error athena poll failed', 'info athena poll failed: recovered']);
+    expect(told[1]).toMatchObject({ source: ctx.id });
+    expect(told[1].failures).toBeGreaterThanOrEqual(Math.min(failedPolls, 8));
   });
 
   it('runs its poll loop from start() and stops cleanly', async () => {

@@ -11,7 +11,7 @@
  * (a digest of their content), so the engine's duplicate policy drops those it already had.
  */
 import { inject, injectable } from 'tsyringe';
-import { coreTokens, errorFields, FerryError, type InboundMessage, type MessageSource } from '@ferry/core';
+import { coreTokens, errorFields, FerryError, OutageLog, type InboundMessage, type MessageSource } from '@ferry/core';
 import type { SourceContext } from '@ferry/core';
 import { AthenaConnection, athenaConnectionSchema, isNotSubscribed, type AthenaConnectionConfig } from '../client/athena-connection';
 import { formatAthenaDate, formatAthenaDateTime, isValidTimeZone } from '../time/athena-time';
@@ -95,11 +95,14 @@ export class AthenaRestSource implements MessageSource {
   /** Polls completed (tests, metrics). */
   polls = 0;
   lastError?: FerryError;
+  /** A run of failed polls (athena down, credentials revoked): told once, counted each minute. */
+  private readonly pollFailures: OutageLog;
 
   constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<AthenaRestSourceConfig>) {
     this.cfg = ctx.config;
     this.signal = AbortSignal.any([this.abort.signal, ctx.signal]);
     this.conn = new AthenaConnection(ctx.config, ctx.logger);
+    this.pollFailures = new OutageLog(ctx.logger, 'athena poll failed', { source: ctx.id });
   }
 
   async start(): Promise<void> {
@@ -132,10 +135,11 @@ export class AthenaRestSource implements MessageSource {
       try {
         await this.pollOnce();
         this.lastError = undefined;
+        this.pollFailures.ok();
       } catch (e) {
         if (this.signal.aborted) break;
         this.lastError = FerryError.from(e);
-        this.ctx.logger.error('athena poll failed', { source: this.ctx.id, ...errorFields(e) });
+        this.pollFailures.failed(errorFields(e));
       }
       this.polls++;
       if (!this.running) break;

@@ -15,7 +15,7 @@
  * Each vendor resource becomes one message (`application/vnd.<vendor>.fhir+json`, the resource as
  * JSON), normalised later by the vendor's transform.
  */
-import { errorFields, FerryError, type InboundMessage, type MessageSource, type SourceContext } from '@ferry/core';
+import { errorFields, FerryError, OutageLog, type InboundMessage, type MessageSource, type SourceContext } from '@ferry/core';
 import type { Resource } from '@medplum/fhirtypes';
 import { BulkExportClient, type ExportManifest } from './bulk-client';
 import { connectionSchema, VendorConnection, type ConnectionConfig } from './connection';
@@ -124,10 +124,14 @@ abstract class LoopSource<C extends ConnectionConfig> implements MessageSource {
 
   protected readonly profile: VendorProfile;
 
+  /** A run of failed cycles (the vendor down, credentials revoked): told once, counted each minute. */
+  private readonly cycleFailures: OutageLog;
+
   constructor(protected readonly ctx: SourceContext<C>, profile: VendorProfile) {
     this.profile = ctx.config.idPrefix ? { ...profile, idPrefix: ctx.config.idPrefix } : profile;
     this.conn = new VendorConnection(profile.vendor, ctx.config as C, ctx.logger);
     this.signal = AbortSignal.any([this.abort.signal, ctx.signal]);
+    this.cycleFailures = new OutageLog(ctx.logger, `${profile.vendor} source cycle failed`, { source: ctx.id });
   }
 
   protected get facility(): string {
@@ -160,12 +164,13 @@ abstract class LoopSource<C extends ConnectionConfig> implements MessageSource {
         await this.cycle();
         this.healthy = true;
         failures = 0;
+        this.cycleFailures.ok();
       } catch (e) {
         if (this.signal.aborted) return;
         this.healthy = false;
         failures++;
         const fe = FerryError.from(e);
-        this.ctx.logger.error(`${this.profile.vendor} source cycle failed`, { source: this.ctx.id, failures, ...errorFields(fe) });
+        this.cycleFailures.failed({ failures, ...errorFields(fe) });
         // Retryable: back off 5 s, 10 s, 20 s … (at most 5 min, or the poll interval), at least what
         // the server asked for (Retry-After) and 30 s when throttled (e.g. a 429 for a second export).
         const backoff = Math.min(5000 * 2 ** (failures - 1), 300_000);
@@ -221,7 +226,7 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
   async cycle(): Promise<number> {
     let total = 0;
     let firstError: unknown;
-    let failed = 0;
+    const failed: string[] = [];
     for (const spec of this.ctx.config.resources) {
       if (this.signal.aborted) break;
       // One failing resource type (a missing scope, a 4xx) does not hold the others back.
@@ -229,15 +234,21 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
         total += await this.pollSpec(spec);
       } catch (e) {
         if (this.signal.aborted) throw e;
-        failed++;
+        failed.push(spec.category ? `${spec.type}:${spec.category}` : spec.type);
         firstError ??= e;
-        this.ctx.logger.warn(`${this.profile.vendor} poll of a resource type failed`, { source: this.ctx.id, resourceType: spec.type, category: spec.category, ...errorFields(e) });
+        // Each at debug: the cycle's failure (which names them) is what the loop logs, once per run of failures.
+        this.ctx.logger.debug(`${this.profile.vendor} poll of a resource type failed`, { source: this.ctx.id, resourceType: spec.type, category: spec.category, ...errorFields(e) });
       }
     }
     if (firstError) {
-      if (failed === this.ctx.config.resources.length) throw firstError;
+      if (failed.length === this.ctx.config.resources.length) throw firstError;
       const fe = FerryError.from(firstError);
-      throw new FerryError(fe.code, `${failed} of ${this.ctx.config.resources.length} resource types failed to poll; first: ${fe.message}`, { kind: fe.kind, retryable: fe.retryable, cause: fe, details: { stored: total } });
+      throw new FerryError(fe.code, `${failed.length} of ${this.ctx.config.resources.length} resource types failed to poll (${failed.join(', ')}); first: ${fe.message}`, {
+        kind: fe.kind,
+        retryable: fe.retryable,
+        cause: fe,
+        details: { stored: total, failedTypes: failed },
+      });
     }
     return total;
   }
