@@ -173,8 +173,9 @@ export interface MessageStore {
   /** True while open and usable. */
   isOpen(): boolean;
   /**
-   * False while a store with a server (PostgreSQL) cannot reach it: its last operation lost the
-   * connection and none has succeeded since. Readiness uses it. Embedded stores need not have it.
+   * False while the store cannot be used: PostgreSQL cannot be reached (its last operation lost
+   * the connection and none has succeeded since); SQLite cannot write its file (disk full, an
+   * I/O error). Readiness uses it; the engine's loops log their failures at debug meanwhile.
    */
   reachable?(): boolean;
 

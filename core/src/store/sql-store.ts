@@ -102,6 +102,20 @@ const errJson = (e: StoredError): string =>
  * the connection: `tx` (a transaction; `durable` ones must survive power loss before they
  * resolve), `read`, and the dialect bits (row locking for claims).
  */
+/**
+ * Undoes an operation's savepoint after it failed with `error`. When the savepoint is gone --
+ * SQLite rolled the whole transaction back itself (disk full, an I/O error) -- the transaction
+ * as a whole has failed: `error` is thrown again, not "no such savepoint".
+ */
+async function rollbackTo(x: SqlExec, savepoint: string, error: unknown): Promise<void> {
+  try {
+    await x.run(`ROLLBACK TO SAVEPOINT ${savepoint}`);
+    await x.run(`RELEASE SAVEPOINT ${savepoint}`);
+  } catch {
+    throw error;
+  }
+}
+
 export abstract class SqlMessageStore implements MessageStore {
   abstract readonly kind: string;
   protected abstract readonly dialect: Dialect;
@@ -535,8 +549,7 @@ export abstract class SqlMessageStore implements MessageStore {
               results.push({ ok: true, v });
             } catch (e) {
               x.events.length = mark;
-              await x.run('ROLLBACK TO SAVEPOINT ferry_op');
-              await x.run('RELEASE SAVEPOINT ferry_op');
+              await rollbackTo(x, 'ferry_op', e);
               results.push({ ok: false, v: e });
             }
           }
@@ -830,10 +843,9 @@ export abstract class SqlMessageStore implements MessageStore {
         await x.run('RELEASE SAVEPOINT ferry_batch');
         if (!shared) await this.insertEvents(tx, buf);
         return [];
-      } catch {
+      } catch (e) {
         buf.length = mark;
-        await x.run('ROLLBACK TO SAVEPOINT ferry_batch');
-        await x.run('RELEASE SAVEPOINT ferry_batch');
+        await rollbackTo(x, 'ferry_batch', e);
       }
       const failed: { id: string; error: unknown }[] = [];
       for (const [i, op] of ops.entries()) {
@@ -844,8 +856,7 @@ export abstract class SqlMessageStore implements MessageStore {
           await x.run('RELEASE SAVEPOINT ferry_one');
         } catch (error) {
           buf.length = at;
-          await x.run('ROLLBACK TO SAVEPOINT ferry_one');
-          await x.run('RELEASE SAVEPOINT ferry_one');
+          await rollbackTo(x, 'ferry_one', error);
           failed.push({ id: plans[i].id, error });
         }
       }

@@ -141,6 +141,56 @@ describe("another process's write lock", () => {
   });
 });
 
+describe('a full disk', () => {
+  // SQLite's own size limit gives the same SQLITE_FULL a full disk does (the engine-level proof,
+  // test/reliability/sqlite-disk-full.test.ts, does the same under load).
+  const limit = (s: SqliteMessageStore, pages?: number) => {
+    const db = (s as unknown as { db: Database.Database }).db;
+    db.pragma(`max_page_count = ${pages ?? Number(db.pragma('page_count', { simple: true }))}`);
+  };
+  const msg = (i: number) => ({ sourceId: 's', contentType: 'text/plain', body: Buffer.alloc(20_000, i), headers: { controlId: `F${i}` } });
+
+  it('refuses inserts as transient STORE_FULL, reports itself unwritable once, and recovers', async () => {
+    const lines: { level: string; message: string }[] = [];
+    const logger = silentLogger();
+    for (const level of ['warn', 'info'] as const) logger[level] = ((message: string) => (lines.push({ level, message }), logger)) as never;
+    const s = new SqliteMessageStore({ path: path.join(dir, 'full.db'), logger });
+    await s.open();
+    await s.insert([msg(0)]);
+    limit(s);
+    for (let i = 1; i <= 3; i++) await expect(s.insert([msg(i)])).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_FULL', kind: 'transient', retryable: true });
+    expect(s.reachable()).toBe(false);
+    expect(lines.filter((l) => l.message === 'sqlite store cannot write')).toHaveLength(1);
+    limit(s, 1_000_000);
+    await s.insert([msg(4)]);
+    // Writable again once writes have succeeded for a second after the last failure.
+    expect(s.reachable()).toBe(false);
+    await new Promise((r) => setTimeout(r, 1050));
+    await s.insert([msg(5)]);
+    expect(s.reachable()).toBe(true);
+    expect(lines.filter((l) => l.message.startsWith('sqlite store')).map((l) => `${l.level} ${l.message}`)).toEqual(['warn sqlite store cannot write', 'info sqlite store writable again']);
+    expect((await s.listMessages({ limit: 10 })).map((m) => m.headers.controlId).sort()).toEqual(['F0', 'F4', 'F5']);
+    await s.close();
+  });
+
+  it('a shared transaction SQLite rolls back itself fails every operation in it with the cause, and the store carries on', async () => {
+    const s = new SqliteMessageStore({ path: path.join(dir, 'full-shared.db'), logger: silentLogger() });
+    await s.open();
+    const stored = await s.insert([msg(0), msg(1)]);
+    await s.claimReceived('p', 2, 60_000);
+    limit(s);
+    // Two processing results recorded at once (one shared transaction), their bundles too big for
+    // the file: the failure rolls the whole transaction back (was: "no such savepoint: ferry_op").
+    const bundleJson = JSON.stringify({ resourceType: 'Bundle', type: 'collection', entry: [], id: 'x'.repeat(60_000) });
+    const results = await Promise.allSettled(stored.map((r) => s.recordProcessed([{ id: r.id, transformed: { bundleJson, orderingKey: 'k' }, outcome: { status: 'unrouted' } }])));
+    for (const r of results) expect(r).toMatchObject({ status: 'rejected', reason: { code: 'FERRY_E_TRANSIENT_STORE_FULL' } });
+    limit(s, 1_000_000);
+    expect(await s.recordProcessed(stored.map((r) => ({ id: r.id, transformed: { bundleJson, orderingKey: 'k' }, outcome: { status: 'unrouted' as const } })))).toEqual({ failed: [] });
+    for (const r of stored) expect((await s.getMessage(r.id))?.status).toBe('unrouted');
+    await s.close();
+  });
+});
+
 describe('one engine per SQLite file', () => {
   it('refuses a second engine store on the same file in this process until the first closes; tools open beside it', async () => {
     const file = path.join(dir, 'engine-lock.db');

@@ -33,17 +33,24 @@ type Params = unknown[];
  */
 const BLOCKING_BUSY_MS = 20;
 
+/** After a write failed for lack of space (or an I/O error), the store counts as writable again once writes have succeeded this long after the last such failure. */
+const WRITABLE_AFTER_MS = 1000;
+
 /** The checkpoint thread: its own connection to the file, a PASSIVE checkpoint every interval. */
 const CHECKPOINTER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.module);
 const db = new Database(workerData.file);
 db.pragma('busy_timeout = ' + workerData.busyTimeoutMs);
+let failing = false;
 setInterval(() => {
   try {
     db.pragma('wal_checkpoint(PASSIVE)');
+    if (failing) parentPort.postMessage({ ok: true });
+    failing = false;
   } catch (e) {
-    parentPort.postMessage({ error: String(e && e.message) });
+    if (!failing) parentPort.postMessage({ error: String(e && e.message) });
+    failing = true;
   }
 }, workerData.intervalMs);
 `;
@@ -58,6 +65,32 @@ const fileLocks = new Map<string, { chain: Promise<unknown>; users: number }>();
 function bind(params: Params | undefined): unknown[] {
   if (!params) return [];
   return params.map((p) => (p === undefined ? null : typeof p === 'boolean' ? (p ? 1 : 0) : p));
+}
+
+/**
+ * SQLite errors the engine should treat as a store outage rather than a fault of the operation:
+ * the disk (or the database's size limit) is full, the file cannot be written (an I/O error, a
+ * filesystem remounted read-only), memory ran out. They are transient -- the same write succeeds
+ * once the condition is gone -- so messages are refused (not acknowledged) and results in hand are
+ * recorded again, as when PostgreSQL is unreachable. SQLite may roll the whole transaction back
+ * on these (https://sqlite.org/lang_transaction.html, "Response To Errors Within A Transaction").
+ */
+export function classifySqliteError(e: unknown, file: string): unknown {
+  if (e instanceof FerryError) return e;
+  const code = (e as { code?: unknown })?.code;
+  if (typeof code !== 'string') return e;
+  const what =
+    code === 'SQLITE_FULL'
+      ? ['STORE_FULL', 'the database or disk is full']
+      : code.startsWith('SQLITE_IOERR')
+        ? ['STORE_IO', `an I/O error on the database (${code})`]
+        : code.startsWith('SQLITE_READONLY')
+          ? ['STORE_READONLY', `the database cannot be written (${code})`]
+          : code === 'SQLITE_NOMEM'
+            ? ['STORE_NOMEM', 'SQLite ran out of memory']
+            : undefined;
+  if (!what) return e;
+  return new FerryError(`TRANSIENT_${what[0]}`, `${what[1]}: ${file}`, { kind: 'transient', retryable: true, cause: e, details: { sqliteCode: code } });
 }
 
 /**
@@ -199,7 +232,11 @@ export class SqliteMessageStore extends SqlMessageStore {
     try {
       const worker = new Worker(CHECKPOINTER, { eval: true, workerData: { module: require.resolve('better-sqlite3'), file: this.file, intervalMs: 250, busyTimeoutMs: this.busyTimeoutMs } });
       worker.unref();
-      worker.on('message', (m: { error?: string }) => m.error && this.logger.warn('WAL checkpoint failed', { store: this.kind, error: m.error }));
+      // Told once each way (the thread tries every 250 ms: a full disk would otherwise be 4 lines a second).
+      worker.on('message', (m: { error?: string; ok?: boolean }) => {
+        if (m.error) this.logger.warn('WAL checkpoint failed', { store: this.kind, error: m.error });
+        else if (m.ok) this.logger.info('WAL checkpoints succeed again', { store: this.kind });
+      });
       worker.on('error', (e) => {
         this.logger.warn('WAL checkpoint thread failed; checkpointing in commits', { store: this.kind, error: e.message });
         if (this.db === db && db.open) db.pragma('wal_autocheckpoint = 1000');
@@ -250,13 +287,61 @@ export class SqliteMessageStore extends SqlMessageStore {
 
   private readonly exec: SqlExec = {
     all: async (sql: string, params?: Params): Promise<Row[]> => {
-      const s = this.prepare(sql);
-      if (s.reader) return s.all(...bind(params)) as Row[];
-      s.run(...bind(params));
-      return [];
+      try {
+        const s = this.prepare(sql);
+        if (s.reader) return s.all(...bind(params)) as Row[];
+        s.run(...bind(params));
+        return [];
+      } catch (e) {
+        throw this.storeError(e);
+      }
     },
-    run: async (sql: string, params?: Params): Promise<number> => this.prepare(sql).run(...bind(params)).changes,
+    run: async (sql: string, params?: Params): Promise<number> => {
+      try {
+        return this.prepare(sql).run(...bind(params)).changes;
+      } catch (e) {
+        throw this.storeError(e);
+      }
+    },
   };
+
+  /**
+   * Set while the file cannot be written (disk full, an I/O error): from a write failing so until
+   * writes succeed again for `WRITABLE_AFTER_MS` after the last such failure. (On a nearly full
+   * disk small writes succeed between failing bigger ones: without the wait readiness and the log
+   * would flap with each.)
+   */
+  private unwritable?: { error: FerryError; since: number; last: number; failures: number };
+
+  /** False while the database cannot be written (disk full, an I/O error) -- readiness uses it. */
+  reachable(): boolean {
+    return !this.unwritable;
+  }
+
+  /** A statement's or commit's error, classified; an outage of the file is logged once. */
+  private storeError(e: unknown): unknown {
+    const c = classifySqliteError(e, this.file);
+    if (c !== e && c instanceof FerryError) {
+      const now = Date.now();
+      if (this.unwritable) {
+        this.unwritable.last = now;
+        this.unwritable.failures++;
+      } else {
+        this.unwritable = { error: c, since: now, last: now, failures: 1 };
+        this.logger.warn('sqlite store cannot write', { store: this.kind, errorCode: c.code, error: c.message });
+      }
+    }
+    return c;
+  }
+
+  private written(): void {
+    const u = this.unwritable;
+    if (!u) return;
+    const now = Date.now();
+    if (now - u.last < WRITABLE_AFTER_MS) return;
+    this.logger.info('sqlite store writable again', { store: this.kind, was: u.error.code, failures: u.failures, forMs: now - u.since });
+    this.unwritable = undefined;
+  }
 
   private withLock<T>(fn: () => Promise<T>): Promise<T> {
     const shared = this.shared;
@@ -300,15 +385,26 @@ export class SqliteMessageStore extends SqlMessageStore {
     return this.withLock(async () => {
       const db = this.db;
       if (!db) throw new FerryError('TRANSIENT_STORE_CLOSED', 'the SQLite store is closed', { kind: 'transient' });
-      this.setSync(opts.durable ? 'FULL' : 'NORMAL');
-      await this.beginImmediate();
+      try {
+        this.setSync(opts.durable ? 'FULL' : 'NORMAL');
+        await this.beginImmediate();
+      } catch (e) {
+        throw this.storeError(e);
+      }
       try {
         const r = await fn(this.exec);
         this.prepare('COMMIT').run();
+        this.written();
         return r;
       } catch (e) {
-        if (db.inTransaction) this.prepare('ROLLBACK').run();
-        throw e;
+        // SQLite may have rolled the transaction back itself (disk full, I/O error).
+        if (db.inTransaction)
+          try {
+            this.prepare('ROLLBACK').run();
+          } catch {
+            // nothing more to undo
+          }
+        throw this.storeError(e);
       }
     });
   }
