@@ -67,6 +67,62 @@ describe('PostgresMessageStore specifics', () => {
     }
   });
 
+  it('keeps store.schema when the URL has options of its own (they used to replace the search_path)', async () => {
+    const schema = `${prefix}_opts`;
+    const s = createStore({ kind: 'postgres', url: `${URL}${URL.includes('?') ? '&' : '?'}options=${encodeURIComponent('-c statement_timeout=60000')}`, schema }, silentLogger()) as PostgresMessageStore;
+    schemas.set(s, schema);
+    await s.open();
+    try {
+      await s.insert([{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('x') }]);
+      const c = new pg.Client({ connectionString: URL });
+      await c.connect();
+      const r = await c.query(`SELECT table_schema FROM information_schema.tables WHERE table_name = 'messages' AND table_schema IN ($1, 'public')`, [schema]);
+      await c.end();
+      expect(r.rows.map((x) => x.table_schema)).toEqual([schema]);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("a server whose disk is full: writes fail as transient STORE_FULL (a processed batch as a whole), unwritable until they succeed again", async () => {
+    // A real server error with the real SQLSTATE (53100 disk_full), raised by a trigger while the
+    // flag row exists. (Checked by hand with a tablespace on a full tmpfs: the same error and outcome.)
+    const schema = `${prefix}_full`;
+    const s = make(schema);
+    await s.open();
+    const c = new pg.Client({ connectionString: URL });
+    await c.connect();
+    try {
+      await c.query(`CREATE TABLE ${schema}.disk_full (on_ boolean)`);
+      await c.query(`CREATE FUNCTION ${schema}.no_space() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF EXISTS (SELECT 1 FROM ${schema}.disk_full) THEN
+            RAISE EXCEPTION 'could not extend file "base/1/2": No space left on device' USING ERRCODE = 'disk_full';
+          END IF;
+          RETURN NEW;
+        END $$`);
+      for (const t of ['messages', 'message_content']) await c.query(`CREATE TRIGGER no_space BEFORE INSERT OR UPDATE ON ${schema}.${t} FOR EACH ROW EXECUTE FUNCTION ${schema}.no_space()`);
+      const body = (i: number) => ({ sourceId: 'src', contentType: 'text/plain', body: Buffer.from(`m${i}`), headers: { controlId: `M${i}` } });
+      const stored = await s.insert([body(0), body(1)]);
+      await s.claimReceived('p', 2, 60_000);
+      await c.query(`INSERT INTO ${schema}.disk_full VALUES (true)`);
+      await expect(s.insert([body(2)])).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_FULL', kind: 'transient', retryable: true });
+      expect(s.reachable()).toBe(false);
+      // Not "message M0 failed, left leased for a lease": the batch fails, to be recorded again.
+      const processed = stored.map((r) => ({ id: r.id, transformed: { bundleJson: '{"resourceType":"Bundle"}', orderingKey: 'k' }, outcome: { status: 'unrouted' as const } }));
+      await expect(s.recordProcessed(processed)).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_FULL' });
+      await c.query(`DELETE FROM ${schema}.disk_full`);
+      expect(await s.recordProcessed(processed)).toEqual({ failed: [] });
+      await new Promise((r) => setTimeout(r, 1050));
+      await s.insert([body(3)]);
+      expect(s.reachable()).toBe(true);
+      expect((await s.getMessage(stored[0].id))?.status).toBe('unrouted');
+    } finally {
+      await c.end();
+      await s.close();
+    }
+  });
+
   /** A store reaching the server through a real TCP proxy the test can cut, black-hole and restore. */
   async function behindProxy(name: string, opts: { poolSize?: number; queryTimeoutMs?: number } = {}) {
     const upstream = new globalThis.URL(URL);

@@ -48,8 +48,21 @@ const CONNECTION_CODES = new Set(['57P01', '57P02', '57P03', '53300', 'ECONNREFU
  * transient FerryError, so callers know that trying again is right; anything else unchanged.
  */
 function classifyPgError(e: unknown): unknown {
-  if (e instanceof FerryError || !isConnectionLoss(e)) return e;
-  return new FerryError('TRANSIENT_STORE_CONNECTION', `PostgreSQL connection lost: ${(e as Error)?.message ?? String(e)}`, { kind: 'transient', cause: e });
+  if (e instanceof FerryError) return e;
+  const message = (e as Error)?.message ?? String(e);
+  if (isConnectionLoss(e)) return new FerryError('TRANSIENT_STORE_CONNECTION', `PostgreSQL connection lost: ${message}`, { kind: 'transient', cause: e });
+  // The server's own state, not the statement's fault: the same write succeeds later.
+  const code = (e as { code?: unknown })?.code;
+  const kind =
+    code === '53100' // disk_full
+      ? 'STORE_FULL'
+      : code === '53200' // out_of_memory
+        ? 'STORE_NOMEM'
+        : code === '40001' || code === '40P01' // serialization_failure, deadlock_detected
+          ? 'STORE_CONFLICT'
+          : undefined;
+  if (!kind) return e;
+  return new FerryError(`TRANSIENT_${kind}`, `PostgreSQL: ${message}`, { kind: 'transient', retryable: true, cause: e, details: { sqlstate: code } });
 }
 
 /** The connection failed or stopped answering (the statement itself may have been fine). */
@@ -61,6 +74,24 @@ function isConnectionLoss(e: unknown): boolean {
     (typeof code === 'string' && (CONNECTION_CODES.has(code) || code.startsWith('08'))) ||
     /connection terminated|terminating connection|client has encountered a connection error|connection (?:is )?(?:closed|ended)|not queryable|query read timeout|timeout exceeded when trying to connect/i.test(message)
   );
+}
+
+/**
+ * The connection URL with `-c search_path=<schema>` added to its `options`. (Given to pg.Pool
+ * as its own `options`, it was dropped whenever the URL had `options` of its own -- the URL's
+ * win -- and the tables went to the default schema.)
+ */
+export function withSearchPath(url: string, schema: string | undefined): string {
+  if (!schema) return url;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new FerryError('CONFIG_STORE_URL', 'store.url is not a postgres:// URL (needed with store.schema)', { kind: 'config' });
+  }
+  const options = [u.searchParams.get('options'), `-c search_path=${schema}`].filter(Boolean).join(' ');
+  u.searchParams.set('options', options);
+  return u.toString();
 }
 
 /**
@@ -95,14 +126,13 @@ export class PostgresMessageStore extends SqlMessageStore {
 
   protected async connect(): Promise<void> {
     const pool = new pg.Pool({
-      connectionString: this.url,
+      connectionString: withSearchPath(this.url, this.schema),
       max: this.poolSize,
       types,
       application_name: 'ferry',
       connectionTimeoutMillis: 10_000,
       // Dead peers are noticed by the operating system eventually, not only by the query timeout.
       keepAlive: true,
-      ...(this.schema ? { options: `-c search_path=${this.schema}` } : {}),
     });
     pool.on('error', (e) => this.logger.warn('postgres pool error', { error: e.message }));
     try {
@@ -160,6 +190,7 @@ export class PostgresMessageStore extends SqlMessageStore {
     try {
       const r = await this.txOnce(fn, opts);
       this.reached();
+      this.noteWriteSuccess();
       return r;
     } catch (e) {
       throw this.failed(e);
@@ -168,9 +199,12 @@ export class PostgresMessageStore extends SqlMessageStore {
 
   private unreachable = false;
 
-  /** False while the database cannot be reached: the last operation lost its connection and none has succeeded since. */
+  /**
+   * False while the database cannot be reached (the last operation lost its connection and none
+   * has succeeded since) or cannot be written (its disk is full).
+   */
   reachable(): boolean {
-    return !this.unreachable;
+    return !this.unreachable && this.writable();
   }
 
   private reached(): void {
@@ -179,8 +213,13 @@ export class PostgresMessageStore extends SqlMessageStore {
     this.logger.info('postgres reachable again', { store: this.kind });
   }
 
+  protected override classify(e: unknown): unknown {
+    return classifyPgError(e);
+  }
+
   private failed(e: unknown): unknown {
     const c = classifyPgError(e);
+    this.noteWriteFailure(c);
     if (c instanceof FerryError && c.code === 'FERRY_E_TRANSIENT_STORE_CONNECTION' && !this.unreachable) {
       this.unreachable = true;
       this.logger.warn('postgres unreachable', { store: this.kind, error: c.message });

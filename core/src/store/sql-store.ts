@@ -116,6 +116,16 @@ async function rollbackTo(x: SqlExec, savepoint: string, error: unknown): Promis
   }
 }
 
+/** Codes of a store whose writes fail for want of space, memory or a writable file (both stores). */
+const CANNOT_WRITE = new Set(['FERRY_E_TRANSIENT_STORE_FULL', 'FERRY_E_TRANSIENT_STORE_IO', 'FERRY_E_TRANSIENT_STORE_READONLY', 'FERRY_E_TRANSIENT_STORE_NOMEM']);
+
+/**
+ * After writes failed for want of space (or an I/O error), the store counts as writable again once
+ * writes have succeeded this long after the last such failure: on a nearly full disk small writes
+ * succeed between failing bigger ones, and readiness and the log would flap with each.
+ */
+const WRITABLE_AFTER_MS = 1000;
+
 export abstract class SqlMessageStore implements MessageStore {
   abstract readonly kind: string;
   protected abstract readonly dialect: Dialect;
@@ -138,6 +148,8 @@ export abstract class SqlMessageStore implements MessageStore {
   insertCommits = 0;
   /** State transitions waiting for the next shared transaction. */
   private writes: { fn: (x: SqlExec) => Promise<unknown>; resolve(v: unknown): void; reject(e: unknown): void }[] = [];
+  /** Set while writes fail for want of space (disk full, an I/O error): see `noteWriteFailure`. */
+  private unwritable?: { error: FerryError; since: number; last: number; failures: number };
   private writeTimer?: { cancel(): void };
   private writing?: Promise<void>;
   /** Transform results waiting for the routing of their message (no batched writes). */
@@ -357,6 +369,39 @@ export abstract class SqlMessageStore implements MessageStore {
       if (typeof m.contentType !== 'string' || !m.contentType) return new FerryError('INPUT_MESSAGE_CONTENT_TYPE', 'a stored message needs a content type', { kind: 'input' });
     }
     return undefined;
+  }
+
+  /** The dialect's view of a driver error (a transient FerryError for the store's own trouble). */
+  protected classify(e: unknown): unknown {
+    return e;
+  }
+
+  /** False while writes fail for want of space or a writable file (readiness, quiet loops). */
+  protected writable(): boolean {
+    return !this.unwritable;
+  }
+
+  /** A classified error: a disk-full (or I/O) failure makes the store unwritable, logged once. */
+  protected noteWriteFailure(e: unknown): void {
+    if (!(e instanceof FerryError) || !CANNOT_WRITE.has(e.code)) return;
+    const now = Date.now();
+    if (this.unwritable) {
+      this.unwritable.last = now;
+      this.unwritable.failures++;
+      return;
+    }
+    this.unwritable = { error: e, since: now, last: now, failures: 1 };
+    this.logger.warn(`${this.kind} store cannot write`, { store: this.kind, errorCode: e.code, error: e.message });
+  }
+
+  /** A committed write: writable again once that has lasted `WRITABLE_AFTER_MS` past the last failure. */
+  protected noteWriteSuccess(): void {
+    const u = this.unwritable;
+    if (!u) return;
+    const now = Date.now();
+    if (now - u.last < WRITABLE_AFTER_MS) return;
+    this.logger.info(`${this.kind} store writable again`, { store: this.kind, was: u.error.code, failures: u.failures, forMs: now - u.since });
+    this.unwritable = undefined;
   }
 
   private writeError(e: unknown): FerryError {
@@ -857,6 +902,10 @@ export abstract class SqlMessageStore implements MessageStore {
         } catch (error) {
           buf.length = at;
           await rollbackTo(x, 'ferry_one', error);
+          // The store's own trouble (disk full, a lost connection), not this message's: the batch
+          // fails as a whole and is tried again, instead of this message waiting out its lease.
+          const c = this.classify(error);
+          if (c instanceof FerryError && c.kind === 'transient') throw c;
           failed.push({ id: plans[i].id, error });
         }
       }

@@ -33,9 +33,6 @@ type Params = unknown[];
  */
 const BLOCKING_BUSY_MS = 20;
 
-/** After a write failed for lack of space (or an I/O error), the store counts as writable again once writes have succeeded this long after the last such failure. */
-const WRITABLE_AFTER_MS = 1000;
-
 /** The checkpoint thread: its own connection to the file, a PASSIVE checkpoint every interval. */
 const CHECKPOINTER = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -305,42 +302,16 @@ export class SqliteMessageStore extends SqlMessageStore {
     },
   };
 
-  /**
-   * Set while the file cannot be written (disk full, an I/O error): from a write failing so until
-   * writes succeed again for `WRITABLE_AFTER_MS` after the last such failure. (On a nearly full
-   * disk small writes succeed between failing bigger ones: without the wait readiness and the log
-   * would flap with each.)
-   */
-  private unwritable?: { error: FerryError; since: number; last: number; failures: number };
-
   /** False while the database cannot be written (disk full, an I/O error) -- readiness uses it. */
   reachable(): boolean {
-    return !this.unwritable;
+    return this.writable();
   }
 
-  /** A statement's or commit's error, classified; an outage of the file is logged once. */
+  /** A statement's or commit's error, classified; a file that cannot be written is logged once. */
   private storeError(e: unknown): unknown {
     const c = classifySqliteError(e, this.file);
-    if (c !== e && c instanceof FerryError) {
-      const now = Date.now();
-      if (this.unwritable) {
-        this.unwritable.last = now;
-        this.unwritable.failures++;
-      } else {
-        this.unwritable = { error: c, since: now, last: now, failures: 1 };
-        this.logger.warn('sqlite store cannot write', { store: this.kind, errorCode: c.code, error: c.message });
-      }
-    }
+    this.noteWriteFailure(c);
     return c;
-  }
-
-  private written(): void {
-    const u = this.unwritable;
-    if (!u) return;
-    const now = Date.now();
-    if (now - u.last < WRITABLE_AFTER_MS) return;
-    this.logger.info('sqlite store writable again', { store: this.kind, was: u.error.code, failures: u.failures, forMs: now - u.since });
-    this.unwritable = undefined;
   }
 
   private withLock<T>(fn: () => Promise<T>): Promise<T> {
@@ -394,7 +365,7 @@ export class SqliteMessageStore extends SqlMessageStore {
       try {
         const r = await fn(this.exec);
         this.prepare('COMMIT').run();
-        this.written();
+        this.noteWriteSuccess();
         return r;
       } catch (e) {
         // SQLite may have rolled the transaction back itself (disk full, I/O error).
