@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { ConfigError, createLogger, Engine } from '@ferry/core';
-import { CSV_TYPE, memorySinkDeliveries } from '../plugins/csv-patient';
+import { CSV_TYPE, memorySinkAborted, memorySinkDeliveries } from '../plugins/csv-patient';
 
 const pluginPath = path.resolve(__dirname, '../plugins/csv-patient');
 
@@ -147,6 +147,28 @@ describe('engine end to end', () => {
     expect(memorySinkDeliveries.get('slow')).toHaveLength(1);
     expect(await engine.store.deliveries(r.id)).toEqual([expect.objectContaining({ status: 'delivered', attempts: 1 })]);
     expect((await engine.store.getMessage(r.id))?.status).toBe('delivered');
+  });
+
+  it("gives up on a sink call that never returns after the sink's deliveryTimeoutMs, tells the sink, and retries", async () => {
+    const dir = tmp();
+    memorySinkDeliveries.delete('stuck');
+    memorySinkAborted.delete('stuck');
+    engine = await Engine.create({
+      config: baseConfig(dir, {
+        sinks: { stuck: { type: 'memory', hangFirst: 1, deliveryTimeoutMs: 300, retry: { initialDelayMs: 20, maxDelayMs: 50, jitter: 0 } } },
+        routes: [{ id: 'r', to: ['stuck'] }],
+      }),
+    });
+    await engine.start();
+    const [first] = await engine.submit('intake', [csv('A460,Hung,Hal,1990-01-02,male')]);
+    const [later] = await engine.submit('intake', [csv('A460,Hung,Hal,1990-01-03,male')]);
+    await engine.waitForIdle(10_000, { includeScheduled: true });
+    expect(memorySinkAborted.get('stuck')).toBe(1);
+    expect(await engine.store.deliveries(first.id)).toEqual([expect.objectContaining({ status: 'delivered', attempts: 2 })]);
+    expect((await engine.store.events(first.id)).find((e) => e.status === 'delivery:failed')?.detail).toBe('FERRY_E_DELIVERY_TIMEOUT');
+    // The later update of the same patient was held behind it (strict order), then delivered after it.
+    expect((await engine.store.getMessage(later.id))?.status).toBe('delivered');
+    expect(memorySinkDeliveries.get('stuck')!.map((d) => d.message.id)).toEqual([first.id, later.id]);
   });
 
   it('acknowledges a duplicate again under ignore and refuses it under reject, storing nothing new', async () => {

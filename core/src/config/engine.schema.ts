@@ -7,6 +7,11 @@ export const sinkCommonSchema = {
     format: 'nat',
     default: 0,
   },
+  deliveryTimeoutMs: {
+    doc: "Longest one delivery attempt may take, the sink's own retries included: after it the attempt counts as failed (retried later) and the sink is told through the delivery's signal (0 = no limit)",
+    format: 'nat',
+    default: 300_000,
+  },
   retry: {
     maxAttempts: { doc: 'Attempts before a delivery is dead', format: 'nat', default: 10 },
     initialDelayMs: { doc: 'First retry delay', format: 'nat', default: 1000 },
@@ -132,7 +137,7 @@ export interface EngineConfig {
   };
   plugins: PluginRef[];
   sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number }; [k: string]: unknown }>;
-  sinks: Record<string, { type: string; retry: RetryPolicy; concurrency: number; [k: string]: unknown }>;
+  sinks: Record<string, { type: string; retry: RetryPolicy; concurrency: number; deliveryTimeoutMs: number; [k: string]: unknown }>;
   routes: RouteConfig[];
   processing: { batchSize: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number; maxAttempts: number; transformWorkers: number | 'auto' };
   admin: { enabled: boolean; host: string; port: number };

@@ -20,6 +20,8 @@ export interface SinkRuntime {
   logger: Logger;
   /** Deliveries to this sink in flight at once. */
   concurrency: number;
+  /** Longest one attempt may take before it counts as failed (0 = no limit). */
+  deliveryTimeoutMs?: number;
 }
 
 export interface DispatcherOptions {
@@ -228,6 +230,35 @@ export class Dispatcher {
     return this.sleeper.sleep(ms);
   }
 
+  /**
+   * The sink's call, given at most `deliveryTimeoutMs`: a call that never returns (a plugin
+   * without timeouts, a server that stops answering mid-response) would otherwise hold its slot
+   * and -- its lease renewed while it runs -- the later deliveries of its ordering key for good.
+   * Past the limit the attempt fails (retryable, retried later), the delivery's signal is aborted
+   * for the sink to stop, and whatever the call does afterwards is ignored.
+   */
+  private deliverWithin(rt: SinkRuntime, d: ClaimedDelivery): Promise<void> {
+    const limit = rt.deliveryTimeoutMs ?? 0;
+    const delivery = toSinkDelivery(d);
+    if (!(limit > 0)) return rt.sink.deliver(delivery);
+    const abort = new AbortController();
+    delivery.signal = abort.signal;
+    let timer: NodeJS.Timeout | undefined;
+    const call = rt.sink.deliver(delivery);
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const e = new FerryError('DELIVERY_TIMEOUT', `sink "${rt.id}" did not finish the delivery within ${limit} ms (deliveryTimeoutMs)`, { kind: 'transient', retryable: true });
+        abort.abort(e);
+        reject(e);
+      }, limit);
+    });
+    return Promise.race([call, expired]).finally(() => {
+      clearTimeout(timer);
+      // A call abandoned at the limit may still settle: nobody is waiting for it.
+      call.catch(() => undefined);
+    });
+  }
+
   private async run(d: ClaimedDelivery): Promise<void> {
     this.inFlight++;
     this.perSink.set(d.sinkId, (this.perSink.get(d.sinkId) ?? 0) + 1);
@@ -242,7 +273,7 @@ export class Dispatcher {
     this.inSink.set(d.id, { since: Date.now(), lostLogged: false, log });
     try {
       if (!rt) throw new FerryError('CONFIG_SINK_GONE', `sink "${d.sinkId}" is no longer configured`, { kind: 'config', retryable: true });
-      await rt.sink.deliver(toSinkDelivery(d));
+      await this.deliverWithin(rt, d);
       outcome = { status: 'delivered' };
       const secs = Number(process.hrtime.bigint() - started) / 1e9;
       this.metrics.deliveryLatency.observe({ sink: d.sinkId }, secs);

@@ -98,14 +98,14 @@ export class Engine {
       await this.store.open();
       for (const [id, entry] of Object.entries(cfg.sinks)) {
         const reg = this.host.sinkTypes().find((s) => s.type === entry.type)!;
-        const { type: _t, retry, concurrency, ...rest } = entry;
+        const { type: _t, retry, concurrency, deliveryTimeoutMs, ...rest } = entry;
         const logger = this.logger.child({ sink: id });
         const ctx: SinkContext = { id, config: rest, logger };
         const child = reg.container.createChildContainer();
         child.register(coreTokens.SinkContext, { useValue: ctx });
         const sink = child.resolve(reg.impl);
         await sink.start?.();
-        this.sinks.set(id, { id, sink, retry, logger, concurrency: concurrency || sink.preferredConcurrency || cfg.processing.deliveryWorkers || 1 });
+        this.sinks.set(id, { id, sink, retry, logger, concurrency: concurrency || sink.preferredConcurrency || cfg.processing.deliveryWorkers || 1, deliveryTimeoutMs: deliveryTimeoutMs ?? 0 });
       }
       const common = { owner: this.owner, leaseMs: cfg.processing.leaseMs, pollIntervalMs: cfg.processing.pollIntervalMs };
       const workers = transformWorkerCount(cfg.processing.transformWorkers);

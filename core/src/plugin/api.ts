@@ -132,6 +132,12 @@ export interface Delivery {
   bundleJson?: string;
   /** The stored message (with its raw body, unless pruned). */
   message: StoredMessage;
+  /**
+   * Aborted when the attempt runs past the sink's `deliveryTimeoutMs` (the engine has then counted
+   * it failed and will retry): a sink passes it to its requests so they stop, rather than finish
+   * a delivery the engine no longer waits for.
+   */
+  signal?: AbortSignal;
 }
 
 export interface MessageSink {

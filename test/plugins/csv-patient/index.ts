@@ -63,13 +63,19 @@ export class CsvPatientTransform implements MessageTransform {
 
 /** Process-wide record of what the memory sinks received, by sink id. */
 export const memorySinkDeliveries = new Map<string, Delivery[]>();
+/** Calls of a memory sink (`hangFirst`) that were told through their signal to give up, by sink id. */
+export const memorySinkAborted = new Map<string, number>();
 
 @injectable()
 export class MemorySink implements MessageSink {
   private calls = 0;
-  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<{ failFirst: number; failMode: string; delayMs: number }>) {}
+  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<{ failFirst: number; failMode: string; delayMs: number; hangFirst: number }>) {}
   async deliver(d: Delivery): Promise<void> {
     this.calls++;
+    if (this.calls <= this.ctx.config.hangFirst) {
+      // Never answers by itself (a server that stopped mid-response); gives up when told to.
+      await new Promise<void>((_, reject) => d.signal?.addEventListener('abort', () => (memorySinkAborted.set(this.ctx.id, (memorySinkAborted.get(this.ctx.id) ?? 0) + 1), reject(d.signal!.reason))));
+    }
     if (this.ctx.config.delayMs) await new Promise((r) => setTimeout(r, this.ctx.config.delayMs));
     if (this.calls <= this.ctx.config.failFirst) {
       if (this.ctx.config.failMode === 'permanent') throw permanentDeliveryError('MEMORY_REFUSED', 'memory sink refuses (configured)');
@@ -90,6 +96,7 @@ export default definePlugin<{ system: string }>({
       failFirst: { doc: 'Fail this many deliveries first', format: 'nat', default: 0 },
       failMode: { doc: 'retryable | permanent', format: ['retryable', 'permanent'], default: 'retryable' },
       delayMs: { doc: 'Take this long over each delivery (a slow downstream system)', format: 'nat', default: 0 },
+      hangFirst: { doc: 'Never answer this many deliveries first (until their signal is aborted)', format: 'nat', default: 0 },
     });
   },
 });
