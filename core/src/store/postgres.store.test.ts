@@ -84,6 +84,32 @@ describe('PostgresMessageStore specifics', () => {
     }
   });
 
+  it("keeps time by the server's clock: an instance whose clock runs 10 minutes ahead does not take over a lease early", async () => {
+    const schema = `${prefix}_clock`;
+    const a = make(schema);
+    await a.open();
+    const lines: Record<string, unknown>[] = [];
+    const logger = silentLogger();
+    logger.warn = ((message: string, meta: Record<string, unknown>) => (lines.push({ message, ...meta }), logger)) as never;
+    const ahead = new PostgresMessageStore({ url: URL, schema, logger, poolSize: 2, now: () => Date.now() + 10 * 60_000 });
+    schemas.set(ahead, schema);
+    await ahead.open();
+    try {
+      const [r] = await a.insert([{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('x') }]);
+      await a.claimReceived('a', 1, 60_000);
+      // The lease has a minute left; by the fast clock it ran out nine minutes ago.
+      expect(await ahead.claimReceived('ahead', 1, 60_000)).toEqual([]);
+      const [m] = await ahead.insert([{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('y') }]);
+      expect(Math.abs((await a.getMessage(m.id))!.receivedAt.getTime() - Date.now())).toBeLessThan(5_000);
+      expect(lines).toEqual([expect.objectContaining({ message: expect.stringContaining('clock differs'), offsetMs: expect.any(Number) })]);
+      expect(Math.abs((lines[0].offsetMs as number) + 10 * 60_000)).toBeLessThan(5_000);
+      expect((await a.getMessage(r.id))!.status).toBe('received');
+    } finally {
+      await ahead.close();
+      await a.close();
+    }
+  });
+
   it("a server whose disk is full: writes fail as transient STORE_FULL (a processed batch as a whole), unwritable until they succeed again", async () => {
     // A real server error with the real SQLSTATE (53100 disk_full), raised by a trigger while the
     // flag row exists. (Checked by hand with a tablespace on a full tmpfs: the same error and outcome.)

@@ -136,7 +136,7 @@ export class PostgresMessageStore extends SqlMessageStore {
     });
     pool.on('error', (e) => this.logger.warn('postgres pool error', { error: e.message }));
     try {
-      await pool.query('SELECT 1');
+      await this.syncClock(pool);
     } catch (e) {
       await pool.end().catch(() => undefined);
       throw new FerryError('TRANSIENT_STORE_CONNECT', `cannot connect to the PostgreSQL store: ${(e as Error).message}`, { kind: 'transient', cause: e });
@@ -145,9 +145,39 @@ export class PostgresMessageStore extends SqlMessageStore {
   }
 
   protected async disconnect(): Promise<void> {
+    clearInterval(this.clockTimer);
+    this.clockTimer = undefined;
     const pool = this.pool;
     this.pool = undefined;
     await pool?.end();
+  }
+
+  private clockTimer?: NodeJS.Timeout;
+  private clockWarnedAt?: number;
+
+  /**
+   * Measures the server's clock against this process's (half the round trip allowed for), at
+   * connect and every minute. An offset of a second or more is corrected -- times are written and
+   * compared on the server's clock, so an instance whose clock runs minutes ahead does not take
+   * over another's leased work early -- and logged (once, and again if it moves by another second).
+   */
+  private async syncClock(pool: pg.Pool): Promise<void> {
+    const t0 = this.localClock();
+    const r = await pool.query('SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::float8 AS t');
+    const t1 = this.localClock();
+    const offset = Math.round(Number(r.rows[0].t) - (t0 + t1) / 2);
+    // Under a second: clocks in step (NTP), the measure's own noise; this process's clock is used as is.
+    this.clockOffsetMs = Math.abs(offset) >= 1000 ? offset : 0;
+    if (Math.abs(offset) >= 1000 && (this.clockWarnedAt === undefined || Math.abs(offset - this.clockWarnedAt) >= 1000)) {
+      this.clockWarnedAt = offset;
+      this.logger.warn("this machine's clock differs from the database server's; the store keeps time by the server's", { store: this.kind, offsetMs: offset });
+    }
+    if (!this.clockTimer) {
+      this.clockTimer = setInterval(() => {
+        if (this.pool) this.syncClock(this.pool).catch(() => undefined);
+      }, 60_000);
+      this.clockTimer.unref();
+    }
   }
 
   private execOn(c: pg.ClientBase | pg.Pool, timeoutMs = this.queryTimeoutMs): SqlExec {

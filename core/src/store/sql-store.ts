@@ -130,7 +130,14 @@ export abstract class SqlMessageStore implements MessageStore {
   abstract readonly kind: string;
   protected abstract readonly dialect: Dialect;
   protected readonly logger: Logger;
-  protected readonly now: () => number;
+  /** This process's clock (`opts.now` in tests). */
+  protected readonly localClock: () => number;
+  /**
+   * The database's clock minus this process's (PostgreSQL measures it): every time the store
+   * writes or compares -- leases above all -- is on the database's clock, so instances whose
+   * clocks disagree still agree on when a lease runs out.
+   */
+  protected clockOffsetMs = 0;
   readonly groupCommit: GroupCommitOptions;
   private opened = false;
   private closing = false;
@@ -160,7 +167,7 @@ export abstract class SqlMessageStore implements MessageStore {
 
   constructor(opts: SqlStoreOptions) {
     this.logger = opts.logger;
-    this.now = opts.now ?? Date.now;
+    this.localClock = opts.now ?? Date.now;
     this.groupCommit = { maxBatch: opts.groupCommit?.maxBatch || 256 };
   }
 
@@ -369,6 +376,11 @@ export abstract class SqlMessageStore implements MessageStore {
       if (typeof m.contentType !== 'string' || !m.contentType) return new FerryError('INPUT_MESSAGE_CONTENT_TYPE', 'a stored message needs a content type', { kind: 'input' });
     }
     return undefined;
+  }
+
+  /** Now on the database's clock (see `clockOffsetMs`). */
+  protected now(): number {
+    return this.localClock() + this.clockOffsetMs;
   }
 
   /** The dialect's view of a driver error (a transient FerryError for the store's own trouble). */
@@ -1264,7 +1276,8 @@ export abstract class SqlMessageStore implements MessageStore {
         if (outcome.status === 'failed')
           rows.push(
             ...(await x.all(`UPDATE deliveries SET status = 'failed', attempts = attempts + 1, next_attempt_at = ?, last_error = ?, ${clear} WHERE id = ?${fence} ${ret}`, [
-              outcome.nextAttemptAt.getTime(),
+              // The caller's clock -> the database's.
+              outcome.nextAttemptAt.getTime() + this.clockOffsetMs,
               errJson(outcome.error),
               deliveryId,
               ...fenceArgs,
@@ -1353,7 +1366,9 @@ export abstract class SqlMessageStore implements MessageStore {
       (x) => x.all(`SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE superseded = 0 AND status = 'failed' AND next_attempt_at IS NOT NULL`),
       false,
     );
-    return date(rows[0]?.t);
+    // The database's clock -> the caller's (it sleeps until then).
+    const t = rows[0]?.t;
+    return t == null ? undefined : new Date(Number(t) - this.clockOffsetMs);
   }
 
   /** Work left: messages not yet routed, deliveries due now, deliveries waiting for a later retry, leased work. */
