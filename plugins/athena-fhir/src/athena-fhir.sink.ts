@@ -73,7 +73,8 @@ export class AthenaFhirSink implements MessageSink {
         body.subject = mapped;
       }
       try {
-        const res = await this.fhir.create(body);
+        // The engine's signal: the attempt ran past deliveryTimeoutMs (the create is not retried meanwhile).
+        const res = await this.fhir.create(body, delivery.signal);
         created.push(`${res.resourceType}/${res.id}`);
       } catch (err) {
         throw this.classify(err);

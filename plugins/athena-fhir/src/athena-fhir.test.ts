@@ -203,4 +203,20 @@ describe('athena-fhir sink', () => {
     // a 422 business-rule answer is permanent
     await expect(sink().deliver(delivery(qr({ type: 'Patient', identifier: { system: 'urn:oid:1.2', value: '1' } })))).rejects.toMatchObject({ code: 'FERRY_E_DELIVERY_ATHENA_FHIR_NO_PATIENT', retryable: false });
   });
+
+  it("stops a create when the engine aborts the delivery's signal (deliveryTimeoutMs), without retrying it", async () => {
+    sim.setLatency(3000, { method: 'POST', match: /QuestionnaireResponse$/ });
+    try {
+      const before = sim.apiRequests('/fhir/r4/QuestionnaireResponse').length;
+      const abort = new AbortController();
+      setTimeout(() => abort.abort(new Error('deliveryTimeoutMs')), 100);
+      const t0 = Date.now();
+      await expect(sink().deliver({ ...delivery(qr({ reference: `Patient/a-${PRACTICE}.E-502` })), signal: abort.signal })).rejects.toThrow();
+      expect(Date.now() - t0).toBeLessThan(2000);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(sim.apiRequests('/fhir/r4/QuestionnaireResponse').length - before).toBe(1);
+    } finally {
+      sim.setLatency(0);
+    }
+  });
 });

@@ -63,13 +63,13 @@ export class AthenaRestSink implements MessageSink {
     const patientIds = new Map<string, string>();
     try {
       for (const e of entries) {
-        if (e.resource?.resourceType === 'Patient' && this.cfg.writes.patients) await this.patient(e as BundleEntry<Patient>, patientIds, report);
+        if (e.resource?.resourceType === 'Patient' && this.cfg.writes.patients) await this.patient(e as BundleEntry<Patient>, patientIds, report, delivery.signal);
       }
       for (const e of entries) {
         const r = e.resource;
         if (!r || r.resourceType === 'Patient') continue;
-        if (r.resourceType === 'Appointment' && this.cfg.writes.appointments) await this.appointment(r, patientIds, report);
-        else if (r.resourceType === 'DiagnosticReport' && this.cfg.writes.labresults) await this.labResult(r, entries, patientIds, report);
+        if (r.resourceType === 'Appointment' && this.cfg.writes.appointments) await this.appointment(r, patientIds, report, delivery.signal);
+        else if (r.resourceType === 'DiagnosticReport' && this.cfg.writes.labresults) await this.labResult(r, entries, patientIds, report, delivery.signal);
         else if (r.resourceType !== 'Observation') report.skipped++;
       }
     } catch (e) {
@@ -128,14 +128,15 @@ export class AthenaRestSink implements MessageSink {
     };
   }
 
-  private async patient(e: BundleEntry<Patient>, patientIds: Map<string, string>, report: SinkReport): Promise<void> {
+  /** `signal`: the engine's, aborted when the attempt runs past the sink's deliveryTimeoutMs (no more requests, no more retries). */
+  private async patient(e: BundleEntry<Patient>, patientIds: Map<string, string>, report: SinkReport, signal?: AbortSignal): Promise<void> {
     const pat = e.resource!;
     const form = this.patientForm(pat);
     let id = this.athenaPatientId(pat.identifier);
     if (!id) {
       // Reconcile by reading: a create that timed out may have happened.
       if (!form.firstname || !form.lastname || !form.dob) throw permanentDeliveryError('ATHENA_PATIENT_INCOMPLETE', 'a new athena patient needs given name, family name and birth date');
-      const found = await this.conn.get<{ patients?: { patientid: unknown }[] }>('/patients', { firstname: form.firstname, lastname: form.lastname, dob: form.dob, limit: 2 });
+      const found = await this.conn.get<{ patients?: { patientid: unknown }[] }>('/patients', { firstname: form.firstname, lastname: form.lastname, dob: form.dob, limit: 2 }, { signal });
       const matches = found?.patients ?? [];
       if (matches.length > 1) throw permanentDeliveryError('ATHENA_PATIENT_AMBIGUOUS', `${matches.length} athena patients match name and birth date; not writing`);
       if (matches.length === 1) id = String(matches[0].patientid);
@@ -143,11 +144,11 @@ export class AthenaRestSink implements MessageSink {
     if (id) {
       const { departmentid, ...update } = form;
       void departmentid;
-      await this.conn.write('PUT', `/patients/${id}`, update);
+      await this.conn.write('PUT', `/patients/${id}`, update, { signal });
       report.patients.updated.push(id);
     } else {
       if (!form.departmentid) throw permanentDeliveryError('ATHENA_NO_DEPARTMENT', 'creating an athena patient needs the sink departmentId');
-      const res = await this.conn.write<{ patientid: unknown }[]>('POST', '/patients', form);
+      const res = await this.conn.write<{ patientid: unknown }[]>('POST', '/patients', form, { signal });
       id = str(Array.isArray(res) ? res[0]?.patientid : (res as any)?.patientid);
       if (!id) throw permanentDeliveryError('ATHENA_NO_PATIENTID', 'athena answered a patient create without a patientid');
       report.patients.created.push(id);
@@ -168,14 +169,14 @@ export class AthenaRestSink implements MessageSink {
     return undefined;
   }
 
-  private async appointment(a: Appointment, patientIds: Map<string, string>, report: SinkReport): Promise<void> {
+  private async appointment(a: Appointment, patientIds: Map<string, string>, report: SinkReport, signal?: AbortSignal): Promise<void> {
     const p = this.conn.practiceId;
     const aid = a.identifier?.find((i) => i.system === athenaSystem('appointment', p))?.value;
     if (!aid) throw permanentDeliveryError('ATHENA_NO_SLOT', 'booking on athena needs the athena appointment (open slot) id as identifier');
     const pid = this.refPatient(a.participant?.find((x) => x.actor?.type === 'Patient' || x.actor?.reference?.startsWith('Patient/') || x.actor?.reference?.startsWith('urn:'))?.actor, patientIds);
     if (!pid) throw permanentDeliveryError('ATHENA_NO_PATIENT', `appointment ${aid}: no athena patient id for the patient participant`);
     // Read first: the state tells us whether the write already happened.
-    const current = (await this.conn.get<any[]>(`/appointments/${aid}`))?.[0];
+    const current = (await this.conn.get<any[]>(`/appointments/${aid}`, undefined, { signal }))?.[0];
     if (!current) throw permanentDeliveryError('ATHENA_NO_SLOT', `appointment ${aid} not found`);
     const status = String(current.appointmentstatus ?? '');
     if (a.status === 'cancelled' || a.status === 'noshow') {
@@ -183,7 +184,7 @@ export class AthenaRestSink implements MessageSink {
         report.appointments.unchanged.push(aid);
         return;
       }
-      await this.conn.write('PUT', `/appointments/${aid}/cancel`, { patientid: pid, cancellationreason: a.cancelationReason?.text });
+      await this.conn.write('PUT', `/appointments/${aid}/cancel`, { patientid: pid, cancellationreason: a.cancelationReason?.text }, { signal });
       report.appointments.cancelled.push(aid);
       return;
     }
@@ -195,11 +196,11 @@ export class AthenaRestSink implements MessageSink {
       throw permanentDeliveryError('ATHENA_SLOT_TAKEN', `appointment ${aid} is not an open slot`);
     }
     const typeId = a.serviceType?.flatMap((s) => s.coding ?? []).find((c) => c.system === athenaSystem('appointmenttype', p))?.code;
-    await this.conn.write('PUT', `/appointments/${aid}`, { patientid: pid, appointmenttypeid: typeId });
+    await this.conn.write('PUT', `/appointments/${aid}`, { patientid: pid, appointmenttypeid: typeId }, { signal });
     report.appointments.booked.push(aid);
   }
 
-  private async labResult(rep: DiagnosticReport, entries: BundleEntry[], patientIds: Map<string, string>, report: SinkReport): Promise<void> {
+  private async labResult(rep: DiagnosticReport, entries: BundleEntry[], patientIds: Map<string, string>, report: SinkReport, signal?: AbortSignal): Promise<void> {
     const pid = this.refPatient(rep.subject, patientIds);
     if (!pid) throw permanentDeliveryError('ATHENA_NO_PATIENT', 'lab result: no athena patient id for the subject');
     const dept = str(this.cfg.departmentId);
@@ -207,7 +208,7 @@ export class AthenaRestSink implements MessageSink {
     const key = rep.identifier?.[0] ? `${rep.identifier[0].system}|${rep.identifier[0].value}` : JSON.stringify(rep.code);
     const accessionid = `ferry-${createHash('sha256').update(key).digest('hex').slice(0, 20)}`;
     // Reconcile: was it already posted (a timed-out earlier attempt)?
-    const existing = await this.conn.get<{ results?: { accessionid?: string; labresultid?: unknown }[] }>(`/chart/${pid}/labresults`, { departmentid: dept, showhidden: 'true', limit: 1000 });
+    const existing = await this.conn.get<{ results?: { accessionid?: string; labresultid?: unknown }[] }>(`/chart/${pid}/labresults`, { departmentid: dept, showhidden: 'true', limit: 1000 }, { signal });
     const hit = existing?.results?.find((r) => r.accessionid === accessionid);
     if (hit) {
       report.labresults.existing.push(String(hit.labresultid));
@@ -232,7 +233,7 @@ export class AthenaRestSink implements MessageSink {
       observationdate: when ? formatAthenaDate(Date.parse(when), this.cfg.timeZone) : undefined,
       resultstatus: rep.status,
       analytes: analytes.length ? JSON.stringify(analytes) : undefined,
-    });
+    }, { signal });
     report.labresults.created.push(String(res?.labresultid ?? ''));
   }
 }

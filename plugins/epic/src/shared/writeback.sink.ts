@@ -93,11 +93,11 @@ export abstract class WriteBackSink implements MessageSink {
     for (const r of resources) {
       const { resource, vendorId } = this.toVendor(r);
       try {
-        if (vendorId && this.allowUpdate) await this.update(resource as Resource & { id: string });
-        else if (d.attempt > 1 && (await this.exists(resource))) {
+        if (vendorId && this.allowUpdate) await this.update(resource as Resource & { id: string }, d.signal);
+        else if (d.attempt > 1 && (await this.exists(resource, d.signal))) {
           // A retry after an ambiguous failure: the earlier POST may have landed (reconcile by read).
           this.ctx.logger.info('write-back retry found the resource already created', { sink: this.ctx.id, resourceType: resource.resourceType, deliveryId: d.deliveryId });
-        } else await this.create(resource);
+        } else await this.create(resource, d.signal);
       } catch (e) {
         throw this.deliveryError(e, resource.resourceType);
       }
@@ -109,12 +109,13 @@ export abstract class WriteBackSink implements MessageSink {
     return FerryError.is(e) && (e.details?.status === 409 || e.details?.status === 412);
   }
 
-  private async update(resource: Resource & { id: string }): Promise<void> {
+  /** `signal`: the engine's, aborted when the attempt runs past the sink's deliveryTimeoutMs. */
+  private async update(resource: Resource & { id: string }, signal?: AbortSignal): Promise<void> {
     for (let attempt = 1; ; attempt++) {
-      const current = await this.fhir.read(resource.resourceType, resource.id);
+      const current = await this.fhir.read(resource.resourceType, resource.id, signal);
       const version = etagVersion(current.etag) ?? current.resource.meta?.versionId;
       try {
-        await this.fhir.update(resource, version ? `W/"${version}"` : undefined);
+        await this.fhir.update(resource, version ? `W/"${version}"` : undefined, signal);
         return;
       } catch (e) {
         if (this.isConflict(e) && attempt === 1) {
@@ -127,7 +128,7 @@ export abstract class WriteBackSink implements MessageSink {
   }
 
   /** Is a resource with the same identifier already there for the same patient? (false when it has none) */
-  private async exists(resource: Resource): Promise<boolean> {
+  private async exists(resource: Resource, signal?: AbortSignal): Promise<boolean> {
     const ident = (resource as { identifier?: { system?: string; value?: string }[] }).identifier?.find((i) => i.system && i.value);
     const patient = (resource as any).subject?.reference ?? (resource as any).patient?.reference;
     if (!ident || !patient) return false;
@@ -136,21 +137,21 @@ export abstract class WriteBackSink implements MessageSink {
     if (resource.resourceType === 'Observation' && category) params.category = category;
     // Vendors silently ignore search parameters they do not support (Epic 4122), so check the match here.
     const same = (r: Resource) => ((r as { identifier?: { system?: string; value?: string }[] }).identifier ?? []).some((i) => i.system === ident.system && String(i.value).trim() === ident.value);
-    for await (const page of this.fhir.search(resource.resourceType, params)) if (page.resources.some(same)) return true;
+    for await (const page of this.fhir.search(resource.resourceType, params, { signal })) if (page.resources.some(same)) return true;
     return false;
   }
 
-  private async create(resource: Resource): Promise<void> {
+  private async create(resource: Resource, signal?: AbortSignal): Promise<void> {
     try {
-      await this.fhir.create(resource);
+      await this.fhir.create(resource, signal);
     } catch (e) {
       if (!this.isConflict(e)) throw e;
       // Already there (a redelivery) or a transient clash: look it up by identifier, else retry once.
-      if (await this.exists(resource)) {
+      if (await this.exists(resource, signal)) {
         this.ctx.logger.info('write-back create conflicted; the resource already exists', { sink: this.ctx.id, resourceType: resource.resourceType });
         return;
       }
-      await this.fhir.create(resource);
+      await this.fhir.create(resource, signal);
     }
   }
 
