@@ -6,17 +6,14 @@
  * period (results in hand are recorded again once the connection is back, not left leased).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import 'reflect-metadata';
-import { Writable } from 'node:stream';
-import { createLogger, Engine } from '@ferry/core';
+import { Engine } from '@ferry/core';
 import { startTcpProxy } from '../support/tcp-proxy';
-import { dropSchema, PG_URL, pgReachable } from './support';
-
-
+import { countingLogger, deliveredControlIds, dropSchema, PG_URL, pgReachable, sleep, startLoad } from './support';
 
 const hl7 = (n: number) =>
   Buffer.from(`MSH|^~\\&|APP|FAC|FERRY|DEST|20250101120000||ADT^A08^ADT_A01|L${n}|P|2.5.1\rEVN|A08|20250101120000\rPID|1||MRN${n % 40}^^^HOSP^MR||DOE^JANE||19800101|F\r`);
@@ -43,20 +40,7 @@ describe('an engine on PostgreSQL whose connections are cut under load', () => {
    */
   async function underLoad(name: string, url: string, disrupt: (engine: Engine) => Promise<void>) {
     const out = path.join(dir, name);
-    // Log lines counted by level and message (the outage must be told, not flooded).
-    const logs: Record<string, number> = {};
-    const logger = createLogger(
-      { level: 'info' },
-      new Writable({
-        write(chunk: Buffer, _enc, cb) {
-          for (const line of chunk.toString().split('\n').filter(Boolean)) {
-            const { level, message } = JSON.parse(line);
-            logs[`${level} ${message}`] = (logs[`${level} ${message}`] ?? 0) + 1;
-          }
-          cb();
-        },
-      }),
-    );
+    const { logger, logs, problems } = countingLogger();
     const engine = await Engine.create({
       logger,
       config: {
@@ -70,42 +54,22 @@ describe('an engine on PostgreSQL whose connections are cut under load', () => {
       },
     });
     await engine.start();
-    const acked = new Set<string>();
-    let refused = 0;
-    let stop = false;
-    const submitter = async () => {
-      while (!stop) {
-        const n = next++;
-        try {
-          const [r] = await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: hl7(n) }]);
-          if (r.stored) acked.add(`L${n}`);
-        } catch {
-          // Not acknowledged (a real client would send it again): not counted.
-          refused++;
-          await new Promise((r) => setTimeout(r, 20));
-        }
-      }
-    };
-    const submitters = Array.from({ length: 8 }, submitter);
-    // Load measured in acknowledged messages, not time (a slow or busy machine acknowledges
-    // fewer per second): at least 200 before the disruption and 200 more after it.
-    const until = async (n: number, capMs: number) => {
-      const end = Date.now() + capMs;
-      while (acked.size < n && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-    };
+    // Both tests use one schema: their control ids must not repeat.
+    const load = startLoad(engine, hl7, (n) => `L${n}`, { first: next });
     let before = 0;
     let after = 0;
     try {
-      await until(200, 20_000);
-      await new Promise((r) => setTimeout(r, 300));
-      before = acked.size;
+      // At least 200 acknowledged before the disruption and 200 more after it.
+      await load.until(200, 20_000);
+      await sleep(300);
+      before = load.acked.size;
       await disrupt(engine);
-      const atEnd = acked.size;
-      await until(atEnd + 200, 20_000);
-      after = acked.size - atEnd;
+      const atEnd = load.acked.size;
+      await load.until(atEnd + 200, 20_000);
+      after = load.acked.size - atEnd;
     } finally {
-      stop = true;
-      await Promise.all(submitters);
+      await load.stop();
+      next = load.next();
     }
     const t0 = Date.now();
     let ready: boolean;
@@ -116,13 +80,9 @@ describe('an engine on PostgreSQL whose connections are cut under load', () => {
       await engine.stop();
     }
     const idleMs = Date.now() - t0;
-    const lines = readdirSync(out).flatMap((f) => readFileSync(path.join(out, f), 'utf8').split('\n').filter(Boolean));
-    const delivered = new Set(lines.map((l) => JSON.parse(l).controlId as string));
-    const missing = [...acked].filter((c) => !delivered.has(c));
-    const problems = Object.entries(logs)
-      .filter(([k]) => k.startsWith('warn ') || k.startsWith('error '))
-      .reduce((n, [, v]) => n + v, 0);
-    return { acked, before, after, refused, idleMs, lines: lines.length, delivered, missing, ready, logs, problems };
+    const { lines, ids: delivered } = deliveredControlIds(out);
+    const missing = [...load.acked].filter((c) => !delivered.has(c));
+    return { acked: load.acked, before, after, refused: load.refusedCount(), idleMs, lines, delivered, missing, ready, logs, problems: problems() };
   }
   let next = 0;
 

@@ -8,14 +8,13 @@
  * which fails writes with the same SQLITE_FULL a full filesystem gives. (Checked by hand on a
  * 20 MB tmpfs filled with a file: the same outcome.)
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import type Database from 'better-sqlite3';
 import 'reflect-metadata';
-import { createLogger, Engine } from '@ferry/core';
-import { builtCli } from './support';
+import { Engine } from '@ferry/core';
+import { builtCli, countingLogger, deliveredControlIds, sleep, startLoad } from './support';
 
 const hl7 = (n: number) =>
   Buffer.from(
@@ -33,19 +32,7 @@ describe('an engine on SQLite whose disk fills up under load', () => {
       return;
     }
     const out = path.join(dir, 'out');
-    const logs: Record<string, number> = {};
-    const logger = createLogger(
-      { level: 'info' },
-      new Writable({
-        write(chunk: Buffer, _enc, cb) {
-          for (const line of chunk.toString().split('\n').filter(Boolean)) {
-            const { level, message } = JSON.parse(line);
-            logs[`${level} ${message}`] = (logs[`${level} ${message}`] ?? 0) + 1;
-          }
-          cb();
-        },
-      }),
-    );
+    const { logger, logs, problems } = countingLogger();
     const engine = await Engine.create({
       logger,
       config: {
@@ -60,49 +47,26 @@ describe('an engine on SQLite whose disk fills up under load', () => {
     });
     await engine.start();
     const db = (engine.store as unknown as { db: Database.Database }).db;
-    const acked = new Set<string>();
-    const refused: Record<string, number> = {};
-    let next = 0;
-    let stop = false;
-    const submitter = async () => {
-      while (!stop) {
-        const n = next++;
-        try {
-          const [r] = await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: hl7(n) }]);
-          if (r.stored) acked.add(`D${n}`);
-        } catch (e) {
-          // Not acknowledged (a real sender would send it again): not counted.
-          const code = (e as { code?: string }).code ?? 'unknown';
-          refused[code] = (refused[code] ?? 0) + 1;
-          await new Promise((r) => setTimeout(r, 20));
-        }
-      }
-    };
-    const until = async (n: number, capMs: number) => {
-      const end = Date.now() + capMs;
-      while (acked.size < n && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-    };
-    const submitters = Array.from({ length: 8 }, submitter);
+    const load = startLoad(engine, hl7, (n) => `D${n}`);
     let before = 0;
     let during = 0;
     let after = 0;
     let readyDuring: ReturnType<Engine['readiness']> | undefined;
     try {
-      await until(200, 20_000);
-      before = acked.size;
+      await load.until(200, 20_000);
+      before = load.acked.size;
       // The disk is full: not one more page.
       db.pragma(`max_page_count = ${Number(db.pragma('page_count', { simple: true }))}`);
-      await new Promise((r) => setTimeout(r, 1000));
+      await sleep(1000);
       readyDuring = engine.readiness();
-      await new Promise((r) => setTimeout(r, 1000));
-      during = acked.size - before;
+      await sleep(1000);
+      during = load.acked.size - before;
       db.pragma('max_page_count = 1073741823');
-      const atEnd = acked.size;
-      await until(atEnd + 200, 20_000);
-      after = acked.size - atEnd;
+      const atEnd = load.acked.size;
+      await load.until(atEnd + 200, 20_000);
+      after = load.acked.size - atEnd;
     } finally {
-      stop = true;
-      await Promise.all(submitters);
+      await load.stop();
     }
     const t0 = Date.now();
     try {
@@ -111,25 +75,21 @@ describe('an engine on SQLite whose disk fills up under load', () => {
       await engine.stop();
     }
     const idleMs = Date.now() - t0;
-    const lines = readdirSync(out).flatMap((f) => readFileSync(path.join(out, f), 'utf8').split('\n').filter(Boolean));
-    const delivered = new Set(lines.map((l) => JSON.parse(l).controlId as string));
-    const missing = [...acked].filter((c) => !delivered.has(c));
-    const problems = Object.entries(logs)
-      .filter(([k]) => k.startsWith('warn ') || k.startsWith('error '))
-      .reduce((n, [, v]) => n + v, 0);
+    const delivered = deliveredControlIds(out);
+    const missing = [...load.acked].filter((c) => !delivered.ids.has(c));
     console.log(
-      `disk full 2 s: ${acked.size} acknowledged (${before} before, ${during} while full, ${after} after), refused ${JSON.stringify(refused)}; ` +
-        `idle ${idleMs} ms after the load; ${lines.length} lines for ${delivered.size} control ids; ${problems} warn/error log lines: ${JSON.stringify(logs)}`,
+      `disk full 2 s: ${load.acked.size} acknowledged (${before} before, ${during} while full, ${after} after), refused ${JSON.stringify(load.refused)}; ` +
+        `idle ${idleMs} ms after the load; ${delivered.lines} lines for ${delivered.ids.size} control ids; ${problems()} warn/error log lines: ${JSON.stringify(logs)}`,
     );
     expect(before).toBeGreaterThanOrEqual(200);
     expect(after).toBeGreaterThanOrEqual(200);
-    expect(refused['FERRY_E_TRANSIENT_STORE_FULL']).toBeGreaterThan(0);
-    expect(Object.keys(refused)).toEqual(['FERRY_E_TRANSIENT_STORE_FULL']);
+    expect(load.refused['FERRY_E_TRANSIENT_STORE_FULL']).toBeGreaterThan(0);
+    expect(Object.keys(load.refused)).toEqual(['FERRY_E_TRANSIENT_STORE_FULL']);
     expect(readyDuring).toMatchObject({ ready: false, store: false });
     expect(logs['warn sqlite store cannot write']).toBe(1);
     expect(logs['info sqlite store writable again']).toBe(1);
     expect(missing).toEqual([]);
     expect(idleMs).toBeLessThan(15_000);
-    expect(problems).toBeLessThan(20);
+    expect(problems()).toBeLessThan(20);
   }, 90_000);
 });

@@ -4,7 +4,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import pg from 'pg';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
+import type { Logger } from 'winston';
+import { createLogger, type Engine } from '@ferry/core';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -220,4 +223,74 @@ export async function stopGracefully(p: EngineProcess, timeoutMs = 15_000): Prom
   const t = setTimeout(() => p.child.kill('SIGKILL'), timeoutMs);
   await p.exited;
   clearTimeout(t);
+}
+
+/** A JSON logger whose lines are counted by `<level> <message>` (an outage must be told, not flooded). */
+export function countingLogger(): { logger: Logger; logs: Record<string, number>; problems(): number } {
+  const logs: Record<string, number> = {};
+  const logger = createLogger(
+    { level: 'info' },
+    new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const line of chunk.toString().split('\n').filter(Boolean)) {
+          const { level, message } = JSON.parse(line);
+          logs[`${level} ${message}`] = (logs[`${level} ${message}`] ?? 0) + 1;
+        }
+        cb();
+      },
+    }),
+  );
+  const problems = () =>
+    Object.entries(logs)
+      .filter(([k]) => k.startsWith('warn ') || k.startsWith('error '))
+      .reduce((n, [, v]) => n + v, 0);
+  return { logger, logs, problems };
+}
+
+/**
+ * `submitters` callers each submitting one HL7 message at a time to an in-process engine's source
+ * `feed` until stopped: what was acknowledged (control ids) and what was refused (by error code;
+ * a real sender would send it again). `until(n)` waits for `n` acknowledged -- load measured in
+ * messages, not seconds, so a slow machine runs longer instead of failing.
+ */
+export function startLoad(engine: Engine, hl7: (n: number) => Buffer, controlId: (n: number) => string, opts: { submitters?: number; first?: number } = {}) {
+  const acked = new Set<string>();
+  const refused: Record<string, number> = {};
+  let next = opts.first ?? 0;
+  let stopped = false;
+  const submitter = async () => {
+    while (!stopped) {
+      const n = next++;
+      try {
+        const [r] = await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: hl7(n) }]);
+        if (r.stored) acked.add(controlId(n));
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? 'unknown';
+        refused[code] = (refused[code] ?? 0) + 1;
+        await sleep(20);
+      }
+    }
+  };
+  const running = Array.from({ length: opts.submitters ?? 8 }, submitter);
+  return {
+    acked,
+    /** The next message number (where a later load on the same store should start). */
+    next: () => next,
+    refused,
+    refusedCount: () => Object.values(refused).reduce((a, b) => a + b, 0),
+    async until(n: number, capMs: number): Promise<void> {
+      const end = Date.now() + capMs;
+      while (acked.size < n && Date.now() < end) await sleep(20);
+    },
+    async stop(): Promise<void> {
+      stopped = true;
+      await Promise.all(running);
+    },
+  };
+}
+
+/** Control ids in the NDJSON files (envelope format) of a file sink's folder. */
+export function deliveredControlIds(dir: string): { lines: number; ids: Set<string> } {
+  const lines = readdirSync(dir).flatMap((f) => readFileSync(path.join(dir, f), 'utf8').split('\n').filter(Boolean));
+  return { lines: lines.length, ids: new Set(lines.map((l) => JSON.parse(l).controlId as string)) };
 }
