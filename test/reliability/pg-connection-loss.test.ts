@@ -13,7 +13,7 @@ import pg from 'pg';
 import 'reflect-metadata';
 import { Engine } from '@ferry/core';
 import { startTcpProxy } from '../support/tcp-proxy';
-import { countingLogger, deliveredControlIds, dropSchema, PG_URL, pgReachable, sleep, startLoad } from './support';
+import { countingLogger, startOutageEngine, deliveredControlIds, dropSchema, PG_URL, pgReachable, sleep, startLoad } from './support';
 
 const hl7 = (n: number) =>
   Buffer.from(`MSH|^~\\&|APP|FAC|FERRY|DEST|20250101120000||ADT^A08^ADT_A01|L${n}|P|2.5.1\rEVN|A08|20250101120000\rPID|1||MRN${n % 40}^^^HOSP^MR||DOE^JANE||19800101|F\r`);
@@ -41,19 +41,7 @@ describe('an engine on PostgreSQL whose connections are cut under load', () => {
   async function underLoad(name: string, url: string, disrupt: (engine: Engine) => Promise<void>) {
     const out = path.join(dir, name);
     const { logger, logs, problems } = countingLogger();
-    const engine = await Engine.create({
-      logger,
-      config: {
-        store: { kind: 'postgres', url, schema: tag },
-        plugins: ['@ferry/plugin-hl7v2-mllp'],
-        sinks: { out: { type: 'file', dir: out, format: 'ndjson', envelope: true } },
-        routes: [{ id: 'all', to: ['out'] }],
-        // The lease is a minute: being idle within seconds shows nothing waited for one.
-        processing: { pollIntervalMs: 100, leaseMs: 60_000, transformWorkers: 0 },
-        admin: { enabled: false },
-      },
-    });
-    await engine.start();
+    const engine = await startOutageEngine({ kind: 'postgres', url, schema: tag }, out, logger);
     // Both tests use one schema: their control ids must not repeat.
     const load = startLoad(engine, hl7, (n) => `L${n}`, { first: next });
     let before = 0;

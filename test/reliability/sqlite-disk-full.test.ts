@@ -14,7 +14,7 @@ import path from 'node:path';
 import type Database from 'better-sqlite3';
 import 'reflect-metadata';
 import { Engine } from '@ferry/core';
-import { builtCli, countingLogger, deliveredControlIds, sleep, startLoad } from './support';
+import { builtCli, countingLogger, startOutageEngine, deliveredControlIds, sleep, startLoad } from './support';
 
 const hl7 = (n: number) =>
   Buffer.from(
@@ -33,19 +33,7 @@ describe('an engine on SQLite whose disk fills up under load', () => {
     }
     const out = path.join(dir, 'out');
     const { logger, logs, problems } = countingLogger();
-    const engine = await Engine.create({
-      logger,
-      config: {
-        store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
-        plugins: ['@ferry/plugin-hl7v2-mllp'],
-        sinks: { out: { type: 'file', dir: out, format: 'ndjson', envelope: true } },
-        routes: [{ id: 'all', to: ['out'] }],
-        // The lease is a minute: being idle within seconds shows nothing waited for one.
-        processing: { pollIntervalMs: 100, leaseMs: 60_000, transformWorkers: 0 },
-        admin: { enabled: false },
-      },
-    });
-    await engine.start();
+    const engine = await startOutageEngine({ kind: 'sqlite', path: path.join(dir, 'ferry.db') }, out, logger);
     const db = (engine.store as unknown as { db: Database.Database }).db;
     const load = startLoad(engine, hl7, (n) => `D${n}`);
     let before = 0;

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import type { Logger } from 'winston';
-import { createLogger, type Engine } from '@ferry/core';
+import { createLogger, Engine } from '@ferry/core';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -293,4 +293,25 @@ export function startLoad(engine: Engine, hl7: (n: number) => Buffer, controlId:
 export function deliveredControlIds(dir: string): { lines: number; ids: Set<string> } {
   const lines = readdirSync(dir).flatMap((f) => readFileSync(path.join(dir, f), 'utf8').split('\n').filter(Boolean));
   return { lines: lines.length, ids: new Set(lines.map((l) => JSON.parse(l).controlId as string)) };
+}
+
+/**
+ * A started in-process engine for the outage proofs: HL7 v2 in (source `feed`), an NDJSON file
+ * sink with envelopes in `out`, processing on the engine thread, and a one-minute lease -- being
+ * idle within seconds of an outage's end shows nothing waited for a lease.
+ */
+export async function startOutageEngine(store: Record<string, unknown>, out: string, logger: Logger): Promise<Engine> {
+  const engine = await Engine.create({
+    logger,
+    config: {
+      store,
+      plugins: ['@ferry/plugin-hl7v2-mllp'],
+      sinks: { out: { type: 'file', dir: out, format: 'ndjson', envelope: true } },
+      routes: [{ id: 'all', to: ['out'] }],
+      processing: { pollIntervalMs: 100, leaseMs: 60_000, transformWorkers: 0 },
+      admin: { enabled: false },
+    },
+  });
+  await engine.start();
+  return engine;
 }
