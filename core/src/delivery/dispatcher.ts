@@ -13,6 +13,19 @@ import { WakeableSleep } from '../util/wakeable-sleep';
 
 type StaleOutcome = CompleteResult['stale'][number];
 
+/** A sink call in flight (see Dispatcher.inSink). */
+interface InSink {
+  since: number;
+  /** When its lease was last set (claimed or renewed). */
+  leasedAt: number;
+  /** The sink's deliveryTimeoutMs (0 = none). */
+  limit: number;
+  lostLogged: boolean;
+  log: () => Logger;
+  /** Gives up on the call: its attempt fails with FERRY_E_DELIVERY_TIMEOUT. */
+  expire: () => void;
+}
+
 export interface SinkRuntime {
   id: string;
   sink: MessageSink;
@@ -33,9 +46,37 @@ export interface DispatcherOptions {
 /** Deliveries to a sink that is no longer configured, claimed at a time (they fail and retry). */
 const GONE_SINK_CLAIM = 8;
 
+/**
+ * What a sink is handed. Its `signal` is made only when a sink reads it (an AbortController costs
+ * ~5 us on Node 20: too much for every delivery of a sink that never looks).
+ */
+class SinkDelivery {
+  declare bundle: Delivery['bundle'];
+  bundleJson?: string;
+  private controller?: AbortController;
+  private reason?: unknown;
+  constructor(
+    readonly deliveryId: string,
+    readonly attempt: number,
+    readonly routeId: string,
+    readonly message: Delivery['message'],
+  ) {}
+
+  get signal(): AbortSignal {
+    if (this.reason !== undefined) return AbortSignal.abort(this.reason);
+    return (this.controller ??= new AbortController()).signal;
+  }
+
+  /** The engine gave up on this attempt (deliveryTimeoutMs). */
+  abort(reason: unknown): void {
+    this.reason = reason;
+    this.controller?.abort(reason);
+  }
+}
+
 /** What a sink is handed: the bundle stays JSON text until the sink reads `bundle`. */
-export function toSinkDelivery(d: ClaimedDelivery): Delivery {
-  const out = { deliveryId: d.id, attempt: d.attempts + 1, routeId: d.routeId, message: d.message } as Delivery;
+export function toSinkDelivery(d: ClaimedDelivery): Delivery & { abort(reason: unknown): void } {
+  const out = new SinkDelivery(d.id, d.attempts + 1, d.routeId, d.message);
   if (typeof d.bundleJson !== 'string') {
     out.bundle = d.bundle;
     return out;
@@ -68,9 +109,13 @@ export class Dispatcher {
   private readonly sleeper = new WakeableSleep();
   private kicked = false;
   private readonly idleWaiters: (() => void)[] = [];
-  /** Deliveries whose sink call is running, by id: their leases are renewed while it runs. */
-  private readonly inSink = new Map<string, { since: number; lostLogged: boolean; log: () => Logger }>();
-  private renewTimer?: NodeJS.Timeout;
+  /**
+   * Deliveries whose sink call is running, by id: their leases are renewed while it runs, and a
+   * call past its sink's `deliveryTimeoutMs` is given up on (`expire`).
+   */
+  private readonly inSink = new Map<string, InSink>();
+  private sweepTimer?: NodeJS.Timeout;
+  private sweepMs = 0;
   private renewing = false;
 
   constructor(
@@ -85,8 +130,12 @@ export class Dispatcher {
     if (this.running) return;
     this.running = true;
     this.loopPromise = this.loop();
-    this.renewTimer ??= setInterval(() => void this.renewLeases(), Math.max(50, Math.floor(this.opts.leaseMs / 3)));
-    this.renewTimer.unref();
+    // One timer for every call in flight (not one per delivery): a tenth of the shortest
+    // deliveryTimeoutMs, at most a third of the lease, at least 50 ms.
+    const limits = [...this.sinks.values()].map((rt) => rt.deliveryTimeoutMs ?? 0).filter((t) => t > 0);
+    this.sweepMs = Math.max(50, Math.floor(Math.min(this.opts.leaseMs / 3, ...limits.map((t) => t / 10))));
+    this.sweepTimer ??= setInterval(() => this.sweep(), this.sweepMs);
+    this.sweepTimer.unref();
   }
 
   kick(): void {
@@ -105,8 +154,19 @@ export class Dispatcher {
     this.sleeper.wake();
     await this.loopPromise;
     while (this.inFlight > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
-    clearInterval(this.renewTimer);
-    this.renewTimer = undefined;
+    clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+  }
+
+  /** Calls past their sink's deliveryTimeoutMs are given up on; leases running low are renewed. */
+  private sweep(): void {
+    const now = Date.now();
+    for (const s of this.inSink.values())
+      if (s.limit > 0 && now - s.since >= s.limit) {
+        s.limit = 0; // once
+        s.expire();
+      }
+    void this.renewLeases(now);
   }
 
   /**
@@ -116,14 +176,16 @@ export class Dispatcher {
    * under way. A lease found taken over meanwhile (this instance could not reach the store for
    * longer than the lease) is logged once: the other instance may make the delivery too.
    */
-  private async renewLeases(): Promise<void> {
+  private async renewLeases(now: number): Promise<void> {
     if (this.renewing || !this.inSink.size) return;
-    const now = Date.now();
-    const ids = [...this.inSink].filter(([, s]) => now - s.since >= this.opts.leaseMs / 3 - 10).map(([id]) => id);
-    if (!ids.length) return;
+    const third = this.opts.leaseMs / 3;
+    const due = [...this.inSink].filter(([, s]) => now - s.leasedAt >= third - this.sweepMs);
+    if (!due.length) return;
+    const ids = due.map(([id]) => id);
     this.renewing = true;
     try {
       const held = new Set(await this.store.renewDeliveryLeases(this.opts.owner, ids, this.opts.leaseMs));
+      for (const [id, s] of due) if (held.has(id)) s.leasedAt = now;
       for (const id of ids) {
         const s = this.inSink.get(id);
         if (!s || held.has(id) || s.lostLogged) continue;
@@ -237,26 +299,20 @@ export class Dispatcher {
    * Past the limit the attempt fails (retryable, retried later), the delivery's signal is aborted
    * for the sink to stop, and whatever the call does afterwards is ignored.
    */
-  private deliverWithin(rt: SinkRuntime, d: ClaimedDelivery): Promise<void> {
-    const limit = rt.deliveryTimeoutMs ?? 0;
+  private deliverWithin(rt: SinkRuntime, d: ClaimedDelivery, entry: InSink): Promise<void> {
     const delivery = toSinkDelivery(d);
-    if (!(limit > 0)) return rt.sink.deliver(delivery);
-    const abort = new AbortController();
-    delivery.signal = abort.signal;
-    let timer: NodeJS.Timeout | undefined;
     const call = rt.sink.deliver(delivery);
+    if (!(entry.limit > 0)) return call;
     const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const e = new FerryError('DELIVERY_TIMEOUT', `sink "${rt.id}" did not finish the delivery within ${limit} ms (deliveryTimeoutMs)`, { kind: 'transient', retryable: true });
-        abort.abort(e);
+      entry.expire = () => {
+        const e = new FerryError('DELIVERY_TIMEOUT', `sink "${rt.id}" did not finish the delivery within ${entry.limit} ms (deliveryTimeoutMs)`, { kind: 'transient', retryable: true });
+        delivery.abort(e);
         reject(e);
-      }, limit);
+      };
     });
-    return Promise.race([call, expired]).finally(() => {
-      clearTimeout(timer);
-      // A call abandoned at the limit may still settle: nobody is waiting for it.
-      call.catch(() => undefined);
-    });
+    // A call abandoned at the limit may still settle: nobody is waiting for it then.
+    call.catch(() => undefined);
+    return Promise.race([call, expired]);
   }
 
   private async run(d: ClaimedDelivery): Promise<void> {
@@ -270,10 +326,12 @@ export class Dispatcher {
     const log = (): Logger => (child ??= base.child({ messageId: d.messageId, deliveryId: d.id, route: d.routeId, controlId: d.message.headers.controlId }));
     const started = process.hrtime.bigint();
     let outcome: DeliveryOutcome;
-    this.inSink.set(d.id, { since: Date.now(), lostLogged: false, log });
+    const now = Date.now();
+    const entry: InSink = { since: now, leasedAt: now, limit: rt?.deliveryTimeoutMs ?? 0, lostLogged: false, log, expire: () => undefined };
+    this.inSink.set(d.id, entry);
     try {
       if (!rt) throw new FerryError('CONFIG_SINK_GONE', `sink "${d.sinkId}" is no longer configured`, { kind: 'config', retryable: true });
-      await this.deliverWithin(rt, d);
+      await this.deliverWithin(rt, d, entry);
       outcome = { status: 'delivered' };
       const secs = Number(process.hrtime.bigint() - started) / 1e9;
       this.metrics.deliveryLatency.observe({ sink: d.sinkId }, secs);
