@@ -114,6 +114,8 @@ export class Dispatcher {
    * call past its sink's `deliveryTimeoutMs` is given up on (`expire`).
    */
   private readonly inSink = new Map<string, InSink>();
+  /** Every delivery this dispatcher holds: claimed, until its outcome is recorded (or given up). */
+  private readonly held = new Set<string>();
   private sweepTimer?: NodeJS.Timeout;
   private sweepMs = 0;
   private renewing = false;
@@ -246,11 +248,25 @@ export class Dispatcher {
 
   private async claim(limit: number, filter: DeliveryClaimFilter): Promise<ClaimedDelivery[]> {
     try {
+      if (this.orphansPossible) await this.releaseOrphans();
       return await this.store.claimDeliveries(this.opts.owner, limit, this.opts.leaseMs, undefined, filter);
     } catch (e) {
+      // A claim that failed with the connection may have committed all the same (its answer was
+      // lost): those deliveries are leased to us without our knowing, and would wait out the lease
+      // -- holding the later deliveries of their ordering keys. Given back before the next claim.
+      if ((e as FerryError)?.retryable) this.orphansPossible = true;
       this.logger.log(whileStoreDown(this.store, e) ? 'debug' : 'error', 'delivery claim failed', errorFields(e));
       return [];
     }
+  }
+
+  private orphansPossible = false;
+
+  /** Gives back leases this instance holds but is not working on (see `claim`). */
+  private async releaseOrphans(): Promise<void> {
+    const released = await this.store.releaseDeliveryLeases(this.opts.owner, [...this.held]);
+    this.orphansPossible = false;
+    if (released) this.logger.info('released delivery leases a lost claim answer left with this instance', { deliveries: released });
   }
 
   /**
@@ -316,6 +332,7 @@ export class Dispatcher {
   }
 
   private async run(d: ClaimedDelivery): Promise<void> {
+    this.held.add(d.id);
     this.inFlight++;
     this.perSink.set(d.sinkId, (this.perSink.get(d.sinkId) ?? 0) + 1);
     this.metrics.inFlight.inc();
@@ -368,6 +385,7 @@ export class Dispatcher {
       // The lease expires and the delivery is attempted again: at-least-once.
       log().error('could not record delivery outcome', errorFields(e));
     } finally {
+      this.held.delete(d.id);
       this.inFlight--;
       this.perSink.set(d.sinkId, (this.perSink.get(d.sinkId) ?? 1) - 1);
       this.metrics.inFlight.dec();

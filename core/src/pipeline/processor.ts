@@ -55,6 +55,9 @@ export class Processor {
   private readonly sleeper = new WakeableSleep();
   private kicked = false;
   private readonly inFlight = new Set<Promise<void>>();
+  /** Ids of the messages this processor holds (claimed, until their batch is finished). */
+  private readonly held = new Set<string>();
+  private orphansPossible = false;
   onRouted?: () => void;
 
   constructor(
@@ -108,13 +111,24 @@ export class Processor {
       }
       let claimed: StoredMessage[] = [];
       try {
+        // A claim that failed with the connection may have committed all the same (its answer was
+        // lost): those messages are leased to us without our knowing -- unprocessed for a whole
+        // lease, and holding the strict deliveries of later messages meanwhile. Given back first.
+        if (this.orphansPossible) {
+          const released = await this.store.releaseMessageLeases(this.opts.owner, [...this.held]);
+          this.orphansPossible = false;
+          if (released) this.logger.info('released message leases a lost claim answer left with this instance', { messages: released });
+        }
         claimed = await this.store.claimReceived(this.opts.owner, this.opts.batchSize, this.opts.leaseMs, { maxAttempts: this.opts.maxAttempts });
       } catch (e) {
+        if ((e as { retryable?: unknown })?.retryable) this.orphansPossible = true;
         this.logger.log(whileStoreDown(this.store, e) ? 'debug' : 'error', 'processing loop error', errorFields(e));
       }
       if (claimed.length) {
         // A claimed batch is always finished (it is leased to us), even when stopping.
+        for (const m of claimed) this.held.add(m.id);
         const p: Promise<void> = this.runBatch(claimed).finally(() => {
+          for (const m of claimed) this.held.delete(m.id);
           this.inFlight.delete(p);
           this.kick();
         });

@@ -578,6 +578,20 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(await store.renewDeliveryLeases('me', [], 60_000)).toEqual([]);
       });
 
+      it('gives back the open deliveries and messages leased to an owner except those it keeps (a claim whose answer was lost)', async () => {
+        await routed(store, ['O1', 'O2', 'O3']);
+        const [d1, d2, d3] = await store.claimDeliveries('me', 3, 60_000);
+        await store.completeDelivery(d3.id, { status: 'delivered' }, { owner: 'me' });
+        expect(await store.releaseDeliveryLeases('me', [d1.id])).toBe(1);
+        expect((await store.claimDeliveries('other', 10, 60_000)).map((d) => d.id)).toEqual([d2.id]);
+        expect(await store.releaseDeliveryLeases('me', [d1.id])).toBe(0);
+        // The same for messages claimed for processing.
+        const [m1, m2] = await store.insert([msg(), msg()]);
+        await store.claimReceived('me', 2, 60_000);
+        expect(await store.releaseMessageLeases('me', [m1.id])).toBe(1);
+        expect((await store.claimReceived('other', 10, 60_000)).map((m) => m.id)).toEqual([m2.id]);
+      });
+
       it('recording the same outcome again (a retry after a lost COMMIT answer) counts it once', async () => {
         const [m] = await routed(store, ['G']);
         const [d] = await store.claimDeliveries('w', 1, 60_000);

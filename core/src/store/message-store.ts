@@ -226,6 +226,14 @@ export interface MessageStore {
    * a replay while in flight; the others were taken over or made final meanwhile.
    */
   renewDeliveryLeases(owner: string, deliveryIds: string[], leaseMs: number): Promise<string[]>;
+  /**
+   * Give back the open deliveries leased to `owner` other than `keep` (those it is making): leases
+   * it holds without knowing -- a claim committed whose answer was lost with the connection.
+   * Returns how many were released.
+   */
+  releaseDeliveryLeases(owner: string, keep: string[]): Promise<number>;
+  /** The same for messages leased for processing (`claimReceived`). */
+  releaseMessageLeases(owner: string, keep: string[]): Promise<number>;
   completeDelivery(deliveryId: string, outcome: DeliveryOutcome, opts?: CompleteOptions): Promise<void>;
   /**
    * Several outcomes in one operation (the dispatcher records each event-loop turn's together).

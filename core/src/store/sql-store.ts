@@ -1242,6 +1242,29 @@ export abstract class SqlMessageStore implements MessageStore {
     });
   }
 
+  async releaseDeliveryLeases(owner: string, keep: string[]): Promise<number> {
+    return this.releaseLeases('deliveries', `status IN ('pending', 'failed')`, owner, keep);
+  }
+
+  async releaseMessageLeases(owner: string, keep: string[]): Promise<number> {
+    return this.releaseLeases('messages', `status IN ${UNROUTED_MESSAGE}`, owner, keep);
+  }
+
+  /** Open rows of `table` leased to `owner`, other than `keep`, given back (leases held unknowingly). */
+  private releaseLeases(table: 'deliveries' | 'messages', open: string, owner: string, keep: string[]): Promise<number> {
+    this.assertOpen();
+    return this.write(async (x) => {
+      const rows = await x.all(`SELECT id FROM ${table} WHERE lease_owner = ? AND ${open}`, [owner]);
+      const kept = new Set(keep);
+      const orphans = rows.map((r) => r.id as string).filter((id) => !kept.has(id));
+      for (let o = 0; o < orphans.length; o += SqlMessageStore.CHUNK) {
+        const part = orphans.slice(o, o + SqlMessageStore.CHUNK);
+        await x.run(`UPDATE ${table} SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ? AND id IN (${part.map(() => '?').join(', ')})`, [owner, ...part]);
+      }
+      return orphans.length;
+    });
+  }
+
   async completeDelivery(deliveryId: string, outcome: DeliveryOutcome, opts?: CompleteOptions): Promise<void> {
     await this.completeDeliveries([{ deliveryId, outcome }], opts);
   }
