@@ -20,7 +20,7 @@ export * from './store/sqlite.store';
 export * from './store/postgres.store';
 export * from './store/create-store';
 export { FileSink, fileSinkSchema } from './sinks/file.sink';
-export { bundleText, deliveryPayload, deliveryPayloadJson } from './sinks/common';
+export { bundleText, deliveryPayload, deliveryPayloadJson, requestSignal } from './sinks/common';
 export { HttpSink, httpSinkSchema } from './sinks/http.sink';
 export { FhirSink, fhirSinkSchema, toTransaction } from './sinks/fhir.sink';
 export { FileSource, fileSourceSchema } from './sources/file.source';

@@ -48,6 +48,16 @@ export function networkCode(e: unknown): string {
   return err?.cause?.code ?? err?.cause?.cause?.code ?? err?.code ?? 'NETWORK';
 }
 
+/**
+ * The signal of one request of a delivery: its own timeout, and the delivery's signal (aborted
+ * when the engine gives the attempt up after `deliveryTimeoutMs`), whichever comes first.
+ */
+export function requestSignal(timeoutMs: number, d: Pick<Delivery, 'signal'>): AbortSignal {
+  const timeout = AbortSignal.timeout(timeoutMs);
+  const given = d.signal;
+  return given ? AbortSignal.any([given, timeout]) : timeout;
+}
+
 /** A failed request (no HTTP answer) as a retryable delivery error. */
 export function networkDeliveryError(sink: string, what: string, e: unknown, timeoutMs: number): FerryError {
   const code = networkCode(e);

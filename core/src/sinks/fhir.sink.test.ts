@@ -160,6 +160,17 @@ describe('FhirSink against a real FHIR R4 server', () => {
     const t = await failure(sink({ timeoutMs: 100 }).deliver(delivery(patientBundle('MRN-601'))));
     expect(t.retryable).toBe(true);
     expect(t.code).toBe('FERRY_E_DELIVERY_TIMEOUT');
+
+    // The engine giving the attempt up (deliveryTimeoutMs) aborts the request in flight, well
+    // before the sink's own timeout.
+    const abort = new AbortController();
+    const reason = new Error('given up');
+    setTimeout(() => abort.abort(reason), 100);
+    const started = Date.now();
+    const a = await failure(sink({ timeoutMs: 4000 }).deliver({ ...delivery(patientBundle('MRN-602')), signal: abort.signal }));
+    expect(Date.now() - started).toBeLessThan(350);
+    expect(a.retryable).toBe(true);
+    srv.setDelay(0);
   });
 });
 

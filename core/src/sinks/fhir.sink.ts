@@ -10,7 +10,7 @@ import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { SinkAuth, sinkAuthSchema, type SinkAuthConfig } from './auth';
 import { parseRetryAfter } from '../vendor/http-client';
-import { headerMap, httpUrl, isRetryableStatus, networkDeliveryError } from './common';
+import { headerMap, httpUrl, isRetryableStatus, networkDeliveryError, requestSignal } from './common';
 import { defaultAuth, redact } from './http.sink';
 
 /** `sinks.<id>` keys of a `type: fhir` sink. */
@@ -639,7 +639,7 @@ export class FhirSink implements MessageSink {
     call: (options: { signal: AbortSignal; headers: Record<string, string> }) => Promise<unknown>,
   ): Promise<{ kind: 'ok'; response: Bundle } | { kind: 'unauthorized'; authorization?: string; error: FerryError } | { kind: 'error'; error: FerryError }> {
     const where = `fhir sink ${this.ctx.id}`;
-    const signal = AbortSignal.timeout(this.cfg.timeoutMs);
+    const signal = requestSignal(this.cfg.timeoutMs, d);
     let authorization: string | undefined;
     try {
       authorization = await this.auth.authorization(signal);

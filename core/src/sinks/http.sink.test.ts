@@ -116,6 +116,29 @@ describe('HttpSink (real HTTP server on 127.0.0.1)', () => {
     expect(e.code).toBe('FERRY_E_DELIVERY_TIMEOUT');
   });
 
+  it("the delivery's signal (the engine giving the attempt up) aborts the request in flight", async () => {
+    let closed = false;
+    handler = (req, res) => {
+      res.on('close', () => (closed = true));
+      setTimeout(() => res.writeHead(204).end(), 5000).unref();
+    };
+    const abort = new AbortController();
+    const d = { ...delivery(patientBundle('MRN-1')), signal: abort.signal };
+    const started = Date.now();
+    const gaveUp = new FerryError('DELIVERY_TIMEOUT', 'given up', { kind: 'transient', retryable: true });
+    setTimeout(() => abort.abort(gaveUp), 100);
+    const e = await fail(sink({ timeoutMs: 4000 }), d);
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(e).toBe(gaveUp);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(closed).toBe(true);
+    // Already aborted: nothing is sent.
+    seen.length = 0;
+    const again = await fail(sink(), { ...delivery(patientBundle('MRN-2')), signal: AbortSignal.abort(gaveUp) });
+    expect(again).toBe(gaveUp);
+    expect(seen).toHaveLength(0);
+  });
+
   it('connection refused is retryable', async () => {
     const tmp = createServer();
     await new Promise<void>((r) => tmp.listen(0, '127.0.0.1', r));

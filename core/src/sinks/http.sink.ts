@@ -3,7 +3,7 @@ import { configError, FerryError } from '../errors';
 import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { SinkAuth, sinkAuthSchema, type SinkAuthConfig } from './auth';
-import { deliveryPayloadJson, headerMap, httpUrl, networkDeliveryError, statusDeliveryError } from './common';
+import { deliveryPayloadJson, headerMap, httpUrl, networkDeliveryError, requestSignal, statusDeliveryError } from './common';
 
 /** `sinks.<id>` keys of a `type: http` sink. */
 export const httpSinkSchema = {
@@ -67,7 +67,7 @@ export class HttpSink implements MessageSink {
   }
 
   private async send(d: Delivery, body: string): Promise<{ response: Response; authorization?: string }> {
-    const signal = AbortSignal.timeout(this.cfg.timeoutMs);
+    const signal = requestSignal(this.cfg.timeoutMs, d);
     const what = `${this.cfg.method} ${redact(this.cfg.url)}`;
     let authorization: string | undefined;
     try {
