@@ -85,12 +85,17 @@ export function toSinkDelivery(d: ClaimedDelivery): Delivery & { abort(reason: u
   return lazyJson(out, 'bundle', d.bundleJson);
 }
 
-/** Turns a sink's failure into the next state of the delivery: retry later, or dead. */
-export function deliveryOutcome(policy: RetryPolicy, d: ClaimedDelivery, err: FerryError, now = new Date()): DeliveryOutcome {
+/**
+ * Turns a sink's failure into the next state of the delivery: retry later, or dead.
+ * `storeAheadMs`: how far the store's clock (the delivery's stored first attempt) is ahead of
+ * `now`'s (`MessageStore.clockAheadMs`).
+ */
+export function deliveryOutcome(policy: RetryPolicy, d: ClaimedDelivery, err: FerryError, now = new Date(), storeAheadMs = 0): DeliveryOutcome {
   const attempts = d.attempts + 1;
   // The sink's OperationOutcome (FHIR servers) is kept with the error for inspection.
   const error = { code: err.code, message: err.message, retryable: err.retryable, outcome: err.details?.outcome as StoredError['outcome'] };
-  const next = nextAttempt(policy, { attempts, firstAttemptAt: d.firstAttemptAt ?? d.createdAt, retryable: err.retryable, retryAfterMs: err.details?.retryAfterMs as number | undefined }, now);
+  const firstAttemptAt = new Date((d.firstAttemptAt ?? d.createdAt).getTime() - storeAheadMs);
+  const next = nextAttempt(policy, { attempts, firstAttemptAt, retryable: err.retryable, retryAfterMs: err.details?.retryAfterMs as number | undefined }, now);
   return next ? { status: 'failed', error, nextAttemptAt: next } : { status: 'dead', error };
 }
 
@@ -352,13 +357,13 @@ export class Dispatcher {
       outcome = { status: 'delivered' };
       const secs = Number(process.hrtime.bigint() - started) / 1e9;
       this.metrics.deliveryLatency.observe({ sink: d.sinkId }, secs);
-      this.metrics.endToEnd.observe({ sink: d.sinkId }, (Date.now() - d.message.receivedAt.getTime()) / 1000);
+      this.metrics.endToEnd.observe({ sink: d.sinkId }, (Date.now() + (this.store.clockAheadMs?.() ?? 0) - d.message.receivedAt.getTime()) / 1000);
       this.metrics.deliveries.inc({ route: d.routeId, sink: d.sinkId, outcome: 'delivered' });
       if (base.isDebugEnabled()) log().debug('delivered', { attempt: d.attempts + 1 });
     } catch (e) {
       // Anything a sink throws that is not a FerryError counts as retryable (network, bugs in flight).
       const err = e instanceof FerryError ? e : new FerryError('DELIVERY_UNEXPECTED', (e as Error)?.message ?? String(e), { kind: 'transient', retryable: true, cause: e });
-      outcome = rt ? deliveryOutcome(rt.retry, d, err) : { status: 'failed', error: { code: err.code, message: err.message, retryable: true }, nextAttemptAt: new Date(Date.now() + 60_000) };
+      outcome = rt ? deliveryOutcome(rt.retry, d, err, new Date(), this.store.clockAheadMs?.() ?? 0) : { status: 'failed', error: { code: err.code, message: err.message, retryable: true }, nextAttemptAt: new Date(Date.now() + 60_000) };
       this.metrics.deliveries.inc({ route: d.routeId, sink: d.sinkId, outcome: outcome.status === 'dead' ? 'dead' : 'retry' });
       const fields = { attempt: d.attempts + 1, errorCode: err.code, retryable: err.retryable, next: outcome.status === 'failed' ? outcome.nextAttemptAt.toISOString() : undefined };
       if (outcome.status === 'dead') log().error('delivery dead', fields);

@@ -178,6 +178,13 @@ export interface MessageStore {
    * I/O error). Readiness uses it; the engine's loops log their failures at debug meanwhile.
    */
   reachable?(): boolean;
+  /**
+   * How far the store's clock -- the times it stores and returns (received, first attempt) -- is
+   * ahead of this process's clock: PostgreSQL's server clock when this machine's differs by a
+   * second or more, else 0. Ages computed from stored times (a sink's `maxAgeMs`, the end-to-end
+   * latency) add it to `Date.now()`.
+   */
+  clockAheadMs?(): number;
 
   /** Durably store messages; resolves only after commit. */
   insert(messages: NewMessage[], opts?: InsertOptions): Promise<InsertResult[]>;

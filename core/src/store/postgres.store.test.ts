@@ -1,10 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { startTcpProxy, type TcpProxy } from '../../../test/support/tcp-proxy';
+import { deliveryOutcome } from '../delivery/dispatcher';
+import { FerryError } from '../errors';
 import { silentLogger } from '../logging/logger';
 import { storeConformance } from './conformance';
 import { createStore } from './create-store';
 import { PostgresMessageStore } from './postgres.store';
+import { defaultRetryPolicy } from './retry-policy';
 import { migrations, SCHEMA_VERSION } from './schema';
 
 const URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -104,6 +107,17 @@ describe('PostgresMessageStore specifics', () => {
       expect(lines).toEqual([expect.objectContaining({ message: expect.stringContaining('clock differs'), offsetMs: expect.any(Number) })]);
       expect(Math.abs((lines[0].offsetMs as number) + 10 * 60_000)).toBeLessThan(5_000);
       expect((await a.getMessage(r.id))!.status).toBe('received');
+      // Ages of stored times are taken on the server's clock too: a delivery first attempted just
+      // now (stored by the server's clock) is not past a 5-minute maxAgeMs for the instance whose
+      // own clock reads 10 minutes later.
+      expect(Math.abs(ahead.clockAheadMs() + 10 * 60_000)).toBeLessThan(5_000);
+      const justNow = { attempts: 0, firstAttemptAt: new Date(Date.now()), createdAt: new Date(Date.now()) } as Parameters<typeof deliveryOutcome>[1];
+      const err = new FerryError('DELIVERY_NETWORK', 'refused', { kind: 'transient', retryable: true });
+      const policy = { ...defaultRetryPolicy, maxAgeMs: 5 * 60_000 };
+      const localNow = new Date(Date.now() + 10 * 60_000);
+      expect(deliveryOutcome(policy, justNow, err, localNow, ahead.clockAheadMs()).status).toBe('failed');
+      expect(deliveryOutcome(policy, justNow, err, localNow).status).toBe('dead'); // what the clock difference did before
+      expect(a.clockAheadMs()).toBe(0);
     } finally {
       await ahead.close();
       await a.close();

@@ -378,6 +378,10 @@ export abstract class SqlMessageStore implements MessageStore {
     return undefined;
   }
 
+  clockAheadMs(): number {
+    return this.clockOffsetMs;
+  }
+
   /** Now on the database's clock (see `clockOffsetMs`). */
   protected now(): number {
     return this.localClock() + this.clockOffsetMs;
