@@ -206,6 +206,9 @@ describe('engine end to end', () => {
     expect(metrics).toMatch(/ferry_messages_received_total\{source="intake"\} 1/);
     expect(metrics).toMatch(/ferry_deliveries_total\{route="r",sink="mem",outcome="delivered"\} 1/);
     expect(metrics).toMatch(/ferry_delivery_duration_seconds_bucket/);
+    expect(metrics).toMatch(/^ferry_store_up 1$/m);
+    expect(metrics).toMatch(/^ferry_store_backlog\{kind="deliveries_due"\} 0$/m);
+    expect(metrics).toMatch(/^ferry_store_messages\{status="dead"\} 0$/m);
     const list = (await (await fetch(`${base}/api/messages?status=delivered`)).json()) as { id: string; body?: unknown }[];
     expect(list.map((x) => x.id)).toContain(r.id);
     expect(list[0].body).toBeUndefined();
@@ -215,6 +218,42 @@ describe('engine end to end', () => {
     expect(((await (await fetch(`${base}/api/messages/${r.id}?body=true`)).json()) as { body?: string }).body).toContain('A500');
     expect((await fetch(`${base}/api/messages/nope`)).status).toBe(404);
     expect((await fetch(`${base}/api/messages?status=bogus`)).status).toBe(400);
+  });
+
+  it('metrics show open work and dead letters from the store', async () => {
+    const dir = tmp();
+    engine = await Engine.create({
+      config: baseConfig(dir, {
+        sinks: {
+          mem: { type: 'memory' },
+          refuses: { type: 'memory', failFirst: 1, failMode: 'permanent' },
+          later: { type: 'memory', failFirst: 100, retry: { initialDelayMs: 3_600_000, jitter: 0 } },
+        },
+        routes: [
+          { id: 'r', to: ['mem'] },
+          { id: 'dead', when: { fhirpath: "Bundle.entry.resource.ofType(Patient).identifier.value = 'D1'" }, to: ['refuses'] },
+          { id: 'retry', when: { fhirpath: "Bundle.entry.resource.ofType(Patient).identifier.value = 'R1'" }, to: ['later'] },
+        ],
+      }),
+    });
+    await engine.start();
+    await engine.submit('intake', [csv('D1,Dee,Ad,2001-02-03,other'), csv('R1,Ray,Tr,2001-02-03,other'), csv('OK1,Oka,Ok,2001-02-03,other')]);
+    const scrape = async () => (await fetch(`${engine!.adminUrl}/metrics`)).text();
+    let metrics = '';
+    for (let i = 0; i < 100 && !/ferry_store_backlog\{kind="deliveries_scheduled"\} 1$/m.test(metrics); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      metrics = await scrape();
+    }
+    expect(metrics).toMatch(/^ferry_store_up 1$/m);
+    expect(metrics).toMatch(/^ferry_store_messages\{status="dead"\} 1$/m);
+    expect(metrics).toMatch(/^ferry_store_messages\{status="routed"\} 1$/m);
+    expect(metrics).toMatch(/^ferry_store_backlog\{kind="deliveries_scheduled"\} 1$/m);
+    expect(metrics).toMatch(/^ferry_store_backlog\{kind="unprocessed_messages"\} 0$/m);
+    expect(metrics).not.toMatch(/Dee|Ray|D1|R1/);
+    await engine.stop();
+    // A closed store is down, with no stale figures.
+    expect(await engine.metrics.storeState()).toEqual({ reachable: false });
+    engine = undefined;
   });
 
   it('never writes a patient name or MRN to the log at info level', async () => {

@@ -1,4 +1,12 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { BacklogInfo } from '../store/message-store';
+
+/** What the store gauges show (`EngineMetrics.storeState`). */
+export interface StoreState {
+  reachable: boolean;
+  backlog?: BacklogInfo;
+  messages?: Record<string, number>;
+}
 
 /** The engine's Prometheus metrics, on a registry of its own (several engines may share a process in tests). */
 export class EngineMetrics {
@@ -64,6 +72,54 @@ export class EngineMetrics {
       this.sourceStat.reset();
       for (const { source, stats } of this.sourceStats())
         for (const [stat, v] of Object.entries(stats ?? {})) if (typeof v === 'number' && Number.isFinite(v)) this.sourceStat.set({ source, stat }, v);
+    },
+  });
+
+  /**
+   * Filled by the engine: what the store holds of open work and of messages needing attention,
+   * read when metrics are scraped (at most once a second, shared by the gauges below).
+   * Undefined when the store could not answer.
+   */
+  storeState: () => Promise<StoreState | undefined> = async () => undefined;
+  private storeRead?: { at: number; state: Promise<StoreState | undefined> };
+  private readStore(): Promise<StoreState | undefined> {
+    const now = Date.now();
+    if (!this.storeRead || now - this.storeRead.at > 1000) this.storeRead = { at: now, state: this.storeState().catch(() => undefined) };
+    return this.storeRead.state;
+  }
+  readonly storeUp = new Gauge({
+    name: 'ferry_store_up',
+    help: 'Whether the message store answered the last scrape (1) or not (0: unreachable, or cannot write)',
+    registers: [this.registry],
+    collect: async () => {
+      const st = await this.readStore();
+      this.storeUp.set(st?.reachable ? 1 : 0);
+    },
+  });
+  readonly storeBacklog = new Gauge({
+    name: 'ferry_store_backlog',
+    help: 'Open work in the store: unprocessed_messages (received, not yet routed), deliveries_due (pending, or failed and due), deliveries_scheduled (failed, waiting for a later retry), deliveries_leased (being made)',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+    collect: async () => {
+      this.storeBacklog.reset();
+      const b = (await this.readStore())?.backlog;
+      if (!b) return;
+      this.storeBacklog.set({ kind: 'unprocessed_messages' }, b.unprocessedMessages);
+      this.storeBacklog.set({ kind: 'deliveries_due' }, b.deliveriesDue);
+      this.storeBacklog.set({ kind: 'deliveries_scheduled' }, b.deliveriesScheduled);
+      this.storeBacklog.set({ kind: 'deliveries_leased' }, b.deliveriesLeased);
+    },
+  });
+  readonly storeMessages = new Gauge({
+    name: 'ferry_store_messages',
+    help: 'Stored messages by status, for the statuses that need work or attention: received, transformed, routed (deliveries open), failed (transform or route step), dead (a delivery gave up)',
+    labelNames: ['status'] as const,
+    registers: [this.registry],
+    collect: async () => {
+      this.storeMessages.reset();
+      const m = (await this.readStore())?.messages;
+      for (const [status, n] of Object.entries(m ?? {})) this.storeMessages.set({ status }, n);
     },
   });
 

@@ -69,6 +69,16 @@ export class Engine {
     this.store = store ?? createStore(config.store, logger.child({ component: 'store' }), config.baseDir, { engine: true });
     this.transforms = host.transforms().map((t) => t.container.resolve(t.impl));
     this.metrics.sourceStats = () => this.sources.map((s) => ({ source: s.id, stats: s.source.stats?.() }));
+    this.metrics.storeState = async () => {
+      // Not while the store is known to be unreachable: a scrape must not wait out a query timeout.
+      if (!this.store.isOpen() || this.store.reachable?.() === false) return { reachable: false };
+      try {
+        const [backlog, messages] = await Promise.all([this.store.backlog(), this.store.countMessages(['received', 'transformed', 'routed', 'failed', 'dead'])]);
+        return { reachable: true, backlog, messages };
+      } catch {
+        return { reachable: false };
+      }
+    };
   }
 
   static async create(opts: EngineOptions): Promise<Engine> {

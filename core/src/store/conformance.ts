@@ -746,6 +746,8 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(await store.backlog()).toEqual({ unprocessedMessages: 1, deliveriesDue: 2, deliveriesScheduled: 0, deliveriesLeased: 0 });
         await store.claimDeliveries('w', 1, 60_000);
         expect((await store.backlog()).deliveriesLeased).toBe(1);
+        expect(await store.countMessages(['received', 'routed', 'dead'])).toEqual({ received: 1, routed: 2, dead: 0 });
+        expect(await store.countMessages([])).toEqual({});
       });
     });
   });

@@ -256,6 +256,12 @@ export interface MessageStore {
   nextDueAt(): Promise<Date | undefined>;
   /** Counts of work left (for waitForIdle, readiness and metrics). */
   backlog(now?: Date): Promise<BacklogInfo>;
+  /**
+   * How many messages are in each of `statuses` (each absent one: 0). Cheap for the statuses that
+   * stay few -- the open ones and dead / failed -- whatever the size of the store (an index
+   * range per status); `stats()` counts everything.
+   */
+  countMessages(statuses: MessageStatus[]): Promise<Partial<Record<MessageStatus, number>>>;
 
   /**
    * Re-queue messages for processing from the start (transform again with the current config).

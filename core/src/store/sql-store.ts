@@ -1421,6 +1421,17 @@ export abstract class SqlMessageStore implements MessageStore {
     });
   }
 
+  async countMessages(statuses: MessageStatus[]): Promise<Partial<Record<MessageStatus, number>>> {
+    this.assertOpen();
+    const out: Partial<Record<MessageStatus, number>> = Object.fromEntries(statuses.map((st) => [st, 0]));
+    if (!statuses.length) return out;
+    const rows = await this.readLoop((x) =>
+      x.all(`SELECT status, COUNT(*) AS n FROM messages WHERE status IN (${statuses.map(() => '?').join(', ')}) GROUP BY status`, statuses),
+    );
+    for (const r of rows) out[r.status as MessageStatus] = Number(r.n);
+    return out;
+  }
+
   // ------------------------------------------------------------------------------------------
   // Replay, checkpoints, retention, stats
 
