@@ -737,6 +737,36 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(await store.getMessage(waiting.id)).toBeDefined();
       });
 
+      it('prunes in steps (a bounded range of messages each): the same result, the event loop free between steps', async () => {
+        const step = (store as unknown as { pruneStep?: { scan: number; batch: number } }).pruneStep;
+        if (step) Object.assign(step, { scan: 5, batch: 2 });
+        const ids = await routed(store, ['A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J', 'K']);
+        const ds = await store.claimDeliveries('w', 20, 60_000);
+        const byMsg = new Map(ds.map((d) => [d.messageId, d]));
+        // 7 delivered, 2 dead, 2 left open (still routed); then more received after them.
+        for (const id of ids.slice(0, 7)) await store.completeDelivery(byMsg.get(id)!.id, { status: 'delivered' });
+        for (const id of ids.slice(7, 9)) await store.completeDelivery(byMsg.get(id)!.id, { status: 'dead', error: { code: 'X', message: 'x' } });
+        await store.insert([msg(), msg()]);
+        const future = new Date(Date.now() + 1000);
+        // Turns of the event loop while the prune runs (a prune in one go would allow one or none).
+        let turns = 0;
+        let pruning = true;
+        const spin = () => {
+          turns++;
+          if (pruning) setImmediate(spin);
+        };
+        setImmediate(spin);
+        const r = await store.prune({ bodiesBefore: future, deadBefore: future }).finally(() => (pruning = false));
+        expect(r).toEqual({ messages: 9, deleted: 0 });
+        if (step) expect(turns).toBeGreaterThan(4);
+        for (const id of ids.slice(0, 9)) expect((await store.getMessage(id, { body: true }))!.body).toBeUndefined();
+        for (const id of ids.slice(9)) expect((await store.getMessage(id, { body: true }))!.body).toBeInstanceOf(Buffer);
+        expect(await store.prune({ bodiesBefore: future, deadBefore: future })).toEqual({ messages: 0, deleted: 0 });
+        expect(await store.prune({ bodiesBefore: future, deleteBefore: future })).toEqual({ messages: 0, deleted: 9 });
+        expect(await store.listMessages({ ids })).toHaveLength(2);
+        expect(await store.countMessages(['routed', 'received', 'delivered', 'dead'])).toEqual({ routed: 2, received: 2, delivered: 0, dead: 0 });
+      });
+
       it('counts messages and deliveries by status, and the backlog', async () => {
         await routed(store, ['S1', 'S2']);
         await store.insert([msg()]);

@@ -1521,37 +1521,65 @@ export abstract class SqlMessageStore implements MessageStore {
     await this.tx((x) => this.upsertCheckpoint(x, sourceId, key, value, now), { durable: true });
   }
 
+  /** Messages a step of `prune` looks at (by seq), and the most it prunes or deletes (tests make them small). */
+  pruneStep = { scan: 20_000, batch: 500 };
+
+  /**
+   * In steps, each its own short transaction over a bounded range of messages, with the event
+   * loop free between them: the engine keeps acknowledging and delivering while a large prune
+   * runs (one transaction for everything held SQLite's lock -- and, its calls being synchronous,
+   * the engine's thread -- for about a minute per million messages).
+   */
   async prune(opts: PruneOptions): Promise<PruneResult> {
     this.assertOpen();
     const now = this.now();
-    const result = await this.txSettled(async (x) => {
-      let messages = await x.run(
-        `UPDATE messages SET pruned_at = ? WHERE pruned_at IS NULL AND status IN ('delivered', 'filtered', 'unrouted') AND updated_at < ?`,
-        [now, opts.bodiesBefore.getTime()],
-      );
-      if (opts.deadBefore) {
-        messages += await x.run(`UPDATE messages SET pruned_at = ? WHERE pruned_at IS NULL AND status IN ('dead', 'failed') AND updated_at < ?`, [
-          now,
-          opts.deadBefore.getTime(),
-        ]);
+    const passes: { statuses: string[]; before: number; del: boolean }[] = [{ statuses: ['delivered', 'filtered', 'unrouted'], before: opts.bodiesBefore.getTime(), del: false }];
+    if (opts.deadBefore) passes.push({ statuses: ['dead', 'failed'], before: opts.deadBefore.getTime(), del: false });
+    if (opts.deleteBefore) passes.push({ statuses: ['delivered', 'filtered', 'unrouted', 'dead', 'failed'], before: opts.deleteBefore.getTime(), del: true });
+    const top = Number((await this.readSettled((x) => x.all('SELECT MAX(seq) AS s FROM messages')))[0]?.s ?? 0);
+    let messages = 0;
+    let deleted = 0;
+    const { scan, batch } = this.pruneStep;
+    for (const pass of passes) {
+      for (let after = 0; after < top; ) {
+        const upTo = Math.min(after + scan, top);
+        const step = await this.txSettled(
+          async (x) => {
+            const rows = await x.all(
+              `SELECT seq, id FROM messages
+               WHERE seq > ? AND seq <= ? AND status IN (${pass.statuses.map(() => '?').join(', ')}) AND updated_at < ?${pass.del ? '' : ' AND pruned_at IS NULL'}
+               ORDER BY seq LIMIT ?`,
+              [after, upTo, ...pass.statuses, pass.before, batch],
+            );
+            const next = rows.length === batch ? Number(rows[rows.length - 1].seq) : upTo;
+            if (!rows.length) return { next, n: 0 };
+            const seqs = rows.map((r) => Number(r.seq));
+            const ids = rows.map((r) => r.id as string);
+            const inSeqs = `(${seqs.map(() => '?').join(', ')})`;
+            const inIds = `(${ids.map(() => '?').join(', ')})`;
+            if (pass.del) {
+              await x.run(`DELETE FROM message_events WHERE message_id IN ${inIds}`, ids);
+              await x.run(`DELETE FROM deliveries WHERE message_id IN ${inIds}`, ids);
+              await x.run(`DELETE FROM message_content WHERE message_id IN ${inIds}`, ids);
+              return { next, n: await x.run(`DELETE FROM messages WHERE seq IN ${inSeqs}`, seqs) };
+            }
+            const n = await x.run(`UPDATE messages SET pruned_at = ? WHERE seq IN ${inSeqs}`, [now, ...seqs]);
+            await x.run(`DELETE FROM message_content WHERE message_id IN ${inIds}`, ids);
+            await x.run(`UPDATE deliveries SET bundle = NULL WHERE bundle IS NOT NULL AND message_id IN ${inIds}`, ids);
+            return { next, n };
+          },
+          { long: true },
+        );
+        if (pass.del) deleted += step.n;
+        else messages += step.n;
+        after = step.next;
+        // Sockets, timers and the other stages run between steps (a resolved promise alone
+        // would go straight on to the next one).
+        await new Promise((r) => setImmediate(r));
       }
-      if (messages) {
-        await x.run(`DELETE FROM message_content WHERE message_id IN (SELECT id FROM messages WHERE pruned_at = ?)`, [now]);
-        await x.run(`UPDATE deliveries SET bundle = NULL WHERE bundle IS NOT NULL AND message_id IN (SELECT id FROM messages WHERE pruned_at = ?)`, [now]);
-      }
-      let deleted = 0;
-      if (opts.deleteBefore) {
-        const cut = opts.deleteBefore.getTime();
-        const terminal = `status IN ('delivered', 'filtered', 'unrouted', 'dead', 'failed') AND updated_at < ?`;
-        await x.run(`DELETE FROM message_events WHERE message_id IN (SELECT id FROM messages WHERE ${terminal})`, [cut]);
-        await x.run(`DELETE FROM deliveries WHERE message_id IN (SELECT id FROM messages WHERE ${terminal})`, [cut]);
-        await x.run(`DELETE FROM message_content WHERE message_id IN (SELECT id FROM messages WHERE ${terminal})`, [cut]);
-        deleted = await x.run(`DELETE FROM messages WHERE ${terminal}`, [cut]);
-      }
-      return { messages, deleted };
-    }, { long: true });
-    if (result.messages || result.deleted) await this.compact();
-    return result;
+    }
+    if (messages || deleted) await this.compact();
+    return { messages, deleted };
   }
 
   async stats(): Promise<StoreStats> {

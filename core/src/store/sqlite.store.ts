@@ -392,20 +392,45 @@ export class SqliteMessageStore extends SqlMessageStore {
     return this.tx(fn, { durable: true });
   }
 
+  /**
+   * Gives the free pages of the file back to the file system, a few thousand pages at a time with
+   * the event loop free in between (the whole freelist in one `incremental_vacuum` stalled the
+   * engine for about a second per 250 MB freed), then truncates the WAL.
+   */
   protected override async compact(): Promise<void> {
+    let free = Infinity;
+    for (;;) {
+      const left = await this.withLock(async () => {
+        const db = this.db;
+        if (!db) return 0;
+        try {
+          db.pragma(`incremental_vacuum(${Math.max(1, Math.floor(this.vacuumPages))})`);
+          return Number(db.pragma('freelist_count', { simple: true }));
+        } catch (e) {
+          // Another process is writing: the space is given back by the next prune.
+          if ((e as { code?: string }).code !== 'SQLITE_BUSY') throw this.storeError(e);
+          this.logger.debug('SQLite compaction skipped: the file is busy', { store: this.kind });
+          return 0;
+        }
+      });
+      // Done, or nothing more to give (a file made without auto_vacuum keeps its free pages).
+      if (left === 0 || left >= free) break;
+      free = left;
+      await new Promise((r) => setImmediate(r));
+    }
     await this.withLock(async () => {
       const db = this.db;
       if (!db) return;
       try {
-        db.pragma('incremental_vacuum');
         db.pragma('wal_checkpoint(TRUNCATE)');
       } catch (e) {
-        // Another process is writing: the space is given back by the next prune.
-        if ((e as { code?: string }).code !== 'SQLITE_BUSY') throw e;
-        this.logger.debug('SQLite compaction skipped: the file is busy', { store: this.kind });
+        if ((e as { code?: string }).code !== 'SQLITE_BUSY') throw this.storeError(e);
       }
     });
   }
+
+  /** Pages `compact` gives back per step (4,000 pages = 16 MB of 4 KB pages, ~20 ms here; tests make it small). */
+  vacuumPages = 4000;
 
   /** Pages of the file and free pages in it (retention tests, metrics). */
   async fileStats(): Promise<{ pageCount: number; freePages: number; pageSize: number; autoVacuum: number }> {
