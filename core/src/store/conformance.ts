@@ -32,6 +32,25 @@ export function msg(over: Partial<NewMessage> = {}, controlId?: string): NewMess
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Insert, transform and route one message per key to one sink; returns the message ids. */
+/**
+ * Counts turns of the event loop while `work` runs: an operation done in one synchronous go (a
+ * SQLite transaction) allows one or none; one done in steps with the loop free between, more.
+ */
+export async function loopTurnsDuring<T>(work: () => Promise<T>): Promise<{ result: T; turns: number }> {
+  let turns = 0;
+  let busy = true;
+  const spin = () => {
+    turns++;
+    if (busy) setImmediate(spin);
+  };
+  setImmediate(spin);
+  try {
+    return { result: await work(), turns };
+  } finally {
+    busy = false;
+  }
+}
+
 async function routed(store: MessageStore, keys: string[], opts: { sink?: string; strict?: boolean; sinks?: string[] } = {}): Promise<string[]> {
   const res = await store.insert(keys.map(() => msg()));
   const ids = res.map((r) => r.id);
@@ -695,6 +714,30 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(again).toMatchObject({ id: d.id, attempts: 0 });
         expect(again.bundle).toEqual(d.bundle);
       });
+
+      it('replays and retries in steps (each its own transaction, the event loop free between): every one, in order, once', async () => {
+        const bulk = store as unknown as { bulkStep?: number };
+        if (bulk.bulkStep !== undefined) bulk.bulkStep = 2;
+        const ids = await routed(store, ['S1', 'S2', 'S3', 'S4', 'S5'], { sinks: ['sink-1', 'sink-2'] });
+        const ds = await store.claimDeliveries('w', 20, 60_000);
+        await store.completeDeliveries(ds.map((d) => ({ deliveryId: d.id, outcome: { status: 'dead', error: { code: 'X', message: 'x', retryable: false } } })));
+        const { result: retried, turns } = await loopTurnsDuring(() => store.retryDeliveries({ sinkId: 'sink-2' }));
+        expect(retried).toEqual(ds.filter((d) => d.sinkId === 'sink-2').map((d) => d.id));
+        if (bulk.bulkStep !== undefined) expect(turns).toBeGreaterThan(2);
+        for (const id of ids) {
+          expect((await store.getMessage(id))!.status).toBe('routed');
+          expect((await store.events(id)).slice(-2).map((e) => e.status)).toEqual(['delivery:pending', 'routed']);
+        }
+        expect(await store.retryDeliveries({ sinkId: 'sink-2' })).toEqual([]);
+        expect(await store.replay({ ids, status: ['dead'] })).toEqual([]);
+        expect(await store.replay({ ids })).toEqual(ids);
+        for (const id of ids) {
+          expect((await store.getMessage(id))!.status).toBe('received');
+          expect((await store.events(id)).at(-1)).toMatchObject({ status: 'received', detail: 'replay (2 deliveries superseded)' });
+          expect(await store.deliveries(id)).toEqual([]);
+        }
+        expect(await store.replay({ ids })).toEqual([]);
+      });
     });
 
     describe('queries, retention, stats', () => {
@@ -748,15 +791,7 @@ export function storeConformance(name: string, h: StoreHarness): void {
         for (const id of ids.slice(7, 9)) await store.completeDelivery(byMsg.get(id)!.id, { status: 'dead', error: { code: 'X', message: 'x' } });
         await store.insert([msg(), msg()]);
         const future = new Date(Date.now() + 1000);
-        // Turns of the event loop while the prune runs (a prune in one go would allow one or none).
-        let turns = 0;
-        let pruning = true;
-        const spin = () => {
-          turns++;
-          if (pruning) setImmediate(spin);
-        };
-        setImmediate(spin);
-        const r = await store.prune({ bodiesBefore: future, deadBefore: future }).finally(() => (pruning = false));
+        const { result: r, turns } = await loopTurnsDuring(() => store.prune({ bodiesBefore: future, deadBefore: future }));
         expect(r).toEqual({ messages: 9, deleted: 0 });
         if (step) expect(turns).toBeGreaterThan(4);
         for (const id of ids.slice(0, 9)) expect((await store.getMessage(id, { body: true }))!.body).toBeUndefined();

@@ -1435,28 +1435,61 @@ export abstract class SqlMessageStore implements MessageStore {
   // ------------------------------------------------------------------------------------------
   // Replay, checkpoints, retention, stats
 
+  /**
+   * Bulk operations (replay, retry, prune) run in steps of this many messages or deliveries, each
+   * its own transaction, with the event loop free between them: SQLite's calls are synchronous
+   * on the engine's thread, and one transaction for a replay of 20,000 messages stood the engine
+   * still for a third of a second (a million: a quarter of a minute).
+   */
+  bulkStep = 500;
+
+  /** Lets sockets, timers and the engine's other stages run between the steps of a bulk operation. */
+  private static breathe(): Promise<void> {
+    return new Promise((r) => setImmediate(r));
+  }
+
+  /** `step` over `items`, `bulkStep` at a time, each in its own transaction; what the steps return, in order. */
+  private async inSteps<T>(items: string[], step: (x: SqlExec, part: string[]) => Promise<T[]>): Promise<T[]> {
+    const out: T[] = [];
+    for (let o = 0; o < items.length; o += this.bulkStep) {
+      const part = items.slice(o, o + this.bulkStep);
+      out.push(...(await this.txSettled((x) => step(x, part), { long: true })));
+      await SqlMessageStore.breathe();
+    }
+    return out;
+  }
+
   async replay(filter: MessageFilter): Promise<string[]> {
     this.assertOpen();
     const now = this.now();
     const { where, params } = this.filterSql(filter);
     const limit = filter.limit && filter.limit > 0 ? ` LIMIT ${Math.floor(filter.limit)}` : '';
-    return this.txSettled(async (x) => {
+    const candidates = (
+      await this.readSettled((x) =>
+        x.all(`SELECT m.id FROM messages m ${where ? `${where} AND` : 'WHERE'} m.pruned_at IS NULL AND m.status NOT IN ${UNROUTED_MESSAGE} ORDER BY m.seq${limit}`, params),
+      )
+    ).map((r) => r.id as string);
+    return this.inSteps(candidates, async (x, part) => {
+      // Still replayable: not pruned, not being processed (the engine or another instance may
+      // have moved it since the candidates were read).
       const rows = await x.all(
-        `SELECT m.id FROM messages m ${where ? `${where} AND` : 'WHERE'} m.pruned_at IS NULL AND m.status NOT IN ${UNROUTED_MESSAGE} ORDER BY m.seq${limit}${this.lockClause('m')}`,
-        params,
+        `UPDATE messages SET status = 'received', error = NULL, lease_owner = NULL, lease_expires = NULL, process_attempts = 0, updated_at = ?
+         WHERE id IN (${part.map(() => '?').join(', ')}) AND pruned_at IS NULL AND status NOT IN ${UNROUTED_MESSAGE} RETURNING id, seq`,
+        [now, ...part],
       );
-      const ids = rows.map((r) => r.id as string);
-      for (const id of ids) {
-        await x.run(
-          `UPDATE messages SET status = 'received', error = NULL, lease_owner = NULL, lease_expires = NULL, process_attempts = 0, updated_at = ? WHERE id = ?`,
-          [now, id],
-        );
-        await x.run('UPDATE message_content SET bundle = NULL WHERE message_id = ?', [id]);
-        const n = await x.run(`UPDATE deliveries SET superseded = 1, lease_owner = NULL, lease_expires = NULL WHERE message_id = ? AND superseded = 0`, [id]);
-        await this.event(x, id, now, 'received', undefined, undefined, n ? `replay (${n} deliveries superseded)` : 'replay');
-      }
+      if (!rows.length) return [];
+      const ids = rows.sort((a, b) => Number(a.seq) - Number(b.seq)).map((r) => r.id as string);
+      const inIds = `(${ids.map(() => '?').join(', ')})`;
+      await x.run(`UPDATE message_content SET bundle = NULL WHERE message_id IN ${inIds}`, ids);
+      const superseded = await x.all(`UPDATE deliveries SET superseded = 1, lease_owner = NULL, lease_expires = NULL WHERE message_id IN ${inIds} AND superseded = 0 RETURNING message_id`, ids);
+      const n = new Map<string, number>();
+      for (const r of superseded) n.set(r.message_id as string, (n.get(r.message_id as string) ?? 0) + 1);
+      await this.events_(
+        x,
+        ids.map((id) => ({ id, at: now, status: 'received', detail: n.get(id) ? `replay (${n.get(id)} deliveries superseded)` : 'replay' })),
+      );
       return ids;
-    }, { long: true });
+    });
   }
 
   /**
@@ -1467,8 +1500,9 @@ export abstract class SqlMessageStore implements MessageStore {
     this.assertOpen();
     const now = this.now();
     const { where, params } = this.filterSql({ ...filter, deliveryStatus: undefined, sinkId: undefined, routeId: undefined });
-    const c: string[] = ['d.superseded = 0', `d.status IN (${(filter.deliveryStatus?.length ? filter.deliveryStatus : ['dead', 'failed']).map(() => '?').join(', ')})`];
-    const p: unknown[] = [...(filter.deliveryStatus?.length ? filter.deliveryStatus : ['dead', 'failed'])];
+    const statuses = filter.deliveryStatus?.length ? filter.deliveryStatus : ['dead', 'failed'];
+    const c: string[] = ['d.superseded = 0', `d.status IN (${statuses.map(() => '?').join(', ')})`];
+    const p: unknown[] = [...statuses];
     if (filter.sinkId) {
       c.push('d.sink_id = ?');
       p.push(filter.sinkId);
@@ -1481,24 +1515,31 @@ export abstract class SqlMessageStore implements MessageStore {
       c.push(filter.deliveryIds.length ? `d.id IN (${filter.deliveryIds.map(() => '?').join(', ')})` : '1 = 0');
       p.push(...filter.deliveryIds);
     }
-    return this.txSettled(async (x) => {
+    const candidates = (
+      await this.readSettled((x) =>
+        x.all(`SELECT d.id FROM deliveries d WHERE ${c.join(' AND ')} AND d.message_id IN (SELECT m.id FROM messages m ${where}) ORDER BY d.message_seq, d.seq`, [...p, ...params]),
+      )
+    ).map((r) => r.id as string);
+    return this.inSteps(candidates, async (x, part) => {
+      // Still open to a retry (superseded or delivered meanwhile: left alone).
       const rows = await x.all(
-        `SELECT d.id, d.message_id, d.sink_id, d.route_id FROM deliveries d WHERE ${c.join(' AND ')}
-           AND d.message_id IN (SELECT m.id FROM messages m ${where}) ORDER BY d.message_seq, d.seq`,
-        [...p, ...params],
+        `UPDATE deliveries SET status = 'pending', attempts = 0, first_attempt_at = NULL, next_attempt_at = NULL, lease_owner = NULL, lease_expires = NULL
+         WHERE id IN (${part.map(() => '?').join(', ')}) AND superseded = 0 AND status IN (${statuses.map(() => '?').join(', ')})
+         RETURNING id, message_id, message_seq, seq, sink_id, route_id`,
+        [...part, ...statuses],
       );
-      const touched = new Set<string>();
-      for (const r of rows) {
-        await x.run(`UPDATE deliveries SET status = 'pending', attempts = 0, first_attempt_at = NULL, next_attempt_at = NULL, lease_owner = NULL, lease_expires = NULL WHERE id = ?`, [r.id]);
-        await this.event(x, r.message_id, now, 'delivery:pending', r.sink_id, r.route_id, 'retry requested');
-        touched.add(r.message_id);
-      }
-      for (const id of touched) {
-        const n = await x.run(`UPDATE messages SET status = 'routed', updated_at = ? WHERE id = ? AND status <> 'routed'`, [now, id]);
-        if (n) await this.event(x, id, now, 'routed', undefined, undefined, 'retry requested');
-      }
+      if (!rows.length) return [];
+      rows.sort((a, b) => Number(a.message_seq) - Number(b.message_seq) || Number(a.seq) - Number(b.seq));
+      const evs: EventRow[] = rows.map((r) => ({ id: r.message_id as string, at: now, status: 'delivery:pending', sinkId: r.sink_id as string, routeId: r.route_id as string, detail: 'retry requested' }));
+      const touched = [...new Set(rows.map((r) => r.message_id as string))];
+      const moved = await x.all(
+        `UPDATE messages SET status = 'routed', updated_at = ? WHERE id IN (${touched.map(() => '?').join(', ')}) AND status <> 'routed' RETURNING id, seq`,
+        [now, ...touched],
+      );
+      for (const m of moved.sort((a, b) => Number(a.seq) - Number(b.seq))) evs.push({ id: m.id as string, at: now, status: 'routed', detail: 'retry requested' });
+      await this.events_(x, evs);
       return rows.map((r) => r.id as string);
-    }, { long: true });
+    });
   }
 
   private upsertCheckpoint(x: SqlExec, sourceId: string, key: string, value: string, now: number): Promise<number> {
@@ -1575,7 +1616,7 @@ export abstract class SqlMessageStore implements MessageStore {
         after = step.next;
         // Sockets, timers and the other stages run between steps (a resolved promise alone
         // would go straight on to the next one).
-        await new Promise((r) => setImmediate(r));
+        await SqlMessageStore.breathe();
       }
     }
     if (messages || deleted) await this.compact();

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '../logging/logger';
-import { storeConformance } from './conformance';
+import { loopTurnsDuring, storeConformance } from './conformance';
 import { createStore } from './create-store';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
@@ -81,14 +81,7 @@ describe('SqliteMessageStore specifics', () => {
     const before = await s.fileStats();
     // In steps of 100 pages, with the event loop turning between them.
     s.vacuumPages = 100;
-    let turns = 0;
-    let pruning = true;
-    const spin = () => {
-      turns++;
-      if (pruning) setImmediate(spin);
-    };
-    setImmediate(spin);
-    const r = await s.prune({ bodiesBefore: new Date(Date.now() + 1000) }).finally(() => (pruning = false));
+    const { result: r, turns } = await loopTurnsDuring(() => s.prune({ bodiesBefore: new Date(Date.now() + 1000) }));
     expect(r.messages).toBe(200);
     const after = await s.fileStats();
     expect(after.pageCount).toBeLessThan(before.pageCount / 4);
