@@ -28,6 +28,14 @@ d('ferry CLI', () => {
     expect(run(['validate-config', '--help']).stdout).toContain('<file>');
   });
 
+  it("is `npx ferry` after the build (the README's commands; npm links a workspace's bin only when its file exists, so the build links it)", () => {
+    const bin = path.join(root, 'node_modules/.bin/ferry');
+    expect(existsSync(bin)).toBe(true);
+    const r = spawnSync(bin, ['--help'], { cwd: root, encoding: 'utf8', timeout: 30_000 });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('validate-config');
+  });
+
   it('validate-config says OK on a good file and exits 0', () => {
     const file = path.join(dir, 'good.yaml');
     writeFileSync(file, `store: { kind: sqlite, path: ${dir}/x.db }\nsinks:\n  out: { type: file, dir: ${dir}/out }\nroutes:\n  - { id: all, to: [out] }\n`);
