@@ -70,6 +70,32 @@ describe('PostgresMessageStore specifics', () => {
     }
   });
 
+  it('two instances pruning at once prune each message once (steps lock their rows; the other skips them)', async () => {
+    const schema = `${prefix}_prune2`;
+    const a = make(schema);
+    await a.open();
+    const b = make(schema);
+    await b.open();
+    try {
+      a.pruneStep = { scan: 40, batch: 7 };
+      b.pruneStep = { scan: 40, batch: 7 };
+      const ids = (await a.insert(Array.from({ length: 120 }, (_, i) => ({ sourceId: 'src', contentType: 'text/plain', body: Buffer.from(`m${i}`) })))).map((r) => r.id);
+      await a.claimReceived('p', 200, 60_000);
+      await a.recordProcessed(ids.map((id) => ({ id, outcome: { status: 'unrouted' as const } })));
+      const future = new Date(Date.now() + 1000);
+      let total = 0;
+      for (let round = 0; round < 3 && total < 120; round++) {
+        const [ra, rb] = await Promise.all([a.prune({ bodiesBefore: future }), b.prune({ bodiesBefore: future })]);
+        total += ra.messages + rb.messages;
+      }
+      expect(total).toBe(120);
+      for (const id of ids.slice(0, 5)) expect((await a.getMessage(id, { body: true }))!.body).toBeUndefined();
+    } finally {
+      await b.close();
+      await a.close();
+    }
+  });
+
   it('keeps store.schema when the URL has options of its own (they used to replace the search_path)', async () => {
     const schema = `${prefix}_opts`;
     const s = createStore({ kind: 'postgres', url: `${URL}${URL.includes('?') ? '&' : '?'}options=${encodeURIComponent('-c statement_timeout=60000')}`, schema }, silentLogger()) as PostgresMessageStore;

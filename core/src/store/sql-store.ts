@@ -1589,7 +1589,7 @@ export abstract class SqlMessageStore implements MessageStore {
             const rows = await x.all(
               `SELECT seq, id FROM messages
                WHERE seq > ? AND seq <= ? AND status IN (${pass.statuses.map(() => '?').join(', ')}) AND updated_at < ?${pass.del ? '' : ' AND pruned_at IS NULL'}
-               ORDER BY seq LIMIT ?`,
+               ORDER BY seq LIMIT ?${this.lockClause('messages')}`,
               [after, upTo, ...pass.statuses, pass.before, batch],
             );
             const next = rows.length === batch ? Number(rows[rows.length - 1].seq) : upTo;
@@ -1604,7 +1604,9 @@ export abstract class SqlMessageStore implements MessageStore {
               await x.run(`DELETE FROM message_content WHERE message_id IN ${inIds}`, ids);
               return { next, n: await x.run(`DELETE FROM messages WHERE seq IN ${inSeqs}`, seqs) };
             }
-            const n = await x.run(`UPDATE messages SET pruned_at = ? WHERE seq IN ${inSeqs}`, [now, ...seqs]);
+            // (PostgreSQL: the rows are locked by the SELECT; one another instance's prune holds is
+            // skipped, and left to its prune.)
+            const n = await x.run(`UPDATE messages SET pruned_at = ? WHERE seq IN ${inSeqs} AND pruned_at IS NULL`, [now, ...seqs]);
             await x.run(`DELETE FROM message_content WHERE message_id IN ${inIds}`, ids);
             await x.run(`UPDATE deliveries SET bundle = NULL WHERE bundle IS NOT NULL AND message_id IN ${inIds}`, ids);
             return { next, n };
