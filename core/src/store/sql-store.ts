@@ -649,6 +649,22 @@ export abstract class SqlMessageStore implements MessageStore {
     return this.read(fn);
   }
 
+  /**
+   * Reads for people and tools (the admin API, `ferry` commands, metrics, the candidates of a
+   * replay): after the transitions queued so far commit, like `readSettled`, but where the store
+   * can, on a connection of their own off the engine's thread (`readAside`), so a slow query over
+   * a large store does not stop the engine. Only reads: `run` is refused there.
+   */
+  private async readForAdmin<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    await this.settle(true);
+    return this.readAside(fn);
+  }
+
+  /** A read on a connection other than the engine's, where the store has one (SQLite); else `read`. */
+  protected readAside<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    return this.read(fn);
+  }
+
   /** Claims do not wait for held transform results: an unrouted message only holds back more. */
   private claimTx<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
     // SQLite (one writer): a claim joins the shared transaction of the state transitions queued
@@ -728,7 +744,7 @@ export abstract class SqlMessageStore implements MessageStore {
   async getMessage(id: string, opts: { body?: boolean; bundle?: boolean } = {}): Promise<StoredMessage | undefined> {
     this.assertOpen();
     const join = opts.body || opts.bundle ? SqlMessageStore.JOIN_CONTENT : '';
-    const rows = await this.readSettled((x) => x.all(`SELECT ${this.columns(!!opts.body, !!opts.bundle, 'm')} FROM messages m ${join} WHERE m.id = ?`, [id]));
+    const rows = await this.readForAdmin((x) => x.all(`SELECT ${this.columns(!!opts.body, !!opts.bundle, 'm')} FROM messages m ${join} WHERE m.id = ?`, [id]));
     return rows[0] ? this.toMessage(rows[0], !!opts.body, !!opts.bundle) : undefined;
   }
 
@@ -781,7 +797,7 @@ export abstract class SqlMessageStore implements MessageStore {
     this.assertOpen();
     const { where, params } = this.filterSql(filter);
     const limit = filter.limit && filter.limit > 0 ? ` LIMIT ${Math.floor(filter.limit)}` : '';
-    const rows = await this.readSettled((x) =>
+    const rows = await this.readForAdmin((x) =>
       x.all(`SELECT ${this.columns(false, false, 'm')} FROM messages m ${where} ORDER BY m.seq ${filter.newestFirst ? 'DESC' : 'ASC'}${limit}`, params),
     );
     return rows.map((r) => this.toMessage(r, false, false));
@@ -789,7 +805,7 @@ export abstract class SqlMessageStore implements MessageStore {
 
   async events(messageId: string): Promise<MessageEvent[]> {
     this.assertOpen();
-    const rows = await this.readSettled((x) => x.all('SELECT * FROM message_events WHERE message_id = ? ORDER BY seq', [messageId]));
+    const rows = await this.readForAdmin((x) => x.all('SELECT * FROM message_events WHERE message_id = ? ORDER BY seq', [messageId]));
     return rows.map((r) => {
       const e: MessageEvent = { messageId: r.message_id, at: new Date(Number(r.at)), status: r.status };
       if (r.sink_id) e.sinkId = r.sink_id;
@@ -801,7 +817,7 @@ export abstract class SqlMessageStore implements MessageStore {
 
   async deliveries(messageId: string, opts: { includeSuperseded?: boolean } = {}): Promise<StoredDelivery[]> {
     this.assertOpen();
-    const rows = await this.readSettled((x) =>
+    const rows = await this.readForAdmin((x) =>
       x.all(`SELECT * FROM deliveries WHERE message_id = ?${opts.includeSuperseded ? '' : ' AND superseded = 0'} ORDER BY seq`, [messageId]),
     );
     return rows.map((r) => this.toDelivery(r));
@@ -1425,7 +1441,7 @@ export abstract class SqlMessageStore implements MessageStore {
     this.assertOpen();
     const out: Partial<Record<MessageStatus, number>> = Object.fromEntries(statuses.map((st) => [st, 0]));
     if (!statuses.length) return out;
-    const rows = await this.readLoop((x) =>
+    const rows = await this.readForAdmin((x) =>
       x.all(`SELECT status, COUNT(*) AS n FROM messages WHERE status IN (${statuses.map(() => '?').join(', ')}) GROUP BY status`, statuses),
     );
     for (const r of rows) out[r.status as MessageStatus] = Number(r.n);
@@ -1465,7 +1481,7 @@ export abstract class SqlMessageStore implements MessageStore {
     const { where, params } = this.filterSql(filter);
     const limit = filter.limit && filter.limit > 0 ? ` LIMIT ${Math.floor(filter.limit)}` : '';
     const candidates = (
-      await this.readSettled((x) =>
+      await this.readForAdmin((x) =>
         x.all(`SELECT m.id FROM messages m ${where ? `${where} AND` : 'WHERE'} m.pruned_at IS NULL AND m.status NOT IN ${UNROUTED_MESSAGE} ORDER BY m.seq${limit}`, params),
       )
     ).map((r) => r.id as string);
@@ -1516,7 +1532,7 @@ export abstract class SqlMessageStore implements MessageStore {
       p.push(...filter.deliveryIds);
     }
     const candidates = (
-      await this.readSettled((x) =>
+      await this.readForAdmin((x) =>
         x.all(`SELECT d.id FROM deliveries d WHERE ${c.join(' AND ')} AND d.message_id IN (SELECT m.id FROM messages m ${where}) ORDER BY d.message_seq, d.seq`, [...p, ...params]),
       )
     ).map((r) => r.id as string);
@@ -1627,7 +1643,7 @@ export abstract class SqlMessageStore implements MessageStore {
 
   async stats(): Promise<StoreStats> {
     this.assertOpen();
-    return this.readSettled(async (x) => {
+    return this.readForAdmin(async (x) => {
       const m = await x.all('SELECT status, COUNT(*) AS n FROM messages GROUP BY status');
       const d = await x.all('SELECT status, COUNT(*) AS n FROM deliveries WHERE superseded = 0 GROUP BY status');
       return {

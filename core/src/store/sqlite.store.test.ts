@@ -33,6 +33,40 @@ describe('SqliteMessageStore specifics', () => {
     expect(fs.existsSync(file)).toBe(true);
   });
 
+  it("answers the admin reads on its side thread's connection, not the engine's (the same data; on the engine's when that thread is off)", async () => {
+    class NoSideThread extends SqliteMessageStore {
+      protected override backgroundCheckpoints = false;
+    }
+    for (const [name, s] of [
+      ['side', new SqliteMessageStore({ path: path.join(dir, 'aside.db'), logger: silentLogger() })],
+      ['engine', new NoSideThread({ path: path.join(dir, 'aside-off.db'), logger: silentLogger() })],
+    ] as const) {
+      await s.open();
+      try {
+        const [m] = await s.insert([{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from([0, 1, 2, 255]), headers: { controlId: 'A1' } }]);
+        await s.claimReceived('p', 1, 60_000);
+        await s.recordProcessed([{ id: m.id, transformed: { bundleJson: '{"resourceType":"Bundle","type":"collection"}' }, outcome: { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 'k', strictOrder: true, unchanged: true }] } }]);
+        const before = s.asideReadCount;
+        const { result: got, turns } = await loopTurnsDuring(() => s.getMessage(m.id, { body: true, bundle: true }));
+        expect(got!.body).toEqual(Buffer.from([0, 1, 2, 255]));
+        expect(Buffer.isBuffer(got!.body)).toBe(true);
+        expect(got!.bundle).toEqual({ resourceType: 'Bundle', type: 'collection' });
+        expect((await s.listMessages({ status: ['routed'] })).map((x) => x.id)).toEqual([m.id]);
+        expect((await s.events(m.id)).map((e) => e.status)).toEqual(['received', 'transformed', 'routed', 'delivery:pending']);
+        expect((await s.deliveries(m.id)).map((d) => d.sinkId)).toEqual(['k']);
+        expect(await s.stats()).toEqual({ messages: { routed: 1 }, deliveries: { pending: 1 } });
+        expect(await s.countMessages(['routed', 'dead'])).toEqual({ routed: 1, dead: 0 });
+        if (name === 'side') {
+          // Answered through the event loop (a read on the engine's connection is synchronous).
+          expect(turns).toBeGreaterThan(0);
+          expect(s.asideReadCount - before).toBeGreaterThanOrEqual(7);
+        } else expect(s.asideReadCount).toBe(0);
+      } finally {
+        await s.close();
+      }
+    }
+  });
+
   it('upgrades a version-1 database in place: bodies and bundles move to message_content', async () => {
     const file = path.join(dir, 'v1.db');
     const raw = new Database(file);

@@ -33,12 +33,32 @@ type Params = unknown[];
  */
 const BLOCKING_BUSY_MS = 20;
 
-/** The checkpoint thread: its own connection to the file, a PASSIVE checkpoint every interval. */
+/**
+ * The side thread: its own connection to the file, a PASSIVE checkpoint every interval, and the
+ * reads of people and tools (`readAside`: the admin API, \`ferry\` commands, metrics), so a slow
+ * query over a large store runs beside the engine's thread instead of stopping it.
+ */
 const CHECKPOINTER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.module);
 const db = new Database(workerData.file);
 db.pragma('busy_timeout = ' + workerData.busyTimeoutMs);
+const stmts = new Map();
+parentPort.on('message', (m) => {
+  if (m.read === undefined) return;
+  try {
+    let s = stmts.get(m.sql);
+    if (!s) {
+      s = db.prepare(m.sql);
+      if (!s.reader) throw new Error('only reads run on the side connection');
+      if (stmts.size >= 200) stmts.clear();
+      stmts.set(m.sql, s);
+    }
+    parentPort.postMessage({ read: m.read, rows: s.all(...m.params) });
+  } catch (e) {
+    parentPort.postMessage({ read: m.read, error: String(e && e.message), code: e && e.code });
+  }
+});
 let failing = false;
 setInterval(() => {
   try {
@@ -230,12 +250,20 @@ export class SqliteMessageStore extends SqlMessageStore {
       const worker = new Worker(CHECKPOINTER, { eval: true, workerData: { module: require.resolve('better-sqlite3'), file: this.file, intervalMs: 250, busyTimeoutMs: this.busyTimeoutMs } });
       worker.unref();
       // Told once each way (the thread tries every 250 ms: a full disk would otherwise be 4 lines a second).
-      worker.on('message', (m: { error?: string; ok?: boolean }) => {
-        if (m.error) this.logger.warn('WAL checkpoint failed', { store: this.kind, error: m.error });
+      worker.on('message', (m: { read?: number; rows?: Record<string, unknown>[]; error?: string; code?: string; ok?: boolean }) => {
+        if (m.read !== undefined) {
+          const r = this.asideReads.get(m.read);
+          this.asideReads.delete(m.read);
+          if (!this.asideReads.size) worker.unref();
+          if (m.error !== undefined) r?.reject(Object.assign(new Error(m.error), { code: m.code }));
+          else r?.resolve(m.rows ?? []);
+        } else if (m.error) this.logger.warn('WAL checkpoint failed', { store: this.kind, error: m.error });
         else if (m.ok) this.logger.info('WAL checkpoints succeed again', { store: this.kind });
       });
       worker.on('error', (e) => {
         this.logger.warn('WAL checkpoint thread failed; checkpointing in commits', { store: this.kind, error: e.message });
+        if (this.checkpointer === worker) this.checkpointer = undefined;
+        this.failAsideReads(e);
         if (this.db === db && db.open) db.pragma('wal_autocheckpoint = 1000');
       });
       db.pragma('wal_autocheckpoint = 0');
@@ -246,6 +274,35 @@ export class SqliteMessageStore extends SqlMessageStore {
   }
 
   private checkpointer?: Worker;
+  private readonly asideReads = new Map<number, { resolve(rows: Record<string, unknown>[]): void; reject(e: unknown): void }>();
+  private asideSeq = 0;
+  /** Reads answered by the side thread (tests). */
+  asideReadCount = 0;
+
+  /** On the side thread's connection when it runs (the engine's thread is not held); else on the engine's. */
+  protected override readAside<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    const worker = this.checkpointer;
+    if (!worker) return this.read(fn);
+    const exec: SqlExec = {
+      all: (sql, params) =>
+        new Promise((resolve, reject) => {
+          const id = ++this.asideSeq;
+          this.asideReads.set(id, { resolve, reject });
+          // Held open while a read is out (the thread is unref'd otherwise).
+          worker.ref();
+          worker.postMessage({ read: id, sql, params: bind(params) });
+          this.asideReadCount++;
+        }),
+      run: () => Promise.reject(new FerryError('INTERNAL_STORE_READ_ONLY', 'a write on the read-only side connection', { kind: 'internal' })),
+    };
+    return fn(exec);
+  }
+
+  private failAsideReads(e: unknown): void {
+    const pending = [...this.asideReads.values()];
+    this.asideReads.clear();
+    for (const r of pending) r.reject(new FerryError('TRANSIENT_STORE_CLOSED', `the SQLite store's read thread stopped: ${(e as Error)?.message ?? e}`, { kind: 'transient', cause: e }));
+  }
   /** Checkpoint from a background thread (tests of the fallback turn it off). */
   protected backgroundCheckpoints = true;
 
@@ -256,6 +313,7 @@ export class SqliteMessageStore extends SqlMessageStore {
     const cp = this.checkpointer;
     this.checkpointer = undefined;
     if (cp) await cp.terminate().catch(() => undefined);
+    this.failAsideReads(new Error('closed'));
     if (this.shared && --this.shared.users === 0 && this.lockKeyName) fileLocks.delete(this.lockKeyName);
     this.shared = undefined;
     const db = this.db;
