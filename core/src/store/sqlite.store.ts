@@ -266,6 +266,13 @@ export class SqliteMessageStore extends SqlMessageStore {
         this.failAsideReads(e);
         if (this.db === db && db.open) db.pragma('wal_autocheckpoint = 1000');
       });
+      // Gone without an error (nothing in it exits on its own): reads go to the engine's connection.
+      worker.on('exit', () => {
+        if (this.checkpointer !== worker) return;
+        this.checkpointer = undefined;
+        this.failAsideReads(new Error('the thread exited'));
+        if (this.db === db && db.open) db.pragma('wal_autocheckpoint = 1000');
+      });
       db.pragma('wal_autocheckpoint = 0');
       this.checkpointer = worker;
     } catch (e) {
