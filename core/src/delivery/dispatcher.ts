@@ -45,6 +45,11 @@ export interface DispatcherOptions {
 
 /** Deliveries to a sink that is no longer configured, claimed at a time (they fail and retry). */
 const GONE_SINK_CLAIM = 8;
+/** The claim-spacing key of removed sinks' deliveries. */
+const GONE = '\u0000gone';
+/** A claim this slow (ms) that finds less than it asked for spaces the sink's next claim (see `spacedClaim`). */
+export const SLOW_CLAIM_MS = 20;
+const MAX_CLAIM_SPACING_MS = 5_000;
 
 /**
  * What a sink is handed. Its `signal` is made only when a sink reads it (an AbortController costs
@@ -124,6 +129,14 @@ export class Dispatcher {
   private sweepTimer?: NodeJS.Timeout;
   private sweepMs = 0;
   private renewing = false;
+  /**
+   * Per sink (and GONE for removed sinks): no claim before this time. Set after a claim that took
+   * long and found less than it asked for -- a sink that is down with a large backlog, every open
+   * delivery of which the claim query walks past (held behind its key's failed delivery, or not
+   * due yet) -- so such claims take at most a fifth of the engine's time and the other sinks and
+   * intake keep theirs.
+   */
+  private readonly claimNotBefore = new Map<string, number>();
 
   constructor(
     private readonly store: MessageStore,
@@ -221,16 +234,17 @@ export class Dispatcher {
           saturated = true;
           continue;
         }
-        const claimed = await this.claim(free, { sinkIds: [rt.id] });
+        if ((this.claimNotBefore.get(rt.id) ?? 0) > Date.now()) continue;
+        const claimed = await this.spacedClaim(rt.id, free, { sinkIds: [rt.id] });
         for (const d of claimed) void this.run(d);
         if (claimed.length) claimedAny = true;
         if (claimed.length === free) saturated = true;
         if (!this.running) break;
       }
       if (!this.running) break;
-      if (!claimedAny && !saturated) {
+      if (!claimedAny && !saturated && (this.claimNotBefore.get(GONE) ?? 0) <= Date.now()) {
         // Deliveries to sinks removed from the config: claimed so they fail (and retry) visibly.
-        const gone = await this.claim(GONE_SINK_CLAIM, { excludeSinkIds: [...this.sinks.keys()] });
+        const gone = await this.spacedClaim(GONE, GONE_SINK_CLAIM, { excludeSinkIds: [...this.sinks.keys()] });
         for (const d of gone) void this.run(d);
         if (gone.length) claimedAny = true;
       }
@@ -247,8 +261,26 @@ export class Dispatcher {
       } catch {
         /* poll at the normal interval */
       }
+      // A sink whose claims are spaced is claimed for again when its time comes.
+      for (const t of this.claimNotBefore.values()) wait = Math.max(0, Math.min(wait, t - Date.now()));
       if (!claimedAny || wait > 0) await this.sleep(Math.max(wait, 5));
     }
+  }
+
+  /**
+   * A claim for one sink (or GONE), spaced from the next one when it was slow and unproductive:
+   * it took `SLOW_CLAIM_MS` or more and found fewer deliveries than asked for, so asking again
+   * soon would walk the same backlog for little. The next claim for it waits four times as long
+   * as this one took (at most `MAX_CLAIM_SPACING_MS`); a claim that fills the slots, or is quick,
+   * clears the spacing.
+   */
+  private async spacedClaim(key: string, limit: number, filter: DeliveryClaimFilter): Promise<ClaimedDelivery[]> {
+    const started = performance.now();
+    const claimed = await this.claim(limit, filter);
+    const took = performance.now() - started;
+    if (claimed.length < limit && took >= SLOW_CLAIM_MS) this.claimNotBefore.set(key, Date.now() + Math.min(MAX_CLAIM_SPACING_MS, took * 4));
+    else this.claimNotBefore.delete(key);
+    return claimed;
   }
 
   private async claim(limit: number, filter: DeliveryClaimFilter): Promise<ClaimedDelivery[]> {

@@ -1418,7 +1418,9 @@ export abstract class SqlMessageStore implements MessageStore {
   async backlog(nowDate?: Date): Promise<BacklogInfo> {
     this.assertOpen();
     const now = nowDate?.getTime() ?? this.now();
-    return this.readLoop(async (x) => {
+    // Off the engine's thread where the store can (metrics, waitForIdle): with a large backlog
+    // (a sink down for hours) the count is not free.
+    return this.readForAdmin(async (x) => {
       const m = await x.all(`SELECT COUNT(*) AS n FROM messages WHERE status IN ${UNROUTED_MESSAGE}`);
       const d = await x.all(
         `SELECT
