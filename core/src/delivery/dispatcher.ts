@@ -137,6 +137,7 @@ export class Dispatcher {
    * intake keep theirs.
    */
   private readonly claimNotBefore = new Map<string, number>();
+  private claimFailures = 0;
 
   constructor(
     private readonly store: MessageStore,
@@ -276,9 +277,13 @@ export class Dispatcher {
    */
   private async spacedClaim(key: string, limit: number, filter: DeliveryClaimFilter): Promise<ClaimedDelivery[]> {
     const started = performance.now();
+    const failuresBefore = this.claimFailures;
     const claimed = await this.claim(limit, filter);
     const took = performance.now() - started;
-    if (claimed.length < limit && took >= SLOW_CLAIM_MS) this.claimNotBefore.set(key, Date.now() + Math.min(MAX_CLAIM_SPACING_MS, took * 4));
+    // Not after a failed claim (a store outage): its time says nothing of the backlog, and the
+    // work must be picked up as soon as the store answers again.
+    const failed = this.claimFailures !== failuresBefore;
+    if (!failed && claimed.length < limit && took >= SLOW_CLAIM_MS) this.claimNotBefore.set(key, Date.now() + Math.min(MAX_CLAIM_SPACING_MS, took * 4));
     else this.claimNotBefore.delete(key);
     return claimed;
   }
@@ -288,6 +293,7 @@ export class Dispatcher {
       if (this.orphansPossible) await this.releaseOrphans();
       return await this.store.claimDeliveries(this.opts.owner, limit, this.opts.leaseMs, undefined, filter);
     } catch (e) {
+      this.claimFailures++;
       // A claim that failed with the connection may have committed all the same (its answer was
       // lost): those deliveries are leased to us without our knowing, and would wait out the lease
       // -- holding the later deliveries of their ordering keys. Given back before the next claim.
