@@ -137,7 +137,6 @@ export class Dispatcher {
    * intake keep theirs.
    */
   private readonly claimNotBefore = new Map<string, number>();
-  private claimFailures = 0;
 
   constructor(
     private readonly store: MessageStore,
@@ -277,29 +276,27 @@ export class Dispatcher {
    */
   private async spacedClaim(key: string, limit: number, filter: DeliveryClaimFilter): Promise<ClaimedDelivery[]> {
     const started = performance.now();
-    const failuresBefore = this.claimFailures;
     const claimed = await this.claim(limit, filter);
     const took = performance.now() - started;
-    // Not after a failed claim (a store outage): its time says nothing of the backlog, and the
-    // work must be picked up as soon as the store answers again.
-    const failed = this.claimFailures !== failuresBefore;
-    if (!failed && claimed.length < limit && took >= SLOW_CLAIM_MS) this.claimNotBefore.set(key, Date.now() + Math.min(MAX_CLAIM_SPACING_MS, took * 4));
+    // Not after a failed claim (undefined: a store outage): its time says nothing of the backlog,
+    // and the work must be picked up as soon as the store answers again.
+    if (claimed && claimed.length < limit && took >= SLOW_CLAIM_MS) this.claimNotBefore.set(key, Date.now() + Math.min(MAX_CLAIM_SPACING_MS, took * 4));
     else this.claimNotBefore.delete(key);
-    return claimed;
+    return claimed ?? [];
   }
 
-  private async claim(limit: number, filter: DeliveryClaimFilter): Promise<ClaimedDelivery[]> {
+  /** Undefined when the claim failed (logged). */
+  private async claim(limit: number, filter: DeliveryClaimFilter): Promise<ClaimedDelivery[] | undefined> {
     try {
       if (this.orphansPossible) await this.releaseOrphans();
       return await this.store.claimDeliveries(this.opts.owner, limit, this.opts.leaseMs, undefined, filter);
     } catch (e) {
-      this.claimFailures++;
       // A claim that failed with the connection may have committed all the same (its answer was
       // lost): those deliveries are leased to us without our knowing, and would wait out the lease
       // -- holding the later deliveries of their ordering keys. Given back before the next claim.
       if ((e as FerryError)?.retryable) this.orphansPossible = true;
       this.logger.log(whileStoreDown(this.store, e) ? 'debug' : 'error', 'delivery claim failed', errorFields(e));
-      return [];
+      return undefined;
     }
   }
 

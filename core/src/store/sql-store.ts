@@ -1462,7 +1462,7 @@ export abstract class SqlMessageStore implements MessageStore {
   bulkStep = 500;
 
   /** Lets sockets, timers and the engine's other stages run between the steps of a bulk operation. */
-  private static breathe(): Promise<void> {
+  protected static breathe(): Promise<void> {
     return new Promise((r) => setImmediate(r));
   }
 

@@ -270,19 +270,19 @@ export class SqliteMessageStore extends SqlMessageStore {
         } else if (m.error) this.logger.warn('WAL checkpoint failed', { store: this.kind, error: m.error });
         else if (m.ok) this.logger.info('WAL checkpoints succeed again', { store: this.kind });
       });
-      worker.on('error', (e) => {
-        this.logger.warn('WAL checkpoint thread failed; checkpointing in commits', { store: this.kind, error: e.message });
-        if (this.checkpointer === worker) this.checkpointer = undefined;
-        this.failAsideReads(e);
-        if (this.db === db && db.open) db.pragma('wal_autocheckpoint = 1000');
-      });
-      // Gone without an error (nothing in it exits on its own): reads go to the engine's connection.
-      worker.on('exit', () => {
+      // Gone (an error, or an exit without one: nothing in it exits on its own): checkpoints in
+      // commits again, reads on the engine's connection.
+      const gone = (e: Error) => {
         if (this.checkpointer !== worker) return;
         this.checkpointer = undefined;
-        this.failAsideReads(new Error('the thread exited'));
+        this.failAsideReads(e);
         if (this.db === db && db.open) db.pragma('wal_autocheckpoint = 1000');
+      };
+      worker.on('error', (e) => {
+        this.logger.warn('WAL checkpoint thread failed; checkpointing in commits', { store: this.kind, error: e.message });
+        gone(e);
       });
+      worker.on('exit', () => gone(new Error('the thread exited')));
       db.pragma('wal_autocheckpoint = 0');
       this.checkpointer = worker;
     } catch (e) {
@@ -301,18 +301,24 @@ export class SqliteMessageStore extends SqlMessageStore {
     const worker = this.checkpointer;
     if (!worker) return this.read(fn);
     const exec: SqlExec = {
-      all: (sql, params) =>
-        new Promise((resolve, reject) => {
-          const id = ++this.asideSeq;
-          this.asideReads.set(id, { resolve, reject });
-          // Held open while a read is out (the thread is unref'd otherwise).
-          worker.ref();
-          worker.postMessage({ read: id, sql, params: bind(params) });
-          this.asideReadCount++;
-        }),
+      all: (sql, params) => {
+        this.asideReadCount++;
+        return this.askSide(worker, (id) => ({ read: id, sql, params: bind(params) }));
+      },
       run: () => Promise.reject(new FerryError('INTERNAL_STORE_READ_ONLY', 'a write on the read-only side connection', { kind: 'internal' })),
     };
     return fn(exec);
+  }
+
+  /** A request to the side thread (a read, the WAL truncation), answered by its `read` id. */
+  private askSide(worker: Worker, request: (id: number) => object): Promise<Record<string, unknown>[]> {
+    return new Promise((resolve, reject) => {
+      const id = ++this.asideSeq;
+      this.asideReads.set(id, { resolve, reject });
+      // Held open while a request is out (the thread is unref'd otherwise).
+      worker.ref();
+      worker.postMessage(request(id));
+    });
   }
 
   private failAsideReads(e: unknown): void {
@@ -491,7 +497,7 @@ export class SqliteMessageStore extends SqlMessageStore {
       // Done, or nothing more to give (a file made without auto_vacuum keeps its free pages).
       if (left === 0 || left >= free) break;
       free = left;
-      await new Promise((r) => setImmediate(r));
+      await SqliteMessageStore.breathe();
     }
     const worker = this.checkpointer;
     if (worker) {
@@ -499,14 +505,10 @@ export class SqliteMessageStore extends SqlMessageStore {
       // measured after a 20,000-message prune) and keeps writers out meanwhile -- the engine's
       // writes wait for it from a timer, its thread stays free.
       try {
-        await new Promise<void>((resolve, reject) => {
-          const id = ++this.asideSeq;
-          this.asideReads.set(id, { resolve: () => resolve(), reject });
-          worker.ref();
-          worker.postMessage({ truncate: id });
-        });
+        await this.askSide(worker, (id) => ({ truncate: id }));
       } catch (e) {
-        if ((e as { code?: string }).code !== 'SQLITE_BUSY') this.logger.debug('WAL truncation after prune failed', { store: this.kind, error: (e as Error).message });
+        // Busy (another process writing) or stopped: the checkpoints that follow shrink it.
+        this.logger.debug('WAL truncation after prune failed', { store: this.kind, error: (e as Error).message });
       }
       return;
     }
