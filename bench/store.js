@@ -179,6 +179,66 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
   }
 }
 
+/**
+ * Claims for a sink that is down with a large backlog: `n` open deliveries over `keys` patients,
+ * each patient's first failed and due again in an hour, the rest held behind it (strict order),
+ * plus 64 pending for a healthy sink. Written straight into a SQLite file, the heads set by the
+ * migration's own statement. Then, on that file, claims with the key-heads index (SQLite's
+ * default) and with the full check of every open delivery (what the store did before, and what
+ * PostgreSQL does), side by side: for the down sink (nothing to take) and for the healthy one.
+ */
+async function claimsWithBacklog(dir, n, keys) {
+  const Database = require('better-sqlite3');
+  const { migrations } = require('../core/dist/store/schema.js');
+  const file = path.join(dir, `claims-${n}.db`);
+  const init = new SqliteMessageStore({ path: file, logger });
+  await init.open();
+  await init.close();
+  const db = new Database(file);
+  const now = Date.now();
+  const im = db.prepare(`INSERT INTO messages (id, source_id, content_type, headers, received_at, status, updated_at, ordering_key) VALUES (?, 'bench', 'x', '{}', ?, ?, ?, ?)`);
+  const ic = db.prepare(`INSERT INTO message_content (message_id, body, bundle) VALUES (?, x'00', '{}')`);
+  const idl = db.prepare(
+    `INSERT INTO deliveries (id, message_id, message_seq, route_id, sink_id, status, attempts, ordering_key, strict_order, created_at, next_attempt_at) VALUES (?, ?, ?, 'r', ?, ?, ?, ?, 1, ?, ?)`,
+  );
+  db.transaction(() => {
+    for (let i = 0; i < n + 64; i++) {
+      const up = i >= n;
+      const key = up ? `u${i}` : `p${i % keys}`;
+      const seq = im.run(`M${i}`, now, 'routed', now, key).lastInsertRowid;
+      ic.run(`M${i}`);
+      const first = !up && i < keys;
+      idl.run(`D${i}`, `M${i}`, seq, up ? 'up' : 'down', first ? 'failed' : 'pending', first ? 1 : 0, key, now, first ? now + 3_600_000 : null);
+    }
+  })();
+  db.exec(`UPDATE deliveries SET head = 1`);
+  db.exec(migrations.find((m) => m.version === 5).only.sqlite[0]);
+  db.close();
+  const results = [];
+  let tick = 0;
+  for (const heads of [true, false]) {
+    const store = new SqliteMessageStore({ path: file, logger });
+    if (!heads) store.keyHeads = false; // the full check (an experiment's switch, not a setting)
+    await store.open();
+    const time = async (filter, at) => {
+      const t = [];
+      for (let r = 0; r < 5; r++) {
+        const t0 = process.hrtime.bigint();
+        // A 1 ms lease, each claim 10 ms after the last (on the store's clock): the same
+        // deliveries every time.
+        const got = await store.claimDeliveries('bench', 64, 1, at(), filter);
+        t.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        if (r === 0) t.found = got.length;
+      }
+      t.sort((a, b) => a - b);
+      return { ms: t[2], found: t.found };
+    };
+    results.push({ heads, down: await time({ sinkIds: ['down'] }, () => new Date(now)), up: await time({ sinkIds: ['up'] }, () => new Date(now + 10 * ++tick)) });
+    await store.close();
+  }
+  return results;
+}
+
 async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-store-'));
   const nSingle = quick ? 300 : 2000;
@@ -249,10 +309,27 @@ async function main() {
     });
   }
   if (e2eRows.length) table(e2eRows, Object.keys(e2eRows[0]));
+
+  await printClaims(dir, quick ? 50_000 : 200_000);
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
-if (process.env.FERRY_BENCH_E2E_ONLY) {
+async function printClaims(dir, n) {
+  const keys = n / 10;
+  console.log(
+    `\nClaims for a sink that is down (SQLite; ${n} open deliveries over ${keys} ordering keys, each key's first failed and due in an hour, the rest held; ` +
+      '64 pending for a healthy sink; median of 5 claims of up to 64, ms; the full check is what the store did before the key heads, and what PostgreSQL does):',
+  );
+  const r = await claimsWithBacklog(dir, n, keys);
+  const [h, f] = r;
+  const row = (name, k) => ({ claim: name, 'key heads ms': h[k].ms.toFixed(2), 'full check ms': f[k].ms.toFixed(2), 'full / heads': `${(f[k].ms / h[k].ms).toFixed(1)}x`, found: `${h[k].found} / ${f[k].found}` });
+  table([row('the down sink', 'down'), row('a healthy sink', 'up')], ['claim', 'key heads ms', 'full check ms', 'full / heads', 'found']);
+}
+
+if (process.env.FERRY_BENCH_CLAIMS_ONLY) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-claims-'));
+  printClaims(dir, Number(process.env.FERRY_BENCH_CLAIMS_ONLY) || 200_000).finally(() => fs.rmSync(dir, { recursive: true, force: true }));
+} else if (process.env.FERRY_BENCH_E2E_ONLY) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-e2e-'));
   endToEnd(
     dir,

@@ -4,7 +4,7 @@
  */
 import type { Bundle } from '@medplum/fhirtypes';
 import type { MessageStatus } from '../model/message';
-import type { MessageStore, NewMessage } from './message-store';
+import type { MessageStore, NewMessage, ProcessedMessage } from './message-store';
 
 export interface StoreHarness {
   /** A new, empty, unopened store. `groupCommit` as in the config. */
@@ -13,6 +13,8 @@ export interface StoreHarness {
   sibling?(store: MessageStore): MessageStore;
   /** Number of insert transactions committed so far by the store (group-commit check). */
   commits?(store: MessageStore): number;
+  /** The store's own bookkeeping checked (an index of its own kept exact); throws when it is not. */
+  checkInvariants?(store: MessageStore, when: string): Promise<void>;
 }
 
 const bundleFor = (tag: string): Bundle => ({ resourceType: 'Bundle', type: 'collection', id: tag, entry: [] });
@@ -532,6 +534,20 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(d2.messageId).toBe(ids[1]);
       });
 
+      it("a deleted dead message's open delivery no longer holds its key (retention)", async () => {
+        const [a] = await routed(store, ['K'], { sinks: ['s1', 's2'] });
+        const [b] = await routed(store, ['K'], { sink: 's2' });
+        const first = await store.claimDeliveries('w', 10, 60_000);
+        expect(first.map((d) => `${d.messageId === a ? 'A' : 'B'}:${d.sinkId}`).sort()).toEqual(['A:s1', 'A:s2']);
+        const error = { code: 'E', message: 'e', retryable: false };
+        await store.completeDelivery(first.find((d) => d.sinkId === 's1')!.id, { status: 'dead', error });
+        await store.completeDelivery(first.find((d) => d.sinkId === 's2')!.id, { status: 'failed', error, nextAttemptAt: new Date(Date.now() + 3_600_000) });
+        expect((await store.getMessage(a))!.status).toBe('dead');
+        expect(await store.claimDeliveries('w', 10, 60_000)).toEqual([]); // B:s2 held behind A:s2
+        expect(await store.prune({ bodiesBefore: new Date(0), deleteBefore: new Date(Date.now() + 60_000) })).toMatchObject({ deleted: 1 });
+        expect((await store.claimDeliveries('w', 10, 60_000)).map((d) => [d.messageId, d.sinkId])).toEqual([[b, 's2']]);
+      });
+
       it('ordering none: later deliveries are not held', async () => {
         const ids = await routed(store, ['N', 'N', 'N'], { strict: false });
         const all = await store.claimDeliveries('w', 10, 60_000);
@@ -738,6 +754,162 @@ export function storeConformance(name: string, h: StoreHarness): void {
         }
         expect(await store.replay({ ids })).toEqual([]);
       });
+    });
+
+    describe('claims against a model of the ordering rules', () => {
+      // Random runs of routing (in and out of order), claims, outcomes, replays and retries,
+      // each claim compared with what the ordering rules allow, computed here from scratch: a
+      // store that keeps an index of what may be claimed (SQLite's key heads) must never lose
+      // a delivery from it, nor hand out one the rules hold.
+      for (const seed of [1, 2, 3]) {
+        it(`seed ${seed}: every claim takes exactly the oldest deliveries the rules allow`, async () => {
+          let state = seed * 0x9e3779b9;
+          const rnd = (n: number) => {
+            // mulberry32
+            state = (state + 0x6d2b79f5) | 0;
+            let t = Math.imul(state ^ (state >>> 15), 1 | state);
+            t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+            return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * n;
+          };
+          const pick = <T,>(xs: T[]): T => xs[Math.floor(rnd(xs.length))];
+          interface M { id: string; seq: number; key?: string; routed: boolean }
+          interface D { m: M; sink: string; strict: boolean; status: 'pending' | 'failed' | 'delivered' | 'dead'; due?: number; id?: string; leased: boolean; superseded: boolean }
+          const msgs: M[] = [];
+          const ds: D[] = [];
+          const waiting: M[] = []; // claimed for processing, not routed yet
+          const sinks = ['a', 'b'];
+          const keys = ['k1', 'k2', 'k3', 'k4'];
+          const open = (d: D) => !d.superseded && (d.status === 'pending' || d.status === 'failed');
+          const claimable = (d: D, now: number) =>
+            open(d) &&
+            !d.leased &&
+            (d.due === undefined || d.due <= now) &&
+            (!d.strict ||
+              (!ds.some((e) => open(e) && e.strict && e.sink === d.sink && e.m.key === d.m.key && e.m.seq < d.m.seq) &&
+                !msgs.some((m) => !m.routed && m.seq < d.m.seq && (m.key === undefined || m.key === d.m.key))));
+          const label = (messageId: string, sinkId: string) => `${msgs.find((m) => m.id === messageId)!.seq}:${sinkId}`;
+          // One message, or several in one recordProcessed (one batch, as the engine writes them).
+          const route = async (...ms: M[]) => {
+            const batch: ProcessedMessage[] = [];
+            for (const m of ms) {
+              m.key = pick(keys);
+              const to = rnd(3) < 1 ? sinks : [pick(sinks)];
+              const strict = rnd(5) >= 1;
+              const deliveries = to.map((sinkId) => ({ routeId: `r-${sinkId}`, sinkId, bundle: bundleFor(m.id), strictOrder: strict }));
+              if (ms.length === 1) {
+                await store.recordTransformed(m.id, bundleFor(m.id), m.key);
+                await store.recordRouting(m.id, { status: 'routed', deliveries });
+              } else batch.push({ id: m.id, transformed: { bundleJson: JSON.stringify(bundleFor(m.id)), orderingKey: m.key }, outcome: { status: 'routed', deliveries } });
+              m.routed = true;
+              for (const sink of to) ds.push({ m, sink, strict, status: 'pending', leased: false, superseded: false });
+              waiting.splice(waiting.indexOf(m), 1);
+            }
+            if (batch.length) expect((await store.recordProcessed(batch)).failed).toEqual([]);
+          };
+          let seq = 0;
+          for (let step = 0; step < 220; step++) {
+            if (h.checkInvariants) await h.checkInvariants(store, `step ${step}`);
+            const op = rnd(100);
+            if (op < 22) {
+              const res = await store.insert(Array.from({ length: 1 + Math.floor(rnd(4)) }, () => msg()));
+              for (const r of res) msgs.push({ id: r.id, seq: seq++, routed: false });
+              await store.claimReceived('p', 10, 60_000);
+              const fresh = msgs.slice(-res.length);
+              waiting.push(...fresh);
+              // Usually routed at once, in order, one by one or as one batch; sometimes the newer
+              // first, or left for later.
+              const r = rnd(8);
+              if (r < 3) await route(...fresh);
+              else if (r < 6) for (const m of rnd(3) < 1 ? [...fresh].reverse() : fresh) if (rnd(6) >= 1) await route(m);
+            } else if (op < 30 && waiting.length) {
+              if (rnd(2) < 1) await route(pick(waiting));
+              else await route(...[...waiting].sort(() => rnd(2) - 1));
+            } else if (op < 60) {
+              const now = Date.now();
+              const sinkId = rnd(6) < 1 ? undefined : pick(sinks);
+              const limit = sinkId ? 1 + Math.floor(rnd(3)) : 100;
+              const expected = ds
+                .filter((d) => (!sinkId || d.sink === sinkId) && claimable(d, now))
+                .sort((x, y) => x.m.seq - y.m.seq || (x.sink < y.sink ? -1 : 1))
+                .slice(0, limit);
+              const got = await store.claimDeliveries('w', limit, 60_000, new Date(now), sinkId ? { sinkIds: [sinkId] } : {});
+              const want = expected.map((d) => `${d.m.seq}:${d.sink}`);
+              const have = got.map((d) => label(d.messageId, d.sinkId));
+              if (sinkId) expect({ step, have }).toEqual({ step, have: want });
+              else expect({ step, have: [...have].sort() }).toEqual({ step, have: [...want].sort() });
+              for (const c of got) {
+                const d = expected.find((e) => e.m.id === c.messageId && e.sink === c.sinkId)!;
+                d.leased = true;
+                d.id = c.id;
+              }
+            } else if (op < 82) {
+              const leased = ds.filter((d) => d.leased && !d.superseded);
+              if (!leased.length) continue;
+              const d = pick(leased);
+              const r = rnd(10);
+              const error = { code: 'E_TEST', message: 'test', retryable: r < 8 };
+              if (r < 5) {
+                await store.completeDelivery(d.id!, { status: 'delivered' }, { owner: 'w' });
+                d.status = 'delivered';
+              } else if (r < 8) {
+                // due at once or an hour later
+                d.due = r < 6 ? Date.now() - 1 : Date.now() + 3_600_000;
+                await store.completeDelivery(d.id!, { status: 'failed', error, nextAttemptAt: new Date(d.due) }, { owner: 'w' });
+                d.status = 'failed';
+              } else {
+                await store.completeDelivery(d.id!, { status: 'dead', error }, { owner: 'w' });
+                d.status = 'dead';
+              }
+              d.leased = false;
+            } else if (op < 84) {
+              // Whole messages deleted by retention: a dead one's other deliveries may be open.
+              const final: M[] = [];
+              for (const m of msgs) if (m.routed && ['delivered', 'dead'].includes((await store.getMessage(m.id))!.status)) final.push(m);
+              if (!final.length || ds.some((d) => final.includes(d.m) && d.leased && !d.superseded)) continue;
+              const r = await store.prune({ bodiesBefore: new Date(0), deleteBefore: new Date(Date.now() + 3_600_000) });
+              expect(r.deleted).toBe(final.length);
+              for (const m of final) msgs.splice(msgs.indexOf(m), 1);
+              for (let i = ds.length - 1; i >= 0; i--) if (final.includes(ds[i].m)) ds.splice(i, 1);
+            } else if (op < 92) {
+              // A replay of a routed message none of whose deliveries is in flight.
+              const m = msgs.filter((x) => x.routed && !ds.some((d) => d.m === x && !d.superseded && d.leased));
+              if (!m.length) continue;
+              const x = pick(m);
+              expect(await store.replay({ ids: [x.id] })).toEqual([x.id]);
+              for (const d of ds) if (d.m === x) d.superseded = true;
+              x.routed = false; // its key stays known
+              await store.claimReceived('p', 10, 60_000);
+              waiting.push(x);
+            } else {
+              const dead = ds.filter((d) => d.status === 'dead' && !d.superseded && d.id);
+              if (!dead.length) continue;
+              const d = pick(dead);
+              expect(await store.retryDeliveries({ deliveryIds: [d.id!] })).toEqual([d.id]);
+              d.status = 'pending';
+              d.due = undefined;
+            }
+          }
+          // Drain: route what waits, then deliver everything the rules allow until nothing is left.
+          for (const m of [...waiting]) await route(m);
+          for (const d of ds) if (d.leased && !d.superseded) {
+            await store.completeDelivery(d.id!, { status: 'delivered' }, { owner: 'w' });
+            d.status = 'delivered';
+            d.leased = false;
+          }
+          const later = Date.now() + 7_200_000;
+          for (let round = 0; round < 500 && ds.some(open); round++) {
+            const got = await store.claimDeliveries('w', 100, 60_000, new Date(later));
+            const want = ds.filter((d) => claimable(d, later)).map((d) => `${d.m.seq}:${d.sink}`);
+            expect({ round, have: got.map((d) => label(d.messageId, d.sinkId)).sort() }).toEqual({ round, have: want.sort() });
+            expect(got.length).toBeGreaterThan(0);
+            for (const c of got) {
+              await store.completeDelivery(c.id, { status: 'delivered' }, { owner: 'w' });
+              ds.find((d) => d.m.id === c.messageId && d.sink === c.sinkId && open(d))!.status = 'delivered';
+            }
+          }
+          expect(ds.filter(open)).toEqual([]);
+        }, 60_000);
+      }
     });
 
     describe('queries, retention, stats', () => {

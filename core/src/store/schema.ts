@@ -6,6 +6,8 @@ export interface Migration {
   name: string;
   /** DDL with `{AUTO}`, `{BIGINT}`, `{BLOB}` placeholders filled per dialect. */
   statements: string[];
+  /** Run after `statements`, on that dialect only. */
+  only?: Partial<Record<Dialect, string[]>>;
 }
 
 export const migrations: Migration[] = [
@@ -104,6 +106,24 @@ export const migrations: Migration[] = [
     version: 4,
     name: 'processing attempts per message (a message whose processing keeps dying is failed, not retried for ever)',
     statements: [`ALTER TABLE messages ADD COLUMN process_attempts INTEGER NOT NULL DEFAULT 0`],
+  },
+  {
+    version: 5,
+    name: "heads of each sink's ordering keys (a claim visits the deliveries it may take, not a down sink's whole backlog)",
+    // head = 0: an older open strict delivery of the same (sink, key) holds this one. Kept up to
+    // date by the SQLite store (one writer); PostgreSQL leaves every row at 1 (see keyHeads).
+    statements: [`ALTER TABLE deliveries ADD COLUMN head INTEGER NOT NULL DEFAULT 1`],
+    only: {
+      sqlite: [
+        `UPDATE deliveries SET head = 0
+         WHERE superseded = 0 AND status IN ('pending', 'failed') AND strict_order = 1
+           AND EXISTS (SELECT 1 FROM deliveries e
+                       WHERE e.sink_id = deliveries.sink_id AND e.ordering_key = deliveries.ordering_key AND e.superseded = 0
+                         AND e.status IN ('pending', 'failed') AND e.strict_order = 1 AND e.message_seq < deliveries.message_seq)`,
+        `CREATE INDEX deliveries_ready ON deliveries (sink_id, message_seq, seq) WHERE superseded = 0 AND status = 'pending' AND head = 1`,
+        `CREATE INDEX deliveries_due ON deliveries (sink_id, next_attempt_at) WHERE superseded = 0 AND status = 'failed' AND head = 1`,
+      ],
+    },
   },
 ];
 

@@ -254,7 +254,7 @@ export abstract class SqlMessageStore implements MessageStore {
       const done = new Set(rows.map((r) => Number(r.version)));
       for (const m of migrations) {
         if (done.has(m.version)) continue;
-        for (const s of m.statements) await x.run(ddl(s, this.dialect));
+        for (const s of [...m.statements, ...(m.only?.[this.dialect] ?? [])]) await x.run(ddl(s, this.dialect));
         await x.run('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', [m.version, m.name, this.now()]);
         this.logger.info('store migration applied', { store: this.kind, version: m.version, migration: m.name });
       }
@@ -1120,14 +1120,94 @@ export abstract class SqlMessageStore implements MessageStore {
     }
   }
 
+  /** Rows: [id, message_id, message_seq, route_id, sink_id, ordering_key, strict_order, created_at, bundle]. */
   private async insertDeliveries(x: SqlExec, rows: unknown[][]): Promise<void> {
     const per = 100;
+    if (!this.keyHeads) {
+      for (let o = 0; o < rows.length; o += per) {
+        const part = rows.slice(o, o + per);
+        await x.run(
+          `INSERT INTO deliveries (id, message_id, message_seq, route_id, sink_id, status, attempts, ordering_key, strict_order, created_at, bundle)
+           VALUES ${part.map(() => `(?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)`).join(', ')}`,
+          part.flat(),
+        );
+      }
+      return;
+    }
+    // Each strict delivery's head flag, set as it is written: held (0) by an older strict delivery
+    // of its (sink, key) in this batch -- known here -- or open in the store; otherwise 1.
+    const oldest = new Map<string, number>();
+    for (const r of rows) {
+      if (!r[6]) continue;
+      const g = `${r[4]}\u0000${r[5]}`;
+      oldest.set(g, Math.min(oldest.get(g) ?? Infinity, Number(r[2])));
+    }
+    const held = rows.map((r) => (r[6] && Number(r[2]) > oldest.get(`${r[4]}\u0000${r[5]}`)! ? 1 : 0));
     for (let o = 0; o < rows.length; o += per) {
       const part = rows.slice(o, o + per);
       await x.run(
-        `INSERT INTO deliveries (id, message_id, message_seq, route_id, sink_id, status, attempts, ordering_key, strict_order, created_at, bundle)
-         VALUES ${part.map(() => `(?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)`).join(', ')}`,
+        `INSERT INTO deliveries (id, message_id, message_seq, route_id, sink_id, status, attempts, ordering_key, strict_order, created_at, bundle, head)
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, 'pending', 0, v.column6, v.column7, v.column8, v.column9,
+           CASE WHEN v.column7 = 1 AND (v.column10 = 1 OR ${SqlMessageStore.olderOpenStrict('v.column5', 'v.column6', 'v.column3')}) THEN 0 ELSE 1 END
+         FROM (VALUES ${part.map(() => `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).join(', ')}) AS v`,
+        part.flatMap((r, i) => [...r, held[o + i]]),
+      );
+    }
+  }
+
+  /**
+   * Heads of each sink's ordering keys (`deliveries.head`), kept by stores with one writer
+   * (SQLite): an open delivery with head = 0 is held by an older open strict delivery of the same
+   * (sink, key); the claim visits heads only, so a sink down with a large backlog costs its claim
+   * the few deliveries it may take, not the backlog. A head may be stale (1 while an older one is
+   * open again: a replay or retry reopened it, or it was routed late); the claim checks each
+   * candidate, so stale heads cost a visit, never the order. A delivery that should be a head and
+   * is not would never be claimed: every change that takes an open strict delivery out of its
+   * group's front promotes the next (`promoteHeads`), and every one that opens one sets its flag.
+   * PostgreSQL's instances write concurrently and could miss each other's changes; it leaves
+   * every head at 1 and claims with the full check.
+   */
+  protected readonly keyHeads: boolean = false;
+
+  /** SQL: an older open strict delivery of (sink, key) than `seq` exists. */
+  private static olderOpenStrict(sink: string, key: string, seq: string): string {
+    return `EXISTS (SELECT 1 FROM deliveries e WHERE e.sink_id = ${sink} AND e.ordering_key = ${key} AND e.superseded = 0
+                   AND e.status IN ${OPEN_DELIVERY} AND e.strict_order = 1 AND e.message_seq < ${seq})`;
+  }
+
+  /**
+   * The groups (sink, key) of `rows` (with sink_id, ordering_key, strict_order) lost open strict
+   * deliveries: the oldest open strict deliveries left in each become heads.
+   */
+  private async promoteHeads(x: SqlExec, rows: Row[]): Promise<void> {
+    if (!this.keyHeads) return;
+    const groups = new Map<string, [string, string]>();
+    for (const r of rows) if (Number(r.strict_order) === 1) groups.set(`${r.sink_id}\u0000${r.ordering_key}`, [r.sink_id as string, r.ordering_key as string]);
+    const list = [...groups.values()];
+    for (let o = 0; o < list.length; o += SqlMessageStore.CHUNK) {
+      const part = list.slice(o, o + SqlMessageStore.CHUNK);
+      await x.run(
+        `UPDATE deliveries SET head = 1 WHERE seq IN (
+           SELECT d.seq FROM (VALUES ${part.map(() => '(?, ?)').join(', ')}) AS g
+           JOIN deliveries d ON d.sink_id = g.column1 AND d.ordering_key = g.column2
+             AND d.message_seq = (SELECT MIN(e.message_seq) FROM deliveries e
+                                  WHERE e.sink_id = g.column1 AND e.ordering_key = g.column2 AND e.superseded = 0
+                                    AND e.status IN ${OPEN_DELIVERY} AND e.strict_order = 1)
+           WHERE d.superseded = 0 AND d.status IN ${OPEN_DELIVERY} AND d.strict_order = 1 AND d.head = 0)`,
         part.flat(),
+      );
+    }
+  }
+
+  /** Deliveries `ids` were opened again (a retry): each one's head flag set from its group. */
+  private async settleHeads(x: SqlExec, ids: string[]): Promise<void> {
+    if (!this.keyHeads) return;
+    for (let o = 0; o < ids.length; o += SqlMessageStore.CHUNK) {
+      const part = ids.slice(o, o + SqlMessageStore.CHUNK);
+      await x.run(
+        `UPDATE deliveries SET head = CASE WHEN strict_order = 1 AND ${SqlMessageStore.olderOpenStrict('deliveries.sink_id', 'deliveries.ordering_key', 'deliveries.message_seq')} THEN 0 ELSE 1 END
+         WHERE id IN (${part.map(() => '?').join(', ')})`,
+        part,
       );
     }
   }
@@ -1190,6 +1270,14 @@ export abstract class SqlMessageStore implements MessageStore {
     this.assertOpen();
     if (limit <= 0) return [];
     const now = nowDate?.getTime() ?? this.now();
+    if (filter.excludeSinkIds?.length && !filter.sinkIds) {
+      // Sinks no longer configured: which sinks have open deliveries (one index step per sink),
+      // less the known ones -- rather than walking every open delivery of the known sinks.
+      const known = new Set(filter.excludeSinkIds);
+      const gone = (await this.read((x) => this.openSinkIds(x))).filter((id) => !known.has(id));
+      if (!gone.length) return [];
+      filter = { sinkIds: gone };
+    }
     let sinkSql = '';
     const sinkParams: string[] = [];
     if (filter.sinkIds) {
@@ -1201,25 +1289,39 @@ export abstract class SqlMessageStore implements MessageStore {
       sinkSql += ` AND d.sink_id NOT IN (${filter.excludeSinkIds.map(() => '?').join(', ')})`;
       sinkParams.push(...filter.excludeSinkIds);
     }
-    const rows = await this.claimTx(async (x) => {
-      const cand = await x.all(
-        `SELECT d.seq FROM deliveries d
-         WHERE d.superseded = 0 AND d.status IN ${OPEN_DELIVERY}${sinkSql}
+    // Claimable: due, not leased, and (strict) not held by an older open delivery of its key or
+    // an older message of its key (or of a key not known yet) still being processed.
+    const claimable = `
            AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?)
            AND (d.lease_expires IS NULL OR d.lease_expires <= ?)
            AND (d.strict_order = 0 OR (
-             NOT EXISTS (SELECT 1 FROM deliveries e
-                         WHERE e.sink_id = d.sink_id AND e.ordering_key = d.ordering_key AND e.superseded = 0
-                           AND e.status IN ${OPEN_DELIVERY} AND e.strict_order = 1 AND e.message_seq < d.message_seq)
+             NOT ${SqlMessageStore.olderOpenStrict('d.sink_id', 'd.ordering_key', 'd.message_seq')}
              -- Evaluated once: usually no unrouted message is older than any candidate, and the
              -- per-candidate search below is skipped.
              AND (d.message_seq < (SELECT COALESCE(MIN(u.seq), 9223372036854775807) FROM messages u WHERE u.status IN ${UNROUTED_MESSAGE})
                   OR NOT EXISTS (SELECT 1 FROM messages m
                          WHERE m.status IN ${UNROUTED_MESSAGE} AND m.seq < d.message_seq
-                           AND (m.ordering_key IS NULL OR m.ordering_key = d.ordering_key)))))
-         ORDER BY d.message_seq, d.seq LIMIT ?${this.lockClause('d')}`,
-        [...sinkParams, now, now, limit],
-      );
+                           AND (m.ordering_key IS NULL OR m.ordering_key = d.ordering_key)))))`;
+    const rows = await this.claimTx(async (x) => {
+      const cand = this.keyHeads
+        ? // Heads only, pending ones in order and failed ones due (two indexes): a key held behind
+          // a failed delivery, and a failed one scheduled for later, are not visited.
+          await x.all(
+            `SELECT d.seq FROM deliveries d WHERE d.seq IN (
+               SELECT seq FROM (SELECT d.seq FROM deliveries d WHERE d.superseded = 0 AND d.status = 'pending' AND d.head = 1${sinkSql}${claimable}
+                                ORDER BY d.message_seq, d.seq LIMIT ?)
+               UNION ALL
+               SELECT seq FROM (SELECT d.seq FROM deliveries d WHERE d.superseded = 0 AND d.status = 'failed' AND d.head = 1${sinkSql} AND d.next_attempt_at <= ?${claimable}
+                                ORDER BY d.message_seq, d.seq LIMIT ?))
+             ORDER BY d.message_seq, d.seq LIMIT ?`,
+            [...sinkParams, now, now, limit, ...sinkParams, now, now, now, limit, limit],
+          )
+        : await x.all(
+            `SELECT d.seq FROM deliveries d
+             WHERE d.superseded = 0 AND d.status IN ${OPEN_DELIVERY}${sinkSql}${claimable}
+             ORDER BY d.message_seq, d.seq LIMIT ?${this.lockClause('d')}`,
+            [...sinkParams, now, now, limit],
+          );
       if (!cand.length) return [];
       const claimed = await x.all(
         `UPDATE deliveries SET lease_owner = ?, lease_expires = ?, first_attempt_at = COALESCE(first_attempt_at, ?)
@@ -1241,6 +1343,19 @@ export abstract class SqlMessageStore implements MessageStore {
         return lazyJson(c, 'bundle', bundleJson);
       })
       .sort((a, b) => a.message.seq - b.message.seq || (a.id < b.id ? -1 : 1));
+  }
+
+  /** The sinks with open deliveries: a skip scan of the open deliveries' (sink, key) index. */
+  private async openSinkIds(x: SqlExec): Promise<string[]> {
+    const open = `superseded = 0 AND status IN ${OPEN_DELIVERY}`;
+    const rows = await x.all(
+      `WITH RECURSIVE s(id) AS (
+         SELECT MIN(sink_id) FROM deliveries WHERE ${open}
+         UNION ALL
+         SELECT (SELECT MIN(sink_id) FROM deliveries WHERE ${open} AND sink_id > s.id) FROM s WHERE s.id IS NOT NULL)
+       SELECT id FROM s WHERE id IS NOT NULL`,
+    );
+    return rows.map((r) => r.id as string);
   }
 
   async renewDeliveryLeases(owner: string, deliveryIds: string[], leaseMs: number): Promise<string[]> {
@@ -1300,7 +1415,7 @@ export abstract class SqlMessageStore implements MessageStore {
     const now = this.now();
     const { missing, stale } = await this.write(async (x) => {
       const clear = 'lease_owner = NULL, lease_expires = NULL';
-      const ret = 'RETURNING id, message_id, route_id, sink_id, superseded';
+      const ret = 'RETURNING id, message_id, route_id, sink_id, superseded, ordering_key, strict_order, status';
       // Fenced by the lease: only the owner's own claim (or one a replay superseded in flight).
       const fence = opts.owner === undefined ? '' : ` AND status IN ('pending', 'failed') AND (lease_owner = ? OR superseded = 1)`;
       const fenceArgs = opts.owner === undefined ? [] : [opts.owner];
@@ -1335,6 +1450,8 @@ export abstract class SqlMessageStore implements MessageStore {
             ])),
           );
       }
+      // Delivered and dead ones left their keys' fronts: the next ones become heads.
+      await this.promoteHeads(x, rows.filter((r) => r.status !== 'failed' && !Number(r.superseded)));
       const byId = new Map(rows.map((r) => [r.id as string, r]));
       // Not updated: unknown, or (fenced) no longer this owner's -- unless already recorded as is.
       const notUpdated = items.filter((i) => !byId.has(i.deliveryId));
@@ -1499,7 +1616,11 @@ export abstract class SqlMessageStore implements MessageStore {
       const ids = rows.sort((a, b) => Number(a.seq) - Number(b.seq)).map((r) => r.id as string);
       const inIds = `(${ids.map(() => '?').join(', ')})`;
       await x.run(`UPDATE message_content SET bundle = NULL WHERE message_id IN ${inIds}`, ids);
-      const superseded = await x.all(`UPDATE deliveries SET superseded = 1, lease_owner = NULL, lease_expires = NULL WHERE message_id IN ${inIds} AND superseded = 0 RETURNING message_id`, ids);
+      const superseded = await x.all(
+        `UPDATE deliveries SET superseded = 1, lease_owner = NULL, lease_expires = NULL WHERE message_id IN ${inIds} AND superseded = 0 RETURNING message_id, sink_id, ordering_key, strict_order, status`,
+        ids,
+      );
+      await this.promoteHeads(x, superseded.filter((r) => r.status === 'pending' || r.status === 'failed'));
       const n = new Map<string, number>();
       for (const r of superseded) n.set(r.message_id as string, (n.get(r.message_id as string) ?? 0) + 1);
       await this.events_(
@@ -1547,6 +1668,7 @@ export abstract class SqlMessageStore implements MessageStore {
         [...part, ...statuses],
       );
       if (!rows.length) return [];
+      await this.settleHeads(x, rows.map((r) => r.id as string));
       rows.sort((a, b) => Number(a.message_seq) - Number(b.message_seq) || Number(a.seq) - Number(b.seq));
       const evs: EventRow[] = rows.map((r) => ({ id: r.message_id as string, at: now, status: 'delivery:pending', sinkId: r.sink_id as string, routeId: r.route_id as string, detail: 'retry requested' }));
       const touched = [...new Set(rows.map((r) => r.message_id as string))];
@@ -1618,7 +1740,9 @@ export abstract class SqlMessageStore implements MessageStore {
             const inIds = `(${ids.map(() => '?').join(', ')})`;
             if (pass.del) {
               await x.run(`DELETE FROM message_events WHERE message_id IN ${inIds}`, ids);
-              await x.run(`DELETE FROM deliveries WHERE message_id IN ${inIds}`, ids);
+              // A dead message's other deliveries may still be open.
+              const gone = await x.all(`DELETE FROM deliveries WHERE message_id IN ${inIds} RETURNING sink_id, ordering_key, strict_order, status, superseded`, ids);
+              await this.promoteHeads(x, gone.filter((r) => (r.status === 'pending' || r.status === 'failed') && !Number(r.superseded)));
               await x.run(`DELETE FROM message_content WHERE message_id IN ${inIds}`, ids);
               return { next, n: await x.run(`DELETE FROM messages WHERE seq IN ${inSeqs}`, seqs) };
             }

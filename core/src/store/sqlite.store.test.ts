@@ -19,6 +19,23 @@ storeConformance('sqlite', {
   make: (opts) => new SqliteMessageStore({ path: path.join(dir, `t${++n}.db`), logger: silentLogger(), groupCommit: opts?.groupCommit }),
   sibling: (s) => new SqliteMessageStore({ path: (s as SqliteMessageStore).file, logger: silentLogger() }),
   commits: (s) => (s as SqliteMessageStore).insertCommits,
+  checkInvariants: async (s, when) => {
+    // Every open delivery no older strict one of its (sink, key) holds is a head: one that is not
+    // would never be claimed.
+    const db = new Database((s as SqliteMessageStore).file, { readonly: true });
+    try {
+      const lost = db
+        .prepare(
+          `SELECT d.id FROM deliveries d WHERE d.superseded = 0 AND d.status IN ('pending', 'failed') AND d.head = 0
+             AND NOT (d.strict_order = 1 AND EXISTS (SELECT 1 FROM deliveries e WHERE e.sink_id = d.sink_id AND e.ordering_key = d.ordering_key
+                        AND e.superseded = 0 AND e.status IN ('pending', 'failed') AND e.strict_order = 1 AND e.message_seq < d.message_seq))`,
+        )
+        .all();
+      if (lost.length) throw new Error(`${when}: deliveries that are no head but should be: ${JSON.stringify(lost)}`);
+    } finally {
+      db.close();
+    }
+  },
 });
 
 describe('SqliteMessageStore specifics', () => {
@@ -83,6 +100,83 @@ describe('SqliteMessageStore specifics', () => {
     const m = await s.getMessage('01OLD', { body: true, bundle: true });
     expect(m!.body!.toString()).toBe('old body');
     expect(m!.bundle).toEqual({ resourceType: 'Bundle' });
+    await s.close();
+  });
+
+  it("keeps one head per (sink, key) for a down sink's backlog, so its claims visit the heads, not the backlog", async () => {
+    const file = path.join(dir, 'heads.db');
+    const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
+    await s.open();
+    const heads = () => {
+      const db = new Database(file, { readonly: true });
+      try {
+        return db.prepare(`SELECT sink_id AS sink, COUNT(*) AS n FROM deliveries WHERE superseded = 0 AND status IN ('pending', 'failed') AND head = 1 GROUP BY sink_id ORDER BY sink_id`).all();
+      } finally {
+        db.close();
+      }
+    };
+    const keys = ['k1', 'k2', 'k3'];
+    const route = async (n: number, batch: boolean) => {
+      const ids = (await s.insert(Array.from({ length: n }, (_, i) => ({ sourceId: 's', contentType: 'text/plain', body: Buffer.from('x'), headers: { controlId: `h${Math.random()}${i}` } })))).map((r) => r.id);
+      await s.claimReceived('p', 1000, 60_000);
+      const deliveries = [{ routeId: 'r', sinkId: 'down', strictOrder: true, unchanged: true }, { routeId: 'r2', sinkId: 'loose', strictOrder: false, unchanged: true }];
+      if (batch) await s.recordProcessed(ids.map((id, i) => ({ id, transformed: { bundleJson: '{}', orderingKey: keys[i % 3] }, outcome: { status: 'routed' as const, deliveries } })));
+      else
+        for (const [i, id] of ids.entries()) {
+          await s.recordTransformed(id, { resourceType: 'Bundle', type: 'collection' }, keys[i % 3]);
+          await s.recordRouting(id, { status: 'routed', deliveries });
+        }
+    };
+    await route(30, true);
+    // Each key's oldest is the head for the strict sink; every delivery to the unordered one is.
+    expect(heads()).toEqual([{ sink: 'down', n: 3 }, { sink: 'loose', n: 30 }]);
+    const claimed = await s.claimDeliveries('w', 100, 60_000, undefined, { sinkIds: ['down'] });
+    expect(claimed).toHaveLength(3);
+    const error = { code: 'E', message: 'down', retryable: true };
+    await s.completeDeliveries(claimed.map((d) => ({ deliveryId: d.id, outcome: { status: 'failed' as const, error, nextAttemptAt: new Date(Date.now() + 3_600_000) } })));
+    await route(30, false);
+    await route(30, true);
+    expect(heads()).toEqual([{ sink: 'down', n: 3 }, { sink: 'loose', n: 90 }]);
+    expect(await s.claimDeliveries('w', 100, 60_000, undefined, { sinkIds: ['down'] })).toEqual([]);
+    // The sink is back: the heads are delivered, and the next of each key takes its place.
+    const due = await s.claimDeliveries('w', 100, 60_000, new Date(Date.now() + 3_600_001), { sinkIds: ['down'] });
+    expect(due.map((d) => d.id).sort()).toEqual(claimed.map((d) => d.id).sort());
+    await s.completeDeliveries(due.map((d) => ({ deliveryId: d.id, outcome: { status: 'delivered' as const } })));
+    expect(heads()).toEqual([{ sink: 'down', n: 3 }, { sink: 'loose', n: 90 }]);
+    expect(await s.claimDeliveries('w', 100, 60_000, undefined, { sinkIds: ['down'] })).toHaveLength(3);
+    await s.close();
+  });
+
+  it('upgrades a version-4 database with a held backlog: its heads are set once', async () => {
+    const file = path.join(dir, 'v4.db');
+    const raw = new Database(file);
+    raw.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+    for (const m of migrations.filter((x) => x.version <= 4)) {
+      for (const st of m.statements) raw.exec(ddl(st, 'sqlite'));
+      raw.prepare(`INSERT INTO schema_migrations VALUES (?, ?, 0)`).run(m.version, m.name);
+    }
+    const msg = raw.prepare(`INSERT INTO messages (id, source_id, content_type, headers, received_at, status, ordering_key, updated_at) VALUES (?, 's', 'text/plain', '{}', 1, 'routed', ?, 1)`);
+    const del = raw.prepare(
+      `INSERT INTO deliveries (id, message_id, message_seq, route_id, sink_id, status, attempts, ordering_key, strict_order, created_at, next_attempt_at) VALUES (?, ?, ?, 'r', 'down', ?, ?, ?, 1, 1, ?)`,
+    );
+    for (let i = 0; i < 6; i++) {
+      const seq = msg.run(`M${i}`, `k${i % 2}`).lastInsertRowid;
+      raw.prepare(`INSERT INTO message_content (message_id, body) VALUES (?, x'00')`).run(`M${i}`);
+      // The first of each key failed and waits an hour; the others are held behind it.
+      del.run(`D${i}`, `M${i}`, seq, i < 2 ? 'failed' : 'pending', i < 2 ? 1 : 0, `k${i % 2}`, i < 2 ? Date.now() + 3_600_000 : null);
+    }
+    raw.close();
+    const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
+    await s.open();
+    expect(await s.schemaVersion()).toBe(SCHEMA_VERSION);
+    const db = new Database(file, { readonly: true });
+    expect(db.prepare(`SELECT id FROM deliveries WHERE head = 1 ORDER BY id`).all()).toEqual([{ id: 'D0' }, { id: 'D1' }]);
+    db.close();
+    expect(await s.claimDeliveries('w', 10, 60_000)).toEqual([]);
+    const due = await s.claimDeliveries('w', 10, 60_000, new Date(Date.now() + 3_600_001));
+    expect(due.map((d) => d.id)).toEqual(['D0', 'D1']);
+    await s.completeDeliveries(due.map((d) => ({ deliveryId: d.id, outcome: { status: 'delivered' as const } })));
+    expect((await s.claimDeliveries('w', 10, 60_000)).map((d) => d.id)).toEqual(['D2', 'D3']);
     await s.close();
   });
 

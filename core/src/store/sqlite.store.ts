@@ -131,6 +131,8 @@ export function classifySqliteError(e: unknown, file: string): unknown {
 export class SqliteMessageStore extends SqlMessageStore {
   readonly kind = 'sqlite';
   protected readonly dialect: Dialect = 'sqlite';
+  /** One writer (the engine's connection; tools wait for its lock): heads are kept exactly. */
+  protected override readonly keyHeads = true;
   readonly file: string;
   private db?: Database.Database;
   private stmts = new Map<string, Database.Statement>();
