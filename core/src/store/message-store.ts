@@ -225,6 +225,8 @@ export interface MessageStore {
    * is eligible: a failing one holds the later ones back. A strict delivery also waits while an
    * older message that may share its key (same key, or key not yet known) is not yet routed.
    * Dead deliveries do not hold later ones. `completeDelivery` counts the attempt (`attempts` + 1).
+   * Among the eligible, new deliveries are taken oldest first; due retries oldest first or
+   * earliest due first (the store's choice: SQLite takes them before new ones, by due time).
    */
   claimDeliveries(owner: string, limit: number, leaseMs: number, now?: Date, filter?: DeliveryClaimFilter): Promise<ClaimedDelivery[]>;
   /**

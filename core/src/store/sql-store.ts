@@ -1304,16 +1304,19 @@ export abstract class SqlMessageStore implements MessageStore {
                            AND (m.ordering_key IS NULL OR m.ordering_key = d.ordering_key)))))`;
     const rows = await this.claimTx(async (x) => {
       const cand = this.keyHeads
-        ? // Heads only, pending ones in order and failed ones due (two indexes): a key held behind
-          // a failed delivery, and a failed one scheduled for later, are not visited.
+        ? // Heads only (two indexes): retries that are due, earliest due first (a failed delivery
+          // always has its next attempt time), then new deliveries, oldest first. A key held
+          // behind a failed delivery, and a failed one scheduled for later, are not visited; when
+          // a down sink comes back, its keys' retries are taken in the order they fell due
+          // without sorting them all first. (Per key there is only ever one to take.)
           await x.all(
             `SELECT d.seq FROM deliveries d WHERE d.seq IN (
                SELECT seq FROM (SELECT d.seq FROM deliveries d WHERE d.superseded = 0 AND d.status = 'pending' AND d.head = 1${sinkSql}${claimable}
                                 ORDER BY d.message_seq, d.seq LIMIT ?)
                UNION ALL
                SELECT seq FROM (SELECT d.seq FROM deliveries d WHERE d.superseded = 0 AND d.status = 'failed' AND d.head = 1${sinkSql} AND d.next_attempt_at <= ?${claimable}
-                                ORDER BY d.message_seq, d.seq LIMIT ?))
-             ORDER BY d.message_seq, d.seq LIMIT ?`,
+                                ORDER BY d.next_attempt_at, d.seq LIMIT ?))
+             ORDER BY CASE WHEN d.status = 'failed' THEN 0 ELSE 1 END, CASE WHEN d.status = 'failed' THEN d.next_attempt_at ELSE d.message_seq END, d.seq LIMIT ?`,
             [...sinkParams, now, now, limit, ...sinkParams, now, now, now, limit, limit],
           )
         : await x.all(
