@@ -98,9 +98,27 @@ function table(rows, cols) {
   for (const r of rows) console.log(line(cols.map((c) => r[c])));
 }
 
-async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight = 64) {
+/**
+ * `second`: route every message to a second sink as well -- 'healthy' (another NDJSON file) or
+ * 'down' (HTTP to a closed port: every attempt refused, retried with backoff). Then the run is
+ * timed until the first sink has every message (SQLite only), whatever the second's backlog.
+ */
+let e2eRuns = 0;
+async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight = 64, second = undefined) {
   if (!core.Engine) return { skipped: 'Engine not built' };
-  const out = path.join(dir, `out-${storeKind}-${transformWorkers}-${inFlight}`);
+  const run = `${storeKind}-${transformWorkers}-${inFlight}${second ? `-${second}` : ''}-${++e2eRuns}`;
+  const out = path.join(dir, `out-${run}`);
+  const dbFile = path.join(dir, `e2e-${run}.db`);
+  const sinks = { archive: { type: 'file', dir: out, format: 'ndjson' } };
+  if (second === 'healthy') sinks.second = { type: 'file', dir: `${out}-second`, format: 'ndjson' };
+  if (second === 'down') {
+    const net = require('node:net');
+    const srv = net.createServer();
+    await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+    const port = srv.address().port;
+    await new Promise((r) => srv.close(r));
+    sinks.second = { type: 'http', url: `http://127.0.0.1:${port}/in`, retry: { initialDelayMs: 1000, maxDelayMs: 30000, maxAttempts: 1000 } };
+  }
   // An in-memory source that submits `n` messages as fast as the store acknowledges them,
   // with up to `inFlight` submits in flight (like as many MLLP connections, each waiting for its ACK).
   let done;
@@ -147,12 +165,12 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
         store:
           storeKind === 'postgres'
             ? { kind: 'postgres', url: `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${pgSchema}`)}` }
-            : { kind: 'sqlite', path: path.join(dir, `e2e-${transformWorkers}-${inFlight}.db`) },
+            : { kind: 'sqlite', path: dbFile },
         plugins: ['@ferry/plugin-hl7v2-mllp'],
         sources: { feed: { type: 'bench', duplicates: { policy: 'accept' } } },
-        sinks: { archive: { type: 'file', dir: out, format: 'ndjson' } },
+        sinks,
         processing: { transformWorkers },
-        routes: [{ id: 'all', from: ['feed'], to: ['archive'] }],
+        routes: [{ id: 'all', from: ['feed'], to: Object.keys(sinks) }],
         admin: { enabled: false },
         log: { level: 'error' },
       },
@@ -163,7 +181,16 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
     await engine.start();
     const startupMs = Date.now() - started;
     const ingestMs = await finished;
-    await engine.waitForIdle(600_000);
+    let secondOpen;
+    if (second) {
+      // Until the first sink has every message (a read-only connection of its own, every 20 ms).
+      const Database = require('better-sqlite3');
+      const db = new Database(dbFile, { readonly: true });
+      const count = db.prepare(`SELECT COUNT(*) AS n FROM deliveries WHERE sink_id = 'archive' AND status = 'delivered'`);
+      while (count.get().n < n) await new Promise((r) => setTimeout(r, 20));
+      secondOpen = db.prepare(`SELECT COUNT(*) AS n FROM deliveries WHERE sink_id = 'second' AND status IN ('pending', 'failed')`).get().n;
+      db.close();
+    } else await engine.waitForIdle(600_000);
     const secs = (Date.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const stats = await engine.store.stats();
@@ -173,7 +200,7 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
     await engine.stop();
     let lines = 0;
     for (const f of fs.readdirSync(out)) lines += fs.readFileSync(path.join(out, f), 'utf8').split('\n').filter(Boolean).length;
-    return { n, transformWorkers: workersRan, secs, rate: n / secs, ingestRate: n / (ingestMs / 1000), delivered: stats.deliveries.delivered ?? 0, lines, cpuMsPerMsg: (cpu.user + cpu.system) / 1000 / n, startupMs, ...commits };
+    return { n, transformWorkers: workersRan, secs, rate: n / secs, ingestRate: n / (ingestMs / 1000), delivered: stats.deliveries.delivered ?? 0, lines, cpuMsPerMsg: (cpu.user + cpu.system) / 1000 / n, startupMs, secondOpen, ...commits };
   } finally {
     if (pgSchema) await dropSchema(pgSchema).catch(() => undefined);
   }
@@ -317,8 +344,31 @@ async function main() {
   }
   if (e2eRows.length) table(e2eRows, Object.keys(e2eRows[0]));
 
+  await printOutage(dir, quick ? 2000 : 10000, quick ? 1 : 2);
   await printClaims(dir, quick ? 50_000 : 200_000);
   fs.rmSync(dir, { recursive: true, force: true });
+}
+
+async function printOutage(dir, n, rounds) {
+  console.log(
+    `\nA second sink on the same route (SQLite, the transform worker, 64 submits in flight, ${n} messages; timed until the file sink has every message): ` +
+      'another NDJSON file, or HTTP to a closed port (every attempt refused, retried from 1 s with backoff; its backlog grows with every message), alternating:',
+  );
+  const rows = [];
+  const base = [];
+  for (let r = 0; r < rounds; r++)
+    for (const second of ['healthy', 'down']) {
+      const e = await endToEnd(dir, n, 'auto', 'sqlite', 64, second);
+      if (second === 'healthy') base[r] = e.rate;
+      rows.push({
+        'second sink': second === 'healthy' ? 'healthy (a file)' : 'down (refused)',
+        'msgs/s to the file sink': Math.round(e.rate),
+        'vs healthy': `${(e.rate / base[r]).toFixed(2)}x`,
+        'cpu ms/msg': e.cpuMsPerMsg.toFixed(2),
+        'open deliveries of the second sink at the end': e.secondOpen,
+      });
+    }
+  table(rows, Object.keys(rows[0]));
 }
 
 async function printClaims(dir, n) {
@@ -333,7 +383,10 @@ async function printClaims(dir, n) {
   table([row('the down sink', 'down'), row('a healthy sink', 'up'), row('the sink back, every retry due', 'back')], ['claim', 'key heads ms', 'full check ms', 'full / heads', 'found']);
 }
 
-if (process.env.FERRY_BENCH_CLAIMS_ONLY) {
+if (process.env.FERRY_BENCH_OUTAGE_ONLY) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-outage-'));
+  printOutage(dir, Number(process.env.FERRY_BENCH_OUTAGE_ONLY) || 10000, 2).finally(() => fs.rmSync(dir, { recursive: true, force: true }));
+} else if (process.env.FERRY_BENCH_CLAIMS_ONLY) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-claims-'));
   printClaims(dir, Number(process.env.FERRY_BENCH_CLAIMS_ONLY) || 200_000).finally(() => fs.rmSync(dir, { recursive: true, force: true }));
 } else if (process.env.FERRY_BENCH_E2E_ONLY) {
