@@ -239,7 +239,6 @@ async function claimsWithBacklog(dir, n, keys) {
       idl.run(`D${i}`, `M${i}`, seq, up ? 'up' : 'down', first ? 'failed' : 'pending', first ? 1 : 0, key, now, first ? now + 3_600_000 : null);
     }
   })();
-  db.exec(`UPDATE deliveries SET head = 1`);
   db.exec(migrations.find((m) => m.version === 5).only.sqlite[0]);
   db.close();
   // Alternating, twice each (the first pass warms the file's pages for the second); the median

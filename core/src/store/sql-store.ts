@@ -1136,13 +1136,10 @@ export abstract class SqlMessageStore implements MessageStore {
     }
     // Each strict delivery's head flag, set as it is written: held (0) by an older strict delivery
     // of its (sink, key) in this batch -- known here -- or open in the store; otherwise 1.
+    const group = (r: unknown[]) => `${r[4]}\u0000${r[5]}`;
     const oldest = new Map<string, number>();
-    for (const r of rows) {
-      if (!r[6]) continue;
-      const g = `${r[4]}\u0000${r[5]}`;
-      oldest.set(g, Math.min(oldest.get(g) ?? Infinity, Number(r[2])));
-    }
-    const held = rows.map((r) => (r[6] && Number(r[2]) > oldest.get(`${r[4]}\u0000${r[5]}`)! ? 1 : 0));
+    for (const r of rows) if (r[6]) oldest.set(group(r), Math.min(oldest.get(group(r)) ?? Infinity, Number(r[2])));
+    const held = rows.map((r) => (r[6] && Number(r[2]) > oldest.get(group(r))! ? 1 : 0));
     for (let o = 0; o < rows.length; o += per) {
       const part = rows.slice(o, o + per);
       await x.run(
