@@ -100,7 +100,8 @@ function table(rows, cols) {
 
 /**
  * `second`: route every message to a second sink as well -- 'healthy' (another NDJSON file) or
- * 'down' (HTTP to a closed port: every attempt refused, retried with backoff). Then the run is
+ * 'down' (HTTP to a closed port: every attempt refused; paused by its circuit breaker) or
+ * 'down-always' (the same with the breaker off: every delivery retried with backoff). Then the run is
  * timed until the first sink has every message (SQLite only), whatever the second's backlog.
  */
 let e2eRuns = 0;
@@ -111,13 +112,15 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
   const dbFile = path.join(dir, `e2e-${run}.db`);
   const sinks = { archive: { type: 'file', dir: out, format: 'ndjson' } };
   if (second === 'healthy') sinks.second = { type: 'file', dir: `${out}-second`, format: 'ndjson' };
-  if (second === 'down') {
+  if (second === 'down' || second === 'down-always') {
     const net = require('node:net');
     const srv = net.createServer();
     await new Promise((r) => srv.listen(0, '127.0.0.1', r));
     const port = srv.address().port;
     await new Promise((r) => srv.close(r));
     sinks.second = { type: 'http', url: `http://127.0.0.1:${port}/in`, retry: { initialDelayMs: 1000, maxDelayMs: 30000, maxAttempts: 1000 } };
+    // 'down-always': the circuit breaker off -- every delivery attempted on its own backoff.
+    if (second === 'down-always') sinks.second.circuitBreaker = { failureThreshold: 0 };
   }
   // An in-memory source that submits `n` messages as fast as the store acknowledges them,
   // with up to `inFlight` submits in flight (like as many MLLP connections, each waiting for its ACK).
@@ -182,6 +185,7 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
     const startupMs = Date.now() - started;
     const ingestMs = await finished;
     let secondOpen;
+    let secondAttempts;
     if (second) {
       // Until the first sink has every message (a read-only connection of its own, every 20 ms).
       const Database = require('better-sqlite3');
@@ -189,6 +193,7 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
       const count = db.prepare(`SELECT COUNT(*) AS n FROM deliveries WHERE sink_id = 'archive' AND status = 'delivered'`);
       while (count.get().n < n) await new Promise((r) => setTimeout(r, 20));
       secondOpen = db.prepare(`SELECT COUNT(*) AS n FROM deliveries WHERE sink_id = 'second' AND status IN ('pending', 'failed')`).get().n;
+      secondAttempts = db.prepare(`SELECT COALESCE(SUM(attempts), 0) AS n FROM deliveries WHERE sink_id = 'second'`).get().n;
       db.close();
     } else await engine.waitForIdle(600_000);
     const secs = (Date.now() - t0) / 1000;
@@ -200,7 +205,7 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
     await engine.stop();
     let lines = 0;
     for (const f of fs.readdirSync(out)) lines += fs.readFileSync(path.join(out, f), 'utf8').split('\n').filter(Boolean).length;
-    return { n, transformWorkers: workersRan, secs, rate: n / secs, ingestRate: n / (ingestMs / 1000), delivered: stats.deliveries.delivered ?? 0, lines, cpuMsPerMsg: (cpu.user + cpu.system) / 1000 / n, startupMs, secondOpen, ...commits };
+    return { n, transformWorkers: workersRan, secs, rate: n / secs, ingestRate: n / (ingestMs / 1000), delivered: stats.deliveries.delivered ?? 0, lines, cpuMsPerMsg: (cpu.user + cpu.system) / 1000 / n, startupMs, secondOpen, secondAttempts, ...commits };
   } finally {
     if (pgSchema) await dropSchema(pgSchema).catch(() => undefined);
   }
@@ -351,20 +356,21 @@ async function main() {
 async function printOutage(dir, n, rounds) {
   console.log(
     `\nA second sink on the same route (SQLite, the transform worker, 64 submits in flight, ${n} messages; timed until the file sink has every message): ` +
-      'another NDJSON file, or HTTP to a closed port (every attempt refused, retried from 1 s with backoff; its backlog grows with every message), alternating:',
+      'another NDJSON file, or HTTP to a closed port (every attempt refused; its backlog grows with every message) paused by its circuit breaker (the default), or with the breaker off (every delivery retried from 1 s with backoff), alternating:',
   );
   const rows = [];
   const base = [];
   for (let r = 0; r < rounds; r++)
-    for (const second of ['healthy', 'down']) {
+    for (const second of ['healthy', 'down', 'down-always']) {
       const e = await endToEnd(dir, n, 'auto', 'sqlite', 64, second);
       if (second === 'healthy') base[r] = e.rate;
       rows.push({
-        'second sink': second === 'healthy' ? 'healthy (a file)' : 'down (refused)',
+        'second sink': { healthy: 'healthy (a file)', down: 'down (refused), paused', 'down-always': 'down (refused), breaker off' }[second],
         'msgs/s to the file sink': Math.round(e.rate),
         'vs healthy': `${(e.rate / base[r]).toFixed(2)}x`,
         'cpu ms/msg': e.cpuMsPerMsg.toFixed(2),
         'open deliveries of the second sink at the end': e.secondOpen,
+        'attempts on the second sink': e.secondAttempts,
       });
     }
   table(rows, Object.keys(rows[0]));

@@ -129,6 +129,50 @@ describe('engine end to end', () => {
     expect((await engine.store.getMessage(r.id))?.status).toBe('delivered');
   });
 
+  it('pauses a sink that keeps failing, probes it without spending maxAttempts, and shows it in /api/sinks, /metrics and the log (no PHI)', async () => {
+    const dir = tmp();
+    const stream = new PassThrough();
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    engine = await Engine.create({
+      logger: createLogger({ level: 'info' }, stream),
+      config: baseConfig(dir, {
+        sinks: {
+          // Down for six calls; three attempts would make the delivery dead without the breaker.
+          down: { type: 'memory', failFirst: 6, retry: { maxAttempts: 3, initialDelayMs: 10, maxDelayMs: 20, jitter: 0 }, circuitBreaker: { failureThreshold: 2, openMs: 100, maxOpenMs: 200 } },
+        },
+        routes: [{ id: 'r', to: ['down'] }],
+      }),
+    });
+    await engine.start();
+    const [r] = await engine.submit('intake', [csv('MRN555000111,Paused,Penelope,1966-06-06,female')]);
+    const base = engine.adminUrl!;
+    type View = { id: string; circuit: { state: string; lastErrorCode?: string; nextProbeAt?: string } };
+    let seen: View | undefined;
+    for (let i = 0; i < 100 && !seen; i++) {
+      const [s] = (await (await fetch(`${base}/api/sinks`)).json()) as View[];
+      if (s.circuit.state !== 'closed') seen = s;
+      else await new Promise((res) => setTimeout(res, 10));
+    }
+    expect(seen).toMatchObject({ id: 'down', circuit: { lastErrorCode: 'FERRY_E_DELIVERY_MEMORY_DOWN' } });
+    expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/^ferry_sink_paused\{sink="down"\} 1$/m);
+    await engine.waitForIdle(10_000, { includeScheduled: true });
+    const [d] = await engine.store.deliveries(r.id);
+    // Two failures paused it, four probes failed, the seventh call was taken.
+    expect(d).toMatchObject({ status: 'delivered', attempts: 7, probeAttempts: 4 });
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/^ferry_sink_paused\{sink="down"\} 0$/m);
+    expect(metrics).toMatch(/^ferry_sink_pauses_total\{sink="down"\} 1$/m);
+    expect(((await (await fetch(`${base}/api/sinks`)).json()) as unknown[])[0]).toMatchObject({ id: 'down', concurrency: 8, inFlight: 0, circuit: { state: 'closed', consecutiveFailures: 0 } });
+    await engine.stop();
+    engine = undefined;
+    const log = Buffer.concat(chunks).toString('utf8');
+    expect(log).toMatch(/deliveries paused/);
+    expect(log).toMatch(/sink probe failed/);
+    expect(log).toMatch(/deliveries resumed/);
+    for (const phi of ['Paused', 'Penelope', 'MRN555000111', '1966-06-06']) expect(log).not.toContain(phi);
+  });
+
   it('makes a delivery whose sink call outlasts the lease once: the lease is renewed while the call runs', async () => {
     const dir = tmp();
     memorySinkDeliveries.delete('slow');

@@ -37,13 +37,14 @@ d('FHIR sink outage under load', () => {
   });
 
   /** Counts straight from the engine's SQLite store (WAL: readers do not block the engine). */
-  function counts(): { messages: Record<string, number>; deliveries: Record<string, number>; retried: number } {
+  function counts(): { messages: Record<string, number>; deliveries: Record<string, number>; retried: number; failures: number; probes: number } {
     const db = new Database(dbFile, { readonly: true, fileMustExist: true });
     try {
       const m = db.prepare('SELECT status, COUNT(*) AS n FROM messages GROUP BY status').all() as { status: string; n: number }[];
       const dl = db.prepare('SELECT status, COUNT(*) AS n FROM deliveries WHERE superseded = 0 GROUP BY status').all() as { status: string; n: number }[];
       const r = db.prepare('SELECT COUNT(*) AS n FROM deliveries WHERE attempts > 1').get() as { n: number };
-      return { messages: Object.fromEntries(m.map((x) => [x.status, x.n])), deliveries: Object.fromEntries(dl.map((x) => [x.status, x.n])), retried: r.n };
+      const f = db.prepare(`SELECT COALESCE(SUM(CASE WHEN detail LIKE '%(probe)' THEN 0 ELSE 1 END), 0) AS failures, COALESCE(SUM(CASE WHEN detail LIKE '%(probe)' THEN 1 ELSE 0 END), 0) AS probes FROM message_events WHERE status = 'delivery:failed'`).get() as { failures: number; probes: number };
+      return { messages: Object.fromEntries(m.map((x) => [x.status, x.n])), deliveries: Object.fromEntries(dl.map((x) => [x.status, x.n])), retried: r.n, ...f };
     } finally {
       db.close();
     }
@@ -64,7 +65,9 @@ d('FHIR sink outage under load', () => {
         'sources:',
         `  feed: { type: mllp, host: 127.0.0.1, port: ${port}, duplicates: { policy: ignore, windowMs: 3600000 } }`,
         'sinks:',
-        `  fhir: { type: fhir, baseUrl: '${fhir.baseUrl}', timeoutMs: 5000, retry: { initialDelayMs: 250, maxDelayMs: 2000, maxAttempts: 1000, maxAgeMs: 3600000 } }`,
+        // Three attempts 250-500 ms apart: the outage would kill every delivery, but for the
+        // circuit breaker (defaults: paused after 5 failures in a row, probed after 5, 10, 20 s).
+        `  fhir: { type: fhir, baseUrl: '${fhir.baseUrl}', timeoutMs: 5000, retry: { initialDelayMs: 250, maxDelayMs: 2000, maxAttempts: 3, maxAgeMs: 3600000 } }`,
         'routes:',
         '  - { id: adt, from: [feed], to: [fhir], ordering: strict }',
         '',
@@ -103,6 +106,11 @@ d('FHIR sink outage under load', () => {
     expect(Object.values(during.messages).reduce((a, b) => a + b, 0)).toBe(BEFORE + DURING);
     expect(during.deliveries.dead ?? 0).toBe(0);
     expect(during.deliveries.failed ?? 0).toBeGreaterThan(0);
+    // Paused: the calls in flight when it went down failed (and counted), then a probe now and then.
+    expect(during.failures).toBeGreaterThan(0);
+    expect(during.failures).toBeLessThanOrEqual(16);
+    expect(during.probes).toBeGreaterThan(0);
+    expect(during.probes).toBeLessThanOrEqual(Math.ceil(OUTAGE_MS / 5000));
     const outageSecs = (Date.now() - downAt) / 1000;
     const requestsBefore = fhir.requests.length;
     await fhir.resume();
@@ -127,7 +135,8 @@ d('FHIR sink outage under load', () => {
     expect(wrong).toEqual([]);
     console.log(
       `sink outage proof: ${TOTAL} ADT updates for ${PATIENTS} patients over MLLP; FHIR server down ${outageSecs.toFixed(0)} s while ${DURING} arrived; ` +
-        `${done.retried} deliveries needed more than one attempt; ${requestsBefore} FHIR requests before the outage ended, ${fhir.requests.length} in all; ` +
+        `${done.retried} deliveries needed more than one attempt (maxAttempts 3): the sink was paused after ${during.failures} failed attempts and probed ${during.probes} times; ` +
+        `${requestsBefore} FHIR requests before the outage ended, ${fhir.requests.length} in all; ` +
         `all delivered ${((Date.now() - downAt) / 1000 - outageSecs).toFixed(1)} s after the server returned; the last update won for every patient`,
     );
   }, 170_000);

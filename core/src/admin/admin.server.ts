@@ -30,6 +30,9 @@ export async function startAdmin(engine: Engine, cfg: { host: string; port: numb
 
   app.get('/api/stats', async () => engine.store.stats());
 
+  /** Each sink on this instance: slots, deliveries under way, and its circuit breaker (paused since, next probe). */
+  app.get('/api/sinks', async () => engine.sinkViews());
+
   // Bad filters and replay requests are the caller's fault: 400 with the reason.
   app.setErrorHandler((e, _req, reply) => {
     if (e instanceof FerryError && e.kind === 'input') return reply.code(400).send({ error: e.message, code: e.code });

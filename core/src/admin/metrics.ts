@@ -60,6 +60,18 @@ export class EngineMetrics {
     help: 'Deliveries being attempted now',
     registers: [this.registry],
   });
+  readonly sinkPaused = new Gauge({
+    name: 'ferry_sink_paused',
+    help: "1 while a sink's deliveries are paused by its circuit breaker (it failed circuitBreaker.failureThreshold attempts in a row; probed until it takes one), else 0",
+    labelNames: ['sink'] as const,
+    registers: [this.registry],
+  });
+  readonly sinkPauses = new Counter({
+    name: 'ferry_sink_pauses_total',
+    help: "Times a sink's circuit breaker paused its deliveries",
+    labelNames: ['sink'] as const,
+    registers: [this.registry],
+  });
 
   /** Filled by the engine: each running source's own stats. */
   sourceStats: () => { source: string; stats: object | undefined }[] = () => [];

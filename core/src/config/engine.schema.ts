@@ -1,4 +1,5 @@
 import type convict from 'convict';
+import type { CircuitPolicy } from '../delivery/circuit';
 
 /** Keys shared by every sink entry, whatever its type: the delivery policy. */
 export const sinkCommonSchema = {
@@ -12,8 +13,17 @@ export const sinkCommonSchema = {
     format: 'nat',
     default: 300_000,
   },
+  circuitBreaker: {
+    failureThreshold: {
+      doc: "Retryable failures in a row (no delivery taken in between) that pause the sink: its deliveries wait, unattempted, so an outage does not spend their maxAttempts; after openMs one delivery is tried as a probe (not counted towards maxAttempts either), and the first one taken resumes them all (0 = never pause)",
+      format: 'nat',
+      default: 5,
+    },
+    openMs: { doc: 'The first pause before a probe; each failed probe doubles it (a longer Retry-After from the sink wins)', format: 'nat', default: 5_000 },
+    maxOpenMs: { doc: 'The longest pause between probes', format: 'nat', default: 60_000 },
+  },
   retry: {
-    maxAttempts: { doc: 'Attempts before a delivery is dead', format: 'nat', default: 10 },
+    maxAttempts: { doc: 'Attempts before a delivery is dead (probes of a paused sink not counted)', format: 'nat', default: 10 },
     initialDelayMs: { doc: 'First retry delay', format: 'nat', default: 1000 },
     maxDelayMs: { doc: 'Upper bound of the backoff delay', format: 'nat', default: 300_000 },
     multiplier: { doc: 'Backoff multiplier', format: Number, default: 2 },
@@ -137,7 +147,7 @@ export interface EngineConfig {
   };
   plugins: PluginRef[];
   sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number }; [k: string]: unknown }>;
-  sinks: Record<string, { type: string; retry: RetryPolicy; concurrency: number; deliveryTimeoutMs: number; [k: string]: unknown }>;
+  sinks: Record<string, { type: string; retry: RetryPolicy; circuitBreaker: CircuitPolicy; concurrency: number; deliveryTimeoutMs: number; [k: string]: unknown }>;
   routes: RouteConfig[];
   processing: { batchSize: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number; maxAttempts: number; transformWorkers: number | 'auto' };
   admin: { enabled: boolean; host: string; port: number };

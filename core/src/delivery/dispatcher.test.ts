@@ -7,7 +7,8 @@ import { silentLogger } from '../logging/logger';
 import type { Delivery } from '../plugin/api';
 import type { MessageStore } from '../store/message-store';
 import { SqliteMessageStore } from '../store/sqlite.store';
-import { Dispatcher } from './dispatcher';
+import { Dispatcher, deliveryOutcome } from './dispatcher';
+import type { ClaimedDelivery } from '../store/message-store';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-dispatcher-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -114,4 +115,125 @@ describe('Dispatcher', () => {
     expect(claimsFor.down).toBeGreaterThan(1);
     await store.close();
   }, 30_000);
+
+  describe('circuit breaker', () => {
+    const bundleJson = JSON.stringify({ resourceType: 'Bundle', type: 'collection', entry: [] });
+    /** `n` messages routed to sink "s", on `keys` ordering keys (message i on key i % keys). */
+    async function routed(store: SqliteMessageStore, n: number, keys: number): Promise<string[]> {
+      const ids = (await store.insert(Array.from({ length: n }, (_, i) => ({ sourceId: 'src', contentType: 'text/plain', body: Buffer.from(`m${i}`) })))).map((r) => r.id);
+      await store.claimReceived('p', n, 60_000);
+      await store.recordProcessed(
+        ids.map((id, i) => ({ id, transformed: { bundleJson, orderingKey: `k${i % keys}` }, outcome: { status: 'routed' as const, deliveries: [{ routeId: 'r', sinkId: 's', strictOrder: true, unchanged: true }] } })),
+      );
+      return ids;
+    }
+    /** A sink that refuses connections until `up` is set, recording every call. */
+    function flakySink() {
+      const calls: { id: string; attempt: number; up: boolean }[] = [];
+      const got: string[] = [];
+      const state = { up: false };
+      const sink = {
+        deliver: async (d: Delivery) => {
+          calls.push({ id: d.message.id, attempt: d.attempt, up: state.up });
+          if (!state.up) throw new FerryError('DELIVERY_NETWORK', 'connect ECONNREFUSED 127.0.0.1:1', { kind: 'transient', retryable: true });
+          got.push(d.message.id);
+        },
+      };
+      return { sink, calls, got, state };
+    }
+    // Two attempts 20-40 ms apart: without the breaker an outage of a second kills every delivery.
+    const shortRetry = { maxAttempts: 2, initialDelayMs: 20, maxDelayMs: 40, multiplier: 2, jitter: 0, maxAgeMs: 60_000 };
+    const circuit = { failureThreshold: 3, openMs: 100, maxOpenMs: 300 };
+
+    it('pauses a failing sink instead of spending its deliveries\' attempts, probes it, and resumes in order when it answers', async () => {
+      const store = new SqliteMessageStore({ path: path.join(dir, 'circuit.db'), logger: silentLogger() });
+      await store.open();
+      const ids = await routed(store, 30, 5);
+      const { sink, calls, got, state } = flakySink();
+      const logger = silentLogger();
+      const metrics = new EngineMetrics(false);
+      const dispatcher = new Dispatcher(store, new Map([['s', { id: 's', sink, retry: shortRetry, logger, concurrency: 4, circuit }]]), logger, metrics, { owner: 'me', leaseMs: 60_000, pollIntervalMs: 20 });
+      dispatcher.start();
+      try {
+        await new Promise((r) => setTimeout(r, 1200));
+        const down = dispatcher.sinkViews()[0];
+        expect(down.circuit).toMatchObject({ state: expect.stringMatching(/open/), lastErrorCode: 'FERRY_E_DELIVERY_NETWORK' });
+        expect(await metrics.registry.getSingleMetricAsString('ferry_sink_paused')).toMatch(/ferry_sink_paused\{sink="s"\} 1/);
+        // 1.2 s down: the first claim's four calls, then one probe per pause (100, 200, 300, 300 ms).
+        expect(calls.length).toBeLessThanOrEqual(4 + 6);
+        expect(calls.length).toBeGreaterThanOrEqual(4 + 2);
+        expect((await store.stats()).deliveries.dead ?? 0).toBe(0);
+        state.up = true;
+        for (let i = 0; i < 100 && got.length < ids.length; i++) await new Promise((r) => setTimeout(r, 20));
+      } finally {
+        await dispatcher.stop();
+      }
+      expect([...got].sort()).toEqual([...ids].sort());
+      // Per key, in arrival order.
+      for (let k = 0; k < 5; k++) expect(got.filter((id) => ids.indexOf(id) % 5 === k)).toEqual(ids.filter((_, i) => i % 5 === k));
+      expect(dispatcher.sinkViews()[0].circuit).toMatchObject({ state: 'closed', consecutiveFailures: 0 });
+      expect(await metrics.registry.getSingleMetricAsString('ferry_sink_paused')).toMatch(/ferry_sink_paused\{sink="s"\} 0/);
+      expect(await metrics.registry.getSingleMetricAsString('ferry_sink_pauses_total')).toMatch(/ferry_sink_pauses_total\{sink="s"\} 1/);
+      // The probes were attempts (counted and marked), not spent from maxAttempts.
+      const probed = (await Promise.all(ids.map((id) => store.deliveries(id)))).flat().filter((d) => (d.probeAttempts ?? 0) > 0);
+      expect(probed.length).toBeGreaterThan(0);
+      for (const d of probed) expect(d).toMatchObject({ status: 'delivered' });
+      const events = (await Promise.all(probed.map((d) => store.events(d.messageId)))).flat();
+      expect(events.some((e) => e.status === 'delivery:failed' && e.detail === 'FERRY_E_DELIVERY_NETWORK (probe)')).toBe(true);
+      await store.close();
+    }, 20_000);
+
+    it('without it (failureThreshold 0) the same outage makes every delivery dead', async () => {
+      const store = new SqliteMessageStore({ path: path.join(dir, 'no-circuit.db'), logger: silentLogger() });
+      await store.open();
+      const ids = await routed(store, 10, 10);
+      const { sink } = flakySink();
+      const logger = silentLogger();
+      const dispatcher = new Dispatcher(store, new Map([['s', { id: 's', sink, retry: shortRetry, logger, concurrency: 4, circuit: { ...circuit, failureThreshold: 0 } }]]), logger, new EngineMetrics(false), { owner: 'me', leaseMs: 60_000, pollIntervalMs: 20 });
+      dispatcher.start();
+      try {
+        for (let i = 0; i < 100 && ((await store.stats()).deliveries.dead ?? 0) < ids.length; i++) await new Promise((r) => setTimeout(r, 20));
+      } finally {
+        await dispatcher.stop();
+      }
+      expect((await store.stats()).deliveries.dead).toBe(ids.length);
+      expect(dispatcher.sinkViews()[0].circuit).toEqual({ state: 'closed', disabled: true });
+      await store.close();
+    }, 20_000);
+
+    it('one ordering key: its first delivery is the probe each time, and is delivered, not dead, after more probes than maxAttempts', async () => {
+      const store = new SqliteMessageStore({ path: path.join(dir, 'circuit-one-key.db'), logger: silentLogger() });
+      await store.open();
+      const ids = await routed(store, 3, 1);
+      const { sink, calls, got, state } = flakySink();
+      const logger = silentLogger();
+      const dispatcher = new Dispatcher(store, new Map([['s', { id: 's', sink, retry: shortRetry, logger, concurrency: 4, circuit: { failureThreshold: 1, openMs: 50, maxOpenMs: 50 } }]]), logger, new EngineMetrics(false), { owner: 'me', leaseMs: 60_000, pollIntervalMs: 20 });
+      dispatcher.start();
+      try {
+        for (let i = 0; i < 100 && calls.length < 6; i++) await new Promise((r) => setTimeout(r, 20));
+        state.up = true;
+        for (let i = 0; i < 100 && got.length < ids.length; i++) await new Promise((r) => setTimeout(r, 20));
+      } finally {
+        await dispatcher.stop();
+      }
+      expect(got).toEqual(ids);
+      const [first] = await store.deliveries(ids[0]);
+      expect(calls.filter((c) => c.id === ids[0] && !c.up).length).toBeGreaterThanOrEqual(5);
+      expect(first).toMatchObject({ status: 'delivered', attempts: calls.filter((c) => c.id === ids[0]).length });
+      // Its first failure paused the sink (counted); every later one was a probe.
+      expect(first.probeAttempts).toBe(first.attempts - 2);
+      await store.close();
+    }, 20_000);
+
+    it('counts towards maxAttempts only the attempts that were not probes', () => {
+      const d = { attempts: 5, probeAttempts: 4, createdAt: new Date(), firstAttemptAt: new Date() } as ClaimedDelivery;
+      const err = new FerryError('DELIVERY_NETWORK', 'refused', { kind: 'transient', retryable: true });
+      // 1 counted before, this one the second: dead at maxAttempts 2.
+      expect(deliveryOutcome(shortRetry, d, err).status).toBe('dead');
+      expect(deliveryOutcome(shortRetry, { ...d, probeAttempts: 5 } as ClaimedDelivery, err).status).toBe('failed');
+      // A probe never makes a delivery dead by maxAttempts; its max age still does.
+      expect(deliveryOutcome(shortRetry, d, err, new Date(), 0, true)).toMatchObject({ status: 'failed', probe: true });
+      expect(deliveryOutcome({ ...shortRetry, maxAgeMs: 1 }, { ...d, firstAttemptAt: new Date(Date.now() - 1000) } as ClaimedDelivery, err, new Date(), 0, true)).toMatchObject({ status: 'dead', probe: true });
+    });
+  });
 });

@@ -10,6 +10,7 @@ import type { StoredError } from '../model/message';
 import { whileStoreDown, type ClaimedDelivery, type DeliveryClaimFilter, type CompleteResult, type DeliveryOutcome, type MessageStore } from '../store/message-store';
 import { nextAttempt } from '../store/retry-policy';
 import { WakeableSleep } from '../util/wakeable-sleep';
+import { SinkCircuit, type CircuitPolicy, type CircuitView } from './circuit';
 
 type StaleOutcome = CompleteResult['stale'][number];
 
@@ -35,6 +36,17 @@ export interface SinkRuntime {
   concurrency: number;
   /** Longest one attempt may take before it counts as failed (0 = no limit). */
   deliveryTimeoutMs?: number;
+  /** When to pause the sink's deliveries (absent or failureThreshold 0: never). */
+  circuit?: CircuitPolicy;
+}
+
+/** A sink as the admin API shows it. */
+export interface SinkView {
+  id: string;
+  concurrency: number;
+  /** This instance's deliveries to it under way. */
+  inFlight: number;
+  circuit: CircuitView | { state: 'closed'; disabled: true };
 }
 
 export interface DispatcherOptions {
@@ -93,15 +105,18 @@ export function toSinkDelivery(d: ClaimedDelivery): Delivery & { abort(reason: u
 /**
  * Turns a sink's failure into the next state of the delivery: retry later, or dead.
  * `storeAheadMs`: how far the store's clock (the delivery's stored first attempt) is ahead of
- * `now`'s (`MessageStore.clockAheadMs`).
+ * `now`'s (`MessageStore.clockAheadMs`). `probe`: the attempt was a paused sink's probe -- like
+ * the probes before it, it does not count towards `maxAttempts` (`maxAgeMs` still holds).
  */
-export function deliveryOutcome(policy: RetryPolicy, d: ClaimedDelivery, err: FerryError, now = new Date(), storeAheadMs = 0): DeliveryOutcome {
-  const attempts = d.attempts + 1;
+export function deliveryOutcome(policy: RetryPolicy, d: ClaimedDelivery, err: FerryError, now = new Date(), storeAheadMs = 0, probe = false): DeliveryOutcome {
+  const counted = d.attempts + 1 - (d.probeAttempts ?? 0) - (probe ? 1 : 0);
   // The sink's OperationOutcome (FHIR servers) is kept with the error for inspection.
   const error = { code: err.code, message: err.message, retryable: err.retryable, outcome: err.details?.outcome as StoredError['outcome'] };
   const firstAttemptAt = new Date((d.firstAttemptAt ?? d.createdAt).getTime() - storeAheadMs);
-  const next = nextAttempt(policy, { attempts, firstAttemptAt, retryable: err.retryable, retryAfterMs: err.details?.retryAfterMs as number | undefined }, now);
-  return next ? { status: 'failed', error, nextAttemptAt: next } : { status: 'dead', error };
+  const info = { attempts: Math.max(1, counted), firstAttemptAt, retryable: err.retryable, retryAfterMs: err.details?.retryAfterMs as number | undefined };
+  const next = nextAttempt(probe ? { ...policy, maxAttempts: 0 } : policy, info, now);
+  const p = probe ? { probe: true } : {};
+  return next ? { status: 'failed', error, nextAttemptAt: next, ...p } : { status: 'dead', error, ...p };
 }
 
 /**
@@ -137,6 +152,8 @@ export class Dispatcher {
    * intake keep theirs.
    */
   private readonly claimNotBefore = new Map<string, number>();
+  /** Per sink with a circuit breaker: whether its deliveries are paused (see SinkCircuit). */
+  private readonly circuits = new Map<string, SinkCircuit>();
 
   constructor(
     private readonly store: MessageStore,
@@ -144,7 +161,23 @@ export class Dispatcher {
     private readonly logger: Logger,
     private readonly metrics: EngineMetrics,
     private readonly opts: DispatcherOptions,
-  ) {}
+  ) {
+    for (const rt of sinks.values())
+      if (rt.circuit && rt.circuit.failureThreshold > 0) {
+        this.circuits.set(rt.id, new SinkCircuit(rt.circuit));
+        metrics.sinkPaused.set({ sink: rt.id }, 0);
+      }
+  }
+
+  /** Each sink: its slots, this instance's deliveries under way, and whether it is paused. */
+  sinkViews(): SinkView[] {
+    return [...this.sinks.values()].map((rt) => ({
+      id: rt.id,
+      concurrency: rt.concurrency,
+      inFlight: this.perSink.get(rt.id) ?? 0,
+      circuit: this.circuits.get(rt.id)?.view() ?? { state: 'closed', disabled: true },
+    }));
+  }
 
   start(): void {
     if (this.running) return;
@@ -235,7 +268,12 @@ export class Dispatcher {
           continue;
         }
         if ((this.claimNotBefore.get(rt.id) ?? 0) > Date.now()) continue;
-        const claimed = await this.spacedClaim(rt.id, free, { sinkIds: [rt.id] });
+        // A paused sink: nothing, then one probe once the pause is over.
+        const circuit = this.circuits.get(rt.id);
+        const allowed = circuit ? circuit.allowance(free, Date.now()) : free;
+        if (allowed <= 0) continue;
+        const claimed = await this.spacedClaim(rt.id, allowed, { sinkIds: [rt.id] });
+        if (circuit && claimed.length) circuit.probing(claimed[0].id); // half-open: the one claimed is the probe
         for (const d of claimed) void this.run(d);
         if (claimed.length) claimedAny = true;
         if (claimed.length === free) saturated = true;
@@ -261,8 +299,12 @@ export class Dispatcher {
       } catch {
         /* poll at the normal interval */
       }
-      // A sink whose claims are spaced is claimed for again when its time comes.
+      // A sink whose claims are spaced is claimed for again when its time comes; a paused one is probed.
       for (const t of this.claimNotBefore.values()) wait = Math.max(0, Math.min(wait, t - Date.now()));
+      for (const c of this.circuits.values()) {
+        const t = c.wakeAt();
+        if (t !== undefined) wait = Math.max(0, Math.min(wait, t - Date.now()));
+      }
       if (!claimedAny || wait > 0) await this.sleep(Math.max(wait, 5));
     }
   }
@@ -348,6 +390,26 @@ export class Dispatcher {
     return this.sleeper.sleep(ms);
   }
 
+  /** The sink took a delivery or refused one for good: a pause it was in is over. */
+  private sinkAnswered(rt: SinkRuntime, circuit: SinkCircuit): void {
+    const ended = circuit.answered(Date.now());
+    if (!ended) return;
+    this.metrics.sinkPaused.set({ sink: rt.id }, 0);
+    rt.logger.info('sink answering again: deliveries resumed', { pausedMs: ended.pausedMs, failedProbes: ended.failedProbes });
+    this.kick();
+  }
+
+  /** A retryable failure: enough of them in a row pause the sink; a failed probe extends the pause. */
+  private sinkFailed(rt: SinkRuntime, circuit: SinkCircuit, deliveryId: string, err: FerryError): void {
+    const r = circuit.failed(deliveryId, Date.now(), err.code, err.details?.retryAfterMs as number | undefined);
+    if (!r) return;
+    if (r.change === 'opened') {
+      this.metrics.sinkPaused.set({ sink: rt.id }, 1);
+      this.metrics.sinkPauses.inc({ sink: rt.id });
+      rt.logger.warn('sink failing: deliveries paused, one probe at a time until it takes one', { failures: circuit.policy.failureThreshold, errorCode: err.code, pauseMs: r.pauseMs });
+    } else rt.logger.info('sink probe failed: deliveries stay paused', { errorCode: err.code, pauseMs: r.pauseMs, failedProbes: circuit.view().failedProbes });
+  }
+
   /**
    * The sink's call, given at most `deliveryTimeoutMs`: a call that never returns (a plugin
    * without timeouts, a server that stops answering mid-response) would otherwise hold its slot
@@ -386,10 +448,13 @@ export class Dispatcher {
     const now = Date.now();
     const entry: InSink = { since: now, leasedAt: now, limit: rt?.deliveryTimeoutMs ?? 0, lostLogged: false, log, expire: () => undefined };
     this.inSink.set(d.id, entry);
+    const circuit = this.circuits.get(d.sinkId);
+    const probe = circuit?.isProbe(d.id) ?? false;
     try {
       if (!rt) throw new FerryError('CONFIG_SINK_GONE', `sink "${d.sinkId}" is no longer configured`, { kind: 'config', retryable: true });
       await this.deliverWithin(rt, d, entry);
       outcome = { status: 'delivered' };
+      if (circuit) this.sinkAnswered(rt, circuit);
       const secs = Number(process.hrtime.bigint() - started) / 1e9;
       this.metrics.deliveryLatency.observe({ sink: d.sinkId }, secs);
       this.metrics.endToEnd.observe({ sink: d.sinkId }, (Date.now() + (this.store.clockAheadMs?.() ?? 0) - d.message.receivedAt.getTime()) / 1000);
@@ -398,14 +463,19 @@ export class Dispatcher {
     } catch (e) {
       // Anything a sink throws that is not a FerryError counts as retryable (network, bugs in flight).
       const err = e instanceof FerryError ? e : new FerryError('DELIVERY_UNEXPECTED', (e as Error)?.message ?? String(e), { kind: 'transient', retryable: true, cause: e });
-      outcome = rt ? deliveryOutcome(rt.retry, d, err, new Date(), this.store.clockAheadMs?.() ?? 0) : { status: 'failed', error: { code: err.code, message: err.message, retryable: true }, nextAttemptAt: new Date(Date.now() + 60_000) };
+      outcome = rt ? deliveryOutcome(rt.retry, d, err, new Date(), this.store.clockAheadMs?.() ?? 0, probe) : { status: 'failed', error: { code: err.code, message: err.message, retryable: true }, nextAttemptAt: new Date(Date.now() + 60_000) };
+      if (circuit && rt) {
+        if (err.retryable) this.sinkFailed(rt, circuit, d.id, err);
+        else this.sinkAnswered(rt, circuit); // refused for good: the message's problem, the sink is up
+      }
       this.metrics.deliveries.inc({ route: d.routeId, sink: d.sinkId, outcome: outcome.status === 'dead' ? 'dead' : 'retry' });
-      const fields = { attempt: d.attempts + 1, errorCode: err.code, retryable: err.retryable, next: outcome.status === 'failed' ? outcome.nextAttemptAt.toISOString() : undefined };
+      const fields = { attempt: d.attempts + 1, errorCode: err.code, retryable: err.retryable, next: outcome.status === 'failed' ? outcome.nextAttemptAt.toISOString() : undefined, ...(probe ? { probe: true } : {}) };
       if (outcome.status === 'dead') log().error('delivery dead', fields);
       else log().warn('delivery failed, will retry', fields);
     } finally {
       // The call is over: the outcome's commit (below) releases the lease.
       this.inSink.delete(d.id);
+      circuit?.settled(d.id);
     }
     // The slot stays taken until the outcome is committed: what an instance holds leased (and
     // what another redelivers if it dies) is at most its sinks' concurrency. Outcomes of one turn

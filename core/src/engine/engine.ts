@@ -4,7 +4,7 @@ import type { Logger } from 'winston';
 import { startAdmin, type AdminServer } from '../admin/admin.server';
 import { EngineMetrics } from '../admin/metrics';
 import type { EngineConfig } from '../config/engine.schema';
-import { Dispatcher, type SinkRuntime } from '../delivery/dispatcher';
+import { Dispatcher, type SinkRuntime, type SinkView } from '../delivery/dispatcher';
 import { FerryError, inputError } from '../errors';
 import { createLogger, errorFields } from '../logging/logger';
 import type { InboundMessage, MessageHeaders } from '../model/message';
@@ -92,6 +92,11 @@ export class Engine {
     return this.state === 'running';
   }
 
+  /** Each configured sink as this instance sees it (empty before start). */
+  sinkViews(): SinkView[] {
+    return this.dispatcher?.sinkViews() ?? [];
+  }
+
   /** Ready: store open and reachable, and every source accepting. */
   readiness(): { ready: boolean; store: boolean; sources: Record<string, boolean> } {
     const sources: Record<string, boolean> = {};
@@ -108,14 +113,14 @@ export class Engine {
       await this.store.open();
       for (const [id, entry] of Object.entries(cfg.sinks)) {
         const reg = this.host.sinkTypes().find((s) => s.type === entry.type)!;
-        const { type: _t, retry, concurrency, deliveryTimeoutMs, ...rest } = entry;
+        const { type: _t, retry, circuitBreaker, concurrency, deliveryTimeoutMs, ...rest } = entry;
         const logger = this.logger.child({ sink: id });
         const ctx: SinkContext = { id, config: rest, logger };
         const child = reg.container.createChildContainer();
         child.register(coreTokens.SinkContext, { useValue: ctx });
         const sink = child.resolve(reg.impl);
         await sink.start?.();
-        this.sinks.set(id, { id, sink, retry, logger, concurrency: concurrency || sink.preferredConcurrency || cfg.processing.deliveryWorkers || 1, deliveryTimeoutMs: deliveryTimeoutMs ?? 0 });
+        this.sinks.set(id, { id, sink, retry, logger, concurrency: concurrency || sink.preferredConcurrency || cfg.processing.deliveryWorkers || 1, deliveryTimeoutMs: deliveryTimeoutMs ?? 0, circuit: circuitBreaker });
       }
       const common = { owner: this.owner, leaseMs: cfg.processing.leaseMs, pollIntervalMs: cfg.processing.pollIntervalMs };
       const workers = transformWorkerCount(cfg.processing.transformWorkers);

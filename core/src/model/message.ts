@@ -89,6 +89,11 @@ export interface StoredDelivery {
   sinkId: string;
   status: DeliveryStatus;
   attempts: number;
+  /**
+   * Of `attempts`, those made as the probe of a paused sink (see the dispatcher's circuit
+   * breaker): they do not count towards the retry policy's `maxAttempts`. Absent when none.
+   */
+  probeAttempts?: number;
   orderingKey: string;
   strictOrder: boolean;
   createdAt: Date;

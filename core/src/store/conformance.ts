@@ -731,6 +731,33 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(again.bundle).toEqual(d.bundle);
       });
 
+      it("counts a paused sink's probes among the attempts and apart (probeAttempts); a retry clears both", async () => {
+        const [id] = await routed(store, ['P']);
+        const err = { code: 'NET', message: 'refused', retryable: true };
+        const due = () => new Date(Date.now() - 1000);
+        let [d] = await store.claimDeliveries('w', 1, 60_000);
+        await store.completeDeliveries([{ deliveryId: d.id, outcome: { status: 'failed', error: err, nextAttemptAt: due() } }], { owner: 'w' });
+        for (let i = 0; i < 2; i++) {
+          [d] = await store.claimDeliveries('w', 1, 60_000);
+          await store.completeDeliveries([{ deliveryId: d.id, outcome: { status: 'failed', error: err, nextAttemptAt: due(), probe: true } }], { owner: 'w' });
+        }
+        [d] = await store.claimDeliveries('w', 1, 60_000);
+        expect(d).toMatchObject({ attempts: 3, probeAttempts: 2 });
+        await store.completeDeliveries([{ deliveryId: d.id, outcome: { status: 'dead', error: err, probe: true } }], { owner: 'w' });
+        expect((await store.deliveries(id))[0]).toMatchObject({ status: 'dead', attempts: 4, probeAttempts: 3 });
+        expect((await store.events(id)).filter((e) => e.status.startsWith('delivery:')).map((e) => `${e.status} ${e.detail ?? ''}`.trim())).toEqual([
+          'delivery:pending',
+          'delivery:failed NET',
+          'delivery:failed NET (probe)',
+          'delivery:failed NET (probe)',
+          'delivery:dead NET (probe)',
+        ]);
+        await store.retryDeliveries({ sinkId: 'sink-1' });
+        const [again] = await store.claimDeliveries('w', 1, 60_000);
+        expect(again.attempts).toBe(0);
+        expect(again.probeAttempts).toBeUndefined();
+      });
+
       it('replays and retries in steps (each its own transaction, the event loop free between): every one, in order, once', async () => {
         const bulk = store as unknown as { bulkStep?: number };
         if (bulk.bulkStep !== undefined) bulk.bulkStep = 2;

@@ -112,8 +112,8 @@ export interface DeliveryClaimFilter {
 
 export type DeliveryOutcome =
   | { status: 'delivered' }
-  | { status: 'failed'; error: StoredError; nextAttemptAt: Date }
-  | { status: 'dead'; error: StoredError };
+  | { status: 'failed'; error: StoredError; nextAttemptAt: Date; probe?: boolean }
+  | { status: 'dead'; error: StoredError; probe?: boolean };
 
 export interface CompleteOptions {
   /** The lease owner the outcomes come from (the `owner` of `claimDeliveries`). */

@@ -125,6 +125,11 @@ export const migrations: Migration[] = [
       ],
     },
   },
+  {
+    version: 6,
+    name: "attempts made as the probe of a paused sink (counted in attempts, not towards the retry policy's maxAttempts)",
+    statements: [`ALTER TABLE deliveries ADD COLUMN probe_attempts INTEGER NOT NULL DEFAULT 0`],
+  },
 ];
 
 export function ddl(sql: string, dialect: Dialect): string {

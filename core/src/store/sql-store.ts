@@ -715,6 +715,7 @@ export abstract class SqlMessageStore implements MessageStore {
     if (r.last_error) d.lastError = json<StoredError>(r.last_error);
     if (r.delivered_at !== null && r.delivered_at !== undefined) d.deliveredAt = date(r.delivered_at);
     if (r.first_attempt_at !== null && r.first_attempt_at !== undefined) d.firstAttemptAt = date(r.first_attempt_at);
+    if (Number(r.probe_attempts) > 0) d.probeAttempts = Number(r.probe_attempts);
     if (Number(r.superseded) === 1) d.superseded = true;
     return d;
   }
@@ -1415,6 +1416,8 @@ export abstract class SqlMessageStore implements MessageStore {
     const now = this.now();
     const { missing, stale } = await this.write(async (x) => {
       const clear = 'lease_owner = NULL, lease_expires = NULL';
+      // A paused sink's probe: an attempt, but not one of the retry policy's maxAttempts.
+      const probed = (o: DeliveryOutcome) => (o.status !== 'delivered' && o.probe ? 'probe_attempts = probe_attempts + 1, ' : '');
       const ret = 'RETURNING id, message_id, route_id, sink_id, superseded, ordering_key, strict_order, status';
       // Fenced by the lease: only the owner's own claim (or one a replay superseded in flight).
       const fence = opts.owner === undefined ? '' : ` AND status IN ('pending', 'failed') AND (lease_owner = ? OR superseded = 1)`;
@@ -1433,7 +1436,7 @@ export abstract class SqlMessageStore implements MessageStore {
       for (const { deliveryId, outcome } of items) {
         if (outcome.status === 'failed')
           rows.push(
-            ...(await x.all(`UPDATE deliveries SET status = 'failed', attempts = attempts + 1, next_attempt_at = ?, last_error = ?, ${clear} WHERE id = ?${fence} ${ret}`, [
+            ...(await x.all(`UPDATE deliveries SET status = 'failed', attempts = attempts + 1, ${probed(outcome)}next_attempt_at = ?, last_error = ?, ${clear} WHERE id = ?${fence} ${ret}`, [
               // The caller's clock -> the database's.
               outcome.nextAttemptAt.getTime() + this.clockOffsetMs,
               errJson(outcome.error),
@@ -1443,7 +1446,7 @@ export abstract class SqlMessageStore implements MessageStore {
           );
         else if (outcome.status === 'dead')
           rows.push(
-            ...(await x.all(`UPDATE deliveries SET status = 'dead', attempts = attempts + 1, next_attempt_at = NULL, last_error = ?, ${clear} WHERE id = ?${fence} ${ret}`, [
+            ...(await x.all(`UPDATE deliveries SET status = 'dead', attempts = attempts + 1, ${probed(outcome)}next_attempt_at = NULL, last_error = ?, ${clear} WHERE id = ?${fence} ${ret}`, [
               errJson(outcome.error),
               deliveryId,
               ...fenceArgs,
@@ -1475,7 +1478,7 @@ export abstract class SqlMessageStore implements MessageStore {
       for (const { deliveryId, outcome } of items) {
         const d = byId.get(deliveryId);
         if (!d) continue;
-        const detail = outcome.status === 'delivered' ? undefined : outcome.error.code;
+        const detail = outcome.status === 'delivered' ? undefined : outcome.probe ? `${outcome.error.code} (probe)` : outcome.error.code;
         const ev = { id: d.message_id as string, at: now, status: `delivery:${outcome.status}`, sinkId: d.sink_id as string, routeId: d.route_id as string };
         if (Number(d.superseded)) evs.push({ ...ev, detail: `${detail ?? ''} (superseded)`.trim() });
         else {
@@ -1662,7 +1665,7 @@ export abstract class SqlMessageStore implements MessageStore {
     return this.inSteps(candidates, async (x, part) => {
       // Still open to a retry (superseded or delivered meanwhile: left alone).
       const rows = await x.all(
-        `UPDATE deliveries SET status = 'pending', attempts = 0, first_attempt_at = NULL, next_attempt_at = NULL, lease_owner = NULL, lease_expires = NULL
+        `UPDATE deliveries SET status = 'pending', attempts = 0, probe_attempts = 0, first_attempt_at = NULL, next_attempt_at = NULL, lease_owner = NULL, lease_expires = NULL
          WHERE id IN (${part.map(() => '?').join(', ')}) AND superseded = 0 AND status IN (${statuses.map(() => '?').join(', ')})
          RETURNING id, message_id, message_seq, seq, sink_id, route_id`,
         [...part, ...statuses],

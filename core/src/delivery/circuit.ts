@@ -1,0 +1,143 @@
+/** A sink's circuit breaker settings (`sinks.<id>.circuitBreaker`). */
+export interface CircuitPolicy {
+  /** Retryable failures in a row, with no delivery taken in between, that pause the sink (0 = never paused). */
+  failureThreshold: number;
+  /** The first pause; each failed probe doubles it. */
+  openMs: number;
+  /** The longest pause between probes. */
+  maxOpenMs: number;
+}
+
+export const defaultCircuitPolicy: CircuitPolicy = { failureThreshold: 5, openMs: 5_000, maxOpenMs: 60_000 };
+
+/** closed: deliveries go; open: paused until `openUntil`; half-open: one probe may go (or is going). */
+export type CircuitState = 'closed' | 'open' | 'half-open';
+
+/** What a sink's circuit looks like from outside (admin API). */
+export interface CircuitView {
+  state: CircuitState;
+  /** Retryable failures in a row while closed. */
+  consecutiveFailures: number;
+  /** While paused: since when, and when the next probe may go. */
+  pausedSince?: Date;
+  nextProbeAt?: Date;
+  /** Probes that failed during this pause. */
+  failedProbes: number;
+  /** The error code of the failure that paused the sink or of the last failed probe. */
+  lastErrorCode?: string;
+}
+
+/**
+ * One sink's circuit breaker, on one engine instance. A sink that fails `failureThreshold`
+ * attempts in a row with retryable errors (connection refused, timeouts, 5xx, 429, a full disk)
+ * is taken to be down: its deliveries are paused -- not claimed, not attempted, so they do not
+ * spend their `maxAttempts` on an outage -- for `openMs`, after which a single delivery is
+ * attempted as a probe. The probe taken: deliveries resume at once. The probe failed: paused again
+ * for twice as long (up to `maxOpenMs`; longer if the sink asked for it with Retry-After).
+ * Any answer that is not a retryable failure (a delivery taken, or refused for good: the sink is
+ * up, the message is the problem) resets the count and ends a pause.
+ *
+ * Pure bookkeeping: the dispatcher asks `allowance` before claiming and reports every outcome.
+ */
+export class SinkCircuit {
+  private state: CircuitState = 'closed';
+  private failures = 0;
+  private openFor = 0;
+  private openUntil = 0;
+  private pausedSince = 0;
+  private failedProbes = 0;
+  private lastErrorCode?: string;
+  /** The probe's delivery id while it is out. */
+  private probe?: string;
+
+  constructor(readonly policy: CircuitPolicy) {}
+
+  get paused(): boolean {
+    return this.state !== 'closed';
+  }
+
+  /**
+   * How many of `free` slots may be claimed now: all of them while closed; none while paused;
+   * one once the pause is over and no probe is out (the state turns half-open).
+   */
+  allowance(free: number, now: number): number {
+    if (this.state === 'closed') return free;
+    if (this.probe !== undefined || now < this.openUntil) return 0;
+    this.state = 'half-open';
+    return Math.min(free, 1);
+  }
+
+  /** While paused with no probe out: when the next probe may go (for the dispatcher's sleep). */
+  wakeAt(): number | undefined {
+    return this.state !== 'closed' && this.probe === undefined ? this.openUntil : undefined;
+  }
+
+  /** The delivery claimed under a half-open allowance is the probe (closed: nothing to note). */
+  probing(deliveryId: string): void {
+    if (this.state === 'half-open' && this.probe === undefined) this.probe = deliveryId;
+  }
+
+  isProbe(deliveryId: string): boolean {
+    return this.probe === deliveryId;
+  }
+
+  /**
+   * The sink answered: the delivery was taken, or refused for good (the message's problem, not
+   * the sink's). Returns how long the sink was paused when this ends a pause.
+   */
+  answered(now: number): { pausedMs: number; failedProbes: number } | undefined {
+    this.failures = 0;
+    if (this.state === 'closed') return undefined;
+    const ended = { pausedMs: now - this.pausedSince, failedProbes: this.failedProbes };
+    this.state = 'closed';
+    this.probe = undefined;
+    this.failedProbes = 0;
+    this.openFor = 0;
+    return ended;
+  }
+
+  /**
+   * A retryable failure. `opened`: this one paused the sink; `probe-failed`: the probe failed and
+   * the sink is paused again for longer. Failures of calls that started before the pause change
+   * nothing.
+   */
+  failed(deliveryId: string, now: number, errorCode: string, retryAfterMs?: number): { change: 'opened' | 'probe-failed'; pauseMs: number } | undefined {
+    const asked = retryAfterMs !== undefined && Number.isFinite(retryAfterMs) ? retryAfterMs : 0;
+    if (this.state === 'closed') {
+      if (this.policy.failureThreshold <= 0 || ++this.failures < this.policy.failureThreshold) return undefined;
+      this.state = 'open';
+      this.pausedSince = now;
+      this.openFor = Math.max(1, this.policy.openMs);
+      this.lastErrorCode = errorCode;
+      return { change: 'opened', pauseMs: this.pause(now, asked) };
+    }
+    if (this.probe !== deliveryId) return undefined;
+    this.probe = undefined;
+    this.state = 'open';
+    this.failedProbes++;
+    this.lastErrorCode = errorCode;
+    this.openFor = Math.min(Math.max(this.policy.maxOpenMs, this.policy.openMs), this.openFor * 2);
+    return { change: 'probe-failed', pauseMs: this.pause(now, asked) };
+  }
+
+  /** The probe's call ended without an outcome to report (its outcome could not be recorded): another may go. */
+  settled(deliveryId: string): void {
+    if (this.probe === deliveryId) this.probe = undefined;
+  }
+
+  view(): CircuitView {
+    const v: CircuitView = { state: this.state, consecutiveFailures: this.failures, failedProbes: this.failedProbes };
+    if (this.state !== 'closed') {
+      v.pausedSince = new Date(this.pausedSince);
+      v.nextProbeAt = new Date(this.openUntil);
+      if (this.lastErrorCode) v.lastErrorCode = this.lastErrorCode;
+    }
+    return v;
+  }
+
+  private pause(now: number, asked: number): number {
+    const ms = Math.max(this.openFor, asked);
+    this.openUntil = now + ms;
+    return ms;
+  }
+}
