@@ -60,6 +60,9 @@ describe('SinkCircuit', () => {
     c.probing('p');
     c.settled('p');
     expect(c.allowance(4, 30_000)).toBe(1);
+    // Half-open with nothing claimed (nothing due): no timer to wake for -- the sink's deliveries
+    // falling due wake the dispatcher.
+    expect(c.wakeAt()).toBeUndefined();
 
     const off = new SinkCircuit({ ...policy, failureThreshold: 0 });
     for (let i = 0; i < 100; i++) expect(off.failed(`d${i}`, 0, 'NETWORK')).toBeUndefined();

@@ -67,9 +67,13 @@ export class SinkCircuit {
     return Math.min(free, 1);
   }
 
-  /** While paused with no probe out: when the next probe may go (for the dispatcher's sleep). */
+  /**
+   * While paused: when the next probe may go (for the dispatcher's sleep). Not once it may go
+   * (half-open, no probe out: the sink had nothing due to probe with): then the sink is claimed
+   * for as its deliveries fall due, like any other, not in a loop.
+   */
   wakeAt(): number | undefined {
-    return this.state !== 'closed' && this.probe === undefined ? this.openUntil : undefined;
+    return this.state === 'open' ? this.openUntil : undefined;
   }
 
   /** The delivery claimed under a half-open allowance is the probe (closed: nothing to note). */

@@ -225,6 +225,43 @@ describe('Dispatcher', () => {
       await store.close();
     }, 20_000);
 
+    it('does not spin on a paused sink that has nothing due to probe with', async () => {
+      const store = new SqliteMessageStore({ path: path.join(dir, 'circuit-idle.db'), logger: silentLogger() });
+      await store.open();
+      await routed(store, 3, 3);
+      let claims = 0;
+      const counting = new Proxy(store, {
+        get: (target, prop) => {
+          if (prop === 'claimDeliveries')
+            return (...args: Parameters<MessageStore['claimDeliveries']>) => {
+              claims++;
+              return store.claimDeliveries(...args);
+            };
+          const v = Reflect.get(target, prop);
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      }) as MessageStore;
+      const { sink, calls } = flakySink();
+      const logger = silentLogger();
+      // Each failure schedules its retry in 10 s: once paused, nothing is due for a probe.
+      const later = { ...shortRetry, initialDelayMs: 10_000, maxDelayMs: 10_000 };
+      const dispatcher = new Dispatcher(counting, new Map([['s', { id: 's', sink, retry: later, logger, concurrency: 4, circuit: { failureThreshold: 1, openMs: 50, maxOpenMs: 50 } }]]), logger, new EngineMetrics(false), { owner: 'me', leaseMs: 60_000, pollIntervalMs: 200 });
+      dispatcher.start();
+      try {
+        for (let i = 0; i < 50 && calls.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+        await new Promise((r) => setTimeout(r, 100));
+        const before = claims;
+        await new Promise((r) => setTimeout(r, 1000));
+        // Polled at pollIntervalMs like an idle sink (~5 turns in 1 s, each claiming for the sink
+        // and for removed sinks' deliveries), not every few milliseconds (~300 claims).
+        expect(claims - before).toBeLessThanOrEqual(14);
+        expect(calls).toHaveLength(3);
+      } finally {
+        await dispatcher.stop();
+        await store.close();
+      }
+    }, 20_000);
+
     it('counts towards maxAttempts only the attempts that were not probes', () => {
       const d = { attempts: 5, probeAttempts: 4, createdAt: new Date(), firstAttemptAt: new Date() } as ClaimedDelivery;
       const err = new FerryError('DELIVERY_NETWORK', 'refused', { kind: 'transient', retryable: true });
