@@ -67,6 +67,11 @@ export class SinkCircuit {
     return Math.min(free, 1);
   }
 
+  /** Whether a claim may be made now (closed; or the pause is over and no probe is out). */
+  claimable(now: number): boolean {
+    return this.state === 'closed' || (this.probe === undefined && now >= this.openUntil);
+  }
+
   /**
    * While paused: when the next probe may go (for the dispatcher's sleep). Not once it may go
    * (half-open, no probe out: the sink had nothing due to probe with): then the sink is claimed

@@ -262,6 +262,41 @@ describe('Dispatcher', () => {
       }
     }, 20_000);
 
+    it("is not woken every few milliseconds by a paused sink's retries falling due", async () => {
+      const store = new SqliteMessageStore({ path: path.join(dir, 'circuit-due.db'), logger: silentLogger() });
+      await store.open();
+      await routed(store, 3, 3);
+      let claims = 0;
+      const counting = new Proxy(store, {
+        get: (target, prop) => {
+          if (prop === 'claimDeliveries')
+            return (...args: Parameters<MessageStore['claimDeliveries']>) => {
+              claims++;
+              return store.claimDeliveries(...args);
+            };
+          const v = Reflect.get(target, prop);
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      }) as MessageStore;
+      const { sink, calls } = flakySink();
+      const logger = silentLogger();
+      // Retries due 20 ms after each failure, the pause 2 s: due all through the pause.
+      const dispatcher = new Dispatcher(counting, new Map([['s', { id: 's', sink, retry: { ...shortRetry, maxAttempts: 100 }, logger, concurrency: 4, circuit: { failureThreshold: 1, openMs: 2000, maxOpenMs: 2000 } }]]), logger, new EngineMetrics(false), { owner: 'me', leaseMs: 60_000, pollIntervalMs: 200 });
+      dispatcher.start();
+      try {
+        for (let i = 0; i < 50 && calls.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+        await new Promise((r) => setTimeout(r, 100));
+        const before = claims;
+        await new Promise((r) => setTimeout(r, 1000));
+        // Idle polling (~5 turns in 1 s, claiming only for removed sinks' deliveries), not a turn every 5 ms (~200).
+        expect(claims - before).toBeLessThanOrEqual(8);
+        expect(calls).toHaveLength(3);
+      } finally {
+        await dispatcher.stop();
+        await store.close();
+      }
+    }, 20_000);
+
     it('counts towards maxAttempts only the attempts that were not probes', () => {
       const d = { attempts: 5, probeAttempts: 4, createdAt: new Date(), firstAttemptAt: new Date() } as ClaimedDelivery;
       const err = new FerryError('DELIVERY_NETWORK', 'refused', { kind: 'transient', retryable: true });

@@ -294,7 +294,13 @@ export class Dispatcher {
       }
       let wait = this.opts.pollIntervalMs;
       try {
-        const due = await this.store.nextDueAt();
+        // The retries of sinks paused or spaced are left out: due or not, they are not claimed
+        // before the times below, and would wake the loop every few milliseconds meanwhile.
+        const now = Date.now();
+        const idle = [...this.sinks.keys()].filter((id) => (this.claimNotBefore.get(id) ?? 0) > now || !(this.circuits.get(id)?.claimable(now) ?? true));
+        const goneIdle = (this.claimNotBefore.get(GONE) ?? 0) > now;
+        const filter: DeliveryClaimFilter = goneIdle ? { sinkIds: [...this.sinks.keys()].filter((id) => !idle.includes(id)) } : { excludeSinkIds: idle };
+        const due = await this.store.nextDueAt(filter);
         if (due) wait = Math.max(0, Math.min(wait, due.getTime() - Date.now()));
       } catch {
         /* poll at the normal interval */

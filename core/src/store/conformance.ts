@@ -485,6 +485,12 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(f).toMatchObject({ status: 'failed', attempts: 1, lastError: { code: 'FERRY_E_DELIVERY_HTTP_503' } });
         expect(f.nextAttemptAt!.getTime()).toBe(at.getTime());
         expect((await store.nextDueAt())!.getTime()).toBe(at.getTime());
+        // Of some sinks only (the dispatcher leaves out the ones it is not claiming for).
+        expect((await store.nextDueAt({ sinkIds: ['sink-1'] }))!.getTime()).toBe(at.getTime());
+        expect(await store.nextDueAt({ sinkIds: ['sink-2'] })).toBeUndefined();
+        expect(await store.nextDueAt({ sinkIds: [] })).toBeUndefined();
+        expect(await store.nextDueAt({ excludeSinkIds: ['sink-1'] })).toBeUndefined();
+        expect((await store.nextDueAt({ excludeSinkIds: ['sink-2'] }))!.getTime()).toBe(at.getTime());
         expect(await store.claimDeliveries('w', 10, 60_000)).toEqual([]);
         expect(await store.backlog()).toMatchObject({ deliveriesDue: 0, deliveriesScheduled: 1 });
         const later = await store.claimDeliveries('w', 10, 60_000, new Date(at.getTime() + 1));

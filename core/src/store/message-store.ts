@@ -254,8 +254,12 @@ export interface MessageStore {
    * `owner` (tests, tools) every outcome is recorded.
    */
   completeDeliveries(items: { deliveryId: string; outcome: DeliveryOutcome }[], opts?: CompleteOptions): Promise<CompleteResult>;
-  /** The earliest time a failed delivery is due, to sleep until then. */
-  nextDueAt(): Promise<Date | undefined>;
+  /**
+   * The earliest time a failed delivery is due, to sleep until then; with a filter, of those
+   * sinks' deliveries only (the dispatcher leaves out the sinks it will not claim for meanwhile:
+   * paused or spaced -- their due retries would wake it for nothing).
+   */
+  nextDueAt(filter?: DeliveryClaimFilter): Promise<Date | undefined>;
   /** Counts of work left (for waitForIdle, readiness and metrics). */
   backlog(now?: Date): Promise<BacklogInfo>;
   /**

@@ -1523,10 +1523,21 @@ export abstract class SqlMessageStore implements MessageStore {
     return { stale };
   }
 
-  async nextDueAt(): Promise<Date | undefined> {
+  async nextDueAt(filter: DeliveryClaimFilter = {}): Promise<Date | undefined> {
     this.assertOpen();
+    if (filter.sinkIds && !filter.sinkIds.length) return undefined;
+    let sinkSql = '';
+    const params: string[] = [];
+    if (filter.sinkIds) {
+      sinkSql += ` AND sink_id IN (${filter.sinkIds.map(() => '?').join(', ')})`;
+      params.push(...filter.sinkIds);
+    }
+    if (filter.excludeSinkIds?.length) {
+      sinkSql += ` AND sink_id NOT IN (${filter.excludeSinkIds.map(() => '?').join(', ')})`;
+      params.push(...filter.excludeSinkIds);
+    }
     const rows = await this.readSettled(
-      (x) => x.all(`SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE superseded = 0 AND status = 'failed' AND next_attempt_at IS NOT NULL`),
+      (x) => x.all(`SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE superseded = 0 AND status = 'failed' AND next_attempt_at IS NOT NULL${sinkSql}`, params),
       false,
     );
     // The database's clock -> the caller's (it sleeps until then).
