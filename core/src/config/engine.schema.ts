@@ -20,7 +20,7 @@ export const sinkCommonSchema = {
       default: 5,
     },
     openMs: { doc: 'The first pause before a probe; each failed probe doubles it (a longer Retry-After from the sink wins)', format: 'nat', default: 5_000 },
-    maxOpenMs: { doc: 'The longest pause between probes', format: 'nat', default: 60_000 },
+    maxOpenMs: { doc: 'The longest pause between probes', format: 'nat', default: 30_000 },
   },
   retry: {
     maxAttempts: { doc: 'Attempts before a delivery is dead (probes of a paused sink not counted)', format: 'nat', default: 10 },

@@ -8,8 +8,6 @@ export interface CircuitPolicy {
   maxOpenMs: number;
 }
 
-export const defaultCircuitPolicy: CircuitPolicy = { failureThreshold: 5, openMs: 5_000, maxOpenMs: 60_000 };
-
 /** closed: deliveries go; open: paused until `openUntil`; half-open: one probe may go (or is going). */
 export type CircuitState = 'closed' | 'open' | 'half-open';
 
