@@ -308,9 +308,13 @@ export class FileSource implements MessageSource {
     this.seen.delete(name);
     this.counts.rejected++;
     try {
-      const moved = await moveAside(path.join(this.dir, name), this.errorDir, name);
       const reason = [`file: ${name}`, `source: ${this.ctx.id}`, `time: ${new Date().toISOString()}`, `code: ${e.code}`, `reason: ${e.message}`, ''].join('\n');
-      await fsp.writeFile(`${moved}.reason`, reason);
+      // The .reason file is complete before the file appears beside it (a watcher of error/ never
+      // reads it half written).
+      await moveAside(path.join(this.dir, name), this.errorDir, name, async (target) => {
+        await fsp.writeFile(`${target}.reason`, reason);
+        return `${target}.reason`;
+      });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       this.ctx.logger.error('could not move a rejected file to the error folder', { source: this.ctx.id, errorCode: (err as NodeJS.ErrnoException).code });
@@ -333,7 +337,11 @@ export class FileSource implements MessageSource {
  * Move `file` into `dir` under `name` (or `name.<n>` if taken: an earlier file is never
  * overwritten); returns the new path. A rename, so the file is never in both places.
  */
-async function moveAside(file: string, dir: string, name: string): Promise<string> {
+/**
+ * Moves `file` into `dir` under `name` (or `name.1`, `name.2`, ... if taken). `companion` first
+ * writes a file of its own for the target and returns its path; it is removed if the move fails.
+ */
+async function moveAside(file: string, dir: string, name: string, companion?: (target: string) => Promise<string>): Promise<string> {
   await fsp.mkdir(dir, { recursive: true });
   for (let n = 0; ; n++) {
     const target = path.join(dir, n === 0 ? name : `${name}.${n}`);
@@ -342,7 +350,13 @@ async function moveAside(file: string, dir: string, name: string): Promise<strin
       () => false,
     );
     if (taken) continue;
-    await fsp.rename(file, target);
+    const extra = await companion?.(target);
+    try {
+      await fsp.rename(file, target);
+    } catch (e) {
+      if (extra) await fsp.rm(extra, { force: true });
+      throw e;
+    }
     return target;
   }
 }
