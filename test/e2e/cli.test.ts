@@ -1,11 +1,12 @@
 /**
  * The built `ferry` CLI as a user runs it (npm test builds first): validate-config, convert,
- * start + SIGTERM.
+ * start + SIGTERM, a sink held and released from another process beside a running engine.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Engine } from '@ferry/core';
 
 const root = path.resolve(__dirname, '../..');
 const cli = path.join(root, 'core/dist/cli/main.js');
@@ -16,6 +17,18 @@ const d = built ? describe : describe.skip;
 function run(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {
   const r = spawnSync(process.execPath, [cli, ...args], { cwd: opts.cwd ?? root, env: { ...process.env, ...opts.env }, encoding: 'utf8', timeout: 30_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** `run` without blocking this process's event loop (an engine may be running in it). */
+function runAsync(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [cli, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c) => (stdout += c));
+    child.stderr.on('data', (c) => (stderr += c));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
 }
 
 d('ferry CLI', () => {
@@ -98,6 +111,41 @@ d('ferry CLI', () => {
     expect(r2.code).not.toBe(0);
     expect(r2.stderr).toMatch(/cannot read/);
   });
+
+  it('sink hold / holds / release from another process: the running engine stops and resumes that sink within a second or so', async () => {
+    const file = path.join(dir, 'hold.yaml');
+    const out = path.join(dir, 'hold-out');
+    writeFileSync(
+      file,
+      `store: { kind: sqlite, path: ${dir}/hold.db }\nplugins: ['@ferry/plugin-hl7v2-mllp']\nsinks:\n  out: { type: file, dir: ${out}, format: ndjson }\nroutes:\n  - { id: all, to: [out] }\nadmin: { enabled: false }\nprocessing: { pollIntervalMs: 50 }\n`,
+    );
+    const engine = await Engine.create({ configFile: file });
+    await engine.start();
+    const lines = () => (existsSync(out) ? readdirSync(out).map((f) => readFileSync(path.join(out, f), 'utf8').split('\n').filter(Boolean).length).reduce((a, b) => a + b, 0) : 0);
+    const adt = (n: number) => ({ contentType: 'application/hl7-v2', body: Buffer.from(`MSH|^~\\&|APP|FAC|FERRY|DEST|20250101120000||ADT^A08^ADT_A01|H${n}|P|2.5.1\rPID|1||MRN${n}^^^HOSP^MR||DOE^JANE||19800101|F\r`) });
+    try {
+      const held = await runAsync(['sink', 'hold', 'out', '-c', file, '--reason', 'EHR downtime', '--json']);
+      expect(held.stderr).toBe('');
+      expect(JSON.parse(held.stdout)).toMatchObject({ sinkId: 'out', reason: 'EHR downtime' });
+      const bad = await runAsync(['sink', 'hold', 'nope', '-c', file]);
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr).toMatch(/no sink "nope"/);
+      // The engine reads the holds from the store every second.
+      const t0 = Date.now();
+      while (!engine.sinkViews()[0]?.hold && Date.now() - t0 < 5_000) await new Promise((r) => setTimeout(r, 50));
+      expect(engine.sinkViews()[0].hold).toMatchObject({ reason: 'EHR downtime' });
+      await engine.submit('feed', [adt(1), adt(2)]);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(lines()).toBe(0);
+      expect((await runAsync(['sink', 'holds', '-c', file])).stdout).toMatch(/^out\tsince .*\tuntil released\tEHR downtime$/m);
+      expect((await runAsync(['sink', 'release', 'out', '-c', file])).stdout).toMatch(/sink out released/);
+      await engine.waitForIdle(10_000);
+      expect(lines()).toBe(2);
+      expect((await runAsync(['sink', 'holds', '-c', file])).stdout).toMatch(/no sink is held/);
+    } finally {
+      await engine.stop();
+    }
+  }, 30_000);
 
   it('start runs the engine and stops cleanly on SIGTERM within 10 s', async () => {
     const file = path.join(dir, 'start.yaml');

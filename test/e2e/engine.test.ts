@@ -173,6 +173,48 @@ describe('engine end to end', () => {
     for (const phi of ['Paused', 'Penelope', 'MRN555000111', '1966-06-06']) expect(log).not.toContain(phi);
   });
 
+  it('holds a sink through the admin API until released or until a set time: its deliveries wait, unattempted', async () => {
+    const dir = tmp();
+    const stream = new PassThrough();
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    engine = await Engine.create({ logger: createLogger({ level: 'info' }, stream), config: baseConfig(dir, { sinks: { held: { type: 'memory' } }, routes: [{ id: 'r', to: ['held'] }] }) });
+    await engine.start();
+    const base = engine.adminUrl!;
+    const post = (p: string, body: unknown) => fetch(`${base}${p}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    expect((await post('/api/sinks/nope/hold', {})).status).toBe(404);
+    expect((await post('/api/sinks/held/hold', { until: 'tomorrow-ish' })).status).toBe(400);
+    expect((await post('/api/sinks/held/hold', { until: Date.now() + 60_000, minutes: 5 })).status).toBe(400);
+    const hold = await post('/api/sinks/held/hold', { reason: 'EHR downtime' });
+    expect(hold.status).toBe(200);
+    expect(await hold.json()).toMatchObject({ sinkId: 'held', reason: 'EHR downtime' });
+    const [r] = await engine.submit('intake', [csv('MRN777000111,Held,Hattie,1977-07-07,female')]);
+    await new Promise((res) => setTimeout(res, 600));
+    expect(memorySinkDeliveries.get('held') ?? []).toHaveLength(0);
+    expect(await engine.store.deliveries(r.id)).toMatchObject([{ status: 'pending', attempts: 0 }]);
+    expect(((await (await fetch(`${base}/api/sinks`)).json()) as unknown[])[0]).toMatchObject({ id: 'held', hold: { reason: 'EHR downtime' } });
+    expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/^ferry_sink_held\{sink="held"\} 1$/m);
+    expect(await (await fetch(`${base}/api/sinks/held/hold`, { method: 'DELETE' })).json()).toEqual({ released: true });
+    await engine.waitForIdle();
+    expect(memorySinkDeliveries.get('held')).toHaveLength(1);
+    expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/^ferry_sink_held\{sink="held"\} 0$/m);
+    expect(await (await fetch(`${base}/api/sinks/held/hold`, { method: 'DELETE' })).json()).toEqual({ released: false });
+
+    // A hold with an end: deliveries resume by themselves when it passes.
+    await post('/api/sinks/held/hold', { until: new Date(Date.now() + 700).toISOString() });
+    const t0 = Date.now();
+    await engine.submit('intake', [csv('MRN777000222,Held,Harry,1977-07-08,male')]);
+    await engine.waitForIdle(10_000);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(600);
+    expect(memorySinkDeliveries.get('held')).toHaveLength(2);
+    await engine.stop();
+    engine = undefined;
+    const log = Buffer.concat(chunks).toString('utf8');
+    expect(log).toMatch(/sink held/);
+    expect(log).toMatch(/sink released/);
+    for (const phi of ['Hattie', 'Harry', 'MRN777000111', 'MRN777000222']) expect(log).not.toContain(phi);
+  });
+
   it('makes a delivery whose sink call outlasts the lease once: the lease is renewed while the call runs', async () => {
     const dir = tmp();
     memorySinkDeliveries.delete('slow');

@@ -1,7 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Engine } from '../engine/engine';
 import { FerryError } from '../errors';
-import { replayFilter, replayMessages, type ReplayRequest } from '../store/admin-ops';
+import { holdRequest, replayFilter, replayMessages, type HoldRequest, type ReplayRequest } from '../store/admin-ops';
 
 export interface AdminServer {
   url: string;
@@ -32,6 +32,20 @@ export async function startAdmin(engine: Engine, cfg: { host: string; port: numb
 
   /** Each sink on this instance: slots, deliveries under way, and its circuit breaker (paused since, next probe). */
   app.get('/api/sinks', async () => engine.sinkViews());
+
+  /**
+   * Body (all optional): `until` (ISO 8601 or epoch ms) or `minutes`, and `reason`. Every instance
+   * sharing the store stops claiming the sink's deliveries until it is released or `until` passes.
+   */
+  app.post<{ Params: { id: string }; Body: HoldRequest | null }>('/api/sinks/:id/hold', async (req, reply) => {
+    if (!engine.hasSink(req.params.id)) return reply.code(404).send({ error: `no sink "${req.params.id}" in the config` });
+    return engine.holdSink(req.params.id, holdRequest(req.body ?? {}));
+  });
+
+  app.delete<{ Params: { id: string } }>('/api/sinks/:id/hold', async (req, reply) => {
+    if (!engine.hasSink(req.params.id)) return reply.code(404).send({ error: `no sink "${req.params.id}" in the config` });
+    return { released: await engine.releaseSink(req.params.id) };
+  });
 
   // Bad filters and replay requests are the caller's fault: 400 with the reason.
   app.setErrorHandler((e, _req, reply) => {

@@ -66,6 +66,12 @@ export class EngineMetrics {
     labelNames: ['sink'] as const,
     registers: [this.registry],
   });
+  readonly sinkHeld = new Gauge({
+    name: 'ferry_sink_held',
+    help: '1 while an operator holds the sink (POST /api/sinks/:id/hold, ferry sink hold): its deliveries wait, unattempted; else 0',
+    labelNames: ['sink'] as const,
+    registers: [this.registry],
+  });
   readonly sinkPauses = new Counter({
     name: 'ferry_sink_pauses_total',
     help: "Times a sink's circuit breaker paused its deliveries",

@@ -7,7 +7,7 @@ import type { Delivery, MessageSink } from '../plugin/api';
 import { lazyJson } from '../util/lazy-json';
 import { retryTransient } from '../util/retry-transient';
 import type { StoredError } from '../model/message';
-import { whileStoreDown, type ClaimedDelivery, type DeliveryClaimFilter, type CompleteResult, type DeliveryOutcome, type MessageStore } from '../store/message-store';
+import { whileStoreDown, type ClaimedDelivery, type DeliveryClaimFilter, type CompleteResult, type DeliveryOutcome, type MessageStore, type SinkHold } from '../store/message-store';
 import { nextAttempt } from '../store/retry-policy';
 import { WakeableSleep } from '../util/wakeable-sleep';
 import { SinkCircuit, type CircuitPolicy, type CircuitView } from './circuit';
@@ -47,6 +47,8 @@ export interface SinkView {
   /** This instance's deliveries to it under way. */
   inFlight: number;
   circuit: CircuitView | { state: 'closed'; disabled: true };
+  /** Held by an operator (as last read from the store). */
+  hold?: Omit<SinkHold, 'sinkId'>;
 }
 
 export interface DispatcherOptions {
@@ -57,6 +59,8 @@ export interface DispatcherOptions {
 
 /** Deliveries to a sink that is no longer configured, claimed at a time (they fail and retry). */
 const GONE_SINK_CLAIM = 8;
+/** How often the dispatcher reads the sink holds from the store (another instance or a `ferry` command may set them). */
+export const HOLDS_READ_MS = 1000;
 /** The claim-spacing key of removed sinks' deliveries. */
 const GONE = '\u0000gone';
 /** A claim this slow (ms) that finds less than it asked for spaces the sink's next claim (see `spacedClaim`). */
@@ -154,6 +158,9 @@ export class Dispatcher {
   private readonly claimNotBefore = new Map<string, number>();
   /** Per sink with a circuit breaker: whether its deliveries are paused (see SinkCircuit). */
   private readonly circuits = new Map<string, SinkCircuit>();
+  /** Sinks an operator holds (read from the store every HOLDS_READ_MS, and at once after a change through this engine). */
+  private holds = new Map<string, SinkHold>();
+  private holdsReadAt = 0;
 
   constructor(
     private readonly store: MessageStore,
@@ -162,11 +169,42 @@ export class Dispatcher {
     private readonly metrics: EngineMetrics,
     private readonly opts: DispatcherOptions,
   ) {
-    for (const rt of sinks.values())
+    for (const rt of sinks.values()) {
+      metrics.sinkHeld.set({ sink: rt.id }, 0);
       if (rt.circuit && rt.circuit.failureThreshold > 0) {
         this.circuits.set(rt.id, new SinkCircuit(rt.circuit));
         metrics.sinkPaused.set({ sink: rt.id }, 0);
       }
+    }
+  }
+
+  /**
+   * Reads the holds in force from the store, at most every HOLDS_READ_MS unless `now` (after a
+   * hold or release through this engine). A failed read keeps the last known holds.
+   */
+  async refreshHolds(now = false): Promise<void> {
+    if (!now && Date.now() - this.holdsReadAt < HOLDS_READ_MS) return;
+    this.holdsReadAt = Date.now();
+    let list: SinkHold[];
+    try {
+      list = await this.store.sinkHolds();
+    } catch (e) {
+      this.logger.log(whileStoreDown(this.store, e) ? 'debug' : 'warn', 'reading sink holds failed', errorFields(e));
+      return;
+    }
+    const next = new Map(list.filter((h) => this.sinks.has(h.sinkId)).map((h) => [h.sinkId, h]));
+    for (const [id, h] of next)
+      if (!this.holds.has(id)) {
+        this.metrics.sinkHeld.set({ sink: id }, 1);
+        (this.sinks.get(id)?.logger ?? this.logger).info('sink held: its deliveries wait until it is released', { until: h.until?.toISOString(), reason: h.reason });
+      }
+    for (const id of this.holds.keys())
+      if (!next.has(id)) {
+        this.metrics.sinkHeld.set({ sink: id }, 0);
+        (this.sinks.get(id)?.logger ?? this.logger).info('sink released: deliveries resume');
+        this.kick();
+      }
+    this.holds = next;
   }
 
   /** Each sink: its slots, this instance's deliveries under way, and whether it is paused. */
@@ -176,6 +214,7 @@ export class Dispatcher {
       concurrency: rt.concurrency,
       inFlight: this.perSink.get(rt.id) ?? 0,
       circuit: this.circuits.get(rt.id)?.view() ?? { state: 'closed', disabled: true },
+      ...(this.holds.has(rt.id) ? { hold: (({ sinkId: _s, ...h }) => h)(this.holds.get(rt.id)!) } : {}),
     }));
   }
 
@@ -255,6 +294,7 @@ export class Dispatcher {
   private async loop(): Promise<void> {
     while (this.running) {
       this.kicked = false;
+      await this.refreshHolds();
       let claimedAny = false;
       let saturated = false;
       // One claim per sink with free slots, up to that many. Claim in batches: while a sink has
@@ -267,7 +307,7 @@ export class Dispatcher {
           saturated = true;
           continue;
         }
-        if ((this.claimNotBefore.get(rt.id) ?? 0) > Date.now()) continue;
+        if ((this.claimNotBefore.get(rt.id) ?? 0) > Date.now() || this.isHeld(rt.id)) continue;
         // A paused sink: nothing, then one probe once the pause is over.
         const circuit = this.circuits.get(rt.id);
         const allowed = circuit ? circuit.allowance(free, Date.now()) : free;
@@ -297,7 +337,7 @@ export class Dispatcher {
         // The retries of sinks paused or spaced are left out: due or not, they are not claimed
         // before the times below, and would wake the loop every few milliseconds meanwhile.
         const now = Date.now();
-        const idle = [...this.sinks.keys()].filter((id) => (this.claimNotBefore.get(id) ?? 0) > now || !(this.circuits.get(id)?.claimable(now) ?? true));
+        const idle = [...this.sinks.keys()].filter((id) => (this.claimNotBefore.get(id) ?? 0) > now || this.isHeld(id, now) || !(this.circuits.get(id)?.claimable(now) ?? true));
         const goneIdle = (this.claimNotBefore.get(GONE) ?? 0) > now;
         const filter: DeliveryClaimFilter = goneIdle ? { sinkIds: [...this.sinks.keys()].filter((id) => !idle.includes(id)) } : { excludeSinkIds: idle };
         const due = await this.store.nextDueAt(filter);
@@ -311,6 +351,8 @@ export class Dispatcher {
         const t = c.wakeAt();
         if (t !== undefined) wait = Math.max(0, Math.min(wait, t - Date.now()));
       }
+      // A hold that ends at a set time: claimed for again then.
+      for (const h of this.holds.values()) if (h.until) wait = Math.max(0, Math.min(wait, h.until.getTime() - Date.now()));
       if (!claimedAny || wait > 0) await this.sleep(Math.max(wait, 5));
     }
   }
@@ -331,6 +373,12 @@ export class Dispatcher {
     if (claimed && claimed.length < limit && took >= SLOW_CLAIM_MS) this.claimNotBefore.set(key, Date.now() + Math.min(MAX_CLAIM_SPACING_MS, took * 4));
     else this.claimNotBefore.delete(key);
     return claimed ?? [];
+  }
+
+  /** Held by an operator now (a hold whose end has passed is over, whether or not the store was read since). */
+  private isHeld(sinkId: string, now = Date.now()): boolean {
+    const h = this.holds.get(sinkId);
+    return !!h && (!h.until || h.until.getTime() > now);
   }
 
   /** Undefined when the claim failed (logged). */

@@ -16,7 +16,7 @@ import { Processor } from '../pipeline/processor';
 import { TransformPool } from '../pipeline/transform-pool';
 import { pruneByRetention } from '../store/admin-ops';
 import { createStore } from '../store/create-store';
-import type { InsertResult, MessageStore, PruneResult } from '../store/message-store';
+import type { InsertResult, MessageStore, PruneResult, SinkHold } from '../store/message-store';
 import { configure, type ConfigureOptions } from './configure';
 
 /** `processing.transformWorkers`: auto = one fewer than the CPUs (the engine thread has one), at most 4. */
@@ -95,6 +95,34 @@ export class Engine {
   /** Each configured sink as this instance sees it (empty before start). */
   sinkViews(): SinkView[] {
     return this.dispatcher?.sinkViews() ?? [];
+  }
+
+  /**
+   * Holds a configured sink: every instance sharing the store stops claiming its deliveries
+   * (this one at once, the others within a second); calls under way finish. Until released, or
+   * until `until`.
+   */
+  async holdSink(sinkId: string, opts: { until?: Date; reason?: string } = {}): Promise<SinkHold> {
+    this.assertSink(sinkId);
+    const h = await this.store.holdSink(sinkId, opts);
+    await this.dispatcher?.refreshHolds(true);
+    return h;
+  }
+
+  /** Ends a sink's hold (false: it was not held). */
+  async releaseSink(sinkId: string): Promise<boolean> {
+    this.assertSink(sinkId);
+    const released = await this.store.releaseSink(sinkId);
+    await this.dispatcher?.refreshHolds(true);
+    return released;
+  }
+
+  hasSink(sinkId: string): boolean {
+    return Object.prototype.hasOwnProperty.call(this.config.sinks, sinkId);
+  }
+
+  private assertSink(sinkId: string): void {
+    if (!this.hasSink(sinkId)) throw new FerryError('INPUT_UNKNOWN_SINK', `no sink "${sinkId}" in the config`, { kind: 'input' });
   }
 
   /** Ready: store open and reachable, and every source accepting. */

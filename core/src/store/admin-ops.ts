@@ -46,12 +46,45 @@ const list = (v: string[] | string | undefined): string[] | undefined => {
   return a.length ? a : undefined;
 };
 
-function time(v: string | number | Date | undefined, name: string): Date | undefined {
+function time(v: string | number | Date | undefined, name: string, code = 'REPLAY_FILTER'): Date | undefined {
   if (v === undefined || v === '') return undefined;
   if (v instanceof Date) return v;
   const d = typeof v === 'number' || /^\d+$/.test(v) ? new Date(Number(v)) : new Date(v);
-  if (Number.isNaN(d.getTime())) throw inputError('REPLAY_FILTER', `${name}: not a time (ISO 8601 or epoch ms): ${v}`, { field: name });
+  if (Number.isNaN(d.getTime())) throw inputError(code, `${name}: not a time (ISO 8601 or epoch ms): ${v}`, { field: name });
   return d;
+}
+
+/** A sink hold as the CLI (`ferry sink hold`) and the admin API (`POST /api/sinks/:id/hold`) accept it. */
+export interface HoldRequest {
+  /** ISO time or epoch ms: the hold ends then (absent: until released). */
+  until?: string | number | Date;
+  /** Or: the hold ends this many minutes from now. */
+  minutes?: string | number;
+  /** An operator's note, kept with the hold and logged (not for PHI). */
+  reason?: string;
+}
+
+/** Validates a hold request; throws an input FerryError naming the field. */
+export function holdRequest(req: HoldRequest, now = Date.now()): { until?: Date; reason?: string } {
+  const out: { until?: Date; reason?: string } = {};
+  const hasMinutes = req.minutes !== undefined && req.minutes !== '';
+  const until = time(req.until, 'until', 'HOLD_REQUEST');
+  if (until && hasMinutes) throw inputError('HOLD_REQUEST', 'until, minutes: give one or the other', { field: 'until' });
+  if (until) {
+    if (until.getTime() <= now) throw inputError('HOLD_REQUEST', `until: must be in the future: ${until.toISOString()}`, { field: 'until' });
+    out.until = until;
+  }
+  if (hasMinutes) {
+    const n = Number(req.minutes);
+    if (!Number.isFinite(n) || n <= 0) throw inputError('HOLD_REQUEST', `minutes: must be a number > 0: ${req.minutes}`, { field: 'minutes' });
+    out.until = new Date(now + n * 60_000);
+  }
+  if (req.reason !== undefined && req.reason !== null) {
+    const r = String(req.reason).trim();
+    if (r.length > 500) throw inputError('HOLD_REQUEST', 'reason: at most 500 characters', { field: 'reason' });
+    if (r) out.reason = r;
+  }
+  return out;
 }
 
 /** Validates a replay request into a store filter; throws an input FerryError naming the field. */

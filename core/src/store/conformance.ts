@@ -953,6 +953,30 @@ export function storeConformance(name: string, h: StoreHarness): void {
       }
     });
 
+    describe('sink holds', () => {
+      it('holds a sink until released or until a set time; holding again replaces the hold', async () => {
+        expect(await store.sinkHolds()).toEqual([]);
+        const before = Date.now();
+        const h = await store.holdSink('fhir', { reason: 'EHR maintenance' });
+        expect(h).toMatchObject({ sinkId: 'fhir', reason: 'EHR maintenance' });
+        expect(h.since.getTime()).toBeGreaterThanOrEqual(before - 1000);
+        const until = new Date(Date.now() + 60_000);
+        await store.holdSink('archive', { until });
+        expect(await store.sinkHolds()).toEqual([
+          { sinkId: 'archive', since: expect.any(Date), until },
+          { sinkId: 'fhir', since: h.since, reason: 'EHR maintenance' },
+        ]);
+        // Again: replaced (no reason now, an end in the past: over at once).
+        await store.holdSink('archive', { until: new Date(Date.now() - 1) });
+        expect((await store.sinkHolds()).map((x) => x.sinkId)).toEqual(['fhir']);
+        expect(await store.releaseSink('fhir')).toBe(true);
+        expect(await store.releaseSink('fhir')).toBe(false);
+        expect(await store.sinkHolds()).toEqual([]);
+        await expect(store.holdSink('', {})).rejects.toMatchObject({ kind: 'input' });
+        await expect(store.holdSink('x', { until: new Date(NaN) })).rejects.toMatchObject({ kind: 'input' });
+      });
+    });
+
     describe('queries, retention, stats', () => {
       it('lists by status, source, sink, time range, newest first, limit', async () => {
         const t0 = Date.now();

@@ -129,6 +129,16 @@ export interface CompleteResult {
   stale: { deliveryId: string; status: DeliveryStatus; leaseOwner?: string }[];
 }
 
+/** A sink an operator held: its deliveries wait, unattempted, until it is released or `until` passes. */
+export interface SinkHold {
+  sinkId: string;
+  since: Date;
+  /** Absent: until released. */
+  until?: Date;
+  /** The operator's note (e.g. "EHR maintenance"). */
+  reason?: string;
+}
+
 export interface StoreStats {
   messages: Record<string, number>;
   deliveries: Record<string, number>;
@@ -280,6 +290,16 @@ export interface MessageStore {
    * Returns the delivery ids re-queued.
    */
   retryDeliveries(filter: MessageFilter & { deliveryIds?: string[] }): Promise<string[]>;
+
+  /**
+   * Holds a sink (every instance sharing the store stops claiming its deliveries; calls under
+   * way finish): until released, or until `until`. Holding a held sink again replaces its hold.
+   */
+  holdSink(sinkId: string, opts?: { until?: Date; reason?: string }): Promise<SinkHold>;
+  /** Ends a sink's hold; false when it was not held. */
+  releaseSink(sinkId: string): Promise<boolean>;
+  /** The holds in force now (one whose `until` has passed is over). */
+  sinkHolds(): Promise<SinkHold[]>;
 
   getCheckpoint(sourceId: string, key: string): Promise<string | undefined>;
   setCheckpoint(sourceId: string, key: string, value: string): Promise<void>;

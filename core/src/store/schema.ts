@@ -130,6 +130,18 @@ export const migrations: Migration[] = [
     name: "attempts made as the probe of a paused sink (counted in attempts, not towards the retry policy's maxAttempts)",
     statements: [`ALTER TABLE deliveries ADD COLUMN probe_attempts INTEGER NOT NULL DEFAULT 0`],
   },
+  {
+    version: 7,
+    name: 'sinks held by an operator (deliveries wait, unattempted, until released or until a set time; every instance)',
+    statements: [
+      `CREATE TABLE sink_holds (
+        sink_id TEXT PRIMARY KEY,
+        held_at {BIGINT} NOT NULL,
+        until_at {BIGINT},
+        reason TEXT
+      )`,
+    ],
+  },
 ];
 
 export function ddl(sql: string, dialect: Dialect): string {

@@ -1,6 +1,7 @@
 import type { CliCommand } from '../../plugin/api';
 import { pruneCommand } from './prune.command';
 import { replayCommand } from './replay.command';
+import { sinkCommand } from './sink.command';
 
 /** Core sub-commands beyond start/validate-config/convert (each in its own `*.command.ts`). */
-export const coreCommands: CliCommand[] = [replayCommand, pruneCommand];
+export const coreCommands: CliCommand[] = [replayCommand, pruneCommand, sinkCommand];
