@@ -278,6 +278,10 @@ describe('a processing result the store cannot write', () => {
     await engine.start();
     // A real refusal by the database for one message (control id W3): its row cannot leave
     // processing, so the batch's set-wise write fails and is replayed message by message.
+    // From a fresh turn of the event loop: this connection's synchronous DDL, run while one of the
+    // engine's transactions is still between its statements (in this process's microtasks), would
+    // wait for a lock that transaction cannot release until the DDL gives up.
+    await new Promise((r) => setTimeout(r, 20));
     const db = new Database(file);
     db.exec(`CREATE TRIGGER refuse_w3 BEFORE UPDATE OF status ON messages
              WHEN json_extract(OLD.headers, '$.controlId') = 'W3' AND NEW.status NOT IN ('received', 'transformed')
