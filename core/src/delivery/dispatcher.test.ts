@@ -230,10 +230,8 @@ describe('Dispatcher', () => {
      * dispatcher polls every 200 ms: an idle dispatcher makes ~5 turns, each claiming for the
      * configured sinks it may claim for and for removed sinks' deliveries.
      */
-    async function claimsWhilePaused(file: string, retry: typeof shortRetry, circuit: { failureThreshold: number; openMs: number; maxOpenMs: number }): Promise<number> {
-      const store = new SqliteMessageStore({ path: path.join(dir, file), logger: silentLogger() });
-      await store.open();
-      await routed(store, 3, 3);
+    /** The store, with its claims counted. */
+    function countingClaims(store: MessageStore): { store: MessageStore; claims: () => number } {
       let claims = 0;
       const counting = new Proxy(store, {
         get: (target, prop) => {
@@ -246,6 +244,14 @@ describe('Dispatcher', () => {
           return typeof v === 'function' ? v.bind(target) : v;
         },
       }) as MessageStore;
+      return { store: counting, claims: () => claims };
+    }
+
+    async function claimsWhilePaused(file: string, retry: typeof shortRetry, circuit: { failureThreshold: number; openMs: number; maxOpenMs: number }): Promise<number> {
+      const store = new SqliteMessageStore({ path: path.join(dir, file), logger: silentLogger() });
+      await store.open();
+      await routed(store, 3, 3);
+      const { store: counting, claims: count } = countingClaims(store);
       const { sink, calls } = flakySink();
       const logger = silentLogger();
       const dispatcher = new Dispatcher(counting, new Map([['s', { id: 's', sink, retry, logger, concurrency: 4, circuit }]]), logger, new EngineMetrics(false), { owner: 'me', leaseMs: 60_000, pollIntervalMs: 200 });
@@ -253,10 +259,10 @@ describe('Dispatcher', () => {
       try {
         for (let i = 0; i < 50 && calls.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
         await new Promise((r) => setTimeout(r, 100));
-        const before = claims;
+        const before = count();
         await new Promise((r) => setTimeout(r, 1000));
         expect(calls).toHaveLength(3);
-        return claims - before;
+        return count() - before;
       } finally {
         await dispatcher.stop();
         await store.close();
@@ -274,6 +280,36 @@ describe('Dispatcher', () => {
       // Retries due 20 ms after each failure, the pause 2 s: due all through the pause. Only removed
       // sinks' deliveries are claimed for meanwhile, at idle polling's pace (~180 rounds before the fix).
       expect(await claimsWhilePaused('circuit-due.db', { ...shortRetry, maxAttempts: 100 }, { failureThreshold: 1, openMs: 2000, maxOpenMs: 2000 })).toBeLessThanOrEqual(8);
+    }, 20_000);
+
+    it('resumes a held sink when its hold ends, without spinning until the holds are read again', async () => {
+      const store = new SqliteMessageStore({ path: path.join(dir, 'hold-ends.db'), logger: silentLogger() });
+      await store.open();
+      await store.holdSink('s', { until: new Date(Date.now() + 300) });
+      const { store: counting, claims } = countingClaims(store);
+      const { sink, got, state } = flakySink();
+      state.up = true;
+      const logger = silentLogger();
+      const dispatcher = new Dispatcher(counting, new Map([['s', { id: 's', sink, retry: shortRetry, logger, concurrency: 4 }]]), logger, new EngineMetrics(false), { owner: 'me', leaseMs: 60_000, pollIntervalMs: 200 });
+      dispatcher.start();
+      try {
+        await new Promise((r) => setTimeout(r, 50));
+        expect(dispatcher.sinkViews()[0].hold?.until).toBeInstanceOf(Date);
+        const ids = await routed(store, 2, 2);
+        dispatcher.kick();
+        await new Promise((r) => setTimeout(r, 150));
+        expect(got).toEqual([]); // held
+        for (let i = 0; i < 50 && got.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+        expect([...got].sort()).toEqual([...ids].sort());
+        // The hold is over but still in memory until the next read of the holds (every second):
+        // the dispatcher polls like any idle one meanwhile (~5 rounds of two claims), not every 5 ms (~180).
+        const before = claims();
+        await new Promise((r) => setTimeout(r, 500));
+        expect(claims() - before).toBeLessThanOrEqual(10);
+      } finally {
+        await dispatcher.stop();
+        await store.close();
+      }
     }, 20_000);
 
     it('counts towards maxAttempts only the attempts that were not probes', () => {

@@ -161,6 +161,7 @@ export class Dispatcher {
   /** Sinks an operator holds (read from the store every HOLDS_READ_MS, and at once after a change through this engine). */
   private holds = new Map<string, SinkHold>();
   private holdsReadAt = 0;
+  private holdsRead?: Promise<void>;
 
   constructor(
     private readonly store: MessageStore,
@@ -183,8 +184,18 @@ export class Dispatcher {
    * hold or release through this engine). A failed read keeps the last known holds.
    */
   async refreshHolds(now = false): Promise<void> {
+    // One read at a time: a forced one waits for the read under way (it may predate the change) and reads again.
+    if (this.holdsRead) {
+      await this.holdsRead;
+      if (!now) return;
+    }
     if (!now && Date.now() - this.holdsReadAt < HOLDS_READ_MS) return;
     this.holdsReadAt = Date.now();
+    this.holdsRead = this.readHolds().finally(() => (this.holdsRead = undefined));
+    return this.holdsRead;
+  }
+
+  private async readHolds(): Promise<void> {
     let list: SinkHold[];
     try {
       list = await this.store.sinkHolds();
@@ -351,8 +362,8 @@ export class Dispatcher {
         const t = c.wakeAt();
         if (t !== undefined) wait = Math.max(0, Math.min(wait, t - Date.now()));
       }
-      // A hold that ends at a set time: claimed for again then.
-      for (const h of this.holds.values()) if (h.until) wait = Math.max(0, Math.min(wait, h.until.getTime() - Date.now()));
+      // A hold that ends at a set time: claimed for again then (once it has ended, as any sink).
+      for (const h of this.holds.values()) if (h.until && h.until.getTime() > Date.now()) wait = Math.min(wait, h.until.getTime() - Date.now());
       if (!claimedAny || wait > 0) await this.sleep(Math.max(wait, 5));
     }
   }
