@@ -312,6 +312,36 @@ describe('Dispatcher', () => {
       }
     }, 20_000);
 
+    it("is not woken every few milliseconds by its own retry under way (a failed delivery leased to it, due in the past)", async () => {
+      const store = new SqliteMessageStore({ path: path.join(dir, 'retry-in-flight.db'), logger: silentLogger() });
+      await store.open();
+      await routed(store, 1, 1);
+      const { store: counting, claims } = countingClaims(store);
+      let calls = 0;
+      let inSecond: () => void = () => undefined;
+      const second = new Promise<void>((r) => (inSecond = r));
+      const sink = {
+        deliver: async () => {
+          if (++calls === 1) throw new FerryError('DELIVERY_NETWORK', 'refused', { kind: 'transient', retryable: true });
+          inSecond();
+          await new Promise((r) => setTimeout(r, 1000)); // a slow answer
+        },
+      };
+      const logger = silentLogger();
+      const dispatcher = new Dispatcher(counting, new Map([['s', { id: 's', sink, retry: shortRetry, logger, concurrency: 8 }]]), logger, new EngineMetrics(false), { owner: 'me', leaseMs: 60_000, pollIntervalMs: 200 });
+      dispatcher.start();
+      try {
+        await second;
+        const before = claims();
+        await new Promise((r) => setTimeout(r, 800));
+        // Idle polling while the call runs (~4 rounds of two claims), not a round every 5 ms (~300 claims).
+        expect(claims() - before).toBeLessThanOrEqual(10);
+      } finally {
+        await dispatcher.stop();
+        await store.close();
+      }
+    }, 20_000);
+
     it('counts towards maxAttempts only the attempts that were not probes', () => {
       const d = { attempts: 5, probeAttempts: 4, createdAt: new Date(), firstAttemptAt: new Date() } as ClaimedDelivery;
       const err = new FerryError('DELIVERY_NETWORK', 'refused', { kind: 'transient', retryable: true });

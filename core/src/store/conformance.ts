@@ -495,6 +495,8 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(await store.backlog()).toMatchObject({ deliveriesDue: 0, deliveriesScheduled: 1 });
         const later = await store.claimDeliveries('w', 10, 60_000, new Date(at.getTime() + 1));
         expect(later.map((x) => x.id)).toEqual([d.id]);
+        // Leased (its retry under way): not a next due time to wake for.
+        expect(await store.nextDueAt()).toBeUndefined();
         expect(later[0].attempts).toBe(1);
         expect(later[0].firstAttemptAt.getTime()).toBe(d.firstAttemptAt.getTime());
         await store.completeDelivery(d.id, { status: 'dead', error: { code: 'FERRY_E_DELIVERY_HTTP_400', message: '400', retryable: false } });

@@ -265,9 +265,9 @@ export interface MessageStore {
    */
   completeDeliveries(items: { deliveryId: string; outcome: DeliveryOutcome }[], opts?: CompleteOptions): Promise<CompleteResult>;
   /**
-   * The earliest time a failed delivery is due, to sleep until then; with a filter, of those
-   * sinks' deliveries only (the dispatcher leaves out the sinks it will not claim for meanwhile:
-   * paused or spaced -- their due retries would wake it for nothing).
+   * The earliest time a failed delivery not leased is due, to sleep until then; with a filter,
+   * of those sinks' deliveries only (the dispatcher leaves out the sinks it will not claim for
+   * meanwhile: paused or spaced -- their due retries would wake it for nothing).
    */
   nextDueAt(filter?: DeliveryClaimFilter): Promise<Date | undefined>;
   /** Counts of work left (for waitForIdle, readiness and metrics). */

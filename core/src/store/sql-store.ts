@@ -1537,8 +1537,16 @@ export abstract class SqlMessageStore implements MessageStore {
       sinkSql += ` AND sink_id NOT IN (${filter.excludeSinkIds.map(() => '?').join(', ')})`;
       params.push(...filter.excludeSinkIds);
     }
+    // Not the ones leased (a retry under way: its next attempt is past, and would wake the
+    // dispatcher every few milliseconds for as long as the call runs). A lease that runs out
+    // because its instance died is found by the dispatcher's regular poll.
     const rows = await this.readSettled(
-      (x) => x.all(`SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE superseded = 0 AND status = 'failed' AND next_attempt_at IS NOT NULL${sinkSql}`, params),
+      (x) =>
+        x.all(
+          `SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE superseded = 0 AND status = 'failed' AND next_attempt_at IS NOT NULL${sinkSql}
+             AND (lease_expires IS NULL OR lease_expires <= ?)`,
+          [...params, this.now()],
+        ),
       false,
     );
     // The database's clock -> the caller's (it sleeps until then).
