@@ -7,31 +7,18 @@
  * permanently); instance B delivers the message at once once A's lease has run out. Before the
  * outcome was fenced by the lease, A's late "dead" turned B's delivered message into a dead letter.
  */
-import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import 'reflect-metadata';
 import { createLogger, Engine } from '@ferry/core';
 import { CSV_TYPE, memorySinkDeliveries } from '../plugins/csv-patient';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy';
-import { dropSchema, PG_URL, pgReachable, waitFor } from './support';
+import { PG_URL, pgSuite, waitFor } from './support';
 
 const pluginPath = path.resolve(__dirname, '../plugins/csv-patient');
 
 describe('a delivery taken over by another instance after its lease ran out', () => {
-  const schema = `ferry_lease_${randomBytes(4).toString('hex')}`;
-  let reachable = false;
-  const engines: Engine[] = [];
-
-  beforeAll(async () => {
-    reachable = await pgReachable();
-    if (!reachable) console.warn(`skipped: PostgreSQL not reachable at ${PG_URL}`);
-  });
-
-  afterAll(async () => {
-    for (const e of engines) await e.stop().catch(() => undefined);
-    if (reachable) await dropSchema(schema);
-  });
+  const { schema, engines, reachable } = pgSuite('ferry_lease');
 
   async function instance(url: string, sink: Record<string, unknown>, lines: string[]): Promise<Engine> {
     const logger = createLogger(
@@ -61,7 +48,7 @@ describe('a delivery taken over by another instance after its lease ran out', ()
   }
 
   it('while both instances are healthy, a sink call longer than the lease is not taken over', async () => {
-    if (!reachable) return;
+    if (!reachable()) return;
     memorySinkDeliveries.delete('mem');
     const linesA: string[] = [];
     const linesB: string[] = [];
@@ -81,7 +68,7 @@ describe('a delivery taken over by another instance after its lease ran out', ()
   }, 30_000);
 
   it("keeps the taking-over instance's outcome; the late one is dropped and logged", async () => {
-    if (!reachable) return;
+    if (!reachable()) return;
     memorySinkDeliveries.delete('mem');
     const upstream = new globalThis.URL(PG_URL);
     const proxy: TcpProxy = await startTcpProxy(upstream.hostname, Number(upstream.port || 5432));

@@ -5,29 +5,16 @@
  * either), and everything is once it is released through the other. Then the hold is set with
  * no engine running, and an engine started afterwards delivers nothing until it is released.
  */
-import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import 'reflect-metadata';
 import { Engine, PostgresMessageStore, silentLogger } from '@ferry/core';
 import { CSV_TYPE, memorySinkDeliveries } from '../plugins/csv-patient';
-import { dropSchema, PG_URL, pgReachable, sleep, waitFor } from './support';
+import { PG_URL, pgSuite, sleep, waitFor } from './support';
 
 const pluginPath = path.resolve(__dirname, '../plugins/csv-patient');
 
 describe('a sink held by an operator, on two instances sharing PostgreSQL', () => {
-  const schema = `ferry_hold_${randomBytes(4).toString('hex')}`;
-  let reachable = false;
-  const engines: Engine[] = [];
-
-  beforeAll(async () => {
-    reachable = await pgReachable();
-    if (!reachable) console.warn(`skipped: PostgreSQL not reachable at ${PG_URL}`);
-  });
-
-  afterAll(async () => {
-    for (const e of engines) await e.stop().catch(() => undefined);
-    if (reachable) await dropSchema(schema);
-  });
+  const { schema, engines, reachable } = pgSuite('ferry_hold');
 
   async function instance(): Promise<Engine> {
     const engine = await Engine.create({
@@ -50,7 +37,7 @@ describe('a sink held by an operator, on two instances sharing PostgreSQL', () =
   const delivered = () => (memorySinkDeliveries.get('mem') ?? []).length;
 
   it('holds on every instance until released on any, and across a restart', async () => {
-    if (!reachable) return;
+    if (!reachable()) return;
     memorySinkDeliveries.delete('mem');
     const a = await instance();
     const b = await instance();

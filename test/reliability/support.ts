@@ -31,6 +31,26 @@ export async function pgReachable(): Promise<boolean> {
   }
 }
 
+/**
+ * For a suite of in-process engines on a throwaway PostgreSQL schema (`<prefix>_<random>`):
+ * checks PostgreSQL once (the suite's tests return early, with a visible message, without it),
+ * and after the suite stops every engine pushed to `engines` and drops the schema.
+ */
+export function pgSuite(prefix: string): { schema: string; engines: Engine[]; reachable: () => boolean } {
+  const schema = `${prefix}_${Math.random().toString(16).slice(2, 10)}`;
+  const engines: Engine[] = [];
+  let reachable = false;
+  beforeAll(async () => {
+    reachable = await pgReachable();
+    if (!reachable) console.warn(`skipped: PostgreSQL not reachable at ${PG_URL}`);
+  });
+  afterAll(async () => {
+    for (const e of engines) await e.stop().catch(() => undefined);
+    if (reachable) await dropSchema(schema);
+  });
+  return { schema, engines, reachable: () => reachable };
+}
+
 /** Drops a schema the proof made (and everything in it). */
 export async function dropSchema(schema: string): Promise<void> {
   const c = new pg.Client({ connectionString: PG_URL });

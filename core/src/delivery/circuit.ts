@@ -50,10 +50,6 @@ export class SinkCircuit {
 
   constructor(readonly policy: CircuitPolicy) {}
 
-  get paused(): boolean {
-    return this.state !== 'closed';
-  }
-
   /**
    * How many of `free` slots may be claimed now: all of them while closed; none while paused;
    * one once the pause is over and no probe is out (the state turns half-open).

@@ -60,7 +60,7 @@ export interface DispatcherOptions {
 /** Deliveries to a sink that is no longer configured, claimed at a time (they fail and retry). */
 const GONE_SINK_CLAIM = 8;
 /** How often the dispatcher reads the sink holds from the store (another instance or a `ferry` command may set them). */
-export const HOLDS_READ_MS = 1000;
+const HOLDS_READ_MS = 1000;
 /** The claim-spacing key of removed sinks' deliveries. */
 const GONE = '\u0000gone';
 /** A claim this slow (ms) that finds less than it asked for spaces the sink's next claim (see `spacedClaim`). */

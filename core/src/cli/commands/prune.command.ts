@@ -1,4 +1,5 @@
 import { configure } from '../../engine/configure';
+import { inputError } from '../../errors';
 import type { CliCommand } from '../../plugin/api';
 import { pruneByRetention } from '../../store/admin-ops';
 import { openConfiguredStore } from './replay.command';
@@ -9,7 +10,7 @@ const out = (s: string) => process.stdout.write(`${s}\n`);
 function days(v: unknown, name: string, fallback: number): number {
   if (v === undefined || v === null || v === '') return fallback;
   const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`--${name}: must be a number of days >= 0, not ${String(v)}`);
+  if (!Number.isFinite(n) || n < 0) throw inputError('PRUNE_DAYS', `--${name}: must be a number of days >= 0, not ${String(v)}`, { field: name });
   return n;
 }
 
@@ -23,15 +24,16 @@ export const pruneCommand: CliCommand = {
     { flags: '--json', description: 'print the result as JSON' },
   ],
   async run(_args, o, ctx) {
-    const file = resolveConfigPath(o.config as string | undefined) ?? ctx.configFile;
-    const retention = file ? (await configure({ configFile: file })).config.store.retention : { deliveredDays: 30, deadDays: 90 };
-    const settings = {
-      deliveredDays: days(o.deliveredDays, 'delivered-days', retention.deliveredDays),
-      deadDays: days(o.deadDays, 'dead-days', retention.deadDays),
-      deleteDays: days(o.deleteDays, 'delete-days', 0),
-    };
-    const { store, owned } = await openConfiguredStore(o.config as string | undefined, ctx.configFile, ctx.store);
+    const { store, owned, config } = await openConfiguredStore(o.config as string | undefined, ctx.configFile, ctx.store);
     try {
+      // The config the store was opened with; read here only when a store was handed in.
+      const file = resolveConfigPath(o.config as string | undefined) ?? ctx.configFile;
+      const retention = config?.store.retention ?? (file ? (await configure({ configFile: file })).config.store.retention : { deliveredDays: 30, deadDays: 90 });
+      const settings = {
+        deliveredDays: days(o.deliveredDays, 'delivered-days', retention.deliveredDays),
+        deadDays: days(o.deadDays, 'dead-days', retention.deadDays),
+        deleteDays: days(o.deleteDays, 'delete-days', 0),
+      };
       const r = await pruneByRetention(store, settings);
       if (o.json) out(JSON.stringify({ ...settings, ...r }));
       else out(`pruned bodies of ${r.messages} message(s)${r.deleted ? `, deleted ${r.deleted}` : ''} (delivered > ${settings.deliveredDays} d, dead > ${settings.deadDays} d${settings.deleteDays ? `, delete > ${settings.deleteDays} d` : ''})`);

@@ -1,3 +1,4 @@
+import type { EngineConfig } from '../../config/engine.schema';
 import { configure } from '../../engine/configure';
 import { FerryError } from '../../errors';
 import { silentLogger } from '../../logging/logger';
@@ -7,8 +8,11 @@ import { createStore } from '../../store/create-store';
 import type { MessageStore } from '../../store/message-store';
 import { resolveConfigPath } from '../config-path';
 
-/** Opens the store the config names (for commands that work on it while the engine may run). */
-export async function openConfiguredStore(configArg: string | undefined, ctxFile: string | undefined, ctxStore?: MessageStore): Promise<{ store: MessageStore; owned: boolean }> {
+/**
+ * Opens the store the config names (for commands that work on it while the engine may run), with
+ * the config it read (absent when the caller handed a store in).
+ */
+export async function openConfiguredStore(configArg: string | undefined, ctxFile: string | undefined, ctxStore?: MessageStore): Promise<{ store: MessageStore; owned: boolean; config?: EngineConfig }> {
   if (ctxStore) {
     if (!ctxStore.isOpen()) await ctxStore.open();
     return { store: ctxStore, owned: false };
@@ -18,7 +22,7 @@ export async function openConfiguredStore(configArg: string | undefined, ctxFile
   const { config } = await configure({ configFile: file });
   const store = createStore(config.store, silentLogger(), config.baseDir);
   await store.open();
-  return { store, owned: true };
+  return { store, owned: true, config };
 }
 
 const out = (s: string) => process.stdout.write(`${s}\n`);

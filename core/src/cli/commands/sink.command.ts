@@ -25,14 +25,14 @@ export const sinkCommand: CliCommand = {
   async run(args, o, ctx) {
     const [action, id] = args as [string, string | undefined];
     if (!['hold', 'release', 'holds'].includes(action)) throw new FerryError('INPUT_SINK_ACTION', `sink: unknown action "${action}" (hold <id> | release <id> | holds)`, { kind: 'input' });
-    const file = resolveConfigPath(o.config as string | undefined) ?? ctx.configFile;
-    if (action !== 'holds') {
-      if (!id) throw new FerryError('INPUT_SINK_ID', `sink ${action}: which sink? (ferry sink ${action} <id>)`, { kind: 'input' });
-      if (file && !Object.prototype.hasOwnProperty.call((await configure({ configFile: file })).config.sinks, id))
-        throw new FerryError('INPUT_UNKNOWN_SINK', `no sink "${id}" in ${file}`, { kind: 'input' });
-    }
-    const { store, owned } = await openConfiguredStore(o.config as string | undefined, ctx.configFile, ctx.store);
+    if (action !== 'holds' && !id) throw new FerryError('INPUT_SINK_ID', `sink ${action}: which sink? (ferry sink ${action} <id>)`, { kind: 'input' });
+    const { store, owned, config } = await openConfiguredStore(o.config as string | undefined, ctx.configFile, ctx.store);
     try {
+      if (action !== 'holds') {
+        const file = resolveConfigPath(o.config as string | undefined) ?? ctx.configFile;
+        const sinks = config?.sinks ?? (file ? (await configure({ configFile: file })).config.sinks : undefined);
+        if (sinks && !Object.prototype.hasOwnProperty.call(sinks, id!)) throw new FerryError('INPUT_UNKNOWN_SINK', `no sink "${id}" in ${file}`, { kind: 'input' });
+      }
       if (action === 'hold') {
         const h = await store.holdSink(id!, holdRequest({ until: o.until as string | undefined, minutes: o.minutes as string | undefined, reason: o.reason as string | undefined }));
         if (o.json) out(JSON.stringify(h));
