@@ -8,7 +8,7 @@ import { createStore } from './create-store';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { ddl, migrations, SCHEMA_VERSION } from './schema';
-import { SqliteMessageStore } from './sqlite.store';
+import { rowMaker, SqliteMessageStore } from './sqlite.store';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-sqlite-store-'));
 let n = 0;
@@ -269,6 +269,27 @@ describe("another process's write lock", () => {
     } finally {
       other.close();
       await s.close();
+    }
+  });
+});
+
+describe('rows built from raw rows', () => {
+  it('gives the same objects as better-sqlite3 (odd and repeated column names included); a __proto__ column keeps its own rows', () => {
+    const db = new Database(':memory:');
+    try {
+      const sql = `SELECT 1 AS a, 'x' AS "we""ird name", NULL AS n, 2 AS a, X'00ff' AS b`;
+      const plain = db.prepare(sql).all();
+      const s = db.prepare(sql);
+      const make = rowMaker(s)!;
+      expect(make).not.toBeNull();
+      expect(rowMaker(s)).toBe(make); // made once per statement
+      expect((s.all() as unknown[][]).map((r) => make(r))).toEqual(plain);
+      expect(plain).toEqual([{ a: 2, 'we"ird name': 'x', n: null, b: Buffer.from([0, 255]) }]);
+      const proto = db.prepare(`SELECT 1 AS "__proto__"`);
+      expect(rowMaker(proto)).toBeNull();
+      expect(proto.all()).toEqual([{}]);
+    } finally {
+      db.close();
     }
   });
 });
