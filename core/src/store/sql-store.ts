@@ -180,14 +180,6 @@ export abstract class SqlMessageStore implements MessageStore {
    * timeout where it has one.
    */
   protected abstract tx<T>(fn: (x: SqlExec) => Promise<T>, opts?: { durable?: boolean; long?: boolean }): Promise<T>;
-  /**
-   * A durable transaction in two steps: resolves once committed (the next one may begin), with
-   * `durable` settling once the commit would survive power loss. A store that syncs apart from its
-   * commits (SQLite) lets the group commit's next batch commit while this one syncs.
-   */
-  protected async txCommitted<T>(fn: (x: SqlExec) => Promise<T>): Promise<{ result: T; durable: Promise<void> }> {
-    return { result: await this.tx(fn, { durable: true }), durable: Promise.resolve() };
-  }
   protected abstract read<T>(fn: (x: SqlExec) => Promise<T>): Promise<T>;
   /** Runs the migrations not yet applied, serialised against other processes. */
   protected abstract withMigrationLock<T>(fn: (x: SqlExec) => Promise<T>): Promise<T>;
@@ -353,16 +345,9 @@ export abstract class SqlMessageStore implements MessageStore {
     }
     if (!valid.length) return;
     try {
-      const { result: results, durable } = await this.txCommitted((x) => this.insertCalls(x, valid));
+      const results = await this.tx((x) => this.insertCalls(x, valid), { durable: true });
       this.insertCommits++;
-      // The next batch may commit now; these callers learn of theirs once it is durable.
-      durable.then(
-        () => valid.forEach((p, i) => p.resolve(results[i])),
-        (e) => {
-          const err = this.writeError(e);
-          for (const p of valid) p.reject(err);
-        },
-      );
+      valid.forEach((p, i) => p.resolve(results[i]));
     } catch (e) {
       // One call alone, or the store itself unavailable (a lost connection: every call would fail
       // the same way): everybody is told, nobody is committed one by one.

@@ -39,7 +39,7 @@ storeConformance('sqlite', {
 });
 
 describe('SqliteMessageStore specifics', () => {
-  it('uses WAL, incremental auto-vacuum, and records the schema version', async () => {
+  it('uses WAL, FULL sync for inserts, incremental auto-vacuum, and records the schema version', async () => {
     const file = path.join(dir, 'pragmas.db');
     const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
     await s.open();
@@ -294,89 +294,6 @@ describe('rows built from raw rows', () => {
   });
 });
 
-describe('durable commits: the WAL synced off the engine thread', () => {
-  /** fdatasync made slow (and failing on demand), with a log of what happened in which order. */
-  class SlowSync extends SqliteMessageStore {
-    log: string[] = [];
-    delayMs = 0;
-    fail?: string;
-    protected override fdatasync(fd: number, done: (e: NodeJS.ErrnoException | null) => void): void {
-      const n = this.walSyncs;
-      this.log.push(`sync ${n} start`);
-      setTimeout(() => {
-        if (this.fail) {
-          this.log.push(`sync ${n} failed`);
-          return done(Object.assign(new Error(`${this.fail}: fdatasync`), { code: this.fail }));
-        }
-        super.fdatasync(fd, (e) => {
-          this.log.push(`sync ${n} end`);
-          done(e);
-        });
-      }, this.delayMs);
-    }
-  }
-  const msg = (c: string) => ({ sourceId: 's', contentType: 'text/plain', body: Buffer.from(c), headers: { controlId: c } });
-
-  it('an insert resolves only after an fdatasync of the WAL begun after its commit; the commits made while one runs share the next', async () => {
-    const s = new SlowSync({ path: path.join(dir, 'walsync.db'), logger: silentLogger() });
-    await s.open();
-    await s.insert([msg('warm')]);
-    const base = s.walSyncs;
-    expect(base).toBeGreaterThan(0);
-    s.log = [];
-    s.delayMs = 150;
-    const a = s.insert([msg('A')]).then(() => s.log.push('A acknowledged'));
-    // B and C are committed while A's sync runs (it may have begun before their WAL frames were
-    // written): they wait for the next one.
-    while (!s.log.includes(`sync ${base + 1} start`)) await new Promise((r) => setTimeout(r, 5));
-    const b = s.insert([msg('B')]).then(() => s.log.push('B acknowledged'));
-    await new Promise((r) => setTimeout(r, 20));
-    const c = s.insert([msg('C')]).then(() => s.log.push('C acknowledged'));
-    // Committed (other connections see them) before they are acknowledged.
-    await new Promise((r) => setTimeout(r, 40));
-    const other = new Database(s.file, { readonly: true });
-    expect((other.prepare(`SELECT COUNT(*) AS n FROM messages`).get() as { n: number }).n).toBe(4);
-    other.close();
-    expect(s.log.filter((l) => l.endsWith('acknowledged'))).toEqual([]);
-    await Promise.all([a, b, c]);
-    expect(s.log).toEqual([
-      `sync ${base + 1} start`,
-      `sync ${base + 1} end`,
-      'A acknowledged',
-      `sync ${base + 2} start`,
-      `sync ${base + 2} end`,
-      'B acknowledged',
-      'C acknowledged',
-    ]);
-    expect(s.walSyncs - base).toBe(2);
-    // The engine's thread was free while the WAL was synced: transitions went on meanwhile.
-    s.log = [];
-    const d = s.insert([msg('D')]);
-    const claimed = await s.claimReceived('p', 10, 60_000);
-    expect(claimed.map((m) => m.headers.controlId).slice(0, 4)).toEqual(['warm', 'A', 'B', 'C']);
-    expect(s.log).toEqual([`sync ${base + 3} start`]);
-    await d;
-    await s.close();
-  });
-
-  it('a failed fdatasync refuses the insert (transient STORE_IO, the store unwritable), and the next one that works lets inserts through', async () => {
-    const lines: string[] = [];
-    const logger = silentLogger();
-    logger.warn = ((message: string) => (lines.push(message), logger)) as never;
-    const s = new SlowSync({ path: path.join(dir, 'walsync-fail.db'), logger });
-    await s.open();
-    await s.insert([msg('warm')]);
-    s.fail = 'EIO';
-    await expect(s.insert([msg('X')])).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_IO', kind: 'transient', retryable: true, details: { errno: 'EIO' } });
-    expect(s.reachable()).toBe(false);
-    expect(lines).toEqual(['sqlite store cannot write']);
-    s.fail = 'ENOSPC';
-    await expect(s.insert([msg('Y')])).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_FULL' });
-    s.fail = undefined;
-    await expect(s.insert([msg('Z')])).resolves.toHaveLength(1);
-    await s.close();
-  });
-});
 
 describe('a full disk', () => {
   // SQLite's own size limit gives the same SQLITE_FULL a full disk does (the engine-level proof,
