@@ -105,9 +105,9 @@ function table(rows, cols) {
  * timed until the first sink has every message (SQLite only), whatever the second's backlog.
  */
 let e2eRuns = 0;
-async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight = 64, second = undefined) {
+async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight = 64, second = undefined, warmup = 0) {
   if (!core.Engine) return { skipped: 'Engine not built' };
-  const run = `${storeKind}-${transformWorkers}-${inFlight}${second ? `-${second}` : ''}-${++e2eRuns}`;
+  const run = `${storeKind}-${transformWorkers}-${inFlight}${second ? `-${second}` : ''}-${warmup}-${++e2eRuns}`;
   const out = path.join(dir, `out-${run}`);
   const dbFile = path.join(dir, `e2e-${run}.db`);
   const sinks = { archive: { type: 'file', dir: out, format: 'ndjson' } };
@@ -122,32 +122,34 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
     // 'down-always': the circuit breaker off -- every delivery attempted on its own backoff.
     if (second === 'down-always') sinks.second.circuitBreaker = { failureThreshold: 0 };
   }
-  // An in-memory source that submits `n` messages as fast as the store acknowledges them,
-  // with up to `inFlight` submits in flight (like as many MLLP connections, each waiting for its ACK).
-  let done;
+  // An in-memory source that submits messages as fast as the store acknowledges them, with up to
+  // `inFlight` submits in flight (like as many MLLP connections, each waiting for its ACK). The
+  // bench drives it: `feed(count)` resolves once all `count` are acknowledged (ms taken).
+  let feed;
   let t0;
   let cpu0;
-  const finished = new Promise((r) => (done = r));
+  let elu0;
+  const { performance } = require('node:perf_hooks');
   const { injectable, inject } = require('tsyringe');
   class BenchSource {
     constructor(ctx) {
       this.ctx = ctx;
     }
     async start() {
-      let next = 0;
-      const worker = async () => {
-        while (next < n) {
-          const i = next++;
-          const body = hl7(i);
-          await this.ctx.submit([{ contentType: 'application/hl7-v2', body, headers: this.ctx.extractHeaders('application/hl7-v2', body) }]);
-        }
+      let seq = 0; // control ids unique across the warm-up and the timed run
+      feed = async (count) => {
+        const started = Date.now();
+        let left = count;
+        const worker = async () => {
+          while (left > 0) {
+            left--;
+            const body = hl7(seq++);
+            await this.ctx.submit([{ contentType: 'application/hl7-v2', body, headers: this.ctx.extractHeaders('application/hl7-v2', body) }]);
+          }
+        };
+        await Promise.all(Array.from({ length: inFlight }, worker));
+        return Date.now() - started;
       };
-      // Timed from the first submit (engine start-up, plugin and worker loading, is not throughput).
-      setImmediate(() => {
-        t0 = Date.now();
-        cpu0 = process.cpuUsage();
-        Promise.all(Array.from({ length: inFlight }, worker)).then(() => done(Date.now() - t0));
-      });
     }
     async stop() {}
   }
@@ -183,7 +185,18 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
     const started = Date.now();
     await engine.start();
     const startupMs = Date.now() - started;
-    const ingestMs = await finished;
+    // The warm-up (untimed): the engine's code compiled and optimised by V8 as in an engine that
+    // has been running a while, its caches and store pages warm. Then timed from the first submit.
+    if (warmup) {
+      await feed(warmup);
+      await engine.waitForIdle(600_000);
+    }
+    const counts = () => ({ insertCommits: engine.store.insertCommits, writeCommits: engine.store.writeCommits, writeOps: engine.store.writeOps });
+    const counts0 = counts();
+    t0 = Date.now();
+    cpu0 = process.cpuUsage();
+    elu0 = performance.eventLoopUtilization();
+    const ingestMs = await feed(n);
     let secondOpen;
     let secondAttempts;
     if (second) {
@@ -191,21 +204,23 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
       const Database = require('better-sqlite3');
       const db = new Database(dbFile, { readonly: true });
       const count = db.prepare(`SELECT COUNT(*) AS n FROM deliveries WHERE sink_id = 'archive' AND status = 'delivered'`);
-      while (count.get().n < n) await new Promise((r) => setTimeout(r, 20));
+      while (count.get().n < n + warmup) await new Promise((r) => setTimeout(r, 20));
       secondOpen = db.prepare(`SELECT COUNT(*) AS n FROM deliveries WHERE sink_id = 'second' AND status IN ('pending', 'failed')`).get().n;
       secondAttempts = db.prepare(`SELECT COALESCE(SUM(attempts), 0) AS n FROM deliveries WHERE sink_id = 'second'`).get().n;
       db.close();
     } else await engine.waitForIdle(600_000);
     const secs = (Date.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
+    const engineThreadBusy = performance.eventLoopUtilization(elu0).utilization;
     const stats = await engine.store.stats();
     const workersRan = engine.transformWorkers;
-    const st = engine.store;
-    const commits = { insertCommits: st.insertCommits, writeCommits: st.writeCommits, writeOps: st.writeOps };
+    const counts1 = counts();
+    const commits = Object.fromEntries(Object.entries(counts1).map(([k, v]) => [k, v === undefined ? undefined : v - counts0[k]]));
     await engine.stop();
     let lines = 0;
     for (const f of fs.readdirSync(out)) lines += fs.readFileSync(path.join(out, f), 'utf8').split('\n').filter(Boolean).length;
-    return { n, transformWorkers: workersRan, secs, rate: n / secs, ingestRate: n / (ingestMs / 1000), delivered: stats.deliveries.delivered ?? 0, lines, cpuMsPerMsg: (cpu.user + cpu.system) / 1000 / n, startupMs, secondOpen, secondAttempts, ...commits };
+    // Delivered and lines of the timed run (the warm-up's taken off), to set beside `n`.
+    return { n, warmup, transformWorkers: workersRan, secs, rate: n / secs, ingestRate: n / (ingestMs / 1000), delivered: (stats.deliveries.delivered ?? 0) - warmup, lines: lines - warmup, cpuMsPerMsg: (cpu.user + cpu.system) / 1000 / n, engineThreadBusy, startupMs, secondOpen, secondAttempts, ...commits };
   } finally {
     if (pgSchema) await dropSchema(pgSchema).catch(() => undefined);
   }
@@ -306,22 +321,29 @@ async function main() {
   table(rows, ['store', 'mode', 'messages', 'seconds', 'msgs/s', 'commits', 'msgs/commit', 'vs 1/commit']);
   for (const r of rows) if (r.note) console.log(`  ${r.store}: ${r.note}`);
 
-  console.log('\nEnd to end (in-process source, 64 submits in flight unless noted -> store -> HL7v2->FHIR transform -> route -> NDJSON file sink; timed from the first submit until idle):');
+  console.log(
+    '\nEnd to end (in-process source, 64 submits in flight unless noted -> store -> HL7v2->FHIR transform -> route -> NDJSON file sink; timed from the first submit until idle). ' +
+      'Cold: the first messages after the engine started (V8 still compiling and optimising the code on the same two cores); ' +
+      'warm: after a warm-up of as many messages, untimed, once the engine is idle again -- the steady state of an engine that has been running a while:',
+  );
   const e2eRows = [];
-  let base;
-  // SQLite with processing on the engine thread (the baseline) and on the transform workers; the
-  // same with 256 submits in flight (intake then outruns processing: how fast the backlog goes
-  // through); then one engine on PostgreSQL (every statement a round trip), fewer messages.
+  const base = {};
+  // SQLite with processing on the engine thread (the baseline) and on the transform workers, cold
+  // and warm; warm with 256 submits in flight (intake then outruns processing: how fast the
+  // backlog goes through); then one engine on PostgreSQL (every statement a round trip), fewer messages.
   const runs = [
-    ['sqlite', 0, 10000, 64],
-    ['sqlite', 'auto', 10000, 64],
-    ['sqlite', 'auto', 10000, 256],
-    ['postgres', 'auto', 5000, 64],
+    ['sqlite', 0, 10000, 64, false],
+    ['sqlite', 'auto', 10000, 64, false],
+    ['sqlite', 0, 10000, 64, true],
+    ['sqlite', 'auto', 10000, 64, true],
+    ['sqlite', 'auto', 10000, 256, true],
+    ['postgres', 'auto', 5000, 64, true],
   ];
-  for (const [kind, tw, n, inFlight] of runs) {
+  for (const [kind, tw, n0, inFlight, warm] of runs) {
+    const n = quick ? n0 / 5 : n0;
     let e2e;
     try {
-      e2e = await endToEnd(dir, quick ? n / 5 : n, tw, kind, inFlight);
+      e2e = await endToEnd(dir, n, tw, kind, inFlight, undefined, warm ? n : 0);
     } catch (e) {
       e2e = { skipped: `${kind}: ${e.message}` };
     }
@@ -329,18 +351,20 @@ async function main() {
       console.log(`  skipped: ${e2e.skipped}`);
       continue;
     }
-    base ??= e2e;
+    if (kind === 'sqlite') base[warm] ??= e2e;
     e2eRows.push({
       store: kind,
       'transform on': e2e.transformWorkers ? `${e2e.transformWorkers} worker thread(s)` : 'engine thread',
       'in flight': inFlight,
+      run: warm ? `warm (${e2e.warmup} before)` : 'cold',
       messages: e2e.n,
       seconds: e2e.secs.toFixed(2),
       'msgs/s end to end': Math.round(e2e.rate),
       // The engine-thread baseline is SQLite's; PostgreSQL's row is compared with nothing.
-      'vs engine thread': kind === 'sqlite' ? `${(e2e.rate / base.rate).toFixed(2)}x` : '-',
+      'vs engine thread': kind === 'sqlite' ? `${(e2e.rate / base[warm].rate).toFixed(2)}x` : '-',
       'msgs/s acknowledged': Math.round(e2e.ingestRate),
       'cpu ms/msg (all threads)': e2e.cpuMsPerMsg.toFixed(2),
+      'engine thread busy': `${Math.round(e2e.engineThreadBusy * 100)} %`,
       'transition commits/msg': ((e2e.writeCommits ?? 0) / e2e.n).toFixed(3),
       delivered: e2e.delivered,
       'lines in files': e2e.lines,
@@ -402,6 +426,8 @@ if (process.env.FERRY_BENCH_OUTAGE_ONLY) {
     process.env.FERRY_TRANSFORM_WORKERS ?? 'auto',
     process.env.FERRY_BENCH_E2E_STORE || 'sqlite',
     Number(process.env.FERRY_BENCH_E2E_IN_FLIGHT) || 64,
+    undefined,
+    Number(process.env.FERRY_BENCH_E2E_WARMUP) || 0,
   )
     .then((r) => console.log(r))
     .finally(() => fs.rmSync(dir, { recursive: true, force: true }));
