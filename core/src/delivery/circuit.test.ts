@@ -68,4 +68,40 @@ describe('SinkCircuit', () => {
     for (let i = 0; i < 100; i++) expect(off.failed(`d${i}`, 0, 'NETWORK')).toBeUndefined();
     expect(off.allowance(8, 0)).toBe(8);
   });
+  it('slow start: one delivery at a time until the sink first answers, each a probe; failures count towards the threshold as usual', () => {
+    const c = new SinkCircuit(policy, { slowStart: true });
+    expect(c.view()).toEqual({ state: 'closed', consecutiveFailures: 0, failedProbes: 0, starting: true });
+    expect(c.allowance(256, 0)).toBe(1);
+    c.probing('a');
+    expect(c.claimable(0)).toBe(false);
+    expect(c.allowance(256, 0)).toBe(0); // one out at a time
+    expect(c.isProbe('a')).toBe(true); // not counted towards maxAttempts: the sink's health is not known yet
+    expect(c.failed('a', 0, 'NETWORK')).toBeUndefined();
+    expect(c.allowance(256, 0)).toBe(1); // the next may go
+    c.probing('b');
+    c.settled('b'); // its call ended without an outcome: another may go
+    expect(c.allowance(256, 0)).toBe(1);
+    c.probing('c');
+    expect(c.failed('c', 0, 'NETWORK')).toBeUndefined();
+    c.allowance(256, 0);
+    c.probing('d');
+    expect(c.failed('d', 0, 'NETWORK')).toEqual({ change: 'opened', pauseMs: 1000 }); // the third failure in a row
+    expect(c.view()).toMatchObject({ state: 'open', starting: true });
+    // Paused and probed as usual; the probe taken ends both the pause and the slow start.
+    expect(c.allowance(256, 1000)).toBe(1);
+    c.probing('p');
+    expect(c.isStarting()).toBe(true);
+    expect(c.answered(1010)).toEqual({ pausedMs: 1010, failedProbes: 0 });
+    expect(c.isStarting()).toBe(false);
+    expect(c.allowance(256, 1010)).toBe(256);
+    // A sink that answers at once: full concurrency after its first delivery; refused for good counts as an answer.
+    const ok = new SinkCircuit(policy, { slowStart: true });
+    ok.allowance(8, 0);
+    ok.probing('x');
+    expect(ok.answered(5)).toBeUndefined();
+    expect(ok.view()).toEqual({ state: 'closed', consecutiveFailures: 0, failedProbes: 0 });
+    expect(ok.allowance(8, 5)).toBe(8);
+    // Off with the breaker.
+    expect(new SinkCircuit({ ...policy, failureThreshold: 0 }, { slowStart: true }).allowance(8, 0)).toBe(8);
+  });
 });

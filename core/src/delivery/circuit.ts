@@ -23,6 +23,8 @@ export interface CircuitView {
   failedProbes: number;
   /** The error code of the failure that paused the sink or of the last failed probe. */
   lastErrorCode?: string;
+  /** Closed, but the sink has not answered since the engine started: one delivery at a time until it does. */
+  starting?: boolean;
 }
 
 /**
@@ -34,6 +36,15 @@ export interface CircuitView {
  * for twice as long (up to `maxOpenMs`; longer if the sink asked for it with Retry-After).
  * Any answer that is not a retryable failure (a delivery taken, or refused for good: the sink is
  * up, the message is the problem) resets the count and ends a pause.
+ *
+ * **Slow start** (`slowStart`, the dispatcher's choice): until the sink first answers after the
+ * engine started, one delivery at a time, and each such attempt is a probe (stored, not counted
+ * towards `maxAttempts`: the sink's health is not known yet), its failures counting towards
+ * `failureThreshold` as usual. An engine that restarts while the sink is down then makes at most
+ * `failureThreshold` attempts before pausing it again, none of them spent from a delivery's
+ * `maxAttempts` -- where it made one on each of up to `concurrency` deliveries at once, counted,
+ * at every start: a crash loop killed the oldest deliveries by `maxAttempts` as if the breaker
+ * were off.
  *
  * Pure bookkeeping: the dispatcher asks `allowance` before claiming and reports every outcome.
  */
@@ -47,15 +58,24 @@ export class SinkCircuit {
   private lastErrorCode?: string;
   /** The probe's delivery id while it is out. */
   private probe?: string;
+  /** Slow start: no answer from the sink yet. */
+  private starting: boolean;
+  /** Slow start: the one delivery out. */
+  private first?: string;
 
-  constructor(readonly policy: CircuitPolicy) {}
+  constructor(
+    readonly policy: CircuitPolicy,
+    opts: { slowStart?: boolean } = {},
+  ) {
+    this.starting = !!opts.slowStart && policy.failureThreshold > 0;
+  }
 
   /**
    * How many of `free` slots may be claimed now: all of them while closed; none while paused;
    * one once the pause is over and no probe is out (the state turns half-open).
    */
   allowance(free: number, now: number): number {
-    if (this.state === 'closed') return free;
+    if (this.state === 'closed') return this.starting ? (this.first === undefined ? Math.min(free, 1) : 0) : free;
     if (this.probe !== undefined || now < this.openUntil) return 0;
     this.state = 'half-open';
     return Math.min(free, 1);
@@ -63,7 +83,8 @@ export class SinkCircuit {
 
   /** Whether a claim may be made now (closed; or the pause is over and no probe is out). */
   claimable(now: number): boolean {
-    return this.state === 'closed' || (this.probe === undefined && now >= this.openUntil);
+    if (this.state === 'closed') return !this.starting || this.first === undefined;
+    return this.probe === undefined && now >= this.openUntil;
   }
 
   /**
@@ -75,13 +96,19 @@ export class SinkCircuit {
     return this.state === 'open' ? this.openUntil : undefined;
   }
 
-  /** The delivery claimed under a half-open allowance is the probe (closed: nothing to note). */
+  /** The delivery claimed under a half-open allowance is the probe; under slow start, the one out. */
   probing(deliveryId: string): void {
     if (this.state === 'half-open' && this.probe === undefined) this.probe = deliveryId;
+    else if (this.state === 'closed' && this.starting && this.first === undefined) this.first = deliveryId;
+  }
+
+  /** Slow start: the sink has not answered since the engine started. */
+  isStarting(): boolean {
+    return this.starting;
   }
 
   isProbe(deliveryId: string): boolean {
-    return this.probe === deliveryId;
+    return this.probe === deliveryId || (this.starting && this.first === deliveryId);
   }
 
   /**
@@ -90,6 +117,8 @@ export class SinkCircuit {
    */
   answered(now: number): { pausedMs: number; failedProbes: number } | undefined {
     this.failures = 0;
+    this.starting = false;
+    this.first = undefined;
     if (this.state === 'closed') return undefined;
     const ended = { pausedMs: now - this.pausedSince, failedProbes: this.failedProbes };
     this.state = 'closed';
@@ -106,6 +135,7 @@ export class SinkCircuit {
    */
   failed(deliveryId: string, now: number, errorCode: string, retryAfterMs?: number): { change: 'opened' | 'probe-failed'; pauseMs: number } | undefined {
     const asked = retryAfterMs !== undefined && Number.isFinite(retryAfterMs) ? retryAfterMs : 0;
+    if (this.first === deliveryId) this.first = undefined; // slow start: the next may go
     if (this.state === 'closed') {
       if (this.policy.failureThreshold <= 0 || ++this.failures < this.policy.failureThreshold) return undefined;
       this.state = 'open';
@@ -126,10 +156,12 @@ export class SinkCircuit {
   /** The probe's call ended without an outcome to report (its outcome could not be recorded): another may go. */
   settled(deliveryId: string): void {
     if (this.probe === deliveryId) this.probe = undefined;
+    if (this.first === deliveryId) this.first = undefined;
   }
 
   view(): CircuitView {
     const v: CircuitView = { state: this.state, consecutiveFailures: this.failures, failedProbes: this.failedProbes };
+    if (this.starting) v.starting = true;
     if (this.state !== 'closed') {
       v.pausedSince = new Date(this.pausedSince);
       v.nextProbeAt = new Date(this.openUntil);

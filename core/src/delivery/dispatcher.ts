@@ -173,7 +173,8 @@ export class Dispatcher {
     for (const rt of sinks.values()) {
       metrics.sinkHeld.set({ sink: rt.id }, 0);
       if (rt.circuit && rt.circuit.failureThreshold > 0) {
-        this.circuits.set(rt.id, new SinkCircuit(rt.circuit));
+        // Slow start: one delivery at a time until the sink first answers (see SinkCircuit).
+        this.circuits.set(rt.id, new SinkCircuit(rt.circuit, { slowStart: true }));
         metrics.sinkPaused.set({ sink: rt.id }, 0);
       }
     }
@@ -324,7 +325,7 @@ export class Dispatcher {
         const allowed = circuit ? circuit.allowance(free, Date.now()) : free;
         if (allowed <= 0) continue;
         const claimed = await this.spacedClaim(rt.id, allowed, { sinkIds: [rt.id] });
-        if (circuit && claimed.length) circuit.probing(claimed[0].id); // half-open: the one claimed is the probe
+        if (circuit && claimed.length) circuit.probing(claimed[0].id); // half-open or slow start: the one claimed
         for (const d of claimed) void this.run(d);
         if (claimed.length) claimedAny = true;
         if (claimed.length === free) saturated = true;
@@ -457,8 +458,12 @@ export class Dispatcher {
 
   /** The sink took a delivery or refused one for good: a pause it was in is over. */
   private sinkAnswered(rt: SinkRuntime, circuit: SinkCircuit): void {
+    const starting = circuit.isStarting();
     const ended = circuit.answered(Date.now());
-    if (!ended) return;
+    if (!ended) {
+      if (starting) this.kick(); // slow start over: the rest at full concurrency, now
+      return;
+    }
     this.metrics.sinkPaused.set({ sink: rt.id }, 0);
     rt.logger.info('sink answering again: deliveries resumed', { pausedMs: ended.pausedMs, failedProbes: ended.failedProbes });
     this.kick();
