@@ -71,8 +71,9 @@ export class SinkCircuit {
   }
 
   /**
-   * How many of `free` slots may be claimed now: all of them while closed; none while paused;
-   * one once the pause is over and no probe is out (the state turns half-open).
+   * How many of `free` slots may be claimed now: all of them while closed (one, with none out,
+   * during slow start); none while paused; one once the pause is over and no probe is out (the
+   * state turns half-open).
    */
   allowance(free: number, now: number): number {
     if (this.state === 'closed') return this.starting ? (this.first === undefined ? Math.min(free, 1) : 0) : free;
@@ -81,7 +82,7 @@ export class SinkCircuit {
     return Math.min(free, 1);
   }
 
-  /** Whether a claim may be made now (closed; or the pause is over and no probe is out). */
+  /** Whether a claim may be made now (closed, with nothing out during slow start; or the pause is over and no probe is out). */
   claimable(now: number): boolean {
     if (this.state === 'closed') return !this.starting || this.first === undefined;
     return this.probe === undefined && now >= this.openUntil;
