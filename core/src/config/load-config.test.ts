@@ -48,6 +48,21 @@ describe('validateWithSchema', () => {
     const paths = problems.map((p) => p.path).sort();
     expect(paths).toEqual(['sources.a.bogus', 'sources.a.nested.x', 'sources.a.port']);
   });
+
+  it('loads a map of maps (a leaf with an object default and a validator) and still validates it', () => {
+    const mapOfMaps = (v: unknown) => {
+      for (const x of Object.values(v as object)) if (x === null || typeof x !== 'object') throw new Error('must be a mapping of type -> { param: value }');
+    };
+    const schema = { searchParams: { doc: '', format: mapOfMaps, default: {} as Record<string, Record<string, string>> }, n: { doc: '', format: 'nat', default: 1 } };
+    const problems: ConfigProblem[] = [];
+    const out = validateWithSchema<any>(schema, { searchParams: { Observation: { category: 'laboratory', patient: 'a-195900.E-1' } } }, 'sources.f', problems);
+    expect(problems).toEqual([]);
+    expect(out.searchParams).toEqual({ Observation: { category: 'laboratory', patient: 'a-195900.E-1' } });
+    validateWithSchema(schema, { searchParams: { Observation: 'laboratory' } }, 'sources.g', problems);
+    expect(problems).toEqual([{ path: 'sources.g.searchParams', message: 'must be a mapping of type -> { param: value }' }]);
+    // the default is not shared between loads
+    expect(validateWithSchema<any>(schema, {}, 'sources.h', []).searchParams).toEqual({});
+  });
 });
 
 describe('buildEngineConfig', () => {

@@ -118,8 +118,9 @@ export function validateWithSchema<T = Record<string, unknown>>(
     return {} as T;
   }
   let conf: convict.Config<any>;
+  const mapLeaves: { path: string; check: (v: unknown) => void }[] = [];
   try {
-    conf = convict(schema, { env: opts.env ?? {}, args: [] });
+    conf = convict(mapLeavesAsObjects(schema, '', mapLeaves) as ConfigSchema, { env: opts.env ?? {}, args: [] });
   } catch (e) {
     problems.push({ path: at, message: `invalid schema: ${(e as Error).message}` });
     return {} as T;
@@ -138,7 +139,38 @@ export function validateWithSchema<T = Record<string, unknown>>(
       if (p) problems.push({ path: p.path ? joinPath(at, p.path) : at, message: p.message });
     }
   }
-  return conf.getProperties() as T;
+  const out = conf.getProperties() as T;
+  for (const leaf of mapLeaves) {
+    try {
+      leaf.check(leaf.path.split('.').reduce<any>((o, k) => o?.[k], out));
+    } catch (e) {
+      problems.push({ path: joinPath(at, leaf.path), message: (e as Error).message });
+    }
+  }
+  return out;
+}
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v) && Object.getPrototypeOf(v) === Object.prototype;
+
+/**
+ * convict merges a loaded mapping into a leaf whose default is an object key by key, and fails on
+ * a nested mapping inside it (`Cannot read properties of undefined`), unless the leaf's format is
+ * `Object`. So a leaf with an object default and a validator function (a map of maps, such as
+ * athena-fhir `searchParams: { Observation: { category: laboratory } }`) is given to convict as
+ * `Object` and its validator is run here on the loaded value, with the leaf's path.
+ */
+function mapLeavesAsObjects(schema: unknown, path: string, out: { path: string; check: (v: unknown) => void }[]): unknown {
+  if (!isPlainObject(schema)) return schema;
+  if ('default' in schema) {
+    if (isPlainObject(schema.default) && typeof schema.format === 'function') {
+      out.push({ path, check: schema.format as (v: unknown) => void });
+      return { ...schema, format: Object };
+    }
+    return schema;
+  }
+  const copy: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(schema)) copy[k] = mapLeavesAsObjects(v, path ? `${path}.${k}` : k, out);
+  return copy;
 }
 
 function convictLineToProblem(line: string): ConfigProblem | undefined {
