@@ -32,8 +32,9 @@ describe('athena-rest changes -> canonical FHIR -> FHIR server (engine from YAML
 
   beforeAll(async () => {
     // Short-lived tokens so the run also crosses a token refresh.
-    sim = await AthenaSimulator.start({ tokenTtlSec: 2 });
+    sim = await AthenaSimulator.start({ tokenTtlSec: 2, clients: { 'ferry-client': 'ferry-secret', 'fhir-client': 'ferry-secret' } });
     seedPractice(sim);
+    sim.subscribe(PRACTICE, 'patients', 'fhir-client');
     sim.subscribe(PRACTICE, 'patients');
     sim.subscribe(PRACTICE, 'appointments');
     sim.subscribe(PRACTICE, 'labresults');
@@ -57,8 +58,10 @@ sources:
   athena-fhir:
     type: athena-fhir
     baseUrl: ${sim.url}
-    clientId: \${ATHENA_CLIENT_ID}
+    # its own client: a changed feed is a queue per client, and Patient is polled through the patients feed
+    clientId: fhir-client
     clientSecret_FILE: ${path.join(dir, 'athena-secret')}
+    scope: athena/service/Athenanet.MDP.* system/Patient.read
     practiceId: ${PRACTICE}
     resources: [Patient]
     pollIntervalMs: 200

@@ -39,8 +39,25 @@ export function parseExpiresIn(v: unknown): number | undefined {
   return undefined;
 }
 
+/** A scope set in one canonical spelling: split on whitespace, de-duplicated, sorted ('' for none). */
+export function normalizeScope(scope: string | readonly string[] | undefined): string {
+  const list = (Array.isArray(scope) ? scope : String(scope ?? '').split(/\s+/)).flatMap((s) => String(s).split(/\s+/)).filter(Boolean);
+  return [...new Set(list)].sort().join(' ');
+}
+
 /**
- * An in-memory OAuth token cache keyed by (vendor, tenant, client). A token is refreshed once
+ * The cache key of one token: (vendor, tenant or token URL, client, scope set[, auth method]).
+ * The scope is part of the key because a token is only good for the scopes it was granted: two
+ * sources of the same client asking for different scopes (athena REST `athena/service/…` and a
+ * FHIR source adding `system/Observation.read`) must not be handed each other's token. The same
+ * scopes in another order or with repeats are the same key (one token shared).
+ */
+export function tokenCacheKey(k: { vendor: string; tenant: string; clientId: string; scope?: string | readonly string[]; method?: string }): string {
+  return [k.vendor, k.tenant, k.clientId, ...(k.method ? [k.method] : []), `scope=${normalizeScope(k.scope)}`].join('|');
+}
+
+/**
+ * An in-memory OAuth token cache keyed by (vendor, tenant, client, scope set) — see {@link tokenCacheKey}. A token is refreshed once
  * `now >= expiresAt - skew`; concurrent callers share ONE refresh in flight per key (single-flight).
  * `invalidate(key, token)` after a 401 drops the token (only if it is still the cached one, so a
  * late 401 cannot throw away a token that was already refreshed).

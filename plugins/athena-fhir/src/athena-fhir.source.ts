@@ -1,22 +1,94 @@
 /**
- * `type: athena-fhir` source: incremental polling of athena FHIR R4 searches by `_lastUpdated`
- * (reference 2.3). Every search carries `ah-practice`; pages are `_count` sized and the `next`
- * link (athena's `cursor`) is followed verbatim. The cursor (`_lastUpdated` high-water mark) is
- * committed in the store together with the last page's messages, so a crash re-reads rather than
- * skips; re-read resources carry the same control id (id + version) and are dropped as duplicates.
+ * `type: athena-fhir` source: incremental polling of athena FHIR R4, each resource type with the
+ * strategy the reference (vendor-apis.md 2.3, the captured CapabilityStatement) says it supports:
+ *
+ * - `lastUpdated` — types whose search lists `_lastUpdated` (Condition): `_lastUpdated=ge{mark}`,
+ *   the mark committed with the last page's messages.
+ * - `changedPatients` — Patient (its search lists `_id`, `identifier`, demographics, no
+ *   `_lastUpdated`): the ids come from athena's `patients` changed-data feed (reference 1.5), read
+ *   with `Patient?_id=` in chunks.
+ * - `byPatient` — patient-compartment types searchable by `patient` but not by `_lastUpdated`
+ *   (Observation, DiagnosticReport, DocumentReference, Encounter, MedicationRequest, ...): each
+ *   patient named by the changed feeds that concern the type (patients + labresults for results,
+ *   + appointments for encounters, + prescriptions for medication requests) is searched whole.
+ * - `full` — everything else (Location, Practitioner, Organization, ...): the search is re-read
+ *   whole each poll.
+ * Re-read, unchanged resources have the same control id (version, lastUpdated or content digest)
+ * and are dropped as duplicates; a changed one is a new message.
+ *
+ * The feeds are read crash-safe (an "in flight since" mark before the dequeuing GET, athena's
+ * processed window re-read after a crash) and the patient ids they name are kept per type in a
+ * durable pending list until that type has been searched for them. One failing type does not stop
+ * the others; each type's state is on `stats()` (/metrics `ferry_source_stat`) and `typeStates()`.
+ * Every search carries `ah-practice`; `next` links (athena's `cursor`) are followed verbatim.
  */
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, errorFields, FerryError, OutageLog, type InboundMessage, type MessageSource, type SourceContext } from '@ferry/core';
-import { AthenaConnection, athenaConnectionSchema, type AthenaConnectionConfig } from '@ferry/plugin-athena-rest';
-import type { Resource } from '@medplum/fhirtypes';
+import { AthenaConnection, athenaConnectionSchema, formatAthenaDateTime, isNotSubscribed, type AthenaConnectionConfig } from '@ferry/plugin-athena-rest';
+import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { AthenaFhirClient } from './athena-fhir.client';
-import { ATHENA_FHIR_CONTENT_TYPE, athenaFhirHeaders, type AthenaFhirEnvelope } from './athena-fhir.to-fhir';
+import { ATHENA_FHIR_CONTENT_TYPE, athenaFhirHeaders, restPatientToFhirId, type AthenaFhirEnvelope } from './athena-fhir.to-fhir';
+
+/** How a resource type is polled incrementally (see the module comment). */
+export type AthenaFhirStrategy = 'lastUpdated' | 'changedPatients' | 'byPatient' | 'full';
+
+/** Search parameters the captured CapabilityStatement lists per type (reference 2.3). */
+export const ATHENA_FHIR_SEARCH_PARAMS: Record<string, string[]> = {
+  Appointment: ['_id', 'base-appointment-id', 'group-appointment-id'],
+  Condition: ['patient', 'category', 'code', 'encounter', '_lastUpdated'],
+  DiagnosticReport: ['patient', 'category', 'code', 'date', 'result'],
+  DocumentReference: ['patient', 'category', 'type', 'date', 'encounter'],
+  Encounter: ['patient', 'date', 'location', 'practitioner'],
+  MedicationRequest: ['patient', 'intent', 'status', 'authoredon'],
+  Observation: ['patient', 'category', 'code', 'date', 'encounter'],
+  Patient: ['_id', 'identifier', 'name', 'family', 'given', 'birthdate', 'gender'],
+  Provenance: ['target'],
+};
+
+/** The changed-data feeds (reference 1.4) whose events name patients whose `type` data may have changed. */
+export const ATHENA_FHIR_TRIGGER_FEEDS: Record<string, string[]> = {
+  Observation: ['patients', 'labresults'],
+  DiagnosticReport: ['patients', 'labresults'],
+  Encounter: ['patients', 'appointments'],
+  MedicationRequest: ['patients', 'prescriptions'],
+};
+
+/** The strategy for a type, from what its search supports (reference 2.3). */
+export function athenaFhirStrategy(type: string, params: Record<string, string> = {}): AthenaFhirStrategy {
+  const supported = ATHENA_FHIR_SEARCH_PARAMS[type] ?? [];
+  if (supported.includes('_lastUpdated')) return 'lastUpdated';
+  if (type === 'Patient') return 'changedPatients';
+  // A type searchable by patient, unless the configuration pins the patient itself.
+  if (supported.includes('patient') && !params.patient && !params.subject) return 'byPatient';
+  return 'full';
+}
+
+/** State of one resource type, for /metrics and the admin API (ids and counts only, no PHI). */
+export interface AthenaFhirTypeState {
+  type: string;
+  strategy: AthenaFhirStrategy;
+  /** 'ok' | 'failing' | 'pending' (not polled yet). */
+  state: 'ok' | 'failing' | 'pending';
+  consecutiveFailures: number;
+  lastSuccessAt?: string;
+  lastErrorCode?: string;
+  lastErrorAt?: string;
+  /** Resources stored by the last successful poll of the type. */
+  lastStored: number;
+  /** Patients waiting to be searched (changedPatients / byPatient). */
+  pendingPatients: number;
+}
 
 const listOfStrings = (v: unknown) => {
   if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !/^[A-Z][A-Za-z]+$/.test(x))) throw new Error('must be a list of FHIR resource types');
 };
+const isMapping = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const objectOf = (v: unknown) => {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('must be a mapping of resource type -> { param: value }');
+  const msg = 'must be a mapping of resource type -> { param: value }';
+  if (!isMapping(v)) throw new Error(msg);
+  for (const params of Object.values(v)) {
+    if (!isMapping(params) || Object.values(params).some((x) => typeof x !== 'string' && typeof x !== 'number')) throw new Error(msg);
+  }
 };
 const isoOrEmpty = (v: unknown) => {
   if (typeof v !== 'string' || (v && Number.isNaN(Date.parse(v)))) throw new Error('must be an ISO-8601 instant or empty');
@@ -32,6 +104,7 @@ export const athenaFhirSourceSchema = {
   initialSince: { doc: 'First poll reads resources updated since this instant (empty = initialLookbackHours)', format: isoOrEmpty, default: '' },
   initialLookbackHours: { doc: 'When initialSince is empty: how far back the first poll reads', format: 'nat', default: 24 },
   athenaExtensions: { doc: 'drop or keep athena ah-* extensions in the canonical form', format: ['drop', 'keep'], default: 'drop' },
+  serverTimeZone: { doc: "Zone of athena's showprocessed*datetime params, used to re-read a feed window after a crash [U]", format: String, default: 'America/New_York' },
 };
 
 export interface AthenaFhirSourceConfig extends AthenaConnectionConfig {
@@ -43,6 +116,11 @@ export interface AthenaFhirSourceConfig extends AthenaConnectionConfig {
   initialSince: string;
   initialLookbackHours: number;
   athenaExtensions: 'drop' | 'keep';
+  serverTimeZone: string;
+}
+
+interface FeedMark {
+  inflightSince?: string;
 }
 
 @injectable()
@@ -54,6 +132,8 @@ export class AthenaFhirSource implements MessageSource {
   private running = false;
   private loop?: Promise<void>;
   private wake?: () => void;
+  private readonly states = new Map<string, AthenaFhirTypeState>();
+  private readonly subscribedAt = new Map<string, number>();
   polls = 0;
   lastError?: FerryError;
 
@@ -63,6 +143,9 @@ export class AthenaFhirSource implements MessageSource {
     this.conn = new AthenaConnection(ctx.config, ctx.logger);
     this.fhir = new AthenaFhirClient(this.conn);
     this.pollFailures = new OutageLog(ctx.logger, 'athena FHIR poll failed', { source: ctx.id });
+    for (const type of this.cfg.resources) {
+      this.states.set(type, { type, strategy: this.strategy(type), state: 'pending', consecutiveFailures: 0, lastStored: 0, pendingPatients: 0 });
+    }
   }
 
   /** A run of failed polls: told once, counted each minute. */
@@ -83,6 +166,24 @@ export class AthenaFhirSource implements MessageSource {
 
   isReady(): boolean {
     return this.running && !(this.lastError && this.lastError.kind === 'config');
+  }
+
+  /** Each resource type's strategy and state (the admin API's source view). */
+  typeStates(): AthenaFhirTypeState[] {
+    return [...this.states.values()].map((s) => ({ ...s }));
+  }
+
+  /** Numbers for /metrics (`ferry_source_stat{source, stat}`): per type `<Type>.up` (1 ok, 0 failing), failures in a row, last stored, pending patients. */
+  stats(): Record<string, number> {
+    const out: Record<string, number> = { polls: this.polls };
+    for (const s of this.states.values()) {
+      out[`${s.type}.up`] = s.state === 'failing' ? 0 : 1;
+      out[`${s.type}.consecutiveFailures`] = s.consecutiveFailures;
+      out[`${s.type}.lastStored`] = s.lastStored;
+      out[`${s.type}.pendingPatients`] = s.pendingPatients;
+      if (s.lastSuccessAt) out[`${s.type}.lastSuccessSeconds`] = Math.floor(Date.parse(s.lastSuccessAt) / 1000);
+    }
+    return out;
   }
 
   /** Aborted by stop() or by the engine. */
@@ -112,10 +213,62 @@ export class AthenaFhirSource implements MessageSource {
     }
   }
 
+  strategy(type: string): AthenaFhirStrategy {
+    return athenaFhirStrategy(type, this.cfg.searchParams[type]);
+  }
+
+  /**
+   * One pass over every configured type. Each type is isolated: a failing one (a missing scope, a
+   * 4xx, an outage of its feed) is recorded in its state and the others are polled; the pass then
+   * fails with an error naming the failed types (so the outage log and readiness see it).
+   */
   async pollOnce(): Promise<void> {
+    const failed: string[] = [];
+    let firstError: unknown;
+    const fail = (type: string, e: unknown) => {
+      const st = this.states.get(type)!;
+      st.state = 'failing';
+      st.consecutiveFailures++;
+      st.lastErrorCode = FerryError.from(e).code;
+      st.lastErrorAt = new Date().toISOString();
+      failed.push(type);
+      firstError ??= e;
+      this.ctx.logger.debug('athena FHIR poll of a resource type failed', { source: this.ctx.id, resourceType: type, ...errorFields(e) });
+    };
+    // The changed feeds the feed-driven types need, read once per pass.
+    const feedTypes = this.cfg.resources.filter((t) => ['changedPatients', 'byPatient'].includes(this.strategy(t)));
+    if (feedTypes.length) {
+      try {
+        await this.readFeeds(feedTypes);
+      } catch (e) {
+        if (this.signal.aborted) throw e;
+        // The pending lists stay; the types are retried with them next pass.
+        for (const t of feedTypes) fail(t, e);
+      }
+    }
     for (const type of this.cfg.resources) {
       if (this.signal.aborted) return;
-      await this.pollType(type);
+      if (failed.includes(type)) continue;
+      const st = this.states.get(type)!;
+      try {
+        st.lastStored = await this.pollType(type);
+        st.state = 'ok';
+        st.consecutiveFailures = 0;
+        st.lastSuccessAt = new Date().toISOString();
+      } catch (e) {
+        if (this.signal.aborted) throw e;
+        fail(type, e);
+      }
+    }
+    if (firstError) {
+      const fe = FerryError.from(firstError);
+      if (failed.length === this.cfg.resources.length) throw fe;
+      throw new FerryError(fe.code, `${failed.length} of ${this.cfg.resources.length} resource types failed to poll (${failed.join(', ')}); first: ${fe.message}`, {
+        kind: fe.kind,
+        retryable: fe.retryable,
+        cause: fe,
+        details: { failedTypes: failed },
+      });
     }
   }
 
@@ -124,31 +277,35 @@ export class AthenaFhirSource implements MessageSource {
     return { contentType: ATHENA_FHIR_CONTENT_TYPE, body: Buffer.from(JSON.stringify(env)), headers: athenaFhirHeaders(env) };
   }
 
-  private async pollType(type: string): Promise<void> {
-    const key = `lastUpdated:${type}`;
-    const stored = await this.ctx.getCheckpoint(key);
-    const since = stored ?? (this.cfg.initialSince || new Date(Date.now() - this.cfg.initialLookbackHours * 3_600_000).toISOString());
-    const from = new Date(Date.parse(since) - (stored ? this.cfg.overlapMs : 0)).toISOString();
-    let high = Date.parse(since);
-    let bundle = await this.fhir.search(type, { ...(this.cfg.searchParams[type] ?? {}), _lastUpdated: `ge${from}`, _count: this.cfg.pageSize }, this.signal);
+  private async pollType(type: string): Promise<number> {
+    switch (this.strategy(type)) {
+      case 'lastUpdated':
+        return this.pollLastUpdated(type);
+      case 'changedPatients':
+      case 'byPatient':
+        return this.pollPending(type);
+      case 'full':
+        return this.pollSearch(type, { ...(this.cfg.searchParams[type] ?? {}) });
+    }
+  }
+
+  private resourcesOf(bundle: Bundle, type: string): Resource[] {
+    return (bundle.entry ?? []).filter((e) => e.search?.mode !== 'outcome' && e.resource && e.resource.resourceType === type).map((e) => e.resource as Resource);
+  }
+
+  /** Every page of one search, stored page by page; `last` (checkpoint) goes with the last page. */
+  private async pollSearch(type: string, params: Record<string, string | number>, last?: { key: string; value: () => string }): Promise<number> {
+    let bundle = await this.fhir.search(type, { ...params, _count: this.cfg.pageSize }, this.signal);
     let total = 0;
-    let pages = 0;
     for (;;) {
-      pages++;
-      const resources = (bundle.entry ?? [])
-        .filter((e) => e.search?.mode !== 'outcome' && e.resource && e.resource.resourceType === type)
-        .map((e) => e.resource as Resource);
-      for (const r of resources) {
-        const lu = Date.parse(r.meta?.lastUpdated ?? '');
-        if (!Number.isNaN(lu) && lu > high) high = lu;
-      }
+      const resources = this.resourcesOf(bundle, type);
       const next = bundle.link?.find((l) => l.relation === 'next')?.url;
       const messages = resources.map((r) => this.message(r));
       total += messages.length;
+      this.onPage?.(resources);
       if (!next) {
-        const value = new Date(high).toISOString();
-        if (messages.length) await this.ctx.submit(messages, { checkpoint: { sourceId: this.ctx.id, key, value } });
-        else if (value !== stored) await this.ctx.setCheckpoint(key, value);
+        if (messages.length) await this.ctx.submit(messages, last ? { checkpoint: { sourceId: this.ctx.id, key: last.key, value: last.value() } } : undefined);
+        else if (last) await this.ctx.setCheckpoint(last.key, last.value());
         break;
       }
       if (messages.length) await this.ctx.submit(messages);
@@ -156,6 +313,118 @@ export class AthenaFhirSource implements MessageSource {
       if (!nextBundle) break;
       bundle = nextBundle;
     }
-    if (total) this.ctx.logger.info('athena FHIR polled', { source: this.ctx.id, resourceType: type, resources: total, pages });
+    return total;
+  }
+  private onPage?: (resources: Resource[]) => void;
+
+  /** `_lastUpdated=ge{mark - overlap}`; the new mark (highest meta.lastUpdated) commits with the last page. */
+  private async pollLastUpdated(type: string): Promise<number> {
+    const key = `lastUpdated:${type}`;
+    const stored = await this.ctx.getCheckpoint(key);
+    const since = stored ?? (this.cfg.initialSince || new Date(Date.now() - this.cfg.initialLookbackHours * 3_600_000).toISOString());
+    const from = new Date(Date.parse(since) - (stored ? this.cfg.overlapMs : 0)).toISOString();
+    let high = Date.parse(since);
+    this.onPage = (resources) => {
+      for (const r of resources) {
+        const lu = Date.parse(r.meta?.lastUpdated ?? '');
+        if (!Number.isNaN(lu) && lu > high) high = lu;
+      }
+    };
+    try {
+      const total = await this.pollSearch(type, { ...(this.cfg.searchParams[type] ?? {}), _lastUpdated: `ge${from}` }, { key, value: () => new Date(high).toISOString() });
+      if (total) this.ctx.logger.info('athena FHIR polled', { source: this.ctx.id, resourceType: type, strategy: 'lastUpdated', resources: total });
+      return total;
+    } finally {
+      this.onPage = undefined;
+    }
+  }
+
+  private pendingKey(type: string): string {
+    return `pending:${type}`;
+  }
+
+  private async pending(type: string): Promise<string[]> {
+    const raw = await this.ctx.getCheckpoint(this.pendingKey(type));
+    try {
+      const v = raw ? JSON.parse(raw) : [];
+      return Array.isArray(v) ? v.map(String) : [];
+    } catch {
+      return [];
+    }
+  }
+
+  /** Search the type for every patient on its pending list; the list is emptied once all are stored. */
+  private async pollPending(type: string): Promise<number> {
+    const ids = await this.pending(type);
+    const st = this.states.get(type)!;
+    st.pendingPatients = ids.length;
+    if (!ids.length) return 0;
+    let total = 0;
+    const extra = this.cfg.searchParams[type] ?? {};
+    if (type === 'Patient') {
+      for (let i = 0; i < ids.length; i += 50) {
+        total += await this.pollSearch(type, { ...extra, _id: ids.slice(i, i + 50).map((id) => restPatientToFhirId(this.conn.practiceId, id)).join(',') });
+      }
+    } else {
+      for (const id of ids) total += await this.pollSearch(type, { ...extra, patient: restPatientToFhirId(this.conn.practiceId, id) });
+    }
+    await this.ctx.setCheckpoint(this.pendingKey(type), '[]');
+    st.pendingPatients = 0;
+    if (total) this.ctx.logger.info('athena FHIR polled', { source: this.ctx.id, resourceType: type, strategy: this.strategy(type), patients: ids.length, resources: total });
+    return total;
+  }
+
+  /**
+   * Read the changed feeds the feed-driven types need and add the patients they name to each
+   * type's pending list. A plain GET dequeues (reference 1.5): an "in flight since" mark is written
+   * before it and cleared only once the ids are on the pending lists; a mark found at start means
+   * a read was interrupted, and athena's processed window since then is re-read first.
+   */
+  private async readFeeds(types: string[]): Promise<void> {
+    const feeds = new Map<string, string[]>();
+    for (const t of types) for (const f of this.strategy(t) === 'changedPatients' ? ['patients'] : (ATHENA_FHIR_TRIGGER_FEEDS[t] ?? ['patients'])) feeds.set(f, [...(feeds.get(f) ?? []), t]);
+    for (const [feed, feedTypes] of feeds) {
+      if (this.signal.aborted) return;
+      const key = `feed:${feed}`;
+      const raw = await this.ctx.getCheckpoint(key);
+      const mark: FeedMark = raw ? JSON.parse(raw) : {};
+      const ids = new Set<string>();
+      if (mark.inflightSince) {
+        this.ctx.logger.warn('athena feed read was interrupted; re-reading the processed window', { source: this.ctx.id, feed, since: mark.inflightSince });
+        const tz = this.cfg.serverTimeZone;
+        await this.collect(feed, ids, {
+          showprocessedstartdatetime: formatAthenaDateTime(Date.parse(mark.inflightSince) - 60_000, tz),
+          showprocessedenddatetime: formatAthenaDateTime(Date.now() + 1000, tz),
+        });
+      }
+      await this.ctx.setCheckpoint(key, JSON.stringify({ inflightSince: new Date().toISOString() } satisfies FeedMark));
+      try {
+        await this.collect(feed, ids, {});
+      } catch (e) {
+        if (!isNotSubscribed(e)) throw e;
+        await this.subscribe(feed);
+      }
+      for (const t of feedTypes) {
+        const merged = new Set([...(await this.pending(t)), ...ids]);
+        this.states.get(t)!.pendingPatients = merged.size;
+        await this.ctx.setCheckpoint(this.pendingKey(t), JSON.stringify([...merged]));
+      }
+      await this.ctx.setCheckpoint(key, '{}');
+    }
+  }
+
+  private async collect(feed: string, ids: Set<string>, extra: Record<string, string>): Promise<void> {
+    for await (const page of this.conn.pages(`/${feed}/changed`, feed, { limit: 1000, ...extra }, { signal: this.signal })) {
+      for (const r of page.items as Record<string, unknown>[]) if (r.patientid !== undefined && r.patientid !== null && r.patientid !== '') ids.add(String(r.patientid));
+    }
+  }
+
+  private async subscribe(feed: string): Promise<void> {
+    const last = this.subscribedAt.get(feed);
+    // Activation takes up to 5 min in production, 10-15 in preview (reference 1.5.1): ask once per 5 min.
+    if (last && Date.now() - last < 300_000) return;
+    await this.conn.write('POST', `/${feed}/changed/subscription`, {}, { signal: this.signal });
+    this.subscribedAt.set(feed, Date.now());
+    this.ctx.logger.info('athena feed subscribed for FHIR polling; events flow once it is active', { source: this.ctx.id, feed });
   }
 }

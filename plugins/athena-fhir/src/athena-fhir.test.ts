@@ -2,12 +2,12 @@ import type { MessageStore } from '@ferry/core';
 import { createLogger } from '@ferry/core';
 import { Writable } from 'node:stream';
 import { validateBundle } from '@ferry/core';
-import { athenaEnvelopeToBundle } from '@ferry/plugin-athena-rest';
+import { AthenaRestSource, athenaRestSourceSchema, athenaEnvelopeToBundle, type AthenaRestSourceConfig } from '@ferry/plugin-athena-rest';
 import type { Patient } from '@medplum/fhirtypes';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../../../test/simulators/athena';
 import { configFor, openStore, sinkContext, sourceContext, tempDir } from '../../athena-rest/src/__fixtures__/harness';
 import { AthenaFhirSink, athenaFhirSinkSchema, type AthenaFhirSinkConfig } from './athena-fhir.sink';
-import { AthenaFhirSource, athenaFhirSourceSchema, type AthenaFhirSourceConfig } from './athena-fhir.source';
+import { AthenaFhirSource, athenaFhirSourceSchema, athenaFhirStrategy, type AthenaFhirSourceConfig } from './athena-fhir.source';
 import { athenaFhirToBundle, fhirPatientToRestId, parseAthenaFhirId, parseFhirEnvelope, restPatientToFhirId } from './athena-fhir.to-fhir';
 
 let sim: AthenaSimulator;
@@ -84,52 +84,149 @@ describe('athena-fhir id scheme and canonical form', () => {
   });
 });
 
+/** A Condition in athena's FHIR shape (the one type whose search lists `_lastUpdated`, reference 2.3). */
+const condition = (i: number, patient: string, text = 'Hypertension') => ({
+  resourceType: 'Condition',
+  clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }] },
+  code: { text },
+  subject: { reference: `Patient/a-${PRACTICE}.E-${patient}` },
+  recordedDate: `2026-01-${String(1 + (i % 28)).padStart(2, '0')}`,
+});
+const ids = (ctx: { submitted: { body: Buffer }[] }) => ctx.submitted.map((m) => parseFhirEnvelope(m.body).resource.id);
+
 describe('athena-fhir source', () => {
-  it('polls incrementally by _lastUpdated with ah-practice on every search, following next links verbatim across 5 pages', async () => {
+  it('config: the README searchParams example validates (a map of maps) and pins the patient (strategy full)', () => {
+    const cfg = configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { resources: ['Observation'], searchParams: { Observation: { category: 'laboratory', patient: 'a-195900.E-1' } } });
+    expect(cfg.searchParams).toEqual({ Observation: { category: 'laboratory', patient: 'a-195900.E-1' } });
+    expect(() => configFor(athenaFhirSourceSchema, sim, { searchParams: { Observation: 'laboratory' } })).toThrow(/searchParams/);
+    expect(new AthenaFhirSource(sourceContext('athena-fhir-cfg', store, cfg)).strategy('Observation')).toBe('full');
+  });
+
+  it('chooses each type\'s strategy from what the reference says its search supports (2.3)', () => {
+    expect(['Condition', 'Patient', 'Observation', 'Encounter', 'DiagnosticReport', 'Location', 'Practitioner'].map((t) => [t, athenaFhirStrategy(t)])).toEqual([
+      ['Condition', 'lastUpdated'],
+      ['Patient', 'changedPatients'],
+      ['Observation', 'byPatient'],
+      ['Encounter', 'byPatient'],
+      ['DiagnosticReport', 'byPatient'],
+      ['Location', 'full'],
+      ['Practitioner', 'full'],
+    ]);
+  });
+
+  it('polls Condition incrementally by _lastUpdated with ah-practice on every search, following next links verbatim across 5 pages', async () => {
     sim.opts.clients['fhir-client'] = 'fhir-secret';
-    for (let i = 0; i < 10; i++) sim.upsertPatient(PRACTICE, samplePatient(i, { patientid: String(500 + i) }));
-    sim.upsertPatient('999', samplePatient(99, { patientid: '1' })); // another practice: never returned
-    const cfg = configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { clientId: 'fhir-client', clientSecret: 'fhir-secret', resources: ['Patient'], pageSize: 2, pollIntervalMs: 60_000 });
+    for (let i = 0; i < 10; i++) sim.putFhir(PRACTICE, 'Condition', `a-${PRACTICE}.problem-${500 + i}`, condition(i, '1'));
+    sim.putFhir('999', 'Condition', 'a-999.problem-1', condition(1, '1')); // another practice: never returned
+    const cfg = configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { clientId: 'fhir-client', clientSecret: 'fhir-secret', resources: ['Condition'], pageSize: 2, pollIntervalMs: 60_000 });
     const ctx = sourceContext('athena-fhir-1', store, cfg);
     const src = new AthenaFhirSource(ctx);
     await src.pollOnce();
-    const got = ctx.submitted.map((m) => parseFhirEnvelope(m.body).resource.id);
-    expect(got).toEqual(Array.from({ length: 10 }, (_, i) => `a-${PRACTICE}.E-${500 + i}`));
-    const searches = sim.apiRequests('/fhir/r4/Patient').filter((r) => r.clientId === 'fhir-client');
+    expect(ids(ctx)).toEqual(Array.from({ length: 10 }, (_, i) => `a-${PRACTICE}.problem-${500 + i}`));
+    const searches = sim.apiRequests('/fhir/r4/Condition').filter((r) => r.clientId === 'fhir-client');
     expect(searches).toHaveLength(5);
     expect(searches.every((r) => r.query.get('ah-practice') === `a-1.Practice-${PRACTICE}`)).toBe(true);
     expect(searches[0].query.get('_lastUpdated')).toMatch(/^ge\d{4}-/);
     expect(searches.slice(1).every((r) => r.query.get('cursor'))).toBe(true);
-    const cp = await store.getCheckpoint('athena-fhir-1', 'lastUpdated:Patient');
+    const cp = await store.getCheckpoint('athena-fhir-1', 'lastUpdated:Condition');
     expect(Date.parse(cp!)).toBeGreaterThan(0);
 
-    // incremental: only the changed patient comes back (plus the overlap window, recognised as duplicates by control id)
+    // incremental: the changed condition comes back (plus the overlap window, recognised as duplicates by control id)
     await new Promise((r) => setTimeout(r, 20));
-    sim.upsertPatient(PRACTICE, { patientid: '503', city: 'SALEM' });
+    sim.putFhir(PRACTICE, 'Condition', `a-${PRACTICE}.problem-503`, condition(3, '1', 'Hypertension, resolved'));
     ctx.submitted.length = 0;
     await src.pollOnce();
     const second = ctx.submitted.map((m) => parseFhirEnvelope(m.body).resource as any);
-    expect(second.find((r) => r.id === `a-${PRACTICE}.E-503`)?.address?.[0]?.city).toBe('SALEM');
-    // the 5 s overlap re-reads the others; their unchanged versions are dropped as duplicates
+    expect(second.find((r) => r.id === `a-${PRACTICE}.problem-503`)?.code?.text).toBe('Hypertension, resolved');
     expect(await store.listMessages({ sourceId: 'athena-fhir-1', limit: 100 })).toHaveLength(11);
-    expect(Date.parse((await store.getCheckpoint('athena-fhir-1', 'lastUpdated:Patient'))!)).toBeGreaterThanOrEqual(Date.parse(cp!));
+    expect(Date.parse((await store.getCheckpoint('athena-fhir-1', 'lastUpdated:Condition'))!)).toBeGreaterThanOrEqual(Date.parse(cp!));
+    expect(src.typeStates()).toEqual([expect.objectContaining({ type: 'Condition', strategy: 'lastUpdated', state: 'ok', consecutiveFailures: 0 })]);
+  });
+
+  it('delivers Patients although Patient search has no _lastUpdated: ids from the patients changed feed, read with _id (subscribing on 403)', async () => {
+    sim.opts.clients['pat-client'] = 'pat-secret';
+    const cfg = configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { clientId: 'pat-client', clientSecret: 'pat-secret', resources: ['Patient'], pageSize: 2 });
+    const ctx = sourceContext('athena-fhir-pat', store, cfg);
+    const src = new AthenaFhirSource(ctx);
+    await src.pollOnce(); // 403 not subscribed -> subscribes
+    expect(sim.apiRequests('/patients/changed/subscription').filter((r) => r.clientId === 'pat-client' && r.method === 'POST')).toHaveLength(1);
+    for (let i = 0; i < 5; i++) sim.upsertPatient(PRACTICE, samplePatient(i, { patientid: String(900 + i) }));
+    await src.pollOnce();
+    expect(ids(ctx).sort()).toEqual(Array.from({ length: 5 }, (_, i) => `a-${PRACTICE}.E-${900 + i}`));
+    const searches = sim.apiRequests('/fhir/r4/Patient').filter((r) => r.clientId === 'pat-client');
+    expect(searches.every((r) => r.status === 200 && !r.query.has('_lastUpdated') && r.query.get('_id'))).toBe(true);
+    // A server that follows the reference refuses _lastUpdated on Patient (the old strategy):
+    expect((await src.conn.fhir.request({ url: 'Patient', query: { 'ah-practice': `a-1.Practice-${PRACTICE}`, _lastUpdated: 'ge2026-01-01' }, accept: [400] })).status).toBe(400);
+
+    // An update flows through the feed; the new version is a new message, nothing else is re-read.
+    ctx.submitted.length = 0;
+    sim.upsertPatient(PRACTICE, { patientid: '902', city: 'SALEM' });
+    await src.pollOnce();
+    expect(ctx.submitted.map((m) => (parseFhirEnvelope(m.body).resource as any).address[0].city)).toEqual(['SALEM']);
+    expect(await store.getCheckpoint('athena-fhir-pat', 'pending:Patient')).toBe('[]');
+  });
+
+  it('a crash after the feed was dequeued loses nothing: the pending list (or the processed window) brings the patients back', async () => {
+    sim.opts.clients['crash-client'] = 'crash-secret';
+    sim.subscribe(PRACTICE, 'patients', 'crash-client');
+    const cfg = configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { clientId: 'crash-client', clientSecret: 'crash-secret', resources: ['Patient'] });
+    sim.upsertPatient(PRACTICE, samplePatient(1, { patientid: '950' }));
+    const ctx = sourceContext('athena-fhir-crash', store, cfg);
+    ctx.beforeSubmit = async () => {
+      throw new Error('killed before the store commit');
+    };
+    await expect(new AthenaFhirSource(ctx).pollOnce()).rejects.toThrow();
+    expect(sim.pendingEvents(PRACTICE, 'patients', 'crash-client')).toBe(0); // dequeued at athena
+    const again = sourceContext('athena-fhir-crash', store, cfg);
+    await new AthenaFhirSource(again).pollOnce();
+    expect(ids(again)).toEqual([`a-${PRACTICE}.E-950`]);
+    // a mark left by a crash between the dequeuing GET and the pending list: the processed window is re-read
+    sim.upsertPatient(PRACTICE, samplePatient(2, { patientid: '951' }));
+    await store.setCheckpoint('athena-fhir-crash', 'feed:patients', JSON.stringify({ inflightSince: new Date().toISOString() }));
+    sim.apiRequests('/patients/changed'); // (the processed window is asked for below)
+    const third = sourceContext('athena-fhir-crash', store, cfg);
+    await new AthenaFhirSource(third).pollOnce();
+    expect(ids(third)).toContain(`a-${PRACTICE}.E-951`);
+    expect(sim.apiRequests('/patients/changed').some((r) => r.clientId === 'crash-client' && r.query.get('showprocessedstartdatetime'))).toBe(true);
+  });
+
+  it('one failing resource type does not stop the others; each type\'s state is in stats() and typeStates()', async () => {
+    sim.opts.clients['iso-client'] = 'iso-secret';
+    for (const f of ['patients', 'appointments']) sim.subscribe(PRACTICE, f, 'iso-client');
+    // The token lacks system/Patient.read: every Patient search is a 403.
+    const cfg = configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { clientId: 'iso-client', clientSecret: 'iso-secret', resources: ['Patient', 'Encounter'], scope: 'athena/service/Athenanet.MDP.* system/Encounter.read' });
+    const ctx = sourceContext('athena-fhir-iso', store, cfg);
+    const src = new AthenaFhirSource(ctx);
+    sim.upsertPatient(PRACTICE, samplePatient(1, { patientid: '960' }));
+    sim.changeClinical(PRACTICE, 'Encounter', `a-${PRACTICE}.encounter-1`, { status: 'finished', class: { code: 'AMB' }, subject: { reference: `Patient/a-${PRACTICE}.E-960` } }, 'appointments', '960');
+    const err = await src.pollOnce().catch((e) => e);
+    expect(err).toMatchObject({ code: 'FERRY_E_VENDOR_FORBIDDEN', details: { failedTypes: ['Patient'] } });
+    expect(err.message).toMatch(/1 of 2 resource types failed to poll \(Patient\)/);
+    expect(ids(ctx)).toEqual([`a-${PRACTICE}.encounter-1`]);
+    expect(src.stats()).toMatchObject({ 'Patient.up': 0, 'Patient.consecutiveFailures': 1, 'Patient.pendingPatients': 1, 'Encounter.up': 1, 'Encounter.lastStored': 1 });
+    expect(src.typeStates().map((s) => [s.type, s.strategy, s.state, s.lastErrorCode])).toEqual([
+      ['Patient', 'changedPatients', 'failing', 'FERRY_E_VENDOR_FORBIDDEN'],
+      ['Encounter', 'byPatient', 'ok', undefined],
+    ]);
+    // the patient stays pending for Patient until it can be read
+    expect(JSON.parse((await store.getCheckpoint('athena-fhir-iso', 'pending:Patient'))!)).toEqual(['960']);
   });
 
   it('an expired paging cursor fails the poll; the next poll re-reads from the stored mark and loses nothing', async () => {
     sim.opts.clients['cursor-client'] = 'cursor-secret';
-    // only the patients written from now on
-    const cfg = configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { clientId: 'cursor-client', clientSecret: 'cursor-secret', resources: ['Patient'], pageSize: 2, initialSince: new Date(Date.now() - 1).toISOString(), overlapMs: 0 });
-    for (let i = 0; i < 6; i++) sim.upsertPatient(PRACTICE, samplePatient(i, { patientid: String(800 + i) }));
+    // only the conditions written from now on
+    const cfg = configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { clientId: 'cursor-client', clientSecret: 'cursor-secret', resources: ['Condition'], pageSize: 2, initialSince: new Date(Date.now() - 1).toISOString(), overlapMs: 0 });
+    for (let i = 0; i < 6; i++) sim.putFhir(PRACTICE, 'Condition', `a-${PRACTICE}.problem-${800 + i}`, condition(i, '2'));
     const ctx = sourceContext('athena-fhir-cursor', store, cfg);
     const src = new AthenaFhirSource(ctx);
-    sim.inject({ status: 400, match: /\/fhir\/r4\/Patient$/, query: /cursor=/, body: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid', details: { text: 'Invalid cursor' } }] } });
+    sim.inject({ status: 400, match: /\/fhir\/r4\/Condition$/, query: /cursor=/, body: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid', details: { text: 'Invalid cursor' } }] } });
     await expect(src.pollOnce()).rejects.toMatchObject({ code: 'FERRY_E_VENDOR_REJECTED', retryable: false });
-    expect(await store.getCheckpoint('athena-fhir-cursor', 'lastUpdated:Patient')).toBeUndefined(); // the mark did not move
+    expect(await store.getCheckpoint('athena-fhir-cursor', 'lastUpdated:Condition')).toBeUndefined(); // the mark did not move
     await src.pollOnce();
     const stored = await store.listMessages({ sourceId: 'athena-fhir-cursor', limit: 100 });
     // page 1 was stored by the failed poll; the re-read's copies of it are dropped as duplicates
     expect(stored).toHaveLength(6);
-    expect(await store.getCheckpoint('athena-fhir-cursor', 'lastUpdated:Patient')).toBeDefined();
+    expect(await store.getCheckpoint('athena-fhir-cursor', 'lastUpdated:Condition')).toBeDefined();
   });
 
   it('logs a run of failed polls once and its end once, not once per poll', async () => {
@@ -137,14 +234,14 @@ describe('athena-fhir source', () => {
     const cfg = configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, {
       clientId: 'outage-client',
       clientSecret: 'outage-secret',
-      resources: ['Patient'],
+      resources: ['Condition'],
       pollIntervalMs: 20,
       callRetry: { maxAttempts: 1, initialDelayMs: 10, maxDelayMs: 10, maxRetryAfterMs: 100 },
     });
     const lines: { level: string; message: string; failures?: number }[] = [];
     const ctx = { ...sourceContext('athena-fhir-outage', store, cfg), logger: createLogger({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(...c.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l))), cb()) })) };
     const src = new AthenaFhirSource(ctx);
-    sim.inject({ status: 503, match: /\/fhir\/r4\/Patient$/, times: 1_000_000 });
+    sim.inject({ status: 503, match: /\/fhir\/r4\/Condition$/, times: 1_000_000 });
     try {
       await src.start();
       for (let i = 0; i < 200 && src.polls < 8; i++) await new Promise((r) => setTimeout(r, 20));
@@ -158,7 +255,7 @@ describe('athena-fhir source', () => {
     expect(told[1].failures).toBeGreaterThanOrEqual(7);
   });
 
-  it('shares the token with athena-rest for the same environment and client', async () => {
+  it('shares the token with athena-rest for the same environment, client and scope', async () => {
     sim.opts.clients['shared-client'] = 'shared-secret';
     const before = sim.tokensIssued;
     const cfg = configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { clientId: 'shared-client', clientSecret: 'shared-secret', resources: ['Location'] });
@@ -166,6 +263,24 @@ describe('athena-fhir source', () => {
     await src.pollOnce();
     await src.conn.get('/departments');
     expect(sim.tokensIssued - before).toBe(1);
+  });
+
+  it('does not share a token across scopes: a REST source and a FHIR source with a wider scope on one client each get their own', async () => {
+    sim.opts.clients['scope-client'] = 'scope-secret';
+    sim.subscribe(PRACTICE, 'patients', 'scope-client');
+    sim.putFhir(PRACTICE, 'Location', `a-${PRACTICE}.Department-77`, { name: 'Scope test', status: 'active' });
+    const before = sim.tokensIssued;
+    const creds = { clientId: 'scope-client', clientSecret: 'scope-secret' };
+    const rest = new AthenaRestSource(sourceContext('athena-rest-scope', store, configFor<AthenaRestSourceConfig>(athenaRestSourceSchema, sim, { ...creds, scope: 'athena/service/Athenanet.MDP.*', feeds: ['patients'] })));
+    const fhirSrc = new AthenaFhirSource(sourceContext('athena-fhir-scope', store, configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { ...creds, scope: 'athena/service/Athenanet.MDP.* system/Location.read', resources: ['Location'] })));
+    await rest.pollOnce(); // fetches the narrower token first
+    await fhirSrc.pollOnce(); // would get 403 "lacks system/Location.read" with a shared token
+    expect(sim.tokensIssued - before).toBe(2);
+    expect(fhirSrc.typeStates()[0].state).toBe('ok');
+    // the same scopes spelled in another order are the same token
+    const again = new AthenaFhirSource(sourceContext('athena-fhir-scope2', store, configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { ...creds, scope: 'system/Location.read  athena/service/Athenanet.MDP.*', resources: ['Location'] })));
+    await again.pollOnce();
+    expect(sim.tokensIssued - before).toBe(2);
   });
 
   it('a search without ah-practice is refused by athena (the simulator keeps that rule)', async () => {

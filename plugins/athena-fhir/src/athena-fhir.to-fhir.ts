@@ -10,8 +10,7 @@
  * - athena `ah-*` extensions (brand, chart-sharing group, provider group, department) are dropped
  *   or kept (`athenaExtensions: drop | keep`).
  */
-import { createHash } from 'node:crypto';
-import { inputError, validateBundle, type MessageHeaders, type MessageTransform, type StoredMessage, type TransformContext } from '@ferry/core';
+import { inputError, resourceVersionKey, validateBundle, type MessageHeaders, type MessageTransform, type StoredMessage, type TransformContext } from '@ferry/core';
 import { athenaSystem, stableUuid } from '@ferry/plugin-athena-rest';
 import type { Bundle, BundleEntry, Identifier, Resource } from '@medplum/fhirtypes';
 
@@ -141,7 +140,8 @@ export function athenaFhirHeaders(env: AthenaFhirEnvelope): MessageHeaders {
   const r = env.resource as Resource & { meta?: { versionId?: string; lastUpdated?: string }; subject?: { reference?: string }; patient?: { reference?: string } };
   const parsed = parseAthenaFhirId(r.id ?? '');
   const p = parsed?.practiceId ?? env.practiceid;
-  const version = r.meta?.versionId ?? r.meta?.lastUpdated ?? createHash('sha256').update(JSON.stringify(r)).digest('hex').slice(0, 16);
+  // versionId, else lastUpdated, else a digest of the content (core vendor kit): every version its own control id.
+  const version = resourceVersionKey(r);
   const patientRef = r.resourceType === 'Patient' ? `Patient/${r.id}` : (r.subject?.reference ?? r.patient?.reference);
   const patient = patientRef ? fhirPatientToRestId(patientRef.replace(/^.*\/(Patient\/)/, '$1')) : undefined;
   return {

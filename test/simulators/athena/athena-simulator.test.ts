@@ -44,7 +44,7 @@ beforeAll(async () => {
   const res = await fetch(sim.tokenUrl, {
     method: 'POST',
     headers: { authorization: `Basic ${Buffer.from('ferry-client:ferry-secret').toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
-    body: 'grant_type=client_credentials&scope=athena%2Fservice%2FAthenanet.MDP.*',
+    body: 'grant_type=client_credentials&scope=athena%2Fservice%2FAthenanet.MDP.*%20system%2FPatient.read',
   });
   const body = await json<TokenAnswer>(res);
   expect(body).toMatchObject({ token_type: 'Bearer', expires_in: '3600' }); // expires_in as a string
@@ -107,6 +107,19 @@ describe('athena simulator', () => {
     expect((await get('/fhir/r4/Patient?family=Patient1')).status).toBe(400);
     const ok = await get<Bundle<Patient>>(`/fhir/r4/Patient?ah-practice=Organization/a-1.Practice-${PRACTICE}`);
     expect(ok.body.entry?.[0]?.resource?.id).toBe(`a-${PRACTICE}.E-1`);
+  });
+
+  it('keeps the per-type search parameters of the CapabilityStatement (2.3) and the token scopes (1.2, 2.1)', async () => {
+    const practice = `ah-practice=a-1.Practice-${PRACTICE}`;
+    // Patient lists no _lastUpdated: a server that follows the reference refuses it
+    const lu = await get<{ issue: { details: { text: string } }[] }>(`/fhir/r4/Patient?${practice}&_lastUpdated=ge2026-01-01T00:00:00Z`);
+    expect(lu.status).toBe(400);
+    expect(lu.body.issue[0].details.text).toMatch(/_lastUpdated is not supported for Patient/);
+    expect((await get(`/fhir/r4/Patient?${practice}&_id=a-${PRACTICE}.E-1`)).status).toBe(200);
+    // the token has no system/Condition.read
+    const cond = await get<{ issue: { details: { text: string } }[] }>(`/fhir/r4/Condition?${practice}&_lastUpdated=ge2026-01-01T00:00:00Z`);
+    expect(cond.status).toBe(403);
+    expect(cond.body.issue[0].details.text).toBe('The access token lacks system/Condition.read');
   });
 
   it('injects faults: 429 with/without Retry-After, 5xx bursts, 401 on the Nth call, server-side QPS', async () => {

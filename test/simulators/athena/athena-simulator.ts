@@ -59,8 +59,34 @@ export interface AthenaSimulatorOptions {
   subscriptionDelayMs?: number;
   /** Time zone of `showprocessed*datetime` params and `lastmodified` stamps (default America/New_York [U]). */
   serverTimeZone?: string;
+  /**
+   * Enforce token scopes (default true): REST calls need `athena/service/Athenanet.MDP.*`, FHIR
+   * reads `system/<Type>.read` (or `.rs`), FHIR creates `system/<Type>.write` (or `.c`) [1.2, 2.1];
+   * otherwise 403 "lacks <scope>".
+   */
+  enforceScopes?: boolean;
+  /**
+   * Enforce the search parameters the captured CapabilityStatement lists per type (default true):
+   * an unlisted parameter (e.g. `_lastUpdated` on Patient) is a 400 [2.3].
+   */
+  enforceSearchParams?: boolean;
   now?: () => number;
 }
+
+/** Search parameters per type from the captured CapabilityStatement (reference 2.3); `_id` is always allowed. */
+export const FHIR_SEARCH_PARAMS: Record<string, string[]> = {
+  Appointment: ['base-appointment-id', 'group-appointment-id'],
+  Condition: ['patient', 'category', 'code', 'encounter', '_lastUpdated'],
+  DiagnosticReport: ['patient', 'category', 'code', 'date', 'result'],
+  DocumentReference: ['patient', 'category', 'type', 'date', 'encounter'],
+  Encounter: ['patient', 'date', 'location', 'practitioner'],
+  MedicationRequest: ['patient', 'intent', 'status', 'authoredon'],
+  Observation: ['patient', 'category', 'code', 'date', 'encounter'],
+  Patient: ['identifier', 'name', 'family', 'given', 'birthdate', 'gender'],
+  Provenance: ['target'],
+};
+/** Parameters every search may carry: athena's custom ones and paging (reference 2.2, 2.3). */
+const FHIR_COMMON_PARAMS = ['_id', 'ah-practice', 'ah-department', 'ah-brand', 'ah-provider-group', 'ah-chart-sharing-group', '_security', '_count', 'cursor'];
 
 export interface Fault {
   /** Status to answer. */
@@ -159,6 +185,8 @@ export class AthenaSimulator {
       latencyMs: opts.latencyMs ?? 0,
       subscriptionDelayMs: opts.subscriptionDelayMs ?? 0,
       serverTimeZone: opts.serverTimeZone ?? 'America/New_York',
+      enforceScopes: opts.enforceScopes ?? true,
+      enforceSearchParams: opts.enforceSearchParams ?? true,
     };
     this.now = opts.now ?? Date.now;
   }
@@ -303,6 +331,18 @@ export class AthenaSimulator {
     return rec;
   }
 
+  /**
+   * A clinical change as athena records it: the FHIR resource gets a new version (without
+   * `meta.versionId`/`lastUpdated` when `unversioned`) and the REST changed feed that concerns it
+   * gets an event naming the patient (reference 1.4, 1.5: e.g. a lab result -> `labresults`).
+   */
+  changeClinical(p: string, type: string, id: string, resource: Json, feed: string, patientid: string, opts: { unversioned?: boolean } = {}): Json {
+    const r = this.putFhir(p, type, id, resource);
+    if (opts.unversioned) r._unversioned = true;
+    this.emit(p, feed, { patientid: Number(patientid), [`${type.toLowerCase()}id`]: id }, undefined, 'Update');
+    return r;
+  }
+
   /** Put a FHIR resource (athena id scheme) into the FHIR side. */
   putFhir(p: string, type: string, id: string, resource: Json): Json {
     let m = this.fhir.get(type);
@@ -392,12 +432,29 @@ export class AthenaSimulator {
         const h: Record<string, string> = this.opts.throttleRetryAfterSec !== undefined ? { 'Retry-After': String(this.opts.throttleRetryAfterSec) } : {};
         return this.opts.throttleStatus === 403 ? send(403, { error: 'Developer Over Qps' }, h) : send(429, { error: 'Too Many Requests', detailedmessage: 'Rate limit exceeded' }, h);
       }
+      const lacking = this.opts.enforceScopes ? this.missingScope(tok.scope, u.pathname, req.method ?? 'GET') : undefined;
+      if (lacking) {
+        return u.pathname.startsWith('/fhir/')
+          ? send(403, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'forbidden', details: { text: `The access token lacks ${lacking}` } }] })
+          : send(403, { error: 'Forbidden', detailedmessage: `The access token lacks ${lacking}` });
+      }
       if (rest) return this.rest(rest[1], rest[2] ?? '/', req.method ?? 'GET', u, body, tok, send);
       if (u.pathname.startsWith('/fhir/r4')) return this.fhirApi(u.pathname.slice('/fhir/r4'.length), req, u, body, send);
       return send(404, { error: 'Service not registered with API gateway.' });
     } catch (e) {
       send(500, { error: 'Internal error', detailedmessage: (e as Error).message });
     }
+  }
+
+  /** The scope a call needs that the token was not granted, if any (reference 1.2, 2.1). */
+  private missingScope(granted: string, path: string, method: string): string | undefined {
+    const scopes = new Set(granted.split(/\s+/).filter(Boolean));
+    if (path.startsWith('/v1/')) return scopes.has('athena/service/Athenanet.MDP.*') ? undefined : 'athena/service/Athenanet.MDP.*';
+    const m = /^\/fhir\/r4\/([A-Z][A-Za-z]+)(\/|$)/.exec(path);
+    if (!m) return undefined;
+    const write = method !== 'GET' && !path.endsWith('/_search');
+    const need = write ? [`system/${m[1]}.write`, `system/${m[1]}.c`] : [`system/${m[1]}.read`, `system/${m[1]}.rs`];
+    return need.some((x) => scopes.has(x)) ? undefined : need[0];
   }
 
   private takeFault(path: string, token: boolean, query = ''): Fault | undefined {
@@ -645,6 +702,10 @@ export class AthenaSimulator {
       if (!practice) return oo(400, 'required', 'The ah-practice search parameter is required.');
       const pid = practice.replace(/^Organization\//, '').replace(/^a-1\.Practice-/, '');
       let list = [...(this.fhir.get(type)?.values() ?? [])].filter((r) => r._practice === pid);
+      if (this.opts.enforceSearchParams) {
+        const allowed = [...FHIR_COMMON_PARAMS, ...(FHIR_SEARCH_PARAMS[type] ?? [])];
+        for (const k of params.keys()) if (!allowed.includes(k)) return oo(400, 'not-supported', `Search parameter ${k} is not supported for ${type}`);
+      }
       for (const [k, v] of params) {
         if (k === '_lastUpdated') {
           const pm = /^(gt|ge|lt|le|eq)?(.+)$/.exec(v)!;
@@ -712,7 +773,8 @@ export class AthenaSimulator {
 }
 
 function strip(r: Json): Json {
-  const { _practice, ...rest } = r;
+  const { _practice, _unversioned, ...rest } = r;
   void _practice;
+  if (_unversioned) delete rest.meta;
   return JSON.parse(JSON.stringify(rest));
 }

@@ -15,6 +15,8 @@ export async function openStore(dir: string): Promise<MessageStore> {
   return store;
 }
 
+export const TEST_SCOPE = ['athena/service/Athenanet.MDP.*', ...['Patient', 'Location', 'Practitioner', 'Condition', 'Observation', 'Encounter', 'DiagnosticReport'].map((t) => `system/${t}.read`), 'system/QuestionnaireResponse.write'].join(' ');
+
 /** Validated config with defaults, pointed at the simulator with fast retries. */
 export function configFor<T>(schema: any, sim: AthenaSimulator, extra: Record<string, unknown> = {}): T {
   const problems: ConfigProblem[] = [];
@@ -25,6 +27,8 @@ export function configFor<T>(schema: any, sim: AthenaSimulator, extra: Record<st
       clientId: 'ferry-client',
       clientSecret: 'ferry-secret',
       practiceId: '195900',
+      // REST plus the FHIR reads/writes the suites use: the simulator enforces scopes (reference 1.2, 2.1).
+      scope: TEST_SCOPE,
       callRetry: { maxAttempts: 5, initialDelayMs: 20, maxDelayMs: 200, maxRetryAfterMs: 5000 },
       rateLimit: { qps: 200 },
       timeoutMs: 2000,

@@ -1,12 +1,12 @@
 /**
  * The athenaOne connection both athena plugins share (reference 1.1, 1.2, 0): hosts per
- * environment, OAuth 2.0 client credentials with HTTP Basic, one token per (environment, client)
- * cached process-wide with single-flight refresh ahead of expiry, a token-bucket limit per
+ * environment, OAuth 2.0 client credentials with HTTP Basic, one token per (environment, client,
+ * scope set) cached process-wide with single-flight refresh ahead of expiry, a token-bucket limit per
  * practice, and the vendor HTTP policy from `@ferry/core` (retries, Retry-After, 401 replay,
  * X-Request-Id, no blind retry of writes).
  */
 import { readFileSync } from 'node:fs';
-import { clientCredentialsFetcher, configError, FerryError, RateLimiter, TokenCache, VendorHttpClient, type ConfigSchema, type QueryValue } from '@ferry/core';
+import { clientCredentialsFetcher, configError, FerryError, RateLimiter, TokenCache, tokenCacheKey, VendorHttpClient, type ConfigSchema, type QueryValue } from '@ferry/core';
 import type { Logger } from 'winston';
 
 export const AthenaHosts = {
@@ -110,7 +110,9 @@ export class AthenaConnection {
     this.tokenUrl = `${this.host}/oauth2/v1/token`;
     this.fhirBase = `${this.host}/fhir/r4`;
     this.tokenCache = tokenCacheFor(config.tokenSkewMs);
-    this.tokenKey = `athena|${this.tokenUrl}|${clientId}`;
+    // One token per (environment, client, scope set): a REST source and a FHIR source asking for
+    // more scopes on the same client must not get each other's token (reference 1.2, 2.1).
+    this.tokenKey = tokenCacheKey({ vendor: 'athena', tenant: this.tokenUrl, clientId, scope: config.scope });
     const qps = config.rateLimit.qps > 0 ? config.rateLimit.qps : defaultQps[config.environment];
     const limiterKey = `athena|${this.host}|${this.practiceId}`;
     let limiter = limiters.get(limiterKey);

@@ -10,7 +10,7 @@
  * The token URL is discovered from `{base}/.well-known/smart-configuration` (then `metadata`),
  * never derived, unless `tokenUrl` is configured.
  */
-import { FerryError, RateLimiter, TokenCache, VendorHttpClient, postTokenRequest, clientCredentialsFetcher, type TokenFetcher } from '@ferry/core';
+import { FerryError, RateLimiter, TokenCache, tokenCacheKey, VendorHttpClient, postTokenRequest, clientCredentialsFetcher, type TokenFetcher } from '@ferry/core';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'winston';
 import { loadSigningKey, signClientAssertion, type AssertionAlg, type SigningKey } from './keys';
@@ -144,7 +144,7 @@ export class VendorConnection {
     this.tokenCache = cacheFor(cfg.auth.refreshSkewSec);
     this.clientKey = `${vendor}|${this.baseUrl}|${cfg.clientId}`;
     // One token per (vendor, tenant, client, auth method, scope set): a token for other scopes is not interchangeable.
-    this.key = `${vendor}|${this.baseUrl}|${cfg.clientId}|${cfg.auth.method}|${[...cfg.auth.scopes].sort().join(' ')}`;
+    this.key = tokenCacheKey({ vendor, tenant: this.baseUrl, clientId: cfg.clientId, method: cfg.auth.method, scope: cfg.auth.scopes });
     this.http = new VendorHttpClient({
       vendor,
       baseUrl: this.baseUrl,

@@ -11,7 +11,7 @@
  *   values padded with spaces, empty strings);
  * - every resource passes `validateResource` (@medplum/core) or the message fails with the issues.
  */
-import { ensureFhirDefinitions, inputError, type MessageHeaders } from '@ferry/core';
+import { ensureFhirDefinitions, inputError, resourceVersionKey, type MessageHeaders } from '@ferry/core';
 import { OperationOutcomeError, validateResource } from '@medplum/core';
 import type { Bundle, Identifier, Resource } from '@medplum/fhirtypes';
 import { createHash } from 'node:crypto';
@@ -163,12 +163,14 @@ export function toCanonicalBundle(n: Normalized): Bundle {
 export function vendorHeaders(raw: any, p: VendorProfile, sendingFacility?: string): MessageHeaders {
   const type = String(raw?.resourceType ?? 'Unknown');
   const id = String(raw?.id ?? '');
-  const version = raw?.meta?.versionId ?? raw?.meta?.lastUpdated ?? '';
+  // Epic often sends neither versionId nor lastUpdated: the version is then a digest of the content
+  // (core vendor kit), so an amended resource is a new message and an unchanged re-read a duplicate.
+  const version = resourceVersionKey(raw);
   const ref: string | undefined = type === 'Patient' ? `Patient/${id}` : (raw?.subject?.reference ?? raw?.patient?.reference);
   const m = ref ? REF.exec(ref) : null;
   const h: MessageHeaders = {
     messageType: type,
-    controlId: `${type}/${id}${version ? `/_history/${version}` : ''}`,
+    controlId: `${type}/${id}/_history/${version}`,
     sendingApplication: p.vendor,
     ...(sendingFacility ? { sendingFacility } : {}),
     // The canonical id prefix of the tenant the resource came from (read by the transform).
