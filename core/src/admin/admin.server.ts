@@ -30,6 +30,9 @@ export async function startAdmin(engine: Engine, cfg: { host: string; port: numb
 
   app.get('/api/stats', async () => engine.store.stats());
 
+  /** Each source on this instance: readiness, stats and its own state (e.g. athena-fhir resource types). */
+  app.get('/api/sources', async () => engine.sourceViews());
+
   /** Each sink on this instance: slots, deliveries under way, and its circuit breaker (paused since, next probe). */
   app.get('/api/sinks', async () => engine.sinkViews());
 

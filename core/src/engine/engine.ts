@@ -92,6 +92,11 @@ export class Engine {
     return this.state === 'running';
   }
 
+  /** Each running source: type, readiness, its numeric stats and its own state view (`describe()`), no PHI. */
+  sourceViews(): { id: string; type: string; ready: boolean; stats?: object; state?: object }[] {
+    return this.sources.map((s) => ({ id: s.id, type: s.type, ready: s.source.isReady ? s.source.isReady() : true, stats: s.source.stats?.(), state: s.source.describe?.() }));
+  }
+
   /** Each configured sink as this instance sees it (empty before start). */
   sinkViews(): SinkView[] {
     return this.dispatcher?.sinkViews() ?? [];

@@ -88,6 +88,8 @@ export interface MessageSource {
    * /metrics as `ferry_source_stat{source, stat}`. Numbers only; never PHI.
    */
   stats?(): object | undefined;
+  /** The source's own state for the admin API (`GET /api/sources`), e.g. per-resource-type health. JSON; never PHI. */
+  describe?(): object | undefined;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import { FerryError } from '../errors';
 import { clientCredentialsFetcher, parseRetryAfter, VendorHttpClient, backoffDelay } from './http-client';
 import { RateLimiter } from './rate-limiter';
-import { TokenCache, parseExpiresIn } from './token-cache';
+import { TokenCache, normalizeScope, parseExpiresIn, tokenCacheKey } from './token-cache';
+import { resourceVersionKey } from './resource-version';
 
 type Handler = (req: http.IncomingMessage, body: string, res: http.ServerResponse) => void;
 
@@ -76,6 +77,33 @@ describe('token cache', () => {
     handler = (_req, _body, res) => json(res, 401, { error: 'invalid_client' });
     const fetcher = clientCredentialsFetcher({ tokenUrl: `${base}/t`, clientId: 'x', clientSecret: 'y' });
     await expect(new TokenCache().get('k', fetcher)).rejects.toMatchObject({ code: 'FERRY_E_VENDOR_TOKEN_REJECTED', kind: 'config', retryable: false });
+  });
+});
+
+describe('token cache keys', () => {
+  it('include the scope set: other scopes are another token, the same scopes in another order the same one', async () => {
+    const k = (scope: string | string[]) => tokenCacheKey({ vendor: 'athena', tenant: 'https://h/oauth2/v1/token', clientId: 'c', scope });
+    expect(k('athena/service/Athenanet.MDP.*')).not.toBe(k('athena/service/Athenanet.MDP.* system/Observation.read'));
+    expect(k('system/Observation.read  athena/service/Athenanet.MDP.*')).toBe(k(['athena/service/Athenanet.MDP.*', 'system/Observation.read', 'system/Observation.read']));
+    expect(normalizeScope(undefined)).toBe('');
+    const cache = new TokenCache();
+    let n = 0;
+    const fetcher = async () => ({ access_token: `t${++n}`, expires_in: 3600 });
+    const narrow = await cache.get(k('a'), fetcher);
+    const wide = await cache.get(k('a b'), fetcher);
+    expect([narrow.accessToken, wide.accessToken]).toEqual(['t1', 't2']);
+    expect((await cache.get(k('b a'), fetcher)).accessToken).toBe('t2');
+  });
+});
+
+describe('resource version keys', () => {
+  it('are versionId, else lastUpdated, else a digest of the content that ignores key order and meta', () => {
+    expect(resourceVersionKey({ resourceType: 'Observation', id: '1', meta: { versionId: '3', lastUpdated: '2026-01-01T00:00:00Z' } })).toBe('3');
+    expect(resourceVersionKey({ resourceType: 'Observation', id: '1', meta: { lastUpdated: '2026-01-01T00:00:00Z' } })).toBe('2026-01-01T00:00:00Z');
+    const a = resourceVersionKey({ resourceType: 'Observation', id: '1', valueQuantity: { value: 20, unit: 'mg/dL' } });
+    expect(a).toMatch(/^h:[0-9a-f]{16}$/);
+    expect(resourceVersionKey({ valueQuantity: { unit: 'mg/dL', value: 20 }, id: '1', resourceType: 'Observation', meta: { source: 'x' } })).toBe(a);
+    expect(resourceVersionKey({ resourceType: 'Observation', id: '1', valueQuantity: { value: 171, unit: 'mg/dL' } })).not.toBe(a);
   });
 });
 

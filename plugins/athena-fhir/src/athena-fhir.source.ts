@@ -173,6 +173,11 @@ export class AthenaFhirSource implements MessageSource {
     return [...this.states.values()].map((s) => ({ ...s }));
   }
 
+  /** The admin API's view (`GET /api/sources`): each type's strategy and state. */
+  describe(): { resourceTypes: AthenaFhirTypeState[] } {
+    return { resourceTypes: this.typeStates() };
+  }
+
   /** Numbers for /metrics (`ferry_source_stat{source, stat}`): per type `<Type>.up` (1 ok, 0 failing), failures in a row, last stored, pending patients. */
   stats(): Record<string, number> {
     const out: Record<string, number> = { polls: this.polls };

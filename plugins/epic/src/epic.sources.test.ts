@@ -184,4 +184,43 @@ describe('epic sources on a real SQLite store', () => {
       expect(new URL(kick.url).searchParams.get('_since')).toBe(since);
     });
   });
+
+  describe('resources without meta.versionId / lastUpdated (the reference\'s Epic examples, 3.6, carry none)', () => {
+    const pid = 'eNoMetaPatient0000000001';
+    const vital = (value: number) => ({ ...epicVital(pid, 1), id: 'eNoMeta.obs.1', valueQuantity: { value, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' } });
+    const values = async (store: MessageStore, id: string) =>
+      Promise.all((await store.listMessages({ sourceId: id, limit: 100 })).map(async (m) => JSON.parse((await store.getMessage(m.id, { body: true }))!.body!.toString()).valueQuantity.value));
+
+    it('polling: every amended version is a new message (control id with a content digest), an unchanged re-read a dropped duplicate', async () => {
+      sim.store.put(vital(20), { unversioned: true });
+      const store = await openStore();
+      const { ctx } = storeContext(store, 'epic-nometa', { ...base(), intervalMs: 60_000, patients: [pid], resources: [{ type: 'Observation', category: 'vital-signs' }], pageSize: 20, initialSince: '' } satisfies PollSourceConfig, { duplicates: 'ignore' });
+      const src = new EpicPollSource(ctx);
+      await src.cycle();
+      await src.cycle(); // re-read, unchanged
+      expect(await values(store, 'epic-nometa')).toEqual([20]);
+      sim.store.put(vital(171), { unversioned: true });
+      await src.cycle();
+      await src.cycle();
+      expect(await values(store, 'epic-nometa')).toEqual([20, 171]);
+      const ids = (await store.listMessages({ sourceId: 'epic-nometa', limit: 100 })).map((m) => m.headers.controlId);
+      expect(ids).toEqual([expect.stringMatching(/^Observation\/eNoMeta\.obs\.1\/_history\/h:[0-9a-f]{16}$/), expect.stringMatching(/^Observation\/eNoMeta\.obs\.1\/_history\/h:/)]);
+      expect(ids[0]).not.toBe(ids[1]);
+    });
+
+    it('bulk: an incremental export re-exporting an amended, unversioned resource stores the new version once', async () => {
+      sim.groups.set('g-nometa', [pid]);
+      delete sim.synthetic.Observation; // the volume vitals of the resume test are added to every full export
+      const store = await openStore();
+      const cfg: BulkSourceConfig = { ...base(), bulk: { level: 'group', groupId: 'g-nometa', types: ['Observation'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 2000, batchSize: 250, deleteWhenDone: true } };
+      const { ctx } = storeContext(store, 'epic-bulk-nometa', cfg, { duplicates: 'ignore' });
+      const src = new EpicBulkSource(ctx);
+      await src.cycle();
+      expect(await values(store, 'epic-bulk-nometa')).toEqual([171]);
+      await new Promise((r) => setTimeout(r, 5));
+      sim.store.put(vital(172), { unversioned: true });
+      await src.cycle();
+      expect(await values(store, 'epic-bulk-nometa')).toEqual([171, 172]);
+    });
+  });
 });

@@ -19,6 +19,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { JSONWebKeySet } from 'jose';
 import {
+  changedAt,
   createBulkJob,
   fileLineCount,
   hasCoding,
@@ -326,7 +327,7 @@ export class EpicSimulator {
     if (has('service-category')) filters.push((r) => !r.serviceCategory || hasCoding(r.serviceCategory, q.get('service-category')!));
     if (has('code')) filters.push((r) => hasCoding(r.code, q.get('code')!));
     if (has('status')) filters.push((r) => q.get('status')!.split(',').includes(r.status));
-    for (const v of q.getAll('_lastUpdated')) filters.push((r) => matchDate(r.meta?.lastUpdated, v));
+    for (const v of q.getAll('_lastUpdated')) filters.push((r) => matchDate(changedAt(r), v));
     for (const v of q.getAll('date')) filters.push((r) => matchDate(r.effectiveDateTime ?? r.period?.start ?? r.start ?? r.date ?? r.issued, v));
     const out: Res[] = [];
     for (const r of results) {

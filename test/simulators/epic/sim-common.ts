@@ -169,15 +169,29 @@ export class ResourceStore {
   private readonly byType = new Map<string, Map<string, Res>>();
   constructor(private readonly now: () => number) {}
 
-  put(resource: NewRes, opts: { keepMeta?: boolean } = {}): Res {
+  /**
+   * `unversioned`: stored without `meta.versionId`/`meta.lastUpdated`, as Epic often serves
+   * resources (the reference's Epic examples, vendor-apis.md 3.6, carry no `meta`); the server still
+   * knows when it changed (`changedAt`, not serialised), which `_lastUpdated` and bulk `_since` use.
+   */
+  put(resource: NewRes, opts: { keepMeta?: boolean; unversioned?: boolean } = {}): Res {
     const id = resource.id ?? randomBytes(9).toString('base64url');
     const map = this.byType.get(resource.resourceType) ?? new Map<string, Res>();
     this.byType.set(resource.resourceType, map);
     const prev = map.get(id);
     const version = prev ? Number(prev.meta?.versionId ?? '1') + 1 : 1;
-    const stored: Res = opts.keepMeta && resource.meta?.lastUpdated
-      ? { ...resource, id }
-      : { ...resource, id, meta: { ...(resource.meta ?? {}), versionId: String(version), lastUpdated: new Date(this.now()).toISOString() } };
+    let stored: Res;
+    if (opts.unversioned) {
+      const { meta, ...rest } = resource;
+      const m = { ...(meta ?? {}) };
+      delete m.versionId;
+      delete m.lastUpdated;
+      stored = { ...rest, id, ...(Object.keys(m).length ? { meta: m } : {}) };
+    } else
+      stored = opts.keepMeta && resource.meta?.lastUpdated
+        ? { ...resource, id }
+        : { ...resource, id, meta: { ...(resource.meta ?? {}), versionId: String(version), lastUpdated: new Date(this.now()).toISOString() } };
+    Object.defineProperty(stored, 'changedAt', { value: new Date(this.now()).toISOString(), enumerable: false });
     map.set(id, stored);
     return stored;
   }
@@ -193,6 +207,11 @@ export class ResourceStore {
   types(): string[] {
     return [...this.byType.keys()];
   }
+}
+
+/** When the server last changed a resource (its `meta.lastUpdated`, or the hidden stamp of an unversioned one). */
+export function changedAt(r: Res): string | undefined {
+  return r.meta?.lastUpdated ?? (r as { changedAt?: string }).changedAt;
 }
 
 /** The patient a resource belongs to (Patient itself, or subject / patient reference). */
@@ -429,7 +448,7 @@ export function createBulkJob(k: BulkKickoff): BulkJob {
   for (const type of k.types) {
     const lines = k.store
       .all(type)
-      .filter((r) => (sinceMs === undefined || Date.parse(r.meta?.lastUpdated ?? '') > sinceMs) && (!k.patients || k.patients.has(patientOf(r) ?? '')))
+      .filter((r) => (sinceMs === undefined || Date.parse(r.meta?.lastUpdated ?? changedAt(r) ?? '') > sinceMs) && (!k.patients || k.patients.has(patientOf(r) ?? '')))
       .map((r) => JSON.stringify(r));
     for (let i = 0; i < lines.length; i += k.maxLinesPerFile) files.push({ id: randomUUID(), type, lines: lines.slice(i, i + k.maxLinesPerFile) });
     const syn = k.synthetic?.[type];

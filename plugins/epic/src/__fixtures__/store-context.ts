@@ -1,7 +1,7 @@
 /** A SourceContext over a real message store (what the engine gives a source), with a kill switch. */
 import { silentLogger, type InboundMessage, type MessageStore, type SourceContext } from '@ferry/core';
 
-export function storeContext<C>(store: MessageStore, id: string, config: C, opts: { killOnSubmit?: number; duplicates?: 'accept' | 'off' } = {}) {
+export function storeContext<C>(store: MessageStore, id: string, config: C, opts: { killOnSubmit?: number; duplicates?: 'accept' | 'ignore' | 'off' } = {}) {
   const abort = new AbortController();
   let submits = 0;
   const ctx: SourceContext<C> = {
@@ -18,7 +18,7 @@ export function storeContext<C>(store: MessageStore, id: string, config: C, opts
       }
       return store.insert(
         messages.map((m) => ({ ...m, sourceId: id })),
-        { checkpoint: o?.checkpoint, duplicates: opts.duplicates === 'off' ? undefined : { policy: 'accept', windowMs: 0 } },
+        { checkpoint: o?.checkpoint, duplicates: opts.duplicates === 'off' ? undefined : opts.duplicates === 'ignore' ? { policy: 'ignore', windowMs: 86_400_000 } : { policy: 'accept', windowMs: 0 } },
       );
     },
     getCheckpoint: (key) => store.getCheckpoint(id, key),
