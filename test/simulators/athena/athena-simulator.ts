@@ -319,16 +319,43 @@ export class AthenaSimulator {
     return rec;
   }
 
+  /**
+   * A lab result in the patient's chart. `result` may hold the chart fields (`labresultloinc`,
+   * `description`, `analytes`, `observationdatetime`, `status`, `departmentid`); the chart read
+   * answers only the documented shape (see `chartLabResult`), and the changed feed carries the
+   * event fields only — no analytes, no LOINC (reference 1.4).
+   */
   addLabResult(p: string, patientid: string, result: Json): Json {
     const d = this.practice(p);
     const labresultid = result.labresultid ?? d.nextId++;
-    const rec = { ...result, labresultid };
+    const rec = { ...result, labresultid, observationdatetime: result.observationdatetime ?? new Date(this.now()).toISOString() };
     const list = d.labresults.get(String(patientid)) ?? [];
-    list.push(rec);
+    const at = list.findIndex((x) => String(x.labresultid) === String(labresultid));
+    if (at >= 0) list[at] = { ...list[at], ...rec };
+    else list.push(rec);
     d.labresults.set(String(patientid), list);
-    // The changed feed carries ints for ids and ISO-8601 with offset (reference 1.3, 1.7).
-    this.emit(p, 'labresults', { labresultid: Number(labresultid), patientid: Number(patientid), departmentid: result.departmentid, status: result.status ?? 'FINAL', observationdatetime: result.observationdatetime ?? new Date(this.now()).toISOString(), labresultloinc: result.labresultloinc, description: result.description, analytes: result.analytes }, result.departmentid, 'AddLabResult');
+    // The changed feed carries ints for ids and ISO-8601 with offset (reference 1.3, 1.7), and no analytes (1.4).
+    this.emit(p, 'labresults', { labresultid: Number(labresultid), patientid: Number(patientid), departmentid: result.departmentid, status: rec.status ?? 'FINAL', observationdatetime: rec.observationdatetime }, result.departmentid, at >= 0 ? 'UpdateLabResult' : 'AddLabResult');
     return rec;
+  }
+
+  /**
+   * A stored lab result as `GET /chart/{patientid}/labresults` answers it (reference 1.4, 1.10):
+   * `labresultid` (a number), `labresultloinc`, `labresultdatetime` (MM/DD/YYYY HH:mm:ss, the
+   * server zone), `description`, `analytes[{analyteid, analytename, value, analytedatetime}]`.
+   * Analyte `units`/`referencerange`/`abnormalflag`/`loinc` are passed through when the test data
+   * has them [U]. Nothing else (no accession id: the reference does not document one).
+   */
+  private chartLabResult(r: Json): Json {
+    const ms = /^\d{2}\/\d{2}\/\d{4}/.test(String(r.observationdatetime)) ? fromAthenaDateTime(String(r.observationdatetime).length === 10 ? `${r.observationdatetime} 00:00:00` : r.observationdatetime, this.opts.serverTimeZone) : Date.parse(r.observationdatetime);
+    const when = toAthenaDateTime(ms ?? this.now(), this.opts.serverTimeZone);
+    const out: Json = { labresultid: Number(r.labresultid), labresultdatetime: when, description: r.description, labresultloinc: r.labresultloinc, status: r.status };
+    out.analytes = (Array.isArray(r.analytes) ? r.analytes : []).map((a: Json, i: number) => {
+      const an: Json = { analyteid: Number(a.analyteid ?? Number(r.labresultid) * 100 + i + 1), analytename: a.analytename, value: a.value === undefined || a.value === null ? undefined : String(a.value), analytedatetime: when };
+      for (const k of ['units', 'referencerange', 'abnormalflag', 'loinc']) if (a[k] !== undefined) an[k] = a[k];
+      return an;
+    });
+    return JSON.parse(JSON.stringify(out));
   }
 
   /**
@@ -588,7 +615,7 @@ export class AthenaSimulator {
     // Lab results
     if ((m = /^\/chart\/(\d+)\/labresults$/.exec(path)) && method === 'GET') {
       if (!q.get('departmentid')) return send(400, { error: 'Additional fields are required.', detailedmessage: 'departmentid is required' });
-      return send(200, { ...this.page(p, path, 'results', d.labresults.get(m[1]) ?? [], q) });
+      return send(200, { ...this.page(p, path, 'results', (d.labresults.get(m[1]) ?? []).filter((r) => !q.get('labresultid') || String(r.labresultid) === q.get('labresultid')).map((r) => this.chartLabResult(r)), q) });
     }
     if ((m = /^\/patients\/(\d+)\/documents\/labresult$/.exec(path)) && method === 'POST') {
       if (!d.patients.has(m[1])) return send(404, { error: 'The patient is not found.' });
@@ -598,10 +625,9 @@ export class AthenaSimulator {
         departmentid: form.get('departmentid'),
         labresultloinc: form.get('labresultloinc') ?? undefined,
         description: form.get('internalnote') ?? form.get('description') ?? undefined,
-        observationdate: form.get('observationdate'),
+        observationdatetime: form.get('observationdate') ? `${form.get('observationdate')} ${form.get('observationtime') ? `${form.get('observationtime')}:00` : '00:00:00'}` : undefined,
         analytes: form.get('analytes') ? JSON.parse(form.get('analytes')!) : undefined,
         facilityid: form.get('facilityid') ?? undefined,
-        accessionid: form.get('accessionid') ?? undefined,
       });
       return send(200, { success: 'true', labresultid: String(rec.labresultid) });
     }

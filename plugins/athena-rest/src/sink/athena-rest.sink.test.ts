@@ -120,8 +120,42 @@ describe('athena-rest sink', () => {
     const form = Object.fromEntries(new URLSearchParams(post.body));
     expect(form).toMatchObject({ departmentid: '1', labresultloinc: '2345-7', observationdate: '02/10/2026' });
     expect(JSON.parse(form.analytes)).toEqual([expect.objectContaining({ analytename: 'Glucose', value: 99, units: 'mg/dL', loinc: '2345-7' })]);
+    expect(form.accessionid).toBeUndefined(); // not in the reference's shapes (1.4, 1.10)
     await s.deliver(delivery(bundle, 2));
     expect(s.lastReport!.labresults.existing).toHaveLength(1);
     expect(sim.apiRequests('/patients/703/documents/labresult')).toHaveLength(1);
+    // the chart answers only the documented fields: the guard matched on LOINC, date and analytes
+    const chart = sim.apiRequests('/chart/703/labresults').at(-1)!;
+    expect(chart.query.get('startdate')).toBe('02/10/2026');
+  });
+
+  it('a replayed lab result write-back whose first answer was lost is not posted twice; another value the same day is', async () => {
+    sim.upsertPatient(PRACTICE, samplePatient(5, { patientid: '704' }));
+    const result = (value: string) => {
+      const b = athenaEnvelopeToBundle({
+        practiceid: 'ext-lab',
+        kind: 'labresult',
+        record: { labresultid: `L-${value}`, patientid: '704', status: 'final', observationdatetime: '2026-03-11T09:00:00-05:00', labresultloinc: '718-7', description: 'Hemoglobin', analytes: [{ analyteid: 'A1', analytename: 'Hemoglobin', value, units: 'g/dL', loinc: '718-7' }] },
+      });
+      for (const e of b.entry!) (e.resource as any).subject = { identifier: { system: `urn:athenahealth:athenanet:patient:${PRACTICE}`, value: '704' } };
+      return b;
+    };
+    const posts = () => sim.apiRequests('/patients/704/documents/labresult').filter((r) => r.method === 'POST').length;
+    sim.setLatency(400, { method: 'POST', match: /documents\/labresult$/ });
+    try {
+      await expect(sink({ timeoutMs: 150 }).deliver(delivery(result('13.2')))).rejects.toMatchObject({ retryable: true });
+    } finally {
+      sim.setLatency(0);
+    }
+    await new Promise((r) => setTimeout(r, 400)); // athena finished the write the client gave up on
+    expect(posts()).toBe(1);
+    const s = sink();
+    await s.deliver(delivery(result('13.2'), 2));
+    expect(s.lastReport!.labresults).toMatchObject({ created: [], existing: [expect.any(String)] });
+    expect(posts()).toBe(1);
+    await s.deliver(delivery(result('11.9')));
+    expect(s.lastReport!.labresults.created).toHaveLength(1);
+    expect(posts()).toBe(2);
+    expect(sim.practice(PRACTICE).labresults.get('704')).toHaveLength(2);
   });
 });

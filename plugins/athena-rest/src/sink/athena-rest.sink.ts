@@ -2,11 +2,10 @@
  * `type: athena-rest` sink: the writes an integration needs (reference 1.4): create/update a
  * patient, book/cancel an appointment, post a lab result document. athena writes are
  * form-encoded and NOT idempotent (reference 0, 1.3), so the sink never blind-retries: before
- * every create it reads (patient search by name + dob; the patient's lab results by accession id;
+ * every create it reads (patient search by name + dob; the patient's lab results by LOINC, date and analytes;
  * the appointment's current state) and only writes what is missing. A `200 {success:false}` body
  * is a refused write (permanent); HTTP errors keep the kit's retryable classification.
  */
-import { createHash } from 'node:crypto';
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError, type Delivery, type MessageSink, type QueryValue } from '@ferry/core';
 import type { SinkContext } from '@ferry/core';
@@ -200,20 +199,20 @@ export class AthenaRestSink implements MessageSink {
     report.appointments.booked.push(aid);
   }
 
+  /**
+   * Post a lab result document once. athena has no idempotency key for writes (reference 0, 1.3)
+   * and its lab result shape documents no accession id (1.4, 1.10: `labresultid`,
+   * `labresultloinc`, `labresultdatetime`, `description`, `analytes[{analytename, value, …}]`), so
+   * "already posted?" is answered from those documented fields: a result in the patient's chart
+   * (the department's, read page by page) with the same LOINC (or description when there is none),
+   * the same observation date and the same analytes (name + value) is this one. Two results that
+   * agree on all of that are the same result for the chart.
+   */
   private async labResult(rep: DiagnosticReport, entries: BundleEntry[], patientIds: Map<string, string>, report: SinkReport, signal?: AbortSignal): Promise<void> {
     const pid = this.refPatient(rep.subject, patientIds);
     if (!pid) throw permanentDeliveryError('ATHENA_NO_PATIENT', 'lab result: no athena patient id for the subject');
     const dept = str(this.cfg.departmentId);
     if (!dept) throw permanentDeliveryError('ATHENA_NO_DEPARTMENT', 'posting a lab result needs the sink departmentId');
-    const key = rep.identifier?.[0] ? `${rep.identifier[0].system}|${rep.identifier[0].value}` : JSON.stringify(rep.code);
-    const accessionid = `ferry-${createHash('sha256').update(key).digest('hex').slice(0, 20)}`;
-    // Reconcile: was it already posted (a timed-out earlier attempt)?
-    const existing = await this.conn.get<{ results?: { accessionid?: string; labresultid?: unknown }[] }>(`/chart/${pid}/labresults`, { departmentid: dept, showhidden: 'true', limit: 1000 }, { signal });
-    const hit = existing?.results?.find((r) => r.accessionid === accessionid);
-    if (hit) {
-      report.labresults.existing.push(String(hit.labresultid));
-      return;
-    }
     const byUrl = new Map(entries.map((e) => [e.fullUrl, e.resource]));
     const observations = (rep.result ?? []).map((r) => byUrl.get(r.reference) as Observation | undefined).filter((o): o is Observation => o?.resourceType === 'Observation');
     const analytes = observations.map((o) => ({
@@ -225,15 +224,40 @@ export class AthenaRestSink implements MessageSink {
       abnormalflag: o.interpretation?.[0]?.coding?.[0]?.code,
     }));
     const when = rep.effectiveDateTime ?? rep.issued;
-    const res = await this.conn.write<{ labresultid?: unknown }>('POST', `/patients/${pid}/documents/labresult`, {
+    const form = {
       departmentid: dept,
-      accessionid,
       labresultloinc: rep.code?.coding?.find((c) => c.system === 'http://loinc.org')?.code,
       description: rep.code?.text,
       observationdate: when ? formatAthenaDate(Date.parse(when), this.cfg.timeZone) : undefined,
       resultstatus: rep.status,
       analytes: analytes.length ? JSON.stringify(analytes) : undefined,
-    }, { signal });
+    };
+    // Reconcile: was it already posted (a timed-out or replayed earlier attempt)?
+    const existing = await this.findLabResult(pid, dept, form.labresultloinc, form.description, form.observationdate, analytes, signal);
+    if (existing) {
+      report.labresults.existing.push(existing);
+      return;
+    }
+    const res = await this.conn.write<{ labresultid?: unknown }>('POST', `/patients/${pid}/documents/labresult`, form, { signal });
     report.labresults.created.push(String(res?.labresultid ?? ''));
+  }
+
+  /** The labresultid of a chart result matching the documented fields (see `labResult`), if any. */
+  private async findLabResult(pid: string, dept: string, loinc: string | undefined, description: string | undefined, date: string | undefined, analytes: { analytename?: string; value?: unknown }[], signal?: AbortSignal): Promise<string | undefined> {
+    const key = (list: { analytename?: unknown; value?: unknown }[]) =>
+      list
+        .map((a) => `${String(a.analytename ?? '').trim().toLowerCase()}=${String(a.value ?? '').trim()}`)
+        .sort()
+        .join('|');
+    const want = key(analytes);
+    const query = { departmentid: dept, showhidden: 'true', limit: 1000, ...(date ? { startdate: date, enddate: date } : {}) };
+    for await (const page of this.conn.pages<Record<string, any>>(`/chart/${pid}/labresults`, 'results', query, { signal })) {
+      for (const r of page.items) {
+        const sameTest = loinc ? str(r.labresultloinc) === loinc : str(r.description) === description;
+        const sameDate = !date || String(r.labresultdatetime ?? '').startsWith(date);
+        if (sameTest && sameDate && key(Array.isArray(r.analytes) ? r.analytes : []) === want) return String(r.labresultid);
+      }
+    }
+    return undefined;
   }
 }

@@ -264,6 +264,37 @@ describe('athena-rest source', () => {
     expect(told[1].failures).toBeGreaterThanOrEqual(Math.min(failedPolls, 8));
   });
 
+  it('lab results: the changed feed has no analytes (1.4), so each patient\'s chart results are read (batched, paged, with 5xx) and mapped with LOINC', async () => {
+    sim.opts.clients['lab-client'] = 'lab-secret';
+    sim.subscribe(PRACTICE, 'labresults', 'lab-client');
+    sim.upsertPatient(PRACTICE, samplePatient(1, { patientid: '401' }));
+    sim.upsertPatient(PRACTICE, samplePatient(2, { patientid: '402' }));
+    const glucose = (v: string) => [{ analytename: 'Glucose', value: v, units: 'mg/dL', loinc: '2345-7', referencerange: '70-99' }];
+    sim.addLabResult(PRACTICE, '401', { labresultid: 5001, departmentid: '1', status: 'FINAL', observationdatetime: '2026-02-10T09:00:00-05:00', labresultloinc: '2345-7', description: 'Glucose', analytes: glucose('105') });
+    sim.addLabResult(PRACTICE, '401', { labresultid: 5002, departmentid: '1', status: 'FINAL', observationdatetime: '2026-02-10T09:05:00-05:00', labresultloinc: '4548-4', description: 'Hemoglobin A1c', analytes: [{ analytename: 'HbA1c', value: '6.1', units: '%', loinc: '4548-4' }] });
+    sim.addLabResult(PRACTICE, '402', { labresultid: 5003, departmentid: '1', status: 'FINAL', observationdatetime: '2026-02-10T10:00:00-05:00', labresultloinc: '2345-7', description: 'Glucose', analytes: glucose('88') });
+    // the feed itself carries no analytes
+    expect(sim.practice(PRACTICE).queues.get('lab-client|labresults')!.every((e) => e.record.analytes === undefined && e.record.labresultloinc === undefined)).toBe(true);
+    sim.inject({ status: 503, match: /\/chart\/401\/labresults$/ });
+    const { src, ctx } = makeSource({ feeds: ['labresults'], pageLimit: 1, clientId: 'lab-client', clientSecret: 'lab-secret' });
+    await src.pollOnce();
+    const chartReads = sim.apiRequests('/labresults').filter((r) => r.clientId === 'lab-client' && r.path.includes('/chart/'));
+    // one read per patient per feed page (pageLimit 1: 3 feed pages), paged by `limit`, the 503 retried
+    expect(chartReads.every((r) => r.query.get('departmentid') === '1' && r.query.get('limit') === '1')).toBe(true);
+    expect(chartReads.filter((r) => r.status === 503)).toHaveLength(1);
+    const transform = new AthenaRestTransform();
+    const reports = ctx.submitted.map((m) => transform.toFhir({ ...m, id: 'x', seq: 1, sourceId: 's', receivedAt: new Date(), status: 'received' } as any, { logger: silentLogger() }));
+    expect(reports).toHaveLength(3);
+    const first = reports[0].entry!.map((e) => e.resource as any);
+    const dr = first.find((r) => r.resourceType === 'DiagnosticReport');
+    expect(dr.code.coding).toEqual(expect.arrayContaining([expect.objectContaining({ system: 'http://loinc.org', code: '2345-7' })]));
+    expect(dr.code.text).toBe('Glucose');
+    const obs = first.filter((r) => r.resourceType === 'Observation');
+    expect(obs).toHaveLength(1);
+    expect(obs[0]).toMatchObject({ code: { coding: [expect.objectContaining({ system: 'http://loinc.org', code: '2345-7' })] }, valueQuantity: { value: 105, unit: 'mg/dL' } });
+    expect(reports.map((b) => b.entry!.filter((e) => e.resource!.resourceType === 'Observation').length)).toEqual([1, 1, 1]);
+  });
+
   it('runs its poll loop from start() and stops cleanly', async () => {
     sim.opts.clients['client-d'] = 'secret-d';
     sim.subscribe(PRACTICE, 'providers', 'client-d');

@@ -195,8 +195,44 @@ export class AthenaRestSource implements MessageSource {
     return { contentType: AthenaContentType[kind], body: Buffer.from(JSON.stringify(env)), headers: athenaHeaders(env) };
   }
 
-  private async toMessages(feed: AthenaFeed, records: Record<string, any>[]): Promise<InboundMessage[]> {
+  /**
+   * `/labresults/changed` names a result but carries no analytes, LOINC or description (reference
+   * 1.4): those are read from the chart (`GET /chart/{patientid}/labresults`, `departmentid`
+   * required) — one read per patient and department of the page, all its pages, through the
+   * practice's rate limit — and merged into the record. A result the chart does not show (hidden,
+   * deleted since) goes on as the feed gave it, counted in a warning.
+   */
+  private async withChartLabResults(records: Record<string, any>[], dept: string | undefined): Promise<Record<string, any>[]> {
+    const groups = new Map<string, { pid: string; dept: string }>();
+    for (const r of records) {
+      const pid = r.patientid === undefined || r.patientid === null ? '' : String(r.patientid);
+      const d = r.departmentid ?? dept ?? this.cfg.departmentIds[0];
+      if (pid && d !== undefined && d !== null && d !== '') groups.set(`${pid}|${d}`, { pid, dept: String(d) });
+    }
+    const chart = new Map<string, Record<string, any>>();
+    for (const { pid, dept: d } of groups.values()) {
+      for await (const page of this.conn.pages<Record<string, any>>(`/chart/${pid}/labresults`, 'results', { departmentid: d, showhidden: 'true', limit: this.cfg.pageLimit }, { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs })) {
+        for (const c of page.items) chart.set(String(c.labresultid), c);
+      }
+    }
+    let missing = 0;
+    const out = records.map((r) => {
+      const c = chart.get(String(r.labresultid));
+      if (!c) {
+        missing++;
+        return r;
+      }
+      const merged: Record<string, any> = { ...r };
+      for (const k of ['labresultloinc', 'description', 'labresultdatetime', 'analytes']) if (c[k] !== undefined && c[k] !== null) merged[k] = c[k];
+      return merged;
+    });
+    if (missing) this.ctx.logger.warn('athena lab results not in the chart; stored without analytes', { source: this.ctx.id, departmentid: dept, count: missing });
+    return out;
+  }
+
+  private async toMessages(feed: AthenaFeed, records: Record<string, any>[], dept?: string): Promise<InboundMessage[]> {
     const kind = ATHENA_FEEDS[feed].kind;
+    if (kind === 'labresult' && records.length) records = await this.withChartLabResults(records, dept);
     const out: InboundMessage[] = [];
     for (const r of records) {
       const needsDept = kind === 'appointment' || kind === 'labresult';
@@ -233,7 +269,7 @@ export class AthenaRestSource implements MessageSource {
     let total = 0;
     try {
       for await (const page of this.conn.pages(path, ATHENA_FEEDS[feed].listKey, query, { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs, maxPages: this.cfg.maxPagesPerPoll })) {
-        const messages = await this.toMessages(feed, page.items);
+        const messages = await this.toMessages(feed, page.items, dept);
         total += messages.length;
         if (!page.hasNext && messages.length) {
           // The last page and the cleared marker commit together.
@@ -265,7 +301,7 @@ export class AthenaRestSource implements MessageSource {
     const done = JSON.stringify({ lastCommitAt: new Date().toISOString() } satisfies FeedCheckpoint);
     let total = 0;
     for await (const page of this.conn.pages(path, ATHENA_FEEDS[feed].listKey, query, { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs })) {
-      const messages = await this.toMessages(feed, page.items);
+      const messages = await this.toMessages(feed, page.items, dept);
       total += messages.length;
       if (!page.hasNext) {
         if (messages.length) await this.ctx.submit(messages, { checkpoint: { sourceId: this.ctx.id, key, value: done } });
