@@ -328,7 +328,7 @@ export class AthenaSimulator {
   addLabResult(p: string, patientid: string, result: Json): Json {
     const d = this.practice(p);
     const labresultid = result.labresultid ?? d.nextId++;
-    const rec = { ...result, labresultid, observationdatetime: result.observationdatetime ?? new Date(this.now()).toISOString() };
+    const rec: Json = { ...result, labresultid, observationdatetime: result.observationdatetime ?? new Date(this.now()).toISOString() };
     const list = d.labresults.get(String(patientid)) ?? [];
     const at = list.findIndex((x) => String(x.labresultid) === String(labresultid));
     if (at >= 0) list[at] = { ...list[at], ...rec };
