@@ -7,6 +7,7 @@ import { AthenaRestTransform } from './transform/athena.to-fhir';
 export * from './client/athena-connection';
 export * from './time/athena-time';
 export * from './transform/athena.to-fhir';
+export * from './transform/athena-chart.to-fhir';
 export * from './source/athena-rest.source';
 export * from './sink/athena-rest.sink';
 export * from './cli/subscriptions.command';

@@ -136,6 +136,8 @@ interface PracticeData {
   appointments: Map<string, Json>;
   /** patientid -> lab results */
   labresults: Map<string, Json[]>;
+  /** `${patientid}|${section}` -> chart records (problems, medications, allergies, vitals) */
+  chart: Map<string, Json[]>;
   /** `${clientId}|${feed}` -> subscription / queue */
   subscriptions: Map<string, Subscription>;
   queues: Map<string, FeedEvent[]>;
@@ -266,7 +268,7 @@ export class AthenaSimulator {
   practice(p: string): PracticeData {
     let d = this.practices.get(p);
     if (!d) {
-      d = { departments: [], providers: [], patients: new Map(), appointments: new Map(), labresults: new Map(), subscriptions: new Map(), queues: new Map(), nextId: 1000 };
+      d = { departments: [], providers: [], patients: new Map(), appointments: new Map(), labresults: new Map(), chart: new Map(), subscriptions: new Map(), queues: new Map(), nextId: 1000 };
       this.practices.set(p, d);
     }
     return d;
@@ -317,6 +319,19 @@ export class AthenaSimulator {
     d.appointments.set(id, rec);
     this.emit(p, 'appointments', rec, rec.departmentid, eventname);
     return rec;
+  }
+
+  /**
+   * Replace a chart section of a patient (reference 1.4 `GET /chart/{patientid}/problems|
+   * medications|allergies|vitals`; item fields are athena's [U], see the plugin's chart transform).
+   * A change to problems emits a `problems` changed-feed event and to medications a `prescriptions`
+   * one (reference 1.4 feed types); the reference lists no feed for allergies or vitals.
+   */
+  setChart(p: string, patientid: string, section: 'problems' | 'medications' | 'allergies' | 'vitals', items: Json[], departmentid = '1'): void {
+    const d = this.practice(p);
+    d.chart.set(`${patientid}|${section}`, structuredClone(items));
+    const feed = section === 'problems' ? 'problems' : section === 'medications' ? 'prescriptions' : undefined;
+    if (feed) this.emit(p, feed, { patientid: Number(patientid), departmentid, eventname: 'Update' }, departmentid, 'Update');
   }
 
   /**
@@ -610,6 +625,13 @@ export class AthenaSimulator {
       if (String(a.patientid) !== form.get('patientid')) return send(200, { success: false, errormessage: 'The patient does not match the appointment.' });
       this.upsertAppointment(p, { ...a, appointmentstatus: 'x', cancelreasonname: form.get('cancellationreason') ?? 'PATIENT CANCELLED', cancelleddatetime: toAthenaDateTime(this.now(), this.opts.serverTimeZone) }, 'CancelAppointment');
       return send(200, { status: 'x' });
+    }
+
+    // Chart sections (reference 1.4): departmentid required, limit/offset paging
+    if ((m = /^\/chart\/(\d+)\/(problems|medications|allergies|vitals)$/.exec(path)) && method === 'GET') {
+      if (!q.get('departmentid')) return send(400, { error: 'Additional fields are required.', detailedmessage: 'departmentid is required' });
+      if (!d.patients.has(m[1])) return send(404, { error: 'The patient is not found.' });
+      return send(200, this.page(p, path, m[2], d.chart.get(`${m[1]}|${m[2]}`) ?? [], q));
     }
 
     // Lab results

@@ -295,6 +295,53 @@ describe('athena-rest source', () => {
     expect(reports.map((b) => b.entry!.filter((e) => e.resource!.resourceType === 'Observation').length)).toEqual([1, 1, 1]);
   });
 
+  it('problems and prescriptions feeds, allergies and vitals chart reads: each to canonical FHIR, paged, through 429/503, changes only once', async () => {
+    sim.opts.clients['chart-client'] = 'chart-secret';
+    for (const f of ['problems', 'prescriptions', 'patients']) sim.subscribe(PRACTICE, f, 'chart-client');
+    sim.upsertPatient(PRACTICE, samplePatient(1, { patientid: '501' }));
+    const problems = [
+      { problemid: '9001', name: 'Essential hypertension', code: '59621000', codeset: 'SNOMED', events: [{ eventtype: 'START', startdate: '03/04/2021', status: 'CHRONIC' }] },
+      { problemid: '9002', name: 'Acute bronchitis', code: '10509002', codeset: 'SNOMED', events: [{ eventtype: 'START', startdate: '01/05/2026', status: 'ACUTE' }, { eventtype: 'END', startdate: '01/20/2026' }] },
+    ];
+    sim.setChart(PRACTICE, '501', 'problems', problems);
+    sim.setChart(PRACTICE, '501', 'medications', [[{ medicationentryid: 'H77', medication: 'lisinopril 10 mg tablet', rxnorm: '314076', unstructuredsig: '1 tablet daily', events: [{ type: 'START', eventdate: '03/04/2021' }] }]]);
+    sim.setChart(PRACTICE, '501', 'allergies', [{ allergenid: '10143', allergenname: 'Penicillins', onsetdate: '06/01/2010', criticality: 'high', reactions: [{ reactionname: 'hives', snomedcode: '247472004', severity: 'moderate' }] }]);
+    sim.setChart(PRACTICE, '501', 'vitals', [
+      { key: 'BLOODPRESSURE', abbreviation: 'BP', readings: [[{ readingid: '31', clinicalelementid: 'VITALS.BLOODPRESSURE.SYSTOLIC', value: '132', unit: 'mm[Hg]', code: '8480-6', codeset: 'LOINC', readingtaken: '02/10/2026 09:15:00' }, { readingid: '32', clinicalelementid: 'VITALS.BLOODPRESSURE.DIASTOLIC', value: '84', unit: 'mm[Hg]', code: '8462-4', codeset: 'LOINC', readingtaken: '02/10/2026 09:15:00' }]] },
+      { key: 'WEIGHT', abbreviation: 'Wt', readings: [[{ readingid: '33', clinicalelementid: 'VITALS.WEIGHT', value: '81.2', unit: 'kg', code: '29463-7', codeset: 'LOINC', readingtaken: '02/10/2026 09:16:00' }]] },
+    ]);
+    sim.inject({ status: 429, retryAfter: '0', match: /\/chart\/501\/problems$/ });
+    sim.inject({ status: 503, match: /\/chart\/501\/vitals$/ });
+    const { src, ctx } = makeSource({ feeds: ['patients', 'problems', 'prescriptions'], chartSections: ['allergies', 'vitals'], pageLimit: 1, clientId: 'chart-client', clientSecret: 'chart-secret' });
+    await src.pollOnce();
+    const transform = new AthenaRestTransform();
+    const resources = () =>
+      ctx.submitted.flatMap((m) => transform.toFhir({ ...m, id: 'x', seq: 1, sourceId: 's', receivedAt: new Date(), status: 'received' } as any, { logger: silentLogger() }).entry!.map((e) => e.resource as any));
+    const all = resources();
+    expect(all.map((r) => r.resourceType).sort()).toEqual(['AllergyIntolerance', 'Condition', 'Condition', 'MedicationStatement', 'Observation', 'Observation', 'Observation', 'Patient']);
+    const htn = all.find((r) => r.resourceType === 'Condition' && r.identifier[0].value === '9001');
+    expect(htn).toMatchObject({ clinicalStatus: { coding: [{ code: 'active' }] }, code: { coding: [{ system: 'http://snomed.info/sct', code: '59621000' }] }, onsetDateTime: '2021-03-04', subject: { identifier: { system: `urn:athenahealth:athenanet:patient:${PRACTICE}`, value: '501' } } });
+    expect(all.find((r) => r.identifier?.[0]?.value === '9002')).toMatchObject({ clinicalStatus: { coding: [{ code: 'resolved' }] }, abatementDateTime: '2026-01-20' });
+    expect(all.find((r) => r.resourceType === 'MedicationStatement')).toMatchObject({ status: 'active', medicationCodeableConcept: { coding: [{ system: 'http://www.nlm.nih.gov/research/umls/rxnorm', code: '314076' }] }, dosage: [{ text: '1 tablet daily' }] });
+    expect(all.find((r) => r.resourceType === 'AllergyIntolerance')).toMatchObject({ criticality: 'high', code: { text: 'Penicillins' }, reaction: [{ severity: 'moderate', manifestation: [{ coding: [{ code: '247472004' }] }] }] });
+    const sys = all.find((r) => r.resourceType === 'Observation' && r.code.coding[0].code === '8480-6');
+    // department 1 is US/Eastern: 09:15 local on 02/10/2026 is 14:15Z
+    expect(sys).toMatchObject({ category: [{ coding: [{ code: 'vital-signs' }] }], valueQuantity: { value: 132, unit: 'mm[Hg]' }, effectiveDateTime: '2026-02-10T14:15:00.000Z' });
+    // paged (limit 1) chart reads with the department, the 429 and the 503 retried
+    const reads = sim.apiRequests(`/chart/501/`).filter((r) => r.clientId === 'chart-client');
+    expect(reads.every((r) => r.query.get('departmentid') === '1' && r.query.get('limit') === '1')).toBe(true);
+    expect(reads.filter((r) => r.path.endsWith('/problems') && r.status === 200)).toHaveLength(2);
+    expect(reads.map((r) => r.status)).toEqual(expect.arrayContaining([429, 503]));
+
+    // A problem is resolved: only that Condition is new; the rest re-read is dropped as duplicates.
+    const before = (await store.listMessages({ sourceId: ctx.id, limit: 1000 })).length;
+    sim.setChart(PRACTICE, '501', 'problems', [{ ...problems[0], events: [...problems[0].events, { eventtype: 'END', startdate: '02/01/2026' }] }, problems[1]]);
+    await src.pollOnce();
+    const after = await store.listMessages({ sourceId: ctx.id, limit: 1000 });
+    expect(after.length - before).toBe(1);
+    expect(after.at(-1)!.headers.controlId).toMatch(/^problem:9001:/);
+  });
+
   it('runs its poll loop from start() and stops cleanly', async () => {
     sim.opts.clients['client-d'] = 'secret-d';
     sim.subscribe(PRACTICE, 'providers', 'client-d');

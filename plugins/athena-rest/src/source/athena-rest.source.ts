@@ -16,6 +16,7 @@ import type { SourceContext } from '@ferry/core';
 import { AthenaConnection, athenaConnectionSchema, isNotSubscribed, type AthenaConnectionConfig } from '../client/athena-connection';
 import { formatAthenaDate, formatAthenaDateTime, isValidTimeZone } from '../time/athena-time';
 import { AthenaContentType, athenaHeaders, type AthenaEnvelope, type AthenaKind } from '../transform/athena.to-fhir';
+import { CHART_SECTIONS, chartRecords, type AthenaChartSection } from '../transform/athena-chart.to-fhir';
 
 /** Feeds this source understands, with the list key of their envelope and the record kind. */
 export const ATHENA_FEEDS = {
@@ -23,8 +24,14 @@ export const ATHENA_FEEDS = {
   appointments: { listKey: 'appointments', kind: 'appointment' },
   labresults: { listKey: 'labresults', kind: 'labresult' },
   providers: { listKey: 'providers', kind: 'provider' },
+  // Chart-backed feeds (reference 1.4 feed types): the event names a patient, the data is the chart section.
+  problems: { listKey: 'problems', kind: 'problem' },
+  prescriptions: { listKey: 'prescriptions', kind: 'medication' },
 } as const satisfies Record<string, { listKey: string; kind: AthenaKind }>;
 export type AthenaFeed = keyof typeof ATHENA_FEEDS;
+
+/** Feeds whose events only name a patient: what changed is read from this chart section. */
+export const CHART_FEEDS: Partial<Record<AthenaFeed, AthenaChartSection>> = { problems: 'problems', prescriptions: 'medications' };
 
 const arrayOf = (allowed?: readonly string[]) => (v: unknown) => {
   if (!Array.isArray(v)) throw new Error('must be a list');
@@ -41,6 +48,11 @@ export const athenaRestSourceSchema = {
   ...athenaConnectionSchema,
   feeds: { doc: `Changed-data feeds to poll: ${Object.keys(ATHENA_FEEDS).join(', ')}`, format: arrayOf(Object.keys(ATHENA_FEEDS)), default: ['patients', 'appointments'] as string[] },
   departmentIds: { doc: 'Poll per department (departmentid param); empty = practice-wide', format: arrayOf(), default: [] as string[] },
+  chartSections: {
+    doc: `Chart sections read for every patient a polled feed names (${Object.keys(CHART_SECTIONS).join(', ')}); the reference lists no changed feed for allergies and vitals`,
+    format: arrayOf(Object.keys(CHART_SECTIONS)),
+    default: [] as string[],
+  },
   pollIntervalMs: { doc: 'Pause between polls of all feeds', format: 'nat', default: 30_000 },
   pageLimit: { doc: 'limit per page', format: 'nat', default: 1000 },
   pageDelayMs: { doc: 'Pause between pages (Metriport uses 1 s)', format: 'nat', default: 0 },
@@ -61,6 +73,7 @@ export const athenaRestSourceSchema = {
 export interface AthenaRestSourceConfig extends AthenaConnectionConfig {
   feeds: AthenaFeed[];
   departmentIds: (string | number)[];
+  chartSections: AthenaChartSection[];
   pollIntervalMs: number;
   pageLimit: number;
   pageDelayMs: number;
@@ -156,6 +169,7 @@ export class AthenaRestSource implements MessageSource {
 
   /** One pass over every feed and department (also used directly by tests). */
   async pollOnce(): Promise<void> {
+    this.chartRead = new Set();
     await this.refreshDepartments();
     if (this.cfg.backfill.enabled) await this.backfill();
     const depts = this.cfg.departmentIds.length ? this.cfg.departmentIds.map(String) : [undefined];
@@ -230,10 +244,39 @@ export class AthenaRestSource implements MessageSource {
     return out;
   }
 
+  /** Chart sections already read in this pass (`pid|dept|section`): a patient on several feeds is read once. */
+  private chartRead = new Set<string>();
+
+  /**
+   * The chart sections of each patient a feed page names (reference 1.4 `GET /chart/{patientid}/
+   * {section}`, `departmentid` required), every page, one message per chart record. Stored with
+   * the feed page (same submit), so the feed's crash safety covers them.
+   */
+  private async chartMessages(records: Record<string, any>[], sections: AthenaChartSection[], dept: string | undefined): Promise<InboundMessage[]> {
+    const out: InboundMessage[] = [];
+    for (const r of records) {
+      const pid = r.patientid === undefined || r.patientid === null || r.patientid === '' ? undefined : String(r.patientid);
+      const d = r.departmentid ?? r.primarydepartmentid ?? dept ?? this.cfg.departmentIds[0];
+      if (!pid || d === undefined || d === null || d === '') continue;
+      for (const section of sections) {
+        const key = `${pid}|${d}|${section}`;
+        if (this.chartRead.has(key)) continue;
+        this.chartRead.add(key);
+        const department = await this.department(d);
+        for await (const page of this.conn.pages(`/chart/${pid}/${section}`, section, { departmentid: String(d), limit: this.cfg.pageLimit }, { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs })) {
+          for (const item of chartRecords(section, page.items)) out.push(this.message(CHART_SECTIONS[section], `chart/${section}`, { ...item, patientid: pid, departmentid: String(d) }, department));
+        }
+      }
+    }
+    return out;
+  }
+
   private async toMessages(feed: AthenaFeed, records: Record<string, any>[], dept?: string): Promise<InboundMessage[]> {
     const kind = ATHENA_FEEDS[feed].kind;
+    const chartSection = CHART_FEEDS[feed];
+    if (chartSection) return this.chartMessages(records, [...new Set([chartSection, ...this.cfg.chartSections])], dept);
     if (kind === 'labresult' && records.length) records = await this.withChartLabResults(records, dept);
-    const out: InboundMessage[] = [];
+    const out: InboundMessage[] = this.cfg.chartSections.length ? await this.chartMessages(records, this.cfg.chartSections, dept) : [];
     for (const r of records) {
       const needsDept = kind === 'appointment' || kind === 'labresult';
       out.push(this.message(kind, `${feed}/changed`, r, needsDept ? await this.department(r.departmentid) : undefined));

@@ -27,6 +27,7 @@ import type {
   Resource,
 } from '@medplum/fhirtypes';
 import { athenaDateTimeToFhir, athenaDateToFhir, parseAthenaWallTime, wallTimeToInstant } from '../time/athena-time';
+import { athenaChartToFhir, chartEntityId } from './athena-chart.to-fhir';
 
 export const AthenaContentType = {
   patient: 'application/vnd.athena.patient+json',
@@ -34,6 +35,10 @@ export const AthenaContentType = {
   labresult: 'application/vnd.athena.labresult+json',
   department: 'application/vnd.athena.department+json',
   provider: 'application/vnd.athena.provider+json',
+  problem: 'application/vnd.athena.problem+json',
+  medication: 'application/vnd.athena.medication+json',
+  allergy: 'application/vnd.athena.allergy+json',
+  vital: 'application/vnd.athena.vital+json',
 } as const;
 export type AthenaKind = keyof typeof AthenaContentType;
 
@@ -350,6 +355,12 @@ export function athenaEnvelopeToBundle(env: AthenaEnvelope): Bundle {
     case 'provider':
       add(athenaProviderToFhir(p, env.record));
       break;
+    case 'problem':
+    case 'medication':
+    case 'allergy':
+    case 'vital':
+      add(athenaChartToFhir(env.kind, p, env.record, env.department));
+      break;
     default:
       throw inputError('ATHENA_UNKNOWN_KIND', `unknown athena record kind ${String(env.kind)}`);
   }
@@ -369,7 +380,17 @@ export function athenaHeaders(env: AthenaEnvelope): MessageHeaders {
   const p = env.practiceid;
   const id = str(r.patientid ?? r.appointmentid ?? r.labresultid ?? r.departmentid ?? r.providerid) ?? '?';
   const entityId =
-    env.kind === 'patient' ? str(r.patientid) : env.kind === 'appointment' ? str(r.appointmentid) : env.kind === 'labresult' ? str(r.labresultid) : env.kind === 'department' ? str(r.departmentid) : str(r.providerid);
+    env.kind === 'patient'
+      ? str(r.patientid)
+      : env.kind === 'appointment'
+        ? str(r.appointmentid)
+        : env.kind === 'labresult'
+          ? str(r.labresultid)
+          : env.kind === 'department'
+            ? str(r.departmentid)
+            : env.kind === 'provider'
+              ? str(r.providerid)
+              : chartEntityId(env.kind, r);
   const digest = createHash('sha256').update(JSON.stringify(sortKeys(r))).digest('hex').slice(0, 16);
   const pid = str(r.patientid);
   return {

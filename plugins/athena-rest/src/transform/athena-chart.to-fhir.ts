@@ -1,0 +1,157 @@
+/**
+ * athena chart sections -> canonical FHIR R4 (reference 1.4: `GET /chart/{patientid}/problems|
+ * medications|allergies|vitals`, `departmentid` required, "per-resource envelopes").
+ *
+ * The reference names the endpoints but not their item fields; the fields read here are athena's
+ * chart fields as its API answers them and as the simulator models them **[U]**:
+ * - problem: `problemid`, `name`, `code` + `codeset` (SNOMED), `events[{eventtype START|END,
+ *   startdate MM/DD/YYYY, status CHRONIC|ACUTE|RESOLVED…}]` -> `Condition` (problem-list-item);
+ * - medication: `medicationentryid`, `medication` (name), `rxnorm`, `unstructuredsig`,
+ *   `events[{type START|END|ENTER|HIDE, eventdate}]` -> `MedicationStatement`;
+ * - allergy: `allergenid`, `allergenname`, `onsetdate`, `deactivatedate`, `criticality`,
+ *   `reactions[{reactionname, snomedcode, severity}]` -> `AllergyIntolerance`;
+ * - vital (one reading of a vitals group): `readingid`, `clinicalelementid`, `value`, `unit`,
+ *   `code` + `codeset` (LOINC), `readingtaken` (department-local MM/DD/YYYY HH:mm:ss) ->
+ *   `Observation` (vital-signs).
+ * Every resource names its patient by the canonical athena patient identifier and carries an
+ * identifier in `urn:athenahealth:athenanet:{kind}:{practice}`, the conditional-update key.
+ */
+import { inputError } from '@ferry/core';
+import type { AllergyIntolerance, CodeableConcept, Condition, Identifier, MedicationStatement, Observation, Patient, Reference } from '@medplum/fhirtypes';
+import { athenaDateTimeToFhir, athenaDateToFhir } from '../time/athena-time';
+
+export type AthenaChartKind = 'problem' | 'medication' | 'allergy' | 'vital';
+
+/** Chart section (endpoint) -> record kind. */
+export const CHART_SECTIONS = { problems: 'problem', medications: 'medication', allergies: 'allergy', vitals: 'vital' } as const satisfies Record<string, AthenaChartKind>;
+export type AthenaChartSection = keyof typeof CHART_SECTIONS;
+
+const str = (v: unknown): string | undefined => (v === undefined || v === null || v === '' ? undefined : String(v).trim() || undefined);
+const safeId = (s: string) => s.replace(/[^A-Za-z0-9\-.]/g, '-').slice(0, 64);
+const chartSystem = (kind: AthenaChartKind, p: string) => `urn:athenahealth:athenanet:${kind}:${p}`;
+const SNOMED = 'http://snomed.info/sct';
+const LOINC = 'http://loinc.org';
+const RXNORM = 'http://www.nlm.nih.gov/research/umls/rxnorm';
+
+/** The entity id of a chart record (allergen ids are codes, not rows: they are made per patient). */
+export function chartEntityId(kind: AthenaChartKind, r: Record<string, any>): string | undefined {
+  switch (kind) {
+    case 'problem':
+      return str(r.problemid);
+    case 'medication':
+      return str(r.medicationentryid) ?? str(r.medicationid);
+    case 'allergy':
+      return str(r.allergenid) && str(r.patientid) ? `${str(r.patientid)}-${str(r.allergenid)}` : undefined;
+    case 'vital':
+      return str(r.readingid);
+  }
+}
+
+function patientRef(p: string, r: Record<string, any>): Reference<Patient> {
+  const pid = str(r.patientid);
+  if (!pid) throw inputError('ATHENA_NO_PATIENT', 'athena chart record without patientid');
+  return { type: 'Patient', identifier: { system: `urn:athenahealth:athenanet:patient:${p}`, value: pid } };
+}
+
+function ids(kind: AthenaChartKind, p: string, r: Record<string, any>): { id: string; identifier: Identifier[] } {
+  const eid = chartEntityId(kind, r);
+  if (!eid) throw inputError('ATHENA_NO_ID', `athena ${kind} without its id`);
+  return { id: safeId(`athena-${p}-${kind}-${eid}`), identifier: [{ system: chartSystem(kind, p), value: eid }] };
+}
+
+const events = (r: Record<string, any>): Record<string, any>[] => (Array.isArray(r.events) ? r.events : []);
+const eventType = (e: Record<string, any>) => String(e.eventtype ?? e.type ?? '').toUpperCase();
+
+export function athenaProblemToFhir(p: string, r: Record<string, any>): Condition {
+  const start = events(r).find((e) => eventType(e) === 'START');
+  const end = events(r).find((e) => eventType(e) === 'END');
+  const resolved = !!end || events(r).some((e) => String(e.status ?? '').toUpperCase() === 'RESOLVED');
+  const coding = str(r.code) && /snomed/i.test(String(r.codeset ?? 'SNOMED')) ? [{ system: SNOMED, code: str(r.code)!, display: str(r.name) }] : undefined;
+  return {
+    resourceType: 'Condition',
+    ...ids('problem', p, r),
+    clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: resolved ? 'resolved' : 'active' }] },
+    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'problem-list-item', display: 'Problem List Item' }] }],
+    code: { text: str(r.name) ?? str(r.code) ?? 'Problem', coding },
+    subject: patientRef(p, r),
+    onsetDateTime: athenaDateToFhir(start?.startdate ?? start?.onsetdate, 'events.startdate'),
+    abatementDateTime: end ? athenaDateToFhir(end.startdate ?? end.enddate, 'events.enddate') : undefined,
+    note: str(start?.note) ? [{ text: str(start?.note)! }] : undefined,
+  };
+}
+
+export function athenaMedicationToFhir(p: string, r: Record<string, any>): MedicationStatement {
+  const start = events(r).find((e) => eventType(e) === 'START');
+  const end = events(r).find((e) => eventType(e) === 'END');
+  const name = str(r.medication) ?? str(r.medicationname);
+  if (!name && !str(r.rxnorm)) throw inputError('ATHENA_NO_MEDICATION', 'athena medication without a name or RxNorm code');
+  const concept: CodeableConcept = { text: name, coding: str(r.rxnorm) ? [{ system: RXNORM, code: str(r.rxnorm)!, display: name }] : undefined };
+  const startDate = athenaDateToFhir(start?.eventdate, 'events.eventdate');
+  const endDate = end ? athenaDateToFhir(end.eventdate, 'events.eventdate') : undefined;
+  return {
+    resourceType: 'MedicationStatement',
+    ...ids('medication', p, r),
+    status: end ? 'completed' : 'active',
+    medicationCodeableConcept: concept,
+    subject: patientRef(p, r),
+    effectivePeriod: startDate || endDate ? { start: startDate, end: endDate } : undefined,
+    dosage: str(r.unstructuredsig) ? [{ text: str(r.unstructuredsig) }] : undefined,
+  };
+}
+
+const SEVERITY: Record<string, 'mild' | 'moderate' | 'severe'> = { mild: 'mild', moderate: 'moderate', severe: 'severe' };
+
+export function athenaAllergyToFhir(p: string, r: Record<string, any>): AllergyIntolerance {
+  const inactive = !!str(r.deactivatedate);
+  const crit = str(r.criticality)?.toLowerCase();
+  return {
+    resourceType: 'AllergyIntolerance',
+    ...ids('allergy', p, r),
+    clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: inactive ? 'inactive' : 'active' }] },
+    verificationStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: 'confirmed' }] },
+    code: { text: str(r.allergenname) ?? `Allergen ${str(r.allergenid)}` },
+    criticality: crit === 'high' ? 'high' : crit === 'low' ? 'low' : undefined,
+    patient: patientRef(p, r),
+    onsetDateTime: athenaDateToFhir(r.onsetdate, 'onsetdate'),
+    reaction: (Array.isArray(r.reactions) ? r.reactions : [])
+      .filter((x: Record<string, any>) => str(x.reactionname) || str(x.snomedcode))
+      .map((x: Record<string, any>) => ({
+        manifestation: [{ text: str(x.reactionname), coding: str(x.snomedcode) ? [{ system: SNOMED, code: str(x.snomedcode)!, display: str(x.reactionname) }] : undefined }],
+        severity: SEVERITY[str(x.severity)?.toLowerCase() ?? ''],
+      })),
+  };
+}
+
+export function athenaVitalToFhir(p: string, r: Record<string, any>, department: Record<string, any> | undefined): Observation {
+  const value = str(r.value);
+  const n = value !== undefined && /^-?\d+(\.\d+)?$/.test(value) ? Number(value) : undefined;
+  const text = str(r.clinicalelementid) ?? str(r.key) ?? 'Vital sign';
+  const loinc = str(r.code) && /loinc/i.test(String(r.codeset ?? '')) ? str(r.code) : undefined;
+  return {
+    resourceType: 'Observation',
+    ...ids('vital', p, r),
+    status: 'final',
+    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs', display: 'Vital Signs' }] }],
+    code: { text, coding: loinc ? [{ system: LOINC, code: loinc, display: text }] : undefined },
+    subject: patientRef(p, r),
+    effectiveDateTime: athenaDateTimeToFhir(r.readingtaken, str(department?.timezonename), 'readingtaken'),
+    ...(n !== undefined ? { valueQuantity: { value: n, unit: str(r.unit), ...(str(r.unit) ? { system: 'http://unitsofmeasure.org', code: str(r.unit) } : {}) } } : value ? { valueString: value } : {}),
+  };
+}
+
+/** One chart record in canonical form. */
+export function athenaChartToFhir(kind: AthenaChartKind, p: string, r: Record<string, any>, department?: Record<string, any>): Condition | MedicationStatement | AllergyIntolerance | Observation {
+  const res = kind === 'problem' ? athenaProblemToFhir(p, r) : kind === 'medication' ? athenaMedicationToFhir(p, r) : kind === 'allergy' ? athenaAllergyToFhir(p, r) : athenaVitalToFhir(p, r, department);
+  // Absent optional fields are left out (the validator refuses properties set to undefined).
+  return JSON.parse(JSON.stringify(res));
+}
+
+/** The records of one chart section page: medications may come as arrays of arrays, vitals as groups of readings. */
+export function chartRecords(section: AthenaChartSection, items: unknown[]): Record<string, any>[] {
+  const flat = items.flatMap((x) => (Array.isArray(x) ? x : [x])).filter((x): x is Record<string, any> => !!x && typeof x === 'object');
+  if (section !== 'vitals') return flat;
+  return flat.flatMap((g) => {
+    const readings = (Array.isArray(g.readings) ? g.readings : []).flatMap((x: unknown) => (Array.isArray(x) ? x : [x]));
+    return readings.filter((x: unknown) => !!x && typeof x === 'object').map((x: Record<string, any>) => ({ key: g.key, ...x }));
+  });
+}
