@@ -158,4 +158,27 @@ describe('athena example configs', () => {
     const { config } = await configure({ configFile: path.join(__dirname, '../../config/examples', file), env, logger: silentLogger() });
     expect(Object.keys(config.sources).length).toBeGreaterThan(0);
   });
+
+  it("the athena-fhir README's searchParams example validates (a map of maps, issue 25 item 1)", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-athena-cfg-'));
+    const file = path.join(dir, 'ferry.yaml');
+    writeFileSync(
+      file,
+      `store: { kind: sqlite, path: ${path.join(dir, 'ferry.db')} }
+plugins: ['@ferry/plugin-athena-rest', '@ferry/plugin-athena-fhir']
+sources:
+  f:
+    type: athena-fhir
+    clientId: id
+    clientSecret: secret
+    practiceId: 195900
+    resources: [Observation]
+    searchParams: { Observation: { category: laboratory, patient: a-195900.E-1 } }
+sinks: { out: { type: file, dir: ${dir} } }
+routes: [{ id: r, from: [f], to: [out] }]
+`,
+    );
+    const { config } = await configure({ configFile: file, env: {}, logger: silentLogger() });
+    expect(config.sources.f.searchParams).toEqual({ Observation: { category: 'laboratory', patient: 'a-195900.E-1' } });
+  });
 });

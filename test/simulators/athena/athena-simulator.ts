@@ -17,7 +17,17 @@
  * - Department-local appointment wall times, departments with `timezonename` [1.7].
  * - FHIR: athena id scheme `a-{p}.E-{id}`, identifier systems, `ah-*` extensions, searches
  *   refused without `ah-practice`, `_count` + `cursor` paging with absolute `next` links,
- *   `_lastUpdated` prefixes [2.2, 2.3].
+ *   `_lastUpdated` prefixes [2.2, 2.3]; only the search parameters the captured
+ *   CapabilityStatement lists per type (no `_lastUpdated` on Patient: 400) [2.3]; resources served
+ *   without `meta` when changed with `changeClinical(…, { unversioned: true })`.
+ * - Token scopes enforced: REST needs `athena/service/Athenanet.MDP.*`, FHIR `system/<Type>.read`
+ *   (create `.write`); otherwise 403 "The access token lacks …" [1.2, 2.1].
+ * - Lab results: the changed feed carries the event fields only (no analytes, no LOINC), the chart
+ *   read answers the documented shape (`labresultid`, `labresultloinc`, `labresultdatetime`,
+ *   `description`, `analytes`; no accession id) [1.4, 1.10].
+ * - Chart sections `GET /chart/{patientid}/problems|medications|allergies|vitals` (departmentid
+ *   required, paged), set with `setChart`; problems/medications changes feed the `problems` /
+ *   `prescriptions` changed feeds [1.4].
  * - Fault injection [0]: token TTL, 401 on the Nth call, 429 with/without Retry-After (or the
  *   legacy 403 "Developer Over Qps"), a server-side QPS limit, latency, page size, 5xx bursts,
  *   a request log, a settable clock.
