@@ -112,6 +112,14 @@ describe('epic sources on a real SQLite store', () => {
       try {
         await src.start();
         await new Promise((r) => setTimeout(r, 600));
+        // each resource type's state, as /metrics and the admin API show it (after at least 3 failed cycles)
+        const failures = () => (src.describe().resourceTypes[1] as { consecutiveFailures: number }).consecutiveFailures;
+        for (let i = 0; i < 150 && failures() < 3; i++) await new Promise((r) => setTimeout(r, 20));
+        expect(src.stats()).toMatchObject({ 'Patient.up': 1, 'Observation:vital-signs.up': 0 });
+        expect(src.describe().resourceTypes).toEqual([
+          expect.objectContaining({ spec: 'Patient', state: 'ok', consecutiveFailures: 0 }),
+          expect.objectContaining({ spec: 'Observation:vital-signs', state: 'failing', lastErrorCode: 'FERRY_E_VENDOR_UNAVAILABLE' }),
+        ]);
         sim.server.clearFaults();
         for (let i = 0; i < 100 && !lines.some((l) => l.message.endsWith('recovered')); i++) await new Promise((r) => setTimeout(r, 20));
       } finally {

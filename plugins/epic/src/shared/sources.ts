@@ -222,6 +222,32 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
     return `poll:${spec.type}${spec.category ? `:${spec.category}` : ''}${params ? `?${params}` : ''}`;
   }
 
+  /** Each resource spec's state (`Type` or `Type:category`): for /metrics and the admin API, no PHI. */
+  private readonly specStates = new Map<string, { spec: string; state: 'ok' | 'failing' | 'pending'; consecutiveFailures: number; lastStored: number; lastSuccessAt?: string; lastErrorCode?: string; lastErrorAt?: string }>();
+
+  private specState(spec: PollResourceSpec) {
+    const name = spec.category ? `${spec.type}:${spec.category}` : spec.type;
+    let st = this.specStates.get(name);
+    if (!st) this.specStates.set(name, (st = { spec: name, state: 'pending', consecutiveFailures: 0, lastStored: 0 }));
+    return st;
+  }
+
+  /** The admin API's view (`GET /api/sources`): each resource spec's state. */
+  describe(): { resourceTypes: object[] } {
+    return { resourceTypes: this.ctx.config.resources.map((s) => ({ ...this.specState(s) })) };
+  }
+
+  /** /metrics `ferry_source_stat`: per spec `<spec>.up` (1 ok, 0 failing), failures in a row, last stored. */
+  stats(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const s of this.ctx.config.resources.map((x) => this.specState(x))) {
+      out[`${s.spec}.up`] = s.state === 'failing' ? 0 : 1;
+      out[`${s.spec}.consecutiveFailures`] = s.consecutiveFailures;
+      out[`${s.spec}.lastStored`] = s.lastStored;
+    }
+    return out;
+  }
+
   /** One pass over every configured resource type; returns the number of messages stored. */
   async cycle(): Promise<number> {
     let total = 0;
@@ -230,10 +256,19 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
     for (const spec of this.ctx.config.resources) {
       if (this.signal.aborted) break;
       // One failing resource type (a missing scope, a 4xx) does not hold the others back.
+      const st = this.specState(spec);
       try {
-        total += await this.pollSpec(spec);
+        st.lastStored = await this.pollSpec(spec);
+        total += st.lastStored;
+        st.state = 'ok';
+        st.consecutiveFailures = 0;
+        st.lastSuccessAt = new Date().toISOString();
       } catch (e) {
         if (this.signal.aborted) throw e;
+        st.state = 'failing';
+        st.consecutiveFailures++;
+        st.lastErrorCode = FerryError.from(e).code;
+        st.lastErrorAt = new Date().toISOString();
         failed.push(spec.category ? `${spec.type}:${spec.category}` : spec.type);
         firstError ??= e;
         // Each at debug: the cycle's failure (which names them) is what the loop logs, once per run of failures.
