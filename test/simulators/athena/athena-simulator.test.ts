@@ -122,6 +122,19 @@ describe('athena simulator', () => {
     expect(cond.body.issue[0].details.text).toBe('The access token lacks system/Condition.read');
   });
 
+  it('serves chart sections with departmentid required and paging (1.4), and lab results in the documented shape', async () => {
+    sim.upsertPatient(PRACTICE, samplePatient(7, { patientid: '77' }));
+    sim.setChart(PRACTICE, '77', 'problems', [{ problemid: '1', name: 'A' }, { problemid: '2', name: 'B' }, { problemid: '3', name: 'C' }]);
+    expect((await get(`/v1/${PRACTICE}/chart/77/problems`)).status).toBe(400);
+    const page = await get<AthenaPage<'problems'>>(`/v1/${PRACTICE}/chart/77/problems?departmentid=1`);
+    expect(page.body.problems).toHaveLength(2); // defaultLimit 2
+    expect(page.body.next).toBe(`/v1/${PRACTICE}/chart/77/problems?departmentid=1&limit=2&offset=2`);
+    sim.addLabResult(PRACTICE, '77', { departmentid: '1', observationdatetime: '2026-02-10T09:00:00-05:00', labresultloinc: '2345-7', description: 'Glucose', accessionid: 'X-1', analytes: [{ analytename: 'Glucose', value: 99 }] });
+    const labs = await get<AthenaPage<'results'>>(`/v1/${PRACTICE}/chart/77/labresults?departmentid=1`);
+    expect(Object.keys(labs.body.results[0]).sort()).toEqual(['analytes', 'description', 'labresultdatetime', 'labresultid', 'labresultloinc']); // no accessionid
+    expect(labs.body.results[0]).toMatchObject({ labresultdatetime: '02/10/2026 09:00:00', analytes: [{ analytename: 'Glucose', value: '99', analytedatetime: '02/10/2026 09:00:00' }] });
+  });
+
   it('injects faults: 429 with/without Retry-After, 5xx bursts, 401 on the Nth call, server-side QPS', async () => {
     sim.inject({ status: 429, retryAfter: '2' });
     sim.inject({ status: 503, times: 2 });

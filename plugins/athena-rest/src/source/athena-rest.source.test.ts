@@ -282,6 +282,8 @@ describe('athena-rest source', () => {
     // one read per patient per feed page (pageLimit 1: 3 feed pages), paged by `limit`, the 503 retried
     expect(chartReads.every((r) => r.query.get('departmentid') === '1' && r.query.get('limit') === '1')).toBe(true);
     expect(chartReads.filter((r) => r.status === 503)).toHaveLength(1);
+    // batched: patient 401's two results (two feed pages) come from one chart read (2 pages of 1), patient 402's from one
+    expect(chartReads.filter((r) => r.status === 200).map((r) => `${r.path.split('/')[4]}@${r.query.get('offset') ?? 0}`)).toEqual(['401@0', '401@1', '402@0']);
     const transform = new AthenaRestTransform();
     const reports = ctx.submitted.map((m) => transform.toFhir({ ...m, id: 'x', seq: 1, sourceId: 's', receivedAt: new Date(), status: 'received' } as any, { logger: silentLogger() }));
     expect(reports).toHaveLength(3);

@@ -170,6 +170,7 @@ export class AthenaRestSource implements MessageSource {
   /** One pass over every feed and department (also used directly by tests). */
   async pollOnce(): Promise<void> {
     this.chartRead = new Set();
+    this.labChart = new Map();
     await this.refreshDepartments();
     if (this.cfg.backfill.enabled) await this.backfill();
     const depts = this.cfg.departmentIds.length ? this.cfg.departmentIds.map(String) : [undefined];
@@ -224,10 +225,20 @@ export class AthenaRestSource implements MessageSource {
       if (pid && d !== undefined && d !== null && d !== '') groups.set(`${pid}|${d}`, { pid, dept: String(d) });
     }
     const chart = new Map<string, Record<string, any>>();
-    for (const { pid, dept: d } of groups.values()) {
-      for await (const page of this.conn.pages<Record<string, any>>(`/chart/${pid}/labresults`, 'results', { departmentid: d, showhidden: 'true', limit: this.cfg.pageLimit }, { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs })) {
-        for (const c of page.items) chart.set(String(c.labresultid), c);
+    for (const [key, { pid, dept: d }] of groups) {
+      // Read once per patient and department in a pass, again only when a result is not in what was read.
+      const cached = this.labChart.get(key);
+      const wanted = records.filter((r) => `${r.patientid}|${r.departmentid ?? dept ?? this.cfg.departmentIds[0]}` === key);
+      if (cached && wanted.every((r) => cached.has(String(r.labresultid)))) {
+        for (const [id, c] of cached) chart.set(id, c);
+        continue;
       }
+      const read = new Map<string, Record<string, any>>();
+      for await (const page of this.conn.pages<Record<string, any>>(`/chart/${pid}/labresults`, 'results', { departmentid: d, showhidden: 'true', limit: this.cfg.pageLimit }, { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs })) {
+        for (const c of page.items) read.set(String(c.labresultid), c);
+      }
+      this.labChart.set(key, read);
+      for (const [id, c] of read) chart.set(id, c);
     }
     let missing = 0;
     const out = records.map((r) => {
@@ -246,6 +257,8 @@ export class AthenaRestSource implements MessageSource {
 
   /** Chart sections already read in this pass (`pid|dept|section`): a patient on several feeds is read once. */
   private chartRead = new Set<string>();
+  /** Lab results of the chart read in this pass, per `pid|dept`. */
+  private labChart = new Map<string, Map<string, Record<string, any>>>();
 
   /**
    * The chart sections of each patient a feed page names (reference 1.4 `GET /chart/{patientid}/
