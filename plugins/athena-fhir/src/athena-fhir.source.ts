@@ -299,7 +299,7 @@ export class AthenaFhirSource implements MessageSource {
   }
 
   /** Every page of one search, stored page by page; `last` (checkpoint) goes with the last page. */
-  private async pollSearch(type: string, params: Record<string, string | number>, last?: { key: string; value: () => string }): Promise<number> {
+  private async pollSearch(type: string, params: Record<string, string | number>, last?: { key: string; value: () => string }, onPage?: (resources: Resource[]) => void): Promise<number> {
     let bundle = await this.fhir.search(type, { ...params, _count: this.cfg.pageSize }, this.signal);
     let total = 0;
     for (;;) {
@@ -307,7 +307,7 @@ export class AthenaFhirSource implements MessageSource {
       const next = bundle.link?.find((l) => l.relation === 'next')?.url;
       const messages = resources.map((r) => this.message(r));
       total += messages.length;
-      this.onPage?.(resources);
+      onPage?.(resources);
       if (!next) {
         if (messages.length) await this.ctx.submit(messages, last ? { checkpoint: { sourceId: this.ctx.id, key: last.key, value: last.value() } } : undefined);
         else if (last) await this.ctx.setCheckpoint(last.key, last.value());
@@ -320,7 +320,6 @@ export class AthenaFhirSource implements MessageSource {
     }
     return total;
   }
-  private onPage?: (resources: Resource[]) => void;
 
   /** `_lastUpdated=ge{mark - overlap}`; the new mark (highest meta.lastUpdated) commits with the last page. */
   private async pollLastUpdated(type: string): Promise<number> {
@@ -329,19 +328,15 @@ export class AthenaFhirSource implements MessageSource {
     const since = stored ?? (this.cfg.initialSince || new Date(Date.now() - this.cfg.initialLookbackHours * 3_600_000).toISOString());
     const from = new Date(Date.parse(since) - (stored ? this.cfg.overlapMs : 0)).toISOString();
     let high = Date.parse(since);
-    this.onPage = (resources) => {
+    const seen = (resources: Resource[]) => {
       for (const r of resources) {
         const lu = Date.parse(r.meta?.lastUpdated ?? '');
         if (!Number.isNaN(lu) && lu > high) high = lu;
       }
     };
-    try {
-      const total = await this.pollSearch(type, { ...(this.cfg.searchParams[type] ?? {}), _lastUpdated: `ge${from}` }, { key, value: () => new Date(high).toISOString() });
-      if (total) this.ctx.logger.info('athena FHIR polled', { source: this.ctx.id, resourceType: type, strategy: 'lastUpdated', resources: total });
-      return total;
-    } finally {
-      this.onPage = undefined;
-    }
+    const total = await this.pollSearch(type, { ...(this.cfg.searchParams[type] ?? {}), _lastUpdated: `ge${from}` }, { key, value: () => new Date(high).toISOString() }, seen);
+    if (total) this.ctx.logger.info('athena FHIR polled', { source: this.ctx.id, resourceType: type, strategy: 'lastUpdated', resources: total });
+    return total;
   }
 
   private pendingKey(type: string): string {
