@@ -39,7 +39,16 @@ describe('data-quality check of a message', () => {
     for (const v of ['Quibblesworth', 'Zorro', 'thirteen', 'many', '2024133', 'x1']) expect(JSON.stringify(got)).not.toContain(v);
   });
 
-  test('a standard segment nobody maps, dropped under unknownSegments: ignore, is an issue; kept as an extension it is not', () => {
+  test('a composite whose first component is typed (PV1-44 DTM in older layouts, CQ-1): checked sent plain or with components', () => {
+    const got = issuesOf([MSH, 'PID|1||111^^^MRN^MR', 'TQ1|1|x^mg|||||nope', 'TQ1|2|y|||||20240101^bad'].join('\r'));
+    expect(got.map((i) => [i.location, i.occurrence, i.code])).toEqual([
+      ['TQ1-2-1', 1, 'invalid-number'],
+      ['TQ1-7', 1, 'invalid-date'],
+      ['TQ1-2-1', 2, 'invalid-number'],
+    ]);
+  });
+
+    test('a standard segment nobody maps, dropped under unknownSegments: ignore, is an issue; kept as an extension it is not', () => {
     const text = [MSH, 'PID|1||111^^^MRN^MR', 'ACC|20240101|AUTO'].join('\r');
     expect(issuesOf(text)).toEqual([expect.objectContaining({ location: 'ACC', occurrence: 1, sequence: 3, code: 'unknown-segment' })]);
     expect(issuesOf(text, { unknownSegments: 'extension' })).toEqual([]);

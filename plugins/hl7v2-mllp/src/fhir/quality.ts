@@ -63,6 +63,18 @@ export function checkSegment(seg: Hl7Segment, occurrence: number, report: IssueR
   };
   const trunc = seg.delimiters.truncation;
   const fields = SEGMENT_FIELDS[seg.name];
+  if (!trunc) {
+    // The usual case (no truncation character): only the typed fields are visited.
+    const typed = typedFields(seg.name);
+    for (let k = 0; k < typed.length; k++) {
+      const n = typed[k];
+      const raw = seg.fields[n];
+      if (raw === undefined || raw === '' || raw === '""') continue;
+      const ft = n === 5 && seg.name === 'OBX' ? fieldType(seg, 5) : fields![n];
+      if (ft) checkField(seg, n, ft, at, report);
+    }
+    return;
+  }
   const first = seg.name === 'MSH' ? 3 : 1;
   for (let n = first; n < seg.fields.length; n++) {
     const raw = seg.fields[n];
@@ -82,6 +94,21 @@ export function checkSegment(seg: Hl7Segment, occurrence: number, report: IssueR
   }
 }
 
+const typedCache = new Map<string, number[]>();
+/** The field numbers of a segment the IG types (MSH-1/2, the delimiters, left out). */
+function typedFields(name: string): number[] {
+  let t = typedCache.get(name);
+  if (!t) {
+    t = Object.keys(SEGMENT_FIELDS[name] ?? {})
+      .map(Number)
+      .concat(name === 'OBX' && !SEGMENT_FIELDS.OBX?.[5] ? [5] : [])
+      .filter((n) => !(name === 'MSH' && n < 3))
+      .sort((a, b) => a - b);
+    typedCache.set(name, t);
+  }
+  return t;
+}
+
 function checkField(
   seg: Hl7Segment,
   n: number,
@@ -90,6 +117,32 @@ function checkField(
   report: IssueReporter,
 ): void {
   const comps = TYPE_COMPONENTS[type];
+  // Fast paths on the raw text (most fields: the check must not parse what the conversion does not):
+  const raw = seg.fields[n];
+  const d = seg.delimiters;
+  if (raw.indexOf(d.repetition) < 0 && (d.escape === '' || raw.indexOf(d.escape) < 0)) {
+    const comp = raw.indexOf(d.component);
+    if (comp < 0 && type !== 'SN') {
+      // one plain value: checked as it is
+      if (raw.trim() === '') return;
+      const primitive = type === 'TS' ? 'DTM' : type;
+      const p = primitiveProblem(primitive, raw) ?? (binding ? codeProblem(binding, raw) : undefined);
+      if (p) {
+        report({ ...at(n, 0, 1), ...(path ? { path } : {}), ...p, hl7ErrorCode: p.code === 'unknown-code' ? TABLE_VALUE_NOT_FOUND : DATA_TYPE_ERROR });
+        return;
+      }
+      // a composite's first component (DR-1, CQ-1...)
+      const c1 = comps?.[1];
+      if (c1) {
+        const q = primitiveProblem(c1[0] === 'TS' ? 'DTM' : c1[0], raw) ?? (c1[2] ? codeProblem(c1[2], raw) : undefined);
+        const full = path && c1[1] ? `${path}.${c1[1]}` : path || undefined;
+        if (q) report({ ...at(n, 0, 1, 1), ...(full ? { path: full } : {}), ...q, hl7ErrorCode: q.code === 'unknown-code' ? TABLE_VALUE_NOT_FOUND : DATA_TYPE_ERROR });
+      }
+      return;
+    }
+    // a composite whose checked components are past its last one: nothing to check
+    if (comps && !binding && !DATE_TYPES.has(type) && type !== 'NM' && type !== 'SI' && type !== 'SN' && componentCount(raw, d.component) < firstChecked(type)) return;
+  }
   const reps = seg.reps(n);
   for (let ri = 0; ri < reps.length; ri++) {
     const rep: Hl7Rep = reps[ri];
@@ -103,10 +156,11 @@ function checkField(
     }
     if (type === 'SN') checkSn(rep, n, ri, reps.length, path, at, report);
     if (!comps) continue;
-    for (const k in comps) {
-      const c = Number(k);
-      const [ctype, cpath, cbinding] = comps[c];
+    const list = componentList(type);
+    for (let k = 0; k < list.length; k++) {
+      const [c, ctype, cpath, cbinding] = list[k];
       const v = rep[c - 1]?.[0];
+      if (v === undefined || v === '') continue;
       const q = primitiveProblem(ctype === 'TS' ? 'DTM' : ctype, v) ?? (cbinding ? codeProblem(cbinding, v) : undefined);
       if (q) {
         const full = path && cpath ? `${path}.${cpath}` : path || undefined;
@@ -114,6 +168,33 @@ function checkField(
       }
     }
   }
+}
+
+/** Components in a raw field (no repetitions). */
+function componentCount(raw: string, sep: string): number {
+  let n = 1;
+  for (let i = raw.indexOf(sep); i >= 0; i = raw.indexOf(sep, i + 1)) n++;
+  return n;
+}
+
+const listCache = new Map<string, (readonly [number, string, string, string])[]>();
+/** The components of a composite type the check reads, in order: [component, type, path, binding]. */
+function componentList(type: string): (readonly [number, string, string, string])[] {
+  let l = listCache.get(type);
+  if (!l) {
+    const comps = TYPE_COMPONENTS[type] ?? {};
+    l = Object.keys(comps)
+      .map(Number)
+      .sort((a, b) => a - b)
+      .map((c) => [c, comps[c][0], comps[c][1], comps[c][2]] as const);
+    listCache.set(type, l);
+  }
+  return l;
+}
+
+/** The lowest component of a composite type the check reads. */
+function firstChecked(type: string): number {
+  return componentList(type)[0]?.[0] ?? Infinity;
 }
 
 /** SN (structured numeric, OBX-5 when OBX-2 is SN): its numbers in components 2 and 4. */
