@@ -138,7 +138,18 @@ describe('data-quality issues on a real engine', () => {
     expect(JSON.stringify(m.error) + JSON.stringify(got)).not.toContain('Quibblesworth');
   }, 60_000);
 
-  test('fail for PID-7 only: a bad date elsewhere is a warning, the message delivered, the ACK AA', async () => {
+  test('a failed message replayed with the data unchanged fails again; the API shows that processing\'s issues only', async () => {
+    const m = await byControlId('F1');
+    const r = await fetch(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ids: [m.id] }) });
+    expect(r.status).toBe(200);
+    await engine.waitForIdle(20_000);
+    const got = await api(`/api/messages/${m.id}`);
+    expect(got.status).toBe('failed');
+    expect(got.issues).toHaveLength(1);
+    expect(got.events.filter((e: { status: string }) => e.status === 'data-quality')).toHaveLength(2);
+  }, 60_000);
+
+    test('fail for PID-7 only: a bad date elsewhere is a warning, the message delivered, the ACK AA', async () => {
     const msg = adt('F2', '19800515', true).replace('EVN|A01|20240102103000+0100', 'EVN|A01|Quibblesworth-EVN');
     const acks = await send(port('strict'), msg, 2);
     expect(acks.map((a) => segs(a).find((s) => s[0] === 'MSA')?.[1])).toEqual(['CA', 'AA']);
@@ -153,4 +164,29 @@ describe('data-quality issues on a real engine', () => {
     expect(logs).toContain('PID-7:invalid-date');
     expect(logs).not.toContain('Quibblesworth');
   });
+
+  test('after a fix (the policy relaxed, the engine restarted on the same store) the replayed message is delivered, the issue a warning', async () => {
+    const { id } = await byControlId('F1');
+    await engine.stop();
+    engine = await Engine.create({
+      logger: createLogger({ level: 'debug' }, new PassThrough().on('data', (c) => (logs += c.toString('utf8')))),
+      config: {
+        store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
+        plugins: ['@ferry/plugin-hl7v2-mllp'],
+        sources: { strict: { type: 'mllp', host: '127.0.0.1', port: 0, dataQuality: { policy: 'warn' } } },
+        sinks: { out: { type: 'file', dir: path.join(dir, 'out'), format: 'json' } },
+        routes: [{ id: 'all', from: ['strict'], to: ['out'] }],
+        processing: { transformWorkers: 0 },
+        admin: { enabled: true, host: '127.0.0.1', port: 0 },
+      },
+    });
+    await engine.start();
+    const r = await fetch(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ids: [id] }) });
+    expect(r.status).toBe(200);
+    await engine.waitForIdle(20_000);
+    const got = await api(`/api/messages/${id}`);
+    expect(got.status).toBe('delivered');
+    expect(got.issues).toEqual([expect.objectContaining({ location: 'PID-7', severity: 'warning' })]);
+    expect(logs).not.toContain('Quibblesworth');
+  }, 60_000);
 });
