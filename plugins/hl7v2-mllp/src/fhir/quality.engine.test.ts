@@ -138,7 +138,16 @@ describe('data-quality issues on a real engine', () => {
     expect(JSON.stringify(m.error) + JSON.stringify(got)).not.toContain('Quibblesworth');
   }, 60_000);
 
-  test('a failed message replayed with the data unchanged fails again; the API shows that processing\'s issues only', async () => {
+  test('fail in original mode: AA (durably taken in, as original mode means), the message failed with the issue', async () => {
+    const [ack] = await send(port('strict'), adt('F0', GARBAGE), 1);
+    expect(segs(ack).find((s) => s[0] === 'MSA')?.[1]).toBe('AA');
+    await engine.waitForIdle(20_000);
+    const m = await byControlId('F0');
+    expect(m.status).toBe('failed');
+    expect((await api(`/api/messages/${m.id}`)).issues).toEqual([expect.objectContaining({ location: 'PID-7', severity: 'error' })]);
+  }, 60_000);
+
+    test('a failed message replayed with the data unchanged fails again; the API shows that processing\'s issues only', async () => {
     const m = await byControlId('F1');
     const r = await fetch(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ids: [m.id] }) });
     expect(r.status).toBe(200);
