@@ -38,7 +38,9 @@ export function primitiveProblem(type: string, v: string | undefined): { code: s
 export function codeProblem(map: string, code: string | undefined): { code: string; text: string } | undefined {
   if (code === undefined || code.trim() === '' || code === '""') return undefined;
   // `A|B`: either map (XAD-7 is an address use or, M / SH, an address type)
-  for (const m of map.split('|')) if (mapCode(m, code)) return undefined;
+  const maps = map.includes('|') ? map.split('|') : undefined;
+  if (!maps) return mapCode(map, code) ? undefined : { code: 'unknown-code', text: `code not in the required binding (concept map ${map})` };
+  for (const m of maps) if (mapCode(m, code)) return undefined;
   return { code: 'unknown-code', text: `code not in the required binding (concept map ${map.replace('|', ' or ')})` };
 }
 
@@ -124,7 +126,7 @@ function checkField(
     const comp = raw.indexOf(d.component);
     if (comp < 0 && type !== 'SN') {
       // one plain value: checked as it is
-      if (raw.trim() === '') return;
+      if (raw.charCodeAt(0) <= 32 && raw.trim() === '') return;
       const primitive = type === 'TS' ? 'DTM' : type;
       const p = primitiveProblem(primitive, raw) ?? (binding ? codeProblem(binding, raw) : undefined);
       if (p) {
@@ -141,7 +143,7 @@ function checkField(
       return;
     }
     // a composite whose checked components are past its last one: nothing to check
-    if (comps && !binding && !DATE_TYPES.has(type) && type !== 'NM' && type !== 'SI' && type !== 'SN' && componentCount(raw, d.component) < firstChecked(type)) return;
+    if (comps && !binding && !DATE_TYPES.has(type) && type !== 'NM' && type !== 'SI' && type !== 'SN' && !hasComponents(raw, d.component, firstChecked(type))) return;
   }
   const reps = seg.reps(n);
   for (let ri = 0; ri < reps.length; ri++) {
@@ -170,11 +172,11 @@ function checkField(
   }
 }
 
-/** Components in a raw field (no repetitions). */
-function componentCount(raw: string, sep: string): number {
+/** True when a raw field (no repetitions) has at least `k` components. */
+function hasComponents(raw: string, sep: string, k: number): boolean {
   let n = 1;
-  for (let i = raw.indexOf(sep); i >= 0; i = raw.indexOf(sep, i + 1)) n++;
-  return n;
+  for (let i = raw.indexOf(sep); i >= 0 && n < k; i = raw.indexOf(sep, i + 1)) n++;
+  return n >= k;
 }
 
 const listCache = new Map<string, (readonly [number, string, string, string])[]>();
