@@ -6,6 +6,7 @@
  *   hl7-standard      - hl7-standard parse (transform()) alone
  *   ferry parse       - Ferry's reader (decode + parse + every field split into reps/components)
  *   ferry convert     - Ferry's decode + parse + v2-to-FHIR conversion to a Bundle
+ *   + data-quality    - the same with every typed field checked and the issues collected (as the engine runs it)
  *   ferry + validate  - convert + @medplum/core validateResource on every resource (for reference)
  * Compare the ratios (same run), not absolute rates, on a shared machine.
  * Usage: node bench/convert.js [--seconds 3]
@@ -98,6 +99,8 @@ const rows = measure([
     },
   },
   { name: 'ferry parse + convert', weight: 1, fn: (i) => (sink.v += t.convert(bodies[i]).entry.length) },
+  // as the engine runs it: every value checked, the issues collected (CONVERSION.md, data quality)
+  { name: 'ferry convert + data-quality check', weight: 1, fn: (i) => (sink.v += t.convert(bodies[i], () => sink.v++).entry.length) },
 ]);
 plugin.ensureFhirDefinitions();
 rows.push(...measure([{ name: 'ferry convert + validate', weight: 1, fn: (i) => (sink.v += plugin.validateBundle(t.convert(bodies[i])).length) }]));
@@ -112,4 +115,5 @@ for (const r of rows)
   );
 const conv = rows[3].wall;
 console.log(`\ngoal >= 3,000 corpus msgs/s converted: ${conv >= 3000 ? 'met' : 'NOT met'} here (${Math.round(conv)}/s; ${(conv / base).toFixed(2)}x hl7-standard in the same run)`);
+console.log(`data-quality check: ${(rows[4].wall / conv).toFixed(2)}x the conversion's rate without it (same run)`);
 if (sink.v === -1) console.log('');

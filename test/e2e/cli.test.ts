@@ -112,6 +112,17 @@ d('ferry CLI', () => {
     expect(r2.stderr).toMatch(/cannot read/);
   });
 
+  it('convert prints the data-quality issues on stderr: location, FHIR path, reason -- not the value; the Bundle on stdout', () => {
+    const file = path.join(dir, 'dq.hl7');
+    writeFileSync(file, 'MSH|^~\\&|APP|FAC|FERRY|DEST|20250101120000||ADT^A01^ADT_A01|DQ1|P|2.5.1\rPID|1||MRN1^^^HOSP^MR||DOE^JANE||Quibblesworth-DOB|F\r');
+    const r = run(['convert', file]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).resourceType).toBe('Bundle');
+    expect(r.stderr).toContain('message 1: 1 data-quality issue(s)');
+    expect(r.stderr).toMatch(/warning PID-7 \(Patient\.birthDate\): invalid-date: not a valid HL7 date/);
+    expect(r.stderr).not.toContain('Quibblesworth');
+  });
+
   it('sink hold / holds / release from another process: the running engine stops and resumes that sink within a second or so', async () => {
     const file = path.join(dir, 'hold.yaml');
     const out = path.join(dir, 'hold-out');

@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Engine } from '../engine/engine';
 import { FerryError } from '../errors';
+import { issuesOf } from '../model/message';
 import { holdRequest, replayFilter, replayMessages, type HoldRequest, type ReplayRequest } from '../store/admin-ops';
 
 export interface AdminServer {
@@ -70,7 +71,8 @@ export async function startAdmin(engine: Engine, cfg: { host: string; port: numb
     const m = await engine.store.getMessage(req.params.id, { body: withBody, bundle: withBody });
     if (!m) return reply.code(404).send({ error: `no message ${req.params.id}` });
     const [events, deliveries] = await Promise.all([engine.store.events(m.id), engine.store.deliveries(m.id)]);
-    return { ...m, body: m.body?.toString('utf8'), events, deliveries };
+    // The current processing's data-quality issues: locations and reasons, never values.
+    return { ...m, body: m.body?.toString('utf8'), issues: issuesOf(events), events, deliveries };
   });
 
   /** Body: a `ferry replay` request ({ ids | status, source, route, sink, since, until, mode, dryRun }). */

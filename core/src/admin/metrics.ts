@@ -29,6 +29,12 @@ export class EngineMetrics {
     labelNames: ['source'] as const,
     registers: [this.registry],
   });
+  readonly dataQualityIssues = new Counter({
+    name: 'ferry_data_quality_issues_total',
+    help: "Values the conversion could not use, by source, message type, location (PID-7), reason (invalid-date...) and severity (error: failed by the source's dataQuality policy; warning: delivered)",
+    labelNames: ['source', 'type', 'location', 'reason', 'severity'] as const,
+    registers: [this.registry],
+  });
   readonly routed = new Counter({
     name: 'ferry_route_matches_total',
     help: 'Messages matched by a route, by route',

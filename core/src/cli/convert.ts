@@ -5,7 +5,7 @@ import { FerryError } from '../errors';
 import { validateBundle } from '../fhir/validate';
 import { silentLogger } from '../logging/logger';
 import { ContentType, type StoredMessage } from '../model/message';
-import type { MessageTransform } from '../plugin/api';
+import type { MessageTransform, ReportedIssue } from '../plugin/api';
 import { findTransform } from '../pipeline/process-message';
 
 /** Guess a content type from the file name and its first bytes. */
@@ -24,6 +24,8 @@ const silent = silentLogger();
 export interface ConvertResult {
   bundles: Bundle[];
   issues: { index: number; outcome: NonNullable<ReturnType<typeof validateBundle>> }[];
+  /** Per message (0-based index): the values its transform could not use (locations and reasons, never values). */
+  dataQuality: { index: number; issues: ReportedIssue[] }[];
 }
 
 /** Convert one file (one message or a batch) with the registered transforms. */
@@ -40,7 +42,7 @@ export async function convertFile(file: string, transforms: MessageTransform[], 
   if (!transform) throw new FerryError('INPUT_NO_TRANSFORM', `no transform registered for ${contentType} (is its plugin loaded?)`, { kind: 'input' });
   const parts = transform.split ? transform.split(body) : [body];
   const receivedAt = statSync(file).mtime;
-  const result: ConvertResult = { bundles: [], issues: [] };
+  const result: ConvertResult = { bundles: [], issues: [], dataQuality: [] };
   for (const [i, part] of parts.entries()) {
     const message: StoredMessage & { body: Buffer } = {
       id: `${path.basename(file)}#${i + 1}`,
@@ -52,8 +54,10 @@ export async function convertFile(file: string, transforms: MessageTransform[], 
       receivedAt,
       status: 'received',
     };
-    const bundle = await transform.toFhir(message, { logger: silent });
+    const reported: ReportedIssue[] = [];
+    const bundle = await transform.toFhir(message, { logger: silent, reportIssue: (issue) => void reported.push(issue) });
     result.bundles.push(bundle);
+    if (reported.length) result.dataQuality.push({ index: i, issues: reported });
     if (opts.validate) {
       const outcome = validateBundle(bundle);
       if (outcome) result.issues.push({ index: i, outcome });

@@ -144,13 +144,18 @@ export async function main(argv: string[]): Promise<number> {
     .argument('<file>', 'message file (HL7 v2, FHIR JSON, or a vendor payload)')
     .option('-c, --config <file>', 'config whose plugins to use (default: $FERRY_CONFIG, ./config/ferry.yaml or the bundled plugins)')
     .option('--content-type <type>', 'content type (default: from the file name and its first bytes)')
-    .option('--validate', 'validate every resource; print issues on stderr and exit 1 if any')
+    .option('--validate', 'validate every resource; print issues on stderr and exit 1 if any (data-quality issues -- values the conversion could not use -- are printed on stderr always)')
     .action((file: string, o: { config?: string; contentType?: string; validate?: boolean }) =>
       set(
         (async () => {
           const { host } = await loadHost(resolveConfigPath(o.config));
           const r = await convertFile(file, transformsOf(host), { contentType: o.contentType, validate: o.validate });
           out(JSON.stringify(r.bundles.length === 1 ? r.bundles[0] : r.bundles, null, 2));
+          // Values the conversion could not use: where and why (never the values).
+          for (const d of r.dataQuality) {
+            err(`message ${d.index + 1}: ${d.issues.length} data-quality issue(s)`);
+            for (const i of d.issues) err(`  ${i.severity ?? 'warning'} ${i.location}${i.occurrence && i.occurrence > 1 ? `[${i.occurrence}]` : ''}${i.path ? ` (${i.path})` : ''}: ${i.code}: ${i.text}`);
+          }
           for (const i of r.issues) {
             err(`message ${i.index + 1}: ${i.outcome.issue?.length} validation issue(s)`);
             for (const issue of i.outcome.issue ?? []) err(`  ${issue.severity} ${issue.expression?.join(',') ?? ''}: ${issue.details?.text ?? issue.diagnostics ?? issue.code}`);

@@ -1,5 +1,7 @@
 import type convict from 'convict';
 import type { CircuitPolicy } from '../delivery/circuit';
+import type { DataQualityPolicy } from '../model/message';
+import { checkDataQualityFields } from '../pipeline/data-quality';
 
 /** Keys shared by every sink entry, whatever its type: the delivery policy. */
 export const sinkCommonSchema = {
@@ -41,6 +43,18 @@ export const sourceCommonSchema = {
       default: 'ignore',
     },
     windowMs: { doc: 'Duplicate window', format: 'nat', default: 24 * 3600_000 },
+  },
+  dataQuality: {
+    policy: {
+      doc: 'What a value the conversion cannot use does (a bad date, a number that is not one, a code outside a required binding, a truncated value, an unmapped segment): warn (recorded with the message, counted, the message delivered) or fail (the message fails as an input error, replayable after a fix; an enhanced-mode HL7 application ACK is AE naming the fields)',
+      format: ['warn', 'fail'],
+      default: 'warn',
+    },
+    fields: {
+      doc: "Per-location overrides of the policy: { 'PID-7': fail, 'OBX-5': warn, 'PID-11-5': warn, ZPD: warn }; the most specific entry (SEG-n-c, SEG-n, SEG) wins",
+      format: checkDataQualityFields,
+      default: {} as Record<string, 'warn' | 'fail'>,
+    },
   },
 } satisfies convict.Schema<any>;
 
@@ -146,7 +160,7 @@ export interface EngineConfig {
     retention: { deliveredDays: number; deadDays: number; pruneIntervalMinutes: number };
   };
   plugins: PluginRef[];
-  sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number }; [k: string]: unknown }>;
+  sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number }; dataQuality: DataQualityPolicy; [k: string]: unknown }>;
   sinks: Record<string, { type: string; retry: RetryPolicy; circuitBreaker: CircuitPolicy; concurrency: number; deliveryTimeoutMs: number; [k: string]: unknown }>;
   routes: RouteConfig[];
   processing: { batchSize: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number; maxAttempts: number; transformWorkers: number | 'auto' };

@@ -106,7 +106,33 @@ describe('buildEngineConfig', () => {
     expect(problems.length).toBe(13);
   });
 
-  it('applies defaults and env overrides of engine keys', () => {
+  it("checks a source's dataQuality policy strictly and defaults it to warn", () => {
+    const problems: ConfigProblem[] = [];
+    const cfg = buildEngineConfig(
+      {
+        sources: {
+          a: { type: 'http', dataQuality: { policy: 'fail', fields: { 'PID-7': 'warn', 'OBX-5-2': 'fail' } } },
+          b: { type: 'http' },
+          c: { type: 'http', dataQuality: { policy: 'strict', fields: { 'PID-7': 'maybe' }, extra: 1 } },
+        },
+        sinks: { out: { type: 'file' } },
+        routes: [{ id: 'r', from: ['a'], to: ['out'] }],
+      },
+      catalog,
+      {},
+      problems,
+      { env: {} },
+    );
+    expect(cfg.sources.a.dataQuality).toEqual({ policy: 'fail', fields: { 'PID-7': 'warn', 'OBX-5-2': 'fail' } });
+    expect(cfg.sources.b.dataQuality).toEqual({ policy: 'warn', fields: {} });
+    expect(problems.map((p) => `${p.path}: ${p.message}`).sort()).toEqual([
+      'sources.c.dataQuality.extra: unknown key',
+      expect.stringMatching(/^sources\.c\.dataQuality\.fields: .*PID-7: must be warn or fail/),
+      expect.stringMatching(/^sources\.c\.dataQuality\.policy: /),
+    ]);
+  });
+
+    it('applies defaults and env overrides of engine keys', () => {
     const problems: ConfigProblem[] = [];
     const cfg = buildEngineConfig({ sinks: { out: { type: 'file' } }, routes: [{ id: 'r', to: ['out'] }] }, catalog, {}, problems, { env: { FERRY_ADMIN_PORT: '9191' } });
     expect(problems).toEqual([]);

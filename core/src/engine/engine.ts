@@ -7,11 +7,12 @@ import type { EngineConfig } from '../config/engine.schema';
 import { Dispatcher, type SinkRuntime, type SinkView } from '../delivery/dispatcher';
 import { FerryError, inputError } from '../errors';
 import { createLogger, errorFields } from '../logging/logger';
-import type { InboundMessage, MessageHeaders } from '../model/message';
+import type { DataQualityPolicy, InboundMessage, MessageHeaders } from '../model/message';
 import type { MessageSource, MessageTransform, SinkContext, SourceContext } from '../plugin/api';
 import type { PluginHost } from '../plugin/plugin-host';
 import { coreTokens } from '../plugin/tokens';
-import { findTransform } from '../pipeline/process-message';
+import { DEFAULT_DATA_QUALITY } from '../pipeline/data-quality';
+import { assessDataQuality, findTransform } from '../pipeline/process-message';
 import { Processor } from '../pipeline/processor';
 import { TransformPool } from '../pipeline/transform-pool';
 import { pruneByRetention } from '../store/admin-ops';
@@ -165,6 +166,7 @@ export class Engine {
             pluginConfig: cfg.pluginConfig,
             pluginBaseDir: process.cwd(),
             routes: cfg.routes,
+            dataQuality: this.dataQualityPolicies(),
             baseDir: cfg.baseDir,
             log: cfg.log,
           },
@@ -176,6 +178,7 @@ export class Engine {
         maxAttempts: cfg.processing.maxAttempts,
         baseDir: cfg.baseDir,
         pool: this.pool,
+        dataQuality: this.dataQualityPolicies(),
       });
       this.dispatcher = new Dispatcher(this.store, this.sinks, this.logger.child({ component: 'dispatcher' }), this.metrics, {
         ...common,
@@ -201,6 +204,13 @@ export class Engine {
     }
   }
 
+  /** Each source's `dataQuality` policy, by source id (plain data: it goes to the transform workers too). */
+  private dataQualityPolicies(): Record<string, DataQualityPolicy> {
+    const out: Record<string, DataQualityPolicy> = {};
+    for (const [id, src] of Object.entries(this.config.sources)) if (src.dataQuality) out[id] = { policy: src.dataQuality.policy, fields: { ...src.dataQuality.fields } };
+    return out;
+  }
+
   /** Transform worker threads ready (0: processing on the engine thread). */
   get transformWorkers(): number {
     return this.pool?.ready ?? 0;
@@ -218,8 +228,10 @@ export class Engine {
 
   private async startSource(id: string, entry: EngineConfig['sources'][string]): Promise<void> {
     const reg = this.host.sourceTypes().find((s) => s.type === entry.type)!;
-    const { type, duplicates, ...rest } = entry;
+    const { type, duplicates, dataQuality: dq, ...rest } = entry;
+    const dataQuality = dq ?? DEFAULT_DATA_QUALITY;
     const logger = this.logger.child({ source: id });
+    const canFail = dataQuality.policy === 'fail' || Object.values(dataQuality.fields).includes('fail');
     const abort = new AbortController();
     const ctx: SourceContext = {
       id,
@@ -234,6 +246,14 @@ export class Engine {
         const t = findTransform(this.transforms, contentType);
         return t?.split ? t.split(body) : [body];
       },
+      dataQualityCanFail: canFail,
+      dataQualityIssues: (m) =>
+        assessDataQuality(
+          this.transforms,
+          { id: 'intake', seq: 0, sourceId: id, contentType: m.contentType, body: m.body, headers: m.headers ?? {}, receivedAt: m.receivedAt ?? new Date(), status: 'received' },
+          dataQuality,
+          logger,
+        ),
     };
     const child = reg.container.createChildContainer();
     child.register(coreTokens.SourceContext, { useValue: ctx });

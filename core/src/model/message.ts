@@ -111,3 +111,63 @@ export interface MessageEvent {
   routeId?: string;
   detail?: string;
 }
+
+/**
+ * A value of a message the conversion could not use (a date that is not a date, a number that is
+ * not a number, a code outside a required binding, a truncated value, a segment nobody maps).
+ * Never carries the value itself (it may be PHI): where it is and why, only.
+ */
+export interface DataQualityIssue {
+  /**
+   * After the source's `dataQuality` policy: `error` (policy `fail`: the message fails, input
+   * error, replayable) or `warning` (policy `warn`: delivered, the issue recorded). A transform
+   * reports `warning` unless it knows better; the policy decides.
+   */
+  severity: 'error' | 'warning';
+  /**
+   * Where, in the source format: HL7 v2 `SEG-field[-component]` (`PID-7`, `PID-11-5`, `ZPD` for a
+   * whole segment); a vendor transform its JSON path (`patient.dob`). Policies match on it.
+   */
+  location: string;
+  /** HL7 v2: which occurrence of the segment (1-based), when there can be several. */
+  occurrence?: number;
+  /** HL7 v2: which repetition of the field (1-based), when the field repeats. */
+  repetition?: number;
+  /** HL7 v2: the segment's position in the message (1-based, MSH = 1; ERR-2 / ERL). */
+  sequence?: number;
+  /** The FHIR element that lost the value (`Patient.birthDate`), when known. */
+  path?: string;
+  /** Reason, machine-readable: `invalid-date`, `invalid-number`, `unknown-code`, `truncated`, `unknown-segment`... */
+  code: string;
+  /** Reason for people; never the value. */
+  text: string;
+  /** HL7 table 0357 error condition for an ERR segment (102 data type error, 103 table value not found...). */
+  hl7ErrorCode?: string;
+}
+
+/** A source's `dataQuality` policy: what an issue does (`warn`: recorded; `fail`: the message fails), per field. */
+export interface DataQualityPolicy {
+  policy: 'warn' | 'fail';
+  /** `SEG-n`, `SEG-n-c` or `SEG` (or a vendor location) -> warn | fail; the most specific match wins. */
+  fields: Record<string, 'warn' | 'fail'>;
+}
+
+/** The event status under which each issue is stored with its message (detail: the issue as JSON). */
+export const DATA_QUALITY_EVENT = 'data-quality';
+
+/** The data-quality issues among a message's events (the latest processing's: a replay records them again). */
+export function issuesOf(events: MessageEvent[]): DataQualityIssue[] {
+  let start = 0;
+  // A replay starts with a 'received' event: the issues after the last one are the current processing's.
+  for (let i = 0; i < events.length; i++) if (events[i].status === 'received') start = i;
+  const out: DataQualityIssue[] = [];
+  for (const e of events.slice(start)) {
+    if (e.status !== DATA_QUALITY_EVENT || !e.detail) continue;
+    try {
+      out.push(JSON.parse(e.detail) as DataQualityIssue);
+    } catch {
+      // not ours
+    }
+  }
+  return out;
+}

@@ -2,10 +2,11 @@ import type { Bundle, Patient } from '@medplum/fhirtypes';
 import type { Logger } from 'winston';
 import type { RouteConfig } from '../config/engine.schema';
 import { FerryError } from '../errors';
-import type { StoredMessage } from '../model/message';
-import type { MessageTransform } from '../plugin/api';
+import type { DataQualityIssue, DataQualityPolicy, StoredMessage } from '../model/message';
+import type { MessageTransform, ReportedIssue } from '../plugin/api';
 import { compileRoute, matchRoutes, type CompiledRoute } from '../routing/router';
 import type { ProcessedMessage } from '../store/message-store';
+import { applyDataQualityPolicy, dataQualityOutcome, failsMessage, issueSummary } from './data-quality';
 import { compileStep, type CompiledStep } from './steps';
 
 /** Finds the transform for a content type. */
@@ -53,6 +54,8 @@ export class MessagePipeline {
     private readonly transforms: MessageTransform[],
     routes: RouteConfig[],
     baseDir: string,
+    /** Each source's `dataQuality` policy, by source id (absent: warn). */
+    private readonly dataQuality: Record<string, DataQualityPolicy> = {},
   ) {
     this.routes = routes.map((r) => ({ ...compileRoute(r), steps: r.steps.map((s) => compileStep(s, baseDir)) }));
   }
@@ -69,12 +72,33 @@ export class MessagePipeline {
     const transform = findTransform(this.transforms, message.contentType);
     if (!transform) return failed(id, new FerryError('INPUT_NO_TRANSFORM', `no transform registered for content type ${message.contentType}`, { kind: 'input' }));
     let bundle: Bundle;
+    const reported: ReportedIssue[] = [];
+    const reportIssue = (i: ReportedIssue) => {
+      if (reported.length < MAX_ISSUES) reported.push(cleanIssue(i));
+    };
+    let issues: DataQualityIssue[] | undefined;
     try {
-      bundle = await transform.toFhir(message as StoredMessage & { body: Buffer }, { logger: log });
+      bundle = await transform.toFhir(message as StoredMessage & { body: Buffer }, { logger: log, reportIssue });
       if (!bundle || bundle.resourceType !== 'Bundle') throw new FerryError('INTERNAL_TRANSFORM_RESULT', `transform ${transform.name} did not return a Bundle`, { kind: 'internal' });
     } catch (e) {
-      return failed(id, FerryError.from(e, 'INPUT_TRANSFORM_FAILED', 'input'));
+      issues = reported.length ? applyDataQualityPolicy(reported, this.dataQuality[message.sourceId]) : undefined;
+      return withIssues(failed(id, FerryError.from(e, 'INPUT_TRANSFORM_FAILED', 'input')), issues);
     }
+    if (reported.length) {
+      issues = applyDataQualityPolicy(reported, this.dataQuality[message.sourceId]);
+      if (failsMessage(issues)) {
+        const errors = issues.filter((i) => i.severity === 'error');
+        const err = new FerryError('INPUT_DATA_QUALITY', `values the conversion cannot use, failed by the source's dataQuality policy: ${issueSummary(errors)}`, {
+          kind: 'input',
+          details: { outcome: dataQualityOutcome(issues) },
+        });
+        return withIssues(failed(id, err), issues);
+      }
+    }
+    return withIssues(await this.route(id, message, bundle), issues);
+  }
+
+  private async route(id: string, message: StoredMessage, bundle: Bundle): Promise<ProcessingReport> {
     const bundleJson = JSON.stringify(bundle);
     const orderingKey = message.headers.orderingKey || patientOrderingKey(bundle) || `source:${message.sourceId}`;
     const transformed = { bundleJson, orderingKey };
@@ -116,6 +140,41 @@ export class MessagePipeline {
     if (deliveries.length) return { id, transformed, outcome: { status: 'routed', deliveries }, routes };
     return { id, transformed, outcome: { status: 'filtered', detail: filteredBy.join('; ') }, routes };
   }
+}
+
+/**
+ * The data-quality issues of a message not yet processed, under a source's policy: its transform
+ * run for them alone (the MLLP source's enhanced-mode application ACK names fail-level fields).
+ * A transform that throws gives the issues reported until then.
+ */
+export async function assessDataQuality(transforms: MessageTransform[], message: StoredMessage & { body: Buffer }, policy: DataQualityPolicy | undefined, log: Logger): Promise<DataQualityIssue[]> {
+  const transform = findTransform(transforms, message.contentType);
+  if (!transform) return [];
+  const reported: ReportedIssue[] = [];
+  try {
+    await transform.toFhir(message, { logger: log, reportIssue: (i) => void (reported.length < MAX_ISSUES && reported.push(cleanIssue(i))) });
+  } catch {
+    // the processing reports the failure itself
+  }
+  return applyDataQualityPolicy(reported, policy);
+}
+
+/** Issues kept per message (a transform reporting every value of a broken feed must not flood the store). */
+const MAX_ISSUES = 100;
+
+function withIssues(r: ProcessingReport, issues: DataQualityIssue[] | undefined): ProcessingReport {
+  if (issues?.length) r.issues = issues;
+  return r;
+}
+
+/** Only the known keys of a reported issue, texts bounded: it is stored and logged as given. */
+function cleanIssue(i: ReportedIssue): ReportedIssue {
+  const out: ReportedIssue = { location: String(i.location).slice(0, 80), code: String(i.code).slice(0, 40), text: String(i.text).slice(0, 200) };
+  if (i.severity === 'error' || i.severity === 'warning') out.severity = i.severity;
+  for (const k of ['occurrence', 'repetition', 'sequence'] as const) if (Number.isInteger(i[k])) out[k] = i[k];
+  if (i.path) out.path = String(i.path).slice(0, 120);
+  if (i.hl7ErrorCode) out.hl7ErrorCode = String(i.hl7ErrorCode).slice(0, 4);
+  return out;
 }
 
 function failed(id: string, err: FerryError): ProcessingReport {

@@ -2,7 +2,7 @@ import type { Logger } from 'winston';
 import type { EngineMetrics } from '../admin/metrics';
 import type { RouteConfig } from '../config/engine.schema';
 import { errorFields } from '../logging/logger';
-import type { StoredMessage } from '../model/message';
+import type { DataQualityPolicy, StoredMessage } from '../model/message';
 import type { MessageTransform } from '../plugin/api';
 import { whileStoreDown, type MessageStore } from '../store/message-store';
 import { retryTransient } from '../util/retry-transient';
@@ -39,6 +39,8 @@ export interface ProcessorOptions {
   baseDir: string;
   /** Transform worker threads; without them processing runs on this thread. */
   pool?: TransformPool;
+  /** Each source's `dataQuality` policy, by source id. */
+  dataQuality?: Record<string, DataQualityPolicy>;
 }
 
 /**
@@ -68,7 +70,7 @@ export class Processor {
     private readonly metrics: EngineMetrics,
     private readonly opts: ProcessorOptions,
   ) {
-    this.pipeline = new MessagePipeline(transforms, routes, opts.baseDir);
+    this.pipeline = new MessagePipeline(transforms, routes, opts.baseDir, opts.dataQuality);
   }
 
   start(): void {
@@ -220,10 +222,17 @@ export class Processor {
       for (const route of r.routes) this.metrics.routed.inc({ route });
       const outcome = r.outcome.status;
       this.metrics.processed.inc({ source, outcome });
+      if (r.issues?.length) {
+        const type = m.headers.messageType ?? '';
+        for (const i of r.issues) this.metrics.dataQualityIssues.inc({ source, type, location: i.location, reason: i.code, severity: i.severity });
+        // Where and why only: never the values (PHI).
+        this.logger.log(outcome === 'failed' ? 'debug' : 'warn', 'data quality issues', { ...ids, issues: r.issues.length, locations: [...new Set(r.issues.map((i) => `${i.location}:${i.code}`))].slice(0, 20) });
+      }
       if (outcome === 'failed') {
         this.metrics.failed.inc({ source });
         const err = r.outcome.status === 'failed' ? r.outcome.error : undefined;
-        this.logger.warn('message failed', { ...ids, errorCode: err?.code, errorKind: r.errorKind, route: r.failedRoute });
+        const dq = r.issues?.filter((i) => i.severity === 'error').map((i) => `${i.location}:${i.code}`);
+        this.logger.warn('message failed', { ...ids, errorCode: err?.code, errorKind: r.errorKind, route: r.failedRoute, ...(dq?.length ? { issues: dq.slice(0, 20) } : {}) });
       } else if (info) {
         if (r.outcome.status === 'routed') this.logger.info('message routed', { ...ids, routes: r.routes, deliveries: r.outcome.deliveries.length });
         else this.logger.info(`message ${outcome}`, { ...ids, routes: r.routes.length ? r.routes : undefined });

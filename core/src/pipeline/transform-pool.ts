@@ -5,7 +5,7 @@ import type { Logger } from 'winston';
 import type { LogConfig } from '../logging/logger';
 import type { RouteConfig } from '../config/engine.schema';
 import { errorFields } from '../logging/logger';
-import type { StoredMessage } from '../model/message';
+import type { DataQualityPolicy, StoredMessage } from '../model/message';
 import type { ProcessingReport } from './process-message';
 
 /** What a transform worker is started with (plain data: it is cloned into the thread). */
@@ -16,6 +16,8 @@ export interface TransformWorkerData {
   /** Where plugin packages are resolved from (the engine resolves them from the same place). */
   pluginBaseDir: string;
   routes: RouteConfig[];
+  /** Each source's `dataQuality` policy, by source id. */
+  dataQuality?: Record<string, DataQualityPolicy>;
   /** Relative script paths resolve against it. */
   baseDir: string;
   log: Partial<LogConfig>;

@@ -2,7 +2,7 @@ import type { Bundle } from '@medplum/fhirtypes';
 import type convict from 'convict';
 import type { DependencyContainer } from 'tsyringe';
 import type { Logger } from 'winston';
-import type { InboundMessage, MessageHeaders, StoredMessage } from '../model/message';
+import type { DataQualityIssue, InboundMessage, MessageHeaders, StoredMessage } from '../model/message';
 import type { InsertOptions, InsertResult, MessageStore } from '../store/message-store';
 
 export type Ctor<T> = new (...args: any[]) => T;
@@ -74,6 +74,15 @@ export interface SourceContext<C = any> {
   split(contentType: string, body: Buffer): Buffer[];
   /** Aborted when the engine stops. */
   readonly signal: AbortSignal;
+  /** True when this source's `dataQuality` policy can fail a message (some entry says `fail`). */
+  readonly dataQualityCanFail?: boolean;
+  /**
+   * The data-quality issues of a message under this source's policy (its transform run for
+   * them alone), for a source whose acknowledgment names them: the MLLP source's enhanced-mode
+   * application ACK is AE with ERR segments when some are `error`. Only worth calling when
+   * `dataQualityCanFail`.
+   */
+  dataQualityIssues?(message: InboundMessage): Promise<DataQualityIssue[]>;
 }
 
 export interface MessageSource {
@@ -95,15 +104,29 @@ export interface MessageSource {
 // ---------------------------------------------------------------------------------------------
 // Transforms
 
+/** An issue as a transform reports it: the source's `dataQuality` policy sets its severity. */
+export type ReportedIssue = Omit<DataQualityIssue, 'severity'> & { severity?: DataQualityIssue['severity'] };
+
 export interface TransformContext {
   readonly logger: Logger;
+  /**
+   * Report a value the conversion could not use (a bad date, a number that is not one, a code
+   * outside a required binding...): where it is and why, never the value (it may be PHI). The
+   * engine applies the source's `dataQuality` policy (warn: recorded, delivered; fail: the
+   * message fails, replayable), stores the issues with the message and counts them. Absent
+   * where nobody collects them (tools); call it as `ctx.reportIssue?.(...)`.
+   */
+  reportIssue?(issue: ReportedIssue): void;
 }
 
 export interface MessageTransform {
   /** Identifies the transform in logs and errors. */
   readonly name: string;
   canHandle(contentType: string): boolean;
-  /** The canonical FHIR R4 Bundle for a stored message. Throw a FerryError (kind input) for bad input. */
+  /**
+   * The canonical FHIR R4 Bundle for a stored message. Throw a FerryError (kind input) for bad
+   * input; report values it could not use through `ctx.reportIssue` (and convert the rest).
+   */
   toFhir(message: StoredMessage & { body: Buffer }, ctx: TransformContext): Bundle | Promise<Bundle>;
   /** Headers for routing, ordering and duplicates (message type, control id, sender, ordering key). */
   extractHeaders?(body: Buffer): MessageHeaders;

@@ -3,7 +3,7 @@
  * `postgres.store.test.ts` run it against a fresh store each; a third-party store can too.
  */
 import type { Bundle } from '@medplum/fhirtypes';
-import type { MessageStatus } from '../model/message';
+import { issuesOf, type DataQualityIssue, type MessageStatus } from '../model/message';
 import type { MessageStore, NewMessage, ProcessedMessage } from './message-store';
 
 export interface StoreHarness {
@@ -396,6 +396,34 @@ export function storeConformance(name: string, h: StoreHarness): void {
         const rest = await store.claimDeliveries('w', 10, 60_000, undefined, { excludeSinkIds: ['b'] });
         expect(rest.map((d) => d.sinkId)).toEqual(['a']);
         expect(rest[0].bundleJson).toBe(JSON.stringify(canonical));
+      });
+
+      it('stores data-quality issues as one event each, before the outcome, set-wise and one by one; a replay starts over', async () => {
+        const [a, b, c] = await store.insert([msg(), msg(), msg()]);
+        await store.claimReceived('p', 3, 60_000);
+        const text = JSON.stringify(bundleFor('dq'));
+        const pid7: DataQualityIssue = { severity: 'warning', location: 'PID-7', occurrence: 1, sequence: 3, path: 'Patient.birthDate', code: 'invalid-date', text: 'not a valid HL7 date/time', hl7ErrorCode: '102' };
+        const obx5: DataQualityIssue = { severity: 'error', location: 'OBX-5', occurrence: 2, code: 'invalid-number', text: 'not a number (NM)' };
+        // a and b set-wise (one batch); c alone after an unknown id forces the one-by-one path
+        await store.recordProcessed([
+          { id: a.id, transformed: { bundleJson: text, orderingKey: 'k' }, outcome: { status: 'unrouted' }, issues: [pid7] },
+          { id: b.id, outcome: { status: 'failed', error: { code: 'FERRY_E_INPUT_DATA_QUALITY', message: 'OBX-5 (invalid-number)', retryable: false } }, issues: [pid7, obx5] },
+        ]);
+        await store.recordProcessed([
+          { id: 'no-such-message', outcome: { status: 'unrouted' } },
+          { id: c.id, transformed: { bundleJson: text, orderingKey: 'k' }, outcome: { status: 'unrouted' }, issues: [obx5] },
+        ]);
+        expect((await store.events(a.id)).map((e) => e.status)).toEqual(['received', 'transformed', 'data-quality', 'unrouted']);
+        expect(issuesOf(await store.events(a.id))).toEqual([pid7]);
+        expect((await store.events(b.id)).map((e) => e.status)).toEqual(['received', 'data-quality', 'data-quality', 'failed']);
+        expect(issuesOf(await store.events(b.id))).toEqual([pid7, obx5]);
+        expect(issuesOf(await store.events(c.id))).toEqual([obx5]);
+        // replayed and processed clean: no issues now (the old ones stay in the history)
+        await store.replay({ ids: [b.id] });
+        await store.claimReceived('p', 3, 60_000);
+        await store.recordProcessed([{ id: b.id, transformed: { bundleJson: text, orderingKey: 'k' }, outcome: { status: 'unrouted' } }]);
+        expect(issuesOf(await store.events(b.id))).toEqual([]);
+        expect((await store.events(b.id)).filter((e) => e.status === 'data-quality')).toHaveLength(2);
       });
 
       it('records a batch of processing results set-wise: every outcome, its events, a stale result dropped, an unknown id reported alone', async () => {

@@ -1,5 +1,6 @@
 import type { Bundle } from '@medplum/fhirtypes';
 import type {
+  DataQualityIssue,
   DeliveryStatus,
   InboundMessage,
   MessageEvent,
@@ -87,6 +88,8 @@ export interface ProcessedMessage {
   /** The canonical bundle as JSON text and the ordering key; absent when the transform failed. */
   transformed?: { bundleJson: string; orderingKey?: string };
   outcome: RoutingOutcome | { status: 'failed'; error: StoredError };
+  /** Values the transform could not use: stored with the message (one `data-quality` event each). */
+  issues?: DataQualityIssue[];
 }
 
 export interface ClaimedDelivery extends StoredDelivery {

@@ -2,7 +2,7 @@ import type { Bundle } from '@medplum/fhirtypes';
 import type { Logger } from 'winston';
 import { FerryError, transientError } from '../errors';
 import { errorFields } from '../logging/logger';
-import type { DeliveryStatus, MessageEvent, MessageHeaders, MessageStatus, StoredDelivery, StoredError, StoredMessage } from '../model/message';
+import { DATA_QUALITY_EVENT, type DeliveryStatus, type MessageEvent, type MessageHeaders, type MessageStatus, type StoredDelivery, type StoredError, type StoredMessage } from '../model/message';
 import { lazyJson } from '../util/lazy-json';
 import { newId } from './ids';
 import type {
@@ -75,6 +75,8 @@ interface ProcessingPlan {
   t?: PendingTransform;
   /** The message's next status. */
   status: string;
+  /** Data-quality issues: one event each, before the outcome's. */
+  issues?: ProcessedMessage['issues'];
 }
 
 interface PendingInsert {
@@ -900,7 +902,9 @@ export abstract class SqlMessageStore implements MessageStore {
     this.assertOpen();
     const plans = results.map((r) => {
       if (r.transformed) this.holdTransform(r.id, r.transformed.bundleJson, r.transformed.orderingKey);
-      return this.plan(r.id, r.outcome);
+      const p = this.plan(r.id, r.outcome);
+      if (r.issues?.length) p.issues = r.issues;
+      return p;
     });
     if (!plans.length) return { failed: [] };
     const ops = plans.map((p) => this.planOp(p));
@@ -1089,6 +1093,13 @@ export abstract class SqlMessageStore implements MessageStore {
    * whose bundle is the message's own references it (bundle NULL).
    */
   private async afterProcessing(x: SqlExec, p: ProcessingPlan, m: Row, deliveries: unknown[][], storedBundle: () => Promise<string>): Promise<EventRow[]> {
+    const evs = await this.outcomeEvents(x, p, m, deliveries, storedBundle);
+    // Each data-quality issue an event row of its own (where and why, never the value), before the outcome.
+    if (p.issues?.length) evs.unshift(...p.issues.map((i) => ({ id: p.id, at: p.now, status: DATA_QUALITY_EVENT, detail: JSON.stringify(i) })));
+    return evs;
+  }
+
+  private async outcomeEvents(x: SqlExec, p: ProcessingPlan, m: Row, deliveries: unknown[][], storedBundle: () => Promise<string>): Promise<EventRow[]> {
     const { id, now, outcome, cached } = p;
     switch (outcome.status) {
       case 'failed':

@@ -41,6 +41,8 @@ export interface ErrorLocation {
   /** 1-based occurrence of the segment. */
   sequence?: number;
   field?: number;
+  /** 1-based repetition of the field (ERL-4). */
+  repetition?: number;
   component?: number;
 }
 
@@ -55,6 +57,8 @@ export interface AckError {
 
 export interface AckOptions {
   error?: AckError;
+  /** Several errors (one ERR segment each; MSA-3 from the first). `error` is the same as `[error]`. */
+  errors?: AckError[];
   /** Timestamp for MSH-7 (tests). */
   now?: Date;
   /** The ACK's own control id (MSH-10); generated when absent. */
@@ -137,15 +141,20 @@ export function buildAck(msh: RawMsh | undefined, code: AckCode, opts: AckOption
   if (msh?.charset) mshFields.push('', '', '', '', '', msh.charset);
   const segments = [mshFields.join(fs)];
 
-  const err = opts.error;
+  const errs = opts.errors?.length ? opts.errors : opts.error ? [opts.error] : [];
   const msa = ['MSA', code, msh?.controlId ?? ''];
-  if (err) msa.push(escapeText(err.detail ?? err.condition.text, fs, enc));
+  if (errs.length) msa.push(escapeText(errs[0].detail ?? errs[0].condition.text, fs, enc));
   segments.push(msa.join(fs));
 
-  if (err) {
+  for (const err of errs) {
     const loc = err.location;
     if (versionAtLeast(version, 2, 5)) {
-      const erl = loc ? [loc.segment, loc.sequence ?? 1, loc.field ?? '', loc.component ?? ''].join(comp).replace(new RegExp(`\\${comp}+$`), '') : '';
+      // ERL: segment ^ segment sequence ^ field ^ field repetition ^ component
+      const erl = loc
+        ? [loc.segment, loc.sequence ?? 1, loc.field ?? '', loc.field !== undefined && (loc.repetition !== undefined || loc.component !== undefined) ? (loc.repetition ?? 1) : '', loc.component ?? '']
+            .join(comp)
+            .replace(new RegExp(`\\${comp}+$`), '')
+        : '';
       const cwe = [err.condition.code, err.condition.text, 'HL70357'].join(comp);
       const fields = ['ERR', '', erl, cwe, err.severity ?? 'E', '', '', '', escapeText(err.detail ?? '', fs, enc)];
       while (fields.length > 5 && fields[fields.length - 1] === '') fields.pop();
@@ -162,8 +171,12 @@ export function buildAck(msh: RawMsh | undefined, code: AckCode, opts: AckOption
 
 /** What became of a message at intake. */
 export type IntakeOutcome =
-  /** Durably stored (or a duplicate acknowledged again under `ignore`). */
-  | { status: 'accepted' }
+  /**
+   * Durably stored (or a duplicate acknowledged again under `ignore`). `dataErrors`: values the
+   * source's dataQuality policy fails (the message fails in processing, replayable): the
+   * enhanced-mode application ACK is AE with one ERR each.
+   */
+  | { status: 'accepted'; dataErrors?: AckError[] }
   /** Refused: unparseable, not acceptable, rejected duplicate, too large. */
   | { status: 'rejected'; error: AckError }
   /** Could not be stored (store down): the sender should retry. */
@@ -209,6 +222,12 @@ export function acksFor(msh: RawMsh | undefined, outcome: IntakeOutcome, mode: A
   if (conditionAllows(msh!.acceptAckType, success)) {
     const acceptCode: AckCode = outcome.status === 'accepted' ? 'CA' : outcome.status === 'rejected' ? 'CR' : 'CE';
     out.push(buildAck(msh, acceptCode, { error, now }));
+  }
+  // Committed, but its data fails the source's dataQuality policy: the application error names the fields.
+  const dataErrors = outcome.status === 'accepted' ? outcome.dataErrors : undefined;
+  if (dataErrors?.length) {
+    if (conditionAllows(msh!.appAckType, false)) out.push(buildAck(msh, 'AE', { errors: dataErrors, now }));
+    return out;
   }
   if (conditionAllows(msh!.appAckType, success)) out.push(buildAck(msh, appCode, { error, now }));
   return out;

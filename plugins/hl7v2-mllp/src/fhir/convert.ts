@@ -23,6 +23,7 @@ import { type ConversionOptions, conversionOptions } from './config';
 import { BundleBuilder, Systems, ref, stableUuid } from './context';
 import { dtmOffset, toDateTime, toInstant } from './dates';
 import type { DtCtx } from './datatypes';
+import { type IssueReporter, checkSegment, unknownSegment } from './quality';
 import { SEGMENT_HANDLERS, finishMessage } from './segments';
 
 export const FERRY_SEGMENT_EXTENSION = 'http://ferry.dev/fhir/StructureDefinition/hl7v2-segment';
@@ -85,6 +86,8 @@ export class ConvertContext implements DtCtx {
     readonly msg: Hl7Message,
     readonly opts: ConversionOptions,
     systems?: Systems,
+    /** Where the values the conversion cannot use are reported (see quality.ts); none: not checked. */
+    readonly report?: IssueReporter,
   ) {
     const msh = msg.msh;
     this.systems = systems ?? new Systems(opts);
@@ -118,7 +121,7 @@ export class ConvertContext implements DtCtx {
 /** Converts a parsed message. Deterministic: the same input gives the same Bundle. */
 const prepared = new WeakMap<object, { opts: ConversionOptions; systems: Systems }>();
 
-export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOptions>): Bundle {
+export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOptions>, report?: IssueReporter): Bundle {
   // options objects are usually long-lived (one per transform): cache the resolved options and system lookups
   let p = options ? prepared.get(options) : undefined;
   if (!p) {
@@ -127,13 +130,22 @@ export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOpti
     if (options) prepared.set(options, p);
   }
   const opts = p.opts;
-  const ctx = new ConvertContext(msg, opts, p.systems);
+  const ctx = new ConvertContext(msg, opts, p.systems, report);
+  // Occurrences of each segment name so far (an issue names OBX 3, not the 7th segment).
+  const seen = report ? new Map<string, number>() : undefined;
   for (const seg of msg.segments) {
+    let occurrence = 0;
+    if (seen) {
+      occurrence = (seen.get(seg.name) ?? 0) + 1;
+      seen.set(seg.name, occurrence);
+      checkSegment(seg, occurrence, report!);
+    }
     const h = SEGMENT_HANDLERS[seg.name];
     if (h) h(seg, ctx);
     else if (seg.name.startsWith('Z')) {
       if (opts.zSegments === 'extension') ctx.state.kept.push(seg);
     } else if (opts.unknownSegments === 'extension') ctx.state.kept.push(seg);
+    else report?.(unknownSegment(seg, occurrence));
     ctx.state.lastSegment = seg.name;
   }
   finishMessage(ctx);

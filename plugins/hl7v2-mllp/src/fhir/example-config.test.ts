@@ -4,7 +4,8 @@ import type { Hl7v2Transform } from './transform';
 
 describe('config/examples/hl7v2-to-fhir.yaml', () => {
   test('validates, and the registered transform gets the conversion config', async () => {
-    const { host } = await configure({ configFile: path.resolve(__dirname, '../../../../config/examples/hl7v2-to-fhir.yaml'), env: {} });
+    const { host, config } = await configure({ configFile: path.resolve(__dirname, '../../../../config/examples/hl7v2-to-fhir.yaml'), env: {} });
+    expect(config.sources.hospital.dataQuality).toEqual({ policy: 'warn', fields: { 'PID-7': 'fail' } });
     const reg = host.transforms().find((t) => t.plugin === 'hl7v2-mllp');
     expect(reg).toBeDefined();
     const t = reg!.container.resolve(reg!.impl) as Hl7v2Transform;

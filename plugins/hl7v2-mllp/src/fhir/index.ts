@@ -5,3 +5,4 @@ export * from './convert';
 export * from './transform';
 export * from './validate';
 export { mapCode } from './codes';
+export { checkSegment, primitiveProblem, codeProblem, unknownSegment, type IssueReporter } from './quality';

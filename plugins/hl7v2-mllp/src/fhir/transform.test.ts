@@ -95,8 +95,11 @@ if (!haveCorpus) console.warn(`skipped: ../shared absent (${CORPUS}) — convers
           lines[idx] = f.join('|');
         }
         let bundle;
+        // converted as the engine does: with the data-quality check (it must not crash either)
+        const reported: { location: string }[] = [];
         try {
-          bundle = t.convert(Buffer.from(lines.join('\r')));
+          bundle = t.convert(Buffer.from(lines.join('\r')), (i) => reported.push(i));
+          for (const i of reported) expect(i.location).toMatch(/^[A-Z][A-Z0-9]{2}(-\d+(-\d+)?)?$/);
         } catch (e) {
           expect(e).toBeInstanceOf(FerryError);
           expect((e as FerryError).kind).toBe('input');

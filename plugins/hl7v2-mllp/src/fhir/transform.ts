@@ -8,6 +8,7 @@ import { headersOf } from '../hl7v2/headers';
 import { parseHl7 } from '../hl7v2/parser';
 import { type ConversionOptions, conversionOptions } from './config';
 import { convertMessage } from './convert';
+import type { IssueReporter } from './quality';
 
 /** The plugin config as the transform reads it (`plugins.hl7v2-mllp`); only `conversion` is used here. */
 export interface Hl7v2TransformConfig {
@@ -39,15 +40,19 @@ export class Hl7v2Transform implements MessageTransform {
     return splitHl7Batch(body);
   }
 
-  toFhir(message: StoredMessage & { body: Buffer }, _ctx?: TransformContext): Bundle {
-    return this.convert(message.body);
+  toFhir(message: StoredMessage & { body: Buffer }, ctx?: TransformContext): Bundle {
+    const report = ctx?.reportIssue;
+    return this.convert(message.body, report ? (i) => report.call(ctx, i) : undefined);
   }
 
-  /** Bytes of one message -> Bundle (no store needed: used by `ferry convert` and the bench). */
-  convert(body: Buffer): Bundle {
+  /**
+   * Bytes of one message -> Bundle (no store needed: used by `ferry convert` and the bench). With
+   * `report`, each value the conversion cannot use is reported (see quality.ts).
+   */
+  convert(body: Buffer, report?: IssueReporter): Bundle {
     const msg = parseHl7(decodeHl7Bytes(body, this.options.charsetFallback).text);
     try {
-      return convertMessage(msg, this.options);
+      return convertMessage(msg, this.options, report);
     } catch (e) {
       if (e instanceof FerryError) throw e;
       // a bug in a map must not look like bad input: internal, not retryable, no message text in the error

@@ -1,7 +1,7 @@
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, FerryError, OutageLog } from '@ferry/core';
-import type { InboundMessage, InsertResult, MessageHeaders, MessageSource, SourceContext } from '@ferry/core';
-import { acksFor, buildBatchAck, HL7Error, type AckError, type IntakeOutcome } from '../ack/ack.builder';
+import type { DataQualityIssue, InboundMessage, InsertResult, MessageHeaders, MessageSource, SourceContext } from '@ferry/core';
+import { acksFor, buildBatchAck, HL7Error, isEnhanced, type AckError, type IntakeOutcome } from '../ack/ack.builder';
 import { readRawHeader, type RawMsh } from '../ack/msh';
 import type { DeframerEvent } from './framing';
 import { MllpServer, type ConnectionInfo } from './mllp.server';
@@ -14,6 +14,8 @@ interface Pending {
   outcome?: IntakeOutcome;
   /** Message to store (when not refused). */
   message?: InboundMessage;
+  /** Stored now (not a duplicate acknowledged again). */
+  stored?: boolean;
 }
 
 /** One frame's work: a single message, or a batch of messages acknowledged as one batch. */
@@ -106,6 +108,10 @@ export class MllpSource implements MessageSource {
     const toStore: Pending[] = [];
     for (const w of works) for (const p of w.items) if (!p.outcome && p.message) toStore.push(p);
     if (toStore.length) await this.store(toStore);
+    // Enhanced mode: the application ACK of a message whose data the source's policy fails is AE naming the fields.
+    if (this.ctx.dataQualityCanFail && this.ctx.dataQualityIssues) {
+      for (const w of works) if (!w.batch) for (const p of w.items) await this.checkData(p);
+    }
 
     return works.map((w) => {
       if (!w.batch) {
@@ -208,8 +214,30 @@ export class MllpSource implements MessageSource {
       }
       if (r?.duplicate) this.logger('debug', 'duplicate acknowledged', { controlId: p.msh?.controlId, stored: r.stored, duplicateOf: r.duplicateOf });
       p.outcome = { status: 'accepted' };
+      p.stored = r.stored;
       this.notStored.ok();
     });
+  }
+
+  /**
+   * A stored message that asks for an enhanced-mode application ACK: its data-quality issues
+   * under the source's policy (the transform run for them); those that fail it become the AE's
+   * ERR segments (location and reason, never the value). The message itself fails in processing
+   * with the same issues, replayable after a fix.
+   */
+  private async checkData(p: Pending): Promise<void> {
+    if (p.outcome?.status !== 'accepted' || !p.stored || !p.message || !isEnhanced(p.msh, this.cfg.ackMode) || p.msh!.appAckType === 'NE') return;
+    let issues: DataQualityIssue[];
+    try {
+      issues = await this.ctx.dataQualityIssues!(p.message);
+    } catch (e) {
+      this.logger('debug', 'data-quality check for the application ACK failed', { controlId: p.msh?.controlId, errorCode: FerryError.from(e).code });
+      return;
+    }
+    const errors = issues.filter((i) => i.severity === 'error');
+    if (!errors.length) return;
+    p.outcome = { status: 'accepted', dataErrors: errors.slice(0, MAX_ERR_SEGMENTS).map(ackErrorOf) };
+    this.logger('info', 'application ACK AE: data-quality issues the source fails', { controlId: p.msh?.controlId, issues: errors.slice(0, 20).map((i) => `${i.location}:${i.code}`) });
   }
 
   private setFailure(p: Pending, err: FerryError): void {
@@ -228,6 +256,21 @@ export class MllpSource implements MessageSource {
   private logger(level: 'debug' | 'info' | 'warn' | 'error', msg: string, meta: Record<string, unknown>): void {
     this.ctx.logger.log(level, msg, { source: this.ctx.id, ...meta });
   }
+}
+
+/** ERR segments in one application ACK at most (the message's stored issues list them all). */
+const MAX_ERR_SEGMENTS = 20;
+
+/** A data-quality issue as an ACK error: ERR-2 its location, ERR-3 its table 0357 code, ERR-8 its reason. */
+function ackErrorOf(i: DataQualityIssue): AckError {
+  const m = /^([A-Z][A-Z0-9]{2})(?:-(\d+)(?:-(\d+))?)?$/.exec(i.location);
+  const location: AckError['location'] = m ? { segment: m[1], sequence: i.occurrence ?? 1 } : undefined;
+  if (m && location) {
+    if (m[2]) location.field = Number(m[2]);
+    if (m[2] && i.repetition) location.repetition = i.repetition;
+    if (m[3]) location.component = Number(m[3]);
+  }
+  return { condition: conditionByCode(i.hl7ErrorCode), location, detail: `${i.location}: ${i.text}` };
 }
 
 /** The table 0357 entry for a code the codec put in an error's details (207 when unknown). */
