@@ -20,6 +20,7 @@ import type {
   EncounterLocation,
   EncounterParticipant,
   Extension,
+  HumanName,
   Identifier,
   Immunization,
   Location,
@@ -97,6 +98,21 @@ const all = <T>(seg: Hl7Segment, n: number, f: (r: Hl7Rep) => T | undefined): T[
  * (no assigning authority) the sending facility/application stands in, so two senders' bare "12345"
  * never become the same resource.
  */
+/**
+ * Every name of an XPN field: each repetition's HumanName (XPN[HumanName]) and, when XPN.15 "called by" is
+ * valued, an additional HumanName `use: nickname` with it as given name (XPN[HumanName] rows 18-19: XPN.15 ->
+ * [2].given, [2].use = "nickname", for resource attributes that allow several names).
+ */
+const names = (seg: Hl7Segment, n: number, ctx: ConvertContext): HumanName[] => {
+  const out: HumanName[] = [];
+  for (const r of seg.reps(n)) {
+    const name = xpn(r, ctx);
+    if (name) out.push(name);
+    const calledBy = c(r, 15);
+    if (valued(calledBy)) out.push({ use: 'nickname', given: [calledBy.trim()] });
+  }
+  return out;
+};
 const idKey = (id: Identifier | undefined, ctx: ConvertContext) => (id?.value ? `${id.system ?? `scope:${ctx.scope}`}|${id.value}` : undefined);
 
 // ---------------------------------------------------------------------------------------------
@@ -326,8 +342,8 @@ const pid: Handler = (seg, ctx) => {
   const key = idKey(identifiers.find((i) => i.value && i.system), ctx) ?? idKey(identifiers[0], ctx);
   p.id = key ? ctx.b.idFor('Patient', key) : ctx.localId('Patient', seg);
   if (identifiers.length) p.identifier = identifiers;
-  const names = [...all(seg, 5, (r) => xpn(r, ctx)), ...all(seg, 9, (r) => xpn(r, ctx))];
-  if (names.length) p.name = names;
+  const pn = [...names(seg, 5, ctx), ...names(seg, 9, ctx)];
+  if (pn.length) p.name = pn;
   const extension: Extension[] = [];
   const mmn = seg.rep(6);
   if (valued(c(mmn, 1)))
@@ -397,9 +413,32 @@ const pid: Handler = (seg, ctx) => {
   ctx.state.specimenGroup = undefined;
   ctx.state.last = patient;
   ctx.state.mergeTargets.push({ segment: seg, patient });
+  mother(seg, patient, ctx);
   // BAR/DFT are about the patient's account (PID-18): it is the subject of the message
   if (ctx.messageCode === 'BAR' || ctx.messageCode === 'DFT') accountFor(ctx);
 };
+
+/**
+ * PID-21 mother's identifier -> a RelatedPerson for the mother, linked to the Patient
+ * (PID[Patient] row 37: PID-21 -> CX[RelatedPerson-Mother]). Every repetition identifies the same
+ * mother, so one RelatedPerson carries them all (CX[RelatedPerson-Mother] rows 6-18: CX.1 value,
+ * CX.2/3 check digit, CX.4 system/assigner, CX.5 type, CX.7/8 period); relationship MTH from
+ * v3-RoleCode (rows 4-5: "MTH as default if no further context is known"). Its id comes from the
+ * mother's identifier, so every message about her children names the same RelatedPerson per child.
+ */
+function mother(seg: Hl7Segment, patient: Patient, ctx: ConvertContext): void {
+  const ids = all(seg, 21, (r) => cx(r, ctx));
+  if (!ids.length) return;
+  const key = idKey(ids.find((i) => i.value && i.system), ctx) ?? idKey(ids[0], ctx)!;
+  const rp: RelatedPerson = {
+    resourceType: 'RelatedPerson',
+    id: ctx.b.idFor('RelatedPerson', `mother|${patient.id}|${key}`),
+    identifier: ids,
+    patient: ref(patient),
+    relationship: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-RoleCode', code: 'MTH', display: 'mother' }] }],
+  };
+  ctx.b.add(rp);
+}
 
 const pd1: Handler = (seg, ctx) => {
   const p = ctx.state.patient;
@@ -420,8 +459,8 @@ const nk1: Handler = (seg, ctx) => {
   const ids = [...all(seg, 12, (r) => cx(r, ctx)), ...all(seg, 33, (r) => cx(r, ctx))];
   if (valued(seg.get(37))) ids.push({ type: { coding: [{ system: V2_TABLE('0203'), code: 'SS' }] }, system: 'http://hl7.org/fhir/sid/us-ssn', value: seg.get(37) });
   if (ids.length) rp.identifier = ids;
-  const names = [...all(seg, 2, (r) => xpn(r, ctx)), ...all(seg, 30, (r) => xpn(r, ctx))];
-  if (names.length) rp.name = names;
+  const nkNames = [...names(seg, 2, ctx), ...names(seg, 30, ctx)];
+  if (nkNames.length) rp.name = nkNames;
   const rel = [cweMapped(seg.rep(3), 'Relationship', ctx, '0063'), cweMapped(seg.rep(7), 'ContactRole', ctx, '0131')].filter((x): x is CodeableConcept => !!x);
   if (rel.length) rp.relationship = rel;
   const addr = [...all(seg, 4, (r) => xad(r, ctx)), ...all(seg, 32, (r) => xad(r, ctx))];
@@ -439,7 +478,7 @@ const nk1: Handler = (seg, ctx) => {
   ctx.b.add(rp);
   const contact: PatientContact | undefined = compact({
     relationship: rel.length ? rel : undefined,
-    name: names[0],
+    name: nkNames.find((n) => n.use !== 'nickname'),
     telecom: tel.length ? tel : undefined,
     address: addr[0],
     gender: rp.gender,
@@ -460,8 +499,8 @@ const mrg: Handler = (seg, ctx) => {
   const key = idKey(ids.find((i) => i.value && i.system), ctx) ?? idKey(ids[0], ctx);
   if (!key) return;
   const old: Patient = { resourceType: 'Patient', id: ctx.b.idFor('Patient', key), identifier: ids, active: false };
-  const names = all(seg, 7, (r) => xpn(r, ctx));
-  if (names.length) old.name = names;
+  const priorNames = names(seg, 7, ctx);
+  if (priorNames.length) old.name = priorNames;
   if (old.id === survivor.id) return;
   const prior = ctx.b.add(old);
   prior.link = push(prior.link, { other: ref(survivor), type: 'replaced-by' });
@@ -865,9 +904,9 @@ const in1: Handler = (seg, ctx) => {
   const relCode = c(seg.rep(17), 1);
   if (relCode === 'SEL' || relCode === '01' || !valued(relCode)) cov.subscriber = ref(p);
   else {
-    const names = all(seg, 16, (r) => xpn(r, ctx));
-    if (names.length) {
-      const sub: RelatedPerson = { resourceType: 'RelatedPerson', id: ctx.localId('RelatedPerson', seg, '|IN1-16'), patient: ref(p), name: names };
+    const insured = names(seg, 16, ctx);
+    if (insured.length) {
+      const sub: RelatedPerson = { resourceType: 'RelatedPerson', id: ctx.localId('RelatedPerson', seg, '|IN1-16'), patient: ref(p), name: insured };
       if (rel) sub.relationship = [rel];
       const bd = toDate(seg.get(18));
       if (bd) sub.birthDate = bd;
@@ -903,8 +942,8 @@ const gt1: Handler = (seg, ctx) => {
     const g: RelatedPerson = { resourceType: 'RelatedPerson', id: ctx.localId('RelatedPerson', seg), patient: ref(p) };
     const ids = all(seg, 2, (r) => cx(r, ctx));
     if (ids.length) g.identifier = ids;
-    const names = all(seg, 3, (r) => xpn(r, ctx));
-    if (names.length) g.name = names;
+    const gNames = names(seg, 3, ctx);
+    if (gNames.length) g.name = gNames;
     const addr = all(seg, 5, (r) => xad(r, ctx));
     if (addr.length) g.address = addr;
     const tel = [...all(seg, 6, (r) => xtn(r, ctx, 'home')), ...all(seg, 7, (r) => xtn(r, ctx, 'work'))];
@@ -1005,11 +1044,10 @@ function serviceRequest(g: OrderGroup, ctx: ConvertContext, seg: Hl7Segment): Se
   const grp = orc ? c(orc.rep(4), 1) : '';
   if (valued(grp)) sr.requisition = { type: { coding: [{ system: V2_TABLE('0203'), code: 'PGN' }] }, value: grp };
   if (ids.length) sr.identifier = ids;
-  // ORC-5 order status, else ORC-1 order control
-  const st = (orc && codeOf('OrderStatus', orc.get(5))) ?? (orc && codeOf('OrderControlCode[ServiceRequest.status]', orc.get(1)));
+  // ORC[ServiceRequest] row 24: ORC-5 order status through OrderStatus; row 3: ORC-1 order control through
+  // OrderControlCode[ServiceRequest.status] only IF ORC-5 NOT VALUED (an unmapped ORC-5 stays unknown)
+  const st = orc && (valued(orc.get(5)) ? codeOf('OrderStatus', orc.get(5)) : codeOf('OrderControlCode[ServiceRequest.status]', orc.get(1)));
   if (st) sr.status = st as ServiceRequest['status'];
-  else if (orc?.get(1) === 'CA' || orc?.get(1) === 'OC') sr.status = 'revoked';
-  else if (orc?.get(1) === 'NW') sr.status = 'active';
   if (orc && orc.get(1) === 'NW') {
     const authored = ctx.dt(orc.get(9));
     if (authored) sr.authoredOn = authored;
@@ -1065,8 +1103,16 @@ function flushOrder(ctx: ConvertContext): void {
   }
 }
 
-/** Messages whose OBR is a result (DiagnosticReport); in MDM (per the IG's MDM_T02 map) ORC/OBR are only the order. */
-const isResultMessage = (ctx: ConvertContext) => ['ORU', 'OUL', 'OPL', 'ORL', 'PPR'].includes(ctx.messageCode);
+/** Messages whose OBR is a result (DiagnosticReport): the IG's ORU_R01 / OUL message maps put OBR[DiagnosticReport] there. */
+const RESULT_MESSAGES = new Set(['ORU', 'OUL', 'OPL', 'ORL', 'PPR']);
+/**
+ * Order messages: their OBR is the request only (OBR[ServiceRequest]); no DiagnosticReport is made even when
+ * OBR-22/OBR-25 are valued (the IG's ORM_O01, OML_O21, OMG_O19, RDE_O11, MDM_T02 maps list no
+ * OBR[DiagnosticReport]); their OBX stay the order's supportingInfo.
+ */
+const ORDER_MESSAGES = new Set(['ORM', 'OML', 'OMG', 'OMI', 'OMB', 'OMD', 'OMN', 'OMP', 'OMS', 'OMQ', 'MDM', 'RDE', 'RDS', 'RGV', 'RAS', 'SIU', 'SRM', 'REF', 'RRI']);
+const makesReport = (seg: Hl7Segment, ctx: ConvertContext) =>
+  RESULT_MESSAGES.has(ctx.messageCode) || (!ORDER_MESSAGES.has(ctx.messageCode) && (valued(seg.get(25)) || valued(seg.get(22))));
 
 const obr: Handler = (seg, ctx) => {
   // OBR[ServiceRequest] + OBR[DiagnosticReport] (results)
@@ -1078,7 +1124,7 @@ const obr: Handler = (seg, ctx) => {
   g.obr = seg;
   const sr = serviceRequest(g, ctx, seg);
   ctx.state.last = sr;
-  if (isResultMessage(ctx) || valued(seg.get(25)) || valued(seg.get(22))) {
+  if (makesReport(seg, ctx)) {
     const placer = ei(seg.rep(2), ctx, PLACER()) ?? ei(g.orc?.rep(2), ctx, PLACER());
     const filler = ei(seg.rep(3), ctx, FILLER()) ?? ei(g.orc?.rep(3), ctx, FILLER());
     const key = idKey(filler, ctx) ?? idKey(placer, ctx);
@@ -1173,27 +1219,56 @@ function applyTq1(seg: Hl7Segment, ctx: ConvertContext, target: Resource): void 
   }
 }
 
+/** The value[x] elements an Observation and an Observation.component share. */
+type ObsValue = Pick<
+  Observation,
+  'valueQuantity' | 'valueCodeableConcept' | 'valueString' | 'valueRange' | 'valueRatio' | 'valueDateTime' | 'valueTime' | 'valuePeriod' | 'extension'
+>;
+
+/**
+ * The R5 `Observation.value[x]` backported to R4 (R5 allows Attachment): OBX[Observation] rows 26-27 (ED) and
+ * 29-30 (RP) name it `extension-Observation.valueAttachment`; the cross-version extension's canonical URL for
+ * the choice element is `http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value`.
+ */
+export const OBSERVATION_VALUE_ATTACHMENT = 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value';
+
+/** OBX-5 text types: their repetitions are lines of one text (OBX[Observation] row 8). */
+const TEXT_TYPES = new Set(['ST', 'TX', 'FT']);
+
+/**
+ * OBX-5 -> Observation.value[x] by OBX-2 (OBX[Observation] rows 7-30). A repeating OBX-5 of any non-text
+ * type keeps every repetition: one `component` per repetition with OBX-3 as its code and the value mapped
+ * the same way (OBX[Observation-Component] rows 6 and 8-32: `component[each].code` = OBX-3,
+ * `component[each].value[x]` = OBX-5 by OBX-2), so `60~120` NM becomes two valueQuantity components and a
+ * coded OBX-5 loses none of its codes.
+ */
 function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext): void {
   const vt = seg.get(2).toUpperCase();
   const reps = seg.reps(5);
-  const first = reps[0];
-  if (!first) return;
+  if (!reps[0]) return;
   const u = seg.rep(6);
+  if (TEXT_TYPES.has(vt)) {
+    const text = reps.map((r) => r.map((comp) => comp.join('&')).join('^')).join(vt === 'ST' ? '~' : '\n');
+    if (valued(text)) o.valueString = text;
+    return;
+  }
+  const values = reps.map((r) => {
+    const v: ObsValue = {};
+    oneValue(v, vt, r, u, ctx);
+    return v;
+  }).filter((v) => Object.keys(v).length > 0);
+  if (values.length === 1) Object.assign(o, values[0].extension ? { ...values[0], extension: push(o.extension, ...values[0].extension) } : values[0]);
+  else if (values.length > 1) o.component = values.map((v) => ({ code: o.code, ...v }));
+}
+
+/** One OBX-5 repetition -> value[x] (or the attachment extension) on an Observation or a component. */
+function oneValue(o: ObsValue, vt: string, first: Hl7Rep, u: Hl7Rep, ctx: ConvertContext): void {
   switch (vt) {
     case 'NM': {
+      // OBX[Observation] row 7 NM[Quantity], row 31 OBX-6 units
       const v = decimal(c(first, 1));
-      if (v !== undefined) {
-        o.valueQuantity = units({ value: v }, u, ctx);
-        if (reps.length > 1) o.valueString = reps.map((r) => c(r, 1)).join(', ');
-        if (o.valueString) delete o.valueQuantity;
-      } else if (valued(c(first, 1))) o.valueString = c(first, 1);
-      return;
-    }
-    case 'ST':
-    case 'TX':
-    case 'FT': {
-      const text = reps.map((r) => r.map((comp) => comp.join('&')).join('^')).join(vt === 'ST' ? '~' : '\n');
-      if (valued(text)) o.valueString = text;
+      if (v !== undefined) o.valueQuantity = units({ value: v }, u, ctx);
+      else if (valued(c(first, 1))) o.valueString = c(first, 1);
       return;
     }
     case 'CE':
@@ -1204,6 +1279,7 @@ function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext):
     case 'ID':
     case 'CK':
     case 'CN': {
+      // rows 9-13 CWE/CNE/CE/CF/IS[CodeableConcept]
       const cc = vt === 'IS' || vt === 'ID' ? (valued(c(first, 1)) ? { coding: [{ code: codeStr(c(first, 1)) }] } : undefined) : cwe(first, ctx);
       if (cc) o.valueCodeableConcept = cc;
       return;
@@ -1214,6 +1290,7 @@ function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext):
       return;
     }
     case 'SN': {
+      // rows 19-24, OBX-6 rows 32-36
       const v = sn(first);
       if (!v) return;
       if (v.kind === 'quantity') o.valueQuantity = units(v.q, u, ctx);
@@ -1223,6 +1300,7 @@ function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext):
       return;
     }
     case 'NR': {
+      // row 16 NR[Range]
       const r = nr(first);
       if (r) o.valueRange = r;
       return;
@@ -1230,37 +1308,38 @@ function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext):
     case 'DT':
     case 'DTM':
     case 'TS': {
+      // row 15
       const d = ctx.dt(c(first, 1));
       if (d) o.valueDateTime = d;
       else if (valued(c(first, 1))) o.valueString = c(first, 1);
       return;
     }
     case 'TM': {
+      // row 18
       const m = /^(\d{2})(\d{2})?(\d{2})?/.exec(c(first, 1));
-      if (m) o.valueTime = `${m[1]}:${m[2] ?? '00'}:${m[3] ?? '00'}`;
+      if (m && +m[1] < 24 && +(m[2] ?? 0) < 60 && +(m[3] ?? 0) < 60) o.valueTime = `${m[1]}:${m[2] ?? '00'}:${m[3] ?? '00'}`;
       return;
     }
     case 'DR': {
+      // row 14 DR[Period]
       const p = dr(first, ctx);
       if (p) o.valuePeriod = p;
       return;
     }
     case 'ED': {
+      // rows 26-27: extension valueAttachment = ED[Attachment] (base64 data + content type); no value[x]
       const a = ed(first);
-      if (a) o.extension = push(o.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value', valueAttachment: a });
-      if (a) o.valueString = `${a.contentType ?? 'attachment'} (${Math.floor((a.data?.length ?? 0) * 0.75)} bytes, see extension)`;
+      if (a) o.extension = push(o.extension, { url: OBSERVATION_VALUE_ATTACHMENT, valueAttachment: a });
       return;
     }
     case 'RP': {
+      // rows 29-30: extension valueAttachment = RP[Attachment] (url + content type); no value[x]
       const a = rp(first);
-      if (a) {
-        o.extension = push(o.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value', valueAttachment: a });
-        o.valueString = a.url;
-      }
+      if (a) o.extension = push(o.extension, { url: OBSERVATION_VALUE_ATTACHMENT, valueAttachment: a });
       return;
     }
     default: {
-      const text = reps.map((r) => r.map((comp) => comp.filter(valued).join(' ')).filter(valued).join(' ')).join(', ');
+      const text = first.map((comp) => comp.filter(valued).join(' ')).filter(valued).join(' ');
       if (valued(text)) o.valueString = text;
     }
   }

@@ -1,0 +1,172 @@
+/**
+ * Conversion fidelity II (issue #22): field-level checks written from the IG CSVs in
+ * ../shared/v2-to-fhir/mappings. Each test names the CSV (segments/, datatypes/, codesystems/) and row
+ * (the CSV line number) it checks. Messages are inline, so these run without ../shared.
+ */
+import type { Bundle, DiagnosticReport, Observation, Patient, RelatedPerson, Resource, ServiceRequest } from '@medplum/fhirtypes';
+import { parseHl7 } from '../hl7v2/parser';
+import type { ConversionOptions } from './config';
+import { convertMessage } from './convert';
+import { OBSERVATION_VALUE_ATTACHMENT } from './segments';
+import { validateBundle } from './validate';
+
+const MSH = (type: string, ctrl = 'C1', time = '20240102103000+0100') => `MSH|^~\\&|SendApp|SendFac^1.2.3^ISO|RecvApp|RecvFac|${time}||${type}|${ctrl}|P|2.5.1`;
+const convert = (lines: string[], opts: Partial<ConversionOptions> = {}): Bundle => {
+  const b = convertMessage(parseHl7(lines.join('\r')), { identifierSystems: { MRN: 'urn:oid:2.16.840.1.113883.19.5' }, ...opts });
+  const issues = validateBundle(b);
+  if (issues.length) throw new Error(JSON.stringify(issues.slice(0, 5)));
+  return b;
+};
+const all = <T extends Resource>(b: Bundle, type: T['resourceType']): T[] => (b.entry ?? []).filter((e) => e.resource?.resourceType === type).map((e) => e.resource as T);
+const one = <T extends Resource>(b: Bundle, type: T['resourceType']): T => {
+  const l = all<T>(b, type);
+  expect(l).toHaveLength(1);
+  return l[0];
+};
+const refTo = (r: Resource) => `urn:uuid:${r.id}`;
+/** Builds a segment from field number -> value, so field positions are explicit. */
+const seg = (name: string, fields: Record<number, string>): string => {
+  const max = Math.max(...Object.keys(fields).map(Number));
+  const out = [name];
+  for (let i = 1; i <= max; i++) out.push(fields[i] ?? '');
+  return out.join('|');
+};
+const PID = 'PID|1||12345^^^MRN^MR||Everyman^Adam^A|Jones^Mary|19800515|M';
+const ROLE_CODE = 'http://terminology.hl7.org/CodeSystem/v3-RoleCode';
+
+describe('1. PID-21 mother\'s identifier -> RelatedPerson MTH (PID[Patient] row 37 -> CX[RelatedPerson-Mother])', () => {
+  const b = convert([MSH('ADT^A01^ADT_A01'), `${PID}|||||||||||||M-777^^^MRN^MR~99-1^^^SSA^SS`]);
+  const p = one<Patient>(b, 'Patient');
+  const m = one<RelatedPerson>(b, 'RelatedPerson');
+  test('CX[RelatedPerson-Mother] rows 3-5: patient = the Patient, relationship MTH (v3-RoleCode)', () => {
+    expect(m.patient.reference).toBe(refTo(p));
+    expect(m.relationship).toEqual([{ coding: [{ system: ROLE_CODE, code: 'MTH', display: 'mother' }] }]);
+  });
+  test('rows 6-13: every repetition is an identifier of the mother (CX.1 value, CX.4 system, CX.5 type)', () => {
+    expect(m.identifier).toEqual([
+      { type: { coding: [expect.objectContaining({ code: 'MR' })] }, system: 'urn:oid:2.16.840.1.113883.19.5', value: 'M-777', assigner: { display: 'MRN' } },
+      { type: { coding: [expect.objectContaining({ code: 'SS' })] }, system: 'urn:ferry:id:SSA', value: '99-1', assigner: { display: 'SSA' } },
+    ]);
+  });
+  test('the mother is not an identifier of the child, and her RelatedPerson id is stable across messages', () => {
+    expect(p.identifier!.map((i) => i.value)).toEqual(['12345']);
+    const again = convert([MSH('ADT^A08^ADT_A01', 'C2'), `${PID}|||||||||||||M-777^^^MRN^MR`]);
+    expect(one<RelatedPerson>(again, 'RelatedPerson').id).toBe(m.id);
+  });
+  test('no PID-21: no RelatedPerson', () => {
+    expect(all(convert([MSH('ADT^A01^ADT_A01'), PID]), 'RelatedPerson')).toEqual([]);
+  });
+});
+
+describe('2. repeating OBX-5 (ORU_R01 message map rows 63-64 -> OBX[Observation-Component])', () => {
+  const b = convert([
+    MSH('ORU^R01^ORU_R01'),
+    PID,
+    seg('OBR', { 1: '1', 2: 'P1^EPIC', 3: 'F1^LAB', 4: '85354-9^Blood pressure panel^LN', 7: '20240102080000+0100', 25: 'F' }),
+    'OBX|1|NM|8867-4^Heart rate^LN||60~120|/min^per minute^UCUM|||||F',
+    'OBX|2|CWE|600-7^Bacteria identified^LN||3092008^Staphylococcus aureus^SCT~112283007^Escherichia coli^SCT||||||F',
+    'OBX|3|NM|718-7^Hemoglobin^LN||13.2|g/dL^^UCUM|||||F',
+    'OBX|4|CWE|600-7^Bacteria identified^LN||3092008^Staphylococcus aureus^SCT||||||F',
+    'OBX|5|TX|11526-1^Pathology study^LN||Line one~Line two||||||F',
+  ]);
+  const [hr, bact, hb, single, text] = all<Observation>(b, 'Observation');
+  test('NM repetitions: component[each].code = OBX-3 (row 6), component[each].valueQuantity = NM[Quantity] + OBX-6 units (rows 8, 34)', () => {
+    expect(hr.valueString).toBeUndefined();
+    expect(hr.valueQuantity).toBeUndefined();
+    expect(hr.component).toEqual([
+      { code: hr.code, valueQuantity: { value: 60, unit: 'per minute', system: 'http://unitsofmeasure.org', code: '/min' } },
+      { code: hr.code, valueQuantity: { value: 120, unit: 'per minute', system: 'http://unitsofmeasure.org', code: '/min' } },
+    ]);
+  });
+  test('coded repetitions: every one kept, component[each].valueCodeableConcept = CWE[CodeableConcept] (row 13)', () => {
+    expect(bact.valueCodeableConcept).toBeUndefined();
+    expect(bact.component!.map((c) => c.valueCodeableConcept!.coding![0])).toEqual([
+      { system: 'http://snomed.info/sct', code: '3092008', display: 'Staphylococcus aureus' },
+      { system: 'http://snomed.info/sct', code: '112283007', display: 'Escherichia coli' },
+    ]);
+  });
+  test('a single OBX-5 stays value[x] (OBX[Observation] rows 7 and 12)', () => {
+    expect(hb.valueQuantity).toEqual({ value: 13.2, unit: 'g/dL', system: 'http://unitsofmeasure.org', code: 'g/dL' });
+    expect(hb.component).toBeUndefined();
+    expect(single.valueCodeableConcept!.coding![0].code).toBe('3092008');
+  });
+  test('TX repetitions are lines of one text (OBX[Observation] row 8)', () => {
+    expect(text.valueString).toBe('Line one\nLine two');
+  });
+});
+
+describe('3. OBR in order messages -> ServiceRequest only; DiagnosticReport for results', () => {
+  const obr = seg('OBR', { 1: '1', 2: 'P1^EPIC', 3: 'F1^LAB', 4: '57021-8^CBC^LN', 7: '20240102080000+0100', 22: '20240102090000+0100', 24: 'HM', 25: 'F' });
+  for (const type of ['ORM^O01^ORM_O01', 'OML^O21^OML_O21', 'OMG^O19^OMG_O19', 'MDM^T02^MDM_T02', 'RDE^O11^RDE_O11']) {
+    test(`${type}: OBR[ServiceRequest] only, even with OBR-22/OBR-25 valued; OBX -> ServiceRequest.supportingInfo`, () => {
+      const b = convert([MSH(type), PID, 'ORC|NW|P1^EPIC|F1^LAB', obr, 'OBX|1|NM|718-7^Hemoglobin^LN||13.2|g/dL|||||F']);
+      expect(all(b, 'DiagnosticReport')).toEqual([]);
+      const sr = one<ServiceRequest>(b, 'ServiceRequest');
+      if (!type.startsWith('MDM')) expect(sr.supportingInfo).toEqual([{ reference: refTo(one<Observation>(b, 'Observation')) }]);
+    });
+  }
+  test('ORU^R01 (ORU_R01 message map row 49: OBR -> OBR[DiagnosticReport]) makes the report, based on the request', () => {
+    const b = convert([MSH('ORU^R01^ORU_R01'), PID, 'ORC|RE|P1^EPIC|F1^LAB', obr]);
+    const dr = one<DiagnosticReport>(b, 'DiagnosticReport');
+    expect(dr.status).toBe('final');
+    expect(dr.basedOn).toEqual([{ reference: refTo(one<ServiceRequest>(b, 'ServiceRequest')) }]);
+  });
+});
+
+describe('4. OBX RP / ED -> valueAttachment extension (OBX[Observation] rows 26-27 ED, 29-30 RP)', () => {
+  const b = convert([
+    MSH('ORU^R01^ORU_R01'),
+    PID,
+    seg('OBR', { 1: '1', 2: 'P1^EPIC', 3: 'F1^LAB', 4: '18748-4^Diagnostic imaging study^LN', 7: '20240102080000+0100', 24: 'RAD', 25: 'F' }),
+    'OBX|1|RP|18748-4^Report^LN||http://pacs.example.org/img/1.2.3^PACS^IM^JPEG||||||F',
+    'OBX|2|ED|11502-2^Lab report^LN||LAB^AP^PDF^Base64^JVBERi0xLjQK||||||F',
+  ]);
+  const [rpObs, edObs] = all<Observation>(b, 'Observation');
+  test('RP: extension valueAttachment = RP[Attachment] (url, content type); no valueString holding the URL', () => {
+    expect(rpObs.extension).toEqual([{ url: OBSERVATION_VALUE_ATTACHMENT, valueAttachment: { url: 'http://pacs.example.org/img/1.2.3', contentType: 'image/jpeg' } }]);
+    expect(rpObs.valueString).toBeUndefined();
+  });
+  test('ED (Base64): extension valueAttachment = ED[Attachment] (base64 data + content type); no value[x]', () => {
+    expect(edObs.extension).toEqual([{ url: OBSERVATION_VALUE_ATTACHMENT, valueAttachment: { contentType: 'application/pdf', data: 'JVBERi0xLjQK' } }]);
+    expect(edObs.valueString).toBeUndefined();
+  });
+});
+
+describe('5. ORC-5 / ORC-1 -> ServiceRequest.status (ORC[ServiceRequest] rows 3 and 24; OrderStatus, OrderControlCode[ServiceRequest.status])', () => {
+  const status = (orc: string, type = 'ORM^O01^ORM_O01') =>
+    one<ServiceRequest>(convert([MSH(type), PID, orc, 'OBR|1|P1^EPIC|F1^LAB|57021-8^CBC^LN']), 'ServiceRequest').status;
+  test('ORC-5 wins when valued: CM -> completed, CA -> revoked, HD -> on-hold, IP -> active (OrderStatus rows 3-10)', () => {
+    expect(status('ORC|SC|P1^EPIC|F1^LAB||CM')).toBe('completed');
+    expect(status('ORC|SC|P1^EPIC|F1^LAB||CA')).toBe('revoked');
+    expect(status('ORC|NW|P1^EPIC|F1^LAB||HD')).toBe('on-hold');
+    expect(status('ORC|SC|P1^EPIC|F1^LAB||IP')).toBe('active');
+  });
+  test('ORC-5 empty: ORC-1 through OrderControlCode[ServiceRequest.status] (NW -> active row 18, OC -> revoked row 19, HR -> on-hold row 15)', () => {
+    expect(status('ORC|NW|P1^EPIC|F1^LAB')).toBe('active');
+    expect(status('ORC|OC|P1^EPIC|F1^LAB')).toBe('revoked');
+    expect(status('ORC|HR|P1^EPIC|F1^LAB')).toBe('on-hold');
+    expect(status('ORC|NW|P1^EPIC|F1^LAB', 'OML^O21^OML_O21')).toBe('active');
+  });
+  test('ORC-5 valued but outside the concept map: unknown, not ORC-1 (ORC-1 applies only IF ORC-5 NOT VALUED, row 3)', () => {
+    expect(status('ORC|NW|P1^EPIC|F1^LAB||A')).toBe('unknown');
+  });
+  test('RDE^O11: ORC-1 NW -> MedicationRequest active', () => {
+    const b = convert([MSH('RDE^O11^RDE_O11'), PID, 'ORC|NW|P1^EPIC', 'RXE||00143963401^NICARDIPINE^NDC|5||mg']);
+    expect(all<Resource & { status: string }>(b, 'MedicationRequest')[0].status).toBe('active');
+  });
+});
+
+describe('6. XPN-15 called by -> an additional HumanName use nickname (XPN[HumanName] rows 18-19)', () => {
+  test('PID-5 with XPN.15: the official name plus a nickname name', () => {
+    const b = convert([MSH('ADT^A01^ADT_A01'), 'PID|1||12345^^^MRN^MR||Everyman^Adam^A^^^^L^^^^^^^^Bud|Jones^Mary|19800515|M']);
+    expect(one<Patient>(b, 'Patient').name).toEqual([
+      { family: 'Everyman', given: ['Adam', 'A'], use: 'official' },
+      { use: 'nickname', given: ['Bud'] },
+    ]);
+  });
+  test('NK1-2 with XPN.15: RelatedPerson gets both names, Patient.contact (one name) the real one', () => {
+    const b = convert([MSH('ADT^A01^ADT_A01'), PID, 'NK1|1|Everyman^Eve^^^^^^^^^^^^^Evie|SPO^Spouse^HL70063']);
+    expect(one<RelatedPerson>(b, 'RelatedPerson').name).toEqual([{ family: 'Everyman', given: ['Eve'] }, { use: 'nickname', given: ['Evie'] }]);
+    expect(one<Patient>(b, 'Patient').contact![0].name).toEqual({ family: 'Everyman', given: ['Eve'] });
+  });
+});
