@@ -22,6 +22,7 @@ import type { Hl7Message, Hl7Segment } from '../hl7v2/parser';
 import { type ConversionOptions, conversionOptions } from './config';
 import { BundleBuilder, Systems, ref, stableUuid } from './context';
 import { dtmOffset, toDateTime, toInstant } from './dates';
+import { type DefaultTz, zoneResolver } from './timezone';
 import type { DtCtx } from './datatypes';
 import { SEGMENT_HANDLERS, finishMessage } from './segments';
 
@@ -72,7 +73,8 @@ export interface OrderGroup {
 export class ConvertContext implements DtCtx {
   readonly systems: Systems;
   readonly b: BundleBuilder;
-  readonly tz: string;
+  /** MSH-7's offset when it has one (HL7 v2: the sender's zone), else the source's / the default zone. */
+  readonly tz: DefaultTz;
   readonly messageCode: string;
   readonly trigger: string;
   /** Sending facility (else application): scopes identifiers that carry no assigning authority. */
@@ -85,10 +87,15 @@ export class ConvertContext implements DtCtx {
     readonly msg: Hl7Message,
     readonly opts: ConversionOptions,
     systems?: Systems,
+    zone?: string,
   ) {
     const msh = msg.msh;
     this.systems = systems ?? new Systems(opts);
-    this.tz = dtmOffset(msh.get(7)) ?? opts.defaultTimezone;
+    // an IANA zone (the source's, else the default) knows the sender's offset at each timestamp, DST included,
+    // which MSH-7's single offset does not (a winter birth time in a summer message); a fixed offset is only
+    // the fallback after MSH-7's
+    const configured = zoneResolver(zone ?? opts.defaultTimezone);
+    this.tz = typeof configured === 'function' ? configured : (dtmOffset(msh.get(7)) ?? configured);
     this.messageCode = msh.get(9, 0, 1).toUpperCase();
     this.trigger = msh.get(9, 0, 2).toUpperCase();
     this.scope = msh.get(4, 0, 1) || msh.get(4, 0, 2) || msh.get(3, 0, 1) || msh.get(3, 0, 2);
@@ -118,7 +125,11 @@ export class ConvertContext implements DtCtx {
 /** Converts a parsed message. Deterministic: the same input gives the same Bundle. */
 const prepared = new WeakMap<object, { opts: ConversionOptions; systems: Systems }>();
 
-export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOptions>): Bundle {
+/**
+ * `sourceId`: the Ferry source the message came in on; its `sourceTimezones` entry, when there is one, is the
+ * zone of times sent without an offset (instead of `defaultTimezone`).
+ */
+export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOptions>, sourceId?: string): Bundle {
   // options objects are usually long-lived (one per transform): cache the resolved options and system lookups
   let p = options ? prepared.get(options) : undefined;
   if (!p) {
@@ -127,7 +138,7 @@ export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOpti
     if (options) prepared.set(options, p);
   }
   const opts = p.opts;
-  const ctx = new ConvertContext(msg, opts, p.systems);
+  const ctx = new ConvertContext(msg, opts, p.systems, sourceId !== undefined ? opts.sourceTimezones[sourceId] : undefined);
   for (const seg of msg.segments) {
     const h = SEGMENT_HANDLERS[seg.name];
     if (h) h(seg, ctx);

@@ -21,6 +21,7 @@ import type { Hl7Rep } from '../hl7v2/parser';
 import { mapCode, mappedCoding } from './codes';
 import type { Systems } from './context';
 import { toDateTime } from './dates';
+import type { DefaultTz } from './timezone';
 
 /** Component i (1-based), first subcomponent. */
 export const c = (r: Hl7Rep | undefined, i: number): string => r?.[i - 1]?.[0] ?? '';
@@ -59,7 +60,8 @@ export const ext = {
 
 export interface DtCtx {
   systems: Systems;
-  tz: string;
+  /** Offset of times sent without one: fixed (`Z`, `±hh:mm`) or resolved per timestamp (IANA zone). */
+  tz: DefaultTz;
 }
 
 // ---------------------------------------------------------------------------------------------

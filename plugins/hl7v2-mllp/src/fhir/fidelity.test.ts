@@ -170,3 +170,30 @@ describe('6. XPN-15 called by -> an additional HumanName use nickname (XPN[Human
     expect(one<Patient>(b, 'Patient').contact![0].name).toEqual({ family: 'Everyman', given: ['Eve'] });
   });
 });
+
+describe('7. NK1-3 / NK1-7 relationship concept maps (NK1[RelatedPerson] rows 5, 10; NK1[Patient] rows 5, 10)', () => {
+  const rel = (nk1: string) => {
+    const b = convert([MSH('ADT^A01^ADT_A01'), PID, nk1]);
+    return { rp: one<RelatedPerson>(b, 'RelatedPerson').relationship, contact: one<Patient>(b, 'Patient').contact?.[0]?.relationship };
+  };
+  test('Relationship map row 4: SPO -> v3-RoleCode SPS first, the sent v2-0063 coding kept', () => {
+    const { rp, contact } = rel('NK1|1|Everyman^Eve|SPO^Spouse^HL70063');
+    expect(rp).toEqual([{ coding: [{ system: ROLE_CODE, code: 'SPS', display: 'spouse' }, { system: 'http://terminology.hl7.org/CodeSystem/v2-0063', code: 'SPO', display: 'Spouse' }] }]);
+    expect(contact).toEqual(rp);
+  });
+  test('Relationship rows 26/28 map into v2-0131 (EMR -> E Employer, EMC -> C Emergency Contact); NK1-7 through ContactRole (row 4 C)', () => {
+    const { rp } = rel('NK1|1|Acme^^^^^^^^^^^^^^|EMR^Employer^HL70063||||C^Emergency Contact^HL70131');
+    expect(rp![0].coding![0]).toEqual({ system: 'http://terminology.hl7.org/CodeSystem/v2-0131', code: 'E', display: 'Employer' });
+    expect(rp![1].coding![0]).toEqual({ system: 'http://terminology.hl7.org/CodeSystem/v2-0131', code: 'C', display: 'Emergency Contact' });
+  });
+  test('words instead of a code ("Mother", "Emergency Contact"): mapped by the concept map display, the sent value kept', () => {
+    const { rp } = rel('NK1|1|Everyman^Mary|Mother||||Emergency Contact');
+    expect(rp![0].coding![0]).toEqual({ system: ROLE_CODE, code: 'MTH', display: 'mother' });
+    expect(rp![0].coding![1]).toMatchObject({ code: 'Mother' });
+    expect(rp![1].coding![0]).toEqual({ system: 'http://terminology.hl7.org/CodeSystem/v2-0131', code: 'C', display: 'Emergency Contact' });
+  });
+  test('a code the map does not know is kept as sent, not guessed', () => {
+    const { rp } = rel('NK1|1|Everyman^Eve|ZZZ^Something^99REL');
+    expect(rp).toEqual([{ coding: [{ system: 'urn:ferry:cs:99REL', code: 'ZZZ', display: 'Something' }] }]);
+  });
+});

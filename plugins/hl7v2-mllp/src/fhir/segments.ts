@@ -42,7 +42,7 @@ import type {
   Specimen,
 } from '@medplum/fhirtypes';
 import type { Hl7Rep, Hl7Segment } from '../hl7v2/parser';
-import { V2_TABLE, mapCode } from './codes';
+import { V2_TABLE, mapCode, mapDisplay } from './codes';
 import { ref } from './context';
 import { type ConvertContext, FERRY_SEGMENT_EXTENSION, type OrderGroup, segmentText } from './convert';
 import { toDate } from './dates';
@@ -461,7 +461,9 @@ const nk1: Handler = (seg, ctx) => {
   if (ids.length) rp.identifier = ids;
   const nkNames = [...names(seg, 2, ctx), ...names(seg, 30, ctx)];
   if (nkNames.length) rp.name = nkNames;
-  const rel = [cweMapped(seg.rep(3), 'Relationship', ctx, '0063'), cweMapped(seg.rep(7), 'ContactRole', ctx, '0131')].filter((x): x is CodeableConcept => !!x);
+  // NK1[RelatedPerson] rows 5 and 10 / NK1[Patient] rows 5 and 10: NK1-3 through the Relationship concept map
+  // (v3-RoleCode, or v2-0063/v2-0131 where the map says), NK1-7 through ContactRole; the original coding is kept
+  const rel = [relationship(seg.rep(3), 'Relationship', ctx, '0063'), relationship(seg.rep(7), 'ContactRole', ctx, '0131')].filter((x): x is CodeableConcept => !!x);
   if (rel.length) rp.relationship = rel;
   const addr = [...all(seg, 4, (r) => xad(r, ctx)), ...all(seg, 32, (r) => xad(r, ctx))];
   if (addr.length) rp.address = addr;
@@ -489,6 +491,20 @@ const nk1: Handler = (seg, ctx) => {
   if (contact && (contact.name || contact.telecom || contact.address || contact.organization)) p.contact = push(p.contact, contact);
   ctx.state.last = rp;
 };
+
+/**
+ * A relationship CWE through its concept map (cweMapped), and when the code is not in the map but the words
+ * are (`Mother`, `SPOUSE`, `Emergency Contact` sent as the code or the text), the mapped coding by its display:
+ * a clinician reads "mother" either way. The sent coding/text is kept after the mapped one.
+ */
+function relationship(r: Hl7Rep | undefined, map: string, ctx: ConvertContext, table: string): CodeableConcept | undefined {
+  const cc = cweMapped(r, map, ctx, table);
+  if (!cc || mapCode(map, c(r, 1))) return cc;
+  const m = mapDisplay(map, c(r, 1)) ?? mapDisplay(map, c(r, 2)) ?? mapDisplay(map, c(r, 9));
+  if (!m) return cc;
+  const coding = { ...(m.system ? { system: m.system } : {}), code: m.code, ...(m.display ? { display: m.display } : {}) };
+  return { ...cc, coding: [coding, ...(cc.coding ?? [])] };
+}
 
 const mrg: Handler = (seg, ctx) => {
   // MRG: the prior patient (MRG-1 prior patient identifier list, MRG-4 prior patient id) is linked
@@ -899,7 +915,7 @@ const in1: Handler = (seg, ctx) => {
   if (holder) cov.policyHolder = holder;
   const type = cweMapped(seg.rep(15), 'PlanId', ctx, '0086');
   if (type) cov.type = type;
-  const rel = cweMapped(seg.rep(17), 'Relationship', ctx, '0063');
+  const rel = relationship(seg.rep(17), 'Relationship', ctx, '0063');
   if (rel) cov.relationship = rel;
   const relCode = c(seg.rep(17), 1);
   if (relCode === 'SEL' || relCode === '01' || !valued(relCode)) cov.subscriber = ref(p);
@@ -935,7 +951,7 @@ const gt1: Handler = (seg, ctx) => {
   // GT1 -> Account (guarantor) with the guarantor as RelatedPerson (or the patient when GT1-11 is SEL)
   const p = ctx.state.patient;
   if (!p) return;
-  const rel = cweMapped(seg.rep(11), 'Relationship', ctx, '0063');
+  const rel = relationship(seg.rep(11), 'Relationship', ctx, '0063');
   let party: Ref;
   if (c(seg.rep(11), 1) === 'SEL') party = ref(p);
   else {

@@ -40,14 +40,17 @@ export class Hl7v2Transform implements MessageTransform {
   }
 
   toFhir(message: StoredMessage & { body: Buffer }, _ctx?: TransformContext): Bundle {
-    return this.convert(message.body);
+    return this.convert(message.body, message.sourceId);
   }
 
-  /** Bytes of one message -> Bundle (no store needed: used by `ferry convert` and the bench). */
-  convert(body: Buffer): Bundle {
+  /**
+   * Bytes of one message -> Bundle (no store needed: used by `ferry convert` and the bench). `sourceId` picks
+   * the source's zone from `sourceTimezones` for times sent without an offset.
+   */
+  convert(body: Buffer, sourceId?: string): Bundle {
     const msg = parseHl7(decodeHl7Bytes(body, this.options.charsetFallback).text);
     try {
-      return convertMessage(msg, this.options);
+      return convertMessage(msg, this.options, sourceId);
     } catch (e) {
       if (e instanceof FerryError) throw e;
       // a bug in a map must not look like bad input: internal, not retryable, no message text in the error
