@@ -197,3 +197,62 @@ describe('7. NK1-3 / NK1-7 relationship concept maps (NK1[RelatedPerson] rows 5,
     expect(rp).toEqual([{ coding: [{ system: 'urn:ferry:cs:99REL', code: 'ZZZ', display: 'Something' }] }]);
   });
 });
+
+describe('8. MSH-6 / MSH-23 -> MessageHeader.destination.receiver; EVN-7 and one Provenance per message', () => {
+  const MSH23 = (type: string) => `${MSH(type)}||||||||||Sender Resp Org|Receiver Resp Org^^^^^^^^^RRO-1`;
+  test('MSH[MessageHeader] row 30: MSH-23 (XON[Organization]) is the receiver; row 11: MSH-6 only when MSH-23 is empty', () => {
+    const b = convert([MSH23('ADT^A01^ADT_A01'), PID]);
+    const h = one<Resource & { destination: { receiver: { reference: string } }[] }>(b, 'MessageHeader');
+    const org = b.entry!.find((e) => e.fullUrl === h.destination[0].receiver.reference)!.resource as Resource & { name: string; identifier: { value: string }[] };
+    expect(org).toMatchObject({ name: 'Receiver Resp Org', identifier: [{ value: 'RRO-1' }] });
+    const b6 = convert([MSH('ADT^A01^ADT_A01'), PID]);
+    const h6 = one<Resource & { destination: { receiver: { reference: string } }[] }>(b6, 'MessageHeader');
+    expect((b6.entry!.find((e) => e.fullUrl === h6.destination[0].receiver.reference)!.resource as Resource & { name: string }).name).toBe('RecvFac');
+  });
+  test('EVN[Provenance] row 12: EVN-7 event facility -> Provenance.location (HD[Location] rows 3-6)', () => {
+    const b = convert([MSH('ADT^A01^ADT_A01'), 'EVN|A01|20240102100000+0100||||20240102095500+0100|GHH Main^1.3.6.1.4.1.44750.1.4^ISO', PID]);
+    const pv = one<Resource & { location: { reference: string }; occurredDateTime: string; recorded: string }>(b, 'Provenance');
+    const loc = b.entry!.find((e) => e.fullUrl === pv.location.reference)!.resource;
+    expect(loc).toMatchObject({
+      resourceType: 'Location',
+      name: 'GHH Main',
+      identifier: [{ system: 'urn:ietf:rfc:3986', value: 'urn:oid:1.3.6.1.4.1.44750.1.4' }],
+      physicalType: { coding: [{ code: 'si' }] },
+    });
+    expect(pv.recorded).toBe('2024-01-02T10:00:00+01:00');
+    expect(pv.occurredDateTime).toBe('2024-01-02T09:55:00+01:00');
+  });
+  type Prov = Resource & {
+    target: { reference: string }[];
+    agent: { type: { coding: { code: string }[] }; who: { reference?: string; display?: string } }[];
+    entity?: { role: string; what: { identifier?: { value: string }; display?: string } }[];
+    activity: { coding: { code: string; display?: string }[] };
+    recorded: string;
+  };
+  test('one Provenance per message: targets every produced resource; source (MSH-3/4), event, conversion (Ferry version)', () => {
+    const b = convert([MSH('ORU^R01^ORU_R01'), PID, 'OBR|1|P1^EPIC|F1^LAB|57021-8^CBC^LN', 'OBX|1|NM|718-7^Hemoglobin^LN||13.2|g/dL|||||F']);
+    const pv = one<Prov>(b, 'Provenance');
+    const produced = b.entry!.filter((e) => e.resource && !['MessageHeader', 'Provenance', 'Device'].includes(e.resource.resourceType)).map((e) => e.fullUrl);
+    expect(pv.target.map((t) => t.reference).sort()).toEqual(produced.sort());
+    // MSH[Provenance-Source] rows 16, 19: MSH-7 -> recorded, activity display "message - MSG.1^MSG.2^MSG.3"
+    expect(pv.recorded).toBe('2024-01-02T10:30:00+01:00');
+    expect(pv.activity.coding[0]).toMatchObject({ code: 'R01', display: 'message - ORU^R01^ORU_R01' });
+    // rows 11-13: MSH-4 sending facility -> agent author (Organization)
+    const author = pv.agent.find((a) => a.type.coding[0].code === 'author')!;
+    expect((b.entry!.find((e) => e.fullUrl === author.who.reference)!.resource as Resource & { name: string }).name).toBe('SendFac');
+    // rows 9-10: MSH-3 -> entity role source (Device by identifier), with the control id
+    expect(pv.entity).toEqual([{ role: 'source', what: { type: 'Device', identifier: { value: 'SendApp' }, display: 'HL7 v2 ORU^R01 message C1 from SendApp' } }]);
+    // MSH[Provenance-Transformation] rows 7-9: agent assembler = the Device doing the conversion, with Ferry's version
+    const asm = pv.agent.find((a) => a.type.coding[0].code === 'assembler')!;
+    const dev = b.entry!.find((e) => e.fullUrl === asm.who.reference)!.resource as Resource & { version: { value: string }[] };
+    expect(dev.resourceType).toBe('Device');
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    expect(dev.version[0].value).toBe(require('../../package.json').version);
+  });
+  test('MSH[Provenance-Source] rows 32-34: MSH-22 sending responsible organization is the author when valued', () => {
+    const b = convert([MSH23('ADT^A08^ADT_A01'), PID]);
+    const pv = one<Prov>(b, 'Provenance');
+    const authors = pv.agent.filter((a) => a.type.coding[0].code === 'author').map((a) => (b.entry!.find((e) => e.fullUrl === a.who.reference)!.resource as Resource & { name: string }).name);
+    expect(authors).toEqual(['Sender Resp Org', 'SendFac']);
+  });
+});

@@ -194,6 +194,23 @@ export function hdOrg(hd: Hl7Rep, ctx: ConvertContext): Ref | undefined {
 }
 
 const LOC_TYPE = 'http://terminology.hl7.org/CodeSystem/location-physical-type';
+/** HD[Location] rows 3-6: HD.1 -> name, HD.2 -> identifier.value (when HD.3 is ISO/UUID), physicalType "si" (site). */
+export function hdLocation(hd: Hl7Rep | undefined, ctx: ConvertContext): Ref | undefined {
+  const ns = c(hd, 1);
+  const uid = c(hd, 2);
+  if (!valued(ns) && !valued(uid)) return undefined;
+  const l: Location = { resourceType: 'Location', id: ctx.b.idFor('Location', `hd|${ns}|${uid}`), mode: 'instance' };
+  if (valued(ns)) l.name = ns;
+  if (valued(uid)) {
+    const t = c(hd, 3).toUpperCase();
+    const oid = /^[0-2](\.(0|[1-9]\d*))+$/.test(uid);
+    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(uid);
+    l.identifier = [(t === 'ISO' && oid) || (t === 'UUID' && uuid) ? { system: 'urn:ietf:rfc:3986', value: oid ? `urn:oid:${uid}` : `urn:uuid:${uid.toLowerCase()}` } : { value: uid }];
+    l.physicalType = { coding: [{ system: LOC_TYPE, code: 'si', display: 'Site' }] };
+  }
+  const added = ctx.b.add(l);
+  return ref(added, added.name);
+}
 /** PL[Location]: facility (PL.4) > building (PL.7) > floor (PL.8) > point of care (PL.1) > room (PL.2) > bed (PL.3), linked by partOf; returns the most specific. */
 export function location(r: Hl7Rep | undefined, ctx: ConvertContext): Ref | undefined {
   if (!r || r.length === 0) return undefined;
@@ -256,7 +273,8 @@ const msh: Handler = (seg, ctx) => {
   h.source.endpoint = seg.get(24) || endpoint || (srcName ? `urn:ferry:hl7v2:app:${encodeURIComponent(srcName)}` : 'urn:ferry:hl7v2:app:unknown');
   const dst = seg.rep(5);
   const dstName = c(dst, 1) || c(dst, 2);
-  const receiver = hdOrg(seg.rep(6), ctx);
+  // MSH[MessageHeader] row 30: MSH-23 receiving responsible organization (XON[Organization]); row 11: MSH-6 only IF MSH-23 NOT VALUED
+  const receiver = xonOrg(seg.rep(23), ctx) ?? hdOrg(seg.rep(6), ctx);
   if (dstName || receiver) {
     h.destination = [
       {
@@ -307,6 +325,9 @@ const evn: Handler = (seg, ctx) => {
   if (reason) p.reason = [reason];
   const who = practitioner(seg.rep(5), ctx);
   if (who) p.agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'enterer' }] }, who });
+  // EVN[Provenance] row 12: EVN-7 event facility -> location (HD[Location])
+  const where = hdLocation(seg.rep(7), ctx);
+  if (where) p.location = where;
   ctx.provenance = ctx.b.add(p);
 };
 
@@ -1972,27 +1993,73 @@ export function finishMessage(ctx: ConvertContext): void {
     .resources()
     .filter((r) => r !== ctx.header && r !== ctx.provenance && ['Patient', 'Encounter', 'DiagnosticReport', 'ServiceRequest', 'Appointment', 'DocumentReference', 'Immunization', 'MedicationRequest'].includes(r.resourceType));
   if (ctx.header && focus.length) ctx.header.focus = focus.map((r) => ref(r));
-  // Provenance: targets every resource of the message
+  messageProvenance(ctx);
+}
+
+const PARTICIPANT_TYPE = 'http://terminology.hl7.org/CodeSystem/provenance-participant-type';
+/** The converter's own version (the package's), recorded as the Provenance assembler. */
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const FERRY_VERSION: string = (require('../../package.json') as { version: string }).version;
+
+/**
+ * One Provenance per converted message, targeting every resource the message produced:
+ * - the event: EVN[Provenance] (row 3 activity display "event - :" MSG.1^MSG.2, row 5 EVN-2 recorded, rows 7-9
+ *   EVN-4 reason, row 10 EVN-5 agent, row 11 EVN-6 occurred, row 12 EVN-7 location); without EVN the message
+ *   time: MSH[Provenance-Source] rows 16-17 (MSH-7 -> recorded and occurred);
+ * - the source: MSH[Provenance-Source] rows 11-13 (MSH-4 sending facility -> agent author, IF MSH-22 NOT VALUED)
+ *   and rows 32-34 (MSH-22 -> agent author), rows 9-10 (MSH-3 sending application -> entity role source, a
+ *   Device by identifier), with the message control id (MSH-10) in the entity's display;
+ * - the conversion: MSH[Provenance-Transformation] rows 7-9 (agent type "assembler", who = the Device
+ *   performing the transformation: Ferry, with its version).
+ */
+function messageProvenance(ctx: ConvertContext): void {
+  const msh = ctx.msg.msh;
   const targets = ctx.b.resources().filter((r) => r !== ctx.header && r !== ctx.provenance && r.resourceType !== 'Provenance');
   let prov = ctx.provenance;
-  if (!prov && targets.length) {
+  if (!targets.length) {
+    if (prov) ctx.b.markDelete(prov);
+    return;
+  }
+  if (!prov) {
     prov = ctx.b.add<Provenance>({
       resourceType: 'Provenance',
       id: ctx.b.idFor('Provenance', 'MSH', true),
       target: [],
-      recorded: ctx.instant(ctx.msg.msh.get(7)) ?? '1970-01-01T00:00:00Z',
-      activity: { coding: [{ system: V2_TABLE('0003'), code: ctx.trigger || ctx.messageCode }] },
+      recorded: ctx.instant(msh.get(7)) ?? '1970-01-01T00:00:00Z',
+      activity: { coding: [{ system: V2_TABLE('0003'), code: ctx.trigger || ctx.messageCode || 'unknown', display: `message - ${msh.get(9, 0, 1)}^${msh.get(9, 0, 2)}^${msh.get(9, 0, 3)}` }] },
       agent: [],
     });
+    const occurred = ctx.dt(msh.get(7));
+    if (occurred) prov.occurredDateTime = occurred;
   }
-  if (prov) {
-    prov.target = targets.map((r) => ref(r));
-    const sender = ctx.header?.sender;
-    if (!prov.agent.length)
-      prov.agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'author' }] }, who: sender ?? { display: ctx.header?.source.name ?? 'unknown' } });
-    else if (sender) prov.agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'author' }] }, who: sender });
-    if (!prov.target.length) ctx.b.markDelete(prov);
+  prov.target = targets.map((r) => ref(r));
+  // source: MSH-22 when valued, else MSH-4 (the MessageHeader's sender)
+  const responsible = xonOrg(msh.rep(22), ctx);
+  const author = responsible ?? ctx.header?.sender;
+  if (author) prov.agent.push({ type: { coding: [{ system: PARTICIPANT_TYPE, code: 'author' }] }, who: author });
+  if (responsible && ctx.header?.sender && ctx.header.sender.reference !== responsible.reference)
+    prov.agent.push({ type: { coding: [{ system: PARTICIPANT_TYPE, code: 'author' }] }, who: ctx.header.sender });
+  // the conversion: Ferry as the assembler
+  prov.agent.push({ type: { coding: [{ system: PARTICIPANT_TYPE, code: 'assembler', display: 'Assembler' }] }, who: ref(ferryDevice(ctx), `Ferry ${FERRY_VERSION}`) });
+  const app = msh.rep(3);
+  const appId = c(app, 1) || c(app, 2);
+  const control = msh.get(10);
+  if (valued(appId) || valued(control)) {
+    const what: Ref = { type: 'Device' };
+    if (valued(appId)) what.identifier = { ...(valued(c(app, 2)) && /^[0-2](\.\d+)+$/.test(c(app, 2)) ? { system: 'urn:ietf:rfc:3986', value: `urn:oid:${c(app, 2)}` } : { value: appId }) };
+    what.display = `HL7 v2 ${msh.get(9, 0, 1)}^${msh.get(9, 0, 2)} message${valued(control) ? ` ${control}` : ''}${valued(appId) ? ` from ${appId}` : ''}`;
+    prov.entity = [{ role: 'source', what }];
   }
+}
+
+/** The Device standing for this converter (one per Ferry version, shared by every message). */
+function ferryDevice(ctx: ConvertContext): Resource {
+  return ctx.b.add({
+    resourceType: 'Device',
+    id: ctx.b.idFor('Device', `ferry|${FERRY_VERSION}`),
+    deviceName: [{ name: 'Ferry HL7 v2 to FHIR R4 conversion', type: 'user-friendly-name' }],
+    version: [{ value: FERRY_VERSION }],
+  } as Resource & { id: string });
 }
 
 /** Trigger-event semantics (ADT status changes, merges, deletes; SIU status). */
