@@ -51,6 +51,8 @@ export interface WalkState {
   specimenGroup?: Resource;
   /** Resources created while under PID (for merges and subject). */
   mergeTargets: { segment: Hl7Segment; patient: Patient }[];
+  /** SFT[Device]: the software that handled the message (Provenance entities). */
+  software?: Resource[];
   /** Z / unknown segments kept. */
   kept: Hl7Segment[];
   /** Counters for message-local ids. */

@@ -98,7 +98,9 @@ export function cweMapped(r: Hl7Rep | undefined, map: string, x: DtCtx, v2Table?
   const code = c(r, 1);
   const mapped = mappedCoding(map, code);
   if (cc.coding && v2Table && !c(r, 3)) cc.coding[0].system = `http://terminology.hl7.org/CodeSystem/v2-${v2Table}`;
-  if (mapped && !(cc.coding ?? []).some((k) => k.system === mapped.system && k.code === mapped.code)) cc.coding = [mapped, ...(cc.coding ?? [])];
+  const same = mapped && (cc.coding ?? []).find((k) => k.system === mapped.system && k.code === mapped.code);
+  if (mapped && !same) cc.coding = [mapped, ...(cc.coding ?? [])];
+  else if (same && !same.display && mapped?.display) same.display = mapped.display; // the map's display for a bare code
   return cc;
 }
 

@@ -256,3 +256,47 @@ describe('8. MSH-6 / MSH-23 -> MessageHeader.destination.receiver; EVN-7 and one
     expect(authors).toEqual(['Sender Resp Org', 'SendFac']);
   });
 });
+
+describe('9. targets the last round left out: PD1-7, SFT -> Device, PRT -> Device', () => {
+  test('PD1[Observation-LivingWill] rows 3-5, 13: PD1-7 -> Observation LOINC 75320-2, final, value through LivingWillCode', () => {
+    const b = convert([MSH('ADT^A01^ADT_A01'), PID, 'PD1|||||||F^Has will not on file^HL70315']);
+    const o = one<Observation>(b, 'Observation');
+    expect(o).toMatchObject({ status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '75320-2' }] }, subject: { reference: refTo(one<Patient>(b, 'Patient')) } });
+    expect(o.valueCodeableConcept!.coding![0]).toEqual({ system: 'http://terminology.hl7.org/CodeSystem/v2-0315', code: 'F', display: 'Has will not on file' });
+    const bare = one<Observation>(convert([MSH('ADT^A01^ADT_A01'), PID, 'PD1|||||||Y']), 'Observation');
+    expect(bare.valueCodeableConcept!.coding![0]).toEqual({ system: 'http://terminology.hl7.org/CodeSystem/v2-0315', code: 'Y', display: 'Yes, patient has a living will' });
+  });
+  test('SFT[Device] rows 4-12 (+ ADT_A01 message map rows 8-9: Provenance.entity role derivation)', () => {
+    const b = convert([MSH('ADT^A01^ADT_A01'), 'SFT|Orion Health^L|2.4.3.52854|Rhapsody|RAP234|Interface engine|20070725111624+0100', PID]);
+    const dev = all<Resource & { deviceName?: unknown; manufacturer?: string; version?: unknown; modelNumber?: string; note?: unknown }>(b, 'Device').find((d) => d.manufacturer)!;
+    expect(dev).toMatchObject({
+      manufacturer: 'Orion Health',
+      deviceName: [{ name: 'Rhapsody', type: 'manufacturer-name' }],
+      modelNumber: 'RAP234',
+      note: [{ text: 'Interface engine' }],
+      version: [{ value: '2.4.3.52854', extension: [{ url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Device.version.installDate', valueDateTime: '2007-07-25T11:16:24+01:00' }] }],
+    });
+    const pv = one<Resource & { entity: { role: string; what: { reference?: string } }[] }>(b, 'Provenance');
+    expect(pv.entity).toContainEqual({ role: 'derivation', what: { reference: refTo(dev) } });
+  });
+  test('PRT[Device] rows 13-26 (ORU_R01 message map row 67: Observation.device)', () => {
+    const b = convert([
+      MSH('ORU^R01^ORU_R01'),
+      PID,
+      'OBR|1|P1^EPIC|F1^LAB|57021-8^CBC^LN',
+      'OBX|1|NM|718-7^Hemoglobin^LN||13.2|g/dL|||||F',
+      seg('PRT', { 2: 'AD', 4: 'EQUIP^Equipment^HL70912', 10: 'ANALYZER-7^LAB', 17: '20200101', 18: '20300101', 19: 'LOT42', 20: 'SN-123', 22: '706172005^Hematology analyzer^SCT' }),
+    ]);
+    const o = one<Observation>(b, 'Observation');
+    const dev = b.entry!.find((e) => e.fullUrl === o.device!.reference)!.resource as Resource & Record<string, unknown>;
+    expect(dev).toMatchObject({
+      resourceType: 'Device',
+      identifier: [{ system: 'urn:ferry:id:LAB', value: 'ANALYZER-7' }],
+      manufactureDate: '2020-01-01',
+      expirationDate: '2030-01-01',
+      lotNumber: 'LOT42',
+      serialNumber: 'SN-123',
+      type: { coding: [{ system: 'http://snomed.info/sct', code: '706172005' }] },
+    });
+  });
+});

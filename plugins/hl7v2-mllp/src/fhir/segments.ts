@@ -14,6 +14,7 @@ import type {
   CodeableConcept,
   Condition,
   Coverage,
+  Device,
   DiagnosticReport,
   DocumentReference,
   Encounter,
@@ -299,10 +300,28 @@ const msh: Handler = (seg, ctx) => {
 };
 
 const sft: Handler = (seg, ctx) => {
+  // SFT[MessageHeader]: source.software / source.version
   const s = ctx.header?.source;
-  if (!s) return;
-  if (valued(seg.get(3)) && !s.software) s.software = seg.get(3);
-  if (valued(seg.get(2)) && !s.version) s.version = seg.get(2);
+  if (s) {
+    if (valued(seg.get(3)) && !s.software) s.software = seg.get(3);
+    if (valued(seg.get(2)) && !s.version) s.version = seg.get(2);
+  }
+  // SFT[Device] (ADT_A01 message map rows 8-9: Provenance.entity.what(Device)): row 4 SFT-1 XON.1 -> manufacturer,
+  // row 6 SFT-2 -> version.value, rows 7-8 SFT-3 -> deviceName (manufacturer-name), row 9 SFT-4 -> modelNumber,
+  // row 10 SFT-5 -> note, rows 11-12 SFT-6 -> version installDate (R5 backport extension)
+  const name = seg.get(3);
+  const version = seg.get(2);
+  if (!valued(name) && !valued(version)) return;
+  const d: Device = { resourceType: 'Device', id: ctx.b.idFor('Device', `software|${seg.get(1, 0, 1)}|${name}|${version}|${seg.get(4)}`) };
+  if (valued(seg.get(1, 0, 1))) d.manufacturer = seg.get(1, 0, 1);
+  if (valued(name)) d.deviceName = [{ name, type: 'manufacturer-name' }];
+  if (valued(seg.get(4))) d.modelNumber = seg.get(4);
+  if (valued(version)) {
+    const installed = ctx.dt(seg.get(6));
+    d.version = [{ value: version, ...(installed ? { extension: [{ url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Device.version.installDate', valueDateTime: installed }] } : {}) }];
+  }
+  if (valued(seg.get(5))) d.note = [{ text: seg.get(5) }];
+  ctx.state.software = push(ctx.state.software, ctx.b.add(d));
 };
 
 const evn: Handler = (seg, ctx) => {
@@ -470,6 +489,20 @@ const pd1: Handler = (seg, ctx) => {
   if (disability) p.extension = push(p.extension, { url: 'http://hl7.org/fhir/StructureDefinition/patient-disability', valueCodeableConcept: disability });
   const congregation = seg.get(14, 0, 1); // PD1-14 place of worship (XON[string])
   if (valued(congregation)) p.extension = push(p.extension, { url: 'http://hl7.org/fhir/StructureDefinition/patient-congregation', valueString: congregation });
+  // PD1[Observation-LivingWill] (ADT_A01 message map: IF PD1-7 VALUED): rows 3-5 status final, code LOINC 75320-2,
+  // row 13 PD1-7 -> valueCodeableConcept through LivingWillCode (v2-0315), the sent coding kept
+  const will = cweMapped(seg.rep(7), 'LivingWillCode', ctx, '0315');
+  if (will) {
+    const o: Observation = {
+      resourceType: 'Observation',
+      id: ctx.b.idFor('Observation', `living-will|${p.id}`),
+      status: 'final',
+      code: { coding: [{ system: 'http://loinc.org', code: '75320-2', display: 'Advance directive' }] },
+      subject: ref(p),
+      valueCodeableConcept: will,
+    };
+    ctx.b.add(o);
+  }
 };
 
 const nk1: Handler = (seg, ctx) => {
@@ -845,8 +878,38 @@ const rol: Handler = (seg, ctx) => {
   } else if (ctx.state.patient && c(seg.rep(3), 1) === 'PP') ctx.state.patient.generalPractitioner = push(ctx.state.patient.generalPractitioner, who);
 };
 
+/**
+ * PRT[Device] (ORU_R01 message map rows 25, 67: IF PRT-10 VALUED -> Device, Observation.device): row 13/14 PRT-10 ->
+ * udiCarrier (HRF/AIDC) or identifier, row 20 PRT-16 -> udiCarrier.deviceIdentifier, rows 21-25 PRT-17..21 ->
+ * manufactureDate, expirationDate, lotNumber, serialNumber, distinctIdentifier, row 26 PRT-22 -> type.
+ */
+function prtDevice(seg: Hl7Segment, ctx: ConvertContext): Resource | undefined {
+  const ids = all(seg, 10, (r) => ei(r, ctx));
+  const udi = c(seg.rep(16), 1);
+  if (!ids.length && !valued(udi)) return undefined;
+  const key = ids[0] ? idKey(ids[0], ctx)! : `udi|${udi}`;
+  const d: Device = { resourceType: 'Device', id: ctx.b.idFor('Device', key) };
+  if (ids.length) d.identifier = ids;
+  if (valued(udi)) d.udiCarrier = [{ deviceIdentifier: udi }];
+  const made = ctx.dt(seg.get(17));
+  if (made) d.manufactureDate = made;
+  const exp = ctx.dt(seg.get(18));
+  if (exp) d.expirationDate = exp;
+  if (valued(seg.get(19))) d.lotNumber = seg.get(19);
+  if (valued(seg.get(20))) d.serialNumber = seg.get(20);
+  if (valued(seg.get(21, 0, 1))) d.distinctIdentifier = seg.get(21, 0, 1);
+  const type = cwe(seg.rep(22), ctx);
+  if (type) d.type = type;
+  if (seg.get(2) === 'D') d.status = 'inactive'; // PRT[Device] row 4: PRT-2 "D" inactivates the relationship
+  const added = ctx.b.add(d);
+  const target = ctx.state.last;
+  if (target?.resourceType === 'Observation' && !(target as Observation).device) (target as Observation).device = ref(added);
+  return added;
+}
+
 const prt: Handler = (seg, ctx) => {
-  // PRT[PractitionerRole]: a person's participation in the segment above (PRT-5 person; device/org-only PRT are skipped)
+  prtDevice(seg, ctx);
+  // PRT[PractitionerRole]: a person's participation in the segment above (PRT-5 person; org-only PRT are skipped)
   const who = practitioner(seg.rep(5), ctx);
   if (!who) return;
   const code = cweMapped(seg.rep(4), 'Participation', ctx, '0912');
@@ -2050,6 +2113,9 @@ function messageProvenance(ctx: ConvertContext): void {
     what.display = `HL7 v2 ${msh.get(9, 0, 1)}^${msh.get(9, 0, 2)} message${valued(control) ? ` ${control}` : ''}${valued(appId) ? ` from ${appId}` : ''}`;
     prov.entity = [{ role: 'source', what }];
   }
+  // ADT_A01 message map rows 8-9: SFT -> Provenance.entity.what(Device), role "derivation" (software that handled
+  // the message on its way, the usual case: an interface engine's SFT)
+  for (const d of ctx.state.software ?? []) prov.entity = push(prov.entity, { role: 'derivation', what: ref(d) });
 }
 
 /** The Device standing for this converter (one per Ferry version, shared by every message). */
