@@ -51,6 +51,9 @@ export interface WalkState {
   specimenGroup?: Resource;
   /** Resources created while under PID (for merges and subject). */
   mergeTargets: { segment: Hl7Segment; patient: Patient }[];
+  /** REF/RRI: the referral (RF1) and the primary care providers (PRD PP) for the patient that follows. */
+  referral?: Resource;
+  primaryCare?: Reference[];
   /** SFT[Device]: the software that handled the message (Provenance entities). */
   software?: Resource[];
   /** Z / unknown segments kept. */

@@ -300,3 +300,43 @@ describe('9. targets the last round left out: PD1-7, SFT -> Device, PRT -> Devic
     });
   });
 });
+
+describe('9. RF1 / PRD referrals (REF_I12; the IG has no segment map: mapped as a clinician reads a referral)', () => {
+  const b = convert([
+    MSH('REF^I12^REF_I12'),
+    'RF1|P^Pending^HL70283|S^Stat^HL70280|Med^Medical^HL70281||O^Outpatient^HL70284|226839^EPIC|20220125|20220210|20220124|O^Provider Ordered^HL70336|11001^EXTID|||Suspected ulcer',
+    'PRD|RP^Referring Provider^HL70286|POWELL^ROBERT^^^DR^MD|1031 HEALTHCARE DRIVE^^ANN ARBOR^MI^99999|^^^GENERAL FACILITY|^WPN^PH^^^^^^^^^(626)555-1234||PLN1001^SL^^20240112|20200112|20240112|GOOD HEALTH HOSPITAL',
+    'PRD|RT^Referred to Provider^HL70286|McWILLIAMS^PAUL^^^DR^MD||||||||RADIANT HEALTH HOSPITAL',
+    'PRD|PP^Primary Care Provider^HL70286|CARE^PRIMA',
+    PID,
+  ]);
+  const sr = one<ServiceRequest>(b, 'ServiceRequest');
+  const byUrl = <T,>(u?: string) => b.entry!.find((e) => e.fullUrl === u)!.resource as T;
+  test('RF1 -> ServiceRequest: referral category, status (RF1-1), priority (RF1-2), code (RF1-3), ids (RF1-6/11), period (RF1-7/8), reasons (RF1-10/14)', () => {
+    expect(sr).toMatchObject({
+      status: 'active',
+      intent: 'order',
+      priority: 'stat',
+      category: [{ coding: [{ system: 'http://snomed.info/sct', code: '3457005' }] }],
+      code: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0281', code: 'Med' }] },
+      occurrencePeriod: { start: '2022-01-25', end: '2022-02-10' },
+      authoredOn: '2022-01-24',
+      subject: { reference: refTo(one<Patient>(b, 'Patient')) },
+    });
+    expect(sr.identifier!.map((i) => i.value)).toEqual(['226839', '11001']);
+    expect(sr.reasonCode!.map((r) => r.coding?.[0]?.code ?? r.text)).toEqual(['O', 'Suspected ulcer']);
+  });
+  test('PRD -> Practitioner + PractitionerRole: RP the requester, RT a performer, PP the patient\'s general practitioner', () => {
+    const req = byUrl<Resource & { code: { coding: { code: string }[] }[]; practitioner: { reference: string }; period: unknown; organization: { display: string } }>(sr.requester!.reference);
+    expect(req.code[0].coding[0].code).toBe('RP');
+    expect(req.period).toEqual({ start: '2020-01-12', end: '2024-01-12' });
+    expect(req.organization.display).toBe('GOOD HEALTH HOSPITAL');
+    const doc = byUrl<Resource & { name: unknown; identifier: { value: string }[]; address: unknown[] }>(req.practitioner.reference);
+    expect(doc).toMatchObject({ name: [{ family: 'POWELL', given: ['ROBERT'], prefix: ['DR'] }], identifier: [{ value: 'PLN1001' }] });
+    expect(doc.address).toHaveLength(1);
+    const perf = byUrl<Resource & { code: { coding: { code: string }[] }[] }>(sr.performer![0].reference);
+    expect(perf.code[0].coding[0].code).toBe('RT');
+    const gp = one<Patient>(b, 'Patient').generalPractitioner!;
+    expect(byUrl<Resource & { code: { coding: { code: string }[] }[] }>(gp[gp.length - 1].reference).code[0].coding[0].code).toBe('PP');
+  });
+});
