@@ -340,3 +340,31 @@ describe('9. RF1 / PRD referrals (REF_I12; the IG has no segment map: mapped as 
     expect(byUrl<Resource & { code: { coding: { code: string }[] }[] }>(gp[gp.length - 1].reference).code[0].coding[0].code).toBe('PP');
   });
 });
+
+describe('9. PV1-20 -> Coverage; PRT after PID -> CareTeam / general practitioner', () => {
+  test('PV1[Coverage] row 22 (ADT_A01 message map row 37): PV1-20 -> Coverage.type, beneficiary the Patient, FC.2 -> period.start', () => {
+    const b = convert([MSH('ADT^A01^ADT_A01'), PID, seg('PV1', { 1: '1', 2: 'I', 19: 'V100^^^MRN^VN', 20: '02^20240101' })]);
+    const cov = one<Resource & Record<string, unknown>>(b, 'Coverage');
+    expect(cov).toMatchObject({
+      status: 'active',
+      type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0064', code: '02' }] },
+      beneficiary: { reference: refTo(one<Patient>(b, 'Patient')) },
+      period: { start: '2024-01-01' },
+      payor: [{ display: 'unknown (PV1-20 financial class only)' }],
+    });
+  });
+  test('PRT[CareTeam] rows 7-8, 14, 18-19 (ADT_A01 message map rows 25-26): PP -> generalPractitioner, other roles -> CareTeam', () => {
+    const b = convert([
+      MSH('ADT^A01^ADT_A01'),
+      PID,
+      seg('PRT', { 2: 'AD', 4: 'PP^Primary Care Provider^HL70912', 5: '111^Primary^Pat' }),
+      seg('PRT', { 2: 'AD', 4: 'AT^Attending Provider^HL70912', 5: '222^Attend^Art', 8: 'Good Health Hospital', 11: '20240101', 12: '20240131' }),
+    ]);
+    const p = one<Patient>(b, 'Patient');
+    expect(p.generalPractitioner).toHaveLength(1);
+    const team = one<Resource & { subject: { reference: string }; participant: Record<string, unknown>[] }>(b, 'CareTeam');
+    expect(team.subject.reference).toBe(refTo(p));
+    expect(team.participant).toHaveLength(1);
+    expect(team.participant[0]).toMatchObject({ role: [{ coding: expect.arrayContaining([expect.objectContaining({ code: 'AT' })]) }], period: { start: '2024-01-01', end: '2024-01-31' }, onBehalfOf: { display: 'Good Health Hospital' } });
+  });
+});

@@ -10,6 +10,7 @@ import type {
   Annotation,
   Appointment,
   AppointmentParticipant,
+  CareTeam,
   ChargeItem,
   CodeableConcept,
   Condition,
@@ -662,8 +663,33 @@ const pv1: Handler = (seg, ctx) => {
   if (period) e.period = period;
   if (valued(seg.get(45))) e.status = 'finished';
   ctx.state.encounter = ctx.b.add(e);
+  if (p) financialClass(seg, p, ctx);
   ctx.state.last = ctx.state.encounter;
 };
+
+/**
+ * PV1[Coverage] (ADT_A01 message map row 37: IF PV1-20 VALUED -> Coverage, beneficiary the Patient): row 22 PV1-20
+ * financial class -> Coverage.type (FinancialClass; v2 table 0064 is site-defined, so the sent code is kept),
+ * FC.2 effective date -> period.start. The IG gives no payor, which Coverage requires: `payor` says it is
+ * unknown (a display-only reference) rather than inventing one.
+ */
+function financialClass(seg: Hl7Segment, p: Patient, ctx: ConvertContext): void {
+  for (const r of seg.reps(20)) {
+    const type = cweMapped(nest(r, 1), 'FinancialClass', ctx, '0064');
+    if (!type) continue;
+    const cov: Coverage = {
+      resourceType: 'Coverage',
+      id: ctx.b.idFor('Coverage', `${p.id}|PV1-20|${c(r, 1)}`),
+      status: 'active',
+      type,
+      beneficiary: ref(p),
+      payor: [{ display: 'unknown (PV1-20 financial class only)' }],
+    };
+    const start = ctx.dt(c(r, 2));
+    if (start) cov.period = { start };
+    ctx.b.add(cov);
+  }
+}
 
 const pv2: Handler = (seg, ctx) => {
   // PV2[Encounter]
@@ -954,11 +980,24 @@ const prt: Handler = (seg, ctx) => {
       (target as Immunization).performer = push((target as Immunization).performer, compact({ actor: r, function: code })!);
       break;
     case 'Patient':
-      (target as Patient).generalPractitioner = push((target as Patient).generalPractitioner, r);
+      // ADT_A01 message map rows 25-26: PRT-4 PP -> Patient.generalPractitioner; the other roles -> CareTeam
+      if (c(seg.rep(4), 1) === 'PP') (target as Patient).generalPractitioner = push((target as Patient).generalPractitioner, r);
+      else careTeam(target as Patient, ctx).participant!.push(compact({ role: code ? [code] : undefined, member: r, onBehalfOf: org, period })!);
       break;
     default:
   }
 };
+
+/**
+ * The patient's care team of this message (PRT[CareTeam]: row 7 PRT-4 -> participant.role, rows 8-10 PRT-5 ->
+ * participant.member, row 14 PRT-8 -> participant.onBehalfOf, rows 18-19 PRT-11/12 -> participant.period).
+ */
+function careTeam(p: Patient, ctx: ConvertContext): CareTeam {
+  const id = ctx.b.idFor('CareTeam', `patient|${p.id}`, true);
+  const existing = ctx.b.get(id) as CareTeam | undefined;
+  if (existing) return existing;
+  return ctx.b.add<CareTeam>({ resourceType: 'CareTeam', id, status: 'active', subject: ref(p), participant: [] });
+}
 
 // ---------------------------------------------------------------------------------------------
 // Insurance, guarantor, financial
