@@ -154,7 +154,16 @@ export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOpti
   }
   finishMessage(ctx);
   const bundleId = stableUuid(`Bundle|${ctx.b.messageKey}`);
-  return ctx.b.build(bundleId, toInstant(msg.msh.get(7), ctx.tz));
+  const bundle = ctx.b.build(bundleId, toInstant(msg.msh.get(7), ctx.tz));
+  // MSH[Bundle] rows 13-14: MSH-10 message control id -> Bundle.identifier; the system (left to the implementer)
+  // names the sender, since control ids are unique per sending application and facility only
+  const control = msg.msh.get(10).trim();
+  if (control) {
+    const app = msg.msh.get(3, 0, 1) || msg.msh.get(3, 0, 2);
+    const fac = msg.msh.get(4, 0, 1) || msg.msh.get(4, 0, 2);
+    bundle.identifier = { system: `urn:ferry:hl7v2:control-id:${encodeURIComponent(app.trim())}@${encodeURIComponent(fac.trim())}`, value: control };
+  }
+  return bundle;
 }
 
 export function segmentText(seg: Hl7Segment): string {

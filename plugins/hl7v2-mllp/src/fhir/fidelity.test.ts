@@ -368,3 +368,30 @@ describe('9. PV1-20 -> Coverage; PRT after PID -> CareTeam / general practitione
     expect(team.participant[0]).toMatchObject({ role: [{ coding: expect.arrayContaining([expect.objectContaining({ code: 'AT' })]) }], period: { start: '2024-01-01', end: '2024-01-31' }, onBehalfOf: { display: 'Good Health Hospital' } });
   });
 });
+
+describe('rows the fidelity report found unfilled: MSH-10, OBX-19/29, PID-26/39, DG1-19/22', () => {
+  test('MSH[Bundle] rows 13-14: MSH-10 -> Bundle.identifier (system names the sender)', () => {
+    expect(convert([MSH('ADT^A01^ADT_A01', 'CTRL-9'), PID]).identifier).toEqual({ system: 'urn:ferry:hl7v2:control-id:SendApp@SendFac', value: 'CTRL-9' });
+  });
+  test('OBX[Observation] rows 58-59: OBX-19 -> observation-analysis-date-time (not issued); rows 74-75: OBX-29 -> category', () => {
+    const b = convert([MSH('ORU^R01^ORU_R01'), PID, 'OBR|1|P1^EPIC|F1^LAB|57021-8^CBC^LN', seg('OBX', { 1: '1', 2: 'NM', 3: '718-7^Hemoglobin^LN', 5: '13.2', 11: 'F', 19: '20240102093000+0100', 29: 'RSLT' })]);
+    const o = one<Observation>(b, 'Observation');
+    expect(o.extension).toContainEqual({ url: 'http://hl7.org/fhir/StructureDefinition/observation-analysis-date-time', valueDateTime: '2024-01-02T09:30:00+01:00' });
+    expect(o.issued).toBeUndefined();
+    expect(o.category).toEqual([{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0936', code: 'RSLT' }] }]);
+  });
+  test('PID[Patient] rows 42-44, 63-65: PID-26 citizenship and PID-39 tribal citizenship -> patient-citizenship', () => {
+    const p = one<Patient>(convert([MSH('ADT^A01^ADT_A01'), seg('PID', { 1: '1', 3: '12345^^^MRN^MR', 5: 'Everyman^Adam', 26: 'USA^United States^ISO3166_1', 39: '170^Navajo^HL70171' })]), 'Patient');
+    const cit = p.extension!.filter((x) => x.url === 'http://hl7.org/fhir/StructureDefinition/patient-citizenship');
+    expect(cit.map((x) => x.extension![0].valueCodeableConcept!.coding![0].code)).toEqual(['USA', '170']);
+  });
+  test('DG1[Condition] rows 21-23: DG1-19 -> assertedDate + recordedDate; rows 27-28: DG1-22 -> condition-dueTo by identifier', () => {
+    const b = convert([MSH('ADT^A01^ADT_A01'), PID, seg('DG1', { 1: '1', 3: 'K63.3^Ulcer of intestine^I10', 19: '20240101120000+0100', 20: 'DG2^HIS', 22: 'DG1^HIS' })]);
+    const c = one<Resource & { extension: { url: string }[]; recordedDate: string }>(b, 'Condition');
+    expect(c.recordedDate).toBe('2024-01-01T12:00:00+01:00');
+    expect(c.extension).toEqual([
+      { url: 'http://hl7.org/fhir/StructureDefinition/condition-assertedDate', valueDateTime: '2024-01-01T12:00:00+01:00' },
+      { url: 'http://hl7.org/fhir/StructureDefinition/condition-dueTo', valueReference: { type: 'Condition', identifier: { system: 'urn:ferry:id:HIS', value: 'DG1' } } },
+    ]);
+  });
+});

@@ -429,6 +429,9 @@ const pid: Handler = (seg, ctx) => {
   }
   const nat = cwe(seg.rep(28), ctx);
   if (nat) extension.push({ url: 'http://hl7.org/fhir/StructureDefinition/patient-nationality', extension: [{ url: 'code', valueCodeableConcept: nat }] });
+  // PID[Patient] rows 42-44 (PID-26 citizenship) and 63-65 (PID-39 tribal citizenship) -> patient-citizenship
+  for (const n of [26, 39])
+    for (const cc of all(seg, n, (r) => cwe(r, ctx))) extension.push({ url: 'http://hl7.org/fhir/StructureDefinition/patient-citizenship', extension: [{ url: 'code', valueCodeableConcept: cc }] });
   const death = ctx.dt(seg.get(29));
   if (death) p.deceasedDateTime = death;
   else if (seg.get(30) === 'Y' || seg.get(30) === 'N') p.deceasedBoolean = seg.get(30) === 'Y';
@@ -748,7 +751,15 @@ const dg1: Handler = (seg, ctx) => {
   const asserter = practitioner(seg.rep(16), ctx);
   if (asserter) cond.asserter = asserter;
   const rec = ctx.dt(seg.get(19));
-  if (rec) cond.recordedDate = rec;
+  if (rec) {
+    // DG1[Condition] rows 21-23: DG1-19 attestation date -> assertedDate extension (the CSV names its page,
+    // www.hl7.org/fhir/extension-condition-asserteddate; this is its canonical URL) and recordedDate
+    cond.recordedDate = rec;
+    cond.extension = push(cond.extension, { url: 'http://hl7.org/fhir/StructureDefinition/condition-assertedDate', valueDateTime: rec });
+  }
+  // rows 27-28: DG1-22 parent diagnosis (EI[Condition]) -> condition-dueTo, a reference by identifier
+  const parentDx = ei(seg.rep(22), ctx);
+  if (parentDx) cond.extension = push(cond.extension, { url: 'http://hl7.org/fhir/StructureDefinition/condition-dueTo', valueReference: { type: 'Condition', identifier: parentDx } });
   const e = ctx.state.encounter;
   if (e) {
     cond.encounter = ref(e);
@@ -1535,8 +1546,13 @@ const obx: Handler = (seg, ctx) => {
   if (interp.length) o.interpretation = interp;
   const eff = ctx.dt(seg.get(14)) ?? (g?.obr ? ctx.dt(g.obr.get(7)) : undefined);
   if (eff) o.effectiveDateTime = eff;
-  const issued = ctx.dt(seg.get(19));
-  if (issued && issued.includes('T')) o.issued = ctx.instant(seg.get(19));
+  // OBX[Observation] rows 58-59: OBX-19 date/time of the analysis -> extension observation-analysis-date-time (the IG
+  // maps no OBX field to issued: the analysis is not the release; the report's OBR-22 is DiagnosticReport.issued)
+  const analysed = ctx.dt(seg.get(19));
+  if (analysed) o.extension = push(o.extension, { url: 'http://hl7.org/fhir/StructureDefinition/observation-analysis-date-time', valueDateTime: analysed });
+  // rows 74-75: OBX-29 observation type -> category (v2-0936)
+  const otype = codeStr(seg.get(29));
+  if (otype) o.category = [{ coding: [{ system: V2_TABLE('0936'), code: otype }] }];
   const performers = [...all(seg, 16, (r) => practitioner(r, ctx)), xonOrg(seg.rep(23), ctx)].filter((x): x is Ref => !!x);
   if (performers.length) o.performer = performers;
   const method = cwe(seg.rep(17), ctx);
