@@ -1,30 +1,121 @@
 import 'reflect-metadata';
+import type * as EngineModule from './engine/engine';
+import type * as ConfigureModule from './engine/configure';
+import type * as LoadConfigModule from './config/load-config';
+import type * as LoggerModule from './logging/logger';
+import type * as PluginHostModule from './plugin/plugin-host';
+import type * as ValidateModule from './fhir/validate';
+import type * as FhirpathModule from './fhir/fhirpath';
+import type * as RouterModule from './routing/router';
+import type * as SqliteModule from './store/sqlite.store';
+import type * as PostgresModule from './store/postgres.store';
+import type * as CreateStoreModule from './store/create-store';
+import type * as FileSinkModule from './sinks/file.sink';
+import type * as HttpSinkModule from './sinks/http.sink';
+import type * as FhirSinkModule from './sinks/fhir.sink';
+import type * as FileSourceModule from './sources/file.source';
+import type * as HttpSourceModule from './sources/http.source';
+import type * as FhirJsonModule from './fhir/fhir-json.transform';
+import type * as CorePluginModule from './plugin/core.plugin';
 
+// Light modules (errors, the plugin API, tokens, message model, search helpers, vendor HTTP helpers): loaded eagerly.
 export * from './errors';
 export * from './model/message';
 export * from './plugin/api';
 export * from './plugin/tokens';
 export * from './store/message-store';
 export * from './config/engine.schema';
-export * from './engine/engine';
-export { configure, type ConfigureOptions } from './engine/configure';
-export { ConfigError, type ConfigProblem, validateWithSchema } from './config/load-config';
-export { createLogger, silentLogger, errorFields } from './logging/logger';
-export { PluginHost, manifestProblems, CORE_VERSION } from './plugin/plugin-host';
-export { validateBundle, ensureFhirDefinitions } from './fhir/validate';
-export { fhirpathTest, fhirpathEval } from './fhir/fhirpath';
 export { identifierParam } from './fhir/search';
-export { globToRegExp } from './routing/router';
 export * from './vendor';
-export * from './store/sqlite.store';
-export * from './store/postgres.store';
-export * from './store/create-store';
-export { FileSink, fileSinkSchema } from './sinks/file.sink';
 export { bundleText, deliveryPayload, deliveryPayloadJson, requestSignal } from './sinks/common';
-export { HttpSink, httpSinkSchema } from './sinks/http.sink';
-export { FhirSink, fhirSinkSchema, toTransaction } from './sinks/fhir.sink';
-export { FileSource, fileSourceSchema } from './sources/file.source';
-export { HttpSource, httpSourceSchema } from './sources/http.source';
-export { FhirJsonTransform } from './fhir/fhir-json.transform';
-export { corePlugin } from './plugin/core.plugin';
 export { OutageLog } from './logging/outage-log';
+
+/*
+ * Heavy modules (the engine, configuration loading, stores, sinks, sources, FHIRPath, FHIR validation, winston):
+ * loaded on first use of one of their exports. A plugin imports @ferry/core for its errors and tokens, and
+ * `ferry convert` needs one transform: neither should pay for fastify, pg, better-sqlite3, fhirpath and the rest
+ * at start-up (that was ~90 % of a `ferry convert` call). Same names, same values, same types as before.
+ */
+function lazy(load: () => object, names: string[]): void {
+  let mod: Record<string, unknown> | undefined;
+  for (const name of names)
+    Object.defineProperty(exports, name, {
+      enumerable: true,
+      configurable: true,
+      get: () => (mod ??= load() as Record<string, unknown>)[name],
+    });
+}
+/* eslint-disable @typescript-eslint/no-require-imports */
+lazy(() => require('./engine/engine'), ['Engine', 'transformWorkerCount']);
+lazy(() => require('./engine/configure'), ['configure', 'configurePlugins']);
+lazy(() => require('./config/load-config'), ['ConfigError', 'validateWithSchema']);
+lazy(() => require('./logging/logger'), ['createLogger', 'silentLogger', 'errorFields']);
+lazy(() => require('./plugin/plugin-host'), ['PluginHost', 'manifestProblems', 'CORE_VERSION']);
+lazy(() => require('./fhir/validate'), ['validateBundle', 'ensureFhirDefinitions']);
+lazy(() => require('./fhir/fhirpath'), ['fhirpathTest', 'fhirpathEval']);
+lazy(() => require('./routing/router'), ['globToRegExp']);
+lazy(() => require('./store/sqlite.store'), ['rowMaker', 'classifySqliteError', 'SqliteMessageStore']);
+lazy(() => require('./store/postgres.store'), ['withSearchPath', 'PostgresMessageStore']);
+lazy(() => require('./store/create-store'), ['createStore']);
+lazy(() => require('./sinks/file.sink'), ['FileSink', 'fileSinkSchema']);
+lazy(() => require('./sinks/http.sink'), ['HttpSink', 'httpSinkSchema']);
+lazy(() => require('./sinks/fhir.sink'), ['FhirSink', 'fhirSinkSchema', 'toTransaction']);
+lazy(() => require('./sources/file.source'), ['FileSource', 'fileSourceSchema']);
+lazy(() => require('./sources/http.source'), ['HttpSource', 'httpSourceSchema']);
+lazy(() => require('./fhir/fhir-json.transform'), ['FhirJsonTransform']);
+lazy(() => require('./plugin/core.plugin'), ['corePlugin']);
+/* eslint-enable @typescript-eslint/no-require-imports */
+
+export declare const Engine: typeof EngineModule.Engine;
+export type Engine = EngineModule.Engine;
+export declare const transformWorkerCount: typeof EngineModule.transformWorkerCount;
+export type EngineOptions = EngineModule.EngineOptions;
+export declare const configure: typeof ConfigureModule.configure;
+export declare const configurePlugins: typeof ConfigureModule.configurePlugins;
+export type ConfigureOptions = ConfigureModule.ConfigureOptions;
+export declare const ConfigError: typeof LoadConfigModule.ConfigError;
+export type ConfigError = LoadConfigModule.ConfigError;
+export type ConfigProblem = LoadConfigModule.ConfigProblem;
+export declare const validateWithSchema: typeof LoadConfigModule.validateWithSchema;
+export declare const createLogger: typeof LoggerModule.createLogger;
+export declare const silentLogger: typeof LoggerModule.silentLogger;
+export declare const errorFields: typeof LoggerModule.errorFields;
+export declare const PluginHost: typeof PluginHostModule.PluginHost;
+export type PluginHost = PluginHostModule.PluginHost;
+export declare const manifestProblems: typeof PluginHostModule.manifestProblems;
+export declare const CORE_VERSION: typeof PluginHostModule.CORE_VERSION;
+export declare const validateBundle: typeof ValidateModule.validateBundle;
+export declare const ensureFhirDefinitions: typeof ValidateModule.ensureFhirDefinitions;
+export declare const fhirpathTest: typeof FhirpathModule.fhirpathTest;
+export declare const fhirpathEval: typeof FhirpathModule.fhirpathEval;
+export declare const globToRegExp: typeof RouterModule.globToRegExp;
+export type SqliteStoreOptions = SqliteModule.SqliteStoreOptions;
+export declare const rowMaker: typeof SqliteModule.rowMaker;
+export declare const classifySqliteError: typeof SqliteModule.classifySqliteError;
+export declare const SqliteMessageStore: typeof SqliteModule.SqliteMessageStore;
+export type SqliteMessageStore = SqliteModule.SqliteMessageStore;
+export type PostgresStoreOptions = PostgresModule.PostgresStoreOptions;
+export declare const withSearchPath: typeof PostgresModule.withSearchPath;
+export declare const PostgresMessageStore: typeof PostgresModule.PostgresMessageStore;
+export type PostgresMessageStore = PostgresModule.PostgresMessageStore;
+export type StoreConfig = CreateStoreModule.StoreConfig;
+export declare const createStore: typeof CreateStoreModule.createStore;
+export declare const FileSink: typeof FileSinkModule.FileSink;
+export type FileSink = FileSinkModule.FileSink;
+export declare const fileSinkSchema: typeof FileSinkModule.fileSinkSchema;
+export declare const HttpSink: typeof HttpSinkModule.HttpSink;
+export type HttpSink = HttpSinkModule.HttpSink;
+export declare const httpSinkSchema: typeof HttpSinkModule.httpSinkSchema;
+export declare const FhirSink: typeof FhirSinkModule.FhirSink;
+export type FhirSink = FhirSinkModule.FhirSink;
+export declare const fhirSinkSchema: typeof FhirSinkModule.fhirSinkSchema;
+export declare const toTransaction: typeof FhirSinkModule.toTransaction;
+export declare const FileSource: typeof FileSourceModule.FileSource;
+export type FileSource = FileSourceModule.FileSource;
+export declare const fileSourceSchema: typeof FileSourceModule.fileSourceSchema;
+export declare const HttpSource: typeof HttpSourceModule.HttpSource;
+export type HttpSource = HttpSourceModule.HttpSource;
+export declare const httpSourceSchema: typeof HttpSourceModule.httpSourceSchema;
+export declare const FhirJsonTransform: typeof FhirJsonModule.FhirJsonTransform;
+export type FhirJsonTransform = FhirJsonModule.FhirJsonTransform;
+export declare const corePlugin: typeof CorePluginModule.corePlugin;

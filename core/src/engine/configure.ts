@@ -3,10 +3,7 @@ import type { Logger } from 'winston';
 import type { EngineConfig } from '../config/engine.schema';
 import { ConfigError, buildEngineConfig, readConfigFile, readPluginRefs, resolveValues, validateWithSchema, type ConfigProblem } from '../config/load-config';
 import { FerryError } from '../errors';
-import { fhirpathError } from '../fhir/fhirpath';
-import { silentLogger } from '../logging/logger';
 import type { PluginDefinition } from '../plugin/api';
-import { corePlugin } from '../plugin/core.plugin';
 import { PluginHost } from '../plugin/plugin-host';
 
 export interface ConfigureOptions {
@@ -31,6 +28,37 @@ export interface Configured {
  * ConfigError listing every problem by path.
  */
 export async function configure(opts: ConfigureOptions): Promise<Configured> {
+  // loaded here, not at import: configurePlugins (ferry convert) needs neither the core sinks/sources nor FHIRPath
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { corePlugin } = require('../plugin/core.plugin') as typeof import('../plugin/core.plugin');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { fhirpathError } = require('../fhir/fhirpath') as typeof import('../fhir/fhirpath');
+  const { raw, refs, host, pluginConfig, problems } = await loadPlugins(opts, [corePlugin]);
+  const env = opts.env ?? process.env;
+  const catalog = {
+    sourceSchema: (t: string) => host.sourceTypes().find((s) => s.type === t)?.schema,
+    sinkSchema: (t: string) => host.sinkTypes().find((s) => s.type === t)?.schema,
+    sourceTypes: () => host.sourceTypes().map((s) => s.type),
+    sinkTypes: () => host.sinkTypes().map((s) => s.type),
+  };
+  const config = buildEngineConfig(raw, catalog, pluginConfig, problems, { env, file: opts.configFile && path.resolve(opts.configFile), fhirpathCheck: fhirpathError });
+  config.plugins = refs;
+  if (problems.length) throw new ConfigError(problems, opts.configFile);
+  return { config, host };
+}
+
+/**
+ * Only the plugins a configuration names (and `opts.plugins`), each config validated against its schema and
+ * registered — not the core plugin, sources, sinks or routes. For commands that need a plugin's transforms
+ * (`ferry convert`) without an engine; throws one ConfigError listing every problem.
+ */
+export async function configurePlugins(opts: ConfigureOptions): Promise<PluginHost> {
+  const { host, problems } = await loadPlugins(opts, []);
+  if (problems.length) throw new ConfigError(problems, opts.configFile);
+  return host;
+}
+
+async function loadPlugins(opts: ConfigureOptions, first: PluginDefinition[]) {
   const env = opts.env ?? process.env;
   const problems: ConfigProblem[] = [];
   const raw = opts.configFile ? readConfigFile(opts.configFile, env, problems) : (resolveValues(structuredClone(opts.config ?? {}), '', env, problems) as Record<string, unknown>);
@@ -38,7 +66,7 @@ export async function configure(opts: ConfigureOptions): Promise<Configured> {
   const baseDir = process.cwd();
 
   const refs = readPluginRefs(raw, problems);
-  const defs: { def: PluginDefinition; config: Record<string, unknown>; at: string }[] = [{ def: corePlugin, config: {}, at: '' }];
+  const defs: { def: PluginDefinition; config: Record<string, unknown>; at: string }[] = first.map((def) => ({ def, config: {}, at: '' }));
   refs.forEach((ref, i) => {
     try {
       defs.push({ def: PluginHost.resolveDefinition(ref.package, baseDir), config: ref.config, at: `plugins[${i}]` });
@@ -49,7 +77,8 @@ export async function configure(opts: ConfigureOptions): Promise<Configured> {
   for (const def of opts.plugins ?? []) defs.push({ def, config: {}, at: `(plugin ${def.manifest?.id})` });
 
   const pluginConfig: Record<string, Record<string, unknown>> = {};
-  const host = new PluginHost(opts.logger ?? silentLogger());
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const host = new PluginHost(opts.logger ?? (require('../logging/logger') as typeof import('../logging/logger')).silentLogger());
   {
     for (const d of defs) {
       const id = d.def.manifest?.id;
@@ -66,14 +95,5 @@ export async function configure(opts: ConfigureOptions): Promise<Configured> {
       problems.push({ path: at, message: (e as Error).message });
     }
   }
-  const catalog = {
-    sourceSchema: (t: string) => host.sourceTypes().find((s) => s.type === t)?.schema,
-    sinkSchema: (t: string) => host.sinkTypes().find((s) => s.type === t)?.schema,
-    sourceTypes: () => host.sourceTypes().map((s) => s.type),
-    sinkTypes: () => host.sinkTypes().map((s) => s.type),
-  };
-  const config = buildEngineConfig(raw, catalog, pluginConfig, problems, { env, file: opts.configFile && path.resolve(opts.configFile), fhirpathCheck: fhirpathError });
-  config.plugins = refs;
-  if (problems.length) throw new ConfigError(problems, opts.configFile);
-  return { config, host };
+  return { raw, refs, host, pluginConfig, problems };
 }

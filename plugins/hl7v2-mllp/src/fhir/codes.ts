@@ -29,6 +29,23 @@ export function mapCode(map: string, v2code: string | undefined): Mapped | undef
   return c.get(v2code) ?? c.get(v2code.trim().toUpperCase());
 }
 
+/**
+ * A v2 value sent as words instead of a code (`Mother`, `Emergency Contact`) -> the concept map entry whose
+ * FHIR display is the same words (case and blanks ignored); undefined when none matches.
+ */
+const byDisplay = new Map<string, Map<string, Mapped>>();
+export function mapDisplay(map: string, text: string | undefined): Mapped | undefined {
+  if (!text) return undefined;
+  let d = byDisplay.get(map);
+  if (!d) {
+    d = new Map();
+    for (const v of compile(map).values()) if (v.display) d.set(norm(v.display), v);
+    byDisplay.set(map, d);
+  }
+  return d.get(norm(text));
+}
+const norm = (s: string) => s.trim().replace(/\s+/g, ' ').toLowerCase();
+
 export function mappedCoding(map: string, v2code: string | undefined): Coding | undefined {
   const m = mapCode(map, v2code);
   if (!m) return undefined;

@@ -1,3 +1,4 @@
+import { isTimezone } from './timezone';
 import type { CharsetFallback } from '../hl7v2/charset';
 
 /** Conversion options: `plugins.hl7v2-mllp.conversion` in the engine config. */
@@ -19,10 +20,13 @@ export interface ConversionOptions {
   /** Standard segments Ferry does not map: `ignore` (default) or `extension` like Z-segments. */
   unknownSegments: 'extension' | 'ignore';
   /**
-   * Offset for times sent without one, when MSH-7 has none either (HL7 v2: a time without an
-   * offset is in the sender's zone, which MSH-7 states). `Z` or `+hh:mm`.
+   * Zone of times sent without an offset (HL7 v2: such a time is in the sender's zone): `Z` or a fixed
+   * `±hh:mm`, used when MSH-7 carries no offset either; or an IANA zone (`America/New_York`), whose offset
+   * is resolved per timestamp (DST-correct) and then wins over MSH-7's single offset.
    */
   defaultTimezone: string;
+  /** Per Ferry source id: the zone of that source's senders (same forms as defaultTimezone), instead of defaultTimezone. */
+  sourceTimezones: Record<string, string>;
 }
 
 export const DEFAULT_CONVERSION_OPTIONS: ConversionOptions = {
@@ -33,10 +37,15 @@ export const DEFAULT_CONVERSION_OPTIONS: ConversionOptions = {
   zSegments: 'extension',
   unknownSegments: 'ignore',
   defaultTimezone: 'Z',
+  sourceTimezones: {},
 };
 
 export function conversionOptions(partial?: Partial<ConversionOptions> | null): ConversionOptions {
-  return { ...DEFAULT_CONVERSION_OPTIONS, ...(partial ?? {}) };
+  const o = { ...DEFAULT_CONVERSION_OPTIONS, ...(partial ?? {}) };
+  // the same check as the convict schema, for options given in code
+  for (const [k, z] of [['defaultTimezone', o.defaultTimezone], ...Object.entries(o.sourceTimezones ?? {}).map(([s, v]) => [`sourceTimezones.${s}`, v])])
+    if (!isTimezone(z)) throw new Error(`conversion.${k}: ${JSON.stringify(z)} is not Z, +hh:mm / -hh:mm or an IANA time zone such as America/New_York`);
+  return o;
 }
 
 /** Convict schema for `plugins.hl7v2-mllp.conversion` (merged into the plugin's configSchema). */
@@ -73,11 +82,19 @@ export const conversionConfigSchema = {
       default: 'ignore',
     },
     defaultTimezone: {
-      doc: 'Offset for times without one when MSH-7 has none (Z or +hh:mm)',
+      doc: 'Zone of times without an offset when MSH-7 has none: Z, +hh:mm / -hh:mm, or an IANA zone (America/New_York; DST resolved per timestamp)',
       format: (v: unknown) => {
-        if (typeof v !== 'string' || !/^(Z|[+-](0\d|1[0-4]):[0-5]\d)$/.test(v)) throw new Error('must be Z or +hh:mm / -hh:mm');
+        if (!isTimezone(v)) throw new Error('must be Z, +hh:mm / -hh:mm or an IANA time zone such as America/New_York');
       },
       default: 'Z',
+    },
+    sourceTimezones: {
+      doc: 'Per source id: the zone of its senders (Z, ±hh:mm or IANA), used instead of defaultTimezone for that source',
+      format: (v: unknown) => {
+        if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('must be a map of source id -> time zone');
+        for (const [k, z] of Object.entries(v)) if (!isTimezone(z)) throw new Error(`${k}: must be Z, +hh:mm / -hh:mm or an IANA time zone such as America/New_York`);
+      },
+      default: {} as Record<string, string>,
     },
   },
 };

@@ -22,6 +22,7 @@ import type { Hl7Message, Hl7Segment } from '../hl7v2/parser';
 import { type ConversionOptions, conversionOptions } from './config';
 import { BundleBuilder, Systems, ref, stableUuid } from './context';
 import { dtmOffset, toDateTime, toInstant } from './dates';
+import { type DefaultTz, zoneResolver } from './timezone';
 import type { DtCtx } from './datatypes';
 import { type IssueReporter, checkSegment, unknownSegment } from './quality';
 import { SEGMENT_HANDLERS, finishMessage } from './segments';
@@ -51,6 +52,11 @@ export interface WalkState {
   specimenGroup?: Resource;
   /** Resources created while under PID (for merges and subject). */
   mergeTargets: { segment: Hl7Segment; patient: Patient }[];
+  /** REF/RRI: the referral (RF1) and the primary care providers (PRD PP) for the patient that follows. */
+  referral?: Resource;
+  primaryCare?: Reference[];
+  /** SFT[Device]: the software that handled the message (Provenance entities). */
+  software?: Resource[];
   /** Z / unknown segments kept. */
   kept: Hl7Segment[];
   /** Counters for message-local ids. */
@@ -73,7 +79,8 @@ export interface OrderGroup {
 export class ConvertContext implements DtCtx {
   readonly systems: Systems;
   readonly b: BundleBuilder;
-  readonly tz: string;
+  /** MSH-7's offset when it has one (HL7 v2: the sender's zone), else the source's / the default zone. */
+  readonly tz: DefaultTz;
   readonly messageCode: string;
   readonly trigger: string;
   /** Sending facility (else application): scopes identifiers that carry no assigning authority. */
@@ -86,12 +93,17 @@ export class ConvertContext implements DtCtx {
     readonly msg: Hl7Message,
     readonly opts: ConversionOptions,
     systems?: Systems,
+    zone?: string,
     /** Where the values the conversion cannot use are reported (see quality.ts); none: not checked. */
     readonly report?: IssueReporter,
   ) {
     const msh = msg.msh;
     this.systems = systems ?? new Systems(opts);
-    this.tz = dtmOffset(msh.get(7)) ?? opts.defaultTimezone;
+    // an IANA zone (the source's, else the default) knows the sender's offset at each timestamp, DST included,
+    // which MSH-7's single offset does not (a winter birth time in a summer message); a fixed offset is only
+    // the fallback after MSH-7's
+    const configured = zoneResolver(zone ?? opts.defaultTimezone);
+    this.tz = typeof configured === 'function' ? configured : (dtmOffset(msh.get(7)) ?? configured);
     this.messageCode = msh.get(9, 0, 1).toUpperCase();
     this.trigger = msh.get(9, 0, 2).toUpperCase();
     this.scope = msh.get(4, 0, 1) || msh.get(4, 0, 2) || msh.get(3, 0, 1) || msh.get(3, 0, 2);
@@ -121,7 +133,12 @@ export class ConvertContext implements DtCtx {
 /** Converts a parsed message. Deterministic: the same input gives the same Bundle. */
 const prepared = new WeakMap<object, { opts: ConversionOptions; systems: Systems }>();
 
-export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOptions>, report?: IssueReporter): Bundle {
+/**
+ * `sourceId`: the Ferry source the message came in on; its `sourceTimezones` entry, when there is one, is the
+ * zone of times sent without an offset (instead of `defaultTimezone`). `report`: where the values the
+ * conversion cannot use are reported (see quality.ts); none: not checked.
+ */
+export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOptions>, sourceId?: string, report?: IssueReporter): Bundle {
   // options objects are usually long-lived (one per transform): cache the resolved options and system lookups
   let p = options ? prepared.get(options) : undefined;
   if (!p) {
@@ -130,7 +147,7 @@ export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOpti
     if (options) prepared.set(options, p);
   }
   const opts = p.opts;
-  const ctx = new ConvertContext(msg, opts, p.systems, report);
+  const ctx = new ConvertContext(msg, opts, p.systems, sourceId !== undefined ? opts.sourceTimezones[sourceId] : undefined, report);
   // Occurrences of each segment name so far (an issue names OBX 3, not the 7th segment).
   const seen = report ? new Map<string, number>() : undefined;
   for (const seg of msg.segments) {
@@ -150,7 +167,16 @@ export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOpti
   }
   finishMessage(ctx);
   const bundleId = stableUuid(`Bundle|${ctx.b.messageKey}`);
-  return ctx.b.build(bundleId, toInstant(msg.msh.get(7), ctx.tz));
+  const bundle = ctx.b.build(bundleId, toInstant(msg.msh.get(7), ctx.tz));
+  // MSH[Bundle] rows 13-14: MSH-10 message control id -> Bundle.identifier; the system (left to the implementer)
+  // names the sender, since control ids are unique per sending application and facility only
+  const control = msg.msh.get(10).trim();
+  if (control) {
+    const app = msg.msh.get(3, 0, 1) || msg.msh.get(3, 0, 2);
+    const fac = msg.msh.get(4, 0, 1) || msg.msh.get(4, 0, 2);
+    bundle.identifier = { system: `urn:ferry:hl7v2:control-id:${encodeURIComponent(app.trim())}@${encodeURIComponent(fac.trim())}`, value: control };
+  }
+  return bundle;
 }
 
 export function segmentText(seg: Hl7Segment): string {

@@ -21,6 +21,7 @@ import type { Hl7Rep } from '../hl7v2/parser';
 import { mapCode, mappedCoding } from './codes';
 import type { Systems } from './context';
 import { toDateTime } from './dates';
+import type { DefaultTz } from './timezone';
 
 /** Component i (1-based), first subcomponent. */
 export const c = (r: Hl7Rep | undefined, i: number): string => r?.[i - 1]?.[0] ?? '';
@@ -59,7 +60,8 @@ export const ext = {
 
 export interface DtCtx {
   systems: Systems;
-  tz: string;
+  /** Offset of times sent without one: fixed (`Z`, `±hh:mm`) or resolved per timestamp (IANA zone). */
+  tz: DefaultTz;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -96,7 +98,9 @@ export function cweMapped(r: Hl7Rep | undefined, map: string, x: DtCtx, v2Table?
   const code = c(r, 1);
   const mapped = mappedCoding(map, code);
   if (cc.coding && v2Table && !c(r, 3)) cc.coding[0].system = `http://terminology.hl7.org/CodeSystem/v2-${v2Table}`;
-  if (mapped && !(cc.coding ?? []).some((k) => k.system === mapped.system && k.code === mapped.code)) cc.coding = [mapped, ...(cc.coding ?? [])];
+  const same = mapped && (cc.coding ?? []).find((k) => k.system === mapped.system && k.code === mapped.code);
+  if (mapped && !same) cc.coding = [mapped, ...(cc.coding ?? [])];
+  else if (same && !same.display && mapped?.display) same.display = mapped.display; // the map's display for a bare code
   return cc;
 }
 

@@ -5,8 +5,10 @@
  *
  * FHIR requires an offset as soon as a time is present: a time sent without one takes the
  * default offset (the sender's, from MSH-7, else the configured one). FHIR has no hour-only
- * precision, so `YYYYMMDDHH` becomes `YYYY-MM-DDTHH:00:00`.
+ * precision, so `YYYYMMDDHH` becomes `YYYY-MM-DDTHH:00:00`. The default is a fixed offset or, for an
+ * IANA zone, a resolver giving the offset of that wall-clock time (timezone.ts).
  */
+import { type DefaultTz, offsetFor } from './timezone';
 
 export interface ParsedDtm {
   y: string;
@@ -95,7 +97,7 @@ export function dtmOffset(v: string): string | undefined {
 }
 
 /** FHIR dateTime, keeping precision and offset; undefined when not a valid DTM. */
-export function toDateTime(v: string | undefined, defaultTz = 'Z'): string | undefined {
+export function toDateTime(v: string | undefined, defaultTz: DefaultTz = 'Z'): string | undefined {
   if (!v) return undefined;
   const p = parseDtm(v);
   if (!p) return undefined;
@@ -107,7 +109,7 @@ export function toDateTime(v: string | undefined, defaultTz = 'Z'): string | und
   if (!p.h) return out;
   out += `T${p.h}:${p.mi ?? '00'}:${p.s ?? '00'}`;
   if (p.frac) out += `.${p.frac}`;
-  return out + (p.tz ?? defaultTz);
+  return out + offsetFor(p, defaultTz);
 }
 
 /** FHIR date (YYYY, YYYY-MM, YYYY-MM-DD): the date part, as sent. */
@@ -119,11 +121,11 @@ export function toDate(v: string | undefined): string | undefined {
 }
 
 /** FHIR instant (needs full seconds and an offset): missing parts are zero-filled. */
-export function toInstant(v: string | undefined, defaultTz = 'Z'): string | undefined {
+export function toInstant(v: string | undefined, defaultTz: DefaultTz = 'Z'): string | undefined {
   if (!v) return undefined;
   const p = parseDtm(v);
   if (!p) return undefined;
-  return `${p.y}-${p.mo ?? '01'}-${p.d ?? '01'}T${p.h ?? '00'}:${p.mi ?? '00'}:${p.s ?? '00'}${p.frac ? `.${p.frac}` : ''}${p.tz ?? defaultTz}`;
+  return `${p.y}-${p.mo ?? '01'}-${p.d ?? '01'}T${p.h ?? '00'}:${p.mi ?? '00'}:${p.s ?? '00'}${p.frac ? `.${p.frac}` : ''}${offsetFor(p, defaultTz)}`;
 }
 
 /** FHIR time (TM -> hh:mm:ss). */

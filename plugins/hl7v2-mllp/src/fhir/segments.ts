@@ -10,16 +10,19 @@ import type {
   Annotation,
   Appointment,
   AppointmentParticipant,
+  CareTeam,
   ChargeItem,
   CodeableConcept,
   Condition,
   Coverage,
+  Device,
   DiagnosticReport,
   DocumentReference,
   Encounter,
   EncounterLocation,
   EncounterParticipant,
   Extension,
+  HumanName,
   Identifier,
   Immunization,
   Location,
@@ -41,7 +44,7 @@ import type {
   Specimen,
 } from '@medplum/fhirtypes';
 import type { Hl7Rep, Hl7Segment } from '../hl7v2/parser';
-import { V2_TABLE, mapCode } from './codes';
+import { V2_TABLE, mapCode, mapDisplay } from './codes';
 import { ref } from './context';
 import { type ConvertContext, FERRY_SEGMENT_EXTENSION, type OrderGroup, segmentText } from './convert';
 import { toDate } from './dates';
@@ -97,6 +100,21 @@ const all = <T>(seg: Hl7Segment, n: number, f: (r: Hl7Rep) => T | undefined): T[
  * (no assigning authority) the sending facility/application stands in, so two senders' bare "12345"
  * never become the same resource.
  */
+/**
+ * Every name of an XPN field: each repetition's HumanName (XPN[HumanName]) and, when XPN.15 "called by" is
+ * valued, an additional HumanName `use: nickname` with it as given name (XPN[HumanName] rows 18-19: XPN.15 ->
+ * [2].given, [2].use = "nickname", for resource attributes that allow several names).
+ */
+const names = (seg: Hl7Segment, n: number, ctx: ConvertContext): HumanName[] => {
+  const out: HumanName[] = [];
+  for (const r of seg.reps(n)) {
+    const name = xpn(r, ctx);
+    if (name) out.push(name);
+    const calledBy = c(r, 15);
+    if (valued(calledBy)) out.push({ use: 'nickname', given: [calledBy.trim()] });
+  }
+  return out;
+};
 const idKey = (id: Identifier | undefined, ctx: ConvertContext) => (id?.value ? `${id.system ?? `scope:${ctx.scope}`}|${id.value}` : undefined);
 
 // ---------------------------------------------------------------------------------------------
@@ -178,6 +196,23 @@ export function hdOrg(hd: Hl7Rep, ctx: ConvertContext): Ref | undefined {
 }
 
 const LOC_TYPE = 'http://terminology.hl7.org/CodeSystem/location-physical-type';
+/** HD[Location] rows 3-6: HD.1 -> name, HD.2 -> identifier.value (when HD.3 is ISO/UUID), physicalType "si" (site). */
+export function hdLocation(hd: Hl7Rep | undefined, ctx: ConvertContext): Ref | undefined {
+  const ns = c(hd, 1);
+  const uid = c(hd, 2);
+  if (!valued(ns) && !valued(uid)) return undefined;
+  const l: Location = { resourceType: 'Location', id: ctx.b.idFor('Location', `hd|${ns}|${uid}`), mode: 'instance' };
+  if (valued(ns)) l.name = ns;
+  if (valued(uid)) {
+    const t = c(hd, 3).toUpperCase();
+    const oid = /^[0-2](\.(0|[1-9]\d*))+$/.test(uid);
+    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(uid);
+    l.identifier = [(t === 'ISO' && oid) || (t === 'UUID' && uuid) ? { system: 'urn:ietf:rfc:3986', value: oid ? `urn:oid:${uid}` : `urn:uuid:${uid.toLowerCase()}` } : { value: uid }];
+    l.physicalType = { coding: [{ system: LOC_TYPE, code: 'si', display: 'Site' }] };
+  }
+  const added = ctx.b.add(l);
+  return ref(added, added.name);
+}
 /** PL[Location]: facility (PL.4) > building (PL.7) > floor (PL.8) > point of care (PL.1) > room (PL.2) > bed (PL.3), linked by partOf; returns the most specific. */
 export function location(r: Hl7Rep | undefined, ctx: ConvertContext): Ref | undefined {
   if (!r || r.length === 0) return undefined;
@@ -240,7 +275,8 @@ const msh: Handler = (seg, ctx) => {
   h.source.endpoint = seg.get(24) || endpoint || (srcName ? `urn:ferry:hl7v2:app:${encodeURIComponent(srcName)}` : 'urn:ferry:hl7v2:app:unknown');
   const dst = seg.rep(5);
   const dstName = c(dst, 1) || c(dst, 2);
-  const receiver = hdOrg(seg.rep(6), ctx);
+  // MSH[MessageHeader] row 30: MSH-23 receiving responsible organization (XON[Organization]); row 11: MSH-6 only IF MSH-23 NOT VALUED
+  const receiver = xonOrg(seg.rep(23), ctx) ?? hdOrg(seg.rep(6), ctx);
   if (dstName || receiver) {
     h.destination = [
       {
@@ -265,10 +301,28 @@ const msh: Handler = (seg, ctx) => {
 };
 
 const sft: Handler = (seg, ctx) => {
+  // SFT[MessageHeader]: source.software / source.version
   const s = ctx.header?.source;
-  if (!s) return;
-  if (valued(seg.get(3)) && !s.software) s.software = seg.get(3);
-  if (valued(seg.get(2)) && !s.version) s.version = seg.get(2);
+  if (s) {
+    if (valued(seg.get(3)) && !s.software) s.software = seg.get(3);
+    if (valued(seg.get(2)) && !s.version) s.version = seg.get(2);
+  }
+  // SFT[Device] (ADT_A01 message map rows 8-9: Provenance.entity.what(Device)): row 4 SFT-1 XON.1 -> manufacturer,
+  // row 6 SFT-2 -> version.value, rows 7-8 SFT-3 -> deviceName (manufacturer-name), row 9 SFT-4 -> modelNumber,
+  // row 10 SFT-5 -> note, rows 11-12 SFT-6 -> version installDate (R5 backport extension)
+  const name = seg.get(3);
+  const version = seg.get(2);
+  if (!valued(name) && !valued(version)) return;
+  const d: Device = { resourceType: 'Device', id: ctx.b.idFor('Device', `software|${seg.get(1, 0, 1)}|${name}|${version}|${seg.get(4)}`) };
+  if (valued(seg.get(1, 0, 1))) d.manufacturer = seg.get(1, 0, 1);
+  if (valued(name)) d.deviceName = [{ name, type: 'manufacturer-name' }];
+  if (valued(seg.get(4))) d.modelNumber = seg.get(4);
+  if (valued(version)) {
+    const installed = ctx.dt(seg.get(6));
+    d.version = [{ value: version, ...(installed ? { extension: [{ url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Device.version.installDate', valueDateTime: installed }] } : {}) }];
+  }
+  if (valued(seg.get(5))) d.note = [{ text: seg.get(5) }];
+  ctx.state.software = push(ctx.state.software, ctx.b.add(d));
 };
 
 const evn: Handler = (seg, ctx) => {
@@ -291,6 +345,9 @@ const evn: Handler = (seg, ctx) => {
   if (reason) p.reason = [reason];
   const who = practitioner(seg.rep(5), ctx);
   if (who) p.agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'enterer' }] }, who });
+  // EVN[Provenance] row 12: EVN-7 event facility -> location (HD[Location])
+  const where = hdLocation(seg.rep(7), ctx);
+  if (where) p.location = where;
   ctx.provenance = ctx.b.add(p);
 };
 
@@ -326,8 +383,8 @@ const pid: Handler = (seg, ctx) => {
   const key = idKey(identifiers.find((i) => i.value && i.system), ctx) ?? idKey(identifiers[0], ctx);
   p.id = key ? ctx.b.idFor('Patient', key) : ctx.localId('Patient', seg);
   if (identifiers.length) p.identifier = identifiers;
-  const names = [...all(seg, 5, (r) => xpn(r, ctx)), ...all(seg, 9, (r) => xpn(r, ctx))];
-  if (names.length) p.name = names;
+  const pn = [...names(seg, 5, ctx), ...names(seg, 9, ctx)];
+  if (pn.length) p.name = pn;
   const extension: Extension[] = [];
   const mmn = seg.rep(6);
   if (valued(c(mmn, 1)))
@@ -372,6 +429,9 @@ const pid: Handler = (seg, ctx) => {
   }
   const nat = cwe(seg.rep(28), ctx);
   if (nat) extension.push({ url: 'http://hl7.org/fhir/StructureDefinition/patient-nationality', extension: [{ url: 'code', valueCodeableConcept: nat }] });
+  // PID[Patient] rows 42-44 (PID-26 citizenship) and 63-65 (PID-39 tribal citizenship) -> patient-citizenship
+  for (const n of [26, 39])
+    for (const cc of all(seg, n, (r) => cwe(r, ctx))) extension.push({ url: 'http://hl7.org/fhir/StructureDefinition/patient-citizenship', extension: [{ url: 'code', valueCodeableConcept: cc }] });
   const death = ctx.dt(seg.get(29));
   if (death) p.deceasedDateTime = death;
   else if (seg.get(30) === 'Y' || seg.get(30) === 'N') p.deceasedBoolean = seg.get(30) === 'Y';
@@ -397,9 +457,32 @@ const pid: Handler = (seg, ctx) => {
   ctx.state.specimenGroup = undefined;
   ctx.state.last = patient;
   ctx.state.mergeTargets.push({ segment: seg, patient });
+  mother(seg, patient, ctx);
   // BAR/DFT are about the patient's account (PID-18): it is the subject of the message
   if (ctx.messageCode === 'BAR' || ctx.messageCode === 'DFT') accountFor(ctx);
 };
+
+/**
+ * PID-21 mother's identifier -> a RelatedPerson for the mother, linked to the Patient
+ * (PID[Patient] row 37: PID-21 -> CX[RelatedPerson-Mother]). Every repetition identifies the same
+ * mother, so one RelatedPerson carries them all (CX[RelatedPerson-Mother] rows 6-18: CX.1 value,
+ * CX.2/3 check digit, CX.4 system/assigner, CX.5 type, CX.7/8 period); relationship MTH from
+ * v3-RoleCode (rows 4-5: "MTH as default if no further context is known"). Its id comes from the
+ * mother's identifier, so every message about her children names the same RelatedPerson per child.
+ */
+function mother(seg: Hl7Segment, patient: Patient, ctx: ConvertContext): void {
+  const ids = all(seg, 21, (r) => cx(r, ctx));
+  if (!ids.length) return;
+  const key = idKey(ids.find((i) => i.value && i.system), ctx) ?? idKey(ids[0], ctx)!;
+  const rp: RelatedPerson = {
+    resourceType: 'RelatedPerson',
+    id: ctx.b.idFor('RelatedPerson', `mother|${patient.id}|${key}`),
+    identifier: ids,
+    patient: ref(patient),
+    relationship: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-RoleCode', code: 'MTH', display: 'mother' }] }],
+  };
+  ctx.b.add(rp);
+}
 
 const pd1: Handler = (seg, ctx) => {
   const p = ctx.state.patient;
@@ -410,6 +493,20 @@ const pd1: Handler = (seg, ctx) => {
   if (disability) p.extension = push(p.extension, { url: 'http://hl7.org/fhir/StructureDefinition/patient-disability', valueCodeableConcept: disability });
   const congregation = seg.get(14, 0, 1); // PD1-14 place of worship (XON[string])
   if (valued(congregation)) p.extension = push(p.extension, { url: 'http://hl7.org/fhir/StructureDefinition/patient-congregation', valueString: congregation });
+  // PD1[Observation-LivingWill] (ADT_A01 message map: IF PD1-7 VALUED): rows 3-5 status final, code LOINC 75320-2,
+  // row 13 PD1-7 -> valueCodeableConcept through LivingWillCode (v2-0315), the sent coding kept
+  const will = cweMapped(seg.rep(7), 'LivingWillCode', ctx, '0315');
+  if (will) {
+    const o: Observation = {
+      resourceType: 'Observation',
+      id: ctx.b.idFor('Observation', `living-will|${p.id}`),
+      status: 'final',
+      code: { coding: [{ system: 'http://loinc.org', code: '75320-2', display: 'Advance directive' }] },
+      subject: ref(p),
+      valueCodeableConcept: will,
+    };
+    ctx.b.add(o);
+  }
 };
 
 const nk1: Handler = (seg, ctx) => {
@@ -420,9 +517,11 @@ const nk1: Handler = (seg, ctx) => {
   const ids = [...all(seg, 12, (r) => cx(r, ctx)), ...all(seg, 33, (r) => cx(r, ctx))];
   if (valued(seg.get(37))) ids.push({ type: { coding: [{ system: V2_TABLE('0203'), code: 'SS' }] }, system: 'http://hl7.org/fhir/sid/us-ssn', value: seg.get(37) });
   if (ids.length) rp.identifier = ids;
-  const names = [...all(seg, 2, (r) => xpn(r, ctx)), ...all(seg, 30, (r) => xpn(r, ctx))];
-  if (names.length) rp.name = names;
-  const rel = [cweMapped(seg.rep(3), 'Relationship', ctx, '0063'), cweMapped(seg.rep(7), 'ContactRole', ctx, '0131')].filter((x): x is CodeableConcept => !!x);
+  const nkNames = [...names(seg, 2, ctx), ...names(seg, 30, ctx)];
+  if (nkNames.length) rp.name = nkNames;
+  // NK1[RelatedPerson] rows 5 and 10 / NK1[Patient] rows 5 and 10: NK1-3 through the Relationship concept map
+  // (v3-RoleCode, or v2-0063/v2-0131 where the map says), NK1-7 through ContactRole; the original coding is kept
+  const rel = [relationship(seg.rep(3), 'Relationship', ctx, '0063'), relationship(seg.rep(7), 'ContactRole', ctx, '0131')].filter((x): x is CodeableConcept => !!x);
   if (rel.length) rp.relationship = rel;
   const addr = [...all(seg, 4, (r) => xad(r, ctx)), ...all(seg, 32, (r) => xad(r, ctx))];
   if (addr.length) rp.address = addr;
@@ -439,7 +538,7 @@ const nk1: Handler = (seg, ctx) => {
   ctx.b.add(rp);
   const contact: PatientContact | undefined = compact({
     relationship: rel.length ? rel : undefined,
-    name: names[0],
+    name: nkNames.find((n) => n.use !== 'nickname'),
     telecom: tel.length ? tel : undefined,
     address: addr[0],
     gender: rp.gender,
@@ -451,6 +550,20 @@ const nk1: Handler = (seg, ctx) => {
   ctx.state.last = rp;
 };
 
+/**
+ * A relationship CWE through its concept map (cweMapped), and when the code is not in the map but the words
+ * are (`Mother`, `SPOUSE`, `Emergency Contact` sent as the code or the text), the mapped coding by its display:
+ * a clinician reads "mother" either way. The sent coding/text is kept after the mapped one.
+ */
+function relationship(r: Hl7Rep | undefined, map: string, ctx: ConvertContext, table: string): CodeableConcept | undefined {
+  const cc = cweMapped(r, map, ctx, table);
+  if (!cc || mapCode(map, c(r, 1))) return cc;
+  const m = mapDisplay(map, c(r, 1)) ?? mapDisplay(map, c(r, 2)) ?? mapDisplay(map, c(r, 9));
+  if (!m) return cc;
+  const coding = { ...(m.system ? { system: m.system } : {}), code: m.code, ...(m.display ? { display: m.display } : {}) };
+  return { ...cc, coding: [coding, ...(cc.coding ?? [])] };
+}
+
 const mrg: Handler = (seg, ctx) => {
   // MRG: the prior patient (MRG-1 prior patient identifier list, MRG-4 prior patient id) is linked
   // to the surviving patient of the PID above it: Patient.link replaced-by / replaces.
@@ -460,8 +573,8 @@ const mrg: Handler = (seg, ctx) => {
   const key = idKey(ids.find((i) => i.value && i.system), ctx) ?? idKey(ids[0], ctx);
   if (!key) return;
   const old: Patient = { resourceType: 'Patient', id: ctx.b.idFor('Patient', key), identifier: ids, active: false };
-  const names = all(seg, 7, (r) => xpn(r, ctx));
-  if (names.length) old.name = names;
+  const priorNames = names(seg, 7, ctx);
+  if (priorNames.length) old.name = priorNames;
   if (old.id === survivor.id) return;
   const prior = ctx.b.add(old);
   prior.link = push(prior.link, { other: ref(survivor), type: 'replaced-by' });
@@ -553,8 +666,33 @@ const pv1: Handler = (seg, ctx) => {
   if (period) e.period = period;
   if (valued(seg.get(45))) e.status = 'finished';
   ctx.state.encounter = ctx.b.add(e);
+  if (p) financialClass(seg, p, ctx);
   ctx.state.last = ctx.state.encounter;
 };
+
+/**
+ * PV1[Coverage] (ADT_A01 message map row 37: IF PV1-20 VALUED -> Coverage, beneficiary the Patient): row 22 PV1-20
+ * financial class -> Coverage.type (FinancialClass; v2 table 0064 is site-defined, so the sent code is kept),
+ * FC.2 effective date -> period.start. The IG gives no payor, which Coverage requires: `payor` says it is
+ * unknown (a display-only reference) rather than inventing one.
+ */
+function financialClass(seg: Hl7Segment, p: Patient, ctx: ConvertContext): void {
+  for (const r of seg.reps(20)) {
+    const type = cweMapped(nest(r, 1), 'FinancialClass', ctx, '0064');
+    if (!type) continue;
+    const cov: Coverage = {
+      resourceType: 'Coverage',
+      id: ctx.b.idFor('Coverage', `${p.id}|PV1-20|${c(r, 1)}`),
+      status: 'active',
+      type,
+      beneficiary: ref(p),
+      payor: [{ display: 'unknown (PV1-20 financial class only)' }],
+    };
+    const start = ctx.dt(c(r, 2));
+    if (start) cov.period = { start };
+    ctx.b.add(cov);
+  }
+}
 
 const pv2: Handler = (seg, ctx) => {
   // PV2[Encounter]
@@ -613,7 +751,15 @@ const dg1: Handler = (seg, ctx) => {
   const asserter = practitioner(seg.rep(16), ctx);
   if (asserter) cond.asserter = asserter;
   const rec = ctx.dt(seg.get(19));
-  if (rec) cond.recordedDate = rec;
+  if (rec) {
+    // DG1[Condition] rows 21-23: DG1-19 attestation date -> assertedDate extension (the CSV names its page,
+    // www.hl7.org/fhir/extension-condition-asserteddate; this is its canonical URL) and recordedDate
+    cond.recordedDate = rec;
+    cond.extension = push(cond.extension, { url: 'http://hl7.org/fhir/StructureDefinition/condition-assertedDate', valueDateTime: rec });
+  }
+  // rows 27-28: DG1-22 parent diagnosis (EI[Condition]) -> condition-dueTo, a reference by identifier
+  const parentDx = ei(seg.rep(22), ctx);
+  if (parentDx) cond.extension = push(cond.extension, { url: 'http://hl7.org/fhir/StructureDefinition/condition-dueTo', valueReference: { type: 'Condition', identifier: parentDx } });
   const e = ctx.state.encounter;
   if (e) {
     cond.encounter = ref(e);
@@ -769,8 +915,38 @@ const rol: Handler = (seg, ctx) => {
   } else if (ctx.state.patient && c(seg.rep(3), 1) === 'PP') ctx.state.patient.generalPractitioner = push(ctx.state.patient.generalPractitioner, who);
 };
 
+/**
+ * PRT[Device] (ORU_R01 message map rows 25, 67: IF PRT-10 VALUED -> Device, Observation.device): row 13/14 PRT-10 ->
+ * udiCarrier (HRF/AIDC) or identifier, row 20 PRT-16 -> udiCarrier.deviceIdentifier, rows 21-25 PRT-17..21 ->
+ * manufactureDate, expirationDate, lotNumber, serialNumber, distinctIdentifier, row 26 PRT-22 -> type.
+ */
+function prtDevice(seg: Hl7Segment, ctx: ConvertContext): Resource | undefined {
+  const ids = all(seg, 10, (r) => ei(r, ctx));
+  const udi = c(seg.rep(16), 1);
+  if (!ids.length && !valued(udi)) return undefined;
+  const key = ids[0] ? idKey(ids[0], ctx)! : `udi|${udi}`;
+  const d: Device = { resourceType: 'Device', id: ctx.b.idFor('Device', key) };
+  if (ids.length) d.identifier = ids;
+  if (valued(udi)) d.udiCarrier = [{ deviceIdentifier: udi }];
+  const made = ctx.dt(seg.get(17));
+  if (made) d.manufactureDate = made;
+  const exp = ctx.dt(seg.get(18));
+  if (exp) d.expirationDate = exp;
+  if (valued(seg.get(19))) d.lotNumber = seg.get(19);
+  if (valued(seg.get(20))) d.serialNumber = seg.get(20);
+  if (valued(seg.get(21, 0, 1))) d.distinctIdentifier = seg.get(21, 0, 1);
+  const type = cwe(seg.rep(22), ctx);
+  if (type) d.type = type;
+  if (seg.get(2) === 'D') d.status = 'inactive'; // PRT[Device] row 4: PRT-2 "D" inactivates the relationship
+  const added = ctx.b.add(d);
+  const target = ctx.state.last;
+  if (target?.resourceType === 'Observation' && !(target as Observation).device) (target as Observation).device = ref(added);
+  return added;
+}
+
 const prt: Handler = (seg, ctx) => {
-  // PRT[PractitionerRole]: a person's participation in the segment above (PRT-5 person; device/org-only PRT are skipped)
+  prtDevice(seg, ctx);
+  // PRT[PractitionerRole]: a person's participation in the segment above (PRT-5 person; org-only PRT are skipped)
   const who = practitioner(seg.rep(5), ctx);
   if (!who) return;
   const code = cweMapped(seg.rep(4), 'Participation', ctx, '0912');
@@ -815,11 +991,24 @@ const prt: Handler = (seg, ctx) => {
       (target as Immunization).performer = push((target as Immunization).performer, compact({ actor: r, function: code })!);
       break;
     case 'Patient':
-      (target as Patient).generalPractitioner = push((target as Patient).generalPractitioner, r);
+      // ADT_A01 message map rows 25-26: PRT-4 PP -> Patient.generalPractitioner; the other roles -> CareTeam
+      if (c(seg.rep(4), 1) === 'PP') (target as Patient).generalPractitioner = push((target as Patient).generalPractitioner, r);
+      else careTeam(target as Patient, ctx).participant!.push(compact({ role: code ? [code] : undefined, member: r, onBehalfOf: org, period })!);
       break;
     default:
   }
 };
+
+/**
+ * The patient's care team of this message (PRT[CareTeam]: row 7 PRT-4 -> participant.role, rows 8-10 PRT-5 ->
+ * participant.member, row 14 PRT-8 -> participant.onBehalfOf, rows 18-19 PRT-11/12 -> participant.period).
+ */
+function careTeam(p: Patient, ctx: ConvertContext): CareTeam {
+  const id = ctx.b.idFor('CareTeam', `patient|${p.id}`, true);
+  const existing = ctx.b.get(id) as CareTeam | undefined;
+  if (existing) return existing;
+  return ctx.b.add<CareTeam>({ resourceType: 'CareTeam', id, status: 'active', subject: ref(p), participant: [] });
+}
 
 // ---------------------------------------------------------------------------------------------
 // Insurance, guarantor, financial
@@ -860,14 +1049,14 @@ const in1: Handler = (seg, ctx) => {
   if (holder) cov.policyHolder = holder;
   const type = cweMapped(seg.rep(15), 'PlanId', ctx, '0086');
   if (type) cov.type = type;
-  const rel = cweMapped(seg.rep(17), 'Relationship', ctx, '0063');
+  const rel = relationship(seg.rep(17), 'Relationship', ctx, '0063');
   if (rel) cov.relationship = rel;
   const relCode = c(seg.rep(17), 1);
   if (relCode === 'SEL' || relCode === '01' || !valued(relCode)) cov.subscriber = ref(p);
   else {
-    const names = all(seg, 16, (r) => xpn(r, ctx));
-    if (names.length) {
-      const sub: RelatedPerson = { resourceType: 'RelatedPerson', id: ctx.localId('RelatedPerson', seg, '|IN1-16'), patient: ref(p), name: names };
+    const insured = names(seg, 16, ctx);
+    if (insured.length) {
+      const sub: RelatedPerson = { resourceType: 'RelatedPerson', id: ctx.localId('RelatedPerson', seg, '|IN1-16'), patient: ref(p), name: insured };
       if (rel) sub.relationship = [rel];
       const bd = toDate(seg.get(18));
       if (bd) sub.birthDate = bd;
@@ -896,15 +1085,15 @@ const gt1: Handler = (seg, ctx) => {
   // GT1 -> Account (guarantor) with the guarantor as RelatedPerson (or the patient when GT1-11 is SEL)
   const p = ctx.state.patient;
   if (!p) return;
-  const rel = cweMapped(seg.rep(11), 'Relationship', ctx, '0063');
+  const rel = relationship(seg.rep(11), 'Relationship', ctx, '0063');
   let party: Ref;
   if (c(seg.rep(11), 1) === 'SEL') party = ref(p);
   else {
     const g: RelatedPerson = { resourceType: 'RelatedPerson', id: ctx.localId('RelatedPerson', seg), patient: ref(p) };
     const ids = all(seg, 2, (r) => cx(r, ctx));
     if (ids.length) g.identifier = ids;
-    const names = all(seg, 3, (r) => xpn(r, ctx));
-    if (names.length) g.name = names;
+    const gNames = names(seg, 3, ctx);
+    if (gNames.length) g.name = gNames;
     const addr = all(seg, 5, (r) => xad(r, ctx));
     if (addr.length) g.address = addr;
     const tel = [...all(seg, 6, (r) => xtn(r, ctx, 'home')), ...all(seg, 7, (r) => xtn(r, ctx, 'work'))];
@@ -1005,11 +1194,10 @@ function serviceRequest(g: OrderGroup, ctx: ConvertContext, seg: Hl7Segment): Se
   const grp = orc ? c(orc.rep(4), 1) : '';
   if (valued(grp)) sr.requisition = { type: { coding: [{ system: V2_TABLE('0203'), code: 'PGN' }] }, value: grp };
   if (ids.length) sr.identifier = ids;
-  // ORC-5 order status, else ORC-1 order control
-  const st = (orc && codeOf('OrderStatus', orc.get(5))) ?? (orc && codeOf('OrderControlCode[ServiceRequest.status]', orc.get(1)));
+  // ORC[ServiceRequest] row 24: ORC-5 order status through OrderStatus; row 3: ORC-1 order control through
+  // OrderControlCode[ServiceRequest.status] only IF ORC-5 NOT VALUED (an unmapped ORC-5 stays unknown)
+  const st = orc && (valued(orc.get(5)) ? codeOf('OrderStatus', orc.get(5)) : codeOf('OrderControlCode[ServiceRequest.status]', orc.get(1)));
   if (st) sr.status = st as ServiceRequest['status'];
-  else if (orc?.get(1) === 'CA' || orc?.get(1) === 'OC') sr.status = 'revoked';
-  else if (orc?.get(1) === 'NW') sr.status = 'active';
   if (orc && orc.get(1) === 'NW') {
     const authored = ctx.dt(orc.get(9));
     if (authored) sr.authoredOn = authored;
@@ -1065,8 +1253,16 @@ function flushOrder(ctx: ConvertContext): void {
   }
 }
 
-/** Messages whose OBR is a result (DiagnosticReport); in MDM (per the IG's MDM_T02 map) ORC/OBR are only the order. */
-const isResultMessage = (ctx: ConvertContext) => ['ORU', 'OUL', 'OPL', 'ORL', 'PPR'].includes(ctx.messageCode);
+/** Messages whose OBR is a result (DiagnosticReport): the IG's ORU_R01 / OUL message maps put OBR[DiagnosticReport] there. */
+const RESULT_MESSAGES = new Set(['ORU', 'OUL', 'OPL', 'ORL', 'PPR']);
+/**
+ * Order messages: their OBR is the request only (OBR[ServiceRequest]); no DiagnosticReport is made even when
+ * OBR-22/OBR-25 are valued (the IG's ORM_O01, OML_O21, OMG_O19, RDE_O11, MDM_T02 maps list no
+ * OBR[DiagnosticReport]); their OBX stay the order's supportingInfo.
+ */
+const ORDER_MESSAGES = new Set(['ORM', 'OML', 'OMG', 'OMI', 'OMB', 'OMD', 'OMN', 'OMP', 'OMS', 'OMQ', 'MDM', 'RDE', 'RDS', 'RGV', 'RAS', 'SIU', 'SRM', 'REF', 'RRI']);
+const makesReport = (seg: Hl7Segment, ctx: ConvertContext) =>
+  RESULT_MESSAGES.has(ctx.messageCode) || (!ORDER_MESSAGES.has(ctx.messageCode) && (valued(seg.get(25)) || valued(seg.get(22))));
 
 const obr: Handler = (seg, ctx) => {
   // OBR[ServiceRequest] + OBR[DiagnosticReport] (results)
@@ -1078,7 +1274,7 @@ const obr: Handler = (seg, ctx) => {
   g.obr = seg;
   const sr = serviceRequest(g, ctx, seg);
   ctx.state.last = sr;
-  if (isResultMessage(ctx) || valued(seg.get(25)) || valued(seg.get(22))) {
+  if (makesReport(seg, ctx)) {
     const placer = ei(seg.rep(2), ctx, PLACER()) ?? ei(g.orc?.rep(2), ctx, PLACER());
     const filler = ei(seg.rep(3), ctx, FILLER()) ?? ei(g.orc?.rep(3), ctx, FILLER());
     const key = idKey(filler, ctx) ?? idKey(placer, ctx);
@@ -1173,27 +1369,56 @@ function applyTq1(seg: Hl7Segment, ctx: ConvertContext, target: Resource): void 
   }
 }
 
+/** The value[x] elements an Observation and an Observation.component share. */
+type ObsValue = Pick<
+  Observation,
+  'valueQuantity' | 'valueCodeableConcept' | 'valueString' | 'valueRange' | 'valueRatio' | 'valueDateTime' | 'valueTime' | 'valuePeriod' | 'extension'
+>;
+
+/**
+ * The R5 `Observation.value[x]` backported to R4 (R5 allows Attachment): OBX[Observation] rows 26-27 (ED) and
+ * 29-30 (RP) name it `extension-Observation.valueAttachment`; the cross-version extension's canonical URL for
+ * the choice element is `http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value`.
+ */
+export const OBSERVATION_VALUE_ATTACHMENT = 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value';
+
+/** OBX-5 text types: their repetitions are lines of one text (OBX[Observation] row 8). */
+const TEXT_TYPES = new Set(['ST', 'TX', 'FT']);
+
+/**
+ * OBX-5 -> Observation.value[x] by OBX-2 (OBX[Observation] rows 7-30). A repeating OBX-5 of any non-text
+ * type keeps every repetition: one `component` per repetition with OBX-3 as its code and the value mapped
+ * the same way (OBX[Observation-Component] rows 6 and 8-32: `component[each].code` = OBX-3,
+ * `component[each].value[x]` = OBX-5 by OBX-2), so `60~120` NM becomes two valueQuantity components and a
+ * coded OBX-5 loses none of its codes.
+ */
 function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext): void {
   const vt = seg.get(2).toUpperCase();
   const reps = seg.reps(5);
-  const first = reps[0];
-  if (!first) return;
+  if (!reps[0]) return;
   const u = seg.rep(6);
+  if (TEXT_TYPES.has(vt)) {
+    const text = reps.map((r) => r.map((comp) => comp.join('&')).join('^')).join(vt === 'ST' ? '~' : '\n');
+    if (valued(text)) o.valueString = text;
+    return;
+  }
+  const values = reps.map((r) => {
+    const v: ObsValue = {};
+    oneValue(v, vt, r, u, ctx);
+    return v;
+  }).filter((v) => Object.keys(v).length > 0);
+  if (values.length === 1) Object.assign(o, values[0].extension ? { ...values[0], extension: push(o.extension, ...values[0].extension) } : values[0]);
+  else if (values.length > 1) o.component = values.map((v) => ({ code: o.code, ...v }));
+}
+
+/** One OBX-5 repetition -> value[x] (or the attachment extension) on an Observation or a component. */
+function oneValue(o: ObsValue, vt: string, first: Hl7Rep, u: Hl7Rep, ctx: ConvertContext): void {
   switch (vt) {
     case 'NM': {
+      // OBX[Observation] row 7 NM[Quantity], row 31 OBX-6 units
       const v = decimal(c(first, 1));
-      if (v !== undefined) {
-        o.valueQuantity = units({ value: v }, u, ctx);
-        if (reps.length > 1) o.valueString = reps.map((r) => c(r, 1)).join(', ');
-        if (o.valueString) delete o.valueQuantity;
-      } else if (valued(c(first, 1))) o.valueString = c(first, 1);
-      return;
-    }
-    case 'ST':
-    case 'TX':
-    case 'FT': {
-      const text = reps.map((r) => r.map((comp) => comp.join('&')).join('^')).join(vt === 'ST' ? '~' : '\n');
-      if (valued(text)) o.valueString = text;
+      if (v !== undefined) o.valueQuantity = units({ value: v }, u, ctx);
+      else if (valued(c(first, 1))) o.valueString = c(first, 1);
       return;
     }
     case 'CE':
@@ -1204,6 +1429,7 @@ function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext):
     case 'ID':
     case 'CK':
     case 'CN': {
+      // rows 9-13 CWE/CNE/CE/CF/IS[CodeableConcept]
       const cc = vt === 'IS' || vt === 'ID' ? (valued(c(first, 1)) ? { coding: [{ code: codeStr(c(first, 1)) }] } : undefined) : cwe(first, ctx);
       if (cc) o.valueCodeableConcept = cc;
       return;
@@ -1214,6 +1440,7 @@ function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext):
       return;
     }
     case 'SN': {
+      // rows 19-24, OBX-6 rows 32-36
       const v = sn(first);
       if (!v) return;
       if (v.kind === 'quantity') o.valueQuantity = units(v.q, u, ctx);
@@ -1223,6 +1450,7 @@ function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext):
       return;
     }
     case 'NR': {
+      // row 16 NR[Range]
       const r = nr(first);
       if (r) o.valueRange = r;
       return;
@@ -1230,37 +1458,38 @@ function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext):
     case 'DT':
     case 'DTM':
     case 'TS': {
+      // row 15
       const d = ctx.dt(c(first, 1));
       if (d) o.valueDateTime = d;
       else if (valued(c(first, 1))) o.valueString = c(first, 1);
       return;
     }
     case 'TM': {
+      // row 18
       const m = /^(\d{2})(\d{2})?(\d{2})?/.exec(c(first, 1));
-      if (m) o.valueTime = `${m[1]}:${m[2] ?? '00'}:${m[3] ?? '00'}`;
+      if (m && +m[1] < 24 && +(m[2] ?? 0) < 60 && +(m[3] ?? 0) < 60) o.valueTime = `${m[1]}:${m[2] ?? '00'}:${m[3] ?? '00'}`;
       return;
     }
     case 'DR': {
+      // row 14 DR[Period]
       const p = dr(first, ctx);
       if (p) o.valuePeriod = p;
       return;
     }
     case 'ED': {
+      // rows 26-27: extension valueAttachment = ED[Attachment] (base64 data + content type); no value[x]
       const a = ed(first);
-      if (a) o.extension = push(o.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value', valueAttachment: a });
-      if (a) o.valueString = `${a.contentType ?? 'attachment'} (${Math.floor((a.data?.length ?? 0) * 0.75)} bytes, see extension)`;
+      if (a) o.extension = push(o.extension, { url: OBSERVATION_VALUE_ATTACHMENT, valueAttachment: a });
       return;
     }
     case 'RP': {
+      // rows 29-30: extension valueAttachment = RP[Attachment] (url + content type); no value[x]
       const a = rp(first);
-      if (a) {
-        o.extension = push(o.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value', valueAttachment: a });
-        o.valueString = a.url;
-      }
+      if (a) o.extension = push(o.extension, { url: OBSERVATION_VALUE_ATTACHMENT, valueAttachment: a });
       return;
     }
     default: {
-      const text = reps.map((r) => r.map((comp) => comp.filter(valued).join(' ')).filter(valued).join(' ')).join(', ');
+      const text = first.map((comp) => comp.filter(valued).join(' ')).filter(valued).join(' ');
       if (valued(text)) o.valueString = text;
     }
   }
@@ -1317,8 +1546,13 @@ const obx: Handler = (seg, ctx) => {
   if (interp.length) o.interpretation = interp;
   const eff = ctx.dt(seg.get(14)) ?? (g?.obr ? ctx.dt(g.obr.get(7)) : undefined);
   if (eff) o.effectiveDateTime = eff;
-  const issued = ctx.dt(seg.get(19));
-  if (issued && issued.includes('T')) o.issued = ctx.instant(seg.get(19));
+  // OBX[Observation] rows 58-59: OBX-19 date/time of the analysis -> extension observation-analysis-date-time (the IG
+  // maps no OBX field to issued: the analysis is not the release; the report's OBR-22 is DiagnosticReport.issued)
+  const analysed = ctx.dt(seg.get(19));
+  if (analysed) o.extension = push(o.extension, { url: 'http://hl7.org/fhir/StructureDefinition/observation-analysis-date-time', valueDateTime: analysed });
+  // rows 74-75: OBX-29 observation type -> category (v2-0936)
+  const otype = codeStr(seg.get(29));
+  if (otype) o.category = [{ coding: [{ system: V2_TABLE('0936'), code: otype }] }];
   const performers = [...all(seg, 16, (r) => practitioner(r, ctx)), xonOrg(seg.rep(23), ctx)].filter((x): x is Ref => !!x);
   if (performers.length) o.performer = performers;
   const method = cwe(seg.rep(17), ctx);
@@ -1416,6 +1650,99 @@ const nte: Handler = (seg, ctx) => {
     const d = target as DocumentReference;
     d.description = d.description ? `${d.description}\n${text}` : text;
   }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Referrals: RF1, PRD (REF/RRI messages). The IG has no segment map for them; mapped the way a clinician
+// reads a referral: the referral is a ServiceRequest (category SNOMED 3457005 "Patient referral"), each
+// provider a PractitionerRole (referring -> requester, referred-to/consulting -> performer, primary care ->
+// the patient's general practitioner).
+
+const RF1_STATUS: Record<string, ServiceRequest['status']> = { A: 'active', P: 'active', R: 'revoked', E: 'revoked' };
+/** A CWE of an HL7 table with no IG concept map: the table's code system when CWE-3 names none. */
+function tableCwe(r: Hl7Rep | undefined, ctx: ConvertContext, table: string): CodeableConcept | undefined {
+  const cc = cwe(r, ctx);
+  if (cc?.coding?.length && !c(r, 3) && cc.coding[0].code) cc.coding[0].system = V2_TABLE(table);
+  return cc;
+}
+
+const rf1: Handler = (seg, ctx) => {
+  const origin = ei(seg.rep(6), ctx, PLACER()); // RF1-6 originating referral identifier
+  const external = ei(seg.rep(11), ctx); // RF1-11 external referral identifier
+  const key = idKey(origin, ctx) ?? idKey(external, ctx);
+  const sr: ServiceRequest = {
+    resourceType: 'ServiceRequest',
+    id: key ? ctx.b.idFor('ServiceRequest', `referral|${key}`) : ctx.localId('ServiceRequest', seg),
+    status: RF1_STATUS[seg.get(1, 0, 1).trim()] ?? 'unknown', // RF1-1 referral status (HL7 0283)
+    intent: 'order',
+    category: [{ coding: [{ system: 'http://snomed.info/sct', code: '3457005', display: 'Patient referral' }] }],
+    subject: ctx.subject() ?? { display: 'unknown' },
+  };
+  const ids = [origin, external].filter((x): x is Identifier => !!x);
+  if (ids.length) sr.identifier = ids;
+  const prio = codeOf('ExtendedPriorityCodes', seg.get(2, 0, 1)); // RF1-2 referral priority (0280)
+  if (prio) sr.priority = prio as ServiceRequest['priority'];
+  const type = tableCwe(seg.rep(3), ctx, '0281'); // RF1-3 referral type
+  if (type) sr.code = type;
+  const cat = tableCwe(seg.rep(5), ctx, '0284'); // RF1-5 referral category (inpatient/outpatient...)
+  if (cat) sr.locationCode = [cat];
+  const period = compact({ start: ctx.dt(seg.get(7)), end: ctx.dt(seg.get(8)) }); // RF1-7 effective, RF1-8 expiration
+  if (period) sr.occurrencePeriod = period;
+  const authored = ctx.dt(seg.get(9)); // RF1-9 process date
+  if (authored) sr.authoredOn = authored;
+  const reasons = [...all(seg, 10, (r) => tableCwe(r, ctx, '0336')), ...all(seg, 14, (r) => (valued(c(r, 1)) ? { text: c(r, 1) } : undefined))];
+  if (reasons.length) sr.reasonCode = reasons;
+  const units = decimal(seg.get(15)); // RF1-15 number of authorized treatments/units
+  if (units !== undefined && units >= 0) sr.quantityQuantity = { value: units };
+  if (ctx.state.encounter) sr.encounter = ref(ctx.state.encounter);
+  ctx.state.referral = ctx.b.add(sr);
+  ctx.state.last = ctx.state.referral;
+};
+
+const prd: Handler = (seg, ctx) => {
+  // PRD-2 name (XPN), PRD-3 address, PRD-5 telecom, PRD-7 identifiers (PLN: id^type^state^expiration) -> Practitioner
+  const idsOf = all(seg, 7, (r) =>
+    valued(c(r, 1)) ? compact<Identifier>({ type: valued(c(r, 2)) ? { coding: [{ system: V2_TABLE('0338'), code: codeStr(c(r, 2)) }] } : undefined, system: ctx.systems.identifier(c(r, 2) ? `${c(r, 2)}${c(r, 3) ? `-${c(r, 3)}` : ''}` : undefined), value: c(r, 1), period: valued(c(r, 4)) ? { end: ctx.dt(c(r, 4)) } : undefined }) : undefined,
+  );
+  const nm = names(seg, 2, ctx);
+  if (!idsOf.length && !nm.length) return;
+  const key = idsOf[0]?.value ? `id|${idsOf[0].system ?? `scope:${ctx.scope}`}|${idsOf[0].value}` : `name|${seg.get(2)}`;
+  const p: Practitioner = { resourceType: 'Practitioner', id: ctx.b.idFor('Practitioner', key) };
+  if (idsOf.length) p.identifier = idsOf;
+  if (nm.length) p.name = nm;
+  const addr = all(seg, 3, (r) => xad(r, ctx));
+  if (addr.length) p.address = addr;
+  const tel = all(seg, 5, (r) => xtn(r, ctx, 'work'));
+  if (tel.length) p.telecom = tel;
+  const who = ref(ctx.b.add(p), [nm[0]?.given?.[0], nm[0]?.family].filter(valued).join(' ') || undefined);
+  // PRD-1 provider role (0286), PRD-4 location, PRD-8/9 period, PRD-10 organization (+ PRD-11 address, PRD-13 telecom)
+  const roleCode = seg.get(1, 0, 1).trim();
+  const org = xonOrg(seg.rep(10), ctx);
+  if (org) {
+    const o = ctx.b.get(org.reference!.slice(9)) as Organization | undefined;
+    const oa = all(seg, 11, (r) => xad(r, ctx));
+    if (o && oa.length && !o.address) o.address = oa;
+    const ot = all(seg, 13, (r) => xtn(r, ctx, 'work'));
+    if (o && ot.length && !o.telecom) o.telecom = ot;
+  }
+  const role: PractitionerRole = {
+    resourceType: 'PractitionerRole',
+    id: ctx.b.idFor('PractitionerRole', `${who.reference}|${roleCode}|${org?.reference ?? ''}`, true),
+    practitioner: who,
+  };
+  const code = tableCwe(seg.rep(1), ctx, '0286');
+  if (code) role.code = [code];
+  if (org) role.organization = org;
+  const loc = location(seg.rep(4), ctx);
+  if (loc) role.location = [loc];
+  const period = compact({ start: ctx.dt(seg.get(8)), end: ctx.dt(seg.get(9)) });
+  if (period) role.period = period;
+  if (tel.length) role.telecom = tel;
+  const r = ref(ctx.b.add(role));
+  const sr = ctx.state.referral as ServiceRequest | undefined;
+  if (roleCode === 'RP' && sr && !sr.requester) sr.requester = r;
+  else if ((roleCode === 'RT' || roleCode === 'CP') && sr) sr.performer = push(sr.performer, r);
+  else if (roleCode === 'PP') ctx.state.primaryCare = push(ctx.state.primaryCare, r);
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1846,6 +2173,8 @@ export const SEGMENT_HANDLERS: Record<string, Handler> = {
   AIL: ail,
   AIP: aip,
   TXA: txa,
+  RF1: rf1,
+  PRD: prd,
   // segments known to the walker but carrying nothing the canonical model keeps
   IN3: () => undefined,
   RXC: () => undefined,
@@ -1858,6 +2187,12 @@ export const SEGMENT_HANDLERS: Record<string, Handler> = {
 export function finishMessage(ctx: ConvertContext): void {
   flushOrder(ctx);
   const st = ctx.state;
+  // REF/RRI: RF1 and PRD come before PID; the referral's subject and the primary care providers are the patient's
+  if (st.patient) {
+    const sr = st.referral as ServiceRequest | undefined;
+    if (sr && !sr.subject.reference) sr.subject = ref(st.patient);
+    if (st.primaryCare) st.patient.generalPractitioner = push(st.patient.generalPractitioner, ...(st.primaryCare as Ref[]));
+  }
   // MDM: OBX text becomes the document's content
   if (st.document && st.documentText?.length) {
     const d = st.document as DocumentReference;
@@ -1877,27 +2212,76 @@ export function finishMessage(ctx: ConvertContext): void {
     .resources()
     .filter((r) => r !== ctx.header && r !== ctx.provenance && ['Patient', 'Encounter', 'DiagnosticReport', 'ServiceRequest', 'Appointment', 'DocumentReference', 'Immunization', 'MedicationRequest'].includes(r.resourceType));
   if (ctx.header && focus.length) ctx.header.focus = focus.map((r) => ref(r));
-  // Provenance: targets every resource of the message
+  messageProvenance(ctx);
+}
+
+const PARTICIPANT_TYPE = 'http://terminology.hl7.org/CodeSystem/provenance-participant-type';
+/** The converter's own version (the package's), recorded as the Provenance assembler. */
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const FERRY_VERSION: string = (require('../../package.json') as { version: string }).version;
+
+/**
+ * One Provenance per converted message, targeting every resource the message produced:
+ * - the event: EVN[Provenance] (row 3 activity display "event - :" MSG.1^MSG.2, row 5 EVN-2 recorded, rows 7-9
+ *   EVN-4 reason, row 10 EVN-5 agent, row 11 EVN-6 occurred, row 12 EVN-7 location); without EVN the message
+ *   time: MSH[Provenance-Source] rows 16-17 (MSH-7 -> recorded and occurred);
+ * - the source: MSH[Provenance-Source] rows 11-13 (MSH-4 sending facility -> agent author, IF MSH-22 NOT VALUED)
+ *   and rows 32-34 (MSH-22 -> agent author), rows 9-10 (MSH-3 sending application -> entity role source, a
+ *   Device by identifier), with the message control id (MSH-10) in the entity's display;
+ * - the conversion: MSH[Provenance-Transformation] rows 7-9 (agent type "assembler", who = the Device
+ *   performing the transformation: Ferry, with its version).
+ */
+function messageProvenance(ctx: ConvertContext): void {
+  const msh = ctx.msg.msh;
   const targets = ctx.b.resources().filter((r) => r !== ctx.header && r !== ctx.provenance && r.resourceType !== 'Provenance');
   let prov = ctx.provenance;
-  if (!prov && targets.length) {
+  if (!targets.length) {
+    if (prov) ctx.b.markDelete(prov);
+    return;
+  }
+  if (!prov) {
     prov = ctx.b.add<Provenance>({
       resourceType: 'Provenance',
       id: ctx.b.idFor('Provenance', 'MSH', true),
       target: [],
-      recorded: ctx.instant(ctx.msg.msh.get(7)) ?? '1970-01-01T00:00:00Z',
-      activity: { coding: [{ system: V2_TABLE('0003'), code: ctx.trigger || ctx.messageCode }] },
+      recorded: ctx.instant(msh.get(7)) ?? '1970-01-01T00:00:00Z',
+      activity: { coding: [{ system: V2_TABLE('0003'), code: ctx.trigger || ctx.messageCode || 'unknown', display: `message - ${msh.get(9, 0, 1)}^${msh.get(9, 0, 2)}^${msh.get(9, 0, 3)}` }] },
       agent: [],
     });
+    const occurred = ctx.dt(msh.get(7));
+    if (occurred) prov.occurredDateTime = occurred;
   }
-  if (prov) {
-    prov.target = targets.map((r) => ref(r));
-    const sender = ctx.header?.sender;
-    if (!prov.agent.length)
-      prov.agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'author' }] }, who: sender ?? { display: ctx.header?.source.name ?? 'unknown' } });
-    else if (sender) prov.agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'author' }] }, who: sender });
-    if (!prov.target.length) ctx.b.markDelete(prov);
+  prov.target = targets.map((r) => ref(r));
+  // source: MSH-22 when valued, else MSH-4 (the MessageHeader's sender)
+  const responsible = xonOrg(msh.rep(22), ctx);
+  const author = responsible ?? ctx.header?.sender;
+  if (author) prov.agent.push({ type: { coding: [{ system: PARTICIPANT_TYPE, code: 'author' }] }, who: author });
+  if (responsible && ctx.header?.sender && ctx.header.sender.reference !== responsible.reference)
+    prov.agent.push({ type: { coding: [{ system: PARTICIPANT_TYPE, code: 'author' }] }, who: ctx.header.sender });
+  // the conversion: Ferry as the assembler
+  prov.agent.push({ type: { coding: [{ system: PARTICIPANT_TYPE, code: 'assembler', display: 'Assembler' }] }, who: ref(ferryDevice(ctx), `Ferry ${FERRY_VERSION}`) });
+  const app = msh.rep(3);
+  const appId = c(app, 1) || c(app, 2);
+  const control = msh.get(10);
+  if (valued(appId) || valued(control)) {
+    const what: Ref = { type: 'Device' };
+    if (valued(appId)) what.identifier = { ...(valued(c(app, 2)) && /^[0-2](\.\d+)+$/.test(c(app, 2)) ? { system: 'urn:ietf:rfc:3986', value: `urn:oid:${c(app, 2)}` } : { value: appId }) };
+    what.display = `HL7 v2 ${msh.get(9, 0, 1)}^${msh.get(9, 0, 2)} message${valued(control) ? ` ${control}` : ''}${valued(appId) ? ` from ${appId}` : ''}`;
+    prov.entity = [{ role: 'source', what }];
   }
+  // ADT_A01 message map rows 8-9: SFT -> Provenance.entity.what(Device), role "derivation" (software that handled
+  // the message on its way, the usual case: an interface engine's SFT)
+  for (const d of ctx.state.software ?? []) prov.entity = push(prov.entity, { role: 'derivation', what: ref(d) });
+}
+
+/** The Device standing for this converter (one per Ferry version, shared by every message). */
+function ferryDevice(ctx: ConvertContext): Resource {
+  return ctx.b.add({
+    resourceType: 'Device',
+    id: ctx.b.idFor('Device', `ferry|${FERRY_VERSION}`),
+    deviceName: [{ name: 'Ferry HL7 v2 to FHIR R4 conversion', type: 'user-friendly-name' }],
+    version: [{ value: FERRY_VERSION }],
+  } as Resource & { id: string });
 }
 
 /** Trigger-event semantics (ADT status changes, merges, deletes; SIU status). */

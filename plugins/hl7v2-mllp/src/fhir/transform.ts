@@ -42,17 +42,18 @@ export class Hl7v2Transform implements MessageTransform {
 
   toFhir(message: StoredMessage & { body: Buffer }, ctx?: TransformContext): Bundle {
     const report = ctx?.reportIssue;
-    return this.convert(message.body, report ? (i) => report.call(ctx, i) : undefined);
+    return this.convert(message.body, report ? (i) => report.call(ctx, i) : undefined, message.sourceId);
   }
 
   /**
    * Bytes of one message -> Bundle (no store needed: used by `ferry convert` and the bench). With
-   * `report`, each value the conversion cannot use is reported (see quality.ts).
+   * `report`, each value the conversion cannot use is reported (see quality.ts). `sourceId` picks the
+   * source's zone from `sourceTimezones` for times sent without an offset.
    */
-  convert(body: Buffer, report?: IssueReporter): Bundle {
+  convert(body: Buffer, report?: IssueReporter, sourceId?: string): Bundle {
     const msg = parseHl7(decodeHl7Bytes(body, this.options.charsetFallback).text);
     try {
-      return convertMessage(msg, this.options, report);
+      return convertMessage(msg, this.options, sourceId, report);
     } catch (e) {
       if (e instanceof FerryError) throw e;
       // a bug in a map must not look like bad input: internal, not retryable, no message text in the error

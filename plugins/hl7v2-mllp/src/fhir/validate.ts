@@ -1,5 +1,5 @@
 import { ensureFhirDefinitions } from '@ferry/core';
-import { OperationOutcomeError, validateResource } from '@medplum/core';
+import type * as Medplum from '@medplum/core';
 import type { Bundle, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
 
 export { ensureFhirDefinitions };
@@ -14,6 +14,9 @@ export interface BundleIssue {
 /** Validates one resource against FHIR R4 base; returns its issues (empty when valid). */
 export function validateFhirResource(resource: Resource): OperationOutcomeIssue[] {
   ensureFhirDefinitions();
+  // @medplum/core is loaded on first validation, not with the plugin (a conversion alone does not need it)
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { OperationOutcomeError, validateResource } = require('@medplum/core') as typeof Medplum;
   try {
     return validateResource(resource).filter((i) => i.severity === 'error' || i.severity === 'fatal');
   } catch (e) {
