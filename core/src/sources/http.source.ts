@@ -53,7 +53,7 @@ export interface HttpSourceConfig {
 }
 
 /** A PEM value given inline, or read from the path it names. */
-function pem(value: string, what: string, where: string): string {
+export function pem(value: string, what: string, where: string): string {
   if (value.includes('-----BEGIN')) return value;
   try {
     return readFileSync(value, 'utf8');
