@@ -16,6 +16,8 @@ export interface AdminServer {
   url: string;
   app: FastifyInstance;
   guard: AdminGuard;
+  /** Every route served, with the access it needs (`GET /api/stats` -> viewer). */
+  routes: { method: string; url: string; access: string }[];
   close(): Promise<void>;
 }
 
@@ -74,6 +76,10 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
     tls: !!https,
   });
   guard.install(app);
+  const routes: AdminServer['routes'] = [];
+  app.addHook('onRoute', (r) => {
+    for (const method of [r.method].flat()) if (method !== 'HEAD') routes.push({ method, url: r.url, access: (r.config as { role?: string } | undefined)?.role ?? 'admin' });
+  });
 
   // An empty JSON body is no body (POST /api/prune); anything else must parse (prototype poisoning refused).
   const json = app.getDefaultJsonParser('error', 'error');
@@ -256,5 +262,5 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
   });
 
   const address = await app.listen({ host: cfg.host, port: cfg.port });
-  return { url: address, app, guard, close: () => app.close() };
+  return { url: address, app, guard, routes, close: () => app.close() };
 }

@@ -217,6 +217,11 @@ export class Engine {
     return this.admin?.url;
   }
 
+  /** The admin server, when enabled (its routes, its guard for new endpoints). */
+  get adminServer(): AdminServer | undefined {
+    return this.admin;
+  }
+
   /** The running source instance with this id (tests use it to find a bound port). */
   source<T extends MessageSource = MessageSource>(id: string): T | undefined {
     return this.sources.find((s) => s.id === id)?.source as T | undefined;
