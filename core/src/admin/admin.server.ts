@@ -54,17 +54,18 @@ function httpsOptions(cfg: AdminConfig): Record<string, unknown> | undefined {
  * the answer is sent.
  */
 export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<AdminServer> {
-  const https = httpsOptions(cfg);
+  // Slow clients: headers and body must arrive within requestTimeoutMs, checked often enough for it to matter (Node: every 30 s).
+  const slow = cfg.requestTimeoutMs ? { headersTimeout: cfg.requestTimeoutMs, connectionsCheckingInterval: Math.max(250, Math.min(30_000, Math.floor(cfg.requestTimeoutMs / 4))) } : {};
+  const tls = httpsOptions(cfg);
+  const https = tls ? { ...tls, ...slow } : undefined;
   const serverOptions = {
     logger: false,
     bodyLimit: cfg.bodyLimit,
     requestTimeout: cfg.requestTimeoutMs,
     return503OnClosing: true,
-    ...(https ? { https } : {}),
+    ...(https ? { https } : { http: slow }),
   };
   const app = Fastify(serverOptions as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
-  // Slow clients: the headers too must arrive within the request timeout (Node's default is 60 s).
-  if (cfg.requestTimeoutMs) app.server.headersTimeout = Math.min(app.server.headersTimeout || Infinity, cfg.requestTimeoutMs);
   const guard = new AdminGuard({
     store: engine.store,
     auth: cfg.auth,
