@@ -201,4 +201,14 @@ describe('admin API token brute force', () => {
     expect(log).not.toContain(guess);
     for (const sec of Object.values(roles.secret)) expect(log).not.toContain(sec);
   });
+
+  it('a refused address cannot flood the audit trail (bad Host, bad Origin, more guesses: nothing more written)', async () => {
+    const before = (await engine.store.auditEntries()).length;
+    for (let i = 0; i < 30; i++) {
+      expect((await raw(`${base}/health`, { headers: { host: 'attacker.example' } })).status).toBe(421);
+      expect((await raw(`${base}/api/stats`, { headers: { origin: 'https://evil.example' } })).status).toBe(429);
+      expect((await raw(`${base}/api/stats`, { headers: { authorization: 'Bearer ferry_abcd_x' } })).status).toBe(429);
+    }
+    expect((await engine.store.auditEntries()).length).toBe(before);
+  });
 });

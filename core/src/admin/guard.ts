@@ -81,11 +81,13 @@ export class AdminGuard {
     app.decorateRequest('principal', undefined);
     app.addHook('onRequest', async (req, reply) => {
       this.securityHeaders(reply);
-      this.checkHost(req);
-      this.checkOrigin(req);
       // No route: any principal learns it is not found; without credentials, nothing.
       const access = req.is404 ? undefined : (req.routeOptions.config?.role ?? 'admin');
-      if (access === 'public' || (access === 'metrics' && this.opts.metricsPublic)) return;
+      const open = access === 'public' || (access === 'metrics' && this.opts.metricsPublic);
+      if (!open) this.checkBlocked(req);
+      this.checkHost(req);
+      this.checkOrigin(req);
+      if (open) return;
       await this.authenticate(req);
       if (access) requireRole(req, access === 'metrics' ? 'viewer' : access);
       this.checkContentType(req);
@@ -130,12 +132,17 @@ export class AdminGuard {
     throw new GuardError(415, 'state-changing requests need Content-Type: application/json', 'content-type');
   }
 
+  /** An address refused for its failures gets 429 for anything but the open routes. */
+  private checkBlocked(req: FastifyRequest): void {
+    const wait = this.limiter.blocked(req.ip);
+    if (wait !== undefined) throw new AuthError(429, `too many failed or refused requests from this address; retry in ${wait} s`, 'rate-limited', wait);
+  }
+
   /** The principal of a request (checked once; failures counted per address and audited). */
   async authenticate(req: FastifyRequest): Promise<Principal> {
     if (req.principal) return req.principal;
     const address = req.ip;
-    const wait = this.limiter.blocked(address);
-    if (wait !== undefined) throw new AuthError(429, `too many failed authentications from this address; retry in ${wait} s`, 'rate-limited', wait);
+    this.checkBlocked(req);
     try {
       req.principal = await this.authenticator.authenticate(req.headers.authorization);
       return req.principal;
@@ -170,6 +177,12 @@ export class AdminGuard {
   async auditRefusal(req: FastifyRequest, e: AuthError | GuardError): Promise<void> {
     // 401 and 429 were audited where they were decided (429s are not, each: a flood would fill the table).
     if (e instanceof AuthError && e.status !== 403) return;
+    if (e instanceof GuardError && !req.principal) {
+      // Refused before authentication (Host, Origin): counted like failed authentications, so a
+      // flood of them writes at most maxFailures entries per window and address.
+      if (this.limiter.blocked(req.ip) !== undefined) return;
+      if (this.limiter.fail(req.ip)) this.opts.logger.warn('admin: refused requests, address refused for a while', { remote: req.ip, reason: e.reason, windowMs: this.opts.auth.failedAuth.windowMs });
+    }
     await this.audit(req, { action: e instanceof AuthError ? 'access.denied' : `request.refused`, result: 'denied', detail: e.reason }).catch((err) =>
       this.opts.logger.error('admin: audit entry not written', errorFields(err)),
     );

@@ -76,7 +76,7 @@ describe('core plugin types and their config schemas', () => {
 });
 
 describe('example configs using the core types', () => {
-  it.each(['http-to-fhir.yaml', 'file-drop.yaml'])('config/examples/%s validates', async (f) => {
+  it.each(['http-to-fhir.yaml', 'file-drop.yaml', 'secure-admin.yaml'])('config/examples/%s validates', async (f) => {
     const { config } = await configure({ configFile: path.resolve(__dirname, '../../../config/examples', f), env: { INGEST_TOKEN: 'x', FHIR_TOKEN: 'y' } });
     expect(Object.keys(config.sinks).length).toBeGreaterThan(0);
   });
