@@ -34,3 +34,4 @@ export { AdminGuard, GuardError, requireRole, principalLabel, type RouteAccess }
 export { hashToken, verifyToken, newTokenSecret, tokenIdOf } from './admin/tokens';
 export { tokenRequest, issueToken, makeToken, tokenView } from './admin/token-ops';
 export { startAdmin, type AdminServer } from './admin/admin.server';
+export { AuditSource, auditSourceSchema, toAuditEvent } from './sources/audit.source';

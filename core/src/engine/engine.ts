@@ -245,6 +245,7 @@ export class Engine {
         const t = findTransform(this.transforms, contentType);
         return t?.split ? t.split(body) : [body];
       },
+      auditEntries: (filter) => this.store.auditEntries(filter),
     };
     const child = reg.container.createChildContainer();
     child.register(coreTokens.SourceContext, { useValue: ctx });

@@ -17,7 +17,7 @@ const check = (schema: object, entry: unknown, common: object = sinkCommonSchema
 };
 
 describe('core plugin types and their config schemas', () => {
-  it('registers the file/http sources and file/http/fhir sinks', () => {
+  it('registers the file/http/audit sources and file/http/fhir sinks', () => {
     const sources: string[] = [];
     const sinks: string[] = [];
     corePlugin.register({
@@ -30,7 +30,7 @@ describe('core plugin types and their config schemas', () => {
       addTransform: () => undefined,
       addCommand: () => undefined,
     });
-    expect(sources.sort()).toEqual(['file', 'http']);
+    expect(sources.sort()).toEqual(['audit', 'file', 'http']);
     expect(sinks.sort()).toEqual(['fhir', 'file', 'http']);
   });
 
