@@ -54,6 +54,7 @@ describe('admin API probes', () => {
           bodyLimit: 4096,
           requestTimeoutMs: 1000,
           allowedOrigins: ['https://console.example.org'],
+          trustProxy: ['127.0.0.1'], // as if a reverse proxy ran on this host
           // The failed-auth limit is probed on an engine of its own (below): these probes fail often on purpose.
           auth: { tokens: roles.tokens, failedAuth: { maxFailures: 0 } },
         },
@@ -131,6 +132,12 @@ describe('admin API probes', () => {
     expect(await held()).toBe(false);
   });
 
+  it("behind a trusted proxy the client's address (X-Forwarded-For) is the one audited", async () => {
+    expect((await raw(`${base}/api/stats`, { headers: { authorization: 'Bearer ferry_abcd_nope', 'x-forwarded-for': '10.9.9.9' } })).status).toBe(401);
+    const [last] = await engine.store.auditEntries({ action: 'auth.failed', newestFirst: true, limit: 1 });
+    expect(last.remote).toBe('10.9.9.9');
+  });
+
   it('a slow client (headers never finished) is cut off after requestTimeoutMs', async () => {
     const sock = net.connect(port, '127.0.0.1');
     await new Promise((r) => sock.once('connect', r));
@@ -185,7 +192,8 @@ describe('admin API token brute force', () => {
   it('after maxFailures wrong tokens the address is refused (429, even with a good token), each failure audited, no secret logged', async () => {
     const guess = newTokenSecret(roles.tokens[3].id).secret; // a real id, a wrong secret
     const statuses: number[] = [];
-    for (let i = 0; i < 8; i++) statuses.push((await raw(`${base}/api/stats`, { headers: { authorization: `Bearer ${guess}` } })).status);
+    // A forged X-Forwarded-For changes nothing: no proxy is trusted here.
+    for (let i = 0; i < 8; i++) statuses.push((await raw(`${base}/api/stats`, { headers: { authorization: `Bearer ${guess}`, 'x-forwarded-for': `10.0.0.${i}` } })).status);
     expect(statuses).toEqual([401, 401, 401, 401, 401, 429, 429, 429]);
     const res = await raw(`${base}/api/stats`, { headers: roles.auth('admin') });
     expect(res.status).toBe(429);

@@ -63,6 +63,8 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
     bodyLimit: cfg.bodyLimit,
     requestTimeout: cfg.requestTimeoutMs,
     return503OnClosing: true,
+    // req.ip: the socket's address, or X-Forwarded-For's when the socket is a listed proxy.
+    trustProxy: cfg.trustProxy?.length ? cfg.trustProxy : false,
     ...(https ? { https } : { http: slow }),
   };
   const app = Fastify(serverOptions as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;

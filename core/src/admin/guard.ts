@@ -117,7 +117,8 @@ export class AdminGuard {
     if (origin === undefined) return;
     const o = String(origin).toLowerCase().replace(/\/$/, '');
     if (this.origins.has(o)) return;
-    const self = `${this.opts.tls ? 'https' : 'http'}://${String(req.headers.host ?? '').toLowerCase()}`;
+    // The server's own origin (req.protocol: X-Forwarded-Proto from a trusted proxy terminating TLS).
+    const self = `${req.protocol}://${String(req.headers.host ?? '').toLowerCase()}`;
     if (o === self) return;
     throw new GuardError(403, `origin not allowed: ${JSON.stringify(String(origin).slice(0, 100))} (admin.allowedOrigins)`, 'origin');
   }

@@ -128,6 +128,11 @@ export const engineSchema = {
       format: stringList('allowedOrigins', /^https?:\/\/[A-Za-z0-9.:_\[\]-]+$/),
       default: [] as string[],
     },
+    trustProxy: {
+      doc: "Addresses or CIDRs of reverse proxies in front of the admin API whose X-Forwarded-For is believed (the client's address then goes to the audit trail and the failed-auth limit); empty: none is",
+      format: stringList('trustProxy', /^[0-9A-Fa-f.:]+(\/\d{1,3})?$/),
+      default: [] as string[],
+    },
     metricsPublic: { doc: 'Serve /metrics without authentication (Prometheus scrapers on a trusted network); off: a viewer token is needed', format: Boolean, default: false },
     bodyLimit: { doc: 'Largest request body in bytes (413 above)', format: 'nat', default: 64 * 1024 },
     maxListLimit: { doc: 'Largest `limit` a list query (messages, audit) may ask for (400 above)', format: 'nat', default: 1000 },
@@ -230,6 +235,7 @@ export interface AdminConfig {
   port: number;
   allowedHosts: string[];
   allowedOrigins: string[];
+  trustProxy: string[];
   metricsPublic: boolean;
   bodyLimit: number;
   maxListLimit: number;

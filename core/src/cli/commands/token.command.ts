@@ -36,7 +36,7 @@ export const tokenCommand: CliCommand = {
       return 0;
     }
     if (action === 'revoke' && !id) throw new FerryError('INPUT_TOKEN_ID', 'token revoke: which token? (ferry token revoke <id>; ferry token list shows them)', { kind: 'input' });
-    const { store, owned } = await openConfiguredStore(o.config as string | undefined, ctx.configFile, ctx.store);
+    const { store, owned, config } = await openConfiguredStore(o.config as string | undefined, ctx.configFile, ctx.store);
     try {
       if (action === 'create') {
         const t = await audited(store, { action: 'token.create' }, () => issueToken(store, tokenRequest({ name: o.name, roles: o.role, expires: o.expires }), cliPrincipal()), (r) => ({ target: r.record.id, detail: `roles=${r.record.roles.join(',')}` }));
@@ -46,12 +46,17 @@ export const tokenCommand: CliCommand = {
           out(t.secret);
         }
       } else if (action === 'list') {
-        const list = (await store.apiTokens()).map((t) => tokenView(t));
+        const list: Record<string, unknown>[] = (await store.apiTokens()).map((t) => ({ ...tokenView(t), source: 'store' }));
+        // Those of admin.auth.tokens too (revoked by removing them from the config).
+        for (const t of config?.admin.auth.tokens ?? [])
+          list.push({ id: t.id, name: t.name, roles: t.roles, createdAt: undefined, expiresAt: t.expires ? new Date(t.expires) : undefined, state: t.expires && Date.parse(t.expires) <= Date.now() ? 'expired' : 'active', source: 'config' });
         if (o.json) out(JSON.stringify(list));
-        else if (!list.length) out('no tokens in the store (admin.auth.tokens in the config may hold more)');
+        else if (!list.length) out('no tokens');
         else
           for (const t of list)
-            out([t.id, t.name, (t.roles as string[]).join(','), t.state, `created ${(t.createdAt as Date).toISOString()}`, t.expiresAt ? `expires ${(t.expiresAt as Date).toISOString()}` : 'no expiry'].join('\t'));
+            out(
+              [t.id, t.name, (t.roles as string[]).join(','), t.state, t.createdAt ? `created ${(t.createdAt as Date).toISOString()}` : `in the config`, t.expiresAt ? `expires ${(t.expiresAt as Date).toISOString()}` : 'no expiry'].join('\t'),
+            );
       } else {
         const revoked = await audited(store, { action: 'token.revoke', target: id }, () => store.revokeApiToken(id!, cliPrincipal()), (r) => ({ detail: `revoked=${r}` }));
         if (o.json) out(JSON.stringify({ id, revoked }));
