@@ -158,6 +158,11 @@ describe('admin API role matrix', () => {
     expect((await fetch(`${base}/api/tokens/${roles.tokens[0].id}`, { method: 'DELETE', headers: roles.auth('admin') })).status).toBe(409);
   });
 
+  it('an unknown path: 401 without a token, 404 for any principal', async () => {
+    expect((await fetch(`${base}/api/nope`)).status).toBe(401);
+    expect((await fetch(`${base}/api/nope`, { headers: roles.auth('viewer') })).status).toBe(404);
+  });
+
   it('GET /api/config redacts secrets (token hashes)', async () => {
     const text = await (await fetch(`${base}/api/config`, { headers: roles.auth('admin') })).text();
     expect(text).toContain('"routes"');
