@@ -9,7 +9,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { createLogger, Engine, newTokenSecret } from '@ferry/core';
+import { createLogger, Engine, newTokenSecret, silentLogger, SqliteMessageStore } from '@ferry/core';
+import Database from 'better-sqlite3';
 import { roleTokens, type RoleTokens } from '../support';
 
 const pluginPath = path.resolve(__dirname, '../plugins/csv-patient');
@@ -218,5 +219,43 @@ describe('admin API token brute force', () => {
       expect((await raw(`${base}/api/stats`, { headers: { authorization: 'Bearer ferry_abcd_x' } })).status).toBe(429);
     }
     expect((await engine.store.auditEntries()).length).toBe(before);
+  });
+});
+
+describe('admin API fails closed on the audit trail', () => {
+  it('a PHI read whose audit entry cannot be written is not answered', async () => {
+    const roles = await roleTokens();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-failclosed-'));
+    const file = path.join(dir, 'ferry.db');
+    const store = new SqliteMessageStore({ path: file, logger: silentLogger(), busyTimeoutMs: 300 });
+    const engine = await Engine.create({
+      store,
+      logger: silentLogger(),
+      config: { processing: { transformWorkers: 0 }, admin: { enabled: true, port: 0, auth: { tokens: roles.tokens } } },
+    });
+    await engine.start();
+    const other = new Database(file);
+    try {
+      const patient = { resourceType: 'Patient', id: 'p1', identifier: [{ system: 'urn:mrn', value: 'MRN-FAILCLOSED-7' }], name: [{ family: 'Closed' }] };
+      const [{ id }] = await engine.submit('api', [{ contentType: 'application/fhir+json', body: Buffer.from(JSON.stringify(patient)) }]);
+      await engine.waitForIdle();
+      const read = () => fetch(`${engine.adminUrl}/api/messages/${id}?body=true`, { headers: roles.auth('phi-reader') });
+      // Another process holds the store's write lock: the audit entry cannot be appended.
+      other.prepare('BEGIN IMMEDIATE').run();
+      const refused = await read();
+      const text = await refused.text();
+      expect(refused.status).toBe(503);
+      expect(text).not.toContain('MRN-FAILCLOSED-7');
+      other.prepare('ROLLBACK').run();
+      const ok = await read();
+      expect(ok.status).toBe(200);
+      expect(await ok.text()).toContain('MRN-FAILCLOSED-7');
+      expect((await engine.store.auditEntries({ action: 'message.body.read' })).length).toBe(1);
+    } finally {
+      if (other.inTransaction) other.prepare('ROLLBACK').run();
+      other.close();
+      await engine.stop();
+      await store.close();
+    }
   });
 });

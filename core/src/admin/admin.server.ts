@@ -105,6 +105,8 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
       return reply.code(e.statusCode).send({ error: e.message });
     }
     if (e instanceof FerryError && e.kind === 'input') return reply.code(400).send({ error: e.message, code: e.code });
+    // The store cannot answer now (busy, unreachable): try again; nothing was sent that was not audited.
+    if (e instanceof FerryError && e.kind === 'transient') return reply.code(503).header('retry-after', '1').send({ error: 'the store cannot answer now; try again', code: e.code });
     const status = (e as { statusCode?: number }).statusCode;
     if (status && status < 500) return reply.code(status).send({ error: status === 413 ? `body larger than ${cfg.bodyLimit} bytes` : (e as Error).message });
     engine.logger.error('admin request failed', { route: req.routeOptions.url, ...errorFields(e) });
