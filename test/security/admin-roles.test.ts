@@ -158,6 +158,15 @@ describe('admin API role matrix', () => {
     expect((await fetch(`${base}/api/tokens/${roles.tokens[0].id}`, { method: 'DELETE', headers: roles.auth('admin') })).status).toBe(409);
   });
 
+  it('HEAD and OPTIONS (a CORS preflight) get no more than GET would', async () => {
+    expect((await fetch(`${base}/api/stats`, { method: 'HEAD' })).status).toBe(401);
+    expect((await fetch(`${base}/api/messages/${id}?body=true`, { method: 'HEAD', headers: roles.auth('viewer') })).status).toBe(403);
+    expect((await fetch(`${base}/health`, { method: 'HEAD' })).status).toBe(200);
+    const pre = await fetch(`${base}/api/sinks/mem/hold`, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } });
+    expect(pre.status).toBe(403);
+    expect(pre.headers.get('access-control-allow-origin')).toBeNull();
+  });
+
   it('an unknown path: 401 without a token, 404 for any principal', async () => {
     expect((await fetch(`${base}/api/nope`)).status).toBe(401);
     expect((await fetch(`${base}/api/nope`, { headers: roles.auth('viewer') })).status).toBe(404);
