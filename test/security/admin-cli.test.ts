@@ -79,6 +79,8 @@ d('ferry CLI: initial token, tokens, audit', () => {
     // Only its hash is in the store file.
     expect(readFileSync(path.join(dir, 'ferry.db')).includes(Buffer.from(token!))).toBe(false);
     const again = await start(file);
+    // (ferry start installs its SIGTERM handler just after "engine started": one request first.)
+    expect((await fetch(`${again.url}/health`)).status).toBe(200);
     expect(again.out().stderr).not.toMatch(/ferry_[a-z0-9]+_/);
     expect(await again.stop()).toBe(0);
     expect(run(['audit', '-c', file, '--action', 'token.create']).stdout).toMatch(/system:first-start\t-\t-\ttoken\.create\t[a-z0-9]+\tok/);
