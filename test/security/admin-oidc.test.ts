@@ -105,6 +105,30 @@ describe('admin API with OIDC bearer tokens', () => {
     expect(failed.map((e) => e.detail)).toEqual(expect.arrayContaining(['jwt:ERR_JWT_EXPIRED', 'jwt:ERR_JWT_CLAIM_VALIDATION_FAILED', 'jwt:ERR_JWS_SIGNATURE_VERIFICATION_FAILED']));
   });
 
+  it("an identity provider that cannot be reached is the server's problem: 503, the caller not counted or locked out", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-oidc-down-'));
+    const closed = http.createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const deadUrl = `http://127.0.0.1:${(closed.address() as AddressInfo).port}/certs`;
+    await new Promise((r) => closed.close(r));
+    const e = await Engine.create({
+      logger: silentLogger(),
+      config: {
+        store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
+        processing: { transformWorkers: 0 },
+        admin: { enabled: true, port: 0, auth: { oidc: { issuer, audience, jwksUrl: deadUrl }, failedAuth: { maxFailures: 2 } } },
+      },
+    });
+    await e.start();
+    try {
+      const t = await sign({ roles: ['admin'] });
+      for (let i = 0; i < 4; i++) expect((await fetch(`${e.adminUrl}/api/stats`, { headers: { authorization: `Bearer ${t}` } })).status).toBe(503);
+      expect(await e.store.auditEntries({ action: 'auth.failed' })).toEqual([]);
+    } finally {
+      await e.stop();
+    }
+  });
+
   it('the config needs a JWKS URL (https unless localhost) and an audience with an issuer', async () => {
     await expect(configure({ config: { admin: { auth: { oidc: { issuer } } } } })).rejects.toThrow(/admin\.auth\.oidc\.jwksUrl[\s\S]*admin\.auth\.oidc\.audience/);
     await expect(configure({ config: { admin: { auth: { oidc: { issuer, audience, jwksUrl: 'http://idp.example/certs' } } } } })).rejects.toThrow(/must be https/);

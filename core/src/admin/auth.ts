@@ -200,9 +200,13 @@ export class Authenticator {
         requiredClaims: ['exp', 'sub'],
       }));
     } catch (e) {
-      const code = (e as { code?: string }).code ?? 'ERR_JWT_INVALID';
-      // A JWKS that cannot be fetched is the server's problem, not the caller's: logged (no token in it).
-      if (code === 'ERR_JWKS_TIMEOUT' || code === 'ERR_JOSE_GENERIC') this.logger.warn('oidc: cannot check a bearer token', { errorCode: code, error: (e as Error).message });
+      const code = (e as { code?: string }).code;
+      // A JWKS that cannot be fetched (down, timing out, answering garbage) is the server's problem,
+      // not the caller's: 503, not counted against the caller's address; logged (no token in it).
+      if (!code?.startsWith('ERR_J') || code === 'ERR_JWKS_TIMEOUT' || code === 'ERR_JOSE_GENERIC' || code === 'ERR_JWKS_INVALID') {
+        this.logger.warn('oidc: cannot fetch the identity provider\'s keys (JWKS)', { errorCode: code, error: (e as Error).message });
+        throw new FerryError('TRANSIENT_OIDC_JWKS', 'cannot check bearer tokens now: the identity provider\'s keys cannot be fetched', { kind: 'transient', cause: e });
+      }
       throw new AuthError(401, `invalid bearer token (${code})`, `jwt:${code}`);
     }
     const raw = claim(payload, o.rolesClaim);
