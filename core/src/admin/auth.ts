@@ -2,10 +2,10 @@ import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
 import type { Logger } from 'winston';
 import { FerryError } from '../errors';
 import type { ApiTokenRecord, MessageStore } from '../store/message-store';
+import { isRole, type Principal, type Role } from './roles';
 import { hashToken, newTokenSecret, secretDigest, tokenIdOf, verifyToken } from './tokens';
 
 export { ROLES, hasRole, isRole, topRole, type Principal, type Role } from './roles';
-import { isRole, type Principal, type Role } from './roles';
 
 /** Why a request was refused: 401 (no or bad credentials), 403 (too weak a role), 429 (too many failures). */
 export class AuthError extends FerryError {
@@ -222,8 +222,8 @@ export class Authenticator {
  * creates the initial admin token, hands its secret to `show` once (the terminal; never the log)
  * and keeps only its hash. Returns its id, or undefined when there was no need.
  */
-export async function ensureInitialToken(store: MessageStore, auth: Authenticator, show: (secret: string, id: string) => void): Promise<string | undefined> {
-  if (auth.configured) return undefined;
+export async function ensureInitialToken(store: MessageStore, auth: Pick<AuthConfig, 'tokens' | 'oidc'>, show: (secret: string, id: string) => void): Promise<string | undefined> {
+  if (auth.tokens.length || auth.oidc.issuer) return undefined;
   if ((await store.apiTokens()).length) return undefined;
   const { id, secret } = newTokenSecret();
   await store.createApiToken({ id, name: 'initial-admin', roles: ['admin'], hash: await hashToken(secret), createdAt: new Date(), createdBy: 'system:first-start' });

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import type { Logger } from 'winston';
 import { startAdmin, type AdminServer } from '../admin/admin.server';
-import { Authenticator, ensureInitialToken, printInitialToken } from '../admin/auth';
+import { ensureInitialToken, printInitialToken } from '../admin/auth';
 import { EngineMetrics } from '../admin/metrics';
 import type { EngineConfig } from '../config/engine.schema';
 import { Dispatcher, type SinkRuntime, type SinkView } from '../delivery/dispatcher';
@@ -187,7 +187,7 @@ export class Engine {
       this.dispatcher.start();
       for (const [id, entry] of Object.entries(cfg.sources)) await this.startSource(id, entry);
       if (cfg.admin.enabled) {
-        const id = await ensureInitialToken(this.store, new Authenticator(this.store, cfg.admin.auth, this.logger), this.showInitialToken);
+        const id = await ensureInitialToken(this.store, cfg.admin.auth, this.showInitialToken);
         if (id) this.logger.warn('no admin principal configured: created the initial admin API token (shown once on the terminal)', { tokenId: id });
         this.admin = await startAdmin(this, cfg.admin);
       }
