@@ -3,10 +3,12 @@
  * operator, phi-reader, admin). Below the role an endpoint needs: 401 without a token, 403 with
  * one; from it up: its answer. The table must name every route the server has.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Engine, ROLES, silentLogger, type Role } from '@ferry/core';
+import pg from 'pg';
 import { CSV_TYPE } from '../plugins/csv-patient';
 import { roleTokens, type RoleTokens } from '../support';
 
@@ -47,7 +49,10 @@ const cases: Case[] = [
   { method: 'GET', path: '/api/config', route: '/api/config', need: 'admin', ok: 200 },
 ];
 
-describe('admin API role matrix', () => {
+const PG_URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+describe.each(['sqlite', 'postgres'] as const)('admin API role matrix (%s store)', (kind) => {
+  const schema = `ferry_roles_${randomBytes(4).toString('hex')}`;
   let roles: RoleTokens;
   let engine: Engine;
   let base: string;
@@ -59,7 +64,7 @@ describe('admin API role matrix', () => {
     engine = await Engine.create({
       logger: silentLogger(),
       config: {
-        store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
+        store: kind === 'sqlite' ? { kind, path: path.join(dir, 'ferry.db') } : { kind, url: PG_URL, schema },
         plugins: [{ package: pluginPath, config: { system: 'urn:oid:1.2.3.4' } }],
         processing: { pollIntervalMs: 50, transformWorkers: 0 },
         sinks: { mem: { type: 'memory' } },
@@ -75,6 +80,11 @@ describe('admin API role matrix', () => {
   });
   afterAll(async () => {
     await engine?.stop();
+    if (kind === 'postgres') {
+      const c = new pg.Client({ connectionString: PG_URL });
+      await c.connect();
+      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).finally(() => c.end());
+    }
   });
 
   const call = (c: Case, who: Role | undefined) => {
