@@ -17,6 +17,10 @@ import type * as FileSourceModule from './sources/file.source';
 import type * as HttpSourceModule from './sources/http.source';
 import type * as FhirJsonModule from './fhir/fhir-json.transform';
 import type * as CorePluginModule from './plugin/core.plugin';
+import type * as AuthModule from './admin/auth';
+import type * as GuardModule from './admin/guard';
+import type * as AdminServerModule from './admin/admin.server';
+import type * as AuditSourceModule from './sources/audit.source';
 
 // Light modules (errors, the plugin API, tokens, message model, search helpers, vendor HTTP helpers): loaded eagerly.
 export * from './errors';
@@ -29,6 +33,11 @@ export { identifierParam } from './fhir/search';
 export * from './vendor';
 export { bundleText, deliveryPayload, deliveryPayloadJson, requestSignal } from './sinks/common';
 export { OutageLog } from './logging/outage-log';
+export { ROLES, hasRole, topRole, isRole, type Principal, type Role } from './admin/roles';
+export { hashToken, verifyToken, newTokenSecret, tokenIdOf } from './admin/tokens';
+export { tokenRequest, issueToken, makeToken, tokenView } from './admin/token-ops';
+export type { AuthConfig, ConfigToken, OidcConfig } from './admin/auth';
+export type { RouteAccess } from './admin/guard';
 
 /*
  * Heavy modules (the engine, configuration loading, stores, sinks, sources, FHIRPath, FHIR validation, winston):
@@ -64,6 +73,10 @@ lazy(() => require('./sources/file.source'), ['FileSource', 'fileSourceSchema'])
 lazy(() => require('./sources/http.source'), ['HttpSource', 'httpSourceSchema']);
 lazy(() => require('./fhir/fhir-json.transform'), ['FhirJsonTransform']);
 lazy(() => require('./plugin/core.plugin'), ['corePlugin']);
+lazy(() => require('./admin/auth'), ['AuthError', 'Authenticator', 'FailureLimiter', 'ensureInitialToken']);
+lazy(() => require('./admin/guard'), ['AdminGuard', 'GuardError', 'requireRole', 'principalLabel']);
+lazy(() => require('./admin/admin.server'), ['startAdmin']);
+lazy(() => require('./sources/audit.source'), ['AuditSource', 'auditSourceSchema', 'toAuditEvent']);
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 export declare const Engine: typeof EngineModule.Engine;
@@ -119,3 +132,22 @@ export declare const httpSourceSchema: typeof HttpSourceModule.httpSourceSchema;
 export declare const FhirJsonTransform: typeof FhirJsonModule.FhirJsonTransform;
 export type FhirJsonTransform = FhirJsonModule.FhirJsonTransform;
 export declare const corePlugin: typeof CorePluginModule.corePlugin;
+export declare const AuthError: typeof AuthModule.AuthError;
+export type AuthError = AuthModule.AuthError;
+export declare const Authenticator: typeof AuthModule.Authenticator;
+export type Authenticator = AuthModule.Authenticator;
+export declare const FailureLimiter: typeof AuthModule.FailureLimiter;
+export type FailureLimiter = AuthModule.FailureLimiter;
+export declare const ensureInitialToken: typeof AuthModule.ensureInitialToken;
+export declare const AdminGuard: typeof GuardModule.AdminGuard;
+export type AdminGuard = GuardModule.AdminGuard;
+export declare const GuardError: typeof GuardModule.GuardError;
+export type GuardError = GuardModule.GuardError;
+export declare const requireRole: typeof GuardModule.requireRole;
+export declare const principalLabel: typeof GuardModule.principalLabel;
+export declare const startAdmin: typeof AdminServerModule.startAdmin;
+export type AdminServer = AdminServerModule.AdminServer;
+export declare const AuditSource: typeof AuditSourceModule.AuditSource;
+export type AuditSource = AuditSourceModule.AuditSource;
+export declare const auditSourceSchema: typeof AuditSourceModule.auditSourceSchema;
+export declare const toAuditEvent: typeof AuditSourceModule.toAuditEvent;

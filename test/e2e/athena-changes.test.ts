@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Appointment, Condition, Observation, Patient } from '@medplum/fhirtypes';
 import { Engine, silentLogger } from '@ferry/core';
-import { startFhirServer, type FhirTestServer } from '../support';
+import { roleTokens, startFhirServer, type FhirTestServer, type RoleTokens } from '../support';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../simulators/athena';
 
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
@@ -24,6 +24,7 @@ describe('athena: changes after the first poll reach the FHIR server, latest ver
   let sim: AthenaSimulator;
   let fhir: FhirTestServer;
   let engine: Engine | undefined;
+  let tokens: RoleTokens;
 
   const P = (id: string) => `a-${PRACTICE}.E-${id}`;
   const condition = (text: string) => ({ clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }] }, code: { text }, subject: { reference: `Patient/${P('301')}` } });
@@ -31,6 +32,7 @@ describe('athena: changes after the first poll reach the FHIR server, latest ver
   const appointment = (status: string) => ({ appointmentid: '7301', date: '12/01/2026', starttime: '09:00', duration: 30, departmentid: '1', appointmentstatus: status, patientid: '301', providerid: '1', appointmenttypeid: '11' });
 
   beforeAll(async () => {
+    tokens = await roleTokens();
     sim = await AthenaSimulator.start({ clients: { 'rest-client': 's', 'fhir-client': 's' } });
     seedPractice(sim);
     sim.subscribe(PRACTICE, 'appointments', 'rest-client');
@@ -74,7 +76,7 @@ routes:
     steps: [validate]
     to: [ehr]
 processing: { pollIntervalMs: 50 }
-admin: { enabled: true, host: 127.0.0.1, port: 0 }
+admin: { enabled: true, host: 127.0.0.1, port: 0, auth: { tokens: ${JSON.stringify(tokens.tokens)} } }
 `,
     );
     engine = await Engine.create({ configFile: path.join(dir, 'ferry.yaml'), env: process.env, logger: silentLogger() });
@@ -137,9 +139,9 @@ admin: { enabled: true, host: 127.0.0.1, port: 0 }
     expect(new Set(msgs.map((m) => m.headers.controlId)).size).toBe(msgs.length);
 
     // Each resource type's state is on /metrics and in the admin API's source view.
-    const metrics = await (await fetch(`${engine!.adminUrl}/metrics`)).text();
+    const metrics = await (await fetch(`${engine!.adminUrl}/metrics`, { headers: tokens.auth('viewer') })).text();
     for (const t of ['Patient', 'Condition', 'Observation']) expect(metrics).toContain(`ferry_source_stat{source="athena-fhir",stat="${t}.up"} 1`);
-    const views = (await (await fetch(`${engine!.adminUrl}/api/sources`)).json()) as { id: string; state?: { resourceTypes: { type: string; strategy: string; state: string }[] } }[];
+    const views = (await (await fetch(`${engine!.adminUrl}/api/sources`, { headers: tokens.auth('viewer') })).json()) as { id: string; state?: { resourceTypes: { type: string; strategy: string; state: string }[] } }[];
     expect(views.find((v) => v.id === 'athena-fhir')?.state?.resourceTypes.map((t) => `${t.type}:${t.strategy}:${t.state}`)).toEqual(['Patient:changedPatients:ok', 'Condition:lastUpdated:ok', 'Observation:byPatient:ok']);
   });
 });

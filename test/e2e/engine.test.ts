@@ -7,8 +7,17 @@ import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { ConfigError, createLogger, Engine } from '@ferry/core';
+import { ConfigError, createLogger, Engine, type Role } from '@ferry/core';
 import { CSV_TYPE, memorySinkAborted, memorySinkDeliveries } from '../plugins/csv-patient';
+import { roleTokens, type RoleTokens } from '../support';
+
+/** One API token per role, in each engine's config (the admin API needs one). */
+let roles: RoleTokens;
+beforeAll(async () => {
+  roles = await roleTokens();
+});
+/** A request to the admin API as `role` (admin by default). */
+const api = (url: string, init: RequestInit = {}, role: Role = 'admin') => fetch(url, { ...init, headers: { ...(init.headers as Record<string, string>), ...roles.auth(role) } });
 
 const pluginPath = path.resolve(__dirname, '../plugins/csv-patient');
 
@@ -21,7 +30,7 @@ function baseConfig(dir: string, extra: Record<string, unknown> = {}) {
     store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
     plugins: [{ package: pluginPath, config: { system: 'urn:oid:1.2.3.4' } }],
     processing: { pollIntervalMs: 50 },
-    admin: { enabled: true, port: 0 },
+    admin: { enabled: true, port: 0, auth: { tokens: roles.tokens } },
     ...extra,
   };
 }
@@ -123,7 +132,7 @@ describe('engine end to end', () => {
     expect(ds.find((d) => d.sinkId === 'strict')).toMatchObject({ status: 'dead', attempts: 1 });
     expect((await engine.store.getMessage(r.id))?.status).toBe('dead');
 
-    const res = await fetch(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ status: 'dead' }) });
+    const res = await api(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ status: 'dead' }) });
     expect(await res.json()).toMatchObject({ replayed: 1 });
     await engine.waitForIdle();
     expect((await engine.store.getMessage(r.id))?.status).toBe('delivered');
@@ -150,21 +159,21 @@ describe('engine end to end', () => {
     type View = { id: string; circuit: { state: string; lastErrorCode?: string; nextProbeAt?: string } };
     let seen: View | undefined;
     for (let i = 0; i < 100 && !seen; i++) {
-      const [s] = (await (await fetch(`${base}/api/sinks`)).json()) as View[];
+      const [s] = (await (await api(`${base}/api/sinks`)).json()) as View[];
       if (s.circuit.state !== 'closed') seen = s;
       else await new Promise((res) => setTimeout(res, 10));
     }
     expect(seen).toMatchObject({ id: 'down', circuit: { lastErrorCode: 'FERRY_E_DELIVERY_MEMORY_DOWN' } });
-    expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/^ferry_sink_paused\{sink="down"\} 1$/m);
+    expect(await (await api(`${base}/metrics`)).text()).toMatch(/^ferry_sink_paused\{sink="down"\} 1$/m);
     await engine.waitForIdle(10_000, { includeScheduled: true });
     const [d] = await engine.store.deliveries(r.id);
     // Two failures paused it (slow start: the sink had not answered since the engine started, so
     // they were probes too), four probes failed, the seventh call was taken.
     expect(d).toMatchObject({ status: 'delivered', attempts: 7, probeAttempts: 6 });
-    const metrics = await (await fetch(`${base}/metrics`)).text();
+    const metrics = await (await api(`${base}/metrics`)).text();
     expect(metrics).toMatch(/^ferry_sink_paused\{sink="down"\} 0$/m);
     expect(metrics).toMatch(/^ferry_sink_pauses_total\{sink="down"\} 1$/m);
-    expect(((await (await fetch(`${base}/api/sinks`)).json()) as unknown[])[0]).toMatchObject({ id: 'down', concurrency: 8, inFlight: 0, circuit: { state: 'closed', consecutiveFailures: 0 } });
+    expect(((await (await api(`${base}/api/sinks`)).json()) as unknown[])[0]).toMatchObject({ id: 'down', concurrency: 8, inFlight: 0, circuit: { state: 'closed', consecutiveFailures: 0 } });
     await engine.stop();
     engine = undefined;
     const log = Buffer.concat(chunks).toString('utf8');
@@ -182,7 +191,7 @@ describe('engine end to end', () => {
     engine = await Engine.create({ logger: createLogger({ level: 'info' }, stream), config: baseConfig(dir, { sinks: { held: { type: 'memory' } }, routes: [{ id: 'r', to: ['held'] }] }) });
     await engine.start();
     const base = engine.adminUrl!;
-    const post = (p: string, body: unknown) => fetch(`${base}${p}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const post = (p: string, body: unknown) => api(`${base}${p}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
     expect((await post('/api/sinks/nope/hold', {})).status).toBe(404);
     expect((await post('/api/sinks/held/hold', { until: 'tomorrow-ish' })).status).toBe(400);
     expect((await post('/api/sinks/held/hold', { until: Date.now() + 60_000, minutes: 5 })).status).toBe(400);
@@ -193,13 +202,13 @@ describe('engine end to end', () => {
     await new Promise((res) => setTimeout(res, 600));
     expect(memorySinkDeliveries.get('held') ?? []).toHaveLength(0);
     expect(await engine.store.deliveries(r.id)).toMatchObject([{ status: 'pending', attempts: 0 }]);
-    expect(((await (await fetch(`${base}/api/sinks`)).json()) as unknown[])[0]).toMatchObject({ id: 'held', hold: { reason: 'EHR downtime' } });
-    expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/^ferry_sink_held\{sink="held"\} 1$/m);
-    expect(await (await fetch(`${base}/api/sinks/held/hold`, { method: 'DELETE' })).json()).toEqual({ released: true });
+    expect(((await (await api(`${base}/api/sinks`)).json()) as unknown[])[0]).toMatchObject({ id: 'held', hold: { reason: 'EHR downtime' } });
+    expect(await (await api(`${base}/metrics`)).text()).toMatch(/^ferry_sink_held\{sink="held"\} 1$/m);
+    expect(await (await api(`${base}/api/sinks/held/hold`, { method: 'DELETE' })).json()).toEqual({ released: true });
     await engine.waitForIdle();
     expect(memorySinkDeliveries.get('held')).toHaveLength(1);
-    expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/^ferry_sink_held\{sink="held"\} 0$/m);
-    expect(await (await fetch(`${base}/api/sinks/held/hold`, { method: 'DELETE' })).json()).toEqual({ released: false });
+    expect(await (await api(`${base}/metrics`)).text()).toMatch(/^ferry_sink_held\{sink="held"\} 0$/m);
+    expect(await (await api(`${base}/api/sinks/held/hold`, { method: 'DELETE' })).json()).toEqual({ released: false });
 
     // A hold with an end: deliveries resume by themselves when it passes.
     await post('/api/sinks/held/hold', { until: new Date(Date.now() + 700).toISOString() });
@@ -290,22 +299,29 @@ describe('engine end to end', () => {
     const base = engine.adminUrl!;
     expect(await (await fetch(`${base}/health`)).json()).toEqual({ status: 'ok' });
     expect((await fetch(`${base}/ready`)).status).toBe(200);
-    const metrics = await (await fetch(`${base}/metrics`)).text();
+    const metrics = await (await api(`${base}/metrics`)).text();
     expect(metrics).toMatch(/ferry_messages_received_total\{source="intake"\} 1/);
     expect(metrics).toMatch(/ferry_deliveries_total\{route="r",sink="mem",outcome="delivered"\} 1/);
     expect(metrics).toMatch(/ferry_delivery_duration_seconds_bucket/);
     expect(metrics).toMatch(/^ferry_store_up 1$/m);
     expect(metrics).toMatch(/^ferry_store_backlog\{kind="deliveries_due"\} 0$/m);
     expect(metrics).toMatch(/^ferry_store_messages\{status="dead"\} 0$/m);
-    const list = (await (await fetch(`${base}/api/messages?status=delivered`)).json()) as { id: string; body?: unknown }[];
+    const list = (await (await api(`${base}/api/messages?status=delivered`)).json()) as { id: string; body?: unknown }[];
     expect(list.map((x) => x.id)).toContain(r.id);
     expect(list[0].body).toBeUndefined();
-    const one = (await (await fetch(`${base}/api/messages/${r.id}`)).json()) as { body?: string; deliveries: unknown[]; events: unknown[] };
+    const one = (await (await api(`${base}/api/messages/${r.id}`)).json()) as { body?: string; deliveries: unknown[]; events: unknown[] };
     expect(one.body).toBeUndefined();
     expect(one.deliveries).toHaveLength(1);
-    expect(((await (await fetch(`${base}/api/messages/${r.id}?body=true`)).json()) as { body?: string }).body).toContain('A500');
-    expect((await fetch(`${base}/api/messages/nope`)).status).toBe(404);
-    expect((await fetch(`${base}/api/messages?status=bogus`)).status).toBe(400);
+    expect(((await (await api(`${base}/api/messages/${r.id}?body=true`)).json()) as { body?: string }).body).toContain('A500');
+    expect((await api(`${base}/api/messages/nope`)).status).toBe(404);
+    expect((await api(`${base}/api/messages?status=bogus`)).status).toBe(400);
+    // Without a token nothing but /health and /ready; a viewer gets metadata, never the body or the ordering key.
+    expect((await fetch(`${base}/api/messages`)).status).toBe(401);
+    expect((await fetch(`${base}/metrics`)).status).toBe(401);
+    expect((await api(`${base}/api/messages/${r.id}?body=true`, {}, 'viewer')).status).toBe(403);
+    const seen = JSON.stringify(await (await api(`${base}/api/messages/${r.id}`, {}, 'viewer')).json());
+    expect(seen).toContain(r.id);
+    expect(seen).not.toMatch(/A500|orderingKey/);
   });
 
   it('metrics show open work and dead letters from the store', async () => {
@@ -326,7 +342,7 @@ describe('engine end to end', () => {
     });
     await engine.start();
     await engine.submit('intake', [csv('D1,Dee,Ad,2001-02-03,other'), csv('R1,Ray,Tr,2001-02-03,other'), csv('OK1,Oka,Ok,2001-02-03,other')]);
-    const scrape = async () => (await fetch(`${engine!.adminUrl}/metrics`)).text();
+    const scrape = async () => (await api(`${engine!.adminUrl}/metrics`)).text();
     let metrics = '';
     for (let i = 0; i < 100 && !/ferry_store_backlog\{kind="deliveries_scheduled"\} 1$/m.test(metrics); i++) {
       await new Promise((r) => setTimeout(r, 50));

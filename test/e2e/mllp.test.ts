@@ -12,6 +12,7 @@ import { PassThrough } from 'node:stream';
 import { createLogger, Engine, silentLogger, SqliteMessageStore } from '@ferry/core';
 import { MllpDeframer, readAck, type MllpSource } from '@ferry/plugin-hl7v2-mllp';
 import { makePki } from '../../plugins/hl7v2-mllp/src/mllp/__fixtures__/certs';
+import { roleTokens } from '../support';
 
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'ferry-mllp-e2e-'));
 const VT = Buffer.from([0x0b]);
@@ -129,10 +130,12 @@ describe('MLLP in the engine', () => {
 
   it("the listener's own counters are on /metrics as ferry_source_stat", async () => {
     const dir = tmp();
-    const e = await start(config(dir, { admin: { enabled: true, port: 0 } }));
+    // Opened to scrapers by the explicit setting; the rest of the admin API still needs a token.
+    const e = await start(config(dir, { admin: { enabled: true, port: 0, metricsPublic: true, auth: { tokens: (await roleTokens()).tokens } } }));
     const c = await Client.connect(portOf(e));
     clients.push(c);
     expect(readAck(await c.send(adt('MET1')))).toMatchObject({ code: 'AA' });
+    expect((await fetch(`${e.adminUrl}/api/stats`)).status).toBe(401);
     const text = await (await fetch(`${e.adminUrl}/metrics`)).text();
     expect(text).toMatch(/ferry_source_stat\{source="feed",stat="frames"\} 1/);
     expect(text).toMatch(/ferry_source_stat\{source="feed",stat="connections"\} 1/);

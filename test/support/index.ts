@@ -1,2 +1,3 @@
 export * from './fhir-server';
 export * from './tcp-proxy';
+export * from './admin-auth';

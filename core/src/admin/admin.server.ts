@@ -1,89 +1,277 @@
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { AdminConfig } from '../config/engine.schema';
 import type { Engine } from '../engine/engine';
-import { FerryError } from '../errors';
+import { configError, FerryError, inputError } from '../errors';
+import { errorFields } from '../logging/logger';
 import { issuesOf } from '../model/message';
+import { pem } from '../sources/http.source';
 import { holdRequest, replayFilter, replayMessages, type HoldRequest, type ReplayRequest } from '../store/admin-ops';
+import type { AuditFilter, MessageFilter } from '../store/message-store';
+import { AuthError } from './auth';
+import { AdminGuard, GuardError } from './guard';
+import { deliveryWithoutIdentifiers, redactConfig, withoutIdentifiers } from './redact';
+import { hasRole, type Role } from './roles';
+import { issueToken, tokenRequest, tokenView, type TokenRequest } from './token-ops';
 
 export interface AdminServer {
   url: string;
   app: FastifyInstance;
+  guard: AdminGuard;
+  /** Every route served, with the access it needs (`GET /api/stats` -> viewer). */
+  routes: { method: string; url: string; access: string }[];
   close(): Promise<void>;
 }
 
+/** The `limit` of a list query: a positive integer up to `max` (400 otherwise). */
+function listLimit(v: unknown, dflt: number, max: number): number {
+  if (v === undefined || v === '') return Math.min(dflt, max);
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw inputError('QUERY_LIMIT', `limit: must be a positive integer: ${String(v).slice(0, 40)}`, { field: 'limit' });
+  if (n > max) throw inputError('QUERY_LIMIT', `limit: at most ${max} (admin.maxListLimit)`, { field: 'limit' });
+  return n;
+}
+
+function httpsOptions(cfg: AdminConfig): Record<string, unknown> | undefined {
+  const tls = cfg.tls;
+  if (!tls || (!tls.cert && !tls.key)) return undefined;
+  if (!tls.cert || !tls.key) throw configError('ADMIN_TLS', 'admin.tls: both cert and key are needed for HTTPS');
+  if (tls.requestCert && !tls.ca) throw configError('ADMIN_TLS', 'admin.tls.ca: required with requestCert (the CA client certificates must be signed by)');
+  return {
+    cert: pem(tls.cert, 'cert', 'admin'),
+    key: pem(tls.key, 'key', 'admin'),
+    ...(tls.passphrase ? { passphrase: tls.passphrase } : {}),
+    ...(tls.ca ? { ca: pem(tls.ca, 'ca', 'admin') } : {}),
+    requestCert: tls.requestCert,
+    rejectUnauthorized: tls.requestCert,
+    minVersion: 'TLSv1.2',
+  };
+}
+
 /**
- * Admin HTTP: /health, /ready, /metrics and the operations API (messages, replay, prune).
- * Message bodies are PHI: they are returned only by GET /api/messages/:id?body=true.
+ * Admin HTTP(S): /health and /ready (no credentials), /metrics (viewer, or open with
+ * admin.metricsPublic) and the operations API, every route behind the role it declares (see
+ * guard.ts; README "Security"). PHI -- bodies, bundles, identifiers, ordering keys -- goes only
+ * to phi-reader and admin, and every read of it and every operation is in the audit trail before
+ * the answer is sent.
  */
-export async function startAdmin(engine: Engine, cfg: { host: string; port: number }): Promise<AdminServer> {
-  const app = Fastify({ logger: false });
+export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<AdminServer> {
+  // Slow clients: headers and body must arrive within requestTimeoutMs, checked often enough for it to matter (Node: every 30 s).
+  const slow = cfg.requestTimeoutMs ? { headersTimeout: cfg.requestTimeoutMs, connectionsCheckingInterval: Math.max(250, Math.min(30_000, Math.floor(cfg.requestTimeoutMs / 4))) } : {};
+  const tls = httpsOptions(cfg);
+  const https = tls ? { ...tls, ...slow } : undefined;
+  const serverOptions = {
+    logger: false,
+    bodyLimit: cfg.bodyLimit,
+    requestTimeout: cfg.requestTimeoutMs,
+    return503OnClosing: true,
+    // req.ip: the socket's address, or X-Forwarded-For's when the socket is a listed proxy.
+    trustProxy: cfg.trustProxy?.length ? cfg.trustProxy : false,
+    ...(https ? { https } : { http: slow }),
+  };
+  const app = Fastify(serverOptions as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
+  const guard = new AdminGuard({
+    store: engine.store,
+    auth: cfg.auth,
+    logger: engine.logger,
+    bindHost: cfg.host,
+    allowedHosts: cfg.allowedHosts,
+    allowedOrigins: cfg.allowedOrigins,
+    metricsPublic: cfg.metricsPublic,
+    tls: !!https,
+  });
+  guard.install(app);
+  const routes: AdminServer['routes'] = [];
+  app.addHook('onRoute', (r) => {
+    for (const method of [r.method].flat()) if (method !== 'HEAD') routes.push({ method, url: r.url, access: (r.config as { role?: string } | undefined)?.role ?? 'admin' });
+  });
 
-  app.get('/health', async () => ({ status: 'ok' }));
+  // An empty JSON body is no body (POST /api/prune); anything else must parse (prototype poisoning refused).
+  const json = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (!text.trim()) return done(null, null);
+    return json(req, text, done);
+  });
 
-  app.get('/ready', async (_req, reply) => {
+  app.setErrorHandler(async (e, req, reply) => {
+    if (e instanceof AuthError) {
+      await guard.auditRefusal(req, e);
+      if (e.status === 401) reply.header('www-authenticate', 'Bearer realm="ferry"');
+      if (e.retryAfterSec) reply.header('retry-after', String(e.retryAfterSec));
+      return reply.code(e.status).send({ error: e.message, code: e.code });
+    }
+    if (e instanceof GuardError) {
+      await guard.auditRefusal(req, e as GuardError);
+      return reply.code(e.statusCode).send({ error: e.message });
+    }
+    if (e instanceof FerryError && e.kind === 'input') return reply.code(400).send({ error: e.message, code: e.code });
+    // The store cannot answer now (busy, unreachable): try again; nothing was sent that was not audited.
+    if (e instanceof FerryError && e.kind === 'transient') return reply.code(503).header('retry-after', '1').send({ error: 'the store cannot answer now; try again', code: e.code });
+    const status = (e as { statusCode?: number }).statusCode;
+    if (status && status < 500) return reply.code(status).send({ error: status === 413 ? `body larger than ${cfg.bodyLimit} bytes` : (e as Error).message });
+    engine.logger.error('admin request failed', { route: req.routeOptions.url, ...errorFields(e) });
+    return reply.code(500).send({ error: 'internal error', code: e instanceof FerryError ? e.code : undefined });
+  });
+  app.setNotFoundHandler({ preHandler: async () => undefined }, (_req, reply) => reply.code(404).send({ error: 'not found' }));
+
+  const audit = guard.audit.bind(guard);
+  const isPhi = (req: FastifyRequest) => !!req.principal && hasRole(req.principal, 'phi-reader');
+  const need = (req: FastifyRequest, role: Role, what: string) => {
+    if (!req.principal || !hasRole(req.principal, role)) throw new AuthError(403, `forbidden: ${what} needs role ${role}`, `needs ${role}`);
+  };
+  /** Runs an operation and audits it (ok / invalid / failed) before answering. */
+  async function operation<T>(req: FastifyRequest, action: string, target: string | undefined, run: () => Promise<T>, ids?: (r: T) => string[] | undefined, detail?: (r: T) => string | undefined): Promise<T> {
+    let r: T;
+    try {
+      r = await run();
+    } catch (e) {
+      const invalid = e instanceof FerryError && e.kind === 'input';
+      await audit(req, { action, target, result: invalid ? 'invalid' : 'failed', detail: e instanceof FerryError ? e.code : 'error' });
+      throw e;
+    }
+    await audit(req, { action, target, result: 'ok', messageIds: ids?.(r), detail: detail?.(r) });
+    return r;
+  }
+
+  app.get('/health', { config: { role: 'public' } }, async () => ({ status: 'ok' }));
+
+  app.get('/ready', { config: { role: 'public' } }, async (_req, reply) => {
     const r = engine.readiness();
     return reply.code(r.ready ? 200 : 503).send(r);
   });
 
-  app.get('/metrics', async (_req, reply) => {
+  app.get('/metrics', { config: { role: 'metrics' } }, async (_req, reply) => {
     reply.header('content-type', engine.metrics.registry.contentType);
     return engine.metrics.registry.metrics();
   });
 
-  app.get('/api/stats', async () => engine.store.stats());
+  /** Who the caller is (the console shows it). */
+  app.get('/api/whoami', { config: { role: 'viewer' } }, async (req) => ({ ...req.principal }));
+
+  app.get('/api/stats', { config: { role: 'viewer' } }, async () => engine.store.stats());
 
   /** Each source on this instance: readiness, stats and its own state (e.g. athena-fhir resource types). */
-  app.get('/api/sources', async () => engine.sourceViews());
+  app.get('/api/sources', { config: { role: 'viewer' } }, async () => engine.sourceViews());
 
   /** Each sink on this instance: slots, deliveries under way, and its circuit breaker (paused since, next probe). */
-  app.get('/api/sinks', async () => engine.sinkViews());
+  app.get('/api/sinks', { config: { role: 'viewer' } }, async () => engine.sinkViews());
 
   /**
    * Body (all optional): `until` (ISO 8601 or epoch ms) or `minutes`, and `reason`. Every instance
    * sharing the store stops claiming the sink's deliveries until it is released or `until` passes.
    */
-  app.post<{ Params: { id: string }; Body: HoldRequest | null }>('/api/sinks/:id/hold', async (req, reply) => {
+  app.post<{ Params: { id: string }; Body: HoldRequest | null }>('/api/sinks/:id/hold', { config: { role: 'operator' } }, async (req, reply) => {
     if (!engine.hasSink(req.params.id)) return reply.code(404).send({ error: `no sink "${req.params.id}" in the config` });
-    return engine.holdSink(req.params.id, holdRequest(req.body ?? {}));
+    return operation(req, 'sink.hold', req.params.id, () => engine.holdSink(req.params.id, holdRequest(req.body ?? {})), undefined, (h) => (h.until ? `until ${h.until.toISOString()}` : 'until released'));
   });
 
-  app.delete<{ Params: { id: string } }>('/api/sinks/:id/hold', async (req, reply) => {
+  app.delete<{ Params: { id: string } }>('/api/sinks/:id/hold', { config: { role: 'operator' } }, async (req, reply) => {
     if (!engine.hasSink(req.params.id)) return reply.code(404).send({ error: `no sink "${req.params.id}" in the config` });
-    return { released: await engine.releaseSink(req.params.id) };
+    return operation(req, 'sink.release', req.params.id, async () => ({ released: await engine.releaseSink(req.params.id) }), undefined, (r) => `released=${r.released}`);
   });
 
-  // Bad filters and replay requests are the caller's fault: 400 with the reason.
-  app.setErrorHandler((e, _req, reply) => {
-    if (e instanceof FerryError && e.kind === 'input') return reply.code(400).send({ error: e.message, code: e.code });
-    const status = (e as { statusCode?: number }).statusCode;
-    if (status && status < 500) return reply.code(status).send({ error: (e as Error).message });
-    return reply.code(500).send({ error: 'internal error', code: e instanceof FerryError ? e.code : undefined });
-  });
-
-  /** Same filter keys as `ferry replay`: ids, status, deliveryStatus, source, route, sink, since, until, limit. */
-  app.get('/api/messages', async (req) => {
-    const filter = replayFilter(req.query as ReplayRequest);
-    const list = await engine.store.listMessages({ limit: 100, newestFirst: true, ...filter });
+  /**
+   * Same filter keys as `ferry replay`: ids, status, deliveryStatus, source, route, sink, since,
+   * until, limit (at most admin.maxListLimit); `patient` (phi-reader: an ordering key or the MRN
+   * it ends in). Below phi-reader the metadata comes without identifiers.
+   */
+  app.get<{ Querystring: ReplayRequest & { patient?: string } }>('/api/messages', { config: { role: 'viewer' } }, async (req) => {
+    const { patient, limit, ...q } = req.query;
+    const filter: MessageFilter = { ...replayFilter(q), limit: listLimit(limit, 100, cfg.maxListLimit), newestFirst: true };
+    if (patient !== undefined) {
+      need(req, 'phi-reader', 'searching by patient');
+      if (typeof patient !== 'string' || !patient.trim() || patient.length > 200) throw inputError('QUERY_PATIENT', 'patient: an ordering key or MRN, at most 200 characters', { field: 'patient' });
+      filter.patient = patient.trim();
+    }
+    const list = await engine.store.listMessages(filter);
+    if (!isPhi(req)) return list.map(withoutIdentifiers);
+    // Identifiers and ordering keys are PHI: the read is audited before they are sent.
+    await audit(req, { action: patient !== undefined ? 'message.search' : 'message.list', result: 'ok', messageIds: list.map((m) => m.id), detail: `${list.length} messages` });
     return list.map(({ body: _b, bundle: _bu, ...meta }) => meta);
   });
 
-  app.get<{ Params: { id: string }; Querystring: { body?: string } }>('/api/messages/:id', async (req, reply) => {
+  app.get<{ Params: { id: string }; Querystring: { body?: string; bundle?: string } }>('/api/messages/:id', { config: { role: 'viewer' } }, async (req, reply) => {
     const withBody = req.query.body === 'true';
-    const m = await engine.store.getMessage(req.params.id, { body: withBody, bundle: withBody });
-    if (!m) return reply.code(404).send({ error: `no message ${req.params.id}` });
+    const withBundle = withBody || req.query.bundle === 'true';
+    if (withBody || withBundle) need(req, 'phi-reader', 'a message body or bundle');
+    const m = await engine.store.getMessage(req.params.id, { body: withBody, bundle: withBundle });
+    if (!m) return reply.code(404).send({ error: 'no such message' });
     const [events, deliveries] = await Promise.all([engine.store.events(m.id), engine.store.deliveries(m.id)]);
     // The current processing's data-quality issues: locations and reasons, never values.
-    return { ...m, body: m.body?.toString('utf8'), issues: issuesOf(events), events, deliveries };
+    const issues = issuesOf(events);
+    if (!isPhi(req)) return { ...withoutIdentifiers(m), issues, events, deliveries: deliveries.map(deliveryWithoutIdentifiers) };
+    await audit(req, { action: withBody ? 'message.body.read' : withBundle ? 'message.bundle.read' : 'message.read', result: 'ok', messageIds: [m.id] });
+    return { ...m, body: m.body?.toString('utf8'), issues, events, deliveries };
   });
 
-  /** Body: a `ferry replay` request ({ ids | status, source, route, sink, since, until, mode, dryRun }). */
-  app.post<{ Body: ReplayRequest }>('/api/replay', async (req) => {
-    const r = await replayMessages(engine.store, req.body ?? {});
+  /** Body: a `ferry replay` request ({ ids | status, source, route, sink, since, until, mode, dryRun }); mode redeliver = retry. */
+  app.post<{ Body: ReplayRequest | null }>('/api/replay', { config: { role: 'operator' } }, async (req) => {
+    const body = req.body ?? {};
+    const r = await operation(
+      req,
+      body.dryRun === true || body.dryRun === 'true' ? 'replay.dry-run' : 'replay',
+      undefined,
+      () => replayMessages(engine.store, body),
+      (x) => (x.mode === 'reprocess' ? x.ids : undefined),
+      (x) => `${x.mode} ${x.count}${x.mode === 'redeliver' ? ` deliveries: ${x.ids.slice(0, 50).join(',')}` : ''}`,
+    );
     if (!r.dryRun) engine.kick();
     return { ...r, replayed: r.count };
   });
 
-  app.post('/api/prune', async () => engine.prune());
+  app.post('/api/prune', { config: { role: 'operator' } }, async (req) =>
+    operation(req, 'prune', undefined, () => engine.prune(), undefined, (r) => `bodies ${r.messages}, deleted ${r.deleted ?? 0}, audit ${r.auditDeleted ?? 0}`),
+  );
+
+  /** The audit trail, newest first: since, until, principal, action, messageId, result, limit, after (a seq, for the next page). */
+  app.get<{ Querystring: Record<string, string | undefined> }>('/api/audit', { config: { role: 'admin' } }, async (req) => {
+    const q = req.query;
+    const time = (v: string | undefined, name: string) => {
+      if (v === undefined || v === '') return undefined;
+      const d = /^\d+$/.test(v) ? new Date(Number(v)) : new Date(v);
+      if (Number.isNaN(d.getTime())) throw inputError('AUDIT_FILTER', `${name}: not a time (ISO 8601 or epoch ms)`, { field: name });
+      return d;
+    };
+    const f: AuditFilter = { newestFirst: q.order !== 'asc', limit: listLimit(q.limit, 100, cfg.maxListLimit) };
+    f.since = time(q.since, 'since');
+    f.until = time(q.until, 'until');
+    for (const k of ['principal', 'action', 'messageId', 'result'] as const) if (q[k]) f[k] = String(q[k]);
+    if (q.after !== undefined && q.after !== '') {
+      if (!/^\d+$/.test(q.after)) throw inputError('AUDIT_FILTER', 'after: a seq number', { field: 'after' });
+      f.afterSeq = Number(q.after);
+    }
+    return engine.store.auditEntries(f);
+  });
+
+  app.get('/api/tokens', { config: { role: 'admin' } }, async () => {
+    const fromConfig = cfg.auth.tokens.map((t) => ({ id: t.id, name: t.name, roles: t.roles, expiresAt: t.expires, source: 'config' }));
+    return [...fromConfig, ...(await engine.store.apiTokens()).map((t) => ({ ...tokenView(t), source: 'store' }))];
+  });
+
+  /** Body: { name, roles, expires? }. The answer holds the token's secret: shown this once, only its hash is kept. */
+  app.post<{ Body: TokenRequest | null }>('/api/tokens', { config: { role: 'admin' } }, async (req, reply) => {
+    const { principal } = req;
+    const by = principal ? `${principal.id} (${principal.name})` : 'unknown';
+    const t = await operation(req, 'token.create', undefined, () => issueToken(engine.store, tokenRequest(req.body ?? {}), by), undefined, (x) => `${x.record.id} roles=${x.record.roles.join(',')}`);
+    return reply.code(201).send({ ...tokenView(t.record), token: t.secret });
+  });
+
+  app.delete<{ Params: { id: string } }>('/api/tokens/:id', { config: { role: 'admin' } }, async (req, reply) => {
+    if (cfg.auth.tokens.some((t) => t.id === req.params.id)) return reply.code(409).send({ error: 'this token is in the config: remove it there' });
+    const by = req.principal ? `${req.principal.id} (${req.principal.name})` : 'unknown';
+    const revoked = await operation(req, 'token.revoke', req.params.id, () => engine.store.revokeApiToken(req.params.id, by), undefined, (r) => `revoked=${r}`);
+    if (!revoked) return reply.code(404).send({ error: 'no active token with this id' });
+    return { revoked };
+  });
+
+  /** The running config, secrets redacted. */
+  app.get('/api/config', { config: { role: 'admin' } }, async (req) => {
+    await audit(req, { action: 'config.read', result: 'ok' });
+    const { pluginConfig, ...rest } = engine.config;
+    return redactConfig({ ...rest, pluginConfig });
+  });
 
   const address = await app.listen({ host: cfg.host, port: cfg.port });
-  return { url: address, app, close: () => app.close() };
+  return { url: address, app, guard, routes, close: () => app.close() };
 }

@@ -1,7 +1,22 @@
 import type convict from 'convict';
+import type { AuthConfig } from '../admin/auth';
+import { isRole, ROLES } from '../admin/roles';
+import { isTokenHash, isTokenId } from '../admin/tokens';
 import type { CircuitPolicy } from '../delivery/circuit';
 import type { DataQualityPolicy } from '../model/message';
 import { checkDataQualityFields } from '../pipeline/data-quality';
+
+/** A convict format: a list of strings each matching `re`. */
+function stringList(name: string, re: RegExp): (v: unknown) => void {
+  const f = (v: unknown): void => {
+    if (!Array.isArray(v)) throw new Error('must be a list of strings');
+    v.forEach((x, i) => {
+      if (typeof x !== 'string' || !re.test(x)) throw new Error(`[${i}]: not a valid entry: ${JSON.stringify(x)}`);
+    });
+  };
+  Object.defineProperty(f, 'name', { value: name });
+  return f;
+}
 
 /** Keys shared by every sink entry, whatever its type: the delivery policy. */
 export const sinkCommonSchema = {
@@ -85,6 +100,7 @@ export const engineSchema = {
       deliveredDays: { doc: 'Bodies of delivered/filtered messages kept this many days', format: 'nat', default: 30 },
       deadDays: { doc: 'Bodies of dead/failed messages kept this many days', format: 'nat', default: 90 },
       pruneIntervalMinutes: { doc: 'How often the pruner runs (0 = never)', format: 'nat', default: 60 },
+      auditDays: { doc: 'Audit trail entries kept this many days (0 = for ever); the pruner deletes older ones', format: 'nat', default: 6 * 365 },
     },
   },
   plugins: { doc: 'Plugins to load: package name or path, or { package, config }', format: Array, default: [] as unknown[] },
@@ -116,6 +132,77 @@ export const engineSchema = {
     enabled: { doc: 'Serve /health, /ready, /metrics and the admin API', format: Boolean, default: true, env: 'FERRY_ADMIN_ENABLED' },
     host: { doc: 'Admin bind address', format: String, default: '127.0.0.1', env: 'FERRY_ADMIN_HOST' },
     port: { doc: 'Admin port', format: 'port', default: 8080, env: 'FERRY_ADMIN_PORT' },
+    allowedHosts: {
+      doc: "Host header names served besides the bind address and localhost / 127.0.0.1 / [::1] (DNS rebinding defence); bound to 0.0.0.0 or ::, also this machine's host name and addresses; '*' = any",
+      format: stringList('allowedHosts', /^(\*|[A-Za-z0-9.:_\[\]-]+)$/),
+      default: [] as string[],
+    },
+    allowedOrigins: {
+      doc: 'Browser origins (scheme://host[:port]) allowed to call the API besides the admin server itself; a request with any other Origin header is refused',
+      format: stringList('allowedOrigins', /^https?:\/\/[A-Za-z0-9.:_\[\]-]+$/),
+      default: [] as string[],
+    },
+    trustProxy: {
+      doc: "Addresses or CIDRs of reverse proxies in front of the admin API whose X-Forwarded-For is believed (the client's address then goes to the audit trail and the failed-auth limit); empty: none is",
+      format: stringList('trustProxy', /^[0-9A-Fa-f.:]+(\/\d{1,3})?$/),
+      default: [] as string[],
+    },
+    metricsPublic: { doc: 'Serve /metrics without authentication (Prometheus scrapers on a trusted network); off: a viewer token is needed', format: Boolean, default: false },
+    bodyLimit: { doc: 'Largest request body in bytes (413 above)', format: 'nat', default: 64 * 1024 },
+    maxListLimit: { doc: 'Largest `limit` a list query (messages, audit) may ask for (400 above)', format: 'nat', default: 1000 },
+    requestTimeoutMs: { doc: 'A request (headers and body) not received within this is answered 408 and closed (slow clients)', format: 'nat', default: 30_000 },
+    auth: {
+      tokens: {
+        doc: 'API tokens kept in the config, as hashes only: [{ id, name, roles, hash, expires? }] (`ferry token create --config-entry` prints one); more are kept in the store (`ferry token create`)',
+        format: function adminTokens(v: unknown): void {
+          if (!Array.isArray(v)) throw new Error('must be a list of { id, name, roles, hash, expires? }');
+          const seen = new Set<string>();
+          v.forEach((t, i) => {
+            const at = `[${i}]`;
+            if (!t || typeof t !== 'object' || Array.isArray(t)) throw new Error(`${at}: must be { id, name, roles, hash, expires? }`);
+            const { id, name, roles, hash, expires, ...rest } = t as Record<string, unknown>;
+            for (const k of Object.keys(rest)) throw new Error(`${at}.${k}: unknown key (expected id, name, roles, hash, expires)`);
+            if (!isTokenId(id)) throw new Error(`${at}.id: 4 to 40 lower-case letters and digits (the part after "ferry_" in the token)`);
+            if (seen.has(id)) throw new Error(`${at}.id: duplicate token id ${id}`);
+            seen.add(id);
+            if (typeof name !== 'string' || !name.trim()) throw new Error(`${at}.name: required`);
+            if (!Array.isArray(roles) || !roles.length || !roles.every(isRole)) throw new Error(`${at}.roles: a list of ${ROLES.join(', ')}`);
+            if (!isTokenHash(hash)) throw new Error(`${at}.hash: must be a scrypt$N$r$p$salt$hash string (never the token itself; see ferry token create --config-entry)`);
+            if (expires !== undefined && (typeof expires !== 'string' || Number.isNaN(Date.parse(expires)))) throw new Error(`${at}.expires: an ISO 8601 time`);
+          });
+        },
+        default: [] as unknown[],
+      },
+      oidc: {
+        issuer: { doc: "OIDC/JWT bearer tokens: the identity provider's issuer (`iss`); '' = off", format: String, default: '' },
+        audience: { doc: 'Required `aud` (the client id Ferry is registered as)', format: String, default: '' },
+        jwksUrl: { doc: "The identity provider's JWKS URL (https; http only on localhost)", format: String, default: '' },
+        rolesClaim: { doc: 'Claim with the roles or groups (dot path, e.g. realm_access.roles; a list or a space-separated string)', format: String, default: 'roles' },
+        roleMap: {
+          doc: 'Claim value -> Ferry role (viewer, operator, phi-reader, admin); empty: the claim holds Ferry role names',
+          format: function roleMap(v: unknown): void {
+            if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('must be a mapping of claim value -> role');
+            for (const [k, r] of Object.entries(v)) if (!isRole(r)) throw new Error(`${k}: must be one of ${ROLES.join(', ')}`);
+          },
+          default: {} as Record<string, string>,
+        },
+        nameClaim: { doc: 'Claim naming the user in the audit trail', format: String, default: 'preferred_username' },
+        algorithms: { doc: 'Accepted JWS algorithms', format: stringList('algorithms', /^(RS|PS|ES)(256|384|512)$|^EdDSA$/), default: ['RS256', 'PS256', 'ES256', 'EdDSA'] },
+        clockToleranceSec: { doc: 'Clock skew allowed on exp / nbf', format: 'nat', default: 30 },
+      },
+      failedAuth: {
+        maxFailures: { doc: 'Failed authentications from one address within windowMs before it is refused (429) for windowMs (0 = no limit)', format: 'nat', default: 10 },
+        windowMs: { doc: 'The window of maxFailures, and how long an address is refused after it', format: 'nat', default: 60_000 },
+      },
+      tokenCacheMs: { doc: "How long a checked API token's secret is remembered (its scrypt check skipped; revocation and expiry still apply at once)", format: 'nat', default: 300_000 },
+    },
+    tls: {
+      cert: { doc: 'PEM certificate chain, or a path to it: the admin API is served over HTTPS when cert and key are set', format: String, default: '' },
+      key: { doc: 'PEM private key, or a path to it (or key_FILE)', format: String, default: '', sensitive: true },
+      passphrase: { doc: 'Passphrase of the key (or passphrase_FILE)', format: String, default: '', sensitive: true },
+      ca: { doc: 'PEM CA bundle, or a path: client certificates must be signed by it when requestCert is on', format: String, default: '' },
+      requestCert: { doc: 'Mutual TLS: require a client certificate signed by `ca` (a bearer token is still required)', format: Boolean, default: false },
+    },
   },
   log: {
     level: { doc: 'error | warn | info | debug', format: ['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly'], default: 'info', env: 'FERRY_LOG_LEVEL' },
@@ -148,6 +235,29 @@ export interface PluginRef {
   config: Record<string, unknown>;
 }
 
+export interface AdminTlsConfig {
+  cert: string;
+  key: string;
+  passphrase: string;
+  ca: string;
+  requestCert: boolean;
+}
+
+export interface AdminConfig {
+  enabled: boolean;
+  host: string;
+  port: number;
+  allowedHosts: string[];
+  allowedOrigins: string[];
+  trustProxy: string[];
+  metricsPublic: boolean;
+  bodyLimit: number;
+  maxListLimit: number;
+  requestTimeoutMs: number;
+  auth: AuthConfig;
+  tls: AdminTlsConfig;
+}
+
 export interface EngineConfig {
   store: {
     kind: 'sqlite' | 'postgres';
@@ -157,14 +267,14 @@ export interface EngineConfig {
     schema: string;
     queryTimeoutMs: number;
     groupCommit: { maxBatch: number };
-    retention: { deliveredDays: number; deadDays: number; pruneIntervalMinutes: number };
+    retention: { deliveredDays: number; deadDays: number; pruneIntervalMinutes: number; auditDays: number };
   };
   plugins: PluginRef[];
   sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number }; dataQuality: DataQualityPolicy; [k: string]: unknown }>;
   sinks: Record<string, { type: string; retry: RetryPolicy; circuitBreaker: CircuitPolicy; concurrency: number; deliveryTimeoutMs: number; [k: string]: unknown }>;
   routes: RouteConfig[];
   processing: { batchSize: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number; maxAttempts: number; transformWorkers: number | 'auto' };
-  admin: { enabled: boolean; host: string; port: number };
+  admin: AdminConfig;
   log: { level: string; format: 'json' | 'pretty' };
   /** Validated config of each loaded plugin, by plugin id. */
   pluginConfig: Record<string, Record<string, unknown>>;

@@ -259,6 +259,19 @@ export function buildEngineConfig(
     { env: opts.env ?? process.env },
   );
 
+  const oidc = engine.admin?.auth?.oidc;
+  if (oidc?.issuer) {
+    let url: URL | undefined;
+    try {
+      url = new URL(oidc.jwksUrl);
+    } catch {
+      problems.push({ path: 'admin.auth.oidc.jwksUrl', message: 'required with issuer: the identity provider\'s JWKS URL' });
+    }
+    if (url && url.protocol !== 'https:' && !['localhost', '127.0.0.1', '[::1]'].includes(url.hostname))
+      problems.push({ path: 'admin.auth.oidc.jwksUrl', message: 'must be https (http only on localhost)' });
+    if (!oidc.audience) problems.push({ path: 'admin.auth.oidc.audience', message: 'required with issuer (the client id Ferry is registered as): a token for another application must not open the admin API' });
+  }
+
   const sources: EngineConfig['sources'] = {};
   if (rawSources !== undefined && (typeof rawSources !== 'object' || Array.isArray(rawSources) || rawSources === null)) {
     problems.push({ path: 'sources', message: 'must be a mapping of source id -> { type, ... }' });

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import type { Logger } from 'winston';
 import { startAdmin, type AdminServer } from '../admin/admin.server';
+import { ensureInitialToken, printInitialToken } from '../admin/auth';
 import { EngineMetrics } from '../admin/metrics';
 import type { EngineConfig } from '../config/engine.schema';
 import { Dispatcher, type SinkRuntime, type SinkView } from '../delivery/dispatcher';
@@ -29,6 +30,11 @@ export function transformWorkerCount(setting: number | 'auto'): number {
 export interface EngineOptions extends ConfigureOptions {
   /** Use this store instead of the configured one (tests, embedding). Not closed by stop(). */
   store?: MessageStore;
+  /**
+   * Where the initial admin token's secret goes when the first start creates it (no principal
+   * configured): by default written to the terminal (stderr), never to the log.
+   */
+  showInitialToken?: (secret: string, id: string) => void;
 }
 
 interface SourceRuntime {
@@ -65,6 +71,7 @@ export class Engine {
     readonly host: PluginHost,
     readonly logger: Logger,
     store: MessageStore | undefined,
+    private readonly showInitialToken: (secret: string, id: string) => void = printInitialToken,
   ) {
     this.ownsStore = !store;
     this.store = store ?? createStore(config.store, logger.child({ component: 'store' }), config.baseDir, { engine: true });
@@ -86,7 +93,7 @@ export class Engine {
     const bootLogger = opts.logger ?? createLogger({ level: (opts.env ?? process.env).FERRY_LOG_LEVEL ?? 'info' });
     const { config, host } = await configure({ ...opts, logger: bootLogger });
     const logger = opts.logger ?? createLogger(config.log);
-    return new Engine(config, host, logger, opts.store);
+    return new Engine(config, host, logger, opts.store, opts.showInitialToken);
   }
 
   get running(): boolean {
@@ -187,7 +194,11 @@ export class Engine {
       this.processor.start();
       this.dispatcher.start();
       for (const [id, entry] of Object.entries(cfg.sources)) await this.startSource(id, entry);
-      if (cfg.admin.enabled) this.admin = await startAdmin(this, cfg.admin);
+      if (cfg.admin.enabled) {
+        const id = await ensureInitialToken(this.store, cfg.admin.auth, this.showInitialToken);
+        if (id) this.logger.warn('no admin principal configured: created the initial admin API token (shown once on the terminal)', { tokenId: id });
+        this.admin = await startAdmin(this, cfg.admin);
+      }
       this.schedulePruner();
       this.state = 'running';
       this.logger.info('engine started', {
@@ -219,6 +230,11 @@ export class Engine {
   /** The admin server's URL, when enabled. */
   get adminUrl(): string | undefined {
     return this.admin?.url;
+  }
+
+  /** The admin server, when enabled (its routes, its guard for new endpoints). */
+  get adminServer(): AdminServer | undefined {
+    return this.admin;
   }
 
   /** The running source instance with this id (tests use it to find a bound port). */
@@ -254,6 +270,7 @@ export class Engine {
           dataQuality,
           logger,
         ),
+      auditEntries: (filter) => this.store.auditEntries(filter),
     };
     const child = reg.container.createChildContainer();
     child.register(coreTokens.SourceContext, { useValue: ctx });

@@ -3,7 +3,7 @@ import type convict from 'convict';
 import type { DependencyContainer } from 'tsyringe';
 import type { Logger } from 'winston';
 import type { DataQualityIssue, InboundMessage, MessageHeaders, StoredMessage } from '../model/message';
-import type { InsertOptions, InsertResult, MessageStore } from '../store/message-store';
+import type { AuditFilter, InsertOptions, InsertResult, MessageStore, StoredAuditEntry } from '../store/message-store';
 
 export type Ctor<T> = new (...args: any[]) => T;
 
@@ -83,6 +83,8 @@ export interface SourceContext<C = any> {
    * `dataQualityCanFail`.
    */
   dataQualityIssues?(message: InboundMessage): Promise<DataQualityIssue[]>;
+  /** The store's audit trail (read-only; the core `audit` source emits it as FHIR AuditEvents). */
+  auditEntries?(filter: AuditFilter): Promise<StoredAuditEntry[]>;
 }
 
 export interface MessageSource {

@@ -17,7 +17,7 @@ const check = (schema: object, entry: unknown, common: object = sinkCommonSchema
 };
 
 describe('core plugin types and their config schemas', () => {
-  it('registers the file/http sources and file/http/fhir sinks', () => {
+  it('registers the file/http/audit sources and file/http/fhir sinks', () => {
     const sources: string[] = [];
     const sinks: string[] = [];
     corePlugin.register({
@@ -30,7 +30,7 @@ describe('core plugin types and their config schemas', () => {
       addTransform: () => undefined,
       addCommand: () => undefined,
     });
-    expect(sources.sort()).toEqual(['file', 'http']);
+    expect(sources.sort()).toEqual(['audit', 'file', 'http']);
     expect(sinks.sort()).toEqual(['fhir', 'file', 'http']);
   });
 
@@ -76,7 +76,7 @@ describe('core plugin types and their config schemas', () => {
 });
 
 describe('example configs using the core types', () => {
-  it.each(['http-to-fhir.yaml', 'file-drop.yaml'])('config/examples/%s validates', async (f) => {
+  it.each(['http-to-fhir.yaml', 'file-drop.yaml', 'secure-admin.yaml'])('config/examples/%s validates', async (f) => {
     const { config } = await configure({ configFile: path.resolve(__dirname, '../../../config/examples', f), env: { INGEST_TOKEN: 'x', FHIR_TOKEN: 'y' } });
     expect(Object.keys(config.sinks).length).toBeGreaterThan(0);
   });

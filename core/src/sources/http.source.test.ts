@@ -139,6 +139,10 @@ describe('HttpSource with a bearer token', () => {
       expect((await send()).status).toBe(401);
       expect((await send('Bearer nope')).status).toBe(401);
       expect((await send('Bearer tkn')).status).toBe(202);
+      expect((await send('bearer tkn')).status).toBe(202);
+      expect((await send('BEARER  tkn')).status).toBe(202);
+      expect((await send('Basic tkn')).status).toBe(401);
+      expect((await send('tkn')).status).toBe(401);
     } finally {
       await src.stop();
       await store.close();

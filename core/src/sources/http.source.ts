@@ -53,7 +53,7 @@ export interface HttpSourceConfig {
 }
 
 /** A PEM value given inline, or read from the path it names. */
-function pem(value: string, what: string, where: string): string {
+export function pem(value: string, what: string, where: string): string {
   if (value.includes('-----BEGIN')) return value;
   try {
     return readFileSync(value, 'utf8');
@@ -153,8 +153,10 @@ export class HttpSource implements MessageSource {
 
   private authorized(req: FastifyRequest): boolean {
     if (!this.cfg.token) return true;
-    const got = Buffer.from(req.headers.authorization ?? '');
-    const want = Buffer.from(`Bearer ${this.cfg.token}`);
+    // The scheme in any case (`bearer` is as good as `Bearer`, RFC 7235); the token compared in constant time.
+    const m = /^bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? '');
+    const got = Buffer.from(m?.[1] ?? '');
+    const want = Buffer.from(this.cfg.token);
     return got.length === want.length && timingSafeEqual(got, want);
   }
 

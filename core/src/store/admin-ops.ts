@@ -157,6 +157,8 @@ export interface RetentionSettings {
   deadDays: number;
   /** Delete whole messages in a final status after this many days (0 / absent: keep metadata). */
   deleteDays?: number;
+  /** Delete audit entries after this many days (0 / absent: keep them). */
+  auditDays?: number;
 }
 
 /** Prune by retention in days, relative to `now`. */
@@ -166,5 +168,6 @@ export function pruneByRetention(store: MessageStore, r: RetentionSettings, now:
     bodiesBefore: new Date(now.getTime() - r.deliveredDays * day),
     deadBefore: new Date(now.getTime() - r.deadDays * day),
     ...(r.deleteDays ? { deleteBefore: new Date(now.getTime() - r.deleteDays * day) } : {}),
+    ...(r.auditDays ? { auditBefore: new Date(now.getTime() - r.auditDays * day) } : {}),
   });
 }

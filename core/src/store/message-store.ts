@@ -60,6 +60,11 @@ export interface MessageFilter {
   limit?: number;
   /** Newest first when true. */
   newestFirst?: boolean;
+  /**
+   * A patient's messages: those whose ordering key is this, or ends in `|<this>` (the HL7 v2
+   * transform's key is `<assigning authority>|<MRN>`). PHI: only for the phi-reader role.
+   */
+  patient?: string;
 }
 
 export interface PlannedDelivery {
@@ -147,6 +152,61 @@ export interface StoreStats {
   deliveries: Record<string, number>;
 }
 
+/** One entry of the audit trail: who did or read what, when, from where, with what result. */
+export interface AuditEntry {
+  /** Set by the store when absent. */
+  at?: Date;
+  /** `token:<id>` (`<name>`), `oidc:<subject>`, `cli:<os user>`, `anonymous`. */
+  principal: string;
+  /** The role the action was allowed under (absent when refused before one was known). */
+  role?: string;
+  /** The client's address (admin API). */
+  remote?: string;
+  /** e.g. `message.read`, `message.body.read`, `replay`, `prune`, `sink.hold`, `token.create`, `auth.failed`. */
+  action: string;
+  /** What it was done to: a sink id, a token id, a request path. */
+  target?: string;
+  /** The messages read or changed (ids only). */
+  messageIds?: string[];
+  /** `ok`, `denied` (401/403/429), `failed` (the operation went wrong), `invalid` (bad input). */
+  result: string;
+  /** A short, PHI-free note (error code, counts, filter keys). */
+  detail?: string;
+}
+
+export interface StoredAuditEntry extends AuditEntry {
+  seq: number;
+  at: Date;
+}
+
+export interface AuditFilter {
+  since?: Date;
+  until?: Date;
+  principal?: string;
+  action?: string;
+  /** Entries naming this message id. */
+  messageId?: string;
+  result?: string;
+  /** Entries after this seq (paging, oldest first), or before it newest first. */
+  afterSeq?: number;
+  limit?: number;
+  newestFirst?: boolean;
+}
+
+/** An API token as the store keeps it: only a salted hash of the secret. */
+export interface ApiTokenRecord {
+  id: string;
+  name: string;
+  roles: string[];
+  /** `scrypt$N$r$p$<salt>$<hash>` (see admin/tokens.ts). */
+  hash: string;
+  createdAt: Date;
+  createdBy?: string;
+  expiresAt?: Date;
+  revokedAt?: Date;
+  revokedBy?: string;
+}
+
 export interface PruneOptions {
   /** Drop bodies and bundles of delivered/filtered messages older than this. */
   bodiesBefore: Date;
@@ -154,6 +214,8 @@ export interface PruneOptions {
   deadBefore?: Date;
   /** Delete whole messages (metadata, events, deliveries) in a final status older than this. */
   deleteBefore?: Date;
+  /** Delete audit entries older than this (the audit trail's own, longer retention). */
+  auditBefore?: Date;
 }
 
 export interface PruneResult {
@@ -161,6 +223,8 @@ export interface PruneResult {
   messages: number;
   /** Messages deleted entirely (`deleteBefore`). */
   deleted?: number;
+  /** Audit entries deleted (`auditBefore`). */
+  auditDeleted?: number;
 }
 
 /** Work the engine still has to do (`Engine.waitForIdle`, health, metrics). */
@@ -303,6 +367,22 @@ export interface MessageStore {
   releaseSink(sinkId: string): Promise<boolean>;
   /** The holds in force now (one whose `until` has passed is over). */
   sinkHolds(): Promise<SinkHold[]>;
+
+  /**
+   * Appends entries to the audit trail (durably, before it resolves). The store never updates
+   * them; only `prune({ auditBefore })` deletes old ones.
+   */
+  appendAudit(entries: AuditEntry[]): Promise<void>;
+  /** Audit entries, oldest first unless `newestFirst`. */
+  auditEntries(filter?: AuditFilter): Promise<StoredAuditEntry[]>;
+
+  /** Stores a new API token (its hash); an existing id is an input error. */
+  createApiToken(token: ApiTokenRecord): Promise<void>;
+  /** Every API token, revoked and expired ones included, oldest first. */
+  apiTokens(): Promise<ApiTokenRecord[]>;
+  apiToken(id: string): Promise<ApiTokenRecord | undefined>;
+  /** Marks a token revoked (kept for the audit trail); false when unknown or already revoked. */
+  revokeApiToken(id: string, by?: string): Promise<boolean>;
 
   getCheckpoint(sourceId: string, key: string): Promise<string | undefined>;
   setCheckpoint(sourceId: string, key: string, value: string): Promise<void>;

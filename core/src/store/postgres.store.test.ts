@@ -38,6 +38,22 @@ storeConformance('postgres', {
 });
 
 describe('PostgresMessageStore specifics', () => {
+  it('the audit trail is append-only in the database too: UPDATE is refused, retention may DELETE', async () => {
+    const schema = `${prefix}_audit`;
+    const s = make(schema);
+    await s.open();
+    await s.appendAudit([{ principal: 'cli:test', action: 'prune', result: 'ok' }]);
+    await s.close();
+    const c = new pg.Client({ connectionString: URL });
+    await c.connect();
+    try {
+      await expect(c.query(`UPDATE ${schema}.audit_log SET principal = 'someone else'`)).rejects.toThrow(/append-only/);
+      expect((await c.query(`DELETE FROM ${schema}.audit_log`)).rowCount).toBe(1);
+    } finally {
+      await c.end();
+    }
+  });
+
   it('two processes migrating at once apply each migration once', async () => {
     const schema = `${prefix}_mig`;
     const a = make(schema);

@@ -142,6 +142,44 @@ export const migrations: Migration[] = [
       )`,
     ],
   },
+  {
+    version: 8,
+    name: 'audit trail (append-only: who did or read what, from where, with what result) and API tokens (salted hashes only)',
+    statements: [
+      `CREATE TABLE audit_log (
+        seq {AUTO},
+        at {BIGINT} NOT NULL,
+        principal TEXT NOT NULL,
+        role TEXT,
+        remote TEXT,
+        action TEXT NOT NULL,
+        target TEXT,
+        message_ids TEXT,
+        result TEXT NOT NULL,
+        detail TEXT
+      )`,
+      `CREATE INDEX audit_log_at ON audit_log (at)`,
+      `CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        created_at {BIGINT} NOT NULL,
+        created_by TEXT,
+        expires_at {BIGINT},
+        revoked_at {BIGINT},
+        revoked_by TEXT
+      )`,
+    ],
+    // The engine never rewrites an audit entry; the database refuses it too (only its retention deletes rows).
+    only: {
+      sqlite: [`CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END`],
+      postgres: [
+        `CREATE FUNCTION ferry_audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$`,
+        `CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log FOR EACH ROW EXECUTE FUNCTION ferry_audit_log_append_only()`,
+      ],
+    },
+  },
 ];
 
 export function ddl(sql: string, dialect: Dialect): string {

@@ -6,6 +6,10 @@ import { DATA_QUALITY_EVENT, type DeliveryStatus, type MessageEvent, type Messag
 import { lazyJson } from '../util/lazy-json';
 import { newId } from './ids';
 import type {
+  ApiTokenRecord,
+  AuditEntry,
+  AuditFilter,
+  StoredAuditEntry,
   BacklogInfo,
   ClaimedDelivery,
   DeliveryClaimFilter,
@@ -777,6 +781,10 @@ export abstract class SqlMessageStore implements MessageStore {
     if (f.until) {
       c.push('m.received_at < ?');
       p.push(f.until.getTime());
+    }
+    if (f.patient) {
+      c.push("(m.ordering_key = ? OR m.ordering_key LIKE ? ESCAPE '\\')");
+      p.push(f.patient, `%|${f.patient.replace(/[\\%_]/g, (ch) => `\\${ch}`)}`);
     }
     if (f.routeId || f.sinkId || f.deliveryStatus?.length) {
       const d: string[] = ['d.message_id = m.id', 'd.superseded = 0'];
@@ -1761,6 +1769,105 @@ export abstract class SqlMessageStore implements MessageStore {
     return h;
   }
 
+  // ------------------------------------------------------------------------------------------
+  // Audit trail and API tokens
+
+  async appendAudit(entries: AuditEntry[]): Promise<void> {
+    this.assertOpen();
+    if (!entries.length) return;
+    const now = this.now();
+    await this.tx(async (x) => {
+      for (const e of entries) {
+        if (!e.principal || !e.action || !e.result) throw new FerryError('INPUT_AUDIT_ENTRY', 'an audit entry needs principal, action and result', { kind: 'input' });
+        await x.run(
+          'INSERT INTO audit_log (at, principal, role, remote, action, target, message_ids, result, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+          [
+            e.at ? e.at.getTime() + this.clockOffsetMs : now,
+            e.principal,
+            e.role ?? null,
+            e.remote ?? null,
+            e.action,
+            e.target ?? null,
+            e.messageIds?.length ? JSON.stringify(e.messageIds) : null,
+            e.result,
+            e.detail ?? null,
+          ],
+        );
+      }
+    }, { durable: true });
+  }
+
+  async auditEntries(f: AuditFilter = {}): Promise<StoredAuditEntry[]> {
+    this.assertOpen();
+    const c: string[] = [];
+    const p: unknown[] = [];
+    const add = (sql: string, v: unknown) => {
+      c.push(sql);
+      p.push(v);
+    };
+    if (f.since) add('at >= ?', f.since.getTime() + this.clockOffsetMs);
+    if (f.until) add('at < ?', f.until.getTime() + this.clockOffsetMs);
+    if (f.principal) add('principal = ?', f.principal);
+    if (f.action) add('action = ?', f.action);
+    if (f.result) add('result = ?', f.result);
+    if (f.messageId) add('message_ids LIKE ?', `%${JSON.stringify(f.messageId)}%`);
+    if (f.afterSeq !== undefined) add(f.newestFirst ? 'seq < ?' : 'seq > ?', f.afterSeq);
+    const limit = f.limit && f.limit > 0 ? ` LIMIT ${Math.floor(f.limit)}` : '';
+    const rows = await this.readAside((x) => x.all(`SELECT * FROM audit_log ${c.length ? `WHERE ${c.join(' AND ')}` : ''} ORDER BY seq ${f.newestFirst ? 'DESC' : 'ASC'}${limit}`, p));
+    return rows.map((r) => {
+      const e: StoredAuditEntry = { seq: Number(r.seq), at: new Date(Number(r.at) - this.clockOffsetMs), principal: r.principal, action: r.action, result: r.result };
+      if (r.role) e.role = r.role;
+      if (r.remote) e.remote = r.remote;
+      if (r.target) e.target = r.target;
+      if (r.message_ids) e.messageIds = JSON.parse(r.message_ids);
+      if (r.detail) e.detail = r.detail;
+      return e;
+    });
+  }
+
+  async createApiToken(t: ApiTokenRecord): Promise<void> {
+    this.assertOpen();
+    if (!t.id || !t.name || !t.hash || !t.roles?.length) throw new FerryError('INPUT_TOKEN', 'a token needs id, name, roles and hash', { kind: 'input' });
+    await this.tx(async (x) => {
+      if ((await x.all('SELECT id FROM api_tokens WHERE id = ?', [t.id])).length) throw new FerryError('INPUT_TOKEN_EXISTS', `a token with id ${t.id} exists`, { kind: 'input' });
+      await x.run('INSERT INTO api_tokens (id, name, roles, hash, created_at, created_by, expires_at, revoked_at, revoked_by) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)', [
+        t.id,
+        t.name,
+        JSON.stringify(t.roles),
+        t.hash,
+        t.createdAt.getTime(),
+        t.createdBy ?? null,
+        t.expiresAt ? t.expiresAt.getTime() : null,
+      ]);
+    }, { durable: true });
+  }
+
+  private toToken(r: Row): ApiTokenRecord {
+    const t: ApiTokenRecord = { id: r.id, name: r.name, roles: JSON.parse(r.roles), hash: r.hash, createdAt: new Date(Number(r.created_at)) };
+    if (r.created_by) t.createdBy = r.created_by;
+    if (r.expires_at !== null && r.expires_at !== undefined) t.expiresAt = new Date(Number(r.expires_at));
+    if (r.revoked_at !== null && r.revoked_at !== undefined) t.revokedAt = new Date(Number(r.revoked_at));
+    if (r.revoked_by) t.revokedBy = r.revoked_by;
+    return t;
+  }
+
+  async apiTokens(): Promise<ApiTokenRecord[]> {
+    this.assertOpen();
+    return (await this.read((x) => x.all('SELECT * FROM api_tokens ORDER BY created_at, id'))).map((r) => this.toToken(r));
+  }
+
+  async apiToken(id: string): Promise<ApiTokenRecord | undefined> {
+    this.assertOpen();
+    const rows = await this.read((x) => x.all('SELECT * FROM api_tokens WHERE id = ?', [id]));
+    return rows[0] ? this.toToken(rows[0]) : undefined;
+  }
+
+  async revokeApiToken(id: string, by?: string): Promise<boolean> {
+    this.assertOpen();
+    const now = this.now();
+    return (await this.tx((x) => x.run('UPDATE api_tokens SET revoked_at = ?, revoked_by = ? WHERE id = ? AND revoked_at IS NULL', [now, by ?? null, id]), { durable: true })) > 0;
+  }
+
   async getCheckpoint(sourceId: string, key: string): Promise<string | undefined> {
     this.assertOpen();
     const rows = await this.readSettled((x) => x.all('SELECT value FROM checkpoints WHERE source_id = ? AND key = ?', [sourceId, key]));
@@ -1834,8 +1941,13 @@ export abstract class SqlMessageStore implements MessageStore {
         await SqlMessageStore.breathe();
       }
     }
-    if (messages || deleted) await this.compact();
-    return { messages, deleted };
+    let auditDeleted: number | undefined;
+    if (opts.auditBefore) {
+      const before = opts.auditBefore.getTime() + this.clockOffsetMs;
+      auditDeleted = await this.txSettled((x) => x.run('DELETE FROM audit_log WHERE at < ?', [before]), { long: true });
+    }
+    if (messages || deleted || auditDeleted) await this.compact();
+    return auditDeleted === undefined ? { messages, deleted } : { messages, deleted, auditDeleted };
   }
 
   async stats(): Promise<StoreStats> {

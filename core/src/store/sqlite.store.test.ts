@@ -39,6 +39,21 @@ storeConformance('sqlite', {
 });
 
 describe('SqliteMessageStore specifics', () => {
+  it('the audit trail is append-only in the file too: UPDATE is refused, retention may DELETE', async () => {
+    const file = path.join(dir, 'audit.db');
+    const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
+    await s.open();
+    await s.appendAudit([{ principal: 'cli:test', action: 'prune', result: 'ok' }]);
+    await s.close();
+    const db = new Database(file);
+    try {
+      expect(() => db.prepare("UPDATE audit_log SET principal = 'someone else'").run()).toThrow(/append-only/);
+      expect(db.prepare('DELETE FROM audit_log').run().changes).toBe(1);
+    } finally {
+      db.close();
+    }
+  });
+
   it('uses WAL, FULL sync for inserts, incremental auto-vacuum, and records the schema version', async () => {
     const file = path.join(dir, 'pragmas.db');
     const s = new SqliteMessageStore({ path: file, logger: silentLogger() });

@@ -2,6 +2,8 @@ import type { CliCommand } from '../../plugin/api';
 import { pruneCommand } from './prune.command';
 import { replayCommand } from './replay.command';
 import { sinkCommand } from './sink.command';
+import { tokenCommand } from './token.command';
+import { auditCommand } from './audit.command';
 
 /** Core sub-commands beyond start/validate-config/convert (each in its own `*.command.ts`). */
-export const coreCommands: CliCommand[] = [replayCommand, pruneCommand, sinkCommand];
+export const coreCommands: CliCommand[] = [replayCommand, pruneCommand, sinkCommand, tokenCommand, auditCommand];

@@ -4,6 +4,7 @@ import type { CliCommand } from '../../plugin/api';
 import { pruneByRetention } from '../../store/admin-ops';
 import { openConfiguredStore } from './replay.command';
 import { resolveConfigPath } from '../config-path';
+import { audited } from './cli-audit';
 
 const out = (s: string) => process.stdout.write(`${s}\n`);
 
@@ -28,13 +29,15 @@ export const pruneCommand: CliCommand = {
     try {
       // The config the store was opened with; read here only when a store was handed in.
       const file = resolveConfigPath(o.config as string | undefined) ?? ctx.configFile;
-      const retention = config?.store.retention ?? (file ? (await configure({ configFile: file })).config.store.retention : { deliveredDays: 30, deadDays: 90 });
+      const retention = config?.store.retention ?? (file ? (await configure({ configFile: file })).config.store.retention : { deliveredDays: 30, deadDays: 90, auditDays: 6 * 365 });
       const settings = {
         deliveredDays: days(o.deliveredDays, 'delivered-days', retention.deliveredDays),
         deadDays: days(o.deadDays, 'dead-days', retention.deadDays),
         deleteDays: days(o.deleteDays, 'delete-days', 0),
+        // The audit trail keeps its own, longer retention (store.retention.auditDays).
+        auditDays: retention.auditDays ?? 0,
       };
-      const r = await pruneByRetention(store, settings);
+      const r = await audited(store, { action: 'prune' }, () => pruneByRetention(store, settings), (x) => ({ detail: `bodies ${x.messages}, deleted ${x.deleted ?? 0}, audit ${x.auditDeleted ?? 0}` }));
       if (o.json) out(JSON.stringify({ ...settings, ...r }));
       else out(`pruned bodies of ${r.messages} message(s)${r.deleted ? `, deleted ${r.deleted}` : ''} (delivered > ${settings.deliveredDays} d, dead > ${settings.deadDays} d${settings.deleteDays ? `, delete > ${settings.deleteDays} d` : ''})`);
       return 0;

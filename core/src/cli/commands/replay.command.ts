@@ -7,6 +7,7 @@ import { replayMessages } from '../../store/admin-ops';
 import { createStore } from '../../store/create-store';
 import type { MessageStore } from '../../store/message-store';
 import { resolveConfigPath } from '../config-path';
+import { audited } from './cli-audit';
 
 /**
  * Opens the store the config names (for commands that work on it while the engine may run), with
@@ -47,7 +48,7 @@ export const replayCommand: CliCommand = {
   async run(args, o, ctx) {
     const { store, owned } = await openConfiguredStore(o.config as string | undefined, ctx.configFile, ctx.store);
     try {
-      const r = await replayMessages(store, {
+      const r = await audited(store, { action: o.dryRun ? 'replay.dry-run' : 'replay' }, () => replayMessages(store, {
         ids: args.length ? args.flat() : undefined,
         status: o.status as string | undefined,
         deliveryStatus: o.deliveryStatus as string | undefined,
@@ -59,7 +60,7 @@ export const replayCommand: CliCommand = {
         limit: o.limit as string | undefined,
         mode: o.mode as string | undefined,
         dryRun: !!o.dryRun,
-      });
+      }), (x) => ({ messageIds: x.mode === 'reprocess' ? x.ids : undefined, detail: `${x.mode} ${x.count}${x.mode === 'redeliver' ? ` deliveries: ${x.ids.slice(0, 50).join(',')}` : ''}` }));
       if (o.json) out(JSON.stringify(r));
       else {
         const what = r.mode === 'reprocess' ? 'message' : 'deliver';

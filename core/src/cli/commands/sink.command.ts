@@ -4,6 +4,7 @@ import type { CliCommand } from '../../plugin/api';
 import { holdRequest } from '../../store/admin-ops';
 import { resolveConfigPath } from '../config-path';
 import { openConfiguredStore } from './replay.command';
+import { audited } from './cli-audit';
 
 const out = (s: string) => process.stdout.write(`${s}\n`);
 
@@ -34,11 +35,16 @@ export const sinkCommand: CliCommand = {
         if (sinks && !Object.prototype.hasOwnProperty.call(sinks, id!)) throw new FerryError('INPUT_UNKNOWN_SINK', `no sink "${id}" in ${file}`, { kind: 'input' });
       }
       if (action === 'hold') {
-        const h = await store.holdSink(id!, holdRequest({ until: o.until as string | undefined, minutes: o.minutes as string | undefined, reason: o.reason as string | undefined }));
+        const h = await audited(
+          store,
+          { action: 'sink.hold', target: id },
+          () => store.holdSink(id!, holdRequest({ until: o.until as string | undefined, minutes: o.minutes as string | undefined, reason: o.reason as string | undefined })),
+          (x) => ({ detail: x.until ? `until ${x.until.toISOString()}` : 'until released' }),
+        );
         if (o.json) out(JSON.stringify(h));
         else out(`sink ${h.sinkId} held ${h.until ? `until ${h.until.toISOString()}` : 'until released'}${h.reason ? ` (${h.reason})` : ''}`);
       } else if (action === 'release') {
-        const released = await store.releaseSink(id!);
+        const released = await audited(store, { action: 'sink.release', target: id }, () => store.releaseSink(id!), (x) => ({ detail: `released=${x}` }));
         if (o.json) out(JSON.stringify({ sinkId: id, released }));
         else out(released ? `sink ${id} released` : `sink ${id} was not held`);
       } else {

@@ -38,6 +38,8 @@ describe('engine: file source -> Hl7v2Transform -> validate -> file sink', () =>
         sources: { drop: { type: 'file', dir: path.join(dir, 'inbox'), pattern: '*.hl7', pollIntervalMs: 50, stableMs: 50, batch: true } },
         sinks: { out: { type: 'file', dir: path.join(dir, 'out'), format: 'json' } },
         routes: [{ id: 'v2', from: ['drop'], when: { messageType: ['ADT^*', 'ORU^R01'] }, steps: ['validate'], to: ['out'] }],
+        // Not needed here (it bound the default 8080 and would make an initial admin token).
+        admin: { enabled: false },
       },
     });
     await engine.start();

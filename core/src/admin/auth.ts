@@ -1,0 +1,249 @@
+import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
+import type { Logger } from 'winston';
+import { FerryError } from '../errors';
+import type { ApiTokenRecord, MessageStore } from '../store/message-store';
+import { isRole, type Principal, type Role } from './roles';
+import { hashToken, newTokenSecret, secretDigest, tokenIdOf, verifyToken } from './tokens';
+
+export { ROLES, hasRole, isRole, topRole, type Principal, type Role } from './roles';
+
+/** Why a request was refused: 401 (no or bad credentials), 403 (too weak a role), 429 (too many failures). */
+export class AuthError extends FerryError {
+  constructor(
+    readonly status: 401 | 403 | 429,
+    message: string,
+    readonly reason: string,
+    readonly retryAfterSec?: number,
+  ) {
+    super(status === 403 ? 'INPUT_FORBIDDEN' : status === 429 ? 'INPUT_AUTH_RATE_LIMITED' : 'INPUT_UNAUTHENTICATED', message, { kind: 'input' });
+  }
+}
+
+/** An API token entry of `admin.auth.tokens` (the config holds hashes only). */
+export interface ConfigToken {
+  id: string;
+  name: string;
+  roles: Role[];
+  hash: string;
+  /** ISO 8601; absent = no expiry. */
+  expires?: string;
+}
+
+export interface OidcConfig {
+  /** '' = OIDC off. */
+  issuer: string;
+  audience: string;
+  jwksUrl: string;
+  /** Claim holding the user's roles or groups: a dot path (`realm_access.roles`); a list or a space-separated string. */
+  rolesClaim: string;
+  /** Claim value -> Ferry role (`{ "ferry-admins": admin }`); empty: the claim holds Ferry role names. */
+  roleMap: Record<string, string>;
+  /** Claim naming the user in the audit trail. */
+  nameClaim: string;
+  /** Accepted signature algorithms. */
+  algorithms: string[];
+  clockToleranceSec: number;
+}
+
+export interface AuthConfig {
+  tokens: ConfigToken[];
+  oidc: OidcConfig;
+  failedAuth: { maxFailures: number; windowMs: number };
+  /** How long a checked secret is remembered (the scrypt check is skipped meanwhile; revocation and expiry still apply). */
+  tokenCacheMs: number;
+}
+
+export const defaultAuthConfig = (): AuthConfig => ({
+  tokens: [],
+  oidc: { issuer: '', audience: '', jwksUrl: '', rolesClaim: 'roles', roleMap: {}, nameClaim: 'preferred_username', algorithms: ['RS256', 'PS256', 'ES256', 'EdDSA'], clockToleranceSec: 30 },
+  failedAuth: { maxFailures: 10, windowMs: 60_000 },
+  tokenCacheMs: 300_000,
+});
+
+/**
+ * Failed authentications per remote address: after `maxFailures` within `windowMs` the address is
+ * refused (429, Retry-After) until the window has passed, whatever it sends.
+ */
+export class FailureLimiter {
+  private readonly byAddress = new Map<string, { since: number; failures: number; blockedUntil?: number }>();
+  constructor(
+    private readonly maxFailures: number,
+    private readonly windowMs: number,
+    private readonly now: () => number = Date.now,
+    private readonly maxAddresses = 10_000,
+  ) {}
+
+  /** Seconds until the address may try again, when it is blocked now. */
+  blocked(address: string): number | undefined {
+    const e = this.byAddress.get(address);
+    if (!e?.blockedUntil) return undefined;
+    const left = e.blockedUntil - this.now();
+    if (left <= 0) {
+      this.byAddress.delete(address);
+      return undefined;
+    }
+    return Math.ceil(left / 1000);
+  }
+
+  /** Counts a failure; true when it is the one that blocks the address. */
+  fail(address: string): boolean {
+    if (!this.maxFailures) return false;
+    const now = this.now();
+    let e = this.byAddress.get(address);
+    if (!e || now - e.since > this.windowMs) {
+      if (!e && this.byAddress.size >= this.maxAddresses) this.evict(now);
+      e = { since: now, failures: 0 };
+      this.byAddress.set(address, e);
+    }
+    e.failures++;
+    if (e.failures >= this.maxFailures && !e.blockedUntil) {
+      e.blockedUntil = now + this.windowMs;
+      return true;
+    }
+    return false;
+  }
+
+  private evict(now: number): void {
+    for (const [a, e] of this.byAddress) if (now - e.since > this.windowMs && !(e.blockedUntil && e.blockedUntil > now)) this.byAddress.delete(a);
+    // Still full (a flood from many addresses): forget the oldest.
+    while (this.byAddress.size >= this.maxAddresses) this.byAddress.delete(this.byAddress.keys().next().value as string);
+  }
+}
+
+/** A claim by dot path (`realm_access.roles`). */
+function claim(payload: JWTPayload, path: string): unknown {
+  let v: unknown = payload;
+  for (const k of path.split('.')) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string, unknown>)[k];
+  }
+  return v;
+}
+
+const isLoopbackUrl = (u: URL) => ['localhost', '127.0.0.1', '[::1]'].includes(u.hostname);
+
+/**
+ * Checks `Authorization` headers: Ferry API tokens (`ferry_<id>_<secret>`, from the config or the
+ * store) and, when configured, OIDC / JWT bearer tokens of the hospital's identity provider
+ * (signature by the JWKS, issuer, audience, expiry). The scheme is matched case-insensitively
+ * (`bearer` is as good as `Bearer`, RFC 7235).
+ */
+export class Authenticator {
+  private readonly configTokens = new Map<string, ConfigToken>();
+  private readonly checked = new Map<string, { tokenId: string; hash: string; at: number }>();
+  private readonly jwks?: ReturnType<typeof createRemoteJWKSet>;
+
+  constructor(
+    private readonly store: MessageStore,
+    private readonly cfg: AuthConfig,
+    private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    for (const t of cfg.tokens) this.configTokens.set(t.id, t);
+    if (cfg.oidc.issuer) {
+      const url = new URL(cfg.oidc.jwksUrl);
+      if (url.protocol !== 'https:' && !isLoopbackUrl(url)) throw new FerryError('CONFIG_ADMIN_OIDC', 'admin.auth.oidc.jwksUrl: must be https (http only on localhost)', { kind: 'config' });
+      this.jwks = createRemoteJWKSet(url, { timeoutDuration: 5_000, cooldownDuration: 30_000 });
+    }
+  }
+
+  /** True when some principal is configured (config tokens or OIDC); store tokens are checked apart. */
+  get configured(): boolean {
+    return this.configTokens.size > 0 || !!this.jwks;
+  }
+
+  /** The principal the header names; throws AuthError(401) for a missing, malformed, unknown, expired or revoked credential. */
+  async authenticate(authorization: string | undefined): Promise<Principal> {
+    if (!authorization) throw new AuthError(401, 'authentication required: send Authorization: Bearer <token>', 'missing');
+    const m = /^bearer[ \t]+(\S+)[ \t]*$/i.exec(authorization);
+    if (!m) throw new AuthError(401, 'unsupported Authorization header: use Bearer <token>', 'scheme');
+    const token = m[1];
+    if (token.startsWith('ferry_')) return this.apiToken(token);
+    if (this.jwks && /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(token)) return this.jwt(token);
+    throw new AuthError(401, 'invalid token', 'malformed');
+  }
+
+  private async apiToken(secret: string): Promise<Principal> {
+    const id = tokenIdOf(secret);
+    if (!id) throw new AuthError(401, 'invalid token', 'malformed');
+    const fromConfig = this.configTokens.get(id);
+    const rec: Pick<ApiTokenRecord, 'id' | 'name' | 'roles' | 'hash' | 'expiresAt' | 'revokedAt'> | undefined = fromConfig
+      ? { ...fromConfig, expiresAt: fromConfig.expires ? new Date(fromConfig.expires) : undefined }
+      : await this.store.apiToken(id);
+    if (!rec) throw new AuthError(401, 'invalid token', 'unknown');
+    const now = this.now();
+    const digest = secretDigest(secret);
+    const hit = this.checked.get(digest);
+    let ok = !!hit && hit.tokenId === id && hit.hash === rec.hash && now - hit.at < this.cfg.tokenCacheMs;
+    if (!ok) {
+      ok = await verifyToken(secret, rec.hash);
+      if (ok) {
+        if (this.checked.size >= 1000) this.checked.delete(this.checked.keys().next().value as string);
+        this.checked.set(digest, { tokenId: id, hash: rec.hash, at: now });
+      }
+    }
+    if (!ok) throw new AuthError(401, 'invalid token', 'wrong-secret');
+    if (rec.revokedAt) throw new AuthError(401, 'token revoked', 'revoked');
+    if (rec.expiresAt && rec.expiresAt.getTime() <= now) throw new AuthError(401, 'token expired', 'expired');
+    return { id: `token:${id}`, kind: 'token', name: rec.name, roles: rec.roles.filter(isRole) };
+  }
+
+  private async jwt(token: string): Promise<Principal> {
+    const o = this.cfg.oidc;
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, this.jwks!, {
+        issuer: o.issuer,
+        audience: o.audience || undefined,
+        algorithms: o.algorithms.length ? o.algorithms : undefined,
+        clockTolerance: o.clockToleranceSec,
+        requiredClaims: ['exp', 'sub'],
+      }));
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      // A JWKS that cannot be fetched (down, timing out, answering garbage) is the server's problem,
+      // not the caller's: 503, not counted against the caller's address; logged (no token in it).
+      if (!code?.startsWith('ERR_J') || code === 'ERR_JWKS_TIMEOUT' || code === 'ERR_JOSE_GENERIC' || code === 'ERR_JWKS_INVALID') {
+        this.logger.warn('oidc: cannot fetch the identity provider\'s keys (JWKS)', { errorCode: code, error: (e as Error).message });
+        throw new FerryError('TRANSIENT_OIDC_JWKS', 'cannot check bearer tokens now: the identity provider\'s keys cannot be fetched', { kind: 'transient', cause: e });
+      }
+      throw new AuthError(401, `invalid bearer token (${code})`, `jwt:${code}`);
+    }
+    const raw = claim(payload, o.rolesClaim);
+    const values = Array.isArray(raw) ? raw.map(String) : typeof raw === 'string' ? raw.split(/\s+/).filter(Boolean) : [];
+    const mapped = Object.keys(o.roleMap).length ? values.map((v) => o.roleMap[v]).filter(isRole) : values.filter(isRole);
+    const nameClaim = claim(payload, o.nameClaim);
+    return { id: `oidc:${payload.sub}`, kind: 'oidc', name: typeof nameClaim === 'string' ? nameClaim : String(payload.sub), roles: [...new Set(mapped)] };
+  }
+}
+
+/**
+ * With no principal configured -- no token in the config, no OIDC, and never a token in the store --
+ * creates the initial admin token, hands its secret to `show` once (the terminal; never the log)
+ * and keeps only its hash. Returns its id, or undefined when there was no need.
+ */
+export async function ensureInitialToken(store: MessageStore, auth: Pick<AuthConfig, 'tokens' | 'oidc'>, show: (secret: string, id: string) => void): Promise<string | undefined> {
+  if (auth.tokens.length || auth.oidc.issuer) return undefined;
+  if ((await store.apiTokens()).length) return undefined;
+  const { id, secret } = newTokenSecret();
+  await store.createApiToken({ id, name: 'initial-admin', roles: ['admin'], hash: await hashToken(secret), createdAt: new Date(), createdBy: 'system:first-start' });
+  await store.appendAudit([{ principal: 'system:first-start', action: 'token.create', target: id, result: 'ok', detail: 'initial admin token (no principal configured)' }]);
+  show(secret, id);
+  return id;
+}
+
+/** Writes the initial token to the terminal (stderr), not through the logger. */
+export function printInitialToken(secret: string, id: string): void {
+  process.stderr.write(
+    [
+      '',
+      'Ferry: no admin principal is configured, so an initial admin API token was created.',
+      'It is shown this once; only its hash is kept. Use it as "Authorization: Bearer <token>":',
+      '',
+      `    ${secret}`,
+      '',
+      `Create your own tokens (ferry token create --name <who> --role <role>), then revoke this one: ferry token revoke ${id}`,
+      '',
+    ].join('\n') + '\n',
+  );
+}

@@ -1,0 +1,36 @@
+/**
+ * Roles, each including the ones before it:
+ * - `viewer`: counts, states, routes, sinks, message metadata without identifiers or ordering keys;
+ * - `operator`: + replay, retry (replay mode redeliver), sink hold/release, prune;
+ * - `phi-reader`: + message bodies, canonical bundles, identifiers and ordering keys, search by patient;
+ * - `admin`: + API tokens, the (redacted) config, the audit trail.
+ */
+export const ROLES = ['viewer', 'operator', 'phi-reader', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+
+export function isRole(r: unknown): r is Role {
+  return typeof r === 'string' && (ROLES as readonly string[]).includes(r);
+}
+
+/** Who a request (or a CLI command) acts as. */
+export interface Principal {
+  /** `token:<id>`, `oidc:<subject>`, `cli:<os user>`. */
+  id: string;
+  kind: 'token' | 'oidc' | 'cli' | 'system';
+  /** A token's name, the identity provider's user name. */
+  name: string;
+  roles: Role[];
+}
+
+/** The principal's highest role (undefined: it has none). */
+export function topRole(p: Pick<Principal, 'roles'>): Role | undefined {
+  let best = -1;
+  for (const r of p.roles) best = Math.max(best, ROLES.indexOf(r));
+  return best >= 0 ? ROLES[best] : undefined;
+}
+
+/** True when the principal holds `role` or a role above it. */
+export function hasRole(p: Pick<Principal, 'roles'>, role: Role): boolean {
+  const top = topRole(p);
+  return top !== undefined && ROLES.indexOf(top) >= ROLES.indexOf(role);
+}
