@@ -28,3 +28,5 @@ export { HttpSource, httpSourceSchema } from './sources/http.source';
 export { FhirJsonTransform } from './fhir/fhir-json.transform';
 export { corePlugin } from './plugin/core.plugin';
 export { OutageLog } from './logging/outage-log';
+export * from './sources/listener-guard';
+export { HttpConnections } from './util/graceful-http';

@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Engine } from '../engine/engine';
 import { FerryError } from '../errors';
+import { HttpConnections } from '../util/graceful-http';
 import { holdRequest, replayFilter, replayMessages, type HoldRequest, type ReplayRequest } from '../store/admin-ops';
 
 export interface AdminServer {
@@ -15,6 +16,8 @@ export interface AdminServer {
  */
 export async function startAdmin(engine: Engine, cfg: { host: string; port: number }): Promise<AdminServer> {
   const app = Fastify({ logger: false });
+  // A stop closes idle connections (also those that never sent a request) instead of waiting on them.
+  const conns = new HttpConnections(app.server);
 
   app.get('/health', async () => ({ status: 'ok' }));
 
@@ -80,5 +83,5 @@ export async function startAdmin(engine: Engine, cfg: { host: string; port: numb
   app.post('/api/prune', async () => engine.prune());
 
   const address = await app.listen({ host: cfg.host, port: cfg.port });
-  return { url: address, app, close: () => app.close() };
+  return { url: address, app, close: () => conns.close(() => app.close()) };
 }

@@ -10,6 +10,8 @@ import type { MessageSource, SourceContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { canonicalContentType, checkBody, FHIR_CONTENT_TYPES, HL7_CONTENT_TYPES, mediaType } from './common';
 import { buildAck, type AckCode } from './hl7-ack';
+import { HttpConnections } from '../util/graceful-http';
+import { cidrListFormat, ListenerGuard } from './listener-guard';
 
 /** `sources.<id>` keys of a `type: http` source. */
 export const httpSourceSchema = {
@@ -25,6 +27,13 @@ export const httpSourceSchema = {
   token: { doc: 'When set, requests need `Authorization: Bearer <token>` (use ${ENV} or token_FILE)', format: String, default: '', sensitive: true },
   bodyLimit: { doc: 'Largest request body in bytes (413 above)', format: 'nat', default: 10 * 1024 * 1024 },
   batch: { doc: 'Split HL7 batches (FHS/BHS) into one message each; the answer then has `ids`', format: Boolean, default: true },
+  maxConnections: { doc: 'Concurrent connections accepted; more are closed on accept', format: 'nat', default: 200 },
+  maxConnectionsPerAddress: { doc: 'Concurrent connections accepted from one remote address (0 = no cap)', format: 'nat', default: 20 },
+  firstRequestTimeoutMs: { doc: 'A connection that has not sent a complete request head within this is closed (0 = never)', format: 'nat', default: 10_000 },
+  idleTimeoutMs: { doc: 'A keep-alive connection with no request for this long is closed', format: 'nat', default: 60_000 },
+  requestTimeoutMs: { doc: 'A request (head and body) not fully received within this is answered 408 and its connection closed (0 = no limit)', format: 'nat', default: 120_000 },
+  shutdownGraceMs: { doc: 'On stop, how long requests in flight get to be stored and answered', format: 'nat', default: 5000 },
+  allow: { doc: 'When not empty: only these IPv4/IPv6 addresses or CIDR blocks may connect (e.g. [10.20.0.0/16, "fd00::/8"]); others are closed on accept', format: cidrListFormat, default: [] as string[] },
   tls: {
     cert: { doc: 'PEM certificate chain, or a path to it: serve HTTPS when cert and key are set', format: String, default: '' },
     key: { doc: 'PEM private key, or a path to it (or key_FILE)', format: String, default: '', sensitive: true },
@@ -49,6 +58,13 @@ export interface HttpSourceConfig {
   token: string;
   bodyLimit: number;
   batch: boolean;
+  maxConnections: number;
+  maxConnectionsPerAddress: number;
+  firstRequestTimeoutMs: number;
+  idleTimeoutMs: number;
+  requestTimeoutMs: number;
+  shutdownGraceMs: number;
+  allow: string[];
   tls?: HttpSourceTlsConfig;
 }
 
@@ -78,12 +94,28 @@ export class HttpSource implements MessageSource {
   private listening = false;
   private boundPort = 0;
   private scheme: 'http' | 'https' = 'http';
+  private guard?: ListenerGuard;
+  private conns?: HttpConnections;
 
   /** While the store refuses messages: told once (and counted each minute), not per request. */
   private readonly notStored: OutageLog;
 
   constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<HttpSourceConfig>) {
-    const defaults: HttpSourceConfig = { host: '127.0.0.1', port: 8081, path: '/messages', token: '', bodyLimit: 10 * 1024 * 1024, batch: true };
+    const defaults: HttpSourceConfig = {
+      host: '127.0.0.1',
+      port: 8081,
+      path: '/messages',
+      token: '',
+      bodyLimit: 10 * 1024 * 1024,
+      batch: true,
+      maxConnections: 200,
+      maxConnectionsPerAddress: 20,
+      firstRequestTimeoutMs: 10_000,
+      idleTimeoutMs: 60_000,
+      requestTimeoutMs: 120_000,
+      shutdownGraceMs: 5000,
+      allow: [],
+    };
     this.cfg = { ...defaults, ...ctx.config };
     this.notStored = new OutageLog(ctx.logger, 'http message not stored', { source: ctx.id });
   }
@@ -120,7 +152,31 @@ export class HttpSource implements MessageSource {
       };
     }
     this.scheme = https ? 'https' : 'http';
-    const app = Fastify({ logger: false, bodyLimit: this.cfg.bodyLimit, return503OnClosing: true, forceCloseConnections: 'idle', ...(https ? { https } : {}) } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
+    const app = Fastify({
+      logger: false,
+      bodyLimit: this.cfg.bodyLimit,
+      return503OnClosing: true,
+      forceCloseConnections: 'idle',
+      keepAliveTimeout: this.cfg.idleTimeoutMs,
+      requestTimeout: this.cfg.requestTimeoutMs,
+      ...(https ? { https } : {}),
+    } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
+    const guard = new ListenerGuard(
+      {
+        kind: 'http',
+        base: { source: this.ctx.id },
+        maxConnections: this.cfg.maxConnections,
+        maxConnectionsPerAddress: this.cfg.maxConnectionsPerAddress,
+        firstDataTimeoutMs: this.cfg.firstRequestTimeoutMs,
+        allow: this.cfg.allow,
+      },
+      this.ctx.logger,
+    );
+    this.guard = guard;
+    // Admission first (prepended), so a refused socket is never tracked or parsed.
+    app.server.prependListener('connection', (raw) => guard.admit(raw));
+    app.server.on('request', (req) => guard.started(req.socket));
+    this.conns = new HttpConnections(app.server);
     app.removeAllContentTypeParsers();
     // Every body arrives as raw bytes; the content type is checked in the handler so the answer can say why.
     app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
@@ -147,8 +203,16 @@ export class HttpSource implements MessageSource {
     this.listening = false;
     const app = this.app;
     this.app = undefined;
-    // fastify.close() stops accepting, answers 503 to requests arriving meanwhile, waits for in-flight ones.
-    if (app) await app.close();
+    // fastify.close() stops accepting, answers 503 to requests arriving meanwhile, waits for in-flight
+    // ones; connections with no request in flight are closed at once, the rest after shutdownGraceMs.
+    if (app) await (this.conns ? this.conns.close(() => app.close(), this.cfg.shutdownGraceMs) : app.close());
+    this.guard?.close();
+  }
+
+  /** Connection counters (refused by reason, closed for not sending), on /metrics as ferry_source_stat. */
+  stats() {
+    if (!this.guard) return undefined;
+    return { connections: this.guard.connections, ...this.guard.stats() };
   }
 
   private authorized(req: FastifyRequest): boolean {
