@@ -58,15 +58,17 @@ export interface HttpSourceConfig {
   token: string;
   bodyLimit: number;
   batch: boolean;
-  maxConnections: number;
-  maxConnectionsPerAddress: number;
-  firstRequestTimeoutMs: number;
-  idleTimeoutMs: number;
-  requestTimeoutMs: number;
-  shutdownGraceMs: number;
-  allow: string[];
+  maxConnections?: number;
+  maxConnectionsPerAddress?: number;
+  firstRequestTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  shutdownGraceMs?: number;
+  allow?: string[];
   tls?: HttpSourceTlsConfig;
 }
+
+type ListenerKeys = 'maxConnections' | 'maxConnectionsPerAddress' | 'firstRequestTimeoutMs' | 'idleTimeoutMs' | 'requestTimeoutMs' | 'shutdownGraceMs' | 'allow';
 
 /** A PEM value given inline, or read from the path it names. */
 function pem(value: string, what: string, where: string): string {
@@ -89,7 +91,7 @@ const ACCEPTED = [...HL7_CONTENT_TYPES, ...FHIR_CONTENT_TYPES];
  */
 @injectable()
 export class HttpSource implements MessageSource {
-  private readonly cfg: HttpSourceConfig;
+  private readonly cfg: HttpSourceConfig & Required<Pick<HttpSourceConfig, ListenerKeys>>;
   private app: FastifyInstance | undefined;
   private listening = false;
   private boundPort = 0;
@@ -101,7 +103,7 @@ export class HttpSource implements MessageSource {
   private readonly notStored: OutageLog;
 
   constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<HttpSourceConfig>) {
-    const defaults: HttpSourceConfig = {
+    const defaults: HttpSourceConfig & Required<Pick<HttpSourceConfig, ListenerKeys>> = {
       host: '127.0.0.1',
       port: 8081,
       path: '/messages',
