@@ -30,3 +30,4 @@ export { corePlugin } from './plugin/core.plugin';
 export { OutageLog } from './logging/outage-log';
 export * from './sources/listener-guard';
 export { HttpConnections } from './util/graceful-http';
+export * from './util/file-modes';

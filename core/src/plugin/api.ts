@@ -4,6 +4,7 @@ import type { DependencyContainer } from 'tsyringe';
 import type { Logger } from 'winston';
 import type { InboundMessage, MessageHeaders, StoredMessage } from '../model/message';
 import type { InsertOptions, InsertResult, MessageStore } from '../store/message-store';
+import type { FileModes } from '../util/file-modes';
 
 export type Ctor<T> = new (...args: any[]) => T;
 
@@ -74,6 +75,8 @@ export interface SourceContext<C = any> {
   split(contentType: string, body: Buffer): Buffer[];
   /** Aborted when the engine stops. */
   readonly signal: AbortSignal;
+  /** Modes for files and folders the source creates (from `files.umask`); absent = 0600 / 0700. */
+  readonly files?: FileModes;
 }
 
 export interface MessageSource {
@@ -116,6 +119,8 @@ export interface SinkContext<C = any> {
   readonly id: string;
   readonly config: Readonly<C>;
   readonly logger: Logger;
+  /** Modes for files and folders the sink creates (from `files.umask`); absent = 0600 / 0700. */
+  readonly files?: FileModes;
 }
 
 export interface Delivery {
