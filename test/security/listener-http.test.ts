@@ -59,8 +59,11 @@ async function raw(port: number, bytes: string | Buffer, waitMs = 2000): Promise
   let answer = '';
   s.on('data', (d) => (answer += d.toString('latin1')));
   const closed = new Promise<boolean>((r) => {
-    s.once('close', () => r(true));
-    setTimeout(() => r(false), waitMs);
+    const t = setTimeout(() => r(false), waitMs);
+    s.once('close', () => {
+      clearTimeout(t);
+      r(true);
+    });
   });
   s.write(bytes);
   const c = await closed;
