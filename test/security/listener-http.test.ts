@@ -9,6 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Engine, type HttpSource } from '@ferry/core';
+import { hashToken, newTokenSecret } from '../../core/src/admin/tokens';
 import { countingLogger, sleep, waitFor } from '../reliability/support';
 
 const adt = (ctl: string) =>
@@ -170,6 +171,20 @@ describe('HTTP intake hardening (security)', () => {
     expect(typeof (await request(port, { body: adt('A1') })).status).toBe('string');
     expect((await request(port, { body: adt('A2'), localAddress: '127.0.0.2' })).status).toBe(202);
     expect(src.stats()!.connectionsRefusedNotAllowed).toBe(1);
+  });
+
+  it('tokens from the YAML-shaped config: only salted hashes configured; the secret as bearer gets 202, anything else 401', async () => {
+    const lab = newTokenSecret();
+    const { port, logs } = await start({ tokens: [{ id: lab.id, name: 'lab-system', roles: ['operator'], hash: await hashToken(lab.secret) }] });
+    expect((await request(port, { body: adt('TK1') })).status).toBe(401);
+    expect((await request(port, { body: adt('TK2'), headers: { authorization: `bearer ${lab.secret}` } })).status).toBe(202);
+    expect(logs['warn http source accepts messages from any client that can reach its port: set tokens, token or mutual TLS']).toBeUndefined();
+    await expect(Engine.create({ config: config(os.tmpdir(), { tokens: [{ id: lab.id, name: 'x', hash: lab.secret }] }) })).rejects.toThrow(/scrypt/);
+  });
+
+  it('an intake without tokens or mutual TLS says so at start (warn)', async () => {
+    const { logs } = await start();
+    expect(logs['warn http source accepts messages from any client that can reach its port: set tokens, token or mutual TLS']).toBe(1);
   });
 
   it('stop is not held up by idle, silent or half-sent connections', async () => {

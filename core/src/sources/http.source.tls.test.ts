@@ -89,6 +89,24 @@ if (!hasOpenssl) console.warn('skipped: openssl CLI absent, cannot make test cer
     }
   });
 
+  it('mutual TLS with allowedClientNames: a trusted certificate with another CN gets 403; the CN is stored as tlsPeerCN', async () => {
+    const other = selfSigned(tmp, 'other-system');
+    const bundle = path.join(tmp, 'clients.pem');
+    fs.writeFileSync(bundle, fs.readFileSync(client.cert, 'utf8') + fs.readFileSync(other.cert, 'utf8'));
+    const src = new HttpSource(storeContext(store, cfg({ cert: server.cert, key: server.key, ca: bundle, requestCert: true, allowedClientNames: ['client'] })));
+    await src.start();
+    try {
+      const ca = fs.readFileSync(server.cert);
+      expect(await post(src.url, { ca, cert: fs.readFileSync(client.cert), key: fs.readFileSync(client.key) })).toBe(202);
+      expect(await post(src.url, { ca, cert: fs.readFileSync(other.cert), key: fs.readFileSync(other.key) })).toBe(403);
+      const [m] = await store.listMessages({ sourceId: 'src', newestFirst: true, limit: 1 });
+      expect(m.headers.tlsPeerCN).toBe('client');
+    } finally {
+      await src.stop();
+    }
+    await expect(new HttpSource(storeContext(store, cfg({ cert: server.cert, key: server.key, allowedClientNames: ['client'] }))).start()).rejects.toThrow(/needs requestCert/);
+  });
+
   it('refuses half a TLS config and unreadable files with a config error', async () => {
     await expect(new HttpSource(storeContext(store, cfg({ cert: server.cert }))).start()).rejects.toThrow(/both cert and key/);
     await expect(new HttpSource(storeContext(store, cfg({ cert: server.cert, key: server.key, requestCert: true }))).start()).rejects.toThrow(/tls\.ca: required/);

@@ -1,4 +1,3 @@
-import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -11,7 +10,9 @@ import { coreTokens } from '../plugin/tokens';
 import { canonicalContentType, checkBody, FHIR_CONTENT_TYPES, HL7_CONTENT_TYPES, mediaType } from './common';
 import { buildAck, type AckCode } from './hl7-ack';
 import { HttpConnections } from '../util/graceful-http';
-import { cidrListFormat, ListenerGuard } from './listener-guard';
+import { cidrListFormat, ListenerGuard, normalizeAddress } from './listener-guard';
+import { IntakeAuth, intakeTokensFormat, type IntakeTokenEntry } from './intake-auth';
+import type { TLSSocket } from 'node:tls';
 
 /** `sources.<id>` keys of a `type: http` source. */
 export const httpSourceSchema = {
@@ -24,7 +25,16 @@ export const httpSourceSchema = {
     },
     default: '/messages',
   },
-  token: { doc: 'When set, requests need `Authorization: Bearer <token>` (use ${ENV} or token_FILE)', format: String, default: '', sensitive: true },
+  token: { doc: 'When set, requests need `Authorization: Bearer <token>` (use ${ENV} or token_FILE); prefer `tokens`, which keep no secret in the config', format: String, default: '', sensitive: true },
+  tokens: {
+    doc: 'Ferry API tokens allowed to POST, as { id, name, hash, expires? } entries holding only a salted hash (`ferry token create --config-entry` prints one; roles are ignored here). When set (or `token`), requests need `Authorization: Bearer <secret>`',
+    format: intakeTokensFormat,
+    default: [] as IntakeTokenEntry[],
+  },
+  failedAuth: {
+    maxFailures: { doc: 'Failed authentications from one address within windowMs before it gets 429 for windowMs (0 = no limit)', format: 'nat', default: 10 },
+    windowMs: { doc: 'The failed-authentication window', format: 'nat', default: 60_000 },
+  },
   bodyLimit: { doc: 'Largest request body in bytes (413 above)', format: 'nat', default: 10 * 1024 * 1024 },
   batch: { doc: 'Split HL7 batches (FHS/BHS) into one message each; the answer then has `ids`', format: Boolean, default: true },
   maxConnections: { doc: 'Concurrent connections accepted; more are closed on accept', format: 'nat', default: 200 },
@@ -40,6 +50,13 @@ export const httpSourceSchema = {
     passphrase: { doc: 'Passphrase of the key', format: String, default: '', sensitive: true },
     ca: { doc: 'PEM CA bundle, or a path: client certificates must be signed by it when requestCert is on', format: String, default: '' },
     requestCert: { doc: 'Mutual TLS: require a client certificate signed by `ca`', format: Boolean, default: false },
+    allowedClientNames: {
+      doc: 'Mutual TLS: when not empty, only client certificates whose subject CN is listed may POST (403 otherwise); the CN is kept as the tlsPeerCN header',
+      format: (v: unknown) => {
+        if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !x)) throw new Error('must be a list of certificate subject common names');
+      },
+      default: [] as string[],
+    },
   },
 };
 
@@ -49,6 +66,7 @@ export interface HttpSourceTlsConfig {
   passphrase: string;
   ca: string;
   requestCert: boolean;
+  allowedClientNames?: string[];
 }
 
 export interface HttpSourceConfig {
@@ -56,6 +74,8 @@ export interface HttpSourceConfig {
   port: number;
   path: string;
   token: string;
+  tokens?: IntakeTokenEntry[];
+  failedAuth?: { maxFailures: number; windowMs: number };
   bodyLimit: number;
   batch: boolean;
   maxConnections?: number;
@@ -98,6 +118,7 @@ export class HttpSource implements MessageSource {
   private scheme: 'http' | 'https' = 'http';
   private guard?: ListenerGuard;
   private conns?: HttpConnections;
+  private readonly auth: IntakeAuth;
 
   /** While the store refuses messages: told once (and counted each minute), not per request. */
   private readonly notStored: OutageLog;
@@ -120,6 +141,12 @@ export class HttpSource implements MessageSource {
     };
     this.cfg = { ...defaults, ...ctx.config };
     this.notStored = new OutageLog(ctx.logger, 'http message not stored', { source: ctx.id });
+    this.auth = new IntakeAuth({
+      token: this.cfg.token,
+      tokens: this.cfg.tokens ?? [],
+      maxFailures: this.cfg.failedAuth?.maxFailures ?? 10,
+      windowMs: this.cfg.failedAuth?.windowMs ?? 60_000,
+    });
   }
 
   /** `http(s)://host:port<path>` once listening. */
@@ -140,6 +167,7 @@ export class HttpSource implements MessageSource {
     const where = `sources.${this.ctx.id}`;
     const tls = this.cfg.tls;
     let https: Record<string, unknown> | undefined;
+    if (tls?.allowedClientNames?.length && !tls.requestCert) throw configError('SOURCE_TLS', `${where}.tls.allowedClientNames: needs requestCert (mutual TLS)`);
     if (tls && (tls.cert || tls.key)) {
       if (!tls.cert || !tls.key) throw configError('SOURCE_TLS', `${where}.tls: both cert and key are needed for HTTPS`);
       if (tls.requestCert && !tls.ca) throw configError('SOURCE_TLS', `${where}.tls.ca: required with requestCert (the CA client certificates must be signed by)`);
@@ -198,7 +226,17 @@ export class HttpSource implements MessageSource {
     this.app = app;
     this.boundPort = (app.server.address() as AddressInfo).port;
     this.listening = true;
-    this.ctx.logger.info('http source listening', { source: this.ctx.id, host: this.cfg.host, port: this.boundPort, path: this.cfg.path, tls: this.scheme === 'https', mutualTls: !!https?.requestCert });
+    this.ctx.logger.info('http source listening', {
+      source: this.ctx.id,
+      host: this.cfg.host,
+      port: this.boundPort,
+      path: this.cfg.path,
+      tls: this.scheme === 'https',
+      mutualTls: !!https?.requestCert,
+      tokens: this.auth.enabled,
+    });
+    if (!this.auth.enabled && !https?.requestCert)
+      this.ctx.logger.warn('http source accepts messages from any client that can reach its port: set tokens, token or mutual TLS', { source: this.ctx.id, host: this.cfg.host, port: this.boundPort });
   }
 
   async stop(): Promise<void> {
@@ -214,14 +252,33 @@ export class HttpSource implements MessageSource {
   /** Connection counters (refused by reason, closed for not sending), on /metrics as ferry_source_stat. */
   stats() {
     if (!this.guard) return undefined;
-    return { connections: this.guard.connections, ...this.guard.stats() };
+    return { connections: this.guard.connections, ...this.guard.stats(), ...this.auth.counts };
   }
 
-  private authorized(req: FastifyRequest): boolean {
-    if (!this.cfg.token) return true;
-    const got = Buffer.from(req.headers.authorization ?? '');
-    const want = Buffer.from(`Bearer ${this.cfg.token}`);
-    return got.length === want.length && timingSafeEqual(got, want);
+  /** The client's name (token name, certificate CN) when it may POST; otherwise the answer has been sent. */
+  private async authenticate(req: FastifyRequest, reply: FastifyReply): Promise<{ principal: string; peerCN?: string } | undefined> {
+    const address = normalizeAddress(req.socket.remoteAddress);
+    let peerCN: string | undefined;
+    const sock = req.socket as TLSSocket;
+    if (typeof sock.getPeerCertificate === 'function' && this.cfg.tls?.requestCert) {
+      const cn = sock.getPeerCertificate()?.subject?.CN;
+      peerCN = Array.isArray(cn) ? cn[0] : cn;
+      const allowed = this.cfg.tls.allowedClientNames ?? [];
+      if (allowed.length && (!peerCN || !allowed.includes(peerCN))) {
+        this.ctx.logger.warn('http client certificate not allowed', { source: this.ctx.id, remoteAddress: address, peerCN });
+        void reply.code(403).send({ error: 'client certificate not allowed' });
+        return undefined;
+      }
+    }
+    const r = await this.auth.check(req.headers.authorization, address);
+    if (r.ok) return { principal: peerCN && r.principal === 'anonymous' ? `cn:${peerCN}` : r.principal, peerCN };
+    if (r.status === 429) {
+      void reply.code(429).header('retry-after', String(r.retryAfterSec ?? 60)).send({ error: r.reason });
+      return undefined;
+    }
+    if (r.blockedNow) this.ctx.logger.warn('http source: too many failed authentications; address refused for a while', { source: this.ctx.id, remoteAddress: address, windowMs: this.cfg.failedAuth?.windowMs ?? 60_000 });
+    void reply.code(401).header('www-authenticate', 'Bearer').send({ error: r.reason });
+    return undefined;
   }
 
   /** The client asked for an HL7 ACK (`Accept: application/hl7-v2` or `x-application/hl7-v2+er7`) for an HL7 body. */
@@ -239,7 +296,8 @@ export class HttpSource implements MessageSource {
   }
 
   private async handle(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-    if (!this.authorized(req)) return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'missing or wrong bearer token' });
+    const who = await this.authenticate(req, reply);
+    if (!who) return reply;
     const declared = req.headers['content-type'];
     const contentType = canonicalContentType(declared);
     if (!contentType) {
@@ -255,7 +313,8 @@ export class HttpSource implements MessageSource {
       const parts = (this.cfg.batch ? this.ctx.split(contentType, body) : [body]).filter((p) => p.length > 0);
       if (!parts.length) return this.bad(reply, 'the body holds no message', ackFor);
       const receivedAt = new Date();
-      messages = parts.map((p) => ({ contentType, body: p, headers: this.ctx.extractHeaders(contentType, p), receivedAt }));
+      const extra = who.peerCN ? { tlsPeerCN: who.peerCN } : {};
+      messages = parts.map((p) => ({ contentType, body: p, headers: { ...this.ctx.extractHeaders(contentType, p), ...extra }, receivedAt }));
     } catch (e) {
       if (FerryError.is(e) && e.kind !== 'input') return this.fail(reply, e, ackFor);
       return this.bad(reply, `cannot read the message: ${(e as Error).message}`, ackFor);
@@ -266,7 +325,7 @@ export class HttpSource implements MessageSource {
       const ids = results.map((r) => r.id);
       const dups = results.filter((r) => r.duplicate && !r.stored).length;
       this.notStored.ok();
-      this.ctx.logger.info('http message stored', { source: this.ctx.id, contentType, count: results.length, ids: ids.slice(0, 20), ...(dups ? { duplicates: dups } : {}) });
+      this.ctx.logger.info('http message stored', { source: this.ctx.id, contentType, count: results.length, ids: ids.slice(0, 20), client: who.principal, ...(dups ? { duplicates: dups } : {}) });
       const extra = dups ? { duplicates: results.filter((r) => r.duplicate).map((r) => r.duplicateOf ?? r.id) } : {};
       const json = messages.length === 1 && !(this.cfg.batch && isBatch(contentType, body)) ? { id: ids[0], ...(dups ? { duplicate: true } : {}) } : { ids, ...extra };
       return this.answer(reply, 202, json, ackFor && { body: ackFor, code: 'AA' });
