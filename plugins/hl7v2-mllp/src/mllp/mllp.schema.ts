@@ -10,6 +10,13 @@ const tlsSchema = {
   passphrase: { doc: 'Passphrase of the private key', format: String, default: '', sensitive: true },
   ca: { doc: 'PEM CA bundle (or a path) used to verify the peer', format: String, default: '' },
   requestCert: { doc: 'Listener: require a client certificate signed by `ca` (mutual TLS)', format: Boolean, default: false },
+  allowedClientNames: {
+    doc: 'Listener, mutual TLS: when not empty, only client certificates whose subject CN is listed are served; others are closed after the handshake',
+    format: (v: unknown) => {
+      if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !x)) throw new Error('must be a list of certificate subject common names');
+    },
+    default: [] as string[],
+  },
   rejectUnauthorized: { doc: 'Sender: refuse a server whose certificate does not verify', format: Boolean, default: true },
   servername: { doc: 'Sender: SNI / name checked in the server certificate (default: host)', format: String, default: '' },
 };
@@ -21,6 +28,7 @@ export interface TlsConfig {
   passphrase: string;
   ca: string;
   requestCert: boolean;
+  allowedClientNames?: string[];
   rejectUnauthorized: boolean;
   servername: string;
 }
@@ -134,6 +142,7 @@ export function tlsEnabled(t: Partial<TlsConfig> | undefined): boolean {
 export function serverTlsOptions(t: TlsConfig, baseDir?: string): tls.TlsOptions {
   if (!t.cert || !t.key) throw new FerryError('CONFIG_MLLP_TLS', 'tls needs both cert and key (PEM text, a path, or cert_FILE / key_FILE)', { kind: 'config' });
   if (t.requestCert && !t.ca) throw new FerryError('CONFIG_MLLP_TLS', 'tls.requestCert needs tls.ca (the CA that signs client certificates)', { kind: 'config' });
+  if (t.allowedClientNames?.length && !t.requestCert) throw new FerryError('CONFIG_MLLP_TLS', 'tls.allowedClientNames needs tls.requestCert (mutual TLS)', { kind: 'config' });
   const opts: tls.TlsOptions = {
     cert: readPem(t.cert, 'cert', baseDir),
     key: readPem(t.key, 'key', baseDir),

@@ -47,12 +47,16 @@ export interface MllpServerOptions {
   shutdownGraceMs: number;
   /** TLS options (with key/cert loaded); plain TCP when absent. */
   tls?: tls.TlsOptions;
+  /** Mutual TLS: when not empty, a client certificate whose subject CN is not listed is closed after the handshake. */
+  allowedClientNames?: readonly string[];
 }
 
 export interface MllpServerStats extends ListenerGuardStats {
   connections: number;
   connectionsTotal: number;
   tlsFailures: number;
+  /** Mutual TLS: trusted certificates refused for a CN not in allowedClientNames. */
+  clientNameRefused: number;
   frames: number;
   oversizedFrames: number;
   truncatedFrames: number;
@@ -72,6 +76,8 @@ interface Conn {
   paused: boolean;
   closed: boolean;
   junkLogged: boolean;
+  /** A first frame has started (the first-frame clock is stopped). */
+  started: boolean;
   idle?: Promise<void>;
   idleResolve?: () => void;
   frameTimer?: NodeJS.Timeout;
@@ -84,7 +90,7 @@ export class MllpServer {
   private guard?: ListenerGuard;
   private nextId = 1;
   private stopping = false;
-  private readonly counters = { connectionsTotal: 0, tlsFailures: 0, frames: 0, oversizedFrames: 0, truncatedFrames: 0, junkBytes: 0 };
+  private readonly counters = { connectionsTotal: 0, tlsFailures: 0, clientNameRefused: 0, frames: 0, oversizedFrames: 0, truncatedFrames: 0, junkBytes: 0 };
 
   constructor(
     private readonly opts: MllpServerOptions,
@@ -194,6 +200,13 @@ export class MllpServer {
       const cert = socket.getPeerCertificate();
       if (cert && cert.subject) info.peerCN = Array.isArray(cert.subject.CN) ? cert.subject.CN[0] : cert.subject.CN;
     }
+    const allowed = this.opts.allowedClientNames ?? [];
+    if (socket instanceof tls.TLSSocket && allowed.length && (!info.peerCN || !allowed.includes(info.peerCN))) {
+      this.counters.clientNameRefused += 1;
+      this.logger.warn('mllp client certificate not allowed; connection closed', { ...(this.opts.logFields ?? {}), remoteAddress: info.remoteAddress, peerCN: info.peerCN });
+      socket.destroy();
+      return;
+    }
     const c: Conn = {
       info,
       socket,
@@ -203,6 +216,7 @@ export class MllpServer {
       paused: false,
       closed: false,
       junkLogged: false,
+      started: false,
     };
     this.conns.add(c);
     this.counters.connectionsTotal += 1;
@@ -246,7 +260,10 @@ export class MllpServer {
       return;
     }
     this.watchFrame(c);
-    if (d.midFrame || events.length) this.guard?.started(c.socket);
+    if (!c.started && (d.midFrame || events.length)) {
+      c.started = true;
+      this.guard?.started(c.socket);
+    }
     const junk = d.junkBytes - junkBefore;
     if (junk > 0) {
       this.counters.junkBytes += junk;

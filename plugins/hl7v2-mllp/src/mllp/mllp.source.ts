@@ -69,6 +69,7 @@ export class MllpSource implements MessageSource {
         maxPendingFrames: Math.max(1, cfg.maxPendingFrames),
         shutdownGraceMs: cfg.shutdownGraceMs,
         tls: tlsOpts,
+        allowedClientNames: cfg.tls?.allowedClientNames ?? [],
       },
       (events, conn) => this.handle(events, conn),
       this.ctx.logger,
