@@ -174,6 +174,26 @@ export class ListenerGuard {
     this.note(reason, normalizeAddress(socket.remoteAddress));
   }
 
+  /**
+   * Another refusal the source counts itself (a failed TLS handshake, a client certificate not
+   * allowed): logged through the same summary, so it cannot flood the log either.
+   */
+  report(remoteAddress: string | undefined, reason: string): void {
+    this.note(reason, normalizeAddress(remoteAddress));
+  }
+
+  static emptyStats(): ListenerGuardStats {
+    return {
+      connectionsRefused: 0,
+      connectionsRefusedLimit: 0,
+      connectionsRefusedPerAddress: 0,
+      connectionsRefusedNotAllowed: 0,
+      connectionsClosedFirstDataTimeout: 0,
+      connectionsClosedIdle: 0,
+      connectionAddresses: 0,
+    };
+  }
+
   stats(): ListenerGuardStats {
     const c = this.counts;
     return {
@@ -198,7 +218,7 @@ export class ListenerGuard {
    * The first event of a quiet period is logged at once (warn for a refusal, info for a timeout);
    * the ones after it are counted and told in one line per `summaryEveryMs` while they go on.
    */
-  private note(reason: RefusalReason | CloseReason, address: string): void {
+  private note(reason: RefusalReason | CloseReason | string, address: string): void {
     const refused = reason !== 'firstDataTimeout' && reason !== 'idle';
     if (!this.window) {
       this.window = { since: Date.now(), reasons: {}, addresses: new Map() };

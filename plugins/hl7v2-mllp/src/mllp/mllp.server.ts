@@ -120,7 +120,9 @@ export class MllpServer {
     if (this.opts.tls) {
       server.on('tlsClientError', (err: Error, sock: tls.TLSSocket) => {
         this.counters.tlsFailures += 1;
-        this.logger.warn('mllp TLS handshake failed', { remoteAddress: sock?.remoteAddress, error: (err as NodeJS.ErrnoException).code ?? err.message });
+        // a scanner's handshakes must not flood the log: one line, then counts in the summary
+        this.logger.debug('mllp TLS handshake failed', { remoteAddress: sock?.remoteAddress, error: (err as NodeJS.ErrnoException).code ?? err.message });
+        guard.report(sock?.remoteAddress, 'tlsHandshake');
       });
     }
     server.on('error', (err) => this.logger.error('mllp server error', { error: err.message }));
@@ -159,15 +161,7 @@ export class MllpServer {
       bufferedBytes += c.deframer.buffered;
       for (const ev of c.queue) bufferedBytes += ev.kind === 'frame' ? ev.payload.length : ev.head.length;
     }
-    const g: ListenerGuardStats = this.guard?.stats() ?? {
-      connectionsRefused: 0,
-      connectionsRefusedLimit: 0,
-      connectionsRefusedPerAddress: 0,
-      connectionsRefusedNotAllowed: 0,
-      connectionsClosedFirstDataTimeout: 0,
-      connectionsClosedIdle: 0,
-      connectionAddresses: 0,
-    };
+    const g: ListenerGuardStats = this.guard?.stats() ?? ListenerGuard.emptyStats();
     return { connections: this.conns.size, ...this.counters, ...g, bufferedBytes, pendingWriteBytes };
   }
 
@@ -203,7 +197,8 @@ export class MllpServer {
     const allowed = this.opts.allowedClientNames ?? [];
     if (socket instanceof tls.TLSSocket && allowed.length && (!info.peerCN || !allowed.includes(info.peerCN))) {
       this.counters.clientNameRefused += 1;
-      this.logger.warn('mllp client certificate not allowed; connection closed', { ...(this.opts.logFields ?? {}), remoteAddress: info.remoteAddress, peerCN: info.peerCN });
+      this.logger.debug('mllp client certificate not allowed; connection closed', { connection: info.id, remoteAddress: info.remoteAddress, peerCN: info.peerCN });
+      this.guard?.report(info.remoteAddress, 'clientName');
       socket.destroy();
       return;
     }
