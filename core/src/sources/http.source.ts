@@ -203,7 +203,7 @@ export class HttpSource implements MessageSource {
       this.ctx.logger,
     );
     this.guard = guard;
-    // Admission first (prepended), so a refused socket is never tracked or parsed.
+    // Admission first (prepended): a refused socket is destroyed before the HTTP parser reads a byte.
     app.server.prependListener('connection', (raw) => guard.admit(raw));
     app.server.on('request', (req) => guard.started(req.socket));
     this.conns = new HttpConnections(app.server);
