@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Engine, silentLogger, SqliteMessageStore, parseUmask, fileModes } from '@ferry/core';
 import { waitFor } from '../reliability/support';
+import { openConfiguredStore } from '../../core/src/cli/commands/replay.command';
 
 const adt = (ctl: string) =>
   [`MSH|^~\\&|SENDAPP|SENDFAC|FERRY|HOSP|20240101120000||ADT^A01^ADT_A01|${ctl}|P|2.5.1`, 'EVN|A01|20240101120000', 'PID|1||12345^^^HOSP^MR||DOE^JANE||19800101|F'].join('\r') + '\r';
@@ -77,6 +78,12 @@ describe('files at rest (security)', () => {
     } finally {
       await e.stop();
     }
+    // a CLI command on the same config (ferry replay / prune / sink) keeps the configured modes
+    const yaml = path.join(dir, 'ferry.yaml');
+    writeFileSync(yaml, `store: { kind: sqlite, path: ${db} }\nfiles: { umask: '0027' }\n`);
+    const { store } = await openConfiguredStore(yaml, undefined);
+    await store.close();
+    expect(mode(db)).toBe('0640');
   });
 
   it('files.umask must be octal', async () => {

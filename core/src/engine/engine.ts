@@ -18,7 +18,7 @@ import { pruneByRetention } from '../store/admin-ops';
 import { createStore } from '../store/create-store';
 import type { InsertResult, MessageStore, PruneResult, SinkHold } from '../store/message-store';
 import { configure, type ConfigureOptions } from './configure';
-import { fileModes, parseUmask, type FileModes } from '../util/file-modes';
+import { fileModesOf, type FileModes } from '../util/file-modes';
 
 /** `processing.transformWorkers`: auto = one fewer than the CPUs (the engine thread has one), at most 4. */
 export function transformWorkerCount(setting: number | 'auto'): number {
@@ -69,7 +69,7 @@ export class Engine {
     store: MessageStore | undefined,
   ) {
     this.ownsStore = !store;
-    this.fileModes = fileModes(parseUmask(config.files?.umask ?? '0077'));
+    this.fileModes = fileModesOf(config);
     this.store = store ?? createStore(config.store, logger.child({ component: 'store' }), config.baseDir, { engine: true, fileModes: this.fileModes });
     this.transforms = host.transforms().map((t) => t.container.resolve(t.impl));
     this.metrics.sourceStats = () => this.sources.map((s) => ({ source: s.id, stats: s.source.stats?.() }));

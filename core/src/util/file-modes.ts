@@ -19,6 +19,11 @@ export function fileModes(umask: number = DEFAULT_UMASK): FileModes {
   return { umask, file: 0o666 & ~umask, dir: 0o777 & ~umask };
 }
 
+/** The modes an engine config asks for (`files.umask`, default 0077). */
+export function fileModesOf(config: { files?: { umask?: string | number } }): FileModes {
+  return fileModes(parseUmask(config.files?.umask ?? DEFAULT_UMASK));
+}
+
 /** `'0077'`, `'077'`, `'0o077'` or a number: the umask as a number (throws when it is not an octal 000..777). */
 export function parseUmask(v: unknown): number {
   if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0o777) return v;
