@@ -135,4 +135,69 @@ d('SIGTERM with idle connections on every port', () => {
       conn.close();
     }
   }, 60_000);
+  it('a sink that never answers does not hold the stop: its call is given up on after 4 s, recorded failed (made again later), exit 0', async () => {
+    const hungDir = mkdtempSync(path.join(os.tmpdir(), 'ferry-sigterm-hung-'));
+    const hungDb = path.join(hungDir, 'ferry.db');
+    // a receiver that takes the request and never answers
+    let got = 0;
+    const held: http.ServerResponse[] = [];
+    const receiver = http.createServer((_req, res) => {
+      got++;
+      held.push(res);
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    const mllpPort = await freePort();
+    const cfg = path.join(hungDir, 'ferry.yaml');
+    writeFileSync(
+      cfg,
+      [
+        `store: { kind: sqlite, path: ${hungDb} }`,
+        "plugins: ['@ferry/plugin-hl7v2-mllp']",
+        'admin: { enabled: false }',
+        'processing: { pollIntervalMs: 100, transformWorkers: 0 }',
+        'sources:',
+        `  mllp: { type: mllp, host: 127.0.0.1, port: ${mllpPort} }`,
+        'sinks:',
+        `  slow: { type: http, url: 'http://127.0.0.1:${(receiver.address() as net.AddressInfo).port}/in', timeoutMs: 600000 }`,
+        'routes:',
+        '  - { id: all, to: [slow] }',
+        '',
+      ].join('\n'),
+    );
+    const p = await startEngine(cfg, hungDir, /engine started/);
+    try {
+      const s = await open(mllpPort);
+      sockets.push(s);
+      s.on('error', () => undefined);
+      const acked = new Promise<string>((r) => s.once('data', (b) => r(b.toString('latin1'))));
+      s.write(Buffer.concat([Buffer.from([0x0b]), Buffer.from(adt('HUNG-1', 'M9', 9), 'latin1'), Buffer.from([0x1c, 0x0d])]));
+      expect(await acked).toMatch(/MSA\|AA\|HUNG-1/);
+      const deadline = Date.now() + 20_000;
+      while (!got && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(got).toBe(1);
+      const t0 = Date.now();
+      p.child.kill('SIGTERM');
+      const code = await p.exited;
+      const ms = Date.now() - t0;
+      console.log(`ferry start exited ${code} ${ms} ms after SIGTERM with a sink call that never returns`);
+      expect(code).toBe(0);
+      expect(ms).toBeLessThan(9000);
+      expect(p.log()).toMatch(/sink calls still under way are given up on/);
+      expect(p.log()).toMatch(/"message":"engine stopped"/);
+      expect(existsSync(`${hungDb}-wal`)).toBe(false);
+      const conn = new Database(hungDb, { readonly: true });
+      try {
+        const rows = conn.prepare(`SELECT status, attempts FROM deliveries`).all() as { status: string; attempts: number }[];
+        expect(rows).toEqual([{ status: 'failed', attempts: 1 }]);
+      } finally {
+        conn.close();
+      }
+    } finally {
+      await killHard(p);
+      for (const r of held) r.destroy();
+      receiver.closeAllConnections();
+      await new Promise((r) => receiver.close(r));
+      rmSync(hungDir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
