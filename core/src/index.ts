@@ -38,6 +38,9 @@ export { hashToken, verifyToken, newTokenSecret, tokenIdOf } from './admin/token
 export { tokenRequest, issueToken, makeToken, tokenView } from './admin/token-ops';
 export type { AuthConfig, ConfigToken, OidcConfig } from './admin/auth';
 export type { RouteAccess } from './admin/guard';
+export * from './sources/listener-guard';
+export { HttpConnections } from './util/graceful-http';
+export * from './util/file-modes';
 
 /*
  * Heavy modules (the engine, configuration loading, stores, sinks, sources, FHIRPath, FHIR validation, winston):

@@ -5,6 +5,7 @@ import { configError, FerryError, inputError } from '../errors';
 import { errorFields } from '../logging/logger';
 import { issuesOf } from '../model/message';
 import { pem } from '../sources/http.source';
+import { HttpConnections } from '../util/graceful-http';
 import { holdRequest, replayFilter, replayMessages, type HoldRequest, type ReplayRequest } from '../store/admin-ops';
 import type { AuditFilter, MessageFilter } from '../store/message-store';
 import { AuthError } from './auth';
@@ -84,6 +85,8 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
   app.addHook('onRoute', (r) => {
     for (const method of [r.method].flat()) if (method !== 'HEAD') routes.push({ method, url: r.url, access: (r.config as { role?: string } | undefined)?.role ?? 'admin' });
   });
+  // A stop closes idle connections (also those that never sent a request) instead of waiting on them.
+  const conns = new HttpConnections(app.server);
 
   // An empty JSON body is no body (POST /api/prune); anything else must parse (prototype poisoning refused).
   const json = app.getDefaultJsonParser('error', 'error');
@@ -273,5 +276,5 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
   });
 
   const address = await app.listen({ host: cfg.host, port: cfg.port });
-  return { url: address, app, guard, routes, close: () => app.close() };
+  return { url: address, app, guard, routes, close: () => conns.close(() => app.close()) };
 }

@@ -202,6 +202,8 @@ async function start(configArg: string | undefined): Promise<number> {
   let engine: Engine;
   try {
     engine = await lazy.engine().Engine.create({ configFile });
+    // Whatever this process creates (store, outputs, anything a plugin writes) is private by default.
+    process.umask(engine.fileModes.umask);
     await engine.start();
   } catch (e) {
     return reportError(e);

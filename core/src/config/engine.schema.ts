@@ -17,6 +17,7 @@ function stringList(name: string, re: RegExp): (v: unknown) => void {
   Object.defineProperty(f, 'name', { value: name });
   return f;
 }
+import { umaskFormat } from '../util/file-modes';
 
 /** Keys shared by every sink entry, whatever its type: the delivery policy. */
 export const sinkCommonSchema = {
@@ -208,6 +209,14 @@ export const engineSchema = {
     level: { doc: 'error | warn | info | debug', format: ['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly'], default: 'info', env: 'FERRY_LOG_LEVEL' },
     format: { doc: 'json or pretty', format: ['json', 'pretty'], default: 'json', env: 'FERRY_LOG_FORMAT' },
   },
+  files: {
+    umask: {
+      doc: 'Permission bits taken from every file and folder Ferry creates (the SQLite store and its WAL, file-sink output, file-source done/error files, the pid file), as octal: 0077 = files 0600, folders 0700 (only the engine account); 0027 = group may read. `ferry start` also sets it as the process umask',
+      format: umaskFormat,
+      default: '0077',
+      env: 'FERRY_UMASK',
+    },
+  },
 } satisfies convict.Schema<any>;
 
 export interface RetryPolicy {
@@ -276,6 +285,8 @@ export interface EngineConfig {
   processing: { batchSize: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number; maxAttempts: number; transformWorkers: number | 'auto' };
   admin: AdminConfig;
   log: { level: string; format: 'json' | 'pretty' };
+  /** `umask`: octal text such as '0077' (see `fileModes(parseUmask(...))`). */
+  files: { umask: string };
   /** Validated config of each loaded plugin, by plugin id. */
   pluginConfig: Record<string, Record<string, unknown>>;
   /** The file it came from, if any; relative paths in it resolve against its folder. */

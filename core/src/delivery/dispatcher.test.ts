@@ -116,6 +116,44 @@ describe('Dispatcher', () => {
     await store.close();
   }, 30_000);
 
+  it('stop gives up on sink calls that outlast stopGraceMs: failed (retryable, made again later), the sink told through its signal', async () => {
+    const store = new SqliteMessageStore({ path: path.join(dir, 'stop-grace.db'), logger: silentLogger() });
+    await store.open();
+    const [{ id }] = await store.insert([{ sourceId: 's', contentType: 'text/plain', body: Buffer.from('m') }]);
+    await store.claimReceived('p', 1, 60_000);
+    const bundleJson = JSON.stringify({ resourceType: 'Bundle', type: 'collection', entry: [] });
+    await store.recordProcessed([{ id, transformed: { bundleJson, orderingKey: 'k' }, outcome: { status: 'routed' as const, deliveries: [{ routeId: 'r', sinkId: 'out', strictOrder: true, unchanged: true }] } }]);
+    let called = 0;
+    let aborted: unknown;
+    // a sink that never answers (no deliveryTimeoutMs either)
+    const sink = {
+      deliver: (d: Delivery) =>
+        new Promise<void>(() => {
+          called++;
+          d.signal?.addEventListener('abort', () => (aborted = d.signal?.reason));
+        }),
+    };
+    const logger = silentLogger();
+    const dispatcher = new Dispatcher(store, new Map([['out', { id: 'out', sink, retry, logger, concurrency: 1, deliveryTimeoutMs: 0 }]]), logger, new EngineMetrics(false), {
+      owner: 'me',
+      leaseMs: 60_000,
+      pollIntervalMs: 20,
+      stopGraceMs: 300,
+    });
+    dispatcher.start();
+    for (let i = 0; i < 100 && !called; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(called).toBe(1);
+    const t0 = Date.now();
+    await dispatcher.stop();
+    const ms = Date.now() - t0;
+    expect(ms).toBeGreaterThanOrEqual(250);
+    expect(ms).toBeLessThan(3000);
+    expect(aborted).toMatchObject({ code: 'FERRY_E_DELIVERY_ENGINE_STOPPING' });
+    const [dl] = await store.deliveries(id);
+    expect(dl).toMatchObject({ status: 'failed', attempts: 1 });
+    await store.close();
+  });
+
   describe('circuit breaker', () => {
     const bundleJson = JSON.stringify({ resourceType: 'Bundle', type: 'collection', entry: [] });
     /** `n` messages routed to sink "s", on `keys` ordering keys (message i on key i % keys). */

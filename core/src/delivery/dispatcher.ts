@@ -23,8 +23,11 @@ interface InSink {
   limit: number;
   lostLogged: boolean;
   log: () => Logger;
-  /** Gives up on the call: its attempt fails with FERRY_E_DELIVERY_TIMEOUT. */
-  expire: () => void;
+  /**
+   * Gives up on the call: its attempt fails (retryable) with FERRY_E_DELIVERY_TIMEOUT, or
+   * FERRY_E_DELIVERY_ENGINE_STOPPING when the engine stops and the call outlasts the stop grace.
+   */
+  expire: (why?: 'timeout' | 'stopping') => void;
 }
 
 export interface SinkRuntime {
@@ -55,6 +58,12 @@ export interface DispatcherOptions {
   owner: string;
   leaseMs: number;
   pollIntervalMs: number;
+  /**
+   * On stop, how long sink calls under way get to finish (default 4000 ms): after it they are
+   * given up on (failed, retryable: made again after the restart), so a sink that does not
+   * answer cannot hold a SIGTERM past the process manager's kill timeout.
+   */
+  stopGraceMs?: number;
 }
 
 /** Deliveries to a sink that is no longer configured, claimed at a time (they fail and retry). */
@@ -257,6 +266,20 @@ export class Dispatcher {
     this.running = false;
     this.sleeper.wake();
     await this.loopPromise;
+    if (this.inFlight > 0) {
+      const graceMs = this.opts.stopGraceMs ?? 4000;
+      let timer: NodeJS.Timeout | undefined;
+      const finished = await Promise.race([
+        new Promise<boolean>((r) => this.idleWaiters.push(() => r(true))),
+        new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs))),
+      ]);
+      clearTimeout(timer);
+      if (!finished && this.inSink.size) {
+        this.logger.warn('stopping: sink calls still under way are given up on; they are made again after the restart', { calls: this.inSink.size, stopGraceMs: graceMs });
+        for (const s of this.inSink.values()) s.expire('stopping');
+      }
+    }
+    // what is left records its outcome (the store is still open)
     while (this.inFlight > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
     clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
@@ -268,7 +291,7 @@ export class Dispatcher {
     for (const s of this.inSink.values())
       if (s.limit > 0 && now - s.since >= s.limit) {
         s.limit = 0; // once
-        s.expire();
+        s.expire('timeout');
       }
     void this.renewLeases(now);
   }
@@ -490,10 +513,13 @@ export class Dispatcher {
   private deliverWithin(rt: SinkRuntime, d: ClaimedDelivery, entry: InSink): Promise<void> {
     const delivery = toSinkDelivery(d);
     const call = rt.sink.deliver(delivery);
-    if (!(entry.limit > 0)) return call;
+    const limit = entry.limit;
     const expired = new Promise<never>((_, reject) => {
-      entry.expire = () => {
-        const e = new FerryError('DELIVERY_TIMEOUT', `sink "${rt.id}" did not finish the delivery within ${entry.limit} ms (deliveryTimeoutMs)`, { kind: 'transient', retryable: true });
+      entry.expire = (why = 'timeout') => {
+        const e =
+          why === 'stopping'
+            ? new FerryError('DELIVERY_ENGINE_STOPPING', `sink "${rt.id}" did not finish the delivery before the engine stopped`, { kind: 'transient', retryable: true })
+            : new FerryError('DELIVERY_TIMEOUT', `sink "${rt.id}" did not finish the delivery within ${limit} ms (deliveryTimeoutMs)`, { kind: 'transient', retryable: true });
         delivery.abort(e);
         reject(e);
       };

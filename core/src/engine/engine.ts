@@ -20,6 +20,7 @@ import { pruneByRetention } from '../store/admin-ops';
 import { createStore } from '../store/create-store';
 import type { InsertResult, MessageStore, PruneResult, SinkHold } from '../store/message-store';
 import { configure, type ConfigureOptions } from './configure';
+import { fileModesOf, type FileModes } from '../util/file-modes';
 
 /** `processing.transformWorkers`: auto = one fewer than the CPUs (the engine thread has one), at most 4. */
 export function transformWorkerCount(setting: number | 'auto'): number {
@@ -54,6 +55,8 @@ export class Engine {
   readonly owner = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   readonly transforms: MessageTransform[];
   readonly store: MessageStore;
+  /** Modes of the files and folders the engine, its store, sinks and sources create (`files.umask`). */
+  readonly fileModes: FileModes;
   private readonly ownsStore: boolean;
   private sources: SourceRuntime[] = [];
   private sinks = new Map<string, SinkRuntime>();
@@ -74,7 +77,8 @@ export class Engine {
     private readonly showInitialToken: (secret: string, id: string) => void = printInitialToken,
   ) {
     this.ownsStore = !store;
-    this.store = store ?? createStore(config.store, logger.child({ component: 'store' }), config.baseDir, { engine: true });
+    this.fileModes = fileModesOf(config);
+    this.store = store ?? createStore(config.store, logger.child({ component: 'store' }), config.baseDir, { engine: true, fileModes: this.fileModes });
     this.transforms = host.transforms().map((t) => t.container.resolve(t.impl));
     this.metrics.sourceStats = () => this.sources.map((s) => ({ source: s.id, stats: s.source.stats?.() }));
     this.metrics.storeState = async () => {
@@ -156,7 +160,7 @@ export class Engine {
         const reg = this.host.sinkTypes().find((s) => s.type === entry.type)!;
         const { type: _t, retry, circuitBreaker, concurrency, deliveryTimeoutMs, ...rest } = entry;
         const logger = this.logger.child({ sink: id });
-        const ctx: SinkContext = { id, config: rest, logger };
+        const ctx: SinkContext = { id, config: rest, logger, files: this.fileModes };
         const child = reg.container.createChildContainer();
         child.register(coreTokens.SinkContext, { useValue: ctx });
         const sink = child.resolve(reg.impl);
@@ -254,6 +258,7 @@ export class Engine {
       config: rest,
       logger,
       signal: abort.signal,
+      files: this.fileModes,
       submit: (messages, opts) => this.submit(id, messages, { ...opts, duplicates }),
       getCheckpoint: (key) => this.store.getCheckpoint(id, key),
       setCheckpoint: (key, value) => this.store.setCheckpoint(id, key, value),

@@ -4,6 +4,7 @@ import type { DependencyContainer } from 'tsyringe';
 import type { Logger } from 'winston';
 import type { DataQualityIssue, InboundMessage, MessageHeaders, StoredMessage } from '../model/message';
 import type { AuditFilter, InsertOptions, InsertResult, MessageStore, StoredAuditEntry } from '../store/message-store';
+import type { FileModes } from '../util/file-modes';
 
 export type Ctor<T> = new (...args: any[]) => T;
 
@@ -85,6 +86,8 @@ export interface SourceContext<C = any> {
   dataQualityIssues?(message: InboundMessage): Promise<DataQualityIssue[]>;
   /** The store's audit trail (read-only; the core `audit` source emits it as FHIR AuditEvents). */
   auditEntries?(filter: AuditFilter): Promise<StoredAuditEntry[]>;
+  /** Modes for files and folders the source creates (from `files.umask`); absent = 0600 / 0700. */
+  readonly files?: FileModes;
 }
 
 export interface MessageSource {
@@ -143,6 +146,8 @@ export interface SinkContext<C = any> {
   readonly id: string;
   readonly config: Readonly<C>;
   readonly logger: Logger;
+  /** Modes for files and folders the sink creates (from `files.umask`); absent = 0600 / 0700. */
+  readonly files?: FileModes;
 }
 
 export interface Delivery {

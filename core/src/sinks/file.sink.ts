@@ -6,6 +6,7 @@ import { retryableDeliveryError } from '../errors';
 import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { deliveryPayload, deliveryPayloadJson, nonEmptyString, safeFileName } from './common';
+import { fileModes, mkdirPrivate, type FileModes } from '../util/file-modes';
 
 /** `sinks.<id>` keys of a `type: file` sink. */
 export const fileSinkSchema = {
@@ -48,7 +49,10 @@ class NdjsonWriter {
   written = 0;
   writes = 0;
 
-  constructor(readonly file: string) {}
+  constructor(
+    readonly file: string,
+    private readonly modes: FileModes,
+  ) {}
 
   append(data: Buffer, fsync: boolean): Promise<void> {
     return new Promise<void>((resolve, reject) => {
@@ -59,11 +63,14 @@ class NdjsonWriter {
 
   private async open(): Promise<fsp.FileHandle> {
     if (this.handle) return this.handle;
-    await fsp.mkdir(path.dirname(this.file), { recursive: true });
-    const h = await fsp.open(this.file, 'a+');
+    await mkdirPrivate(path.dirname(this.file), this.modes);
+    const h = await fsp.open(this.file, 'a+', this.modes.file);
+    // a file made before (or by someone else) loses the bits the umask forbids: it holds PHI
+    const st = await h.stat();
+    if (st.mode & this.modes.umask) await h.chmod(st.mode & 0o777 & ~this.modes.umask);
     // A crash in the middle of a write can leave a partial last line: start on a fresh line so
     // the next record is whole (the torn one is then a single unparseable line, easy to spot).
-    const { size } = await h.stat();
+    const { size } = st;
     if (size > 0) {
       const last = Buffer.alloc(1);
       await h.read(last, 0, 1, size - 1);
@@ -115,10 +122,10 @@ async function writeAll(h: fsp.FileHandle, buf: Buffer): Promise<void> {
 
 const writers = new Map<string, NdjsonWriter>();
 
-function acquireWriter(file: string): NdjsonWriter {
+function acquireWriter(file: string, modes: FileModes): NdjsonWriter {
   let w = writers.get(file);
   if (!w) {
-    w = new NdjsonWriter(file);
+    w = new NdjsonWriter(file, modes);
     writers.set(file, w);
   }
   w.refs++;
@@ -156,10 +163,12 @@ export class FileSink implements MessageSink {
   private readonly cfg: FileSinkConfig;
   private readonly dir: string;
   private writer: NdjsonWriter | undefined;
+  private readonly modes: FileModes;
 
   constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<FileSinkConfig>) {
     this.cfg = { ...fileSinkSchemaDefaults(), ...ctx.config };
     this.dir = path.resolve(this.cfg.dir);
+    this.modes = ctx.files ?? fileModes();
   }
 
   /** NDJSON: every line in flight joins one write and one fsync, so more in flight = fewer fsyncs. */
@@ -168,7 +177,7 @@ export class FileSink implements MessageSink {
   }
 
   async start(): Promise<void> {
-    await fsp.mkdir(this.dir, { recursive: true });
+    await mkdirPrivate(this.dir, this.modes);
     this.ctx.logger.info('file sink ready', { sink: this.ctx.id, format: this.cfg.format, fsync: this.cfg.fsync });
   }
 
@@ -198,7 +207,7 @@ export class FileSink implements MessageSink {
     const file = this.currentFile();
     if (this.writer?.file !== file) {
       const old = this.writer;
-      this.writer = acquireWriter(file);
+      this.writer = acquireWriter(file, this.modes);
       if (old) void releaseWriter(old);
     }
     // Compact JSON never holds a raw newline (they are escaped inside strings), so one record is one line.
@@ -206,13 +215,13 @@ export class FileSink implements MessageSink {
   }
 
   private async writeJsonFile(messageId: string, payload: unknown): Promise<void> {
-    await fsp.mkdir(this.dir, { recursive: true });
+    await mkdirPrivate(this.dir, this.modes);
     const name = `${safeFileName(messageId)}.json`;
     const final = path.join(this.dir, name);
     // Dot-prefixed temp name: readers and the file source ignore dotfiles.
     const tmp = path.join(this.dir, `.${name}.${randomUUID()}.tmp`);
     const data = Buffer.from(JSON.stringify(payload, null, this.cfg.indent || undefined) + '\n', 'utf8');
-    const h = await fsp.open(tmp, 'wx');
+    const h = await fsp.open(tmp, 'wx', this.modes.file);
     try {
       await writeAll(h, data);
       if (this.cfg.fsync) await h.sync();

@@ -7,6 +7,7 @@ import { ContentType, type InboundMessage } from '../model/message';
 import type { MessageSource, SourceContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { checkBody, globToRegExp, requiredString } from './common';
+import { fileModes, mkdirPrivate, tighten, type FileModes } from '../util/file-modes';
 
 /** `sources.<id>` keys of a `type: file` source. */
 export const fileSourceSchema = {
@@ -62,6 +63,7 @@ export class FileSource implements MessageSource {
   private readonly doneDir: string;
   private readonly errorDir: string;
   private readonly match: RegExp;
+  private readonly modes: FileModes;
   private watcher: FSWatcher | undefined;
   private timer: NodeJS.Timeout | undefined;
   private soon: NodeJS.Timeout | undefined;
@@ -98,12 +100,13 @@ export class FileSource implements MessageSource {
     this.doneDir = path.resolve(this.dir, this.cfg.doneDir || 'done');
     this.errorDir = path.resolve(this.dir, this.cfg.errorDir || 'error');
     this.match = globToRegExp(this.cfg.pattern || '*');
+    this.modes = ctx.files ?? fileModes();
   }
 
   async start(): Promise<void> {
-    await fsp.mkdir(this.dir, { recursive: true });
-    await fsp.mkdir(this.doneDir, { recursive: true });
-    await fsp.mkdir(this.errorDir, { recursive: true });
+    await mkdirPrivate(this.dir, this.modes);
+    await mkdirPrivate(this.doneDir, this.modes);
+    await mkdirPrivate(this.errorDir, this.modes);
     this.running = true;
     try {
       this.watcher = watch(this.dir, { persistent: false }, () => this.scanSoon(20));
@@ -281,7 +284,7 @@ export class FileSource implements MessageSource {
     this.seen.delete(name);
     this.backoff.delete(name);
     try {
-      const moved = await moveAside(file, this.doneDir, name);
+      const moved = await moveAside(file, this.doneDir, name, this.modes);
       if (this.cfg.keepDoneDays > 0) {
         const now = new Date();
         await fsp.utimes(moved, now, now).catch(() => undefined); // retention counts from when it was stored
@@ -311,8 +314,8 @@ export class FileSource implements MessageSource {
       const reason = [`file: ${name}`, `source: ${this.ctx.id}`, `time: ${new Date().toISOString()}`, `code: ${e.code}`, `reason: ${e.message}`, ''].join('\n');
       // The .reason file is complete before the file appears beside it (a watcher of error/ never
       // reads it half written).
-      await moveAside(path.join(this.dir, name), this.errorDir, name, async (target) => {
-        await fsp.writeFile(`${target}.reason`, reason);
+      await moveAside(path.join(this.dir, name), this.errorDir, name, this.modes, async (target) => {
+        await fsp.writeFile(`${target}.reason`, reason, { mode: this.modes.file });
         return `${target}.reason`;
       });
     } catch (err) {
@@ -341,8 +344,8 @@ export class FileSource implements MessageSource {
  * Moves `file` into `dir` under `name` (or `name.1`, `name.2`, ... if taken). `companion` first
  * writes a file of its own for the target and returns its path; it is removed if the move fails.
  */
-async function moveAside(file: string, dir: string, name: string, companion?: (target: string) => Promise<string>): Promise<string> {
-  await fsp.mkdir(dir, { recursive: true });
+async function moveAside(file: string, dir: string, name: string, modes: FileModes, companion?: (target: string) => Promise<string>): Promise<string> {
+  await mkdirPrivate(dir, modes);
   for (let n = 0; ; n++) {
     const target = path.join(dir, n === 0 ? name : `${name}.${n}`);
     const taken = await fsp.access(target).then(
@@ -357,6 +360,8 @@ async function moveAside(file: string, dir: string, name: string, companion?: (t
       if (extra) await fsp.rm(extra, { force: true });
       throw e;
     }
+    // the file keeps the mode its writer gave it: what Ferry keeps loses the bits the umask forbids
+    await tighten(target, modes).catch(() => undefined);
     return target;
   }
 }

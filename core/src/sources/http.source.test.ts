@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '../logging/logger';
 import { SqliteMessageStore } from '../store/sqlite.store';
+import { hashToken, newTokenSecret } from '../admin/tokens';
 import { adt, storeContext } from './__fixtures__/context';
 import { HttpSource, type HttpSourceConfig } from './http.source';
 
@@ -123,6 +124,47 @@ describe('HttpSource (real fastify listener, real SQLite store)', () => {
     expect((await ack.text()).split('\r')[1]).toBe('MSA|AE|DOWN2|not stored; retry later');
     await store.open();
     expect((await post(adt('DOWN1'), 'application/hl7-v2')).status).toBe(202);
+  });
+});
+
+describe('HttpSource with hashed API tokens', () => {
+  it('202 with a listed token (any scheme case), 401 otherwise, 429 after repeated failures from one address', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-http-source-tokens-'));
+    const store = new SqliteMessageStore({ path: path.join(tmp, 'ferry.db'), logger: silentLogger() });
+    await store.open();
+    const lab = newTokenSecret();
+    const src = new HttpSource(
+      storeContext(store, {
+        host: '127.0.0.1',
+        port: 0,
+        path: '/hl7',
+        token: '',
+        tokens: [{ id: lab.id, name: 'lab-system', hash: await hashToken(lab.secret) }],
+        failedAuth: { maxFailures: 3, windowMs: 60_000 },
+        bodyLimit: 1024 * 1024,
+        batch: true,
+      }),
+    );
+    await src.start();
+    try {
+      const send = (auth?: string) =>
+        fetch(src.url, { method: 'POST', headers: { 'content-type': 'application/hl7-v2', ...(auth ? { authorization: auth } : {}) }, body: adt(`T${Math.random()}`) });
+      expect((await send(`Bearer ${lab.secret}`)).status).toBe(202);
+      expect((await send(`bearer ${lab.secret}`)).status).toBe(202);
+      const no = await send();
+      expect(no.status).toBe(401);
+      expect(no.headers.get('www-authenticate')).toBe('Bearer');
+      expect((await send('Bearer ferry_abcd_nope')).status).toBe(401);
+      expect((await send(`Bearer ${lab.secret}x`)).status).toBe(401);
+      const blocked = await send(`Bearer ${lab.secret}`);
+      expect(blocked.status).toBe(429);
+      expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(src.stats()).toMatchObject({ authFailures: 3, authRateLimited: 1 });
+    } finally {
+      await src.stop();
+      await store.close();
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });
 

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
+import tls from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '../logging/logger';
@@ -88,9 +89,64 @@ if (!hasOpenssl) console.warn('skipped: openssl CLI absent, cannot make test cer
     }
   });
 
+  it('mutual TLS with allowedClientNames: a trusted certificate with another CN gets 403; the CN is stored as tlsPeerCN', async () => {
+    const other = selfSigned(tmp, 'other-system');
+    const bundle = path.join(tmp, 'clients.pem');
+    fs.writeFileSync(bundle, fs.readFileSync(client.cert, 'utf8') + fs.readFileSync(other.cert, 'utf8'));
+    const src = new HttpSource(storeContext(store, cfg({ cert: server.cert, key: server.key, ca: bundle, requestCert: true, allowedClientNames: ['client'] })));
+    await src.start();
+    try {
+      const ca = fs.readFileSync(server.cert);
+      expect(await post(src.url, { ca, cert: fs.readFileSync(client.cert), key: fs.readFileSync(client.key) })).toBe(202);
+      expect(await post(src.url, { ca, cert: fs.readFileSync(other.cert), key: fs.readFileSync(other.key) })).toBe(403);
+      const [m] = await store.listMessages({ sourceId: 'src', newestFirst: true, limit: 1 });
+      expect(m.headers.tlsPeerCN).toBe('client');
+    } finally {
+      await src.stop();
+    }
+    await expect(new HttpSource(storeContext(store, cfg({ cert: server.cert, key: server.key, allowedClientNames: ['client'] }))).start()).rejects.toThrow(/needs requestCert/);
+  });
+
   it('refuses half a TLS config and unreadable files with a config error', async () => {
     await expect(new HttpSource(storeContext(store, cfg({ cert: server.cert }))).start()).rejects.toThrow(/both cert and key/);
     await expect(new HttpSource(storeContext(store, cfg({ cert: server.cert, key: server.key, requestCert: true }))).start()).rejects.toThrow(/tls\.ca: required/);
     await expect(new HttpSource(storeContext(store, cfg({ cert: '/nonexistent.pem', key: server.key }))).start()).rejects.toThrow(/tls\.cert: cannot read/);
+  });
+  it('first-request timeout over TLS: a silent TLS connection is closed, a keep-alive one that sends stays; stop does not wait for either', async () => {
+    const src = new HttpSource(storeContext(store, { ...cfg({ cert: server.cert, key: server.key }), firstRequestTimeoutMs: 300 }));
+    await src.start();
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: fs.readFileSync(server.cert) });
+    let silent: tls.TLSSocket | undefined;
+    try {
+      silent = tls.connect({ host: '127.0.0.1', port: src.port, ca: fs.readFileSync(server.cert) });
+      silent.on('error', () => undefined);
+      await new Promise((r) => silent!.once('secureConnect', r));
+      const closed = new Promise<void>((r) => silent!.once('close', () => r()));
+      const ports = new Set<number>();
+      for (let i = 0; i < 3; i++) {
+        const status = await new Promise<number>((resolve, reject) => {
+          const req = https.request(src.url, { method: 'POST', headers: { 'content-type': 'application/hl7-v2' }, agent }, (res) => {
+            ports.add(res.socket.localPort!);
+            res.resume();
+            res.on('end', () => resolve(res.statusCode!));
+          });
+          req.on('error', reject);
+          req.end(adt(`TLS-KA-${i}-${Math.random()}`));
+        });
+        expect(status).toBe(202);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      // one connection for all three, kept past the 300 ms first-request limit
+      expect(ports.size).toBe(1);
+      await closed;
+      expect(src.stats()!.connectionsClosedFirstDataTimeout).toBe(1);
+      const t0 = Date.now();
+      await src.stop();
+      expect(Date.now() - t0).toBeLessThan(2000);
+    } finally {
+      agent.destroy();
+      silent?.destroy();
+      await src.stop();
+    }
   });
 });

@@ -1,4 +1,3 @@
-import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -10,6 +9,10 @@ import type { MessageSource, SourceContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { canonicalContentType, checkBody, FHIR_CONTENT_TYPES, HL7_CONTENT_TYPES, mediaType } from './common';
 import { buildAck, type AckCode } from './hl7-ack';
+import { HttpConnections } from '../util/graceful-http';
+import { cidrListFormat, ListenerGuard, normalizeAddress } from './listener-guard';
+import { IntakeAuth, intakeTokensFormat, type IntakeTokenEntry } from './intake-auth';
+import type { TLSSocket } from 'node:tls';
 
 /** `sources.<id>` keys of a `type: http` source. */
 export const httpSourceSchema = {
@@ -22,15 +25,38 @@ export const httpSourceSchema = {
     },
     default: '/messages',
   },
-  token: { doc: 'When set, requests need `Authorization: Bearer <token>` (use ${ENV} or token_FILE)', format: String, default: '', sensitive: true },
+  token: { doc: 'When set, requests need `Authorization: Bearer <token>` (use ${ENV} or token_FILE); prefer `tokens`, which keep no secret in the config', format: String, default: '', sensitive: true },
+  tokens: {
+    doc: 'Ferry API tokens allowed to POST, as { id, name, hash, expires? } entries holding only a salted hash (`ferry token create --config-entry` prints one; roles are ignored here). When set (or `token`), requests need `Authorization: Bearer <secret>`',
+    format: intakeTokensFormat,
+    default: [] as IntakeTokenEntry[],
+  },
+  failedAuth: {
+    maxFailures: { doc: 'Failed authentications from one address within windowMs before it gets 429 for windowMs (0 = no limit)', format: 'nat', default: 10 },
+    windowMs: { doc: 'The failed-authentication window', format: 'nat', default: 60_000 },
+  },
   bodyLimit: { doc: 'Largest request body in bytes (413 above)', format: 'nat', default: 10 * 1024 * 1024 },
   batch: { doc: 'Split HL7 batches (FHS/BHS) into one message each; the answer then has `ids`', format: Boolean, default: true },
+  maxConnections: { doc: 'Concurrent connections accepted; more are closed on accept', format: 'nat', default: 200 },
+  maxConnectionsPerAddress: { doc: 'Concurrent connections accepted from one remote address (0 = no cap)', format: 'nat', default: 20 },
+  firstRequestTimeoutMs: { doc: 'A connection that has not sent a complete request head within this is closed (0 = never)', format: 'nat', default: 10_000 },
+  idleTimeoutMs: { doc: 'A keep-alive connection with no request for this long is closed', format: 'nat', default: 60_000 },
+  requestTimeoutMs: { doc: 'A request (head and body) not fully received within this is answered 408 and its connection closed (0 = no limit)', format: 'nat', default: 120_000 },
+  shutdownGraceMs: { doc: 'On stop, how long requests in flight get to be stored and answered', format: 'nat', default: 5000 },
+  allow: { doc: 'When not empty: only these IPv4/IPv6 addresses or CIDR blocks may connect (e.g. [10.20.0.0/16, "fd00::/8"]); others are closed on accept', format: cidrListFormat, default: [] as string[] },
   tls: {
     cert: { doc: 'PEM certificate chain, or a path to it: serve HTTPS when cert and key are set', format: String, default: '' },
     key: { doc: 'PEM private key, or a path to it (or key_FILE)', format: String, default: '', sensitive: true },
     passphrase: { doc: 'Passphrase of the key', format: String, default: '', sensitive: true },
     ca: { doc: 'PEM CA bundle, or a path: client certificates must be signed by it when requestCert is on', format: String, default: '' },
     requestCert: { doc: 'Mutual TLS: require a client certificate signed by `ca`', format: Boolean, default: false },
+    allowedClientNames: {
+      doc: 'Mutual TLS: when not empty, only client certificates whose subject CN is listed may POST (403 otherwise); the CN is kept as the tlsPeerCN header',
+      format: (v: unknown) => {
+        if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !x)) throw new Error('must be a list of certificate subject common names');
+      },
+      default: [] as string[],
+    },
   },
 };
 
@@ -40,6 +66,7 @@ export interface HttpSourceTlsConfig {
   passphrase: string;
   ca: string;
   requestCert: boolean;
+  allowedClientNames?: string[];
 }
 
 export interface HttpSourceConfig {
@@ -47,10 +74,21 @@ export interface HttpSourceConfig {
   port: number;
   path: string;
   token: string;
+  tokens?: IntakeTokenEntry[];
+  failedAuth?: { maxFailures: number; windowMs: number };
   bodyLimit: number;
   batch: boolean;
+  maxConnections?: number;
+  maxConnectionsPerAddress?: number;
+  firstRequestTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  shutdownGraceMs?: number;
+  allow?: string[];
   tls?: HttpSourceTlsConfig;
 }
+
+type ListenerKeys = 'maxConnections' | 'maxConnectionsPerAddress' | 'firstRequestTimeoutMs' | 'idleTimeoutMs' | 'requestTimeoutMs' | 'shutdownGraceMs' | 'allow';
 
 /** A PEM value given inline, or read from the path it names. */
 export function pem(value: string, what: string, where: string): string {
@@ -73,19 +111,42 @@ const ACCEPTED = [...HL7_CONTENT_TYPES, ...FHIR_CONTENT_TYPES];
  */
 @injectable()
 export class HttpSource implements MessageSource {
-  private readonly cfg: HttpSourceConfig;
+  private readonly cfg: HttpSourceConfig & Required<Pick<HttpSourceConfig, ListenerKeys>>;
   private app: FastifyInstance | undefined;
   private listening = false;
   private boundPort = 0;
   private scheme: 'http' | 'https' = 'http';
+  private guard?: ListenerGuard;
+  private conns?: HttpConnections;
+  private readonly auth: IntakeAuth;
 
   /** While the store refuses messages: told once (and counted each minute), not per request. */
   private readonly notStored: OutageLog;
 
   constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<HttpSourceConfig>) {
-    const defaults: HttpSourceConfig = { host: '127.0.0.1', port: 8081, path: '/messages', token: '', bodyLimit: 10 * 1024 * 1024, batch: true };
+    const defaults: HttpSourceConfig & Required<Pick<HttpSourceConfig, ListenerKeys>> = {
+      host: '127.0.0.1',
+      port: 8081,
+      path: '/messages',
+      token: '',
+      bodyLimit: 10 * 1024 * 1024,
+      batch: true,
+      maxConnections: 200,
+      maxConnectionsPerAddress: 20,
+      firstRequestTimeoutMs: 10_000,
+      idleTimeoutMs: 60_000,
+      requestTimeoutMs: 120_000,
+      shutdownGraceMs: 5000,
+      allow: [],
+    };
     this.cfg = { ...defaults, ...ctx.config };
     this.notStored = new OutageLog(ctx.logger, 'http message not stored', { source: ctx.id });
+    this.auth = new IntakeAuth({
+      token: this.cfg.token,
+      tokens: this.cfg.tokens ?? [],
+      maxFailures: this.cfg.failedAuth?.maxFailures ?? 10,
+      windowMs: this.cfg.failedAuth?.windowMs ?? 60_000,
+    });
   }
 
   /** `http(s)://host:port<path>` once listening. */
@@ -106,6 +167,7 @@ export class HttpSource implements MessageSource {
     const where = `sources.${this.ctx.id}`;
     const tls = this.cfg.tls;
     let https: Record<string, unknown> | undefined;
+    if (tls?.allowedClientNames?.length && !tls.requestCert) throw configError('SOURCE_TLS', `${where}.tls.allowedClientNames: needs requestCert (mutual TLS)`);
     if (tls && (tls.cert || tls.key)) {
       if (!tls.cert || !tls.key) throw configError('SOURCE_TLS', `${where}.tls: both cert and key are needed for HTTPS`);
       if (tls.requestCert && !tls.ca) throw configError('SOURCE_TLS', `${where}.tls.ca: required with requestCert (the CA client certificates must be signed by)`);
@@ -120,7 +182,31 @@ export class HttpSource implements MessageSource {
       };
     }
     this.scheme = https ? 'https' : 'http';
-    const app = Fastify({ logger: false, bodyLimit: this.cfg.bodyLimit, return503OnClosing: true, forceCloseConnections: 'idle', ...(https ? { https } : {}) } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
+    const app = Fastify({
+      logger: false,
+      bodyLimit: this.cfg.bodyLimit,
+      return503OnClosing: true,
+      forceCloseConnections: 'idle',
+      keepAliveTimeout: this.cfg.idleTimeoutMs,
+      requestTimeout: this.cfg.requestTimeoutMs,
+      ...(https ? { https } : {}),
+    } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
+    const guard = new ListenerGuard(
+      {
+        kind: 'http',
+        base: { source: this.ctx.id },
+        maxConnections: this.cfg.maxConnections,
+        maxConnectionsPerAddress: this.cfg.maxConnectionsPerAddress,
+        firstDataTimeoutMs: this.cfg.firstRequestTimeoutMs,
+        allow: this.cfg.allow,
+      },
+      this.ctx.logger,
+    );
+    this.guard = guard;
+    // Admission first (prepended): a refused socket is destroyed before the HTTP parser reads a byte.
+    app.server.prependListener('connection', (raw) => guard.admit(raw));
+    app.server.on('request', (req) => guard.started(req.socket));
+    this.conns = new HttpConnections(app.server);
     app.removeAllContentTypeParsers();
     // Every body arrives as raw bytes; the content type is checked in the handler so the answer can say why.
     app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
@@ -140,24 +226,59 @@ export class HttpSource implements MessageSource {
     this.app = app;
     this.boundPort = (app.server.address() as AddressInfo).port;
     this.listening = true;
-    this.ctx.logger.info('http source listening', { source: this.ctx.id, host: this.cfg.host, port: this.boundPort, path: this.cfg.path, tls: this.scheme === 'https', mutualTls: !!https?.requestCert });
+    this.ctx.logger.info('http source listening', {
+      source: this.ctx.id,
+      host: this.cfg.host,
+      port: this.boundPort,
+      path: this.cfg.path,
+      tls: this.scheme === 'https',
+      mutualTls: !!https?.requestCert,
+      tokens: this.auth.enabled,
+    });
+    if (!this.auth.enabled && !https?.requestCert)
+      this.ctx.logger.warn('http source accepts messages from any client that can reach its port: set tokens, token or mutual TLS', { source: this.ctx.id, host: this.cfg.host, port: this.boundPort });
   }
 
   async stop(): Promise<void> {
     this.listening = false;
     const app = this.app;
     this.app = undefined;
-    // fastify.close() stops accepting, answers 503 to requests arriving meanwhile, waits for in-flight ones.
-    if (app) await app.close();
+    // fastify.close() stops accepting, answers 503 to requests arriving meanwhile, waits for in-flight
+    // ones; connections with no request in flight are closed at once, the rest after shutdownGraceMs.
+    if (app) await (this.conns ? this.conns.close(() => app.close(), this.cfg.shutdownGraceMs) : app.close());
+    this.guard?.close();
   }
 
-  private authorized(req: FastifyRequest): boolean {
-    if (!this.cfg.token) return true;
-    // The scheme in any case (`bearer` is as good as `Bearer`, RFC 7235); the token compared in constant time.
-    const m = /^bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? '');
-    const got = Buffer.from(m?.[1] ?? '');
-    const want = Buffer.from(this.cfg.token);
-    return got.length === want.length && timingSafeEqual(got, want);
+  /** Connection counters (refused by reason, closed for not sending), on /metrics as ferry_source_stat. */
+  stats() {
+    if (!this.guard) return undefined;
+    return { connections: this.guard.connections, ...this.guard.stats(), ...this.auth.counts };
+  }
+
+  /** The client's name (token name, certificate CN) when it may POST; otherwise the answer has been sent. */
+  private async authenticate(req: FastifyRequest, reply: FastifyReply): Promise<{ principal: string; peerCN?: string } | undefined> {
+    const address = normalizeAddress(req.socket.remoteAddress);
+    let peerCN: string | undefined;
+    const sock = req.socket as TLSSocket;
+    if (typeof sock.getPeerCertificate === 'function' && this.cfg.tls?.requestCert) {
+      const cn = sock.getPeerCertificate()?.subject?.CN;
+      peerCN = Array.isArray(cn) ? cn[0] : cn;
+      const allowed = this.cfg.tls.allowedClientNames ?? [];
+      if (allowed.length && (!peerCN || !allowed.includes(peerCN))) {
+        this.ctx.logger.warn('http client certificate not allowed', { source: this.ctx.id, remoteAddress: address, peerCN });
+        void reply.code(403).send({ error: 'client certificate not allowed' });
+        return undefined;
+      }
+    }
+    const r = await this.auth.check(req.headers.authorization, address);
+    if (r.ok) return { principal: peerCN && r.principal === 'anonymous' ? `cn:${peerCN}` : r.principal, peerCN };
+    if (r.status === 429) {
+      void reply.code(429).header('retry-after', String(r.retryAfterSec ?? 60)).send({ error: r.reason });
+      return undefined;
+    }
+    if (r.blockedNow) this.ctx.logger.warn('http source: too many failed authentications; address refused for a while', { source: this.ctx.id, remoteAddress: address, windowMs: this.cfg.failedAuth?.windowMs ?? 60_000 });
+    void reply.code(401).header('www-authenticate', 'Bearer').send({ error: r.reason });
+    return undefined;
   }
 
   /** The client asked for an HL7 ACK (`Accept: application/hl7-v2` or `x-application/hl7-v2+er7`) for an HL7 body. */
@@ -175,7 +296,8 @@ export class HttpSource implements MessageSource {
   }
 
   private async handle(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-    if (!this.authorized(req)) return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'missing or wrong bearer token' });
+    const who = await this.authenticate(req, reply);
+    if (!who) return reply;
     const declared = req.headers['content-type'];
     const contentType = canonicalContentType(declared);
     if (!contentType) {
@@ -191,7 +313,8 @@ export class HttpSource implements MessageSource {
       const parts = (this.cfg.batch ? this.ctx.split(contentType, body) : [body]).filter((p) => p.length > 0);
       if (!parts.length) return this.bad(reply, 'the body holds no message', ackFor);
       const receivedAt = new Date();
-      messages = parts.map((p) => ({ contentType, body: p, headers: this.ctx.extractHeaders(contentType, p), receivedAt }));
+      const extra = who.peerCN ? { tlsPeerCN: who.peerCN } : {};
+      messages = parts.map((p) => ({ contentType, body: p, headers: { ...this.ctx.extractHeaders(contentType, p), ...extra }, receivedAt }));
     } catch (e) {
       if (FerryError.is(e) && e.kind !== 'input') return this.fail(reply, e, ackFor);
       return this.bad(reply, `cannot read the message: ${(e as Error).message}`, ackFor);
@@ -202,7 +325,7 @@ export class HttpSource implements MessageSource {
       const ids = results.map((r) => r.id);
       const dups = results.filter((r) => r.duplicate && !r.stored).length;
       this.notStored.ok();
-      this.ctx.logger.info('http message stored', { source: this.ctx.id, contentType, count: results.length, ids: ids.slice(0, 20), ...(dups ? { duplicates: dups } : {}) });
+      this.ctx.logger.info('http message stored', { source: this.ctx.id, contentType, count: results.length, ids: ids.slice(0, 20), client: who.principal, ...(dups ? { duplicates: dups } : {}) });
       const extra = dups ? { duplicates: results.filter((r) => r.duplicate).map((r) => r.duplicateOf ?? r.id) } : {};
       const json = messages.length === 1 && !(this.cfg.batch && isBatch(contentType, body)) ? { id: ids[0], ...(dups ? { duplicate: true } : {}) } : { ids, ...extra };
       return this.answer(reply, 202, json, ackFor && { body: ackFor, code: 'AA' });

@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { fileModes, mkdirPrivateSync, tightenSync, type FileModes } from '../util/file-modes';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { FerryError } from '../errors';
@@ -21,6 +22,11 @@ export interface SqliteStoreOptions extends SqlStoreOptions {
    * replay`, `ferry prune`) do not set it.
    */
   engineLock?: boolean;
+  /**
+   * Modes of the database file (its -wal and -shm get the same: SQLite copies the database
+   * file's), the lock and pid files, and of its folder when created. Default 0600 / 0700.
+   */
+  fileModes?: FileModes;
 }
 
 type Params = unknown[];
@@ -172,6 +178,19 @@ export class SqliteMessageStore extends SqlMessageStore {
     this.file = opts.path === ':memory:' ? opts.path : path.resolve(opts.path);
     this.busyTimeoutMs = opts.busyTimeoutMs ?? 5000;
     this.wantsEngineLock = !!opts.engineLock && this.file !== ':memory:';
+    this.modes = opts.fileModes ?? fileModes();
+  }
+
+  private readonly modes: FileModes;
+
+  /** Creates `file` empty with the file mode when missing; takes the forbidden bits from it when present. */
+  private ensurePrivate(file: string): void {
+    try {
+      closeSync(openSync(file, 'a', this.modes.file));
+      tightenSync(file, this.modes);
+    } catch {
+      // not writable here (read-only file or folder): opening it reports that, clearly
+    }
   }
 
   /**
@@ -183,6 +202,7 @@ export class SqliteMessageStore extends SqlMessageStore {
   private lockForEngine(): void {
     const lockFile = `${this.file}-engine.lock`;
     const pidFile = `${this.file}-engine.pid`;
+    this.ensurePrivate(lockFile);
     const lock = new Database(lockFile);
     try {
       lock.pragma('busy_timeout = 0');
@@ -203,7 +223,8 @@ export class SqliteMessageStore extends SqlMessageStore {
       );
     }
     try {
-      writeFileSync(pidFile, `${process.pid}\n`);
+      writeFileSync(pidFile, `${process.pid}\n`, { mode: this.modes.file });
+      tightenSync(pidFile, this.modes);
     } catch {
       // informational only
     }
@@ -219,7 +240,18 @@ export class SqliteMessageStore extends SqlMessageStore {
   }
 
   protected async connect(): Promise<void> {
-    if (this.file !== ':memory:') mkdirSync(path.dirname(this.file), { recursive: true });
+    if (this.file !== ':memory:') {
+      mkdirPrivateSync(path.dirname(this.file), this.modes);
+      // SQLite creates -wal and -shm with the database file's mode: make that one private first.
+      this.ensurePrivate(this.file);
+      for (const extra of ['-wal', '-shm', '-journal']) {
+        try {
+          tightenSync(this.file + extra, this.modes);
+        } catch {
+          // not ours to change (another owner): SQLite opens it or says why
+        }
+      }
+    }
     if (this.wantsEngineLock) this.lockForEngine();
     try {
       await this.connectDb();

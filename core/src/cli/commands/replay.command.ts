@@ -5,6 +5,7 @@ import { silentLogger } from '../../logging/logger';
 import type { CliCommand } from '../../plugin/api';
 import { replayMessages } from '../../store/admin-ops';
 import { createStore } from '../../store/create-store';
+import { fileModesOf } from '../../util/file-modes';
 import type { MessageStore } from '../../store/message-store';
 import { resolveConfigPath } from '../config-path';
 import { audited } from './cli-audit';
@@ -21,7 +22,8 @@ export async function openConfiguredStore(configArg: string | undefined, ctxFile
   const file = resolveConfigPath(configArg) ?? ctxFile;
   if (!file) throw new FerryError('CONFIG_NO_FILE', 'no config: pass -c <file>, set FERRY_CONFIG, or create ./config/ferry.yaml', { kind: 'config' });
   const { config } = await configure({ configFile: file });
-  const store = createStore(config.store, silentLogger(), config.baseDir);
+  // the same file modes as the engine's: a command must not change what the operator chose
+  const store = createStore(config.store, silentLogger(), config.baseDir, { fileModes: fileModesOf(config) });
   await store.open();
   return { store, owned: true, config };
 }

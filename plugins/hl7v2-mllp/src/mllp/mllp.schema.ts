@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type tls from 'node:tls';
-import { FerryError, type ConfigSchema } from '@ferry/core';
+import { cidrListFormat, FerryError, type ConfigSchema } from '@ferry/core';
 
 const tlsSchema = {
   enabled: { doc: 'Use TLS (implied when cert and key are set)', format: Boolean, default: false },
@@ -10,6 +10,13 @@ const tlsSchema = {
   passphrase: { doc: 'Passphrase of the private key', format: String, default: '', sensitive: true },
   ca: { doc: 'PEM CA bundle (or a path) used to verify the peer', format: String, default: '' },
   requestCert: { doc: 'Listener: require a client certificate signed by `ca` (mutual TLS)', format: Boolean, default: false },
+  allowedClientNames: {
+    doc: 'Listener, mutual TLS: when not empty, only client certificates whose subject CN is listed are served; others are closed after the handshake',
+    format: (v: unknown) => {
+      if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !x)) throw new Error('must be a list of certificate subject common names');
+    },
+    default: [] as string[],
+  },
   rejectUnauthorized: { doc: 'Sender: refuse a server whose certificate does not verify', format: Boolean, default: true },
   servername: { doc: 'Sender: SNI / name checked in the server certificate (default: host)', format: String, default: '' },
 };
@@ -21,6 +28,7 @@ export interface TlsConfig {
   passphrase: string;
   ca: string;
   requestCert: boolean;
+  allowedClientNames?: string[];
   rejectUnauthorized: boolean;
   servername: string;
 }
@@ -30,7 +38,18 @@ export const mllpSourceSchema = {
   host: { doc: 'Bind address', format: String, default: '0.0.0.0' },
   port: { doc: 'TCP port (0 = any free port)', format: 'port', default: 2575 },
   maxConnections: { doc: 'Concurrent connections accepted; more are closed on accept', format: 'nat', default: 200 },
-  idleTimeoutMs: { doc: 'Close a connection silent for this long (0 = never)', format: 'nat', default: 30 * 60_000 },
+  maxConnectionsPerAddress: {
+    doc: 'Concurrent connections accepted from one remote address; more are closed on accept, so one misbehaving client cannot take every slot (0 = no cap)',
+    format: 'nat',
+    default: 20,
+  },
+  firstFrameTimeoutMs: { doc: 'A connection that has not started its first frame within this is closed (connections that never send; 0 = never)', format: 'nat', default: 10_000 },
+  idleTimeoutMs: { doc: 'Close a connection silent for this long (0 = never)', format: 'nat', default: 5 * 60_000 },
+  allow: {
+    doc: 'When not empty: only these IPv4/IPv6 addresses or CIDR blocks may connect (e.g. [10.20.0.0/16, "fd00::/8"]; IPv4 clients of a dual-stack listener match IPv4 blocks); others are closed on accept',
+    format: cidrListFormat,
+    default: [] as string[],
+  },
   maxMessageSize: { doc: 'Largest message in bytes; a larger frame is discarded and answered AR', format: 'nat', default: 10 * 1024 * 1024 },
   frameTimeoutMs: { doc: 'A frame started but not finished within this time closes the connection (slow senders; 0 = never)', format: 'nat', default: 120_000 },
   maxPendingFrames: { doc: 'Frames queued per connection before the socket stops being read', format: 'nat', default: 64 },
@@ -48,7 +67,10 @@ export interface MllpSourceConfig {
   host: string;
   port: number;
   maxConnections: number;
+  maxConnectionsPerAddress?: number;
+  firstFrameTimeoutMs?: number;
   idleTimeoutMs: number;
+  allow?: string[];
   maxMessageSize: number;
   frameTimeoutMs?: number;
   maxPendingFrames: number;
@@ -120,6 +142,7 @@ export function tlsEnabled(t: Partial<TlsConfig> | undefined): boolean {
 export function serverTlsOptions(t: TlsConfig, baseDir?: string): tls.TlsOptions {
   if (!t.cert || !t.key) throw new FerryError('CONFIG_MLLP_TLS', 'tls needs both cert and key (PEM text, a path, or cert_FILE / key_FILE)', { kind: 'config' });
   if (t.requestCert && !t.ca) throw new FerryError('CONFIG_MLLP_TLS', 'tls.requestCert needs tls.ca (the CA that signs client certificates)', { kind: 'config' });
+  if (t.allowedClientNames?.length && !t.requestCert) throw new FerryError('CONFIG_MLLP_TLS', 'tls.allowedClientNames needs tls.requestCert (mutual TLS)', { kind: 'config' });
   const opts: tls.TlsOptions = {
     cert: readPem(t.cert, 'cert', baseDir),
     key: readPem(t.key, 'key', baseDir),

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'winston';
-import { FerryError } from '@ferry/core';
+import { FerryError, ListenerGuard, type ListenerGuardStats } from '@ferry/core';
 import { encodeFrame, MllpDeframer, type DeframerEvent } from './framing';
 
 export interface ConnectionInfo {
@@ -25,6 +25,16 @@ export interface MllpServerOptions {
   port: number;
   /** Connections beyond this are closed on accept. */
   maxConnections: number;
+  /** Connections from one remote address beyond this are closed on accept (0 = no cap). */
+  maxConnectionsPerAddress?: number;
+  /** A connection that has not started a frame within this is closed (0 = never). */
+  firstFrameTimeoutMs?: number;
+  /** When not empty: only these addresses / CIDR blocks may connect. */
+  allow?: readonly string[];
+  /** Fields for the connection log lines (e.g. the source id). */
+  logFields?: Record<string, unknown>;
+  /** The refused/closed connection summary is logged at most this often (default one minute). */
+  connectionLogEveryMs?: number;
   /** A connection with no traffic and nothing in flight for this long is closed (0 = never). */
   idleTimeoutMs: number;
   /** Largest message (frame payload) accepted, bytes. */
@@ -37,13 +47,16 @@ export interface MllpServerOptions {
   shutdownGraceMs: number;
   /** TLS options (with key/cert loaded); plain TCP when absent. */
   tls?: tls.TlsOptions;
+  /** Mutual TLS: when not empty, a client certificate whose subject CN is not listed is closed after the handshake. */
+  allowedClientNames?: readonly string[];
 }
 
-export interface MllpServerStats {
+export interface MllpServerStats extends ListenerGuardStats {
   connections: number;
   connectionsTotal: number;
-  connectionsRefused: number;
   tlsFailures: number;
+  /** Mutual TLS: trusted certificates refused for a CN not in allowedClientNames. */
+  clientNameRefused: number;
   frames: number;
   oversizedFrames: number;
   truncatedFrames: number;
@@ -63,6 +76,8 @@ interface Conn {
   paused: boolean;
   closed: boolean;
   junkLogged: boolean;
+  /** A first frame has started (the first-frame clock is stopped). */
+  started: boolean;
   idle?: Promise<void>;
   idleResolve?: () => void;
   frameTimer?: NodeJS.Timeout;
@@ -72,10 +87,10 @@ interface Conn {
 export class MllpServer {
   private server?: net.Server;
   private readonly conns = new Set<Conn>();
-  private rawSockets = 0;
+  private guard?: ListenerGuard;
   private nextId = 1;
   private stopping = false;
-  private readonly counters = { connectionsTotal: 0, connectionsRefused: 0, tlsFailures: 0, frames: 0, oversizedFrames: 0, truncatedFrames: 0, junkBytes: 0 };
+  private readonly counters = { connectionsTotal: 0, tlsFailures: 0, clientNameRefused: 0, frames: 0, oversizedFrames: 0, truncatedFrames: 0, junkBytes: 0 };
 
   constructor(
     private readonly opts: MllpServerOptions,
@@ -86,23 +101,28 @@ export class MllpServer {
   async listen(): Promise<void> {
     const onConn = (socket: net.Socket) => this.accept(socket);
     const server = this.opts.tls ? tls.createServer(this.opts.tls, onConn) : net.createServer(onConn);
-    // Count raw TCP connections (before a TLS handshake) to enforce maxConnections.
-    server.on('connection', (raw: net.Socket) => {
-      if (this.stopping || this.rawSockets >= this.opts.maxConnections) {
-        this.counters.connectionsRefused += 1;
-        this.logger.warn('mllp connection refused: limit reached', { maxConnections: this.opts.maxConnections, stopping: this.stopping });
-        raw.destroy();
-        return;
-      }
-      this.rawSockets += 1;
-      raw.once('close', () => {
-        this.rawSockets -= 1;
-      });
-    });
+    // Admission on the raw TCP connection (before a TLS handshake): allowlist, total and
+    // per-address caps, and the first-frame clock; refusals are counted and logged in summary.
+    const guard = new ListenerGuard(
+      {
+        kind: 'mllp',
+        base: this.opts.logFields ?? {},
+        maxConnections: this.opts.maxConnections,
+        maxConnectionsPerAddress: this.opts.maxConnectionsPerAddress ?? 0,
+        firstDataTimeoutMs: this.opts.firstFrameTimeoutMs ?? 0,
+        allow: this.opts.allow,
+        summaryEveryMs: this.opts.connectionLogEveryMs,
+      },
+      this.logger,
+    );
+    this.guard = guard;
+    server.on('connection', (raw: net.Socket) => guard.admit(raw, this.stopping));
     if (this.opts.tls) {
       server.on('tlsClientError', (err: Error, sock: tls.TLSSocket) => {
         this.counters.tlsFailures += 1;
-        this.logger.warn('mllp TLS handshake failed', { remoteAddress: sock?.remoteAddress, error: (err as NodeJS.ErrnoException).code ?? err.message });
+        // a scanner's handshakes must not flood the log: one line, then counts in the summary
+        this.logger.debug('mllp TLS handshake failed', { remoteAddress: sock?.remoteAddress, error: (err as NodeJS.ErrnoException).code ?? err.message });
+        guard.report(sock?.remoteAddress, 'tlsHandshake');
       });
     }
     server.on('error', (err) => this.logger.error('mllp server error', { error: err.message }));
@@ -141,7 +161,8 @@ export class MllpServer {
       bufferedBytes += c.deframer.buffered;
       for (const ev of c.queue) bufferedBytes += ev.kind === 'frame' ? ev.payload.length : ev.head.length;
     }
-    return { connections: this.conns.size, ...this.counters, bufferedBytes, pendingWriteBytes };
+    const g: ListenerGuardStats = this.guard?.stats() ?? ListenerGuard.emptyStats();
+    return { connections: this.conns.size, ...this.counters, ...g, bufferedBytes, pendingWriteBytes };
   }
 
   /** Stop accepting; let each connection finish the frames it has received; then close them. */
@@ -163,6 +184,7 @@ export class MllpServer {
     });
     await Promise.all(drains);
     await closed;
+    this.guard?.close();
     this.server = undefined;
   }
 
@@ -171,6 +193,14 @@ export class MllpServer {
     if (socket instanceof tls.TLSSocket) {
       const cert = socket.getPeerCertificate();
       if (cert && cert.subject) info.peerCN = Array.isArray(cert.subject.CN) ? cert.subject.CN[0] : cert.subject.CN;
+    }
+    const allowed = this.opts.allowedClientNames ?? [];
+    if (socket instanceof tls.TLSSocket && allowed.length && (!info.peerCN || !allowed.includes(info.peerCN))) {
+      this.counters.clientNameRefused += 1;
+      this.logger.debug('mllp client certificate not allowed; connection closed', { connection: info.id, remoteAddress: info.remoteAddress, peerCN: info.peerCN });
+      this.guard?.report(info.remoteAddress, 'clientName');
+      socket.destroy();
+      return;
     }
     const c: Conn = {
       info,
@@ -181,6 +211,7 @@ export class MllpServer {
       paused: false,
       closed: false,
       junkLogged: false,
+      started: false,
     };
     this.conns.add(c);
     this.counters.connectionsTotal += 1;
@@ -189,7 +220,8 @@ export class MllpServer {
     if (this.opts.idleTimeoutMs > 0) socket.setTimeout(this.opts.idleTimeoutMs);
     socket.on('timeout', () => {
       if (c.busy || c.queue.length) return; // still working: not idle
-      this.logger.info('mllp connection idle, closing', { connection: info.id, idleTimeoutMs: this.opts.idleTimeoutMs });
+      this.logger.debug('mllp connection idle, closing', { connection: info.id, idleTimeoutMs: this.opts.idleTimeoutMs });
+      this.guard?.closed(socket, 'idle');
       socket.end();
       setTimeout(() => socket.destroy(), 1000).unref();
     });
@@ -223,6 +255,10 @@ export class MllpServer {
       return;
     }
     this.watchFrame(c);
+    if (!c.started && (d.midFrame || events.length)) {
+      c.started = true;
+      this.guard?.started(c.socket);
+    }
     const junk = d.junkBytes - junkBefore;
     if (junk > 0) {
       this.counters.junkBytes += junk;

@@ -278,6 +278,27 @@ describe('MllpSource over TLS', () => {
     expect(src.stats()!.tlsFailures).toBeGreaterThanOrEqual(2);
   });
 
+  it('mutual TLS with allowedClientNames: a trusted certificate with an unlisted CN is closed unanswered', async () => {
+    const tlsOf = (names: string[]) => tlsCfg({ cert: fs.readFileSync(pki.serverCert, 'utf8'), key: pki.serverKey, ca: pki.caCert, requestCert: true, allowedClientNames: names });
+    const clientOpts = { ca: fs.readFileSync(pki.caCert), cert: fs.readFileSync(pki.clientCert), key: fs.readFileSync(pki.clientKey) };
+    const listed = await startSource({ tls: tlsOf(['client']) });
+    const ok = await connect(listed.port, clientOpts);
+    ok.write(frame(adt('CN1')));
+    expect(readAck((await ok.waitAcks(1))[0])).toMatchObject({ code: 'AA', controlId: 'CN1' });
+
+    const other = await startSource({ tls: tlsOf(['lab-gateway']) });
+    const no = await RawClient.connect(other.port, clientOpts).catch(() => undefined);
+    if (no) {
+      clients.push(no);
+      no.write(frame(adt('CN2')));
+      await no.waitClose(3000);
+      expect(no.acks).toHaveLength(0);
+    }
+    expect(other.ctx.submitted).toHaveLength(0);
+    expect(other.src.stats()!.clientNameRefused).toBe(1);
+    await expect(startSource({ tls: tlsCfg({ cert: pki.serverCert, key: pki.serverKey, allowedClientNames: ['client'] }) })).rejects.toThrow(/needs tls.requestCert/);
+  });
+
   it('the mllp sink and ferry send speak mutual TLS to it', async () => {
     const { ctx, port } = await startSource({ tls: tlsCfg({ cert: pki.serverCert, key: pki.serverKey, ca: pki.caCert, requestCert: true }) });
     const sink = new MllpSink({
