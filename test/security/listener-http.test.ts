@@ -77,7 +77,8 @@ function config(dir: string, source: Record<string, unknown> = {}) {
     store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
     plugins: ['@ferry/plugin-hl7v2-mllp'],
     processing: { pollIntervalMs: 50, transformWorkers: 0 },
-    admin: { enabled: true, host: '127.0.0.1', port: 0 },
+    // /metrics opened to scrapers by the explicit setting (the rest of the admin API needs a token)
+    admin: { enabled: true, host: '127.0.0.1', port: 0, metricsPublic: true },
     sources: { intake: { type: 'http', host: '127.0.0.1', port: 0, bodyLimit: 64 * 1024, ...source } },
     sinks: { archive: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' } },
     routes: [{ id: 'all', from: ['intake'], to: ['archive'] }],

@@ -64,7 +64,8 @@ function config(dir: string, source: Record<string, unknown> = {}) {
     store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
     plugins: ['@ferry/plugin-hl7v2-mllp'],
     processing: { pollIntervalMs: 50, transformWorkers: 0 },
-    admin: { enabled: true, host: '127.0.0.1', port: 0 },
+    // /metrics opened to scrapers by the explicit setting (the rest of the admin API needs a token)
+    admin: { enabled: true, host: '127.0.0.1', port: 0, metricsPublic: true },
     sources: { feed: { type: 'mllp', host: '127.0.0.1', port: 0, ...source } },
     sinks: { archive: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' } },
     routes: [{ id: 'adt', from: ['feed'], to: ['archive'] }],
