@@ -5,6 +5,7 @@ export * from './model/message';
 export * from './plugin/api';
 export * from './plugin/tokens';
 export * from './store/message-store';
+export { contentHash } from './store/content-hash';
 export * from './config/engine.schema';
 export * from './engine/engine';
 export { configure, type ConfigureOptions } from './engine/configure';

@@ -1,5 +1,6 @@
 import type convict from 'convict';
 import type { CircuitPolicy } from '../delivery/circuit';
+import { isIgnoreField } from '../store/content-hash';
 
 /** Keys shared by every sink entry, whatever its type: the delivery policy. */
 export const sinkCommonSchema = {
@@ -36,11 +37,19 @@ export const sinkCommonSchema = {
 export const sourceCommonSchema = {
   duplicates: {
     policy: {
-      doc: 'What to do with a message whose (source, sender, control id) was seen within the window',
+      doc: 'What to do with a duplicate: a message whose (source, sender, control id) AND content (ignoreFields left out) match one stored within the window. The same control id with other content is not a duplicate: it is stored and processed, with a control-id-reused event',
       format: ['accept', 'ignore', 'reject'],
       default: 'ignore',
     },
     windowMs: { doc: 'Duplicate window', format: 'nat', default: 24 * 3600_000 },
+    ignoreFields: {
+      doc: 'What legitimately changes on a resend, left out of the content comparison: HL7 v2 fields (SEG-n, e.g. MSH-7) and JSON paths (e.g. meta.lastUpdated; arrays on the way are walked)',
+      format: function ignoreFields(v: unknown): void {
+        if (!Array.isArray(v)) throw new Error('must be a list of HL7 v2 fields (MSH-7) or JSON paths (meta.lastUpdated)');
+        for (const f of v) if (!isIgnoreField(f)) throw new Error(`${JSON.stringify(f)} is neither an HL7 v2 field (SEG-n, e.g. MSH-7) nor a JSON path (e.g. meta.lastUpdated)`);
+      },
+      default: ['MSH-7'] as string[],
+    },
   },
 } satisfies convict.Schema<any>;
 
@@ -146,7 +155,7 @@ export interface EngineConfig {
     retention: { deliveredDays: number; deadDays: number; pruneIntervalMinutes: number };
   };
   plugins: PluginRef[];
-  sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number }; [k: string]: unknown }>;
+  sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number; ignoreFields: string[] }; [k: string]: unknown }>;
   sinks: Record<string, { type: string; retry: RetryPolicy; circuitBreaker: CircuitPolicy; concurrency: number; deliveryTimeoutMs: number; [k: string]: unknown }>;
   routes: RouteConfig[];
   processing: { batchSize: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number; maxAttempts: number; transformWorkers: number | 'auto' };

@@ -16,7 +16,7 @@ import { Processor } from '../pipeline/processor';
 import { TransformPool } from '../pipeline/transform-pool';
 import { pruneByRetention } from '../store/admin-ops';
 import { createStore } from '../store/create-store';
-import type { InsertResult, MessageStore, PruneResult, SinkHold } from '../store/message-store';
+import type { DuplicateOptions, InsertResult, MessageStore, PruneResult, SinkHold } from '../store/message-store';
 import { configure, type ConfigureOptions } from './configure';
 
 /** `processing.transformWorkers`: auto = one fewer than the CPUs (the engine thread has one), at most 4. */
@@ -252,7 +252,7 @@ export class Engine {
   async submit(
     sourceId: string,
     messages: InboundMessage[],
-    opts: { duplicates?: EngineConfig['sources'][string]['duplicates']; checkpoint?: { sourceId: string; key: string; value: string } } = {},
+    opts: { duplicates?: DuplicateOptions; checkpoint?: { sourceId: string; key: string; value: string } } = {},
   ): Promise<InsertResult[]> {
     // Sources finish what they already received while they stop (they are stopped first).
     if (!this.accepting) throw new FerryError('TRANSIENT_ENGINE_STOPPING', 'engine is stopping; not accepting messages', { kind: 'transient' });
@@ -274,8 +274,23 @@ export class Engine {
       if (e instanceof FerryError) throw e;
       throw new FerryError('TRANSIENT_STORE_WRITE', `could not store message: ${(e as Error).message}`, { kind: 'transient', cause: e });
     }
+    if (opts.duplicates?.policy === 'reject') for (const r of results) if (r.duplicate && !r.stored) r.rejected = true;
+    let reused = 0;
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i];
+      if (r.reusesControlIdOf) {
+        reused++;
+        // Ids and control ids only: never content.
+        this.logger.info('control id reused with other content: stored as a new message', {
+          source: sourceId,
+          messageId: r.id,
+          controlId: rows[i]?.headers.controlId,
+          earlierMessageId: r.reusesControlIdOf,
+        });
+      } else if (r.duplicate) this.metrics.duplicates.inc({ source: sourceId, outcome: r.stored ? 'accepted' : r.rejected ? 'rejected' : 'ignored' });
+    }
+    if (reused) this.metrics.controlIdReused.inc({ source: sourceId }, reused);
     if (opts.duplicates?.policy === 'reject') {
-      for (const r of results) if (r.duplicate && !r.stored) r.rejected = true;
       // Nothing new at all: refuse the submission (HTTP 409, file to error/, HL7 AR).
       if (results.length && results.every((r) => r.rejected))
         throw new FerryError('INPUT_DUPLICATE_REJECTED', `duplicate message${results.length > 1 ? 's' : ''} refused (policy reject): already received as ${results.map((r) => r.duplicateOf).join(', ')}`, {

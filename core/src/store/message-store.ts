@@ -9,7 +9,12 @@ import type {
   StoredMessage,
 } from '../model/message';
 
-/** What to do with a message whose (source, sending app/facility, control id) was seen within the window. */
+/**
+ * What to do with a duplicate: a message whose identity (source, sending app/facility, control id)
+ * AND content (its hash, the `ignoreFields` left out) match a message stored within the window.
+ * The same identity with other content is not a duplicate: it is stored and processed, marked
+ * with a `control-id-reused` event (`InsertResult.reusesControlIdOf`).
+ */
 export const DuplicatePolicy = {
   /** Store and process it again like any new message. */
   accept: 'accept',
@@ -22,11 +27,27 @@ export type DuplicatePolicy = (typeof DuplicatePolicy)[keyof typeof DuplicatePol
 
 export interface NewMessage extends InboundMessage {
   sourceId: string;
+  /**
+   * The content hash duplicate detection compares (see `contentHash`); computed by the store from
+   * the body and `duplicates.ignoreFields` when absent.
+   */
+  contentHash?: string;
+}
+
+/** Duplicate detection of one insert call. */
+export interface DuplicateOptions {
+  policy: DuplicatePolicy;
+  windowMs: number;
+  /**
+   * What legitimately changes on a resend, left out of the content hash: HL7 v2 fields (`MSH-7`)
+   * and JSON paths (`meta.lastUpdated`). Default: none (the whole content counts).
+   */
+  ignoreFields?: readonly string[];
 }
 
 export interface InsertOptions {
   /** Duplicate detection; off when absent. */
-  duplicates?: { policy: DuplicatePolicy; windowMs: number };
+  duplicates?: DuplicateOptions;
   /**
    * A source checkpoint committed in the same transaction as the messages: a poller's cursor
    * moves only once what it read is durable.
@@ -44,6 +65,12 @@ export interface InsertResult {
   stored: boolean;
   /** Set by the engine: a duplicate refused under policy `reject` (the source answers with an error, HL7 AR). */
   rejected?: boolean;
+  /**
+   * Not a duplicate although its identity (sender, control id) is that of this earlier message
+   * within the window: its content differs. Stored and processed like any new message, with a
+   * `control-id-reused` event.
+   */
+  reusesControlIdOf?: string;
 }
 
 export interface MessageFilter {

@@ -35,6 +35,15 @@ storeConformance('postgres', {
   make: (opts) => make(`${prefix}_${++n}`, opts?.groupCommit),
   sibling: (s) => make(schemas.get(s as PostgresMessageStore)!),
   commits: (s) => (s as PostgresMessageStore).insertCommits,
+  rawSql: async (s, sql) => {
+    const c = new pg.Client({ connectionString: URL, options: `-c search_path=${schemas.get(s as PostgresMessageStore)}` });
+    await c.connect();
+    try {
+      await c.query(sql);
+    } finally {
+      await c.end();
+    }
+  },
 });
 
 describe('PostgresMessageStore specifics', () => {

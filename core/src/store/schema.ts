@@ -142,6 +142,13 @@ export const migrations: Migration[] = [
       )`,
     ],
   },
+  {
+    version: 8,
+    name: 'content hash of each message (a duplicate is the same sender, control id AND content; the same control id with other content is a new message)',
+    // Rows stored before this migration have none (NULL): a message compared with one of them
+    // has the hash of the stored body computed on the fly; a pruned body counts as other content.
+    statements: [`ALTER TABLE messages ADD COLUMN content_hash TEXT`],
+  },
 ];
 
 export function ddl(sql: string, dialect: Dialect): string {

@@ -19,6 +19,14 @@ storeConformance('sqlite', {
   make: (opts) => new SqliteMessageStore({ path: path.join(dir, `t${++n}.db`), logger: silentLogger(), groupCommit: opts?.groupCommit }),
   sibling: (s) => new SqliteMessageStore({ path: (s as SqliteMessageStore).file, logger: silentLogger() }),
   commits: (s) => (s as SqliteMessageStore).insertCommits,
+  rawSql: async (s, sql) => {
+    const db = new Database((s as SqliteMessageStore).file);
+    try {
+      db.exec(sql);
+    } finally {
+      db.close();
+    }
+  },
   checkInvariants: async (s, when) => {
     // Every open delivery no older strict one of its (sink, key) holds is a head: one that is not
     // would never be claimed.
