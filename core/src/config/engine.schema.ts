@@ -91,6 +91,16 @@ export const engineSchema = {
     deliveryWorkers: { doc: "Deliveries in flight per sink, for sinks that set no concurrency of their own (the NDJSON file sink's is 256)", format: 'nat', default: 8, env: 'FERRY_DELIVERY_WORKERS' },
     pollIntervalMs: { doc: 'Idle poll of the store for due work', format: 'nat', default: 500 },
     leaseMs: { doc: "How long a claimed message or delivery stays leased to this instance without being renewed (deliveries in flight are renewed every third of it; a dead instance's work goes to the others after it)", format: 'nat', default: 60_000 },
+    heartbeatMs: {
+      doc: "PostgreSQL: how often each instance writes its heartbeat (from a thread of its own: a busy event loop does not stop it), and how often it looks for instances whose heartbeat stopped",
+      format: 'nat',
+      default: 2_000,
+    },
+    instanceTimeoutMs: {
+      doc: "PostgreSQL: an instance whose last heartbeat is older than this is dead and the others take its leased work at once instead of after leaseMs (a dead instance's work moves within instanceTimeoutMs + heartbeatMs: 8 s by default). SQLite needs none: a starting engine holds the file's lock, so every earlier lease is a dead process's and is released at start",
+      format: 'nat',
+      default: 6_000,
+    },
     maxAttempts: {
       doc: 'Times a message may be claimed for processing without its processing ever being recorded (the engine or its worker died each time) before it is failed instead (FERRY_E_INTERNAL_PROCESSING_ATTEMPTS; replayable); 0 = no limit',
       format: 'nat',
@@ -158,7 +168,16 @@ export interface EngineConfig {
   sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number; ignoreFields: string[] }; [k: string]: unknown }>;
   sinks: Record<string, { type: string; retry: RetryPolicy; circuitBreaker: CircuitPolicy; concurrency: number; deliveryTimeoutMs: number; [k: string]: unknown }>;
   routes: RouteConfig[];
-  processing: { batchSize: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number; maxAttempts: number; transformWorkers: number | 'auto' };
+  processing: {
+    batchSize: number;
+    deliveryWorkers: number;
+    pollIntervalMs: number;
+    leaseMs: number;
+    heartbeatMs: number;
+    instanceTimeoutMs: number;
+    maxAttempts: number;
+    transformWorkers: number | 'auto';
+  };
   admin: { enabled: boolean; host: string; port: number };
   log: { level: string; format: 'json' | 'pretty' };
   /** Validated config of each loaded plugin, by plugin id. */

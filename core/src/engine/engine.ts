@@ -56,6 +56,8 @@ export class Engine {
   private admin?: AdminServer;
   private pruneTimer?: NodeJS.Timeout;
   private state: 'created' | 'starting' | 'running' | 'stopping' | 'stopped' = 'created';
+  /** The store knows this instance (`MessageStore.startInstance`). */
+  private instanceStarted = false;
   /** True until every source has stopped: a source may still store what it already received. */
   private accepting = true;
 
@@ -139,6 +141,12 @@ export class Engine {
     const cfg = this.config;
     try {
       await this.store.open();
+      // Before any claim: the leases of a dead predecessor (SQLite) or of dead instances
+      // (PostgreSQL, from now on every heartbeat) are released, not waited out.
+      if (this.store.startInstance) {
+        await this.store.startInstance(this.owner, { heartbeatMs: cfg.processing.heartbeatMs, instanceTimeoutMs: cfg.processing.instanceTimeoutMs });
+        this.instanceStarted = true;
+      }
       for (const [id, entry] of Object.entries(cfg.sinks)) {
         const reg = this.host.sinkTypes().find((s) => s.type === entry.type)!;
         const { type: _t, retry, circuitBreaker, concurrency, deliveryTimeoutMs, ...rest } = entry;
@@ -353,6 +361,7 @@ export class Engine {
     await this.dispatcher?.stop();
     for (const s of this.sinks.values()) await s.sink.stop?.().catch((e) => this.logger.warn('sink stop failed', { sink: s.id, ...errorFields(e) }));
     await this.admin?.close();
+    if (this.instanceStarted && this.store.isOpen()) await this.store.stopInstance?.(this.owner).catch((e) => this.logger.warn('instance deregistration failed', errorFields(e)));
     if (this.ownsStore && this.store.isOpen()) await this.store.close();
     this.state = 'stopped';
     this.logger.info('engine stopped');

@@ -199,6 +199,24 @@ export interface BacklogInfo {
   deliveriesLeased: number;
 }
 
+/** How an instance tells the others sharing its store that it is alive (`MessageStore.startInstance`). */
+export interface InstanceOptions {
+  /** How often the instance's heartbeat is written (PostgreSQL). */
+  heartbeatMs: number;
+  /**
+   * An instance whose last heartbeat is older than this is dead: the leases it holds are
+   * released for the others to take at once, not after the lease (PostgreSQL).
+   */
+  instanceTimeoutMs: number;
+}
+
+/** What `startInstance` found and gave back. */
+export interface InstanceStart {
+  /** Leases of instances found dead (SQLite: every earlier owner) released at start. */
+  releasedMessages: number;
+  releasedDeliveries: number;
+}
+
 /**
  * The engine's durable state. Every state transition is a stored row. Implementations: SQLite
  * (embedded) and PostgreSQL (several instances). All methods are async so one contract serves both.
@@ -222,6 +240,18 @@ export interface MessageStore {
    * latency) add it to `Date.now()`.
    */
   clockAheadMs?(): number;
+
+  /**
+   * The engine `owner` (the lease owner of its claims) starts working on this store. SQLite, when
+   * this store holds the file's engine lock: every lease of an earlier owner is released (that
+   * process is dead: it held the lock). PostgreSQL: the instance is registered and beats its
+   * heartbeat from a thread of its own (a busy event loop does not stop it); the leases of
+   * instances whose heartbeat stopped are released as soon as that is seen, checked every
+   * heartbeat. Optional: a store without it leaves leases to expire.
+   */
+  startInstance?(owner: string, opts: InstanceOptions): Promise<InstanceStart>;
+  /** The instance stops (its heartbeat ends, its registration is removed). */
+  stopInstance?(owner: string): Promise<void>;
 
   /** Durably store messages; resolves only after commit. */
   insert(messages: NewMessage[], opts?: InsertOptions): Promise<InsertResult[]>;
