@@ -227,6 +227,11 @@ export function buildEngineConfig(
     { env: opts.env ?? process.env },
   );
 
+  // A heartbeat or two missed must not make a live instance dead.
+  const proc = engine?.processing as { heartbeatMs?: number; instanceTimeoutMs?: number } | undefined;
+  if (proc?.heartbeatMs && proc.instanceTimeoutMs !== undefined && proc.instanceTimeoutMs < 2 * proc.heartbeatMs)
+    problems.push({ path: 'processing.instanceTimeoutMs', message: `must be at least twice processing.heartbeatMs (${proc.heartbeatMs}): got ${proc.instanceTimeoutMs}` });
+
   const sources: EngineConfig['sources'] = {};
   if (rawSources !== undefined && (typeof rawSources !== 'object' || Array.isArray(rawSources) || rawSources === null)) {
     problems.push({ path: 'sources', message: 'must be a mapping of source id -> { type, ... }' });
