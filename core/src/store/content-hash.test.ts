@@ -36,3 +36,22 @@ describe('contentHash', () => {
     for (const bad of ['MSH-0', 'msh-7 ', 'a..b', '', 7]) expect(isIgnoreField(bad)).toBe(false);
   });
 });
+
+describe('contentHash: the bytes path and the text path agree', () => {
+  const { existsSync, readdirSync, readFileSync } = require('node:fs') as typeof import('node:fs');
+  const CORPUS = require('node:path').resolve(__dirname, '../../../../shared/corpus/hl7v2-msft') as string;
+  const files = existsSync(CORPUS) ? readdirSync(CORPUS).filter((f) => f.endsWith('.hl7')) : [];
+  if (!files.length) console.warn(`skipped: the corpus is not at ${CORPUS}`);
+  (files.length ? it : it.skip)('over the corpus: LF files (text path) hash as their CR form (bytes path), with and without ignored fields', () => {
+    const lists = [[], ['MSH-7'], ['MSH-7', 'EVN-2', 'PID-5', 'OBX-5', 'ZZZ-1', 'MSH-1', 'MSH-2', 'PID-99']];
+    for (const f of files) {
+      const raw = readFileSync(`${CORPUS}/${f}`);
+      const cr = Buffer.from(raw.toString('latin1').replace(/\r\n|\n/g, '\r'), 'latin1');
+      for (const ign of lists) {
+        const viaText = contentHash(HL7, Buffer.concat([raw, Buffer.from('\n\n')]), ign);
+        expect(contentHash(HL7, cr, ign)).toBe(viaText);
+        expect(contentHash(HL7, Buffer.concat([cr, Buffer.from('\r\r')]), ign)).toBe(viaText);
+      }
+    }
+  });
+});
