@@ -11,10 +11,12 @@
  *     left as is, another one is dropped with a warning), nothing is recorded twice or undone, it
  *     beats again and carries on. The sink gets at most what it had in flight twice
  *     (at-least-once).
- * A live instance whose event loop is merely busy keeps its leases: its heartbeat comes from a
- * thread of its own -- shown in `core/src/store/postgres.store.test.ts` ("instances beat from a
- * thread of their own").
+ * (0) A live instance whose event loop is merely busy keeps its leases: its heartbeat comes from a
+ *     thread of its own. A child process with a registered store claims a message and spins its
+ *     event loop for three instance timeouts: the other store's checks leave its lease alone;
+ *     SIGSTOPped, its lease is released within the timeout and a heartbeat or two.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,7 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { PostgresMessageStore, silentLogger } from '@ferry/core';
-import { adt, builtCli, cli, dropSchema, killHard, PG_URL, pgReachable, sleep, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
+import { adt, builtCli, cli, dropSchema, killHard, PG_URL, pgReachable, root, sleep, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
 
 const N = Math.min(Number(process.env.FERRY_RELIABILITY_MESSAGES ?? 600), 600);
 const PATIENTS = 60;
@@ -154,6 +156,62 @@ describe('instances on PostgreSQL: takeover by heartbeat', () => {
     );
     return Date.now() - t0;
   }
+
+  it("a child process whose event loop is busy for three instance timeouts keeps its lease; SIGSTOPped as long, it loses it", async () => {
+    if (!reachable || !builtCli) return;
+    const schema = `ferry_take_${randomBytes(4).toString('hex')}`;
+    schemas.push(schema);
+    const opts = { heartbeatMs: 500, instanceTimeoutMs: 2000 };
+    const other = new PostgresMessageStore({ url: PG_URL, schema, logger: silentLogger() });
+    await other.open();
+    await other.insert([{ sourceId: 'feed', contentType: 'application/hl7-v2', body: Buffer.from(adt('B1', 'P1', 1), 'latin1'), headers: { controlId: 'B1' } }]);
+    await other.startInstance('other', opts);
+    // The child: a store of its own, registered, claims the message, then spins its event loop.
+    const built = path.join(root, 'core/dist/index.js');
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const { PostgresMessageStore, silentLogger } = require(${JSON.stringify(built)});
+         const s = new PostgresMessageStore({ url: ${JSON.stringify(PG_URL)}, schema: ${JSON.stringify(schema)}, logger: silentLogger() });
+         (async () => {
+           await s.open();
+           await s.startInstance('busy', ${JSON.stringify(opts)});
+           const got = await s.claimReceived('busy', 10, 60000);
+           console.log('claimed ' + got.length);
+           const end = Date.now() + 6000;
+           while (Date.now() < end) {} // busy: no timer, no I/O callback runs on this thread
+           console.log('spun');
+           setInterval(() => {}, 1000);
+         })().catch((e) => { console.error(e); process.exit(1); });`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      await waitFor('the child claimed the message', () => out.includes('claimed 1'), 30_000);
+      await waitFor('the child spun for 6 s', () => out.includes('spun'), 30_000);
+      await sleep(1000); // the other's check runs again
+      expect(await other.claimReceived('other', 10, 60_000)).toHaveLength(0);
+      // Paused as long: its heartbeat stops too, and the lease is released.
+      child.kill('SIGSTOP');
+      const t0 = Date.now();
+      let taken = 0;
+      while (!taken && Date.now() - t0 < 10_000) {
+        await sleep(100);
+        taken = (await other.claimReceived('other', 10, 60_000)).length;
+      }
+      const tookMs = Date.now() - t0;
+      child.kill('SIGCONT');
+      console.log(`busy child kept its lease through a 6 s spin (instance timeout 2 s); SIGSTOPped, its lease was taken ${(tookMs / 1000).toFixed(2)} s later`);
+      expect(taken).toBe(1);
+      expect(tookMs).toBeLessThan(opts.instanceTimeoutMs + 3 * opts.heartbeatMs + 1000);
+    } finally {
+      child.kill('SIGKILL');
+      await other.close();
+    }
+  }, 60_000);
 
   it('SIGKILL: the other instance delivers everything the dead one held within 10 s (default 60 s lease)', async () => {
     if (!reachable || !builtCli) return;
