@@ -90,9 +90,13 @@ function withMsh7(body: Buffer, ts: string): Buffer {
         processing: { pollIntervalMs: 50, transformWorkers: 0 },
         admin: { enabled: true, host: '127.0.0.1', port: 0 },
         // The defaults: policy ignore, a one-day window, MSH-7 left out of the content.
-        sources: { feed: { type: 'mllp', host: '127.0.0.1', port: 0 } },
+        sources: {
+          feed: { type: 'mllp', host: '127.0.0.1', port: 0 },
+          // FHIR JSON over HTTP: the same rule, its control id the resource id, meta.lastUpdated left out.
+          api: { type: 'http', host: '127.0.0.1', port: 0, duplicates: { ignoreFields: ['meta.lastUpdated'] } },
+        },
         sinks: { out: { type: 'file', dir: out, format: 'ndjson', envelope: true } },
-        routes: [{ id: 'all', from: ['feed'], to: ['out'] }],
+        routes: [{ id: 'all', from: ['feed', 'api'], to: ['out'] }],
       },
     });
     await engine.start();
@@ -152,5 +156,24 @@ function withMsh7(body: Buffer, ts: string): Buffer {
     const metrics = await (await fetch(`${engine.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/ferry_duplicates_total\{source="feed",outcome="ignored"\} 2/);
     expect(metrics).toMatch(/ferry_control_id_reused_total\{source="feed"\} 1/);
+  });
+
+  it('FHIR JSON over HTTP by the same rule: a changed resource with the same id is new, a resend with only meta.lastUpdated changed is a duplicate', async () => {
+    const url = (engine.source('api') as unknown as { url: string }).url;
+    const post = async (doc: object) => {
+      const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(doc) });
+      expect(r.status).toBeLessThan(300);
+      return (await r.json()) as { id: string; duplicate?: boolean };
+    };
+    const patient = (gender: string, lastUpdated: string) => ({ resourceType: 'Patient', id: 'dup-p1', meta: { lastUpdated }, gender, identifier: [{ system: 'urn:x', value: 'X1' }] });
+    const a = await post(patient('female', '2025-01-01T00:00:00Z'));
+    const b = await post(patient('male', '2025-01-02T00:00:00Z'));
+    const c = await post(patient('male', '2025-01-03T00:00:00Z'));
+    expect(a.duplicate).toBeUndefined();
+    expect(b.duplicate).toBeUndefined();
+    expect(b.id).not.toBe(a.id);
+    expect(c).toEqual({ id: b.id, duplicate: true });
+    expect((await engine.store.events(b.id)).map((e) => e.status)).toContain('control-id-reused');
+    expect((await engine.store.listMessages({ sourceId: 'api' })).map((m) => m.id)).toEqual([a.id, b.id]);
   });
 });
