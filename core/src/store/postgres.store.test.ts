@@ -103,6 +103,12 @@ describe('PostgresMessageStore specifics', () => {
       expect(Date.now() - t0).toBeLessThan(4000);
       expect((await sql.query(`SELECT released_at FROM instances WHERE id = 'ghost'`)).rows[0].released_at).not.toBeNull();
 
+      // Its heartbeat thread ended (it should not, but): started again, the beat goes on.
+      await (a as unknown as { instances: Map<string, { worker: { terminate(): Promise<number> } }> }).instances.get('inst-a')!.worker.terminate();
+      const afterEnd = await beatOf('inst-a');
+      await new Promise((r) => setTimeout(r, 1200));
+      expect(await beatOf('inst-a')).toBeGreaterThan(afterEnd);
+
       // A clean stop removes the row.
       await a.stopInstance('inst-a');
       expect((await sql.query(`SELECT id FROM instances ORDER BY id`)).rows.map((r) => r.id)).toEqual(['ghost', 'inst-b']);

@@ -393,32 +393,46 @@ export class PostgresMessageStore extends SqlMessageStore {
         [...row, startedAt],
       ),
     );
-    const worker = new Worker(HEARTBEAT, {
-      eval: true,
-      workerData: {
-        pgModule: require.resolve('pg'),
-        url: withSearchPath(this.url, this.schema),
-        id: owner,
-        host: row[1],
-        pid: row[2],
-        startedAt,
-        intervalMs: Math.max(100, opts.heartbeatMs),
-        timeoutMs: Math.max(1000, opts.instanceTimeoutMs),
-      },
-    });
-    worker.unref();
-    const state = { worker, reaper: undefined as unknown as NodeJS.Timeout, failing: false, opts };
-    // Told once each way, not every heartbeat.
-    worker.on('message', (m: { ok?: boolean; error?: string }) => {
-      if (m.error !== undefined && !state.failing) {
-        state.failing = true;
-        this.logger.warn('instance heartbeat failed; other instances take this one for dead if it lasts', { store: this.kind, instance: owner, error: m.error, instanceTimeoutMs: opts.instanceTimeoutMs });
-      } else if (m.ok && state.failing) {
-        state.failing = false;
-        this.logger.info('instance heartbeat written again', { store: this.kind, instance: owner });
-      }
-    });
-    worker.on('error', (e) => this.logger.error('instance heartbeat thread failed', { store: this.kind, instance: owner, error: e.message }));
+    const state = { worker: undefined as unknown as Worker, reaper: undefined as unknown as NodeJS.Timeout, failing: false, opts };
+    const spawnHeartbeat = (): Worker => {
+      const worker = new Worker(HEARTBEAT, {
+        eval: true,
+        workerData: {
+          pgModule: require.resolve('pg'),
+          url: withSearchPath(this.url, this.schema),
+          id: owner,
+          host: row[1],
+          pid: row[2],
+          startedAt,
+          intervalMs: Math.max(100, opts.heartbeatMs),
+          timeoutMs: Math.max(1000, opts.instanceTimeoutMs),
+        },
+      });
+      worker.unref();
+      // Told once each way, not every heartbeat.
+      worker.on('message', (m: { ok?: boolean; error?: string }) => {
+        if (m.error !== undefined && !state.failing) {
+          state.failing = true;
+          this.logger.warn('instance heartbeat failed; other instances take this one for dead if it lasts', { store: this.kind, instance: owner, error: m.error, instanceTimeoutMs: opts.instanceTimeoutMs });
+        } else if (m.ok && state.failing) {
+          state.failing = false;
+          this.logger.info('instance heartbeat written again', { store: this.kind, instance: owner });
+        }
+      });
+      worker.on('error', (e) => this.logger.error('instance heartbeat thread failed', { store: this.kind, instance: owner, error: e.message }));
+      // A thread that ended while the instance runs is started again: without it the others would
+      // take this live instance for dead.
+      // (After a heartbeat's pause: a thread that cannot start must not be restarted in a loop.)
+      worker.on('exit', () => {
+        if (this.instances.get(owner) !== state || state.worker !== worker) return;
+        this.logger.warn('instance heartbeat thread ended; starting it again', { store: this.kind, instance: owner });
+        setTimeout(() => {
+          if (this.instances.get(owner) === state && state.worker === worker) state.worker = spawnHeartbeat();
+        }, opts.heartbeatMs).unref();
+      });
+      return worker;
+    };
+    state.worker = spawnHeartbeat();
     state.reaper = setInterval(() => {
       this.releaseDeadInstances(owner, opts.instanceTimeoutMs).catch((e) => this.logger.debug('looking for dead instances failed', { store: this.kind, error: (e as Error).message }));
     }, Math.max(100, opts.heartbeatMs));
