@@ -28,6 +28,7 @@ export * from './model/message';
 export * from './plugin/api';
 export * from './plugin/tokens';
 export * from './store/message-store';
+export { contentHash } from './store/content-hash';
 export * from './config/engine.schema';
 export { identifierParam } from './fhir/search';
 export * from './vendor';

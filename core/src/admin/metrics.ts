@@ -17,6 +17,18 @@ export class EngineMetrics {
     labelNames: ['source'] as const,
     registers: [this.registry],
   });
+  readonly controlIdReused = new Counter({
+    name: 'ferry_control_id_reused_total',
+    help: "Messages stored whose sender and control id are those of a message received within the duplicate window but whose content differs (not duplicates: stored and processed), by source",
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly duplicates = new Counter({
+    name: 'ferry_duplicates_total',
+    help: 'Duplicates received (same sender, control id and content within the window), by source and what was done (ignored, rejected, accepted)',
+    labelNames: ['source', 'outcome'] as const,
+    registers: [this.registry],
+  });
   readonly processed = new Counter({
     name: 'ferry_messages_processed_total',
     help: 'Messages transformed and routed, by source and outcome (routed, unrouted, filtered, failed)',

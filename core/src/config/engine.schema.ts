@@ -3,6 +3,8 @@ import type { AuthConfig } from '../admin/auth';
 import { isRole, ROLES } from '../admin/roles';
 import { isTokenHash, isTokenId } from '../admin/tokens';
 import type { CircuitPolicy } from '../delivery/circuit';
+import { isIgnoreField } from '../store/content-hash';
+import { umaskFormat } from '../util/file-modes';
 import type { DataQualityPolicy } from '../model/message';
 import { checkDataQualityFields } from '../pipeline/data-quality';
 
@@ -17,7 +19,6 @@ function stringList(name: string, re: RegExp): (v: unknown) => void {
   Object.defineProperty(f, 'name', { value: name });
   return f;
 }
-import { umaskFormat } from '../util/file-modes';
 
 /** Keys shared by every sink entry, whatever its type: the delivery policy. */
 export const sinkCommonSchema = {
@@ -54,11 +55,19 @@ export const sinkCommonSchema = {
 export const sourceCommonSchema = {
   duplicates: {
     policy: {
-      doc: 'What to do with a message whose (source, sender, control id) was seen within the window',
+      doc: 'What to do with a duplicate: a message whose (source, sender, control id) AND content (ignoreFields left out) match one stored within the window. The same control id with other content is not a duplicate: it is stored and processed, with a control-id-reused event',
       format: ['accept', 'ignore', 'reject'],
       default: 'ignore',
     },
     windowMs: { doc: 'Duplicate window', format: 'nat', default: 24 * 3600_000 },
+    ignoreFields: {
+      doc: 'What legitimately changes on a resend, left out of the content comparison: HL7 v2 fields (SEG-n, e.g. MSH-7) and JSON paths (e.g. meta.lastUpdated; arrays on the way are walked)',
+      format: function ignoreFields(v: unknown): void {
+        if (!Array.isArray(v)) throw new Error('must be a list of HL7 v2 fields (MSH-7) or JSON paths (meta.lastUpdated)');
+        for (const f of v) if (!isIgnoreField(f)) throw new Error(`${JSON.stringify(f)} is neither an HL7 v2 field (SEG-n, e.g. MSH-7) nor a JSON path (e.g. meta.lastUpdated)`);
+      },
+      default: ['MSH-7'] as string[],
+    },
   },
   dataQuality: {
     policy: {
@@ -113,6 +122,16 @@ export const engineSchema = {
     deliveryWorkers: { doc: "Deliveries in flight per sink, for sinks that set no concurrency of their own (the NDJSON file sink's is 256)", format: 'nat', default: 8, env: 'FERRY_DELIVERY_WORKERS' },
     pollIntervalMs: { doc: 'Idle poll of the store for due work', format: 'nat', default: 500 },
     leaseMs: { doc: "How long a claimed message or delivery stays leased to this instance without being renewed (deliveries in flight are renewed every third of it; a dead instance's work goes to the others after it)", format: 'nat', default: 60_000 },
+    heartbeatMs: {
+      doc: "PostgreSQL: how often each instance writes its heartbeat (from a thread of its own: a busy event loop does not stop it), and how often it looks for instances whose heartbeat stopped",
+      format: 'nat',
+      default: 2_000,
+    },
+    instanceTimeoutMs: {
+      doc: "PostgreSQL: an instance whose last heartbeat is older than this is dead and the others take its leased work at once instead of after leaseMs (a dead instance's work moves within instanceTimeoutMs + heartbeatMs: 8 s by default). SQLite needs none: a starting engine holds the file's lock, so every earlier lease is a dead process's and is released at start",
+      format: 'nat',
+      default: 6_000,
+    },
     maxAttempts: {
       doc: 'Times a message may be claimed for processing without its processing ever being recorded (the engine or its worker died each time) before it is failed instead (FERRY_E_INTERNAL_PROCESSING_ATTEMPTS; replayable); 0 = no limit',
       format: 'nat',
@@ -279,10 +298,19 @@ export interface EngineConfig {
     retention: { deliveredDays: number; deadDays: number; pruneIntervalMinutes: number; auditDays: number };
   };
   plugins: PluginRef[];
-  sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number }; dataQuality: DataQualityPolicy; [k: string]: unknown }>;
+  sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number; ignoreFields: string[] }; dataQuality: DataQualityPolicy; [k: string]: unknown }>;
   sinks: Record<string, { type: string; retry: RetryPolicy; circuitBreaker: CircuitPolicy; concurrency: number; deliveryTimeoutMs: number; [k: string]: unknown }>;
   routes: RouteConfig[];
-  processing: { batchSize: number; deliveryWorkers: number; pollIntervalMs: number; leaseMs: number; maxAttempts: number; transformWorkers: number | 'auto' };
+  processing: {
+    batchSize: number;
+    deliveryWorkers: number;
+    pollIntervalMs: number;
+    leaseMs: number;
+    heartbeatMs: number;
+    instanceTimeoutMs: number;
+    maxAttempts: number;
+    transformWorkers: number | 'auto';
+  };
   admin: AdminConfig;
   log: { level: string; format: 'json' | 'pretty' };
   /** `umask`: octal text such as '0077' (see `fileModes(parseUmask(...))`). */

@@ -140,6 +140,23 @@ describe('buildEngineConfig', () => {
     expect(cfg.store.kind).toBe('sqlite');
     expect(cfg.sinks.out).toMatchObject({ type: 'file', dir: './out', retry: { maxAttempts: 10 } });
     expect(cfg.routes[0]).toMatchObject({ id: 'r', from: [], to: ['out'], ordering: 'strict', steps: [] });
+    expect(cfg.processing).toMatchObject({ leaseMs: 60_000, heartbeatMs: 2000, instanceTimeoutMs: 6000 });
+  });
+
+  it("checks the duplicate rule's ignoreFields and an instance timeout of at least two heartbeats", () => {
+    const problems: ConfigProblem[] = [];
+    const cfg = buildEngineConfig({ sources: { a: { type: 'http', port: 0 } } }, catalog, {}, problems, { env: {} });
+    expect(problems).toEqual([]);
+    expect(cfg.sources.a.duplicates).toEqual({ policy: 'ignore', windowMs: 86_400_000, ignoreFields: ['MSH-7'] });
+    buildEngineConfig(
+      { processing: { heartbeatMs: 2000, instanceTimeoutMs: 3000 }, sources: { a: { type: 'http', port: 0, duplicates: { ignoreFields: ['EVN-2', 'meta.lastUpdated', 'MSH 7'] } } } },
+      catalog,
+      {},
+      problems,
+      { env: {} },
+    );
+    expect(problems.map((p) => p.path).sort()).toEqual(['processing.instanceTimeoutMs', 'sources.a.duplicates.ignoreFields']);
+    expect(problems.find((p) => p.path === 'sources.a.duplicates.ignoreFields')!.message).toMatch(/"MSH 7" is neither/);
   });
 });
 

@@ -271,6 +271,10 @@ export function buildEngineConfig(
       problems.push({ path: 'admin.auth.oidc.jwksUrl', message: 'must be https (http only on localhost)' });
     if (!oidc.audience) problems.push({ path: 'admin.auth.oidc.audience', message: 'required with issuer (the client id Ferry is registered as): a token for another application must not open the admin API' });
   }
+  // A heartbeat or two missed must not make a live instance dead.
+  const proc = engine?.processing as { heartbeatMs?: number; instanceTimeoutMs?: number } | undefined;
+  if (proc?.heartbeatMs && proc.instanceTimeoutMs !== undefined && proc.instanceTimeoutMs < 2 * proc.heartbeatMs)
+    problems.push({ path: 'processing.instanceTimeoutMs', message: `must be at least twice processing.heartbeatMs (${proc.heartbeatMs}): got ${proc.instanceTimeoutMs}` });
 
   const sources: EngineConfig['sources'] = {};
   if (rawSources !== undefined && (typeof rawSources !== 'object' || Array.isArray(rawSources) || rawSources === null)) {

@@ -18,7 +18,7 @@ import { Processor } from '../pipeline/processor';
 import { TransformPool } from '../pipeline/transform-pool';
 import { pruneByRetention } from '../store/admin-ops';
 import { createStore } from '../store/create-store';
-import type { InsertResult, MessageStore, PruneResult, SinkHold } from '../store/message-store';
+import type { DuplicateOptions, InsertResult, MessageStore, PruneResult, SinkHold } from '../store/message-store';
 import { configure, type ConfigureOptions } from './configure';
 import { fileModesOf, type FileModes } from '../util/file-modes';
 
@@ -66,6 +66,8 @@ export class Engine {
   private admin?: AdminServer;
   private pruneTimer?: NodeJS.Timeout;
   private state: 'created' | 'starting' | 'running' | 'stopping' | 'stopped' = 'created';
+  /** The store knows this instance (`MessageStore.startInstance`). */
+  private instanceStarted = false;
   /** True until every source has stopped: a source may still store what it already received. */
   private accepting = true;
 
@@ -156,6 +158,12 @@ export class Engine {
     const cfg = this.config;
     try {
       await this.store.open();
+      // Before any claim: the leases of a dead predecessor (SQLite) or of dead instances
+      // (PostgreSQL, from now on every heartbeat) are released, not waited out.
+      if (this.store.startInstance) {
+        await this.store.startInstance(this.owner, { heartbeatMs: cfg.processing.heartbeatMs, instanceTimeoutMs: cfg.processing.instanceTimeoutMs });
+        this.instanceStarted = true;
+      }
       for (const [id, entry] of Object.entries(cfg.sinks)) {
         const reg = this.host.sinkTypes().find((s) => s.type === entry.type)!;
         const { type: _t, retry, circuitBreaker, concurrency, deliveryTimeoutMs, ...rest } = entry;
@@ -299,7 +307,7 @@ export class Engine {
   async submit(
     sourceId: string,
     messages: InboundMessage[],
-    opts: { duplicates?: EngineConfig['sources'][string]['duplicates']; checkpoint?: { sourceId: string; key: string; value: string } } = {},
+    opts: { duplicates?: DuplicateOptions; checkpoint?: { sourceId: string; key: string; value: string } } = {},
   ): Promise<InsertResult[]> {
     // Sources finish what they already received while they stop (they are stopped first).
     if (!this.accepting) throw new FerryError('TRANSIENT_ENGINE_STOPPING', 'engine is stopping; not accepting messages', { kind: 'transient' });
@@ -321,8 +329,23 @@ export class Engine {
       if (e instanceof FerryError) throw e;
       throw new FerryError('TRANSIENT_STORE_WRITE', `could not store message: ${(e as Error).message}`, { kind: 'transient', cause: e });
     }
+    if (opts.duplicates?.policy === 'reject') for (const r of results) if (r.duplicate && !r.stored) r.rejected = true;
+    let reused = 0;
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i];
+      if (r.reusesControlIdOf) {
+        reused++;
+        // Ids and control ids only: never content.
+        this.logger.info('control id reused with other content: stored as a new message', {
+          source: sourceId,
+          messageId: r.id,
+          controlId: rows[i]?.headers.controlId,
+          earlierMessageId: r.reusesControlIdOf,
+        });
+      } else if (r.duplicate) this.metrics.duplicates.inc({ source: sourceId, outcome: r.stored ? 'accepted' : r.rejected ? 'rejected' : 'ignored' });
+    }
+    if (reused) this.metrics.controlIdReused.inc({ source: sourceId }, reused);
     if (opts.duplicates?.policy === 'reject') {
-      for (const r of results) if (r.duplicate && !r.stored) r.rejected = true;
       // Nothing new at all: refuse the submission (HTTP 409, file to error/, HL7 AR).
       if (results.length && results.every((r) => r.rejected))
         throw new FerryError('INPUT_DUPLICATE_REJECTED', `duplicate message${results.length > 1 ? 's' : ''} refused (policy reject): already received as ${results.map((r) => r.duplicateOf).join(', ')}`, {
@@ -385,6 +408,7 @@ export class Engine {
     await this.dispatcher?.stop();
     for (const s of this.sinks.values()) await s.sink.stop?.().catch((e) => this.logger.warn('sink stop failed', { sink: s.id, ...errorFields(e) }));
     await this.admin?.close();
+    if (this.instanceStarted && this.store.isOpen()) await this.store.stopInstance?.(this.owner).catch((e) => this.logger.warn('instance deregistration failed', errorFields(e)));
     if (this.ownsStore && this.store.isOpen()) await this.store.close();
     this.state = 'stopped';
     this.logger.info('engine stopped');

@@ -13,6 +13,11 @@ export interface StoreHarness {
   sibling?(store: MessageStore): MessageStore;
   /** Number of insert transactions committed so far by the store (group-commit check). */
   commits?(store: MessageStore): number;
+  /**
+   * Runs one SQL statement on the store's database behind its back (table names unqualified):
+   * rows as an earlier schema version left them. Tests that need it are skipped without it.
+   */
+  rawSql?(store: MessageStore, sql: string): Promise<void>;
   /** The store's own bookkeeping checked (an index of its own kept exact); throws when it is not. */
   checkInvariants?(store: MessageStore, when: string): Promise<void>;
 }
@@ -218,6 +223,102 @@ export function storeConformance(name: string, h: StoreHarness): void {
         noId.headers = { messageType: 'ADT^A01' };
         await store.insert([noId], dup('ignore'));
         expect((await store.insert([{ ...noId }], dup('ignore')))[0].duplicate).toBe(false);
+      });
+
+      /** An HL7 message of sender APP/FAC with control id `ctl`, sent at `ts` (MSH-7), of patient `mrn`. */
+      const hl7 = (ctl: string, ts: string, mrn: string, over: Partial<NewMessage> = {}): NewMessage => ({
+        sourceId: 'src-a',
+        contentType: 'application/hl7-v2',
+        body: Buffer.from(`MSH|^~\\&|APP|FAC|||${ts}||ADT^A01|${ctl}|P|2.5\rPID|1||${mrn}\r`),
+        headers: { messageType: 'ADT^A01', controlId: ctl, sendingApplication: 'APP', sendingFacility: 'FAC' },
+        ...over,
+      });
+      const byContent = (policy: 'accept' | 'ignore' | 'reject', windowMs = 60_000, ignoreFields: string[] = ['MSH-7']) => ({ duplicates: { policy, windowMs, ignoreFields } });
+
+      it('judges by content: the same control id with other content is stored, processed and marked control-id-reused', async () => {
+        const [a] = await store.insert([hl7('REUSE-1', '20250101', 'M1')], byContent('ignore'));
+        const [b] = await store.insert([hl7('REUSE-1', '20250101', 'M2')], byContent('ignore'));
+        expect(b).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: a.id });
+        expect(b.duplicateOf).toBeUndefined();
+        expect((await store.events(b.id)).map((e) => e.status)).toEqual(['received', 'control-id-reused']);
+        expect((await store.events(b.id))[1].detail).toContain(a.id);
+        expect((await store.getMessage(b.id))!.duplicateOf).toBeUndefined();
+        // Both are claimed for processing.
+        expect((await store.claimReceived('p', 10, 60_000)).map((m) => m.id)).toEqual([a.id, b.id]);
+        // A resend of either is a duplicate of that one; the newest is matched first.
+        const [c] = await store.insert([hl7('REUSE-1', '20250101', 'M2')], byContent('ignore'));
+        expect(c).toEqual({ id: b.id, duplicate: true, duplicateOf: b.id, stored: false });
+        const [d] = await store.insert([hl7('REUSE-1', '20250101', 'M1')], byContent('ignore'));
+        expect(d).toEqual({ id: a.id, duplicate: true, duplicateOf: a.id, stored: false });
+        // A third content: reuses the newest.
+        const [e] = await store.insert([hl7('REUSE-1', '20250101', 'M3')], byContent('reject'));
+        expect(e).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: b.id });
+      });
+
+      it('leaves the ignored fields out of the content: a resend with a new MSH-7 is a duplicate, unless MSH-7 counts', async () => {
+        const [a] = await store.insert([hl7('REUSE-2', '20250101120000', 'M1')], byContent('ignore'));
+        const [b] = await store.insert([hl7('REUSE-2', '20250101120500', 'M1')], byContent('ignore'));
+        expect(b).toEqual({ id: a.id, duplicate: true, duplicateOf: a.id, stored: false });
+        // Segment terminators do not count either (CRLF instead of CR).
+        const crlf = hl7('REUSE-2', '20250101120000', 'M1');
+        crlf.body = Buffer.from(crlf.body.toString('latin1').replace(/\r/g, '\r\n'), 'latin1');
+        expect((await store.insert([crlf], byContent('ignore')))[0]).toMatchObject({ duplicate: true, duplicateOf: a.id });
+        // With no ignored fields the timestamp is content.
+        const [c] = await store.insert([hl7('REUSE-2', '20250101120500', 'M1')], byContent('ignore', 60_000, []));
+        expect(c).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: a.id });
+        // accept keeps a real duplicate, marked as one (not as a reuse). A hash is stored as its
+        // insert computed it: c's (MSH-7 counted) matches no MSH-7-less hash; a's does.
+        const [d] = await store.insert([hl7('REUSE-2', '20250101130000', 'M1')], byContent('accept'));
+        expect(d).toMatchObject({ stored: true, duplicate: true, duplicateOf: a.id });
+        expect(d.reusesControlIdOf).toBeUndefined();
+      });
+
+      it('compares by content inside one batch too', async () => {
+        const r = await store.insert([hl7('REUSE-3', '1', 'M1'), hl7('REUSE-3', '2', 'M2'), hl7('REUSE-3', '3', 'M1')], byContent('ignore'));
+        expect(r[0]).toMatchObject({ stored: true, duplicate: false });
+        expect(r[1]).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: r[0].id });
+        expect(r[2]).toEqual({ id: r[0].id, duplicate: true, duplicateOf: r[0].id, stored: false });
+      });
+
+      it('compares JSON as parsed, without its ignored paths; a source may bring its own content hash', async () => {
+        const fhir = (json: object, ctl: string): NewMessage => ({ sourceId: 'src-j', contentType: 'application/fhir+json', body: Buffer.from(JSON.stringify(json)), headers: { controlId: ctl } });
+        const opts = byContent('ignore', 60_000, ['meta.lastUpdated']);
+        const [a] = await store.insert([fhir({ resourceType: 'Patient', id: 'p1', meta: { lastUpdated: '2025-01-01' }, gender: 'female' }, 'p1')], opts);
+        // Other key order and lastUpdated: the same content.
+        const [b] = await store.insert([fhir({ gender: 'female', meta: { lastUpdated: '2025-02-02' }, id: 'p1', resourceType: 'Patient' }, 'p1')], opts);
+        expect(b).toMatchObject({ duplicate: true, duplicateOf: a.id, stored: false });
+        const [c] = await store.insert([fhir({ resourceType: 'Patient', id: 'p1', gender: 'male' }, 'p1')], opts);
+        expect(c).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: a.id });
+        const own = (h: string): NewMessage => ({ ...fhir({ resourceType: 'Patient', id: 'p9' }, 'p9'), contentHash: h });
+        const [d] = await store.insert([own('v1')], opts);
+        expect((await store.insert([own('v1')], opts))[0]).toMatchObject({ duplicate: true, duplicateOf: d.id });
+        expect((await store.insert([own('v2')], opts))[0]).toMatchObject({ stored: true, reusesControlIdOf: d.id });
+      });
+
+      it('the window bounds the content rule: just inside a duplicate, just outside a new message (and no reuse)', async () => {
+        const now = Date.now();
+        const at = (ms: number) => ({ receivedAt: new Date(ms) });
+        const [a] = await store.insert([hl7('WIN-1', '1', 'M1', at(now - 10_000))], byContent('ignore', 10_000));
+        // 10 s later exactly: still inside (received_at >= now - window).
+        expect((await store.insert([hl7('WIN-1', '2', 'M1', at(now))], byContent('ignore', 10_000)))[0]).toMatchObject({ duplicate: true, duplicateOf: a.id });
+        // One millisecond past the window: a new message, not marked as a reuse either.
+        const [b] = await store.insert([hl7('WIN-1', '2', 'M1', at(now + 1))], byContent('ignore', 10_000));
+        expect(b).toMatchObject({ stored: true, duplicate: false });
+        expect(b.reusesControlIdOf).toBeUndefined();
+        // Other content just inside the window: a reuse.
+        const [c] = await store.insert([hl7('WIN-1', '2', 'M2', at(now + 9_000))], byContent('ignore', 10_000));
+        expect(c).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: b.id });
+      });
+
+      it('compares with rows stored before content hashes by the hash of their body; a pruned body is other content', async () => {
+        if (!h.rawSql) return;
+        const [a] = await store.insert([hl7('OLD-1', '1', 'M1')], byContent('ignore'));
+        const [b] = await store.insert([hl7('OLD-2', '1', 'M1')], byContent('ignore'));
+        await h.rawSql(store, `UPDATE messages SET content_hash = NULL`);
+        await h.rawSql(store, `UPDATE message_content SET body = NULL WHERE message_id = '${b.id}'`);
+        expect((await store.insert([hl7('OLD-1', '2', 'M1')], byContent('ignore')))[0]).toEqual({ id: a.id, duplicate: true, duplicateOf: a.id, stored: false });
+        expect((await store.insert([hl7('OLD-1', '2', 'M2')], byContent('ignore')))[0]).toMatchObject({ stored: true, reusesControlIdOf: a.id });
+        expect((await store.insert([hl7('OLD-2', '1', 'M1')], byContent('ignore')))[0]).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: b.id });
       });
 
       it('catches a duplicate inside one batch and across concurrent group-committed calls', async () => {

@@ -10,7 +10,12 @@ import type {
   StoredMessage,
 } from '../model/message';
 
-/** What to do with a message whose (source, sending app/facility, control id) was seen within the window. */
+/**
+ * What to do with a duplicate: a message whose identity (source, sending app/facility, control id)
+ * AND content (its hash, the `ignoreFields` left out) match a message stored within the window.
+ * The same identity with other content is not a duplicate: it is stored and processed, marked
+ * with a `control-id-reused` event (`InsertResult.reusesControlIdOf`).
+ */
 export const DuplicatePolicy = {
   /** Store and process it again like any new message. */
   accept: 'accept',
@@ -23,11 +28,27 @@ export type DuplicatePolicy = (typeof DuplicatePolicy)[keyof typeof DuplicatePol
 
 export interface NewMessage extends InboundMessage {
   sourceId: string;
+  /**
+   * The content hash duplicate detection compares (see `contentHash`); computed by the store from
+   * the body and `duplicates.ignoreFields` when absent.
+   */
+  contentHash?: string;
+}
+
+/** Duplicate detection of one insert call. */
+export interface DuplicateOptions {
+  policy: DuplicatePolicy;
+  windowMs: number;
+  /**
+   * What legitimately changes on a resend, left out of the content hash: HL7 v2 fields (`MSH-7`)
+   * and JSON paths (`meta.lastUpdated`). Default: none (the whole content counts).
+   */
+  ignoreFields?: readonly string[];
 }
 
 export interface InsertOptions {
   /** Duplicate detection; off when absent. */
-  duplicates?: { policy: DuplicatePolicy; windowMs: number };
+  duplicates?: DuplicateOptions;
   /**
    * A source checkpoint committed in the same transaction as the messages: a poller's cursor
    * moves only once what it read is durable.
@@ -45,6 +66,12 @@ export interface InsertResult {
   stored: boolean;
   /** Set by the engine: a duplicate refused under policy `reject` (the source answers with an error, HL7 AR). */
   rejected?: boolean;
+  /**
+   * Not a duplicate although its identity (sender, control id) is that of this earlier message
+   * within the window: its content differs. Stored and processed like any new message, with a
+   * `control-id-reused` event.
+   */
+  reusesControlIdOf?: string;
 }
 
 export interface MessageFilter {
@@ -239,6 +266,24 @@ export interface BacklogInfo {
   deliveriesLeased: number;
 }
 
+/** How an instance tells the others sharing its store that it is alive (`MessageStore.startInstance`). */
+export interface InstanceOptions {
+  /** How often the instance's heartbeat is written (PostgreSQL). */
+  heartbeatMs: number;
+  /**
+   * An instance whose last heartbeat is older than this is dead: the leases it holds are
+   * released for the others to take at once, not after the lease (PostgreSQL).
+   */
+  instanceTimeoutMs: number;
+}
+
+/** What `startInstance` found and gave back. */
+export interface InstanceStart {
+  /** Leases of instances found dead (SQLite: every earlier owner) released at start. */
+  releasedMessages: number;
+  releasedDeliveries: number;
+}
+
 /**
  * The engine's durable state. Every state transition is a stored row. Implementations: SQLite
  * (embedded) and PostgreSQL (several instances). All methods are async so one contract serves both.
@@ -262,6 +307,18 @@ export interface MessageStore {
    * latency) add it to `Date.now()`.
    */
   clockAheadMs?(): number;
+
+  /**
+   * The engine `owner` (the lease owner of its claims) starts working on this store. SQLite, when
+   * this store holds the file's engine lock: every lease of an earlier owner is released (that
+   * process is dead: it held the lock). PostgreSQL: the instance is registered and beats its
+   * heartbeat from a thread of its own (a busy event loop does not stop it); the leases of
+   * instances whose heartbeat stopped are released as soon as that is seen, checked every
+   * heartbeat. Optional: a store without it leaves leases to expire.
+   */
+  startInstance?(owner: string, opts: InstanceOptions): Promise<InstanceStart>;
+  /** The instance stops (its heartbeat ends, its registration is removed). */
+  stopInstance?(owner: string): Promise<void>;
 
   /** Durably store messages; resolves only after commit. */
   insert(messages: NewMessage[], opts?: InsertOptions): Promise<InsertResult[]>;

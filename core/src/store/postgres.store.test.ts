@@ -35,6 +35,15 @@ storeConformance('postgres', {
   make: (opts) => make(`${prefix}_${++n}`, opts?.groupCommit),
   sibling: (s) => make(schemas.get(s as PostgresMessageStore)!),
   commits: (s) => (s as PostgresMessageStore).insertCommits,
+  rawSql: async (s, sql) => {
+    const c = new pg.Client({ connectionString: URL, options: `-c search_path=${schemas.get(s as PostgresMessageStore)}` });
+    await c.connect();
+    try {
+      await c.query(sql);
+    } finally {
+      await c.end();
+    }
+  },
 });
 
 describe('PostgresMessageStore specifics', () => {
@@ -67,6 +76,63 @@ describe('PostgresMessageStore specifics', () => {
     expect(r.rows[0].n).toBe(migrations.length);
     await a.close();
     await b.close();
+  });
+
+  it("instances beat from a thread of their own: a busy event loop keeps its leases; a silent instance's leases are released within a few heartbeats", async () => {
+    const schema = `${prefix}_inst`;
+    const a = make(schema);
+    const b = make(schema);
+    await a.open();
+    await b.open();
+    const sql = new pg.Client({ connectionString: URL, options: `-c search_path=${schema}` });
+    await sql.connect();
+    try {
+      const opts = { heartbeatMs: 200, instanceTimeoutMs: 1000 };
+      await a.startInstance('inst-a', opts);
+      await b.startInstance('inst-b', opts);
+      const hl7 = (ctl: string) => ({ sourceId: 'feed', contentType: 'application/hl7-v2', body: Buffer.from(`MSH|^~\\&|A|F|||1||ADT^A01|${ctl}|P|2.5\r`), headers: { controlId: ctl } });
+      await a.insert([hl7('I1'), hl7('I2')]);
+      expect(await a.claimReceived('inst-a', 1, 60_000)).toHaveLength(1);
+      const beatOf = async (id: string) => Number((await sql.query('SELECT heartbeat_at FROM instances WHERE id = $1', [id])).rows[0].heartbeat_at);
+      const before = await beatOf('inst-a');
+      // This thread busy for 2 s (twice the timeout): the heartbeat thread keeps writing.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2000);
+      const during = await beatOf('inst-a');
+      expect(during - before).toBeGreaterThanOrEqual(1500);
+      await new Promise((r) => setTimeout(r, 600)); // b's look for dead instances runs
+      expect((await sql.query(`SELECT lease_owner FROM messages WHERE lease_owner IS NOT NULL`)).rows.map((r) => r.lease_owner)).toEqual(['inst-a']);
+      expect(await b.claimReceived('inst-b', 10, 60_000)).toHaveLength(1); // only the one not leased
+
+      // A third instance that claimed and then went silent (its row's heartbeat stops).
+      await sql.query(`INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES ('ghost', 'h', 1, 0, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint)`);
+      const [g] = await a.insert([hl7('I3')]);
+      expect((await a.claimReceived('ghost', 1, 60_000)).map((m) => m.id)).toEqual([g.id]);
+      const t0 = Date.now();
+      let taken: string[] = [];
+      while (!taken.length && Date.now() - t0 < 5000) {
+        await new Promise((r) => setTimeout(r, 50));
+        taken = (await b.claimReceived('inst-b', 10, 60_000)).map((m) => m.id);
+      }
+      expect(taken).toEqual([g.id]);
+      // Released after the timeout (1 s) plus at most a heartbeat, not after the minute's lease.
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
+      expect(Date.now() - t0).toBeLessThan(4000);
+      expect((await sql.query(`SELECT released_at FROM instances WHERE id = 'ghost'`)).rows[0].released_at).not.toBeNull();
+
+      // Its heartbeat thread ended (it should not, but): started again, the beat goes on.
+      await (a as unknown as { instances: Map<string, { worker: { terminate(): Promise<number> } }> }).instances.get('inst-a')!.worker.terminate();
+      const afterEnd = await beatOf('inst-a');
+      await new Promise((r) => setTimeout(r, 1200));
+      expect(await beatOf('inst-a')).toBeGreaterThan(afterEnd);
+
+      // A clean stop removes the row.
+      await a.stopInstance('inst-a');
+      expect((await sql.query(`SELECT id FROM instances ORDER BY id`)).rows.map((r) => r.id)).toEqual(['ghost', 'inst-b']);
+    } finally {
+      await sql.end();
+      await a.close();
+      await b.close();
+    }
   });
 
   it('createStore puts the tables in the configured schema (store.schema), creating it', async () => {

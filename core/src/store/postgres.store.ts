@@ -1,5 +1,8 @@
+import os from 'node:os';
+import { Worker } from 'node:worker_threads';
 import pg from 'pg';
 import { FerryError } from '../errors';
+import type { InstanceOptions, InstanceStart } from './message-store';
 import type { Dialect } from './schema';
 import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql-store';
 
@@ -95,6 +98,61 @@ export function withSearchPath(url: string, schema: string | undefined): string 
 }
 
 /**
+ * The heartbeat thread: its own connection, one UPSERT of the instance's row every interval, on
+ * the server's clock. On a thread of its own so an engine whose event loop is busy (a long
+ * synchronous transform, a GC storm) keeps beating and keeps its leases; a process that is
+ * stopped (SIGSTOP) or dead stops beating, as it should.
+ */
+const HEARTBEAT = `
+const { parentPort, workerData } = require('node:worker_threads');
+const pg = require(workerData.pgModule);
+let client;
+let busy = false;
+let stopped = false;
+const drop = () => {
+  const c = client;
+  client = undefined;
+  if (c) c.end().catch(() => undefined);
+};
+async function beat() {
+  if (busy || stopped) return;
+  busy = true;
+  try {
+    if (!client) {
+      const c = new pg.Client({ connectionString: workerData.url, application_name: 'ferry-heartbeat', connectionTimeoutMillis: workerData.timeoutMs, query_timeout: workerData.timeoutMs, keepAlive: true });
+      c.on('error', () => { if (client === c) drop(); });
+      client = c;
+      await c.connect();
+    }
+    await client.query(
+      'INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint) ' +
+        'ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at',
+      [workerData.id, workerData.host, workerData.pid, workerData.startedAt],
+    );
+    parentPort.postMessage({ ok: true });
+  } catch (e) {
+    drop();
+    parentPort.postMessage({ error: String((e && e.message) || e) });
+  } finally {
+    busy = false;
+  }
+}
+const timer = setInterval(beat, workerData.intervalMs);
+beat();
+parentPort.on('message', (m) => {
+  if (m !== 'stop') return;
+  stopped = true;
+  clearInterval(timer);
+  const c = client;
+  client = undefined;
+  (c ? c.end().catch(() => undefined) : Promise.resolve()).then(() => parentPort.close());
+});
+`;
+
+/** How long a row of an instance that stopped beating is kept (for operators) before it is deleted. */
+const DEAD_INSTANCE_KEPT_MS = 24 * 3600_000;
+
+/**
  * PostgreSQL store: several engine processes share one database. Claims take row locks with
  * `FOR UPDATE SKIP LOCKED` and write a lease (owner + expiry), so instances split the backlog
  * without doing a delivery twice; a crashed instance's leases expire and others take over.
@@ -145,6 +203,7 @@ export class PostgresMessageStore extends SqlMessageStore {
   }
 
   protected async disconnect(): Promise<void> {
+    for (const owner of [...this.instances.keys()]) await this.stopInstance(owner).catch(() => undefined);
     clearInterval(this.clockTimer);
     this.clockTimer = undefined;
     const pool = this.pool;
@@ -312,6 +371,111 @@ export class PostgresMessageStore extends SqlMessageStore {
     } finally {
       done();
     }
+  }
+
+  private instances = new Map<string, { worker: Worker; reaper: NodeJS.Timeout; failing: boolean; opts: InstanceOptions }>();
+
+  /**
+   * Registers the instance (its row in `instances`), starts its heartbeat thread, and from now on
+   * every `heartbeatMs` releases the leases of instances whose heartbeat is older than
+   * `instanceTimeoutMs` -- once per time they stop beating -- so their work is claimed within
+   * seconds, not after the lease. An instance that was only paused (SIGSTOP, a VM frozen) and
+   * comes back finds its leases gone: its renewals and late outcomes are refused by the lease
+   * fence, as after any lease expiry; it beats again and carries on with new work.
+   */
+  async startInstance(owner: string, opts: InstanceOptions): Promise<InstanceStart> {
+    if (this.instances.has(owner)) return { releasedMessages: 0, releasedDeliveries: 0 };
+    const startedAt = this.now();
+    const row = [owner, os.hostname(), process.pid, startedAt];
+    await this.tx((x) =>
+      x.run(
+        `INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at`,
+        [...row, startedAt],
+      ),
+    );
+    const state = { worker: undefined as unknown as Worker, reaper: undefined as unknown as NodeJS.Timeout, failing: false, opts };
+    const spawnHeartbeat = (): Worker => {
+      const worker = new Worker(HEARTBEAT, {
+        eval: true,
+        workerData: {
+          pgModule: require.resolve('pg'),
+          url: withSearchPath(this.url, this.schema),
+          id: owner,
+          host: row[1],
+          pid: row[2],
+          startedAt,
+          intervalMs: Math.max(100, opts.heartbeatMs),
+          timeoutMs: Math.max(1000, opts.instanceTimeoutMs),
+        },
+      });
+      worker.unref();
+      // Told once each way, not every heartbeat.
+      worker.on('message', (m: { ok?: boolean; error?: string }) => {
+        if (m.error !== undefined && !state.failing) {
+          state.failing = true;
+          this.logger.warn('instance heartbeat failed; other instances take this one for dead if it lasts', { store: this.kind, instance: owner, error: m.error, instanceTimeoutMs: opts.instanceTimeoutMs });
+        } else if (m.ok && state.failing) {
+          state.failing = false;
+          this.logger.info('instance heartbeat written again', { store: this.kind, instance: owner });
+        }
+      });
+      worker.on('error', (e) => this.logger.error('instance heartbeat thread failed', { store: this.kind, instance: owner, error: e.message }));
+      // A thread that ended while the instance runs is started again: without it the others would
+      // take this live instance for dead.
+      // (After a heartbeat's pause: a thread that cannot start must not be restarted in a loop.)
+      worker.on('exit', () => {
+        if (this.instances.get(owner) !== state || state.worker !== worker) return;
+        this.logger.warn('instance heartbeat thread ended; starting it again', { store: this.kind, instance: owner });
+        setTimeout(() => {
+          if (this.instances.get(owner) === state && state.worker === worker) state.worker = spawnHeartbeat();
+        }, opts.heartbeatMs).unref();
+      });
+      return worker;
+    };
+    state.worker = spawnHeartbeat();
+    state.reaper = setInterval(() => {
+      this.releaseDeadInstances(owner, opts.instanceTimeoutMs).catch((e) => this.logger.debug('looking for dead instances failed', { store: this.kind, error: (e as Error).message }));
+    }, Math.max(100, opts.heartbeatMs));
+    state.reaper.unref();
+    this.instances.set(owner, state);
+    return this.releaseDeadInstances(owner, opts.instanceTimeoutMs);
+  }
+
+  async stopInstance(owner: string): Promise<void> {
+    const st = this.instances.get(owner);
+    if (!st) return;
+    this.instances.delete(owner);
+    clearInterval(st.reaper);
+    st.worker.postMessage('stop');
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => void st.worker.terminate().then(() => resolve()), 2000);
+      st.worker.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+    // Gone for good: nobody needs to find it dead (its leases were given back as it stopped).
+    await this.tx((x) => x.run('DELETE FROM instances WHERE id = ?', [owner]));
+  }
+
+  /** Releases the leases of instances whose heartbeat stopped (each once per stop), in one transaction. */
+  private async releaseDeadInstances(self: string, timeoutMs: number): Promise<InstanceStart> {
+    const r = await this.tx(async (x) => {
+      const now = this.now();
+      const dead = await x.all(
+        `SELECT id, heartbeat_at FROM instances WHERE heartbeat_at < ? AND id <> ? AND (released_at IS NULL OR released_at < heartbeat_at) FOR UPDATE SKIP LOCKED`,
+        [now - timeoutMs, self],
+      );
+      await x.run('DELETE FROM instances WHERE heartbeat_at < ?', [now - DEAD_INSTANCE_KEPT_MS]);
+      if (!dead.length) return { owners: [] as { id: string; silentMs: number }[], releasedMessages: 0, releasedDeliveries: 0 };
+      const owners = dead.map((d) => d.id as string);
+      const released = await this.releaseLeasesOf(x, { owners });
+      await x.run(`UPDATE instances SET released_at = ? WHERE id IN (${owners.map(() => '?').join(', ')})`, [now, ...owners]);
+      return { owners: dead.map((d) => ({ id: d.id as string, silentMs: now - Number(d.heartbeat_at) })), ...released };
+    });
+    for (const o of r.owners)
+      this.logger.warn('instance found dead (no heartbeat): its leases released', { store: this.kind, instance: o.id, silentMs: o.silentMs, messages: r.releasedMessages, deliveries: r.releasedDeliveries });
+    return { releasedMessages: r.releasedMessages, releasedDeliveries: r.releasedDeliveries };
   }
 
   protected override rowLockClause(): string {

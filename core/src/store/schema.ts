@@ -180,6 +180,25 @@ export const migrations: Migration[] = [
       ],
     },
   },
+  {
+    version: 9,
+    name: "content hash of each message (a duplicate is the same sender, control id AND content); instances and their heartbeats (a dead instance's leases are taken over within seconds)",
+    statements: [
+      // Rows stored before this migration have none (NULL): a message compared with one of them
+      // has the hash of the stored body computed on the fly; a pruned body counts as other content.
+      `ALTER TABLE messages ADD COLUMN content_hash TEXT`,
+      // One row per engine instance (its lease owner id); heartbeat_at on the database's clock.
+      // released_at: when its leases were last released because its heartbeat had stopped.
+      `CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        host TEXT,
+        pid INTEGER,
+        started_at {BIGINT} NOT NULL,
+        heartbeat_at {BIGINT} NOT NULL,
+        released_at {BIGINT}
+      )`,
+    ],
+  },
 ];
 
 export function ddl(sql: string, dialect: Dialect): string {

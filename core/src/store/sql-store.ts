@@ -4,6 +4,7 @@ import { FerryError, transientError } from '../errors';
 import { errorFields } from '../logging/logger';
 import { DATA_QUALITY_EVENT, type DeliveryStatus, type MessageEvent, type MessageHeaders, type MessageStatus, type StoredDelivery, type StoredError, type StoredMessage } from '../model/message';
 import { lazyJson } from '../util/lazy-json';
+import { contentHash } from './content-hash';
 import { newId } from './ids';
 import type {
   ApiTokenRecord,
@@ -18,6 +19,7 @@ import type {
   DeliveryOutcome,
   InsertOptions,
   InsertResult,
+  InstanceStart,
   MessageFilter,
   MessageStore,
   NewMessage,
@@ -441,19 +443,34 @@ export abstract class SqlMessageStore implements MessageStore {
    */
   private async insertCalls(x: SqlExec, calls: { messages: NewMessage[]; opts?: InsertOptions }[]): Promise<InsertResult[][]> {
     const now = this.now();
-    type Item = { m: NewMessage; headers: MessageHeaders; receivedAt: number; key?: string; windowMs?: number; policy?: string; result?: InsertResult };
+    type Item = {
+      m: NewMessage;
+      headers: MessageHeaders;
+      receivedAt: number;
+      key?: string;
+      hash?: string;
+      ignore?: readonly string[];
+      windowMs?: number;
+      policy?: string;
+      result?: InsertResult;
+    };
     const items: Item[][] = calls.map((c) =>
       c.messages.map((m) => {
         const headers = m.headers ?? {};
-        const key = c.opts?.duplicates ? dedupKey(headers) : undefined;
-        return { m, headers, receivedAt: m.receivedAt?.getTime() ?? now, key, windowMs: c.opts?.duplicates?.windowMs, policy: c.opts?.duplicates?.policy };
+        const dup = c.opts?.duplicates;
+        const key = dup ? dedupKey(headers) : undefined;
+        // Only messages that are compared need their hash (a source's own, or the body's).
+        const hash = key ? (m.contentHash ?? contentHash(m.contentType, m.body, dup?.ignoreFields)) : m.contentHash;
+        return { m, headers, receivedAt: m.receivedAt?.getTime() ?? now, key, hash, ignore: dup?.ignoreFields, windowMs: dup?.windowMs, policy: dup?.policy };
       }),
     );
     const flat = items.flat();
 
-    // Duplicates: earlier messages (stored, or earlier in this batch) with the same source + key in the window.
+    // Duplicates: earlier messages (stored, or earlier in this batch) with the same source + key in
+    // the window, compared by content. A row stored before content hashes (NULL) brings its body.
+    type Seen = { id: string; receivedAt: number; hash?: string; legacy?: { contentType: string; body?: Buffer } };
     const checked = flat.filter((i) => i.key);
-    const seen = new Map<string, { id: string; receivedAt: number }[]>();
+    const seen = new Map<string, Seen[]>();
     if (checked.length) {
       const groupKeys = [...new Set(checked.map((i) => `${i.m.sourceId}|${i.key}`))].sort();
       await this.lockKeys(x, groupKeys);
@@ -471,34 +488,57 @@ export abstract class SqlMessageStore implements MessageStore {
         for (let o = 0; o < keys.length; o += SqlMessageStore.CHUNK) parts.push({ sourceId, keys: keys.slice(o, o + SqlMessageStore.CHUNK) });
         return parts;
       });
+      const legacy: Seen[] = [];
       for (const { sourceId, keys: part } of lookups) {
         const rows = await x.all(
-          `SELECT id, source_id, dedup_key, received_at FROM messages
+          `SELECT id, source_id, dedup_key, received_at, content_hash, content_type FROM messages
            WHERE source_id = ? AND dedup_key IN (${part.map(() => '?').join(', ')}) AND received_at >= ? AND duplicate_of IS NULL ORDER BY seq`,
           [sourceId, ...part, since],
         );
         for (const r of rows) {
           const k = `${r.source_id}|${r.dedup_key}`;
           const list = seen.get(k) ?? [];
-          list.push({ id: r.id, receivedAt: Number(r.received_at) });
+          const e: Seen = { id: r.id, receivedAt: Number(r.received_at) };
+          if (r.content_hash != null) e.hash = r.content_hash as string;
+          else {
+            e.legacy = { contentType: r.content_type as string };
+            legacy.push(e);
+          }
+          list.push(e);
           seen.set(k, list);
         }
       }
+      for (let o = 0; o < legacy.length; o += SqlMessageStore.CHUNK) {
+        const part = legacy.slice(o, o + SqlMessageStore.CHUNK);
+        const byId = new Map(part.map((e) => [e.id, e]));
+        const rows = await x.all(`SELECT message_id, body FROM message_content WHERE message_id IN (${part.map(() => '?').join(', ')})`, part.map((e) => e.id));
+        for (const r of rows) if (r.body != null) byId.get(r.message_id)!.legacy!.body = Buffer.isBuffer(r.body) ? r.body : Buffer.from(r.body as Uint8Array);
+      }
     }
+    /** An earlier message's content hash as `item` computes it (a legacy row's from its body; pruned: unknown). */
+    const hashOf = (e: Seen, item: Item): string | undefined =>
+      e.hash ?? (e.legacy?.body ? contentHash(e.legacy.contentType, e.legacy.body, item.ignore) : undefined);
 
     const toInsert: { item: Item; id: string; duplicateOf?: string }[] = [];
     const dupEvents: { id: string; detail: string }[] = [];
+    const reusedEvents: { id: string; detail: string }[] = [];
     for (const item of flat) {
       let duplicateOf: string | undefined;
+      let reuses: string | undefined;
       if (item.key) {
         const list = seen.get(`${item.m.sourceId}|${item.key}`);
         const from = item.receivedAt - (item.windowMs ?? 0);
         for (let j = (list?.length ?? 0) - 1; j >= 0; j--) {
-          if (list![j].receivedAt >= from) {
-            duplicateOf = list![j].id;
+          const e = list![j];
+          if (e.receivedAt < from) continue;
+          if (hashOf(e, item) === item.hash) {
+            duplicateOf = e.id;
             break;
           }
+          // The newest message with this identity but other content.
+          reuses ??= e.id;
         }
+        if (duplicateOf) reuses = undefined;
         if (duplicateOf && item.policy !== 'accept') {
           dupEvents.push({ id: duplicateOf, detail: item.policy === 'reject' ? 'rejected' : 'ignored' });
           item.result = { id: duplicateOf, duplicate: true, duplicateOf, stored: false };
@@ -508,10 +548,14 @@ export abstract class SqlMessageStore implements MessageStore {
       const id = newId(now);
       toInsert.push({ item, id, duplicateOf });
       item.result = { id, duplicate: !!duplicateOf, duplicateOf, stored: true };
+      if (reuses) {
+        item.result.reusesControlIdOf = reuses;
+        reusedEvents.push({ id, detail: `control id of ${reuses}, other content` });
+      }
       if (item.key && !duplicateOf) {
         const k = `${item.m.sourceId}|${item.key}`;
         const list = seen.get(k) ?? [];
-        list.push({ id, receivedAt: item.receivedAt });
+        list.push({ id, receivedAt: item.receivedAt, hash: item.hash });
         seen.set(k, list);
       }
     }
@@ -521,11 +565,11 @@ export abstract class SqlMessageStore implements MessageStore {
       const params: unknown[] = [];
       for (const { item, id, duplicateOf } of part) {
         const dk = dedupKey(item.headers);
-        params.push(id, item.m.sourceId, item.m.contentType, JSON.stringify(item.headers), item.receivedAt, duplicateOf ?? null, dk ?? null, item.headers.orderingKey ?? null, now);
+        params.push(id, item.m.sourceId, item.m.contentType, JSON.stringify(item.headers), item.receivedAt, duplicateOf ?? null, dk ?? null, item.headers.orderingKey ?? null, now, item.hash ?? null);
       }
       const n = await x.run(
-        `INSERT INTO messages (id, source_id, content_type, headers, received_at, status, duplicate_of, dedup_key, ordering_key, updated_at)
-         VALUES ${part.map(() => `(?, ?, ?, ?, ?, 'received', ?, ?, ?, ?)`).join(', ')}`,
+        `INSERT INTO messages (id, source_id, content_type, headers, received_at, status, duplicate_of, dedup_key, ordering_key, updated_at, content_hash)
+         VALUES ${part.map(() => `(?, ?, ?, ?, ?, 'received', ?, ?, ?, ?, ?)`).join(', ')}`,
         params,
       );
       if (n !== part.length) throw new FerryError('INTERNAL_STORE_INSERT', `inserted ${n} of ${part.length} messages`, { kind: 'internal' });
@@ -537,6 +581,7 @@ export abstract class SqlMessageStore implements MessageStore {
     const events = [
       ...toInsert.map((t) => ({ id: t.id, status: 'received', detail: t.duplicateOf ? `duplicate of ${t.duplicateOf}` : null })),
       ...dupEvents.map((d) => ({ id: d.id, status: 'duplicate', detail: d.detail })),
+      ...reusedEvents.map((d) => ({ id: d.id, status: 'control-id-reused', detail: d.detail })),
     ];
     for (let o = 0; o < events.length; o += SqlMessageStore.CHUNK) {
       const part = events.slice(o, o + SqlMessageStore.CHUNK);
@@ -1396,6 +1441,25 @@ export abstract class SqlMessageStore implements MessageStore {
       }
       return held;
     });
+  }
+
+  /**
+   * Gives back every open lease (messages being processed, deliveries being made) held by `owners`
+   * -- instances known to be dead -- or, with `{ allBut }`, by anyone but that owner. Their work
+   * is claimed again at once instead of after its lease.
+   */
+  protected releaseLeasesOf(x: SqlExec, who: { owners: string[] } | { allBut: string }): Promise<InstanceStart> {
+    const run = async (table: 'messages' | 'deliveries', open: string): Promise<number> => {
+      if ('allBut' in who)
+        return x.run(`UPDATE ${table} SET lease_owner = NULL, lease_expires = NULL WHERE status IN ${open} AND lease_owner IS NOT NULL AND lease_owner <> ?`, [who.allBut]);
+      let n = 0;
+      for (let o = 0; o < who.owners.length; o += SqlMessageStore.CHUNK) {
+        const part = who.owners.slice(o, o + SqlMessageStore.CHUNK);
+        n += await x.run(`UPDATE ${table} SET lease_owner = NULL, lease_expires = NULL WHERE status IN ${open} AND lease_owner IN (${part.map(() => '?').join(', ')})`, part);
+      }
+      return n;
+    };
+    return (async () => ({ releasedMessages: await run('messages', UNROUTED_MESSAGE), releasedDeliveries: await run('deliveries', OPEN_DELIVERY) }))();
   }
 
   async releaseDeliveryLeases(owner: string, keep: string[]): Promise<number> {

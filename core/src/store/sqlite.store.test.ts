@@ -19,6 +19,14 @@ storeConformance('sqlite', {
   make: (opts) => new SqliteMessageStore({ path: path.join(dir, `t${++n}.db`), logger: silentLogger(), groupCommit: opts?.groupCommit }),
   sibling: (s) => new SqliteMessageStore({ path: (s as SqliteMessageStore).file, logger: silentLogger() }),
   commits: (s) => (s as SqliteMessageStore).insertCommits,
+  rawSql: async (s, sql) => {
+    const db = new Database((s as SqliteMessageStore).file);
+    try {
+      db.exec(sql);
+    } finally {
+      db.close();
+    }
+  },
   checkInvariants: async (s, when) => {
     // Every open delivery no older strict one of its (sink, key) holds is a head: one that is not
     // would never be claimed.
@@ -407,6 +415,40 @@ describe('one engine per SQLite file', () => {
       await s.close();
     } finally {
       child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('leases of a previous engine', () => {
+  it("are released when the next engine starts on the file (it holds the lock: the old owner is dead); a tool's store releases nothing", async () => {
+    const file = path.join(dir, 'engine-leases.db');
+    const hl7 = (ctl: string) => ({ sourceId: 'feed', contentType: 'application/hl7-v2', body: Buffer.from(`MSH|^~\\&|A|F|||1||ADT^A01|${ctl}|P|2.5\r`), headers: { controlId: ctl } });
+    const old = new SqliteMessageStore({ path: file, logger: silentLogger(), engineLock: true });
+    await old.open();
+    expect(await old.startInstance('old', { heartbeatMs: 2000, instanceTimeoutMs: 6000 })).toEqual({ releasedMessages: 0, releasedDeliveries: 0 });
+    const [a, b] = await old.insert([hl7('L1'), hl7('L2')]);
+    // One message routed with its delivery leased (a sink call in flight), one leased for processing.
+    expect((await old.claimReceived('old', 1, 60_000)).map((m) => m.id)).toEqual([a.id]);
+    await old.recordTransformed(a.id, { resourceType: 'Bundle', type: 'collection', entry: [] }, 'k');
+    await old.recordRouting(a.id, { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's', bundle: { resourceType: 'Bundle', type: 'collection', entry: [] }, strictOrder: true }] });
+    expect(await old.claimDeliveries('old', 10, 60_000)).toHaveLength(1);
+    expect((await old.claimReceived('old', 1, 60_000)).map((m) => m.id)).toEqual([b.id]);
+    await old.close(); // as a crash leaves them: leased for another minute
+
+    const tool = new SqliteMessageStore({ path: file, logger: silentLogger() });
+    await tool.open();
+    expect(await tool.startInstance('tool')).toEqual({ releasedMessages: 0, releasedDeliveries: 0 });
+    await tool.close();
+
+    const next = new SqliteMessageStore({ path: file, logger: silentLogger(), engineLock: true });
+    await next.open();
+    try {
+      expect(await next.claimReceived('new', 10, 60_000)).toHaveLength(0);
+      expect(await next.startInstance('new', { heartbeatMs: 2000, instanceTimeoutMs: 6000 })).toEqual({ releasedMessages: 1, releasedDeliveries: 1 });
+      expect((await next.claimReceived('new', 10, 60_000)).map((m) => m.id)).toEqual([b.id]);
+      expect((await next.claimDeliveries('new', 10, 60_000)).map((d) => d.messageId)).toEqual([a.id]);
+    } finally {
+      await next.close();
     }
   });
 });

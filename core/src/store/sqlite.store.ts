@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { FerryError } from '../errors';
 import type { Dialect } from './schema';
+import type { InstanceOptions, InstanceStart } from './message-store';
 import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql-store';
 
 export interface SqliteStoreOptions extends SqlStoreOptions {
@@ -237,6 +238,20 @@ export class SqliteMessageStore extends SqlMessageStore {
     if (!lock) return;
     rmSync(`${this.file}-engine.pid`, { force: true });
     lock.close();
+  }
+
+  /**
+   * At an engine's start: every open lease in the file is a dead process's -- this store holds
+   * the file's engine lock, which goes with its holder's process -- so each is released and its
+   * work claimed at once (before, it waited out `processing.leaseMs`, a minute by default, after
+   * a crash). A store without the engine lock (tools, tests sharing one store) releases nothing.
+   */
+  async startInstance(owner: string, _opts?: InstanceOptions): Promise<InstanceStart> {
+    if (!this.engineLock) return { releasedMessages: 0, releasedDeliveries: 0 };
+    const r = await this.write((x) => this.releaseLeasesOf(x, { allBut: owner }));
+    if (r.releasedMessages || r.releasedDeliveries)
+      this.logger.info('leases of the previous engine released: it held this file and is gone', { store: this.kind, messages: r.releasedMessages, deliveries: r.releasedDeliveries });
+    return r;
   }
 
   protected async connect(): Promise<void> {

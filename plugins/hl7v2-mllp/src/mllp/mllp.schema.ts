@@ -78,7 +78,7 @@ export interface MllpSourceConfig {
   ackMode: 'auto' | 'original';
   contentType: string;
   tls: TlsConfig;
-  duplicates?: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number };
+  duplicates?: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number; ignoreFields?: string[] };
 }
 
 /** `sinks.<id>` keys for `type: mllp`. */

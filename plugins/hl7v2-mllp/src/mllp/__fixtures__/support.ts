@@ -1,6 +1,6 @@
 import net from 'node:net';
 import tls from 'node:tls';
-import { FerryError, type InboundMessage, type InsertResult, type SourceContext } from '@ferry/core';
+import { contentHash, FerryError, type InboundMessage, type InsertResult, type SourceContext } from '@ferry/core';
 import { silentLogger } from '../../../../../core/src/logging/logger';
 import { extractHeaders, splitHl7Batch } from '../../hl7v2';
 import { MllpDeframer } from '../framing';
@@ -131,7 +131,9 @@ export function recordingCtx(
       if (opts.delayMs) await new Promise((r) => setTimeout(r, opts.delayMs));
       const f = ctx.failNext.shift();
       if (f) throw f;
-      const keyOf = (m: InboundMessage) => `${m.headers?.sendingApplication}|${m.headers?.sendingFacility}|${m.headers?.controlId}`;
+      // Identity and content (the store's rule): the same control id with other content is new.
+      const keyOf = (m: InboundMessage) =>
+        `${m.headers?.sendingApplication}|${m.headers?.sendingFacility}|${m.headers?.controlId}|${contentHash(m.contentType, m.body, cfg.duplicates?.ignoreFields ?? ['MSH-7'])}`;
       if (policy === 'reject' && opts.rejectStyle !== 'flag') {
         // all or nothing, like a store transaction
         const keys = messages.map(keyOf);
