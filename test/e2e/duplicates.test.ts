@@ -88,7 +88,7 @@ function withMsh7(body: Buffer, ts: string): Buffer {
         store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
         plugins: ['@ferry/plugin-hl7v2-mllp'],
         processing: { pollIntervalMs: 50, transformWorkers: 0 },
-        admin: { enabled: true, host: '127.0.0.1', port: 0 },
+        admin: { enabled: true, host: '127.0.0.1', port: 0, metricsPublic: true }, // /metrics for scrapers; the API needs a token
         // The defaults: policy ignore, a one-day window, MSH-7 left out of the content.
         sources: {
           feed: { type: 'mllp', host: '127.0.0.1', port: 0 },

@@ -11,7 +11,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { createLogger, Engine, type DataQualityIssue } from '@ferry/core';
+import { createLogger, Engine, hashToken, newTokenSecret, type ConfigToken, type DataQualityIssue } from '@ferry/core';
 import { MllpDeframer } from '../mllp/framing';
 import type { MllpSource } from '../mllp/mllp.source';
 
@@ -57,7 +57,13 @@ describe('data-quality issues on a real engine', () => {
   let dir: string;
   let engine: Engine;
   let logs = '';
+  let tokenEntry: ConfigToken;
+  let authHeader = '';
   beforeAll(async () => {
+    // The admin API needs a token: an admin one (it sees everything, so the no-value checks below bite hardest).
+    const t = newTokenSecret();
+    tokenEntry = { id: t.id, name: 'test-admin', roles: ['admin'], hash: await hashToken(t.secret) };
+    authHeader = `Bearer ${t.secret}`;
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-dq-'));
     const stream = new PassThrough();
     stream.on('data', (c) => (logs += c.toString('utf8')));
@@ -73,7 +79,7 @@ describe('data-quality issues on a real engine', () => {
         sinks: { out: { type: 'file', dir: path.join(dir, 'out'), format: 'json' } },
         routes: [{ id: 'all', from: ['lenient', 'strict'], to: ['out'] }],
         processing: { transformWorkers: 1 },
-        admin: { enabled: true, host: '127.0.0.1', port: 0 },
+        admin: { enabled: true, host: '127.0.0.1', port: 0, auth: { tokens: [tokenEntry] } },
       },
     });
     await engine.start();
@@ -86,7 +92,7 @@ describe('data-quality issues on a real engine', () => {
   });
 
   const port = (id: string) => engine.source<MllpSource>(id)!.address()!.port;
-  const api = async (p: string) => (await fetch(`${engine.adminUrl}${p}`)).json() as Promise<any>;
+  const api = async (p: string) => (await fetch(`${engine.adminUrl}${p}`, { headers: { authorization: authHeader } })).json() as Promise<any>;
   const byControlId = async (ctl: string) => (await engine.store.listMessages({ limit: 50 })).find((m) => m.headers.controlId === ctl)!;
 
   test('warn (the default): AA, delivered, the issue at PID-7 stored, on the admin API and /metrics', async () => {
@@ -103,7 +109,7 @@ describe('data-quality issues on a real engine', () => {
     // The bundle went out without a birth date, and the issue says so.
     const out = fs.readdirSync(path.join(dir, 'out')).map((f) => fs.readFileSync(path.join(dir, 'out', f), 'utf8'));
     expect(out.some((b) => b.includes('W1-MRN'))).toBe(true);
-    const metrics = await (await fetch(`${engine.adminUrl}/metrics`)).text();
+    const metrics = await (await fetch(`${engine.adminUrl}/metrics`, { headers: { authorization: authHeader } })).text();
     expect(metrics).toMatch(/ferry_data_quality_issues_total\{source="lenient",type="ADT\^A01",location="PID-7",reason="invalid-date",severity="warning"\} 1/);
     expect(JSON.stringify(got.issues) + JSON.stringify(got.events) + metrics).not.toContain('Quibblesworth');
   }, 60_000);
@@ -149,7 +155,7 @@ describe('data-quality issues on a real engine', () => {
 
     test('a failed message replayed with the data unchanged fails again; the API shows that processing\'s issues only', async () => {
     const m = await byControlId('F1');
-    const r = await fetch(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ids: [m.id] }) });
+    const r = await fetch(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: authHeader }, body: JSON.stringify({ ids: [m.id] }) });
     expect(r.status).toBe(200);
     await engine.waitForIdle(20_000);
     const got = await api(`/api/messages/${m.id}`);
@@ -186,11 +192,11 @@ describe('data-quality issues on a real engine', () => {
         sinks: { out: { type: 'file', dir: path.join(dir, 'out'), format: 'json' } },
         routes: [{ id: 'all', from: ['strict'], to: ['out'] }],
         processing: { transformWorkers: 0 },
-        admin: { enabled: true, host: '127.0.0.1', port: 0 },
+        admin: { enabled: true, host: '127.0.0.1', port: 0, auth: { tokens: [tokenEntry] } },
       },
     });
     await engine.start();
-    const r = await fetch(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ids: [id] }) });
+    const r = await fetch(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: authHeader }, body: JSON.stringify({ ids: [id] }) });
     expect(r.status).toBe(200);
     await engine.waitForIdle(20_000);
     const got = await api(`/api/messages/${id}`);
