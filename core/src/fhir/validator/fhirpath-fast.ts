@@ -236,7 +236,8 @@ function build(atom: unknown): FastFn {
         if (args.length !== 1 || !(t instanceof SymbolAtom) || !/^[A-Z][A-Za-z]+$/.test(t.name)) throw NOT_FAST;
         const name = t.name;
         return (input) => {
-          if (input.length !== 1) return EMPTY;
+          if (input.length === 0) return EMPTY;
+          if (input.length > 1) throw NOT_FAST; // medplum reports an evaluation error
           const v = input[0] as { resourceType?: unknown } | null;
           if (!v || typeof v !== 'object' || typeof v.resourceType !== 'string') throw NOT_FAST;
           return v.resourceType === name ? TRUE : FALSE;

@@ -291,23 +291,27 @@ function checkInvariants(list: Invariant[], tv: TypedValue, path: string, ctx: C
 // ---------------------------------------------------------------------------------------------------
 // primitives
 
-function checkPrimitive(value: unknown, type: string, path: string, ctx: Ctx, codes: Set<string> | undefined): void {
+/** Checks a primitive value; false when its JSON type is wrong (medplum then skips its extensions). */
+function checkPrimitive(value: unknown, type: string, path: string, ctx: Ctx, codes: Set<string> | undefined): boolean {
   const expected = (fhirTypeToJsType as Record<string, string>)[type];
   if (expected === undefined) {
     structure(ctx, path, `Invalid JSON type: ${type} is not a valid FHIR type`);
-    return;
+    return false;
   }
   if (typeof value !== expected) {
     if (value !== null) structure(ctx, path, `Invalid JSON type: expected ${expected}, but got ${typeof value}`);
-    return;
+    return false;
   }
   if (expected === 'string') {
     const s = value as string;
-    if (!s.trim()) return structure(ctx, path, 'String must contain non-whitespace content');
-    if (s.length > 1024 * 1024) return structure(ctx, path, 'String cannot be larger than 1 MB');
-    const re = validationRegexes[type];
-    if (re && !re.test(s)) return structure(ctx, path, 'Invalid ' + type + ' format');
-    if (codes && ctx.bindings && !codes.has(s)) ctx.issues.push({ severity: 'error', code: 'code-invalid', details: { text: 'Value is not in the required value set' }, expression: [path] });
+    if (!s.trim()) structure(ctx, path, 'String must contain non-whitespace content');
+    else if (s.length > 1024 * 1024) structure(ctx, path, 'String cannot be larger than 1 MB');
+    else {
+      const re = validationRegexes[type];
+      if (re && !re.test(s)) structure(ctx, path, 'Invalid ' + type + ' format');
+      else if (codes && ctx.bindings && !codes.has(s))
+        ctx.issues.push({ severity: 'error', code: 'code-invalid', details: { text: 'Value is not in the required value set' }, expression: [path] });
+    }
   } else if (expected === 'number') {
     const n = value as number;
     if (Number.isNaN(n) || !Number.isFinite(n)) structure(ctx, path, 'Invalid numeric value');
@@ -315,17 +319,21 @@ function checkPrimitive(value: unknown, type: string, path: string, ctx: Ctx, co
     else if (type === 'positiveInt' && n <= 0) structure(ctx, path, 'Expected number to be positive');
     else if (type === 'unsignedInt' && n < 0) structure(ctx, path, 'Expected number to be non-negative');
   }
+  return true;
 }
 
 /** A primitive value that may carry its `_name` extension merged in (medplum's representation). */
 function checkPrimitiveItem(value: unknown, type: string, path: string, crawlPath: string, ctx: Ctx, codes: Set<string> | undefined): void {
-  if (typeof value !== 'object' || !value) return checkPrimitive(value, type, path, ctx, codes);
+  if (typeof value !== 'object' || !value) {
+    checkPrimitive(value, type, path, ctx, codes);
+    return;
+  }
   const primitive = value.valueOf();
   if (primitive === value) {
     walk(value, compile('Element')!, path, path, ctx);
     return;
   }
-  checkPrimitive(primitive, type, path, ctx, codes);
+  if (!checkPrimitive(primitive, type, path, ctx, codes)) return;
   const own = new Set(Object.keys(primitive as object));
   const rest = Object.entries(value).filter(([k]) => !own.has(k));
   if (rest.length) walk(Object.fromEntries(rest), compile('Element')!, path, path, ctx);
@@ -464,8 +472,24 @@ function walk(obj: unknown, ct: Compiled, objPath: string, crawlPath: string, ct
       // the first type (in definition order) whose key is present wins, even if its value is null
       present[i] = visitProp(o, ct, ct.props[i], c, objPath, crawlPath, ctx);
     }
+  } else if (obj !== null && obj !== undefined) {
+    // A string or number where an element was expected: medplum reads its properties through the
+    // prototype ("text".link is String.prototype.link), so such elements "have" values too.
+    const boxed = Object(obj) as Record<string, unknown>;
+    for (const prop of ct.props) {
+      const c = prop.cands.findIndex((cand) => boxed[cand.name] !== undefined || boxed['_' + cand.name] !== undefined);
+      if (c >= 0) present[prop.index] = visitProp(boxed, ct, prop, c, objPath, crawlPath, ctx);
+    }
   }
   for (const prop of ct.required) if (!present[prop.index]) structure(ctx, objPath + '.' + prop.key, 'Missing required property');
+  // a choice-of-type key whose element has no value (valueString: "", onsetDateTime: null) is, for medplum,
+  // an additional property
+  if (o && ct.choicePrefixes.size) {
+    for (const k of keys) {
+      const hit = ct.byKey.get(k);
+      if (hit && hit.prop.choice && !present[hit.prop.index] && o[k] !== undefined) structure(ctx, `${objPath}.${k}`, `Invalid additional property "${k}"`);
+    }
+  }
   for (const k of unknown) {
     if (k === 'resourceType' && ct.isResourceKind) continue;
     const bare = k.startsWith('_') ? k.slice(1) : k;
