@@ -160,6 +160,7 @@ export class Engine {
             pluginConfig: cfg.pluginConfig,
             pluginBaseDir: process.cwd(),
             routes: cfg.routes,
+            validate: cfg.processing.validate !== false,
             baseDir: cfg.baseDir,
             log: cfg.log,
           },
@@ -170,6 +171,7 @@ export class Engine {
         batchSize: cfg.processing.batchSize,
         maxAttempts: cfg.processing.maxAttempts,
         baseDir: cfg.baseDir,
+        validate: cfg.processing.validate !== false,
         pool: this.pool,
       });
       this.dispatcher = new Dispatcher(this.store, this.sinks, this.logger.child({ component: 'dispatcher' }), this.metrics, {

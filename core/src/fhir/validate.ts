@@ -2,7 +2,7 @@ import type { Bundle, OperationOutcome } from '@medplum/fhirtypes';
 import { validateFhirResource, type FhirValidateOptions } from './validator';
 
 export { ensureFhirDefinitions } from './definitions';
-export { validateFhirResource, precompileFhirTypes, type FhirValidateOptions } from './validator';
+export { validateFhirResource, precompileFhirTypes, isFhirResourceType, type FhirValidateOptions } from './validator';
 
 /**
  * Validates a canonical Bundle against FHIR R4 base with Ferry's compiled validator (core/src/fhir/validator):

@@ -2,6 +2,7 @@ import type { Bundle, Patient } from '@medplum/fhirtypes';
 import type { Logger } from 'winston';
 import type { RouteConfig } from '../config/engine.schema';
 import { FerryError } from '../errors';
+import { validateBundle } from '../fhir/validate';
 import type { StoredMessage } from '../model/message';
 import type { MessageTransform } from '../plugin/api';
 import { compileRoute, matchRoutes, type CompiledRoute } from '../routing/router';
@@ -46,14 +47,31 @@ interface RuntimeRoute extends CompiledRoute {
  * engine's thread and in transform worker threads. Bundles leave it as JSON text (what the store
  * keeps and the sinks write), serialised once.
  */
+export interface PipelineOptions {
+  /** Validate canonical Bundles (processing.validate; default true). */
+  validate?: boolean;
+}
+
+/** The error of an invalid canonical Bundle: its OperationOutcome travels in details (stored with the failure). */
+export function invalidBundleError(outcome: NonNullable<ReturnType<typeof validateBundle>>, what = 'canonical bundle'): FerryError {
+  const issues = outcome.issue ?? [];
+  const first = issues[0];
+  // paths and the validator's own texts only: never values (PHI)
+  const where = first ? ` (first: ${first.expression?.[0] ?? '?'}: ${first.details?.text ?? first.code})` : '';
+  return new FerryError('INPUT_FHIR_INVALID', `${what} is not valid FHIR R4: ${issues.length} issue(s)${where}`, { kind: 'input', details: { outcome } });
+}
+
 export class MessagePipeline {
   private readonly routes: RuntimeRoute[];
+  private readonly validate: boolean;
 
   constructor(
     private readonly transforms: MessageTransform[],
     routes: RouteConfig[],
     baseDir: string,
+    options: PipelineOptions = {},
   ) {
+    this.validate = options.validate !== false;
     this.routes = routes.map((r) => ({ ...compileRoute(r), steps: r.steps.map((s) => compileStep(s, baseDir)) }));
   }
 
@@ -78,6 +96,10 @@ export class MessagePipeline {
     const bundleJson = JSON.stringify(bundle);
     const orderingKey = message.headers.orderingKey || patientOrderingKey(bundle) || `source:${message.sourceId}`;
     const transformed = { bundleJson, orderingKey };
+    if (this.validate) {
+      const outcome = validateBundle(bundle);
+      if (outcome) return { ...failed(id, invalidBundleError(outcome)), transformed, routes: [] };
+    }
 
     const matched = matchRoutes(this.routes, message, bundle) as RuntimeRoute[];
     const routes = matched.map((r) => r.config.id);
@@ -102,6 +124,10 @@ export class MessagePipeline {
       if (filtered) {
         filteredBy.push(`${route.config.id}: ${filtered}`);
         continue;
+      }
+      if (current !== bundle && this.validate) {
+        const outcome = validateBundle(current);
+        if (outcome) return { ...failed(id, invalidBundleError(outcome, `bundle from route ${route.config.id}'s steps`)), transformed, routes, failedRoute: route.config.id };
       }
       // No step changed it: the delivery references the message's bundle (no second copy).
       const changed = current !== bundle ? JSON.stringify(current) : undefined;

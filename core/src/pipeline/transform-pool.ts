@@ -16,6 +16,8 @@ export interface TransformWorkerData {
   /** Where plugin packages are resolved from (the engine resolves them from the same place). */
   pluginBaseDir: string;
   routes: RouteConfig[];
+  /** processing.validate */
+  validate: boolean;
   /** Relative script paths resolve against it. */
   baseDir: string;
   log: Partial<LogConfig>;

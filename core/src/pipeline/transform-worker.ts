@@ -25,7 +25,7 @@ async function main(): Promise<void> {
     await host.load(defs, (def) => data.pluginConfig[def.manifest.id] ?? {});
     const impls = host.transforms().map((t) => t.container.resolve(t.impl));
     transforms = impls.map((t) => t.name);
-    pipeline = new MessagePipeline(impls, data.routes, data.baseDir);
+    pipeline = new MessagePipeline(impls, data.routes, data.baseDir, { validate: data.validate });
   } catch (e) {
     parentPort!.postMessage({ type: 'failed', message: (e as Error).message } satisfies WorkerReply);
     return;

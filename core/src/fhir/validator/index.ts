@@ -571,6 +571,11 @@ export function validateFhirResource(resource: unknown, options: FhirValidateOpt
   return ctx.issues;
 }
 
+/** True when `name` is a concrete FHIR R4 resource type (`Patient`; not `HumanName`, `DomainResource`). */
+export function isFhirResourceType(name: string): boolean {
+  return !!compile(name)?.isResourceKind;
+}
+
 /** Compiles the checking plans of these types now (otherwise each is compiled on first use). */
 export function precompileFhirTypes(types: string[]): void {
   for (const t of types) compile(t);
