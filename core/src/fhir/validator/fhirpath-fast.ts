@@ -2,11 +2,13 @@
  * A small compiler from @medplum/core's parsed FHIRPath (its AST) to JavaScript closures over plain FHIR
  * JSON, for the subset the base R4 invariants mostly use: child navigation, `exists()`, `empty()`,
  * `not()`, `count()`, `contains()`/`startsWith()`/`endsWith()` with a literal, `=`/`!=` on primitives,
- * `and`/`or`/`xor`/`implies`, and literals. The semantics are medplum's (atoms.ts / functions.ts), so
- * verdicts are identical: anything outside the subset is not compiled (the caller evaluates it with
- * medplum), and a value the closures cannot treat exactly as medplum does (a primitive extension,
- * several choice-of-type keys, an object compared with `=`, a non-boolean operand of `and`) makes them
- * throw NOT_FAST, and the caller falls back to medplum for that one evaluation.
+ * `and`/`or`/`xor`/`implies`, `in`, `|`, `&`, `all()`/`where()`/`select()`, `first()`, `isDistinct()`,
+ * `hasValue()`, `is(Type)` on resources, `%resource`/`%rootResource`, and literals. The semantics are
+ * medplum's (atoms.ts / functions.ts), so verdicts are identical: a node outside the subset compiles to a
+ * closure that throws NOT_FAST when it is reached, as does a value the closures cannot treat exactly as
+ * medplum does (a primitive extension, several choice-of-type keys, an object compared with `=`, a
+ * non-boolean operand of `and`); the caller then evaluates that one invariant with medplum. Both operands
+ * of `and`/`or`/`implies` are always evaluated, as medplum does (an operand medplum fails on fails here too).
  */
 import { AndAtom, ConcatAtom, DotAtom, EqualsAtom, FhirPathAtom, FunctionAtom, ImpliesAtom, InAtom, LiteralAtom, NotEqualsAtom, OrAtom, SymbolAtom, UnionAtom, XorAtom } from '@medplum/core';
 
@@ -18,8 +20,7 @@ export interface FastEnv {
 
 export type FastFn = (input: unknown[], env: FastEnv) => unknown[];
 
-/** A subexpression outside the subset: an `or`/`and`/`implies` whose other operand decides may still be compiled. */
-const SLOW = { slow: true };
+
 
 /** Thrown at run time when a value falls outside what the closures model exactly. */
 export const NOT_FAST = { notFast: true };
@@ -105,17 +106,7 @@ export function compileFast(atom: unknown): FastFn | undefined {
   try {
     return build(atom);
   } catch (e) {
-    if (e === NOT_FAST || e === SLOW) return undefined;
-    throw e;
-  }
-}
-
-/** Builds an operand that may be outside the subset (undefined then). */
-function maybe(atom: unknown): FastFn | undefined {
-  try {
-    return build(atom);
-  } catch (e) {
-    if (e === NOT_FAST || e === SLOW) return undefined;
+    if (e === NOT_FAST) return undefined;
     throw e;
   }
 }
@@ -137,11 +128,16 @@ function primitivesDistinct(c: unknown[]): unknown[] {
   return [...seen];
 }
 
+/** A node outside the subset: reaching it at run time hands the evaluation to medplum. */
+const UNSUPPORTED: FastFn = () => {
+  throw NOT_FAST;
+};
+
 function build(atom: unknown): FastFn {
   if (atom instanceof FhirPathAtom) return build(atom.child);
   if (atom instanceof LiteralAtom) {
     const { type, value } = atom.value;
-    if (type !== 'string' && type !== 'boolean' && type !== 'integer' && type !== 'decimal') throw NOT_FAST;
+    if (type !== 'string' && type !== 'boolean' && type !== 'integer' && type !== 'decimal') return UNSUPPORTED;
     const c = [value];
     return () => c;
   }
@@ -149,7 +145,7 @@ function build(atom: unknown): FastFn {
     const name = atom.name;
     if (name === '%resource') return (_input, env) => (env.resource === undefined ? EMPTY : [env.resource]);
     if (name === '%rootResource') return (_input, env) => (env.root === undefined ? EMPTY : [env.root]);
-    if (!/^[a-z][A-Za-z0-9]*$/.test(name)) throw NOT_FAST; // variables, $this, type names, `div`...
+    if (!/^[a-z][A-Za-z0-9]*$/.test(name)) return UNSUPPORTED; // other variables, $this, type names, `div`...
     return navigate(name);
   }
   if (atom instanceof DotAtom) {
@@ -187,40 +183,40 @@ function build(atom: unknown): FastFn {
     const args = atom.args;
     switch (atom.name) {
       case 'exists':
-        if (args.length) throw NOT_FAST;
+        if (args.length) return UNSUPPORTED;
         return (input) => {
           if (input.length === 0) return FALSE;
           for (const e of input) if (emptyValue(e)) return FALSE;
           return TRUE;
         };
       case 'empty':
-        if (args.length) throw NOT_FAST;
+        if (args.length) return UNSUPPORTED;
         return (input) => {
           for (const e of input) if (!emptyValue(e)) return FALSE;
           return TRUE;
         };
       case 'not':
-        if (args.length) throw NOT_FAST;
+        if (args.length) return UNSUPPORTED;
         return (input) => {
           const b = bool(input);
           return b === undefined ? EMPTY : b ? FALSE : TRUE;
         };
       case 'count':
-        if (args.length) throw NOT_FAST;
+        if (args.length) return UNSUPPORTED;
         return (input) => [input.length];
       case 'hasValue':
-        if (args.length) throw NOT_FAST;
+        if (args.length) return UNSUPPORTED;
         return (input) => (input.length !== 0 ? TRUE : FALSE);
       case 'first':
-        if (args.length) throw NOT_FAST;
+        if (args.length) return UNSUPPORTED;
         return (input) => (input.length === 0 ? EMPTY : [input[0]]);
       case 'isDistinct':
-        if (args.length) throw NOT_FAST;
+        if (args.length) return UNSUPPORTED;
         return (input) => (primitivesDistinct(input).length === input.length ? TRUE : FALSE);
       case 'all':
       case 'where':
       case 'select': {
-        if (args.length !== 1) throw NOT_FAST;
+        if (args.length !== 1) return UNSUPPORTED;
         const crit = build(args[0]);
         if (atom.name === 'all')
           return (input, env) => {
@@ -233,7 +229,7 @@ function build(atom: unknown): FastFn {
       case 'is': {
         // resource.is(Composition): only resources carry their type in plain JSON
         const t = args[0];
-        if (args.length !== 1 || !(t instanceof SymbolAtom) || !/^[A-Z][A-Za-z]+$/.test(t.name)) throw NOT_FAST;
+        if (args.length !== 1 || !(t instanceof SymbolAtom) || !/^[A-Z][A-Za-z]+$/.test(t.name)) return UNSUPPORTED;
         const name = t.name;
         return (input) => {
           if (input.length === 0) return EMPTY;
@@ -246,30 +242,18 @@ function build(atom: unknown): FastFn {
       case 'contains':
       case 'startsWith':
       case 'endsWith': {
-        if (args.length !== 1 || !(args[0] instanceof LiteralAtom) || args[0].value.type !== 'string') throw NOT_FAST;
+        if (args.length !== 1 || !(args[0] instanceof LiteralAtom) || args[0].value.type !== 'string') return UNSUPPORTED;
         const arg = build(args[0]);
         const f = atom.name === 'contains' ? (s: string, a: string) => s.includes(a) : atom.name === 'startsWith' ? (s: string, a: string) => s.startsWith(a) : (s: string, a: string) => s.endsWith(a);
         return stringFunc(arg, f);
       }
       default:
-        throw NOT_FAST;
+        return UNSUPPORTED;
     }
   }
   if (atom instanceof AndAtom || atom instanceof OrAtom || atom instanceof XorAtom || atom instanceof ImpliesAtom) {
     const l = build(atom.left);
-    const rr = maybe(atom.right);
-    if (!rr) {
-      // The right operand is outside the subset: decided by the left alone when it can be (medplum would also
-      // evaluate the right one, which only matters if that throws; base R4 invariants are well-typed)
-      if (atom instanceof XorAtom) throw SLOW;
-      const decides = atom instanceof OrAtom ? true : false; // or: true decides; and: false decides; implies: false -> true
-      const result = atom instanceof AndAtom ? FALSE : TRUE;
-      return (input, env) => {
-        if (bool(l(input, env)) === decides) return result;
-        throw NOT_FAST;
-      };
-    }
-    const r = rr;
+    const r = build(atom.right);
     if (atom instanceof AndAtom)
       return (input, env) => {
         const a = bool(l(input, env));
@@ -315,5 +299,5 @@ function build(atom: unknown): FastFn {
       return same !== neq ? TRUE : FALSE;
     };
   }
-  throw NOT_FAST;
+  return UNSUPPORTED;
 }

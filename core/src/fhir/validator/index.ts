@@ -57,6 +57,10 @@ export interface FhirValidateOptions {
   entriesAsResources?: boolean;
 }
 
+// @medplum/core's bundle exposes its exports through getters: read the tables once
+const REGEXES: Record<string, RegExp> = { ...validationRegexes };
+const JS_TYPES: Record<string, string> = { ...(fhirTypeToJsType as Record<string, string>) };
+
 /** Keys of invariants @medplum/core does not evaluate either (ele-1 per element, dom-3, org-1, sdf-19). */
 const SKIPPED: Record<string, true> = { 'ele-1': true, 'dom-3': true, 'org-1': true, 'sdf-19': true };
 /** Anything that reads the context other than through its named children. */
@@ -293,7 +297,7 @@ function checkInvariants(list: Invariant[], tv: TypedValue, path: string, ctx: C
 
 /** Checks a primitive value; false when its JSON type is wrong (medplum then skips its extensions). */
 function checkPrimitive(value: unknown, type: string, path: string, ctx: Ctx, codes: Set<string> | undefined): boolean {
-  const expected = (fhirTypeToJsType as Record<string, string>)[type];
+  const expected = JS_TYPES[type];
   if (expected === undefined) {
     structure(ctx, path, `Invalid JSON type: ${type} is not a valid FHIR type`);
     return false;
@@ -307,7 +311,7 @@ function checkPrimitive(value: unknown, type: string, path: string, ctx: Ctx, co
     if (!s.trim()) structure(ctx, path, 'String must contain non-whitespace content');
     else if (s.length > 1024 * 1024) structure(ctx, path, 'String cannot be larger than 1 MB');
     else {
-      const re = validationRegexes[type];
+      const re = REGEXES[type];
       if (re && !re.test(s)) structure(ctx, path, 'Invalid ' + type + ' format');
       else if (codes && ctx.bindings && !codes.has(s))
         ctx.issues.push({ severity: 'error', code: 'code-invalid', details: { text: 'Value is not in the required value set' }, expression: [path] });
@@ -449,84 +453,100 @@ function specifiedOk(value: TypedValue | TypedValue[], element: InternalSchemaEl
 function walk(obj: unknown, ct: Compiled, objPath: string, crawlPath: string, ctx: Ctx): void {
   const isRes = isResourceObject(obj);
   if (isRes) ctx.resources.push(obj);
-  const o = (obj && typeof obj === 'object' ? obj : undefined) as Record<string, unknown> | undefined;
-  // keys of a non-object (a string where an element was expected) are its characters, as in medplum
-  const keys = obj === null || obj === undefined ? [] : Object.keys(obj);
-  const chosen: number[] = [];
-  const unknown: string[] = [];
-  for (const k of keys) {
-    const hit = ct.byKey.get(k);
-    if (!hit) {
-      unknown.push(k);
-      continue;
-    }
-    if (o![k] === undefined) continue; // a JS object's key set to undefined is absent
-    const cur = chosen[hit.prop.index];
-    if (cur === undefined || hit.cand < cur) chosen[hit.prop.index] = hit.cand;
-  }
-  const present: boolean[] = [];
-  if (o) {
-    for (let i = 0; i < ct.props.length; i++) {
-      const c = chosen[i];
-      if (c === undefined) continue;
-      // the first type (in definition order) whose key is present wins, even if its value is null
-      present[i] = visitProp(o, ct, ct.props[i], c, objPath, crawlPath, ctx);
+  // indexes of the props that have a value (few per object: a list beats a per-object array of all props)
+  let present: number[] | undefined;
+  let unknown: string[] | undefined;
+  if (obj !== null && typeof obj === 'object') {
+    const o = obj as Record<string, unknown>;
+    for (const k in o) {
+      const hit = ct.byKey.get(k);
+      if (hit === undefined) {
+        if (Object.hasOwn(o, k)) (unknown ??= []).push(k);
+        continue;
+      }
+      if (o[k] === undefined) continue; // a JS object's key set to undefined is absent
+      const prop = hit.prop;
+      let cand = hit.cand;
+      if (prop.choice) {
+        // the first type (in definition order) whose key is present wins, even if its value is null
+        for (const k2 in o) {
+          const h2 = k2 !== k ? ct.byKey.get(k2) : undefined;
+          if (h2 !== undefined && h2.prop === prop && h2.cand < cand && o[k2] !== undefined) cand = h2.cand;
+        }
+        if (cand !== hit.cand) continue; // visited under its first type's key
+      }
+      // name and _name: visited once, under the name (or under _name when there is no name)
+      if (k.charCodeAt(0) === 95 && o[k.slice(1)] !== undefined) continue;
+      if (visitProp(o, ct, prop, cand, objPath, crawlPath, ctx)) (present ??= []).push(prop.index);
+      else if (prop.choice) {
+        // a choice-of-type key whose element has no value (valueString: "", onsetDateTime: null) is, for
+        // medplum, an additional property
+        for (const k2 in o) if (ct.byKey.get(k2)?.prop === prop && o[k2] !== undefined) structure(ctx, `${objPath}.${k2}`, `Invalid additional property "${k2}"`);
+      }
     }
   } else if (obj !== null && obj !== undefined) {
     // A string or number where an element was expected: medplum reads its properties through the
-    // prototype ("text".link is String.prototype.link), so such elements "have" values too.
+    // prototype ("text".link is String.prototype.link), so such elements "have" values too; and its
+    // keys are its characters.
     const boxed = Object(obj) as Record<string, unknown>;
     for (const prop of ct.props) {
       const c = prop.cands.findIndex((cand) => boxed[cand.name] !== undefined || boxed['_' + cand.name] !== undefined);
-      if (c >= 0) present[prop.index] = visitProp(boxed, ct, prop, c, objPath, crawlPath, ctx);
+      if (c >= 0 && visitProp(boxed, ct, prop, c, objPath, crawlPath, ctx)) (present ??= []).push(prop.index);
     }
+    const keys = Object.keys(obj);
+    if (keys.length) unknown = keys;
   }
-  for (const prop of ct.required) if (!present[prop.index]) structure(ctx, objPath + '.' + prop.key, 'Missing required property');
-  // a choice-of-type key whose element has no value (valueString: "", onsetDateTime: null) is, for medplum,
-  // an additional property
-  if (o && ct.choicePrefixes.size) {
-    for (const k of keys) {
-      const hit = ct.byKey.get(k);
-      if (hit && hit.prop.choice && !present[hit.prop.index] && o[k] !== undefined) structure(ctx, `${objPath}.${k}`, `Invalid additional property "${k}"`);
-    }
-  }
-  for (const k of unknown) {
-    if (k === 'resourceType' && ct.isResourceKind) continue;
-    const bare = k.startsWith('_') ? k.slice(1) : k;
-    // a key whose camel-case prefix names a choice element is accepted when that element has a value
-    let prefix = '';
-    let handled = false;
-    for (const part of bare.split(/(?=[A-Z])/g)) {
-      prefix += part;
-      const choice = ct.choicePrefixes.get(prefix);
-      if (choice) {
-        handled = !!present[choice.index];
-        break;
+  for (const prop of ct.required) if (!present?.includes(prop.index)) structure(ctx, objPath + '.' + prop.key, 'Missing required property');
+  if (unknown) {
+    for (const k of unknown) {
+      if (k === 'resourceType' && ct.isResourceKind) continue;
+      const bare = k.startsWith('_') ? k.slice(1) : k;
+      // a key whose camel-case prefix names a choice element is accepted when that element has a value
+      let prefix = '';
+      let handled = false;
+      for (const part of bare.split(/(?=[A-Z])/g)) {
+        prefix += part;
+        const choice = ct.choicePrefixes.get(prefix);
+        if (choice) {
+          handled = !!present?.includes(choice.index);
+          break;
+        }
       }
+      if (handled) continue;
+      if (Object.hasOwn(ct.schema.elements, k) || (k.startsWith('_') && Object.hasOwn(ct.schema.elements, bare))) continue;
+      structure(ctx, `${objPath}.${k}`, `Invalid additional property "${k}"`);
     }
-    if (handled) continue;
-    if (Object.hasOwn(ct.schema.elements, k) || (k.startsWith('_') && Object.hasOwn(ct.schema.elements, bare))) continue;
-    structure(ctx, `${objPath}.${k}`, `Invalid additional property "${k}"`);
   }
   if (isRes) ctx.resources.pop();
 }
 
-/** medplum's checkObjectForNull, with paths built only when an issue is found. */
-function checkNulls(obj: Record<string, unknown>, path: string, ctx: Ctx): void {
+/** medplum's checkObjectForNull; the path is a stack of segments, joined only when an issue is found. */
+function checkNulls(obj: Record<string, unknown>, segs: string[], ctx: Ctx): void {
   for (const key in obj) {
-    if (!Object.hasOwn(obj, key)) continue;
     const value = obj[key];
-    if (value === null) structure(ctx, `${path}.${key}`, 'Invalid null value');
-    else if (Array.isArray(value)) {
+    if (value === null || value === undefined) {
+      if (value === null && Object.hasOwn(obj, key)) structure(ctx, segs.join('') + '.' + key, 'Invalid null value');
+      continue;
+    }
+    if (typeof value !== 'object') continue;
+    if (Array.isArray(value)) {
       for (let i = 0; i < value.length; i++) {
         const v = value[i];
-        if (v === undefined) structure(ctx, `${path}.${key}[${i}]`, 'Invalid undefined value');
+        if (v === undefined) structure(ctx, `${segs.join('')}.${key}[${i}]`, 'Invalid undefined value');
         else if (v === null) {
           const partner = obj[key.startsWith('_') ? key.slice(1) : '_' + key] as unknown[] | undefined;
-          if (!partner?.[i]) structure(ctx, `${path}.${key}[${i}]`, 'Invalid null value');
-        } else if (typeof v === 'object') checkNulls(v as Record<string, unknown>, `${path}.${key}[${i}]`, ctx);
+          if (!partner?.[i]) structure(ctx, `${segs.join('')}.${key}[${i}]`, 'Invalid null value');
+        } else if (typeof v === 'object') {
+          segs.push(`.${key}[${i}]`);
+          checkNulls(v as Record<string, unknown>, segs, ctx);
+          segs.pop();
+        }
       }
-    } else if (typeof value === 'object') checkNulls(value as Record<string, unknown>, `${path}.${key}`, ctx);
+    } else {
+      segs.push('.' + key);
+      checkNulls(value as Record<string, unknown>, segs, ctx);
+      segs.pop();
+    }
   }
 }
 
@@ -550,7 +570,7 @@ function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx): vo
   ctx.root = { type: ct.name, value: resource };
   const p = path ?? ct.schema.path;
   if (ct.invariants.length) checkInvariants(ct.invariants, { type: ct.name, value: resource }, p, ctx);
-  checkNulls(resource as Record<string, unknown>, p, ctx);
+  checkNulls(resource as Record<string, unknown>, [p], ctx);
   walk(resource, ct, p, p, ctx);
   ctx.resources = saved.resources;
   ctx.root = saved.root;
