@@ -86,6 +86,7 @@ interface Probe {
 
 interface Candidate {
   name: string; // JSON key, e.g. valueQuantity
+  ext: string; // its primitive extension's key, _valueQuantity
   type: string; // element type code (Resource -> resolved from resourceType at run time)
   primitive: boolean;
 }
@@ -159,7 +160,8 @@ function compile(typeName: string): Compiled | null {
     const cands: Candidate[] = (element.type ?? []).map((t) => {
       let type = t.code;
       if (type === 'Element' || type === 'BackboneElement') type = element.type[0].code;
-      return { name: last.replace('[x]', capitalize(t.code)), type, primitive: isPrimitiveType(type) };
+      const name = last.replace('[x]', capitalize(t.code));
+      return { name, ext: '_' + name, type, primitive: isPrimitiveType(type) };
     });
     const binding = element.binding;
     const codes =
@@ -197,6 +199,32 @@ function compile(typeName: string): Compiled | null {
   };
   compiledTypes.set(typeName, c);
   return c;
+}
+
+/**
+ * Where a value is, built into a string only when an issue is reported: `path` is the instance path
+ * (`Patient.name[0].given[1]`), `crawl` the element path medplum's crawler uses for some issues
+ * (`Patient.name.given`); a root's both are its string.
+ */
+class At {
+  private s: string | undefined;
+  constructor(
+    readonly up: At | undefined,
+    readonly key: string,
+    readonly idx: number,
+    root?: string,
+  ) {
+    this.s = root;
+  }
+  static root(path: string): At {
+    return new At(undefined, '', -1, path);
+  }
+  get path(): string {
+    return (this.s ??= this.up!.path + '.' + this.key + (this.idx >= 0 ? '[' + this.idx + ']' : ''));
+  }
+  get crawl(): string {
+    return this.up ? this.up.crawl + '.' + this.key : this.s!;
+  }
 }
 
 class Abort extends Error {
@@ -261,7 +289,7 @@ function probe(inv: Invariant, type: string): Probe {
 }
 
 /** Medplum's constraintsCheck: the first failing invariant of the list is reported. */
-function checkInvariants(list: Invariant[], tv: TypedValue, path: string, ctx: Ctx): void {
+function checkInvariants(list: Invariant[], tv: TypedValue, at: At, ctx: Ctx): void {
   for (const inv of list) {
     let ok: boolean | Error;
     const v = tv.value as Record<string, unknown> | null | undefined;
@@ -286,8 +314,8 @@ function checkInvariants(list: Invariant[], tv: TypedValue, path: string, ctx: C
       }
     } else ok = evaluate(inv, tv, ctx);
     if (ok === true) continue;
-    if (ok instanceof Error) ctx.issues.push(createProcessingIssue(path, 'Error evaluating invariant expression', ok, { fhirpath: inv.constraint.expression }));
-    ctx.issues.push(createConstraintIssue(path, inv.constraint));
+    if (ok instanceof Error) ctx.issues.push(createProcessingIssue(at.path, 'Error evaluating invariant expression', ok, { fhirpath: inv.constraint.expression }));
+    ctx.issues.push(createConstraintIssue(at.path, inv.constraint));
     return;
   }
 }
@@ -296,52 +324,52 @@ function checkInvariants(list: Invariant[], tv: TypedValue, path: string, ctx: C
 // primitives
 
 /** Checks a primitive value; false when its JSON type is wrong (medplum then skips its extensions). */
-function checkPrimitive(value: unknown, type: string, path: string, ctx: Ctx, codes: Set<string> | undefined): boolean {
+function checkPrimitive(value: unknown, type: string, at: At, ctx: Ctx, codes: Set<string> | undefined): boolean {
   const expected = JS_TYPES[type];
   if (expected === undefined) {
-    structure(ctx, path, `Invalid JSON type: ${type} is not a valid FHIR type`);
+    structure(ctx, at.path, `Invalid JSON type: ${type} is not a valid FHIR type`);
     return false;
   }
   if (typeof value !== expected) {
-    if (value !== null) structure(ctx, path, `Invalid JSON type: expected ${expected}, but got ${typeof value}`);
+    if (value !== null) structure(ctx, at.path, `Invalid JSON type: expected ${expected}, but got ${typeof value}`);
     return false;
   }
   if (expected === 'string') {
     const s = value as string;
-    if (!s.trim()) structure(ctx, path, 'String must contain non-whitespace content');
-    else if (s.length > 1024 * 1024) structure(ctx, path, 'String cannot be larger than 1 MB');
+    if (!s.trim()) structure(ctx, at.path, 'String must contain non-whitespace content');
+    else if (s.length > 1024 * 1024) structure(ctx, at.path, 'String cannot be larger than 1 MB');
     else {
       const re = REGEXES[type];
-      if (re && !re.test(s)) structure(ctx, path, 'Invalid ' + type + ' format');
+      if (re && !re.test(s)) structure(ctx, at.path, 'Invalid ' + type + ' format');
       else if (codes && ctx.bindings && !codes.has(s))
-        ctx.issues.push({ severity: 'error', code: 'code-invalid', details: { text: 'Value is not in the required value set' }, expression: [path] });
+        ctx.issues.push({ severity: 'error', code: 'code-invalid', details: { text: 'Value is not in the required value set' }, expression: [at.path] });
     }
   } else if (expected === 'number') {
     const n = value as number;
-    if (Number.isNaN(n) || !Number.isFinite(n)) structure(ctx, path, 'Invalid numeric value');
-    else if ((type === 'integer' || type === 'positiveInt' || type === 'unsignedInt') && !Number.isInteger(n)) structure(ctx, path, 'Expected number to be an integer');
-    else if (type === 'positiveInt' && n <= 0) structure(ctx, path, 'Expected number to be positive');
-    else if (type === 'unsignedInt' && n < 0) structure(ctx, path, 'Expected number to be non-negative');
+    if (Number.isNaN(n) || !Number.isFinite(n)) structure(ctx, at.path, 'Invalid numeric value');
+    else if ((type === 'integer' || type === 'positiveInt' || type === 'unsignedInt') && !Number.isInteger(n)) structure(ctx, at.path, 'Expected number to be an integer');
+    else if (type === 'positiveInt' && n <= 0) structure(ctx, at.path, 'Expected number to be positive');
+    else if (type === 'unsignedInt' && n < 0) structure(ctx, at.path, 'Expected number to be non-negative');
   }
   return true;
 }
 
 /** A primitive value that may carry its `_name` extension merged in (medplum's representation). */
-function checkPrimitiveItem(value: unknown, type: string, path: string, crawlPath: string, ctx: Ctx, codes: Set<string> | undefined): void {
+function checkPrimitiveItem(value: unknown, type: string, at: At, ctx: Ctx, codes: Set<string> | undefined): void {
   if (typeof value !== 'object' || !value) {
-    checkPrimitive(value, type, path, ctx, codes);
+    checkPrimitive(value, type, at, ctx, codes);
     return;
   }
   const primitive = value.valueOf();
+  // medplum crawls the extension part as an Element whose paths start at the primitive's own path
   if (primitive === value) {
-    walk(value, compile('Element')!, path, path, ctx);
+    walk(value, compile('Element')!, At.root(at.path), ctx);
     return;
   }
-  if (!checkPrimitive(primitive, type, path, ctx, codes)) return;
+  if (!checkPrimitive(primitive, type, at, ctx, codes)) return;
   const own = new Set(Object.keys(primitive as object));
   const rest = Object.entries(value).filter(([k]) => !own.has(k));
-  if (rest.length) walk(Object.fromEntries(rest), compile('Element')!, path, path, ctx);
-  void crawlPath;
+  if (rest.length) walk(Object.fromEntries(rest), compile('Element')!, At.root(at.path), ctx);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -352,38 +380,36 @@ function resolveType(cand: Candidate, value: unknown): string {
   return cand.type;
 }
 
-function checkItem(prop: Prop, type: string, value: unknown, path: string, crawlPath: string, ctx: Ctx, primitive: boolean): void {
-  if (prop.invariants.length) checkInvariants(prop.invariants, { type, value }, path, ctx);
-  if (primitive) checkPrimitiveItem(value, type, path, crawlPath, ctx, prop.codes);
-  else if (isEmpty(value)) structure(ctx, path, 'Invalid empty non-primitive value');
+function checkItem(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx, primitive: boolean): void {
+  if (prop.invariants.length) checkInvariants(prop.invariants, { type, value }, at, ctx);
+  if (primitive) checkPrimitiveItem(value, type, at, ctx, prop.codes);
+  else if (isEmpty(value)) structure(ctx, at.path, 'Invalid empty non-primitive value');
 }
 
-function descend(prop: Prop, type: string, value: unknown, path: string, crawlPath: string, ctx: Ctx): void {
+function descend(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx): void {
   if (prop.entryResource && ctx.entriesAsResources && isResourceObject(value)) {
-    validateRoot(value, path, ctx);
+    validateRoot(value, at.path, ctx);
     return;
   }
   const ct = compile(type);
-  if (!ct) throw new Abort({ severity: 'error', code: 'invalid', details: { text: 'Unknown data type: ' + type }, expression: [path] });
+  if (!ct) throw new Abort({ severity: 'error', code: 'invalid', details: { text: 'Unknown data type: ' + type }, expression: [at.path] });
   if (prop.cands[0].type === 'Resource' && !ct.isResourceKind) {
     ctx.issues.push({
       severity: 'error',
       code: 'structure',
       details: { text: isResourceObject(value) ? `Unknown resource type "${String(value.resourceType)}"` : 'Missing resource type' },
-      expression: [path],
+      expression: [at.path],
     });
     if (!isResourceObject(value)) return;
   }
-  walk(value, ct, path, crawlPath, ctx);
+  walk(value, ct, at, ctx);
 }
 
 /** One property of an object: medplum's visitProperty followed by the crawl of its values. */
-function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candIndex: number, objPath: string, crawlPath: string, ctx: Ctx): boolean {
+function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candIndex: number, node: At, ctx: Ctx): boolean {
   let cand = prop.cands[candIndex];
   let raw = obj[cand.name];
-  const ext = obj['_' + cand.name];
-  const path = objPath + '.' + prop.key;
-  const propCrawl = crawlPath + '.' + prop.key;
+  const ext = obj[cand.ext];
   let items: unknown[] | undefined;
   let single: unknown;
   let isArr: boolean;
@@ -393,7 +419,7 @@ function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candI
     try {
       tv = getTypedPropertyValue({ type: ct.name, value: obj }, prop.key);
     } catch (e) {
-      throw new Abort({ severity: 'error', code: 'structure', details: { text: (e as Error).message }, expression: [path] });
+      throw new Abort({ severity: 'error', code: 'structure', details: { text: (e as Error).message }, expression: [node.path + '.' + prop.key] });
     }
     if (tv === undefined) return false;
     const first = Array.isArray(tv) ? tv[0] : tv;
@@ -410,10 +436,10 @@ function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candI
   }
   let ok = true;
   if (prop.isArray && !isArr) {
-    structure(ctx, propCrawl, 'Expected array of values for property');
+    structure(ctx, node.crawl + '.' + prop.key, 'Expected array of values for property');
     ok = false;
   } else if (!prop.isArray && isArr) {
-    structure(ctx, propCrawl, 'Expected single value for property');
+    structure(ctx, node.crawl + '.' + prop.key, 'Expected single value for property');
     ok = false;
   }
   const primitive = cand.primitive;
@@ -422,23 +448,23 @@ function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candI
     if (ok) {
       if (list.length < prop.min || list.length > prop.max)
         structure(ctx, prop.element.path, `Invalid number of values: expected ${prop.min}..${Number.isFinite(prop.max) ? prop.max : '*'}, but found ${list.length}`);
-      if (prop.specified && !specifiedOk(list.map((v) => ({ type: resolveType(cand, v), value: v })), prop.element)) structure(ctx, propCrawl, 'Value did not match expected pattern');
+      if (prop.specified && !specifiedOk(list.map((v) => ({ type: resolveType(cand, v), value: v })), prop.element)) structure(ctx, node.crawl + '.' + prop.key, 'Value did not match expected pattern');
     }
     for (let i = 0; i < list.length; i++) {
       const v = list[i];
       const type = primitive ? cand.type : resolveType(cand, v);
-      const p = path + '[' + i + ']';
-      if (ok) checkItem(prop, type, v, p, propCrawl, ctx, primitive);
-      if (!primitive) descend(prop, type, v, p, propCrawl, ctx);
+      const at = new At(node, prop.key, i);
+      if (ok) checkItem(prop, type, v, at, ctx, primitive);
+      if (!primitive) descend(prop, type, v, at, ctx);
     }
   } else {
     const type = primitive ? cand.type : resolveType(cand, single);
     if (ok) {
       if (prop.min > 1 || prop.max < 1) structure(ctx, prop.element.path, `Invalid number of values: expected ${prop.min}..${Number.isFinite(prop.max) ? prop.max : '*'}, but found 1`);
-      if (prop.specified && !specifiedOk({ type, value: single }, prop.element)) structure(ctx, propCrawl, 'Value did not match expected pattern');
-      checkItem(prop, type, single, path, propCrawl, ctx, primitive);
+      if (prop.specified && !specifiedOk({ type, value: single }, prop.element)) structure(ctx, node.crawl + '.' + prop.key, 'Value did not match expected pattern');
+      checkItem(prop, type, single, new At(node, prop.key, -1), ctx, primitive);
     }
-    if (!primitive) descend(prop, type, single, path, propCrawl, ctx);
+    if (!primitive) descend(prop, type, single, new At(node, prop.key, -1), ctx);
   }
   return true;
 }
@@ -450,7 +476,7 @@ function specifiedOk(value: TypedValue | TypedValue[], element: InternalSchemaEl
 }
 
 /** medplum's crawlObject + onExitObject for one object of type `ct`. */
-function walk(obj: unknown, ct: Compiled, objPath: string, crawlPath: string, ctx: Ctx): void {
+function walk(obj: unknown, ct: Compiled, node: At, ctx: Ctx): void {
   const isRes = isResourceObject(obj);
   if (isRes) ctx.resources.push(obj);
   // indexes of the props that have a value (few per object: a list beats a per-object array of all props)
@@ -477,11 +503,11 @@ function walk(obj: unknown, ct: Compiled, objPath: string, crawlPath: string, ct
       }
       // name and _name: visited once, under the name (or under _name when there is no name)
       if (k.charCodeAt(0) === 95 && o[k.slice(1)] !== undefined) continue;
-      if (visitProp(o, ct, prop, cand, objPath, crawlPath, ctx)) (present ??= []).push(prop.index);
+      if (visitProp(o, ct, prop, cand, node, ctx)) (present ??= []).push(prop.index);
       else if (prop.choice) {
         // a choice-of-type key whose element has no value (valueString: "", onsetDateTime: null) is, for
         // medplum, an additional property
-        for (const k2 in o) if (ct.byKey.get(k2)?.prop === prop && o[k2] !== undefined) structure(ctx, `${objPath}.${k2}`, `Invalid additional property "${k2}"`);
+        for (const k2 in o) if (ct.byKey.get(k2)?.prop === prop && o[k2] !== undefined) structure(ctx, `${node.path}.${k2}`, `Invalid additional property "${k2}"`);
       }
     }
   } else if (obj !== null && obj !== undefined) {
@@ -491,12 +517,12 @@ function walk(obj: unknown, ct: Compiled, objPath: string, crawlPath: string, ct
     const boxed = Object(obj) as Record<string, unknown>;
     for (const prop of ct.props) {
       const c = prop.cands.findIndex((cand) => boxed[cand.name] !== undefined || boxed['_' + cand.name] !== undefined);
-      if (c >= 0 && visitProp(boxed, ct, prop, c, objPath, crawlPath, ctx)) (present ??= []).push(prop.index);
+      if (c >= 0 && visitProp(boxed, ct, prop, c, node, ctx)) (present ??= []).push(prop.index);
     }
     const keys = Object.keys(obj);
     if (keys.length) unknown = keys;
   }
-  for (const prop of ct.required) if (!present?.includes(prop.index)) structure(ctx, objPath + '.' + prop.key, 'Missing required property');
+  for (const prop of ct.required) if (!present?.includes(prop.index)) structure(ctx, node.path + '.' + prop.key, 'Missing required property');
   if (unknown) {
     for (const k of unknown) {
       if (k === 'resourceType' && ct.isResourceKind) continue;
@@ -514,7 +540,7 @@ function walk(obj: unknown, ct: Compiled, objPath: string, crawlPath: string, ct
       }
       if (handled) continue;
       if (Object.hasOwn(ct.schema.elements, k) || (k.startsWith('_') && Object.hasOwn(ct.schema.elements, bare))) continue;
-      structure(ctx, `${objPath}.${k}`, `Invalid additional property "${k}"`);
+      structure(ctx, `${node.path}.${k}`, `Invalid additional property "${k}"`);
     }
   }
   if (isRes) ctx.resources.pop();
@@ -569,9 +595,10 @@ function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx): vo
   ctx.resources = [resource];
   ctx.root = { type: ct.name, value: resource };
   const p = path ?? ct.schema.path;
-  if (ct.invariants.length) checkInvariants(ct.invariants, { type: ct.name, value: resource }, p, ctx);
+  const at = At.root(p);
+  if (ct.invariants.length) checkInvariants(ct.invariants, { type: ct.name, value: resource }, at, ctx);
   checkNulls(resource as Record<string, unknown>, [p], ctx);
-  walk(resource, ct, p, p, ctx);
+  walk(resource, ct, at, ctx);
   ctx.resources = saved.resources;
   ctx.root = saved.root;
 }
