@@ -53,4 +53,14 @@ describe('MessagePipeline: canonical validation (processing.validate, on by defa
     expect((report.outcome as any).error.message).toMatch(/^bundle from route r's steps is not valid FHIR R4: 1 issue\(s\) \(first: Bundle.entry\[0\].resource.gender: Value is not in the required value set\)$/);
     fs.rmSync(dir, { recursive: true, force: true });
   });
+
+  it('a `validate` step on the unchanged canonical Bundle is not run twice; with processing.validate off it is the check', async () => {
+    const withStep = { ...route, steps: [{ validate: true as const }] };
+    const off = new MessagePipeline([new FhirJsonTransform()], [withStep], __dirname, { validate: false });
+    const r = await off.process(msg(patient), silentLogger());
+    expect(r.outcome.status).toBe('failed');
+    expect(r.failedRoute).toBe('r');
+    const on = new MessagePipeline([new FhirJsonTransform()], [withStep], __dirname);
+    expect((await on.process(msg({ ...patient, birthDate: '1970-01-01' }), silentLogger())).outcome.status).toBe('routed');
+  });
 });

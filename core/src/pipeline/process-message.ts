@@ -111,6 +111,8 @@ export class MessagePipeline {
       let filtered: string | undefined;
       try {
         for (const step of route.steps) {
+          // the canonical Bundle was validated already (processing.validate): a `validate` step on it is a no-op
+          if (step.describe === 'validate' && this.validate && current === bundle) continue;
           const r = await step.run(current, message);
           if ('filtered' in r) {
             filtered = r.filtered;
