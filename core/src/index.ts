@@ -11,7 +11,7 @@ export { configure, type ConfigureOptions } from './engine/configure';
 export { ConfigError, type ConfigProblem, validateWithSchema } from './config/load-config';
 export { createLogger, silentLogger, errorFields } from './logging/logger';
 export { PluginHost, manifestProblems, CORE_VERSION } from './plugin/plugin-host';
-export { validateBundle, validateResourceOutcome, ensureFhirDefinitions, validateFhirResource, precompileFhirTypes, isFhirResourceType, type FhirValidateOptions } from './fhir/validate';
+export { validateBundle, validateResourceOutcome, warmFhirValidator, ensureFhirDefinitions, validateFhirResource, precompileFhirTypes, isFhirResourceType, type FhirValidateOptions } from './fhir/validate';
 export { fhirpathTest, fhirpathEval } from './fhir/fhirpath';
 export { identifierParam } from './fhir/search';
 export { globToRegExp } from './routing/router';
