@@ -61,6 +61,9 @@ export interface FhirValidateOptions {
 const REGEXES: Record<string, RegExp> = { ...validationRegexes };
 const JS_TYPES: Record<string, string> = { ...(fhirTypeToJsType as Record<string, string>) };
 
+/** medplum's `!str.trim()`, without a copy of the string (\s is trim's whitespace set) */
+const NON_BLANK = /\S/;
+
 /** Keys of invariants @medplum/core does not evaluate either (ele-1 per element, dom-3, org-1, sdf-19). */
 const SKIPPED: Record<string, true> = { 'ele-1': true, 'dom-3': true, 'org-1': true, 'sdf-19': true };
 /** Anything that reads the context other than through its named children. */
@@ -336,7 +339,7 @@ function checkPrimitive(value: unknown, type: string, at: At, ctx: Ctx, codes: S
   }
   if (expected === 'string') {
     const s = value as string;
-    if (!s.trim()) structure(ctx, at.path, 'String must contain non-whitespace content');
+    if (!NON_BLANK.test(s)) structure(ctx, at.path, 'String must contain non-whitespace content');
     else if (s.length > 1024 * 1024) structure(ctx, at.path, 'String cannot be larger than 1 MB');
     else {
       const re = REGEXES[type];
@@ -503,8 +506,10 @@ function walk(obj: unknown, ct: Compiled, node: At, ctx: Ctx): void {
       }
       // name and _name: visited once, under the name (or under _name when there is no name)
       if (k.charCodeAt(0) === 95 && o[k.slice(1)] !== undefined) continue;
-      if (visitProp(o, ct, prop, cand, node, ctx)) (present ??= []).push(prop.index);
-      else if (prop.choice) {
+      // presence matters only for required and choice elements (the checks after the loop)
+      if (visitProp(o, ct, prop, cand, node, ctx)) {
+        if (prop.min > 0 || prop.choice) (present ??= []).push(prop.index);
+      } else if (prop.choice) {
         // a choice-of-type key whose element has no value (valueString: "", onsetDateTime: null) is, for
         // medplum, an additional property
         for (const k2 in o) if (ct.byKey.get(k2)?.prop === prop && o[k2] !== undefined) structure(ctx, `${node.path}.${k2}`, `Invalid additional property "${k2}"`);
