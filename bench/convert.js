@@ -7,7 +7,12 @@
  *   ferry parse       - Ferry's reader (decode + parse + every field split into reps/components)
  *   ferry convert     - Ferry's decode + parse + v2-to-FHIR conversion to a Bundle
  *   + data-quality    - the same with every typed field checked and the issues collected (as the engine runs it)
- *   ferry + validate  - convert + @medplum/core validateResource on every resource (for reference)
+ *   convert + validate - convert + Ferry's compiled FHIR R4 validator (core/src/fhir/validator) on the Bundle
+ *                       and every entry (what the engine does by default, processing.validate)
+ *   convert + medplum  - convert + @medplum/core validateResource on the Bundle and every entry (the reference
+ *                       the validator's verdicts are tested against; weight 0.5)
+ * The last three run in one interleaved measurement after the FHIR definitions are loaded, and the
+ * script prints convert+validate / convert alone from that same measurement (goal >= 0.5).
  * Compare the ratios (same run), not absolute rates, on a shared machine.
  * Usage: node bench/convert.js [--seconds 3]
  */
@@ -103,7 +108,29 @@ const rows = measure([
   { name: 'ferry convert + data-quality check', weight: 1, fn: (i) => (sink.v += t.convert(bodies[i], () => sink.v++).entry.length) },
 ]);
 plugin.ensureFhirDefinitions();
-rows.push(...measure([{ name: 'ferry convert + validate', weight: 1, fn: (i) => (sink.v += plugin.validateBundle(t.convert(bodies[i])).length) }]));
+const core = require('../core/dist/index.js');
+const medplum = require('@medplum/core');
+const medplumBundle = (b) => {
+  let n = 0;
+  const check = (r) => {
+    try {
+      medplum.validateResource(r);
+    } catch {
+      n++;
+    }
+  };
+  check({ ...b, entry: (b.entry ?? []).map((e) => ({ ...e, resource: undefined })) });
+  for (const e of b.entry ?? []) if (e.resource) check(e.resource);
+  return n;
+};
+let invalid = 0;
+for (const b of bodies) invalid += core.validateBundle(t.convert(b)) ? 1 : 0;
+const vrows = measure([
+  { name: 'ferry parse + convert (same slice set as validate)', weight: 1, fn: (i) => (sink.v += t.convert(bodies[i]).entry.length) },
+  { name: 'ferry convert + validate', weight: 1, fn: (i) => (sink.v += core.validateBundle(t.convert(bodies[i]))?.issue?.length ?? 0) },
+  { name: 'ferry convert + medplum validateResource', weight: 0.5, fn: (i) => (sink.v += medplumBundle(t.convert(bodies[i]))) },
+]);
+rows.push(...vrows);
 
 const base = rows[1].wall;
 console.log(`corpus: ${bodies.length} messages, ${(bytes / 1e6).toFixed(2)} MB; best of ${ROUNDS} interleaved slices, ${secs}s per path; node ${process.version}; load average ${require('node:os').loadavg()[0].toFixed(1)}`);
@@ -114,6 +141,12 @@ for (const r of rows)
     `| ${r.name} | ${Math.round(r.wall).toLocaleString('en-US')} | ${((r.wall * bytes) / bodies.length / 1e6).toFixed(1)} | ${(r.wall / base).toFixed(2)}x | ${(r.wall / rows[0].wall).toFixed(2)}x | ${Math.round(r.msgs).toLocaleString('en-US')} |`,
   );
 const conv = rows[3].wall;
+const ratio = vrows[1].wall / vrows[0].wall;
+console.log(
+  `\nconvert + validate / convert alone (same measurement): ${ratio.toFixed(2)} (goal >= 0.5: ${ratio >= 0.5 ? 'met' : 'NOT met'}); ` +
+    `medplum validateResource instead: ${(vrows[2].wall / vrows[0].wall).toFixed(2)}; compiled validator ${(vrows[1].wall / vrows[2].wall).toFixed(1)}x medplum end to end; ` +
+    `${invalid} of ${bodies.length} corpus bundles invalid`,
+);
 console.log(`\ngoal >= 3,000 corpus msgs/s converted: ${conv >= 3000 ? 'met' : 'NOT met'} here (${Math.round(conv)}/s; ${(conv / base).toFixed(2)}x hl7-standard in the same run)`);
 console.log(`data-quality check: ${(rows[4].wall / conv).toFixed(2)}x the conversion's rate without it (same run)`);
 if (sink.v === -1) console.log('');

@@ -106,7 +106,9 @@ describe('two engine processes on one PostgreSQL store', () => {
         "plugins: ['@ferry/plugin-hl7v2-mllp']",
         'admin: { enabled: false }',
         'log: { level: warn }',
-        `processing: { leaseMs: ${LEASE_MS}, pollIntervalMs: 100, deliveryWorkers: ${WORKERS} }`,
+        // 3 s leases give a transform batch a quarter of that (750 ms) before its worker is replaced; batches
+        // of 16 (not 64) stay well inside it on a loaded machine now that every Bundle is FHIR-validated
+        `processing: { leaseMs: ${LEASE_MS}, batchSize: 16, pollIntervalMs: 100, deliveryWorkers: ${WORKERS} }`,
         'sources:',
         '  feed: { type: mllp, host: 127.0.0.1, port: 0 }',
         'sinks:',

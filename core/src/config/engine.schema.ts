@@ -119,6 +119,12 @@ export const engineSchema = {
   routes: { doc: 'List of { id, from, when, steps, to }', format: Array, default: [] as unknown[] },
   processing: {
     batchSize: { doc: 'Messages one instance claims for processing at a time (processed in arrival order)', format: 'nat', default: 64 },
+    validate: {
+      doc: "Validate every canonical Bundle against FHIR R4 (structure, cardinality, types, formats, required bindings, invariants) before routing, and again after a route's script changed it; an invalid one fails its message with the OperationOutcome (replayable). false only for trusted input",
+      format: Boolean,
+      default: true,
+      env: 'FERRY_VALIDATE',
+    },
     deliveryWorkers: { doc: "Deliveries in flight per sink, for sinks that set no concurrency of their own (the NDJSON file sink's is 256)", format: 'nat', default: 8, env: 'FERRY_DELIVERY_WORKERS' },
     pollIntervalMs: { doc: 'Idle poll of the store for due work', format: 'nat', default: 500 },
     leaseMs: { doc: "How long a claimed message or delivery stays leased to this instance without being renewed (deliveries in flight are renewed every third of it; a dead instance's work goes to the others after it)", format: 'nat', default: 60_000 },
@@ -303,6 +309,7 @@ export interface EngineConfig {
   routes: RouteConfig[];
   processing: {
     batchSize: number;
+    validate: boolean;
     deliveryWorkers: number;
     pollIntervalMs: number;
     leaseMs: number;

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { warmFhirValidator } from '../fhir/validate';
 import os from 'node:os';
 import type { Logger } from 'winston';
 import { startAdmin, type AdminServer } from '../admin/admin.server';
@@ -175,6 +176,8 @@ export class Engine {
         await sink.start?.();
         this.sinks.set(id, { id, sink, retry, logger, concurrency: concurrency || sink.preferredConcurrency || cfg.processing.deliveryWorkers || 1, deliveryTimeoutMs: deliveryTimeoutMs ?? 0, circuit: circuitBreaker });
       }
+      // the FHIR definitions load now (≈ 1 s CPU), not on the first message
+      if (cfg.processing.validate !== false) warmFhirValidator();
       const common = { owner: this.owner, leaseMs: cfg.processing.leaseMs, pollIntervalMs: cfg.processing.pollIntervalMs };
       const workers = transformWorkerCount(cfg.processing.transformWorkers);
       if (workers > 0 && cfg.plugins.length)
@@ -186,6 +189,7 @@ export class Engine {
             pluginBaseDir: process.cwd(),
             routes: cfg.routes,
             dataQuality: this.dataQualityPolicies(),
+            validate: cfg.processing.validate !== false,
             baseDir: cfg.baseDir,
             log: cfg.log,
           },
@@ -196,6 +200,7 @@ export class Engine {
         batchSize: cfg.processing.batchSize,
         maxAttempts: cfg.processing.maxAttempts,
         baseDir: cfg.baseDir,
+        validate: cfg.processing.validate !== false,
         pool: this.pool,
         dataQuality: this.dataQualityPolicies(),
       });

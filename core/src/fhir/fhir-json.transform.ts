@@ -2,6 +2,7 @@ import type { Bundle, BundleEntry, MessageHeader, Patient, Resource } from '@med
 import { createHash } from 'node:crypto';
 import { injectable } from 'tsyringe';
 import { inputError } from '../errors';
+import { isFhirResourceType } from './validator';
 import { ContentType, type MessageHeaders, type StoredMessage } from '../model/message';
 import type { MessageTransform } from '../plugin/api';
 
@@ -17,6 +18,8 @@ function parse(body: Buffer): Resource {
   if (!value || typeof value !== 'object' || Array.isArray(value)) throw inputError('FHIR_JSON_SHAPE', 'a FHIR JSON message must be one resource or a Bundle');
   const rt = (value as { resourceType?: unknown }).resourceType;
   if (typeof rt !== 'string' || !/^[A-Z][A-Za-z]+$/.test(rt)) throw inputError('FHIR_JSON_SHAPE', 'not a FHIR resource: resourceType missing');
+  // refused at intake (HTTP 400), before anything is acknowledged; the content is validated when processed
+  if (!isFhirResourceType(rt)) throw inputError('FHIR_JSON_SHAPE', `not a FHIR R4 resource: unknown resourceType "${rt}"`);
   return value as Resource;
 }
 

@@ -2,6 +2,7 @@ import type { Bundle, Patient } from '@medplum/fhirtypes';
 import type { Logger } from 'winston';
 import type { RouteConfig } from '../config/engine.schema';
 import { FerryError } from '../errors';
+import { validateBundle } from '../fhir/validate';
 import type { DataQualityIssue, DataQualityPolicy, StoredMessage } from '../model/message';
 import type { MessageTransform, ReportedIssue } from '../plugin/api';
 import { compileRoute, matchRoutes, type CompiledRoute } from '../routing/router';
@@ -47,16 +48,36 @@ interface RuntimeRoute extends CompiledRoute {
  * engine's thread and in transform worker threads. Bundles leave it as JSON text (what the store
  * keeps and the sinks write), serialised once.
  */
+export interface PipelineOptions {
+  /** Validate canonical Bundles (processing.validate; default true). */
+  validate?: boolean;
+  /** Each source's `dataQuality` policy, by source id (absent: warn). */
+  dataQuality?: Record<string, DataQualityPolicy>;
+}
+
+/** The error of an invalid canonical Bundle: its OperationOutcome travels in details (stored with the failure). */
+export function invalidBundleError(outcome: NonNullable<ReturnType<typeof validateBundle>>, what = 'canonical bundle'): FerryError {
+  const issues = outcome.issue ?? [];
+  const first = issues[0];
+  // paths and the validator's own texts only: never values (PHI)
+  const where = first ? ` (first: ${first.expression?.[0] ?? '?'}: ${first.details?.text ?? first.code})` : '';
+  return new FerryError('INPUT_FHIR_INVALID', `${what} is not valid FHIR R4: ${issues.length} issue(s)${where}`, { kind: 'input', details: { outcome } });
+}
+
 export class MessagePipeline {
   private readonly routes: RuntimeRoute[];
+  private readonly validate: boolean;
+  /** Each source's `dataQuality` policy, by source id (absent: warn). */
+  private readonly dataQuality: Record<string, DataQualityPolicy>;
 
   constructor(
     private readonly transforms: MessageTransform[],
     routes: RouteConfig[],
     baseDir: string,
-    /** Each source's `dataQuality` policy, by source id (absent: warn). */
-    private readonly dataQuality: Record<string, DataQualityPolicy> = {},
+    options: PipelineOptions = {},
   ) {
+    this.validate = options.validate !== false;
+    this.dataQuality = options.dataQuality ?? {};
     this.routes = routes.map((r) => ({ ...compileRoute(r), steps: r.steps.map((s) => compileStep(s, baseDir)) }));
   }
 
@@ -102,6 +123,10 @@ export class MessagePipeline {
     const bundleJson = JSON.stringify(bundle);
     const orderingKey = message.headers.orderingKey || patientOrderingKey(bundle) || `source:${message.sourceId}`;
     const transformed = { bundleJson, orderingKey };
+    if (this.validate) {
+      const outcome = validateBundle(bundle);
+      if (outcome) return { ...failed(id, invalidBundleError(outcome)), transformed, routes: [] };
+    }
 
     const matched = matchRoutes(this.routes, message, bundle) as RuntimeRoute[];
     const routes = matched.map((r) => r.config.id);
@@ -113,6 +138,8 @@ export class MessagePipeline {
       let filtered: string | undefined;
       try {
         for (const step of route.steps) {
+          // the canonical Bundle was validated already (processing.validate): a `validate` step on it is a no-op
+          if (step.describe === 'validate' && this.validate && current === bundle) continue;
           const r = await step.run(current, message);
           if ('filtered' in r) {
             filtered = r.filtered;
@@ -126,6 +153,10 @@ export class MessagePipeline {
       if (filtered) {
         filteredBy.push(`${route.config.id}: ${filtered}`);
         continue;
+      }
+      if (current !== bundle && this.validate) {
+        const outcome = validateBundle(current);
+        if (outcome) return { ...failed(id, invalidBundleError(outcome, `bundle from route ${route.config.id}'s steps`)), transformed, routes, failedRoute: route.config.id };
       }
       // No step changed it: the delivery references the message's bundle (no second copy).
       const changed = current !== bundle ? JSON.stringify(current) : undefined;

@@ -37,6 +37,8 @@ export interface ProcessorOptions {
   /** Claims of one message before it is failed as never finishing (0 = no limit). */
   maxAttempts?: number;
   baseDir: string;
+  /** processing.validate: canonical Bundles are validated (default true). */
+  validate?: boolean;
   /** Transform worker threads; without them processing runs on this thread. */
   pool?: TransformPool;
   /** Each source's `dataQuality` policy, by source id. */
@@ -70,7 +72,7 @@ export class Processor {
     private readonly metrics: EngineMetrics,
     private readonly opts: ProcessorOptions,
   ) {
-    this.pipeline = new MessagePipeline(transforms, routes, opts.baseDir, opts.dataQuality);
+    this.pipeline = new MessagePipeline(transforms, routes, opts.baseDir, { validate: opts.validate, dataQuality: opts.dataQuality });
   }
 
   start(): void {

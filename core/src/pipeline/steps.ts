@@ -36,11 +36,14 @@ export function compileStep(step: StepConfig, baseDir: string): CompiledStep {
       describe: 'validate',
       async run(bundle) {
         const outcome = validateBundle(bundle);
-        if (outcome)
-          throw new FerryError('INPUT_FHIR_INVALID', `canonical bundle failed validation: ${outcome.issue?.length} issue(s)`, {
-            kind: 'input',
-            details: { outcome },
-          });
+        if (outcome) {
+          const first = outcome.issue?.[0];
+          throw new FerryError(
+            'INPUT_FHIR_INVALID',
+            `canonical bundle is not valid FHIR R4: ${outcome.issue?.length} issue(s)${first ? ` (first: ${first.expression?.[0] ?? '?'}: ${first.details?.text ?? first.code})` : ''}`,
+            { kind: 'input', details: { outcome } },
+          );
+        }
         return { bundle };
       },
     };

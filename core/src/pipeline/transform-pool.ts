@@ -18,6 +18,8 @@ export interface TransformWorkerData {
   routes: RouteConfig[];
   /** Each source's `dataQuality` policy, by source id. */
   dataQuality?: Record<string, DataQualityPolicy>;
+  /** processing.validate */
+  validate: boolean;
   /** Relative script paths resolve against it. */
   baseDir: string;
   log: Partial<LogConfig>;

@@ -11,6 +11,7 @@ import { createLogger } from '../logging/logger';
 import { corePlugin } from '../plugin/core.plugin';
 import { PluginHost } from '../plugin/plugin-host';
 import type { PluginDefinition } from '../plugin/api';
+import { warmFhirValidator } from '../fhir/validate';
 import { MessagePipeline, type ProcessingReport } from './process-message';
 import type { TransformWorkerData, WorkerReply, WorkerRequest } from './transform-pool';
 
@@ -25,7 +26,8 @@ async function main(): Promise<void> {
     await host.load(defs, (def) => data.pluginConfig[def.manifest.id] ?? {});
     const impls = host.transforms().map((t) => t.container.resolve(t.impl));
     transforms = impls.map((t) => t.name);
-    pipeline = new MessagePipeline(impls, data.routes, data.baseDir, data.dataQuality);
+    pipeline = new MessagePipeline(impls, data.routes, data.baseDir, { validate: data.validate, dataQuality: data.dataQuality });
+    if (data.validate) warmFhirValidator();
   } catch (e) {
     parentPort!.postMessage({ type: 'failed', message: (e as Error).message } satisfies WorkerReply);
     return;

@@ -9,10 +9,10 @@
  * - merged patients (`active: false` + `link[type=replaced-by]`) surfaced in headers;
  * - vendor quirks that break R4 validation repaired (Cerner `telecom.rank` as a string, identifier
  *   values padded with spaces, empty strings);
- * - every resource passes `validateResource` (@medplum/core) or the message fails with the issues.
+ * - every resource passes Ferry's FHIR R4 validator (`validateFhirResource`, medplum's verdicts plus required
+ *   bindings) or the message fails with the issues.
  */
-import { ensureFhirDefinitions, inputError, resourceVersionKey, type MessageHeaders } from '@ferry/core';
-import { OperationOutcomeError, validateResource } from '@medplum/core';
+import { ensureFhirDefinitions, inputError, resourceVersionKey, validateFhirResource, type MessageHeaders } from '@ferry/core';
 import type { Bundle, Identifier, Resource } from '@medplum/fhirtypes';
 import { createHash } from 'node:crypto';
 
@@ -143,13 +143,11 @@ export function normalizeResource(raw: Resource, p: VendorProfile): Normalized {
   }
   const patientRef = r.resourceType === 'Patient' ? `Patient/${r.id}` : (r.subject?.reference ?? r.patient?.reference)?.startsWith('Patient/') ? (r.subject?.reference ?? r.patient?.reference) : undefined;
 
-  ensureFhirDefinitions();
-  try {
-    validateResource(r);
-  } catch (e) {
-    const outcome = e instanceof OperationOutcomeError ? e.outcome : undefined;
-    const where = (outcome?.issue ?? []).map((i) => `${i.code}${i.expression?.length ? ` @ ${i.expression.join(',')}` : ''}`).slice(0, 5).join('; ');
-    throw inputError('VENDOR_RESOURCE_INVALID', `${p.vendor} ${r.resourceType} does not validate as FHIR R4 after normalisation: ${where || (e as Error).message}`, { outcome });
+  const issues = validateFhirResource(r);
+  if (issues.length) {
+    const outcome = { resourceType: 'OperationOutcome' as const, issue: issues };
+    const where = issues.map((i) => `${i.code}${i.expression?.length ? ` @ ${i.expression.join(',')}` : ''}`).slice(0, 5).join('; ');
+    throw inputError('VENDOR_RESOURCE_INVALID', `${p.vendor} ${r.resourceType} does not validate as FHIR R4 after normalisation: ${where}`, { outcome });
   }
   return { resource: r as Resource, patientRef, replacedBy, vendorId };
 }

@@ -26,7 +26,7 @@ if (!haveCorpus) console.warn(`skipped: ../shared absent (${CORPUS}) — corpus 
     expect(results.length).toBeGreaterThanOrEqual(139);
   });
 
-  test('every resource passes @medplum/core validateResource (FHIR R4 base)', () => {
+  test('every resource passes the FHIR R4 validator (medplum verdicts + required bindings)', () => {
     const problems: string[] = [];
     let resources = 0;
     for (const r of results) {

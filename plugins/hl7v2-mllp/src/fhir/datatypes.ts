@@ -237,7 +237,10 @@ export function xtn(r: Hl7Rep | undefined, x: DtCtx, defaultUse?: ContactPoint['
   } else value = c(r, 1) || c(r, 4);
   if (!valued(value)) return undefined;
   const cp: ContactPoint = {};
-  const sys = email ? 'email' : codeOf('TelecommunicationEquipmentType', equip);
+  // the IG's TelecommunicationEquipmentType map sends CP (cellular phone) to contact-point-USE "mobile"; the
+  // system of a cell phone is "phone" (ContactPoint.system's required value set has no "mobile")
+  const mapped = codeOf('TelecommunicationEquipmentType', equip);
+  const sys = email ? 'email' : mapped === 'mobile' ? 'phone' : mapped;
   if (sys) cp.system = sys as ContactPoint['system'];
   else if (!valued(equip) && valued(c(r, 4)) && !valued(c(r, 1))) cp.system = 'email';
   cp.value = value;

@@ -1,5 +1,4 @@
-import { ensureFhirDefinitions } from '@ferry/core';
-import type * as Medplum from '@medplum/core';
+import { ensureFhirDefinitions, validateFhirResource as validateWithFerry } from '@ferry/core';
 import type { Bundle, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
 
 export { ensureFhirDefinitions };
@@ -11,29 +10,19 @@ export interface BundleIssue {
   issue: OperationOutcomeIssue;
 }
 
-/** Validates one resource against FHIR R4 base; returns its issues (empty when valid). */
+/** Validates one resource against FHIR R4 base (Ferry's compiled validator); returns its errors (empty when valid). */
 export function validateFhirResource(resource: Resource): OperationOutcomeIssue[] {
-  ensureFhirDefinitions();
-  // @medplum/core is loaded on first validation, not with the plugin (a conversion alone does not need it)
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { OperationOutcomeError, validateResource } = require('@medplum/core') as typeof Medplum;
-  try {
-    return validateResource(resource).filter((i) => i.severity === 'error' || i.severity === 'fatal');
-  } catch (e) {
-    if (e instanceof OperationOutcomeError) return (e.outcome.issue ?? []).filter((i) => i.severity === 'error' || i.severity === 'fatal');
-    throw e;
-  }
+  return validateWithFerry(resource, { entriesAsResources: true });
 }
 
-/** Validates the Bundle and each entry's resource with @medplum/core validateResource. */
+const ENTRY = /^Bundle\.entry\[(\d+)\]/;
+
+/** Validates the Bundle and each entry's resource (as a resource of its own); issues by entry. */
 export function validateBundle(bundle: Bundle): BundleIssue[] {
-  const out: BundleIssue[] = [];
-  const { entry, ...shell } = bundle;
-  for (const issue of validateFhirResource({ ...shell, entry: (entry ?? []).map((e) => ({ ...e, resource: undefined })) } as Bundle))
-    out.push({ entry: -1, resourceType: 'Bundle', issue });
-  (entry ?? []).forEach((e, i) => {
-    if (!e.resource) return;
-    for (const issue of validateFhirResource(e.resource)) out.push({ entry: i, resourceType: e.resource.resourceType, issue });
+  return validateWithFerry(bundle, { entriesAsResources: true }).map((issue) => {
+    const m = ENTRY.exec(issue.expression?.[0] ?? '');
+    const entry = m ? Number(m[1]) : -1;
+    const resourceType = m ? (bundle.entry?.[entry]?.resource?.resourceType ?? 'Bundle') : 'Bundle';
+    return { entry, resourceType, issue };
   });
-  return out;
 }

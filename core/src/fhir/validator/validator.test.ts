@@ -1,0 +1,77 @@
+import { validateResource } from '@medplum/core';
+import { ensureFhirDefinitions, validateBundle } from '../validate';
+import { isFhirResourceType, validateFhirResource } from './index';
+
+const paths = (r: unknown, o?: Parameters<typeof validateFhirResource>[1]) => validateFhirResource(r, o).map((i) => `${i.expression?.[0]}: ${i.details?.text}`);
+
+describe('compiled FHIR R4 validator', () => {
+  beforeAll(() => ensureFhirDefinitions());
+
+  it('refuses an unknown resource type and a data type posing as a resource', () => {
+    expect(paths({ resourceType: 'NotAThing' })).toEqual(['Resource.resourceType: Unknown resource type "NotAThing"']);
+    expect(paths({ resourceType: 'HumanName', family: 'x' })).toEqual(['Resource.resourceType: Unknown resource type "HumanName"']);
+    expect(paths({ id: 'x' })).toEqual(['Resource: Missing resource type']);
+    expect(paths([1])).toEqual(['Resource: A resource must be a JSON object']);
+    expect(isFhirResourceType('Patient')).toBe(true);
+    expect(isFhirResourceType('DomainResource')).toBe(false);
+  });
+
+  it('checks primitive formats, types, unknown properties, cardinality and invariants, with medplum paths', () => {
+    expect(paths({ resourceType: 'Patient', birthDate: 'Quibblesworth' })).toEqual(['Patient.birthDate: Invalid date format']);
+    expect(
+      paths({ resourceType: 'Patient', name: { family: 'x' }, telecom: [{ system: 'phone', value: 5 }], foo: 1, contact: [{}], extension: [{ url: 'http://x' }] }).sort(),
+    ).toEqual(
+      [
+        'Patient.name: Expected array of values for property',
+        'Patient.telecom[0].value: Invalid JSON type: expected string, but got number',
+        'Patient.foo: Invalid additional property "foo"',
+        "Patient.contact[0]: Constraint pat-1 not met: SHALL at least contain a contact's details or a reference to an organization",
+        'Patient.contact[0]: Invalid empty non-primitive value',
+        'Patient.extension[0]: Constraint ext-1 not met: Must have either extensions or value[x], not both',
+      ].sort(),
+    );
+    expect(paths({ resourceType: 'Observation', code: { text: 'x' }, valueQuantity: { value: '1' } }).sort()).toEqual(
+      ['Observation.status: Missing required property', 'Observation.value[x].value: Invalid JSON type: expected number, but got string'].sort(),
+    );
+  });
+
+  it('checks required bindings on code elements (medplum does not), and can be told not to', () => {
+    const p = { resourceType: 'Patient', gender: 'bogus' };
+    expect(paths(p)).toEqual(['Patient.gender: Value is not in the required value set']);
+    expect(paths(p, { requiredBindings: false })).toEqual([]);
+    expect(() => validateResource(p as any)).not.toThrow();
+    expect(paths({ resourceType: 'Patient', gender: 'female', telecom: [{ system: 'mobile', value: '1' }] })).toEqual(['Patient.telecom[0].system: Value is not in the required value set']);
+  });
+
+  it('accepts valid resources, primitive extensions and contained resources', () => {
+    expect(
+      paths({
+        resourceType: 'Patient',
+        birthDate: '1980-02-29',
+        _birthDate: { extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/patient-birthTime', valueDateTime: '1980-02-29T10:00:00Z' }] },
+        name: [{ given: ['A', 'B'], _given: [null, { extension: [{ url: 'http://x', valueString: 'y' }] }] }],
+      }),
+    ).toEqual([]);
+    expect(
+      paths({
+        resourceType: 'DiagnosticReport',
+        status: 'final',
+        code: { text: 'x' },
+        result: [{ reference: '#o' }],
+        contained: [{ resourceType: 'Observation', id: 'o', status: 'final', code: { text: 'y' } }],
+      }),
+    ).toEqual([]);
+  });
+
+  it('validateBundle: entry resources as resources of their own, paths into the Bundle', () => {
+    const b = {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [{ fullUrl: 'urn:uuid:6e6c3c36-3b0e-4b8e-9d4e-1d2b3c4d5e6f', resource: { resourceType: 'Patient', birthDate: 'Quibblesworth' } }, { resource: { resourceType: 'NotAThing' } }],
+    };
+    const outcome = validateBundle(b as any);
+    expect(outcome?.resourceType).toBe('OperationOutcome');
+    expect(outcome?.issue?.map((i) => i.expression?.[0])).toEqual(['Bundle.entry[0].resource.birthDate', 'Bundle.entry[1].resource.resourceType']);
+    expect(validateBundle({ resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', gender: 'male' } }] } as any)).toBeUndefined();
+  });
+});

