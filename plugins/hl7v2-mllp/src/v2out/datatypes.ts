@@ -44,7 +44,13 @@ export function dtm(v: string | undefined): string | undefined {
 // ---------------------------------------------------------------------------------------------
 // Codes
 
-const REVERSE_SYSTEMS = new Map<string, string>();
+/** HL7 table 0396 names preferred for writing where the inbound table knows several aliases. */
+const REVERSE_SYSTEMS = new Map<string, string>([
+  ['http://hl7.org/fhir/sid/icd-10-cm', 'I10C'],
+  ['http://hl7.org/fhir/sid/icd-9-cm', 'I9CDX'],
+  ['http://www.ama-assn.org/go/cpt', 'C4'],
+  ['http://unitsofmeasure.org', 'UCUM'],
+]);
 for (const [name, uri] of Object.entries(CODE_SYSTEMS)) if (!REVERSE_SYSTEMS.has(uri)) REVERSE_SYSTEMS.set(uri, name);
 
 const reverseMaps = new Map<string, Map<string, string>>();

@@ -79,6 +79,9 @@ function missing(element: string, field: string): Error {
   return inputError('FHIR_TO_V2_MISSING', `cannot express the Bundle in HL7 v2: ${element} is required for ${field}`, { element, field });
 }
 
+/** A profile HD value, `LAB^1.2.3^ISO`: its components. */
+const hd = (v: string): string[] => v.split('^');
+
 const first = <T>(xs: T[] | undefined): T | undefined => xs?.[0];
 
 /** A deterministic control id: 20 characters (the v2.5.1 MSH-10 length) from a SHA-1 of the seed. */
@@ -125,7 +128,7 @@ export class FhirToV2 {
   private readonly d: Delimiters = STANDARD_DELIMITERS;
 
   constructor(profile?: ReceiverProfile | unknown) {
-    this.profile = profile && typeof profile === 'object' && 'segments' in profile && 'messageTypes' in profile ? (profile as ReceiverProfile) : receiverProfile(profile);
+    this.profile = receiverProfile(profile);
     this.w = new V2Writer(this.profile);
   }
 
@@ -187,10 +190,10 @@ export class FhirToV2 {
     const hdr = this.header(ctx.bundle);
     // MSH[MessageHeader] in reverse: MSH-3 source.name, MSH-4 sender, MSH-5 destination.name, MSH-6 receiver
     const msh = new Seg('MSH')
-      .set(3, p.sendingApplication || hdr?.source?.name || 'FERRY')
-      .set(4, p.sendingFacility || hdr?.sender?.display || undefined)
-      .set(5, p.receivingApplication || hdr?.destination?.[0]?.name || undefined)
-      .set(6, p.receivingFacility || hdr?.destination?.[0]?.receiver?.display || undefined)
+      .set(3, p.sendingApplication ? hd(p.sendingApplication) : hdr?.source?.name || 'FERRY')
+      .set(4, p.sendingFacility ? hd(p.sendingFacility) : hdr?.sender?.display || undefined)
+      .set(5, p.receivingApplication ? hd(p.receivingApplication) : hdr?.destination?.[0]?.name || undefined)
+      .set(6, p.receivingFacility ? hd(p.receivingFacility) : hdr?.destination?.[0]?.receiver?.display || undefined)
       .set(7, ts)
       .set(9, type.split('^'))
       .set(10, controlId)
@@ -550,14 +553,15 @@ export class FhirToV2 {
     if (this.on('RGS')) out.push(new Seg('RGS').set(1, '1'));
     const start = (p: { period?: { start?: string } }) => dtm(p.period?.start ?? a.start);
     if (this.on('AIS')) a.serviceType?.forEach((st, i) => out.push(new Seg('AIS').set(1, String(i + 1)).set(3, w.cwe(st, 'AIS-3')).set(4, dtm(a.start)).set(7, minutes !== undefined ? String(minutes) : undefined).set(8, minutes !== undefined ? ['min', 'minutes', 'UCUM'] : undefined)));
-    let ail = 0;
-    let aip = 0;
+    // resource group order (SIU_S12): {AIS}, {AIG}, {AIL}, {AIP}
+    const ail: Seg[] = [];
+    const aip: Seg[] = [];
     for (const { p, r } of actors) {
-      if (r?.resourceType === 'Location' && this.on('AIL'))
-        out.push(new Seg('AIL').set(1, String(++ail)).set(3, this.pl(p.actor!, ctx)).set(6, start(p)));
+      if (r?.resourceType === 'Location' && this.on('AIL')) ail.push(new Seg('AIL').set(1, String(ail.length + 1)).set(3, this.pl(p.actor!, ctx)).set(6, start(p)));
       else if (r?.resourceType === 'Practitioner' && this.on('AIP') && !p.type?.some((t) => t.coding?.some((c) => ['CON', 'ENT'].includes(c.code ?? ''))))
-        out.push(new Seg('AIP').set(1, String(++aip)).set(3, this.xcn(p.actor, ctx)).set(4, w.cwe(first(p.type), 'AIP-4')).set(6, start(p)));
+        aip.push(new Seg('AIP').set(1, String(aip.length + 1)).set(3, this.xcn(p.actor, ctx)).set(4, w.cwe(first(p.type), 'AIP-4')).set(6, start(p)));
     }
+    out.push(...ail, ...aip);
     return out;
   }
 }

@@ -15,6 +15,7 @@ export type OptionalSegment = (typeof OPTIONAL_SEGMENTS)[number];
 export interface ReceiverProfile {
   /** MSH-12: 2.5.1 (default), 2.3, 2.3.1, 2.4, 2.5 … */
   version: string;
+  /** MSH-3..6 (HD: `APP` or `NAME^1.2.3^ISO`); '' = from the Bundle's MessageHeader (MSH-3 else FERRY). */
   sendingApplication: string;
   sendingFacility: string;
   receivingApplication: string;

@@ -11,6 +11,9 @@ import { parseHl7 } from '../hl7v2/parser';
 import type { Hl7v2Transform } from '../fhir/transform';
 import { FhirToV2 } from './fhir-to-v2';
 
+/** The corpus message types the round trip covers: those whose Bundles the outbound conversion expresses. */
+export const ROUND_TRIP_TYPES = /^(ADT\^A0[1-8]|ADT\^A1[13]|ADT\^A28|ADT\^A31|ORU\^R01|SIU\^S1[2-7]|SIU\^S26)$/;
+
 const code = (cc: CodeableConcept | undefined) => cc?.coding?.[0]?.code ?? cc?.text ?? '';
 const codes = (ccs: CodeableConcept[] | undefined) => (ccs ?? []).map(code).join(',');
 
