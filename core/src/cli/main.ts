@@ -11,7 +11,7 @@ import { corePlugin } from '../plugin/core.plugin';
 import { PluginHost } from '../plugin/plugin-host';
 import { coreCommands } from './commands';
 import { bundledPlugins, resolveConfigPath } from './config-path';
-import { convertFile } from './convert';
+import { convertBundleFile, convertFile } from './convert';
 
 const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
 const err = (s: string) => process.stderr.write(s.endsWith('\n') ? s : `${s}\n`);
@@ -145,10 +145,17 @@ export async function main(argv: string[]): Promise<number> {
     .option('-c, --config <file>', 'config whose plugins to use (default: $FERRY_CONFIG, ./config/ferry.yaml or the bundled plugins)')
     .option('--content-type <type>', 'content type (default: from the file name and its first bytes)')
     .option('--validate', 'validate every resource; print issues on stderr and exit 1 if any')
-    .action((file: string, o: { config?: string; contentType?: string; validate?: boolean }) =>
+    .option('--to <format>', 'the other way: a FHIR Bundle (JSON) -> this format (hl7v2), one message per paragraph')
+    .option('--profile <file>', 'with --to: receiver profile (YAML/JSON), e.g. the `profile` of an mllp sink')
+    .action((file: string, o: { config?: string; contentType?: string; validate?: boolean; to?: string; profile?: string }) =>
       set(
         (async () => {
           const { host } = await loadHost(resolveConfigPath(o.config));
+          if (o.to) {
+            // segment ends printed as newlines (readable; `ferry send` and the file source accept them)
+            out(convertBundleFile(file, transformsOf(host), { to: o.to, profile: o.profile }).map((m) => m.replace(/\r/g, '\n').trimEnd()).join('\n\n'));
+            return 0;
+          }
           const r = await convertFile(file, transformsOf(host), { contentType: o.contentType, validate: o.validate });
           out(JSON.stringify(r.bundles.length === 1 ? r.bundles[0] : r.bundles, null, 2));
           for (const i of r.issues) {

@@ -138,8 +138,8 @@ export class FhirToV2 {
     const event = this.header(bundle)?.eventCoding?.display ?? '';
     if (types.has('Appointment')) return 'appointment';
     if (/^ORU/.test(event) || types.has('DiagnosticReport') || (types.has('Observation') && !/^ADT/.test(event))) return 'result';
-    if (types.has('Patient')) return 'adt';
-    throw inputError('FHIR_TO_V2_UNSUPPORTED', `cannot express the Bundle in HL7 v2: it holds no Patient, DiagnosticReport, Observation or Appointment (has ${[...types].filter(Boolean).join(', ') || 'nothing'})`, {});
+    if (types.has('Patient') || types.has('Encounter')) return 'adt';
+    throw inputError('FHIR_TO_V2_UNSUPPORTED', `cannot express the Bundle in HL7 v2: it holds no Patient, Encounter, DiagnosticReport, Observation or Appointment (has ${[...types].filter(Boolean).join(', ') || 'nothing'})`, {});
   }
 
   /** Convert one Bundle. Throws a FerryError (kind input) naming the FHIR element and v2 field when data is missing. */
