@@ -169,7 +169,12 @@ export class V2Writer {
 /** HumanName -> XPN (family, given, second given, suffix, prefix, -, name type). */
 export function xpn(n: HumanName | undefined): Comps | undefined {
   if (!n) return undefined;
-  const family = n.family ?? (n.given?.length ? '' : n.text ?? '');
+  // a name given as text only ("Jane Doe"): family = the last word, given = the rest
+  if (!n.family && !n.given?.length && n.text) {
+    const words = n.text.trim().split(/\s+/);
+    return words.length > 1 ? [words[words.length - 1], words.slice(0, -1).join(' ')] : [words[0]];
+  }
+  const family = n.family ?? '';
   const out: Comps = [family, n.given?.[0] ?? '', n.given?.slice(1).join(' ') ?? '', n.suffix?.[0] ?? '', n.prefix?.[0] ?? '', '', v2CodeOf('NameType', n.use) ?? ''];
   return out.some((x) => x !== '') ? out : undefined;
 }

@@ -87,6 +87,34 @@ describe('FHIR R4 -> HL7 v2.5.1', () => {
     expect(lines(c.text)[1]).toMatch(/\|Cancelled\^\^HL70278$/);
   });
 
+  test('SIU^S12 from an athena appointment: patient, provider and department are logical references (identifier only)', () => {
+    const appt = {
+      resourceType: 'Appointment',
+      id: 'athena-195900-appointment-5001',
+      identifier: [{ system: 'urn:athenahealth:athenanet:appointment:195900', value: '5001' }],
+      status: 'booked',
+      serviceType: [{ text: 'FOLLOW UP', coding: [{ system: 'urn:athenahealth:athenanet:appointmenttype:195900', code: '11', display: 'FOLLOW UP' }] }],
+      start: '2026-03-07T17:30:00.000Z',
+      end: '2026-03-07T18:00:00.000Z',
+      minutesDuration: 30,
+      participant: [
+        { actor: { type: 'Patient', identifier: { system: 'urn:athenahealth:athenanet:patient:195900', value: '100' } }, required: 'required', status: 'accepted' },
+        { actor: { type: 'Practitioner', identifier: { system: 'urn:athenahealth:athenanet:provider:195900', value: '1' } }, required: 'required', status: 'accepted' },
+        { actor: { type: 'Location', identifier: { system: 'urn:athenahealth:athenanet:department:195900', value: '21' }, display: 'West Clinic' }, required: 'required', status: 'accepted' },
+      ],
+    };
+    const b = { resourceType: 'Bundle', type: 'transaction', entry: [{ fullUrl: 'urn:uuid:a1', resource: appt }] } as Bundle;
+    const profile = { identifierSystems: { ATHENA: 'urn:athenahealth:athenanet:patient:195900', ATHENAPROV: 'urn:athenahealth:athenanet:provider:195900', ATHENAAPPT: 'urn:athenahealth:athenanet:appointment:195900' } };
+    expect(lines(conv(b, profile)[0].text).slice(1)).toEqual([
+      'SCH||5001^ATHENAAPPT||||Booked^^HL70278|||30|min^minutes^UCUM|^^M30^20260307173000.000+0000^20260307180000.000+0000||||||||||||||Booked^^HL70278',
+      'PID|1||100^^^ATHENA',
+      'RGS|1',
+      'AIS|1||11^FOLLOW UP^urn:athenahealth:athenanet:appointmenttype:195900|20260307173000.000+0000|||30|min^minutes^UCUM',
+      'AIL|1||West Clinic|||20260307173000.000+0000',
+      'AIP|1||1^^^^^^^^ATHENAPROV|||20260307173000.000+0000',
+    ]);
+  });
+
   test('dates keep their precision and offset: date -> DT, dateTime -> DTM', () => {
     expect(dt('1980')).toBe('1980');
     expect(dt('1980-05')).toBe('198005');

@@ -259,7 +259,8 @@ export class FhirToV2 {
     const main = ids.filter((i) => !(isType(i, 'SS') && i.system === 'http://hl7.org/fhir/sid/us-ssn') && !isType(i, 'DL'));
     if (!main.some((i) => i.value)) throw missing('Patient.identifier', 'PID-3 (patient identifier list)');
     const names = (p.name ?? []).map(xpn).filter(Boolean);
-    if (!names.length) throw missing('Patient.name', 'PID-5 (patient name)');
+    // a patient known only by a logical reference (identifier) is sent by PID-3 alone
+    if (!names.length && !LOGICAL.has(p)) throw missing('Patient.name', 'PID-5 (patient name)');
     const s = new Seg('PID').set(1, '1');
     s.reps(3, main.map((i) => w.cx(i)));
     s.reps(5, names);
@@ -381,7 +382,7 @@ export class FhirToV2 {
 
   private oru(ctx: Ctx): Seg[] {
     const patient = ctx.patient();
-    if (!patient) throw missing('Patient (DiagnosticReport.subject / Observation.subject)', 'PID');
+    if (!patient) throw missing('a Patient (DiagnosticReport.subject / Observation.subject: a Patient in the Bundle or a reference with an identifier)', 'PID');
     const out = [this.pid(patient)];
     const enc = ctx.all<Encounter>('Encounter')[0];
     if (enc && this.on('PV1')) out.push(this.pv1(enc, ctx));
@@ -527,7 +528,7 @@ export class FhirToV2 {
     if (!a.start) throw missing('Appointment.start', 'SCH-11.4 (appointment timing: start)');
     const actors = (a.participant ?? []).map((p) => ({ p, r: p.actor ? ctx.resolve<Resource>(p.actor) : undefined }));
     const patient = actors.find((x) => x.r?.resourceType === 'Patient')?.r as Patient | undefined;
-    if (!patient) throw missing('Appointment.participant.actor (Patient)', 'PID');
+    if (!patient) throw missing('Appointment.participant.actor (a Patient in the Bundle or a reference with an identifier)', 'PID');
     const minutes = a.minutesDuration ?? (a.end ? Math.round((Date.parse(a.end) - Date.parse(a.start)) / 60000) : undefined);
     // SCH[Appointment]: 1 placer, 2 filler, 6 event reason (required: the status), 7 reason, 8 type, 9/10 duration, 11 TQ, 25 status
     const fillerStatus = v2CodeOf('FillerStatusCodes[Appointment]', a.status);
@@ -566,7 +567,10 @@ export class FhirToV2 {
   }
 }
 
-/** Bundle lookups: references by fullUrl or Type/id. */
+/** Stand-ins for logical references (identifier only): the Patient's name is then not required. */
+const LOGICAL = new WeakSet<Resource>();
+
+/** Bundle lookups: references by fullUrl or Type/id, and logical references by identifier. */
 class Ctx {
   private readonly byRef = new Map<string, Resource>();
   constructor(readonly bundle: Bundle) {
@@ -581,9 +585,36 @@ class Ctx {
     }
   }
   resolve<T extends Resource>(r: Reference | undefined): T | undefined {
-    if (!r?.reference) return undefined;
-    return this.byRef.get(r.reference) as T | undefined;
+    if (!r) return undefined;
+    if (r.reference) {
+      const found = this.byRef.get(r.reference) as T | undefined;
+      if (found) return found;
+    }
+    return this.logical<T>(r);
   }
+
+  /**
+   * A logical reference (`{ type, identifier, display }`, as the athena and Epic sources send for the
+   * patient, provider and department of an appointment or result): a stand-in resource carrying the
+   * identifier and the display, so PID-3 / XCN / PL can still be written.
+   */
+  private logical<T extends Resource>(r: Reference): T | undefined {
+    const type = r.type ?? /^(Patient|Practitioner|Location)\//.exec(r.reference ?? '')?.[1];
+    if (!r.identifier?.value || !type) return undefined;
+    const key = `${type}|${r.identifier.system ?? ''}|${r.identifier.value}`;
+    let res = this.logicals.get(key);
+    if (!res) {
+      const name = r.display ? [{ text: r.display }] : undefined;
+      if (type === 'Patient') res = { resourceType: 'Patient', identifier: [r.identifier], name } as Patient;
+      else if (type === 'Practitioner') res = { resourceType: 'Practitioner', identifier: [r.identifier], name } as Practitioner;
+      else if (type === 'Location') res = { resourceType: 'Location', identifier: [r.identifier], name: r.display ?? r.identifier.value } as Location;
+      else return undefined;
+      LOGICAL.add(res);
+      this.logicals.set(key, res);
+    }
+    return res as T;
+  }
+  private readonly logicals = new Map<string, Resource>();
   all<T extends Resource>(type: T['resourceType']): T[] {
     return (this.bundle.entry ?? []).map((e) => e.resource).filter((r): r is T => r?.resourceType === type);
   }
@@ -591,7 +622,8 @@ class Ctx {
     const dr = this.all<DiagnosticReport>('DiagnosticReport')[0];
     const o = this.all<Observation>('Observation')[0];
     const e = this.all<Encounter>('Encounter')[0];
-    const subj = this.resolve<Patient>(dr?.subject ?? o?.subject ?? e?.subject);
+    const ref = dr?.subject ?? o?.subject ?? e?.subject;
+    const subj = this.resolve<Patient>(ref && !ref.type && !/^Patient\//.test(ref.reference ?? '') && ref.identifier ? { ...ref, type: 'Patient' } : ref);
     return subj?.resourceType === 'Patient' ? subj : this.all<Patient>('Patient').find((p) => !p.link?.some((l) => l.type === 'replaced-by')) ?? this.all<Patient>('Patient')[0];
   }
 }
