@@ -2,7 +2,7 @@ import { FerryError } from '@ferry/core';
 import type { Bundle, Observation, Patient } from '@medplum/fhirtypes';
 import { Hl7v2Transform } from '../fhir/transform';
 import { parseHl7 } from '../hl7v2/parser';
-import { adtBundle, oruBundle, siuBundle } from './__fixtures__/bundles';
+import { adtBundle, ormBundle, oruBundle, siuBundle, vxuBundle } from './__fixtures__/bundles';
 import { dt, dtm } from './datatypes';
 import { controlIdFor, FhirToV2 } from './fhir-to-v2';
 import { receiverProfile } from './profile';
@@ -112,6 +112,28 @@ describe('FHIR R4 -> HL7 v2.5.1', () => {
       'AIS|1||11^FOLLOW UP^urn:athenahealth:athenanet:appointmenttype:195900|20260307173000.000+0000|||30|min^minutes^UCUM',
       'AIL|1||West Clinic|||20260307173000.000+0000',
       'AIP|1||1^^^^^^^^ATHENAPROV|||20260307173000.000+0000',
+    ]);
+  });
+
+  test('VXU^V04: ORC, RXA (dose, lot, expiry, MVX manufacturer, source, completion), RXR', () => {
+    const [m] = conv(vxuBundle());
+    expect(lines(m.text)).toEqual([
+      `MSH|^~\\&|FERRY||||20260302100000-0600||VXU^V04^VXU_V04|${CID}|P|2.5.1||||||UNICODE UTF-8`,
+      PID,
+      'ORC|RE||13696^IIS',
+      'RXA|0|1|20260302101500-0600|20260302101500-0600|115^Tdap^CVX|0.5|mL^^UCUM||00^New Record^NIP001|1234567893^Welby^Marcus^^^Dr^^^&http://hl7.org/fhir/sid/us-npi&URI|||||L-42|20270131|PMC^Sanofi Pasteur^MVX|||CP|A',
+      'RXR|C28161^Intramuscular^NCIT|LD^Left Deltoid^HL70163',
+    ]);
+  });
+
+  test('ORM^O01: ORC (control, numbers, status, priority, requester), OBR, NTE', () => {
+    const [m] = conv(ormBundle());
+    expect(lines(m.text)).toEqual([
+      `MSH|^~\\&|FERRY||||20260302100000-0600||ORM^O01^ORM_O01|${CID}|P|2.5.1||||||UNICODE UTF-8`,
+      PID,
+      'ORC|NW|ORD-9^EHR|LAB-9^LAB||IP||^^^20260303080000-0600^^S||20260302100000-0600|||1234567893^Welby^Marcus^^^Dr^^^&http://hl7.org/fhir/sid/us-npi&URI',
+      'OBR|1|ORD-9^EHR|LAB-9^LAB|24331-1^Lipid panel^LN|||20260303080000-0600|||||||||1234567893^Welby^Marcus^^^Dr^^^&http://hl7.org/fhir/sid/us-npi&URI',
+      'NTE|1||Fasting 12 h',
     ]);
   });
 

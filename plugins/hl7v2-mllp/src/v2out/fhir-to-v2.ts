@@ -26,6 +26,7 @@ import type {
   DiagnosticReport,
   Encounter,
   Identifier,
+  Immunization,
   Location,
   MessageHeader,
   Observation,
@@ -34,6 +35,7 @@ import type {
   Reference,
   RelatedPerson,
   Resource,
+  ServiceRequest,
   Specimen,
 } from '@medplum/fhirtypes';
 import { STANDARD_DELIMITERS, type Delimiters } from '../hl7v2/delimiters';
@@ -114,6 +116,8 @@ const STRUCTURE: Record<string, string> = {
   'ADT^A28': 'ADT_A05',
   'ADT^A31': 'ADT_A05',
   'ORU^R01': 'ORU_R01',
+  'VXU^V04': 'VXU_V04',
+  'ORM^O01': 'ORM_O01',
   'SIU^S12': 'SIU_S12',
   'SIU^S13': 'SIU_S12',
   'SIU^S14': 'SIU_S12',
@@ -137,9 +141,13 @@ export class FhirToV2 {
     const types = new Set((bundle.entry ?? []).map((e) => e.resource?.resourceType));
     const event = this.header(bundle)?.eventCoding?.display ?? '';
     if (types.has('Appointment')) return 'appointment';
-    if (/^ORU/.test(event) || types.has('DiagnosticReport') || (types.has('Observation') && !/^ADT/.test(event))) return 'result';
+    if (types.has('Immunization')) return 'immunization';
+    if (/^(ORM|OML)/.test(event) && types.has('ServiceRequest')) return 'order';
+    if (/^ORU/.test(event) || types.has('DiagnosticReport')) return 'result';
+    if (types.has('ServiceRequest') && !/^ADT/.test(event)) return 'order';
+    if (types.has('Observation') && !/^ADT/.test(event)) return 'result';
     if (types.has('Patient') || types.has('Encounter')) return 'adt';
-    throw inputError('FHIR_TO_V2_UNSUPPORTED', `cannot express the Bundle in HL7 v2: it holds no Patient, Encounter, DiagnosticReport, Observation or Appointment (has ${[...types].filter(Boolean).join(', ') || 'nothing'})`, {});
+    throw inputError('FHIR_TO_V2_UNSUPPORTED', `cannot express the Bundle in HL7 v2: it holds no Patient, Encounter, DiagnosticReport, Observation, ServiceRequest, Immunization or Appointment (has ${[...types].filter(Boolean).join(', ') || 'nothing'})`, {});
   }
 
   /** Convert one Bundle. Throws a FerryError (kind input) naming the FHIR element and v2 field when data is missing. */
@@ -153,6 +161,8 @@ export class FhirToV2 {
     if (kind === 'appointment') {
       ctx.all<Appointment>('Appointment').forEach((a, i) => out.push(this.finish(this.siu(a, ctx), 'appointment', ctx, ts, controlIdFor(opts.controlIdSeed, i), a)));
     } else if (kind === 'result') out.push(this.finish(this.oru(ctx), 'result', ctx, ts, controlIdFor(opts.controlIdSeed)));
+    else if (kind === 'immunization') out.push(this.finish(this.vxu(ctx), 'immunization', ctx, ts, controlIdFor(opts.controlIdSeed)));
+    else if (kind === 'order') out.push(this.finish(this.orm(ctx), 'order', ctx, ts, controlIdFor(opts.controlIdSeed)));
     else out.push(this.finish(this.adt(ctx), 'adt', ctx, ts, controlIdFor(opts.controlIdSeed)));
     return out;
   }
@@ -177,7 +187,7 @@ export class FhirToV2 {
       } else if (kind === 'appointment') {
         const s = appt?.status;
         t = s === 'cancelled' ? 'SIU^S15' : s === 'noshow' ? 'SIU^S26' : s === 'entered-in-error' ? 'SIU^S17' : evOk?.startsWith('SIU^') && STRUCTURE[evOk] ? evOk : 'SIU^S12';
-      } else t = 'ORU^R01';
+      } else t = kind === 'immunization' ? 'VXU^V04' : kind === 'order' ? 'ORM^O01' : 'ORU^R01';
     }
     const parts = t.split('^');
     if (parts.length === 2) parts.push(STRUCTURE[t] ?? '');
@@ -413,6 +423,16 @@ export class FhirToV2 {
     const filler = ids.find((i) => i.type?.coding?.some((c) => c.code === 'FILL')) ?? ids.find((i) => i !== placer);
     const eff = dr ? (dr.effectiveDateTime ?? dr.effectivePeriod?.start) : (obs[0]?.effectiveDateTime ?? obs[0]?.effectivePeriod?.start);
     const status = dr ? v2CodeOf('ResultStatus[Non-Queries]', dr.status) : obxStatus(obs[0]?.status);
+    // ORC for the order the report is based on (ORC[ServiceRequest]: 2/3 numbers, 5 status, 12 requester)
+    const sr = (dr?.basedOn ?? []).map((r) => ctx.resolve<ServiceRequest>(r)).find((x) => x?.resourceType === 'ServiceRequest');
+    const orc = sr
+      ? new Seg('ORC')
+          .set(1, 'RE')
+          .set(2, w.ei(sr.identifier?.find((x) => x.type?.coding?.some((c) => c.code === 'PLAC'))))
+          .set(3, w.ei(sr.identifier?.find((x) => x.type?.coding?.some((c) => c.code === 'FILL'))))
+          .set(5, v2CodeOf('OrderStatus', sr.status))
+          .set(12, this.xcn(sr.requester, ctx))
+      : undefined;
     const obr = new Seg('OBR')
       .set(1, String(setId))
       .set(2, w.ei(placer))
@@ -423,7 +443,7 @@ export class FhirToV2 {
       .set(22, dtm(dr?.issued ?? obs[0]?.issued))
       .set(24, dr ? (w.cwe(first(dr.category), 'OBR-24', 'DiagnosticServiceSectionID')?.[0] as string | undefined) : undefined)
       .set(25, status === 'A' ? 'C' : status);
-    const out = [obr];
+    const out = orc ? [orc, obr] : [obr];
     if (dr?.conclusion && this.on('NTE')) out.push(new Seg('NTE').set(1, '1').set(3, dr.conclusion));
     obs.forEach((o, i) => {
       out.push(this.obx(o, i + 1));
@@ -514,6 +534,134 @@ export class FhirToV2 {
       .set(8, w.cwe(coll?.bodySite, 'SPM-8'))
       .set(17, coll?.collectedDateTime || coll?.collectedPeriod ? [dtm(coll.collectedDateTime ?? coll.collectedPeriod?.start) ?? '', dtm(coll.collectedPeriod?.end) ?? ''] : undefined)
       .set(18, dtm(sp.receivedTime));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // VXU^V04: PID, {ORC, RXA, [RXR], {OBX}} (IG message map VXU_V04; RXA[Immunization], RXR[Immunization], ORC[Immunization])
+
+  private vxu(ctx: Ctx): Seg[] {
+    const w = this.w;
+    const patient = ctx.resolve<Patient>(ctx.all<Immunization>('Immunization')[0]?.patient) ?? ctx.patient();
+    if (!patient) throw missing('Immunization.patient', 'PID');
+    const out = [this.pid(patient)];
+    // VXU_V04 patient group: {NK1}, [PV1]
+    if (this.on('NK1')) ctx.all<RelatedPerson>('RelatedPerson').forEach((rp, i) => out.push(this.nk1(rp, i + 1)));
+    const enc = ctx.all<Encounter>('Encounter')[0];
+    if (enc && this.on('PV1')) out.push(this.pv1(enc, ctx));
+    const observations = ctx.all<Observation>('Observation');
+    const obsOf = (im: Immunization) => observations.filter((o) => o.partOf?.some((r) => ctx.resolve(r) === im));
+    const anyLinked = ctx.all<Immunization>('Immunization').some((im) => obsOf(im).length);
+    // observations about the patient, not an administration (v2.8 PATIENT_OBSERVATION group)
+    if (anyLinked) observations.filter((o) => !o.partOf?.length).forEach((o, k) => out.push(this.obx(o, k + 1)));
+    for (const [n, im] of ctx.all<Immunization>('Immunization').entries()) {
+      const ids = im.identifier ?? [];
+      const placer = ids.find((i) => i.type?.coding?.some((c) => c.code === 'PLAC'));
+      const filler = ids.find((i) => i.type?.coding?.some((c) => c.code === 'FILL')) ?? ids.find((i) => i !== placer);
+      const fn = (code: string) => (im.performer ?? []).filter((p) => p.function?.coding?.some((c) => c.code === code));
+      out.push(
+        new Seg('ORC')
+          .set(1, 'RE')
+          .set(2, w.ei(placer))
+          .set(3, w.ei(filler) ?? ['9999'])
+          .reps(12, fn('OP').map((p) => this.xcn(p.actor, ctx))),
+      );
+      const when = dtm(im.occurrenceDateTime);
+      if (!when) throw missing('Immunization.occurrenceDateTime', 'RXA-3 (date/time start of administration)');
+      const vaccine = w.cwe(im.vaccineCode, 'RXA-5');
+      if (!vaccine) throw missing('Immunization.vaccineCode', 'RXA-5 (administered code)');
+      const mfr = ctx.resolve<{ resourceType: 'Organization'; name?: string; identifier?: Identifier[] } & Resource>(im.manufacturer);
+      const mvx = mfr?.identifier?.[0];
+      const completion = im.status === 'not-done' ? 'RE' : im.status === 'entered-in-error' ? 'CP' : im.isSubpotent ? 'PA' : 'CP';
+      out.push(
+        new Seg('RXA')
+          .set(1, '0')
+          .set(2, '1')
+          .set(3, when)
+          .set(4, when)
+          .set(5, vaccine)
+          .set(6, nm(im.doseQuantity?.value) ?? '999')
+          .set(7, im.doseQuantity ? unitsCwe(w, im.doseQuantity) : undefined)
+          .set(9, im.primarySource === undefined ? undefined : im.primarySource ? ['00', 'New Record', 'NIP001'] : ['01', 'Historical Administration', 'NIP001'])
+          .reps(10, fn('AP').map((p) => this.xcn(p.actor, ctx)))
+          .set(11, im.location ? ['', '', '', ctx.resolve<Location>(im.location)?.name ?? im.location.display ?? ''] : undefined)
+          .set(15, im.lotNumber)
+          .set(16, dt(im.expirationDate))
+          .set(17, mvx?.value || mfr?.name || im.manufacturer?.display ? [mvx?.value ?? '', mfr?.name ?? im.manufacturer?.display ?? '', mvx ? w.codingSystem(mvx.system) : ''] : undefined)
+          .set(18, w.cwe(im.statusReason, 'RXA-18'))
+          .reps(19, (im.reasonCode ?? []).map((r) => w.cwe(r, 'RXA-19')))
+          .set(20, completion)
+          .set(21, im.status === 'entered-in-error' ? 'D' : 'A')
+          .set(22, dtm(im.recorded)),
+      );
+      if ((im.route || im.site) && this.on('RXR')) out.push(new Seg('RXR').set(1, w.cwe(im.route, 'RXR-1') ?? ['']).set(2, w.cwe(im.site, 'RXR-2')));
+      // the administration's observations (funding, VIS…): those partOf it, else all of them after the first RXA
+      (anyLinked ? obsOf(im) : n === 0 ? observations : []).forEach((o, k) => out.push(this.obx(o, k + 1)));
+    }
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // ORM^O01: PID, [PV1], {ORC, OBR, {NTE}, {DG1}, {OBX}} (ORC[ServiceRequest], OBR[ServiceRequest])
+
+  private orm(ctx: Ctx): Seg[] {
+    const w = this.w;
+    const orders = ctx.all<ServiceRequest>('ServiceRequest');
+    const patient = ctx.resolve<Patient>(orders[0]?.subject) ?? ctx.patient();
+    if (!patient) throw missing('ServiceRequest.subject (Patient)', 'PID');
+    const out = [this.pid(patient)];
+    const enc = ctx.all<Encounter>('Encounter')[0];
+    if (enc && this.on('PV1')) out.push(this.pv1(enc, ctx));
+    // ORM_O01 patient group: {AL1}
+    if (this.on('AL1')) ctx.all<AllergyIntolerance>('AllergyIntolerance').forEach((a, i) => out.push(this.al1(a, i + 1)));
+    const linked = (sr: ServiceRequest) =>
+      (sr.supportingInfo ?? []).map((r) => ctx.resolve<Observation>(r)).filter((o): o is Observation => o?.resourceType === 'Observation');
+    const anyLinked = orders.some((sr) => linked(sr).length);
+    orders.forEach((sr, i) => {
+      const ids = sr.identifier ?? [];
+      const placer = ids.find((x) => x.type?.coding?.some((c) => c.code === 'PLAC')) ?? ids.find((x) => !x.type);
+      const filler = ids.find((x) => x.type?.coding?.some((c) => c.code === 'FILL'));
+      const group = sr.requisition;
+      // no code: an order without OBR (ORM_O01's order detail is optional: diet, supply… orders)
+      const code = w.cwe(sr.code, 'OBR-4');
+      if (!placer?.value && !filler?.value) throw missing('ServiceRequest.identifier', 'ORC-2/ORC-3 (placer/filler order number)');
+      // ORC-1 order control from the status (IG OrderControlCode[ServiceRequest.status] reversed), ORC-5 order status
+      const control = sr.status === 'revoked' ? 'CA' : sr.status === 'on-hold' ? 'HD' : sr.status === 'completed' ? 'SC' : sr.status === 'entered-in-error' ? 'CA' : 'NW';
+      const requester = this.xcn(sr.requester, ctx);
+      const when = dtm(sr.occurrenceDateTime ?? sr.occurrencePeriod?.start);
+      out.push(
+        new Seg('ORC')
+          .set(1, control)
+          .set(2, w.ei(placer))
+          .set(3, w.ei(filler))
+          .set(4, w.ei(group))
+          .set(5, v2CodeOf('OrderStatus', sr.status))
+          .set(7, sr.priority ? ['', '', '', when ?? '', '', v2CodeOf('ExtendedPriorityCodes', sr.priority) ?? ''] : undefined)
+          .set(9, dtm(sr.authoredOn))
+          .set(12, requester),
+      );
+      // a DiagnosticReport based on this order (the inbound map makes one when OBR-22/25 are valued) gives OBR-7/22/25
+      const dr = ctx.all<DiagnosticReport>('DiagnosticReport').find((d) => d.basedOn?.some((r) => ctx.resolve(r) === sr));
+      if (code)
+        out.push(
+          new Seg('OBR')
+            .set(1, String(i + 1))
+            .set(2, w.ei(placer))
+            .set(3, w.ei(filler))
+            .set(4, code)
+            .set(7, dtm(dr?.effectiveDateTime ?? dr?.effectivePeriod?.start) ?? when)
+            .set(16, requester)
+            .set(22, dtm(dr?.issued))
+            .set(25, dr ? v2CodeOf('ResultStatus[Non-Queries]', dr.status) : undefined),
+        );
+      if (this.on('NTE')) (sr.note ?? []).forEach((n, k) => n.text && out.push(new Seg('NTE').set(1, String(k + 1)).set(3, n.text)));
+      // the order's diagnoses and observations: those it references, else (first order) all in the Bundle
+      const reasons = (sr.reasonReference ?? []).map((r) => ctx.resolve<Condition>(r)).filter((c): c is Condition => c?.resourceType === 'Condition');
+      const dg = reasons.length ? reasons : i === 0 ? ctx.all<Condition>('Condition') : [];
+      if (this.on('DG1')) dg.forEach((c, k) => out.push(this.dg1(c, k + 1, enc, ctx)));
+      const obs = anyLinked ? linked(sr) : i === 0 ? ctx.all<Observation>('Observation') : [];
+      obs.forEach((o, k) => out.push(this.obx(o, k + 1)));
+    });
+    return out;
   }
 
   // -------------------------------------------------------------------------------------------

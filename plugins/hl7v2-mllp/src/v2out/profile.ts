@@ -1,11 +1,11 @@
 import { FerryError, type ConfigSchema } from '@ferry/core';
 
 /** The kinds of Bundle the FHIR -> v2 conversion knows, each with its default message type. */
-export const BUNDLE_KINDS = ['adt', 'result', 'appointment'] as const;
+export const BUNDLE_KINDS = ['adt', 'result', 'appointment', 'immunization', 'order'] as const;
 export type BundleKind = (typeof BUNDLE_KINDS)[number];
 
 /** Optional segments a receiver profile can switch off (required ones — MSH, PID, OBR, OBX, SCH — cannot). */
-export const OPTIONAL_SEGMENTS = ['EVN', 'PV1', 'NK1', 'AL1', 'DG1', 'NTE', 'SPM', 'RGS', 'AIS', 'AIL', 'AIP'] as const;
+export const OPTIONAL_SEGMENTS = ['EVN', 'PV1', 'NK1', 'AL1', 'DG1', 'NTE', 'SPM', 'RGS', 'AIS', 'AIL', 'AIP', 'RXR'] as const;
 export type OptionalSegment = (typeof OPTIONAL_SEGMENTS)[number];
 
 /**
@@ -58,7 +58,7 @@ export const DEFAULT_PROFILE: ReceiverProfile = {
   processingId: 'P',
   acceptAckType: '',
   applicationAckType: '',
-  messageTypes: { adt: '', result: 'ORU^R01^ORU_R01', appointment: '' },
+  messageTypes: { adt: '', result: 'ORU^R01^ORU_R01', appointment: '', immunization: 'VXU^V04^VXU_V04', order: 'ORM^O01^ORM_O01' },
   segments: Object.fromEntries(OPTIONAL_SEGMENTS.map((s) => [s, true])) as Record<OptionalSegment, boolean>,
   codeTables: {},
   fieldOverrides: {},

@@ -5,14 +5,14 @@
  * - `v2Fields(text)`: the v2 fields the outbound maps write, as `SEG[n]-f = value` lines, to measure
  *   the per-type field agreement of the regenerated v2 against the original.
  */
-import type { Appointment, Bundle, CodeableConcept, DiagnosticReport, Encounter, Observation, Patient, Resource } from '@medplum/fhirtypes';
+import type { Appointment, Bundle, CodeableConcept, DiagnosticReport, Encounter, Immunization, Observation, Patient, Resource, ServiceRequest } from '@medplum/fhirtypes';
 import { decodeHl7Bytes } from '../hl7v2/charset';
 import { parseHl7 } from '../hl7v2/parser';
 import type { Hl7v2Transform } from '../fhir/transform';
 import { FhirToV2 } from './fhir-to-v2';
 
 /** The corpus message types the round trip covers: those whose Bundles the outbound conversion expresses. */
-export const ROUND_TRIP_TYPES = /^(ADT\^A0[1-8]|ADT\^A1[13]|ADT\^A28|ADT\^A31|ORU\^R01|SIU\^S1[2-7]|SIU\^S26)$/;
+export const ROUND_TRIP_TYPES = /^(ADT\^A0[1-8]|ADT\^A1[13]|ADT\^A28|ADT\^A31|ORU\^R01|ORM\^O01|VXU\^V04|SIU\^S1[2-7]|SIU\^S26)$/;
 
 const code = (cc: CodeableConcept | undefined) => cc?.coding?.[0]?.code ?? cc?.text ?? '';
 const codes = (ccs: CodeableConcept[] | undefined) => (ccs ?? []).map(code).join(',');
@@ -22,10 +22,11 @@ function ofType<T extends Resource>(b: Bundle, t: T['resourceType']): T[] {
 }
 
 /** The core fields compared by the round trip (the ones the outbound maps write; see FHIR-TO-V2.md). */
-export function coreFields(b: Bundle): Record<string, string> {
+export function coreFields(b: Bundle, opts: { orders?: boolean } = { orders: true }): Record<string, string> {
   const out: Record<string, string> = {};
+  // an instant compares by meaning: ...Z = ...+00:00
   const put = (k: string, v: unknown) => {
-    if (v !== undefined && v !== '' && v !== null) out[k] = String(v);
+    if (v !== undefined && v !== '' && v !== null) out[k] = String(v).replace(/([T\d:.]\d)\+00:00(\/|$)/g, '$1Z$2');
   };
   // the Patient the message is about (an MRG's prior patient is not sent)
   const p = ofType<Patient>(b, 'Patient').find((x) => !x.link?.some((l) => l.type === 'replaced-by'));
@@ -72,6 +73,21 @@ export function coreFields(b: Bundle): Record<string, string> {
       for (const [k, v] of Object.entries(f)) put(`Observation[${c}#${n}].${k}`, v);
     });
   }
+  ofType<Immunization>(b, 'Immunization').forEach((im, i) => {
+    put(`Immunization[${i}].vaccineCode`, code(im.vaccineCode));
+    put(`Immunization[${i}].status`, im.status);
+    put(`Immunization[${i}].occurrence`, im.occurrenceDateTime);
+    put(`Immunization[${i}].doseQuantity`, im.doseQuantity ? `${im.doseQuantity.value} ${im.doseQuantity.code ?? ''}` : undefined);
+    put(`Immunization[${i}].lotNumber`, im.lotNumber);
+    put(`Immunization[${i}].identifier`, (im.identifier ?? []).map((x) => x.value).join(' '));
+    put(`Immunization[${i}].route`, code(im.route));
+  });
+  // orders only where the message carries them (ORM, ORU); an ADT does not send its orders
+  if (opts.orders) ofType<ServiceRequest>(b, 'ServiceRequest').forEach((sr, i) => {
+    put(`ServiceRequest[${i}].code`, code(sr.code));
+    put(`ServiceRequest[${i}].status`, sr.status);
+    put(`ServiceRequest[${i}].identifier`, (sr.identifier ?? []).map((x) => x.value).sort().join(' '));
+  });
   ofType<Appointment>(b, 'Appointment').forEach((a, i) => {
     put(`Appointment[${i}].identifier`, (a.identifier ?? []).map((x) => x.value).join(' '));
     put(`Appointment[${i}].status`, a.status);
@@ -94,6 +110,9 @@ const COMPARED: Record<string, number[]> = {
   OBX: [2, 3, 5, 6, 7, 8, 11, 14],
   SPM: [4, 17],
   SCH: [1, 2, 25],
+  ORC: [1, 2, 3, 5],
+  RXA: [3, 5, 6, 15, 20],
+  RXR: [1, 2],
   AIS: [3],
   AIL: [3],
   AIP: [3],
@@ -150,8 +169,9 @@ export function roundTrip(body: Buffer, t: Hl7v2Transform, out = new FhirToV2())
   }
   r.v2 = v2;
   const b2 = t.convert(Buffer.from(v2, 'utf8'));
-  const f1 = coreFields(b1);
-  const f2 = coreFields(b2);
+  const orders = /^(ORM|ORU)/.test(type);
+  const f1 = coreFields(b1, { orders });
+  const f2 = coreFields(b2, { orders });
   for (const [k, v] of Object.entries(f1)) {
     r.fhirCompared++;
     if (f2[k] !== v) r.fhirDiffs.push(`${k}: ${v} -> ${f2[k] ?? '(none)'}`);

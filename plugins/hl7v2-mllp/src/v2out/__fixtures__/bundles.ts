@@ -163,3 +163,52 @@ export function siuBundle(status: string = 'booked'): Bundle {
     } as Resource,
   );
 }
+
+export function vxuBundle(): Bundle {
+  return bundle(
+    patient,
+    practitioner,
+    { resourceType: 'Organization', id: 'mfr', name: 'Sanofi Pasteur', identifier: [{ system: 'http://hl7.org/fhir/sid/mvx', value: 'PMC' }] } as Resource,
+    {
+      resourceType: 'Immunization',
+      id: 'im1',
+      status: 'completed',
+      identifier: [{ type: { coding: [{ code: 'FILL' }] }, system: 'urn:ferry:id:IIS', value: '13696' }],
+      vaccineCode: { coding: [{ system: 'http://hl7.org/fhir/sid/cvx', code: '115', display: 'Tdap' }] },
+      patient: { reference: 'urn:uuid:p1' },
+      occurrenceDateTime: '2026-03-02T10:15:00-06:00',
+      primarySource: true,
+      lotNumber: 'L-42',
+      expirationDate: '2027-01-31',
+      manufacturer: { reference: 'urn:uuid:mfr' },
+      doseQuantity: { value: 0.5, unit: 'mL', system: 'http://unitsofmeasure.org', code: 'mL' },
+      route: { coding: [{ system: 'http://ncimeta.nci.nih.gov', code: 'C28161', display: 'Intramuscular' }] },
+      site: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0163', code: 'LD', display: 'Left Deltoid' }] },
+      performer: [{ function: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0443', code: 'AP' }] }, actor: { reference: 'urn:uuid:dr1' } }],
+    } as Resource,
+  );
+}
+
+export function ormBundle(): Bundle {
+  return bundle(
+    patient,
+    practitioner,
+    {
+      resourceType: 'ServiceRequest',
+      id: 'sr1',
+      status: 'active',
+      intent: 'order',
+      priority: 'stat',
+      identifier: [
+        { type: { coding: [{ code: 'PLAC' }] }, system: 'urn:ferry:id:EHR', value: 'ORD-9' },
+        { type: { coding: [{ code: 'FILL' }] }, system: 'urn:ferry:id:LAB', value: 'LAB-9' },
+      ],
+      code: { coding: [{ system: 'http://loinc.org', code: '24331-1', display: 'Lipid panel' }] },
+      subject: { reference: 'urn:uuid:p1' },
+      occurrenceDateTime: '2026-03-03T08:00:00-06:00',
+      authoredOn: '2026-03-02T10:00:00-06:00',
+      requester: { reference: 'urn:uuid:dr1' },
+      note: [{ text: 'Fasting 12 h' }],
+    } as Resource,
+  );
+}
