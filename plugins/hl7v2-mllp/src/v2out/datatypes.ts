@@ -75,7 +75,11 @@ function tableOf(map: string): string | undefined {
 }
 
 export class V2Writer {
-  constructor(readonly profile: ReceiverProfile) {}
+  /** v2.3 / v2.4 receivers: CE (6 components) instead of CWE, no SPM. */
+  readonly legacy: boolean;
+  constructor(readonly profile: ReceiverProfile) {
+    this.legacy = /^2\.[34]/.test(profile.version);
+  }
 
   /** A FHIR code system URI -> the HL7 coding system name (CWE-3). */
   codingSystem(uri: string | undefined): string {
@@ -137,6 +141,11 @@ export class V2Writer {
     }
     const out: Comps = [...this.triplet(codings[0], field)];
     if (codings[1]) out.push(...this.triplet(codings[1], undefined));
+    if (this.legacy) {
+      // CE has no original text (CWE-9): the text stands in for a missing display
+      if (cc.text && !out[1]) out[1] = cc.text;
+      return out.some((x) => x !== '') ? out : undefined;
+    }
     if (cc.text && cc.text !== codings[0]?.display) {
       while (out.length < 8) out.push('');
       out.push(cc.text);

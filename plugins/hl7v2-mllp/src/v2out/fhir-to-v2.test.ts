@@ -204,6 +204,16 @@ describe('FHIR R4 -> HL7 v2.5.1', () => {
     expect(l[4]).toContain('|PNEU^Pneumonia, unspecified organism^99DX|');
   });
 
+  test('a v2.3 receiver: CE instead of CWE (no CWE-9 text), no SPM', () => {
+    const [m] = conv(oruBundle(), { version: '2.3' });
+    const l = lines(m.text);
+    expect(l[0]).toContain('|P|2.3|');
+    expect(l.map((x) => x.slice(0, 3))).not.toContain('SPM');
+    expect(l[5]).toBe('OBX|3|CE|882-1^ABO and Rh group^LN||278149003^Blood group A Rh(D) positive^SCT||||||F');
+    const [a] = conv(adtBundle(), { version: '2.3' });
+    expect(lines(a.text).find((x) => x.startsWith('DG1'))).toBe('DG1|1||J18.9^Pneumonia, unspecified organism^I10C||20260227|A|||||||||1');
+  });
+
   test('receiver profile is checked strictly', () => {
     expect(() => receiverProfile({ sendingApp: 'x' })).toThrow(/unknown hl7v2 profile key "sendingApp"/);
     expect(() => receiverProfile({ version: '3.0' })).toThrow(/not an HL7 v2 version/);

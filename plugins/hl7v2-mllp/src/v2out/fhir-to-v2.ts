@@ -449,7 +449,8 @@ export class FhirToV2 {
       out.push(this.obx(o, i + 1));
       if (this.on('NTE')) (o.note ?? []).forEach((n, k) => n.text && out.push(new Seg('NTE').set(1, String(k + 1)).set(3, n.text)));
     });
-    if (this.on('SPM')) {
+    // SPM exists from v2.5 on
+    if (this.on('SPM') && !w.legacy) {
       const specs = [...(dr?.specimen ?? []), ...obs.flatMap((o) => (o.specimen ? [o.specimen] : []))]
         .map((r) => ctx.resolve<Specimen>(r))
         .filter((s, i, a): s is Specimen => !!s && a.indexOf(s) === i);
@@ -485,7 +486,7 @@ export class FhirToV2 {
       type = o.valueString.length > 199 || /[\r\n]/.test(o.valueString) ? 'TX' : 'ST';
       value = o.valueString;
     } else if (o.valueCodeableConcept) {
-      type = 'CWE';
+      type = w.legacy ? 'CE' : 'CWE';
       value = w.cwe(o.valueCodeableConcept, 'OBX-5');
     } else if (o.valueDateTime) {
       type = o.valueDateTime.length <= 10 ? 'DT' : 'DTM';
