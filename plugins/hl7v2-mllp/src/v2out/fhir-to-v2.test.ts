@@ -2,7 +2,7 @@ import { FerryError } from '@ferry/core';
 import type { Bundle, Observation, Patient } from '@medplum/fhirtypes';
 import { Hl7v2Transform } from '../fhir/transform';
 import { parseHl7 } from '../hl7v2/parser';
-import { adtBundle, ormBundle, oruBundle, siuBundle, vxuBundle } from './__fixtures__/bundles';
+import { adtBundle, mdmBundle, ormBundle, oruBundle, siuBundle, vxuBundle } from './__fixtures__/bundles';
 import { dt, dtm } from './datatypes';
 import { controlIdFor, FhirToV2 } from './fhir-to-v2';
 import { receiverProfile } from './profile';
@@ -134,6 +134,18 @@ describe('FHIR R4 -> HL7 v2.5.1', () => {
       'ORC|NW|ORD-9^EHR|LAB-9^LAB||IP||^^^20260303080000-0600^^S||20260302100000-0600|||1234567893^Welby^Marcus^^^Dr^^^&http://hl7.org/fhir/sid/us-npi&URI',
       'OBR|1|ORD-9^EHR|LAB-9^LAB|24331-1^Lipid panel^LN|||20260303080000-0600|||||||||1234567893^Welby^Marcus^^^Dr^^^&http://hl7.org/fhir/sid/us-npi&URI',
       'NTE|1||Fasting 12 h',
+    ]);
+  });
+
+  test('MDM^T02: EVN, PID, TXA (type, date, author, document number, completion, availability), OBX TX per line', () => {
+    const [m] = conv(mdmBundle());
+    expect(lines(m.text)).toEqual([
+      `MSH|^~\\&|FERRY||||20260302100000-0600||MDM^T02^MDM_T02|${CID}|P|2.5.1||||||UNICODE UTF-8`,
+      'EVN||20260302100000-0600',
+      PID,
+      'TXA|1|DS|TX|20260304162000-0600||20260304162000-0600|||1234567893^Welby^Marcus^^^Dr^^^&http://hl7.org/fhir/sid/us-npi&URI|||D-77^DOCS|||||AU||AV',
+      'OBX|1|TX|DS^Discharge summary^HL70270||Discharged home.||||||F',
+      'OBX|2|TX|DS^Discharge summary^HL70270||Follow up in 2 weeks \\F\\ clinic||||||F',
     ]);
   });
 

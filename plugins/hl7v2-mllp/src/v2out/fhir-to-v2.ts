@@ -24,6 +24,7 @@ import type {
   Bundle,
   Condition,
   DiagnosticReport,
+  DocumentReference,
   Encounter,
   Identifier,
   Immunization,
@@ -117,6 +118,7 @@ const STRUCTURE: Record<string, string> = {
   'ADT^A31': 'ADT_A05',
   'ORU^R01': 'ORU_R01',
   'VXU^V04': 'VXU_V04',
+  'MDM^T02': 'MDM_T02',
   'ORM^O01': 'ORM_O01',
   'SIU^S12': 'SIU_S12',
   'SIU^S13': 'SIU_S12',
@@ -142,12 +144,13 @@ export class FhirToV2 {
     const event = this.header(bundle)?.eventCoding?.display ?? '';
     if (types.has('Appointment')) return 'appointment';
     if (types.has('Immunization')) return 'immunization';
+    if (types.has('DocumentReference') && (/^MDM/.test(event) || !types.has('DiagnosticReport'))) return 'document';
     if (/^(ORM|OML)/.test(event) && types.has('ServiceRequest')) return 'order';
     if (/^ORU/.test(event) || types.has('DiagnosticReport')) return 'result';
     if (types.has('ServiceRequest') && !/^ADT/.test(event)) return 'order';
     if (types.has('Observation') && !/^ADT/.test(event)) return 'result';
     if (types.has('Patient') || types.has('Encounter')) return 'adt';
-    throw inputError('FHIR_TO_V2_UNSUPPORTED', `cannot express the Bundle in HL7 v2: it holds no Patient, Encounter, DiagnosticReport, Observation, ServiceRequest, Immunization or Appointment (has ${[...types].filter(Boolean).join(', ') || 'nothing'})`, {});
+    throw inputError('FHIR_TO_V2_UNSUPPORTED', `cannot express the Bundle in HL7 v2: it holds no Patient, Encounter, DiagnosticReport, Observation, ServiceRequest, Immunization, DocumentReference or Appointment (has ${[...types].filter(Boolean).join(', ') || 'nothing'})`, {});
   }
 
   /** Convert one Bundle. Throws a FerryError (kind input) naming the FHIR element and v2 field when data is missing. */
@@ -162,6 +165,7 @@ export class FhirToV2 {
       ctx.all<Appointment>('Appointment').forEach((a, i) => out.push(this.finish(this.siu(a, ctx), 'appointment', ctx, ts, controlIdFor(opts.controlIdSeed, i), a)));
     } else if (kind === 'result') out.push(this.finish(this.oru(ctx), 'result', ctx, ts, controlIdFor(opts.controlIdSeed)));
     else if (kind === 'immunization') out.push(this.finish(this.vxu(ctx), 'immunization', ctx, ts, controlIdFor(opts.controlIdSeed)));
+    else if (kind === 'document') out.push(this.finish(this.mdm(ctx), 'document', ctx, ts, controlIdFor(opts.controlIdSeed)));
     else if (kind === 'order') out.push(this.finish(this.orm(ctx), 'order', ctx, ts, controlIdFor(opts.controlIdSeed)));
     else out.push(this.finish(this.adt(ctx), 'adt', ctx, ts, controlIdFor(opts.controlIdSeed)));
     return out;
@@ -187,7 +191,7 @@ export class FhirToV2 {
       } else if (kind === 'appointment') {
         const s = appt?.status;
         t = s === 'cancelled' ? 'SIU^S15' : s === 'noshow' ? 'SIU^S26' : s === 'entered-in-error' ? 'SIU^S17' : evOk?.startsWith('SIU^') && STRUCTURE[evOk] ? evOk : 'SIU^S12';
-      } else t = kind === 'immunization' ? 'VXU^V04' : kind === 'order' ? 'ORM^O01' : 'ORU^R01';
+      } else t = kind === 'immunization' ? 'VXU^V04' : kind === 'order' ? 'ORM^O01' : kind === 'document' ? 'MDM^T02' : 'ORU^R01';
     }
     const parts = t.split('^');
     if (parts.length === 2) parts.push(STRUCTURE[t] ?? '');
@@ -213,7 +217,7 @@ export class FhirToV2 {
       .set(16, p.applicationAckType || undefined)
       .set(18, 'UNICODE UTF-8');
     const all = [msh];
-    if (kind === 'adt' && this.on('EVN')) all.push(new Seg('EVN').set(1, p.version.startsWith('2.3') ? type.split('^')[1] : undefined).set(2, ts));
+    if ((kind === 'adt' || kind === 'document') && this.on('EVN')) all.push(new Seg('EVN').set(1, p.version.startsWith('2.3') ? type.split('^')[1] : undefined).set(2, ts));
     all.push(...segs);
     const lines = all.map((s) => this.encode(s));
     return { text: lines.join('\r') + '\r', messageType: type.split('^').slice(0, 2).join('^'), controlId };
@@ -662,6 +666,57 @@ export class FhirToV2 {
       const obs = anyLinked ? linked(sr) : i === 0 ? ctx.all<Observation>('Observation') : [];
       obs.forEach((o, k) => out.push(this.obx(o, k + 1)));
     });
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // MDM^T02: EVN, PID, PV1, TXA, {OBX} (IG message map MDM_T02; TXA[DocumentReference], OBX[DocumentReference])
+
+  private mdm(ctx: Ctx): Seg[] {
+    const w = this.w;
+    const doc = ctx.all<DocumentReference>('DocumentReference')[0];
+    const patient = ctx.resolve<Patient>(doc.subject) ?? ctx.patient();
+    if (!patient) throw missing('DocumentReference.subject (Patient)', 'PID');
+    const out = [this.pid(patient)];
+    const enc = ctx.resolve<Encounter>(doc.context?.encounter?.[0]) ?? ctx.all<Encounter>('Encounter')[0];
+    if (enc?.resourceType === 'Encounter' && this.on('PV1')) out.push(this.pv1(enc, ctx));
+    // MDM_T02 {ORC, OBR}: the report / order the document belongs to (no OBX: the content follows TXA)
+    ctx.all<DiagnosticReport>('DiagnosticReport').forEach((dr, i) => out.push(...this.obrGroup(i + 1, dr, [], ctx)));
+    const type = w.cwe(doc.type, 'TXA-2')?.[0];
+    if (!type) throw missing('DocumentReference.type', 'TXA-2 (document type)');
+    const master = doc.masterIdentifier ?? doc.identifier?.[0];
+    if (!master?.value) throw missing('DocumentReference.masterIdentifier', 'TXA-12 (unique document number)');
+    const attachments = (doc.content ?? []).map((c) => c.attachment).filter((a) => a.data || a.url);
+    const text = attachments.length > 0 && attachments.every((a) => !a.contentType || a.contentType.startsWith('text/plain'));
+    // TXA-17 completion: final -> AU (authenticated), preliminary -> IP; TXA-19 availability from the status
+    const completion = doc.docStatus === 'final' || doc.docStatus === 'amended' ? 'AU' : doc.docStatus === 'preliminary' ? 'IP' : 'DO';
+    out.push(
+      new Seg('TXA')
+        .set(1, '1')
+        .set(2, type as string)
+        .set(3, text ? 'TX' : attachments.length ? 'AP' : undefined)
+        .set(4, dtm(doc.date))
+        .set(6, dtm(doc.date))
+        .reps(9, (doc.author ?? []).map((a) => this.xcn(a, ctx)))
+        .set(12, w.ei(master))
+        .set(13, w.ei(doc.relatesTo?.[0]?.target?.identifier))
+        .set(17, completion)
+        .set(19, doc.status === 'superseded' ? 'OB' : doc.status === 'entered-in-error' ? 'CA' : 'AV')
+        .set(25, doc.description),
+    );
+    // the content: text/plain as TX (one OBX per line), anything else as ED (Base64) or RP (a URL)
+    let set = 0;
+    for (const a of attachments) {
+      if (a.data && (!a.contentType || a.contentType.startsWith('text/plain'))) {
+        for (const line of Buffer.from(a.data, 'base64').toString('utf8').split(/\r\n|\n|\r/))
+          out.push(new Seg('OBX').set(1, String(++set)).set(2, 'TX').set(3, w.cwe(doc.type, 'OBX-3') ?? ['']).set(5, line).set(11, 'F'));
+      } else if (a.data) {
+        const [mt, sub] = (a.contentType ?? 'application/octet-stream').split('/');
+        out.push(new Seg('OBX').set(1, String(++set)).set(2, 'ED').set(3, w.cwe(doc.type, 'OBX-3') ?? ['']).set(5, ['', mt, sub ?? '', 'Base64', a.data]).set(11, 'F'));
+      } else if (a.url) {
+        out.push(new Seg('OBX').set(1, String(++set)).set(2, 'RP').set(3, w.cwe(doc.type, 'OBX-3') ?? ['']).set(5, [a.url, '', a.contentType?.split('/')[0] ?? '', a.contentType?.split('/')[1] ?? '']).set(11, 'F'));
+      }
+    }
     return out;
   }
 

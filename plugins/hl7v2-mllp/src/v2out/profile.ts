@@ -1,7 +1,7 @@
 import { FerryError, type ConfigSchema } from '@ferry/core';
 
 /** The kinds of Bundle the FHIR -> v2 conversion knows, each with its default message type. */
-export const BUNDLE_KINDS = ['adt', 'result', 'appointment', 'immunization', 'order'] as const;
+export const BUNDLE_KINDS = ['adt', 'result', 'appointment', 'immunization', 'order', 'document'] as const;
 export type BundleKind = (typeof BUNDLE_KINDS)[number];
 
 /** Optional segments a receiver profile can switch off (required ones — MSH, PID, OBR, OBX, SCH — cannot). */
@@ -58,7 +58,7 @@ export const DEFAULT_PROFILE: ReceiverProfile = {
   processingId: 'P',
   acceptAckType: '',
   applicationAckType: '',
-  messageTypes: { adt: '', result: 'ORU^R01^ORU_R01', appointment: '', immunization: 'VXU^V04^VXU_V04', order: 'ORM^O01^ORM_O01' },
+  messageTypes: { adt: '', result: 'ORU^R01^ORU_R01', appointment: '', immunization: 'VXU^V04^VXU_V04', order: 'ORM^O01^ORM_O01', document: 'MDM^T02^MDM_T02' },
   segments: Object.fromEntries(OPTIONAL_SEGMENTS.map((s) => [s, true])) as Record<OptionalSegment, boolean>,
   codeTables: {},
   fieldOverrides: {},

@@ -5,14 +5,14 @@
  * - `v2Fields(text)`: the v2 fields the outbound maps write, as `SEG[n]-f = value` lines, to measure
  *   the per-type field agreement of the regenerated v2 against the original.
  */
-import type { Appointment, Bundle, CodeableConcept, DiagnosticReport, Encounter, Immunization, Observation, Patient, Resource, ServiceRequest } from '@medplum/fhirtypes';
+import type { Appointment, Bundle, CodeableConcept, DiagnosticReport, DocumentReference, Encounter, Immunization, Observation, Patient, Resource, ServiceRequest } from '@medplum/fhirtypes';
 import { decodeHl7Bytes } from '../hl7v2/charset';
 import { parseHl7 } from '../hl7v2/parser';
 import type { Hl7v2Transform } from '../fhir/transform';
 import { FhirToV2 } from './fhir-to-v2';
 
 /** The corpus message types the round trip covers: those whose Bundles the outbound conversion expresses. */
-export const ROUND_TRIP_TYPES = /^(ADT\^A0[1-8]|ADT\^A1[13]|ADT\^A28|ADT\^A31|ORU\^R01|ORM\^O01|VXU\^V04|SIU\^S1[2-7]|SIU\^S26)$/;
+export const ROUND_TRIP_TYPES = /^(ADT\^A0[1-8]|ADT\^A1[13]|ADT\^A28|ADT\^A31|ORU\^R01|ORM\^O01|VXU\^V04|MDM\^T02|SIU\^S1[2-7]|SIU\^S26)$/;
 
 const code = (cc: CodeableConcept | undefined) => cc?.coding?.[0]?.code ?? cc?.text ?? '';
 const codes = (ccs: CodeableConcept[] | undefined) => (ccs ?? []).map(code).join(',');
@@ -22,7 +22,7 @@ function ofType<T extends Resource>(b: Bundle, t: T['resourceType']): T[] {
 }
 
 /** The core fields compared by the round trip (the ones the outbound maps write; see FHIR-TO-V2.md). */
-export function coreFields(b: Bundle, opts: { orders?: boolean } = { orders: true }): Record<string, string> {
+export function coreFields(b: Bundle, opts: { orders?: boolean; documents?: boolean } = { orders: true, documents: true }): Record<string, string> {
   const out: Record<string, string> = {};
   // an instant compares by meaning: ...Z = ...+00:00
   const put = (k: string, v: unknown) => {
@@ -88,6 +88,13 @@ export function coreFields(b: Bundle, opts: { orders?: boolean } = { orders: tru
     put(`ServiceRequest[${i}].status`, sr.status);
     put(`ServiceRequest[${i}].identifier`, (sr.identifier ?? []).map((x) => x.value).sort().join(' '));
   });
+  if (opts.documents) ofType<DocumentReference>(b, 'DocumentReference').forEach((d, i) => {
+    put(`DocumentReference[${i}].type`, code(d.type));
+    put(`DocumentReference[${i}].status`, d.status);
+    put(`DocumentReference[${i}].docStatus`, d.docStatus);
+    put(`DocumentReference[${i}].masterIdentifier`, d.masterIdentifier?.value);
+    put(`DocumentReference[${i}].date`, d.date);
+  });
   ofType<Appointment>(b, 'Appointment').forEach((a, i) => {
     put(`Appointment[${i}].identifier`, (a.identifier ?? []).map((x) => x.value).join(' '));
     put(`Appointment[${i}].status`, a.status);
@@ -113,6 +120,7 @@ const COMPARED: Record<string, number[]> = {
   ORC: [1, 2, 3, 5],
   RXA: [3, 5, 6, 15, 20],
   RXR: [1, 2],
+  TXA: [2, 12, 17],
   AIS: [3],
   AIL: [3],
   AIP: [3],
@@ -169,9 +177,10 @@ export function roundTrip(body: Buffer, t: Hl7v2Transform, out = new FhirToV2())
   }
   r.v2 = v2;
   const b2 = t.convert(Buffer.from(v2, 'utf8'));
-  const orders = /^(ORM|ORU)/.test(type);
-  const f1 = coreFields(b1, { orders });
-  const f2 = coreFields(b2, { orders });
+  const orders = /^(ORM|ORU|MDM)/.test(type);
+  const documents = /^MDM/.test(type);
+  const f1 = coreFields(b1, { orders, documents });
+  const f2 = coreFields(b2, { orders, documents });
   for (const [k, v] of Object.entries(f1)) {
     r.fhirCompared++;
     if (f2[k] !== v) r.fhirDiffs.push(`${k}: ${v} -> ${f2[k] ?? '(none)'}`);

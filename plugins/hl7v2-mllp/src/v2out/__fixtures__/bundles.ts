@@ -212,3 +212,18 @@ export function ormBundle(): Bundle {
     } as Resource,
   );
 }
+
+export function mdmBundle(): Bundle {
+  return bundle(patient, practitioner, {
+    resourceType: 'DocumentReference',
+    id: 'doc1',
+    status: 'current',
+    docStatus: 'final',
+    masterIdentifier: { system: 'urn:ferry:id:DOCS', value: 'D-77' },
+    type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0270', code: 'DS', display: 'Discharge summary' }] },
+    subject: { reference: 'urn:uuid:p1' },
+    date: '2026-03-04T16:20:00-06:00',
+    author: [{ reference: 'urn:uuid:dr1' }],
+    content: [{ attachment: { contentType: 'text/plain', data: Buffer.from('Discharged home.\nFollow up in 2 weeks | clinic').toString('base64') } }],
+  } as Resource);
+}
