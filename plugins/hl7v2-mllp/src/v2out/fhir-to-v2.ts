@@ -5,16 +5,8 @@
  * FHIR attribute the resource carries. Segments are written with the plugin's encoder (`encodeField`,
  * which escapes every leaf with `escapeHl7`), standard delimiters `|^~\&`, CR segment ends, UTF-8 (MSH-18).
  *
- * Known losses (what v2 -> FHIR -> v2 -> FHIR does not give back, see FHIR-TO-V2.md):
- * - PID: PID-2/PID-4 identifiers come back in PID-3; PID-9 alias names come back in PID-5; PID-10/22
- *   race/ethnicity, PID-15 language, PID-17 religion, PID-23..28 (birth place, multiple birth,
- *   nationality) are not written; XTN equipment type CP/Internet only survives as system/use.
- * - PV1: only PV1-2 class, PV1-3 location (point of care/room/bed/facility/building/floor), PV1-7/8/9
- *   doctors, PV1-10 hospital service, PV1-19 visit number, PV1-44/45 times are written; PV2 is not.
- * - A YYYYMMDDHH time comes back as HH:00:00 (FHIR has no hour precision); fractions beyond 4 digits are cut.
- * - OBX: SN, NR, ED, RP, CX, DR values and Observation.component are not written (the Observation is
- *   skipped from OBX-5 but keeps its OBX with status); OBX-4 sub-id is not written.
- * - SIU: AIG (general resources) and SCH-12/16/20 contact persons are not written.
+ * Known losses (what v2 -> FHIR -> v2 does not give back) are listed in FHIR-TO-V2.md, measured by
+ * `npm run roundtrip` and checked by roundtrip.test.ts (the core FHIR fields must come back unchanged).
  */
 import { createHash } from 'node:crypto';
 import { inputError } from '@ferry/core';
