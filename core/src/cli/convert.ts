@@ -1,6 +1,7 @@
 import type { Bundle, OperationOutcome } from '@medplum/fhirtypes';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import YAML from 'yaml';
 import { FerryError } from '../errors';
 import { ContentType, type StoredMessage } from '../model/message';
 import type { MessageTransform, ReportedIssue, TransformContext } from '../plugin/api';
@@ -127,4 +128,46 @@ export async function convertFile(file: string, transforms: MessageTransform[], 
     if (dq.length) result.dataQuality.push({ index, issues: dq });
   });
   return result;
+}
+
+/**
+ * `ferry convert --to <format> [--profile p.yaml] bundle.json`: a canonical Bundle (or a JSON array of
+ * Bundles) -> the messages of a transform that writes that format (hl7v2: the hl7v2-mllp plugin).
+ */
+export function convertBundleFile(file: string, transforms: MessageTransform[], opts: { to: string; profile?: string }): string[] {
+  const writer = transforms.find((t) => t.outputFormats?.includes(opts.to) && t.fromFhir);
+  if (!writer) {
+    const known = transforms.flatMap((t) => t.outputFormats ?? []);
+    throw new FerryError('INPUT_NO_WRITER', `no transform writes ${opts.to} (is its plugin loaded?${known.length ? ` known: ${known.join(', ')}` : ''})`, { kind: 'input' });
+  }
+  const read = (f: string) => {
+    try {
+      return readFileSync(f, 'utf8');
+    } catch (e) {
+      throw new FerryError('INPUT_FILE_UNREADABLE', `cannot read ${f}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { kind: 'input' });
+    }
+  };
+  let profile: unknown;
+  if (opts.profile) {
+    try {
+      profile = YAML.parse(read(opts.profile));
+    } catch (e) {
+      if (e instanceof FerryError) throw e;
+      throw new FerryError('INPUT_BAD_PROFILE', `${opts.profile} is not YAML/JSON: ${(e as Error).message}`, { kind: 'input' });
+    }
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(read(file));
+  } catch (e) {
+    if (e instanceof FerryError) throw e;
+    throw new FerryError('INPUT_BAD_JSON', `${file} is not JSON: ${(e as Error).message}`, { kind: 'input' });
+  }
+  const bundles = Array.isArray(parsed) ? parsed : [parsed];
+  const out: string[] = [];
+  bundles.forEach((b, i) => {
+    if ((b as Bundle)?.resourceType !== 'Bundle') throw new FerryError('INPUT_NOT_BUNDLE', `${file}${bundles.length > 1 ? ` item ${i + 1}` : ''} is not a FHIR Bundle`, { kind: 'input' });
+    out.push(...writer.fromFhir!(b as Bundle, { format: opts.to, profile, seed: `${path.basename(file)}#${i + 1}` }));
+  });
+  return out;
 }

@@ -273,7 +273,22 @@ export async function main(argv: string[]): Promise<number> {
     .option('--content-type <type>', 'content type (default: from the file name and its first bytes)')
     .option('--ndjson', 'one Bundle per line, also for a single input')
     .option('--validate', 'validate every resource; print issues on stderr and exit 1 if any (data-quality issues -- values the conversion could not use -- are printed on stderr always)')
-    .action((inputs: string[], o: { config?: string; contentType?: string; validate?: boolean; ndjson?: boolean }) => set(convertCommand(inputs, o).catch(reportError)));
+    .option('--to <format>', 'the other way: a FHIR Bundle (JSON) -> this format (hl7v2), one message per paragraph')
+    .option('--profile <file>', 'with --to: receiver profile (YAML/JSON), e.g. the `profile` of an mllp sink')
+    .action((inputs: string[], o: { config?: string; contentType?: string; validate?: boolean; ndjson?: boolean; to?: string; profile?: string }) =>
+      set(
+        (o.to
+          ? (async () => {
+              if (inputs.length !== 1) throw new FerryError('INPUT_ARGUMENTS', 'convert --to takes one Bundle file (a Bundle or a JSON array of Bundles)', { kind: 'input' });
+              const { host } = await loadHost(resolveConfigPath(o.config));
+              // segment ends printed as newlines (readable; `ferry send` and the file source accept them)
+              out(lazy.convert().convertBundleFile(inputs[0], transformsOf(host), { to: o.to!, profile: o.profile }).map((m) => m.replace(/\r/g, '\n').trimEnd()).join('\n\n'));
+              return 0;
+            })()
+          : convertCommand(inputs, o)
+        ).catch(reportError),
+      ),
+    );
 
   // Core and plugin commands share one shape (CliCommand).
   const pre = new Command().allowUnknownOption().helpOption(false).option('-c, --config <file>');

@@ -137,6 +137,14 @@ export interface MessageTransform {
   extractHeaders?(body: Buffer): MessageHeaders;
   /** Split a batch into its messages; one-element array for a single message. */
   split?(body: Buffer): Buffer[];
+  /** Formats this transform can also write from a canonical Bundle (`ferry convert --to <format>`). */
+  readonly outputFormats?: readonly string[];
+  /**
+   * The messages (text) a canonical Bundle becomes in `format` (one of `outputFormats`), with an
+   * optional receiver profile (already parsed YAML/JSON). Throw a FerryError (kind input) when the
+   * Bundle cannot be expressed; `seed` makes control ids stable.
+   */
+  fromFhir?(bundle: Bundle, opts: { format: string; profile?: unknown; seed: string }): string[];
 }
 
 // ---------------------------------------------------------------------------------------------

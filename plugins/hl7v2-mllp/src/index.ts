@@ -3,6 +3,8 @@ import { definePlugin } from '@ferry/core';
 // HL7 v2 codec and HL7 v2 -> FHIR R4 conversion (conversion helper)
 export * from './hl7v2';
 export * from './fhir';
+// FHIR R4 -> HL7 v2 (outbound)
+export * from './v2out';
 import { Hl7v2Transform, conversionConfigSchema } from './fhir';
 
 // MLLP listener / sender, ACKs (MLLP helper)

@@ -104,7 +104,7 @@ export function ref(r: AnyResource, display?: string): Reference<any> {
 // Systems
 
 /** HL7 coding-system names (table 0396 and common ones) -> FHIR URIs. */
-const CODE_SYSTEMS: Record<string, string> = {
+export const CODE_SYSTEMS: Record<string, string> = {
   LN: 'http://loinc.org',
   LOINC: 'http://loinc.org',
   SCT: 'http://snomed.info/sct',

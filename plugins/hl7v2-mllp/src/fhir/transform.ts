@@ -9,6 +9,7 @@ import { parseHl7 } from '../hl7v2/parser';
 import { type ConversionOptions, conversionOptions } from './config';
 import { convertMessage } from './convert';
 import type { IssueReporter } from './quality';
+import { FhirToV2 } from '../v2out/fhir-to-v2';
 
 /** The plugin config as the transform reads it (`plugins.hl7v2-mllp`); only `conversion` is used here. */
 export interface Hl7v2TransformConfig {
@@ -43,6 +44,14 @@ export class Hl7v2Transform implements MessageTransform {
   toFhir(message: StoredMessage & { body: Buffer }, ctx?: TransformContext): Bundle {
     const report = ctx?.reportIssue;
     return this.convert(message.body, report ? (i) => report.call(ctx, i) : undefined, message.sourceId);
+  }
+
+  readonly outputFormats = ['hl7v2'] as const;
+
+  /** Canonical Bundle -> HL7 v2 message text(s) (`ferry convert --to hl7v2`; see FHIR-TO-V2.md). */
+  fromFhir(bundle: Bundle, opts: { format: string; profile?: unknown; seed: string }): string[] {
+    if (opts.format !== 'hl7v2') throw new FerryError('INPUT_FORMAT', `hl7v2-to-fhir writes hl7v2, not ${opts.format}`, { kind: 'input' });
+    return new FhirToV2(opts.profile).convert(bundle, { controlIdSeed: opts.seed }).map((m) => m.text);
   }
 
   /**

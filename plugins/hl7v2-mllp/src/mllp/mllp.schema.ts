@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type tls from 'node:tls';
 import { cidrListFormat, FerryError, type ConfigSchema } from '@ferry/core';
+import { receiverProfileSchema } from '../v2out/profile';
 
 const tlsSchema = {
   enabled: { doc: 'Use TLS (implied when cert and key are set)', format: Boolean, default: false },
@@ -103,6 +104,12 @@ export const mllpSinkSchema = {
     default: 'original',
   },
   maxMessageSize: { doc: 'Largest ACK accepted from the receiver, bytes', format: 'nat', default: 1024 * 1024 },
+  format: {
+    doc: 'passthrough: send the HL7 v2 message as received (see body); hl7v2: build HL7 v2 from the delivery\'s FHIR Bundle with the receiver profile (FHIR-TO-V2.md)',
+    format: ['passthrough', 'hl7v2'],
+    default: 'passthrough',
+  },
+  ...receiverProfileSchema,
   tls: tlsSchema,
 } satisfies ConfigSchema;
 
@@ -116,6 +123,10 @@ export interface MllpSinkConfig {
   onReject: 'dead' | 'retry';
   body: 'original' | 'normalized';
   maxMessageSize: number;
+  /** passthrough (default): the received v2; hl7v2: v2 built from the Bundle (FHIR -> v2). */
+  format?: 'passthrough' | 'hl7v2';
+  /** Receiver profile for format hl7v2 (checked by `receiverProfile`). */
+  profile?: unknown;
   tls: TlsConfig;
 }
 

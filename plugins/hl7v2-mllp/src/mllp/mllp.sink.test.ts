@@ -1,12 +1,15 @@
 import net from 'node:net';
-import { FerryError, type Delivery } from '@ferry/core';
+import path from 'node:path';
+import { configure, FerryError, validateWithSchema, type ConfigProblem, type Delivery } from '@ferry/core';
 import { silentLogger } from '../../../../core/src/logging/logger';
 import { buildAck } from '../ack/ack.builder';
 import { readRawHeader } from '../ack/msh';
 import { adt } from './__fixtures__/support';
+import { oruBundle, siuBundle } from '../v2out/__fixtures__/bundles';
+import { controlIdFor } from '../v2out/fhir-to-v2';
 import { encodeFrame, MllpDeframer } from './framing';
 import { MllpSink, normalizeHl7 } from './mllp.sink';
-import type { MllpSinkConfig } from './mllp.schema';
+import { mllpSinkSchema, type MllpSinkConfig } from './mllp.schema';
 
 /** A scripted MLLP receiver: answers each message per `reply(controlId)`. */
 class Receiver {
@@ -94,6 +97,46 @@ describe('MllpSink', () => {
   afterAll(async () => {
     for (const s of sinks) await s.stop();
     for (const r of receivers) await r.close();
+  });
+
+  it('format hl7v2: the Bundle is sent as HL7 v2 built with the receiver profile; control id stable across retries', async () => {
+    const { r, s } = await setup({ format: 'hl7v2', profile: { sendingFacility: 'GHH', receivingApplication: 'LIS', applicationAckType: 'NE' } });
+    const d = { ...delivery('{}', 'application/fhir+json'), bundle: oruBundle() };
+    await s.deliver(d);
+    await s.deliver({ ...d, attempt: 2 });
+    expect(r.received).toHaveLength(2);
+    expect(r.received[0]).toBe(r.received[1]);
+    const msh = readRawHeader(Buffer.from(r.received[0], 'utf8'))!;
+    expect(msh).toMatchObject({ messageType: 'ORU^R01^ORU_R01', controlId: controlIdFor('m1|out'), sendingFacility: 'GHH', receivingApplication: 'LIS', version: '2.5.1', charset: 'UNICODE UTF-8' });
+    expect(r.received[0].split('\r').map((l) => l.slice(0, 3))).toEqual(['MSH', 'PID', 'OBR', 'OBX', 'OBX', 'OBX', 'OBX', 'NTE', 'SPM', '']);
+  });
+
+  it('format hl7v2: a Bundle that cannot be expressed is dead with the reason; nothing is sent', async () => {
+    const { r, s } = await setup({ format: 'hl7v2' });
+    const b = siuBundle();
+    delete (b.entry!.find((e) => e.resource?.resourceType === 'Appointment')!.resource as { identifier?: unknown }).identifier;
+    const err = await failure(s.deliver({ ...delivery('{}', 'application/fhir+json'), bundle: b }));
+    expect(err).toMatchObject({ retryable: false, kind: 'input', code: 'FERRY_E_DELIVERY_MLLP_FHIR_TO_V2' });
+    expect(err.message).toBe('message m1: cannot express the Bundle in HL7 v2: Appointment.identifier is required for SCH-1/SCH-2 (placer/filler appointment id)');
+    expect(r.received).toEqual([]);
+    expect(r.connections).toBe(0);
+  });
+
+  it('format hl7v2: the profile is checked with the sink config (strict keys, named errors)', () => {
+    const check = (cfg: object) => {
+      const problems: ConfigProblem[] = [];
+      const out = validateWithSchema<MllpSinkConfig>(mllpSinkSchema, cfg, 'sinks.lab', problems);
+      return { out, problems: problems.map((p) => `${p.path}: ${p.message}`) };
+    };
+    expect(check({ format: 'hl7v2', profile: { version: '2.3', segments: { NK1: false }, codeTables: { 'OBX-3': { codes: { a: 'b' } } } } }).problems).toEqual([]);
+    expect(check({ format: 'hl7v2', profile: { sendingApp: 'X' } }).problems).toEqual([expect.stringMatching(/^sinks\.lab\.profile: unknown hl7v2 profile key "sendingApp"/)]);
+    expect(check({ format: 'fhir' }).problems).toEqual([expect.stringMatching(/^sinks\.lab\.format: /)]);
+    expect(check({}).out.format).toBe('passthrough');
+  });
+
+  it('config/examples/fhir-to-hl7v2.yaml validates', async () => {
+    const { config } = await configure({ configFile: path.resolve(__dirname, '../../../../config/examples/fhir-to-hl7v2.yaml'), env: { ATHENA_CLIENT_ID: 'x', ATHENA_CLIENT_SECRET: 'y' } });
+    expect(Object.keys(config.sinks)).toEqual(['scheduling', 'lab']);
   });
 
   it('AA -> delivered, over one persistent connection, original bytes sent', async () => {

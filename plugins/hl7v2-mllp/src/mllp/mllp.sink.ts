@@ -4,6 +4,7 @@ import type { Delivery, MessageSink, SinkContext } from '@ferry/core';
 import { readRawHeader } from '../ack/msh';
 import { decodeHl7Bytes, encodeSegment, parseHl7, STANDARD_DELIMITERS, type Hl7WriteField } from '../hl7v2';
 import { MllpConnection } from './mllp.client';
+import { FhirToV2 } from '../v2out/fhir-to-v2';
 import { clientTlsOptions, tlsEnabled, type MllpSinkConfig } from './mllp.schema';
 
 /**
@@ -41,8 +42,12 @@ export class MllpSink implements MessageSink {
   private backoffMs = 0;
   private stopped = false;
 
+  /** format hl7v2: the Bundle -> v2 conversion with this sink's receiver profile. */
+  private readonly toV2?: FhirToV2;
+
   constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<MllpSinkConfig>) {
     this.cfg = ctx.config;
+    if (this.cfg.format === 'hl7v2') this.toV2 = new FhirToV2(this.cfg.profile);
     const tlsOpts = tlsEnabled(this.cfg.tls) ? clientTlsOptions(this.cfg.tls, this.cfg.host) : undefined;
     const n = Math.max(1, this.cfg.connections);
     for (let i = 0; i < n; i++) {
@@ -110,6 +115,7 @@ export class MllpSink implements MessageSink {
   }
 
   private payloadFor(delivery: Delivery): Buffer {
+    if (this.toV2) return this.fromBundle(delivery);
     const m = delivery.message;
     if (!m.body) throw permanentDeliveryError('MLLP_NO_BODY', `message ${m.id} has no stored body (pruned?); nothing to send`);
     if (!/hl7-v2|x-hl7|hl7v2/i.test(m.contentType))
@@ -120,6 +126,26 @@ export class MllpSink implements MessageSink {
     } catch (e) {
       throw permanentDeliveryError('MLLP_REENCODE', `message ${m.id} cannot be re-encoded: ${(e as Error).message}`, undefined, e);
     }
+  }
+
+  /**
+   * format hl7v2: the delivery's Bundle as one HL7 v2 message. The control id is derived from the
+   * stored message id and the sink id, so a retry or a replay sends the same control id. A Bundle that
+   * cannot be expressed is dead (not retryable), with the reason (FHIR element and v2 field).
+   */
+  private fromBundle(delivery: Delivery): Buffer {
+    const m = delivery.message;
+    let msgs;
+    try {
+      msgs = this.toV2!.convert(delivery.bundle, { controlIdSeed: `${m.id}|${this.ctx.id}`, now: m.receivedAt });
+    } catch (e) {
+      const err = FerryError.from(e);
+      this.ctx.logger.warn('mllp sink cannot express the bundle in HL7 v2', { sink: this.ctx.id, deliveryId: delivery.deliveryId, messageId: m.id, errorCode: err.code });
+      throw permanentDeliveryError('MLLP_FHIR_TO_V2', `message ${m.id}: ${err.message}`, err.details, e);
+    }
+    if (msgs.length !== 1)
+      throw permanentDeliveryError('MLLP_FHIR_TO_V2', `message ${m.id}: the Bundle gives ${msgs.length} HL7 v2 messages (${msgs.map((x) => x.messageType).join(', ')}); route one appointment per message`);
+    return Buffer.from(msgs[0].text, 'utf8');
   }
 
   private async connectWithBackoff(conn: MllpConnection): Promise<void> {
