@@ -1,7 +1,6 @@
 import type { Bundle, OperationOutcome } from '@medplum/fhirtypes';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
 import { FerryError } from '../errors';
 import { ContentType, type StoredMessage } from '../model/message';
 import type { MessageTransform, ReportedIssue, TransformContext } from '../plugin/api';
@@ -150,7 +149,8 @@ export function convertBundleFile(file: string, transforms: MessageTransform[], 
   let profile: unknown;
   if (opts.profile) {
     try {
-      profile = YAML.parse(read(opts.profile));
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      profile = (require('yaml') as typeof import('yaml')).parse(read(opts.profile)); // loaded only for a profile
     } catch (e) {
       if (e instanceof FerryError) throw e;
       throw new FerryError('INPUT_BAD_PROFILE', `${opts.profile} is not YAML/JSON: ${(e as Error).message}`, { kind: 'input' });
