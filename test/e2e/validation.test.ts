@@ -9,10 +9,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { Engine } from '@ferry/core';
 import { CSV_TYPE } from '../plugins/csv-patient';
+import { roleTokens, type RoleTokens } from '../support';
 
 const pluginPath = path.resolve(__dirname, '../plugins/csv-patient');
 
-function config(dir: string, system: string) {
+function config(dir: string, system: string, tokens: RoleTokens) {
   return {
     store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
     plugins: [{ package: pluginPath, config: { system } }],
@@ -20,7 +21,7 @@ function config(dir: string, system: string) {
     sinks: { archive: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' } },
     routes: [{ id: 'all', to: ['archive'] }],
     processing: { pollIntervalMs: 50, transformWorkers: 0 },
-    admin: { enabled: true, port: 0 },
+    admin: { enabled: true, port: 0, auth: { tokens: tokens.tokens } },
     log: { level: 'error' },
   };
 }
@@ -34,8 +35,11 @@ describe('FHIR validation on by default (processing.validate)', () => {
 
   it('refuses or fails invalid input with a clear error, delivers nothing, and replays after a fix', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-e2e-validate-'));
+    // errors with their text and replay: an operator who may read PHI (admin)
+    const tokens = await roleTokens();
+    const auth = tokens.auth('admin');
     // a misconfigured identifier system (a space is not allowed in a uri): every converted Patient is invalid
-    engine = await Engine.create({ config: config(dir, 'urn:oid:1.2.3 4') });
+    engine = await Engine.create({ config: config(dir, 'urn:oid:1.2.3 4', tokens) });
     await engine.start();
     const url = (engine.source('web') as unknown as { url: string }).url;
     const post = (body: unknown) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(body) });
@@ -49,9 +53,9 @@ describe('FHIR validation on by default (processing.validate)', () => {
     await engine.waitForIdle();
 
     const admin = engine.adminUrl!;
-    const failed = (await (await fetch(`${admin}/api/messages?status=failed`)).json()) as { id: string; sourceId: string }[];
+    const failed = (await (await fetch(`${admin}/api/messages?status=failed`, { headers: auth })).json()) as { id: string; sourceId: string }[];
     expect(failed.map((m) => m.sourceId).sort()).toEqual(['intake', 'web']);
-    const detail = async (id: string) => (await (await fetch(`${admin}/api/messages/${id}`)).json()) as { status: string; error: { code: string; message: string; outcome: any } };
+    const detail = async (id: string) => (await (await fetch(`${admin}/api/messages/${id}`, { headers: auth })).json()) as { status: string; error: { code: string; message: string; outcome: any } };
     const web = await detail(failed.find((m) => m.sourceId === 'web')!.id);
     expect(web.status).toBe('failed');
     expect(web.error.code).toBe('FERRY_E_INPUT_FHIR_INVALID');
@@ -63,9 +67,9 @@ describe('FHIR validation on by default (processing.validate)', () => {
     await engine.stop();
 
     // the fix: the plugin's configuration; then replay the failed message
-    engine = await Engine.create({ config: config(dir, 'urn:oid:1.2.3.4') });
+    engine = await Engine.create({ config: config(dir, 'urn:oid:1.2.3.4', tokens) });
     await engine.start();
-    const replay = await fetch(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ids: [csv.id] }) });
+    const replay = await fetch(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ ids: [csv.id] }) });
     expect(await replay.json()).toMatchObject({ replayed: 1 });
     await engine.waitForIdle();
     expect((await engine.store.getMessage(csv.id))?.status).toBe('delivered');
