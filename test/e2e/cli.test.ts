@@ -7,12 +7,12 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import os from 'node:os';
 import path from 'node:path';
 import { Engine } from '@ferry/core';
+import { requires } from '../support/requires';
 
 const root = path.resolve(__dirname, '../..');
 const cli = path.join(root, 'core/dist/cli/main.js');
 const built = existsSync(cli);
-if (!built) console.warn(`skipped: ${cli} is not built (npm test builds it first)`);
-const d = built ? describe : describe.skip;
+const d = requires({ ok: built, reason: `${path.relative(root, cli)} is not built (run npm run build)` });
 
 function run(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {
   const r = spawnSync(process.execPath, [cli, ...args], { cwd: opts.cwd ?? root, env: { ...process.env, ...opts.env }, encoding: 'utf8', timeout: 30_000 });

@@ -379,16 +379,18 @@ describe('engine end to end', () => {
         },
       }),
     ).rejects.toThrow(ConfigError);
-    try {
-      await Engine.create({
-        config: { sinks: { archive: { type: 'file', dir: '/tmp/x', format: 'xml' } }, routes: [{ id: 'r', from: ['ghost'], to: ['archive', 'fihr'] }] },
-      });
-    } catch (e) {
-      const problems = (e as ConfigError).problems.map((p) => `${p.path}: ${p.message}`);
-      expect(problems).toEqual(
-        expect.arrayContaining([expect.stringMatching(/^sinks\.archive\.format: /), 'routes[0].from[0]: unknown source "ghost"', expect.stringMatching(/^routes\[0\]\.to\[1\]: unknown sink "fihr"/)]),
-      );
-    }
+    // The refusal itself, not a catch that would pass if nothing were thrown.
+    const e = await Engine.create({
+      config: { sinks: { archive: { type: 'file', dir: '/tmp/x', format: 'xml' } }, routes: [{ id: 'r', from: ['ghost'], to: ['archive', 'fihr'] }] },
+    }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(e).toBeInstanceOf(ConfigError);
+    const problems = (e as ConfigError).problems.map((p) => `${p.path}: ${p.message}`);
+    expect(problems).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^sinks\.archive\.format: /), 'routes[0].from[0]: unknown source "ghost"', expect.stringMatching(/^routes\[0\]\.to\[1\]: unknown sink "fihr"/)]),
+    );
   });
 
   it('keeps every accepted message across a stop and restart: unprocessed work resumes', async () => {
