@@ -29,15 +29,15 @@ afterAll(async () => {
   }
 });
 
-function make(schema: string, groupCommit?: { maxBatch?: number }): PostgresMessageStore {
-  const s = new PostgresMessageStore({ url: URL, schema, logger: silentLogger(), groupCommit, poolSize: 3 });
+function make(schema: string, groupCommit?: { maxBatch?: number }, now?: () => number): PostgresMessageStore {
+  const s = new PostgresMessageStore({ url: URL, schema, logger: silentLogger(), groupCommit, poolSize: 3, now });
   schemas.set(s, schema);
   return s;
 }
 
 pgDescribe('PostgreSQL', () => {
   storeConformance('postgres', {
-    make: (opts) => make(`${prefix}_${++n}`, opts?.groupCommit),
+    make: (opts) => make(`${prefix}_${++n}`, opts?.groupCommit, opts?.now),
     sibling: (s) => make(schemas.get(s as PostgresMessageStore)!),
     commits: (s) => (s as PostgresMessageStore).insertCommits,
   });
