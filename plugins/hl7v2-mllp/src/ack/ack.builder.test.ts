@@ -50,6 +50,32 @@ describe('buildAck (original mode)', () => {
   });
 });
 
+describe('MSA-2: the control id echoed whole and byte for byte (no ../shared needed)', () => {
+  const withCtl = (ctl: string) => Buffer.from(`MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20240101||ORU^R01^ORU_R01|${ctl}|P|2.5.1\rPID|1||123^^^HOSP^MR\r`, 'latin1');
+  it.each([
+    ['21 characters (one over the 2.3 limit of 20)', 'ABCDEFGHIJ0123456789K'],
+    ['a GUID (36)', '3f2504e0-4f89-11d3-9a0c-0305e82c3301'],
+    ['199 characters (the 2.5+ ST limit)', 'C'.repeat(100) + '9'.repeat(99)],
+    ['escape sequences, kept escaped', 'A\\F\\B\\S\\C\\T\\D\\R\\E\\E\\'],
+    ['a component separator inside', 'CTL^7'],
+    ['spaces and a dot', ' ID 1.2 '],
+  ])('%s', (_what, ctl) => {
+    for (const code of ['AA', 'AE', 'AR'] as const) {
+      const ack = buildAck(readRawHeader(withCtl(ctl)), code, { now, controlId: 'A1', ...(code === 'AA' ? {} : { error: { condition: HL7Error.internal } }) });
+      expect(seg(ack, 'MSA')[2]).toBe(ctl);
+      expect(readAck(ack)).toMatchObject({ code, controlId: ctl });
+    }
+  });
+  it('in enhanced mode (CA and AA) and in a batch ACK too', () => {
+    const ctl = 'X'.repeat(64);
+    const h = readRawHeader(Buffer.from(`MSH|^~\\&|A|B|C|D|2024||ADT^A08|${ctl}|P|2.5.1|||AL|AL\r`, 'latin1'));
+    const acks = acksFor(h, { status: 'accepted' }, 'auto', now);
+    expect(acks.map((a) => readAck(a))).toEqual([expect.objectContaining({ code: 'CA', controlId: ctl }), expect.objectContaining({ code: 'AA', controlId: ctl })]);
+    const batch = buildBatchAck(undefined, readRawHeader(Buffer.from('BHS|^~\\&|A|B|C|D|2024||||B1\r'), 'BHS'), [acks[1]], now);
+    expect(batch).toContain(`\rMSA|AA|${ctl}\r`);
+  });
+});
+
 describe('acksFor (enhanced mode)', () => {
   const h = (m15: string, m16: string) => readRawHeader(msg(`|||${m15}|${m16}`));
   const codes = (acks: string[]) => acks.map((a) => readAck(a)!.code);

@@ -75,6 +75,21 @@ describe('MllpSource on a real socket', () => {
     expect((await ctx.store.listMessages({ sourceId: ctx.id })).map((m) => m.headers.controlId)).toEqual(['HOLD1']);
   });
 
+  it('MSA-2 over the socket: long control ids and escapes come back whole (raw), and are stored as sent', async () => {
+    const { ctx, port } = await startSource();
+    const c = await connect(port);
+    const ids = ['ABCDEFGHIJ0123456789K', 'G'.repeat(199), 'E\\F\\1\\T\\2'];
+    c.write(Buffer.concat(ids.map((id) => frame(adt(id)))));
+    const acks = await c.waitAcks(3);
+    expect(acks.map((a) => field(a, 'MSA', 2))).toEqual(ids);
+    expect(acks.map((a) => readAck(a)!.code)).toEqual(['AA', 'AA', 'AA']);
+    // Stored byte for byte; the header is the decoded value (\\F\\ is |, \\T\\ is &).
+    const stored = await ctx.store.listMessages({ sourceId: ctx.id });
+    const bodies = await Promise.all(stored.map(async (m) => (await ctx.store.getMessage(m.id, { body: true }))!.body!.toString('latin1')));
+    expect(bodies.sort()).toEqual(ids.map((id) => adt(id)).sort());
+    expect(stored.map((m) => m.headers.controlId).sort()).toEqual([ids[0], ids[1], 'E|1&2'].sort());
+  });
+
   it('handles a frame split across packets and several frames in one packet, ACKs in order', async () => {
     const { port } = await startSource();
     const c = await connect(port);
