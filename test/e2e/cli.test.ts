@@ -164,11 +164,9 @@ d('ferry CLI', () => {
     });
     const url = /"admin":"([^"]+)"/.exec(stderr)?.[1];
     expect((await fetch(`${url}/health`)).status).toBe(200);
-    const t0 = Date.now();
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     expect(code).toBe(0);
-    expect(Date.now() - t0).toBeLessThan(10_000);
     expect(stderr).toContain('engine stopped');
   });
 });

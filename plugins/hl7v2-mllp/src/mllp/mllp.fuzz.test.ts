@@ -77,7 +77,7 @@ describe('MLLP fuzz', () => {
     let port: number;
     const clients: RawClient[] = [];
     beforeAll(async () => {
-      ctx = await storeCtx({ maxMessageSize: MAX, maxConnections: 500 });
+      ctx = await storeCtx({ maxMessageSize: MAX, maxConnections: 500 }, { memory: true });
       src = new MllpSource(ctx);
       await src.start();
       port = src.address()!.port;

@@ -112,7 +112,7 @@ export interface RecordingCtx extends SourceContext<MllpSourceConfig> {
  * them under `reject`. As the engine does, `duplicates` is taken out of the source's config and
  * passed with each submit (`keepDuplicatesInConfig` leaves it in, as a source may also be given it).
  */
-export async function storeCtx(config: Partial<MllpSourceConfig>, opts: { keepDuplicatesInConfig?: boolean } = {}): Promise<RecordingCtx> {
+export async function storeCtx(config: Partial<MllpSourceConfig>, opts: { keepDuplicatesInConfig?: boolean; /** an in-memory SQLite database (no fsync per commit: for fuzzing the framing) */ memory?: boolean } = {}): Promise<RecordingCtx> {
   const cfg: MllpSourceConfig = {
     host: '127.0.0.1',
     port: 0,
@@ -130,7 +130,7 @@ export async function storeCtx(config: Partial<MllpSourceConfig>, opts: { keepDu
   const duplicates = cfg.duplicates;
   if (!opts.keepDuplicatesInConfig) delete (cfg as Partial<MllpSourceConfig>).duplicates;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-mllp-src-'));
-  const file = path.join(dir, 'ferry.db');
+  const file = opts.memory ? ':memory:' : path.join(dir, 'ferry.db');
   const store = new SqliteMessageStore({ path: file, logger: silentLogger() });
   const engine = await Engine.create({ logger: silentLogger(), store, config: { store: { kind: 'sqlite', path: file }, admin: { enabled: false } } });
   await store.open();
