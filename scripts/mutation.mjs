@@ -29,7 +29,7 @@ export const modules = {
   'retry-policy': { mutate: ['core/src/store/retry-policy.ts'], tests: ['core/src/store/retry-policy.test.ts'] },
   escape: {
     mutate: ['plugins/hl7v2-mllp/src/hl7v2/escape.ts', 'plugins/hl7v2-mllp/src/hl7v2/delimiters.ts', 'plugins/hl7v2-mllp/src/hl7v2/batch.ts'],
-    tests: ['plugins/hl7v2-mllp/src/hl7v2/codec.test.ts'],
+    tests: ['plugins/hl7v2-mllp/src/hl7v2/escape.test.ts', 'plugins/hl7v2-mllp/src/hl7v2/codec.test.ts'],
   },
   framing: { mutate: ['plugins/hl7v2-mllp/src/mllp/framing.ts'], tests: ['plugins/hl7v2-mllp/src/mllp/framing.test.ts', 'plugins/hl7v2-mllp/src/mllp/mllp.fuzz.test.ts'] },
   ack: { mutate: ['plugins/hl7v2-mllp/src/ack/ack.builder.ts', 'plugins/hl7v2-mllp/src/ack/msh.ts'], tests: ['plugins/hl7v2-mllp/src/ack/ack.builder.test.ts'] },
