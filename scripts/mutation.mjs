@@ -61,7 +61,8 @@ async function run(name, force) {
     jest: {
       projectType: 'custom',
       // The repository's jest config, narrowed to the covering tests, one worker per Stryker runner.
-      config: { ...baseJest, rootDir: root, testMatch: m.tests.map((t) => `<rootDir>/${t}`), maxWorkers: 1 },
+      // rootDir stays the sandbox Stryker runs in (the mutated copy), not this checkout.
+      config: { ...baseJest, testMatch: m.tests.map((t) => `<rootDir>/${t}`), maxWorkers: 1 },
       enableFindRelatedTests: false,
     },
     concurrency: Number(process.env.FERRY_MUTATION_CONCURRENCY ?? 1),
