@@ -82,4 +82,8 @@ describe('retry policy', () => {
     for (const retryAfterMs of [NaN, Infinity, -5, 2000]) expect(nextAttempt(policy, { ...info, retryAfterMs }, now)!.getTime()).toBe(now.getTime() + 2000);
     expect(nextAttempt(policy, { ...info, retryAfterMs: 2001 }, now)!.getTime()).toBe(now.getTime() + 2001);
   });
+
+  it('the default policy: 10 attempts, 1 s doubling to 5 min, +-20 %, for at most 7 days', () => {
+    expect(defaultRetryPolicy).toEqual({ maxAttempts: 10, initialDelayMs: 1000, maxDelayMs: 300_000, multiplier: 2, jitter: 0.2, maxAgeMs: 604_800_000 });
+  });
 });
