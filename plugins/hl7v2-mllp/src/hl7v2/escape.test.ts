@@ -22,6 +22,7 @@ describe('unescapeHl7: every sequence', () => {
     ['a\\.sp99\\b', `a${'\n'.repeat(99)}b`],
     ['a\\.sp100\\b', 'a\nb'],
     ['a\\.spx\\b', 'a\nb'],
+    ['a\\.sp-1\\b', 'a\nb'],
     ['a\\.in+4\\b\\.ti-2\\c\\.ce\\d', 'abcd'],
     ['a\\.sk3\\b', 'a b'],
     ['a\\C2842\\b\\M2442\\c', 'abc'],
@@ -45,6 +46,11 @@ describe('unescapeHl7: every sequence', () => {
     ['not hex', '\\XGG\\', '\\XGG\\'],
     ['a charset switch that is not hex', 'a\\Cxyz\\b', 'a\\Cxyz\\b'],
     ['P without a truncation character', 'a\\P\\b', 'a\\P\\b'],
+    ['hex with junk before the digits', '\\XGG41\\', '\\XGG41\\'],
+    ['hex with junk after the digits', '\\X41GG\\', '\\X41GG\\'],
+    ['a dot command only later in the sequence', 'a\\.zz.in\\b', 'a\\.zz.in\\b'],
+    ['a charset switch with junk first', 'a\\CxC1\\b', 'a\\CxC1\\b'],
+    ['a charset switch with junk last', 'a\\C1x\\b', 'a\\C1x\\b'],
   ])('%s is kept literally', (_what, input, out) => {
     expect(u(input)).toBe(out);
   });
