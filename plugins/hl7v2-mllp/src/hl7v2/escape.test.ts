@@ -38,6 +38,7 @@ describe('unescapeHl7: every sequence', () => {
 
   it.each([
     ['an unterminated escape', 'C:\\path', 'C:\\path'],
+    ['an unterminated known sequence', 'a\\Fx', 'a\\Fx'],
     ['an empty sequence', 'a\\\\b', 'a\\\\b'],
     ['an unknown sequence', 'a\\Q\\b', 'a\\Q\\b'],
     ['an unknown dot command', 'a\\.zz\\b', 'a\\.zz\\b'],
