@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { ConfigError, createLogger, Engine, type Role } from '@ferry/core';
+import { ConfigError, createLogger, Engine, HttpSource, silentLogger, type Role } from '@ferry/core';
 import { CSV_TYPE, memorySinkAborted, memorySinkDeliveries } from '../plugins/csv-patient';
 import { roleTokens, type RoleTokens } from '../support';
 
@@ -385,6 +385,33 @@ describe('engine end to end', () => {
     for (const phi of ['Quixotically', 'Zebulon', 'MRN987654321', 'Xylophonist', 'Perpetua', 'MRN123123999', '1955-11-05']) expect(log).not.toContain(phi);
   });
 
+  it('a source with no duplicates config gets the 24 h window (a fake clock, the same bytes resent over HTTP)', async () => {
+    const dir = tmp();
+    // Only Date is faked (sources stamp receivedAt with it); timers, I/O and the event loop are real.
+    jest.useFakeTimers({ doNotFake: ['hrtime', 'nextTick', 'performance', 'queueMicrotask', 'requestAnimationFrame', 'cancelAnimationFrame', 'requestIdleCallback', 'cancelIdleCallback', 'setImmediate', 'clearImmediate', 'setInterval', 'clearInterval', 'setTimeout', 'clearTimeout'] });
+    let t = Date.parse('2031-03-04T05:06:07.000Z');
+    jest.setSystemTime(t);
+    try {
+      // The hl7v2 plugin reads the control id (MSH-10) the duplicate key is made of.
+      engine = await Engine.create({ logger: silentLogger(), config: baseConfig(dir, { plugins: ['@ferry/plugin-hl7v2-mllp'], admin: { enabled: false }, sources: { web: { type: 'http', host: '127.0.0.1', port: 0, path: '/in' } } }) });
+      await engine.start();
+      const url = engine.source<HttpSource>('web')!.url;
+      const body = 'MSH|^~\\&|APP|FAC|FERRY|HOSP|20250101120000||ADT^A08^ADT_A01|WIN24|P|2.5.1\rPID|1||W1^^^HOSP^MR||DOE^W\r';
+      const post = async () => (await (await fetch(url, { method: 'POST', headers: { 'content-type': 'application/hl7-v2' }, body })).json()) as { id: string; duplicate?: boolean };
+      const first = await post();
+      jest.setSystemTime((t += 24 * 3600_000 - 1));
+      expect(await post()).toEqual({ id: first.id, duplicate: true });
+      jest.setSystemTime((t += 2));
+      const later = await post();
+      expect(later.duplicate).toBeUndefined();
+      expect(later.id).not.toBe(first.id);
+    } finally {
+      await engine?.stop();
+      engine = undefined;
+      jest.useRealTimers();
+    }
+  });
+
   it('refuses a bad config listing every problem by path', async () => {
     await expect(
       Engine.create({
@@ -395,16 +422,18 @@ describe('engine end to end', () => {
         },
       }),
     ).rejects.toThrow(ConfigError);
-    try {
-      await Engine.create({
-        config: { sinks: { archive: { type: 'file', dir: '/tmp/x', format: 'xml' } }, routes: [{ id: 'r', from: ['ghost'], to: ['archive', 'fihr'] }] },
-      });
-    } catch (e) {
-      const problems = (e as ConfigError).problems.map((p) => `${p.path}: ${p.message}`);
-      expect(problems).toEqual(
-        expect.arrayContaining([expect.stringMatching(/^sinks\.archive\.format: /), 'routes[0].from[0]: unknown source "ghost"', expect.stringMatching(/^routes\[0\]\.to\[1\]: unknown sink "fihr"/)]),
-      );
-    }
+    // The refusal itself, not a catch that would pass if nothing were thrown.
+    const e = await Engine.create({
+      config: { sinks: { archive: { type: 'file', dir: '/tmp/x', format: 'xml' } }, routes: [{ id: 'r', from: ['ghost'], to: ['archive', 'fihr'] }] },
+    }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(e).toBeInstanceOf(ConfigError);
+    const problems = (e as ConfigError).problems.map((p) => `${p.path}: ${p.message}`);
+    expect(problems).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^sinks\.archive\.format: /), 'routes[0].from[0]: unknown source "ghost"', expect.stringMatching(/^routes\[0\]\.to\[1\]: unknown sink "fihr"/)]),
+    );
   });
 
   it('keeps every accepted message across a stop and restart: unprocessed work resumes', async () => {

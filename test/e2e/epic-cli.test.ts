@@ -4,12 +4,12 @@ import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { requires } from '../support/requires';
 
 const root = path.resolve(__dirname, '../..');
 const cli = path.join(root, 'core/dist/cli/main.js');
 const built = existsSync(cli) && existsSync(path.join(root, 'plugins/epic/dist/index.js'));
-if (!built) console.warn('skipped: the CLI / epic plugin is not built (npm test builds it first)');
-const d = built ? describe : describe.skip;
+const d = requires({ ok: built, reason: 'the CLI or the epic plugin is not built (run npm run build)' });
 
 d('ferry epic jwks (built CLI)', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-epic-cli-'));

@@ -6,12 +6,12 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { requires } from '../support/requires';
 
 const root = path.resolve(__dirname, '../..');
 const cli = path.join(root, 'core/dist/cli/main.js');
 const built = existsSync(cli) && existsSync(path.join(root, 'plugins/hl7v2-mllp/dist/mllp/mllp.source.js'));
-if (!built) console.warn(`skipped: ${cli} or the hl7v2-mllp plugin is not built (npm test builds them first)`);
-const d = built ? describe : describe.skip;
+const d = requires({ ok: built, reason: 'the CLI or the hl7v2-mllp plugin is not built (run npm run build)' });
 
 const adt = (ctl: string) => `MSH|^~\\&|CLI|FAC|FERRY|HOSP|20240101120000||ADT^A04^ADT_A01|${ctl}|P|2.5.1\nPID|1||55^^^HOSP^MR||DOE^JO\n`;
 

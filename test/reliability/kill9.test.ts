@@ -11,13 +11,13 @@ import Database from 'better-sqlite3';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { adt, builtCli, cli, freePort, killHard, ResendingMllpSender, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
+import { adt, cliBuilt, freePort, killHard, ResendingMllpSender, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
+import { requires } from '../support/requires';
 
 const N = Number(process.env.FERRY_RELIABILITY_MESSAGES ?? 5000);
 const CONNECTIONS = 10;
 
-if (!builtCli) console.warn(`skipped: ${cli} or the hl7v2-mllp plugin is not built (npm test builds them first)`);
-const d = builtCli ? describe : describe.skip;
+const d = requires(cliBuilt);
 
 function outputControlIds(dir: string): { lines: number; ids: Set<string> } {
   const ids = new Set<string>();

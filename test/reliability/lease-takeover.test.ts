@@ -14,11 +14,12 @@ import { createLogger, Engine } from '@ferry/core';
 import { CSV_TYPE, memorySinkDeliveries } from '../plugins/csv-patient';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy';
 import { PG_URL, pgSuite, waitFor } from './support';
+import { pgRequirement, requires } from '../support/requires';
 
 const pluginPath = path.resolve(__dirname, '../plugins/csv-patient');
 
-describe('a delivery taken over by another instance after its lease ran out', () => {
-  const { schema, engines, reachable } = pgSuite('ferry_lease');
+requires(pgRequirement())('a delivery taken over by another instance after its lease ran out', () => {
+  const { schema, engines } = pgSuite('ferry_lease');
 
   async function instance(url: string, sink: Record<string, unknown>, lines: string[]): Promise<Engine> {
     const logger = createLogger(
@@ -48,7 +49,6 @@ describe('a delivery taken over by another instance after its lease ran out', ()
   }
 
   it('while both instances are healthy, a sink call longer than the lease is not taken over', async () => {
-    if (!reachable()) return;
     memorySinkDeliveries.delete('mem');
     const linesA: string[] = [];
     const linesB: string[] = [];
@@ -68,7 +68,6 @@ describe('a delivery taken over by another instance after its lease ran out', ()
   }, 30_000);
 
   it("keeps the taking-over instance's outcome; the late one is dropped and logged", async () => {
-    if (!reachable()) return;
     memorySinkDeliveries.delete('mem');
     const upstream = new globalThis.URL(PG_URL);
     const proxy: TcpProxy = await startTcpProxy(upstream.hostname, Number(upstream.port || 5432));

@@ -10,7 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Patient } from '@medplum/fhirtypes';
 import { startFhirServer, type FhirTestServer } from '../support';
-import { adt, builtCli, cli, freePort, killHard, ResendingMllpSender, sleep, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
+import { adt, cliBuilt, freePort, killHard, ResendingMllpSender, sleep, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
+import { requires } from '../support/requires';
 
 const OUTAGE_MS = Number(process.env.FERRY_RELIABILITY_OUTAGE_MS ?? 30_000);
 const PATIENTS = 40;
@@ -19,8 +20,7 @@ const DURING = 200;
 const AFTER = 40;
 const TOTAL = BEFORE + DURING + AFTER;
 
-if (!builtCli) console.warn(`skipped: ${cli} or the hl7v2-mllp plugin is not built (npm test builds them first)`);
-const d = builtCli ? describe : describe.skip;
+const d = requires(cliBuilt);
 
 d('FHIR sink outage under load', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-outage-'));

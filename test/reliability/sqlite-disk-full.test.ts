@@ -14,7 +14,8 @@ import path from 'node:path';
 import type Database from 'better-sqlite3';
 import 'reflect-metadata';
 import { Engine } from '@ferry/core';
-import { builtCli, countingLogger, startOutageEngine, deliveredControlIds, sleep, startLoad } from './support';
+import { cliBuilt, countingLogger, startOutageEngine, deliveredControlIds, sleep, startLoad } from './support';
+import { requires } from '../support/requires';
 
 const hl7 = (n: number) =>
   Buffer.from(
@@ -22,15 +23,12 @@ const hl7 = (n: number) =>
       `OBX|1|TX|NOTE^Note||${'x'.repeat(2000)}||||||F\r`,
   );
 
-describe('an engine on SQLite whose disk fills up under load', () => {
+// The engine loads @ferry/plugin-hl7v2-mllp from its dist.
+requires(cliBuilt)('an engine on SQLite whose disk fills up under load', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-diskfull-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('refuses while full, is not ready meanwhile, delivers every acknowledged message and is idle within seconds after', async () => {
-    if (!builtCli) {
-      console.warn('skipped: build the packages first (npm run build)');
-      return;
-    }
     const out = path.join(dir, 'out');
     const { logger, logs, problems } = countingLogger();
     const engine = await startOutageEngine({ kind: 'sqlite', path: path.join(dir, 'ferry.db') }, out, logger);

@@ -10,15 +10,18 @@ import type { Logger } from 'winston';
 import { createLogger, Engine } from '@ferry/core';
 import net from 'node:net';
 import path from 'node:path';
+import { cliRequirement, TEST_PG_URL } from '../support/requires';
 
 export const root = path.resolve(__dirname, '../..');
 export const cli = path.join(root, 'core/dist/cli/main.js');
 export const builtCli = existsSync(cli) && existsSync(path.join(root, 'plugins/hl7v2-mllp/dist/index.js'));
+/** The built CLI and hl7v2-mllp plugin: suites that start engine processes need them (see requires()). */
+export const cliBuilt = cliRequirement('hl7v2-mllp');
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The PostgreSQL the proofs that need one use (CI has it at 127.0.0.1:5432, database test). */
-export const PG_URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+export const PG_URL = TEST_PG_URL;
 
 export async function pgReachable(): Promise<boolean> {
   const c = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2000 });
@@ -32,23 +35,18 @@ export async function pgReachable(): Promise<boolean> {
 }
 
 /**
- * For a suite of in-process engines on a throwaway PostgreSQL schema (`<prefix>_<random>`):
- * checks PostgreSQL once (the suite's tests return early, with a visible message, without it),
- * and after the suite stops every engine pushed to `engines` and drops the schema.
+ * For a suite of in-process engines on a throwaway PostgreSQL schema (`<prefix>_<random>`), inside
+ * a `requires(pgRequirement())` suite (skipped visibly without PostgreSQL, failed in CI): after the
+ * suite stops every engine pushed to `engines` and drops the schema.
  */
-export function pgSuite(prefix: string): { schema: string; engines: Engine[]; reachable: () => boolean } {
+export function pgSuite(prefix: string): { schema: string; engines: Engine[] } {
   const schema = `${prefix}_${Math.random().toString(16).slice(2, 10)}`;
   const engines: Engine[] = [];
-  let reachable = false;
-  beforeAll(async () => {
-    reachable = await pgReachable();
-    if (!reachable) console.warn(`skipped: PostgreSQL not reachable at ${PG_URL}`);
-  });
   afterAll(async () => {
     for (const e of engines) await e.stop().catch(() => undefined);
-    if (reachable) await dropSchema(schema);
+    await dropSchema(schema);
   });
-  return { schema, engines, reachable: () => reachable };
+  return { schema, engines };
 }
 
 /** Drops a schema the proof made (and everything in it). */

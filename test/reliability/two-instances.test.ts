@@ -12,7 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { PostgresMessageStore, silentLogger } from '@ferry/core';
-import { adt, builtCli, cli, dropSchema, killHard, PG_URL, pgReachable, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
+import { adt, cli, cliBuilt, dropSchema, killHard, PG_URL, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
+import { pgRequirement, requires } from '../support/requires';
 
 const N = Number(process.env.FERRY_RELIABILITY_MESSAGES ?? 5000);
 const PATIENTS = 100;
@@ -20,31 +21,22 @@ const LEASE_MS = 3000;
 const WORKERS = 8;
 
 
-describe('two engine processes on one PostgreSQL store', () => {
+requires(pgRequirement(), cliBuilt)('two engine processes on one PostgreSQL store', () => {
   const schema = `ferry_rel_${randomBytes(4).toString('hex')}`;
   const url = `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${schema}`)}`;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-two-'));
   const engines: EngineProcess[] = [];
   let server: Server | undefined;
-  let reachable = false;
-
-  beforeAll(async () => {
-    reachable = await pgReachable();
-    if (!reachable) console.warn(`skipped: PostgreSQL not reachable at ${PG_URL}`);
-    if (!builtCli) console.warn(`skipped: ${cli} or the hl7v2-mllp plugin is not built (npm test builds them first)`);
-  });
 
   afterAll(async () => {
     for (const e of engines) await killHard(e);
     await new Promise((r) => (server ? server.close(r) : r(undefined)));
     server?.closeAllConnections();
-    if (reachable) await dropSchema(schema);
+    await dropSchema(schema);
     rmSync(dir, { recursive: true, force: true });
   });
 
   it(`drain ${N} queued messages: exactly once while both run, per-patient order kept, the survivor finishes after a SIGKILL`, async () => {
-    if (!reachable || !builtCli) return;
-
     // The idempotency-checking sink: records each control id, by which instance, in arrival order.
     const received = new Map<string, number>();
     const byInstance: Record<string, number> = {};

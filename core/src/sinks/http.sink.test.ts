@@ -108,10 +108,9 @@ describe('HttpSink (real HTTP server on 127.0.0.1)', () => {
   });
 
   it('a timeout is retryable', async () => {
+    // The server would answer 204 after 500 ms: failing with DELIVERY_TIMEOUT means the 100 ms timeout fired first.
     handler = (_q, res) => setTimeout(() => res.writeHead(204).end(), 500);
-    const started = Date.now();
     const e = await fail(sink({ timeoutMs: 100 }));
-    expect(Date.now() - started).toBeLessThan(450);
     expect(e.retryable).toBe(true);
     expect(e.code).toBe('FERRY_E_DELIVERY_TIMEOUT');
   });
@@ -124,11 +123,10 @@ describe('HttpSink (real HTTP server on 127.0.0.1)', () => {
     };
     const abort = new AbortController();
     const d = { ...delivery(patientBundle('MRN-1')), signal: abort.signal };
-    const started = Date.now();
     const gaveUp = new FerryError('DELIVERY_TIMEOUT', 'given up', { kind: 'transient', retryable: true });
     setTimeout(() => abort.abort(gaveUp), 100);
+    // The server answers only after 5 s and the sink's timeout is 4 s: failing with the abort's own error means the abort ended it.
     const e = await fail(sink({ timeoutMs: 4000 }), d);
-    expect(Date.now() - started).toBeLessThan(2000);
     expect(e).toBe(gaveUp);
     await new Promise((r) => setTimeout(r, 50));
     expect(closed).toBe(true);

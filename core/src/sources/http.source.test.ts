@@ -1,3 +1,4 @@
+import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -42,6 +43,27 @@ describe('HttpSource (real fastify listener, real SQLite store)', () => {
     expect(m).toMatchObject({ sourceId: 'src', contentType: 'application/hl7-v2', status: 'received' });
     expect(m!.headers.controlId).toBe('H1');
     expect(m!.body!.toString('latin1')).toBe(adt('H1'));
+  });
+
+  it('answers nothing while the commit is held: a second connection holds the SQLite write lock for 300 ms', async () => {
+    const other = new Database(path.join(tmp, 'ferry.db'));
+    let answered: number | undefined;
+    let r: Promise<Response>;
+    try {
+      other.exec('BEGIN IMMEDIATE');
+      r = post(adt('HOLD1'), 'application/hl7-v2');
+      void r.then(() => (answered = Date.now()));
+      await new Promise((res) => setTimeout(res, 300));
+      // The insert is waiting for the lock: no answer yet, and nothing stored.
+      expect(answered).toBeUndefined();
+    } finally {
+      other.exec('COMMIT');
+      other.close();
+    }
+    const res = await r;
+    expect(res.status).toBe(202);
+    const { id } = await json(res);
+    expect((await store.getMessage(id))!.headers.controlId).toBe('HOLD1');
   });
 
   it.each(['text/plain; charset=utf-8', 'x-application/hl7-v2+er7'])('accepts HL7 as %s', async (ct) => {

@@ -7,8 +7,8 @@ import { issuesOf, type DataQualityIssue, type MessageStatus } from '../model/me
 import type { MessageStore, NewMessage, ProcessedMessage } from './message-store';
 
 export interface StoreHarness {
-  /** A new, empty, unopened store. `groupCommit` as in the config. */
-  make(opts?: { groupCommit?: { maxBatch?: number } }): MessageStore;
+  /** A new, empty, unopened store. `groupCommit` as in the config; `now` its clock (a fake one in tests). */
+  make(opts?: { groupCommit?: { maxBatch?: number }; now?: () => number }): MessageStore;
   /** A second store on the same database (another engine process). */
   sibling?(store: MessageStore): MessageStore;
   /** Number of insert transactions committed so far by the store (group-commit check). */
@@ -326,6 +326,47 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(r[1]).toMatchObject({ duplicate: true, duplicateOf: r[0].id, stored: false });
         const many = await Promise.all(Array.from({ length: 8 }, () => store.insert([msg({}, 'DUP-7')], dup('ignore'))));
         expect(many.flat().filter((x) => x.stored)).toHaveLength(1);
+      });
+    });
+
+    describe('duplicate window boundaries (a fake store clock; byte-identical resends)', () => {
+      const HOUR = 3600_000;
+      // A resend of the same bytes, received `afterMs` after the first on the store's clock.
+      async function resendAfter(windowMs: number, afterMs: number, policy: 'ignore' | 'accept' | 'reject' = 'ignore') {
+        let t = Date.parse('2031-03-04T05:06:07.000Z');
+        const s = h.make({ now: () => t });
+        extra.push(s);
+        await s.open();
+        const ctl = `WIN-${windowMs}-${afterMs}-${policy}`;
+        const [first] = await s.insert([msg({}, ctl)], { duplicates: { policy, windowMs } });
+        t += afterMs;
+        const [again] = await s.insert([msg({}, ctl)], { duplicates: { policy, windowMs } });
+        return { first, again };
+      }
+
+      it.each([
+        ['1 s', 1000],
+        ['the 24 h default', 24 * HOUR],
+      ])('%s window: 1 ms inside is a duplicate, 1 ms outside is a new message', async (_name, windowMs) => {
+        const inside = await resendAfter(windowMs, windowMs - 1);
+        expect(inside.first).toMatchObject({ duplicate: false, stored: true });
+        expect(inside.again).toEqual({ id: inside.first.id, duplicate: true, duplicateOf: inside.first.id, stored: false });
+        const outside = await resendAfter(windowMs, windowMs + 1);
+        expect(outside.again).toMatchObject({ duplicate: false, stored: true });
+        expect(outside.again.id).not.toBe(outside.first.id);
+      });
+
+      it('24 h window: a resend 23 h 59 min later is a duplicate, 5x the window later is not', async () => {
+        expect((await resendAfter(24 * HOUR, 24 * HOUR - 60_000)).again).toMatchObject({ duplicate: true, stored: false });
+        expect((await resendAfter(24 * HOUR, 5 * 24 * HOUR)).again).toMatchObject({ duplicate: false, stored: true });
+      });
+
+      it('accept and reject see the same window', async () => {
+        const acc = await resendAfter(24 * HOUR, 24 * HOUR - 1, 'accept');
+        expect(acc.again).toMatchObject({ duplicate: true, duplicateOf: acc.first.id, stored: true });
+        expect((await resendAfter(24 * HOUR, 24 * HOUR + 1, 'accept')).again).toMatchObject({ duplicate: false, stored: true });
+        expect((await resendAfter(24 * HOUR, 24 * HOUR - 1, 'reject')).again).toMatchObject({ duplicate: true, stored: false });
+        expect((await resendAfter(24 * HOUR, 24 * HOUR + 1, 'reject')).again).toMatchObject({ duplicate: false, stored: true });
       });
     });
 

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { pgRequirement, requires, TEST_PG_URL } from '../../../test/support/requires';
 import { startTcpProxy, type TcpProxy } from '../../../test/support/tcp-proxy';
 import { deliveryOutcome } from '../delivery/dispatcher';
 import { FerryError } from '../errors';
@@ -10,12 +11,15 @@ import { PostgresMessageStore } from './postgres.store';
 import { defaultRetryPolicy } from './retry-policy';
 import { migrations, SCHEMA_VERSION } from './schema';
 
-const URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const URL = TEST_PG_URL;
+// Without PostgreSQL: every suite here skipped visibly (locally) or failed (CI=true).
+const pgDescribe = requires(pgRequirement(URL));
 const prefix = `ferry_test_${randomBytes(4).toString('hex')}`;
 const schemas = new Map<PostgresMessageStore, string>();
 let n = 0;
 
 afterAll(async () => {
+  if (!schemas.size) return; // nothing made (PostgreSQL absent: the suites were skipped)
   const c = new pg.Client({ connectionString: URL });
   await c.connect();
   try {
@@ -25,28 +29,30 @@ afterAll(async () => {
   }
 });
 
-function make(schema: string, groupCommit?: { maxBatch?: number }): PostgresMessageStore {
-  const s = new PostgresMessageStore({ url: URL, schema, logger: silentLogger(), groupCommit, poolSize: 3 });
+function make(schema: string, groupCommit?: { maxBatch?: number }, now?: () => number): PostgresMessageStore {
+  const s = new PostgresMessageStore({ url: URL, schema, logger: silentLogger(), groupCommit, poolSize: 3, now });
   schemas.set(s, schema);
   return s;
 }
 
-storeConformance('postgres', {
-  make: (opts) => make(`${prefix}_${++n}`, opts?.groupCommit),
-  sibling: (s) => make(schemas.get(s as PostgresMessageStore)!),
-  commits: (s) => (s as PostgresMessageStore).insertCommits,
-  rawSql: async (s, sql) => {
-    const c = new pg.Client({ connectionString: URL, options: `-c search_path=${schemas.get(s as PostgresMessageStore)}` });
-    await c.connect();
-    try {
-      await c.query(sql);
-    } finally {
-      await c.end();
-    }
-  },
+pgDescribe('PostgreSQL', () => {
+  storeConformance('postgres', {
+    make: (opts) => make(`${prefix}_${++n}`, opts?.groupCommit, opts?.now),
+    sibling: (s) => make(schemas.get(s as PostgresMessageStore)!),
+    commits: (s) => (s as PostgresMessageStore).insertCommits,
+    rawSql: async (s, sql) => {
+      const c = new pg.Client({ connectionString: URL, options: `-c search_path=${schemas.get(s as PostgresMessageStore)}` });
+      await c.connect();
+      try {
+        await c.query(sql);
+      } finally {
+        await c.end();
+      }
+    },
+  });
 });
 
-describe('PostgresMessageStore specifics', () => {
+pgDescribe('PostgresMessageStore specifics', () => {
   it('the audit trail is append-only in the database too: UPDATE is refused, retention may DELETE', async () => {
     const schema = `${prefix}_audit`;
     const s = make(schema);
@@ -315,9 +321,8 @@ describe('PostgresMessageStore specifics', () => {
     try {
       await s.insert(oneMsg());
       proxy.blackhole();
-      const t0 = Date.now();
+      // Without queryTimeoutMs the insert would wait for ever (the proxy drops everything): failing at all is the timeout.
       await expect(s.insert(oneMsg())).rejects.toMatchObject({ kind: 'transient' });
-      expect(Date.now() - t0).toBeLessThan(3000);
       expect(s.reachable()).toBe(false);
       await backAfterRestore(s, proxy);
     } finally {

@@ -16,7 +16,7 @@ let n = 0;
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 storeConformance('sqlite', {
-  make: (opts) => new SqliteMessageStore({ path: path.join(dir, `t${++n}.db`), logger: silentLogger(), groupCommit: opts?.groupCommit }),
+  make: (opts) => new SqliteMessageStore({ path: path.join(dir, `t${++n}.db`), logger: silentLogger(), groupCommit: opts?.groupCommit, now: opts?.now }),
   sibling: (s) => new SqliteMessageStore({ path: (s as SqliteMessageStore).file, logger: silentLogger() }),
   commits: (s) => (s as SqliteMessageStore).insertCommits,
   rawSql: async (s, sql) => {

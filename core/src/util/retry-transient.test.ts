@@ -22,11 +22,20 @@ describe('retryTransient', () => {
     n = 0;
     await expect(retryTransient(async () => Promise.reject((n++, new Error('boom'))), { ...opts, budgetMs: 1000 })).rejects.toThrow('boom');
     expect(n).toBe(1);
-    n = 0;
-    const t0 = Date.now();
-    await expect(retryTransient(async () => Promise.reject((n++, transient())), { ...opts, budgetMs: 60 })).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_CONNECTION' });
-    const took = Date.now() - t0;
-    expect(took).toBeLessThan(200);
-    expect(n).toBeGreaterThan(5); // 1, 2, 4, 4, 4 ... ms apart
+  });
+
+  it('spends the budget on a fake clock: waits 1, 2, 4, 4 ... ms, gives up before the next wait would pass it', async () => {
+    jest.useFakeTimers();
+    try {
+      const t0 = Date.now();
+      const at: number[] = [];
+      const p = retryTransient(async () => Promise.reject((at.push(Date.now() - t0), transient())), { ...opts, budgetMs: 60 }).catch((e: unknown) => e);
+      await jest.advanceTimersByTimeAsync(1000);
+      expect(await p).toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_CONNECTION' });
+      // tries at 0, 1, 3, 7, 11 ... 59 ms; 59 + 4 > 60: the last failure is thrown
+      expect(at).toEqual([0, 1, 3, ...Array.from({ length: 14 }, (_, i) => 7 + 4 * i)]);
+    } finally {
+      jest.useRealTimers();
+    }
   });
 });

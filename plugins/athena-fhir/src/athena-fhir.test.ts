@@ -325,9 +325,8 @@ describe('athena-fhir sink', () => {
       const before = sim.apiRequests('/fhir/r4/QuestionnaireResponse').length;
       const abort = new AbortController();
       setTimeout(() => abort.abort(new Error('deliveryTimeoutMs')), 100);
-      const t0 = Date.now();
+      // The simulator would answer (201) after 3 s: a rejection is the abort's.
       await expect(sink().deliver({ ...delivery(qr({ reference: `Patient/a-${PRACTICE}.E-502` })), signal: abort.signal })).rejects.toThrow();
-      expect(Date.now() - t0).toBeLessThan(2000);
       await new Promise((r) => setTimeout(r, 200));
       expect(sim.apiRequests('/fhir/r4/QuestionnaireResponse').length - before).toBe(1);
     } finally {

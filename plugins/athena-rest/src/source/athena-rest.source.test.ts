@@ -1,6 +1,7 @@
 import { createLogger, PostgresMessageStore, silentLogger, type MessageStore } from '@ferry/core';
 import { Writable } from 'node:stream';
 import { Client } from 'pg';
+import { itRequires, pgRequirement, TEST_PG_URL } from '../../../../test/support/requires';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../../../../test/simulators/athena';
 import { configFor, openStore, sourceContext, tempDir } from '../__fixtures__/harness';
 import { AthenaRestTransform, parseEnvelope } from '../transform/athena.to-fhir';
@@ -107,16 +108,11 @@ describe('athena-rest source', () => {
     await crashCase('sqlite', () => openStore(dir));
   });
 
-  it('loses no event when the engine dies between a changed-feed GET and the store commit (PostgreSQL)', async () => {
-    const url = 'postgres://postgres@127.0.0.1:5432/test';
+  itRequires(pgRequirement())('loses no event when the engine dies between a changed-feed GET and the store commit (PostgreSQL)', async () => {
+    const url = TEST_PG_URL;
     const schema = `athena_crash_${process.pid}_${Date.now() % 100000}`;
     const probe = new Client({ connectionString: url, connectionTimeoutMillis: 1000 });
-    try {
-      await probe.connect();
-    } catch {
-      console.warn('skipped: PostgreSQL at 127.0.0.1:5432 not reachable');
-      return;
-    }
+    await probe.connect();
     try {
       await crashCase('pg', async () => {
         const st = new PostgresMessageStore({ url, schema, logger: silentLogger() });

@@ -66,7 +66,7 @@ describe('bulk export client', () => {
     // Garbage not yet collected counts in heapUsed, so the bound is loose on a busy machine; holding
     // the parsed export would need several times the NDJSON size (~34 MB of text -> >150 MB of objects).
     expect(peakHeap).toBeLessThan(Math.max(96e6, bytes * 2));
-    expect(ms).toBeLessThan(30_000);
+    // (the time is a figure in the log line above, not asserted: speed belongs in bench/)
     await bulk.deleteJob(statusUrl);
     expect(epic.jobs.get(job.id)?.deleted).toBe(true);
   });

@@ -1,4 +1,4 @@
-import { acksFor, buildAck, buildBatchAck, HL7Error, readAck } from './ack.builder';
+import { acksFor, buildAck, buildBatchAck, hl7Timestamp, HL7Error, isEnhanced, nextAckControlId, readAck } from './ack.builder';
 import { readRawHeader } from './msh';
 
 const now = new Date(Date.UTC(2024, 0, 2, 3, 4, 5, 6));
@@ -50,6 +50,32 @@ describe('buildAck (original mode)', () => {
   });
 });
 
+describe('MSA-2: the control id echoed whole and byte for byte (no ../shared needed)', () => {
+  const withCtl = (ctl: string) => Buffer.from(`MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20240101||ORU^R01^ORU_R01|${ctl}|P|2.5.1\rPID|1||123^^^HOSP^MR\r`, 'latin1');
+  it.each([
+    ['21 characters (one over the 2.3 limit of 20)', 'ABCDEFGHIJ0123456789K'],
+    ['a GUID (36)', '3f2504e0-4f89-11d3-9a0c-0305e82c3301'],
+    ['199 characters (the 2.5+ ST limit)', 'C'.repeat(100) + '9'.repeat(99)],
+    ['escape sequences, kept escaped', 'A\\F\\B\\S\\C\\T\\D\\R\\E\\E\\'],
+    ['a component separator inside', 'CTL^7'],
+    ['spaces and a dot', ' ID 1.2 '],
+  ])('%s', (_what, ctl) => {
+    for (const code of ['AA', 'AE', 'AR'] as const) {
+      const ack = buildAck(readRawHeader(withCtl(ctl)), code, { now, controlId: 'A1', ...(code === 'AA' ? {} : { error: { condition: HL7Error.internal } }) });
+      expect(seg(ack, 'MSA')[2]).toBe(ctl);
+      expect(readAck(ack)).toMatchObject({ code, controlId: ctl });
+    }
+  });
+  it('in enhanced mode (CA and AA) and in a batch ACK too', () => {
+    const ctl = 'X'.repeat(64);
+    const h = readRawHeader(Buffer.from(`MSH|^~\\&|A|B|C|D|2024||ADT^A08|${ctl}|P|2.5.1|||AL|AL\r`, 'latin1'));
+    const acks = acksFor(h, { status: 'accepted' }, 'auto', now);
+    expect(acks.map((a) => readAck(a))).toEqual([expect.objectContaining({ code: 'CA', controlId: ctl }), expect.objectContaining({ code: 'AA', controlId: ctl })]);
+    const batch = buildBatchAck(undefined, readRawHeader(Buffer.from('BHS|^~\\&|A|B|C|D|2024||||B1\r'), 'BHS'), [acks[1]], now);
+    expect(batch).toContain(`\rMSA|AA|${ctl}\r`);
+  });
+});
+
 describe('acksFor (enhanced mode)', () => {
   const h = (m15: string, m16: string) => readRawHeader(msg(`|||${m15}|${m16}`));
   const codes = (acks: string[]) => acks.map((a) => readAck(a)!.code);
@@ -83,5 +109,83 @@ describe('buildBatchAck', () => {
     expect(lines[0].split('|').slice(2, 6)).toEqual(['EHR', 'CLINIC', 'LAB', 'HOSP']);
     expect(lines.filter((l) => l.startsWith('MSA'))).toHaveLength(2);
     expect(lines[lines.length - 1]).toBe('BTS|2');
+  });
+});
+
+describe('ACK details a receiver reads', () => {
+  it('timestamps in UTC with zero padding; ACK control ids unique and at most 20 characters', () => {
+    expect(hl7Timestamp(new Date(Date.UTC(2024, 8, 7, 6, 5, 4, 3)))).toBe('20240907060504.003+0000');
+    expect(hl7Timestamp(new Date(Date.UTC(2024, 11, 31, 23, 59, 59, 999)))).toBe('20241231235959.999+0000');
+    const ids = Array.from({ length: 500 }, () => nextAckControlId());
+    expect(new Set(ids).size).toBe(500);
+    for (const id of ids) expect(id.length).toBeLessThanOrEqual(20);
+    expect(ids[0].startsWith('F')).toBe(true);
+  });
+
+  it('ERR layout by version: 2.5 and later ERR-2/3/4 (and 2.10 > 2.5), before 2.5 ERR-1; no version: the current layout', () => {
+    const err = { condition: HL7Error.dataType, location: { segment: 'PID', sequence: 1, field: 7, component: 1 }, severity: 'W' as const, detail: 'a|b' };
+    const at = (v: string) => buildAck(readRawHeader(Buffer.from(`MSH|^~\\&|A|B|C|D|2024||ADT^A08|X|P|${v}\r`, 'latin1')), 'AE', { now, error: err });
+    for (const v of ['2.5', '2.5.1', '2.10', '3.0']) {
+      const e = seg(at(v), 'ERR');
+      expect(e.slice(1, 5)).toEqual(['', 'PID^1^7^1', '102^Data type error^HL70357', 'W']);
+      expect(e[8]).toBe('a\\F\\b');
+    }
+    for (const v of ['2.4', '2.3.1', '1.9']) expect(seg(at(v), 'ERR')).toEqual(['ERR', 'PID^1^7^102&Data type error&HL70357']);
+    expect(seg(at('x'), 'ERR')[3]).toBe('102^Data type error^HL70357');
+  });
+
+  it('ERR-2 without field or component is trimmed; without location empty; without detail ERR ends at ERR-4', () => {
+    const h = readRawHeader(msg());
+    const e1 = seg(buildAck(h, 'AR', { now, error: { condition: HL7Error.internal, location: { segment: 'MSH' } } }), 'ERR');
+    expect(e1).toEqual(['ERR', '', 'MSH^1', '207^Application internal error^HL70357', 'E']);
+    const e2 = seg(buildAck(h, 'AR', { now, error: { condition: HL7Error.internal } }), 'ERR');
+    expect(e2).toEqual(['ERR', '', '', '207^Application internal error^HL70357', 'E']);
+    const old = readRawHeader(Buffer.from('MSH|^~\\&|A|B|C|D|2024||ADT^A08|X1|P|2.3\r', 'latin1'));
+    expect(seg(buildAck(old, 'AE', { now, error: { condition: HL7Error.internal } }), 'ERR')).toEqual(['ERR', '^^^207&Application internal error&HL70357']);
+  });
+
+  it('MSA-3: the detail, else the condition text; line breaks become spaces, every delimiter escaped', () => {
+    const h = readRawHeader(msg());
+    expect(seg(buildAck(h, 'AR', { now, error: { condition: HL7Error.duplicateKey } }), 'MSA')[3]).toBe('Duplicate key identifier');
+    const m = seg(buildAck(h, 'AR', { now, error: { condition: HL7Error.internal, detail: 'a\r\nb^c~d&e\\f' } }), 'MSA');
+    expect(m[3]).toBe('a b\\S\\c\\R\\d\\T\\e\\E\\f');
+    expect(buildAck(h, 'AA', { now, controlId: 'A' })).toContain('\rMSA|AA|CTL-42\r');
+  });
+
+  it('no MSH: standard delimiters, version 2.5.1, processing id P, ACK^^ACK', () => {
+    const ack = buildAck(undefined, 'AR', { now, controlId: 'Q' });
+    expect(ack).toBe('MSH|^~\\&|||||20240102030405.006+0000||ACK^^ACK|Q|P|2.5.1\rMSA|AR|\r');
+  });
+
+  it('isEnhanced: original mode never; MSH-15 or MSH-16 valued; neither not', () => {
+    const h = (a: string, b: string) => readRawHeader(msg(`|||${a}|${b}`));
+    expect(isEnhanced(h('AL', ''), 'auto')).toBe(true);
+    expect(isEnhanced(h('', 'AL'), 'auto')).toBe(true);
+    expect(isEnhanced(h('', ''), 'auto')).toBe(false);
+    expect(isEnhanced(h('AL', 'AL'), 'original')).toBe(false);
+    expect(isEnhanced(undefined, 'auto')).toBe(false);
+    // an unknown or empty condition in enhanced mode: answered (a sender is never left waiting)
+    expect(acksFor(h('XX', ''), { status: 'accepted' }, 'auto', now).map((a) => readAck(a)!.code)).toEqual(['CA', 'AA']);
+    expect(acksFor(h('ER', 'ER'), { status: 'error', error: { condition: HL7Error.internal } }, 'auto', now).map((a) => readAck(a)!.code)).toEqual(['CE', 'AE']);
+  });
+
+  it('a file batch: FHS and BHS, BTS count, FTS 1; trailing empty header fields trimmed', () => {
+    const fhs = readRawHeader(Buffer.from('FHS|^~\\&|LAB|HOSP|EHR|CLINIC|2024||||F1\r'), 'FHS');
+    const a = buildAck(readRawHeader(msg()), 'AA', { now, controlId: 'A' });
+    const lines = buildBatchAck(fhs, undefined, [a, a, a], now).split('\r').filter(Boolean);
+    expect(lines[0].startsWith('FHS|^~\\&|EHR|CLINIC|LAB|HOSP|20240102030405.006+0000||||')).toBe(true);
+    expect(lines[0].split('|')[11]).toBe('F1');
+    expect(lines[1].startsWith('BHS|')).toBe(true);
+    expect(lines.slice(-2)).toEqual(['BTS|3', 'FTS|1']);
+    const noId = buildBatchAck(undefined, readRawHeader(Buffer.from('BHS|^~\\&|A|B|C|D|2024\r'), 'BHS'), [], now).split('\r')[0];
+    expect(noId.endsWith('|')).toBe(false);
+    expect(noId.split('|')).toHaveLength(11);
+  });
+
+  it('readAck: other field separators, a BOM, ERR-1 codes, no MSA', () => {
+    expect(readAck('\uFEFFMSH#^~\\&#A#B#C#D#2024##ACK#1#P#2.5\rMSA#AE#C7#oops\r')).toEqual({ code: 'AE', controlId: 'C7', text: 'oops', errCode: undefined });
+    expect(readAck('MSH|^~\\&|A|B|C|D|2024||ACK|1|P|2.3\rMSA|AR|C8\rERR|PID^1^3^101&Required&HL70357\r')!.errCode).toBe('101');
+    expect(readAck('MSH|^~\\&|A|B\rPID|1\r')).toBeUndefined();
+    expect(readAck(Buffer.from('MSA|AA|Z9\n', 'latin1'))).toMatchObject({ code: 'AA', controlId: 'Z9' });
   });
 });

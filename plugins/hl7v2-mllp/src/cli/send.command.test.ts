@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { silentLogger } from '../../../../core/src/logging/logger';
-import { adt, recordingCtx } from '../mllp/__fixtures__/support';
+import { adt, storeCtx, type RecordingCtx } from '../mllp/__fixtures__/support';
 import { MllpSource } from '../mllp/mllp.source';
 import { messagesOfFile, parseTarget, sendCommand } from './send.command';
 
@@ -21,16 +21,17 @@ describe('ferry send', () => {
   let dir: string;
   let src: MllpSource;
   let port: number;
-  let ctx: ReturnType<typeof recordingCtx>;
+  let ctx: RecordingCtx;
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-send-'));
-    ctx = recordingCtx({ duplicates: { policy: 'reject', windowMs: 60_000 } });
+    ctx = await storeCtx({ duplicates: { policy: 'reject', windowMs: 60_000 } });
     src = new MllpSource(ctx);
     await src.start();
     port = src.address()!.port;
   });
   afterAll(async () => {
     await src.stop();
+    await ctx.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -81,7 +82,7 @@ describe('ferry send', () => {
   (corpus.length ? it : it.skip)('sends the whole shared corpus: every message AA and stored byte-for-byte (after CR ends)', async () => {
     const files = corpus.map((f) => path.join(CORPUS, f));
     // the corpus reuses control ids (MSG00001...): accept duplicates here
-    const actx = recordingCtx({ duplicates: { policy: 'accept', windowMs: 60_000 } });
+    const actx = await storeCtx({ duplicates: { policy: 'accept', windowMs: 60_000 } });
     const asrc = new MllpSource(actx);
     await asrc.start();
     let code: number, out: string;
@@ -89,6 +90,7 @@ describe('ferry send', () => {
       ({ code, out } = await run([`127.0.0.1:${asrc.address()!.port}`, ...files], { grace: '150' }));
     } finally {
       await asrc.stop();
+      await actx.close();
     }
     const bad = out.split('\n').filter((l) => l.includes('\t') && !["AA", "NONE", "CA"].includes(l.split("\t")[2]));
     expect(bad).toEqual([]);

@@ -28,6 +28,7 @@ describe('Hl7v2Transform', () => {
   });
 
   test('bad input: FerryError kind input; conversion never throws anything else', () => {
+    expect.assertions(2);
     expect(() => t.convert(Buffer.from('hello'))).toThrow(FerryError);
     try {
       t.convert(Buffer.from('hello'));

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { readAck } from '../ack/ack.builder';
 import { isEnhanced } from '../ack/ack.builder';
 import { readRawHeader } from '../ack/msh';
-import { adt, frame, RawClient, recordingCtx } from './__fixtures__/support';
+import { adt, frame, RawClient, storeCtx, type RecordingCtx } from './__fixtures__/support';
 import { CR, FS, MllpDeframer, VT } from './framing';
 import { MllpSource } from './mllp.source';
 
@@ -73,16 +73,19 @@ describe('MLLP fuzz', () => {
 
   describe('listener', () => {
     let src: MllpSource;
+    let ctx: RecordingCtx;
     let port: number;
     const clients: RawClient[] = [];
     beforeAll(async () => {
-      src = new MllpSource(recordingCtx({ maxMessageSize: MAX, maxConnections: 500 }));
+      ctx = await storeCtx({ maxMessageSize: MAX, maxConnections: 500 }, { memory: true });
+      src = new MllpSource(ctx);
       await src.start();
       port = src.address()!.port;
     });
     afterAll(async () => {
       for (const c of clients) c.close();
       await src.stop();
+      await ctx.close();
     });
     const connect = async () => {
       const c = await RawClient.connect(port);

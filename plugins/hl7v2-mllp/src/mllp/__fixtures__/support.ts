@@ -1,6 +1,9 @@
 import net from 'node:net';
 import tls from 'node:tls';
-import { contentHash, FerryError, type InboundMessage, type InsertResult, type SourceContext } from '@ferry/core';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Engine, FerryError, SqliteMessageStore, type InboundMessage, type SourceContext } from '@ferry/core';
 import { silentLogger } from '../../../../../core/src/logging/logger';
 import { extractHeaders, splitHl7Batch } from '../../hl7v2';
 import { MllpDeframer } from '../framing';
@@ -90,19 +93,26 @@ export function field(ack: string, seg: string, n: number): string {
 }
 
 export interface RecordingCtx extends SourceContext<MllpSourceConfig> {
+  /** The messages the real store newly stored (its answer, not a copy of its policy), in commit order. */
   submitted: InboundMessage[];
-  /** Next submit calls fail with this error (consumed). */
+  /** Next submit calls fail with this error before reaching the store (consumed): a store outage. */
   failNext: FerryError[];
   submitCalls: number;
+  /** The real engine (its submit: the duplicate refusal) and SQLite store behind `submit`. */
+  engine: Engine;
+  store: SqliteMessageStore;
+  /** The SQLite file (a second connection can hold its write lock). */
+  file: string;
+  close(): Promise<void>;
 }
 
-/** A SourceContext whose submit records messages and applies duplicate detection like the store. */
-export function recordingCtx(
-  config: Partial<MllpSourceConfig>,
-  opts: { delayMs?: number; /** how a refused duplicate is reported: thrown (default) or flagged `rejected` in its result */ rejectStyle?: 'throw' | 'flag' } = {},
-): RecordingCtx {
-  const seen = new Map<string, string>();
-  let n = 0;
+/**
+ * A SourceContext as the engine gives a source, over a real engine's submit and a real SQLite
+ * store in a temp folder: the store decides duplicates (policy and window), the engine refuses
+ * them under `reject`. As the engine does, `duplicates` is taken out of the source's config and
+ * passed with each submit (`keepDuplicatesInConfig` leaves it in, as a source may also be given it).
+ */
+export async function storeCtx(config: Partial<MllpSourceConfig>, opts: { keepDuplicatesInConfig?: boolean; /** an in-memory SQLite database (no fsync per commit: for fuzzing the framing) */ memory?: boolean } = {}): Promise<RecordingCtx> {
   const cfg: MllpSourceConfig = {
     host: '127.0.0.1',
     port: 0,
@@ -117,55 +127,41 @@ export function recordingCtx(
     duplicates: { policy: 'accept', windowMs: 60_000 },
     ...config,
   };
-  // the store's policy, fixed at creation (a test may hide it from the source's config)
-  const policy = cfg.duplicates?.policy ?? 'accept';
+  const duplicates = cfg.duplicates;
+  if (!opts.keepDuplicatesInConfig) delete (cfg as Partial<MllpSourceConfig>).duplicates;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-mllp-src-'));
+  const file = opts.memory ? ':memory:' : path.join(dir, 'ferry.db');
+  const store = new SqliteMessageStore({ path: file, logger: silentLogger() });
+  const engine = await Engine.create({ logger: silentLogger(), store, config: { store: { kind: 'sqlite', path: file }, admin: { enabled: false } } });
+  await store.open();
+  const id = 'mllp-test';
   const ctx: RecordingCtx = {
-    id: 'mllp-test',
+    id,
     config: cfg,
     logger: silentLogger(),
     submitted: [],
     failNext: [],
     submitCalls: 0,
-    async submit(messages: InboundMessage[]): Promise<InsertResult[]> {
+    engine,
+    store,
+    file,
+    async submit(messages: InboundMessage[], o) {
       ctx.submitCalls += 1;
-      if (opts.delayMs) await new Promise((r) => setTimeout(r, opts.delayMs));
       const f = ctx.failNext.shift();
       if (f) throw f;
-      // Identity and content (the store's rule): the same control id with other content is new.
-      const keyOf = (m: InboundMessage) =>
-        `${m.headers?.sendingApplication}|${m.headers?.sendingFacility}|${m.headers?.controlId}|${contentHash(m.contentType, m.body, cfg.duplicates?.ignoreFields ?? ['MSH-7'])}`;
-      if (policy === 'reject' && opts.rejectStyle !== 'flag') {
-        // all or nothing, like a store transaction
-        const keys = messages.map(keyOf);
-        if (keys.some((k, i) => seen.has(k) || keys.indexOf(k) !== i)) throw new FerryError('INPUT_DUPLICATE', 'duplicate', { kind: 'input' });
-      }
-      const out: InsertResult[] = [];
-      for (const m of messages) {
-        const key = keyOf(m);
-        const prev = seen.get(key);
-        if (prev && policy === 'reject' && opts.rejectStyle !== 'flag') throw new FerryError('INPUT_DUPLICATE', 'duplicate', { kind: 'input' });
-        if (prev && policy === 'reject') {
-          out.push({ id: prev, duplicate: true, duplicateOf: prev, stored: false, rejected: true } as InsertResult);
-          continue;
-        }
-        if (prev && policy === 'ignore') {
-          out.push({ id: prev, duplicate: true, duplicateOf: prev, stored: false });
-          continue;
-        }
-        const id = `m${++n}`;
-        if (!prev) seen.set(key, id);
-        ctx.submitted.push(m);
-        out.push({ id, duplicate: !!prev, duplicateOf: prev, stored: true });
-      }
-      return out;
+      const results = await engine.submit(id, messages, { ...o, duplicates: duplicates as never });
+      results.forEach((r, i) => r.stored && ctx.submitted.push(messages[i]));
+      return results;
     },
-    async getCheckpoint() {
-      return undefined;
-    },
-    async setCheckpoint() {},
+    getCheckpoint: (key) => store.getCheckpoint(id, key),
+    setCheckpoint: (key, value) => store.setCheckpoint(id, key, value),
     extractHeaders: (_ct: string, body: Buffer) => extractHeaders(body),
     split: (_ct: string, body: Buffer) => splitHl7Batch(body),
     signal: new AbortController().signal,
+    async close() {
+      if (store.isOpen()) await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
   return ctx;
 }

@@ -1,0 +1,107 @@
+#!/usr/bin/env node
+/**
+ * Mutation testing (Stryker) of the modules whose mistakes lose or corrupt clinical data, one
+ * module at a time, each against only the test files that cover it. Not part of `npm test` / CI:
+ * it is slow (a nightly-style job). Incremental: each module keeps its last result in
+ * reports/mutation/<module>.incremental.json and only mutants in changed code (or whose tests
+ * changed) run again; `--force` runs everything. Concurrency 1 (a shared machine) unless
+ * FERRY_MUTATION_CONCURRENCY says otherwise.
+ *
+ *   npm run mutation                 every module, smallest first
+ *   npm run mutation -- router ack   the named modules
+ *   npm run mutation -- --list       the modules and what they cover
+ *
+ * Each module's score is printed and written to reports/mutation/<module>.json (Stryker's JSON
+ * report) and reports/mutation/<module>.html; reports/mutation/summary.json collects the scores.
+ */
+import { Stryker } from '@stryker-mutator/core';
+import { execSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const out = path.join(root, 'reports/mutation');
+
+/** Module -> the source files mutated and the tests that cover them. Smallest first. */
+export const modules = {
+  router: { mutate: ['core/src/routing/router.ts'], tests: ['core/src/routing/router.test.ts'] },
+  'retry-policy': { mutate: ['core/src/store/retry-policy.ts'], tests: ['core/src/store/retry-policy.test.ts'] },
+  escape: {
+    mutate: ['plugins/hl7v2-mllp/src/hl7v2/escape.ts', 'plugins/hl7v2-mllp/src/hl7v2/delimiters.ts', 'plugins/hl7v2-mllp/src/hl7v2/batch.ts'],
+    tests: ['plugins/hl7v2-mllp/src/hl7v2/escape.test.ts', 'plugins/hl7v2-mllp/src/hl7v2/codec.test.ts'],
+  },
+  framing: { mutate: ['plugins/hl7v2-mllp/src/mllp/framing.ts'], tests: ['plugins/hl7v2-mllp/src/mllp/framing.test.ts', 'plugins/hl7v2-mllp/src/mllp/mllp.fuzz.test.ts'] },
+  ack: { mutate: ['plugins/hl7v2-mllp/src/ack/ack.builder.ts', 'plugins/hl7v2-mllp/src/ack/msh.ts'], tests: ['plugins/hl7v2-mllp/src/ack/ack.builder.test.ts'] },
+  'mllp-source': { mutate: ['plugins/hl7v2-mllp/src/mllp/mllp.source.ts'], tests: ['plugins/hl7v2-mllp/src/mllp/mllp.source.test.ts'] },
+  dispatcher: { mutate: ['core/src/delivery/dispatcher.ts'], tests: ['core/src/delivery/dispatcher.test.ts', 'core/src/delivery/circuit.test.ts'] },
+  store: { mutate: ['core/src/store/sql-store.ts', 'core/src/store/sqlite.store.ts'], tests: ['core/src/store/sqlite.store.test.ts'] },
+};
+
+function commit() {
+  try {
+    return execSync('git rev-parse --short HEAD', { cwd: root, encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function run(name, force) {
+  const m = modules[name];
+  const baseJest = (await import(path.join(root, 'jest.config.js'))).default;
+  const options = {
+    packageManager: 'npm',
+    testRunner: 'jest',
+    plugins: ['@stryker-mutator/jest-runner', '@stryker-mutator/typescript-checker'],
+    checkers: ['typescript'],
+    tsconfigFile: 'tsconfig.typecheck.json',
+    typescriptChecker: { prioritizePerformanceOverAccuracy: true },
+    coverageAnalysis: 'perTest',
+    mutate: m.mutate,
+    jest: {
+      projectType: 'custom',
+      // The repository's jest config, narrowed to the covering tests, one worker per Stryker runner.
+      // rootDir stays the sandbox Stryker runs in (the mutated copy), not this checkout.
+      config: { ...baseJest, testMatch: m.tests.map((t) => `<rootDir>/${t}`), maxWorkers: 1 },
+      enableFindRelatedTests: false,
+    },
+    concurrency: Number(process.env.FERRY_MUTATION_CONCURRENCY ?? 1),
+    timeoutMS: 20_000,
+    timeoutFactor: 2,
+    incremental: true,
+    force,
+    incrementalFile: path.relative(root, path.join(out, `${name}.incremental.json`)),
+    reporters: ['clear-text', 'progress', 'json', 'html'],
+    jsonReporter: { fileName: path.relative(root, path.join(out, `${name}.json`)) },
+    htmlReporter: { fileName: path.relative(root, path.join(out, `${name}.html`)) },
+    tempDirName: '.stryker-tmp',
+    cleanTempDir: 'always',
+    // The sandbox needs the sources, tests and fixtures; not build output or reports.
+    ignorePatterns: ['dist', 'reports', 'coverage', '.bench-tmp', 'data', '*.tsbuildinfo'],
+    thresholds: { high: 90, low: 80, break: null },
+  };
+  const results = await new Stryker(options).runMutationTest();
+  const count = (s) => results.filter((r) => s.includes(r.status)).length;
+  const killed = count(['Killed', 'Timeout']);
+  const survived = count(['Survived', 'NoCoverage']);
+  const score = killed + survived ? (100 * killed) / (killed + survived) : 100;
+  return { module: name, score: Math.round(score * 10) / 10, killed, survived, compileErrors: count(['CompileError']), total: results.length, date: new Date().toISOString().slice(0, 10), commit: commit() };
+}
+
+const args = process.argv.slice(2);
+if (args.includes('--list')) {
+  for (const [k, v] of Object.entries(modules)) console.log(`${k}: ${v.mutate.join(', ')}  <-  ${v.tests.join(', ')}`);
+  process.exit(0);
+}
+const force = args.includes('--force');
+const names = args.filter((a) => !a.startsWith('--'));
+for (const n of names) if (!modules[n]) throw new Error(`unknown module ${n}; one of ${Object.keys(modules).join(', ')}`);
+mkdirSync(out, { recursive: true });
+const summaryFile = path.join(out, 'summary.json');
+const summary = existsSync(summaryFile) ? JSON.parse(readFileSync(summaryFile, 'utf8')) : {};
+for (const n of names.length ? names : Object.keys(modules)) {
+  const r = await run(n, force);
+  summary[n] = r;
+  writeFileSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
+  console.log(`mutation score ${n}: ${r.score}% (${r.killed} killed, ${r.survived} survived, ${r.compileErrors} not compiling) at ${r.commit}`);
+}
