@@ -87,6 +87,12 @@ export interface MessageFilter {
   limit?: number;
   /** Newest first when true. */
   newestFirst?: boolean;
+  /** HL7 v2 MSH-9 style message type (`ADT^A01`); `*` matches any characters (`ADT^A0*`). */
+  messageType?: string;
+  /** Control id (HL7 MSH-10, a vendor event id), exact. */
+  controlId?: string;
+  /** Keyset paging: only messages stored before this seq (the next page of a newest-first list). */
+  beforeSeq?: number;
   /**
    * A patient's messages: those whose ordering key is this, or ends in `|<this>` (the HL7 v2
    * transform's key is `<assigning authority>|<MRN>`). PHI: only for the phi-reader role.

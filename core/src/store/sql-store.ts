@@ -827,6 +827,21 @@ export abstract class SqlMessageStore implements MessageStore {
       c.push('m.received_at < ?');
       p.push(f.until.getTime());
     }
+    // Headers are stored as JSON text written by JSON.stringify: matched as `"name":"value` in it.
+    const like = (v: string) => v.replace(/[\\%_]/g, (ch) => `\\${ch}`);
+    if (f.messageType) {
+      const v = JSON.stringify(f.messageType).slice(0, -1);
+      c.push("m.headers LIKE ? ESCAPE '\\'");
+      p.push(`%"messageType":${like(v).replace(/\*/g, '%')}"%`);
+    }
+    if (f.controlId) {
+      c.push("m.headers LIKE ? ESCAPE '\\'");
+      p.push(`%"controlId":${like(JSON.stringify(f.controlId))}%`);
+    }
+    if (f.beforeSeq !== undefined) {
+      c.push('m.seq < ?');
+      p.push(f.beforeSeq);
+    }
     if (f.patient) {
       c.push("(m.ordering_key = ? OR m.ordering_key LIKE ? ESCAPE '\\')");
       p.push(f.patient, `%|${f.patient.replace(/[\\%_]/g, (ch) => `\\${ch}`)}`);
