@@ -204,7 +204,12 @@ maybe('Ferry Console in headless Chromium', () => {
     const bodies: Promise<{ url: string; text: string }>[] = [];
     // eslint-disable-next-line no-console
     const step = (s: string) => process.env.FERRY_CONSOLE_DEBUG && console.log(s);
-    page.on('response', (r) => bodies.push(r.text().then((text) => ({ url: r.url(), text }), () => ({ url: r.url(), text: '' }))));
+    const failed: string[] = [];
+    page.on('requestfailed', (r) => failed.push(`${r.url()} ${r.failure()?.errorText}`));
+    page.on('response', (r) => {
+      if (r.status() >= 400) failed.push(`${r.url()} ${r.status()}`);
+      bodies.push(r.text().then((text) => ({ url: r.url(), text }), () => ({ url: r.url(), text: '' })));
+    });
     await page.goto(`${base}/console`);
     await page.fill('#token', roles.secret.viewer);
     await page.click('#signin');
@@ -228,6 +233,8 @@ maybe('Ferry Console in headless Chromium', () => {
     step('bodies');
     expect(seen.some((b) => b.url.includes('/api/messages/'))).toBe(true);
     expect(seen.some((b) => b.url.endsWith('/metrics'))).toBe(true);
+    // Nothing refused or broken: no favicon request or forbidden call counts against the address.
+    expect(failed).toEqual([]);
     for (const b of seen) {
       expect(`${b.url}: ${b.text.includes(MRN)}`).toBe(`${b.url}: false`);
       expect(`${b.url}: ${b.text.includes(FAMILY)}`).toBe(`${b.url}: false`);

@@ -8,6 +8,8 @@ export const CONSOLE_HTML = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Ferry Console</title>
+<!-- No /favicon.ico request: unauthenticated, it would count as a failed authentication against this address. -->
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/console/console.css">
 <script type="module" src="/console/app.js"></script>
 </head>
