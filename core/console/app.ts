@@ -247,8 +247,10 @@ function renderSinks(list: SinkView[], ms: Metric[]): void {
     if (k.hold) {
       hold.className = 'held';
       hold.append('HELD until ', k.hold.until ? timeCell(k.hold.until) : 'released', k.hold.reason ? ` — ${k.hold.reason}` : '');
+      hold.title = `held since ${new Date(k.hold.since).toISOString()}${k.hold.until ? ` until ${new Date(k.hold.until).toISOString()}` : ''}`;
     } else {
       hold.className = '';
+      hold.removeAttribute('title');
       hold.textContent = '—';
     }
     const act = tr.cells[7];
@@ -372,7 +374,7 @@ async function loadDetail(id: string): Promise<void> {
       ['seq', d.seq],
     ];
     for (const [k, v] of Object.entries(d.headers ?? {})) if (v !== undefined) meta.push([k, v]);
-    if (d.orderingKey) meta.push(['ordering key', d.orderingKey]);
+    if (d.orderingKey && d.headers?.orderingKey !== d.orderingKey) meta.push(['ordering key', d.orderingKey]);
     if (d.duplicateOf) meta.push(['duplicate of', d.duplicateOf]);
     if (d.error) meta.push(['error', `${d.error.code}${d.error.message ? `: ${d.error.message}` : ''}`]);
     kvTable('d-meta', meta);

@@ -122,6 +122,7 @@ table.grid tbody tr:hover { background: #eef4fb; }
 table.kv td { padding: .1rem .5rem .1rem 0; }
 table.kv td:last-child { text-align: right; min-width: 4ch; }
 .state-open, .state-half-open, .held { color: #b42318; font-weight: bold; }
+table.grid td.held { white-space: normal; }
 .filters { display: flex; flex-wrap: wrap; gap: .5rem 1rem; align-items: end; margin-bottom: .75rem; }
 .filters label { display: flex; flex-direction: column; font-size: .8rem; }
 .cols { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
