@@ -170,7 +170,7 @@ function spark(id: string, values: number[]): void {
   line.setAttribute('points', pts.join(' '));
 }
 
-interface SinkView { id: string; inFlight: number; circuit: { state: string; lastErrorCode?: string; nextProbeAt?: string }; hold?: { since: string; until?: string; reason?: string } }
+interface SinkView { id: string; inFlight: number; backlog?: number; oldestWaitingSince?: string; circuit: { state: string; lastErrorCode?: string; nextProbeAt?: string }; hold?: { since: string; until?: string; reason?: string } }
 interface SourceView { id: string; type: string; ready: boolean; stats?: Record<string, unknown> }
 
 async function poll(): Promise<void> {
@@ -233,16 +233,19 @@ function renderSources(list: SourceView[]): void {
 function renderSinks(list: SinkView[], ms: Metric[]): void {
   const tbody = ($('sinks') as HTMLTableElement).tBodies[0];
   for (const k of list) {
-    const tr = rowFor(tbody, k.id, 8);
+    const tr = rowFor(tbody, k.id, 9);
     const count = (outcome: string) => sum(ms, 'ferry_deliveries_total', (l) => l.sink === k.id && l.outcome === outcome);
     tr.cells[0].textContent = k.id;
     tr.cells[1].textContent = k.circuit.state + (k.circuit.lastErrorCode ? ` (${k.circuit.lastErrorCode})` : '');
     tr.cells[1].className = `state-${k.circuit.state}`;
     tr.cells[2].textContent = String(k.inFlight);
-    tr.cells[3].textContent = String(count('delivered'));
-    tr.cells[4].textContent = String(count('retry'));
-    tr.cells[5].textContent = String(count('dead'));
-    const hold = tr.cells[6];
+    const backlog = tr.cells[3];
+    backlog.replaceChildren(String(k.backlog ?? 0));
+    if (k.oldestWaitingSince) backlog.append(' since ', timeCell(k.oldestWaitingSince));
+    tr.cells[4].textContent = String(count('delivered'));
+    tr.cells[5].textContent = String(count('retry'));
+    tr.cells[6].textContent = String(count('dead'));
+    const hold = tr.cells[7];
     hold.replaceChildren();
     if (k.hold) {
       hold.className = 'held';
@@ -253,7 +256,7 @@ function renderSinks(list: SinkView[], ms: Metric[]): void {
       hold.removeAttribute('title');
       hold.textContent = '—';
     }
-    const act = tr.cells[7];
+    const act = tr.cells[8];
     act.className = 'op';
     const want = k.hold ? 'release' : 'hold';
     if (act.dataset.action !== want) {

@@ -77,6 +77,7 @@ maybe('Ferry Console in headless Chromium', () => {
   let roles: RoleTokens;
   let browser: Browser;
   let base: string;
+  let mllpPort: number;
   const shots = mkdtempSync(path.join(os.tmpdir(), 'ferry-console-shots-'));
 
   beforeAll(async () => {
@@ -96,7 +97,8 @@ maybe('Ferry Console in headless Chromium', () => {
     });
     await engine.start();
     base = engine.adminUrl!;
-    const acks = await sendMllp(engine.source<MllpSource>('feed')!.address()!.port, [adt('CONS1', MRN, FAMILY), adt('CONS2', 'MRNOTHER1', 'OTHERSON')]);
+    mllpPort = engine.source<MllpSource>('feed')!.address()!.port;
+    const acks = await sendMllp(mllpPort, [adt('CONS1', MRN, FAMILY), adt('CONS2', 'MRNOTHER1', 'OTHERSON')]);
     expect(acks.map((a) => readAck(a)?.code)).toEqual(['AA', 'AA']);
     await engine.waitForIdle();
     browser = await chromium.launch({
@@ -189,12 +191,16 @@ maybe('Ferry Console in headless Chromium', () => {
     await page.waitForFunction(() => /HELD until .+ — EHR maintenance/.test(document.querySelector('#sinks tr[data-key="ehr"]')!.textContent!));
     expect(await page.textContent('#sinks tr[data-key="archive"]')).not.toContain('HELD');
     expect(await engine.store.auditEntries({ action: 'sink.hold' })).toEqual([expect.objectContaining({ target: 'ehr', principal: expect.stringMatching(/\(test-operator\)$/), result: 'ok' })]);
+    // A message arriving while it is held waits in its backlog, shown with its time.
+    expect((await sendMllp(mllpPort, [adt('CONS3', 'MRNHELD1', 'HELDSON')])).map((a) => readAck(a)?.code)).toEqual(['AA']);
+    await page.waitForFunction(() => /^1 since /.test(document.querySelector('#sinks tr[data-key="ehr"]')!.cells[3].textContent!), undefined, { timeout: 15_000 });
     // Operators see no PHI areas.
     expect(await page.isVisible('#f-patient')).toBe(false);
     await page.screenshot({ path: path.join(shots, 'dashboard-held.png') });
     page.once('dialog', (d) => void d.accept());
     await page.click('#sinks tbody tr[data-key="ehr"] button');
     await page.waitForFunction(() => !document.querySelector('#sinks tr[data-key="ehr"]')!.textContent!.includes('HELD'));
+    await page.waitForFunction(() => document.querySelector('#sinks tr[data-key="ehr"]')!.cells[3].textContent === '0', undefined, { timeout: 15_000 });
     await page.context().close();
   }, 90_000);
 

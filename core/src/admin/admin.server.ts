@@ -158,8 +158,11 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
   /** Each source on this instance: readiness, stats and its own state (e.g. athena-fhir resource types). */
   app.get('/api/sources', { config: { role: 'viewer' } }, async () => engine.sourceViews());
 
-  /** Each sink on this instance: slots, deliveries under way, and its circuit breaker (paused since, next probe). */
-  app.get('/api/sinks', { config: { role: 'viewer' } }, async () => engine.sinkViews());
+  /** Each sink on this instance: slots, deliveries under way, its circuit breaker (paused since, next probe), and its backlog in the store (open deliveries, the oldest's time). */
+  app.get('/api/sinks', { config: { role: 'viewer' } }, async () => {
+    const backlog = await engine.store.sinkBacklog();
+    return engine.sinkViews().map((v) => ({ ...v, backlog: backlog[v.id]?.open ?? 0, oldestWaitingSince: backlog[v.id]?.oldestAt }));
+  });
 
   /**
    * Body (all optional): `until` (ISO 8601 or epoch ms) or `minutes`, and `reason`. Every instance

@@ -46,7 +46,7 @@ export const CONSOLE_HTML = `<!doctype html>
     <h3>Sources</h3>
     <table class="grid" id="sources"><thead><tr><th>Source</th><th>Type</th><th>Ready</th><th>Stats</th></tr></thead><tbody></tbody></table>
     <h3>Sinks</h3>
-    <table class="grid" id="sinks"><thead><tr><th>Sink</th><th>Circuit</th><th>In flight</th><th>Delivered</th><th>Retried</th><th>Dead</th><th>Hold</th><th class="op">Action</th></tr></thead><tbody></tbody></table>
+    <table class="grid" id="sinks"><thead><tr><th>Sink</th><th>Circuit</th><th>In flight</th><th>Backlog</th><th>Delivered</th><th>Retried</th><th>Dead</th><th>Hold</th><th class="op">Action</th></tr></thead><tbody></tbody></table>
     <form id="hold-form" class="op" hidden>
       <h3>Hold sink <span id="hold-sink"></span></h3>
       <label for="hold-minutes">Minutes (empty: until released)</label> <input type="number" id="hold-minutes" min="1" size="6">

@@ -1174,6 +1174,22 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(await store.listMessages({ sinkId: 'ks', newestFirst: true, beforeSeq: first[0].seq - 4 })).toEqual([]);
       });
 
+      it('counts open deliveries per sink with the oldest one (sinkBacklog)', async () => {
+        const before = await store.sinkBacklog();
+        const t0 = Date.now();
+        await routed(store, ['SB1', 'SB2'], { sink: 'sb-a' });
+        await routed(store, ['SB3'], { sink: 'sb-b' });
+        const after = await store.sinkBacklog();
+        expect(before['sb-a']).toBeUndefined();
+        expect(after['sb-a']).toEqual({ open: 2, oldestAt: expect.any(Date) });
+        expect(after['sb-b'].open).toBe(1);
+        expect(after['sb-a'].oldestAt!.getTime()).toBeGreaterThanOrEqual(t0 - 5_000);
+        const ds = await store.claimDeliveries('w', 10, 60_000, undefined, { sinkIds: ['sb-b'] });
+        expect(ds).toHaveLength(1);
+        await store.completeDelivery(ds[0].id, { status: 'delivered' });
+        expect((await store.sinkBacklog())['sb-b']).toBeUndefined();
+      });
+
       it('filters by message type (with * wildcards) and by control id, matched exactly', async () => {
         const [a, b, c] = await store.insert([
           msg({ sourceId: 'mt', headers: { messageType: 'ADT^A04', controlId: 'CTL_1%' } }),

@@ -403,6 +403,11 @@ export interface MessageStore {
   /** Counts of work left (for waitForIdle, readiness and metrics). */
   backlog(now?: Date): Promise<BacklogInfo>;
   /**
+   * Open deliveries (pending or failed, not superseded) per sink with the oldest one's creation
+   * time: a sink's backlog and how long it has waited (GET /api/sinks, the console's dashboard).
+   */
+  sinkBacklog(): Promise<Record<string, { open: number; oldestAt?: Date }>>;
+  /**
    * How many messages are in each of `statuses` (each absent one: 0). Cheap for the statuses that
    * stay few -- the open ones and dead / failed -- whatever the size of the store (an index
    * range per status); `stats()` counts everything.

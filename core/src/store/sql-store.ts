@@ -1677,6 +1677,16 @@ export abstract class SqlMessageStore implements MessageStore {
     });
   }
 
+  async sinkBacklog(): Promise<Record<string, { open: number; oldestAt?: Date }>> {
+    this.assertOpen();
+    const rows = await this.readForAdmin((x) =>
+      x.all(`SELECT sink_id, COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries WHERE superseded = 0 AND status IN ${OPEN_DELIVERY} GROUP BY sink_id`),
+    );
+    const out: Record<string, { open: number; oldestAt?: Date }> = {};
+    for (const r of rows) out[r.sink_id] = { open: Number(r.n), ...(r.oldest !== null && r.oldest !== undefined ? { oldestAt: new Date(Number(r.oldest)) } : {}) };
+    return out;
+  }
+
   async countMessages(statuses: MessageStatus[]): Promise<Partial<Record<MessageStatus, number>>> {
     this.assertOpen();
     const out: Partial<Record<MessageStatus, number>> = Object.fromEntries(statuses.map((st) => [st, 0]));
