@@ -38,7 +38,7 @@ function adt(ctl: string, mrn: string, family: string): string {
     [
       `MSH|^~\\&|SENDAPP|SENDFAC|FERRY|HOSP|20240101120000||ADT^A01^ADT_A01|${ctl}|P|2.5.1`,
       'EVN|A01|20240101120000',
-      `PID|1||${mrn}^^^HOSP^MR||${family}^JANE^Q||19800101|F`,
+      `PID|1||${mrn}^^^HOSP^MR||${family}^JANE\\T\\ANN^Q||19800101|F`,
       'PV1|1|I|WARD1^101^A',
     ].join('\r') + '\r'
   );
@@ -157,8 +157,9 @@ maybe('Ferry Console in headless Chromium', () => {
     await page.waitForSelector('#view-detail:not([hidden]) [data-pos="PID-5"]');
     const pid5 = await page.textContent('[data-pos="PID-5"]');
     expect(pid5).toContain('Patient Name');
-    expect(pid5).toContain(`${FAMILY}^JANE^Q`);
+    expect(pid5).toContain(`${FAMILY}^JANE&ANN^Q`); // escapes decoded (\T\ is &)
     expect(await page.textContent('[data-pos="PID-5.1"]')).toContain(FAMILY);
+    expect(await page.textContent('[data-pos="PID-5.2"]')).toContain('JANE&ANN');
     const bundle = JSON.parse((await page.textContent('#d-bundle'))!) as { entry: { resource: { resourceType: string; name?: { family?: string }[] } }[] };
     const patient = bundle.entry.map((e) => e.resource).find((r) => r.resourceType === 'Patient');
     expect(patient?.name?.[0]?.family).toBe(FAMILY);
