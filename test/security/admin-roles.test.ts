@@ -29,6 +29,10 @@ interface Case {
 const cases: Case[] = [
   { method: 'GET', path: '/health', route: '/health', need: 'public', ok: 200 },
   { method: 'GET', path: '/ready', route: '/ready', need: 'public', ok: 200 },
+  // The console's page, stylesheet and script hold no data (the page's API calls carry the token).
+  { method: 'GET', path: '/console', route: '/console', need: 'public', ok: 200 },
+  { method: 'GET', path: '/console/console.css', route: '/console/console.css', need: 'public', ok: 200 },
+  { method: 'GET', path: '/console/app.js', route: '/console/app.js', need: 'public', ok: 200 },
   { method: 'GET', path: '/metrics', route: '/metrics', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/whoami', route: '/api/whoami', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/stats', route: '/api/stats', need: 'viewer', ok: 200 },
@@ -118,7 +122,8 @@ describe.each(['sqlite', 'postgres'] as const)('admin API role matrix (%s store)
         expect(`${res.status} ${res.status !== expected ? text : ''}`.trim()).toBe(String(expected));
         if (expected === 401) expect(res.headers.get('www-authenticate')).toMatch(/^Bearer/);
         // Below phi-reader, no answer carries the patient's identifier or ordering key.
-        if (who && ROLES.indexOf(who) < ROLES.indexOf('phi-reader')) {
+        // (The console's static files hold no data, only the script's own field names; test/e2e/console.test.ts checks what its viewer receives.)
+        if (who && ROLES.indexOf(who) < ROLES.indexOf('phi-reader') && !c.path.startsWith('/console')) {
           expect(text).not.toContain('MRN-RM-1');
           expect(text).not.toMatch(/orderingKey|Matrix|Morgan/);
         }
@@ -176,6 +181,35 @@ describe.each(['sqlite', 'postgres'] as const)('admin API role matrix (%s store)
     const pre = await fetch(`${base}/api/sinks/mem/hold`, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } });
     expect(pre.status).toBe(403);
     expect(pre.headers.get('access-control-allow-origin')).toBeNull();
+  });
+
+  it('the console page has its own CSP: scripts and styles from this origin only, nothing inline, no other origin', async () => {
+    const res = await fetch(`${base}/console`);
+    const csp = res.headers.get('content-security-policy')!;
+    expect(csp).toMatch(/default-src 'none'/);
+    expect(csp).toMatch(/script-src 'self'(;|$)/);
+    expect(csp).toMatch(/style-src 'self'(;|$)/);
+    expect(csp).toMatch(/connect-src 'self'(;|$)/);
+    expect(csp).toMatch(/frame-ancestors 'none'/);
+    expect(csp).not.toMatch(/unsafe-inline|unsafe-eval|https?:/);
+    const html = await res.text();
+    expect(html).toContain('<script type="module" src="/console/app.js"></script>');
+    expect(html).not.toMatch(/<script>|<style|\son[a-z]+=/i);
+    // The API keeps the strict one.
+    expect((await fetch(`${base}/api/stats`, { headers: roles.auth('viewer') })).headers.get('content-security-policy')).toMatch(/^default-src 'none'; frame-ancestors 'none'$/);
+    expect((await fetch(`${base}/console/app.js`)).headers.get('content-type')).toMatch(/^text\/javascript/);
+  });
+
+  it('GET /api/messages pages by keyset (before=<seq>) and filters by type and control id; bad values are 400', async () => {
+    const h = roles.auth('viewer');
+    const list = (await (await fetch(`${base}/api/messages?type=*&limit=5`, { headers: h })).json()) as { id: string; seq: number }[];
+    expect(list.map((m) => m.id)).toContain(id);
+    const seq = list.find((m) => m.id === id)!.seq;
+    expect(((await (await fetch(`${base}/api/messages?before=${seq}`, { headers: h })).json()) as { id: string }[]).map((m) => m.id)).not.toContain(id);
+    expect(((await (await fetch(`${base}/api/messages?before=${seq + 1}`, { headers: h })).json()) as { id: string }[]).map((m) => m.id)).toContain(id);
+    expect(await (await fetch(`${base}/api/messages?controlId=no-such-control-id`, { headers: h })).json()).toEqual([]);
+    expect((await fetch(`${base}/api/messages?before=abc`, { headers: h })).status).toBe(400);
+    expect((await fetch(`${base}/api/messages?type=${'x'.repeat(101)}`, { headers: h })).status).toBe(400);
   });
 
   it('an unknown path: 401 without a token, 404 for any principal', async () => {

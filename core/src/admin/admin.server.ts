@@ -9,6 +9,7 @@ import { HttpConnections } from '../util/graceful-http';
 import { holdRequest, replayFilter, replayMessages, type HoldRequest, type ReplayRequest } from '../store/admin-ops';
 import type { AuditFilter, MessageFilter } from '../store/message-store';
 import { AuthError } from './auth';
+import { messageListFilter, registerConsole, type MessageListQuery } from './console';
 import { AdminGuard, GuardError } from './guard';
 import { deliveryWithoutIdentifiers, redactConfig, withoutIdentifiers } from './redact';
 import { hasRole, type Role } from './roles';
@@ -157,8 +158,11 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
   /** Each source on this instance: readiness, stats and its own state (e.g. athena-fhir resource types). */
   app.get('/api/sources', { config: { role: 'viewer' } }, async () => engine.sourceViews());
 
-  /** Each sink on this instance: slots, deliveries under way, and its circuit breaker (paused since, next probe). */
-  app.get('/api/sinks', { config: { role: 'viewer' } }, async () => engine.sinkViews());
+  /** Each sink on this instance: slots, deliveries under way, its circuit breaker (paused since, next probe), and its backlog in the store (open deliveries, the oldest's time). */
+  app.get('/api/sinks', { config: { role: 'viewer' } }, async () => {
+    const backlog = await engine.store.sinkBacklog();
+    return engine.sinkViews().map((v) => ({ ...v, backlog: backlog[v.id]?.open ?? 0, oldestWaitingSince: backlog[v.id]?.oldestAt }));
+  });
 
   /**
    * Body (all optional): `until` (ISO 8601 or epoch ms) or `minutes`, and `reason`. Every instance
@@ -176,12 +180,13 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
 
   /**
    * Same filter keys as `ferry replay`: ids, status, deliveryStatus, source, route, sink, since,
-   * until, limit (at most admin.maxListLimit); `patient` (phi-reader: an ordering key or the MRN
+   * until, limit (at most admin.maxListLimit); `type` (`ADT^A0*`), `controlId`, `before` (a seq:
+   * the next page, newest first); `patient` (phi-reader: an ordering key or the MRN
    * it ends in). Below phi-reader the metadata comes without identifiers.
    */
-  app.get<{ Querystring: ReplayRequest & { patient?: string } }>('/api/messages', { config: { role: 'viewer' } }, async (req) => {
-    const { patient, limit, ...q } = req.query;
-    const filter: MessageFilter = { ...replayFilter(q), limit: listLimit(limit, 100, cfg.maxListLimit), newestFirst: true };
+  app.get<{ Querystring: ReplayRequest & MessageListQuery }>('/api/messages', { config: { role: 'viewer' } }, async (req) => {
+    const { patient, limit, type, controlId, before, ...q } = req.query;
+    const filter: MessageFilter = { ...replayFilter(q), ...messageListFilter({ type, controlId, before }), limit: listLimit(limit, 100, cfg.maxListLimit), newestFirst: true };
     if (patient !== undefined) {
       need(req, 'phi-reader', 'searching by patient');
       if (typeof patient !== 'string' || !patient.trim() || patient.length > 200) throw inputError('QUERY_PATIENT', 'patient: an ordering key or MRN, at most 200 characters', { field: 'patient' });
@@ -274,6 +279,8 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
     const { pluginConfig, ...rest } = engine.config;
     return redactConfig({ ...rest, pluginConfig });
   });
+
+  registerConsole(app);
 
   const address = await app.listen({ host: cfg.host, port: cfg.port });
   return { url: address, app, guard, routes, close: () => conns.close(() => app.close()) };

@@ -4,7 +4,7 @@
  */
 import type { Bundle } from '@medplum/fhirtypes';
 import { issuesOf, type DataQualityIssue, type MessageStatus } from '../model/message';
-import type { MessageStore, NewMessage, ProcessedMessage } from './message-store';
+import type { MessageFilter, MessageStore, NewMessage, ProcessedMessage } from './message-store';
 
 export interface StoreHarness {
   /** A new, empty, unopened store. `groupCommit` as in the config; `now` its clock (a fake one in tests). */
@@ -1202,6 +1202,49 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect((await store.listMessages({ since: new Date(t0 - 1000), newestFirst: true, limit: 1 })).map((m) => m.id)).toEqual([ids[1]]);
         expect(await store.listMessages({ ids: [] })).toEqual([]);
         expect((await store.listMessages({}))[0].body).toBeUndefined();
+      });
+
+      it('pages newest first by keyset (beforeSeq): each page continues below the last seq, filters kept', async () => {
+        const ids = await routed(store, ['K1', 'K2', 'K3', 'K4', 'K5'], { sink: 'ks' });
+        const first = await store.listMessages({ sinkId: 'ks', newestFirst: true, limit: 2 });
+        expect(first.map((m) => m.id)).toEqual([ids[4], ids[3]]);
+        const second = await store.listMessages({ sinkId: 'ks', newestFirst: true, limit: 2, beforeSeq: first[1].seq });
+        expect(second.map((m) => m.id)).toEqual([ids[2], ids[1]]);
+        const third = await store.listMessages({ sinkId: 'ks', newestFirst: true, limit: 2, beforeSeq: second[1].seq });
+        expect(third.map((m) => m.id)).toEqual([ids[0]]);
+        expect(await store.listMessages({ sinkId: 'ks', newestFirst: true, beforeSeq: first[0].seq - 4 })).toEqual([]);
+      });
+
+      it('counts open deliveries per sink with the oldest one (sinkBacklog)', async () => {
+        const before = await store.sinkBacklog();
+        const t0 = Date.now();
+        await routed(store, ['SB1', 'SB2'], { sink: 'sb-a' });
+        await routed(store, ['SB3'], { sink: 'sb-b' });
+        const after = await store.sinkBacklog();
+        expect(before['sb-a']).toBeUndefined();
+        expect(after['sb-a']).toEqual({ open: 2, oldestAt: expect.any(Date) });
+        expect(after['sb-b'].open).toBe(1);
+        expect(after['sb-a'].oldestAt!.getTime()).toBeGreaterThanOrEqual(t0 - 5_000);
+        const ds = await store.claimDeliveries('w', 10, 60_000, undefined, { sinkIds: ['sb-b'] });
+        expect(ds).toHaveLength(1);
+        await store.completeDelivery(ds[0].id, { status: 'delivered' });
+        expect((await store.sinkBacklog())['sb-b']).toBeUndefined();
+      });
+
+      it('filters by message type (with * wildcards) and by control id, matched exactly', async () => {
+        const [a, b, c] = await store.insert([
+          msg({ sourceId: 'mt', headers: { messageType: 'ADT^A04', controlId: 'CTL_1%' } }),
+          msg({ sourceId: 'mt', headers: { messageType: 'ORU^R01', controlId: 'CTL-2' } }),
+          msg({ sourceId: 'mt', headers: { messageType: 'ADT^A08', controlId: 'CTLX1' } }),
+        ]);
+        const ids = (f: Partial<MessageFilter>) => store.listMessages({ sourceId: 'mt', ...f }).then((l) => l.map((m) => m.id));
+        expect(await ids({ messageType: 'ADT^A0*' })).toEqual([a.id, c.id]);
+        expect(await ids({ messageType: 'ADT^A04' })).toEqual([a.id]);
+        expect(await ids({ messageType: 'ADT' })).toEqual([]);
+        expect(await ids({ messageType: '*R01' })).toEqual([b.id]);
+        expect(await ids({ controlId: 'CTL_1%' })).toEqual([a.id]);
+        expect(await ids({ controlId: 'CTL-2' })).toEqual([b.id]);
+        expect(await ids({ controlId: 'CTL' })).toEqual([]);
       });
 
       it('prunes bodies of delivered messages, keeps dead ones longer, keeps metadata; deletes very old rows', async () => {

@@ -87,6 +87,12 @@ export interface MessageFilter {
   limit?: number;
   /** Newest first when true. */
   newestFirst?: boolean;
+  /** HL7 v2 MSH-9 style message type (`ADT^A01`); `*` matches any characters (`ADT^A0*`). */
+  messageType?: string;
+  /** Control id (HL7 MSH-10, a vendor event id), exact. */
+  controlId?: string;
+  /** Keyset paging: only messages stored before this seq (the next page of a newest-first list). */
+  beforeSeq?: number;
   /**
    * A patient's messages: those whose ordering key is this, or ends in `|<this>` (the HL7 v2
    * transform's key is `<assigning authority>|<MRN>`). PHI: only for the phi-reader role.
@@ -396,6 +402,11 @@ export interface MessageStore {
   nextDueAt(filter?: DeliveryClaimFilter): Promise<Date | undefined>;
   /** Counts of work left (for waitForIdle, readiness and metrics). */
   backlog(now?: Date): Promise<BacklogInfo>;
+  /**
+   * Open deliveries (pending or failed, not superseded) per sink with the oldest one's creation
+   * time: a sink's backlog and how long it has waited (GET /api/sinks, the console's dashboard).
+   */
+  sinkBacklog(): Promise<Record<string, { open: number; oldestAt?: Date }>>;
   /**
    * How many messages are in each of `statuses` (each absent one: 0). Cheap for the statuses that
    * stay few -- the open ones and dead / failed -- whatever the size of the store (an index

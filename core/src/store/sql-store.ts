@@ -827,6 +827,21 @@ export abstract class SqlMessageStore implements MessageStore {
       c.push('m.received_at < ?');
       p.push(f.until.getTime());
     }
+    // Headers are stored as JSON text written by JSON.stringify: matched as `"name":"value` in it.
+    const like = (v: string) => v.replace(/[\\%_]/g, (ch) => `\\${ch}`);
+    if (f.messageType) {
+      const v = JSON.stringify(f.messageType).slice(0, -1);
+      c.push("m.headers LIKE ? ESCAPE '\\'");
+      p.push(`%"messageType":${like(v).replace(/\*/g, '%')}"%`);
+    }
+    if (f.controlId) {
+      c.push("m.headers LIKE ? ESCAPE '\\'");
+      p.push(`%"controlId":${like(JSON.stringify(f.controlId))}%`);
+    }
+    if (f.beforeSeq !== undefined) {
+      c.push('m.seq < ?');
+      p.push(f.beforeSeq);
+    }
     if (f.patient) {
       c.push("(m.ordering_key = ? OR m.ordering_key LIKE ? ESCAPE '\\')");
       p.push(f.patient, `%|${f.patient.replace(/[\\%_]/g, (ch) => `\\${ch}`)}`);
@@ -1660,6 +1675,16 @@ export abstract class SqlMessageStore implements MessageStore {
         deliveriesLeased: Number(d[0]?.leased ?? 0),
       };
     });
+  }
+
+  async sinkBacklog(): Promise<Record<string, { open: number; oldestAt?: Date }>> {
+    this.assertOpen();
+    const rows = await this.readForAdmin((x) =>
+      x.all(`SELECT sink_id, COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries WHERE superseded = 0 AND status IN ${OPEN_DELIVERY} GROUP BY sink_id`),
+    );
+    const out: Record<string, { open: number; oldestAt?: Date }> = {};
+    for (const r of rows) out[r.sink_id] = { open: Number(r.n), ...(r.oldest !== null && r.oldest !== undefined ? { oldestAt: new Date(Number(r.oldest)) } : {}) };
+    return out;
   }
 
   async countMessages(statuses: MessageStatus[]): Promise<Partial<Record<MessageStatus, number>>> {

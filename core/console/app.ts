@@ -1,0 +1,517 @@
+/**
+ * Ferry Console (browser script, served at /console/app.js). Vanilla DOM, no dependencies. Every
+ * datum comes from the admin JSON API with the pasted token; the server decides what a role sees.
+ * Data is only ever written with textContent (never innerHTML).
+ */
+export {};
+
+const ROLES = ['viewer', 'operator', 'phi-reader', 'admin'] as const;
+type Role = (typeof ROLES)[number];
+interface Principal { id: string; name: string; roles: Role[] }
+
+const TOKEN_KEY = 'ferry.console.token';
+const POLL_MS = 3000;
+const SERIES_MAX = 1200; // one hour at 3 s
+
+const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+const el = <K extends keyof HTMLElementTagNameMap>(tag: K, text?: string | number, cls?: string): HTMLElementTagNameMap[K] => {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+};
+
+let principal: Principal | undefined;
+let pollTimer: number | undefined;
+
+function topRank(p: Principal | undefined): number {
+  return p ? Math.max(-1, ...p.roles.map((r) => ROLES.indexOf(r))) : -1;
+}
+const can = (role: Role) => topRank(principal) >= ROLES.indexOf(role);
+
+class ApiError extends Error {
+  constructor(readonly status: number, message: string) { super(message); }
+}
+
+async function api<T = unknown>(path: string, init: { method?: string; body?: unknown; text?: boolean } = {}): Promise<T> {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers: Record<string, string> = { accept: 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  let body: string | undefined;
+  if (init.body !== undefined) {
+    headers['content-type'] = 'application/json';
+    body = JSON.stringify(init.body);
+  }
+  const res = await fetch(path, { method: init.method ?? 'GET', headers, body, credentials: 'omit', cache: 'no-store' });
+  const text = await res.text();
+  if (!res.ok) {
+    let msg = text;
+    try { msg = (JSON.parse(text) as { error?: string }).error ?? text; } catch { /* not JSON */ }
+    if (res.status === 401 && path !== '/api/whoami') signOut('Signed out: the token is no longer accepted.');
+    throw new ApiError(res.status, `${res.status}: ${msg}`);
+  }
+  return (init.text ? text : text ? JSON.parse(text) : undefined) as T;
+}
+
+function showError(msg: string | undefined): void {
+  const e = $('error');
+  e.textContent = msg ?? '';
+  e.hidden = !msg;
+}
+
+/** Local time, UTC on hover. */
+function timeCell(v: string | number | undefined): HTMLElement {
+  const s = el('span');
+  if (v === undefined || v === null || v === '') return s;
+  const d = new Date(v);
+  if (Number.isNaN(d.getTime())) { s.textContent = String(v); return s; }
+  s.textContent = d.toLocaleString();
+  s.title = d.toISOString();
+  return s;
+}
+
+// ---------- sign in / out ----------
+
+async function signIn(token: string): Promise<void> {
+  sessionStorage.setItem(TOKEN_KEY, token);
+  try {
+    principal = await api<Principal>('/api/whoami');
+  } catch (e) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    principal = undefined;
+    showError(e instanceof ApiError && e.status === 401 ? 'This token is not accepted.' : `Cannot sign in: ${(e as Error).message}`);
+    route();
+    return;
+  }
+  showError(undefined);
+  document.body.classList.toggle('role-operator', can('operator'));
+  document.body.classList.toggle('role-phi-reader', can('phi-reader'));
+  $('who').textContent = `${principal.name} (${principal.roles.join(', ')})`;
+  if (!location.hash || location.hash === '#/signin') location.hash = '#/dashboard';
+  else route();
+}
+
+function signOut(msg?: string): void {
+  sessionStorage.removeItem(TOKEN_KEY);
+  principal = undefined;
+  document.body.classList.remove('role-operator', 'role-phi-reader');
+  $('who').textContent = '';
+  showError(msg);
+  route();
+}
+
+// ---------- views ----------
+
+const VIEWS = ['signin', 'dashboard', 'messages', 'detail'] as const;
+function show(view: (typeof VIEWS)[number]): void {
+  for (const v of VIEWS) $(`view-${v}`).hidden = v !== view;
+  $('nav').hidden = !principal;
+  $('signout').hidden = !principal;
+  for (const n of ['dashboard', 'messages']) {
+    const a = $(`nav-${n}`);
+    if (n === view || (n === 'messages' && view === 'detail')) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+}
+
+function route(): void {
+  if (pollTimer !== undefined) { clearInterval(pollTimer); pollTimer = undefined; }
+  if (!principal) { show('signin'); $('token').focus(); return; }
+  const h = location.hash;
+  const m = /^#\/message\/([A-Za-z0-9_-]+)$/.exec(h);
+  if (m) { show('detail'); void loadDetail(m[1]); return; }
+  if (h.startsWith('#/messages')) { show('messages'); if (!listLoaded) void search(false); return; }
+  show('dashboard');
+  void poll();
+  pollTimer = window.setInterval(() => void poll(), POLL_MS);
+}
+
+// ---------- dashboard ----------
+
+interface Sample { t: number; received: number; delivered: number }
+const series: { t: number; received: number; delivered: number }[] = [];
+let last: Sample | undefined;
+
+interface Metric { name: string; labels: Record<string, string>; value: number }
+function parseMetrics(text: string): Metric[] {
+  const out: Metric[] = [];
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    if (m[2]) for (const l of m[2].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
+    out.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return out;
+}
+const sum = (ms: Metric[], name: string, f: (l: Record<string, string>) => boolean = () => true) =>
+  ms.filter((m) => m.name === name && f(m.labels)).reduce((a, m) => a + m.value, 0);
+
+function kvTable(id: string, rows: [string, string | number][]): void {
+  const t = $(id) as HTMLTableElement;
+  // Rows are updated in place (no layout shift when values change).
+  rows.forEach(([k, v], i) => {
+    let tr = t.rows[i];
+    if (!tr) { tr = t.insertRow(); tr.insertCell(); tr.insertCell(); }
+    tr.cells[0].textContent = k;
+    tr.cells[1].textContent = String(v);
+  });
+  while (t.rows.length > rows.length) t.deleteRow(-1);
+}
+
+function spark(id: string, values: number[]): void {
+  const svg = document.getElementById(id)!;
+  let line = svg.querySelector('polyline');
+  if (!line) { line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline'); svg.appendChild(line); }
+  const max = Math.max(1e-9, ...values);
+  const n = values.length;
+  const pts = values.map((v, i) => `${n > 1 ? ((i / (n - 1)) * 240).toFixed(1) : 0},${(38 - (v / max) * 36).toFixed(1)}`);
+  line.setAttribute('points', pts.join(' '));
+}
+
+interface SinkView { id: string; inFlight: number; backlog?: number; oldestWaitingSince?: string; circuit: { state: string; lastErrorCode?: string; nextProbeAt?: string }; hold?: { since: string; until?: string; reason?: string } }
+interface SourceView { id: string; type: string; ready: boolean; stats?: Record<string, unknown> }
+
+async function poll(): Promise<void> {
+  try {
+    const [stats, sinks, sources, metricsText] = await Promise.all([
+      api<{ messages: Record<string, number>; deliveries: Record<string, number> }>('/api/stats'),
+      api<SinkView[]>('/api/sinks'),
+      api<SourceView[]>('/api/sources'),
+      api<string>('/metrics', { text: true }),
+    ]);
+    const ms = parseMetrics(metricsText);
+    const now = Date.now();
+    const s: Sample = { t: now, received: sum(ms, 'ferry_messages_received_total'), delivered: sum(ms, 'ferry_deliveries_total', (l) => l.outcome === 'delivered') };
+    if (last && now > last.t) {
+      const dt = (now - last.t) / 1000;
+      series.push({ t: now, received: Math.max(0, (s.received - last.received) / dt), delivered: Math.max(0, (s.delivered - last.delivered) / dt) });
+      if (series.length > SERIES_MAX) series.shift();
+    }
+    last = s;
+    const cur = series[series.length - 1];
+    $('rate-received').textContent = cur ? cur.received.toFixed(1) : '–';
+    $('rate-delivered').textContent = cur ? cur.delivered.toFixed(1) : '–';
+    spark('spark-received', series.map((x) => x.received));
+    spark('spark-delivered', series.map((x) => x.delivered));
+    const backlog = ms.filter((m) => m.name === 'ferry_store_backlog').map((m) => [m.labels.kind.replace(/_/g, ' '), m.value] as [string, number]);
+    const storeUp = sum(ms, 'ferry_store_up');
+    kvTable('backlog', [['store', storeUp ? 'up' : 'UNREACHABLE'], ...backlog]);
+    kvTable('msg-status', Object.entries(stats.messages).sort());
+    renderSources(sources);
+    renderSinks(sinks, ms);
+    $('dash-updated').textContent = `updated ${new Date(now).toLocaleTimeString()}`;
+    showError(undefined);
+  } catch (e) {
+    showError(`Dashboard not updated: ${(e as Error).message}`);
+  }
+}
+
+function rowFor(tbody: HTMLTableSectionElement, key: string, cells: number): HTMLTableRowElement {
+  let tr = tbody.querySelector<HTMLTableRowElement>(`tr[data-key="${CSS.escape(key)}"]`);
+  if (!tr) {
+    tr = tbody.insertRow();
+    tr.dataset.key = key;
+    for (let i = 0; i < cells; i++) tr.insertCell();
+  }
+  return tr;
+}
+
+function renderSources(list: SourceView[]): void {
+  const tbody = ($('sources') as HTMLTableElement).tBodies[0];
+  for (const s of list) {
+    const tr = rowFor(tbody, s.id, 4);
+    tr.cells[0].textContent = s.id;
+    tr.cells[1].textContent = s.type;
+    tr.cells[2].textContent = s.ready ? 'ready' : 'NOT READY';
+    tr.cells[3].textContent = s.stats ? Object.entries(s.stats).map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' · ') : '';
+    tr.cells[3].title = tr.cells[3].textContent;
+  }
+}
+
+function renderSinks(list: SinkView[], ms: Metric[]): void {
+  const tbody = ($('sinks') as HTMLTableElement).tBodies[0];
+  for (const k of list) {
+    const tr = rowFor(tbody, k.id, 9);
+    const count = (outcome: string) => sum(ms, 'ferry_deliveries_total', (l) => l.sink === k.id && l.outcome === outcome);
+    tr.cells[0].textContent = k.id;
+    tr.cells[1].textContent = k.circuit.state + (k.circuit.lastErrorCode ? ` (${k.circuit.lastErrorCode})` : '');
+    tr.cells[1].className = `state-${k.circuit.state}`;
+    tr.cells[2].textContent = String(k.inFlight);
+    const backlog = tr.cells[3];
+    backlog.replaceChildren(String(k.backlog ?? 0));
+    if (k.oldestWaitingSince) backlog.append(' since ', timeCell(k.oldestWaitingSince));
+    tr.cells[4].textContent = String(count('delivered'));
+    tr.cells[5].textContent = String(count('retry'));
+    tr.cells[6].textContent = String(count('dead'));
+    const hold = tr.cells[7];
+    hold.replaceChildren();
+    if (k.hold) {
+      hold.className = 'held';
+      hold.append('HELD until ', k.hold.until ? timeCell(k.hold.until) : 'released', k.hold.reason ? ` — ${k.hold.reason}` : '');
+      hold.title = `held since ${new Date(k.hold.since).toISOString()}${k.hold.until ? ` until ${new Date(k.hold.until).toISOString()}` : ''}`;
+    } else {
+      hold.className = '';
+      hold.removeAttribute('title');
+      hold.textContent = '—';
+    }
+    const act = tr.cells[8];
+    act.className = 'op';
+    const want = k.hold ? 'release' : 'hold';
+    if (act.dataset.action !== want) {
+      act.dataset.action = want;
+      const b = el('button', k.hold ? 'Release' : 'Hold…');
+      b.type = 'button';
+      b.dataset.sink = k.id;
+      b.addEventListener('click', () => (k.hold ? void releaseSink(k.id) : openHold(k.id)));
+      act.replaceChildren(b);
+    }
+  }
+}
+
+function openHold(sink: string): void {
+  const f = $('hold-form');
+  f.dataset.sink = sink;
+  $('hold-sink').textContent = sink;
+  f.hidden = false;
+  $('hold-minutes').focus();
+}
+
+async function holdSink(ev: Event): Promise<void> {
+  ev.preventDefault();
+  const f = $('hold-form');
+  const sink = f.dataset.sink!;
+  const minutes = ($('hold-minutes') as HTMLInputElement).value;
+  const reason = ($('hold-reason') as HTMLInputElement).value.trim();
+  try {
+    await api(`/api/sinks/${encodeURIComponent(sink)}/hold`, { method: 'POST', body: { ...(minutes ? { minutes: Number(minutes) } : {}), ...(reason ? { reason } : {}) } });
+    f.hidden = true;
+    await poll();
+  } catch (e) {
+    showError(`Hold failed: ${(e as Error).message}`);
+  }
+}
+
+async function releaseSink(sink: string): Promise<void> {
+  if (!confirm(`Release sink ${sink}? Its deliveries resume at once.`)) return;
+  try {
+    await api(`/api/sinks/${encodeURIComponent(sink)}/hold`, { method: 'DELETE' });
+    await poll();
+  } catch (e) {
+    showError(`Release failed: ${(e as Error).message}`);
+  }
+}
+
+// ---------- message browser ----------
+
+interface MessageMeta { id: string; seq: number; sourceId: string; status: string; receivedAt: string; headers: Record<string, string | undefined>; orderingKey?: string; duplicateOf?: string; error?: { code: string; message?: string } }
+let listLoaded = false;
+let lastSeq: number | undefined;
+const PAGE = 50;
+
+function filterQuery(): URLSearchParams {
+  const q = new URLSearchParams();
+  const v = (id: string) => ($(id) as HTMLInputElement).value.trim();
+  if (v('f-status')) q.set('status', v('f-status'));
+  if (v('f-source')) q.set('source', v('f-source'));
+  if (v('f-type')) q.set('type', v('f-type'));
+  if (v('f-control')) q.set('controlId', v('f-control'));
+  if (v('f-since')) q.set('since', new Date(v('f-since')).toISOString());
+  if (v('f-until')) q.set('until', new Date(v('f-until')).toISOString());
+  if (can('phi-reader') && v('f-patient')) q.set('patient', v('f-patient'));
+  q.set('limit', String(PAGE));
+  return q;
+}
+
+async function search(more: boolean): Promise<void> {
+  const q = filterQuery();
+  if (more && lastSeq !== undefined) q.set('before', String(lastSeq));
+  const tbody = ($('messages') as HTMLTableElement).tBodies[0];
+  try {
+    const list = await api<MessageMeta[]>(`/api/messages?${q}`);
+    listLoaded = true;
+    if (!more) tbody.replaceChildren();
+    for (const m of list) {
+      const tr = tbody.insertRow();
+      tr.insertCell().append(timeCell(m.receivedAt));
+      tr.insertCell().textContent = m.status;
+      tr.insertCell().textContent = m.sourceId;
+      tr.insertCell().textContent = m.headers?.messageType ?? '';
+      tr.insertCell().textContent = m.headers?.controlId ?? '';
+      const a = el('a', m.id);
+      a.href = `#/message/${m.id}`;
+      tr.insertCell().append(a);
+    }
+    lastSeq = list.length ? list[list.length - 1].seq : lastSeq;
+    $('more').hidden = list.length < PAGE;
+    showError(undefined);
+  } catch (e) {
+    showError(`Search failed: ${(e as Error).message}`);
+  }
+}
+
+// ---------- message detail ----------
+
+interface Detail extends MessageMeta {
+  body?: string;
+  bundle?: unknown;
+  contentType: string;
+  events: { at: string; status: string; sinkId?: string; routeId?: string; detail?: string }[];
+  deliveries: { id: string; routeId: string; sinkId: string; status: string; attempts: number; lastError?: { code?: string; message?: string } }[];
+  issues: { location?: string; code?: string; reason?: string; severity?: string; [k: string]: unknown }[];
+}
+let currentRaw = '';
+
+async function loadDetail(id: string): Promise<void> {
+  $('d-id').textContent = id;
+  $('replay-confirm').hidden = true;
+  $('replay-result').textContent = '';
+  try {
+    const d = await api<Detail>(`/api/messages/${encodeURIComponent(id)}${can('phi-reader') ? '?body=true' : ''}`);
+    const meta: [string, string | number][] = [
+      ['status', d.status],
+      ['source', d.sourceId],
+      ['received', new Date(d.receivedAt).toLocaleString()],
+      ['content type', d.contentType],
+      ['seq', d.seq],
+    ];
+    for (const [k, v] of Object.entries(d.headers ?? {})) if (v !== undefined) meta.push([k, v]);
+    if (d.orderingKey && d.headers?.orderingKey !== d.orderingKey) meta.push(['ordering key', d.orderingKey]);
+    if (d.duplicateOf) meta.push(['duplicate of', d.duplicateOf]);
+    if (d.error) meta.push(['error', `${d.error.code}${d.error.message ? `: ${d.error.message}` : ''}`]);
+    kvTable('d-meta', meta);
+    const ol = $('d-events');
+    ol.replaceChildren(
+      ...d.events.map((e) => {
+        const li = el('li');
+        li.append(timeCell(e.at), ` ${e.status}`, e.routeId ? ` route ${e.routeId}` : '', e.sinkId ? ` sink ${e.sinkId}` : '', e.detail ? ` — ${e.detail}` : '');
+        return li;
+      }),
+    );
+    const tbody = ($('d-deliveries') as HTMLTableElement).tBodies[0];
+    tbody.replaceChildren();
+    for (const x of d.deliveries) {
+      const tr = tbody.insertRow();
+      for (const v of [x.routeId, x.sinkId, x.status, x.attempts, x.lastError ? `${x.lastError.code ?? ''} ${x.lastError.message ?? ''}`.trim() : '']) tr.insertCell().textContent = String(v);
+    }
+    $('d-issues').replaceChildren(...(d.issues.length ? d.issues.map((i) => el('li', Object.entries(i).map(([k, v]) => `${k}: ${String(v)}`).join(' · '))) : [el('li', 'none')]));
+    currentRaw = d.body ?? '';
+    renderTree(currentRaw, d.contentType);
+    $('d-bundle').textContent = d.bundle ? JSON.stringify(d.bundle, null, 2) : '(no bundle)';
+    showError(undefined);
+  } catch (e) {
+    showError(`Message not loaded: ${(e as Error).message}`);
+  }
+}
+
+/** Common HL7 v2.5 field names (positions are shown for the others). */
+const FIELD_NAMES: Record<string, string[]> = {
+  MSH: ['', 'Field Separator', 'Encoding Characters', 'Sending Application', 'Sending Facility', 'Receiving Application', 'Receiving Facility', 'Date/Time of Message', 'Security', 'Message Type', 'Message Control ID', 'Processing ID', 'Version ID'],
+  EVN: ['', 'Event Type Code', 'Recorded Date/Time', 'Date/Time Planned Event', 'Event Reason Code', 'Operator ID', 'Event Occurred'],
+  PID: ['', 'Set ID', 'Patient ID', 'Patient Identifier List', 'Alternate Patient ID', 'Patient Name', "Mother's Maiden Name", 'Date/Time of Birth', 'Administrative Sex', 'Patient Alias', 'Race', 'Patient Address', 'County Code', 'Phone Number - Home', 'Phone Number - Business', 'Primary Language', 'Marital Status', 'Religion', 'Patient Account Number', 'SSN Number'],
+  PV1: ['', 'Set ID', 'Patient Class', 'Assigned Patient Location', 'Admission Type', 'Preadmit Number', 'Prior Patient Location', 'Attending Doctor', 'Referring Doctor', 'Consulting Doctor', 'Hospital Service'],
+  OBR: ['', 'Set ID', 'Placer Order Number', 'Filler Order Number', 'Universal Service Identifier', 'Priority', 'Requested Date/Time', 'Observation Date/Time'],
+  OBX: ['', 'Set ID', 'Value Type', 'Observation Identifier', 'Observation Sub-ID', 'Observation Value', 'Units', 'References Range', 'Abnormal Flags', 'Probability', 'Nature of Abnormal Test', 'Observation Result Status'],
+};
+
+function renderTree(raw: string, contentType: string): void {
+  const root = $('d-tree');
+  root.replaceChildren();
+  if (!raw) { root.textContent = '(no body: pruned, or not readable with this role)'; return; }
+  if (!raw.startsWith('MSH')) {
+    let text = raw;
+    if (/json/.test(contentType)) try { text = JSON.stringify(JSON.parse(raw), null, 2); } catch { /* as is */ }
+    root.append(el('pre', text));
+    return;
+  }
+  const fs = raw[3];
+  const [cs, rs, esc, ss] = [raw[4] ?? '^', raw[5] ?? '~', raw[6] ?? '\\', raw[7] ?? '&'];
+  const unescape = (v: string) =>
+    v.replace(new RegExp(`\\${esc}([FSTRE])\\${esc}`, 'g'), (_m, c: string) => ({ F: fs, S: cs, T: ss, R: rs, E: esc })[c] ?? _m);
+  for (const seg of raw.split(/\r\n|\r|\n/).filter(Boolean)) {
+    const name = seg.slice(0, 3);
+    const fields = seg.split(fs);
+    const det = el('details');
+    det.open = true;
+    const sum = el('summary', name);
+    det.append(sum);
+    // MSH-1 is the field separator itself: MSH's fields are numbered one on.
+    const values = name === 'MSH' ? ['', fs, ...fields.slice(1)] : fields;
+    for (let i = 1; i < values.length; i++) {
+      const v = values[i];
+      if (!v) continue;
+      const pos = `${name}-${i}`;
+      const label = FIELD_NAMES[name]?.[i];
+      const line = el('div', undefined, 'field');
+      line.dataset.pos = pos;
+      line.append(el('span', pos, 'pos'), label ? el('span', ` ${label}: `, 'fname') : ' ', name === 'MSH' && i <= 2 ? v : unescape(v));
+      det.append(line);
+      if (!(name === 'MSH' && i <= 2) && v.includes(cs)) {
+        v.split(rs)[0].split(cs).forEach((c, j) => {
+          if (!c) return;
+          const sub = el('div', undefined, 'field comp');
+          sub.dataset.pos = `${pos}.${j + 1}`;
+          sub.append(el('span', `  ${pos}.${j + 1}`, 'pos'), ' ', unescape(c));
+          det.append(sub);
+        });
+      }
+    }
+    root.append(det);
+  }
+}
+
+async function replayDry(): Promise<void> {
+  const id = $('d-id').textContent!;
+  try {
+    const r = await api<{ count: number }>('/api/replay', { method: 'POST', body: { ids: [id], dryRun: true } });
+    $('replay-count').textContent = `Would replay ${r.count} message${r.count === 1 ? '' : 's'}.`;
+    $('replay-confirm').hidden = false;
+    $('replay-go').focus();
+  } catch (e) {
+    showError(`Replay (dry run) failed: ${(e as Error).message}`);
+  }
+}
+
+async function replayGo(): Promise<void> {
+  const id = $('d-id').textContent!;
+  $('replay-confirm').hidden = true;
+  try {
+    const r = await api<{ count: number }>('/api/replay', { method: 'POST', body: { ids: [id] } });
+    $('replay-result').textContent = `Replayed ${r.count}.`;
+    setTimeout(() => void loadDetail(id), 1000);
+  } catch (e) {
+    showError(`Replay failed: ${(e as Error).message}`);
+  }
+}
+
+// ---------- wiring ----------
+
+function init(): void {
+  $('signin-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const input = $('token') as HTMLInputElement;
+    const t = input.value.trim();
+    input.value = '';
+    if (t) void signIn(t);
+  });
+  $('signout').addEventListener('click', () => signOut());
+  $('hold-form').addEventListener('submit', (ev) => void holdSink(ev));
+  $('hold-cancel').addEventListener('click', () => ($('hold-form').hidden = true));
+  $('filter-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    lastSeq = undefined;
+    void search(false);
+  });
+  $('more').addEventListener('click', () => void search(true));
+  $('replay').addEventListener('click', () => void replayDry());
+  $('replay-go').addEventListener('click', () => void replayGo());
+  $('replay-cancel').addEventListener('click', () => ($('replay-confirm').hidden = true));
+  $('copy-raw').addEventListener('click', () => void navigator.clipboard?.writeText(currentRaw));
+  window.addEventListener('hashchange', route);
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) void signIn(token);
+  else route();
+}
+
+init();
