@@ -1,5 +1,5 @@
 import { FerryError } from '@ferry/core';
-import type { Bundle, Observation, Patient } from '@medplum/fhirtypes';
+import type { Bundle, Observation, Patient, Resource, ServiceRequest } from '@medplum/fhirtypes';
 import { Hl7v2Transform } from '../fhir/transform';
 import { parseHl7 } from '../hl7v2/parser';
 import { adtBundle, mdmBundle, ormBundle, oruBundle, siuBundle, vxuBundle } from './__fixtures__/bundles';
@@ -252,5 +252,26 @@ describe('FHIR R4 -> HL7 v2.5.1', () => {
     expect(p.name![0]).toMatchObject({ family: "O'Brien|Smith", given: ['Anne', 'Marie'] });
     expect(p.birthDate).toBe('1980-05-15');
     expect(parseHl7(m.text).msh.get(18)).toBe('UNICODE UTF-8');
+  });
+  // ServiceRequest.status -> ORC-1/ORC-5 -> the inbound ORC[ServiceRequest] rows (ORC-5 OrderStatus, else ORC-1
+  // OrderControlCode[ServiceRequest.status]). Documented loss (FHIR-TO-V2.md): `draft` has no row in either map
+  // and comes back `unknown`.
+  const STATUS_LOSSES: Record<string, string> = { draft: 'unknown' };
+  test.each(['active', 'on-hold', 'revoked', 'completed', 'entered-in-error', 'unknown', 'draft'])('ServiceRequest.status %s: ORC-1/ORC-5 read back to the same status (ORM and MDM)', (status) => {
+    const t = new Hl7v2Transform();
+    const withStatus = (b: Bundle) => {
+      const sr = b.entry!.map((e) => e.resource).find((r): r is ServiceRequest => r?.resourceType === 'ServiceRequest')!;
+      sr.status = status as ServiceRequest['status'];
+      return b;
+    };
+    const orm = ormBundle();
+    const mdm = mdmBundle();
+    mdm.entry!.push({ fullUrl: 'urn:uuid:sr1', resource: (orm.entry!.find((e) => e.resource?.resourceType === 'ServiceRequest')!.resource as Resource) });
+    for (const b of [withStatus(ormBundle()), withStatus(mdm)]) {
+      const [m] = conv(b);
+      expect(lines(m.text).filter((l) => /^(ORC|OBR)\|/.test(l)).length).toBe(2);
+      const back = t.convert(Buffer.from(m.text, 'utf8')).entry!.map((e) => e.resource).filter((r): r is ServiceRequest => r?.resourceType === 'ServiceRequest');
+      expect(back.map((sr) => [sr.status, sr.code?.coding?.[0]?.code, sr.identifier?.map((i) => i.value).sort().join(' ')])).toEqual([[STATUS_LOSSES[status] ?? status, '24331-1', 'LAB-9 ORD-9']]);
+    }
   });
 });

@@ -95,6 +95,21 @@ function obxStatus(s: string | undefined): string | undefined {
   return v2CodeOf('ObservationResultStatusCodesInterpretation', s);
 }
 
+/**
+ * ORC-1 order control and ORC-5 order status from ServiceRequest.status, so that the inbound map gives the
+ * status back: ORC-5 through OrderStatus reversed (the inbound reads ORC-5 first); `unknown` (and a missing
+ * status) as ORC-1 SC (status changed) with ORC-5 empty: SC has no OrderControlCode[ServiceRequest.status]
+ * row, so the inbound keeps `unknown` (no table 0038 code means "unknown": `A` would claim partial results).
+ * `draft` has no row in either map: it is written as `unknown` (a known loss, see FHIR-TO-V2.md) rather than
+ * as a new order (NW) the receiver would act on.
+ */
+export function orcStatus(status: string | undefined): [control: string, orderStatus: string | undefined] {
+  const orderStatus = v2CodeOf('OrderStatus', status);
+  if (!orderStatus) return ['SC', undefined];
+  const control = status === 'revoked' || status === 'entered-in-error' ? 'CA' : status === 'on-hold' ? 'HD' : status === 'completed' ? 'SC' : 'NW';
+  return [control, orderStatus];
+}
+
 /** Message type and structure per event (HL7 v2.5.1 Chapter 2 message structure table 0354). */
 const STRUCTURE: Record<string, string> = {
   'ADT^A01': 'ADT_A01',
@@ -601,7 +616,6 @@ export class FhirToV2 {
   // ORM^O01: PID, [PV1], {ORC, OBR, {NTE}, {DG1}, {OBX}} (ORC[ServiceRequest], OBR[ServiceRequest])
 
   private orm(ctx: Ctx): Seg[] {
-    const w = this.w;
     const orders = ctx.all<ServiceRequest>('ServiceRequest');
     const patient = ctx.resolve<Patient>(orders[0]?.subject) ?? ctx.patient();
     if (!patient) throw missing('ServiceRequest.subject (Patient)', 'PID');
@@ -614,42 +628,7 @@ export class FhirToV2 {
       (sr.supportingInfo ?? []).map((r) => ctx.resolve<Observation>(r)).filter((o): o is Observation => o?.resourceType === 'Observation');
     const anyLinked = orders.some((sr) => linked(sr).length);
     orders.forEach((sr, i) => {
-      const ids = sr.identifier ?? [];
-      const placer = ids.find((x) => x.type?.coding?.some((c) => c.code === 'PLAC')) ?? ids.find((x) => !x.type);
-      const filler = ids.find((x) => x.type?.coding?.some((c) => c.code === 'FILL'));
-      const group = sr.requisition;
-      // no code: an order without OBR (ORM_O01's order detail is optional: diet, supply… orders)
-      const code = w.cwe(sr.code, 'OBR-4');
-      if (!placer?.value && !filler?.value) throw missing('ServiceRequest.identifier', 'ORC-2/ORC-3 (placer/filler order number)');
-      // ORC-1 order control from the status (IG OrderControlCode[ServiceRequest.status] reversed), ORC-5 order status
-      const control = sr.status === 'revoked' ? 'CA' : sr.status === 'on-hold' ? 'HD' : sr.status === 'completed' ? 'SC' : sr.status === 'entered-in-error' ? 'CA' : 'NW';
-      const requester = this.xcn(sr.requester, ctx);
-      const when = dtm(sr.occurrenceDateTime ?? sr.occurrencePeriod?.start);
-      out.push(
-        new Seg('ORC')
-          .set(1, control)
-          .set(2, w.ei(placer))
-          .set(3, w.ei(filler))
-          .set(4, w.ei(group))
-          .set(5, v2CodeOf('OrderStatus', sr.status))
-          .set(7, sr.priority ? ['', '', '', when ?? '', '', v2CodeOf('ExtendedPriorityCodes', sr.priority) ?? ''] : undefined)
-          .set(9, dtm(sr.authoredOn))
-          .set(12, requester),
-      );
-      // a DiagnosticReport based on this order (the inbound map makes one when OBR-22/25 are valued) gives OBR-7/22/25
-      const dr = ctx.all<DiagnosticReport>('DiagnosticReport').find((d) => d.basedOn?.some((r) => ctx.resolve(r) === sr));
-      if (code)
-        out.push(
-          new Seg('OBR')
-            .set(1, String(i + 1))
-            .set(2, w.ei(placer))
-            .set(3, w.ei(filler))
-            .set(4, code)
-            .set(7, dtm(dr?.effectiveDateTime ?? dr?.effectivePeriod?.start) ?? when)
-            .set(16, requester)
-            .set(22, dtm(dr?.issued))
-            .set(25, dr ? v2CodeOf('ResultStatus[Non-Queries]', dr.status) : undefined),
-        );
+      out.push(...this.orderSegs(sr, i + 1, ctx));
       if (this.on('NTE')) (sr.note ?? []).forEach((n, k) => n.text && out.push(new Seg('NTE').set(1, String(k + 1)).set(3, n.text)));
       // the order's diagnoses and observations: those it references, else (first order) all in the Bundle
       const reasons = (sr.reasonReference ?? []).map((r) => ctx.resolve<Condition>(r)).filter((c): c is Condition => c?.resourceType === 'Condition');
@@ -658,6 +637,48 @@ export class FhirToV2 {
       const obs = anyLinked ? linked(sr) : i === 0 ? ctx.all<Observation>('Observation') : [];
       obs.forEach((o, k) => out.push(this.obx(o, k + 1)));
     });
+    return out;
+  }
+
+  /**
+   * ORC[ServiceRequest] + OBR[ServiceRequest] in reverse (ORM_O01 and MDM_T02 order groups). No OBR for an
+   * order without a code (ORM_O01's order detail is optional: diet, supply… orders).
+   */
+  private orderSegs(sr: ServiceRequest, setId: number, ctx: Ctx): Seg[] {
+    const w = this.w;
+    const ids = sr.identifier ?? [];
+    const placer = ids.find((x) => x.type?.coding?.some((c) => c.code === 'PLAC')) ?? ids.find((x) => !x.type);
+    const filler = ids.find((x) => x.type?.coding?.some((c) => c.code === 'FILL'));
+    const code = w.cwe(sr.code, 'OBR-4');
+    if (!placer?.value && !filler?.value) throw missing('ServiceRequest.identifier', 'ORC-2/ORC-3 (placer/filler order number)');
+    const [control, orderStatus] = orcStatus(sr.status);
+    const requester = this.xcn(sr.requester, ctx);
+    const when = dtm(sr.occurrenceDateTime ?? sr.occurrencePeriod?.start);
+    const out = [
+      new Seg('ORC')
+        .set(1, control)
+        .set(2, w.ei(placer))
+        .set(3, w.ei(filler))
+        .set(4, w.ei(sr.requisition))
+        .set(5, orderStatus)
+        .set(7, sr.priority ? ['', '', '', when ?? '', '', v2CodeOf('ExtendedPriorityCodes', sr.priority) ?? ''] : undefined)
+        .set(9, dtm(sr.authoredOn))
+        .set(12, requester),
+    ];
+    // a DiagnosticReport based on this order (the inbound map makes one when OBR-22/25 are valued) gives OBR-7/22/25
+    const dr = ctx.all<DiagnosticReport>('DiagnosticReport').find((d) => d.basedOn?.some((r) => ctx.resolve(r) === sr));
+    if (code)
+      out.push(
+        new Seg('OBR')
+          .set(1, String(setId))
+          .set(2, w.ei(placer))
+          .set(3, w.ei(filler))
+          .set(4, code)
+          .set(7, dtm(dr?.effectiveDateTime ?? dr?.effectivePeriod?.start) ?? when)
+          .set(16, requester)
+          .set(22, dtm(dr?.issued))
+          .set(25, dr ? v2CodeOf('ResultStatus[Non-Queries]', dr.status) : undefined),
+      );
     return out;
   }
 
@@ -672,8 +693,17 @@ export class FhirToV2 {
     const out = [this.pid(patient)];
     const enc = ctx.resolve<Encounter>(doc.context?.encounter?.[0]) ?? ctx.all<Encounter>('Encounter')[0];
     if (enc?.resourceType === 'Encounter' && this.on('PV1')) out.push(this.pv1(enc, ctx));
-    // MDM_T02 {ORC, OBR}: the report / order the document belongs to (no OBX: the content follows TXA)
-    ctx.all<DiagnosticReport>('DiagnosticReport').forEach((dr, i) => out.push(...this.obrGroup(i + 1, dr, [], ctx)));
+    // MDM_T02 {ORC, OBR}: the order the document belongs to (no OBX: the content follows TXA). The inbound
+    // MDM_T02 map makes OBR a ServiceRequest only (ORC[ServiceRequest], OBR[ServiceRequest]): each ServiceRequest
+    // is written as ORC + OBR; a DiagnosticReport (a Bundle from another source) as its OBR group, with the
+    // ServiceRequest it is based on as its ORC
+    const reports = ctx.all<DiagnosticReport>('DiagnosticReport');
+    const reported = new Set(reports.flatMap((dr) => (dr.basedOn ?? []).map((r) => ctx.resolve<Resource>(r)).filter((x): x is Resource => !!x)));
+    let obrSet = 0;
+    ctx.all<ServiceRequest>('ServiceRequest').forEach((sr) => {
+      if (!reported.has(sr)) out.push(...this.orderSegs(sr, ++obrSet, ctx));
+    });
+    reports.forEach((dr) => out.push(...this.obrGroup(++obrSet, dr, [], ctx)));
     const type = w.cwe(doc.type, 'TXA-2')?.[0];
     if (!type) throw missing('DocumentReference.type', 'TXA-2 (document type)');
     const master = doc.masterIdentifier ?? doc.identifier?.[0];
