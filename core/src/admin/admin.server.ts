@@ -9,7 +9,7 @@ import { HttpConnections } from '../util/graceful-http';
 import { holdRequest, replayFilter, replayMessages, type HoldRequest, type ReplayRequest } from '../store/admin-ops';
 import type { AuditFilter, MessageFilter } from '../store/message-store';
 import { AuthError } from './auth';
-import { AdminGuard, GuardError } from './guard';
+import { AdminGuard, GuardError, principalLabel } from './guard';
 import { deliveryWithoutIdentifiers, redactConfig, withoutIdentifiers } from './redact';
 import { hasRole, type Role } from './roles';
 import { issueToken, tokenRequest, tokenView, type TokenRequest } from './token-ops';
@@ -273,6 +273,18 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
     await audit(req, { action: 'config.read', result: 'ok' });
     const { pluginConfig, ...rest } = engine.config;
     return redactConfig({ ...rest, pluginConfig });
+  });
+
+  /**
+   * Re-reads the config file, validates all of it and applies it only if valid (see Engine.reload):
+   * 200 applied; 422 invalid (every problem); 409 a restart is required. Nothing applied in both.
+   */
+  app.post('/api/config/reload', { config: { role: 'admin' } }, async (req, reply) => {
+    const by = req.principal ? principalLabel(req.principal) : 'unknown';
+    const r = await operation(req, 'config.reload', undefined, () => engine.reload(by), undefined, (x) =>
+      x.applied ? `applied: version ${x.version}${x.unchanged ? ' (no change)' : ''}` : x.problems ? `refused, invalid: ${x.problems.length} problems` : `refused, restart required: ${x.restartRequired?.join(',')}`,
+    );
+    return reply.code(r.applied ? 200 : r.problems ? 422 : 409).send(r);
   });
 
   const address = await app.listen({ host: cfg.host, port: cfg.port });

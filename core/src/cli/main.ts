@@ -227,6 +227,13 @@ async function start(configArg: string | undefined): Promise<number> {
     };
     process.once('SIGTERM', () => shutdown('SIGTERM'));
     process.once('SIGINT', () => shutdown('SIGINT'));
+    // Live configuration: re-read, validate and apply the config file (the engine logs the outcome).
+    const onHup = () => {
+      if (stopping) return;
+      engine.logger.info('reloading the config', { signal: 'SIGHUP' });
+      engine.reload('signal').catch((e) => engine.logger.error('config reload failed', lazy.logger().errorFields(e)));
+    };
+    process.on('SIGHUP', onHup);
   });
 }
 

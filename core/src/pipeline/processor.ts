@@ -8,7 +8,7 @@ import { whileStoreDown, type MessageStore } from '../store/message-store';
 import { retryTransient } from '../util/retry-transient';
 import { WakeableSleep } from '../util/wakeable-sleep';
 import { MessagePipeline, type ProcessingReport } from './process-message';
-import { TransformTimeoutError, type TransformPool } from './transform-pool';
+import { TransformTimeoutError, type RouteGeneration, type TransformPool } from './transform-pool';
 
 /** The report of a message whose transform did not finish on a worker (a transform that hangs). */
 function timedOut(id: string, ms: number): ProcessingReport {
@@ -29,6 +29,12 @@ function timedOut(id: string, ms: number): ProcessingReport {
   };
 }
 
+/** Compiled routes and steps with the config version they belong to (swapped as one). */
+export interface PreparedRoutes {
+  readonly pipeline: MessagePipeline;
+  readonly generation: RouteGeneration;
+}
+
 export interface ProcessorOptions {
   owner: string;
   batchSize: number;
@@ -41,6 +47,8 @@ export interface ProcessorOptions {
   pool?: TransformPool;
   /** Each source's `dataQuality` policy, by source id. */
   dataQuality?: Record<string, DataQualityPolicy>;
+  /** The config version of `routes` (see Engine.reload). */
+  configVersion?: number;
 }
 
 /**
@@ -51,7 +59,8 @@ export interface ProcessorOptions {
  * ordering key is the store's job (claimDeliveries), so batches may finish in any order.
  */
 export class Processor {
-  private readonly pipeline: MessagePipeline;
+  /** The compiled routes and steps, swapped as one by `setRoutes` (a reload): a batch takes the pair in force when it starts. */
+  private current: PreparedRoutes;
   private running = false;
   private loopPromise?: Promise<void>;
   private readonly sleeper = new WakeableSleep();
@@ -64,13 +73,32 @@ export class Processor {
 
   constructor(
     private readonly store: MessageStore,
-    transforms: MessageTransform[],
+    private readonly transforms: MessageTransform[],
     routes: RouteConfig[],
     private readonly logger: Logger,
     private readonly metrics: EngineMetrics,
     private readonly opts: ProcessorOptions,
   ) {
-    this.pipeline = new MessagePipeline(transforms, routes, opts.baseDir, opts.dataQuality);
+    this.current = { pipeline: new MessagePipeline(transforms, routes, opts.baseDir, opts.dataQuality), generation: { version: opts.configVersion ?? 0, routes, dataQuality: opts.dataQuality } };
+  }
+
+  /**
+   * Compiles routes for a reload (a step that does not compile throws, and nothing changes);
+   * `useRoutes` then swaps them in as one object. Batches under way finish with the routes they
+   * started with; each message is routed wholly by one config or the other.
+   */
+  prepareRoutes(version: number, routes: RouteConfig[], dataQuality: Record<string, DataQualityPolicy> | undefined): PreparedRoutes {
+    return { pipeline: new MessagePipeline(this.transforms, routes, this.opts.baseDir, dataQuality), generation: { version, routes, dataQuality } };
+  }
+
+  /** Swaps in routes compiled by `prepareRoutes`. */
+  useRoutes(prepared: PreparedRoutes): void {
+    this.current = prepared;
+  }
+
+  /** The config version new batches are routed by. */
+  get configVersion(): number {
+    return this.current.generation.version;
   }
 
   start(): void {
@@ -163,7 +191,9 @@ export class Processor {
    */
   private async processBatch(messages: StoredMessage[]): Promise<ProcessingReport[]> {
     const pool = this.opts.pool;
-    const remote = pool ? messages.filter((m) => m.body && pool.handles(this.pipeline.transformFor(m.contentType))) : [];
+    // One routes generation for the whole batch (a reload swaps `current` between batches).
+    const { pipeline, generation } = this.current;
+    const remote = pool ? messages.filter((m) => m.body && pool.handles(pipeline.transformFor(m.contentType))) : [];
     const reports = new Map<string, ProcessingReport>();
     const deferred = new Set<string>();
     if (remote.length) {
@@ -171,14 +201,14 @@ export class Processor {
       // (or given up) before the lease runs out and another instance may claim them.
       const timeout = Math.max(500, Math.floor(this.opts.leaseMs / 4));
       try {
-        for (const r of await pool!.process(remote, timeout)) reports.set(r.id, r);
+        for (const r of await pool!.process(remote, timeout, generation)) reports.set(r.id, r);
       } catch (e) {
         if (e instanceof TransformTimeoutError) {
           // A transform that never returns would hang this thread too: find the message one by
           // one on the workers and record it as failed; the others go on.
           for (const m of remote) {
             try {
-              const [r] = await pool!.process([m], timeout);
+              const [r] = await pool!.process([m], timeout, generation);
               reports.set(r.id, r);
             } catch (e2) {
               if (e2 instanceof TransformTimeoutError) reports.set(m.id, timedOut(m.id, timeout));
@@ -191,7 +221,7 @@ export class Processor {
         } else this.logger.warn('transform worker failed a batch; processing it on the engine thread', { messages: remote.length, ...errorFields(e) });
       }
     }
-    for (const m of messages) if (!reports.has(m.id) && !deferred.has(m.id)) reports.set(m.id, await this.pipeline.process(m, this.messageLogger(m)));
+    for (const m of messages) if (!reports.has(m.id) && !deferred.has(m.id)) reports.set(m.id, await pipeline.process(m, this.messageLogger(m)));
     return messages.filter((m) => reports.has(m.id)).map((m) => reports.get(m.id)!);
   }
 

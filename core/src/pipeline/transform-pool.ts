@@ -16,6 +16,8 @@ export interface TransformWorkerData {
   /** Where plugin packages are resolved from (the engine resolves them from the same place). */
   pluginBaseDir: string;
   routes: RouteConfig[];
+  /** The config version of `routes` (a batch of another version brings its own: see RouteGeneration). */
+  configVersion?: number;
   /** Each source's `dataQuality` policy, by source id. */
   dataQuality?: Record<string, DataQualityPolicy>;
   /** Relative script paths resolve against it. */
@@ -23,7 +25,19 @@ export interface TransformWorkerData {
   log: Partial<LogConfig>;
 }
 
-export type WorkerRequest = { id: number; messages: StoredMessage[] };
+/**
+ * The routes (and data-quality policies) a batch is routed by, with the config version they
+ * belong to: a reload swaps them between batches, and each batch carries its own, so a worker
+ * routes every message of a batch by one config, old or new (it rebuilds its pipeline when the
+ * version changes).
+ */
+export interface RouteGeneration {
+  version: number;
+  routes: RouteConfig[];
+  dataQuality?: Record<string, DataQualityPolicy>;
+}
+
+export type WorkerRequest = { id: number; messages: StoredMessage[]; generation?: RouteGeneration };
 export type WorkerReply =
   | { type: 'ready'; transforms: string[] }
   | { type: 'failed'; message: string }
@@ -162,10 +176,10 @@ export class TransformPool {
    * answered within `timeoutMs` (a transform that never returns) ends its worker -- another
    * starts -- and rejects with a TransformTimeoutError.
    */
-  async process(messages: StoredMessage[], timeoutMs = 0): Promise<ProcessingReport[]> {
+  async process(messages: StoredMessage[], timeoutMs = 0, generation?: RouteGeneration): Promise<ProcessingReport[]> {
     // A worker being replaced: wait for it (bounded) rather than fail the batch over to the engine thread.
     if (!this.slots.some((s) => s.ready) && this.slots.length && !this.closed) await this.readyOrTimeout(Math.max(timeoutMs, 30_000));
-    return this.send(messages, timeoutMs);
+    return this.send(messages, timeoutMs, generation);
   }
 
   private readyWaiters: (() => void)[] = [];
@@ -180,7 +194,7 @@ export class TransformPool {
     });
   }
 
-  private send(messages: StoredMessage[], timeoutMs: number): Promise<ProcessingReport[]> {
+  private send(messages: StoredMessage[], timeoutMs: number, generation?: RouteGeneration): Promise<ProcessingReport[]> {
     const ready = this.slots.filter((s) => s.ready);
     if (!ready.length) return Promise.reject(new Error('no transform worker is running'));
     const slot = ready.reduce((a, b) => (b.load < a.load ? b : a));
@@ -203,7 +217,7 @@ export class TransformPool {
           reject(new TransformTimeoutError(timeoutMs));
           void slot.worker.terminate();
         }, timeoutMs);
-      slot.worker.postMessage({ id, messages } satisfies WorkerRequest);
+      slot.worker.postMessage({ id, messages, generation } satisfies WorkerRequest);
     });
   }
 
