@@ -136,9 +136,11 @@ describe('live configuration', () => {
       expect(Object.keys(stats.messages).sort()).toEqual(expect.arrayContaining(['delivered']));
       expect(stats.messages).not.toHaveProperty('failed');
 
-      // Each message wholly by one config: old = women -> a; new = men -> a and everyone -> b.
+      // Each message wholly by one config: old = women -> a; new = men -> a and everyone -> b;
+      // and the config version stored with it is the one whose routes it went by.
       const inA = new Set(controlIds(path.join(dir, 'a', 'bundles.ndjson')));
       const inB = new Set(controlIds(path.join(dir, 'b', 'bundles.ndjson')));
+      const versionOf = new Map((await engine.store.listMessages({ limit: 100_000 })).map((m) => [m.headers.controlId, m.configVersion]));
       let byOld = 0;
       let byNew = 0;
       const mixed: string[] = [];
@@ -148,9 +150,17 @@ describe('live configuration', () => {
         if (newCfg) byNew++;
         else byOld++;
         const expectedInA = newCfg ? male : !male;
-        if (inA.has(m.ctl) !== expectedInA) mixed.push(m.ctl);
+        if (inA.has(m.ctl) !== expectedInA || versionOf.get(m.ctl) !== (newCfg ? 2 : 1)) mixed.push(`${m.ctl} v${versionOf.get(m.ctl)}`);
       }
       expect(mixed).toEqual([]);
+      // Both versions stored, masked, with who applied them.
+      const history = await engine.store.configVersions!();
+      expect(history.map((h) => [h.version, h.appliedBy])).toEqual([
+        [2, 'test'],
+        [1, 'start'],
+      ]);
+      expect(history[0].hash).toMatch(/^[0-9a-f]{64}$/);
+      expect(JSON.parse((await engine.store.configVersion!(2))!.config!).sinks.b.type).toBe('file');
       // Both configs routed some of the load.
       expect(byOld).toBeGreaterThan(0);
       expect(byNew).toBeGreaterThan(0);

@@ -287,6 +287,26 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
     return reply.code(r.applied ? 200 : r.problems ? 422 : 409).send(r);
   });
 
+  /** Every applied config, newest first: version, time, who, hash (`?limit=`). */
+  app.get<{ Querystring: { limit?: string } }>('/api/config/history', { config: { role: 'admin' } }, async (req) => {
+    await audit(req, { action: 'config.history', result: 'ok' });
+    return (await engine.store.configVersions?.(req.query.limit ? Number(req.query.limit) || 100 : 100)) ?? [];
+  });
+
+  /** What changed from config version a to b (secrets masked): `{ a, b, changes: [{ path, change, before, after }] }`. */
+  app.get<{ Querystring: { a?: string; b?: string } }>('/api/config/diff', { config: { role: 'admin' } }, async (req, reply) => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { configVersionDiff } = require('../cli/commands/config.command') as typeof import('../cli/commands/config.command');
+    try {
+      const d = await configVersionDiff(engine.store, req.query.a, req.query.b);
+      await audit(req, { action: 'config.diff', target: `${req.query.a}..${req.query.b}`, result: 'ok' });
+      return d;
+    } catch (e) {
+      if (e instanceof FerryError && e.kind === 'input') return reply.code((e.details?.status as number) ?? 400).send({ error: e.message });
+      throw e;
+    }
+  });
+
   const address = await app.listen({ host: cfg.host, port: cfg.port });
   return { url: address, app, guard, routes, close: () => conns.close(() => app.close()) };
 }

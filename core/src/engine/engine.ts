@@ -1,8 +1,9 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import os from 'node:os';
 import type { Logger } from 'winston';
 import { startAdmin, type AdminServer } from '../admin/admin.server';
 import { ensureInitialToken, printInitialToken } from '../admin/auth';
+import { redactConfig } from '../admin/redact';
 import { EngineMetrics } from '../admin/metrics';
 import type { EngineConfig } from '../config/engine.schema';
 import { Dispatcher, type SinkRuntime, type SinkView } from '../delivery/dispatcher';
@@ -66,6 +67,12 @@ function canonicalJson(v: unknown): string {
   return JSON.stringify(v, (_k, x: unknown) =>
     x && typeof x === 'object' && !Array.isArray(x) && !Buffer.isBuffer(x) ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
   );
+}
+
+/** A config as stored in `config_versions`: secrets masked (as GET /api/config shows it), canonical JSON. */
+export function maskedConfigText(config: EngineConfig): string {
+  const { file: _f, baseDir: _b, ...rest } = config;
+  return canonicalJson(redactConfig(rest));
 }
 
 /** Ids added, changed and removed between two keyed sets of config entries. */
@@ -223,6 +230,7 @@ export class Engine {
         await this.store.startInstance(this.owner, { heartbeatMs: cfg.processing.heartbeatMs, instanceTimeoutMs: cfg.processing.instanceTimeoutMs });
         this.instanceStarted = true;
       }
+      this.version = await this.recordConfigVersion(cfg, 'start', 1);
       for (const [id, entry] of Object.entries(cfg.sinks)) this.sinks.set(id, await this.startSink(id, entry, cfg));
       const common = { owner: this.owner, leaseMs: cfg.processing.leaseMs, pollIntervalMs: cfg.processing.pollIntervalMs };
       const workers = transformWorkerCount(cfg.processing.transformWorkers);
@@ -336,7 +344,7 @@ export class Engine {
       this.logger.info('config reloaded: no change', { by, version: this.version });
       return { applied: true, version: this.version, unchanged: true };
     }
-    const version = this.version + 1;
+    const version = await this.recordConfigVersion(fresh, by, this.version + 1);
     const dataQuality = this.dataQualityPolicies(fresh);
     // Compiled before anything changes: a step that does not compile refuses the reload.
     const processor = this.processor!;
@@ -381,6 +389,17 @@ export class Engine {
     this.dispatcher?.kick();
     this.processor?.kick();
     return { applied: true, version, changes };
+  }
+
+  /**
+   * Stores an applied config (secrets masked, its hash, who) and answers its version; the same
+   * content as the latest stored version keeps that version. A store without config versions: `fallback`.
+   */
+  private async recordConfigVersion(config: EngineConfig, by: string, fallback: number): Promise<number> {
+    if (!this.store.recordConfigVersion) return fallback;
+    const text = maskedConfigText(config);
+    const { version } = await this.store.recordConfigVersion({ hash: createHash('sha256').update(text).digest('hex'), appliedBy: by, config: text });
+    return version;
   }
 
   /** Each source's `dataQuality` policy, by source id (plain data: it goes to the transform workers too). */

@@ -172,7 +172,10 @@ export class Processor {
   private async runBatch(claimed: StoredMessage[]): Promise<void> {
     let reports: ProcessingReport[];
     try {
-      reports = await this.processBatch(claimed);
+      const { version, reports: r } = await this.processBatch(claimed);
+      reports = r;
+      // Stored with each message: the config version its batch was routed by.
+      for (const x of reports) x.configVersion = version;
       // Messages without a report (see processBatch) stay leased, to be claimed again.
       const byId = new Map(claimed.map((m) => [m.id, m]));
       await this.record(reports, reports.map((r) => byId.get(r.id)!));
@@ -189,7 +192,7 @@ export class Processor {
    * of a batch that timed out on a worker and could not be retried there alone gets no report:
    * it is not run on this thread (its transform may never return) but left leased.
    */
-  private async processBatch(messages: StoredMessage[]): Promise<ProcessingReport[]> {
+  private async processBatch(messages: StoredMessage[]): Promise<{ version: number; reports: ProcessingReport[] }> {
     const pool = this.opts.pool;
     // One routes generation for the whole batch (a reload swaps `current` between batches).
     const { pipeline, generation } = this.current;
@@ -222,7 +225,7 @@ export class Processor {
       }
     }
     for (const m of messages) if (!reports.has(m.id) && !deferred.has(m.id)) reports.set(m.id, await pipeline.process(m, this.messageLogger(m)));
-    return messages.filter((m) => reports.has(m.id)).map((m) => reports.get(m.id)!);
+    return { version: generation.version, reports: messages.filter((m) => reports.has(m.id)).map((m) => reports.get(m.id)!) };
   }
 
   private messageLogger(m: StoredMessage): Logger {
