@@ -208,4 +208,47 @@ describe('live configuration', () => {
       await engine.stop();
     }
   });
+
+  it.each([0, 1])('a runaway script fails only its own message; an edited script is picked up by a reload (transform workers: %i)', async (workers) => {
+    const dir = tmp();
+    const script = path.join(dir, 'step.js');
+    // Men loop forever; women pass.
+    writeFileSync(script, "module.exports = (b) => { if (b.entry.some((e) => e.resource.gender === 'male')) { for (;;) {} } return b; };");
+    const file = path.join(dir, 'ferry.yaml');
+    const cfg = {
+      store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
+      plugins: ['@ferry/plugin-hl7v2-mllp'],
+      processing: { pollIntervalMs: 20, batchSize: 8, transformWorkers: workers },
+      admin: { enabled: false },
+      log: { level: 'error' },
+      sinks: { a: { type: 'file', dir: path.join(dir, 'a'), format: 'ndjson', envelope: true } },
+      routes: [{ id: 'r', steps: [{ script, timeoutMs: 200 }], to: ['a'] }],
+    };
+    write(file, cfg);
+    const engine = await Engine.create({ configFile: file });
+    await engine.start();
+    try {
+      const t0 = Date.now();
+      for (let i = 0; i < 6; i++) await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: Buffer.from(adt(`X-${i}`, i)) }]);
+      await engine.waitForIdle(20_000);
+      expect(Date.now() - t0).toBeLessThan(15_000);
+      const all = await engine.store.listMessages({ limit: 100 });
+      const failed = all.filter((m) => m.status === 'failed');
+      expect(failed.map((m) => m.headers.controlId).sort()).toEqual(['X-1', 'X-3', 'X-5']);
+      for (const m of failed) expect(m.error).toMatchObject({ code: 'FERRY_E_INPUT_SCRIPT_TIMEOUT', message: expect.stringContaining('did not finish within 200 ms') });
+      expect(controlIds(path.join(dir, 'a', 'bundles.ndjson')).sort()).toEqual(['X-0', 'X-2', 'X-4']);
+
+      // The script edited, the config file not: a reload loads the script again.
+      writeFileSync(script, "module.exports = (b) => ({ ...b, meta: { tag: [{ code: 'v2' }] } });");
+      const r = await engine.reload('test');
+      expect(r.applied).toBe(true);
+      await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: Buffer.from(adt('Y-1', 1)) }]);
+      await engine.waitForIdle(20_000);
+      const lines = readFileSync(path.join(dir, 'a', 'bundles.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const y = lines.find((l) => l.controlId === 'Y-1');
+      expect(y.bundle.meta.tag[0].code).toBe('v2');
+    } finally {
+      await engine.stop();
+    }
+  });
 });

@@ -256,7 +256,7 @@ export interface RouteConfig {
   ordering: 'strict' | 'none';
 }
 
-export type StepConfig = { validate: true } | { filter: string } | { script: string };
+export type StepConfig = { validate: true } | { filter: string } | { script: string; timeoutMs?: number };
 
 export interface PluginRef {
   package: string;

@@ -234,8 +234,15 @@ function parseStep(step: unknown, at: string, problems: ConfigProblem[]): StepCo
       if (k === 'filter' && typeof v === 'string' && v.trim()) return { filter: v };
       if (k === 'script' && typeof v === 'string' && v.trim()) return { script: v };
     }
+    // { script, timeoutMs }: the script's time limit per message (ms, synchronous part).
+    const o = step as Record<string, unknown>;
+    if (entries.length === 2 && typeof o.script === 'string' && o.script.trim() && 'timeoutMs' in o) {
+      if (typeof o.timeoutMs === 'number' && Number.isInteger(o.timeoutMs) && o.timeoutMs > 0) return { script: o.script, timeoutMs: o.timeoutMs };
+      problems.push({ path: `${at}.timeoutMs`, message: 'a positive whole number of milliseconds' });
+      return undefined;
+    }
   }
-  problems.push({ path: at, message: 'a step is `validate`, `{ filter: <fhirpath> }` or `{ script: <path to module> }`' });
+  problems.push({ path: at, message: 'a step is `validate`, `{ filter: <fhirpath> }` or `{ script: <path to module>, timeoutMs?: <ms> }`' });
   return undefined;
 }
 

@@ -16,7 +16,7 @@ import type { PluginHost } from '../plugin/plugin-host';
 import { coreTokens } from '../plugin/tokens';
 import { DEFAULT_DATA_QUALITY } from '../pipeline/data-quality';
 import { assessDataQuality, findTransform } from '../pipeline/process-message';
-import { Processor } from '../pipeline/processor';
+import { Processor, type PreparedRoutes } from '../pipeline/processor';
 import { TransformPool } from '../pipeline/transform-pool';
 import { pruneByRetention } from '../store/admin-ops';
 import { createStore } from '../store/create-store';
@@ -242,7 +242,6 @@ export class Engine {
             pluginConfig: cfg.pluginConfig,
             pluginBaseDir: process.cwd(),
             routes: cfg.routes,
-            configVersion: this.version,
             dataQuality: this.dataQualityPolicies(),
             baseDir: cfg.baseDir,
             log: cfg.log,
@@ -340,15 +339,27 @@ export class Engine {
     const sinks = diffEntries(old.sinks, fresh.sinks);
     const sources = diffEntries(old.sources, fresh.sources);
     const routes = diffEntries(Object.fromEntries(old.routes.map((r) => [r.id, r])), Object.fromEntries(fresh.routes.map((r) => [r.id, r])));
-    if (sameConfig(old.sinks, fresh.sinks) && sameConfig(old.sources, fresh.sources) && sameConfig(old.routes, fresh.routes)) {
+    // With script steps a reload always reloads them (their files may have changed; the version stays when the config did not).
+    const scripts = fresh.routes.some((r) => r.steps.some((st) => 'script' in st));
+    if (!scripts && sameConfig(old.sinks, fresh.sinks) && sameConfig(old.sources, fresh.sources) && sameConfig(old.routes, fresh.routes)) {
       this.logger.info('config reloaded: no change', { by, version: this.version });
       return { applied: true, version: this.version, unchanged: true };
     }
-    const version = await this.recordConfigVersion(fresh, by, this.version + 1);
     const dataQuality = this.dataQualityPolicies(fresh);
-    // Compiled before anything changes: a step that does not compile refuses the reload.
+    // Compiled (scripts loaded afresh from their files) before anything changes: a step that does
+    // not compile refuses the reload.
     const processor = this.processor!;
-    const prepared = processor.prepareRoutes(version, fresh.routes, dataQuality);
+    let compiled: PreparedRoutes;
+    try {
+      compiled = processor.prepareRoutes(0, fresh.routes, dataQuality);
+    } catch (e) {
+      if (!(e instanceof FerryError) || e.kind !== 'config') throw e;
+      const problems = [{ path: 'routes', message: e.message }];
+      this.logger.error('config reload refused: a route step does not load; the running config stays', { by, problems: 1, details: problems.map((p) => `${p.path}: ${p.message}`) });
+      return { applied: false, version: this.version, problems };
+    }
+    const version = await this.recordConfigVersion(fresh, by, this.version + 1);
+    const prepared: PreparedRoutes = { pipeline: compiled.pipeline, generation: { ...compiled.generation, version } };
     // 1. Sinks the new routes may name.
     for (const id of sinks.changed) {
       await this.dispatcher!.removeSink(id);

@@ -61,6 +61,8 @@ export interface ProcessorOptions {
 export class Processor {
   /** The compiled routes and steps, swapped as one by `setRoutes` (a reload): a batch takes the pair in force when it starts. */
   private current: PreparedRoutes;
+  /** Route compilations made by reloads (each a new RouteGeneration key). */
+  private compilations = 0;
   private running = false;
   private loopPromise?: Promise<void>;
   private readonly sleeper = new WakeableSleep();
@@ -79,7 +81,7 @@ export class Processor {
     private readonly metrics: EngineMetrics,
     private readonly opts: ProcessorOptions,
   ) {
-    this.current = { pipeline: new MessagePipeline(transforms, routes, opts.baseDir, opts.dataQuality), generation: { version: opts.configVersion ?? 0, routes, dataQuality: opts.dataQuality } };
+    this.current = { pipeline: new MessagePipeline(transforms, routes, opts.baseDir, opts.dataQuality), generation: { version: opts.configVersion ?? 0, key: 0, routes, dataQuality: opts.dataQuality } };
   }
 
   /**
@@ -88,7 +90,7 @@ export class Processor {
    * started with; each message is routed wholly by one config or the other.
    */
   prepareRoutes(version: number, routes: RouteConfig[], dataQuality: Record<string, DataQualityPolicy> | undefined): PreparedRoutes {
-    return { pipeline: new MessagePipeline(this.transforms, routes, this.opts.baseDir, dataQuality), generation: { version, routes, dataQuality } };
+    return { pipeline: new MessagePipeline(this.transforms, routes, this.opts.baseDir, dataQuality), generation: { version, key: ++this.compilations, routes, dataQuality } };
   }
 
   /** Swaps in routes compiled by `prepareRoutes`. */

@@ -16,8 +16,6 @@ export interface TransformWorkerData {
   /** Where plugin packages are resolved from (the engine resolves them from the same place). */
   pluginBaseDir: string;
   routes: RouteConfig[];
-  /** The config version of `routes` (a batch of another version brings its own: see RouteGeneration). */
-  configVersion?: number;
   /** Each source's `dataQuality` policy, by source id. */
   dataQuality?: Record<string, DataQualityPolicy>;
   /** Relative script paths resolve against it. */
@@ -29,10 +27,12 @@ export interface TransformWorkerData {
  * The routes (and data-quality policies) a batch is routed by, with the config version they
  * belong to: a reload swaps them between batches, and each batch carries its own, so a worker
  * routes every message of a batch by one config, old or new (it rebuilds its pipeline when the
- * version changes).
+ * compilation changes).
  */
 export interface RouteGeneration {
   version: number;
+  /** Which compilation (0: the routes the workers start with): a reload with the same version may still bring new scripts. */
+  key: number;
   routes: RouteConfig[];
   dataQuality?: Record<string, DataQualityPolicy>;
 }

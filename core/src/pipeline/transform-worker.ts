@@ -19,8 +19,8 @@ async function main(): Promise<void> {
   const logger = createLogger(data.log).child({ component: 'transform-worker' });
   let pipeline: MessagePipeline;
   let impls: import('../plugin/api').MessageTransform[];
-  /** The config version of `pipeline` (0: the routes the worker was started with). */
-  let version = data.configVersion ?? 0;
+  /** The compilation of `pipeline` (0: the routes the worker was started with; see RouteGeneration). */
+  let key = 0;
   let transforms: string[];
   try {
     const host = new PluginHost(logger);
@@ -40,9 +40,9 @@ async function main(): Promise<void> {
       try {
         // A reload: the batch carries the routes of the config it is routed by (see RouteGeneration).
         const g = req.generation;
-        if (g && g.version !== version) {
+        if (g && g.key !== key) {
           pipeline = new MessagePipeline(impls, g.routes, data.baseDir, g.dataQuality);
-          version = g.version;
+          key = g.key;
         }
         // One pipeline for the whole batch, even if a later batch brings another version meanwhile.
         const batchPipeline = pipeline;
