@@ -83,4 +83,38 @@ d('ferry reload / config history / config diff', () => {
     expect(none.code).not.toBe(0);
     expect(none.stderr).toMatch(/no engine is running/);
   });
+
+  it('test-route shows each route\'s match or failed clause, the steps and the Bundle per sink, creating no store', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-test-route-'));
+    const file = path.join(dir, 'ferry.yaml');
+    writeFileSync(
+      file,
+      [
+        `store: { kind: sqlite, path: ${dir}/ferry.db }`,
+        'plugins: ["@ferry/plugin-hl7v2-mllp"]',
+        'sources:',
+        '  feed: { type: mllp, port: 0 }',
+        'sinks:',
+        `  a: { type: file, dir: ${dir}/a }`,
+        `  b: { type: file, dir: ${dir}/b }`,
+        'routes:',
+        `  - { id: women, when: { fhirpath: "Bundle.entry.resource.ofType(Patient).gender = 'female'" }, to: [a] }`,
+        '  - { id: orders, when: { messageType: ["ORM^*"] }, to: [a] }',
+        '  - { id: all, steps: [validate], to: [b] }',
+        '',
+      ].join('\n'),
+    );
+    const msg = path.join(dir, 'adt.hl7');
+    writeFileSync(msg, ['MSH|^~\\&|APP|FAC|FERRY|HOSP|20240101120000||ADT^A01^ADT_A01|T1|P|2.5.1', 'EVN|A01|20240101120000', 'PID|1||MRN1^^^HOSP^MR||DOE^JOHN||19800101|M', 'PV1|1|I|WARD1^101^A', ''].join('\r'));
+    const r = await runAsync(['test-route', msg, '-c', file]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('type ADT^A01');
+    expect(r.stdout).toMatch(/^route women: no match -- when\.fhirpath: .* is false$/m);
+    expect(r.stdout).toMatch(/^route orders: no match -- when\.messageType: message type ADT\^A01 not in \[ORM\^\*\]$/m);
+    expect(r.stdout).toMatch(/^route all: matches\n  step validate: passed\n  -> sink b: \{"resourceType":"Bundle"/m);
+    expect(r.stdout).toMatch(/^delivered to: b$/m);
+    expect(existsSync(path.join(dir, 'ferry.db'))).toBe(false);
+    expect(existsSync(path.join(dir, 'b'))).toBe(false);
+  });
 });

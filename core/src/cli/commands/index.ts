@@ -6,6 +6,7 @@ import { tokenCommand } from './token.command';
 import { auditCommand } from './audit.command';
 import { configCommand } from './config.command';
 import { reloadCommand } from './reload.command';
+import { testRouteCommand } from './test-route.command';
 
 /** Core sub-commands beyond start/validate-config/convert (each in its own `*.command.ts`). */
-export const coreCommands: CliCommand[] = [replayCommand, pruneCommand, sinkCommand, tokenCommand, auditCommand, configCommand, reloadCommand];
+export const coreCommands: CliCommand[] = [replayCommand, pruneCommand, sinkCommand, tokenCommand, auditCommand, configCommand, reloadCommand, testRouteCommand];
