@@ -4,7 +4,7 @@
  * engine logs both outcomes; `ferry config history` and `ferry config diff` read the versions.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -116,5 +116,25 @@ d('ferry reload / config history / config diff', () => {
     expect(r.stdout).toMatch(/^delivered to: b$/m);
     expect(existsSync(path.join(dir, 'ferry.db'))).toBe(false);
     expect(existsSync(path.join(dir, 'b'))).toBe(false);
+
+    // The same as `tests:` in the config, run by validate-config --test: one holds, one does not.
+    const base = readFileSync(file, 'utf8');
+    const withTests = (second: string) =>
+      `${base}tests:\n  - { name: men go to b only, message: adt.hl7, expect: { routes: [all], sinks: [b], fhirpath: ["Bundle.entry.resource.ofType(Patient).gender = 'male'"] } }\n${second}`;
+    writeFileSync(file, withTests(''));
+    const ok = await runAsync(['validate-config', '--test', file]);
+    expect(ok.stdout).toMatch(/^ok  men go to b only$/m);
+    expect(ok.stdout).toContain('1 of 1 route tests passed');
+    expect(ok.code).toBe(0);
+    writeFileSync(file, withTests(`  - { name: wrong, message: adt.hl7, expect: { routes: [women], sinks: [a], fhirpath: ["Bundle.entry.resource.ofType(Patient).gender = 'female'"] } }\n`));
+    const bad = await runAsync(['validate-config', '--test', file]);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/^FAIL  wrong\n      routes: expected \[women\], got \[all\]\n      sinks: expected \[a\], got \[b\]\n      fhirpath .*: false for the Bundle of b$/m);
+    expect(bad.stdout).toContain('1 of 2 route tests passed');
+    // A test naming a route or sink that does not exist is a config problem.
+    writeFileSync(file, withTests('  - { message: adt.hl7, expect: { routes: [nope] } }\n'));
+    const invalid = await runAsync(['validate-config', '--test', file]);
+    expect(invalid.code).toBe(2);
+    expect(invalid.stderr).toContain('tests[1].expect.routes[0]: unknown route "nope"');
   });
 });
