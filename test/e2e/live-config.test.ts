@@ -111,24 +111,27 @@ describe('live configuration', () => {
     let n = 0;
     let stop = false;
     try {
+      const t0 = Date.now();
       const runs = senders.map((s, k) => s.run(`S${k}`, () => n++, () => stop));
       // Load before, during and after the reload.
-      while (n < 300) await new Promise((r) => setTimeout(r, 10));
+      while (n < 500) await new Promise((r) => setTimeout(r, 10));
       write(file, config(dir, 'new'));
       const r = await engine.reload('test');
       const atReload = n;
       expect(r).toMatchObject({ applied: true, version: 2, changes: { sinks: { added: ['b'] }, routes: { added: ['r2'], changed: ['r1'] }, sources: { restarted: [] } } });
       expect(engine.configVersion).toBe(2);
-      while (n < atReload + 300) await new Promise((r) => setTimeout(r, 10));
+      while (n < atReload + 500) await new Promise((r) => setTimeout(r, 10));
       stop = true;
       await Promise.all(runs);
+      // The offered rate (each sender waits for its ACK): printed, not asserted.
+      console.log(`live-config load: ${n} messages on 8 connections in ${Date.now() - t0} ms = ${Math.round((n * 1000) / (Date.now() - t0))} msgs/s, reload at #${atReload}`);
       await engine.waitForIdle(30_000);
 
       const sent = senders.flatMap((s) => s.sent);
       // Zero disconnects, every ACK AA.
       expect(senders.filter((s) => s.closed)).toHaveLength(0);
       expect(sent.filter((m) => !/\rMSA\|AA\|/.test(m.ack))).toEqual([]);
-      expect(sent.length).toBeGreaterThanOrEqual(600);
+      expect(sent.length).toBeGreaterThanOrEqual(1000);
       // Zero lost: every message stored and finished (delivered, or unrouted under the old `when`).
       const stats = await engine.store.stats();
       const total = Object.values(stats.messages as Record<string, number>).reduce((a, b) => a + b, 0);

@@ -358,16 +358,26 @@ export class Engine {
       this.logger.error('config reload refused: a route step does not load; the running config stays', { by, problems: 1, details: problems.map((p) => `${p.path}: ${p.message}`) });
       return { applied: false, version: this.version, problems };
     }
+    // 1. Sinks the new routes may name: the new runtimes start first; one that cannot start
+    //    refuses the reload with nothing changed (those started are stopped again).
+    const started = new Map<string, SinkRuntime>();
+    try {
+      for (const id of [...sinks.added, ...sinks.changed]) started.set(id, await this.startSink(id, fresh.sinks[id], fresh));
+    } catch (e) {
+      for (const [id, rt] of started) await rt.sink.stop?.().catch((err) => this.logger.warn('sink stop failed', { sink: id, ...errorFields(err) }));
+      const problems = [{ path: 'sinks', message: `a sink could not start: ${(e as Error).message}` }];
+      this.logger.error('config reload refused: a sink could not start; the running config stays', { by, ...errorFields(e) });
+      return { applied: false, version: this.version, problems };
+    }
     const version = await this.recordConfigVersion(fresh, by, this.version + 1);
     const prepared: PreparedRoutes = { pipeline: compiled.pipeline, generation: { ...compiled.generation, version } };
-    // 1. Sinks the new routes may name.
     for (const id of sinks.changed) {
+      // The old runtime stops claiming and finishes its calls under way; then the new one claims.
       await this.dispatcher!.removeSink(id);
       await this.sinks.get(id)?.sink.stop?.().catch((e) => this.logger.warn('sink stop failed', { sink: id, ...errorFields(e) }));
       this.sinks.delete(id);
     }
-    for (const id of [...sinks.added, ...sinks.changed]) {
-      const rt = await this.startSink(id, fresh.sinks[id], fresh);
+    for (const [id, rt] of started) {
       this.sinks.set(id, rt);
       this.dispatcher!.setSink(rt);
     }
