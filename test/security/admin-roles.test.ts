@@ -52,6 +52,10 @@ const cases: Case[] = [
   { method: 'POST', path: '/api/tokens', route: '/api/tokens', body: { name: 'matrix', roles: ['viewer'], expires: '1d' }, need: 'admin', ok: 201 },
   { method: 'DELETE', path: '/api/tokens/zzzznotatoken', route: '/api/tokens/:id', need: 'admin', ok: 404 },
   { method: 'GET', path: '/api/config', route: '/api/config', need: 'admin', ok: 200 },
+  // The same config again: nothing changes (the version stays).
+  { method: 'POST', path: '/api/config/reload', route: '/api/config/reload', need: 'admin', ok: 200 },
+  { method: 'GET', path: '/api/config/history', route: '/api/config/history', need: 'admin', ok: 200 },
+  { method: 'GET', path: '/api/config/diff?a=1&b=1', route: '/api/config/diff', need: 'admin', ok: 200 },
 ];
 
 const PG_URL = process.env.FERRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';

@@ -10,7 +10,7 @@ import { holdRequest, replayFilter, replayMessages, type HoldRequest, type Repla
 import type { AuditFilter, MessageFilter } from '../store/message-store';
 import { AuthError } from './auth';
 import { messageListFilter, registerConsole, type MessageListQuery } from './console';
-import { AdminGuard, GuardError } from './guard';
+import { AdminGuard, GuardError, principalLabel } from './guard';
 import { deliveryWithoutIdentifiers, redactConfig, withoutIdentifiers } from './redact';
 import { hasRole, type Role } from './roles';
 import { issueToken, tokenRequest, tokenView, type TokenRequest } from './token-ops';
@@ -278,6 +278,38 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
     await audit(req, { action: 'config.read', result: 'ok' });
     const { pluginConfig, ...rest } = engine.config;
     return redactConfig({ ...rest, pluginConfig });
+  });
+
+  /**
+   * Re-reads the config file, validates all of it and applies it only if valid (see Engine.reload):
+   * 200 applied; 422 invalid (every problem); 409 a restart is required. Nothing applied in both.
+   */
+  app.post('/api/config/reload', { config: { role: 'admin' } }, async (req, reply) => {
+    const by = req.principal ? principalLabel(req.principal) : 'unknown';
+    const r = await operation(req, 'config.reload', undefined, () => engine.reload(by), undefined, (x) =>
+      x.applied ? `applied: version ${x.version}${x.unchanged ? ' (no change)' : ''}` : x.problems ? `refused, invalid: ${x.problems.length} problems` : `refused, restart required: ${x.restartRequired?.join(',')}`,
+    );
+    return reply.code(r.applied ? 200 : r.problems ? 422 : 409).send(r);
+  });
+
+  /** Every applied config, newest first: version, time, who, hash (`?limit=`). */
+  app.get<{ Querystring: { limit?: string } }>('/api/config/history', { config: { role: 'admin' } }, async (req) => {
+    await audit(req, { action: 'config.history', result: 'ok' });
+    return (await engine.store.configVersions?.(req.query.limit ? Number(req.query.limit) || 100 : 100)) ?? [];
+  });
+
+  /** What changed from config version a to b (secrets masked): `{ a, b, changes: [{ path, change, before, after }] }`. */
+  app.get<{ Querystring: { a?: string; b?: string } }>('/api/config/diff', { config: { role: 'admin' } }, async (req, reply) => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { configVersionDiff } = require('../cli/commands/config.command') as typeof import('../cli/commands/config.command');
+    try {
+      const d = await configVersionDiff(engine.store, req.query.a, req.query.b);
+      await audit(req, { action: 'config.diff', target: `${req.query.a}..${req.query.b}`, result: 'ok' });
+      return d;
+    } catch (e) {
+      if (e instanceof FerryError && e.kind === 'input') return reply.code((e.details?.status as number) ?? 400).send({ error: e.message });
+      throw e;
+    }
   });
 
   registerConsole(app);

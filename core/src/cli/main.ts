@@ -227,6 +227,13 @@ async function start(configArg: string | undefined): Promise<number> {
     };
     process.once('SIGTERM', () => shutdown('SIGTERM'));
     process.once('SIGINT', () => shutdown('SIGINT'));
+    // Live configuration: re-read, validate and apply the config file (the engine logs the outcome).
+    const onHup = () => {
+      if (stopping) return;
+      engine.logger.info('reloading the config', { signal: 'SIGHUP' });
+      engine.reload('signal').catch((e) => engine.logger.error('config reload failed', lazy.logger().errorFields(e)));
+    };
+    process.on('SIGHUP', onHup);
   });
 }
 
@@ -251,12 +258,19 @@ export async function main(argv: string[]): Promise<number> {
     .command('validate-config')
     .description('check a config file; print every problem with its path')
     .argument('<file>', 'YAML config file')
-    .action((file: string) =>
+    .option('--test', "also run the config's `tests:` (message files through the routes; no store, no sink): exit 1 if one fails")
+    .action((file: string, o: { test?: boolean }) =>
       set(
         lazy.configure().configure({ configFile: file }).then(
-          ({ config }) => {
+          async ({ config, host }) => {
             out(`${file}: OK (${Object.keys(config.sources).length} sources, ${Object.keys(config.sinks).length} sinks, ${config.routes.length} routes)`);
-            return 0;
+            if (!o.test) return 0;
+            // eslint-disable-next-line @typescript-eslint/no-require-imports
+            const { runRouteTests } = require('./commands/test-route.command') as typeof import('./commands/test-route.command');
+            const r = await runRouteTests(config, transformsOf(host));
+            for (const l of r.lines) out(l);
+            out(`${config.tests.length - r.failed} of ${config.tests.length} route tests passed`);
+            return r.failed ? 1 : 0;
           },
           (e) => reportError(e),
         ),

@@ -262,7 +262,21 @@ export interface RouteConfig {
   ordering: 'strict' | 'none';
 }
 
-export type StepConfig = { validate: true } | { filter: string } | { script: string };
+export type StepConfig = { validate: true } | { filter: string } | { script: string; timeoutMs?: number };
+
+/**
+ * A route test (`tests:` in the config, run by `ferry validate-config --test`): a message file
+ * (relative to the config's folder) run through the routes, touching no store or sink; what is
+ * given in `expect` must hold -- exactly these routes match, exactly these sinks get a Bundle,
+ * and each FHIRPath is true of every Bundle a sink gets (of the converted Bundle when none does).
+ */
+export interface RouteTest {
+  name: string;
+  message: string;
+  source?: string;
+  contentType?: string;
+  expect: { routes?: string[]; sinks?: string[]; fhirpath?: string[] };
+}
 
 export interface PluginRef {
   package: string;
@@ -307,6 +321,8 @@ export interface EngineConfig {
   sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number; ignoreFields: string[] }; dataQuality: DataQualityPolicy; [k: string]: unknown }>;
   sinks: Record<string, { type: string; retry: RetryPolicy; circuitBreaker: CircuitPolicy; concurrency: number; deliveryTimeoutMs: number; [k: string]: unknown }>;
   routes: RouteConfig[];
+  /** Route tests (`ferry validate-config --test`). */
+  tests: RouteTest[];
   processing: {
     batchSize: number;
     validate: boolean;

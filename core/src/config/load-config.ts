@@ -4,7 +4,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { FerryError } from '../errors';
 import type { ConfigSchema } from '../plugin/api';
-import { engineSchema, sinkCommonSchema, sourceCommonSchema, type EngineConfig, type PluginRef, type RouteConfig, type StepConfig } from './engine.schema';
+import { engineSchema, sinkCommonSchema, sourceCommonSchema, type EngineConfig, type PluginRef, type RouteConfig, type RouteTest, type StepConfig } from './engine.schema';
 
 /** One problem found in a config, with the path it is at (`routes[0].to[1]`). */
 export interface ConfigProblem {
@@ -234,8 +234,15 @@ function parseStep(step: unknown, at: string, problems: ConfigProblem[]): StepCo
       if (k === 'filter' && typeof v === 'string' && v.trim()) return { filter: v };
       if (k === 'script' && typeof v === 'string' && v.trim()) return { script: v };
     }
+    // { script, timeoutMs }: the script's time limit per message (ms, synchronous part).
+    const o = step as Record<string, unknown>;
+    if (entries.length === 2 && typeof o.script === 'string' && o.script.trim() && 'timeoutMs' in o) {
+      if (typeof o.timeoutMs === 'number' && Number.isInteger(o.timeoutMs) && o.timeoutMs > 0) return { script: o.script, timeoutMs: o.timeoutMs };
+      problems.push({ path: `${at}.timeoutMs`, message: 'a positive whole number of milliseconds' });
+      return undefined;
+    }
   }
-  problems.push({ path: at, message: 'a step is `validate`, `{ filter: <fhirpath> }` or `{ script: <path to module> }`' });
+  problems.push({ path: at, message: 'a step is `validate`, `{ filter: <fhirpath> }` or `{ script: <path to module>, timeoutMs?: <ms> }`' });
   return undefined;
 }
 
@@ -250,7 +257,7 @@ export function buildEngineConfig(
   problems: ConfigProblem[],
   opts: { env?: NodeJS.ProcessEnv; file?: string; fhirpathCheck?: (expr: string) => string | undefined } = {},
 ): EngineConfig {
-  const { sources: rawSources, sinks: rawSinks, routes: rawRoutes, plugins: _p, ...engineRest } = raw;
+  const { sources: rawSources, sinks: rawSinks, routes: rawRoutes, plugins: _p, tests: rawTests, ...engineRest } = raw;
   const engine = validateWithSchema<any>(
     { ...engineSchema, sources: { doc: '', format: Object, default: {} }, sinks: { doc: '', format: Object, default: {} }, routes: { doc: '', format: Array, default: [] }, plugins: { doc: '', format: Array, default: [] } },
     engineRest,
@@ -370,16 +377,61 @@ export function buildEngineConfig(
     });
   }
 
+  const tests = parseRouteTests(rawTests, new Set(routes.map((r) => r.id)), new Set(Object.keys(sinks)), problems, opts.fhirpathCheck);
+
   return {
-    ...(engine as Omit<EngineConfig, 'sources' | 'sinks' | 'routes' | 'plugins' | 'pluginConfig' | 'baseDir'>),
+    ...(engine as Omit<EngineConfig, 'sources' | 'sinks' | 'routes' | 'plugins' | 'pluginConfig' | 'baseDir' | 'tests'>),
     plugins: [],
     sources,
     sinks,
     routes,
+    tests,
     pluginConfig,
     file: opts.file,
     baseDir: process.cwd(),
   };
+}
+
+/** `tests:` -- route tests run by `ferry validate-config --test` (see RouteTest). */
+function parseRouteTests(raw: unknown, routeIds: Set<string>, sinkIds: Set<string>, problems: ConfigProblem[], fhirpathCheck?: (expr: string) => string | undefined): RouteTest[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) {
+    problems.push({ path: 'tests', message: 'must be a list of { message, source?, contentType?, expect: { routes?, sinks?, fhirpath? } }' });
+    return [];
+  }
+  const out: RouteTest[] = [];
+  raw.forEach((t: any, i) => {
+    const at = `tests[${i}]`;
+    if (!t || typeof t !== 'object' || typeof t.message !== 'string' || !t.message.trim()) {
+      problems.push({ path: `${at}.message`, message: 'the message file to run through the routes' });
+      return;
+    }
+    const e = t.expect ?? {};
+    const list = (v: unknown, what: string, known?: Set<string>): string[] | undefined => {
+      if (v === undefined) return undefined;
+      if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) {
+        problems.push({ path: `${at}.expect.${what}`, message: 'a list of strings' });
+        return undefined;
+      }
+      if (known) for (const [j, x] of (v as string[]).entries()) if (!known.has(x)) problems.push({ path: `${at}.expect.${what}[${j}]`, message: `unknown ${what === 'routes' ? 'route' : 'sink'} "${x}"; defined: ${[...known].join(', ')}` });
+      return v as string[];
+    };
+    const test: RouteTest = { name: typeof t.name === 'string' ? t.name : t.message, message: t.message, expect: {} };
+    if (typeof t.source === 'string') test.source = t.source;
+    if (typeof t.contentType === 'string') test.contentType = t.contentType;
+    const routes = list(e.routes, 'routes', routeIds);
+    const sinks = list(e.sinks, 'sinks', sinkIds);
+    const fhirpath = list(e.fhirpath, 'fhirpath');
+    for (const [j, x] of (fhirpath ?? []).entries()) {
+      const err = fhirpathCheck?.(x);
+      if (err) problems.push({ path: `${at}.expect.fhirpath[${j}]`, message: `invalid FHIRPath: ${err}` });
+    }
+    if (routes) test.expect.routes = routes;
+    if (sinks) test.expect.sinks = sinks;
+    if (fhirpath) test.expect.fhirpath = fhirpath;
+    out.push(test);
+  });
+  return out;
 }
 
 /** Read a config file from disk (YAML), with interpolation. Problems are collected, not thrown. */

@@ -189,6 +189,31 @@ export class Dispatcher {
     }
   }
 
+  /** Starts claiming for a sink added by a reload (or a changed one, after `removeSink` of its old runtime). */
+  setSink(rt: SinkRuntime): void {
+    const isNew = !this.sinks.has(rt.id);
+    this.sinks.set(rt.id, rt);
+    if (isNew) this.metrics.sinkHeld.set({ sink: rt.id }, 0);
+    if (rt.circuit && rt.circuit.failureThreshold > 0) {
+      if (isNew || !this.circuits.has(rt.id)) {
+        this.circuits.set(rt.id, new SinkCircuit(rt.circuit, { slowStart: true }));
+        this.metrics.sinkPaused.set({ sink: rt.id }, 0);
+      }
+    } else this.circuits.delete(rt.id);
+    this.kick();
+  }
+
+  /**
+   * A sink removed by a reload: no more claims for it (its open deliveries are left to the
+   * removed-sink path: failed and retried visibly, as after a restart without it); resolves when
+   * the calls to it under way have finished.
+   */
+  async removeSink(id: string): Promise<void> {
+    this.sinks.delete(id);
+    this.circuits.delete(id);
+    while ((this.perSink.get(id) ?? 0) > 0) await new Promise((r) => setTimeout(r, 20));
+  }
+
   /**
    * Reads the holds in force from the store, at most every HOLDS_READ_MS unless `now` (after a
    * hold or release through this engine). A failed read keeps the last known holds.

@@ -1,12 +1,14 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { warmFhirValidator } from '../fhir/validate';
 import os from 'node:os';
 import type { Logger } from 'winston';
 import { startAdmin, type AdminServer } from '../admin/admin.server';
 import { ensureInitialToken, printInitialToken } from '../admin/auth';
+import { redactConfig } from '../admin/redact';
 import { EngineMetrics } from '../admin/metrics';
 import type { EngineConfig } from '../config/engine.schema';
 import { Dispatcher, type SinkRuntime, type SinkView } from '../delivery/dispatcher';
+import { ConfigError, type ConfigProblem } from '../config/load-config';
 import { FerryError, inputError } from '../errors';
 import { createLogger, errorFields } from '../logging/logger';
 import type { DataQualityPolicy, InboundMessage, MessageHeaders } from '../model/message';
@@ -15,7 +17,7 @@ import type { PluginHost } from '../plugin/plugin-host';
 import { coreTokens } from '../plugin/tokens';
 import { DEFAULT_DATA_QUALITY } from '../pipeline/data-quality';
 import { assessDataQuality, findTransform } from '../pipeline/process-message';
-import { Processor } from '../pipeline/processor';
+import { Processor, type PreparedRoutes } from '../pipeline/processor';
 import { TransformPool } from '../pipeline/transform-pool';
 import { pruneByRetention } from '../store/admin-ops';
 import { createStore } from '../store/create-store';
@@ -37,6 +39,49 @@ export interface EngineOptions extends ConfigureOptions {
    * configured): by default written to the terminal (stderr), never to the log.
    */
   showInitialToken?: (secret: string, id: string) => void;
+}
+
+/** What a reload did (`Engine.reload`): applied, refused as invalid, or refused as needing a restart. */
+export interface ReloadResult {
+  applied: boolean;
+  /** The config version in force after the reload (the new one when applied). */
+  version: number;
+  /** Invalid: every problem, by path (the same report as validate-config); nothing was applied. */
+  problems?: ConfigProblem[];
+  /** Settings changed that only a restart applies (plugins, store, processing, admin, log, files); nothing was applied. */
+  restartRequired?: string[];
+  /** Applied, and nothing differed from the config in force: the version stays. */
+  unchanged?: boolean;
+  /** Applied: what changed. */
+  changes?: { sources: { added: string[]; restarted: string[]; removed: string[] }; sinks: { added: string[]; restarted: string[]; removed: string[] }; routes: { added: string[]; changed: string[]; removed: string[] } };
+}
+
+/** Top-level settings a reload cannot apply to a running engine. */
+const RESTART_ONLY = ['plugins', 'pluginConfig', 'store', 'processing', 'admin', 'log', 'files'] as const;
+
+/** Equal as configuration: the same JSON (key order aside). */
+function sameConfig(a: unknown, b: unknown): boolean {
+  return canonicalJson(a) === canonicalJson(b);
+}
+
+function canonicalJson(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x && typeof x === 'object' && !Array.isArray(x) && !Buffer.isBuffer(x) ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
+  );
+}
+
+/** A config as stored in `config_versions`: secrets masked (as GET /api/config shows it), canonical JSON. */
+export function maskedConfigText(config: EngineConfig): string {
+  const { file: _f, baseDir: _b, ...rest } = config;
+  return canonicalJson(redactConfig(rest));
+}
+
+/** Ids added, changed and removed between two keyed sets of config entries. */
+function diffEntries(before: Record<string, unknown>, after: Record<string, unknown>): { added: string[]; changed: string[]; removed: string[] } {
+  const added = Object.keys(after).filter((k) => !(k in before));
+  const removed = Object.keys(before).filter((k) => !(k in after));
+  const changed = Object.keys(after).filter((k) => k in before && !sameConfig(before[k], after[k]));
+  return { added, changed, removed };
 }
 
 interface SourceRuntime {
@@ -72,13 +117,22 @@ export class Engine {
   /** True until every source has stopped: a source may still store what it already received. */
   private accepting = true;
 
+  /** The config in force (a reload replaces it). */
+  private cfg: EngineConfig;
+  /** The config's version: 1 at start, +1 per applied reload. */
+  private version = 1;
+  /** Reloads run one at a time. */
+  private reloading: Promise<unknown> = Promise.resolve();
+  private configureOptions: ConfigureOptions = {};
+
   private constructor(
-    readonly config: EngineConfig,
+    config: EngineConfig,
     readonly host: PluginHost,
     readonly logger: Logger,
     store: MessageStore | undefined,
     private readonly showInitialToken: (secret: string, id: string) => void = printInitialToken,
   ) {
+    this.cfg = config;
     this.ownsStore = !store;
     this.fileModes = fileModesOf(config);
     this.store = store ?? createStore(config.store, logger.child({ component: 'store' }), config.baseDir, { engine: true, fileModes: this.fileModes });
@@ -100,7 +154,19 @@ export class Engine {
     const bootLogger = opts.logger ?? createLogger({ level: (opts.env ?? process.env).FERRY_LOG_LEVEL ?? 'info' });
     const { config, host } = await configure({ ...opts, logger: bootLogger });
     const logger = opts.logger ?? createLogger(config.log);
-    return new Engine(config, host, logger, opts.store, opts.showInitialToken);
+    const engine = new Engine(config, host, logger, opts.store, opts.showInitialToken);
+    engine.configureOptions = { configFile: opts.configFile, config: opts.config, plugins: opts.plugins, env: opts.env };
+    return engine;
+  }
+
+  /** The config in force. */
+  get config(): EngineConfig {
+    return this.cfg;
+  }
+
+  /** The version of the config in force (1 at start; each applied reload adds one). */
+  get configVersion(): number {
+    return this.version;
   }
 
   get running(): boolean {
@@ -165,17 +231,8 @@ export class Engine {
         await this.store.startInstance(this.owner, { heartbeatMs: cfg.processing.heartbeatMs, instanceTimeoutMs: cfg.processing.instanceTimeoutMs });
         this.instanceStarted = true;
       }
-      for (const [id, entry] of Object.entries(cfg.sinks)) {
-        const reg = this.host.sinkTypes().find((s) => s.type === entry.type)!;
-        const { type: _t, retry, circuitBreaker, concurrency, deliveryTimeoutMs, ...rest } = entry;
-        const logger = this.logger.child({ sink: id });
-        const ctx: SinkContext = { id, config: rest, logger, files: this.fileModes };
-        const child = reg.container.createChildContainer();
-        child.register(coreTokens.SinkContext, { useValue: ctx });
-        const sink = child.resolve(reg.impl);
-        await sink.start?.();
-        this.sinks.set(id, { id, sink, retry, logger, concurrency: concurrency || sink.preferredConcurrency || cfg.processing.deliveryWorkers || 1, deliveryTimeoutMs: deliveryTimeoutMs ?? 0, circuit: circuitBreaker });
-      }
+      this.version = await this.recordConfigVersion(cfg, 'start', 1);
+      for (const [id, entry] of Object.entries(cfg.sinks)) this.sinks.set(id, await this.startSink(id, entry, cfg));
       // the FHIR definitions load now (≈ 1 s CPU), not on the first message
       if (cfg.processing.validate !== false) warmFhirValidator();
       const common = { owner: this.owner, leaseMs: cfg.processing.leaseMs, pollIntervalMs: cfg.processing.pollIntervalMs };
@@ -203,6 +260,7 @@ export class Engine {
         validate: cfg.processing.validate !== false,
         pool: this.pool,
         dataQuality: this.dataQualityPolicies(),
+        configVersion: this.version,
       });
       this.dispatcher = new Dispatcher(this.store, this.sinks, this.logger.child({ component: 'dispatcher' }), this.metrics, {
         ...common,
@@ -232,10 +290,148 @@ export class Engine {
     }
   }
 
+  private async startSink(id: string, entry: EngineConfig['sinks'][string], cfg: EngineConfig): Promise<SinkRuntime> {
+    const reg = this.host.sinkTypes().find((s) => s.type === entry.type)!;
+    const { type: _t, retry, circuitBreaker, concurrency, deliveryTimeoutMs, ...rest } = entry;
+    const logger = this.logger.child({ sink: id });
+    const ctx: SinkContext = { id, config: rest, logger, files: this.fileModes };
+    const child = reg.container.createChildContainer();
+    child.register(coreTokens.SinkContext, { useValue: ctx });
+    const sink = child.resolve(reg.impl);
+    await sink.start?.();
+    return { id, sink, retry, logger, concurrency: concurrency || sink.preferredConcurrency || cfg.processing.deliveryWorkers || 1, deliveryTimeoutMs: deliveryTimeoutMs ?? 0, circuit: circuitBreaker };
+  }
+
+  /**
+   * Re-reads the configuration (the same file, or the same in-memory config with `next`), validates
+   * all of it and, only if it is valid, applies it without a restart. `by`: who asked (an admin
+   * principal, or `signal`). Reloads run one at a time.
+   *
+   * Applied in this order, so that no message is routed to a sink that is not there: new and
+   * changed sinks start; the routes (and steps, and data-quality policies) are swapped as one
+   * compiled object between batches -- each message is routed wholly by the old or the new config,
+   * on the engine thread and on the transform workers alike; removed sinks stop claiming and stop
+   * once their calls under way finish; then changed sources restart (gracefully: what they
+   * received is stored first), removed ones stop and new ones start. Unchanged sources keep their
+   * listeners and connections. A change to plugins, pluginConfig, store, processing, admin, log or
+   * files needs a restart: such a reload applies nothing and says so.
+   */
+  reload(by: string, next?: Record<string, unknown>): Promise<ReloadResult> {
+    const run = this.reloading.then(() => this.doReload(by, next));
+    this.reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  private async doReload(by: string, next?: Record<string, unknown>): Promise<ReloadResult> {
+    if (this.state !== 'running') throw new FerryError('TRANSIENT_ENGINE_STATE', `engine is ${this.state}; cannot reload now`, { kind: 'transient' });
+    const opts = next ? { ...this.configureOptions, configFile: undefined, config: next } : this.configureOptions;
+    let fresh: EngineConfig;
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      fresh = (await configure({ ...opts, logger: (require('../logging/logger') as typeof import('../logging/logger')).silentLogger() })).config;
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      // Paths and messages only: a config problem names settings, never message content.
+      this.logger.error('config reload refused: the config is not valid; the running config stays', { by, problems: e.problems.length, details: e.problems.map((p) => `${p.path}: ${p.message}`) });
+      return { applied: false, version: this.version, problems: e.problems };
+    }
+    const old = this.cfg;
+    const restartRequired = RESTART_ONLY.filter((k) => !sameConfig(old[k], fresh[k]));
+    if (restartRequired.length) {
+      this.logger.warn('config reload refused: changed settings need a restart; nothing applied', { by, settings: restartRequired });
+      return { applied: false, version: this.version, restartRequired: [...restartRequired] };
+    }
+    const sinks = diffEntries(old.sinks, fresh.sinks);
+    const sources = diffEntries(old.sources, fresh.sources);
+    const routes = diffEntries(Object.fromEntries(old.routes.map((r) => [r.id, r])), Object.fromEntries(fresh.routes.map((r) => [r.id, r])));
+    // With script steps a reload always reloads them (their files may have changed; the version stays when the config did not).
+    const scripts = fresh.routes.some((r) => r.steps.some((st) => 'script' in st));
+    if (!scripts && sameConfig(old.sinks, fresh.sinks) && sameConfig(old.sources, fresh.sources) && sameConfig(old.routes, fresh.routes)) {
+      this.logger.info('config reloaded: no change', { by, version: this.version });
+      return { applied: true, version: this.version, unchanged: true };
+    }
+    const dataQuality = this.dataQualityPolicies(fresh);
+    // Compiled (scripts loaded afresh from their files) before anything changes: a step that does
+    // not compile refuses the reload.
+    const processor = this.processor!;
+    let compiled: PreparedRoutes;
+    try {
+      compiled = processor.prepareRoutes(0, fresh.routes, dataQuality);
+    } catch (e) {
+      if (!(e instanceof FerryError) || e.kind !== 'config') throw e;
+      const problems = [{ path: 'routes', message: e.message }];
+      this.logger.error('config reload refused: a route step does not load; the running config stays', { by, problems: 1, details: problems.map((p) => `${p.path}: ${p.message}`) });
+      return { applied: false, version: this.version, problems };
+    }
+    // 1. Sinks the new routes may name: the new runtimes start first; one that cannot start
+    //    refuses the reload with nothing changed (those started are stopped again).
+    const started = new Map<string, SinkRuntime>();
+    try {
+      for (const id of [...sinks.added, ...sinks.changed]) started.set(id, await this.startSink(id, fresh.sinks[id], fresh));
+    } catch (e) {
+      for (const [id, rt] of started) await rt.sink.stop?.().catch((err) => this.logger.warn('sink stop failed', { sink: id, ...errorFields(err) }));
+      const problems = [{ path: 'sinks', message: `a sink could not start: ${(e as Error).message}` }];
+      this.logger.error('config reload refused: a sink could not start; the running config stays', { by, ...errorFields(e) });
+      return { applied: false, version: this.version, problems };
+    }
+    const version = await this.recordConfigVersion(fresh, by, this.version + 1);
+    const prepared: PreparedRoutes = { pipeline: compiled.pipeline, generation: { ...compiled.generation, version } };
+    for (const id of sinks.changed) {
+      // The old runtime stops claiming and finishes its calls under way; then the new one claims.
+      await this.dispatcher!.removeSink(id);
+      await this.sinks.get(id)?.sink.stop?.().catch((e) => this.logger.warn('sink stop failed', { sink: id, ...errorFields(e) }));
+      this.sinks.delete(id);
+    }
+    for (const [id, rt] of started) {
+      this.sinks.set(id, rt);
+      this.dispatcher!.setSink(rt);
+    }
+    // 2. The routes, as one object between batches.
+    processor.useRoutes(prepared);
+    this.cfg = fresh;
+    this.version = version;
+    // 3. Removed sinks: no more claims; stopped when their calls under way are done.
+    for (const id of sinks.removed) {
+      const rt = this.sinks.get(id);
+      await this.dispatcher!.removeSink(id);
+      this.sinks.delete(id);
+      await rt?.sink.stop?.().catch((e) => this.logger.warn('sink stop failed', { sink: id, ...errorFields(e) }));
+    }
+    // 4. Sources: changed ones restart, removed ones stop, new ones start; the others are not touched.
+    for (const id of [...sources.changed, ...sources.removed]) {
+      const s = this.sources.find((x) => x.id === id);
+      if (!s) continue;
+      s.abort.abort();
+      await s.source.stop().catch((e) => this.logger.warn('source stop failed', { source: id, ...errorFields(e) }));
+      this.sources = this.sources.filter((x) => x !== s);
+    }
+    for (const id of [...sources.changed, ...sources.added]) await this.startSource(id, fresh.sources[id]);
+    const changes = {
+      sources: { added: sources.added, restarted: sources.changed, removed: sources.removed },
+      sinks: { added: sinks.added, restarted: sinks.changed, removed: sinks.removed },
+      routes,
+    };
+    this.logger.info('config reloaded', { by, version, ...changes });
+    this.dispatcher?.kick();
+    this.processor?.kick();
+    return { applied: true, version, changes };
+  }
+
+  /**
+   * Stores an applied config (secrets masked, its hash, who) and answers its version; the same
+   * content as the latest stored version keeps that version. A store without config versions: `fallback`.
+   */
+  private async recordConfigVersion(config: EngineConfig, by: string, fallback: number): Promise<number> {
+    if (!this.store.recordConfigVersion) return fallback;
+    const text = maskedConfigText(config);
+    const { version } = await this.store.recordConfigVersion({ hash: createHash('sha256').update(text).digest('hex'), appliedBy: by, config: text });
+    return version;
+  }
+
   /** Each source's `dataQuality` policy, by source id (plain data: it goes to the transform workers too). */
-  private dataQualityPolicies(): Record<string, DataQualityPolicy> {
+  private dataQualityPolicies(config: EngineConfig = this.config): Record<string, DataQualityPolicy> {
     const out: Record<string, DataQualityPolicy> = {};
-    for (const [id, src] of Object.entries(this.config.sources)) if (src.dataQuality) out[id] = { policy: src.dataQuality.policy, fields: { ...src.dataQuality.fields } };
+    for (const [id, src] of Object.entries(config.sources)) if (src.dataQuality) out[id] = { policy: src.dataQuality.policy, fields: { ...src.dataQuality.fields } };
     return out;
   }
 

@@ -73,6 +73,8 @@ export interface StoredMessage {
   error?: StoredError;
   /** When the message is a duplicate that was kept (policy accept), the id it duplicates. */
   duplicateOf?: string;
+  /** The config version that last routed it (see Live configuration); absent before it is routed. */
+  configVersion?: number;
 }
 
 export interface StoredError {

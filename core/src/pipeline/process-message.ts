@@ -5,7 +5,7 @@ import { FerryError } from '../errors';
 import { validateBundle } from '../fhir/validate';
 import type { DataQualityIssue, DataQualityPolicy, StoredMessage } from '../model/message';
 import type { MessageTransform, ReportedIssue } from '../plugin/api';
-import { compileRoute, matchRoutes, type CompiledRoute } from '../routing/router';
+import { compileRoute, explainRoute, matchRoutes, type CompiledRoute, type RouteExplanation } from '../routing/router';
 import type { ProcessedMessage } from '../store/message-store';
 import { applyDataQualityPolicy, dataQualityOutcome, failsMessage, issueSummary } from './data-quality';
 import { compileStep, type CompiledStep } from './steps';
@@ -64,6 +64,12 @@ export function invalidBundleError(outcome: NonNullable<ReturnType<typeof valida
   return new FerryError('INPUT_FHIR_INVALID', `${what} is not valid FHIR R4: ${issues.length} issue(s)${where}`, { kind: 'input', details: { outcome } });
 }
 
+/** `MessagePipeline.trace`: the Bundle, and per route its match, steps and the Bundle per sink. */
+export interface RouteTrace {
+  bundle: Bundle;
+  routes: (RouteExplanation & { steps: { step: string; result: 'passed' | 'changed' | 'filtered' | 'failed'; error?: string }[]; sinks: Record<string, Bundle> })[];
+}
+
 export class MessagePipeline {
   private readonly routes: RuntimeRoute[];
   private readonly validate: boolean;
@@ -117,6 +123,43 @@ export class MessagePipeline {
       }
     }
     return withIssues(await this.route(id, message, bundle), issues);
+  }
+
+  /**
+   * What this pipeline does with a message, touching no store and no sink (`ferry test-route`):
+   * the transform's Bundle, each route's match (or the clause that failed), each step's result and
+   * the Bundle each sink would get. Throws what the transform throws.
+   */
+  async trace(message: StoredMessage & { body: Buffer }, log: Logger): Promise<RouteTrace> {
+    const transform = findTransform(this.transforms, message.contentType);
+    if (!transform) throw new FerryError('INPUT_NO_TRANSFORM', `no transform registered for content type ${message.contentType}`, { kind: 'input' });
+    const bundle = await transform.toFhir(message, { logger: log, reportIssue: () => undefined });
+    const routes: RouteTrace['routes'] = [];
+    for (const r of this.routes) {
+      const x: RouteTrace['routes'][number] = { ...explainRoute(r, message, bundle), steps: [], sinks: {} };
+      routes.push(x);
+      if (!x.matched) continue;
+      let current = bundle;
+      let stopped = false;
+      for (const step of r.steps) {
+        try {
+          const out = await step.run(current, message);
+          if ('filtered' in out) {
+            x.steps.push({ step: step.describe, result: 'filtered' });
+            stopped = true;
+            break;
+          }
+          x.steps.push({ step: step.describe, result: out.bundle === current ? 'passed' : 'changed' });
+          current = out.bundle;
+        } catch (e) {
+          x.steps.push({ step: step.describe, result: 'failed', error: (e as Error).message });
+          stopped = true;
+          break;
+        }
+      }
+      if (!stopped) for (const sink of r.config.to) x.sinks[sink] = current;
+    }
+    return { bundle, routes };
   }
 
   private async route(id: string, message: StoredMessage, bundle: Bundle): Promise<ProcessingReport> {

@@ -8,7 +8,7 @@ import { whileStoreDown, type MessageStore } from '../store/message-store';
 import { retryTransient } from '../util/retry-transient';
 import { WakeableSleep } from '../util/wakeable-sleep';
 import { MessagePipeline, type ProcessingReport } from './process-message';
-import { TransformTimeoutError, type TransformPool } from './transform-pool';
+import { TransformTimeoutError, type RouteGeneration, type TransformPool } from './transform-pool';
 
 /** The report of a message whose transform did not finish on a worker (a transform that hangs). */
 function timedOut(id: string, ms: number): ProcessingReport {
@@ -29,6 +29,12 @@ function timedOut(id: string, ms: number): ProcessingReport {
   };
 }
 
+/** Compiled routes and steps with the config version they belong to (swapped as one). */
+export interface PreparedRoutes {
+  readonly pipeline: MessagePipeline;
+  readonly generation: RouteGeneration;
+}
+
 export interface ProcessorOptions {
   owner: string;
   batchSize: number;
@@ -43,6 +49,8 @@ export interface ProcessorOptions {
   pool?: TransformPool;
   /** Each source's `dataQuality` policy, by source id. */
   dataQuality?: Record<string, DataQualityPolicy>;
+  /** The config version of `routes` (see Engine.reload). */
+  configVersion?: number;
 }
 
 /**
@@ -53,7 +61,10 @@ export interface ProcessorOptions {
  * ordering key is the store's job (claimDeliveries), so batches may finish in any order.
  */
 export class Processor {
-  private readonly pipeline: MessagePipeline;
+  /** The compiled routes and steps, swapped as one by `setRoutes` (a reload): a batch takes the pair in force when it starts. */
+  private current: PreparedRoutes;
+  /** Route compilations made by reloads (each a new RouteGeneration key). */
+  private compilations = 0;
   private running = false;
   private loopPromise?: Promise<void>;
   private readonly sleeper = new WakeableSleep();
@@ -66,13 +77,32 @@ export class Processor {
 
   constructor(
     private readonly store: MessageStore,
-    transforms: MessageTransform[],
+    private readonly transforms: MessageTransform[],
     routes: RouteConfig[],
     private readonly logger: Logger,
     private readonly metrics: EngineMetrics,
     private readonly opts: ProcessorOptions,
   ) {
-    this.pipeline = new MessagePipeline(transforms, routes, opts.baseDir, { validate: opts.validate, dataQuality: opts.dataQuality });
+    this.current = { pipeline: new MessagePipeline(transforms, routes, opts.baseDir, { validate: opts.validate, dataQuality: opts.dataQuality }), generation: { version: opts.configVersion ?? 0, key: 0, routes, dataQuality: opts.dataQuality } };
+  }
+
+  /**
+   * Compiles routes for a reload (a step that does not compile throws, and nothing changes);
+   * `useRoutes` then swaps them in as one object. Batches under way finish with the routes they
+   * started with; each message is routed wholly by one config or the other.
+   */
+  prepareRoutes(version: number, routes: RouteConfig[], dataQuality: Record<string, DataQualityPolicy> | undefined): PreparedRoutes {
+    return { pipeline: new MessagePipeline(this.transforms, routes, this.opts.baseDir, { validate: this.opts.validate, dataQuality }), generation: { version, key: ++this.compilations, routes, dataQuality } };
+  }
+
+  /** Swaps in routes compiled by `prepareRoutes`. */
+  useRoutes(prepared: PreparedRoutes): void {
+    this.current = prepared;
+  }
+
+  /** The config version new batches are routed by. */
+  get configVersion(): number {
+    return this.current.generation.version;
   }
 
   start(): void {
@@ -146,7 +176,10 @@ export class Processor {
   private async runBatch(claimed: StoredMessage[]): Promise<void> {
     let reports: ProcessingReport[];
     try {
-      reports = await this.processBatch(claimed);
+      const { version, reports: r } = await this.processBatch(claimed);
+      reports = r;
+      // Stored with each message: the config version its batch was routed by.
+      for (const x of reports) x.configVersion = version;
       // Messages without a report (see processBatch) stay leased, to be claimed again.
       const byId = new Map(claimed.map((m) => [m.id, m]));
       await this.record(reports, reports.map((r) => byId.get(r.id)!));
@@ -163,9 +196,11 @@ export class Processor {
    * of a batch that timed out on a worker and could not be retried there alone gets no report:
    * it is not run on this thread (its transform may never return) but left leased.
    */
-  private async processBatch(messages: StoredMessage[]): Promise<ProcessingReport[]> {
+  private async processBatch(messages: StoredMessage[]): Promise<{ version: number; reports: ProcessingReport[] }> {
     const pool = this.opts.pool;
-    const remote = pool ? messages.filter((m) => m.body && pool.handles(this.pipeline.transformFor(m.contentType))) : [];
+    // One routes generation for the whole batch (a reload swaps `current` between batches).
+    const { pipeline, generation } = this.current;
+    const remote = pool ? messages.filter((m) => m.body && pool.handles(pipeline.transformFor(m.contentType))) : [];
     const reports = new Map<string, ProcessingReport>();
     const deferred = new Set<string>();
     if (remote.length) {
@@ -173,14 +208,14 @@ export class Processor {
       // (or given up) before the lease runs out and another instance may claim them.
       const timeout = Math.max(500, Math.floor(this.opts.leaseMs / 4));
       try {
-        for (const r of await pool!.process(remote, timeout)) reports.set(r.id, r);
+        for (const r of await pool!.process(remote, timeout, generation)) reports.set(r.id, r);
       } catch (e) {
         if (e instanceof TransformTimeoutError) {
           // A transform that never returns would hang this thread too: find the message one by
           // one on the workers and record it as failed; the others go on.
           for (const m of remote) {
             try {
-              const [r] = await pool!.process([m], timeout);
+              const [r] = await pool!.process([m], timeout, generation);
               reports.set(r.id, r);
             } catch (e2) {
               if (e2 instanceof TransformTimeoutError) reports.set(m.id, timedOut(m.id, timeout));
@@ -193,8 +228,8 @@ export class Processor {
         } else this.logger.warn('transform worker failed a batch; processing it on the engine thread', { messages: remote.length, ...errorFields(e) });
       }
     }
-    for (const m of messages) if (!reports.has(m.id) && !deferred.has(m.id)) reports.set(m.id, await this.pipeline.process(m, this.messageLogger(m)));
-    return messages.filter((m) => reports.has(m.id)).map((m) => reports.get(m.id)!);
+    for (const m of messages) if (!reports.has(m.id) && !deferred.has(m.id)) reports.set(m.id, await pipeline.process(m, this.messageLogger(m)));
+    return { version: generation.version, reports: messages.filter((m) => reports.has(m.id)).map((m) => reports.get(m.id)!) };
   }
 
   private messageLogger(m: StoredMessage): Logger {

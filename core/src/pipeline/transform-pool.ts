@@ -25,7 +25,21 @@ export interface TransformWorkerData {
   log: Partial<LogConfig>;
 }
 
-export type WorkerRequest = { id: number; messages: StoredMessage[] };
+/**
+ * The routes (and data-quality policies) a batch is routed by, with the config version they
+ * belong to: a reload swaps them between batches, and each batch carries its own, so a worker
+ * routes every message of a batch by one config, old or new (it rebuilds its pipeline when the
+ * compilation changes).
+ */
+export interface RouteGeneration {
+  version: number;
+  /** Which compilation (0: the routes the workers start with): a reload with the same version may still bring new scripts. */
+  key: number;
+  routes: RouteConfig[];
+  dataQuality?: Record<string, DataQualityPolicy>;
+}
+
+export type WorkerRequest = { id: number; messages: StoredMessage[]; generation?: RouteGeneration };
 export type WorkerReply =
   | { type: 'ready'; transforms: string[] }
   | { type: 'failed'; message: string }
@@ -164,10 +178,10 @@ export class TransformPool {
    * answered within `timeoutMs` (a transform that never returns) ends its worker -- another
    * starts -- and rejects with a TransformTimeoutError.
    */
-  async process(messages: StoredMessage[], timeoutMs = 0): Promise<ProcessingReport[]> {
+  async process(messages: StoredMessage[], timeoutMs = 0, generation?: RouteGeneration): Promise<ProcessingReport[]> {
     // A worker being replaced: wait for it (bounded) rather than fail the batch over to the engine thread.
     if (!this.slots.some((s) => s.ready) && this.slots.length && !this.closed) await this.readyOrTimeout(Math.max(timeoutMs, 30_000));
-    return this.send(messages, timeoutMs);
+    return this.send(messages, timeoutMs, generation);
   }
 
   private readyWaiters: (() => void)[] = [];
@@ -182,7 +196,7 @@ export class TransformPool {
     });
   }
 
-  private send(messages: StoredMessage[], timeoutMs: number): Promise<ProcessingReport[]> {
+  private send(messages: StoredMessage[], timeoutMs: number, generation?: RouteGeneration): Promise<ProcessingReport[]> {
     const ready = this.slots.filter((s) => s.ready);
     if (!ready.length) return Promise.reject(new Error('no transform worker is running'));
     const slot = ready.reduce((a, b) => (b.load < a.load ? b : a));
@@ -205,7 +219,7 @@ export class TransformPool {
           reject(new TransformTimeoutError(timeoutMs));
           void slot.worker.terminate();
         }, timeoutMs);
-      slot.worker.postMessage({ id, messages } satisfies WorkerRequest);
+      slot.worker.postMessage({ id, messages, generation } satisfies WorkerRequest);
     });
   }
 

@@ -19,12 +19,15 @@ async function main(): Promise<void> {
   const data = workerData as TransformWorkerData;
   const logger = createLogger(data.log).child({ component: 'transform-worker' });
   let pipeline: MessagePipeline;
+  let impls: import('../plugin/api').MessageTransform[];
+  /** The compilation of `pipeline` (0: the routes the worker was started with; see RouteGeneration). */
+  let key = 0;
   let transforms: string[];
   try {
     const host = new PluginHost(logger);
     const defs: PluginDefinition[] = [corePlugin, ...data.plugins.map((ref) => PluginHost.resolveDefinition(ref, data.pluginBaseDir))];
     await host.load(defs, (def) => data.pluginConfig[def.manifest.id] ?? {});
-    const impls = host.transforms().map((t) => t.container.resolve(t.impl));
+    impls = host.transforms().map((t) => t.container.resolve(t.impl));
     transforms = impls.map((t) => t.name);
     pipeline = new MessagePipeline(impls, data.routes, data.baseDir, { validate: data.validate, dataQuality: data.dataQuality });
     if (data.validate) warmFhirValidator();
@@ -37,12 +40,20 @@ async function main(): Promise<void> {
     void (async () => {
       const reports: ProcessingReport[] = [];
       try {
+        // A reload: the batch carries the routes of the config it is routed by (see RouteGeneration).
+        const g = req.generation;
+        if (g && g.key !== key) {
+          pipeline = new MessagePipeline(impls, g.routes, data.baseDir, { validate: data.validate, dataQuality: g.dataQuality });
+          key = g.key;
+        }
+        // One pipeline for the whole batch, even if a later batch brings another version meanwhile.
+        const batchPipeline = pipeline;
         for (const m of req.messages) {
           // A Buffer arrives as a plain Uint8Array: view the same bytes as a Buffer again.
           const body = m.body ? Buffer.from(m.body.buffer, m.body.byteOffset, m.body.byteLength) : undefined;
           const message: StoredMessage = { ...m, body };
           const log = logger.child({ messageId: m.id, source: m.sourceId, controlId: m.headers.controlId, messageType: m.headers.messageType });
-          reports.push(await pipeline.process(message, log));
+          reports.push(await batchPipeline.process(message, log));
         }
         parentPort!.postMessage({ type: 'done', id: req.id, reports } satisfies WorkerReply);
       } catch (e) {

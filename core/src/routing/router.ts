@@ -34,3 +34,20 @@ export function matchRoutes(routes: CompiledRoute[], message: StoredMessage, bun
       (!r.config.when.fhirpath || fhirpathTest(r.config.when.fhirpath, bundle)),
   );
 }
+
+/** Why a route did or did not take a message (`ferry test-route`): the first clause that failed. */
+export interface RouteExplanation {
+  route: string;
+  matched: boolean;
+  /** The clause that did not match: `from`, `when.messageType` or `when.fhirpath`. */
+  failed?: 'from' | 'when.messageType' | 'when.fhirpath';
+  detail?: string;
+}
+
+export function explainRoute(r: CompiledRoute, message: StoredMessage, bundle: Bundle): RouteExplanation {
+  const c = r.config;
+  if (!r.matchesSource(message.sourceId)) return { route: c.id, matched: false, failed: 'from', detail: `source ${message.sourceId} not in [${c.from.join(', ')}]` };
+  if (!r.matchesType(message.headers.messageType)) return { route: c.id, matched: false, failed: 'when.messageType', detail: `message type ${message.headers.messageType ?? '(none)'} not in [${c.when.messageType.join(', ')}]` };
+  if (c.when.fhirpath && !fhirpathTest(c.when.fhirpath, bundle)) return { route: c.id, matched: false, failed: 'when.fhirpath', detail: `${c.when.fhirpath} is false` };
+  return { route: c.id, matched: true };
+}

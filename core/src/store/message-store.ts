@@ -128,6 +128,20 @@ export interface ProcessedMessage {
   outcome: RoutingOutcome | { status: 'failed'; error: StoredError };
   /** Values the transform could not use: stored with the message (one `data-quality` event each). */
   issues?: DataQualityIssue[];
+  /** The config version that routed it (stored with the message). */
+  configVersion?: number;
+}
+
+/** An applied configuration (`config_versions`): secrets masked. */
+export interface StoredConfigVersion {
+  version: number;
+  /** sha256 of the masked config's canonical JSON. */
+  hash: string;
+  at: Date;
+  /** An admin principal, `signal` (SIGHUP) or `start`. */
+  appliedBy: string;
+  /** The masked config as canonical JSON text (only from `configVersion`). */
+  config?: string;
 }
 
 export interface ClaimedDelivery extends StoredDelivery {
@@ -441,6 +455,15 @@ export interface MessageStore {
    * them; only `prune({ auditBefore })` deletes old ones.
    */
   appendAudit(entries: AuditEntry[]): Promise<void>;
+  /**
+   * Stores an applied config (already masked) as the next version -- or, when it is the same
+   * content as the latest stored version, answers that one (`created: false`).
+   */
+  recordConfigVersion?(v: { hash: string; appliedBy: string; config: string }): Promise<{ version: number; created: boolean }>;
+  /** The applied configs, newest first (without their text). */
+  configVersions?(limit?: number): Promise<StoredConfigVersion[]>;
+  /** One applied config with its (masked) text. */
+  configVersion?(version: number): Promise<StoredConfigVersion | undefined>;
   /** Audit entries, oldest first unless `newestFirst`. */
   auditEntries(filter?: AuditFilter): Promise<StoredAuditEntry[]>;
 

@@ -199,6 +199,21 @@ export const migrations: Migration[] = [
       )`,
     ],
   },
+  {
+    version: 10,
+    name: 'config versions (every applied config, secrets masked, with its hash, time and who) and the config version that routed each message',
+    statements: [
+      // NULL for messages routed before this migration.
+      `ALTER TABLE messages ADD COLUMN config_version INTEGER`,
+      `CREATE TABLE config_versions (
+        version INTEGER PRIMARY KEY,
+        hash TEXT NOT NULL,
+        at {BIGINT} NOT NULL,
+        applied_by TEXT NOT NULL,
+        config TEXT NOT NULL
+      )`,
+    ],
+  },
 ];
 
 export function ddl(sql: string, dialect: Dialect): string {

@@ -11,6 +11,7 @@ import type {
   AuditEntry,
   AuditFilter,
   StoredAuditEntry,
+  StoredConfigVersion,
   BacklogInfo,
   ClaimedDelivery,
   DeliveryClaimFilter,
@@ -747,6 +748,7 @@ export abstract class SqlMessageStore implements MessageStore {
     if (withBundle && r.bundle) lazyJson(m, 'bundle', String(r.bundle));
     if (r.error) m.error = json<StoredError>(r.error);
     if (r.duplicate_of) m.duplicateOf = r.duplicate_of;
+    if (r.config_version !== null && r.config_version !== undefined) m.configVersion = Number(r.config_version);
     if (r.ordering_key) (m as StoredMessage & { orderingKey?: string }).orderingKey = r.ordering_key;
     return m;
   }
@@ -775,7 +777,7 @@ export abstract class SqlMessageStore implements MessageStore {
   /** Message columns; body and bundle come from `message_content` joined as `c`. */
   private columns(body: boolean, bundle: boolean, alias = ''): string {
     const a = alias ? `${alias}.` : '';
-    const cols = ['seq', 'id', 'source_id', 'content_type', 'headers', 'received_at', 'status', 'error', 'duplicate_of', 'ordering_key'].map((c) => a + c);
+    const cols = ['seq', 'id', 'source_id', 'content_type', 'headers', 'received_at', 'status', 'error', 'duplicate_of', 'ordering_key', 'config_version'].map((c) => a + c);
     if (body) cols.push('c.body');
     if (bundle) cols.push('c.bundle');
     return cols.join(', ');
@@ -991,6 +993,7 @@ export abstract class SqlMessageStore implements MessageStore {
       await x.run('SAVEPOINT ferry_batch');
       try {
         buf.push(...(await together(x)));
+        await this.stampConfigVersions(x, results);
         await x.run('RELEASE SAVEPOINT ferry_batch');
         if (!shared) await this.insertEvents(tx, buf);
         return [];
@@ -1004,6 +1007,7 @@ export abstract class SqlMessageStore implements MessageStore {
         await x.run('SAVEPOINT ferry_one');
         try {
           await op(x);
+          await this.stampConfigVersions(x, [results[i]]);
           await x.run('RELEASE SAVEPOINT ferry_one');
         } catch (error) {
           buf.length = at;
@@ -1860,6 +1864,44 @@ export abstract class SqlMessageStore implements MessageStore {
 
   // ------------------------------------------------------------------------------------------
   // Audit trail and API tokens
+
+  async recordConfigVersion(v: { hash: string; appliedBy: string; config: string }): Promise<{ version: number; created: boolean }> {
+    this.assertOpen();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.tx(async (x) => {
+          const [latest] = await x.all('SELECT version, hash FROM config_versions ORDER BY version DESC LIMIT 1', []);
+          if (latest && latest.hash === v.hash) return { version: Number(latest.version), created: false };
+          const version = latest ? Number(latest.version) + 1 : 1;
+          await x.run('INSERT INTO config_versions (version, hash, at, applied_by, config) VALUES (?, ?, ?, ?, ?)', [version, v.hash, this.now(), v.appliedBy, v.config]);
+          return { version, created: true };
+        }, { durable: true });
+      } catch (e) {
+        // Another instance took the same number (PostgreSQL): read again.
+        if (attempt < 3 && /unique|duplicate key|constraint/i.test((e as Error).message)) continue;
+        throw e;
+      }
+    }
+  }
+
+  async configVersions(limit = 100): Promise<StoredConfigVersion[]> {
+    this.assertOpen();
+    const rows = await this.readAside((x) => x.all(`SELECT version, hash, at, applied_by FROM config_versions ORDER BY version DESC LIMIT ${Math.max(1, Math.floor(limit))}`, []));
+    return rows.map((r) => ({ version: Number(r.version), hash: r.hash, at: new Date(Number(r.at) - this.clockOffsetMs), appliedBy: r.applied_by }));
+  }
+
+  async configVersion(version: number): Promise<StoredConfigVersion | undefined> {
+    this.assertOpen();
+    const [r] = await this.readAside((x) => x.all('SELECT version, hash, at, applied_by, config FROM config_versions WHERE version = ?', [version]));
+    return r ? { version: Number(r.version), hash: r.hash, at: new Date(Number(r.at) - this.clockOffsetMs), appliedBy: r.applied_by, config: r.config } : undefined;
+  }
+
+  /** Stamps each message with the config version that routed it (in the transaction recording it). */
+  private async stampConfigVersions(x: SqlExec, results: ProcessedMessage[], skip?: Set<string>): Promise<void> {
+    const byVersion = new Map<number, string[]>();
+    for (const r of results) if (r.configVersion !== undefined && !skip?.has(r.id)) byVersion.set(r.configVersion, [...(byVersion.get(r.configVersion) ?? []), r.id]);
+    for (const [version, ids] of byVersion) await x.run(`UPDATE messages SET config_version = ? WHERE id IN (${ids.map(() => '?').join(', ')})`, [version, ...ids]);
+  }
 
   async appendAudit(entries: AuditEntry[]): Promise<void> {
     this.assertOpen();
