@@ -41,38 +41,7 @@ if (!fs.existsSync(CORPUS) || !fs.existsSync(SEGMAPS)) {
 // FIDELITY_PLUGIN: another build of the plugin (e.g. an older commit's dist/index.js) to compare coverage
 const { Hl7v2Transform, parseHl7, decodeHl7Bytes } = require(process.env.FIDELITY_PLUGIN ?? path.join(ROOT, 'plugins/hl7v2-mllp/dist/index.js'));
 
-function parseCsv(text) {
-  const rows = [];
-  let row = [];
-  let cell = '';
-  let q = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (q) {
-      if (c === '"') {
-        if (text[i + 1] === '"') {
-          cell += '"';
-          i++;
-        } else q = false;
-      } else cell += c;
-    } else if (c === '"') q = true;
-    else if (c === ',') {
-      row.push(cell);
-      cell = '';
-    } else if (c === '\n' || c === '\r') {
-      if (c === '\r' && text[i + 1] === '\n') i++;
-      row.push(cell);
-      rows.push(row);
-      row = [];
-      cell = '';
-    } else cell += c;
-  }
-  if (cell || row.length) {
-    row.push(cell);
-    rows.push(row);
-  }
-  return rows;
-}
+const { parseCsv } = require('./csv');
 
 /** Segment maps: SEG -> [{ file, resource, rows: [{ line, field, attr, dtMap, assign }] }] */
 const maps = new Map();

@@ -11,38 +11,7 @@ const path = require('node:path');
 const SRC = path.resolve(__dirname, '../../../../shared/v2-to-fhir/mappings/codesystems');
 const OUT = path.resolve(__dirname, '../src/fhir/maps/codesystems.generated.ts');
 
-function parseCsv(text) {
-  const rows = [];
-  let row = [];
-  let cell = '';
-  let q = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (q) {
-      if (c === '"') {
-        if (text[i + 1] === '"') {
-          cell += '"';
-          i++;
-        } else q = false;
-      } else cell += c;
-    } else if (c === '"') q = true;
-    else if (c === ',') {
-      row.push(cell);
-      cell = '';
-    } else if (c === '\n' || c === '\r') {
-      if (c === '\r' && text[i + 1] === '\n') i++;
-      row.push(cell);
-      rows.push(row);
-      row = [];
-      cell = '';
-    } else cell += c;
-  }
-  if (cell || row.length) {
-    row.push(cell);
-    rows.push(row);
-  }
-  return rows;
-}
+const { parseCsv } = require('./csv');
 
 const maps = {};
 for (const f of fs.readdirSync(SRC).filter((f) => f.endsWith('.csv')).sort()) {
