@@ -127,7 +127,8 @@ describe('ACK details a receiver reads', () => {
     const at = (v: string) => buildAck(readRawHeader(Buffer.from(`MSH|^~\\&|A|B|C|D|2024||ADT^A08|X|P|${v}\r`, 'latin1')), 'AE', { now, error: err });
     for (const v of ['2.5', '2.5.1', '2.10', '3.0']) {
       const e = seg(at(v), 'ERR');
-      expect(e.slice(1, 5)).toEqual(['', 'PID^1^7^1', '102^Data type error^HL70357', 'W']);
+      // ERL: segment ^ sequence ^ field ^ field repetition (1 when not given) ^ component (ERL-5)
+      expect(e.slice(1, 5)).toEqual(['', 'PID^1^7^1^1', '102^Data type error^HL70357', 'W']);
       expect(e[8]).toBe('a\\F\\b');
     }
     for (const v of ['2.4', '2.3.1', '1.9']) expect(seg(at(v), 'ERR')).toEqual(['ERR', 'PID^1^7^102&Data type error&HL70357']);
