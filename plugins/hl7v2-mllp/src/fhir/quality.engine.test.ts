@@ -142,6 +142,15 @@ describe('data-quality issues on a real engine', () => {
     // Replayable: the message is kept whole (a fixed config or map converts it on replay).
     expect((await engine.store.getMessage(m.id, { body: true }))?.body?.toString('latin1')).toContain('PID|1||F1-MRN');
     expect(JSON.stringify(m.error) + JSON.stringify(got)).not.toContain('Quibblesworth');
+    // The same message sent again is a duplicate (same sender, control id, content): it gets the original's
+    // ACKs -- CA, then the same AE naming PID-7 -- and is not stored again.
+    const again = await send(port('strict'), adt('F1', GARBAGE, true), 2);
+    expect(segs(again[0]).find((s) => s[0] === 'MSA')?.[1]).toBe('CA');
+    const app2 = segs(again[1]);
+    expect(app2.find((s) => s[0] === 'MSA')?.[1]).toBe('AE');
+    expect(app2.find((s) => s[0] === 'ERR')!.slice(2, 5)).toEqual(['PID^1^7', '102^Data type error^HL70357', 'E']);
+    await engine.waitForIdle(20_000);
+    expect((await engine.store.listMessages({ limit: 100 })).filter((x) => x.headers.controlId === 'F1')).toHaveLength(1);
   }, 60_000);
 
   test('fail in original mode: AA (durably taken in, as original mode means), the message failed with the issue', async () => {

@@ -225,13 +225,15 @@ export class MllpSource implements MessageSource {
   }
 
   /**
-   * A stored message that asks for an enhanced-mode application ACK: its data-quality issues
+   * A message (stored now, or a duplicate acknowledged again) that asks for an enhanced-mode application ACK: its data-quality issues
    * under the source's policy (the transform run for them); those that fail it become the AE's
    * ERR segments (location and reason, never the value). The message itself fails in processing
    * with the same issues, replayable after a fix.
    */
   private async checkData(p: Pending): Promise<void> {
-    if (p.outcome?.status !== 'accepted' || !p.stored || !p.message || !isEnhanced(p.msh, this.cfg.ackMode) || p.msh!.appAckType === 'NE') return;
+    // A duplicate acknowledged again (same sender, control id and content) is checked too: its content is the
+    // original's, so its application ACK is the original's (AE naming the same fields), not a bare AA.
+    if (p.outcome?.status !== 'accepted' || !p.message || !isEnhanced(p.msh, this.cfg.ackMode) || p.msh!.appAckType === 'NE') return;
     let issues: DataQualityIssue[];
     try {
       issues = await this.ctx.dataQualityIssues!(p.message);
