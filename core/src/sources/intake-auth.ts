@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
+import { FailureLimiter } from '../admin/failure-limiter';
 import { isTokenHash, isTokenId, secretDigest, tokenIdOf, verifyToken } from '../admin/tokens';
 
 /**
@@ -63,13 +64,15 @@ export interface IntakeAuthOptions {
 export class IntakeAuth {
   private readonly byId = new Map<string, IntakeTokenEntry>();
   private readonly checked = new Map<string, { id: string; at: number }>();
-  private readonly failures = new Map<string, { since: number; count: number; blockedUntil?: number }>();
+  private readonly failures: FailureLimiter;
   private readonly now: () => number;
   readonly counts = { authFailures: 0, authRateLimited: 0 };
 
   constructor(private readonly opts: IntakeAuthOptions) {
     for (const t of opts.tokens) this.byId.set(t.id, t);
     this.now = opts.now ?? Date.now;
+    // the admin API's limiter: the same rule (maxFailures within windowMs, then refused for windowMs; 0 = off)
+    this.failures = new FailureLimiter(opts.maxFailures, opts.windowMs, this.now);
   }
 
   /** Whether requests need credentials at all. */
@@ -79,7 +82,7 @@ export class IntakeAuth {
 
   async check(authorization: string | undefined, address: string): Promise<IntakeAuthResult> {
     if (!this.enabled) return { ok: true, principal: 'anonymous' };
-    const blocked = this.blockedFor(address);
+    const blocked = this.failures.blocked(address);
     if (blocked) {
       this.counts.authRateLimited++;
       return { ok: false, status: 429, reason: 'too many failed authentications from this address', retryAfterSec: blocked };
@@ -88,7 +91,7 @@ export class IntakeAuth {
     const principal = secret ? await this.verify(secret) : undefined;
     if (principal) return { ok: true, principal };
     this.counts.authFailures++;
-    const blockedNow = this.fail(address);
+    const blockedNow = this.failures.fail(address);
     return { ok: false, status: 401, reason: secret ? 'unknown, expired or wrong bearer token' : 'missing bearer token', blockedNow };
   }
 
@@ -110,30 +113,5 @@ export class IntakeAuth {
     if (this.checked.size > 1000) this.checked.clear();
     this.checked.set(digest, { id: entry.id, at: now });
     return entry.name;
-  }
-
-  private blockedFor(address: string): number | undefined {
-    const e = this.failures.get(address);
-    if (!e?.blockedUntil) return undefined;
-    const left = e.blockedUntil - this.now();
-    if (left > 0) return Math.ceil(left / 1000);
-    this.failures.delete(address);
-    return undefined;
-  }
-
-  /** Counts a failure; true when it is the one that blocks the address. */
-  private fail(address: string): boolean {
-    if (!this.opts.maxFailures) return false;
-    const now = this.now();
-    let e = this.failures.get(address);
-    if (!e || now - e.since > this.opts.windowMs) {
-      if (!e && this.failures.size >= 10_000) this.failures.clear();
-      e = { since: now, count: 0 };
-      this.failures.set(address, e);
-    }
-    e.count++;
-    if (e.count < this.opts.maxFailures || e.blockedUntil) return false;
-    e.blockedUntil = now + this.opts.windowMs;
-    return true;
   }
 }
