@@ -6,6 +6,7 @@
  * to and, for a `code` element, the concept map of its required binding; for each composite data
  * type, its components of the types the data-quality check reads (dates, numbers, codes).
  * Run: node plugins/hl7v2-mllp/scripts/gen-fieldtypes.js  (output is committed; the runtime never reads ../shared)
+ * `--check` compares instead of writing (exit 1 on a difference): src/fhir/maps/generated.test.ts runs it.
  */
 'use strict';
 const fs = require('node:fs');
@@ -170,5 +171,4 @@ export const SEGMENT_FIELDS: Record<string, Record<number, FieldType>> = ${JSON.
 /** Composite data type -> component number -> type (the components the check reads; path relative to the field's element). */
 export const TYPE_COMPONENTS: Record<string, Record<number, FieldType>> = ${JSON.stringify(compOut, null, 0).replace(/\},"/g, '},\n"')};
 `;
-fs.writeFileSync(OUT, body);
-console.log(`wrote ${path.relative(process.cwd(), OUT)}: ${Object.keys(segOut).length} segments, ${Object.keys(compOut).length} composite types`);
+require('./generated-output').emit(OUT, body, `${Object.keys(segOut).length} segments, ${Object.keys(compOut).length} composite types`);
