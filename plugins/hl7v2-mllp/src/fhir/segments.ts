@@ -19,6 +19,7 @@ import type {
   DiagnosticReport,
   DocumentReference,
   Encounter,
+  EpisodeOfCare,
   EncounterLocation,
   EncounterParticipant,
   Extension,
@@ -48,6 +49,8 @@ import { V2_TABLE, mapCode, mapDisplay } from './codes';
 import { ref } from './context';
 import { type ConvertContext, FERRY_SEGMENT_EXTENSION, type OrderGroup, segmentText } from './convert';
 import { toDate } from './dates';
+import { in3CareTeam, rolCareTeam } from './segments/care-team';
+import { encounterHistory, episodeDiagnosis, visitEpisode } from './segments/visit';
 import {
   FILLER,
   PLACER,
@@ -667,6 +670,10 @@ const pv1: Handler = (seg, ctx) => {
   if (valued(seg.get(45))) e.status = 'finished';
   ctx.state.encounter = ctx.b.add(e);
   if (p) financialClass(seg, p, ctx);
+  if (ctx.state.encounter === e) {
+    visitEpisode(seg, e, p, ctx); // PV1-53/54 -> EpisodeOfCare (segments/visit.ts)
+    encounterHistory(seg, e, p, ctx); // PV1-43 -> Basic EncounterHistory (segments/visit.ts)
+  }
   ctx.state.last = ctx.state.encounter;
 };
 
@@ -761,13 +768,18 @@ const dg1: Handler = (seg, ctx) => {
   const parentDx = ei(seg.rep(22), ctx);
   if (parentDx) cond.extension = push(cond.extension, { url: 'http://hl7.org/fhir/StructureDefinition/condition-dueTo', valueReference: { type: 'Condition', identifier: parentDx } });
   const e = ctx.state.encounter;
+  const added = ctx.b.add(cond);
   if (e) {
     cond.encounter = ref(e);
     const use = cweMapped(seg.rep(6), 'DiagnosisType', ctx, '0052');
-    const rank = Number(seg.get(15));
-    e.diagnosis = push(e.diagnosis, compact({ condition: ref(cond), use, rank: Number.isInteger(rank) && rank > 0 ? rank : undefined })!);
+    const n = Number(seg.get(15));
+    const rank = Number.isInteger(n) && n > 0 ? n : undefined;
+    e.diagnosis = push(e.diagnosis, compact({ condition: ref(cond), use, rank })!);
+    // DG1[EpisodeOfCare]: the visit's episode of care (PV1-54) lists the diagnosis too, role DG1-6, rank DG1-15
+    const eoc = e.episodeOfCare?.[0]?.reference ? (ctx.b.get(e.episodeOfCare[0].reference.slice('urn:uuid:'.length)) as EpisodeOfCare | undefined) : undefined;
+    if (eoc && added === cond) episodeDiagnosis(eoc, cond, use, rank);
   }
-  ctx.state.last = ctx.b.add(cond);
+  ctx.state.last = added;
 };
 
 const prb: Handler = (seg, ctx) => {
@@ -905,14 +917,19 @@ const iam: Handler = (seg, ctx) => {
 };
 
 const rol: Handler = (seg, ctx) => {
-  // ROL: a role on the visit (ROL[Encounter-PractitionerRole]) or the patient's care provider (ROL[Patient-GeneralPractitioner])
+  // ROL: a role on the visit (ROL[Encounter-PractitionerRole]), the patient's care provider (PP,
+  // ROL[Patient-GeneralPractitioner]) or, any other role after PID, a member of the patient's CareTeam
+  // (ROL[CareTeam], ADT_A01 message map row 13; segments/care-team.ts)
   const who = practitioner(seg.rep(4), ctx);
-  if (!who) return;
   const role = cwe(seg.rep(3), ctx);
   const e = ctx.state.lastSegment === 'PV1' || ctx.state.lastSegment === 'PV2' || ctx.state.last === ctx.state.encounter ? ctx.state.encounter : undefined;
   if (e) {
-    e.participant = push(e.participant, compact({ type: role ? [role] : undefined, individual: who, period: compact({ start: ctx.dt(seg.get(5)), end: ctx.dt(seg.get(6)) }) })!);
-  } else if (ctx.state.patient && c(seg.rep(3), 1) === 'PP') ctx.state.patient.generalPractitioner = push(ctx.state.patient.generalPractitioner, who);
+    if (who) e.participant = push(e.participant, compact({ type: role ? [role] : undefined, individual: who, period: compact({ start: ctx.dt(seg.get(5)), end: ctx.dt(seg.get(6)) }) })!);
+  } else if (ctx.state.patient) {
+    if (c(seg.rep(3), 1) === 'PP') {
+      if (who) ctx.state.patient.generalPractitioner = push(ctx.state.patient.generalPractitioner, who);
+    } else rolCareTeam(seg, ctx.state.patient, ctx);
+  }
 };
 
 /**
@@ -1003,7 +1020,7 @@ const prt: Handler = (seg, ctx) => {
  * The patient's care team of this message (PRT[CareTeam]: row 7 PRT-4 -> participant.role, rows 8-10 PRT-5 ->
  * participant.member, row 14 PRT-8 -> participant.onBehalfOf, rows 18-19 PRT-11/12 -> participant.period).
  */
-function careTeam(p: Patient, ctx: ConvertContext): CareTeam {
+export function careTeam(p: Patient, ctx: ConvertContext): CareTeam {
   const id = ctx.b.idFor('CareTeam', `patient|${p.id}`, true);
   const existing = ctx.b.get(id) as CareTeam | undefined;
   if (existing) return existing;
@@ -1382,12 +1399,22 @@ type ObsValue = Pick<
  */
 export const OBSERVATION_VALUE_ATTACHMENT = 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value';
 
-/** OBX-5 text types: their repetitions are lines of one text (OBX[Observation] row 8). */
+/** OBX-5 text types (OBX[Observation] row 8 -> valueString; OBX[Observation-Component] row 10 -> component[each].valueString). */
 const TEXT_TYPES = new Set(['ST', 'TX', 'FT']);
 
 /**
- * OBX-5 -> Observation.value[x] by OBX-2 (OBX[Observation] rows 7-30). A repeating OBX-5 of any non-text
- * type keeps every repetition: one `component` per repetition with OBX-3 as its code and the value mapped
+ * One OBX-5 text repetition as sent: a ST/TX/FT value has no components, so a component or subcomponent
+ * separator inside it is text the sender did not escape; it is kept as the message's own separator
+ * character (nothing after the first `^` is lost). Escaped separators (`\S\`) were decoded by the reader.
+ */
+export function repText(r: Hl7Rep, seg: Hl7Segment): string {
+  const d = seg.delimiters;
+  return r.length === 1 && r[0].length === 1 ? r[0][0] : r.map((comp) => comp.join(d.subcomponent || '&')).join(d.component);
+}
+
+/**
+ * OBX-5 -> Observation.value[x] by OBX-2 (OBX[Observation] rows 7-30). A repeating OBX-5 of any type (text
+ * types too, below) keeps every repetition: one `component` per repetition with OBX-3 as its code and the value mapped
  * the same way (OBX[Observation-Component] rows 6 and 8-32: `component[each].code` = OBX-3,
  * `component[each].value[x]` = OBX-5 by OBX-2), so `60~120` NM becomes two valueQuantity components and a
  * coded OBX-5 loses none of its codes.
@@ -1398,8 +1425,13 @@ function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext):
   if (!reps[0]) return;
   const u = seg.rep(6);
   if (TEXT_TYPES.has(vt)) {
-    const text = reps.map((r) => r.map((comp) => comp.join('&')).join('^')).join(vt === 'ST' ? '~' : '\n');
-    if (valued(text)) o.valueString = text;
+    // ORU_R01 message map rows 4.2.4.3.1: OBX-5 LST.count <= 1 -> OBX[Observation] row 8 valueString; > 1 ->
+    // OBX[Observation-Component] row 10 component[each].valueString (code = OBX-3, row 6): each repetition (a TX/FT
+    // line, a ST value) is its own component, none joined into another and none dropped; blank repetitions
+    // (empty lines) carry no value and make no component
+    const texts = reps.map((r) => repText(r, seg)).filter(valued);
+    if (texts.length === 1) o.valueString = texts[0];
+    else if (texts.length > 1) o.component = texts.map((t) => ({ code: o.code, valueString: t }));
     return;
   }
   const values = reps.map((r) => {
@@ -1507,7 +1539,7 @@ const obx: Handler = (seg, ctx) => {
       const a = rp(seg.rep(5));
       if (a) (st.document as DocumentReference).content.push({ attachment: a });
     } else {
-      const t = seg.reps(5).map((r) => r.map((comp) => comp.join('&')).join('^')).join('\n');
+      const t = seg.reps(5).map((r) => repText(r, seg)).join('\n');
       (st.documentText ??= []).push(t);
     }
     return;
@@ -2175,8 +2207,9 @@ export const SEGMENT_HANDLERS: Record<string, Handler> = {
   TXA: txa,
   RF1: rf1,
   PRD: prd,
+  // IN3-21 case manager -> the patient's CareTeam (IN3[CareTeam], segments/care-team.ts)
+  IN3: (seg, ctx) => void (ctx.state.patient && in3CareTeam(seg, ctx.state.patient, ctx)),
   // segments known to the walker but carrying nothing the canonical model keeps
-  IN3: () => undefined,
   RXC: () => undefined,
   PRT: prt,
 };
