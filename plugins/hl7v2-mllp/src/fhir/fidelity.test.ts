@@ -517,3 +517,33 @@ describe('9. PV1-43 -> Basic EncounterHistory; PV1-54 / DG1 -> EpisodeOfCare; RO
     expect(all(convert([MSH('ADT^A01^ADT_A01'), PID, seg('IN1', { 1: '1', 3: 'PAY1^^^HOSP' }), seg('IN3', { 1: '1', 2: 'CERT1' })]), 'CareTeam')).toEqual([]);
   });
 });
+
+describe('rows the fidelity report found unfilled (round II): IN1-5/49, PID-18 in ADT, NTE on an appointment, MSH-7 occurred', () => {
+  test('IN1[Coverage] row 7: IN1-5 -> the payor Organization\'s address, also without an IN1-3 id; rows 54-55: IN1-49 -> extension subscriberId', () => {
+    const b = convert([MSH('ADT^A01^ADT_A01'), PID, seg('IN1', { 1: '1', 2: 'PLAN1^Gold^L', 4: 'Acme Insurance', 5: '1 Main St^^Springfield^IL^62701', 17: 'SEL', 49: 'SUB-9^^^ACME^MB' })]);
+    const cov = one<Resource & { payor: { reference: string }[]; subscriberId: string; extension: { url: string; valueIdentifier: { value: string; system?: string } }[] }>(b, 'Coverage');
+    const org = b.entry!.find((e) => e.fullUrl === cov.payor[0].reference)!.resource as Resource & { name: string; address: { city: string }[] };
+    expect(org).toMatchObject({ resourceType: 'Organization', name: 'Acme Insurance', address: [{ city: 'Springfield' }] });
+    expect(cov.subscriberId).toBe('SUB-9');
+    expect(cov.extension).toEqual([{ url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-subscriberId', valueIdentifier: expect.objectContaining({ value: 'SUB-9', system: 'urn:ferry:id:ACME' }) }]);
+  });
+  test('PID[Account] row 22 (ADT_A01 message map row 6): PID-18 in ADT -> Account.identifier, subject the Patient; no PID-18: no Account', () => {
+    const b = convert([MSH('ADT^A01^ADT_A01'), `${PID}||||||||||ACCT-1^^^HOSP^AN`]);
+    const acct = one<Resource & { identifier: { value: string }[]; subject: { reference: string }[]; status: string }>(b, 'Account');
+    expect(acct.identifier.map((i) => i.value)).toEqual(['ACCT-1']);
+    expect(acct.subject).toEqual([{ reference: refTo(one<Patient>(b, 'Patient')) }]);
+    expect(all(convert([MSH('ADT^A01^ADT_A01'), PID]), 'Account')).toEqual([]);
+  });
+  test('NTE[Appointment-Comment] rows 5-6: NTE-3 -> extension-Appointment.note valueAnnotation (the comment string kept)', () => {
+    const b = convert([MSH('SIU^S12^SIU_S12'), seg('SCH', { 1: 'A1^SCHED', 2: 'F1^SCHED', 11: '^^30^20240105100000+0100^20240105103000+0100', 25: 'Booked' }), 'NTE|1||Bring the referral letter', PID]);
+    const appt = one<Resource & { comment: string; extension: { url: string; valueAnnotation: { text: string } }[] }>(b, 'Appointment');
+    expect(appt.comment).toBe('Bring the referral letter');
+    expect(appt.extension).toContainEqual({ url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.note', valueAnnotation: { text: 'Bring the referral letter' } });
+  });
+  test('MSH[Provenance-Source] row 17: MSH-7 -> Provenance.occurred when EVN-6 does not give it; EVN-6 wins when valued', () => {
+    const noEvn6 = one<Resource & { occurredDateTime: string }>(convert([MSH('ADT^A01^ADT_A01'), 'EVN|A01|20240102103000', PID]), 'Provenance');
+    expect(noEvn6.occurredDateTime).toBe('2024-01-02T10:30:00+01:00');
+    const evn6 = one<Resource & { occurredDateTime: string }>(convert([MSH('ADT^A01^ADT_A01'), 'EVN|A01|20240102103000||||20240102090000', PID]), 'Provenance');
+    expect(evn6.occurredDateTime).toBe('2024-01-02T09:00:00+01:00');
+  });
+});

@@ -85,15 +85,22 @@ type Handler = (seg: Hl7Segment, ctx: ConvertContext) => void;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Ref = Reference<any>;
 
+/** `arr` plus the defined items, as a new array (`arr` itself is never changed; returned as is when nothing is added). */
 const push = <T>(arr: T[] | undefined, ...items: (T | undefined)[]): T[] | undefined => {
-  const add = items.filter((i): i is T => i !== undefined);
-  if (!add.length) return arr;
-  return [...(arr ?? []), ...add];
+  let out = arr;
+  for (let i = 0; i < items.length; i++) {
+    const v = items[i];
+    if (v === undefined) continue;
+    if (out === arr) out = arr ? arr.slice() : [];
+    out!.push(v);
+  }
+  return out;
 };
 const all = <T>(seg: Hl7Segment, n: number, f: (r: Hl7Rep) => T | undefined): T[] => {
   const out: T[] = [];
-  for (const r of seg.reps(n)) {
-    const v = f(r);
+  const reps = seg.reps(n);
+  for (let i = 0; i < reps.length; i++) {
+    const v = f(reps[i]);
     if (v !== undefined) out.push(v);
   }
   return out;
@@ -461,8 +468,9 @@ const pid: Handler = (seg, ctx) => {
   ctx.state.last = patient;
   ctx.state.mergeTargets.push({ segment: seg, patient });
   mother(seg, patient, ctx);
-  // BAR/DFT are about the patient's account (PID-18): it is the subject of the message
-  if (ctx.messageCode === 'BAR' || ctx.messageCode === 'DFT') accountFor(ctx);
+  // BAR/DFT are about the patient's account (PID-18): it is the subject of the message; in ADT the IG's message maps
+  // (ADT_A01 row 6 and its family) make PID[Account] from PID-18 (row 22 -> Account.identifier, subject the Patient)
+  if (ctx.messageCode === 'BAR' || ctx.messageCode === 'DFT' || (ctx.messageCode === 'ADT' && valued(seg.get(18)))) accountFor(ctx);
 };
 
 /**
@@ -928,7 +936,7 @@ const rol: Handler = (seg, ctx) => {
   } else if (ctx.state.patient) {
     if (c(seg.rep(3), 1) === 'PP') {
       if (who) ctx.state.patient.generalPractitioner = push(ctx.state.patient.generalPractitioner, who);
-    } else rolCareTeam(seg, ctx.state.patient, ctx);
+    } else if (ctx.state.last === ctx.state.patient) rolCareTeam(seg, ctx.state.patient, ctx); // the patient's own ROL group (after PID/PD1), not a procedure's or an insurance's
   }
 };
 
@@ -1036,9 +1044,12 @@ const in1: Handler = (seg, ctx) => {
   if (!p) return;
   const payorId = cx(seg.rep(3), ctx);
   const payor = xonOrg(seg.rep(4), ctx) ?? organization(undefined, payorId, ctx) ?? ref(p);
-  if (payor.reference?.startsWith('urn:uuid:') && payorId) {
-    const org = ctx.b.get(payor.reference.slice(9)) as Organization | undefined;
-    if (org && !org.identifier) org.identifier = [payorId];
+  const payorOrg = payor.reference?.startsWith('urn:uuid:') ? (ctx.b.get(payor.reference.slice(9)) as Organization | undefined) : undefined;
+  if (payorOrg?.resourceType === 'Organization') {
+    // IN1[Coverage] rows 5-8: IN1-3 company id, IN1-5 company address (row 7), IN1-7 phone -> the payor Organization
+    // (also when it has no IN1-3 id: the address of a payor named by IN1-4 alone was dropped)
+    const org: Organization | undefined = payorOrg;
+    if (payorId && !org.identifier) org.identifier = [payorId];
     const addr = xad(seg.rep(5), ctx);
     if (org && addr && !org.address) org.address = [addr];
     const tel = all(seg, 7, (r) => xtn(r, ctx));
@@ -1085,7 +1096,12 @@ const in1: Handler = (seg, ctx) => {
     }
   }
   const subId = cx(seg.rep(49), ctx);
-  if (subId?.value) cov.subscriberId = subId.value;
+  if (subId?.value) {
+    cov.subscriberId = subId.value;
+    // IN1[Coverage] rows 54-55: IN1-49 insured's id -> extension subscriberId (R5 Coverage.subscriberId is an
+    // Identifier; R4's is a string and keeps only the value, so the system and type ride in the extension)
+    cov.extension = push(cov.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-subscriberId', valueIdentifier: subId });
+  }
   const order = Number(seg.get(22));
   if (Number.isInteger(order) && order > 0) cov.order = order;
   ctx.state.last = ctx.b.add(cov);
@@ -1675,6 +1691,9 @@ const nte: Handler = (seg, ctx) => {
   } else if (target.resourceType === 'Appointment') {
     const a = target as Appointment;
     a.comment = a.comment ? `${a.comment}\n${text}` : text;
+    // NTE[Appointment-Comment] rows 5-6: NTE-3 -> extension-Appointment.note valueAnnotation (R5 Appointment.note,
+    // which keeps the author and time R4's comment string cannot)
+    a.extension = push(a.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.note', valueAnnotation: note });
   } else if (target.resourceType === 'DiagnosticReport') {
     const d = target as DiagnosticReport;
     d.conclusion = d.conclusion ? `${d.conclusion}\n${text}` : text;
@@ -2281,6 +2300,11 @@ function messageProvenance(ctx: ConvertContext): void {
       activity: { coding: [{ system: V2_TABLE('0003'), code: ctx.trigger || ctx.messageCode || 'unknown', display: `message - ${msh.get(9, 0, 1)}^${msh.get(9, 0, 2)}^${msh.get(9, 0, 3)}` }] },
       agent: [],
     });
+    const occurred = ctx.dt(msh.get(7));
+    if (occurred) prov.occurredDateTime = occurred;
+  }
+  // MSH[Provenance-Source] row 17: MSH-7 -> occurred, when EVN-6 (the event's own time) did not give it
+  if (!prov.occurredDateTime && !prov.occurredPeriod) {
     const occurred = ctx.dt(msh.get(7));
     if (occurred) prov.occurredDateTime = occurred;
   }
