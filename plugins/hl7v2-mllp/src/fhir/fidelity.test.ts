@@ -547,3 +547,19 @@ describe('rows the fidelity report found unfilled (round II): IN1-5/49, PID-18 i
     expect(evn6.occurredDateTime).toBe('2024-01-02T09:00:00+01:00');
   });
 });
+
+describe('PR1[Procedure] row 35: PR1-25 parent procedure id -> Procedure.partOf', () => {
+  test('the parent PR1 of the same message by reference, another one by identifier (EI)', () => {
+    const b = convert([
+      MSH('ADT^A01^ADT_A01'),
+      PID,
+      seg('PR1', { 1: '1', 3: '73761001^Colonoscopy^SCT', 5: '20240102080000+0100', 19: 'PR-1^^1.2.3^ISO' }),
+      seg('PR1', { 1: '2', 3: '76164006^Biopsy of colon^SCT', 5: '20240102081000+0100', 19: 'PR-2^^1.2.3^ISO', 25: 'PR-1^^1.2.3^ISO' }),
+      seg('PR1', { 1: '3', 3: '76164006^Biopsy of colon^SCT', 5: '20240102082000+0100', 19: 'PR-3^^1.2.3^ISO', 25: 'PR-0^^1.2.3^ISO' }),
+    ]);
+    const [colo, biopsy, other] = all<Resource & { partOf?: { reference?: string; type?: string; identifier?: { value: string; system: string } }[] }>(b, 'Procedure');
+    expect(colo.partOf).toBeUndefined();
+    expect(biopsy.partOf).toEqual([{ reference: refTo(colo) }]);
+    expect(other.partOf).toEqual([{ type: 'Procedure', identifier: expect.objectContaining({ value: 'PR-0', system: 'urn:oid:1.2.3' }) }]);
+  });
+});

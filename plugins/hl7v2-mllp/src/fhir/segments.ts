@@ -854,6 +854,13 @@ const pr1: Handler = (seg, ctx) => {
   const loc = location(seg.rep(23), ctx);
   if (loc) proc.location = loc;
   if (ctx.state.encounter) proc.encounter = ref(ctx.state.encounter);
+  // PR1[Procedure] row 35: PR1-25 parent procedure id -> partOf, a reference by identifier (EI; the parent's
+  // resource may be in another message), the PR1 in this message with that PR1-19 id when there is one
+  const parent = ei(seg.rep(25), ctx);
+  if (parent) {
+    const here = ctx.b.resources().find((r) => r.resourceType === 'Procedure' && (r as Procedure).identifier?.some((i) => i.value === parent.value && i.system === parent.system));
+    proc.partOf = [here ? ref(here) : { type: 'Procedure', identifier: parent }];
+  }
   ctx.state.last = ctx.b.add(proc);
 };
 
@@ -1675,7 +1682,8 @@ const SPECIMEN_FIRST = new Set(['R22', 'R23', 'O33', 'O35']);
 
 const nte: Handler = (seg, ctx) => {
   // NTE -> note on the resource the segment above created
-  const text = seg.reps(3).map((r) => r.map((comp) => comp.join('&')).join('^')).join('\n');
+  // NTE-3 (FT, repeating): each repetition a line; a separator inside the text kept as the message's own (repText)
+  const text = seg.reps(3).map((r) => repText(r, seg)).join('\n');
   if (!valued(text)) return;
   const target = ctx.state.last;
   if (!target) return;
