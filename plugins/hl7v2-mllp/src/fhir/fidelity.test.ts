@@ -563,3 +563,14 @@ describe('PR1[Procedure] row 35: PR1-25 parent procedure id -> Procedure.partOf'
     expect(other.partOf).toEqual([{ type: 'Procedure', identifier: expect.objectContaining({ value: 'PR-0', system: 'urn:oid:1.2.3' }) }]);
   });
 });
+
+describe('PV1-43 EncounterHistory and the visit deleted (A23 / A29)', () => {
+  test.each(['A23', 'A29'])('ADT^%s: the Basic EncounterHistory goes with the Encounter (DELETE entries, no resource left pointing at the deleted visit)', (trigger) => {
+    const b = convert([MSH(`ADT^${trigger}^ADT_A21`), `EVN|${trigger}|20240102103000`, PID, seg('PV1', { 1: '1', 2: 'I', 19: 'V100^^^HOSP^VN', 43: 'ER^2^1^HOSP' })]);
+    const deleted = b.entry!.filter((e) => e.request?.method === 'DELETE').map((e) => e.request!.url.split(/[/?]/)[0]);
+    expect(deleted).toEqual(expect.arrayContaining(['Encounter', 'Basic']));
+    const gone = new Set(b.entry!.filter((e) => e.request?.method === 'DELETE').map((e) => e.fullUrl));
+    const pointing = b.entry!.filter((e) => e.resource?.resourceType === 'Basic' && JSON.stringify(e.resource).split('"reference":"').slice(1).some((r) => gone.has(r.split('"')[0])));
+    expect(pointing).toEqual([]);
+  });
+});

@@ -50,7 +50,7 @@ import { ref } from './context';
 import { type ConvertContext, FERRY_SEGMENT_EXTENSION, type OrderGroup, segmentText } from './convert';
 import { toDate } from './dates';
 import { in3CareTeam, rolCareTeam } from './segments/care-team';
-import { encounterHistory, episodeDiagnosis, visitEpisode } from './segments/visit';
+import { deleteEncounterHistory, encounterHistory, episodeDiagnosis, visitEpisode } from './segments/visit';
 import {
   FILLER,
   PLACER,
@@ -2407,13 +2407,17 @@ function eventSemantics(ctx: ConvertContext): void {
           break;
         case 'A23':
           ctx.b.markDelete(e);
+          deleteEncounterHistory(e, ctx); // the visit's history goes with it
           break;
         default:
       }
     }
     if (trigger === 'A29' && st.patient) {
       // delete person information: the patient's visit data goes (DELETE entries); the Patient record is kept inactive
-      if (e) ctx.b.markDelete(e);
+      if (e) {
+        ctx.b.markDelete(e);
+        deleteEncounterHistory(e, ctx);
+      }
       st.patient.active = false;
     }
   }

@@ -90,3 +90,10 @@ export function encounterHistory(seg: Hl7Segment, e: Encounter, p: Patient | und
   };
   return ctx.b.add(basic);
 }
+
+/** A23 / A29 delete the visit: its EncounterHistory (PV1-43) is visit data too, a DELETE entry like the Encounter. */
+export function deleteEncounterHistory(e: Encounter, ctx: ConvertContext): void {
+  const url = `urn:uuid:${e.id}`;
+  for (const r of ctx.b.resources())
+    if (r.resourceType === 'Basic' && (r as Basic).extension?.some((x) => x.url === `${R5}extension-EncounterHistory.encounter` && x.valueReference?.reference === url)) ctx.b.markDelete(r);
+}
