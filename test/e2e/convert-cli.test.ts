@@ -79,7 +79,7 @@ d('ferry convert: many inputs, folders, stdin, NDJSON', () => {
     expect(r.stderr).toContain('valid: 3 bundle(s)');
   });
 
-  it('start-up: an HL7 v2 conversion loads neither the engine nor the other plugins (fastify, pg, better-sqlite3, winston, FHIRPath, medplum)', () => {
+  it('start-up: an HL7 v2 conversion loads neither the engine nor the other plugins (fastify, pg, better-sqlite3, winston, FHIRPath, medplum), nor hl7-standard or all of semver', () => {
     const hook = path.join(dir, 'modules.js');
     writeFileSync(hook, "process.on('exit', () => process.stderr.write('MODULES ' + JSON.stringify(Object.keys(require.cache)) + '\\n'));\n");
     for (const cwd of [dir, root]) {
@@ -89,6 +89,9 @@ d('ferry convert: many inputs, folders, stdin, NDJSON', () => {
       const loaded: string[] = JSON.parse(/MODULES (.*)/.exec(r.stderr)![1]);
       for (const heavy of ['/fastify/', '/pg/', '/better-sqlite3/', '/winston/', '/fhirpath/', '/@medplum/core/', '/plugins/epic/', '/plugins/cerner/', '/plugins/athena-rest/', '/core/dist/engine/engine.js'])
         expect(loaded.filter((m) => m.includes(heavy))).toEqual([]);
+      // issue #22 round II: hl7-standard (scripts only) and semver's index (the plugin host needs three functions)
+      expect(loaded.filter((m) => m.includes('/hl7-standard/'))).toEqual([]);
+      expect(loaded.filter((m) => /\/semver\/(index|preload)\.js$/.test(m) || /\/semver\/functions\/(inc|diff|coerce)\.js$/.test(m))).toEqual([]);
     }
   });
 });

@@ -145,6 +145,36 @@ function applies(map, code, structure, msgSeg, prev) {
   return true;
 }
 
+/**
+ * The message maps' context conditions on ROL and DG1 (ADT_A01 rows 13, 19 and 25, and their family):
+ * ROL after PID/PD1 is ROL[Patient-GeneralPractitioner] when ROL-3.1 is PP and ROL[CareTeam] otherwise; ROL after
+ * PV1/PV2 is ROL[Encounter-PractitionerRole]; a procedure's or an insurance's ROL has no map (rows 27.2, 29.4);
+ * DG1[Encounter] "if in context of an encounter" (a PV1 before it),
+ * DG1[EpisodeOfCare] "if in context of an episode of care" (that PV1 names one: PV1-54, or PV1-53).
+ */
+function inContext(map, seg, segments, i) {
+  // the group a ROL is in: the nearest segment before it that is not a ROL, ARV or NTE (PID/PD1: the patient's)
+  let j = i - 1;
+  while (j >= 0 && ['ROL', 'ARV', 'NTE'].includes(segments[j].name)) j--;
+  const group = j >= 0 ? segments[j].name : '';
+  const patientLevel = group === 'PID' || group === 'PD1';
+  const pv1 = segments.slice(0, i).reverse().find((s) => s.name === 'PV1');
+  switch (map.name) {
+    case 'ROL[Patient-GeneralPractitioner]':
+      return patientLevel && seg.get(3, 0, 1).trim() === 'PP';
+    case 'ROL[CareTeam]':
+      return patientLevel && seg.get(3, 0, 1).trim() !== 'PP';
+    case 'ROL[Encounter-PractitionerRole]':
+      return group === 'PV1' || group === 'PV2';
+    case 'DG1[Encounter]':
+      return !!pv1;
+    case 'DG1[EpisodeOfCare]':
+      return !!pv1 && (valuedField(pv1, 54) || valuedField(pv1, 53));
+    default:
+      return true;
+  }
+}
+
 function prevName(segments, i) {
   for (let j = i - 1; j >= 0; j--) if (segments[j].name !== 'NTE') return segments[j].name;
   return '';
@@ -195,7 +225,7 @@ for (const f of fs.readdirSync(CORPUS).filter((x) => x.endsWith('.hl7')).sort())
     const structure = msg.msh.get(9, 0, 3) || `${code}_${msg.msh.get(9, 0, 2)}`;
     for (const seg of present) {
       for (const map of maps.get(seg) ?? []) {
-        const segs = msg.segments.filter((s, i) => s.name === seg && applies(map, code, structure, s, prevName(msg.segments, i)));
+        const segs = msg.segments.filter((s, i) => s.name === seg && applies(map, code, structure, s, prevName(msg.segments, i)) && inContext(map, s, msg.segments, i));
         for (const row of map.rows) {
           if (row.cond === 'unsupported') {
             if (segs.some((s) => valuedField(s, row.n))) unevaluated.add(`${map.file}:${row.line}`);

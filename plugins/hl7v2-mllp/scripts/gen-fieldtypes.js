@@ -19,9 +19,9 @@ const { CODE_MAPS } = loadCodeMaps();
 function loadCodeMaps() {
   // the generated concept maps, read as text (no TypeScript at generation time)
   const text = fs.readFileSync(path.resolve(__dirname, '../src/fhir/maps/codesystems.generated.ts'), 'utf8');
-  const names = new Set();
-  for (const m of text.matchAll(/^ "([^"]+)": \{$/gm)) names.add(m[1]);
-  return { CODE_MAPS: names };
+  // CODE_MAPS = JSON.parse("<the maps as a JSON string literal>")
+  const literal = /CODE_MAPS: Record<string, CodeMap> = JSON\.parse\(("(?:[^"\\]|\\.)*")\);/.exec(text)[1];
+  return { CODE_MAPS: new Set(Object.keys(JSON.parse(JSON.parse(literal)))) };
 }
 
 const { parseCsv } = require('./csv');

@@ -27,9 +27,13 @@ function emit(out, text, summary) {
     const b = text.split('\n');
     let i = 0;
     while (i < a.length && i < b.length && a[i] === b[i]) i++;
-    const clip = (s) => (s === undefined ? '(end of file)' : s.length > 160 ? `${s.slice(0, 160)}…` : s);
+    // the column where they part (a generated line can be one long JSON string), shown with some context
+    let col = 0;
+    while (a[i] !== undefined && b[i] !== undefined && col < a[i].length && a[i][col] === b[i][col]) col++;
+    const from = Math.max(0, col - 60);
+    const clip = (s) => (s === undefined ? '(end of file)' : `${from ? '…' : ''}${s.slice(from, from + 160)}${s.length > from + 160 ? '…' : ''}`);
     console.error(
-      `${rel} differs from what its generator makes from ../shared/v2-to-fhir, first at line ${i + 1}:\n` +
+      `${rel} differs from what its generator makes from ../shared/v2-to-fhir, first at line ${i + 1}, column ${col + 1}:\n` +
         `  committed: ${clip(a[i])}\n  generated: ${clip(b[i])}\n` +
         `regenerate it with: node ${path.relative(process.cwd(), process.argv[1])}`,
     );

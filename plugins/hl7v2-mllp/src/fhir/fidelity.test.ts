@@ -90,8 +90,38 @@ describe('2. repeating OBX-5 (ORU_R01 message map rows 63-64 -> OBX[Observation-
     expect(hb.component).toBeUndefined();
     expect(single.valueCodeableConcept!.coding![0].code).toBe('3092008');
   });
-  test('TX repetitions are lines of one text (OBX[Observation] row 8)', () => {
-    expect(text.valueString).toBe('Line one\nLine two');
+  test('TX repetitions: component[each].valueString, one per repetition (OBX[Observation-Component] row 10)', () => {
+    expect(text.valueString).toBeUndefined();
+    expect(text.component).toEqual([
+      { code: text.code, valueString: 'Line one' },
+      { code: text.code, valueString: 'Line two' },
+    ]);
+  });
+});
+
+describe('2. ST / TX / FT repetitions and components (OBX[Observation] row 8, OBX[Observation-Component] row 10)', () => {
+  const obs = (lines: string[]) => all<Observation>(convert([MSH('ORU^R01^ORU_R01'), PID, seg('OBR', { 1: '1', 3: 'F1^LAB', 4: '11526-1^Pathology study^LN', 25: 'F' }), ...lines]), 'Observation');
+  test('a single ST/TX/FT value -> valueString (row 8), escapes decoded, FT formatting kept as text', () => {
+    const [st, tx, ft] = obs(['OBX|1|ST|1^A^L||Positive \\T\\ confirmed||||||F', 'OBX|2|TX|2^B^L||  indented line||||||F', 'OBX|3|FT|3^C^L||Bold\\.br\\next||||||F']);
+    expect(st.valueString).toBe('Positive & confirmed');
+    expect(tx.valueString).toBe('  indented line');
+    expect(ft.valueString).toBe('Bold\nnext');
+    for (const o of [st, tx, ft]) expect(o.component).toBeUndefined();
+  });
+  test('unescaped component / subcomponent separators inside text are kept as sent (nothing after ^ is lost)', () => {
+    const [st, rep] = obs(['OBX|1|ST|1^A^L||A^B&C^D||||||F', 'OBX|2|TX|2^B^L||one^two~three||||||F']);
+    expect(st.valueString).toBe('A^B&C^D');
+    expect(rep.component!.map((c) => c.valueString)).toEqual(['one^two', 'three']);
+  });
+  test('the message\'s own separators are the ones kept (MSH-2 #*@!)', () => {
+    const b = convertMessage(parseHl7(['MSH#*@!$#SendApp#SendFac#RecvApp#RecvFac#20240102103000+0100##ORU*R01*ORU_R01#C9#P#2.5.1', 'PID#1##12345***MRN*MR##Everyman*Adam', 'OBX#1#ST#1*A*L##x*y$z@w#######F'].join('\r')), {});
+    expect(all<Observation>(b, 'Observation')[0].component!.map((c) => c.valueString)).toEqual(['x*y$z', 'w']);
+  });
+  test('ST repetitions are components too (each kept; blank repetitions make none)', () => {
+    const [st] = obs(['OBX|1|ST|1^A^L||first~~second~third||||||F']);
+    expect(st.valueString).toBeUndefined();
+    expect(st.component!.map((c) => c.valueString)).toEqual(['first', 'second', 'third']);
+    expect(st.component!.every((c) => c.code === st.code)).toBe(true);
   });
 });
 
@@ -393,5 +423,154 @@ describe('rows the fidelity report found unfilled: MSH-10, OBX-19/29, PID-26/39,
       { url: 'http://hl7.org/fhir/StructureDefinition/condition-assertedDate', valueDateTime: '2024-01-01T12:00:00+01:00' },
       { url: 'http://hl7.org/fhir/StructureDefinition/condition-dueTo', valueReference: { type: 'Condition', identifier: { system: 'urn:ferry:id:HIS', value: 'DG1' } } },
     ]);
+  });
+});
+
+describe('9. PV1-43 -> Basic EncounterHistory; PV1-54 / DG1 -> EpisodeOfCare; ROL / IN3 -> CareTeam', () => {
+  const PV1 = seg('PV1', { 1: '1', 2: 'I', 3: 'W^101^1^HOSP', 19: 'V100^^^HOSP^VN', 43: 'ER^2^1^HOSP', 53: 'Stroke rehabilitation', 54: 'EOC124^^^HOSP^MR' });
+  const DG1 = seg('DG1', { 1: '1', 3: '422504002^Ischemic stroke^SCT', 6: 'A', 15: '1' });
+  const b = convert([MSH('ADT^A01^ADT_A01'), 'EVN|A01|20240102103000', PID, PV1, DG1, seg('DG1', { 1: '2', 3: 'I10^Hypertension^I10', 6: 'W', 15: '2' })]);
+  const p = one<Patient>(b, 'Patient');
+  const e = one<Resource & { episodeOfCare?: { reference: string }[]; location?: unknown[] }>(b, 'Encounter');
+  test('PV1[Basic-EncounterHistory] rows 3-4, 51-58 (ADT_A01 message map row 16): code EncounterHistory, subject the Patient, PV1-43 location complete / temporary', () => {
+    const h = one<Resource & { code: unknown; subject: { reference: string }; extension: { url: string; valueReference?: { reference: string }; extension?: { url: string; valueCode?: string; valueCodeableConcept?: unknown; valueReference?: unknown }[] }[] }>(b, 'Basic');
+    expect(h.code).toEqual({ coding: [{ system: 'http://hl7.org/fhir/fhir-types', code: 'EncounterHistory', display: 'EncounterHistory' }] });
+    expect(h.subject.reference).toBe(refTo(p));
+    const R5 = 'http://hl7.org/fhir/5.0/StructureDefinition/';
+    expect(h.extension.find((x) => x.url === `${R5}extension-EncounterHistory.encounter`)!.valueReference!.reference).toBe(refTo(e));
+    const loc = h.extension.find((x) => x.url === `${R5}extension-EncounterHistory.location.location`)!.valueReference!.reference;
+    const locRes = b.entry!.find((x) => x.fullUrl === loc)!.resource as Resource & { name?: string; physicalType?: unknown };
+    expect(locRes.resourceType).toBe('Location');
+    const complex = h.extension.find((x) => x.url === `${R5}extension-EncounterHistory.location`)!.extension!;
+    expect(complex).toEqual([
+      { url: 'location', valueReference: expect.objectContaining({ reference: loc }) },
+      { url: `${R5}extension-EncounterHistory.location.location.status`, valueCode: 'complete' },
+      { url: 'http://hl7.org/fhir/StructureDefinition/subject-locationClassification', valueCodeableConcept: { coding: [{ system: 'http://hl7.org/fhir/ValueSet/subject-location', code: 'temporary' }] } },
+    ]);
+  });
+  test('no PV1-43: no Basic', () => {
+    expect(all(convert([MSH('ADT^A01^ADT_A01'), PID, seg('PV1', { 1: '1', 2: 'I', 19: 'V100^^^HOSP^VN' })]), 'Basic')).toEqual([]);
+  });
+  test('PV1[Encounter] rows 83-85: PV1-54 -> Encounter.episodeOfCare (EpisodeOfCare.identifier), PV1-53 -> resource-instance-description', () => {
+    const eoc = one<Resource & { status: string; patient: { reference: string }; identifier: { value: string }[]; extension: unknown[] }>(b, 'EpisodeOfCare');
+    expect(e.episodeOfCare).toEqual([{ reference: refTo(eoc) }]);
+    expect(eoc.status).toBe('active');
+    expect(eoc.patient.reference).toBe(refTo(p));
+    expect(eoc.identifier.map((i) => i.value)).toEqual(['EOC124']);
+    expect(eoc.extension).toEqual([{ url: 'http://hl7.org/fhir/StructureDefinition/resource-instance-description', valueString: 'Stroke rehabilitation' }]);
+    // the same episode from another visit's message: the same EpisodeOfCare
+    const other = convert([MSH('ADT^A01^ADT_A01', 'C7'), PID, seg('PV1', { 1: '1', 2: 'O', 19: 'V200^^^HOSP^VN', 54: 'EOC124^^^HOSP^MR' })]);
+    expect(one<Resource>(other, 'EpisodeOfCare').id).toBe(eoc.id);
+  });
+  test('DG1[EpisodeOfCare] rows 5, 8, 17: each DG1 of the visit -> EpisodeOfCare.diagnosis (condition, role DG1-6 DiagnosisType, rank DG1-15)', () => {
+    const eoc = one<Resource & { diagnosis: { condition: { reference: string }; role?: { coding: { code: string }[] }; rank?: number }[] }>(b, 'EpisodeOfCare');
+    const conds = all<Resource & { code: { coding: { code: string }[] } }>(b, 'Condition');
+    expect(eoc.diagnosis.map((d) => d.condition.reference)).toEqual(conds.map(refTo));
+    expect(eoc.diagnosis.map((d) => d.rank)).toEqual([1, 2]);
+    expect(eoc.diagnosis.map((d) => d.role!.coding.map((k) => k.code))).toEqual([expect.arrayContaining(['AD']), expect.arrayContaining(['W'])]);
+  });
+  test('no PV1-53/54: no EpisodeOfCare, DG1 stays Condition + Encounter.diagnosis', () => {
+    const b2 = convert([MSH('ADT^A01^ADT_A01'), PID, seg('PV1', { 1: '1', 2: 'I', 19: 'V100^^^HOSP^VN' }), DG1]);
+    expect(all(b2, 'EpisodeOfCare')).toEqual([]);
+    expect(one<Resource & { diagnosis: unknown[] }>(b2, 'Encounter').diagnosis).toHaveLength(1);
+  });
+
+  const ROL_PP = seg('ROL', { 1: '1', 2: 'AD', 3: 'PP^Primary Care Provider^HL70443', 4: '121^Phoeb^Harold^H' });
+  const ROL_CP = seg('ROL', {
+    1: '2', 2: 'AD', 3: 'CP^Consulting Provider^HL70443', 4: '555^Heart^Anna^^^DR', 5: '20240101', 6: '20241231', 8: 'RSN1^Cardiac follow-up^L',
+    9: '408443003^General practice^SCT', 10: '2^Physician Clinic^HL70406', 12: '^WPN^PH^^^555^1234567', 14: 'Good Health Hospital^L^^^^CMS^XX^^A',
+  });
+  const ROL_ORG = seg('ROL', { 1: '3', 2: 'AD', 3: 'FHCP^Family Health Care Professional^HL70443', 14: 'Home Care Inc^L^^^^CMS^XX^^B' });
+  const rb = convert([MSH('ADT^A01^ADT_A01'), PID, ROL_PP, ROL_CP, ROL_ORG, seg('PV1', { 1: '1', 2: 'I', 19: 'V100^^^HOSP^VN' })]);
+  const byUrl = <T,>(u?: string) => rb.entry!.find((x) => x.fullUrl === u)!.resource as T;
+  test('ROL[Patient-GeneralPractitioner]: PP after PID stays Patient.generalPractitioner, not a CareTeam member', () => {
+    const pt = one<Patient>(rb, 'Patient');
+    expect(pt.generalPractitioner).toHaveLength(1);
+    const team = one<Resource & { participant: { member: { reference: string } }[] }>(rb, 'CareTeam');
+    expect(team.participant.map((x) => x.member.reference)).not.toContain(pt.generalPractitioner![0].reference);
+  });
+  test('ROL[CareTeam] rows 5-10, 12-14, 17, 19 (ADT_A01 message map row 13): role ROL-3 (+ ROL-9), member ROL-4, period, reason ROL-8, onBehalfOf ROL-14 (type ROL-10), telecom ROL-12', () => {
+    const team = one<Resource & { subject: { reference: string }; status: string; reasonCode: { coding: { code: string }[] }[]; telecom: { value: string }[]; participant: { role: { coding: { system: string; code: string }[] }[]; member: { reference: string }; onBehalfOf?: { reference: string }; period?: unknown }[] }>(rb, 'CareTeam');
+    expect(team.subject.reference).toBe(refTo(one<Patient>(rb, 'Patient')));
+    const cp = team.participant[0];
+    expect(cp.role[0].coding.map((k) => k.code)).toEqual(expect.arrayContaining(['CON', 'CP'])); // ProviderRole row CP -> v3 CON, the v2 code kept
+    expect(cp.role[1].coding[0]).toMatchObject({ system: 'http://snomed.info/sct', code: '408443003' });
+    expect(byUrl<Resource & { name: { family: string }[] }>(cp.member.reference)).toMatchObject({ resourceType: 'Practitioner', name: [{ family: 'Heart' }] });
+    expect(cp.period).toEqual({ start: '2024-01-01', end: '2024-12-31' });
+    const org = byUrl<Resource & { name: string; type: { coding: { code: string }[] }[] }>(cp.onBehalfOf!.reference);
+    expect(org).toMatchObject({ resourceType: 'Organization', name: 'Good Health Hospital' });
+    expect(org.type[0].coding.map((k) => k.code)).toContain('2');
+    expect(team.reasonCode[0].coding[0].code).toBe('RSN1');
+    expect(team.telecom[0].value).toBe('555 1234567');
+  });
+  test('ROL[CareTeam] rows 15 + 20: no ROL-4 -> the ROL-14 Organization is the member', () => {
+    const team = one<Resource & { participant: { member: { reference: string }; onBehalfOf?: unknown }[] }>(rb, 'CareTeam');
+    const orgPart = team.participant[1];
+    expect(byUrl<Resource & { name: string }>(orgPart.member.reference)).toMatchObject({ resourceType: 'Organization', name: 'Home Care Inc' });
+    expect(orgPart.onBehalfOf).toBeUndefined();
+  });
+  test('IN3[CareTeam] rows 23-25 (ADT_A01 message map row 29.3): IN3-21 case manager -> participant role SNOMED 768832004, subject the Patient', () => {
+    const ib = convert([MSH('ADT^A01^ADT_A01'), PID, seg('PV1', { 1: '1', 2: 'I' }), seg('IN1', { 1: '1', 2: 'PLAN1^Gold^L', 3: 'PAY1^^^HOSP', 4: 'Acme Insurance' }), seg('IN3', { 1: '1', 2: 'CERT1', 21: 'Casey Manager' })]);
+    const team = one<Resource & { subject: { reference: string }; participant: unknown[] }>(ib, 'CareTeam');
+    expect(team.subject.reference).toBe(refTo(one<Patient>(ib, 'Patient')));
+    expect(team.participant).toEqual([{ role: [{ coding: [{ system: 'http://snomed.info/sct', code: '768832004', display: 'Case manager' }], text: 'case manager' }], member: { display: 'Casey Manager' } }]);
+    expect(all(convert([MSH('ADT^A01^ADT_A01'), PID, seg('IN1', { 1: '1', 3: 'PAY1^^^HOSP' }), seg('IN3', { 1: '1', 2: 'CERT1' })]), 'CareTeam')).toEqual([]);
+  });
+});
+
+describe('rows the fidelity report found unfilled (round II): IN1-5/49, PID-18 in ADT, NTE on an appointment, MSH-7 occurred', () => {
+  test('IN1[Coverage] row 7: IN1-5 -> the payor Organization\'s address, also without an IN1-3 id; rows 54-55: IN1-49 -> extension subscriberId', () => {
+    const b = convert([MSH('ADT^A01^ADT_A01'), PID, seg('IN1', { 1: '1', 2: 'PLAN1^Gold^L', 4: 'Acme Insurance', 5: '1 Main St^^Springfield^IL^62701', 17: 'SEL', 49: 'SUB-9^^^ACME^MB' })]);
+    const cov = one<Resource & { payor: { reference: string }[]; subscriberId: string; extension: { url: string; valueIdentifier: { value: string; system?: string } }[] }>(b, 'Coverage');
+    const org = b.entry!.find((e) => e.fullUrl === cov.payor[0].reference)!.resource as Resource & { name: string; address: { city: string }[] };
+    expect(org).toMatchObject({ resourceType: 'Organization', name: 'Acme Insurance', address: [{ city: 'Springfield' }] });
+    expect(cov.subscriberId).toBe('SUB-9');
+    expect(cov.extension).toEqual([{ url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-subscriberId', valueIdentifier: expect.objectContaining({ value: 'SUB-9', system: 'urn:ferry:id:ACME' }) }]);
+  });
+  test('PID[Account] row 22 (ADT_A01 message map row 6): PID-18 in ADT -> Account.identifier, subject the Patient; no PID-18: no Account', () => {
+    const b = convert([MSH('ADT^A01^ADT_A01'), `${PID}||||||||||ACCT-1^^^HOSP^AN`]);
+    const acct = one<Resource & { identifier: { value: string }[]; subject: { reference: string }[]; status: string }>(b, 'Account');
+    expect(acct.identifier.map((i) => i.value)).toEqual(['ACCT-1']);
+    expect(acct.subject).toEqual([{ reference: refTo(one<Patient>(b, 'Patient')) }]);
+    expect(all(convert([MSH('ADT^A01^ADT_A01'), PID]), 'Account')).toEqual([]);
+  });
+  test('NTE[Appointment-Comment] rows 5-6: NTE-3 -> extension-Appointment.note valueAnnotation (the comment string kept)', () => {
+    const b = convert([MSH('SIU^S12^SIU_S12'), seg('SCH', { 1: 'A1^SCHED', 2: 'F1^SCHED', 11: '^^30^20240105100000+0100^20240105103000+0100', 25: 'Booked' }), 'NTE|1||Bring the referral letter', PID]);
+    const appt = one<Resource & { comment: string; extension: { url: string; valueAnnotation: { text: string } }[] }>(b, 'Appointment');
+    expect(appt.comment).toBe('Bring the referral letter');
+    expect(appt.extension).toContainEqual({ url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.note', valueAnnotation: { text: 'Bring the referral letter' } });
+  });
+  test('MSH[Provenance-Source] row 17: MSH-7 -> Provenance.occurred when EVN-6 does not give it; EVN-6 wins when valued', () => {
+    const noEvn6 = one<Resource & { occurredDateTime: string }>(convert([MSH('ADT^A01^ADT_A01'), 'EVN|A01|20240102103000', PID]), 'Provenance');
+    expect(noEvn6.occurredDateTime).toBe('2024-01-02T10:30:00+01:00');
+    const evn6 = one<Resource & { occurredDateTime: string }>(convert([MSH('ADT^A01^ADT_A01'), 'EVN|A01|20240102103000||||20240102090000', PID]), 'Provenance');
+    expect(evn6.occurredDateTime).toBe('2024-01-02T09:00:00+01:00');
+  });
+});
+
+describe('PR1[Procedure] row 35: PR1-25 parent procedure id -> Procedure.partOf', () => {
+  test('the parent PR1 of the same message by reference, another one by identifier (EI)', () => {
+    const b = convert([
+      MSH('ADT^A01^ADT_A01'),
+      PID,
+      seg('PR1', { 1: '1', 3: '73761001^Colonoscopy^SCT', 5: '20240102080000+0100', 19: 'PR-1^^1.2.3^ISO' }),
+      seg('PR1', { 1: '2', 3: '76164006^Biopsy of colon^SCT', 5: '20240102081000+0100', 19: 'PR-2^^1.2.3^ISO', 25: 'PR-1^^1.2.3^ISO' }),
+      seg('PR1', { 1: '3', 3: '76164006^Biopsy of colon^SCT', 5: '20240102082000+0100', 19: 'PR-3^^1.2.3^ISO', 25: 'PR-0^^1.2.3^ISO' }),
+    ]);
+    const [colo, biopsy, other] = all<Resource & { partOf?: { reference?: string; type?: string; identifier?: { value: string; system: string } }[] }>(b, 'Procedure');
+    expect(colo.partOf).toBeUndefined();
+    expect(biopsy.partOf).toEqual([{ reference: refTo(colo) }]);
+    expect(other.partOf).toEqual([{ type: 'Procedure', identifier: expect.objectContaining({ value: 'PR-0', system: 'urn:oid:1.2.3' }) }]);
+  });
+});
+
+describe('PV1-43 EncounterHistory and the visit deleted (A23 / A29)', () => {
+  test.each(['A23', 'A29'])('ADT^%s: the Basic EncounterHistory goes with the Encounter (DELETE entries, no resource left pointing at the deleted visit)', (trigger) => {
+    const b = convert([MSH(`ADT^${trigger}^ADT_A21`), `EVN|${trigger}|20240102103000`, PID, seg('PV1', { 1: '1', 2: 'I', 19: 'V100^^^HOSP^VN', 43: 'ER^2^1^HOSP' })]);
+    const deleted = b.entry!.filter((e) => e.request?.method === 'DELETE').map((e) => e.request!.url.split(/[/?]/)[0]);
+    expect(deleted).toEqual(expect.arrayContaining(['Encounter', 'Basic']));
+    const gone = new Set(b.entry!.filter((e) => e.request?.method === 'DELETE').map((e) => e.fullUrl));
+    const pointing = b.entry!.filter((e) => e.resource?.resourceType === 'Basic' && JSON.stringify(e.resource).split('"reference":"').slice(1).some((r) => gone.has(r.split('"')[0])));
+    expect(pointing).toEqual([]);
   });
 });

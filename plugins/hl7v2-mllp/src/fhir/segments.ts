@@ -19,6 +19,7 @@ import type {
   DiagnosticReport,
   DocumentReference,
   Encounter,
+  EpisodeOfCare,
   EncounterLocation,
   EncounterParticipant,
   Extension,
@@ -48,6 +49,8 @@ import { V2_TABLE, mapCode, mapDisplay } from './codes';
 import { ref } from './context';
 import { type ConvertContext, FERRY_SEGMENT_EXTENSION, type OrderGroup, segmentText } from './convert';
 import { toDate } from './dates';
+import { in3CareTeam, rolCareTeam } from './segments/care-team';
+import { deleteEncounterHistory, encounterHistory, episodeDiagnosis, visitEpisode } from './segments/visit';
 import {
   FILLER,
   PLACER,
@@ -82,15 +85,22 @@ type Handler = (seg: Hl7Segment, ctx: ConvertContext) => void;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Ref = Reference<any>;
 
+/** `arr` plus the defined items, as a new array (`arr` itself is never changed; returned as is when nothing is added). */
 const push = <T>(arr: T[] | undefined, ...items: (T | undefined)[]): T[] | undefined => {
-  const add = items.filter((i): i is T => i !== undefined);
-  if (!add.length) return arr;
-  return [...(arr ?? []), ...add];
+  let out = arr;
+  for (let i = 0; i < items.length; i++) {
+    const v = items[i];
+    if (v === undefined) continue;
+    if (out === arr) out = arr ? arr.slice() : [];
+    out!.push(v);
+  }
+  return out;
 };
 const all = <T>(seg: Hl7Segment, n: number, f: (r: Hl7Rep) => T | undefined): T[] => {
   const out: T[] = [];
-  for (const r of seg.reps(n)) {
-    const v = f(r);
+  const reps = seg.reps(n);
+  for (let i = 0; i < reps.length; i++) {
+    const v = f(reps[i]);
     if (v !== undefined) out.push(v);
   }
   return out;
@@ -458,8 +468,9 @@ const pid: Handler = (seg, ctx) => {
   ctx.state.last = patient;
   ctx.state.mergeTargets.push({ segment: seg, patient });
   mother(seg, patient, ctx);
-  // BAR/DFT are about the patient's account (PID-18): it is the subject of the message
-  if (ctx.messageCode === 'BAR' || ctx.messageCode === 'DFT') accountFor(ctx);
+  // BAR/DFT are about the patient's account (PID-18): it is the subject of the message; in ADT the IG's message maps
+  // (ADT_A01 row 6 and its family) make PID[Account] from PID-18 (row 22 -> Account.identifier, subject the Patient)
+  if (ctx.messageCode === 'BAR' || ctx.messageCode === 'DFT' || (ctx.messageCode === 'ADT' && valued(seg.get(18)))) accountFor(ctx);
 };
 
 /**
@@ -667,6 +678,10 @@ const pv1: Handler = (seg, ctx) => {
   if (valued(seg.get(45))) e.status = 'finished';
   ctx.state.encounter = ctx.b.add(e);
   if (p) financialClass(seg, p, ctx);
+  if (ctx.state.encounter === e) {
+    visitEpisode(seg, e, p, ctx); // PV1-53/54 -> EpisodeOfCare (segments/visit.ts)
+    encounterHistory(seg, e, p, ctx); // PV1-43 -> Basic EncounterHistory (segments/visit.ts)
+  }
   ctx.state.last = ctx.state.encounter;
 };
 
@@ -761,13 +776,18 @@ const dg1: Handler = (seg, ctx) => {
   const parentDx = ei(seg.rep(22), ctx);
   if (parentDx) cond.extension = push(cond.extension, { url: 'http://hl7.org/fhir/StructureDefinition/condition-dueTo', valueReference: { type: 'Condition', identifier: parentDx } });
   const e = ctx.state.encounter;
+  const added = ctx.b.add(cond);
   if (e) {
     cond.encounter = ref(e);
     const use = cweMapped(seg.rep(6), 'DiagnosisType', ctx, '0052');
-    const rank = Number(seg.get(15));
-    e.diagnosis = push(e.diagnosis, compact({ condition: ref(cond), use, rank: Number.isInteger(rank) && rank > 0 ? rank : undefined })!);
+    const n = Number(seg.get(15));
+    const rank = Number.isInteger(n) && n > 0 ? n : undefined;
+    e.diagnosis = push(e.diagnosis, compact({ condition: ref(cond), use, rank })!);
+    // DG1[EpisodeOfCare]: the visit's episode of care (PV1-54) lists the diagnosis too, role DG1-6, rank DG1-15
+    const eoc = e.episodeOfCare?.[0]?.reference ? (ctx.b.get(e.episodeOfCare[0].reference.slice('urn:uuid:'.length)) as EpisodeOfCare | undefined) : undefined;
+    if (eoc && added === cond) episodeDiagnosis(eoc, cond, use, rank);
   }
-  ctx.state.last = ctx.b.add(cond);
+  ctx.state.last = added;
 };
 
 const prb: Handler = (seg, ctx) => {
@@ -834,6 +854,13 @@ const pr1: Handler = (seg, ctx) => {
   const loc = location(seg.rep(23), ctx);
   if (loc) proc.location = loc;
   if (ctx.state.encounter) proc.encounter = ref(ctx.state.encounter);
+  // PR1[Procedure] row 35: PR1-25 parent procedure id -> partOf, a reference by identifier (EI; the parent's
+  // resource may be in another message), the PR1 in this message with that PR1-19 id when there is one
+  const parent = ei(seg.rep(25), ctx);
+  if (parent) {
+    const here = ctx.b.resources().find((r) => r.resourceType === 'Procedure' && (r as Procedure).identifier?.some((i) => i.value === parent.value && i.system === parent.system));
+    proc.partOf = [here ? ref(here) : { type: 'Procedure', identifier: parent }];
+  }
   ctx.state.last = ctx.b.add(proc);
 };
 
@@ -905,14 +932,19 @@ const iam: Handler = (seg, ctx) => {
 };
 
 const rol: Handler = (seg, ctx) => {
-  // ROL: a role on the visit (ROL[Encounter-PractitionerRole]) or the patient's care provider (ROL[Patient-GeneralPractitioner])
+  // ROL: a role on the visit (ROL[Encounter-PractitionerRole]), the patient's care provider (PP,
+  // ROL[Patient-GeneralPractitioner]) or, any other role after PID, a member of the patient's CareTeam
+  // (ROL[CareTeam], ADT_A01 message map row 13; segments/care-team.ts)
   const who = practitioner(seg.rep(4), ctx);
-  if (!who) return;
   const role = cwe(seg.rep(3), ctx);
   const e = ctx.state.lastSegment === 'PV1' || ctx.state.lastSegment === 'PV2' || ctx.state.last === ctx.state.encounter ? ctx.state.encounter : undefined;
   if (e) {
-    e.participant = push(e.participant, compact({ type: role ? [role] : undefined, individual: who, period: compact({ start: ctx.dt(seg.get(5)), end: ctx.dt(seg.get(6)) }) })!);
-  } else if (ctx.state.patient && c(seg.rep(3), 1) === 'PP') ctx.state.patient.generalPractitioner = push(ctx.state.patient.generalPractitioner, who);
+    if (who) e.participant = push(e.participant, compact({ type: role ? [role] : undefined, individual: who, period: compact({ start: ctx.dt(seg.get(5)), end: ctx.dt(seg.get(6)) }) })!);
+  } else if (ctx.state.patient) {
+    if (c(seg.rep(3), 1) === 'PP') {
+      if (who) ctx.state.patient.generalPractitioner = push(ctx.state.patient.generalPractitioner, who);
+    } else if (ctx.state.last === ctx.state.patient) rolCareTeam(seg, ctx.state.patient, ctx); // the patient's own ROL group (after PID/PD1), not a procedure's or an insurance's
+  }
 };
 
 /**
@@ -1003,7 +1035,7 @@ const prt: Handler = (seg, ctx) => {
  * The patient's care team of this message (PRT[CareTeam]: row 7 PRT-4 -> participant.role, rows 8-10 PRT-5 ->
  * participant.member, row 14 PRT-8 -> participant.onBehalfOf, rows 18-19 PRT-11/12 -> participant.period).
  */
-function careTeam(p: Patient, ctx: ConvertContext): CareTeam {
+export function careTeam(p: Patient, ctx: ConvertContext): CareTeam {
   const id = ctx.b.idFor('CareTeam', `patient|${p.id}`, true);
   const existing = ctx.b.get(id) as CareTeam | undefined;
   if (existing) return existing;
@@ -1019,9 +1051,12 @@ const in1: Handler = (seg, ctx) => {
   if (!p) return;
   const payorId = cx(seg.rep(3), ctx);
   const payor = xonOrg(seg.rep(4), ctx) ?? organization(undefined, payorId, ctx) ?? ref(p);
-  if (payor.reference?.startsWith('urn:uuid:') && payorId) {
-    const org = ctx.b.get(payor.reference.slice(9)) as Organization | undefined;
-    if (org && !org.identifier) org.identifier = [payorId];
+  const payorOrg = payor.reference?.startsWith('urn:uuid:') ? (ctx.b.get(payor.reference.slice(9)) as Organization | undefined) : undefined;
+  if (payorOrg?.resourceType === 'Organization') {
+    // IN1[Coverage] rows 5-8: IN1-3 company id, IN1-5 company address (row 7), IN1-7 phone -> the payor Organization
+    // (also when it has no IN1-3 id: the address of a payor named by IN1-4 alone was dropped)
+    const org: Organization | undefined = payorOrg;
+    if (payorId && !org.identifier) org.identifier = [payorId];
     const addr = xad(seg.rep(5), ctx);
     if (org && addr && !org.address) org.address = [addr];
     const tel = all(seg, 7, (r) => xtn(r, ctx));
@@ -1068,7 +1103,12 @@ const in1: Handler = (seg, ctx) => {
     }
   }
   const subId = cx(seg.rep(49), ctx);
-  if (subId?.value) cov.subscriberId = subId.value;
+  if (subId?.value) {
+    cov.subscriberId = subId.value;
+    // IN1[Coverage] rows 54-55: IN1-49 insured's id -> extension subscriberId (R5 Coverage.subscriberId is an
+    // Identifier; R4's is a string and keeps only the value, so the system and type ride in the extension)
+    cov.extension = push(cov.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-subscriberId', valueIdentifier: subId });
+  }
   const order = Number(seg.get(22));
   if (Number.isInteger(order) && order > 0) cov.order = order;
   ctx.state.last = ctx.b.add(cov);
@@ -1382,12 +1422,22 @@ type ObsValue = Pick<
  */
 export const OBSERVATION_VALUE_ATTACHMENT = 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value';
 
-/** OBX-5 text types: their repetitions are lines of one text (OBX[Observation] row 8). */
+/** OBX-5 text types (OBX[Observation] row 8 -> valueString; OBX[Observation-Component] row 10 -> component[each].valueString). */
 const TEXT_TYPES = new Set(['ST', 'TX', 'FT']);
 
 /**
- * OBX-5 -> Observation.value[x] by OBX-2 (OBX[Observation] rows 7-30). A repeating OBX-5 of any non-text
- * type keeps every repetition: one `component` per repetition with OBX-3 as its code and the value mapped
+ * One OBX-5 text repetition as sent: a ST/TX/FT value has no components, so a component or subcomponent
+ * separator inside it is text the sender did not escape; it is kept as the message's own separator
+ * character (nothing after the first `^` is lost). Escaped separators (`\S\`) were decoded by the reader.
+ */
+export function repText(r: Hl7Rep, seg: Hl7Segment): string {
+  const d = seg.delimiters;
+  return r.length === 1 && r[0].length === 1 ? r[0][0] : r.map((comp) => comp.join(d.subcomponent || '&')).join(d.component);
+}
+
+/**
+ * OBX-5 -> Observation.value[x] by OBX-2 (OBX[Observation] rows 7-30). A repeating OBX-5 of any type (text
+ * types too, below) keeps every repetition: one `component` per repetition with OBX-3 as its code and the value mapped
  * the same way (OBX[Observation-Component] rows 6 and 8-32: `component[each].code` = OBX-3,
  * `component[each].value[x]` = OBX-5 by OBX-2), so `60~120` NM becomes two valueQuantity components and a
  * coded OBX-5 loses none of its codes.
@@ -1398,8 +1448,13 @@ function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext):
   if (!reps[0]) return;
   const u = seg.rep(6);
   if (TEXT_TYPES.has(vt)) {
-    const text = reps.map((r) => r.map((comp) => comp.join('&')).join('^')).join(vt === 'ST' ? '~' : '\n');
-    if (valued(text)) o.valueString = text;
+    // ORU_R01 message map rows 4.2.4.3.1: OBX-5 LST.count <= 1 -> OBX[Observation] row 8 valueString; > 1 ->
+    // OBX[Observation-Component] row 10 component[each].valueString (code = OBX-3, row 6): each repetition (a TX/FT
+    // line, a ST value) is its own component, none joined into another and none dropped; blank repetitions
+    // (empty lines) carry no value and make no component
+    const texts = reps.map((r) => repText(r, seg)).filter(valued);
+    if (texts.length === 1) o.valueString = texts[0];
+    else if (texts.length > 1) o.component = texts.map((t) => ({ code: o.code, valueString: t }));
     return;
   }
   const values = reps.map((r) => {
@@ -1507,7 +1562,7 @@ const obx: Handler = (seg, ctx) => {
       const a = rp(seg.rep(5));
       if (a) (st.document as DocumentReference).content.push({ attachment: a });
     } else {
-      const t = seg.reps(5).map((r) => r.map((comp) => comp.join('&')).join('^')).join('\n');
+      const t = seg.reps(5).map((r) => repText(r, seg)).join('\n');
       (st.documentText ??= []).push(t);
     }
     return;
@@ -1627,7 +1682,8 @@ const SPECIMEN_FIRST = new Set(['R22', 'R23', 'O33', 'O35']);
 
 const nte: Handler = (seg, ctx) => {
   // NTE -> note on the resource the segment above created
-  const text = seg.reps(3).map((r) => r.map((comp) => comp.join('&')).join('^')).join('\n');
+  // NTE-3 (FT, repeating): each repetition a line; a separator inside the text kept as the message's own (repText)
+  const text = seg.reps(3).map((r) => repText(r, seg)).join('\n');
   if (!valued(text)) return;
   const target = ctx.state.last;
   if (!target) return;
@@ -1643,6 +1699,9 @@ const nte: Handler = (seg, ctx) => {
   } else if (target.resourceType === 'Appointment') {
     const a = target as Appointment;
     a.comment = a.comment ? `${a.comment}\n${text}` : text;
+    // NTE[Appointment-Comment] rows 5-6: NTE-3 -> extension-Appointment.note valueAnnotation (R5 Appointment.note,
+    // which keeps the author and time R4's comment string cannot)
+    a.extension = push(a.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.note', valueAnnotation: note });
   } else if (target.resourceType === 'DiagnosticReport') {
     const d = target as DiagnosticReport;
     d.conclusion = d.conclusion ? `${d.conclusion}\n${text}` : text;
@@ -2175,8 +2234,9 @@ export const SEGMENT_HANDLERS: Record<string, Handler> = {
   TXA: txa,
   RF1: rf1,
   PRD: prd,
+  // IN3-21 case manager -> the patient's CareTeam (IN3[CareTeam], segments/care-team.ts)
+  IN3: (seg, ctx) => void (ctx.state.patient && in3CareTeam(seg, ctx.state.patient, ctx)),
   // segments known to the walker but carrying nothing the canonical model keeps
-  IN3: () => undefined,
   RXC: () => undefined,
   PRT: prt,
 };
@@ -2248,6 +2308,11 @@ function messageProvenance(ctx: ConvertContext): void {
       activity: { coding: [{ system: V2_TABLE('0003'), code: ctx.trigger || ctx.messageCode || 'unknown', display: `message - ${msh.get(9, 0, 1)}^${msh.get(9, 0, 2)}^${msh.get(9, 0, 3)}` }] },
       agent: [],
     });
+    const occurred = ctx.dt(msh.get(7));
+    if (occurred) prov.occurredDateTime = occurred;
+  }
+  // MSH[Provenance-Source] row 17: MSH-7 -> occurred, when EVN-6 (the event's own time) did not give it
+  if (!prov.occurredDateTime && !prov.occurredPeriod) {
     const occurred = ctx.dt(msh.get(7));
     if (occurred) prov.occurredDateTime = occurred;
   }
@@ -2342,13 +2407,17 @@ function eventSemantics(ctx: ConvertContext): void {
           break;
         case 'A23':
           ctx.b.markDelete(e);
+          deleteEncounterHistory(e, ctx); // the visit's history goes with it
           break;
         default:
       }
     }
     if (trigger === 'A29' && st.patient) {
       // delete person information: the patient's visit data goes (DELETE entries); the Patient record is kept inactive
-      if (e) ctx.b.markDelete(e);
+      if (e) {
+        ctx.b.markDelete(e);
+        deleteEncounterHistory(e, ctx);
+      }
       st.patient.active = false;
     }
   }

@@ -16,8 +16,11 @@ export interface Hl7StandardMessage {
 }
 
 type Hl7StandardCtor = new (data?: string, opts?: { lineEndings?: string }) => Hl7StandardMessage;
+// loaded on first use: a conversion never needs it (only scripts and user transforms do), and `ferry convert`
+// loads this module with the plugin at every call
+let hl7Standard: Hl7StandardCtor | undefined;
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const HL7: Hl7StandardCtor = require('hl7-standard');
+const HL7ctor = (): Hl7StandardCtor => (hl7Standard ??= require('hl7-standard') as Hl7StandardCtor);
 
 /**
  * The hl7-standard model: what route scripts and user transforms see (get/set/getSegments...).
@@ -26,6 +29,7 @@ const HL7: Hl7StandardCtor = require('hl7-standard');
  */
 export function toHl7Standard(text: string): Hl7StandardMessage {
   const normal = splitLines(text).join('\r');
+  const HL7 = HL7ctor();
   const h = new HL7(normal);
   try {
     h.transform();
