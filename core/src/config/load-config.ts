@@ -144,7 +144,11 @@ export function validateWithSchema<T = Record<string, unknown>>(
     try {
       leaf.check(leaf.path.split('.').reduce<any>((o, k) => o?.[k], out));
     } catch (e) {
-      problems.push({ path: joinPath(at, leaf.path), message: (e as Error).message });
+      // a validator that lists several problems (details.problems: [{ path, message }], paths relative to the leaf) gives each by its path
+      const listed = (e as { details?: { problems?: unknown } }).details?.problems;
+      if (Array.isArray(listed) && listed.length && listed.every((p) => typeof p?.message === 'string'))
+        for (const p of listed as ConfigProblem[]) problems.push({ path: joinPath(at, p.path ? `${leaf.path}${p.path.startsWith('[') ? '' : '.'}${p.path}` : leaf.path), message: p.message });
+      else problems.push({ path: joinPath(at, leaf.path), message: (e as Error).message });
     }
   }
   return out;
