@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { warmFhirValidator } from '../fhir/validate';
 import os from 'node:os';
+import type { Bundle } from '@medplum/fhirtypes';
 import type { Logger } from 'winston';
 import { startAdmin, type AdminServer } from '../admin/admin.server';
 import { ensureInitialToken, printInitialToken } from '../admin/auth';
@@ -9,10 +10,10 @@ import { EngineMetrics } from '../admin/metrics';
 import type { EngineConfig } from '../config/engine.schema';
 import { Dispatcher, type SinkRuntime, type SinkView } from '../delivery/dispatcher';
 import { ConfigError, type ConfigProblem } from '../config/load-config';
-import { FerryError, inputError } from '../errors';
+import { configError, FerryError, inputError } from '../errors';
 import { createLogger, errorFields } from '../logging/logger';
 import type { DataQualityPolicy, InboundMessage, MessageHeaders } from '../model/message';
-import type { MessageSource, MessageTransform, SinkContext, SourceContext } from '../plugin/api';
+import type { FromFhirOptions, MessageSource, MessageTransform, SinkContext, SourceContext } from '../plugin/api';
 import type { PluginHost } from '../plugin/plugin-host';
 import { coreTokens } from '../plugin/tokens';
 import { DEFAULT_DATA_QUALITY } from '../pipeline/data-quality';
@@ -294,7 +295,7 @@ export class Engine {
     const reg = this.host.sinkTypes().find((s) => s.type === entry.type)!;
     const { type: _t, retry, circuitBreaker, concurrency, deliveryTimeoutMs, ...rest } = entry;
     const logger = this.logger.child({ sink: id });
-    const ctx: SinkContext = { id, config: rest, logger, files: this.fileModes };
+    const ctx: SinkContext = { id, config: rest, logger, files: this.fileModes, fromFhir: (bundle, opts) => writeFormat(this.transforms, bundle, opts) };
     const child = reg.container.createChildContainer();
     child.register(coreTokens.SinkContext, { useValue: ctx });
     const sink = child.resolve(reg.impl);
@@ -614,4 +615,14 @@ export class Engine {
     this.state = 'stopped';
     this.logger.info('engine stopped');
   }
+}
+
+/**
+ * A canonical Bundle in a plugin-written format: the loaded transform that lists `opts.format` in its
+ * `outputFormats` writes it (`fromFhir`). The hook the core file and http sinks use for `format: hl7v2`.
+ */
+export function writeFormat(transforms: MessageTransform[], bundle: Bundle, opts: FromFhirOptions): string[] {
+  const writer = transforms.find((t) => t.outputFormats?.includes(opts.format) && t.fromFhir);
+  if (!writer) throw configError('SINK_FORMAT', `no loaded plugin writes ${opts.format} (writers: ${transforms.flatMap((t) => t.outputFormats ?? []).join(', ') || 'none'})`);
+  return writer.fromFhir!(bundle, opts);
 }

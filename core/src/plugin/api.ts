@@ -144,7 +144,23 @@ export interface MessageTransform {
    * optional receiver profile (already parsed YAML/JSON). Throw a FerryError (kind input) when the
    * Bundle cannot be expressed; `seed` makes control ids stable.
    */
-  fromFhir?(bundle: Bundle, opts: { format: string; profile?: unknown; seed: string }): string[];
+  fromFhir?(bundle: Bundle, opts: FromFhirOptions): string[];
+  /**
+   * The problems of a receiver profile for `format` (one of `outputFormats`), each by its path inside
+   * the profile; [] when it is good. The config loader calls it for the file and http sinks that write
+   * `format`, so a bad profile is refused when the config loads.
+   */
+  outputProfileProblems?(format: string, profile: unknown): { path: string; message: string }[];
+}
+
+export interface FromFhirOptions {
+  format: string;
+  /** The receiver profile (already parsed YAML/JSON, unchecked). */
+  profile?: unknown;
+  /** Makes the control ids stable: the same seed gives the same ids (a retry, a replay). */
+  seed: string;
+  /** The message time (MSH-7 for hl7v2); default: the Bundle's timestamp, else now. */
+  now?: Date | string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,6 +172,13 @@ export interface SinkContext<C = any> {
   readonly logger: Logger;
   /** Modes for files and folders the sink creates (from `files.umask`); absent = 0600 / 0700. */
   readonly files?: FileModes;
+  /**
+   * A canonical Bundle written in another format by the loaded plugin transform that declares it
+   * in `outputFormats` (`fromFhir`): how the core file and http sinks write `format: hl7v2` without
+   * knowing HL7 v2. Throws a config FerryError when no loaded plugin writes `format`, or the
+   * transform's input FerryError when the Bundle cannot be expressed.
+   */
+  fromFhir?(bundle: Bundle, opts: FromFhirOptions): string[];
 }
 
 export interface Delivery {
