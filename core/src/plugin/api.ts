@@ -1,4 +1,4 @@
-import type { Bundle } from '@medplum/fhirtypes';
+import type { Bundle, Resource } from '@medplum/fhirtypes';
 import type convict from 'convict';
 import type { DependencyContainer } from 'tsyringe';
 import type { Logger } from 'winston';
@@ -151,6 +151,12 @@ export interface MessageTransform {
    * `format`, so a bad profile is refused when the config loads.
    */
   outputProfileProblems?(format: string, profile: unknown): { path: string; message: string }[];
+  /**
+   * Literal references (`Patient/epic-123`) the Bundle needs written in `format` but does not hold
+   * (an Epic Observation's subject): the engine looks them up in the store (the newest canonical
+   * resource of that id) and adds what it finds to the Bundle before `fromFhir`.
+   */
+  missingReferences?(bundle: Bundle, format: string): string[];
 }
 
 export interface FromFhirOptions {
@@ -161,6 +167,8 @@ export interface FromFhirOptions {
   seed: string;
   /** The message time (MSH-7 for hl7v2); default: the Bundle's timestamp, else now. */
   now?: Date | string;
+  /** The stored message the Bundle belongs to (the audit entry of a reference looked up in the store names it). */
+  messageId?: string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,7 +186,13 @@ export interface SinkContext<C = any> {
    * knowing HL7 v2. Throws a config FerryError when no loaded plugin writes `format`, or the
    * transform's input FerryError when the Bundle cannot be expressed.
    */
-  fromFhir?(bundle: Bundle, opts: FromFhirOptions): string[];
+  fromFhir?(bundle: Bundle, opts: FromFhirOptions): Promise<string[]>;
+  /**
+   * Resources for literal references a Bundle does not hold (`Patient/epic-123`): the newest stored
+   * canonical resource with that id (today: Patients, found by their ordering key), each read audited
+   * (`message.bundle.read` by `engine`). What is not found is left out.
+   */
+  resolveReferences?(refs: string[], opts: { messageId: string }): Promise<Resource[]>;
 }
 
 export interface Delivery {

@@ -106,11 +106,11 @@ export { OWN_FORMATS } from './formats';
  * context's `fromFhir` hook. The control ids are seeded with the stored message id and the sink id (the
  * same on a retry or replay). A Bundle that cannot be expressed is a dead delivery naming the reason.
  */
-export function writtenMessages(sink: string, kind: string, ctx: SinkContext, d: Delivery, format: string, profile: unknown): string[] {
+export async function writtenMessages(sink: string, kind: string, ctx: SinkContext, d: Delivery, format: string, profile: unknown): Promise<string[]> {
   if (!ctx.fromFhir) throw permanentDeliveryError(`${kind}_NO_WRITER`, `${sink}: format ${format} needs a plugin that writes it`);
   const m = d.message;
   try {
-    return ctx.fromFhir(d.bundle, { format, profile, seed: `${m.id}|${ctx.id}`, now: m.receivedAt });
+    return await ctx.fromFhir(d.bundle, { format, profile, seed: `${m.id}|${ctx.id}`, now: m.receivedAt, messageId: m.id });
   } catch (e) {
     const err = FerryError.from(e);
     ctx.logger.warn(`${sink} cannot write the bundle as ${format}`, { sink: ctx.id, deliveryId: d.deliveryId, messageId: m.id, errorCode: err.code });

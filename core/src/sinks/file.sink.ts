@@ -202,7 +202,7 @@ export class FileSink implements MessageSink {
 
   async deliver(d: Delivery): Promise<void> {
     // converted before anything is written: a Bundle that cannot be expressed is dead (not retried), with the reason
-    const written = OWN_FORMATS.file.includes(this.cfg.format) ? [] : writtenMessages(`file sink ${this.ctx.id}`, 'FILE', this.ctx, d, this.cfg.format, this.cfg.profile);
+    const written = OWN_FORMATS.file.includes(this.cfg.format) ? [] : await writtenMessages(`file sink ${this.ctx.id}`, 'FILE', this.ctx, d, this.cfg.format, this.cfg.profile);
     try {
       if (this.cfg.format === 'ndjson') await this.appendLine(deliveryPayloadJson(d, this.cfg.envelope));
       else if (this.cfg.format === 'json') await this.writeFile(`${safeFileName(d.message.id)}.json`, JSON.stringify(deliveryPayload(d, this.cfg.envelope), null, this.cfg.indent || undefined) + '\n');

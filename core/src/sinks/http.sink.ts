@@ -56,7 +56,7 @@ export class HttpSink implements MessageSink {
   }
 
   async deliver(d: Delivery): Promise<void> {
-    const body = this.cfg.format === 'fhir' ? deliveryPayloadJson(d, this.cfg.envelope) : this.written(d);
+    const body = this.cfg.format === 'fhir' ? deliveryPayloadJson(d, this.cfg.envelope) : await this.written(d);
     let res = await this.send(d, body);
     if (res.response.status === 401 && this.auth.invalidate(res.authorization)) res = await this.send(d, body);
     const { response } = res;
@@ -78,8 +78,8 @@ export class HttpSink implements MessageSink {
   }
 
   /** A plugin-written format (hl7v2): the one message the Bundle becomes (several: dead, with the reason, rather than part of it). */
-  private written(d: Delivery): string {
-    const msgs = writtenMessages(`http sink ${this.ctx.id}`, 'HTTP', this.ctx, d, this.cfg.format, this.cfg.profile);
+  private async written(d: Delivery): Promise<string> {
+    const msgs = await writtenMessages(`http sink ${this.ctx.id}`, 'HTTP', this.ctx, d, this.cfg.format, this.cfg.profile);
     if (msgs.length !== 1)
       throw permanentDeliveryError(`HTTP_FHIR_TO_${this.cfg.format.toUpperCase().replace(/-/g, '_')}`, `message ${d.message.id}: the Bundle gives ${msgs.length} ${this.cfg.format} messages; route one appointment per message`);
     return msgs[0];

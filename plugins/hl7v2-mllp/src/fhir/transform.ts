@@ -9,7 +9,7 @@ import { parseHl7 } from '../hl7v2/parser';
 import { type ConversionOptions, conversionOptions } from './config';
 import { convertMessage } from './convert';
 import type { IssueReporter } from './quality';
-import { FhirToV2 } from '../v2out/fhir-to-v2';
+import { FhirToV2, unresolvedPatientReferences } from '../v2out/fhir-to-v2';
 import { receiverProfile } from '../v2out/profile';
 
 const NO_PROFILE = {};
@@ -67,6 +67,11 @@ export class Hl7v2Transform implements MessageTransform {
   }
 
   private readonly writers = new WeakMap<object, FhirToV2>();
+
+  /** The Patient references PID needs that the Bundle lacks (see `unresolvedPatientReferences`). */
+  missingReferences(bundle: Bundle, format: string): string[] {
+    return format === 'hl7v2' ? unresolvedPatientReferences(bundle) : [];
+  }
 
   /** The receiver profile's problems, each by its path inside the profile (the config loader reports them). */
   outputProfileProblems(format: string, profile: unknown): { path: string; message: string }[] {

@@ -578,7 +578,14 @@ export class FhirToV2 {
 
   private oru(ctx: Ctx): Seg[] {
     const patient = ctx.patient();
-    if (!patient) throw missing('a Patient (DiagnosticReport.subject / Observation.subject: a Patient in the Bundle or a reference with an identifier)', 'PID');
+    if (!patient) {
+      // a literal reference to a Patient outside the Bundle (Epic: Observation.subject Patient/<id>, no identifier) that nobody could resolve
+      const dr = ctx.all<DiagnosticReport>('DiagnosticReport')[0];
+      const ref = (dr ?? ctx.all<Observation>('Observation')[0])?.subject?.reference;
+      if (ref && /^Patient\//.test(ref))
+        throw missing(`${dr ? 'DiagnosticReport' : 'Observation'}.subject (${ref}: not in the Bundle, no stored canonical Patient with that id, and the reference has no identifier)`, 'PID-3 (patient identifier list)');
+      throw missing('a Patient (DiagnosticReport.subject / Observation.subject: a Patient in the Bundle or a reference with an identifier)', 'PID');
+    }
     const out = [this.pid(patient, ctx)];
     const enc = ctx.all<Encounter>('Encounter')[0];
     if (enc && this.on('PV1')) out.push(this.pv1(enc, ctx));
@@ -1058,4 +1065,35 @@ class Ctx {
     const subj = this.resolve<Patient>(ref && !ref.type && !/^Patient\//.test(ref.reference ?? '') && ref.identifier ? { ...ref, type: 'Patient' } : ref);
     return subj?.resourceType === 'Patient' ? subj : this.all<Patient>('Patient').find((p) => !p.link?.some((l) => l.type === 'replaced-by')) ?? this.all<Patient>('Patient')[0];
   }
+}
+
+/** The elements through which a resource names the patient the message is about (PID). */
+const PATIENT_REFS: Record<string, (r: any) => (Reference | undefined)[]> = {
+  Observation: (r) => [r.subject],
+  DiagnosticReport: (r) => [r.subject],
+  Encounter: (r) => [r.subject],
+  ServiceRequest: (r) => [r.subject],
+  DocumentReference: (r) => [r.subject],
+  Condition: (r) => [r.subject],
+  AllergyIntolerance: (r) => [r.patient],
+  Immunization: (r) => [r.patient],
+  Coverage: (r) => [r.beneficiary],
+  Appointment: (r) => (r.participant ?? []).map((p: { actor?: Reference }) => p.actor),
+};
+
+/**
+ * Literal Patient references (`Patient/epic-123`) the Bundle's resources use for their patient but the
+ * Bundle does not hold, and that carry no identifier (an Epic or Cerner Observation): PID-3 cannot be
+ * written without the Patient, so a sink looks them up (the store's newest canonical Patient) first.
+ * Empty when the Bundle has a Patient of its own.
+ */
+export function unresolvedPatientReferences(bundle: Bundle): string[] {
+  const entries = (bundle.entry ?? []).filter((e) => e.resource);
+  if (entries.some((e) => e.resource!.resourceType === 'Patient')) return [];
+  const known = new Set(entries.flatMap((e) => [e.fullUrl, `${e.resource!.resourceType}/${e.resource!.id}`]));
+  const out = new Set<string>();
+  for (const e of entries)
+    for (const ref of PATIENT_REFS[e.resource!.resourceType]?.(e.resource) ?? [])
+      if (ref?.reference && /^Patient\/[^/]+$/.test(ref.reference) && !ref.identifier?.value && !known.has(ref.reference)) out.add(ref.reference);
+  return [...out];
 }
