@@ -27,8 +27,8 @@ export interface HttpSinkConfig {
   method: 'POST' | 'PUT';
   headers: Record<string, string>;
   contentType: string;
-  /** fhir, or a format a plugin writes (hl7v2). */
-  format: string;
+  /** fhir (default), or a format a plugin writes (hl7v2). */
+  format?: string;
   profile?: unknown;
   envelope: boolean;
   timeoutMs: number;
@@ -50,13 +50,13 @@ export class HttpSink implements MessageSink {
     const defaults: Omit<HttpSinkConfig, 'url' | 'auth'> = { method: 'POST', headers: {}, contentType: '', format: 'fhir', envelope: false, timeoutMs: 10_000 };
     this.cfg = { ...defaults, ...ctx.config, auth: { ...defaultAuth(), ...(ctx.config.auth ?? {}) } };
     if (!this.cfg.url) throw configError('SINK_URL', `sinks.${ctx.id}.url: required`);
-    if (this.cfg.format !== 'fhir' && !ctx.fromFhir) throw configError('SINK_FORMAT', `sinks.${ctx.id}.format: ${this.cfg.format} needs a loaded plugin that writes it`);
-    if (!this.cfg.contentType) this.cfg.contentType = this.cfg.format === 'fhir' ? 'application/fhir+json' : this.cfg.format === 'hl7v2' ? 'application/hl7-v2' : 'text/plain';
+    if (this.format !== 'fhir' && !ctx.fromFhir) throw configError('SINK_FORMAT', `sinks.${ctx.id}.format: ${this.format} needs a loaded plugin that writes it`);
+    if (!this.cfg.contentType) this.cfg.contentType = this.format === 'fhir' ? 'application/fhir+json' : this.format === 'hl7v2' ? 'application/hl7-v2' : 'text/plain';
     this.auth = new SinkAuth(this.cfg.auth, `sinks.${ctx.id}`, this.cfg.timeoutMs);
   }
 
   async deliver(d: Delivery): Promise<void> {
-    const body = this.cfg.format === 'fhir' ? deliveryPayloadJson(d, this.cfg.envelope) : await this.written(d);
+    const body = this.format === 'fhir' ? deliveryPayloadJson(d, this.cfg.envelope) : await this.written(d);
     let res = await this.send(d, body);
     if (res.response.status === 401 && this.auth.invalidate(res.authorization)) res = await this.send(d, body);
     const { response } = res;
@@ -78,10 +78,14 @@ export class HttpSink implements MessageSink {
   }
 
   /** A plugin-written format (hl7v2): the one message the Bundle becomes (several: dead, with the reason, rather than part of it). */
+  private get format(): string {
+    return this.cfg.format ?? 'fhir';
+  }
+
   private async written(d: Delivery): Promise<string> {
-    const msgs = await writtenMessages(`http sink ${this.ctx.id}`, 'HTTP', this.ctx, d, this.cfg.format, this.cfg.profile);
+    const msgs = await writtenMessages(`http sink ${this.ctx.id}`, 'HTTP', this.ctx, d, this.format, this.cfg.profile);
     if (msgs.length !== 1)
-      throw permanentDeliveryError(`HTTP_FHIR_TO_${this.cfg.format.toUpperCase().replace(/-/g, '_')}`, `message ${d.message.id}: the Bundle gives ${msgs.length} ${this.cfg.format} messages; route one appointment per message`);
+      throw permanentDeliveryError(`HTTP_FHIR_TO_${this.format.toUpperCase().replace(/-/g, '_')}`, `message ${d.message.id}: the Bundle gives ${msgs.length} ${this.format} messages; route one appointment per message`);
     return msgs[0];
   }
 
