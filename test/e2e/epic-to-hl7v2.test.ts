@@ -5,7 +5,9 @@
  * and answers AA. Epic Observations reference their Patient by literal id only (`Patient/<id>`, no
  * identifier): the sink takes the store's newest canonical Patient with that id (the read is audited)
  * to write PID. The Patient arrives first (ADT^A31, strict patient order), then one ORU^R01 per vital.
- * An Observation whose Patient Ferry never stored is a dead delivery naming Observation.subject and PID-3.
+ * A polled Observation whose Patient Ferry never stored: the poll source reads the Patient from Epic
+ * (`GET Patient/<id>`, audited as vendor.read, not stored); one Epic does not have either is a dead
+ * delivery naming Observation.subject and PID-3.
  */
 import { generateKeyPairSync, createPublicKey } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -59,6 +61,7 @@ describe('Epic Patient + Observations -> HL7 v2 over MLLP (engine from YAML, Epi
   let dir: string;
   let patientId: string;
   const stranger = 'eSTRANGERpatientNotExported3';
+  const walkIn = 'eWALKINpatientOnlyAtEpic00003';
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-e2e-epic-v2-'));
@@ -71,6 +74,9 @@ describe('Epic Patient + Observations -> HL7 v2 over MLLP (engine from YAML, Epi
     patientId = seedEpicSandbox(sim).patientId;
     for (let i = 0; i < 3; i++) sim.store.put(epicVital(patientId, i));
     sim.store.put(epicVital(stranger, 0));
+    // a patient Epic has but Ferry never exported (not in the cohort), with one vital
+    sim.store.put({ resourceType: 'Patient', id: walkIn, active: true, identifier: [{ use: 'usual', type: { text: 'EPI' }, system: EPIC_MRN_OID, value: '204444' }], name: [{ use: 'official', family: 'Nguyen', given: ['Bao'] }], gender: 'male', birthDate: '1990-01-02' });
+    sim.store.put(epicVital(walkIn, 5));
     sim.groups.set('ferry-cohort', [patientId]);
     await rx.listen();
     writeFileSync(
@@ -93,7 +99,7 @@ sources:
     baseUrl: ${sim.baseUrl}
     clientId: ferry-e2e
     auth: { privateKeyFile: ${keyFile}, kid: e2e-1 }
-    patients: ['${stranger}']
+    patients: ['${stranger}', '${walkIn}']
     resources: [{ type: Observation, category: vital-signs }]
     intervalMs: 300
 sinks:
@@ -162,24 +168,37 @@ admin: { enabled: false }
       const ds = await engine!.store.deliveries(m.id);
       expect(ds.map((d) => `${d.sinkId}:${d.status}${d.lastError ? ` ${d.lastError.message}` : ''}`)).toEqual(['v2:delivered']);
     }
-    const audit = (await engine!.store.auditEntries({})).filter((a) => a.action === 'message.bundle.read' && a.principal === 'engine');
+    const audit = (await engine!.store.auditEntries({})).filter((a) => a.action === 'message.bundle.read' && a.principal === 'engine' && a.messageIds?.some((id) => bulk.some((b) => b.id === id)));
     expect(audit.length).toBeGreaterThanOrEqual(3);
     const patientMsg = bulk.find((m) => m.headers.messageType === 'Patient')!;
     expect(audit.every((a) => a.target === 'sink:v2' && a.messageIds?.length === 1 && a.messageIds[0] === patientMsg.id)).toBe(true);
     expect(audit.map((a) => a.detail).join(' ')).not.toMatch(/Lopez|203713/);
   });
 
-  it('an Observation whose Patient Ferry never stored: dead, naming Observation.subject and PID-3; nothing sent for it', async () => {
+  it('an Observation whose Patient Ferry never stored: the Patient read from Epic (audited, not stored); not at Epic either: dead, naming Observation.subject and PID-3', async () => {
+    await until(() => rx.received.some((x) => /\b204444\b/.test(seg(x, 'PID')[3] ?? '')));
+    const walkInOru = rx.received.find((x) => /\b204444\b/.test(seg(x, 'PID')[3] ?? ''))!;
+    expect(seg(walkInOru, 'MSH')[8]).toBe('ORU^R01^ORU_R01');
+    expect(seg(walkInOru, 'PID')[5]).toBe('Nguyen^Bao^^^^^L');
+    expect(seg(walkInOru, 'OBX')[5]).toBe('75');
+    const vendorReads = (await engine!.store.auditEntries({})).filter((a) => a.action === 'vendor.read');
+    expect(vendorReads.map((a) => [a.principal, a.target, a.result])).toContainEqual(['engine', 'source:epic-stranger', 'ok']);
+    expect(vendorReads.map((a) => a.detail).join(' ')).not.toMatch(/Nguyen|204444/);
+    // the fetched Patient is not a stored message
+    expect((await engine!.store.listMessages({ messageType: 'Patient', limit: 10 })).map((m) => m.sourceId)).toEqual(['epic-bulk']);
+
     await until(async () => {
-      const [m] = await engine!.store.listMessages({ sourceId: 'epic-stranger', limit: 10 });
-      return !!m && (await engine!.store.deliveries(m.id)).some((d) => d.status === 'dead');
+      const ms = await engine!.store.listMessages({ sourceId: 'epic-stranger', limit: 10 });
+      for (const m of ms) if ((await engine!.store.deliveries(m.id)).some((d) => d.status === 'dead')) return true;
+      return false;
     });
-    const [m] = await engine!.store.listMessages({ sourceId: 'epic-stranger', limit: 10 });
+    const ms = await engine!.store.listMessages({ sourceId: 'epic-stranger', limit: 10 });
+    const m = ms.find((x) => x.headers.orderingKey === `Patient/epic-${stranger}`)!;
     const [d] = await engine!.store.deliveries(m.id);
     expect(d.status).toBe('dead');
     expect(d.attempts).toBe(1);
     expect(d.lastError?.message).toBe(
-      `message ${m.id}: cannot express the Bundle in HL7 v2: Observation.subject (Patient/epic-${stranger}: not in the Bundle, no stored canonical Patient with that id, and the reference has no identifier) is required for PID-3 (patient identifier list)`,
+      `message ${m.id}: cannot express the Bundle in HL7 v2: Observation.subject (Patient/epic-${stranger}: not in the Bundle, not found in the store nor at the source's EHR, and the reference has no identifier) is required for PID-3 (patient identifier list)`,
     );
     expect(rx.received.some((x) => x.includes(stranger))).toBe(false);
   });

@@ -12,7 +12,7 @@ import { Dispatcher, type SinkRuntime, type SinkView } from '../delivery/dispatc
 import { ConfigError, type ConfigProblem } from '../config/load-config';
 import { configError, FerryError, inputError } from '../errors';
 import { createLogger, errorFields } from '../logging/logger';
-import type { DataQualityPolicy, InboundMessage, MessageHeaders } from '../model/message';
+import type { DataQualityPolicy, InboundMessage, MessageHeaders, StoredMessage } from '../model/message';
 import type { FromFhirOptions, MessageSource, MessageTransform, SinkContext, SourceContext } from '../plugin/api';
 import type { PluginHost } from '../plugin/plugin-host';
 import { coreTokens } from '../plugin/tokens';
@@ -315,6 +315,30 @@ export class Engine {
     }
     if (read.length)
       await this.store.appendAudit([{ principal: 'engine', action: 'message.bundle.read', target: `sink:${opts.sinkId}`, messageIds: read, result: 'ok', detail: `references of message ${opts.messageId} for the delivery (${read.length} found of ${refs.length})` }]);
+    // not stored: read from the system the message's source polls (an Epic/Cerner poll source), transformed, not stored
+    const left = [...new Set(refs)].filter((ref) => !out.some((r) => `${r.resourceType}/${r.id}` === ref));
+    if (left.length && opts.messageId) {
+      const msg = await this.store.getMessage(opts.messageId);
+      const src = msg && this.sources.find((s) => s.id === msg.sourceId);
+      if (src?.source.fetchReference) {
+        let fetched = 0;
+        for (const ref of left) {
+          const inbound = await src.source.fetchReference(ref, src.abort.signal);
+          const t = inbound && findTransform(this.transforms, inbound.contentType);
+          if (!inbound || !t) continue;
+          const bundle = await t.toFhir(
+            { id: `${opts.messageId}#${ref}`, seq: 0, sourceId: src.id, contentType: inbound.contentType, body: inbound.body, headers: inbound.headers ?? {}, receivedAt: new Date(), status: 'received' } as StoredMessage & { body: Buffer },
+            { logger: this.logger },
+          );
+          const r = bundle.entry?.map((e) => e.resource).find((x) => x && `${x.resourceType}/${x.id}` === ref);
+          if (r) {
+            out.push(r);
+            fetched++;
+          }
+        }
+        await this.store.appendAudit([{ principal: 'engine', action: 'vendor.read', target: `source:${src.id}`, messageIds: [opts.messageId], result: 'ok', detail: `references for the delivery to sink ${opts.sinkId}: ${fetched} fetched of ${left.length}` }]);
+      }
+    }
     return out;
   }
 

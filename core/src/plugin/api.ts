@@ -104,6 +104,13 @@ export interface MessageSource {
   stats?(): object | undefined;
   /** The source's own state for the admin API (`GET /api/sources`), e.g. per-resource-type health. JSON; never PHI. */
   describe?(): object | undefined;
+  /**
+   * A resource a delivery of this source's message needs and Ferry never stored (`Patient/epic-123`, a
+   * canonical reference), read from the system the source polls: the raw message, as `submit` would
+   * get it (not stored; the engine transforms it for the delivery). Undefined when the system does
+   * not have it; throws a retryable FerryError when the system cannot be reached.
+   */
+  fetchReference?(reference: string, signal?: AbortSignal): Promise<InboundMessage | undefined>;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -583,7 +583,7 @@ export class FhirToV2 {
       const dr = ctx.all<DiagnosticReport>('DiagnosticReport')[0];
       const ref = (dr ?? ctx.all<Observation>('Observation')[0])?.subject?.reference;
       if (ref && /^Patient\//.test(ref))
-        throw missing(`${dr ? 'DiagnosticReport' : 'Observation'}.subject (${ref}: not in the Bundle, no stored canonical Patient with that id, and the reference has no identifier)`, 'PID-3 (patient identifier list)');
+        throw missing(`${dr ? 'DiagnosticReport' : 'Observation'}.subject (${ref}: not in the Bundle, not found in the store nor at the source's EHR, and the reference has no identifier)`, 'PID-3 (patient identifier list)');
       throw missing('a Patient (DiagnosticReport.subject / Observation.subject: a Patient in the Bundle or a reference with an identifier)', 'PID');
     }
     const out = [this.pid(patient, ctx)];
