@@ -1,7 +1,7 @@
 import type { Bundle, Coverage, Patient, Resource, ServiceRequest } from '@medplum/fhirtypes';
 import { Hl7v2Transform } from '../fhir/transform';
 import { adtBundle, ormBundle, patient, oruBundle } from './__fixtures__/bundles';
-import { controlIdFor, FhirToV2 } from './fhir-to-v2';
+import { controlIdFor, FhirToV2, unresolvedPatientReferences } from './fhir-to-v2';
 import { receiverProfile } from './profile';
 
 // Issue #23, second part: OML^O21, ADT A40/A11/A28, IN1 from Coverage, Z-segments, FHIRPath message-type rules.
@@ -120,6 +120,28 @@ describe('FHIR R4 -> HL7 v2: OML^O21, ADT A40/A11/A28, IN1, Z-segments, message-
     const bare = { ...coverage, class: undefined } as Resource;
     expect(() => conv(only('PUT', [bare, payor]))).toThrow('Coverage.class (type plan) or Coverage.type is required for IN1-2 (health plan id)');
     expect(lines(conv(only('PUT', [bare, payor]), { segments: { IN1: false } })[0].text).map((l) => l.slice(0, 3))).toEqual(['MSH', 'EVN', 'PID', 'PV1']);
+  });
+
+  test('a Coverage that is only a financial class (the inbound PV1-20 row) goes back to PV1-20, not IN1', () => {
+    const fc = { resourceType: 'Coverage', id: 'fc1', status: 'active', type: { coding: [{ code: '05' }] }, beneficiary: { reference: 'urn:uuid:p1' }, payor: [{ display: 'unknown (PV1-20 financial class only)' }], period: { start: '2026-02-01' } } as Resource;
+    const l = lines(conv(withEntries(adtBundle(), fc))[0].text);
+    expect(l.some((x) => x.startsWith('IN1'))).toBe(false);
+    expect(l.find((x) => x.startsWith('PV1'))!.split('|')[20]).toBe('05^20260201');
+  });
+
+  test('unresolvedPatientReferences: literal Patient references the Bundle lacks (Epic Observation.subject), none when it holds a Patient', () => {
+    const obs = (id: string, subject: object): Resource => ({ resourceType: 'Observation', id, status: 'final', code: { text: 'x' }, subject }) as Resource;
+    const b = (...rs: Resource[]): Bundle => ({ resourceType: 'Bundle', type: 'collection', entry: rs.map((r) => ({ fullUrl: `${r.resourceType}/${r.id}`, resource: r })) });
+    expect(unresolvedPatientReferences(b(obs('o1', { reference: 'Patient/epic-1' }), obs('o2', { reference: 'Patient/epic-1' }), obs('o3', { reference: 'Patient/epic-2', identifier: { value: 'M1' } })))).toEqual(['Patient/epic-1']);
+    expect(unresolvedPatientReferences(b(obs('o1', { reference: 'Patient/epic-1' }), patient))).toEqual([]);
+    expect(unresolvedPatientReferences(b(obs('o1', { reference: 'Group/g1' })))).toEqual([]);
+    // not resolved: the reason names the element, the reference and the v2 field
+    expect(() => conv(b(obs('o1', { reference: 'Patient/epic-1' })))).toThrow(
+      "cannot express the Bundle in HL7 v2: Observation.subject (Patient/epic-1: not in the Bundle, not found in the store nor at the source's EHR, and the reference has no identifier) is required for PID-3 (patient identifier list)",
+    );
+    // resolved (the sink added the stored Patient under its reference): PID from it
+    const withPatient = b(obs('o1', { reference: 'Patient/epic-1' }), { ...(patient as Patient), id: 'epic-1' } as Resource);
+    expect(lines(conv(withPatient)[0].text)[1]).toBe(PID);
   });
 
   test('Z-segments from extensions, per the profile: after a segment, one per resource, typed values', () => {
