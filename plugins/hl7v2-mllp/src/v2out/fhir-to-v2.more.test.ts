@@ -144,6 +144,24 @@ describe('FHIR R4 -> HL7 v2: OML^O21, ADT A40/A11/A28, IN1, Z-segments, message-
     expect(lines(conv(withPatient)[0].text)[1]).toBe(PID);
   });
 
+  test('NK1 from Patient.contact (contact role in NK1-7) before the RelatedPersons; an insured subscriber is in IN1, not NK1', () => {
+    const p = {
+      ...(patient as Patient),
+      contact: [
+        {
+          relationship: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0131', code: 'C', display: 'Emergency Contact' }, { system: 'http://terminology.hl7.org/CodeSystem/v2-0063', code: 'BRO', display: 'Brother' }] }],
+          name: { family: 'Smith', given: ['Tom'] },
+          telecom: [{ system: 'phone', value: '608-555-0123', use: 'home' }],
+        },
+      ],
+    } as Resource;
+    const insured = { resourceType: 'RelatedPerson', id: 'rp9', patient: { reference: 'urn:uuid:p1' }, name: [{ family: 'Payer', given: ['Pat'] }] } as Resource;
+    const b: Bundle = { ...adtBundle(), entry: adtBundle().entry!.map((e) => (e.resource?.resourceType === 'Patient' ? { ...e, resource: p } : e)) };
+    const l = lines(conv(withEntries(b, insured, { ...coverage, subscriber: { reference: 'urn:uuid:rp9' } } as Resource, payor))[0].text);
+    expect(l.filter((x) => x.startsWith('NK1'))).toEqual(['NK1|1|Smith^Tom|BRO^Brother^HL70063||608-555-0123^PRN^PH||C^Emergency Contact^HL70131', "NK1|2|O'Brien^Tom|SPO^spouse^HL70063||608-555-0101^PRN^PH"]);
+    expect(l.find((x) => x.startsWith('IN1'))!.split('|')[16]).toBe('Payer^Pat');
+  });
+
   test('Z-segments from extensions, per the profile: after a segment, one per resource, typed values', () => {
     const p = {
       ...(patient as Patient),

@@ -297,7 +297,7 @@ export class FhirToV2 {
     // ADT_A09 (A11 cancel admit) and ADT_A02 have no NK1, AL1 or insurance; ADT_A02 no DG1
     const full = structure !== 'ADT_A09' && structure !== 'ADT_A02';
     const out = [this.pid(patient, ctx)];
-    if (full) for (const [i, rp] of ctx.all<RelatedPerson>('RelatedPerson').entries()) if (this.on('NK1')) out.push(this.nk1(rp, i + 1));
+    if (full && this.on('NK1')) this.nextOfKin(ctx, patient).forEach((rp, i) => out.push(this.nk1(rp, i + 1)));
     const enc = ctx.all<Encounter>('Encounter')[0];
     if (this.on('PV1')) out.push(enc ? this.pv1(enc, ctx) : new Seg('PV1').set(1, '1').set(2, 'N'));
     // ADT_A01 {OBX}: observations sent with the visit (height, weight, heart rate…)
@@ -347,6 +347,26 @@ export class FhirToV2 {
       if (enc && this.on('PV1') && pairs.length === 1) out.push(this.pv1(enc, ctx));
     }
     return out;
+  }
+
+  /**
+   * NK1s: the Patient's contacts (NK1[Patient]: the inbound map makes an NK1 with a contact role a
+   * Patient.contact), then the RelatedPersons — not the insured persons written in IN1-16..19 (a
+   * Coverage's subscriber, when IN1 is sent) nor the guarantors (an Account's guarantor party).
+   */
+  private nextOfKin(ctx: Ctx, patient: Patient): NextOfKin[] {
+    const elsewhere = new Set<Resource | undefined>();
+    if (this.on('IN1')) for (const c of ctx.all<Coverage>('Coverage')) if (!financialClassOnly(c)) elsewhere.add(ctx.resolve(c.subscriber));
+    for (const a of ctx.all<Resource>('Account' as Resource['resourceType']) as { guarantor?: { party?: Reference }[] }[]) for (const g of a.guarantor ?? []) elsewhere.add(ctx.resolve(g.party));
+    const role = (cc: CodeableConcept) => cc.coding?.some((c) => c.system === V2_0131);
+    const contacts: NextOfKin[] = (patient.contact ?? []).map((c) => ({
+      name: c.name ? [c.name] : [],
+      relationship: (c.relationship ?? []).map((r) => ({ ...r, coding: r.coding?.filter((x) => x.system !== V2_0131) })).filter((r) => r.coding?.length || (r.text && !role(r))),
+      address: c.address ? [c.address] : [],
+      telecom: c.telecom,
+      role: (c.relationship ?? []).flatMap((r) => r.coding ?? []).find((x) => x.system === V2_0131),
+    }));
+    return [...contacts, ...ctx.all<RelatedPerson>('RelatedPerson').filter((rp) => !elsewhere.has(rp))];
   }
 
   /** The insurance group: one IN1 per Coverage (in Coverage.order), IN1[Coverage] in reverse. */
@@ -479,14 +499,15 @@ export class FhirToV2 {
   }
 
   /** NK1[RelatedPerson] in reverse. */
-  private nk1(rp: RelatedPerson, setId: number): Seg {
+  private nk1(rp: NextOfKin, setId: number): Seg {
     return new Seg('NK1')
       .set(1, String(setId))
       .reps(2, (rp.name ?? []).map(xpn))
       .set(3, this.w.cwe(first(rp.relationship), 'NK1-3', 'Relationship'))
       .reps(4, (rp.address ?? []).map(xad))
       .reps(5, (rp.telecom ?? []).filter((t) => t.use !== 'work').map(xtn))
-      .reps(6, (rp.telecom ?? []).filter((t) => t.use === 'work').map(xtn));
+      .reps(6, (rp.telecom ?? []).filter((t) => t.use === 'work').map(xtn))
+      .set(7, 'role' in rp && rp.role ? this.w.cwe({ coding: [rp.role] }, 'NK1-7') : undefined);
   }
 
   /** PV1[Encounter] in reverse. */
@@ -739,7 +760,7 @@ export class FhirToV2 {
     if (!patient) throw missing('Immunization.patient', 'PID');
     const out = [this.pid(patient, ctx)];
     // VXU_V04 patient group: {NK1}, [PV1]
-    if (this.on('NK1')) ctx.all<RelatedPerson>('RelatedPerson').forEach((rp, i) => out.push(this.nk1(rp, i + 1)));
+    if (this.on('NK1')) this.nextOfKin(ctx, patient).forEach((rp, i) => out.push(this.nk1(rp, i + 1)));
     const enc = ctx.all<Encounter>('Encounter')[0];
     if (enc && this.on('PV1')) out.push(this.pv1(enc, ctx));
     const observations = ctx.all<Observation>('Observation');
@@ -807,7 +828,7 @@ export class FhirToV2 {
     if (!patient) throw missing('ServiceRequest.subject (Patient)', 'PID');
     const out = [this.pid(patient, ctx)];
     // OML_O21 patient group: {NK1} (ORM_O01 has none)
-    if (oml && this.on('NK1')) ctx.all<RelatedPerson>('RelatedPerson').forEach((rp, i) => out.push(this.nk1(rp, i + 1)));
+    if (oml && this.on('NK1')) this.nextOfKin(ctx, patient).forEach((rp, i) => out.push(this.nk1(rp, i + 1)));
     const enc = ctx.all<Encounter>('Encounter')[0];
     if (enc && this.on('PV1')) out.push(this.pv1(enc, ctx));
     // ORM_O01 / OML_O21 patient group: {INSURANCE}, {AL1}
@@ -991,6 +1012,12 @@ export class FhirToV2 {
     return out;
   }
 }
+
+/** v2 table 0131 (contact role): NK1-7, kept by the inbound map on Patient.contact.relationship. */
+const V2_0131 = 'http://terminology.hl7.org/CodeSystem/v2-0131';
+
+/** What an NK1 is written from: a RelatedPerson, or a Patient.contact (with its 0131 contact role). */
+type NextOfKin = Pick<RelatedPerson, 'name' | 'relationship' | 'address' | 'telecom'> & { role?: Coding };
 
 /** A Coverage that is only a financial class (PV1-20): a type, no plan, no payor reference. */
 function financialClassOnly(c: Coverage): boolean {
