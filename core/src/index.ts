@@ -65,7 +65,7 @@ lazy(() => require('./config/load-config'), ['ConfigError', 'validateWithSchema'
 lazy(() => require('./logging/logger'), ['createLogger', 'silentLogger', 'errorFields']);
 lazy(() => require('./plugin/plugin-host'), ['PluginHost', 'manifestProblems', 'CORE_VERSION']);
 lazy(() => require('./fhir/validate'), ['validateBundle', 'validateResourceOutcome', 'warmFhirValidator', 'ensureFhirDefinitions', 'validateFhirResource', 'precompileFhirTypes', 'isFhirResourceType']);
-lazy(() => require('./fhir/fhirpath'), ['fhirpathTest', 'fhirpathEval']);
+lazy(() => require('./fhir/fhirpath'), ['fhirpathTest', 'fhirpathEval', 'fhirpathError']);
 lazy(() => require('./routing/router'), ['globToRegExp']);
 lazy(() => require('./store/sqlite.store'), ['rowMaker', 'classifySqliteError', 'SqliteMessageStore']);
 lazy(() => require('./store/postgres.store'), ['withSearchPath', 'PostgresMessageStore']);
@@ -111,6 +111,7 @@ export declare const isFhirResourceType: typeof ValidateModule.isFhirResourceTyp
 export type FhirValidateOptions = ValidateModule.FhirValidateOptions;
 export declare const fhirpathTest: typeof FhirpathModule.fhirpathTest;
 export declare const fhirpathEval: typeof FhirpathModule.fhirpathEval;
+export declare const fhirpathError: typeof FhirpathModule.fhirpathError;
 export declare const globToRegExp: typeof RouterModule.globToRegExp;
 export type SqliteStoreOptions = SqliteModule.SqliteStoreOptions;
 export declare const rowMaker: typeof SqliteModule.rowMaker;

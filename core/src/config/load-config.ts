@@ -5,6 +5,7 @@ import YAML from 'yaml';
 import { FerryError } from '../errors';
 import type { ConfigSchema } from '../plugin/api';
 import { engineSchema, sinkCommonSchema, sourceCommonSchema, type EngineConfig, type PluginRef, type RouteConfig, type RouteTest, type StepConfig } from './engine.schema';
+import { OWN_FORMATS } from '../sinks/formats';
 
 /** One problem found in a config, with the path it is at (`routes[0].to[1]`). */
 export interface ConfigProblem {
@@ -144,7 +145,11 @@ export function validateWithSchema<T = Record<string, unknown>>(
     try {
       leaf.check(leaf.path.split('.').reduce<any>((o, k) => o?.[k], out));
     } catch (e) {
-      problems.push({ path: joinPath(at, leaf.path), message: (e as Error).message });
+      // a validator that lists several problems (details.problems: [{ path, message }], paths relative to the leaf) gives each by its path
+      const listed = (e as { details?: { problems?: unknown } }).details?.problems;
+      if (Array.isArray(listed) && listed.length && listed.every((p) => typeof p?.message === 'string'))
+        for (const p of listed as ConfigProblem[]) problems.push({ path: joinPath(at, p.path ? `${leaf.path}${p.path.startsWith('[') ? '' : '.'}${p.path}` : leaf.path), message: p.message });
+      else problems.push({ path: joinPath(at, leaf.path), message: (e as Error).message });
     }
   }
   return out;
@@ -189,6 +194,11 @@ export interface TypeCatalog {
   sinkSchema(type: string): ConfigSchema | undefined;
   sourceTypes(): string[];
   sinkTypes(): string[];
+  /**
+   * The problems of a receiver profile for a plugin-written output format (a file/http sink's
+   * `format: hl7v2`), by path inside the profile; undefined when no loaded plugin writes `format`.
+   */
+  outputProfileProblems?(format: string, profile: unknown): ConfigProblem[] | undefined;
 }
 
 /** Reads the `plugins:` entries (before the plugins are loaded). */
@@ -322,6 +332,14 @@ export function buildEngineConfig(
       }
       const { type: _t, ...rest } = entry as Record<string, unknown>;
       sinks[id] = { type, ...validateWithSchema<any>({ ...sinkCommonSchema, ...schema }, rest, at, problems) };
+      // a core sink writing a plugin's format (file/http `format: hl7v2`): the plugin checks the profile now
+      const own = OWN_FORMATS[type];
+      const format = (sinks[id] as { format?: unknown }).format;
+      if (own && typeof format === 'string' && /^[a-z][a-z0-9-]*$/.test(format) && !own.includes(format)) {
+        const found = catalog.outputProfileProblems?.(format, (sinks[id] as { profile?: unknown }).profile);
+        if (!found) problems.push({ path: `${at}.format`, message: `"${format}": not one of ${own.join(', ')}, and no loaded plugin writes it (hl7v2: load @ferry/plugin-hl7v2-mllp)` });
+        else for (const p of found) problems.push({ path: p.path ? `${at}.profile${p.path.startsWith('[') ? '' : '.'}${p.path}` : `${at}.profile`, message: p.message });
+      }
     }
   }
 

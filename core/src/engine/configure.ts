@@ -40,6 +40,14 @@ export async function configure(opts: ConfigureOptions): Promise<Configured> {
     sinkSchema: (t: string) => host.sinkTypes().find((s) => s.type === t)?.schema,
     sourceTypes: () => host.sourceTypes().map((s) => s.type),
     sinkTypes: () => host.sinkTypes().map((s) => s.type),
+    outputProfileProblems: (format: string, profile: unknown) => {
+      const t = host
+        .transforms()
+        .map((x) => x.container.resolve(x.impl))
+        .find((x) => x.outputFormats?.includes(format) && x.fromFhir);
+      if (!t) return undefined;
+      return t.outputProfileProblems?.(format, profile) ?? [];
+    },
   };
   const config = buildEngineConfig(raw, catalog, pluginConfig, problems, { env, file: opts.configFile && path.resolve(opts.configFile), fhirpathCheck: fhirpathError });
   config.plugins = refs;

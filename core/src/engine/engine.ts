@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { warmFhirValidator } from '../fhir/validate';
 import os from 'node:os';
+import type { Bundle, Resource } from '@medplum/fhirtypes';
 import type { Logger } from 'winston';
 import { startAdmin, type AdminServer } from '../admin/admin.server';
 import { ensureInitialToken, printInitialToken } from '../admin/auth';
@@ -9,10 +10,10 @@ import { EngineMetrics } from '../admin/metrics';
 import type { EngineConfig } from '../config/engine.schema';
 import { Dispatcher, type SinkRuntime, type SinkView } from '../delivery/dispatcher';
 import { ConfigError, type ConfigProblem } from '../config/load-config';
-import { FerryError, inputError } from '../errors';
+import { configError, FerryError, inputError } from '../errors';
 import { createLogger, errorFields } from '../logging/logger';
-import type { DataQualityPolicy, InboundMessage, MessageHeaders } from '../model/message';
-import type { MessageSource, MessageTransform, SinkContext, SourceContext } from '../plugin/api';
+import type { DataQualityPolicy, InboundMessage, MessageHeaders, StoredMessage } from '../model/message';
+import type { FromFhirOptions, MessageSource, MessageTransform, SinkContext, SourceContext } from '../plugin/api';
 import type { PluginHost } from '../plugin/plugin-host';
 import { coreTokens } from '../plugin/tokens';
 import { DEFAULT_DATA_QUALITY } from '../pipeline/data-quality';
@@ -290,11 +291,69 @@ export class Engine {
     }
   }
 
+  /**
+   * The newest stored canonical resource for each literal reference (`Patient/epic-123`): a Patient is
+   * found by its messages' ordering key (the vendor sources key a patient's messages by its canonical
+   * reference). PHI read by the engine for a delivery: audited (`message.bundle.read`, principal engine).
+   */
+  async resolveReferences(refs: string[], opts: { messageId: string; sinkId: string }): Promise<Resource[]> {
+    const out: Resource[] = [];
+    const read: string[] = [];
+    for (const ref of new Set(refs)) {
+      const m = /^(Patient)\/([A-Za-z0-9\-.]{1,64})$/.exec(ref);
+      if (!m) continue;
+      const candidates = await this.store.listMessages({ patient: ref, messageType: m[1], newestFirst: true, limit: 5 });
+      for (const c of candidates) {
+        const full = await this.store.getMessage(c.id, { bundle: true });
+        const r = full?.bundle?.entry?.map((e) => e.resource).find((x) => x && `${x.resourceType}/${x.id}` === ref);
+        if (r) {
+          out.push(r);
+          read.push(c.id);
+          break;
+        }
+      }
+    }
+    if (read.length)
+      await this.store.appendAudit([{ principal: 'engine', action: 'message.bundle.read', target: `sink:${opts.sinkId}`, messageIds: read, result: 'ok', detail: `references of message ${opts.messageId} for the delivery (${read.length} found of ${refs.length})` }]);
+    // not stored: read from the system the message's source polls (an Epic/Cerner poll source), transformed, not stored
+    const left = [...new Set(refs)].filter((ref) => !out.some((r) => `${r.resourceType}/${r.id}` === ref));
+    if (left.length && opts.messageId) {
+      const msg = await this.store.getMessage(opts.messageId);
+      const src = msg && this.sources.find((s) => s.id === msg.sourceId);
+      if (src?.source.fetchReference) {
+        let fetched = 0;
+        for (const ref of left) {
+          const inbound = await src.source.fetchReference(ref, src.abort.signal);
+          const t = inbound && findTransform(this.transforms, inbound.contentType);
+          if (!inbound || !t) continue;
+          const bundle = await t.toFhir(
+            { id: `${opts.messageId}#${ref}`, seq: 0, sourceId: src.id, contentType: inbound.contentType, body: inbound.body, headers: inbound.headers ?? {}, receivedAt: new Date(), status: 'received' } as StoredMessage & { body: Buffer },
+            { logger: this.logger },
+          );
+          const r = bundle.entry?.map((e) => e.resource).find((x) => x && `${x.resourceType}/${x.id}` === ref);
+          if (r) {
+            out.push(r);
+            fetched++;
+          }
+        }
+        await this.store.appendAudit([{ principal: 'engine', action: 'vendor.read', target: `source:${src.id}`, messageIds: [opts.messageId], result: 'ok', detail: `references for the delivery to sink ${opts.sinkId}: ${fetched} fetched of ${left.length}` }]);
+      }
+    }
+    return out;
+  }
+
   private async startSink(id: string, entry: EngineConfig['sinks'][string], cfg: EngineConfig): Promise<SinkRuntime> {
     const reg = this.host.sinkTypes().find((s) => s.type === entry.type)!;
     const { type: _t, retry, circuitBreaker, concurrency, deliveryTimeoutMs, ...rest } = entry;
     const logger = this.logger.child({ sink: id });
-    const ctx: SinkContext = { id, config: rest, logger, files: this.fileModes };
+    const ctx: SinkContext = {
+      id,
+      config: rest,
+      logger,
+      files: this.fileModes,
+      fromFhir: (bundle, opts) => writeFormat(this.transforms, bundle, opts, (refs) => this.resolveReferences(refs, { messageId: opts.messageId ?? '', sinkId: id })),
+      resolveReferences: (refs, opts) => this.resolveReferences(refs, { ...opts, sinkId: id }),
+    };
     const child = reg.container.createChildContainer();
     child.register(coreTokens.SinkContext, { useValue: ctx });
     const sink = child.resolve(reg.impl);
@@ -614,4 +673,23 @@ export class Engine {
     this.state = 'stopped';
     this.logger.info('engine stopped');
   }
+}
+
+/**
+ * A canonical Bundle in a plugin-written format: the loaded transform that lists `opts.format` in its
+ * `outputFormats` writes it (`fromFhir`), after the references it needs and the Bundle lacks
+ * (`missingReferences`) were looked up (`resolve`) and added. The hook the core file and http sinks use
+ * for `format: hl7v2`.
+ */
+export async function writeFormat(transforms: MessageTransform[], bundle: Bundle, opts: FromFhirOptions, resolve?: (refs: string[]) => Promise<Resource[]>): Promise<string[]> {
+  const writer = transforms.find((t) => t.outputFormats?.includes(opts.format) && t.fromFhir);
+  if (!writer) throw configError('SINK_FORMAT', `no loaded plugin writes ${opts.format} (writers: ${transforms.flatMap((t) => t.outputFormats ?? []).join(', ') || 'none'})`);
+  const missing = writer.missingReferences?.(bundle, opts.format) ?? [];
+  const found = missing.length && resolve ? await resolve(missing) : [];
+  return writer.fromFhir!(found.length ? withResources(bundle, found) : bundle, opts);
+}
+
+/** A copy of the Bundle with resources added (fullUrl Type/id, so literal references resolve). */
+export function withResources(bundle: Bundle, resources: Resource[]): Bundle {
+  return { ...bundle, entry: [...(bundle.entry ?? []), ...resources.map((r) => ({ fullUrl: `${r.resourceType}/${r.id}`, resource: r }))] };
 }

@@ -1,4 +1,4 @@
-import type { Bundle } from '@medplum/fhirtypes';
+import type { Bundle, Resource } from '@medplum/fhirtypes';
 import type convict from 'convict';
 import type { DependencyContainer } from 'tsyringe';
 import type { Logger } from 'winston';
@@ -104,6 +104,13 @@ export interface MessageSource {
   stats?(): object | undefined;
   /** The source's own state for the admin API (`GET /api/sources`), e.g. per-resource-type health. JSON; never PHI. */
   describe?(): object | undefined;
+  /**
+   * A resource a delivery of this source's message needs and Ferry never stored (`Patient/epic-123`, a
+   * canonical reference), read from the system the source polls: the raw message, as `submit` would
+   * get it (not stored; the engine transforms it for the delivery). Undefined when the system does
+   * not have it; throws a retryable FerryError when the system cannot be reached.
+   */
+  fetchReference?(reference: string, signal?: AbortSignal): Promise<InboundMessage | undefined>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -144,7 +151,31 @@ export interface MessageTransform {
    * optional receiver profile (already parsed YAML/JSON). Throw a FerryError (kind input) when the
    * Bundle cannot be expressed; `seed` makes control ids stable.
    */
-  fromFhir?(bundle: Bundle, opts: { format: string; profile?: unknown; seed: string }): string[];
+  fromFhir?(bundle: Bundle, opts: FromFhirOptions): string[];
+  /**
+   * The problems of a receiver profile for `format` (one of `outputFormats`), each by its path inside
+   * the profile; [] when it is good. The config loader calls it for the file and http sinks that write
+   * `format`, so a bad profile is refused when the config loads.
+   */
+  outputProfileProblems?(format: string, profile: unknown): { path: string; message: string }[];
+  /**
+   * Literal references (`Patient/epic-123`) the Bundle needs written in `format` but does not hold
+   * (an Epic Observation's subject): the engine looks them up in the store (the newest canonical
+   * resource of that id) and adds what it finds to the Bundle before `fromFhir`.
+   */
+  missingReferences?(bundle: Bundle, format: string): string[];
+}
+
+export interface FromFhirOptions {
+  format: string;
+  /** The receiver profile (already parsed YAML/JSON, unchecked). */
+  profile?: unknown;
+  /** Makes the control ids stable: the same seed gives the same ids (a retry, a replay). */
+  seed: string;
+  /** The message time (MSH-7 for hl7v2); default: the Bundle's timestamp, else now. */
+  now?: Date | string;
+  /** The stored message the Bundle belongs to (the audit entry of a reference looked up in the store names it). */
+  messageId?: string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,6 +187,19 @@ export interface SinkContext<C = any> {
   readonly logger: Logger;
   /** Modes for files and folders the sink creates (from `files.umask`); absent = 0600 / 0700. */
   readonly files?: FileModes;
+  /**
+   * A canonical Bundle written in another format by the loaded plugin transform that declares it
+   * in `outputFormats` (`fromFhir`): how the core file and http sinks write `format: hl7v2` without
+   * knowing HL7 v2. Throws a config FerryError when no loaded plugin writes `format`, or the
+   * transform's input FerryError when the Bundle cannot be expressed.
+   */
+  fromFhir?(bundle: Bundle, opts: FromFhirOptions): Promise<string[]>;
+  /**
+   * Resources for literal references a Bundle does not hold (`Patient/epic-123`): the newest stored
+   * canonical resource with that id (today: Patients, found by their ordering key), each read audited
+   * (`message.bundle.read` by `engine`). What is not found is left out.
+   */
+  resolveReferences?(refs: string[], opts: { messageId: string }): Promise<Resource[]>;
 }
 
 export interface Delivery {

@@ -1,5 +1,5 @@
 import { FerryError, permanentDeliveryError, retryableDeliveryError } from '../errors';
-import type { Delivery } from '../plugin/api';
+import type { Delivery, SinkContext } from '../plugin/api';
 import { parseRetryAfter } from '../vendor/http-client';
 
 /** convict format: a non-empty string. */
@@ -86,6 +86,36 @@ export function statusDeliveryError(
 /** Make a string safe as a file name (message ids are uuids, but be strict). */
 export function safeFileName(s: string): string {
   return s.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 200) || '_';
+}
+
+/**
+ * convict format of a writing sink's `format`: one of the sink's own formats, or a format name a
+ * plugin transform writes (`outputFormats`, e.g. hl7v2), checked by the config loader against the
+ * loaded plugins (`pluginWrittenFormat`).
+ */
+export function formatName(own: readonly string[]): (v: unknown) => void {
+  return (v: unknown) => {
+    if (typeof v !== 'string' || !/^[a-z][a-z0-9-]*$/.test(v)) throw new Error(`must be one of ${own.join(', ')} or a format a loaded plugin writes (e.g. hl7v2)`);
+  };
+}
+
+export { OWN_FORMATS } from './formats';
+
+/**
+ * The delivery's Bundle in a plugin-written format (`format: hl7v2`): the messages, through the sink
+ * context's `fromFhir` hook. The control ids are seeded with the stored message id and the sink id (the
+ * same on a retry or replay). A Bundle that cannot be expressed is a dead delivery naming the reason.
+ */
+export async function writtenMessages(sink: string, kind: string, ctx: SinkContext, d: Delivery, format: string, profile: unknown): Promise<string[]> {
+  if (!ctx.fromFhir) throw permanentDeliveryError(`${kind}_NO_WRITER`, `${sink}: format ${format} needs a plugin that writes it`);
+  const m = d.message;
+  try {
+    return await ctx.fromFhir(d.bundle, { format, profile, seed: `${m.id}|${ctx.id}`, now: m.receivedAt, messageId: m.id });
+  } catch (e) {
+    const err = FerryError.from(e);
+    ctx.logger.warn(`${sink} cannot write the bundle as ${format}`, { sink: ctx.id, deliveryId: d.deliveryId, messageId: m.id, errorCode: err.code });
+    throw permanentDeliveryError(`${kind}_FHIR_TO_${format.toUpperCase().replace(/-/g, '_')}`, `message ${m.id}: ${err.message}`, err.details, e);
+  }
 }
 
 /**

@@ -2,16 +2,21 @@ import { randomUUID } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { inject, injectable } from 'tsyringe';
-import { retryableDeliveryError } from '../errors';
+import { configError, retryableDeliveryError } from '../errors';
 import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
-import { deliveryPayload, deliveryPayloadJson, nonEmptyString, safeFileName } from './common';
+import { deliveryPayload, deliveryPayloadJson, formatName, nonEmptyString, OWN_FORMATS, safeFileName, writtenMessages } from './common';
 import { fileModes, mkdirPrivate, type FileModes } from '../util/file-modes';
 
 /** `sinks.<id>` keys of a `type: file` sink. */
 export const fileSinkSchema = {
   dir: { doc: 'Output directory (created when missing); relative paths resolve against the working directory', format: nonEmptyString('dir'), default: '' },
-  format: { doc: 'ndjson: one line per bundle appended to `file`; json: one file per message, <message id>.json', format: ['ndjson', 'json'], default: 'ndjson' },
+  format: {
+    doc: 'ndjson: one line per bundle appended to `file`; json: one file per message, <message id>.json; hl7v2 (with the hl7v2-mllp plugin): the Bundle as HL7 v2 with `profile`, one file per message, <message id>.hl7',
+    format: formatName(OWN_FORMATS.file),
+    default: 'ndjson',
+  },
+  profile: { doc: 'format hl7v2 (or another plugin-written format): the receiver profile, checked by the plugin when the config loads (FHIR-TO-V2.md)', format: Object, default: {} },
   file: { doc: 'ndjson: file name inside dir; {date} becomes the UTC date (YYYY-MM-DD) for daily files', format: nonEmptyString('file'), default: 'bundles.ndjson' },
   fsync: { doc: 'fsync before a delivery counts as done (ndjson: one fsync per group of lines written together)', format: Boolean, default: true },
   envelope: { doc: 'Wrap each bundle as { messageId, deliveryId, routeId, sourceId, messageType, controlId, receivedAt, bundle }', format: Boolean, default: false },
@@ -20,7 +25,9 @@ export const fileSinkSchema = {
 
 export interface FileSinkConfig {
   dir: string;
-  format: 'ndjson' | 'json';
+  /** ndjson, json, or a format a plugin writes (hl7v2). */
+  format: string;
+  profile?: unknown;
   file: string;
   fsync: boolean;
   envelope: boolean;
@@ -169,6 +176,7 @@ export class FileSink implements MessageSink {
     this.cfg = { ...fileSinkSchemaDefaults(), ...ctx.config };
     this.dir = path.resolve(this.cfg.dir);
     this.modes = ctx.files ?? fileModes();
+    if (!OWN_FORMATS.file.includes(this.cfg.format) && !ctx.fromFhir) throw configError('SINK_FORMAT', `sinks.${ctx.id}.format: ${this.cfg.format} needs a loaded plugin that writes it`);
   }
 
   /** NDJSON: every line in flight joins one write and one fsync, so more in flight = fewer fsyncs. */
@@ -193,9 +201,13 @@ export class FileSink implements MessageSink {
   }
 
   async deliver(d: Delivery): Promise<void> {
+    // converted before anything is written: a Bundle that cannot be expressed is dead (not retried), with the reason
+    const written = OWN_FORMATS.file.includes(this.cfg.format) ? [] : await writtenMessages(`file sink ${this.ctx.id}`, 'FILE', this.ctx, d, this.cfg.format, this.cfg.profile);
     try {
       if (this.cfg.format === 'ndjson') await this.appendLine(deliveryPayloadJson(d, this.cfg.envelope));
-      else await this.writeJsonFile(d.message.id, deliveryPayload(d, this.cfg.envelope));
+      else if (this.cfg.format === 'json') await this.writeFile(`${safeFileName(d.message.id)}.json`, JSON.stringify(deliveryPayload(d, this.cfg.envelope), null, this.cfg.indent || undefined) + '\n');
+      // a plugin-written format (hl7v2): the messages one after the other (segments end with CR, each message with CR LF), one file per message
+      else await this.writeFile(`${safeFileName(d.message.id)}.${this.cfg.format === 'hl7v2' ? 'hl7' : this.cfg.format}`, written.map((m) => m.replace(/\r?$/, '\r') + '\n').join(''));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
       throw retryableDeliveryError('FILE_WRITE', `file sink ${this.ctx.id}: cannot write: ${code}`, { errno: code, dir: this.dir }, e);
@@ -214,13 +226,12 @@ export class FileSink implements MessageSink {
     await this.writer.append(Buffer.from(json + '\n', 'utf8'), this.cfg.fsync);
   }
 
-  private async writeJsonFile(messageId: string, payload: unknown): Promise<void> {
+  private async writeFile(name: string, text: string): Promise<void> {
     await mkdirPrivate(this.dir, this.modes);
-    const name = `${safeFileName(messageId)}.json`;
     const final = path.join(this.dir, name);
     // Dot-prefixed temp name: readers and the file source ignore dotfiles.
     const tmp = path.join(this.dir, `.${name}.${randomUUID()}.tmp`);
-    const data = Buffer.from(JSON.stringify(payload, null, this.cfg.indent || undefined) + '\n', 'utf8');
+    const data = Buffer.from(text, 'utf8');
     const h = await fsp.open(tmp, 'wx', this.modes.file);
     try {
       await writeAll(h, data);

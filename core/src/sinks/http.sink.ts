@@ -1,16 +1,22 @@
 import { inject, injectable } from 'tsyringe';
-import { configError, FerryError } from '../errors';
+import { configError, FerryError, permanentDeliveryError } from '../errors';
 import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { SinkAuth, sinkAuthSchema, type SinkAuthConfig } from './auth';
-import { deliveryPayloadJson, headerMap, httpUrl, networkDeliveryError, requestSignal, statusDeliveryError } from './common';
+import { deliveryPayloadJson, formatName, headerMap, httpUrl, networkDeliveryError, OWN_FORMATS, requestSignal, statusDeliveryError, writtenMessages } from './common';
 
 /** `sinks.<id>` keys of a `type: http` sink. */
 export const httpSinkSchema = {
   url: { doc: 'Where bundles are sent (http or https URL)', format: httpUrl, default: '' },
   method: { doc: 'POST or PUT', format: ['POST', 'PUT'], default: 'POST' },
   headers: { doc: 'Extra request headers (values may use ${ENV})', format: headerMap, default: {} as Record<string, string> },
-  contentType: { doc: 'Content-Type of the body', format: String, default: 'application/fhir+json' },
+  contentType: { doc: 'Content-Type of the body (default: application/fhir+json; format hl7v2: application/hl7-v2)', format: String, default: '' },
+  format: {
+    doc: 'fhir: the Bundle as JSON; hl7v2 (with the hl7v2-mllp plugin): the Bundle as one HL7 v2 message built with `profile` (FHIR-TO-V2.md)',
+    format: formatName(OWN_FORMATS.http),
+    default: 'fhir',
+  },
+  profile: { doc: 'format hl7v2 (or another plugin-written format): the receiver profile, checked by the plugin when the config loads', format: Object, default: {} },
   envelope: { doc: 'Send { messageId, deliveryId, routeId, sourceId, messageType, controlId, receivedAt, bundle } instead of the bare bundle', format: Boolean, default: false },
   timeoutMs: { doc: 'Timeout of one request (connect + answer)', format: 'nat', default: 10_000 },
   auth: sinkAuthSchema,
@@ -21,6 +27,9 @@ export interface HttpSinkConfig {
   method: 'POST' | 'PUT';
   headers: Record<string, string>;
   contentType: string;
+  /** fhir (default), or a format a plugin writes (hl7v2). */
+  format?: string;
+  profile?: unknown;
   envelope: boolean;
   timeoutMs: number;
   auth: SinkAuthConfig;
@@ -38,14 +47,16 @@ export class HttpSink implements MessageSink {
   private readonly auth: SinkAuth;
 
   constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<HttpSinkConfig>) {
-    const defaults: Omit<HttpSinkConfig, 'url' | 'auth'> = { method: 'POST', headers: {}, contentType: 'application/fhir+json', envelope: false, timeoutMs: 10_000 };
+    const defaults: Omit<HttpSinkConfig, 'url' | 'auth'> = { method: 'POST', headers: {}, contentType: '', format: 'fhir', envelope: false, timeoutMs: 10_000 };
     this.cfg = { ...defaults, ...ctx.config, auth: { ...defaultAuth(), ...(ctx.config.auth ?? {}) } };
     if (!this.cfg.url) throw configError('SINK_URL', `sinks.${ctx.id}.url: required`);
+    if (this.format !== 'fhir' && !ctx.fromFhir) throw configError('SINK_FORMAT', `sinks.${ctx.id}.format: ${this.format} needs a loaded plugin that writes it`);
+    if (!this.cfg.contentType) this.cfg.contentType = this.format === 'fhir' ? 'application/fhir+json' : this.format === 'hl7v2' ? 'application/hl7-v2' : 'text/plain';
     this.auth = new SinkAuth(this.cfg.auth, `sinks.${ctx.id}`, this.cfg.timeoutMs);
   }
 
   async deliver(d: Delivery): Promise<void> {
-    const body = deliveryPayloadJson(d, this.cfg.envelope);
+    const body = this.format === 'fhir' ? deliveryPayloadJson(d, this.cfg.envelope) : await this.written(d);
     let res = await this.send(d, body);
     if (res.response.status === 401 && this.auth.invalidate(res.authorization)) res = await this.send(d, body);
     const { response } = res;
@@ -64,6 +75,18 @@ export class HttpSink implements MessageSink {
       location ? { location } : {},
       location ? 'redirects are not followed; configure the final URL' : response.statusText,
     );
+  }
+
+  /** A plugin-written format (hl7v2): the one message the Bundle becomes (several: dead, with the reason, rather than part of it). */
+  private get format(): string {
+    return this.cfg.format ?? 'fhir';
+  }
+
+  private async written(d: Delivery): Promise<string> {
+    const msgs = await writtenMessages(`http sink ${this.ctx.id}`, 'HTTP', this.ctx, d, this.format, this.cfg.profile);
+    if (msgs.length !== 1)
+      throw permanentDeliveryError(`HTTP_FHIR_TO_${this.format.toUpperCase().replace(/-/g, '_')}`, `message ${d.message.id}: the Bundle gives ${msgs.length} ${this.format} messages; route one appointment per message`);
+    return msgs[0];
   }
 
   private async send(d: Delivery, body: string): Promise<{ response: Response; authorization?: string }> {

@@ -20,7 +20,7 @@ import type { Resource } from '@medplum/fhirtypes';
 import { BulkExportClient, type ExportManifest } from './bulk-client';
 import { connectionSchema, VendorConnection, type ConnectionConfig } from './connection';
 import { FhirClient } from './fhir-client';
-import { vendorHeaders, type VendorProfile } from './normalize';
+import { canonicalId, vendorHeaders, type VendorProfile } from './normalize';
 
 export interface PollResourceSpec {
   type: string;
@@ -246,6 +246,26 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
       out[`${s.spec}.lastStored`] = s.lastStored;
     }
     return out;
+  }
+
+  /**
+   * A Patient a delivery needs that Ferry never stored (`Patient/<prefix>-<vendor id>`, an Observation's
+   * subject): read from the vendor (`GET Patient/<id>`) as the raw message a poll would submit. Not this
+   * tenant's prefix, a hashed id, or the vendor does not have it (a non-retryable answer): undefined.
+   */
+  async fetchReference(reference: string, signal?: AbortSignal): Promise<InboundMessage | undefined> {
+    const m = /^Patient\/(.+)$/.exec(reference);
+    const prefix = `${this.profile.idPrefix}-`;
+    if (!m || !m[1].startsWith(prefix)) return undefined;
+    const id = m[1].slice(prefix.length);
+    if (canonicalId(this.profile.idPrefix, id) !== m[1]) return undefined;
+    try {
+      const { resource } = await this.fhir.read('Patient', id, signal ?? this.signal);
+      return resource?.resourceType === 'Patient' ? resourceMessage(resource, this.profile, this.facility) : undefined;
+    } catch (e) {
+      if (FerryError.is(e) && e.retryable === false) return undefined;
+      throw e;
+    }
   }
 
   /** One pass over every configured resource type; returns the number of messages stored. */

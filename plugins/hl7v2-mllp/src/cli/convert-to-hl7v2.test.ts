@@ -53,7 +53,7 @@ const run = (args: string[]) => {
     expect(run(['convert', '--to', 'hl7v2', notBundle]).stderr).toContain('is not a FHIR Bundle');
     const bad = path.join(dir, 'bad.yaml');
     writeFileSync(bad, 'version: 9\n');
-    expect(run(['convert', '--to', 'hl7v2', '--profile', bad, bundleFile]).stderr).toContain('profile.version "9" is not an HL7 v2 version');
+    expect(run(['convert', '--to', 'hl7v2', '--profile', bad, bundleFile]).stderr).toContain('profile.version: "9" is not an HL7 v2 version');
     expect(run(['convert', '--to', 'csv', bundleFile]).stderr).toContain('no transform writes csv');
   });
 });

@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { type MessageHeaders, type MessageTransform, type StoredMessage, type TransformContext, ContentType, FerryError, coreTokens } from '@ferry/core';
+import { type FromFhirOptions, type MessageHeaders, type MessageTransform, type StoredMessage, type TransformContext, ContentType, FerryError, coreTokens } from '@ferry/core';
 import type { Bundle } from '@medplum/fhirtypes';
 import { inject, injectable } from 'tsyringe';
 import { splitHl7Batch } from '../hl7v2/batch';
@@ -9,7 +9,10 @@ import { parseHl7 } from '../hl7v2/parser';
 import { type ConversionOptions, conversionOptions } from './config';
 import { convertMessage } from './convert';
 import type { IssueReporter } from './quality';
-import { FhirToV2 } from '../v2out/fhir-to-v2';
+import { FhirToV2, unresolvedPatientReferences } from '../v2out/fhir-to-v2';
+import { receiverProfile } from '../v2out/profile';
+
+const NO_PROFILE = {};
 
 /** The plugin config as the transform reads it (`plugins.hl7v2-mllp`); only `conversion` is used here. */
 export interface Hl7v2TransformConfig {
@@ -48,10 +51,38 @@ export class Hl7v2Transform implements MessageTransform {
 
   readonly outputFormats = ['hl7v2'] as const;
 
-  /** Canonical Bundle -> HL7 v2 message text(s) (`ferry convert --to hl7v2`; see FHIR-TO-V2.md). */
-  fromFhir(bundle: Bundle, opts: { format: string; profile?: unknown; seed: string }): string[] {
+  /**
+   * Canonical Bundle -> HL7 v2 message text(s) (`ferry convert --to hl7v2`, the file and http sinks'
+   * `format: hl7v2`; see FHIR-TO-V2.md). One converter per profile object (a sink's profile is checked once).
+   */
+  fromFhir(bundle: Bundle, opts: FromFhirOptions): string[] {
     if (opts.format !== 'hl7v2') throw new FerryError('INPUT_FORMAT', `hl7v2-to-fhir writes hl7v2, not ${opts.format}`, { kind: 'input' });
-    return new FhirToV2(opts.profile).convert(bundle, { controlIdSeed: opts.seed }).map((m) => m.text);
+    const key = typeof opts.profile === 'object' && opts.profile ? opts.profile : NO_PROFILE;
+    let conv = this.writers.get(key);
+    if (!conv) {
+      conv = new FhirToV2(opts.profile);
+      this.writers.set(key, conv);
+    }
+    return conv.convert(bundle, { controlIdSeed: opts.seed, now: opts.now }).map((m) => m.text);
+  }
+
+  private readonly writers = new WeakMap<object, FhirToV2>();
+
+  /** The Patient references PID needs that the Bundle lacks (see `unresolvedPatientReferences`). */
+  missingReferences(bundle: Bundle, format: string): string[] {
+    return format === 'hl7v2' ? unresolvedPatientReferences(bundle) : [];
+  }
+
+  /** The receiver profile's problems, each by its path inside the profile (the config loader reports them). */
+  outputProfileProblems(format: string, profile: unknown): { path: string; message: string }[] {
+    if (format !== 'hl7v2') return [{ path: '', message: `hl7v2-to-fhir writes hl7v2, not ${format}` }];
+    try {
+      receiverProfile(profile);
+      return [];
+    } catch (e) {
+      const listed = (e as FerryError).details?.problems as { path: string; message: string }[] | undefined;
+      return listed?.length ? listed : [{ path: '', message: (e as Error).message }];
+    }
   }
 
   /**

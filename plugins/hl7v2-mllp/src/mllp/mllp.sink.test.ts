@@ -129,8 +129,12 @@ describe('MllpSink', () => {
       return { out, problems: problems.map((p) => `${p.path}: ${p.message}`) };
     };
     expect(check({ format: 'hl7v2', profile: { version: '2.3', segments: { NK1: false }, codeTables: { 'OBX-3': { codes: { a: 'b' } } } } }).problems).toEqual([]);
-    expect(check({ format: 'hl7v2', profile: { sendingApp: 'X' } }).problems).toEqual([expect.stringMatching(/^sinks\.lab\.profile: unknown hl7v2 profile key "sendingApp"/)]);
+    expect(check({ format: 'hl7v2', profile: { sendingApp: 'X' } }).problems).toEqual([expect.stringMatching(/^sinks\.lab\.profile\.sendingApp: unknown hl7v2 profile key/)]);
     expect(check({ format: 'fhir' }).problems).toEqual([expect.stringMatching(/^sinks\.lab\.format: /)]);
+    // FHIRPath rules and Z-segments: every problem, each by its path
+    expect(
+      check({ format: 'hl7v2', profile: { version: '9', messageTypeRules: [{ when: 'entry.(', type: 'ADT^A28' }, { when: 'true', type: 'A28' }], zSegments: [{ segment: 'ZPI', resource: 'Patient', fields: { 1: 'name.(' } }] } }).problems.map((p) => p.split(': ')[0]),
+    ).toEqual(['sinks.lab.profile.version', 'sinks.lab.profile.messageTypeRules[0].when', 'sinks.lab.profile.messageTypeRules[1].type', 'sinks.lab.profile.zSegments[0].fields.1']);
     expect(check({}).out.format).toBe('passthrough');
   });
 

@@ -4,7 +4,7 @@ import type { Delivery, MessageSink, SinkContext } from '@ferry/core';
 import { readRawHeader } from '../ack/msh';
 import { decodeHl7Bytes, encodeSegment, parseHl7, STANDARD_DELIMITERS, type Hl7WriteField } from '../hl7v2';
 import { MllpConnection } from './mllp.client';
-import { FhirToV2 } from '../v2out/fhir-to-v2';
+import { FhirToV2, unresolvedPatientReferences } from '../v2out/fhir-to-v2';
 import { clientTlsOptions, tlsEnabled, type MllpSinkConfig } from './mllp.schema';
 
 /**
@@ -73,7 +73,7 @@ export class MllpSink implements MessageSink {
 
   async deliver(delivery: Delivery): Promise<void> {
     if (this.stopped) throw retryableDeliveryError('MLLP_STOPPED', 'the mllp sink is stopping');
-    const payload = this.payloadFor(delivery);
+    const payload = await this.payloadFor(delivery);
     const msh = readRawHeader(payload);
     const controlId = msh?.controlId;
     const conn = await this.acquire();
@@ -114,7 +114,7 @@ export class MllpSink implements MessageSink {
     }
   }
 
-  private payloadFor(delivery: Delivery): Buffer {
+  private async payloadFor(delivery: Delivery): Promise<Buffer> {
     if (this.toV2) return this.fromBundle(delivery);
     const m = delivery.message;
     if (!m.body) throw permanentDeliveryError('MLLP_NO_BODY', `message ${m.id} has no stored body (pruned?); nothing to send`);
@@ -133,11 +133,18 @@ export class MllpSink implements MessageSink {
    * stored message id and the sink id, so a retry or a replay sends the same control id. A Bundle that
    * cannot be expressed is dead (not retryable), with the reason (FHIR element and v2 field).
    */
-  private fromBundle(delivery: Delivery): Buffer {
+  private async fromBundle(delivery: Delivery): Promise<Buffer> {
     const m = delivery.message;
+    let bundle = delivery.bundle;
+    // a Patient the Bundle only points at (an Epic Observation's subject Patient/<id>): the store's newest canonical one
+    const refs = unresolvedPatientReferences(bundle);
+    if (refs.length && this.ctx.resolveReferences) {
+      const found = await this.ctx.resolveReferences(refs, { messageId: m.id });
+      if (found.length) bundle = { ...bundle, entry: [...(bundle.entry ?? []), ...found.map((r) => ({ fullUrl: `${r.resourceType}/${r.id}`, resource: r }))] };
+    }
     let msgs;
     try {
-      msgs = this.toV2!.convert(delivery.bundle, { controlIdSeed: `${m.id}|${this.ctx.id}`, now: m.receivedAt });
+      msgs = this.toV2!.convert(bundle, { controlIdSeed: `${m.id}|${this.ctx.id}`, now: m.receivedAt });
     } catch (e) {
       const err = FerryError.from(e);
       this.ctx.logger.warn('mllp sink cannot express the bundle in HL7 v2', { sink: this.ctx.id, deliveryId: delivery.deliveryId, messageId: m.id, errorCode: err.code });

@@ -227,13 +227,13 @@ describe('FHIR R4 -> HL7 v2.5.1', () => {
   });
 
   test('receiver profile is checked strictly', () => {
-    expect(() => receiverProfile({ sendingApp: 'x' })).toThrow(/unknown hl7v2 profile key "sendingApp"/);
+    expect(() => receiverProfile({ sendingApp: 'x' })).toThrow(/profile\.sendingApp: unknown hl7v2 profile key/);
     expect(() => receiverProfile({ version: '3.0' })).toThrow(/not an HL7 v2 version/);
     expect(() => receiverProfile({ segments: { PID: false } })).toThrow(/segments.PID: not an optional segment/);
     expect(() => receiverProfile({ messageTypes: { adt: 'A08' } })).toThrow(/not a message type/);
     expect(() => receiverProfile({ fieldOverrides: { PV13: 'x' } })).toThrow(/not a field reference/);
     expect(() => receiverProfile({ fieldOverrides: { 'MSH-2': 'x' } })).toThrow(/delimiters/);
-    expect(() => receiverProfile({ codeTables: { 'OBX-3': { codes: { a: 1 } } } })).toThrow(/codes.a must be a string/);
+    expect(() => receiverProfile({ codeTables: { 'OBX-3': { codes: { a: 1 } } } })).toThrow(/codes\.a: must be a string/);
     expect(receiverProfile({}).version).toBe('2.5.1');
   });
 

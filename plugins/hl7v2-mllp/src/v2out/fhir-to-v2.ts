@@ -9,12 +9,15 @@
  * `npm run roundtrip` and checked by roundtrip.test.ts (the core FHIR fields must come back unchanged).
  */
 import { createHash } from 'node:crypto';
-import { inputError } from '@ferry/core';
+import { fhirpathEval, fhirpathTest, inputError } from '@ferry/core';
 import type {
   AllergyIntolerance,
   Appointment,
   Bundle,
+  CodeableConcept,
+  Coding,
   Condition,
+  Coverage,
   DiagnosticReport,
   DocumentReference,
   Encounter,
@@ -23,6 +26,7 @@ import type {
   Location,
   MessageHeader,
   Observation,
+  Organization,
   Patient,
   Practitioner,
   Reference,
@@ -34,7 +38,7 @@ import type {
 import { STANDARD_DELIMITERS, type Delimiters } from '../hl7v2/delimiters';
 import { encodeField, type Hl7WriteField } from '../hl7v2/parser';
 import { type Comps, dt, dtm, nm, unitsCwe, V2Writer, v2CodeOf, xad, xpn, xtn } from './datatypes';
-import { type BundleKind, type ReceiverProfile, receiverProfile } from './profile';
+import { type BundleKind, KIND_OF_MESSAGE, type ReceiverProfile, receiverProfile } from './profile';
 
 export interface FhirToV2Options {
   /** Receiver profile (defaults: v2.5.1, MSH-3 FERRY). */
@@ -123,10 +127,12 @@ const STRUCTURE: Record<string, string> = {
   'ADT^A13': 'ADT_A01',
   'ADT^A28': 'ADT_A05',
   'ADT^A31': 'ADT_A05',
+  'ADT^A40': 'ADT_A39',
   'ORU^R01': 'ORU_R01',
   'VXU^V04': 'VXU_V04',
   'MDM^T02': 'MDM_T02',
   'ORM^O01': 'ORM_O01',
+  'OML^O21': 'OML_O21',
   'SIU^S12': 'SIU_S12',
   'SIU^S13': 'SIU_S12',
   'SIU^S14': 'SIU_S12',
@@ -164,18 +170,38 @@ export class FhirToV2 {
   convert(bundle: Bundle, opts: FhirToV2Options): V2Message[] {
     if (!bundle || bundle.resourceType !== 'Bundle') throw inputError('FHIR_TO_V2_NOT_BUNDLE', 'cannot express the input in HL7 v2: it is not a FHIR Bundle', {});
     const ctx = new Ctx(bundle);
-    const kind = this.kindOf(bundle);
+    // the profile's FHIRPath rules first (first match wins): the type names the message built
+    const ruled = this.ruleType(bundle);
+    const kind = ruled ? KIND_OF_MESSAGE[ruled.slice(0, 3)] : this.kindOf(bundle);
     const when = opts.now ?? bundle.timestamp ?? new Date();
     const ts = dtm(typeof when === 'string' ? when : when.toISOString()) ?? '';
     const out: V2Message[] = [];
-    if (kind === 'appointment') {
-      ctx.all<Appointment>('Appointment').forEach((a, i) => out.push(this.finish(this.siu(a, ctx), 'appointment', ctx, ts, controlIdFor(opts.controlIdSeed, i), a)));
-    } else if (kind === 'result') out.push(this.finish(this.oru(ctx), 'result', ctx, ts, controlIdFor(opts.controlIdSeed)));
-    else if (kind === 'immunization') out.push(this.finish(this.vxu(ctx), 'immunization', ctx, ts, controlIdFor(opts.controlIdSeed)));
-    else if (kind === 'document') out.push(this.finish(this.mdm(ctx), 'document', ctx, ts, controlIdFor(opts.controlIdSeed)));
-    else if (kind === 'order') out.push(this.finish(this.orm(ctx), 'order', ctx, ts, controlIdFor(opts.controlIdSeed)));
-    else out.push(this.finish(this.adt(ctx), 'adt', ctx, ts, controlIdFor(opts.controlIdSeed)));
+    const one = (build: (type: string) => Seg[], i = 0, appt?: Appointment) => {
+      const type = this.messageType(kind, ctx, appt, ruled);
+      ctx.messagePatient = undefined;
+      out.push(this.finish(build(type), type, kind, ctx, ts, controlIdFor(opts.controlIdSeed, i)));
+    };
+    if (kind === 'appointment') ctx.all<Appointment>('Appointment').forEach((a, i) => one(() => this.siu(a, ctx), i, a));
+    else if (kind === 'result') one(() => this.oru(ctx));
+    else if (kind === 'immunization') one(() => this.vxu(ctx));
+    else if (kind === 'document') one(() => this.mdm(ctx));
+    else if (kind === 'order') one((type) => this.orm(ctx, type));
+    else one((type) => this.adt(ctx, type));
     return out;
+  }
+
+  /** The message type of the first `messageTypeRules` entry whose FHIRPath is true on the Bundle. */
+  private ruleType(bundle: Bundle): string | undefined {
+    for (const r of this.profile.messageTypeRules) {
+      let hit: boolean;
+      try {
+        hit = fhirpathTest(r.when, bundle);
+      } catch (e) {
+        throw inputError('FHIR_TO_V2_RULE', `cannot choose the HL7 v2 message type: messageTypeRules "${r.when}" failed on the Bundle: ${(e as Error).message.split('\n')[0]}`, { rule: r.when });
+      }
+      if (hit) return r.type;
+    }
+    return undefined;
   }
 
   private header(bundle: Bundle): MessageHeader | undefined {
@@ -183,8 +209,8 @@ export class FhirToV2 {
   }
 
   /** MSH-9: the profile's type for this kind, else the MessageHeader event, else derived from the statuses. */
-  private messageType(kind: BundleKind, ctx: Ctx, appt?: Appointment): string {
-    let t = this.profile.messageTypes[kind];
+  private messageType(kind: BundleKind, ctx: Ctx, appt?: Appointment, ruled?: string): string {
+    let t = ruled ?? this.profile.messageTypes[kind];
     if (!t) {
       const ev = this.header(ctx.bundle)?.eventCoding?.display;
       const evOk = ev && /^[A-Z]{3}\^[A-Z0-9]{3}$/.test(ev) ? ev : undefined;
@@ -192,22 +218,26 @@ export class FhirToV2 {
         if (evOk?.startsWith('ADT^') && STRUCTURE[evOk]) t = evOk;
         else {
           const e = ctx.all<Encounter>('Encounter')[0];
-          // IG Event[EncounterStatus] in reverse: A01 in-progress, A03 finished, A04 planned; a Patient alone: A31 update person
-          t = !e ? 'ADT^A31' : e.status === 'in-progress' ? 'ADT^A01' : e.status === 'finished' ? 'ADT^A03' : e.status === 'planned' || e.status === 'arrived' ? 'ADT^A04' : e.status === 'cancelled' ? 'ADT^A11' : 'ADT^A08';
+          // a merge (a Patient replaced by another: Patient.link replaced-by / replaces): A40 merge patient
+          if (ctx.all<Patient>('Patient').some((p) => p.link?.some((l) => l.type === 'replaced-by' || l.type === 'replaces'))) t = 'ADT^A40';
+          // a Patient alone: A28 add person when it is new (created in the Bundle: request POST, or its first version), else A31 update person
+          else if (!e) t = ctx.patientIsNew() ? 'ADT^A28' : 'ADT^A31';
+          // IG Event[EncounterStatus] in reverse: A01 in-progress, A03 finished, A04 planned; cancelled (or entered in error): A11 cancel admit
+          else t = e.status === 'in-progress' ? 'ADT^A01' : e.status === 'finished' ? 'ADT^A03' : e.status === 'planned' || e.status === 'arrived' ? 'ADT^A04' : e.status === 'cancelled' || e.status === 'entered-in-error' ? 'ADT^A11' : 'ADT^A08';
         }
       } else if (kind === 'appointment') {
         const s = appt?.status;
         t = s === 'cancelled' ? 'SIU^S15' : s === 'noshow' ? 'SIU^S26' : s === 'entered-in-error' ? 'SIU^S17' : evOk?.startsWith('SIU^') && STRUCTURE[evOk] ? evOk : 'SIU^S12';
-      } else t = kind === 'immunization' ? 'VXU^V04' : kind === 'order' ? 'ORM^O01' : kind === 'document' ? 'MDM^T02' : 'ORU^R01';
+      } else if (kind === 'order') t = evOk === 'OML^O21' ? 'OML^O21' : 'ORM^O01';
+      else t = kind === 'immunization' ? 'VXU^V04' : kind === 'document' ? 'MDM^T02' : 'ORU^R01';
     }
     const parts = t.split('^');
     if (parts.length === 2) parts.push(STRUCTURE[t] ?? '');
     return parts.filter(Boolean).join('^');
   }
 
-  private finish(segs: Seg[], kind: BundleKind, ctx: Ctx, ts: string, controlId: string, appt?: Appointment): V2Message {
+  private finish(segs: Seg[], type: string, kind: BundleKind, ctx: Ctx, ts: string, controlId: string): V2Message {
     const p = this.profile;
-    const type = this.messageType(kind, ctx, appt);
     const hdr = this.header(ctx.bundle);
     // MSH[MessageHeader] in reverse: MSH-3 source.name, MSH-4 sender, MSH-5 destination.name, MSH-6 receiver
     const msh = new Seg('MSH')
@@ -226,6 +256,7 @@ export class FhirToV2 {
     const all = [msh];
     if ((kind === 'adt' || kind === 'document') && this.on('EVN')) all.push(new Seg('EVN').set(1, p.version.startsWith('2.3') ? type.split('^')[1] : undefined).set(2, ts));
     all.push(...segs);
+    this.zSegments(all, ctx);
     const lines = all.map((s) => this.encode(s));
     return { text: lines.join('\r') + '\r', messageType: type.split('^').slice(0, 2).join('^'), controlId };
   }
@@ -258,23 +289,184 @@ export class FhirToV2 {
   // -------------------------------------------------------------------------------------------
   // ADT: PID, PV1, NK1, AL1, DG1 (IG message map ADT_A01)
 
-  private adt(ctx: Ctx): Seg[] {
+  private adt(ctx: Ctx, type: string): Seg[] {
+    const structure = type.split('^')[2];
+    if (structure === 'ADT_A39') return this.merge(ctx);
     const patient = ctx.patient();
     if (!patient) throw missing('Patient', 'PID');
-    const out = [this.pid(patient)];
-    for (const [i, rp] of ctx.all<RelatedPerson>('RelatedPerson').entries()) if (this.on('NK1')) out.push(this.nk1(rp, i + 1));
+    // ADT_A09 (A11 cancel admit) and ADT_A02 have no NK1, AL1 or insurance; ADT_A02 no DG1
+    const full = structure !== 'ADT_A09' && structure !== 'ADT_A02';
+    const out = [this.pid(patient, ctx)];
+    if (full && this.on('NK1')) this.nextOfKin(ctx, patient).forEach((rp, i) => out.push(this.nk1(rp, i + 1)));
     const enc = ctx.all<Encounter>('Encounter')[0];
     if (this.on('PV1')) out.push(enc ? this.pv1(enc, ctx) : new Seg('PV1').set(1, '1').set(2, 'N'));
     // ADT_A01 {OBX}: observations sent with the visit (height, weight, heart rate…)
     ctx.all<Observation>('Observation').forEach((o, i) => out.push(this.obx(o, i + 1)));
-    for (const [i, a] of ctx.all<AllergyIntolerance>('AllergyIntolerance').entries()) if (this.on('AL1')) out.push(this.al1(a, i + 1));
-    for (const [i, c] of ctx.all<Condition>('Condition').entries()) if (this.on('DG1')) out.push(this.dg1(c, i + 1, enc, ctx));
+    if (full) for (const [i, a] of ctx.all<AllergyIntolerance>('AllergyIntolerance').entries()) if (this.on('AL1')) out.push(this.al1(a, i + 1));
+    if (structure !== 'ADT_A02') for (const [i, c] of ctx.all<Condition>('Condition').entries()) if (this.on('DG1')) out.push(this.dg1(c, i + 1, enc, ctx));
+    if (full) out.push(...this.insurance(ctx));
     return out;
   }
 
-  /** PID[Patient] in reverse. */
-  private pid(p: Patient): Seg {
+  /**
+   * ADT^A40 (ADT_A39): {PID, MRG, [PV1]} — the surviving Patient in PID, each Patient it replaces in MRG
+   * (MRG-1 its identifiers, MRG-7 its name), as the inbound MRG map links them (Patient.link replaced-by on
+   * the prior patient, replaces on the survivor; either side may be a reference with an identifier).
+   */
+  private merge(ctx: Ctx): Seg[] {
+    const patients = ctx.all<Patient>('Patient');
+    const replacedBy = (p: Patient) => p.link?.find((l) => l.type === 'replaced-by')?.other;
+    const asPatient = (r: Reference) => ctx.resolve<Patient>(r.type || !r.identifier ? r : { ...r, type: 'Patient' });
+    // the surviving patients: those that replace another (one PID/MRG pair per merged patient)
+    const pairs: [Patient, Patient][] = [];
+    const seen = new Set<Patient>();
+    for (const survivor of patients.filter((p) => !replacedBy(p) && p.link?.some((l) => l.type === 'replaces')))
+      for (const l of survivor.link ?? []) {
+        const prior = l.type === 'replaces' ? asPatient(l.other) : undefined;
+        if (prior?.resourceType === 'Patient' && prior !== survivor && !seen.has(prior)) {
+          pairs.push([survivor, prior]);
+          seen.add(prior);
+        }
+      }
+    // merged patients whose survivor is not in the Bundle (a reference with an identifier)
+    for (const prior of patients)
+      if (!seen.has(prior) && replacedBy(prior)) {
+        const survivor = asPatient(replacedBy(prior)!);
+        if (survivor?.resourceType !== 'Patient') throw missing('Patient.link.other (the surviving Patient of a merge: in the Bundle or a reference with an identifier)', 'PID-3 (ADT^A40 patient identifier list)');
+        pairs.push([survivor, prior]);
+        seen.add(prior);
+      }
+    if (!pairs.length) throw missing('Patient.link (type replaces, with the merged Patient in the Bundle or an identifier)', 'MRG-1 (prior patient identifier list)');
+    const enc = ctx.all<Encounter>('Encounter')[0];
+    const out: Seg[] = [];
+    for (const [survivor, prior] of pairs) {
+      const ids = (prior.identifier ?? []).filter((i) => i.value);
+      if (!ids.length) throw missing('Patient.identifier (of the merged Patient)', 'MRG-1 (prior patient identifier list)');
+      out.push(this.pid(survivor, ctx));
+      out.push(new Seg('MRG').reps(1, ids.map((i) => this.w.cx(i))).reps(7, (prior.name ?? []).map(xpn)));
+      if (enc && this.on('PV1') && pairs.length === 1) out.push(this.pv1(enc, ctx));
+    }
+    return out;
+  }
+
+  /**
+   * NK1s: the Patient's contacts (NK1[Patient]: the inbound map makes an NK1 with a contact role a
+   * Patient.contact), then the RelatedPersons — not the insured persons written in IN1-16..19 (a
+   * Coverage's subscriber, when IN1 is sent) nor the guarantors (an Account's guarantor party).
+   */
+  private nextOfKin(ctx: Ctx, patient: Patient): NextOfKin[] {
+    const elsewhere = new Set<Resource | undefined>();
+    if (this.on('IN1')) for (const c of ctx.all<Coverage>('Coverage')) if (!financialClassOnly(c)) elsewhere.add(ctx.resolve(c.subscriber));
+    for (const a of ctx.all<Resource>('Account' as Resource['resourceType']) as { guarantor?: { party?: Reference }[] }[]) for (const g of a.guarantor ?? []) elsewhere.add(ctx.resolve(g.party));
+    const role = (cc: CodeableConcept) => cc.coding?.some((c) => c.system === V2_0131);
+    const contacts: NextOfKin[] = (patient.contact ?? []).map((c) => ({
+      name: c.name ? [c.name] : [],
+      relationship: (c.relationship ?? []).map((r) => ({ ...r, coding: r.coding?.filter((x) => x.system !== V2_0131) })).filter((r) => r.coding?.length || (r.text && !role(r))),
+      address: c.address ? [c.address] : [],
+      telecom: c.telecom,
+      role: (c.relationship ?? []).flatMap((r) => r.coding ?? []).find((x) => x.system === V2_0131),
+    }));
+    return [...contacts, ...ctx.all<RelatedPerson>('RelatedPerson').filter((rp) => !elsewhere.has(rp))];
+  }
+
+  /** The insurance group: one IN1 per Coverage (in Coverage.order), IN1[Coverage] in reverse. */
+  private insurance(ctx: Ctx): Seg[] {
+    if (!this.on('IN1')) return [];
+    const covs = ctx.all<Coverage>('Coverage').filter((c) => !financialClassOnly(c)).sort((a, b) => (a.order ?? Infinity) - (b.order ?? Infinity));
+    return covs.map((c, i) => this.in1(c, i + 1, ctx));
+  }
+
+  private in1(cov: Coverage, setId: number, ctx: Ctx): Seg {
     const w = this.w;
+    const cls = (code: string) => cov.class?.find((c) => c.type?.coding?.some((x) => x.code === code));
+    const plan = cls('plan');
+    const group = cls('group');
+    const planCwe: Comps | undefined = plan?.value ? [plan.value, plan.name ?? ''] : w.cwe(cov.type, 'IN1-2');
+    if (!planCwe) throw missing('Coverage.class (type plan) or Coverage.type', 'IN1-2 (health plan id)');
+    const payorRef = cov.payor?.[0];
+    const payor = ctx.resolve<Resource>(payorRef);
+    const org = payor?.resourceType === 'Organization' ? (payor as Organization) : undefined;
+    const holder = ctx.resolve<Resource>(cov.policyHolder);
+    const sub = ctx.resolve<Resource>(cov.subscriber);
+    const insured = sub?.resourceType === 'RelatedPerson' ? (sub as RelatedPerson) : undefined;
+    const policy = cov.identifier?.find((i) => i.type?.coding?.some((c) => c.code === 'MB'));
+    return new Seg('IN1')
+      .set(1, String(setId))
+      .set(2, planCwe)
+      .set(3, w.cx(first(org?.identifier)))
+      .set(4, org?.name ? [org.name] : payor?.resourceType !== 'Patient' && payorRef?.display ? [payorRef.display] : undefined)
+      .set(5, xad(first(org?.address)))
+      .reps(7, (org?.telecom ?? []).map(xtn))
+      .set(8, group?.value)
+      .set(9, group?.name)
+      .set(11, holder?.resourceType === 'Organization' && (holder as Organization).name ? [(holder as Organization).name!] : undefined)
+      .set(12, dt(cov.period?.start?.slice(0, 10)))
+      .set(13, dt(cov.period?.end?.slice(0, 10)))
+      .set(15, plan?.value ? w.cwe(cov.type, 'IN1-15') : undefined)
+      .reps(16, (insured?.name ?? []).map(xpn))
+      .set(17, w.cwe(cov.relationship, 'IN1-17', 'Relationship'))
+      .set(18, dt(insured?.birthDate))
+      .reps(19, (insured?.address ?? []).map(xad))
+      .set(22, cov.order !== undefined ? String(cov.order) : undefined)
+      .set(36, policy?.value)
+      .set(43, insured?.gender ? v2CodeOf('AdministrativeSex', insured.gender) : undefined)
+      .set(49, cov.subscriberId ? [cov.subscriberId] : undefined);
+  }
+
+  /**
+   * The profile's Z-segments: one per resource of the rule's type (the message's Patient for Patient),
+   * each field the FHIRPath result on that resource, placed after the last segment named `after`.
+   */
+  private zSegments(all: Seg[], ctx: Ctx): void {
+    for (const z of this.profile.zSegments) {
+      const resources: Resource[] =
+        z.resource === 'Patient' && ctx.messagePatient ? [ctx.messagePatient] : ctx.all<Resource>(z.resource as Resource['resourceType']).filter((r) => !LOGICAL.has(r));
+      const segs = resources.map((r, i) => {
+        const seg = new Seg(z.segment);
+        for (const [n, expr] of Object.entries(z.fields)) {
+          let vals: unknown[];
+          try {
+            vals = fhirpathEval(expr, r);
+          } catch (e) {
+            throw inputError('FHIR_TO_V2_ZSEGMENT', `cannot write ${z.segment}-${n}: FHIRPath "${expr}" failed on ${r.resourceType}: ${(e as Error).message.split('\n')[0]}`, { segment: z.segment, field: Number(n) });
+          }
+          seg.reps(Number(n), vals.map((v) => this.zValue(v, `${z.segment}-${n}`)));
+        }
+        if (!seg.fields.length) seg.set(1, String(i + 1));
+        return seg;
+      });
+      if (!segs.length) continue;
+      let at = all.length;
+      if (z.after) {
+        const last = all.map((s) => s.name).lastIndexOf(z.after);
+        if (last >= 0) at = last + 1;
+      }
+      all.splice(at, 0, ...segs);
+    }
+  }
+
+  /** A FHIRPath result as a v2 value: primitives as text (dates as DT/DTM), Coding/CodeableConcept CWE, Identifier CX, Quantity its value, HumanName XPN, Address XAD. */
+  private zValue(v: unknown, field: string): Comps | undefined {
+    if (v === null || v === undefined) return undefined;
+    if (typeof v === 'boolean') return [v ? 'Y' : 'N'];
+    if (typeof v === 'number') return [nm(v) ?? String(v)];
+    if (typeof v === 'string') return [/^\d{4}-\d{2}(-\d{2})?$/.test(v) ? (dt(v) ?? v) : /^\d{4}-\d{2}-\d{2}T/.test(v) ? (dtm(v) ?? v) : v];
+    if (typeof v !== 'object') return [String(v)];
+    const o = v as Record<string, unknown>;
+    if ('coding' in o || ('text' in o && Object.keys(o).length === 1)) return this.w.cwe(o as CodeableConcept, field);
+    if ('code' in o && ('system' in o || 'display' in o)) return this.w.cwe({ coding: [o as Coding] }, field);
+    if ('value' in o && ('system' in o || 'type' in o || 'assigner' in o) && typeof o.value === 'string') return this.w.cx(o as Identifier);
+    if ('value' in o && typeof o.value === 'number') return [nm(o.value) ?? String(o.value)];
+    if ('family' in o || 'given' in o) return xpn(o as never);
+    if ('line' in o || 'city' in o || 'postalCode' in o) return xad(o as never);
+    if ('reference' in o || 'display' in o) return [String(o.display ?? o.reference)];
+    return undefined;
+  }
+
+  /** PID[Patient] in reverse. */
+  private pid(p: Patient, ctx?: Ctx): Seg {
+    const w = this.w;
+    if (ctx) ctx.messagePatient = p;
     const ids = p.identifier ?? [];
     const isType = (i: Identifier, code: string) => i.type?.coding?.some((c) => c.code === code);
     const main = ids.filter((i) => !(isType(i, 'SS') && i.system === 'http://hl7.org/fhir/sid/us-ssn') && !isType(i, 'DL'));
@@ -307,14 +499,15 @@ export class FhirToV2 {
   }
 
   /** NK1[RelatedPerson] in reverse. */
-  private nk1(rp: RelatedPerson, setId: number): Seg {
+  private nk1(rp: NextOfKin, setId: number): Seg {
     return new Seg('NK1')
       .set(1, String(setId))
       .reps(2, (rp.name ?? []).map(xpn))
       .set(3, this.w.cwe(first(rp.relationship), 'NK1-3', 'Relationship'))
       .reps(4, (rp.address ?? []).map(xad))
       .reps(5, (rp.telecom ?? []).filter((t) => t.use !== 'work').map(xtn))
-      .reps(6, (rp.telecom ?? []).filter((t) => t.use === 'work').map(xtn));
+      .reps(6, (rp.telecom ?? []).filter((t) => t.use === 'work').map(xtn))
+      .set(7, 'role' in rp && rp.role ? this.w.cwe({ coding: [rp.role] }, 'NK1-7') : undefined);
   }
 
   /** PV1[Encounter] in reverse. */
@@ -333,6 +526,9 @@ export class FhirToV2 {
     const vn = (e.identifier ?? []).find((i) => i.type?.coding?.some((c) => c.code === 'VN')) ?? first(e.identifier);
     s.set(19, w.cx(vn));
     s.set(50, w.cx((e.identifier ?? []).find((i) => i !== vn)));
+    // PV1-20 financial class: a Coverage with only a type and no known payor (as the inbound PV1[Coverage] row makes it)
+    const fc = ctx.all<Coverage>('Coverage').filter(financialClassOnly);
+    s.reps(20, fc.map((c) => [w.cwe(c.type, 'PV1-20', 'FinancialClass')?.[0] as string, dt(c.period?.start?.slice(0, 10)) ?? '']));
     s.set(44, dtm(e.period?.start));
     s.set(45, dtm(e.period?.end));
     return s;
@@ -403,8 +599,15 @@ export class FhirToV2 {
 
   private oru(ctx: Ctx): Seg[] {
     const patient = ctx.patient();
-    if (!patient) throw missing('a Patient (DiagnosticReport.subject / Observation.subject: a Patient in the Bundle or a reference with an identifier)', 'PID');
-    const out = [this.pid(patient)];
+    if (!patient) {
+      // a literal reference to a Patient outside the Bundle (Epic: Observation.subject Patient/<id>, no identifier) that nobody could resolve
+      const dr = ctx.all<DiagnosticReport>('DiagnosticReport')[0];
+      const ref = (dr ?? ctx.all<Observation>('Observation')[0])?.subject?.reference;
+      if (ref && /^Patient\//.test(ref))
+        throw missing(`${dr ? 'DiagnosticReport' : 'Observation'}.subject (${ref}: not in the Bundle, not found in the store nor at the source's EHR, and the reference has no identifier)`, 'PID-3 (patient identifier list)');
+      throw missing('a Patient (DiagnosticReport.subject / Observation.subject: a Patient in the Bundle or a reference with an identifier)', 'PID');
+    }
+    const out = [this.pid(patient, ctx)];
     const enc = ctx.all<Encounter>('Encounter')[0];
     if (enc && this.on('PV1')) out.push(this.pv1(enc, ctx));
     const reports = ctx.all<DiagnosticReport>('DiagnosticReport');
@@ -555,9 +758,9 @@ export class FhirToV2 {
     const w = this.w;
     const patient = ctx.resolve<Patient>(ctx.all<Immunization>('Immunization')[0]?.patient) ?? ctx.patient();
     if (!patient) throw missing('Immunization.patient', 'PID');
-    const out = [this.pid(patient)];
+    const out = [this.pid(patient, ctx)];
     // VXU_V04 patient group: {NK1}, [PV1]
-    if (this.on('NK1')) ctx.all<RelatedPerson>('RelatedPerson').forEach((rp, i) => out.push(this.nk1(rp, i + 1)));
+    if (this.on('NK1')) this.nextOfKin(ctx, patient).forEach((rp, i) => out.push(this.nk1(rp, i + 1)));
     const enc = ctx.all<Encounter>('Encounter')[0];
     if (enc && this.on('PV1')) out.push(this.pv1(enc, ctx));
     const observations = ctx.all<Observation>('Observation');
@@ -609,26 +812,33 @@ export class FhirToV2 {
       // the administration's observations (funding, VIS…): those partOf it, else all of them after the first RXA
       (anyLinked ? obsOf(im) : n === 0 ? observations : []).forEach((o, k) => out.push(this.obx(o, k + 1)));
     }
+    // VXU_V04 {INSURANCE} after the orders
+    out.push(...this.insurance(ctx));
     return out;
   }
 
   // -------------------------------------------------------------------------------------------
-  // ORM^O01: PID, [PV1], {ORC, OBR, {NTE}, {DG1}, {OBX}} (ORC[ServiceRequest], OBR[ServiceRequest])
+  // ORM^O01: PID, [PV1], {IN1}, {AL1}, {ORC, OBR, {NTE}, {DG1}, {OBX}} (ORC[ServiceRequest], OBR[ServiceRequest])
+  // OML^O21: PID, [PV1], {IN1}, {AL1}, {ORC, [TQ1], OBR, {NTE}, {DG1}, {OBX}, {SPM}} (IG message map OML_O21)
 
-  private orm(ctx: Ctx): Seg[] {
+  private orm(ctx: Ctx, type: string): Seg[] {
+    const oml = type.startsWith('OML^');
     const orders = ctx.all<ServiceRequest>('ServiceRequest');
     const patient = ctx.resolve<Patient>(orders[0]?.subject) ?? ctx.patient();
     if (!patient) throw missing('ServiceRequest.subject (Patient)', 'PID');
-    const out = [this.pid(patient)];
+    const out = [this.pid(patient, ctx)];
+    // OML_O21 patient group: {NK1} (ORM_O01 has none)
+    if (oml && this.on('NK1')) this.nextOfKin(ctx, patient).forEach((rp, i) => out.push(this.nk1(rp, i + 1)));
     const enc = ctx.all<Encounter>('Encounter')[0];
     if (enc && this.on('PV1')) out.push(this.pv1(enc, ctx));
-    // ORM_O01 patient group: {AL1}
+    // ORM_O01 / OML_O21 patient group: {INSURANCE}, {AL1}
+    out.push(...this.insurance(ctx));
     if (this.on('AL1')) ctx.all<AllergyIntolerance>('AllergyIntolerance').forEach((a, i) => out.push(this.al1(a, i + 1)));
     const linked = (sr: ServiceRequest) =>
       (sr.supportingInfo ?? []).map((r) => ctx.resolve<Observation>(r)).filter((o): o is Observation => o?.resourceType === 'Observation');
     const anyLinked = orders.some((sr) => linked(sr).length);
     orders.forEach((sr, i) => {
-      out.push(...this.orderSegs(sr, i + 1, ctx));
+      out.push(...this.orderSegs(sr, i + 1, ctx, oml));
       if (this.on('NTE')) (sr.note ?? []).forEach((n, k) => n.text && out.push(new Seg('NTE').set(1, String(k + 1)).set(3, n.text)));
       // the order's diagnoses and observations: those it references, else (first order) all in the Bundle
       const reasons = (sr.reasonReference ?? []).map((r) => ctx.resolve<Condition>(r)).filter((c): c is Condition => c?.resourceType === 'Condition');
@@ -636,6 +846,12 @@ export class FhirToV2 {
       if (this.on('DG1')) dg.forEach((c, k) => out.push(this.dg1(c, k + 1, enc, ctx)));
       const obs = anyLinked ? linked(sr) : i === 0 ? ctx.all<Observation>('Observation') : [];
       obs.forEach((o, k) => out.push(this.obx(o, k + 1)));
+      // OML_O21 SPECIMEN group: the order's specimens (SPM exists from v2.5 on)
+      if (oml && this.on('SPM') && !this.w.legacy)
+        (sr.specimen ?? [])
+          .map((r) => ctx.resolve<Specimen>(r))
+          .filter((x): x is Specimen => x?.resourceType === 'Specimen')
+          .forEach((sp, k) => out.push(this.spm(sp, k + 1)));
     });
     return out;
   }
@@ -644,13 +860,14 @@ export class FhirToV2 {
    * ORC[ServiceRequest] + OBR[ServiceRequest] in reverse (ORM_O01 and MDM_T02 order groups). No OBR for an
    * order without a code (ORM_O01's order detail is optional: diet, supply… orders).
    */
-  private orderSegs(sr: ServiceRequest, setId: number, ctx: Ctx): Seg[] {
+  private orderSegs(sr: ServiceRequest, setId: number, ctx: Ctx, tq1 = false): Seg[] {
     const w = this.w;
     const ids = sr.identifier ?? [];
     const placer = ids.find((x) => x.type?.coding?.some((c) => c.code === 'PLAC')) ?? ids.find((x) => !x.type);
     const filler = ids.find((x) => x.type?.coding?.some((c) => c.code === 'FILL'));
     const code = w.cwe(sr.code, 'OBR-4');
-    if (!placer?.value && !filler?.value) throw missing('ServiceRequest.identifier', 'ORC-2/ORC-3 (placer/filler order number)');
+    // an order known only by its group (requisition, ORC-4) is an order too (OML_O21 orders of a panel)
+    if (!placer?.value && !filler?.value && !sr.requisition?.value) throw missing('ServiceRequest.identifier', 'ORC-2/ORC-3 (placer/filler order number)');
     const [control, orderStatus] = orcStatus(sr.status);
     const requester = this.xcn(sr.requester, ctx);
     const when = dtm(sr.occurrenceDateTime ?? sr.occurrencePeriod?.start);
@@ -665,6 +882,9 @@ export class FhirToV2 {
         .set(9, dtm(sr.authoredOn))
         .set(12, requester),
     ];
+    // OML_O21 TIMING: TQ1-7 start, TQ1-9 priority (ORC-7 is kept for receivers that read it)
+    if (tq1 && (when || sr.priority) && this.on('TQ1'))
+      out.push(new Seg('TQ1').set(1, '1').set(7, when).set(9, sr.priority ? [v2CodeOf('ExtendedPriorityCodes', sr.priority) ?? '', '', 'HL70485'] : undefined));
     // a DiagnosticReport based on this order (the inbound map makes one when OBR-22/25 are valued) gives OBR-7/22/25
     const dr = ctx.all<DiagnosticReport>('DiagnosticReport').find((d) => d.basedOn?.some((r) => ctx.resolve(r) === sr));
     if (code)
@@ -690,7 +910,7 @@ export class FhirToV2 {
     const doc = ctx.all<DocumentReference>('DocumentReference')[0];
     const patient = ctx.resolve<Patient>(doc.subject) ?? ctx.patient();
     if (!patient) throw missing('DocumentReference.subject (Patient)', 'PID');
-    const out = [this.pid(patient)];
+    const out = [this.pid(patient, ctx)];
     const enc = ctx.resolve<Encounter>(doc.context?.encounter?.[0]) ?? ctx.all<Encounter>('Encounter')[0];
     if (enc?.resourceType === 'Encounter' && this.on('PV1')) out.push(this.pv1(enc, ctx));
     // MDM_T02 {ORC, OBR}: the order the document belongs to (no OBX: the content follows TXA). The inbound
@@ -771,7 +991,7 @@ export class FhirToV2 {
       .set(25, fillerStatus ? [fillerStatus, '', 'HL70278'] : undefined);
     const out = [sch];
     if (a.comment && this.on('NTE')) out.push(new Seg('NTE').set(1, '1').set(3, a.comment));
-    out.push(this.pid(patient));
+    out.push(this.pid(patient, ctx));
     const enc = ctx.all<Encounter>('Encounter')[0];
     if (enc && this.on('PV1')) out.push(this.pv1(enc, ctx));
     // SIU_S12 patient group: {OBX}, {DG1}
@@ -791,6 +1011,17 @@ export class FhirToV2 {
     out.push(...ail, ...aip);
     return out;
   }
+}
+
+/** v2 table 0131 (contact role): NK1-7, kept by the inbound map on Patient.contact.relationship. */
+const V2_0131 = 'http://terminology.hl7.org/CodeSystem/v2-0131';
+
+/** What an NK1 is written from: a RelatedPerson, or a Patient.contact (with its 0131 contact role). */
+type NextOfKin = Pick<RelatedPerson, 'name' | 'relationship' | 'address' | 'telecom'> & { role?: Coding };
+
+/** A Coverage that is only a financial class (PV1-20): a type, no plan, no payor reference. */
+function financialClassOnly(c: Coverage): boolean {
+  return !!c.type && !c.class?.length && !(c.payor ?? []).some((p) => p.reference || p.identifier);
 }
 
 /** Stand-ins for logical references (identifier only): the Patient's name is then not required. */
@@ -841,6 +1072,15 @@ class Ctx {
     return res as T;
   }
   private readonly logicals = new Map<string, Resource>();
+  /** The Patient written in PID of the message being built (the Z-segments of Patient use it). */
+  messagePatient: Patient | undefined;
+  /** A Patient alone is new (ADT^A28 add person) when the Bundle creates it (request POST) or it is its first version. */
+  patientIsNew(): boolean {
+    const p = this.patient();
+    if (!p) return false;
+    const e = (this.bundle.entry ?? []).find((x) => x.resource === p);
+    return e?.request?.method === 'POST' || p.meta?.versionId === '1';
+  }
   all<T extends Resource>(type: T['resourceType']): T[] {
     return (this.bundle.entry ?? []).map((e) => e.resource).filter((r): r is T => r?.resourceType === type);
   }
@@ -852,4 +1092,35 @@ class Ctx {
     const subj = this.resolve<Patient>(ref && !ref.type && !/^Patient\//.test(ref.reference ?? '') && ref.identifier ? { ...ref, type: 'Patient' } : ref);
     return subj?.resourceType === 'Patient' ? subj : this.all<Patient>('Patient').find((p) => !p.link?.some((l) => l.type === 'replaced-by')) ?? this.all<Patient>('Patient')[0];
   }
+}
+
+/** The elements through which a resource names the patient the message is about (PID). */
+const PATIENT_REFS: Record<string, (r: any) => (Reference | undefined)[]> = {
+  Observation: (r) => [r.subject],
+  DiagnosticReport: (r) => [r.subject],
+  Encounter: (r) => [r.subject],
+  ServiceRequest: (r) => [r.subject],
+  DocumentReference: (r) => [r.subject],
+  Condition: (r) => [r.subject],
+  AllergyIntolerance: (r) => [r.patient],
+  Immunization: (r) => [r.patient],
+  Coverage: (r) => [r.beneficiary],
+  Appointment: (r) => (r.participant ?? []).map((p: { actor?: Reference }) => p.actor),
+};
+
+/**
+ * Literal Patient references (`Patient/epic-123`) the Bundle's resources use for their patient but the
+ * Bundle does not hold, and that carry no identifier (an Epic or Cerner Observation): PID-3 cannot be
+ * written without the Patient, so a sink looks them up (the store's newest canonical Patient) first.
+ * Empty when the Bundle has a Patient of its own.
+ */
+export function unresolvedPatientReferences(bundle: Bundle): string[] {
+  const entries = (bundle.entry ?? []).filter((e) => e.resource);
+  if (entries.some((e) => e.resource!.resourceType === 'Patient')) return [];
+  const known = new Set(entries.flatMap((e) => [e.fullUrl, `${e.resource!.resourceType}/${e.resource!.id}`]));
+  const out = new Set<string>();
+  for (const e of entries)
+    for (const ref of PATIENT_REFS[e.resource!.resourceType]?.(e.resource) ?? [])
+      if (ref?.reference && /^Patient\/[^/]+$/.test(ref.reference) && !ref.identifier?.value && !known.has(ref.reference)) out.add(ref.reference);
+  return [...out];
 }

@@ -12,7 +12,7 @@ import type { Hl7v2Transform } from '../fhir/transform';
 import { FhirToV2 } from './fhir-to-v2';
 
 /** The corpus message types the round trip covers: those whose Bundles the outbound conversion expresses. */
-export const ROUND_TRIP_TYPES = /^(ADT\^A0[1-8]|ADT\^A1[13]|ADT\^A28|ADT\^A31|ORU\^R01|ORM\^O01|VXU\^V04|MDM\^T02|SIU\^S1[2-7]|SIU\^S26)$/;
+export const ROUND_TRIP_TYPES = /^(ADT\^A0[1-8]|ADT\^A1[13]|ADT\^A28|ADT\^A31|ADT\^A40|ORU\^R01|ORM\^O01|OML\^O21|VXU\^V04|MDM\^T02|SIU\^S1[2-7]|SIU\^S26)$/;
 
 const code = (cc: CodeableConcept | undefined) => cc?.coding?.[0]?.code ?? cc?.text ?? '';
 const codes = (ccs: CodeableConcept[] | undefined) => (ccs ?? []).map(code).join(',');
@@ -112,6 +112,8 @@ const COMPARED: Record<string, number[]> = {
   PV1: [2, 3, 7, 19, 44, 45],
   NK1: [2, 3],
   AL1: [2, 3, 4],
+  MRG: [1],
+  IN1: [2, 3, 4, 8, 12, 13],
   DG1: [3, 6],
   OBR: [4, 7, 25],
   OBX: [2, 3, 5, 6, 7, 8, 11, 14],
@@ -177,7 +179,7 @@ export function roundTrip(body: Buffer, t: Hl7v2Transform, out = new FhirToV2())
   }
   r.v2 = v2;
   const b2 = t.convert(Buffer.from(v2, 'utf8'));
-  const orders = /^(ORM|ORU|MDM)/.test(type);
+  const orders = /^(ORM|OML|ORU|MDM)/.test(type);
   const documents = /^MDM/.test(type);
   const f1 = coreFields(b1, { orders, documents });
   const f2 = coreFields(b2, { orders, documents });
