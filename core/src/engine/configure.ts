@@ -40,6 +40,8 @@ export async function configure(opts: ConfigureOptions): Promise<Configured> {
     sinkSchema: (t: string) => host.sinkTypes().find((s) => s.type === t)?.schema,
     sourceTypes: () => host.sourceTypes().map((s) => s.type),
     sinkTypes: () => host.sinkTypes().map((s) => s.type),
+    connectionKinds: () =>
+      host.facadeProviders().map((f) => ({ kind: f.kind, schema: f.registration.connectionSchema, sourceTypes: f.registration.sourceTypes ?? [], sinkTypes: f.registration.sinkTypes ?? [] })),
   };
   const config = buildEngineConfig(raw, catalog, pluginConfig, problems, { env, file: opts.configFile && path.resolve(opts.configFile), fhirpathCheck: fhirpathError });
   config.plugins = refs;

@@ -57,7 +57,7 @@ export interface ReloadResult {
 }
 
 /** Top-level settings a reload cannot apply to a running engine. */
-const RESTART_ONLY = ['plugins', 'pluginConfig', 'store', 'processing', 'admin', 'log', 'files'] as const;
+const RESTART_ONLY = ['plugins', 'pluginConfig', 'store', 'processing', 'admin', 'api', 'connections', 'log', 'files'] as const;
 
 /** Equal as configuration: the same JSON (key order aside). */
 function sameConfig(a: unknown, b: unknown): boolean {
@@ -231,6 +231,7 @@ export class Engine {
         await this.store.startInstance(this.owner, { heartbeatMs: cfg.processing.heartbeatMs, instanceTimeoutMs: cfg.processing.instanceTimeoutMs });
         this.instanceStarted = true;
       }
+      for (const w of cfg.warnings) this.logger.warn('config: deprecated form', { path: w.path, detail: w.message });
       this.version = await this.recordConfigVersion(cfg, 'start', 1);
       for (const [id, entry] of Object.entries(cfg.sinks)) this.sinks.set(id, await this.startSink(id, entry, cfg));
       // the FHIR definitions load now (≈ 1 s CPU), not on the first message
