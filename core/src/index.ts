@@ -27,6 +27,7 @@ export * from './errors';
 export * from './model/message';
 export * from './plugin/api';
 export * from './plugin/tokens';
+export * from './facade/provider';
 export * from './store/message-store';
 export { contentHash } from './store/content-hash';
 export * from './config/engine.schema';

@@ -278,6 +278,7 @@ function withConnection(
   rest: Record<string, unknown>,
   conns: ReturnType<typeof readConnections>,
   catalog: TypeCatalog,
+  schema: ConfigSchema,
   problems: ConfigProblem[],
   warnings: ConfigProblem[],
 ): Record<string, unknown> | undefined {
@@ -303,7 +304,9 @@ function withConnection(
     problems.push({ path: `${at}.connection`, message: `connection "${connection}" is kind ${c.kind}; ${what} type ${type} takes ${takes.map((k) => k.kind).join(' or ') || 'no connection'}` });
     return undefined;
   }
-  return deepMerge(c.keys, own);
+  // Only the keys this type takes: a connection may hold keys for the facade or for other types.
+  const takesKey = new Set(Object.keys(schema));
+  return deepMerge(Object.fromEntries(Object.entries(c.keys).filter(([k]) => takesKey.has(k))), own);
 }
 
 /** Reads the `plugins:` entries (before the plugins are loaded). */
@@ -417,7 +420,7 @@ export function buildEngineConfig(
         continue;
       }
       const { type: _t, ...rest } = entry as Record<string, unknown>;
-      const merged = withConnection('source', at, type, rest, conns, catalog, problems, warnings);
+      const merged = withConnection('source', at, type, rest, conns, catalog, { ...sourceCommonSchema, ...schema }, problems, warnings);
       if (!merged) continue;
       sources[id] = { type, ...validateWithSchema<any>({ ...sourceCommonSchema, ...schema }, merged, at, problems) };
     }
@@ -440,7 +443,7 @@ export function buildEngineConfig(
         continue;
       }
       const { type: _t, ...rest } = entry as Record<string, unknown>;
-      const merged = withConnection('sink', at, type, rest, conns, catalog, problems, warnings);
+      const merged = withConnection('sink', at, type, rest, conns, catalog, { ...sinkCommonSchema, ...schema }, problems, warnings);
       if (!merged) continue;
       sinks[id] = { type, ...validateWithSchema<any>({ ...sinkCommonSchema, ...schema }, merged, at, problems) };
     }

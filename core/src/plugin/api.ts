@@ -69,8 +69,6 @@ export interface FacadeProviderRegistration {
   create(ctx: FacadeProviderContext): FacadeProvider;
 }
 
-export type { FacadeProvider, FacadeProviderContext, FacadeRecord, FacadeInteraction, FacadeCapability, FacadeSearchResult } from '../facade/provider';
-
 /** Identity function that types a plugin definition. */
 export const definePlugin = <C extends object>(d: PluginDefinition<C>): PluginDefinition<C> => d;
 
