@@ -260,7 +260,18 @@ function readConnections(raw: unknown, catalog: TypeCatalog, problems: ConfigPro
       continue;
     }
     const config = validateWithSchema<Record<string, unknown>>(reg.schema, keys, at, problems);
-    const fc = validateWithSchema<FacadeConnectionConfig>(facadeConnectionSchema, facade, `${at}.facade`, problems);
+    // `paths` keys hold dots (Patient.read), which convict reads as nesting: checked here.
+    const { paths, ...facadeRest } = isMap(facade) ? facade : ({} as Record<string, unknown>);
+    const { paths: pathsSchema, ...facadeSchema } = facadeConnectionSchema;
+    const fc = validateWithSchema<FacadeConnectionConfig>(facadeSchema, facade === undefined || isMap(facade) ? facadeRest : facade, `${at}.facade`, problems);
+    fc.paths = {};
+    if (paths !== undefined)
+      try {
+        pathsSchema.format(paths);
+        fc.paths = paths as Record<string, string>;
+      } catch (e) {
+        problems.push({ path: `${at}.facade.paths`, message: (e as Error).message });
+      }
     entries[id] = { kind, config, facade: fc };
     rawKeys.set(id, { kind, keys });
   }
