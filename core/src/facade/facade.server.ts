@@ -77,6 +77,37 @@ export class ClientRateLimiter {
   }
 }
 
+/**
+ * Audit entries of concurrent requests written in one transaction (group commit): each caller's
+ * promise resolves once its entry is durable; entries arriving during a commit go in the next.
+ */
+export class AuditBatcher {
+  private queue: { entry: AuditEntry; resolve(): void; reject(e: unknown): void }[] = [];
+  private running = false;
+  constructor(private readonly store: Pick<MessageStore, 'appendAudit'>) {}
+  append(entry: AuditEntry): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ entry, resolve, reject });
+      if (!this.running) void this.drain();
+    });
+  }
+  private async drain(): Promise<void> {
+    this.running = true;
+    // Let the requests of this event-loop turn join the first commit.
+    await new Promise((r) => setImmediate(r));
+    while (this.queue.length) {
+      const batch = this.queue.splice(0, 512);
+      try {
+        await this.store.appendAudit(batch.map((b) => b.entry));
+        for (const b of batch) b.resolve();
+      } catch (e) {
+        for (const b of batch) b.reject(e);
+      }
+    }
+    this.running = false;
+  }
+}
+
 export function outcome(code: string, diagnostics: string, severity: 'error' | 'fatal' | 'warning' | 'information' = 'error', details?: Record<string, unknown>): OperationOutcome {
   return {
     resourceType: 'OperationOutcome',
@@ -130,9 +161,11 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
     return json(req, text, done);
   });
 
+  const audits = new AuditBatcher(store);
+  /** Audited before the answer is sent; concurrent requests share one durable commit. */
   const audit = async (req: FastifyRequest, e: Omit<AuditEntry, 'principal'>): Promise<void> => {
     const p = req.facadePrincipal;
-    await store.appendAudit([{ ...e, principal: p ? principalLabel(p) : 'anonymous', role: p ? topRole(p) : undefined, remote: req.ip }]);
+    await audits.append({ ...e, at: new Date(now()), principal: p ? principalLabel(p) : 'anonymous', role: p ? topRole(p) : undefined, remote: req.ip });
   };
   /** The route pattern with the connection and type filled in (never the id or the query: they may hold PHI). */
   const target = (req: FastifyRequest) => {

@@ -68,6 +68,7 @@ export function mrnOf(r: Resource): string | undefined {
 export class FacadeService {
   readonly connections = new Map<string, FacadeConnection>();
   private readonly cursorKey: Buffer;
+  private readonly identified = new Set<string>();
   private readonly now: () => number;
 
   constructor(private readonly deps: FacadeDeps) {
@@ -178,7 +179,14 @@ export class FacadeService {
     }
     const f = this.deps.store.facade;
     if (!f) return;
-    await f.facadeIdentify([{ connectionId: c.id, resourceType: type, vendorId, canonicalId: r.id!, mrn: type === 'Patient' ? mrnOf(r) : undefined }]);
+    const mrn = type === 'Patient' ? mrnOf(r) : undefined;
+    // An identity already recorded by this process is not written again on every read.
+    const known = `${c.id}|${type}|${vendorId}|${r.id}|${mrn ?? ''}`;
+    if (!this.identified.has(known)) {
+      await f.facadeIdentify([{ connectionId: c.id, resourceType: type, vendorId, canonicalId: r.id!, mrn }]);
+      if (this.identified.size >= 50_000) this.identified.delete(this.identified.values().next().value as string);
+      this.identified.add(known);
+    }
     if (cache.storeMaxAgeSeconds > 0) await f.facadeResourcePut(c.id, type, r.id!, json);
   }
 
