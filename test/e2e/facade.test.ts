@@ -16,10 +16,16 @@ import path from 'node:path';
 import type { Appointment, Bundle, OperationOutcome, Patient, Resource } from '@medplum/fhirtypes';
 import { exportJWK } from 'jose';
 import { Engine, makeToken, silentLogger } from '@ferry/core';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../simulators/athena';
+import { itRequires, repoRoot } from '../support/requires';
 import { EpicSimulator, EPIC_MRN_OID, epicVital, seedEpicSandbox } from '../simulators/epic/epic-simulator';
 
 const today = new Date().toISOString().slice(0, 10);
+const exampleJs = path.join(repoRoot, 'examples/dist/appointments.js');
+const exampleBuilt = { ok: existsSync(exampleJs), reason: 'not built: examples/dist/appointments.js (run npm run build)' };
 const athenaDay = `${today.slice(5, 7)}/${today.slice(8, 10)}/${today.slice(0, 4)}`;
 
 async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
@@ -328,6 +334,19 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     const bad = await call<OperationOutcome>('writer', 'POST', '/fhir/athena-a/Patient', { resourceType: 'Patient', name: [{ family: 'NoBirthDate' }] });
     expect(bad.status).toBe(422);
     expect(bad.body.issue?.[0].code).toBe('invalid');
+  });
+
+  itRequires(exampleBuilt)('runs the example application (compiled JS): today across athena and Epic, then a booking', async () => {
+    const { stdout } = await promisify(execFile)(process.execPath, [exampleJs, '--date', today, '--json'], {
+      env: { ...process.env, FERRY_FHIR_URL: api, FERRY_TOKEN: tokens.writer, ATHENA_CONNECTION: 'athena-a', ATHENA_PATIENT: `athena-${PRACTICE}-patient-1000`, EPIC_CONNECTION: 'epic-a', EPIC_PATIENT: `epic-${epicPatient}` },
+      timeout: 30_000,
+    });
+    const out = JSON.parse(stdout) as { appointments: { connection: string; id: string; status: string }[]; booked?: { id: string; status: string } };
+    // Patient 1000: seven booked in the seed, one booked by the idempotency test; Epic: one.
+    expect(out.appointments.filter((a) => a.connection === 'athena-a')).toHaveLength(8);
+    expect(out.appointments.filter((a) => a.connection === 'epic-a').map((a) => a.id)).toEqual(['epic-eAppt1']);
+    expect(out.booked).toEqual({ id: `athena-${PRACTICE}-appointment-${openSlots[2]}`, status: 'booked', start: expect.any(String) });
+    expect(athena.apiRequests(`/appointments/${openSlots[2]}`).filter((x) => x.method === 'PUT')).toHaveLength(1);
   });
 
   it('limits each client per connection (429 with Retry-After)', async () => {
