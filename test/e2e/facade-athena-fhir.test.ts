@@ -8,7 +8,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import os from 'node:os';
 import path from 'node:path';
 import type { Bundle, Condition, Patient, Resource } from '@medplum/fhirtypes';
-import { Engine, makeToken, silentLogger } from '@ferry/core';
+import { configure, Engine, makeToken, silentLogger } from '@ferry/core';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../simulators/athena';
 
 describe('FHIR facade: athena FHIR and REST paths by the decision rule', () => {
@@ -79,6 +79,14 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     for (const f of files) for (const line of readFileSync(path.join(dir, 'out', f), 'utf8').split('\n')) if (line.trim()) for (const e of (JSON.parse(line) as Bundle).entry ?? []) out.push(e.resource!);
     return out;
   };
+
+  it('config/examples/facade.yaml validates (connections, a source by connection, the api listener)', async () => {
+    const { config } = await configure({ configFile: path.resolve(__dirname, '../../config/examples/facade.yaml'), env: { ATHENA_CLIENT_ID: 'a', EPIC_CLIENT_ID: 'e' } });
+    expect(Object.keys(config.connections)).toEqual(['athena-clinic', 'epic-north']);
+    expect(config.sources.athena).toMatchObject({ practiceId: 195900, clientId: 'a' });
+    expect(config.api.enabled).toBe(true);
+    expect(config.warnings).toEqual([]);
+  });
 
   it('reads the Patient through athena FHIR, equal to the athena-fhir pipeline output; the override reads it through REST', async () => {
     const deadline = Date.now() + 20_000;
