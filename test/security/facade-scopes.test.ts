@@ -5,12 +5,15 @@
  * without a token, 403 with one; with it: the route's answer. The table must name every route
  * the facade serves (FACADE_ROUTES), and every refusal is in the audit trail.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { Engine, makeToken, silentLogger } from '@ferry/core';
 import { FACADE_ROUTES } from '../../core/src/facade/facade.server';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../simulators/athena';
+import { makePki } from '../../plugins/hl7v2-mllp/src/mllp/__fixtures__/certs';
 
 type Who = 'anonymous' | 'noscope' | 'admin' | 'other' | 'read' | 'write';
 const rank: Record<Who, number> = { anonymous: 0, noscope: 1, admin: 1, other: 1, read: 2, write: 3 };
@@ -119,3 +122,58 @@ processing: { transformWorkers: 0 }
     expect(denied.every((d) => d.target?.startsWith('GET /fhir/clinic') || d.target?.startsWith('POST /fhir/clinic') || d.target?.startsWith('PUT /fhir/clinic'))).toBe(true);
   });
 });
+
+const hasOpenssl = (() => {
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+if (!hasOpenssl) console.warn('skipped "FHIR facade over mutual TLS": openssl CLI absent, cannot make test certificates');
+
+(hasOpenssl ? describe : describe.skip)('FHIR facade over mutual TLS', () => {
+  it('serves HTTPS with HSTS; needs a client certificate and still a scoped token', async () => {
+    const pki = makePki();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-facade-tls-'));
+    const t = await makeToken({ name: 'app', roles: ['viewer'], scopes: ['connection:clinic:read'] }, 'test');
+    writeFileSync(
+      path.join(dir, 'ferry.yaml'),
+      `
+store: { kind: sqlite, path: ${path.join(dir, 'ferry.db')} }
+plugins: ['@ferry/plugin-athena-rest']
+connections:
+  clinic: { kind: athena, baseUrl: http://127.0.0.1:9, clientId: c, clientSecret: s, practiceId: ${PRACTICE} }
+admin: { enabled: false, auth: { tokens: [${JSON.stringify({ id: t.record.id, name: 'app', roles: ['viewer'], hash: t.record.hash, scopes: ['connection:clinic:read'] })}] } }
+api: { enabled: true, port: 0, tls: { cert: ${pki.serverCert}, key_FILE: ${pki.serverKey}, ca: ${pki.caCert}, requestCert: true } }
+processing: { transformWorkers: 0 }
+`,
+    );
+    const engine = await Engine.create({ configFile: path.join(dir, 'ferry.yaml'), logger: silentLogger() });
+    await engine.start();
+    try {
+      expect(engine.apiUrl).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+      const client = { ca: readFileSync(pki.caCert), cert: readFileSync(pki.clientCert), key: readFileSync(pki.clientKey) };
+      const ok = await httpsGet(`${engine.apiUrl}/fhir/clinic/metadata`, { ...client, headers: { authorization: `Bearer ${t.secret}` } });
+      expect(ok.status).toBe(200);
+      expect(ok.headers['strict-transport-security']).toMatch(/max-age=/);
+      expect((await httpsGet(`${engine.apiUrl}/fhir/clinic/metadata`, client)).status).toBe(401);
+      await expect(httpsGet(`${engine.apiUrl}/fhir/clinic/metadata`, { ca: client.ca, headers: { authorization: `Bearer ${t.secret}` } })).rejects.toThrow();
+    } finally {
+      await engine.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+function httpsGet(url: string, opts: https.RequestOptions): Promise<{ status: number; headers: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, { agent: false, ...opts }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}

@@ -248,6 +248,13 @@ export const engineSchema = {
     },
     idempotencyHours: { doc: 'How long an Idempotency-Key and its answer are kept', format: 'nat', default: 24 },
     cursorSecret: { doc: "Key that signs paging cursors (so a client cannot forge a vendor URL); '' = random per start (cursors then end with the process)", format: String, default: '', sensitive: true },
+    tls: {
+      cert: { doc: 'PEM certificate chain, or a path to it: the facade is served over HTTPS when cert and key are set', format: String, default: '' },
+      key: { doc: 'PEM private key, or a path to it (or key_FILE)', format: String, default: '', sensitive: true },
+      passphrase: { doc: 'Passphrase of the key (or passphrase_FILE)', format: String, default: '', sensitive: true },
+      ca: { doc: 'PEM CA bundle, or a path: client certificates must be signed by it when requestCert is on', format: String, default: '' },
+      requestCert: { doc: 'Mutual TLS: require a client certificate signed by `ca` (a bearer token is still required)', format: Boolean, default: false },
+    },
   },
   log: {
     level: { doc: 'error | warn | info | debug', format: ['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly'], default: 'info', env: 'FERRY_LOG_LEVEL' },
@@ -338,6 +345,7 @@ export interface ApiConfig {
   rateLimit: { qps: number; burst: number };
   idempotencyHours: number;
   cursorSecret: string;
+  tls: AdminTlsConfig;
 }
 
 /** A connection's facade policy (`connections.<id>.facade`). */

@@ -16,6 +16,8 @@ import { FerryError } from '../errors';
 import { errorFields } from '../logging/logger';
 import type { AuditEntry, MessageStore } from '../store/message-store';
 import { HttpConnections } from '../util/graceful-http';
+import { configError } from '../errors';
+import { pem } from '../sources/http.source';
 import { AuthError, Authenticator, FailureLimiter } from '../admin/auth';
 import { principalLabel } from '../admin/guard';
 import { hasScope, topRole, type Principal } from '../admin/roles';
@@ -147,7 +149,23 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
   const { api, service, store, logger } = o;
   const now = o.now ?? Date.now;
   const slow = api.requestTimeoutMs ? { headersTimeout: api.requestTimeoutMs, connectionsCheckingInterval: Math.max(250, Math.min(30_000, Math.floor(api.requestTimeoutMs / 4))) } : {};
-  const app = Fastify({ logger: false, bodyLimit: api.bodyLimit, requestTimeout: api.requestTimeoutMs, return503OnClosing: true, http: slow } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
+  const tls = api.tls;
+  if (tls && (tls.cert || tls.key) && (!tls.cert || !tls.key)) throw configError('API_TLS', 'api.tls: both cert and key are needed for HTTPS');
+  if (tls?.requestCert && !tls.ca) throw configError('API_TLS', 'api.tls.ca: required with requestCert');
+  const https =
+    tls?.cert && tls.key
+      ? {
+          cert: pem(tls.cert, 'cert', 'api'),
+          key: pem(tls.key, 'key', 'api'),
+          ...(tls.passphrase ? { passphrase: tls.passphrase } : {}),
+          ...(tls.ca ? { ca: pem(tls.ca, 'ca', 'api') } : {}),
+          requestCert: tls.requestCert,
+          rejectUnauthorized: tls.requestCert,
+          minVersion: 'TLSv1.2',
+          ...slow,
+        }
+      : undefined;
+  const app = Fastify({ logger: false, bodyLimit: api.bodyLimit, requestTimeout: api.requestTimeoutMs, return503OnClosing: true, ...(https ? { https } : { http: slow }) } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
   const conns = new HttpConnections(app.server);
   const authenticator = new Authenticator(store, o.auth, logger, now);
   const failures = new FailureLimiter(o.auth.failedAuth.maxFailures, o.auth.failedAuth.windowMs, now);
@@ -176,6 +194,7 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-content-type-options', 'nosniff');
     reply.header('cache-control', 'no-store');
+    if (https) reply.header('strict-transport-security', 'max-age=31536000');
     const access = (req.routeOptions.config as { access?: FacadeAccess } | undefined)?.access ?? (req.is404 ? 'read' : 'write');
     if (access === 'public') return;
     const wait = failures.blocked(req.ip);
@@ -403,7 +422,7 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
   const port = typeof addr === 'object' && addr ? addr.port : api.port;
   const host = api.host.includes(':') ? `[${api.host}]` : api.host;
   return {
-    url: `http://${host}:${port}`,
+    url: `${https ? 'https' : 'http'}://${host}:${port}`,
     app,
     close: () => conns.close(() => app.close()),
   };
