@@ -35,7 +35,7 @@ export { identifierParam } from './fhir/search';
 export * from './vendor';
 export { bundleText, deliveryPayload, deliveryPayloadJson, requestSignal } from './sinks/common';
 export { OutageLog } from './logging/outage-log';
-export { ROLES, hasRole, topRole, isRole, type Principal, type Role } from './admin/roles';
+export { ROLES, hasRole, topRole, isRole, hasScope, isFacadeScope, type Principal, type Role } from './admin/roles';
 export { hashToken, verifyToken, newTokenSecret, tokenIdOf } from './admin/tokens';
 export { tokenRequest, issueToken, makeToken, tokenView } from './admin/token-ops';
 export type { AuthConfig, ConfigToken, OidcConfig } from './admin/auth';
