@@ -117,6 +117,9 @@ processing: { transformWorkers: 0 }
         expected.push(`${c.method} ${c.path} as ${who}: ${rank[who] >= need ? c.ok : who === 'anonymous' ? 401 : 403}`);
       }
     expect(results).toEqual(expected);
+    // No such route: 401 without a credential, 404 with any valid one (scoped or not).
+    expect((await fetch(`${engine.apiUrl}/nope`)).status).toBe(401);
+    expect((await fetch(`${engine.apiUrl}/nope`, { headers: { authorization: `Bearer ${secrets.noscope}` } })).status).toBe(404);
     const denied = await engine.store.auditEntries({ action: 'access.denied' });
     expect(denied.length).toBe(expected.filter((e) => e.endsWith(': 403')).length);
     expect(denied.every((d) => d.target?.startsWith('GET /fhir/clinic') || d.target?.startsWith('POST /fhir/clinic') || d.target?.startsWith('PUT /fhir/clinic'))).toBe(true);

@@ -195,7 +195,8 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
     reply.header('x-content-type-options', 'nosniff');
     reply.header('cache-control', 'no-store');
     if (https) reply.header('strict-transport-security', 'max-age=31536000');
-    const access = (req.routeOptions.config as { access?: FacadeAccess } | undefined)?.access ?? (req.is404 ? 'read' : 'write');
+    // No route: a caller with a valid credential learns it is not found; without one, nothing.
+    const access = req.is404 ? 'authenticated' : ((req.routeOptions.config as { access?: FacadeAccess } | undefined)?.access ?? 'write');
     if (access === 'public') return;
     const wait = failures.blocked(req.ip);
     if (wait !== undefined) throw new AuthError(429, `too many failed requests from this address; retry in ${wait} s`, 'rate-limited', wait);
@@ -210,6 +211,7 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
       throw e;
     }
     req.facadePrincipal = p;
+    if (access === 'authenticated') return;
     const conn = (req.params as { conn?: string }).conn ?? '';
     if (!hasScope(p, conn, access === 'write' ? 'write' : 'read')) {
       await audit(req, { action: 'access.denied', result: 'denied', target: target(req), detail: `needs connection:${conn}:${access}` });
