@@ -65,6 +65,15 @@ export function mrnOf(r: Resource): string | undefined {
   return mr ? `${mr.system ?? ''}|${mr.value}` : undefined;
 }
 
+const REFERENCE_PARAMS = new Set(['patient', 'subject', 'location', 'practitioner', 'encounter', 'result', 'target']);
+const STRING_PARAMS = new Set(['name', 'family', 'given', 'address']);
+const DATE_PARAMS = new Set(['date', 'birthdate', 'authoredon', '_lastUpdated']);
+
+/** The FHIR search parameter type of a parameter name (for the CapabilityStatement). */
+export function searchParamType(name: string): 'reference' | 'string' | 'date' | 'token' {
+  return REFERENCE_PARAMS.has(name) ? 'reference' : STRING_PARAMS.has(name) ? 'string' : DATE_PARAMS.has(name) ? 'date' : 'token';
+}
+
 export class FacadeService {
   readonly connections = new Map<string, FacadeConnection>();
   private readonly cursorKey: Buffer;
@@ -339,7 +348,7 @@ export class FacadeService {
           type,
           documentation: `paths: ${chosen.map((x) => `${x.interaction} via ${x.path}`).join(', ')}`,
           interaction,
-          searchParam: search?.searchParams?.map((name) => ({ name, type: name === 'date' ? 'date' : name === 'identifier' ? 'token' : name === 'status' ? 'token' : 'reference' })),
+          searchParam: search?.searchParams?.map((name) => ({ name, type: searchParamType(name) })),
           operation: ops.length ? ops.map((x) => ({ name: x.interaction, definition: `urn:ferry:facade:Appointment-${x.interaction}` })) : undefined,
         };
       })
