@@ -350,9 +350,14 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
   });
 
   it('limits each client per connection (429 with Retry-After)', async () => {
-    const codes: number[] = [];
-    for (let i = 0; i < 4; i++) codes.push((await call('slow', 'GET', '/fhir/athena-slow/metadata')).status);
-    expect(codes.slice(0, 2)).toEqual([200, 200]);
-    expect(codes).toContain(429);
+    // qps 1, burst 2: of six at once (sent concurrently, so machine load cannot space them out) two or three pass.
+    const answers = await Promise.all(Array.from({ length: 6 }, () => call('slow', 'GET', '/fhir/athena-slow/metadata')));
+    const ok = answers.filter((a) => a.status === 200).length;
+    expect(ok).toBeGreaterThanOrEqual(2);
+    expect(ok).toBeLessThanOrEqual(3);
+    const limited = answers.filter((a) => a.status === 429);
+    expect(limited.length).toBe(6 - ok);
+    expect(Number(limited[0].headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect((limited[0].body as OperationOutcome).issue?.[0].code).toBe('throttled');
   });
 });
