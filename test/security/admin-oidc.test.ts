@@ -8,7 +8,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { configure, Engine, silentLogger } from '@ferry/core';
+import { Authenticator, configure, Engine, hasScope, silentLogger } from '@ferry/core';
+import { defaultAuthConfig } from '../../core/src/admin/auth';
 import { exportJWK, generateKeyPair, SignJWT, type KeyLike } from 'jose';
 
 describe('admin API with OIDC bearer tokens', () => {
@@ -83,6 +84,16 @@ describe('admin API with OIDC bearer tokens', () => {
     expect(denied.at(-1)).toMatchObject({ principal: 'oidc:user-123 (dr.ops)', role: 'operator', result: 'denied' });
     // The JWKS is fetched once and cached, not per request.
     expect(jwksHits).toBe(1);
+  });
+
+  it('reads the FHIR facade scopes from the scope claim (connection:<id>:read|write only)', async () => {
+    const auth = new Authenticator(engine.store, { ...defaultAuthConfig(), oidc: { ...defaultAuthConfig().oidc, issuer, audience, jwksUrl } }, silentLogger());
+    const p = await auth.authenticate(`Bearer ${await sign({ roles: ['viewer'], scope: 'openid profile connection:athena-a:read connection:*:write system/Patient.read' })}`);
+    expect(p.scopes).toEqual(['connection:athena-a:read', 'connection:*:write']);
+    expect(hasScope(p, 'athena-a', 'read')).toBe(true);
+    expect(hasScope(p, 'epic', 'read')).toBe(false);
+    expect(hasScope(p, 'epic', 'write')).toBe(true);
+    expect((await auth.authenticate(`Bearer ${await sign({ roles: ['viewer'] })}`)).scopes).toBeUndefined();
   });
 
   it('refuses tokens that are expired, for another issuer or audience, signed by another key, unsigned, or without a Ferry role', async () => {

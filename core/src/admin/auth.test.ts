@@ -38,6 +38,11 @@ describe('roles', () => {
     expect(tokenRequest({ name: ' ci ', roles: 'viewer,operator', expires: '90d' }, now)).toEqual({ name: 'ci', roles: ['viewer', 'operator'], expiresAt: new Date(now + 90 * 86_400_000) });
     expect(tokenRequest({ name: 'x', role: ['admin'], expires: '2026-02-01T00:00:00Z' }, now).expiresAt).toEqual(new Date('2026-02-01T00:00:00Z'));
     expect(() => tokenRequest({ name: '', roles: 'viewer' })).toThrow(/name/);
+    // FHIR facade scopes: a list or comma-separated; anything else refused by name.
+    expect(tokenRequest({ name: 'app', roles: 'viewer', scopes: 'connection:athena-a:read, connection:*:write' }, now).scopes).toEqual(['connection:athena-a:read', 'connection:*:write']);
+    expect(tokenRequest({ name: 'app', roles: 'viewer', scope: ['connection:x:read'] }, now).scopes).toEqual(['connection:x:read']);
+    expect(() => tokenRequest({ name: 'app', roles: 'viewer', scopes: 'connection:x:delete' })).toThrow(/scopes: .*connection:x:delete/);
+    expect(tokenRequest({ name: 'app', roles: 'viewer' }, now).scopes).toBeUndefined();
     expect(() => tokenRequest({ name: 'x', roles: 'root' })).toThrow(/roles/);
     expect(() => tokenRequest({ name: 'x', roles: 'viewer', expires: '2000-01-01' }, now)).toThrow(/expires/);
     expect(() => tokenRequest({ name: 'x', roles: 'viewer', expires: 'soon' }, now)).toThrow(/expires/);

@@ -2,7 +2,7 @@ import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
 import type { Logger } from 'winston';
 import { FerryError } from '../errors';
 import type { ApiTokenRecord, MessageStore } from '../store/message-store';
-import { isRole, type Principal, type Role } from './roles';
+import { isFacadeScope, isRole, type Principal, type Role } from './roles';
 import { hashToken, newTokenSecret, secretDigest, tokenIdOf, verifyToken } from './tokens';
 
 export { ROLES, hasRole, isRole, topRole, type Principal, type Role } from './roles';
@@ -27,6 +27,8 @@ export interface ConfigToken {
   hash: string;
   /** ISO 8601; absent = no expiry. */
   expires?: string;
+  /** FHIR facade scopes (`connection:<id>:read|write`). */
+  scopes?: string[];
 }
 
 export interface OidcConfig {
@@ -40,6 +42,8 @@ export interface OidcConfig {
   roleMap: Record<string, string>;
   /** Claim naming the user in the audit trail. */
   nameClaim: string;
+  /** Claim with the FHIR facade scopes (`connection:<id>:read|write`; a list or a space-separated string). */
+  scopesClaim?: string;
   /** Accepted signature algorithms. */
   algorithms: string[];
   clockToleranceSec: number;
@@ -119,7 +123,7 @@ export class Authenticator {
     const id = tokenIdOf(secret);
     if (!id) throw new AuthError(401, 'invalid token', 'malformed');
     const fromConfig = this.configTokens.get(id);
-    const rec: Pick<ApiTokenRecord, 'id' | 'name' | 'roles' | 'hash' | 'expiresAt' | 'revokedAt'> | undefined = fromConfig
+    const rec: Pick<ApiTokenRecord, 'id' | 'name' | 'roles' | 'hash' | 'expiresAt' | 'revokedAt' | 'scopes'> | undefined = fromConfig
       ? { ...fromConfig, expiresAt: fromConfig.expires ? new Date(fromConfig.expires) : undefined }
       : await this.store.apiToken(id);
     if (!rec) throw new AuthError(401, 'invalid token', 'unknown');
@@ -137,7 +141,9 @@ export class Authenticator {
     if (!ok) throw new AuthError(401, 'invalid token', 'wrong-secret');
     if (rec.revokedAt) throw new AuthError(401, 'token revoked', 'revoked');
     if (rec.expiresAt && rec.expiresAt.getTime() <= now) throw new AuthError(401, 'token expired', 'expired');
-    return { id: `token:${id}`, kind: 'token', name: rec.name, roles: rec.roles.filter(isRole) };
+    const p: Principal = { id: `token:${id}`, kind: 'token', name: rec.name, roles: rec.roles.filter(isRole) };
+    if (rec.scopes?.length) p.scopes = rec.scopes.filter(isFacadeScope);
+    return p;
   }
 
   private async jwt(token: string): Promise<Principal> {
@@ -165,7 +171,9 @@ export class Authenticator {
     const values = Array.isArray(raw) ? raw.map(String) : typeof raw === 'string' ? raw.split(/\s+/).filter(Boolean) : [];
     const mapped = Object.keys(o.roleMap).length ? values.map((v) => o.roleMap[v]).filter(isRole) : values.filter(isRole);
     const nameClaim = claim(payload, o.nameClaim);
-    return { id: `oidc:${payload.sub}`, kind: 'oidc', name: typeof nameClaim === 'string' ? nameClaim : String(payload.sub), roles: [...new Set(mapped)] };
+    const rawScopes = claim(payload, o.scopesClaim || 'scope');
+    const scopes = (Array.isArray(rawScopes) ? rawScopes.map(String) : typeof rawScopes === 'string' ? rawScopes.split(/\s+/) : []).filter(isFacadeScope);
+    return { id: `oidc:${payload.sub}`, kind: 'oidc', name: typeof nameClaim === 'string' ? nameClaim : String(payload.sub), roles: [...new Set(mapped)], ...(scopes.length ? { scopes: [...new Set(scopes)] } : {}) };
   }
 }
 

@@ -20,6 +20,21 @@ export interface Principal {
   /** A token's name, the identity provider's user name. */
   name: string;
   roles: Role[];
+  /**
+   * What the principal may do on the FHIR facade, apart from its role: `connection:<id>:read`,
+   * `connection:<id>:write` (`connection:*:read` = every connection). None: the facade refuses it.
+   */
+  scopes?: string[];
+}
+
+/** A facade scope: `connection:<id|*>:read|write`. */
+export function isFacadeScope(s: unknown): s is string {
+  return typeof s === 'string' && /^connection:([A-Za-z0-9][A-Za-z0-9._-]*|\*):(read|write)$/.test(s);
+}
+
+/** True when the principal's scopes allow `access` on connection `id`. */
+export function hasScope(p: Pick<Principal, 'scopes'>, id: string, access: 'read' | 'write'): boolean {
+  return (p.scopes ?? []).some((s) => s === `connection:${id}:${access}` || s === `connection:*:${access}`);
 }
 
 /** The principal's highest role (undefined: it has none). */

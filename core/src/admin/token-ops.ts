@@ -1,6 +1,6 @@
 import { inputError } from '../errors';
 import type { ApiTokenRecord, MessageStore } from '../store/message-store';
-import { isRole, ROLES, type Role } from './roles';
+import { isFacadeScope, isRole, ROLES, type Role } from './roles';
 import { hashToken, newTokenSecret } from './tokens';
 
 /** A token request as `ferry token create` and `POST /api/tokens` accept it. */
@@ -11,12 +11,16 @@ export interface TokenRequest {
   role?: unknown;
   /** ISO 8601 time, or a duration: `90d`, `12h`, `30m`. */
   expires?: unknown;
+  /** FHIR facade scopes: `connection:<id>:read|write` (`*` for every connection); a list or comma-separated. */
+  scopes?: unknown;
+  scope?: unknown;
 }
 
 export interface ValidTokenRequest {
   name: string;
   roles: Role[];
   expiresAt?: Date;
+  scopes?: string[];
 }
 
 /** Validates a token request; throws an input FerryError naming the field. */
@@ -27,6 +31,13 @@ export function tokenRequest(req: TokenRequest, now = Date.now()): ValidTokenReq
   const roles = (Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',') : []).map((r) => String(r).trim()).filter(Boolean);
   if (!roles.length || !roles.every(isRole)) throw inputError('TOKEN_REQUEST', `roles: one or more of ${ROLES.join(', ')}`, { field: 'roles' });
   const out: ValidTokenRequest = { name, roles: [...new Set(roles)] as Role[] };
+  const rawScopes = req.scopes ?? req.scope;
+  if (rawScopes !== undefined && rawScopes !== null && rawScopes !== '') {
+    const scopes = (Array.isArray(rawScopes) ? rawScopes : String(rawScopes).split(/[\s,]+/)).map((x) => String(x).trim()).filter(Boolean);
+    const bad = scopes.find((x) => !isFacadeScope(x));
+    if (bad !== undefined) throw inputError('TOKEN_REQUEST', `scopes: each is connection:<id>:read or connection:<id>:write (id * = every connection): ${String(bad).slice(0, 80)}`, { field: 'scopes' });
+    if (scopes.length) out.scopes = [...new Set(scopes)];
+  }
   if (req.expires !== undefined && req.expires !== null && req.expires !== '') {
     const s = String(req.expires).trim();
     const d = /^(\d+)\s*([dhm])$/i.exec(s);
@@ -42,6 +53,7 @@ export async function makeToken(req: ValidTokenRequest, createdBy: string): Prom
   const { id, secret } = newTokenSecret();
   const record: ApiTokenRecord = { id, name: req.name, roles: req.roles, hash: await hashToken(secret), createdAt: new Date(), createdBy };
   if (req.expiresAt) record.expiresAt = req.expiresAt;
+  if (req.scopes?.length) record.scopes = req.scopes;
   return { record, secret };
 }
 

@@ -263,7 +263,8 @@ export async function main(argv: string[]): Promise<number> {
       set(
         lazy.configure().configure({ configFile: file }).then(
           async ({ config, host }) => {
-            out(`${file}: OK (${Object.keys(config.sources).length} sources, ${Object.keys(config.sinks).length} sinks, ${config.routes.length} routes)`);
+            out(`${file}: OK (${Object.keys(config.sources).length} sources, ${Object.keys(config.sinks).length} sinks, ${config.routes.length} routes${Object.keys(config.connections).length ? `, ${Object.keys(config.connections).length} connections` : ''})`);
+            for (const w of config.warnings) out(`  warning: ${w.path}: ${w.message}`);
             if (!o.test) return 0;
             // eslint-disable-next-line @typescript-eslint/no-require-imports
             const { runRouteTests } = require('./commands/test-route.command') as typeof import('./commands/test-route.command');

@@ -1,6 +1,6 @@
 import type convict from 'convict';
 import type { AuthConfig } from '../admin/auth';
-import { isRole, ROLES } from '../admin/roles';
+import { isFacadeScope, isRole, ROLES } from '../admin/roles';
 import { isTokenHash, isTokenId } from '../admin/tokens';
 import type { CircuitPolicy } from '../delivery/circuit';
 import { isIgnoreField } from '../store/content-hash';
@@ -186,8 +186,9 @@ export const engineSchema = {
           v.forEach((t, i) => {
             const at = `[${i}]`;
             if (!t || typeof t !== 'object' || Array.isArray(t)) throw new Error(`${at}: must be { id, name, roles, hash, expires? }`);
-            const { id, name, roles, hash, expires, ...rest } = t as Record<string, unknown>;
-            for (const k of Object.keys(rest)) throw new Error(`${at}.${k}: unknown key (expected id, name, roles, hash, expires)`);
+            const { id, name, roles, hash, expires, scopes, ...rest } = t as Record<string, unknown>;
+            for (const k of Object.keys(rest)) throw new Error(`${at}.${k}: unknown key (expected id, name, roles, hash, expires, scopes)`);
+            if (scopes !== undefined && (!Array.isArray(scopes) || !scopes.every(isFacadeScope))) throw new Error(`${at}.scopes: a list of connection:<id>:read or connection:<id>:write (id * = every connection)`);
             if (!isTokenId(id)) throw new Error(`${at}.id: 4 to 40 lower-case letters and digits (the part after "ferry_" in the token)`);
             if (seen.has(id)) throw new Error(`${at}.id: duplicate token id ${id}`);
             seen.add(id);
@@ -213,6 +214,7 @@ export const engineSchema = {
           default: {} as Record<string, string>,
         },
         nameClaim: { doc: 'Claim naming the user in the audit trail', format: String, default: 'preferred_username' },
+        scopesClaim: { doc: 'Claim with the FHIR facade scopes (connection:<id>:read|write; a list or a space-separated string)', format: String, default: 'scope' },
         algorithms: { doc: 'Accepted JWS algorithms', format: stringList('algorithms', /^(RS|PS|ES)(256|384|512)$|^EdDSA$/), default: ['RS256', 'PS256', 'ES256', 'EdDSA'] },
         clockToleranceSec: { doc: 'Clock skew allowed on exp / nbf', format: 'nat', default: 30 },
       },
@@ -224,6 +226,30 @@ export const engineSchema = {
     },
     tls: {
       cert: { doc: 'PEM certificate chain, or a path to it: the admin API is served over HTTPS when cert and key are set', format: String, default: '' },
+      key: { doc: 'PEM private key, or a path to it (or key_FILE)', format: String, default: '', sensitive: true },
+      passphrase: { doc: 'Passphrase of the key (or passphrase_FILE)', format: String, default: '', sensitive: true },
+      ca: { doc: 'PEM CA bundle, or a path: client certificates must be signed by it when requestCert is on', format: String, default: '' },
+      requestCert: { doc: 'Mutual TLS: require a client certificate signed by `ca` (a bearer token is still required)', format: Boolean, default: false },
+    },
+  },
+  api: {
+    enabled: { doc: 'Serve the FHIR R4 facade (`/fhir/{connection}/...`) on its own listener', format: Boolean, default: false, env: 'FERRY_API_ENABLED' },
+    host: { doc: 'Facade bind address', format: String, default: '127.0.0.1', env: 'FERRY_API_HOST' },
+    port: { doc: 'Facade port (0 = any free port)', format: 'port', default: 8090, env: 'FERRY_API_PORT' },
+    publicUrl: { doc: "Base URL the facade's links (Bundle.link next, fullUrl) are built on, e.g. https://api.example.org; '' = from the request's Host", format: String, default: '' },
+    bodyLimit: { doc: 'Largest request body in bytes (413 above)', format: 'nat', default: 1024 * 1024 },
+    requestTimeoutMs: { doc: 'A request (headers and body) not received within this is answered 408 and closed', format: 'nat', default: 30_000 },
+    vendorTimeoutMs: { doc: 'Longest one facade request may wait on the vendor (then 504 with an OperationOutcome)', format: 'nat', default: 60_000 },
+    defaultCount: { doc: 'Search page size when _count is absent', format: 'nat', default: 20 },
+    maxCount: { doc: 'Largest _count honoured', format: 'nat', default: 200 },
+    rateLimit: {
+      qps: { doc: "Requests per second one client (token or OIDC subject) may make per connection, so one application cannot spend a vendor's quota (0 = no limit); over it: 429 with Retry-After", format: Number, default: 10 },
+      burst: { doc: 'Bucket size (0 = same as qps)', format: 'nat', default: 20 },
+    },
+    idempotencyHours: { doc: 'How long an Idempotency-Key and its answer are kept', format: 'nat', default: 24 },
+    cursorSecret: { doc: "Key that signs paging cursors (so a client cannot forge a vendor URL); '' = random per start (cursors then end with the process)", format: String, default: '', sensitive: true },
+    tls: {
+      cert: { doc: 'PEM certificate chain, or a path to it: the facade is served over HTTPS when cert and key are set', format: String, default: '' },
       key: { doc: 'PEM private key, or a path to it (or key_FILE)', format: String, default: '', sensitive: true },
       passphrase: { doc: 'Passphrase of the key (or passphrase_FILE)', format: String, default: '', sensitive: true },
       ca: { doc: 'PEM CA bundle, or a path: client certificates must be signed by it when requestCert is on', format: String, default: '' },
@@ -306,6 +332,48 @@ export interface AdminConfig {
   tls: AdminTlsConfig;
 }
 
+export interface ApiConfig {
+  enabled: boolean;
+  host: string;
+  port: number;
+  publicUrl: string;
+  bodyLimit: number;
+  requestTimeoutMs: number;
+  vendorTimeoutMs: number;
+  defaultCount: number;
+  maxCount: number;
+  rateLimit: { qps: number; burst: number };
+  idempotencyHours: number;
+  cursorSecret: string;
+  tls: AdminTlsConfig;
+}
+
+/** A connection's facade policy (`connections.<id>.facade`). */
+export interface FacadeConnectionConfig {
+  /** Whether the facade serves this connection at all. */
+  enabled: boolean;
+  cache: {
+    /** Serve a read from memory when it is younger than this (0 = off). */
+    ttlSeconds: number;
+    /** Serve a read from the store (the last canonical copy the facade read or wrote) when fresher than this (0 = off). */
+    storeMaxAgeSeconds: number;
+    /** Entries kept in memory. */
+    maxEntries: number;
+  };
+  /** Decision rule overrides: `Type.interaction` (or `Type.*`) -> path (`fhir`, `rest`). */
+  paths: Record<string, string>;
+  /** Per-client rate limit on this connection (overrides api.rateLimit when qps > 0). */
+  rateLimit: { qps: number; burst: number };
+}
+
+/** One entry of `connections:`. */
+export interface ConnectionEntry {
+  kind: string;
+  /** The kind's keys, validated against its connection schema (credentials, base URL...). */
+  config: Record<string, unknown>;
+  facade: FacadeConnectionConfig;
+}
+
 export interface EngineConfig {
   store: {
     kind: 'sqlite' | 'postgres';
@@ -335,6 +403,12 @@ export interface EngineConfig {
     transformWorkers: number | 'auto';
   };
   admin: AdminConfig;
+  /** The FHIR facade listener. */
+  api: ApiConfig;
+  /** Vendor connections (credentials defined once), by id. */
+  connections: Record<string, ConnectionEntry>;
+  /** Deprecations and other non-fatal remarks, by path (logged at start, printed by validate-config). */
+  warnings: { path: string; message: string }[];
   log: { level: string; format: 'json' | 'pretty' };
   /** `umask`: octal text such as '0077' (see `fileModes(parseUmask(...))`). */
   files: { umask: string };

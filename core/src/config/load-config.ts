@@ -4,7 +4,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { FerryError } from '../errors';
 import type { ConfigSchema } from '../plugin/api';
-import { engineSchema, sinkCommonSchema, sourceCommonSchema, type EngineConfig, type PluginRef, type RouteConfig, type RouteTest, type StepConfig } from './engine.schema';
+import { engineSchema, sinkCommonSchema, sourceCommonSchema, type EngineConfig, type FacadeConnectionConfig, type PluginRef, type RouteConfig, type RouteTest, type StepConfig } from './engine.schema';
 import { OWN_FORMATS } from '../sinks/formats';
 
 /** One problem found in a config, with the path it is at (`routes[0].to[1]`). */
@@ -199,6 +199,135 @@ export interface TypeCatalog {
    * `format: hl7v2`), by path inside the profile; undefined when no loaded plugin writes `format`.
    */
   outputProfileProblems?(format: string, profile: unknown): ConfigProblem[] | undefined;
+  /** Connection kinds registered by plugins (`registerFacadeProvider`); absent = none. */
+  connectionKinds?(): { kind: string; schema: ConfigSchema; sourceTypes: string[]; sinkTypes: string[] }[];
+}
+
+const PATH_KEY = /^([A-Z][A-Za-z]+|\*)\.(read|search|create|update|book|cancel|\*)$/;
+
+/** `connections.<id>.facade`: the facade's policy for one connection. */
+export const facadeConnectionSchema = {
+  enabled: { doc: 'Serve this connection through the FHIR facade (api.enabled must be on too)', format: Boolean, default: true },
+  cache: {
+    ttlSeconds: { doc: 'Serve a read from memory when the copy is younger than this (0 = always ask the vendor)', format: 'nat', default: 0 },
+    storeMaxAgeSeconds: { doc: 'Serve a read from the store (the last canonical copy the facade read or wrote) when it is fresher than this (0 = off)', format: 'nat', default: 0 },
+    maxEntries: { doc: 'Reads kept in memory for ttlSeconds', format: 'nat', default: 10_000 },
+  },
+  paths: {
+    doc: 'Decision rule overrides: { "Patient.read": rest, "Appointment.*": rest } -- which vendor API (fhir, rest) serves a type and interaction (read, search, create, update, book, cancel); the default table is in the README',
+    format: function facadePaths(v: unknown): void {
+      if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('must be a mapping of "Type.interaction" -> path');
+      for (const [k, path] of Object.entries(v)) {
+        if (!PATH_KEY.test(k)) throw new Error(`${k}: must be Type.interaction (interaction: read, search, create, update, book, cancel or *), e.g. Patient.read`);
+        if (typeof path !== 'string' || !/^[a-z][a-z0-9-]*$/.test(path)) throw new Error(`${k}: must name a path such as fhir or rest`);
+      }
+    },
+    default: {} as Record<string, string>,
+  },
+  rateLimit: {
+    qps: { doc: 'Requests per second per client on this connection (0 = api.rateLimit)', format: Number, default: 0 },
+    burst: { doc: 'Bucket size (0 = same as qps)', format: 'nat', default: 0 },
+  },
+};
+
+const isMap = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+
+/** `a` with `b`'s keys on top, mappings merged key by key (a source's own keys win over its connection's). */
+function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) out[k] = isMap(out[k]) && isMap(v) ? deepMerge(out[k] as Record<string, unknown>, v) : v;
+  return out;
+}
+
+/**
+ * `connections:` -- each `{ kind, ...the kind's keys, facade? }`, validated against the kind's
+ * schema; returns the entries and, for sources and sinks, the raw keys a `connection: <id>` brings.
+ */
+function readConnections(raw: unknown, catalog: TypeCatalog, problems: ConfigProblem[]): { entries: EngineConfig['connections']; rawKeys: Map<string, { kind: string; keys: Record<string, unknown> }> } {
+  const entries: EngineConfig['connections'] = {};
+  const rawKeys = new Map<string, { kind: string; keys: Record<string, unknown> }>();
+  if (raw === undefined || raw === null) return { entries, rawKeys };
+  if (!isMap(raw)) {
+    problems.push({ path: 'connections', message: 'must be a mapping of connection id -> { kind, ... }' });
+    return { entries, rawKeys };
+  }
+  const kinds = catalog.connectionKinds?.() ?? [];
+  for (const [id, entry] of Object.entries(raw)) {
+    const at = `connections.${id}`;
+    if (!/^[a-z0-9][a-z0-9._-]*$/i.test(id)) problems.push({ path: at, message: 'a connection id is letters, digits, dot, dash or underscore (it is a URL segment: /fhir/{id}/...)' });
+    if (!isMap(entry)) {
+      problems.push({ path: at, message: 'must be a mapping { kind, ... }' });
+      continue;
+    }
+    const { kind, facade, ...keys } = entry;
+    const reg = typeof kind === 'string' ? kinds.find((k) => k.kind === kind) : undefined;
+    if (typeof kind !== 'string') {
+      problems.push({ path: `${at}.kind`, message: `missing; one of: ${kinds.map((k) => k.kind).join(', ') || '(none registered: load a vendor plugin)'}` });
+      continue;
+    }
+    if (!reg) {
+      problems.push({ path: `${at}.kind`, message: `unknown connection kind "${kind}"; registered: ${kinds.map((k) => k.kind).join(', ') || '(none: load a vendor plugin)'}` });
+      continue;
+    }
+    const config = validateWithSchema<Record<string, unknown>>(reg.schema, keys, at, problems);
+    // `paths` keys hold dots (Patient.read), which convict reads as nesting: checked here.
+    const { paths, ...facadeRest } = isMap(facade) ? facade : ({} as Record<string, unknown>);
+    const { paths: pathsSchema, ...facadeSchema } = facadeConnectionSchema;
+    const fc = validateWithSchema<FacadeConnectionConfig>(facadeSchema, facade === undefined || isMap(facade) ? facadeRest : facade, `${at}.facade`, problems);
+    fc.paths = {};
+    if (paths !== undefined)
+      try {
+        pathsSchema.format(paths);
+        fc.paths = paths as Record<string, string>;
+      } catch (e) {
+        problems.push({ path: `${at}.facade.paths`, message: (e as Error).message });
+      }
+    entries[id] = { kind, config, facade: fc };
+    rawKeys.set(id, { kind, keys });
+  }
+  return { entries, rawKeys };
+}
+
+/**
+ * A source or sink entry with its `connection: <id>` resolved (the connection's keys under the
+ * entry's own); or, without one, a deprecation warning when its type takes connection keys.
+ */
+function withConnection(
+  what: 'source' | 'sink',
+  at: string,
+  type: string,
+  rest: Record<string, unknown>,
+  conns: ReturnType<typeof readConnections>,
+  catalog: TypeCatalog,
+  schema: ConfigSchema,
+  problems: ConfigProblem[],
+  warnings: ConfigProblem[],
+): Record<string, unknown> | undefined {
+  const kinds = catalog.connectionKinds?.() ?? [];
+  const takes = kinds.filter((k) => (what === 'source' ? k.sourceTypes : k.sinkTypes).includes(type));
+  const { connection, ...own } = rest;
+  if (connection === undefined) {
+    if (takes.length)
+      warnings.push({ path: at, message: `deprecated: connection keys inline in the ${what}; define them once under connections: (kind: ${takes.map((k) => k.kind).join(' or ')}) and write connection: <id> here` });
+    return own;
+  }
+  if (typeof connection !== 'string' || !connection) {
+    problems.push({ path: `${at}.connection`, message: 'must be the id of an entry of connections:' });
+    return undefined;
+  }
+  const c = conns.rawKeys.get(connection);
+  if (!c) {
+    const known = [...conns.rawKeys.keys()];
+    problems.push({ path: `${at}.connection`, message: `unknown connection "${connection}"${known.length ? `; defined: ${known.join(', ')}` : ' (connections: defines none)'}` });
+    return undefined;
+  }
+  if (!takes.some((k) => k.kind === c.kind)) {
+    problems.push({ path: `${at}.connection`, message: `connection "${connection}" is kind ${c.kind}; ${what} type ${type} takes ${takes.map((k) => k.kind).join(' or ') || 'no connection'}` });
+    return undefined;
+  }
+  // Only the keys this type takes: a connection may hold keys for the facade or for other types.
+  const takesKey = new Set(Object.keys(schema));
+  return deepMerge(Object.fromEntries(Object.entries(c.keys).filter(([k]) => takesKey.has(k))), own);
 }
 
 /** Reads the `plugins:` entries (before the plugins are loaded). */
@@ -267,7 +396,9 @@ export function buildEngineConfig(
   problems: ConfigProblem[],
   opts: { env?: NodeJS.ProcessEnv; file?: string; fhirpathCheck?: (expr: string) => string | undefined } = {},
 ): EngineConfig {
-  const { sources: rawSources, sinks: rawSinks, routes: rawRoutes, plugins: _p, tests: rawTests, ...engineRest } = raw;
+  const { sources: rawSources, sinks: rawSinks, routes: rawRoutes, plugins: _p, tests: rawTests, connections: rawConnections, ...engineRest } = raw;
+  const warnings: ConfigProblem[] = [];
+  const conns = readConnections(rawConnections, catalog, problems);
   const engine = validateWithSchema<any>(
     { ...engineSchema, sources: { doc: '', format: Object, default: {} }, sinks: { doc: '', format: Object, default: {} }, routes: { doc: '', format: Array, default: [] }, plugins: { doc: '', format: Array, default: [] } },
     engineRest,
@@ -310,7 +441,9 @@ export function buildEngineConfig(
         continue;
       }
       const { type: _t, ...rest } = entry as Record<string, unknown>;
-      sources[id] = { type, ...validateWithSchema<any>({ ...sourceCommonSchema, ...schema }, rest, at, problems) };
+      const merged = withConnection('source', at, type, rest, conns, catalog, { ...sourceCommonSchema, ...schema }, problems, warnings);
+      if (!merged) continue;
+      sources[id] = { type, ...validateWithSchema<any>({ ...sourceCommonSchema, ...schema }, merged, at, problems) };
     }
   }
 
@@ -331,7 +464,9 @@ export function buildEngineConfig(
         continue;
       }
       const { type: _t, ...rest } = entry as Record<string, unknown>;
-      sinks[id] = { type, ...validateWithSchema<any>({ ...sinkCommonSchema, ...schema }, rest, at, problems) };
+      const merged = withConnection('sink', at, type, rest, conns, catalog, { ...sinkCommonSchema, ...schema }, problems, warnings);
+      if (!merged) continue;
+      sinks[id] = { type, ...validateWithSchema<any>({ ...sinkCommonSchema, ...schema }, merged, at, problems) };
       // a core sink writing a plugin's format (file/http `format: hl7v2`): the plugin checks the profile now
       const own = OWN_FORMATS[type];
       const format = (sinks[id] as { format?: unknown }).format;
@@ -398,12 +533,14 @@ export function buildEngineConfig(
   const tests = parseRouteTests(rawTests, new Set(routes.map((r) => r.id)), new Set(Object.keys(sinks)), problems, opts.fhirpathCheck);
 
   return {
-    ...(engine as Omit<EngineConfig, 'sources' | 'sinks' | 'routes' | 'plugins' | 'pluginConfig' | 'baseDir' | 'tests'>),
+    ...(engine as Omit<EngineConfig, 'sources' | 'sinks' | 'routes' | 'plugins' | 'pluginConfig' | 'baseDir' | 'tests' | 'connections' | 'warnings'>),
     plugins: [],
     sources,
     sinks,
     routes,
     tests,
+    connections: conns.entries,
+    warnings,
     pluginConfig,
     file: opts.file,
     baseDir: process.cwd(),

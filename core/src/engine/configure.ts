@@ -48,6 +48,8 @@ export async function configure(opts: ConfigureOptions): Promise<Configured> {
       if (!t) return undefined;
       return t.outputProfileProblems?.(format, profile) ?? [];
     },
+    connectionKinds: () =>
+      host.facadeProviders().map((f) => ({ kind: f.kind, schema: f.registration.connectionSchema, sourceTypes: f.registration.sourceTypes ?? [], sinkTypes: f.registration.sinkTypes ?? [] })),
   };
   const config = buildEngineConfig(raw, catalog, pluginConfig, problems, { env, file: opts.configFile && path.resolve(opts.configFile), fhirpathCheck: fhirpathError });
   config.plugins = refs;

@@ -58,7 +58,7 @@ export interface ReloadResult {
 }
 
 /** Top-level settings a reload cannot apply to a running engine. */
-const RESTART_ONLY = ['plugins', 'pluginConfig', 'store', 'processing', 'admin', 'log', 'files'] as const;
+const RESTART_ONLY = ['plugins', 'pluginConfig', 'store', 'processing', 'admin', 'api', 'connections', 'log', 'files'] as const;
 
 /** Equal as configuration: the same JSON (key order aside). */
 function sameConfig(a: unknown, b: unknown): boolean {
@@ -111,6 +111,7 @@ export class Engine {
   private pool?: TransformPool;
   private dispatcher?: Dispatcher;
   private admin?: AdminServer;
+  private facade?: { service: import('../facade/facade.service').FacadeService; server: import('../facade/facade.server').FacadeServer };
   private pruneTimer?: NodeJS.Timeout;
   private state: 'created' | 'starting' | 'running' | 'stopping' | 'stopped' = 'created';
   /** The store knows this instance (`MessageStore.startInstance`). */
@@ -232,6 +233,7 @@ export class Engine {
         await this.store.startInstance(this.owner, { heartbeatMs: cfg.processing.heartbeatMs, instanceTimeoutMs: cfg.processing.instanceTimeoutMs });
         this.instanceStarted = true;
       }
+      for (const w of cfg.warnings) this.logger.warn('config: deprecated form', { path: w.path, detail: w.message });
       this.version = await this.recordConfigVersion(cfg, 'start', 1);
       for (const [id, entry] of Object.entries(cfg.sinks)) this.sinks.set(id, await this.startSink(id, entry, cfg));
       // the FHIR definitions load now (≈ 1 s CPU), not on the first message
@@ -275,6 +277,7 @@ export class Engine {
         if (id) this.logger.warn('no admin principal configured: created the initial admin API token (shown once on the terminal)', { tokenId: id });
         this.admin = await startAdmin(this, cfg.admin);
       }
+      if (cfg.api.enabled) await this.startFacade(cfg);
       this.schedulePruner();
       this.state = 'running';
       this.logger.info('engine started', {
@@ -283,6 +286,7 @@ export class Engine {
         routes: cfg.routes.map((r) => r.id),
         store: cfg.store.kind,
         admin: this.admin?.url,
+        ...(this.facade ? { api: this.facade.server.url, connections: [...this.facade.service.connections.keys()] } : {}),
       });
     } catch (e) {
       this.logger.error('engine failed to start', errorFields(e));
@@ -340,6 +344,38 @@ export class Engine {
       }
     }
     return out;
+  }
+
+  /** The FHIR facade (`api:`): a provider per connection, on its own listener. */
+  private async startFacade(cfg: EngineConfig): Promise<void> {
+    // loaded only when the facade is on
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { FacadeService } = require('../facade/facade.service') as typeof import('../facade/facade.service');
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { startFacade } = require('../facade/facade.server') as typeof import('../facade/facade.server');
+    const logger = this.logger.child({ component: 'facade' });
+    const service = new FacadeService({
+      store: this.store,
+      transforms: this.transforms,
+      logger,
+      api: cfg.api,
+      connections: cfg.connections,
+      providers: this.host.facadeProviders(),
+      submit: (sourceId, messages) => this.submit(sourceId, messages),
+    });
+    service.start();
+    try {
+      const server = await startFacade({ api: cfg.api, auth: cfg.admin.auth, store: this.store, logger, service });
+      this.facade = { service, server };
+    } catch (e) {
+      await service.close();
+      throw e;
+    }
+  }
+
+  /** The FHIR facade's URL, when `api.enabled`. */
+  get apiUrl(): string | undefined {
+    return this.facade?.server.url;
   }
 
   private async startSink(id: string, entry: EngineConfig['sinks'][string], cfg: EngineConfig): Promise<SinkRuntime> {
@@ -662,6 +698,9 @@ export class Engine {
       }),
     );
     results.forEach((r, i) => r.status === 'rejected' && this.logger.warn('source stop failed', { source: this.sources[i].id, ...errorFields(r.reason) }));
+    // The facade's writes are recorded as messages: it stops with the sources.
+    await this.facade?.server.close().catch((e) => this.logger.warn('facade stop failed', errorFields(e)));
+    await this.facade?.service.close();
     this.accepting = false;
     await this.processor?.stop();
     await this.pool?.close();

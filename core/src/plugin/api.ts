@@ -5,6 +5,7 @@ import type { Logger } from 'winston';
 import type { DataQualityIssue, InboundMessage, MessageHeaders, StoredMessage } from '../model/message';
 import type { AuditFilter, InsertOptions, InsertResult, MessageStore, StoredAuditEntry } from '../store/message-store';
 import type { FileModes } from '../util/file-modes';
+import type { FacadeProvider, FacadeProviderContext } from '../facade/provider';
 
 export type Ctor<T> = new (...args: any[]) => T;
 
@@ -45,6 +46,27 @@ export interface PluginRegistrar<C = any> {
   addSinkType(type: string, impl: Ctor<MessageSink>, schema: ConfigSchema): void;
   /** A sub-command of the `ferry` CLI (e.g. `ferry send`, `ferry epic jwks`). */
   addCommand(command: CliCommand): void;
+  /**
+   * A connection kind usable in `connections.<id>.kind` (credentials defined once, referenced by
+   * sources, sinks and the FHIR facade with `connection: <id>`), with the facade provider that
+   * serves reads, searches and writes on such a connection (see `core/src/facade/provider.ts`).
+   */
+  registerFacadeProvider(kind: string, registration: FacadeProviderRegistration): void;
+}
+
+/** What a plugin registers for one connection kind (`athena`, `epic`, `cerner`). */
+export interface FacadeProviderRegistration {
+  /** The convict schema of the connection's keys (credentials, base URL...), shared by its sources and sinks. */
+  connectionSchema: ConfigSchema;
+  /** Source types that take these keys: such a source may say `connection: <id>` instead of repeating them. */
+  sourceTypes?: string[];
+  /** Sink types that take these keys. */
+  sinkTypes?: string[];
+  /**
+   * The provider for one configured connection. Called once per connection when the facade
+   * starts (`api.enabled`); `ctx.config` is the validated connection entry (without `kind`, `facade`).
+   */
+  create(ctx: FacadeProviderContext): FacadeProvider;
 }
 
 /** Identity function that types a plugin definition. */

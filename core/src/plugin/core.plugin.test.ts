@@ -29,6 +29,7 @@ describe('core plugin types and their config schemas', () => {
       addSinkType: (t) => sinks.push(t),
       addTransform: () => undefined,
       addCommand: () => undefined,
+      registerFacadeProvider: () => undefined,
     });
     expect(sources.sort()).toEqual(['audit', 'file', 'http']);
     expect(sinks.sort()).toEqual(['fhir', 'file', 'http']);

@@ -11,6 +11,7 @@ import type {
   CliCommand,
   ConfigSchema,
   Ctor,
+  FacadeProviderRegistration,
   MessageSink,
   MessageSource,
   MessageTransform,
@@ -38,6 +39,11 @@ export interface TransformRegistration {
   plugin: string;
   impl: Ctor<MessageTransform>;
   container: DependencyContainer;
+}
+export interface FacadeProviderTypeRegistration {
+  kind: string;
+  plugin: string;
+  registration: FacadeProviderRegistration;
 }
 export interface CommandRegistration {
   plugin: string;
@@ -157,6 +163,13 @@ export class PluginHost {
       addTransform: (impl) => {
         this.container.register<TransformRegistration>(coreTokens.transforms, { useValue: { plugin: id, impl, container: child } });
       },
+      registerFacadeProvider: (kind, registration) => {
+        if (!ID_RE.test(kind)) throw pluginError(id, `connection kind "${kind}" must be kebab-case`);
+        if (typeof registration?.create !== 'function') throw pluginError(id, `connection kind "${kind}": create must be a function`);
+        const prev = this.facadeProviders().find((r) => r.kind === kind);
+        if (prev) throw pluginError(id, `connection kind "${kind}" is already registered by plugin "${prev.plugin}"`);
+        this.container.register<FacadeProviderTypeRegistration>(coreTokens.facadeProviders, { useValue: { kind, plugin: id, registration } });
+      },
       addCommand: (command) => {
         const name = command.name.split(' ')[0];
         const prev = this.commands().find((c) => c.command.name.split(' ')[0] === name);
@@ -195,6 +208,10 @@ export class PluginHost {
   }
   commands(): CommandRegistration[] {
     return this.all(coreTokens.commands);
+  }
+  /** Connection kinds (athena, epic, ...) and their facade providers. */
+  facadeProviders(): FacadeProviderTypeRegistration[] {
+    return this.all(coreTokens.facadeProviders);
   }
 }
 

@@ -8,6 +8,8 @@ export const coreTokens = {
   sinks: Symbol.for('ferry.sinks'),
   /** Every registered CLI command (`CommandRegistration`). */
   commands: Symbol.for('ferry.commands'),
+  /** Every registered connection kind with its facade provider (`FacadeProviderTypeRegistration`). */
+  facadeProviders: Symbol.for('ferry.facadeProviders'),
   /** Per source instance. */
   SourceContext: Symbol.for('ferry.SourceContext'),
   /** Per sink instance. */

@@ -252,6 +252,45 @@ export interface ApiTokenRecord {
   expiresAt?: Date;
   revokedAt?: Date;
   revokedBy?: string;
+  /** FHIR facade scopes (`connection:<id>:read|write`). */
+  scopes?: string[];
+}
+
+/** One resource a connection answered through the FHIR facade (store migration 11). */
+export interface FacadeIdentity {
+  connectionId: string;
+  resourceType: string;
+  vendorId: string;
+  canonicalId: string;
+  /** The patient's MRN (canonical system|value), linking the same patient across connections. */
+  mrn?: string;
+}
+
+/** What `facadeIdempotencyBegin` found. */
+export type IdempotencyState =
+  | { state: 'new' }
+  | { state: 'pending'; requestHash: string }
+  | { state: 'done'; requestHash: string; status: number; response: string };
+
+/** The FHIR facade's tables (store migration 11). */
+export interface FacadeStore {
+  /** Records (or refreshes) identities. */
+  facadeIdentify(ids: FacadeIdentity[]): Promise<void>;
+  /** The identity of a canonical id at a connection. */
+  facadeIdentityOf(connectionId: string, resourceType: string, canonicalId: string): Promise<FacadeIdentity | undefined>;
+  /** Every identity sharing an MRN (all connections). */
+  facadeIdentitiesByMrn(resourceType: string, mrn: string): Promise<FacadeIdentity[]>;
+  /** Keeps the canonical copy of a resource (serve-from-store cache). */
+  facadeResourcePut(connectionId: string, resourceType: string, canonicalId: string, resource: string): Promise<void>;
+  facadeResourceGet(connectionId: string, resourceType: string, canonicalId: string): Promise<{ resource: string; fetchedAt: Date } | undefined>;
+  /**
+   * Claims an idempotency key (state `new`: the caller does the work and calls Finish or Release),
+   * or answers what it holds. Expired keys count as absent.
+   */
+  facadeIdempotencyBegin(scope: string, key: string, requestHash: string, ttlMs: number): Promise<IdempotencyState>;
+  facadeIdempotencyFinish(scope: string, key: string, status: number, response: string): Promise<void>;
+  /** Forgets a claimed key (the work failed in a way a retry may redo). */
+  facadeIdempotencyRelease(scope: string, key: string): Promise<void>;
 }
 
 export interface PruneOptions {
@@ -474,6 +513,8 @@ export interface MessageStore {
   apiToken(id: string): Promise<ApiTokenRecord | undefined>;
   /** Marks a token revoked (kept for the audit trail); false when unknown or already revoked. */
   revokeApiToken(id: string, by?: string): Promise<boolean>;
+  /** The FHIR facade's tables; absent on stores without them. */
+  readonly facade?: FacadeStore;
 
   getCheckpoint(sourceId: string, key: string): Promise<string | undefined>;
   setCheckpoint(sourceId: string, key: string, value: string): Promise<void>;

@@ -214,6 +214,48 @@ export const migrations: Migration[] = [
       )`,
     ],
   },
+  {
+    version: 11,
+    name: 'FHIR facade: API token scopes, identities per (connection, vendor id), idempotency keys with their answers, the last canonical copy of each resource read or written',
+    statements: [
+      // JSON list of `connection:<id>:read|write`; NULL for tokens without facade access.
+      `ALTER TABLE api_tokens ADD COLUMN scopes TEXT`,
+      // One row per resource a connection answered: its stable canonical id, and the MRN linking
+      // the same patient across connections.
+      `CREATE TABLE facade_identities (
+        connection_id TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        vendor_id TEXT NOT NULL,
+        canonical_id TEXT NOT NULL,
+        mrn TEXT,
+        updated_at {BIGINT} NOT NULL,
+        PRIMARY KEY (connection_id, resource_type, vendor_id)
+      )`,
+      `CREATE INDEX facade_identities_canonical ON facade_identities (connection_id, resource_type, canonical_id)`,
+      `CREATE INDEX facade_identities_mrn ON facade_identities (resource_type, mrn)`,
+      // scope: connection + principal; state pending while the vendor call runs, then done with the answer.
+      `CREATE TABLE facade_idempotency (
+        scope TEXT NOT NULL,
+        idem_key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        state TEXT NOT NULL,
+        status INTEGER,
+        response TEXT,
+        created_at {BIGINT} NOT NULL,
+        expires_at {BIGINT} NOT NULL,
+        PRIMARY KEY (scope, idem_key)
+      )`,
+      `CREATE INDEX facade_idempotency_expires ON facade_idempotency (expires_at)`,
+      `CREATE TABLE facade_resources (
+        connection_id TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        canonical_id TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        fetched_at {BIGINT} NOT NULL,
+        PRIMARY KEY (connection_id, resource_type, canonical_id)
+      )`,
+    ],
+  },
 ];
 
 export function ddl(sql: string, dialect: Dialect): string {

@@ -30,6 +30,8 @@ import type {
   RoutingOutcome,
   SinkHold,
   StoreStats,
+  FacadeIdentity,
+  FacadeStore,
 } from './message-store';
 import { ddl, migrations, type Dialect } from './schema';
 
@@ -1961,7 +1963,7 @@ export abstract class SqlMessageStore implements MessageStore {
     if (!t.id || !t.name || !t.hash || !t.roles?.length) throw new FerryError('INPUT_TOKEN', 'a token needs id, name, roles and hash', { kind: 'input' });
     await this.tx(async (x) => {
       if ((await x.all('SELECT id FROM api_tokens WHERE id = ?', [t.id])).length) throw new FerryError('INPUT_TOKEN_EXISTS', `a token with id ${t.id} exists`, { kind: 'input' });
-      await x.run('INSERT INTO api_tokens (id, name, roles, hash, created_at, created_by, expires_at, revoked_at, revoked_by) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)', [
+      await x.run('INSERT INTO api_tokens (id, name, roles, hash, created_at, created_by, expires_at, revoked_at, revoked_by, scopes) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)', [
         t.id,
         t.name,
         JSON.stringify(t.roles),
@@ -1969,6 +1971,7 @@ export abstract class SqlMessageStore implements MessageStore {
         t.createdAt.getTime(),
         t.createdBy ?? null,
         t.expiresAt ? t.expiresAt.getTime() : null,
+        t.scopes?.length ? JSON.stringify(t.scopes) : null,
       ]);
     }, { durable: true });
   }
@@ -1979,6 +1982,7 @@ export abstract class SqlMessageStore implements MessageStore {
     if (r.expires_at !== null && r.expires_at !== undefined) t.expiresAt = new Date(Number(r.expires_at));
     if (r.revoked_at !== null && r.revoked_at !== undefined) t.revokedAt = new Date(Number(r.revoked_at));
     if (r.revoked_by) t.revokedBy = r.revoked_by;
+    if (r.scopes) t.scopes = JSON.parse(r.scopes);
     return t;
   }
 
@@ -1998,6 +2002,74 @@ export abstract class SqlMessageStore implements MessageStore {
     const now = this.now();
     return (await this.tx((x) => x.run('UPDATE api_tokens SET revoked_at = ?, revoked_by = ? WHERE id = ? AND revoked_at IS NULL', [now, by ?? null, id]), { durable: true })) > 0;
   }
+
+  /** The FHIR facade's tables (migration 11). */
+  get facade(): FacadeStore {
+    const self = this;
+    return (this.facadeOps ??= {
+      async facadeIdentify(ids) {
+        self.assertOpen();
+        if (!ids.length) return;
+        const now = self.now();
+        await self.tx(async (x) => {
+          for (const i of ids)
+            await x.run(
+              `INSERT INTO facade_identities (connection_id, resource_type, vendor_id, canonical_id, mrn, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT (connection_id, resource_type, vendor_id) DO UPDATE SET canonical_id = excluded.canonical_id, mrn = COALESCE(excluded.mrn, facade_identities.mrn), updated_at = excluded.updated_at`,
+              [i.connectionId, i.resourceType, i.vendorId, i.canonicalId, i.mrn ?? null, now],
+            );
+        });
+      },
+      async facadeIdentityOf(connectionId, resourceType, canonicalId) {
+        self.assertOpen();
+        const rows = await self.read((x) => x.all('SELECT * FROM facade_identities WHERE connection_id = ? AND resource_type = ? AND canonical_id = ? ORDER BY updated_at DESC LIMIT 1', [connectionId, resourceType, canonicalId]));
+        return rows[0] ? toIdentity(rows[0]) : undefined;
+      },
+      async facadeIdentitiesByMrn(resourceType, mrn) {
+        self.assertOpen();
+        return (await self.read((x) => x.all('SELECT * FROM facade_identities WHERE resource_type = ? AND mrn = ? ORDER BY connection_id, vendor_id', [resourceType, mrn]))).map(toIdentity);
+      },
+      async facadeResourcePut(connectionId, resourceType, canonicalId, resource) {
+        self.assertOpen();
+        const now = self.now();
+        await self.tx((x) =>
+          x.run(
+            `INSERT INTO facade_resources (connection_id, resource_type, canonical_id, resource, fetched_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (connection_id, resource_type, canonical_id) DO UPDATE SET resource = excluded.resource, fetched_at = excluded.fetched_at`,
+            [connectionId, resourceType, canonicalId, resource, now],
+          ),
+        );
+      },
+      async facadeResourceGet(connectionId, resourceType, canonicalId) {
+        self.assertOpen();
+        const rows = await self.read((x) => x.all('SELECT resource, fetched_at FROM facade_resources WHERE connection_id = ? AND resource_type = ? AND canonical_id = ?', [connectionId, resourceType, canonicalId]));
+        return rows[0] ? { resource: String(rows[0].resource), fetchedAt: new Date(Number(rows[0].fetched_at) - self.clockOffsetMs) } : undefined;
+      },
+      async facadeIdempotencyBegin(scope, key, requestHash, ttlMs) {
+        self.assertOpen();
+        const now = self.now();
+        return self.tx(async (x) => {
+          await x.run('DELETE FROM facade_idempotency WHERE scope = ? AND idem_key = ? AND expires_at <= ?', [scope, key, now]);
+          const rows = await x.all(`SELECT * FROM facade_idempotency WHERE scope = ? AND idem_key = ?${self.lockClause('facade_idempotency')}`, [scope, key]);
+          const r = rows[0];
+          if (r) return r.state === 'done' ? { state: 'done' as const, requestHash: r.request_hash, status: Number(r.status), response: String(r.response) } : { state: 'pending' as const, requestHash: r.request_hash };
+          // Another instance may insert the same key between the SELECT and here (PostgreSQL): the
+          // primary key refuses the second insert, and that caller answers "in progress".
+          const n = await x.run('INSERT INTO facade_idempotency (scope, idem_key, request_hash, state, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, idem_key) DO NOTHING', [scope, key, requestHash, 'pending', now, now + ttlMs]);
+          return n ? { state: 'new' as const } : { state: 'pending' as const, requestHash };
+        }, { durable: true });
+      },
+      async facadeIdempotencyFinish(scope, key, status, response) {
+        self.assertOpen();
+        await self.tx((x) => x.run("UPDATE facade_idempotency SET state = 'done', status = ?, response = ? WHERE scope = ? AND idem_key = ?", [status, response, scope, key]), { durable: true });
+      },
+      async facadeIdempotencyRelease(scope, key) {
+        self.assertOpen();
+        await self.tx((x) => x.run("DELETE FROM facade_idempotency WHERE scope = ? AND idem_key = ? AND state = 'pending'", [scope, key]), { durable: true });
+      },
+    });
+  }
+  private facadeOps?: FacadeStore;
 
   async getCheckpoint(sourceId: string, key: string): Promise<string | undefined> {
     this.assertOpen();
@@ -2092,4 +2164,10 @@ export abstract class SqlMessageStore implements MessageStore {
       };
     });
   }
+}
+
+function toIdentity(r: Row): FacadeIdentity {
+  const i: FacadeIdentity = { connectionId: r.connection_id, resourceType: r.resource_type, vendorId: r.vendor_id, canonicalId: r.canonical_id };
+  if (r.mrn) i.mrn = r.mrn;
+  return i;
 }

@@ -3,6 +3,7 @@ import { athenaSubscriptionsCommand } from './cli/subscriptions.command';
 import { AthenaRestSink, athenaRestSinkSchema } from './sink/athena-rest.sink';
 import { AthenaRestSource, athenaRestSourceSchema } from './source/athena-rest.source';
 import { AthenaRestTransform } from './transform/athena.to-fhir';
+import { athenaFacadeProvider } from './facade';
 
 export * from './client/athena-connection';
 export * from './time/athena-time';
@@ -11,6 +12,7 @@ export * from './transform/athena-chart.to-fhir';
 export * from './source/athena-rest.source';
 export * from './sink/athena-rest.sink';
 export * from './cli/subscriptions.command';
+export * from './facade';
 
 /**
  * athenaOne proprietary REST ("v1"): OAuth client credentials, changed-data feeds, form-encoded
@@ -24,6 +26,7 @@ export const athenaRestPlugin = definePlugin({
     reg.addSinkType('athena-rest', AthenaRestSink, athenaRestSinkSchema);
     reg.addTransform(AthenaRestTransform);
     reg.addCommand(athenaSubscriptionsCommand());
+    reg.registerFacadeProvider('athena', athenaFacadeProvider);
   },
 });
 export default athenaRestPlugin;

@@ -9,6 +9,8 @@ import { bulkSourceSchema, normalizeConfigSchema, pollSourceSchema, writeBackSch
 import { CERNER_MRN_OID, CERNER_WRITE_TYPES, CernerBulkSource, CernerFhirTransform, CernerPollSource, CernerWriteBackSink } from './cerner.components';
 
 export * from './cerner.components';
+export { cernerFacadeProvider } from './facade';
+import { cernerFacadeProvider } from './facade';
 
 const auth = { method: 'client_secret_basic' as const, refreshSkewSec: 120 };
 
@@ -20,6 +22,7 @@ export const cernerPlugin = definePlugin({
     reg.addSourceType('cerner-bulk-export', CernerBulkSource, bulkSourceSchema(auth, ['group']));
     reg.addTransform(CernerFhirTransform);
     reg.addSinkType('cerner-fhir-write', CernerWriteBackSink, writeBackSchema(auth, CERNER_WRITE_TYPES, CERNER_MRN_OID));
+    reg.registerFacadeProvider('cerner', cernerFacadeProvider(reg.config));
   },
 });
 export default cernerPlugin;

@@ -13,6 +13,8 @@ import { writeBackSchema } from './shared/writeback.sink';
 export * from './shared';
 export * from './epic.components';
 export { epicJwksCommand, keysFromConfig } from './jwks.command';
+export { VendorFhirFacadeProvider, vendorFhirFacadeProvider, epicFacadeProvider, EPIC_FACADE_PARAMS, type VendorFhirFacadeOptions } from './facade';
+import { epicFacadeProvider } from './facade';
 
 const auth = { method: 'private_key_jwt' as const, refreshSkewSec: 120 };
 
@@ -25,6 +27,7 @@ export const epicPlugin = definePlugin({
     reg.addTransform(EpicFhirTransform);
     reg.addSinkType('epic-fhir-write', EpicWriteBackSink, writeBackSchema(auth, EPIC_WRITE_TYPES, EPIC_SANDBOX_MRN_OID));
     reg.addCommand(epicJwksCommand);
+    reg.registerFacadeProvider('epic', epicFacadeProvider(reg.config));
   },
 });
 export default epicPlugin;

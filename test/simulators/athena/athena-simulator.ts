@@ -613,6 +613,27 @@ export class AthenaSimulator {
       });
       return send(200, this.page(p, '/appointments/booked', 'appointments', list, q));
     }
+    if (path === '/appointments/open' && method === 'GET') {
+      // Open slots are appointments with status `o` (reference 1.4 appointmentstatus, AddAppointmentSlot
+      // events). The endpoint is not in the reference's table [U]: modelled like /appointments/booked
+      // (departmentid required, optional startdate/enddate/providerid/appointmenttypeid, limit/offset paging).
+      if (!q.get('departmentid')) return send(400, { error: 'Additional fields are required.', detailedmessage: 'departmentid is required' });
+      const from = q.get('startdate') ? fromAthenaDateTime(q.get('startdate')!, 'UTC') : undefined;
+      const to = q.get('enddate') ? fromAthenaDateTime(q.get('enddate')!, 'UTC') : undefined;
+      if ((q.get('startdate') && from === undefined) || (q.get('enddate') && to === undefined)) return send(400, { error: 'Invalid date', detailedmessage: 'startdate and enddate are MM/DD/YYYY' });
+      const list = [...d.appointments.values()].filter((a) => {
+        const t = fromAthenaDateTime(a.date, 'UTC') ?? -1;
+        return (
+          a.appointmentstatus === 'o' &&
+          String(a.departmentid) === q.get('departmentid') &&
+          (from === undefined || t >= from) &&
+          (to === undefined || t <= to) &&
+          (!q.get('providerid') || String(a.providerid) === q.get('providerid')) &&
+          (!q.get('appointmenttypeid') || String(a.appointmenttypeid) === q.get('appointmenttypeid'))
+        );
+      });
+      return send(200, this.page(p, '/appointments/open', 'appointments', list, q));
+    }
     if ((m = /^\/appointments\/(\d+)$/.exec(path)) && method === 'GET') {
       const a = d.appointments.get(m[1]);
       return a ? send(200, [a]) : send(404, { error: 'The appointment is not found.' });

@@ -1,0 +1,368 @@
+/**
+ * The vendor-neutral half of the FHIR facade: one provider per configured connection, the decision
+ * rule (which vendor path serves a type and interaction), the canonical transform (the engine's own
+ * transforms, so a facade read equals the pipeline's output for the same vendor record), caching,
+ * identities and the record of every write as a message. The HTTP side (auth, scopes, rate limits,
+ * idempotency, audit, OperationOutcomes) is in facade.server.ts.
+ */
+import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { Bundle, CapabilityStatement, Identifier, Resource } from '@medplum/fhirtypes';
+import type { Logger } from 'winston';
+import type { ApiConfig, ConnectionEntry } from '../config/engine.schema';
+import { configError, FerryError, inputError } from '../errors';
+import type { InboundMessage } from '../model/message';
+import type { MessageTransform } from '../plugin/api';
+import type { InsertResult } from '../store/message-store';
+import type { FacadeProviderTypeRegistration } from '../plugin/plugin-host';
+import type { MessageStore } from '../store/message-store';
+import { FACADE_INTERACTIONS, facadeError, type FacadeCapability, type FacadeCallContext, type FacadeInteraction, type FacadeProvider, type FacadeRecord } from './provider';
+
+export const MRN_TYPE = { system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR' };
+
+export interface FacadeDeps {
+  store: MessageStore;
+  transforms: MessageTransform[];
+  logger: Logger;
+  api: ApiConfig;
+  connections: Record<string, ConnectionEntry>;
+  providers: FacadeProviderTypeRegistration[];
+  /** Stores messages as a source would (the engine's `submit`). */
+  submit(sourceId: string, messages: InboundMessage[]): Promise<InsertResult[]>;
+  now?: () => number;
+}
+
+/** One connection the facade serves. */
+export interface FacadeConnection {
+  id: string;
+  kind: string;
+  entry: ConnectionEntry;
+  provider: FacadeProvider;
+  memo: Map<string, { json: string; at: number }>;
+}
+
+export interface ReadResult {
+  resource: Resource;
+  /** Where it came from: the vendor now, the memory cache, or the store's copy. */
+  from: 'vendor' | 'cache' | 'store';
+  path?: string;
+  /** Id of the message recording a write. */
+  messageId?: string;
+}
+
+export interface SearchResult {
+  resources: Resource[];
+  next?: string;
+  total?: number;
+  path: string;
+}
+
+const CONTROL_PARAMS = new Set(['_count', '_cursor', '_format', '_pretty']);
+
+/** The first identifier typed MR, as `system|value`. */
+export function mrnOf(r: Resource): string | undefined {
+  const ids = (r as { identifier?: Identifier[] }).identifier ?? [];
+  const mr = ids.find((i) => i.type?.coding?.some((c) => c.system === MRN_TYPE.system && c.code === MRN_TYPE.code) && i.value);
+  return mr ? `${mr.system ?? ''}|${mr.value}` : undefined;
+}
+
+const REFERENCE_PARAMS = new Set(['patient', 'subject', 'location', 'practitioner', 'encounter', 'result', 'target']);
+const STRING_PARAMS = new Set(['name', 'family', 'given', 'address']);
+const DATE_PARAMS = new Set(['date', 'birthdate', 'authoredon', '_lastUpdated']);
+
+/** The FHIR search parameter type of a parameter name (for the CapabilityStatement). */
+export function searchParamType(name: string): 'reference' | 'string' | 'date' | 'token' {
+  return REFERENCE_PARAMS.has(name) ? 'reference' : STRING_PARAMS.has(name) ? 'string' : DATE_PARAMS.has(name) ? 'date' : 'token';
+}
+
+export class FacadeService {
+  readonly connections = new Map<string, FacadeConnection>();
+  private readonly cursorKey: Buffer;
+  private readonly identified = new Set<string>();
+  private readonly now: () => number;
+
+  constructor(private readonly deps: FacadeDeps) {
+    this.now = deps.now ?? Date.now;
+    this.cursorKey = deps.api.cursorSecret ? Buffer.from(deps.api.cursorSecret, 'utf8') : randomBytes(32);
+  }
+
+  /** Creates a provider per connection the facade serves; refuses decision-rule overrides naming a path the provider has not. */
+  start(): void {
+    const problems: string[] = [];
+    for (const [id, entry] of Object.entries(this.deps.connections)) {
+      if (!entry.facade.enabled) continue;
+      const reg = this.deps.providers.find((p) => p.kind === entry.kind);
+      if (!reg) {
+        problems.push(`connections.${id}.kind: no facade provider for kind ${entry.kind}`);
+        continue;
+      }
+      const provider = reg.registration.create({ id, kind: entry.kind, config: entry.config, logger: this.deps.logger.child({ connection: id }) });
+      const paths = new Set(provider.capabilities().map((c) => c.path));
+      for (const [k, p] of Object.entries(entry.facade.paths))
+        if (!paths.has(p)) problems.push(`connections.${id}.facade.paths.${k}: unknown path "${p}" for kind ${entry.kind} (paths: ${[...paths].join(', ')})`);
+      this.connections.set(id, { id, kind: entry.kind, entry, provider, memo: new Map() });
+    }
+    if (problems.length) throw configError('FACADE_CONFIG', problems.join('; '), { problems });
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.connections.values()) await c.provider.close?.().catch(() => undefined);
+  }
+
+  connection(id: string): FacadeConnection {
+    const c = this.connections.get(id);
+    if (!c) throw facadeError('not-found', `no connection "${id}" is served by this facade`);
+    return c;
+  }
+
+  private transformFor(contentType: string): MessageTransform | undefined {
+    const ct = contentType.split(';')[0].trim().toLowerCase();
+    return this.deps.transforms.find((t) => t.canHandle(ct));
+  }
+
+  /**
+   * The capability serving `type.interaction` on a connection, by the decision rule: the
+   * connection's override, else the provider's default order; the first path the provider has for
+   * it with a transform loaded for its records wins (that is the fallback: athena FHIR without
+   * the athena-fhir plugin falls back to REST).
+   */
+  choose(c: FacadeConnection, type: string, interaction: FacadeInteraction): FacadeCapability | undefined {
+    const caps = c.provider.capabilities().filter((x) => x.type === type && x.interaction === interaction && this.transformFor(x.contentType));
+    if (!caps.length) return undefined;
+    const o = c.entry.facade.paths;
+    const override = o[`${type}.${interaction}`] ?? o[`${type}.*`] ?? o[`*.${interaction}`] ?? o['*.*'];
+    if (override) return caps.find((x) => x.path === override);
+    const d = c.provider.defaultPaths();
+    const order = d[`${type}.${interaction}`] ?? d[`${type}.*`] ?? d[`*.${interaction}`] ?? d['*'] ?? [];
+    for (const p of order) {
+      const hit = caps.find((x) => x.path === p);
+      if (hit) return hit;
+    }
+    return caps[0];
+  }
+
+  private need(c: FacadeConnection, type: string, interaction: FacadeInteraction): FacadeCapability {
+    const cap = this.choose(c, type, interaction);
+    if (!cap) throw facadeError('not-supported', `${interaction} of ${type} is not supported on connection ${c.id} (see GET /fhir/${c.id}/metadata)`);
+    return cap;
+  }
+
+  private callContext(c: FacadeConnection, path: string, signal?: AbortSignal): FacadeCallContext {
+    return { path, signal, resolve: (ref) => this.resolveReference(c, ref) };
+  }
+
+  /** `Patient/<canonical id>` -> the vendor id at this connection (identity table, then the provider's id scheme). */
+  async resolveReference(c: FacadeConnection, ref: string): Promise<{ type: string; vendorId: string } | undefined> {
+    const m = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(ref.replace(/^.*\/fhir\/[^/]+\//, ''));
+    if (!m) return undefined;
+    const vendorId = await this.vendorIdOf(c, m[1], m[2]);
+    return vendorId ? { type: m[1], vendorId } : undefined;
+  }
+
+  async vendorIdOf(c: FacadeConnection, type: string, canonicalId: string): Promise<string | undefined> {
+    const known = await this.deps.store.facade?.facadeIdentityOf(c.id, type, canonicalId);
+    return known?.vendorId ?? c.provider.vendorId(type, canonicalId);
+  }
+
+  /** The canonical resource of a vendor record: the engine's transform for its content type, as the pipeline runs it. */
+  async canonical(c: FacadeConnection, type: string, rec: FacadeRecord): Promise<Resource> {
+    const t = this.transformFor(rec.contentType);
+    if (!t) throw new FerryError('INTERNAL_FACADE_TRANSFORM', `no transform loaded for ${rec.contentType}`, { kind: 'internal' });
+    const headers = rec.headers ?? t.extractHeaders?.(rec.body) ?? {};
+    const bundle: Bundle = await t.toFhir(
+      { id: `facade-${randomUUID()}`, seq: 0, sourceId: `facade.${c.id}`, contentType: rec.contentType, body: rec.body, headers, receivedAt: new Date(this.now()), status: 'received' },
+      { logger: this.deps.logger },
+    );
+    const res = (bundle.entry ?? []).map((e) => e.resource).find((r): r is Resource => r?.resourceType === type);
+    if (!res?.id) throw new FerryError('INTERNAL_FACADE_TRANSFORM', `the ${t.name} transform gave no ${type} with an id`, { kind: 'internal' });
+    return res;
+  }
+
+  private async remember(c: FacadeConnection, type: string, vendorId: string, r: Resource): Promise<void> {
+    const json = JSON.stringify(r);
+    const cache = c.entry.facade.cache;
+    if (cache.ttlSeconds > 0) {
+      const key = `${type}/${r.id}`;
+      c.memo.delete(key);
+      c.memo.set(key, { json, at: this.now() });
+      while (c.memo.size > Math.max(1, cache.maxEntries)) c.memo.delete(c.memo.keys().next().value as string);
+    }
+    const f = this.deps.store.facade;
+    if (!f) return;
+    const mrn = type === 'Patient' ? mrnOf(r) : undefined;
+    // An identity already recorded by this process is not written again on every read.
+    const known = `${c.id}|${type}|${vendorId}|${r.id}|${mrn ?? ''}`;
+    if (!this.identified.has(known)) {
+      await f.facadeIdentify([{ connectionId: c.id, resourceType: type, vendorId, canonicalId: r.id!, mrn }]);
+      if (this.identified.size >= 50_000) this.identified.delete(this.identified.values().next().value as string);
+      this.identified.add(known);
+    }
+    if (cache.storeMaxAgeSeconds > 0) await f.facadeResourcePut(c.id, type, r.id!, json);
+  }
+
+  /** Read by canonical id: memory cache, store copy, or the vendor. */
+  async read(connId: string, type: string, id: string, signal?: AbortSignal): Promise<ReadResult> {
+    const c = this.connection(connId);
+    const cap = this.need(c, type, 'read');
+    const cache = c.entry.facade.cache;
+    const key = `${type}/${id}`;
+    const hit = c.memo.get(key);
+    if (hit && cache.ttlSeconds > 0 && this.now() - hit.at < cache.ttlSeconds * 1000) return { resource: JSON.parse(hit.json), from: 'cache', path: cap.path };
+    if (cache.storeMaxAgeSeconds > 0) {
+      const s = await this.deps.store.facade?.facadeResourceGet(c.id, type, id);
+      if (s && this.now() - s.fetchedAt.getTime() < cache.storeMaxAgeSeconds * 1000) return { resource: JSON.parse(s.resource), from: 'store', path: cap.path };
+    }
+    const vendorId = await this.vendorIdOf(c, type, id);
+    if (!vendorId) throw facadeError('not-found', `${type}/${id} is not an id of connection ${c.id}`);
+    const rec = await c.provider.read(type, vendorId, this.callContext(c, cap.path, signal));
+    if (!rec) throw facadeError('not-found', `${type}/${id} not found at ${c.id}`);
+    const r = await this.canonical(c, type, rec);
+    await this.remember(c, type, rec.vendorId, r);
+    return { resource: r, from: 'vendor', path: cap.path };
+  }
+
+  /** Search: FHIR parameters translated by the provider; the next page as a signed cursor. */
+  async search(connId: string, type: string, query: Record<string, string[]>, signal?: AbortSignal): Promise<SearchResult & { count: number; params: Record<string, string[]> }> {
+    const c = this.connection(connId);
+    const cap = this.need(c, type, 'search');
+    let params: Record<string, string[]> = {};
+    let cursor: string | undefined;
+    const count = Math.min(Math.max(1, Number(query._count?.[0] ?? this.deps.api.defaultCount) || this.deps.api.defaultCount), this.deps.api.maxCount);
+    if (query._cursor?.[0]) {
+      const cur = this.openCursor(query._cursor[0]);
+      if (cur.c !== c.id || cur.t !== type) throw inputError('FACADE_CURSOR', '_cursor: not a cursor of this connection and type');
+      params = cur.q;
+      cursor = cur.v;
+    } else {
+      for (const [k, v] of Object.entries(query)) if (!CONTROL_PARAMS.has(k)) params[k] = v;
+      const allowed = new Set(cap.searchParams ?? []);
+      const bad = Object.keys(params).filter((k) => !allowed.has(k.split(':')[0]));
+      if (bad.length) throw facadeError('invalid', `search parameter${bad.length > 1 ? 's' : ''} ${bad.join(', ')} not supported for ${type} on ${c.id} (supported: ${[...allowed].join(', ') || 'none'})`);
+      // By MRN: a patient this connection already answered is read directly.
+      const ident = params.identifier?.[0];
+      if (type === 'Patient' && ident && Object.keys(params).length === 1 && this.deps.store.facade) {
+        const known = (await this.deps.store.facade.facadeIdentitiesByMrn('Patient', ident)).filter((i) => i.connectionId === c.id);
+        if (known.length === 1) {
+          const r = await this.read(c.id, 'Patient', known[0].canonicalId, signal).catch((e) => (FerryError.is(e) && e.details?.facadeIssue === 'not-found' ? undefined : Promise.reject(e)));
+          if (r) return { resources: [r.resource], total: 1, path: cap.path, count, params };
+        }
+      }
+    }
+    const out = await c.provider.search(type, params, { cursor, count }, this.callContext(c, cap.path, signal));
+    const resources: Resource[] = [];
+    for (const rec of out.records) {
+      const r = await this.canonical(c, type, rec);
+      await this.remember(c, type, rec.vendorId, r);
+      resources.push(r);
+    }
+    return { resources, next: out.next ? this.sealCursor({ c: c.id, t: type, q: params, v: out.next }) : undefined, total: out.total, path: cap.path, count, params };
+  }
+
+  private sealCursor(v: { c: string; t: string; q: Record<string, string[]>; v: string }): string {
+    const body = Buffer.from(JSON.stringify(v)).toString('base64url');
+    return `${body}.${createHmac('sha256', this.cursorKey).update(body).digest('base64url')}`;
+  }
+
+  private openCursor(s: string): { c: string; t: string; q: Record<string, string[]>; v: string } {
+    const [body, mac] = s.split('.');
+    const want = body ? createHmac('sha256', this.cursorKey).update(body).digest() : Buffer.alloc(0);
+    const got = Buffer.from(mac ?? '', 'base64url');
+    if (!body || got.length !== want.length || !timingSafeEqual(got, want)) throw inputError('FACADE_CURSOR', '_cursor: not a cursor this facade issued (or it was issued before a restart without api.cursorSecret)');
+    return JSON.parse(Buffer.from(body, 'base64url').toString('utf8'));
+  }
+
+  /** A write through the provider; the answer's canonical resource, remembered and recorded as a message. */
+  async write(
+    connId: string,
+    type: string,
+    interaction: 'create' | 'update' | 'book' | 'cancel',
+    args: { resource?: Resource; id?: string; patient?: string; appointmentType?: string; reason?: string },
+    signal?: AbortSignal,
+  ): Promise<ReadResult> {
+    const c = this.connection(connId);
+    const cap = this.need(c, type, interaction);
+    const ctx = this.callContext(c, cap.path, signal);
+    const p = c.provider;
+    let rec: FacadeRecord;
+    const vendorIdFor = async () => {
+      const v = args.id ? await this.vendorIdOf(c, type, args.id) : undefined;
+      if (!v) throw facadeError('not-found', `${type}/${args.id ?? '?'} is not an id of connection ${c.id}`);
+      return v;
+    };
+    switch (interaction) {
+      case 'create':
+        if (!p.create) throw facadeError('not-supported', `create of ${type} is not supported on ${c.id}`);
+        rec = await p.create(type, args.resource!, ctx);
+        break;
+      case 'update':
+        if (!p.update) throw facadeError('not-supported', `update of ${type} is not supported on ${c.id}`);
+        rec = await p.update(type, await vendorIdFor(), args.resource!, ctx);
+        break;
+      case 'book':
+        if (!p.book) throw facadeError('not-supported', `$book is not supported on ${c.id}`);
+        rec = await p.book(await vendorIdFor(), { patient: args.patient!, appointmentType: args.appointmentType, appointment: args.resource as any }, ctx);
+        break;
+      case 'cancel':
+        if (!p.cancel) throw facadeError('not-supported', `$cancel is not supported on ${c.id}`);
+        rec = await p.cancel(await vendorIdFor(), { reason: args.reason }, ctx);
+        break;
+      default:
+        throw interaction satisfies never;
+    }
+    const r = await this.canonical(c, type, rec);
+    await this.remember(c, type, rec.vendorId, r);
+    // The write is a message like any polled record: in the console, the audit trail and the routes.
+    let messageId: string | undefined;
+    try {
+      const [res] = await this.deps.submit(`facade.${c.id}`, [{ contentType: rec.contentType, body: rec.body, headers: rec.headers }]);
+      messageId = res?.id;
+    } catch (e) {
+      // The vendor write happened: the answer says so; the missing record is logged (ids only).
+      this.deps.logger.error('facade: write done at the vendor but not recorded as a message', { connection: c.id, resourceType: type, id: r.id, errorCode: (e as FerryError).code });
+    }
+    return { resource: r, from: 'vendor', path: cap.path, messageId };
+  }
+
+  /** Other connections' identities of the same patient (by MRN). */
+  async identities(connId: string, id: string): Promise<{ connection: string; id: string }[]> {
+    const c = this.connection(connId);
+    const f = this.deps.store.facade;
+    if (!f) return [];
+    const me = await f.facadeIdentityOf(c.id, 'Patient', id);
+    if (!me) throw facadeError('not-found', `Patient/${id} has not been read through connection ${c.id} yet`);
+    const all = me.mrn ? await f.facadeIdentitiesByMrn('Patient', me.mrn) : [me];
+    return all.filter((i) => this.connections.has(i.connectionId)).map((i) => ({ connection: i.connectionId, id: i.canonicalId }));
+  }
+
+  /** What works on a connection, as a CapabilityStatement. */
+  capabilityStatement(connId: string, baseUrl: string): CapabilityStatement {
+    const c = this.connection(connId);
+    const types = [...new Set(c.provider.capabilities().map((x) => x.type))].sort();
+    const resource = types
+      .map((type) => {
+        const chosen = FACADE_INTERACTIONS.map((i) => this.choose(c, type, i)).filter((x): x is FacadeCapability => !!x);
+        if (!chosen.length) return undefined;
+        const interaction = chosen.filter((x) => ['read', 'search', 'create', 'update'].includes(x.interaction)).map((x) => ({ code: x.interaction === 'search' ? 'search-type' : x.interaction }));
+        const ops = chosen.filter((x) => x.interaction === 'book' || x.interaction === 'cancel');
+        const search = chosen.find((x) => x.interaction === 'search');
+        return {
+          type,
+          documentation: `paths: ${chosen.map((x) => `${x.interaction} via ${x.path}`).join(', ')}`,
+          interaction,
+          searchParam: search?.searchParams?.map((name) => ({ name, type: searchParamType(name) })),
+          operation: ops.length ? ops.map((x) => ({ name: x.interaction, definition: `urn:ferry:facade:Appointment-${x.interaction}` })) : undefined,
+        };
+      })
+      .filter((x) => !!x);
+    return {
+      resourceType: 'CapabilityStatement',
+      status: 'active',
+      date: new Date(this.now()).toISOString(),
+      kind: 'instance',
+      fhirVersion: '4.0.1',
+      format: ['application/fhir+json'],
+      software: { name: 'Ferry FHIR facade' },
+      implementation: { description: `connection ${c.id} (${c.kind})`, url: `${baseUrl}/fhir/${c.id}` },
+      rest: [{ mode: 'server', security: { description: 'Bearer API token or OIDC access token with scope connection:' + c.id + ':read / :write' }, resource: resource as any }],
+    } as CapabilityStatement;
+  }
+}
