@@ -9,7 +9,7 @@
  */
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError, type Delivery, type MessageSink, type SinkContext } from '@ferry/core';
-import { AH_PATIENT_SYSTEM, AthenaConnection, athenaConnectionSchema, athenaSystem, type AthenaConnectionConfig } from '@ferry/plugin-athena-rest';
+import { AH_PATIENT_SYSTEM, AthenaConnection, athenaConnectionSchema, athenaSystem, type AthenaConnectionConfig } from '@ferry/fhir-vendor-kit';
 import type { Reference, Resource } from '@medplum/fhirtypes';
 import { AthenaFhirClient } from './athena-fhir.client';
 import { restPatientToFhirId } from './athena-fhir.to-fhir';

@@ -4,8 +4,6 @@ import { AthenaRestSink, athenaRestSinkSchema } from './sink/athena-rest.sink';
 import { AthenaRestSource, athenaRestSourceSchema } from './source/athena-rest.source';
 import { AthenaRestTransform } from './transform/athena.to-fhir';
 
-export * from './client/athena-connection';
-export * from './time/athena-time';
 export * from './transform/athena.to-fhir';
 export * from './transform/athena-chart.to-fhir';
 export * from './source/athena-rest.source';
