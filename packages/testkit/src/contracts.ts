@@ -93,23 +93,23 @@ export function runSourceContract<C>(name: string, o: SourceContractOptions<C>):
       await o.teardown?.();
     });
 
-    async function started(): Promise<{ h: SourceHarness<C>; source: MessageSource; checkpointWrites: number[] }> {
-      const store = await openSqliteStore(tempDir('ferry-contract-'));
-      stores.push(store);
+    /** A started source on a new store, or (a restart) on `reuse`'s store with its id and config. */
+    async function started(reuse?: { store: MessageStore; id: string; config: C }) {
+      const store = reuse?.store ?? (await openSqliteStore(tempDir('ferry-contract-')));
+      if (!reuse) stores.push(store);
       const cap = captureLogger('info');
-      const h = sourceHarness<C>(store, `contract-${stores.length}`, await o.config(), { logger: cap.logger });
+      const h = sourceHarness<C>(store, reuse?.id ?? `contract-${stores.length}`, reuse?.config ?? (await o.config()), { logger: cap.logger });
       // Lines are shared with the PHI check at the end.
       cap.lines.push = (...l: LogLine[]) => logs.push(...l);
-      const checkpointWrites: number[] = [];
-      const set = h.ctx.setCheckpoint;
-      (h.ctx as { setCheckpoint: typeof set }).setCheckpoint = async (k, v) => {
-        checkpointWrites.push(Date.now());
-        return set(k, v);
-      };
       const source = await o.create(h.ctx);
       running.push(source);
       await source.start();
-      return { h, source, checkpointWrites };
+      const stop = async () => {
+        if (!running.includes(source)) return;
+        running.splice(running.indexOf(source), 1);
+        await source.stop();
+      };
+      return { h, source, store, stop };
     }
 
     const mark = (i: number) => {
@@ -117,62 +117,90 @@ export function runSourceContract<C>(name: string, o: SourceContractOptions<C>):
       markers.push(m);
       return m;
     };
+    const has = (msgs: { body: Buffer }[], marker: string) => msgs.some((m) => m.body.toString('utf8').includes(marker));
     const storedWith = (h: SourceHarness<C>, marker: string) => h.stored.filter((m) => m.body.toString('utf8').includes(marker)).length;
 
-    it('acknowledges (or moves its checkpoint) only after the store commit', async () => {
-      const { h, source, checkpointWrites } = await started();
+    it('acknowledges only after the store commit; a crash before the commit loses nothing', async () => {
+      const { h, source, store, stop } = await started();
       let release!: () => void;
-      h.gate = new Promise<void>((r) => (release = r));
-      const marker = mark(1);
-      const ack = (await o.deliver(source, marker, false))?.acked;
-      o.poke?.(source);
-      await waitFor(() => h.submits.some((s) => s.messages.some((m) => m.body.toString('utf8').includes(marker))), timeout, 'the source to submit the message');
-      if (ack) expect(await settles(ack, 300)).toBe(false);
-      expect(checkpointWrites).toEqual([]);
-      release();
-      h.gate = undefined;
-      await waitFor(() => storedWith(h, marker) > 0, timeout, 'the message to be stored');
-      const committed = h.submits.find((s) => s.committedAt && s.messages.some((m) => m.body.toString('utf8').includes(marker)))!.committedAt!;
-      if (ack) {
-        expect(await ack).toBe(true);
-        expect(Date.now()).toBeGreaterThanOrEqual(committed);
+      let crash!: (e: unknown) => void;
+      h.gate = new Promise<void>((res, rej) => ((release = res), (crash = rej)));
+      h.gate.catch(() => undefined);
+      try {
+        const marker = mark(1);
+        const ack = (await o.deliver(source, marker, false))?.acked;
+        o.poke?.(source);
+        await waitFor(() => h.submits.some((s) => has(s.messages, marker)), timeout, 'the source to submit the message');
+        if (ack) {
+          // A push source: its sender has no acknowledgement while the commit is pending; it gets one after.
+          expect(await settles(ack, 300)).toBe(false);
+          release();
+          h.gate = undefined;
+          expect(await ack).toBe(true);
+          const committed = h.submits.find((s) => s.committedAt && has(s.messages, marker))?.committedAt;
+          expect(committed).toBeDefined();
+          expect(storedWith(h, marker)).toBe(1);
+        } else {
+          // A pull source: the process dies before the commit; a new one on the same store must read the message again.
+          crash(new FerryError('TRANSIENT_KILLED', 'killed before the commit', { kind: 'transient' }));
+          h.gate = undefined;
+          h.storeDown = true;
+          await stop();
+          expect(storedWith(h, marker)).toBe(0);
+          const next = await started({ store, id: h.ctx.id, config: h.ctx.config as C });
+          try {
+            o.poke?.(next.source);
+            await waitFor(() => storedWith(next.h, marker) > 0, timeout, 'the restarted source to store the message');
+          } finally {
+            await next.stop();
+          }
+        }
+      } finally {
+        release();
+        await stop();
       }
-      for (const t of checkpointWrites) expect(t).toBeGreaterThanOrEqual(committed);
     });
 
     it('survives the store being unavailable and stores the message once it is back', async () => {
-      const { h, source } = await started();
-      h.storeDown = true;
-      const marker = mark(2);
-      const ack = (await o.deliver(source, marker, false))?.acked;
-      o.poke?.(source);
-      await waitFor(() => h.submits.some((s) => s.error), timeout, 'a submit refused by the unavailable store');
-      if (ack) expect(await ack).toBe(false);
-      expect(storedWith(h, marker)).toBe(0);
-      h.storeDown = false;
-      const again = (await o.deliver(source, marker, true))?.acked;
-      o.poke?.(source);
-      await waitFor(() => storedWith(h, marker) > 0, timeout, 'the message stored after the store came back');
-      if (again) expect(await again).toBe(true);
+      const { h, source, stop } = await started();
+      try {
+        h.storeDown = true;
+        const marker = mark(2);
+        const ack = (await o.deliver(source, marker, false))?.acked;
+        o.poke?.(source);
+        await waitFor(() => h.submits.some((s) => s.error), timeout, 'a submit refused by the unavailable store');
+        if (ack) expect(await ack).toBe(false);
+        expect(storedWith(h, marker)).toBe(0);
+        h.storeDown = false;
+        const again = (await o.deliver(source, marker, true))?.acked;
+        o.poke?.(source);
+        await waitFor(() => storedWith(h, marker) > 0, timeout, 'the message stored after the store came back');
+        if (again) expect(await again).toBe(true);
+      } finally {
+        await stop();
+      }
     });
 
     it('stops cleanly: drains, submits nothing after stop, releases its ports', async () => {
-      const { h, source } = await started();
-      const marker = mark(3);
-      const ack = (await o.deliver(source, marker, false))?.acked;
-      o.poke?.(source);
-      await waitFor(() => storedWith(h, marker) > 0, timeout, 'the message to be stored');
-      if (ack) expect(await ack).toBe(true);
-      const ports = o.ports?.(source) ?? [];
-      const t0 = Date.now();
-      await source.stop();
-      expect(Date.now() - t0).toBeLessThan(timeout);
-      running.splice(running.indexOf(source), 1);
-      const n = h.submits.length;
-      o.poke?.(source);
-      await new Promise((r) => setTimeout(r, 200));
-      expect(h.submits.length).toBe(n);
-      for (const p of ports) expect(await portRefuses(p)).toBe(true);
+      const { h, source, stop } = await started();
+      try {
+        const marker = mark(3);
+        const ack = (await o.deliver(source, marker, false))?.acked;
+        o.poke?.(source);
+        await waitFor(() => storedWith(h, marker) > 0, timeout, 'the message to be stored');
+        if (ack) expect(await ack).toBe(true);
+        const ports = o.ports?.(source) ?? [];
+        const t0 = Date.now();
+        await stop();
+        expect(Date.now() - t0).toBeLessThan(timeout);
+        const n = h.submits.length;
+        o.poke?.(source);
+        await new Promise((r) => setTimeout(r, 200));
+        expect(h.submits.length).toBe(n);
+        for (const p of ports) expect(await portRefuses(p)).toBe(true);
+      } finally {
+        await stop();
+      }
     });
 
     it('logs no message content (info and above)', () => {
