@@ -222,6 +222,14 @@ export interface SinkContractOptions<C> {
   fault(kind: 'retryable' | 'dead' | 'hang'): void | Promise<void>;
   /** How many records the remote holds for `marker`, as the remote identifies records (replays of one delivery must leave one). */
   received(marker: string): number | Promise<number>;
+  /**
+   * Set (to the reason) when the remote offers no way to make a write idempotent or to reconcile
+   * it (no conditional create, no search): the sink must then fail an attempt whose outcome is
+   * unknown (a hung or 5xx create) as dead for an operator, never repeat it: the next attempt of
+   * a delivery abandoned at the timeout must fail dead. The timeout check tests that instead of
+   * "replays leave one record".
+   */
+  nonIdempotent?: string;
   /** The call timeout the test gives the delivery (its signal) and that the sink must honour (default 1 s). */
   callTimeoutMs?: number;
   setup?(): Promise<void>;
@@ -290,22 +298,30 @@ export function runSinkContract<C>(name: string, o: SinkContractOptions<C>): voi
       expect((err as FerryError).retryable).toBe(false);
     });
 
-    it('is idempotent under replay: the same delivery twice leaves one record', async () => {
-      const m = mark(4);
-      const d = deliveryOf(o.bundle(m));
-      await sink.deliver(d);
-      await sink.deliver({ ...d, attempt: 2 });
-      expect(await o.received(m)).toBe(1);
-    });
+    if (!o.nonIdempotent)
+      it('is idempotent under replay: the same delivery twice leaves one record', async () => {
+        const m = mark(4);
+        const d = deliveryOf(o.bundle(m));
+        await sink.deliver(d);
+        await sink.deliver({ ...d, attempt: 2 });
+        expect(await o.received(m)).toBe(1);
+      });
 
-    it('honours the call timeout (ends a hung call, retryable)', async () => {
+    it(o.nonIdempotent ? `honours the call timeout; a hung write (outcome unknown) is dead, never repeated (${o.nonIdempotent})` : 'honours the call timeout (ends a hung call, retryable)', async () => {
       const m = mark(5);
       await o.fault('hang');
       const t0 = Date.now();
-      const err = await sink.deliver(deliveryOf(o.bundle(m), { signal: AbortSignal.timeout(callTimeout) })).then(() => undefined, (e: unknown) => e);
+      const d = deliveryOf(o.bundle(m), { signal: AbortSignal.timeout(callTimeout) });
+      const err = await sink.deliver(d).then(() => undefined, (e: unknown) => e);
       expect(Date.now() - t0).toBeLessThan(callTimeout + 3000);
       expect(err).toBeDefined();
-      if (FerryError.is(err)) expect(err.retryable).toBe(true);
+      if (o.nonIdempotent) {
+        // The engine retries an attempt it gave up on; the sink must not write a second time.
+        const again = await sink.deliver({ ...d, attempt: 2, signal: undefined }).then(() => undefined, (e: unknown) => e);
+        expect(FerryError.is(again) && again.retryable).toBe(false);
+        await new Promise((r) => setTimeout(r, 300));
+        expect(await o.received(m)).toBeLessThanOrEqual(1);
+      } else if (FerryError.is(err)) expect(err.retryable).toBe(true);
     });
 
     it('logs no message content (info and above)', () => {
