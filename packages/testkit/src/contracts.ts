@@ -66,6 +66,8 @@ export interface SourceContractOptions<C> {
    * `again` is true when the same message is sent again after a failure (a sender's resend).
    */
   deliver(source: MessageSource, marker: string, again: boolean): Promise<{ acked: Promise<boolean> } | void>;
+  /** The engine's header extraction and batch split for the source's content types (default: none, one message a body). */
+  context?: Pick<SourceContext<C>, 'extractHeaders' | 'split'>;
   /** A pull source: poll now (`pollNow()`), so the tests need not wait for the interval. */
   poke?(source: MessageSource): void;
   /** The ports the source listens on (checked refused after stop). */
@@ -98,7 +100,7 @@ export function runSourceContract<C>(name: string, o: SourceContractOptions<C>):
       const store = reuse?.store ?? (await openSqliteStore(tempDir('ferry-contract-')));
       if (!reuse) stores.push(store);
       const cap = captureLogger('info');
-      const h = sourceHarness<C>(store, reuse?.id ?? `contract-${stores.length}`, reuse?.config ?? (await o.config()), { logger: cap.logger });
+      const h = sourceHarness<C>(store, reuse?.id ?? `contract-${stores.length}`, reuse?.config ?? (await o.config()), { logger: cap.logger, ...o.context });
       // Lines are shared with the PHI check at the end.
       cap.lines.push = (...l: LogLine[]) => logs.push(...l);
       const source = await o.create(h.ctx);
@@ -218,6 +220,8 @@ export interface SinkContractOptions<C> {
   config(): C | Promise<C>;
   /** A canonical Bundle for the sink whose content carries `marker` (see `deliveryOf`). */
   bundle(marker: string): Bundle;
+  /** The stored message behind the delivery (a sink that sends the original body reads it), carrying `marker`. */
+  message?(marker: string): Partial<StoredMessage>;
   /** Make the remote's next answer a failure: `retryable` (5xx, 429, an HL7 AE), `dead` (a 4xx, an AR), `hang` (no answer). */
   fault(kind: 'retryable' | 'dead' | 'hang'): void | Promise<void>;
   /** How many records the remote holds for `marker`, as the remote identifies records (replays of one delivery must leave one). */
@@ -274,13 +278,13 @@ export function runSinkContract<C>(name: string, o: SinkContractOptions<C>): voi
 
     it('delivers', async () => {
       const m = mark(1);
-      await sink.deliver(deliveryOf(o.bundle(m)));
+      await sink.deliver(deliveryOf(o.bundle(m), { message: o.message?.(m) }));
       expect(await o.received(m)).toBe(1);
     });
 
     it('classifies a transient failure as retryable, and the retry delivers', async () => {
       const m = mark(2);
-      const d = deliveryOf(o.bundle(m));
+      const d = deliveryOf(o.bundle(m), { message: o.message?.(m) });
       await o.fault('retryable');
       const err = await sink.deliver(d).then(() => undefined, (e: unknown) => e);
       expect(err).toBeDefined();
@@ -293,7 +297,7 @@ export function runSinkContract<C>(name: string, o: SinkContractOptions<C>): voi
     it('classifies a rejection as dead (not retryable)', async () => {
       const m = mark(3);
       await o.fault('dead');
-      const err = await sink.deliver(deliveryOf(o.bundle(m))).then(() => undefined, (e: unknown) => e);
+      const err = await sink.deliver(deliveryOf(o.bundle(m), { message: o.message?.(m) })).then(() => undefined, (e: unknown) => e);
       expect(FerryError.is(err)).toBe(true);
       expect((err as FerryError).retryable).toBe(false);
     });
@@ -301,7 +305,7 @@ export function runSinkContract<C>(name: string, o: SinkContractOptions<C>): voi
     if (!o.nonIdempotent)
       it('is idempotent under replay: the same delivery twice leaves one record', async () => {
         const m = mark(4);
-        const d = deliveryOf(o.bundle(m));
+        const d = deliveryOf(o.bundle(m), { message: o.message?.(m) });
         await sink.deliver(d);
         await sink.deliver({ ...d, attempt: 2 });
         expect(await o.received(m)).toBe(1);
@@ -311,7 +315,7 @@ export function runSinkContract<C>(name: string, o: SinkContractOptions<C>): voi
       const m = mark(5);
       await o.fault('hang');
       const t0 = Date.now();
-      const d = deliveryOf(o.bundle(m), { signal: AbortSignal.timeout(callTimeout) });
+      const d = deliveryOf(o.bundle(m), { signal: AbortSignal.timeout(callTimeout), message: o.message?.(m) });
       const err = await sink.deliver(d).then(() => undefined, (e: unknown) => e);
       expect(Date.now() - t0).toBeLessThan(callTimeout + 3000);
       expect(err).toBeDefined();

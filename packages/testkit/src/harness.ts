@@ -75,6 +75,9 @@ export interface SourceHarnessOptions {
   /** The n-th submit (1-based) kills the "process": the batch is not committed, the signal aborts. */
   killOnSubmit?: number;
   logger?: Logger;
+  /** What the engine derives from the content type's transform (a source that splits batches or reads headers needs them). */
+  extractHeaders?: SourceContext['extractHeaders'];
+  split?: SourceContext['split'];
 }
 
 /** One submit as the harness saw it: when it was called and when (if) the store committed it. */
@@ -139,8 +142,8 @@ export function sourceHarness<C>(store: MessageStore, id: string, config: C, opt
     },
     getCheckpoint: (key) => store.getCheckpoint(id, key),
     setCheckpoint: (key, value) => store.setCheckpoint(id, key, value),
-    extractHeaders: () => ({}),
-    split: (_ct, body) => [body],
+    extractHeaders: opts.extractHeaders ?? (() => ({})),
+    split: opts.split ?? ((_ct, body) => [body]),
   };
   return h;
 }
