@@ -1,5 +1,6 @@
 /** The testkit's contract suites over the cerner plugin's source, sink and transform, against the Oracle Health simulator. */
 import { connConfig, resourceMessage, type PollSourceConfig, type WriteBackConfig } from '@ferry/fhir-vendor-kit';
+import { contractFaults, heldWith } from '../../../test/simulators/epic/sim-common';
 import { runSinkContract, runSourceContract, runTransformContract } from '@ferry/testkit';
 import { CernerSimulator, CERNER_TENANT, cernerVital, seedCernerSandbox } from '../../../test/simulators/cerner/cerner-simulator';
 import { CernerFhirTransform, CernerPollSource, CernerWriteBackSink, cernerProfile } from './cerner.components';
@@ -46,20 +47,14 @@ runSinkContract<WriteBackConfig>('cerner-fhir-write', {
     type: 'collection',
     entry: [{ resource: { resourceType: 'Observation', status: 'final', identifier: [{ system: 'urn:contract', value: marker }], code: { text: 'Pulse' }, note: [{ text: marker }], subject: { reference: `Patient/cerner-${patientId}` }, valueQuantity: { value: 70 } } }],
   }),
-  fault(kind) {
-    if (kind === 'hang') sim.server.latencyMs = 4000;
-    else sim.server.inject({ match: '/Observation', method: 'POST', status: kind === 'retryable' ? 503 : 422, times: 1, body: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: kind === 'retryable' ? 'transient' : 'invalid' }] } });
-  },
-  received: (marker) => sim.store.all('Observation').filter((o) => JSON.stringify(o.identifier ?? []).includes(marker)).length,
-  teardown: async () => {
-    sim.server.latencyMs = 0;
-  },
+  ...contractFaults(sim.server, '/Observation'),
+  received: (marker) => heldWith(sim.store, 'Observation', marker),
 });
 
 runTransformContract('cerner-fhir', {
   create: () => new CernerFhirTransform({}),
   samples(marker) {
-    const m = resourceMessage(vital(marker), cernerProfile, 'https://fhir.example.org/r4');
+    const m = resourceMessage(JSON.stringify(vital(marker)), cernerProfile, 'https://fhir.example.org/r4');
     return [{ contentType: m.contentType, body: m.body }];
   },
   invalid: [{ contentType: cernerProfile.contentType, body: 'not json' }],

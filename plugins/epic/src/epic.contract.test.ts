@@ -1,5 +1,6 @@
 /** The testkit's contract suites over the epic plugin's source, sink and transform, against the Epic simulator. */
 import { connConfig, resourceMessage, testKey, type PollingSource, type PollSourceConfig, type WriteBackConfig } from '@ferry/fhir-vendor-kit';
+import { contractFaults, heldWith } from '../../../test/simulators/epic/sim-common';
 import { runSinkContract, runSourceContract, runTransformContract } from '@ferry/testkit';
 import { EpicSimulator, epicVital, seedEpicSandbox } from '../../../test/simulators/epic/epic-simulator';
 import { EpicFhirTransform, epicProfile, EpicPollSource, EpicWriteBackSink } from './epic.components';
@@ -52,20 +53,14 @@ runSinkContract<WriteBackConfig>('epic-fhir-write', {
       },
     ],
   }),
-  fault(kind) {
-    if (kind === 'hang') sim.server.latencyMs = 4000;
-    else sim.server.inject({ match: '/Observation', method: 'POST', status: kind === 'retryable' ? 503 : 422, times: 1, body: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: kind === 'retryable' ? 'transient' : 'invalid' }] } });
-  },
-  received: (marker) => sim.store.all('Observation').filter((o) => JSON.stringify(o.identifier ?? []).includes(marker)).length,
-  teardown: async () => {
-    sim.server.latencyMs = 0;
-  },
+  ...contractFaults(sim.server, '/Observation'),
+  received: (marker) => heldWith(sim.store, 'Observation', marker),
 });
 
 runTransformContract('epic-fhir', {
   create: () => new EpicFhirTransform({}),
   samples(marker) {
-    const m = resourceMessage(vital(marker), epicProfile, 'https://fhir.example.org/api/FHIR/R4');
+    const m = resourceMessage(JSON.stringify(vital(marker)), epicProfile, 'https://fhir.example.org/api/FHIR/R4');
     return [{ contentType: m.contentType, body: m.body }];
   },
   invalid: [{ contentType: epicProfile.contentType, body: '{"resourceType": 42}' }],

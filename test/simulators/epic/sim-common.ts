@@ -527,3 +527,23 @@ export function syntheticVital(i: number, patientId: string, vendorSystem: strin
     valueQuantity: { value: 60 + (i % 40), unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
   };
 }
+
+/**
+ * The sink contract's fault hooks (runSinkContract in @ferry/testkit) on a SimServer: the next POST
+ * to `path` answered 503 (retryable) or 422 (dead), or every answer held `hangMs` (a hung call);
+ * `teardown` lifts the hold.
+ */
+export function contractFaults(server: SimServer, path: string, hangMs = 4000) {
+  return {
+    fault(kind: 'retryable' | 'dead' | 'hang'): void {
+      if (kind === 'hang') server.latencyMs = hangMs;
+      else server.inject({ match: path, method: 'POST', status: kind === 'retryable' ? 503 : 422, times: 1, body: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: kind === 'retryable' ? 'transient' : 'invalid' }] } });
+    },
+    async teardown(): Promise<void> {
+      server.latencyMs = 0;
+    },
+  };
+}
+
+/** How many resources of `type` carry `marker` in an identifier (the sink contract's `received`). */
+export const heldWith = (store: ResourceStore, type: string, marker: string): number => store.all(type).filter((r) => JSON.stringify(r.identifier ?? []).includes(marker)).length;
