@@ -6,7 +6,7 @@
 import type { MessageStore } from '@ferry/core';
 import { athenaFhirToBundle, AthenaFhirSource, athenaFhirSourceSchema, type AthenaFhirSourceConfig } from '@ferry/plugin-athena-fhir';
 import { AthenaRestSource, athenaRestSourceSchema, athenaEnvelopeToBundle, type AthenaRestSourceConfig } from '@ferry/plugin-athena-rest';
-import { AthenaSimulator, configFor, openStore, PRACTICE, seedPractice, sourceContext, tempDir } from '../simulators/athena';
+import { AthenaSimulator, configFor, openStore, PRACTICE, referencePatient, seedPractice, sourceContext, tempDir } from '../simulators/athena';
 
 let sim: AthenaSimulator;
 let store: MessageStore;
@@ -19,25 +19,6 @@ afterAll(async () => {
   await store.close();
   await sim.stop();
 });
-
-/** The real preview shape from the reference (2.6). */
-const referencePatient = {
-  resourceType: 'Patient',
-  id: 'a-14523.E-857',
-  meta: { lastUpdated: '2022-05-02T14:38:21.000-04:00' },
-  extension: [
-    { url: 'https://fhir.athena.io/StructureDefinition/ah-brand', valueReference: { reference: 'Organization/a-14523.Brand-1' } },
-    { url: 'https://fhir.athena.io/StructureDefinition/ah-chart-sharing-group', valueReference: { reference: 'Organization/a-14523.CSG-1' } },
-    { url: 'https://fhir.athena.io/StructureDefinition/ah-provider-group', valueReference: { reference: 'Organization/a-14523.PG-1' } },
-    { url: 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex', valueCode: 'UNK' },
-  ],
-  identifier: [{ system: 'https://fhir.athena.io/sid/ah-patient', value: 'a-14523.E-857' }],
-  name: [{ use: 'official', family: 'Testuser', given: ['Phr'], period: { start: '2021-03-28' } }],
-  telecom: [{ system: 'phone', value: '(617) 402-8874', use: 'home' }],
-  gender: 'male',
-  birthDate: '2000-01-01',
-  address: [{ use: 'home', line: ['311 ARSENAL ST'], city: 'WATERTOWN', state: 'MA', postalCode: '02472', country: 'USA' }],
-};
 
 describe('athena-rest and athena-fhir', () => {
   it('the REST transform of a patient conditionally updates the same target as the FHIR transform', () => {

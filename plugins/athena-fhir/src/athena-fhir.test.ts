@@ -3,7 +3,7 @@ import { createLogger } from '@ferry/core';
 import { Writable } from 'node:stream';
 import { validateBundle } from '@ferry/core';
 import type { Patient } from '@medplum/fhirtypes';
-import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../../../test/simulators/athena';
+import { AthenaSimulator, PRACTICE, referencePatient, samplePatient, seedPractice } from '../../../test/simulators/athena';
 import { configFor, openStore, sinkContext, sourceContext, tempDir } from '../../../test/simulators/athena';
 import { AthenaFhirSink, athenaFhirSinkSchema, type AthenaFhirSinkConfig } from './athena-fhir.sink';
 import { AthenaFhirSource, athenaFhirSourceSchema, athenaFhirStrategy, type AthenaFhirSourceConfig } from './athena-fhir.source';
@@ -20,25 +20,6 @@ afterAll(async () => {
   await store.close();
   await sim.stop();
 });
-
-/** The real preview shape from the reference (2.6). */
-const referencePatient = {
-  resourceType: 'Patient',
-  id: 'a-14523.E-857',
-  meta: { lastUpdated: '2022-05-02T14:38:21.000-04:00' },
-  extension: [
-    { url: 'https://fhir.athena.io/StructureDefinition/ah-brand', valueReference: { reference: 'Organization/a-14523.Brand-1' } },
-    { url: 'https://fhir.athena.io/StructureDefinition/ah-chart-sharing-group', valueReference: { reference: 'Organization/a-14523.CSG-1' } },
-    { url: 'https://fhir.athena.io/StructureDefinition/ah-provider-group', valueReference: { reference: 'Organization/a-14523.PG-1' } },
-    { url: 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex', valueCode: 'UNK' },
-  ],
-  identifier: [{ system: 'https://fhir.athena.io/sid/ah-patient', value: 'a-14523.E-857' }],
-  name: [{ use: 'official', family: 'Testuser', given: ['Phr'], period: { start: '2021-03-28' } }],
-  telecom: [{ system: 'phone', value: '(617) 402-8874', use: 'home' }],
-  gender: 'male',
-  birthDate: '2000-01-01',
-  address: [{ use: 'home', line: ['311 ARSENAL ST'], city: 'WATERTOWN', state: 'MA', postalCode: '02472', country: 'USA' }],
-};
 
 describe('athena-fhir id scheme and canonical form', () => {
   it('maps athena ids both ways', () => {
