@@ -2,7 +2,7 @@
 /** @type {import('jest').Config} */
 module.exports = {
   testEnvironment: 'node',
-  roots: ['<rootDir>/core', '<rootDir>/plugins', '<rootDir>/test'],
+  roots: ['<rootDir>/core', '<rootDir>/packages', '<rootDir>/plugins', '<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
   testPathIgnorePatterns: ['/node_modules/', '/dist/'],
   modulePathIgnorePatterns: ['<rootDir>/.*/dist/'],
@@ -12,6 +12,7 @@ module.exports = {
   moduleNameMapper: {
     '^@ferry/core$': '<rootDir>/core/src/index.ts',
     '^@ferry/plugin-([a-z0-9-]+)$': '<rootDir>/plugins/$1/src/index.ts',
+    '^@ferry/(fhir-vendor-kit|testkit)$': '<rootDir>/packages/$1/src/index.ts',
   },
   setupFiles: ['reflect-metadata'],
   testTimeout: 30000,

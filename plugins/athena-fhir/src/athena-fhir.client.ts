@@ -8,7 +8,7 @@
  */
 import Client from 'fhir-kit-client';
 import type { AttemptOutcome, QueryValue } from '@ferry/core';
-import type { AthenaConnection } from '@ferry/plugin-athena-rest';
+import type { AthenaConnection } from '@ferry/fhir-vendor-kit';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 
 /** The error object fhir-kit-client throws for a non-2xx answer. */

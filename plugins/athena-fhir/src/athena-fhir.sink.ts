@@ -9,7 +9,7 @@
  */
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError, type Delivery, type MessageSink, type SinkContext } from '@ferry/core';
-import { AH_PATIENT_SYSTEM, AthenaConnection, athenaConnectionSchema, athenaSystem, type AthenaConnectionConfig } from '@ferry/plugin-athena-rest';
+import { AH_PATIENT_SYSTEM, AthenaConnection, athenaConnectionSchema, athenaSystem, type AthenaConnectionConfig } from '@ferry/fhir-vendor-kit';
 import type { Reference, Resource } from '@medplum/fhirtypes';
 import { AthenaFhirClient } from './athena-fhir.client';
 import { restPatientToFhirId } from './athena-fhir.to-fhir';
@@ -53,7 +53,17 @@ export class AthenaFhirSink implements MessageSink {
     return undefined;
   }
 
+  /**
+   * Deliveries whose create was abandoned with its outcome unknown (the engine aborted the attempt
+   * at deliveryTimeoutMs, or the call timed out): the engine retries them, and a second POST could
+   * create a second QuestionnaireResponse, so their next attempt fails permanently instead. Kept
+   * in memory (the last 10,000), so it covers retries within this process run.
+   */
+  private readonly abandoned = new Set<string>();
+
   async deliver(delivery: Delivery): Promise<void> {
+    if (this.abandoned.has(delivery.deliveryId))
+      throw permanentDeliveryError('ATHENA_FHIR_OUTCOME_UNKNOWN', 'an earlier attempt of this delivery was abandoned before athena answered; the create may have happened and cannot be reconciled by a search, so it is not repeated', { deliveryId: delivery.deliveryId });
     const created: string[] = [];
     let skipped = 0;
     for (const e of delivery.bundle.entry ?? []) {
@@ -77,7 +87,12 @@ export class AthenaFhirSink implements MessageSink {
         const res = await this.fhir.create(body, delivery.signal);
         created.push(`${res.resourceType}/${res.id}`);
       } catch (err) {
-        throw this.classify(err);
+        const fe = this.classify(err);
+        if (delivery.signal?.aborted || fe.code === 'FERRY_E_DELIVERY_ATHENA_FHIR_OUTCOME_UNKNOWN') {
+          this.abandoned.add(delivery.deliveryId);
+          if (this.abandoned.size > 10_000) this.abandoned.delete(this.abandoned.values().next().value!);
+        }
+        throw fe;
       }
     }
     this.lastCreated = created;

@@ -24,7 +24,7 @@
  */
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, errorFields, FerryError, OutageLog, type InboundMessage, type MessageSource, type SourceContext } from '@ferry/core';
-import { AthenaConnection, athenaConnectionSchema, formatAthenaDateTime, isNotSubscribed, type AthenaConnectionConfig } from '@ferry/plugin-athena-rest';
+import { AthenaConnection, athenaConnectionSchema, formatAthenaDateTime, isNotSubscribed, PollingSource, type AthenaConnectionConfig } from '@ferry/fhir-vendor-kit';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { AthenaFhirClient } from './athena-fhir.client';
 import { ATHENA_FHIR_CONTENT_TYPE, athenaFhirHeaders, restPatientToFhirId, type AthenaFhirEnvelope } from './athena-fhir.to-fhir';
@@ -124,49 +124,23 @@ interface FeedMark {
 }
 
 @injectable()
-export class AthenaFhirSource implements MessageSource {
+export class AthenaFhirSource extends PollingSource<AthenaFhirSourceConfig> {
   readonly conn: AthenaConnection;
   readonly fhir: AthenaFhirClient;
   private readonly cfg: AthenaFhirSourceConfig;
-  private readonly abort = new AbortController();
-  private running = false;
-  private loop?: Promise<void>;
-  private wake?: () => void;
   private readonly states = new Map<string, AthenaFhirTypeState>();
   private readonly subscribedAt = new Map<string, number>();
-  polls = 0;
-  lastError?: FerryError;
 
-  constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<AthenaFhirSourceConfig>) {
+  constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<AthenaFhirSourceConfig>) {
+    super(ctx, 'athena FHIR poll failed');
     this.cfg = ctx.config;
-    this.signal = AbortSignal.any([this.abort.signal, ctx.signal]);
     this.conn = new AthenaConnection(ctx.config, ctx.logger);
     this.fhir = new AthenaFhirClient(this.conn);
-    this.pollFailures = new OutageLog(ctx.logger, 'athena FHIR poll failed', { source: ctx.id });
     for (const type of this.cfg.resources) {
       this.states.set(type, { type, strategy: this.strategy(type), state: 'pending', consecutiveFailures: 0, lastStored: 0, pendingPatients: 0 });
     }
   }
 
-  /** A run of failed polls: told once, counted each minute. */
-  private readonly pollFailures: OutageLog;
-
-  async start(): Promise<void> {
-    if (this.running) return;
-    this.running = true;
-    this.loop = this.run();
-  }
-
-  async stop(): Promise<void> {
-    this.running = false;
-    this.abort.abort(new Error('source stopping'));
-    this.wake?.();
-    await this.loop?.catch(() => undefined);
-  }
-
-  isReady(): boolean {
-    return this.running && !(this.lastError && this.lastError.kind === 'config');
-  }
 
   /** Each resource type's strategy and state (the admin API's source view). */
   typeStates(): AthenaFhirTypeState[] {
@@ -191,31 +165,8 @@ export class AthenaFhirSource implements MessageSource {
     return out;
   }
 
-  /** Aborted by stop() or by the engine. */
-  private readonly signal: AbortSignal;
-
-  private async run(): Promise<void> {
-    while (this.running && !this.signal.aborted) {
-      try {
-        await this.pollOnce();
-        this.lastError = undefined;
-        this.pollFailures.ok();
-      } catch (e) {
-        if (this.signal.aborted) break;
-        this.lastError = FerryError.from(e);
-        this.pollFailures.failed(errorFields(e));
-      }
-      this.polls++;
-      if (!this.running) break;
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, this.cfg.pollIntervalMs);
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.wake = undefined;
-    }
+  protected nextWaitMs(): number {
+    return this.cfg.pollIntervalMs;
   }
 
   strategy(type: string): AthenaFhirStrategy {

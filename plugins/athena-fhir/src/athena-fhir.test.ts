@@ -2,10 +2,9 @@ import type { MessageStore } from '@ferry/core';
 import { createLogger } from '@ferry/core';
 import { Writable } from 'node:stream';
 import { validateBundle } from '@ferry/core';
-import { AthenaRestSource, athenaRestSourceSchema, athenaEnvelopeToBundle, type AthenaRestSourceConfig } from '@ferry/plugin-athena-rest';
 import type { Patient } from '@medplum/fhirtypes';
-import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../../../test/simulators/athena';
-import { configFor, openStore, sinkContext, sourceContext, tempDir } from '../../athena-rest/src/__fixtures__/harness';
+import { AthenaSimulator, PRACTICE, referencePatient, samplePatient, seedPractice } from '../../../test/simulators/athena';
+import { configFor, openStore, sinkContext, sourceContext, tempDir } from '../../../test/simulators/athena';
 import { AthenaFhirSink, athenaFhirSinkSchema, type AthenaFhirSinkConfig } from './athena-fhir.sink';
 import { AthenaFhirSource, athenaFhirSourceSchema, athenaFhirStrategy, type AthenaFhirSourceConfig } from './athena-fhir.source';
 import { athenaFhirToBundle, fhirPatientToRestId, parseAthenaFhirId, parseFhirEnvelope, restPatientToFhirId } from './athena-fhir.to-fhir';
@@ -21,25 +20,6 @@ afterAll(async () => {
   await store.close();
   await sim.stop();
 });
-
-/** The real preview shape from the reference (2.6). */
-const referencePatient = {
-  resourceType: 'Patient',
-  id: 'a-14523.E-857',
-  meta: { lastUpdated: '2022-05-02T14:38:21.000-04:00' },
-  extension: [
-    { url: 'https://fhir.athena.io/StructureDefinition/ah-brand', valueReference: { reference: 'Organization/a-14523.Brand-1' } },
-    { url: 'https://fhir.athena.io/StructureDefinition/ah-chart-sharing-group', valueReference: { reference: 'Organization/a-14523.CSG-1' } },
-    { url: 'https://fhir.athena.io/StructureDefinition/ah-provider-group', valueReference: { reference: 'Organization/a-14523.PG-1' } },
-    { url: 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex', valueCode: 'UNK' },
-  ],
-  identifier: [{ system: 'https://fhir.athena.io/sid/ah-patient', value: 'a-14523.E-857' }],
-  name: [{ use: 'official', family: 'Testuser', given: ['Phr'], period: { start: '2021-03-28' } }],
-  telecom: [{ system: 'phone', value: '(617) 402-8874', use: 'home' }],
-  gender: 'male',
-  birthDate: '2000-01-01',
-  address: [{ use: 'home', line: ['311 ARSENAL ST'], city: 'WATERTOWN', state: 'MA', postalCode: '02472', country: 'USA' }],
-};
 
 describe('athena-fhir id scheme and canonical form', () => {
   it('maps athena ids both ways', () => {
@@ -60,10 +40,7 @@ describe('athena-fhir id scheme and canonical form', () => {
     expect(p.identifier![1]).toEqual({ system: 'https://fhir.athena.io/sid/ah-patient', value: 'a-14523.E-857' });
     expect(p.extension).toEqual([{ url: 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex', valueCode: 'UNK' }]);
     expect((p as any).meta).toBeUndefined();
-    // the REST transform of the same patient conditionally updates the same target
-    const rest = athenaEnvelopeToBundle({ practiceid: '14523', kind: 'patient', record: { patientid: '857', firstname: 'Phr', lastname: 'Testuser', dob: '01/01/2000' } });
-    expect(rest.entry![0].request!.url).toBe(b.entry![0].request!.url);
-    expect(rest.entry![0].fullUrl).toBe(b.entry![0].fullUrl);
+    // (that the REST transform of the same patient updates the same target: test/plugins/athena-rest-fhir.test.ts)
     // extensions kept on request
     const kept = athenaFhirToBundle({ practiceid: '14523', resource: referencePatient as any, athenaExtensions: 'keep' });
     expect((kept.entry![0].resource as Patient).extension).toHaveLength(4);
@@ -263,24 +240,6 @@ describe('athena-fhir source', () => {
     await src.pollOnce();
     await src.conn.get('/departments');
     expect(sim.tokensIssued - before).toBe(1);
-  });
-
-  it('does not share a token across scopes: a REST source and a FHIR source with a wider scope on one client each get their own', async () => {
-    sim.opts.clients['scope-client'] = 'scope-secret';
-    sim.subscribe(PRACTICE, 'patients', 'scope-client');
-    sim.putFhir(PRACTICE, 'Location', `a-${PRACTICE}.Department-77`, { name: 'Scope test', status: 'active' });
-    const before = sim.tokensIssued;
-    const creds = { clientId: 'scope-client', clientSecret: 'scope-secret' };
-    const rest = new AthenaRestSource(sourceContext('athena-rest-scope', store, configFor<AthenaRestSourceConfig>(athenaRestSourceSchema, sim, { ...creds, scope: 'athena/service/Athenanet.MDP.*', feeds: ['patients'] })));
-    const fhirSrc = new AthenaFhirSource(sourceContext('athena-fhir-scope', store, configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { ...creds, scope: 'athena/service/Athenanet.MDP.* system/Location.read', resources: ['Location'] })));
-    await rest.pollOnce(); // fetches the narrower token first
-    await fhirSrc.pollOnce(); // would get 403 "lacks system/Location.read" with a shared token
-    expect(sim.tokensIssued - before).toBe(2);
-    expect(fhirSrc.typeStates()[0].state).toBe('ok');
-    // the same scopes spelled in another order are the same token
-    const again = new AthenaFhirSource(sourceContext('athena-fhir-scope2', store, configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { ...creds, scope: 'system/Location.read  athena/service/Athenanet.MDP.*', resources: ['Location'] })));
-    await again.pollOnce();
-    expect(sim.tokensIssued - before).toBe(2);
   });
 
   it('a search without ah-practice is refused by athena (the simulator keeps that rule)', async () => {

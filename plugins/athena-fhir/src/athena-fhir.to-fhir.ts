@@ -11,7 +11,7 @@
  *   or kept (`athenaExtensions: drop | keep`).
  */
 import { inputError, resourceVersionKey, validateBundle, type MessageHeaders, type MessageTransform, type StoredMessage, type TransformContext } from '@ferry/core';
-import { athenaSystem, stableUuid } from '@ferry/plugin-athena-rest';
+import { athenaSystem, stableUuid } from '@ferry/fhir-vendor-kit';
 import type { Bundle, BundleEntry, Identifier, Resource } from '@medplum/fhirtypes';
 
 export const ATHENA_FHIR_CONTENT_TYPE = 'application/vnd.athena.fhir+json';

@@ -19,8 +19,8 @@
  */
 import { FerryError, facadeError, type FacadeCallContext, type FacadeCapability, type FacadeProvider, type FacadeProviderContext, type FacadeProviderRegistration, type FacadeRecord } from '@ferry/core';
 import type { Patient, Resource } from '@medplum/fhirtypes';
-import { AthenaConnection, athenaConnectionSchema, athenaErrorText, type AthenaConnectionConfig } from './client/athena-connection';
-import { AthenaContentType, athenaSystem, type AthenaEnvelope } from './transform/athena.to-fhir';
+import { AthenaConnection, athenaConnectionSchema, athenaErrorText, athenaSystem, type AthenaConnectionConfig } from '@ferry/fhir-vendor-kit';
+import { AthenaContentType, type AthenaEnvelope } from './transform/athena.to-fhir';
 
 /** athena-fhir's content type (the athena-fhir plugin's transform reads it; without that plugin the FHIR path is unavailable). */
 export const ATHENA_FHIR_ENVELOPE_TYPE = 'application/vnd.athena.fhir+json';

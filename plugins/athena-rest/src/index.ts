@@ -5,8 +5,6 @@ import { AthenaRestSource, athenaRestSourceSchema } from './source/athena-rest.s
 import { AthenaRestTransform } from './transform/athena.to-fhir';
 import { athenaFacadeProvider } from './facade';
 
-export * from './client/athena-connection';
-export * from './time/athena-time';
 export * from './transform/athena.to-fhir';
 export * from './transform/athena-chart.to-fhir';
 export * from './source/athena-rest.source';

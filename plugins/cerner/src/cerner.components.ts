@@ -17,7 +17,7 @@ import {
   type PollSourceConfig,
   type VendorProfile,
   type WriteBackConfig,
-} from '@ferry/plugin-epic';
+} from '@ferry/fhir-vendor-kit';
 import { inject, injectable } from 'tsyringe';
 
 export const CERNER_CONTENT_TYPE = 'application/vnd.cerner.fhir+json';

@@ -1,11 +1,11 @@
 import { SqliteMessageStore, silentLogger, type Delivery } from '@ferry/core';
-import { FhirClient, VendorConnection, resourceMessage } from '@ferry/plugin-epic';
+import { FhirClient, VendorConnection, resourceMessage } from '@ferry/fhir-vendor-kit';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CernerSimulator, CERNER_TENANT, cernerVital, seedCernerSandbox } from '../../../test/simulators/cerner/cerner-simulator';
-import { connConfig, testKey } from '../../epic/src/__fixtures__/helpers';
-import { storeContext } from '../../epic/src/__fixtures__/store-context';
+import { connConfig, testKey } from '@ferry/fhir-vendor-kit';
+import { sourceHarness } from '@ferry/testkit';
 import { CernerBulkSource, CernerFhirTransform, CernerPollSource, CernerWriteBackSink, cernerProfile } from './cerner.components';
 
 const SCOPES = ['system/Patient.read', 'system/Observation.read', 'system/Observation.write', 'system/Condition.read'];
@@ -126,7 +126,7 @@ describe('cerner plugin against the Oracle Health simulator', () => {
       const store = new SqliteMessageStore({ path: path.join(dir, 'poll.db'), logger: silentLogger() });
       await store.open();
       try {
-        const { ctx } = storeContext(store, 'cerner-poll', { ...basic(), intervalMs: 60_000, patients: [patientId], resources: [{ type: 'Observation' }], pageSize: 500, initialSince: '' });
+        const { ctx } = sourceHarness(store, 'cerner-poll', { ...basic(), intervalMs: 60_000, patients: [patientId], resources: [{ type: 'Observation' }], pageSize: 500, initialSince: '' });
         const src = new CernerPollSource(ctx);
         expect(await src.cycle()).toBe(25);
         expect(sim.requests.filter((r) => r.path.endsWith('/Observation')).at(-1)!.url).toMatch(/-pageContext|_count=200/);
@@ -140,7 +140,7 @@ describe('cerner plugin against the Oracle Health simulator', () => {
       const store = new SqliteMessageStore({ path: path.join(dir, 'poll2.db'), logger: silentLogger() });
       await store.open();
       try {
-        const { ctx } = storeContext(store, 'cerner-poll2', { ...basic(), intervalMs: 60_000, patients: [patientId], resources: [{ type: 'Encounter' }, { type: 'Observation' }], pageSize: 50, initialSince: '' });
+        const { ctx } = sourceHarness(store, 'cerner-poll2', { ...basic(), intervalMs: 60_000, patients: [patientId], resources: [{ type: 'Encounter' }, { type: 'Observation' }], pageSize: 50, initialSince: '' });
         const err = await new CernerPollSource(ctx).cycle().catch((e) => e);
         expect(err.message).toMatch(/1 of 2 resource types failed/);
         expect(err.retryable).toBe(false);
@@ -154,7 +154,7 @@ describe('cerner plugin against the Oracle Health simulator', () => {
       const store = new SqliteMessageStore({ path: path.join(dir, 'bulk.db'), logger: silentLogger() });
       await store.open();
       try {
-        const { ctx } = storeContext(store, 'cerner-bulk', {
+        const { ctx } = sourceHarness(store, 'cerner-bulk', {
           ...basic(),
           bulk: { level: 'group', groupId: '11ec-d16a-b40370f8-9d31-577f11a339c5', types: ['Patient', 'Observation'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 1000, batchSize: 100, deleteWhenDone: true },
         } as any);
@@ -171,7 +171,7 @@ describe('cerner plugin against the Oracle Health simulator', () => {
   });
 
   it('refuses at startup a bulk export whose types lack a system read scope', () => {
-    const { ctx } = storeContext({} as any, 'cb', { ...basic(), bulk: { level: 'group', groupId: 'g', types: ['Encounter'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 1000, batchSize: 100, deleteWhenDone: true } } as any);
+    const { ctx } = sourceHarness({} as any, 'cb', { ...basic(), bulk: { level: 'group', groupId: 'g', types: ['Encounter'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 1000, batchSize: 100, deleteWhenDone: true } } as any);
     expect(() => new CernerBulkSource(ctx)).toThrow(/needs system\/Encounter.read in auth.scopes/);
   });
 
@@ -180,8 +180,8 @@ describe('cerner plugin against the Oracle Health simulator', () => {
     const store = new SqliteMessageStore({ path: path.join(dir, 'busy.db'), logger: silentLogger() });
     await store.open();
     try {
-      const a = new CernerBulkSource(storeContext(store, 'busy-a', bulkCfg).ctx);
-      const b = new CernerBulkSource(storeContext(store, 'busy-b', bulkCfg).ctx);
+      const a = new CernerBulkSource(sourceHarness(store, 'busy-a', bulkCfg).ctx);
+      const b = new CernerBulkSource(sourceHarness(store, 'busy-b', bulkCfg).ctx);
       const [ra, rb] = await Promise.allSettled([a.cycle(), b.cycle()]);
       expect(ra.status).toBe('fulfilled');
       expect(rb.status === 'rejected' && (rb.reason as { code: string }).code).toBe('FERRY_E_VENDOR_EXPORT_BUSY');
@@ -194,7 +194,7 @@ describe('cerner plugin against the Oracle Health simulator', () => {
     const store = new SqliteMessageStore({ path: path.join(dir, 'expired.db'), logger: silentLogger() });
     await store.open();
     try {
-      const { ctx } = storeContext(store, 'cerner-exp', {
+      const { ctx } = sourceHarness(store, 'cerner-exp', {
         ...basic(),
         bulk: { level: 'group', groupId: '11ec-d16a-b40370f8-9d31-577f11a339c5', types: ['Patient', 'Observation'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 1000, batchSize: 100, deleteWhenDone: true },
       } as any);

@@ -5,7 +5,7 @@
  * create/update (If-Match) write-back sink. Built on the code shared in @ferry/plugin-epic.
  */
 import { definePlugin } from '@ferry/core';
-import { bulkSourceSchema, normalizeConfigSchema, pollSourceSchema, writeBackSchema } from '@ferry/plugin-epic';
+import { bulkSourceSchema, normalizeConfigSchema, pollSourceSchema, writeBackSchema } from '@ferry/fhir-vendor-kit';
 import { CERNER_MRN_OID, CERNER_WRITE_TYPES, CernerBulkSource, CernerFhirTransform, CernerPollSource, CernerWriteBackSink } from './cerner.components';
 
 export * from './cerner.components';

@@ -3,10 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { EpicSimulator, seedEpicSandbox } from '../../../test/simulators/epic/epic-simulator';
-import { connConfig, testKey } from './__fixtures__/helpers';
-import { storeContext } from './__fixtures__/store-context';
+import { connConfig, testKey } from '@ferry/fhir-vendor-kit';
+import { sourceHarness } from '@ferry/testkit';
 import { EpicBulkSource } from './epic.components';
-import type { BulkSourceConfig } from './shared/sources';
+import type { BulkSourceConfig } from '@ferry/fhir-vendor-kit';
 
 /**
  * The bulk source end to end into SQLite (10,000 by default; VOL=50000 for the full volume, which the
@@ -34,7 +34,7 @@ describe('epic bulk export volume into the real SQLite store', () => {
   it('streams every resource into the store with bounded memory', async () => {
     const key = await testKey('vol');
     sim.registerClient('vol', key.jwks);
-    const { ctx } = storeContext<BulkSourceConfig>(store, 'epic-big', {
+    const { ctx } = sourceHarness<BulkSourceConfig>(store, 'epic-big', {
       ...connConfig({ baseUrl: sim.baseUrl, clientId: 'vol' }, { privateKey: key.pem, kid: 'vol' }),
       bulk: { level: 'group', groupId: 'big', types: ['Patient', 'Observation'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 1000, batchSize: 1000, deleteWhenDone: true },
     }, { duplicates: 'off' });

@@ -1,10 +1,7 @@
 /** Epic source, transform and sink classes (DI-constructed by the core). */
 import { coreTokens, type SinkContext, type SourceContext } from '@ferry/core';
 import { inject, injectable } from 'tsyringe';
-import { BulkExportSource, FhirPollSource, type BulkSourceConfig, type PollResourceSpec, type PollSourceConfig } from './shared/sources';
-import { VendorFhirTransform, type NormalizeConfig } from './shared/transform';
-import { WriteBackSink, type WriteBackConfig } from './shared/writeback.sink';
-import type { VendorProfile } from './shared/normalize';
+import { BulkExportSource, FhirPollSource, type BulkSourceConfig, type PollResourceSpec, type PollSourceConfig, VendorFhirTransform, type NormalizeConfig, WriteBackSink, type WriteBackConfig, type VendorProfile } from '@ferry/fhir-vendor-kit';
 
 export const EPIC_CONTENT_TYPE = 'application/vnd.epic.fhir+json';
 /** Epic sandbox (customer 0, environment 1) MRN system; production OIDs differ per customer. */

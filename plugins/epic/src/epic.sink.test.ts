@@ -1,6 +1,6 @@
 import { silentLogger, type Delivery } from '@ferry/core';
 import { EpicSimulator, seedEpicSandbox } from '../../../test/simulators/epic/epic-simulator';
-import { connConfig, testKey } from './__fixtures__/helpers';
+import { connConfig, testKey } from '@ferry/fhir-vendor-kit';
 import { EpicWriteBackSink } from './epic.components';
 
 describe('epic write-back sink', () => {

@@ -6,10 +6,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { EpicSimulator, epicVital, seedEpicSandbox } from '../../../test/simulators/epic/epic-simulator';
-import { connConfig, testKey } from './__fixtures__/helpers';
-import { storeContext } from './__fixtures__/store-context';
+import { connConfig, testKey } from '@ferry/fhir-vendor-kit';
+import { sourceHarness } from '@ferry/testkit';
 import { EpicBulkSource, EpicPollSource } from './epic.components';
-import type { BulkSourceConfig, PollSourceConfig } from './shared/sources';
+import type { BulkSourceConfig, PollSourceConfig } from '@ferry/fhir-vendor-kit';
 
 describe('epic sources on a real SQLite store', () => {
   const sim = new EpicSimulator({ pageSize: 20, bulkPollsUntilDone: 1, bulkRetryAfterSec: 0, bulkMaxLinesPerFile: 1000 });
@@ -57,7 +57,7 @@ describe('epic sources on a real SQLite store', () => {
     it('stores each resource once, commits the checkpoint with the messages, then only picks up changes', async () => {
       for (let i = 0; i < 45; i++) sim.store.put(epicVital(patientId, i));
       const store = await openStore();
-      const { ctx } = storeContext(store, 'epic-poll', cfg());
+      const { ctx } = sourceHarness(store, 'epic-poll', cfg());
       const src = new EpicPollSource(ctx);
       expect(await src.cycle()).toBe(46);
       const msgs = await store.listMessages({ sourceId: 'epic-poll', limit: 1000 });
@@ -78,7 +78,7 @@ describe('epic sources on a real SQLite store', () => {
 
     it('filters by lastUpdated itself when the server ignores _lastUpdated (Epic 4122)', async () => {
       const store = await openStore();
-      const { ctx } = storeContext(store, 'epic-poll3', { ...cfg(), resources: [{ type: 'Observation', category: 'vital-signs', params: { issued: 'ge2000-01-01' } }] });
+      const { ctx } = sourceHarness(store, 'epic-poll3', { ...cfg(), resources: [{ type: 'Observation', category: 'vital-signs', params: { issued: 'ge2000-01-01' } }] });
       const src = new EpicPollSource(ctx);
       const first = await src.cycle();
       expect(first).toBeGreaterThan(0);
@@ -97,7 +97,7 @@ describe('epic sources on a real SQLite store', () => {
 
     it('refuses at startup a resource spec Epic would reject (Observation without category)', async () => {
       const store = await openStore();
-      const { ctx } = storeContext(store, 'epic-bad', { ...cfg(), resources: [{ type: 'Observation' }] });
+      const { ctx } = sourceHarness(store, 'epic-bad', { ...cfg(), resources: [{ type: 'Observation' }] });
       expect(() => new EpicPollSource(ctx)).toThrow(/resources\[0\]: Epic Observation searches need a category/);
     });
 
@@ -105,7 +105,7 @@ describe('epic sources on a real SQLite store', () => {
       const store = await openStore();
       const lines: { level: string; message: string; failures?: number; error?: string }[] = [];
       const conn = connConfig({ baseUrl: sim.baseUrl, clientId: 'src-client', http: { timeoutMs: 5000, maxAttempts: 1, maxRetryAfterMs: 0 } }, { privateKey: key.pem, kid: 'src' });
-      const ctx = { ...storeContext(store, 'epic-outage', { ...cfg(), ...conn, intervalMs: 20 }).ctx, logger: createLogger({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(...c.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l))), cb()) })) };
+      const ctx = { ...sourceHarness(store, 'epic-outage', { ...cfg(), ...conn, intervalMs: 20 }).ctx, logger: createLogger({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(...c.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l))), cb()) })) };
       // Observations fail (a scope revoked, the server struggling), Patients still come.
       sim.server.inject({ match: '/Observation', status: 503, times: 1_000_000 });
       const src = new EpicPollSource(ctx);
@@ -135,7 +135,7 @@ describe('epic sources on a real SQLite store', () => {
     it('does not move the checkpoint when storing the page fails', async () => {
       const store = await openStore();
       const before = await store.getCheckpoint('epic-poll2', 'poll:Observation:vital-signs');
-      const { ctx } = storeContext(store, 'epic-poll2', cfg(), { killOnSubmit: 1 });
+      const { ctx } = sourceHarness(store, 'epic-poll2', cfg(), { killOnSubmit: 1 });
       const src = new EpicPollSource(ctx);
       await expect(src.cycle()).rejects.toThrow('killed');
       expect(await store.getCheckpoint('epic-poll2', 'poll:Observation:vital-signs')).toBe(before);
@@ -155,7 +155,7 @@ describe('epic sources on a real SQLite store', () => {
       sim.groups.set('g-resume', [patientId]);
       sim.addSyntheticVitals(3000, patientId);
       const storeA = await openStore(kind);
-      const a = storeContext(storeA, id, cfg(), { killOnSubmit: 6 });
+      const a = sourceHarness(storeA, id, cfg(), { killOnSubmit: 6 });
       const srcA = new EpicBulkSource(a.ctx);
       await expect(srcA.cycle()).rejects.toThrow('killed');
       const real = sim.store.all('Observation').length; // the polling test's vitals are in the group too
@@ -170,7 +170,7 @@ describe('epic sources on a real SQLite store', () => {
       await storeA.close();
 
       const storeB = await openStore(kind);
-      const b = storeContext(storeB, id, cfg());
+      const b = sourceHarness(storeB, id, cfg());
       const srcB = new EpicBulkSource(b.ctx);
       const stored = await srcB.cycle();
       expect(stored + storedA).toBe(total);
@@ -202,7 +202,7 @@ describe('epic sources on a real SQLite store', () => {
     it('polling: every amended version is a new message (control id with a content digest), an unchanged re-read a dropped duplicate', async () => {
       sim.store.put(vital(20), { unversioned: true });
       const store = await openStore();
-      const { ctx } = storeContext(store, 'epic-nometa', { ...base(), intervalMs: 60_000, patients: [pid], resources: [{ type: 'Observation', category: 'vital-signs' }], pageSize: 20, initialSince: '' } satisfies PollSourceConfig, { duplicates: 'ignore' });
+      const { ctx } = sourceHarness(store, 'epic-nometa', { ...base(), intervalMs: 60_000, patients: [pid], resources: [{ type: 'Observation', category: 'vital-signs' }], pageSize: 20, initialSince: '' } satisfies PollSourceConfig, { duplicates: 'ignore' });
       const src = new EpicPollSource(ctx);
       await src.cycle();
       await src.cycle(); // re-read, unchanged
@@ -221,7 +221,7 @@ describe('epic sources on a real SQLite store', () => {
       delete sim.synthetic.Observation; // the volume vitals of the resume test are added to every full export
       const store = await openStore();
       const cfg: BulkSourceConfig = { ...base(), bulk: { level: 'group', groupId: 'g-nometa', types: ['Observation'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 2000, batchSize: 250, deleteWhenDone: true } };
-      const { ctx } = storeContext(store, 'epic-bulk-nometa', cfg, { duplicates: 'ignore' });
+      const { ctx } = sourceHarness(store, 'epic-bulk-nometa', cfg, { duplicates: 'ignore' });
       const src = new EpicBulkSource(ctx);
       await src.cycle();
       expect(await values(store, 'epic-bulk-nometa')).toEqual([171]);

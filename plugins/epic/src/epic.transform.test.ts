@@ -1,7 +1,7 @@
 import { silentLogger, type StoredMessage } from '@ferry/core';
 import { EpicSimulator, EPIC_MRN_OID, epicVital, seedEpicSandbox } from '../../../test/simulators/epic/epic-simulator';
 import { EpicFhirTransform } from './epic.components';
-import { resourceMessage } from './shared/sources';
+import { resourceMessage } from '@ferry/fhir-vendor-kit';
 import { epicProfile } from './epic.components';
 
 const msg = (resource: object): StoredMessage & { body: Buffer } => {

@@ -1,19 +1,16 @@
 /**
  * @ferry/plugin-epic: Epic FHIR R4 -- SMART Backend Services auth (RS384 JWT client assertions),
  * incremental polling and Bulk Data export sources, a normalising transform to canonical FHIR R4,
- * write-back sink, and `ferry epic jwks`. Also exports the code shared with @ferry/plugin-cerner.
+ * write-back sink, and `ferry epic jwks`. Built on @ferry/fhir-vendor-kit.
  */
 import { definePlugin } from '@ferry/core';
 import { EPIC_SANDBOX_MRN_OID, EPIC_WRITE_TYPES, EpicBulkSource, EpicFhirTransform, EpicPollSource, EpicWriteBackSink } from './epic.components';
 import { epicJwksCommand } from './jwks.command';
-import { bulkSourceSchema, pollSourceSchema } from './shared/sources';
-import { normalizeConfigSchema } from './shared/transform';
-import { writeBackSchema } from './shared/writeback.sink';
+import { bulkSourceSchema, pollSourceSchema, normalizeConfigSchema, writeBackSchema } from '@ferry/fhir-vendor-kit';
 
-export * from './shared';
 export * from './epic.components';
 export { epicJwksCommand, keysFromConfig } from './jwks.command';
-export { VendorFhirFacadeProvider, vendorFhirFacadeProvider, epicFacadeProvider, EPIC_FACADE_PARAMS, type VendorFhirFacadeOptions } from './facade';
+export { epicFacadeProvider } from './facade';
 import { epicFacadeProvider } from './facade';
 
 const auth = { method: 'private_key_jwt' as const, refreshSkewSec: 120 };

@@ -2,7 +2,7 @@ import { silentLogger } from '@ferry/core';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import epicPlugin, { epicJwksCommand } from './index';
-import { testKey } from './__fixtures__/helpers';
+import { testKey } from '@ferry/fhir-vendor-kit';
 
 describe('ferry epic jwks', () => {
   it('prints the public JWK Set of the keys in the config (no private parts)', async () => {

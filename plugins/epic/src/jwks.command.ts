@@ -6,7 +6,7 @@
 import type { CliCommand } from '@ferry/core';
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
-import { loadSigningKey, publicJwks, type AssertionAlg, type SigningKey } from './shared/keys';
+import { loadSigningKey, publicJwks, type AssertionAlg, type SigningKey } from '@ferry/fhir-vendor-kit';
 
 interface KeyEntry {
   privateKey?: string;

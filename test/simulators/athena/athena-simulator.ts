@@ -396,6 +396,11 @@ export class AthenaSimulator {
   }
 
   /** Put a FHIR resource (athena id scheme) into the FHIR side. */
+  /** The FHIR resources of a type held (for assertions). */
+  fhirResources(type: string): Json[] {
+    return [...(this.fhir.get(type)?.values() ?? [])];
+  }
+
   putFhir(p: string, type: string, id: string, resource: Json): Json {
     let m = this.fhir.get(type);
     if (!m) this.fhir.set(type, (m = new Map()));

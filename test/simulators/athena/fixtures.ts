@@ -46,3 +46,22 @@ export function seedPractice(sim: AthenaSimulator, practiceId = PRACTICE): void 
   for (const d of DEPARTMENTS) sim.addDepartment(practiceId, d);
   for (const p of PROVIDERS) sim.addProvider(practiceId, p);
 }
+
+/** The real preview shape from the reference (2.6). */
+export const referencePatient = {
+  resourceType: 'Patient',
+  id: 'a-14523.E-857',
+  meta: { lastUpdated: '2022-05-02T14:38:21.000-04:00' },
+  extension: [
+    { url: 'https://fhir.athena.io/StructureDefinition/ah-brand', valueReference: { reference: 'Organization/a-14523.Brand-1' } },
+    { url: 'https://fhir.athena.io/StructureDefinition/ah-chart-sharing-group', valueReference: { reference: 'Organization/a-14523.CSG-1' } },
+    { url: 'https://fhir.athena.io/StructureDefinition/ah-provider-group', valueReference: { reference: 'Organization/a-14523.PG-1' } },
+    { url: 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex', valueCode: 'UNK' },
+  ],
+  identifier: [{ system: 'https://fhir.athena.io/sid/ah-patient', value: 'a-14523.E-857' }],
+  name: [{ use: 'official', family: 'Testuser', given: ['Phr'], period: { start: '2021-03-28' } }],
+  telecom: [{ system: 'phone', value: '(617) 402-8874', use: 'home' }],
+  gender: 'male',
+  birthDate: '2000-01-01',
+  address: [{ use: 'home', line: ['311 ARSENAL ST'], city: 'WATERTOWN', state: 'MA', postalCode: '02472', country: 'USA' }],
+};

@@ -1,2 +1,3 @@
 export * from './athena-simulator';
 export * from './fixtures';
+export * from './harness';

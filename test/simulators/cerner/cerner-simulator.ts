@@ -20,23 +20,19 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHmac, randomUUID } from 'node:crypto';
 import type { JSONWebKeySet } from 'jose';
 import {
-  createBulkJob,
-  fileLineCount,
+  applyFilters,
+  commonFilters,
+  FhirVendorSimulator,
   hasCoding,
-  hasIdentifier,
   matchDate,
   newToken,
-  PagingSessions,
   parseBasic,
   parseForm,
   patientOf,
-  ResourceStore,
-  SimServer,
   sendJson,
   streamNdjson,
   syntheticVital,
   verifyClientAssertion,
-  type BulkJob,
   type IssuedToken,
   type LoggedRequest,
   type RegisteredJwtClient,
@@ -75,26 +71,14 @@ export function cernerOutcome(severity: string, code: string, text?: string, loc
   return { resourceType: 'OperationOutcome', issue: [{ severity, code, ...(text ? { details: { text } } : {}), ...(location ? { location } : {}) }] };
 }
 
-export class CernerSimulator {
-  readonly server: SimServer;
-  readonly store: ResourceStore;
-  readonly sessions: PagingSessions;
+export class CernerSimulator extends FhirVendorSimulator<CernerClient> {
   readonly tenant: string;
-  readonly clients = new Map<string, CernerClient>();
-  readonly tokens = new Map<string, IssuedToken>();
-  readonly seenJti = new Map<string, number>();
-  readonly groups = new Map<string, string[]>();
-  readonly jobs = new Map<string, BulkJob>();
-  readonly synthetic: Record<string, { count: number; make: (i: number) => Res }> = {};
   private readonly s3Secret = randomUUID();
   opts: Required<Omit<CernerSimulatorOptions, 'clients' | 'latencyMs' | 'now' | 'tenant'>>;
 
   constructor(opts: CernerSimulatorOptions = {}) {
+    super(opts);
     this.tenant = opts.tenant ?? CERNER_TENANT;
-    this.server = new SimServer((req, res, url, body, log) => this.handle(req, res, url, body, log), { latencyMs: opts.latencyMs, now: opts.now });
-    this.store = new ResourceStore(() => this.server.now());
-    this.sessions = new PagingSessions(() => this.server.now(), opts.pagingTtlMs ?? 10 * 60_000);
-    for (const c of opts.clients ?? []) this.clients.set(c.clientId, c);
     this.opts = {
       tokenTtlSec: opts.tokenTtlSec ?? 570,
       pageSize: opts.pageSize ?? 50,
@@ -114,22 +98,13 @@ export class CernerSimulator {
   get tokenUrl(): string {
     return `${this.server.origin}${this.tokenPath}`;
   }
-  get requests(): LoggedRequest[] {
-    return this.server.requests;
-  }
 
   addSyntheticVitals(count: number, patientId: string, lastUpdated = '2026-01-01T00:00:00.000Z'): void {
     this.synthetic.Observation = { count, make: (i) => syntheticVital(i, patientId, `https://fhir.cerner.com/${this.tenant}/codeSet/72`, lastUpdated) };
   }
 
-  start(): Promise<void> {
-    return this.server.start();
-  }
-  stop(): Promise<void> {
-    return this.server.stop();
-  }
 
-  private async handle(req: IncomingMessage, res: ServerResponse, url: URL, body: Buffer, log: LoggedRequest): Promise<void> {
+  protected async handle(req: IncomingMessage, res: ServerResponse, url: URL, body: Buffer, log: LoggedRequest): Promise<void> {
     const path = url.pathname;
     if (path === this.tokenPath && req.method === 'POST') return this.token(req, res, body, log);
     if (path.startsWith('/s3/')) return this.s3(req, res, url, log);
@@ -264,30 +239,13 @@ export class CernerSimulator {
     if (has('date') && has('_lastUpdated')) return bad('date and _lastUpdated cannot be used together');
     if (q.getAll('date').length > 2 || q.getAll('_lastUpdated').length > 2) return bad('date/_lastUpdated may occur at most twice');
     let out = this.store.all(type);
-    const filters: ((r: Res) => boolean | 'invalid')[] = [];
-    if (patient) filters.push((r) => patientOf(r) === patient);
-    if (has('_id')) {
-      const ids = new Set(q.get('_id')!.split(','));
-      filters.push((r) => ids.has(r.id));
-    }
-    if (has('identifier')) filters.push((r) => hasIdentifier(r, q.get('identifier')!));
+    const filters = commonFilters(q, patient);
     if (has('category')) filters.push((r) => hasCoding(r.category, q.get('category')!));
     if (has('code')) filters.push((r) => hasCoding(r.code, q.get('code')!));
     for (const v of q.getAll('_lastUpdated')) filters.push((r) => matchDate(r.meta?.lastUpdated, v));
     for (const v of q.getAll('date')) filters.push((r) => matchDate(r.effectiveDateTime ?? r.period?.start ?? r.start ?? r.date, v));
-    const kept: Res[] = [];
-    for (const r of out) {
-      let ok = true;
-      for (const f of filters) {
-        const m = f(r);
-        if (m === 'invalid') return bad('invalid date value');
-        if (!m) {
-          ok = false;
-          break;
-        }
-      }
-      if (ok) kept.push(r);
-    }
+    const kept = applyFilters(out, filters);
+    if (!kept) return bad('invalid date value');
     out = kept.sort((a, b) => String(b.meta?.lastUpdated).localeCompare(String(a.meta?.lastUpdated)));
     const pageSize = Math.min(200, Math.max(1, Number(q.get('_count') ?? this.opts.pageSize) || this.opts.pageSize));
     const ctxNew = out.length > pageSize ? this.sessions.create(out, pageSize) : undefined;
@@ -363,20 +321,7 @@ export class CernerSimulator {
     if (missingScope) return sendJson(res, 403, cernerOutcome('error', 'forbidden', `system/${missingScope}.read scope is required to export ${missingScope}`));
     const since = url.searchParams.get('_since') ?? undefined;
     if (since && Number.isNaN(Date.parse(since))) return sendJson(res, 400, cernerOutcome('error', 'invalid', '_since must be an instant'));
-    const job = createBulkJob({
-      clientId: token.clientId,
-      request: url.toString(),
-      types,
-      since,
-      patients: new Set(members),
-      maxLinesPerFile: this.opts.bulkMaxLinesPerFile,
-      pollsUntilDone: this.opts.bulkPollsUntilDone,
-      synthetic: this.synthetic,
-      store: this.store,
-      now: this.server.now(),
-    });
-    this.jobs.set(job.id, job);
-    res.writeHead(202, { 'content-location': `${this.baseUrl}/bulk-export/jobs/${job.id}`, 'content-length': '0' }).end();
+    this.kickOff(res, url, token, { types, since, members, maxLinesPerFile: this.opts.bulkMaxLinesPerFile, pollsUntilDone: this.opts.bulkPollsUntilDone, statusUrl: (id) => `${this.baseUrl}/bulk-export/jobs/${id}` });
   }
 
   private signS3(fileId: string, expires: number): string {
@@ -392,28 +337,12 @@ export class CernerSimulator {
         res.writeHead(202, { 'content-length': '0' }).end();
         return;
       }
-      const now = this.server.now();
-      if (job.lastPollAt !== undefined && now - job.lastPollAt < this.opts.bulkRetryAfterSec * 1000 - 50) job.earlyPolls++;
-      job.lastPollAt = now;
-      job.polls++;
-      if (job.pollsLeft > 0) {
-        job.pollsLeft--;
-        res.writeHead(202, { 'x-progress': 'in-progress', 'retry-after': String(this.opts.bulkRetryAfterSec), 'content-length': '0' }).end();
-        return;
-      }
-      return sendJson(
-        res,
-        200,
-        {
-          transactionTime: job.transactionTime,
-          request: job.request,
-          requiresAccessToken: true,
-          output: job.files.map((f) => ({ type: f.type, url: `${this.baseUrl}/bulk-export/files/${job.id}.${f.id}`, count: fileLineCount(f) })),
-          error: [],
-        },
-        { expires: new Date(now + 30 * 24 * 3600_000).toUTCString() },
-        'application/json',
-      );
+      return this.jobStatus(res, job, {
+        retryAfterSec: this.opts.bulkRetryAfterSec,
+        progress: () => 'in-progress',
+        fileUrl: (f) => `${this.baseUrl}/bulk-export/files/${job.id}.${f.id}`,
+        headers: { expires: new Date(this.server.now() + 30 * 24 * 3600_000).toUTCString() },
+      });
     }
     if (segs[1] === 'files' && req.method === 'GET') {
       const [jobId, fileId] = String(segs[2] ?? '').split('.');

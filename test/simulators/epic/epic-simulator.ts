@@ -19,23 +19,19 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { JSONWebKeySet } from 'jose';
 import {
+  applyFilters,
   changedAt,
-  createBulkJob,
-  fileLineCount,
+  commonFilters,
+  FhirVendorSimulator,
   hasCoding,
-  hasIdentifier,
   matchDate,
   newToken,
-  PagingSessions,
   parseForm,
   patientOf,
-  ResourceStore,
-  SimServer,
   sendJson,
   streamNdjson,
   syntheticVital,
   verifyClientAssertion,
-  type BulkJob,
   type IssuedToken,
   type LoggedRequest,
   type RegisteredJwtClient,
@@ -113,27 +109,14 @@ export interface EpicSimulatorOptions {
   now?: () => number;
 }
 
-export class EpicSimulator {
-  readonly server: SimServer;
-  readonly store: ResourceStore;
-  readonly sessions: PagingSessions;
-  readonly clients = new Map<string, RegisteredJwtClient>();
-  readonly tokens = new Map<string, IssuedToken>();
-  readonly seenJti = new Map<string, number>();
-  readonly groups = new Map<string, string[]>();
-  readonly jobs = new Map<string, BulkJob>();
-  /** Synthetic resources added to Group exports without `_since` (volume tests). */
-  readonly synthetic: Record<string, { count: number; make: (i: number) => Res }> = {};
+export class EpicSimulator extends FhirVendorSimulator<RegisteredJwtClient> {
   /** Close the connection of a file download after this many lines (once), to simulate a crash mid-file. */
   abortFileAfterLines?: number;
   readonly prefix = '/interconnect-fhir-oauth';
   opts: Required<Omit<EpicSimulatorOptions, 'clients' | 'latencyMs' | 'now'>>;
 
   constructor(opts: EpicSimulatorOptions = {}) {
-    this.server = new SimServer((req, res, url, body, log) => this.handle(req, res, url, body, log), { latencyMs: opts.latencyMs, now: opts.now });
-    this.store = new ResourceStore(() => this.server.now());
-    this.sessions = new PagingSessions(() => this.server.now(), opts.pagingTtlMs ?? 10 * 60_000);
-    for (const c of opts.clients ?? []) this.clients.set(c.clientId, c);
+    super(opts);
     this.opts = {
       tokenTtlSec: opts.tokenTtlSec ?? 3600,
       pageSize: opts.pageSize ?? 50,
@@ -151,9 +134,6 @@ export class EpicSimulator {
   get tokenUrl(): string {
     return `${this.server.origin}${this.prefix}/oauth2/token`;
   }
-  get requests(): LoggedRequest[] {
-    return this.server.requests;
-  }
 
   /** Register a backend client with static keys, or with `{ jku }` (keys fetched from that URL), optionally not active before `activeFrom`. */
   registerClient(clientId: string, jwks: JSONWebKeySet | undefined, opts: { jku?: string; activeFrom?: number } = {}): void {
@@ -165,12 +145,6 @@ export class EpicSimulator {
     this.synthetic.Observation = { count, make: (i) => syntheticVital(i, patientId, EPIC_FLOWSHEET_OID, lastUpdated) };
   }
 
-  start(): Promise<void> {
-    return this.server.start();
-  }
-  stop(): Promise<void> {
-    return this.server.stop();
-  }
 
   private html404(res: ServerResponse): void {
     res
@@ -178,7 +152,7 @@ export class EpicSimulator {
       .end('<!DOCTYPE html><html><head><title>404 - File or directory not found.</title></head><body><div id="header"><h1>Server Error</h1></div><div id="content"><h2>404 - File or directory not found.</h2></div></body></html>');
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse, url: URL, body: Buffer, log: LoggedRequest): Promise<void> {
+  protected async handle(req: IncomingMessage, res: ServerResponse, url: URL, body: Buffer, log: LoggedRequest): Promise<void> {
     const path = url.pathname;
     const base = `${this.prefix}/api/FHIR/R4`;
     if (path === `${this.prefix}/oauth2/token` && req.method === 'POST') return this.token(res, body, log);
@@ -313,13 +287,7 @@ export class EpicSimulator {
     if (has('date') && has('_lastUpdated')) return sendJson(res, 400, epicOutcome('4112', 'fatal', 'invalid', 'date,_lastUpdated'));
 
     let results = this.store.all(type);
-    const filters: ((r: Res) => boolean | 'invalid')[] = [];
-    if (patient) filters.push((r) => patientOf(r) === patient);
-    if (has('_id')) {
-      const ids = new Set(q.get('_id')!.split(','));
-      filters.push((r) => ids.has(r.id));
-    }
-    if (has('identifier')) filters.push((r) => hasIdentifier(r, q.get('identifier')!));
+    const filters = commonFilters(q, patient);
     if (has('family')) filters.push((r) => (r.name ?? []).some((n: any) => String(n.family ?? '').toLowerCase().startsWith(q.get('family')!.toLowerCase())));
     if (has('given')) filters.push((r) => (r.name ?? []).some((n: any) => (n.given ?? []).some((g: string) => g.toLowerCase().startsWith(q.get('given')!.toLowerCase()))));
     if (has('birthdate')) filters.push((r) => r.birthDate === q.get('birthdate')!.replace(/^eq/, ''));
@@ -329,19 +297,8 @@ export class EpicSimulator {
     if (has('status')) filters.push((r) => q.get('status')!.split(',').includes(r.status));
     for (const v of q.getAll('_lastUpdated')) filters.push((r) => matchDate(changedAt(r), v));
     for (const v of q.getAll('date')) filters.push((r) => matchDate(r.effectiveDateTime ?? r.period?.start ?? r.start ?? r.date ?? r.issued, v));
-    const out: Res[] = [];
-    for (const r of results) {
-      let ok = true;
-      for (const f of filters) {
-        const m = f(r);
-        if (m === 'invalid') return sendJson(res, 400, epicOutcome('4115', 'fatal', 'value'));
-        if (!m) {
-          ok = false;
-          break;
-        }
-      }
-      if (ok) out.push(r);
-    }
+    const out = applyFilters(results, filters);
+    if (!out) return sendJson(res, 400, epicOutcome('4115', 'fatal', 'value'));
     results = out;
     if (type === 'Patient' && results.length > 100) return sendJson(res, 400, epicOutcome('4127', 'fatal', 'too-costly'));
     const pageSize = Math.max(1, Number(q.get('_count') ?? this.opts.pageSize) || this.opts.pageSize);
@@ -390,20 +347,7 @@ export class EpicSimulator {
     const since = url.searchParams.get('_since') ?? undefined;
     if (since && Number.isNaN(Date.parse(since))) return sendJson(res, 400, epicOutcome('4115', 'fatal', 'value', '_since'));
     const types = (url.searchParams.get('_type') ?? 'Patient,Observation,Condition,Encounter').split(',');
-    const job = createBulkJob({
-      clientId: token.clientId,
-      request: url.toString(),
-      types,
-      since,
-      patients: new Set(members),
-      maxLinesPerFile: this.opts.bulkMaxLinesPerFile,
-      pollsUntilDone: this.opts.bulkPollsUntilDone,
-      synthetic: this.synthetic,
-      store: this.store,
-      now: this.server.now(),
-    });
-    this.jobs.set(job.id, job);
-    res.writeHead(202, { 'content-location': `${this.baseUrl}/BulkRequest/${job.id}`, 'content-length': '0' }).end();
+    this.kickOff(res, url, token, { types, since, members, maxLinesPerFile: this.opts.bulkMaxLinesPerFile, pollsUntilDone: this.opts.bulkPollsUntilDone, statusUrl: (id) => `${this.baseUrl}/BulkRequest/${id}` });
   }
 
   private async bulkStatusOrFile(req: IncomingMessage, res: ServerResponse, segs: string[], token: IssuedToken): Promise<void> {
@@ -414,31 +358,12 @@ export class EpicSimulator {
       res.writeHead(202, { 'content-length': '0' }).end();
       return;
     }
-    if (segs.length === 2 && req.method === 'GET') {
-      const now = this.server.now();
-      if (job.lastPollAt !== undefined && now - job.lastPollAt < this.opts.bulkRetryAfterSec * 1000 - 50) job.earlyPolls++;
-      job.lastPollAt = now;
-      job.polls++;
-      if (job.pollsLeft > 0) {
-        job.pollsLeft--;
-        const pct = Math.round((100 * job.polls) / (job.polls + job.pollsLeft + 1));
-        res.writeHead(202, { 'x-progress': `${pct}% complete`, 'retry-after': String(this.opts.bulkRetryAfterSec), 'content-length': '0' }).end();
-        return;
-      }
-      return sendJson(
-        res,
-        200,
-        {
-          transactionTime: job.transactionTime,
-          request: job.request,
-          requiresAccessToken: true,
-          output: job.files.map((f) => ({ type: f.type, url: `${this.baseUrl}/BulkRequest/${job.id}/${f.id}`, count: fileLineCount(f) })),
-          error: [],
-        },
-        {},
-        'application/json',
-      );
-    }
+    if (segs.length === 2 && req.method === 'GET')
+      return this.jobStatus(res, job, {
+        retryAfterSec: this.opts.bulkRetryAfterSec,
+        progress: (j) => `${Math.round((100 * j.polls) / (j.polls + j.pollsLeft + 1))}% complete`,
+        fileUrl: (f) => `${this.baseUrl}/BulkRequest/${job.id}/${f.id}`,
+      });
     if (segs.length === 3 && req.method === 'GET') {
       const f = job.files.find((x) => x.id === segs[2]);
       if (!f) return sendJson(res, 404, epicOutcome('4102', 'fatal', 'not-found', 'file'));

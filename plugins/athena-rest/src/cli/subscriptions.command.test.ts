@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { silentLogger } from '@ferry/core';
 import { AthenaSimulator, PRACTICE, seedPractice } from '../../../../test/simulators/athena';
-import { tempDir } from '../__fixtures__/harness';
+import { tempDir } from '@ferry/testkit';
 import { athenaSubscriptionsCommand } from './subscriptions.command';
 
 let sim: AthenaSimulator;

@@ -5,7 +5,7 @@
  * subscribes the feeds that are not. Exit 0 when every feed is ACTIVE, 1 otherwise.
  */
 import { configure, errorFields, type CliCommand } from '@ferry/core';
-import { AthenaConnection } from '../client/athena-connection';
+import { AthenaConnection } from '@ferry/fhir-vendor-kit';
 import type { AthenaRestSourceConfig } from '../source/athena-rest.source';
 
 export function athenaSubscriptionsCommand(out: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): CliCommand {

@@ -1,6 +1,6 @@
 import type { Bundle } from '@medplum/fhirtypes';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../../../../test/simulators/athena';
-import { configFor, sinkContext } from '../__fixtures__/harness';
+import { configFor, sinkContext } from '../../../../test/simulators/athena';
 import { athenaEnvelopeToBundle } from '../transform/athena.to-fhir';
 import { AthenaRestSink, athenaRestSinkSchema, type AthenaRestSinkConfig } from './athena-rest.sink';
 

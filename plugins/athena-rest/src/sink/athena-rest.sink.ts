@@ -10,9 +10,7 @@ import { inject, injectable } from 'tsyringe';
 import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError, type Delivery, type MessageSink, type QueryValue } from '@ferry/core';
 import type { SinkContext } from '@ferry/core';
 import type { Appointment, BundleEntry, DiagnosticReport, Identifier, Observation, Patient, Reference } from '@medplum/fhirtypes';
-import { AthenaConnection, athenaConnectionSchema, type AthenaConnectionConfig } from '../client/athena-connection';
-import { formatAthenaDate } from '../time/athena-time';
-import { AH_PATIENT_SYSTEM, athenaSystem } from '../transform/athena.to-fhir';
+import { AthenaConnection, athenaConnectionSchema, type AthenaConnectionConfig, formatAthenaDate, AH_PATIENT_SYSTEM, athenaSystem } from '@ferry/fhir-vendor-kit';
 
 export const athenaRestSinkSchema = {
   ...athenaConnectionSchema,

@@ -3,7 +3,7 @@ import { Writable } from 'node:stream';
 import { Client } from 'pg';
 import { itRequires, pgRequirement, TEST_PG_URL } from '../../../../test/support/requires';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../../../../test/simulators/athena';
-import { configFor, openStore, sourceContext, tempDir } from '../__fixtures__/harness';
+import { configFor, openStore, sourceContext, tempDir } from '../../../../test/simulators/athena';
 import { AthenaRestTransform, parseEnvelope } from '../transform/athena.to-fhir';
 import { AthenaRestSource, athenaRestSourceSchema, type AthenaRestSourceConfig } from './athena-rest.source';
 

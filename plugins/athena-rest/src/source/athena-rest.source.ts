@@ -13,8 +13,7 @@
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, errorFields, FerryError, OutageLog, type InboundMessage, type MessageSource } from '@ferry/core';
 import type { SourceContext } from '@ferry/core';
-import { AthenaConnection, athenaConnectionSchema, isNotSubscribed, type AthenaConnectionConfig } from '../client/athena-connection';
-import { formatAthenaDate, formatAthenaDateTime, isValidTimeZone } from '../time/athena-time';
+import { AthenaConnection, athenaConnectionSchema, isNotSubscribed, PollingSource, type AthenaConnectionConfig, formatAthenaDate, formatAthenaDateTime, isValidTimeZone } from '@ferry/fhir-vendor-kit';
 import { AthenaContentType, athenaHeaders, type AthenaEnvelope, type AthenaKind } from '../transform/athena.to-fhir';
 import { CHART_SECTIONS, chartRecords, type AthenaChartSection } from '../transform/athena-chart.to-fhir';
 
@@ -95,76 +94,21 @@ interface FeedCheckpoint {
 }
 
 @injectable()
-export class AthenaRestSource implements MessageSource {
+export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
   readonly conn: AthenaConnection;
   private readonly cfg: AthenaRestSourceConfig;
-  private readonly abort = new AbortController();
-  private loop?: Promise<void>;
-  private running = false;
   private departments = new Map<string, Record<string, any>>();
   private departmentsAt = 0;
   private readonly subscribedAt = new Map<string, number>();
-  private wake?: () => void;
-  /** Polls completed (tests, metrics). */
-  polls = 0;
-  lastError?: FerryError;
-  /** A run of failed polls (athena down, credentials revoked): told once, counted each minute. */
-  private readonly pollFailures: OutageLog;
 
-  constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<AthenaRestSourceConfig>) {
+  constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<AthenaRestSourceConfig>) {
+    super(ctx, 'athena poll failed');
     this.cfg = ctx.config;
-    this.signal = AbortSignal.any([this.abort.signal, ctx.signal]);
     this.conn = new AthenaConnection(ctx.config, ctx.logger);
-    this.pollFailures = new OutageLog(ctx.logger, 'athena poll failed', { source: ctx.id });
   }
 
-  async start(): Promise<void> {
-    if (this.running) return;
-    this.running = true;
-    this.loop = this.run();
-  }
-
-  async stop(): Promise<void> {
-    this.running = false;
-    this.abort.abort(new Error('source stopping'));
-    this.wake?.();
-    await this.loop?.catch(() => undefined);
-  }
-
-  isReady(): boolean {
-    return this.running && !(this.lastError && this.lastError.kind === 'config');
-  }
-
-  /** Poll now instead of waiting for the interval (tests, admin). */
-  pollNow(): void {
-    this.wake?.();
-  }
-
-  /** Aborted by stop() or by the engine. */
-  private readonly signal: AbortSignal;
-
-  private async run(): Promise<void> {
-    while (this.running && !this.signal.aborted) {
-      try {
-        await this.pollOnce();
-        this.lastError = undefined;
-        this.pollFailures.ok();
-      } catch (e) {
-        if (this.signal.aborted) break;
-        this.lastError = FerryError.from(e);
-        this.pollFailures.failed(errorFields(e));
-      }
-      this.polls++;
-      if (!this.running) break;
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, this.cfg.pollIntervalMs);
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.wake = undefined;
-    }
+  protected nextWaitMs(): number {
+    return this.cfg.pollIntervalMs;
   }
 
   /** One pass over every feed and department (also used directly by tests). */

@@ -18,7 +18,7 @@
  */
 import { inputError } from '@ferry/core';
 import type { AllergyIntolerance, CodeableConcept, Condition, Identifier, MedicationStatement, Observation, Patient, Reference } from '@medplum/fhirtypes';
-import { athenaDateTimeToFhir, athenaDateToFhir } from '../time/athena-time';
+import { athenaDateTimeToFhir, athenaDateToFhir } from '@ferry/fhir-vendor-kit';
 
 export type AthenaChartKind = 'problem' | 'medication' | 'allergy' | 'vital';
 

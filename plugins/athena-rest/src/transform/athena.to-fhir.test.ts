@@ -1,6 +1,6 @@
 import type { Appointment, DiagnosticReport, Location, Observation, Patient, Practitioner } from '@medplum/fhirtypes';
 import { validateBundle } from '@ferry/core';
-import { athenaDateTimeToFhir, athenaDateToFhir, formatAthenaDateTime, wallTimeToInstant } from '../time/athena-time';
+import { athenaDateTimeToFhir, athenaDateToFhir, formatAthenaDateTime, wallTimeToInstant } from '@ferry/fhir-vendor-kit';
 import { AthenaContentType, AthenaRestTransform, athenaEnvelopeToBundle, athenaHeaders, type AthenaEnvelope } from './athena.to-fhir';
 
 const P = '195900';

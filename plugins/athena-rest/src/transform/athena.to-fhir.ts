@@ -26,7 +26,7 @@ import type {
   Reference,
   Resource,
 } from '@medplum/fhirtypes';
-import { athenaDateTimeToFhir, athenaDateToFhir, parseAthenaWallTime, wallTimeToInstant } from '../time/athena-time';
+import { AH_PATIENT_SYSTEM, athenaDateTimeToFhir, athenaDateToFhir, athenaSystem, parseAthenaWallTime, stableUuid, wallTimeToInstant } from '@ferry/fhir-vendor-kit';
 import { athenaChartToFhir, chartEntityId } from './athena-chart.to-fhir';
 
 export const AthenaContentType = {
@@ -53,18 +53,8 @@ export interface AthenaEnvelope {
   department?: Record<string, any>;
 }
 
-/** Identifier systems of the canonical form: the ones athena itself uses in event notifications (reference 2.4). */
-export const athenaSystem = (kind: 'patient' | 'appointment' | 'department' | 'provider' | 'labresult' | 'analyte' | 'appointmenttype', practiceId: string) =>
-  `urn:athenahealth:athenanet:${kind}:${practiceId}`;
-export const AH_PATIENT_SYSTEM = 'https://fhir.athena.io/sid/ah-patient';
 export const NPI_SYSTEM = 'http://hl7.org/fhir/sid/us-npi';
 const TIMEZONE_EXT = 'http://hl7.org/fhir/StructureDefinition/timezone';
-
-/** A stable UUID (v5-shaped) from a string, for `urn:uuid:` fullUrls. */
-export function stableUuid(s: string): string {
-  const h = createHash('sha256').update(s).digest('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16], 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
-}
 
 const str = (v: unknown): string | undefined => (v === undefined || v === null || v === '' ? undefined : String(v).trim() || undefined);
 const num = (v: unknown): number | undefined => {

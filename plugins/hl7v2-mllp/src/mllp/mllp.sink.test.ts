@@ -4,45 +4,12 @@ import { configure, FerryError, validateWithSchema, type ConfigProblem, type Del
 import { silentLogger } from '../../../../core/src/logging/logger';
 import { buildAck } from '../ack/ack.builder';
 import { readRawHeader } from '../ack/msh';
-import { adt } from './__fixtures__/support';
+import { adt, Receiver } from './__fixtures__/support';
 import { oruBundle, siuBundle } from '../v2out/__fixtures__/bundles';
 import { controlIdFor } from '../v2out/fhir-to-v2';
 import { encodeFrame, MllpDeframer } from './framing';
 import { MllpSink, normalizeHl7 } from './mllp.sink';
 import { mllpSinkSchema, type MllpSinkConfig } from './mllp.schema';
-
-/** A scripted MLLP receiver: answers each message per `reply(controlId)`. */
-class Receiver {
-  received: string[] = [];
-  connections = 0;
-  reply: (msg: string) => string[] | 'silent' = (m) => [buildAck(readRawHeader(Buffer.from(m, 'latin1')), 'AA')];
-  private server = net.createServer((s) => {
-    this.connections += 1;
-    this.sockets.add(s);
-    s.on('close', () => this.sockets.delete(s));
-    const d = new MllpDeframer({ maxMessageSize: 1e6 });
-    s.on('data', (chunk) => {
-      for (const ev of d.push(chunk)) {
-        if (ev.kind !== 'frame') continue;
-        const m = ev.payload.toString('latin1');
-        this.received.push(m);
-        const r = this.reply(m);
-        if (r !== 'silent') for (const a of r) s.write(encodeFrame(a));
-      }
-    });
-    s.on('error', () => undefined);
-  });
-  private sockets = new Set<net.Socket>();
-  port = 0;
-  async listen(port = 0) {
-    await new Promise<void>((r) => this.server.listen(port, '127.0.0.1', () => r()));
-    this.port = (this.server.address() as net.AddressInfo).port;
-  }
-  async close() {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>((r) => this.server.close(() => r()));
-  }
-}
 
 const ackFor = (code: 'AA' | 'AE' | 'AR' | 'CA') => (m: string) => [buildAck(readRawHeader(Buffer.from(m, 'latin1')), code)];
 

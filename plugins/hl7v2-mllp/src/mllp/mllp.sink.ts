@@ -81,10 +81,10 @@ export class MllpSink implements MessageSink {
       if (!conn.connected) await this.connectWithBackoff(conn);
       let ack;
       try {
-        ack = await conn.send(payload, controlId, this.cfg.ackTimeoutMs);
+        ack = await untilAborted(conn.send(payload, controlId, this.cfg.ackTimeoutMs), delivery.signal, () => conn.close());
         // Enhanced mode: after the commit accept, the message itself asks for an application ACK
         // on success (MSH-16 AL or SU): its AA / AE / AR is the real outcome.
-        if (ack.code === 'CA' && msh && (msh.appAckType === 'AL' || msh.appAckType === 'SU')) ack = await conn.awaitAck(controlId, this.cfg.ackTimeoutMs);
+        if (ack.code === 'CA' && msh && (msh.appAckType === 'AL' || msh.appAckType === 'SU')) ack = await untilAborted(conn.awaitAck(controlId, this.cfg.ackTimeoutMs), delivery.signal, () => conn.close());
       } catch (e) {
         this.noteFailure();
         const err = FerryError.from(e);
@@ -189,4 +189,26 @@ export class MllpSink implements MessageSink {
     if (w) w.resolve(c);
     else this.free.push(c);
   }
+}
+
+/**
+ * `p`, or a rejection as soon as the engine aborts the delivery (its deliveryTimeoutMs passed):
+ * the sink then stops waiting for the ACK at once instead of at ackTimeoutMs, and `onAbort`
+ * closes the connection (an ACK arriving late would otherwise answer the next message on it).
+ */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined, onAbort: () => void): Promise<T> {
+  if (!signal) return p;
+  return new Promise<T>((resolve, reject) => {
+    const abort = () => {
+      p.catch(() => undefined);
+      onAbort();
+      reject(new FerryError('TRANSIENT_MLLP_ABORTED', 'the delivery was abandoned (deliveryTimeoutMs) before the receiver acknowledged', { kind: 'transient' }));
+    };
+    if (signal.aborted) return abort();
+    signal.addEventListener('abort', abort, { once: true });
+    p.then(
+      (v) => (signal.removeEventListener('abort', abort), resolve(v)),
+      (e) => (signal.removeEventListener('abort', abort), reject(e)),
+    );
+  });
 }

@@ -6,7 +6,9 @@ import path from 'node:path';
 import { Engine, FerryError, SqliteMessageStore, type InboundMessage, type SourceContext } from '@ferry/core';
 import { silentLogger } from '../../../../../core/src/logging/logger';
 import { extractHeaders, splitHl7Batch } from '../../hl7v2';
-import { MllpDeframer } from '../framing';
+import { buildAck } from '../../ack/ack.builder';
+import { readRawHeader } from '../../ack/msh';
+import { encodeFrame, MllpDeframer } from '../framing';
 import type { MllpSourceConfig } from '../mllp.schema';
 
 /** An independent raw MLLP client for tests: write bytes, collect ACK frames. */
@@ -165,3 +167,37 @@ export async function storeCtx(config: Partial<MllpSourceConfig>, opts: { keepDu
   };
   return ctx;
 }
+
+/** A scripted MLLP receiver: answers each message per `reply(controlId)`. */
+export class Receiver {
+  received: string[] = [];
+  connections = 0;
+  reply: (msg: string) => string[] | 'silent' = (m) => [buildAck(readRawHeader(Buffer.from(m, 'latin1')), 'AA')];
+  private server = net.createServer((s) => {
+    this.connections += 1;
+    this.sockets.add(s);
+    s.on('close', () => this.sockets.delete(s));
+    const d = new MllpDeframer({ maxMessageSize: 1e6 });
+    s.on('data', (chunk) => {
+      for (const ev of d.push(chunk)) {
+        if (ev.kind !== 'frame') continue;
+        const m = ev.payload.toString('latin1');
+        this.received.push(m);
+        const r = this.reply(m);
+        if (r !== 'silent') for (const a of r) s.write(encodeFrame(a));
+      }
+    });
+    s.on('error', () => undefined);
+  });
+  private sockets = new Set<net.Socket>();
+  port = 0;
+  async listen(port = 0) {
+    await new Promise<void>((r) => this.server.listen(port, '127.0.0.1', () => r()));
+    this.port = (this.server.address() as net.AddressInfo).port;
+  }
+  async close() {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
+

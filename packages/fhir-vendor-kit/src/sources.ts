@@ -15,12 +15,13 @@
  * Each vendor resource becomes one message (`application/vnd.<vendor>.fhir+json`, the resource as
  * JSON), normalised later by the vendor's transform.
  */
-import { errorFields, FerryError, OutageLog, type InboundMessage, type MessageSource, type SourceContext } from '@ferry/core';
+import { errorFields, FerryError, type InboundMessage, type SourceContext } from '@ferry/core';
 import type { Resource } from '@medplum/fhirtypes';
 import { BulkExportClient, type ExportManifest } from './bulk-client';
 import { connectionSchema, VendorConnection, type ConnectionConfig } from './connection';
 import { FhirClient } from './fhir-client';
 import { canonicalId, vendorHeaders, type VendorProfile } from './normalize';
+import { PollingSource, retryBackoffMs, type PassFailure } from './poller';
 
 export interface PollResourceSpec {
   type: string;
@@ -96,18 +97,6 @@ export function bulkSourceSchema(defaults: Parameters<typeof connectionSchema>[0
   };
 }
 
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-
 /** A vendor resource as an inbound message. */
 export function resourceMessage(raw: string | Resource, profile: VendorProfile, facility: string): InboundMessage {
   const text = typeof raw === 'string' ? raw : JSON.stringify(raw);
@@ -115,76 +104,35 @@ export function resourceMessage(raw: string | Resource, profile: VendorProfile, 
   return { contentType: profile.contentType, body: Buffer.from(text, 'utf8'), headers: vendorHeaders(parsed, profile, facility) };
 }
 
-abstract class LoopSource<C extends ConnectionConfig> implements MessageSource {
+/** The Epic/Cerner sources: a {@link PollingSource} over a {@link VendorConnection} and a vendor profile. */
+abstract class LoopSource<C extends ConnectionConfig> extends PollingSource<C> {
   protected readonly conn: VendorConnection;
-  protected readonly abort = new AbortController();
-  protected readonly signal: AbortSignal;
-  private loop?: Promise<void>;
-  protected healthy = true;
-
   protected readonly profile: VendorProfile;
 
-  /** A run of failed cycles (the vendor down, credentials revoked): told once, counted each minute. */
-  private readonly cycleFailures: OutageLog;
-
-  constructor(protected readonly ctx: SourceContext<C>, profile: VendorProfile) {
+  constructor(ctx: SourceContext<C>, profile: VendorProfile) {
+    super(ctx, `${profile.vendor} source cycle failed`);
     this.profile = ctx.config.idPrefix ? { ...profile, idPrefix: ctx.config.idPrefix } : profile;
     this.conn = new VendorConnection(profile.vendor, ctx.config as C, ctx.logger);
-    this.signal = AbortSignal.any([this.abort.signal, ctx.signal]);
-    this.cycleFailures = new OutageLog(ctx.logger, `${profile.vendor} source cycle failed`, { source: ctx.id });
   }
 
   protected get facility(): string {
     return this.conn.baseUrl;
   }
 
-  async start(): Promise<void> {
-    this.loop = this.run().catch((e) => {
-      this.ctx.logger.error('source loop ended', errorFields(e));
-    });
+  /** Ready while no cycle is failing (any failure, not only configuration: the vendor is the source). */
+  override isReady(): boolean {
+    return !this.signal.aborted && !this.lastError;
   }
 
-  async stop(): Promise<void> {
-    this.abort.abort();
-    await this.loop;
-  }
-
-  isReady(): boolean {
-    return !this.signal.aborted && this.healthy;
+  pollOnce(): Promise<number> {
+    return this.cycle();
   }
 
   protected abstract cycle(): Promise<number>;
   protected abstract intervalMs(): number;
 
-  private async run(): Promise<void> {
-    let failures = 0;
-    while (!this.signal.aborted) {
-      let wait = this.intervalMs();
-      try {
-        await this.cycle();
-        this.healthy = true;
-        failures = 0;
-        this.cycleFailures.ok();
-      } catch (e) {
-        if (this.signal.aborted) return;
-        this.healthy = false;
-        failures++;
-        const fe = FerryError.from(e);
-        this.cycleFailures.failed({ failures, ...errorFields(fe) });
-        // Retryable: back off 5 s, 10 s, 20 s … (at most 5 min, or the poll interval), at least what
-        // the server asked for (Retry-After) and 30 s when throttled (e.g. a 429 for a second export).
-        const backoff = Math.min(5000 * 2 ** (failures - 1), 300_000);
-        const asked = Math.max((fe.details?.retryAfterMs as number | undefined) ?? 0, /THROTTLED|EXPORT_BUSY/.test(fe.code) ? 30_000 : 0);
-        if (fe.retryable) wait = Math.max(Math.min(wait || backoff, backoff), asked);
-        else wait = wait || 60_000;
-      }
-      if (wait === 0) {
-        // One-shot source: idle until stopped.
-        await sleep(2 ** 31 - 1, this.signal);
-        return;
-      }
-      await sleep(wait, this.signal);
-    }
+  protected nextWaitMs(failure?: PassFailure): number {
+    return failure ? retryBackoffMs(this.intervalMs(), failure) : this.intervalMs();
   }
 }
 

@@ -1,6 +1,6 @@
 import { FerryError } from '@ferry/core';
-import { EpicSimulator, epicVital, seedEpicSandbox } from '../../../../test/simulators/epic/epic-simulator';
-import { connConfig, testKey } from '../__fixtures__/helpers';
+import { EpicSimulator, epicVital, seedEpicSandbox } from '../../../test/simulators/epic/epic-simulator';
+import { connConfig, testKey } from './testing';
 import { VendorConnection } from './connection';
 import { FhirClient } from './fhir-client';
 

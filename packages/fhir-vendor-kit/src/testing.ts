@@ -1,10 +1,10 @@
-/** Test helpers for the epic and cerner plugins (not built). */
+/** Test helpers for SMART backend-services plugins: a signing key on disk with its JWKS, and a connection config with test defaults. */
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { ConnectionConfig } from '../shared/connection';
-import { loadSigningKey, publicJwks } from '../shared/keys';
+import type { ConnectionConfig } from './connection';
+import { loadSigningKey, publicJwks } from './keys';
 
 export function rsaPem(): string {
   return generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();

@@ -2,8 +2,8 @@ import { FerryError } from '@ferry/core';
 import { SignJWT, exportJWK } from 'jose';
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
-import { EpicSimulator } from '../../../../test/simulators/epic/epic-simulator';
-import { connConfig, testKey } from '../__fixtures__/helpers';
+import { EpicSimulator } from '../../../test/simulators/epic/epic-simulator';
+import { connConfig, testKey } from './testing';
 import { VendorConnection, exchangeAssertion, discoverTokenUrl } from './connection';
 import { signClientAssertion } from './keys';
 

@@ -1,6 +1,6 @@
-import { EpicSimulator, seedEpicSandbox } from '../../../../test/simulators/epic/epic-simulator';
-import { CernerSimulator, seedCernerSandbox } from '../../../../test/simulators/cerner/cerner-simulator';
-import { connConfig, testKey } from '../__fixtures__/helpers';
+import { EpicSimulator, seedEpicSandbox } from '../../../test/simulators/epic/epic-simulator';
+import { CernerSimulator, seedCernerSandbox } from '../../../test/simulators/cerner/cerner-simulator';
+import { connConfig, testKey } from './testing';
 import { BulkExportClient } from './bulk-client';
 import { VendorConnection } from './connection';
 

@@ -1,0 +1,3 @@
+export * from './athena-connection';
+export * from './athena-time';
+export * from './athena-ids';
