@@ -4,7 +4,7 @@ import os from 'node:os';
 import type { Logger } from 'winston';
 import { startAdmin, type AdminServer } from '../admin/admin.server';
 import { ensureInitialToken, printInitialToken } from '../admin/auth';
-import { redactConfig } from '../admin/redact';
+import { redactConfig, secretFingerprints } from '../admin/redact';
 import { EngineMetrics } from '../admin/metrics';
 import type { EngineConfig } from '../config/engine.schema';
 import { Dispatcher, type SinkRuntime, type SinkView } from '../delivery/dispatcher';
@@ -80,10 +80,15 @@ function canonicalJson(v: unknown): string {
   );
 }
 
-/** A config as stored in `config_versions`: secrets masked (as GET /api/config shows it), canonical JSON. */
-export function maskedConfigText(config: EngineConfig): string {
+/**
+ * A config as stored in `config_versions`, canonical JSON: secrets masked as GET /api/config masks
+ * them, but each by its fingerprint (`secretFingerprints`, never the value) -- so a rotated
+ * password is a new version and `config diff` shows that secret changed.
+ */
+export async function maskedConfigText(config: EngineConfig): Promise<string> {
   const { file: _f, baseDir: _b, ...rest } = config;
-  return canonicalJson(redactConfig(rest));
+  const fingerprints = await secretFingerprints(rest);
+  return canonicalJson(redactConfig(rest, '', (_secret, at) => fingerprints.get(at) ?? '(redacted)'));
 }
 
 /** Ids added, changed and removed between two keyed sets of config entries. */
@@ -477,7 +482,7 @@ export class Engine {
    */
   private async recordConfigVersion(config: EngineConfig, by: string, fallback: number): Promise<number> {
     if (!this.store.recordConfigVersion) return fallback;
-    const text = maskedConfigText(config);
+    const text = await maskedConfigText(config);
     const { version } = await this.store.recordConfigVersion({ hash: createHash('sha256').update(text).digest('hex'), appliedBy: by, config: text });
     return version;
   }
