@@ -82,13 +82,11 @@ describe('script steps', () => {
   ])('stops %s at the time limit with a clear error; the next call works', async (_what, source) => {
     const name = script(`runaway-${_what.replace(/\W+/g, '-')}.js`, `let calls = 0;\n${source.replace('module.exports = ', 'const bad = ')}\nmodule.exports = (b, m) => (m.headers.controlId === 'bad' ? bad(b) : b);`);
     const step = compileStep({ script: name, timeoutMs: 150 }, dir);
-    const started = Date.now();
+    // (unbounded, the 60 s waits and endless loops would outlast the test's own timeout)
     await expect(step.run(bundle(), { ...message, headers: { controlId: 'bad' } })).rejects.toMatchObject({
       code: 'FERRY_E_INPUT_SCRIPT_TIMEOUT',
       message: expect.stringMatching(/did not finish within 150 ms \(stopped; only this message fails\)/),
     });
-    // bounded: stopped near its limit, not after the 60 s it asked for
-    expect(Date.now() - started).toBeLessThan(10_000);
     // the event loop is free and the script answers the next message
     await new Promise((r) => setTimeout(r, 5));
     const ok = await step.run(bundle(), message);
