@@ -2,11 +2,14 @@
  * Live configuration through the built CLI: `ferry start`, then `ferry reload` (a SIGHUP to the
  * engine holding the store) with a valid change and a raw SIGHUP with an invalid one; the
  * engine logs both outcomes; `ferry config history` and `ferry config diff` read the versions.
+ * With PostgreSQL: `ferry reload` signals each live instance on this host (two engines).
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
+import { cliRequirement, pgRequirement, requires, TEST_PG_URL } from '../support/requires';
 
 const root = path.resolve(__dirname, '../..');
 const cli = path.join(root, 'core/dist/cli/main.js');
@@ -136,5 +139,77 @@ d('ferry reload / config history / config diff', () => {
     const invalid = await runAsync(['validate-config', '--test', file]);
     expect(invalid.code).toBe(2);
     expect(invalid.stderr).toContain('tests[1].expect.routes[0]: unknown route "nope"');
+  });
+});
+
+requires(pgRequirement(), cliRequirement())('ferry reload with a PostgreSQL store', () => {
+  jest.setTimeout(90_000);
+  const schema = `ferry_reload_${Math.random().toString(16).slice(2, 10)}`;
+  const sql = async (text: string, values: unknown[] = []) => {
+    const c = new pg.Client({ connectionString: TEST_PG_URL });
+    await c.connect();
+    try {
+      return await c.query(text, values);
+    } finally {
+      await c.end();
+    }
+  };
+  afterAll(() => sql(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));
+
+  it('signals every live instance on this host (found by their heartbeats), names one on another host, and says when none runs', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-reload-pg-'));
+    const file = path.join(dir, 'ferry.yaml');
+    const head = `store: { kind: postgres, url: "${TEST_PG_URL}", schema: ${schema} }\nadmin: { enabled: false }\nprocessing: { transformWorkers: 0 }\n`;
+    writeFileSync(file, `${head}sinks:\n  a: { type: file, dir: ${dir}/a }\nroutes:\n  - { id: r1, to: [a] }\n`);
+    // Two instances of one engine sharing the store.
+    const engines = [0, 1].map(() => {
+      const child = spawn(process.execPath, [cli, 'start', '-c', file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+      const e = { child, stderr: '' };
+      child.stderr.on('data', (c) => (e.stderr += c));
+      return e;
+    });
+    const waitFor = (e: (typeof engines)[number], text: string, from = 0) =>
+      new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`no "${text}" in: ${e.stderr}`)), 30_000);
+        const check = () => {
+          if (e.stderr.indexOf(text, from) >= 0) {
+            clearTimeout(t);
+            resolve();
+          }
+        };
+        e.child.stderr.on('data', check);
+        check();
+      });
+    try {
+      for (const e of engines) await waitFor(e, 'engine started');
+      writeFileSync(file, `${head}sinks:\n  a: { type: file, dir: ${dir}/a }\n  b: { type: file, dir: ${dir}/b }\nroutes:\n  - { id: r1, to: [a, b] }\n`);
+      const marks = engines.map((e) => e.stderr.length);
+      const r = await runAsync(['reload', '-c', file]);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const pids = engines.map((e) => e.child.pid);
+      for (const pid of pids) expect(r.stdout).toContain(`(pid ${pid}) to reload`);
+      for (const [i, e] of engines.entries()) {
+        await waitFor(e, '"message":"config reloaded"', marks[i]);
+        expect(e.stderr.slice(marks[i])).toMatch(/"by":"signal".*"version":2/);
+      }
+
+      // An instance on another host (its heartbeat fresh): named, not signalled; exit 1.
+      await sql(`INSERT INTO ${schema}.instances (id, host, pid, started_at, heartbeat_at) VALUES ('elsewhere:42:x', 'other-host', 42, 0, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint)`);
+      const partial = await runAsync(['reload', '-c', file]);
+      expect(partial.code).toBe(1);
+      expect(partial.stdout).toMatch(/instance elsewhere:42:x runs on other-host \(pid 42\): not signalled from here/);
+      for (const pid of pids) expect(partial.stdout).toContain(`(pid ${pid}) to reload`);
+      await sql(`DELETE FROM ${schema}.instances WHERE id = 'elsewhere:42:x'`);
+    } finally {
+      for (const e of engines) {
+        e.child.kill('SIGTERM');
+        await new Promise((res) => (e.child.exitCode !== null ? res(undefined) : e.child.on('exit', res)));
+      }
+    }
+    // Stopped engines deregister: none is live now.
+    const none = await runAsync(['reload', '-c', file]);
+    expect(none.code).not.toBe(0);
+    expect(none.stderr).toMatch(/no engine is running on this PostgreSQL store/);
   });
 });

@@ -212,11 +212,19 @@ describe('live configuration', () => {
     }
   });
 
-  it.each([0, 1])('a runaway script fails only its own message; an edited script is picked up by a reload (transform workers: %i)', async (workers) => {
+  it.each([0, 1])('a runaway script (a loop or an endless await) fails only its own message; an edited script is picked up by a reload (transform workers: %i)', async (workers) => {
     const dir = tmp();
     const script = path.join(dir, 'step.js');
-    // Men loop forever; women pass.
-    writeFileSync(script, "module.exports = (b) => { if (b.entry.some((e) => e.resource.gender === 'male')) { for (;;) {} } return b; };");
+    // Men run away (MRN3 awaiting a minute, the others looping); women pass. With the typed helpers.
+    writeFileSync(
+      script,
+      `module.exports = async (b, m, ferry) => {
+         if (ferry.resource('Patient').gender !== 'male') return b;
+         if (ferry.v2.get('PID-3.1') === 'MRN3') await new Promise((r) => setTimeout(r, 60000));
+         else for (;;) {}
+         return b;
+       };`,
+    );
     const file = path.join(dir, 'ferry.yaml');
     const cfg = {
       store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },

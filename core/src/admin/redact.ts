@@ -1,3 +1,4 @@
+import { createHash, scrypt } from 'node:crypto';
 import type { MessageHeaders, StoredDelivery, StoredError, StoredMessage } from '../model/message';
 
 /**
@@ -36,17 +37,52 @@ export function deliveryWithoutIdentifiers(d: StoredDelivery): Record<string, un
 
 const SECRET_KEY = /(secret|password|passphrase|token|credential|private|apikey|api_key|^key$|hash|authorization)/i;
 
-/** A config for display: values of secret-looking keys replaced, passwords in URLs masked. */
-export function redactConfig(v: unknown, key = ''): unknown {
+/**
+ * A config for display: values of secret-looking keys replaced, passwords in URLs masked.
+ * `mask(secret, path)` gives the replacement (default `(redacted)`; the stored config versions use
+ * `secretFingerprints` so that a rotated secret shows as changed).
+ */
+export function redactConfig(v: unknown, key = '', mask: (secret: string, path: string) => string = () => '(redacted)', at = ''): unknown {
   if (typeof v === 'string') {
-    if (SECRET_KEY.test(key) && v !== '') return '(redacted)';
-    return v.replace(/(\/\/[^/:@\s]+:)[^@/\s]+@/g, '$1(redacted)@');
+    if (SECRET_KEY.test(key) && v !== '') return mask(v, at);
+    return v.replace(/(\/\/[^/:@\s]+:)([^@/\s]+)@/g, (_all, head: string, pw: string) => `${head}${mask(pw, at)}@`);
   }
-  if (Array.isArray(v)) return v.map((x) => redactConfig(x, key));
+  if (Array.isArray(v)) return v.map((x, i) => redactConfig(x, key, mask, `${at}[${i}]`));
   if (v && typeof v === 'object') {
     const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) out[k] = redactConfig(x, k);
+    for (const [k, x] of Object.entries(v)) out[k] = redactConfig(x, k, mask, at ? `${at}.${k}` : k);
     return out;
   }
   return v;
+}
+
+/** The secrets of a config by path (what `redactConfig` masks). */
+export function configSecrets(v: unknown): { path: string; value: string }[] {
+  const out: { path: string; value: string }[] = [];
+  redactConfig(v, '', (value, path) => (out.push({ path, value }), ''));
+  return out;
+}
+
+const fingerprintCache = new Map<string, string>();
+
+/**
+ * A fingerprint per secret, by path: `(redacted, fingerprint <12 hex>)` -- the first 48 bits of
+ * scrypt(secret, salt = its path): the same secret gives the same text, a rotated one another, and
+ * a guess costs a scrypt (N = 2^14) to check. Computed off the event loop; remembered per process.
+ */
+export async function secretFingerprints(config: unknown): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const { path, value } of configSecrets(config)) {
+    const memo = createHash('sha256').update(path).update('\0').update(value).digest('hex');
+    let fp = fingerprintCache.get(memo);
+    if (!fp) {
+      fp = await new Promise<string>((resolve, reject) =>
+        scrypt(value, `ferry-config-version:${path}`, 6, { N: 1 << 14, r: 8, p: 1 }, (e, key) => (e ? reject(e) : resolve(key.toString('hex')))),
+      );
+      if (fingerprintCache.size > 1000) fingerprintCache.clear();
+      fingerprintCache.set(memo, fp);
+    }
+    out.set(path, `(redacted, fingerprint ${fp})`);
+  }
+  return out;
 }

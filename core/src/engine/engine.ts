@@ -5,7 +5,7 @@ import type { Bundle, Resource } from '@medplum/fhirtypes';
 import type { Logger } from 'winston';
 import { startAdmin, type AdminServer } from '../admin/admin.server';
 import { ensureInitialToken, printInitialToken } from '../admin/auth';
-import { redactConfig } from '../admin/redact';
+import { redactConfig, secretFingerprints } from '../admin/redact';
 import { EngineMetrics } from '../admin/metrics';
 import type { EngineConfig } from '../config/engine.schema';
 import { Dispatcher, type SinkRuntime, type SinkView } from '../delivery/dispatcher';
@@ -49,16 +49,26 @@ export interface ReloadResult {
   version: number;
   /** Invalid: every problem, by path (the same report as validate-config); nothing was applied. */
   problems?: ConfigProblem[];
-  /** Settings changed that only a restart applies (plugins, store, processing, admin, log, files); nothing was applied. */
+  /**
+   * What only a restart applies, each named: settings (`store`, `processing`, `admin`, `log`,
+   * `files`) and plugin changes (`plugins: <package> removed`, `... config changed`, `... adds
+   * transforms ...` while transform workers run); nothing was applied.
+   */
   restartRequired?: string[];
   /** Applied, and nothing differed from the config in force: the version stays. */
   unchanged?: boolean;
   /** Applied: what changed. */
-  changes?: { sources: { added: string[]; restarted: string[]; removed: string[] }; sinks: { added: string[]; restarted: string[]; removed: string[] }; routes: { added: string[]; changed: string[]; removed: string[] } };
+  changes?: {
+    sources: { added: string[]; restarted: string[]; removed: string[] };
+    sinks: { added: string[]; restarted: string[]; removed: string[] };
+    routes: { added: string[]; changed: string[]; removed: string[] };
+    /** Plugins loaded by this reload (package names as the config lists them). */
+    plugins: { added: string[] };
+  };
 }
 
-/** Top-level settings a reload cannot apply to a running engine. */
-const RESTART_ONLY = ['plugins', 'pluginConfig', 'store', 'processing', 'admin', 'api', 'connections', 'log', 'files'] as const;
+/** Top-level settings a reload cannot apply to a running engine (plugins: see Engine.pluginChanges). */
+const RESTART_ONLY = ['store', 'processing', 'admin', 'api', 'connections', 'log', 'files'] as const;
 
 /** Equal as configuration: the same JSON (key order aside). */
 function sameConfig(a: unknown, b: unknown): boolean {
@@ -71,10 +81,15 @@ function canonicalJson(v: unknown): string {
   );
 }
 
-/** A config as stored in `config_versions`: secrets masked (as GET /api/config shows it), canonical JSON. */
-export function maskedConfigText(config: EngineConfig): string {
+/**
+ * A config as stored in `config_versions`, canonical JSON: secrets masked as GET /api/config masks
+ * them, but each by its fingerprint (`secretFingerprints`, never the value) -- so a rotated
+ * password is a new version and `config diff` shows that secret changed.
+ */
+export async function maskedConfigText(config: EngineConfig): Promise<string> {
   const { file: _f, baseDir: _b, ...rest } = config;
-  return canonicalJson(redactConfig(rest));
+  const fingerprints = await secretFingerprints(rest);
+  return canonicalJson(redactConfig(rest, '', (_secret, at) => fingerprints.get(at) ?? '(redacted)'));
 }
 
 /** Ids added, changed and removed between two keyed sets of config entries. */
@@ -107,6 +122,8 @@ export class Engine {
   private readonly ownsStore: boolean;
   private sources: SourceRuntime[] = [];
   private sinks = new Map<string, SinkRuntime>();
+  /** Hosts of the plugins loaded by reloads (after `host`: its registrations come first). */
+  private addedHosts: PluginHost[] = [];
   private processor?: Processor;
   private pool?: TransformPool;
   private dispatcher?: Dispatcher;
@@ -378,8 +395,13 @@ export class Engine {
     return this.facade?.server.url;
   }
 
-  private async startSink(id: string, entry: EngineConfig['sinks'][string], cfg: EngineConfig): Promise<SinkRuntime> {
-    const reg = this.host.sinkTypes().find((s) => s.type === entry.type)!;
+  /** The plugin hosts whose registrations the engine uses: the one it started with, then those of plugins loaded by reloads. */
+  private hosts(): PluginHost[] {
+    return [this.host, ...this.addedHosts];
+  }
+
+  private async startSink(id: string, entry: EngineConfig['sinks'][string], cfg: EngineConfig, hosts = this.hosts()): Promise<SinkRuntime> {
+    const reg = hosts.map((h) => h.sinkTypes().find((s) => s.type === entry.type)).find(Boolean)!;
     const { type: _t, retry, circuitBreaker, concurrency, deliveryTimeoutMs, ...rest } = entry;
     const logger = this.logger.child({ sink: id });
     const ctx: SinkContext = {
@@ -421,9 +443,10 @@ export class Engine {
     if (this.state !== 'running') throw new FerryError('TRANSIENT_ENGINE_STATE', `engine is ${this.state}; cannot reload now`, { kind: 'transient' });
     const opts = next ? { ...this.configureOptions, configFile: undefined, config: next } : this.configureOptions;
     let fresh: EngineConfig;
+    let freshHost: PluginHost;
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      fresh = (await configure({ ...opts, logger: (require('../logging/logger') as typeof import('../logging/logger')).silentLogger() })).config;
+      ({ config: fresh, host: freshHost } = await configure({ ...opts, logger: (require('../logging/logger') as typeof import('../logging/logger')).silentLogger() }));
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
       // Paths and messages only: a config problem names settings, never message content.
@@ -431,7 +454,8 @@ export class Engine {
       return { applied: false, version: this.version, problems: e.problems };
     }
     const old = this.cfg;
-    const restartRequired = RESTART_ONLY.filter((k) => !sameConfig(old[k], fresh[k]));
+    const plugins = this.pluginChanges(old, fresh, freshHost);
+    const restartRequired = [...RESTART_ONLY.filter((k) => !sameConfig(old[k], fresh[k])), ...plugins.restartRequired];
     if (restartRequired.length) {
       this.logger.warn('config reload refused: changed settings need a restart; nothing applied', { by, settings: restartRequired });
       return { applied: false, version: this.version, restartRequired: [...restartRequired] };
@@ -441,7 +465,7 @@ export class Engine {
     const routes = diffEntries(Object.fromEntries(old.routes.map((r) => [r.id, r])), Object.fromEntries(fresh.routes.map((r) => [r.id, r])));
     // With script steps a reload always reloads them (their files may have changed; the version stays when the config did not).
     const scripts = fresh.routes.some((r) => r.steps.some((st) => 'script' in st));
-    if (!scripts && sameConfig(old.sinks, fresh.sinks) && sameConfig(old.sources, fresh.sources) && sameConfig(old.routes, fresh.routes)) {
+    if (!scripts && !plugins.added.length && sameConfig(old.sinks, fresh.sinks) && sameConfig(old.sources, fresh.sources) && sameConfig(old.routes, fresh.routes)) {
       this.logger.info('config reloaded: no change', { by, version: this.version });
       return { applied: true, version: this.version, unchanged: true };
     }
@@ -462,7 +486,8 @@ export class Engine {
     //    refuses the reload with nothing changed (those started are stopped again).
     const started = new Map<string, SinkRuntime>();
     try {
-      for (const id of [...sinks.added, ...sinks.changed]) started.set(id, await this.startSink(id, fresh.sinks[id], fresh));
+      const hosts = plugins.added.length ? [...this.hosts(), freshHost] : this.hosts();
+      for (const id of [...sinks.added, ...sinks.changed]) started.set(id, await this.startSink(id, fresh.sinks[id], fresh, hosts));
     } catch (e) {
       for (const [id, rt] of started) await rt.sink.stop?.().catch((err) => this.logger.warn('sink stop failed', { sink: id, ...errorFields(err) }));
       const problems = [{ path: 'sinks', message: `a sink could not start: ${(e as Error).message}` }];
@@ -481,7 +506,12 @@ export class Engine {
       this.sinks.set(id, rt);
       this.dispatcher!.setSink(rt);
     }
-    // 2. The routes, as one object between batches.
+    // 2. Plugins loaded by this reload (their source and sink types; their transforms after the
+    //    ones in use, so a content type keeps its transform), then the routes, as one object between batches.
+    if (plugins.added.length) {
+      this.addedHosts.push(freshHost);
+      for (const t of plugins.transforms) this.transforms.push(t);
+    }
     processor.useRoutes(prepared);
     this.cfg = fresh;
     this.version = version;
@@ -505,6 +535,7 @@ export class Engine {
       sources: { added: sources.added, restarted: sources.changed, removed: sources.removed },
       sinks: { added: sinks.added, restarted: sinks.changed, removed: sinks.removed },
       routes,
+      plugins: { added: plugins.added },
     };
     this.logger.info('config reloaded', { by, version, ...changes });
     this.dispatcher?.kick();
@@ -513,12 +544,40 @@ export class Engine {
   }
 
   /**
+   * What a reload makes of the `plugins:` list. Added plugins are loaded (by `configure`, into
+   * `freshHost`): their source and sink types serve at once; their transforms too -- unless
+   * transform workers run, which load plugins only at start (a restart). A removed plugin, or a
+   * plugin's changed config, needs a restart (what it registered is in use). Each named.
+   */
+  private pluginChanges(old: EngineConfig, fresh: EngineConfig, freshHost: PluginHost): { added: string[]; transforms: MessageTransform[]; restartRequired: string[] } {
+    const restartRequired: string[] = [];
+    const before = new Map(old.plugins.map((r) => [r.package, r]));
+    const now = new Set(fresh.plugins.map((r) => r.package));
+    for (const r of old.plugins) if (!now.has(r.package)) restartRequired.push(`plugins: ${r.package} removed (a loaded plugin is not unloaded)`);
+    for (const r of fresh.plugins) {
+      const o = before.get(r.package);
+      if (o && !sameConfig(o.config, r.config)) restartRequired.push(`plugins: ${r.package} config changed`);
+    }
+    const added = fresh.plugins.filter((r) => !before.has(r.package)).map((r) => r.package);
+    // The plugins the running engine has (by id): what the fresh host has beyond them was added.
+    const running = new Set(this.hosts().flatMap((h) => h.plugins().map((d) => d.manifest.id)));
+    const newIds = new Set(freshHost.plugins().map((d) => d.manifest.id).filter((id) => !running.has(id)));
+    const regs = freshHost.transforms().filter((t) => newIds.has(t.plugin));
+    if (regs.length && this.pool) {
+      const byPlugin = [...new Set(regs.map((t) => t.plugin))];
+      restartRequired.push(`plugins: ${byPlugin.join(', ')} add${byPlugin.length > 1 ? '' : 's'} transforms, which the transform workers load only at start`);
+    }
+    const transforms = restartRequired.length ? [] : regs.map((t) => t.container.resolve(t.impl));
+    return { added: restartRequired.length ? [] : added, transforms, restartRequired };
+  }
+
+  /**
    * Stores an applied config (secrets masked, its hash, who) and answers its version; the same
    * content as the latest stored version keeps that version. A store without config versions: `fallback`.
    */
   private async recordConfigVersion(config: EngineConfig, by: string, fallback: number): Promise<number> {
     if (!this.store.recordConfigVersion) return fallback;
-    const text = maskedConfigText(config);
+    const text = await maskedConfigText(config);
     const { version } = await this.store.recordConfigVersion({ hash: createHash('sha256').update(text).digest('hex'), appliedBy: by, config: text });
     return version;
   }
@@ -551,7 +610,7 @@ export class Engine {
   }
 
   private async startSource(id: string, entry: EngineConfig['sources'][string]): Promise<void> {
-    const reg = this.host.sourceTypes().find((s) => s.type === entry.type)!;
+    const reg = this.hosts().map((h) => h.sourceTypes().find((s) => s.type === entry.type)).find(Boolean)!;
     const { type, duplicates, dataQuality: dq, ...rest } = entry;
     const dataQuality = dq ?? DEFAULT_DATA_QUALITY;
     const logger = this.logger.child({ source: id });

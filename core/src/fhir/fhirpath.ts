@@ -3,13 +3,16 @@ import r4model from 'fhirpath/fhir-context/r4';
 
 export type FhirPathPredicate = (resource: unknown) => boolean;
 
+/** Compiled expressions, by text; bounded (scripts may build expressions), the oldest dropped first. */
 const cache = new Map<string, (resource: unknown) => unknown[]>();
+const CACHE_MAX = 2000;
 
 function compiled(expr: string): (resource: unknown) => unknown[] {
   let fn = cache.get(expr);
   if (!fn) {
     const f = fhirpath.compile(expr, r4model as any);
     fn = (r: unknown) => f(r as any) as unknown[];
+    if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value as string);
     cache.set(expr, fn);
   }
   return fn;

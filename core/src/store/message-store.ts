@@ -336,6 +336,17 @@ export interface InstanceOptions {
   instanceTimeoutMs: number;
 }
 
+/** An engine instance alive on a shared store (`MessageStore.liveInstances`). */
+export interface LiveInstance {
+  /** Its lease owner id (`host:pid:random`). */
+  id: string;
+  host: string;
+  pid: number;
+  startedAt: Date;
+  /** How long ago its last heartbeat was written (database clock). */
+  heartbeatAgoMs: number;
+}
+
 /** What `startInstance` found and gave back. */
 export interface InstanceStart {
   /** Leases of instances found dead (SQLite: every earlier owner) released at start. */
@@ -499,6 +510,11 @@ export interface MessageStore {
    * content as the latest stored version, answers that one (`created: false`).
    */
   recordConfigVersion?(v: { hash: string; appliedBy: string; config: string }): Promise<{ version: number; created: boolean }>;
+  /**
+   * The engine instances whose heartbeat is younger than `withinMs` (PostgreSQL: `ferry reload`
+   * finds the engines to signal this way), oldest start first.
+   */
+  liveInstances?(withinMs: number): Promise<LiveInstance[]>;
   /** The applied configs, newest first (without their text). */
   configVersions?(limit?: number): Promise<StoredConfigVersion[]>;
   /** One applied config with its (masked) text. */

@@ -2,7 +2,7 @@ import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import pg from 'pg';
 import { FerryError } from '../errors';
-import type { InstanceOptions, InstanceStart } from './message-store';
+import type { InstanceOptions, InstanceStart, LiveInstance } from './message-store';
 import type { Dialect } from './schema';
 import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql-store';
 
@@ -456,6 +456,18 @@ export class PostgresMessageStore extends SqlMessageStore {
     });
     // Gone for good: nobody needs to find it dead (its leases were given back as it stopped).
     await this.tx((x) => x.run('DELETE FROM instances WHERE id = ?', [owner]));
+  }
+
+  async liveInstances(withinMs: number): Promise<LiveInstance[]> {
+    const now = this.now();
+    const rows = await this.tx((x) => x.all('SELECT id, host, pid, started_at, heartbeat_at FROM instances WHERE heartbeat_at >= ? ORDER BY started_at, id', [now - withinMs]));
+    return rows.map((r) => ({
+      id: String(r.id),
+      host: String(r.host ?? ''),
+      pid: Number(r.pid),
+      startedAt: new Date(Number(r.started_at)),
+      heartbeatAgoMs: Math.max(0, now - Number(r.heartbeat_at)),
+    }));
   }
 
   /** Releases the leases of instances whose heartbeat stopped (each once per stop), in one transaction. */
