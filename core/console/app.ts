@@ -11,7 +11,8 @@ interface Principal { id: string; name: string; roles: Role[] }
 
 const TOKEN_KEY = 'ferry.console.token';
 const POLL_MS = 3000;
-const SERIES_MAX = 1200; // one hour at 3 s
+/** The server's per-minute series (GET /api/throughput) is read again this often. */
+const SERIES_MS = 30_000;
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const el = <K extends keyof HTMLElementTagNameMap>(tag: K, text?: string | number, cls?: string): HTMLElementTagNameMap[K] => {
@@ -128,9 +129,18 @@ function route(): void {
 
 // ---------- dashboard ----------
 
-interface Sample { t: number; received: number; delivered: number }
-const series: { t: number; received: number; delivered: number }[] = [];
+interface Sample { t: number; received: number; delivered: number; bySource: Record<string, number> }
 let last: Sample | undefined;
+/** Messages / s per source since the previous poll. */
+let sourceRates: Record<string, number> = {};
+
+/** GET /api/throughput: per-minute counts of the last hour, from the store (every instance). */
+interface Throughput { since: string; bucketMs: number; buckets: number; received: Record<string, number[]>; failed: Record<string, number[]>; delivered: Record<string, number[]> }
+let throughput: Throughput | undefined;
+let throughputAt = 0;
+
+const add = (a: number[], b: number[]) => a.map((v, i) => v + (b[i] ?? 0));
+const total = (m: Record<string, number[]>, n: number) => Object.values(m).reduce(add, new Array<number>(n).fill(0));
 
 interface Metric { name: string; labels: Record<string, string>; value: number }
 function parseMetrics(text: string): Metric[] {
@@ -160,18 +170,33 @@ function kvTable(id: string, rows: [string, string | number][]): void {
   while (t.rows.length > rows.length) t.deleteRow(-1);
 }
 
-function spark(id: string, values: number[]): void {
-  const svg = document.getElementById(id)!;
+function spark(target: string | Element, values: number[], width = 240, height = 40): void {
+  const svg = typeof target === 'string' ? document.getElementById(target)! : target;
   let line = svg.querySelector('polyline');
   if (!line) { line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline'); svg.appendChild(line); }
   const max = Math.max(1e-9, ...values);
   const n = values.length;
-  const pts = values.map((v, i) => `${n > 1 ? ((i / (n - 1)) * 240).toFixed(1) : 0},${(38 - (v / max) * 36).toFixed(1)}`);
+  const pts = values.map((v, i) => `${n > 1 ? ((i / (n - 1)) * width).toFixed(1) : 0},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`);
   line.setAttribute('points', pts.join(' '));
 }
 
 interface SinkView { id: string; inFlight: number; backlog?: number; oldestWaitingSince?: string; circuit: { state: string; lastErrorCode?: string; nextProbeAt?: string }; hold?: { since: string; until?: string; reason?: string } }
-interface SourceView { id: string; type: string; ready: boolean; stats?: Record<string, unknown> }
+interface SourceView { id: string; type: string; ready: boolean; stats?: Record<string, unknown>; lastMessageAt?: string; failed?: number }
+
+async function loadThroughput(): Promise<void> {
+  throughput = await api<Throughput>('/api/throughput?minutes=60');
+  throughputAt = Date.now();
+  const n = throughput.buckets;
+  const rec = total(throughput.received, n);
+  const del = total(throughput.delivered, n);
+  spark('spark-received', rec);
+  spark('spark-delivered', del);
+  const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
+  $('hour-received').textContent = `${sum(rec)} in the last hour`;
+  $('hour-delivered').textContent = `${sum(del)} in the last hour`;
+  $('spark-received').setAttribute('data-total', String(sum(rec)));
+  $('spark-delivered').setAttribute('data-total', String(sum(del)));
+}
 
 async function poll(): Promise<void> {
   try {
@@ -183,18 +208,18 @@ async function poll(): Promise<void> {
     ]);
     const ms = parseMetrics(metricsText);
     const now = Date.now();
-    const s: Sample = { t: now, received: sum(ms, 'ferry_messages_received_total'), delivered: sum(ms, 'ferry_deliveries_total', (l) => l.outcome === 'delivered') };
+    const bySource: Record<string, number> = {};
+    for (const m of ms) if (m.name === 'ferry_messages_received_total' && m.labels.source) bySource[m.labels.source] = (bySource[m.labels.source] ?? 0) + m.value;
+    const s: Sample = { t: now, received: sum(ms, 'ferry_messages_received_total'), delivered: sum(ms, 'ferry_deliveries_total', (l) => l.outcome === 'delivered'), bySource };
     if (last && now > last.t) {
       const dt = (now - last.t) / 1000;
-      series.push({ t: now, received: Math.max(0, (s.received - last.received) / dt), delivered: Math.max(0, (s.delivered - last.delivered) / dt) });
-      if (series.length > SERIES_MAX) series.shift();
+      const prev = last;
+      $('rate-received').textContent = Math.max(0, (s.received - prev.received) / dt).toFixed(1);
+      $('rate-delivered').textContent = Math.max(0, (s.delivered - prev.delivered) / dt).toFixed(1);
+      sourceRates = Object.fromEntries(Object.entries(bySource).map(([k, v]) => [k, Math.max(0, (v - (prev.bySource[k] ?? 0)) / dt)]));
     }
     last = s;
-    const cur = series[series.length - 1];
-    $('rate-received').textContent = cur ? cur.received.toFixed(1) : '–';
-    $('rate-delivered').textContent = cur ? cur.delivered.toFixed(1) : '–';
-    spark('spark-received', series.map((x) => x.received));
-    spark('spark-delivered', series.map((x) => x.delivered));
+    if (Date.now() - throughputAt >= SERIES_MS) await loadThroughput();
     const backlog = ms.filter((m) => m.name === 'ferry_store_backlog').map((m) => [m.labels.kind.replace(/_/g, ' '), m.value] as [string, number]);
     const storeUp = sum(ms, 'ferry_store_up');
     kvTable('backlog', [['store', storeUp ? 'up' : 'UNREACHABLE'], ...backlog]);
@@ -221,12 +246,33 @@ function rowFor(tbody: HTMLTableSectionElement, key: string, cells: number): HTM
 function renderSources(list: SourceView[]): void {
   const tbody = ($('sources') as HTMLTableElement).tBodies[0];
   for (const s of list) {
-    const tr = rowFor(tbody, s.id, 4);
+    const tr = rowFor(tbody, s.id, 8);
     tr.cells[0].textContent = s.id;
     tr.cells[1].textContent = s.type;
     tr.cells[2].textContent = s.ready ? 'ready' : 'NOT READY';
-    tr.cells[3].textContent = s.stats ? Object.entries(s.stats).map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' · ') : '';
-    tr.cells[3].title = tr.cells[3].textContent;
+    tr.cells[3].textContent = sourceRates[s.id] === undefined ? '–' : sourceRates[s.id].toFixed(1);
+    // The last hour per minute (the server's series): received, with the failed count beside.
+    let svg = tr.cells[4].querySelector('svg');
+    if (!svg) {
+      svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+      svg.setAttribute('class', 'spark small');
+      svg.setAttribute('viewBox', '0 0 120 20');
+      svg.setAttribute('width', '120');
+      svg.setAttribute('height', '20');
+      svg.setAttribute('aria-label', `messages from ${s.id} per minute, last hour`);
+      tr.cells[4].append(svg);
+    }
+    const rec = throughput?.received[s.id] ?? new Array<number>(throughput?.buckets ?? 60).fill(0);
+    spark(svg, rec, 120, 20);
+    const hour = rec.reduce((a, b) => a + b, 0);
+    const failedHour = (throughput?.failed[s.id] ?? []).reduce((a, b) => a + b, 0);
+    tr.cells[4].title = `${hour} received, ${failedHour} failed in the last hour`;
+    svg.setAttribute('data-total', String(hour));
+    tr.cells[5].replaceChildren(s.lastMessageAt ? timeCell(s.lastMessageAt) : '—');
+    tr.cells[6].textContent = String(s.failed ?? 0);
+    tr.cells[6].className = s.failed ? 'failed' : '';
+    tr.cells[7].textContent = s.stats ? Object.entries(s.stats).map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' · ') : '';
+    tr.cells[7].title = tr.cells[7].textContent;
   }
 }
 
@@ -385,7 +431,9 @@ async function loadDetail(id: string): Promise<void> {
     ol.replaceChildren(
       ...d.events.map((e) => {
         const li = el('li');
-        li.append(timeCell(e.at), ` ${e.status}`, e.routeId ? ` route ${e.routeId}` : '', e.sinkId ? ` sink ${e.sinkId}` : '', e.detail ? ` — ${e.detail}` : '');
+        // An ACK's text is shown under "ACK sent"; here its code (MSA-1).
+        const detail = e.status === 'ack' ? /MSA.(\w+)/.exec(e.detail ?? '')?.[1] : e.detail;
+        li.append(timeCell(e.at), ` ${e.status}`, e.routeId ? ` route ${e.routeId}` : '', e.sinkId ? ` sink ${e.sinkId}` : '', detail ? ` — ${detail}` : '');
         return li;
       }),
     );
@@ -395,6 +443,9 @@ async function loadDetail(id: string): Promise<void> {
       const tr = tbody.insertRow();
       for (const v of [x.routeId, x.sinkId, x.status, x.attempts, x.lastError ? `${x.lastError.code ?? ''} ${x.lastError.message ?? ''}`.trim() : '']) tr.insertCell().textContent = String(v);
     }
+    // The ACK the source sent (below phi-reader: its MSA code and control id only).
+    const acks = d.events.filter((e) => e.status === 'ack' && e.detail).map((e) => e.detail!.split(/\r\n|\r|\n/).filter(Boolean).join('\n'));
+    $('d-ack').textContent = acks.length ? acks.join('\n\n') : '(none recorded: a source that sends no ACK, or a message stored before ACKs were kept)';
     $('d-issues').replaceChildren(...(d.issues.length ? d.issues.map((i) => el('li', Object.entries(i).map(([k, v]) => `${k}: ${String(v)}`).join(' · '))) : [el('li', 'none')]));
     currentRaw = d.body ?? '';
     renderTree(currentRaw, d.contentType);

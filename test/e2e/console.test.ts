@@ -164,6 +164,10 @@ maybe('Ferry Console in headless Chromium', () => {
     const patient = bundle.entry.map((e) => e.resource).find((r) => r.resourceType === 'Patient');
     expect(patient?.name?.[0]?.family).toBe(FAMILY);
     expect(await page.textContent('#d-deliveries tbody')).toMatch(/archive[\s\S]*ehr|ehr[\s\S]*archive/);
+    // The ACK the MLLP source sent for it, whole.
+    const ack = (await page.textContent('#d-ack'))!;
+    expect(ack).toMatch(/^MSH\|\^~\\&\|FERRY\|HOSP\|SENDAPP\|SENDFAC\|/);
+    expect(ack).toContain('MSA|AA|CONS1');
     await page.screenshot({ path: path.join(shots, 'detail.png'), fullPage: true });
 
     const id = (await page.textContent('#d-id'))!;
@@ -225,6 +229,17 @@ maybe('Ferry Console in headless Chromium', () => {
     step('dashboard');
     await page.waitForFunction(() => document.querySelector('#spark-received polyline')?.getAttribute('points')?.includes(' ') ?? false, undefined, { timeout: 15_000 });
     step('sparkline');
+    // The last hour from the store, per minute: both messages sent (CONS1, CONS2) in the totals and the source's row.
+    await page.waitForFunction(() => Number(document.getElementById('spark-received')!.getAttribute('data-total')) >= 2, undefined, { timeout: 15_000 });
+    expect(Number(await page.getAttribute('#spark-delivered', 'data-total'))).toBeGreaterThanOrEqual(4);
+    await page.waitForSelector('#sources tr[data-key="feed"] svg[data-total]');
+    expect(Number(await page.getAttribute('#sources tr[data-key="feed"] svg', 'data-total'))).toBeGreaterThanOrEqual(2);
+    // Messages / s since the previous poll: after the second poll.
+    await page.waitForFunction(() => /^\d+\.\d$/.test(document.querySelector('#sources tr[data-key="feed"]')!.cells[3].textContent!), undefined, { timeout: 15_000 });
+    const feed = await page.$$eval('#sources tr[data-key="feed"] td', (tds: { textContent: string }[]) => tds.map((t) => t.textContent));
+    expect(feed[2]).toBe('ready');
+    expect(Date.parse(await page.getAttribute('#sources tr[data-key="feed"] td:nth-child(6) span', 'title') ?? '')).toBeGreaterThan(Date.now() - 3_600_000);
+    expect(feed[6]).toBe('0');
     await page.screenshot({ path: path.join(shots, 'dashboard-viewer.png') });
     await page.click('#nav-messages');
     await page.fill('#f-control', 'CONS1');
@@ -234,12 +249,15 @@ maybe('Ferry Console in headless Chromium', () => {
     await page.waitForSelector('#view-detail:not([hidden]) #d-meta tr');
     expect(await page.isVisible('#d-tree')).toBe(false);
     expect(await page.isVisible('#replay')).toBe(false);
+    // The ACK for a viewer: its MSA code and control id only.
+    expect(await page.textContent('#d-ack')).toBe('MSA|AA|CONS1');
     await page.screenshot({ path: path.join(shots, 'detail-viewer.png') });
     step('detail');
     const seen = await Promise.all(bodies);
     step('bodies');
     expect(seen.some((b) => b.url.includes('/api/messages/'))).toBe(true);
     expect(seen.some((b) => b.url.endsWith('/metrics'))).toBe(true);
+    expect(seen.some((b) => b.url.includes('/api/throughput'))).toBe(true);
     // Nothing refused or broken: no favicon request or forbidden call counts against the address.
     expect(failed).toEqual([]);
     for (const b of seen) {

@@ -38,6 +38,7 @@ const cases: Case[] = [
   { method: 'GET', path: '/api/stats', route: '/api/stats', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/sinks', route: '/api/sinks', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/sources', route: '/api/sources', need: 'viewer', ok: 200 },
+  { method: 'GET', path: '/api/throughput', route: '/api/throughput', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/messages', route: '/api/messages', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/messages?patient=MRN-RM-1', route: '/api/messages', need: 'phi-reader', ok: 200 },
   { method: 'GET', path: '/api/messages/:id', route: '/api/messages/:id', need: 'viewer', ok: 200 },

@@ -11,7 +11,7 @@ import type { AuditFilter, MessageFilter } from '../store/message-store';
 import { AuthError } from './auth';
 import { messageListFilter, registerConsole, type MessageListQuery } from './console';
 import { AdminGuard, GuardError, principalLabel } from './guard';
-import { deliveryWithoutIdentifiers, redactConfig, withoutIdentifiers } from './redact';
+import { deliveryWithoutIdentifiers, eventWithoutIdentifiers, redactConfig, withoutIdentifiers } from './redact';
 import { hasRole, type Role } from './roles';
 import { issueToken, tokenRequest, tokenView, type TokenRequest } from './token-ops';
 
@@ -156,7 +156,27 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
   app.get('/api/stats', { config: { role: 'viewer' } }, async () => engine.store.stats());
 
   /** Each source on this instance: readiness, stats and its own state (e.g. athena-fhir resource types). */
-  app.get('/api/sources', { config: { role: 'viewer' } }, async () => engine.sourceViews());
+  app.get('/api/sources', { config: { role: 'viewer' } }, async () => {
+    const views = engine.sourceViews();
+    // From the store: its newest message's time and its failed messages (every instance's).
+    const activity = await engine.store.sourceActivity(views.map((v) => v.id));
+    return views.map((v) => ({ ...v, lastMessageAt: activity[v.id]?.lastMessageAt, failed: activity[v.id]?.failed ?? 0 }));
+  });
+
+  /**
+   * Per-minute counts over the last `minutes` (default 60, at most 1440), from the store (every
+   * instance's): messages received and failed per source, deliveries made per sink. Counts and
+   * config names only. The console's sparklines.
+   */
+  app.get<{ Querystring: { minutes?: string } }>('/api/throughput', { config: { role: 'viewer' } }, async (req) => {
+    const m = req.query.minutes === undefined || req.query.minutes === '' ? 60 : Number(req.query.minutes);
+    if (!Number.isInteger(m) || m < 1 || m > 1440) throw inputError('QUERY_MINUTES', 'minutes: a whole number from 1 to 1440', { field: 'minutes' });
+    const now = Date.now();
+    const bucketMs = 60_000;
+    // Whole minutes: the last bucket is the current minute so far.
+    const end = (Math.floor(now / bucketMs) + 1) * bucketMs;
+    return engine.store.throughput(new Date(end - m * bucketMs), bucketMs, new Date(end));
+  });
 
   /** Each sink on this instance: slots, deliveries under way, its circuit breaker (paused since, next probe), and its backlog in the store (open deliveries, the oldest's time). */
   app.get('/api/sinks', { config: { role: 'viewer' } }, async () => {
@@ -208,7 +228,7 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
     const [events, deliveries] = await Promise.all([engine.store.events(m.id), engine.store.deliveries(m.id)]);
     // The current processing's data-quality issues: locations and reasons, never values.
     const issues = issuesOf(events);
-    if (!isPhi(req)) return { ...withoutIdentifiers(m), issues, events, deliveries: deliveries.map(deliveryWithoutIdentifiers) };
+    if (!isPhi(req)) return { ...withoutIdentifiers(m), issues, events: events.map(eventWithoutIdentifiers), deliveries: deliveries.map(deliveryWithoutIdentifiers) };
     await audit(req, { action: withBody ? 'message.body.read' : withBundle ? 'message.bundle.read' : 'message.read', result: 'ok', messageIds: [m.id] });
     return { ...m, body: m.body?.toString('utf8'), issues, events, deliveries };
   });

@@ -38,13 +38,13 @@ export const CONSOLE_HTML = `<!doctype html>
   <section id="view-dashboard" hidden>
     <h2>Dashboard <span class="updated" id="dash-updated"></span></h2>
     <div class="cards">
-      <div class="card"><h3>Received / s</h3><div class="big" id="rate-received">–</div><svg id="spark-received" class="spark" viewBox="0 0 240 40" width="240" height="40" aria-label="messages received per second"></svg></div>
-      <div class="card"><h3>Delivered / s</h3><div class="big" id="rate-delivered">–</div><svg id="spark-delivered" class="spark" viewBox="0 0 240 40" width="240" height="40" aria-label="deliveries per second"></svg></div>
+      <div class="card"><h3>Received / s <span class="sub" id="hour-received"></span></h3><div class="big" id="rate-received">–</div><svg id="spark-received" class="spark" viewBox="0 0 240 40" width="240" height="40" aria-label="messages received per minute, last hour"></svg></div>
+      <div class="card"><h3>Delivered / s <span class="sub" id="hour-delivered"></span></h3><div class="big" id="rate-delivered">–</div><svg id="spark-delivered" class="spark" viewBox="0 0 240 40" width="240" height="40" aria-label="deliveries per minute, last hour"></svg></div>
       <div class="card"><h3>Store backlog</h3><table class="kv" id="backlog"></table></div>
       <div class="card"><h3>Messages by status</h3><table class="kv" id="msg-status"></table></div>
     </div>
     <h3>Sources</h3>
-    <table class="grid" id="sources"><thead><tr><th>Source</th><th>Type</th><th>Ready</th><th>Stats</th></tr></thead><tbody></tbody></table>
+    <table class="grid" id="sources"><thead><tr><th>Source</th><th>Type</th><th>Ready</th><th>Msgs / s</th><th>Last hour</th><th>Last message</th><th>Failed</th><th>Stats</th></tr></thead><tbody></tbody></table>
     <h3>Sinks</h3>
     <table class="grid" id="sinks"><thead><tr><th>Sink</th><th>Circuit</th><th>In flight</th><th>Backlog</th><th>Delivered</th><th>Retried</th><th>Dead</th><th>Hold</th><th class="op">Action</th></tr></thead><tbody></tbody></table>
     <form id="hold-form" class="op" hidden>
@@ -81,6 +81,8 @@ export const CONSOLE_HTML = `<!doctype html>
     <table class="grid" id="d-deliveries"><thead><tr><th>Route</th><th>Sink</th><th>Status</th><th>Attempts</th><th>Last error</th></tr></thead><tbody></tbody></table>
     <h3>Data-quality issues</h3>
     <ul id="d-issues"></ul>
+    <h3>ACK sent</h3>
+    <pre id="d-ack"></pre>
     <div class="op" id="d-actions">
       <button type="button" id="replay">Replay…</button>
       <span id="replay-confirm" hidden><span id="replay-count"></span> <button type="button" id="replay-go">Confirm replay</button> <button type="button" id="replay-cancel">Cancel</button></span>
@@ -114,6 +116,9 @@ main { padding: 1rem; max-width: 1400px; }
 .card h3 { margin: 0 0 .25rem; font-size: .9rem; color: #445; }
 .big { font-size: 1.6rem; font-variant-numeric: tabular-nums; min-height: 2rem; }
 .spark { display: block; }
+.spark.small { display: inline-block; vertical-align: middle; }
+.sub { font-weight: normal; color: #667; font-size: .8rem; }
+td.failed { color: #b42318; font-weight: bold; }
 .spark polyline { fill: none; stroke: #1f6feb; stroke-width: 1.5; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 table.grid { width: 100%; background: #fff; table-layout: fixed; }

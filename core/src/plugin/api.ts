@@ -84,6 +84,12 @@ export interface SourceContext<C = any> {
    * `dataQualityCanFail`.
    */
   dataQualityIssues?(message: InboundMessage): Promise<DataQualityIssue[]>;
+  /**
+   * The acknowledgments sent for stored messages (HL7 v2 ACK text, ids from `submit`), kept as
+   * each message's `ack` event: the console shows the ACK that was sent. Not awaited by the ACK
+   * itself; failures are the engine's to log.
+   */
+  recordAcks?(acks: { messageId: string; ack: string }[]): void;
   /** The store's audit trail (read-only; the core `audit` source emits it as FHIR AuditEvents). */
   auditEntries?(filter: AuditFilter): Promise<StoredAuditEntry[]>;
   /** Modes for files and folders the source creates (from `files.umask`); absent = 0600 / 0700. */
