@@ -377,9 +377,26 @@ async function search(more: boolean): Promise<void> {
   try {
     const list = await api<MessageMeta[]>(`/api/messages?${q}`);
     listLoaded = true;
-    if (!more) tbody.replaceChildren();
+    if (!more) {
+      tbody.replaceChildren();
+      selected.clear();
+      ($('sel-all') as HTMLInputElement).checked = false;
+      selectionChanged();
+    }
     for (const m of list) {
       const tr = tbody.insertRow();
+      const sel = tr.insertCell();
+      sel.className = 'op sel';
+      const cb = el('input');
+      cb.type = 'checkbox';
+      cb.dataset.id = m.id;
+      cb.setAttribute('aria-label', `select message ${m.headers?.controlId ?? m.id}`);
+      cb.addEventListener('change', () => {
+        if (cb.checked) selected.add(m.id);
+        else selected.delete(m.id);
+        selectionChanged();
+      });
+      sel.append(cb);
       tr.insertCell().append(timeCell(m.receivedAt));
       tr.insertCell().textContent = m.status;
       tr.insertCell().textContent = m.sourceId;
@@ -394,6 +411,62 @@ async function search(more: boolean): Promise<void> {
     showError(undefined);
   } catch (e) {
     showError(`Search failed: ${(e as Error).message}`);
+  }
+}
+
+// ---------- actions on a selection (operator): the dry-run count first, then confirm ----------
+
+const selected = new Set<string>();
+let pendingBulk: Record<string, unknown> | undefined;
+
+function selectionChanged(): void {
+  $('sel-count').textContent = `${selected.size} selected`;
+  ($('bulk-replay') as HTMLButtonElement).disabled = selected.size === 0;
+  ($('bulk-retry') as HTMLButtonElement).disabled = selected.size === 0;
+  $('bulk-confirm').hidden = true;
+  pendingBulk = undefined;
+}
+
+const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+function describeReplay(body: Record<string, unknown>, count: number, done: boolean): string {
+  if (body.mode === 'redeliver') return `${done ? 'Retried' : 'Would retry'} ${plural(count, 'dead delivery', 'dead deliveries')}.`;
+  return `${done ? 'Replayed' : 'Would replay'} ${plural(count, 'message', 'messages')}.`;
+}
+
+/** The replay filter of the browser's current filters ("all matching"); undefined with a patient filter. */
+function matchingFilter(): Record<string, unknown> | undefined {
+  const q = filterQuery();
+  if (q.get('patient')) return undefined;
+  const body: Record<string, unknown> = {};
+  for (const k of ['status', 'source', 'type', 'controlId', 'since', 'until']) if (q.get(k)) body[k] = q.get(k);
+  return body;
+}
+
+async function bulkDry(body: Record<string, unknown>): Promise<void> {
+  $('bulk-result').textContent = '';
+  try {
+    const r = await api<{ count: number }>('/api/replay', { method: 'POST', body: { ...body, dryRun: true } });
+    pendingBulk = body;
+    $('bulk-count').textContent = describeReplay(body, r.count, false);
+    $('bulk-confirm').hidden = false;
+    ($('bulk-go') as HTMLButtonElement).disabled = r.count === 0;
+    $(r.count ? 'bulk-go' : 'bulk-cancel').focus();
+  } catch (e) {
+    showError(`Dry run failed: ${(e as Error).message}`);
+  }
+}
+
+async function bulkGo(): Promise<void> {
+  const body = pendingBulk;
+  $('bulk-confirm').hidden = true;
+  pendingBulk = undefined;
+  if (!body) return;
+  try {
+    const r = await api<{ count: number }>('/api/replay', { method: 'POST', body });
+    $('bulk-result').textContent = describeReplay(body, r.count, true);
+    showError(undefined);
+  } catch (e) {
+    showError(`Replay failed: ${(e as Error).message}`);
   }
 }
 
@@ -512,13 +585,19 @@ function renderTree(raw: string, contentType: string): void {
   }
 }
 
-async function replayDry(): Promise<void> {
+/** The detail's pending action: replay (reprocess) or retry its dead deliveries (redeliver). */
+let detailBody: Record<string, unknown> | undefined;
+
+async function replayDry(mode: 'reprocess' | 'redeliver'): Promise<void> {
   const id = $('d-id').textContent!;
+  const body = mode === 'reprocess' ? { ids: [id] } : { ids: [id], mode, deliveryStatus: 'dead' };
   try {
-    const r = await api<{ count: number }>('/api/replay', { method: 'POST', body: { ids: [id], dryRun: true } });
-    $('replay-count').textContent = `Would replay ${r.count} message${r.count === 1 ? '' : 's'}.`;
+    const r = await api<{ count: number }>('/api/replay', { method: 'POST', body: { ...body, dryRun: true } });
+    detailBody = body;
+    $('replay-count').textContent = describeReplay(body, r.count, false);
     $('replay-confirm').hidden = false;
-    $('replay-go').focus();
+    ($('replay-go') as HTMLButtonElement).disabled = r.count === 0;
+    $(r.count ? 'replay-go' : 'replay-cancel').focus();
   } catch (e) {
     showError(`Replay (dry run) failed: ${(e as Error).message}`);
   }
@@ -526,10 +605,12 @@ async function replayDry(): Promise<void> {
 
 async function replayGo(): Promise<void> {
   const id = $('d-id').textContent!;
+  const body = detailBody;
   $('replay-confirm').hidden = true;
+  if (!body) return;
   try {
-    const r = await api<{ count: number }>('/api/replay', { method: 'POST', body: { ids: [id] } });
-    $('replay-result').textContent = `Replayed ${r.count}.`;
+    const r = await api<{ count: number }>('/api/replay', { method: 'POST', body });
+    $('replay-result').textContent = body.mode === 'redeliver' ? describeReplay(body, r.count, true) : `Replayed ${r.count}.`;
     setTimeout(() => void loadDetail(id), 1000);
   } catch (e) {
     showError(`Replay failed: ${(e as Error).message}`);
@@ -555,7 +636,30 @@ function init(): void {
     void search(false);
   });
   $('more').addEventListener('click', () => void search(true));
-  $('replay').addEventListener('click', () => void replayDry());
+  $('replay').addEventListener('click', () => void replayDry('reprocess'));
+  $('retry-dead').addEventListener('click', () => void replayDry('redeliver'));
+  $('sel-all').addEventListener('change', () => {
+    const on = ($('sel-all') as HTMLInputElement).checked;
+    for (const cb of document.querySelectorAll<HTMLInputElement>('#messages tbody input[type=checkbox]')) {
+      cb.checked = on;
+      if (on) selected.add(cb.dataset.id!);
+      else selected.delete(cb.dataset.id!);
+    }
+    selectionChanged();
+  });
+  $('bulk-replay').addEventListener('click', () => void bulkDry({ ids: [...selected] }));
+  $('bulk-retry').addEventListener('click', () => void bulkDry({ ids: [...selected], mode: 'redeliver', deliveryStatus: 'dead' }));
+  $('bulk-all').addEventListener('click', () => {
+    const body = matchingFilter();
+    if (!body) showError('Replay all matching: not with a patient filter (select the messages instead).');
+    else if (!Object.keys(body).length) showError('Replay all matching: set a filter first (replaying every message needs one).');
+    else void bulkDry(body);
+  });
+  $('bulk-go').addEventListener('click', () => void bulkGo());
+  $('bulk-cancel').addEventListener('click', () => {
+    $('bulk-confirm').hidden = true;
+    pendingBulk = undefined;
+  });
   $('replay-go').addEventListener('click', () => void replayGo());
   $('replay-cancel').addEventListener('click', () => ($('replay-confirm').hidden = true));
   $('copy-raw').addEventListener('click', () => void navigator.clipboard?.writeText(currentRaw));

@@ -44,6 +44,26 @@ function adt(ctl: string, mrn: string, family: string): string {
   );
 }
 
+function oru(ctl: string): string {
+  return (
+    [
+      `MSH|^~\\&|LABAPP|LABFAC|FERRY|HOSP|20240101130000||ORU^R01^ORU_R01|${ctl}|P|2.5.1`,
+      'PID|1||MRNLAB1^^^HOSP^MR||LABSON^JOE||19700101|M',
+      'OBR|1|ORD1|FIL1|8867-4^Heart rate^LN|||20240101120000',
+      'OBX|1|NM|8867-4^Heart rate^LN||72|/min|||||F',
+    ].join('\r') + '\r'
+  );
+}
+
+/** A port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
 /** Sends each message on one MLLP connection and waits for its ACK. */
 async function sendMllp(port: number, msgs: string[]): Promise<string[]> {
   const s = net.connect(port, '127.0.0.1');
@@ -90,16 +110,24 @@ maybe('Ferry Console in headless Chromium', () => {
         plugins: ['@ferry/plugin-hl7v2-mllp'],
         processing: { pollIntervalMs: 50 },
         sources: { feed: { type: 'mllp', host: '127.0.0.1', port: 0 } },
-        sinks: { archive: { type: 'file', dir: path.join(dir, 'archive'), format: 'ndjson' }, ehr: { type: 'file', dir: path.join(dir, 'ehr'), format: 'ndjson' } },
-        routes: [{ id: 'adt', from: ['feed'], when: { messageType: ['ADT^*'] }, to: ['archive', 'ehr'] }],
+        sinks: {
+          archive: { type: 'file', dir: path.join(dir, 'archive'), format: 'ndjson' },
+          ehr: { type: 'file', dir: path.join(dir, 'ehr'), format: 'ndjson' },
+          // Nothing listens there: its deliveries die at the first attempt (the retry-dead action's material).
+          lab: { type: 'http', url: `http://127.0.0.1:${await closedPort()}/in`, retry: { maxAttempts: 1 }, circuitBreaker: { failureThreshold: 0 } },
+        },
+        routes: [
+          { id: 'adt', from: ['feed'], when: { messageType: ['ADT^*'] }, to: ['archive', 'ehr'] },
+          { id: 'lab', from: ['feed'], when: { messageType: ['ORU^*'] }, to: ['lab'] },
+        ],
         admin: { enabled: true, host: '127.0.0.1', port: 0, auth: { tokens: roles.tokens } },
       },
     });
     await engine.start();
     base = engine.adminUrl!;
     mllpPort = engine.source<MllpSource>('feed')!.address()!.port;
-    const acks = await sendMllp(mllpPort, [adt('CONS1', MRN, FAMILY), adt('CONS2', 'MRNOTHER1', 'OTHERSON')]);
-    expect(acks.map((a) => readAck(a)?.code)).toEqual(['AA', 'AA']);
+    const acks = await sendMllp(mllpPort, [adt('CONS1', MRN, FAMILY), adt('CONS2', 'MRNOTHER1', 'OTHERSON'), oru('LAB1')]);
+    expect(acks.map((a) => readAck(a)?.code)).toEqual(['AA', 'AA', 'AA']);
     await engine.waitForIdle();
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -206,6 +234,77 @@ maybe('Ferry Console in headless Chromium', () => {
     await page.click('#sinks tbody tr[data-key="ehr"] button');
     await page.waitForFunction(() => !document.querySelector('#sinks tr[data-key="ehr"]')!.textContent!.includes('HELD'));
     await page.waitForFunction(() => document.querySelector('#sinks tr[data-key="ehr"]')!.cells[3].textContent === '0', undefined, { timeout: 15_000 });
+    await page.context().close();
+  }, 90_000);
+
+  it('operator: selects messages in the browser and replays them, retries a dead delivery, replays all matching a filter -- each after its dry-run count, each audited', async () => {
+    const page = await signedIn('operator');
+    await page.click('#nav-messages');
+    await page.waitForSelector('#view-messages:not([hidden])');
+    // The lab message's delivery died (nothing listens at the lab sink).
+    await page.fill('#f-type', 'ORU^*');
+    await page.click('#search');
+    await page.waitForFunction(() => document.querySelectorAll('#messages tbody tr').length === 1 && document.querySelector('#messages tbody')!.textContent!.includes('LAB1'));
+    for (let i = 0; i < 50 && (await engine.store.listMessages({ controlId: 'LAB1', deliveryStatus: ['dead'] })).length === 0; i++) await new Promise((r) => setTimeout(r, 200));
+    expect(await page.isDisabled('#bulk-retry')).toBe(true);
+    await page.check('#messages tbody input[type=checkbox]');
+    expect(await page.textContent('#sel-count')).toBe('1 selected');
+    await page.click('#bulk-retry');
+    await page.waitForSelector('#bulk-confirm:not([hidden])');
+    expect(await page.textContent('#bulk-count')).toBe('Would retry 1 dead delivery.');
+    await page.click('#bulk-go');
+    await page.waitForFunction(() => document.getElementById('bulk-result')!.textContent === 'Retried 1 dead delivery.');
+    const retry = (await engine.store.auditEntries({ action: 'replay' })).find((e) => /^redeliver 1 deliveries/.test(e.detail ?? ''));
+    expect(retry).toMatchObject({ principal: expect.stringMatching(/\(test-operator\)$/), result: 'ok' });
+    // It dies again; the message's detail retries it too.
+    for (let i = 0; i < 50 && (await engine.store.listMessages({ controlId: 'LAB1', deliveryStatus: ['dead'] })).length === 0; i++) await new Promise((r) => setTimeout(r, 200));
+    await page.click('#messages tbody a');
+    await page.waitForSelector('#view-detail:not([hidden]) #d-meta tr');
+    await page.click('#retry-dead');
+    await page.waitForSelector('#replay-confirm:not([hidden])');
+    expect(await page.textContent('#replay-count')).toBe('Would retry 1 dead delivery.');
+    await page.click('#replay-go');
+    await page.waitForFunction(() => document.getElementById('replay-result')!.textContent === 'Retried 1 dead delivery.');
+    await page.goBack();
+    await page.waitForSelector('#view-messages:not([hidden])');
+
+    // Two ADT messages selected (the select-all box tried first), replayed after the count.
+    await page.fill('#f-type', 'ADT^A01');
+    await page.click('#search');
+    await page.waitForFunction(() => document.querySelectorAll('#messages tbody tr').length >= 2);
+    const rows = await page.$$eval('#messages tbody tr', (trs: unknown[]) => trs.length);
+    await page.check('#sel-all');
+    expect(await page.textContent('#sel-count')).toBe(`${rows} selected`);
+    await page.uncheck('#sel-all');
+    expect(await page.textContent('#sel-count')).toBe('0 selected');
+    await page.check('#messages tbody tr:has-text("CONS1") input[type=checkbox]');
+    await page.check('#messages tbody tr:has-text("CONS2") input[type=checkbox]');
+    expect(await page.textContent('#sel-count')).toBe('2 selected');
+    await page.click('#bulk-replay');
+    await page.waitForSelector('#bulk-confirm:not([hidden])');
+    expect(await page.textContent('#bulk-count')).toBe('Would replay 2 messages.');
+    await page.screenshot({ path: path.join(shots, 'messages-selected.png') });
+    await page.click('#bulk-go');
+    await page.waitForFunction(() => document.getElementById('bulk-result')!.textContent === 'Replayed 2 messages.');
+    const ids = (await engine.store.listMessages({ messageType: 'ADT^A01', controlId: undefined })).filter((m) => m.headers.controlId === 'CONS1' || m.headers.controlId === 'CONS2').map((m) => m.id);
+    const replayed = (await engine.store.auditEntries({ action: 'replay' })).find((e) => e.detail === 'reprocess 2');
+    expect([...(replayed?.messageIds ?? [])].sort()).toEqual(ids.sort());
+    await engine.waitForIdle();
+
+    // All matching the filter (control id CONS2): the dry run counts the filter's messages, no selection needed.
+    await page.fill('#f-type', '');
+    await page.fill('#f-control', 'CONS2');
+    await page.click('#search');
+    await page.waitForFunction(() => document.querySelectorAll('#messages tbody tr').length === 1);
+    expect(await page.textContent('#sel-count')).toBe('0 selected');
+    await page.click('#bulk-all');
+    await page.waitForSelector('#bulk-confirm:not([hidden])');
+    expect(await page.textContent('#bulk-count')).toBe('Would replay 1 message.');
+    await page.click('#bulk-cancel');
+    expect(await page.isVisible('#bulk-confirm')).toBe(false);
+    // Dry runs are audited too (replay.dry-run); the cancelled one changed nothing.
+    expect((await engine.store.auditEntries({ action: 'replay.dry-run' })).length).toBeGreaterThanOrEqual(3);
+    await engine.waitForIdle();
     await page.context().close();
   }, 90_000);
 

@@ -67,7 +67,15 @@ export const CONSOLE_HTML = `<!doctype html>
       <label class="phi">Patient (MRN) <input id="f-patient" size="12"></label>
       <button type="submit" id="search">Search</button>
     </form>
-    <table class="grid" id="messages"><thead><tr><th>Received</th><th>Status</th><th>Source</th><th>Type</th><th>Control id</th><th>Id</th></tr></thead><tbody></tbody></table>
+    <div class="op bulk" id="bulk">
+      <span id="sel-count">0 selected</span>
+      <button type="button" id="bulk-replay" disabled>Replay selected…</button>
+      <button type="button" id="bulk-retry" disabled>Retry dead deliveries of selected…</button>
+      <button type="button" id="bulk-all">Replay all matching…</button>
+      <span id="bulk-confirm" hidden><span id="bulk-count"></span> <button type="button" id="bulk-go">Confirm</button> <button type="button" id="bulk-cancel">Cancel</button></span>
+      <span id="bulk-result" role="status"></span>
+    </div>
+    <table class="grid" id="messages"><thead><tr><th class="op sel"><input type="checkbox" id="sel-all" aria-label="select every message on the list"></th><th>Received</th><th>Status</th><th>Source</th><th>Type</th><th>Control id</th><th>Id</th></tr></thead><tbody></tbody></table>
     <button type="button" id="more" hidden>Older…</button>
   </section>
 
@@ -85,6 +93,7 @@ export const CONSOLE_HTML = `<!doctype html>
     <pre id="d-ack"></pre>
     <div class="op" id="d-actions">
       <button type="button" id="replay">Replay…</button>
+      <button type="button" id="retry-dead">Retry dead deliveries…</button>
       <span id="replay-confirm" hidden><span id="replay-count"></span> <button type="button" id="replay-go">Confirm replay</button> <button type="button" id="replay-cancel">Cancel</button></span>
       <span id="replay-result"></span>
     </div>
@@ -139,4 +148,6 @@ pre { background: #fff; border: 1px solid #d8dde3; padding: .5rem; overflow: aut
 body:not(.role-operator) .op { display: none !important; }
 body:not(.role-phi-reader) .phi { display: none !important; }
 button { cursor: pointer; }
+.bulk { display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; margin-bottom: .5rem; min-height: 2rem; }
+table.grid th.sel, table.grid td.sel { width: 2.5rem; }
 `;
