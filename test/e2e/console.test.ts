@@ -119,6 +119,8 @@ maybe('Ferry Console in headless Chromium', () => {
         routes: [
           { id: 'adt', from: ['feed'], when: { messageType: ['ADT^*'] }, to: ['archive', 'ehr'] },
           { id: 'lab', from: ['feed'], when: { messageType: ['ORU^*'] }, to: ['lab'] },
+          // Matches every ADT and filters each out in its step: the routes page's filtered count.
+          { id: 'vip', from: ['feed'], when: { messageType: ['ADT^*'] }, steps: [{ filter: "Bundle.entry.resource.ofType(Patient).name.family = 'NOBODY'" }], to: ['archive'] },
         ],
         admin: { enabled: true, host: '127.0.0.1', port: 0, auth: { tokens: roles.tokens } },
       },
@@ -308,6 +310,43 @@ maybe('Ferry Console in headless Chromium', () => {
     await page.context().close();
   }, 90_000);
 
+  it('operator: the routes page lists the routes with their counts; the route tester shows which routes take a pasted message and what each sink would receive, storing nothing', async () => {
+    const page = await signedIn('operator');
+    await page.click('#nav-routes');
+    await page.waitForSelector('#view-routes:not([hidden]) #routes tr[data-key="adt"]');
+    const adtRow = await page.$$eval('#routes tr[data-key="adt"] td', (tds: { textContent: string }[]) => tds.map((t) => t.textContent));
+    expect(adtRow.slice(0, 5)).toEqual(['adt', 'feed', 'type ADT^*', '—', 'archive, ehr (strict order)']);
+    expect(Number(adtRow[5])).toBeGreaterThanOrEqual(2);
+    expect(adtRow[6]).toBe('0');
+    const vipRow = await page.$$eval('#routes tr[data-key="vip"] td', (tds: { textContent: string }[]) => tds.map((t) => t.textContent));
+    expect(vipRow[3]).toBe("filter: Bundle.entry.resource.ofType(Patient).name.family = 'NOBODY'");
+    expect(Number(vipRow[6])).toBeGreaterThanOrEqual(2);
+    expect(vipRow[6]).toBe(vipRow[5]); // every match filtered
+    const before = (await engine.store.stats()).messages;
+    // Pasted with LF line ends (as a text area gives them): the server makes them CR.
+    await page.fill('#t-message', adt('TEST1', 'MRNTEST9', 'TESTERSON').replace(/\r/g, '\n'));
+    await page.click('#t-run');
+    await page.waitForSelector('#t-summary');
+    expect(await page.textContent('#t-summary')).toBe('application/hl7-v2, type ADT^A01, on source feed: delivered to archive, ehr.');
+    expect(await page.textContent('.route-result[data-route="adt"] .verdict')).toBe('matches');
+    expect(await page.textContent('.route-result[data-route="lab"] .verdict')).toMatch(/^no match — when.messageType: /);
+    expect(await page.textContent('.route-result[data-route="vip"] li')).toMatch(/^filter.*: filtered$/);
+    expect(await page.$('.route-result[data-route="vip"] details')).toBeNull();
+    const bundle = JSON.parse((await page.textContent('.route-result[data-route="adt"] details[data-sink="ehr"] pre'))!) as { entry: { resource: { resourceType: string; name?: { family?: string }[] } }[] };
+    expect(bundle.entry.map((e) => e.resource).find((r) => r.resourceType === 'Patient')?.name?.[0]?.family).toBe('TESTERSON');
+    await page.screenshot({ path: path.join(shots, 'routes-tester.png'), fullPage: true });
+    // Not a message to convert: the reason, nothing else.
+    await page.fill('#t-message', 'hello');
+    await page.click('#t-run');
+    await page.waitForFunction(() => /^Not tested: 400: contentType: cannot tell/.test(document.getElementById('t-result')!.textContent!));
+    expect((await engine.store.stats()).messages).toEqual(before);
+    expect((await engine.store.listMessages({ controlId: 'TEST1' })).length).toBe(0);
+    expect(await engine.store.auditEntries({ action: 'route.test' })).toEqual(
+      expect.arrayContaining([expect.objectContaining({ result: 'ok', principal: expect.stringMatching(/\(test-operator\)$/), detail: 'application/hl7-v2 ADT^A01: matched adt,vip' })]),
+    );
+    await page.context().close();
+  }, 90_000);
+
   it('viewer: the dashboard, the message list and a message detail, and no network response holds the MRN or the name', async () => {
     const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     const page = await ctx.newPage();
@@ -351,6 +390,10 @@ maybe('Ferry Console in headless Chromium', () => {
     // The ACK for a viewer: its MSA code and control id only.
     expect(await page.textContent('#d-ack')).toBe('MSA|AA|CONS1');
     await page.screenshot({ path: path.join(shots, 'detail-viewer.png') });
+    // The routes page: the table, not the tester (operator and up).
+    await page.click('#nav-routes');
+    await page.waitForSelector('#view-routes:not([hidden]) #routes tr[data-key="lab"]');
+    expect(await page.isVisible('#tester')).toBe(false);
     step('detail');
     const seen = await Promise.all(bodies);
     step('bodies');

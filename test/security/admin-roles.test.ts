@@ -39,6 +39,8 @@ const cases: Case[] = [
   { method: 'GET', path: '/api/sinks', route: '/api/sinks', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/sources', route: '/api/sources', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/throughput', route: '/api/throughput', need: 'viewer', ok: 200 },
+  { method: 'GET', path: '/api/routes', route: '/api/routes', need: 'viewer', ok: 200 },
+  { method: 'POST', path: '/api/routes/test', route: '/api/routes/test', body: { message: 'MRN-T-1,Tester,Tom,1970-01-01,male', contentType: CSV_TYPE }, need: 'operator', ok: 200 },
   { method: 'GET', path: '/api/messages', route: '/api/messages', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/messages?patient=MRN-RM-1', route: '/api/messages', need: 'phi-reader', ok: 200 },
   { method: 'GET', path: '/api/messages/:id', route: '/api/messages/:id', need: 'viewer', ok: 200 },

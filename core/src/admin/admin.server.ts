@@ -164,6 +164,59 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
   });
 
   /**
+   * The loaded routes (secret-looking values masked) with this instance's counts since it started:
+   * `matched` (from and when matched), `filtered` (a step filtered the message out).
+   */
+  app.get('/api/routes', { config: { role: 'viewer' } }, async () => {
+    const count = async (c: { get(): Promise<{ values: { labels: Record<string, string | number>; value: number }[] }> }) => {
+      const m = new Map<string, number>();
+      for (const v of (await c.get()).values) m.set(String(v.labels.route), (m.get(String(v.labels.route)) ?? 0) + v.value);
+      return m;
+    };
+    const [matched, filtered] = await Promise.all([count(engine.metrics.routed), count(engine.metrics.routeFiltered)]);
+    return engine.config.routes.map((r) => ({ ...(redactConfig(r) as object), matched: matched.get(r.id) ?? 0, filtered: filtered.get(r.id) ?? 0 }));
+  });
+
+  /**
+   * The route tester: `{ message, contentType?, source? }` through the running config's routes --
+   * which match (and for the others the clause that failed), each step's result, the Bundle each
+   * sink would get -- storing and delivering nothing (the code of `ferry test-route`). The message
+   * is the caller's own; the answer derives from it alone. Audited (no message id: nothing stored).
+   */
+  app.post<{ Body: { message?: unknown; contentType?: unknown; source?: unknown } | null }>('/api/routes/test', { config: { role: 'operator' } }, async (req) => {
+    const b = req.body ?? {};
+    if (typeof b.message !== 'string' || !b.message.trim()) throw inputError('ROUTE_TEST', 'message: the message text (HL7 v2 or JSON)', { field: 'message' });
+    if (b.contentType !== undefined && (typeof b.contentType !== 'string' || !/^[\w.+-]+\/[\w.+-]+$/.test(b.contentType))) throw inputError('ROUTE_TEST', 'contentType: a media type (application/hl7-v2, application/fhir+json)', { field: 'contentType' });
+    if (b.source !== undefined && (typeof b.source !== 'string' || b.source.length > 100)) throw inputError('ROUTE_TEST', 'source: a source id', { field: 'source' });
+    // HL7 v2 segments end in CR; a pasted message has LF or CRLF.
+    const text = b.message.replace(/^\uFEFF/, '');
+    const head = text.trimStart().slice(0, 3);
+    const contentType = (b.contentType as string | undefined) ?? (/^(MSH|FHS|BHS)$/.test(head) ? 'application/hl7-v2' : head.startsWith('{') ? 'application/fhir+json' : undefined);
+    if (!contentType) throw inputError('ROUTE_TEST', 'contentType: cannot tell from the message (it starts with neither MSH nor {); give it', { field: 'contentType' });
+    const body = Buffer.from(contentType === 'application/hl7-v2' ? text.trim().replace(/\r?\n/g, '\r') + '\r' : text, contentType === 'application/hl7-v2' ? 'latin1' : 'utf8');
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { traceMessage } = require('../cli/commands/test-route.command') as typeof import('../cli/commands/test-route.command');
+    return operation(
+      req,
+      'route.test',
+      undefined,
+      async () => {
+        try {
+          const r = await traceMessage(engine.config, engine.transforms, body, { source: b.source as string | undefined, contentType });
+          return { contentType: r.contentType, sourceId: r.sourceId, messageType: r.headers.messageType, ...r.trace };
+        } catch (e) {
+          // What the transform refuses is the caller's input: answered as such, with the reason.
+          const err = FerryError.from(e, 'INPUT_ROUTE_TEST', 'input');
+          if (err.kind === 'transient') throw err;
+          throw inputError('ROUTE_TEST', `the message cannot be converted: ${err.message}`, { field: 'message' });
+        }
+      },
+      undefined,
+      (r) => `${r.contentType} ${r.messageType ?? ''}: matched ${r.routes.filter((x) => x.matched).map((x) => x.route).join(',') || 'none'}`,
+    );
+  });
+
+  /**
    * Per-minute counts over the last `minutes` (default 60, at most 1440), from the store (every
    * instance's): messages received and failed per source, deliveries made per sink. Counts and
    * config names only. The console's sparklines.

@@ -19,6 +19,7 @@ export const CONSOLE_HTML = `<!doctype html>
   <nav id="nav" hidden>
     <a href="#/dashboard" id="nav-dashboard">Dashboard</a>
     <a href="#/messages" id="nav-messages">Messages</a>
+    <a href="#/routes" id="nav-routes">Routes</a>
   </nav>
   <span id="who"></span>
   <button type="button" id="signout" hidden>Sign out</button>
@@ -77,6 +78,24 @@ export const CONSOLE_HTML = `<!doctype html>
     </div>
     <table class="grid" id="messages"><thead><tr><th class="op sel"><input type="checkbox" id="sel-all" aria-label="select every message on the list"></th><th>Received</th><th>Status</th><th>Source</th><th>Type</th><th>Control id</th><th>Id</th></tr></thead><tbody></tbody></table>
     <button type="button" id="more" hidden>Older…</button>
+  </section>
+
+  <section id="view-routes" hidden>
+    <h2>Routes</h2>
+    <p class="hint">Counts: this instance since it started. Matched: the route's source and conditions matched; filtered: then one of its steps filtered the message out.</p>
+    <table class="grid" id="routes"><thead><tr><th>Route</th><th>From</th><th>When</th><th>Steps</th><th>To</th><th>Matched</th><th>Filtered</th></tr></thead><tbody></tbody></table>
+    <form id="tester" class="op" autocomplete="off">
+      <h3>Route tester</h3>
+      <p class="hint">Paste or upload a message: which routes take it (and for the others why not), what each step did, and the Bundle each sink would receive. Nothing is stored or delivered.</p>
+      <textarea id="t-message" rows="8" spellcheck="false" aria-label="message to test"></textarea>
+      <div class="filters">
+        <label>Upload <input type="file" id="t-file"></label>
+        <label>Source <select id="t-source"><option value="">(the only source, else "test")</option></select></label>
+        <label>Content type <select id="t-type"><option value="">from the message</option><option>application/hl7-v2</option><option>application/fhir+json</option><option>application/json</option></select></label>
+        <button type="submit" id="t-run">Test</button>
+      </div>
+    </form>
+    <div id="t-result" class="op" aria-live="polite"></div>
   </section>
 
   <section id="view-detail" hidden>
@@ -148,6 +167,11 @@ pre { background: #fff; border: 1px solid #d8dde3; padding: .5rem; overflow: aut
 body:not(.role-operator) .op { display: none !important; }
 body:not(.role-phi-reader) .phi { display: none !important; }
 button { cursor: pointer; }
+#t-message { width: 100%; box-sizing: border-box; font-family: ui-monospace, monospace; font-size: 13px; }
+.route-result { background: #fff; border: 1px solid #d8dde3; border-radius: 4px; padding: .4rem .75rem; margin: .5rem 0; }
+.route-result.nomatch { color: #556; }
+.route-result .verdict { font-weight: bold; }
+table.grid td.wrap { white-space: normal; }
 .bulk { display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; margin-bottom: .5rem; min-height: 2rem; }
 table.grid th.sel, table.grid td.sel { width: 2.5rem; }
 `;
