@@ -522,8 +522,9 @@ async function loadDetail(id: string): Promise<void> {
     $('d-ack').textContent = acks.length ? acks.join('\n\n') : '(none recorded: a source that sends no ACK, or a message stored before ACKs were kept)';
     $('d-issues').replaceChildren(...(d.issues.length ? d.issues.map((i) => el('li', Object.entries(i).map(([k, v]) => `${k}: ${String(v)}`).join(' · '))) : [el('li', 'none')]));
     currentRaw = d.body ?? '';
+    if (currentRaw.startsWith('MSH')) await loadDefinitions();
     renderTree(currentRaw, d.contentType);
-    $('d-bundle').textContent = d.bundle ? JSON.stringify(d.bundle, null, 2) : '(no bundle)';
+    renderBundle(d.bundle as BundleView | undefined);
     showError(undefined);
   } catch (e) {
     showError(`Message not loaded: ${(e as Error).message}`);
@@ -539,6 +540,81 @@ const FIELD_NAMES: Record<string, string[]> = {
   OBR: ['', 'Set ID', 'Placer Order Number', 'Filler Order Number', 'Universal Service Identifier', 'Priority', 'Requested Date/Time', 'Observation Date/Time'],
   OBX: ['', 'Set ID', 'Value Type', 'Observation Identifier', 'Observation Sub-ID', 'Observation Value', 'Units', 'References Range', 'Abnormal Flags', 'Probability', 'Nature of Abnormal Test', 'Observation Result Status'],
 };
+
+/** Field and component names and data types (GET /api/hl7/definitions), read once. */
+interface Definitions { segments: Record<string, Record<string, [string, string]>>; types: Record<string, Record<string, [string, string]>> }
+let definitions: Definitions | null | undefined;
+async function loadDefinitions(): Promise<void> {
+  if (definitions !== undefined) return;
+  try {
+    definitions = await api<Definitions>('/api/hl7/definitions');
+  } catch {
+    definitions = null; // none loaded: the short table below
+  }
+}
+
+function fieldLabel(seg: string, i: number): { name?: string; type?: string } {
+  const d = definitions?.segments[seg]?.[i];
+  if (d) return { name: d[0], type: d[1] || undefined };
+  return { name: FIELD_NAMES[seg]?.[i] };
+}
+
+function componentLabel(type: string | undefined, j: number): { name?: string; type?: string } {
+  const d = type ? definitions?.types[type]?.[j] : undefined;
+  return d ? { name: d[0], type: d[1] || undefined } : {};
+}
+
+const labelText = (l: { name?: string; type?: string }) => (l.name ? ` ${l.name}${l.type ? ` (${l.type})` : ''}: ` : ' ');
+
+// ---------- the Bundle: one block per entry, references are links to their entry ----------
+
+interface BundleView { entry?: { fullUrl?: string; resource?: { resourceType?: string; id?: string } }[] }
+
+function renderBundle(b: BundleView | undefined): void {
+  const root = $('d-bundle');
+  root.replaceChildren();
+  if (!b) { root.textContent = '(no bundle)'; return; }
+  const byRef = new Map<string, string>();
+  (b.entry ?? []).forEach((e, i) => {
+    const key = `entry-${i}`;
+    if (e.fullUrl) byRef.set(e.fullUrl, key);
+    if (e.resource?.resourceType && e.resource.id) byRef.set(`${e.resource.resourceType}/${e.resource.id}`, key);
+  });
+  const head = b.entry ? { ...b, entry: undefined } : b;
+  root.append(el('pre', JSON.stringify(head, null, 2)));
+  (b.entry ?? []).forEach((e, i) => {
+    const det = el('details', undefined, 'entry');
+    det.open = true;
+    det.id = `entry-${i}`;
+    det.dataset.resourceType = e.resource?.resourceType ?? '';
+    if (e.fullUrl) det.dataset.fullUrl = e.fullUrl;
+    det.append(el('summary', `${e.resource?.resourceType ?? '?'}${e.resource?.id ? `/${e.resource.id}` : ''}${e.fullUrl ? `  ${e.fullUrl}` : ''}`));
+    const pre = el('pre');
+    // "reference": "<ref>" lines: the value becomes a link to the entry it names (when in the Bundle).
+    for (const line of JSON.stringify(e, null, 2).split('\n')) {
+      const m = /^(\s*"reference": ")(.*)(",?)$/.exec(line);
+      const target = m ? byRef.get(JSON.parse(`"${m[2]}"`) as string) : undefined;
+      if (m && target) {
+        const a = el('a', m[2], 'ref');
+        a.href = `#${location.hash.slice(1)}`;
+        a.dataset.target = target;
+        a.addEventListener('click', (ev) => {
+          ev.preventDefault();
+          const t = document.getElementById(target) as HTMLDetailsElement | null;
+          if (!t) return;
+          t.open = true;
+          for (const x of document.querySelectorAll('#d-bundle .entry.target')) x.classList.remove('target');
+          t.classList.add('target');
+          t.scrollIntoView({ block: 'start' });
+          t.querySelector('summary')?.focus();
+        });
+        pre.append(m[1], a, `${m[3]}\n`);
+      } else pre.append(`${line}\n`);
+    }
+    det.append(pre);
+    root.append(det);
+  });
+}
 
 function renderTree(raw: string, contentType: string): void {
   const root = $('d-tree');
@@ -567,17 +643,19 @@ function renderTree(raw: string, contentType: string): void {
       const v = values[i];
       if (!v) continue;
       const pos = `${name}-${i}`;
-      const label = FIELD_NAMES[name]?.[i];
+      const label = fieldLabel(name, i);
       const line = el('div', undefined, 'field');
       line.dataset.pos = pos;
-      line.append(el('span', pos, 'pos'), label ? el('span', ` ${label}: `, 'fname') : ' ', name === 'MSH' && i <= 2 ? v : unescape(v));
+      if (label.type) line.dataset.type = label.type;
+      line.append(el('span', pos, 'pos'), label.name ? el('span', labelText(label), 'fname') : ' ', name === 'MSH' && i <= 2 ? v : unescape(v));
       det.append(line);
       if (!(name === 'MSH' && i <= 2) && v.includes(cs)) {
         v.split(rs)[0].split(cs).forEach((c, j) => {
           if (!c) return;
           const sub = el('div', undefined, 'field comp');
           sub.dataset.pos = `${pos}.${j + 1}`;
-          sub.append(el('span', `  ${pos}.${j + 1}`, 'pos'), ' ', unescape(c));
+          const cl = componentLabel(label.type, j + 1);
+          sub.append(el('span', `  ${pos}.${j + 1}`, 'pos'), cl.name ? el('span', labelText(cl), 'fname') : ' ', unescape(c));
           det.append(sub);
         });
       }

@@ -190,9 +190,21 @@ maybe('Ferry Console in headless Chromium', () => {
     expect(pid5).toContain(`${FAMILY}^JANE&ANN^Q`); // escapes decoded (\T\ is &)
     expect(await page.textContent('[data-pos="PID-5.1"]')).toContain(FAMILY);
     expect(await page.textContent('[data-pos="PID-5.2"]')).toContain('JANE&ANN');
-    const bundle = JSON.parse((await page.textContent('#d-bundle'))!) as { entry: { resource: { resourceType: string; name?: { family?: string }[] } }[] };
-    const patient = bundle.entry.map((e) => e.resource).find((r) => r.resourceType === 'Patient');
-    expect(patient?.name?.[0]?.family).toBe(FAMILY);
+    // Names and data types from the plugin's definitions (the v2-to-FHIR IG tables), components too.
+    expect(pid5).toContain('Patient Name (XPN):');
+    expect(await page.getAttribute('[data-pos="PID-5"]', 'data-type')).toBe('XPN');
+    expect(await page.textContent('[data-pos="PID-5.1"]')).toContain('Family Name (FN):');
+    expect(await page.textContent('[data-pos="PID-3"]')).toContain('Patient Identifier List (CX):');
+    expect(await page.textContent('[data-pos="PV1-3"]')).toContain('Assigned Patient Location (PL):');
+    const entry = JSON.parse((await page.textContent('#d-bundle .entry[data-resource-type="Patient"] pre'))!) as { fullUrl: string; resource: { resourceType: string; name?: { family?: string }[] } };
+    expect(entry.resource.name?.[0]?.family).toBe(FAMILY);
+    // A reference to the Patient is a link: it opens and scrolls to the Patient's entry.
+    const ref = page.locator(`#d-bundle .entry:not([data-resource-type="Patient"]) a.ref[data-target]`).filter({ hasText: entry.fullUrl }).first();
+    await ref.click();
+    await page.waitForSelector('#d-bundle .entry.target[data-resource-type="Patient"]');
+    expect(await page.locator('#d-bundle .entry.target[data-resource-type="Patient"] > summary').isVisible()).toBe(true);
+    // scrolled to it: its top at the top of the viewport
+    expect(Math.abs(await page.evaluate(() => Math.round(document.querySelector("#d-bundle .entry.target > summary")!.getBoundingClientRect().top)))).toBeLessThanOrEqual(1);
     expect(await page.textContent('#d-deliveries tbody')).toMatch(/archive[\s\S]*ehr|ehr[\s\S]*archive/);
     // The ACK the MLLP source sent for it, whole.
     const ack = (await page.textContent('#d-ack'))!;

@@ -163,6 +163,14 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
     return views.map((v) => ({ ...v, lastMessageAt: activity[v.id]?.lastMessageAt, failed: activity[v.id]?.failed ?? 0 }));
   });
 
+  /** Field and component names and data types of HL7 v2 (from the transform that has them; 404 when none does): the console's HL7 tree. No message data. */
+  app.get('/api/hl7/definitions', { config: { role: 'viewer' } }, async (_req, reply) => {
+    const t = engine.transforms.find((x) => x.definitions && x.canHandle('application/hl7-v2'));
+    if (!t) return reply.code(404).send({ error: 'no HL7 v2 transform with definitions is loaded' });
+    reply.header('cache-control', 'private, max-age=3600');
+    return t.definitions!();
+  });
+
   /**
    * The loaded routes (secret-looking values masked) with this instance's counts since it started:
    * `matched` (from and when matched), `filtered` (a step filtered the message out).

@@ -120,7 +120,7 @@ export const CONSOLE_HTML = `<!doctype html>
       <h3>Raw HL7 v2 <button type="button" id="copy-raw">Copy</button></h3>
       <div id="d-tree" class="tree"></div>
       <h3>Canonical Bundle</h3>
-      <pre id="d-bundle"></pre>
+      <div id="d-bundle" class="bundle"></div>
     </div>
   </section>
 </main>
@@ -167,6 +167,12 @@ pre { background: #fff; border: 1px solid #d8dde3; padding: .5rem; overflow: aut
 body:not(.role-operator) .op { display: none !important; }
 body:not(.role-phi-reader) .phi { display: none !important; }
 button { cursor: pointer; }
+.bundle .entry { margin: .25rem 0; }
+.bundle .entry > summary { font-family: ui-monospace, monospace; cursor: pointer; }
+.bundle .entry.target > summary { background: #fff3c4; }
+.bundle pre { max-height: none; margin: .25rem 0; }
+.bundle a.ref { color: #0b5394; }
+.tree .fname { color: #445; }
 #t-message { width: 100%; box-sizing: border-box; font-family: ui-monospace, monospace; font-size: 13px; }
 .route-result { background: #fff; border: 1px solid #d8dde3; border-radius: 4px; padding: .4rem .75rem; margin: .5rem 0; }
 .route-result.nomatch { color: #556; }

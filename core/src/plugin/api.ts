@@ -151,6 +151,17 @@ export interface MessageTransform {
    * Bundle cannot be expressed; `seed` makes control ids stable.
    */
   fromFhir?(bundle: Bundle, opts: { format: string; profile?: unknown; seed: string }): string[];
+  /**
+   * Names and data types of the content's elements, for people reading a message (the console's
+   * HL7 v2 tree, GET /api/hl7/definitions): segment -> field number -> [name, type], data type ->
+   * component number -> [name, type]. No message data.
+   */
+  definitions?(): ContentDefinitions;
+}
+
+export interface ContentDefinitions {
+  segments: Record<string, Record<number, readonly [string, string]>>;
+  types: Record<string, Record<number, readonly [string, string]>>;
 }
 
 // ---------------------------------------------------------------------------------------------
