@@ -11,7 +11,8 @@ interface Principal { id: string; name: string; roles: Role[] }
 
 const TOKEN_KEY = 'ferry.console.token';
 const POLL_MS = 3000;
-const SERIES_MAX = 1200; // one hour at 3 s
+/** The server's per-minute series (GET /api/throughput) is read again this often. */
+const SERIES_MS = 30_000;
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const el = <K extends keyof HTMLElementTagNameMap>(tag: K, text?: string | number, cls?: string): HTMLElementTagNameMap[K] => {
@@ -102,12 +103,12 @@ function signOut(msg?: string): void {
 
 // ---------- views ----------
 
-const VIEWS = ['signin', 'dashboard', 'messages', 'detail'] as const;
+const VIEWS = ['signin', 'dashboard', 'messages', 'detail', 'routes'] as const;
 function show(view: (typeof VIEWS)[number]): void {
   for (const v of VIEWS) $(`view-${v}`).hidden = v !== view;
   $('nav').hidden = !principal;
   $('signout').hidden = !principal;
-  for (const n of ['dashboard', 'messages']) {
+  for (const n of ['dashboard', 'messages', 'routes']) {
     const a = $(`nav-${n}`);
     if (n === view || (n === 'messages' && view === 'detail')) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
@@ -121,6 +122,7 @@ function route(): void {
   const m = /^#\/message\/([A-Za-z0-9_-]+)$/.exec(h);
   if (m) { show('detail'); void loadDetail(m[1]); return; }
   if (h.startsWith('#/messages')) { show('messages'); if (!listLoaded) void search(false); return; }
+  if (h.startsWith('#/routes')) { show('routes'); void loadRoutes(); return; }
   show('dashboard');
   void poll();
   pollTimer = window.setInterval(() => void poll(), POLL_MS);
@@ -128,9 +130,18 @@ function route(): void {
 
 // ---------- dashboard ----------
 
-interface Sample { t: number; received: number; delivered: number }
-const series: { t: number; received: number; delivered: number }[] = [];
+interface Sample { t: number; received: number; delivered: number; bySource: Record<string, number> }
 let last: Sample | undefined;
+/** Messages / s per source since the previous poll. */
+let sourceRates: Record<string, number> = {};
+
+/** GET /api/throughput: per-minute counts of the last hour, from the store (every instance). */
+interface Throughput { since: string; bucketMs: number; buckets: number; received: Record<string, number[]>; failed: Record<string, number[]>; delivered: Record<string, number[]> }
+let throughput: Throughput | undefined;
+let throughputAt = 0;
+
+const add = (a: number[], b: number[]) => a.map((v, i) => v + (b[i] ?? 0));
+const total = (m: Record<string, number[]>, n: number) => Object.values(m).reduce(add, new Array<number>(n).fill(0));
 
 interface Metric { name: string; labels: Record<string, string>; value: number }
 function parseMetrics(text: string): Metric[] {
@@ -160,18 +171,33 @@ function kvTable(id: string, rows: [string, string | number][]): void {
   while (t.rows.length > rows.length) t.deleteRow(-1);
 }
 
-function spark(id: string, values: number[]): void {
-  const svg = document.getElementById(id)!;
+function spark(target: string | Element, values: number[], width = 240, height = 40): void {
+  const svg = typeof target === 'string' ? document.getElementById(target)! : target;
   let line = svg.querySelector('polyline');
   if (!line) { line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline'); svg.appendChild(line); }
   const max = Math.max(1e-9, ...values);
   const n = values.length;
-  const pts = values.map((v, i) => `${n > 1 ? ((i / (n - 1)) * 240).toFixed(1) : 0},${(38 - (v / max) * 36).toFixed(1)}`);
+  const pts = values.map((v, i) => `${n > 1 ? ((i / (n - 1)) * width).toFixed(1) : 0},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`);
   line.setAttribute('points', pts.join(' '));
 }
 
 interface SinkView { id: string; inFlight: number; backlog?: number; oldestWaitingSince?: string; circuit: { state: string; lastErrorCode?: string; nextProbeAt?: string }; hold?: { since: string; until?: string; reason?: string } }
-interface SourceView { id: string; type: string; ready: boolean; stats?: Record<string, unknown> }
+interface SourceView { id: string; type: string; ready: boolean; stats?: Record<string, unknown>; lastMessageAt?: string; failed?: number }
+
+async function loadThroughput(): Promise<void> {
+  throughput = await api<Throughput>('/api/throughput?minutes=60');
+  throughputAt = Date.now();
+  const n = throughput.buckets;
+  const rec = total(throughput.received, n);
+  const del = total(throughput.delivered, n);
+  spark('spark-received', rec);
+  spark('spark-delivered', del);
+  const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
+  $('hour-received').textContent = `${sum(rec)} in the last hour`;
+  $('hour-delivered').textContent = `${sum(del)} in the last hour`;
+  $('spark-received').setAttribute('data-total', String(sum(rec)));
+  $('spark-delivered').setAttribute('data-total', String(sum(del)));
+}
 
 async function poll(): Promise<void> {
   try {
@@ -183,18 +209,18 @@ async function poll(): Promise<void> {
     ]);
     const ms = parseMetrics(metricsText);
     const now = Date.now();
-    const s: Sample = { t: now, received: sum(ms, 'ferry_messages_received_total'), delivered: sum(ms, 'ferry_deliveries_total', (l) => l.outcome === 'delivered') };
+    const bySource: Record<string, number> = {};
+    for (const m of ms) if (m.name === 'ferry_messages_received_total' && m.labels.source) bySource[m.labels.source] = (bySource[m.labels.source] ?? 0) + m.value;
+    const s: Sample = { t: now, received: sum(ms, 'ferry_messages_received_total'), delivered: sum(ms, 'ferry_deliveries_total', (l) => l.outcome === 'delivered'), bySource };
     if (last && now > last.t) {
       const dt = (now - last.t) / 1000;
-      series.push({ t: now, received: Math.max(0, (s.received - last.received) / dt), delivered: Math.max(0, (s.delivered - last.delivered) / dt) });
-      if (series.length > SERIES_MAX) series.shift();
+      const prev = last;
+      $('rate-received').textContent = Math.max(0, (s.received - prev.received) / dt).toFixed(1);
+      $('rate-delivered').textContent = Math.max(0, (s.delivered - prev.delivered) / dt).toFixed(1);
+      sourceRates = Object.fromEntries(Object.entries(bySource).map(([k, v]) => [k, Math.max(0, (v - (prev.bySource[k] ?? 0)) / dt)]));
     }
     last = s;
-    const cur = series[series.length - 1];
-    $('rate-received').textContent = cur ? cur.received.toFixed(1) : '–';
-    $('rate-delivered').textContent = cur ? cur.delivered.toFixed(1) : '–';
-    spark('spark-received', series.map((x) => x.received));
-    spark('spark-delivered', series.map((x) => x.delivered));
+    if (Date.now() - throughputAt >= SERIES_MS) await loadThroughput();
     const backlog = ms.filter((m) => m.name === 'ferry_store_backlog').map((m) => [m.labels.kind.replace(/_/g, ' '), m.value] as [string, number]);
     const storeUp = sum(ms, 'ferry_store_up');
     kvTable('backlog', [['store', storeUp ? 'up' : 'UNREACHABLE'], ...backlog]);
@@ -221,12 +247,33 @@ function rowFor(tbody: HTMLTableSectionElement, key: string, cells: number): HTM
 function renderSources(list: SourceView[]): void {
   const tbody = ($('sources') as HTMLTableElement).tBodies[0];
   for (const s of list) {
-    const tr = rowFor(tbody, s.id, 4);
+    const tr = rowFor(tbody, s.id, 8);
     tr.cells[0].textContent = s.id;
     tr.cells[1].textContent = s.type;
     tr.cells[2].textContent = s.ready ? 'ready' : 'NOT READY';
-    tr.cells[3].textContent = s.stats ? Object.entries(s.stats).map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' · ') : '';
-    tr.cells[3].title = tr.cells[3].textContent;
+    tr.cells[3].textContent = sourceRates[s.id] === undefined ? '–' : sourceRates[s.id].toFixed(1);
+    // The last hour per minute (the server's series): received, with the failed count beside.
+    let svg = tr.cells[4].querySelector('svg');
+    if (!svg) {
+      svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+      svg.setAttribute('class', 'spark small');
+      svg.setAttribute('viewBox', '0 0 120 20');
+      svg.setAttribute('width', '120');
+      svg.setAttribute('height', '20');
+      svg.setAttribute('aria-label', `messages from ${s.id} per minute, last hour`);
+      tr.cells[4].append(svg);
+    }
+    const rec = throughput?.received[s.id] ?? new Array<number>(throughput?.buckets ?? 60).fill(0);
+    spark(svg, rec, 120, 20);
+    const hour = rec.reduce((a, b) => a + b, 0);
+    const failedHour = (throughput?.failed[s.id] ?? []).reduce((a, b) => a + b, 0);
+    tr.cells[4].title = `${hour} received, ${failedHour} failed in the last hour`;
+    svg.setAttribute('data-total', String(hour));
+    tr.cells[5].replaceChildren(s.lastMessageAt ? timeCell(s.lastMessageAt) : '—');
+    tr.cells[6].textContent = String(s.failed ?? 0);
+    tr.cells[6].className = s.failed ? 'failed' : '';
+    tr.cells[7].textContent = s.stats ? Object.entries(s.stats).map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' · ') : '';
+    tr.cells[7].title = tr.cells[7].textContent;
   }
 }
 
@@ -331,9 +378,26 @@ async function search(more: boolean): Promise<void> {
   try {
     const list = await api<MessageMeta[]>(`/api/messages?${q}`);
     listLoaded = true;
-    if (!more) tbody.replaceChildren();
+    if (!more) {
+      tbody.replaceChildren();
+      selected.clear();
+      ($('sel-all') as HTMLInputElement).checked = false;
+      selectionChanged();
+    }
     for (const m of list) {
       const tr = tbody.insertRow();
+      const sel = tr.insertCell();
+      sel.className = 'op sel';
+      const cb = el('input');
+      cb.type = 'checkbox';
+      cb.dataset.id = m.id;
+      cb.setAttribute('aria-label', `select message ${m.headers?.controlId ?? m.id}`);
+      cb.addEventListener('change', () => {
+        if (cb.checked) selected.add(m.id);
+        else selected.delete(m.id);
+        selectionChanged();
+      });
+      sel.append(cb);
       tr.insertCell().append(timeCell(m.receivedAt));
       tr.insertCell().textContent = m.status;
       tr.insertCell().textContent = m.sourceId;
@@ -348,6 +412,62 @@ async function search(more: boolean): Promise<void> {
     showError(undefined);
   } catch (e) {
     showError(`Search failed: ${(e as Error).message}`);
+  }
+}
+
+// ---------- actions on a selection (operator): the dry-run count first, then confirm ----------
+
+const selected = new Set<string>();
+let pendingBulk: Record<string, unknown> | undefined;
+
+function selectionChanged(): void {
+  $('sel-count').textContent = `${selected.size} selected`;
+  ($('bulk-replay') as HTMLButtonElement).disabled = selected.size === 0;
+  ($('bulk-retry') as HTMLButtonElement).disabled = selected.size === 0;
+  $('bulk-confirm').hidden = true;
+  pendingBulk = undefined;
+}
+
+const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+function describeReplay(body: Record<string, unknown>, count: number, done: boolean): string {
+  if (body.mode === 'redeliver') return `${done ? 'Retried' : 'Would retry'} ${plural(count, 'dead delivery', 'dead deliveries')}.`;
+  return `${done ? 'Replayed' : 'Would replay'} ${plural(count, 'message', 'messages')}.`;
+}
+
+/** The replay filter of the browser's current filters ("all matching"); undefined with a patient filter. */
+function matchingFilter(): Record<string, unknown> | undefined {
+  const q = filterQuery();
+  if (q.get('patient')) return undefined;
+  const body: Record<string, unknown> = {};
+  for (const k of ['status', 'source', 'type', 'controlId', 'since', 'until']) if (q.get(k)) body[k] = q.get(k);
+  return body;
+}
+
+async function bulkDry(body: Record<string, unknown>): Promise<void> {
+  $('bulk-result').textContent = '';
+  try {
+    const r = await api<{ count: number }>('/api/replay', { method: 'POST', body: { ...body, dryRun: true } });
+    pendingBulk = body;
+    $('bulk-count').textContent = describeReplay(body, r.count, false);
+    $('bulk-confirm').hidden = false;
+    ($('bulk-go') as HTMLButtonElement).disabled = r.count === 0;
+    $(r.count ? 'bulk-go' : 'bulk-cancel').focus();
+  } catch (e) {
+    showError(`Dry run failed: ${(e as Error).message}`);
+  }
+}
+
+async function bulkGo(): Promise<void> {
+  const body = pendingBulk;
+  $('bulk-confirm').hidden = true;
+  pendingBulk = undefined;
+  if (!body) return;
+  try {
+    const r = await api<{ count: number }>('/api/replay', { method: 'POST', body });
+    $('bulk-result').textContent = describeReplay(body, r.count, true);
+    showError(undefined);
+  } catch (e) {
+    showError(`Replay failed: ${(e as Error).message}`);
   }
 }
 
@@ -385,7 +505,9 @@ async function loadDetail(id: string): Promise<void> {
     ol.replaceChildren(
       ...d.events.map((e) => {
         const li = el('li');
-        li.append(timeCell(e.at), ` ${e.status}`, e.routeId ? ` route ${e.routeId}` : '', e.sinkId ? ` sink ${e.sinkId}` : '', e.detail ? ` — ${e.detail}` : '');
+        // An ACK's text is shown under "ACK sent"; here its code (MSA-1).
+        const detail = e.status === 'ack' ? /MSA.(\w+)/.exec(e.detail ?? '')?.[1] : e.detail;
+        li.append(timeCell(e.at), ` ${e.status}`, e.routeId ? ` route ${e.routeId}` : '', e.sinkId ? ` sink ${e.sinkId}` : '', detail ? ` — ${detail}` : '');
         return li;
       }),
     );
@@ -395,10 +517,14 @@ async function loadDetail(id: string): Promise<void> {
       const tr = tbody.insertRow();
       for (const v of [x.routeId, x.sinkId, x.status, x.attempts, x.lastError ? `${x.lastError.code ?? ''} ${x.lastError.message ?? ''}`.trim() : '']) tr.insertCell().textContent = String(v);
     }
+    // The ACK the source sent (below phi-reader: its MSA code and control id only).
+    const acks = d.events.filter((e) => e.status === 'ack' && e.detail).map((e) => e.detail!.split(/\r\n|\r|\n/).filter(Boolean).join('\n'));
+    $('d-ack').textContent = acks.length ? acks.join('\n\n') : '(none recorded: a source that sends no ACK, or a message stored before ACKs were kept)';
     $('d-issues').replaceChildren(...(d.issues.length ? d.issues.map((i) => el('li', Object.entries(i).map(([k, v]) => `${k}: ${String(v)}`).join(' · '))) : [el('li', 'none')]));
     currentRaw = d.body ?? '';
+    if (currentRaw.startsWith('MSH')) await loadDefinitions();
     renderTree(currentRaw, d.contentType);
-    $('d-bundle').textContent = d.bundle ? JSON.stringify(d.bundle, null, 2) : '(no bundle)';
+    renderBundle(d.bundle as BundleView | undefined);
     showError(undefined);
   } catch (e) {
     showError(`Message not loaded: ${(e as Error).message}`);
@@ -414,6 +540,81 @@ const FIELD_NAMES: Record<string, string[]> = {
   OBR: ['', 'Set ID', 'Placer Order Number', 'Filler Order Number', 'Universal Service Identifier', 'Priority', 'Requested Date/Time', 'Observation Date/Time'],
   OBX: ['', 'Set ID', 'Value Type', 'Observation Identifier', 'Observation Sub-ID', 'Observation Value', 'Units', 'References Range', 'Abnormal Flags', 'Probability', 'Nature of Abnormal Test', 'Observation Result Status'],
 };
+
+/** Field and component names and data types (GET /api/hl7/definitions), read once. */
+interface Definitions { segments: Record<string, Record<string, [string, string]>>; types: Record<string, Record<string, [string, string]>> }
+let definitions: Definitions | null | undefined;
+async function loadDefinitions(): Promise<void> {
+  if (definitions !== undefined) return;
+  try {
+    definitions = await api<Definitions>('/api/hl7/definitions');
+  } catch {
+    definitions = null; // none loaded: the short table below
+  }
+}
+
+function fieldLabel(seg: string, i: number): { name?: string; type?: string } {
+  const d = definitions?.segments[seg]?.[i];
+  if (d) return { name: d[0], type: d[1] || undefined };
+  return { name: FIELD_NAMES[seg]?.[i] };
+}
+
+function componentLabel(type: string | undefined, j: number): { name?: string; type?: string } {
+  const d = type ? definitions?.types[type]?.[j] : undefined;
+  return d ? { name: d[0], type: d[1] || undefined } : {};
+}
+
+const labelText = (l: { name?: string; type?: string }) => (l.name ? ` ${l.name}${l.type ? ` (${l.type})` : ''}: ` : ' ');
+
+// ---------- the Bundle: one block per entry, references are links to their entry ----------
+
+interface BundleView { entry?: { fullUrl?: string; resource?: { resourceType?: string; id?: string } }[] }
+
+function renderBundle(b: BundleView | undefined): void {
+  const root = $('d-bundle');
+  root.replaceChildren();
+  if (!b) { root.textContent = '(no bundle)'; return; }
+  const byRef = new Map<string, string>();
+  (b.entry ?? []).forEach((e, i) => {
+    const key = `entry-${i}`;
+    if (e.fullUrl) byRef.set(e.fullUrl, key);
+    if (e.resource?.resourceType && e.resource.id) byRef.set(`${e.resource.resourceType}/${e.resource.id}`, key);
+  });
+  const head = b.entry ? { ...b, entry: undefined } : b;
+  root.append(el('pre', JSON.stringify(head, null, 2)));
+  (b.entry ?? []).forEach((e, i) => {
+    const det = el('details', undefined, 'entry');
+    det.open = true;
+    det.id = `entry-${i}`;
+    det.dataset.resourceType = e.resource?.resourceType ?? '';
+    if (e.fullUrl) det.dataset.fullUrl = e.fullUrl;
+    det.append(el('summary', `${e.resource?.resourceType ?? '?'}${e.resource?.id ? `/${e.resource.id}` : ''}${e.fullUrl ? `  ${e.fullUrl}` : ''}`));
+    const pre = el('pre');
+    // "reference": "<ref>" lines: the value becomes a link to the entry it names (when in the Bundle).
+    for (const line of JSON.stringify(e, null, 2).split('\n')) {
+      const m = /^(\s*"reference": ")(.*)(",?)$/.exec(line);
+      const target = m ? byRef.get(JSON.parse(`"${m[2]}"`) as string) : undefined;
+      if (m && target) {
+        const a = el('a', m[2], 'ref');
+        a.href = `#${location.hash.slice(1)}`;
+        a.dataset.target = target;
+        a.addEventListener('click', (ev) => {
+          ev.preventDefault();
+          const t = document.getElementById(target) as HTMLDetailsElement | null;
+          if (!t) return;
+          t.open = true;
+          for (const x of document.querySelectorAll('#d-bundle .entry.target')) x.classList.remove('target');
+          t.classList.add('target');
+          t.scrollIntoView({ block: 'start' });
+          t.querySelector('summary')?.focus();
+        });
+        pre.append(m[1], a, `${m[3]}\n`);
+      } else pre.append(`${line}\n`);
+    }
+    det.append(pre);
+    root.append(det);
+  });
+}
 
 function renderTree(raw: string, contentType: string): void {
   const root = $('d-tree');
@@ -442,17 +643,19 @@ function renderTree(raw: string, contentType: string): void {
       const v = values[i];
       if (!v) continue;
       const pos = `${name}-${i}`;
-      const label = FIELD_NAMES[name]?.[i];
+      const label = fieldLabel(name, i);
       const line = el('div', undefined, 'field');
       line.dataset.pos = pos;
-      line.append(el('span', pos, 'pos'), label ? el('span', ` ${label}: `, 'fname') : ' ', name === 'MSH' && i <= 2 ? v : unescape(v));
+      if (label.type) line.dataset.type = label.type;
+      line.append(el('span', pos, 'pos'), label.name ? el('span', labelText(label), 'fname') : ' ', name === 'MSH' && i <= 2 ? v : unescape(v));
       det.append(line);
       if (!(name === 'MSH' && i <= 2) && v.includes(cs)) {
         v.split(rs)[0].split(cs).forEach((c, j) => {
           if (!c) return;
           const sub = el('div', undefined, 'field comp');
           sub.dataset.pos = `${pos}.${j + 1}`;
-          sub.append(el('span', `  ${pos}.${j + 1}`, 'pos'), ' ', unescape(c));
+          const cl = componentLabel(label.type, j + 1);
+          sub.append(el('span', `  ${pos}.${j + 1}`, 'pos'), cl.name ? el('span', labelText(cl), 'fname') : ' ', unescape(c));
           det.append(sub);
         });
       }
@@ -461,13 +664,19 @@ function renderTree(raw: string, contentType: string): void {
   }
 }
 
-async function replayDry(): Promise<void> {
+/** The detail's pending action: replay (reprocess) or retry its dead deliveries (redeliver). */
+let detailBody: Record<string, unknown> | undefined;
+
+async function replayDry(mode: 'reprocess' | 'redeliver'): Promise<void> {
   const id = $('d-id').textContent!;
+  const body = mode === 'reprocess' ? { ids: [id] } : { ids: [id], mode, deliveryStatus: 'dead' };
   try {
-    const r = await api<{ count: number }>('/api/replay', { method: 'POST', body: { ids: [id], dryRun: true } });
-    $('replay-count').textContent = `Would replay ${r.count} message${r.count === 1 ? '' : 's'}.`;
+    const r = await api<{ count: number }>('/api/replay', { method: 'POST', body: { ...body, dryRun: true } });
+    detailBody = body;
+    $('replay-count').textContent = describeReplay(body, r.count, false);
     $('replay-confirm').hidden = false;
-    $('replay-go').focus();
+    ($('replay-go') as HTMLButtonElement).disabled = r.count === 0;
+    $(r.count ? 'replay-go' : 'replay-cancel').focus();
   } catch (e) {
     showError(`Replay (dry run) failed: ${(e as Error).message}`);
   }
@@ -475,13 +684,90 @@ async function replayDry(): Promise<void> {
 
 async function replayGo(): Promise<void> {
   const id = $('d-id').textContent!;
+  const body = detailBody;
   $('replay-confirm').hidden = true;
+  if (!body) return;
   try {
-    const r = await api<{ count: number }>('/api/replay', { method: 'POST', body: { ids: [id] } });
-    $('replay-result').textContent = `Replayed ${r.count}.`;
+    const r = await api<{ count: number }>('/api/replay', { method: 'POST', body });
+    $('replay-result').textContent = body.mode === 'redeliver' ? describeReplay(body, r.count, true) : `Replayed ${r.count}.`;
     setTimeout(() => void loadDetail(id), 1000);
   } catch (e) {
     showError(`Replay failed: ${(e as Error).message}`);
+  }
+}
+
+// ---------- routes and the route tester ----------
+
+interface RouteView { id: string; from: string[]; when: { messageType: string[]; fhirpath: string }; steps: Record<string, unknown>[]; to: string[]; ordering: string; matched: number; filtered: number }
+
+const stepText = (st: Record<string, unknown>) =>
+  Object.entries(st).map(([k, v]) => (v === true ? k : `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`)).join(', ');
+
+async function loadRoutes(): Promise<void> {
+  try {
+    const [routes, sources] = await Promise.all([api<RouteView[]>('/api/routes'), api<SourceView[]>('/api/sources')]);
+    const tbody = ($('routes') as HTMLTableElement).tBodies[0];
+    for (const r of routes) {
+      const tr = rowFor(tbody, r.id, 7);
+      tr.cells[0].textContent = r.id;
+      tr.cells[1].textContent = r.from.length ? r.from.join(', ') : 'any source';
+      const when = [r.when.messageType.length ? `type ${r.when.messageType.join(' | ')}` : '', r.when.fhirpath ? `fhirpath ${r.when.fhirpath}` : ''].filter(Boolean).join('; ');
+      tr.cells[2].textContent = when || 'always';
+      tr.cells[3].textContent = r.steps.map(stepText).join(' → ') || '—';
+      tr.cells[4].textContent = r.to.join(', ') + (r.ordering === 'strict' ? ' (strict order)' : '');
+      tr.cells[5].textContent = String(r.matched);
+      tr.cells[6].textContent = String(r.filtered);
+      for (const i of [2, 3]) { tr.cells[i].className = 'wrap'; tr.cells[i].title = tr.cells[i].textContent; }
+    }
+    const sel = $('t-source') as HTMLSelectElement;
+    for (const s of sources) if (![...sel.options].some((o) => o.value === s.id)) sel.add(new Option(s.id, s.id));
+    showError(undefined);
+  } catch (e) {
+    showError(`Routes not loaded: ${(e as Error).message}`);
+  }
+}
+
+interface TraceView {
+  contentType: string;
+  sourceId: string;
+  messageType?: string;
+  routes: { route: string; matched: boolean; failed?: string; detail?: string; steps: { step: string; result: string; error?: string }[]; sinks: Record<string, unknown> }[];
+}
+
+async function runTester(ev: Event): Promise<void> {
+  ev.preventDefault();
+  const out = $('t-result');
+  const message = ($('t-message') as HTMLTextAreaElement).value;
+  if (!message.trim()) { showError('Route tester: paste or upload a message first.'); return; }
+  const source = ($('t-source') as HTMLSelectElement).value;
+  const contentType = ($('t-type') as HTMLSelectElement).value;
+  out.replaceChildren(el('p', 'Testing…'));
+  try {
+    const t = await api<TraceView>('/api/routes/test', { method: 'POST', body: { message, ...(source ? { source } : {}), ...(contentType ? { contentType } : {}) } });
+    const sinks = new Set(t.routes.flatMap((r) => Object.keys(r.sinks)));
+    const head = el('p', `${t.contentType}${t.messageType ? `, type ${t.messageType}` : ''}, on source ${t.sourceId}: ${sinks.size ? `delivered to ${[...sinks].join(', ')}` : 'delivered to no sink'}.`);
+    head.id = 't-summary';
+    const items = t.routes.map((r) => {
+      const div = el('div', undefined, `route-result${r.matched ? '' : ' nomatch'}`);
+      div.dataset.route = r.route;
+      div.append(el('span', `route ${r.route}: `), el('span', r.matched ? 'matches' : `no match — ${r.failed}: ${r.detail ?? ''}`, 'verdict'));
+      if (r.steps.length) {
+        const ol = el('ol');
+        for (const st of r.steps) ol.append(el('li', `${st.step}: ${st.result}${st.error ? ` (${st.error})` : ''}`));
+        div.append(ol);
+      }
+      for (const [sink, bundle] of Object.entries(r.sinks)) {
+        const d = el('details');
+        d.dataset.sink = sink;
+        d.append(el('summary', `sink ${sink} would receive`), el('pre', JSON.stringify(bundle, null, 2)));
+        div.append(d);
+      }
+      return div;
+    });
+    out.replaceChildren(head, ...items);
+    showError(undefined);
+  } catch (e) {
+    out.replaceChildren(el('p', `Not tested: ${(e as Error).message}`));
   }
 }
 
@@ -504,7 +790,35 @@ function init(): void {
     void search(false);
   });
   $('more').addEventListener('click', () => void search(true));
-  $('replay').addEventListener('click', () => void replayDry());
+  $('replay').addEventListener('click', () => void replayDry('reprocess'));
+  $('retry-dead').addEventListener('click', () => void replayDry('redeliver'));
+  $('sel-all').addEventListener('change', () => {
+    const on = ($('sel-all') as HTMLInputElement).checked;
+    for (const cb of document.querySelectorAll<HTMLInputElement>('#messages tbody input[type=checkbox]')) {
+      cb.checked = on;
+      if (on) selected.add(cb.dataset.id!);
+      else selected.delete(cb.dataset.id!);
+    }
+    selectionChanged();
+  });
+  $('bulk-replay').addEventListener('click', () => void bulkDry({ ids: [...selected] }));
+  $('bulk-retry').addEventListener('click', () => void bulkDry({ ids: [...selected], mode: 'redeliver', deliveryStatus: 'dead' }));
+  $('bulk-all').addEventListener('click', () => {
+    const body = matchingFilter();
+    if (!body) showError('Replay all matching: not with a patient filter (select the messages instead).');
+    else if (!Object.keys(body).length) showError('Replay all matching: set a filter first (replaying every message needs one).');
+    else void bulkDry(body);
+  });
+  $('bulk-go').addEventListener('click', () => void bulkGo());
+  $('tester').addEventListener('submit', (ev) => void runTester(ev));
+  $('t-file').addEventListener('change', () => {
+    const f = ($('t-file') as HTMLInputElement).files?.[0];
+    if (f) void f.text().then((text) => (($('t-message') as HTMLTextAreaElement).value = text));
+  });
+  $('bulk-cancel').addEventListener('click', () => {
+    $('bulk-confirm').hidden = true;
+    pendingBulk = undefined;
+  });
   $('replay-go').addEventListener('click', () => void replayGo());
   $('replay-cancel').addEventListener('click', () => ($('replay-confirm').hidden = true));
   $('copy-raw').addEventListener('click', () => void navigator.clipboard?.writeText(currentRaw));

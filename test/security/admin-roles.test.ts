@@ -38,6 +38,11 @@ const cases: Case[] = [
   { method: 'GET', path: '/api/stats', route: '/api/stats', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/sinks', route: '/api/sinks', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/sources', route: '/api/sources', need: 'viewer', ok: 200 },
+  { method: 'GET', path: '/api/throughput', route: '/api/throughput', need: 'viewer', ok: 200 },
+  { method: 'GET', path: '/api/routes', route: '/api/routes', need: 'viewer', ok: 200 },
+  // This engine has no HL7 v2 transform (only the CSV plugin): 404 from viewer up, the definitions themselves in the console e2e.
+  { method: 'GET', path: '/api/hl7/definitions', route: '/api/hl7/definitions', need: 'viewer', ok: 404 },
+  { method: 'POST', path: '/api/routes/test', route: '/api/routes/test', body: { message: 'MRN-T-1,Tester,Tom,1970-01-01,male', contentType: CSV_TYPE }, need: 'operator', ok: 200 },
   { method: 'GET', path: '/api/messages', route: '/api/messages', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/messages?patient=MRN-RM-1', route: '/api/messages', need: 'phi-reader', ok: 200 },
   { method: 'GET', path: '/api/messages/:id', route: '/api/messages/:id', need: 'viewer', ok: 200 },

@@ -11,7 +11,7 @@ import type { AuditFilter, MessageFilter } from '../store/message-store';
 import { AuthError } from './auth';
 import { messageListFilter, registerConsole, type MessageListQuery } from './console';
 import { AdminGuard, GuardError, principalLabel } from './guard';
-import { deliveryWithoutIdentifiers, redactConfig, withoutIdentifiers } from './redact';
+import { deliveryWithoutIdentifiers, eventWithoutIdentifiers, redactConfig, withoutIdentifiers } from './redact';
 import { hasRole, type Role } from './roles';
 import { issueToken, tokenRequest, tokenView, type TokenRequest } from './token-ops';
 
@@ -156,7 +156,88 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
   app.get('/api/stats', { config: { role: 'viewer' } }, async () => engine.store.stats());
 
   /** Each source on this instance: readiness, stats and its own state (e.g. athena-fhir resource types). */
-  app.get('/api/sources', { config: { role: 'viewer' } }, async () => engine.sourceViews());
+  app.get('/api/sources', { config: { role: 'viewer' } }, async () => {
+    const views = engine.sourceViews();
+    // From the store: its newest message's time and its failed messages (every instance's).
+    const activity = await engine.store.sourceActivity(views.map((v) => v.id));
+    return views.map((v) => ({ ...v, lastMessageAt: activity[v.id]?.lastMessageAt, failed: activity[v.id]?.failed ?? 0 }));
+  });
+
+  /** Field and component names and data types of HL7 v2 (from the transform that has them; 404 when none does): the console's HL7 tree. No message data. */
+  app.get('/api/hl7/definitions', { config: { role: 'viewer' } }, async (_req, reply) => {
+    const t = engine.transforms.find((x) => x.definitions && x.canHandle('application/hl7-v2'));
+    if (!t) return reply.code(404).send({ error: 'no HL7 v2 transform with definitions is loaded' });
+    reply.header('cache-control', 'private, max-age=3600');
+    return t.definitions!();
+  });
+
+  /**
+   * The loaded routes (secret-looking values masked) with this instance's counts since it started:
+   * `matched` (from and when matched), `filtered` (a step filtered the message out).
+   */
+  app.get('/api/routes', { config: { role: 'viewer' } }, async () => {
+    const count = async (c: { get(): Promise<{ values: { labels: Record<string, string | number>; value: number }[] }> }) => {
+      const m = new Map<string, number>();
+      for (const v of (await c.get()).values) m.set(String(v.labels.route), (m.get(String(v.labels.route)) ?? 0) + v.value);
+      return m;
+    };
+    const [matched, filtered] = await Promise.all([count(engine.metrics.routed), count(engine.metrics.routeFiltered)]);
+    return engine.config.routes.map((r) => ({ ...(redactConfig(r) as object), matched: matched.get(r.id) ?? 0, filtered: filtered.get(r.id) ?? 0 }));
+  });
+
+  /**
+   * The route tester: `{ message, contentType?, source? }` through the running config's routes --
+   * which match (and for the others the clause that failed), each step's result, the Bundle each
+   * sink would get -- storing and delivering nothing (the code of `ferry test-route`). The message
+   * is the caller's own; the answer derives from it alone. Audited (no message id: nothing stored).
+   */
+  app.post<{ Body: { message?: unknown; contentType?: unknown; source?: unknown } | null }>('/api/routes/test', { config: { role: 'operator' } }, async (req) => {
+    const b = req.body ?? {};
+    if (typeof b.message !== 'string' || !b.message.trim()) throw inputError('ROUTE_TEST', 'message: the message text (HL7 v2 or JSON)', { field: 'message' });
+    if (b.contentType !== undefined && (typeof b.contentType !== 'string' || !/^[\w.+-]+\/[\w.+-]+$/.test(b.contentType))) throw inputError('ROUTE_TEST', 'contentType: a media type (application/hl7-v2, application/fhir+json)', { field: 'contentType' });
+    if (b.source !== undefined && (typeof b.source !== 'string' || b.source.length > 100)) throw inputError('ROUTE_TEST', 'source: a source id', { field: 'source' });
+    // HL7 v2 segments end in CR; a pasted message has LF or CRLF.
+    const text = b.message.replace(/^\uFEFF/, '');
+    const head = text.trimStart().slice(0, 3);
+    const contentType = (b.contentType as string | undefined) ?? (/^(MSH|FHS|BHS)$/.test(head) ? 'application/hl7-v2' : head.startsWith('{') ? 'application/fhir+json' : undefined);
+    if (!contentType) throw inputError('ROUTE_TEST', 'contentType: cannot tell from the message (it starts with neither MSH nor {); give it', { field: 'contentType' });
+    const body = Buffer.from(contentType === 'application/hl7-v2' ? text.trim().replace(/\r?\n/g, '\r') + '\r' : text, contentType === 'application/hl7-v2' ? 'latin1' : 'utf8');
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { traceMessage } = require('../cli/commands/test-route.command') as typeof import('../cli/commands/test-route.command');
+    return operation(
+      req,
+      'route.test',
+      undefined,
+      async () => {
+        try {
+          const r = await traceMessage(engine.config, engine.transforms, body, { source: b.source as string | undefined, contentType });
+          return { contentType: r.contentType, sourceId: r.sourceId, messageType: r.headers.messageType, ...r.trace };
+        } catch (e) {
+          // What the transform refuses is the caller's input: answered as such, with the reason.
+          const err = FerryError.from(e, 'INPUT_ROUTE_TEST', 'input');
+          if (err.kind === 'transient') throw err;
+          throw inputError('ROUTE_TEST', `the message cannot be converted: ${err.message}`, { field: 'message' });
+        }
+      },
+      undefined,
+      (r) => `${r.contentType} ${r.messageType ?? ''}: matched ${r.routes.filter((x) => x.matched).map((x) => x.route).join(',') || 'none'}`,
+    );
+  });
+
+  /**
+   * Per-minute counts over the last `minutes` (default 60, at most 1440), from the store (every
+   * instance's): messages received and failed per source, deliveries made per sink. Counts and
+   * config names only. The console's sparklines.
+   */
+  app.get<{ Querystring: { minutes?: string } }>('/api/throughput', { config: { role: 'viewer' } }, async (req) => {
+    const m = req.query.minutes === undefined || req.query.minutes === '' ? 60 : Number(req.query.minutes);
+    if (!Number.isInteger(m) || m < 1 || m > 1440) throw inputError('QUERY_MINUTES', 'minutes: a whole number from 1 to 1440', { field: 'minutes' });
+    const now = Date.now();
+    const bucketMs = 60_000;
+    // Whole minutes: the last bucket is the current minute so far.
+    const end = (Math.floor(now / bucketMs) + 1) * bucketMs;
+    return engine.store.throughput(new Date(end - m * bucketMs), bucketMs, new Date(end));
+  });
 
   /** Each sink on this instance: slots, deliveries under way, its circuit breaker (paused since, next probe), and its backlog in the store (open deliveries, the oldest's time). */
   app.get('/api/sinks', { config: { role: 'viewer' } }, async () => {
@@ -208,7 +289,7 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
     const [events, deliveries] = await Promise.all([engine.store.events(m.id), engine.store.deliveries(m.id)]);
     // The current processing's data-quality issues: locations and reasons, never values.
     const issues = issuesOf(events);
-    if (!isPhi(req)) return { ...withoutIdentifiers(m), issues, events, deliveries: deliveries.map(deliveryWithoutIdentifiers) };
+    if (!isPhi(req)) return { ...withoutIdentifiers(m), issues, events: events.map(eventWithoutIdentifiers), deliveries: deliveries.map(deliveryWithoutIdentifiers) };
     await audit(req, { action: withBody ? 'message.body.read' : withBundle ? 'message.bundle.read' : 'message.read', result: 'ok', messageIds: [m.id] });
     return { ...m, body: m.body?.toString('utf8'), issues, events, deliveries };
   });

@@ -19,6 +19,7 @@ export const CONSOLE_HTML = `<!doctype html>
   <nav id="nav" hidden>
     <a href="#/dashboard" id="nav-dashboard">Dashboard</a>
     <a href="#/messages" id="nav-messages">Messages</a>
+    <a href="#/routes" id="nav-routes">Routes</a>
   </nav>
   <span id="who"></span>
   <button type="button" id="signout" hidden>Sign out</button>
@@ -38,13 +39,13 @@ export const CONSOLE_HTML = `<!doctype html>
   <section id="view-dashboard" hidden>
     <h2>Dashboard <span class="updated" id="dash-updated"></span></h2>
     <div class="cards">
-      <div class="card"><h3>Received / s</h3><div class="big" id="rate-received">–</div><svg id="spark-received" class="spark" viewBox="0 0 240 40" width="240" height="40" aria-label="messages received per second"></svg></div>
-      <div class="card"><h3>Delivered / s</h3><div class="big" id="rate-delivered">–</div><svg id="spark-delivered" class="spark" viewBox="0 0 240 40" width="240" height="40" aria-label="deliveries per second"></svg></div>
+      <div class="card"><h3>Received / s <span class="sub" id="hour-received"></span></h3><div class="big" id="rate-received">–</div><svg id="spark-received" class="spark" viewBox="0 0 240 40" width="240" height="40" aria-label="messages received per minute, last hour"></svg></div>
+      <div class="card"><h3>Delivered / s <span class="sub" id="hour-delivered"></span></h3><div class="big" id="rate-delivered">–</div><svg id="spark-delivered" class="spark" viewBox="0 0 240 40" width="240" height="40" aria-label="deliveries per minute, last hour"></svg></div>
       <div class="card"><h3>Store backlog</h3><table class="kv" id="backlog"></table></div>
       <div class="card"><h3>Messages by status</h3><table class="kv" id="msg-status"></table></div>
     </div>
     <h3>Sources</h3>
-    <table class="grid" id="sources"><thead><tr><th>Source</th><th>Type</th><th>Ready</th><th>Stats</th></tr></thead><tbody></tbody></table>
+    <table class="grid" id="sources"><thead><tr><th>Source</th><th>Type</th><th>Ready</th><th>Msgs / s</th><th>Last hour</th><th>Last message</th><th>Failed</th><th>Stats</th></tr></thead><tbody></tbody></table>
     <h3>Sinks</h3>
     <table class="grid" id="sinks"><thead><tr><th>Sink</th><th>Circuit</th><th>In flight</th><th>Backlog</th><th>Delivered</th><th>Retried</th><th>Dead</th><th>Hold</th><th class="op">Action</th></tr></thead><tbody></tbody></table>
     <form id="hold-form" class="op" hidden>
@@ -67,8 +68,34 @@ export const CONSOLE_HTML = `<!doctype html>
       <label class="phi">Patient (MRN) <input id="f-patient" size="12"></label>
       <button type="submit" id="search">Search</button>
     </form>
-    <table class="grid" id="messages"><thead><tr><th>Received</th><th>Status</th><th>Source</th><th>Type</th><th>Control id</th><th>Id</th></tr></thead><tbody></tbody></table>
+    <div class="op bulk" id="bulk">
+      <span id="sel-count">0 selected</span>
+      <button type="button" id="bulk-replay" disabled>Replay selected…</button>
+      <button type="button" id="bulk-retry" disabled>Retry dead deliveries of selected…</button>
+      <button type="button" id="bulk-all">Replay all matching…</button>
+      <span id="bulk-confirm" hidden><span id="bulk-count"></span> <button type="button" id="bulk-go">Confirm</button> <button type="button" id="bulk-cancel">Cancel</button></span>
+      <span id="bulk-result" role="status"></span>
+    </div>
+    <table class="grid" id="messages"><thead><tr><th class="op sel"><input type="checkbox" id="sel-all" aria-label="select every message on the list"></th><th>Received</th><th>Status</th><th>Source</th><th>Type</th><th>Control id</th><th>Id</th></tr></thead><tbody></tbody></table>
     <button type="button" id="more" hidden>Older…</button>
+  </section>
+
+  <section id="view-routes" hidden>
+    <h2>Routes</h2>
+    <p class="hint">Counts: this instance since it started. Matched: the route's source and conditions matched; filtered: then one of its steps filtered the message out.</p>
+    <table class="grid" id="routes"><thead><tr><th>Route</th><th>From</th><th>When</th><th>Steps</th><th>To</th><th>Matched</th><th>Filtered</th></tr></thead><tbody></tbody></table>
+    <form id="tester" class="op" autocomplete="off">
+      <h3>Route tester</h3>
+      <p class="hint">Paste or upload a message: which routes take it (and for the others why not), what each step did, and the Bundle each sink would receive. Nothing is stored or delivered.</p>
+      <textarea id="t-message" rows="8" spellcheck="false" aria-label="message to test"></textarea>
+      <div class="filters">
+        <label>Upload <input type="file" id="t-file"></label>
+        <label>Source <select id="t-source"><option value="">(the only source, else "test")</option></select></label>
+        <label>Content type <select id="t-type"><option value="">from the message</option><option>application/hl7-v2</option><option>application/fhir+json</option><option>application/json</option></select></label>
+        <button type="submit" id="t-run">Test</button>
+      </div>
+    </form>
+    <div id="t-result" class="op" aria-live="polite"></div>
   </section>
 
   <section id="view-detail" hidden>
@@ -81,8 +108,11 @@ export const CONSOLE_HTML = `<!doctype html>
     <table class="grid" id="d-deliveries"><thead><tr><th>Route</th><th>Sink</th><th>Status</th><th>Attempts</th><th>Last error</th></tr></thead><tbody></tbody></table>
     <h3>Data-quality issues</h3>
     <ul id="d-issues"></ul>
+    <h3>ACK sent</h3>
+    <pre id="d-ack"></pre>
     <div class="op" id="d-actions">
       <button type="button" id="replay">Replay…</button>
+      <button type="button" id="retry-dead">Retry dead deliveries…</button>
       <span id="replay-confirm" hidden><span id="replay-count"></span> <button type="button" id="replay-go">Confirm replay</button> <button type="button" id="replay-cancel">Cancel</button></span>
       <span id="replay-result"></span>
     </div>
@@ -90,7 +120,7 @@ export const CONSOLE_HTML = `<!doctype html>
       <h3>Raw HL7 v2 <button type="button" id="copy-raw">Copy</button></h3>
       <div id="d-tree" class="tree"></div>
       <h3>Canonical Bundle</h3>
-      <pre id="d-bundle"></pre>
+      <div id="d-bundle" class="bundle"></div>
     </div>
   </section>
 </main>
@@ -114,6 +144,9 @@ main { padding: 1rem; max-width: 1400px; }
 .card h3 { margin: 0 0 .25rem; font-size: .9rem; color: #445; }
 .big { font-size: 1.6rem; font-variant-numeric: tabular-nums; min-height: 2rem; }
 .spark { display: block; }
+.spark.small { display: inline-block; vertical-align: middle; }
+.sub { font-weight: normal; color: #667; font-size: .8rem; }
+td.failed { color: #b42318; font-weight: bold; }
 .spark polyline { fill: none; stroke: #1f6feb; stroke-width: 1.5; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 table.grid { width: 100%; background: #fff; table-layout: fixed; }
@@ -134,4 +167,17 @@ pre { background: #fff; border: 1px solid #d8dde3; padding: .5rem; overflow: aut
 body:not(.role-operator) .op { display: none !important; }
 body:not(.role-phi-reader) .phi { display: none !important; }
 button { cursor: pointer; }
+.bundle .entry { margin: .25rem 0; }
+.bundle .entry > summary { font-family: ui-monospace, monospace; cursor: pointer; }
+.bundle .entry.target > summary { background: #fff3c4; }
+.bundle pre { max-height: none; margin: .25rem 0; }
+.bundle a.ref { color: #0b5394; }
+.tree .fname { color: #445; }
+#t-message { width: 100%; box-sizing: border-box; font-family: ui-monospace, monospace; font-size: 13px; }
+.route-result { background: #fff; border: 1px solid #d8dde3; border-radius: 4px; padding: .4rem .75rem; margin: .5rem 0; }
+.route-result.nomatch { color: #556; }
+.route-result .verdict { font-weight: bold; }
+table.grid td.wrap { white-space: normal; }
+.bulk { display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; margin-bottom: .5rem; min-height: 2rem; }
+table.grid th.sel, table.grid td.sel { width: 2.5rem; }
 `;

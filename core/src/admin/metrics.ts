@@ -53,6 +53,12 @@ export class EngineMetrics {
     labelNames: ['route'] as const,
     registers: [this.registry],
   });
+  readonly routeFiltered = new Counter({
+    name: 'ferry_route_filtered_total',
+    help: "Messages a route matched whose steps filtered them out (no delivery from that route), by route",
+    labelNames: ['route'] as const,
+    registers: [this.registry],
+  });
   readonly deliveries = new Counter({
     name: 'ferry_deliveries_total',
     help: 'Delivery attempts by route, sink and outcome (delivered, retry, dead)',

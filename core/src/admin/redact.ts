@@ -1,5 +1,5 @@
 import { createHash, scrypt } from 'node:crypto';
-import type { MessageHeaders, StoredDelivery, StoredError, StoredMessage } from '../model/message';
+import { ACK_EVENT, type MessageEvent, type MessageHeaders, type StoredDelivery, type StoredError, type StoredMessage } from '../model/message';
 
 /**
  * What roles below phi-reader may see of a message: its routing metadata, never a patient's
@@ -33,6 +33,22 @@ export function deliveryWithoutIdentifiers(d: StoredDelivery): Record<string, un
   const out: Record<string, unknown> = { ...rest };
   if (lastError) out.lastError = safeError(lastError);
   return out;
+}
+
+/**
+ * An event for roles below phi-reader: an `ack` event's detail (the ACK sent) reduced to its MSA
+ * acknowledgment code and control id (`MSA|AE|CTL1`): its ERR texts and other fields stay out.
+ */
+export function eventWithoutIdentifiers(e: MessageEvent): MessageEvent {
+  if (e.status !== ACK_EVENT || !e.detail) return e;
+  const msa = e.detail
+    .split(/\r\n|\r|\n/)
+    .filter((l) => l.startsWith('MSA'))
+    .map((l) => {
+      const f = l.split(l[3] ?? '|');
+      return [f[0], f[1], f[2]].map((v) => v ?? '').join('|');
+    });
+  return { ...e, detail: msa.join('\n') };
 }
 
 const SECRET_KEY = /(secret|password|passphrase|token|credential|private|apikey|api_key|^key$|hash|authorization)/i;

@@ -12,7 +12,7 @@ import { Dispatcher, type SinkRuntime, type SinkView } from '../delivery/dispatc
 import { ConfigError, type ConfigProblem } from '../config/load-config';
 import { configError, FerryError, inputError } from '../errors';
 import { createLogger, errorFields } from '../logging/logger';
-import type { DataQualityPolicy, InboundMessage, MessageHeaders, StoredMessage } from '../model/message';
+import { ACK_EVENT, type DataQualityPolicy, type InboundMessage, type MessageHeaders, type StoredMessage } from '../model/message';
 import type { FromFhirOptions, MessageSource, MessageTransform, SinkContext, SourceContext } from '../plugin/api';
 import type { PluginHost } from '../plugin/plugin-host';
 import { coreTokens } from '../plugin/tokens';
@@ -639,6 +639,12 @@ export class Engine {
           logger,
         ),
       auditEntries: (filter) => this.store.auditEntries(filter),
+      recordAcks: (acks) => {
+        if (!acks.length || !this.store.recordEvents) return;
+        this.store.recordEvents(acks.map((a) => ({ messageId: a.messageId, status: ACK_EVENT, detail: a.ack }))).catch((e) =>
+          logger.warn('the ACK sent was not recorded with its message', { messages: acks.length, ...errorFields(e) }),
+        );
+      },
     };
     const child = reg.container.createChildContainer();
     child.register(coreTokens.SourceContext, { useValue: ctx });

@@ -156,6 +156,8 @@ export interface DataQualityPolicy {
 
 /** The event status under which each issue is stored with its message (detail: the issue as JSON). */
 export const DATA_QUALITY_EVENT = 'data-quality';
+/** The event holding the acknowledgment a source sent for a message (its text in `detail`). */
+export const ACK_EVENT = 'ack';
 
 /** The data-quality issues among a message's events (the latest processing's: a replay records them again). */
 export function issuesOf(events: MessageEvent[]): DataQualityIssue[] {

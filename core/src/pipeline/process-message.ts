@@ -34,6 +34,8 @@ export function patientOrderingKey(bundle: Bundle): string | undefined {
 export interface ProcessingReport extends ProcessedMessage {
   /** Routes whose `from` and `when` matched. */
   routes: string[];
+  /** Of those, the ones whose steps filtered the message out. */
+  filteredRoutes?: string[];
   /** For a failure: the route whose step failed, if any. */
   failedRoute?: string;
   errorKind?: string;
@@ -176,6 +178,7 @@ export class MessagePipeline {
     if (!matched.length) return { id, transformed, outcome: { status: 'unrouted' }, routes };
     const deliveries: NonNullable<Extract<ProcessedMessage['outcome'], { status: 'routed' }>['deliveries']> = [];
     const filteredBy: string[] = [];
+    const filteredRoutes: string[] = [];
     for (const route of matched) {
       let current = bundle;
       let filtered: string | undefined;
@@ -195,6 +198,7 @@ export class MessagePipeline {
       }
       if (filtered) {
         filteredBy.push(`${route.config.id}: ${filtered}`);
+        filteredRoutes.push(route.config.id);
         continue;
       }
       if (current !== bundle && this.validate) {
@@ -211,8 +215,9 @@ export class MessagePipeline {
           ...(changed === undefined || changed === bundleJson ? { unchanged: true } : { bundleJson: changed }),
         });
     }
-    if (deliveries.length) return { id, transformed, outcome: { status: 'routed', deliveries }, routes };
-    return { id, transformed, outcome: { status: 'filtered', detail: filteredBy.join('; ') }, routes };
+    const filteredOf = filteredRoutes.length ? { filteredRoutes } : {};
+    if (deliveries.length) return { id, transformed, outcome: { status: 'routed', deliveries }, routes, ...filteredOf };
+    return { id, transformed, outcome: { status: 'filtered', detail: filteredBy.join('; ') }, routes, ...filteredOf };
   }
 }
 

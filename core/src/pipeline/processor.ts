@@ -257,6 +257,7 @@ export class Processor {
       const source = m.sourceId;
       const ids = { messageId: r.id, source, controlId: m.headers.controlId, messageType: m.headers.messageType };
       for (const route of r.routes) this.metrics.routed.inc({ route });
+      for (const route of r.filteredRoutes ?? []) this.metrics.routeFiltered.inc({ route });
       const outcome = r.outcome.status;
       this.metrics.processed.inc({ source, outcome });
       if (r.issues?.length) {

@@ -106,6 +106,12 @@ export interface SourceContext<C = any> {
    * `dataQualityCanFail`.
    */
   dataQualityIssues?(message: InboundMessage): Promise<DataQualityIssue[]>;
+  /**
+   * The acknowledgments sent for stored messages (HL7 v2 ACK text, ids from `submit`), kept as
+   * each message's `ack` event: the console shows the ACK that was sent. Not awaited by the ACK
+   * itself; failures are the engine's to log.
+   */
+  recordAcks?(acks: { messageId: string; ack: string }[]): void;
   /** The store's audit trail (read-only; the core `audit` source emits it as FHIR AuditEvents). */
   auditEntries?(filter: AuditFilter): Promise<StoredAuditEntry[]>;
   /** Modes for files and folders the source creates (from `files.umask`); absent = 0600 / 0700. */
@@ -186,6 +192,12 @@ export interface MessageTransform {
    * resource of that id) and adds what it finds to the Bundle before `fromFhir`.
    */
   missingReferences?(bundle: Bundle, format: string): string[];
+  /**
+   * Names and data types of the content's elements, for people reading a message (the console's
+   * HL7 v2 tree, GET /api/hl7/definitions): segment -> field number -> [name, type], data type ->
+   * component number -> [name, type]. No message data.
+   */
+  definitions?(): ContentDefinitions;
 }
 
 export interface FromFhirOptions {
@@ -198,6 +210,11 @@ export interface FromFhirOptions {
   now?: Date | string;
   /** The stored message the Bundle belongs to (the audit entry of a reference looked up in the store names it). */
   messageId?: string;
+}
+
+export interface ContentDefinitions {
+  segments: Record<string, Record<number, readonly [string, string]>>;
+  types: Record<string, Record<number, readonly [string, string]>>;
 }
 
 // ---------------------------------------------------------------------------------------------

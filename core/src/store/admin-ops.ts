@@ -22,6 +22,10 @@ export interface ReplayRequest {
   /** ISO time or epoch ms: received before. */
   until?: string | number | Date;
   limit?: string | number;
+  /** Message type (`ADT^A01`, `*` any characters: `ADT^A0*`), as the message browser filters. */
+  type?: string;
+  /** Control id, exact. */
+  controlId?: string;
   /**
    * `reprocess` (default): the message goes back to `received` and is transformed and routed
    * again with the current config; its old deliveries are superseded.
@@ -104,6 +108,12 @@ export function replayFilter(req: ReplayRequest): MessageFilter {
     if (bad.length) throw inputError('REPLAY_FILTER', `deliveryStatus: unknown delivery status ${bad.join(', ')} (one of ${Object.keys(DeliveryStatus).join(', ')})`, { field: 'deliveryStatus' });
     f.deliveryStatus = ds as MessageFilter['deliveryStatus'];
   }
+  for (const [k, name] of [['type', 'messageType'], ['controlId', 'controlId']] as const) {
+    const v = req[k];
+    if (v === undefined || v === '') continue;
+    if (typeof v !== 'string' || v.length > 100) throw inputError('REPLAY_FILTER', `${k}: at most 100 characters`, { field: k });
+    if (v.trim()) f[name] = v.trim();
+  }
   if (req.source) f.sourceId = String(req.source);
   if (req.route) f.routeId = String(req.route);
   if (req.sink) f.sinkId = String(req.sink);
@@ -121,7 +131,7 @@ export function replayFilter(req: ReplayRequest): MessageFilter {
 
 /** True when the filter would select every message: replaying all needs an explicit filter. */
 export function isEmptyFilter(f: MessageFilter): boolean {
-  return !f.ids && !f.status && !f.deliveryStatus && !f.sourceId && !f.routeId && !f.sinkId && !f.since && !f.until;
+  return !f.ids && !f.status && !f.deliveryStatus && !f.sourceId && !f.routeId && !f.sinkId && !f.since && !f.until && !f.messageType && !f.controlId;
 }
 
 export async function replayMessages(store: MessageStore, req: ReplayRequest): Promise<ReplayResult> {
@@ -129,7 +139,7 @@ export async function replayMessages(store: MessageStore, req: ReplayRequest): P
   if (mode !== 'reprocess' && mode !== 'redeliver') throw inputError('REPLAY_MODE', `mode: must be reprocess or redeliver, not ${String(req.mode)}`, { field: 'mode' });
   const filter = replayFilter(req);
   if (isEmptyFilter(filter)) {
-    throw inputError('REPLAY_FILTER', 'give message ids or a filter (status, deliveryStatus, source, route, sink, since, until)', { field: '' });
+    throw inputError('REPLAY_FILTER', 'give message ids or a filter (status, deliveryStatus, source, route, sink, since, until, type, controlId)', { field: '' });
   }
   const dryRun = req.dryRun === true || req.dryRun === 'true' || req.dryRun === '1';
   if (dryRun) {

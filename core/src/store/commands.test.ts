@@ -62,6 +62,29 @@ describe('replay filter', () => {
     expect(() => replayFilter({ since: 'yesterday' })).toThrow(/since: not a time/);
     expect(() => replayFilter({ limit: '-1' })).toThrow(/limit/);
     expect(isEmptyFilter(replayFilter({}))).toBe(true);
+    // The message browser's filters (the console's "replay all matching")
+    expect(replayFilter({ type: ' ADT^A0* ', controlId: 'C1' })).toEqual({ messageType: 'ADT^A0*', controlId: 'C1' });
+    expect(isEmptyFilter(replayFilter({ type: 'ADT^A0*' }))).toBe(false);
+    expect(isEmptyFilter(replayFilter({ type: ' ' }))).toBe(true);
+    expect(() => replayFilter({ controlId: 'x'.repeat(101) })).toThrow(/controlId: at most 100/);
+  });
+
+  it('replays and retries by control id and message type pattern, dry run first', async () => {
+    const { dead, ok } = await seed();
+    const s = new SqliteMessageStore({ path: dbFile, logger: silentLogger() });
+    await s.open();
+    try {
+      expect(await replayMessages(s, { controlId: 'A', mode: 'redeliver', dryRun: true })).toMatchObject({ count: 1, dryRun: true });
+      expect(await replayMessages(s, { controlId: 'A', dryRun: true })).toMatchObject({ ids: [dead], count: 1 });
+      expect(await replayMessages(s, { type: 'ZZZ*', dryRun: true })).toMatchObject({ count: 0 });
+      expect(await replayMessages(s, { type: 'ZZZ*' })).toMatchObject({ count: 0 });
+      expect(await replayMessages(s, { controlId: 'A', mode: 'redeliver' })).toMatchObject({ count: 1, dryRun: false });
+      expect((await s.deliveries(dead))[0].status).toBe('pending');
+      expect((await s.deliveries(ok))[0].status).toBe('delivered');
+    } finally {
+      await s.close();
+      fs.rmSync(dbFile, { force: true });
+    }
   });
 
   it('refuses to replay everything without a filter', async () => {

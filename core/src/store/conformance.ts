@@ -5,6 +5,7 @@
 import type { Bundle } from '@medplum/fhirtypes';
 import { issuesOf, type DataQualityIssue, type MessageStatus } from '../model/message';
 import type { MessageFilter, MessageStore, NewMessage, ProcessedMessage } from './message-store';
+import { migrations, type Dialect } from './schema';
 
 export interface StoreHarness {
   /** A new, empty, unopened store. `groupCommit` as in the config; `now` its clock (a fake one in tests). */
@@ -1245,6 +1246,69 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect(await ids({ controlId: 'CTL_1%' })).toEqual([a.id]);
         expect(await ids({ controlId: 'CTL-2' })).toEqual([b.id]);
         expect(await ids({ controlId: 'CTL' })).toEqual([]);
+      });
+
+      it('pages newest first through several types matched by a pattern (keyset `beforeSeq`), and replays by a pattern', async () => {
+        const types = ['ADT^A01', 'ADT^A04', 'ADT^A08', 'ADT^A11', 'ORU^R01'];
+        const stored = await store.insert(types.flatMap((t, i) => [0, 1, 2].map((k) => msg({ sourceId: 'pg', headers: { messageType: t, controlId: `P${i}-${k}` } }))));
+        // insertion order: ADT^A01 x3, ADT^A04 x3, ... ; seq follows it
+        const all = await store.listMessages({ sourceId: 'pg', newestFirst: true });
+        const want = all.filter((m) => /^ADT\^A0/.test(m.headers.messageType ?? '')).map((m) => m.id);
+        expect(want).toHaveLength(9);
+        const pages: string[][] = [];
+        let before: number | undefined;
+        for (;;) {
+          const page = await store.listMessages({ sourceId: 'pg', messageType: 'ADT^A0*', newestFirst: true, limit: 4, ...(before !== undefined ? { beforeSeq: before } : {}) });
+          if (!page.length) break;
+          pages.push(page.map((m) => m.id));
+          before = page[page.length - 1].seq;
+        }
+        expect(pages.map((p) => p.length)).toEqual([4, 4, 1]);
+        expect(pages.flat()).toEqual(want);
+        expect((await store.listMessages({ sourceId: 'pg', messageType: 'ADT^A0*', controlId: 'P1-2' })).map((m) => m.id)).toEqual([stored[5].id]);
+        expect(await store.listMessages({ messageType: 'ZZZ*' })).toEqual([]);
+        expect((await store.listMessages({ sourceId: 'pg', messageType: '*' })).length).toBe(15);
+        // replay by pattern: the unrouted ones are not candidates; none of these is routed yet
+        expect(await store.replay({ sourceId: 'pg', messageType: 'ADT^A1*' })).toEqual([]);
+      });
+
+      it('counts per minute the messages received and failed per source and the deliveries made per sink (throughput), and each source’s newest message and failed count', async () => {
+        const since = new Date(Date.now() - 10 * 60_000);
+        const ids = await routed(store, ['T1', 'T2', 'T3'], { sink: 'tp-sink' });
+        const ds = await store.claimDeliveries('w', 10, 60_000);
+        await store.completeDelivery(ds[0].id, { status: 'delivered' });
+        await store.completeDelivery(ds[1].id, { status: 'delivered' });
+        const [bad] = await store.insert([msg({ sourceId: 'tp-src' })]);
+        await store.claimReceived('proc', 10, 60_000);
+        await store.recordFailed(bad.id, { code: 'X', message: 'x' });
+        const t = await store.throughput(since, 60_000, new Date(since.getTime() + 11 * 60_000));
+        expect(t.buckets).toBe(11);
+        const total = (m: Record<string, number[]>, k: string) => (m[k] ?? []).reduce((a, b) => a + b, 0);
+        expect(total(t.received, 'src-a')).toBe(ids.length);
+        expect(total(t.failed, 'src-a')).toBe(0);
+        expect(total(t.received, 'tp-src')).toBe(1);
+        expect(total(t.failed, 'tp-src')).toBe(1);
+        expect(total(t.delivered, 'tp-sink')).toBe(2);
+        // all in the last bucket (the current minute), none before
+        expect(t.received['src-a'][10]).toBe(ids.length);
+        expect(t.received['src-a'].slice(0, 10)).toEqual(new Array(10).fill(0));
+        expect(await store.throughput(new Date(Date.now() + 60_000), 60_000, new Date(Date.now() + 120_000))).toMatchObject({ received: {}, delivered: {} });
+        const a = await store.sourceActivity(['src-a', 'tp-src', 'none']);
+        expect(a['src-a'].failed).toBe(0);
+        expect(a['tp-src'].failed).toBe(1);
+        expect(a['src-a'].lastMessageAt!.getTime()).toBeGreaterThanOrEqual(since.getTime());
+        expect(a.none).toEqual({ failed: 0 });
+      });
+
+      it('fills message type and control id of rows stored before them (migration 12 backfill)', async () => {
+        if (!h.rawSql) return;
+        const [a] = await store.insert([msg({ sourceId: 'bf', headers: { messageType: 'SIU^S12', controlId: 'BF-1' } })]);
+        await h.rawSql(store, `UPDATE messages SET message_type = NULL, control_id = NULL`);
+        expect(await store.listMessages({ sourceId: 'bf', controlId: 'BF-1' })).toEqual([]);
+        const m12 = migrations.find((m) => m.version === 12)!;
+        for (const sql of m12.only![name as Dialect]!.filter((s) => s.startsWith('UPDATE'))) await h.rawSql(store, sql);
+        expect((await store.listMessages({ sourceId: 'bf', controlId: 'BF-1' })).map((m) => m.id)).toEqual([a.id]);
+        expect((await store.listMessages({ sourceId: 'bf', messageType: 'SIU^*' })).map((m) => m.id)).toEqual([a.id]);
       });
 
       it('prunes bodies of delivered messages, keeps dead ones longer, keeps metadata; deletes very old rows', async () => {

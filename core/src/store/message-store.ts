@@ -74,6 +74,19 @@ export interface InsertResult {
   reusesControlIdOf?: string;
 }
 
+/** `throughput`'s answer: bucket i covers [since + i*bucketMs, since + (i+1)*bucketMs). */
+export interface ThroughputSeries {
+  since: Date;
+  bucketMs: number;
+  buckets: number;
+  /** Messages received, per source id. */
+  received: Record<string, number[]>;
+  /** Of those, the ones whose processing failed (status failed), per source id. */
+  failed: Record<string, number[]>;
+  /** Deliveries made (delivered_at in the bucket), per sink id. */
+  delivered: Record<string, number[]>;
+}
+
 export interface MessageFilter {
   ids?: string[];
   status?: MessageStatus[];
@@ -471,6 +484,20 @@ export interface MessageStore {
    * time: a sink's backlog and how long it has waited (GET /api/sinks, the console's dashboard).
    */
   sinkBacklog(): Promise<Record<string, { open: number; oldestAt?: Date }>>;
+  /**
+   * Per-bucket counts since `since` (the console's sparklines): messages received per source and
+   * those of them failed, deliveries made per sink. Reads the rows of the window through the
+   * received_at / delivered_at indexes: its cost grows with the traffic of the window.
+   */
+  throughput(since: Date, bucketMs: number, now?: Date): Promise<ThroughputSeries>;
+  /**
+   * Events a source records about messages it stored (e.g. `ack`: the acknowledgment it sent, in
+   * `detail`). Written with the next state transitions (no commit of their own where the store
+   * groups them); not durable before the promise resolves.
+   */
+  recordEvents?(events: { messageId: string; status: string; detail?: string }[]): Promise<void>;
+  /** Per source: the time of its newest message and how many of its messages are failed (status index). */
+  sourceActivity(sourceIds: string[]): Promise<Record<string, { lastMessageAt?: Date; failed: number }>>;
   /**
    * How many messages are in each of `statuses` (each absent one: 0). Cheap for the statuses that
    * stay few -- the open ones and dead / failed -- whatever the size of the store (an index

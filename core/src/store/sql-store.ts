@@ -32,6 +32,7 @@ import type {
   StoreStats,
   FacadeIdentity,
   FacadeStore,
+  ThroughputSeries,
 } from './message-store';
 import { ddl, migrations, type Dialect } from './schema';
 
@@ -568,11 +569,11 @@ export abstract class SqlMessageStore implements MessageStore {
       const params: unknown[] = [];
       for (const { item, id, duplicateOf } of part) {
         const dk = dedupKey(item.headers);
-        params.push(id, item.m.sourceId, item.m.contentType, JSON.stringify(item.headers), item.receivedAt, duplicateOf ?? null, dk ?? null, item.headers.orderingKey ?? null, now, item.hash ?? null);
+        params.push(id, item.m.sourceId, item.m.contentType, JSON.stringify(item.headers), item.receivedAt, duplicateOf ?? null, dk ?? null, item.headers.orderingKey ?? null, now, item.hash ?? null, item.headers.messageType ?? null, item.headers.controlId ?? null);
       }
       const n = await x.run(
-        `INSERT INTO messages (id, source_id, content_type, headers, received_at, status, duplicate_of, dedup_key, ordering_key, updated_at, content_hash)
-         VALUES ${part.map(() => `(?, ?, ?, ?, ?, 'received', ?, ?, ?, ?, ?)`).join(', ')}`,
+        `INSERT INTO messages (id, source_id, content_type, headers, received_at, status, duplicate_of, dedup_key, ordering_key, updated_at, content_hash, message_type, control_id)
+         VALUES ${part.map(() => `(?, ?, ?, ?, ?, 'received', ?, ?, ?, ?, ?, ?, ?)`).join(', ')}`,
         params,
       );
       if (n !== part.length) throw new FerryError('INTERNAL_STORE_INSERT', `inserted ${n} of ${part.length} messages`, { kind: 'internal' });
@@ -805,7 +806,43 @@ export abstract class SqlMessageStore implements MessageStore {
     return rows[0] ? this.toMessage(rows[0], !!opts.body, !!opts.bundle) : undefined;
   }
 
-  private filterSql(f: MessageFilter): { where: string; params: unknown[] } {
+  /**
+   * The stored message types a pattern with `*` matches (`ADT^A0*`): the distinct values in the
+   * pattern's literal prefix range, read by skipping through the type index (one probe per
+   * distinct type, not a scan of the messages), then matched against the whole pattern.
+   */
+  private async typesMatching(x: SqlExec, pattern: string): Promise<string[]> {
+    const prefix = pattern.slice(0, pattern.indexOf('*'));
+    const c: string[] = ['message_type >= ?'];
+    const p: unknown[] = [prefix];
+    if (prefix) {
+      const last = prefix.codePointAt(prefix.length - 1)!;
+      c.push('message_type < ?');
+      p.push(prefix.slice(0, -1) + String.fromCodePoint(last + 1));
+    }
+    const range = c.join(' AND ');
+    const rows = await x.all(
+      `WITH RECURSIVE t(v, n) AS (
+         SELECT (SELECT MIN(message_type) FROM messages WHERE ${range}), 1
+         UNION ALL
+         SELECT (SELECT MIN(message_type) FROM messages WHERE message_type > t.v AND ${range}), t.n + 1 FROM t WHERE t.v IS NOT NULL AND t.n < ${SqlMessageStore.MAX_TYPES}
+       ) SELECT v FROM t WHERE v IS NOT NULL`,
+      [...p, ...p],
+    );
+    const re = new RegExp(`^${pattern.split('*').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 's');
+    return rows.map((r) => String(r.v)).filter((v) => re.test(v));
+  }
+
+  /** Most distinct message types a `*` pattern is resolved to. */
+  private static readonly MAX_TYPES = 2000;
+
+  /** `filterSql`'s statement with its `*` type pattern resolved (see typesMatching). */
+  private async filterSqlOn(x: SqlExec, f: MessageFilter): Promise<{ where: string; params: unknown[]; types?: string[] }> {
+    const types = f.messageType?.includes('*') ? await this.typesMatching(x, f.messageType) : undefined;
+    return { ...this.filterSql(f, types), types };
+  }
+
+  private filterSql(f: MessageFilter, types_?: string[]): { where: string; params: unknown[] } {
     const c: string[] = [];
     const p: unknown[] = [];
     if (f.ids) {
@@ -831,16 +868,20 @@ export abstract class SqlMessageStore implements MessageStore {
       c.push('m.received_at < ?');
       p.push(f.until.getTime());
     }
-    // Headers are stored as JSON text written by JSON.stringify: matched as `"name":"value` in it.
-    const like = (v: string) => v.replace(/[\\%_]/g, (ch) => `\\${ch}`);
+    // Message type and control id: their own indexed columns (migration 12). A type with `*` is
+    // resolved to the stored types it matches first (typesMatching), then matched as a list.
     if (f.messageType) {
-      const v = JSON.stringify(f.messageType).slice(0, -1);
-      c.push("m.headers LIKE ? ESCAPE '\\'");
-      p.push(`%"messageType":${like(v).replace(/\*/g, '%')}"%`);
+      const types = types_ ?? (f.messageType.includes('*') ? undefined : [f.messageType]);
+      if (!types) throw new FerryError('INTERNAL_STORE_TYPES', 'a message type pattern not resolved to types', { kind: 'internal' });
+      if (!types.length) c.push('1 = 0');
+      else {
+        c.push(types.length === 1 ? 'm.message_type = ?' : `m.message_type IN (${types.map(() => '?').join(', ')})`);
+        p.push(...types);
+      }
     }
     if (f.controlId) {
-      c.push("m.headers LIKE ? ESCAPE '\\'");
-      p.push(`%"controlId":${like(JSON.stringify(f.controlId))}%`);
+      c.push('m.control_id = ?');
+      p.push(f.controlId);
     }
     if (f.beforeSeq !== undefined) {
       c.push('m.seq < ?');
@@ -871,11 +912,19 @@ export abstract class SqlMessageStore implements MessageStore {
 
   async listMessages(filter: MessageFilter): Promise<StoredMessage[]> {
     this.assertOpen();
-    const { where, params } = this.filterSql(filter);
+    const order = filter.newestFirst ? 'DESC' : 'ASC';
     const limit = filter.limit && filter.limit > 0 ? ` LIMIT ${Math.floor(filter.limit)}` : '';
-    const rows = await this.readForAdmin((x) =>
-      x.all(`SELECT ${this.columns(false, false, 'm')} FROM messages m ${where} ORDER BY m.seq ${filter.newestFirst ? 'DESC' : 'ASC'}${limit}`, params),
-    );
+    const rows = await this.readForAdmin(async (x) => {
+      const { where, params, types } = await this.filterSqlOn(x, filter);
+      if (!types || types.length < 2 || !limit) return x.all(`SELECT ${this.columns(false, false, 'm')} FROM messages m ${where} ORDER BY m.seq ${order}${limit}`, params);
+      // Several types (ADT^A0*): one page per type, each read in seq order off the (type, seq)
+      // index, merged -- instead of every message of those types sorted to find the page.
+      const parts = types.map((t) => this.filterSql({ ...filter, messageType: t }, [t]));
+      return x.all(
+        `SELECT * FROM (${parts.map((q, i) => `SELECT * FROM (SELECT ${this.columns(false, false, 'm')} FROM messages m ${q.where} ORDER BY m.seq ${order}${limit}) t${i}`).join(' UNION ALL ')}) u ORDER BY seq ${order}${limit}`,
+        parts.flatMap((q) => q.params),
+      );
+    });
     return rows.map((r) => this.toMessage(r, false, false));
   }
 
@@ -1693,6 +1742,59 @@ export abstract class SqlMessageStore implements MessageStore {
     return out;
   }
 
+  async throughput(since: Date, bucketMs: number, now = new Date(this.now())): Promise<ThroughputSeries> {
+    this.assertOpen();
+    const t0 = since.getTime();
+    const buckets = Math.max(1, Math.ceil((now.getTime() - t0) / bucketMs));
+    // SQLite would walk the (source_id, seq) index for its GROUP BY -- every message -- rather than the window's range.
+    const byReceived = this.dialect === 'sqlite' ? ' INDEXED BY messages_received_at' : '';
+    const [msgs, dels] = await this.readForAdmin(async (x) => [
+      await x.all(
+        `SELECT source_id, b, COUNT(*) AS n, SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS f
+         FROM (SELECT source_id, status, (received_at - CAST(? AS BIGINT)) / CAST(? AS BIGINT) AS b FROM messages${byReceived} WHERE received_at >= ?) w GROUP BY source_id, b`,
+        [t0, bucketMs, t0],
+      ),
+      await x.all(
+        `SELECT sink_id, b, COUNT(*) AS n
+         FROM (SELECT sink_id, (delivered_at - CAST(? AS BIGINT)) / CAST(? AS BIGINT) AS b FROM deliveries WHERE delivered_at >= ?) w GROUP BY sink_id, b`,
+        [t0, bucketMs, t0],
+      ),
+    ]);
+    const out: ThroughputSeries = { since, bucketMs, buckets, received: {}, failed: {}, delivered: {} };
+    const add = (m: Record<string, number[]>, k: string, b: number, n: number) => {
+      if (b < 0 || b >= buckets) return; // a clock step: outside the window
+      (m[k] ??= new Array<number>(buckets).fill(0))[b] += n;
+    };
+    for (const r of msgs) {
+      add(out.received, r.source_id, Number(r.b), Number(r.n));
+      add(out.failed, r.source_id, Number(r.b), Number(r.f));
+    }
+    for (const r of dels) add(out.delivered, r.sink_id, Number(r.b), Number(r.n));
+    return out;
+  }
+
+  async recordEvents(events: { messageId: string; status: string; detail?: string }[]): Promise<void> {
+    this.assertOpen();
+    if (!events.length) return;
+    const at = this.now();
+    await this.write((x) => this.events_(x, events.map((e) => ({ id: e.messageId, at, status: e.status, detail: e.detail ?? null }))));
+  }
+
+  async sourceActivity(sourceIds: string[]): Promise<Record<string, { lastMessageAt?: Date; failed: number }>> {
+    this.assertOpen();
+    const out: Record<string, { lastMessageAt?: Date; failed: number }> = {};
+    await this.readForAdmin(async (x) => {
+      for (const id of sourceIds) {
+        // The (source_id, seq) index: one probe per source.
+        const r = await x.all('SELECT received_at FROM messages WHERE source_id = ? ORDER BY seq DESC LIMIT 1', [id]);
+        out[id] = { failed: 0, ...(r[0] ? { lastMessageAt: new Date(Number(r[0].received_at)) } : {}) };
+      }
+      const failed = await x.all(`SELECT source_id, COUNT(*) AS n FROM messages WHERE status = 'failed' GROUP BY source_id`);
+      for (const r of failed) if (out[r.source_id]) out[r.source_id].failed = Number(r.n);
+    });
+    return out;
+  }
+
   async countMessages(statuses: MessageStatus[]): Promise<Partial<Record<MessageStatus, number>>> {
     this.assertOpen();
     const out: Partial<Record<MessageStatus, number>> = Object.fromEntries(statuses.map((st) => [st, 0]));
@@ -1734,12 +1836,12 @@ export abstract class SqlMessageStore implements MessageStore {
   async replay(filter: MessageFilter): Promise<string[]> {
     this.assertOpen();
     const now = this.now();
-    const { where, params } = this.filterSql(filter);
     const limit = filter.limit && filter.limit > 0 ? ` LIMIT ${Math.floor(filter.limit)}` : '';
     const candidates = (
-      await this.readForAdmin((x) =>
-        x.all(`SELECT m.id FROM messages m ${where ? `${where} AND` : 'WHERE'} m.pruned_at IS NULL AND m.status NOT IN ${UNROUTED_MESSAGE} ORDER BY m.seq${limit}`, params),
-      )
+      await this.readForAdmin(async (x) => {
+        const { where, params } = await this.filterSqlOn(x, filter);
+        return x.all(`SELECT m.id FROM messages m ${where ? `${where} AND` : 'WHERE'} m.pruned_at IS NULL AND m.status NOT IN ${UNROUTED_MESSAGE} ORDER BY m.seq${limit}`, params);
+      })
     ).map((r) => r.id as string);
     return this.inSteps(candidates, async (x, part) => {
       // Still replayable: not pruned, not being processed (the engine or another instance may
@@ -1775,7 +1877,6 @@ export abstract class SqlMessageStore implements MessageStore {
   async retryDeliveries(filter: MessageFilter & { deliveryIds?: string[] }): Promise<string[]> {
     this.assertOpen();
     const now = this.now();
-    const { where, params } = this.filterSql({ ...filter, deliveryStatus: undefined, sinkId: undefined, routeId: undefined });
     const statuses = filter.deliveryStatus?.length ? filter.deliveryStatus : ['dead', 'failed'];
     const c: string[] = ['d.superseded = 0', `d.status IN (${statuses.map(() => '?').join(', ')})`];
     const p: unknown[] = [...statuses];
@@ -1792,9 +1893,10 @@ export abstract class SqlMessageStore implements MessageStore {
       p.push(...filter.deliveryIds);
     }
     const candidates = (
-      await this.readForAdmin((x) =>
-        x.all(`SELECT d.id FROM deliveries d WHERE ${c.join(' AND ')} AND d.message_id IN (SELECT m.id FROM messages m ${where}) ORDER BY d.message_seq, d.seq`, [...p, ...params]),
-      )
+      await this.readForAdmin(async (x) => {
+        const { where, params } = await this.filterSqlOn(x, { ...filter, deliveryStatus: undefined, sinkId: undefined, routeId: undefined });
+        return x.all(`SELECT d.id FROM deliveries d WHERE ${c.join(' AND ')} AND d.message_id IN (SELECT m.id FROM messages m ${where}) ORDER BY d.message_seq, d.seq`, [...p, ...params]);
+      })
     ).map((r) => r.id as string);
     return this.inSteps(candidates, async (x, part) => {
       // Still open to a retry (superseded or delivered meanwhile: left alone).

@@ -21,7 +21,15 @@ export async function traceMessageFile(config: EngineConfig, transforms: Message
   } catch (e) {
     throw new FerryError('INPUT_MESSAGE_FILE', `cannot read ${messageFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { kind: 'input' });
   }
-  const contentType = o.contentType ?? sniffContentType(messageFile, body);
+  return traceMessage(config, transforms, body, { source: o.source, contentType: o.contentType ?? sniffContentType(messageFile, body) });
+}
+
+/**
+ * One message through a config's routes (no store, no sink): the same for `ferry test-route` and
+ * the admin API's route tester (POST /api/routes/test).
+ */
+export async function traceMessage(config: EngineConfig, transforms: MessageTransform[], body: Buffer, o: { source?: string; contentType: string }) {
+  const contentType = o.contentType;
   const sources = Object.keys(config.sources);
   const sourceId = o.source ?? (sources.length === 1 ? sources[0] : 'test');
   const pipeline = new MessagePipeline(transforms, config.routes, config.baseDir);

@@ -1,9 +1,10 @@
 import 'reflect-metadata';
-import { type FromFhirOptions, type MessageHeaders, type MessageTransform, type StoredMessage, type TransformContext, ContentType, FerryError, coreTokens } from '@ferry/core';
+import { type ContentDefinitions, type FromFhirOptions, type MessageHeaders, type MessageTransform, type StoredMessage, type TransformContext, ContentType, FerryError, coreTokens } from '@ferry/core';
 import type { Bundle } from '@medplum/fhirtypes';
 import { inject, injectable } from 'tsyringe';
 import { splitHl7Batch } from '../hl7v2/batch';
 import { decodeHl7Bytes } from '../hl7v2/charset';
+import { SEGMENT_FIELD_DEFINITIONS, TYPE_COMPONENT_DEFINITIONS } from '../hl7v2/definitions.generated';
 import { headersOf } from '../hl7v2/headers';
 import { parseHl7 } from '../hl7v2/parser';
 import { type ConversionOptions, conversionOptions } from './config';
@@ -34,6 +35,11 @@ export class Hl7v2Transform implements MessageTransform {
 
   canHandle(contentType: string): boolean {
     return contentType.split(';')[0].trim().toLowerCase() === ContentType.hl7v2;
+  }
+
+  /** Field and component names and data types from the v2-to-FHIR IG's tables (hl7v2/definitions.generated.ts). */
+  definitions(): ContentDefinitions {
+    return { segments: SEGMENT_FIELD_DEFINITIONS, types: TYPE_COMPONENT_DEFINITIONS };
   }
 
   extractHeaders(body: Buffer): MessageHeaders {

@@ -16,6 +16,8 @@ interface Pending {
   message?: InboundMessage;
   /** Stored now (not a duplicate acknowledged again). */
   stored?: boolean;
+  /** Its id in the store (when stored now). */
+  id?: string;
 }
 
 /** One frame's work: a single message, or a batch of messages acknowledged as one batch. */
@@ -118,15 +120,25 @@ export class MllpSource implements MessageSource {
       for (const w of works) if (!w.batch) for (const p of w.items) await this.checkData(p);
     }
 
-    return works.map((w) => {
+    // Each stored message keeps the ACK it got (its `ack` event: the console shows it).
+    const sent: { messageId: string; ack: string }[] = [];
+    const out = works.map((w) => {
       if (!w.batch) {
         const p = w.items[0];
-        return acksFor(p.msh, p.outcome!, this.cfg.ackMode).map((a) => Buffer.from(a, 'latin1'));
+        const acks = acksFor(p.msh, p.outcome!, this.cfg.ackMode);
+        if (p.id && p.stored) sent.push({ messageId: p.id, ack: acks.join('\n') });
+        return acks.map((a) => Buffer.from(a, 'latin1'));
       }
       // Batch protocol: one acknowledgment batch listing one ACK per message (original mode).
-      const acks = w.items.flatMap((p) => acksFor(p.msh, p.outcome!, 'original'));
-      return [Buffer.from(buildBatchAck(w.batch.fhs, w.batch.bhs, acks), 'latin1')];
+      const acks = w.items.map((p) => {
+        const a = acksFor(p.msh, p.outcome!, 'original');
+        if (p.id && p.stored) sent.push({ messageId: p.id, ack: a.join('\n') });
+        return a;
+      });
+      return [Buffer.from(buildBatchAck(w.batch.fhs, w.batch.bhs, acks.flat()), 'latin1')];
     });
+    if (sent.length) this.ctx.recordAcks?.(sent);
+    return out;
   }
 
   private prepare(ev: DeframerEvent, conn: ConnectionInfo): FrameWork {
@@ -220,6 +232,7 @@ export class MllpSource implements MessageSource {
       if (r?.duplicate) this.logger('debug', 'duplicate acknowledged', { controlId: p.msh?.controlId, stored: r.stored, duplicateOf: r.duplicateOf });
       p.outcome = { status: 'accepted' };
       p.stored = r.stored;
+      p.id = r.id;
       this.notStored.ok();
     });
   }
