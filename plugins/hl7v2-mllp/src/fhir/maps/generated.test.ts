@@ -12,7 +12,7 @@ const haveShared = fs.existsSync(MAPPINGS);
 if (!haveShared) console.warn(`skipped: ../shared absent (${MAPPINGS}) — generated IG tables not re-checked`);
 
 (haveShared ? describe : describe.skip)('generated IG tables match their generators', () => {
-  it.each(['gen-codesystems.js', 'gen-fieldtypes.js'])('%s --check', (script) => {
+  it.each(['gen-codesystems.js', 'gen-fieldtypes.js', 'gen-fieldnames.js'])('%s --check', (script) => {
     const r = spawnSync(process.execPath, [path.join(SCRIPTS, script), '--check'], { encoding: 'utf8', timeout: 60_000 });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
