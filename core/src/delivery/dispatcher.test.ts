@@ -464,7 +464,7 @@ describe('deliveryOutcome: the next state of a delivery whose attempt failed', (
 
   it('a permanent error is dead at once, keeping the sink’s OperationOutcome; a Retry-After longer than the backoff wins', () => {
     const outcome = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid' }] };
-    const permanent = new FerryError('DELIVERY_REJECTED', 'bad bundle', { kind: 'permanent', retryable: false, details: { outcome } });
+    const permanent = new FerryError('DELIVERY_REJECTED', 'bad bundle', { kind: 'input', retryable: false, details: { outcome } });
     expect(deliveryOutcome(policy, d(0), permanent, now)).toEqual({ status: 'dead', error: { code: 'FERRY_E_DELIVERY_REJECTED', message: 'bad bundle', retryable: false, outcome } });
     const later = new FerryError('DELIVERY_BUSY', '429', { kind: 'transient', retryable: true, details: { retryAfterMs: 30_000 } });
     expect(deliveryOutcome(policy, d(0), later, now)).toMatchObject({ status: 'failed', nextAttemptAt: new Date(now.getTime() + 30_000) });
@@ -502,16 +502,16 @@ describe('toSinkDelivery: what a sink is handed', () => {
 
   it('its signal aborts with the reason the engine gives up for, also when read after', () => {
     const x = toSinkDelivery({ id: 'd1', attempts: 0, routeId: 'r', message, bundleJson: '{}' } as unknown as ClaimedDelivery);
-    const before = x.signal;
+    const before = x.signal!;
     expect(before.aborted).toBe(false);
     const why = new Error('timeout');
     x.abort(why);
     expect(before.aborted).toBe(true);
     expect(before.reason).toBe(why);
-    expect(x.signal.aborted).toBe(true);
-    expect(x.signal.reason).toBe(why);
+    expect(x.signal!.aborted).toBe(true);
+    expect(x.signal!.reason).toBe(why);
     const y = toSinkDelivery({ id: 'd2', attempts: 0, routeId: 'r', message, bundleJson: '{}' } as unknown as ClaimedDelivery);
     y.abort('stopping');
-    expect(y.signal.reason).toBe('stopping');
+    expect(y.signal!.reason).toBe('stopping');
   });
 });
