@@ -139,4 +139,19 @@ describe('MllpDeframer limits and bookkeeping (what the listener relies on)', ()
     expect([...encodeFrame('\xe9A')]).toEqual([0x0b, 0xe9, 0x41, 0x1c, 0x0d]);
     expect([...encodeFrame(Buffer.from([1, 2]))]).toEqual([0x0b, 1, 2, 0x1c, 0x0d]);
   });
+
+  it('FS not followed by CR inside one read is data, as many times as it comes', () => {
+    const d = new MllpDeframer({ maxMessageSize: 100 });
+    expect([...(d.push(Buffer.from([0x0b, 0x41, 0x1c, 0x42, 0x1c, 0x43, 0x1c, 0x0d]))[0] as { payload: Buffer }).payload]).toEqual([0x41, 0x1c, 0x42, 0x1c, 0x43]);
+    // a lone FS ending one read, then two more lone ones in the next: each kept once
+    d.push(Buffer.from([0x0b, 0x41, 0x1c]));
+    expect([...(d.push(Buffer.from([0x42, 0x1c, 0x43, 0x1c, 0x44, 0x1c, 0x0d]))[0] as { payload: Buffer }).payload]).toEqual([0x41, 0x1c, 0x42, 0x1c, 0x43, 0x1c, 0x44]);
+  });
+
+  it('the junk of a frame truncated by a start block in the same read counts only its own bytes', () => {
+    const d = new MllpDeframer({ maxMessageSize: 100 });
+    expect(payloads(d.push(Buffer.from('xy\x0bAB\x0bok\x1c\x0d', 'latin1')))).toEqual(['ok']);
+    // 'xy' before the first frame, 'AB' of the truncated one
+    expect(d.junkBytes).toBe(4);
+  });
 });
