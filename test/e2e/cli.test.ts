@@ -164,20 +164,28 @@ d('ferry CLI', () => {
     const child = spawn(process.execPath, [cli, 'start', '-c', file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (c) => (stderr += c));
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`engine did not start: ${stderr}`)), 20_000);
-      child.stderr.on('data', () => {
-        if (stderr.includes('engine started')) {
-          clearTimeout(t);
-          resolve();
-        }
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`engine did not start: ${stderr}`)), 20_000);
+        child.stderr.on('data', () => {
+          if (stderr.includes('engine started')) {
+            clearTimeout(t);
+            resolve();
+          }
+        });
       });
-    });
-    const url = /"admin":"([^"]+)"/.exec(stderr)?.[1];
-    expect((await fetch(`${url}/health`)).status).toBe(200);
-    child.kill('SIGTERM');
-    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
-    expect(code).toBe(0);
-    expect(stderr).toContain('engine stopped');
+      const url = /"admin":"([^"]+)"/.exec(stderr)?.[1];
+      expect((await fetch(`${url}/health`)).status).toBe(200);
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(stderr).toContain('engine stopped');
+    } finally {
+      // A failed start or check: the engine is not left running (it would keep the jest worker alive).
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    }
   });
 });

@@ -212,7 +212,11 @@ export async function startEngine(configFile: string, cwd: string, readyPattern:
   });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`engine did not start in ${timeoutMs} ms: ${err.slice(-2000)}`)), timeoutMs);
+    const t = setTimeout(() => {
+      // Not left running behind a failed start: it would keep this jest worker from exiting.
+      child.kill('SIGKILL');
+      reject(new Error(`engine did not start in ${timeoutMs} ms: ${err.slice(-2000)}`));
+    }, timeoutMs);
     const check = () => {
       if (readyPattern.test(err)) {
         clearTimeout(t);

@@ -30,8 +30,20 @@ const user = (() => {
 })();
 
 /** `ferry start` until "engine started"; returns the admin URL, the output so far and a stop function. */
+/** Engines started here, killed after the suite if a failed test left one running (it would keep the jest worker alive). */
+const children = new Set<ReturnType<typeof spawn>>();
+afterAll(async () => {
+  for (const c of children) {
+    if (c.exitCode !== null || c.signalCode !== null) continue;
+    const gone = new Promise((r) => c.once('exit', r));
+    c.kill('SIGKILL');
+    await gone;
+  }
+});
+
 async function start(file: string): Promise<{ url: string; out: () => { stdout: string; stderr: string }; stop: () => Promise<number | null> }> {
   const child = spawn(process.execPath, [cli, 'start', '-c', file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (c) => (stdout += c));

@@ -7,7 +7,7 @@ import { silentLogger } from '../logging/logger';
 import type { Delivery } from '../plugin/api';
 import type { MessageStore } from '../store/message-store';
 import { SqliteMessageStore } from '../store/sqlite.store';
-import { Dispatcher, deliveryOutcome } from './dispatcher';
+import { Dispatcher, deliveryOutcome, toSinkDelivery } from './dispatcher';
 import type { ClaimedDelivery } from '../store/message-store';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-dispatcher-'));
@@ -447,5 +447,71 @@ describe('Dispatcher', () => {
       expect(deliveryOutcome(shortRetry, d, err, new Date(), 0, true)).toMatchObject({ status: 'failed', probe: true });
       expect(deliveryOutcome({ ...shortRetry, maxAgeMs: 1 }, { ...d, firstAttemptAt: new Date(Date.now() - 1000) } as ClaimedDelivery, err, new Date(), 0, true)).toMatchObject({ status: 'dead', probe: true });
     });
+  });
+});
+
+describe('deliveryOutcome: the next state of a delivery whose attempt failed', () => {
+  const policy = { maxAttempts: 3, initialDelayMs: 1000, maxDelayMs: 60_000, multiplier: 2, jitter: 0, maxAgeMs: 3_600_000 };
+  const now = new Date(Date.UTC(2030, 0, 1, 12, 0, 0));
+  const d = (attempts: number, more: Partial<ClaimedDelivery> = {}) => ({ attempts, createdAt: new Date(now.getTime() - 10_000), firstAttemptAt: new Date(now.getTime() - 5_000), ...more }) as ClaimedDelivery;
+  const transient = new FerryError('DELIVERY_NETWORK', 'refused', { kind: 'transient', retryable: true });
+
+  it('failed with the next attempt by the backoff of the attempts so far (this one counted), dead at maxAttempts', () => {
+    expect(deliveryOutcome(policy, d(0), transient, now)).toEqual({ status: 'failed', nextAttemptAt: new Date(now.getTime() + 1000), error: { code: 'FERRY_E_DELIVERY_NETWORK', message: 'refused', retryable: true, outcome: undefined } });
+    expect(deliveryOutcome(policy, d(1), transient, now)).toMatchObject({ status: 'failed', nextAttemptAt: new Date(now.getTime() + 2000) });
+    expect(deliveryOutcome(policy, d(2), transient, now)).toEqual({ status: 'dead', error: expect.objectContaining({ code: 'FERRY_E_DELIVERY_NETWORK' }) });
+  });
+
+  it('a permanent error is dead at once, keeping the sink’s OperationOutcome; a Retry-After longer than the backoff wins', () => {
+    const outcome = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid' }] };
+    const permanent = new FerryError('DELIVERY_REJECTED', 'bad bundle', { kind: 'input', retryable: false, details: { outcome } });
+    expect(deliveryOutcome(policy, d(0), permanent, now)).toEqual({ status: 'dead', error: { code: 'FERRY_E_DELIVERY_REJECTED', message: 'bad bundle', retryable: false, outcome } });
+    const later = new FerryError('DELIVERY_BUSY', '429', { kind: 'transient', retryable: true, details: { retryAfterMs: 30_000 } });
+    expect(deliveryOutcome(policy, d(0), later, now)).toMatchObject({ status: 'failed', nextAttemptAt: new Date(now.getTime() + 30_000) });
+  });
+
+  it('max age from the first attempt (else the creation), on the store’s clock', () => {
+    const aged = { ...policy, maxAgeMs: 6_000 };
+    // first attempt 5 s ago: the next (in 1 s) is just at the limit, still made
+    expect(deliveryOutcome(aged, d(0), transient, now).status).toBe('failed');
+    // the store's clock 1 s ahead: its first attempt was 6 s ago on ours -> past the limit
+    expect(deliveryOutcome(aged, d(0), transient, now, 1000).status).toBe('dead');
+    // no first attempt recorded: from the creation (10 s ago)
+    expect(deliveryOutcome(aged, d(0, { firstAttemptAt: undefined as never }), transient, now).status).toBe('dead');
+  });
+
+  it('probes before it do not count; a probe is marked as one', () => {
+    expect(deliveryOutcome(policy, d(4, { probeAttempts: 3 }), transient, now)).toMatchObject({ status: 'failed', nextAttemptAt: new Date(now.getTime() + 2000) });
+    expect(deliveryOutcome(policy, d(4, { probeAttempts: 2 }), transient, now).status).toBe('dead');
+    expect(deliveryOutcome(policy, d(0), transient, now)).not.toHaveProperty('probe');
+    expect(deliveryOutcome(policy, d(9), transient, now, 0, true)).toMatchObject({ status: 'failed', probe: true, nextAttemptAt: expect.any(Date) });
+  });
+});
+
+describe('toSinkDelivery: what a sink is handed', () => {
+  const message = { id: 'm1' } as ClaimedDelivery['message'];
+  it('the attempt number (completed + 1), route and message; the bundle parsed from its JSON only when read', () => {
+    const bundle = { resourceType: 'Bundle', type: 'transaction', entry: [] };
+    const x = toSinkDelivery({ id: 'd1', attempts: 2, routeId: 'r', message, bundleJson: JSON.stringify(bundle) } as unknown as ClaimedDelivery);
+    expect([x.deliveryId, x.attempt, x.routeId, x.message]).toEqual(['d1', 3, 'r', message]);
+    expect(x.bundle).toEqual(bundle);
+    const y = toSinkDelivery({ id: 'd2', attempts: 0, routeId: 'r', message, bundle } as unknown as ClaimedDelivery);
+    expect(y.attempt).toBe(1);
+    expect(y.bundle).toBe(bundle);
+  });
+
+  it('its signal aborts with the reason the engine gives up for, also when read after', () => {
+    const x = toSinkDelivery({ id: 'd1', attempts: 0, routeId: 'r', message, bundleJson: '{}' } as unknown as ClaimedDelivery);
+    const before = x.signal!;
+    expect(before.aborted).toBe(false);
+    const why = new Error('timeout');
+    x.abort(why);
+    expect(before.aborted).toBe(true);
+    expect(before.reason).toBe(why);
+    expect(x.signal!.aborted).toBe(true);
+    expect(x.signal!.reason).toBe(why);
+    const y = toSinkDelivery({ id: 'd2', attempts: 0, routeId: 'r', message, bundleJson: '{}' } as unknown as ClaimedDelivery);
+    y.abort('stopping');
+    expect(y.signal!.reason).toBe('stopping');
   });
 });

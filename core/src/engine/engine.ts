@@ -241,6 +241,18 @@ export class Engine {
   async start(): Promise<void> {
     if (this.state !== 'created') throw new FerryError('INTERNAL_ENGINE_STATE', `engine cannot start from state ${this.state}`, { kind: 'internal' });
     this.state = 'starting';
+    this.starting = this.startAll();
+    try {
+      await this.starting;
+    } finally {
+      this.starting = undefined;
+    }
+  }
+
+  /** Set while start() runs: a stop() meanwhile waits for it, then stops what it started. */
+  private starting?: Promise<void>;
+
+  private async startAll(): Promise<void> {
     const cfg = this.config;
     try {
       await this.store.open();
@@ -307,7 +319,7 @@ export class Engine {
       });
     } catch (e) {
       this.logger.error('engine failed to start', errorFields(e));
-      await this.stop().catch(() => undefined);
+      await this.shutdown().catch(() => undefined);
       throw e;
     }
   }
@@ -753,6 +765,14 @@ export class Engine {
 
   /** Stop accepting, finish in-flight work, close the store. */
   async stop(): Promise<void> {
+    // Stopped while starting (a SIGTERM during start-up, a test's clean-up after a timeout): let the
+    // start finish, then stop everything it started. Stopping at once would close the store under
+    // a start that goes on to open the listeners and the loops, left running against a closed store.
+    if (this.starting) await this.starting.catch(() => undefined);
+    return this.shutdown();
+  }
+
+  private async shutdown(): Promise<void> {
     if (this.state === 'stopped' || this.state === 'stopping') return;
     this.state = 'stopping';
     if (this.pruneTimer) clearInterval(this.pruneTimer);

@@ -372,3 +372,100 @@ describe('MllpSource over TLS', () => {
     fs.rmSync(path.dirname(file), { recursive: true, force: true });
   });
 });
+
+describe('MllpSource: what each answer and stored message is made of', () => {
+  /** A source over the real store with some of its context replaced. */
+  async function startWith(patch: (ctx: RecordingCtx) => Partial<RecordingCtx>, cfg: Partial<MllpSourceConfig> = {}) {
+    const ctx = await storeCtx(cfg);
+    ctxs.push(ctx);
+    const src = new MllpSource({ ...ctx, ...patch(ctx) } as RecordingCtx);
+    await src.start();
+    sources.push(src);
+    return { ctx, c: await connect(src.address()!.port) };
+  }
+
+  it('stores the raw MSH headers when no codec reads the content type, and the connection it came on', async () => {
+    const { ctx, c } = await startWith(() => ({
+      extractHeaders: () => {
+        throw new FerryError('CONFIG_NO_TRANSFORM', 'no transform for application/hl7-v2', { kind: 'config' });
+      },
+    }));
+    c.write(frame('MSH|^~\\&|LAB^X|HOSP^Y|EHR^Z|CLIN^W|2024||ORU^R01^ORU_R01|RAW1|P|2.3.1^x\rPID|1\r'));
+    c.write(frame('MSH|^~\\&|||||2024||ACK|RAW2|P|\r'));
+    const acks = await c.waitAcks(2);
+    expect(acks.map((a) => readAck(a)!.code)).toEqual(['AA', 'AA']);
+    const [m1, m2] = await ctx.store.listMessages({ limit: 10 });
+    const byId = Object.fromEntries([m1, m2].map((m) => [m.headers?.controlId, m.headers]));
+    expect(byId.RAW1).toEqual(
+      expect.objectContaining({ messageType: 'ORU^R01', trigger: 'R01', controlId: 'RAW1', sendingApplication: 'LAB', sendingFacility: 'HOSP', receivingApplication: 'EHR', receivingFacility: 'CLIN', version: '2.3.1', mllpConnection: expect.stringMatching(/^\d+$/), mllpPeer: expect.stringMatching(/127\.0\.0\.1/) }),
+    );
+    // empty values are left out, not stored as empty strings
+    expect(byId.RAW2).toEqual({ messageType: 'ACK', controlId: 'RAW2', mllpConnection: expect.any(String), mllpPeer: expect.any(String) });
+  });
+
+  it('a codec refusal keeps its table 0357 code and location in the AR', async () => {
+    const { c } = await startWith(() => ({
+      extractHeaders: () => {
+        throw new FerryError('INPUT_HL7_BAD', 'PID-3 is empty', { kind: 'input', details: { hl7ErrorCode: '101', location: { segment: 'PID', sequence: 2, field: 3 } } });
+      },
+    }));
+    c.write(frame(adt('CX1')));
+    c.write(frame(adt('CX2')));
+    const [a] = await c.waitAcks(2);
+    expect(readAck(a)).toMatchObject({ code: 'AR', controlId: 'CX1', errCode: '101', text: 'PID-3 is empty' });
+    expect(field(a, 'ERR', 2)).toBe('PID^2^3');
+  });
+
+  it('AR 101 naming MSH-10 when the control id is empty (nothing stored)', async () => {
+    const { ctx, c } = await startWith(() => ({}));
+    c.write(frame('MSH|^~\\&|A|B|C|D|2024||ADT^A01||P|2.5\rPID|1\r'));
+    const [a] = await c.waitAcks(1);
+    expect(readAck(a)).toMatchObject({ code: 'AR', controlId: '', errCode: '101' });
+    expect(field(a, 'ERR', 2)).toBe('MSH^1^10');
+    expect(ctx.submitCalls).toBe(0);
+  });
+
+  it('never AA for a message the store did not report as kept (fewer results than messages): AE', async () => {
+    const { c } = await startWith((ctx) => ({ submit: async (ms, o) => (await ctx.submit(ms, o)).slice(0, ms.length - 1) }));
+    c.write(Buffer.concat([frame(adt('FR1')), frame(adt('FR2'))]));
+    const acks = await c.waitAcks(2);
+    expect(acks.map((a) => `${readAck(a)!.code}:${readAck(a)!.controlId}`)).toEqual(['AA:FR1', 'AE:FR2']);
+  });
+
+  it('a batch that cannot be split is refused as a whole in a batch ACK (BHS control id, AR 100)', async () => {
+    const { ctx, c } = await startWith(() => ({
+      split: () => {
+        throw new FerryError('INPUT_BATCH', 'bad batch', { kind: 'input' });
+      },
+    }));
+    // a byte order mark before the batch header
+    c.write(frame(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(`BHS|^~\\&|S|F|R|RF|2024||||BX9\r${adt('BB1')}BTS|1\r`, 'latin1')])));
+    const [a] = await c.waitAcks(1);
+    const lines = a.split('\r').filter(Boolean);
+    expect(lines[0].split('|')[11]).toBe('BX9');
+    expect(lines.find((l) => l.startsWith('MSA'))).toBe('MSA|AR||batch cannot be split (FERRY_E_INPUT_BATCH)');
+    expect(lines[lines.length - 1]).toBe('BTS|1');
+    expect(ctx.submitCalls).toBe(0);
+  });
+
+  it('enhanced mode: the application ACK is AE naming the fields the dataQuality policy fails, at most 20 ERR segments', async () => {
+    const issue = (location: string, more: Record<string, unknown> = {}) => ({ severity: 'error' as const, location, code: 'invalid-date', text: 'not a date', hl7ErrorCode: '102', ...more });
+    const issues = [issue('PID-7'), issue('PID-5-1', { repetition: 2, occurrence: 1 }), issue('ZPD'), issue('patient.dob'), { ...issue('PID-8'), severity: 'warning' as const }, ...Array.from({ length: 30 }, (_, i) => issue(`OBX-${i + 1}`))];
+    const { c } = await startWith(() => ({ dataQualityCanFail: true, dataQualityIssues: async () => issues }));
+    c.write(frame(adt('DQ1', { msh15: 'AL', msh16: 'AL' })));
+    c.write(frame(adt('DQ2', { msh15: 'AL', msh16: 'NE' })));
+    c.write(frame(adt('DQ3')));
+    const acks = await c.waitAcks(4);
+    expect(acks.map((a) => `${readAck(a)!.code}:${readAck(a)!.controlId}`)).toEqual(['CA:DQ1', 'AE:DQ1', 'CA:DQ2', 'AA:DQ3']);
+    const errs = acks[1].split('\r').filter((l) => l.startsWith('ERR'));
+    expect(errs).toHaveLength(20);
+    expect(errs.slice(0, 4).map((l) => l.split('|').slice(2, 4).join(' '))).toEqual([
+      'PID^1^7 102^Data type error^HL70357',
+      'PID^1^5^2^1 102^Data type error^HL70357',
+      'ZPD^1 102^Data type error^HL70357',
+      ' 102^Data type error^HL70357',
+    ]);
+    expect(errs[0].split('|')[8]).toBe('PID-7: not a date');
+    expect(errs[4].split('|')[2]).toBe('OBX^1^1');
+  });
+});
