@@ -4,7 +4,7 @@ import type { Engine } from '../engine/engine';
 import { configError, FerryError, inputError } from '../errors';
 import { errorFields } from '../logging/logger';
 import { issuesOf } from '../model/message';
-import { pem } from '../sources/http.source';
+import { tlsServerOptions } from '../util/tls-options';
 import { HttpConnections } from '../util/graceful-http';
 import { holdRequest, replayFilter, replayMessages, type HoldRequest, type ReplayRequest } from '../store/admin-ops';
 import type { AuditFilter, MessageFilter } from '../store/message-store';
@@ -34,19 +34,7 @@ function listLimit(v: unknown, dflt: number, max: number): number {
 }
 
 function httpsOptions(cfg: AdminConfig): Record<string, unknown> | undefined {
-  const tls = cfg.tls;
-  if (!tls || (!tls.cert && !tls.key)) return undefined;
-  if (!tls.cert || !tls.key) throw configError('ADMIN_TLS', 'admin.tls: both cert and key are needed for HTTPS');
-  if (tls.requestCert && !tls.ca) throw configError('ADMIN_TLS', 'admin.tls.ca: required with requestCert (the CA client certificates must be signed by)');
-  return {
-    cert: pem(tls.cert, 'cert', 'admin'),
-    key: pem(tls.key, 'key', 'admin'),
-    ...(tls.passphrase ? { passphrase: tls.passphrase } : {}),
-    ...(tls.ca ? { ca: pem(tls.ca, 'ca', 'admin') } : {}),
-    requestCert: tls.requestCert,
-    rejectUnauthorized: tls.requestCert,
-    minVersion: 'TLSv1.2',
-  };
+  return tlsServerOptions(cfg.tls, 'admin', 'ADMIN_TLS');
 }
 
 /**

@@ -17,7 +17,7 @@ import { errorFields } from '../logging/logger';
 import type { AuditEntry, MessageStore } from '../store/message-store';
 import { HttpConnections } from '../util/graceful-http';
 import { configError } from '../errors';
-import { pem } from '../sources/http.source';
+import { tlsServerOptions } from '../util/tls-options';
 import { AuthError, Authenticator, FailureLimiter } from '../admin/auth';
 import { principalLabel } from '../admin/guard';
 import { hasScope, topRole, type Principal } from '../admin/roles';
@@ -149,22 +149,8 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
   const { api, service, store, logger } = o;
   const now = o.now ?? Date.now;
   const slow = api.requestTimeoutMs ? { headersTimeout: api.requestTimeoutMs, connectionsCheckingInterval: Math.max(250, Math.min(30_000, Math.floor(api.requestTimeoutMs / 4))) } : {};
-  const tls = api.tls;
-  if (tls && (tls.cert || tls.key) && (!tls.cert || !tls.key)) throw configError('API_TLS', 'api.tls: both cert and key are needed for HTTPS');
-  if (tls?.requestCert && !tls.ca) throw configError('API_TLS', 'api.tls.ca: required with requestCert');
-  const https =
-    tls?.cert && tls.key
-      ? {
-          cert: pem(tls.cert, 'cert', 'api'),
-          key: pem(tls.key, 'key', 'api'),
-          ...(tls.passphrase ? { passphrase: tls.passphrase } : {}),
-          ...(tls.ca ? { ca: pem(tls.ca, 'ca', 'api') } : {}),
-          requestCert: tls.requestCert,
-          rejectUnauthorized: tls.requestCert,
-          minVersion: 'TLSv1.2',
-          ...slow,
-        }
-      : undefined;
+  const tlsOptions = tlsServerOptions(api.tls, 'api', 'API_TLS');
+  const https = tlsOptions ? { ...tlsOptions, ...slow } : undefined;
   const app = Fastify({ logger: false, bodyLimit: api.bodyLimit, requestTimeout: api.requestTimeoutMs, return503OnClosing: true, ...(https ? { https } : { http: slow }) } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
   const conns = new HttpConnections(app.server);
   const authenticator = new Authenticator(store, o.auth, logger, now);

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { inject, injectable } from 'tsyringe';
@@ -10,6 +9,7 @@ import { coreTokens } from '../plugin/tokens';
 import { canonicalContentType, checkBody, FHIR_CONTENT_TYPES, HL7_CONTENT_TYPES, mediaType } from './common';
 import { buildAck, type AckCode } from './hl7-ack';
 import { HttpConnections } from '../util/graceful-http';
+import { tlsServerOptions } from '../util/tls-options';
 import { cidrListFormat, ListenerGuard, normalizeAddress } from './listener-guard';
 import { IntakeAuth, intakeTokensFormat, type IntakeTokenEntry } from './intake-auth';
 import type { TLSSocket } from 'node:tls';
@@ -90,15 +90,7 @@ export interface HttpSourceConfig {
 
 type ListenerKeys = 'maxConnections' | 'maxConnectionsPerAddress' | 'firstRequestTimeoutMs' | 'idleTimeoutMs' | 'requestTimeoutMs' | 'shutdownGraceMs' | 'allow';
 
-/** A PEM value given inline, or read from the path it names. */
-export function pem(value: string, what: string, where: string): string {
-  if (value.includes('-----BEGIN')) return value;
-  try {
-    return readFileSync(value, 'utf8');
-  } catch (e) {
-    throw configError('SOURCE_TLS', `${where}.tls.${what}: cannot read ${value}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-}
+export { pem } from '../util/tls-options';
 
 const ACCEPTED = [...HL7_CONTENT_TYPES, ...FHIR_CONTENT_TYPES];
 
@@ -166,21 +158,8 @@ export class HttpSource implements MessageSource {
   async start(): Promise<void> {
     const where = `sources.${this.ctx.id}`;
     const tls = this.cfg.tls;
-    let https: Record<string, unknown> | undefined;
     if (tls?.allowedClientNames?.length && !tls.requestCert) throw configError('SOURCE_TLS', `${where}.tls.allowedClientNames: needs requestCert (mutual TLS)`);
-    if (tls && (tls.cert || tls.key)) {
-      if (!tls.cert || !tls.key) throw configError('SOURCE_TLS', `${where}.tls: both cert and key are needed for HTTPS`);
-      if (tls.requestCert && !tls.ca) throw configError('SOURCE_TLS', `${where}.tls.ca: required with requestCert (the CA client certificates must be signed by)`);
-      https = {
-        cert: pem(tls.cert, 'cert', where),
-        key: pem(tls.key, 'key', where),
-        ...(tls.passphrase ? { passphrase: tls.passphrase } : {}),
-        ...(tls.ca ? { ca: pem(tls.ca, 'ca', where) } : {}),
-        requestCert: tls.requestCert,
-        rejectUnauthorized: tls.requestCert,
-        minVersion: 'TLSv1.2',
-      };
-    }
+    const https = tlsServerOptions(tls, where, 'SOURCE_TLS');
     this.scheme = https ? 'https' : 'http';
     const app = Fastify({
       logger: false,
