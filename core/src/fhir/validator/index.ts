@@ -30,6 +30,7 @@ import {
   deepEquals,
   deepIncludes,
   fhirTypeToJsType,
+  getAllDataTypes,
   getTypedPropertyValue,
   isPrimitiveType,
   parseFhirPath,
@@ -43,7 +44,7 @@ import {
 } from '@medplum/core';
 import type { OperationOutcomeIssue } from '@medplum/fhirtypes';
 import { ensureFhirDefinitions } from '../definitions';
-import { compileFast, emptyValue as isEmpty, NOT_FAST, type FastFn } from './fhirpath-fast';
+import { compileFast, emptyValue as isEmpty, NOT_FAST, setChoiceNames, type FastFn } from './fhirpath-fast';
 import { requiredCodes } from './valuesets';
 
 export interface FhirValidateOptions {
@@ -107,6 +108,8 @@ interface Prop {
   codes?: Set<string>; // required binding on a code element
   entryResource: boolean; // Bundle.entry.resource
   specified: boolean; // fixed or pattern
+  /** the compiled plan of the first candidate type, once compiled (saves a lookup per object) */
+  ct?: Compiled | null;
 }
 
 interface Compiled {
@@ -114,6 +117,13 @@ interface Compiled {
   schema: InternalTypeSchema;
   props: Prop[];
   byKey: Map<string, { prop: Prop; cand: number }>;
+  /**
+   * A one-entry inline cache of key order: the keys of the last object of this type seen, and their
+   * lookups. Objects of one type mostly repeat the same keys in the same order (a Coding's system, code,
+   * display), and for-in yields the same internalized strings, so a pointer compare replaces a Map lookup.
+   */
+  lastKeys: (string | undefined)[];
+  lastHits: ({ prop: Prop; cand: number } | undefined)[];
   required: Prop[];
   choicePrefixes: Map<string, Prop>;
   invariants: Invariant[]; // type-level (resource root)
@@ -123,10 +133,27 @@ interface Compiled {
 const compiledTypes = new Map<string, Compiled | null>();
 const invariantCache = new Map<string, Invariant>();
 
+let choiceNamesSet = false;
+/** Tells the FHIRPath compiler which element names are choices of type in some R4 type (once, definitions loaded). */
+function collectChoiceNames(): void {
+  if (choiceNamesSet) return;
+  const names = new Set<string>();
+  const add = (t: InternalTypeSchema) => {
+    for (const k in t.elements) if (k.endsWith('[x]')) names.add(k.slice(0, -3));
+  };
+  for (const t of Object.values(getAllDataTypes())) {
+    add(t);
+    for (const inner of t.innerTypes ?? []) add(inner);
+  }
+  setChoiceNames(names);
+  choiceNamesSet = true;
+}
+
 function compileInvariant(c: NonNullable<InternalSchemaElement['constraints']>[number]): Invariant {
   const id = `${c.key}\u0000${c.expression}`;
   let inv = invariantCache.get(id);
   if (!inv) {
+    collectChoiceNames();
     // names that start a navigation chain (`contained` in `contained.meta.versionId`): when none of them is
     // a present child of the context, a pure expression evaluates as it does on an empty element
     const names = IMPURE.test(c.expression) ? undefined : [...new Set(c.expression.replace(/'(?:[^'\\]|\\.)*'/g, "''").match(/(?<![.\w])[A-Za-z_]\w*/g) ?? [])];
@@ -195,6 +222,8 @@ function compile(typeName: string): Compiled | null {
     schema,
     props,
     byKey,
+    lastKeys: [],
+    lastHits: [],
     required: props.filter((p) => p.min > 0),
     choicePrefixes,
     invariants: errorInvariants(schema.constraints),
@@ -242,6 +271,12 @@ interface Ctx {
   root: TypedValue | undefined;
   bindings: boolean;
   entriesAsResources: boolean;
+  /**
+   * Set when the walk met a null or undefined value, or skipped a subtree it does not descend into
+   * (unknown keys, a second choice-of-type key, primitive extensions): only then does the exact null
+   * check (checkNulls, medplum's checkObjectForNull) run over the resource. Valid data never sets it.
+   */
+  nulls: boolean;
 }
 
 function isResourceObject(v: unknown): v is { resourceType: unknown } {
@@ -255,10 +290,18 @@ function structure(ctx: Ctx, path: string, text: string): void {
 // ---------------------------------------------------------------------------------------------------
 // invariants
 
+/** One input list and environment for every fast evaluation (no closure keeps or changes its input). */
+const FAST_INPUT: unknown[] = [undefined];
+const FAST_ENV: { resource: unknown; root: unknown } = { resource: undefined, root: undefined };
+
 function evaluate(inv: Invariant, tv: TypedValue, ctx: Ctx): boolean | Error {
   if (inv.fast) {
     try {
-      const out = inv.fast([tv.value], { resource: ctx.resources.length ? ctx.resources[ctx.resources.length - 1] : undefined, root: ctx.root?.value });
+      FAST_INPUT[0] = tv.value;
+      FAST_ENV.resource = ctx.resources.length ? ctx.resources[ctx.resources.length - 1] : undefined;
+      FAST_ENV.root = ctx.root?.value;
+      const out = inv.fast(FAST_INPUT, FAST_ENV);
+      FAST_INPUT[0] = FAST_ENV.resource = FAST_ENV.root = undefined; // keep no message alive
       return out.length === 1 && out[0] === true;
     } catch (e) {
       if (e !== NOT_FAST) return e as Error;
@@ -339,7 +382,9 @@ function checkPrimitive(value: unknown, type: string, at: At, ctx: Ctx, codes: S
   }
   if (expected === 'string') {
     const s = value as string;
-    if (!NON_BLANK.test(s)) structure(ctx, at.path, 'String must contain non-whitespace content');
+    const c0 = s.charCodeAt(0);
+    // a printable ASCII first character is non-whitespace content: the regex only for the rest
+    if (!(c0 > 32 && c0 < 127) && !NON_BLANK.test(s)) structure(ctx, at.path, 'String must contain non-whitespace content');
     else if (s.length > 1024 * 1024) structure(ctx, at.path, 'String cannot be larger than 1 MB');
     else {
       const re = REGEXES[type];
@@ -359,6 +404,7 @@ function checkPrimitive(value: unknown, type: string, at: At, ctx: Ctx, codes: S
 
 /** A primitive value that may carry its `_name` extension merged in (medplum's representation). */
 function checkPrimitiveItem(value: unknown, type: string, at: At, ctx: Ctx, codes: Set<string> | undefined): void {
+  if (value === null || value === undefined) ctx.nulls = true;
   if (typeof value !== 'object' || !value) {
     checkPrimitive(value, type, at, ctx, codes);
     return;
@@ -391,10 +437,10 @@ function checkItem(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx, p
 
 function descend(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx): void {
   if (prop.entryResource && ctx.entriesAsResources && isResourceObject(value)) {
-    validateRoot(value, at.path, ctx);
+    validateRoot(value, at.path, ctx, true);
     return;
   }
-  const ct = compile(type);
+  const ct = type === prop.cands[0].type && prop.ct !== undefined ? prop.ct : compile(type);
   if (!ct) throw new Abort({ severity: 'error', code: 'invalid', details: { text: 'Unknown data type: ' + type }, expression: [at.path] });
   if (prop.cands[0].type === 'Resource' && !ct.isResourceKind) {
     ctx.issues.push({
@@ -403,16 +449,21 @@ function descend(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx): vo
       details: { text: isResourceObject(value) ? `Unknown resource type "${String(value.resourceType)}"` : 'Missing resource type' },
       expression: [at.path],
     });
-    if (!isResourceObject(value)) return;
+    if (!isResourceObject(value)) {
+      ctx.nulls = true; // not walked
+      return;
+    }
   }
+  if (type === prop.cands[0].type) prop.ct = ct;
   walk(value, ct, at, ctx);
 }
 
 /** One property of an object: medplum's visitProperty followed by the crawl of its values. */
-function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candIndex: number, node: At, ctx: Ctx): boolean {
+function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candIndex: number, node: At, ctx: Ctx, under = true, value: unknown = obj[prop.cands[candIndex].name]): boolean {
   let cand = prop.cands[candIndex];
-  let raw = obj[cand.name];
-  const ext = obj[cand.ext];
+  let raw = value;
+  // `under`: the object may have `_name` keys (a keyed load of an absent key is not free; most objects have none)
+  const ext = under ? obj[cand.ext] : undefined;
   let items: unknown[] | undefined;
   let single: unknown;
   let isArr: boolean;
@@ -432,7 +483,10 @@ function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candI
     else single = (tv as TypedValue).value;
     raw = undefined;
   } else {
-    if (isEmpty(raw)) return false;
+    if (isEmpty(raw)) {
+      if (raw === null) ctx.nulls = true;
+      return false;
+    }
     isArr = Array.isArray(raw);
     if (isArr) items = raw as unknown[];
     else single = raw;
@@ -455,6 +509,7 @@ function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candI
     }
     for (let i = 0; i < list.length; i++) {
       const v = list[i];
+      if (v === null || v === undefined) ctx.nulls = true;
       const type = primitive ? cand.type : resolveType(cand, v);
       const at = new At(node, prop.key, i);
       if (ok) checkItem(prop, type, v, at, ctx, primitive);
@@ -487,13 +542,36 @@ function walk(obj: unknown, ct: Compiled, node: At, ctx: Ctx): void {
   let unknown: string[] | undefined;
   if (obj !== null && typeof obj === 'object') {
     const o = obj as Record<string, unknown>;
+    let under = false;
     for (const k in o) {
-      const hit = ct.byKey.get(k);
+      if (k.charCodeAt(0) === 95) {
+        under = true;
+        // `_name` values are merged by medplum's own code, not walked key by key: look for nulls here
+        if (!ctx.nulls && anyNull(o[k])) ctx.nulls = true;
+      }
+    }
+    const lastKeys = ct.lastKeys;
+    let pos = 0;
+    for (const k in o) {
+      let hit: { prop: Prop; cand: number } | undefined;
+      if (lastKeys[pos] === k) hit = ct.lastHits[pos];
+      else {
+        hit = ct.byKey.get(k);
+        lastKeys[pos] = k;
+        ct.lastHits[pos] = hit;
+      }
+      pos++;
       if (hit === undefined) {
         if (Object.hasOwn(o, k)) (unknown ??= []).push(k);
+        const u = o[k];
+        if (u === null || u === undefined || typeof u === 'object') ctx.nulls = true; // not walked (a string such as resourceType has no nulls)
         continue;
       }
-      if (o[k] === undefined) continue; // a JS object's key set to undefined is absent
+      const v = o[k];
+      if (v === undefined) {
+        ctx.nulls = true;
+        continue; // a JS object's key set to undefined is absent
+      }
       const prop = hit.prop;
       let cand = hit.cand;
       if (prop.choice) {
@@ -502,12 +580,16 @@ function walk(obj: unknown, ct: Compiled, node: At, ctx: Ctx): void {
           const h2 = k2 !== k ? ct.byKey.get(k2) : undefined;
           if (h2 !== undefined && h2.prop === prop && h2.cand < cand && o[k2] !== undefined) cand = h2.cand;
         }
-        if (cand !== hit.cand) continue; // visited under its first type's key
+        if (cand !== hit.cand) {
+          ctx.nulls = true; // not walked
+          continue; // visited under its first type's key
+        }
       }
       // name and _name: visited once, under the name (or under _name when there is no name)
-      if (k.charCodeAt(0) === 95 && o[k.slice(1)] !== undefined) continue;
+      const isExt = k.charCodeAt(0) === 95;
+      if (isExt && o[k.slice(1)] !== undefined) continue;
       // presence matters only for required and choice elements (the checks after the loop)
-      if (visitProp(o, ct, prop, cand, node, ctx)) {
+      if (visitProp(o, ct, prop, cand, node, ctx, under, isExt ? o[k.slice(1)] : v)) {
         if (prop.min > 0 || prop.choice) (present ??= []).push(prop.index);
       } else if (prop.choice) {
         // a choice-of-type key whose element has no value (valueString: "", onsetDateTime: null) is, for
@@ -520,6 +602,7 @@ function walk(obj: unknown, ct: Compiled, node: At, ctx: Ctx): void {
     // prototype ("text".link is String.prototype.link), so such elements "have" values too; and its
     // keys are its characters.
     const boxed = Object(obj) as Record<string, unknown>;
+    ctx.nulls = true;
     for (const prop of ct.props) {
       const c = prop.cands.findIndex((cand) => boxed[cand.name] !== undefined || boxed['_' + cand.name] !== undefined);
       if (c >= 0 && visitProp(boxed, ct, prop, c, node, ctx)) (present ??= []).push(prop.index);
@@ -549,6 +632,19 @@ function walk(obj: unknown, ct: Compiled, node: At, ctx: Ctx): void {
     }
   }
   if (isRes) ctx.resources.pop();
+}
+
+/** Whether a null or undefined is anywhere in `v` (own values; anything unusual counts as yes). */
+function anyNull(v: unknown): boolean {
+  if (v === null || v === undefined) return true;
+  if (typeof v !== 'object') return false;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) if (anyNull(v[i])) return true;
+    return false;
+  }
+  if (Object.getPrototypeOf(v) !== Object.prototype) return true;
+  for (const x of Object.values(v)) if (anyNull(x)) return true;
+  return false;
 }
 
 /** medplum's checkObjectForNull; the path is a stack of segments, joined only when an issue is found. */
@@ -581,7 +677,11 @@ function checkNulls(obj: Record<string, unknown>, segs: string[], ctx: Ctx): voi
   }
 }
 
-function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx): void {
+/** `nested`: an entry resource of a Bundle being validated, whose nulls the Bundle's own check already reported. */
+function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx, nested = false): void {
+  // a resource refused before its walk is not walked: the (Bundle's) null check must see it
+  const before = ctx.nulls;
+  ctx.nulls = true;
   if (!resource || typeof resource !== 'object' || Array.isArray(resource)) {
     ctx.issues.push({ severity: 'error', code: 'structure', details: { text: 'A resource must be a JSON object' }, expression: [path ?? 'Resource'] });
     return;
@@ -602,8 +702,11 @@ function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx): vo
   const p = path ?? ct.schema.path;
   const at = At.root(p);
   if (ct.invariants.length) checkInvariants(ct.invariants, { type: ct.name, value: resource }, at, ctx);
-  checkNulls(resource as Record<string, unknown>, [p], ctx);
+  // an entry resource adds to its Bundle's flag; a root starts clean
+  ctx.nulls = nested && before;
   walk(resource, ct, at, ctx);
+  // medplum reports nulls before the walk's issues; the order of issues carries no meaning
+  if (!nested && ctx.nulls) checkNulls(resource as Record<string, unknown>, [p], ctx);
   ctx.resources = saved.resources;
   ctx.root = saved.root;
 }
@@ -613,7 +716,7 @@ function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx): vo
  * every error (severity `error`; medplum's warnings are not produced), empty when valid.
  */
 export function validateFhirResource(resource: unknown, options: FhirValidateOptions = {}): OperationOutcomeIssue[] {
-  const ctx: Ctx = { issues: [], resources: [], root: undefined, bindings: options.requiredBindings !== false, entriesAsResources: !!options.entriesAsResources };
+  const ctx: Ctx = { issues: [], resources: [], root: undefined, bindings: options.requiredBindings !== false, entriesAsResources: !!options.entriesAsResources, nulls: false };
   try {
     validateRoot(resource, undefined, ctx);
   } catch (e) {
