@@ -16,7 +16,9 @@
  * for cardinality, `Observation.value[x]` for choice elements.
  *
  * Deliberate differences from @medplum/core 4.5.2 (stricter; each is listed in the differential test):
- * - `code` values outside an enumerable `required` value set are errors (medplum checks no bindings);
+ * - `code` values outside an enumerable `required` value set are errors (medplum checks no bindings), and
+ *   so are a Coding, and a CodeableConcept none of whose codings is, from such a value set (a Coding's
+ *   system and code; without a system, its code in any of the value set's systems);
  * - `resourceType` must name a concrete resource type (medplum accepts data type names such as
  *   `HumanName`, and a contained/entry resource without `resourceType`);
  * - object keys that only exist on Object.prototype (`constructor`, `toString`, ...) are unknown
@@ -45,7 +47,7 @@ import {
 import type { OperationOutcomeIssue } from '@medplum/fhirtypes';
 import { ensureFhirDefinitions } from '../definitions';
 import { compileFast, emptyValue as isEmpty, NOT_FAST, setChoiceNames, type FastFn } from './fhirpath-fast';
-import { requiredCodes } from './valuesets';
+import { requiredCodes, requiredConcepts } from './valuesets';
 
 export interface FhirValidateOptions {
   /** Reject `code` values outside their element's required value set (default true). */
@@ -106,6 +108,7 @@ interface Prop {
   max: number;
   invariants: Invariant[];
   codes?: Set<string>; // required binding on a code element
+  concepts?: Map<string, Set<string>>; // required binding on a Coding or CodeableConcept element: codes by system
   entryResource: boolean; // Bundle.entry.resource
   specified: boolean; // fixed or pattern
   /** the compiled plan of the first candidate type, once compiled (saves a lookup per object) */
@@ -207,6 +210,10 @@ function compile(typeName: string): Compiled | null {
       max: element.max,
       invariants: errorInvariants(element.constraints),
       codes,
+      concepts:
+        binding?.strength === 'required' && binding.valueSet && element.type?.length === 1 && (element.type[0].code === 'Coding' || element.type[0].code === 'CodeableConcept')
+          ? requiredConcepts(binding.valueSet)
+          : undefined,
       entryResource: element.path === 'Bundle.entry.resource',
       specified: !!(element.fixed || element.pattern),
     };
@@ -433,6 +440,46 @@ function checkItem(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx, p
   if (prop.invariants.length) checkInvariants(prop.invariants, { type, value }, at, ctx);
   if (primitive) checkPrimitiveItem(value, type, at, ctx, prop.codes);
   else if (isEmpty(value)) structure(ctx, at.path, 'Invalid empty non-primitive value');
+  else if (prop.concepts && ctx.bindings) checkConcept(prop.concepts, type, value, at, ctx);
+}
+
+/** A coding's verdict against a value set's codes by system: undefined when it has no code to check. */
+function codingIn(concepts: Map<string, Set<string>>, coding: unknown): boolean | undefined {
+  if (!coding || typeof coding !== 'object') return undefined;
+  const { system, code } = coding as { system?: unknown; code?: unknown };
+  if (typeof code !== 'string') return undefined;
+  if (typeof system === 'string') return !!concepts.get(system)?.has(code);
+  // no system: the code must be one of the value set's (in any of its systems)
+  for (const codes of concepts.values()) if (codes.has(code)) return true;
+  return false;
+}
+
+/**
+ * Required binding on a Coding (its code, in its system, from the value set) or a CodeableConcept (one of
+ * its codings with a code from the value set). Elements without a coded value (a CodeableConcept with
+ * only text, a Coding with only a display) are not judged here: that is the business of cardinality and
+ * invariants. Wrong shapes (a string where a Coding belongs) are the walk's structure errors.
+ */
+function checkConcept(concepts: Map<string, Set<string>>, type: string, value: unknown, at: At, ctx: Ctx): void {
+  let ok: boolean | undefined;
+  if (type === 'Coding') ok = codingIn(concepts, value);
+  else {
+    const codings = (value as { coding?: unknown }).coding;
+    if (!Array.isArray(codings)) return;
+    for (const c of codings) {
+      const v = codingIn(concepts, c);
+      if (v === undefined) continue;
+      ok = ok || v;
+      if (ok) break;
+    }
+  }
+  if (ok === false)
+    ctx.issues.push({
+      severity: 'error',
+      code: 'code-invalid',
+      details: { text: type === 'Coding' ? 'Coding is not in the required value set' : 'None of the codings is in the required value set' },
+      expression: [at.path],
+    });
 }
 
 function descend(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx): void {
