@@ -8,9 +8,9 @@
  *      at a time, waiting for its ACK),
  * and samples the child's RSS (/proc/<pid>/status VmRSS) every --sample-s seconds. Prints the samples,
  * the least-squares slope (MB per minute) over the run after its first fifth (warm-up: the backlog of the
- * peak measurement drains, heap and
- * SQLite page cache grow to their working size), and the largest deviation from the mean of those
- * samples (goal: within +-10 %). Requires the built packages (npm run build) and Linux (/proc).
+ * peak measurement drains, heap and SQLite page cache grow to their working size), and the largest
+ * deviation from the mean of those samples (goal: within +-10 %). Requires the built packages
+ * (npm run build) and Linux (/proc).
  */
 'use strict';
 const fs = require('node:fs');
@@ -176,7 +176,7 @@ async function main() {
     const r = await paced(port, rate, until);
     clearInterval(timer);
     sample();
-    const steady = samples.filter((s) => s.t >= Math.max(Math.min(60, (minutes * 60) / 5), (minutes * 60) / 5));
+    const steady = samples.filter((s) => s.t >= (minutes * 60) / 5);
     const { slope: perSec, mean } = slope(steady.map((s) => ({ x: s.t, y: s.rss })));
     const dev = Math.max(...steady.map((s) => Math.abs(s.rss - mean) / mean));
     const secs = (Date.now() - start) / 1000;

@@ -259,7 +259,6 @@ describe('a batch that takes longer than its lease on a worker', () => {
     } finally {
       await engine.stop();
     }
-    if (process.env.DEBUG_SLOW) console.log(text);
     const out = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).entry[0].resource);
     // each once (a message re-claimed after its lease ran out would be delivered twice), all on the worker
     expect(out.map((r) => r.id).sort()).toEqual(texts.map((t) => 'b-' + t).sort());
