@@ -103,12 +103,88 @@ const VALUE_SUFFIXES = new Set(
 );
 
 /**
+ * bdl-3 / bdl-4 (`entry.all(request.exists() = (%resource.type = 'batch' or ...))`) on a Bundle, which is
+ * its own %resource wherever its type-level invariants are evaluated (validateRoot).
+ */
+function entriesHaveIff(v: unknown, child: 'request' | 'response', types: string[]): boolean | undefined {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+  const o = v as Record<string, unknown>;
+  if (o._type !== undefined || o._entry !== undefined) return undefined;
+  const t = o.type;
+  let typed: boolean | undefined; // the `or` of the comparisons: empty when type is
+  if (!isEmpty(t)) {
+    if (typeof t !== 'string') return undefined;
+    typed = types.includes(t);
+  }
+  const entries = o.entry;
+  if (isEmpty(entries)) return true;
+  const list = Array.isArray(entries) ? entries : [entries];
+  for (const e of list) {
+    let has = false;
+    if (e && typeof e === 'object' && !Array.isArray(e)) {
+      const eo = e as Record<string, unknown>;
+      if (eo['_' + child] !== undefined) return undefined;
+      has = existsOf(eo[child]);
+    }
+    if (typed === undefined || has !== typed) return false;
+  }
+  return true;
+}
+
+/**
  * Direct checks of the invariants evaluated on every Bundle entry and every extension (≈ 100 per
- * corpus message), keyed by key and exact expression: the verdicts of the compiled FHIRPath (and so
- * medplum's) on plain JSON, without its intermediate lists. Anything unusual (primitive extensions,
- * several value[x] keys, a non-string fullUrl) returns undefined and goes to the FHIRPath evaluation.
+ * corpus message) and of the Bundle invariants that go over every entry, keyed by key and exact
+ * expression: the verdicts of the compiled FHIRPath (and so medplum's) on plain JSON, without its
+ * intermediate lists. Anything unusual (primitive extensions, several value[x] keys, a non-string
+ * fullUrl or type) returns undefined and goes to the FHIRPath evaluation.
  */
 const DIRECT: Record<string, (v: unknown) => boolean | undefined> = {
+  "bdl-3 entry.all(request.exists() = (%resource.type = 'batch' or %resource.type = 'transaction' or %resource.type = 'history'))": (v) =>
+    entriesHaveIff(v, 'request', ['batch', 'transaction', 'history']),
+  "bdl-4 entry.all(response.exists() = (%resource.type = 'batch-response' or %resource.type = 'transaction-response' or %resource.type = 'history'))": (v) =>
+    entriesHaveIff(v, 'response', ['batch-response', 'transaction-response', 'history']),
+  "bdl-7 (type = 'history') or entry.where(fullUrl.exists()).select(fullUrl&resource.meta.versionId).isDistinct()": (v) => {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+    const o = v as Record<string, unknown>;
+    if (o._type !== undefined || o._entry !== undefined) return undefined;
+    const t = o.type;
+    if (!isEmpty(t) && typeof t !== 'string') return undefined;
+    if (t === 'history') return true;
+    const entries = o.entry;
+    if (isEmpty(entries)) return true;
+    const list = Array.isArray(entries) ? entries : [entries];
+    const seen = new Set<string>();
+    let n = 0;
+    for (const e of list) {
+      if (!e || typeof e !== 'object' || Array.isArray(e)) continue;
+      const eo = e as Record<string, unknown>;
+      if (eo._fullUrl !== undefined) return undefined;
+      const f = eo.fullUrl;
+      if (isEmpty(f)) continue;
+      if (typeof f !== 'string') return undefined;
+      let version = '';
+      const r = eo.resource;
+      if (!isEmpty(r)) {
+        if (typeof r !== 'object' || Array.isArray(r)) return undefined;
+        const ro = r as Record<string, unknown>;
+        if (ro._meta !== undefined) return undefined;
+        const m = ro.meta;
+        if (!isEmpty(m)) {
+          if (typeof m !== 'object' || Array.isArray(m)) return undefined;
+          const mo = m as Record<string, unknown>;
+          if (mo._versionId !== undefined) return undefined;
+          const vid = mo.versionId;
+          if (!isEmpty(vid)) {
+            if (typeof vid !== 'string') return undefined;
+            version = vid;
+          }
+        }
+      }
+      seen.add(f + version);
+      n++;
+    }
+    return seen.size === n;
+  },
   'ext-1 extension.exists() != value.exists()': (v) => {
     if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
     const o = v as Record<string, unknown>;
