@@ -241,21 +241,22 @@ describe('a batch that takes longer than its lease on a worker', () => {
         plugins: [plugin],
         sinks: { out: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' } },
         routes: [{ id: 'all', to: ['out'] }],
-        // 12 x 150 ms = 1.8 s per batch (3.6 s for the one queued behind it): longer than the 1.2 s lease, and
-        // than the 600 ms without an answer
-        // after which a worker used to be replaced (the timeout is now for a worker that finishes no message)
-        processing: { transformWorkers: 1, pollIntervalMs: 20, batchSize: 12, leaseMs: 1200 },
+        // 24 x 150 ms = 3.6 s per batch (7.2 s for the one queued behind it): longer than the 3 s lease, and
+        // than the 750 ms without an answer after which a worker used to be replaced (the timeout is now for
+        // a worker that finishes no message). Leases of a second or so were renewed too late at times on a
+        // machine at load 27 (timers late by more than two thirds of the lease).
+        processing: { transformWorkers: 1, pollIntervalMs: 20, batchSize: 24, leaseMs: 3000 },
         admin: { enabled: false },
         log: { level: 'warn' },
       },
       logger: createLogger({ level: 'warn' }, log),
     });
     await engine.start();
-    const texts = Array.from({ length: 24 }, (_, i) => `s${i}`);
+    const texts = Array.from({ length: 48 }, (_, i) => `s${i}`);
     try {
       await engine.submit('feed', texts.map((t) => ({ contentType: 'text/x-slow', body: Buffer.from(t) })));
       await engine.waitForIdle(60_000);
-      expect((await engine.store.stats()).messages).toEqual({ delivered: 24 });
+      expect((await engine.store.stats()).messages).toEqual({ delivered: 48 });
     } finally {
       await engine.stop();
     }
