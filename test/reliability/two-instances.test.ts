@@ -98,9 +98,10 @@ requires(pgRequirement(), cliBuilt)('two engine processes on one PostgreSQL stor
         "plugins: ['@ferry/plugin-hl7v2-mllp']",
         'admin: { enabled: false }',
         'log: { level: warn }',
-        // 3 s leases give a transform batch a quarter of that (750 ms) before its worker is replaced; batches
-        // of 16 (not 64) stay well inside it on a loaded machine now that every Bundle is FHIR-validated
-        `processing: { leaseMs: ${LEASE_MS}, batchSize: 16, pollIntervalMs: 100, deliveryWorkers: ${WORKERS} }`,
+        // 3 s leases and the default batch size (64): a batch that takes longer than its lease on a loaded
+        // machine keeps its leases (renewed while it is processed) and its worker (replaced only when it
+        // finishes no message for a quarter of the lease)
+        `processing: { leaseMs: ${LEASE_MS}, pollIntervalMs: 100, deliveryWorkers: ${WORKERS} }`,
         'sources:',
         '  feed: { type: mllp, host: 127.0.0.1, port: 0 }',
         'sinks:',

@@ -175,8 +175,29 @@ export class Processor {
 
   private async runBatch(claimed: StoredMessage[]): Promise<void> {
     let reports: ProcessingReport[];
+    // The batch's leases are renewed while it is processed and recorded: a large batch on a loaded
+    // machine (every Bundle validated) may take longer than one lease, and must not be claimed by
+    // another instance meanwhile. A third of the lease apart, so a renewal late by a busy event loop
+    // or a slow store still lands in time.
+    const every = Math.max(50, Math.floor(this.opts.leaseMs / 3));
+    let renewedAt = Date.now();
+    const renew = (): Promise<void> => {
+      renewedAt = Date.now();
+      return this.store.renewMessageLeases(this.opts.owner, claimed.map((m) => m.id), this.opts.leaseMs).then(
+        (held) => {
+          if (held.length < claimed.length) this.logger.warn('processing batch outlasted its lease: messages another instance claimed meanwhile are processed there too', { messages: claimed.length, held: held.length });
+        },
+        (e) => {
+          this.logger.debug('lease renewal failed', errorFields(e));
+        },
+      );
+    };
+    const renewal = setInterval(() => void renew(), every);
+    renewal.unref();
+    // On this thread a batch's transforms block the timer: renewed between its messages instead.
+    const due = (): Promise<void> | undefined => (Date.now() - renewedAt >= every ? renew() : undefined);
     try {
-      const { version, reports: r } = await this.processBatch(claimed);
+      const { version, reports: r } = await this.processBatch(claimed, due);
       reports = r;
       // Stored with each message: the config version its batch was routed by.
       for (const x of reports) x.configVersion = version;
@@ -187,6 +208,8 @@ export class Processor {
       // The messages stay leased and are claimed again when the lease runs out.
       this.logger.error('processing batch failed', { messages: claimed.length, ...errorFields(e) });
       return;
+    } finally {
+      clearInterval(renewal);
     }
     this.onRouted?.();
   }
@@ -196,7 +219,7 @@ export class Processor {
    * of a batch that timed out on a worker and could not be retried there alone gets no report:
    * it is not run on this thread (its transform may never return) but left leased.
    */
-  private async processBatch(messages: StoredMessage[]): Promise<{ version: number; reports: ProcessingReport[] }> {
+  private async processBatch(messages: StoredMessage[], renewDue: () => Promise<void> | undefined): Promise<{ version: number; reports: ProcessingReport[] }> {
     const pool = this.opts.pool;
     // One routes generation for the whole batch (a reload swaps `current` between batches).
     const { pipeline, generation } = this.current;
@@ -204,8 +227,9 @@ export class Processor {
     const reports = new Map<string, ProcessingReport>();
     const deferred = new Set<string>();
     if (remote.length) {
-      // A quarter of the lease each: a batch, and then each of its messages alone, are answered
-      // (or given up) before the lease runs out and another instance may claim them.
+      // A transform that never returns: its worker, silent (no message finished) for a quarter of
+      // the lease, is replaced. A batch that keeps making progress may take longer than the lease
+      // (its leases are renewed, see runBatch).
       const timeout = Math.max(500, Math.floor(this.opts.leaseMs / 4));
       try {
         for (const r of await pool!.process(remote, timeout, generation)) reports.set(r.id, r);
@@ -228,7 +252,11 @@ export class Processor {
         } else this.logger.warn('transform worker failed a batch; processing it on the engine thread', { messages: remote.length, ...errorFields(e) });
       }
     }
-    for (const m of messages) if (!reports.has(m.id) && !deferred.has(m.id)) reports.set(m.id, await pipeline.process(m, this.messageLogger(m)));
+    for (const m of messages) {
+      if (reports.has(m.id) || deferred.has(m.id)) continue;
+      await renewDue();
+      reports.set(m.id, await pipeline.process(m, this.messageLogger(m)));
+    }
     return { version: generation.version, reports: messages.filter((m) => reports.has(m.id)).map((m) => reports.get(m.id)!) };
   }
 

@@ -44,6 +44,8 @@ export type WorkerReply =
   | { type: 'ready'; transforms: string[] }
   | { type: 'failed'; message: string }
   | { type: 'done'; id: number; reports: ProcessingReport[] }
+  /** A batch under way: `done` of its messages processed (sent at most every PROGRESS_MS). */
+  | { type: 'progress'; id: number; done: number }
   | { type: 'error'; id: number; message: string };
 
 /** The compiled worker script (under ts-jest the sources run from src/, the worker from dist/). */
@@ -53,6 +55,9 @@ export function transformWorkerScript(): string | undefined {
   const built = path.resolve(__dirname, '../../dist/pipeline/transform-worker.js');
   return existsSync(built) ? built : undefined;
 }
+
+/** How often a worker busy with a batch says it is still making progress (see TransformPool.process). */
+export const PROGRESS_MS = 100;
 
 /** A batch a worker did not answer in time: its messages are not retried on the engine thread. */
 export class TransformTimeoutError extends Error {
@@ -66,6 +71,8 @@ interface Slot {
   ready: boolean;
   pending: Map<number, { resolve(r: ProcessingReport[]): void; reject(e: Error): void; size: number }>;
   load: number;
+  /** When the worker last finished a message or a batch (its batches' timeouts count from then). */
+  alive: number;
 }
 
 /**
@@ -129,11 +136,14 @@ export class TransformPool {
   private spawn(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const worker = new Worker(this.script, { workerData: this.data });
-      const slot: Slot = { worker, ready: false, pending: new Map(), load: 0 };
+      const slot: Slot = { worker, ready: false, pending: new Map(), load: 0, alive: Date.now() };
       this.slots.push(slot);
       let started = false;
       worker.on('message', (msg: WorkerReply) => {
+        slot.alive = Date.now();
         switch (msg.type) {
+          case 'progress':
+            return;
           case 'ready':
             slot.ready = true;
             for (const t of msg.transforms) this.known.add(t);
@@ -174,9 +184,11 @@ export class TransformPool {
   }
 
   /**
-   * Processes messages on the least loaded worker; rejects if that worker fails. A batch not
-   * answered within `timeoutMs` (a transform that never returns) ends its worker -- another
-   * starts -- and rejects with a TransformTimeoutError.
+   * Processes messages on the least loaded worker; rejects if that worker fails. A batch whose
+   * worker finishes no message for `timeoutMs` (a transform that never returns) ends that worker --
+   * another starts -- and rejects with a TransformTimeoutError. The budget is per message, not per
+   * batch: a large batch on a loaded machine, or one queued behind another, is not cut short while
+   * its worker keeps finishing messages (it reports progress every PROGRESS_MS).
    */
   async process(messages: StoredMessage[], timeoutMs = 0, generation?: RouteGeneration): Promise<ProcessingReport[]> {
     // A worker being replaced: wait for it (bounded) rather than fail the batch over to the engine thread.
@@ -209,16 +221,23 @@ export class TransformPool {
       };
       slot.pending.set(id, { resolve: done(resolve), reject: done(reject), size: messages.length });
       slot.load += messages.length;
-      if (timeoutMs > 0)
-        timer = setTimeout(() => {
-          const p = slot.pending.get(id);
-          if (!p) return;
-          slot.pending.delete(id);
-          slot.load -= p.size;
-          this.logger.error('transform worker did not answer in time; replacing it', { messages: messages.length, timeoutMs });
-          reject(new TransformTimeoutError(timeoutMs));
-          void slot.worker.terminate();
-        }, timeoutMs);
+      // an idle worker starts on this batch now: its silence counts from here
+      if (slot.load === messages.length) slot.alive = Date.now();
+      const watch = (): void => {
+        const quiet = Date.now() - slot.alive;
+        if (quiet < timeoutMs) {
+          timer = setTimeout(watch, timeoutMs - quiet);
+          return;
+        }
+        const p = slot.pending.get(id);
+        if (!p) return;
+        slot.pending.delete(id);
+        slot.load -= p.size;
+        this.logger.error('transform worker did not answer in time; replacing it', { messages: messages.length, timeoutMs });
+        reject(new TransformTimeoutError(timeoutMs));
+        void slot.worker.terminate();
+      };
+      if (timeoutMs > 0) timer = setTimeout(watch, timeoutMs);
       slot.worker.postMessage({ id, messages, generation } satisfies WorkerRequest);
     });
   }

@@ -13,7 +13,7 @@ import { PluginHost } from '../plugin/plugin-host';
 import type { PluginDefinition } from '../plugin/api';
 import { warmFhirValidator } from '../fhir/validate';
 import { MessagePipeline, type ProcessingReport } from './process-message';
-import type { TransformWorkerData, WorkerReply, WorkerRequest } from './transform-pool';
+import { PROGRESS_MS, type TransformWorkerData, type WorkerReply, type WorkerRequest } from './transform-pool';
 
 async function main(): Promise<void> {
   const data = workerData as TransformWorkerData;
@@ -48,7 +48,14 @@ async function main(): Promise<void> {
         }
         // One pipeline for the whole batch, even if a later batch brings another version meanwhile.
         const batchPipeline = pipeline;
+        let beat = Date.now();
         for (const m of req.messages) {
+          const now = Date.now();
+          if (now - beat >= PROGRESS_MS) {
+            // still going (the pool's timeout is for a worker that stops finishing messages)
+            parentPort!.postMessage({ type: 'progress', id: req.id, done: reports.length } satisfies WorkerReply);
+            beat = now;
+          }
           // A Buffer arrives as a plain Uint8Array: view the same bytes as a Buffer again.
           const body = m.body ? Buffer.from(m.body.buffer, m.body.byteOffset, m.body.byteLength) : undefined;
           const message: StoredMessage = { ...m, body };

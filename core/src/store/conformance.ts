@@ -806,6 +806,18 @@ export function storeConformance(name: string, h: StoreHarness): void {
         expect((await store.claimReceived('other', 10, 60_000)).map((m) => m.id)).toEqual([m2.id]);
       });
 
+      it('renews the leases of messages still being processed, and only those its owner holds', async () => {
+        const [m1, m2, m3] = await store.insert([msg(), msg(), msg()]);
+        await store.claimReceived('me', 2, 1);
+        await new Promise((r) => setTimeout(r, 5));
+        // expired, not yet claimed again: still the owner's to renew
+        expect((await store.renewMessageLeases('me', [m1.id, m2.id, m3.id], 60_000)).sort()).toEqual([m1.id, m2.id].sort());
+        // renewed: not claimable by another instance (only the unclaimed m3 is)
+        expect((await store.claimReceived('other', 10, 60_000)).map((m) => m.id)).toEqual([m3.id]);
+        expect(await store.renewMessageLeases('other', [m1.id], 60_000)).toEqual([]);
+        expect(await store.renewMessageLeases('me', [], 60_000)).toEqual([]);
+      });
+
       it('recording the same outcome again (a retry after a lost COMMIT answer) counts it once', async () => {
         const [m] = await routed(store, ['G']);
         const [d] = await store.claimDeliveries('w', 1, 60_000);

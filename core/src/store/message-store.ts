@@ -460,6 +460,12 @@ export interface MessageStore {
   releaseDeliveryLeases(owner: string, keep: string[]): Promise<number>;
   /** The same for messages leased for processing (`claimReceived`). */
   releaseMessageLeases(owner: string, keep: string[]): Promise<number>;
+  /**
+   * Extend the leases of messages `owner` is still processing (a batch that outlasts the lease) to
+   * `now + leaseMs`. Returns the ids still held: leased to `owner` and not yet recorded; the others
+   * were taken over (their lease had run out) or recorded meanwhile.
+   */
+  renewMessageLeases(owner: string, messageIds: string[], leaseMs: number): Promise<string[]>;
   completeDelivery(deliveryId: string, outcome: DeliveryOutcome, opts?: CompleteOptions): Promise<void>;
   /**
    * Several outcomes in one operation (the dispatcher records each event-loop turn's together).

@@ -1536,6 +1536,24 @@ export abstract class SqlMessageStore implements MessageStore {
     return this.releaseLeases('deliveries', `status IN ('pending', 'failed')`, owner, keep);
   }
 
+  async renewMessageLeases(owner: string, messageIds: string[], leaseMs: number): Promise<string[]> {
+    this.assertOpen();
+    if (!messageIds.length) return [];
+    const until = this.now() + leaseMs;
+    return this.write(async (x) => {
+      const held: string[] = [];
+      for (let o = 0; o < messageIds.length; o += SqlMessageStore.CHUNK) {
+        const part = messageIds.slice(o, o + SqlMessageStore.CHUNK);
+        const rows = await x.all(
+          `UPDATE messages SET lease_expires = ? WHERE id IN (${part.map(() => '?').join(', ')}) AND status IN ${UNROUTED_MESSAGE} AND lease_owner = ? RETURNING id`,
+          [until, ...part, owner],
+        );
+        for (const r of rows) held.push(r.id as string);
+      }
+      return held;
+    });
+  }
+
   async releaseMessageLeases(owner: string, keep: string[]): Promise<number> {
     return this.releaseLeases('messages', `status IN ${UNROUTED_MESSAGE}`, owner, keep);
   }

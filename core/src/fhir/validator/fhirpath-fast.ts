@@ -49,9 +49,34 @@ const CHOICE_SUFFIXES = new Set(
   ).split(' '),
 );
 
+/**
+ * Names of the choice-of-type elements of every R4 type (`value` of `value[x]`, `onset`, ...): only for these
+ * does an absent `name` send the navigation looking for `nameString`, `nameQuantity`, ... keys (medplum reads
+ * other elements by their one key). Set by the validator from the loaded definitions before it compiles.
+ */
+let choiceNames: ReadonlySet<string> | undefined;
+export function setChoiceNames(names: ReadonlySet<string>): void {
+  choiceNames = names;
+}
+
 function navigate(name: string): FastFn {
   const under = '_' + name;
   const n = name.length;
+  if (choiceNames && !choiceNames.has(name))
+    return (input) => {
+      const out: unknown[] = [];
+      for (let i = 0; i < input.length; i++) {
+        const item = input[i];
+        if (!item || typeof item !== 'object' || Array.isArray(item)) continue;
+        const o = item as Record<string, unknown>;
+        const v = o[name];
+        if (o[under] !== undefined) throw NOT_FAST;
+        if (emptyValue(v)) continue;
+        if (Array.isArray(v)) for (let j = 0; j < v.length; j++) out.push(v[j]);
+        else out.push(v);
+      }
+      return out;
+    };
   return (input) => {
     const out: unknown[] = [];
     for (const item of input) {

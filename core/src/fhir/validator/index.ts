@@ -16,7 +16,9 @@
  * for cardinality, `Observation.value[x]` for choice elements.
  *
  * Deliberate differences from @medplum/core 4.5.2 (stricter; each is listed in the differential test):
- * - `code` values outside an enumerable `required` value set are errors (medplum checks no bindings);
+ * - `code` values outside an enumerable `required` value set are errors (medplum checks no bindings), and
+ *   so are a Coding, and a CodeableConcept none of whose codings is, from such a value set (a Coding's
+ *   system and code; without a system, its code in any of the value set's systems);
  * - `resourceType` must name a concrete resource type (medplum accepts data type names such as
  *   `HumanName`, and a contained/entry resource without `resourceType`);
  * - object keys that only exist on Object.prototype (`constructor`, `toString`, ...) are unknown
@@ -30,6 +32,7 @@ import {
   deepEquals,
   deepIncludes,
   fhirTypeToJsType,
+  getAllDataTypes,
   getTypedPropertyValue,
   isPrimitiveType,
   parseFhirPath,
@@ -43,8 +46,8 @@ import {
 } from '@medplum/core';
 import type { OperationOutcomeIssue } from '@medplum/fhirtypes';
 import { ensureFhirDefinitions } from '../definitions';
-import { compileFast, emptyValue as isEmpty, NOT_FAST, type FastFn } from './fhirpath-fast';
-import { requiredCodes } from './valuesets';
+import { compileFast, emptyValue as isEmpty, NOT_FAST, setChoiceNames, type FastFn } from './fhirpath-fast';
+import { requiredCodes, requiredConcepts } from './valuesets';
 
 export interface FhirValidateOptions {
   /** Reject `code` values outside their element's required value set (default true). */
@@ -80,7 +83,139 @@ interface Invariant {
   names?: string[];
   /** per item type: the JSON keys to look for, and the verdict on an element without them */
   perType: Map<string, Probe>;
+  /** a hand-written check of the same verdict, for the invariants evaluated most (undefined: not sure, evaluate) */
+  direct?: (v: unknown) => boolean | undefined;
 }
+
+/** `x.exists()` of a navigation to one child value, as medplum (and the fast closures) evaluate it. */
+function existsOf(x: unknown): boolean {
+  if (isEmpty(x)) return false;
+  if (Array.isArray(x)) {
+    for (let i = 0; i < x.length; i++) if (isEmpty(x[i])) return false;
+  }
+  return true;
+}
+
+const VALUE_SUFFIXES = new Set(
+  'Base64Binary Boolean Canonical Code Date DateTime Decimal Id Instant Integer Markdown Oid PositiveInt String Time UnsignedInt Uri Url Uuid Address Age Annotation Attachment CodeableConcept Coding ContactPoint Count Distance Duration HumanName Identifier Money Period Quantity Range Ratio Reference SampledData Signature Timing ContactDetail Contributor DataRequirement Expression ParameterDefinition RelatedArtifact TriggerDefinition UsageContext Dosage Meta'.split(
+    ' ',
+  ),
+);
+
+/**
+ * bdl-3 / bdl-4 (`entry.all(request.exists() = (%resource.type = 'batch' or ...))`) on a Bundle, which is
+ * its own %resource wherever its type-level invariants are evaluated (validateRoot).
+ */
+function entriesHaveIff(v: unknown, child: 'request' | 'response', types: string[]): boolean | undefined {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+  const o = v as Record<string, unknown>;
+  if (o._type !== undefined || o._entry !== undefined) return undefined;
+  const t = o.type;
+  let typed: boolean | undefined; // the `or` of the comparisons: empty when type is
+  if (!isEmpty(t)) {
+    if (typeof t !== 'string') return undefined;
+    typed = types.includes(t);
+  }
+  const entries = o.entry;
+  if (isEmpty(entries)) return true;
+  const list = Array.isArray(entries) ? entries : [entries];
+  for (const e of list) {
+    let has = false;
+    if (e && typeof e === 'object' && !Array.isArray(e)) {
+      const eo = e as Record<string, unknown>;
+      if (eo['_' + child] !== undefined) return undefined;
+      has = existsOf(eo[child]);
+    }
+    if (typed === undefined || has !== typed) return false;
+  }
+  return true;
+}
+
+/**
+ * Direct checks of the invariants evaluated on every Bundle entry and every extension (≈ 100 per
+ * corpus message) and of the Bundle invariants that go over every entry, keyed by key and exact
+ * expression: the verdicts of the compiled FHIRPath (and so medplum's) on plain JSON, without its
+ * intermediate lists. Anything unusual (primitive extensions, several value[x] keys, a non-string
+ * fullUrl or type) returns undefined and goes to the FHIRPath evaluation.
+ */
+const DIRECT: Record<string, (v: unknown) => boolean | undefined> = {
+  "bdl-3 entry.all(request.exists() = (%resource.type = 'batch' or %resource.type = 'transaction' or %resource.type = 'history'))": (v) =>
+    entriesHaveIff(v, 'request', ['batch', 'transaction', 'history']),
+  "bdl-4 entry.all(response.exists() = (%resource.type = 'batch-response' or %resource.type = 'transaction-response' or %resource.type = 'history'))": (v) =>
+    entriesHaveIff(v, 'response', ['batch-response', 'transaction-response', 'history']),
+  "bdl-7 (type = 'history') or entry.where(fullUrl.exists()).select(fullUrl&resource.meta.versionId).isDistinct()": (v) => {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+    const o = v as Record<string, unknown>;
+    if (o._type !== undefined || o._entry !== undefined) return undefined;
+    const t = o.type;
+    if (!isEmpty(t) && typeof t !== 'string') return undefined;
+    if (t === 'history') return true;
+    const entries = o.entry;
+    if (isEmpty(entries)) return true;
+    const list = Array.isArray(entries) ? entries : [entries];
+    const seen = new Set<string>();
+    let n = 0;
+    for (const e of list) {
+      if (!e || typeof e !== 'object' || Array.isArray(e)) continue;
+      const eo = e as Record<string, unknown>;
+      if (eo._fullUrl !== undefined) return undefined;
+      const f = eo.fullUrl;
+      if (isEmpty(f)) continue;
+      if (typeof f !== 'string') return undefined;
+      let version = '';
+      const r = eo.resource;
+      if (!isEmpty(r)) {
+        if (typeof r !== 'object' || Array.isArray(r)) return undefined;
+        const ro = r as Record<string, unknown>;
+        if (ro._meta !== undefined) return undefined;
+        const m = ro.meta;
+        if (!isEmpty(m)) {
+          if (typeof m !== 'object' || Array.isArray(m)) return undefined;
+          const mo = m as Record<string, unknown>;
+          if (mo._versionId !== undefined) return undefined;
+          const vid = mo.versionId;
+          if (!isEmpty(vid)) {
+            if (typeof vid !== 'string') return undefined;
+            version = vid;
+          }
+        }
+      }
+      seen.add(f + version);
+      n++;
+    }
+    return seen.size === n;
+  },
+  'ext-1 extension.exists() != value.exists()': (v) => {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+    const o = v as Record<string, unknown>;
+    let ext = false;
+    let val = false;
+    let values = 0;
+    for (const k in o) {
+      if (k.charCodeAt(0) === 95) return undefined;
+      if (k === 'extension') ext = existsOf(o[k]);
+      else if (k.startsWith('value') && (k.length === 5 || VALUE_SUFFIXES.has(k.slice(5)))) {
+        values++;
+        val = existsOf(o[k]);
+      }
+    }
+    return values > 1 ? undefined : ext !== val;
+  },
+  'bdl-5 resource.exists() or request.exists() or response.exists()': (v) => {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+    const o = v as Record<string, unknown>;
+    if (o._resource !== undefined || o._request !== undefined || o._response !== undefined) return undefined;
+    return existsOf(o.resource) || existsOf(o.request) || existsOf(o.response);
+  },
+  "bdl-8 fullUrl.exists() implies fullUrl.contains('/_history/').not()": (v) => {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+    const o = v as Record<string, unknown>;
+    if (o._fullUrl !== undefined) return undefined;
+    const f = o.fullUrl;
+    if (isEmpty(f)) return true;
+    return typeof f === 'string' ? !f.includes('/_history/') : undefined;
+  },
+};
 
 interface Probe {
   keys: Set<string>;
@@ -105,8 +240,11 @@ interface Prop {
   max: number;
   invariants: Invariant[];
   codes?: Set<string>; // required binding on a code element
+  concepts?: Map<string, Set<string>>; // required binding on a Coding or CodeableConcept element: codes by system
   entryResource: boolean; // Bundle.entry.resource
   specified: boolean; // fixed or pattern
+  /** the compiled plan of the first candidate type, once compiled (saves a lookup per object) */
+  ct?: Compiled | null;
 }
 
 interface Compiled {
@@ -114,6 +252,13 @@ interface Compiled {
   schema: InternalTypeSchema;
   props: Prop[];
   byKey: Map<string, { prop: Prop; cand: number }>;
+  /**
+   * A one-entry inline cache of key order: the keys of the last object of this type seen, and their
+   * lookups. Objects of one type mostly repeat the same keys in the same order (a Coding's system, code,
+   * display), and for-in yields the same internalized strings, so a pointer compare replaces a Map lookup.
+   */
+  lastKeys: (string | undefined)[];
+  lastHits: ({ prop: Prop; cand: number } | undefined)[];
   required: Prop[];
   choicePrefixes: Map<string, Prop>;
   invariants: Invariant[]; // type-level (resource root)
@@ -123,15 +268,32 @@ interface Compiled {
 const compiledTypes = new Map<string, Compiled | null>();
 const invariantCache = new Map<string, Invariant>();
 
+let choiceNamesSet = false;
+/** Tells the FHIRPath compiler which element names are choices of type in some R4 type (once, definitions loaded). */
+function collectChoiceNames(): void {
+  if (choiceNamesSet) return;
+  const names = new Set<string>();
+  const add = (t: InternalTypeSchema) => {
+    for (const k in t.elements) if (k.endsWith('[x]')) names.add(k.slice(0, -3));
+  };
+  for (const t of Object.values(getAllDataTypes())) {
+    add(t);
+    for (const inner of t.innerTypes ?? []) add(inner);
+  }
+  setChoiceNames(names);
+  choiceNamesSet = true;
+}
+
 function compileInvariant(c: NonNullable<InternalSchemaElement['constraints']>[number]): Invariant {
   const id = `${c.key}\u0000${c.expression}`;
   let inv = invariantCache.get(id);
   if (!inv) {
+    collectChoiceNames();
     // names that start a navigation chain (`contained` in `contained.meta.versionId`): when none of them is
     // a present child of the context, a pure expression evaluates as it does on an empty element
     const names = IMPURE.test(c.expression) ? undefined : [...new Set(c.expression.replace(/'(?:[^'\\]|\\.)*'/g, "''").match(/(?<![.\w])[A-Za-z_]\w*/g) ?? [])];
     const atom = parseFhirPath(c.expression);
-    inv = { key: c.key, constraint: c, atom, fast: compileFast(atom), names, perType: new Map() };
+    inv = { key: c.key, constraint: c, atom, fast: compileFast(atom), direct: DIRECT[`${c.key} ${c.expression}`], names, perType: new Map() };
     invariantCache.set(id, inv);
   }
   return inv;
@@ -180,6 +342,10 @@ function compile(typeName: string): Compiled | null {
       max: element.max,
       invariants: errorInvariants(element.constraints),
       codes,
+      concepts:
+        binding?.strength === 'required' && binding.valueSet && element.type?.length === 1 && (element.type[0].code === 'Coding' || element.type[0].code === 'CodeableConcept')
+          ? requiredConcepts(binding.valueSet)
+          : undefined,
       entryResource: element.path === 'Bundle.entry.resource',
       specified: !!(element.fixed || element.pattern),
     };
@@ -195,6 +361,8 @@ function compile(typeName: string): Compiled | null {
     schema,
     props,
     byKey,
+    lastKeys: [],
+    lastHits: [],
     required: props.filter((p) => p.min > 0),
     choicePrefixes,
     invariants: errorInvariants(schema.constraints),
@@ -242,6 +410,12 @@ interface Ctx {
   root: TypedValue | undefined;
   bindings: boolean;
   entriesAsResources: boolean;
+  /**
+   * Set when the walk met a null or undefined value, or skipped a subtree it does not descend into
+   * (unknown keys, a second choice-of-type key, primitive extensions): only then does the exact null
+   * check (checkNulls, medplum's checkObjectForNull) run over the resource. Valid data never sets it.
+   */
+  nulls: boolean;
 }
 
 function isResourceObject(v: unknown): v is { resourceType: unknown } {
@@ -255,10 +429,18 @@ function structure(ctx: Ctx, path: string, text: string): void {
 // ---------------------------------------------------------------------------------------------------
 // invariants
 
+/** One input list and environment for every fast evaluation (no closure keeps or changes its input). */
+const FAST_INPUT: unknown[] = [undefined];
+const FAST_ENV: { resource: unknown; root: unknown } = { resource: undefined, root: undefined };
+
 function evaluate(inv: Invariant, tv: TypedValue, ctx: Ctx): boolean | Error {
   if (inv.fast) {
     try {
-      const out = inv.fast([tv.value], { resource: ctx.resources.length ? ctx.resources[ctx.resources.length - 1] : undefined, root: ctx.root?.value });
+      FAST_INPUT[0] = tv.value;
+      FAST_ENV.resource = ctx.resources.length ? ctx.resources[ctx.resources.length - 1] : undefined;
+      FAST_ENV.root = ctx.root?.value;
+      const out = inv.fast(FAST_INPUT, FAST_ENV);
+      FAST_INPUT[0] = FAST_ENV.resource = FAST_ENV.root = undefined; // keep no message alive
       return out.length === 1 && out[0] === true;
     } catch (e) {
       if (e !== NOT_FAST) return e as Error;
@@ -294,9 +476,11 @@ function probe(inv: Invariant, type: string): Probe {
 /** Medplum's constraintsCheck: the first failing invariant of the list is reported. */
 function checkInvariants(list: Invariant[], tv: TypedValue, at: At, ctx: Ctx): void {
   for (const inv of list) {
-    let ok: boolean | Error;
+    let ok: boolean | Error | undefined;
     const v = tv.value as Record<string, unknown> | null | undefined;
-    if (inv.names) {
+    if (inv.direct !== undefined && (ok = inv.direct(v)) !== undefined) {
+      // decided without FHIRPath
+    } else if (inv.names) {
       const p = probe(inv, tv.type);
       let present = false;
       if (v && typeof v === 'object') {
@@ -339,7 +523,9 @@ function checkPrimitive(value: unknown, type: string, at: At, ctx: Ctx, codes: S
   }
   if (expected === 'string') {
     const s = value as string;
-    if (!NON_BLANK.test(s)) structure(ctx, at.path, 'String must contain non-whitespace content');
+    const c0 = s.charCodeAt(0);
+    // a printable ASCII first character is non-whitespace content: the regex only for the rest
+    if (!(c0 > 32 && c0 < 127) && !NON_BLANK.test(s)) structure(ctx, at.path, 'String must contain non-whitespace content');
     else if (s.length > 1024 * 1024) structure(ctx, at.path, 'String cannot be larger than 1 MB');
     else {
       const re = REGEXES[type];
@@ -359,6 +545,7 @@ function checkPrimitive(value: unknown, type: string, at: At, ctx: Ctx, codes: S
 
 /** A primitive value that may carry its `_name` extension merged in (medplum's representation). */
 function checkPrimitiveItem(value: unknown, type: string, at: At, ctx: Ctx, codes: Set<string> | undefined): void {
+  if (value === null || value === undefined) ctx.nulls = true;
   if (typeof value !== 'object' || !value) {
     checkPrimitive(value, type, at, ctx, codes);
     return;
@@ -387,14 +574,54 @@ function checkItem(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx, p
   if (prop.invariants.length) checkInvariants(prop.invariants, { type, value }, at, ctx);
   if (primitive) checkPrimitiveItem(value, type, at, ctx, prop.codes);
   else if (isEmpty(value)) structure(ctx, at.path, 'Invalid empty non-primitive value');
+  else if (prop.concepts && ctx.bindings) checkConcept(prop.concepts, type, value, at, ctx);
+}
+
+/** A coding's verdict against a value set's codes by system: undefined when it has no code to check. */
+function codingIn(concepts: Map<string, Set<string>>, coding: unknown): boolean | undefined {
+  if (!coding || typeof coding !== 'object') return undefined;
+  const { system, code } = coding as { system?: unknown; code?: unknown };
+  if (typeof code !== 'string') return undefined;
+  if (typeof system === 'string') return !!concepts.get(system)?.has(code);
+  // no system: the code must be one of the value set's (in any of its systems)
+  for (const codes of concepts.values()) if (codes.has(code)) return true;
+  return false;
+}
+
+/**
+ * Required binding on a Coding (its code, in its system, from the value set) or a CodeableConcept (one of
+ * its codings with a code from the value set). Elements without a coded value (a CodeableConcept with
+ * only text, a Coding with only a display) are not judged here: that is the business of cardinality and
+ * invariants. Wrong shapes (a string where a Coding belongs) are the walk's structure errors.
+ */
+function checkConcept(concepts: Map<string, Set<string>>, type: string, value: unknown, at: At, ctx: Ctx): void {
+  let ok: boolean | undefined;
+  if (type === 'Coding') ok = codingIn(concepts, value);
+  else {
+    const codings = (value as { coding?: unknown }).coding;
+    if (!Array.isArray(codings)) return;
+    for (const c of codings) {
+      const v = codingIn(concepts, c);
+      if (v === undefined) continue;
+      ok = ok || v;
+      if (ok) break;
+    }
+  }
+  if (ok === false)
+    ctx.issues.push({
+      severity: 'error',
+      code: 'code-invalid',
+      details: { text: type === 'Coding' ? 'Coding is not in the required value set' : 'None of the codings is in the required value set' },
+      expression: [at.path],
+    });
 }
 
 function descend(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx): void {
   if (prop.entryResource && ctx.entriesAsResources && isResourceObject(value)) {
-    validateRoot(value, at.path, ctx);
+    validateRoot(value, at.path, ctx, true);
     return;
   }
-  const ct = compile(type);
+  const ct = type === prop.cands[0].type && prop.ct !== undefined ? prop.ct : compile(type);
   if (!ct) throw new Abort({ severity: 'error', code: 'invalid', details: { text: 'Unknown data type: ' + type }, expression: [at.path] });
   if (prop.cands[0].type === 'Resource' && !ct.isResourceKind) {
     ctx.issues.push({
@@ -403,16 +630,21 @@ function descend(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx): vo
       details: { text: isResourceObject(value) ? `Unknown resource type "${String(value.resourceType)}"` : 'Missing resource type' },
       expression: [at.path],
     });
-    if (!isResourceObject(value)) return;
+    if (!isResourceObject(value)) {
+      ctx.nulls = true; // not walked
+      return;
+    }
   }
+  if (type === prop.cands[0].type) prop.ct = ct;
   walk(value, ct, at, ctx);
 }
 
 /** One property of an object: medplum's visitProperty followed by the crawl of its values. */
-function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candIndex: number, node: At, ctx: Ctx): boolean {
+function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candIndex: number, node: At, ctx: Ctx, under = true, value: unknown = obj[prop.cands[candIndex].name]): boolean {
   let cand = prop.cands[candIndex];
-  let raw = obj[cand.name];
-  const ext = obj[cand.ext];
+  let raw = value;
+  // `under`: the object may have `_name` keys (a keyed load of an absent key is not free; most objects have none)
+  const ext = under ? obj[cand.ext] : undefined;
   let items: unknown[] | undefined;
   let single: unknown;
   let isArr: boolean;
@@ -432,7 +664,10 @@ function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candI
     else single = (tv as TypedValue).value;
     raw = undefined;
   } else {
-    if (isEmpty(raw)) return false;
+    if (isEmpty(raw)) {
+      if (raw === null) ctx.nulls = true;
+      return false;
+    }
     isArr = Array.isArray(raw);
     if (isArr) items = raw as unknown[];
     else single = raw;
@@ -455,6 +690,7 @@ function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candI
     }
     for (let i = 0; i < list.length; i++) {
       const v = list[i];
+      if (v === null || v === undefined) ctx.nulls = true;
       const type = primitive ? cand.type : resolveType(cand, v);
       const at = new At(node, prop.key, i);
       if (ok) checkItem(prop, type, v, at, ctx, primitive);
@@ -487,13 +723,36 @@ function walk(obj: unknown, ct: Compiled, node: At, ctx: Ctx): void {
   let unknown: string[] | undefined;
   if (obj !== null && typeof obj === 'object') {
     const o = obj as Record<string, unknown>;
+    let under = false;
     for (const k in o) {
-      const hit = ct.byKey.get(k);
+      if (k.charCodeAt(0) === 95) {
+        under = true;
+        // `_name` values are merged by medplum's own code, not walked key by key: look for nulls here
+        if (!ctx.nulls && anyNull(o[k])) ctx.nulls = true;
+      }
+    }
+    const lastKeys = ct.lastKeys;
+    let pos = 0;
+    for (const k in o) {
+      let hit: { prop: Prop; cand: number } | undefined;
+      if (lastKeys[pos] === k) hit = ct.lastHits[pos];
+      else {
+        hit = ct.byKey.get(k);
+        lastKeys[pos] = k;
+        ct.lastHits[pos] = hit;
+      }
+      pos++;
       if (hit === undefined) {
         if (Object.hasOwn(o, k)) (unknown ??= []).push(k);
+        const u = o[k];
+        if (u === null || u === undefined || typeof u === 'object') ctx.nulls = true; // not walked (a string such as resourceType has no nulls)
         continue;
       }
-      if (o[k] === undefined) continue; // a JS object's key set to undefined is absent
+      const v = o[k];
+      if (v === undefined) {
+        ctx.nulls = true;
+        continue; // a JS object's key set to undefined is absent
+      }
       const prop = hit.prop;
       let cand = hit.cand;
       if (prop.choice) {
@@ -502,12 +761,16 @@ function walk(obj: unknown, ct: Compiled, node: At, ctx: Ctx): void {
           const h2 = k2 !== k ? ct.byKey.get(k2) : undefined;
           if (h2 !== undefined && h2.prop === prop && h2.cand < cand && o[k2] !== undefined) cand = h2.cand;
         }
-        if (cand !== hit.cand) continue; // visited under its first type's key
+        if (cand !== hit.cand) {
+          ctx.nulls = true; // not walked
+          continue; // visited under its first type's key
+        }
       }
       // name and _name: visited once, under the name (or under _name when there is no name)
-      if (k.charCodeAt(0) === 95 && o[k.slice(1)] !== undefined) continue;
+      const isExt = k.charCodeAt(0) === 95;
+      if (isExt && o[k.slice(1)] !== undefined) continue;
       // presence matters only for required and choice elements (the checks after the loop)
-      if (visitProp(o, ct, prop, cand, node, ctx)) {
+      if (visitProp(o, ct, prop, cand, node, ctx, under, isExt ? o[k.slice(1)] : v)) {
         if (prop.min > 0 || prop.choice) (present ??= []).push(prop.index);
       } else if (prop.choice) {
         // a choice-of-type key whose element has no value (valueString: "", onsetDateTime: null) is, for
@@ -520,6 +783,7 @@ function walk(obj: unknown, ct: Compiled, node: At, ctx: Ctx): void {
     // prototype ("text".link is String.prototype.link), so such elements "have" values too; and its
     // keys are its characters.
     const boxed = Object(obj) as Record<string, unknown>;
+    ctx.nulls = true;
     for (const prop of ct.props) {
       const c = prop.cands.findIndex((cand) => boxed[cand.name] !== undefined || boxed['_' + cand.name] !== undefined);
       if (c >= 0 && visitProp(boxed, ct, prop, c, node, ctx)) (present ??= []).push(prop.index);
@@ -549,6 +813,19 @@ function walk(obj: unknown, ct: Compiled, node: At, ctx: Ctx): void {
     }
   }
   if (isRes) ctx.resources.pop();
+}
+
+/** Whether a null or undefined is anywhere in `v` (own values; anything unusual counts as yes). */
+function anyNull(v: unknown): boolean {
+  if (v === null || v === undefined) return true;
+  if (typeof v !== 'object') return false;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) if (anyNull(v[i])) return true;
+    return false;
+  }
+  if (Object.getPrototypeOf(v) !== Object.prototype) return true;
+  for (const x of Object.values(v)) if (anyNull(x)) return true;
+  return false;
 }
 
 /** medplum's checkObjectForNull; the path is a stack of segments, joined only when an issue is found. */
@@ -581,7 +858,11 @@ function checkNulls(obj: Record<string, unknown>, segs: string[], ctx: Ctx): voi
   }
 }
 
-function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx): void {
+/** `nested`: an entry resource of a Bundle being validated, whose nulls the Bundle's own check already reported. */
+function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx, nested = false): void {
+  // a resource refused before its walk is not walked: the (Bundle's) null check must see it
+  const before = ctx.nulls;
+  ctx.nulls = true;
   if (!resource || typeof resource !== 'object' || Array.isArray(resource)) {
     ctx.issues.push({ severity: 'error', code: 'structure', details: { text: 'A resource must be a JSON object' }, expression: [path ?? 'Resource'] });
     return;
@@ -602,8 +883,11 @@ function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx): vo
   const p = path ?? ct.schema.path;
   const at = At.root(p);
   if (ct.invariants.length) checkInvariants(ct.invariants, { type: ct.name, value: resource }, at, ctx);
-  checkNulls(resource as Record<string, unknown>, [p], ctx);
+  // an entry resource adds to its Bundle's flag; a root starts clean
+  ctx.nulls = nested && before;
   walk(resource, ct, at, ctx);
+  // medplum reports nulls before the walk's issues; the order of issues carries no meaning
+  if (!nested && ctx.nulls) checkNulls(resource as Record<string, unknown>, [p], ctx);
   ctx.resources = saved.resources;
   ctx.root = saved.root;
 }
@@ -613,7 +897,7 @@ function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx): vo
  * every error (severity `error`; medplum's warnings are not produced), empty when valid.
  */
 export function validateFhirResource(resource: unknown, options: FhirValidateOptions = {}): OperationOutcomeIssue[] {
-  const ctx: Ctx = { issues: [], resources: [], root: undefined, bindings: options.requiredBindings !== false, entriesAsResources: !!options.entriesAsResources };
+  const ctx: Ctx = { issues: [], resources: [], root: undefined, bindings: options.requiredBindings !== false, entriesAsResources: !!options.entriesAsResources, nulls: false };
   try {
     validateRoot(resource, undefined, ctx);
   } catch (e) {

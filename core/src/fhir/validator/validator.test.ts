@@ -43,6 +43,34 @@ describe('compiled FHIR R4 validator', () => {
     expect(paths({ resourceType: 'Patient', gender: 'female', telecom: [{ system: 'mobile', value: '1' }] })).toEqual(['Patient.telecom[0].system: Value is not in the required value set']);
   });
 
+  it('checks required bindings on Coding and CodeableConcept elements (the enumerable R4 value sets)', () => {
+    const clinical = 'http://terminology.hl7.org/CodeSystem/condition-clinical';
+    const cond = (clinicalStatus: unknown) => ({ resourceType: 'Condition', subject: { reference: 'Patient/1' }, clinicalStatus });
+    expect(paths(cond({ coding: [{ system: clinical, code: 'bogus' }] }))).toEqual(['Condition.clinicalStatus: None of the codings is in the required value set']);
+    // the right code in another system is not the value set's
+    expect(paths(cond({ coding: [{ system: 'http://example.org/cs', code: 'active' }] }))).toEqual(['Condition.clinicalStatus: None of the codings is in the required value set']);
+    // one coding from the value set is enough; a code without a system is looked up in the value set's systems
+    expect(paths(cond({ coding: [{ system: 'http://example.org/cs', code: 'x' }, { system: clinical, code: 'active' }] }))).toEqual([]);
+    expect(paths(cond({ coding: [{ code: 'resolved' }] }))).toEqual([]);
+    // nothing coded: not judged by the binding
+    expect(paths(cond({ text: 'active' }))).toEqual([]);
+    expect(paths(cond({ coding: [{ system: clinical, code: 'bogus' }] }), { requiredBindings: false })).toEqual([]);
+    expect(() => validateResource(cond({ coding: [{ system: clinical, code: 'bogus' }] }) as any)).not.toThrow();
+    expect(
+      paths({
+        resourceType: 'AllergyIntolerance',
+        patient: { reference: 'Patient/1' },
+        clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }] },
+        verificationStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: 'nope' }] },
+      }),
+    ).toEqual(['AllergyIntolerance.verificationStatus: None of the codings is in the required value set']);
+  });
+
+  it('reports a null inside a Bundle entry once (the Bundle and its entry resource share one null check)', () => {
+    const b = { resourceType: 'Bundle', type: 'collection', entry: [{ fullUrl: 'urn:uuid:6e6c3c36-3b0e-4b8e-9d4e-1d2b3c4d5e6f', resource: { resourceType: 'Patient', gender: null } }] };
+    expect(validateBundle(b as any)?.issue?.map((i) => `${i.expression?.[0]}: ${i.details?.text}`)).toEqual(['Bundle.entry[0].resource.gender: Invalid null value']);
+  });
+
   it('accepts valid resources, primitive extensions and contained resources', () => {
     expect(
       paths({

@@ -65,6 +65,51 @@ function expand(url: string, seen: Set<string>): Set<string> | undefined {
   return out;
 }
 
+const bySystem = new Map<string, Map<string, Set<string>> | undefined>();
+
+function expandSystems(url: string, seen: Set<string>): Map<string, Set<string>> | undefined {
+  if (bySystem.has(url)) return bySystem.get(url);
+  if (seen.has(url)) return undefined;
+  seen.add(url);
+  const { vs, cs } = load();
+  const set = vs.get(url);
+  const fail = (): undefined => void bySystem.set(url, undefined);
+  if (!set?.compose || set.compose.exclude?.length || !set.compose.include?.length) return fail();
+  const out = new Map<string, Set<string>>();
+  const into = (system: string): Set<string> => {
+    let s = out.get(system);
+    if (!s) out.set(system, (s = new Set()));
+    return s;
+  };
+  for (const inc of set.compose.include) {
+    if (inc.filter?.length) return fail();
+    for (const ref of inc.valueSet ?? []) {
+      const sub = expandSystems(ref.split('|')[0], seen);
+      if (!sub) return fail();
+      for (const [system, codes] of sub) for (const c of codes) into(system).add(c);
+    }
+    if (!inc.system) continue;
+    if (inc.concept?.length) {
+      for (const c of inc.concept) into(inc.system).add(c.code);
+      continue;
+    }
+    const system = cs.get(inc.system);
+    if (!system?.concept?.length || (system.content && system.content !== 'complete')) return fail();
+    addConcepts(into(inc.system), system.concept);
+  }
+  if (!out.size) return fail();
+  bySystem.set(url, out);
+  return out;
+}
+
+/**
+ * The codes of a required-binding value set by code system (`url` may carry a `|version`), or undefined when
+ * not enumerable (as for `requiredCodes`): what a Coding or CodeableConcept bound to it is checked against.
+ */
+export function requiredConcepts(valueSet: string): Map<string, Set<string>> | undefined {
+  return expandSystems(valueSet.split('|')[0], new Set());
+}
+
 /** The codes of a required-binding value set (`url` may carry a `|version`), or undefined when not enumerable. */
 export function requiredCodes(valueSet: string): Set<string> | undefined {
   return expand(valueSet.split('|')[0], new Set());
