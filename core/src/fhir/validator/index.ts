@@ -690,13 +690,15 @@ function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candI
     }
     for (let i = 0; i < list.length; i++) {
       const v = list[i];
-      if (v === null || v === undefined) ctx.nulls = true;
+      // a primitive's item is not walked: an object or array there (`mode: [[null]]`) may hold nulls
+      if (v === null || v === undefined || (primitive && typeof v === 'object')) ctx.nulls = true;
       const type = primitive ? cand.type : resolveType(cand, v);
       const at = new At(node, prop.key, i);
       if (ok) checkItem(prop, type, v, at, ctx, primitive);
       if (!primitive) descend(prop, type, v, at, ctx);
     }
   } else {
+    if (primitive && typeof single === 'object') ctx.nulls = true; // not walked: may hold nulls
     const type = primitive ? cand.type : resolveType(cand, single);
     if (ok) {
       if (prop.min > 1 || prop.max < 1) structure(ctx, prop.element.path, `Invalid number of values: expected ${prop.min}..${Number.isFinite(prop.max) ? prop.max : '*'}, but found 1`);

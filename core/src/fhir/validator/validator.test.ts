@@ -66,6 +66,21 @@ describe('compiled FHIR R4 validator', () => {
     ).toEqual(['AllergyIntolerance.verificationStatus: None of the codings is in the required value set']);
   });
 
+  it('finds a null inside an array given for a single primitive (not walked: Location.mode [[null]]), as medplum does', () => {
+    const r = { resourceType: 'Location', name: '22', mode: [[null]], identifier: [{ value: '22' }] };
+    const mine = paths(r);
+    expect(mine).toContain('Location.mode[0].0: Invalid null value');
+    const theirs = (() => {
+      try {
+        validateResource(r as any);
+        return [] as string[];
+      } catch (e) {
+        return ((e as { outcome?: { issue?: { expression?: string[]; details?: { text?: string } }[] } }).outcome?.issue ?? []).map((i) => `${i.expression?.[0]}: ${i.details?.text}`);
+      }
+    })();
+    expect(theirs).toContain('Location.mode[0].0: Invalid null value');
+  });
+
   it('reports a null inside a Bundle entry once (the Bundle and its entry resource share one null check)', () => {
     const b = { resourceType: 'Bundle', type: 'collection', entry: [{ fullUrl: 'urn:uuid:6e6c3c36-3b0e-4b8e-9d4e-1d2b3c4d5e6f', resource: { resourceType: 'Patient', gender: null } }] };
     expect(validateBundle(b as any)?.issue?.map((i) => `${i.expression?.[0]}: ${i.details?.text}`)).toEqual(['Bundle.entry[0].resource.gender: Invalid null value']);
