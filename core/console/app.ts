@@ -1,6 +1,6 @@
 /**
  * Ferry Console (browser script, served at /console/app.js). Vanilla DOM, no dependencies. Every
- * datum comes from the admin JSON API with the pasted token; the server decides what a role sees.
+ * datum comes from the admin JSON API with the pasted token or the one of the OIDC sign-in; the server decides what a role sees.
  * Data is only ever written with textContent (never innerHTML).
  */
 export {};
