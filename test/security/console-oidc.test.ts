@@ -18,7 +18,7 @@ const b64url = (b: Buffer) => b.toString('base64url');
 
 class Capture extends Transport {
   readonly lines: string[] = [];
-  log(info: unknown, next: () => void): void {
+  override log(info: unknown, next: () => void): void {
     this.lines.push(JSON.stringify(info));
     next();
   }
