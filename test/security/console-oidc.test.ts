@@ -164,6 +164,50 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
     expect(all).not.toContain(code);
   });
 
+  it('an ID token with another nonce than the sign-in (replayed from another sign-in) is refused', async () => {
+    provider.rewriteNonce = (n) => `${n.slice(0, -2)}AA`;
+    const a = await authorize();
+    const res = await post('/console/oidc/token', { code: a.cb.searchParams.get('code'), state: a.state, codeVerifier: a.verifier });
+    expect(res.status).toBe(401);
+    expect(((await res.json()) as { error: string }).error).toMatch(/nonce/);
+    expect((await engine.store.auditEntries({ action: 'console.signin' })).map((e) => e.detail)).toContain('id-token:nonce');
+  });
+
+  it('a provider that cannot be reached: 503 saying so, the caller not counted', async () => {
+    const down = new OidcProvider({ clientId: 'ferry-console' });
+    await down.start();
+    const issuer = down.issuer;
+    await down.stop();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-console-oidc-down-'));
+    const e = await Engine.create({
+      logger: winston.createLogger({ silent: true }),
+      config: {
+        store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
+        processing: { transformWorkers: 0 },
+        admin: { enabled: true, port: 0, auth: { oidc: { issuer, audience: 'ferry-console', jwksUrl: `${issuer}/jwks`, console: { clientId: 'ferry-console' } }, failedAuth: { maxFailures: 2 } } },
+      },
+    });
+    await e.start();
+    try {
+      for (let i = 0; i < 3; i++) {
+        const res = await post('/console/oidc/start', { codeChallenge: pkce().challenge }, e.adminUrl!);
+        expect(res.status).toBe(503);
+        expect(((await res.json()) as { error: string }).error).toMatch(/identity provider cannot be reached/);
+      }
+    } finally {
+      await e.stop();
+    }
+  });
+
+  it('one address cannot push out the unfinished sign-ins of others: its own oldest go first', async () => {
+    const first = await authorize();
+    // 25 more from the same address (127.0.0.1): the first is pushed out by its own address's newer ones.
+    for (let i = 0; i < 25; i++) expect((await post('/console/oidc/start', { codeChallenge: pkce().challenge })).status).toBe(200);
+    expect((await post('/console/oidc/token', { code: first.cb.searchParams.get('code'), state: first.state, codeVerifier: first.verifier })).status).toBe(401);
+    const last = await authorize();
+    expect((await post('/console/oidc/token', { code: last.cb.searchParams.get('code'), state: last.state, codeVerifier: last.verifier })).status).toBe(200);
+  });
+
   it('a user without a Ferry role is signed in by the provider but refused here (403)', async () => {
     provider.user = { sub: 'u-nurse', claims: { preferred_username: 'nora.nurse', groups: ['nurses'] } };
     try {

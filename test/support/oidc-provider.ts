@@ -42,6 +42,8 @@ export class OidcProvider {
   user: OidcUser = { sub: 'user-1', claims: {} };
   /** Changes the `state` sent back (a test's tampering), once. */
   rewriteState?: (state: string) => string;
+  /** Changes the `nonce` put in the next ID token (a replayed or foreign ID token), once. */
+  rewriteNonce?: (nonce: string) => string;
   /** What /token was asked, in order (grant type and whether PKCE passed), for assertions. */
   readonly tokenRequests: { ok: boolean; error?: string }[] = [];
   tokenTtlSec: number;
@@ -121,7 +123,12 @@ export class OidcProvider {
       back.searchParams.set('error', 'invalid_request');
     } else {
       const code = randomBytes(24).toString('base64url');
-      this.grants.set(code, { clientId: this.opts.clientId, redirectUri, challenge: q.get('code_challenge')!, nonce: q.get('nonce') ?? undefined, scope: q.get('scope')!, user: this.user, expires: Date.now() + 60_000 });
+      let nonce = q.get('nonce') ?? undefined;
+      if (nonce && this.rewriteNonce) {
+        nonce = this.rewriteNonce(nonce);
+        this.rewriteNonce = undefined;
+      }
+      this.grants.set(code, { clientId: this.opts.clientId, redirectUri, challenge: q.get('code_challenge')!, nonce, scope: q.get('scope')!, user: this.user, expires: Date.now() + 60_000 });
       back.searchParams.set('code', code);
     }
     res.writeHead(302, { location: back.toString() });

@@ -31,6 +31,8 @@ interface Pending {
   nonce: string;
   redirectUri: string;
   expires: number;
+  /** Who started it: one address cannot push out the sign-ins of others. */
+  address: string;
 }
 
 interface Discovery {
@@ -39,7 +41,8 @@ interface Discovery {
 }
 
 const STATE_TTL_MS = 10 * 60_000;
-const MAX_PENDING = 1000;
+const MAX_PENDING = 10_000;
+const MAX_PENDING_PER_ADDRESS = 20;
 const b64url = (b: Buffer) => b.toString('base64url');
 const VERIFIER = /^[A-Za-z0-9._~-]{43,128}$/;
 const B64URL = /^[A-Za-z0-9_-]{20,200}$/;
@@ -116,9 +119,15 @@ export class ConsoleOidc {
     throw new AuthError(401, message, reason);
   }
 
-  private sweep(): void {
+  private sweep(address: string): void {
     const now = this.now();
-    for (const [k, p] of this.pending) if (p.expires <= now) this.pending.delete(k);
+    const mine: string[] = [];
+    for (const [k, p] of this.pending) {
+      if (p.expires <= now) this.pending.delete(k);
+      else if (p.address === address) mine.push(k);
+    }
+    // An address's oldest unfinished sign-ins go first (a tab abandoned, or a flood).
+    while (mine.length >= MAX_PENDING_PER_ADDRESS) this.pending.delete(mine.shift()!);
     while (this.pending.size >= MAX_PENDING) this.pending.delete(this.pending.keys().next().value as string);
   }
 
@@ -131,11 +140,11 @@ export class ConsoleOidc {
     if (body?.codeChallengeMethod !== undefined && body.codeChallengeMethod !== 'S256') return this.refuse(req, 'bad-challenge', 'codeChallengeMethod: only S256');
     const d = await this.endpoints();
     const c = this.oidc.console!;
-    this.sweep();
+    this.sweep(req.ip);
     const state = b64url(randomBytes(32));
     const nonce = b64url(randomBytes(32));
     const redirectUri = this.redirectUri(req);
-    this.pending.set(state, { challenge, nonce, redirectUri, expires: this.now() + STATE_TTL_MS });
+    this.pending.set(state, { challenge, nonce, redirectUri, expires: this.now() + STATE_TTL_MS, address: req.ip });
     const u = new URL(d.authorization_endpoint);
     const scopes = [...new Set(['openid', ...c.scopes])];
     for (const [k, v] of Object.entries({ response_type: 'code', client_id: c.clientId, redirect_uri: redirectUri, scope: scopes.join(' '), state, nonce, code_challenge: challenge, code_challenge_method: 'S256' })) u.searchParams.set(k, v);
@@ -200,15 +209,25 @@ export class ConsoleOidc {
   }
 }
 
+/** The provider cannot be reached or answers nonsense: 503 saying so (the admin server's generic 503 speaks of the store). */
+async function providerDown<T>(reply: FastifyReply, run: () => Promise<T>): Promise<T | FastifyReply> {
+  try {
+    return await run();
+  } catch (e) {
+    if (e instanceof FerryError && e.kind === 'transient') return reply.code(503).header('retry-after', '5').send({ error: e.message, code: e.code });
+    throw e;
+  }
+}
+
 export function registerConsoleOidc(app: FastifyInstance, oidc: OidcConfig, guard: AdminGuard, logger: Logger): void {
   const co = new ConsoleOidc(oidc, guard, logger);
   const off = (reply: FastifyReply) => reply.code(404).send({ error: 'console sign-in with OIDC is not configured (admin.auth.oidc.console.clientId)' });
   // Whether to show the button, and its label: nothing secret.
   app.get('/console/oidc', { config: { role: 'public' } }, async () => (co.enabled ? { enabled: true, displayName: oidc.console!.displayName } : { enabled: false }));
-  app.post('/console/oidc/start', { config: { role: 'public' } }, async (req, reply) => (co.enabled ? co.start(req) : off(reply)));
+  app.post('/console/oidc/start', { config: { role: 'public' } }, async (req, reply) => (co.enabled ? providerDown(reply, () => co.start(req)) : off(reply)));
   app.post('/console/oidc/token', { config: { role: 'public' } }, async (req, reply) => {
     if (!co.enabled) return off(reply);
     reply.header('cache-control', 'no-store');
-    return co.token(req);
+    return providerDown(reply, () => co.token(req));
   });
 }
