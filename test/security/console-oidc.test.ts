@@ -46,7 +46,7 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
               audience: 'ferry-console',
               jwksUrl: provider.jwksUrl,
               rolesClaim: 'groups',
-              roleMap: { 'ferry-viewers': 'viewer', 'ferry-phi': 'phi-reader' },
+              roleMap: { 'ferry-viewers': 'viewer', 'ferry-phi': 'phi-reader', 'ferry-admins': 'admin' },
               console: { clientId: 'ferry-console', clientSecret: 's3cret-client', displayName: 'Hospital SSO', ...extra },
             },
             failedAuth: { maxFailures, windowMs: 60_000 },
@@ -206,6 +206,21 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
     expect((await post('/console/oidc/token', { code: first.cb.searchParams.get('code'), state: first.state, codeVerifier: first.verifier })).status).toBe(401);
     const last = await authorize();
     expect((await post('/console/oidc/token', { code: last.cb.searchParams.get('code'), state: last.state, codeVerifier: last.verifier })).status).toBe(200);
+  });
+
+  it('an admin signed in this way reads the config with the client secret masked', async () => {
+    provider.user = { sub: 'u-admin', claims: { preferred_username: 'ada.admin', groups: ['ferry-admins'] } };
+    try {
+      const a = await authorize();
+      const r = (await (await post('/console/oidc/token', { code: a.cb.searchParams.get('code'), state: a.state, codeVerifier: a.verifier })).json()) as { token: string };
+      const res = await fetch(`${base}/api/config`, { headers: { authorization: `Bearer ${r.token}` } });
+      expect(res.status).toBe(200);
+      const text = await res.text();
+      expect(text).toContain('"clientId":"ferry-console"');
+      expect(text).not.toContain('s3cret-client');
+    } finally {
+      provider.user = { sub: 'u-viewer', claims: { preferred_username: 'val.viewer', groups: ['ferry-viewers'] } };
+    }
   });
 
   it('a user without a Ferry role is signed in by the provider but refused here (403)', async () => {
