@@ -175,11 +175,12 @@ maybe('Console sign-in with the OIDC provider in headless Chromium', () => {
   }, 60_000);
 
   it('an expired sign-in goes back to the sign-in page', async () => {
-    provider.tokenTtlSec = 3;
+    // Long enough to reach the dashboard on a loaded machine, short enough to wait for.
+    provider.tokenTtlSec = 8;
     try {
       const page = await viaProvider(VIEWER);
       await page.waitForSelector('#view-dashboard:not([hidden])');
-      await page.waitForSelector('#view-signin:not([hidden])', { timeout: 10_000 });
+      await page.waitForSelector('#view-signin:not([hidden])', { timeout: 20_000 });
       expect(await page.textContent('#error')).toMatch(/expired/);
       expect(await page.evaluate(() => Object.keys(sessionStorage))).toEqual([]);
       // Reloading does not bring it back.
