@@ -1,6 +1,6 @@
 /**
  * Ferry Console (browser script, served at /console/app.js). Vanilla DOM, no dependencies. Every
- * datum comes from the admin JSON API with the pasted token; the server decides what a role sees.
+ * datum comes from the admin JSON API with the pasted token or the one of the OIDC sign-in; the server decides what a role sees.
  * Data is only ever written with textContent (never innerHTML).
  */
 export {};
@@ -10,6 +10,10 @@ type Role = (typeof ROLES)[number];
 interface Principal { id: string; name: string; roles: Role[] }
 
 const TOKEN_KEY = 'ferry.console.token';
+/** With OIDC sign-in: when the bearer token expires (ISO time). */
+const EXPIRES_KEY = 'ferry.console.expires';
+/** An OIDC sign-in under way: its state and PKCE code verifier (this tab only). */
+const OIDC_KEY = 'ferry.console.oidc';
 const POLL_MS = 3000;
 /** The server's per-minute series (GET /api/throughput) is read again this often. */
 const SERIES_MS = 30_000;
@@ -79,12 +83,14 @@ async function signIn(token: string): Promise<void> {
     principal = await api<Principal>('/api/whoami');
   } catch (e) {
     sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(EXPIRES_KEY);
     principal = undefined;
     showError(e instanceof ApiError && e.status === 401 ? 'This token is not accepted.' : `Cannot sign in: ${(e as Error).message}`);
     route();
     return;
   }
   showError(undefined);
+  if (!watchExpiry()) return;
   document.body.classList.toggle('role-operator', can('operator'));
   document.body.classList.toggle('role-phi-reader', can('phi-reader'));
   $('who').textContent = `${principal.name} (${principal.roles.join(', ')})`;
@@ -94,11 +100,88 @@ async function signIn(token: string): Promise<void> {
 
 function signOut(msg?: string): void {
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(EXPIRES_KEY);
+  if (expiryTimer !== undefined) { clearTimeout(expiryTimer); expiryTimer = undefined; }
   principal = undefined;
   document.body.classList.remove('role-operator', 'role-phi-reader');
   $('who').textContent = '';
   showError(msg);
   route();
+}
+
+// ---------- sign in with the OIDC provider (authorization code + PKCE) ----------
+
+let expiryTimer: number | undefined;
+
+/** Signs out when the OIDC token expires (an API token has no such time here: the server says 401). */
+function watchExpiry(): boolean {
+  const at = Date.parse(sessionStorage.getItem(EXPIRES_KEY) ?? '');
+  if (Number.isNaN(at)) return true;
+  if (expiryTimer !== undefined) clearTimeout(expiryTimer);
+  const left = at - Date.now();
+  if (left <= 0) { signOut('Signed out: the sign-in has expired; sign in again.'); return false; }
+  // setTimeout holds at most 2^31-1 ms.
+  expiryTimer = window.setTimeout(() => signOut('Signed out: the sign-in has expired; sign in again.'), Math.min(left, 2 ** 31 - 1));
+  return true;
+}
+
+const b64url = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+
+async function publicPost<T>(path: string, body: unknown): Promise<T> {
+  const res = await fetch(path, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify(body), credentials: 'omit', cache: 'no-store' });
+  const text = await res.text();
+  let data: unknown;
+  try { data = JSON.parse(text); } catch { data = { error: text }; }
+  if (!res.ok) throw new ApiError(res.status, (data as { error?: string }).error ?? `HTTP ${res.status}`);
+  return data as T;
+}
+
+/** Step 1: a code verifier kept in this tab, its S256 challenge to the server, then off to the provider. */
+async function oidcStart(): Promise<void> {
+  try {
+    if (!crypto.subtle) throw new Error('this page needs a secure origin (https or localhost) for single sign-on');
+    const verifier = b64url(crypto.getRandomValues(new Uint8Array(32)));
+    const challenge = b64url(new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier))));
+    const r = await publicPost<{ authorizationUrl: string; state: string }>('/console/oidc/start', { codeChallenge: challenge, codeChallengeMethod: 'S256' });
+    sessionStorage.setItem(OIDC_KEY, JSON.stringify({ state: r.state, verifier }));
+    location.assign(r.authorizationUrl);
+  } catch (e) {
+    showError(`Cannot start the sign-in: ${(e as Error).message}`);
+  }
+}
+
+/** Step 2: back from the provider with ?code&state (or ?error): the state must be ours; the server exchanges the code. */
+async function oidcCallback(q: URLSearchParams): Promise<boolean> {
+  const pending = sessionStorage.getItem(OIDC_KEY);
+  sessionStorage.removeItem(OIDC_KEY);
+  // The code must not stay in the address bar or the history.
+  history.replaceState(null, '', location.pathname + location.hash);
+  if (q.get('error')) { showError(`The sign-in was refused by the identity provider: ${q.get('error')}`); return false; }
+  let saved: { state?: string; verifier?: string } = {};
+  try { saved = pending ? JSON.parse(pending) : {}; } catch { /* ignored: refused below */ }
+  if (!saved.state || !saved.verifier || saved.state !== q.get('state')) {
+    showError('Sign-in refused: the answer does not belong to a sign-in started in this tab (state mismatch). Sign in again.');
+    return false;
+  }
+  try {
+    const r = await publicPost<{ token: string; expiresAt: string }>('/console/oidc/token', { code: q.get('code'), state: saved.state, codeVerifier: saved.verifier });
+    sessionStorage.setItem(EXPIRES_KEY, r.expiresAt);
+    await signIn(r.token);
+    return true;
+  } catch (e) {
+    showError(`Sign-in refused: ${(e as Error).message}`);
+    return false;
+  }
+}
+
+async function oidcButton(): Promise<void> {
+  try {
+    const res = await fetch('/console/oidc', { headers: { accept: 'application/json' }, credentials: 'omit', cache: 'no-store' });
+    const c = (await res.json()) as { enabled?: boolean; displayName?: string };
+    if (!c.enabled) return;
+    $('oidc-signin').textContent = `Sign in with ${c.displayName ?? 'single sign-on'}`;
+    $('oidc').hidden = false;
+  } catch { /* no button */ }
 }
 
 // ---------- views ----------
@@ -779,6 +862,7 @@ function init(): void {
     const input = $('token') as HTMLInputElement;
     const t = input.value.trim();
     input.value = '';
+    sessionStorage.removeItem(EXPIRES_KEY);
     if (t) void signIn(t);
   });
   $('signout').addEventListener('click', () => signOut());
@@ -822,7 +906,15 @@ function init(): void {
   $('replay-go').addEventListener('click', () => void replayGo());
   $('replay-cancel').addEventListener('click', () => ($('replay-confirm').hidden = true));
   $('copy-raw').addEventListener('click', () => void navigator.clipboard?.writeText(currentRaw));
+  $('oidc-signin').addEventListener('click', () => void oidcStart());
   window.addEventListener('hashchange', route);
+  void oidcButton();
+  const q = new URLSearchParams(location.search);
+  if (q.has('state') || q.has('code') || q.has('error')) {
+    route();
+    void oidcCallback(q).then((ok) => { if (!ok) route(); });
+    return;
+  }
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) void signIn(token);
   else route();

@@ -33,6 +33,13 @@ const cases: Case[] = [
   { method: 'GET', path: '/console', route: '/console', need: 'public', ok: 200 },
   { method: 'GET', path: '/console/console.css', route: '/console/console.css', need: 'public', ok: 200 },
   { method: 'GET', path: '/console/app.js', route: '/console/app.js', need: 'public', ok: 200 },
+  // "Sign in with <provider>": public by design, like /health -- the user has no credential yet.
+  // Whether the button shows (and its label); starting a sign-in and exchanging its code (state +
+  // PKCE verifier checked, refusals counted by the FailureLimiter and audited: test/security/console-oidc.test.ts).
+  // This engine has no admin.auth.oidc.console: 404 for the two POSTs.
+  { method: 'GET', path: '/console/oidc', route: '/console/oidc', need: 'public', ok: 200 },
+  { method: 'POST', path: '/console/oidc/start', route: '/console/oidc/start', body: { codeChallenge: 'x'.repeat(43) }, need: 'public', ok: 404 },
+  { method: 'POST', path: '/console/oidc/token', route: '/console/oidc/token', body: { code: 'c', state: 's', codeVerifier: 'v' }, need: 'public', ok: 404 },
   { method: 'GET', path: '/metrics', route: '/metrics', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/whoami', route: '/api/whoami', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/stats', route: '/api/stats', need: 'viewer', ok: 200 },

@@ -10,6 +10,7 @@ import { holdRequest, replayFilter, replayMessages, type HoldRequest, type Repla
 import type { AuditFilter, MessageFilter } from '../store/message-store';
 import { AuthError } from './auth';
 import { messageListFilter, registerConsole, type MessageListQuery } from './console';
+import { registerConsoleOidc } from './console-oidc';
 import { AdminGuard, GuardError, principalLabel } from './guard';
 import { deliveryWithoutIdentifiers, eventWithoutIdentifiers, redactConfig, withoutIdentifiers } from './redact';
 import { hasRole, type Role } from './roles';
@@ -382,6 +383,7 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
   });
 
   registerConsole(app);
+  registerConsoleOidc(app, cfg.auth.oidc, guard, engine.logger);
 
   const address = await app.listen({ host: cfg.host, port: cfg.port });
   return { url: address, app, guard, routes, close: () => conns.close(() => app.close()) };

@@ -47,6 +47,20 @@ export interface OidcConfig {
   /** Accepted signature algorithms. */
   algorithms: string[];
   clockToleranceSec: number;
+  /** The console's "Sign in with <provider>" (authorization code + PKCE); clientId '' = off. */
+  console?: OidcConsoleConfig;
+}
+
+export interface OidcConsoleConfig {
+  clientId: string;
+  /** A confidential client's secret ('' = a public client: PKCE only). */
+  clientSecret: string;
+  scopes: string[];
+  /** The token the page sends as its bearer. */
+  bearer: 'id_token' | 'access_token';
+  displayName: string;
+  /** '' = <the admin server's origin>/console. */
+  redirectUri: string;
 }
 
 export interface AuthConfig {
@@ -144,6 +158,23 @@ export class Authenticator {
     const p: Principal = { id: `token:${id}`, kind: 'token', name: rec.name, roles: rec.roles.filter(isRole) };
     if (rec.scopes?.length) p.scopes = rec.scopes.filter(isFacadeScope);
     return p;
+  }
+
+  /**
+   * Checks an ID token from the console's code exchange: the provider's signature (JWKS), the
+   * issuer, `aud` = the console's client id, expiry, and the `nonce` the sign-in was started with.
+   */
+  async verifyIdToken(token: string, clientId: string, nonce: string): Promise<JWTPayload> {
+    if (!this.jwks) throw new AuthError(401, 'OIDC is not configured', 'oidc-off');
+    const o = this.cfg.oidc;
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, this.jwks, { issuer: o.issuer, audience: clientId, algorithms: o.algorithms.length ? o.algorithms : undefined, clockTolerance: o.clockToleranceSec, requiredClaims: ['exp', 'sub'] }));
+    } catch (e) {
+      throw new AuthError(401, `invalid ID token (${(e as { code?: string }).code ?? 'error'})`, `id-token:${(e as { code?: string }).code ?? 'error'}`);
+    }
+    if (payload.nonce !== nonce) throw new AuthError(401, 'invalid ID token (nonce does not match the sign-in)', 'id-token:nonce');
+    return payload;
   }
 
   private async jwt(token: string): Promise<Principal> {

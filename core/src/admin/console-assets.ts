@@ -33,6 +33,10 @@ export const CONSOLE_HTML = `<!doctype html>
       <input type="password" id="token" name="token" size="60" required>
       <button type="submit" id="signin">Sign in</button>
     </form>
+    <div id="oidc" hidden>
+      <p>or</p>
+      <button type="button" id="oidc-signin">Sign in</button>
+    </div>
     <p class="hint">The token is kept in this tab only (sessionStorage) and sent as <code>Authorization: Bearer</code>. Make one with <code>ferry token create</code>.</p>
   </section>
 

@@ -8,7 +8,7 @@ import { CONSOLE_CSS, CONSOLE_HTML } from './console-assets';
 /**
  * The Ferry Console: one static page at /console on the admin server (README "Console"). The page,
  * its stylesheet and its script carry no data and are served without credentials; everything the
- * page shows comes from the JSON API with the API token the user pastes (kept in sessionStorage,
+ * page shows comes from the JSON API with the API token the user pastes, or the OIDC token of "Sign in with <provider>" (console-oidc.ts) (kept in sessionStorage,
  * sent as `Authorization: Bearer`), so the server decides what each role receives.
  *
  * The script is core/console/app.ts, compiled by `npm run build` (tsc -b) to core/dist/console/app.js.

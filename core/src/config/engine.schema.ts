@@ -217,6 +217,14 @@ export const engineSchema = {
         scopesClaim: { doc: 'Claim with the FHIR facade scopes (connection:<id>:read|write; a list or a space-separated string)', format: String, default: 'scope' },
         algorithms: { doc: 'Accepted JWS algorithms', format: stringList('algorithms', /^(RS|PS|ES)(256|384|512)$|^EdDSA$/), default: ['RS256', 'PS256', 'ES256', 'EdDSA'] },
         clockToleranceSec: { doc: 'Clock skew allowed on exp / nbf', format: 'nat', default: 30 },
+        console: {
+          clientId: { doc: "The console's \"Sign in with <provider>\" (authorization code + PKCE): its client id at the identity provider; '' = no such button", format: String, default: '' },
+          clientSecret: { doc: 'Client secret, for a confidential client (or clientSecret_FILE); sent by the admin server to the token endpoint only, never to the page', format: String, default: '', sensitive: true },
+          scopes: { doc: 'Scopes requested (openid is always included)', format: stringList('scopes', /^[\x21\x23-\x5b\x5d-\x7e]+$/), default: ['openid', 'profile'] },
+          bearer: { doc: 'Which token the page sends as its bearer: id_token (its aud is clientId, so admin.auth.oidc.audience must be clientId) or access_token (must be a JWT this admin API accepts)', format: ['id_token', 'access_token'], default: 'id_token' },
+          displayName: { doc: 'The provider\'s name on the button ("Sign in with <displayName>")', format: String, default: 'single sign-on' },
+          redirectUri: { doc: "Where the provider sends the browser back (registered at the provider); '' = <this admin server's origin>/console", format: String, default: '' },
+        },
       },
       failedAuth: {
         maxFailures: { doc: 'Failed authentications from one address within windowMs before it is refused (429) for windowMs (0 = no limit)', format: 'nat', default: 10 },

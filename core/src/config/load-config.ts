@@ -419,6 +419,31 @@ export function buildEngineConfig(
       problems.push({ path: 'admin.auth.oidc.jwksUrl', message: 'must be https (http only on localhost)' });
     if (!oidc.audience) problems.push({ path: 'admin.auth.oidc.audience', message: 'required with issuer (the client id Ferry is registered as): a token for another application must not open the admin API' });
   }
+  const oc = oidc?.console;
+  if (oc?.clientId) {
+    if (!oidc.issuer) problems.push({ path: 'admin.auth.oidc.console.clientId', message: 'needs admin.auth.oidc.issuer (the provider the console signs in with)' });
+    else {
+      let iss: URL | undefined;
+      try {
+        iss = new URL(oidc.issuer);
+      } catch {
+        problems.push({ path: 'admin.auth.oidc.issuer', message: 'must be a URL with console sign-in (its /.well-known/openid-configuration is read)' });
+      }
+      if (iss && iss.protocol !== 'https:' && !['localhost', '127.0.0.1', '[::1]'].includes(iss.hostname))
+        problems.push({ path: 'admin.auth.oidc.issuer', message: 'must be https with console sign-in (http only on localhost)' });
+    }
+    if (oc.bearer === 'id_token' && oidc.audience && oidc.audience !== oc.clientId)
+      problems.push({ path: 'admin.auth.oidc.console.bearer', message: `id_token: its aud is the client id (${oc.clientId}), so admin.auth.oidc.audience must be it too (got ${oidc.audience}); or use access_token` });
+    if (oc.redirectUri) {
+      let r: URL | undefined;
+      try {
+        r = new URL(oc.redirectUri);
+      } catch {
+        problems.push({ path: 'admin.auth.oidc.console.redirectUri', message: 'must be an absolute URL ending in /console' });
+      }
+      if (r && (r.pathname.replace(/\/$/, '') !== '/console' || r.search || r.hash)) problems.push({ path: 'admin.auth.oidc.console.redirectUri', message: 'must be the console page: <origin>/console' });
+    }
+  }
   // A heartbeat or two missed must not make a live instance dead.
   const proc = engine?.processing as { heartbeatMs?: number; instanceTimeoutMs?: number } | undefined;
   if (proc?.heartbeatMs && proc.instanceTimeoutMs !== undefined && proc.instanceTimeoutMs < 2 * proc.heartbeatMs)
