@@ -97,9 +97,11 @@ function scan(files = sourceFiles()) {
   const samples = new Map();
   for (const file of files) {
     const rel = path.relative(root, file).split(path.sep).join('/');
-    // the catalogue itself declares codes; it does not throw them. conformance.ts is a jest suite
-    // (the store contract) whose made-up codes are test data.
-    if (/core\/src\/errors\//.test(rel) || rel === 'core/src/store/conformance.ts') continue;
+    // the catalogue declares codes, it does not throw them; conformance.ts is a jest suite (the store
+    // contract) whose made-up codes are test data.
+    if (rel === 'core/src/errors/catalogue.ts' || rel === 'core/src/store/conformance.ts') continue;
+    // errors/index.ts builds the helpers' codes from their typed suffixes (`CONFIG_${code}`).
+    const helpersFile = rel === 'core/src/errors/index.ts';
     const text = fs.readFileSync(file, 'utf8');
     const sf = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true);
     const add = (code) => {
@@ -110,6 +112,7 @@ function scan(files = sourceFiles()) {
     const codeArg = (arg, prefix) => {
       if (!arg) return;
       if (ts.isTemplateExpression(arg)) {
+        if (helpersFile) return;
         dynamic.push({ file: rel, line: sf.getLineAndCharacterOfPosition(arg.getStart()).line + 1, text: arg.getText() });
         return;
       }
@@ -130,6 +133,13 @@ function scan(files = sourceFiles()) {
         else if (n.expression.kind === ts.SyntaxKind.SuperKeyword && extendsFerryError(n)) codeArg(n.arguments[0], '');
       } else if ((ts.isStringLiteral(n) || ts.isNoSubstitutionTemplateLiteral(n)) && /^FERRY_E_[A-Z0-9_]*[A-Z0-9]$/.test(n.text)) add(strip(n.text));
       else if (ts.isPropertyAssignment(n) && n.name.getText() === 'errorCode') codeArg(n.initializer, '');
+      else if (ts.isParameter(n) && n.initializer && n.type) {
+        // a code parameter's default: `code: ErrorCodeArg = 'INTERNAL_UNEXPECTED'`, `code: CodeSuffix<'INPUT_'> = 'X'`
+        const t = n.type.getText();
+        const suffix = /^CodeSuffix<'([A-Z_]+)'>$/.exec(t);
+        if (suffix) codeArg(n.initializer, suffix[1]);
+        else if (/^(ErrorCode|ErrorCodeArg|FerryErrorCode)$/.test(t)) codeArg(n.initializer, '');
+      }
       else if (ts.isAsExpression(n) && n.type.getText() === 'const' && ts.isStringLiteral(n.expression) && CODE.test(n.expression.text)) add(n.expression.text);
       else if ((ts.isFunctionDeclaration(n) || ts.isArrowFunction(n) || ts.isFunctionExpression(n)) && wrapperName(n) && Object.prototype.hasOwnProperty.call(WRAPPERS, wrapperName(n))) {
         const [i, prefix] = WRAPPERS[wrapperName(n)];
