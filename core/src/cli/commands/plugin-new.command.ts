@@ -120,12 +120,13 @@ export const ${id.replace(/-/g, '')}Plugin = definePlugin({
 });
 export default ${id.replace(/-/g, '')}Plugin;
 `,
-    'src/errors.ts': `/**
- * The plugin's own error codes, merged into Ferry's error catalogue (thrown as FERRY_E_<code>; see
- * Ferry's PLUGINS.md, "Error codes"). Only codes declared here can be thrown through \`errors.error\`.
- */
-import { defineErrors } from '@ferry/core';
+    'src/api.ts': `/** The ${id} API connection both the source and the sink use: OAuth client credentials, timeouts, errors. */
+import { defineErrors, FerryError } from '@ferry/core';
 
+/**
+ * The plugin's own error codes, merged into Ferry's error catalogue (thrown as FERRY_E_<code>; see
+ * Ferry's PLUGINS.md, "Errors"). Only codes declared here can be thrown through \`errors.error\`.
+ */
 export const errors = defineErrors({
   CONFIG_${id.toUpperCase().replace(/-/g, '_')}_BASE_URL: { kind: 'config', description: 'The ${id} connection has no baseUrl: set it.' },
   CONFIG_${id.toUpperCase().replace(/-/g, '_')}_TOKEN: { kind: 'config', description: 'The ${id} token endpoint refused the credentials: fix clientId and clientSecret.' },
@@ -137,10 +138,6 @@ export const errors = defineErrors({
   INPUT_${id.toUpperCase().replace(/-/g, '_')}_JSON: { kind: 'input', description: 'The ${id} record is not JSON: check the ${id} API.' },
   INPUT_${id.toUpperCase().replace(/-/g, '_')}_RECORD: { kind: 'input', description: 'The ${id} record has no id: check the ${id} API.' },
 });
-`,
-    'src/api.ts': `/** The ${id} API connection both the source and the sink use: OAuth client credentials, timeouts, errors. */
-import { FerryError } from '@ferry/core';
-import { errors } from './errors';
 
 export interface ConnectionConfig {
   baseUrl: string;
@@ -312,8 +309,7 @@ export class ${P}Source implements MessageSource {
  */
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, FerryError, type Delivery, type MessageSink, type SinkContext } from '@ferry/core';
-import { Api, connectionSchema, type ConnectionConfig } from './api';
-import { errors } from './errors';
+import { Api, connectionSchema, errors, type ConnectionConfig } from './api';
 
 export type ${P}SinkConfig = ConnectionConfig;
 export const ${id.replace(/-/g, '')}SinkSchema = { ...connectionSchema };
@@ -342,7 +338,7 @@ export class ${P}Sink implements MessageSink {
     'src/transform.ts': `/** \`${ct}\`: a ${id} record -> a FHIR R4 Bundle with one Patient. Deterministic: the same record, the same Bundle. */
 import type { MessageHeaders, MessageTransform, StoredMessage } from '@ferry/core';
 import type { Bundle } from '@medplum/fhirtypes';
-import { errors } from './errors';
+import { errors } from './api';
 
 export const CONTENT_TYPE = '${ct}';
 
