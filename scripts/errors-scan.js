@@ -130,6 +130,8 @@ function scan(files = sourceFiles()) {
         if (callee === 'FerryError.from') codeArg(n.arguments[1], '');
         else if (Object.prototype.hasOwnProperty.call(HELPERS, callee)) codeArg(n.arguments[0], HELPERS[callee]);
         else if (Object.prototype.hasOwnProperty.call(WRAPPERS, callee)) codeArg(n.arguments[WRAPPERS[callee][0]], WRAPPERS[callee][1]);
+        // facadeError('not-found', …) throws FacadeIssue['not-found'].errorCode, INPUT_FACADE_NOT_FOUND
+        else if (callee === 'facadeError') for (const l of literals(n.arguments[0])) add(`INPUT_FACADE_${l.toUpperCase().replace(/-/g, '_')}`);
         else if (n.expression.kind === ts.SyntaxKind.SuperKeyword && extendsFerryError(n)) codeArg(n.arguments[0], '');
       } else if ((ts.isStringLiteral(n) || ts.isNoSubstitutionTemplateLiteral(n)) && /^FERRY_E_[A-Z0-9_]*[A-Z0-9]$/.test(n.text)) add(strip(n.text));
       else if (ts.isPropertyAssignment(n) && n.name.getText() === 'errorCode') codeArg(n.initializer, '');

@@ -23,7 +23,8 @@ const GROUPS = [
   ['', 'Other'],
 ];
 
-const cell = (s) => String(s).replace(/\|/g, '\\|').replace(/\n/g, ' ');
+/** A table cell: no pipes, emphasis or HTML tags out of a description (`<id>`, `*_FILE`). */
+const cell = (s) => String(s).replace(/\|/g, '\\|').replace(/\*/g, '\\*').replace(/</g, '&lt;').replace(/\n/g, ' ');
 
 /**
  * The Markdown for `catalogue` (code without FERRY_E_ -> { kind, retryable, http, ack, description })
