@@ -5,8 +5,11 @@
  *  - the first argument of `new FerryError(...)`, `FerryError.from(e, ...)` (second argument) and of the
  *    helpers configError / inputError / transientError / permanentDeliveryError / retryableDeliveryError,
  *    prefixed as the helper prefixes it (CONFIG_, INPUT_, TRANSIENT_, DELIVERY_);
+ *  - the code arguments of the wrappers in WRAPPERS (tls options, hl7InputError, …) and of facadeError,
+ *    `super(...)` in a class extending FerryError, `errorCode:` properties, parameter defaults typed
+ *    ErrorCode / CodeSuffix<'X_'>, and full codes marked `as const` where a code is chosen before the throw;
  *  - every string literal that starts with FERRY_E_.
- * String literals are followed through `a ? 'X' : 'Y'`, parentheses and `as` casts. Used by
+ * Codes built from template strings are reported as `dynamic` (the test fails on them). String literals are followed through `a ? 'X' : 'Y'`, parentheses and `as` casts. Used by
  * scripts/gen-errors-doc.js (the "thrown in" column) and core/src/errors/catalogue.test.ts.
  */
 const fs = require('node:fs');
@@ -87,14 +90,12 @@ function wrapperName(fn) {
 }
 
 /**
- * @returns {{ uses: Map<string, Set<string>>, dynamic: Array<{ file: string, line: number, text: string }>, samples: Map<string, object> }}
+ * @returns {{ uses: Map<string, Set<string>>, dynamic: Array<{ file: string, line: number, text: string }> }}
  *   uses: code (without FERRY_E_) -> repo-relative files; dynamic: code arguments built with template strings.
  */
 function scan(files = sourceFiles()) {
   const uses = new Map();
   const dynamic = [];
-  /** code -> the first call that throws it (callee, argument texts): what the catalogue was first written from. */
-  const samples = new Map();
   for (const file of files) {
     const rel = path.relative(root, file).split(path.sep).join('/');
     // the catalogue declares codes, it does not throw them; conformance.ts is a jest suite (the store
@@ -108,7 +109,6 @@ function scan(files = sourceFiles()) {
       if (!uses.has(code)) uses.set(code, new Set());
       uses.get(code).add(rel);
     };
-    let current;
     const codeArg = (arg, prefix) => {
       if (!arg) return;
       if (ts.isTemplateExpression(arg)) {
@@ -116,14 +116,9 @@ function scan(files = sourceFiles()) {
         dynamic.push({ file: rel, line: sf.getLineAndCharacterOfPosition(arg.getStart()).line + 1, text: arg.getText() });
         return;
       }
-      for (const l of literals(arg)) {
-        const c = strip(l.startsWith('FERRY_E_') ? l : prefix + l);
-        add(c);
-        if (current && !samples.has(c)) samples.set(c, { ...current, file: rel });
-      }
+      for (const l of literals(arg)) add(strip(l.startsWith('FERRY_E_') ? l : prefix + l));
     };
     const visit = (n) => {
-      current = ts.isNewExpression(n) || ts.isCallExpression(n) ? { callee: n.expression.getText(), args: (n.arguments ?? []).map((a) => a.getText()) } : undefined;
       if (ts.isNewExpression(n) && n.expression.getText() === 'FerryError') codeArg(n.arguments?.[0], '');
       else if (ts.isCallExpression(n)) {
         const callee = n.expression.getText();
@@ -152,7 +147,7 @@ function scan(files = sourceFiles()) {
     };
     visit(sf);
   }
-  return { uses, dynamic, samples };
+  return { uses, dynamic };
 }
 
 module.exports = { scan, sourceFiles, root };
