@@ -304,7 +304,7 @@ export const ERROR_CATALOGUE = {
 
   // VENDOR_*: A vendor API (FHIR or athena) answered with an error.
   VENDOR_ABORTED: transient('The vendor request was aborted (timeout or stop): retried.', { http: 502 }),
-  VENDOR_BAD_RESPONSE: transient('The vendor answered a body that is not JSON: retried; check the vendor base URL and routing.', { http: 502 }),
+  VENDOR_BAD_RESPONSE: input('The vendor answered something that is not the JSON/FHIR expected (an HTML page, a wrong shape; a non-JSON 2xx is retried): check the base URL and routing.', { http: 422 }),
   VENDOR_CONFLICT: input('The vendor answered 409 (conflict): read again and retry with current data.', { http: 409 }),
   VENDOR_EXPORT_BUSY: transient('Another bulk export is in progress for this client: retried after it ends.', { http: 502 }),
   VENDOR_EXPORT_TIMEOUT: transient('The bulk export did not complete in time: retried; raise the export timeout if the data set is large.', { http: 502 }),
