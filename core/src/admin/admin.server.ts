@@ -1,7 +1,7 @@
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AdminConfig } from '../config/engine.schema';
 import type { Engine } from '../engine/engine';
-import { configError, FerryError, inputError } from '../errors';
+import { configError, FerryError, httpStatusOf, inputError } from '../errors';
 import { errorFields } from '../logging/logger';
 import { issuesOf } from '../model/message';
 import { tlsServerOptions } from '../util/tls-options';
@@ -98,7 +98,7 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
       await guard.auditRefusal(req, e as GuardError);
       return reply.code(e.statusCode).send({ error: e.message });
     }
-    if (e instanceof FerryError && e.kind === 'input') return reply.code(400).send({ error: e.message, code: e.code });
+    if (e instanceof FerryError && e.kind === 'input') return reply.code(httpStatusOf(e)).send({ error: e.message, code: e.code });
     // The store cannot answer now (busy, unreachable): try again; nothing was sent that was not audited.
     if (e instanceof FerryError && e.kind === 'transient') return reply.code(503).header('retry-after', '1').send({ error: 'the store cannot answer now; try again', code: e.code });
     const status = (e as { statusCode?: number }).statusCode;

@@ -2,7 +2,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { EngineMetrics } from '../admin/metrics';
-import { FerryError } from '../errors';
+import { defineErrors, FerryError } from '../errors';
+
+/** A sink's own code (as a plugin declares it), for a throttled answer. */
+const testErrors = defineErrors({ DELIVERY_BUSY: { kind: 'transient', description: 'test sink: busy' } });
 import { silentLogger } from '../logging/logger';
 import type { Delivery } from '../plugin/api';
 import type { MessageStore } from '../store/message-store';
@@ -466,7 +469,7 @@ describe('deliveryOutcome: the next state of a delivery whose attempt failed', (
     const outcome = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid' }] };
     const permanent = new FerryError('DELIVERY_REJECTED', 'bad bundle', { kind: 'input', retryable: false, details: { outcome } });
     expect(deliveryOutcome(policy, d(0), permanent, now)).toEqual({ status: 'dead', error: { code: 'FERRY_E_DELIVERY_REJECTED', message: 'bad bundle', retryable: false, outcome } });
-    const later = new FerryError('DELIVERY_BUSY', '429', { kind: 'transient', retryable: true, details: { retryAfterMs: 30_000 } });
+    const later = new FerryError(testErrors.codes.DELIVERY_BUSY, '429', { kind: 'transient', retryable: true, details: { retryAfterMs: 30_000 } });
     expect(deliveryOutcome(policy, d(0), later, now)).toMatchObject({ status: 'failed', nextAttemptAt: new Date(now.getTime() + 30_000) });
   });
 

@@ -12,7 +12,7 @@ import type { OperationOutcome, Parameters as FhirParameters, Resource } from '@
 import type { Logger } from 'winston';
 import type { ApiConfig } from '../config/engine.schema';
 import type { AuthConfig } from '../admin/auth';
-import { FerryError } from '../errors';
+import { FerryError, httpStatusOf } from '../errors';
 import { errorFields } from '../logging/logger';
 import type { AuditEntry, MessageStore } from '../store/message-store';
 import { HttpConnections } from '../util/graceful-http';
@@ -127,7 +127,7 @@ export function errorAnswer(e: unknown): { status: number; body: OperationOutcom
     const issue = e.details?.facadeIssue as FacadeIssueKind | undefined;
     if (issue && FacadeIssue[issue]) return { status: FacadeIssue[issue].status, body: outcome(FacadeIssue[issue].code, e.message, 'error', e.details) };
     const status = typeof e.details?.status === 'number' ? (e.details.status as number) : undefined;
-    if (e.code === 'FERRY_E_INPUT_FACADE_TIMEOUT') return { status: 504, body: outcome('timeout', e.message) };
+    if (e.code === 'FERRY_E_INPUT_FACADE_TIMEOUT') return { status: httpStatusOf(e), body: outcome('timeout', e.message) };
     if (e.kind === 'input' && e.code.startsWith('FERRY_E_INPUT_')) return { status: 400, body: outcome('invalid', e.message) };
     if (status === 404) return { status: 404, body: outcome('not-found', 'not found at the vendor') };
     if (status === 409 || status === 412) return { status: 409, body: outcome('conflict', e.message) };

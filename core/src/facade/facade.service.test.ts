@@ -13,7 +13,10 @@ import { FhirJsonTransform } from '../fhir/fhir-json.transform';
 import { silentLogger } from '../logging/logger';
 import { SqliteMessageStore } from '../store/sqlite.store';
 import type { ConnectionEntry } from '../config/engine.schema';
-import { FerryError } from '../errors';
+import { defineErrors, FerryError } from '../errors';
+
+/** A vendor plugin's own code (as a plugin declares it). */
+const testErrors = defineErrors({ VENDOR_HTTP: { kind: 'transient', description: 'test vendor: down' } });
 import { FacadeService } from './facade.service';
 import { ClientRateLimiter, errorAnswer } from './facade.server';
 import { facadeError, type FacadeCapability, type FacadeProvider, type FacadeRecord } from './provider';
@@ -133,7 +136,7 @@ describe('FacadeService', () => {
     expect(errorAnswer(await svc.read('a', 'Observation', 'x').catch((x) => x))).toMatchObject({ status: 501, body: { issue: [{ code: 'not-supported' }] } });
     expect(errorAnswer(facadeError('conflict', 'slot taken'))).toMatchObject({ status: 409, body: { issue: [{ code: 'conflict' }] } });
     expect(errorAnswer(facadeError('duplicate', 'dup'))).toMatchObject({ status: 409, body: { issue: [{ code: 'duplicate' }] } });
-    expect(errorAnswer(new FerryError('VENDOR_HTTP', 'down', { kind: 'transient' }))).toMatchObject({ status: 502, body: { issue: [{ code: 'transient' }] } });
+    expect(errorAnswer(new FerryError(testErrors.codes.VENDOR_HTTP, 'down', { kind: 'transient' }))).toMatchObject({ status: 502, body: { issue: [{ code: 'transient' }] } });
   });
 });
 

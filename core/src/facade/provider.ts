@@ -89,20 +89,20 @@ export interface FacadeProvider {
   close?(): Promise<void>;
 }
 
-/** How a vendor's refusal maps to FHIR: OperationOutcome issue code and HTTP status. */
+/** How a vendor's refusal maps to FHIR: OperationOutcome issue code and HTTP status, and the Ferry error code. */
 export const FacadeIssue = {
   /** The slot is taken, a version conflict. */
-  conflict: { code: 'conflict', status: 409 },
+  conflict: { code: 'conflict', status: 409, errorCode: 'INPUT_FACADE_CONFLICT' },
   /** The patient exists already. */
-  duplicate: { code: 'duplicate', status: 409 },
+  duplicate: { code: 'duplicate', status: 409, errorCode: 'INPUT_FACADE_DUPLICATE' },
   /** The vendor refused the content (missing or bad field). */
-  invalid: { code: 'invalid', status: 422 },
-  'not-found': { code: 'not-found', status: 404 },
-  'not-supported': { code: 'not-supported', status: 501 },
+  invalid: { code: 'invalid', status: 422, errorCode: 'INPUT_FACADE_INVALID' },
+  'not-found': { code: 'not-found', status: 404, errorCode: 'INPUT_FACADE_NOT_FOUND' },
+  'not-supported': { code: 'not-supported', status: 501, errorCode: 'INPUT_FACADE_NOT_SUPPORTED' },
 } as const;
 export type FacadeIssueKind = keyof typeof FacadeIssue;
 
 /** An error a provider throws for a vendor refusal the client must see as such (never retried). */
 export function facadeError(kind: FacadeIssueKind, message: string, details: Record<string, unknown> = {}, cause?: unknown): FerryError {
-  return new FerryError(`INPUT_FACADE_${kind.toUpperCase().replace(/-/g, '_')}`, message, { kind: 'input', retryable: false, cause, details: { ...details, facadeIssue: kind } });
+  return new FerryError(FacadeIssue[kind].errorCode, message, { kind: 'input', retryable: false, cause, details: { ...details, facadeIssue: kind } });
 }

@@ -106,15 +106,21 @@ export { OWN_FORMATS } from './formats';
  * context's `fromFhir` hook. The control ids are seeded with the stored message id and the sink id (the
  * same on a retry or replay). A Bundle that cannot be expressed is a dead delivery naming the reason.
  */
-export async function writtenMessages(sink: string, kind: string, ctx: SinkContext, d: Delivery, format: string, profile: unknown): Promise<string[]> {
-  if (!ctx.fromFhir) throw permanentDeliveryError(`${kind}_NO_WRITER`, `${sink}: format ${format} needs a plugin that writes it`);
+/** The dead-delivery codes of a core sink writing a plugin format (hl7v2 named; any other plugin format one code). */
+export function fhirToFormatCode(kind: 'FILE' | 'HTTP', format: string) {
+  if (format === 'hl7v2') return kind === 'FILE' ? ('DELIVERY_FILE_FHIR_TO_HL7V2' as const) : ('DELIVERY_HTTP_FHIR_TO_HL7V2' as const);
+  return kind === 'FILE' ? ('DELIVERY_FILE_FHIR_TO_FORMAT' as const) : ('DELIVERY_HTTP_FHIR_TO_FORMAT' as const);
+}
+
+export async function writtenMessages(sink: string, kind: 'FILE' | 'HTTP', ctx: SinkContext, d: Delivery, format: string, profile: unknown): Promise<string[]> {
+  if (!ctx.fromFhir) throw permanentDeliveryError(kind === 'FILE' ? 'FILE_NO_WRITER' : 'HTTP_NO_WRITER', `${sink}: format ${format} needs a plugin that writes it`);
   const m = d.message;
   try {
     return await ctx.fromFhir(d.bundle, { format, profile, seed: `${m.id}|${ctx.id}`, now: m.receivedAt, messageId: m.id });
   } catch (e) {
     const err = FerryError.from(e);
     ctx.logger.warn(`${sink} cannot write the bundle as ${format}`, { sink: ctx.id, deliveryId: d.deliveryId, messageId: m.id, errorCode: err.code });
-    throw permanentDeliveryError(`${kind}_FHIR_TO_${format.toUpperCase().replace(/-/g, '_')}`, `message ${m.id}: ${err.message}`, err.details, e);
+    throw new FerryError(fhirToFormatCode(kind, format), `message ${m.id}: ${err.message}`, { kind: 'input', retryable: false, details: err.details, cause: e });
   }
 }
 

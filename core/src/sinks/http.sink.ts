@@ -3,7 +3,7 @@ import { configError, FerryError, permanentDeliveryError } from '../errors';
 import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { SinkAuth, sinkAuthSchema, type SinkAuthConfig } from './auth';
-import { deliveryPayloadJson, formatName, headerMap, httpUrl, networkDeliveryError, OWN_FORMATS, requestSignal, statusDeliveryError, writtenMessages } from './common';
+import { deliveryPayloadJson, fhirToFormatCode, formatName, headerMap, httpUrl, networkDeliveryError, OWN_FORMATS, requestSignal, statusDeliveryError, writtenMessages } from './common';
 
 /** `sinks.<id>` keys of a `type: http` sink. */
 export const httpSinkSchema = {
@@ -85,7 +85,7 @@ export class HttpSink implements MessageSink {
   private async written(d: Delivery): Promise<string> {
     const msgs = await writtenMessages(`http sink ${this.ctx.id}`, 'HTTP', this.ctx, d, this.format, this.cfg.profile);
     if (msgs.length !== 1)
-      throw permanentDeliveryError(`HTTP_FHIR_TO_${this.format.toUpperCase().replace(/-/g, '_')}`, `message ${d.message.id}: the Bundle gives ${msgs.length} ${this.format} messages; route one appointment per message`);
+      throw new FerryError(fhirToFormatCode('HTTP', this.format), `message ${d.message.id}: the Bundle gives ${msgs.length} ${this.format} messages; route one appointment per message`, { kind: 'input', retryable: false });
     return msgs[0];
   }
 

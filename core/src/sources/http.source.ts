@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { inject, injectable } from 'tsyringe';
-import { configError, FerryError } from '../errors';
+import { ackCodeOf, configError, FerryError, httpStatusOf } from '../errors';
 import { OutageLog } from '../logging/outage-log';
 import type { InboundMessage } from '../model/message';
 import type { MessageSource, SourceContext } from '../plugin/api';
@@ -322,10 +322,12 @@ export class HttpSource implements MessageSource {
     const err = FerryError.from(e);
     if (err.kind === 'input') {
       this.ctx.logger.warn('http message refused', { source: this.ctx.id, errorCode: err.code, reason: err.message });
-      return this.answer(reply, /DUPLICATE/.test(err.code) ? 409 : 400, { error: err.message, code: err.code }, ackFor && { body: ackFor, code: 'AR', text: err.message });
+      // status and ACK from the error catalogue: 400 / AR, 409 for a refused duplicate
+      return this.answer(reply, httpStatusOf(err), { error: err.message, code: err.code }, ackFor && { body: ackFor, code: ackCodeOf(err), text: err.message });
     }
     this.notStored.failed({ errorCode: err.code, error: err.message });
     reply.header('retry-after', '1');
+    // not stored, whatever the cause: the sender resends (503 / AE)
     return this.answer(reply, 503, { error: 'the message could not be stored; retry later', code: err.code }, ackFor && { body: ackFor, code: 'AE', text: 'not stored; retry later' });
   }
 }

@@ -1,4 +1,4 @@
-import { inputError } from '../errors';
+import { inputError, type CodeSuffix } from '../errors';
 import { DeliveryStatus, MessageStatus } from '../model/message';
 import type { MessageFilter, MessageStore, PruneResult } from './message-store';
 
@@ -50,7 +50,7 @@ const list = (v: string[] | string | undefined): string[] | undefined => {
   return a.length ? a : undefined;
 };
 
-function time(v: string | number | Date | undefined, name: string, code = 'REPLAY_FILTER'): Date | undefined {
+function time(v: string | number | Date | undefined, name: string, code: CodeSuffix<'INPUT_'> = 'REPLAY_FILTER'): Date | undefined {
   if (v === undefined || v === '') return undefined;
   if (v instanceof Date) return v;
   const d = typeof v === 'number' || /^\d+$/.test(v) ? new Date(Number(v)) : new Date(v);

@@ -58,14 +58,14 @@ function classifyPgError(e: unknown): unknown {
   const code = (e as { code?: unknown })?.code;
   const kind =
     code === '53100' // disk_full
-      ? 'STORE_FULL'
+      ? ('TRANSIENT_STORE_FULL' as const)
       : code === '53200' // out_of_memory
-        ? 'STORE_NOMEM'
+        ? ('TRANSIENT_STORE_NOMEM' as const)
         : code === '40001' || code === '40P01' // serialization_failure, deadlock_detected
-          ? 'STORE_CONFLICT'
+          ? ('TRANSIENT_STORE_CONFLICT' as const)
           : undefined;
   if (!kind) return e;
-  return new FerryError(`TRANSIENT_${kind}`, `PostgreSQL: ${message}`, { kind: 'transient', retryable: true, cause: e, details: { sqlstate: code } });
+  return new FerryError(kind, `PostgreSQL: ${message}`, { kind: 'transient', retryable: true, cause: e, details: { sqlstate: code } });
 }
 
 /** The connection failed or stopped answering (the statement itself may have been fine). */

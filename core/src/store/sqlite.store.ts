@@ -3,7 +3,7 @@ import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import { fileModes, mkdirPrivateSync, tightenSync, type FileModes } from '../util/file-modes';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { FerryError } from '../errors';
+import { FerryError, type ErrorCode } from '../errors';
 import type { Dialect } from './schema';
 import type { InstanceOptions, InstanceStart } from './message-store';
 import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql-store';
@@ -137,18 +137,18 @@ export function classifySqliteError(e: unknown, file: string): unknown {
   if (e instanceof FerryError) return e;
   const code = (e as { code?: unknown })?.code;
   if (typeof code !== 'string') return e;
-  const what =
+  const what: [ErrorCode, string] | undefined =
     code === 'SQLITE_FULL'
-      ? ['STORE_FULL', 'the database or disk is full']
+      ? ['TRANSIENT_STORE_FULL' as const, 'the database or disk is full']
       : code.startsWith('SQLITE_IOERR')
-        ? ['STORE_IO', `an I/O error on the database (${code})`]
+        ? ['TRANSIENT_STORE_IO' as const, `an I/O error on the database (${code})`]
         : code.startsWith('SQLITE_READONLY')
-          ? ['STORE_READONLY', `the database cannot be written (${code})`]
+          ? ['TRANSIENT_STORE_READONLY' as const, `the database cannot be written (${code})`]
           : code === 'SQLITE_NOMEM'
-            ? ['STORE_NOMEM', 'SQLite ran out of memory']
+            ? ['TRANSIENT_STORE_NOMEM' as const, 'SQLite ran out of memory']
             : undefined;
   if (!what) return e;
-  return new FerryError(`TRANSIENT_${what[0]}`, `${what[1]}: ${file}`, { kind: 'transient', retryable: true, cause: e, details: { sqliteCode: code } });
+  return new FerryError(what[0], `${what[1]}: ${file}`, { kind: 'transient', retryable: true, cause: e, details: { sqliteCode: code } });
 }
 
 /**

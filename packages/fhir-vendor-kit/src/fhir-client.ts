@@ -11,7 +11,7 @@
  * each run under the shared vendor call policy with `VendorHttpClient.execute()` (token, rate limit,
  * X-Request-Id, 401 replay, retries honouring Retry-After).
  */
-import { FerryError } from '@ferry/core';
+import { FerryError, type ErrorCode } from '@ferry/core';
 import Client from 'fhir-kit-client';
 import type { Bundle, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import type { VendorConnection } from './connection';
@@ -53,7 +53,7 @@ export function refineVendorError(e: unknown): unknown {
   const oo = parseOutcome(body);
   const codes = epicCodes(oo);
   const details = { ...e.details, body: undefined, outcome: oo ? outcomeSummary(oo) : undefined, vendorCodes: codes.length ? codes : undefined };
-  const mk = (code: string, msg: string, kind: 'input' | 'config' | 'transient', retryable: boolean) => new FerryError(code, `${e.message}: ${msg}`, { kind, retryable, cause: e, details });
+  const mk = (code: ErrorCode, msg: string, kind: 'input' | 'config' | 'transient', retryable: boolean) => new FerryError(code, `${e.message}: ${msg}`, { kind, retryable, cause: e, details });
   if (codes.includes('4113')) return mk('VENDOR_PAGING_EXPIRED', 'paging session expired', 'transient', true);
   const denial = codes.find((c) => EPIC_POLICY_DENIALS.has(c));
   if (denial) return mk('VENDOR_POLICY_DENIED', `policy denial (Epic ${denial}); not retried`, 'input', false);

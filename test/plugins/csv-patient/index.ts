@@ -10,9 +10,7 @@ import { inject, injectable } from 'tsyringe';
 import {
   coreTokens,
   definePlugin,
-  inputError,
-  permanentDeliveryError,
-  retryableDeliveryError,
+  defineErrors,
   type Delivery,
   type MessageHeaders,
   type MessageSink,
@@ -22,6 +20,13 @@ import {
 } from '@ferry/core';
 
 export const CSV_TYPE = 'text/x-patient-csv';
+
+/** This plugin's own error codes, merged into Ferry's catalogue (FERRY_E_INPUT_CSV_SHAPE, …). */
+const errors = defineErrors({
+  INPUT_CSV_SHAPE: { kind: 'input', description: 'A csv-patient line is not mrn,family,given,birthDate,gender: fix the sender.' },
+  DELIVERY_MEMORY_REFUSED: { kind: 'input', retryable: false, description: 'The memory sink was told to refuse (failMode: permanent).' },
+  DELIVERY_MEMORY_DOWN: { kind: 'transient', description: 'The memory sink was told to fail (failFirst): retried.' },
+});
 
 @injectable()
 export class CsvPatientTransform implements MessageTransform {
@@ -33,7 +38,7 @@ export class CsvPatientTransform implements MessageTransform {
   private fields(body: Buffer): string[] {
     const line = body.toString('utf8').trim();
     const f = line.split(',');
-    if (f.length !== 5 || !f[0]) throw inputError('CSV_SHAPE', 'expected mrn,family,given,birthDate,gender');
+    if (f.length !== 5 || !f[0]) throw errors.error('INPUT_CSV_SHAPE', 'expected mrn,family,given,birthDate,gender');
     return f;
   }
   extractHeaders(body: Buffer): MessageHeaders {
@@ -78,8 +83,8 @@ export class MemorySink implements MessageSink {
     }
     if (this.ctx.config.delayMs) await new Promise((r) => setTimeout(r, this.ctx.config.delayMs));
     if (this.calls <= this.ctx.config.failFirst) {
-      if (this.ctx.config.failMode === 'permanent') throw permanentDeliveryError('MEMORY_REFUSED', 'memory sink refuses (configured)');
-      throw retryableDeliveryError('MEMORY_DOWN', 'memory sink unavailable (configured)');
+      if (this.ctx.config.failMode === 'permanent') throw errors.error('DELIVERY_MEMORY_REFUSED', 'memory sink refuses (configured)');
+      throw errors.error('DELIVERY_MEMORY_DOWN', 'memory sink unavailable (configured)');
     }
     const list = memorySinkDeliveries.get(this.ctx.id) ?? [];
     list.push(d);

@@ -121,7 +121,23 @@ export const ${id.replace(/-/g, '')}Plugin = definePlugin({
 export default ${id.replace(/-/g, '')}Plugin;
 `,
     'src/api.ts': `/** The ${id} API connection both the source and the sink use: OAuth client credentials, timeouts, errors. */
-import { FerryError } from '@ferry/core';
+import { defineErrors, FerryError } from '@ferry/core';
+
+/**
+ * The plugin's own error codes, merged into Ferry's error catalogue (thrown as FERRY_E_<code>; see
+ * Ferry's PLUGINS.md, "Errors"). Only codes declared here can be thrown through \`errors.error\`.
+ */
+export const errors = defineErrors({
+  CONFIG_${id.toUpperCase().replace(/-/g, '_')}_BASE_URL: { kind: 'config', description: 'The ${id} connection has no baseUrl: set it.' },
+  CONFIG_${id.toUpperCase().replace(/-/g, '_')}_TOKEN: { kind: 'config', description: 'The ${id} token endpoint refused the credentials: fix clientId and clientSecret.' },
+  TRANSIENT_${id.toUpperCase().replace(/-/g, '_')}_TOKEN: { kind: 'transient', description: 'The ${id} token endpoint is unavailable: retried.' },
+  TRANSIENT_${id.toUpperCase().replace(/-/g, '_')}_NETWORK: { kind: 'transient', description: 'A ${id} request failed on the network or timed out: retried.' },
+  TRANSIENT_${id.toUpperCase().replace(/-/g, '_')}_HTTP: { kind: 'transient', description: 'The ${id} API answered 5xx, 429, 408 or 401: retried.' },
+  INPUT_${id.toUpperCase().replace(/-/g, '_')}_REJECTED: { kind: 'input', description: 'The ${id} API refused the request (4xx): fix the data, then replay.' },
+  DELIVERY_${id.toUpperCase().replace(/-/g, '_')}_WRITE: { kind: 'transient', description: 'Writing to ${id} failed: retried when the cause is retryable, dead otherwise.' },
+  INPUT_${id.toUpperCase().replace(/-/g, '_')}_JSON: { kind: 'input', description: 'The ${id} record is not JSON: check the ${id} API.' },
+  INPUT_${id.toUpperCase().replace(/-/g, '_')}_RECORD: { kind: 'input', description: 'The ${id} record has no id: check the ${id} API.' },
+});
 
 export interface ConnectionConfig {
   baseUrl: string;
@@ -141,7 +157,7 @@ export const connectionSchema = {
 export class Api {
   private token?: { value: string; until: number };
   constructor(private readonly cfg: ConnectionConfig) {
-    if (!cfg.baseUrl) throw new FerryError('CONFIG_${id.toUpperCase().replace(/-/g, '_')}_BASE_URL', 'baseUrl is required', { kind: 'config' });
+    if (!cfg.baseUrl) throw errors.error('CONFIG_${id.toUpperCase().replace(/-/g, '_')}_BASE_URL', 'baseUrl is required', { kind: 'config' });
   }
 
   /** One call; 5xx, 429, timeouts and network errors are retryable, other 4xx are not. The message names no content. */
@@ -157,12 +173,12 @@ export class Api {
       });
     } catch (e) {
       if (FerryError.is(e)) throw e;
-      throw new FerryError('TRANSIENT_${id.toUpperCase().replace(/-/g, '_')}_NETWORK', \`\${method} \${p}: \${(e as Error).name === 'TimeoutError' || s.aborted ? 'timed out or abandoned' : 'network error'}\`, { kind: 'transient', cause: e });
+      throw errors.error('TRANSIENT_${id.toUpperCase().replace(/-/g, '_')}_NETWORK', \`\${method} \${p}: \${(e as Error).name === 'TimeoutError' || s.aborted ? 'timed out or abandoned' : 'network error'}\`, { kind: 'transient', cause: e });
     }
     if (res.status === 401) this.token = undefined;
     if (!res.ok) {
       const retryable = res.status >= 500 || res.status === 429 || res.status === 408 || res.status === 401;
-      throw new FerryError(retryable ? 'TRANSIENT_${id.toUpperCase().replace(/-/g, '_')}_HTTP' : 'INPUT_${id.toUpperCase().replace(/-/g, '_')}_REJECTED', \`\${method} \${p} answered \${res.status}\`, { kind: retryable ? 'transient' : 'input', details: { status: res.status } });
+      throw errors.error(retryable ? 'TRANSIENT_${id.toUpperCase().replace(/-/g, '_')}_HTTP' : 'INPUT_${id.toUpperCase().replace(/-/g, '_')}_REJECTED', \`\${method} \${p} answered \${res.status}\`, { kind: retryable ? 'transient' : 'input', details: { status: res.status } });
     }
     return res.status === 204 ? undefined : res.json();
   }
@@ -175,7 +191,7 @@ export class Api {
       headers: { authorization: \`Basic \${Buffer.from(\`\${this.cfg.clientId}:\${this.cfg.clientSecret}\`).toString('base64')}\`, 'content-type': 'application/x-www-form-urlencoded' },
       body: 'grant_type=client_credentials',
     });
-    if (!res.ok) throw new FerryError(res.status >= 500 ? 'TRANSIENT_${id.toUpperCase().replace(/-/g, '_')}_TOKEN' : 'CONFIG_${id.toUpperCase().replace(/-/g, '_')}_TOKEN', \`token endpoint answered \${res.status}\`, { kind: res.status >= 500 ? 'transient' : 'config' });
+    if (!res.ok) throw errors.error(res.status >= 500 ? 'TRANSIENT_${id.toUpperCase().replace(/-/g, '_')}_TOKEN' : 'CONFIG_${id.toUpperCase().replace(/-/g, '_')}_TOKEN', \`token endpoint answered \${res.status}\`, { kind: res.status >= 500 ? 'transient' : 'config' });
     const t = (await res.json()) as { access_token: string; expires_in?: number };
     this.token = { value: t.access_token, until: Date.now() + ((t.expires_in ?? 300) - 30) * 1000 };
     return t.access_token;
@@ -292,8 +308,8 @@ export class ${P}Source implements MessageSource {
  * so a retry or a replay is not written twice. 5xx/429/timeouts are retryable, other 4xx dead.
  */
 import { inject, injectable } from 'tsyringe';
-import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError, type Delivery, type MessageSink, type SinkContext } from '@ferry/core';
-import { Api, connectionSchema, type ConnectionConfig } from './api';
+import { coreTokens, FerryError, type Delivery, type MessageSink, type SinkContext } from '@ferry/core';
+import { Api, connectionSchema, errors, type ConnectionConfig } from './api';
 
 export type ${P}SinkConfig = ConnectionConfig;
 export const ${id.replace(/-/g, '')}SinkSchema = { ...connectionSchema };
@@ -312,7 +328,7 @@ export class ${P}Sink implements MessageSink {
         await this.api.call('POST', '/records', p, { 'idempotency-key': \`\${d.deliveryId}:\${i}\` }, d.signal);
       } catch (e) {
         const fe = FerryError.from(e);
-        throw fe.retryable ? retryableDeliveryError('${id.toUpperCase().replace(/-/g, '_')}_WRITE', fe.message, fe.details, fe) : permanentDeliveryError('${id.toUpperCase().replace(/-/g, '_')}_WRITE', fe.message, fe.details, fe);
+        throw errors.error('DELIVERY_${id.toUpperCase().replace(/-/g, '_')}_WRITE', fe.message, fe.retryable ? { kind: 'transient', retryable: true, details: fe.details, cause: fe } : { kind: 'input', retryable: false, details: fe.details, cause: fe });
       }
     }
     this.ctx.logger.debug('${id} records written', { sink: this.ctx.id, deliveryId: d.deliveryId, records: patients.length });
@@ -320,8 +336,9 @@ export class ${P}Sink implements MessageSink {
 }
 `,
     'src/transform.ts': `/** \`${ct}\`: a ${id} record -> a FHIR R4 Bundle with one Patient. Deterministic: the same record, the same Bundle. */
-import { inputError, type MessageHeaders, type MessageTransform, type StoredMessage } from '@ferry/core';
+import type { MessageHeaders, MessageTransform, StoredMessage } from '@ferry/core';
 import type { Bundle } from '@medplum/fhirtypes';
+import { errors } from './api';
 
 export const CONTENT_TYPE = '${ct}';
 
@@ -338,9 +355,9 @@ function parse(body: Buffer): ${P}Record {
   try {
     r = JSON.parse(body.toString('utf8'));
   } catch {
-    throw inputError('${id.toUpperCase().replace(/-/g, '_')}_JSON', 'the ${id} record is not JSON');
+    throw errors.error('INPUT_${id.toUpperCase().replace(/-/g, '_')}_JSON', 'the ${id} record is not JSON');
   }
-  if (!r || typeof r.id !== 'string' || !r.id) throw inputError('${id.toUpperCase().replace(/-/g, '_')}_RECORD', 'the ${id} record has no id', { path: 'id' });
+  if (!r || typeof r.id !== 'string' || !r.id) throw errors.error('INPUT_${id.toUpperCase().replace(/-/g, '_')}_RECORD', 'the ${id} record has no id', { details: { path: 'id' } });
   return r;
 }
 

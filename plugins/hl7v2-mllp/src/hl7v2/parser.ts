@@ -1,4 +1,4 @@
-import { inputError } from '@ferry/core';
+import { inputError, type CodeSuffix } from '@ferry/core';
 import type { Delimiters } from './delimiters';
 import { escapeHl7, unescapeHl7 } from './escape';
 
@@ -23,7 +23,7 @@ export interface Hl7Location {
   subcomponent?: number;
 }
 
-export function hl7InputError(code: string, message: string, location: Hl7Location, errCode = '207') {
+export function hl7InputError(code: CodeSuffix<'INPUT_'>, message: string, location: Hl7Location, errCode = '207') {
   // HL7 table 0357: 100 segment sequence error, 101 required field missing, 102 data type error, 207 application internal error
   return inputError(code, message, { location, hl7ErrorCode: errCode });
 }

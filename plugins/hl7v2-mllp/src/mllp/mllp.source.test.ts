@@ -1,6 +1,14 @@
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
-import { FerryError } from '@ferry/core';
+import { defineErrors, FerryError } from '@ferry/core';
+
+/** Codes the test's stand-ins for the engine throw (declared as a plugin declares its own). */
+const testErrors = defineErrors({
+  TRANSIENT_STORE_DOWN: { kind: 'transient', description: 'test store: down' },
+  CONFIG_NO_TRANSFORM: { kind: 'config', description: 'test engine: no transform' },
+  INPUT_HL7_BAD: { kind: 'input', description: 'test transform: bad HL7' },
+  INPUT_BATCH: { kind: 'input', description: 'test transform: bad batch' },
+});
 import { readAck } from '../ack/ack.builder';
 import { adt, field, frame, RawClient, storeCtx, type RecordingCtx } from './__fixtures__/support';
 import { makePki, type TestPki } from './__fixtures__/certs';
@@ -135,7 +143,7 @@ describe('MllpSource on a real socket', () => {
   it('AE when the store fails, AA again once it works', async () => {
     const { ctx, port } = await startSource();
     const c = await connect(port);
-    ctx.failNext.push(new FerryError('TRANSIENT_STORE_DOWN', 'db down', { kind: 'transient' }));
+    ctx.failNext.push(new FerryError(testErrors.codes.TRANSIENT_STORE_DOWN, 'db down', { kind: 'transient' }));
     c.write(frame(adt('E1')));
     await c.waitAcks(1);
     c.write(frame(adt('E1')));
@@ -387,7 +395,7 @@ describe('MllpSource: what each answer and stored message is made of', () => {
   it('stores the raw MSH headers when no codec reads the content type, and the connection it came on', async () => {
     const { ctx, c } = await startWith(() => ({
       extractHeaders: () => {
-        throw new FerryError('CONFIG_NO_TRANSFORM', 'no transform for application/hl7-v2', { kind: 'config' });
+        throw new FerryError(testErrors.codes.CONFIG_NO_TRANSFORM, 'no transform for application/hl7-v2', { kind: 'config' });
       },
     }));
     c.write(frame('MSH|^~\\&|LAB^X|HOSP^Y|EHR^Z|CLIN^W|2024||ORU^R01^ORU_R01|RAW1|P|2.3.1^x\rPID|1\r'));
@@ -406,7 +414,7 @@ describe('MllpSource: what each answer and stored message is made of', () => {
   it('a codec refusal keeps its table 0357 code and location in the AR', async () => {
     const { c } = await startWith(() => ({
       extractHeaders: () => {
-        throw new FerryError('INPUT_HL7_BAD', 'PID-3 is empty', { kind: 'input', details: { hl7ErrorCode: '101', location: { segment: 'PID', sequence: 2, field: 3 } } });
+        throw new FerryError(testErrors.codes.INPUT_HL7_BAD, 'PID-3 is empty', { kind: 'input', details: { hl7ErrorCode: '101', location: { segment: 'PID', sequence: 2, field: 3 } } });
       },
     }));
     c.write(frame(adt('CX1')));
@@ -435,7 +443,7 @@ describe('MllpSource: what each answer and stored message is made of', () => {
   it('a batch that cannot be split is refused as a whole in a batch ACK (BHS control id, AR 100)', async () => {
     const { ctx, c } = await startWith(() => ({
       split: () => {
-        throw new FerryError('INPUT_BATCH', 'bad batch', { kind: 'input' });
+        throw new FerryError(testErrors.codes.INPUT_BATCH, 'bad batch', { kind: 'input' });
       },
     }));
     // a byte order mark before the batch header

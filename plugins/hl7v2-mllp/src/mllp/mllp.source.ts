@@ -1,5 +1,5 @@
 import { inject, injectable } from 'tsyringe';
-import { coreTokens, FerryError, OutageLog } from '@ferry/core';
+import { ackCodeOf, coreTokens, FerryError, OutageLog } from '@ferry/core';
 import type { DataQualityIssue, InboundMessage, InsertResult, MessageHeaders, MessageSource, SourceContext } from '@ferry/core';
 import { acksFor, buildBatchAck, HL7Error, isEnhanced, type AckError, type IntakeOutcome } from '../ack/ack.builder';
 import { readRawHeader, type RawMsh } from '../ack/msh';
@@ -261,7 +261,8 @@ export class MllpSource implements MessageSource {
   }
 
   private setFailure(p: Pending, err: FerryError): void {
-    if (err.kind === 'input') {
+    // AR (rejected, do not resend) or AE (not stored, resend), as the error catalogue gives it
+    if (ackCodeOf(err) === 'AR') {
       const dup = /DUPLICATE/i.test(err.code);
       p.outcome = dup
         ? rejected(HL7Error.duplicateKey, 'duplicate message control id', { segment: 'MSH', sequence: 1, field: 10 })
