@@ -271,6 +271,8 @@ export const ERROR_CATALOGUE = {
   TRANSIENT_MLLP_CLOSED: transient('The MLLP connection closed before the ACK: retried.'),
   TRANSIENT_MLLP_CONNECT: transient('Cannot connect to the MLLP receiver: retried; check host, port and the receiver.'),
   TRANSIENT_MLLP_CONNECT_TIMEOUT: transient('Connecting to the MLLP receiver timed out: retried; check the network.'),
+  TRANSIENT_OIDC_DISCOVERY: transient('Console sign-in: the identity provider\'s discovery document cannot be read or does not fit (issuer, https endpoints): retry; check admin.auth.oidc.issuer.', { http: 503 }),
+  TRANSIENT_OIDC_TOKEN: transient('Console sign-in: the identity provider\'s token endpoint cannot be reached: retry; the sign-in starts again.', { http: 503 }),
   TRANSIENT_OIDC_JWKS: transient('The identity provider\'s keys cannot be fetched, so bearer tokens cannot be checked: retry; check admin.auth.oidc.jwksUrl.'),
   TRANSIENT_STORE_BUSY: transient('The SQLite store is locked by another process: retried; make sure one engine uses the file.'),
   TRANSIENT_STORE_CLOSED: transient('The store is closed (the engine is stopping): retry after restart.'),
