@@ -21,6 +21,7 @@ import { FerryError, facadeError, type FacadeCallContext, type FacadeCapability,
 import type { Patient, Resource } from '@medplum/fhirtypes';
 import { AthenaConnection, athenaConnectionSchema, athenaErrorText, athenaSystem, type AthenaConnectionConfig } from '@ferry/fhir-vendor-kit';
 import { AthenaContentType, type AthenaEnvelope } from './transform/athena.to-fhir';
+import { CHART_SECTIONS, chartEntityId, chartRecords, type AthenaChartSection } from './transform/athena-chart.to-fhir';
 
 /** athena-fhir's content type (the athena-fhir plugin's transform reads it; without that plugin the FHIR path is unavailable). */
 export const ATHENA_FHIR_ENVELOPE_TYPE = 'application/vnd.athena.fhir+json';
@@ -28,6 +29,20 @@ export const ATHENA_FHIR_ENVELOPE_TYPE = 'application/vnd.athena.fhir+json';
 export const athenaFacadeConnectionSchema = {
   ...athenaConnectionSchema,
   departmentId: { doc: 'Department for facade writes that name none (new patients); empty = the first department', format: String, default: '' },
+};
+
+/**
+ * The REST fallback for clinical searches (reference 1.4 `GET /chart/{patientid}/problems|allergies|
+ * vitals|medications`, `departmentid` required, limit/offset paging): served where the athena-fhir
+ * plugin is not loaded (no transform for FHIR records), or for types athena's FHIR API does not
+ * serve in the shape the pipeline delivers (MedicationStatement: athena FHIR has only
+ * MedicationRequest, 2.3). Records go through the chart transform the pipeline uses.
+ */
+const CHART_TYPES: Record<string, { section: AthenaChartSection; params: string[]; category?: string }> = {
+  Condition: { section: 'problems', params: ['patient', 'category'], category: 'problem-list-item' },
+  AllergyIntolerance: { section: 'allergies', params: ['patient'] },
+  Observation: { section: 'vitals', params: ['patient', 'category'], category: 'vital-signs' },
+  MedicationStatement: { section: 'medications', params: ['patient'] },
 };
 
 const CLINICAL = ['Condition', 'Observation', 'AllergyIntolerance', 'MedicationRequest', 'DiagnosticReport', 'Encounter', 'DocumentReference'];
@@ -104,6 +119,8 @@ export class AthenaFacadeProvider implements FacadeProvider {
       { type: 'Patient', interaction: 'read', path: 'fhir', contentType: ATHENA_FHIR_ENVELOPE_TYPE },
       { type: 'Patient', interaction: 'search', path: 'fhir', contentType: ATHENA_FHIR_ENVELOPE_TYPE, searchParams: FHIR_PARAMS.Patient },
     ];
+    for (const [type, c] of Object.entries(CHART_TYPES))
+      caps.push({ type, interaction: 'search', path: 'rest', contentType: AthenaContentType[CHART_SECTIONS[c.section]], searchParams: c.params, note: `GET /chart/{patientid}/${c.section} (1.4): served when athena FHIR is absent or lacks the type` });
     for (const type of CLINICAL) {
       caps.push({ type, interaction: 'read', path: 'fhir', contentType: ATHENA_FHIR_ENVELOPE_TYPE });
       caps.push({ type, interaction: 'search', path: 'fhir', contentType: ATHENA_FHIR_ENVELOPE_TYPE, searchParams: FHIR_PARAMS[type] });
@@ -191,6 +208,7 @@ export class AthenaFacadeProvider implements FacadeProvider {
     if (ctx.path === 'fhir') return this.fhirSearch(type, params, page, ctx);
     if (type === 'Patient') return this.restPatients(params, page, ctx);
     if (type === 'Appointment') return this.restAppointments(params, page, ctx);
+    if (CHART_TYPES[type]) return this.restChart(type, params, page, ctx);
     throw facadeError('not-supported', `search of ${type} through athena REST`);
   }
 
@@ -239,6 +257,39 @@ export class AthenaFacadeProvider implements FacadeProvider {
     const body = await this.call(() => this.conn.get<any>('/patients', q, { signal: ctx.signal }));
     const items: Record<string, any>[] = body?.patients ?? [];
     return { records: items.map((r) => this.restRecord('patient', r)), next: body?.next ? String(Number(q.offset) + items.length) : undefined, total: body?.totalcount !== undefined ? Number(body.totalcount) : undefined };
+  }
+
+  /**
+   * One chart section of a patient, as the athena-rest source reads it for the pipeline: the
+   * department the patient record names (`departmentid`, else `primarydepartmentid`, else the
+   * connection's `departmentId`), each item `{ ...item, patientid, departmentid }` with the
+   * department record, vitals groups flattened to readings; offset paging as the cursor.
+   */
+  private async restChart(type: string, params: Record<string, string[]>, page: { cursor?: string; count: number }, ctx: FacadeCallContext) {
+    const spec = CHART_TYPES[type];
+    const pv = params.patient?.[0];
+    if (!pv || (params.patient?.length ?? 0) > 1) throw facadeError('invalid', `${type} search through athena REST needs exactly one patient (GET /chart/{patientid}/${spec.section}, reference 1.4)`);
+    const cat = params.category?.[0];
+    if (cat !== undefined && cat.replace(/^.*\|/, '') !== spec.category) throw facadeError('invalid', `category: athena's chart serves only ${spec.category} ${type} resources`);
+    const pat = await ctx.resolve(pv.includes('/') ? pv : `Patient/${pv}`);
+    const pid = pat?.type === 'Patient' ? pat.vendorId : /^\d+$/.test(pv) ? pv : undefined;
+    if (!pid) throw facadeError('invalid', `patient: ${pv.slice(0, 80)} is not a patient of this connection`);
+    const [prec] = await this.call(() => this.conn.get<Record<string, any>[]>(`/patients/${encodeURIComponent(pid)}`, undefined, { signal: ctx.signal }));
+    if (!prec) return { records: [], total: 0 };
+    const d = prec.departmentid ?? prec.primarydepartmentid ?? (this.ctx.config.departmentId || undefined);
+    if (d === undefined || d === null || d === '') throw facadeError('invalid', `athena names no department for the patient: set connections.${this.ctx.id}.departmentId (departmentid is required by /chart, reference 1.4)`);
+    const department = await this.department(d, ctx.signal);
+    const offset = page.cursor ?? '0';
+    if (!/^\d+$/.test(offset)) throw facadeError('invalid', '_cursor: not a chart page of this connection');
+    const body = await this.call(() => this.conn.get<any>(`/chart/${encodeURIComponent(pid)}/${spec.section}`, { departmentid: String(d), limit: String(page.count), offset }, { signal: ctx.signal }));
+    const items: unknown[] = Array.isArray(body?.[spec.section]) ? body[spec.section] : [];
+    const kind = CHART_SECTIONS[spec.section];
+    const records: FacadeRecord[] = chartRecords(spec.section, items).map((item) => {
+      const record = { ...item, patientid: pid, departmentid: String(d) };
+      const env: AthenaEnvelope = { practiceid: this.p, kind, feed: `chart/${spec.section}`, record, ...(department ? { department } : {}) };
+      return { contentType: AthenaContentType[kind], body: Buffer.from(JSON.stringify(env)), vendorId: chartEntityId(kind, record) ?? '' };
+    });
+    return { records, next: body?.next ? String(Number(offset) + items.length) : undefined, total: body?.totalcount !== undefined ? Number(body.totalcount) : undefined };
   }
 
   /** Booked appointments (or open slots with status=proposed) over one or every department, department by department. */

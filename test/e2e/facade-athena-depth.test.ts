@@ -1,0 +1,182 @@
+/**
+ * The FHIR facade's athena depth (issue #28), end to end on real sockets: the engine from YAML with
+ * only the athena-rest plugin (no athena-fhir: athena's FHIR path is unavailable), a pipeline
+ * polling the same practice into an NDJSON sink, and the facade's listener. Proves the REST
+ * fallback for clinical searches (`GET /chart/{patientid}/problems|allergies|vitals|medications`,
+ * reference 1.4): each answer equals the pipeline's canonical output for the same chart record,
+ * the decision table names path `rest`, chart offset paging becomes FHIR `next` links.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Bundle, CapabilityStatement, OperationOutcome, Resource } from '@medplum/fhirtypes';
+import { Engine, makeToken, silentLogger } from '@ferry/core';
+import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../simulators/athena';
+
+async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('FHIR facade athena depth: REST chart fallback (engine from YAML, simulator on real sockets)', () => {
+  let athena: AthenaSimulator;
+  let engine: Engine;
+  let dir: string;
+  let api: string;
+  let pid = '';
+  const tokens = {} as Record<'reader' | 'writer', string>;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-e2e-facade-depth-'));
+    athena = await AthenaSimulator.start();
+    seedPractice(athena);
+    athena.subscribe(PRACTICE, 'patients');
+    pid = '501';
+    athena.setChart(PRACTICE, pid, 'problems', [
+      { problemid: '9001', name: 'Essential hypertension', code: '59621000', codeset: 'SNOMED', events: [{ eventtype: 'START', startdate: '03/04/2021', status: 'CHRONIC' }] },
+      { problemid: '9002', name: 'Acute bronchitis', code: '10509002', codeset: 'SNOMED', events: [{ eventtype: 'START', startdate: '01/05/2026', status: 'ACUTE' }, { eventtype: 'END', startdate: '01/20/2026' }] },
+      { problemid: '9003', name: 'Type 2 diabetes', code: '44054006', codeset: 'SNOMED', events: [{ eventtype: 'START', startdate: '07/01/2019', status: 'CHRONIC' }] },
+    ]);
+    athena.setChart(PRACTICE, pid, 'medications', [[{ medicationentryid: 'H77', medication: 'lisinopril 10 mg tablet', rxnorm: '314076', unstructuredsig: '1 tablet daily', events: [{ type: 'START', eventdate: '03/04/2021' }] }]]);
+    athena.setChart(PRACTICE, pid, 'allergies', [{ allergenid: '10143', allergenname: 'Penicillins', onsetdate: '06/01/2010', criticality: 'high', reactions: [{ reactionname: 'hives', snomedcode: '247472004', severity: 'moderate' }] }]);
+    athena.setChart(PRACTICE, pid, 'vitals', [
+      { key: 'BLOODPRESSURE', readings: [[{ readingid: '31', clinicalelementid: 'VITALS.BLOODPRESSURE.SYSTOLIC', value: '132', unit: 'mm[Hg]', code: '8480-6', codeset: 'LOINC', readingtaken: '02/10/2026 09:15:00' }, { readingid: '32', clinicalelementid: 'VITALS.BLOODPRESSURE.DIASTOLIC', value: '84', unit: 'mm[Hg]', code: '8462-4', codeset: 'LOINC', readingtaken: '02/10/2026 09:15:00' }]] },
+      { key: 'WEIGHT', readings: [[{ readingid: '33', clinicalelementid: 'VITALS.WEIGHT', value: '81.2', unit: 'kg', code: '29463-7', codeset: 'LOINC', readingtaken: '02/10/2026 09:16:00' }]] },
+    ]);
+    athena.upsertPatient(PRACTICE, samplePatient(1, { patientid: pid }));
+
+    const mk = async (name: string, scopes: string[]) => {
+      const t = await makeToken({ name, roles: ['viewer'], scopes }, 'test');
+      return { secret: t.secret, entry: { id: t.record.id, name, roles: ['viewer'], hash: t.record.hash, scopes } };
+    };
+    const made = { reader: await mk('app-reader', ['connection:athena-a:read']), writer: await mk('app-writer', ['connection:athena-a:read', 'connection:athena-a:write']) };
+    for (const [k, v] of Object.entries(made)) tokens[k as keyof typeof tokens] = v.secret;
+    writeFileSync(path.join(dir, 'athena-secret'), 'ferry-secret\n', { mode: 0o600 });
+    writeFileSync(
+      path.join(dir, 'ferry.yaml'),
+      `
+store: { kind: sqlite, path: ${path.join(dir, 'ferry.db')} }
+plugins: ['@ferry/plugin-athena-rest']
+connections:
+  athena-a:
+    kind: athena
+    baseUrl: ${athena.url}
+    clientId: ferry-client
+    clientSecret_FILE: ${path.join(dir, 'athena-secret')}
+    practiceId: ${PRACTICE}
+    callRetry: { initialDelayMs: 20, maxDelayMs: 100 }
+sources:
+  athena-feed:
+    type: athena-rest
+    connection: athena-a
+    feeds: [patients]
+    chartSections: [problems, allergies, vitals, medications]
+    pollIntervalMs: 200
+sinks:
+  out: { type: file, dir: ${path.join(dir, 'out')}, format: ndjson }
+routes:
+  - { id: all, to: [out] }
+processing: { pollIntervalMs: 50, transformWorkers: 0 }
+admin:
+  enabled: false
+  auth:
+    tokens: ${JSON.stringify(Object.values(made).map((m) => m.entry))}
+api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1000 }, defaultCount: 50 }
+`,
+    );
+    engine = await Engine.create({ configFile: path.join(dir, 'ferry.yaml'), logger: silentLogger() });
+    await engine.start();
+    api = engine.apiUrl!;
+  });
+
+  afterAll(async () => {
+    await engine?.stop();
+    await athena?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const call = async <T = any,>(who: keyof typeof tokens, method: string, url: string, body?: unknown, headers: Record<string, string> = {}) => {
+    const res = await fetch(url.startsWith('http') ? url : `${api}${url}`, {
+      method,
+      headers: { authorization: `Bearer ${tokens[who]}`, ...(body !== undefined ? { 'content-type': 'application/fhir+json' } : {}), ...headers },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+    });
+    const text = await res.text();
+    return { status: res.status, headers: res.headers, body: (text ? JSON.parse(text) : undefined) as T };
+  };
+
+  const delivered = (): Resource[] => {
+    const out: Resource[] = [];
+    let files: string[] = [];
+    try {
+      files = readdirSync(path.join(dir, 'out'));
+    } catch {
+      return out;
+    }
+    for (const f of files)
+      for (const line of readFileSync(path.join(dir, 'out', f), 'utf8').split('\n'))
+        if (line.trim()) for (const e of (JSON.parse(line) as Bundle).entry ?? []) if (e.resource) out.push(e.resource);
+    return out;
+  };
+
+  const patientRef = () => `Patient/athena-${PRACTICE}-patient-${pid}`;
+
+  it('lists the chart types in the CapabilityStatement with path rest (athena-fhir not loaded)', async () => {
+    const cs = await call<CapabilityStatement>('reader', 'GET', '/fhir/athena-a/metadata');
+    expect(cs.status).toBe(200);
+    const res = cs.body.rest![0].resource!;
+    for (const type of ['Condition', 'AllergyIntolerance', 'Observation', 'MedicationStatement']) {
+      const r = res.find((x) => x.type === type);
+      expect(r).toBeDefined();
+      expect(r!.documentation).toContain('search via rest');
+      expect(r!.searchParam?.map((p) => p.name)).toContain('patient');
+    }
+  });
+
+  it.each([
+    ['Condition', '', 3],
+    ['AllergyIntolerance', '', 1],
+    ['Observation', '&category=vital-signs', 3],
+    ['MedicationStatement', '', 1],
+  ])('serves %s search from the athena chart, equal to the pipeline output for the same records', async (type, extra, n) => {
+    await until(`pipeline delivered ${type}`, () => delivered().filter((r) => r.resourceType === type).length >= n);
+    const r = await call<Bundle>('reader', 'GET', `/fhir/athena-a/${type}?patient=${encodeURIComponent(patientRef())}${extra}`);
+    expect(r.status).toBe(200);
+    const got = (r.body.entry ?? []).map((e) => e.resource!);
+    expect(got).toHaveLength(n);
+    const pipeline = delivered().filter((x) => x.resourceType === type);
+    for (const g of got) expect(g).toEqual(pipeline.find((p) => p.id === g.id));
+    const reads = athena.apiRequests(`/chart/${pid}/`).filter((q) => q.path.endsWith({ Condition: 'problems', AllergyIntolerance: 'allergies', Observation: 'vitals', MedicationStatement: 'medications' }[type]!));
+    expect(reads.every((q) => q.query.get('departmentid') === '1')).toBe(true);
+  });
+
+  it('pages the chart as FHIR next links', async () => {
+    const first = await call<Bundle>('reader', 'GET', `/fhir/athena-a/Condition?patient=${encodeURIComponent(patientRef())}&_count=2`);
+    expect(first.status).toBe(200);
+    expect(first.body.entry).toHaveLength(2);
+    expect(first.body.total).toBe(3);
+    const next = first.body.link!.find((l) => l.relation === 'next')!.url;
+    const second = await call<Bundle>('reader', 'GET', next);
+    expect(second.status).toBe(200);
+    expect(second.body.entry!.map((e) => e.resource!.id)).toEqual([`athena-${PRACTICE}-problem-9003`]);
+    expect(second.body.link!.find((l) => l.relation === 'next')).toBeUndefined();
+  });
+
+  it('refuses a search without a patient or with a category the chart does not serve, as OperationOutcomes', async () => {
+    const none = await call<OperationOutcome>('reader', 'GET', '/fhir/athena-a/Condition');
+    expect(none.status).toBe(422);
+    expect(none.body.issue[0].diagnostics).toMatch(/needs exactly one patient/);
+    const cat = await call<OperationOutcome>('reader', 'GET', `/fhir/athena-a/Observation?patient=${encodeURIComponent(patientRef())}&category=laboratory`);
+    expect(cat.status).toBe(422);
+    expect(cat.body.issue[0].diagnostics).toMatch(/vital-signs/);
+  });
+
+  it('audits every chart search with ids and counts only', async () => {
+    const entries = await engine.store.auditEntries({ action: 'facade.search' });
+    expect(entries.some((e) => /Condition count=3 path=rest/.test(e.detail ?? ''))).toBe(true);
+    expect(JSON.stringify(entries)).not.toMatch(/hypertension|Penicillins/i);
+  });
+});
