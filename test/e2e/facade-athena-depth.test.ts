@@ -46,6 +46,11 @@ describe('FHIR facade athena depth: REST chart fallback (engine from YAML, simul
       { key: 'BLOODPRESSURE', readings: [[{ readingid: '31', clinicalelementid: 'VITALS.BLOODPRESSURE.SYSTOLIC', value: '132', unit: 'mm[Hg]', code: '8480-6', codeset: 'LOINC', readingtaken: '02/10/2026 09:15:00' }, { readingid: '32', clinicalelementid: 'VITALS.BLOODPRESSURE.DIASTOLIC', value: '84', unit: 'mm[Hg]', code: '8462-4', codeset: 'LOINC', readingtaken: '02/10/2026 09:15:00' }]] },
       { key: 'WEIGHT', readings: [[{ readingid: '33', clinicalelementid: 'VITALS.WEIGHT', value: '81.2', unit: 'kg', code: '29463-7', codeset: 'LOINC', readingtaken: '02/10/2026 09:16:00' }]] },
     ]);
+    // Vaccine fields are athena's, not in the reference [U] (see the chart transform).
+    athena.setChart(PRACTICE, pid, 'vaccines', [
+      { vaccineid: '701', description: 'influenza vaccine, quadrivalent', cvx: '150', administerdate: '10/02/2025', status: 'ADMINISTERED', type: 'ADMINISTERED', lotnumber: 'FL123', manufacturer: 'Sanofi Pasteur', amount: '0.5', units: 'mL', route: 'intramuscular', site: 'left deltoid' },
+      { vaccineid: '702', description: 'zoster vaccine recombinant', cvx: '187', status: 'REFUSED', refusedreason: 'Patient declined', refuseddate: '11/12/2025' },
+    ]);
     athena.upsertPatient(PRACTICE, samplePatient(1, { patientid: pid }));
 
     const mk = async (name: string, scopes: string[]) => {
@@ -73,7 +78,7 @@ sources:
     type: athena-rest
     connection: athena-a
     feeds: [patients]
-    chartSections: [problems, allergies, vitals, medications]
+    chartSections: [problems, allergies, vitals, medications, vaccines]
     pollIntervalMs: 200
 sinks:
   out: { type: file, dir: ${path.join(dir, 'out')}, format: ndjson }
@@ -128,7 +133,7 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     const cs = await call<CapabilityStatement>('reader', 'GET', '/fhir/athena-a/metadata');
     expect(cs.status).toBe(200);
     const res = cs.body.rest![0].resource!;
-    for (const type of ['Condition', 'AllergyIntolerance', 'Observation', 'MedicationStatement']) {
+    for (const type of ['Condition', 'AllergyIntolerance', 'Observation', 'MedicationStatement', 'Immunization']) {
       const r = res.find((x) => x.type === type);
       expect(r).toBeDefined();
       expect(r!.documentation).toContain('search via rest');
@@ -141,6 +146,7 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     ['AllergyIntolerance', '', 1],
     ['Observation', '&category=vital-signs', 3],
     ['MedicationStatement', '', 1],
+    ['Immunization', '', 2],
   ])('serves %s search from the athena chart, equal to the pipeline output for the same records', async (type, extra, n) => {
     await until(`pipeline delivered ${type}`, () => delivered().filter((r) => r.resourceType === type).length >= n);
     const r = await call<Bundle>('reader', 'GET', `/fhir/athena-a/${type}?patient=${encodeURIComponent(patientRef())}${extra}`);
@@ -149,8 +155,15 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     expect(got).toHaveLength(n);
     const pipeline = delivered().filter((x) => x.resourceType === type);
     for (const g of got) expect(g).toEqual(pipeline.find((p) => p.id === g.id));
-    const reads = athena.apiRequests(`/chart/${pid}/`).filter((q) => q.path.endsWith({ Condition: 'problems', AllergyIntolerance: 'allergies', Observation: 'vitals', MedicationStatement: 'medications' }[type]!));
+    const reads = athena.apiRequests(`/chart/${pid}/`).filter((q) => q.path.endsWith({ Condition: 'problems', AllergyIntolerance: 'allergies', Observation: 'vitals', MedicationStatement: 'medications', Immunization: 'vaccines' }[type]!));
     expect(reads.every((q) => q.query.get('departmentid') === '1')).toBe(true);
+  });
+
+  it('maps athena vaccines to Immunization: administered with CVX and lot, refused as not-done', async () => {
+    const r = await call<Bundle>('reader', 'GET', `/fhir/athena-a/Immunization?patient=${encodeURIComponent(patientRef())}`);
+    const byId = Object.fromEntries((r.body.entry ?? []).map((e) => [e.resource!.id, e.resource as any]));
+    expect(byId[`athena-${PRACTICE}-vaccine-701`]).toMatchObject({ status: 'completed', vaccineCode: { coding: [{ system: 'http://hl7.org/fhir/sid/cvx', code: '150' }] }, occurrenceDateTime: '2025-10-02', lotNumber: 'FL123', primarySource: true, doseQuantity: { value: 0.5, unit: 'mL' } });
+    expect(byId[`athena-${PRACTICE}-vaccine-702`]).toMatchObject({ status: 'not-done', statusReason: { text: 'Patient declined' }, occurrenceDateTime: '2025-11-12' });
   });
 
   it('pages the chart as FHIR next links', async () => {

@@ -43,6 +43,7 @@ const CHART_TYPES: Record<string, { section: AthenaChartSection; params: string[
   AllergyIntolerance: { section: 'allergies', params: ['patient'] },
   Observation: { section: 'vitals', params: ['patient', 'category'], category: 'vital-signs' },
   MedicationStatement: { section: 'medications', params: ['patient'] },
+  Immunization: { section: 'vaccines', params: ['patient'] },
 };
 
 const CLINICAL = ['Condition', 'Observation', 'AllergyIntolerance', 'MedicationRequest', 'DiagnosticReport', 'Encounter', 'DocumentReference'];

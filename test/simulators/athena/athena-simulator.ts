@@ -25,8 +25,8 @@
  * - Lab results: the changed feed carries the event fields only (no analytes, no LOINC), the chart
  *   read answers the documented shape (`labresultid`, `labresultloinc`, `labresultdatetime`,
  *   `description`, `analytes`; no accession id) [1.4, 1.10].
- * - Chart sections `GET /chart/{patientid}/problems|medications|allergies|vitals` (departmentid
- *   required, paged), set with `setChart`; problems/medications changes feed the `problems` /
+ * - Chart sections `GET /chart/{patientid}/problems|medications|allergies|vitals|vaccines`
+ *   (departmentid required, paged), set with `setChart` (item fields [U]); problems/medications changes feed the `problems` /
  *   `prescriptions` changed feeds [1.4].
  * - Fault injection [0]: token TTL, 401 on the Nth call, 429 with/without Retry-After (or the
  *   legacy 403 "Developer Over Qps"), a server-side QPS limit, latency, page size, 5xx bursts,
@@ -333,11 +333,11 @@ export class AthenaSimulator {
 
   /**
    * Replace a chart section of a patient (reference 1.4 `GET /chart/{patientid}/problems|
-   * medications|allergies|vitals`; item fields are athena's [U], see the plugin's chart transform).
+   * medications|allergies|vitals|vaccines`; item fields are athena's [U], see the plugin's chart transform).
    * A change to problems emits a `problems` changed-feed event and to medications a `prescriptions`
    * one (reference 1.4 feed types); the reference lists no feed for allergies or vitals.
    */
-  setChart(p: string, patientid: string, section: 'problems' | 'medications' | 'allergies' | 'vitals', items: Json[], departmentid = '1'): void {
+  setChart(p: string, patientid: string, section: 'problems' | 'medications' | 'allergies' | 'vitals' | 'vaccines', items: Json[], departmentid = '1'): void {
     const d = this.practice(p);
     d.chart.set(`${patientid}|${section}`, structuredClone(items));
     const feed = section === 'problems' ? 'problems' : section === 'medications' ? 'prescriptions' : undefined;
@@ -664,7 +664,7 @@ export class AthenaSimulator {
     }
 
     // Chart sections (reference 1.4): departmentid required, limit/offset paging
-    if ((m = /^\/chart\/(\d+)\/(problems|medications|allergies|vitals)$/.exec(path)) && method === 'GET') {
+    if ((m = /^\/chart\/(\d+)\/(problems|medications|allergies|vitals|vaccines)$/.exec(path)) && method === 'GET') {
       if (!q.get('departmentid')) return send(400, { error: 'Additional fields are required.', detailedmessage: 'departmentid is required' });
       if (!d.patients.has(m[1])) return send(404, { error: 'The patient is not found.' });
       return send(200, this.page(p, path, m[2], d.chart.get(`${m[1]}|${m[2]}`) ?? [], q));

@@ -39,6 +39,7 @@ export const AthenaContentType = {
   medication: 'application/vnd.athena.medication+json',
   allergy: 'application/vnd.athena.allergy+json',
   vital: 'application/vnd.athena.vital+json',
+  vaccine: 'application/vnd.athena.vaccine+json',
 } as const;
 export type AthenaKind = keyof typeof AthenaContentType;
 
@@ -349,6 +350,7 @@ export function athenaEnvelopeToBundle(env: AthenaEnvelope): Bundle {
     case 'medication':
     case 'allergy':
     case 'vital':
+    case 'vaccine':
       add(athenaChartToFhir(env.kind, p, env.record, env.department));
       break;
     default:
