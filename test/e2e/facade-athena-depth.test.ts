@@ -4,12 +4,15 @@
  * polling the same practice into an NDJSON sink, and the facade's listener. Proves the REST
  * fallback for clinical searches (`GET /chart/{patientid}/problems|allergies|vitals|medications`,
  * reference 1.4): each answer equals the pipeline's canonical output for the same chart record,
- * the decision table names path `rest`, chart offset paging becomes FHIR `next` links.
+ * the decision table names path `rest`, chart offset paging becomes FHIR `next` links. Documents
+ * (`GET /patients/{patientid}/documents/admin`, `POST /documents/clinicaldocument`, refusals as
+ * OperationOutcomes) and check-in (`POST /appointments/{id}/checkin` [U]: arrived, conflicts,
+ * Idempotency-Key, audit, message in the store).
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Bundle, CapabilityStatement, OperationOutcome, Resource } from '@medplum/fhirtypes';
+import type { Appointment, Bundle, CapabilityStatement, DocumentReference, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { Engine, makeToken, silentLogger } from '@ferry/core';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../simulators/athena';
 
@@ -27,6 +30,7 @@ describe('FHIR facade athena depth: REST chart fallback (engine from YAML, simul
   let dir: string;
   let api: string;
   let pid = '';
+  const appts = {} as Record<'booked' | 'booked2' | 'open' | 'cancelled', string>;
   const tokens = {} as Record<'reader' | 'writer', string>;
 
   beforeAll(async () => {
@@ -52,6 +56,15 @@ describe('FHIR facade athena depth: REST chart fallback (engine from YAML, simul
       { vaccineid: '702', description: 'zoster vaccine recombinant', cvx: '187', status: 'REFUSED', refusedreason: 'Patient declined', refuseddate: '11/12/2025' },
     ]);
     athena.upsertPatient(PRACTICE, samplePatient(1, { patientid: pid }));
+    for (let i = 0; i < 3; i++) athena.addDocument(PRACTICE, pid, { documentclass: 'ADMIN', documentsubclass: i ? 'ADMIN_CONSENT' : 'ADMIN_INSURANCECARD', description: `admin doc ${i}`, departmentid: '1', documentdate: `0${i + 1}/15/2026`, createddatetime: `0${i + 1}/15/2026 10:00:00` });
+    athena.addDocument(PRACTICE, pid, { documentclass: 'CLINICALDOCUMENT', documentsubclass: 'CONSULTNOTE', description: 'not an admin document', departmentid: '1' });
+    const day = new Date().toISOString().slice(0, 10);
+    const athenaDay = `${day.slice(5, 7)}/${day.slice(8, 10)}/${day.slice(0, 4)}`;
+    const appt = (status: string) => String(athena.upsertAppointment(PRACTICE, { date: athenaDay, starttime: '09:00', duration: 15, departmentid: '1', providerid: '1', appointmentstatus: status, appointmenttypeid: '11', ...(status === 'o' ? {} : { patientid: pid }) }).appointmentid);
+    appts.booked = appt('f');
+    appts.booked2 = appt('f');
+    appts.open = appt('o');
+    appts.cancelled = appt('x');
 
     const mk = async (name: string, scopes: string[]) => {
       const t = await makeToken({ name, roles: ['viewer'], scopes }, 'test');
@@ -133,6 +146,11 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     const cs = await call<CapabilityStatement>('reader', 'GET', '/fhir/athena-a/metadata');
     expect(cs.status).toBe(200);
     const res = cs.body.rest![0].resource!;
+    const appt = res.find((x) => x.type === 'Appointment')!;
+    expect(appt.operation?.map((o) => o.name)).toEqual(['book', 'cancel', 'checkin']);
+    const doc = res.find((x) => x.type === 'DocumentReference')!;
+    expect(doc.interaction?.map((i) => i.code)).toEqual(['search-type', 'create']);
+    expect(doc.documentation).toBe('paths: search via rest, create via rest');
     for (const type of ['Condition', 'AllergyIntolerance', 'Observation', 'MedicationStatement', 'Immunization']) {
       const r = res.find((x) => x.type === type);
       expect(r).toBeDefined();
@@ -191,5 +209,135 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     const entries = await engine.store.auditEntries({ action: 'facade.search' });
     expect(entries.some((e) => /Condition count=3 path=rest/.test(e.detail ?? ''))).toBe(true);
     expect(JSON.stringify(entries)).not.toMatch(/hypertension|Penicillins/i);
+  });
+
+  it('searches a patient\'s admin documents (documents/admin, departmentid), paged', async () => {
+    const first = await call<Bundle<DocumentReference>>('reader', 'GET', `/fhir/athena-a/DocumentReference?patient=${encodeURIComponent(patientRef())}&_count=2`);
+    expect(first.status).toBe(200);
+    expect(first.body.total).toBe(3);
+    expect(first.body.entry).toHaveLength(2);
+    const d0 = first.body.entry![0].resource!;
+    expect(d0).toMatchObject({
+      resourceType: 'DocumentReference',
+      status: 'current',
+      type: { coding: [{ system: 'urn:athenahealth:athenanet:documentsubclass', code: 'ADMIN_INSURANCECARD' }] },
+      category: [{ coding: [{ code: 'ADMIN' }] }],
+      subject: { identifier: { system: `urn:athenahealth:athenanet:patient:${PRACTICE}`, value: pid } },
+      description: 'admin doc 0',
+      date: '2026-01-15T15:00:00.000Z',
+      context: { period: { start: '2026-01-15' } },
+    });
+    const second = await call<Bundle<DocumentReference>>('reader', 'GET', first.body.link!.find((l) => l.relation === 'next')!.url);
+    expect(second.body.entry!.map((e) => e.resource!.description)).toEqual(['admin doc 2']);
+    const reads = athena.apiRequests(`/patients/${pid}/documents/admin`);
+    expect(reads.length).toBe(2);
+    expect(reads.every((q) => q.query.get('departmentid') === '1')).toBe(true);
+  });
+
+  it('creates a clinical document: the canonical DocumentReference with the athena id, equal to the pipeline\'s record of the write', async () => {
+    const body: DocumentReference = {
+      resourceType: 'DocumentReference',
+      status: 'current',
+      type: { coding: [{ system: 'urn:athenahealth:athenanet:documentsubclass', code: 'CONSULTNOTE' }] },
+      subject: { reference: patientRef() },
+      description: 'cardiology consult',
+      context: { period: { start: '2026-03-02' } },
+      content: [{ attachment: { contentType: 'application/pdf', data: Buffer.from('%PDF-1.4 consult').toString('base64') } }],
+    };
+    const r = await call<DocumentReference>('writer', 'POST', '/fhir/athena-a/DocumentReference', body);
+    expect(r.status).toBe(201);
+    const id = r.body.identifier![0].value!;
+    expect(r.body.id).toBe(`athena-${PRACTICE}-document-${id}`);
+    expect(r.headers.get('location')).toMatch(new RegExp(`/fhir/athena-a/DocumentReference/athena-${PRACTICE}-document-${id}$`));
+    expect(r.body).toMatchObject({ category: [{ coding: [{ code: 'CLINICALDOCUMENT' }] }], type: { coding: [{ code: 'CONSULTNOTE' }] }, description: 'cardiology consult', context: { period: { start: '2026-03-02' } }, content: [{ attachment: { contentType: 'application/pdf' } }] });
+    const posted = athena.apiRequests('/documents/clinicaldocument').filter((q) => q.method === 'POST');
+    expect(posted).toHaveLength(1);
+    const form = new URLSearchParams(posted[0].body);
+    expect(Object.fromEntries(form)).toMatchObject({ patientid: pid, departmentid: '1', documentsubclass: 'CONSULTNOTE', internalnote: 'cardiology consult', documentdate: '03/02/2026', attachmenttype: 'application/pdf' });
+    // Recorded as a message; the pipeline delivers the same canonical resource.
+    expect((await engine.store.listMessages({ sourceId: 'facade.athena-a' })).length).toBeGreaterThanOrEqual(1);
+    await until('pipeline delivered the document', () => delivered().some((x) => x.id === r.body.id));
+    expect(delivered().find((x) => x.id === r.body.id)).toEqual(r.body);
+    expect((await engine.store.auditEntries({ action: 'facade.create' })).some((a) => a.result === 'ok' && a.detail?.includes(r.body.id!))).toBe(true);
+  });
+
+  it('maps athena\'s {success:false, errormessage} on a document create to an OperationOutcome', async () => {
+    const bad = await call<OperationOutcome>('writer', 'POST', '/fhir/athena-a/DocumentReference', {
+      resourceType: 'DocumentReference',
+      status: 'current',
+      type: { coding: [{ system: 'urn:athenahealth:athenanet:documentsubclass', code: 'NOSUCHCLASS' }] },
+      subject: { reference: patientRef() },
+      content: [{ attachment: { contentType: 'text/plain' } }],
+    });
+    expect(bad.status).toBe(422);
+    expect(bad.body.issue[0]).toMatchObject({ code: 'invalid', details: { text: 'Invalid documentsubclass: NOSUCHCLASS' } });
+    const noType = await call<OperationOutcome>('writer', 'POST', '/fhir/athena-a/DocumentReference', { resourceType: 'DocumentReference', status: 'current', subject: { reference: patientRef() }, content: [{ attachment: {} }] });
+    expect(noType.status).toBe(422);
+    expect(noType.body.issue[0].diagnostics).toMatch(/document subclass is required/);
+  });
+
+  it('refuses a document create with a read-only scope (403)', async () => {
+    const r = await call<OperationOutcome>('reader', 'POST', '/fhir/athena-a/DocumentReference', { resourceType: 'DocumentReference' });
+    expect(r.status).toBe(403);
+  });
+
+  it('checks a booked appointment in: arrived (athena status 2), audited, recorded as a message', async () => {
+    const id = `athena-${PRACTICE}-appointment-${appts.booked}`;
+    const r = await call<Appointment>('writer', 'POST', `/fhir/athena-a/Appointment/${id}/$checkin`);
+    expect(r.status).toBe(200);
+    expect(r.body.id).toBe(id);
+    expect(r.body.status).toBe('arrived');
+    expect(athena.practice(PRACTICE).appointments.get(appts.booked)!.appointmentstatus).toBe('2');
+    expect(athena.apiRequests(`/appointments/${appts.booked}/checkin`).filter((q) => q.method === 'POST')).toHaveLength(1);
+    expect((await engine.store.auditEntries({ action: 'facade.checkin' })).some((a) => a.result === 'ok' && a.detail?.includes(id))).toBe(true);
+    await until('pipeline delivered the checked-in appointment', () => delivered().some((x) => x.id === id && (x as Appointment).status === 'arrived'));
+    expect(delivered().filter((x) => x.id === id && (x as Appointment).status === 'arrived').pop()).toEqual(r.body);
+    // Again: already checked in -> conflict, athena not called again.
+    const again = await call<OperationOutcome>('writer', 'POST', `/fhir/athena-a/Appointment/${id}/$checkin`);
+    expect(again.status).toBe(409);
+    expect(again.body.issue[0].code).toBe('conflict');
+    expect(athena.apiRequests(`/appointments/${appts.booked}/checkin`)).toHaveLength(1);
+  });
+
+  it.each([
+    ['an open slot', 'open', /open slot/],
+    ['a cancelled appointment', 'cancelled', /cancelled/],
+  ] as const)('refuses to check in %s with a conflict OperationOutcome', async (_what, key, re) => {
+    const r = await call<OperationOutcome>('writer', 'POST', `/fhir/athena-a/Appointment/athena-${PRACTICE}-appointment-${appts[key]}/$checkin`);
+    expect(r.status).toBe(409);
+    expect(r.body.issue[0]).toMatchObject({ code: 'conflict' });
+    expect(r.body.issue[0].diagnostics).toMatch(re);
+    expect(athena.apiRequests(`/appointments/${appts[key]}/checkin`)).toHaveLength(0);
+  });
+
+  it('maps athena\'s own check-in refusal (HTTP 400 or success:false) to a conflict', async () => {
+    // The state changes at athena between the facade's read and its call: athena refuses.
+    const id = appts.booked2;
+    const orig = athena.opts.checkinRefusal;
+    for (const style of ['http-400', 'success-false'] as const) {
+      athena.opts.checkinRefusal = style;
+      athena.inject({ status: 200, match: new RegExp(`/appointments/${id}$`), body: [{ ...athena.practice(PRACTICE).appointments.get(id), appointmentstatus: 'f' }] });
+      athena.practice(PRACTICE).appointments.get(id)!.appointmentstatus = 'x';
+      const r = await call<OperationOutcome>('writer', 'POST', `/fhir/athena-a/Appointment/athena-${PRACTICE}-appointment-${id}/$checkin`);
+      expect(r.status).toBe(409);
+      expect(r.body.issue[0].code).toBe('conflict');
+      expect(r.body.issue[0].details?.text).toMatch(/^The appointment is cancelled and cannot be checked in./);
+      athena.practice(PRACTICE).appointments.get(id)!.appointmentstatus = 'f';
+    }
+    athena.opts.checkinRefusal = orig;
+  });
+
+  it('honours Idempotency-Key on $checkin: a retry answers the first answer and checks in once', async () => {
+    const id = `athena-${PRACTICE}-appointment-${appts.booked2}`;
+    const calls = () => athena.apiRequests(`/appointments/${appts.booked2}/checkin`).filter((q) => q.method === 'POST').length;
+    const before = calls();
+    const first = await call<Appointment>('writer', 'POST', `/fhir/athena-a/Appointment/${id}/$checkin`, undefined, { 'idempotency-key': 'checkin-7' });
+    const second = await call<Appointment>('writer', 'POST', `/fhir/athena-a/Appointment/${id}/$checkin`, undefined, { 'idempotency-key': 'checkin-7' });
+    expect(first.status).toBe(200);
+    expect(first.body.status).toBe('arrived');
+    expect(second.status).toBe(200);
+    expect(second.headers.get('idempotency-replayed')).toBe('true');
+    expect(second.body).toEqual(first.body);
+    expect(calls() - before).toBe(1);
   });
 });

@@ -22,7 +22,7 @@
  * identifier in `urn:athenahealth:athenanet:{kind}:{practice}`, the conditional-update key.
  */
 import { inputError } from '@ferry/core';
-import type { AllergyIntolerance, CodeableConcept, Condition, Identifier, Immunization, MedicationStatement, Observation, Patient, Reference } from '@medplum/fhirtypes';
+import type { AllergyIntolerance, CodeableConcept, Condition, DocumentReference, Identifier, Immunization, MedicationStatement, Observation, Patient, Reference } from '@medplum/fhirtypes';
 import { athenaDateTimeToFhir, athenaDateToFhir } from '@ferry/fhir-vendor-kit';
 
 export type AthenaChartKind = 'problem' | 'medication' | 'allergy' | 'vital' | 'vaccine';
@@ -171,6 +171,39 @@ export function athenaVaccineToFhir(p: string, r: Record<string, any>): Immuniza
     site: str(r.site) ? { text: str(r.site) } : undefined,
     route: str(r.route) ? { text: str(r.route) } : undefined,
     doseQuantity: amount !== undefined ? { value: amount, unit: str(r.units) } : undefined,
+  };
+}
+
+/**
+ * A patient document (reference 1.4 `GET /patients/{patientid}/documents/admin`, `POST
+ * /documents/clinicaldocument`; the item fields are not in the reference **[U]**): `adminid` /
+ * `clinicaldocumentid` (athena's document ids share one space per practice), `documentclass`
+ * (ADMIN, CLINICALDOCUMENT, …), `documentsubclass`, `description` / `documentdescription`,
+ * `documentdate` (MM/DD/YYYY), `createddatetime` (department-local), `status` (REVIEW, CLOSED, …),
+ * `contenttype`, `deleteddatetime` -> `DocumentReference` (the bytes are not carried).
+ */
+export function athenaDocumentToFhir(p: string, r: Record<string, any>, department: Record<string, any> | undefined): DocumentReference {
+  const docId = str(r.clinicaldocumentid) ?? str(r.adminid) ?? str(r.documentid);
+  if (!docId) throw inputError('ATHENA_NO_ID', 'athena document without its id');
+  const cls = str(r.documentclass)?.toUpperCase();
+  const sub = str(r.documentsubclass)?.toUpperCase();
+  const tz = str(department?.timezonename);
+  const created = tz ? athenaDateTimeToFhir(r.createddatetime, tz, 'createddatetime') : undefined;
+  const docDate = athenaDateToFhir(r.documentdate, 'documentdate');
+  const title = str(r.description) ?? str(r.documentdescription) ?? str(r.documentsubclassdescription);
+  return {
+    resourceType: 'DocumentReference',
+    id: safeId(`athena-${p}-document-${docId}`),
+    identifier: [{ system: `urn:athenahealth:athenanet:document:${p}`, value: docId }],
+    status: str(r.deleteddatetime) ? 'entered-in-error' : 'current',
+    docStatus: str(r.status)?.toUpperCase() === 'CLOSED' ? 'final' : 'preliminary',
+    type: sub ? { text: str(r.documentsubclassdescription) ?? sub, coding: [{ system: 'urn:athenahealth:athenanet:documentsubclass', code: sub }] } : { text: cls ?? 'Document' },
+    category: cls ? [{ coding: [{ system: 'urn:athenahealth:athenanet:documentclass', code: cls }] }] : undefined,
+    subject: patientRef(p, r),
+    date: created,
+    description: title,
+    content: [{ attachment: { contentType: str(r.contenttype), title } }],
+    context: docDate || str(r.departmentid) ? { period: docDate ? { start: docDate } : undefined, related: str(r.departmentid) ? [{ type: 'Location', identifier: { system: `urn:athenahealth:athenanet:department:${p}`, value: str(r.departmentid)! } }] : undefined } : undefined,
   };
 }
 
