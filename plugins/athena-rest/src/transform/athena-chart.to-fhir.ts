@@ -202,7 +202,8 @@ export function athenaDocumentToFhir(p: string, r: Record<string, any>, departme
     subject: patientRef(p, r),
     date: created,
     description: title,
-    content: [{ attachment: { contentType: str(r.contenttype), title } }],
+    // An attachment needs some content for FHIR: the title falls back to the subclass or class.
+    content: [{ attachment: { contentType: str(r.contenttype), title: title ?? sub ?? cls ?? `athena document ${docId}` } }],
     context: docDate || str(r.departmentid) ? { period: docDate ? { start: docDate } : undefined, related: str(r.departmentid) ? [{ type: 'Location', identifier: { system: `urn:athenahealth:athenanet:department:${p}`, value: str(r.departmentid)! } }] : undefined } : undefined,
   };
 }
