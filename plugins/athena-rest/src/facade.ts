@@ -28,7 +28,7 @@ export const ATHENA_FHIR_ENVELOPE_TYPE = 'application/vnd.athena.fhir+json';
 
 export const athenaFacadeConnectionSchema = {
   ...athenaConnectionSchema,
-  departmentId: { doc: 'Department for facade writes that name none (new patients); empty = the first department', format: String, default: '' },
+  departmentId: { doc: 'Department for facade calls that name none and whose patient names none (new patients; chart and document calls need one); empty = the first department for new patients', format: String, default: '' },
 };
 
 /**
@@ -344,7 +344,9 @@ export class AthenaFacadeProvider implements FacadeProvider {
     if (!sub) throw facadeError('invalid', 'DocumentReference.type: the athena document subclass is required (coding urn:athenahealth:athenanet:documentsubclass, e.g. CONSULTNOTE)');
     const att = doc.content?.[0]?.attachment;
     const { pid, d, department } = await this.patientDepartment(subject, ctx);
-    const form: Record<string, string> = { patientid: pid, departmentid: this.ctx.config.departmentId || d, documentsubclass: sub };
+    // The department the document names (context.related Location with athena's department system), else the patient's.
+    const named = doc.context?.related?.find((x) => x.identifier?.system === athenaSystem('department', this.p))?.identifier?.value;
+    const form: Record<string, string> = { patientid: pid, departmentid: named ?? d, documentsubclass: sub };
     if (doc.description) form.internalnote = doc.description;
     const date = doc.context?.period?.start ?? doc.date;
     if (date) form.documentdate = fhirDateToAthena(date);
