@@ -32,6 +32,7 @@ describe('FHIR facade: athena FHIR and REST paths by the decision rule', () => {
         subject: { reference: `Patient/a-${PRACTICE}.E-1000` },
         recordedDate: `2026-01-0${i + 1}`,
       });
+    sim.setChart(PRACTICE, '1000', 'problems', [{ problemid: '9001', name: 'Essential hypertension', code: '59621000', codeset: 'SNOMED', events: [{ eventtype: 'START', startdate: '03/04/2021' }] }]);
     const t = await makeToken({ name: 'app', roles: ['viewer'], scopes: ['connection:*:read'] }, 'test');
     token = t.secret;
     const conn = `kind: athena, baseUrl: ${sim.url}, clientId: ferry-client, clientSecret: ferry-secret, practiceId: ${PRACTICE}, scope: 'athena/service/Athenanet.MDP.* system/Patient.read system/Condition.read'`;
@@ -42,7 +43,7 @@ store: { kind: sqlite, path: ${path.join(dir, 'ferry.db')} }
 plugins: ['@ferry/plugin-athena-rest', '@ferry/plugin-athena-fhir']
 connections:
   clinic: { ${conn} }
-  clinic-rest: { ${conn}, facade: { paths: { 'Patient.read': rest } } }
+  clinic-rest: { ${conn}, facade: { paths: { 'Patient.read': rest, 'Condition.search': rest } } }
 sources:
   fhir-poll: { type: athena-fhir, connection: clinic, resources: [Patient, Condition], searchParams: { Condition: { patient: 'a-${PRACTICE}.E-1000' } }, pollIntervalMs: 60000 }
 sinks:
@@ -124,5 +125,18 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     const one = await get<Condition>(`/fhir/clinic/Condition/${ids[0]}`);
     expect(one.status).toBe(200);
     expect(one.body).toEqual(delivered().find((r) => r.id === ids[0]));
+  });
+
+  it('falls back to the REST chart where athena FHIR lacks the type, and where a connection overrides the path', async () => {
+    const meta = await get<any>('/fhir/clinic/metadata');
+    const byType = Object.fromEntries(meta.body.rest[0].resource.map((x: any) => [x.type, x.documentation]));
+    expect(byType.Condition).toMatch(/search via fhir/);
+    expect(byType.MedicationStatement).toBe('paths: search via rest');
+    expect(byType.Immunization).toBe('paths: search via rest');
+    const before = sim.apiRequests(`/v1/${PRACTICE}/chart/1000/problems`).length;
+    const r = await get<Bundle<Condition>>(`/fhir/clinic-rest/Condition?patient=Patient/athena-${PRACTICE}-patient-1000`);
+    expect(r.status).toBe(200);
+    expect(r.body.entry!.map((e) => e.resource!.id)).toEqual([`athena-${PRACTICE}-problem-9001`]);
+    expect(sim.apiRequests(`/v1/${PRACTICE}/chart/1000/problems`).length).toBe(before + 1);
   });
 });

@@ -184,8 +184,9 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     const byType = Object.fromEntries(r.body.rest[0].resource.map((x: any) => [x.type, x]));
     // No athena-fhir plugin loaded: Patient reads fall back from FHIR to REST.
     expect(byType.Patient.documentation).toContain('read via rest');
-    expect(byType.Appointment.operation.map((o: any) => o.name).sort()).toEqual(['book', 'cancel']);
-    expect(byType.Condition).toBeUndefined();
+    expect(byType.Appointment.operation.map((o: any) => o.name).sort()).toEqual(['book', 'cancel', 'checkin']);
+    // Without athena FHIR, Condition has only the REST chart search (no read by id).
+    expect(byType.Condition.documentation).toBe('paths: search via rest');
     const e = await call<any>('reader', 'GET', '/fhir/epic-a/metadata');
     expect(e.body.rest[0].resource.find((x: any) => x.type === 'Observation').searchParam.map((p: any) => p.name)).toEqual(['patient', 'category', 'code', 'date']);
   });

@@ -33,6 +33,7 @@ describe('FHIR facade scope matrix (every route x principal)', () => {
   const secrets = {} as Record<Exclude<Who, 'anonymous'>, string>;
   let slot = '';
   let slot2 = '';
+  let booked = '';
   const day = new Date().toISOString().slice(0, 10);
 
   beforeAll(async () => {
@@ -43,6 +44,7 @@ describe('FHIR facade scope matrix (every route x principal)', () => {
     const athenaDay = `${day.slice(5, 7)}/${day.slice(8, 10)}/${day.slice(0, 4)}`;
     slot = String(sim.upsertAppointment(PRACTICE, { date: athenaDay, starttime: '10:00', duration: 15, departmentid: '1', appointmentstatus: 'o' }).appointmentid);
     slot2 = String(sim.upsertAppointment(PRACTICE, { date: athenaDay, starttime: '11:00', duration: 15, departmentid: '1', appointmentstatus: 'o' }).appointmentid);
+    booked = String(sim.upsertAppointment(PRACTICE, { date: athenaDay, starttime: '12:00', duration: 15, departmentid: '1', appointmentstatus: 'f', patientid: '1000' }).appointmentid);
     const entries = [];
     const scopes: Record<Exclude<Who, 'anonymous'>, { roles: ('viewer' | 'admin')[]; scopes: string[] }> = {
       noscope: { roles: ['viewer'], scopes: [] },
@@ -67,6 +69,7 @@ admin:
   enabled: false
   auth:
     tokens: ${JSON.stringify(entries)}
+    failedAuth: { maxFailures: 50 }   # one anonymous 401 per route: more routes than the default 10
 api: { enabled: true, port: 0, rateLimit: { qps: 0 } }
 processing: { transformWorkers: 0 }
 `,
@@ -90,6 +93,16 @@ processing: { transformWorkers: 0 }
     { method: 'PUT', path: `/fhir/clinic/Patient/${patient}`, route: '/fhir/:conn/:type/:id', need: 'write', ok: 200, body: { resourceType: 'Patient', name: [{ family: 'Patient1', given: ['Test1'] }], birthDate: '1985-01-15' } },
     { method: 'POST', path: '/fhir/clinic/Patient', route: '/fhir/:conn/:type', need: 'write', ok: 201, body: { resourceType: 'Patient', name: [{ family: 'Scoped', given: ['Sam'] }], birthDate: '1970-02-03' } },
     { method: 'POST', path: `/fhir/clinic/Appointment/athena-${PRACTICE}-appointment-${slot}/$book`, route: '/fhir/:conn/:type/:id/:op', need: 'write', ok: 200, body: { resourceType: 'Parameters', parameter: [{ name: 'patient', valueReference: { reference: `Patient/${patient}` } }] } },
+    { method: 'POST', path: `/fhir/clinic/Appointment/athena-${PRACTICE}-appointment-${booked}/$checkin`, route: '/fhir/:conn/:type/:id/:op', need: 'write', ok: 200 },
+    { method: 'GET', path: `/fhir/clinic/DocumentReference?patient=Patient/${patient}`, route: '/fhir/:conn/:type', need: 'read', ok: 200 },
+    {
+      method: 'POST',
+      path: '/fhir/clinic/DocumentReference',
+      route: '/fhir/:conn/:type',
+      need: 'write',
+      ok: 201,
+      body: { resourceType: 'DocumentReference', status: 'current', type: { coding: [{ system: 'urn:athenahealth:athenanet:documentsubclass', code: 'LETTER' }] }, subject: { reference: `Patient/${patient}` }, content: [{ attachment: { contentType: 'text/plain', data: 'aGk=' } }] },
+    },
   ];
 
   it('names every route the facade serves', () => {

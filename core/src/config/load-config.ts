@@ -203,7 +203,7 @@ export interface TypeCatalog {
   connectionKinds?(): { kind: string; schema: ConfigSchema; sourceTypes: string[]; sinkTypes: string[] }[];
 }
 
-const PATH_KEY = /^([A-Z][A-Za-z]+|\*)\.(read|search|create|update|book|cancel|\*)$/;
+const PATH_KEY = /^([A-Z][A-Za-z]+|\*)\.(read|search|create|update|book|cancel|checkin|\*)$/;
 
 /** `connections.<id>.facade`: the facade's policy for one connection. */
 export const facadeConnectionSchema = {
@@ -214,11 +214,11 @@ export const facadeConnectionSchema = {
     maxEntries: { doc: 'Reads kept in memory for ttlSeconds', format: 'nat', default: 10_000 },
   },
   paths: {
-    doc: 'Decision rule overrides: { "Patient.read": rest, "Appointment.*": rest } -- which vendor API (fhir, rest) serves a type and interaction (read, search, create, update, book, cancel); the default table is in the README',
+    doc: 'Decision rule overrides: { "Patient.read": rest, "Appointment.*": rest } -- which vendor API (fhir, rest) serves a type and interaction (read, search, create, update, book, cancel, checkin); the default table is in the README',
     format: function facadePaths(v: unknown): void {
       if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('must be a mapping of "Type.interaction" -> path');
       for (const [k, path] of Object.entries(v)) {
-        if (!PATH_KEY.test(k)) throw new Error(`${k}: must be Type.interaction (interaction: read, search, create, update, book, cancel or *), e.g. Patient.read`);
+        if (!PATH_KEY.test(k)) throw new Error(`${k}: must be Type.interaction (interaction: read, search, create, update, book, cancel, checkin or *), e.g. Patient.read`);
         if (typeof path !== 'string' || !/^[a-z][a-z0-9-]*$/.test(path)) throw new Error(`${k}: must name a path such as fhir or rest`);
       }
     },

@@ -388,7 +388,7 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
     const { conn, type, id, op } = req.params;
     checkType(type);
     checkId(id);
-    if (op !== '$book' && op !== '$cancel') throw new FerryError('INPUT_FACADE_OPERATION', `unknown operation ${op.slice(0, 40)} (Appointment/{id}/$book, Appointment/{id}/$cancel)`, { kind: 'input' });
+    if (op !== '$book' && op !== '$cancel' && op !== '$checkin') throw new FerryError('INPUT_FACADE_OPERATION', `unknown operation ${op.slice(0, 40)} (Appointment/{id}/$book, Appointment/{id}/$cancel, Appointment/{id}/$checkin)`, { kind: 'input' });
     const body = (req.body ?? {}) as FhirParameters | Resource;
     const param = (name: string) => (body.resourceType === 'Parameters' ? (body as FhirParameters).parameter?.find((x) => x.name === name) : undefined);
     return idempotent(req, reply, `facade.${op.slice(1)}`, async () => {
@@ -397,6 +397,10 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
         if (!patient) throw new FerryError('INPUT_FACADE_BODY', '$book needs the patient: Parameters { patient: Reference(Patient/<id>) } or an Appointment with a Patient participant', { kind: 'input' });
         const appointmentType = param('appointmentType')?.valueString ?? param('appointmentType')?.valueCode;
         const r = await withTimeout((signal) => service.write(conn, type, 'book', { id, patient, appointmentType, resource: body.resourceType === 'Appointment' ? (body as Resource) : undefined }, signal));
+        return { status: 200, body: r.resource };
+      }
+      if (op === '$checkin') {
+        const r = await withTimeout((signal) => service.write(conn, type, 'checkin', { id }, signal));
         return { status: 200, body: r.resource };
       }
       const reason = param('reason')?.valueString;

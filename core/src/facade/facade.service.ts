@@ -15,7 +15,7 @@ import type { MessageTransform } from '../plugin/api';
 import type { InsertResult } from '../store/message-store';
 import type { FacadeProviderTypeRegistration } from '../plugin/plugin-host';
 import type { MessageStore } from '../store/message-store';
-import { FACADE_INTERACTIONS, facadeError, type FacadeCapability, type FacadeCallContext, type FacadeInteraction, type FacadeProvider, type FacadeRecord } from './provider';
+import { FACADE_INTERACTIONS, FACADE_OPERATIONS, facadeError, type FacadeCapability, type FacadeCallContext, type FacadeInteraction, type FacadeProvider, type FacadeRecord } from './provider';
 
 export const MRN_TYPE = { system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR' };
 
@@ -274,7 +274,7 @@ export class FacadeService {
   async write(
     connId: string,
     type: string,
-    interaction: 'create' | 'update' | 'book' | 'cancel',
+    interaction: 'create' | 'update' | 'book' | 'cancel' | 'checkin',
     args: { resource?: Resource; id?: string; patient?: string; appointmentType?: string; reason?: string },
     signal?: AbortSignal,
   ): Promise<ReadResult> {
@@ -304,6 +304,10 @@ export class FacadeService {
       case 'cancel':
         if (!p.cancel) throw facadeError('not-supported', `$cancel is not supported on ${c.id}`);
         rec = await p.cancel(await vendorIdFor(), { reason: args.reason }, ctx);
+        break;
+      case 'checkin':
+        if (!p.checkin) throw facadeError('not-supported', `$checkin is not supported on ${c.id}`);
+        rec = await p.checkin(await vendorIdFor(), ctx);
         break;
       default:
         throw interaction satisfies never;
@@ -342,14 +346,14 @@ export class FacadeService {
         const chosen = FACADE_INTERACTIONS.map((i) => this.choose(c, type, i)).filter((x): x is FacadeCapability => !!x);
         if (!chosen.length) return undefined;
         const interaction = chosen.filter((x) => ['read', 'search', 'create', 'update'].includes(x.interaction)).map((x) => ({ code: x.interaction === 'search' ? 'search-type' : x.interaction }));
-        const ops = chosen.filter((x) => x.interaction === 'book' || x.interaction === 'cancel');
+        const ops = chosen.filter((x) => FACADE_OPERATIONS.includes(x.interaction));
         const search = chosen.find((x) => x.interaction === 'search');
         return {
           type,
           documentation: `paths: ${chosen.map((x) => `${x.interaction} via ${x.path}`).join(', ')}`,
           interaction,
           searchParam: search?.searchParams?.map((name) => ({ name, type: searchParamType(name) })),
-          operation: ops.length ? ops.map((x) => ({ name: x.interaction, definition: `urn:ferry:facade:Appointment-${x.interaction}` })) : undefined,
+          operation: ops.length ? ops.map((x) => ({ name: x.interaction, definition: `urn:ferry:facade:${type}-${x.interaction}` })) : undefined,
         };
       })
       .filter((x) => !!x);

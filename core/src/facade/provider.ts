@@ -15,9 +15,11 @@ import type { Logger } from 'winston';
 import { FerryError } from '../errors';
 import type { MessageHeaders } from '../model/message';
 
-/** What the facade can do with a resource type. `book` / `cancel` are the scheduling operations. */
-export type FacadeInteraction = 'read' | 'search' | 'create' | 'update' | 'book' | 'cancel';
-export const FACADE_INTERACTIONS: readonly FacadeInteraction[] = ['read', 'search', 'create', 'update', 'book', 'cancel'];
+/** What the facade can do with a resource type. `book` / `cancel` / `checkin` are the scheduling operations. */
+export type FacadeInteraction = 'read' | 'search' | 'create' | 'update' | 'book' | 'cancel' | 'checkin';
+export const FACADE_INTERACTIONS: readonly FacadeInteraction[] = ['read', 'search', 'create', 'update', 'book', 'cancel', 'checkin'];
+/** The interactions that are operations (`POST .../{type}/{id}/$<name>`). */
+export const FACADE_OPERATIONS: readonly FacadeInteraction[] = ['book', 'cancel', 'checkin'];
 
 /** One thing a provider can do on one of its paths (vendor APIs: `fhir`, `rest`). */
 export interface FacadeCapability {
@@ -86,6 +88,8 @@ export interface FacadeProvider {
   /** Book the open slot `vendorId` (an open appointment) for the patient the appointment names. */
   book?(vendorId: string, request: { patient: string; appointmentType?: string; appointment?: Appointment }, ctx: FacadeCallContext): Promise<FacadeRecord>;
   cancel?(vendorId: string, request: { reason?: string }, ctx: FacadeCallContext): Promise<FacadeRecord>;
+  /** Check the patient of a booked appointment in (arrived); a slot or a cancelled appointment is a `conflict`. */
+  checkin?(vendorId: string, ctx: FacadeCallContext): Promise<FacadeRecord>;
   close?(): Promise<void>;
 }
 

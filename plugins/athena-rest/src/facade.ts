@@ -18,16 +18,32 @@
  *   appointments with status `o`).
  */
 import { FerryError, facadeError, type FacadeCallContext, type FacadeCapability, type FacadeProvider, type FacadeProviderContext, type FacadeProviderRegistration, type FacadeRecord } from '@ferry/core';
-import type { Patient, Resource } from '@medplum/fhirtypes';
+import type { DocumentReference, Patient, Resource } from '@medplum/fhirtypes';
 import { AthenaConnection, athenaConnectionSchema, athenaErrorText, athenaSystem, type AthenaConnectionConfig } from '@ferry/fhir-vendor-kit';
 import { AthenaContentType, type AthenaEnvelope } from './transform/athena.to-fhir';
+import { CHART_SECTIONS, chartEntityId, chartRecords, type AthenaChartSection } from './transform/athena-chart.to-fhir';
 
 /** athena-fhir's content type (the athena-fhir plugin's transform reads it; without that plugin the FHIR path is unavailable). */
 export const ATHENA_FHIR_ENVELOPE_TYPE = 'application/vnd.athena.fhir+json';
 
 export const athenaFacadeConnectionSchema = {
   ...athenaConnectionSchema,
-  departmentId: { doc: 'Department for facade writes that name none (new patients); empty = the first department', format: String, default: '' },
+  departmentId: { doc: 'Department for facade calls that name none and whose patient names none (new patients; chart and document calls need one); empty = the first department for new patients', format: String, default: '' },
+};
+
+/**
+ * The REST fallback for clinical searches (reference 1.4 `GET /chart/{patientid}/problems|allergies|
+ * vitals|medications`, `departmentid` required, limit/offset paging): served where the athena-fhir
+ * plugin is not loaded (no transform for FHIR records), or for types athena's FHIR API does not
+ * serve in the shape the pipeline delivers (MedicationStatement: athena FHIR has only
+ * MedicationRequest, 2.3). Records go through the chart transform the pipeline uses.
+ */
+const CHART_TYPES: Record<string, { section: AthenaChartSection; params: string[]; category?: string }> = {
+  Condition: { section: 'problems', params: ['patient', 'category'], category: 'problem-list-item' },
+  AllergyIntolerance: { section: 'allergies', params: ['patient'] },
+  Observation: { section: 'vitals', params: ['patient', 'category'], category: 'vital-signs' },
+  MedicationStatement: { section: 'medications', params: ['patient'] },
+  Immunization: { section: 'vaccines', params: ['patient'] },
 };
 
 const CLINICAL = ['Condition', 'Observation', 'AllergyIntolerance', 'MedicationRequest', 'DiagnosticReport', 'Encounter', 'DocumentReference'];
@@ -101,9 +117,14 @@ export class AthenaFacadeProvider implements FacadeProvider {
       { type: 'Appointment', interaction: 'search', path: 'rest', contentType: rest.appointment, searchParams: ['date', 'location', 'practitioner', 'status'], note: 'athena FHIR Appointment search has no date (2.3)' },
       { type: 'Appointment', interaction: 'book', path: 'rest', contentType: rest.appointment },
       { type: 'Appointment', interaction: 'cancel', path: 'rest', contentType: rest.appointment },
+      { type: 'Appointment', interaction: 'checkin', path: 'rest', contentType: rest.appointment, note: 'POST /appointments/{id}/checkin: not in the reference [U], athena public API' },
+      { type: 'DocumentReference', interaction: 'search', path: 'rest', contentType: rest.document, searchParams: ['patient'], note: 'GET /patients/{patientid}/documents/admin (1.4)' },
+      { type: 'DocumentReference', interaction: 'create', path: 'rest', contentType: rest.document, note: 'POST /documents/clinicaldocument (1.4); athena FHIR has no DocumentReference write (2.3)' },
       { type: 'Patient', interaction: 'read', path: 'fhir', contentType: ATHENA_FHIR_ENVELOPE_TYPE },
       { type: 'Patient', interaction: 'search', path: 'fhir', contentType: ATHENA_FHIR_ENVELOPE_TYPE, searchParams: FHIR_PARAMS.Patient },
     ];
+    for (const [type, c] of Object.entries(CHART_TYPES))
+      caps.push({ type, interaction: 'search', path: 'rest', contentType: AthenaContentType[CHART_SECTIONS[c.section]], searchParams: c.params, note: `GET /chart/{patientid}/${c.section} (1.4): served when athena FHIR is absent or lacks the type` });
     for (const type of CLINICAL) {
       caps.push({ type, interaction: 'read', path: 'fhir', contentType: ATHENA_FHIR_ENVELOPE_TYPE });
       caps.push({ type, interaction: 'search', path: 'fhir', contentType: ATHENA_FHIR_ENVELOPE_TYPE, searchParams: FHIR_PARAMS[type] });
@@ -112,13 +133,16 @@ export class AthenaFacadeProvider implements FacadeProvider {
   }
 
   defaultPaths(): Record<string, string[]> {
-    return { 'Patient.read': ['fhir', 'rest'], 'Patient.search': ['fhir', 'rest'], 'Patient.*': ['rest'], 'Appointment.*': ['rest'], '*': ['fhir', 'rest'] };
+    // Documents are practice management (1.4 /documents): REST first; FHIR DocumentReference reads stay FHIR.
+    return { 'Patient.read': ['fhir', 'rest'], 'Patient.search': ['fhir', 'rest'], 'Patient.*': ['rest'], 'Appointment.*': ['rest'], 'DocumentReference.search': ['rest', 'fhir'], 'DocumentReference.create': ['rest'], '*': ['fhir', 'rest'] };
   }
 
   vendorId(type: string, canonicalId: string): string | undefined {
     const p = this.p;
     if (type === 'Patient') return new RegExp(`^athena-${p}-patient-(\\d+)$`).exec(canonicalId)?.[1];
     if (type === 'Appointment') return new RegExp(`^athena-${p}-appointment-(\\d+)$`).exec(canonicalId)?.[1];
+    const doc = type === 'DocumentReference' ? new RegExp(`^athena-${p}-document-(\\d+)$`).exec(canonicalId)?.[1] : undefined;
+    if (doc) return doc;
     // athena-fhir ids: athena-{p}-{type}-{kind}-{local} <- a-{p}.{kind}-{local}
     const m = new RegExp(`^athena-${p}-${type.toLowerCase()}-([A-Za-z]+)-([A-Za-z0-9.\\-]+)$`).exec(canonicalId);
     return m ? `a-${p}.${m[1]}-${m[2]}` : undefined;
@@ -158,11 +182,12 @@ export class AthenaFacadeProvider implements FacadeProvider {
       if (status === 404) throw facadeError('not-found', 'not found at athena', {}, e);
       if (e.code === 'FERRY_E_ATHENA_WRITE_REFUSED') {
         const text = String(e.details?.errormessage ?? '');
-        if (/not open|already (booked|scheduled)|slot.*(taken|unavailable)/i.test(text)) throw facadeError('conflict', `athena refused: ${text}`, { vendorMessage: text }, e);
+        if (/not open|already (booked|scheduled|checked in|cancel)|cannot be checked in|slot.*(taken|unavailable)/i.test(text)) throw facadeError('conflict', `athena refused: ${text}`, { vendorMessage: text }, e);
         throw facadeError('invalid', `athena refused: ${text}`, { vendorMessage: text }, e);
       }
       if (status && status >= 400 && status < 500 && status !== 401 && status !== 403 && status !== 429) {
         const text = athenaErrorText(e);
+        if (/already (checked in|cancel)|cannot be checked in/i.test(text)) throw facadeError('conflict', `athena refused: ${text}`, { vendorMessage: text }, e);
         throw facadeError('invalid', `athena refused the request (${status})${text ? `: ${text}` : ''}`, { vendorMessage: text }, e);
       }
       throw e;
@@ -191,6 +216,8 @@ export class AthenaFacadeProvider implements FacadeProvider {
     if (ctx.path === 'fhir') return this.fhirSearch(type, params, page, ctx);
     if (type === 'Patient') return this.restPatients(params, page, ctx);
     if (type === 'Appointment') return this.restAppointments(params, page, ctx);
+    if (CHART_TYPES[type]) return this.restChart(type, params, page, ctx);
+    if (type === 'DocumentReference') return this.restDocuments(params, page, ctx);
     throw facadeError('not-supported', `search of ${type} through athena REST`);
   }
 
@@ -241,6 +268,97 @@ export class AthenaFacadeProvider implements FacadeProvider {
     return { records: items.map((r) => this.restRecord('patient', r)), next: body?.next ? String(Number(q.offset) + items.length) : undefined, total: body?.totalcount !== undefined ? Number(body.totalcount) : undefined };
   }
 
+  /**
+   * One chart section of a patient, as the athena-rest source reads it for the pipeline: the
+   * department the patient record names (`departmentid`, else `primarydepartmentid`, else the
+   * connection's `departmentId`), each item `{ ...item, patientid, departmentid }` with the
+   * department record, vitals groups flattened to readings; offset paging as the cursor.
+   */
+  private async restChart(type: string, params: Record<string, string[]>, page: { cursor?: string; count: number }, ctx: FacadeCallContext) {
+    const spec = CHART_TYPES[type];
+    const pv = params.patient?.[0];
+    if (!pv || (params.patient?.length ?? 0) > 1) throw facadeError('invalid', `${type} search through athena REST needs exactly one patient (GET /chart/{patientid}/${spec.section}, reference 1.4)`);
+    const cat = params.category?.[0];
+    if (cat !== undefined && cat.replace(/^.*\|/, '') !== spec.category) throw facadeError('invalid', `category: athena's chart serves only ${spec.category} ${type} resources`);
+    const { pid, d, department } = await this.patientDepartment(pv, ctx);
+    const offset = page.cursor ?? '0';
+    if (!/^\d+$/.test(offset)) throw facadeError('invalid', '_cursor: not a chart page of this connection');
+    const body = await this.call(() => this.conn.get<any>(`/chart/${encodeURIComponent(pid)}/${spec.section}`, { departmentid: String(d), limit: String(page.count), offset }, { signal: ctx.signal }));
+    const items: unknown[] = Array.isArray(body?.[spec.section]) ? body[spec.section] : [];
+    const kind = CHART_SECTIONS[spec.section];
+    const records: FacadeRecord[] = chartRecords(spec.section, items).map((item) => {
+      const record = { ...item, patientid: pid, departmentid: String(d) };
+      const env: AthenaEnvelope = { practiceid: this.p, kind, feed: `chart/${spec.section}`, record, ...(department ? { department } : {}) };
+      return { contentType: AthenaContentType[kind], body: Buffer.from(JSON.stringify(env)), vendorId: chartEntityId(kind, record) ?? '' };
+    });
+    return { records, next: body?.next ? String(Number(offset) + items.length) : undefined, total: body?.totalcount !== undefined ? Number(body.totalcount) : undefined };
+  }
+
+  /**
+   * A patient named by a reference (or athena id) and the department athena calls for it need:
+   * the patient record's `departmentid`, else `primarydepartmentid`, else the connection's
+   * `departmentId` -- as the athena-rest source picks it for the pipeline.
+   */
+  private async patientDepartment(ref: string, ctx: FacadeCallContext): Promise<{ pid: string; d: string; department?: Record<string, any> }> {
+    const pat = await ctx.resolve(ref.includes('/') ? ref : `Patient/${ref}`);
+    const pid = pat?.type === 'Patient' ? pat.vendorId : /^\d+$/.test(ref) ? ref : undefined;
+    if (!pid) throw facadeError('invalid', `patient: ${ref.slice(0, 80)} is not a patient of this connection`);
+    const [prec] = await this.call(() => this.conn.get<Record<string, any>[]>(`/patients/${encodeURIComponent(pid)}`, undefined, { signal: ctx.signal }));
+    if (!prec) throw facadeError('not-found', 'patient not found at athena');
+    const d = prec.departmentid ?? prec.primarydepartmentid ?? (this.ctx.config.departmentId || undefined);
+    if (d === undefined || d === null || d === '') throw facadeError('invalid', `athena names no department for the patient: set connections.${this.ctx.id}.departmentId (athena needs departmentid, reference 1.4)`);
+    return { pid, d: String(d), department: await this.department(d, ctx.signal) };
+  }
+
+  private documentRecord(record: Record<string, any>, department: Record<string, any> | undefined, feed: string): FacadeRecord {
+    const env: AthenaEnvelope = { practiceid: this.p, kind: 'document', feed, record, ...(department ? { department } : {}) };
+    return { contentType: AthenaContentType.document, body: Buffer.from(JSON.stringify(env)), vendorId: String(record.clinicaldocumentid ?? record.adminid ?? record.documentid) };
+  }
+
+  /** A patient's admin documents (reference 1.4 `GET /patients/{patientid}/documents/admin`, departmentid required; list key `admins` [U]). */
+  private async restDocuments(params: Record<string, string[]>, page: { cursor?: string; count: number }, ctx: FacadeCallContext) {
+    const pv = params.patient?.[0];
+    if (!pv || (params.patient?.length ?? 0) > 1) throw facadeError('invalid', 'DocumentReference search through athena REST needs exactly one patient (GET /patients/{patientid}/documents/admin, reference 1.4)');
+    const { pid, d, department } = await this.patientDepartment(pv, ctx);
+    const offset = page.cursor ?? '0';
+    if (!/^\d+$/.test(offset)) throw facadeError('invalid', '_cursor: not a document page of this connection');
+    const body = await this.call(() => this.conn.get<any>(`/patients/${encodeURIComponent(pid)}/documents/admin`, { departmentid: d, limit: String(page.count), offset }, { signal: ctx.signal }));
+    const items: Record<string, any>[] = (Array.isArray(body) ? body : (body?.admins ?? [])).filter((x: unknown) => !!x && typeof x === 'object');
+    const records = items.map((x) => this.documentRecord({ documentclass: 'ADMIN', ...x, patientid: pid }, department, 'documents/admin'));
+    return { records, next: body?.next ? String(Number(offset) + items.length) : undefined, total: body?.totalcount !== undefined ? Number(body.totalcount) : undefined };
+  }
+
+  /**
+   * A clinical document (reference 1.4 `POST /documents/clinicaldocument`, `{clinicaldocumentid,
+   * success}` / `{success:false, errormessage}`), read back from athena for the answer
+   * (`GET /patients/{patientid}/documents/clinicaldocument/{id}` [U]). From the DocumentReference:
+   * subject (the patient), type (the athena document subclass: a code of
+   * `urn:athenahealth:athenanet:documentsubclass`, else the first coding), description (internal
+   * note), context.period.start (document date), content[0].attachment (data base64, contentType).
+   */
+  private async createDocument(doc: DocumentReference, ctx: FacadeCallContext): Promise<FacadeRecord> {
+    const subject = doc.subject?.reference ?? (doc.subject?.identifier?.system === athenaSystem('patient', this.p) ? doc.subject.identifier.value : undefined);
+    if (!subject) throw facadeError('invalid', 'DocumentReference.subject: a Patient of this connection is required');
+    const codings = doc.type?.coding ?? [];
+    const sub = (codings.find((c) => c.system === 'urn:athenahealth:athenanet:documentsubclass') ?? codings[0])?.code;
+    if (!sub) throw facadeError('invalid', 'DocumentReference.type: the athena document subclass is required (coding urn:athenahealth:athenanet:documentsubclass, e.g. CONSULTNOTE)');
+    const att = doc.content?.[0]?.attachment;
+    const { pid, d, department } = await this.patientDepartment(subject, ctx);
+    // The department the document names (context.related Location with athena's department system), else the patient's.
+    const named = doc.context?.related?.find((x) => x.identifier?.system === athenaSystem('department', this.p))?.identifier?.value;
+    const form: Record<string, string> = { patientid: pid, departmentid: named ?? d, documentsubclass: sub };
+    if (doc.description) form.internalnote = doc.description;
+    const date = doc.context?.period?.start ?? doc.date;
+    if (date) form.documentdate = fhirDateToAthena(date);
+    if (att?.data) form.attachmentcontents = att.data;
+    if (att?.contentType) form.attachmenttype = att.contentType;
+    const out = await this.call(() => this.conn.write<Record<string, any>>('POST', '/documents/clinicaldocument', form, { signal: ctx.signal }));
+    const id = out?.clinicaldocumentid;
+    if (!id) throw new FerryError('VENDOR_BAD_RESPONSE', 'athena POST /documents/clinicaldocument answered no clinicaldocumentid', { kind: 'transient' });
+    const [rec] = await this.call(() => this.conn.get<Record<string, any>[]>(`/patients/${encodeURIComponent(pid)}/documents/clinicaldocument/${encodeURIComponent(String(id))}`, undefined, { signal: ctx.signal }));
+    return this.documentRecord({ ...(rec ?? form), clinicaldocumentid: String(id), documentclass: rec?.documentclass ?? 'CLINICALDOCUMENT', patientid: pid }, department, 'documents/clinicaldocument');
+  }
+
   /** Booked appointments (or open slots with status=proposed) over one or every department, department by department. */
   private async restAppointments(params: Record<string, string[]>, page: { cursor?: string; count: number }, ctx: FacadeCallContext) {
     const range = dateRange(params.date);
@@ -289,6 +407,7 @@ export class AthenaFacadeProvider implements FacadeProvider {
   }
 
   async create(type: string, resource: Resource, ctx: FacadeCallContext): Promise<FacadeRecord> {
+    if (type === 'DocumentReference') return this.createDocument(resource as DocumentReference, ctx);
     if (type !== 'Patient') throw facadeError('not-supported', `create of ${type} through athena`);
     const form = this.patientForm(resource as Patient);
     const missing = ['lastname', 'firstname', 'dob'].filter((k) => !form[k]);
@@ -326,6 +445,24 @@ export class AthenaFacadeProvider implements FacadeProvider {
     const rec = JSON.parse(cur.body.toString('utf8')).record as Record<string, any>;
     if (!rec.patientid) throw facadeError('conflict', 'the appointment is an open slot: nothing to cancel');
     await this.call(() => this.conn.write('PUT', `/appointments/${encodeURIComponent(vendorId)}/cancel`, { patientid: String(rec.patientid), ...(request.reason ? { cancellationreason: request.reason } : {}) }, { signal: ctx.signal }));
+    return (await this.read('Appointment', vendorId, { ...ctx, path: 'rest' }))!;
+  }
+
+  /**
+   * Check-in (`POST /appointments/{id}/checkin`: not in the reference [U]; athena's public API has
+   * it): only a booked appointment (`appointmentstatus` f) can be checked in -- an open slot, a
+   * cancelled or an already checked-in appointment is a conflict, refused before the call (and
+   * athena's own refusal is mapped the same way). Answers the appointment read back (status 2 ->
+   * `arrived`).
+   */
+  async checkin(vendorId: string, ctx: FacadeCallContext): Promise<FacadeRecord> {
+    const cur = await this.read('Appointment', vendorId, { ...ctx, path: 'rest' });
+    if (!cur) throw facadeError('not-found', 'appointment not found at athena');
+    const st = String((JSON.parse(cur.body.toString('utf8')).record as Record<string, any>).appointmentstatus ?? '').toLowerCase();
+    if (st === 'o') throw facadeError('conflict', 'the appointment is an open slot: book it before checking in');
+    if (st === 'x') throw facadeError('conflict', 'the appointment is cancelled: it cannot be checked in');
+    if (st === '2' || st === '3' || st === '4') throw facadeError('conflict', `the appointment is already checked in (athena appointmentstatus ${st})`);
+    await this.call(() => this.conn.write('POST', `/appointments/${encodeURIComponent(vendorId)}/checkin`, {}, { signal: ctx.signal }));
     return (await this.read('Appointment', vendorId, { ...ctx, path: 'rest' }))!;
   }
 }

@@ -135,6 +135,45 @@ describe('athena simulator', () => {
     expect(labs.body.results[0]).toMatchObject({ labresultdatetime: '02/10/2026 09:00:00', analytes: [{ analytename: 'Glucose', value: '99', analytedatetime: '02/10/2026 09:00:00' }] });
   });
 
+  it('serves vaccines, admin documents and clinical document creates (1.4), and check-in ([U], refusal style configurable)', async () => {
+    const post = async <T>(path: string, form: Record<string, string>): Promise<{ status: number; body: T }> => {
+      const r = await fetch(`${sim.url}/v1/${PRACTICE}${path}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() });
+      return { status: r.status, body: await json<T>(r) };
+    };
+    sim.upsertPatient(PRACTICE, samplePatient(8, { patientid: '88' }));
+    sim.setChart(PRACTICE, '88', 'vaccines', [{ vaccineid: '5', description: 'Tdap', cvx: '115', administerdate: '01/02/2026' }]);
+    expect((await get(`/v1/${PRACTICE}/chart/88/vaccines`)).status).toBe(400);
+    expect((await get<AthenaPage<'vaccines'>>(`/v1/${PRACTICE}/chart/88/vaccines?departmentid=1`)).body.vaccines).toEqual([{ vaccineid: '5', description: 'Tdap', cvx: '115', administerdate: '01/02/2026' }]);
+
+    sim.addDocument(PRACTICE, '88', { documentclass: 'ADMIN', documentsubclass: 'ADMIN_CONSENT', departmentid: '1' });
+    expect((await get(`/v1/${PRACTICE}/patients/88/documents/admin`)).status).toBe(400);
+    const admins = await get<AthenaPage<'admins'>>(`/v1/${PRACTICE}/patients/88/documents/admin?departmentid=1`);
+    expect(admins.body.admins).toHaveLength(1);
+    expect(admins.body.admins[0]).toMatchObject({ documentclass: 'ADMIN', documentsubclass: 'ADMIN_CONSENT', adminid: expect.any(String), patientid: '88' });
+    const refused = await post<{ success: boolean; errormessage: string }>('/documents/clinicaldocument', { patientid: '88', departmentid: '1', documentsubclass: 'NOPE' });
+    expect(refused).toEqual({ status: 200, body: { success: false, errormessage: 'Invalid documentsubclass: NOPE' } });
+    const made = await post<{ success: string; clinicaldocumentid: string }>('/documents/clinicaldocument', { patientid: '88', departmentid: '1', documentsubclass: 'letter', attachmentcontents: 'aGk=', attachmenttype: 'text/plain' });
+    expect(made.body).toEqual({ success: 'true', clinicaldocumentid: expect.stringMatching(/^\d+$/) });
+    const back = await get<Json[]>(`/v1/${PRACTICE}/patients/88/documents/clinicaldocument/${made.body.clinicaldocumentid}`);
+    expect(back.body[0]).toMatchObject({ documentclass: 'CLINICALDOCUMENT', documentsubclass: 'LETTER', contenttype: 'text/plain', pagecount: 1 });
+    expect(back.body[0].attachmentcontents).toBeUndefined();
+    // A clinical document is not an admin document.
+    expect((await get<AthenaPage<'admins'>>(`/v1/${PRACTICE}/patients/88/documents/admin?departmentid=1`)).body.admins).toHaveLength(1);
+
+    const day = '01/05/2026';
+    const booked = String(sim.upsertAppointment(PRACTICE, { date: day, starttime: '09:00', departmentid: '1', appointmentstatus: 'f', patientid: '88' }).appointmentid);
+    const open = String(sim.upsertAppointment(PRACTICE, { date: day, starttime: '10:00', departmentid: '1', appointmentstatus: 'o' }).appointmentid);
+    expect(await post(`/appointments/${booked}/checkin`, {})).toEqual({ status: 200, body: { success: 'true' } });
+    expect(sim.practice(PRACTICE).appointments.get(booked)).toMatchObject({ appointmentstatus: '2', checkindatetime: expect.any(String) });
+    expect((await post<Json>(`/appointments/${booked}/checkin`, {})).body).toEqual({ success: false, errormessage: 'The appointment is already checked in.' });
+    sim.opts.checkinRefusal = 'http-400';
+    try {
+      expect(await post(`/appointments/${open}/checkin`, {})).toEqual({ status: 400, body: { error: 'The appointment is an open slot and cannot be checked in.', detailedmessage: 'The appointment is an open slot and cannot be checked in.' } });
+    } finally {
+      sim.opts.checkinRefusal = 'success-false';
+    }
+  });
+
   it('injects faults: 429 with/without Retry-After, 5xx bursts, 401 on the Nth call, server-side QPS', async () => {
     sim.inject({ status: 429, retryAfter: '2' });
     sim.inject({ status: 503, times: 2 });

@@ -25,9 +25,17 @@
  * - Lab results: the changed feed carries the event fields only (no analytes, no LOINC), the chart
  *   read answers the documented shape (`labresultid`, `labresultloinc`, `labresultdatetime`,
  *   `description`, `analytes`; no accession id) [1.4, 1.10].
- * - Chart sections `GET /chart/{patientid}/problems|medications|allergies|vitals` (departmentid
- *   required, paged), set with `setChart`; problems/medications changes feed the `problems` /
+ * - Chart sections `GET /chart/{patientid}/problems|medications|allergies|vitals|vaccines`
+ *   (departmentid required, paged), set with `setChart` (item fields [U]); problems/medications changes feed the `problems` /
  *   `prescriptions` changed feeds [1.4].
+ * - Documents [1.4]: `GET /patients/{patientid}/documents/admin` (departmentid required; list key
+ *   `admins` and item fields [U]), `POST /documents/clinicaldocument` (form `patientid`,
+ *   `departmentid`, `documentsubclass` [U], `attachmentcontents` base64 [U]; answers
+ *   `{clinicaldocumentid, success}` / `{success:false, errormessage}`), and the read-back
+ *   `GET /patients/{patientid}/documents/clinicaldocument/{id}` [U: not in the reference].
+ * - Check-in `POST /appointments/{id}/checkin` [U: not in the reference; athena's public API has
+ *   it]: a future appointment becomes `appointmentstatus` 2 (a `CheckIn` event); open, cancelled or
+ *   already checked-in ones are refused (`checkinRefusal`: 200 `{success:false}` or HTTP 400).
  * - Fault injection [0]: token TTL, 401 on the Nth call, 429 with/without Retry-After (or the
  *   legacy 403 "Developer Over Qps"), a server-side QPS limit, latency, page size, 5xx bursts,
  *   a request log, a settable clock.
@@ -80,6 +88,10 @@ export interface AthenaSimulatorOptions {
    * an unlisted parameter (e.g. `_lastUpdated` on Patient) is a 400 [2.3].
    */
   enforceSearchParams?: boolean;
+  /** Document subclasses `POST /documents/clinicaldocument` accepts (not in the reference [U]). */
+  clinicalDocumentSubclasses?: string[];
+  /** How `POST /appointments/{id}/checkin` refuses [U]: 200 `{success:false, errormessage}` (default) or HTTP 400 `{error}`. */
+  checkinRefusal?: 'success-false' | 'http-400';
   now?: () => number;
 }
 
@@ -148,6 +160,8 @@ interface PracticeData {
   labresults: Map<string, Json[]>;
   /** `${patientid}|${section}` -> chart records (problems, medications, allergies, vitals) */
   chart: Map<string, Json[]>;
+  /** patientid -> documents (admin and clinical; `documentclass` tells them apart) */
+  documents: Map<string, Json[]>;
   /** `${clientId}|${feed}` -> subscription / queue */
   subscriptions: Map<string, Subscription>;
   queues: Map<string, FeedEvent[]>;
@@ -199,6 +213,8 @@ export class AthenaSimulator {
       serverTimeZone: opts.serverTimeZone ?? 'America/New_York',
       enforceScopes: opts.enforceScopes ?? true,
       enforceSearchParams: opts.enforceSearchParams ?? true,
+      clinicalDocumentSubclasses: opts.clinicalDocumentSubclasses ?? ['ADMISSIONDISCHARGE', 'CLINICALDOCUMENT', 'CONSULTNOTE', 'PROGRESSNOTE', 'OPERATIVENOTE', 'LETTER'],
+      checkinRefusal: opts.checkinRefusal ?? 'success-false',
     };
     this.now = opts.now ?? Date.now;
   }
@@ -278,7 +294,7 @@ export class AthenaSimulator {
   practice(p: string): PracticeData {
     let d = this.practices.get(p);
     if (!d) {
-      d = { departments: [], providers: [], patients: new Map(), appointments: new Map(), labresults: new Map(), chart: new Map(), subscriptions: new Map(), queues: new Map(), nextId: 1000 };
+      d = { departments: [], providers: [], patients: new Map(), appointments: new Map(), labresults: new Map(), chart: new Map(), documents: new Map(), subscriptions: new Map(), queues: new Map(), nextId: 1000 };
       this.practices.set(p, d);
     }
     return d;
@@ -332,12 +348,41 @@ export class AthenaSimulator {
   }
 
   /**
+   * A document in a patient's chart (reference 1.4 documents; fields [U]): `documentclass` ADMIN
+   * (listed by `/documents/admin`) or CLINICALDOCUMENT. Answers the stored record with its id.
+   */
+  addDocument(p: string, patientid: string, doc: Json): Json {
+    const d = this.practice(p);
+    const id = String(doc.documentid ?? d.nextId++);
+    const cls = String(doc.documentclass ?? 'ADMIN').toUpperCase();
+    const rec: Json = {
+      documentclass: cls,
+      status: 'REVIEW',
+      createddatetime: toAthenaDateTime(this.now(), this.opts.serverTimeZone),
+      ...doc,
+      ...(cls === 'ADMIN' ? { adminid: id } : { clinicaldocumentid: id }),
+      documentid: id,
+      patientid: String(patientid),
+    };
+    const list = d.documents.get(String(patientid)) ?? [];
+    list.push(rec);
+    d.documents.set(String(patientid), list);
+    return rec;
+  }
+
+  /** A stored document as the API answers it (no attachment bytes). */
+  private documentView(r: Json): Json {
+    const { attachmentcontents: _a, documentid: _d, ...rest } = r;
+    return { ...rest, ...(_a ? { pagecount: 1 } : {}) };
+  }
+
+  /**
    * Replace a chart section of a patient (reference 1.4 `GET /chart/{patientid}/problems|
-   * medications|allergies|vitals`; item fields are athena's [U], see the plugin's chart transform).
+   * medications|allergies|vitals|vaccines`; item fields are athena's [U], see the plugin's chart transform).
    * A change to problems emits a `problems` changed-feed event and to medications a `prescriptions`
    * one (reference 1.4 feed types); the reference lists no feed for allergies or vitals.
    */
-  setChart(p: string, patientid: string, section: 'problems' | 'medications' | 'allergies' | 'vitals', items: Json[], departmentid = '1'): void {
+  setChart(p: string, patientid: string, section: 'problems' | 'medications' | 'allergies' | 'vitals' | 'vaccines', items: Json[], departmentid = '1'): void {
     const d = this.practice(p);
     d.chart.set(`${patientid}|${section}`, structuredClone(items));
     const feed = section === 'problems' ? 'problems' : section === 'medications' ? 'prescriptions' : undefined;
@@ -663,8 +708,47 @@ export class AthenaSimulator {
       return send(200, { status: 'x' });
     }
 
+    if ((m = /^\/appointments\/(\d+)\/checkin$/.exec(path)) && method === 'POST') {
+      // Not in the reference [U]: athena's public API checks in a booked appointment of today.
+      const a = d.appointments.get(m[1]);
+      if (!a) return send(404, { error: 'The appointment is not found.' });
+      const why = a.appointmentstatus === 'o' ? 'The appointment is an open slot and cannot be checked in.' : a.appointmentstatus === 'x' ? 'The appointment is cancelled and cannot be checked in.' : a.appointmentstatus !== 'f' ? 'The appointment is already checked in.' : undefined;
+      if (why) return this.opts.checkinRefusal === 'http-400' ? send(400, { error: why, detailedmessage: why }) : send(200, { success: false, errormessage: why });
+      this.upsertAppointment(p, { ...a, appointmentstatus: '2', checkindatetime: toAthenaDateTime(this.now(), this.opts.serverTimeZone) }, 'CheckIn');
+      return send(200, { success: 'true' });
+    }
+
+    // Documents (reference 1.4; list key, fields and the read-back are [U])
+    if ((m = /^\/patients\/(\d+)\/documents\/admin$/.exec(path)) && method === 'GET') {
+      if (!q.get('departmentid')) return send(400, { error: 'Additional fields are required.', detailedmessage: 'departmentid is required' });
+      if (!d.patients.has(m[1])) return send(404, { error: 'The patient is not found.' });
+      const list = (d.documents.get(m[1]) ?? []).filter((x) => x.documentclass === 'ADMIN' && !x.deleteddatetime).map((x) => this.documentView(x));
+      return send(200, this.page(p, path, 'admins', list, q));
+    }
+    if ((m = /^\/patients\/(\d+)\/documents\/clinicaldocument\/(\d+)$/.exec(path)) && method === 'GET') {
+      const doc = (d.documents.get(m[1]) ?? []).find((x) => x.documentclass === 'CLINICALDOCUMENT' && String(x.clinicaldocumentid) === m![2]);
+      return doc ? send(200, [this.documentView(doc)]) : send(404, { error: 'The document is not found.' });
+    }
+    if (path === '/documents/clinicaldocument' && method === 'POST') {
+      for (const k of ['patientid', 'departmentid', 'documentsubclass']) if (!form.get(k)) return send(200, { success: false, errormessage: `${k} is required` });
+      if (!d.patients.has(form.get('patientid')!)) return send(200, { success: false, errormessage: 'Invalid patientid' });
+      if (!d.departments.some((x) => String(x.departmentid) === form.get('departmentid'))) return send(200, { success: false, errormessage: 'Invalid departmentid' });
+      if (!this.opts.clinicalDocumentSubclasses.includes(form.get('documentsubclass')!.toUpperCase())) return send(200, { success: false, errormessage: `Invalid documentsubclass: ${form.get('documentsubclass')}` });
+      if (form.get('attachmentcontents') && !/^[A-Za-z0-9+/=\s]+$/.test(form.get('attachmentcontents')!)) return send(200, { success: false, errormessage: 'attachmentcontents must be base64' });
+      const rec = this.addDocument(p, form.get('patientid')!, {
+        documentclass: 'CLINICALDOCUMENT',
+        documentsubclass: form.get('documentsubclass')!.toUpperCase(),
+        departmentid: form.get('departmentid'),
+        description: form.get('internalnote') ?? undefined,
+        documentdate: form.get('documentdate') ?? undefined,
+        contenttype: form.get('attachmenttype') ?? undefined,
+        attachmentcontents: form.get('attachmentcontents') ?? undefined,
+      });
+      return send(200, { success: 'true', clinicaldocumentid: String(rec.clinicaldocumentid) });
+    }
+
     // Chart sections (reference 1.4): departmentid required, limit/offset paging
-    if ((m = /^\/chart\/(\d+)\/(problems|medications|allergies|vitals)$/.exec(path)) && method === 'GET') {
+    if ((m = /^\/chart\/(\d+)\/(problems|medications|allergies|vitals|vaccines)$/.exec(path)) && method === 'GET') {
       if (!q.get('departmentid')) return send(400, { error: 'Additional fields are required.', detailedmessage: 'departmentid is required' });
       if (!d.patients.has(m[1])) return send(404, { error: 'The patient is not found.' });
       return send(200, this.page(p, path, m[2], d.chart.get(`${m[1]}|${m[2]}`) ?? [], q));

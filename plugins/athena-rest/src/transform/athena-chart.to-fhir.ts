@@ -12,18 +12,23 @@
  *   `reactions[{reactionname, snomedcode, severity}]` -> `AllergyIntolerance`;
  * - vital (one reading of a vitals group): `readingid`, `clinicalelementid`, `value`, `unit`,
  *   `code` + `codeset` (LOINC), `readingtaken` (department-local MM/DD/YYYY HH:mm:ss) ->
- *   `Observation` (vital-signs).
+ *   `Observation` (vital-signs);
+ * - vaccine (`GET /chart/{patientid}/vaccines`, listed in 1.4; fields not in the reference **[U]**,
+ *   as athena's public API documents them): `vaccineid`, `description`, `cvx`, `administerdate`
+ *   (MM/DD/YYYY), `status` (ADMINISTERED | REFUSED | …), `type` (ADMINISTERED | HISTORICAL),
+ *   `lotnumber`, `manufacturer`, `expirationdate`, `amount` + `units`, `route`, `site`,
+ *   `refusedreason`, `refuseddate` -> `Immunization`.
  * Every resource names its patient by the canonical athena patient identifier and carries an
  * identifier in `urn:athenahealth:athenanet:{kind}:{practice}`, the conditional-update key.
  */
 import { inputError } from '@ferry/core';
-import type { AllergyIntolerance, CodeableConcept, Condition, Identifier, MedicationStatement, Observation, Patient, Reference } from '@medplum/fhirtypes';
+import type { AllergyIntolerance, CodeableConcept, Condition, DocumentReference, Identifier, Immunization, MedicationStatement, Observation, Patient, Reference } from '@medplum/fhirtypes';
 import { athenaDateTimeToFhir, athenaDateToFhir } from '@ferry/fhir-vendor-kit';
 
-export type AthenaChartKind = 'problem' | 'medication' | 'allergy' | 'vital';
+export type AthenaChartKind = 'problem' | 'medication' | 'allergy' | 'vital' | 'vaccine';
 
 /** Chart section (endpoint) -> record kind. */
-export const CHART_SECTIONS = { problems: 'problem', medications: 'medication', allergies: 'allergy', vitals: 'vital' } as const satisfies Record<string, AthenaChartKind>;
+export const CHART_SECTIONS = { problems: 'problem', medications: 'medication', allergies: 'allergy', vitals: 'vital', vaccines: 'vaccine' } as const satisfies Record<string, AthenaChartKind>;
 export type AthenaChartSection = keyof typeof CHART_SECTIONS;
 
 const str = (v: unknown): string | undefined => (v === undefined || v === null || v === '' ? undefined : String(v).trim() || undefined);
@@ -32,6 +37,7 @@ const chartSystem = (kind: AthenaChartKind, p: string) => `urn:athenahealth:athe
 const SNOMED = 'http://snomed.info/sct';
 const LOINC = 'http://loinc.org';
 const RXNORM = 'http://www.nlm.nih.gov/research/umls/rxnorm';
+const CVX = 'http://hl7.org/fhir/sid/cvx';
 
 /** The entity id of a chart record (allergen ids are codes, not rows: they are made per patient). */
 export function chartEntityId(kind: AthenaChartKind, r: Record<string, any>): string | undefined {
@@ -44,6 +50,8 @@ export function chartEntityId(kind: AthenaChartKind, r: Record<string, any>): st
       return str(r.allergenid) && str(r.patientid) ? `${str(r.patientid)}-${str(r.allergenid)}` : undefined;
     case 'vital':
       return str(r.readingid);
+    case 'vaccine':
+      return str(r.vaccineid);
   }
 }
 
@@ -139,9 +147,79 @@ export function athenaVitalToFhir(p: string, r: Record<string, any>, department:
   };
 }
 
+/** A chart vaccine (fields [U], see the header): refused -> `not-done`, historical -> not the primary source. */
+export function athenaVaccineToFhir(p: string, r: Record<string, any>): Immunization {
+  const status = str(r.status)?.toUpperCase();
+  const refused = status === 'REFUSED' || !!str(r.refusedreason);
+  const deleted = status === 'DELETED' || !!str(r.deleteddate);
+  const name = str(r.description) ?? str(r.vaccinename);
+  if (!name && !str(r.cvx)) throw inputError('ATHENA_NO_VACCINE', 'athena vaccine without a description or CVX code');
+  const when = athenaDateToFhir(refused ? (r.refuseddate ?? r.administerdate) : r.administerdate, refused ? 'refuseddate' : 'administerdate');
+  const amount = str(r.amount) !== undefined && /^\d+(\.\d+)?$/.test(str(r.amount)!) ? Number(r.amount) : undefined;
+  return {
+    resourceType: 'Immunization',
+    ...ids('vaccine', p, r),
+    status: deleted ? 'entered-in-error' : refused ? 'not-done' : 'completed',
+    statusReason: refused && str(r.refusedreason) ? { text: str(r.refusedreason) } : undefined,
+    vaccineCode: { text: name ?? `CVX ${str(r.cvx)}`, coding: str(r.cvx) ? [{ system: CVX, code: str(r.cvx)!, display: name }] : undefined },
+    patient: patientRef(p, r),
+    ...(when ? { occurrenceDateTime: when } : { occurrenceString: 'unknown' }),
+    primarySource: str(r.type) ? str(r.type)!.toUpperCase() !== 'HISTORICAL' : undefined,
+    manufacturer: str(r.manufacturer) ? { display: str(r.manufacturer) } : undefined,
+    lotNumber: str(r.lotnumber),
+    expirationDate: athenaDateToFhir(r.expirationdate, 'expirationdate'),
+    site: str(r.site) ? { text: str(r.site) } : undefined,
+    route: str(r.route) ? { text: str(r.route) } : undefined,
+    doseQuantity: amount !== undefined ? { value: amount, unit: str(r.units) } : undefined,
+  };
+}
+
+/**
+ * A patient document (reference 1.4 `GET /patients/{patientid}/documents/admin`, `POST
+ * /documents/clinicaldocument`; the item fields are not in the reference **[U]**): `adminid` /
+ * `clinicaldocumentid` (athena's document ids share one space per practice), `documentclass`
+ * (ADMIN, CLINICALDOCUMENT, …), `documentsubclass`, `description` / `documentdescription`,
+ * `documentdate` (MM/DD/YYYY), `createddatetime` (department-local), `status` (REVIEW, CLOSED, …),
+ * `contenttype`, `deleteddatetime` -> `DocumentReference` (the bytes are not carried).
+ */
+export function athenaDocumentToFhir(p: string, r: Record<string, any>, department: Record<string, any> | undefined): DocumentReference {
+  const docId = str(r.clinicaldocumentid) ?? str(r.adminid) ?? str(r.documentid);
+  if (!docId) throw inputError('ATHENA_NO_ID', 'athena document without its id');
+  const cls = str(r.documentclass)?.toUpperCase();
+  const sub = str(r.documentsubclass)?.toUpperCase();
+  const tz = str(department?.timezonename);
+  const created = tz ? athenaDateTimeToFhir(r.createddatetime, tz, 'createddatetime') : undefined;
+  const docDate = athenaDateToFhir(r.documentdate, 'documentdate');
+  const title = str(r.description) ?? str(r.documentdescription) ?? str(r.documentsubclassdescription);
+  return {
+    resourceType: 'DocumentReference',
+    id: safeId(`athena-${p}-document-${docId}`),
+    identifier: [{ system: `urn:athenahealth:athenanet:document:${p}`, value: docId }],
+    status: str(r.deleteddatetime) ? 'entered-in-error' : 'current',
+    docStatus: str(r.status)?.toUpperCase() === 'CLOSED' ? 'final' : 'preliminary',
+    type: sub ? { text: str(r.documentsubclassdescription) ?? sub, coding: [{ system: 'urn:athenahealth:athenanet:documentsubclass', code: sub }] } : { text: cls ?? 'Document' },
+    category: cls ? [{ coding: [{ system: 'urn:athenahealth:athenanet:documentclass', code: cls }] }] : undefined,
+    subject: patientRef(p, r),
+    date: created,
+    description: title,
+    // An attachment needs some content for FHIR: the title falls back to the subclass or class.
+    content: [{ attachment: { contentType: str(r.contenttype), title: title ?? sub ?? cls ?? `athena document ${docId}` } }],
+    context: docDate || str(r.departmentid) ? { period: docDate ? { start: docDate } : undefined, related: str(r.departmentid) ? [{ type: 'Location', identifier: { system: `urn:athenahealth:athenanet:department:${p}`, value: str(r.departmentid)! } }] : undefined } : undefined,
+  };
+}
+
 /** One chart record in canonical form. */
-export function athenaChartToFhir(kind: AthenaChartKind, p: string, r: Record<string, any>, department?: Record<string, any>): Condition | MedicationStatement | AllergyIntolerance | Observation {
-  const res = kind === 'problem' ? athenaProblemToFhir(p, r) : kind === 'medication' ? athenaMedicationToFhir(p, r) : kind === 'allergy' ? athenaAllergyToFhir(p, r) : athenaVitalToFhir(p, r, department);
+export function athenaChartToFhir(kind: AthenaChartKind, p: string, r: Record<string, any>, department?: Record<string, any>): Condition | MedicationStatement | AllergyIntolerance | Observation | Immunization {
+  const res =
+    kind === 'problem'
+      ? athenaProblemToFhir(p, r)
+      : kind === 'medication'
+        ? athenaMedicationToFhir(p, r)
+        : kind === 'allergy'
+          ? athenaAllergyToFhir(p, r)
+          : kind === 'vaccine'
+            ? athenaVaccineToFhir(p, r)
+            : athenaVitalToFhir(p, r, department);
   // Absent optional fields are left out (the validator refuses properties set to undefined).
   return JSON.parse(JSON.stringify(res));
 }

@@ -116,6 +116,36 @@ describe('athena REST -> canonical FHIR', () => {
     expect(pr.identifier).toEqual([{ system: 'urn:athenahealth:athenanet:provider:195900', value: '7' }, { system: 'http://hl7.org/fhir/sid/us-npi', value: '1679576722' }]);
   });
 
+  it('maps chart vaccines to valid Immunizations: completed, refused (not-done), historical, deleted (fields [U])', () => {
+    const imm = (record: Record<string, unknown>) => {
+      const b = t.toFhir(msg({ practiceid: P, kind: 'vaccine', record: { patientid: '5', ...record } }), noLog) as any;
+      expect(validateBundle(b)).toBeUndefined();
+      return b.entry[0].resource;
+    };
+    expect(imm({ vaccineid: '1', description: 'Tdap', cvx: '115', administerdate: '01/02/2026', type: 'HISTORICAL', amount: '0.5', units: 'mL' })).toMatchObject({ id: 'athena-195900-vaccine-1', status: 'completed', primarySource: false, occurrenceDateTime: '2026-01-02', doseQuantity: { value: 0.5, unit: 'mL' }, patient: { identifier: { value: '5' } } });
+    expect(imm({ vaccineid: '2', cvx: '187', status: 'REFUSED', refusedreason: 'declined' })).toMatchObject({ status: 'not-done', statusReason: { text: 'declined' }, occurrenceString: 'unknown', vaccineCode: { text: 'CVX 187' } });
+    expect(imm({ vaccineid: '3', description: 'MMR', status: 'DELETED' }).status).toBe('entered-in-error');
+    expect(() => athenaEnvelopeToBundle({ practiceid: P, kind: 'vaccine', record: { patientid: '5', vaccineid: '4' } })).toThrow(/description or CVX/);
+  });
+
+  it('maps athena documents to valid DocumentReferences (created time in the department zone, fields [U])', () => {
+    const b = t.toFhir(msg({ practiceid: P, kind: 'document', department: pacific, record: { patientid: '5', adminid: '77', documentclass: 'ADMIN', documentsubclass: 'ADMIN_CONSENT', description: 'HIPAA consent', status: 'CLOSED', createddatetime: '07/01/2026 08:00:00', documentdate: '07/01/2026', departmentid: '21' } }), noLog) as any;
+    expect(validateBundle(b)).toBeUndefined();
+    expect(b.entry[0].resource).toMatchObject({
+      resourceType: 'DocumentReference',
+      id: 'athena-195900-document-77',
+      status: 'current',
+      docStatus: 'final',
+      date: '2026-07-01T15:00:00.000Z',
+      type: { coding: [{ code: 'ADMIN_CONSENT' }] },
+      context: { period: { start: '2026-07-01' }, related: [{ identifier: { value: '21' } }] },
+    });
+    expect(athenaHeaders({ practiceid: P, kind: 'document', record: { patientid: '5', clinicaldocumentid: '9', description: 'secret' } })).toMatchObject({ messageType: 'athena.document', controlId: expect.stringMatching(/^document:9:/) });
+    const gone = t.toFhir(msg({ practiceid: P, kind: 'document', record: { patientid: '5', clinicaldocumentid: '9', deleteddatetime: '07/02/2026 08:00:00' } }), noLog) as any;
+    expect(gone.entry[0].resource).toMatchObject({ status: 'entered-in-error', docStatus: 'preliminary' });
+    expect(gone.entry[0].resource.date).toBeUndefined(); // no department: no time zone for a local time
+  });
+
   it('gives routing headers without PHI and a content-derived control id', () => {
     const env: AthenaEnvelope = { practiceid: P, kind: 'patient', feed: 'patients/changed', record: { patientid: '5', firstname: 'Ann', lastname: 'Lee' } };
     const h = athenaHeaders(env);

@@ -27,7 +27,7 @@ import type {
   Resource,
 } from '@medplum/fhirtypes';
 import { AH_PATIENT_SYSTEM, athenaDateTimeToFhir, athenaDateToFhir, athenaSystem, parseAthenaWallTime, stableUuid, wallTimeToInstant } from '@ferry/fhir-vendor-kit';
-import { athenaChartToFhir, chartEntityId } from './athena-chart.to-fhir';
+import { athenaChartToFhir, athenaDocumentToFhir, chartEntityId } from './athena-chart.to-fhir';
 
 export const AthenaContentType = {
   patient: 'application/vnd.athena.patient+json',
@@ -39,6 +39,8 @@ export const AthenaContentType = {
   medication: 'application/vnd.athena.medication+json',
   allergy: 'application/vnd.athena.allergy+json',
   vital: 'application/vnd.athena.vital+json',
+  vaccine: 'application/vnd.athena.vaccine+json',
+  document: 'application/vnd.athena.document+json',
 } as const;
 export type AthenaKind = keyof typeof AthenaContentType;
 
@@ -349,7 +351,11 @@ export function athenaEnvelopeToBundle(env: AthenaEnvelope): Bundle {
     case 'medication':
     case 'allergy':
     case 'vital':
+    case 'vaccine':
       add(athenaChartToFhir(env.kind, p, env.record, env.department));
+      break;
+    case 'document':
+      add(JSON.parse(JSON.stringify(athenaDocumentToFhir(p, env.record, env.department))));
       break;
     default:
       throw inputError('ATHENA_UNKNOWN_KIND', `unknown athena record kind ${String(env.kind)}`);
@@ -380,7 +386,9 @@ export function athenaHeaders(env: AthenaEnvelope): MessageHeaders {
             ? str(r.departmentid)
             : env.kind === 'provider'
               ? str(r.providerid)
-              : chartEntityId(env.kind, r);
+              : env.kind === 'document'
+                ? (str(r.clinicaldocumentid) ?? str(r.adminid) ?? str(r.documentid))
+                : chartEntityId(env.kind, r);
   const digest = createHash('sha256').update(JSON.stringify(sortKeys(r))).digest('hex').slice(0, 16);
   const pid = str(r.patientid);
   return {
