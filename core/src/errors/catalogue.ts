@@ -116,6 +116,7 @@ export const ERROR_CATALOGUE = {
   INPUT_ATHENA_FHIR_INVALID: input('The canonical resource from athena FHIR fails FHIR validation (issues in details): check the athena record.'),
   INPUT_ATHENA_FHIR_NOT_JSON: input('The athena FHIR message body is not JSON: check what produced it.'),
   INPUT_ATHENA_FHIR_NO_ID: input('An athena FHIR resource has no resourceType or id: check the athena record.'),
+  INPUT_ATHENA_NO_VACCINE: input('An athena chart vaccine has neither a description nor a CVX code: check the athena record.'),
   INPUT_ATHENA_NOT_JSON: input('The athena message body is not JSON: check what produced it.'),
   INPUT_ATHENA_NO_ID: input('An athena record lacks its id: check the athena record.'),
   INPUT_ATHENA_NO_MEDICATION: input('An athena medication has neither a name nor an RxNorm code: fix it in athena.'),
