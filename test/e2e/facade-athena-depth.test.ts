@@ -9,12 +9,13 @@
  * OperationOutcomes) and check-in (`POST /appointments/{id}/checkin` [U]: arrived, conflicts,
  * Idempotency-Key, audit, message in the store).
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Appointment, Bundle, CapabilityStatement, DocumentReference, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { Engine, makeToken, silentLogger } from '@ferry/core';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../simulators/athena';
+import { deliveredResources, facadeCaller } from '../support/facade';
 
 async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -116,29 +117,10 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const call = async <T = any,>(who: keyof typeof tokens, method: string, url: string, body?: unknown, headers: Record<string, string> = {}) => {
-    const res = await fetch(url.startsWith('http') ? url : `${api}${url}`, {
-      method,
-      headers: { authorization: `Bearer ${tokens[who]}`, ...(body !== undefined ? { 'content-type': 'application/fhir+json' } : {}), ...headers },
-      body: body !== undefined ? JSON.stringify(body) : undefined,
-    });
-    const text = await res.text();
-    return { status: res.status, headers: res.headers, body: (text ? JSON.parse(text) : undefined) as T };
-  };
+  const call = facadeCaller(() => api, (who: keyof typeof tokens) => tokens[who]);
 
-  const delivered = (): Resource[] => {
-    const out: Resource[] = [];
-    let files: string[] = [];
-    try {
-      files = readdirSync(path.join(dir, 'out'));
-    } catch {
-      return out;
-    }
-    for (const f of files)
-      for (const line of readFileSync(path.join(dir, 'out', f), 'utf8').split('\n'))
-        if (line.trim()) for (const e of (JSON.parse(line) as Bundle).entry ?? []) if (e.resource) out.push(e.resource);
-    return out;
-  };
+  /** Every canonical resource the pipeline delivered to the NDJSON sink. */
+  const delivered = (): Resource[] => deliveredResources(path.join(dir, 'out'));
 
   const patientRef = () => `Patient/athena-${PRACTICE}-patient-${pid}`;
 

@@ -4,12 +4,13 @@
  * resource), appointments stay on REST, and a connection's `facade.paths` override sends Patient
  * reads to REST. Real sockets, the athena simulator.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Bundle, Condition, Patient, Resource } from '@medplum/fhirtypes';
 import { configure, Engine, makeToken, silentLogger } from '@ferry/core';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../simulators/athena';
+import { deliveredResources } from '../support/facade';
 
 describe('FHIR facade: athena FHIR and REST paths by the decision rule', () => {
   let sim: AthenaSimulator;
@@ -69,17 +70,8 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     const r = await fetch(`${engine.apiUrl}${url}`, { headers: { authorization: `Bearer ${token}` } });
     return { status: r.status, body: (await r.json()) as T };
   };
-  const delivered = (): Resource[] => {
-    const out: Resource[] = [];
-    let files: string[] = [];
-    try {
-      files = readdirSync(path.join(dir, 'out'));
-    } catch {
-      return out;
-    }
-    for (const f of files) for (const line of readFileSync(path.join(dir, 'out', f), 'utf8').split('\n')) if (line.trim()) for (const e of (JSON.parse(line) as Bundle).entry ?? []) out.push(e.resource!);
-    return out;
-  };
+  /** Every canonical resource the pipeline delivered to the NDJSON sink. */
+  const delivered = (): Resource[] => deliveredResources(path.join(dir, 'out'));
 
   it('config/examples/facade.yaml validates (connections, a source by connection, the api listener)', async () => {
     const { config } = await configure({ configFile: path.resolve(__dirname, '../../config/examples/facade.yaml'), env: { ATHENA_CLIENT_ID: 'a', EPIC_CLIENT_ID: 'e' } });

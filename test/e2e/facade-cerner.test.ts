@@ -4,12 +4,13 @@
  * pages an Observation search, each resource equal to what the Cerner poller delivers through the
  * pipeline for the same vendor resource.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { Engine, makeToken, silentLogger } from '@ferry/core';
 import { CernerSimulator, CERNER_TENANT, cernerVital, seedCernerSandbox } from '../simulators/cerner/cerner-simulator';
+import { deliveredResources } from '../support/facade';
 
 describe('FHIR facade over Cerner (engine from YAML, simulator on real sockets)', () => {
   const SCOPES = ['system/Patient.read', 'system/Observation.read'];
@@ -56,17 +57,8 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     const r = await fetch(url.startsWith('http') ? url : `${engine.apiUrl}${url}`, { headers: { authorization: `Bearer ${token}` } });
     return { status: r.status, body: (await r.json()) as T };
   };
-  const delivered = (): Resource[] => {
-    const out: Resource[] = [];
-    let files: string[] = [];
-    try {
-      files = readdirSync(path.join(dir, 'out'));
-    } catch {
-      return out;
-    }
-    for (const f of files) for (const line of readFileSync(path.join(dir, 'out', f), 'utf8').split('\n')) if (line.trim()) for (const e of (JSON.parse(line) as Bundle).entry ?? []) out.push(e.resource!);
-    return out;
-  };
+  /** Every canonical resource the pipeline delivered to the NDJSON sink. */
+  const delivered = (): Resource[] => deliveredResources(path.join(dir, 'out'));
 
   it('reads and searches through the facade, equal to the pipeline output', async () => {
     const deadline = Date.now() + 20_000;

@@ -10,7 +10,7 @@
  * writes recorded as messages.
  */
 import { generateKeyPairSync, createPublicKey } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Appointment, Bundle, OperationOutcome, Patient, Resource } from '@medplum/fhirtypes';
@@ -22,6 +22,7 @@ import { promisify } from 'node:util';
 import { AthenaSimulator, PRACTICE, samplePatient, seedPractice } from '../simulators/athena';
 import { itRequires, repoRoot } from '../support/requires';
 import { EpicSimulator, EPIC_MRN_OID, epicVital, seedEpicSandbox } from '../simulators/epic/epic-simulator';
+import { deliveredResources, facadeCaller } from '../support/facade';
 
 const today = new Date().toISOString().slice(0, 10);
 const exampleJs = path.join(repoRoot, 'examples/dist/appointments.js');
@@ -152,30 +153,10 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const call = async <T = any,>(who: keyof typeof tokens | undefined, method: string, url: string, body?: unknown, headers: Record<string, string> = {}) => {
-    const res = await fetch(url.startsWith('http') ? url : `${api}${url}`, {
-      method,
-      headers: { ...(who ? { authorization: `Bearer ${tokens[who]}` } : {}), ...(body !== undefined ? { 'content-type': 'application/fhir+json' } : {}), ...headers },
-      body: body !== undefined ? JSON.stringify(body) : undefined,
-    });
-    const text = await res.text();
-    return { status: res.status, headers: res.headers, body: (text ? JSON.parse(text) : undefined) as T };
-  };
+  const call = facadeCaller(() => api, (who: keyof typeof tokens) => tokens[who]);
 
   /** Every canonical resource the pipeline delivered to the NDJSON sink. */
-  const delivered = (): Resource[] => {
-    const out: Resource[] = [];
-    let files: string[] = [];
-    try {
-      files = readdirSync(path.join(dir, 'out'));
-    } catch {
-      return out;
-    }
-    for (const f of files)
-      for (const line of readFileSync(path.join(dir, 'out', f), 'utf8').split('\n'))
-        if (line.trim()) for (const e of (JSON.parse(line) as Bundle).entry ?? []) if (e.resource) out.push(e.resource);
-    return out;
-  };
+  const delivered = (): Resource[] => deliveredResources(path.join(dir, 'out'));
 
   it('answers a CapabilityStatement per connection, naming the path the decision rule chose', async () => {
     const r = await call<any>('reader', 'GET', '/fhir/athena-a/metadata');
