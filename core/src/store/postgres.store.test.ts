@@ -5,7 +5,7 @@ import { startTcpProxy, type TcpProxy } from '../../../test/support/tcp-proxy';
 import { deliveryOutcome } from '../delivery/dispatcher';
 import { FerryError } from '../errors';
 import { silentLogger } from '../logging/logger';
-import { storeConformance } from './conformance';
+import { storeConformance } from './__fixtures__/conformance';
 import { createStore } from './create-store';
 import { PostgresMessageStore } from './postgres.store';
 import { defaultRetryPolicy } from './retry-policy';

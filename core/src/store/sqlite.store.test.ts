@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '../logging/logger';
-import { loopTurnsDuring, storeConformance } from './conformance';
+import { loopTurnsDuring, storeConformance } from './__fixtures__/conformance';
 import { createStore } from './create-store';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';

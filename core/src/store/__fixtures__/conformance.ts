@@ -3,9 +3,9 @@
  * `postgres.store.test.ts` run it against a fresh store each; a third-party store can too.
  */
 import type { Bundle } from '@medplum/fhirtypes';
-import { issuesOf, type DataQualityIssue, type MessageStatus } from '../model/message';
-import type { MessageFilter, MessageStore, NewMessage, ProcessedMessage } from './message-store';
-import { migrations, type Dialect } from './schema';
+import { issuesOf, type DataQualityIssue, type MessageStatus } from '../../model/message';
+import type { MessageFilter, MessageStore, NewMessage, ProcessedMessage } from '../message-store';
+import { migrations, type Dialect } from '../schema';
 
 export interface StoreHarness {
   /** A new, empty, unopened store. `groupCommit` as in the config; `now` its clock (a fake one in tests). */
