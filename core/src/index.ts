@@ -59,7 +59,7 @@ function lazy(load: () => object, names: string[]): void {
       get: () => (mod ??= load() as Record<string, unknown>)[name],
     });
 }
-/* eslint-disable @typescript-eslint/no-require-imports */
+/* eslint-disable @typescript-eslint/no-require-imports -- lazy: the package's entry loads each module on first use */
 lazy(() => require('./engine/engine'), ['Engine', 'transformWorkerCount']);
 lazy(() => require('./engine/configure'), ['configure', 'configurePlugins']);
 lazy(() => require('./config/load-config'), ['ConfigError', 'validateWithSchema']);

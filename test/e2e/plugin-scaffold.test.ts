@@ -57,7 +57,7 @@ d('ferry plugin new', () => {
   }, 260_000);
 
   it('is loaded by the engine from its path in plugins: and carries a record source -> transform -> sink', async () => {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- the scaffolded plugin is written by the test, at a path known only at run time
     const { AcmeLabsSimulator, CLIENT } = require(path.join(dir, 'src/__fixtures__/simulator.ts'));
     sim = new AcmeLabsSimulator();
     await sim!.start();

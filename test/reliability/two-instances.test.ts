@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { PostgresMessageStore, silentLogger } from '@ferry/core';
-import { adt, cli, cliBuilt, dropSchema, killHard, PG_URL, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
+import { adt, cliBuilt, dropSchema, killHard, PG_URL, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
 import { pgRequirement, requires } from '../support/requires';
 
 const N = Number(process.env.FERRY_RELIABILITY_MESSAGES ?? 5000);

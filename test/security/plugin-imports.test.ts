@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- the checker is a plain CommonJS script run by node
 const { check } = require('../../scripts/check-plugin-imports.js') as { check(dir?: string): string[] };
 
 describe('plugin import boundaries', () => {

@@ -26,6 +26,7 @@ export interface ValidTokenRequest {
 /** Validates a token request; throws an input FerryError naming the field. */
 export function tokenRequest(req: TokenRequest, now = Date.now()): ValidTokenRequest {
   const name = typeof req.name === 'string' ? req.name.trim() : '';
+  // eslint-disable-next-line no-control-regex -- a token name must hold no control characters
   if (!name || name.length > 100 || /[\u0000-\u001f]/.test(name)) throw inputError('TOKEN_REQUEST', 'name: required, at most 100 characters (who or what uses the token)', { field: 'name' });
   const raw = req.roles ?? req.role;
   const roles = (Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',') : []).map((r) => String(r).trim()).filter(Boolean);

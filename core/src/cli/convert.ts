@@ -118,7 +118,7 @@ export async function convertInput(
 
 /** Convert one file (one message or a batch) with the given transforms (kept for callers of the former API). */
 export async function convertFile(file: string, transforms: MessageTransform[], opts: { contentType?: string; validate?: boolean }): Promise<ConvertResult> {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: the validator loads only with --validate
   const validateBundle = opts.validate ? (require('../fhir/validate') as typeof import('../fhir/validate')).validateBundle : undefined;
   const result: ConvertResult = { bundles: [], issues: [], dataQuality: [] };
   await convertInput(file, async (ct) => findTransform(transforms, ct), { contentType: opts.contentType, validate: validateBundle }, (b, index, outcome, dq) => {
@@ -149,7 +149,7 @@ export function convertBundleFile(file: string, transforms: MessageTransform[], 
   let profile: unknown;
   if (opts.profile) {
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: yaml loads only for a profile
       profile = (require('yaml') as typeof import('yaml')).parse(read(opts.profile)); // loaded only for a profile
     } catch (e) {
       if (e instanceof FerryError) throw e;

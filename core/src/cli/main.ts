@@ -15,7 +15,7 @@ import { bundledPlugins, resolveConfigPath } from './config-path';
  * its input needs (the engine, stores, sinks, sources, FHIRPath and validation stay unloaded), which is most of
  * a call's time when a user converts file after file.
  */
-/* eslint-disable @typescript-eslint/no-require-imports */
+/* eslint-disable @typescript-eslint/no-require-imports -- lazy: each command loads only the modules it needs */
 const lazy = {
   configure: () => require('../engine/configure') as typeof import('../engine/configure'),
   engine: () => require('../engine/engine') as typeof import('../engine/engine'),
@@ -240,6 +240,7 @@ async function start(configArg: string | undefined): Promise<number> {
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('ferry')
     .description('Ferry: an HL7 v2 / FHIR R4 integration engine')
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- core's package.json, read at run time
     .version(require('../../package.json').version)
     .showHelpAfterError()
     .exitOverride();
@@ -266,7 +267,7 @@ export async function main(argv: string[]): Promise<number> {
             out(`${file}: OK (${Object.keys(config.sources).length} sources, ${Object.keys(config.sinks).length} sinks, ${config.routes.length} routes${Object.keys(config.connections).length ? `, ${Object.keys(config.connections).length} connections` : ''})`);
             for (const w of config.warnings) out(`  warning: ${w.path}: ${w.message}`);
             if (!o.test) return 0;
-            // eslint-disable-next-line @typescript-eslint/no-require-imports
+            // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: route tests load only with --test
             const { runRouteTests } = require('./commands/test-route.command') as typeof import('./commands/test-route.command');
             const r = await runRouteTests(config, transformsOf(host));
             for (const l of r.lines) out(l);

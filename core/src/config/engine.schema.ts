@@ -160,12 +160,12 @@ export const engineSchema = {
     port: { doc: 'Admin port', format: 'port', default: 8080, env: 'FERRY_ADMIN_PORT' },
     allowedHosts: {
       doc: "Host header names served besides the bind address and localhost / 127.0.0.1 / [::1] (DNS rebinding defence); bound to 0.0.0.0 or ::, also this machine's host name and addresses; '*' = any",
-      format: stringList('allowedHosts', /^(\*|[A-Za-z0-9.:_\[\]-]+)$/),
+      format: stringList('allowedHosts', /^(\*|[A-Za-z0-9.:_[\]-]+)$/),
       default: [] as string[],
     },
     allowedOrigins: {
       doc: 'Browser origins (scheme://host[:port]) allowed to call the API besides the admin server itself; a request with any other Origin header is refused',
-      format: stringList('allowedOrigins', /^https?:\/\/[A-Za-z0-9.:_\[\]-]+$/),
+      format: stringList('allowedOrigins', /^https?:\/\/[A-Za-z0-9.:_[\]-]+$/),
       default: [] as string[],
     },
     trustProxy: {

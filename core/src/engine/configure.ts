@@ -29,9 +29,9 @@ export interface Configured {
  */
 export async function configure(opts: ConfigureOptions): Promise<Configured> {
   // loaded here, not at import: configurePlugins (ferry convert) needs neither the core sinks/sources nor FHIRPath
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: configurePlugins (ferry convert) needs neither
   const { corePlugin } = require('../plugin/core.plugin') as typeof import('../plugin/core.plugin');
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: configurePlugins (ferry convert) needs neither
   const { fhirpathError } = require('../fhir/fhirpath') as typeof import('../fhir/fhirpath');
   const { raw, refs, host, pluginConfig, problems } = await loadPlugins(opts, [corePlugin]);
   const env = opts.env ?? process.env;
@@ -87,7 +87,7 @@ async function loadPlugins(opts: ConfigureOptions, first: PluginDefinition[]) {
   for (const def of opts.plugins ?? []) defs.push({ def, config: {}, at: `(plugin ${def.manifest?.id})` });
 
   const pluginConfig: Record<string, Record<string, unknown>> = {};
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: the logger module loads only when no logger is given
   const host = new PluginHost(opts.logger ?? (require('../logging/logger') as typeof import('../logging/logger')).silentLogger());
   {
     for (const d of defs) {

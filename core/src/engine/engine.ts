@@ -378,9 +378,9 @@ export class Engine {
   /** The FHIR facade (`api:`): a provider per connection, on its own listener. */
   private async startFacade(cfg: EngineConfig): Promise<void> {
     // loaded only when the facade is on
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: the facade loads only when it is on
     const { FacadeService } = require('../facade/facade.service') as typeof import('../facade/facade.service');
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: the facade loads only when it is on
     const { startFacade } = require('../facade/facade.server') as typeof import('../facade/facade.server');
     const logger = this.logger.child({ component: 'facade' });
     const service = new FacadeService({
@@ -457,7 +457,7 @@ export class Engine {
     let fresh: EngineConfig;
     let freshHost: PluginHost;
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy, like configure() itself
       ({ config: fresh, host: freshHost } = await configure({ ...opts, logger: (require('../logging/logger') as typeof import('../logging/logger')).silentLogger() }));
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;

@@ -9,6 +9,7 @@ const { scan } = require(path.join(repo, 'scripts/errors-scan.js')) as {
   scan: (files?: string[]) => { uses: Map<string, Set<string>>; dynamic: Array<{ file: string; line: number; text: string }> };
 };
 const { render, DOC } = require(path.join(repo, 'scripts/gen-errors-doc.js')) as { render: (c: unknown, u: Map<string, Set<string>>) => string; DOC: string };
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 const catalogue = ERROR_CATALOGUE as Record<string, ErrorSpec>;
 

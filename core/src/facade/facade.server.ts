@@ -16,7 +16,6 @@ import { FerryError, httpStatusOf } from '../errors';
 import { errorFields } from '../logging/logger';
 import type { AuditEntry, MessageStore } from '../store/message-store';
 import { HttpConnections } from '../util/graceful-http';
-import { configError } from '../errors';
 import { tlsServerOptions } from '../util/tls-options';
 import { AuthError, Authenticator, FailureLimiter } from '../admin/auth';
 import { principalLabel } from '../admin/guard';

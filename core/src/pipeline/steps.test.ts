@@ -1,5 +1,5 @@
 import type { Bundle } from '@medplum/fhirtypes';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { StoredMessage } from '../model/message';
@@ -102,9 +102,9 @@ describe('script steps', () => {
     );
     const fn = loadScript(name, dir, 100);
     await expect(fn(bundle(), message)).rejects.toMatchObject({ code: 'FERRY_E_INPUT_SCRIPT_TIMEOUT' });
-    const size = require('node:fs').statSync(marker).size as number;
+    const size = statSync(marker).size;
     await new Promise((r) => setTimeout(r, 200));
-    expect(require('node:fs').statSync(marker).size).toBe(size);
+    expect(statSync(marker).size).toBe(size);
   });
 
   it('a script that throws or rejects fails its message with the reason; a bad return is refused', async () => {

@@ -17,10 +17,10 @@ const check = (schema: object, entry: unknown, common: object = sinkCommonSchema
 };
 
 describe('core plugin types and their config schemas', () => {
-  it('registers the file/http/audit sources and file/http/fhir sinks', () => {
+  it('registers the file/http/audit sources and file/http/fhir sinks', async () => {
     const sources: string[] = [];
     const sinks: string[] = [];
-    corePlugin.register({
+    await corePlugin.register({
       manifest: corePlugin.manifest,
       config: {},
       logger: undefined as never,

@@ -52,7 +52,7 @@ export interface CommandRegistration {
 
 const ID_RE = /^[a-z][a-z0-9]*(-[a-z0-9]+)*$/;
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- core's package.json, read at run time (outside tsc's rootDir)
 export const CORE_VERSION: string = require('../../package.json').version;
 
 const pluginError = (id: string, what: string, details?: Record<string, unknown>) =>
@@ -94,7 +94,7 @@ export class PluginHost {
     const target = isPath ? path.resolve(baseDir, ref) : ref;
     let mod: any;
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a plugin is loaded by a path or name known only at run time
       mod = require(isPath ? target : require.resolve(ref, { paths: [baseDir, __dirname] }));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;

@@ -1,5 +1,5 @@
 import { inject, injectable } from 'tsyringe';
-import { configError, FerryError, permanentDeliveryError } from '../errors';
+import { configError, FerryError } from '../errors';
 import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { SinkAuth, sinkAuthSchema, type SinkAuthConfig } from './auth';

@@ -1,3 +1,5 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { contentHash, isIgnoreField } from './content-hash';
 
 const HL7 = 'application/hl7-v2';
@@ -38,8 +40,7 @@ describe('contentHash', () => {
 });
 
 describe('contentHash: the bytes path and the text path agree', () => {
-  const { existsSync, readdirSync, readFileSync } = require('node:fs') as typeof import('node:fs');
-  const CORPUS = require('node:path').resolve(__dirname, '../../../../shared/corpus/hl7v2-msft') as string;
+  const CORPUS = path.resolve(__dirname, '../../../../shared/corpus/hl7v2-msft');
   const files = existsSync(CORPUS) ? readdirSync(CORPUS).filter((f) => f.endsWith('.hl7')) : [];
   if (!files.length) console.warn(`skipped: the corpus is not at ${CORPUS}`);
   (files.length ? it : it.skip)('over the corpus: LF files (text path) hash as their CR form (bytes path), with and without ignored fields', () => {

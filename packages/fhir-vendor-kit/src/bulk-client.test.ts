@@ -79,7 +79,10 @@ describe('bulk export client', () => {
     epic.abortFileAfterLines = 1234;
     const ids = new Set<string>();
     let n = 0;
-    for await (const lines of bulk.lines(manifest.output[0].url, { requiresAccessToken: true })) for (const l of lines) (ids.add(JSON.parse(l).id), n++);
+    for await (const lines of bulk.lines(manifest.output[0].url, { requiresAccessToken: true })) for (const l of lines) {
+      ids.add(JSON.parse(l).id);
+      n++;
+    }
     expect(n).toBe(12_500);
     expect(ids.size).toBe(12_500);
     await bulk.deleteJob(statusUrl);

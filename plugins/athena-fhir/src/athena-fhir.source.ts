@@ -23,7 +23,7 @@
  * Every search carries `ah-practice`; `next` links (athena's `cursor`) are followed verbatim.
  */
 import { inject, injectable } from 'tsyringe';
-import { coreTokens, errorFields, FerryError, OutageLog, type InboundMessage, type MessageSource, type SourceContext } from '@ferry/core';
+import { coreTokens, errorFields, FerryError, type InboundMessage, type SourceContext } from '@ferry/core';
 import { AthenaConnection, athenaConnectionSchema, formatAthenaDateTime, isNotSubscribed, PollingSource, type AthenaConnectionConfig } from '@ferry/fhir-vendor-kit';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { AthenaFhirClient } from './athena-fhir.client';

@@ -35,7 +35,7 @@ export interface AthenaFhirId {
 
 /** `a-195900.E-1` -> { practiceId: '195900', kind: 'E', localId: '1' }; `a-1.Practice-195900` -> practice org. */
 export function parseAthenaFhirId(id: string): AthenaFhirId | undefined {
-  const m = /^a-(\d+)\.([A-Za-z]+)-([A-Za-z0-9.\-]+)$/.exec(id);
+  const m = /^a-(\d+)\.([A-Za-z]+)-([A-Za-z0-9.-]+)$/.exec(id);
   if (!m) return undefined;
   if (m[1] === '1' && m[2] === 'Practice') return { practiceId: m[3], kind: 'Practice', localId: m[3] };
   return { practiceId: m[1], kind: m[2], localId: m[3] };
@@ -68,7 +68,7 @@ function rewriteReferences(node: unknown, practiceId: string): unknown {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(obj)) out[k] = rewriteReferences(v, practiceId);
   if (typeof obj.reference === 'string') {
-    const m = /^(?:.*\/)?([A-Z][A-Za-z]+)\/(a-\d+\.[A-Za-z]+-[A-Za-z0-9.\-]+)$/.exec(obj.reference);
+    const m = /^(?:.*\/)?([A-Z][A-Za-z]+)\/(a-\d+\.[A-Za-z]+-[A-Za-z0-9.-]+)$/.exec(obj.reference);
     const parsed = m ? parseAthenaFhirId(m[2]) : undefined;
     if (m && parsed) {
       delete out.reference;

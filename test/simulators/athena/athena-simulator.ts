@@ -915,7 +915,7 @@ export class AthenaSimulator {
         entry: page.map((r) => ({ fullUrl: `${this.fhirBase}/${type}/${r.id}`, resource: strip(r), search: { mode: 'match' } })),
       });
     }
-    if ((m = /^\/([A-Za-z]+)\/([A-Za-z0-9.\-]+)$/.exec(path)) && method === 'GET') {
+    if ((m = /^\/([A-Za-z]+)\/([A-Za-z0-9.-]+)$/.exec(path)) && method === 'GET') {
       const r = this.fhir.get(m[1])?.get(m[2]);
       return r ? send(200, strip(r)) : oo(404, 'not-found', `${m[1]}/${m[2]} not found`);
     }

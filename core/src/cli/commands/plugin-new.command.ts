@@ -495,7 +495,7 @@ export const pluginCommand: CliCommand = {
     if (!/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/.test(id ?? '')) throw inputError('PLUGIN_ID', `plugin id "${id}": kebab-case, starting with a letter (e.g. acme or acme-labs)`);
     const dir = path.resolve(String(o.dir ?? id));
     if (fs.existsSync(dir) && fs.readdirSync(dir).length && !o.force) throw new FerryError('INPUT_PLUGIN_DIR', `${dir} exists and is not empty (use --force to write into it)`, { kind: 'input' });
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- core's package.json, read at run time (outside tsc's rootDir)
     const coreVersion = (require('../../../package.json') as { version: string }).version;
     const files = pluginFiles(id, coreVersion);
     for (const [rel, text] of Object.entries(files)) {

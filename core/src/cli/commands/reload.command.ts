@@ -14,7 +14,7 @@ import { resolveConfigPath } from '../config-path';
 /** True when an engine holds the SQLite store's engine lock (an EXCLUSIVE transaction on the lock file). */
 function engineLockHeld(lockFile: string): boolean {
   if (!existsSync(lockFile)) return false;
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: the native SQLite binding loads only when a lock file exists
   const Database = require('better-sqlite3') as typeof import('better-sqlite3');
   const db = new Database(lockFile, { fileMustExist: true });
   try {

@@ -11,7 +11,7 @@
  * (a digest of their content), so the engine's duplicate policy drops those it already had.
  */
 import { inject, injectable } from 'tsyringe';
-import { coreTokens, errorFields, FerryError, OutageLog, type InboundMessage, type MessageSource } from '@ferry/core';
+import { coreTokens, FerryError, type InboundMessage } from '@ferry/core';
 import type { SourceContext } from '@ferry/core';
 import { AthenaConnection, athenaConnectionSchema, isNotSubscribed, PollingSource, type AthenaConnectionConfig, formatAthenaDate, formatAthenaDateTime, isValidTimeZone } from '@ferry/fhir-vendor-kit';
 import { AthenaContentType, athenaHeaders, type AthenaEnvelope, type AthenaKind } from '../transform/athena.to-fhir';

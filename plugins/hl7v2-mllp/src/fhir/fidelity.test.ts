@@ -276,7 +276,7 @@ describe('8. MSH-6 / MSH-23 -> MessageHeader.destination.receiver; EVN-7 and one
     const asm = pv.agent.find((a) => a.type.coding[0].code === 'assembler')!;
     const dev = b.entry!.find((e) => e.fullUrl === asm.who.reference)!.resource as Resource & { version: { value: string }[] };
     expect(dev.resourceType).toBe('Device');
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- the plugin's package.json, read at run time
     expect(dev.version[0].value).toBe(require('../../package.json').version);
   });
   test('MSH[Provenance-Source] rows 32-34: MSH-22 sending responsible organization is the author when valued', () => {

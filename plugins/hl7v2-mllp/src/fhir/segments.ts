@@ -2277,7 +2277,7 @@ export function finishMessage(ctx: ConvertContext): void {
 
 const PARTICIPANT_TYPE = 'http://terminology.hl7.org/CodeSystem/provenance-participant-type';
 /** The converter's own version (the package's), recorded as the Provenance assembler. */
-// eslint-disable-next-line @typescript-eslint/no-require-imports
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- the plugin's package.json, read at run time (outside tsc's rootDir)
 const FERRY_VERSION: string = (require('../../package.json') as { version: string }).version;
 
 /**

@@ -19,7 +19,7 @@ type Hl7StandardCtor = new (data?: string, opts?: { lineEndings?: string }) => H
 // loaded on first use: a conversion never needs it (only scripts and user transforms do), and `ferry convert`
 // loads this module with the plugin at every call
 let hl7Standard: Hl7StandardCtor | undefined;
-// eslint-disable-next-line @typescript-eslint/no-require-imports
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: loaded on first use (see above)
 const HL7ctor = (): Hl7StandardCtor => (hl7Standard ??= require('hl7-standard') as Hl7StandardCtor);
 
 /**

@@ -200,6 +200,7 @@ export function splitLines(text: string): string[] {
   for (const l of lines) {
     if (l.length === 0) continue;
     // whitespace / control-only lines (MLLP VT/FS leftovers, DOS EOF \x1a, trailing blanks) are not segments
+    // eslint-disable-next-line no-control-regex -- control characters are what this looks for
     if (l.charCodeAt(0) <= 0x20 && /^[\s\x00-\x1f]*$/.test(l)) continue;
     out.push(l);
   }
@@ -217,6 +218,7 @@ export function parseHl7(text: string): Hl7Message {
   // tolerate stray leading characters before MSH (vertical tab, spaces)
   if (!first.startsWith('MSH')) {
     const at = first.indexOf('MSH');
+    // eslint-disable-next-line no-control-regex -- VT (0x0b), the MLLP start byte, is what this looks for
     if (at >= 0 && at <= 4 && /^[\s\x0b]*$/.test(first.slice(0, at))) first = lines[0] = first.slice(at);
     else throw hl7InputError('HL7_NO_MSH', 'the message does not start with an MSH segment', { segment: 'MSH', sequence: 1 }, '100');
   }

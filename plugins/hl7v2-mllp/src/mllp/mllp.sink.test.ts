@@ -1,4 +1,3 @@
-import net from 'node:net';
 import path from 'node:path';
 import { configure, FerryError, validateWithSchema, type ConfigProblem, type Delivery } from '@ferry/core';
 import { silentLogger } from '../../../../core/src/logging/logger';
@@ -7,7 +6,6 @@ import { readRawHeader } from '../ack/msh';
 import { adt, Receiver } from './__fixtures__/support';
 import { oruBundle, siuBundle } from '../v2out/__fixtures__/bundles';
 import { controlIdFor } from '../v2out/fhir-to-v2';
-import { encodeFrame, MllpDeframer } from './framing';
 import { MllpSink, normalizeHl7 } from './mllp.sink';
 import { mllpSinkSchema, type MllpSinkConfig } from './mllp.schema';
 
