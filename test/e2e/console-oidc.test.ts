@@ -14,14 +14,12 @@ import { Engine, silentLogger } from '@ferry/core';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { OidcProvider, type OidcUser } from '../support';
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 declare const document: any, sessionStorage: any;
 
 const CHROMIUM = '/usr/bin/chromium';
 const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium) {
   if (process.env.CI === 'true') throw new Error(`${CHROMIUM} is missing: CI must install it (apt-get install -y chromium; see .ci/run)`);
-  // eslint-disable-next-line no-console
   console.warn(`SKIPPED: the console OIDC end-to-end suite needs ${CHROMIUM} (apt-get install -y chromium)`);
 }
 const maybe = haveChromium ? describe : describe.skip;
@@ -81,7 +79,6 @@ maybe('Console sign-in with the OIDC provider in headless Chromium', () => {
       executablePath: CHROMIUM,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
     });
-    // eslint-disable-next-line no-console
     console.log(`console OIDC screenshots: ${shots}`);
   }, 60_000);
 

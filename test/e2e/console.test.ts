@@ -18,14 +18,12 @@ import { roleTokens, type RoleTokens } from '../support';
 import type { Role } from '@ferry/core';
 
 // The functions given to page.waitForFunction / page.evaluate run in the page (the DOM's globals).
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 declare const document: any, sessionStorage: any;
 
 const CHROMIUM = '/usr/bin/chromium';
 const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium) {
   if (process.env.CI === 'true') throw new Error(`${CHROMIUM} is missing: CI must install it (apt-get install -y chromium; see .ci/run)`);
-  // eslint-disable-next-line no-console
   console.warn(`SKIPPED: the console end-to-end suite needs ${CHROMIUM} (apt-get install -y chromium)`);
 }
 const maybe = haveChromium ? describe : describe.skip;
@@ -135,7 +133,6 @@ maybe('Ferry Console in headless Chromium', () => {
       executablePath: CHROMIUM,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
     });
-    // eslint-disable-next-line no-console
     console.log(`console screenshots: ${shots}`);
   }, 60_000);
 
@@ -363,7 +360,6 @@ maybe('Ferry Console in headless Chromium', () => {
     const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     const page = await ctx.newPage();
     const bodies: Promise<{ url: string; text: string }>[] = [];
-    // eslint-disable-next-line no-console
     const step = (s: string) => process.env.FERRY_CONSOLE_DEBUG && console.log(s);
     const failed: string[] = [];
     page.on('requestfailed', (r) => failed.push(`${r.url()} ${r.failure()?.errorText}`));

@@ -191,8 +191,9 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
     const contentType = (b.contentType as string | undefined) ?? (/^(MSH|FHS|BHS)$/.test(head) ? 'application/hl7-v2' : head.startsWith('{') ? 'application/fhir+json' : undefined);
     if (!contentType) throw inputError('ROUTE_TEST', 'contentType: cannot tell from the message (it starts with neither MSH nor {); give it', { field: 'contentType' });
     const body = Buffer.from(contentType === 'application/hl7-v2' ? text.trim().replace(/\r?\n/g, '\r') + '\r' : text, contentType === 'application/hl7-v2' ? 'latin1' : 'utf8');
-    // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: the route tester loads on its first request, not with the admin server
+    /* eslint-disable @typescript-eslint/no-require-imports -- lazy: the route tester loads on its first request, not with the admin server */
     const { traceMessage } = require('../cli/commands/test-route.command') as typeof import('../cli/commands/test-route.command');
+    /* eslint-enable @typescript-eslint/no-require-imports */
     return operation(
       req,
       'route.test',
@@ -370,8 +371,9 @@ export async function startAdmin(engine: Engine, cfg: AdminConfig): Promise<Admi
 
   /** What changed from config version a to b (secrets masked): `{ a, b, changes: [{ path, change, before, after }] }`. */
   app.get<{ Querystring: { a?: string; b?: string } }>('/api/config/diff', { config: { role: 'admin' } }, async (req, reply) => {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: the config diff loads on its first request, not with the admin server
+    /* eslint-disable @typescript-eslint/no-require-imports -- lazy: the config diff loads on its first request, not with the admin server */
     const { configVersionDiff } = require('../cli/commands/config.command') as typeof import('../cli/commands/config.command');
+    /* eslint-enable @typescript-eslint/no-require-imports */
     try {
       const d = await configVersionDiff(engine.store, req.query.a, req.query.b);
       await audit(req, { action: 'config.diff', target: `${req.query.a}..${req.query.b}`, result: 'ok' });

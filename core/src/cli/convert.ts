@@ -118,8 +118,9 @@ export async function convertInput(
 
 /** Convert one file (one message or a batch) with the given transforms (kept for callers of the former API). */
 export async function convertFile(file: string, transforms: MessageTransform[], opts: { contentType?: string; validate?: boolean }): Promise<ConvertResult> {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: the validator loads only with --validate
+  /* eslint-disable @typescript-eslint/no-require-imports -- lazy: the validator loads only with --validate */
   const validateBundle = opts.validate ? (require('../fhir/validate') as typeof import('../fhir/validate')).validateBundle : undefined;
+  /* eslint-enable @typescript-eslint/no-require-imports */
   const result: ConvertResult = { bundles: [], issues: [], dataQuality: [] };
   await convertInput(file, async (ct) => findTransform(transforms, ct), { contentType: opts.contentType, validate: validateBundle }, (b, index, outcome, dq) => {
     result.bundles.push(b);

@@ -267,8 +267,9 @@ export async function main(argv: string[]): Promise<number> {
             out(`${file}: OK (${Object.keys(config.sources).length} sources, ${Object.keys(config.sinks).length} sinks, ${config.routes.length} routes${Object.keys(config.connections).length ? `, ${Object.keys(config.connections).length} connections` : ''})`);
             for (const w of config.warnings) out(`  warning: ${w.path}: ${w.message}`);
             if (!o.test) return 0;
-            // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: route tests load only with --test
+            /* eslint-disable @typescript-eslint/no-require-imports -- lazy: route tests load only with --test */
             const { runRouteTests } = require('./commands/test-route.command') as typeof import('./commands/test-route.command');
+            /* eslint-enable @typescript-eslint/no-require-imports */
             const r = await runRouteTests(config, transformsOf(host));
             for (const l of r.lines) out(l);
             out(`${config.tests.length - r.failed} of ${config.tests.length} route tests passed`);

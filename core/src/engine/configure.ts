@@ -87,8 +87,9 @@ async function loadPlugins(opts: ConfigureOptions, first: PluginDefinition[]) {
   for (const def of opts.plugins ?? []) defs.push({ def, config: {}, at: `(plugin ${def.manifest?.id})` });
 
   const pluginConfig: Record<string, Record<string, unknown>> = {};
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: the logger module loads only when no logger is given
+  /* eslint-disable @typescript-eslint/no-require-imports -- lazy: the logger module loads only when no logger is given */
   const host = new PluginHost(opts.logger ?? (require('../logging/logger') as typeof import('../logging/logger')).silentLogger());
+  /* eslint-enable @typescript-eslint/no-require-imports */
   {
     for (const d of defs) {
       const id = d.def.manifest?.id;

@@ -457,8 +457,9 @@ export class Engine {
     let fresh: EngineConfig;
     let freshHost: PluginHost;
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy, like configure() itself
+      /* eslint-disable @typescript-eslint/no-require-imports -- lazy, like configure() itself */
       ({ config: fresh, host: freshHost } = await configure({ ...opts, logger: (require('../logging/logger') as typeof import('../logging/logger')).silentLogger() }));
+      /* eslint-enable @typescript-eslint/no-require-imports */
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
       // Paths and messages only: a config problem names settings, never message content.

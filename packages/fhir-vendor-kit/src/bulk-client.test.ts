@@ -61,7 +61,6 @@ describe('bulk export client', () => {
     const ms = Date.now() - t0;
     expect(count).toBe(50_000 + 1);
     // The export is ~bytes of NDJSON; memory growth stays a small fraction of it (no buffering).
-    // eslint-disable-next-line no-console
     console.log(`bulk 50k: ${count} resources, ${(bytes / 1e6).toFixed(1)} MB NDJSON in ${ms} ms; peak heap delta ${(peakHeap / 1e6).toFixed(1)} MB, rss delta ${(peakRss / 1e6).toFixed(1)} MB`);
     // Garbage not yet collected counts in heapUsed, so the bound is loose on a busy machine; holding
     // the parsed export would need several times the NDJSON size (~34 MB of text -> >150 MB of objects).

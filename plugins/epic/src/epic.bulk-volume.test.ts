@@ -47,7 +47,6 @@ describe('epic bulk export volume into the real SQLite store', () => {
     const ms = Date.now() - t0;
     expect(stored).toBe(Number(process.env.VOL ?? 10_000) + 1);
     expect((await store.stats()).messages.received).toBe(stored);
-    // eslint-disable-next-line no-console
     console.log(`bulk source -> SQLite: ${stored} resources in ${ms} ms (${Math.round((stored * 1000) / ms)}/s), peak heap delta ${(peakHeap / 1e6).toFixed(1)} MB`);
     expect(peakHeap).toBeLessThan(150e6);
     // (the rate is a figure in the log line above, not asserted: speed belongs in bench/)

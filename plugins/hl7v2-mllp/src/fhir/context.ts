@@ -93,7 +93,6 @@ export class BundleBuilder {
   }
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export function ref(r: AnyResource, display?: string): Reference<any> {
   const out: Reference<any> = { reference: `urn:uuid:${r.id}` };
   if (display) out.display = display;

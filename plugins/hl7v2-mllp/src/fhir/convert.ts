@@ -124,7 +124,6 @@ export class ConvertContext implements DtCtx {
     return this.b.idFor(type, `${seg.name}#${seg.sequence}${extra}`, true);
   }
 
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   subject(): Reference<any> | undefined {
     return this.state.patient ? ref(this.state.patient) : undefined;
   }

@@ -82,7 +82,6 @@ import {
 } from './datatypes';
 
 type Handler = (seg: Hl7Segment, ctx: ConvertContext) => void;
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Ref = Reference<any>;
 
 /** `arr` plus the defined items, as a new array (`arr` itself is never changed; returned as is when nothing is added). */
