@@ -1,16 +1,17 @@
 // ESLint flat config (ESLint 9, typescript-eslint 8). Run with `npm run lint` (also run by `npm test`'s pretest);
-// `npm run lint:fix` applies the autofixes (type imports, formatting via Prettier).
+// `npm run lint:fix` applies the autofixes: Prettier, then eslint --fix (type imports...), then Prettier again.
 // Formatting is Prettier's job (.prettierrc): eslint-config-prettier switches off the stylistic rules that would
-// fight it; max-len stays on for what Prettier cannot wrap (long comments, long identifiers chains).
+// fight it; max-len is set again after it, for the code lines Prettier cannot bring under 120 columns.
 import js from '@eslint/js';
 import comments from '@eslint-community/eslint-plugin-eslint-comments/configs';
 import prettier from 'eslint-config-prettier';
 import globals from 'globals';
 import tseslint from 'typescript-eslint';
+import { defineConfig } from 'eslint/config';
 
 const root = import.meta.dirname;
 
-export default tseslint.config(
+export default defineConfig(
   {
     ignores: [
       '**/node_modules/',
