@@ -255,7 +255,7 @@ export const engineSchema = {
       burst: { doc: 'Bucket size (0 = same as qps)', format: 'nat', default: 20 },
     },
     idempotencyHours: { doc: 'How long an Idempotency-Key and its answer are kept', format: 'nat', default: 24 },
-    cursorSecret: { doc: "Key that signs paging cursors (so a client cannot forge a vendor URL); '' = random per start (cursors then end with the process)", format: String, default: '', sensitive: true },
+    cursorSecret: { doc: "Key that signs paging cursors (so a client cannot forge a vendor URL), or cursorSecret_FILE; '' = a random key kept in the store, shared by every instance on it and kept across restarts", format: String, default: '', sensitive: true },
     tls: {
       cert: { doc: 'PEM certificate chain, or a path to it: the facade is served over HTTPS when cert and key are set', format: String, default: '' },
       key: { doc: 'PEM private key, or a path to it (or key_FILE)', format: String, default: '', sensitive: true },

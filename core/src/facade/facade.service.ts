@@ -74,15 +74,19 @@ export function searchParamType(name: string): 'reference' | 'string' | 'date' |
   return REFERENCE_PARAMS.has(name) ? 'reference' : STRING_PARAMS.has(name) ? 'string' : DATE_PARAMS.has(name) ? 'date' : 'token';
 }
 
+/** Where the facade keeps its cursor key in the store when `api.cursorSecret` is empty (a checkpoint row). */
+export const CURSOR_KEY_CHECKPOINT = { sourceId: 'ferry.facade', key: 'cursor-key' } as const;
+
 export class FacadeService {
   readonly connections = new Map<string, FacadeConnection>();
-  private readonly cursorKey: Buffer;
+  /** The key signing paging cursors: `api.cursorSecret`, else one kept in the store (loaded on first use). */
+  private cursorKey?: Promise<Buffer>;
   private readonly identified = new Set<string>();
   private readonly now: () => number;
 
   constructor(private readonly deps: FacadeDeps) {
     this.now = deps.now ?? Date.now;
-    this.cursorKey = deps.api.cursorSecret ? Buffer.from(deps.api.cursorSecret, 'utf8') : randomBytes(32);
+    if (deps.api.cursorSecret) this.cursorKey = Promise.resolve(Buffer.from(deps.api.cursorSecret, 'utf8'));
   }
 
   /** Creates a provider per connection the facade serves; refuses decision-rule overrides naming a path the provider has not. */
@@ -228,7 +232,7 @@ export class FacadeService {
     let cursor: string | undefined;
     const count = Math.min(Math.max(1, Number(query._count?.[0] ?? this.deps.api.defaultCount) || this.deps.api.defaultCount), this.deps.api.maxCount);
     if (query._cursor?.[0]) {
-      const cur = this.openCursor(query._cursor[0]);
+      const cur = await this.openCursor(query._cursor[0]);
       if (cur.c !== c.id || cur.t !== type) throw inputError('FACADE_CURSOR', '_cursor: not a cursor of this connection and type');
       params = cur.q;
       cursor = cur.v;
@@ -254,19 +258,52 @@ export class FacadeService {
       await this.remember(c, type, rec.vendorId, r);
       resources.push(r);
     }
-    return { resources, next: out.next ? this.sealCursor({ c: c.id, t: type, q: params, v: out.next }) : undefined, total: out.total, path: cap.path, count, params };
+    return { resources, next: out.next ? await this.sealCursor({ c: c.id, t: type, q: params, v: out.next }) : undefined, total: out.total, path: cap.path, count, params };
   }
 
-  private sealCursor(v: { c: string; t: string; q: Record<string, string[]>; v: string }): string {
+  /**
+   * The cursor key when `api.cursorSecret` is empty: a random key kept in the store, so every
+   * instance on that store signs and opens the same cursors and they outlive a restart. The first
+   * instance to need it writes it; every instance then uses the stored value (`fresh`: read it again,
+   * for the one race -- two instances writing it at the same first moment).
+   */
+  private key(fresh = false): Promise<Buffer> {
+    if (this.deps.api.cursorSecret) return this.cursorKey!;
+    if (!this.cursorKey || fresh) {
+      const { sourceId, key } = CURSOR_KEY_CHECKPOINT;
+      const store = this.deps.store;
+      const p = (async () => {
+        let v = await store.getCheckpoint(sourceId, key);
+        if (!v) {
+          await store.setCheckpoint(sourceId, key, randomBytes(32).toString('base64'));
+          v = await store.getCheckpoint(sourceId, key);
+        }
+        if (!v) throw new FerryError('INTERNAL_FACADE_STORE', 'the store did not keep the facade cursor key', { kind: 'internal' });
+        return Buffer.from(v, 'base64');
+      })();
+      // A store error is not kept: the next page tries again.
+      p.catch(() => {
+        if (this.cursorKey === p) this.cursorKey = undefined;
+      });
+      this.cursorKey = p;
+    }
+    return this.cursorKey;
+  }
+
+  private async sealCursor(v: { c: string; t: string; q: Record<string, string[]>; v: string }): Promise<string> {
     const body = Buffer.from(JSON.stringify(v)).toString('base64url');
-    return `${body}.${createHmac('sha256', this.cursorKey).update(body).digest('base64url')}`;
+    return `${body}.${createHmac('sha256', await this.key()).update(body).digest('base64url')}`;
   }
 
-  private openCursor(s: string): { c: string; t: string; q: Record<string, string[]>; v: string } {
+  private async openCursor(s: string): Promise<{ c: string; t: string; q: Record<string, string[]>; v: string }> {
     const [body, mac] = s.split('.');
-    const want = body ? createHmac('sha256', this.cursorKey).update(body).digest() : Buffer.alloc(0);
     const got = Buffer.from(mac ?? '', 'base64url');
-    if (!body || got.length !== want.length || !timingSafeEqual(got, want)) throw inputError('FACADE_CURSOR', '_cursor: not a cursor this facade issued (or it was issued before a restart without api.cursorSecret)');
+    const valid = (k: Buffer) => {
+      const want = body ? createHmac('sha256', k).update(body).digest() : Buffer.alloc(0);
+      return !!body && got.length === want.length && timingSafeEqual(got, want);
+    };
+    if (!valid(await this.key()) && (this.deps.api.cursorSecret || !valid(await this.key(true))))
+      throw inputError('FACADE_CURSOR', '_cursor: not a cursor this facade issued (or one signed with another api.cursorSecret)');
     return JSON.parse(Buffer.from(body, 'base64url').toString('utf8'));
   }
 
