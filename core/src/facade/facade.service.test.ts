@@ -56,7 +56,7 @@ class TestProvider implements FacadeProvider {
   }
 }
 
-const api = { enabled: true, host: '127.0.0.1', port: 0, publicUrl: '', bodyLimit: 1e6, requestTimeoutMs: 0, vendorTimeoutMs: 0, defaultCount: 2, maxCount: 3, rateLimit: { qps: 0, burst: 0 }, idempotencyHours: 1, cursorSecret: '', tls: { cert: '', key: '', passphrase: '', ca: '', requestCert: false } };
+const api = { enabled: true, host: '127.0.0.1', port: 0, publicUrl: '', allowedHosts: [], cors: { origins: [] }, bodyLimit: 1e6, requestTimeoutMs: 0, vendorTimeoutMs: 0, defaultCount: 2, maxCount: 3, rateLimit: { qps: 0, burst: 0 }, idempotencyHours: 1, cursorSecret: '', tls: { cert: '', key: '', passphrase: '', ca: '', requestCert: false } };
 const entry = (over: Partial<ConnectionEntry['facade']> = {}): ConnectionEntry => ({
   kind: 'test',
   config: {},
