@@ -386,6 +386,8 @@ export interface FacadeConnectionConfig {
   paths: Record<string, string>;
   /** Per-client rate limit on this connection (overrides api.rateLimit when qps > 0). */
   rateLimit: { qps: number; burst: number };
+  /** How a patient is linked across connections, and whether reads show the links. */
+  identity: { linkSystems: string[]; linkedIdentifiers: boolean };
 }
 
 /** One entry of `connections:`. */

@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { OperationOutcome, Parameters as FhirParameters, Resource } from '@medplum/fhirtypes';
+import type { Identifier, OperationOutcome, Parameters as FhirParameters, Patient, Resource } from '@medplum/fhirtypes';
 import type { Logger } from 'winston';
 import type { ApiConfig } from '../config/engine.schema';
 import type { AuthConfig } from '../admin/auth';
@@ -23,7 +23,7 @@ import { tlsServerOptions } from '../util/tls-options';
 import { AuthError, Authenticator, FailureLimiter } from '../admin/auth';
 import { defaultAllowedHosts, GuardError, hostName, principalLabel } from '../admin/guard';
 import { hasScope, topRole, type Principal } from '../admin/roles';
-import type { FacadeService } from './facade.service';
+import { CONNECTION_ID_SYSTEM, type FacadeService } from './facade.service';
 import { FacadeIssue, type FacadeIssueKind } from './provider';
 
 export type FacadeAccess = 'public' | 'read' | 'write';
@@ -277,6 +277,12 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
     return out;
   };
 
+  /** A patient's identities at the connections this client may read (another connection's patient is PHI of that connection). */
+  const visibleIdentities = async (req: FastifyRequest, conn: string, id: string) => {
+    const p = req.facadePrincipal!;
+    return (await service.identities(conn, id)).filter((i) => i.connection === conn || hasScope(p, i.connection, 'read'));
+  };
+
   const cfg = (url: string, method: string) => ({ config: { access: FACADE_ROUTES.find((r) => r.url === url && r.method === method)!.access } });
 
   app.get('/health', cfg('/health', 'GET'), async () => ({ status: 'ok' }));
@@ -292,9 +298,18 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
     checkId(id);
     try {
       const r = await withTimeout((signal) => service.read(conn, type, id, signal));
-      await audit(req, { action: 'facade.read', result: 'ok', target: target(req), detail: `${type}/${r.resource.id} from=${r.from} path=${r.path}` });
+      let resource = r.resource;
+      let links = '';
+      if (type === 'Patient' && service.connections.get(conn)?.entry.facade.identity?.linkedIdentifiers) {
+        // The same patient at the other connections this client may read, as identifiers.
+        const others = (await visibleIdentities(req, conn, resource.id!)).filter((i) => i.connection !== conn);
+        const extra: Identifier[] = others.map((i) => ({ use: 'secondary', system: `${CONNECTION_ID_SYSTEM}${i.connection}`, value: i.id }));
+        if (extra.length) resource = { ...resource, identifier: [...((resource as Patient).identifier ?? []), ...extra] } as Resource;
+        links = ` links=${extra.length}`;
+      }
+      await audit(req, { action: 'facade.read', result: 'ok', target: target(req), detail: `${type}/${r.resource.id} from=${r.from} path=${r.path}${links}` });
       reply.header('x-ferry-source', r.from);
-      return reply.type(FHIR_JSON).send(r.resource);
+      return reply.type(FHIR_JSON).send(resource);
     } catch (e) {
       await audit(req, { action: 'facade.read', result: 'error', target: target(req), detail: `${type}/${id} ${(e as FerryError).code ?? 'error'}` });
       throw e;
@@ -327,7 +342,7 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
     const { conn, type, id, op } = req.params;
     if (type !== 'Patient' || op !== '$identities') throw new FerryError('INPUT_FACADE_OPERATION', `unknown operation ${type}/:id/${op.slice(0, 40)} (GET Patient/{id}/$identities)`, { kind: 'input' });
     checkId(id);
-    const ids = await service.identities(conn, id);
+    const ids = await visibleIdentities(req, conn, id);
     const b = base(req);
     const params: FhirParameters = {
       resourceType: 'Parameters',

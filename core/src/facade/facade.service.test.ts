@@ -60,7 +60,7 @@ const api = { enabled: true, host: '127.0.0.1', port: 0, publicUrl: '', allowedH
 const entry = (over: Partial<ConnectionEntry['facade']> = {}): ConnectionEntry => ({
   kind: 'test',
   config: {},
-  facade: { enabled: true, cache: { ttlSeconds: 0, storeMaxAgeSeconds: 0, maxEntries: 10 }, paths: {}, rateLimit: { qps: 0, burst: 0 }, ...over },
+  facade: { enabled: true, cache: { ttlSeconds: 0, storeMaxAgeSeconds: 0, maxEntries: 10 }, paths: {}, rateLimit: { qps: 0, burst: 0 }, identity: { linkSystems: [], linkedIdentifiers: false }, ...over },
 });
 
 describe('FacadeService', () => {

@@ -65,6 +65,23 @@ export function mrnOf(r: Resource): string | undefined {
   return mr ? `${mr.system ?? ''}|${mr.value}` : undefined;
 }
 
+/**
+ * The key linking a patient across connections: the first identifier (`system|value`) in the
+ * connection's `facade.identity.linkSystems`, in their order; without them, its MRN.
+ */
+export function linkKeyOf(r: Resource, linkSystems: readonly string[]): string | undefined {
+  if (!linkSystems.length) return mrnOf(r);
+  const ids = (r as { identifier?: Identifier[] }).identifier ?? [];
+  for (const system of linkSystems) {
+    const hit = ids.find((i) => i.system === system && i.value);
+    if (hit) return `${system}|${hit.value}`;
+  }
+  return undefined;
+}
+
+/** The identifier system naming a patient's id at another connection (`facade.identity.linkedIdentifiers`). */
+export const CONNECTION_ID_SYSTEM = 'urn:ferry:connection:';
+
 const REFERENCE_PARAMS = new Set(['patient', 'subject', 'location', 'practitioner', 'encounter', 'result', 'target']);
 const STRING_PARAMS = new Set(['name', 'family', 'given', 'address']);
 const DATE_PARAMS = new Set(['date', 'birthdate', 'authoredon', '_lastUpdated']);
@@ -192,7 +209,7 @@ export class FacadeService {
     }
     const f = this.deps.store.facade;
     if (!f) return;
-    const mrn = type === 'Patient' ? mrnOf(r) : undefined;
+    const mrn = type === 'Patient' ? linkKeyOf(r, c.entry.facade.identity?.linkSystems ?? []) : undefined;
     // An identity already recorded by this process is not written again on every read.
     const known = `${c.id}|${type}|${vendorId}|${r.id}|${mrn ?? ''}`;
     if (!this.identified.has(known)) {
@@ -363,7 +380,7 @@ export class FacadeService {
     return { resource: r, from: 'vendor', path: cap.path, messageId };
   }
 
-  /** Other connections' identities of the same patient (by MRN). */
+  /** The identities of the same patient at every served connection, this one included (by link key: MRN or `identity.linkSystems`). */
   async identities(connId: string, id: string): Promise<{ connection: string; id: string }[]> {
     const c = this.connection(connId);
     const f = this.deps.store.facade;
