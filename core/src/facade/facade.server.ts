@@ -185,7 +185,10 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
     ? '*'
     : new Set([...defaultAllowedHosts(api.host), ...(api.publicUrl ? [new URL(api.publicUrl).hostname.replace(/^\[|\]$/g, '').toLowerCase()] : []), ...api.allowedHosts.map((h) => hostName(h) ?? h.toLowerCase())]);
   const origins = new Set(api.cors.origins.map((x) => x.toLowerCase().replace(/\/$/, '')));
-  /** Host (DNS rebinding) and Origin (cross-site browser calls) checks; CORS headers for a listed origin. True: a preflight, answered. */
+  /**
+   * Host (DNS rebinding) and Origin (cross-site browser calls) checks; CORS headers for a listed
+   * origin. True: a preflight, answered.
+   */
   const checkBrowser = async (req: FastifyRequest, reply: FastifyReply): Promise<boolean> => {
     if (hosts !== '*') {
       const name = hostName(req.headers.host);
@@ -277,7 +280,7 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
     return out;
   };
 
-  /** A patient's identities at the connections this client may read (another connection's patient is PHI of that connection). */
+  /** A patient's identities at the connections this client may read (another connection's patient is its PHI). */
   const visibleIdentities = async (req: FastifyRequest, conn: string, id: string) => {
     const p = req.facadePrincipal!;
     return (await service.identities(conn, id)).filter((i) => i.connection === conn || hasScope(p, i.connection, 'read'));

@@ -298,8 +298,8 @@ export class FacadeService {
         if (!v) throw new FerryError('INTERNAL_FACADE_STORE', 'the store did not keep the facade cursor key', { kind: 'internal' });
         return Buffer.from(v, 'base64');
       })();
-      // A store error is not kept: the next page tries again.
-      p.catch(() => {
+      // A store error is not kept: the next page tries again (the caller awaits p and sees the error).
+      void p.catch(() => {
         if (this.cursorKey === p) this.cursorKey = undefined;
       });
       this.cursorKey = p;
@@ -380,7 +380,10 @@ export class FacadeService {
     return { resource: r, from: 'vendor', path: cap.path, messageId };
   }
 
-  /** The identities of the same patient at every served connection, this one included (by link key: MRN or `identity.linkSystems`). */
+  /**
+   * The identities of the same patient at every served connection, this one included (by link key:
+   * MRN or `identity.linkSystems`).
+   */
   async identities(connId: string, id: string): Promise<{ connection: string; id: string }[]> {
     const c = this.connection(connId);
     const f = this.deps.store.facade;

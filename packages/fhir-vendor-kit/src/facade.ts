@@ -35,7 +35,7 @@ export interface VendorFhirFacadeOptions {
   normalize: NormalizeConfig;
   params: Record<string, string[]>;
   writeTypes: string[];
-  /** Types the vendor updates in place (`PUT {type}/{id}`): Epic Observation, DocumentReference (3.3); Cerner its write types (4.3). */
+  /** Types the vendor updates in place (`PUT {type}/{id}`): Epic Observation, DocumentReference (3.3); Cerner its writes (4.3). */
   updateTypes?: string[];
   /** Why those types only (CapabilityStatement documentation, README decision table). */
   updateNote?: string;

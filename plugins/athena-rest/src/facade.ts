@@ -197,7 +197,7 @@ export class AthenaFacadeProvider implements FacadeProvider {
 
   async read(type: string, vendorId: string, ctx: FacadeCallContext): Promise<FacadeRecord | undefined> {
     const signal = ctx.signal;
-    // A document id from the REST documents (`athena-{p}-document-{id}`) is read where it came from, whichever path reads the type.
+    // A REST document's id (`athena-{p}-document-{id}`) is read where it came from, whichever path reads the type.
     if (type === 'DocumentReference' && (ctx.path === 'rest' || /^(admin|clinical)\//.test(vendorId))) return this.readDocument(vendorId, ctx);
     if (ctx.path === 'fhir') {
       const id = type === 'Patient' ? `a-${this.p}.E-${vendorId}` : vendorId;
