@@ -11,7 +11,7 @@
 import { FerryError, facadeError, type FacadeCallContext, type FacadeCapability, type FacadeProvider, type FacadeProviderContext, type FacadeProviderRegistration, type FacadeRecord } from '@ferry/core';
 import type { Resource } from '@medplum/fhirtypes';
 import { connectionSchema, VendorConnection, type ConnectionConfig } from './connection';
-import { FhirClient, refineVendorError } from './fhir-client';
+import { etagVersion, FhirClient, refineVendorError } from './fhir-client';
 import { canonicalId, vendorHeaders, type VendorProfile } from './normalize';
 import type { NormalizeConfig } from './transform';
 
@@ -35,6 +35,10 @@ export interface VendorFhirFacadeOptions {
   normalize: NormalizeConfig;
   params: Record<string, string[]>;
   writeTypes: string[];
+  /** Types the vendor updates in place (`PUT {type}/{id}`): Epic Observation, DocumentReference (3.3); Cerner its writes (4.3). */
+  updateTypes?: string[];
+  /** Why those types only (CapabilityStatement documentation, README decision table). */
+  updateNote?: string;
   /** Search parameters to add when absent (Epic Appointment: service-category=appointment). */
   defaults?: Record<string, Record<string, string>>;
 }
@@ -62,6 +66,7 @@ export class VendorFhirFacadeProvider implements FacadeProvider {
       caps.push({ type, interaction: 'search', path: 'fhir', contentType: this.profile.contentType, searchParams });
     }
     for (const type of this.o.writeTypes) caps.push({ type, interaction: 'create', path: 'fhir', contentType: this.profile.contentType });
+    for (const type of this.o.updateTypes ?? []) caps.push({ type, interaction: 'update', path: 'fhir', contentType: this.profile.contentType, note: this.o.updateNote });
     return caps;
   }
 
@@ -84,6 +89,9 @@ export class VendorFhirFacadeProvider implements FacadeProvider {
   private refine(e: unknown): unknown {
     const r = refineVendorError(e);
     if (FerryError.is(r) && r.details?.status === 404) return facadeError('not-found', `not found at ${this.vendor}`, {}, r);
+    // A stale If-Match (Cerner 409, 4.3) or a failed precondition: someone changed it since it was read.
+    if (FerryError.is(r) && (r.details?.status === 409 || r.details?.status === 412))
+      return facadeError('conflict', `${this.vendor} refused the write: the resource changed since it was read (read it again)`, { vendorMessage: r.message }, r);
     if (FerryError.is(r) && r.kind === 'input' && !r.retryable && typeof r.details?.status === 'number' && (r.details.status as number) < 500)
       return facadeError('invalid', `${this.vendor} refused the request: ${r.message}`, { vendorMessage: r.message }, r);
     return r;
@@ -135,17 +143,78 @@ export class VendorFhirFacadeProvider implements FacadeProvider {
     return { records, next };
   }
 
+  /**
+   * A canonical resource in the vendor's form: its id the vendor's (or none), Ferry's meta tags
+   * dropped, every canonical reference (`Patient/epic-<id>`) mapped to the vendor's id through the
+   * identity table or the id scheme (a Patient reference that is not this connection's: 422), and
+   * the canonical MRN system back to the tenant's.
+   */
+  private async toVendor(resource: Resource, ctx: FacadeCallContext, vendorId?: string): Promise<Resource> {
+    const out = structuredClone(resource) as any;
+    if (vendorId) out.id = vendorId;
+    else delete out.id;
+    if (out.meta) {
+      out.meta.tag = (out.meta.tag ?? []).filter((t: { system?: string }) => !String(t.system ?? '').startsWith('urn:ferry:'));
+      if (!out.meta.tag.length) delete out.meta.tag;
+      delete out.meta.versionId;
+      delete out.meta.lastUpdated;
+      if (!Object.keys(out.meta).length) delete out.meta;
+    }
+    const refs: Record<string, any>[] = [];
+    const mrns: Record<string, any>[] = [];
+    const walk = (n: any): void => {
+      if (Array.isArray(n)) return n.forEach(walk);
+      if (!n || typeof n !== 'object') return;
+      if (typeof n.reference === 'string' && /^[A-Z][A-Za-z]+\//.test(n.reference)) refs.push(n);
+      if (typeof n.system === 'string' && n.system === this.profile.canonicalMrnSystem && typeof n.value === 'string') mrns.push(n);
+      for (const v of Object.values(n)) walk(v);
+    };
+    walk(out);
+    for (const o of refs) {
+      const r = await ctx.resolve(o.reference);
+      if (r) o.reference = `${r.type}/${r.vendorId}`;
+      else if (o.reference.startsWith('Patient/')) throw facadeError('invalid', `a Patient reference is not a patient of this connection (use the id the facade answers)`);
+    }
+    for (const i of mrns) if (this.profile.mrnSystems[0]) i.system = this.profile.mrnSystems[0];
+    return out as Resource;
+  }
+
   async create(type: string, resource: Resource, ctx: FacadeCallContext): Promise<FacadeRecord> {
     if (!this.o.writeTypes.includes(type)) throw facadeError('not-supported', `create of ${type} at ${this.vendor}`);
-    const { id: _id, meta: _m, ...body } = resource as Resource & { meta?: unknown };
+    const body = await this.toVendor(resource, ctx);
     let created: { id?: string };
     try {
-      created = await this.client.create(body as Resource, ctx.signal);
+      created = await this.client.create(body, ctx.signal);
     } catch (e) {
       throw this.refine(e);
     }
     if (!created.id) throw new FerryError('VENDOR_BAD_RESPONSE', `${this.vendor} created the ${type} but answered no Location`, { kind: 'transient' });
     return (await this.read(type, created.id, ctx))!;
+  }
+
+  /**
+   * Update in place: `PUT {type}/{id}` with `If-Match` -- the vendor version the client read (the
+   * canonical resource's `urn:ferry:<vendor>:version` tag), so a stale write is the vendor's 409,
+   * answered `conflict`; without that tag, the version current at the vendor (last write wins).
+   * Answers the resource read back.
+   */
+  async update(type: string, vendorId: string, resource: Resource, ctx: FacadeCallContext): Promise<FacadeRecord> {
+    if (!(this.o.updateTypes ?? []).includes(type)) throw facadeError('not-supported', `update of ${type} at ${this.vendor}`);
+    const read = resource.meta?.tag?.find((t) => t.system === `urn:ferry:${this.vendor}:version`)?.code;
+    const body = await this.toVendor(resource, ctx, vendorId);
+    try {
+      let version = read;
+      if (!version) {
+        const current = await this.client.read(type, vendorId, ctx.signal);
+        version = etagVersion(current.etag) ?? current.resource.meta?.versionId;
+      }
+      await this.client.update(body, version ? `W/"${version}"` : undefined, ctx.signal);
+    } catch (e) {
+      throw this.refine(e);
+    }
+    const back = await this.read(type, vendorId, ctx);
+    if (!back) throw facadeError('not-found', `${type} not found at ${this.vendor} after the update`);
+    return back;
   }
 }
 

@@ -119,6 +119,7 @@ export class AthenaFacadeProvider implements FacadeProvider {
       { type: 'Appointment', interaction: 'cancel', path: 'rest', contentType: rest.appointment },
       { type: 'Appointment', interaction: 'checkin', path: 'rest', contentType: rest.appointment, note: 'POST /appointments/{id}/checkin: not in the reference [U], athena public API' },
       { type: 'DocumentReference', interaction: 'search', path: 'rest', contentType: rest.document, searchParams: ['patient'], note: 'GET /patients/{patientid}/documents/admin (1.4)' },
+      { type: 'DocumentReference', interaction: 'read', path: 'rest', contentType: rest.document, note: 'a document the facade listed or created: GET /patients/{patientid}/documents/clinicaldocument/{id} [U], admin ones from the list (1.4)' },
       { type: 'DocumentReference', interaction: 'create', path: 'rest', contentType: rest.document, note: 'POST /documents/clinicaldocument (1.4); athena FHIR has no DocumentReference write (2.3)' },
       { type: 'Patient', interaction: 'read', path: 'fhir', contentType: ATHENA_FHIR_ENVELOPE_TYPE },
       { type: 'Patient', interaction: 'search', path: 'fhir', contentType: ATHENA_FHIR_ENVELOPE_TYPE, searchParams: FHIR_PARAMS.Patient },
@@ -196,6 +197,8 @@ export class AthenaFacadeProvider implements FacadeProvider {
 
   async read(type: string, vendorId: string, ctx: FacadeCallContext): Promise<FacadeRecord | undefined> {
     const signal = ctx.signal;
+    // A REST document's id (`athena-{p}-document-{id}`) is read where it came from, whichever path reads the type.
+    if (type === 'DocumentReference' && (ctx.path === 'rest' || /^(admin|clinical)\//.test(vendorId))) return this.readDocument(vendorId, ctx);
     if (ctx.path === 'fhir') {
       const id = type === 'Patient' ? `a-${this.p}.E-${vendorId}` : vendorId;
       const r = await this.call(() => this.conn.fhir.request({ url: `${type}/${encodeURIComponent(id)}`, signal }));
@@ -310,9 +313,40 @@ export class AthenaFacadeProvider implements FacadeProvider {
     return { pid, d: String(d), department: await this.department(d, ctx.signal) };
   }
 
+  /**
+   * A document's record. Its vendor id (kept in the identity table) is `{class}/{patientid}/{id}`:
+   * athena reads a document only under its patient (reference 1.4), so a read by canonical id needs both.
+   */
   private documentRecord(record: Record<string, any>, department: Record<string, any> | undefined, feed: string): FacadeRecord {
     const env: AthenaEnvelope = { practiceid: this.p, kind: 'document', feed, record, ...(department ? { department } : {}) };
-    return { contentType: AthenaContentType.document, body: Buffer.from(JSON.stringify(env)), vendorId: String(record.clinicaldocumentid ?? record.adminid ?? record.documentid) };
+    const cls = feed === 'documents/admin' ? 'admin' : 'clinical';
+    const vendorId = `${cls}/${record.patientid}/${String(record.clinicaldocumentid ?? record.adminid ?? record.documentid)}`;
+    return { contentType: AthenaContentType.document, body: Buffer.from(JSON.stringify(env)), vendorId };
+  }
+
+  /**
+   * A document by the vendor id the facade recorded when it listed or created it: a clinical one
+   * through `GET /patients/{patientid}/documents/clinicaldocument/{id}` [U], an admin one found in
+   * the patient's `GET /patients/{patientid}/documents/admin` list (the reference has no admin read by id).
+   */
+  private async readDocument(vendorId: string, ctx: FacadeCallContext): Promise<FacadeRecord | undefined> {
+    const m = /^(admin|clinical)\/(\d+)\/(\d+)$/.exec(vendorId);
+    if (!m) throw facadeError('not-found', 'athena reads a document only under its patient: find it with DocumentReference?patient= (or create it) through this facade first');
+    const [, cls, pid, id] = m;
+    const { d, department } = await this.patientDepartment(pid, ctx);
+    if (cls === 'clinical') {
+      const [rec] = await this.call(() => this.conn.get<Record<string, any>[]>(`/patients/${pid}/documents/clinicaldocument/${id}`, undefined, { signal: ctx.signal }));
+      if (!rec) return undefined;
+      return this.documentRecord({ ...rec, clinicaldocumentid: id, documentclass: rec.documentclass ?? 'CLINICALDOCUMENT', patientid: pid }, department, 'documents/clinicaldocument');
+    }
+    for (let offset = 0; ; ) {
+      const body = await this.call(() => this.conn.get<any>(`/patients/${pid}/documents/admin`, { departmentid: d, limit: '100', offset: String(offset) }, { signal: ctx.signal }));
+      const items: Record<string, any>[] = (Array.isArray(body) ? body : (body?.admins ?? [])).filter((x: unknown) => !!x && typeof x === 'object');
+      const hit = items.find((x) => String(x.adminid ?? x.documentid) === id);
+      if (hit) return this.documentRecord({ documentclass: 'ADMIN', ...hit, patientid: pid }, department, 'documents/admin');
+      if (!body?.next || !items.length) return undefined;
+      offset += items.length;
+    }
   }
 
   /** A patient's admin documents (reference 1.4 `GET /patients/{patientid}/documents/admin`, departmentid required; list key `admins` [U]). */
