@@ -1,7 +1,7 @@
 /** The vendor transform: one raw vendor resource message -> the canonical FHIR R4 bundle. */
 import { inputError, type MessageHeaders, type MessageTransform, type StoredMessage, type TransformContext } from '@ferry/core';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
-import { normalizeResource, toCanonicalBundle, vendorHeaders, type VendorProfile } from './normalize';
+import { normalizeResource, toCanonicalBundle, vendorHeaders, type VendorProfile } from '../normalize';
 
 export interface NormalizeConfig {
   mrnSystems: string[];

@@ -6,14 +6,14 @@
  * session, vendor-apis.md 3.3) kept as the cursor; required search shapes completed from `defaults`
  * (Epic Appointment: `service-category=appointment`); MRN searches on the canonical MRN system are
  * translated to the tenant's MRN system (3.4). Each plugin registers it with its own profile
- * (plugins/epic/src/facade.ts, plugins/cerner/src/facade.ts).
+ * (plugins/epic/src/facade/epic.provider.ts, plugins/cerner/src/facade/cerner.provider.ts).
  */
 import { FerryError, facadeError, type FacadeCallContext, type FacadeCapability, type FacadeProvider, type FacadeProviderContext, type FacadeProviderRegistration, type FacadeRecord } from '@ferry/core';
 import type { Resource } from '@medplum/fhirtypes';
-import { connectionSchema, VendorConnection, type ConnectionConfig } from './connection';
-import { FhirClient, refineVendorError } from './fhir-client';
-import { canonicalId, vendorHeaders, type VendorProfile } from './normalize';
-import type { NormalizeConfig } from './transform';
+import { connectionSchema, VendorConnection, type ConnectionConfig } from '../connection';
+import { FhirClient, refineVendorError } from '../fhir-client';
+import { canonicalId, vendorHeaders, type VendorProfile } from '../normalize';
+import type { NormalizeConfig } from '../transforms/vendor-fhir.transform';
 
 /** Search parameters per type the facade passes on (vendor-apis.md 3.3 required shapes; Cerner 4.3 takes the same). */
 export const VENDOR_FHIR_FACADE_PARAMS: Record<string, string[]> = {

@@ -7,8 +7,8 @@
  */
 import { FerryError, permanentDeliveryError, retryableDeliveryError, type Delivery, type MessageSink, type SinkContext } from '@ferry/core';
 import type { Resource } from '@medplum/fhirtypes';
-import { connectionSchema, VendorConnection, type ConnectionConfig } from './connection';
-import { FhirClient, etagVersion } from './fhir-client';
+import { connectionSchema, VendorConnection, type ConnectionConfig } from '../connection';
+import { FhirClient, etagVersion } from '../fhir-client';
 
 export interface WriteBackConfig extends ConnectionConfig {
   resourceTypes: string[];
