@@ -1,6 +1,6 @@
 import os from 'node:os';
-import { FerryError } from '../../errors';
-import type { AuditEntry, MessageStore } from '../../store/message-store';
+import { FerryError } from '../errors';
+import type { AuditEntry, MessageStore } from '../store/message-store';
 
 /** Who a `ferry` command acts as in the audit trail: `cli:<os user>`. */
 export function cliPrincipal(): string {
