@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import type { Bundle, BundleEntry } from '@medplum/fhirtypes';
-import { toTransaction } from './fhir.sink';
+import { toTransaction } from './fhir-transaction';
 
 /**
  * Properties of the transaction the FHIR sink builds, over random bundles whose entries reference
