@@ -1,12 +1,13 @@
 import { definePlugin } from '@ferry/core';
-import { AthenaFhirSink, athenaFhirSinkSchema } from './athena-fhir.sink';
-import { AthenaFhirSource, athenaFhirSourceSchema } from './athena-fhir.source';
-import { AthenaFhirTransform } from './athena-fhir.to-fhir';
+import { AthenaFhirSink, athenaFhirSinkSchema } from './sinks/athena-fhir.sink';
+import { AthenaFhirSource, athenaFhirSourceSchema } from './sources/athena-fhir.source';
+import { AthenaFhirTransform } from './transforms/athena-fhir.transform';
 
-export * from './athena-fhir.client';
-export * from './athena-fhir.to-fhir';
-export * from './athena-fhir.source';
-export * from './athena-fhir.sink';
+export * from './client/athena-fhir.client';
+export * from './to-fhir/athena-fhir-canonical';
+export * from './sources/athena-fhir.source';
+export * from './sinks/athena-fhir.sink';
+export * from './transforms/athena-fhir.transform';
 
 /**
  * athenaOne FHIR R4: incremental `_lastUpdated` polling with `ah-practice` on every search, id

@@ -1,16 +1,17 @@
 import { definePlugin } from '@ferry/core';
 import { athenaSubscriptionsCommand } from './cli/subscriptions.command';
-import { AthenaRestSink, athenaRestSinkSchema } from './sink/athena-rest.sink';
-import { AthenaRestSource, athenaRestSourceSchema } from './source/athena-rest.source';
-import { AthenaRestTransform } from './transform/athena.to-fhir';
-import { athenaFacadeProvider } from './facade';
+import { athenaFacadeProvider } from './facade/athena.provider';
+import { AthenaRestSink, athenaRestSinkSchema } from './sinks/athena-rest.sink';
+import { AthenaRestSource, athenaRestSourceSchema } from './sources/athena-rest.source';
+import { AthenaRestTransform } from './transforms/athena-rest.transform';
 
-export * from './transform/athena.to-fhir';
-export * from './transform/athena-chart.to-fhir';
-export * from './source/athena-rest.source';
-export * from './sink/athena-rest.sink';
+export * from './to-fhir/athena-records';
+export * from './to-fhir/athena-chart';
+export * from './sources/athena-rest.source';
+export * from './sinks/athena-rest.sink';
+export * from './transforms/athena-rest.transform';
 export * from './cli/subscriptions.command';
-export * from './facade';
+export * from './facade/athena.provider';
 
 /**
  * athenaOne proprietary REST ("v1"): OAuth client credentials, changed-data feeds, form-encoded

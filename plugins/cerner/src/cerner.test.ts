@@ -6,7 +6,7 @@ import path from 'node:path';
 import { CernerSimulator, CERNER_TENANT, cernerVital, seedCernerSandbox } from '../../../test/simulators/cerner/cerner-simulator';
 import { connConfig, testKey } from '@ferry/fhir-vendor-kit';
 import { sourceHarness } from '@ferry/testkit';
-import { CernerBulkSource, CernerFhirTransform, CernerPollSource, CernerWriteBackSink, cernerProfile } from './cerner.components';
+import { CernerBulkSource, CernerFhirTransform, CernerPollSource, CernerWriteBackSink, cernerProfile } from './index';
 
 const SCOPES = ['system/Patient.read', 'system/Observation.read', 'system/Observation.write', 'system/Condition.read'];
 

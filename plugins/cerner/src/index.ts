@@ -2,15 +2,20 @@
  * @ferry/plugin-cerner: Oracle Health (Cerner) Millennium FHIR R4 -- system-account auth
  * (client_credentials with HTTP Basic and explicit scopes, or private_key_jwt), incremental polling
  * and Group Bulk Data export sources, a normalising transform to canonical FHIR R4, and a
- * create/update (If-Match) write-back sink. Built on the code shared in @ferry/plugin-epic.
+ * create/update (If-Match) write-back sink. Built on @ferry/fhir-vendor-kit.
  */
 import { definePlugin } from '@ferry/core';
 import { bulkSourceSchema, normalizeConfigSchema, pollSourceSchema, writeBackSchema } from '@ferry/fhir-vendor-kit';
-import { CERNER_MRN_OID, CERNER_WRITE_TYPES, CernerBulkSource, CernerFhirTransform, CernerPollSource, CernerWriteBackSink } from './cerner.components';
+import { CERNER_MRN_OID, CERNER_WRITE_TYPES } from './cerner-profile';
+import { cernerFacadeProvider } from './facade/cerner.provider';
+import { CernerWriteBackSink } from './sinks/cerner-fhir-write.sink';
+import { CernerBulkSource } from './sources/cerner-bulk-export.source';
+import { CernerPollSource } from './sources/cerner-fhir-poll.source';
+import { CernerFhirTransform } from './transforms/cerner-fhir.transform';
 
-export * from './cerner.components';
-export { cernerFacadeProvider } from './facade';
-import { cernerFacadeProvider } from './facade';
+export * from './cerner-profile';
+export { CernerPollSource, CernerBulkSource, CernerFhirTransform, CernerWriteBackSink };
+export { cernerFacadeProvider } from './facade/cerner.provider';
 
 const auth = { method: 'client_secret_basic' as const, refreshSkewSec: 120 };
 

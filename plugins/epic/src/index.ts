@@ -4,14 +4,19 @@
  * write-back sink, and `ferry epic jwks`. Built on @ferry/fhir-vendor-kit.
  */
 import { definePlugin } from '@ferry/core';
-import { EPIC_SANDBOX_MRN_OID, EPIC_WRITE_TYPES, EpicBulkSource, EpicFhirTransform, EpicPollSource, EpicWriteBackSink } from './epic.components';
-import { epicJwksCommand } from './jwks.command';
 import { bulkSourceSchema, pollSourceSchema, normalizeConfigSchema, writeBackSchema } from '@ferry/fhir-vendor-kit';
+import { epicJwksCommand } from './cli/jwks.command';
+import { EPIC_SANDBOX_MRN_OID, EPIC_WRITE_TYPES } from './epic-profile';
+import { epicFacadeProvider } from './facade/epic.provider';
+import { EpicWriteBackSink } from './sinks/epic-fhir-write.sink';
+import { EpicBulkSource } from './sources/epic-bulk-export.source';
+import { EpicPollSource } from './sources/epic-fhir-poll.source';
+import { EpicFhirTransform } from './transforms/epic-fhir.transform';
 
-export * from './epic.components';
-export { epicJwksCommand, keysFromConfig } from './jwks.command';
-export { epicFacadeProvider } from './facade';
-import { epicFacadeProvider } from './facade';
+export * from './epic-profile';
+export { EpicPollSource, EpicBulkSource, EpicFhirTransform, EpicWriteBackSink };
+export { epicJwksCommand, keysFromConfig } from './cli/jwks.command';
+export { epicFacadeProvider } from './facade/epic.provider';
 
 const auth = { method: 'private_key_jwt' as const, refreshSkewSec: 120 };
 

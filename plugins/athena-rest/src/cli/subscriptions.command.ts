@@ -6,7 +6,7 @@
  */
 import { configure, errorFields, type CliCommand } from '@ferry/core';
 import { AthenaConnection } from '@ferry/fhir-vendor-kit';
-import type { AthenaRestSourceConfig } from '../source/athena-rest.source';
+import type { AthenaRestSourceConfig } from '../sources/athena-rest.source';
 
 export function athenaSubscriptionsCommand(out: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): CliCommand {
   return {
