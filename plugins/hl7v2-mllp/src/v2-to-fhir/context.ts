@@ -7,7 +7,7 @@ const sha1hex: (s: string) => string =
     : (s) => crypto.createHash('sha1').update(s).digest('hex');
 import type { Bundle, BundleEntry, Reference, Resource } from '@medplum/fhirtypes';
 import { identifierParam } from '@ferry/core';
-import type { ConversionOptions } from './config';
+import type { ConversionOptions } from './conversion.schema';
 
 /** Deterministic UUID (v5-style layout) from a key: the same source identifiers give the same id. */
 const uuidCache = new Map<string, string>();

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Hl7v2Transform } from '../fhir/transform';
+import { Hl7v2Transform } from '../transforms/hl7v2-to-fhir.transform';
 import { roundTrip, ROUND_TRIP_TYPES as SUPPORTED, type RoundTrip } from './roundtrip';
 
 const CORPUS = path.resolve(__dirname, '../../../../../shared/corpus/hl7v2-msft');

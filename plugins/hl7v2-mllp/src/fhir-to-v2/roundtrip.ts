@@ -8,7 +8,7 @@
 import type { Appointment, Bundle, CodeableConcept, DiagnosticReport, DocumentReference, Encounter, Immunization, Observation, Patient, Resource, ServiceRequest } from '@medplum/fhirtypes';
 import { decodeHl7Bytes } from '../hl7v2/charset';
 import { parseHl7 } from '../hl7v2/parser';
-import type { Hl7v2Transform } from '../fhir/transform';
+import type { Hl7v2Transform } from '../transforms/hl7v2-to-fhir.transform';
 import { FhirToV2 } from './fhir-to-v2';
 
 /** The corpus message types the round trip covers: those whose Bundles the outbound conversion expresses. */

@@ -1,7 +1,7 @@
 import type { ReportedIssue } from '@ferry/core';
 import { acksFor, HL7Error } from '../ack/ack.builder';
 import { readRawHeader } from '../ack/msh';
-import { Hl7v2Transform } from './transform';
+import { Hl7v2Transform } from '../transforms/hl7v2-to-fhir.transform';
 
 const issuesOf = (text: string, conversion = {}) => {
   const out: ReportedIssue[] = [];

@@ -5,8 +5,8 @@ import { FerryError, type PluginRegistrar, coreTokens } from '@ferry/core';
 import fc from 'fast-check';
 import { container } from 'tsyringe';
 import { hl7v2MllpPlugin } from '../index';
-import { Hl7v2Transform } from './transform';
-import { validateBundle } from './validate';
+import { Hl7v2Transform } from './hl7v2-to-fhir.transform';
+import { validateBundle } from '../v2-to-fhir/validate';
 
 const ADT = 'MSH|^~\\&|A|B|C|D|20240102103000+0100||ADT^A01^ADT_A01|C1|P|2.5.1\rEVN|A01|20240102\rPID|1||123^^^MRN^MR||Doe^Jane||19800101|F\rPV1|1|I|W^1^2';
 

@@ -3,9 +3,9 @@ import { ackCodeOf, coreTokens, FerryError, OutageLog } from '@ferry/core';
 import type { DataQualityIssue, InboundMessage, InsertResult, MessageHeaders, MessageSource, SourceContext } from '@ferry/core';
 import { acksFor, buildBatchAck, HL7Error, isEnhanced, type AckError, type IntakeOutcome } from '../ack/ack.builder';
 import { readRawHeader, type RawMsh } from '../ack/msh';
-import type { DeframerEvent } from './framing';
-import { MllpServer, type ConnectionInfo } from './mllp.server';
-import { serverTlsOptions, tlsEnabled, type MllpSourceConfig } from './mllp.schema';
+import type { DeframerEvent } from '../mllp/framing';
+import { MllpServer, type ConnectionInfo } from '../mllp/mllp.server';
+import { serverTlsOptions, tlsEnabled, type MllpSourceConfig } from '../mllp/mllp.schema';
 
 /** One message waiting for its ACK. */
 interface Pending {

@@ -4,10 +4,10 @@
  */
 import type { Appointment, Bundle, Patient } from '@medplum/fhirtypes';
 import { parseHl7 } from '../hl7v2/parser';
-import { conversionConfigSchema, conversionOptions } from './config';
+import { conversionConfigSchema, conversionOptions } from './conversion.schema';
 import { convertMessage } from './convert';
 import { parseDtm, toDateTime, toInstant } from './dates';
-import { Hl7v2Transform } from './transform';
+import { Hl7v2Transform } from '../transforms/hl7v2-to-fhir.transform';
 import { isTimezone, zoneResolver } from './timezone';
 
 const NY = zoneResolver('America/New_York');

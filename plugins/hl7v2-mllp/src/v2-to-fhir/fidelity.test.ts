@@ -5,7 +5,7 @@
  */
 import type { Bundle, DiagnosticReport, Observation, Patient, RelatedPerson, Resource, ServiceRequest } from '@medplum/fhirtypes';
 import { parseHl7 } from '../hl7v2/parser';
-import type { ConversionOptions } from './config';
+import type { ConversionOptions } from './conversion.schema';
 import { convertMessage } from './convert';
 import { OBSERVATION_VALUE_ATTACHMENT } from './segments';
 import { validateBundle } from './validate';

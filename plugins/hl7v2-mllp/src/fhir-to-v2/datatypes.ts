@@ -4,8 +4,8 @@
  * when there is nothing to write. Escaping is done once, by `encodeField` (src/hl7v2/parser.ts).
  */
 import type { Address, CodeableConcept, Coding, ContactPoint, HumanName, Identifier, Quantity } from '@medplum/fhirtypes';
-import { CODE_MAPS } from '../fhir/maps/codesystems.generated';
-import { CODE_SYSTEMS } from '../fhir/context';
+import { CODE_MAPS } from '../v2-to-fhir/maps/codesystems.generated';
+import { CODE_SYSTEMS } from '../v2-to-fhir/context';
 import type { Hl7WriteComponent } from '../hl7v2/parser';
 import type { ReceiverProfile } from './profile';
 

@@ -11,7 +11,7 @@ import type { ReportedIssue } from '@ferry/core';
 import { decodeHl7Bytes } from '../hl7v2/charset';
 import { parseHl7, type Hl7Segment } from '../hl7v2/parser';
 import { SEGMENT_FIELDS } from './maps/fields.generated';
-import { Hl7v2Transform } from './transform';
+import { Hl7v2Transform } from '../transforms/hl7v2-to-fhir.transform';
 
 const CORPUS = path.resolve(__dirname, '../../../../../shared/corpus/hl7v2-msft');
 const haveCorpus = fs.existsSync(CORPUS);

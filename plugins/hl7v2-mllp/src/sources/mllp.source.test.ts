@@ -10,16 +10,16 @@ const testErrors = defineErrors({
   INPUT_BATCH: { kind: 'input', description: 'test transform: bad batch' },
 });
 import { readAck } from '../ack/ack.builder';
-import { adt, field, frame, RawClient, storeCtx, type RecordingCtx } from './__fixtures__/support';
-import { makePki, type TestPki } from './__fixtures__/certs';
+import { adt, field, frame, RawClient, storeCtx, type RecordingCtx } from '../mllp/__fixtures__/support';
+import { makePki, type TestPki } from '../mllp/__fixtures__/certs';
 import { MllpSource } from './mllp.source';
-import { MllpSink } from './mllp.sink';
+import { MllpSink } from '../sinks/mllp.sink';
 import { sendCommand } from '../cli/send.command';
 import { silentLogger } from '../../../../core/src/logging/logger';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
-import type { MllpSourceConfig } from './mllp.schema';
+import type { MllpSourceConfig } from '../mllp/mllp.schema';
 
 const sources: MllpSource[] = [];
 const clients: RawClient[] = [];

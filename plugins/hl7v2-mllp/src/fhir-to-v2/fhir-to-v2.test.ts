@@ -1,6 +1,6 @@
 import { FerryError } from '@ferry/core';
 import type { Bundle, Observation, Patient, Resource, ServiceRequest } from '@medplum/fhirtypes';
-import { Hl7v2Transform } from '../fhir/transform';
+import { Hl7v2Transform } from '../transforms/hl7v2-to-fhir.transform';
 import { parseHl7 } from '../hl7v2/parser';
 import { adtBundle, mdmBundle, ormBundle, oruBundle, siuBundle, vxuBundle } from './__fixtures__/bundles';
 import { dt, dtm } from './datatypes';

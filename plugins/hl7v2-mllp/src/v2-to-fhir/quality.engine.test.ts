@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { createLogger, Engine, hashToken, newTokenSecret, type ConfigToken, type DataQualityIssue } from '@ferry/core';
 import { MllpDeframer } from '../mllp/framing';
-import type { MllpSource } from '../mllp/mllp.source';
+import type { MllpSource } from '../sources/mllp.source';
 
 const GARBAGE = 'Quibblesworth-DOB';
 const adt = (ctl: string, dob: string, enhanced = false) =>

@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import { configure } from '@ferry/core';
-import type { Hl7v2Transform } from './transform';
+import type { Hl7v2Transform } from '../transforms/hl7v2-to-fhir.transform';
 
 describe('config/examples/hl7v2-to-fhir.yaml', () => {
   test('validates, and the registered transform gets the conversion config', async () => {

@@ -7,11 +7,11 @@ import { decodeHl7Bytes } from '../hl7v2/charset';
 import { SEGMENT_FIELD_DEFINITIONS, TYPE_COMPONENT_DEFINITIONS } from '../hl7v2/definitions.generated';
 import { headersOf } from '../hl7v2/headers';
 import { parseHl7 } from '../hl7v2/parser';
-import { type ConversionOptions, conversionOptions } from './config';
-import { convertMessage } from './convert';
-import type { IssueReporter } from './quality';
-import { FhirToV2, unresolvedPatientReferences } from '../v2out/fhir-to-v2';
-import { receiverProfile } from '../v2out/profile';
+import { type ConversionOptions, conversionOptions } from '../v2-to-fhir/conversion.schema';
+import { convertMessage } from '../v2-to-fhir/convert';
+import type { IssueReporter } from '../v2-to-fhir/quality';
+import { FhirToV2, unresolvedPatientReferences } from '../fhir-to-v2/fhir-to-v2';
+import { receiverProfile } from '../fhir-to-v2/profile';
 
 const NO_PROFILE = {};
 

@@ -1,5 +1,5 @@
 import type { Bundle, Coverage, Patient, Resource, ServiceRequest } from '@medplum/fhirtypes';
-import { Hl7v2Transform } from '../fhir/transform';
+import { Hl7v2Transform } from '../transforms/hl7v2-to-fhir.transform';
 import { adtBundle, ormBundle, patient, oruBundle } from './__fixtures__/bundles';
 import { controlIdFor, FhirToV2, unresolvedPatientReferences } from './fhir-to-v2';
 import { receiverProfile } from './profile';

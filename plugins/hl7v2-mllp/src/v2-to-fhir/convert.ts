@@ -19,7 +19,7 @@ import type {
   Resource,
 } from '@medplum/fhirtypes';
 import type { Hl7Message, Hl7Segment } from '../hl7v2/parser';
-import { type ConversionOptions, conversionOptions } from './config';
+import { type ConversionOptions, conversionOptions } from './conversion.schema';
 import { BundleBuilder, Systems, ref, stableUuid } from './context';
 import { dtmOffset, toDateTime, toInstant } from './dates';
 import { type DefaultTz, zoneResolver } from './timezone';

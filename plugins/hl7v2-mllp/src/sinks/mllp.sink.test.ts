@@ -4,12 +4,12 @@ import { configure, FerryError, validateWithSchema, type ConfigProblem, type Del
 import { silentLogger } from '../../../../core/src/logging/logger';
 import { buildAck } from '../ack/ack.builder';
 import { readRawHeader } from '../ack/msh';
-import { adt, Receiver } from './__fixtures__/support';
-import { oruBundle, siuBundle } from '../v2out/__fixtures__/bundles';
-import { controlIdFor } from '../v2out/fhir-to-v2';
-import { encodeFrame, MllpDeframer } from './framing';
+import { adt, Receiver } from '../mllp/__fixtures__/support';
+import { oruBundle, siuBundle } from '../fhir-to-v2/__fixtures__/bundles';
+import { controlIdFor } from '../fhir-to-v2/fhir-to-v2';
+import { encodeFrame, MllpDeframer } from '../mllp/framing';
 import { MllpSink, normalizeHl7 } from './mllp.sink';
-import { mllpSinkSchema, type MllpSinkConfig } from './mllp.schema';
+import { mllpSinkSchema, type MllpSinkConfig } from '../mllp/mllp.schema';
 
 const ackFor = (code: 'AA' | 'AE' | 'AR' | 'CA') => (m: string) => [buildAck(readRawHeader(Buffer.from(m, 'latin1')), code)];
 

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { ensureFhirDefinitions, validateFhirResource } from '@ferry/core';
 import { OperationOutcomeError, validateResource } from '@medplum/core';
 import type { Bundle, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
-import { Hl7v2Transform } from './transform';
+import { Hl7v2Transform } from '../transforms/hl7v2-to-fhir.transform';
 
 const CORPUS = path.resolve(__dirname, '../../../../../shared/corpus/hl7v2-msft');
 const haveCorpus = fs.existsSync(CORPUS);

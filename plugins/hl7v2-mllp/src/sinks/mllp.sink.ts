@@ -3,9 +3,9 @@ import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError 
 import type { Delivery, MessageSink, SinkContext } from '@ferry/core';
 import { readRawHeader } from '../ack/msh';
 import { decodeHl7Bytes, encodeSegment, parseHl7, STANDARD_DELIMITERS, type Hl7WriteField } from '../hl7v2';
-import { MllpConnection } from './mllp.client';
-import { FhirToV2, unresolvedPatientReferences } from '../v2out/fhir-to-v2';
-import { clientTlsOptions, tlsEnabled, type MllpSinkConfig } from './mllp.schema';
+import { MllpConnection } from '../mllp/mllp.client';
+import { FhirToV2, unresolvedPatientReferences } from '../fhir-to-v2/fhir-to-v2';
+import { clientTlsOptions, tlsEnabled, type MllpSinkConfig } from '../mllp/mllp.schema';
 
 /**
  * Re-encode an HL7 v2 message: standard delimiters `|^~\&`, CR segment ends, UTF-8 without BOM

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Bundle } from '@medplum/fhirtypes';
-import { Hl7v2Transform } from './transform';
+import { Hl7v2Transform } from '../transforms/hl7v2-to-fhir.transform';
 import { validateBundle } from './validate';
 
 const CORPUS = path.resolve(__dirname, '../../../../../shared/corpus/hl7v2-msft');
