@@ -1,4 +1,5 @@
 /**
+ * The visit: PV1 and PV2 (PV1[Encounter], PV2[Encounter]).
  * Visit-level targets of PV1 and DG1 beyond the Encounter (issue #22 item 9), from the IG's segment CSVs
  * (../shared/v2-to-fhir/mappings/segments/HL7 Segment - FHIR R4_ <SEG>[<Resource>].csv; "row" = the CSV record
  * number, header rows included, as the fidelity report prints it):
@@ -7,12 +8,165 @@
  *  - PV1-43 prior temporary location -> a Basic "EncounterHistory" (PV1[Basic-EncounterHistory]; ADT_A01 message
  *    map row 16: IF PV1-43 VALUED -> Basic, subject the Patient).
  */
-import type { Basic, CodeableConcept, Condition, Encounter, EpisodeOfCare, Patient } from '@medplum/fhirtypes';
+import type {
+  Basic,
+  CodeableConcept,
+  Condition,
+  Coverage,
+  Encounter,
+  EncounterLocation,
+  EncounterParticipant,
+  EpisodeOfCare,
+  Identifier,
+  Patient,
+} from '@medplum/fhirtypes';
 import type { Hl7Segment } from '../../hl7v2/parser';
+import { mapCode, V2_TABLE } from '../codes';
 import { ref } from '../context';
 import type { ConvertContext } from '../convert';
-import { cx, valued } from '../datatypes';
-import { location } from '../segments';
+import { c, codeOf, codeStr, compact, cwe, cweMapped, cx, decimal, nest, valued } from '../datatypes';
+import { all, escapeXml, type Handler, idKey, push } from './common';
+import { location, practitioner } from './shared-resources';
+
+export const pv1: Handler = (seg, ctx) => {
+  // PV1[Encounter]
+  const p = ctx.state.patient;
+  const visit = cx(seg.rep(19), ctx);
+  if (visit) visit.type = { coding: [{ system: V2_TABLE('0203'), code: 'VN', display: 'Visit number' }], text: 'visit number' };
+  const key = idKey(visit, ctx);
+  const pclass = seg.get(2, 0, 1);
+  const mclass = mapCode('PatientClass[EncounterClass]', pclass);
+  const e: Encounter = {
+    resourceType: 'Encounter',
+    id: key ? ctx.b.idFor('Encounter', key) : ctx.localId('Encounter', seg),
+    status: 'unknown',
+    class: mclass
+      ? { system: mclass.system, code: mclass.code, display: mclass.display }
+      : valued(pclass)
+        ? { system: V2_TABLE('0004'), code: codeStr(pclass) }
+        : { system: 'http://terminology.hl7.org/CodeSystem/v3-NullFlavor', code: 'UNK', display: 'unknown' },
+  };
+  const ids = [visit, cx(seg.rep(50), ctx)].filter((x): x is Identifier => !!x);
+  if (ids.length) e.identifier = ids;
+  if (!valued(seg.get(45))) {
+    const st = codeOf('PatientClass[EncounterStatus]', pclass);
+    if (st) e.status = st as Encounter['status'];
+  }
+  if (p) e.subject = ref(p);
+  const locations: EncounterLocation[] = [];
+  const loc = (n: number, status: EncounterLocation['status']) => {
+    const l = location(seg.rep(n), ctx);
+    if (l) locations.push({ location: l, status });
+  };
+  loc(3, pclass === 'P' ? 'planned' : 'active');
+  loc(6, 'completed');
+  loc(11, 'active');
+  loc(42, 'reserved');
+  loc(43, 'completed');
+  if (locations.length) e.location = locations;
+  const type = cweMapped(seg.rep(4), 'AdmissionType', ctx, '0007');
+  if (type) e.type = [type];
+  const participants: EncounterParticipant[] = [];
+  const part = (n: number, code: string, display: string) => {
+    for (const r of seg.reps(n)) {
+      const who = practitioner(r, ctx);
+      if (who) participants.push({ type: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code, display }] }], individual: who });
+    }
+  };
+  part(7, 'ATND', 'attender');
+  part(8, 'REF', 'referrer');
+  part(9, 'CON', 'consultant');
+  part(17, 'ADM', 'admitter');
+  part(52, 'PART', 'Participation');
+  if (participants.length) e.participant = participants;
+  const svc = cweMapped(seg.rep(10), 'HospitalService', ctx, '0069');
+  if (svc) e.serviceType = svc;
+  const hosp: Encounter['hospitalization'] = {};
+  const pre = cx(seg.rep(5), ctx);
+  if (pre) hosp.preAdmissionIdentifier = pre;
+  const readm = cweMapped(seg.rep(13), 'ReadmissionIndicator', ctx, '0092');
+  if (readm) hosp.reAdmission = readm;
+  const src = cwe(seg.rep(14), ctx);
+  if (src) hosp.admitSource = src;
+  const arr = all(seg, 15, (r) => cweMapped(r, 'AmbulatoryStatus', ctx, '0009'));
+  if (arr.length) hosp.specialArrangement = arr;
+  const vip = cweMapped(seg.rep(16), 'VIPIndicator', ctx, '0099');
+  if (vip) {
+    hosp.specialCourtesy = [vip];
+    // PV1[Patient]: PV1-16 -> Patient patient-importance extension
+    if (p && !p.extension?.some((x) => x.url === 'http://hl7.org/fhir/StructureDefinition/patient-importance'))
+      p.extension = push(p.extension, { url: 'http://hl7.org/fhir/StructureDefinition/patient-importance', valueCodeableConcept: vip });
+  }
+  const dd = cweMapped(seg.rep(36), 'DischargeDisposition', ctx, '0112');
+  if (dd) hosp.dischargeDisposition = dd;
+  const dest = location([[seg.get(37, 0, 1)]], ctx);
+  if (dest) hosp.destination = dest;
+  const diet = all(seg, 38, (r) => cweMapped(r, 'DietType', ctx, '0114'));
+  if (diet.length) hosp.dietPreference = diet;
+  if (Object.keys(hosp).length) e.hospitalization = hosp;
+  const period = compact({ start: ctx.dt(seg.get(44)), end: ctx.dt(seg.get(45)) });
+  if (period) e.period = period;
+  if (valued(seg.get(45))) e.status = 'finished';
+  ctx.state.encounter = ctx.b.add(e);
+  if (p) financialClass(seg, p, ctx);
+  if (ctx.state.encounter === e) {
+    visitEpisode(seg, e, p, ctx); // PV1-53/54 -> EpisodeOfCare (below)
+    encounterHistory(seg, e, p, ctx); // PV1-43 -> Basic EncounterHistory (below)
+  }
+  ctx.state.last = ctx.state.encounter;
+};
+
+/**
+ * PV1[Coverage] (ADT_A01 message map row 37: IF PV1-20 VALUED -> Coverage, beneficiary the Patient): row 22 PV1-20
+ * financial class -> Coverage.type (FinancialClass; v2 table 0064 is site-defined, so the sent code is kept),
+ * FC.2 effective date -> period.start. The IG gives no payor, which Coverage requires: `payor` says it is
+ * unknown (a display-only reference) rather than inventing one.
+ */
+function financialClass(seg: Hl7Segment, p: Patient, ctx: ConvertContext): void {
+  for (const r of seg.reps(20)) {
+    const type = cweMapped(nest(r, 1), 'FinancialClass', ctx, '0064');
+    if (!type) continue;
+    const cov: Coverage = {
+      resourceType: 'Coverage',
+      id: ctx.b.idFor('Coverage', `${p.id}|PV1-20|${c(r, 1)}`),
+      status: 'active',
+      type,
+      beneficiary: ref(p),
+      payor: [{ display: 'unknown (PV1-20 financial class only)' }],
+    };
+    const start = ctx.dt(c(r, 2));
+    if (start) cov.period = { start };
+    ctx.b.add(cov);
+  }
+}
+
+export const pv2: Handler = (seg, ctx) => {
+  // PV2[Encounter]
+  const e = ctx.state.encounter;
+  if (!e) return;
+  const reason = cwe(seg.rep(3), ctx);
+  if (reason) e.reasonCode = push(e.reasonCode, reason);
+  const los = decimal(seg.get(11));
+  if (los !== undefined && los >= 0) e.length = { value: los, unit: 'd', system: 'http://unitsofmeasure.org', code: 'd' };
+  const desc = seg.get(12);
+  if (valued(desc)) e.text = { status: 'generated', div: `<div xmlns="http://www.w3.org/1999/xhtml">${escapeXml(desc)}</div>` };
+  const prio = cweMapped(seg.rep(25), 'EncounterPriority', ctx, '0217');
+  if (prio) e.priority = prio;
+  const expected = ctx.dt(seg.get(8));
+  if (expected) e.extension = push(e.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Encounter.plannedStartDate', valueDateTime: expected });
+  const expectedEnd = ctx.dt(seg.get(9));
+  if (expectedEnd) e.extension = push(e.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Encounter.plannedEndDate', valueDateTime: expectedEnd });
+  const prior = location(seg.rep(1), ctx); // PV2-1 prior pending location
+  if (prior) e.location = push(e.location, { location: prior, status: 'planned' });
+  for (const r of seg.reps(13)) {
+    const who = practitioner(r, ctx); // PV2-13 referral source code
+    if (who) e.participant = push(e.participant, { type: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'REF' }], text: 'referrer' }], individual: who });
+  }
+  const arrival = cwe(seg.rep(38), ctx)?.coding?.[0];
+  if (arrival) e.extension = push(e.extension, { url: 'http://hl7.org/fhir/StructureDefinition/encounter-modeOfArrival', valueCoding: arrival });
+  const ml = cweMapped(seg.rep(40), 'AdmissionLevelOfCareCode', ctx, '0432');
+  if (ml) e.type = push(e.type, ml);
+};
 
 const R5 = 'http://hl7.org/fhir/5.0/StructureDefinition/';
 
