@@ -6,7 +6,7 @@ import { receiverProfile } from './profile';
 
 // Issue #23, second part: OML^O21, ADT A40/A11/A28, IN1 from Coverage, Z-segments, FHIRPath message-type rules.
 // Expected text checked against the HL7 v2.5.1 message structures (OML_O21, ADT_A39, ADT_A09, ADT_A05)
-// and the IG maps IN1[Coverage], MRG (inbound segments.ts) read in reverse.
+// and the IG maps IN1[Coverage], MRG (inbound v2-to-fhir/segments/) read in reverse.
 const NOW = '2026-03-02T10:00:00-06:00';
 const SEED = 'msg-2|sink-b';
 const CID = controlIdFor(SEED);
