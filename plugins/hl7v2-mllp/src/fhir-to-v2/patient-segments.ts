@@ -51,7 +51,7 @@ export function pv1(rcv: V2Out, e: Encounter, ctx: Ctx): Seg {
   const cls = v2CodeOf('PatientClass[EncounterClass]', e.class?.code, e.class?.system) ?? (e.class?.code ? e.class.code : undefined);
   s.set(2, cls ?? 'U');
   const loc = first(e.location)?.location;
-  if (loc) s.set(3, pl(rcv, loc, ctx));
+  if (loc) s.set(3, pl(loc, ctx));
   const role = (code: string) => (e.participant ?? []).filter((p) => p.type?.some((t) => t.coding?.some((c) => c.code === code)));
   s.reps(7, role('ATND').map((p) => xcn(rcv, p.individual, ctx)));
   s.reps(8, role('REF').map((p) => xcn(rcv, p.individual, ctx)));
@@ -69,7 +69,7 @@ export function pv1(rcv: V2Out, e: Encounter, ctx: Ctx): Seg {
 }
 
 /** A Location (and its partOf chain, as the inbound PL map builds it) -> PL. */
-export function pl(rcv: V2Out, r: Reference, ctx: Ctx): Comps | undefined {
+export function pl(r: Reference, ctx: Ctx): Comps | undefined {
   const out: (string | string[])[] = [];
   let l = ctx.resolve<Location>(r);
   if (!l) return r.display ? [r.display] : undefined;

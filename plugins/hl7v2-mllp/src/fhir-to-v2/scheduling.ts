@@ -46,7 +46,7 @@ export function siu(rcv: V2Out, a: Appointment, ctx: Ctx): Seg[] {
   const ail: Seg[] = [];
   const aip: Seg[] = [];
   for (const { p, r } of actors) {
-    if (r?.resourceType === 'Location' && rcv.on('AIL')) ail.push(new Seg('AIL').set(1, String(ail.length + 1)).set(3, pl(rcv, p.actor!, ctx)).set(6, start(p)));
+    if (r?.resourceType === 'Location' && rcv.on('AIL')) ail.push(new Seg('AIL').set(1, String(ail.length + 1)).set(3, pl(p.actor!, ctx)).set(6, start(p)));
     else if (r?.resourceType === 'Practitioner' && rcv.on('AIP') && !p.type?.some((t) => t.coding?.some((c) => ['CON', 'ENT'].includes(c.code ?? ''))))
       aip.push(new Seg('AIP').set(1, String(aip.length + 1)).set(3, xcn(rcv, p.actor, ctx)).set(4, w.cwe(first(p.type), 'AIP-4')).set(6, start(p)));
   }

@@ -19,6 +19,8 @@ export const push = <T>(arr: T[] | undefined, ...items: (T | undefined)[]): T[] 
   }
   return out;
 };
+
+/** The defined results of `f` over every repetition of field `n`. */
 export const all = <T>(seg: Hl7Segment, n: number, f: (r: Hl7Rep) => T | undefined): T[] => {
   const out: T[] = [];
   const reps = seg.reps(n);
@@ -28,11 +30,7 @@ export const all = <T>(seg: Hl7Segment, n: number, f: (r: Hl7Rep) => T | undefin
   }
   return out;
 };
-/**
- * The key a deterministic id is derived from: system|value, and for an identifier without a system
- * (no assigning authority) the sending facility/application stands in, so two senders' bare "12345"
- * never become the same resource.
- */
+
 /**
  * Every name of an XPN field: each repetition's HumanName (XPN[HumanName]) and, when XPN.15 "called by" is
  * valued, an additional HumanName `use: nickname` with it as given name (XPN[HumanName] rows 18-19: XPN.15 ->
@@ -48,6 +46,12 @@ export const names = (seg: Hl7Segment, n: number, ctx: ConvertContext): HumanNam
   }
   return out;
 };
+
+/**
+ * The key a deterministic id is derived from: system|value, and for an identifier without a system
+ * (no assigning authority) the sending facility/application stands in, so two senders' bare "12345"
+ * never become the same resource.
+ */
 export const idKey = (id: Identifier | undefined, ctx: ConvertContext) => (id?.value ? `${id.system ?? `scope:${ctx.scope}`}|${id.value}` : undefined);
 
 /** Text for an XHTML narrative div. */
