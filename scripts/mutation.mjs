@@ -34,7 +34,7 @@ export const modules = {
   },
   framing: { mutate: ['plugins/hl7v2-mllp/src/mllp/framing.ts'], tests: ['plugins/hl7v2-mllp/src/mllp/framing.test.ts', 'plugins/hl7v2-mllp/src/mllp/mllp.fuzz.test.ts'] },
   ack: { mutate: ['plugins/hl7v2-mllp/src/ack/ack.builder.ts', 'plugins/hl7v2-mllp/src/ack/msh.ts'], tests: ['plugins/hl7v2-mllp/src/ack/ack.builder.test.ts'] },
-  'mllp-source': { mutate: ['plugins/hl7v2-mllp/src/mllp/mllp.source.ts'], tests: ['plugins/hl7v2-mllp/src/mllp/mllp.source.test.ts'] },
+  'mllp-source': { mutate: ['plugins/hl7v2-mllp/src/sources/mllp.source.ts'], tests: ['plugins/hl7v2-mllp/src/sources/mllp.source.test.ts'] },
   dispatcher: { mutate: ['core/src/delivery/dispatcher.ts', 'core/src/delivery/delivery-outcome.ts', 'core/src/delivery/sink-delivery.ts'], tests: ['core/src/delivery/dispatcher.test.ts', 'core/src/delivery/circuit.test.ts'] },
   // sql-store.ts is 2,000 lines: the paths that must never be wrong, by line range -- dedupKey, insert
   // and the group commit (nothing resolved before its transaction commits), the duplicate lookup and
