@@ -33,6 +33,8 @@ export function transformWorkerCount(setting: number | 'auto'): number {
 }
 
 export interface EngineOptions extends ConfigureOptions {
+  /** The engine's logger (winston: the engine gives children of it to its store, loops and servers). */
+  logger?: Logger;
   /** Use this store instead of the configured one (tests, embedding). Not closed by stop(). */
   store?: MessageStore;
   /**
@@ -791,6 +793,8 @@ export class Engine {
     await this.pool?.close();
     await this.dispatcher?.stop();
     for (const s of this.sinks.values()) await s.sink.stop?.().catch((e) => this.logger.warn('sink stop failed', { sink: s.id, ...errorFields(e) }));
+    // the services plugins provided for this engine (reg.provide): NDJSON writers, vendor token caches...
+    for (const h of this.hosts()) await h.dispose();
     await this.admin?.close();
     if (this.instanceStarted && this.store.isOpen()) await this.store.stopInstance?.(this.owner).catch((e) => this.logger.warn('instance deregistration failed', errorFields(e)));
     if (this.ownsStore && this.store.isOpen()) await this.store.close();

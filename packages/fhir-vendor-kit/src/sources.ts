@@ -22,6 +22,7 @@ import { connectionSchema, VendorConnection, type ConnectionConfig } from './con
 import { FhirClient } from './fhir-client';
 import { canonicalId, vendorHeaders, type VendorProfile } from './normalize';
 import { PollingSource, retryBackoffMs, type PassFailure } from './poller';
+import type { VendorConnections } from './vendor-connections';
 
 export interface PollResourceSpec {
   type: string;
@@ -109,10 +110,11 @@ abstract class LoopSource<C extends ConnectionConfig> extends PollingSource<C> {
   protected readonly conn: VendorConnection;
   protected readonly profile: VendorProfile;
 
-  constructor(ctx: SourceContext<C>, profile: VendorProfile) {
+  /** @param shared the engine's `VendorConnections` (`@inject(vendorConnectionsToken)`); absent: this source's own. */
+  constructor(ctx: SourceContext<C>, profile: VendorProfile, shared?: VendorConnections) {
     super(ctx, `${profile.vendor} source cycle failed`);
     this.profile = ctx.config.idPrefix ? { ...profile, idPrefix: ctx.config.idPrefix } : profile;
-    this.conn = new VendorConnection(profile.vendor, ctx.config as C, ctx.logger);
+    this.conn = new VendorConnection(profile.vendor, ctx.config as C, ctx.logger, { shared });
   }
 
   protected get facility(): string {
@@ -150,8 +152,13 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
    * @param checkSpec the vendor's required search shapes: a message for a resource spec the vendor
    *   would refuse (checked at startup, so a bad config fails once and clearly, not every poll).
    */
-  constructor(ctx: SourceContext<PollSourceConfig>, profile: VendorProfile, checkSpec?: (spec: PollResourceSpec) => string | undefined) {
-    super(ctx, profile);
+  constructor(
+    ctx: SourceContext<PollSourceConfig>,
+    profile: VendorProfile,
+    checkSpec?: (spec: PollResourceSpec) => string | undefined,
+    shared?: VendorConnections,
+  ) {
+    super(ctx, profile, shared);
     this.fhir = new FhirClient(this.conn);
     const problems = ctx.config.resources.map((spec, i) => [i, checkSpec?.(spec)] as const).filter(([, m]) => m);
     if (problems.length)
@@ -333,8 +340,8 @@ export class BulkExportSource extends LoopSource<BulkSourceConfig> {
   static readonly JOB = 'bulk:job';
   static readonly SINCE = 'bulk:since';
 
-  constructor(ctx: SourceContext<BulkSourceConfig>, profile: VendorProfile) {
-    super(ctx, profile);
+  constructor(ctx: SourceContext<BulkSourceConfig>, profile: VendorProfile, shared?: VendorConnections) {
+    super(ctx, profile, shared);
     const b = ctx.config.bulk;
     this.bulk = new BulkExportClient(this.conn, { pollMinMs: b.pollMinMs, pollMaxMs: b.pollMaxMs, batchSize: b.batchSize });
   }

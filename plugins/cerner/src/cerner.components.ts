@@ -10,11 +10,13 @@ import {
   BulkExportSource,
   FhirPollSource,
   VendorFhirTransform,
+  vendorConnectionsToken,
   WriteBackSink,
   type BulkSourceConfig,
   type NormalizeConfig,
   type PollResourceSpec,
   type PollSourceConfig,
+  type VendorConnections,
   type VendorProfile,
   type WriteBackConfig,
 } from '@ferry/fhir-vendor-kit';
@@ -40,16 +42,22 @@ export function cernerSpecProblem(spec: PollResourceSpec): string | undefined {
 
 @injectable()
 export class CernerPollSource extends FhirPollSource {
-  constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<PollSourceConfig>) {
+  constructor(
+    @inject(coreTokens.SourceContext) ctx: SourceContext<PollSourceConfig>,
+    @inject(vendorConnectionsToken) shared?: VendorConnections,
+  ) {
     // Cerner caps _count at 200.
-    super({ ...ctx, config: { ...ctx.config, pageSize: Math.min(200, ctx.config.pageSize) } } as SourceContext<PollSourceConfig>, cernerProfile, cernerSpecProblem);
+    super({ ...ctx, config: { ...ctx.config, pageSize: Math.min(200, ctx.config.pageSize) } } as SourceContext<PollSourceConfig>, cernerProfile, cernerSpecProblem, shared);
   }
 }
 
 @injectable()
 export class CernerBulkSource extends BulkExportSource {
-  constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<BulkSourceConfig>) {
-    super(ctx, cernerProfile);
+  constructor(
+    @inject(coreTokens.SourceContext) ctx: SourceContext<BulkSourceConfig>,
+    @inject(vendorConnectionsToken) shared?: VendorConnections,
+  ) {
+    super(ctx, cernerProfile, shared);
     // Cerner needs a system read scope for every exported type (not Group.read): say so at startup.
     const scopes = ctx.config.auth.scopes;
     const missing = ctx.config.bulk.types.filter((t) => !scopes.includes(`system/${t}.read`) && !scopes.includes(`system/${t}.rs`));
@@ -68,7 +76,10 @@ export class CernerFhirTransform extends VendorFhirTransform {
 
 @injectable()
 export class CernerWriteBackSink extends WriteBackSink {
-  constructor(@inject(coreTokens.SinkContext) ctx: SinkContext<WriteBackConfig>) {
-    super(ctx, 'cerner', 'cerner', CERNER_WRITE_TYPES, true);
+  constructor(
+    @inject(coreTokens.SinkContext) ctx: SinkContext<WriteBackConfig>,
+    @inject(vendorConnectionsToken) shared?: VendorConnections,
+  ) {
+    super(ctx, 'cerner', 'cerner', CERNER_WRITE_TYPES, true, shared);
   }
 }

@@ -5,12 +5,13 @@
  * which the provider passes on as the client gives it.
  */
 import type { FacadeProviderRegistration } from '@ferry/core';
-import { connectionSchema, VENDOR_FHIR_FACADE_PARAMS, vendorFhirFacadeProvider, type NormalizeConfig } from '@ferry/fhir-vendor-kit';
+import { connectionSchema, VENDOR_FHIR_FACADE_PARAMS, vendorFhirFacadeProvider, type NormalizeConfig, type VendorConnections } from '@ferry/fhir-vendor-kit';
 import { CERNER_MRN_OID, CERNER_WRITE_TYPES, cernerProfile } from './cerner.components';
 
-export function cernerFacadeProvider(pluginConfig: Partial<NormalizeConfig>): FacadeProviderRegistration {
+/** @param connections the engine's `VendorConnections` (absent: each provider has its own). */
+export function cernerFacadeProvider(pluginConfig: Partial<NormalizeConfig>, connections?: () => VendorConnections): FacadeProviderRegistration {
   return vendorFhirFacadeProvider(
-    { profile: cernerProfile, params: VENDOR_FHIR_FACADE_PARAMS, writeTypes: CERNER_WRITE_TYPES.filter((t) => t !== 'Appointment' && t !== 'Encounter') },
+    { profile: cernerProfile, connections, params: VENDOR_FHIR_FACADE_PARAMS, writeTypes: CERNER_WRITE_TYPES.filter((t) => t !== 'Appointment' && t !== 'Encounter') },
     () => ({ mrnSystems: pluginConfig.mrnSystems ?? [CERNER_MRN_OID], canonicalMrnSystem: pluginConfig.canonicalMrnSystem ?? cernerProfile.canonicalMrnSystem }),
     connectionSchema({ method: 'client_secret_basic', refreshSkewSec: 120 }),
     { sourceTypes: ['cerner-fhir-poll', 'cerner-bulk-export'], sinkTypes: ['cerner-fhir-write'] },

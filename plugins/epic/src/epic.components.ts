@@ -1,7 +1,20 @@
 /** Epic source, transform and sink classes (DI-constructed by the core). */
 import { coreTokens, type SinkContext, type SourceContext } from '@ferry/core';
 import { inject, injectable } from 'tsyringe';
-import { BulkExportSource, FhirPollSource, type BulkSourceConfig, type PollResourceSpec, type PollSourceConfig, VendorFhirTransform, type NormalizeConfig, WriteBackSink, type WriteBackConfig, type VendorProfile } from '@ferry/fhir-vendor-kit';
+import {
+  BulkExportSource,
+  FhirPollSource,
+  type BulkSourceConfig,
+  type PollResourceSpec,
+  type PollSourceConfig,
+  VendorFhirTransform,
+  type NormalizeConfig,
+  WriteBackSink,
+  type WriteBackConfig,
+  type VendorProfile,
+  type VendorConnections,
+  vendorConnectionsToken,
+} from '@ferry/fhir-vendor-kit';
 
 export const EPIC_CONTENT_TYPE = 'application/vnd.epic.fhir+json';
 /** Epic sandbox (customer 0, environment 1) MRN system; production OIDs differ per customer. */
@@ -25,15 +38,21 @@ export function epicSpecProblem(spec: PollResourceSpec): string | undefined {
 
 @injectable()
 export class EpicPollSource extends FhirPollSource {
-  constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<PollSourceConfig>) {
-    super(ctx, epicProfile, epicSpecProblem);
+  constructor(
+    @inject(coreTokens.SourceContext) ctx: SourceContext<PollSourceConfig>,
+    @inject(vendorConnectionsToken) shared?: VendorConnections,
+  ) {
+    super(ctx, epicProfile, epicSpecProblem, shared);
   }
 }
 
 @injectable()
 export class EpicBulkSource extends BulkExportSource {
-  constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<BulkSourceConfig>) {
-    super(ctx, epicProfile);
+  constructor(
+    @inject(coreTokens.SourceContext) ctx: SourceContext<BulkSourceConfig>,
+    @inject(vendorConnectionsToken) shared?: VendorConnections,
+  ) {
+    super(ctx, epicProfile, shared);
   }
 }
 
@@ -47,7 +66,10 @@ export class EpicFhirTransform extends VendorFhirTransform {
 
 @injectable()
 export class EpicWriteBackSink extends WriteBackSink {
-  constructor(@inject(coreTokens.SinkContext) ctx: SinkContext<WriteBackConfig>) {
-    super(ctx, 'epic', 'epic', EPIC_WRITE_TYPES, false);
+  constructor(
+    @inject(coreTokens.SinkContext) ctx: SinkContext<WriteBackConfig>,
+    @inject(vendorConnectionsToken) shared?: VendorConnections,
+  ) {
+    super(ctx, 'epic', 'epic', EPIC_WRITE_TYPES, false, shared);
   }
 }

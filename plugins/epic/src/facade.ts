@@ -4,12 +4,13 @@
  * search shapes (Appointment searches carry `service-category=appointment`, vendor-apis.md 3.3).
  */
 import type { FacadeProviderRegistration } from '@ferry/core';
-import { connectionSchema, VENDOR_FHIR_FACADE_PARAMS, vendorFhirFacadeProvider, type NormalizeConfig } from '@ferry/fhir-vendor-kit';
+import { connectionSchema, VENDOR_FHIR_FACADE_PARAMS, vendorFhirFacadeProvider, type NormalizeConfig, type VendorConnections } from '@ferry/fhir-vendor-kit';
 import { EPIC_SANDBOX_MRN_OID, EPIC_WRITE_TYPES, epicProfile } from './epic.components';
 
-export function epicFacadeProvider(pluginConfig: Partial<NormalizeConfig>): FacadeProviderRegistration {
+/** @param connections the engine's `VendorConnections` (absent: each provider has its own). */
+export function epicFacadeProvider(pluginConfig: Partial<NormalizeConfig>, connections?: () => VendorConnections): FacadeProviderRegistration {
   return vendorFhirFacadeProvider(
-    { profile: epicProfile, params: VENDOR_FHIR_FACADE_PARAMS, writeTypes: EPIC_WRITE_TYPES, defaults: { Appointment: { 'service-category': 'appointment' } } },
+    { profile: epicProfile, connections, params: VENDOR_FHIR_FACADE_PARAMS, writeTypes: EPIC_WRITE_TYPES, defaults: { Appointment: { 'service-category': 'appointment' } } },
     () => ({ mrnSystems: pluginConfig.mrnSystems ?? [EPIC_SANDBOX_MRN_OID], canonicalMrnSystem: pluginConfig.canonicalMrnSystem ?? epicProfile.canonicalMrnSystem }),
     connectionSchema({ method: 'private_key_jwt', refreshSkewSec: 120 }),
     { sourceTypes: ['epic-fhir-poll', 'epic-bulk-export'], sinkTypes: ['epic-fhir-write'] },

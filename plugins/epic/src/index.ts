@@ -6,7 +6,7 @@
 import { definePlugin } from '@ferry/core';
 import { EPIC_SANDBOX_MRN_OID, EPIC_WRITE_TYPES, EpicBulkSource, EpicFhirTransform, EpicPollSource, EpicWriteBackSink } from './epic.components';
 import { epicJwksCommand } from './jwks.command';
-import { bulkSourceSchema, pollSourceSchema, normalizeConfigSchema, writeBackSchema } from '@ferry/fhir-vendor-kit';
+import { bulkSourceSchema, VendorConnections, vendorConnectionsToken, pollSourceSchema, normalizeConfigSchema, writeBackSchema } from '@ferry/fhir-vendor-kit';
 
 export * from './epic.components';
 export { epicJwksCommand, keysFromConfig } from './jwks.command';
@@ -19,12 +19,14 @@ export const epicPlugin = definePlugin({
   manifest: { id: 'epic', version: '0.1.0', engine: '^0.1.0', description: 'Epic FHIR R4: SMART backend services, polling, bulk export, write-back' },
   configSchema: normalizeConfigSchema([EPIC_SANDBOX_MRN_OID]),
   register(reg) {
+    // the engine's OAuth tokens, rate-limit buckets and running exports, shared with the other vendor plugins
+    reg.provide(vendorConnectionsToken, () => new VendorConnections(), { shared: true });
     reg.addSourceType('epic-fhir-poll', EpicPollSource, pollSourceSchema(auth));
     reg.addSourceType('epic-bulk-export', EpicBulkSource, bulkSourceSchema(auth, ['group', 'patient', 'system']));
     reg.addTransform(EpicFhirTransform);
     reg.addSinkType('epic-fhir-write', EpicWriteBackSink, writeBackSchema(auth, EPIC_WRITE_TYPES, EPIC_SANDBOX_MRN_OID));
     reg.addCommand(epicJwksCommand);
-    reg.registerFacadeProvider('epic', epicFacadeProvider(reg.config));
+    reg.registerFacadeProvider('epic', epicFacadeProvider(reg.config, () => reg.container.resolve(vendorConnectionsToken)));
   },
 });
 export default epicPlugin;
