@@ -77,7 +77,7 @@ export interface PluginRegistrar<C = any> {
    * token wins: two plugins sharing a service provide it with the same factory). Runtime state lives
    * here, never in a module-level Map.
    */
-  provide<T>(token: Token<T>, create: () => T, opts?: { shared?: boolean }): void;
+  provide<T>(token: Token<T>, create: () => NoInfer<T>, opts?: { shared?: boolean }): void;
 }
 
 /** What a plugin registers for one connection kind (`athena`, `epic`, `cerner`). */

@@ -1,11 +1,10 @@
 /**
  * DI tokens shared by the core and plugins, typed: `createToken<T>(name)` makes a symbol that carries
- * the type of what is registered under it, so `container.resolve(token)` is a `T` without a cast and
- * `container.register(token, { useValue })` refuses a value of another type. `@inject(token)` takes
- * it as it takes any symbol (a parameter decorator cannot check the parameter's type: declare it as
- * the token's type).
+ * the type of what is registered under it, so `container.resolve(token)` is a `T` without a cast, and
+ * `reg.provide(token, create)` refuses a `create` of another type. `container.register(token, ...)` and
+ * `@inject(token)` take it as they take any symbol: tsyringe's own overloads accept any value for a
+ * symbol, and a parameter decorator cannot check the parameter's type (declare it as the token's type).
  */
-import type { FactoryProvider, ValueProvider } from 'tsyringe';
 import type {
   CommandRegistration,
   FacadeProviderTypeRegistration,
@@ -30,13 +29,11 @@ export type TokenType<K> = K extends Token<infer T> ? T : never;
 export const createToken = <T>(name: string): Token<T> => Symbol.for(name) as Token<T>;
 
 // tsyringe's container methods take `InjectionToken<T>` (a class, a string or a symbol), from which a
-// symbol gives no T: these overloads, tried first, give a typed token its T.
+// symbol gives no T: these overloads, tried first, give a typed token's T to what is resolved.
 declare module 'tsyringe/dist/typings/types/dependency-container' {
   export default interface DependencyContainer {
     resolve<T>(token: Token<T>): T;
     resolveAll<T>(token: Token<T>): T[];
-    register<T>(token: Token<T>, provider: ValueProvider<NoInfer<T>>): DependencyContainer;
-    register<T>(token: Token<T>, provider: FactoryProvider<NoInfer<T>>): DependencyContainer;
   }
 }
 
