@@ -29,7 +29,14 @@ export interface ContextEngine {
 /** A source instance's context: its messages stored under its id, with its duplicates and data-quality policies. */
 export function sourceContext(
   engine: ContextEngine,
-  s: { id: string; config: Record<string, unknown>; logger: Logger; signal: AbortSignal; duplicates?: DuplicateOptions; dataQuality: DataQualityPolicy },
+  s: {
+    id: string;
+    config: Record<string, unknown>;
+    logger: Logger;
+    signal: AbortSignal;
+    duplicates?: DuplicateOptions;
+    dataQuality: DataQualityPolicy;
+  },
 ): SourceContext {
   const { id, logger, duplicates, dataQuality } = s;
   return {
@@ -65,7 +72,10 @@ export function sourceContext(
 }
 
 /** A sink instance's context: formats written by the loaded plugins, references looked up for its deliveries. */
-export function sinkContext(engine: ContextEngine, s: { id: string; config: Record<string, unknown>; logger: Logger }): SinkContext {
+export function sinkContext(
+  engine: ContextEngine,
+  s: { id: string; config: Record<string, unknown>; logger: Logger },
+): SinkContext {
   const { id } = s;
   return {
     id,

@@ -11,7 +11,12 @@ import type { InboundMessage, MessageHeaders } from '../model/message';
 import type { DuplicateOptions, InsertOptions, InsertResult, MessageStore } from '../store/message-store';
 
 export async function storeSubmitted(
-  engine: { store: MessageStore; logger: Logger; metrics: EngineMetrics; extractHeaders(contentType: string, body: Buffer): MessageHeaders },
+  engine: {
+    store: MessageStore;
+    logger: Logger;
+    metrics: EngineMetrics;
+    extractHeaders(contentType: string, body: Buffer): MessageHeaders;
+  },
   sourceId: string,
   messages: InboundMessage[],
   opts: { duplicates?: DuplicateOptions; checkpoint?: InsertOptions['checkpoint'] },

@@ -145,7 +145,8 @@ export class PluginHost {
     const logger = this.logger.child({ plugin: id });
     child.register(coreTokens.PluginConfig, { useValue: config });
     child.register(coreTokens.Logger, { useValue: logger });
-    const taken = (token: Token<{ type: string; plugin: string }>, type: string) => this.all(token).find((r) => r.type === type);
+    const taken = (token: Token<{ type: string; plugin: string }>, type: string) =>
+      this.all(token).find((r) => r.type === type);
     const reg: PluginRegistrar = {
       manifest: def.manifest,
       config,
@@ -213,7 +214,9 @@ export class PluginHost {
   /** Disposes the services plugins provided (`reg.provide`), last provided first; the engine's stop calls it. */
   async dispose(): Promise<void> {
     for (const s of [...this.services].reverse())
-      await s.dispose().catch((e) => this.logger.warn('plugin service dispose failed', { error: (e as Error).message }));
+      await s
+        .dispose()
+        .catch((e) => this.logger.warn('plugin service dispose failed', { error: (e as Error).message }));
   }
 
   plugins(): PluginDefinition[] {
