@@ -5,6 +5,7 @@
  * and the athenaOne platform connection used by both athena plugins.
  */
 export * from './keys';
+export * from './vendor-connections';
 export * from './connection';
 export * from './fhir-client';
 export * from './bulk-client';

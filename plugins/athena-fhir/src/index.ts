@@ -1,4 +1,5 @@
 import { definePlugin } from '@ferry/core';
+import { VendorConnections, vendorConnectionsToken } from '@ferry/fhir-vendor-kit';
 import { AthenaFhirSink, athenaFhirSinkSchema } from './sinks/athena-fhir.sink';
 import { AthenaFhirSource, athenaFhirSourceSchema } from './sources/athena-fhir.source';
 import { AthenaFhirTransform } from './transforms/athena-fhir.transform';
@@ -18,6 +19,8 @@ export const athenaFhirPlugin = definePlugin({
   manifest: { id: 'athena-fhir', version: '0.1.0', engine: '^0.1.0', dependsOn: ['athena-rest'], description: 'athenaOne FHIR R4 API' },
   configSchema: {},
   register(reg) {
+    // provided by athena-rest too (the first wins): one per engine, shared by both athena plugins
+    reg.provide(vendorConnectionsToken, () => new VendorConnections(), { shared: true });
     reg.addSourceType('athena-fhir', AthenaFhirSource, athenaFhirSourceSchema);
     reg.addSinkType('athena-fhir', AthenaFhirSink, athenaFhirSinkSchema);
     reg.addTransform(AthenaFhirTransform);

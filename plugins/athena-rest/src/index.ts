@@ -1,4 +1,5 @@
 import { definePlugin } from '@ferry/core';
+import { VendorConnections, vendorConnectionsToken } from '@ferry/fhir-vendor-kit';
 import { athenaSubscriptionsCommand } from './cli/subscriptions.command';
 import { athenaFacadeProvider } from './facade/athena.provider';
 import { AthenaRestSink, athenaRestSinkSchema } from './sinks/athena-rest.sink';
@@ -21,11 +22,13 @@ export const athenaRestPlugin = definePlugin({
   manifest: { id: 'athena-rest', version: '0.1.0', engine: '^0.1.0', description: 'athenaOne REST API: changed-data feeds, writes, canonical FHIR' },
   configSchema: {},
   register(reg) {
+    // the engine's athena tokens and per-practice buckets, shared with athena-fhir
+    reg.provide(vendorConnectionsToken, () => new VendorConnections(), { shared: true });
     reg.addSourceType('athena-rest', AthenaRestSource, athenaRestSourceSchema);
     reg.addSinkType('athena-rest', AthenaRestSink, athenaRestSinkSchema);
     reg.addTransform(AthenaRestTransform);
     reg.addCommand(athenaSubscriptionsCommand());
-    reg.registerFacadeProvider('athena', athenaFacadeProvider);
+    reg.registerFacadeProvider('athena', athenaFacadeProvider(() => reg.container.resolve(vendorConnectionsToken)));
   },
 });
 export default athenaRestPlugin;

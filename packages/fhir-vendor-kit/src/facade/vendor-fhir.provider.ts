@@ -14,6 +14,7 @@ import { connectionSchema, VendorConnection, type ConnectionConfig } from '../co
 import { etagVersion, FhirClient, refineVendorError } from '../fhir-client';
 import { canonicalId, vendorHeaders, type VendorProfile } from '../normalize';
 import type { NormalizeConfig } from '../transforms/vendor-fhir.transform';
+import type { VendorConnections } from '../vendor-connections';
 
 /** Search parameters per type the facade passes on (vendor-apis.md 3.3 required shapes; Cerner 4.3 takes the same). */
 export const VENDOR_FHIR_FACADE_PARAMS: Record<string, string[]> = {
@@ -41,6 +42,8 @@ export interface VendorFhirFacadeOptions {
   updateNote?: string;
   /** Search parameters to add when absent (Epic Appointment: service-category=appointment). */
   defaults?: Record<string, Record<string, string>>;
+  /** The engine's `VendorConnections` (`() => reg.container.resolve(vendorConnectionsToken)`); absent: the provider's own. */
+  connections?: () => VendorConnections;
 }
 
 export class VendorFhirFacadeProvider implements FacadeProvider {
@@ -54,7 +57,7 @@ export class VendorFhirFacadeProvider implements FacadeProvider {
     private readonly o: VendorFhirFacadeOptions,
   ) {
     this.vendor = o.profile.vendor;
-    this.conn = new VendorConnection(o.profile.vendor, ctx.config, ctx.logger);
+    this.conn = new VendorConnection(o.profile.vendor, ctx.config, ctx.logger, { shared: o.connections?.() });
     this.client = new FhirClient(this.conn);
     this.profile = { ...o.profile, idPrefix: ctx.config.idPrefix || o.profile.idPrefix, mrnSystems: o.normalize.mrnSystems, canonicalMrnSystem: o.normalize.canonicalMrnSystem };
   }

@@ -9,6 +9,7 @@ import { FerryError, permanentDeliveryError, retryableDeliveryError, type Delive
 import type { Resource } from '@medplum/fhirtypes';
 import { connectionSchema, VendorConnection, type ConnectionConfig } from '../connection';
 import { FhirClient, etagVersion } from '../fhir-client';
+import type { VendorConnections } from '../vendor-connections';
 
 export interface WriteBackConfig extends ConnectionConfig {
   resourceTypes: string[];
@@ -37,9 +38,11 @@ export abstract class WriteBackSink implements MessageSink {
     idPrefix: string,
     protected readonly supported: string[],
     protected readonly allowUpdate: boolean,
+    /** The engine's `VendorConnections` (`@inject(vendorConnectionsToken)`); absent: this sink's own. */
+    shared?: VendorConnections,
   ) {
     this.idPrefix = ctx.config.idPrefix || idPrefix;
-    this.conn = new VendorConnection(vendor, ctx.config, ctx.logger);
+    this.conn = new VendorConnection(vendor, ctx.config, ctx.logger, { shared });
     this.fhir = new FhirClient(this.conn);
     const bad = ctx.config.resourceTypes.filter((t) => !supported.includes(t));
     if (bad.length) throw new FerryError('CONFIG_WRITEBACK_TYPES', `sinks.${ctx.id}.resourceTypes: ${vendor} does not accept writes of ${bad.join(', ')}`, { kind: 'config', retryable: false });

@@ -12,6 +12,7 @@ import { BulkExportClient, type ExportManifest } from '../bulk-client';
 import { connectionSchema, type ConnectionConfig } from '../connection';
 import type { VendorProfile } from '../normalize';
 import { LoopSource, resourceMessage } from './vendor-source';
+import type { VendorConnections } from '../vendor-connections';
 
 export interface BulkSourceConfig extends ConnectionConfig {
   bulk: {
@@ -60,8 +61,8 @@ export class BulkExportSource extends LoopSource<BulkSourceConfig> {
   static readonly JOB = 'bulk:job';
   static readonly SINCE = 'bulk:since';
 
-  constructor(ctx: SourceContext<BulkSourceConfig>, profile: VendorProfile) {
-    super(ctx, profile);
+  constructor(ctx: SourceContext<BulkSourceConfig>, profile: VendorProfile, shared?: VendorConnections) {
+    super(ctx, profile, shared);
     const b = ctx.config.bulk;
     this.bulk = new BulkExportClient(this.conn, { pollMinMs: b.pollMinMs, pollMaxMs: b.pollMaxMs, batchSize: b.batchSize });
   }

@@ -14,6 +14,7 @@ import { connectionSchema, type ConnectionConfig } from '../connection';
 import { FhirClient } from '../fhir-client';
 import { canonicalId, type VendorProfile } from '../normalize';
 import { LoopSource, resourceMessage } from './vendor-source';
+import type { VendorConnections } from '../vendor-connections';
 
 export interface PollResourceSpec {
   type: string;
@@ -71,8 +72,13 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
    * @param checkSpec the vendor's required search shapes: a message for a resource spec the vendor
    *   would refuse (checked at startup, so a bad config fails once and clearly, not every poll).
    */
-  constructor(ctx: SourceContext<PollSourceConfig>, profile: VendorProfile, checkSpec?: (spec: PollResourceSpec) => string | undefined) {
-    super(ctx, profile);
+  constructor(
+    ctx: SourceContext<PollSourceConfig>,
+    profile: VendorProfile,
+    checkSpec?: (spec: PollResourceSpec) => string | undefined,
+    shared?: VendorConnections,
+  ) {
+    super(ctx, profile, shared);
     this.fhir = new FhirClient(this.conn);
     const problems = ctx.config.resources.map((spec, i) => [i, checkSpec?.(spec)] as const).filter(([, m]) => m);
     if (problems.length)

@@ -4,6 +4,7 @@ import type { Resource } from '@medplum/fhirtypes';
 import { VendorConnection, type ConnectionConfig } from '../connection';
 import { vendorHeaders, type VendorProfile } from '../normalize';
 import { PollingSource, retryBackoffMs, type PassFailure } from '../poller';
+import type { VendorConnections } from '../vendor-connections';
 
 /** A vendor resource as an inbound message. */
 export function resourceMessage(raw: string | Resource, profile: VendorProfile, facility: string): InboundMessage {
@@ -17,10 +18,11 @@ export abstract class LoopSource<C extends ConnectionConfig> extends PollingSour
   protected readonly conn: VendorConnection;
   protected readonly profile: VendorProfile;
 
-  constructor(ctx: SourceContext<C>, profile: VendorProfile) {
+  /** @param shared the engine's `VendorConnections` (`@inject(vendorConnectionsToken)`); absent: this source's own. */
+  constructor(ctx: SourceContext<C>, profile: VendorProfile, shared?: VendorConnections) {
     super(ctx, `${profile.vendor} source cycle failed`);
     this.profile = ctx.config.idPrefix ? { ...profile, idPrefix: ctx.config.idPrefix } : profile;
-    this.conn = new VendorConnection(profile.vendor, ctx.config as C, ctx.logger);
+    this.conn = new VendorConnection(profile.vendor, ctx.config as C, ctx.logger, { shared });
   }
 
   protected get facility(): string {

@@ -9,7 +9,7 @@
  */
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError, type Delivery, type MessageSink, type SinkContext } from '@ferry/core';
-import { AH_PATIENT_SYSTEM, AthenaConnection, athenaConnectionSchema, athenaSystem, type AthenaConnectionConfig } from '@ferry/fhir-vendor-kit';
+import { AH_PATIENT_SYSTEM, AthenaConnection, vendorConnectionsToken, type VendorConnections, athenaConnectionSchema, athenaSystem, type AthenaConnectionConfig } from '@ferry/fhir-vendor-kit';
 import type { Reference, Resource } from '@medplum/fhirtypes';
 import { AthenaFhirClient } from '../client/athena-fhir.client';
 import { restPatientToFhirId } from '../to-fhir/athena-fhir-canonical';
@@ -36,9 +36,12 @@ export class AthenaFhirSink implements MessageSink {
   private readonly cfg: AthenaFhirSinkConfig;
   lastCreated: string[] = [];
 
-  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<AthenaFhirSinkConfig>) {
+  constructor(
+    @inject(coreTokens.SinkContext) private readonly ctx: SinkContext<AthenaFhirSinkConfig>,
+    @inject(vendorConnectionsToken) shared?: VendorConnections,
+  ) {
     this.cfg = ctx.config;
-    this.conn = new AthenaConnection(ctx.config, ctx.logger);
+    this.conn = new AthenaConnection(ctx.config, ctx.logger, shared);
     this.fhir = new AthenaFhirClient(this.conn);
   }
 

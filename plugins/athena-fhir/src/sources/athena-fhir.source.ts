@@ -24,7 +24,7 @@
  */
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, errorFields, FerryError, OutageLog, type InboundMessage, type MessageSource, type SourceContext } from '@ferry/core';
-import { AthenaConnection, athenaConnectionSchema, formatAthenaDateTime, isNotSubscribed, PollingSource, type AthenaConnectionConfig } from '@ferry/fhir-vendor-kit';
+import { AthenaConnection, vendorConnectionsToken, type VendorConnections, athenaConnectionSchema, formatAthenaDateTime, isNotSubscribed, PollingSource, type AthenaConnectionConfig } from '@ferry/fhir-vendor-kit';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { AthenaFhirClient } from '../client/athena-fhir.client';
 import { ATHENA_FHIR_CONTENT_TYPE, athenaFhirHeaders, restPatientToFhirId, type AthenaFhirEnvelope } from '../to-fhir/athena-fhir-canonical';
@@ -131,10 +131,13 @@ export class AthenaFhirSource extends PollingSource<AthenaFhirSourceConfig> {
   private readonly states = new Map<string, AthenaFhirTypeState>();
   private readonly subscribedAt = new Map<string, number>();
 
-  constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<AthenaFhirSourceConfig>) {
+  constructor(
+    @inject(coreTokens.SourceContext) ctx: SourceContext<AthenaFhirSourceConfig>,
+    @inject(vendorConnectionsToken) shared?: VendorConnections,
+  ) {
     super(ctx, 'athena FHIR poll failed');
     this.cfg = ctx.config;
-    this.conn = new AthenaConnection(ctx.config, ctx.logger);
+    this.conn = new AthenaConnection(ctx.config, ctx.logger, shared);
     this.fhir = new AthenaFhirClient(this.conn);
     for (const type of this.cfg.resources) {
       this.states.set(type, { type, strategy: this.strategy(type), state: 'pending', consecutiveFailures: 0, lastStored: 0, pendingPatients: 0 });

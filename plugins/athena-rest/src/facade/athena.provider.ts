@@ -19,7 +19,7 @@
  */
 import { FerryError, facadeError, type FacadeCallContext, type FacadeCapability, type FacadeProvider, type FacadeProviderContext, type FacadeProviderRegistration, type FacadeRecord } from '@ferry/core';
 import type { DocumentReference, Patient, Resource } from '@medplum/fhirtypes';
-import { AthenaConnection, athenaConnectionSchema, athenaErrorText, athenaSystem, type AthenaConnectionConfig } from '@ferry/fhir-vendor-kit';
+import { AthenaConnection, athenaConnectionSchema, athenaErrorText, athenaSystem, type AthenaConnectionConfig, type VendorConnections } from '@ferry/fhir-vendor-kit';
 import { AthenaContentType, type AthenaEnvelope } from '../to-fhir/athena-records';
 import { CHART_SECTIONS, chartEntityId, chartRecords, type AthenaChartSection } from '../to-fhir/athena-chart';
 
@@ -98,8 +98,11 @@ export class AthenaFacadeProvider implements FacadeProvider {
   readonly conn: AthenaConnection;
   private departments?: { at: number; list: Record<string, any>[] };
 
-  constructor(private readonly ctx: FacadeProviderContext<AthenaConnectionConfig & { departmentId: string }>) {
-    this.conn = new AthenaConnection(ctx.config, ctx.logger);
+  constructor(
+    private readonly ctx: FacadeProviderContext<AthenaConnectionConfig & { departmentId: string }>,
+    shared?: VendorConnections,
+  ) {
+    this.conn = new AthenaConnection(ctx.config, ctx.logger, shared);
   }
 
   private get p(): string {
@@ -501,9 +504,10 @@ export class AthenaFacadeProvider implements FacadeProvider {
   }
 }
 
-export const athenaFacadeProvider: FacadeProviderRegistration = {
+/** @param connections the engine's `VendorConnections` (absent: each provider has its own). */
+export const athenaFacadeProvider = (connections?: () => VendorConnections): FacadeProviderRegistration => ({
   connectionSchema: athenaFacadeConnectionSchema,
   sourceTypes: ['athena-rest', 'athena-fhir'],
   sinkTypes: ['athena-rest', 'athena-fhir'],
-  create: (ctx) => new AthenaFacadeProvider(ctx),
-};
+  create: (ctx) => new AthenaFacadeProvider(ctx, connections?.()),
+});

@@ -10,7 +10,7 @@ import { inject, injectable } from 'tsyringe';
 import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError, type Delivery, type MessageSink, type QueryValue } from '@ferry/core';
 import type { SinkContext } from '@ferry/core';
 import type { Appointment, BundleEntry, DiagnosticReport, Identifier, Observation, Patient, Reference } from '@medplum/fhirtypes';
-import { AthenaConnection, athenaConnectionSchema, type AthenaConnectionConfig, formatAthenaDate, AH_PATIENT_SYSTEM, athenaSystem } from '@ferry/fhir-vendor-kit';
+import { AthenaConnection, vendorConnectionsToken, type VendorConnections, athenaConnectionSchema, type AthenaConnectionConfig, formatAthenaDate, AH_PATIENT_SYSTEM, athenaSystem } from '@ferry/fhir-vendor-kit';
 
 export const athenaRestSinkSchema = {
   ...athenaConnectionSchema,
@@ -48,9 +48,12 @@ export class AthenaRestSink implements MessageSink {
   private readonly cfg: AthenaRestSinkConfig;
   lastReport?: SinkReport;
 
-  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<AthenaRestSinkConfig>) {
+  constructor(
+    @inject(coreTokens.SinkContext) private readonly ctx: SinkContext<AthenaRestSinkConfig>,
+    @inject(vendorConnectionsToken) shared?: VendorConnections,
+  ) {
     this.cfg = ctx.config;
-    this.conn = new AthenaConnection(ctx.config, ctx.logger);
+    this.conn = new AthenaConnection(ctx.config, ctx.logger, shared);
   }
 
   async deliver(delivery: Delivery): Promise<void> {

@@ -13,7 +13,7 @@
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, errorFields, FerryError, OutageLog, type InboundMessage, type MessageSource } from '@ferry/core';
 import type { SourceContext } from '@ferry/core';
-import { AthenaConnection, athenaConnectionSchema, isNotSubscribed, PollingSource, type AthenaConnectionConfig, formatAthenaDate, formatAthenaDateTime, isValidTimeZone } from '@ferry/fhir-vendor-kit';
+import { AthenaConnection, vendorConnectionsToken, type VendorConnections, athenaConnectionSchema, isNotSubscribed, PollingSource, type AthenaConnectionConfig, formatAthenaDate, formatAthenaDateTime, isValidTimeZone } from '@ferry/fhir-vendor-kit';
 import { AthenaContentType, athenaHeaders, type AthenaEnvelope, type AthenaKind } from '../to-fhir/athena-records';
 import { CHART_SECTIONS, chartRecords, type AthenaChartSection } from '../to-fhir/athena-chart';
 
@@ -101,10 +101,13 @@ export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
   private departmentsAt = 0;
   private readonly subscribedAt = new Map<string, number>();
 
-  constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<AthenaRestSourceConfig>) {
+  constructor(
+    @inject(coreTokens.SourceContext) ctx: SourceContext<AthenaRestSourceConfig>,
+    @inject(vendorConnectionsToken) shared?: VendorConnections,
+  ) {
     super(ctx, 'athena poll failed');
     this.cfg = ctx.config;
-    this.conn = new AthenaConnection(ctx.config, ctx.logger);
+    this.conn = new AthenaConnection(ctx.config, ctx.logger, shared);
   }
 
   protected nextWaitMs(): number {

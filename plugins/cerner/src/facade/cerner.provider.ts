@@ -6,13 +6,15 @@
  * version answered 409 `conflict`) on every type Millennium writes (4.3), Patient and Appointment included.
  */
 import type { FacadeProviderRegistration } from '@ferry/core';
-import { connectionSchema, VENDOR_FHIR_FACADE_PARAMS, vendorFhirFacadeProvider, type NormalizeConfig } from '@ferry/fhir-vendor-kit';
+import { connectionSchema, VENDOR_FHIR_FACADE_PARAMS, vendorFhirFacadeProvider, type NormalizeConfig, type VendorConnections } from '@ferry/fhir-vendor-kit';
 import { CERNER_MRN_OID, CERNER_WRITE_TYPES, cernerProfile } from '../cerner-profile';
 
-export function cernerFacadeProvider(pluginConfig: Partial<NormalizeConfig>): FacadeProviderRegistration {
+/** @param connections the engine's `VendorConnections` (absent: each provider has its own). */
+export function cernerFacadeProvider(pluginConfig: Partial<NormalizeConfig>, connections?: () => VendorConnections): FacadeProviderRegistration {
   return vendorFhirFacadeProvider(
     {
       profile: cernerProfile,
+      connections,
       params: VENDOR_FHIR_FACADE_PARAMS,
       writeTypes: CERNER_WRITE_TYPES.filter((t) => t !== 'Appointment' && t !== 'Encounter'),
       updateTypes: CERNER_WRITE_TYPES,

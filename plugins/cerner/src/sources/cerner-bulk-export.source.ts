@@ -3,14 +3,17 @@
  * schema allows Group export only). Cerner needs a system read scope for every exported type.
  */
 import { coreTokens, FerryError, type SourceContext } from '@ferry/core';
-import { BulkExportSource, type BulkSourceConfig } from '@ferry/fhir-vendor-kit';
+import { BulkExportSource, type BulkSourceConfig, vendorConnectionsToken, type VendorConnections } from '@ferry/fhir-vendor-kit';
 import { inject, injectable } from 'tsyringe';
 import { cernerProfile } from '../cerner-profile';
 
 @injectable()
 export class CernerBulkSource extends BulkExportSource {
-  constructor(@inject(coreTokens.SourceContext) ctx: SourceContext<BulkSourceConfig>) {
-    super(ctx, cernerProfile);
+  constructor(
+    @inject(coreTokens.SourceContext) ctx: SourceContext<BulkSourceConfig>,
+    @inject(vendorConnectionsToken) shared?: VendorConnections,
+  ) {
+    super(ctx, cernerProfile, shared);
     // Cerner needs a system read scope for every exported type (not Group.read): say so at startup.
     const scopes = ctx.config.auth.scopes;
     const missing = ctx.config.bulk.types.filter((t) => !scopes.includes(`system/${t}.read`) && !scopes.includes(`system/${t}.rs`));

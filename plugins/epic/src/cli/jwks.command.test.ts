@@ -25,7 +25,7 @@ describe('ferry epic jwks', () => {
 
   it('is registered by the plugin as `epic <action>`', () => {
     const cmds: string[] = [];
-    void epicPlugin.register({ addCommand: (c: any) => cmds.push(c.name), addSourceType() {}, addSinkType() {}, addTransform() {}, registerFacadeProvider() {}, config: {} } as any);
+    void epicPlugin.register({ addCommand: (c: any) => cmds.push(c.name), addSourceType() {}, addSinkType() {}, addTransform() {}, registerFacadeProvider() {}, provide() {}, config: {} } as any);
     expect(cmds).toEqual(['epic <action>']);
   });
 });

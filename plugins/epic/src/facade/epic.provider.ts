@@ -7,13 +7,15 @@
  * of either is `not-supported` (501), as is `$book` (no scheduling write in the reference).
  */
 import type { FacadeProviderRegistration } from '@ferry/core';
-import { connectionSchema, VENDOR_FHIR_FACADE_PARAMS, vendorFhirFacadeProvider, type NormalizeConfig } from '@ferry/fhir-vendor-kit';
+import { connectionSchema, VENDOR_FHIR_FACADE_PARAMS, vendorFhirFacadeProvider, type NormalizeConfig, type VendorConnections } from '@ferry/fhir-vendor-kit';
 import { EPIC_SANDBOX_MRN_OID, EPIC_WRITE_TYPES, epicProfile } from '../epic-profile';
 
-export function epicFacadeProvider(pluginConfig: Partial<NormalizeConfig>): FacadeProviderRegistration {
+/** @param connections the engine's `VendorConnections` (absent: each provider has its own). */
+export function epicFacadeProvider(pluginConfig: Partial<NormalizeConfig>, connections?: () => VendorConnections): FacadeProviderRegistration {
   return vendorFhirFacadeProvider(
     {
       profile: epicProfile,
+      connections,
       params: VENDOR_FHIR_FACADE_PARAMS,
       writeTypes: EPIC_WRITE_TYPES,
       updateTypes: ['Observation', 'DocumentReference'],

@@ -275,7 +275,7 @@ export class MllpSource implements MessageSource {
   }
 
   private logger(level: 'debug' | 'info' | 'warn' | 'error', msg: string, meta: Record<string, unknown>): void {
-    this.ctx.logger.log(level, msg, { source: this.ctx.id, ...meta });
+    this.ctx.logger[level](msg, { source: this.ctx.id, ...meta });
   }
 }
 
