@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { FerryError, type ErrorCode } from '../errors';
 import type { Dialect } from './schema';
 import type { InstanceOptions, InstanceStart } from './message-store';
-import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql-store';
+import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql/sql.store';
 
 export interface SqliteStoreOptions extends SqlStoreOptions {
   /** The database file (`:memory:` for a throwaway store). Its folder is created. */
