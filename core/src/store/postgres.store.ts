@@ -4,7 +4,7 @@ import pg from 'pg';
 import { FerryError } from '../errors';
 import type { InstanceOptions, InstanceStart, LiveInstance } from './message-store';
 import type { Dialect } from './schema';
-import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql-store';
+import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql/sql.store';
 
 export interface PostgresStoreOptions extends SqlStoreOptions {
   /** `postgres://user@host:port/db` */
