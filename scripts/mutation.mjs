@@ -34,13 +34,19 @@ export const modules = {
   },
   framing: { mutate: ['plugins/hl7v2-mllp/src/mllp/framing.ts'], tests: ['plugins/hl7v2-mllp/src/mllp/framing.test.ts', 'plugins/hl7v2-mllp/src/mllp/mllp.fuzz.test.ts'] },
   ack: { mutate: ['plugins/hl7v2-mllp/src/ack/ack.builder.ts', 'plugins/hl7v2-mllp/src/ack/msh.ts'], tests: ['plugins/hl7v2-mllp/src/ack/ack.builder.test.ts'] },
-  'mllp-source': { mutate: ['plugins/hl7v2-mllp/src/mllp/mllp.source.ts'], tests: ['plugins/hl7v2-mllp/src/mllp/mllp.source.test.ts'] },
-  dispatcher: { mutate: ['core/src/delivery/dispatcher.ts'], tests: ['core/src/delivery/dispatcher.test.ts', 'core/src/delivery/circuit.test.ts'] },
-  // sql-store.ts is 2,000 lines: the paths that must never be wrong, by line range -- dedupKey, insert
-  // and the group commit (nothing resolved before its transaction commits), the duplicate lookup and
-  // window, claimReceived, claimDeliveries and lease renewal. Keep the ranges in step with the file.
+  'mllp-source': { mutate: ['plugins/hl7v2-mllp/src/sources/mllp.source.ts'], tests: ['plugins/hl7v2-mllp/src/sources/mllp.source.test.ts'] },
+  dispatcher: { mutate: ['core/src/delivery/dispatcher.ts', 'core/src/delivery/delivery-outcome.ts', 'core/src/delivery/sink-delivery.ts'], tests: ['core/src/delivery/dispatcher.test.ts', 'core/src/delivery/circuit.test.ts'] },
+  // The SQL store (core/src/store/sql/) by line range: the paths that must never be wrong -- dedupKey,
+  // insert and the group commit (nothing resolved before its transaction commits), the duplicate
+  // lookup and window, claimReceived, claimDeliveries and lease renewal. Keep the ranges in step with the files.
   store: {
-    mutate: ['core/src/store/sql-store.ts:99-102', 'core/src/store/sql-store.ts:286-380', 'core/src/store/sql-store.ts:445-598', 'core/src/store/sql-store.ts:903-942', 'core/src/store/sql-store.ts:1351-1465'],
+    mutate: [
+      'core/src/store/sql/sql-exec.ts:54-57',
+      'core/src/store/sql/messages.ts:30-142',
+      'core/src/store/sql/messages.ts:153-306',
+      'core/src/store/sql/processing.ts:42-80',
+      'core/src/store/sql/deliveries.ts:105-217',
+    ],
     tests: ['core/src/store/sqlite.store.test.ts'],
   },
 };

@@ -5,8 +5,8 @@
  * fallback for clinical searches (`GET /chart/{patientid}/problems|allergies|vitals|medications`,
  * reference 1.4): each answer equals the pipeline's canonical output for the same chart record,
  * the decision table names path `rest`, chart offset paging becomes FHIR `next` links. Documents
- * (`GET /patients/{patientid}/documents/admin`, `POST /documents/clinicaldocument`, refusals as
- * OperationOutcomes) and check-in (`POST /appointments/{id}/checkin` [U]: arrived, conflicts,
+ * (`GET /patients/{patientid}/documents/admin`, `POST /documents/clinicaldocument`, read back by id,
+ * refusals as OperationOutcomes) and check-in (`POST /appointments/{id}/checkin` [U]: arrived, conflicts,
  * Idempotency-Key, audit, message in the store).
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -131,8 +131,8 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     const appt = res.find((x) => x.type === 'Appointment')!;
     expect(appt.operation?.map((o) => o.name)).toEqual(['book', 'cancel', 'checkin']);
     const doc = res.find((x) => x.type === 'DocumentReference')!;
-    expect(doc.interaction?.map((i) => i.code)).toEqual(['search-type', 'create']);
-    expect(doc.documentation).toBe('paths: search via rest, create via rest');
+    expect(doc.interaction?.map((i) => i.code)).toEqual(['read', 'search-type', 'create']);
+    expect(doc.documentation).toBe('paths: read via rest, search via rest, create via rest');
     for (const type of ['Condition', 'AllergyIntolerance', 'Observation', 'MedicationStatement', 'Immunization']) {
       const r = res.find((x) => x.type === type);
       expect(r).toBeDefined();
@@ -246,6 +246,38 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     await until('pipeline delivered the document', () => delivered().some((x) => x.id === r.body.id));
     expect(delivered().find((x) => x.id === r.body.id)).toEqual(r.body);
     expect((await engine.store.auditEntries({ action: 'facade.create' })).some((a) => a.result === 'ok' && a.detail?.includes(r.body.id!))).toBe(true);
+  });
+
+  it('reads a document back by id through REST: a created clinical one and a listed admin one, equal to the earlier answers', async () => {
+    const created = await call<DocumentReference>('writer', 'POST', '/fhir/athena-a/DocumentReference', {
+      resourceType: 'DocumentReference',
+      status: 'current',
+      type: { coding: [{ system: 'urn:athenahealth:athenanet:documentsubclass', code: 'LETTER' }] },
+      subject: { reference: patientRef() },
+      description: 'referral letter',
+      content: [{ attachment: { contentType: 'text/plain', data: Buffer.from('Dear colleague').toString('base64') } }],
+    });
+    expect(created.status).toBe(201);
+    const back = await call<DocumentReference>('reader', 'GET', `/fhir/athena-a/DocumentReference/${created.body.id}`);
+    expect(back.status).toBe(200);
+    expect(back.headers.get('x-ferry-source')).toBe('vendor');
+    expect(back.body).toEqual(created.body);
+    const docId = created.body.id!.slice(`athena-${PRACTICE}-document-`.length);
+    expect(athena.apiRequests(`/patients/${pid}/documents/clinicaldocument/${docId}`).filter((q) => q.method === 'GET').length).toBeGreaterThanOrEqual(2);
+
+    const listed = await call<Bundle<DocumentReference>>('reader', 'GET', `/fhir/athena-a/DocumentReference?patient=${encodeURIComponent(patientRef())}&_count=10`);
+    const admin = listed.body.entry!.map((e) => e.resource!).find((d) => d.description === 'admin doc 2')!;
+    const adminBack = await call<DocumentReference>('reader', 'GET', `/fhir/athena-a/DocumentReference/${admin.id}`);
+    expect(adminBack.status).toBe(200);
+    expect(adminBack.body).toEqual(admin);
+    const meta = await call<CapabilityStatement>('reader', 'GET', '/fhir/athena-a/metadata');
+    expect(meta.body.rest![0].resource!.find((x) => x.type === 'DocumentReference')!.documentation).toContain('read via rest');
+    expect((await engine.store.auditEntries({ action: 'facade.read' })).some((a) => a.result === 'ok' && a.detail?.includes(`DocumentReference/${admin.id}`))).toBe(true);
+
+    // A document id this facade never listed nor created: athena cannot read it without its patient.
+    const unknown = await call<OperationOutcome>('reader', 'GET', `/fhir/athena-a/DocumentReference/athena-${PRACTICE}-document-987654`);
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.issue[0].code).toBe('not-found');
   });
 
   it('maps athena\'s {success:false, errormessage} on a document create to an OperationOutcome', async () => {

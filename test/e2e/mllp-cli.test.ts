@@ -10,7 +10,7 @@ import { requires } from '../support/requires';
 
 const root = path.resolve(__dirname, '../..');
 const cli = path.join(root, 'core/dist/cli/main.js');
-const built = existsSync(cli) && existsSync(path.join(root, 'plugins/hl7v2-mllp/dist/mllp/mllp.source.js'));
+const built = existsSync(cli) && existsSync(path.join(root, 'plugins/hl7v2-mllp/dist/sources/mllp.source.js'));
 const d = requires({ ok: built, reason: 'the CLI or the hl7v2-mllp plugin is not built (run npm run build)' });
 
 const adt = (ctl: string) => `MSH|^~\\&|CLI|FAC|FERRY|HOSP|20240101120000||ADT^A04^ADT_A01|${ctl}|P|2.5.1\nPID|1||55^^^HOSP^MR||DOE^JO\n`;

@@ -36,7 +36,12 @@ d('ferry plugin new', () => {
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/created plugin "acme-labs"/);
-    expect(readdirSync(path.join(dir, 'src')).sort()).toEqual(['__fixtures__', 'acme-labs.test.ts', 'api.ts', 'index.ts', 'sink.ts', 'source.ts', 'transform.ts']);
+    // The layout of Ferry's own plugins (CONTRIBUTING.md): the definition in index.ts, one folder per role.
+    expect(readdirSync(path.join(dir, 'src')).sort()).toEqual(['__fixtures__', 'acme-labs.contract.test.ts', 'client', 'errors.ts', 'index.ts', 'sinks', 'sources', 'transforms']);
+    expect(readdirSync(path.join(dir, 'src/sources'))).toEqual(['acme-labs.source.ts']);
+    expect(readdirSync(path.join(dir, 'src/sinks'))).toEqual(['acme-labs.sink.ts']);
+    expect(readdirSync(path.join(dir, 'src/transforms'))).toEqual(['acme-labs.transform.ts']);
+    expect(readdirSync(path.join(dir, 'src/client'))).toEqual(['acme-labs.client.ts']);
     // A second run refuses to write over it.
     const again = spawnSync(process.execPath, [cli, 'plugin', 'new', 'acme-labs', '--dir', dir], { cwd: tmp, encoding: 'utf8', timeout: 60_000 });
     expect(again.status).not.toBe(0);

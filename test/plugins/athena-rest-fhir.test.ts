@@ -4,6 +4,7 @@
  * other plugin; scripts/check-plugin-imports.js).
  */
 import type { MessageStore } from '@ferry/core';
+import { VendorConnections } from '@ferry/fhir-vendor-kit';
 import { athenaFhirToBundle, AthenaFhirSource, athenaFhirSourceSchema, type AthenaFhirSourceConfig } from '@ferry/plugin-athena-fhir';
 import { AthenaRestSource, athenaRestSourceSchema, athenaEnvelopeToBundle, type AthenaRestSourceConfig } from '@ferry/plugin-athena-rest';
 import { AthenaSimulator, configFor, openStore, PRACTICE, referencePatient, seedPractice, sourceContext, tempDir } from '../simulators/athena';
@@ -34,14 +35,16 @@ describe('athena-rest and athena-fhir', () => {
     sim.putFhir(PRACTICE, 'Location', `a-${PRACTICE}.Department-77`, { name: 'Scope test', status: 'active' });
     const before = sim.tokensIssued;
     const creds = { clientId: 'scope-client', clientSecret: 'scope-secret' };
-    const rest = new AthenaRestSource(sourceContext('athena-rest-scope', store, configFor<AthenaRestSourceConfig>(athenaRestSourceSchema, sim, { ...creds, scope: 'athena/service/Athenanet.MDP.*', feeds: ['patients'] })));
-    const fhirSrc = new AthenaFhirSource(sourceContext('athena-fhir-scope', store, configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { ...creds, scope: 'athena/service/Athenanet.MDP.* system/Location.read', resources: ['Location'] })));
+    // one engine's tokens, as both plugins get them injected (vendorConnectionsToken)
+    const shared = new VendorConnections();
+    const rest = new AthenaRestSource(sourceContext('athena-rest-scope', store, configFor<AthenaRestSourceConfig>(athenaRestSourceSchema, sim, { ...creds, scope: 'athena/service/Athenanet.MDP.*', feeds: ['patients'] })), shared);
+    const fhirSrc = new AthenaFhirSource(sourceContext('athena-fhir-scope', store, configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { ...creds, scope: 'athena/service/Athenanet.MDP.* system/Location.read', resources: ['Location'] })), shared);
     await rest.pollOnce(); // fetches the narrower token first
     await fhirSrc.pollOnce(); // would get 403 "lacks system/Location.read" with a shared token
     expect(sim.tokensIssued - before).toBe(2);
     expect(fhirSrc.typeStates()[0].state).toBe('ok');
     // the same scopes spelled in another order are the same token
-    const again = new AthenaFhirSource(sourceContext('athena-fhir-scope2', store, configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { ...creds, scope: 'system/Location.read  athena/service/Athenanet.MDP.*', resources: ['Location'] })));
+    const again = new AthenaFhirSource(sourceContext('athena-fhir-scope2', store, configFor<AthenaFhirSourceConfig>(athenaFhirSourceSchema, sim, { ...creds, scope: 'system/Location.read  athena/service/Athenanet.MDP.*', resources: ['Location'] })), shared);
     await again.pollOnce();
     expect(sim.tokensIssued - before).toBe(2);
   });

@@ -14,7 +14,6 @@ import { cliRequirement, TEST_PG_URL } from '../support/requires';
 
 export const root = path.resolve(__dirname, '../..');
 export const cli = path.join(root, 'core/dist/cli/main.js');
-export const builtCli = existsSync(cli) && existsSync(path.join(root, 'plugins/hl7v2-mllp/dist/index.js'));
 /** The built CLI and hl7v2-mllp plugin: suites that start engine processes need them (see requires()). */
 export const cliBuilt = cliRequirement('hl7v2-mllp');
 
@@ -23,16 +22,6 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The PostgreSQL the proofs that need one use (CI has it at 127.0.0.1:5432, database test). */
 export const PG_URL = TEST_PG_URL;
 
-export async function pgReachable(): Promise<boolean> {
-  const c = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2000 });
-  try {
-    await c.connect();
-    await c.end();
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * For a suite of in-process engines on a throwaway PostgreSQL schema (`<prefix>_<random>`), inside

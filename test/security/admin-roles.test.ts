@@ -32,7 +32,9 @@ const cases: Case[] = [
   // The console's page, stylesheet and script hold no data (the page's API calls carry the token).
   { method: 'GET', path: '/console', route: '/console', need: 'public', ok: 200 },
   { method: 'GET', path: '/console/console.css', route: '/console/console.css', need: 'public', ok: 200 },
-  { method: 'GET', path: '/console/app.js', route: '/console/app.js', need: 'public', ok: 200 },
+  { method: 'GET', path: '/console/app.js', route: '/console/:script', need: 'public', ok: 200 },
+  // The script's modules (core/console/*.ts), each a file of the built console folder; any other name is 404.
+  { method: 'GET', path: '/console/common.js', route: '/console/:script', need: 'public', ok: 200 },
   // "Sign in with <provider>": public by design, like /health -- the user has no credential yet.
   // Whether the button shows (and its label); starting a sign-in and exchanging its code (state +
   // PKCE verifier checked, refusals counted by the FailureLimiter and audited: test/security/console-oidc.test.ts).

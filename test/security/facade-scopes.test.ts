@@ -7,6 +7,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
@@ -136,6 +137,91 @@ processing: { transformWorkers: 0 }
     const denied = await engine.store.auditEntries({ action: 'access.denied' });
     expect(denied.length).toBe(expected.filter((e) => e.endsWith(': 403')).length);
     expect(denied.every((d) => d.target?.startsWith('GET /fhir/clinic') || d.target?.startsWith('POST /fhir/clinic') || d.target?.startsWith('PUT /fhir/clinic'))).toBe(true);
+  });
+});
+
+describe('FHIR facade browser checks: Host (DNS rebinding), Origin, CORS', () => {
+  let engine: Engine;
+  let dir: string;
+  let token = '';
+  let port = 0;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-facade-browser-'));
+    const t = await makeToken({ name: 'app', roles: ['viewer'], scopes: ['connection:clinic:read'] }, 'test');
+    token = t.secret;
+    writeFileSync(
+      path.join(dir, 'ferry.yaml'),
+      `
+store: { kind: sqlite, path: ${path.join(dir, 'ferry.db')} }
+plugins: ['@ferry/plugin-athena-rest']
+connections:
+  clinic: { kind: athena, baseUrl: http://127.0.0.1:9, clientId: c, clientSecret: s, practiceId: ${PRACTICE} }
+admin: { enabled: false, auth: { tokens: [${JSON.stringify({ id: t.record.id, name: 'app', roles: ['viewer'], hash: t.record.hash, scopes: ['connection:clinic:read'] })}] } }
+api: { enabled: true, port: 0, publicUrl: 'https://fhir.example.org', allowedHosts: [fhir-internal.example.org], cors: { origins: ['https://app.example.org'] } }
+processing: { transformWorkers: 0 }
+`,
+    );
+    engine = await Engine.create({ configFile: path.join(dir, 'ferry.yaml'), logger: silentLogger() });
+    await engine.start();
+    port = Number(new URL(engine.apiUrl!).port);
+  });
+  afterAll(async () => {
+    await engine?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A request with exactly these headers (fetch cannot set Host). */
+  const raw = (method: string, headers: Record<string, string>, p = '/fhir/clinic/metadata') =>
+    new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: any }>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, path: p, method, headers, agent: false }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text ? JSON.parse(text) : undefined }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  const auth = () => ({ authorization: `Bearer ${token}` });
+
+  it('serves its own names (bind address, loopback, publicUrl, api.allowedHosts) and refuses any other Host with 421', async () => {
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, 'fhir.example.org', 'FHIR-internal.example.org:443'])
+      expect(`${host}: ${(await raw('GET', { ...auth(), host })).status}`).toBe(`${host}: 200`);
+    const evil = await raw('GET', { ...auth(), host: 'rebind.attacker.example' });
+    expect(evil.status).toBe(421);
+    expect(evil.body.issue[0]).toMatchObject({ code: 'security', diagnostics: expect.stringContaining('api.allowedHosts') });
+    // Refused before the credential is looked at.
+    expect((await raw('GET', { host: 'rebind.attacker.example' })).status).toBe(421);
+    expect((await engine.store.auditEntries({ action: 'access.denied' })).some((a) => a.detail === 'host not allowed (api.allowedHosts)')).toBe(true);
+  });
+
+  it('refuses a cross-origin browser request (403) unless api.cors.origins lists the origin, which gets CORS headers', async () => {
+    const evil = await raw('GET', { ...auth(), host: `127.0.0.1:${port}`, origin: 'https://evil.example' });
+    expect(evil.status).toBe(403);
+    expect(evil.body.issue[0].code).toBe('forbidden');
+    expect(evil.headers['access-control-allow-origin']).toBeUndefined();
+    expect((await engine.store.auditEntries({ action: 'access.denied' })).some((a) => a.detail === 'origin not allowed (api.cors.origins)')).toBe(true);
+    const app = await raw('GET', { ...auth(), host: 'fhir.example.org', origin: 'https://app.example.org' });
+    expect(app.status).toBe(200);
+    expect(app.headers['access-control-allow-origin']).toBe('https://app.example.org');
+    expect(app.headers.vary).toContain('Origin');
+    expect(app.headers['access-control-expose-headers']).toContain('location');
+    // The facade's own origin (its publicUrl, or the address called) is not cross-site.
+    expect((await raw('GET', { ...auth(), host: 'fhir.example.org', origin: 'https://fhir.example.org' })).status).toBe(200);
+    expect((await raw('GET', { ...auth(), host: `127.0.0.1:${port}`, origin: `http://127.0.0.1:${port}` })).status).toBe(200);
+    // Still a credential and a scope: CORS opens nothing else.
+    expect((await raw('GET', { host: 'fhir.example.org', origin: 'https://app.example.org' })).status).toBe(401);
+  });
+
+  it('answers a CORS preflight for a listed origin without a credential, and refuses one from another origin', async () => {
+    const pre = { host: 'fhir.example.org', 'access-control-request-method': 'PUT', 'access-control-request-headers': 'authorization, content-type, idempotency-key' };
+    const ok = await raw('OPTIONS', { ...pre, origin: 'https://app.example.org' }, '/fhir/clinic/Patient/x');
+    expect(ok.status).toBe(204);
+    expect(ok.headers['access-control-allow-origin']).toBe('https://app.example.org');
+    expect(ok.headers['access-control-allow-methods']).toBe('GET, POST, PUT');
+    expect(ok.headers['access-control-allow-headers']).toBe('authorization, content-type, idempotency-key');
+    expect((await raw('OPTIONS', { ...pre, origin: 'https://evil.example' }, '/fhir/clinic/Patient/x')).status).toBe(403);
   });
 });
 

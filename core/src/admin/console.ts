@@ -11,7 +11,8 @@ import { CONSOLE_CSS, CONSOLE_HTML } from './console-assets';
  * page shows comes from the JSON API with the API token the user pastes, or the OIDC token of "Sign in with <provider>" (console-oidc.ts) (kept in sessionStorage,
  * sent as `Authorization: Bearer`), so the server decides what each role receives.
  *
- * The script is core/console/app.ts, compiled by `npm run build` (tsc -b) to core/dist/console/app.js.
+ * The script is core/console/app.ts and the modules it imports (core/console/*.ts), compiled by
+ * `npm run build` (tsc -b) to core/dist/console/*.js and served at /console/<module>.js.
  */
 
 /** The console's own CSP: its script and stylesheet from this origin only, API calls to this origin only. */
@@ -23,17 +24,26 @@ export function consoleScriptPath(): string | undefined {
   return candidates.find((p) => existsSync(p));
 }
 
+/** The console script's modules (core/console/*.ts): `app.js` and the modules it imports, served as they are. */
+const CONSOLE_MODULE = /^[a-z][a-z0-9-]*\.js$/;
+
 export function registerConsole(app: FastifyInstance): void {
-  let script: string | undefined;
+  const scripts = new Map<string, string>();
   const page = (_req: unknown, reply: import('fastify').FastifyReply) =>
     reply.header('content-security-policy', CONSOLE_CSP).type('text/html; charset=utf-8').send(CONSOLE_HTML);
   app.get('/console', { config: { role: 'public' } }, page);
   app.get('/console/console.css', { config: { role: 'public' } }, async (_req, reply) => reply.type('text/css; charset=utf-8').send(CONSOLE_CSS));
-  app.get('/console/app.js', { config: { role: 'public' } }, async (_req, reply) => {
+  app.get<{ Params: { script: string } }>('/console/:script', { config: { role: 'public' } }, async (req, reply) => {
+    const name = req.params.script;
+    if (!CONSOLE_MODULE.test(name)) return reply.code(404).type('text/plain').send('not found');
+    let script = scripts.get(name);
     if (script === undefined) {
-      const file = consoleScriptPath();
-      if (!file) return reply.code(503).type('text/plain').send('the console script is not built: run npm run build');
+      const main = consoleScriptPath();
+      if (!main) return reply.code(503).type('text/plain').send('the console script is not built: run npm run build');
+      const file = path.join(path.dirname(main), name);
+      if (!existsSync(file)) return reply.code(404).type('text/plain').send('not found');
       script = readFileSync(file, 'utf8');
+      scripts.set(name, script);
     }
     return reply.type('text/javascript; charset=utf-8').send(script);
   });

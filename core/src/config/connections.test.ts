@@ -58,7 +58,7 @@ describe('connections:', () => {
     expect(config.connections['acme-1']).toEqual({
       kind: 'acme',
       config: { baseUrl: 'https://acme.example/r4', clientId: 'c1', auth: { scopes: ['system/Patient.read'] }, writeDepartment: '7' },
-      facade: { enabled: true, cache: { ttlSeconds: 30, storeMaxAgeSeconds: 0, maxEntries: 10_000 }, paths: { 'Patient.read': 'fhir' }, rateLimit: { qps: 0, burst: 0 } },
+      facade: { enabled: true, cache: { ttlSeconds: 30, storeMaxAgeSeconds: 0, maxEntries: 10_000 }, paths: { 'Patient.read': 'fhir' }, identity: { linkSystems: [], linkedIdentifiers: false }, rateLimit: { qps: 0, burst: 0 } },
     });
     expect(config.warnings).toEqual([]);
   });

@@ -245,6 +245,18 @@ export const engineSchema = {
     host: { doc: 'Facade bind address', format: String, default: '127.0.0.1', env: 'FERRY_API_HOST' },
     port: { doc: 'Facade port (0 = any free port)', format: 'port', default: 8090, env: 'FERRY_API_PORT' },
     publicUrl: { doc: "Base URL the facade's links (Bundle.link next, fullUrl) are built on, e.g. https://api.example.org; '' = from the request's Host", format: String, default: '' },
+    allowedHosts: {
+      doc: "Host header names the facade serves besides its bind address, localhost / 127.0.0.1 / [::1] and publicUrl's host (DNS rebinding defence, others 421); bound to 0.0.0.0 or ::, also this machine's names and addresses; '*' = any",
+      format: stringList('api.allowedHosts', /^(\*|[A-Za-z0-9.:_\[\]-]+)$/),
+      default: [] as string[],
+    },
+    cors: {
+      origins: {
+        doc: 'Browser origins (scheme://host[:port]) allowed to call the facade cross-origin (CORS answers and preflights for them); a request with any other Origin header is refused 403',
+        format: stringList('api.cors.origins', /^https?:\/\/[A-Za-z0-9.:_\[\]-]+$/),
+        default: [] as string[],
+      },
+    },
     bodyLimit: { doc: 'Largest request body in bytes (413 above)', format: 'nat', default: 1024 * 1024 },
     requestTimeoutMs: { doc: 'A request (headers and body) not received within this is answered 408 and closed', format: 'nat', default: 30_000 },
     vendorTimeoutMs: { doc: 'Longest one facade request may wait on the vendor (then 504 with an OperationOutcome)', format: 'nat', default: 60_000 },
@@ -255,7 +267,7 @@ export const engineSchema = {
       burst: { doc: 'Bucket size (0 = same as qps)', format: 'nat', default: 20 },
     },
     idempotencyHours: { doc: 'How long an Idempotency-Key and its answer are kept', format: 'nat', default: 24 },
-    cursorSecret: { doc: "Key that signs paging cursors (so a client cannot forge a vendor URL); '' = random per start (cursors then end with the process)", format: String, default: '', sensitive: true },
+    cursorSecret: { doc: "Key that signs paging cursors (so a client cannot forge a vendor URL), or cursorSecret_FILE; '' = a random key kept in the store, shared by every instance on it and kept across restarts", format: String, default: '', sensitive: true },
     tls: {
       cert: { doc: 'PEM certificate chain, or a path to it: the facade is served over HTTPS when cert and key are set', format: String, default: '' },
       key: { doc: 'PEM private key, or a path to it (or key_FILE)', format: String, default: '', sensitive: true },
@@ -345,6 +357,8 @@ export interface ApiConfig {
   host: string;
   port: number;
   publicUrl: string;
+  allowedHosts: string[];
+  cors: { origins: string[] };
   bodyLimit: number;
   requestTimeoutMs: number;
   vendorTimeoutMs: number;
@@ -372,6 +386,8 @@ export interface FacadeConnectionConfig {
   paths: Record<string, string>;
   /** Per-client rate limit on this connection (overrides api.rateLimit when qps > 0). */
   rateLimit: { qps: number; burst: number };
+  /** How a patient is linked across connections, and whether reads show the links. */
+  identity: { linkSystems: string[]; linkedIdentifiers: boolean };
 }
 
 /** One entry of `connections:`. */

@@ -224,6 +224,20 @@ export const facadeConnectionSchema = {
     },
     default: {} as Record<string, string>,
   },
+  identity: {
+    linkSystems: {
+      doc: "Identifier systems that link a patient across connections: the first of them the patient has (system|value) must equal the one another connection recorded; [] = its MRN (the identifier typed v2-0203 MR)",
+      format: function linkSystems(v: unknown): void {
+        if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !x.trim())) throw new Error('must be a list of identifier systems (URIs)');
+      },
+      default: [] as string[],
+    },
+    linkedIdentifiers: {
+      doc: "Patient reads add one identifier per linked patient at another connection the client may read (system urn:ferry:connection:<id>, value its id there); off: the vendor's identifiers only",
+      format: Boolean,
+      default: false,
+    },
+  },
   rateLimit: {
     qps: { doc: 'Requests per second per client on this connection (0 = api.rateLimit)', format: Number, default: 0 },
     burst: { doc: 'Bucket size (0 = same as qps)', format: 'nat', default: 0 },

@@ -3,14 +3,16 @@ import type { EngineMetrics } from '../admin/metrics';
 import type { RetryPolicy } from '../config/engine.schema';
 import { FerryError } from '../errors';
 import { errorFields } from '../logging/logger';
-import type { Delivery, MessageSink } from '../plugin/api';
-import { lazyJson } from '../util/lazy-json';
+import type { MessageSink } from '../plugin/api';
 import { retryTransient } from '../util/retry-transient';
-import type { StoredError } from '../model/message';
 import { whileStoreDown, type ClaimedDelivery, type DeliveryClaimFilter, type CompleteResult, type DeliveryOutcome, type MessageStore, type SinkHold } from '../store/message-store';
-import { nextAttempt } from '../store/retry-policy';
 import { WakeableSleep } from '../util/wakeable-sleep';
 import { SinkCircuit, type CircuitPolicy, type CircuitView } from './circuit';
+import { deliveryOutcome } from './delivery-outcome';
+import { toSinkDelivery } from './sink-delivery';
+
+// Split out of this file; importers of './dispatcher' keep them.
+export { deliveryOutcome, toSinkDelivery };
 
 type StaleOutcome = CompleteResult['stale'][number];
 
@@ -75,62 +77,6 @@ const GONE = '\u0000gone';
 /** A claim this slow (ms) that finds less than it asked for spaces the sink's next claim (see `spacedClaim`). */
 export const SLOW_CLAIM_MS = 20;
 const MAX_CLAIM_SPACING_MS = 5_000;
-
-/**
- * What a sink is handed. Its `signal` is made only when a sink reads it (an AbortController costs
- * ~5 us on Node 20: too much for every delivery of a sink that never looks).
- */
-class SinkDelivery {
-  declare bundle: Delivery['bundle'];
-  bundleJson?: string;
-  private controller?: AbortController;
-  private reason?: unknown;
-  constructor(
-    readonly deliveryId: string,
-    readonly attempt: number,
-    readonly routeId: string,
-    readonly message: Delivery['message'],
-  ) {}
-
-  get signal(): AbortSignal {
-    if (this.reason !== undefined) return AbortSignal.abort(this.reason);
-    return (this.controller ??= new AbortController()).signal;
-  }
-
-  /** The engine gave up on this attempt (deliveryTimeoutMs). */
-  abort(reason: unknown): void {
-    this.reason = reason;
-    this.controller?.abort(reason);
-  }
-}
-
-/** What a sink is handed: the bundle stays JSON text until the sink reads `bundle`. */
-export function toSinkDelivery(d: ClaimedDelivery): Delivery & { abort(reason: unknown): void } {
-  const out = new SinkDelivery(d.id, d.attempts + 1, d.routeId, d.message);
-  if (typeof d.bundleJson !== 'string') {
-    out.bundle = d.bundle;
-    return out;
-  }
-  out.bundleJson = d.bundleJson;
-  return lazyJson(out, 'bundle', d.bundleJson);
-}
-
-/**
- * Turns a sink's failure into the next state of the delivery: retry later, or dead.
- * `storeAheadMs`: how far the store's clock (the delivery's stored first attempt) is ahead of
- * `now`'s (`MessageStore.clockAheadMs`). `probe`: the attempt was a paused sink's probe -- like
- * the probes before it, it does not count towards `maxAttempts` (`maxAgeMs` still holds).
- */
-export function deliveryOutcome(policy: RetryPolicy, d: ClaimedDelivery, err: FerryError, now = new Date(), storeAheadMs = 0, probe = false): DeliveryOutcome {
-  const counted = d.attempts + 1 - (d.probeAttempts ?? 0) - (probe ? 1 : 0);
-  // The sink's OperationOutcome (FHIR servers) is kept with the error for inspection.
-  const error = { code: err.code, message: err.message, retryable: err.retryable, outcome: err.details?.outcome as StoredError['outcome'] };
-  const firstAttemptAt = new Date((d.firstAttemptAt ?? d.createdAt).getTime() - storeAheadMs);
-  const info = { attempts: Math.max(1, counted), firstAttemptAt, retryable: err.retryable, retryAfterMs: err.details?.retryAfterMs as number | undefined };
-  const next = nextAttempt(probe ? { ...policy, maxAttempts: 0 } : policy, info, now);
-  const p = probe ? { probe: true } : {};
-  return next ? { status: 'failed', error, nextAttemptAt: next, ...p } : { status: 'dead', error, ...p };
-}
 
 /**
  * Claims due deliveries from the store and hands each to its sink, with at most the sink's

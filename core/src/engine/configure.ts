@@ -1,5 +1,5 @@
 import path from 'node:path';
-import type { Logger } from 'winston';
+import type { Logger } from '../plugin/api';
 import type { EngineConfig } from '../config/engine.schema';
 import { ConfigError, buildEngineConfig, readConfigFile, readPluginRefs, resolveValues, validateWithSchema, type ConfigProblem } from '../config/load-config';
 import { FerryError } from '../errors';

@@ -1,29 +1,32 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { warmFhirValidator } from '../fhir/validate';
 import os from 'node:os';
-import type { Bundle, Resource } from '@medplum/fhirtypes';
+import type { Resource } from '@medplum/fhirtypes';
 import type { Logger } from 'winston';
 import { startAdmin, type AdminServer } from '../admin/admin.server';
 import { ensureInitialToken, printInitialToken } from '../admin/auth';
-import { redactConfig, secretFingerprints } from '../admin/redact';
 import { EngineMetrics } from '../admin/metrics';
 import type { EngineConfig } from '../config/engine.schema';
 import { Dispatcher, type SinkRuntime, type SinkView } from '../delivery/dispatcher';
-import { ConfigError, type ConfigProblem } from '../config/load-config';
-import { configError, FerryError, inputError } from '../errors';
+import { ConfigError } from '../config/load-config';
+import { FerryError } from '../errors';
 import { createLogger, errorFields } from '../logging/logger';
-import { ACK_EVENT, type DataQualityPolicy, type InboundMessage, type MessageHeaders, type StoredMessage } from '../model/message';
-import type { FromFhirOptions, MessageSource, MessageTransform, SinkContext, SourceContext } from '../plugin/api';
+import type { DataQualityPolicy, InboundMessage, MessageHeaders } from '../model/message';
+import type { MessageSource, MessageTransform } from '../plugin/api';
 import type { PluginHost } from '../plugin/plugin-host';
 import { coreTokens } from '../plugin/tokens';
 import { DEFAULT_DATA_QUALITY } from '../pipeline/data-quality';
-import { assessDataQuality, findTransform } from '../pipeline/process-message';
+import { findTransform } from '../pipeline/process-message';
 import { Processor, type PreparedRoutes } from '../pipeline/processor';
 import { TransformPool } from '../pipeline/transform-pool';
 import { pruneByRetention } from '../store/admin-ops';
 import { createStore } from '../store/create-store';
 import type { DuplicateOptions, InsertResult, MessageStore, PruneResult, SinkHold } from '../store/message-store';
 import { configure, type ConfigureOptions } from './configure';
+import { sinkContext, sourceContext } from './contexts';
+import { storeSubmitted } from './intake';
+import { resolveReferences, type SourceRuntime } from './references';
+import { diffEntries, maskedConfigText, pluginChanges, RESTART_ONLY, sameConfig, type ReloadResult } from './reload';
 import { fileModesOf, type FileModes } from '../util/file-modes';
 
 /** `processing.transformWorkers`: auto = one fewer than the CPUs (the engine thread has one), at most 4. */
@@ -33,6 +36,8 @@ export function transformWorkerCount(setting: number | 'auto'): number {
 }
 
 export interface EngineOptions extends ConfigureOptions {
+  /** The engine's logger (winston: the engine gives children of it to its store, loops and servers). */
+  logger?: Logger;
   /** Use this store instead of the configured one (tests, embedding). Not closed by stop(). */
   store?: MessageStore;
   /**
@@ -42,70 +47,9 @@ export interface EngineOptions extends ConfigureOptions {
   showInitialToken?: (secret: string, id: string) => void;
 }
 
-/** What a reload did (`Engine.reload`): applied, refused as invalid, or refused as needing a restart. */
-export interface ReloadResult {
-  applied: boolean;
-  /** The config version in force after the reload (the new one when applied). */
-  version: number;
-  /** Invalid: every problem, by path (the same report as validate-config); nothing was applied. */
-  problems?: ConfigProblem[];
-  /**
-   * What only a restart applies, each named: settings (`store`, `processing`, `admin`, `log`,
-   * `files`) and plugin changes (`plugins: <package> removed`, `... config changed`, `... adds
-   * transforms ...` while transform workers run); nothing was applied.
-   */
-  restartRequired?: string[];
-  /** Applied, and nothing differed from the config in force: the version stays. */
-  unchanged?: boolean;
-  /** Applied: what changed. */
-  changes?: {
-    sources: { added: string[]; restarted: string[]; removed: string[] };
-    sinks: { added: string[]; restarted: string[]; removed: string[] };
-    routes: { added: string[]; changed: string[]; removed: string[] };
-    /** Plugins loaded by this reload (package names as the config lists them). */
-    plugins: { added: string[] };
-  };
-}
-
-/** Top-level settings a reload cannot apply to a running engine (plugins: see Engine.pluginChanges). */
-const RESTART_ONLY = ['store', 'processing', 'admin', 'api', 'connections', 'log', 'files'] as const;
-
-/** Equal as configuration: the same JSON (key order aside). */
-function sameConfig(a: unknown, b: unknown): boolean {
-  return canonicalJson(a) === canonicalJson(b);
-}
-
-function canonicalJson(v: unknown): string {
-  return JSON.stringify(v, (_k, x: unknown) =>
-    x && typeof x === 'object' && !Array.isArray(x) && !Buffer.isBuffer(x) ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
-  );
-}
-
-/**
- * A config as stored in `config_versions`, canonical JSON: secrets masked as GET /api/config masks
- * them, but each by its fingerprint (`secretFingerprints`, never the value) -- so a rotated
- * password is a new version and `config diff` shows that secret changed.
- */
-export async function maskedConfigText(config: EngineConfig): Promise<string> {
-  const { file: _f, baseDir: _b, ...rest } = config;
-  const fingerprints = await secretFingerprints(rest);
-  return canonicalJson(redactConfig(rest, '', (_secret, at) => fingerprints.get(at) ?? '(redacted)'));
-}
-
-/** Ids added, changed and removed between two keyed sets of config entries. */
-function diffEntries(before: Record<string, unknown>, after: Record<string, unknown>): { added: string[]; changed: string[]; removed: string[] } {
-  const added = Object.keys(after).filter((k) => !(k in before));
-  const removed = Object.keys(before).filter((k) => !(k in after));
-  const changed = Object.keys(after).filter((k) => k in before && !sameConfig(before[k], after[k]));
-  return { added, changed, removed };
-}
-
-interface SourceRuntime {
-  id: string;
-  type: string;
-  source: MessageSource;
-  abort: AbortController;
-}
+export type { ReloadResult } from './reload';
+export { maskedConfigText } from './reload';
+export { withResources, writeFormat } from './references';
 
 /**
  * The engine: sources -> store -> processor (transform, routes, steps) -> dispatcher -> sinks.
@@ -324,55 +268,13 @@ export class Engine {
     }
   }
 
+
   /**
-   * The newest stored canonical resource for each literal reference (`Patient/epic-123`): a Patient is
-   * found by its messages' ordering key (the vendor sources key a patient's messages by its canonical
-   * reference). PHI read by the engine for a delivery: audited (`message.bundle.read`, principal engine).
+   * The newest stored canonical resource for each literal reference a delivery's Bundle lacks, else the
+   * resource read from the system the message's source polls (`resolveReferences` in references.ts); audited.
    */
-  async resolveReferences(refs: string[], opts: { messageId: string; sinkId: string }): Promise<Resource[]> {
-    const out: Resource[] = [];
-    const read: string[] = [];
-    for (const ref of new Set(refs)) {
-      const m = /^(Patient)\/([A-Za-z0-9\-.]{1,64})$/.exec(ref);
-      if (!m) continue;
-      const candidates = await this.store.listMessages({ patient: ref, messageType: m[1], newestFirst: true, limit: 5 });
-      for (const c of candidates) {
-        const full = await this.store.getMessage(c.id, { bundle: true });
-        const r = full?.bundle?.entry?.map((e) => e.resource).find((x) => x && `${x.resourceType}/${x.id}` === ref);
-        if (r) {
-          out.push(r);
-          read.push(c.id);
-          break;
-        }
-      }
-    }
-    if (read.length)
-      await this.store.appendAudit([{ principal: 'engine', action: 'message.bundle.read', target: `sink:${opts.sinkId}`, messageIds: read, result: 'ok', detail: `references of message ${opts.messageId} for the delivery (${read.length} found of ${refs.length})` }]);
-    // not stored: read from the system the message's source polls (an Epic/Cerner poll source), transformed, not stored
-    const left = [...new Set(refs)].filter((ref) => !out.some((r) => `${r.resourceType}/${r.id}` === ref));
-    if (left.length && opts.messageId) {
-      const msg = await this.store.getMessage(opts.messageId);
-      const src = msg && this.sources.find((s) => s.id === msg.sourceId);
-      if (src?.source.fetchReference) {
-        let fetched = 0;
-        for (const ref of left) {
-          const inbound = await src.source.fetchReference(ref, src.abort.signal);
-          const t = inbound && findTransform(this.transforms, inbound.contentType);
-          if (!inbound || !t) continue;
-          const bundle = await t.toFhir(
-            { id: `${opts.messageId}#${ref}`, seq: 0, sourceId: src.id, contentType: inbound.contentType, body: inbound.body, headers: inbound.headers ?? {}, receivedAt: new Date(), status: 'received' } as StoredMessage & { body: Buffer },
-            { logger: this.logger },
-          );
-          const r = bundle.entry?.map((e) => e.resource).find((x) => x && `${x.resourceType}/${x.id}` === ref);
-          if (r) {
-            out.push(r);
-            fetched++;
-          }
-        }
-        await this.store.appendAudit([{ principal: 'engine', action: 'vendor.read', target: `source:${src.id}`, messageIds: [opts.messageId], result: 'ok', detail: `references for the delivery to sink ${opts.sinkId}: ${fetched} fetched of ${left.length}` }]);
-      }
-    }
-    return out;
+  resolveReferences(refs: string[], opts: { messageId: string; sinkId: string }): Promise<Resource[]> {
+    return resolveReferences({ store: this.store, transforms: this.transforms, logger: this.logger, sources: this.sources }, refs, opts);
   }
 
   /** The FHIR facade (`api:`): a provider per connection, on its own listener. */
@@ -416,14 +318,7 @@ export class Engine {
     const reg = hosts.map((h) => h.sinkTypes().find((s) => s.type === entry.type)).find(Boolean)!;
     const { type: _t, retry, circuitBreaker, concurrency, deliveryTimeoutMs, ...rest } = entry;
     const logger = this.logger.child({ sink: id });
-    const ctx: SinkContext = {
-      id,
-      config: rest,
-      logger,
-      files: this.fileModes,
-      fromFhir: (bundle, opts) => writeFormat(this.transforms, bundle, opts, (refs) => this.resolveReferences(refs, { messageId: opts.messageId ?? '', sinkId: id })),
-      resolveReferences: (refs, opts) => this.resolveReferences(refs, { ...opts, sinkId: id }),
-    };
+    const ctx = sinkContext(this, { id, config: rest, logger });
     const child = reg.container.createChildContainer();
     child.register(coreTokens.SinkContext, { useValue: ctx });
     const sink = child.resolve(reg.impl);
@@ -467,7 +362,7 @@ export class Engine {
       return { applied: false, version: this.version, problems: e.problems };
     }
     const old = this.cfg;
-    const plugins = this.pluginChanges(old, fresh, freshHost);
+    const plugins = pluginChanges(old, fresh, freshHost, { hosts: this.hosts(), transformWorkers: !!this.pool });
     const restartRequired = [...RESTART_ONLY.filter((k) => !sameConfig(old[k], fresh[k])), ...plugins.restartRequired];
     if (restartRequired.length) {
       this.logger.warn('config reload refused: changed settings need a restart; nothing applied', { by, settings: restartRequired });
@@ -556,33 +451,6 @@ export class Engine {
     return { applied: true, version, changes };
   }
 
-  /**
-   * What a reload makes of the `plugins:` list. Added plugins are loaded (by `configure`, into
-   * `freshHost`): their source and sink types serve at once; their transforms too -- unless
-   * transform workers run, which load plugins only at start (a restart). A removed plugin, or a
-   * plugin's changed config, needs a restart (what it registered is in use). Each named.
-   */
-  private pluginChanges(old: EngineConfig, fresh: EngineConfig, freshHost: PluginHost): { added: string[]; transforms: MessageTransform[]; restartRequired: string[] } {
-    const restartRequired: string[] = [];
-    const before = new Map(old.plugins.map((r) => [r.package, r]));
-    const now = new Set(fresh.plugins.map((r) => r.package));
-    for (const r of old.plugins) if (!now.has(r.package)) restartRequired.push(`plugins: ${r.package} removed (a loaded plugin is not unloaded)`);
-    for (const r of fresh.plugins) {
-      const o = before.get(r.package);
-      if (o && !sameConfig(o.config, r.config)) restartRequired.push(`plugins: ${r.package} config changed`);
-    }
-    const added = fresh.plugins.filter((r) => !before.has(r.package)).map((r) => r.package);
-    // The plugins the running engine has (by id): what the fresh host has beyond them was added.
-    const running = new Set(this.hosts().flatMap((h) => h.plugins().map((d) => d.manifest.id)));
-    const newIds = new Set(freshHost.plugins().map((d) => d.manifest.id).filter((id) => !running.has(id)));
-    const regs = freshHost.transforms().filter((t) => newIds.has(t.plugin));
-    if (regs.length && this.pool) {
-      const byPlugin = [...new Set(regs.map((t) => t.plugin))];
-      restartRequired.push(`plugins: ${byPlugin.join(', ')} add${byPlugin.length > 1 ? '' : 's'} transforms, which the transform workers load only at start`);
-    }
-    const transforms = restartRequired.length ? [] : regs.map((t) => t.container.resolve(t.impl));
-    return { added: restartRequired.length ? [] : added, transforms, restartRequired };
-  }
 
   /**
    * Stores an applied config (secrets masked, its hash, who) and answers its version; the same
@@ -627,38 +495,8 @@ export class Engine {
     const { type, duplicates, dataQuality: dq, ...rest } = entry;
     const dataQuality = dq ?? DEFAULT_DATA_QUALITY;
     const logger = this.logger.child({ source: id });
-    const canFail = dataQuality.policy === 'fail' || Object.values(dataQuality.fields).includes('fail');
     const abort = new AbortController();
-    const ctx: SourceContext = {
-      id,
-      config: rest,
-      logger,
-      signal: abort.signal,
-      files: this.fileModes,
-      submit: (messages, opts) => this.submit(id, messages, { ...opts, duplicates }),
-      getCheckpoint: (key) => this.store.getCheckpoint(id, key),
-      setCheckpoint: (key, value) => this.store.setCheckpoint(id, key, value),
-      extractHeaders: (contentType, body) => this.extractHeaders(contentType, body),
-      split: (contentType, body) => {
-        const t = findTransform(this.transforms, contentType);
-        return t?.split ? t.split(body) : [body];
-      },
-      dataQualityCanFail: canFail,
-      dataQualityIssues: (m) =>
-        assessDataQuality(
-          this.transforms,
-          { id: 'intake', seq: 0, sourceId: id, contentType: m.contentType, body: m.body, headers: m.headers ?? {}, receivedAt: m.receivedAt ?? new Date(), status: 'received' },
-          dataQuality,
-          logger,
-        ),
-      auditEntries: (filter) => this.store.auditEntries(filter),
-      recordAcks: (acks) => {
-        if (!acks.length || !this.store.recordEvents) return;
-        this.store.recordEvents(acks.map((a) => ({ messageId: a.messageId, status: ACK_EVENT, detail: a.ack }))).catch((e) =>
-          logger.warn('the ACK sent was not recorded with its message', { messages: acks.length, ...errorFields(e) }),
-        );
-      },
-    };
+    const ctx = sourceContext(this, { id, config: rest, logger, signal: abort.signal, duplicates, dataQuality });
     const child = reg.container.createChildContainer();
     child.register(coreTokens.SourceContext, { useValue: ctx });
     const source = child.resolve(reg.impl);
@@ -685,48 +523,7 @@ export class Engine {
   ): Promise<InsertResult[]> {
     // Sources finish what they already received while they stop (they are stopped first).
     if (!this.accepting) throw new FerryError('TRANSIENT_ENGINE_STOPPING', 'engine is stopping; not accepting messages', { kind: 'transient' });
-    for (const m of messages) {
-      if (!Buffer.isBuffer(m.body) || m.body.length === 0) throw inputError('EMPTY_MESSAGE', 'message body is empty');
-      if (!m.contentType) throw inputError('NO_CONTENT_TYPE', 'message has no content type');
-    }
-    const rows = messages.map((m) => ({
-      sourceId,
-      contentType: m.contentType,
-      body: m.body,
-      headers: m.headers ?? this.extractHeaders(m.contentType, m.body),
-      receivedAt: m.receivedAt,
-    }));
-    let results: InsertResult[];
-    try {
-      results = await this.store.insert(rows, { duplicates: opts.duplicates, checkpoint: opts.checkpoint });
-    } catch (e) {
-      if (e instanceof FerryError) throw e;
-      throw new FerryError('TRANSIENT_STORE_WRITE', `could not store message: ${(e as Error).message}`, { kind: 'transient', cause: e });
-    }
-    if (opts.duplicates?.policy === 'reject') for (const r of results) if (r.duplicate && !r.stored) r.rejected = true;
-    let reused = 0;
-    for (let i = 0; i < results.length; i++) {
-      const r = results[i];
-      if (r.reusesControlIdOf) {
-        reused++;
-        // Ids and control ids only: never content.
-        this.logger.info('control id reused with other content: stored as a new message', {
-          source: sourceId,
-          messageId: r.id,
-          controlId: rows[i]?.headers.controlId,
-          earlierMessageId: r.reusesControlIdOf,
-        });
-      } else if (r.duplicate) this.metrics.duplicates.inc({ source: sourceId, outcome: r.stored ? 'accepted' : r.rejected ? 'rejected' : 'ignored' });
-    }
-    if (reused) this.metrics.controlIdReused.inc({ source: sourceId }, reused);
-    if (opts.duplicates?.policy === 'reject') {
-      // Nothing new at all: refuse the submission (HTTP 409, file to error/, HL7 AR).
-      if (results.length && results.every((r) => r.rejected))
-        throw new FerryError('INPUT_DUPLICATE_REJECTED', `duplicate message${results.length > 1 ? 's' : ''} refused (policy reject): already received as ${results.map((r) => r.duplicateOf).join(', ')}`, {
-          kind: 'input',
-          details: { duplicateOf: results.map((r) => r.duplicateOf) },
-        });
-    }
+    const results = await storeSubmitted(this, sourceId, messages, opts);
     const stored = results.filter((r) => r.stored).length;
     if (stored) {
       this.metrics.received.inc({ source: sourceId }, stored);
@@ -792,6 +589,8 @@ export class Engine {
     await this.pool?.close();
     await this.dispatcher?.stop();
     for (const s of this.sinks.values()) await s.sink.stop?.().catch((e) => this.logger.warn('sink stop failed', { sink: s.id, ...errorFields(e) }));
+    // the services plugins provided for this engine (reg.provide): NDJSON writers, vendor token caches...
+    for (const h of this.hosts()) await h.dispose();
     await this.admin?.close();
     if (this.instanceStarted && this.store.isOpen()) await this.store.stopInstance?.(this.owner).catch((e) => this.logger.warn('instance deregistration failed', errorFields(e)));
     if (this.ownsStore && this.store.isOpen()) await this.store.close();
@@ -800,21 +599,3 @@ export class Engine {
   }
 }
 
-/**
- * A canonical Bundle in a plugin-written format: the loaded transform that lists `opts.format` in its
- * `outputFormats` writes it (`fromFhir`), after the references it needs and the Bundle lacks
- * (`missingReferences`) were looked up (`resolve`) and added. The hook the core file and http sinks use
- * for `format: hl7v2`.
- */
-export async function writeFormat(transforms: MessageTransform[], bundle: Bundle, opts: FromFhirOptions, resolve?: (refs: string[]) => Promise<Resource[]>): Promise<string[]> {
-  const writer = transforms.find((t) => t.outputFormats?.includes(opts.format) && t.fromFhir);
-  if (!writer) throw configError('SINK_FORMAT', `no loaded plugin writes ${opts.format} (writers: ${transforms.flatMap((t) => t.outputFormats ?? []).join(', ') || 'none'})`);
-  const missing = writer.missingReferences?.(bundle, opts.format) ?? [];
-  const found = missing.length && resolve ? await resolve(missing) : [];
-  return writer.fromFhir!(found.length ? withResources(bundle, found) : bundle, opts);
-}
-
-/** A copy of the Bundle with resources added (fullUrl Type/id, so literal references resolve). */
-export function withResources(bundle: Bundle, resources: Resource[]): Bundle {
-  return { ...bundle, entry: [...(bundle.entry ?? []), ...resources.map((r) => ({ fullUrl: `${r.resourceType}/${r.id}`, resource: r }))] };
-}

@@ -4,11 +4,13 @@
  * connection's scope -- `connection:<id>:read` for metadata, reads and searches,
  * `connection:<id>:write` for writes and scheduling operations; each client has a rate limit per
  * connection; every PHI read and every write is in the audit trail before the answer is sent;
- * errors are OperationOutcomes. Writes honour `Idempotency-Key`.
+ * errors are OperationOutcomes. Writes honour `Idempotency-Key`. A Host header not served
+ * (`api.allowedHosts`, DNS rebinding) is 421; a browser's cross-origin request (an `Origin` other than
+ * the facade's own) is 403 unless `api.cors.origins` lists it -- those get CORS answers and preflights.
  */
 import { createHash } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { OperationOutcome, Parameters as FhirParameters, Resource } from '@medplum/fhirtypes';
+import type { Identifier, OperationOutcome, Parameters as FhirParameters, Patient, Resource } from '@medplum/fhirtypes';
 import type { Logger } from 'winston';
 import type { ApiConfig } from '../config/engine.schema';
 import type { AuthConfig } from '../admin/auth';
@@ -18,9 +20,9 @@ import type { AuditEntry, MessageStore } from '../store/message-store';
 import { HttpConnections } from '../util/graceful-http';
 import { tlsServerOptions } from '../util/tls-options';
 import { AuthError, Authenticator, FailureLimiter } from '../admin/auth';
-import { principalLabel } from '../admin/guard';
+import { defaultAllowedHosts, GuardError, hostName, principalLabel } from '../admin/guard';
 import { hasScope, topRole, type Principal } from '../admin/roles';
-import type { FacadeService } from './facade.service';
+import { CONNECTION_ID_SYSTEM, type FacadeService } from './facade.service';
 import { FacadeIssue, type FacadeIssueKind } from './provider';
 
 export type FacadeAccess = 'public' | 'read' | 'write';
@@ -122,6 +124,7 @@ export function errorAnswer(e: unknown): { status: number; body: OperationOutcom
     const code = e.status === 401 ? 'login' : e.status === 429 ? 'throttled' : 'forbidden';
     return { status: e.status, body: outcome(code, e.message), retryAfter: e.retryAfterSec };
   }
+  if (e instanceof GuardError) return { status: e.statusCode, body: outcome(e.statusCode === 421 ? 'security' : 'forbidden', e.message) };
   if (FerryError.is(e)) {
     const issue = e.details?.facadeIssue as FacadeIssueKind | undefined;
     if (issue && FacadeIssue[issue]) return { status: FacadeIssue[issue].status, body: outcome(FacadeIssue[issue].code, e.message, 'error', e.details) };
@@ -176,10 +179,48 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
     return `${req.method} /fhir/${prm.conn ?? '?'}${prm.type ? `/${prm.type}` : ''}${(req.routeOptions.url ?? '').includes(':id') ? '/:id' : ''}${prm.op ? `/${prm.op}` : ''}`;
   };
 
+  const publicOrigin = api.publicUrl ? new URL(api.publicUrl).origin.toLowerCase() : undefined;
+  const hosts: Set<string> | '*' = api.allowedHosts.includes('*')
+    ? '*'
+    : new Set([...defaultAllowedHosts(api.host), ...(api.publicUrl ? [new URL(api.publicUrl).hostname.replace(/^\[|\]$/g, '').toLowerCase()] : []), ...api.allowedHosts.map((h) => hostName(h) ?? h.toLowerCase())]);
+  const origins = new Set(api.cors.origins.map((x) => x.toLowerCase().replace(/\/$/, '')));
+  /**
+   * Host (DNS rebinding) and Origin (cross-site browser calls) checks; CORS headers for a listed
+   * origin. True: a preflight, answered.
+   */
+  const checkBrowser = async (req: FastifyRequest, reply: FastifyReply): Promise<boolean> => {
+    if (hosts !== '*') {
+      const name = hostName(req.headers.host);
+      if (!name || !hosts.has(name)) {
+        await audit(req, { action: 'access.denied', result: 'denied', target: 'facade', detail: 'host not allowed (api.allowedHosts)' });
+        throw new GuardError(421, `host not allowed: ${JSON.stringify(String(req.headers.host ?? '').slice(0, 100))} (api.allowedHosts)`, 'host');
+      }
+    }
+    const origin = req.headers.origin;
+    if (origin === undefined) return false;
+    const o = String(origin).toLowerCase().replace(/\/$/, '');
+    if (origins.has(o)) {
+      reply.header('access-control-allow-origin', String(origin));
+      reply.header('vary', 'Origin');
+      reply.header('access-control-expose-headers', 'location, x-ferry-source, idempotency-replayed, retry-after, www-authenticate');
+      if (req.method !== 'OPTIONS') return false;
+      reply.header('access-control-allow-methods', 'GET, POST, PUT');
+      reply.header('access-control-allow-headers', 'authorization, content-type, idempotency-key');
+      reply.header('access-control-max-age', '600');
+      await reply.code(204).send();
+      return true;
+    }
+    // The facade's own origin is no cross-site request.
+    if (o === `${req.protocol}://${String(req.headers.host ?? '').toLowerCase()}` || o === publicOrigin) return false;
+    await audit(req, { action: 'access.denied', result: 'denied', target: 'facade', detail: 'origin not allowed (api.cors.origins)' });
+    throw new GuardError(403, `origin not allowed: ${JSON.stringify(String(origin).slice(0, 100))} (api.cors.origins)`, 'origin');
+  };
+
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-content-type-options', 'nosniff');
     reply.header('cache-control', 'no-store');
     if (https) reply.header('strict-transport-security', 'max-age=31536000');
+    if (await checkBrowser(req, reply)) return reply;
     // No route: a caller with a valid credential learns it is not found; without one, nothing.
     const access = req.is404 ? 'authenticated' : ((req.routeOptions.config as { access?: FacadeAccess } | undefined)?.access ?? 'write');
     if (access === 'public') return;
@@ -238,6 +279,12 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
     return out;
   };
 
+  /** A patient's identities at the connections this client may read (another connection's patient is its PHI). */
+  const visibleIdentities = async (req: FastifyRequest, conn: string, id: string) => {
+    const p = req.facadePrincipal!;
+    return (await service.identities(conn, id)).filter((i) => i.connection === conn || hasScope(p, i.connection, 'read'));
+  };
+
   const cfg = (url: string, method: string) => ({ config: { access: FACADE_ROUTES.find((r) => r.url === url && r.method === method)!.access } });
 
   app.get('/health', cfg('/health', 'GET'), async () => ({ status: 'ok' }));
@@ -253,9 +300,18 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
     checkId(id);
     try {
       const r = await withTimeout((signal) => service.read(conn, type, id, signal));
-      await audit(req, { action: 'facade.read', result: 'ok', target: target(req), detail: `${type}/${r.resource.id} from=${r.from} path=${r.path}` });
+      let resource = r.resource;
+      let links = '';
+      if (type === 'Patient' && service.connections.get(conn)?.entry.facade.identity?.linkedIdentifiers) {
+        // The same patient at the other connections this client may read, as identifiers.
+        const others = (await visibleIdentities(req, conn, resource.id!)).filter((i) => i.connection !== conn);
+        const extra: Identifier[] = others.map((i) => ({ use: 'secondary', system: `${CONNECTION_ID_SYSTEM}${i.connection}`, value: i.id }));
+        if (extra.length) resource = { ...resource, identifier: [...((resource as Patient).identifier ?? []), ...extra] } as Resource;
+        links = ` links=${extra.length}`;
+      }
+      await audit(req, { action: 'facade.read', result: 'ok', target: target(req), detail: `${type}/${r.resource.id} from=${r.from} path=${r.path}${links}` });
       reply.header('x-ferry-source', r.from);
-      return reply.type(FHIR_JSON).send(r.resource);
+      return reply.type(FHIR_JSON).send(resource);
     } catch (e) {
       await audit(req, { action: 'facade.read', result: 'error', target: target(req), detail: `${type}/${id} ${(e as FerryError).code ?? 'error'}` });
       throw e;
@@ -288,7 +344,7 @@ export async function startFacade(o: FacadeServerOptions): Promise<FacadeServer>
     const { conn, type, id, op } = req.params;
     if (type !== 'Patient' || op !== '$identities') throw new FerryError('INPUT_FACADE_OPERATION', `unknown operation ${type}/:id/${op.slice(0, 40)} (GET Patient/{id}/$identities)`, { kind: 'input' });
     checkId(id);
-    const ids = await service.identities(conn, id);
+    const ids = await visibleIdentities(req, conn, id);
     const b = base(req);
     const params: FhirParameters = {
       resourceType: 'Parameters',

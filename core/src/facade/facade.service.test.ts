@@ -17,7 +17,7 @@ import { defineErrors, FerryError } from '../errors';
 
 /** A vendor plugin's own code (as a plugin declares it). */
 const testErrors = defineErrors({ VENDOR_HTTP: { kind: 'transient', description: 'test vendor: down' } });
-import { FacadeService } from './facade.service';
+import { CURSOR_KEY_CHECKPOINT, FacadeService } from './facade.service';
 import { ClientRateLimiter, errorAnswer } from './facade.server';
 import { facadeError, type FacadeCapability, type FacadeProvider, type FacadeRecord } from './provider';
 
@@ -56,11 +56,11 @@ class TestProvider implements FacadeProvider {
   }
 }
 
-const api = { enabled: true, host: '127.0.0.1', port: 0, publicUrl: '', bodyLimit: 1e6, requestTimeoutMs: 0, vendorTimeoutMs: 0, defaultCount: 2, maxCount: 3, rateLimit: { qps: 0, burst: 0 }, idempotencyHours: 1, cursorSecret: '', tls: { cert: '', key: '', passphrase: '', ca: '', requestCert: false } };
+const api = { enabled: true, host: '127.0.0.1', port: 0, publicUrl: '', allowedHosts: [], cors: { origins: [] }, bodyLimit: 1e6, requestTimeoutMs: 0, vendorTimeoutMs: 0, defaultCount: 2, maxCount: 3, rateLimit: { qps: 0, burst: 0 }, idempotencyHours: 1, cursorSecret: '', tls: { cert: '', key: '', passphrase: '', ca: '', requestCert: false } };
 const entry = (over: Partial<ConnectionEntry['facade']> = {}): ConnectionEntry => ({
   kind: 'test',
   config: {},
-  facade: { enabled: true, cache: { ttlSeconds: 0, storeMaxAgeSeconds: 0, maxEntries: 10 }, paths: {}, rateLimit: { qps: 0, burst: 0 }, ...over },
+  facade: { enabled: true, cache: { ttlSeconds: 0, storeMaxAgeSeconds: 0, maxEntries: 10 }, paths: {}, rateLimit: { qps: 0, burst: 0 }, identity: { linkSystems: [], linkedIdentifiers: false }, ...over },
 });
 
 describe('FacadeService', () => {
@@ -69,12 +69,12 @@ describe('FacadeService', () => {
   // One clock for the store's fetched-at times and the service's freshness checks.
   const store = new SqliteMessageStore({ path: path.join(dir, 'f.db'), logger: silentLogger(), now: () => now });
   const providers: Record<string, TestProvider> = {};
-  const make = (connections: Record<string, ConnectionEntry>, fhirType?: Record<string, string>) => {
+  const make = (connections: Record<string, ConnectionEntry>, fhirType?: Record<string, string>, o: { api?: Partial<typeof api>; store?: SqliteMessageStore } = {}) => {
     const svc = new FacadeService({
-      store,
+      store: o.store ?? store,
       transforms: [new FhirJsonTransform()],
       logger: silentLogger(),
-      api,
+      api: { ...api, ...o.api },
       connections,
       providers: [{ kind: 'test', plugin: 'test', registration: { connectionSchema: {}, create: (ctx) => (providers[ctx.id] = new TestProvider(fhirType?.[ctx.id])) } }],
       submit: async () => [],
@@ -127,6 +127,41 @@ describe('FacadeService', () => {
     await expect(svc.search('a', 'Patient', { _cursor: [`${forged}.${mac}`] })).rejects.toThrow(/_cursor: not a cursor this facade issued/);
     await expect(svc.search('b', 'Patient', { _cursor: [p1.next!] })).rejects.toThrow(/not a cursor of this connection/);
     await expect(svc.search('a', 'Patient', { birthdate: ['2000-01-01'] })).rejects.toMatchObject({ details: { facadeIssue: 'invalid' } });
+  });
+
+  it('opens a cursor in another instance on the same store (a restart, a load balancer), and only there, without api.cursorSecret', async () => {
+    const first = make({ a: entry() });
+    const p1 = await first.search('a', 'Patient', { family: ['x'], _count: ['2'] });
+    const second = make({ a: entry() });
+    expect((await second.search('a', 'Patient', { _cursor: [p1.next!], _count: ['2'] })).resources.map((r) => r.id)).toEqual(['t-2', 't-3']);
+    const { sourceId, key } = CURSOR_KEY_CHECKPOINT;
+    expect(Buffer.from((await store.getCheckpoint(sourceId, key))!, 'base64')).toHaveLength(32);
+    // Another store is another deployment: its own key.
+    const other = new SqliteMessageStore({ path: path.join(dir, 'other.db'), logger: silentLogger() });
+    await other.open();
+    try {
+      await expect(make({ a: entry() }, undefined, { store: other }).search('a', 'Patient', { _cursor: [p1.next!] })).rejects.toThrow(/not a cursor this facade issued/);
+    } finally {
+      await other.close();
+    }
+    // Two instances that wrote the key at the same first moment: the one holding the loser re-reads the store.
+    await store.setCheckpoint(sourceId, key, Buffer.alloc(32, 7).toString('base64'));
+    const p2 = await make({ a: entry() }).search('a', 'Patient', { family: ['x'], _count: ['2'] });
+    expect((await first.search('a', 'Patient', { _cursor: [p2.next!], _count: ['2'] })).resources.map((r) => r.id)).toEqual(['t-2', 't-3']);
+  });
+
+  it('signs cursors with api.cursorSecret when set: the same secret opens them anywhere, another refuses them', async () => {
+    const other = new SqliteMessageStore({ path: path.join(dir, 'secret.db'), logger: silentLogger() });
+    await other.open();
+    try {
+      const p1 = await make({ a: entry() }, undefined, { api: { cursorSecret: 'shared-secret' } }).search('a', 'Patient', { family: ['x'], _count: ['2'] });
+      expect((await make({ a: entry() }, undefined, { api: { cursorSecret: 'shared-secret' }, store: other }).search('a', 'Patient', { _cursor: [p1.next!] })).resources.length).toBeGreaterThan(0);
+      await expect(make({ a: entry() }, undefined, { api: { cursorSecret: 'another' } }).search('a', 'Patient', { _cursor: [p1.next!] })).rejects.toThrow(/not a cursor this facade issued/);
+      await expect(make({ a: entry() }).search('a', 'Patient', { _cursor: [p1.next!] })).rejects.toThrow(/not a cursor this facade issued/);
+      expect(await other.getCheckpoint(CURSOR_KEY_CHECKPOINT.sourceId, CURSOR_KEY_CHECKPOINT.key)).toBeUndefined();
+    } finally {
+      await other.close();
+    }
   });
 
   it('maps refusals to OperationOutcomes and statuses', async () => {

@@ -65,6 +65,23 @@ export function mrnOf(r: Resource): string | undefined {
   return mr ? `${mr.system ?? ''}|${mr.value}` : undefined;
 }
 
+/**
+ * The key linking a patient across connections: the first identifier (`system|value`) in the
+ * connection's `facade.identity.linkSystems`, in their order; without them, its MRN.
+ */
+export function linkKeyOf(r: Resource, linkSystems: readonly string[]): string | undefined {
+  if (!linkSystems.length) return mrnOf(r);
+  const ids = (r as { identifier?: Identifier[] }).identifier ?? [];
+  for (const system of linkSystems) {
+    const hit = ids.find((i) => i.system === system && i.value);
+    if (hit) return `${system}|${hit.value}`;
+  }
+  return undefined;
+}
+
+/** The identifier system naming a patient's id at another connection (`facade.identity.linkedIdentifiers`). */
+export const CONNECTION_ID_SYSTEM = 'urn:ferry:connection:';
+
 const REFERENCE_PARAMS = new Set(['patient', 'subject', 'location', 'practitioner', 'encounter', 'result', 'target']);
 const STRING_PARAMS = new Set(['name', 'family', 'given', 'address']);
 const DATE_PARAMS = new Set(['date', 'birthdate', 'authoredon', '_lastUpdated']);
@@ -74,15 +91,19 @@ export function searchParamType(name: string): 'reference' | 'string' | 'date' |
   return REFERENCE_PARAMS.has(name) ? 'reference' : STRING_PARAMS.has(name) ? 'string' : DATE_PARAMS.has(name) ? 'date' : 'token';
 }
 
+/** Where the facade keeps its cursor key in the store when `api.cursorSecret` is empty (a checkpoint row). */
+export const CURSOR_KEY_CHECKPOINT = { sourceId: 'ferry.facade', key: 'cursor-key' } as const;
+
 export class FacadeService {
   readonly connections = new Map<string, FacadeConnection>();
-  private readonly cursorKey: Buffer;
+  /** The key signing paging cursors: `api.cursorSecret`, else one kept in the store (loaded on first use). */
+  private cursorKey?: Promise<Buffer>;
   private readonly identified = new Set<string>();
   private readonly now: () => number;
 
   constructor(private readonly deps: FacadeDeps) {
     this.now = deps.now ?? Date.now;
-    this.cursorKey = deps.api.cursorSecret ? Buffer.from(deps.api.cursorSecret, 'utf8') : randomBytes(32);
+    if (deps.api.cursorSecret) this.cursorKey = Promise.resolve(Buffer.from(deps.api.cursorSecret, 'utf8'));
   }
 
   /** Creates a provider per connection the facade serves; refuses decision-rule overrides naming a path the provider has not. */
@@ -188,7 +209,7 @@ export class FacadeService {
     }
     const f = this.deps.store.facade;
     if (!f) return;
-    const mrn = type === 'Patient' ? mrnOf(r) : undefined;
+    const mrn = type === 'Patient' ? linkKeyOf(r, c.entry.facade.identity?.linkSystems ?? []) : undefined;
     // An identity already recorded by this process is not written again on every read.
     const known = `${c.id}|${type}|${vendorId}|${r.id}|${mrn ?? ''}`;
     if (!this.identified.has(known)) {
@@ -228,7 +249,7 @@ export class FacadeService {
     let cursor: string | undefined;
     const count = Math.min(Math.max(1, Number(query._count?.[0] ?? this.deps.api.defaultCount) || this.deps.api.defaultCount), this.deps.api.maxCount);
     if (query._cursor?.[0]) {
-      const cur = this.openCursor(query._cursor[0]);
+      const cur = await this.openCursor(query._cursor[0]);
       if (cur.c !== c.id || cur.t !== type) throw inputError('FACADE_CURSOR', '_cursor: not a cursor of this connection and type');
       params = cur.q;
       cursor = cur.v;
@@ -254,19 +275,52 @@ export class FacadeService {
       await this.remember(c, type, rec.vendorId, r);
       resources.push(r);
     }
-    return { resources, next: out.next ? this.sealCursor({ c: c.id, t: type, q: params, v: out.next }) : undefined, total: out.total, path: cap.path, count, params };
+    return { resources, next: out.next ? await this.sealCursor({ c: c.id, t: type, q: params, v: out.next }) : undefined, total: out.total, path: cap.path, count, params };
   }
 
-  private sealCursor(v: { c: string; t: string; q: Record<string, string[]>; v: string }): string {
+  /**
+   * The cursor key when `api.cursorSecret` is empty: a random key kept in the store, so every
+   * instance on that store signs and opens the same cursors and they outlive a restart. The first
+   * instance to need it writes it; every instance then uses the stored value (`fresh`: read it again,
+   * for the one race -- two instances writing it at the same first moment).
+   */
+  private key(fresh = false): Promise<Buffer> {
+    if (this.deps.api.cursorSecret) return this.cursorKey!;
+    if (!this.cursorKey || fresh) {
+      const { sourceId, key } = CURSOR_KEY_CHECKPOINT;
+      const store = this.deps.store;
+      const p = (async () => {
+        let v = await store.getCheckpoint(sourceId, key);
+        if (!v) {
+          await store.setCheckpoint(sourceId, key, randomBytes(32).toString('base64'));
+          v = await store.getCheckpoint(sourceId, key);
+        }
+        if (!v) throw new FerryError('INTERNAL_FACADE_STORE', 'the store did not keep the facade cursor key', { kind: 'internal' });
+        return Buffer.from(v, 'base64');
+      })();
+      // A store error is not kept: the next page tries again (the caller awaits p and sees the error).
+      void p.catch(() => {
+        if (this.cursorKey === p) this.cursorKey = undefined;
+      });
+      this.cursorKey = p;
+    }
+    return this.cursorKey;
+  }
+
+  private async sealCursor(v: { c: string; t: string; q: Record<string, string[]>; v: string }): Promise<string> {
     const body = Buffer.from(JSON.stringify(v)).toString('base64url');
-    return `${body}.${createHmac('sha256', this.cursorKey).update(body).digest('base64url')}`;
+    return `${body}.${createHmac('sha256', await this.key()).update(body).digest('base64url')}`;
   }
 
-  private openCursor(s: string): { c: string; t: string; q: Record<string, string[]>; v: string } {
+  private async openCursor(s: string): Promise<{ c: string; t: string; q: Record<string, string[]>; v: string }> {
     const [body, mac] = s.split('.');
-    const want = body ? createHmac('sha256', this.cursorKey).update(body).digest() : Buffer.alloc(0);
     const got = Buffer.from(mac ?? '', 'base64url');
-    if (!body || got.length !== want.length || !timingSafeEqual(got, want)) throw inputError('FACADE_CURSOR', '_cursor: not a cursor this facade issued (or it was issued before a restart without api.cursorSecret)');
+    const valid = (k: Buffer) => {
+      const want = body ? createHmac('sha256', k).update(body).digest() : Buffer.alloc(0);
+      return !!body && got.length === want.length && timingSafeEqual(got, want);
+    };
+    if (!valid(await this.key()) && (this.deps.api.cursorSecret || !valid(await this.key(true))))
+      throw inputError('FACADE_CURSOR', '_cursor: not a cursor this facade issued (or one signed with another api.cursorSecret)');
     return JSON.parse(Buffer.from(body, 'base64url').toString('utf8'));
   }
 
@@ -326,7 +380,10 @@ export class FacadeService {
     return { resource: r, from: 'vendor', path: cap.path, messageId };
   }
 
-  /** Other connections' identities of the same patient (by MRN). */
+  /**
+   * The identities of the same patient at every served connection, this one included (by link key:
+   * MRN or `identity.linkSystems`).
+   */
   async identities(connId: string, id: string): Promise<{ connection: string; id: string }[]> {
     const c = this.connection(connId);
     const f = this.deps.store.facade;

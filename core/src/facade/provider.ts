@@ -11,7 +11,7 @@
  * vendor record.
  */
 import type { Appointment, Resource } from '@medplum/fhirtypes';
-import type { Logger } from 'winston';
+import type { Logger } from '../plugin/api';
 import { FerryError } from '../errors';
 import type { MessageHeaders } from '../model/message';
 

@@ -1,4 +1,4 @@
-import type { Logger } from 'winston';
+import type { Logger } from '../plugin/api';
 
 /**
  * Logs a run of failures of the same kind once, not once per failure: the first at error level

@@ -1,13 +1,30 @@
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import type convict from 'convict';
 import type { DependencyContainer } from 'tsyringe';
-import type { Logger } from 'winston';
 import type { DataQualityIssue, InboundMessage, MessageHeaders, StoredMessage } from '../model/message';
 import type { AuditFilter, InsertOptions, InsertResult, MessageStore, StoredAuditEntry } from '../store/message-store';
 import type { FileModes } from '../util/file-modes';
 import type { FacadeProvider, FacadeProviderContext } from '../facade/provider';
+import type { Token } from './tokens';
 
 export type Ctor<T> = new (...args: any[]) => T;
+
+/**
+ * Ferry's logger, as plugins see it (winston is the implementation; a plugin does not depend on it).
+ * Structured: a short constant message and the facts as fields (`{ source, messageId, ...errorFields(e) }`);
+ * never PHI at info or above (message bodies, names, identifiers of patients). `child` adds fields to
+ * every entry of the logger it returns.
+ */
+export interface Logger {
+  error(message: string, meta?: LogFields): void;
+  warn(message: string, meta?: LogFields): void;
+  info(message: string, meta?: LogFields): void;
+  debug(message: string, meta?: LogFields): void;
+  child(fields: LogFields): Logger;
+}
+
+/** The fields of a log entry. */
+export type LogFields = Record<string, unknown>;
 
 export interface PluginManifest {
   /** kebab-case, unique: 'hl7v2-mllp'. */
@@ -52,6 +69,15 @@ export interface PluginRegistrar<C = any> {
    * serves reads, searches and writes on such a connection (see `core/src/facade/provider.ts`).
    */
   registerFacadeProvider(kind: string, registration: FacadeProviderRegistration): void;
+  /**
+   * A service of this engine under `token`: `create` runs when it is first resolved (a component's
+   * `@inject(token)`, `container.resolve(token)`), one instance per engine, so two engines in one
+   * process never share it; when the engine stops, its `dispose()` (if any) runs. In this plugin's
+   * container; with `shared`, in the engine's, seen by every plugin (the first plugin to provide a
+   * token wins: two plugins sharing a service provide it with the same factory). Runtime state lives
+   * here, never in a module-level Map.
+   */
+  provide<T>(token: Token<T>, create: () => NoInfer<T>, opts?: { shared?: boolean }): void;
 }
 
 /** What a plugin registers for one connection kind (`athena`, `epic`, `cerner`). */

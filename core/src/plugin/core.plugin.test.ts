@@ -30,6 +30,7 @@ describe('core plugin types and their config schemas', () => {
       addTransform: () => undefined,
       addCommand: () => undefined,
       registerFacadeProvider: () => undefined,
+      provide: () => undefined,
     });
     expect(sources.sort()).toEqual(['audit', 'file', 'http']);
     expect(sinks.sort()).toEqual(['fhir', 'file', 'http']);

@@ -1,7 +1,7 @@
 import { FhirJsonTransform } from '../fhir/fhir-json.transform';
 import { definePlugin } from './api';
 import { FhirSink, fhirSinkSchema } from '../sinks/fhir.sink';
-import { FileSink, fileSinkSchema } from '../sinks/file.sink';
+import { FileSink, fileSinkSchema, NdjsonWriters, ndjsonWritersToken } from '../sinks/file.sink';
 import { HttpSink, httpSinkSchema } from '../sinks/http.sink';
 import { AuditSource, auditSourceSchema } from '../sources/audit.source';
 import { FileSource, fileSourceSchema } from '../sources/file.source';
@@ -17,6 +17,7 @@ export const corePlugin = definePlugin({
     reg.addSourceType('file', FileSource, fileSourceSchema);
     reg.addSourceType('http', HttpSource, httpSourceSchema);
     reg.addSourceType('audit', AuditSource, auditSourceSchema);
+    reg.provide(ndjsonWritersToken, () => new NdjsonWriters());
     reg.addSinkType('file', FileSink, fileSinkSchema);
     reg.addSinkType('http', HttpSink, httpSinkSchema);
     reg.addSinkType('fhir', FhirSink, fhirSinkSchema);

@@ -5,7 +5,7 @@ import satisfies from 'semver/functions/satisfies';
 import valid from 'semver/functions/valid';
 import validRange from 'semver/ranges/valid';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import type { Logger } from 'winston';
+import type { Logger } from './api';
 import { FerryError } from '../errors';
 import type {
   CliCommand,
@@ -19,7 +19,7 @@ import type {
   PluginManifest,
   PluginRegistrar,
 } from './api';
-import { coreTokens } from './tokens';
+import { coreTokens, type Token } from './tokens';
 
 export interface SourceTypeRegistration {
   type: string;
@@ -80,6 +80,8 @@ export function manifestProblems(m: unknown, coreVersion = CORE_VERSION): string
 export class PluginHost {
   readonly container: DependencyContainer;
   private readonly loaded = new Map<string, PluginDefinition>();
+  /** The services plugins provide (`reg.provide`), to dispose when the engine stops. */
+  private readonly services: { dispose(): Promise<void> }[] = [];
 
   constructor(
     private readonly logger: Logger,
@@ -143,8 +145,8 @@ export class PluginHost {
     const logger = this.logger.child({ plugin: id });
     child.register(coreTokens.PluginConfig, { useValue: config });
     child.register(coreTokens.Logger, { useValue: logger });
-    const taken = (token: symbol, type: string) =>
-      this.container.isRegistered(token) && this.container.resolveAll<{ type: string; plugin: string }>(token).find((r) => r.type === type);
+    const taken = (token: Token<{ type: string; plugin: string }>, type: string) =>
+      this.all(token).find((r) => r.type === type);
     const reg: PluginRegistrar = {
       manifest: def.manifest,
       config,
@@ -153,28 +155,32 @@ export class PluginHost {
       addSourceType: (type, impl, schema) => {
         const prev = taken(coreTokens.sources, type);
         if (prev) throw pluginError(id, `source type "${type}" is already registered by plugin "${prev.plugin}"`);
-        this.container.register<SourceTypeRegistration>(coreTokens.sources, { useValue: { type, plugin: id, impl, schema, container: child } });
+        this.container.register(coreTokens.sources, { useValue: { type, plugin: id, impl, schema, container: child } });
       },
       addSinkType: (type, impl, schema) => {
         const prev = taken(coreTokens.sinks, type);
         if (prev) throw pluginError(id, `sink type "${type}" is already registered by plugin "${prev.plugin}"`);
-        this.container.register<SinkTypeRegistration>(coreTokens.sinks, { useValue: { type, plugin: id, impl, schema, container: child } });
+        this.container.register(coreTokens.sinks, { useValue: { type, plugin: id, impl, schema, container: child } });
       },
       addTransform: (impl) => {
-        this.container.register<TransformRegistration>(coreTokens.transforms, { useValue: { plugin: id, impl, container: child } });
+        this.container.register(coreTokens.transforms, { useValue: { plugin: id, impl, container: child } });
       },
       registerFacadeProvider: (kind, registration) => {
         if (!ID_RE.test(kind)) throw pluginError(id, `connection kind "${kind}" must be kebab-case`);
         if (typeof registration?.create !== 'function') throw pluginError(id, `connection kind "${kind}": create must be a function`);
         const prev = this.facadeProviders().find((r) => r.kind === kind);
         if (prev) throw pluginError(id, `connection kind "${kind}" is already registered by plugin "${prev.plugin}"`);
-        this.container.register<FacadeProviderTypeRegistration>(coreTokens.facadeProviders, { useValue: { kind, plugin: id, registration } });
+        this.container.register(coreTokens.facadeProviders, { useValue: { kind, plugin: id, registration } });
+      },
+      provide: (token, create, opts) => {
+        if (opts?.shared && this.container.isRegistered(token)) return;
+        this.provide(opts?.shared ? this.container : child, token, create);
       },
       addCommand: (command) => {
         const name = command.name.split(' ')[0];
         const prev = this.commands().find((c) => c.command.name.split(' ')[0] === name);
         if (prev) throw pluginError(id, `command "${name}" is already registered by plugin "${prev.plugin}"`);
-        this.container.register<CommandRegistration>(coreTokens.commands, { useValue: { plugin: id, command } });
+        this.container.register(coreTokens.commands, { useValue: { plugin: id, command } });
       },
     };
     try {
@@ -191,11 +197,33 @@ export class PluginHost {
     logger.debug('plugin registered', { version: def.manifest.version });
   }
 
+  /** `token` resolves to one instance made by `create` when first asked for, until `dispose()`. */
+  private provide<T>(container: DependencyContainer, token: Token<T>, create: () => T): void {
+    let made: { instance: T } | undefined;
+    container.register(token, { useFactory: () => (made ??= { instance: create() }).instance });
+    this.services.push({
+      dispose: async () => {
+        const m = made;
+        made = undefined;
+        const d = (m?.instance as { dispose?: () => unknown } | undefined)?.dispose;
+        if (typeof d === 'function') await d.call(m!.instance);
+      },
+    });
+  }
+
+  /** Disposes the services plugins provided (`reg.provide`), last provided first; the engine's stop calls it. */
+  async dispose(): Promise<void> {
+    for (const s of [...this.services].reverse())
+      await s
+        .dispose()
+        .catch((e) => this.logger.warn('plugin service dispose failed', { error: (e as Error).message }));
+  }
+
   plugins(): PluginDefinition[] {
     return [...this.loaded.values()];
   }
-  private all<T>(token: symbol): T[] {
-    return this.container.isRegistered(token) ? this.container.resolveAll<T>(token) : [];
+  private all<T>(token: Token<T>): T[] {
+    return this.container.isRegistered(token) ? this.container.resolveAll(token) : [];
   }
   sourceTypes(): SourceTypeRegistration[] {
     return this.all(coreTokens.sources);

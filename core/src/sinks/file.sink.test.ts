@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { FerryError } from '../errors';
 import { delivery, patientBundle, sinkContext } from './__fixtures__/delivery';
-import { FileSink, type FileSinkConfig } from './file.sink';
+import { FileSink, NdjsonWriters, type FileSinkConfig } from './file.sink';
 
 const base = (dir: string, over: Partial<FileSinkConfig> = {}): FileSinkConfig => ({
   dir,
@@ -17,21 +17,26 @@ const base = (dir: string, over: Partial<FileSinkConfig> = {}): FileSinkConfig =
 
 describe('FileSink', () => {
   let tmp: string;
+  /** The engine's writers (a service of the core plugin): shared by the sinks of one test. */
+  let writers: NdjsonWriters;
   beforeEach(() => {
+    writers = new NdjsonWriters();
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-file-sink-'));
   });
   afterEach(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
   it('ndjson: concurrent deliveries of large bundles give whole, non-interleaved lines', async () => {
-    const sink = new FileSink(sinkContext(base(tmp)));
+    const sink = new FileSink(sinkContext(base(tmp)), writers);
     await sink.start();
     const ds = Array.from({ length: 150 }, (_, i) => delivery(patientBundle(`MRN${i}`, { size: 40_000 + i })));
     await Promise.all(ds.map((d) => sink.deliver(d)));
     // a second sink instance on the same file shares the single writer
-    const sink2 = new FileSink(sinkContext(base(tmp), 'second'));
+    const sink2 = new FileSink(sinkContext(base(tmp), 'second'), writers);
     await Promise.all(ds.slice(0, 20).map((d) => sink2.deliver(d)));
+    expect(writers.files()).toEqual([path.join(tmp, 'bundles.ndjson')]);
     await sink.stop();
     await sink2.stop();
+    expect(writers.files()).toEqual([]);
     const text = fs.readFileSync(path.join(tmp, 'bundles.ndjson'), 'utf8');
     expect(text.endsWith('\n')).toBe(true);
     const lines = text.trimEnd().split('\n');
@@ -43,7 +48,7 @@ describe('FileSink', () => {
   it('ndjson: a torn last line from a crash is closed off so the next record is whole', async () => {
     const file = path.join(tmp, 'bundles.ndjson');
     fs.writeFileSync(file, '{"resourceType":"Bundle"}\n{"resourceType":"Bun');
-    const sink = new FileSink(sinkContext(base(tmp)));
+    const sink = new FileSink(sinkContext(base(tmp)), writers);
     await sink.deliver(delivery(patientBundle('M1')));
     await sink.stop();
     const lines = fs.readFileSync(file, 'utf8').trimEnd().split('\n');
@@ -53,7 +58,7 @@ describe('FileSink', () => {
   });
 
   it('ndjson: envelope carries message and delivery ids; {date} names a daily file', async () => {
-    const sink = new FileSink(sinkContext(base(tmp, { envelope: true, file: 'out-{date}.ndjson', fsync: false })));
+    const sink = new FileSink(sinkContext(base(tmp, { envelope: true, file: 'out-{date}.ndjson', fsync: false })), writers);
     const d = delivery(patientBundle('M2'));
     await sink.deliver(d);
     await sink.stop();
@@ -66,7 +71,7 @@ describe('FileSink', () => {
 
   it('json: one file per message id, atomically replaced on redelivery, no temp files left', async () => {
     const out = path.join(tmp, 'nested', 'out');
-    const sink = new FileSink(sinkContext(base(out, { format: 'json' })));
+    const sink = new FileSink(sinkContext(base(out, { format: 'json' })), writers);
     await sink.start();
     const d = delivery(patientBundle('M3'), { id: 'msg-123' });
     await sink.deliver(d);
@@ -82,7 +87,7 @@ describe('FileSink', () => {
     const notADir = path.join(tmp, 'file');
     fs.writeFileSync(notADir, 'x');
     for (const format of ['ndjson', 'json'] as const) {
-      const sink = new FileSink(sinkContext(base(notADir, { format })));
+      const sink = new FileSink(sinkContext(base(notADir, { format })), writers);
       const err = await sink.deliver(delivery(patientBundle('SECRET-MRN', { family: 'Secretname' }))).catch((e) => e);
       await sink.stop();
       expect(err).toBeInstanceOf(FerryError);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { inject, injectable } from 'tsyringe';
 import { configError, retryableDeliveryError } from '../errors';
 import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
-import { coreTokens } from '../plugin/tokens';
+import { coreTokens, createToken } from '../plugin/tokens';
 import { deliveryPayload, deliveryPayloadJson, formatName, nonEmptyString, OWN_FORMATS, safeFileName, writtenMessages } from './common';
 import { fileModes, mkdirPrivate, type FileModes } from '../util/file-modes';
 
@@ -35,7 +35,7 @@ export interface FileSinkConfig {
 }
 
 // ---------------------------------------------------------------------------------------------
-// NDJSON: one writer per file in this process. Lines from concurrent deliveries are queued and
+// NDJSON: one writer per file in this engine (NdjsonWriters). Lines from concurrent deliveries are queued and
 // written together by a single write loop (whole lines, in queue order), then fsynced once
 // (group commit). A line is never split across two writes by another line, so lines cannot
 // interleave or tear, even when several sink instances point at the same file.
@@ -47,7 +47,7 @@ interface PendingLine {
   reject(e: unknown): void;
 }
 
-class NdjsonWriter {
+export class NdjsonWriter {
   refs = 0;
   private queue: PendingLine[] = [];
   private running: Promise<void> | undefined;
@@ -127,23 +127,45 @@ async function writeAll(h: fsp.FileHandle, buf: Buffer): Promise<void> {
   }
 }
 
-const writers = new Map<string, NdjsonWriter>();
+/**
+ * The NDJSON writers of one engine, one per file: sinks of the engine writing the same file share its
+ * writer (its queue keeps their lines whole). A service of the core plugin (`reg.provide`), so two
+ * engines in one process do not share writers; closed when the engine stops.
+ */
+export class NdjsonWriters {
+  private readonly byFile = new Map<string, NdjsonWriter>();
 
-function acquireWriter(file: string, modes: FileModes): NdjsonWriter {
-  let w = writers.get(file);
-  if (!w) {
-    w = new NdjsonWriter(file, modes);
-    writers.set(file, w);
+  acquire(file: string, modes: FileModes): NdjsonWriter {
+    let w = this.byFile.get(file);
+    if (!w) {
+      w = new NdjsonWriter(file, modes);
+      this.byFile.set(file, w);
+    }
+    w.refs++;
+    return w;
   }
-  w.refs++;
-  return w;
+
+  async release(w: NdjsonWriter): Promise<void> {
+    if (--w.refs > 0) return;
+    if (this.byFile.get(w.file) === w) this.byFile.delete(w.file);
+    await w.close();
+  }
+
+  /** Files with a writer open (tests). */
+  files(): string[] {
+    return [...this.byFile.keys()];
+  }
+
+  /** Closes every writer still open (their sinks stopped first; nothing is left queued). */
+  async dispose(): Promise<void> {
+    const all = [...this.byFile.values()];
+    this.byFile.clear();
+    await Promise.all(all.map((w) => w.close()));
+  }
 }
 
-async function releaseWriter(w: NdjsonWriter): Promise<void> {
-  if (--w.refs > 0) return;
-  if (writers.get(w.file) === w) writers.delete(w.file);
-  await w.close();
-}
+/** The engine's NDJSON writers (`NdjsonWriters`), in the core plugin's container. */
+export const ndjsonWritersToken = createToken<NdjsonWriters>('ferry.core.ndjsonWriters');
 
 async function fsyncDir(dir: string): Promise<void> {
   let h: fsp.FileHandle | undefined;
@@ -172,7 +194,10 @@ export class FileSink implements MessageSink {
   private writer: NdjsonWriter | undefined;
   private readonly modes: FileModes;
 
-  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<FileSinkConfig>) {
+  constructor(
+    @inject(coreTokens.SinkContext) private readonly ctx: SinkContext<FileSinkConfig>,
+    @inject(ndjsonWritersToken) private readonly writers: NdjsonWriters,
+  ) {
     this.cfg = { ...fileSinkSchemaDefaults(), ...ctx.config };
     this.dir = path.resolve(this.cfg.dir);
     this.modes = ctx.files ?? fileModes();
@@ -192,7 +217,7 @@ export class FileSink implements MessageSink {
   async stop(): Promise<void> {
     const w = this.writer;
     this.writer = undefined;
-    if (w) await releaseWriter(w);
+    if (w) await this.writers.release(w);
   }
 
   /** The NDJSON file a delivery made now goes to. */
@@ -219,8 +244,9 @@ export class FileSink implements MessageSink {
     const file = this.currentFile();
     if (this.writer?.file !== file) {
       const old = this.writer;
-      this.writer = acquireWriter(file, this.modes);
-      if (old) void releaseWriter(old);
+      this.writer = this.writers.acquire(file, this.modes);
+      // not awaited: the old day's file closes once its queue is written; this line goes to the new one
+      if (old) void this.writers.release(old);
     }
     // Compact JSON never holds a raw newline (they are escaped inside strings), so one record is one line.
     await this.writer.append(Buffer.from(json + '\n', 'utf8'), this.cfg.fsync);

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import type { Logger } from 'winston';
+import type { Logger } from '../plugin/api';
 
 /**
  * Connection admission for a listening source (MLLP, HTTP): an optional CIDR allowlist, a total
@@ -222,7 +222,7 @@ export class ListenerGuard {
     const refused = reason !== 'firstDataTimeout' && reason !== 'idle';
     if (!this.window) {
       this.window = { since: Date.now(), reasons: {}, addresses: new Map() };
-      this.logger.log(refused ? 'warn' : 'info', refused ? `${this.opts.kind} connection refused` : `${this.opts.kind} connection closed`, {
+      this.logger[refused ? 'warn' : 'info'](refused ? `${this.opts.kind} connection refused` : `${this.opts.kind} connection closed`, {
         ...this.opts.base,
         reason,
         remoteAddress: address,
@@ -253,7 +253,7 @@ export class ListenerGuard {
     }
     const top = [...w.addresses.entries()].sort((a, b) => b[1] - a[1]).slice(0, 5);
     const refusedAny = Object.keys(w.reasons).some((r) => r !== 'firstDataTimeout' && r !== 'idle');
-    this.logger.log(refusedAny ? 'warn' : 'info', `${this.opts.kind} connections refused or closed (summary)`, {
+    this.logger[refusedAny ? 'warn' : 'info'](`${this.opts.kind} connections refused or closed (summary)`, {
       ...this.opts.base,
       events: n,
       byReason: w.reasons,

@@ -4,7 +4,7 @@ import pg from 'pg';
 import { FerryError } from '../errors';
 import type { InstanceOptions, InstanceStart, LiveInstance } from './message-store';
 import type { Dialect } from './schema';
-import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql-store';
+import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql/sql.store';
 
 export interface PostgresStoreOptions extends SqlStoreOptions {
   /** `postgres://user@host:port/db` */
@@ -276,17 +276,24 @@ export class PostgresMessageStore extends SqlMessageStore {
   }
 
   protected async tx<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean; long?: boolean } = {}): Promise<T> {
+    const epoch = this.recoveries;
     try {
       const r = await this.txOnce(fn, opts);
       this.reached();
       this.noteWriteSuccess();
       return r;
     } catch (e) {
-      throw this.failed(e);
+      throw this.failed(e, epoch);
     }
   }
 
   private unreachable = false;
+  /**
+   * How many outages have ended. An operation remembers the count it began under: one that began
+   * before the latest recovery (a connect or query left hanging through the outage, failing only
+   * after the database came back) is not news of a new outage, and does not start one.
+   */
+  private recoveries = 0;
 
   /**
    * False while the database cannot be reached (the last operation lost its connection and none
@@ -299,6 +306,7 @@ export class PostgresMessageStore extends SqlMessageStore {
   private reached(): void {
     if (!this.unreachable) return;
     this.unreachable = false;
+    this.recoveries++;
     this.logger.info('postgres reachable again', { store: this.kind });
   }
 
@@ -306,10 +314,11 @@ export class PostgresMessageStore extends SqlMessageStore {
     return classifyPgError(e);
   }
 
-  private failed(e: unknown): unknown {
+  private failed(e: unknown, epoch: number): unknown {
     const c = classifyPgError(e);
     this.noteWriteFailure(c);
-    if (c instanceof FerryError && c.code === 'FERRY_E_TRANSIENT_STORE_CONNECTION' && !this.unreachable) {
+    const stale = epoch < this.recoveries;
+    if (c instanceof FerryError && c.code === 'FERRY_E_TRANSIENT_STORE_CONNECTION' && !this.unreachable && !stale) {
       this.unreachable = true;
       this.logger.warn('postgres unreachable', { store: this.kind, error: c.message });
     }
@@ -341,12 +350,13 @@ export class PostgresMessageStore extends SqlMessageStore {
   }
 
   protected async read<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
+    const epoch = this.recoveries;
     try {
       const r = await fn(this.execOn(this.requirePool()));
       this.reached();
       return r;
     } catch (e) {
-      throw this.failed(e);
+      throw this.failed(e, epoch);
     }
   }
 

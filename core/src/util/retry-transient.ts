@@ -1,4 +1,4 @@
-import type { Logger } from 'winston';
+import type { Logger } from '../plugin/api';
 import { FerryError } from '../errors';
 import { errorFields } from '../logging/logger';
 import { backoffDelay } from '../vendor/http-client';

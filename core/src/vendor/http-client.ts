@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Logger } from 'winston';
+import type { Logger } from '../plugin/api';
 import { FerryError } from '../errors';
 import { abortableSleep, type RateLimiter } from './rate-limiter';
 import type { CachedToken, TokenCache, TokenFetcher } from './token-cache';

@@ -43,8 +43,6 @@ export interface BulkClientOptions {
   downloadAttempts?: number;
 }
 
-const activeJobs = new Set<string>();
-
 export class BulkExportClient {
   readonly pollMinMs: number;
   readonly pollMaxMs: number;
@@ -62,10 +60,10 @@ export class BulkExportClient {
 
   /** Claim the per-client+tenant export slot (throws a retryable error when another export runs). */
   acquireSlot(): () => void {
-    if (activeJobs.has(this.conn.clientKey))
+    if (this.conn.shared.activeExports.has(this.conn.clientKey))
       throw new FerryError('VENDOR_EXPORT_BUSY', `${this.conn.vendor}: another bulk export is in progress for this client and tenant`, { kind: 'transient', retryable: true });
-    activeJobs.add(this.conn.clientKey);
-    return () => activeJobs.delete(this.conn.clientKey);
+    this.conn.shared.activeExports.add(this.conn.clientKey);
+    return () => this.conn.shared.activeExports.delete(this.conn.clientKey);
   }
 
   /** Kick off an export; returns the status URL (Content-Location). */

@@ -10,10 +10,11 @@
  * The token URL is discovered from `{base}/.well-known/smart-configuration` (then `metadata`),
  * never derived, unless `tokenUrl` is configured.
  */
-import { FerryError, RateLimiter, TokenCache, tokenCacheKey, VendorHttpClient, postTokenRequest, clientCredentialsFetcher, type TokenFetcher } from '@ferry/core';
+import { FerryError, RateLimiter, type TokenCache, tokenCacheKey, VendorHttpClient, postTokenRequest, clientCredentialsFetcher, type TokenFetcher } from '@ferry/core';
 import { randomUUID } from 'node:crypto';
-import type { Logger } from 'winston';
+import type { Logger } from '@ferry/core';
 import { loadSigningKey, signClientAssertion, type AssertionAlg, type SigningKey } from './keys';
+import { VendorConnections } from './vendor-connections';
 
 export interface ConnectionConfig {
   baseUrl: string;
@@ -85,21 +86,6 @@ export function connectionSchema(defaults: { method: 'private_key_jwt' | 'client
   };
 }
 
-const tokenCaches = new Map<number, TokenCache>();
-const limiters = new Map<string, RateLimiter>();
-
-function cacheFor(skewSec: number): TokenCache {
-  let c = tokenCaches.get(skewSec);
-  if (!c) tokenCaches.set(skewSec, (c = new TokenCache({ skewMs: skewSec * 1000 })));
-  return c;
-}
-function limiterFor(qps: number, burst: number): RateLimiter {
-  const k = `${qps}/${burst}`;
-  let l = limiters.get(k);
-  if (!l) limiters.set(k, (l = new RateLimiter({ ratePerSec: qps, burst })));
-  return l;
-}
-
 /** Find the token endpoint from the SMART configuration (then the CapabilityStatement's oauth-uris). */
 export async function discoverTokenUrl(vendor: string, baseUrl: string, timeoutMs = 10_000): Promise<string> {
   const http = new VendorHttpClient({ vendor, baseUrl, timeoutMs, retry: { maxAttempts: 3, initialDelayMs: 200 } });
@@ -136,12 +122,16 @@ export class VendorConnection {
   private tokenUrl?: string;
   private signingKey?: Promise<SigningKey>;
 
-  constructor(readonly vendor: string, readonly cfg: ConnectionConfig, readonly logger?: Logger, opts: { fetchImpl?: typeof fetch } = {}) {
+  /** The engine's shared tokens, buckets and running exports (a connection made without them has its own). */
+  readonly shared: VendorConnections;
+
+  constructor(readonly vendor: string, readonly cfg: ConnectionConfig, readonly logger?: Logger, opts: { fetchImpl?: typeof fetch; shared?: VendorConnections } = {}) {
     if (!cfg.baseUrl) throw new FerryError('CONFIG_BASE_URL', `${vendor}: baseUrl is required`, { kind: 'config', retryable: false });
     if (!cfg.clientId) throw new FerryError('CONFIG_CLIENT_ID', `${vendor}: clientId is required`, { kind: 'config', retryable: false });
     this.baseUrl = cfg.baseUrl.replace(/\/+$/, '');
     this.tokenUrl = cfg.tokenUrl || undefined;
-    this.tokenCache = cacheFor(cfg.auth.refreshSkewSec);
+    this.shared = opts.shared ?? new VendorConnections();
+    this.tokenCache = this.shared.tokenCache(cfg.auth.refreshSkewSec * 1000);
     this.clientKey = `${vendor}|${this.baseUrl}|${cfg.clientId}`;
     // One token per (vendor, tenant, client, auth method, scope set): a token for other scopes is not interchangeable.
     this.key = tokenCacheKey({ vendor, tenant: this.baseUrl, clientId: cfg.clientId, method: cfg.auth.method, scope: cfg.auth.scopes });
@@ -149,7 +139,7 @@ export class VendorConnection {
       vendor,
       baseUrl: this.baseUrl,
       auth: { key: this.key, cache: this.tokenCache, fetcher: this.fetcher() },
-      limiter: limiterFor(cfg.rateLimit.qps, cfg.rateLimit.burst),
+      limiter: this.shared.limiter(`rate|${cfg.rateLimit.qps}/${cfg.rateLimit.burst}`, () => new RateLimiter({ ratePerSec: cfg.rateLimit.qps, burst: cfg.rateLimit.burst })).limiter,
       limiterKey: `${vendor}|${new URL(this.baseUrl).host}`,
       retry: { maxAttempts: cfg.http.maxAttempts, maxRetryAfterMs: cfg.http.maxRetryAfterMs, initialDelayMs: 200 },
       timeoutMs: cfg.http.timeoutMs,

@@ -5,14 +5,17 @@
  * and the athenaOne platform connection used by both athena plugins.
  */
 export * from './keys';
+export * from './vendor-connections';
 export * from './connection';
 export * from './fhir-client';
 export * from './bulk-client';
 export * from './normalize';
-export * from './sources';
-export * from './transform';
-export * from './writeback.sink';
 export * from './poller';
-export * from './facade';
+export { resourceMessage } from './sources/vendor-source';
+export * from './sources/fhir-poll.source';
+export * from './sources/bulk-export.source';
+export * from './transforms/vendor-fhir.transform';
+export * from './sinks/write-back.sink';
+export * from './facade/vendor-fhir.provider';
 export * from './athena';
 export * from './testing';

@@ -2,9 +2,10 @@
 import type { PollingSource } from '@ferry/fhir-vendor-kit';
 import { runSinkContract, runSourceContract, runTransformContract } from '@ferry/testkit';
 import { AthenaSimulator, configFor, PRACTICE, seedPractice } from '../../../test/simulators/athena';
-import { AthenaFhirSink, athenaFhirSinkSchema, type AthenaFhirSinkConfig } from './athena-fhir.sink';
-import { AthenaFhirSource, athenaFhirSourceSchema, type AthenaFhirSourceConfig } from './athena-fhir.source';
-import { ATHENA_FHIR_CONTENT_TYPE, AthenaFhirTransform } from './athena-fhir.to-fhir';
+import { AthenaFhirSink, athenaFhirSinkSchema, type AthenaFhirSinkConfig } from './sinks/athena-fhir.sink';
+import { AthenaFhirSource, athenaFhirSourceSchema, type AthenaFhirSourceConfig } from './sources/athena-fhir.source';
+import { ATHENA_FHIR_CONTENT_TYPE } from './to-fhir/athena-fhir-canonical';
+import { AthenaFhirTransform } from './transforms/athena-fhir.transform';
 
 let sim: AthenaSimulator | undefined;
 let n = 0;

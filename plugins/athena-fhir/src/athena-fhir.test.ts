@@ -5,9 +5,9 @@ import { validateBundle } from '@ferry/core';
 import type { Patient } from '@medplum/fhirtypes';
 import { AthenaSimulator, PRACTICE, referencePatient, samplePatient, seedPractice } from '../../../test/simulators/athena';
 import { configFor, openStore, sinkContext, sourceContext, tempDir } from '../../../test/simulators/athena';
-import { AthenaFhirSink, athenaFhirSinkSchema, type AthenaFhirSinkConfig } from './athena-fhir.sink';
-import { AthenaFhirSource, athenaFhirSourceSchema, athenaFhirStrategy, type AthenaFhirSourceConfig } from './athena-fhir.source';
-import { athenaFhirToBundle, fhirPatientToRestId, parseAthenaFhirId, parseFhirEnvelope, restPatientToFhirId } from './athena-fhir.to-fhir';
+import { AthenaFhirSink, athenaFhirSinkSchema, type AthenaFhirSinkConfig } from './sinks/athena-fhir.sink';
+import { AthenaFhirSource, athenaFhirSourceSchema, athenaFhirStrategy, type AthenaFhirSourceConfig } from './sources/athena-fhir.source';
+import { athenaFhirToBundle, fhirPatientToRestId, parseAthenaFhirId, parseFhirEnvelope, restPatientToFhirId } from './to-fhir/athena-fhir-canonical';
 
 let sim: AthenaSimulator;
 let store: MessageStore;

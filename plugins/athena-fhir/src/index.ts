@@ -1,12 +1,14 @@
 import { definePlugin } from '@ferry/core';
-import { AthenaFhirSink, athenaFhirSinkSchema } from './athena-fhir.sink';
-import { AthenaFhirSource, athenaFhirSourceSchema } from './athena-fhir.source';
-import { AthenaFhirTransform } from './athena-fhir.to-fhir';
+import { VendorConnections, vendorConnectionsToken } from '@ferry/fhir-vendor-kit';
+import { AthenaFhirSink, athenaFhirSinkSchema } from './sinks/athena-fhir.sink';
+import { AthenaFhirSource, athenaFhirSourceSchema } from './sources/athena-fhir.source';
+import { AthenaFhirTransform } from './transforms/athena-fhir.transform';
 
-export * from './athena-fhir.client';
-export * from './athena-fhir.to-fhir';
-export * from './athena-fhir.source';
-export * from './athena-fhir.sink';
+export * from './client/athena-fhir.client';
+export * from './to-fhir/athena-fhir-canonical';
+export * from './sources/athena-fhir.source';
+export * from './sinks/athena-fhir.sink';
+export * from './transforms/athena-fhir.transform';
 
 /**
  * athenaOne FHIR R4: incremental `_lastUpdated` polling with `ah-practice` on every search, id
@@ -17,6 +19,8 @@ export const athenaFhirPlugin = definePlugin({
   manifest: { id: 'athena-fhir', version: '0.1.0', engine: '^0.1.0', dependsOn: ['athena-rest'], description: 'athenaOne FHIR R4 API' },
   configSchema: {},
   register(reg) {
+    // provided by athena-rest too (the first wins): one per engine, shared by both athena plugins
+    reg.provide(vendorConnectionsToken, () => new VendorConnections(), { shared: true });
     reg.addSourceType('athena-fhir', AthenaFhirSource, athenaFhirSourceSchema);
     reg.addSinkType('athena-fhir', AthenaFhirSink, athenaFhirSinkSchema);
     reg.addTransform(AthenaFhirTransform);

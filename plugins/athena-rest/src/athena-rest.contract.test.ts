@@ -2,9 +2,10 @@
 import { runSinkContract, runSourceContract, runTransformContract } from '@ferry/testkit';
 import type { PollingSource } from '@ferry/fhir-vendor-kit';
 import { AthenaSimulator, configFor, PRACTICE, samplePatient, seedPractice } from '../../../test/simulators/athena';
-import { AthenaRestSink, athenaRestSinkSchema, type AthenaRestSinkConfig } from './sink/athena-rest.sink';
-import { AthenaRestSource, athenaRestSourceSchema, type AthenaRestSourceConfig } from './source/athena-rest.source';
-import { AthenaContentType, AthenaRestTransform } from './transform/athena.to-fhir';
+import { AthenaRestSink, athenaRestSinkSchema, type AthenaRestSinkConfig } from './sinks/athena-rest.sink';
+import { AthenaRestSource, athenaRestSourceSchema, type AthenaRestSourceConfig } from './sources/athena-rest.source';
+import { AthenaContentType } from './to-fhir/athena-records';
+import { AthenaRestTransform } from './transforms/athena-rest.transform';
 
 let sim: AthenaSimulator | undefined;
 let n = 0;

@@ -1,16 +1,18 @@
 import { definePlugin } from '@ferry/core';
+import { VendorConnections, vendorConnectionsToken } from '@ferry/fhir-vendor-kit';
 import { athenaSubscriptionsCommand } from './cli/subscriptions.command';
-import { AthenaRestSink, athenaRestSinkSchema } from './sink/athena-rest.sink';
-import { AthenaRestSource, athenaRestSourceSchema } from './source/athena-rest.source';
-import { AthenaRestTransform } from './transform/athena.to-fhir';
-import { athenaFacadeProvider } from './facade';
+import { athenaFacadeProvider } from './facade/athena.provider';
+import { AthenaRestSink, athenaRestSinkSchema } from './sinks/athena-rest.sink';
+import { AthenaRestSource, athenaRestSourceSchema } from './sources/athena-rest.source';
+import { AthenaRestTransform } from './transforms/athena-rest.transform';
 
-export * from './transform/athena.to-fhir';
-export * from './transform/athena-chart.to-fhir';
-export * from './source/athena-rest.source';
-export * from './sink/athena-rest.sink';
+export * from './to-fhir/athena-records';
+export * from './to-fhir/athena-chart';
+export * from './sources/athena-rest.source';
+export * from './sinks/athena-rest.sink';
+export * from './transforms/athena-rest.transform';
 export * from './cli/subscriptions.command';
-export * from './facade';
+export * from './facade/athena.provider';
 
 /**
  * athenaOne proprietary REST ("v1"): OAuth client credentials, changed-data feeds, form-encoded
@@ -20,11 +22,13 @@ export const athenaRestPlugin = definePlugin({
   manifest: { id: 'athena-rest', version: '0.1.0', engine: '^0.1.0', description: 'athenaOne REST API: changed-data feeds, writes, canonical FHIR' },
   configSchema: {},
   register(reg) {
+    // the engine's athena tokens and per-practice buckets, shared with athena-fhir
+    reg.provide(vendorConnectionsToken, () => new VendorConnections(), { shared: true });
     reg.addSourceType('athena-rest', AthenaRestSource, athenaRestSourceSchema);
     reg.addSinkType('athena-rest', AthenaRestSink, athenaRestSinkSchema);
     reg.addTransform(AthenaRestTransform);
     reg.addCommand(athenaSubscriptionsCommand());
-    reg.registerFacadeProvider('athena', athenaFacadeProvider);
+    reg.registerFacadeProvider('athena', athenaFacadeProvider(() => reg.container.resolve(vendorConnectionsToken)));
   },
 });
 export default athenaRestPlugin;

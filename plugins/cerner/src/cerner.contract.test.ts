@@ -3,7 +3,7 @@ import { connConfig, resourceMessage, type PollSourceConfig, type WriteBackConfi
 import { contractFaults, heldWith } from '../../../test/simulators/epic/sim-common';
 import { runSinkContract, runSourceContract, runTransformContract } from '@ferry/testkit';
 import { CernerSimulator, CERNER_TENANT, cernerVital, seedCernerSandbox } from '../../../test/simulators/cerner/cerner-simulator';
-import { CernerFhirTransform, CernerPollSource, CernerWriteBackSink, cernerProfile } from './cerner.components';
+import { cernerProfile, CernerFhirTransform, CernerPollSource, CernerWriteBackSink } from './index';
 import type { PollingSource } from '@ferry/fhir-vendor-kit';
 
 const SCOPES = ['system/Patient.read', 'system/Observation.read', 'system/Observation.write'];

@@ -1,12 +1,12 @@
 import { SqliteMessageStore, silentLogger, type Delivery } from '@ferry/core';
-import { FhirClient, VendorConnection, resourceMessage } from '@ferry/fhir-vendor-kit';
+import { FhirClient, VendorConnection, VendorConnections, resourceMessage } from '@ferry/fhir-vendor-kit';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CernerSimulator, CERNER_TENANT, cernerVital, seedCernerSandbox } from '../../../test/simulators/cerner/cerner-simulator';
 import { connConfig, testKey } from '@ferry/fhir-vendor-kit';
 import { sourceHarness } from '@ferry/testkit';
-import { CernerBulkSource, CernerFhirTransform, CernerPollSource, CernerWriteBackSink, cernerProfile } from './cerner.components';
+import { CernerBulkSource, CernerFhirTransform, CernerPollSource, CernerWriteBackSink, cernerProfile } from './index';
 
 const SCOPES = ['system/Patient.read', 'system/Observation.read', 'system/Observation.write', 'system/Condition.read'];
 
@@ -175,13 +175,15 @@ describe('cerner plugin against the Oracle Health simulator', () => {
     expect(() => new CernerBulkSource(ctx)).toThrow(/needs system\/Encounter.read in auth.scopes/);
   });
 
-  it('runs one export at a time per client and tenant in this process', async () => {
+  it('runs one export at a time per client and tenant in this engine', async () => {
     const bulkCfg = { ...basic(), bulk: { level: 'group', groupId: '11ec-d16a-b40370f8-9d31-577f11a339c5', types: ['Patient'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 1000, batchSize: 100, deleteWhenDone: true } } as any;
     const store = new SqliteMessageStore({ path: path.join(dir, 'busy.db'), logger: silentLogger() });
     await store.open();
     try {
-      const a = new CernerBulkSource(sourceHarness(store, 'busy-a', bulkCfg).ctx);
-      const b = new CernerBulkSource(sourceHarness(store, 'busy-b', bulkCfg).ctx);
+      // the engine's VendorConnections (the plugin provides it; the engine injects it into both)
+      const shared = new VendorConnections();
+      const a = new CernerBulkSource(sourceHarness(store, 'busy-a', bulkCfg).ctx, shared);
+      const b = new CernerBulkSource(sourceHarness(store, 'busy-b', bulkCfg).ctx, shared);
       const [ra, rb] = await Promise.allSettled([a.cycle(), b.cycle()]);
       expect(ra.status).toBe('fulfilled');
       expect(rb.status === 'rejected' && (rb.reason as { code: string }).code).toBe('FERRY_E_VENDOR_EXPORT_BUSY');

@@ -3,7 +3,10 @@ import { connConfig, resourceMessage, testKey, type PollingSource, type PollSour
 import { contractFaults, heldWith } from '../../../test/simulators/epic/sim-common';
 import { runSinkContract, runSourceContract, runTransformContract } from '@ferry/testkit';
 import { EpicSimulator, epicVital, seedEpicSandbox } from '../../../test/simulators/epic/epic-simulator';
-import { EpicFhirTransform, epicProfile, EpicPollSource, EpicWriteBackSink } from './epic.components';
+import { epicProfile } from './epic-profile';
+import { EpicWriteBackSink } from './sinks/epic-fhir-write.sink';
+import { EpicPollSource } from './sources/epic-fhir-poll.source';
+import { EpicFhirTransform } from './transforms/epic-fhir.transform';
 
 const sim = new EpicSimulator({ pageSize: 50 });
 let patientId = '';

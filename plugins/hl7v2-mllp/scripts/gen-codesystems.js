@@ -1,16 +1,16 @@
 #!/usr/bin/env node
 /**
- * Generates src/fhir/maps/codesystems.generated.ts from the HL7 v2-to-FHIR IG concept-map CSVs in
+ * Generates src/v2-to-fhir/maps/codesystems.generated.ts from the HL7 v2-to-FHIR IG concept-map CSVs in
  * ../shared/v2-to-fhir/mappings/codesystems (HL7/v2-to-fhir at 8c9b414b, Apache-2.0).
  * Run: node plugins/hl7v2-mllp/scripts/gen-codesystems.js  (output is committed; the runtime never reads ../shared)
- * `--check` compares instead of writing (exit 1 on a difference): src/fhir/maps/generated.test.ts runs it.
+ * `--check` compares instead of writing (exit 1 on a difference): src/v2-to-fhir/maps/generated.test.ts runs it.
  */
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
 
 const SRC = path.resolve(__dirname, '../../../../shared/v2-to-fhir/mappings/codesystems');
-const OUT = path.resolve(__dirname, '../src/fhir/maps/codesystems.generated.ts');
+const OUT = path.resolve(__dirname, '../src/v2-to-fhir/maps/codesystems.generated.ts');
 
 const { parseCsv } = require('./csv');
 

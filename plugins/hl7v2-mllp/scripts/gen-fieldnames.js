@@ -6,7 +6,7 @@
  * every component of a composite data type with its name and type. The console's HL7 tree shows
  * them (GET /api/hl7/definitions).
  * Run: node plugins/hl7v2-mllp/scripts/gen-fieldnames.js  (output is committed; the runtime never reads ../shared)
- * `--check` compares instead of writing (exit 1 on a difference): src/fhir/maps/generated.test.ts runs it.
+ * `--check` compares instead of writing (exit 1 on a difference): src/v2-to-fhir/maps/generated.test.ts runs it.
  */
 'use strict';
 const fs = require('node:fs');

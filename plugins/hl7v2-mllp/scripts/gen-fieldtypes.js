@@ -1,24 +1,24 @@
 #!/usr/bin/env node
 /**
- * Generates src/fhir/maps/fields.generated.ts from the HL7 v2-to-FHIR IG segment and datatype
+ * Generates src/v2-to-fhir/maps/fields.generated.ts from the HL7 v2-to-FHIR IG segment and datatype
  * maps (../shared/v2-to-fhir/mappings/{segments,datatypes}/*.csv, HL7/v2-to-fhir at 8c9b414b,
  * Apache-2.0): for each segment field the IG maps, its HL7 data type, the FHIR element it goes
  * to and, for a `code` element, the concept map of its required binding; for each composite data
  * type, its components of the types the data-quality check reads (dates, numbers, codes).
  * Run: node plugins/hl7v2-mllp/scripts/gen-fieldtypes.js  (output is committed; the runtime never reads ../shared)
- * `--check` compares instead of writing (exit 1 on a difference): src/fhir/maps/generated.test.ts runs it.
+ * `--check` compares instead of writing (exit 1 on a difference): src/v2-to-fhir/maps/generated.test.ts runs it.
  */
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
 
 const ROOT = path.resolve(__dirname, '../../../../shared/v2-to-fhir/mappings');
-const OUT = path.resolve(__dirname, '../src/fhir/maps/fields.generated.ts');
+const OUT = path.resolve(__dirname, '../src/v2-to-fhir/maps/fields.generated.ts');
 const { CODE_MAPS } = loadCodeMaps();
 
 function loadCodeMaps() {
   // the generated concept maps, read as text (no TypeScript at generation time)
-  const text = fs.readFileSync(path.resolve(__dirname, '../src/fhir/maps/codesystems.generated.ts'), 'utf8');
+  const text = fs.readFileSync(path.resolve(__dirname, '../src/v2-to-fhir/maps/codesystems.generated.ts'), 'utf8');
   // CODE_MAPS = JSON.parse("<the maps as a JSON string literal>")
   const literal = /CODE_MAPS: Record<string, CodeMap> = JSON\.parse\(("(?:[^"\\]|\\.)*")\);/.exec(text)[1];
   return { CODE_MAPS: new Set(Object.keys(JSON.parse(JSON.parse(literal)))) };

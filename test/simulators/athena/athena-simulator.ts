@@ -39,11 +39,18 @@
  * - Fault injection [0]: token TTL, 401 on the Nth call, 429 with/without Retry-After (or the
  *   legacy 403 "Developer Over Qps"), a server-side QPS limit, latency, page size, 5xx bursts,
  *   a request log, a settable clock.
+ *
+ * This file holds the server, the token endpoint, scopes, throttling, faults and the data; the
+ * REST routes are in sim-rest-api.ts, the FHIR routes in sim-fhir-api.ts.
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { fromAthenaDateTime, toAthenaDateTime } from './wall-time';
+import { fhirApi } from './sim-fhir-api';
+import { restApi } from './sim-rest-api';
+
+export { FHIR_SEARCH_PARAMS } from './sim-fhir-api';
 
 export type Json = Record<string, any>;
 
@@ -95,20 +102,6 @@ export interface AthenaSimulatorOptions {
   now?: () => number;
 }
 
-/** Search parameters per type from the captured CapabilityStatement (reference 2.3); `_id` is always allowed. */
-export const FHIR_SEARCH_PARAMS: Record<string, string[]> = {
-  Appointment: ['base-appointment-id', 'group-appointment-id'],
-  Condition: ['patient', 'category', 'code', 'encounter', '_lastUpdated'],
-  DiagnosticReport: ['patient', 'category', 'code', 'date', 'result'],
-  DocumentReference: ['patient', 'category', 'type', 'date', 'encounter'],
-  Encounter: ['patient', 'date', 'location', 'practitioner'],
-  MedicationRequest: ['patient', 'intent', 'status', 'authoredon'],
-  Observation: ['patient', 'category', 'code', 'date', 'encounter'],
-  Patient: ['identifier', 'name', 'family', 'given', 'birthdate', 'gender'],
-  Provenance: ['target'],
-};
-/** Parameters every search may carry: athena's custom ones and paging (reference 2.2, 2.3). */
-const FHIR_COMMON_PARAMS = ['_id', 'ah-practice', 'ah-department', 'ah-brand', 'ah-provider-group', 'ah-chart-sharing-group', '_security', '_count', 'cursor'];
 
 export interface Fault {
   /** Status to answer. */
@@ -138,7 +131,7 @@ export interface SimRequest {
   practiceId?: string;
 }
 
-interface FeedEvent {
+export interface FeedEvent {
   seq: number;
   createdAt: number;
   processedAt?: number;
@@ -146,12 +139,12 @@ interface FeedEvent {
   record: Json;
 }
 
-interface Subscription {
+export interface Subscription {
   requestedAt: number;
   eventnames: string[];
 }
 
-interface PracticeData {
+export interface PracticeData {
   departments: Json[];
   providers: Json[];
   patients: Map<string, Json>;
@@ -168,11 +161,8 @@ interface PracticeData {
   nextId: number;
 }
 
-const FEEDS = ['patients', 'appointments', 'labresults', 'providers', 'prescriptions', 'problems', 'documents/patientcase'] as const;
-const APPOINTMENT_EVENTS = ['ScheduleAppointment', 'CheckIn', 'CheckOut', 'UpdateAppointment', 'CancelAppointment', 'FreezeAppointment', 'UnfreezeAppointment', 'DeleteAppointment'];
-const NOT_SUBSCRIBED = 'Changed messages require setup (subscription) that has not been done.';
 
-interface IssuedToken {
+export interface IssuedToken {
   clientId: string;
   expiresAt: number;
   scope: string;
@@ -189,11 +179,13 @@ export class AthenaSimulator {
   private readonly failOnCall = new Map<number, number>();
   private readonly tokens = new Map<string, IssuedToken>();
   private readonly practices = new Map<string, PracticeData>();
-  private readonly fhir = new Map<string, Map<string, Json>>();
+  /** FHIR resources by type, then id (read by sim-fhir-api.ts). */
+  readonly fhir = new Map<string, Map<string, Json>>();
   private readonly throttleWindows = new Map<string, number[]>();
   private server?: Server;
   private readonly sockets = new Set<Socket>();
-  private seq = 0;
+  /** Id counter (also used by sim-fhir-api.ts). */
+  seq = 0;
   now: () => number;
 
   constructor(opts: AthenaSimulatorOptions = {}) {
@@ -370,8 +362,8 @@ export class AthenaSimulator {
     return rec;
   }
 
-  /** A stored document as the API answers it (no attachment bytes). */
-  private documentView(r: Json): Json {
+  /** A stored document as the API answers it (no attachment bytes; also used by sim-rest-api.ts). */
+  documentView(r: Json): Json {
     const { attachmentcontents: _a, documentid: _d, ...rest } = r;
     return { ...rest, ...(_a ? { pagecount: 1 } : {}) };
   }
@@ -415,8 +407,9 @@ export class AthenaSimulator {
    * server zone), `description`, `analytes[{analyteid, analytename, value, analytedatetime}]`.
    * Analyte `units`/`referencerange`/`abnormalflag`/`loinc` are passed through when the test data
    * has them [U]. Nothing else (no accession id: the reference does not document one).
+   * Also used by sim-rest-api.ts.
    */
-  private chartLabResult(r: Json): Json {
+  chartLabResult(r: Json): Json {
     const ms = /^\d{2}\/\d{2}\/\d{4}/.test(String(r.observationdatetime)) ? fromAthenaDateTime(String(r.observationdatetime).length === 10 ? `${r.observationdatetime} 00:00:00` : r.observationdatetime, this.opts.serverTimeZone) : Date.parse(r.observationdatetime);
     const when = toAthenaDateTime(ms ?? this.now(), this.opts.serverTimeZone);
     const out: Json = { labresultid: Number(r.labresultid), labresultdatetime: when, description: r.description, labresultloinc: r.labresultloinc, status: r.status };
@@ -540,8 +533,8 @@ export class AthenaSimulator {
           ? send(403, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'forbidden', details: { text: `The access token lacks ${lacking}` } }] })
           : send(403, { error: 'Forbidden', detailedmessage: `The access token lacks ${lacking}` });
       }
-      if (rest) return this.rest(rest[1], rest[2] ?? '/', req.method ?? 'GET', u, body, tok, send);
-      if (u.pathname.startsWith('/fhir/r4')) return this.fhirApi(u.pathname.slice('/fhir/r4'.length), req, u, body, send);
+      if (rest) return restApi(this, rest[1], rest[2] ?? '/', req.method ?? 'GET', u, body, tok, send);
+      if (u.pathname.startsWith('/fhir/r4')) return fhirApi(this, u.pathname.slice('/fhir/r4'.length), req, u, body, send);
       return send(404, { error: 'Service not registered with API gateway.' });
     } catch (e) {
       send(500, { error: 'Internal error', detailedmessage: (e as Error).message });
@@ -607,342 +600,4 @@ export class AthenaSimulator {
     send(200, { token_type: 'Bearer', expires_in: this.opts.expiresInAsString ? String(ttl) : ttl, access_token: access, scope });
   }
 
-  // ---- REST -----------------------------------------------------------------------------------
-
-  private rest(p: string, path: string, method: string, u: URL, body: string, tok: IssuedToken, send: (s: number, b: unknown, h?: Record<string, string>) => void): void {
-    const d = this.practice(p);
-    const q = u.searchParams;
-    const form = new URLSearchParams(body);
-    const isWrite = method !== 'GET';
-    if (isWrite && body && !form.toString()) return send(400, { error: 'Invalid body' });
-    let m: RegExpExecArray | null;
-
-    if (method === 'GET' && path === '/departments') return send(200, this.page(p, '/departments', 'departments', d.departments, q));
-    if (method === 'GET' && path === '/providers') return send(200, this.page(p, '/providers', 'providers', d.providers, q));
-
-    // Changed-data feeds & subscriptions
-    if ((m = /^\/(.+)\/changed\/subscription(\/events)?$/.exec(path))) return this.subscription(d, m[1], !!m[2], method, form, tok, send);
-    if ((m = /^\/(.+)\/changed$/.exec(path)) && method === 'GET') return this.changed(p, d, m[1], q, tok, send);
-
-    // Patients
-    if (path === '/patients' && method === 'GET') {
-      const fn = q.get('firstname')?.toLowerCase();
-      const ln = q.get('lastname')?.toLowerCase();
-      const dob = q.get('dob');
-      if (!fn && !ln && !dob && !q.get('departmentid')) return send(400, { error: 'Additional fields are required.', detailedmessage: 'A search needs at least one of firstname, lastname, dob, departmentid.' });
-      const list = [...d.patients.values()].filter(
-        (x) => (!fn || String(x.firstname).toLowerCase() === fn) && (!ln || String(x.lastname).toLowerCase() === ln) && (!dob || x.dob === dob) && (!q.get('departmentid') || String(x.departmentid) === q.get('departmentid')),
-      );
-      return send(200, this.page(p, '/patients', 'patients', list, q));
-    }
-    if (path === '/patients' && method === 'POST') {
-      for (const k of ['departmentid', 'firstname', 'lastname', 'dob']) if (!form.get(k)) return send(400, { error: `Missing required field: ${k}`, detailedmessage: `${k} is required` });
-      if (!/^\d{2}\/\d{2}\/\d{4}$/.test(form.get('dob')!)) return send(400, { error: 'Invalid DOB', detailedmessage: 'dob must be MM/DD/YYYY' });
-      const rec = this.upsertPatient(p, { ...Object.fromEntries(form), status: 'active' });
-      return send(200, [{ patientid: rec.patientid }]);
-    }
-    if ((m = /^\/patients\/(\d+)$/.exec(path))) {
-      const pat = d.patients.get(m[1]);
-      if (!pat) return send(404, { error: 'The patient is not found.', detailedmessage: 'Invalid patientid' });
-      if (method === 'GET') return send(200, [pat]);
-      if (method === 'PUT') {
-        if (form.get('dob') && !/^\d{2}\/\d{2}\/\d{4}$/.test(form.get('dob')!)) return send(400, { error: 'Invalid DOB' });
-        const rec = this.upsertPatient(p, { ...Object.fromEntries(form), patientid: m[1] });
-        return send(200, [{ patientid: rec.patientid }]);
-      }
-    }
-
-    // Appointments
-    if (path === '/appointments/booked' && method === 'GET') {
-      const from = fromAthenaDateTime(q.get('startdate') ?? '', 'UTC');
-      const to = fromAthenaDateTime(q.get('enddate') ?? '', 'UTC');
-      if (from === undefined || to === undefined || !q.get('departmentid')) return send(400, { error: 'Additional fields are required.', detailedmessage: 'departmentid, startdate and enddate (MM/DD/YYYY) are required' });
-      const list = [...d.appointments.values()].filter((a) => {
-        const t = fromAthenaDateTime(a.date, 'UTC') ?? -1;
-        return String(a.departmentid) === q.get('departmentid') && t >= from && t <= to && a.appointmentstatus !== 'o';
-      });
-      return send(200, this.page(p, '/appointments/booked', 'appointments', list, q));
-    }
-    if (path === '/appointments/open' && method === 'GET') {
-      // Open slots are appointments with status `o` (reference 1.4 appointmentstatus, AddAppointmentSlot
-      // events). The endpoint is not in the reference's table [U]: modelled like /appointments/booked
-      // (departmentid required, optional startdate/enddate/providerid/appointmenttypeid, limit/offset paging).
-      if (!q.get('departmentid')) return send(400, { error: 'Additional fields are required.', detailedmessage: 'departmentid is required' });
-      const from = q.get('startdate') ? fromAthenaDateTime(q.get('startdate')!, 'UTC') : undefined;
-      const to = q.get('enddate') ? fromAthenaDateTime(q.get('enddate')!, 'UTC') : undefined;
-      if ((q.get('startdate') && from === undefined) || (q.get('enddate') && to === undefined)) return send(400, { error: 'Invalid date', detailedmessage: 'startdate and enddate are MM/DD/YYYY' });
-      const list = [...d.appointments.values()].filter((a) => {
-        const t = fromAthenaDateTime(a.date, 'UTC') ?? -1;
-        return (
-          a.appointmentstatus === 'o' &&
-          String(a.departmentid) === q.get('departmentid') &&
-          (from === undefined || t >= from) &&
-          (to === undefined || t <= to) &&
-          (!q.get('providerid') || String(a.providerid) === q.get('providerid')) &&
-          (!q.get('appointmenttypeid') || String(a.appointmenttypeid) === q.get('appointmenttypeid'))
-        );
-      });
-      return send(200, this.page(p, '/appointments/open', 'appointments', list, q));
-    }
-    if ((m = /^\/appointments\/(\d+)$/.exec(path)) && method === 'GET') {
-      const a = d.appointments.get(m[1]);
-      return a ? send(200, [a]) : send(404, { error: 'The appointment is not found.' });
-    }
-    if ((m = /^\/appointments\/(\d+)$/.exec(path)) && method === 'PUT') {
-      // Book an open slot.
-      const a = d.appointments.get(m[1]);
-      if (!a) return send(404, { error: 'The appointment is not found.' });
-      if (!form.get('patientid')) return send(400, { error: 'Missing required field: patientid' });
-      if (a.appointmentstatus !== 'o') return send(200, { success: false, errormessage: 'The appointment slot is not open.' });
-      if (!d.patients.has(String(form.get('patientid')))) return send(400, { error: 'Invalid patientid' });
-      const rec = this.upsertAppointment(p, { ...a, appointmentstatus: 'f', patientid: form.get('patientid'), appointmenttypeid: form.get('appointmenttypeid') ?? a.appointmenttypeid }, 'ScheduleAppointment');
-      return send(200, [rec]);
-    }
-    if ((m = /^\/appointments\/(\d+)\/cancel$/.exec(path)) && method === 'PUT') {
-      const a = d.appointments.get(m[1]);
-      if (!a) return send(404, { error: 'The appointment is not found.' });
-      if (!form.get('patientid')) return send(400, { error: 'Missing required field: patientid' });
-      if (a.appointmentstatus === 'x') return send(200, { success: false, errormessage: 'The appointment is already cancelled.' });
-      if (String(a.patientid) !== form.get('patientid')) return send(200, { success: false, errormessage: 'The patient does not match the appointment.' });
-      this.upsertAppointment(p, { ...a, appointmentstatus: 'x', cancelreasonname: form.get('cancellationreason') ?? 'PATIENT CANCELLED', cancelleddatetime: toAthenaDateTime(this.now(), this.opts.serverTimeZone) }, 'CancelAppointment');
-      return send(200, { status: 'x' });
-    }
-
-    if ((m = /^\/appointments\/(\d+)\/checkin$/.exec(path)) && method === 'POST') {
-      // Not in the reference [U]: athena's public API checks in a booked appointment of today.
-      const a = d.appointments.get(m[1]);
-      if (!a) return send(404, { error: 'The appointment is not found.' });
-      const why = a.appointmentstatus === 'o' ? 'The appointment is an open slot and cannot be checked in.' : a.appointmentstatus === 'x' ? 'The appointment is cancelled and cannot be checked in.' : a.appointmentstatus !== 'f' ? 'The appointment is already checked in.' : undefined;
-      if (why) return this.opts.checkinRefusal === 'http-400' ? send(400, { error: why, detailedmessage: why }) : send(200, { success: false, errormessage: why });
-      this.upsertAppointment(p, { ...a, appointmentstatus: '2', checkindatetime: toAthenaDateTime(this.now(), this.opts.serverTimeZone) }, 'CheckIn');
-      return send(200, { success: 'true' });
-    }
-
-    // Documents (reference 1.4; list key, fields and the read-back are [U])
-    if ((m = /^\/patients\/(\d+)\/documents\/admin$/.exec(path)) && method === 'GET') {
-      if (!q.get('departmentid')) return send(400, { error: 'Additional fields are required.', detailedmessage: 'departmentid is required' });
-      if (!d.patients.has(m[1])) return send(404, { error: 'The patient is not found.' });
-      const list = (d.documents.get(m[1]) ?? []).filter((x) => x.documentclass === 'ADMIN' && !x.deleteddatetime).map((x) => this.documentView(x));
-      return send(200, this.page(p, path, 'admins', list, q));
-    }
-    if ((m = /^\/patients\/(\d+)\/documents\/clinicaldocument\/(\d+)$/.exec(path)) && method === 'GET') {
-      const doc = (d.documents.get(m[1]) ?? []).find((x) => x.documentclass === 'CLINICALDOCUMENT' && String(x.clinicaldocumentid) === m![2]);
-      return doc ? send(200, [this.documentView(doc)]) : send(404, { error: 'The document is not found.' });
-    }
-    if (path === '/documents/clinicaldocument' && method === 'POST') {
-      for (const k of ['patientid', 'departmentid', 'documentsubclass']) if (!form.get(k)) return send(200, { success: false, errormessage: `${k} is required` });
-      if (!d.patients.has(form.get('patientid')!)) return send(200, { success: false, errormessage: 'Invalid patientid' });
-      if (!d.departments.some((x) => String(x.departmentid) === form.get('departmentid'))) return send(200, { success: false, errormessage: 'Invalid departmentid' });
-      if (!this.opts.clinicalDocumentSubclasses.includes(form.get('documentsubclass')!.toUpperCase())) return send(200, { success: false, errormessage: `Invalid documentsubclass: ${form.get('documentsubclass')}` });
-      if (form.get('attachmentcontents') && !/^[A-Za-z0-9+/=\s]+$/.test(form.get('attachmentcontents')!)) return send(200, { success: false, errormessage: 'attachmentcontents must be base64' });
-      const rec = this.addDocument(p, form.get('patientid')!, {
-        documentclass: 'CLINICALDOCUMENT',
-        documentsubclass: form.get('documentsubclass')!.toUpperCase(),
-        departmentid: form.get('departmentid'),
-        description: form.get('internalnote') ?? undefined,
-        documentdate: form.get('documentdate') ?? undefined,
-        contenttype: form.get('attachmenttype') ?? undefined,
-        attachmentcontents: form.get('attachmentcontents') ?? undefined,
-      });
-      return send(200, { success: 'true', clinicaldocumentid: String(rec.clinicaldocumentid) });
-    }
-
-    // Chart sections (reference 1.4): departmentid required, limit/offset paging
-    if ((m = /^\/chart\/(\d+)\/(problems|medications|allergies|vitals|vaccines)$/.exec(path)) && method === 'GET') {
-      if (!q.get('departmentid')) return send(400, { error: 'Additional fields are required.', detailedmessage: 'departmentid is required' });
-      if (!d.patients.has(m[1])) return send(404, { error: 'The patient is not found.' });
-      return send(200, this.page(p, path, m[2], d.chart.get(`${m[1]}|${m[2]}`) ?? [], q));
-    }
-
-    // Lab results
-    if ((m = /^\/chart\/(\d+)\/labresults$/.exec(path)) && method === 'GET') {
-      if (!q.get('departmentid')) return send(400, { error: 'Additional fields are required.', detailedmessage: 'departmentid is required' });
-      return send(200, { ...this.page(p, path, 'results', (d.labresults.get(m[1]) ?? []).filter((r) => !q.get('labresultid') || String(r.labresultid) === q.get('labresultid')).map((r) => this.chartLabResult(r)), q) });
-    }
-    if ((m = /^\/patients\/(\d+)\/documents\/labresult$/.exec(path)) && method === 'POST') {
-      if (!d.patients.has(m[1])) return send(404, { error: 'The patient is not found.' });
-      if (!form.get('departmentid')) return send(200, { success: false, errormessage: 'departmentid is required' });
-      if (form.get('observationdate') && !/^\d{2}\/\d{2}\/\d{4}$/.test(form.get('observationdate')!)) return send(200, { success: false, errormessage: 'Invalid observationdate' });
-      const rec = this.addLabResult(p, m[1], {
-        departmentid: form.get('departmentid'),
-        labresultloinc: form.get('labresultloinc') ?? undefined,
-        description: form.get('internalnote') ?? form.get('description') ?? undefined,
-        observationdatetime: form.get('observationdate') ? `${form.get('observationdate')} ${form.get('observationtime') ? `${form.get('observationtime')}:00` : '00:00:00'}` : undefined,
-        analytes: form.get('analytes') ? JSON.parse(form.get('analytes')!) : undefined,
-        facilityid: form.get('facilityid') ?? undefined,
-      });
-      return send(200, { success: 'true', labresultid: String(rec.labresultid) });
-    }
-
-    return send(404, { error: 'Service not registered with API gateway.' });
-  }
-
-  /** A `limit`/`offset` page with relative `next`/`previous` URLs including `/v1/{practiceid}`. */
-  private page(p: string, path: string, key: string, all: Json[], q: URLSearchParams, extra: Json = {}): Json {
-    const limit = Math.min(this.opts.maxLimit, Math.max(1, Number(q.get('limit') ?? this.opts.defaultLimit) || this.opts.defaultLimit));
-    const offset = Math.max(0, Number(q.get('offset') ?? 0) || 0);
-    const items = all.slice(offset, offset + limit);
-    const out: Json = { [key]: items, totalcount: all.length, ...extra };
-    const link = (o: number) => {
-      const nq = new URLSearchParams(q);
-      nq.set('limit', String(limit));
-      nq.set('offset', String(o));
-      return `/v1/${p}${path}?${nq.toString()}`;
-    };
-    if (offset + limit < all.length) out.next = link(offset + limit);
-    if (offset > 0) out.previous = link(Math.max(0, offset - limit));
-    return out;
-  }
-
-  private subscription(d: PracticeData, feed: string, events: boolean, method: string, form: URLSearchParams, tok: IssuedToken, send: (s: number, b: unknown) => void): void {
-    if (!(FEEDS as readonly string[]).includes(feed)) return send(404, { error: 'Service not registered with API gateway.' });
-    const key = `${tok.clientId}|${feed}`;
-    if (events) return send(200, { subscriptions: (feed === 'appointments' ? APPOINTMENT_EVENTS : [`${feed}Changed`]).map((eventname) => ({ eventname })) });
-    if (method === 'POST') {
-      if (!d.subscriptions.has(key)) d.subscriptions.set(key, { requestedAt: this.now(), eventnames: form.getAll('eventname') });
-      return send(200, { success: true });
-    }
-    if (method === 'DELETE') {
-      d.subscriptions.delete(key);
-      return send(200, { success: true });
-    }
-    const sub = d.subscriptions.get(key);
-    if (!sub) return send(200, { status: 'INACTIVE', subscriptions: [] });
-    const active = this.now() >= sub.requestedAt + this.opts.subscriptionDelayMs;
-    return send(200, { status: active ? 'ACTIVE' : 'PARTIAL', subscriptions: (sub.eventnames.length ? sub.eventnames : feed === 'appointments' ? APPOINTMENT_EVENTS : [`${feed}Changed`]).map((eventname) => ({ eventname })) });
-  }
-
-  private changed(p: string, d: PracticeData, feed: string, q: URLSearchParams, tok: IssuedToken, send: (s: number, b: unknown) => void): void {
-    if (!(FEEDS as readonly string[]).includes(feed)) return send(404, { error: 'Service not registered with API gateway.' });
-    const key = `${tok.clientId}|${feed}`;
-    const sub = d.subscriptions.get(key);
-    if (!sub || this.now() < sub.requestedAt + this.opts.subscriptionDelayMs) return send(403, { error: NOT_SUBSCRIBED, detailedmessage: NOT_SUBSCRIBED });
-    const queue = d.queues.get(key) ?? [];
-    const dept = q.get('departmentid');
-    const startS = q.get('showprocessedstartdatetime');
-    const endS = q.get('showprocessedenddatetime');
-    let selected: FeedEvent[];
-    let dequeue = false;
-    if (startS || endS) {
-      const start = startS ? fromAthenaDateTime(startS, this.opts.serverTimeZone) : 0;
-      const end = endS ? fromAthenaDateTime(endS, this.opts.serverTimeZone) : this.now();
-      if (start === undefined || end === undefined) return send(400, { error: 'Invalid datetime', detailedmessage: 'showprocessed*datetime must be MM/DD/YYYY HH:mm:ss' });
-      // Processed in [start, end] (second resolution: the end second is included).
-      selected = queue.filter((e) => e.processedAt !== undefined && e.processedAt >= start && e.processedAt < end + 1000);
-    } else {
-      selected = queue.filter((e) => e.processedAt === undefined);
-      dequeue = q.get('leaveunprocessed') !== 'true';
-    }
-    if (dept) selected = selected.filter((e) => e.departmentid === dept);
-    const key2 = feed === 'documents/patientcase' ? 'patientcases' : feed;
-    const limit = Math.min(this.opts.maxLimit, Math.max(1, Number(q.get('limit') ?? this.opts.defaultLimit) || this.opts.defaultLimit));
-    const offset = Math.max(0, Number(q.get('offset') ?? 0) || 0);
-    const pageEvents = selected.slice(offset, offset + limit);
-    const out: Json = { [key2]: pageEvents.map((e) => e.record), totalcount: selected.length };
-    if (offset + limit < selected.length) {
-      const nq = new URLSearchParams(q);
-      nq.set('limit', String(limit));
-      // Dequeued events leave the unprocessed list, so the next page of a dequeuing read starts again at 0.
-      nq.set('offset', String(dequeue ? 0 : offset + limit));
-      out.next = `/v1/${p}/${feed}/changed?${nq.toString()}`;
-    }
-    if (dequeue) for (const e of pageEvents) e.processedAt = this.now();
-    send(200, out);
-  }
-
-  // ---- FHIR ----------------------------------------------------------------------------------
-
-  private fhirApi(path: string, req: IncomingMessage, u: URL, body: string, send: (s: number, b: unknown, h?: Record<string, string>) => void): void {
-    const oo = (status: number, code: string, text: string, severity = 'error') => send(status, { resourceType: 'OperationOutcome', issue: [{ severity, code, details: { text } }] });
-    const method = req.method ?? 'GET';
-    if (path === '/metadata') {
-      return send(200, { resourceType: 'CapabilityStatement', url: 'https://fhir.athena.io/CapabilityStatement/ah-r4-base', status: 'active', kind: 'instance', fhirVersion: '4.0.1', format: ['json'], date: '2026-01-01' });
-    }
-    let m: RegExpExecArray | null;
-    let params = u.searchParams;
-    let type: string | undefined;
-    if ((m = /^\/([A-Za-z]+)\/_search$/.exec(path)) && method === 'POST') {
-      type = m[1];
-      params = new URLSearchParams(body);
-    } else if ((m = /^\/([A-Za-z]+)$/.exec(path)) && method === 'GET') type = m[1];
-    if (type) {
-      const practice = params.get('ah-practice');
-      if (!practice) return oo(400, 'required', 'The ah-practice search parameter is required.');
-      const pid = practice.replace(/^Organization\//, '').replace(/^a-1\.Practice-/, '');
-      let list = [...(this.fhir.get(type)?.values() ?? [])].filter((r) => r._practice === pid);
-      if (this.opts.enforceSearchParams) {
-        const allowed = [...FHIR_COMMON_PARAMS, ...(FHIR_SEARCH_PARAMS[type] ?? [])];
-        for (const k of params.keys()) if (!allowed.includes(k)) return oo(400, 'not-supported', `Search parameter ${k} is not supported for ${type}`);
-      }
-      for (const [k, v] of params) {
-        if (k === '_lastUpdated') {
-          const pm = /^(gt|ge|lt|le|eq)?(.+)$/.exec(v)!;
-          const t = Date.parse(pm[2]);
-          if (Number.isNaN(t)) return oo(400, 'invalid', `Invalid _lastUpdated: ${v}`);
-          const op = pm[1] ?? 'eq';
-          list = list.filter((r) => {
-            const lu = Date.parse(r.meta.lastUpdated);
-            return op === 'gt' ? lu > t : op === 'ge' ? lu >= t : op === 'lt' ? lu < t : op === 'le' ? lu <= t : lu === t;
-          });
-        } else if (k === '_id') list = list.filter((r) => v.split(',').includes(r.id));
-        else if (k === 'patient' || k === 'subject') list = list.filter((r) => r.subject?.reference === `Patient/${v.replace(/^Patient\//, '')}` || r.patient?.reference === `Patient/${v.replace(/^Patient\//, '')}`);
-        else if (k === 'family') list = list.filter((r) => r.name?.some((n: Json) => String(n.family ?? '').toLowerCase().startsWith(v.toLowerCase())));
-        else if (k === 'identifier') list = list.filter((r) => r.identifier?.some((i: Json) => `${i.system}|${i.value}` === v || i.value === v));
-        else if (!['ah-practice', '_count', 'cursor', '_sort'].includes(k)) return oo(400, 'not-supported', `Unsupported search parameter: ${k}`);
-      }
-      list.sort((a, b) => Date.parse(a.meta.lastUpdated) - Date.parse(b.meta.lastUpdated) || (a.id < b.id ? -1 : 1));
-      const count = Math.min(1000, Math.max(1, Number(params.get('_count') ?? this.opts.fhirDefaultCount) || this.opts.fhirDefaultCount));
-      const cursor = params.get('cursor');
-      let start = 0;
-      if (cursor) {
-        start = list.findIndex((r) => r.id === cursor);
-        if (start < 0) return oo(400, 'invalid', 'Invalid cursor');
-      }
-      const page = list.slice(start, start + count);
-      const self = `${this.fhirBase}/${type}?${params.toString()}`;
-      const link = [{ relation: 'self', url: self }];
-      if (start + count < list.length) {
-        const nq = new URLSearchParams(params);
-        nq.set('cursor', list[start + count].id);
-        nq.set('_count', String(count));
-        link.push({ relation: 'next', url: `${this.fhirBase}/${type}?${nq.toString()}` });
-      }
-      return send(200, {
-        resourceType: 'Bundle',
-        type: 'searchset',
-        total: list.length,
-        link,
-        entry: page.map((r) => ({ fullUrl: `${this.fhirBase}/${type}/${r.id}`, resource: strip(r), search: { mode: 'match' } })),
-      });
-    }
-    if ((m = /^\/([A-Za-z]+)\/([A-Za-z0-9.-]+)$/.exec(path)) && method === 'GET') {
-      const r = this.fhir.get(m[1])?.get(m[2]);
-      return r ? send(200, strip(r)) : oo(404, 'not-found', `${m[1]}/${m[2]} not found`);
-    }
-    if ((m = /^\/([A-Za-z]+)$/.exec(path)) && method === 'POST') {
-      // Writes the captured CapabilityStatement lists: QuestionnaireResponse create (reference 2.3).
-      if (m[1] !== 'QuestionnaireResponse') return oo(405, 'not-supported', `create is not supported for ${m[1]}`);
-      let res: Json;
-      try {
-        res = JSON.parse(body);
-      } catch {
-        return oo(400, 'structure', 'Body is not JSON');
-      }
-      if (res.resourceType !== m[1]) return oo(400, 'invalid', 'resourceType does not match the URL');
-      const subj = /^Patient\/a-(\d+)\.E-(\d+)$/.exec(res.subject?.reference ?? '');
-      if (!subj) return oo(422, 'business-rule', 'subject must reference an athena Patient (a-{practiceid}.E-{patientid})');
-      if (!res.status) return oo(500, 'required', 'QuestionnaireResponse.status is required', 'fatal');
-      const id = `a-${subj[1]}.qr-${++this.seq}`;
-      const stored = this.putFhir(subj[1], m[1], id, res);
-      return send(201, strip(stored), { Location: `${this.fhirBase}/${m[1]}/${id}/_history/1` });
-    }
-    return oo(404, 'not-found', `Unknown FHIR path ${path}`);
-  }
-}
-
-function strip(r: Json): Json {
-  const { _practice, _unversioned, ...rest } = r;
-  void _practice;
-  if (_unversioned) delete rest.meta;
-  return JSON.parse(JSON.stringify(rest));
 }

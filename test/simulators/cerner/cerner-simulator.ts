@@ -305,6 +305,10 @@ export class CernerSimulator extends FhirVendorSimulator<CernerClient> {
     const r = this.parse(res, type, body);
     if (!r) return;
     if (r.id !== id) return sendJson(res, 400, cernerOutcome('error', 'invalid', 'id does not match the URL'));
+    if (type !== 'Patient') {
+      const pid = patientOf(r);
+      if (!pid || !this.store.get('Patient', pid)) return sendJson(res, 422, cernerOutcome('error', 'business-rule', 'The patient reference is not valid in this tenant'));
+    }
     const stored = this.store.put({ ...r, meta: undefined } as Res);
     res.writeHead(200, { etag: `W/"${stored.meta.versionId}"`, 'content-length': '0' }).end();
   }

@@ -11,7 +11,9 @@
  *   silently ignored (4122 warning entry), `Bundle.total` = page size, empty results as a searchset
  *   holding an OperationOutcome entry (`search.mode=outcome`, 4101), opaque `link[next]` paging
  *   sessions that expire (4113), 401 + `WWW-Authenticate` on a bad token, XML when Accept is not JSON;
- * - create of Observation / DocumentReference / Condition (201 + Location);
+ * - create of Observation / DocumentReference / Condition (201 + Location); update (`PUT`) of
+ *   Observation / DocumentReference only -- the reference lists Epic's update ("CRU") for those two,
+ *   Patient as read/search/create, Appointment as read/search (3.3): any other `PUT` is refused;
  * - Bulk Data `Group/{id}/$export`: 202 + Content-Location, status 202 + `X-Progress` + `Retry-After`,
  *   200 manifest (`requiresAccessToken: true`), NDJSON files streamed, DELETE, one job per client (429);
  * - misrouted paths answer an IIS-style HTML 404; fault injection via `sim.server.inject`.
@@ -198,6 +200,7 @@ export class EpicSimulator extends FhirVendorSimulator<RegisteredJwtClient> {
       if (req.method === 'GET') return this.search(res, url, segs[0]);
       if (req.method === 'POST') return this.create(res, segs[0], body);
     }
+    if (segs.length === 2 && KNOWN_PARAMS[segs[0]] && req.method === 'PUT') return this.update(res, segs[0], segs[1], body);
     if (segs.length === 2 && KNOWN_PARAMS[segs[0]] && req.method === 'GET') {
       const r = this.store.get(segs[0], segs[1]);
       if (!r) return sendJson(res, 404, epicOutcome('4102', 'fatal', 'not-found', segs[1]));
@@ -333,6 +336,25 @@ export class EpicSimulator extends FhirVendorSimulator<RegisteredJwtClient> {
     const { id: _ignored, meta: _m, ...rest } = r;
     const stored = this.store.put(rest as Res);
     res.writeHead(201, { location: `${this.baseUrl}/${type}/${stored.id}`, etag: `W/"${stored.meta.versionId}"`, 'content-length': '0' }).end();
+  }
+
+  /** `PUT {type}/{id}`: no version check (the reference names none for Epic); answers 200, no body. */
+  private update(res: ServerResponse, type: string, id: string, body: Buffer): void {
+    if (!['Observation', 'DocumentReference'].includes(type)) return sendJson(res, 405, epicOutcome('4118', 'fatal', 'not-supported', `${type}.Update`));
+    if (!this.store.get(type, id)) return sendJson(res, 404, epicOutcome('4102', 'fatal', 'not-found', id));
+    let r: Res;
+    try {
+      r = JSON.parse(body.toString('utf8'));
+    } catch {
+      return sendJson(res, 400, epicOutcome('4100', 'fatal', 'structure', 'body is not JSON'));
+    }
+    if (r.resourceType !== type) return sendJson(res, 400, epicOutcome('4100', 'fatal', 'invalid', 'resourceType'));
+    if (r.id !== id) return sendJson(res, 400, epicOutcome('4100', 'fatal', 'invalid', 'id'));
+    if (!r.status) return sendJson(res, 400, epicOutcome('4100', 'fatal', 'required', 'status'));
+    const pid = patientOf(r);
+    if (!pid || !this.store.get('Patient', pid)) return sendJson(res, 400, epicOutcome('4100', 'fatal', 'invalid', 'subject'));
+    const stored = this.store.put({ ...r, meta: undefined } as Res);
+    res.writeHead(200, { etag: `W/"${stored.meta?.versionId ?? '1'}"`, 'content-length': '0' }).end();
   }
 
   private kickoff(req: IncomingMessage, res: ServerResponse, url: URL, token: IssuedToken, groupId: string): void {

@@ -96,18 +96,24 @@ sinks:
   ${id}-out: { type: ${id}, baseUrl: https://api.example.org, clientId: ..., clientSecret: \${${id.toUpperCase().replace(/-/g, '_')}_SECRET} }
 \`\`\`
 
-Tests: \`src/${id}.test.ts\` runs the testkit's contract suites (source, sink, transform) against the
+Layout (as in Ferry's own plugins, CONTRIBUTING.md): \`src/index.ts\` is the plugin definition;
+\`src/sources/\`, \`src/sinks/\`, \`src/transforms/\` hold one registered component each; \`src/client/\`
+the API connection they share; \`src/errors.ts\` the plugin's error codes.
+
+Tests: \`src/${id}.contract.test.ts\` runs the testkit's contract suites (source, sink, transform) against the
 simulator in \`src/__fixtures__/simulator.ts\` (a real HTTP server on port 0).
 `,
     'src/index.ts': `import 'reflect-metadata';
 import { definePlugin } from '@ferry/core';
-import { ${P}Sink, ${id.replace(/-/g, '')}SinkSchema } from './sink';
-import { ${P}Source, ${id.replace(/-/g, '')}SourceSchema } from './source';
-import { ${P}Transform } from './transform';
+import { ${P}Sink, ${id.replace(/-/g, '')}SinkSchema } from './sinks/${id}.sink';
+import { ${P}Source, ${id.replace(/-/g, '')}SourceSchema } from './sources/${id}.source';
+import { ${P}Transform } from './transforms/${id}.transform';
 
-export * from './source';
-export * from './sink';
-export * from './transform';
+export * from './client/${id}.client';
+export * from './errors';
+export * from './sources/${id}.source';
+export * from './sinks/${id}.sink';
+export * from './transforms/${id}.transform';
 
 export const ${id.replace(/-/g, '')}Plugin = definePlugin({
   manifest: { id: '${id}', version: '0.1.0', engine: '${engine}', description: '${id} records API: source, transform, sink' },
@@ -120,13 +126,12 @@ export const ${id.replace(/-/g, '')}Plugin = definePlugin({
 });
 export default ${id.replace(/-/g, '')}Plugin;
 `,
-    'src/api.ts': `/** The ${id} API connection both the source and the sink use: OAuth client credentials, timeouts, errors. */
-import { defineErrors, FerryError } from '@ferry/core';
-
-/**
+    'src/errors.ts': `/**
  * The plugin's own error codes, merged into Ferry's error catalogue (thrown as FERRY_E_<code>; see
  * Ferry's PLUGINS.md, "Errors"). Only codes declared here can be thrown through \`errors.error\`.
  */
+import { defineErrors } from '@ferry/core';
+
 export const errors = defineErrors({
   CONFIG_${id.toUpperCase().replace(/-/g, '_')}_BASE_URL: { kind: 'config', description: 'The ${id} connection has no baseUrl: set it.' },
   CONFIG_${id.toUpperCase().replace(/-/g, '_')}_TOKEN: { kind: 'config', description: 'The ${id} token endpoint refused the credentials: fix clientId and clientSecret.' },
@@ -138,6 +143,10 @@ export const errors = defineErrors({
   INPUT_${id.toUpperCase().replace(/-/g, '_')}_JSON: { kind: 'input', description: 'The ${id} record is not JSON: check the ${id} API.' },
   INPUT_${id.toUpperCase().replace(/-/g, '_')}_RECORD: { kind: 'input', description: 'The ${id} record has no id: check the ${id} API.' },
 });
+`,
+    [`src/client/${id}.client.ts`]: `/** The ${id} API connection both the source and the sink use: OAuth client credentials, timeouts, errors. */
+import { FerryError } from '@ferry/core';
+import { errors } from '../errors';
 
 export interface ConnectionConfig {
   baseUrl: string;
@@ -154,7 +163,7 @@ export const connectionSchema = {
   timeoutMs: { doc: 'Timeout of one HTTP call', format: 'nat', default: 10_000 },
 };
 
-export class Api {
+export class ${P}Client {
   private token?: { value: string; until: number };
   constructor(private readonly cfg: ConnectionConfig) {
     if (!cfg.baseUrl) throw errors.error('CONFIG_${id.toUpperCase().replace(/-/g, '_')}_BASE_URL', 'baseUrl is required', { kind: 'config' });
@@ -198,15 +207,15 @@ export class Api {
   }
 }
 `,
-    'src/source.ts': `/**
+    [`src/sources/${id}.source.ts`]: `/**
  * \`type: ${id}\` source: polls the records changed after its cursor. Each pass submits the page's
  * messages WITH the new cursor (one store transaction), so a crash before the commit re-reads the
  * page and nothing is lost or acknowledged early. Failed passes are logged once (OutageLog).
  */
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, errorFields, FerryError, OutageLog, type MessageSource, type SourceContext } from '@ferry/core';
-import { Api, connectionSchema, type ConnectionConfig } from './api';
-import { CONTENT_TYPE, headersOf } from './transform';
+import { ${P}Client, connectionSchema, type ConnectionConfig } from '../client/${id}.client';
+import { CONTENT_TYPE, headersOf } from '../transforms/${id}.transform';
 
 export interface ${P}SourceConfig extends ConnectionConfig {
   pollIntervalMs: number;
@@ -223,7 +232,7 @@ const CURSOR = 'cursor';
 
 @injectable()
 export class ${P}Source implements MessageSource {
-  private readonly api: Api;
+  private readonly client: ${P}Client;
   private readonly abort = new AbortController();
   private readonly signal: AbortSignal;
   private readonly failures: OutageLog;
@@ -233,7 +242,7 @@ export class ${P}Source implements MessageSource {
   lastError?: FerryError;
 
   constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<${P}SourceConfig>) {
-    this.api = new Api(ctx.config);
+    this.client = new ${P}Client(ctx.config);
     this.signal = AbortSignal.any([this.abort.signal, ctx.signal]);
     this.failures = new OutageLog(ctx.logger, '${id} poll failed', { source: ctx.id });
   }
@@ -264,7 +273,7 @@ export class ${P}Source implements MessageSource {
     let stored = 0;
     for (;;) {
       const after = (await this.ctx.getCheckpoint(CURSOR)) ?? '0';
-      const page = (await this.api.call('GET', \`/records?after=\${encodeURIComponent(after)}&limit=\${this.ctx.config.pageSize}\`, undefined, {}, this.signal)) as { items: { seq: number }[] };
+      const page = (await this.client.call('GET', \`/records?after=\${encodeURIComponent(after)}&limit=\${this.ctx.config.pageSize}\`, undefined, {}, this.signal)) as { items: { seq: number }[] };
       if (!page.items.length) return stored;
       const messages = page.items.map((r) => {
         const body = Buffer.from(JSON.stringify(r));
@@ -303,29 +312,30 @@ export class ${P}Source implements MessageSource {
   }
 }
 `,
-    'src/sink.ts': `/**
+    [`src/sinks/${id}.sink.ts`]: `/**
  * \`type: ${id}\` sink: POSTs the Bundle's Patients to \`/records\` with \`Idempotency-Key: <deliveryId>\`,
  * so a retry or a replay is not written twice. 5xx/429/timeouts are retryable, other 4xx dead.
  */
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, FerryError, type Delivery, type MessageSink, type SinkContext } from '@ferry/core';
-import { Api, connectionSchema, errors, type ConnectionConfig } from './api';
+import { ${P}Client, connectionSchema, type ConnectionConfig } from '../client/${id}.client';
+import { errors } from '../errors';
 
 export type ${P}SinkConfig = ConnectionConfig;
 export const ${id.replace(/-/g, '')}SinkSchema = { ...connectionSchema };
 
 @injectable()
 export class ${P}Sink implements MessageSink {
-  private readonly api: Api;
+  private readonly client: ${P}Client;
   constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<${P}SinkConfig>) {
-    this.api = new Api(ctx.config);
+    this.client = new ${P}Client(ctx.config);
   }
 
   async deliver(d: Delivery): Promise<void> {
     const patients = (d.bundle.entry ?? []).map((e) => e.resource).filter((r) => r?.resourceType === 'Patient');
     for (const [i, p] of patients.entries()) {
       try {
-        await this.api.call('POST', '/records', p, { 'idempotency-key': \`\${d.deliveryId}:\${i}\` }, d.signal);
+        await this.client.call('POST', '/records', p, { 'idempotency-key': \`\${d.deliveryId}:\${i}\` }, d.signal);
       } catch (e) {
         const fe = FerryError.from(e);
         throw errors.error('DELIVERY_${id.toUpperCase().replace(/-/g, '_')}_WRITE', fe.message, fe.retryable ? { kind: 'transient', retryable: true, details: fe.details, cause: fe } : { kind: 'input', retryable: false, details: fe.details, cause: fe });
@@ -335,10 +345,10 @@ export class ${P}Sink implements MessageSink {
   }
 }
 `,
-    'src/transform.ts': `/** \`${ct}\`: a ${id} record -> a FHIR R4 Bundle with one Patient. Deterministic: the same record, the same Bundle. */
+    [`src/transforms/${id}.transform.ts`]: `/** \`${ct}\`: a ${id} record -> a FHIR R4 Bundle with one Patient. Deterministic: the same record, the same Bundle. */
 import type { MessageHeaders, MessageTransform, StoredMessage } from '@ferry/core';
 import type { Bundle } from '@medplum/fhirtypes';
-import { errors } from './api';
+import { errors } from '../errors';
 
 export const CONTENT_TYPE = '${ct}';
 
@@ -398,7 +408,7 @@ export class ${P}Transform implements MessageTransform {
 `,
     'src/__fixtures__/simulator.ts': `/** A local ${id} API for the tests (not built): token endpoint, paged records, idempotent writes, faults. */
 import { VendorSimulator } from '@ferry/testkit';
-import type { ${P}Record } from '../transform';
+import type { ${P}Record } from '../transforms/${id}.transform';
 
 export const CLIENT = { clientId: '${id}-client', clientSecret: '${id}-secret' };
 
@@ -440,12 +450,12 @@ export class ${P}Simulator {
   }
 }
 `,
-    [`src/${id}.test.ts`]: `/** The plugin against its simulator: the testkit's contract suites for the source, the sink and the transform. */
+    [`src/${id}.contract.test.ts`]: `/** The plugin against its simulator: the testkit's contract suites for the source, the sink and the transform. */
 import { runSinkContract, runSourceContract, runTransformContract } from '@ferry/testkit';
 import { CLIENT, ${P}Simulator } from './__fixtures__/simulator';
-import { ${P}Sink, type ${P}SinkConfig } from './sink';
-import { ${P}Source, type ${P}SourceConfig } from './source';
-import { CONTENT_TYPE, ${P}Transform } from './transform';
+import { ${P}Sink, type ${P}SinkConfig } from './sinks/${id}.sink';
+import { ${P}Source, type ${P}SourceConfig } from './sources/${id}.source';
+import { CONTENT_TYPE, ${P}Transform } from './transforms/${id}.transform';
 
 const api = new ${P}Simulator();
 let n = 0;

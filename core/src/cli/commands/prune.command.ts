@@ -4,7 +4,7 @@ import type { CliCommand } from '../../plugin/api';
 import { pruneByRetention } from '../../store/admin-ops';
 import { openConfiguredStore } from './replay.command';
 import { resolveConfigPath } from '../config-path';
-import { audited } from './cli-audit';
+import { audited } from '../audit-trail';
 
 const out = (s: string) => process.stdout.write(`${s}\n`);
 

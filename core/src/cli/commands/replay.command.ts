@@ -8,7 +8,7 @@ import { createStore } from '../../store/create-store';
 import { fileModesOf } from '../../util/file-modes';
 import type { MessageStore } from '../../store/message-store';
 import { resolveConfigPath } from '../config-path';
-import { audited } from './cli-audit';
+import { audited } from '../audit-trail';
 
 /**
  * Opens the store the config names (for commands that work on it while the engine may run), with

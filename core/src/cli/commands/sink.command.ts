@@ -4,7 +4,7 @@ import type { CliCommand } from '../../plugin/api';
 import { holdRequest } from '../../store/admin-ops';
 import { resolveConfigPath } from '../config-path';
 import { openConfiguredStore } from './replay.command';
-import { audited } from './cli-audit';
+import { audited } from '../audit-trail';
 
 const out = (s: string) => process.stdout.write(`${s}\n`);
 

@@ -1,7 +1,7 @@
 import { tokenRequest, issueToken, makeToken, tokenView } from '../../admin/token-ops';
 import { FerryError } from '../../errors';
 import type { CliCommand } from '../../plugin/api';
-import { audited, cliPrincipal } from './cli-audit';
+import { audited, cliPrincipal } from '../audit-trail';
 import { openConfiguredStore } from './replay.command';
 
 const out = (s: string) => process.stdout.write(`${s}\n`);

@@ -1,13 +1,13 @@
 /**
  * The athenaOne connection both athena plugins share (reference 1.1, 1.2, 0): hosts per
  * environment, OAuth 2.0 client credentials with HTTP Basic, one token per (environment, client,
- * scope set) cached process-wide with single-flight refresh ahead of expiry, a token-bucket limit per
- * practice, and the vendor HTTP policy from `@ferry/core` (retries, Retry-After, 401 replay,
+ * scope set) cached per engine (`VendorConnections`) with single-flight refresh ahead of expiry, a
+ * token-bucket limit per practice, and the vendor HTTP policy from `@ferry/core` (retries, Retry-After, 401 replay,
  * X-Request-Id, no blind retry of writes).
  */
 import { readFileSync } from 'node:fs';
-import { clientCredentialsFetcher, configError, FerryError, RateLimiter, TokenCache, tokenCacheKey, VendorHttpClient, type ConfigSchema, type QueryValue } from '@ferry/core';
-import type { Logger } from 'winston';
+import { clientCredentialsFetcher, configError, FerryError, RateLimiter, type TokenCache, tokenCacheKey, VendorHttpClient, type ConfigSchema, type Logger, type QueryValue } from '@ferry/core';
+import { VendorConnections } from '../vendor-connections';
 
 export const AthenaHosts = {
   preview: 'https://api.preview.platform.athenahealth.com',
@@ -57,17 +57,6 @@ export interface AthenaConnectionConfig {
   tokenSkewMs: number;
 }
 
-// Process-wide: every source/sink (REST or FHIR) with the same credentials shares one token, and
-// every caller of a practice shares one bucket.
-const tokenCaches = new Map<number, TokenCache>();
-const limiters = new Map<string, RateLimiter>();
-
-function tokenCacheFor(skewMs: number): TokenCache {
-  let c = tokenCaches.get(skewMs);
-  if (!c) tokenCaches.set(skewMs, (c = new TokenCache({ skewMs })));
-  return c;
-}
-
 /** Resolve the secret from config, then env, then `*_FILE`. */
 function resolveSecret(value: string, envName: string, env: NodeJS.ProcessEnv): string {
   if (value) return value;
@@ -99,6 +88,12 @@ export class AthenaConnection {
   constructor(
     readonly config: AthenaConnectionConfig,
     readonly logger: Logger,
+    /**
+     * The engine's shared tokens and buckets (`@inject(vendorConnectionsToken)` in a component): every
+     * source/sink (REST or FHIR) with the same credentials shares one token, every caller of a practice
+     * one bucket. Without it (a tool, a test) this connection has its own.
+     */
+    shared: VendorConnections = new VendorConnections(),
     env: NodeJS.ProcessEnv = process.env,
   ) {
     const clientId = resolveSecret(config.clientId, 'ATHENA_CLIENT_ID', env);
@@ -109,17 +104,14 @@ export class AthenaConnection {
     this.host = (config.baseUrl || AthenaHosts[config.environment]).replace(/\/+$/, '');
     this.tokenUrl = `${this.host}/oauth2/v1/token`;
     this.fhirBase = `${this.host}/fhir/r4`;
-    this.tokenCache = tokenCacheFor(config.tokenSkewMs);
+    this.tokenCache = shared.tokenCache(config.tokenSkewMs);
     // One token per (environment, client, scope set): a REST source and a FHIR source asking for
     // more scopes on the same client must not get each other's token (reference 1.2, 2.1).
     this.tokenKey = tokenCacheKey({ vendor: 'athena', tenant: this.tokenUrl, clientId, scope: config.scope });
     const qps = config.rateLimit.qps > 0 ? config.rateLimit.qps : defaultQps[config.environment];
     const limiterKey = `athena|${this.host}|${this.practiceId}`;
-    let limiter = limiters.get(limiterKey);
-    if (!limiter) {
-      limiter = new RateLimiter({ ratePerSec: qps, burst: config.rateLimit.burst || Math.max(1, Math.floor(qps)) });
-      limiters.set(limiterKey, limiter);
-    } else if (Math.abs(limiter.ratePerSec - qps) > 1e-9) {
+    const { limiter, created } = shared.limiter(limiterKey, () => new RateLimiter({ ratePerSec: qps, burst: config.rateLimit.burst || Math.max(1, Math.floor(qps)) }));
+    if (!created && Math.abs(limiter.ratePerSec - qps) > 1e-9) {
       // One bucket per practice is the point: the first configured rate wins, loudly.
       logger.warn('athena rate limit for this practice is already set by another source/sink; keeping it', { practiceId: this.practiceId, qps: limiter.ratePerSec, ignoredQps: qps });
     }

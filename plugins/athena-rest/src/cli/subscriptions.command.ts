@@ -5,8 +5,8 @@
  * subscribes the feeds that are not. Exit 0 when every feed is ACTIVE, 1 otherwise.
  */
 import { configure, errorFields, type CliCommand } from '@ferry/core';
-import { AthenaConnection } from '@ferry/fhir-vendor-kit';
-import type { AthenaRestSourceConfig } from '../source/athena-rest.source';
+import { AthenaConnection, VendorConnections } from '@ferry/fhir-vendor-kit';
+import type { AthenaRestSourceConfig } from '../sources/athena-rest.source';
 
 export function athenaSubscriptionsCommand(out: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): CliCommand {
   return {
@@ -26,11 +26,13 @@ export function athenaSubscriptionsCommand(out: (line: string) => void = (l) => 
       }
       let allActive = true;
       out(['source', 'feed', 'status', 'events'].join('\t'));
+      // one token per client for the whole run, as in the engine
+      const shared = new VendorConnections();
       for (const [id, entry] of entries) {
         const { type: _type, duplicates: _dup, ...cfg } = entry;
         void _type;
         void _dup;
-        const conn = new AthenaConnection(cfg as unknown as AthenaRestSourceConfig, ctx.logger);
+        const conn = new AthenaConnection(cfg as unknown as AthenaRestSourceConfig, ctx.logger, shared);
         for (const feed of (cfg as unknown as AthenaRestSourceConfig).feeds ?? []) {
           try {
             let sub = await conn.get<{ status?: string; subscriptions?: { eventname: string }[] }>(`/${feed}/changed/subscription`);

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { adtBundle, oruBundle } from '../v2out/__fixtures__/bundles';
+import { adtBundle, oruBundle } from '../fhir-to-v2/__fixtures__/bundles';
 
 const root = path.resolve(__dirname, '../../../..');
 const cli = path.join(root, 'core/dist/cli/main.js');

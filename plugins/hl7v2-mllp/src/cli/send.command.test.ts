@@ -4,7 +4,7 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { silentLogger } from '../../../../core/src/logging/logger';
 import { adt, storeCtx, type RecordingCtx } from '../mllp/__fixtures__/support';
-import { MllpSource } from '../mllp/mllp.source';
+import { MllpSource } from '../sources/mllp.source';
 import { messagesOfFile, parseTarget, sendCommand } from './send.command';
 
 const CORPUS = path.resolve(__dirname, '../../../../../shared/corpus/hl7v2-msft');

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import tls from 'node:tls';
-import type { Logger } from 'winston';
+import type { Logger } from '@ferry/core';
 import { FerryError } from '@ferry/core';
 import { readAck } from '../ack/ack.builder';
 import { encodeFrame, MllpDeframer } from './framing';

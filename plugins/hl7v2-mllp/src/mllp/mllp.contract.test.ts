@@ -2,12 +2,12 @@
 import { runSinkContract, runSourceContract, runTransformContract } from '@ferry/testkit';
 import { buildAck } from '../ack/ack.builder';
 import { readRawHeader } from '../ack/msh';
-import { Hl7v2Transform } from '../fhir/transform';
+import { Hl7v2Transform } from '../transforms/hl7v2-to-fhir.transform';
 import { extractHeaders, splitHl7Batch } from '../hl7v2';
 import { adt, field, frame, RawClient, Receiver } from './__fixtures__/support';
-import { MllpSink } from './mllp.sink';
+import { MllpSink } from '../sinks/mllp.sink';
 import type { MllpSinkConfig, MllpSourceConfig } from './mllp.schema';
-import { MllpSource } from './mllp.source';
+import { MllpSource } from '../sources/mllp.source';
 
 const TLS_OFF = { enabled: false, cert: '', key: '', passphrase: '', ca: '', requestCert: false, rejectUnauthorized: true, servername: '' };
 let n = 0;

@@ -4,7 +4,7 @@ import { isEnhanced } from '../ack/ack.builder';
 import { readRawHeader } from '../ack/msh';
 import { adt, frame, RawClient, storeCtx, type RecordingCtx } from './__fixtures__/support';
 import { CR, FS, MllpDeframer, VT } from './framing';
-import { MllpSource } from './mllp.source';
+import { MllpSource } from '../sources/mllp.source';
 
 /**
  * Property-based tests: random, truncated and oversized frames and malformed HL7 never crash the

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type tls from 'node:tls';
 import { cidrListFormat, FerryError, type ConfigSchema } from '@ferry/core';
-import { receiverProfileSchema } from '../v2out/profile';
+import { receiverProfileSchema } from '../fhir-to-v2/profile';
 
 const tlsSchema = {
   enabled: { doc: 'Use TLS (implied when cert and key are set)', format: Boolean, default: false },

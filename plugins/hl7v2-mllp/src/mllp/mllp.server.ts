@@ -1,6 +1,6 @@
 import net from 'node:net';
 import tls from 'node:tls';
-import type { Logger } from 'winston';
+import type { Logger } from '@ferry/core';
 import { FerryError, ListenerGuard, type ListenerGuardStats } from '@ferry/core';
 import { encodeFrame, MllpDeframer, type DeframerEvent } from './framing';
 

@@ -1,0 +1,89 @@
+/**
+ * Invariants as medplum evaluates them (constraintsCheck): the fast closures when the expression is in their
+ * subset, else @medplum/core's FHIRPath engine; an invariant that only navigates its context's children is
+ * evaluated only when one of them is present, and otherwise takes its verdict on an empty element.
+ */
+import { createConstraintIssue, createProcessingIssue, toTypedValue, UCUM, type TypedValue } from '@medplum/core';
+import type { At, Ctx } from './check-context';
+import { NOT_FAST } from './fhirpath-fast';
+import { compile, type Invariant, type Probe } from './plan';
+
+const UCUM_TV = toTypedValue(UCUM);
+
+/** One input list and environment for every fast evaluation (no closure keeps or changes its input). */
+const FAST_INPUT: unknown[] = [undefined];
+const FAST_ENV: { resource: unknown; root: unknown } = { resource: undefined, root: undefined };
+
+function evaluate(inv: Invariant, tv: TypedValue, ctx: Ctx): boolean | Error {
+  if (inv.fast) {
+    try {
+      FAST_INPUT[0] = tv.value;
+      FAST_ENV.resource = ctx.resources.length ? ctx.resources[ctx.resources.length - 1] : undefined;
+      FAST_ENV.root = ctx.root?.value;
+      const out = inv.fast(FAST_INPUT, FAST_ENV);
+      FAST_INPUT[0] = FAST_ENV.resource = FAST_ENV.root = undefined; // keep no message alive
+      return out.length === 1 && out[0] === true;
+    } catch (e) {
+      if (e !== NOT_FAST) return e as Error;
+    }
+  }
+  const variables: Record<string, TypedValue> = { '%context': tv, '%ucum': UCUM_TV };
+  if (ctx.resources.length) variables['%resource'] = toTypedValue(ctx.resources[ctx.resources.length - 1]);
+  if (ctx.root) variables['%rootResource'] = ctx.root;
+  try {
+    const out = inv.atom.eval({ variables }, [tv]);
+    return out.length === 1 && out[0].value?.valueOf() === true;
+  } catch (e) {
+    return e as Error;
+  }
+}
+
+function probe(inv: Invariant, type: string): Probe {
+  let p = inv.perType.get(type);
+  if (!p) {
+    const ct = compile(type);
+    const keys = new Set<string>();
+    for (const n of inv.names ?? []) {
+      const prop = ct?.props.find((x) => x.key === n || x.key === n + '[x]');
+      if (prop) for (const cand of prop.cands) keys.add(cand.name).add('_' + cand.name);
+      else keys.add(n).add('_' + n);
+    }
+    p = { keys, empty: undefined };
+    inv.perType.set(type, p);
+  }
+  return p;
+}
+
+/** Medplum's constraintsCheck: the first failing invariant of the list is reported. */
+export function checkInvariants(list: Invariant[], tv: TypedValue, at: At, ctx: Ctx): void {
+  for (const inv of list) {
+    let ok: boolean | Error | undefined;
+    const v = tv.value as Record<string, unknown> | null | undefined;
+    if (inv.direct !== undefined && (ok = inv.direct(v)) !== undefined) {
+      // decided without FHIRPath
+    } else if (inv.names) {
+      const p = probe(inv, tv.type);
+      let present = false;
+      if (v && typeof v === 'object') {
+        for (const k in v) {
+          if (p.keys.has(k) && v[k] !== undefined) {
+            present = true;
+            break;
+          }
+        }
+      }
+      if (present) ok = evaluate(inv, tv, ctx);
+      else {
+        if (p.empty === undefined) {
+          const r = evaluate(inv, { type: tv.type, value: {} }, ctx);
+          p.empty = r === true;
+        }
+        ok = p.empty;
+      }
+    } else ok = evaluate(inv, tv, ctx);
+    if (ok === true) continue;
+    if (ok instanceof Error) ctx.issues.push(createProcessingIssue(at.path, 'Error evaluating invariant expression', ok, { fhirpath: inv.constraint.expression }));
+    ctx.issues.push(createConstraintIssue(at.path, inv.constraint));
+    return;
+  }
+}

@@ -1,0 +1,321 @@
+/**
+ * The checking plan of each FHIR type, compiled once from its StructureDefinition (as @medplum/core parses
+ * it): every JSON key the type allows, mapped to its element, type candidates, cardinality, required binding
+ * and compiled invariants; and the invariants themselves (parsed once, in the fast FHIRPath subset when they
+ * can be, with hand-written checks for the ones evaluated most). The validator (index.ts) walks it.
+ */
+import {
+  getAllDataTypes,
+  isPrimitiveType,
+  parseFhirPath,
+  tryGetDataType,
+  type InternalSchemaElement,
+  type InternalTypeSchema,
+} from '@medplum/core';
+import { ensureFhirDefinitions } from '../definitions';
+import { compileFast, emptyValue as isEmpty, setChoiceNames, type FastFn } from './fhirpath-fast';
+import { requiredCodes, requiredConcepts } from './valuesets';
+
+/** Keys of invariants @medplum/core does not evaluate either (ele-1 per element, dom-3, org-1, sdf-19). */
+const SKIPPED: Record<string, true> = { 'ele-1': true, 'dom-3': true, 'org-1': true, 'sdf-19': true };
+/** Anything that reads the context other than through its named children. */
+const IMPURE = /%|\$|descendants\s*\(|children\s*\(|repeat\s*\(|resolve\s*\(|hasValue\s*\(|trace\s*\(|memberOf|conformsTo|htmlChecks|(^|[^.\w\s]|\b(and|or|xor|implies|not|in|contains)\s)\s*[A-Za-z_]\w*\s*\(/;
+
+export interface Invariant {
+  key: string;
+  constraint: { key: string; severity: 'error' | 'warning'; expression: string; description: string };
+  atom: ReturnType<typeof parseFhirPath>;
+  /** the expression compiled to closures over plain JSON, when it is in the fast subset */
+  fast?: FastFn;
+  /** identifiers the expression names, when it only navigates its context's children */
+  names?: string[];
+  /** per item type: the JSON keys to look for, and the verdict on an element without them */
+  perType: Map<string, Probe>;
+  /** a hand-written check of the same verdict, for the invariants evaluated most (undefined: not sure, evaluate) */
+  direct?: (v: unknown) => boolean | undefined;
+}
+
+/** `x.exists()` of a navigation to one child value, as medplum (and the fast closures) evaluate it. */
+function existsOf(x: unknown): boolean {
+  if (isEmpty(x)) return false;
+  if (Array.isArray(x)) {
+    for (let i = 0; i < x.length; i++) if (isEmpty(x[i])) return false;
+  }
+  return true;
+}
+
+const VALUE_SUFFIXES = new Set(
+  'Base64Binary Boolean Canonical Code Date DateTime Decimal Id Instant Integer Markdown Oid PositiveInt String Time UnsignedInt Uri Url Uuid Address Age Annotation Attachment CodeableConcept Coding ContactPoint Count Distance Duration HumanName Identifier Money Period Quantity Range Ratio Reference SampledData Signature Timing ContactDetail Contributor DataRequirement Expression ParameterDefinition RelatedArtifact TriggerDefinition UsageContext Dosage Meta'.split(
+    ' ',
+  ),
+);
+
+/**
+ * bdl-3 / bdl-4 (`entry.all(request.exists() = (%resource.type = 'batch' or ...))`) on a Bundle, which is
+ * its own %resource wherever its type-level invariants are evaluated (validateRoot).
+ */
+function entriesHaveIff(v: unknown, child: 'request' | 'response', types: string[]): boolean | undefined {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+  const o = v as Record<string, unknown>;
+  if (o._type !== undefined || o._entry !== undefined) return undefined;
+  const t = o.type;
+  let typed: boolean | undefined; // the `or` of the comparisons: empty when type is
+  if (!isEmpty(t)) {
+    if (typeof t !== 'string') return undefined;
+    typed = types.includes(t);
+  }
+  const entries = o.entry;
+  if (isEmpty(entries)) return true;
+  const list = Array.isArray(entries) ? entries : [entries];
+  for (const e of list) {
+    let has = false;
+    if (e && typeof e === 'object' && !Array.isArray(e)) {
+      const eo = e as Record<string, unknown>;
+      if (eo['_' + child] !== undefined) return undefined;
+      has = existsOf(eo[child]);
+    }
+    if (typed === undefined || has !== typed) return false;
+  }
+  return true;
+}
+
+/**
+ * Direct checks of the invariants evaluated on every Bundle entry and every extension (≈ 100 per
+ * corpus message) and of the Bundle invariants that go over every entry, keyed by key and exact
+ * expression: the verdicts of the compiled FHIRPath (and so medplum's) on plain JSON, without its
+ * intermediate lists. Anything unusual (primitive extensions, several value[x] keys, a non-string
+ * fullUrl or type) returns undefined and goes to the FHIRPath evaluation.
+ */
+const DIRECT: Record<string, (v: unknown) => boolean | undefined> = {
+  "bdl-3 entry.all(request.exists() = (%resource.type = 'batch' or %resource.type = 'transaction' or %resource.type = 'history'))": (v) =>
+    entriesHaveIff(v, 'request', ['batch', 'transaction', 'history']),
+  "bdl-4 entry.all(response.exists() = (%resource.type = 'batch-response' or %resource.type = 'transaction-response' or %resource.type = 'history'))": (v) =>
+    entriesHaveIff(v, 'response', ['batch-response', 'transaction-response', 'history']),
+  "bdl-7 (type = 'history') or entry.where(fullUrl.exists()).select(fullUrl&resource.meta.versionId).isDistinct()": (v) => {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+    const o = v as Record<string, unknown>;
+    if (o._type !== undefined || o._entry !== undefined) return undefined;
+    const t = o.type;
+    if (!isEmpty(t) && typeof t !== 'string') return undefined;
+    if (t === 'history') return true;
+    const entries = o.entry;
+    if (isEmpty(entries)) return true;
+    const list = Array.isArray(entries) ? entries : [entries];
+    const seen = new Set<string>();
+    let n = 0;
+    for (const e of list) {
+      if (!e || typeof e !== 'object' || Array.isArray(e)) continue;
+      const eo = e as Record<string, unknown>;
+      if (eo._fullUrl !== undefined) return undefined;
+      const f = eo.fullUrl;
+      if (isEmpty(f)) continue;
+      if (typeof f !== 'string') return undefined;
+      let version = '';
+      const r = eo.resource;
+      if (!isEmpty(r)) {
+        if (typeof r !== 'object' || Array.isArray(r)) return undefined;
+        const ro = r as Record<string, unknown>;
+        if (ro._meta !== undefined) return undefined;
+        const m = ro.meta;
+        if (!isEmpty(m)) {
+          if (typeof m !== 'object' || Array.isArray(m)) return undefined;
+          const mo = m as Record<string, unknown>;
+          if (mo._versionId !== undefined) return undefined;
+          const vid = mo.versionId;
+          if (!isEmpty(vid)) {
+            if (typeof vid !== 'string') return undefined;
+            version = vid;
+          }
+        }
+      }
+      seen.add(f + version);
+      n++;
+    }
+    return seen.size === n;
+  },
+  'ext-1 extension.exists() != value.exists()': (v) => {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+    const o = v as Record<string, unknown>;
+    let ext = false;
+    let val = false;
+    let values = 0;
+    for (const k in o) {
+      if (k.charCodeAt(0) === 95) return undefined;
+      if (k === 'extension') ext = existsOf(o[k]);
+      else if (k.startsWith('value') && (k.length === 5 || VALUE_SUFFIXES.has(k.slice(5)))) {
+        values++;
+        val = existsOf(o[k]);
+      }
+    }
+    return values > 1 ? undefined : ext !== val;
+  },
+  'bdl-5 resource.exists() or request.exists() or response.exists()': (v) => {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+    const o = v as Record<string, unknown>;
+    if (o._resource !== undefined || o._request !== undefined || o._response !== undefined) return undefined;
+    return existsOf(o.resource) || existsOf(o.request) || existsOf(o.response);
+  },
+  "bdl-8 fullUrl.exists() implies fullUrl.contains('/_history/').not()": (v) => {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+    const o = v as Record<string, unknown>;
+    if (o._fullUrl !== undefined) return undefined;
+    const f = o.fullUrl;
+    if (isEmpty(f)) return true;
+    return typeof f === 'string' ? !f.includes('/_history/') : undefined;
+  },
+};
+
+export interface Probe {
+  keys: Set<string>;
+  empty: boolean | undefined;
+}
+
+export interface Candidate {
+  name: string; // JSON key, e.g. valueQuantity
+  ext: string; // its primitive extension's key, _valueQuantity
+  type: string; // element type code (Resource -> resolved from resourceType at run time)
+  primitive: boolean;
+}
+
+export interface Prop {
+  index: number;
+  key: string; // schema key, e.g. value[x]
+  element: InternalSchemaElement;
+  cands: Candidate[];
+  choice: boolean;
+  isArray: boolean;
+  min: number;
+  max: number;
+  invariants: Invariant[];
+  codes?: Set<string>; // required binding on a code element
+  concepts?: Map<string, Set<string>>; // required binding on a Coding or CodeableConcept element: codes by system
+  entryResource: boolean; // Bundle.entry.resource
+  specified: boolean; // fixed or pattern
+  /** the compiled plan of the first candidate type, once compiled (saves a lookup per object) */
+  ct?: Compiled | null;
+}
+
+export interface Compiled {
+  name: string;
+  schema: InternalTypeSchema;
+  props: Prop[];
+  byKey: Map<string, { prop: Prop; cand: number }>;
+  /**
+   * A one-entry inline cache of key order: the keys of the last object of this type seen, and their
+   * lookups. Objects of one type mostly repeat the same keys in the same order (a Coding's system, code,
+   * display), and for-in yields the same internalized strings, so a pointer compare replaces a Map lookup.
+   */
+  lastKeys: (string | undefined)[];
+  lastHits: ({ prop: Prop; cand: number } | undefined)[];
+  required: Prop[];
+  choicePrefixes: Map<string, Prop>;
+  invariants: Invariant[]; // type-level (resource root)
+  isResourceKind: boolean;
+}
+
+const compiledTypes = new Map<string, Compiled | null>();
+const invariantCache = new Map<string, Invariant>();
+
+let choiceNamesSet = false;
+/** Tells the FHIRPath compiler which element names are choices of type in some R4 type (once, definitions loaded). */
+function collectChoiceNames(): void {
+  if (choiceNamesSet) return;
+  const names = new Set<string>();
+  const add = (t: InternalTypeSchema) => {
+    for (const k in t.elements) if (k.endsWith('[x]')) names.add(k.slice(0, -3));
+  };
+  for (const t of Object.values(getAllDataTypes())) {
+    add(t);
+    for (const inner of t.innerTypes ?? []) add(inner);
+  }
+  setChoiceNames(names);
+  choiceNamesSet = true;
+}
+
+function compileInvariant(c: NonNullable<InternalSchemaElement['constraints']>[number]): Invariant {
+  const id = `${c.key}\u0000${c.expression}`;
+  let inv = invariantCache.get(id);
+  if (!inv) {
+    collectChoiceNames();
+    // names that start a navigation chain (`contained` in `contained.meta.versionId`): when none of them is
+    // a present child of the context, a pure expression evaluates as it does on an empty element
+    const names = IMPURE.test(c.expression) ? undefined : [...new Set(c.expression.replace(/'(?:[^'\\]|\\.)*'/g, "''").match(/(?<![.\w])[A-Za-z_]\w*/g) ?? [])];
+    const atom = parseFhirPath(c.expression);
+    inv = { key: c.key, constraint: c, atom, fast: compileFast(atom), direct: DIRECT[`${c.key} ${c.expression}`], names, perType: new Map() };
+    invariantCache.set(id, inv);
+  }
+  return inv;
+}
+
+function errorInvariants(list: InternalSchemaElement['constraints']): Invariant[] {
+  return (list ?? []).filter((c) => c.severity === 'error' && !SKIPPED[c.key]).map(compileInvariant);
+}
+
+function capitalize(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+export function compile(typeName: string): Compiled | null {
+  let c = compiledTypes.get(typeName);
+  if (c !== undefined) return c;
+  ensureFhirDefinitions();
+  const schema = tryGetDataType(typeName);
+  if (!schema) {
+    compiledTypes.set(typeName, null);
+    return null;
+  }
+  const props: Prop[] = [];
+  const byKey = new Map<string, { prop: Prop; cand: number }>();
+  const choicePrefixes = new Map<string, Prop>();
+  for (const [key, element] of Object.entries(schema.elements)) {
+    const last = element.path.substring(element.path.lastIndexOf('.') + 1);
+    const choice = key.endsWith('[x]');
+    const cands: Candidate[] = (element.type ?? []).map((t) => {
+      let type = t.code;
+      if (type === 'Element' || type === 'BackboneElement') type = element.type[0].code;
+      const name = last.replace('[x]', capitalize(t.code));
+      return { name, ext: '_' + name, type, primitive: isPrimitiveType(type) };
+    });
+    const binding = element.binding;
+    const codes =
+      binding?.strength === 'required' && binding.valueSet && element.type?.length === 1 && element.type[0].code === 'code' ? requiredCodes(binding.valueSet) : undefined;
+    const prop: Prop = {
+      index: props.length,
+      key,
+      element,
+      cands,
+      choice,
+      isArray: !!element.isArray,
+      min: element.min,
+      max: element.max,
+      invariants: errorInvariants(element.constraints),
+      codes,
+      concepts:
+        binding?.strength === 'required' && binding.valueSet && element.type?.length === 1 && (element.type[0].code === 'Coding' || element.type[0].code === 'CodeableConcept')
+          ? requiredConcepts(binding.valueSet)
+          : undefined,
+      entryResource: element.path === 'Bundle.entry.resource',
+      specified: !!(element.fixed || element.pattern),
+    };
+    props.push(prop);
+    cands.forEach((cand, i) => {
+      if (!byKey.has(cand.name)) byKey.set(cand.name, { prop, cand: i });
+      if (!byKey.has('_' + cand.name)) byKey.set('_' + cand.name, { prop, cand: i });
+    });
+    if (choice) choicePrefixes.set(key.slice(0, -3), prop);
+  }
+  c = {
+    name: typeName,
+    schema,
+    props,
+    byKey,
+    lastKeys: [],
+    lastHits: [],
+    required: props.filter((p) => p.min > 0),
+    choicePrefixes,
+    invariants: errorInvariants(schema.constraints),
+    isResourceKind: schema.kind === 'resource' && typeName !== 'Resource' && typeName !== 'DomainResource',
+  };
+  compiledTypes.set(typeName, c);
+  return c;
+}

@@ -1,8 +1,0 @@
-export * from './config';
-export * from './dates';
-export * from './context';
-export * from './convert';
-export * from './transform';
-export * from './validate';
-export { mapCode } from './codes';
-export { checkSegment, primitiveProblem, codeProblem, unknownSegment, type IssueReporter } from './quality';
