@@ -36,7 +36,12 @@ export const modules = {
   ack: { mutate: ['plugins/hl7v2-mllp/src/ack/ack.builder.ts', 'plugins/hl7v2-mllp/src/ack/msh.ts'], tests: ['plugins/hl7v2-mllp/src/ack/ack.builder.test.ts'] },
   // The submit/ACK path (handle .. rawHeaders), not start()'s option plumbing.
   'mllp-source': { mutate: ['plugins/hl7v2-mllp/src/mllp/mllp.source.ts:113-329'], tests: ['plugins/hl7v2-mllp/src/mllp/mllp.source.test.ts'] },
-  dispatcher: { mutate: ['core/src/delivery/dispatcher.ts'], tests: ['core/src/delivery/dispatcher.test.ts', 'core/src/delivery/circuit.test.ts'] },
+  // The delivery and retry path: toSinkDelivery/deliveryOutcome, lease renewal, the claim, the
+  // outcome's group commit, the time limit and run(); not the loop's wake-up arithmetic (timing only).
+  dispatcher: {
+    mutate: ['core/src/delivery/dispatcher.ts:108-133', 'core/src/delivery/dispatcher.ts:314-352', 'core/src/delivery/dispatcher.ts:427-501', 'core/src/delivery/dispatcher.ts:538-629'],
+    tests: ['core/src/delivery/dispatcher.test.ts', 'core/src/delivery/dispatcher.delivery.test.ts'],
+  },
   // sql-store.ts is 2,000 lines: the paths that must never be wrong, by line range -- dedupKey, insert
   // and the group commit (nothing resolved before its transaction commits), the duplicate lookup and
   // window, claimReceived, claimDeliveries and lease renewal. Keep the ranges in step with the file.
