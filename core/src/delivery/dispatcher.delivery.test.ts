@@ -97,10 +97,15 @@ describe('Dispatcher: delivering', () => {
     const [id] = await routed(store, 1);
     const attempts: number[] = [];
     const { d, metrics } = dispatcherOf(store, [
-      runtime('s', async (x) => {
-        attempts.push(x.attempt);
-        throw new Error('socket hang up');
-      }),
+      runtime(
+        's',
+        async (x) => {
+          attempts.push(x.attempt);
+          throw new Error('socket hang up');
+        },
+        // long enough between the attempts to see the failed state on a loaded machine
+        { retry: { ...retry, initialDelayMs: 400, maxDelayMs: 400 } },
+      ),
     ]);
     const t0 = Date.now();
     d.start();
@@ -108,8 +113,8 @@ describe('Dispatcher: delivering', () => {
       await until(async () => (await store.deliveries(id))[0].status === 'failed');
       const [failed] = await store.deliveries(id);
       expect(failed).toMatchObject({ attempts: 1, lastError: { code: 'FERRY_E_DELIVERY_UNEXPECTED', message: 'socket hang up', retryable: true } });
-      // the first retry after initialDelayMs (40 ms), not at once and not a minute later
-      expect(failed.nextAttemptAt!.getTime() - t0).toBeGreaterThanOrEqual(30);
+      // the first retry after initialDelayMs (400 ms), not at once and not a minute later
+      expect(failed.nextAttemptAt!.getTime() - t0).toBeGreaterThanOrEqual(390);
       expect(failed.nextAttemptAt!.getTime() - Date.now()).toBeLessThan(1000);
       await until(async () => (await store.deliveries(id))[0].status === 'dead');
     } finally {
