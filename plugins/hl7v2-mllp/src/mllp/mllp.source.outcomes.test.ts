@@ -36,12 +36,14 @@ async function startWith(patch: (ctx: RecordingCtx) => Partial<RecordingCtx>, cf
     for (const line of d.toString('utf8').split('\n')) if (line.trim()) logs.push(JSON.parse(line) as Entry);
   });
   const recorded: { messageId: string; ack: string }[] = [];
-  const src = new MllpSource({ ...ctx, logger: createLogger({ level: 'debug' }, stream), recordAcks: (s) => void recorded.push(...s), ...patch(ctx) } as RecordingCtx);
+  const recordCalls: number[] = [];
+  const recordAcks = (s: { messageId: string; ack: string }[]) => void (recordCalls.push(s.length), recorded.push(...s));
+  const src = new MllpSource({ ...ctx, logger: createLogger({ level: 'debug' }, stream), recordAcks, ...patch(ctx) } as RecordingCtx);
   await src.start();
   sources.push(src);
   const c = await RawClient.connect(src.address()!.port);
   clients.push(c);
-  return { ctx, c, logs, recorded };
+  return { ctx, c, logs, recorded, recordCalls };
 }
 
 const codeOf = (a: string) => `${readAck(a)!.code}:${readAck(a)!.controlId}`;
@@ -49,15 +51,17 @@ const settle = () => new Promise((r) => setTimeout(r, 50));
 
 describe('MllpSource: the ACK each stored message keeps', () => {
   it('recorded for a message stored now, with its id; not for a duplicate acknowledged again nor for a refused one', async () => {
-    const { ctx, c, recorded } = await startWith(() => ({}), { duplicates: { policy: 'ignore', windowMs: 60_000 } });
+    const { ctx, c, recorded, recordCalls } = await startWith(() => ({}), { duplicates: { policy: 'ignore', windowMs: 60_000 } });
     c.write(frame(adt('R1')));
     await c.waitAcks(1);
     c.write(frame(adt('R1'))); // the same again: AA, not stored
+    await c.waitAcks(2);
     c.write(frame('MSH|^~\\&|A|B|C|D|2024||ADT^A01||P|2.5\rPID|1\r')); // no control id: AR
     const acks = await c.waitAcks(3);
     expect(acks.map(codeOf)).toEqual(['AA:R1', 'AA:R1', 'AR:']);
     const [stored] = await ctx.store.listMessages({ limit: 10 });
     expect(recorded).toEqual([{ messageId: stored.id, ack: acks[0] }]);
+    expect(recordCalls).toEqual([1]); // not called with nothing to record
   });
 
   it('enhanced mode: both ACKs of a message, one per line; a batch: each message its own ACK', async () => {
@@ -183,5 +187,46 @@ describe('MllpSource: refusals of the store, sorted out', () => {
     expect(acks.map(codeOf)).toEqual(['AA:Z1', 'AR:Z1']);
     expect(readAck(acks[1])!.errCode).toBe('205');
     expect(ctx.submitted).toHaveLength(1);
+  });
+});
+
+describe('MllpSource: which ACK mode', () => {
+  const issues = async () => [{ severity: 'error' as const, location: 'PID-7', code: 'invalid-date', text: 'not a date', hl7ErrorCode: '102' }];
+
+  it('ackMode original: one AA even when MSH-15/16 ask for enhanced mode', async () => {
+    const { c } = await startWith(() => ({}), { ackMode: 'original' });
+    c.write(frame(adt('M1', { msh15: 'AL', msh16: 'AL' })));
+    const acks = await c.waitAcks(1);
+    await settle();
+    expect(c.acks.map(codeOf)).toEqual(['AA:M1']);
+    expect(acks).toHaveLength(1);
+  });
+
+  it('data-quality issues change the application ACK only when the policy can fail the message', async () => {
+    const { c } = await startWith(() => ({ dataQualityCanFail: false, dataQualityIssues: issues }));
+    c.write(frame(adt('Q1', { msh15: 'AL', msh16: 'AL' })));
+    expect((await c.waitAcks(2)).map(codeOf)).toEqual(['CA:Q1', 'AA:Q1']);
+  });
+
+  it('a batch is acknowledged in original mode, one AA per message, whatever their MSH-15/16 and data quality', async () => {
+    const { c } = await startWith(() => ({ dataQualityCanFail: true, dataQualityIssues: issues }));
+    c.write(frame(`BHS|^~\\&|S|F|R|RF|2024||||BQ\r${adt('BQ1', { msh15: 'AL', msh16: 'AL' })}${adt('BQ2', { msh15: 'AL', msh16: 'AL' })}BTS|2\r`));
+    const [a] = await c.waitAcks(1);
+    await settle();
+    expect(c.acks).toHaveLength(1);
+    const msa = a.split('\r').filter((l) => l.startsWith('MSA'));
+    expect(msa).toEqual(['MSA|AA|BQ1', 'MSA|AA|BQ2']);
+    expect(a).not.toMatch(/\rERR\|/);
+  });
+
+  it('a submit that throws something not a FerryError: AE (INTERNAL_SUBMIT), retried by the sender', async () => {
+    const { c } = await startWith(() => ({
+      submit: async () => {
+        throw new TypeError('store gone');
+      },
+    }));
+    c.write(frame(adt('T1')));
+    const [a] = await c.waitAcks(1);
+    expect(readAck(a)).toMatchObject({ code: 'AE', controlId: 'T1', text: 'message not stored, retry later (FERRY_E_INTERNAL_SUBMIT)' });
   });
 });
