@@ -1,9 +1,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { EngineMetrics } from '../admin/metrics';
 import { defineErrors, FerryError } from '../errors';
-import { silentLogger } from '../logging/logger';
+import { createLogger, silentLogger } from '../logging/logger';
 import type { Delivery } from '../plugin/api';
 import { SqliteMessageStore } from '../store/sqlite.store';
 import { Dispatcher, type SinkRuntime } from './dispatcher';
@@ -367,3 +368,66 @@ describe('Dispatcher: delivering', () => {
     await store.close();
   });
 });
+
+describe('Dispatcher: what it logs and measures of each attempt', () => {
+  type Entry = { level: string; message: string; [k: string]: unknown };
+  function capture() {
+    const logs: Entry[] = [];
+    const stream = new PassThrough();
+    stream.on('data', (d: Buffer) => {
+      for (const line of d.toString('utf8').split('\n')) if (line.trim()) logs.push(JSON.parse(line) as Entry);
+    });
+    return { logs, logger: createLogger({ level: 'debug' }, stream) };
+  }
+
+  it('delivered at debug, a retry at warn, dead at error: each with the message, delivery, route, attempt and code (never the message itself)', async () => {
+    const store = await openStore();
+    const [okId] = await routed(store, 1, 'ok');
+    const [badId] = await routed(store, 1, 'bad');
+    const { logs, logger } = capture();
+    const { d, metrics } = dispatcherOf(store, [
+      runtime('ok', async () => undefined, { logger }),
+      runtime(
+        'bad',
+        async () => {
+          throw new Error('refused');
+        },
+        { logger, retry: { ...retry, initialDelayMs: 100, maxDelayMs: 100 } },
+      ),
+    ]);
+    d.start();
+    try {
+      await until(async () => (await store.deliveries(badId))[0].status === 'dead');
+      await until(async () => (await store.deliveries(okId))[0].status === 'delivered');
+    } finally {
+      await d.stop();
+    }
+    await sleep(50);
+    const [okD] = await store.deliveries(okId);
+    const [badD] = await store.deliveries(badId);
+    const delivered = logs.filter((l) => l.message === 'delivered');
+    expect(delivered).toEqual([expect.objectContaining({ level: 'debug', messageId: okId, deliveryId: okD.id, route: 'r', attempt: 1 })]);
+    const retryLog = logs.filter((l) => l.message === 'delivery failed, will retry');
+    expect(retryLog).toEqual([expect.objectContaining({ level: 'warn', messageId: badId, deliveryId: badD.id, route: 'r', attempt: 1, errorCode: 'FERRY_E_DELIVERY_UNEXPECTED', retryable: true })]);
+    expect(Date.parse(String(retryLog[0].next))).toBeGreaterThan(Date.now() - 5000);
+    const dead = logs.filter((l) => l.message === 'delivery dead');
+    expect(dead).toEqual([expect.objectContaining({ level: 'error', messageId: badId, attempt: 2, errorCode: 'FERRY_E_DELIVERY_UNEXPECTED' })]);
+    expect(dead[0]).not.toHaveProperty('next');
+    expect(dead[0]).not.toHaveProperty('probe');
+    for (const l of logs) expect(JSON.stringify(l)).not.toMatch(/"m0"|Bundle/);
+    // the call's time and the message's time to delivery, in seconds
+    const latency = (await metrics.deliveryLatency.get()).values;
+    expect(latency.find((v) => v.metricName?.endsWith('_count') && v.labels.sink === 'ok')?.value).toBe(1);
+    expect(latency.find((v) => v.metricName?.endsWith('_count') && v.labels.sink === 'bad')).toBeUndefined();
+    const sum = latency.find((v) => v.metricName?.endsWith('_sum') && v.labels.sink === 'ok')!.value;
+    expect(sum).toBeGreaterThanOrEqual(0);
+    expect(sum).toBeLessThan(5);
+    const e2e = (await metrics.endToEnd.get()).values.find((v) => v.metricName?.endsWith('_sum') && v.labels.sink === 'ok')!.value;
+    expect(e2e).toBeGreaterThan(0);
+    expect(e2e).toBeLessThan(60);
+    const byOutcome = (await metrics.deliveries.get()).values.map((v) => `${v.labels.route}/${v.labels.sink}/${v.labels.outcome}=${v.value}`).sort();
+    expect(byOutcome).toEqual(['r/bad/dead=1', 'r/bad/retry=1', 'r/ok/delivered=1']);
+    await store.close();
+  });
+});
+
