@@ -50,7 +50,7 @@ export const modules = {
   // which only the duplicate tests reach. Keep the range in step with the file (helper A is splitting it).
   store: {
     mutate: ['core/src/store/sql-store.ts:472-556'],
-    tests: ['core/src/store/sqlite.store.test.ts'],
+    tests: ['core/src/store/sqlite.store.test.ts', 'core/src/store/sqlite.store.duplicates.test.ts'],
   },
 };
 
