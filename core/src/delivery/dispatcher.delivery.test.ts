@@ -34,22 +34,49 @@ async function openStore(): Promise<SqliteMessageStore> {
 
 /** `count` messages routed to `sinkId`, each on its own ordering key unless `key` is given. */
 async function routed(store: SqliteMessageStore, count: number, sinkId = 's', key?: string): Promise<string[]> {
-  const ids = (await store.insert(Array.from({ length: count }, (_, i) => ({ sourceId: 'src', contentType: 'text/plain', body: Buffer.from(`m${i}`) })))).map((r) => r.id);
+  const ids = (
+    await store.insert(
+      Array.from({ length: count }, (_, i) => ({
+        sourceId: 'src',
+        contentType: 'text/plain',
+        body: Buffer.from(`m${i}`),
+      })),
+    )
+  ).map((r) => r.id);
   await store.claimReceived('p', count, 60_000);
   await store.recordProcessed(
-    ids.map((id) => ({ id, transformed: { bundleJson, orderingKey: key ?? id }, outcome: { status: 'routed' as const, deliveries: [{ routeId: 'r', sinkId, strictOrder: true, unchanged: true }] } })),
+    ids.map((id) => ({
+      id,
+      transformed: { bundleJson, orderingKey: key ?? id },
+      outcome: {
+        status: 'routed' as const,
+        deliveries: [{ routeId: 'r', sinkId, strictOrder: true, unchanged: true }],
+      },
+    })),
   );
   return ids;
 }
 
-function dispatcherOf(store: SqliteMessageStore, sinks: SinkRuntime[], opts: { leaseMs?: number; pollIntervalMs?: number } = {}) {
+function dispatcherOf(
+  store: SqliteMessageStore,
+  sinks: SinkRuntime[],
+  opts: { leaseMs?: number; pollIntervalMs?: number } = {},
+) {
   const metrics = new EngineMetrics(false);
   const logger = silentLogger();
-  const d = new Dispatcher(store, new Map(sinks.map((s) => [s.id, s])), logger, metrics, { owner: 'me', leaseMs: opts.leaseMs ?? 60_000, pollIntervalMs: opts.pollIntervalMs ?? 20 });
+  const d = new Dispatcher(store, new Map(sinks.map((s) => [s.id, s])), logger, metrics, {
+    owner: 'me',
+    leaseMs: opts.leaseMs ?? 60_000,
+    pollIntervalMs: opts.pollIntervalMs ?? 20,
+  });
   return { d, metrics };
 }
 
-const runtime = (id: string, deliver: (d: Delivery) => Promise<void>, more: Partial<SinkRuntime> = {}): SinkRuntime => ({ id, sink: { deliver }, retry, logger: silentLogger(), concurrency: 4, ...more });
+const runtime = (
+  id: string,
+  deliver: (d: Delivery) => Promise<void>,
+  more: Partial<SinkRuntime> = {},
+): SinkRuntime => ({ id, sink: { deliver }, retry, logger: silentLogger(), concurrency: 4, ...more });
 
 async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
@@ -73,7 +100,9 @@ describe('Dispatcher: delivering', () => {
     d.start();
     try {
       await until(() => got.length === 3);
-      await until(async () => (await Promise.all(ids.map((id) => store.getMessage(id)))).every((m) => m?.status === 'delivered'));
+      await until(async () =>
+        (await Promise.all(ids.map((id) => store.getMessage(id)))).every((m) => m?.status === 'delivered'),
+      );
     } finally {
       await d.stop();
     }
@@ -113,7 +142,10 @@ describe('Dispatcher: delivering', () => {
     try {
       await until(async () => (await store.deliveries(id))[0].status === 'failed');
       const [failed] = await store.deliveries(id);
-      expect(failed).toMatchObject({ attempts: 1, lastError: { code: 'FERRY_E_DELIVERY_UNEXPECTED', message: 'socket hang up', retryable: true } });
+      expect(failed).toMatchObject({
+        attempts: 1,
+        lastError: { code: 'FERRY_E_DELIVERY_UNEXPECTED', message: 'socket hang up', retryable: true },
+      });
       // the first retry after initialDelayMs (400 ms), not at once and not a minute later
       expect(failed.nextAttemptAt!.getTime() - t0).toBeGreaterThanOrEqual(390);
       expect(failed.nextAttemptAt!.getTime() - Date.now()).toBeLessThan(1000);
@@ -137,7 +169,10 @@ describe('Dispatcher: delivering', () => {
     const { d } = dispatcherOf(store, [
       runtime('s', async () => {
         calls++;
-        throw new FerryError(testErrors.codes.DELIVERY_REFUSED_TEST, 'no such patient', { kind: 'input', retryable: false });
+        throw new FerryError(testErrors.codes.DELIVERY_REFUSED_TEST, 'no such patient', {
+          kind: 'input',
+          retryable: false,
+        });
       }),
     ]);
     d.start();
@@ -148,7 +183,11 @@ describe('Dispatcher: delivering', () => {
       await d.stop();
     }
     expect(calls).toBe(1);
-    expect((await store.deliveries(id))[0]).toMatchObject({ status: 'dead', attempts: 1, lastError: { code: 'FERRY_E_DELIVERY_REFUSED_TEST', retryable: false } });
+    expect((await store.deliveries(id))[0]).toMatchObject({
+      status: 'dead',
+      attempts: 1,
+      lastError: { code: 'FERRY_E_DELIVERY_REFUSED_TEST', retryable: false },
+    });
     await store.close();
   });
 
@@ -166,7 +205,10 @@ describe('Dispatcher: delivering', () => {
       now[k]--;
       done.push(`${k}:${x.message.id}`);
     };
-    const { d } = dispatcherOf(store, [runtime('a', slow('a'), { concurrency: 3 }), runtime('b', slow('b'), { concurrency: 1 })]);
+    const { d } = dispatcherOf(store, [
+      runtime('a', slow('a'), { concurrency: 3 }),
+      runtime('b', slow('b'), { concurrency: 1 }),
+    ]);
     d.start();
     try {
       await until(() => now.a === 3 && now.b === 1);
@@ -219,7 +261,12 @@ describe('Dispatcher: delivering', () => {
         (x) => {
           calls++;
           if (calls > 1) return Promise.resolve();
-          return new Promise<void>((_, reject) => x.signal!.addEventListener('abort', () => (reasons.push(x.signal!.reason), reject(new Error('aborted late')))));
+          return new Promise<void>((_, reject) =>
+            x.signal!.addEventListener(
+              'abort',
+              () => (reasons.push(x.signal!.reason), reject(new Error('aborted late'))),
+            ),
+          );
         },
         { deliveryTimeoutMs: 150 },
       ),
@@ -230,7 +277,10 @@ describe('Dispatcher: delivering', () => {
     try {
       await until(async () => (await store.deliveries(id))[0].attempts >= 1);
       failedAfter = Date.now() - t0;
-      expect((await store.deliveries(id))[0].lastError).toMatchObject({ code: 'FERRY_E_DELIVERY_TIMEOUT', retryable: true });
+      expect((await store.deliveries(id))[0].lastError).toMatchObject({
+        code: 'FERRY_E_DELIVERY_TIMEOUT',
+        retryable: true,
+      });
       expect((await store.deliveries(id))[0].lastError?.message).toMatch(/within 150 ms/);
       await until(async () => (await store.deliveries(id))[0].status === 'delivered');
     } finally {
@@ -293,7 +343,11 @@ describe('Dispatcher: delivering', () => {
     }
     expect(got).toEqual([kept]);
     const [dl] = await store.deliveries(gone);
-    expect(dl).toMatchObject({ status: 'failed', attempts: 1, lastError: { code: 'FERRY_E_CONFIG_SINK_GONE', retryable: true } });
+    expect(dl).toMatchObject({
+      status: 'failed',
+      attempts: 1,
+      lastError: { code: 'FERRY_E_CONFIG_SINK_GONE', retryable: true },
+    });
     const wait = dl.nextAttemptAt!.getTime() - Date.now();
     expect(wait).toBeGreaterThan(50_000);
     expect(wait).toBeLessThanOrEqual(60_000);
@@ -304,12 +358,16 @@ describe('Dispatcher: delivering', () => {
     const store = await openStore();
     await routed(store, 1, 'a');
     let finished = false;
-    const { d } = dispatcherOf(store, [
-      runtime('a', async () => {
-        await sleep(200);
-        finished = true;
-      }),
-    ], { pollIntervalMs: 10_000 });
+    const { d } = dispatcherOf(
+      store,
+      [
+        runtime('a', async () => {
+          await sleep(200);
+          finished = true;
+        }),
+      ],
+      { pollIntervalMs: 10_000 },
+    );
     d.start();
     try {
       await until(() => d.busy === 1);
@@ -406,12 +464,31 @@ describe('Dispatcher: what it logs and measures of each attempt', () => {
     const [okD] = await store.deliveries(okId);
     const [badD] = await store.deliveries(badId);
     const delivered = logs.filter((l) => l.message === 'delivered');
-    expect(delivered).toEqual([expect.objectContaining({ level: 'debug', messageId: okId, deliveryId: okD.id, route: 'r', attempt: 1 })]);
+    expect(delivered).toEqual([
+      expect.objectContaining({ level: 'debug', messageId: okId, deliveryId: okD.id, route: 'r', attempt: 1 }),
+    ]);
     const retryLog = logs.filter((l) => l.message === 'delivery failed, will retry');
-    expect(retryLog).toEqual([expect.objectContaining({ level: 'warn', messageId: badId, deliveryId: badD.id, route: 'r', attempt: 1, errorCode: 'FERRY_E_DELIVERY_UNEXPECTED', retryable: true })]);
+    expect(retryLog).toEqual([
+      expect.objectContaining({
+        level: 'warn',
+        messageId: badId,
+        deliveryId: badD.id,
+        route: 'r',
+        attempt: 1,
+        errorCode: 'FERRY_E_DELIVERY_UNEXPECTED',
+        retryable: true,
+      }),
+    ]);
     expect(Date.parse(String(retryLog[0].next))).toBeGreaterThan(Date.now() - 5000);
     const dead = logs.filter((l) => l.message === 'delivery dead');
-    expect(dead).toEqual([expect.objectContaining({ level: 'error', messageId: badId, attempt: 2, errorCode: 'FERRY_E_DELIVERY_UNEXPECTED' })]);
+    expect(dead).toEqual([
+      expect.objectContaining({
+        level: 'error',
+        messageId: badId,
+        attempt: 2,
+        errorCode: 'FERRY_E_DELIVERY_UNEXPECTED',
+      }),
+    ]);
     expect(dead[0]).not.toHaveProperty('next');
     expect(dead[0]).not.toHaveProperty('probe');
     for (const l of logs) expect(JSON.stringify(l)).not.toMatch(/"m0"|Bundle/);
@@ -422,12 +499,15 @@ describe('Dispatcher: what it logs and measures of each attempt', () => {
     const sum = latency.find((v) => v.metricName?.endsWith('_sum') && v.labels.sink === 'ok')!.value;
     expect(sum).toBeGreaterThanOrEqual(0);
     expect(sum).toBeLessThan(5);
-    const e2e = (await metrics.endToEnd.get()).values.find((v) => v.metricName?.endsWith('_sum') && v.labels.sink === 'ok')!.value;
+    const e2e = (await metrics.endToEnd.get()).values.find(
+      (v) => v.metricName?.endsWith('_sum') && v.labels.sink === 'ok',
+    )!.value;
     expect(e2e).toBeGreaterThan(0);
     expect(e2e).toBeLessThan(60);
-    const byOutcome = (await metrics.deliveries.get()).values.map((v) => `${v.labels.route}/${v.labels.sink}/${v.labels.outcome}=${v.value}`).sort();
+    const byOutcome = (await metrics.deliveries.get()).values
+      .map((v) => `${v.labels.route}/${v.labels.sink}/${v.labels.outcome}=${v.value}`)
+      .sort();
     expect(byOutcome).toEqual(['r/bad/dead=1', 'r/bad/retry=1', 'r/ok/delivered=1']);
     await store.close();
   });
 });
-

@@ -32,13 +32,20 @@ describe('SqliteMessageStore duplicates at size', () => {
   it('finds every duplicate among 450 control ids of one call (more than one lookup query takes), and stores none of them again', async () => {
     const store = await openStore();
     const ctls = Array.from({ length: 450 }, (_, i) => `C${i}`);
-    const first = await store.insert(ctls.map((c) => msg(c)), ignore());
+    const first = await store.insert(
+      ctls.map((c) => msg(c)),
+      ignore(),
+    );
     expect(first.every((r) => r.stored && !r.duplicate)).toBe(true);
-    const again = await store.insert(ctls.map((c) => msg(c)), ignore());
+    const again = await store.insert(
+      ctls.map((c) => msg(c)),
+      ignore(),
+    );
     expect(again.map((r, i) => r.duplicateOf === first[i].id && !r.stored)).toEqual(ctls.map(() => true));
     expect(await store.countMessages(['received'])).toEqual({ received: 450 });
     // every first copy got its `duplicate` event
-    for (const i of [0, 199, 200, 399, 400, 449]) expect((await store.events(first[i].id)).map((e) => e.status)).toEqual(['received', 'duplicate']);
+    for (const i of [0, 199, 200, 399, 400, 449])
+      expect((await store.events(first[i].id)).map((e) => e.status)).toEqual(['received', 'duplicate']);
     await store.close();
   });
 

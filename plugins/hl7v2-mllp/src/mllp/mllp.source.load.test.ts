@@ -15,7 +15,9 @@ describe('MllpSource under load', () => {
       for (let k = 0; k < 5; k++) c.write(frame(adt(`K${i}-${k}`)));
     });
     await Promise.all(cs.map((c) => c.waitAcks(5)));
-    cs.forEach((c, i) => expect(c.acks.map((a) => readAck(a)!.controlId)).toEqual([0, 1, 2, 3, 4].map((k) => `K${i}-${k}`)));
+    cs.forEach((c, i) =>
+      expect(c.acks.map((a) => readAck(a)!.controlId)).toEqual([0, 1, 2, 3, 4].map((k) => `K${i}-${k}`)),
+    );
     expect(ctx.submitted).toHaveLength(100);
   });
 

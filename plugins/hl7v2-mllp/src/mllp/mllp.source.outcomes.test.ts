@@ -27,7 +27,11 @@ afterAll(async () => {
 type Entry = { level: string; message: string; [k: string]: unknown };
 
 /** A source over the real store with some of its context replaced, logging at debug into `logs`. */
-async function startWith(patch: (ctx: RecordingCtx) => Partial<RecordingCtx>, cfg: Partial<MllpSourceConfig> = {}, storeOpts?: Parameters<typeof storeCtx>[1]) {
+async function startWith(
+  patch: (ctx: RecordingCtx) => Partial<RecordingCtx>,
+  cfg: Partial<MllpSourceConfig> = {},
+  storeOpts?: Parameters<typeof storeCtx>[1],
+) {
   const ctx = await storeCtx(cfg, storeOpts);
   ctxs.push(ctx);
   const logs: Entry[] = [];
@@ -37,8 +41,14 @@ async function startWith(patch: (ctx: RecordingCtx) => Partial<RecordingCtx>, cf
   });
   const recorded: { messageId: string; ack: string }[] = [];
   const recordCalls: number[] = [];
-  const recordAcks = (s: { messageId: string; ack: string }[]) => void (recordCalls.push(s.length), recorded.push(...s));
-  const src = new MllpSource({ ...ctx, logger: createLogger({ level: 'debug' }, stream), recordAcks, ...patch(ctx) } as RecordingCtx);
+  const recordAcks = (s: { messageId: string; ack: string }[]) =>
+    void (recordCalls.push(s.length), recorded.push(...s));
+  const src = new MllpSource({
+    ...ctx,
+    logger: createLogger({ level: 'debug' }, stream),
+    recordAcks,
+    ...patch(ctx),
+  } as RecordingCtx);
   await src.start();
   sources.push(src);
   const c = await RawClient.connect(src.address()!.port);
@@ -51,7 +61,9 @@ const settle = () => new Promise((r) => setTimeout(r, 50));
 
 describe('MllpSource: the ACK each stored message keeps', () => {
   it('recorded for a message stored now, with its id; not for a duplicate acknowledged again nor for a refused one', async () => {
-    const { ctx, c, recorded, recordCalls } = await startWith(() => ({}), { duplicates: { policy: 'ignore', windowMs: 60_000 } });
+    const { ctx, c, recorded, recordCalls } = await startWith(() => ({}), {
+      duplicates: { policy: 'ignore', windowMs: 60_000 },
+    });
     c.write(frame(adt('R1')));
     await c.waitAcks(1);
     c.write(frame(adt('R1'))); // the same again: AA, not stored
@@ -74,7 +86,9 @@ describe('MllpSource: the ACK each stored message keeps', () => {
     recorded.length = 0;
     c.write(frame(`BHS|^~\\&|S|F|R|RF|2024||||BX1\r${adt('BA1')}${adt('BA2')}BTS|2\r`));
     const [batchAck] = (await c.waitAcks(3)).slice(2);
-    const ids = Object.fromEntries((await ctx.store.listMessages({ limit: 10 })).map((m) => [m.headers?.controlId, m.id]));
+    const ids = Object.fromEntries(
+      (await ctx.store.listMessages({ limit: 10 })).map((m) => [m.headers?.controlId, m.id]),
+    );
     expect(recorded.map((r) => r.messageId)).toEqual([ids.BA1, ids.BA2]);
     expect(recorded.map((r) => readAck(r.ack)?.code)).toEqual(['AA', 'AA']);
     expect(recorded.map((r) => readAck(r.ack)?.controlId)).toEqual(['BA1', 'BA2']);
@@ -100,7 +114,8 @@ describe('MllpSource: refusals of the store, sorted out', () => {
     const { ctx, c, logs } = await startWith((x) => ({
       submit: async (ms, o) => {
         calls.push(ms.map((m) => String(m.headers?.controlId)));
-        if (ms.some((m) => m.headers?.controlId === 'BAD')) throw new FerryError(testErrors.codes.INPUT_REFUSED_TEST, 'not for us', { kind: 'input' });
+        if (ms.some((m) => m.headers?.controlId === 'BAD'))
+          throw new FerryError(testErrors.codes.INPUT_REFUSED_TEST, 'not for us', { kind: 'input' });
         return x.submit(ms, o);
       },
     }));
@@ -112,7 +127,14 @@ describe('MllpSource: refusals of the store, sorted out', () => {
     expect(ctx.submitted.map((m) => m.headers?.controlId)).toEqual(['OK1', 'OK2']);
     await settle();
     const refused = logs.filter((l) => l.message === 'message refused by the store');
-    expect(refused).toEqual([expect.objectContaining({ level: 'info', source: 'mllp-test', controlId: 'BAD', errorCode: 'FERRY_E_INPUT_REFUSED_TEST' })]);
+    expect(refused).toEqual([
+      expect.objectContaining({
+        level: 'info',
+        source: 'mllp-test',
+        controlId: 'BAD',
+        errorCode: 'FERRY_E_INPUT_REFUSED_TEST',
+      }),
+    ]);
   });
 
   it('a refusal whose code says duplicate is AR 205 naming MSH-10, logged as a duplicate rejected', async () => {
@@ -123,10 +145,22 @@ describe('MllpSource: refusals of the store, sorted out', () => {
     }));
     c.write(frame(adt('DU1')));
     const [a] = await c.waitAcks(1);
-    expect(readAck(a)).toMatchObject({ code: 'AR', controlId: 'DU1', errCode: '205', text: 'duplicate message control id' });
-    expect(a.split('\r').find((l) => l.startsWith('ERR'))!.split('|')[2]).toBe('MSH^1^10');
+    expect(readAck(a)).toMatchObject({
+      code: 'AR',
+      controlId: 'DU1',
+      errCode: '205',
+      text: 'duplicate message control id',
+    });
+    expect(
+      a
+        .split('\r')
+        .find((l) => l.startsWith('ERR'))!
+        .split('|')[2],
+    ).toBe('MSH^1^10');
     await settle();
-    expect(logs.filter((l) => l.message === 'duplicate rejected')).toEqual([expect.objectContaining({ level: 'info', controlId: 'DU1', errorCode: 'FERRY_E_INPUT_DUPLICATE_TEST' })]);
+    expect(logs.filter((l) => l.message === 'duplicate rejected')).toEqual([
+      expect.objectContaining({ level: 'info', controlId: 'DU1', errorCode: 'FERRY_E_INPUT_DUPLICATE_TEST' }),
+    ]);
   });
 
   it('a store outage fails the whole submit (not retried one by one): AE for each, logged once at error, then recovered at info', async () => {
@@ -146,7 +180,11 @@ describe('MllpSource: refusals of the store, sorted out', () => {
       ['debug', 'message not stored: answered AE', 'O2'],
       ['info', 'message not stored: answered AE: recovered', undefined],
     ]);
-    expect(outage[0]).toMatchObject({ source: 'mllp-test', errorCode: 'FERRY_E_TRANSIENT_STORE_DOWN', errorKind: 'transient' });
+    expect(outage[0]).toMatchObject({
+      source: 'mllp-test',
+      errorCode: 'FERRY_E_TRANSIENT_STORE_DOWN',
+      errorKind: 'transient',
+    });
     expect(outage[2]).toMatchObject({ failures: 2 });
     // nothing of the message itself at info and above
     for (const l of logs.filter((x) => x.level !== 'debug')) expect(JSON.stringify(l)).not.toMatch(/PID\||HOSP\|12345/);
@@ -166,7 +204,9 @@ describe('MllpSource: refusals of the store, sorted out', () => {
     await settle();
     const [first] = await ign.ctx.store.listMessages({ limit: 1 });
     const acked = ign.logs.filter((l) => l.message === 'duplicate acknowledged');
-    expect(acked).toEqual([expect.objectContaining({ level: 'debug', controlId: 'Y1', stored: false, duplicateOf: first.id })]);
+    expect(acked).toEqual([
+      expect.objectContaining({ level: 'debug', controlId: 'Y1', stored: false, duplicateOf: first.id }),
+    ]);
     expect(ign.logs.filter((l) => l.message === 'duplicate rejected')).toEqual([]);
     expect(rej.logs.filter((l) => l.level !== 'debug' && /duplicate/.test(String(l.message)))).toHaveLength(1);
   });
@@ -175,7 +215,13 @@ describe('MllpSource: refusals of the store, sorted out', () => {
     const { c, ctx } = await startWith(
       (x) => ({
         // the store's answer without its `rejected` flag (an older engine)
-        submit: async (ms, o) => (await x.submit(ms, o)).map((r) => ({ id: r.id, duplicate: r.duplicate, duplicateOf: r.duplicateOf, stored: r.stored })),
+        submit: async (ms, o) =>
+          (await x.submit(ms, o)).map((r) => ({
+            id: r.id,
+            duplicate: r.duplicate,
+            duplicateOf: r.duplicateOf,
+            stored: r.stored,
+          })),
       }),
       { duplicates: { policy: 'reject', windowMs: 60_000 } },
       { keepDuplicatesInConfig: true },
@@ -191,7 +237,9 @@ describe('MllpSource: refusals of the store, sorted out', () => {
 });
 
 describe('MllpSource: which ACK mode', () => {
-  const issues = async () => [{ severity: 'error' as const, location: 'PID-7', code: 'invalid-date', text: 'not a date', hl7ErrorCode: '102' }];
+  const issues = async () => [
+    { severity: 'error' as const, location: 'PID-7', code: 'invalid-date', text: 'not a date', hl7ErrorCode: '102' },
+  ];
 
   it('ackMode original: one AA even when MSH-15/16 ask for enhanced mode', async () => {
     const { c } = await startWith(() => ({}), { ackMode: 'original' });
@@ -210,7 +258,11 @@ describe('MllpSource: which ACK mode', () => {
 
   it('a batch is acknowledged in original mode, one AA per message, whatever their MSH-15/16 and data quality', async () => {
     const { c } = await startWith(() => ({ dataQualityCanFail: true, dataQualityIssues: issues }));
-    c.write(frame(`BHS|^~\\&|S|F|R|RF|2024||||BQ\r${adt('BQ1', { msh15: 'AL', msh16: 'AL' })}${adt('BQ2', { msh15: 'AL', msh16: 'AL' })}BTS|2\r`));
+    c.write(
+      frame(
+        `BHS|^~\\&|S|F|R|RF|2024||||BQ\r${adt('BQ1', { msh15: 'AL', msh16: 'AL' })}${adt('BQ2', { msh15: 'AL', msh16: 'AL' })}BTS|2\r`,
+      ),
+    );
     const [a] = await c.waitAcks(1);
     await settle();
     expect(c.acks).toHaveLength(1);
@@ -227,6 +279,10 @@ describe('MllpSource: which ACK mode', () => {
     }));
     c.write(frame(adt('T1')));
     const [a] = await c.waitAcks(1);
-    expect(readAck(a)).toMatchObject({ code: 'AE', controlId: 'T1', text: 'message not stored, retry later (FERRY_E_INTERNAL_SUBMIT)' });
+    expect(readAck(a)).toMatchObject({
+      code: 'AE',
+      controlId: 'T1',
+      text: 'message not stored, retry later (FERRY_E_INTERNAL_SUBMIT)',
+    });
   });
 });

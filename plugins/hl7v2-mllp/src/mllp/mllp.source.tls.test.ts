@@ -44,10 +44,19 @@ describe('MllpSource over TLS', () => {
 
   it('mutual TLS: a trusted client certificate is accepted; none or an untrusted one is refused', async () => {
     const { ctx, port, src } = await startSource({
-      tls: tlsCfg({ cert: fs.readFileSync(pki.serverCert, 'utf8'), key: pki.serverKey, ca: pki.caCert, requestCert: true }),
+      tls: tlsCfg({
+        cert: fs.readFileSync(pki.serverCert, 'utf8'),
+        key: pki.serverKey,
+        ca: pki.caCert,
+        requestCert: true,
+      }),
     });
     const ca = fs.readFileSync(pki.caCert);
-    const good = await connect(port, { ca, cert: fs.readFileSync(pki.clientCert), key: fs.readFileSync(pki.clientKey) });
+    const good = await connect(port, {
+      ca,
+      cert: fs.readFileSync(pki.clientCert),
+      key: fs.readFileSync(pki.clientKey),
+    });
     good.write(frame(adt('M1')));
     expect(readAck((await good.waitAcks(1))[0])).toMatchObject({ code: 'AA', controlId: 'M1' });
     expect(ctx.submitted[0].headers?.tlsPeerCN).toBe('client');
@@ -68,8 +77,19 @@ describe('MllpSource over TLS', () => {
   });
 
   it('mutual TLS with allowedClientNames: a trusted certificate with an unlisted CN is closed unanswered', async () => {
-    const tlsOf = (names: string[]) => tlsCfg({ cert: fs.readFileSync(pki.serverCert, 'utf8'), key: pki.serverKey, ca: pki.caCert, requestCert: true, allowedClientNames: names });
-    const clientOpts = { ca: fs.readFileSync(pki.caCert), cert: fs.readFileSync(pki.clientCert), key: fs.readFileSync(pki.clientKey) };
+    const tlsOf = (names: string[]) =>
+      tlsCfg({
+        cert: fs.readFileSync(pki.serverCert, 'utf8'),
+        key: pki.serverKey,
+        ca: pki.caCert,
+        requestCert: true,
+        allowedClientNames: names,
+      });
+    const clientOpts = {
+      ca: fs.readFileSync(pki.caCert),
+      cert: fs.readFileSync(pki.clientCert),
+      key: fs.readFileSync(pki.clientKey),
+    };
     const listed = await startSource({ tls: tlsOf(['client']) });
     const ok = await connect(listed.port, clientOpts);
     ok.write(frame(adt('CN1')));
@@ -85,22 +105,48 @@ describe('MllpSource over TLS', () => {
     }
     expect(other.ctx.submitted).toHaveLength(0);
     expect(other.src.stats()!.clientNameRefused).toBe(1);
-    await expect(startSource({ tls: tlsCfg({ cert: pki.serverCert, key: pki.serverKey, allowedClientNames: ['client'] }) })).rejects.toThrow(/needs tls.requestCert/);
+    await expect(
+      startSource({ tls: tlsCfg({ cert: pki.serverCert, key: pki.serverKey, allowedClientNames: ['client'] }) }),
+    ).rejects.toThrow(/needs tls.requestCert/);
   });
 
   it('the mllp sink and ferry send speak mutual TLS to it', async () => {
-    const { ctx, port } = await startSource({ tls: tlsCfg({ cert: pki.serverCert, key: pki.serverKey, ca: pki.caCert, requestCert: true }) });
+    const { ctx, port } = await startSource({
+      tls: tlsCfg({ cert: pki.serverCert, key: pki.serverKey, ca: pki.caCert, requestCert: true }),
+    });
     const sink = new MllpSink({
       id: 'tls-out',
       logger: silentLogger(),
       config: {
-        host: '127.0.0.1', port, connectTimeoutMs: 2000, ackTimeoutMs: 2000, connections: 1, reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
-        onReject: 'dead', body: 'original', maxMessageSize: 1e6,
+        host: '127.0.0.1',
+        port,
+        connectTimeoutMs: 2000,
+        ackTimeoutMs: 2000,
+        connections: 1,
+        reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+        onReject: 'dead',
+        body: 'original',
+        maxMessageSize: 1e6,
         tls: tlsCfg({ cert: pki.clientCert, key: pki.clientKey, ca: pki.caCert }),
       },
     });
-    const message = { id: 'm', seq: 1, sourceId: 's', contentType: 'application/hl7-v2', body: Buffer.from(adt('SINK1')), headers: {}, receivedAt: new Date(), status: 'routed' as const };
-    await sink.deliver({ deliveryId: 'd', attempt: 1, routeId: 'r', bundle: { resourceType: 'Bundle', type: 'collection' }, message });
+    const message = {
+      id: 'm',
+      seq: 1,
+      sourceId: 's',
+      contentType: 'application/hl7-v2',
+      body: Buffer.from(adt('SINK1')),
+      headers: {},
+      receivedAt: new Date(),
+      status: 'routed' as const,
+    };
+    await sink.deliver({
+      deliveryId: 'd',
+      attempt: 1,
+      routeId: 'r',
+      bundle: { resourceType: 'Bundle', type: 'collection' },
+      message,
+    });
     await sink.stop();
 
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-send-tls-')), 'm.hl7');
@@ -109,11 +155,19 @@ describe('MllpSource over TLS', () => {
     let text = '';
     out.on('data', (d) => (text += d));
     const cmd = sendCommand(out);
-    const ok = await cmd.run([`127.0.0.1:${port}`, file], { ca: pki.caCert, cert: pki.clientCert, key: pki.clientKey }, { logger: silentLogger(), transforms: [] });
+    const ok = await cmd.run(
+      [`127.0.0.1:${port}`, file],
+      { ca: pki.caCert, cert: pki.clientCert, key: pki.clientKey },
+      { logger: silentLogger(), transforms: [] },
+    );
     expect(text).toMatch(/CLI1\tAA/);
     expect(ok).toBe(0);
     // without a client certificate the handshake is refused: not AA, exit 1
-    const refused = await cmd.run([`127.0.0.1:${port}`, file], { ca: pki.caCert, timeout: '1500' }, { logger: silentLogger(), transforms: [] });
+    const refused = await cmd.run(
+      [`127.0.0.1:${port}`, file],
+      { ca: pki.caCert, timeout: '1500' },
+      { logger: silentLogger(), transforms: [] },
+    );
     expect(refused).toBe(1);
     expect(ctx.submitted.map((m) => m.headers?.controlId)).toEqual(['SINK1', 'CLI1']);
     fs.rmSync(path.dirname(file), { recursive: true, force: true });

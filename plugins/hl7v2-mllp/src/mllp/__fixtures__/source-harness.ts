@@ -12,7 +12,9 @@ export function sourceHarness() {
   const ctxs: RecordingCtx[] = [];
   return {
     clients,
-    async startSource(cfg: Partial<MllpSourceConfig> = {}): Promise<{ src: MllpSource; ctx: RecordingCtx; port: number }> {
+    async startSource(
+      cfg: Partial<MllpSourceConfig> = {},
+    ): Promise<{ src: MllpSource; ctx: RecordingCtx; port: number }> {
       const ctx = await storeCtx(cfg);
       ctxs.push(ctx);
       const src = new MllpSource(ctx);
