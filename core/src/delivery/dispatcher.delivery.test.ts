@@ -255,16 +255,22 @@ describe('Dispatcher: delivering', () => {
     const [id] = await routed(store, 1);
     const reasons: unknown[] = [];
     let calls = 0;
+    let abortedAfter = 0;
     const { d } = dispatcherOf(store, [
       runtime(
         's',
         (x) => {
           calls++;
           if (calls > 1) return Promise.resolve();
+          const began = Date.now();
           return new Promise<void>((_, reject) =>
             x.signal!.addEventListener(
               'abort',
-              () => (reasons.push(x.signal!.reason), reject(new Error('aborted late'))),
+              () => (
+                (abortedAfter = Date.now() - began),
+                reasons.push(x.signal!.reason),
+                reject(new Error('aborted late'))
+              ),
             ),
           );
         },
@@ -288,6 +294,9 @@ describe('Dispatcher: delivering', () => {
     }
     expect(failedAfter).toBeGreaterThanOrEqual(140);
     expect(failedAfter).toBeLessThan(3000);
+    // given up on no sooner than the limit after the call began (the sweep runs every 50 ms)
+    expect(abortedAfter).toBeGreaterThanOrEqual(145);
+    expect(abortedAfter).toBeLessThan(2000);
     expect(reasons).toEqual([expect.objectContaining({ code: 'FERRY_E_DELIVERY_TIMEOUT' })]);
     expect(calls).toBe(2);
     expect((await store.deliveries(id))[0]).toMatchObject({ status: 'delivered', attempts: 2 });
@@ -414,10 +423,11 @@ describe('Dispatcher: delivering', () => {
 
   it('holds of sinks it does not have are ignored; without `now` the holds are read at most once a second', async () => {
     const store = await openStore();
-    const { d } = dispatcherOf(store, [runtime('s', async () => undefined)]);
+    const { d, metrics } = dispatcherOf(store, [runtime('s', async () => undefined)]);
     await store.holdSink('elsewhere');
     await d.refreshHolds(true);
     expect(d.sinkViews()[0].hold).toBeUndefined();
+    expect((await metrics.sinkHeld.get()).values.map((v) => [v.labels.sink, v.value])).toEqual([['s', 0]]);
     await store.holdSink('s');
     await d.refreshHolds();
     expect(d.sinkViews()[0].hold).toBeUndefined(); // read less than a second ago
