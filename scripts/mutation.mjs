@@ -10,13 +10,14 @@
  *   npm run mutation                 every module, smallest first
  *   npm run mutation -- router ack   the named modules
  *   npm run mutation -- --list       the modules and what they cover
+ *   npm run mutation -- --recheck m  the last run's survivors of m, each applied by hand against today's tests
  *
  * Each module's score is printed and written to reports/mutation/<module>.json (Stryker's JSON
  * report) and reports/mutation/<module>.html; reports/mutation/summary.json (committed; the rest of
  * reports/ is not) collects the scores and lists each module's surviving mutants.
  */
 import { Stryker } from '@stryker-mutator/core';
-import { execSync } from 'node:child_process';
+import { execSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -111,7 +112,47 @@ async function run(name, force) {
   return { module: name, score: Math.round(score * 10) / 10, killed, survived, compileErrors: count(['CompileError']), total: results.length, date: new Date().toISOString().slice(0, 10), commit: commit(), survivors };
 }
 
+/**
+ * `--recheck <module>`: each survivor of the module's last run (reports/mutation/<module>.json) applied to the
+ * source by hand, one at a time, and the module's tests run against it (then the file restored) -- to confirm
+ * that new tests kill them without a whole new run. Writes the verdicts to summary.json (`recheck`).
+ */
+function recheck(name) {
+  const m = modules[name];
+  const report = JSON.parse(readFileSync(path.join(out, `${name}.json`), 'utf8'));
+  const verdicts = [];
+  for (const [file, f] of Object.entries(report.files)) {
+    const abs = path.resolve(root, file);
+    const original = readFileSync(abs, 'utf8');
+    const lines = original.split('\n');
+    const offset = (p) => lines.slice(0, p.line - 1).reduce((a, l) => a + l.length + 1, 0) + p.column - 1;
+    for (const mu of f.mutants.filter((x) => x.status === 'Survived' || x.status === 'NoCoverage')) {
+      const mutated = original.slice(0, offset(mu.location.start)) + mu.replacement + original.slice(offset(mu.location.end));
+      writeFileSync(abs, mutated);
+      let killed;
+      try {
+        const r = spawnSync('npx', ['jest', '--silent', '--forceExit', ...m.tests], { cwd: root, encoding: 'utf8', timeout: 300_000 });
+        killed = r.status !== 0;
+      } finally {
+        writeFileSync(abs, original);
+      }
+      const where = `${path.relative(root, abs)}:${mu.location.start.line}:${mu.location.start.column}`;
+      const v = `${where} ${mu.mutatorName}: ${JSON.stringify(mu.replacement ?? '')}`.slice(0, 200) + (killed ? ' -> killed' : ' -> survives');
+      console.log(v);
+      verdicts.push(v);
+    }
+  }
+  return { date: new Date().toISOString().slice(0, 10), commit: commit(), verdicts };
+}
+
 const args = process.argv.slice(2);
+if (args.includes('--recheck')) {
+  const summaryFile = path.join(out, 'summary.json');
+  const summary = JSON.parse(readFileSync(summaryFile, 'utf8'));
+  for (const n of args.filter((a) => !a.startsWith('--'))) summary[n] = { ...summary[n], recheck: recheck(n) };
+  writeFileSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
+  process.exit(0);
+}
 if (args.includes('--list')) {
   for (const [k, v] of Object.entries(modules)) console.log(`${k}: ${v.mutate.join(', ')}  <-  ${v.tests.join(', ')}`);
   process.exit(0);
