@@ -228,11 +228,31 @@ describe('MllpSource: refusals of the store, sorted out', () => {
     );
     c.write(frame(adt('Z1')));
     await c.waitAcks(1);
-    c.write(frame(adt('Z1')));
-    const acks = await c.waitAcks(2);
-    expect(acks.map(codeOf)).toEqual(['AA:Z1', 'AR:Z1']);
+    // two in one submit: the engine answers (flags) rather than throws, and the flag is stripped above
+    c.write(Buffer.concat([frame(adt('Z1')), frame(adt('Z2'))]));
+    const acks = await c.waitAcks(3);
+    expect(acks.map(codeOf)).toEqual(['AA:Z1', 'AR:Z1', 'AA:Z2']);
     expect(readAck(acks[1])!.errCode).toBe('205');
-    expect(ctx.submitted).toHaveLength(1);
+    expect(ctx.submitted.map((m) => m.headers?.controlId)).toEqual(['Z1', 'Z2']);
+  });
+
+  it('a duplicate the store flags as refused (in a submit of several): AR 205 naming MSH-10, logged at info with its first copy', async () => {
+    const { c, ctx, logs } = await startWith(() => ({}), { duplicates: { policy: 'reject', windowMs: 60_000 } });
+    c.write(Buffer.concat([frame(adt('F1')), frame(adt('F1'))]));
+    const acks = await c.waitAcks(2);
+    expect(acks.map(codeOf)).toEqual(['AA:F1', 'AR:F1']);
+    expect(readAck(acks[1])).toMatchObject({ errCode: '205', text: 'duplicate message control id' });
+    expect(
+      acks[1]
+        .split('\r')
+        .find((l) => l.startsWith('ERR'))!
+        .split('|')[2],
+    ).toBe('MSH^1^10');
+    await settle();
+    const [first] = await ctx.store.listMessages({ limit: 1 });
+    expect(logs.filter((l) => l.message === 'duplicate rejected')).toEqual([
+      expect.objectContaining({ level: 'info', source: 'mllp-test', controlId: 'F1', duplicateOf: first.id }),
+    ]);
   });
 });
 
@@ -257,7 +277,7 @@ describe('MllpSource: which ACK mode', () => {
   });
 
   it('a batch is acknowledged in original mode, one AA per message, whatever their MSH-15/16 and data quality', async () => {
-    const { c } = await startWith(() => ({ dataQualityCanFail: true, dataQualityIssues: issues }));
+    const { c, logs } = await startWith(() => ({ dataQualityCanFail: true, dataQualityIssues: issues }));
     c.write(
       frame(
         `BHS|^~\\&|S|F|R|RF|2024||||BQ\r${adt('BQ1', { msh15: 'AL', msh16: 'AL' })}${adt('BQ2', { msh15: 'AL', msh16: 'AL' })}BTS|2\r`,
@@ -269,6 +289,8 @@ describe('MllpSource: which ACK mode', () => {
     const msa = a.split('\r').filter((l) => l.startsWith('MSA'));
     expect(msa).toEqual(['MSA|AA|BQ1', 'MSA|AA|BQ2']);
     expect(a).not.toMatch(/\rERR\|/);
+    // nor looked at for an application ACK that is not sent
+    expect(logs.filter((l) => String(l.message).startsWith('application ACK AE'))).toEqual([]);
   });
 
   it('a submit that throws something not a FerryError: AE (INTERNAL_SUBMIT), retried by the sender', async () => {
