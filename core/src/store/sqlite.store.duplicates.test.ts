@@ -81,6 +81,13 @@ describe('SqliteMessageStore duplicates at size', () => {
     // identical to the oldest: a duplicate of it, not a reuse of the newest
     const [again] = await store.insert([msg('R', { receivedAt: new Date(now) }, 'one')], ignore());
     expect(again).toEqual({ id: v1.id, duplicate: true, duplicateOf: v1.id, stored: false });
+    // accept: stored again as a duplicate of the identical one -- and then no reuse of the newest either
+    const [kept] = await store.insert([msg('R', { receivedAt: new Date(now) }, 'one')], {
+      duplicates: { policy: 'accept', windowMs: 60_000 },
+    });
+    expect(kept).toMatchObject({ stored: true, duplicate: true, duplicateOf: v1.id });
+    expect(kept.reusesControlIdOf).toBeUndefined();
+    expect((await store.events(kept.id)).map((e) => e.status)).toEqual(['received']);
     // other content again: reuses the newest (v3); its event says so
     const [v4] = await store.insert([msg('R', { receivedAt: new Date(now) }, 'four')], ignore());
     expect(v4).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: v3.id });
