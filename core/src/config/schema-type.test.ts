@@ -1,5 +1,5 @@
 import convict from 'convict';
-import { defineSchema, type SchemaType } from './schema-type';
+import { defineSchema, schemaDefaults, type SchemaType } from './schema-type';
 import { validateWithSchema, type ConfigProblem } from './load-config';
 import type { ConfigSchema } from '../plugin/api';
 
@@ -88,6 +88,15 @@ describe('SchemaType', () => {
     expect(got.nested).toEqual({ deeper: { leaf: 'a' }, n: 4 });
     expect(got.umask).toBe('0077');
     expect(convict(withDefaults).get('port')).toBe(2575);
+  });
+
+  it('schemaDefaults gives every default, a fresh copy each time', () => {
+    const { required: _r, ...withDefaults } = schema;
+    const d = schemaDefaults(withDefaults);
+    assertType<Equal<typeof d, SchemaType<typeof withDefaults>>>();
+    expect(d).toEqual(validateWithSchema(withDefaults, {}, 'x', []));
+    d.list.push('changed');
+    expect(schemaDefaults(withDefaults).list).toEqual([]);
   });
 
   it('a bad value is still refused by path', () => {

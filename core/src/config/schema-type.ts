@@ -112,3 +112,12 @@ export type SchemaType<S> = {
 export function defineSchema<const S extends SchemaSpec>(schema: S): S {
   return schema;
 }
+
+const isLeaf = (v: unknown): v is SchemaLeaf => !!v && typeof v === 'object' && 'default' in v;
+
+/** The config a schema gives when nothing is set: every leaf's default (a fresh copy). */
+export function schemaDefaults<const S extends SchemaSpec>(schema: S): SchemaType<S> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(schema)) out[k] = isLeaf(v) ? structuredClone(v.default) : schemaDefaults(v);
+  return out as SchemaType<S>;
+}
