@@ -1,5 +1,5 @@
 import convict from 'convict';
-import { defineSchema, schemaDefaults, type SchemaType } from './schema-type';
+import { defineSchema, schemaDefaults, withSchemaDefaults, type SchemaInput, type SchemaType } from './schema-type';
 import { validateWithSchema, type ConfigProblem } from './load-config';
 import type { ConfigSchema } from '../plugin/api';
 
@@ -97,6 +97,16 @@ describe('SchemaType', () => {
     expect(d).toEqual(validateWithSchema(withDefaults, {}, 'x', []));
     d.list.push('changed');
     expect(schemaDefaults(withDefaults).list).toEqual([]);
+  });
+
+  it('withSchemaDefaults fills what a partial config leaves out, nested keys too, and keeps undeclared keys', () => {
+    const { required: _r, ...withDefaults } = schema;
+    const given: SchemaInput<typeof withDefaults> & { type: string } = { type: 'x', count: 3, nested: { deeper: { leaf: 'b' } } };
+    const c = withSchemaDefaults(withDefaults, given);
+    expect(c).toEqual({ ...schemaDefaults(withDefaults), type: 'x', count: 3, nested: { deeper: { leaf: 'b' }, n: 1 } });
+    expect(withSchemaDefaults(withDefaults, undefined)).toEqual(schemaDefaults(withDefaults));
+    // @ts-expect-error a partial config still has the schema's types
+    withSchemaDefaults(withDefaults, { count: 'three' });
   });
 
   it('a bad value is still refused by path', () => {

@@ -106,6 +106,14 @@ export type SchemaType<S> = {
 };
 
 /**
+ * What a component may be given in code (tests, embedding): any key may be left out, nested ones too;
+ * `withSchemaDefaults` fills the rest from the schema. The engine always gives the full SchemaType.
+ */
+export type SchemaInput<S> = {
+  -readonly [K in keyof S]?: S[K] extends { default: unknown } ? LeafType<S[K]> : SchemaInput<S[K]>;
+};
+
+/**
  * Declares a convict schema, keeping its literal types (`format: ['a', 'b']`, defaults) so that
  * `SchemaType<typeof schema>` can be derived from it. Returns the schema itself.
  */
@@ -119,5 +127,22 @@ const isLeaf = (v: unknown): v is SchemaLeaf => !!v && typeof v === 'object' && 
 export function schemaDefaults<const S extends SchemaSpec>(schema: S): SchemaType<S> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(schema)) out[k] = isLeaf(v) ? structuredClone(v.default) : schemaDefaults(v);
+  return out as SchemaType<S>;
+}
+
+const isPlainMap = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * `given` with every key it leaves out (nested keys too) taken from the schema's defaults, so a
+ * component has its defaults in one place, the schema, whether the engine (which validated the
+ * config) or code (a partial config) made it. Keys the schema does not declare are kept as given.
+ */
+export function withSchemaDefaults<const S extends SchemaSpec>(schema: S, given: SchemaInput<S> | undefined): SchemaType<S> {
+  const out: Record<string, unknown> = { ...(given ?? {}) };
+  const from = (given ?? {}) as Record<string, unknown>;
+  for (const [k, v] of Object.entries(schema)) {
+    if (isLeaf(v)) out[k] = from[k] === undefined ? structuredClone(v.default) : from[k];
+    else out[k] = withSchemaDefaults(v, isPlainMap(from[k]) ? (from[k] as SchemaInput<typeof v>) : undefined);
+  }
   return out as SchemaType<S>;
 }
