@@ -19,14 +19,14 @@ import { silentLogger } from '../../../../core/src/logging/logger';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
-import type { MllpSourceConfig } from './mllp.schema';
+import type { MllpSourceInput } from './mllp.schema';
 
 const sources: MllpSource[] = [];
 const clients: RawClient[] = [];
 const ctxs: RecordingCtx[] = [];
 
 /** A source on a real engine submit and SQLite store (see storeCtx). */
-async function startSource(cfg: Partial<MllpSourceConfig> = {}, opts?: Parameters<typeof storeCtx>[1]): Promise<{ src: MllpSource; ctx: RecordingCtx; port: number }> {
+async function startSource(cfg: MllpSourceInput = {}, opts?: Parameters<typeof storeCtx>[1]): Promise<{ src: MllpSource; ctx: RecordingCtx; port: number }> {
   const ctx = await storeCtx(cfg, opts);
   ctxs.push(ctx);
   const src = new MllpSource(ctx);
@@ -283,7 +283,7 @@ describe('MllpSource over TLS', () => {
   });
   afterAll(() => fs.rmSync(pki.dir, { recursive: true, force: true }));
 
-  const tlsCfg = (t: Partial<MllpSourceConfig['tls']>): MllpSourceConfig['tls'] => ({
+  const tlsCfg = (t: MllpSourceInput['tls']): MllpSourceInput['tls'] => ({
     enabled: true,
     cert: '',
     key: '',
@@ -383,7 +383,7 @@ describe('MllpSource over TLS', () => {
 
 describe('MllpSource: what each answer and stored message is made of', () => {
   /** A source over the real store with some of its context replaced. */
-  async function startWith(patch: (ctx: RecordingCtx) => Partial<RecordingCtx>, cfg: Partial<MllpSourceConfig> = {}) {
+  async function startWith(patch: (ctx: RecordingCtx) => Partial<RecordingCtx>, cfg: MllpSourceInput = {}) {
     const ctx = await storeCtx(cfg);
     ctxs.push(ctx);
     const src = new MllpSource({ ...ctx, ...patch(ctx) } as RecordingCtx);
