@@ -57,7 +57,7 @@ export class SinkAuth {
   }
 
   get type(): SinkAuthConfig['type'] {
-    return this.cfg?.type ?? 'none';
+    return this.cfg ? this.cfg.type : sinkAuthSchema.type.default;
   }
 
   /** The Authorization header value, or undefined for `none`. */
