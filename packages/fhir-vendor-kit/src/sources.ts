@@ -15,7 +15,7 @@
  * Each vendor resource becomes one message (`application/vnd.<vendor>.fhir+json`, the resource as
  * JSON), normalised later by the vendor's transform.
  */
-import { errorFields, FerryError, type InboundMessage, type SourceContext } from '@ferry/core';
+import { defineSchema, errorFields, FerryError, type InboundMessage, type SchemaType, type SourceContext } from '@ferry/core';
 import type { Resource } from '@medplum/fhirtypes';
 import { BulkExportClient, type ExportManifest } from './bulk-client';
 import { connectionSchema, VendorConnection, type ConnectionConfig } from './connection';
@@ -31,30 +31,7 @@ export interface PollResourceSpec {
   params?: Record<string, string>;
 }
 
-export interface PollSourceConfig extends ConnectionConfig {
-  intervalMs: number;
-  /** Vendor patient ids whose compartment is polled. */
-  patients: string[];
-  resources: PollResourceSpec[];
-  pageSize: number;
-  /** First poll reads changes since this instant ('' = everything). */
-  initialSince: string;
-}
 
-export interface BulkSourceConfig extends ConnectionConfig {
-  bulk: {
-    level: 'group' | 'patient' | 'system';
-    groupId: string;
-    types: string[];
-    typeFilter: string[];
-    /** Start a new export this often after the last one finished (0 = one export, then idle). */
-    intervalMs: number;
-    pollMinMs: number;
-    pollMaxMs: number;
-    batchSize: number;
-    deleteWhenDone: boolean;
-  };
-}
 
 /** Convict format (a function) of `resources`. */
 function resourcesFormat(v: unknown): void {
@@ -70,18 +47,18 @@ function resourcesFormat(v: unknown): void {
 }
 
 export function pollSourceSchema(defaults: Parameters<typeof connectionSchema>[0]) {
-  return {
+  return defineSchema({
     ...connectionSchema(defaults),
     intervalMs: { doc: 'Wait between polls', format: 'nat', default: 60_000 },
     patients: { doc: 'Vendor patient ids whose compartment is polled', format: Array, default: [] as string[] },
     resources: { doc: 'Resource types to poll: [{ type, category?, params? }]', format: resourcesFormat, default: [{ type: 'Patient' }] as PollResourceSpec[] },
     pageSize: { doc: '_count per page (Cerner caps at 200)', format: 'nat', default: 100 },
     initialSince: { doc: "First poll reads changes since this instant ('' = everything)", format: String, default: '' },
-  };
+  });
 }
 
 export function bulkSourceSchema(defaults: Parameters<typeof connectionSchema>[0], levels: string[] = ['group', 'patient', 'system']) {
-  return {
+  return defineSchema({
     ...connectionSchema(defaults),
     bulk: {
       level: { doc: 'Export level', format: levels, default: 'group' },
@@ -94,8 +71,13 @@ export function bulkSourceSchema(defaults: Parameters<typeof connectionSchema>[0
       batchSize: { doc: 'Resources stored per transaction', format: 'nat', default: 500 },
       deleteWhenDone: { doc: 'DELETE the job once every file is stored', format: Boolean, default: true },
     },
-  };
+  });
 }
+
+export type PollSourceConfig = SchemaType<ReturnType<typeof pollSourceSchema>>;
+export type BulkSourceConfig = Omit<SchemaType<ReturnType<typeof bulkSourceSchema>>, 'bulk'> & {
+  bulk: SchemaType<ReturnType<typeof bulkSourceSchema>>['bulk'] & { level: 'group' | 'patient' | 'system' };
+};
 
 /** A vendor resource as an inbound message. */
 export function resourceMessage(raw: string | Resource, profile: VendorProfile, facility: string): InboundMessage {
