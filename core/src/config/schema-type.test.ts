@@ -29,6 +29,8 @@ const schema = defineSchema({
   umask: { doc: 'validator', format: checkUmask, default: '0077' },
   workers: { doc: 'validator', format: accept, default: 'auto' as number | 'auto' },
   algorithms: { doc: 'validator', format: accept, default: ['RS256', 'ES256'] },
+  feeds: { doc: 'validator', format: accept, default: ['a'] as ('a' | 'b')[] },
+  typedList: { doc: 'Array', format: Array, default: [] as ('x' | 'y')[] },
   colour: { doc: 'guard', format: isColour, default: 'red' },
   required: { doc: 'null default', format: String, default: null },
   optional: { doc: 'undefined default', format: 'nat', default: undefined as number | undefined },
@@ -55,6 +57,8 @@ describe('SchemaType', () => {
     assertType<Equal<Conf['umask'], string>>();
     assertType<Equal<Conf['workers'], number | 'auto'>>();
     assertType<Equal<Conf['algorithms'], string[]>>();
+    assertType<Equal<Conf['feeds'], ('a' | 'b')[]>>();
+    assertType<Equal<Conf['typedList'], ('x' | 'y')[]>>();
     assertType<Equal<Conf['colour'], 'red' | 'blue'>>();
     assertType<Equal<Conf['required'], string | null>>();
     assertType<Equal<Conf['optional'], number | undefined>>();

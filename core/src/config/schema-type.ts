@@ -13,8 +13,8 @@
  * - `Object`: the default's type (`default: {} as Record<string, string>`), else Record<string, unknown>;
  * - a type guard `(v: unknown) => v is T`: T;
  * - any other validator function, `'*'` or no format: the default's type, widened (`'0077'` -> string,
- *   `['RS256']` -> string[]); give a default an explicit type (`'auto' as number | 'auto'`) when that is
- *   wider or narrower than the literal.
+ *   `['RS256']` -> string[]); give a default an explicit type (`'auto' as number | 'auto'`,
+ *   `[] as Feed[]`) when that is wider or narrower than the literal.
  * `default: null` adds `| null` (the key is required: convict refuses null unless the format takes it),
  * `default: undefined` adds `| undefined`. Any other key is a nested schema.
  */
@@ -54,7 +54,10 @@ export interface SchemaSpec {
   [key: string]: SchemaLeaf | SchemaSpec;
 }
 
-/** A literal default's type widened to its primitive (`'0077'` -> string, `readonly ['a']` -> string[]). */
+/**
+ * A literal default's type widened to its primitive (`'0077'` -> string, `readonly ['a']` -> string[]);
+ * a type given with `as` (`'auto' as number | 'auto'`, `[] as Feed[]`: a mutable array) is kept.
+ */
 type Widen<T> = [T] extends [never]
   ? unknown
   : [T] extends [string]
@@ -63,11 +66,13 @@ type Widen<T> = [T] extends [never]
       ? number
       : [T] extends [boolean]
         ? boolean
-        : T extends readonly (infer E)[]
-          ? Widen<E>[]
-          : T;
+        : T extends unknown[]
+          ? T
+          : T extends readonly (infer E)[]
+            ? Widen<E>[]
+            : T;
 
-type ElementOf<D> = D extends readonly (infer E)[] ? ([E] extends [never] ? unknown : Widen<E>) : unknown;
+type ElementOf<D> = D extends (infer E)[] ? E : D extends readonly (infer E)[] ? ([E] extends [never] ? unknown : Widen<E>) : unknown;
 type EmptyToRecord<D> = [keyof D] extends [never] ? Record<string, unknown> : Widen<D>;
 
 type FromFormat<F, D> = F extends readonly (infer E)[]
