@@ -28,14 +28,16 @@ function keysOf(schema: SchemaSpec, out = new Set<string>()): Set<string> {
 }
 
 /** `<config>.<key> ?? <literal>` (optional chaining and a closing parenthesis allowed before ??). */
-const REDEFAULT = /\b(?:cfg|config|conf)((?:\??\.\w+)+)\)?\s*\?\?\s*(-?\d[\d_.]*|'[^']*'|"[^"]*"|true|false|\[\]|\{\})/g;
+const LITERAL = String.raw`(-?\d[\d_.]*|'[^']*'|"[^"]*"|true|false|\[\]|\{\})`;
+const REDEFAULT = new RegExp(String.raw`\b(?:cfg|config|conf)((?:\??\.\w+)+)\)?\s*\?\?\s*` + LITERAL, 'g');
 
 function redefaults(file: string, keys: Set<string>): string[] {
   const text = readFileSync(file, 'utf8');
   const found: string[] = [];
   for (const m of text.matchAll(REDEFAULT)) {
     const last = m[1].split(/\??\./).filter(Boolean).pop()!;
-    if (keys.has(last)) found.push(`${path.relative(ROOT, file)}:${text.slice(0, m.index).split('\n').length}: ${m[0]}`);
+    const line = text.slice(0, m.index).split('\n').length;
+    if (keys.has(last)) found.push(`${path.relative(ROOT, file)}:${line}: ${m[0]}`);
   }
   return found;
 }

@@ -86,7 +86,8 @@ describe('SchemaType', () => {
     expect(asConvict).toBe(schema);
     const { required: _r, ...withDefaults } = schema;
     const problems: ConfigProblem[] = [];
-    const got = validateWithSchema<SchemaType<typeof withDefaults>>(withDefaults, { kind: 'postgres', nested: { n: 4 } }, 'x', problems);
+    const given = { kind: 'postgres', nested: { n: 4 } };
+    const got = validateWithSchema<SchemaType<typeof withDefaults>>(withDefaults, given, 'x', problems);
     expect(problems).toEqual([]);
     expect(got.kind).toBe('postgres');
     expect(got.nested).toEqual({ deeper: { leaf: 'a' }, n: 4 });
@@ -105,9 +106,14 @@ describe('SchemaType', () => {
 
   it('withSchemaDefaults fills what a partial config leaves out, nested keys too, and keeps undeclared keys', () => {
     const { required: _r, ...withDefaults } = schema;
-    const given: SchemaInput<typeof withDefaults> & { type: string } = { type: 'x', count: 3, nested: { deeper: { leaf: 'b' } } };
+    const given: SchemaInput<typeof withDefaults> & { type: string } = {
+      type: 'x',
+      count: 3,
+      nested: { deeper: { leaf: 'b' } },
+    };
     const c = withSchemaDefaults(withDefaults, given);
-    expect(c).toEqual({ ...schemaDefaults(withDefaults), type: 'x', count: 3, nested: { deeper: { leaf: 'b' }, n: 1 } });
+    const expected = { ...schemaDefaults(withDefaults), type: 'x', count: 3, nested: { deeper: { leaf: 'b' }, n: 1 } };
+    expect(c).toEqual(expected);
     expect(withSchemaDefaults(withDefaults, undefined)).toEqual(schemaDefaults(withDefaults));
     // @ts-expect-error a partial config still has the schema's types
     withSchemaDefaults(withDefaults, { count: 'three' });

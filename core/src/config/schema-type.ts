@@ -72,7 +72,13 @@ type Widen<T> = [T] extends [never]
             ? Widen<E>[]
             : T;
 
-type ElementOf<D> = D extends (infer E)[] ? E : D extends readonly (infer E)[] ? ([E] extends [never] ? unknown : Widen<E>) : unknown;
+type ElementOf<D> = D extends (infer E)[]
+  ? E
+  : D extends readonly (infer E)[]
+    ? [E] extends [never]
+      ? unknown
+      : Widen<E>
+    : unknown;
 type EmptyToRecord<D> = [keyof D] extends [never] ? Record<string, unknown> : Widen<D>;
 
 type FromFormat<F, D> = F extends readonly (infer E)[]
@@ -100,7 +106,9 @@ type FromFormat<F, D> = F extends readonly (infer E)[]
 /** The value type of one leaf. */
 export type LeafType<L> = L extends { default: infer D }
   ?
-      | (L extends { format: infer F } ? FromFormat<F, Exclude<D, null | undefined>> : Widen<Exclude<D, null | undefined>>)
+      | (L extends { format: infer F }
+          ? FromFormat<F, Exclude<D, null | undefined>>
+          : Widen<Exclude<D, null | undefined>>)
       | (null extends D ? null : never)
       | (undefined extends D ? undefined : never)
   : never;
@@ -142,7 +150,10 @@ const isPlainMap = (v: unknown): v is Record<string, unknown> => !!v && typeof v
  * component has its defaults in one place, the schema, whether the engine (which validated the
  * config) or code (a partial config) made it. Keys the schema does not declare are kept as given.
  */
-export function withSchemaDefaults<const S extends SchemaSpec>(schema: S, given: SchemaInput<S> | undefined): SchemaType<S> {
+export function withSchemaDefaults<const S extends SchemaSpec>(
+  schema: S,
+  given: SchemaInput<S> | undefined,
+): SchemaType<S> {
   const out: Record<string, unknown> = { ...(given ?? {}) };
   const from = (given ?? {}) as Record<string, unknown>;
   for (const [k, v] of Object.entries(schema)) {
