@@ -3,7 +3,7 @@ import { createLogger, defineErrors, FerryError } from '@ferry/core';
 import { readAck } from '../ack/ack.builder';
 import { adt, frame, RawClient, storeCtx, type RecordingCtx } from '../mllp/__fixtures__/support';
 import { MllpSource } from './mllp.source';
-import type { MllpSourceConfig } from '../mllp/mllp.schema';
+import type { MllpSourceInput } from '../mllp/mllp.schema';
 
 /**
  * What the source makes of the store's answers, beyond the ACK codes of mllp.source.test.ts: the
@@ -29,7 +29,7 @@ type Entry = { level: string; message: string; [k: string]: unknown };
 /** A source over the real store with some of its context replaced, logging at debug into `logs`. */
 async function startWith(
   patch: (ctx: RecordingCtx) => Partial<RecordingCtx>,
-  cfg: Partial<MllpSourceConfig> = {},
+  cfg: MllpSourceInput = {},
   storeOpts?: Parameters<typeof storeCtx>[1],
 ) {
   const ctx = await storeCtx(cfg, storeOpts);

@@ -12,14 +12,14 @@ import { readAck } from '../ack/ack.builder';
 import { adt, field, frame, RawClient, storeCtx, type RecordingCtx } from '../mllp/__fixtures__/support';
 // TLS: mllp.source.tls.test.ts; many connections and 1,000 messages on one: mllp.source.load.test.ts.
 import { MllpSource } from './mllp.source';
-import type { MllpSourceConfig } from '../mllp/mllp.schema';
+import type { MllpSourceInput } from '../mllp/mllp.schema';
 
 const sources: MllpSource[] = [];
 const clients: RawClient[] = [];
 const ctxs: RecordingCtx[] = [];
 
 /** A source on a real engine submit and SQLite store (see storeCtx). */
-async function startSource(cfg: Partial<MllpSourceConfig> = {}, opts?: Parameters<typeof storeCtx>[1]): Promise<{ src: MllpSource; ctx: RecordingCtx; port: number }> {
+async function startSource(cfg: MllpSourceInput = {}, opts?: Parameters<typeof storeCtx>[1]): Promise<{ src: MllpSource; ctx: RecordingCtx; port: number }> {
   const ctx = await storeCtx(cfg, opts);
   ctxs.push(ctx);
   const src = new MllpSource(ctx);
@@ -249,7 +249,7 @@ describe('MllpSource on a real socket', () => {
 
 describe('MllpSource: what each answer and stored message is made of', () => {
   /** A source over the real store with some of its context replaced. */
-  async function startWith(patch: (ctx: RecordingCtx) => Partial<RecordingCtx>, cfg: Partial<MllpSourceConfig> = {}) {
+  async function startWith(patch: (ctx: RecordingCtx) => Partial<RecordingCtx>, cfg: MllpSourceInput = {}) {
     const ctx = await storeCtx(cfg);
     ctxs.push(ctx);
     const src = new MllpSource({ ...ctx, ...patch(ctx) } as RecordingCtx);

@@ -9,7 +9,7 @@ import { adt, frame, RawClient } from '../mllp/__fixtures__/support';
 import { makePki, type TestPki } from '../mllp/__fixtures__/certs';
 import { sourceHarness } from '../mllp/__fixtures__/source-harness';
 import { MllpSink } from '../sinks/mllp.sink';
-import type { MllpSourceConfig } from '../mllp/mllp.schema';
+import type { MllpSourceInput } from '../mllp/mllp.schema';
 
 const h = sourceHarness();
 const { startSource, connect, clients } = h;
@@ -22,7 +22,7 @@ describe('MllpSource over TLS', () => {
   });
   afterAll(() => fs.rmSync(pki.dir, { recursive: true, force: true }));
 
-  const tlsCfg = (t: Partial<MllpSourceConfig['tls']>): MllpSourceConfig['tls'] => ({
+  const tlsCfg = (t: MllpSourceInput['tls']): MllpSourceInput['tls'] => ({
     enabled: true,
     cert: '',
     key: '',

@@ -1,5 +1,5 @@
 import { MllpSource } from '../../sources/mllp.source';
-import type { MllpSourceConfig } from '../mllp.schema';
+import type { MllpSourceInput } from '../mllp.schema';
 import { RawClient, storeCtx, type RecordingCtx } from './support';
 
 /**
@@ -13,7 +13,7 @@ export function sourceHarness() {
   return {
     clients,
     async startSource(
-      cfg: Partial<MllpSourceConfig> = {},
+      cfg: MllpSourceInput = {},
     ): Promise<{ src: MllpSource; ctx: RecordingCtx; port: number }> {
       const ctx = await storeCtx(cfg);
       ctxs.push(ctx);
