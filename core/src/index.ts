@@ -31,6 +31,7 @@ export * from './facade/provider';
 export * from './store/message-store';
 export { contentHash } from './store/content-hash';
 export * from './config/engine.schema';
+export { defineSchema, schemaDefaults, withSchemaDefaults, type SchemaInput, type SchemaType, type SchemaSpec, type SchemaLeaf, type LeafType } from './config/schema-type';
 export { identifierParam } from './fhir/search';
 export * from './vendor';
 export { bundleText, deliveryPayload, deliveryPayloadJson, requestSignal } from './sinks/common';

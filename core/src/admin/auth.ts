@@ -1,5 +1,7 @@
 import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
 import type { Logger } from 'winston';
+import { engineSchema, type AuthConfig } from '../config/engine.schema';
+import { schemaDefaults } from '../config/schema-type';
 import { FerryError } from '../errors';
 import type { ApiTokenRecord, MessageStore } from '../store/message-store';
 import { isFacadeScope, isRole, type Principal, type Role } from './roles';
@@ -31,52 +33,11 @@ export interface ConfigToken {
   scopes?: string[];
 }
 
-export interface OidcConfig {
-  /** '' = OIDC off. */
-  issuer: string;
-  audience: string;
-  jwksUrl: string;
-  /** Claim holding the user's roles or groups: a dot path (`realm_access.roles`); a list or a space-separated string. */
-  rolesClaim: string;
-  /** Claim value -> Ferry role (`{ "ferry-admins": admin }`); empty: the claim holds Ferry role names. */
-  roleMap: Record<string, string>;
-  /** Claim naming the user in the audit trail. */
-  nameClaim: string;
-  /** Claim with the FHIR facade scopes (`connection:<id>:read|write`; a list or a space-separated string). */
-  scopesClaim?: string;
-  /** Accepted signature algorithms. */
-  algorithms: string[];
-  clockToleranceSec: number;
-  /** The console's "Sign in with <provider>" (authorization code + PKCE); clientId '' = off. */
-  console?: OidcConsoleConfig;
-}
+/** `admin.auth` and its parts, derived from the engine schema. */
+export type { AuthConfig, OidcConfig, OidcConsoleConfig } from '../config/engine.schema';
 
-export interface OidcConsoleConfig {
-  clientId: string;
-  /** A confidential client's secret ('' = a public client: PKCE only). */
-  clientSecret: string;
-  scopes: string[];
-  /** The token the page sends as its bearer. */
-  bearer: 'id_token' | 'access_token';
-  displayName: string;
-  /** '' = <the admin server's origin>/console. */
-  redirectUri: string;
-}
-
-export interface AuthConfig {
-  tokens: ConfigToken[];
-  oidc: OidcConfig;
-  failedAuth: { maxFailures: number; windowMs: number };
-  /** How long a checked secret is remembered (the scrypt check is skipped meanwhile; revocation and expiry still apply). */
-  tokenCacheMs: number;
-}
-
-export const defaultAuthConfig = (): AuthConfig => ({
-  tokens: [],
-  oidc: { issuer: '', audience: '', jwksUrl: '', rolesClaim: 'roles', roleMap: {}, nameClaim: 'preferred_username', algorithms: ['RS256', 'PS256', 'ES256', 'EdDSA'], clockToleranceSec: 30 },
-  failedAuth: { maxFailures: 10, windowMs: 60_000 },
-  tokenCacheMs: 300_000,
-});
+/** `admin.auth` with the schema's defaults (no tokens, OIDC off). */
+export const defaultAuthConfig = (): AuthConfig => schemaDefaults(engineSchema.admin.auth);
 
 export { FailureLimiter } from './failure-limiter';
 

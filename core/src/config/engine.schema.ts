@@ -1,12 +1,10 @@
-import type convict from 'convict';
-import type { AuthConfig } from '../admin/auth';
+import type { ConfigToken } from '../admin/auth';
 import { isFacadeScope, isRole, ROLES } from '../admin/roles';
 import { isTokenHash, isTokenId } from '../admin/tokens';
-import type { CircuitPolicy } from '../delivery/circuit';
 import { isIgnoreField } from '../store/content-hash';
 import { umaskFormat } from '../util/file-modes';
-import type { DataQualityPolicy } from '../model/message';
 import { checkDataQualityFields } from '../pipeline/data-quality';
+import { defineSchema, type SchemaType } from './schema-type';
 
 /** A convict format: a list of strings each matching `re`. */
 function stringList(name: string, re: RegExp): (v: unknown) => void {
@@ -21,7 +19,7 @@ function stringList(name: string, re: RegExp): (v: unknown) => void {
 }
 
 /** Keys shared by every sink entry, whatever its type: the delivery policy. */
-export const sinkCommonSchema = {
+export const sinkCommonSchema = defineSchema({
   concurrency: {
     doc: "Deliveries to this sink in flight at once (0 = the sink type's own default, else processing.deliveryWorkers); per ordering key they stay in order whatever this is",
     format: 'nat',
@@ -49,10 +47,10 @@ export const sinkCommonSchema = {
     jitter: { doc: 'Random fraction added/removed from each delay (0..1)', format: Number, default: 0.2 },
     maxAgeMs: { doc: 'A delivery older than this is dead instead of retried', format: 'nat', default: 7 * 24 * 3600_000 },
   },
-} satisfies convict.Schema<any>;
+});
 
 /** Keys shared by every source entry. */
-export const sourceCommonSchema = {
+export const sourceCommonSchema = defineSchema({
   duplicates: {
     policy: {
       doc: 'What to do with a duplicate: a message whose (source, sender, control id) AND content (ignoreFields left out) match one stored within the window. The same control id with other content is not a duplicate: it is stored and processed, with a control-id-reused event',
@@ -81,10 +79,10 @@ export const sourceCommonSchema = {
       default: {} as Record<string, 'warn' | 'fail'>,
     },
   },
-} satisfies convict.Schema<any>;
+});
 
 /** The engine's own keys. `plugins`, `sources`, `sinks` and `routes` are checked entry by entry. */
-export const engineSchema = {
+export const engineSchema = defineSchema({
   store: {
     kind: { doc: 'sqlite (embedded) or postgres', format: ['sqlite', 'postgres'], default: 'sqlite', env: 'FERRY_STORE_KIND' },
     path: { doc: 'SQLite file', format: String, default: './data/ferry.db', env: 'FERRY_STORE_PATH' },
@@ -198,7 +196,7 @@ export const engineSchema = {
             if (expires !== undefined && (typeof expires !== 'string' || Number.isNaN(Date.parse(expires)))) throw new Error(`${at}.expires: an ISO 8601 time`);
           });
         },
-        default: [] as unknown[],
+        default: [] as ConfigToken[],
       },
       oidc: {
         issuer: { doc: "OIDC/JWT bearer tokens: the identity provider's issuer (`iss`); '' = off", format: String, default: '' },
@@ -288,16 +286,27 @@ export const engineSchema = {
       env: 'FERRY_UMASK',
     },
   },
-} satisfies convict.Schema<any>;
+});
 
-export interface RetryPolicy {
-  maxAttempts: number;
-  initialDelayMs: number;
-  maxDelayMs: number;
-  multiplier: number;
-  jitter: number;
-  maxAgeMs: number;
-}
+type EngineSchemaConfig = SchemaType<typeof engineSchema>;
+/** The keys every sink entry has (sinkCommonSchema), whatever its type. */
+export type SinkCommonConfig = SchemaType<typeof sinkCommonSchema>;
+/** The keys every source entry has (sourceCommonSchema), whatever its type. */
+export type SourceCommonConfig = SchemaType<typeof sourceCommonSchema>;
+export type RetryPolicy = SinkCommonConfig['retry'];
+/** A sink's circuit breaker (`sinks.<id>.circuitBreaker`). */
+export type CircuitPolicy = SinkCommonConfig['circuitBreaker'];
+/** `sources.<id>.dataQuality`: what a value the conversion cannot use does. */
+export type DataQualityPolicy = SourceCommonConfig['dataQuality'];
+export type StoreConfig = EngineSchemaConfig['store'];
+export type ProcessingConfig = EngineSchemaConfig['processing'];
+export type AdminConfig = EngineSchemaConfig['admin'];
+export type AdminTlsConfig = AdminConfig['tls'];
+export type AuthConfig = AdminConfig['auth'];
+export type OidcConfig = AuthConfig['oidc'];
+export type OidcConsoleConfig = OidcConfig['console'];
+export type ApiConfig = EngineSchemaConfig['api'];
+export type LogConfig = EngineSchemaConfig['log'];
 
 export interface RouteConfig {
   id: string;
@@ -329,66 +338,62 @@ export interface PluginRef {
   config: Record<string, unknown>;
 }
 
-export interface AdminTlsConfig {
-  cert: string;
-  key: string;
-  passphrase: string;
-  ca: string;
-  requestCert: boolean;
-}
+const PATH_KEY = /^([A-Z][A-Za-z]+|\*)\.(read|search|create|update|book|cancel|checkin|\*)$/;
 
-export interface AdminConfig {
-  enabled: boolean;
-  host: string;
-  port: number;
-  allowedHosts: string[];
-  allowedOrigins: string[];
-  trustProxy: string[];
-  metricsPublic: boolean;
-  bodyLimit: number;
-  maxListLimit: number;
-  requestTimeoutMs: number;
-  auth: AuthConfig;
-  tls: AdminTlsConfig;
-}
+/** `connections.<id>.facade`: the facade's policy for one connection. */
+export const facadeConnectionSchema = defineSchema({
+  enabled: { doc: 'Serve this connection through the FHIR facade (api.enabled must be on too)', format: Boolean, default: true },
+  cache: {
+    ttlSeconds: { doc: 'Serve a read from memory when the copy is younger than this (0 = always ask the vendor)', format: 'nat', default: 0 },
+    storeMaxAgeSeconds: { doc: 'Serve a read from the store (the last canonical copy the facade read or wrote) when it is fresher than this (0 = off)', format: 'nat', default: 0 },
+    maxEntries: { doc: 'Reads kept in memory for ttlSeconds', format: 'nat', default: 10_000 },
+  },
+  paths: {
+    doc: 'Decision rule overrides: { "Patient.read": rest, "Appointment.*": rest } -- which vendor API (fhir, rest) serves a type and interaction (read, search, create, update, book, cancel, checkin); the default table is in the README',
+    format: function facadePaths(v: unknown): void {
+      if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('must be a mapping of "Type.interaction" -> path');
+      for (const [k, path] of Object.entries(v)) {
+        if (!PATH_KEY.test(k)) throw new Error(`${k}: must be Type.interaction (interaction: read, search, create, update, book, cancel, checkin or *), e.g. Patient.read`);
+        if (typeof path !== 'string' || !/^[a-z][a-z0-9-]*$/.test(path)) throw new Error(`${k}: must name a path such as fhir or rest`);
+      }
+    },
+    default: {} as Record<string, string>,
+  },
+  identity: {
+    linkSystems: {
+      doc: "Identifier systems that link a patient across connections: the first of them the patient has (system|value) must equal the one another connection recorded; [] = its MRN (the identifier typed v2-0203 MR)",
+      format: function linkSystems(v: unknown): void {
+        if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !x.trim())) throw new Error('must be a list of identifier systems (URIs)');
+      },
+      default: [] as string[],
+    },
+    linkedIdentifiers: {
+      doc: "Patient reads add one identifier per linked patient at another connection the client may read (system urn:ferry:connection:<id>, value its id there); off: the vendor's identifiers only",
+      format: Boolean,
+      default: false,
+    },
+  },
+  rateLimit: {
+    qps: { doc: 'Requests per second per client on this connection (0 = api.rateLimit)', format: Number, default: 0 },
+    burst: { doc: 'Bucket size (0 = same as qps)', format: 'nat', default: 0 },
+  },
+});
 
-export interface ApiConfig {
-  enabled: boolean;
-  host: string;
-  port: number;
-  publicUrl: string;
-  allowedHosts: string[];
-  cors: { origins: string[] };
-  bodyLimit: number;
-  requestTimeoutMs: number;
-  vendorTimeoutMs: number;
-  defaultCount: number;
-  maxCount: number;
-  rateLimit: { qps: number; burst: number };
-  idempotencyHours: number;
-  cursorSecret: string;
-  tls: AdminTlsConfig;
-}
+/** One entry of `routes:` (its steps are parsed one by one: see parseStep). */
+export const routeSchema = defineSchema({
+  id: { doc: 'Route id', format: String, default: '' },
+  from: { doc: 'Source ids', format: Array, default: [] as string[] },
+  when: {
+    messageType: { doc: 'Message type globs (ADT^A0*)', format: Array, default: [] as string[] },
+    fhirpath: { doc: 'FHIRPath predicate on the canonical Bundle', format: String, default: '' },
+  },
+  steps: { doc: 'validate | filter: <fhirpath> | script: <module>', format: Array, default: [] as unknown[] },
+  to: { doc: 'Sink ids', format: Array, default: [] as string[] },
+  ordering: { doc: 'strict: per ordering key, in arrival order; none: as fast as possible', format: ['strict', 'none'], default: 'strict' },
+});
 
 /** A connection's facade policy (`connections.<id>.facade`). */
-export interface FacadeConnectionConfig {
-  /** Whether the facade serves this connection at all. */
-  enabled: boolean;
-  cache: {
-    /** Serve a read from memory when it is younger than this (0 = off). */
-    ttlSeconds: number;
-    /** Serve a read from the store (the last canonical copy the facade read or wrote) when fresher than this (0 = off). */
-    storeMaxAgeSeconds: number;
-    /** Entries kept in memory. */
-    maxEntries: number;
-  };
-  /** Decision rule overrides: `Type.interaction` (or `Type.*`) -> path (`fhir`, `rest`). */
-  paths: Record<string, string>;
-  /** Per-client rate limit on this connection (overrides api.rateLimit when qps > 0). */
-  rateLimit: { qps: number; burst: number };
-  /** How a patient is linked across connections, and whether reads show the links. */
-  identity: { linkSystems: string[]; linkedIdentifiers: boolean };
-}
+export type FacadeConnectionConfig = SchemaType<typeof facadeConnectionSchema>;
 
 /** One entry of `connections:`. */
 export interface ConnectionEntry {
@@ -398,44 +403,23 @@ export interface ConnectionEntry {
   facade: FacadeConnectionConfig;
 }
 
-export interface EngineConfig {
-  store: {
-    kind: 'sqlite' | 'postgres';
-    path: string;
-    url: string;
-    /** '' = the connection's search_path. */
-    schema: string;
-    queryTimeoutMs: number;
-    groupCommit: { maxBatch: number };
-    retention: { deliveredDays: number; deadDays: number; pruneIntervalMinutes: number; auditDays: number };
-  };
+/** A source entry: its type's keys (validated against its schema) and the common ones. */
+export type SourceEntryConfig = SourceCommonConfig & { type: string; [k: string]: unknown };
+/** A sink entry: its type's keys (validated against its schema) and the delivery policy. */
+export type SinkEntryConfig = SinkCommonConfig & { type: string; [k: string]: unknown };
+
+/** The validated config: the engine schema's keys, and the entries checked one by one. */
+export interface EngineConfig extends Omit<EngineSchemaConfig, 'plugins' | 'sources' | 'sinks' | 'routes'> {
   plugins: PluginRef[];
-  sources: Record<string, { type: string; duplicates: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number; ignoreFields: string[] }; dataQuality: DataQualityPolicy; [k: string]: unknown }>;
-  sinks: Record<string, { type: string; retry: RetryPolicy; circuitBreaker: CircuitPolicy; concurrency: number; deliveryTimeoutMs: number; [k: string]: unknown }>;
+  sources: Record<string, SourceEntryConfig>;
+  sinks: Record<string, SinkEntryConfig>;
   routes: RouteConfig[];
   /** Route tests (`ferry validate-config --test`). */
   tests: RouteTest[];
-  processing: {
-    batchSize: number;
-    validate: boolean;
-    deliveryWorkers: number;
-    pollIntervalMs: number;
-    leaseMs: number;
-    heartbeatMs: number;
-    instanceTimeoutMs: number;
-    maxAttempts: number;
-    transformWorkers: number | 'auto';
-  };
-  admin: AdminConfig;
-  /** The FHIR facade listener. */
-  api: ApiConfig;
   /** Vendor connections (credentials defined once), by id. */
   connections: Record<string, ConnectionEntry>;
   /** Deprecations and other non-fatal remarks, by path (logged at start, printed by validate-config). */
   warnings: { path: string; message: string }[];
-  log: { level: string; format: 'json' | 'pretty' };
-  /** `umask`: octal text such as '0077' (see `fileModes(parseUmask(...))`). */
-  files: { umask: string };
   /** Validated config of each loaded plugin, by plugin id. */
   pluginConfig: Record<string, Record<string, unknown>>;
   /** The file it came from, if any; relative paths in it resolve against its folder. */

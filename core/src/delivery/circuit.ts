@@ -1,12 +1,7 @@
-/** A sink's circuit breaker settings (`sinks.<id>.circuitBreaker`). */
-export interface CircuitPolicy {
-  /** Retryable failures in a row, with no delivery taken in between, that pause the sink (0 = never paused). */
-  failureThreshold: number;
-  /** The first pause; each failed probe doubles it. */
-  openMs: number;
-  /** The longest pause between probes. */
-  maxOpenMs: number;
-}
+import type { CircuitPolicy } from '../config/engine.schema';
+
+/** A sink's circuit breaker settings (`sinks.<id>.circuitBreaker`, derived from sinkCommonSchema). */
+export type { CircuitPolicy };
 
 /** closed: deliveries go; open: paused until `openUntil`; half-open: one probe may go (or is going). */
 export type CircuitState = 'closed' | 'open' | 'half-open';

@@ -491,8 +491,10 @@ export class Dispatcher {
           why === 'stopping'
             ? new FerryError('DELIVERY_ENGINE_STOPPING', `sink "${rt.id}" did not finish the delivery before the engine stopped`, { kind: 'transient', retryable: true })
             : new FerryError('DELIVERY_TIMEOUT', `sink "${rt.id}" did not finish the delivery within ${limit} ms (deliveryTimeoutMs)`, { kind: 'transient', retryable: true });
-        delivery.abort(e);
+        // Settled before the sink hears of it: a sink that rejects as soon as its signal aborts must
+        // not have its own error recorded instead (the race takes whichever settled first).
         reject(e);
+        delivery.abort(e);
       };
     });
     // A call abandoned at the limit may still settle: nobody is waiting for it then.

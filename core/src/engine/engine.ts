@@ -323,7 +323,7 @@ export class Engine {
     child.register(coreTokens.SinkContext, { useValue: ctx });
     const sink = child.resolve(reg.impl);
     await sink.start?.();
-    return { id, sink, retry, logger, concurrency: concurrency || sink.preferredConcurrency || cfg.processing.deliveryWorkers || 1, deliveryTimeoutMs: deliveryTimeoutMs ?? 0, circuit: circuitBreaker };
+    return { id, sink, retry, logger, concurrency: concurrency || sink.preferredConcurrency || cfg.processing.deliveryWorkers || 1, deliveryTimeoutMs, circuit: circuitBreaker };
   }
 
   /**

@@ -147,12 +147,8 @@ export interface DataQualityIssue {
   hl7ErrorCode?: string;
 }
 
-/** A source's `dataQuality` policy: what an issue does (`warn`: recorded; `fail`: the message fails), per field. */
-export interface DataQualityPolicy {
-  policy: 'warn' | 'fail';
-  /** `SEG-n`, `SEG-n-c` or `SEG` (or a vendor location) -> warn | fail; the most specific match wins. */
-  fields: Record<string, 'warn' | 'fail'>;
-}
+/** A source's `dataQuality` policy (derived from sourceCommonSchema; exported from here too for the model's users). */
+export type { DataQualityPolicy } from '../config/engine.schema';
 
 /** The event status under which each issue is stored with its message (detail: the issue as JSON). */
 export const DATA_QUALITY_EVENT = 'data-quality';

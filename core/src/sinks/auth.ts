@@ -2,9 +2,10 @@ import { configError } from '../errors';
 import { TokenCache, type TokenFetcher } from '../vendor/token-cache';
 import { clientCredentialsFetcher } from '../vendor/http-client';
 import { optionalHttpUrl } from './common';
+import { defineSchema, type SchemaType } from '../config/schema-type';
 
 /** `auth:` keys shared by the http and fhir sinks. Secrets come from `${ENV}` or `<key>_FILE`. */
-export const sinkAuthSchema = {
+export const sinkAuthSchema = defineSchema({
   type: { doc: 'none | basic | bearer | client_credentials', format: ['none', 'basic', 'bearer', 'client_credentials'], default: 'none' },
   username: { doc: 'basic: user name', format: String, default: '' },
   password: { doc: 'basic: password (use ${ENV} or password_FILE)', format: String, default: '', sensitive: true },
@@ -14,19 +15,9 @@ export const sinkAuthSchema = {
   clientSecret: { doc: 'client_credentials: client secret (use ${ENV} or clientSecret_FILE)', format: String, default: '', sensitive: true },
   scope: { doc: 'client_credentials: requested scope (space separated)', format: String, default: '' },
   clientAuth: { doc: 'client_credentials: how the client authenticates to the token endpoint: basic (HTTP Basic) or post (form fields)', format: ['basic', 'post'], default: 'basic' },
-};
+});
 
-export interface SinkAuthConfig {
-  type: 'none' | 'basic' | 'bearer' | 'client_credentials';
-  username: string;
-  password: string;
-  token: string;
-  tokenUrl: string;
-  clientId: string;
-  clientSecret: string;
-  scope: string;
-  clientAuth: 'basic' | 'post';
-}
+export type SinkAuthConfig = SchemaType<typeof sinkAuthSchema>;
 
 /** Produces the Authorization header for a sink; caches client-credentials tokens (single-flight refresh). */
 export class SinkAuth {
@@ -66,7 +57,7 @@ export class SinkAuth {
   }
 
   get type(): SinkAuthConfig['type'] {
-    return this.cfg?.type ?? 'none';
+    return this.cfg ? this.cfg.type : sinkAuthSchema.type.default;
   }
 
   /** The Authorization header value, or undefined for `none`. */

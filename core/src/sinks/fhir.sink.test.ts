@@ -3,7 +3,7 @@ import type { Bundle } from '@medplum/fhirtypes';
 import { startFhirServer, type FhirTestServer } from '../../../test/support/fhir-server';
 import { FerryError } from '../errors';
 import { delivery, patientBundle, sinkContext } from './__fixtures__/delivery';
-import { applyResolvedReferences, classifyFhirFailure, conditionalReferencesOf, dependencyOrder, deterministicUuid, FhirSink, toTransaction, type FhirSinkConfig } from './fhir.sink';
+import { applyResolvedReferences, classifyFhirFailure, conditionalReferencesOf, dependencyOrder, deterministicUuid, FhirSink, toTransaction, type FhirSinkInput } from './fhir.sink';
 import { defaultAuth } from './http.sink';
 
 describe('FhirSink against a real FHIR R4 server', () => {
@@ -20,9 +20,9 @@ describe('FhirSink against a real FHIR R4 server', () => {
     srv.failNext(0, 0);
   });
 
-  const sink = (over: Partial<FhirSinkConfig> = {}) =>
+  const sink = (over: Partial<FhirSinkInput> = {}) =>
     new FhirSink(
-      sinkContext<FhirSinkConfig>({
+      sinkContext<FhirSinkInput>({
         baseUrl: srv.baseUrl,
         timeoutMs: 2000,
         headers: {},
@@ -183,7 +183,7 @@ describe('FhirSink auth', () => {
 
   it('sends the bearer token; a wrong one is a permanent 401', async () => {
     const mk = (token: string) =>
-      new FhirSink(sinkContext<FhirSinkConfig>({ baseUrl: srv.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, auth: { ...defaultAuth(), type: 'bearer', token } }));
+      new FhirSink(sinkContext<FhirSinkInput>({ baseUrl: srv.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, auth: { ...defaultAuth(), type: 'bearer', token } }));
     await mk('s3cret').deliver(delivery(patientBundle('MRN-700')));
     expect(await srv.count('Patient')).toBe(1);
     const e = (await mk('wrong')
@@ -210,7 +210,7 @@ describe('FhirSink client_credentials', () => {
     try {
       const port = (tokenServer.address() as { port: number }).port;
       const s = new FhirSink(
-        sinkContext<FhirSinkConfig>({
+        sinkContext<FhirSinkInput>({
           baseUrl: srv.baseUrl,
           timeoutMs: 2000,
           headers: {},
@@ -259,7 +259,7 @@ describe('FhirSink against a server that caps transactions (Medplum: 8 condition
     return b;
   };
   const mk = (max: number) =>
-    new FhirSink(sinkContext<FhirSinkConfig>({ baseUrl: srv.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: max, auth: defaultAuth() }));
+    new FhirSink(sinkContext<FhirSinkInput>({ baseUrl: srv.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: max, auth: defaultAuth() }));
 
   it.each([
     ['configured maxTransactionEntries: 8', 8],
@@ -295,8 +295,8 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
     srv.failNext(0, 0);
   });
   const MRN = 'urn:oid:2.16.840.1.113883.3.1';
-  const sink = (over: Partial<FhirSinkConfig> = {}) =>
-    new FhirSink(sinkContext<FhirSinkConfig>({ baseUrl: srv.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, ...over, auth: defaultAuth() }));
+  const sink = (over: Partial<FhirSinkInput> = {}) =>
+    new FhirSink(sinkContext<FhirSinkInput>({ baseUrl: srv.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, ...over, auth: defaultAuth() }));
   /** Message 1: a Patient with its canonical id and MRN. */
   const patientMsg = (mrn: string, id = `pat-${mrn}`) =>
     delivery({ resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', id, identifier: [{ system: MRN, value: mrn }], name: [{ family: 'Doe' }] } }] });
@@ -431,8 +431,8 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
 
   it('on a server with referential integrity (like HAPI): a Type/id reference across messages without identifier is refused under identity: identifier, resolves with Reference.identifier or under identity: id', async () => {
     const strict = await startFhirServer({ referentialIntegrity: true });
-    const mk = (over: Partial<FhirSinkConfig> = {}) =>
-      new FhirSink(sinkContext<FhirSinkConfig>({ baseUrl: strict.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, ...over, auth: defaultAuth() }));
+    const mk = (over: Partial<FhirSinkInput> = {}) =>
+      new FhirSink(sinkContext<FhirSinkInput>({ baseUrl: strict.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, ...over, auth: defaultAuth() }));
     try {
       await mk().deliver(patientMsg('MRN-S1'));
       const e = await mk()
@@ -459,7 +459,7 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
     const closed = await startFhirServer({ updateCreate: false });
     try {
       const e = await new FhirSink(
-        sinkContext<FhirSinkConfig>({ baseUrl: closed.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, identity: 'id', auth: defaultAuth() }),
+        sinkContext<FhirSinkInput>({ baseUrl: closed.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, identity: 'id', auth: defaultAuth() }),
       )
         .deliver(patientMsg('MRN-C1'))
         .then(

@@ -22,7 +22,8 @@ import {
   typeIdOf,
   type Ident,
 } from './fhir-transaction';
-import { defaultAuth, redact } from './http.sink';
+import { redact } from './http.sink';
+import { defineSchema, withSchemaDefaults, type SchemaInput, type SchemaType } from '../config/schema-type';
 import { ReferenceCache } from './reference-cache';
 
 // The transaction and outcome helpers moved out of this file; importers of './fhir.sink' keep them.
@@ -31,7 +32,7 @@ export { classifyFhirFailure } from './fhir-outcome';
 export { ReferenceCache } from './reference-cache';
 
 /** `sinks.<id>` keys of a `type: fhir` sink. */
-export const fhirSinkSchema = {
+export const fhirSinkSchema = defineSchema({
   baseUrl: { doc: 'FHIR R4 base URL, e.g. https://fhir.example.org/fhir/R4', format: httpUrl, default: '' },
   auth: sinkAuthSchema,
   timeoutMs: { doc: 'Timeout of one transaction request', format: 'nat', default: 30_000 },
@@ -57,19 +58,11 @@ export const fhirSinkSchema = {
     format: ['retry', 'identifier'],
     default: 'retry',
   },
-};
+});
 
-export interface FhirSinkConfig {
-  baseUrl: string;
-  auth: SinkAuthConfig;
-  timeoutMs: number;
-  headers: Record<string, string>;
-  excludeResourceTypes: string[];
-  maxTransactionEntries: number;
-  identity?: 'identifier' | 'id';
-  conditionalReferences?: 'resolve' | 'server';
-  unresolvedReferences?: 'retry' | 'identifier';
-}
+export type FhirSinkConfig = SchemaType<typeof fhirSinkSchema>;
+/** A config given in code: keys left out take the schema's defaults. */
+export type FhirSinkInput = SchemaInput<typeof fhirSinkSchema>;
 
 /**
  * Writes each message's bundle to a FHIR R4 server as ONE transaction (all or nothing) of
@@ -80,7 +73,7 @@ export interface FhirSinkConfig {
  */
 @injectable()
 export class FhirSink implements MessageSink {
-  private readonly cfg: Required<FhirSinkConfig>;
+  private readonly cfg: FhirSinkConfig;
   private readonly client: Client;
   private readonly auth: SinkAuth;
   private readonly exclude: Set<string>;
@@ -88,17 +81,8 @@ export class FhirSink implements MessageSink {
   /** Conditional reference -> `Type/id` (exposed for tests and metrics). */
   readonly references = new ReferenceCache();
 
-  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<FhirSinkConfig>) {
-    const defaults: Omit<Required<FhirSinkConfig>, 'baseUrl' | 'auth'> = {
-      timeoutMs: 30_000,
-      headers: {},
-      excludeResourceTypes: [],
-      maxTransactionEntries: 0,
-      identity: 'identifier',
-      conditionalReferences: 'resolve',
-      unresolvedReferences: 'retry',
-    };
-    this.cfg = { ...defaults, ...ctx.config, auth: { ...defaultAuth(), ...(ctx.config.auth ?? {}) } } as Required<FhirSinkConfig>;
+  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<FhirSinkInput>) {
+    this.cfg = withSchemaDefaults(fhirSinkSchema, ctx.config);
     if (!this.cfg.baseUrl) throw configError('SINK_URL', `sinks.${ctx.id}.baseUrl: required`);
     if (!['identifier', 'id'].includes(this.cfg.identity)) throw configError('SINK_CONFIG', `sinks.${ctx.id}.identity: must be identifier or id`);
     this.auth = new SinkAuth(this.cfg.auth, `sinks.${ctx.id}`, this.cfg.timeoutMs);

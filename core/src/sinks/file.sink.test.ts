@@ -3,9 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { FerryError } from '../errors';
 import { delivery, patientBundle, sinkContext } from './__fixtures__/delivery';
-import { FileSink, NdjsonWriters, type FileSinkConfig } from './file.sink';
+import { FileSink, NdjsonWriters, type FileSinkInput } from './file.sink';
 
-const base = (dir: string, over: Partial<FileSinkConfig> = {}): FileSinkConfig => ({
+const base = (dir: string, over: Partial<FileSinkInput> = {}): FileSinkInput => ({
   dir,
   format: 'ndjson',
   file: 'bundles.ndjson',

@@ -7,9 +7,10 @@ import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens, createToken } from '../plugin/tokens';
 import { deliveryPayload, deliveryPayloadJson, formatName, nonEmptyString, OWN_FORMATS, safeFileName, writtenMessages } from './common';
 import { fileModes, mkdirPrivate, type FileModes } from '../util/file-modes';
+import { defineSchema, withSchemaDefaults, type SchemaInput, type SchemaType } from '../config/schema-type';
 
 /** `sinks.<id>` keys of a `type: file` sink. */
-export const fileSinkSchema = {
+export const fileSinkSchema = defineSchema({
   dir: { doc: 'Output directory (created when missing); relative paths resolve against the working directory', format: nonEmptyString('dir'), default: '' },
   format: {
     doc: 'ndjson: one line per bundle appended to `file`; json: one file per message, <message id>.json; hl7v2 (with the hl7v2-mllp plugin): the Bundle as HL7 v2 with `profile`, one file per message, <message id>.hl7',
@@ -21,18 +22,11 @@ export const fileSinkSchema = {
   fsync: { doc: 'fsync before a delivery counts as done (ndjson: one fsync per group of lines written together)', format: Boolean, default: true },
   envelope: { doc: 'Wrap each bundle as { messageId, deliveryId, routeId, sourceId, messageType, controlId, receivedAt, bundle }', format: Boolean, default: false },
   indent: { doc: 'json: spaces of indentation (0 = compact); ndjson lines are always compact', format: 'nat', default: 2 },
-};
+});
 
-export interface FileSinkConfig {
-  dir: string;
-  /** ndjson, json, or a format a plugin writes (hl7v2). */
-  format: string;
-  profile?: unknown;
-  file: string;
-  fsync: boolean;
-  envelope: boolean;
-  indent: number;
-}
+export type FileSinkConfig = SchemaType<typeof fileSinkSchema>;
+/** A config given in code: keys left out take the schema's defaults. */
+export type FileSinkInput = SchemaInput<typeof fileSinkSchema>;
 
 // ---------------------------------------------------------------------------------------------
 // NDJSON: one writer per file in this engine (NdjsonWriters). Lines from concurrent deliveries are queued and
@@ -195,10 +189,10 @@ export class FileSink implements MessageSink {
   private readonly modes: FileModes;
 
   constructor(
-    @inject(coreTokens.SinkContext) private readonly ctx: SinkContext<FileSinkConfig>,
+    @inject(coreTokens.SinkContext) private readonly ctx: SinkContext<FileSinkInput>,
     @inject(ndjsonWritersToken) private readonly writers: NdjsonWriters,
   ) {
-    this.cfg = { ...fileSinkSchemaDefaults(), ...ctx.config };
+    this.cfg = withSchemaDefaults(fileSinkSchema, ctx.config);
     this.dir = path.resolve(this.cfg.dir);
     this.modes = ctx.files ?? fileModes();
     if (!OWN_FORMATS.file.includes(this.cfg.format) && !ctx.fromFhir) throw configError('SINK_FORMAT', `sinks.${ctx.id}.format: ${this.cfg.format} needs a loaded plugin that writes it`);
@@ -273,8 +267,4 @@ export class FileSink implements MessageSink {
     }
     if (this.cfg.fsync) await fsyncDir(this.dir);
   }
-}
-
-function fileSinkSchemaDefaults(): FileSinkConfig {
-  return { dir: '', format: 'ndjson', file: 'bundles.ndjson', fsync: true, envelope: false, indent: 2 };
 }

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FerryError } from '../errors';
-import { defaultAuth, HttpSink, type HttpSinkConfig } from './http.sink';
+import { defaultAuth, HttpSink, type HttpSinkInput } from './http.sink';
 import { delivery, patientBundle, sinkContext } from './__fixtures__/delivery';
 
 interface Seen {
@@ -37,9 +37,9 @@ describe('HttpSink (real HTTP server on 127.0.0.1)', () => {
     handler = (_q, res) => res.writeHead(204).end();
   });
 
-  const sink = (over: Partial<HttpSinkConfig> = {}) =>
+  const sink = (over: Partial<HttpSinkInput> = {}) =>
     new HttpSink(
-      sinkContext<HttpSinkConfig>({
+      sinkContext<HttpSinkInput>({
         url: `${base}/ingest`,
         method: 'POST',
         headers: {},

@@ -4,9 +4,10 @@ import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { SinkAuth, sinkAuthSchema, type SinkAuthConfig } from './auth';
 import { deliveryPayloadJson, fhirToFormatCode, formatName, headerMap, httpUrl, networkDeliveryError, OWN_FORMATS, requestSignal, statusDeliveryError, writtenMessages } from './common';
+import { defineSchema, schemaDefaults, withSchemaDefaults, type SchemaInput, type SchemaType } from '../config/schema-type';
 
 /** `sinks.<id>` keys of a `type: http` sink. */
-export const httpSinkSchema = {
+export const httpSinkSchema = defineSchema({
   url: { doc: 'Where bundles are sent (http or https URL)', format: httpUrl, default: '' },
   method: { doc: 'POST or PUT', format: ['POST', 'PUT'], default: 'POST' },
   headers: { doc: 'Extra request headers (values may use ${ENV})', format: headerMap, default: {} as Record<string, string> },
@@ -20,20 +21,11 @@ export const httpSinkSchema = {
   envelope: { doc: 'Send { messageId, deliveryId, routeId, sourceId, messageType, controlId, receivedAt, bundle } instead of the bare bundle', format: Boolean, default: false },
   timeoutMs: { doc: 'Timeout of one request (connect + answer)', format: 'nat', default: 10_000 },
   auth: sinkAuthSchema,
-};
+});
 
-export interface HttpSinkConfig {
-  url: string;
-  method: 'POST' | 'PUT';
-  headers: Record<string, string>;
-  contentType: string;
-  /** fhir (default), or a format a plugin writes (hl7v2). */
-  format?: string;
-  profile?: unknown;
-  envelope: boolean;
-  timeoutMs: number;
-  auth: SinkAuthConfig;
-}
+export type HttpSinkConfig = SchemaType<typeof httpSinkSchema>;
+/** A config given in code: keys left out take the schema's defaults. */
+export type HttpSinkInput = SchemaInput<typeof httpSinkSchema>;
 
 /**
  * POSTs each bundle as JSON. 2xx is success; 408/425/429/5xx, timeouts and network errors are
@@ -46,9 +38,8 @@ export class HttpSink implements MessageSink {
   private readonly cfg: HttpSinkConfig;
   private readonly auth: SinkAuth;
 
-  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<HttpSinkConfig>) {
-    const defaults: Omit<HttpSinkConfig, 'url' | 'auth'> = { method: 'POST', headers: {}, contentType: '', format: 'fhir', envelope: false, timeoutMs: 10_000 };
-    this.cfg = { ...defaults, ...ctx.config, auth: { ...defaultAuth(), ...(ctx.config.auth ?? {}) } };
+  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<HttpSinkInput>) {
+    this.cfg = withSchemaDefaults(httpSinkSchema, ctx.config);
     if (!this.cfg.url) throw configError('SINK_URL', `sinks.${ctx.id}.url: required`);
     if (this.format !== 'fhir' && !ctx.fromFhir) throw configError('SINK_FORMAT', `sinks.${ctx.id}.format: ${this.format} needs a loaded plugin that writes it`);
     if (!this.cfg.contentType) this.cfg.contentType = this.format === 'fhir' ? 'application/fhir+json' : this.format === 'hl7v2' ? 'application/hl7-v2' : 'text/plain';
@@ -79,7 +70,7 @@ export class HttpSink implements MessageSink {
 
   /** A plugin-written format (hl7v2): the one message the Bundle becomes (several: dead, with the reason, rather than part of it). */
   private get format(): string {
-    return this.cfg.format ?? 'fhir';
+    return this.cfg.format;
   }
 
   private async written(d: Delivery): Promise<string> {
@@ -124,6 +115,7 @@ export function redact(url: string): string {
   }
 }
 
+/** `auth:` with the schema's defaults (none). */
 export function defaultAuth(): SinkAuthConfig {
-  return { type: 'none', username: '', password: '', token: '', tokenUrl: '', clientId: '', clientSecret: '', scope: '', clientAuth: 'basic' };
+  return schemaDefaults(sinkAuthSchema);
 }

@@ -7,9 +7,10 @@ import type { MessageSource, SourceContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import type { StoredAuditEntry } from '../store/message-store';
 import { WakeableSleep } from '../util/wakeable-sleep';
+import { defineSchema, withSchemaDefaults, type SchemaInput, type SchemaType } from '../config/schema-type';
 
 /** `sources.<id>` keys of a `type: audit` source. */
-export const auditSourceSchema = {
+export const auditSourceSchema = defineSchema({
   pollIntervalMs: { doc: 'How often the audit trail is read for new entries', format: 'nat', default: 1000 },
   batch: { doc: 'Entries turned into AuditEvents and stored per read', format: 'nat', default: 100 },
   from: {
@@ -17,13 +18,11 @@ export const auditSourceSchema = {
     format: ['now', 'start'],
     default: 'now',
   },
-};
+});
 
-export interface AuditSourceConfig {
-  pollIntervalMs: number;
-  batch: number;
-  from: 'now' | 'start';
-}
+export type AuditSourceConfig = SchemaType<typeof auditSourceSchema>;
+/** A config given in code: keys left out take the schema's defaults. */
+export type AuditSourceInput = SchemaInput<typeof auditSourceSchema>;
 
 const CHECKPOINT = 'seq';
 
@@ -84,9 +83,8 @@ export class AuditSource implements MessageSource {
   private running = false;
   private emitted = 0;
 
-  constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<AuditSourceConfig>) {
-    const defaults: AuditSourceConfig = { pollIntervalMs: 1000, batch: 100, from: 'now' };
-    this.cfg = { ...defaults, ...(ctx.config as Partial<AuditSourceConfig>) };
+  constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<AuditSourceInput>) {
+    this.cfg = withSchemaDefaults(auditSourceSchema, ctx.config);
   }
 
   async start(): Promise<void> {

@@ -8,9 +8,10 @@ import type { MessageSource, SourceContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { checkBody, globToRegExp, requiredString } from './common';
 import { fileModes, mkdirPrivate, tighten, type FileModes } from '../util/file-modes';
+import { defineSchema, withSchemaDefaults, type SchemaInput, type SchemaType } from '../config/schema-type';
 
 /** `sources.<id>` keys of a `type: file` source. */
-export const fileSourceSchema = {
+export const fileSourceSchema = defineSchema({
   dir: { doc: 'Directory watched for message files (created when missing)', format: requiredString('dir'), default: '' },
   contentType: {
     doc: 'Content type of every file; empty = by extension (.hl7 .er7 .txt -> application/hl7-v2, .json -> application/fhir+json)',
@@ -25,20 +26,11 @@ export const fileSourceSchema = {
   errorDir: { doc: 'Where rejected files go, each with a <name>.reason file (relative to dir)', format: String, default: 'error' },
   maxFileBytes: { doc: 'Larger files are rejected to errorDir', format: 'nat', default: 64 * 1024 * 1024 },
   keepDoneDays: { doc: 'Delete files from doneDir this many days after they were stored (0 = keep forever); errorDir is never pruned', format: 'nat', default: 0 },
-};
+});
 
-export interface FileSourceConfig {
-  dir: string;
-  contentType: string;
-  pattern: string;
-  pollIntervalMs: number;
-  batch: boolean;
-  stableMs: number;
-  doneDir: string;
-  errorDir: string;
-  maxFileBytes: number;
-  keepDoneDays: number;
-}
+export type FileSourceConfig = SchemaType<typeof fileSourceSchema>;
+/** A config given in code: keys left out take the schema's defaults. */
+export type FileSourceInput = SchemaInput<typeof fileSourceSchema>;
 
 const EXTENSIONS: Record<string, string> = {
   '.hl7': ContentType.hl7v2,
@@ -81,20 +73,9 @@ export class FileSource implements MessageSource {
   /** While files cannot be stored (the store unavailable): told once, counted each minute. */
   private readonly notStored: OutageLog;
 
-  constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<FileSourceConfig>) {
+  constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<FileSourceInput>) {
     this.notStored = new OutageLog(ctx.logger, 'file not stored; will retry', { source: ctx.id });
-    const defaults: Omit<FileSourceConfig, 'dir'> = {
-      contentType: '',
-      pattern: '*',
-      pollIntervalMs: 1000,
-      batch: true,
-      stableMs: 500,
-      doneDir: 'done',
-      errorDir: 'error',
-      maxFileBytes: 64 * 1024 * 1024,
-      keepDoneDays: 0,
-    };
-    this.cfg = { ...defaults, ...ctx.config };
+    this.cfg = withSchemaDefaults(fileSourceSchema, ctx.config);
     if (!this.cfg.dir) throw new FerryError('CONFIG_SOURCE_DIR', `sources.${ctx.id}.dir: required`, { kind: 'config' });
     this.dir = path.resolve(this.cfg.dir);
     this.doneDir = path.resolve(this.dir, this.cfg.doneDir || 'done');

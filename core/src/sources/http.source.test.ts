@@ -6,7 +6,7 @@ import { silentLogger } from '../logging/logger';
 import { SqliteMessageStore } from '../store/sqlite.store';
 import { hashToken, newTokenSecret } from '../admin/tokens';
 import { adt, storeContext } from './__fixtures__/context';
-import { HttpSource, type HttpSourceConfig } from './http.source';
+import { HttpSource, type HttpSourceInput } from './http.source';
 
 describe('HttpSource (real fastify listener, real SQLite store)', () => {
   let tmp: string;
@@ -14,7 +14,7 @@ describe('HttpSource (real fastify listener, real SQLite store)', () => {
   let source: HttpSource;
   let url: string;
 
-  const cfg = (over: Partial<HttpSourceConfig> = {}): HttpSourceConfig => ({ host: '127.0.0.1', port: 0, path: '/in', token: '', bodyLimit: 64 * 1024, batch: true, ...over });
+  const cfg = (over: Partial<HttpSourceInput> = {}): HttpSourceInput => ({ host: '127.0.0.1', port: 0, path: '/in', token: '', bodyLimit: 64 * 1024, batch: true, ...over });
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-http-source-'));

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { silentLogger } from '../logging/logger';
 import { SqliteMessageStore } from '../store/sqlite.store';
 import { adt, storeContext } from './__fixtures__/context';
-import { HttpSource, type HttpSourceConfig } from './http.source';
+import { HttpSource, type HttpSourceInput } from './http.source';
 
 /** A self-signed certificate for 127.0.0.1, made with the openssl CLI for this test run. */
 function selfSigned(dir: string, name: string): { cert: string; key: string } {
@@ -45,7 +45,7 @@ if (!hasOpenssl) console.warn('skipped: openssl CLI absent, cannot make test cer
     fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  const cfg = (tls: Partial<NonNullable<HttpSourceConfig['tls']>>): HttpSourceConfig => ({
+  const cfg = (tls: Partial<NonNullable<HttpSourceInput['tls']>>): HttpSourceInput => ({
     host: '127.0.0.1',
     port: 0,
     path: '/hl7',

@@ -13,9 +13,10 @@ import { tlsServerOptions } from '../util/tls-options';
 import { cidrListFormat, ListenerGuard, normalizeAddress } from './listener-guard';
 import { IntakeAuth, intakeTokensFormat, type IntakeTokenEntry } from './intake-auth';
 import type { TLSSocket } from 'node:tls';
+import { defineSchema, withSchemaDefaults, type SchemaInput, type SchemaType } from '../config/schema-type';
 
 /** `sources.<id>` keys of a `type: http` source. */
-export const httpSourceSchema = {
+export const httpSourceSchema = defineSchema({
   host: { doc: 'Bind address', format: String, default: '127.0.0.1' },
   port: { doc: 'TCP port (0 = any free port)', format: 'port', default: 8081 },
   path: {
@@ -58,37 +59,12 @@ export const httpSourceSchema = {
       default: [] as string[],
     },
   },
-};
+});
 
-export interface HttpSourceTlsConfig {
-  cert: string;
-  key: string;
-  passphrase: string;
-  ca: string;
-  requestCert: boolean;
-  allowedClientNames?: string[];
-}
-
-export interface HttpSourceConfig {
-  host: string;
-  port: number;
-  path: string;
-  token: string;
-  tokens?: IntakeTokenEntry[];
-  failedAuth?: { maxFailures: number; windowMs: number };
-  bodyLimit: number;
-  batch: boolean;
-  maxConnections?: number;
-  maxConnectionsPerAddress?: number;
-  firstRequestTimeoutMs?: number;
-  idleTimeoutMs?: number;
-  requestTimeoutMs?: number;
-  shutdownGraceMs?: number;
-  allow?: string[];
-  tls?: HttpSourceTlsConfig;
-}
-
-type ListenerKeys = 'maxConnections' | 'maxConnectionsPerAddress' | 'firstRequestTimeoutMs' | 'idleTimeoutMs' | 'requestTimeoutMs' | 'shutdownGraceMs' | 'allow';
+export type HttpSourceConfig = SchemaType<typeof httpSourceSchema>;
+export type HttpSourceTlsConfig = HttpSourceConfig['tls'];
+/** A config given in code: keys left out take the schema's defaults. */
+export type HttpSourceInput = SchemaInput<typeof httpSourceSchema>;
 
 export { pem } from '../util/tls-options';
 
@@ -103,7 +79,7 @@ const ACCEPTED = [...HL7_CONTENT_TYPES, ...FHIR_CONTENT_TYPES];
  */
 @injectable()
 export class HttpSource implements MessageSource {
-  private readonly cfg: HttpSourceConfig & Required<Pick<HttpSourceConfig, ListenerKeys>>;
+  private readonly cfg: HttpSourceConfig;
   private app: FastifyInstance | undefined;
   private listening = false;
   private boundPort = 0;
@@ -115,29 +91,14 @@ export class HttpSource implements MessageSource {
   /** While the store refuses messages: told once (and counted each minute), not per request. */
   private readonly notStored: OutageLog;
 
-  constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<HttpSourceConfig>) {
-    const defaults: HttpSourceConfig & Required<Pick<HttpSourceConfig, ListenerKeys>> = {
-      host: '127.0.0.1',
-      port: 8081,
-      path: '/messages',
-      token: '',
-      bodyLimit: 10 * 1024 * 1024,
-      batch: true,
-      maxConnections: 200,
-      maxConnectionsPerAddress: 20,
-      firstRequestTimeoutMs: 10_000,
-      idleTimeoutMs: 60_000,
-      requestTimeoutMs: 120_000,
-      shutdownGraceMs: 5000,
-      allow: [],
-    };
-    this.cfg = { ...defaults, ...ctx.config };
+  constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<HttpSourceInput>) {
+    this.cfg = withSchemaDefaults(httpSourceSchema, ctx.config);
     this.notStored = new OutageLog(ctx.logger, 'http message not stored', { source: ctx.id });
     this.auth = new IntakeAuth({
       token: this.cfg.token,
-      tokens: this.cfg.tokens ?? [],
-      maxFailures: this.cfg.failedAuth?.maxFailures ?? 10,
-      windowMs: this.cfg.failedAuth?.windowMs ?? 60_000,
+      tokens: this.cfg.tokens,
+      maxFailures: this.cfg.failedAuth.maxFailures,
+      windowMs: this.cfg.failedAuth.windowMs,
     });
   }
 
@@ -239,10 +200,10 @@ export class HttpSource implements MessageSource {
     const address = normalizeAddress(req.socket.remoteAddress);
     let peerCN: string | undefined;
     const sock = req.socket as TLSSocket;
-    if (typeof sock.getPeerCertificate === 'function' && this.cfg.tls?.requestCert) {
+    if (typeof sock.getPeerCertificate === 'function' && this.cfg.tls.requestCert) {
       const cn = sock.getPeerCertificate()?.subject?.CN;
       peerCN = Array.isArray(cn) ? cn[0] : cn;
-      const allowed = this.cfg.tls.allowedClientNames ?? [];
+      const allowed = this.cfg.tls.allowedClientNames;
       if (allowed.length && (!peerCN || !allowed.includes(peerCN))) {
         this.ctx.logger.warn('http client certificate not allowed', { source: this.ctx.id, remoteAddress: address, peerCN });
         void reply.code(403).send({ error: 'client certificate not allowed' });
@@ -255,7 +216,7 @@ export class HttpSource implements MessageSource {
       void reply.code(429).header('retry-after', String(r.retryAfterSec ?? 60)).send({ error: r.reason });
       return undefined;
     }
-    if (r.blockedNow) this.ctx.logger.warn('http source: too many failed authentications; address refused for a while', { source: this.ctx.id, remoteAddress: address, windowMs: this.cfg.failedAuth?.windowMs ?? 60_000 });
+    if (r.blockedNow) this.ctx.logger.warn('http source: too many failed authentications; address refused for a while', { source: this.ctx.id, remoteAddress: address, windowMs: this.cfg.failedAuth.windowMs });
     void reply.code(401).header('www-authenticate', 'Bearer').send({ error: r.reason });
     return undefined;
   }

@@ -10,36 +10,12 @@
  * The token URL is discovered from `{base}/.well-known/smart-configuration` (then `metadata`),
  * never derived, unless `tokenUrl` is configured.
  */
-import { FerryError, RateLimiter, type TokenCache, tokenCacheKey, VendorHttpClient, postTokenRequest, clientCredentialsFetcher, type TokenFetcher } from '@ferry/core';
+import { defineSchema, FerryError, RateLimiter, type TokenCache, tokenCacheKey, VendorHttpClient, postTokenRequest, clientCredentialsFetcher, type SchemaType, type TokenFetcher } from '@ferry/core';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '@ferry/core';
 import { loadSigningKey, signClientAssertion, type AssertionAlg, type SigningKey } from './keys';
 import { VendorConnections } from './vendor-connections';
 
-export interface ConnectionConfig {
-  baseUrl: string;
-  clientId: string;
-  /** '' = discover from the base URL. */
-  tokenUrl: string;
-  auth: {
-    method: 'private_key_jwt' | 'client_secret_basic';
-    privateKey: string;
-    privateKeyFile: string;
-    privateKeyEnv: string;
-    kid: string;
-    alg: AssertionAlg;
-    jku: string;
-    clientSecret: string;
-    /** Requested scopes, each listed explicitly (Cerner refuses wildcards). */
-    scopes: string[];
-    /** Refresh this many seconds before expiry. */
-    refreshSkewSec: number;
-  };
-  rateLimit: { qps: number; burst: number };
-  http: { timeoutMs: number; maxAttempts: number; maxRetryAfterMs: number };
-  /** Prefix of canonical ids for this tenant ('' = the vendor name). */
-  idPrefix?: string;
-}
 
 function requiredUrl(v: unknown): void {
   if (typeof v !== 'string' || !/^https?:\/\/[^\s/]+/.test(v)) throw new Error('required: an http(s) URL');
@@ -57,7 +33,7 @@ function idPrefixFormat(v: unknown): void {
 
 /** Convict schema of a connection (mounted at the top of each epic / cerner source and sink entry). */
 export function connectionSchema(defaults: { method: 'private_key_jwt' | 'client_secret_basic'; refreshSkewSec: number }) {
-  return {
+  return defineSchema({
     baseUrl: { doc: 'FHIR R4 base URL (Epic: per health system; Cerner: service root with tenant)', format: requiredUrl, default: '' },
     idPrefix: { doc: "Prefix of canonical ids from this tenant ('' = epic / cerner); give each tenant its own when several are connected", format: idPrefixFormat, default: '' },
     clientId: { doc: 'Client id registered with the vendor (differs per environment)', format: requiredString, default: '' },
@@ -83,8 +59,11 @@ export function connectionSchema(defaults: { method: 'private_key_jwt' | 'client
       maxAttempts: { doc: 'Attempts per call (retries on 429/5xx/network)', format: 'nat', default: 4 },
       maxRetryAfterMs: { doc: 'Longest Retry-After waited inside one call', format: 'nat', default: 60_000 },
     },
-  };
+  });
 }
+
+/** A connection's config (derived from connectionSchema). */
+export type ConnectionConfig = SchemaType<ReturnType<typeof connectionSchema>>;
 
 /** Find the token endpoint from the SMART configuration (then the CapabilityStatement's oauth-uris). */
 export async function discoverTokenUrl(vendor: string, baseUrl: string, timeoutMs = 10_000): Promise<string> {

@@ -23,6 +23,7 @@ export async function testKey(kid = 'ferry-test-1') {
 export function connConfig(over: Partial<ConnectionConfig> & { baseUrl: string; clientId: string }, auth: Partial<ConnectionConfig['auth']> = {}): ConnectionConfig {
   return {
     tokenUrl: '',
+    idPrefix: '',
     ...over,
     auth: {
       method: 'private_key_jwt',

@@ -1,4 +1,6 @@
 import { configure } from '../../engine/configure';
+import { engineSchema } from '../../config/engine.schema';
+import { schemaDefaults } from '../../config/schema-type';
 import { inputError } from '../../errors';
 import type { CliCommand } from '../../plugin/api';
 import { pruneByRetention } from '../../store/admin-ops';
@@ -29,7 +31,7 @@ export const pruneCommand: CliCommand = {
     try {
       // The config the store was opened with; read here only when a store was handed in.
       const file = resolveConfigPath(o.config as string | undefined) ?? ctx.configFile;
-      const retention = config?.store.retention ?? (file ? (await configure({ configFile: file })).config.store.retention : { deliveredDays: 30, deadDays: 90, auditDays: 6 * 365 });
+      const retention = config?.store.retention ?? (file ? (await configure({ configFile: file })).config.store.retention : schemaDefaults(engineSchema.store.retention));
       const settings = {
         deliveredDays: days(o.deliveredDays, 'delivered-days', retention.deliveredDays),
         deadDays: days(o.deadDays, 'dead-days', retention.deadDays),

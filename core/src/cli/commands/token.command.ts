@@ -48,8 +48,8 @@ export const tokenCommand: CliCommand = {
         }
       } else if (action === 'list') {
         const list: Record<string, unknown>[] = (await store.apiTokens()).map((t) => ({ ...tokenView(t), source: 'store' }));
-        // Those of admin.auth.tokens too (revoked by removing them from the config).
-        for (const t of config?.admin.auth.tokens ?? [])
+        // Those of admin.auth.tokens too (revoked by removing them from the config); none without a config.
+        for (const t of config ? config.admin.auth.tokens : [])
           list.push({ id: t.id, name: t.name, roles: t.roles, createdAt: undefined, expiresAt: t.expires ? new Date(t.expires) : undefined, state: t.expires && Date.parse(t.expires) <= Date.now() ? 'expired' : 'active', source: 'config' });
         if (o.json) out(JSON.stringify(list));
         else if (!list.length) out('no tokens');

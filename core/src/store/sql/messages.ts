@@ -175,6 +175,7 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
     );
     const flat = items.flat();
 
+    // #region mutation: duplicate-decision (scripts/mutation.mjs mutates this region)
     // Duplicates: earlier messages (stored, or earlier in this batch) with the same source + key in
     // the window, compared by content. A row stored before content hashes (NULL) brings its body.
     type Seen = { id: string; receivedAt: number; hash?: string; legacy?: { contentType: string; body?: Buffer } };
@@ -268,6 +269,7 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
         seen.set(k, list);
       }
     }
+    // #endregion
 
     for (let o = 0; o < toInsert.length; o += CHUNK) {
       const part = toInsert.slice(o, o + CHUNK);

@@ -6,7 +6,7 @@
  * X-Request-Id, no blind retry of writes).
  */
 import { readFileSync } from 'node:fs';
-import { clientCredentialsFetcher, configError, FerryError, RateLimiter, type TokenCache, tokenCacheKey, VendorHttpClient, type ConfigSchema, type Logger, type QueryValue } from '@ferry/core';
+import { clientCredentialsFetcher, configError, defineSchema, FerryError, RateLimiter, type TokenCache, tokenCacheKey, VendorHttpClient, type Logger, type QueryValue, type SchemaType } from '@ferry/core';
 import { VendorConnections } from '../vendor-connections';
 
 export const AthenaHosts = {
@@ -22,7 +22,7 @@ const stringOrNumber = (name: string) => (v: unknown) => {
 };
 
 /** Connection keys, shared by every athena source and sink entry. */
-export const athenaConnectionSchema = {
+export const athenaConnectionSchema = defineSchema({
   environment: { doc: 'preview (sandbox) or production', format: ['preview', 'production'], default: 'preview' },
   baseUrl: { doc: 'Override the host (a proxy or the simulator), e.g. http://127.0.0.1:8089; empty = the environment host', format: String, default: '' },
   clientId: { doc: 'OAuth client id (default: env ATHENA_CLIENT_ID)', format: String, default: '' },
@@ -42,20 +42,9 @@ export const athenaConnectionSchema = {
   },
   timeoutMs: { doc: 'Timeout per HTTP attempt', format: 'nat', default: 30_000 },
   tokenSkewMs: { doc: 'Refresh the token this long before it expires (capped at half its lifetime)', format: 'nat', default: 60_000 },
-} satisfies ConfigSchema;
+});
 
-export interface AthenaConnectionConfig {
-  environment: 'preview' | 'production';
-  baseUrl: string;
-  clientId: string;
-  clientSecret: string;
-  scope: string;
-  practiceId: string | number;
-  rateLimit: { qps: number; burst: number };
-  callRetry: { maxAttempts: number; initialDelayMs: number; maxDelayMs: number; maxRetryAfterMs: number };
-  timeoutMs: number;
-  tokenSkewMs: number;
-}
+export type AthenaConnectionConfig = SchemaType<typeof athenaConnectionSchema>;
 
 /** Resolve the secret from config, then env, then `*_FILE`. */
 function resolveSecret(value: string, envName: string, env: NodeJS.ProcessEnv): string {

@@ -5,27 +5,23 @@
  * MRN system back to the tenant's MRN system. A 409 / 412 re-reads the current version (update) or
  * looks for the resource already created (create) and retries once.
  */
-import { FerryError, permanentDeliveryError, retryableDeliveryError, type Delivery, type MessageSink, type SinkContext } from '@ferry/core';
+import { defineSchema, FerryError, permanentDeliveryError, retryableDeliveryError, type Delivery, type MessageSink, type SchemaType, type SinkContext } from '@ferry/core';
 import type { Resource } from '@medplum/fhirtypes';
 import { connectionSchema, VendorConnection, type ConnectionConfig } from '../connection';
 import { FhirClient, etagVersion } from '../fhir-client';
 import type { VendorConnections } from '../vendor-connections';
 
-export interface WriteBackConfig extends ConnectionConfig {
-  resourceTypes: string[];
-  /** The tenant's MRN system (canonical MRNs are written back with it; '' = leave them). */
-  mrnSystem: string;
-  canonicalMrnSystem: string;
-}
 
 export function writeBackSchema(defaults: Parameters<typeof connectionSchema>[0], types: string[], mrnSystem: string) {
-  return {
+  return defineSchema({
     ...connectionSchema(defaults),
     resourceTypes: { doc: `Resource types written (supported: ${types.join(', ')})`, format: Array, default: types },
     mrnSystem: { doc: "The tenant's MRN identifier system", format: String, default: mrnSystem },
     canonicalMrnSystem: { doc: 'The canonical MRN system to map back', format: String, default: 'urn:ferry:id:mrn' },
-  };
+  });
 }
+
+export type WriteBackConfig = SchemaType<ReturnType<typeof writeBackSchema>>;
 
 export abstract class WriteBackSink implements MessageSink {
   protected readonly conn: VendorConnection;

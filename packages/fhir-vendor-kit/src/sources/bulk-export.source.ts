@@ -7,30 +7,15 @@
  * Each vendor resource becomes one message (`application/vnd.<vendor>.fhir+json`, the resource as
  * JSON), normalised later by the vendor's transform.
  */
-import { errorFields, FerryError, type InboundMessage, type SourceContext } from '@ferry/core';
+import { defineSchema, errorFields, FerryError, type InboundMessage, type SchemaType, type SourceContext } from '@ferry/core';
 import { BulkExportClient, type ExportManifest } from '../bulk-client';
 import { connectionSchema, type ConnectionConfig } from '../connection';
 import type { VendorProfile } from '../normalize';
 import { LoopSource, resourceMessage } from './vendor-source';
 import type { VendorConnections } from '../vendor-connections';
 
-export interface BulkSourceConfig extends ConnectionConfig {
-  bulk: {
-    level: 'group' | 'patient' | 'system';
-    groupId: string;
-    types: string[];
-    typeFilter: string[];
-    /** Start a new export this often after the last one finished (0 = one export, then idle). */
-    intervalMs: number;
-    pollMinMs: number;
-    pollMaxMs: number;
-    batchSize: number;
-    deleteWhenDone: boolean;
-  };
-}
-
 export function bulkSourceSchema(defaults: Parameters<typeof connectionSchema>[0], levels: string[] = ['group', 'patient', 'system']) {
-  return {
+  return defineSchema({
     ...connectionSchema(defaults),
     bulk: {
       level: { doc: 'Export level', format: levels, default: 'group' },
@@ -43,8 +28,12 @@ export function bulkSourceSchema(defaults: Parameters<typeof connectionSchema>[0
       batchSize: { doc: 'Resources stored per transaction', format: 'nat', default: 500 },
       deleteWhenDone: { doc: 'DELETE the job once every file is stored', format: Boolean, default: true },
     },
-  };
+  });
 }
+
+export type BulkSourceConfig = Omit<SchemaType<ReturnType<typeof bulkSourceSchema>>, 'bulk'> & {
+  bulk: SchemaType<ReturnType<typeof bulkSourceSchema>>['bulk'] & { level: 'group' | 'patient' | 'system' };
+};
 
 interface BulkJobCheckpoint {
   statusUrl: string;

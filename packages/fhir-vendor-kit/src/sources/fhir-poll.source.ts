@@ -9,7 +9,7 @@
  * Each vendor resource becomes one message (`application/vnd.<vendor>.fhir+json`, the resource as
  * JSON), normalised later by the vendor's transform.
  */
-import { errorFields, FerryError, type InboundMessage, type SourceContext } from '@ferry/core';
+import { defineSchema, errorFields, FerryError, type InboundMessage, type SchemaType, type SourceContext } from '@ferry/core';
 import { connectionSchema, type ConnectionConfig } from '../connection';
 import { FhirClient } from '../fhir-client';
 import { canonicalId, type VendorProfile } from '../normalize';
@@ -24,15 +24,6 @@ export interface PollResourceSpec {
   params?: Record<string, string>;
 }
 
-export interface PollSourceConfig extends ConnectionConfig {
-  intervalMs: number;
-  /** Vendor patient ids whose compartment is polled. */
-  patients: string[];
-  resources: PollResourceSpec[];
-  pageSize: number;
-  /** First poll reads changes since this instant ('' = everything). */
-  initialSince: string;
-}
 
 /** Convict format (a function) of `resources`. */
 function resourcesFormat(v: unknown): void {
@@ -48,15 +39,17 @@ function resourcesFormat(v: unknown): void {
 }
 
 export function pollSourceSchema(defaults: Parameters<typeof connectionSchema>[0]) {
-  return {
+  return defineSchema({
     ...connectionSchema(defaults),
     intervalMs: { doc: 'Wait between polls', format: 'nat', default: 60_000 },
     patients: { doc: 'Vendor patient ids whose compartment is polled', format: Array, default: [] as string[] },
     resources: { doc: 'Resource types to poll: [{ type, category?, params? }]', format: resourcesFormat, default: [{ type: 'Patient' }] as PollResourceSpec[] },
     pageSize: { doc: '_count per page (Cerner caps at 200)', format: 'nat', default: 100 },
     initialSince: { doc: "First poll reads changes since this instant ('' = everything)", format: String, default: '' },
-  };
+  });
 }
+
+export type PollSourceConfig = SchemaType<ReturnType<typeof pollSourceSchema>>;
 
 interface PollCheckpoint {
   since: string;

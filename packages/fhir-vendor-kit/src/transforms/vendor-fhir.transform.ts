@@ -1,19 +1,17 @@
 /** The vendor transform: one raw vendor resource message -> the canonical FHIR R4 bundle. */
-import { inputError, type MessageHeaders, type MessageTransform, type StoredMessage, type TransformContext } from '@ferry/core';
+import { defineSchema, inputError, type MessageHeaders, type SchemaType, type MessageTransform, type StoredMessage, type TransformContext } from '@ferry/core';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { normalizeResource, toCanonicalBundle, vendorHeaders, type VendorProfile } from '../normalize';
 
-export interface NormalizeConfig {
-  mrnSystems: string[];
-  canonicalMrnSystem: string;
-}
 
 export function normalizeConfigSchema(defaultMrnSystems: string[]) {
-  return {
+  return defineSchema({
     mrnSystems: { doc: "Identifier systems holding the MRN at this organisation's tenant(s) (they differ per customer)", format: Array, default: defaultMrnSystems },
     canonicalMrnSystem: { doc: 'The identifier system MRNs are re-labelled with in canonical FHIR', format: String, default: 'urn:ferry:id:mrn' },
-  };
+  });
 }
+
+export type NormalizeConfig = SchemaType<ReturnType<typeof normalizeConfigSchema>>;
 
 export abstract class VendorFhirTransform implements MessageTransform {
   abstract readonly name: string;

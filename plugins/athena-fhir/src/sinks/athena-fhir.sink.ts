@@ -13,21 +13,19 @@ import { AH_PATIENT_SYSTEM, AthenaConnection, vendorConnectionsToken, type Vendo
 import type { Reference, Resource } from '@medplum/fhirtypes';
 import { AthenaFhirClient } from '../client/athena-fhir.client';
 import { restPatientToFhirId } from '../to-fhir/athena-fhir-canonical';
+import { defineSchema, type SchemaType } from '@ferry/core';
 
 const listOfStrings = (v: unknown) => {
   if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw new Error('must be a list of resource types');
 };
 
-export const athenaFhirSinkSchema = {
+export const athenaFhirSinkSchema = defineSchema({
   ...athenaConnectionSchema,
   writableTypes: { doc: 'Resource types created on athena FHIR (the API accepts QuestionnaireResponse)', format: listOfStrings, default: ['QuestionnaireResponse'] as string[] },
   strict: { doc: 'Fail a delivery that holds resources athena FHIR cannot write (default: skip them)', format: Boolean, default: false },
-};
+});
 
-export interface AthenaFhirSinkConfig extends AthenaConnectionConfig {
-  writableTypes: string[];
-  strict: boolean;
-}
+export type AthenaFhirSinkConfig = SchemaType<typeof athenaFhirSinkSchema>;
 
 @injectable()
 export class AthenaFhirSink implements MessageSink {

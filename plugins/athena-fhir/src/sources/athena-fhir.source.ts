@@ -28,6 +28,7 @@ import { AthenaConnection, vendorConnectionsToken, type VendorConnections, athen
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { AthenaFhirClient } from '../client/athena-fhir.client';
 import { ATHENA_FHIR_CONTENT_TYPE, athenaFhirHeaders, restPatientToFhirId, type AthenaFhirEnvelope } from '../to-fhir/athena-fhir-canonical';
+import { defineSchema, type SchemaType } from '@ferry/core';
 
 /** How a resource type is polled incrementally (see the module comment). */
 export type AthenaFhirStrategy = 'lastUpdated' | 'changedPatients' | 'byPatient' | 'full';
@@ -94,7 +95,7 @@ const isoOrEmpty = (v: unknown) => {
   if (typeof v !== 'string' || (v && Number.isNaN(Date.parse(v)))) throw new Error('must be an ISO-8601 instant or empty');
 };
 
-export const athenaFhirSourceSchema = {
+export const athenaFhirSourceSchema = defineSchema({
   ...athenaConnectionSchema,
   resources: { doc: 'Resource types to poll', format: listOfStrings, default: ['Patient'] as string[] },
   searchParams: { doc: 'Extra search parameters per resource type, e.g. { Observation: { category: laboratory } }', format: objectOf, default: {} as Record<string, Record<string, string>> },
@@ -105,19 +106,9 @@ export const athenaFhirSourceSchema = {
   initialLookbackHours: { doc: 'When initialSince is empty: how far back the first poll reads', format: 'nat', default: 24 },
   athenaExtensions: { doc: 'drop or keep athena ah-* extensions in the canonical form', format: ['drop', 'keep'], default: 'drop' },
   serverTimeZone: { doc: "Zone of athena's showprocessed*datetime params, used to re-read a feed window after a crash [U]", format: String, default: 'America/New_York' },
-};
+});
 
-export interface AthenaFhirSourceConfig extends AthenaConnectionConfig {
-  resources: string[];
-  searchParams: Record<string, Record<string, string>>;
-  pageSize: number;
-  pollIntervalMs: number;
-  overlapMs: number;
-  initialSince: string;
-  initialLookbackHours: number;
-  athenaExtensions: 'drop' | 'keep';
-  serverTimeZone: string;
-}
+export type AthenaFhirSourceConfig = SchemaType<typeof athenaFhirSourceSchema>;
 
 interface FeedMark {
   inflightSince?: string;

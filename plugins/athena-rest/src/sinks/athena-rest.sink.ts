@@ -11,8 +11,9 @@ import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError,
 import type { SinkContext } from '@ferry/core';
 import type { Appointment, BundleEntry, DiagnosticReport, Identifier, Observation, Patient, Reference } from '@medplum/fhirtypes';
 import { AthenaConnection, vendorConnectionsToken, type VendorConnections, athenaConnectionSchema, type AthenaConnectionConfig, formatAthenaDate, AH_PATIENT_SYSTEM, athenaSystem } from '@ferry/fhir-vendor-kit';
+import { defineSchema, type SchemaType } from '@ferry/core';
 
-export const athenaRestSinkSchema = {
+export const athenaRestSinkSchema = defineSchema({
   ...athenaConnectionSchema,
   departmentId: { doc: 'Department for new patients and lab result documents', format: (v: unknown) => {
     if (typeof v !== 'string' && typeof v !== 'number') throw new Error('must be a string or a number');
@@ -23,13 +24,9 @@ export const athenaRestSinkSchema = {
     appointments: { doc: 'Book/cancel appointments', format: Boolean, default: true },
     labresults: { doc: 'Post lab result documents', format: Boolean, default: true },
   },
-};
+});
 
-export interface AthenaRestSinkConfig extends AthenaConnectionConfig {
-  departmentId: string | number;
-  timeZone: string;
-  writes: { patients: boolean; appointments: boolean; labresults: boolean };
-}
+export type AthenaRestSinkConfig = SchemaType<typeof athenaRestSinkSchema>;
 
 const str = (v: unknown) => (v === undefined || v === null || v === '' ? undefined : String(v));
 const dob = (d?: string) => (d && /^\d{4}-\d{2}-\d{2}$/.test(d) ? `${d.slice(5, 7)}/${d.slice(8, 10)}/${d.slice(0, 4)}` : undefined);

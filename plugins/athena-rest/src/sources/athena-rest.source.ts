@@ -16,6 +16,7 @@ import type { SourceContext } from '@ferry/core';
 import { AthenaConnection, vendorConnectionsToken, type VendorConnections, athenaConnectionSchema, isNotSubscribed, PollingSource, type AthenaConnectionConfig, formatAthenaDate, formatAthenaDateTime, isValidTimeZone } from '@ferry/fhir-vendor-kit';
 import { AthenaContentType, athenaHeaders, type AthenaEnvelope, type AthenaKind } from '../to-fhir/athena-records';
 import { CHART_SECTIONS, chartRecords, type AthenaChartSection } from '../to-fhir/athena-chart';
+import { defineSchema, type SchemaType } from '@ferry/core';
 
 /** Feeds this source understands, with the list key of their envelope and the record kind. */
 export const ATHENA_FEEDS = {
@@ -43,14 +44,14 @@ const timeZone = (v: unknown) => {
   if (typeof v !== 'string' || !isValidTimeZone(v)) throw new Error(`not an IANA time zone: ${String(v)}`);
 };
 
-export const athenaRestSourceSchema = {
+export const athenaRestSourceSchema = defineSchema({
   ...athenaConnectionSchema,
-  feeds: { doc: `Changed-data feeds to poll: ${Object.keys(ATHENA_FEEDS).join(', ')}`, format: arrayOf(Object.keys(ATHENA_FEEDS)), default: ['patients', 'appointments'] as string[] },
-  departmentIds: { doc: 'Poll per department (departmentid param); empty = practice-wide', format: arrayOf(), default: [] as string[] },
+  feeds: { doc: `Changed-data feeds to poll: ${Object.keys(ATHENA_FEEDS).join(', ')}`, format: arrayOf(Object.keys(ATHENA_FEEDS)), default: ['patients', 'appointments'] as AthenaFeed[] },
+  departmentIds: { doc: 'Poll per department (departmentid param); empty = practice-wide', format: arrayOf(), default: [] as (string | number)[] },
   chartSections: {
     doc: `Chart sections read for every patient a polled feed names (${Object.keys(CHART_SECTIONS).join(', ')}); the reference lists no changed feed for allergies and vitals`,
     format: arrayOf(Object.keys(CHART_SECTIONS)),
-    default: [] as string[],
+    default: [] as AthenaChartSection[],
   },
   pollIntervalMs: { doc: 'Pause between polls of all feeds', format: 'nat', default: 30_000 },
   pageLimit: { doc: 'limit per page', format: 'nat', default: 1000 },
@@ -67,24 +68,9 @@ export const athenaRestSourceSchema = {
     daysBack: { doc: 'Window start, days before today', format: 'nat', default: 7 },
     daysAhead: { doc: 'Window end, days after today', format: 'nat', default: 30 },
   },
-};
+});
 
-export interface AthenaRestSourceConfig extends AthenaConnectionConfig {
-  feeds: AthenaFeed[];
-  departmentIds: (string | number)[];
-  chartSections: AthenaChartSection[];
-  pollIntervalMs: number;
-  pageLimit: number;
-  pageDelayMs: number;
-  maxPagesPerPoll: number;
-  autoSubscribe: boolean;
-  subscriptionEvents: string[];
-  serverTimeZone: string;
-  replayMarginMs: number;
-  emitDepartments: boolean;
-  departmentRefreshMs: number;
-  backfill: { enabled: boolean; daysBack: number; daysAhead: number };
-}
+export type AthenaRestSourceConfig = SchemaType<typeof athenaRestSourceSchema>;
 
 interface FeedCheckpoint {
   /** ISO instant: a dequeuing GET started then and its records are not all stored yet. */

@@ -80,6 +80,7 @@ export function sendCommand(out: NodeJS.WritableStream = process.stdout): CliCom
       const useTls = !!(options.tls || options.ca || options.cert);
       const tlsCfg: TlsConfig = {
         enabled: useTls,
+        allowedClientNames: [],
         cert: (options.cert as string) ?? '',
         key: (options.key as string) ?? '',
         passphrase: '',

@@ -1,4 +1,4 @@
-import { fhirpathError, FerryError, type ConfigSchema } from '@ferry/core';
+import { defineSchema, fhirpathError, FerryError } from '@ferry/core';
 
 /** The kinds of Bundle the FHIR -> v2 conversion knows, each with its default message type. */
 export const BUNDLE_KINDS = ['adt', 'result', 'appointment', 'immunization', 'order', 'document'] as const;
@@ -255,7 +255,7 @@ function zSegments(v: unknown, bad: (path: string, message: string) => void): ZS
  * The convict schema of the `profile` key of a sink (`format: hl7v2`): the keys are checked strictly by
  * `receiverProfile` when the sink starts (convict cannot type free-form maps).
  */
-export const receiverProfileSchema = {
+export const receiverProfileSchema = defineSchema({
   profile: {
     doc: 'Receiver profile for format: hl7v2 (version, MSH-3..6, messageTypes, segments, codeTables, fieldOverrides); see FHIR-TO-V2.md',
     format: (v: unknown) => {
@@ -263,4 +263,4 @@ export const receiverProfileSchema = {
     },
     default: {},
   },
-} satisfies ConfigSchema;
+});

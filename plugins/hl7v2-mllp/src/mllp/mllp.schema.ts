@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type tls from 'node:tls';
-import { cidrListFormat, FerryError, type ConfigSchema } from '@ferry/core';
+import { cidrListFormat, defineSchema, FerryError, type SchemaInput, type SchemaType, type SourceCommonConfig } from '@ferry/core';
 import { receiverProfileSchema } from '../fhir-to-v2/profile';
 
-const tlsSchema = {
+const tlsSchema = defineSchema({
   enabled: { doc: 'Use TLS (implied when cert and key are set)', format: Boolean, default: false },
   cert: { doc: 'PEM certificate chain, or a path to it (or cert_FILE: path)', format: String, default: '' },
   key: { doc: 'PEM private key, or a path to it (or key_FILE: path)', format: String, default: '', sensitive: true },
@@ -20,22 +20,12 @@ const tlsSchema = {
   },
   rejectUnauthorized: { doc: 'Sender: refuse a server whose certificate does not verify', format: Boolean, default: true },
   servername: { doc: 'Sender: SNI / name checked in the server certificate (default: host)', format: String, default: '' },
-};
+});
 
-export interface TlsConfig {
-  enabled: boolean;
-  cert: string;
-  key: string;
-  passphrase: string;
-  ca: string;
-  requestCert: boolean;
-  allowedClientNames?: string[];
-  rejectUnauthorized: boolean;
-  servername: string;
-}
+export type TlsConfig = SchemaType<typeof tlsSchema>;
 
 /** `sources.<id>` keys for `type: mllp`. */
-export const mllpSourceSchema = {
+export const mllpSourceSchema = defineSchema({
   host: { doc: 'Bind address', format: String, default: '0.0.0.0' },
   port: { doc: 'TCP port (0 = any free port)', format: 'port', default: 2575 },
   maxConnections: { doc: 'Concurrent connections accepted; more are closed on accept', format: 'nat', default: 200 },
@@ -62,28 +52,15 @@ export const mllpSourceSchema = {
   },
   contentType: { doc: 'Content type given to received messages', format: String, default: 'application/hl7-v2' },
   tls: tlsSchema,
-} satisfies ConfigSchema;
+});
 
-export interface MllpSourceConfig {
-  host: string;
-  port: number;
-  maxConnections: number;
-  maxConnectionsPerAddress?: number;
-  firstFrameTimeoutMs?: number;
-  idleTimeoutMs: number;
-  allow?: string[];
-  maxMessageSize: number;
-  frameTimeoutMs?: number;
-  maxPendingFrames: number;
-  shutdownGraceMs: number;
-  ackMode: 'auto' | 'original';
-  contentType: string;
-  tls: TlsConfig;
-  duplicates?: { policy: 'accept' | 'ignore' | 'reject'; windowMs: number; ignoreFields?: string[] };
-}
+/** The engine also gives a source the common keys (duplicates, dataQuality). */
+export type MllpSourceConfig = SchemaType<typeof mllpSourceSchema> & Partial<SourceCommonConfig>;
+/** A config given in code: keys left out take the schema's defaults. */
+export type MllpSourceInput = SchemaInput<typeof mllpSourceSchema> & { duplicates?: Partial<SourceCommonConfig['duplicates']> };
 
 /** `sinks.<id>` keys for `type: mllp`. */
-export const mllpSinkSchema = {
+export const mllpSinkSchema = defineSchema({
   host: { doc: 'Receiver host', format: String, default: '127.0.0.1' },
   port: { doc: 'Receiver port', format: 'port', default: 2575 },
   connectTimeoutMs: { doc: 'TCP/TLS connect timeout', format: 'nat', default: 5000 },
@@ -111,24 +88,11 @@ export const mllpSinkSchema = {
   },
   ...receiverProfileSchema,
   tls: tlsSchema,
-} satisfies ConfigSchema;
+});
 
-export interface MllpSinkConfig {
-  host: string;
-  port: number;
-  connectTimeoutMs: number;
-  ackTimeoutMs: number;
-  connections: number;
-  reconnect: { initialDelayMs: number; maxDelayMs: number };
-  onReject: 'dead' | 'retry';
-  body: 'original' | 'normalized';
-  maxMessageSize: number;
-  /** passthrough (default): the received v2; hl7v2: v2 built from the Bundle (FHIR -> v2). */
-  format?: 'passthrough' | 'hl7v2';
-  /** Receiver profile for format hl7v2 (checked by `receiverProfile`). */
-  profile?: unknown;
-  tls: TlsConfig;
-}
+export type MllpSinkConfig = SchemaType<typeof mllpSinkSchema>;
+/** A config given in code: keys left out take the schema's defaults. */
+export type MllpSinkInput = SchemaInput<typeof mllpSinkSchema>;
 
 /** A PEM value from the config: PEM text as is, otherwise a path to a PEM file. */
 export function readPem(value: string, what: string, baseDir = process.cwd()): string {

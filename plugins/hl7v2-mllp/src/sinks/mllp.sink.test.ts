@@ -7,12 +7,12 @@ import { adt, Receiver } from '../mllp/__fixtures__/support';
 import { oruBundle, siuBundle } from '../fhir-to-v2/__fixtures__/bundles';
 import { controlIdFor } from '../fhir-to-v2/fhir-to-v2';
 import { MllpSink, normalizeHl7 } from './mllp.sink';
-import { mllpSinkSchema, type MllpSinkConfig } from '../mllp/mllp.schema';
+import { mllpSinkSchema, type MllpSinkConfig, type MllpSinkInput } from '../mllp/mllp.schema';
 
 const ackFor = (code: 'AA' | 'AE' | 'AR' | 'CA') => (m: string) => [buildAck(readRawHeader(Buffer.from(m, 'latin1')), code)];
 
-function sinkFor(port: number, cfg: Partial<MllpSinkConfig> = {}): MllpSink {
-  const config: MllpSinkConfig = {
+function sinkFor(port: number, cfg: MllpSinkInput = {}): MllpSink {
+  const config: MllpSinkInput = {
     host: '127.0.0.1',
     port,
     connectTimeoutMs: 1000,
@@ -50,7 +50,7 @@ async function failure(p: Promise<unknown>): Promise<FerryError> {
 describe('MllpSink', () => {
   const receivers: Receiver[] = [];
   const sinks: MllpSink[] = [];
-  const setup = async (cfg: Partial<MllpSinkConfig> = {}) => {
+  const setup = async (cfg: MllpSinkInput = {}) => {
     const r = new Receiver();
     await r.listen();
     const s = sinkFor(r.port, cfg);

@@ -1,11 +1,11 @@
 import { inject, injectable } from 'tsyringe';
-import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError } from '@ferry/core';
+import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError, withSchemaDefaults } from '@ferry/core';
 import type { Delivery, MessageSink, SinkContext } from '@ferry/core';
 import { readRawHeader } from '../ack/msh';
 import { decodeHl7Bytes, encodeSegment, parseHl7, STANDARD_DELIMITERS, type Hl7WriteField } from '../hl7v2';
 import { MllpConnection } from '../mllp/mllp.client';
 import { FhirToV2, unresolvedPatientReferences } from '../fhir-to-v2/fhir-to-v2';
-import { clientTlsOptions, tlsEnabled, type MllpSinkConfig } from '../mllp/mllp.schema';
+import { clientTlsOptions, mllpSinkSchema, tlsEnabled, type MllpSinkConfig, type MllpSinkInput } from '../mllp/mllp.schema';
 
 /**
  * Re-encode an HL7 v2 message: standard delimiters `|^~\&`, CR segment ends, UTF-8 without BOM
@@ -45,8 +45,8 @@ export class MllpSink implements MessageSink {
   /** format hl7v2: the Bundle -> v2 conversion with this sink's receiver profile. */
   private readonly toV2?: FhirToV2;
 
-  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<MllpSinkConfig>) {
-    this.cfg = ctx.config;
+  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<MllpSinkInput>) {
+    this.cfg = withSchemaDefaults(mllpSinkSchema, ctx.config);
     if (this.cfg.format === 'hl7v2') this.toV2 = new FhirToV2(this.cfg.profile);
     const tlsOpts = tlsEnabled(this.cfg.tls) ? clientTlsOptions(this.cfg.tls, this.cfg.host) : undefined;
     const n = Math.max(1, this.cfg.connections);

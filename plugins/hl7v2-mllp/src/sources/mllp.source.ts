@@ -1,11 +1,11 @@
 import { inject, injectable } from 'tsyringe';
-import { ackCodeOf, coreTokens, FerryError, OutageLog } from '@ferry/core';
+import { ackCodeOf, coreTokens, FerryError, OutageLog, withSchemaDefaults } from '@ferry/core';
 import type { DataQualityIssue, InboundMessage, InsertResult, MessageHeaders, MessageSource, SourceContext } from '@ferry/core';
 import { acksFor, buildBatchAck, HL7Error, isEnhanced, type AckError, type IntakeOutcome } from '../ack/ack.builder';
 import { readRawHeader, type RawMsh } from '../ack/msh';
 import type { DeframerEvent } from '../mllp/framing';
 import { MllpServer, type ConnectionInfo } from '../mllp/mllp.server';
-import { serverTlsOptions, tlsEnabled, type MllpSourceConfig } from '../mllp/mllp.schema';
+import { mllpSourceSchema, serverTlsOptions, tlsEnabled, type MllpSourceConfig, type MllpSourceInput } from '../mllp/mllp.schema';
 
 /** One message waiting for its ACK. */
 interface Pending {
@@ -50,8 +50,8 @@ export class MllpSource implements MessageSource {
   /** While the store refuses messages: told once (and counted each minute), not per message. */
   private readonly notStored: OutageLog;
 
-  constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<MllpSourceConfig>) {
-    this.cfg = ctx.config;
+  constructor(@inject(coreTokens.SourceContext) private readonly ctx: SourceContext<MllpSourceInput>) {
+    this.cfg = withSchemaDefaults(mllpSourceSchema, ctx.config);
     this.notStored = new OutageLog(ctx.logger, 'message not stored: answered AE', { source: ctx.id });
   }
 
@@ -63,17 +63,17 @@ export class MllpSource implements MessageSource {
         host: cfg.host,
         port: cfg.port,
         maxConnections: cfg.maxConnections,
-        maxConnectionsPerAddress: cfg.maxConnectionsPerAddress ?? 20,
-        firstFrameTimeoutMs: cfg.firstFrameTimeoutMs ?? 10_000,
-        allow: cfg.allow ?? [],
+        maxConnectionsPerAddress: cfg.maxConnectionsPerAddress,
+        firstFrameTimeoutMs: cfg.firstFrameTimeoutMs,
+        allow: cfg.allow,
         logFields: { source: this.ctx.id },
         idleTimeoutMs: cfg.idleTimeoutMs,
         maxMessageSize: cfg.maxMessageSize,
-        frameTimeoutMs: cfg.frameTimeoutMs ?? 120_000,
+        frameTimeoutMs: cfg.frameTimeoutMs,
         maxPendingFrames: Math.max(1, cfg.maxPendingFrames),
         shutdownGraceMs: cfg.shutdownGraceMs,
         tls: tlsOpts,
-        allowedClientNames: cfg.tls?.allowedClientNames ?? [],
+        allowedClientNames: cfg.tls.allowedClientNames,
       },
       (events, conn) => this.handle(events, conn),
       this.ctx.logger,

@@ -1,44 +1,11 @@
 import { isTimezone } from './timezone';
-import type { CharsetFallback } from '../hl7v2/charset';
+import { defineSchema, schemaDefaults, type SchemaType } from '@ferry/core';
 
-/** Conversion options: `plugins.hl7v2-mllp.conversion` in the engine config. */
-export interface ConversionOptions {
-  /**
-   * HL7 assigning authority (CX-4.1 namespace, CX-4.2 universal id, EI-2, HD-1) -> identifier system URI.
-   * Looked up by namespace first, then universal id. Unlisted: an ISO OID -> `urn:oid:<oid>`, a URI/UUID
-   * as is, else `${identifierSystemBase}<namespace>`.
-   */
-  identifierSystems: Record<string, string>;
-  /** Prefix for the systems of unlisted, namespace-only authorities. */
-  identifierSystemBase: string;
-  /** Coding-system names (CWE-3) -> URI, added to the built-in table (LN, SCT, I10, HL7nnnn...). */
-  codeSystems: Record<string, string>;
-  /** Charset used when the bytes are not valid UTF-8 and MSH-18 does not say. */
-  charsetFallback: CharsetFallback;
-  /** Z-segments: kept as MessageHeader extensions (`extension`) or dropped (`ignore`). Never fatal. */
-  zSegments: 'extension' | 'ignore';
-  /** Standard segments Ferry does not map: `ignore` (default) or `extension` like Z-segments. */
-  unknownSegments: 'extension' | 'ignore';
-  /**
-   * Zone of times sent without an offset (HL7 v2: such a time is in the sender's zone): `Z` or a fixed
-   * `±hh:mm`, used when MSH-7 carries no offset either; or an IANA zone (`America/New_York`), whose offset
-   * is resolved per timestamp (DST-correct) and then wins over MSH-7's single offset.
-   */
-  defaultTimezone: string;
-  /** Per Ferry source id: the zone of that source's senders (same forms as defaultTimezone), instead of defaultTimezone. */
-  sourceTimezones: Record<string, string>;
-}
-
-export const DEFAULT_CONVERSION_OPTIONS: ConversionOptions = {
-  identifierSystems: {},
-  identifierSystemBase: 'urn:ferry:id:',
-  codeSystems: {},
-  charsetFallback: 'latin1',
-  zSegments: 'extension',
-  unknownSegments: 'ignore',
-  defaultTimezone: 'Z',
-  sourceTimezones: {},
-};
+/**
+ * Conversion options: `plugins.hl7v2-mllp.conversion` in the engine config (derived from
+ * conversionConfigSchema, whose docs describe each key).
+ */
+export type ConversionOptions = SchemaType<typeof conversionConfigSchema>['conversion'];
 
 export function conversionOptions(partial?: Partial<ConversionOptions> | null): ConversionOptions {
   const o = { ...DEFAULT_CONVERSION_OPTIONS, ...(partial ?? {}) };
@@ -49,7 +16,7 @@ export function conversionOptions(partial?: Partial<ConversionOptions> | null): 
 }
 
 /** Convict schema for `plugins.hl7v2-mllp.conversion` (merged into the plugin's configSchema). */
-export const conversionConfigSchema = {
+export const conversionConfigSchema = defineSchema({
   conversion: {
     identifierSystems: {
       doc: 'HL7 assigning authority (namespace or universal id) -> FHIR identifier system URI',
@@ -97,4 +64,7 @@ export const conversionConfigSchema = {
       default: {} as Record<string, string>,
     },
   },
-};
+});
+
+/** The schema's defaults. */
+export const DEFAULT_CONVERSION_OPTIONS: ConversionOptions = schemaDefaults(conversionConfigSchema.conversion);

@@ -9,7 +9,7 @@ import { extractHeaders, splitHl7Batch } from '../../hl7v2';
 import { buildAck } from '../../ack/ack.builder';
 import { readRawHeader } from '../../ack/msh';
 import { encodeFrame, MllpDeframer } from '../framing';
-import type { MllpSourceConfig } from '../mllp.schema';
+import type { MllpSourceInput } from '../mllp.schema';
 
 /** An independent raw MLLP client for tests: write bytes, collect ACK frames. */
 export class RawClient {
@@ -94,7 +94,7 @@ export function field(ack: string, seg: string, n: number): string {
   return seg === 'MSH' ? (n === 1 ? fs : (parts[n - 1] ?? '')) : (parts[n] ?? '');
 }
 
-export interface RecordingCtx extends SourceContext<MllpSourceConfig> {
+export interface RecordingCtx extends SourceContext<MllpSourceInput> {
   /** The messages the real store newly stored (its answer, not a copy of its policy), in commit order. */
   submitted: InboundMessage[];
   /** Next submit calls fail with this error before reaching the store (consumed): a store outage. */
@@ -114,8 +114,8 @@ export interface RecordingCtx extends SourceContext<MllpSourceConfig> {
  * them under `reject`. As the engine does, `duplicates` is taken out of the source's config and
  * passed with each submit (`keepDuplicatesInConfig` leaves it in, as a source may also be given it).
  */
-export async function storeCtx(config: Partial<MllpSourceConfig>, opts: { keepDuplicatesInConfig?: boolean; /** an in-memory SQLite database (no fsync per commit: for fuzzing the framing) */ memory?: boolean } = {}): Promise<RecordingCtx> {
-  const cfg: MllpSourceConfig = {
+export async function storeCtx(config: MllpSourceInput, opts: { keepDuplicatesInConfig?: boolean; /** an in-memory SQLite database (no fsync per commit: for fuzzing the framing) */ memory?: boolean } = {}): Promise<RecordingCtx> {
+  const cfg: MllpSourceInput = {
     host: '127.0.0.1',
     port: 0,
     maxConnections: 50,
@@ -130,7 +130,7 @@ export async function storeCtx(config: Partial<MllpSourceConfig>, opts: { keepDu
     ...config,
   };
   const duplicates = cfg.duplicates;
-  if (!opts.keepDuplicatesInConfig) delete (cfg as Partial<MllpSourceConfig>).duplicates;
+  if (!opts.keepDuplicatesInConfig) delete cfg.duplicates;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-mllp-src-'));
   const file = opts.memory ? ':memory:' : path.join(dir, 'ferry.db');
   const store = new SqliteMessageStore({ path: file, logger: silentLogger() });
