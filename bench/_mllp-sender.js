@@ -7,7 +7,9 @@
 'use strict';
 const net = require('node:net');
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, arr) => (v.startsWith('--') ? a.concat([[v.slice(2), arr[i + 1]]]) : a), []));
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((a, v, i, arr) => (v.startsWith('--') ? a.concat([[v.slice(2), arr[i + 1]]]) : a), []),
+);
 const port = Number(args.port);
 const C = Number(args.c || 8);
 const N = Number(args.n || 4000);

@@ -27,7 +27,24 @@ const core = require('../core/dist');
 const rest = require('../plugins/athena-rest/dist');
 
 function patient(i) {
-  return { patientid: String(10000 + i), firstname: `Given${i}`, lastname: `Family${i}`, dob: '01/15/1985', sex: i % 2 ? 'M' : 'F', status: 'active', departmentid: '1', email: `p${i}@example.org`, homephone: '8605555555', mobilephone: '8608105503', address1: `${i} Main St`, city: 'BOSTON', state: 'MA', zip: '02210', countrycode3166: 'US', maritalstatus: 'S' };
+  return {
+    patientid: String(10000 + i),
+    firstname: `Given${i}`,
+    lastname: `Family${i}`,
+    dob: '01/15/1985',
+    sex: i % 2 ? 'M' : 'F',
+    status: 'active',
+    departmentid: '1',
+    email: `p${i}@example.org`,
+    homephone: '8605555555',
+    mobilephone: '8608105503',
+    address1: `${i} Main St`,
+    city: 'BOSTON',
+    state: 'MA',
+    zip: '02210',
+    countrycode3166: 'US',
+    maritalstatus: 'S',
+  };
 }
 
 /** A minimal athena-like server: a fresh queue of N records per `reset()`. */
@@ -39,8 +56,13 @@ function feedServer() {
       res.writeHead(s, { 'content-type': 'application/json' });
       res.end(JSON.stringify(b));
     };
-    if (u.pathname === '/oauth2/v1/token') return req.resume().on('end', () => send(200, { access_token: 'tok', token_type: 'Bearer', expires_in: '3600' }));
-    if (u.pathname === `/v1/${P}/departments`) return send(200, { departments: [{ departmentid: '1', name: 'Boston', timezonename: 'US/Eastern' }], totalcount: 1 });
+    if (u.pathname === '/oauth2/v1/token')
+      return req.resume().on('end', () => send(200, { access_token: 'tok', token_type: 'Bearer', expires_in: '3600' }));
+    if (u.pathname === `/v1/${P}/departments`)
+      return send(200, {
+        departments: [{ departmentid: '1', name: 'Boston', timezonename: 'US/Eastern' }],
+        totalcount: 1,
+      });
     if (u.pathname === `/v1/${P}/patients/changed`) {
       const limit = Number(u.searchParams.get('limit') || 1500);
       const items = queue.splice(0, limit);
@@ -71,7 +93,20 @@ async function ferryFeed(base, dir, run) {
   const store = new core.SqliteMessageStore({ path: path.join(dir, `ferry-${run}.db`), logger: core.silentLogger() });
   await store.open();
   const problems = [];
-  const config = core.validateWithSchema(rest.athenaRestSourceSchema, { baseUrl: base, clientId: 'c', clientSecret: 's', practiceId: P, feeds: ['patients'], pageLimit: PAGE, rateLimit: { qps: 1000 } }, 'bench', problems);
+  const config = core.validateWithSchema(
+    rest.athenaRestSourceSchema,
+    {
+      baseUrl: base,
+      clientId: 'c',
+      clientSecret: 's',
+      practiceId: P,
+      feeds: ['patients'],
+      pageLimit: PAGE,
+      rateLimit: { qps: 1000 },
+    },
+    'bench',
+    problems,
+  );
   if (problems.length) throw new Error(JSON.stringify(problems));
   const abort = new AbortController();
   const id = 'athena';
@@ -80,7 +115,11 @@ async function ferryFeed(base, dir, run) {
     config,
     logger: core.silentLogger(),
     signal: abort.signal,
-    submit: (messages, opts) => store.insert(messages.map((m) => ({ ...m, sourceId: id })), { duplicates: { policy: 'ignore', windowMs: 86400000 }, checkpoint: opts && opts.checkpoint }),
+    submit: (messages, opts) =>
+      store.insert(
+        messages.map((m) => ({ ...m, sourceId: id })),
+        { duplicates: { policy: 'ignore', windowMs: 86400000 }, checkpoint: opts && opts.checkpoint },
+      ),
     getCheckpoint: (k) => store.getCheckpoint(id, k),
     setCheckpoint: (k, v) => store.setCheckpoint(id, k, v),
     extractHeaders: () => ({}),
@@ -110,7 +149,13 @@ async function time(fn) {
   fs1.reset();
   await baselineFeed(base);
   const t = new rest.AthenaRestTransform();
-  t.toFhir({ contentType: rest.AthenaContentType.patient, body: Buffer.from(JSON.stringify({ practiceid: P, kind: 'patient', record: patient(0) })) }, {});
+  t.toFhir(
+    {
+      contentType: rest.AthenaContentType.patient,
+      body: Buffer.from(JSON.stringify({ practiceid: P, kind: 'patient', record: patient(0) })),
+    },
+    {},
+  );
 
   fs1.reset();
   const a = await time(() => baselineFeed(base));
@@ -120,9 +165,27 @@ async function time(fn) {
   rows.push(['feed: ferry source -> SQLite', b.n, b.ms, b.n / (b.ms / 1000)]);
 
   const M = Math.min(N, 3000);
-  const envs = Array.from({ length: M }, (_, i) => Buffer.from(JSON.stringify({ practiceid: P, kind: 'patient', record: patient(i) })));
+  const envs = Array.from({ length: M }, (_, i) =>
+    Buffer.from(JSON.stringify({ practiceid: P, kind: 'patient', record: patient(i) })),
+  );
   const appts = Array.from({ length: M }, (_, i) =>
-    Buffer.from(JSON.stringify({ practiceid: P, kind: 'appointment', record: { appointmentid: String(i), date: '03/08/2026', starttime: `${String(i % 24).padStart(2, '0')}:30`, duration: 30, departmentid: '21', appointmentstatus: 'f', patientid: '1', providerid: '1' }, department: { timezonename: 'US/Pacific' } })),
+    Buffer.from(
+      JSON.stringify({
+        practiceid: P,
+        kind: 'appointment',
+        record: {
+          appointmentid: String(i),
+          date: '03/08/2026',
+          starttime: `${String(i % 24).padStart(2, '0')}:30`,
+          duration: 30,
+          departmentid: '21',
+          appointmentstatus: 'f',
+          patientid: '1',
+          providerid: '1',
+        },
+        department: { timezonename: 'US/Pacific' },
+      }),
+    ),
   );
   const c = await time(async () => {
     for (const e of envs) JSON.stringify(JSON.parse(e.toString()));
@@ -143,7 +206,8 @@ async function time(fn) {
   console.log(`athena bench: N=${N} records, page=${PAGE}, node ${process.version}, ${os.cpus().length} cpus`);
   console.log('| case | records | ms | records/s | vs baseline |');
   console.log('|---|---:|---:|---:|---:|');
-  const fmt = (r, baseRate) => `| ${r[0]} | ${r[1]} | ${r[2].toFixed(0)} | ${Math.round(r[3])} | ${(r[3] / baseRate).toFixed(3)} |`;
+  const fmt = (r, baseRate) =>
+    `| ${r[0]} | ${r[1]} | ${r[2].toFixed(0)} | ${Math.round(r[3])} | ${(r[3] / baseRate).toFixed(3)} |`;
   console.log(fmt(rows[0], rows[0][3]));
   console.log(fmt(rows[1], rows[0][3]));
   console.log(fmt(rows[2], rows[2][3]));

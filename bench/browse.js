@@ -29,7 +29,18 @@ const PAGE = 50;
 
 // Message mix: 8 types (5 of them ADT^A0*), 4 sources, 5 statuses; control id unique per row.
 const TYPES = ['ADT^A01', 'ADT^A04', 'ADT^A08', 'ADT^A03', 'ORU^R01', 'ADT^A02', 'ORM^O01', 'SIU^S12'];
-const STATUSES = ['delivered', 'delivered', 'delivered', 'routed', 'delivered', 'filtered', 'delivered', 'failed', 'delivered', 'dead'];
+const STATUSES = [
+  'delivered',
+  'delivered',
+  'delivered',
+  'routed',
+  'delivered',
+  'filtered',
+  'delivered',
+  'failed',
+  'delivered',
+  'dead',
+];
 const caseOf = (col, values) => `CASE ${col} ${values.map((v, i) => `WHEN ${i} THEN '${v}'`).join(' ')} END`;
 
 /** The INSERT ... SELECT filling `messages` with n rows from a number series `i` (1..n). */
@@ -76,14 +87,25 @@ async function pages(store, maxSeq, likeScan) {
     ['type = SIU^S12 + status = dead', { newestFirst: true, limit: PAGE, messageType: 'SIU^S12', status: ['dead'] }],
     ['control id (exact)', { newestFirst: true, limit: PAGE, controlId: `C${Math.floor(ROWS / 3)}` }],
     ['control id, no such', { newestFirst: true, limit: PAGE, controlId: 'NOPE' }],
-    ['since last hour + type ADT^A0*', { newestFirst: true, limit: PAGE, messageType: 'ADT^A0*', since: new Date(Date.now() - 3_600_000) }],
+    [
+      'since last hour + type ADT^A0*',
+      { newestFirst: true, limit: PAGE, messageType: 'ADT^A0*', since: new Date(Date.now() - 3_600_000) },
+    ],
   ];
   const rows = [];
   for (const [name, f] of cases) rows.push({ query: name, ...(await time(() => store.listMessages(f))) });
   // The dashboard's series: per minute over the last hour (72,000 of these messages).
-  rows.push({ query: 'throughput, last hour per minute', ...(await time(async () => Object.values((await store.throughput(new Date(Date.now() - 3_600_000), 60_000)).received))) });
+  rows.push({
+    query: 'throughput, last hour per minute',
+    ...(await time(async () =>
+      Object.values((await store.throughput(new Date(Date.now() - 3_600_000), 60_000)).received),
+    )),
+  });
   // The first version's filter: a LIKE over the headers JSON (no index can serve it).
-  rows.push({ query: 'old: control id as LIKE over headers', ...(await time(() => likeScan(`%"controlId":"C${Math.floor(ROWS / 3)}"%`))) });
+  rows.push({
+    query: 'old: control id as LIKE over headers',
+    ...(await time(() => likeScan(`%"controlId":"C${Math.floor(ROWS / 3)}"%`))),
+  });
   return rows;
 }
 
@@ -105,10 +127,14 @@ async function sqlite() {
     const Database = require('better-sqlite3');
     const raw = new Database(file);
     const t0 = Date.now();
-    raw.exec(`BEGIN; WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ${ROWS}) ${fillSql('s')}; COMMIT`);
+    raw.exec(
+      `BEGIN; WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ${ROWS}) ${fillSql('s')}; COMMIT`,
+    );
     const maxSeq = raw.prepare('SELECT MAX(seq) AS m FROM messages').get().m;
     raw.close();
-    console.log(`SQLite: ${ROWS} rows written in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(fs.statSync(file).size / 1e6).toFixed(0)} MB)`);
+    console.log(
+      `SQLite: ${ROWS} rows written in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(fs.statSync(file).size / 1e6).toFixed(0)} MB)`,
+    );
     store = new SqliteMessageStore({ path: file, logger });
     await store.open();
     const ro = new Database(file, { readonly: true });
@@ -141,7 +167,13 @@ async function postgres() {
     await c.query('ANALYZE messages');
     const maxSeq = Number((await c.query('SELECT MAX(seq) AS m FROM messages')).rows[0].m);
     console.log(`PostgreSQL: ${ROWS} rows written in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    return await pages(store, maxSeq, async (p) => (await c.query("SELECT id FROM messages WHERE headers LIKE $1 ESCAPE '\\' ORDER BY seq DESC LIMIT 50", [p])).rows);
+    return await pages(
+      store,
+      maxSeq,
+      async (p) =>
+        (await c.query("SELECT id FROM messages WHERE headers LIKE $1 ESCAPE '\\' ORDER BY seq DESC LIMIT 50", [p]))
+          .rows,
+    );
   } finally {
     await store.close();
     await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
@@ -150,7 +182,12 @@ async function postgres() {
 }
 
 (async () => {
-  console.log(`message browser pages (${PAGE} rows, newest first), ${ROWS} messages; median of ${REPEAT} after one warm-up; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+  console.log(
+    `message browser pages (${PAGE} rows, newest first), ${ROWS} messages; median of ${REPEAT} after one warm-up; load average ${os
+      .loadavg()
+      .map((x) => x.toFixed(1))
+      .join(' ')}`,
+  );
   const s = await sqlite();
   console.log('\nSQLite');
   table(s);
@@ -158,7 +195,9 @@ async function postgres() {
   console.log('\nPostgreSQL');
   if (p.skipped) console.log(p.skipped);
   else table(p);
-  const all = [...s, ...(p.skipped ? [] : p)].filter((r) => !r.query.startsWith('old:') && !r.query.startsWith('throughput'));
+  const all = [...s, ...(p.skipped ? [] : p)].filter(
+    (r) => !r.query.startsWith('old:') && !r.query.startsWith('throughput'),
+  );
   const worst = Math.max(...all.map((r) => r.ms));
   console.log(`\nslowest page (median): ${worst.toFixed(1)} ms -- goal < 200 ms: ${worst < 200 ? 'met' : 'NOT met'}`);
 })().catch((e) => {

@@ -25,7 +25,15 @@ let file = opt('--file', fs.existsSync(corpusFile) ? corpusFile : undefined);
 if (!file) {
   // no ../shared: a small ADT^A01 of our own
   file = path.join(tmp, 'adt.hl7');
-  fs.writeFileSync(file, ['MSH|^~\\&|APP|FAC|RAPP|RFAC|20240102103000||ADT^A01^ADT_A01|C1|P|2.5.1', 'EVN|A01|20240102103000', 'PID|1||12345^^^MRN^MR||Everyman^Adam||19800515|M', 'PV1|1|I|W^101^1'].join('\r'));
+  fs.writeFileSync(
+    file,
+    [
+      'MSH|^~\\&|APP|FAC|RAPP|RFAC|20240102103000||ADT^A01^ADT_A01|C1|P|2.5.1',
+      'EVN|A01|20240102103000',
+      'PID|1||12345^^^MRN^MR||Everyman^Adam||19800515|M',
+      'PV1|1|I|W^101^1',
+    ].join('\r'),
+  );
 }
 if (!fs.existsSync(CLI)) {
   console.log(`skipped: ${CLI} not built (npm run build)`);
@@ -63,12 +71,18 @@ function verdict(c, cpuConv) {
   if (c.median <= 0.3) return 'met';
   if (c.min <= 0.3) return 'met at min (median over: machine load)';
   const cm = cpuConv.length ? stats(cpuConv).median : undefined;
-  return cm !== undefined && cm <= 0.3 ? `wall over (the machine is loaded: see node -e), CPU ${cm.toFixed(2)} s within 0.3` : 'NOT met';
+  return cm !== undefined && cm <= 0.3
+    ? `wall over (the machine is loaded: see node -e), CPU ${cm.toFixed(2)} s within 0.3`
+    : 'NOT met';
 }
 
 console.log(`ferry convert ${path.basename(file)}: ${runs} runs each, alternating with node -e '' (wall seconds)\n`);
-console.log('CPU = user + system seconds of the process (what it costs without the wait for a CPU on a loaded machine).\n');
-console.log('| case | node -e \'\' wall min / median | ferry convert wall min / median | convert - baseline (median) | CPU baseline / convert (median) | goal <= 0.3 s wall |');
+console.log(
+  'CPU = user + system seconds of the process (what it costs without the wait for a CPU on a loaded machine).\n',
+);
+console.log(
+  "| case | node -e '' wall min / median | ferry convert wall min / median | convert - baseline (median) | CPU baseline / convert (median) | goal <= 0.3 s wall |",
+);
 console.log('|---|---:|---:|---:|---:|---|');
 for (const [name, cwd] of [
   ['no config (bundled plugin)', tmp],
@@ -87,6 +101,8 @@ for (const [name, cwd] of [
   const b = stats(base);
   const c = stats(conv);
   const diffs = conv.map((x, i) => x - base[i]);
-  console.log(`| ${name} | ${f3(b.min)} / ${f3(b.median)} | ${f3(c.min)} / ${f3(c.median)} | ${f3(stats(diffs).median)} | ${cpu.conv.length ? `${stats(cpu.base).median.toFixed(2)} / ${stats(cpu.conv).median.toFixed(2)}` : 'n/a'} | ${verdict(c, cpu.conv)} |`);
+  console.log(
+    `| ${name} | ${f3(b.min)} / ${f3(b.median)} | ${f3(c.min)} / ${f3(c.median)} | ${f3(stats(diffs).median)} | ${cpu.conv.length ? `${stats(cpu.base).median.toFixed(2)} / ${stats(cpu.conv).median.toFixed(2)}` : 'n/a'} | ${verdict(c, cpu.conv)} |`,
+  );
 }
 fs.rmSync(tmp, { recursive: true, force: true });

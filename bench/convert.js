@@ -33,7 +33,11 @@ const HL7 = require('hl7-standard');
 
 const t = new plugin.Hl7v2Transform({});
 const bodies = [];
-for (const f of fs.readdirSync(CORPUS).filter((f) => f.endsWith('.hl7')).sort()) for (const b of t.split(fs.readFileSync(path.join(CORPUS, f)))) bodies.push(b);
+for (const f of fs
+  .readdirSync(CORPUS)
+  .filter((f) => f.endsWith('.hl7'))
+  .sort())
+  for (const b of t.split(fs.readFileSync(path.join(CORPUS, f)))) bodies.push(b);
 const texts = bodies.map((b) => plugin.decodeHl7Bytes(b).text);
 const bytes = bodies.reduce((n, b) => n + b.length, 0);
 
@@ -70,7 +74,12 @@ function measure(paths) {
       b.wall = Math.max(b.wall, n / wall);
     }
   }
-  return paths.map((p) => ({ name: p.name, msgs: best.get(p.name).cpu, wall: best.get(p.name).wall, mbs: (best.get(p.name).cpu * bytes) / bodies.length / 1e6 }));
+  return paths.map((p) => ({
+    name: p.name,
+    msgs: best.get(p.name).cpu,
+    wall: best.get(p.name).wall,
+    mbs: (best.get(p.name).cpu * bytes) / bodies.length / 1e6,
+  }));
 }
 
 const sink = { v: 0 };
@@ -89,7 +98,12 @@ const rows = measure([
     name: 'hl7-standard parse',
     weight: 1,
     fn: (i) => {
-      const h = new HL7(texts[i].split(/\r\n|\n|\r/).filter(Boolean).join('\r'));
+      const h = new HL7(
+        texts[i]
+          .split(/\r\n|\n|\r/)
+          .filter(Boolean)
+          .join('\r'),
+      );
       h.transform();
       sink.v += 1;
     },
@@ -105,7 +119,11 @@ const rows = measure([
   },
   { name: 'ferry parse + convert', weight: 1, fn: (i) => (sink.v += t.convert(bodies[i]).entry.length) },
   // as the engine runs it: every value checked, the issues collected (CONVERSION.md, data quality)
-  { name: 'ferry convert + data-quality check', weight: 1, fn: (i) => (sink.v += t.convert(bodies[i], () => sink.v++).entry.length) },
+  {
+    name: 'ferry convert + data-quality check',
+    weight: 1,
+    fn: (i) => (sink.v += t.convert(bodies[i], () => sink.v++).entry.length),
+  },
 ]);
 plugin.ensureFhirDefinitions();
 const core = require('../core/dist/index.js');
@@ -126,14 +144,28 @@ const medplumBundle = (b) => {
 let invalid = 0;
 for (const b of bodies) invalid += core.validateBundle(t.convert(b)) ? 1 : 0;
 const vrows = measure([
-  { name: 'ferry parse + convert (same slice set as validate)', weight: 1, fn: (i) => (sink.v += t.convert(bodies[i]).entry.length) },
-  { name: 'ferry convert + validate', weight: 1, fn: (i) => (sink.v += core.validateBundle(t.convert(bodies[i]))?.issue?.length ?? 0) },
-  { name: 'ferry convert + medplum validateResource', weight: 0.5, fn: (i) => (sink.v += medplumBundle(t.convert(bodies[i]))) },
+  {
+    name: 'ferry parse + convert (same slice set as validate)',
+    weight: 1,
+    fn: (i) => (sink.v += t.convert(bodies[i]).entry.length),
+  },
+  {
+    name: 'ferry convert + validate',
+    weight: 1,
+    fn: (i) => (sink.v += core.validateBundle(t.convert(bodies[i]))?.issue?.length ?? 0),
+  },
+  {
+    name: 'ferry convert + medplum validateResource',
+    weight: 0.5,
+    fn: (i) => (sink.v += medplumBundle(t.convert(bodies[i]))),
+  },
 ]);
 rows.push(...vrows);
 
 const base = rows[1].wall;
-console.log(`corpus: ${bodies.length} messages, ${(bytes / 1e6).toFixed(2)} MB; best of ${ROUNDS} interleaved slices, ${secs}s per path; node ${process.version}; load average ${require('node:os').loadavg()[0].toFixed(1)}`);
+console.log(
+  `corpus: ${bodies.length} messages, ${(bytes / 1e6).toFixed(2)} MB; best of ${ROUNDS} interleaved slices, ${secs}s per path; node ${process.version}; load average ${require('node:os').loadavg()[0].toFixed(1)}`,
+);
 console.log('| path | msgs/s | MB/s | vs hl7-standard | vs bare split | msgs per CPU-s (all threads, incl. GC) |');
 console.log('|---|---:|---:|---:|---:|---:|');
 for (const r of rows)
@@ -147,6 +179,8 @@ console.log(
     `medplum validateResource instead: ${(vrows[2].wall / vrows[0].wall).toFixed(2)}; compiled validator ${(vrows[1].wall / vrows[2].wall).toFixed(1)}x medplum end to end; ` +
     `${invalid} of ${bodies.length} corpus bundles invalid`,
 );
-console.log(`\ngoal >= 3,000 corpus msgs/s converted: ${conv >= 3000 ? 'met' : 'NOT met'} here (${Math.round(conv)}/s; ${(conv / base).toFixed(2)}x hl7-standard in the same run)`);
+console.log(
+  `\ngoal >= 3,000 corpus msgs/s converted: ${conv >= 3000 ? 'met' : 'NOT met'} here (${Math.round(conv)}/s; ${(conv / base).toFixed(2)}x hl7-standard in the same run)`,
+);
 console.log(`data-quality check: ${(rows[4].wall / conv).toFixed(2)}x the conversion's rate without it (same run)`);
 if (sink.v === -1) console.log('');

@@ -31,7 +31,24 @@ const P = '195900';
 const core = require('../core/dist');
 
 function patient(i) {
-  return { patientid: String(1000 + i), firstname: `Given${i}`, lastname: `Family${i}`, dob: '01/15/1985', sex: i % 2 ? 'M' : 'F', status: 'active', departmentid: '1', email: `p${i}@example.org`, homephone: '8605555555', mobilephone: '8608105503', address1: `${i} Main St`, city: 'BOSTON', state: 'MA', zip: '02210', countrycode3166: 'US', maritalstatus: 'S' };
+  return {
+    patientid: String(1000 + i),
+    firstname: `Given${i}`,
+    lastname: `Family${i}`,
+    dob: '01/15/1985',
+    sex: i % 2 ? 'M' : 'F',
+    status: 'active',
+    departmentid: '1',
+    email: `p${i}@example.org`,
+    homephone: '8605555555',
+    mobilephone: '8608105503',
+    address1: `${i} Main St`,
+    city: 'BOSTON',
+    state: 'MA',
+    zip: '02210',
+    countrycode3166: 'US',
+    maritalstatus: 'S',
+  };
 }
 
 function vendor() {
@@ -42,8 +59,13 @@ function vendor() {
         res.writeHead(s, { 'content-type': 'application/json' });
         res.end(JSON.stringify(b));
       }, LATENCY);
-    if (u.pathname === '/oauth2/v1/token') return req.resume().on('end', () => send(200, { access_token: 'tok', token_type: 'Bearer', expires_in: '3600' }));
-    if (u.pathname === `/v1/${P}/departments`) return send(200, { departments: [{ departmentid: '1', name: 'Boston', timezonename: 'US/Eastern' }], totalcount: 1 });
+    if (u.pathname === '/oauth2/v1/token')
+      return req.resume().on('end', () => send(200, { access_token: 'tok', token_type: 'Bearer', expires_in: '3600' }));
+    if (u.pathname === `/v1/${P}/departments`)
+      return send(200, {
+        departments: [{ departmentid: '1', name: 'Boston', timezonename: 'US/Eastern' }],
+        totalcount: 1,
+      });
     const m = new RegExp(`^/v1/${P}/patients/(\\d+)$`).exec(u.pathname);
     if (m) {
       const i = Number(m[1]) - 1000;
@@ -80,13 +102,33 @@ async function run(label, n, one) {
   await new Promise((r) => v.listen(0, '127.0.0.1', r));
   const base = `http://127.0.0.1:${v.address().port}`;
   const tok = await core.makeToken({ name: 'bench', roles: ['viewer'], scopes: ['connection:*:read'] }, 'bench');
-  const conn = { kind: 'athena', baseUrl: base, clientId: 'c', clientSecret: 's', practiceId: P, rateLimit: { qps: 100000, burst: 100000 } };
+  const conn = {
+    kind: 'athena',
+    baseUrl: base,
+    clientId: 'c',
+    clientSecret: 's',
+    practiceId: P,
+    rateLimit: { qps: 100000, burst: 100000 },
+  };
   const engine = await core.Engine.create({
     config: {
       store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
       plugins: ['@ferry/plugin-athena-rest'],
       connections: { nocache: conn, cached: { ...conn, facade: { cache: { ttlSeconds: 3600 } } } },
-      admin: { enabled: false, auth: { tokens: [{ id: tok.record.id, name: 'bench', roles: ['viewer'], hash: tok.record.hash, scopes: ['connection:*:read'] }] } },
+      admin: {
+        enabled: false,
+        auth: {
+          tokens: [
+            {
+              id: tok.record.id,
+              name: 'bench',
+              roles: ['viewer'],
+              hash: tok.record.hash,
+              scopes: ['connection:*:read'],
+            },
+          ],
+        },
+      },
       api: { enabled: true, port: 0, rateLimit: { qps: 0 } },
       processing: { transformWorkers: 0 },
       log: { level: 'error' },
@@ -127,7 +169,11 @@ async function run(label, n, one) {
   const sum = (xs) => {
     const n = xs.reduce((s, x) => s + x.n, 0);
     const ms = xs.reduce((s, x) => s + x.ms, 0);
-    return { rps: (n / ms) * 1000, p50: xs.map((x) => x.p50).sort((a, b) => a - b)[Math.floor(xs.length / 2)], p95: Math.max(...xs.map((x) => x.p95)) };
+    return {
+      rps: (n / ms) * 1000,
+      p50: xs.map((x) => x.p50).sort((a, b) => a - b)[Math.floor(xs.length / 2)],
+      p95: Math.max(...xs.map((x) => x.p95)),
+    };
   };
   const d = sum(totals.direct);
   const rows = [
@@ -135,9 +181,20 @@ async function run(label, n, one) {
     ['(b) facade read, cache miss (vendor + transform + audit)', sum(totals.miss)],
     ['(c) facade read, cache hit (memory)', sum(totals.hit)],
   ];
-  console.log(`facade read benchmark: ${N} reads per kind, ${CONC} concurrent, vendor latency ${LATENCY} ms, ${PATIENTS} patients, ${ROUNDS} interleaved rounds`);
-  console.log('kind'.padEnd(58) + 'req/s'.padStart(10) + 'p50 ms'.padStart(10) + 'p95 ms'.padStart(10) + '  vs direct (req/s)');
-  for (const [label, x] of rows) console.log(label.padEnd(58) + x.rps.toFixed(0).padStart(10) + x.p50.toFixed(2).padStart(10) + x.p95.toFixed(2).padStart(10) + `  ${(x.rps / d.rps).toFixed(2)}x`);
+  console.log(
+    `facade read benchmark: ${N} reads per kind, ${CONC} concurrent, vendor latency ${LATENCY} ms, ${PATIENTS} patients, ${ROUNDS} interleaved rounds`,
+  );
+  console.log(
+    'kind'.padEnd(58) + 'req/s'.padStart(10) + 'p50 ms'.padStart(10) + 'p95 ms'.padStart(10) + '  vs direct (req/s)',
+  );
+  for (const [label, x] of rows)
+    console.log(
+      label.padEnd(58) +
+        x.rps.toFixed(0).padStart(10) +
+        x.p50.toFixed(2).padStart(10) +
+        x.p95.toFixed(2).padStart(10) +
+        `  ${(x.rps / d.rps).toFixed(2)}x`,
+    );
 })().catch((e) => {
   console.error(e);
   process.exit(1);

@@ -47,7 +47,15 @@ function delivery(i) {
     attempt: 1,
     routeId: 'r',
     bundle: bundle(i),
-    message: { id, seq: i, sourceId: 's', contentType: 'application/hl7-v2', headers: {}, receivedAt: new Date(), status: 'routed' },
+    message: {
+      id,
+      seq: i,
+      sourceId: 's',
+      contentType: 'application/hl7-v2',
+      headers: {},
+      receivedAt: new Date(),
+      status: 'routed',
+    },
   };
 }
 const hl7 = (i) =>
@@ -66,7 +74,14 @@ async function pool(n, concurrency, fn) {
 }
 
 const rows = [];
-const row = (what, r, base) => rows.push({ what, n: r.n, 'per s': Math.round(r.rate), 'ms total': Math.round(r.secs * 1000), 'x baseline': base ? (r.rate / base.rate).toFixed(2) : '' });
+const row = (what, r, base) =>
+  rows.push({
+    what,
+    n: r.n,
+    'per s': Math.round(r.rate),
+    'ms total': Math.round(r.secs * 1000),
+    'x baseline': base ? (r.rate / base.rate).toFixed(2) : '',
+  });
 
 async function main() {
   const N = quick ? 1000 : 5000;
@@ -89,7 +104,18 @@ async function main() {
   row('ndjson: write+fsync per line (baseline)', naive);
 
   for (const fsync of [true, false]) {
-    const s = new FileSink({ id: 'b', logger, config: { dir: path.join(tmp, `nd-${fsync}`), format: 'ndjson', file: 'b.ndjson', fsync, envelope: false, indent: 0 } });
+    const s = new FileSink({
+      id: 'b',
+      logger,
+      config: {
+        dir: path.join(tmp, `nd-${fsync}`),
+        format: 'ndjson',
+        file: 'b.ndjson',
+        fsync,
+        envelope: false,
+        indent: 0,
+      },
+    });
     await s.start();
     const r = await pool(N, C, (i) => s.deliver(ds[i]));
     await s.stop();
@@ -97,7 +123,11 @@ async function main() {
   }
 
   const J = quick ? 300 : 1000;
-  const js = new FileSink({ id: 'j', logger, config: { dir: path.join(tmp, 'json'), format: 'json', file: 'x', fsync: true, envelope: false, indent: 0 } });
+  const js = new FileSink({
+    id: 'j',
+    logger,
+    config: { dir: path.join(tmp, 'json'), format: 'json', file: 'x', fsync: true, envelope: false, indent: 0 },
+  });
   await js.start();
   row('json file sink (temp+fsync+rename+dir fsync)', await pool(J, 8, (i) => js.deliver(ds[i])), naive);
 
@@ -107,7 +137,19 @@ async function main() {
     req.on('end', () => res.writeHead(204).end());
   });
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  const hs = new HttpSink({ id: 'h', logger, config: { url: `http://127.0.0.1:${srv.address().port}/in`, method: 'POST', headers: {}, contentType: 'application/fhir+json', envelope: false, timeoutMs: 5000, auth: defaultAuth() } });
+  const hs = new HttpSink({
+    id: 'h',
+    logger,
+    config: {
+      url: `http://127.0.0.1:${srv.address().port}/in`,
+      method: 'POST',
+      headers: {},
+      contentType: 'application/fhir+json',
+      envelope: false,
+      timeoutMs: 5000,
+      auth: defaultAuth(),
+    },
+  });
   const H = quick ? 1000 : 3000;
   row('http sink POSTs (8 in flight)', await pool(H, 8, (i) => hs.deliver(ds[i % N])));
   srv.closeAllConnections();
@@ -118,7 +160,14 @@ async function main() {
   const store = new SqliteMessageStore({ path: path.join(tmp, 'ferry.db'), logger });
   await store.open();
   const direct = await pool(M, 16, (i) =>
-    store.insert([{ sourceId: 'direct', contentType: 'application/hl7-v2', body: Buffer.from(hl7(i)), headers: { messageType: 'ADT^A08', controlId: `D${i}` } }]),
+    store.insert([
+      {
+        sourceId: 'direct',
+        contentType: 'application/hl7-v2',
+        body: Buffer.from(hl7(i)),
+        headers: { messageType: 'ADT^A08', controlId: `D${i}` },
+      },
+    ]),
   );
   row('store.insert directly, 16 callers (baseline for the source)', direct);
   const ctx = {
@@ -136,15 +185,22 @@ async function main() {
   await src.start();
   // Client: node http with keep-alive (cheaper than fetch, so the figure is the source's, not the client's).
   const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-  const viaHttp = await pool(M, 16, (i) =>
-    new Promise((resolve, reject) => {
-      const q = http.request(src.url, { method: 'POST', agent, headers: { 'content-type': 'application/hl7-v2' } }, (r) => {
-        r.resume();
-        r.on('end', () => (r.statusCode === 202 ? resolve() : reject(new Error(`status ${r.statusCode}`))));
-      });
-      q.on('error', reject);
-      q.end(hl7(i));
-    }),
+  const viaHttp = await pool(
+    M,
+    16,
+    (i) =>
+      new Promise((resolve, reject) => {
+        const q = http.request(
+          src.url,
+          { method: 'POST', agent, headers: { 'content-type': 'application/hl7-v2' } },
+          (r) => {
+            r.resume();
+            r.on('end', () => (r.statusCode === 202 ? resolve() : reject(new Error(`status ${r.statusCode}`))));
+          },
+        );
+        q.on('error', reject);
+        q.end(hl7(i));
+      }),
   );
   agent.destroy();
   row('http source: POST -> 202 after commit, 16 clients', viaHttp, direct);
@@ -158,7 +214,17 @@ async function main() {
   const fsrc = new FileSource({
     ...ctx,
     id: 'drop',
-    config: { dir: inbox, contentType: '', pattern: '*.hl7', pollIntervalMs: 50, batch: false, stableMs: 0, doneDir: 'done', errorDir: 'error', maxFileBytes: 1 << 20 },
+    config: {
+      dir: inbox,
+      contentType: '',
+      pattern: '*.hl7',
+      pollIntervalMs: 50,
+      batch: false,
+      stableMs: 0,
+      doneDir: 'done',
+      errorDir: 'error',
+      maxFileBytes: 1 << 20,
+    },
     submit: (ms) => store.insert(ms.map((m) => ({ ...m, sourceId: 'drop' }))),
   });
   const t0 = process.hrtime.bigint();

@@ -119,7 +119,10 @@ function ferryListener(kind = 'sqlite') {
   let dir;
   let schema;
   return {
-    name: kind === 'sqlite' ? 'ferry listener + SQLite store (ACK after commit)' : 'ferry listener + PostgreSQL store (ACK after commit)',
+    name:
+      kind === 'sqlite'
+        ? 'ferry listener + SQLite store (ACK after commit)'
+        : 'ferry listener + PostgreSQL store (ACK after commit)',
     key: kind === 'sqlite' ? 'ferry' : 'ferrypg',
     async start() {
       if (kind === 'sqlite') {
@@ -131,16 +134,36 @@ function ferryListener(kind = 'sqlite') {
       }
       await store.open();
       const config = {
-        host: '127.0.0.1', port: 0, maxConnections: 200, idleTimeoutMs: 0, maxMessageSize: 10 << 20, maxPendingFrames: 64,
-        shutdownGraceMs: 2000, ackMode: 'auto', contentType: 'application/hl7-v2',
-        tls: { enabled: false, cert: '', key: '', passphrase: '', ca: '', requestCert: false, rejectUnauthorized: true, servername: '' },
+        host: '127.0.0.1',
+        port: 0,
+        maxConnections: 200,
+        idleTimeoutMs: 0,
+        maxMessageSize: 10 << 20,
+        maxPendingFrames: 64,
+        shutdownGraceMs: 2000,
+        ackMode: 'auto',
+        contentType: 'application/hl7-v2',
+        tls: {
+          enabled: false,
+          cert: '',
+          key: '',
+          passphrase: '',
+          ca: '',
+          requestCert: false,
+          rejectUnauthorized: true,
+          servername: '',
+        },
       };
       const ctx = {
         id: 'feed',
         config,
         logger: core.silentLogger(),
         signal: new AbortController().signal,
-        submit: (messages) => store.insert(messages.map((m) => ({ ...m, sourceId: 'feed' })), { duplicates: { policy: 'accept', windowMs: 3600_000 } }),
+        submit: (messages) =>
+          store.insert(
+            messages.map((m) => ({ ...m, sourceId: 'feed' })),
+            { duplicates: { policy: 'accept', windowMs: 3600_000 } },
+          ),
         getCheckpoint: async () => undefined,
         setCheckpoint: async () => undefined,
         extractHeaders: (_ct, body) => mllp.extractHeaders(body),
@@ -180,7 +203,10 @@ function ferry(kind = 'sqlite') {
       schema = kind === 'sqlite' ? undefined : `ferry_bench_engine_${process.pid}`;
       engine = await core.Engine.create({
         config: {
-          store: kind === 'sqlite' ? { kind: 'sqlite', path: path.join(dir, 'ferry.db') } : { kind: 'postgres', url: PG_URL, schema },
+          store:
+            kind === 'sqlite'
+              ? { kind: 'sqlite', path: path.join(dir, 'ferry.db') }
+              : { kind: 'postgres', url: PG_URL, schema },
           plugins: ['@ferry/plugin-hl7v2-mllp'],
           admin: { enabled: false },
           // duplicates: the load client reuses control ids across runs; accept keeps every message
@@ -211,15 +237,20 @@ function ferry(kind = 'sqlite') {
 // ------------------------------------------------------------------------------------------
 function load(port, n, c) {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [LOAD, '--host', '127.0.0.1', '--port', String(port), '--n', String(n), '--c', String(c), '--timeout', '10000'], { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
-      if (err) return reject(new Error(`load client failed: ${err.message} ${stderr}`));
-      const line = stdout.trim().split('\n').pop();
-      try {
-        resolve(JSON.parse(line));
-      } catch {
-        reject(new Error(`load client printed: ${stdout}`));
-      }
-    });
+    execFile(
+      process.execPath,
+      [LOAD, '--host', '127.0.0.1', '--port', String(port), '--n', String(n), '--c', String(c), '--timeout', '10000'],
+      { maxBuffer: 1 << 20 },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`load client failed: ${err.message} ${stderr}`));
+        const line = stdout.trim().split('\n').pop();
+        try {
+          resolve(JSON.parse(line));
+        } catch {
+          reject(new Error(`load client printed: ${stdout}`));
+        }
+      },
+    );
   });
 }
 
@@ -248,11 +279,27 @@ function fsyncProbe(n = 200) {
 }
 
 async function main() {
-  console.log(`MLLP benchmark on ${os.cpus().length} CPU(s), node ${process.version}; client: ${path.relative(process.cwd(), LOAD)} (own process)`);
+  console.log(
+    `MLLP benchmark on ${os.cpus().length} CPU(s), node ${process.version}; client: ${path.relative(process.cwd(), LOAD)} (own process)`,
+  );
   const fsync = fsyncProbe();
-  console.log(`machine: load average ${os.loadavg().map((x) => x.toFixed(1)).join(' / ')}; fdatasync p50 ${fsync.p50} ms, p99 ${fsync.p99} ms`);
-  console.log(`messages: ${N1} at 1 connection, ${N16} at 16 connections (${N1} per connection for every peer; warm-up 300, node-hl7-server 50)\n`);
-  const peers = [minimalServer(), nodeHl7Server(), ferryListener('sqlite'), ferry(), ferryListener('postgres'), ferry('postgres')].filter((p) => !only || only.includes(p.key));
+  console.log(
+    `machine: load average ${os
+      .loadavg()
+      .map((x) => x.toFixed(1))
+      .join(' / ')}; fdatasync p50 ${fsync.p50} ms, p99 ${fsync.p99} ms`,
+  );
+  console.log(
+    `messages: ${N1} at 1 connection, ${N16} at 16 connections (${N1} per connection for every peer; warm-up 300, node-hl7-server 50)\n`,
+  );
+  const peers = [
+    minimalServer(),
+    nodeHl7Server(),
+    ferryListener('sqlite'),
+    ferry(),
+    ferryListener('postgres'),
+    ferry('postgres'),
+  ].filter((p) => !only || only.includes(p.key));
   const results = {};
   for (const p of peers) {
     let port;
@@ -271,10 +318,21 @@ async function main() {
         try {
           r = await load(port, n, c);
         } catch (e) {
-          r = { sent: n, acked: 0, ack_codes: { ERROR: n }, bad: n, msgs_per_s: 0, p50_ms: null, p99_ms: null, error: e.message };
+          r = {
+            sent: n,
+            acked: 0,
+            ack_codes: { ERROR: n },
+            bad: n,
+            msgs_per_s: 0,
+            p50_ms: null,
+            p99_ms: null,
+            error: e.message,
+          };
         }
         results[`${p.key}:${c}`] = r;
-        console.log(`  ${p.name.padEnd(52)} c=${String(c).padStart(2)}  ${String(r.msgs_per_s).padStart(9)} msg/s  p50 ${r.p50_ms} ms  p99 ${r.p99_ms} ms  wrong ${wrongAcks(r)}  codes ${JSON.stringify(r.ack_codes)}`);
+        console.log(
+          `  ${p.name.padEnd(52)} c=${String(c).padStart(2)}  ${String(r.msgs_per_s).padStart(9)} msg/s  p50 ${r.p50_ms} ms  p99 ${r.p99_ms} ms  wrong ${wrongAcks(r)}  codes ${JSON.stringify(r.ack_codes)}`,
+        );
       }
     } finally {
       await p.stop();
@@ -286,29 +344,54 @@ async function main() {
     for (const c of [1, 16]) {
       const r = results[`${p.key}:${c}`];
       if (!r) continue;
-      rows.push({ peer: p.name, c, mps: r.msgs_per_s, p50: r.p50_ms, p99: r.p99_ms, wrong: wrongAcks(r), acked: `${r.acked}/${r.sent}` });
+      rows.push({
+        peer: p.name,
+        c,
+        mps: r.msgs_per_s,
+        p50: r.p50_ms,
+        p99: r.p99_ms,
+        wrong: wrongAcks(r),
+        acked: `${r.acked}/${r.sent}`,
+      });
     }
   console.log('\n| peer | conns | msgs/s | p50 ms | p99 ms | wrong ACKs | acked |');
   console.log('|---|---:|---:|---:|---:|---:|---:|');
-  for (const r of rows) console.log(`| ${r.peer} | ${r.c} | ${r.mps} | ${r.p50 ?? '-'} | ${r.p99 ?? '-'} | ${r.wrong} | ${r.acked} |`);
+  for (const r of rows)
+    console.log(`| ${r.peer} | ${r.c} | ${r.mps} | ${r.p50 ?? '-'} | ${r.p99 ?? '-'} | ${r.wrong} | ${r.acked} |`);
 
   const ratio = (a, b) => (b > 0 ? (a / b).toFixed(2) : 'n/a');
   console.log('\n| ratio | c=1 | c=16 | goal (c=16) |');
   console.log('|---|---:|---:|---|');
   // --only may leave peers out: the ratios of those measured
   if (!results['ferry:1'] || !results['ceiling:1']) return;
-  const f1 = results['ferry:1'].msgs_per_s, f16 = results['ferry:16'].msgs_per_s;
-  console.log(`| ferry / ceiling | ${ratio(f1, results['ceiling:1'].msgs_per_s)} | ${ratio(f16, results['ceiling:16'].msgs_per_s)} | >= 0.25 |`);
-  if (results['nodehl7:1']) console.log(`| ferry / node-hl7-server | ${ratio(f1, results['nodehl7:1'].msgs_per_s)} | ${ratio(f16, results['nodehl7:16'].msgs_per_s)} | >= 10 |`);
+  const f1 = results['ferry:1'].msgs_per_s,
+    f16 = results['ferry:16'].msgs_per_s;
+  console.log(
+    `| ferry / ceiling | ${ratio(f1, results['ceiling:1'].msgs_per_s)} | ${ratio(f16, results['ceiling:16'].msgs_per_s)} | >= 0.25 |`,
+  );
+  if (results['nodehl7:1'])
+    console.log(
+      `| ferry / node-hl7-server | ${ratio(f1, results['nodehl7:1'].msgs_per_s)} | ${ratio(f16, results['nodehl7:16'].msgs_per_s)} | >= 10 |`,
+    );
   console.log(`| ferry p99 ms | ${results['ferry:1'].p99_ms} | ${results['ferry:16'].p99_ms} | < 10 |`);
   console.log(`| ferry wrong ACKs | ${wrongAcks(results['ferry:1'])} | ${wrongAcks(results['ferry:16'])} | 0 |`);
-  if (results['ferrypg:16']) console.log(`| ferry (PostgreSQL) / ceiling | ${ratio(results['ferrypg:1'].msgs_per_s, results['ceiling:1'].msgs_per_s)} | ${ratio(results['ferrypg:16'].msgs_per_s, results['ceiling:16'].msgs_per_s)} | (context) |`);
+  if (results['ferrypg:16'])
+    console.log(
+      `| ferry (PostgreSQL) / ceiling | ${ratio(results['ferrypg:1'].msgs_per_s, results['ceiling:1'].msgs_per_s)} | ${ratio(results['ferrypg:16'].msgs_per_s, results['ceiling:16'].msgs_per_s)} | (context) |`,
+    );
   if (results['engine:16']) {
-    console.log(`| full engine / ceiling | ${ratio(results['engine:1'].msgs_per_s, results['ceiling:1'].msgs_per_s)} | ${ratio(results['engine:16'].msgs_per_s, results['ceiling:16'].msgs_per_s)} | >= 0.25 |`);
-    console.log(`| full engine / listener + SQLite | ${ratio(results['engine:1'].msgs_per_s, f1)} (goal >= 0.8) | ${ratio(results['engine:16'].msgs_per_s, f16)} | c=1 >= 0.8 |`);
+    console.log(
+      `| full engine / ceiling | ${ratio(results['engine:1'].msgs_per_s, results['ceiling:1'].msgs_per_s)} | ${ratio(results['engine:16'].msgs_per_s, results['ceiling:16'].msgs_per_s)} | >= 0.25 |`,
+    );
+    console.log(
+      `| full engine / listener + SQLite | ${ratio(results['engine:1'].msgs_per_s, f1)} (goal >= 0.8) | ${ratio(results['engine:16'].msgs_per_s, f16)} | c=1 >= 0.8 |`,
+    );
     console.log(`| full engine p99 ms | ${results['engine:1'].p99_ms} | ${results['engine:16'].p99_ms} | < 25 |`);
   }
-  if (results['enginepg:16']) console.log(`| full engine (PostgreSQL) / ceiling | ${ratio(results['enginepg:1'].msgs_per_s, results['ceiling:1'].msgs_per_s)} | ${ratio(results['enginepg:16'].msgs_per_s, results['ceiling:16'].msgs_per_s)} | >= 0.15 |`);
+  if (results['enginepg:16'])
+    console.log(
+      `| full engine (PostgreSQL) / ceiling | ${ratio(results['enginepg:1'].msgs_per_s, results['ceiling:1'].msgs_per_s)} | ${ratio(results['enginepg:16'].msgs_per_s, results['ceiling:16'].msgs_per_s)} | >= 0.15 |`,
+    );
 }
 
 main().then(

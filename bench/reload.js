@@ -48,7 +48,8 @@ function config(dir, variant) {
   };
   const women = { fhirpath: "Bundle.entry.resource.ofType(Patient).gender = 'female'" };
   const men = { fhirpath: "Bundle.entry.resource.ofType(Patient).gender = 'male'" };
-  if (variant === 'old') return { ...base, sinks: { a }, routes: [{ id: 'r1', from: ['feed'], when: women, to: ['a'] }] };
+  if (variant === 'old')
+    return { ...base, sinks: { a }, routes: [{ id: 'r1', from: ['feed'], when: women, to: ['a'] }] };
   return {
     ...base,
     sinks: { a, b },
@@ -59,12 +60,35 @@ function config(dir, variant) {
   };
 }
 
-const controlIds = (file) => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l).controlId) : []);
-const pct = (sorted, p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : 0);
+const controlIds = (file) =>
+  fs.existsSync(file)
+    ? fs
+        .readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l).controlId)
+    : [];
+const pct = (sorted, p) =>
+  sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : 0;
 
 function runSender(port, n, onProgress) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(__dirname, '_mllp-sender.js'), '--port', String(port), '--c', String(C), '--n', String(n), '--window', String(WINDOW)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(
+      process.execPath,
+      [
+        path.join(__dirname, '_mllp-sender.js'),
+        '--port',
+        String(port),
+        '--c',
+        String(C),
+        '--n',
+        String(n),
+        '--window',
+        String(WINDOW),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     let out = '';
     child.stdout.on('data', (d) => {
       out += d;
@@ -101,12 +125,18 @@ async function phase(name, withReload, variant = 'old', n = N) {
     const rl = reload ? await reload : undefined;
     await engine.waitForIdle(120_000);
     const results = res.results;
-    const lat = results.filter((r) => r[3] > 0).map((r) => r[3]).sort((x, y) => x - y);
+    const lat = results
+      .filter((r) => r[3] > 0)
+      .map((r) => r[3])
+      .sort((x, y) => x - y);
     const acked = results.filter((r) => r[2] !== 'NOACK' && !String(r[2]).startsWith('UNKNOWN'));
     const nonAA = results.filter((r) => r[2] !== 'AA').length;
     const stats = await engine.store.stats();
     const stored = Object.values(stats.messages).reduce((x, y) => x + y, 0);
-    const unfinished = ['received', 'transformed', 'routed', 'failed', 'dead'].reduce((x, k) => x + (stats.messages[k] || 0), 0);
+    const unfinished = ['received', 'transformed', 'routed', 'failed', 'dead'].reduce(
+      (x, k) => x + (stats.messages[k] || 0),
+      0,
+    );
     const out = {
       phase: name,
       messages: results.length,
@@ -122,7 +152,9 @@ async function phase(name, withReload, variant = 'old', n = N) {
     if (withReload) {
       const inA = new Set(controlIds(path.join(dir, 'a', 'bundles.ndjson')));
       const inB = new Set(controlIds(path.join(dir, 'b', 'bundles.ndjson')));
-      const versionOf = new Map((await engine.store.listMessages({ limit: N * 2 })).map((m) => [m.headers.controlId, m.configVersion]));
+      const versionOf = new Map(
+        (await engine.store.listMessages({ limit: N * 2 })).map((m) => [m.headers.controlId, m.configVersion]),
+      );
       let byOld = 0;
       let byNew = 0;
       let mixed = 0;
@@ -133,7 +165,14 @@ async function phase(name, withReload, variant = 'old', n = N) {
         else byOld++;
         if (inA.has(ctl) !== (byNewCfg ? male : !male) || versionOf.get(ctl) !== (byNewCfg ? 2 : 1)) mixed++;
       }
-      Object.assign(out, { reloadApplied: rl?.r.applied, reloadMs: rl?.ms, reloadAtAck: reloadAt, byOld, byNew, mixed });
+      Object.assign(out, {
+        reloadApplied: rl?.r.applied,
+        reloadMs: rl?.ms,
+        reloadAtAck: reloadAt,
+        byOld,
+        byNew,
+        mixed,
+      });
     }
     return out;
   } finally {
@@ -142,7 +181,9 @@ async function phase(name, withReload, variant = 'old', n = N) {
 }
 
 (async () => {
-  console.log(`reload bench: ${N} messages per phase on ${C} connections (window ${WINDOW}), transform workers ${WORKERS}, ${os.availableParallelism?.() ?? os.cpus().length} CPUs, load ${os.loadavg()[0].toFixed(2)}`);
+  console.log(
+    `reload bench: ${N} messages per phase on ${C} connections (window ${WINDOW}), transform workers ${WORKERS}, ${os.availableParallelism?.() ?? os.cpus().length} CPUs, load ${os.loadavg()[0].toFixed(2)}`,
+  );
   // Warm-up (JIT, page cache, FHIR definitions): not counted.
   await phase('warm-up', false, 'old', Math.min(N, 800));
   const base = await phase('old config throughout', false, 'old');
@@ -153,7 +194,15 @@ async function phase(name, withReload, variant = 'old', n = N) {
   console.log(JSON.stringify(rel));
   // The reload phase runs half its messages by each config: its baseline is the mean of the two.
   const expected = (base.msgsPerS + baseNew.msgsPerS) / 2;
-  const ok = rel.reloadApplied && rel.nonAA === 0 && rel.disconnects === 0 && rel.lost === 0 && rel.unfinished === 0 && rel.mixed === 0 && rel.byOld > 0 && rel.byNew > 0;
+  const ok =
+    rel.reloadApplied &&
+    rel.nonAA === 0 &&
+    rel.disconnects === 0 &&
+    rel.lost === 0 &&
+    rel.unfinished === 0 &&
+    rel.mixed === 0 &&
+    rel.byOld > 0 &&
+    rel.byNew > 0;
   console.log(
     `rate: old config ${base.msgsPerS} msgs/s, new config ${baseNew.msgsPerS} msgs/s, through a reload ${rel.msgsPerS} msgs/s (ratio to their mean ${(rel.msgsPerS / expected).toFixed(2)}); ` +
       `reload took ${rel.reloadMs} ms at ack #${rel.reloadAtAck}; max ACK latency ${base.maxms} -> ${rel.maxms} ms; ` +

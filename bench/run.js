@@ -14,5 +14,7 @@ if (!name || !names.includes(name)) {
   console.log(`usage: npm run bench -- <${names.join('|')}> [args]`);
   process.exit(name ? 2 : 0);
 }
-const r = spawnSync(process.execPath, ['--expose-gc', path.join(__dirname, `${name}.js`), ...rest], { stdio: 'inherit' });
+const r = spawnSync(process.execPath, ['--expose-gc', path.join(__dirname, `${name}.js`), ...rest], {
+  stdio: 'inherit',
+});
 process.exit(r.status ?? 1);

@@ -75,10 +75,15 @@ function rssMb(pid) {
 
 function loadClient(port, n, c) {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [LOAD, '--host', '127.0.0.1', '--port', String(port), '--n', String(n), '--c', String(c), '--timeout', '10000'], { maxBuffer: 1 << 20 }, (err, stdout) => {
-      if (err) return reject(err);
-      resolve(JSON.parse(stdout.trim().split('\n').pop()));
-    });
+    execFile(
+      process.execPath,
+      [LOAD, '--host', '127.0.0.1', '--port', String(port), '--n', String(n), '--c', String(c), '--timeout', '10000'],
+      { maxBuffer: 1 << 20 },
+      (err, stdout) => {
+        if (err) return reject(err);
+        resolve(JSON.parse(stdout.trim().split('\n').pop()));
+      },
+    );
   });
 }
 
@@ -113,7 +118,11 @@ function paced(port, rate, until) {
         const i = next++;
         // the i-th message is due at t0 + i/rate: wait for it (or send at once when behind)
         const wait = t0 + (i * 1000) / rate - Date.now();
-        setTimeout(() => sock.write(Buffer.concat([Buffer.from([0x0b]), Buffer.from(adt(i), 'latin1'), Buffer.from([0x1c, 0x0d])])), Math.max(0, wait));
+        setTimeout(
+          () =>
+            sock.write(Buffer.concat([Buffer.from([0x0b]), Buffer.from(adt(i), 'latin1'), Buffer.from([0x1c, 0x0d])])),
+          Math.max(0, wait),
+        );
       };
       sock.on('connect', send);
       sock.on('data', (d) => {
@@ -147,7 +156,9 @@ function slope(points) {
 
 async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-soak-'));
-  const child = spawn(process.execPath, [__filename, '--child', '--dir', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [__filename, '--child', '--dir', dir], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   try {
     const port = await new Promise((resolve, reject) => {
       let out = '';
@@ -158,11 +169,15 @@ async function main() {
       });
       child.on('exit', (code) => reject(new Error(`engine exited (${code})`)));
     });
-    console.log(`soak: full engine (SQLite, validate on, NDJSON file sink) in process ${child.pid}; node ${process.version}; ${os.cpus().length} CPUs, load average ${os.loadavg()[0].toFixed(1)}`);
+    console.log(
+      `soak: full engine (SQLite, validate on, NDJSON file sink) in process ${child.pid}; node ${process.version}; ${os.cpus().length} CPUs, load average ${os.loadavg()[0].toFixed(1)}`,
+    );
     await loadClient(port, 300, 16); // warm-up
     const peak = await loadClient(port, 6000, 16);
     const rate = Math.max(10, Math.round(peak.msgs_per_s / 2));
-    console.log(`peak (16 connections, ${peak.sent} msgs): ${peak.msgs_per_s} msgs/s; soak at 50 %: ${rate} msgs/s over ${conns} connections for ${minutes} min`);
+    console.log(
+      `peak (16 connections, ${peak.sent} msgs): ${peak.msgs_per_s} msgs/s; soak at 50 %: ${rate} msgs/s over ${conns} connections for ${minutes} min`,
+    );
     const start = Date.now();
     const until = start + minutes * 60_000;
     const samples = [];

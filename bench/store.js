@@ -37,9 +37,24 @@ async function insertRun(store, n, concurrency) {
   const worker = async () => {
     while (next < n) {
       const i = next++;
-      await store.insert([{ sourceId: 'bench', contentType: 'application/hl7-v2', body: hl7(i), headers: { messageType: 'ADT^A08', controlId: `B${i}`, sendingApplication: 'BENCH', sendingFacility: 'FAC' } }], {
-        duplicates: { policy: 'ignore', windowMs: 3600_000 },
-      });
+      await store.insert(
+        [
+          {
+            sourceId: 'bench',
+            contentType: 'application/hl7-v2',
+            body: hl7(i),
+            headers: {
+              messageType: 'ADT^A08',
+              controlId: `B${i}`,
+              sendingApplication: 'BENCH',
+              sendingFacility: 'FAC',
+            },
+          },
+        ],
+        {
+          duplicates: { policy: 'ignore', windowMs: 3600_000 },
+        },
+      );
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
@@ -112,7 +127,8 @@ function countLines(file) {
   const buf = Buffer.alloc(1 << 20);
   let n = 0;
   try {
-    for (let got; (got = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) for (let i = buf.indexOf(10); i >= 0 && i < got; i = buf.indexOf(10, i + 1)) n++;
+    for (let got; (got = fs.readSync(fd, buf, 0, buf.length, null)) > 0;)
+      for (let i = buf.indexOf(10); i >= 0 && i < got; i = buf.indexOf(10, i + 1)) n++;
   } finally {
     fs.closeSync(fd);
   }
@@ -132,7 +148,11 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
     await new Promise((r) => srv.listen(0, '127.0.0.1', r));
     const port = srv.address().port;
     await new Promise((r) => srv.close(r));
-    sinks.second = { type: 'http', url: `http://127.0.0.1:${port}/in`, retry: { initialDelayMs: 1000, maxDelayMs: 30000, maxAttempts: 1000 } };
+    sinks.second = {
+      type: 'http',
+      url: `http://127.0.0.1:${port}/in`,
+      retry: { initialDelayMs: 1000, maxDelayMs: 30000, maxAttempts: 1000 },
+    };
     // 'down-always': the circuit breaker off -- every delivery attempted on its own backoff.
     if (second === 'down-always') sinks.second.circuitBreaker = { failureThreshold: 0 };
   }
@@ -158,7 +178,9 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
           while (left > 0) {
             left--;
             const body = hl7(seq++);
-            await this.ctx.submit([{ contentType: 'application/hl7-v2', body, headers: this.ctx.extractHeaders('application/hl7-v2', body) }]);
+            await this.ctx.submit([
+              { contentType: 'application/hl7-v2', body, headers: this.ctx.extractHeaders('application/hl7-v2', body) },
+            ]);
           }
         };
         await Promise.all(Array.from({ length: inFlight }, worker));
@@ -183,7 +205,10 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
       config: {
         store:
           storeKind === 'postgres'
-            ? { kind: 'postgres', url: `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${pgSchema}`)}` }
+            ? {
+                kind: 'postgres',
+                url: `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${pgSchema}`)}`,
+              }
             : { kind: 'sqlite', path: dbFile },
         plugins: ['@ferry/plugin-hl7v2-mllp'],
         sources: { feed: { type: 'bench', duplicates: { policy: 'accept' } } },
@@ -205,7 +230,11 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
       await feed(warmup);
       await engine.waitForIdle(600_000);
     }
-    const counts = () => ({ insertCommits: engine.store.insertCommits, writeCommits: engine.store.writeCommits, writeOps: engine.store.writeOps });
+    const counts = () => ({
+      insertCommits: engine.store.insertCommits,
+      writeCommits: engine.store.writeCommits,
+      writeOps: engine.store.writeOps,
+    });
     const counts0 = counts();
     t0 = Date.now();
     cpu0 = process.cpuUsage();
@@ -217,10 +246,16 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
       // Until the first sink has every message (a read-only connection of its own, every 20 ms).
       const Database = require('better-sqlite3');
       const db = new Database(dbFile, { readonly: true });
-      const count = db.prepare(`SELECT COUNT(*) AS n FROM deliveries WHERE sink_id = 'archive' AND status = 'delivered'`);
+      const count = db.prepare(
+        `SELECT COUNT(*) AS n FROM deliveries WHERE sink_id = 'archive' AND status = 'delivered'`,
+      );
       while (count.get().n < n + warmup) await new Promise((r) => setTimeout(r, 20));
-      secondOpen = db.prepare(`SELECT COUNT(*) AS n FROM deliveries WHERE sink_id = 'second' AND status IN ('pending', 'failed')`).get().n;
-      secondAttempts = db.prepare(`SELECT COALESCE(SUM(attempts), 0) AS n FROM deliveries WHERE sink_id = 'second'`).get().n;
+      secondOpen = db
+        .prepare(`SELECT COUNT(*) AS n FROM deliveries WHERE sink_id = 'second' AND status IN ('pending', 'failed')`)
+        .get().n;
+      secondAttempts = db
+        .prepare(`SELECT COALESCE(SUM(attempts), 0) AS n FROM deliveries WHERE sink_id = 'second'`)
+        .get().n;
       db.close();
     } else await engine.waitForIdle(600_000);
     const secs = (Date.now() - t0) / 1000;
@@ -229,12 +264,29 @@ async function endToEnd(dir, n, transformWorkers, storeKind = 'sqlite', inFlight
     const stats = await engine.store.stats();
     const workersRan = engine.transformWorkers;
     const counts1 = counts();
-    const commits = Object.fromEntries(Object.entries(counts1).map(([k, v]) => [k, v === undefined ? undefined : v - counts0[k]]));
+    const commits = Object.fromEntries(
+      Object.entries(counts1).map(([k, v]) => [k, v === undefined ? undefined : v - counts0[k]]),
+    );
     await engine.stop();
     let lines = 0;
     for (const f of fs.readdirSync(out)) lines += countLines(path.join(out, f));
     // Delivered and lines of the timed run (the warm-up's taken off), to set beside `n`.
-    return { n, warmup, transformWorkers: workersRan, secs, rate: n / secs, ingestRate: n / (ingestMs / 1000), delivered: (stats.deliveries.delivered ?? 0) - warmup, lines: lines - warmup, cpuMsPerMsg: (cpu.user + cpu.system) / 1000 / n, engineThreadBusy, startupMs, secondOpen, secondAttempts, ...commits };
+    return {
+      n,
+      warmup,
+      transformWorkers: workersRan,
+      secs,
+      rate: n / secs,
+      ingestRate: n / (ingestMs / 1000),
+      delivered: (stats.deliveries.delivered ?? 0) - warmup,
+      lines: lines - warmup,
+      cpuMsPerMsg: (cpu.user + cpu.system) / 1000 / n,
+      engineThreadBusy,
+      startupMs,
+      secondOpen,
+      secondAttempts,
+      ...commits,
+    };
   } finally {
     if (pgSchema) await dropSchema(pgSchema).catch(() => undefined);
   }
@@ -258,7 +310,9 @@ async function claimsWithBacklog(dir, n, keys) {
   await init.close();
   const db = new Database(file);
   const now = Date.now();
-  const im = db.prepare(`INSERT INTO messages (id, source_id, content_type, headers, received_at, status, updated_at, ordering_key) VALUES (?, 'bench', 'x', '{}', ?, ?, ?, ?)`);
+  const im = db.prepare(
+    `INSERT INTO messages (id, source_id, content_type, headers, received_at, status, updated_at, ordering_key) VALUES (?, 'bench', 'x', '{}', ?, ?, ?, ?)`,
+  );
   const ic = db.prepare(`INSERT INTO message_content (message_id, body, bundle) VALUES (?, x'00', '{}')`);
   const idl = db.prepare(
     `INSERT INTO deliveries (id, message_id, message_seq, route_id, sink_id, status, attempts, ordering_key, strict_order, created_at, next_attempt_at) VALUES (?, ?, ?, 'r', ?, ?, ?, ?, 1, ?, ?)`,
@@ -270,7 +324,17 @@ async function claimsWithBacklog(dir, n, keys) {
       const seq = im.run(`M${i}`, now, 'routed', now, key).lastInsertRowid;
       ic.run(`M${i}`);
       const first = !up && i < keys;
-      idl.run(`D${i}`, `M${i}`, seq, up ? 'up' : 'down', first ? 'failed' : 'pending', first ? 1 : 0, key, now, first ? now + 3_600_000 : null);
+      idl.run(
+        `D${i}`,
+        `M${i}`,
+        seq,
+        up ? 'up' : 'down',
+        first ? 'failed' : 'pending',
+        first ? 1 : 0,
+        key,
+        now,
+        first ? now + 3_600_000 : null,
+      );
     }
   })();
   db.exec(migrations.find((m) => m.version === 5).only.sqlite[0]);
@@ -302,7 +366,12 @@ async function claimsWithBacklog(dir, n, keys) {
     const ms = xs.map((x) => x.ms).sort((a, b) => a - b);
     return { ms: ms[Math.floor(ms.length / 2)], found: xs[0].found };
   };
-  const results = [true, false].map((heads) => ({ heads, down: med(samples[heads].down), up: med(samples[heads].up), back: med(samples[heads].back) }));
+  const results = [true, false].map((heads) => ({
+    heads,
+    down: med(samples[heads].down),
+    up: med(samples[heads].up),
+    back: med(samples[heads].back),
+  }));
   return results;
 }
 
@@ -311,13 +380,24 @@ async function main() {
   const nSingle = quick ? 300 : 2000;
   const nGroup = quick ? 3000 : 20000;
   const conc = 64;
-  console.log(`ferry store benchmark  (node ${process.version}, ${os.cpus().length} CPUs, load average ${os.loadavg()[0].toFixed(1)}; each caller inserts one ~420-byte HL7 ADT at a time and awaits its commit; duplicate check on; group commit maxBatch 256)`);
+  console.log(
+    `ferry store benchmark  (node ${process.version}, ${os.cpus().length} CPUs, load average ${os.loadavg()[0].toFixed(1)}; each caller inserts one ~420-byte HL7 ADT at a time and awaits its commit; duplicate check on; group commit maxBatch 256)`,
+  );
   const rows = [];
   const add = (store, mode, r, base) =>
     rows.push(
       r.skipped
         ? { store, mode, 'msgs/s': 'skipped', note: r.skipped }
-        : { store, mode, messages: r.n, seconds: r.secs.toFixed(2), 'msgs/s': Math.round(r.rate), commits: r.commits, 'msgs/commit': (r.n / r.commits).toFixed(1), 'vs 1/commit': base ? `${(r.rate / base.rate).toFixed(1)}x` : '1.0x' },
+        : {
+            store,
+            mode,
+            messages: r.n,
+            seconds: r.secs.toFixed(2),
+            'msgs/s': Math.round(r.rate),
+            commits: r.commits,
+            'msgs/commit': (r.n / r.commits).toFixed(1),
+            'vs 1/commit': base ? `${(r.rate / base.rate).toFixed(1)}x` : '1.0x',
+          },
     );
   for (const c of [conc, 256]) {
     const s1 = await sqliteRun(dir, `single${c}`, { maxBatch: 1 }, nSingle, c);
@@ -405,7 +485,11 @@ async function printOutage(dir, n, rounds) {
       const e = await endToEnd(dir, n, 'auto', 'sqlite', 64, second);
       if (second === 'healthy') base[r] = e.rate;
       rows.push({
-        'second sink': { healthy: 'healthy (a file)', down: 'down (refused), paused', 'down-always': 'down (refused), breaker off' }[second],
+        'second sink': {
+          healthy: 'healthy (a file)',
+          down: 'down (refused), paused',
+          'down-always': 'down (refused), breaker off',
+        }[second],
         'msgs/s to the file sink': Math.round(e.rate),
         'vs healthy': `${(e.rate / base[r]).toFixed(2)}x`,
         'cpu ms/msg': e.cpuMsPerMsg.toFixed(2),
@@ -424,16 +508,29 @@ async function printClaims(dir, n) {
   );
   const r = await claimsWithBacklog(dir, n, keys);
   const [h, f] = r;
-  const row = (name, k) => ({ claim: name, 'key heads ms': h[k].ms.toFixed(2), 'full check ms': f[k].ms.toFixed(2), 'full / heads': `${(f[k].ms / h[k].ms).toFixed(1)}x`, found: `${h[k].found} / ${f[k].found}` });
-  table([row('the down sink', 'down'), row('a healthy sink', 'up'), row('the sink back, every retry due', 'back')], ['claim', 'key heads ms', 'full check ms', 'full / heads', 'found']);
+  const row = (name, k) => ({
+    claim: name,
+    'key heads ms': h[k].ms.toFixed(2),
+    'full check ms': f[k].ms.toFixed(2),
+    'full / heads': `${(f[k].ms / h[k].ms).toFixed(1)}x`,
+    found: `${h[k].found} / ${f[k].found}`,
+  });
+  table(
+    [row('the down sink', 'down'), row('a healthy sink', 'up'), row('the sink back, every retry due', 'back')],
+    ['claim', 'key heads ms', 'full check ms', 'full / heads', 'found'],
+  );
 }
 
 if (process.env.FERRY_BENCH_OUTAGE_ONLY) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-outage-'));
-  printOutage(dir, Number(process.env.FERRY_BENCH_OUTAGE_ONLY) || 10000, 2).finally(() => fs.rmSync(dir, { recursive: true, force: true }));
+  printOutage(dir, Number(process.env.FERRY_BENCH_OUTAGE_ONLY) || 10000, 2).finally(() =>
+    fs.rmSync(dir, { recursive: true, force: true }),
+  );
 } else if (process.env.FERRY_BENCH_CLAIMS_ONLY) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-claims-'));
-  printClaims(dir, Number(process.env.FERRY_BENCH_CLAIMS_ONLY) || 200_000).finally(() => fs.rmSync(dir, { recursive: true, force: true }));
+  printClaims(dir, Number(process.env.FERRY_BENCH_CLAIMS_ONLY) || 200_000).finally(() =>
+    fs.rmSync(dir, { recursive: true, force: true }),
+  );
 } else if (process.env.FERRY_BENCH_E2E_ONLY) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-e2e-'));
   endToEnd(
@@ -447,7 +544,8 @@ if (process.env.FERRY_BENCH_OUTAGE_ONLY) {
   )
     .then((r) => console.log(r))
     .finally(() => fs.rmSync(dir, { recursive: true, force: true }));
-} else main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+} else
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });

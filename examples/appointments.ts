@@ -29,18 +29,26 @@ const asJson = argv.includes('--json');
 async function fhir<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
   const res = await fetch(path.startsWith('http') ? path : `${base}/fhir/${path}`, {
     method,
-    headers: { authorization: `Bearer ${token}`, accept: 'application/fhir+json', ...(body ? { 'content-type': 'application/fhir+json' } : {}), ...headers },
+    headers: {
+      authorization: `Bearer ${token}`,
+      accept: 'application/fhir+json',
+      ...(body ? { 'content-type': 'application/fhir+json' } : {}),
+      ...headers,
+    },
     body: body ? JSON.stringify(body) : undefined,
   });
   const out = (await res.json()) as T | OperationOutcome;
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${(out as OperationOutcome).issue?.map((i) => `${i.code}: ${i.diagnostics}`).join('; ')}`);
+  if (!res.ok)
+    throw new Error(
+      `${method} ${path}: ${res.status} ${(out as OperationOutcome).issue?.map((i) => `${i.code}: ${i.diagnostics}`).join('; ')}`,
+    );
   return out as T;
 }
 
 /** Every page of a search (the facade maps each EHR's paging to Bundle.link next). */
 async function searchAll(path: string): Promise<Appointment[]> {
   const out: Appointment[] = [];
-  for (let url: string | undefined = path; url; ) {
+  for (let url: string | undefined = path; url;) {
     const page: Bundle<Appointment> = await fhir<Bundle<Appointment>>('GET', url);
     out.push(...(page.entry ?? []).map((e) => e.resource!));
     url = page.link?.find((l) => l.relation === 'next')?.url;
@@ -48,35 +56,61 @@ async function searchAll(path: string): Promise<Appointment[]> {
   return out;
 }
 
-const patientOf = (a: Appointment) => a.participant.find((p) => p.actor?.reference?.startsWith('Patient/') || p.actor?.type === 'Patient')?.actor;
+const patientOf = (a: Appointment) =>
+  a.participant.find((p) => p.actor?.reference?.startsWith('Patient/') || p.actor?.type === 'Patient')?.actor;
 const isPatient = (a: Appointment, canonicalId: string, athenaIdentifier?: string) => {
   const actor = patientOf(a);
-  return actor?.reference === `Patient/${canonicalId}` || (!!athenaIdentifier && actor?.identifier?.value === athenaIdentifier);
+  return (
+    actor?.reference === `Patient/${canonicalId}` ||
+    (!!athenaIdentifier && actor?.identifier?.value === athenaIdentifier)
+  );
 };
 
 async function main(): Promise<void> {
   // athena lists a day's appointments per department; Epic searches them per patient.
   const athenaPatientNumber = /-patient-(\d+)$/.exec(athena.patient)?.[1];
-  const atAthena = (await searchAll(`${athena.connection}/Appointment?date=${day}`)).filter((a) => isPatient(a, athena.patient, athenaPatientNumber));
-  const atEpic = await searchAll(`${epic.connection}/Appointment?patient=Patient/${epic.patient}&date=${day}`);
-  const today = [...atAthena.map((a) => ({ connection: athena.connection, a })), ...atEpic.map((a) => ({ connection: epic.connection, a }))].sort((x, y) =>
-    String(x.a.start).localeCompare(String(y.a.start)),
+  const atAthena = (await searchAll(`${athena.connection}/Appointment?date=${day}`)).filter((a) =>
+    isPatient(a, athena.patient, athenaPatientNumber),
   );
+  const atEpic = await searchAll(`${epic.connection}/Appointment?patient=Patient/${epic.patient}&date=${day}`);
+  const today = [
+    ...atAthena.map((a) => ({ connection: athena.connection, a })),
+    ...atEpic.map((a) => ({ connection: epic.connection, a })),
+  ].sort((x, y) => String(x.a.start).localeCompare(String(y.a.start)));
 
   const slots = await searchAll(`${athena.connection}/Appointment?date=${day}&status=proposed`);
   let booked: Appointment | undefined;
   if (slots.length) {
-    const params = { resourceType: 'Parameters', parameter: [{ name: 'patient', valueReference: { reference: `Patient/${athena.patient}` } }] };
+    const params = {
+      resourceType: 'Parameters',
+      parameter: [{ name: 'patient', valueReference: { reference: `Patient/${athena.patient}` } }],
+    };
     const key = `book-${athena.patient}-${slots[0].id}`;
-    booked = await fhir<Appointment>('POST', `${athena.connection}/Appointment/${slots[0].id}/$book`, params, { 'idempotency-key': key });
+    booked = await fhir<Appointment>('POST', `${athena.connection}/Appointment/${slots[0].id}/$book`, params, {
+      'idempotency-key': key,
+    });
   }
 
   if (asJson) {
-    process.stdout.write(JSON.stringify({ day, appointments: today.map((x) => ({ connection: x.connection, id: x.a.id, start: x.a.start, status: x.a.status })), booked: booked && { id: booked.id, status: booked.status, start: booked.start } }) + '\n');
+    process.stdout.write(
+      JSON.stringify({
+        day,
+        appointments: today.map((x) => ({
+          connection: x.connection,
+          id: x.a.id,
+          start: x.a.start,
+          status: x.a.status,
+        })),
+        booked: booked && { id: booked.id, status: booked.status, start: booked.start },
+      }) + '\n',
+    );
     return;
   }
   console.log(`Appointments on ${day}:`);
-  for (const x of today) console.log(`  ${String(x.a.start).padEnd(26)} ${x.connection.padEnd(16)} ${String(x.a.status).padEnd(10)} ${x.a.id}`);
+  for (const x of today)
+    console.log(
+      `  ${String(x.a.start).padEnd(26)} ${x.connection.padEnd(16)} ${String(x.a.status).padEnd(10)} ${x.a.id}`,
+    );
   console.log(booked ? `Booked ${booked.id} at ${booked.start} (${booked.status})` : 'No open slot to book.');
 }
 

@@ -31,8 +31,15 @@ function walk(dir, files = []) {
 /** Problems (file:line: message) in the plugins under `pluginsDir`. */
 function check(pluginsDir = path.join(root, 'plugins')) {
   const problems = [];
-  const plugins = fs.readdirSync(pluginsDir, { withFileTypes: true }).filter((e) => e.isDirectory() && fs.existsSync(path.join(pluginsDir, e.name, 'package.json')));
-  const names = new Map(plugins.map((p) => [JSON.parse(fs.readFileSync(path.join(pluginsDir, p.name, 'package.json'), 'utf8')).name, p.name]));
+  const plugins = fs
+    .readdirSync(pluginsDir, { withFileTypes: true })
+    .filter((e) => e.isDirectory() && fs.existsSync(path.join(pluginsDir, e.name, 'package.json')));
+  const names = new Map(
+    plugins.map((p) => [
+      JSON.parse(fs.readFileSync(path.join(pluginsDir, p.name, 'package.json'), 'utf8')).name,
+      p.name,
+    ]),
+  );
   for (const p of plugins) {
     const own = path.join(pluginsDir, p.name);
     for (const file of walk(own)) {
@@ -40,7 +47,9 @@ function check(pluginsDir = path.join(root, 'plugins')) {
       for (const { spec, line } of specifiers(fs.readFileSync(file, 'utf8'))) {
         const pkg = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
         if (names.has(pkg) && names.get(pkg) !== p.name) {
-          problems.push(`${rel}:${line}: imports another plugin (${spec}); use @ferry/core, @ferry/fhir-vendor-kit or @ferry/testkit, or move the check to test/`);
+          problems.push(
+            `${rel}:${line}: imports another plugin (${spec}); use @ferry/core, @ferry/fhir-vendor-kit or @ferry/testkit, or move the check to test/`,
+          );
           continue;
         }
         if (!spec.startsWith('.')) continue;

@@ -52,7 +52,8 @@ function sourceFiles() {
 function literals(node) {
   if (!node) return [];
   if (ts.isStringLiteral(node) || ts.isNoSubstitutionTemplateLiteral(node)) return [node.text];
-  if (ts.isParenthesizedExpression(node) || ts.isAsExpression(node) || ts.isSatisfiesExpression?.(node)) return literals(node.expression);
+  if (ts.isParenthesizedExpression(node) || ts.isAsExpression(node) || ts.isSatisfiesExpression?.(node))
+    return literals(node.expression);
   if (ts.isConditionalExpression(node)) return [...literals(node.whenTrue), ...literals(node.whenFalse)];
   return [];
 }
@@ -113,7 +114,11 @@ function scan(files = sourceFiles()) {
       if (!arg) return;
       if (ts.isTemplateExpression(arg)) {
         if (helpersFile) return;
-        dynamic.push({ file: rel, line: sf.getLineAndCharacterOfPosition(arg.getStart()).line + 1, text: arg.getText() });
+        dynamic.push({
+          file: rel,
+          line: sf.getLineAndCharacterOfPosition(arg.getStart()).line + 1,
+          text: arg.getText(),
+        });
         return;
       }
       for (const l of literals(arg)) add(strip(l.startsWith('FERRY_E_') ? l : prefix + l));
@@ -124,11 +129,17 @@ function scan(files = sourceFiles()) {
         const callee = n.expression.getText();
         if (callee === 'FerryError.from') codeArg(n.arguments[1], '');
         else if (Object.prototype.hasOwnProperty.call(HELPERS, callee)) codeArg(n.arguments[0], HELPERS[callee]);
-        else if (Object.prototype.hasOwnProperty.call(WRAPPERS, callee)) codeArg(n.arguments[WRAPPERS[callee][0]], WRAPPERS[callee][1]);
+        else if (Object.prototype.hasOwnProperty.call(WRAPPERS, callee))
+          codeArg(n.arguments[WRAPPERS[callee][0]], WRAPPERS[callee][1]);
         // facadeError('not-found', …) throws FacadeIssue['not-found'].errorCode, INPUT_FACADE_NOT_FOUND
-        else if (callee === 'facadeError') for (const l of literals(n.arguments[0])) add(`INPUT_FACADE_${l.toUpperCase().replace(/-/g, '_')}`);
+        else if (callee === 'facadeError')
+          for (const l of literals(n.arguments[0])) add(`INPUT_FACADE_${l.toUpperCase().replace(/-/g, '_')}`);
         else if (n.expression.kind === ts.SyntaxKind.SuperKeyword && extendsFerryError(n)) codeArg(n.arguments[0], '');
-      } else if ((ts.isStringLiteral(n) || ts.isNoSubstitutionTemplateLiteral(n)) && /^FERRY_E_[A-Z0-9_]*[A-Z0-9]$/.test(n.text)) add(strip(n.text));
+      } else if (
+        (ts.isStringLiteral(n) || ts.isNoSubstitutionTemplateLiteral(n)) &&
+        /^FERRY_E_[A-Z0-9_]*[A-Z0-9]$/.test(n.text)
+      )
+        add(strip(n.text));
       else if (ts.isPropertyAssignment(n) && n.name.getText() === 'errorCode') codeArg(n.initializer, '');
       else if (ts.isParameter(n) && n.initializer && n.type) {
         // a code parameter's default: `code: ErrorCodeArg = 'INTERNAL_UNEXPECTED'`, `code: CodeSuffix<'INPUT_'> = 'X'`
@@ -136,9 +147,18 @@ function scan(files = sourceFiles()) {
         const suffix = /^CodeSuffix<'([A-Z_]+)'>$/.exec(t);
         if (suffix) codeArg(n.initializer, suffix[1]);
         else if (/^(ErrorCode|ErrorCodeArg|FerryErrorCode)$/.test(t)) codeArg(n.initializer, '');
-      }
-      else if (ts.isAsExpression(n) && n.type.getText() === 'const' && ts.isStringLiteral(n.expression) && CODE.test(n.expression.text)) add(n.expression.text);
-      else if ((ts.isFunctionDeclaration(n) || ts.isArrowFunction(n) || ts.isFunctionExpression(n)) && wrapperName(n) && Object.prototype.hasOwnProperty.call(WRAPPERS, wrapperName(n))) {
+      } else if (
+        ts.isAsExpression(n) &&
+        n.type.getText() === 'const' &&
+        ts.isStringLiteral(n.expression) &&
+        CODE.test(n.expression.text)
+      )
+        add(n.expression.text);
+      else if (
+        (ts.isFunctionDeclaration(n) || ts.isArrowFunction(n) || ts.isFunctionExpression(n)) &&
+        wrapperName(n) &&
+        Object.prototype.hasOwnProperty.call(WRAPPERS, wrapperName(n))
+      ) {
         const [i, prefix] = WRAPPERS[wrapperName(n)];
         const param = n.parameters[i];
         if (param?.initializer) codeArg(param.initializer, prefix);

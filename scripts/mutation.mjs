@@ -31,11 +31,25 @@ export const modules = {
   router: { mutate: ['core/src/routing/router.ts'], tests: ['core/src/routing/router.test.ts'] },
   'retry-policy': { mutate: ['core/src/store/retry-policy.ts'], tests: ['core/src/store/retry-policy.test.ts'] },
   escape: {
-    mutate: ['plugins/hl7v2-mllp/src/hl7v2/escape.ts', 'plugins/hl7v2-mllp/src/hl7v2/delimiters.ts', 'plugins/hl7v2-mllp/src/hl7v2/batch.ts'],
-    tests: ['plugins/hl7v2-mllp/src/hl7v2/escape.test.ts', 'plugins/hl7v2-mllp/src/hl7v2/codec.test.ts', 'plugins/hl7v2-mllp/src/hl7v2/batch.test.ts'],
+    mutate: [
+      'plugins/hl7v2-mllp/src/hl7v2/escape.ts',
+      'plugins/hl7v2-mllp/src/hl7v2/delimiters.ts',
+      'plugins/hl7v2-mllp/src/hl7v2/batch.ts',
+    ],
+    tests: [
+      'plugins/hl7v2-mllp/src/hl7v2/escape.test.ts',
+      'plugins/hl7v2-mllp/src/hl7v2/codec.test.ts',
+      'plugins/hl7v2-mllp/src/hl7v2/batch.test.ts',
+    ],
   },
-  framing: { mutate: ['plugins/hl7v2-mllp/src/mllp/framing.ts'], tests: ['plugins/hl7v2-mllp/src/mllp/framing.test.ts', 'plugins/hl7v2-mllp/src/mllp/mllp.fuzz.test.ts'] },
-  ack: { mutate: ['plugins/hl7v2-mllp/src/ack/ack.builder.ts', 'plugins/hl7v2-mllp/src/ack/msh.ts'], tests: ['plugins/hl7v2-mllp/src/ack/ack.builder.test.ts'] },
+  framing: {
+    mutate: ['plugins/hl7v2-mllp/src/mllp/framing.ts'],
+    tests: ['plugins/hl7v2-mllp/src/mllp/framing.test.ts', 'plugins/hl7v2-mllp/src/mllp/mllp.fuzz.test.ts'],
+  },
+  ack: {
+    mutate: ['plugins/hl7v2-mllp/src/ack/ack.builder.ts', 'plugins/hl7v2-mllp/src/ack/msh.ts'],
+    tests: ['plugins/hl7v2-mllp/src/ack/ack.builder.test.ts'],
+  },
   // What is mutated is named, not numbered: `file#a,b` is the functions/methods a and b of file, and
   // `file#region:x` the lines between `// #region mutation: x` and the next `// #endregion` in it --
   // resolved to line ranges when the run starts, so reformatting or moving code does not shift them.
@@ -43,7 +57,10 @@ export const modules = {
   // AE) and setFailure. (The whole of handle..rawHeaders is 344 mutants: ~3 h on a shared machine.)
   'mllp-source': {
     mutate: ['plugins/hl7v2-mllp/src/sources/mllp.source.ts#handle,store,setFailure'],
-    tests: ['plugins/hl7v2-mllp/src/sources/mllp.source.test.ts', 'plugins/hl7v2-mllp/src/sources/mllp.source.outcomes.test.ts'],
+    tests: [
+      'plugins/hl7v2-mllp/src/sources/mllp.source.test.ts',
+      'plugins/hl7v2-mllp/src/sources/mllp.source.outcomes.test.ts',
+    ],
   },
   // The delivery and retry path: toSinkDelivery/deliveryOutcome, the time limit and run() (the
   // outcome of each attempt). Not yet: lease renewal, the claim and the outcomes' group commit,
@@ -170,9 +187,24 @@ async function run(name, force) {
   // The survivors by place and change, so the committed summary says what is still unpinned (or equivalent).
   const survivors = results
     .filter((r) => r.status === 'Survived' || r.status === 'NoCoverage')
-    .map((r) => `${path.relative(root, r.fileName)}:${r.location.start.line}:${r.location.start.column + 1} ${r.mutatorName}${r.status === 'NoCoverage' ? ' (no test reaches it)' : ''}: ${JSON.stringify(r.replacement ?? '')}`.slice(0, 240))
+    .map((r) =>
+      `${path.relative(root, r.fileName)}:${r.location.start.line}:${r.location.start.column + 1} ${r.mutatorName}${r.status === 'NoCoverage' ? ' (no test reaches it)' : ''}: ${JSON.stringify(r.replacement ?? '')}`.slice(
+        0,
+        240,
+      ),
+    )
     .sort();
-  return { module: name, score: Math.round(score * 10) / 10, killed, survived, compileErrors: count(['CompileError']), total: results.length, date: new Date().toISOString().slice(0, 10), commit: commit(), survivors };
+  return {
+    module: name,
+    score: Math.round(score * 10) / 10,
+    killed,
+    survived,
+    compileErrors: count(['CompileError']),
+    total: results.length,
+    date: new Date().toISOString().slice(0, 10),
+    commit: commit(),
+    survivors,
+  };
 }
 
 /**
@@ -190,17 +222,24 @@ function recheck(name) {
     const lines = original.split('\n');
     const offset = (p) => lines.slice(0, p.line - 1).reduce((a, l) => a + l.length + 1, 0) + p.column - 1;
     for (const mu of f.mutants.filter((x) => x.status === 'Survived' || x.status === 'NoCoverage')) {
-      const mutated = original.slice(0, offset(mu.location.start)) + mu.replacement + original.slice(offset(mu.location.end));
+      const mutated =
+        original.slice(0, offset(mu.location.start)) + mu.replacement + original.slice(offset(mu.location.end));
       writeFileSync(abs, mutated);
       let killed;
       try {
-        const r = spawnSync('npx', ['jest', '--silent', '--forceExit', ...m.tests], { cwd: root, encoding: 'utf8', timeout: 300_000 });
+        const r = spawnSync('npx', ['jest', '--silent', '--forceExit', ...m.tests], {
+          cwd: root,
+          encoding: 'utf8',
+          timeout: 300_000,
+        });
         killed = r.status !== 0;
       } finally {
         writeFileSync(abs, original);
       }
       const where = `${path.relative(root, abs)}:${mu.location.start.line}:${mu.location.start.column}`;
-      const v = `${where} ${mu.mutatorName}: ${JSON.stringify(mu.replacement ?? '')}`.slice(0, 200) + (killed ? ' -> killed' : ' -> survives');
+      const v =
+        `${where} ${mu.mutatorName}: ${JSON.stringify(mu.replacement ?? '')}`.slice(0, 200) +
+        (killed ? ' -> killed' : ' -> survives');
       console.log(v);
       verdicts.push(v);
     }
@@ -217,12 +256,14 @@ if (args.includes('--recheck')) {
   process.exit(0);
 }
 if (args.includes('--list')) {
-  for (const [k, v] of Object.entries(modules)) console.log(`${k}: ${v.mutate.flatMap(resolveMutate).join(', ')}  <-  ${v.tests.join(', ')}`);
+  for (const [k, v] of Object.entries(modules))
+    console.log(`${k}: ${v.mutate.flatMap(resolveMutate).join(', ')}  <-  ${v.tests.join(', ')}`);
   process.exit(0);
 }
 const force = args.includes('--force');
 const names = args.filter((a) => !a.startsWith('--'));
-for (const n of names) if (!modules[n]) throw new Error(`unknown module ${n}; one of ${Object.keys(modules).join(', ')}`);
+for (const n of names)
+  if (!modules[n]) throw new Error(`unknown module ${n}; one of ${Object.keys(modules).join(', ')}`);
 mkdirSync(out, { recursive: true });
 const summaryFile = path.join(out, 'summary.json');
 const summary = existsSync(summaryFile) ? JSON.parse(readFileSync(summaryFile, 'utf8')) : {};
@@ -230,5 +271,7 @@ for (const n of names.length ? names : Object.keys(modules)) {
   const r = await run(n, force);
   summary[n] = r;
   writeFileSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
-  console.log(`mutation score ${n}: ${r.score}% (${r.killed} killed, ${r.survived} survived, ${r.compileErrors} not compiling) at ${r.commit}`);
+  console.log(
+    `mutation score ${n}: ${r.score}% (${r.killed} killed, ${r.survived} survived, ${r.compileErrors} not compiling) at ${r.commit}`,
+  );
 }

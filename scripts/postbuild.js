@@ -14,6 +14,13 @@ if (fs.existsSync(path.join(root, 'node_modules/.bin/ferry'))) process.exit(0);
 // npm itself links it (a symlink here, a shim on Windows).
 const npm = process.env.npm_execpath;
 const r = npm
-  ? spawnSync(process.execPath, [npm, 'rebuild', '@ferry/core', '--ignore-scripts', '--silent'], { cwd: root, stdio: 'inherit' })
-  : spawnSync('npm', ['rebuild', '@ferry/core', '--ignore-scripts', '--silent'], { cwd: root, stdio: 'inherit', shell: process.platform === 'win32' });
+  ? spawnSync(process.execPath, [npm, 'rebuild', '@ferry/core', '--ignore-scripts', '--silent'], {
+      cwd: root,
+      stdio: 'inherit',
+    })
+  : spawnSync('npm', ['rebuild', '@ferry/core', '--ignore-scripts', '--silent'], {
+      cwd: root,
+      stdio: 'inherit',
+      shell: process.platform === 'win32',
+    });
 process.exit(r.status ?? 1);

@@ -3,10 +3,33 @@
  * datum comes from the admin JSON API with the pasted token or the one of the OIDC sign-in; the server decides what a role sees.
  * Data is only ever written with textContent (never innerHTML).
  */
-import { $, api, ApiError, can, EXPIRES_KEY, OIDC_KEY, POLL_MS, principal, setPrincipal, showError, TOKEN_KEY, type Principal } from './common.js';
+import {
+  $,
+  api,
+  ApiError,
+  can,
+  EXPIRES_KEY,
+  OIDC_KEY,
+  POLL_MS,
+  principal,
+  setPrincipal,
+  showError,
+  TOKEN_KEY,
+  type Principal,
+} from './common.js';
 import { holdSink, poll } from './dashboard.js';
 import { currentRaw, loadDetail, replayDry, replayGo } from './detail.js';
-import { bulkDry, bulkGo, cancelBulk, listLoaded, matchingFilter, resetPaging, search, selected, selectionChanged } from './messages.js';
+import {
+  bulkDry,
+  bulkGo,
+  cancelBulk,
+  listLoaded,
+  matchingFilter,
+  resetPaging,
+  search,
+  selected,
+  selectionChanged,
+} from './messages.js';
 import { loadRoutes, runTester } from './routes.js';
 
 let pollTimer: number | undefined;
@@ -23,7 +46,11 @@ async function signIn(token: string): Promise<void> {
     sessionStorage.removeItem(TOKEN_KEY);
     sessionStorage.removeItem(EXPIRES_KEY);
     setPrincipal(undefined);
-    showError(e instanceof ApiError && e.status === 401 ? 'This token is not accepted.' : `Cannot sign in: ${(e as Error).message}`);
+    showError(
+      e instanceof ApiError && e.status === 401
+        ? 'This token is not accepted.'
+        : `Cannot sign in: ${(e as Error).message}`,
+    );
     route();
     return;
   }
@@ -39,7 +66,10 @@ async function signIn(token: string): Promise<void> {
 export function signOut(msg?: string): void {
   sessionStorage.removeItem(TOKEN_KEY);
   sessionStorage.removeItem(EXPIRES_KEY);
-  if (expiryTimer !== undefined) { clearTimeout(expiryTimer); expiryTimer = undefined; }
+  if (expiryTimer !== undefined) {
+    clearTimeout(expiryTimer);
+    expiryTimer = undefined;
+  }
   setPrincipal(undefined);
   document.body.classList.remove('role-operator', 'role-phi-reader');
   $('who').textContent = '';
@@ -57,19 +87,39 @@ function watchExpiry(): boolean {
   if (Number.isNaN(at)) return true;
   if (expiryTimer !== undefined) clearTimeout(expiryTimer);
   const left = at - Date.now();
-  if (left <= 0) { signOut('Signed out: the sign-in has expired; sign in again.'); return false; }
+  if (left <= 0) {
+    signOut('Signed out: the sign-in has expired; sign in again.');
+    return false;
+  }
   // setTimeout holds at most 2^31-1 ms.
-  expiryTimer = window.setTimeout(() => signOut('Signed out: the sign-in has expired; sign in again.'), Math.min(left, 2 ** 31 - 1));
+  expiryTimer = window.setTimeout(
+    () => signOut('Signed out: the sign-in has expired; sign in again.'),
+    Math.min(left, 2 ** 31 - 1),
+  );
   return true;
 }
 
-const b64url = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+const b64url = (bytes: Uint8Array) =>
+  btoa(String.fromCharCode(...bytes))
+    .replace(/\+/g, '-')
+    .replace(/\//g, '_')
+    .replace(/=+$/, '');
 
 async function publicPost<T>(path: string, body: unknown): Promise<T> {
-  const res = await fetch(path, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify(body), credentials: 'omit', cache: 'no-store' });
+  const res = await fetch(path, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json' },
+    body: JSON.stringify(body),
+    credentials: 'omit',
+    cache: 'no-store',
+  });
   const text = await res.text();
   let data: unknown;
-  try { data = JSON.parse(text); } catch { data = { error: text }; }
+  try {
+    data = JSON.parse(text);
+  } catch {
+    data = { error: text };
+  }
   if (!res.ok) throw new ApiError(res.status, (data as { error?: string }).error ?? `HTTP ${res.status}`);
   return data as T;
 }
@@ -80,7 +130,10 @@ async function oidcStart(): Promise<void> {
     if (!crypto.subtle) throw new Error('this page needs a secure origin (https or localhost) for single sign-on');
     const verifier = b64url(crypto.getRandomValues(new Uint8Array(32)));
     const challenge = b64url(new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier))));
-    const r = await publicPost<{ authorizationUrl: string; state: string }>('/console/oidc/start', { codeChallenge: challenge, codeChallengeMethod: 'S256' });
+    const r = await publicPost<{ authorizationUrl: string; state: string }>('/console/oidc/start', {
+      codeChallenge: challenge,
+      codeChallengeMethod: 'S256',
+    });
     sessionStorage.setItem(OIDC_KEY, JSON.stringify({ state: r.state, verifier }));
     location.assign(r.authorizationUrl);
   } catch (e) {
@@ -94,15 +147,28 @@ async function oidcCallback(q: URLSearchParams): Promise<boolean> {
   sessionStorage.removeItem(OIDC_KEY);
   // The code must not stay in the address bar or the history.
   history.replaceState(null, '', location.pathname + location.hash);
-  if (q.get('error')) { showError(`The sign-in was refused by the identity provider: ${q.get('error')}`); return false; }
+  if (q.get('error')) {
+    showError(`The sign-in was refused by the identity provider: ${q.get('error')}`);
+    return false;
+  }
   let saved: { state?: string; verifier?: string } = {};
-  try { saved = pending ? JSON.parse(pending) : {}; } catch { /* ignored: refused below */ }
+  try {
+    saved = pending ? JSON.parse(pending) : {};
+  } catch {
+    /* ignored: refused below */
+  }
   if (!saved.state || !saved.verifier || saved.state !== q.get('state')) {
-    showError('Sign-in refused: the answer does not belong to a sign-in started in this tab (state mismatch). Sign in again.');
+    showError(
+      'Sign-in refused: the answer does not belong to a sign-in started in this tab (state mismatch). Sign in again.',
+    );
     return false;
   }
   try {
-    const r = await publicPost<{ token: string; expiresAt: string }>('/console/oidc/token', { code: q.get('code'), state: saved.state, codeVerifier: saved.verifier });
+    const r = await publicPost<{ token: string; expiresAt: string }>('/console/oidc/token', {
+      code: q.get('code'),
+      state: saved.state,
+      codeVerifier: saved.verifier,
+    });
     sessionStorage.setItem(EXPIRES_KEY, r.expiresAt);
     await signIn(r.token);
     return true;
@@ -114,12 +180,18 @@ async function oidcCallback(q: URLSearchParams): Promise<boolean> {
 
 async function oidcButton(): Promise<void> {
   try {
-    const res = await fetch('/console/oidc', { headers: { accept: 'application/json' }, credentials: 'omit', cache: 'no-store' });
+    const res = await fetch('/console/oidc', {
+      headers: { accept: 'application/json' },
+      credentials: 'omit',
+      cache: 'no-store',
+    });
     const c = (await res.json()) as { enabled?: boolean; displayName?: string };
     if (!c.enabled) return;
     $('oidc-signin').textContent = `Sign in with ${c.displayName ?? 'single sign-on'}`;
     $('oidc').hidden = false;
-  } catch { /* no button */ }
+  } catch {
+    /* no button */
+  }
 }
 
 // ---------- views ----------
@@ -137,13 +209,32 @@ function show(view: (typeof VIEWS)[number]): void {
 }
 
 export function route(): void {
-  if (pollTimer !== undefined) { clearInterval(pollTimer); pollTimer = undefined; }
-  if (!principal) { show('signin'); $('token').focus(); return; }
+  if (pollTimer !== undefined) {
+    clearInterval(pollTimer);
+    pollTimer = undefined;
+  }
+  if (!principal) {
+    show('signin');
+    $('token').focus();
+    return;
+  }
   const h = location.hash;
   const m = /^#\/message\/([A-Za-z0-9_-]+)$/.exec(h);
-  if (m) { show('detail'); void loadDetail(m[1]); return; }
-  if (h.startsWith('#/messages')) { show('messages'); if (!listLoaded) void search(false); return; }
-  if (h.startsWith('#/routes')) { show('routes'); void loadRoutes(); return; }
+  if (m) {
+    show('detail');
+    void loadDetail(m[1]);
+    return;
+  }
+  if (h.startsWith('#/messages')) {
+    show('messages');
+    if (!listLoaded) void search(false);
+    return;
+  }
+  if (h.startsWith('#/routes')) {
+    show('routes');
+    void loadRoutes();
+    return;
+  }
   show('dashboard');
   void poll();
   pollTimer = window.setInterval(() => void poll(), POLL_MS);
@@ -181,11 +272,15 @@ function init(): void {
     selectionChanged();
   });
   $('bulk-replay').addEventListener('click', () => void bulkDry({ ids: [...selected] }));
-  $('bulk-retry').addEventListener('click', () => void bulkDry({ ids: [...selected], mode: 'redeliver', deliveryStatus: 'dead' }));
+  $('bulk-retry').addEventListener(
+    'click',
+    () => void bulkDry({ ids: [...selected], mode: 'redeliver', deliveryStatus: 'dead' }),
+  );
   $('bulk-all').addEventListener('click', () => {
     const body = matchingFilter();
     if (!body) showError('Replay all matching: not with a patient filter (select the messages instead).');
-    else if (!Object.keys(body).length) showError('Replay all matching: set a filter first (replaying every message needs one).');
+    else if (!Object.keys(body).length)
+      showError('Replay all matching: set a filter first (replaying every message needs one).');
     else void bulkDry(body);
   });
   $('bulk-go').addEventListener('click', () => void bulkGo());
@@ -207,7 +302,9 @@ function init(): void {
   const q = new URLSearchParams(location.search);
   if (q.has('state') || q.has('code') || q.has('error')) {
     route();
-    void oidcCallback(q).then((ok) => { if (!ok) route(); });
+    void oidcCallback(q).then((ok) => {
+      if (!ok) route();
+    });
     return;
   }
   const token = sessionStorage.getItem(TOKEN_KEY);

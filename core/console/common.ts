@@ -3,7 +3,11 @@ import { signOut } from './app.js';
 
 export const ROLES = ['viewer', 'operator', 'phi-reader', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
-export interface Principal { id: string; name: string; roles: Role[] }
+export interface Principal {
+  id: string;
+  name: string;
+  roles: Role[];
+}
 
 export const TOKEN_KEY = 'ferry.console.token';
 /** With OIDC sign-in: when the bearer token expires (ISO time). */
@@ -15,7 +19,11 @@ export const POLL_MS = 3000;
 export const SERIES_MS = 30_000;
 
 export const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
-export const el = <K extends keyof HTMLElementTagNameMap>(tag: K, text?: string | number, cls?: string): HTMLElementTagNameMap[K] => {
+export const el = <K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  text?: string | number,
+  cls?: string,
+): HTMLElementTagNameMap[K] => {
   const e = document.createElement(tag);
   if (text !== undefined) e.textContent = String(text);
   if (cls) e.className = cls;
@@ -34,10 +42,18 @@ export function topRank(p: Principal | undefined): number {
 export const can = (role: Role) => topRank(principal) >= ROLES.indexOf(role);
 
 export class ApiError extends Error {
-  constructor(readonly status: number, message: string) { super(message); }
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
-export async function api<T = unknown>(path: string, init: { method?: string; body?: unknown; text?: boolean } = {}): Promise<T> {
+export async function api<T = unknown>(
+  path: string,
+  init: { method?: string; body?: unknown; text?: boolean } = {},
+): Promise<T> {
   const token = sessionStorage.getItem(TOKEN_KEY);
   const headers: Record<string, string> = { accept: 'application/json' };
   if (token) headers.authorization = `Bearer ${token}`;
@@ -46,11 +62,21 @@ export async function api<T = unknown>(path: string, init: { method?: string; bo
     headers['content-type'] = 'application/json';
     body = JSON.stringify(init.body);
   }
-  const res = await fetch(path, { method: init.method ?? 'GET', headers, body, credentials: 'omit', cache: 'no-store' });
+  const res = await fetch(path, {
+    method: init.method ?? 'GET',
+    headers,
+    body,
+    credentials: 'omit',
+    cache: 'no-store',
+  });
   const text = await res.text();
   if (!res.ok) {
     let msg = text;
-    try { msg = (JSON.parse(text) as { error?: string }).error ?? text; } catch { /* not JSON */ }
+    try {
+      msg = (JSON.parse(text) as { error?: string }).error ?? text;
+    } catch {
+      /* not JSON */
+    }
     if (res.status === 401 && path !== '/api/whoami') signOut('Signed out: the token is no longer accepted.');
     throw new ApiError(res.status, `${res.status}: ${msg}`);
   }
@@ -68,7 +94,10 @@ export function timeCell(v: string | number | undefined): HTMLElement {
   const s = el('span');
   if (v === undefined || v === null || v === '') return s;
   const d = new Date(v);
-  if (Number.isNaN(d.getTime())) { s.textContent = String(v); return s; }
+  if (Number.isNaN(d.getTime())) {
+    s.textContent = String(v);
+    return s;
+  }
   s.textContent = d.toLocaleString();
   s.title = d.toISOString();
   return s;

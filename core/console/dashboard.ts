@@ -3,20 +3,37 @@ import { $, api, el, SERIES_MS, showError, timeCell } from './common.js';
 
 // ---------- dashboard ----------
 
-export interface Sample { t: number; received: number; delivered: number; bySource: Record<string, number> }
+export interface Sample {
+  t: number;
+  received: number;
+  delivered: number;
+  bySource: Record<string, number>;
+}
 export let last: Sample | undefined;
 /** Messages / s per source since the previous poll. */
 export let sourceRates: Record<string, number> = {};
 
 /** GET /api/throughput: per-minute counts of the last hour, from the store (every instance). */
-export interface Throughput { since: string; bucketMs: number; buckets: number; received: Record<string, number[]>; failed: Record<string, number[]>; delivered: Record<string, number[]> }
+export interface Throughput {
+  since: string;
+  bucketMs: number;
+  buckets: number;
+  received: Record<string, number[]>;
+  failed: Record<string, number[]>;
+  delivered: Record<string, number[]>;
+}
 export let throughput: Throughput | undefined;
 export let throughputAt = 0;
 
 export const add = (a: number[], b: number[]) => a.map((v, i) => v + (b[i] ?? 0));
-export const total = (m: Record<string, number[]>, n: number) => Object.values(m).reduce(add, new Array<number>(n).fill(0));
+export const total = (m: Record<string, number[]>, n: number) =>
+  Object.values(m).reduce(add, new Array<number>(n).fill(0));
 
-export interface Metric { name: string; labels: Record<string, string>; value: number }
+export interface Metric {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
 export function parseMetrics(text: string): Metric[] {
   const out: Metric[] = [];
   for (const line of text.split('\n')) {
@@ -37,7 +54,11 @@ export function kvTable(id: string, rows: [string, string | number][]): void {
   // Rows are updated in place (no layout shift when values change).
   rows.forEach(([k, v], i) => {
     let tr = t.rows[i];
-    if (!tr) { tr = t.insertRow(); tr.insertCell(); tr.insertCell(); }
+    if (!tr) {
+      tr = t.insertRow();
+      tr.insertCell();
+      tr.insertCell();
+    }
     tr.cells[0].textContent = k;
     tr.cells[1].textContent = String(v);
   });
@@ -47,15 +68,34 @@ export function kvTable(id: string, rows: [string, string | number][]): void {
 export function spark(target: string | Element, values: number[], width = 240, height = 40): void {
   const svg = typeof target === 'string' ? document.getElementById(target)! : target;
   let line = svg.querySelector('polyline');
-  if (!line) { line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline'); svg.appendChild(line); }
+  if (!line) {
+    line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
+    svg.appendChild(line);
+  }
   const max = Math.max(1e-9, ...values);
   const n = values.length;
-  const pts = values.map((v, i) => `${n > 1 ? ((i / (n - 1)) * width).toFixed(1) : 0},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`);
+  const pts = values.map(
+    (v, i) => `${n > 1 ? ((i / (n - 1)) * width).toFixed(1) : 0},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`,
+  );
   line.setAttribute('points', pts.join(' '));
 }
 
-export interface SinkView { id: string; inFlight: number; backlog?: number; oldestWaitingSince?: string; circuit: { state: string; lastErrorCode?: string; nextProbeAt?: string }; hold?: { since: string; until?: string; reason?: string } }
-export interface SourceView { id: string; type: string; ready: boolean; stats?: Record<string, unknown>; lastMessageAt?: string; failed?: number }
+export interface SinkView {
+  id: string;
+  inFlight: number;
+  backlog?: number;
+  oldestWaitingSince?: string;
+  circuit: { state: string; lastErrorCode?: string; nextProbeAt?: string };
+  hold?: { since: string; until?: string; reason?: string };
+}
+export interface SourceView {
+  id: string;
+  type: string;
+  ready: boolean;
+  stats?: Record<string, unknown>;
+  lastMessageAt?: string;
+  failed?: number;
+}
 
 export async function loadThroughput(): Promise<void> {
   throughput = await api<Throughput>('/api/throughput?minutes=60');
@@ -83,18 +123,29 @@ export async function poll(): Promise<void> {
     const ms = parseMetrics(metricsText);
     const now = Date.now();
     const bySource: Record<string, number> = {};
-    for (const m of ms) if (m.name === 'ferry_messages_received_total' && m.labels.source) bySource[m.labels.source] = (bySource[m.labels.source] ?? 0) + m.value;
-    const s: Sample = { t: now, received: sum(ms, 'ferry_messages_received_total'), delivered: sum(ms, 'ferry_deliveries_total', (l) => l.outcome === 'delivered'), bySource };
+    for (const m of ms)
+      if (m.name === 'ferry_messages_received_total' && m.labels.source)
+        bySource[m.labels.source] = (bySource[m.labels.source] ?? 0) + m.value;
+    const s: Sample = {
+      t: now,
+      received: sum(ms, 'ferry_messages_received_total'),
+      delivered: sum(ms, 'ferry_deliveries_total', (l) => l.outcome === 'delivered'),
+      bySource,
+    };
     if (last && now > last.t) {
       const dt = (now - last.t) / 1000;
       const prev = last;
       $('rate-received').textContent = Math.max(0, (s.received - prev.received) / dt).toFixed(1);
       $('rate-delivered').textContent = Math.max(0, (s.delivered - prev.delivered) / dt).toFixed(1);
-      sourceRates = Object.fromEntries(Object.entries(bySource).map(([k, v]) => [k, Math.max(0, (v - (prev.bySource[k] ?? 0)) / dt)]));
+      sourceRates = Object.fromEntries(
+        Object.entries(bySource).map(([k, v]) => [k, Math.max(0, (v - (prev.bySource[k] ?? 0)) / dt)]),
+      );
     }
     last = s;
     if (Date.now() - throughputAt >= SERIES_MS) await loadThroughput();
-    const backlog = ms.filter((m) => m.name === 'ferry_store_backlog').map((m) => [m.labels.kind.replace(/_/g, ' '), m.value] as [string, number]);
+    const backlog = ms
+      .filter((m) => m.name === 'ferry_store_backlog')
+      .map((m) => [m.labels.kind.replace(/_/g, ' '), m.value] as [string, number]);
     const storeUp = sum(ms, 'ferry_store_up');
     kvTable('backlog', [['store', storeUp ? 'up' : 'UNREACHABLE'], ...backlog]);
     kvTable('msg-status', Object.entries(stats.messages).sort());
@@ -145,7 +196,11 @@ export function renderSources(list: SourceView[]): void {
     tr.cells[5].replaceChildren(s.lastMessageAt ? timeCell(s.lastMessageAt) : '—');
     tr.cells[6].textContent = String(s.failed ?? 0);
     tr.cells[6].className = s.failed ? 'failed' : '';
-    tr.cells[7].textContent = s.stats ? Object.entries(s.stats).map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' · ') : '';
+    tr.cells[7].textContent = s.stats
+      ? Object.entries(s.stats)
+          .map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
+          .join(' · ')
+      : '';
     tr.cells[7].title = tr.cells[7].textContent;
   }
 }
@@ -154,7 +209,8 @@ export function renderSinks(list: SinkView[], ms: Metric[]): void {
   const tbody = ($('sinks') as HTMLTableElement).tBodies[0];
   for (const k of list) {
     const tr = rowFor(tbody, k.id, 9);
-    const count = (outcome: string) => sum(ms, 'ferry_deliveries_total', (l) => l.sink === k.id && l.outcome === outcome);
+    const count = (outcome: string) =>
+      sum(ms, 'ferry_deliveries_total', (l) => l.sink === k.id && l.outcome === outcome);
     tr.cells[0].textContent = k.id;
     tr.cells[1].textContent = k.circuit.state + (k.circuit.lastErrorCode ? ` (${k.circuit.lastErrorCode})` : '');
     tr.cells[1].className = `state-${k.circuit.state}`;
@@ -169,7 +225,11 @@ export function renderSinks(list: SinkView[], ms: Metric[]): void {
     hold.replaceChildren();
     if (k.hold) {
       hold.className = 'held';
-      hold.append('HELD until ', k.hold.until ? timeCell(k.hold.until) : 'released', k.hold.reason ? ` — ${k.hold.reason}` : '');
+      hold.append(
+        'HELD until ',
+        k.hold.until ? timeCell(k.hold.until) : 'released',
+        k.hold.reason ? ` — ${k.hold.reason}` : '',
+      );
       hold.title = `held since ${new Date(k.hold.since).toISOString()}${k.hold.until ? ` until ${new Date(k.hold.until).toISOString()}` : ''}`;
     } else {
       hold.className = '';
@@ -205,7 +265,10 @@ export async function holdSink(ev: Event): Promise<void> {
   const minutes = ($('hold-minutes') as HTMLInputElement).value;
   const reason = ($('hold-reason') as HTMLInputElement).value.trim();
   try {
-    await api(`/api/sinks/${encodeURIComponent(sink)}/hold`, { method: 'POST', body: { ...(minutes ? { minutes: Number(minutes) } : {}), ...(reason ? { reason } : {}) } });
+    await api(`/api/sinks/${encodeURIComponent(sink)}/hold`, {
+      method: 'POST',
+      body: { ...(minutes ? { minutes: Number(minutes) } : {}), ...(reason ? { reason } : {}) },
+    });
     f.hidden = true;
     await poll();
   } catch (e) {

@@ -10,7 +10,14 @@ export interface Detail extends MessageMeta {
   bundle?: unknown;
   contentType: string;
   events: { at: string; status: string; sinkId?: string; routeId?: string; detail?: string }[];
-  deliveries: { id: string; routeId: string; sinkId: string; status: string; attempts: number; lastError?: { code?: string; message?: string } }[];
+  deliveries: {
+    id: string;
+    routeId: string;
+    sinkId: string;
+    status: string;
+    attempts: number;
+    lastError?: { code?: string; message?: string };
+  }[];
   issues: { location?: string; code?: string; reason?: string; severity?: string; [k: string]: unknown }[];
 }
 export let currentRaw = '';
@@ -39,7 +46,13 @@ export async function loadDetail(id: string): Promise<void> {
         const li = el('li');
         // An ACK's text is shown under "ACK sent"; here its code (MSA-1).
         const detail = e.status === 'ack' ? /MSA.(\w+)/.exec(e.detail ?? '')?.[1] : e.detail;
-        li.append(timeCell(e.at), ` ${e.status}`, e.routeId ? ` route ${e.routeId}` : '', e.sinkId ? ` sink ${e.sinkId}` : '', detail ? ` — ${detail}` : '');
+        li.append(
+          timeCell(e.at),
+          ` ${e.status}`,
+          e.routeId ? ` route ${e.routeId}` : '',
+          e.sinkId ? ` sink ${e.sinkId}` : '',
+          detail ? ` — ${detail}` : '',
+        );
         return li;
       }),
     );
@@ -47,12 +60,39 @@ export async function loadDetail(id: string): Promise<void> {
     tbody.replaceChildren();
     for (const x of d.deliveries) {
       const tr = tbody.insertRow();
-      for (const v of [x.routeId, x.sinkId, x.status, x.attempts, x.lastError ? `${x.lastError.code ?? ''} ${x.lastError.message ?? ''}`.trim() : '']) tr.insertCell().textContent = String(v);
+      for (const v of [
+        x.routeId,
+        x.sinkId,
+        x.status,
+        x.attempts,
+        x.lastError ? `${x.lastError.code ?? ''} ${x.lastError.message ?? ''}`.trim() : '',
+      ])
+        tr.insertCell().textContent = String(v);
     }
     // The ACK the source sent (below phi-reader: its MSA code and control id only).
-    const acks = d.events.filter((e) => e.status === 'ack' && e.detail).map((e) => e.detail!.split(/\r\n|\r|\n/).filter(Boolean).join('\n'));
-    $('d-ack').textContent = acks.length ? acks.join('\n\n') : '(none recorded: a source that sends no ACK, or a message stored before ACKs were kept)';
-    $('d-issues').replaceChildren(...(d.issues.length ? d.issues.map((i) => el('li', Object.entries(i).map(([k, v]) => `${k}: ${String(v)}`).join(' · '))) : [el('li', 'none')]));
+    const acks = d.events
+      .filter((e) => e.status === 'ack' && e.detail)
+      .map((e) =>
+        e
+          .detail!.split(/\r\n|\r|\n/)
+          .filter(Boolean)
+          .join('\n'),
+      );
+    $('d-ack').textContent = acks.length
+      ? acks.join('\n\n')
+      : '(none recorded: a source that sends no ACK, or a message stored before ACKs were kept)';
+    $('d-issues').replaceChildren(
+      ...(d.issues.length
+        ? d.issues.map((i) =>
+            el(
+              'li',
+              Object.entries(i)
+                .map(([k, v]) => `${k}: ${String(v)}`)
+                .join(' · '),
+            ),
+          )
+        : [el('li', 'none')]),
+    );
     currentRaw = d.body ?? '';
     if (currentRaw.startsWith('MSH')) await loadDefinitions();
     renderTree(currentRaw, d.contentType);
@@ -65,16 +105,96 @@ export async function loadDetail(id: string): Promise<void> {
 
 /** Common HL7 v2.5 field names (positions are shown for the others). */
 export const FIELD_NAMES: Record<string, string[]> = {
-  MSH: ['', 'Field Separator', 'Encoding Characters', 'Sending Application', 'Sending Facility', 'Receiving Application', 'Receiving Facility', 'Date/Time of Message', 'Security', 'Message Type', 'Message Control ID', 'Processing ID', 'Version ID'],
-  EVN: ['', 'Event Type Code', 'Recorded Date/Time', 'Date/Time Planned Event', 'Event Reason Code', 'Operator ID', 'Event Occurred'],
-  PID: ['', 'Set ID', 'Patient ID', 'Patient Identifier List', 'Alternate Patient ID', 'Patient Name', "Mother's Maiden Name", 'Date/Time of Birth', 'Administrative Sex', 'Patient Alias', 'Race', 'Patient Address', 'County Code', 'Phone Number - Home', 'Phone Number - Business', 'Primary Language', 'Marital Status', 'Religion', 'Patient Account Number', 'SSN Number'],
-  PV1: ['', 'Set ID', 'Patient Class', 'Assigned Patient Location', 'Admission Type', 'Preadmit Number', 'Prior Patient Location', 'Attending Doctor', 'Referring Doctor', 'Consulting Doctor', 'Hospital Service'],
-  OBR: ['', 'Set ID', 'Placer Order Number', 'Filler Order Number', 'Universal Service Identifier', 'Priority', 'Requested Date/Time', 'Observation Date/Time'],
-  OBX: ['', 'Set ID', 'Value Type', 'Observation Identifier', 'Observation Sub-ID', 'Observation Value', 'Units', 'References Range', 'Abnormal Flags', 'Probability', 'Nature of Abnormal Test', 'Observation Result Status'],
+  MSH: [
+    '',
+    'Field Separator',
+    'Encoding Characters',
+    'Sending Application',
+    'Sending Facility',
+    'Receiving Application',
+    'Receiving Facility',
+    'Date/Time of Message',
+    'Security',
+    'Message Type',
+    'Message Control ID',
+    'Processing ID',
+    'Version ID',
+  ],
+  EVN: [
+    '',
+    'Event Type Code',
+    'Recorded Date/Time',
+    'Date/Time Planned Event',
+    'Event Reason Code',
+    'Operator ID',
+    'Event Occurred',
+  ],
+  PID: [
+    '',
+    'Set ID',
+    'Patient ID',
+    'Patient Identifier List',
+    'Alternate Patient ID',
+    'Patient Name',
+    "Mother's Maiden Name",
+    'Date/Time of Birth',
+    'Administrative Sex',
+    'Patient Alias',
+    'Race',
+    'Patient Address',
+    'County Code',
+    'Phone Number - Home',
+    'Phone Number - Business',
+    'Primary Language',
+    'Marital Status',
+    'Religion',
+    'Patient Account Number',
+    'SSN Number',
+  ],
+  PV1: [
+    '',
+    'Set ID',
+    'Patient Class',
+    'Assigned Patient Location',
+    'Admission Type',
+    'Preadmit Number',
+    'Prior Patient Location',
+    'Attending Doctor',
+    'Referring Doctor',
+    'Consulting Doctor',
+    'Hospital Service',
+  ],
+  OBR: [
+    '',
+    'Set ID',
+    'Placer Order Number',
+    'Filler Order Number',
+    'Universal Service Identifier',
+    'Priority',
+    'Requested Date/Time',
+    'Observation Date/Time',
+  ],
+  OBX: [
+    '',
+    'Set ID',
+    'Value Type',
+    'Observation Identifier',
+    'Observation Sub-ID',
+    'Observation Value',
+    'Units',
+    'References Range',
+    'Abnormal Flags',
+    'Probability',
+    'Nature of Abnormal Test',
+    'Observation Result Status',
+  ],
 };
 
 /** Field and component names and data types (GET /api/hl7/definitions), read once. */
-export interface Definitions { segments: Record<string, Record<string, [string, string]>>; types: Record<string, Record<string, [string, string]>> }
+export interface Definitions {
+  segments: Record<string, Record<string, [string, string]>>;
+  types: Record<string, Record<string, [string, string]>>;
+}
 export let definitions: Definitions | null | undefined;
 export async function loadDefinitions(): Promise<void> {
   if (definitions !== undefined) return;
@@ -96,16 +216,22 @@ export function componentLabel(type: string | undefined, j: number): { name?: st
   return d ? { name: d[0], type: d[1] || undefined } : {};
 }
 
-export const labelText = (l: { name?: string; type?: string }) => (l.name ? ` ${l.name}${l.type ? ` (${l.type})` : ''}: ` : ' ');
+export const labelText = (l: { name?: string; type?: string }) =>
+  l.name ? ` ${l.name}${l.type ? ` (${l.type})` : ''}: ` : ' ';
 
 // ---------- the Bundle: one block per entry, references are links to their entry ----------
 
-export interface BundleView { entry?: { fullUrl?: string; resource?: { resourceType?: string; id?: string } }[] }
+export interface BundleView {
+  entry?: { fullUrl?: string; resource?: { resourceType?: string; id?: string } }[];
+}
 
 export function renderBundle(b: BundleView | undefined): void {
   const root = $('d-bundle');
   root.replaceChildren();
-  if (!b) { root.textContent = '(no bundle)'; return; }
+  if (!b) {
+    root.textContent = '(no bundle)';
+    return;
+  }
   const byRef = new Map<string, string>();
   (b.entry ?? []).forEach((e, i) => {
     const key = `entry-${i}`;
@@ -120,7 +246,12 @@ export function renderBundle(b: BundleView | undefined): void {
     det.id = `entry-${i}`;
     det.dataset.resourceType = e.resource?.resourceType ?? '';
     if (e.fullUrl) det.dataset.fullUrl = e.fullUrl;
-    det.append(el('summary', `${e.resource?.resourceType ?? '?'}${e.resource?.id ? `/${e.resource.id}` : ''}${e.fullUrl ? `  ${e.fullUrl}` : ''}`));
+    det.append(
+      el(
+        'summary',
+        `${e.resource?.resourceType ?? '?'}${e.resource?.id ? `/${e.resource.id}` : ''}${e.fullUrl ? `  ${e.fullUrl}` : ''}`,
+      ),
+    );
     const pre = el('pre');
     // "reference": "<ref>" lines: the value becomes a link to the entry it names (when in the Bundle).
     for (const line of JSON.stringify(e, null, 2).split('\n')) {
@@ -151,17 +282,28 @@ export function renderBundle(b: BundleView | undefined): void {
 export function renderTree(raw: string, contentType: string): void {
   const root = $('d-tree');
   root.replaceChildren();
-  if (!raw) { root.textContent = '(no body: pruned, or not readable with this role)'; return; }
+  if (!raw) {
+    root.textContent = '(no body: pruned, or not readable with this role)';
+    return;
+  }
   if (!raw.startsWith('MSH')) {
     let text = raw;
-    if (/json/.test(contentType)) try { text = JSON.stringify(JSON.parse(raw), null, 2); } catch { /* as is */ }
+    if (/json/.test(contentType))
+      try {
+        text = JSON.stringify(JSON.parse(raw), null, 2);
+      } catch {
+        /* as is */
+      }
     root.append(el('pre', text));
     return;
   }
   const fs = raw[3];
   const [cs, rs, esc, ss] = [raw[4] ?? '^', raw[5] ?? '~', raw[6] ?? '\\', raw[7] ?? '&'];
   const unescape = (v: string) =>
-    v.replace(new RegExp(`\\${esc}([FSTRE])\\${esc}`, 'g'), (_m, c: string) => ({ F: fs, S: cs, T: ss, R: rs, E: esc })[c] ?? _m);
+    v.replace(
+      new RegExp(`\\${esc}([FSTRE])\\${esc}`, 'g'),
+      (_m, c: string) => ({ F: fs, S: cs, T: ss, R: rs, E: esc })[c] ?? _m,
+    );
   for (const seg of raw.split(/\r\n|\r|\n/).filter(Boolean)) {
     const name = seg.slice(0, 3);
     const fields = seg.split(fs);
@@ -179,17 +321,27 @@ export function renderTree(raw: string, contentType: string): void {
       const line = el('div', undefined, 'field');
       line.dataset.pos = pos;
       if (label.type) line.dataset.type = label.type;
-      line.append(el('span', pos, 'pos'), label.name ? el('span', labelText(label), 'fname') : ' ', name === 'MSH' && i <= 2 ? v : unescape(v));
+      line.append(
+        el('span', pos, 'pos'),
+        label.name ? el('span', labelText(label), 'fname') : ' ',
+        name === 'MSH' && i <= 2 ? v : unescape(v),
+      );
       det.append(line);
       if (!(name === 'MSH' && i <= 2) && v.includes(cs)) {
-        v.split(rs)[0].split(cs).forEach((c, j) => {
-          if (!c) return;
-          const sub = el('div', undefined, 'field comp');
-          sub.dataset.pos = `${pos}.${j + 1}`;
-          const cl = componentLabel(label.type, j + 1);
-          sub.append(el('span', `  ${pos}.${j + 1}`, 'pos'), cl.name ? el('span', labelText(cl), 'fname') : ' ', unescape(c));
-          det.append(sub);
-        });
+        v.split(rs)[0]
+          .split(cs)
+          .forEach((c, j) => {
+            if (!c) return;
+            const sub = el('div', undefined, 'field comp');
+            sub.dataset.pos = `${pos}.${j + 1}`;
+            const cl = componentLabel(label.type, j + 1);
+            sub.append(
+              el('span', `  ${pos}.${j + 1}`, 'pos'),
+              cl.name ? el('span', labelText(cl), 'fname') : ' ',
+              unescape(c),
+            );
+            det.append(sub);
+          });
       }
     }
     root.append(det);
@@ -221,7 +373,8 @@ export async function replayGo(): Promise<void> {
   if (!body) return;
   try {
     const r = await api<{ count: number }>('/api/replay', { method: 'POST', body });
-    $('replay-result').textContent = body.mode === 'redeliver' ? describeReplay(body, r.count, true) : `Replayed ${r.count}.`;
+    $('replay-result').textContent =
+      body.mode === 'redeliver' ? describeReplay(body, r.count, true) : `Replayed ${r.count}.`;
     setTimeout(() => void loadDetail(id), 1000);
   } catch (e) {
     showError(`Replay failed: ${(e as Error).message}`);

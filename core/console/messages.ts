@@ -3,7 +3,17 @@ import { $, api, can, el, showError, timeCell } from './common.js';
 
 // ---------- message browser ----------
 
-export interface MessageMeta { id: string; seq: number; sourceId: string; status: string; receivedAt: string; headers: Record<string, string | undefined>; orderingKey?: string; duplicateOf?: string; error?: { code: string; message?: string } }
+export interface MessageMeta {
+  id: string;
+  seq: number;
+  sourceId: string;
+  status: string;
+  receivedAt: string;
+  headers: Record<string, string | undefined>;
+  orderingKey?: string;
+  duplicateOf?: string;
+  error?: { code: string; message?: string };
+}
 export let listLoaded = false;
 export let lastSeq: number | undefined;
 export const PAGE = 50;
@@ -81,7 +91,8 @@ export function selectionChanged(): void {
 
 export const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
 export function describeReplay(body: Record<string, unknown>, count: number, done: boolean): string {
-  if (body.mode === 'redeliver') return `${done ? 'Retried' : 'Would retry'} ${plural(count, 'dead delivery', 'dead deliveries')}.`;
+  if (body.mode === 'redeliver')
+    return `${done ? 'Retried' : 'Would retry'} ${plural(count, 'dead delivery', 'dead deliveries')}.`;
   return `${done ? 'Replayed' : 'Would replay'} ${plural(count, 'message', 'messages')}.`;
 }
 

@@ -31,7 +31,16 @@ export * from './facade/provider';
 export * from './store/message-store';
 export { contentHash } from './store/content-hash';
 export * from './config/engine.schema';
-export { defineSchema, schemaDefaults, withSchemaDefaults, type SchemaInput, type SchemaType, type SchemaSpec, type SchemaLeaf, type LeafType } from './config/schema-type';
+export {
+  defineSchema,
+  schemaDefaults,
+  withSchemaDefaults,
+  type SchemaInput,
+  type SchemaType,
+  type SchemaSpec,
+  type SchemaLeaf,
+  type LeafType,
+} from './config/schema-type';
 export { identifierParam } from './fhir/search';
 export * from './vendor';
 export { bundleText, deliveryPayload, deliveryPayloadJson, requestSignal } from './sinks/common';
@@ -66,7 +75,18 @@ lazy(() => require('./engine/configure'), ['configure', 'configurePlugins']);
 lazy(() => require('./config/load-config'), ['ConfigError', 'validateWithSchema']);
 lazy(() => require('./logging/logger'), ['createLogger', 'silentLogger', 'errorFields']);
 lazy(() => require('./plugin/plugin-host'), ['PluginHost', 'manifestProblems', 'CORE_VERSION']);
-lazy(() => require('./fhir/validate'), ['validateBundle', 'validateResourceOutcome', 'warmFhirValidator', 'ensureFhirDefinitions', 'validateFhirResource', 'precompileFhirTypes', 'isFhirResourceType']);
+lazy(
+  () => require('./fhir/validate'),
+  [
+    'validateBundle',
+    'validateResourceOutcome',
+    'warmFhirValidator',
+    'ensureFhirDefinitions',
+    'validateFhirResource',
+    'precompileFhirTypes',
+    'isFhirResourceType',
+  ],
+);
 lazy(() => require('./fhir/fhirpath'), ['fhirpathTest', 'fhirpathEval', 'fhirpathError']);
 lazy(() => require('./routing/router'), ['globToRegExp']);
 lazy(() => require('./store/sqlite.store'), ['rowMaker', 'classifySqliteError', 'SqliteMessageStore']);

@@ -27,9 +27,30 @@ describe('athena: changes after the first poll reach the FHIR server, latest ver
   let tokens: RoleTokens;
 
   const P = (id: string) => `a-${PRACTICE}.E-${id}`;
-  const condition = (text: string) => ({ clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }] }, code: { text }, subject: { reference: `Patient/${P('301')}` } });
-  const observation = (value: number) => ({ status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '2345-7', display: 'Glucose' }], text: 'Glucose' }, subject: { reference: `Patient/${P('301')}` }, valueQuantity: { value, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' } });
-  const appointment = (status: string) => ({ appointmentid: '7301', date: '12/01/2026', starttime: '09:00', duration: 30, departmentid: '1', appointmentstatus: status, patientid: '301', providerid: '1', appointmenttypeid: '11' });
+  const condition = (text: string) => ({
+    clinicalStatus: {
+      coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }],
+    },
+    code: { text },
+    subject: { reference: `Patient/${P('301')}` },
+  });
+  const observation = (value: number) => ({
+    status: 'final',
+    code: { coding: [{ system: 'http://loinc.org', code: '2345-7', display: 'Glucose' }], text: 'Glucose' },
+    subject: { reference: `Patient/${P('301')}` },
+    valueQuantity: { value, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' },
+  });
+  const appointment = (status: string) => ({
+    appointmentid: '7301',
+    date: '12/01/2026',
+    starttime: '09:00',
+    duration: 30,
+    departmentid: '1',
+    appointmentstatus: status,
+    patientid: '301',
+    providerid: '1',
+    appointmenttypeid: '11',
+  });
 
   beforeAll(async () => {
     tokens = await roleTokens();
@@ -79,7 +100,11 @@ processing: { pollIntervalMs: 50 }
 admin: { enabled: true, host: 127.0.0.1, port: 0, auth: { tokens: ${JSON.stringify(tokens.tokens)} } }
 `,
     );
-    engine = await Engine.create({ configFile: path.join(dir, 'ferry.yaml'), env: process.env, logger: silentLogger() });
+    engine = await Engine.create({
+      configFile: path.join(dir, 'ferry.yaml'),
+      env: process.env,
+      logger: silentLogger(),
+    });
     await engine.start();
   });
 
@@ -92,26 +117,47 @@ admin: { enabled: true, host: 127.0.0.1, port: 0, auth: { tokens: ${JSON.stringi
   it('ends with the latest version of every resource, each version delivered exactly once', async () => {
     for (const id of ['301', '302', '303']) sim.upsertPatient(PRACTICE, samplePatient(Number(id), { patientid: id }));
     sim.putFhir(PRACTICE, 'Condition', `a-${PRACTICE}.problem-31`, condition('Hypertension'));
-    sim.changeClinical(PRACTICE, 'Observation', `a-${PRACTICE}.resultamb-41`, observation(20), 'labresults', '301', { unversioned: true });
+    sim.changeClinical(PRACTICE, 'Observation', `a-${PRACTICE}.resultamb-41`, observation(20), 'labresults', '301', {
+      unversioned: true,
+    });
     sim.upsertAppointment(PRACTICE, appointment('f'));
-    await until('the first versions', async () => (await fhir.count('Patient')) === 3 && (await fhir.count('Condition')) === 1 && (await fhir.count('Observation')) === 1 && (await fhir.count('Appointment')) === 1);
+    await until(
+      'the first versions',
+      async () =>
+        (await fhir.count('Patient')) === 3 &&
+        (await fhir.count('Condition')) === 1 &&
+        (await fhir.count('Observation')) === 1 &&
+        (await fhir.count('Appointment')) === 1,
+    );
     await engine!.waitForIdle(15_000);
 
     // Changes after the first poll.
     sim.upsertPatient(PRACTICE, { patientid: '302', city: 'WORCESTER' });
     sim.putFhir(PRACTICE, 'Condition', `a-${PRACTICE}.problem-31`, condition('Hypertension, controlled'));
-    sim.changeClinical(PRACTICE, 'Observation', `a-${PRACTICE}.resultamb-41`, observation(171), 'labresults', '301', { unversioned: true });
+    sim.changeClinical(PRACTICE, 'Observation', `a-${PRACTICE}.resultamb-41`, observation(171), 'labresults', '301', {
+      unversioned: true,
+    });
     sim.upsertAppointment(PRACTICE, appointment('x'), 'CancelAppointment');
     await until('the latest versions', async () => {
-      const [p] = await fhir.search<Patient>('Patient', { identifier: `urn:athenahealth:athenanet:patient:${PRACTICE}|302` });
+      const [p] = await fhir.search<Patient>('Patient', {
+        identifier: `urn:athenahealth:athenanet:patient:${PRACTICE}|302`,
+      });
       const [c] = await fhir.search<Condition>('Condition');
       const [o] = await fhir.search<Observation>('Observation');
       const [a] = await fhir.search<Appointment>('Appointment');
-      return p?.address?.[0]?.city === 'WORCESTER' && c?.code?.text === 'Hypertension, controlled' && o?.valueQuantity?.value === 171 && a?.status === 'cancelled';
+      return (
+        p?.address?.[0]?.city === 'WORCESTER' &&
+        c?.code?.text === 'Hypertension, controlled' &&
+        o?.valueQuantity?.value === 171 &&
+        a?.status === 'cancelled'
+      );
     });
     // More polls re-read the same data (Condition's overlap window, the unchanged patients): nothing new.
     const polls = (engine!.source('athena-fhir') as unknown as { polls: number }).polls;
-    await until('three more polls', async () => (engine!.source('athena-fhir') as unknown as { polls: number }).polls >= polls + 3);
+    await until(
+      'three more polls',
+      async () => (engine!.source('athena-fhir') as unknown as { polls: number }).polls >= polls + 3,
+    );
     await engine!.waitForIdle(15_000);
 
     expect(await fhir.count('Patient')).toBe(3);
@@ -120,7 +166,9 @@ admin: { enabled: true, host: 127.0.0.1, port: 0, auth: { tokens: ${JSON.stringi
     expect(await fhir.count('Appointment')).toBe(1);
 
     // Exactly one message per version, each delivered once.
-    const msgs = (await engine!.store.listMessages({ limit: 1000 })).filter((m) => m.sourceId === 'athena' || m.sourceId === 'athena-fhir');
+    const msgs = (await engine!.store.listMessages({ limit: 1000 })).filter(
+      (m) => m.sourceId === 'athena' || m.sourceId === 'athena-fhir',
+    );
     const perResource = new Map<string, number>();
     for (const m of msgs) {
       const ds = await engine!.store.deliveries(m.id);
@@ -140,8 +188,13 @@ admin: { enabled: true, host: 127.0.0.1, port: 0, auth: { tokens: ${JSON.stringi
 
     // Each resource type's state is on /metrics and in the admin API's source view.
     const metrics = await (await fetch(`${engine!.adminUrl}/metrics`, { headers: tokens.auth('viewer') })).text();
-    for (const t of ['Patient', 'Condition', 'Observation']) expect(metrics).toContain(`ferry_source_stat{source="athena-fhir",stat="${t}.up"} 1`);
-    const views = (await (await fetch(`${engine!.adminUrl}/api/sources`, { headers: tokens.auth('viewer') })).json()) as { id: string; state?: { resourceTypes: { type: string; strategy: string; state: string }[] } }[];
-    expect(views.find((v) => v.id === 'athena-fhir')?.state?.resourceTypes.map((t) => `${t.type}:${t.strategy}:${t.state}`)).toEqual(['Patient:changedPatients:ok', 'Condition:lastUpdated:ok', 'Observation:byPatient:ok']);
+    for (const t of ['Patient', 'Condition', 'Observation'])
+      expect(metrics).toContain(`ferry_source_stat{source="athena-fhir",stat="${t}.up"} 1`);
+    const views = (await (
+      await fetch(`${engine!.adminUrl}/api/sources`, { headers: tokens.auth('viewer') })
+    ).json()) as { id: string; state?: { resourceTypes: { type: string; strategy: string; state: string }[] } }[];
+    expect(
+      views.find((v) => v.id === 'athena-fhir')?.state?.resourceTypes.map((t) => `${t.type}:${t.strategy}:${t.state}`),
+    ).toEqual(['Patient:changedPatients:ok', 'Condition:lastUpdated:ok', 'Observation:byPatient:ok']);
   });
 });

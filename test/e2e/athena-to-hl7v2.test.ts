@@ -98,7 +98,10 @@ processing: { pollIntervalMs: 50 }
 admin: { enabled: false }
 `,
     );
-    engine = await Engine.create({ configFile: path.join(dir, 'ferry.yaml'), logger: createLogger({ level: process.env.E2E_LOG ? 'debug' : 'error' }) });
+    engine = await Engine.create({
+      configFile: path.join(dir, 'ferry.yaml'),
+      logger: createLogger({ level: process.env.E2E_LOG ? 'debug' : 'error' }),
+    });
     await engine.start();
   });
   afterAll(async () => {
@@ -117,13 +120,52 @@ admin: { enabled: false }
     throw new Error('timed out');
   };
   /** Fields of the first `name` segment: index n is field n (MSH: index n is MSH-(n+1), MSH-1 being the separator). */
-  const seg = (text: string, name: string) => text.split('\r').find((l) => l.startsWith(`${name}|`))?.split('|') ?? [];
+  const seg = (text: string, name: string) =>
+    text
+      .split('\r')
+      .find((l) => l.startsWith(`${name}|`))
+      ?.split('|') ?? [];
 
   it('an athena appointment arrives as SIU^S12, its cancellation as SIU^S15, a lab result as ORU^R01; all ACKed AA, in order', async () => {
-    sim.upsertAppointment(PRACTICE, { appointmentid: '7001', date: '03/07/2026', starttime: '09:30', duration: 30, departmentid: '21', appointmentstatus: 'f', patientid: '100', providerid: '1', appointmenttypeid: '11', appointmenttype: 'FOLLOW UP' });
+    sim.upsertAppointment(PRACTICE, {
+      appointmentid: '7001',
+      date: '03/07/2026',
+      starttime: '09:30',
+      duration: 30,
+      departmentid: '21',
+      appointmentstatus: 'f',
+      patientid: '100',
+      providerid: '1',
+      appointmenttypeid: '11',
+      appointmenttype: 'FOLLOW UP',
+    });
     await until(() => rx.received.length >= 1);
-    sim.upsertAppointment(PRACTICE, { appointmentid: '7001', date: '03/07/2026', starttime: '09:30', duration: 30, departmentid: '21', appointmentstatus: 'x', patientid: '100', providerid: '1', appointmenttypeid: '11', appointmenttype: 'FOLLOW UP', cancelreasonname: 'Patient request' }, 'CancelAppointment');
-    sim.addLabResult(PRACTICE, '100', { labresultid: 9001, departmentid: '1', status: 'FINAL', observationdatetime: '2026-02-10T09:00:00-05:00', labresultloinc: '2345-7', description: 'Glucose', analytes: [{ analytename: 'Glucose', value: '105', units: 'mg/dL', loinc: '2345-7', referencerange: '70-99' }] });
+    sim.upsertAppointment(
+      PRACTICE,
+      {
+        appointmentid: '7001',
+        date: '03/07/2026',
+        starttime: '09:30',
+        duration: 30,
+        departmentid: '21',
+        appointmentstatus: 'x',
+        patientid: '100',
+        providerid: '1',
+        appointmenttypeid: '11',
+        appointmenttype: 'FOLLOW UP',
+        cancelreasonname: 'Patient request',
+      },
+      'CancelAppointment',
+    );
+    sim.addLabResult(PRACTICE, '100', {
+      labresultid: 9001,
+      departmentid: '1',
+      status: 'FINAL',
+      observationdatetime: '2026-02-10T09:00:00-05:00',
+      labresultloinc: '2345-7',
+      description: 'Glucose',
+      analytes: [{ analytename: 'Glucose', value: '105', units: 'mg/dL', loinc: '2345-7', referencerange: '70-99' }],
+    });
     await until(() => rx.received.length >= 3);
     await engine!.waitForIdle(15_000);
 
@@ -150,6 +192,10 @@ admin: { enabled: false }
     const routed = [];
     for (const m of msgs) routed.push(...(await engine!.store.deliveries(m.id)));
     expect(routed.length).toBeGreaterThanOrEqual(3);
-    expect(routed.map((d) => `${d.sinkId}:${d.status}${d.lastError ? ` ${d.lastError.message}` : ''}`).every((s) => s === 'v2:delivered')).toBe(true);
+    expect(
+      routed
+        .map((d) => `${d.sinkId}:${d.status}${d.lastError ? ` ${d.lastError.message}` : ''}`)
+        .every((s) => s === 'v2:delivered'),
+    ).toBe(true);
   });
 });

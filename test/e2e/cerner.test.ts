@@ -12,7 +12,12 @@ import { CernerSimulator, CERNER_TENANT, cernerVital, seedCernerSandbox } from '
 
 describe('Cerner -> canonical FHIR R4 -> FHIR server (engine from YAML)', () => {
   const SCOPES = ['system/Patient.read', 'system/Observation.read'];
-  const sim = new CernerSimulator({ pageSize: 4, bulkPollsUntilDone: 1, bulkRetryAfterSec: 0, clients: [{ clientId: 'ferry-sys', secret: 'e2e-secret', scopes: SCOPES }] });
+  const sim = new CernerSimulator({
+    pageSize: 4,
+    bulkPollsUntilDone: 1,
+    bulkRetryAfterSec: 0,
+    clients: [{ clientId: 'ferry-sys', secret: 'e2e-secret', scopes: SCOPES }],
+  });
   let fhir: FhirTestServer;
   let engine: Engine | undefined;
   let dir: string;
@@ -56,7 +61,11 @@ processing: { pollIntervalMs: 50 }
 admin: { enabled: false }
 `,
     );
-    engine = await Engine.create({ configFile: path.join(dir, 'ferry.yaml'), env: { ...process.env, CERNER_SECRET: 'e2e-secret' }, logger: silentLogger() });
+    engine = await Engine.create({
+      configFile: path.join(dir, 'ferry.yaml'),
+      env: { ...process.env, CERNER_SECRET: 'e2e-secret' },
+      logger: silentLogger(),
+    });
     await engine.start();
   });
   afterAll(async () => {
@@ -68,9 +77,19 @@ admin: { enabled: false }
 
   it('polls and exports, normalises, and writes each resource once', async () => {
     const end = Date.now() + 15_000;
-    while (Date.now() < end && !((await engine!.store.getCheckpoint('weekly', 'bulk:since')) && (await engine!.store.getCheckpoint('millennium', 'poll:Observation')))) await new Promise((r) => setTimeout(r, 50));
+    while (
+      Date.now() < end &&
+      !(
+        (await engine!.store.getCheckpoint('weekly', 'bulk:since')) &&
+        (await engine!.store.getCheckpoint('millennium', 'poll:Observation'))
+      )
+    )
+      await new Promise((r) => setTimeout(r, 50));
     await engine!.waitForIdle(15_000);
-    const msgs = [...(await engine!.store.listMessages({ sourceId: 'millennium', limit: 100 })), ...(await engine!.store.listMessages({ sourceId: 'weekly', limit: 100 }))];
+    const msgs = [
+      ...(await engine!.store.listMessages({ sourceId: 'millennium', limit: 100 })),
+      ...(await engine!.store.listMessages({ sourceId: 'weekly', limit: 100 })),
+    ];
     expect(msgs).toHaveLength(20);
     for (const m of msgs) expect((await engine!.store.deliveries(m.id)).map((d) => d.status)).toEqual(['delivered']);
     expect(await fhir.count('Patient')).toBe(1);
@@ -82,7 +101,9 @@ admin: { enabled: false }
       const [type, id] = o.subject.reference.split('/');
       expect((await fhir.repo.readResource(type, id)).id).toBe(p.id);
     }
-    expect(sim.requests.filter((r) => r.path.startsWith('/s3/')).every((r) => !r.headers.authorization && r.status === 200)).toBe(true);
+    expect(
+      sim.requests.filter((r) => r.path.startsWith('/s3/')).every((r) => !r.headers.authorization && r.status === 200),
+    ).toBe(true);
     expect(sim.requests.filter((r) => r.path.includes('/r4/')).every((r) => r.status !== 406)).toBe(true);
   });
 });

@@ -15,7 +15,12 @@ const built = existsSync(cli);
 const d = requires({ ok: built, reason: `${path.relative(root, cli)} is not built (run npm run build)` });
 
 function run(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {
-  const r = spawnSync(process.execPath, [cli, ...args], { cwd: opts.cwd ?? root, env: { ...process.env, ...opts.env }, encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync(process.execPath, [cli, ...args], {
+    cwd: opts.cwd ?? root,
+    env: { ...process.env, ...opts.env },
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -51,7 +56,10 @@ d('ferry CLI', () => {
 
   it('validate-config says OK on a good file and exits 0', () => {
     const file = path.join(dir, 'good.yaml');
-    writeFileSync(file, `store: { kind: sqlite, path: ${dir}/x.db }\nsinks:\n  out: { type: file, dir: ${dir}/out }\nroutes:\n  - { id: all, to: [out] }\n`);
+    writeFileSync(
+      file,
+      `store: { kind: sqlite, path: ${dir}/x.db }\nsinks:\n  out: { type: file, dir: ${dir}/out }\nroutes:\n  - { id: all, to: [out] }\n`,
+    );
     const r = run(['validate-config', file]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
@@ -114,7 +122,10 @@ d('ferry CLI', () => {
 
   it('convert prints the data-quality issues on stderr: location, FHIR path, reason -- not the value; the Bundle on stdout', () => {
     const file = path.join(dir, 'dq.hl7');
-    writeFileSync(file, 'MSH|^~\\&|APP|FAC|FERRY|DEST|20250101120000||ADT^A01^ADT_A01|DQ1|P|2.5.1\rPID|1||MRN1^^^HOSP^MR||DOE^JANE||Quibblesworth-DOB|F\r');
+    writeFileSync(
+      file,
+      'MSH|^~\\&|APP|FAC|FERRY|DEST|20250101120000||ADT^A01^ADT_A01|DQ1|P|2.5.1\rPID|1||MRN1^^^HOSP^MR||DOE^JANE||Quibblesworth-DOB|F\r',
+    );
     const r = run(['convert', file]);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout).resourceType).toBe('Bundle');
@@ -132,8 +143,18 @@ d('ferry CLI', () => {
     );
     const engine = await Engine.create({ configFile: file });
     await engine.start();
-    const lines = () => (existsSync(out) ? readdirSync(out).map((f) => readFileSync(path.join(out, f), 'utf8').split('\n').filter(Boolean).length).reduce((a, b) => a + b, 0) : 0);
-    const adt = (n: number) => ({ contentType: 'application/hl7-v2', body: Buffer.from(`MSH|^~\\&|APP|FAC|FERRY|DEST|20250101120000||ADT^A08^ADT_A01|H${n}|P|2.5.1\rPID|1||MRN${n}^^^HOSP^MR||DOE^JANE||19800101|F\r`) });
+    const lines = () =>
+      existsSync(out)
+        ? readdirSync(out)
+            .map((f) => readFileSync(path.join(out, f), 'utf8').split('\n').filter(Boolean).length)
+            .reduce((a, b) => a + b, 0)
+        : 0;
+    const adt = (n: number) => ({
+      contentType: 'application/hl7-v2',
+      body: Buffer.from(
+        `MSH|^~\\&|APP|FAC|FERRY|DEST|20250101120000||ADT^A08^ADT_A01|H${n}|P|2.5.1\rPID|1||MRN${n}^^^HOSP^MR||DOE^JANE||19800101|F\r`,
+      ),
+    });
     try {
       const held = await runAsync(['sink', 'hold', 'out', '-c', file, '--reason', 'EHR downtime', '--json']);
       expect(held.stderr).toBe('');
@@ -148,7 +169,9 @@ d('ferry CLI', () => {
       await engine.submit('feed', [adt(1), adt(2)]);
       await new Promise((r) => setTimeout(r, 500));
       expect(lines()).toBe(0);
-      expect((await runAsync(['sink', 'holds', '-c', file])).stdout).toMatch(/^out\tsince .*\tuntil released\tEHR downtime$/m);
+      expect((await runAsync(['sink', 'holds', '-c', file])).stdout).toMatch(
+        /^out\tsince .*\tuntil released\tEHR downtime$/m,
+      );
       expect((await runAsync(['sink', 'release', 'out', '-c', file])).stdout).toMatch(/sink out released/);
       await engine.waitForIdle(10_000);
       expect(lines()).toBe(2);
@@ -160,7 +183,10 @@ d('ferry CLI', () => {
 
   it('start runs the engine and stops cleanly on SIGTERM within 10 s', async () => {
     const file = path.join(dir, 'start.yaml');
-    writeFileSync(file, `store: { kind: sqlite, path: ${dir}/start.db }\nsinks:\n  out: { type: file, dir: ${dir}/out }\nroutes:\n  - { id: all, to: [out] }\nadmin: { port: 0 }\n`);
+    writeFileSync(
+      file,
+      `store: { kind: sqlite, path: ${dir}/start.db }\nsinks:\n  out: { type: file, dir: ${dir}/out }\nroutes:\n  - { id: all, to: [out] }\nadmin: { port: 0 }\n`,
+    );
     const child = spawn(process.execPath, [cli, 'start', '-c', file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (c) => (stderr += c));

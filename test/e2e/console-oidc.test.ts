@@ -19,7 +19,8 @@ declare const document: any, sessionStorage: any;
 const CHROMIUM = '/usr/bin/chromium';
 const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium) {
-  if (process.env.CI === 'true') throw new Error(`${CHROMIUM} is missing: CI must install it (apt-get install -y chromium; see .ci/run)`);
+  if (process.env.CI === 'true')
+    throw new Error(`${CHROMIUM} is missing: CI must install it (apt-get install -y chromium; see .ci/run)`);
   console.warn(`SKIPPED: the console OIDC end-to-end suite needs ${CHROMIUM} (apt-get install -y chromium)`);
 }
 const maybe = haveChromium ? describe : describe.skip;
@@ -29,7 +30,12 @@ const FAMILY = 'OIDCWORTH';
 const adt = (ctl: string) => ({
   contentType: 'application/hl7-v2',
   body: Buffer.from(
-    [`MSH|^~\\&|SENDAPP|SENDFAC|FERRY|HOSP|20240101120000||ADT^A01^ADT_A01|${ctl}|P|2.5.1`, 'EVN|A01|20240101120000', `PID|1||${MRN}^^^HOSP^MR||${FAMILY}^JANE||19800101|F`, 'PV1|1|I|WARD1^101^A'].join('\r') + '\r',
+    [
+      `MSH|^~\\&|SENDAPP|SENDFAC|FERRY|HOSP|20240101120000||ADT^A01^ADT_A01|${ctl}|P|2.5.1`,
+      'EVN|A01|20240101120000',
+      `PID|1||${MRN}^^^HOSP^MR||${FAMILY}^JANE||19800101|F`,
+      'PV1|1|I|WARD1^101^A',
+    ].join('\r') + '\r',
   ),
 });
 
@@ -77,7 +83,15 @@ maybe('Console sign-in with the OIDC provider in headless Chromium', () => {
     await engine.waitForIdle();
     browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
     });
     console.log(`console OIDC screenshots: ${shots}`);
   }, 60_000);
@@ -117,14 +131,23 @@ maybe('Console sign-in with the OIDC provider in headless Chromium', () => {
     const bodies: Promise<{ url: string; text: string }>[] = [];
     const page = await viaProvider(VIEWER, (p) =>
       p.on('response', (r) => {
-        if (r.url().startsWith(base) && r.status() < 300) bodies.push(r.text().then((text) => ({ url: r.url(), text }), () => ({ url: r.url(), text: '' })));
+        if (r.url().startsWith(base) && r.status() < 300)
+          bodies.push(
+            r.text().then(
+              (text) => ({ url: r.url(), text }),
+              () => ({ url: r.url(), text: '' }),
+            ),
+          );
       }),
     );
     await page.waitForSelector('#view-dashboard:not([hidden])');
     await page.waitForFunction(() => document.getElementById('who')!.textContent!.includes('val.viewer (viewer)'));
     // The code and state are gone from the address bar; the token and its expiry in this tab only.
     expect(page.url()).toBe(`${base}/console#/dashboard`);
-    expect(await page.evaluate(() => Object.keys(sessionStorage).sort())).toEqual(['ferry.console.expires', 'ferry.console.token']);
+    expect(await page.evaluate(() => Object.keys(sessionStorage).sort())).toEqual([
+      'ferry.console.expires',
+      'ferry.console.token',
+    ]);
     expect(await page.context().cookies()).toEqual([]);
     await page.screenshot({ path: path.join(shots, 'dashboard-oidc-viewer.png') });
     await openMessage(page);
@@ -137,7 +160,10 @@ maybe('Console sign-in with the OIDC provider in headless Chromium', () => {
       expect(`${b.url}: ${b.text.includes(FAMILY)}`).toBe(`${b.url}: false`);
     }
     const signins = await engine.store.auditEntries({ action: 'console.signin' });
-    expect(signins.find((e) => e.result === 'ok')).toMatchObject({ principal: 'oidc:u-viewer (val.viewer)', role: 'viewer' });
+    expect(signins.find((e) => e.result === 'ok')).toMatchObject({
+      principal: 'oidc:u-viewer (val.viewer)',
+      role: 'viewer',
+    });
     await page.context().close();
   }, 60_000);
 
@@ -158,7 +184,9 @@ maybe('Console sign-in with the OIDC provider in headless Chromium', () => {
     const before = provider.tokenRequests.length;
     provider.rewriteState = (s) => `${s.slice(0, -2)}AA`;
     const exchanges: string[] = [];
-    const page = await viaProvider(VIEWER, (p) => p.on('request', (r) => r.url().includes('/console/oidc/token') && exchanges.push(r.url())));
+    const page = await viaProvider(VIEWER, (p) =>
+      p.on('request', (r) => r.url().includes('/console/oidc/token') && exchanges.push(r.url())),
+    );
     await page.waitForSelector('#error:not([hidden])');
     expect(await page.textContent('#error')).toMatch(/state mismatch/);
     expect(await page.isVisible('#view-signin')).toBe(true);

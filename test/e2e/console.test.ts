@@ -23,7 +23,8 @@ declare const document: any, sessionStorage: any;
 const CHROMIUM = '/usr/bin/chromium';
 const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium) {
-  if (process.env.CI === 'true') throw new Error(`${CHROMIUM} is missing: CI must install it (apt-get install -y chromium; see .ci/run)`);
+  if (process.env.CI === 'true')
+    throw new Error(`${CHROMIUM} is missing: CI must install it (apt-get install -y chromium; see .ci/run)`);
   console.warn(`SKIPPED: the console end-to-end suite needs ${CHROMIUM} (apt-get install -y chromium)`);
 }
 const maybe = haveChromium ? describe : describe.skip;
@@ -112,13 +113,24 @@ maybe('Ferry Console in headless Chromium', () => {
           archive: { type: 'file', dir: path.join(dir, 'archive'), format: 'ndjson' },
           ehr: { type: 'file', dir: path.join(dir, 'ehr'), format: 'ndjson' },
           // Nothing listens there: its deliveries die at the first attempt (the retry-dead action's material).
-          lab: { type: 'http', url: `http://127.0.0.1:${await closedPort()}/in`, retry: { maxAttempts: 1 }, circuitBreaker: { failureThreshold: 0 } },
+          lab: {
+            type: 'http',
+            url: `http://127.0.0.1:${await closedPort()}/in`,
+            retry: { maxAttempts: 1 },
+            circuitBreaker: { failureThreshold: 0 },
+          },
         },
         routes: [
           { id: 'adt', from: ['feed'], when: { messageType: ['ADT^*'] }, to: ['archive', 'ehr'] },
           { id: 'lab', from: ['feed'], when: { messageType: ['ORU^*'] }, to: ['lab'] },
           // Matches every ADT and filters each out in its step: the routes page's filtered count.
-          { id: 'vip', from: ['feed'], when: { messageType: ['ADT^*'] }, steps: [{ filter: "Bundle.entry.resource.ofType(Patient).name.family = 'NOBODY'" }], to: ['archive'] },
+          {
+            id: 'vip',
+            from: ['feed'],
+            when: { messageType: ['ADT^*'] },
+            steps: [{ filter: "Bundle.entry.resource.ofType(Patient).name.family = 'NOBODY'" }],
+            to: ['archive'],
+          },
         ],
         admin: { enabled: true, host: '127.0.0.1', port: 0, auth: { tokens: roles.tokens } },
       },
@@ -126,12 +138,24 @@ maybe('Ferry Console in headless Chromium', () => {
     await engine.start();
     base = engine.adminUrl!;
     mllpPort = engine.source<MllpSource>('feed')!.address()!.port;
-    const acks = await sendMllp(mllpPort, [adt('CONS1', MRN, FAMILY), adt('CONS2', 'MRNOTHER1', 'OTHERSON'), oru('LAB1')]);
+    const acks = await sendMllp(mllpPort, [
+      adt('CONS1', MRN, FAMILY),
+      adt('CONS2', 'MRNOTHER1', 'OTHERSON'),
+      oru('LAB1'),
+    ]);
     expect(acks.map((a) => readAck(a)?.code)).toEqual(['AA', 'AA', 'AA']);
     await engine.waitForIdle();
     browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
     });
     console.log(`console screenshots: ${shots}`);
   }, 60_000);
@@ -178,7 +202,11 @@ maybe('Ferry Console in headless Chromium', () => {
     await page.waitForSelector('#view-messages:not([hidden])');
     await page.fill('#f-patient', MRN);
     await page.click('#search');
-    await page.waitForFunction(() => document.querySelectorAll('#messages tbody tr').length === 1 && document.querySelector('#messages tbody')!.textContent!.includes('CONS1'));
+    await page.waitForFunction(
+      () =>
+        document.querySelectorAll('#messages tbody tr').length === 1 &&
+        document.querySelector('#messages tbody')!.textContent!.includes('CONS1'),
+    );
     await page.screenshot({ path: path.join(shots, 'messages.png') });
     await page.click('#messages tbody a');
     await page.waitForSelector('#view-detail:not([hidden]) [data-pos="PID-5"]');
@@ -193,15 +221,29 @@ maybe('Ferry Console in headless Chromium', () => {
     expect(await page.textContent('[data-pos="PID-5.1"]')).toContain('Family Name (FN):');
     expect(await page.textContent('[data-pos="PID-3"]')).toContain('Patient Identifier List (CX):');
     expect(await page.textContent('[data-pos="PV1-3"]')).toContain('Assigned Patient Location (PL):');
-    const entry = JSON.parse((await page.textContent('#d-bundle .entry[data-resource-type="Patient"] pre'))!) as { fullUrl: string; resource: { resourceType: string; name?: { family?: string }[] } };
+    const entry = JSON.parse((await page.textContent('#d-bundle .entry[data-resource-type="Patient"] pre'))!) as {
+      fullUrl: string;
+      resource: { resourceType: string; name?: { family?: string }[] };
+    };
     expect(entry.resource.name?.[0]?.family).toBe(FAMILY);
     // A reference to the Patient is a link: it opens and scrolls to the Patient's entry.
-    const ref = page.locator(`#d-bundle .entry:not([data-resource-type="Patient"]) a.ref[data-target]`).filter({ hasText: entry.fullUrl }).first();
+    const ref = page
+      .locator(`#d-bundle .entry:not([data-resource-type="Patient"]) a.ref[data-target]`)
+      .filter({ hasText: entry.fullUrl })
+      .first();
     await ref.click();
     await page.waitForSelector('#d-bundle .entry.target[data-resource-type="Patient"]');
-    expect(await page.locator('#d-bundle .entry.target[data-resource-type="Patient"] > summary').isVisible()).toBe(true);
+    expect(await page.locator('#d-bundle .entry.target[data-resource-type="Patient"] > summary').isVisible()).toBe(
+      true,
+    );
     // scrolled to it: its top at the top of the viewport
-    expect(Math.abs(await page.evaluate(() => Math.round(document.querySelector("#d-bundle .entry.target > summary")!.getBoundingClientRect().top)))).toBeLessThanOrEqual(1);
+    expect(
+      Math.abs(
+        await page.evaluate(() =>
+          Math.round(document.querySelector('#d-bundle .entry.target > summary')!.getBoundingClientRect().top),
+        ),
+      ),
+    ).toBeLessThanOrEqual(1);
     expect(await page.textContent('#d-deliveries tbody')).toMatch(/archive[\s\S]*ehr|ehr[\s\S]*archive/);
     // The ACK the MLLP source sent for it, whole.
     const ack = (await page.textContent('#d-ack'))!;
@@ -216,11 +258,17 @@ maybe('Ferry Console in headless Chromium', () => {
     await page.click('#replay-go');
     await page.waitForFunction(() => document.getElementById('replay-result')!.textContent === 'Replayed 1.');
     const trail = await engine.store.auditEntries({ messageId: id });
-    expect(trail.map((e) => e.action)).toEqual(expect.arrayContaining(['message.search', 'message.body.read', 'replay']));
+    expect(trail.map((e) => e.action)).toEqual(
+      expect.arrayContaining(['message.search', 'message.body.read', 'replay']),
+    );
     expect(trail.find((e) => e.action === 'replay')?.principal).toMatch(/\(test-phi-reader\)$/);
     await engine.waitForIdle();
     // The replayed message is delivered again: the detail shows its new events.
-    await page.waitForFunction(() => /reprocess|replay/i.test(document.getElementById('d-events')!.textContent!), undefined, { timeout: 10_000 });
+    await page.waitForFunction(
+      () => /reprocess|replay/i.test(document.getElementById('d-events')!.textContent!),
+      undefined,
+      { timeout: 10_000 },
+    );
     await page.context().close();
   }, 90_000);
 
@@ -232,19 +280,35 @@ maybe('Ferry Console in headless Chromium', () => {
     await page.fill('#hold-minutes', '30');
     await page.fill('#hold-reason', 'EHR maintenance');
     await page.click('#hold-confirm');
-    await page.waitForFunction(() => /HELD until .+ — EHR maintenance/.test(document.querySelector('#sinks tr[data-key="ehr"]')!.textContent!));
+    await page.waitForFunction(() =>
+      /HELD until .+ — EHR maintenance/.test(document.querySelector('#sinks tr[data-key="ehr"]')!.textContent!),
+    );
     expect(await page.textContent('#sinks tr[data-key="archive"]')).not.toContain('HELD');
-    expect(await engine.store.auditEntries({ action: 'sink.hold' })).toEqual([expect.objectContaining({ target: 'ehr', principal: expect.stringMatching(/\(test-operator\)$/), result: 'ok' })]);
+    expect(await engine.store.auditEntries({ action: 'sink.hold' })).toEqual([
+      expect.objectContaining({ target: 'ehr', principal: expect.stringMatching(/\(test-operator\)$/), result: 'ok' }),
+    ]);
     // A message arriving while it is held waits in its backlog, shown with its time.
-    expect((await sendMllp(mllpPort, [adt('CONS3', 'MRNHELD1', 'HELDSON')])).map((a) => readAck(a)?.code)).toEqual(['AA']);
-    await page.waitForFunction(() => /^1 since /.test(document.querySelector('#sinks tr[data-key="ehr"]')!.cells[3].textContent!), undefined, { timeout: 15_000 });
+    expect((await sendMllp(mllpPort, [adt('CONS3', 'MRNHELD1', 'HELDSON')])).map((a) => readAck(a)?.code)).toEqual([
+      'AA',
+    ]);
+    await page.waitForFunction(
+      () => /^1 since /.test(document.querySelector('#sinks tr[data-key="ehr"]')!.cells[3].textContent!),
+      undefined,
+      { timeout: 15_000 },
+    );
     // Operators see no PHI areas.
     expect(await page.isVisible('#f-patient')).toBe(false);
     await page.screenshot({ path: path.join(shots, 'dashboard-held.png') });
     page.once('dialog', (d) => void d.accept());
     await page.click('#sinks tbody tr[data-key="ehr"] button');
-    await page.waitForFunction(() => !document.querySelector('#sinks tr[data-key="ehr"]')!.textContent!.includes('HELD'));
-    await page.waitForFunction(() => document.querySelector('#sinks tr[data-key="ehr"]')!.cells[3].textContent === '0', undefined, { timeout: 15_000 });
+    await page.waitForFunction(
+      () => !document.querySelector('#sinks tr[data-key="ehr"]')!.textContent!.includes('HELD'),
+    );
+    await page.waitForFunction(
+      () => document.querySelector('#sinks tr[data-key="ehr"]')!.cells[3].textContent === '0',
+      undefined,
+      { timeout: 15_000 },
+    );
     await page.context().close();
   }, 90_000);
 
@@ -255,8 +319,17 @@ maybe('Ferry Console in headless Chromium', () => {
     // The lab message's delivery died (nothing listens at the lab sink).
     await page.fill('#f-type', 'ORU^*');
     await page.click('#search');
-    await page.waitForFunction(() => document.querySelectorAll('#messages tbody tr').length === 1 && document.querySelector('#messages tbody')!.textContent!.includes('LAB1'));
-    for (let i = 0; i < 50 && (await engine.store.listMessages({ controlId: 'LAB1', deliveryStatus: ['dead'] })).length === 0; i++) await new Promise((r) => setTimeout(r, 200));
+    await page.waitForFunction(
+      () =>
+        document.querySelectorAll('#messages tbody tr').length === 1 &&
+        document.querySelector('#messages tbody')!.textContent!.includes('LAB1'),
+    );
+    for (
+      let i = 0;
+      i < 50 && (await engine.store.listMessages({ controlId: 'LAB1', deliveryStatus: ['dead'] })).length === 0;
+      i++
+    )
+      await new Promise((r) => setTimeout(r, 200));
     expect(await page.isDisabled('#bulk-retry')).toBe(true);
     await page.check('#messages tbody input[type=checkbox]');
     expect(await page.textContent('#sel-count')).toBe('1 selected');
@@ -264,18 +337,29 @@ maybe('Ferry Console in headless Chromium', () => {
     await page.waitForSelector('#bulk-confirm:not([hidden])');
     expect(await page.textContent('#bulk-count')).toBe('Would retry 1 dead delivery.');
     await page.click('#bulk-go');
-    await page.waitForFunction(() => document.getElementById('bulk-result')!.textContent === 'Retried 1 dead delivery.');
-    const retry = (await engine.store.auditEntries({ action: 'replay' })).find((e) => /^redeliver 1 deliveries/.test(e.detail ?? ''));
+    await page.waitForFunction(
+      () => document.getElementById('bulk-result')!.textContent === 'Retried 1 dead delivery.',
+    );
+    const retry = (await engine.store.auditEntries({ action: 'replay' })).find((e) =>
+      /^redeliver 1 deliveries/.test(e.detail ?? ''),
+    );
     expect(retry).toMatchObject({ principal: expect.stringMatching(/\(test-operator\)$/), result: 'ok' });
     // It dies again; the message's detail retries it too.
-    for (let i = 0; i < 50 && (await engine.store.listMessages({ controlId: 'LAB1', deliveryStatus: ['dead'] })).length === 0; i++) await new Promise((r) => setTimeout(r, 200));
+    for (
+      let i = 0;
+      i < 50 && (await engine.store.listMessages({ controlId: 'LAB1', deliveryStatus: ['dead'] })).length === 0;
+      i++
+    )
+      await new Promise((r) => setTimeout(r, 200));
     await page.click('#messages tbody a');
     await page.waitForSelector('#view-detail:not([hidden]) #d-meta tr');
     await page.click('#retry-dead');
     await page.waitForSelector('#replay-confirm:not([hidden])');
     expect(await page.textContent('#replay-count')).toBe('Would retry 1 dead delivery.');
     await page.click('#replay-go');
-    await page.waitForFunction(() => document.getElementById('replay-result')!.textContent === 'Retried 1 dead delivery.');
+    await page.waitForFunction(
+      () => document.getElementById('replay-result')!.textContent === 'Retried 1 dead delivery.',
+    );
     await page.goBack();
     await page.waitForSelector('#view-messages:not([hidden])');
 
@@ -297,7 +381,9 @@ maybe('Ferry Console in headless Chromium', () => {
     await page.screenshot({ path: path.join(shots, 'messages-selected.png') });
     await page.click('#bulk-go');
     await page.waitForFunction(() => document.getElementById('bulk-result')!.textContent === 'Replayed 2 messages.');
-    const ids = (await engine.store.listMessages({ messageType: 'ADT^A01', controlId: undefined })).filter((m) => m.headers.controlId === 'CONS1' || m.headers.controlId === 'CONS2').map((m) => m.id);
+    const ids = (await engine.store.listMessages({ messageType: 'ADT^A01', controlId: undefined }))
+      .filter((m) => m.headers.controlId === 'CONS1' || m.headers.controlId === 'CONS2')
+      .map((m) => m.id);
     const replayed = (await engine.store.auditEntries({ action: 'replay' })).find((e) => e.detail === 'reprocess 2');
     expect([...(replayed?.messageIds ?? [])].sort()).toEqual(ids.sort());
     await engine.waitForIdle();
@@ -323,11 +409,15 @@ maybe('Ferry Console in headless Chromium', () => {
     const page = await signedIn('operator');
     await page.click('#nav-routes');
     await page.waitForSelector('#view-routes:not([hidden]) #routes tr[data-key="adt"]');
-    const adtRow = await page.$$eval('#routes tr[data-key="adt"] td', (tds: { textContent: string }[]) => tds.map((t) => t.textContent));
+    const adtRow = await page.$$eval('#routes tr[data-key="adt"] td', (tds: { textContent: string }[]) =>
+      tds.map((t) => t.textContent),
+    );
     expect(adtRow.slice(0, 5)).toEqual(['adt', 'feed', 'type ADT^*', '—', 'archive, ehr (strict order)']);
     expect(Number(adtRow[5])).toBeGreaterThanOrEqual(2);
     expect(adtRow[6]).toBe('0');
-    const vipRow = await page.$$eval('#routes tr[data-key="vip"] td', (tds: { textContent: string }[]) => tds.map((t) => t.textContent));
+    const vipRow = await page.$$eval('#routes tr[data-key="vip"] td', (tds: { textContent: string }[]) =>
+      tds.map((t) => t.textContent),
+    );
     expect(vipRow[3]).toBe("filter: Bundle.entry.resource.ofType(Patient).name.family = 'NOBODY'");
     expect(Number(vipRow[6])).toBeGreaterThanOrEqual(2);
     expect(vipRow[6]).toBe(vipRow[5]); // every match filtered
@@ -336,22 +426,38 @@ maybe('Ferry Console in headless Chromium', () => {
     await page.fill('#t-message', adt('TEST1', 'MRNTEST9', 'TESTERSON').replace(/\r/g, '\n'));
     await page.click('#t-run');
     await page.waitForSelector('#t-summary');
-    expect(await page.textContent('#t-summary')).toBe('application/hl7-v2, type ADT^A01, on source feed: delivered to archive, ehr.');
+    expect(await page.textContent('#t-summary')).toBe(
+      'application/hl7-v2, type ADT^A01, on source feed: delivered to archive, ehr.',
+    );
     expect(await page.textContent('.route-result[data-route="adt"] .verdict')).toBe('matches');
-    expect(await page.textContent('.route-result[data-route="lab"] .verdict')).toMatch(/^no match — when.messageType: /);
+    expect(await page.textContent('.route-result[data-route="lab"] .verdict')).toMatch(
+      /^no match — when.messageType: /,
+    );
     expect(await page.textContent('.route-result[data-route="vip"] li')).toMatch(/^filter.*: filtered$/);
     expect(await page.$('.route-result[data-route="vip"] details')).toBeNull();
-    const bundle = JSON.parse((await page.textContent('.route-result[data-route="adt"] details[data-sink="ehr"] pre'))!) as { entry: { resource: { resourceType: string; name?: { family?: string }[] } }[] };
-    expect(bundle.entry.map((e) => e.resource).find((r) => r.resourceType === 'Patient')?.name?.[0]?.family).toBe('TESTERSON');
+    const bundle = JSON.parse(
+      (await page.textContent('.route-result[data-route="adt"] details[data-sink="ehr"] pre'))!,
+    ) as { entry: { resource: { resourceType: string; name?: { family?: string }[] } }[] };
+    expect(bundle.entry.map((e) => e.resource).find((r) => r.resourceType === 'Patient')?.name?.[0]?.family).toBe(
+      'TESTERSON',
+    );
     await page.screenshot({ path: path.join(shots, 'routes-tester.png'), fullPage: true });
     // Not a message to convert: the reason, nothing else.
     await page.fill('#t-message', 'hello');
     await page.click('#t-run');
-    await page.waitForFunction(() => /^Not tested: 400: contentType: cannot tell/.test(document.getElementById('t-result')!.textContent!));
+    await page.waitForFunction(() =>
+      /^Not tested: 400: contentType: cannot tell/.test(document.getElementById('t-result')!.textContent!),
+    );
     expect((await engine.store.stats()).messages).toEqual(before);
     expect((await engine.store.listMessages({ controlId: 'TEST1' })).length).toBe(0);
     expect(await engine.store.auditEntries({ action: 'route.test' })).toEqual(
-      expect.arrayContaining([expect.objectContaining({ result: 'ok', principal: expect.stringMatching(/\(test-operator\)$/), detail: 'application/hl7-v2 ADT^A01: matched adt,vip' })]),
+      expect.arrayContaining([
+        expect.objectContaining({
+          result: 'ok',
+          principal: expect.stringMatching(/\(test-operator\)$/),
+          detail: 'application/hl7-v2 ADT^A01: matched adt,vip',
+        }),
+      ]),
     );
     await page.context().close();
   }, 90_000);
@@ -365,7 +471,12 @@ maybe('Ferry Console in headless Chromium', () => {
     page.on('requestfailed', (r) => failed.push(`${r.url()} ${r.failure()?.errorText}`));
     page.on('response', (r) => {
       if (r.status() >= 400) failed.push(`${r.url()} ${r.status()}`);
-      bodies.push(r.text().then((text) => ({ url: r.url(), text }), () => ({ url: r.url(), text: '' })));
+      bodies.push(
+        r.text().then(
+          (text) => ({ url: r.url(), text }),
+          () => ({ url: r.url(), text: '' }),
+        ),
+      );
     });
     await page.goto(`${base}/console`);
     await page.fill('#token', roles.secret.viewer);
@@ -373,18 +484,34 @@ maybe('Ferry Console in headless Chromium', () => {
     await page.waitForSelector('#view-dashboard:not([hidden])');
     // Two polls: a rate and a sparkline point.
     step('dashboard');
-    await page.waitForFunction(() => document.querySelector('#spark-received polyline')?.getAttribute('points')?.includes(' ') ?? false, undefined, { timeout: 15_000 });
+    await page.waitForFunction(
+      () => document.querySelector('#spark-received polyline')?.getAttribute('points')?.includes(' ') ?? false,
+      undefined,
+      { timeout: 15_000 },
+    );
     step('sparkline');
     // The last hour from the store, per minute: both messages sent (CONS1, CONS2) in the totals and the source's row.
-    await page.waitForFunction(() => Number(document.getElementById('spark-received')!.getAttribute('data-total')) >= 2, undefined, { timeout: 15_000 });
+    await page.waitForFunction(
+      () => Number(document.getElementById('spark-received')!.getAttribute('data-total')) >= 2,
+      undefined,
+      { timeout: 15_000 },
+    );
     expect(Number(await page.getAttribute('#spark-delivered', 'data-total'))).toBeGreaterThanOrEqual(4);
     await page.waitForSelector('#sources tr[data-key="feed"] svg[data-total]');
     expect(Number(await page.getAttribute('#sources tr[data-key="feed"] svg', 'data-total'))).toBeGreaterThanOrEqual(2);
     // Messages / s since the previous poll: after the second poll.
-    await page.waitForFunction(() => /^\d+\.\d$/.test(document.querySelector('#sources tr[data-key="feed"]')!.cells[3].textContent!), undefined, { timeout: 15_000 });
-    const feed = await page.$$eval('#sources tr[data-key="feed"] td', (tds: { textContent: string }[]) => tds.map((t) => t.textContent));
+    await page.waitForFunction(
+      () => /^\d+\.\d$/.test(document.querySelector('#sources tr[data-key="feed"]')!.cells[3].textContent!),
+      undefined,
+      { timeout: 15_000 },
+    );
+    const feed = await page.$$eval('#sources tr[data-key="feed"] td', (tds: { textContent: string }[]) =>
+      tds.map((t) => t.textContent),
+    );
     expect(feed[2]).toBe('ready');
-    expect(Date.parse(await page.getAttribute('#sources tr[data-key="feed"] td:nth-child(6) span', 'title') ?? '')).toBeGreaterThan(Date.now() - 3_600_000);
+    expect(
+      Date.parse((await page.getAttribute('#sources tr[data-key="feed"] td:nth-child(6) span', 'title')) ?? ''),
+    ).toBeGreaterThan(Date.now() - 3_600_000);
     expect(feed[6]).toBe('0');
     await page.screenshot({ path: path.join(shots, 'dashboard-viewer.png') });
     await page.click('#nav-messages');

@@ -14,10 +14,16 @@ const built = existsSync(cli);
 if (!built) console.warn(`skipped: ${cli} is not built (npm test builds it first)`);
 const d = built ? describe : describe.skip;
 
-const adt = (n: number) => `MSH|^~\\&|APP|FAC|FERRY|DEST|20250101120000+0100||ADT^A08^ADT_A01|C${n}|P|2.5.1\rPID|1||MRN${n}^^^HOSP^MR||DOE^JANE||19800101|F\r`;
+const adt = (n: number) =>
+  `MSH|^~\\&|APP|FAC|FERRY|DEST|20250101120000+0100||ADT^A08^ADT_A01|C${n}|P|2.5.1\rPID|1||MRN${n}^^^HOSP^MR||DOE^JANE||19800101|F\r`;
 
 function run(args: string[], opts: { cwd?: string; input?: string; pre?: string[] } = {}) {
-  const r = spawnSync(process.execPath, [...(opts.pre ?? []), cli, ...args], { cwd: opts.cwd, input: opts.input, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [...(opts.pre ?? []), cli, ...args], {
+    cwd: opts.cwd,
+    input: opts.input,
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -28,7 +34,16 @@ d('ferry convert: many inputs, folders, stdin, NDJSON', () => {
   for (const n of [1, 2, 3]) writeFileSync(path.join(folder, `m${n}.hl7`), adt(n));
   writeFileSync(path.join(folder, 'README'), 'not a message');
   writeFileSync(path.join(folder, '.hidden.hl7'), adt(9));
-  const ids = (stdout: string) => stdout.trim().split('\n').map((l) => (JSON.parse(l) as { entry: { resource: { resourceType: string; identifier?: { value: string }[] } }[] }).entry.find((e) => e.resource.resourceType === 'Patient')!.resource.identifier![0].value);
+  const ids = (stdout: string) =>
+    stdout
+      .trim()
+      .split('\n')
+      .map(
+        (l) =>
+          (
+            JSON.parse(l) as { entry: { resource: { resourceType: string; identifier?: { value: string }[] } }[] }
+          ).entry.find((e) => e.resource.resourceType === 'Patient')!.resource.identifier![0].value,
+      );
 
   it('one file: the Bundle as indented JSON, as before', () => {
     const r = run(['convert', path.join(folder, 'm1.hl7')], { cwd: dir });
@@ -65,7 +80,10 @@ d('ferry convert: many inputs, folders, stdin, NDJSON', () => {
   it('one bad input among good ones: reported by name, the others converted, exit 1', () => {
     const bad = path.join(dir, 'bad.hl7');
     writeFileSync(bad, 'this is not HL7');
-    const r = run(['convert', path.join(folder, 'm1.hl7'), bad, path.join(dir, 'missing.hl7'), path.join(folder, 'm2.hl7')], { cwd: dir });
+    const r = run(
+      ['convert', path.join(folder, 'm1.hl7'), bad, path.join(dir, 'missing.hl7'), path.join(folder, 'm2.hl7')],
+      { cwd: dir },
+    );
     expect(r.code).toBe(1);
     expect(ids(r.stdout)).toEqual(['MRN1', 'MRN2']);
     expect(r.stderr).toContain(`${bad}: error FERRY_E_INPUT_HL7_NO_MSH`);
@@ -81,17 +99,35 @@ d('ferry convert: many inputs, folders, stdin, NDJSON', () => {
 
   it('start-up: an HL7 v2 conversion loads neither the engine nor the other plugins (fastify, pg, better-sqlite3, winston, FHIRPath, medplum), nor hl7-standard or all of semver', () => {
     const hook = path.join(dir, 'modules.js');
-    writeFileSync(hook, "process.on('exit', () => process.stderr.write('MODULES ' + JSON.stringify(Object.keys(require.cache)) + '\\n'));\n");
+    writeFileSync(
+      hook,
+      "process.on('exit', () => process.stderr.write('MODULES ' + JSON.stringify(Object.keys(require.cache)) + '\\n'));\n",
+    );
     for (const cwd of [dir, root]) {
       // dir: no config (the bundled HL7 v2 plugin); root: ./config/ferry.yaml names the plugins
       const r = run(['convert', path.join(folder, 'm1.hl7')], { cwd, pre: ['-r', hook] });
       expect(r.code).toBe(0);
       const loaded: string[] = JSON.parse(/MODULES (.*)/.exec(r.stderr)![1]);
-      for (const heavy of ['/fastify/', '/pg/', '/better-sqlite3/', '/winston/', '/fhirpath/', '/@medplum/core/', '/plugins/epic/', '/plugins/cerner/', '/plugins/athena-rest/', '/core/dist/engine/engine.js'])
+      for (const heavy of [
+        '/fastify/',
+        '/pg/',
+        '/better-sqlite3/',
+        '/winston/',
+        '/fhirpath/',
+        '/@medplum/core/',
+        '/plugins/epic/',
+        '/plugins/cerner/',
+        '/plugins/athena-rest/',
+        '/core/dist/engine/engine.js',
+      ])
         expect(loaded.filter((m) => m.includes(heavy))).toEqual([]);
       // issue #22 round II: hl7-standard (scripts only) and semver's index (the plugin host needs three functions)
       expect(loaded.filter((m) => m.includes('/hl7-standard/'))).toEqual([]);
-      expect(loaded.filter((m) => /\/semver\/(index|preload)\.js$/.test(m) || /\/semver\/functions\/(inc|diff|coerce)\.js$/.test(m))).toEqual([]);
+      expect(
+        loaded.filter(
+          (m) => /\/semver\/(index|preload)\.js$/.test(m) || /\/semver\/functions\/(inc|diff|coerce)\.js$/.test(m),
+        ),
+      ).toEqual([]);
     }
   });
 });

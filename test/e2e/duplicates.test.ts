@@ -151,7 +151,9 @@ function withMsh7(body: Buffer, ts: string): Buffer {
     await engine.waitForIdle(20_000);
 
     expect((await engine.store.listMessages({ sourceId: 'feed' })).length).toBe(before);
-    expect((await engine.store.events(original.id)).filter((e) => e.status === 'duplicate').map((e) => e.detail)).toEqual(['ignored', 'ignored']);
+    expect(
+      (await engine.store.events(original.id)).filter((e) => e.status === 'duplicate').map((e) => e.detail),
+    ).toEqual(['ignored', 'ignored']);
     expect(delivered()).toHaveLength(2);
     const metrics = await (await fetch(`${engine.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/ferry_duplicates_total\{source="feed",outcome="ignored"\} 2/);
@@ -161,11 +163,21 @@ function withMsh7(body: Buffer, ts: string): Buffer {
   it('FHIR JSON over HTTP by the same rule: a changed resource with the same id is new, a resend with only meta.lastUpdated changed is a duplicate', async () => {
     const url = (engine.source('api') as unknown as { url: string }).url;
     const post = async (doc: object) => {
-      const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(doc) });
+      const r = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/fhir+json' },
+        body: JSON.stringify(doc),
+      });
       expect(r.status).toBeLessThan(300);
       return (await r.json()) as { id: string; duplicate?: boolean };
     };
-    const patient = (gender: string, lastUpdated: string) => ({ resourceType: 'Patient', id: 'dup-p1', meta: { lastUpdated }, gender, identifier: [{ system: 'urn:x', value: 'X1' }] });
+    const patient = (gender: string, lastUpdated: string) => ({
+      resourceType: 'Patient',
+      id: 'dup-p1',
+      meta: { lastUpdated },
+      gender,
+      identifier: [{ system: 'urn:x', value: 'X1' }],
+    });
     const a = await post(patient('female', '2025-01-01T00:00:00Z'));
     const b = await post(patient('male', '2025-01-02T00:00:00Z'));
     const c = await post(patient('male', '2025-01-03T00:00:00Z'));

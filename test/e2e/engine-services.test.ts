@@ -36,7 +36,11 @@ const servicePlugin = (id: string): PluginDefinition =>
     },
   });
 
-const bundle = (id: string): Bundle => ({ resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', id } }] });
+const bundle = (id: string): Bundle => ({
+  resourceType: 'Bundle',
+  type: 'collection',
+  entry: [{ resource: { resourceType: 'Patient', id } }],
+});
 
 jest.setTimeout(120_000);
 
@@ -58,7 +62,9 @@ describe('engine services', () => {
         store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
         processing: { pollIntervalMs: 20, transformWorkers: 0, validate: false },
         admin: { enabled: false },
-        sinks: { out: { type: 'file', dir: path.dirname(file), file: path.basename(file), format: 'ndjson', fsync: false } },
+        sinks: {
+          out: { type: 'file', dir: path.dirname(file), file: path.basename(file), format: 'ndjson', fsync: false },
+        },
         routes: [{ id: 'all', to: ['out'] }],
       },
     });
@@ -80,8 +86,12 @@ describe('engine services', () => {
     expect(coreContainer(a).resolve(ndjsonWritersToken)).toBe(wa);
     await a.start();
     await b.start();
-    await a.submit('intake', [{ contentType: 'application/fhir+json', body: Buffer.from(JSON.stringify(bundle('a1'))) }]);
-    await b.submit('intake', [{ contentType: 'application/fhir+json', body: Buffer.from(JSON.stringify(bundle('b1'))) }]);
+    await a.submit('intake', [
+      { contentType: 'application/fhir+json', body: Buffer.from(JSON.stringify(bundle('a1'))) },
+    ]);
+    await b.submit('intake', [
+      { contentType: 'application/fhir+json', body: Buffer.from(JSON.stringify(bundle('b1'))) },
+    ]);
     await a.waitForIdle();
     await b.waitForIdle();
     expect(wa.files()).toEqual([file]);
@@ -89,7 +99,9 @@ describe('engine services', () => {
     await a.stop();
     expect(wa.files()).toEqual([]);
     expect(wb.files()).toEqual([file]);
-    await b.submit('intake', [{ contentType: 'application/fhir+json', body: Buffer.from(JSON.stringify(bundle('b2'))) }]);
+    await b.submit('intake', [
+      { contentType: 'application/fhir+json', body: Buffer.from(JSON.stringify(bundle('b2'))) },
+    ]);
     await b.waitForIdle();
     const ids = readFileSync(file, 'utf8')
       .trim()
@@ -103,7 +115,7 @@ describe('engine services', () => {
     dirs.push(out);
     containers.length = 0;
     const a = await engine(path.join(out, 'a.ndjson'), [servicePlugin('svc-one'), servicePlugin('svc-two')]);
-    const b = await engine(path.join(out, 'b.ndjson'), [servicePlugin('svc-one')]);
+    await engine(path.join(out, 'b.ndjson'), [servicePlugin('svc-one')]); // its containers are read below
     const [oneA, twoA, oneB] = containers.map((c) => c.container);
     // own: one per plugin (its container), not in the engine's container
     const ownOneA = oneA.resolve(ownToken);
@@ -130,7 +142,11 @@ describe('engine services', () => {
     dirs.push(out);
     const a = await engine(path.join(out, 'a.ndjson'), [athenaRestPlugin, athenaFhirPlugin]);
     const b = await engine(path.join(out, 'b.ndjson'), [athenaRestPlugin, athenaFhirPlugin]);
-    const byType = (e: Engine, type: string) => e.host.sourceTypes().find((s) => s.type === type)!.container.resolve(vendorConnectionsToken);
+    const byType = (e: Engine, type: string) =>
+      e.host
+        .sourceTypes()
+        .find((s) => s.type === type)!
+        .container.resolve(vendorConnectionsToken);
     const restA = byType(a, 'athena-rest');
     expect(restA).toBeInstanceOf(VendorConnections);
     expect(byType(a, 'athena-fhir')).toBe(restA);

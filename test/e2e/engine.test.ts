@@ -7,7 +7,8 @@ import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { ConfigError, createLogger, Engine, HttpSource, silentLogger, type Role } from '@ferry/core';
+import type { HttpSource } from '@ferry/core';
+import { ConfigError, createLogger, Engine, silentLogger, type Role } from '@ferry/core';
 import { CSV_TYPE, memorySinkAborted, memorySinkDeliveries } from '../plugins/csv-patient';
 import { roleTokens, type RoleTokens } from '../support';
 
@@ -17,7 +18,8 @@ beforeAll(async () => {
   roles = await roleTokens();
 });
 /** A request to the admin API as `role` (admin by default). */
-const api = (url: string, init: RequestInit = {}, role: Role = 'admin') => fetch(url, { ...init, headers: { ...(init.headers as Record<string, string>), ...roles.auth(role) } });
+const api = (url: string, init: RequestInit = {}, role: Role = 'admin') =>
+  fetch(url, { ...init, headers: { ...(init.headers as Record<string, string>), ...roles.auth(role) } });
 
 const pluginPath = path.resolve(__dirname, '../plugins/csv-patient');
 
@@ -52,7 +54,14 @@ describe('engine end to end', () => {
           mem: { type: 'memory' },
           archive: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' },
         },
-        routes: [{ id: 'patients', when: { messageType: ['CSV^*'], fhirpath: 'Bundle.entry.resource.ofType(Patient).exists()' }, steps: ['validate'], to: ['mem', 'archive'] }],
+        routes: [
+          {
+            id: 'patients',
+            when: { messageType: ['CSV^*'], fhirpath: 'Bundle.entry.resource.ofType(Patient).exists()' },
+            steps: ['validate'],
+            to: ['mem', 'archive'],
+          },
+        ],
       }),
     });
     await engine.start();
@@ -63,9 +72,17 @@ describe('engine end to end', () => {
     expect(m?.headers.orderingKey).toBe('urn:oid:1.2.3.4|A100');
     const events = (await engine.store.events(r.id)).map((e) => e.status);
     expect(events).toEqual(expect.arrayContaining(['received', 'transformed', 'routed']));
-    expect((await engine.store.deliveries(r.id)).map((d) => `${d.sinkId}:${d.status}`).sort()).toEqual(['archive:delivered', 'mem:delivered']);
-    expect(memorySinkDeliveries.get('mem')?.at(-1)?.bundle.entry?.[0].resource).toMatchObject({ resourceType: 'Patient', birthDate: '1980-05-01' });
-    const lines = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8').trim().split('\n');
+    expect((await engine.store.deliveries(r.id)).map((d) => `${d.sinkId}:${d.status}`).sort()).toEqual([
+      'archive:delivered',
+      'mem:delivered',
+    ]);
+    expect(memorySinkDeliveries.get('mem')?.at(-1)?.bundle.entry?.[0].resource).toMatchObject({
+      resourceType: 'Patient',
+      birthDate: '1980-05-01',
+    });
+    const lines = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8')
+      .trim()
+      .split('\n');
     expect(lines).toHaveLength(1);
     expect(JSON.parse(lines[0]).resourceType).toBe('Bundle');
   });
@@ -77,7 +94,12 @@ describe('engine end to end', () => {
         sinks: { mem: { type: 'memory' } },
         routes: [
           { id: 'only-adt', when: { messageType: ['ADT^*'] }, to: ['mem'] },
-          { id: 'women', when: { messageType: ['CSV^*'] }, steps: [{ filter: "Bundle.entry.resource.ofType(Patient).gender = 'female'" }], to: ['mem'] },
+          {
+            id: 'women',
+            when: { messageType: ['CSV^*'] },
+            steps: [{ filter: "Bundle.entry.resource.ofType(Patient).gender = 'female'" }],
+            to: ['mem'],
+          },
         ],
       }),
     });
@@ -88,7 +110,10 @@ describe('engine end to end', () => {
 
     await engine.stop();
     engine = await Engine.create({
-      config: baseConfig(dir, { sinks: { mem: { type: 'memory' } }, routes: [{ id: 'only-adt', when: { messageType: ['ADT^*'] }, to: ['mem'] }] }),
+      config: baseConfig(dir, {
+        sinks: { mem: { type: 'memory' } },
+        routes: [{ id: 'only-adt', when: { messageType: ['ADT^*'] }, to: ['mem'] }],
+      }),
     });
     await engine.start();
     const [r] = await engine.submit('intake', [csv('A201,Roe,Jim,1971,male')]);
@@ -101,7 +126,10 @@ describe('engine end to end', () => {
   it('fails a message whose bundle does not validate, keeping the OperationOutcome', async () => {
     const dir = tmp();
     engine = await Engine.create({
-      config: baseConfig(dir, { sinks: { mem: { type: 'memory' } }, routes: [{ id: 'v', steps: ['validate'], to: ['mem'] }] }),
+      config: baseConfig(dir, {
+        sinks: { mem: { type: 'memory' } },
+        routes: [{ id: 'v', steps: ['validate'], to: ['mem'] }],
+      }),
     });
     await engine.start();
     const [r] = await engine.submit('intake', [csv('A300,Poe,Ed,not-a-date,male')]);
@@ -132,7 +160,11 @@ describe('engine end to end', () => {
     expect(ds.find((d) => d.sinkId === 'strict')).toMatchObject({ status: 'dead', attempts: 1 });
     expect((await engine.store.getMessage(r.id))?.status).toBe('dead');
 
-    const res = await api(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ status: 'dead' }) });
+    const res = await api(`${engine.adminUrl}/api/replay`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ status: 'dead' }),
+    });
     expect(await res.json()).toMatchObject({ replayed: 1 });
     await engine.waitForIdle();
     expect((await engine.store.getMessage(r.id))?.status).toBe('delivered');
@@ -148,7 +180,12 @@ describe('engine end to end', () => {
       config: baseConfig(dir, {
         sinks: {
           // Down for six calls; three attempts would make the delivery dead without the breaker.
-          down: { type: 'memory', failFirst: 6, retry: { maxAttempts: 3, initialDelayMs: 10, maxDelayMs: 20, jitter: 0 }, circuitBreaker: { failureThreshold: 2, openMs: 100, maxOpenMs: 200 } },
+          down: {
+            type: 'memory',
+            failFirst: 6,
+            retry: { maxAttempts: 3, initialDelayMs: 10, maxDelayMs: 20, jitter: 0 },
+            circuitBreaker: { failureThreshold: 2, openMs: 100, maxOpenMs: 200 },
+          },
         },
         routes: [{ id: 'r', to: ['down'] }],
       }),
@@ -173,7 +210,12 @@ describe('engine end to end', () => {
     const metrics = await (await api(`${base}/metrics`)).text();
     expect(metrics).toMatch(/^ferry_sink_paused\{sink="down"\} 0$/m);
     expect(metrics).toMatch(/^ferry_sink_pauses_total\{sink="down"\} 1$/m);
-    expect(((await (await api(`${base}/api/sinks`)).json()) as unknown[])[0]).toMatchObject({ id: 'down', concurrency: 8, inFlight: 0, circuit: { state: 'closed', consecutiveFailures: 0 } });
+    expect(((await (await api(`${base}/api/sinks`)).json()) as unknown[])[0]).toMatchObject({
+      id: 'down',
+      concurrency: 8,
+      inFlight: 0,
+      circuit: { state: 'closed', consecutiveFailures: 0 },
+    });
     await engine.stop();
     engine = undefined;
     const log = Buffer.concat(chunks).toString('utf8');
@@ -188,10 +230,18 @@ describe('engine end to end', () => {
     const stream = new PassThrough();
     const chunks: Buffer[] = [];
     stream.on('data', (c: Buffer) => chunks.push(c));
-    engine = await Engine.create({ logger: createLogger({ level: 'info' }, stream), config: baseConfig(dir, { sinks: { held: { type: 'memory' } }, routes: [{ id: 'r', to: ['held'] }] }) });
+    engine = await Engine.create({
+      logger: createLogger({ level: 'info' }, stream),
+      config: baseConfig(dir, { sinks: { held: { type: 'memory' } }, routes: [{ id: 'r', to: ['held'] }] }),
+    });
     await engine.start();
     const base = engine.adminUrl!;
-    const post = (p: string, body: unknown) => api(`${base}${p}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const post = (p: string, body: unknown) =>
+      api(`${base}${p}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
     expect((await post('/api/sinks/nope/hold', {})).status).toBe(404);
     expect((await post('/api/sinks/held/hold', { until: 'tomorrow-ish' })).status).toBe(400);
     expect((await post('/api/sinks/held/hold', { until: Date.now() + 60_000, minutes: 5 })).status).toBe(400);
@@ -202,7 +252,10 @@ describe('engine end to end', () => {
     await new Promise((res) => setTimeout(res, 600));
     expect(memorySinkDeliveries.get('held') ?? []).toHaveLength(0);
     expect(await engine.store.deliveries(r.id)).toMatchObject([{ status: 'pending', attempts: 0 }]);
-    expect(((await (await api(`${base}/api/sinks`)).json()) as unknown[])[0]).toMatchObject({ id: 'held', hold: { reason: 'EHR downtime' } });
+    expect(((await (await api(`${base}/api/sinks`)).json()) as unknown[])[0]).toMatchObject({
+      id: 'held',
+      hold: { reason: 'EHR downtime' },
+    });
     expect(await (await api(`${base}/metrics`)).text()).toMatch(/^ferry_sink_held\{sink="held"\} 1$/m);
     expect(await (await api(`${base}/api/sinks/held/hold`, { method: 'DELETE' })).json()).toEqual({ released: true });
     await engine.waitForIdle();
@@ -241,7 +294,9 @@ describe('engine end to end', () => {
     const [r] = await engine.submit('intake', [csv('A450,Slow,Sam,1990-01-02,male')]);
     await engine.waitForIdle(10_000);
     expect(memorySinkDeliveries.get('slow')).toHaveLength(1);
-    expect(await engine.store.deliveries(r.id)).toEqual([expect.objectContaining({ status: 'delivered', attempts: 1 })]);
+    expect(await engine.store.deliveries(r.id)).toEqual([
+      expect.objectContaining({ status: 'delivered', attempts: 1 }),
+    ]);
     expect((await engine.store.getMessage(r.id))?.status).toBe('delivered');
   });
 
@@ -251,7 +306,14 @@ describe('engine end to end', () => {
     memorySinkAborted.delete('stuck');
     engine = await Engine.create({
       config: baseConfig(dir, {
-        sinks: { stuck: { type: 'memory', hangFirst: 1, deliveryTimeoutMs: 300, retry: { initialDelayMs: 20, maxDelayMs: 50, jitter: 0 } } },
+        sinks: {
+          stuck: {
+            type: 'memory',
+            hangFirst: 1,
+            deliveryTimeoutMs: 300,
+            retry: { initialDelayMs: 20, maxDelayMs: 50, jitter: 0 },
+          },
+        },
         routes: [{ id: 'r', to: ['stuck'] }],
       }),
     });
@@ -260,9 +322,13 @@ describe('engine end to end', () => {
     const [later] = await engine.submit('intake', [csv('A460,Hung,Hal,1990-01-03,male')]);
     await engine.waitForIdle(10_000, { includeScheduled: true });
     expect(memorySinkAborted.get('stuck')).toBe(1);
-    expect(await engine.store.deliveries(first.id)).toEqual([expect.objectContaining({ status: 'delivered', attempts: 2 })]);
+    expect(await engine.store.deliveries(first.id)).toEqual([
+      expect.objectContaining({ status: 'delivered', attempts: 2 }),
+    ]);
     // The engine's first call to the sink since it started: a probe (slow start), not counted towards maxAttempts.
-    expect((await engine.store.events(first.id)).find((e) => e.status === 'delivery:failed')?.detail).toBe('FERRY_E_DELIVERY_TIMEOUT (probe)');
+    expect((await engine.store.events(first.id)).find((e) => e.status === 'delivery:failed')?.detail).toBe(
+      'FERRY_E_DELIVERY_TIMEOUT (probe)',
+    );
     // The later update of the same patient was held behind it (strict order), then delivered after it.
     expect((await engine.store.getMessage(later.id))?.status).toBe('delivered');
     expect(memorySinkDeliveries.get('stuck')!.map((d) => d.message.id)).toEqual([first.id, later.id]);
@@ -270,18 +336,24 @@ describe('engine end to end', () => {
 
   it('acknowledges a duplicate again under ignore and refuses it under reject, storing nothing new', async () => {
     const dir = tmp();
-    engine = await Engine.create({ config: baseConfig(dir, { sinks: { mem: { type: 'memory' } }, routes: [{ id: 'r', to: ['mem'] }] }) });
+    engine = await Engine.create({
+      config: baseConfig(dir, { sinks: { mem: { type: 'memory' } }, routes: [{ id: 'r', to: ['mem'] }] }),
+    });
     await engine.start();
     const line = 'D100,Dup,Dee,1999-09-09,female';
     const ignore = { duplicates: { policy: 'ignore' as const, windowMs: 60_000 } };
     const [first] = await engine.submit('intake', [csv(line)], ignore);
     const [again] = await engine.submit('intake', [csv(line)], ignore);
     expect(again).toMatchObject({ duplicate: true, stored: false, duplicateOf: first.id });
-    await expect(engine.submit('intake', [csv(line)], { duplicates: { policy: 'reject', windowMs: 60_000 } })).rejects.toMatchObject({
+    await expect(
+      engine.submit('intake', [csv(line)], { duplicates: { policy: 'reject', windowMs: 60_000 } }),
+    ).rejects.toMatchObject({
       code: 'FERRY_E_INPUT_DUPLICATE_REJECTED',
       kind: 'input',
     });
-    const mixed = await engine.submit('intake', [csv(line), csv('D101,New,Nia,2000-01-01,female')], { duplicates: { policy: 'reject', windowMs: 60_000 } });
+    const mixed = await engine.submit('intake', [csv(line), csv('D101,New,Nia,2000-01-01,female')], {
+      duplicates: { policy: 'reject', windowMs: 60_000 },
+    });
     expect(mixed.map((r) => [r.stored, !!r.rejected])).toEqual([
       [false, true],
       [true, false],
@@ -292,7 +364,9 @@ describe('engine end to end', () => {
 
   it('serves health, readiness, metrics and the message API', async () => {
     const dir = tmp();
-    engine = await Engine.create({ config: baseConfig(dir, { sinks: { mem: { type: 'memory' } }, routes: [{ id: 'r', to: ['mem'] }] }) });
+    engine = await Engine.create({
+      config: baseConfig(dir, { sinks: { mem: { type: 'memory' } }, routes: [{ id: 'r', to: ['mem'] }] }),
+    });
     await engine.start();
     const [r] = await engine.submit('intake', [csv('A500,Kim,Lu,2001-02-03,other')]);
     await engine.waitForIdle();
@@ -306,13 +380,22 @@ describe('engine end to end', () => {
     expect(metrics).toMatch(/^ferry_store_up 1$/m);
     expect(metrics).toMatch(/^ferry_store_backlog\{kind="deliveries_due"\} 0$/m);
     expect(metrics).toMatch(/^ferry_store_messages\{status="dead"\} 0$/m);
-    const list = (await (await api(`${base}/api/messages?status=delivered`)).json()) as { id: string; body?: unknown }[];
+    const list = (await (await api(`${base}/api/messages?status=delivered`)).json()) as {
+      id: string;
+      body?: unknown;
+    }[];
     expect(list.map((x) => x.id)).toContain(r.id);
     expect(list[0].body).toBeUndefined();
-    const one = (await (await api(`${base}/api/messages/${r.id}`)).json()) as { body?: string; deliveries: unknown[]; events: unknown[] };
+    const one = (await (await api(`${base}/api/messages/${r.id}`)).json()) as {
+      body?: string;
+      deliveries: unknown[];
+      events: unknown[];
+    };
     expect(one.body).toBeUndefined();
     expect(one.deliveries).toHaveLength(1);
-    expect(((await (await api(`${base}/api/messages/${r.id}?body=true`)).json()) as { body?: string }).body).toContain('A500');
+    expect(((await (await api(`${base}/api/messages/${r.id}?body=true`)).json()) as { body?: string }).body).toContain(
+      'A500',
+    );
     expect((await api(`${base}/api/messages/nope`)).status).toBe(404);
     expect((await api(`${base}/api/messages?status=bogus`)).status).toBe(400);
     // Without a token nothing but /health and /ready; a viewer gets metadata, never the body or the ordering key.
@@ -335,13 +418,25 @@ describe('engine end to end', () => {
         },
         routes: [
           { id: 'r', to: ['mem'] },
-          { id: 'dead', when: { fhirpath: "Bundle.entry.resource.ofType(Patient).identifier.value = 'D1'" }, to: ['refuses'] },
-          { id: 'retry', when: { fhirpath: "Bundle.entry.resource.ofType(Patient).identifier.value = 'R1'" }, to: ['later'] },
+          {
+            id: 'dead',
+            when: { fhirpath: "Bundle.entry.resource.ofType(Patient).identifier.value = 'D1'" },
+            to: ['refuses'],
+          },
+          {
+            id: 'retry',
+            when: { fhirpath: "Bundle.entry.resource.ofType(Patient).identifier.value = 'R1'" },
+            to: ['later'],
+          },
         ],
       }),
     });
     await engine.start();
-    await engine.submit('intake', [csv('D1,Dee,Ad,2001-02-03,other'), csv('R1,Ray,Tr,2001-02-03,other'), csv('OK1,Oka,Ok,2001-02-03,other')]);
+    await engine.submit('intake', [
+      csv('D1,Dee,Ad,2001-02-03,other'),
+      csv('R1,Ray,Tr,2001-02-03,other'),
+      csv('OK1,Oka,Ok,2001-02-03,other'),
+    ]);
     const scrape = async () => (await api(`${engine!.adminUrl}/metrics`)).text();
     let metrics = '';
     for (let i = 0; i < 100 && !/ferry_store_backlog\{kind="deliveries_scheduled"\} 1$/m.test(metrics); i++) {
@@ -369,7 +464,10 @@ describe('engine end to end', () => {
     engine = await Engine.create({
       logger,
       config: baseConfig(dir, {
-        sinks: { mem: { type: 'memory' }, bad: { type: 'memory', failFirst: 1, retry: { initialDelayMs: 10, jitter: 0 } } },
+        sinks: {
+          mem: { type: 'memory' },
+          bad: { type: 'memory', failFirst: 1, retry: { initialDelayMs: 10, jitter: 0 } },
+        },
         routes: [{ id: 'r', steps: ['validate'], to: ['mem', 'bad'] }],
       }),
     });
@@ -382,22 +480,59 @@ describe('engine end to end', () => {
     const log = Buffer.concat(chunks).toString('utf8');
     expect(log).toMatch(/message routed/);
     expect(log).toMatch(/message failed/);
-    for (const phi of ['Quixotically', 'Zebulon', 'MRN987654321', 'Xylophonist', 'Perpetua', 'MRN123123999', '1955-11-05']) expect(log).not.toContain(phi);
+    for (const phi of [
+      'Quixotically',
+      'Zebulon',
+      'MRN987654321',
+      'Xylophonist',
+      'Perpetua',
+      'MRN123123999',
+      '1955-11-05',
+    ])
+      expect(log).not.toContain(phi);
   });
 
   it('a source with no duplicates config gets the 24 h window (a fake clock, the same bytes resent over HTTP)', async () => {
     const dir = tmp();
     // Only Date is faked (sources stamp receivedAt with it); timers, I/O and the event loop are real.
-    jest.useFakeTimers({ doNotFake: ['hrtime', 'nextTick', 'performance', 'queueMicrotask', 'requestAnimationFrame', 'cancelAnimationFrame', 'requestIdleCallback', 'cancelIdleCallback', 'setImmediate', 'clearImmediate', 'setInterval', 'clearInterval', 'setTimeout', 'clearTimeout'] });
+    jest.useFakeTimers({
+      doNotFake: [
+        'hrtime',
+        'nextTick',
+        'performance',
+        'queueMicrotask',
+        'requestAnimationFrame',
+        'cancelAnimationFrame',
+        'requestIdleCallback',
+        'cancelIdleCallback',
+        'setImmediate',
+        'clearImmediate',
+        'setInterval',
+        'clearInterval',
+        'setTimeout',
+        'clearTimeout',
+      ],
+    });
     let t = Date.parse('2031-03-04T05:06:07.000Z');
     jest.setSystemTime(t);
     try {
       // The hl7v2 plugin reads the control id (MSH-10) the duplicate key is made of.
-      engine = await Engine.create({ logger: silentLogger(), config: baseConfig(dir, { plugins: ['@ferry/plugin-hl7v2-mllp'], admin: { enabled: false }, sources: { web: { type: 'http', host: '127.0.0.1', port: 0, path: '/in' } } }) });
+      engine = await Engine.create({
+        logger: silentLogger(),
+        config: baseConfig(dir, {
+          plugins: ['@ferry/plugin-hl7v2-mllp'],
+          admin: { enabled: false },
+          sources: { web: { type: 'http', host: '127.0.0.1', port: 0, path: '/in' } },
+        }),
+      });
       await engine.start();
       const url = engine.source<HttpSource>('web')!.url;
-      const body = 'MSH|^~\\&|APP|FAC|FERRY|HOSP|20250101120000||ADT^A08^ADT_A01|WIN24|P|2.5.1\rPID|1||W1^^^HOSP^MR||DOE^W\r';
-      const post = async () => (await (await fetch(url, { method: 'POST', headers: { 'content-type': 'application/hl7-v2' }, body })).json()) as { id: string; duplicate?: boolean };
+      const body =
+        'MSH|^~\\&|APP|FAC|FERRY|HOSP|20250101120000||ADT^A08^ADT_A01|WIN24|P|2.5.1\rPID|1||W1^^^HOSP^MR||DOE^W\r';
+      const post = async () =>
+        (await (
+          await fetch(url, { method: 'POST', headers: { 'content-type': 'application/hl7-v2' }, body })
+        ).json()) as { id: string; duplicate?: boolean };
       const first = await post();
       jest.setSystemTime((t += 24 * 3600_000 - 1));
       expect(await post()).toEqual({ id: first.id, duplicate: true });
@@ -424,7 +559,10 @@ describe('engine end to end', () => {
     ).rejects.toThrow(ConfigError);
     // The refusal itself, not a catch that would pass if nothing were thrown.
     const e = await Engine.create({
-      config: { sinks: { archive: { type: 'file', dir: '/tmp/x', format: 'xml' } }, routes: [{ id: 'r', from: ['ghost'], to: ['archive', 'fihr'] }] },
+      config: {
+        sinks: { archive: { type: 'file', dir: '/tmp/x', format: 'xml' } },
+        routes: [{ id: 'r', from: ['ghost'], to: ['archive', 'fihr'] }],
+      },
     }).then(
       () => undefined,
       (err: unknown) => err,
@@ -432,16 +570,26 @@ describe('engine end to end', () => {
     expect(e).toBeInstanceOf(ConfigError);
     const problems = (e as ConfigError).problems.map((p) => `${p.path}: ${p.message}`);
     expect(problems).toEqual(
-      expect.arrayContaining([expect.stringMatching(/^sinks\.archive\.format: /), 'routes[0].from[0]: unknown source "ghost"', expect.stringMatching(/^routes\[0\]\.to\[1\]: unknown sink "fihr"/)]),
+      expect.arrayContaining([
+        expect.stringMatching(/^sinks\.archive\.format: /),
+        'routes[0].from[0]: unknown source "ghost"',
+        expect.stringMatching(/^routes\[0\]\.to\[1\]: unknown sink "fihr"/),
+      ]),
     );
   });
 
   it('keeps every accepted message across a stop and restart: unprocessed work resumes', async () => {
     const dir = tmp();
-    const cfg = baseConfig(dir, { sinks: { archive: { type: 'file', dir: path.join(dir, 'out'), format: 'json' } }, routes: [{ id: 'r', to: ['archive'] }] });
+    const cfg = baseConfig(dir, {
+      sinks: { archive: { type: 'file', dir: path.join(dir, 'out'), format: 'json' } },
+      routes: [{ id: 'r', to: ['archive'] }],
+    });
     engine = await Engine.create({ config: cfg });
     await engine.start();
-    const results = await engine.submit('intake', Array.from({ length: 50 }, (_, i) => csv(`B${i},Fam${i},Giv${i},1980-01-01,unknown`)));
+    const results = await engine.submit(
+      'intake',
+      Array.from({ length: 50 }, (_, i) => csv(`B${i},Fam${i},Giv${i},1980-01-01,unknown`)),
+    );
     await engine.stop();
     engine = await Engine.create({ config: cfg });
     await engine.start();

@@ -23,7 +23,10 @@ describe('Epic: changes after the first poll and export reach the FHIR servers, 
   let dir: string;
   let patientId: string;
 
-  const vital = (n: number, value: number) => ({ ...epicVital(patientId, n), valueQuantity: { value, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' } });
+  const vital = (n: number, value: number) => ({
+    ...epicVital(patientId, n),
+    valueQuantity: { value, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+  });
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-e2e-epic-changes-'));
@@ -99,13 +102,28 @@ admin: { enabled: false }
   const latest = async (server: FhirTestServer) => {
     const obs = await server.search<Observation>('Observation');
     const [p] = await server.search<Patient>('Patient');
-    return { values: Object.fromEntries(obs.map((o) => [o.id, o.valueQuantity?.value])), phone: p?.telecom?.[0]?.value };
+    return {
+      values: Object.fromEntries(obs.map((o) => [o.id, o.valueQuantity?.value])),
+      phone: p?.telecom?.[0]?.value,
+    };
   };
   const exports = () => sim.requests.filter((r) => r.path.endsWith('/$export')).length;
 
   it('ends with the latest version of every resource on both servers, each version delivered exactly once', async () => {
-    const first = { values: { [`epic-eVitals.${patientId.slice(0, 6)}.1`]: 60, [`epic-eVitals.${patientId.slice(0, 6)}.2`]: 20, [`epic-eVitals.${patientId.slice(0, 6)}.3`]: 20 }, phone: '469-555-5555' };
-    await until('the first versions on both servers', async () => JSON.stringify(await latest(pollServer)) === JSON.stringify(first) && JSON.stringify(await latest(bulkServer)) === JSON.stringify(first));
+    const first = {
+      values: {
+        [`epic-eVitals.${patientId.slice(0, 6)}.1`]: 60,
+        [`epic-eVitals.${patientId.slice(0, 6)}.2`]: 20,
+        [`epic-eVitals.${patientId.slice(0, 6)}.3`]: 20,
+      },
+      phone: '469-555-5555',
+    };
+    await until(
+      'the first versions on both servers',
+      async () =>
+        JSON.stringify(await latest(pollServer)) === JSON.stringify(first) &&
+        JSON.stringify(await latest(bulkServer)) === JSON.stringify(first),
+    );
     await engine!.waitForIdle(15_000);
 
     // Changes after the first poll and export: the unversioned vital 2 is amended 20 -> 171, the
@@ -115,15 +133,30 @@ admin: { enabled: false }
     sim.store.put(vital(1, 61));
     const pat = sim.store.get('Patient', patientId)!;
     sim.store.put({ ...pat, telecom: [{ system: 'phone', value: '469-555-0000', use: 'home', rank: 1 }] });
-    const want = { values: { ...first.values, [`epic-eVitals.${patientId.slice(0, 6)}.1`]: 61, [`epic-eVitals.${patientId.slice(0, 6)}.2`]: 171 }, phone: '469-555-0000' };
-    await until('the latest versions on both servers', async () => JSON.stringify(await latest(pollServer)) === JSON.stringify(want) && JSON.stringify(await latest(bulkServer)) === JSON.stringify(want));
+    const want = {
+      values: {
+        ...first.values,
+        [`epic-eVitals.${patientId.slice(0, 6)}.1`]: 61,
+        [`epic-eVitals.${patientId.slice(0, 6)}.2`]: 171,
+      },
+      phone: '469-555-0000',
+    };
+    await until(
+      'the latest versions on both servers',
+      async () =>
+        JSON.stringify(await latest(pollServer)) === JSON.stringify(want) &&
+        JSON.stringify(await latest(bulkServer)) === JSON.stringify(want),
+    );
     // More polls and incremental exports re-read the unversioned vitals: nothing new.
     const kicks = exports();
     await until('two more exports', async () => exports() >= kicks + 2);
     await new Promise((r) => setTimeout(r, 600));
     await engine!.waitForIdle(15_000);
 
-    for (const [source, server] of [['epic-poll', pollServer], ['epic-bulk', bulkServer]] as const) {
+    for (const [source, server] of [
+      ['epic-poll', pollServer],
+      ['epic-bulk', bulkServer],
+    ] as const) {
       expect(await latest(server)).toEqual(want);
       const msgs = await engine!.store.listMessages({ sourceId: source, limit: 1000 });
       const perResource: Record<string, number> = {};

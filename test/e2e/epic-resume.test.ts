@@ -21,7 +21,9 @@ describe('engine killed mid Epic export resumes on restart', () => {
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const keyFile = path.join(dir, 'k.pem');
     writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
-    sim.registerClient('resume', { keys: [{ ...(await exportJWK(createPublicKey(privateKey))), kid: 'r1', alg: 'RS384' }] });
+    sim.registerClient('resume', {
+      keys: [{ ...(await exportJWK(createPublicKey(privateKey))), kid: 'r1', alg: 'RS384' }],
+    });
     await sim.start();
     const { patientId } = seedEpicSandbox(sim);
     sim.groups.set('cohort', [patientId]);
@@ -68,7 +70,8 @@ admin: { enabled: false }
       const stopped = await count(second);
       expect(stopped).toBeLessThan(TOTAL); // really interrupted
       const end2 = Date.now() + 30_000;
-      while (Date.now() < end2 && !(await second.store.getCheckpoint('epic-bulk', 'bulk:since'))) await new Promise((r) => setTimeout(r, 50));
+      while (Date.now() < end2 && !(await second.store.getCheckpoint('epic-bulk', 'bulk:since')))
+        await new Promise((r) => setTimeout(r, 50));
       const all = await second.store.listMessages({ sourceId: 'epic-bulk', limit: 100_000 });
       expect(all).toHaveLength(TOTAL);
       expect(new Set(all.map((m) => m.headers.controlId)).size).toBe(TOTAL);

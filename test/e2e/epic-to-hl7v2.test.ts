@@ -75,7 +75,15 @@ describe('Epic Patient + Observations -> HL7 v2 over MLLP (engine from YAML, Epi
     for (let i = 0; i < 3; i++) sim.store.put(epicVital(patientId, i));
     sim.store.put(epicVital(stranger, 0));
     // a patient Epic has but Ferry never exported (not in the cohort), with one vital
-    sim.store.put({ resourceType: 'Patient', id: walkIn, active: true, identifier: [{ use: 'usual', type: { text: 'EPI' }, system: EPIC_MRN_OID, value: '204444' }], name: [{ use: 'official', family: 'Nguyen', given: ['Bao'] }], gender: 'male', birthDate: '1990-01-02' });
+    sim.store.put({
+      resourceType: 'Patient',
+      id: walkIn,
+      active: true,
+      identifier: [{ use: 'usual', type: { text: 'EPI' }, system: EPIC_MRN_OID, value: '204444' }],
+      name: [{ use: 'official', family: 'Nguyen', given: ['Bao'] }],
+      gender: 'male',
+      birthDate: '1990-01-02',
+    });
     sim.store.put(epicVital(walkIn, 5));
     sim.groups.set('ferry-cohort', [patientId]);
     await rx.listen();
@@ -125,7 +133,10 @@ processing: { pollIntervalMs: 50 }
 admin: { enabled: false }
 `,
     );
-    engine = await Engine.create({ configFile: path.join(dir, 'ferry.yaml'), logger: createLogger({ level: process.env.E2E_LOG ? 'debug' : 'error' }) });
+    engine = await Engine.create({
+      configFile: path.join(dir, 'ferry.yaml'),
+      logger: createLogger({ level: process.env.E2E_LOG ? 'debug' : 'error' }),
+    });
     await engine.start();
   });
   afterAll(async () => {
@@ -143,7 +154,11 @@ admin: { enabled: false }
     }
     throw new Error('timed out');
   };
-  const seg = (text: string, name: string) => text.split('\r').find((l) => l.startsWith(`${name}|`))?.split('|') ?? [];
+  const seg = (text: string, name: string) =>
+    text
+      .split('\r')
+      .find((l) => l.startsWith(`${name}|`))
+      ?.split('|') ?? [];
 
   it('the Patient as ADT, then each vital as ORU^R01 with PID from the stored Patient; ACKed AA, in patient order; the read audited', async () => {
     await until(() => rx.received.filter((m) => seg(m, 'MSH')[8] === 'ORU^R01^ORU_R01').length >= 3);
@@ -161,17 +176,31 @@ admin: { enabled: false }
       expect(seg(oru, 'OBX')[3]).toMatch(/8867-4\^Pulse\^LN/);
       expect(seg(oru, 'OBX')[11]).toBe('F');
     }
-    expect(ours.slice(1).map((m) => seg(m, 'OBX')[5]).sort()).toEqual(['70', '71', '72']);
+    expect(
+      ours
+        .slice(1)
+        .map((m) => seg(m, 'OBX')[5])
+        .sort(),
+    ).toEqual(['70', '71', '72']);
     // every delivery of the exported messages delivered; the engine's read of the stored Patient audited (ids only)
     const bulk = await engine!.store.listMessages({ sourceId: 'epic-bulk', limit: 100 });
     for (const m of bulk) {
       const ds = await engine!.store.deliveries(m.id);
-      expect(ds.map((d) => `${d.sinkId}:${d.status}${d.lastError ? ` ${d.lastError.message}` : ''}`)).toEqual(['v2:delivered']);
+      expect(ds.map((d) => `${d.sinkId}:${d.status}${d.lastError ? ` ${d.lastError.message}` : ''}`)).toEqual([
+        'v2:delivered',
+      ]);
     }
-    const audit = (await engine!.store.auditEntries({})).filter((a) => a.action === 'message.bundle.read' && a.principal === 'engine' && a.messageIds?.some((id) => bulk.some((b) => b.id === id)));
+    const audit = (await engine!.store.auditEntries({})).filter(
+      (a) =>
+        a.action === 'message.bundle.read' &&
+        a.principal === 'engine' &&
+        a.messageIds?.some((id) => bulk.some((b) => b.id === id)),
+    );
     expect(audit.length).toBeGreaterThanOrEqual(3);
     const patientMsg = bulk.find((m) => m.headers.messageType === 'Patient')!;
-    expect(audit.every((a) => a.target === 'sink:v2' && a.messageIds?.length === 1 && a.messageIds[0] === patientMsg.id)).toBe(true);
+    expect(
+      audit.every((a) => a.target === 'sink:v2' && a.messageIds?.length === 1 && a.messageIds[0] === patientMsg.id),
+    ).toBe(true);
     expect(audit.map((a) => a.detail).join(' ')).not.toMatch(/Lopez|203713/);
   });
 
@@ -182,10 +211,16 @@ admin: { enabled: false }
     expect(seg(walkInOru, 'PID')[5]).toBe('Nguyen^Bao^^^^^L');
     expect(seg(walkInOru, 'OBX')[5]).toBe('75');
     const vendorReads = (await engine!.store.auditEntries({})).filter((a) => a.action === 'vendor.read');
-    expect(vendorReads.map((a) => [a.principal, a.target, a.result])).toContainEqual(['engine', 'source:epic-stranger', 'ok']);
+    expect(vendorReads.map((a) => [a.principal, a.target, a.result])).toContainEqual([
+      'engine',
+      'source:epic-stranger',
+      'ok',
+    ]);
     expect(vendorReads.map((a) => a.detail).join(' ')).not.toMatch(/Nguyen|204444/);
     // the fetched Patient is not a stored message
-    expect((await engine!.store.listMessages({ messageType: 'Patient', limit: 10 })).map((m) => m.sourceId)).toEqual(['epic-bulk']);
+    expect((await engine!.store.listMessages({ messageType: 'Patient', limit: 10 })).map((m) => m.sourceId)).toEqual([
+      'epic-bulk',
+    ]);
 
     await until(async () => {
       const ms = await engine!.store.listMessages({ sourceId: 'epic-stranger', limit: 10 });

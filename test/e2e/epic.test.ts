@@ -76,7 +76,10 @@ admin: { enabled: false }
     writeFileSync(path.join(dir, 'ferry.yaml'), yaml);
     const logStream = new PassThrough();
     logStream.on('data', (c: Buffer) => logLines.push(c.toString('utf8')));
-    engine = await Engine.create({ configFile: path.join(dir, 'ferry.yaml'), logger: createLogger({ level: 'info' }, logStream) });
+    engine = await Engine.create({
+      configFile: path.join(dir, 'ferry.yaml'),
+      logger: createLogger({ level: 'info' }, logStream),
+    });
     await engine.start();
   });
   afterAll(async () => {
@@ -105,7 +108,9 @@ admin: { enabled: false }
     expect(poll).toHaveLength(12);
     for (const m of [...bulk, ...poll]) {
       const ds = await engine!.store.deliveries(m.id);
-      expect(ds.map((d) => `${d.sinkId}:${d.status}${d.lastError ? ` ${d.lastError.message}` : ''}`)).toEqual(['ehr:delivered']);
+      expect(ds.map((d) => `${d.sinkId}:${d.status}${d.lastError ? ` ${d.lastError.message}` : ''}`)).toEqual([
+        'ehr:delivered',
+      ]);
     }
     expect(await fhir.count('Patient')).toBe(1);
     const [p] = await fhir.search('Patient', { identifier: 'urn:example:mrn|203713' });
@@ -118,14 +123,22 @@ admin: { enabled: false }
       const [type, id] = o.subject.reference.split('/');
       expect((await fhir.repo.readResource(type, id)).id).toBe(p.id);
     }
-    expect(obs.every((o: any) => o.code.coding.some((c: any) => c.system === 'http://loinc.org') && o.code.coding.some((c: any) => c.system.startsWith('urn:oid:1.2.840.114350')))).toBe(true);
+    expect(
+      obs.every(
+        (o: any) =>
+          o.code.coding.some((c: any) => c.system === 'http://loinc.org') &&
+          o.code.coding.some((c: any) => c.system.startsWith('urn:oid:1.2.840.114350')),
+      ),
+    ).toBe(true);
 
     // Another poll finds nothing new; a changed vital arrives once more as an update.
     const before = (await engine!.store.listMessages({ sourceId: 'epic-poll', limit: 100 })).length;
     await new Promise((r) => setTimeout(r, 700));
     expect((await engine!.store.listMessages({ sourceId: 'epic-poll', limit: 100 })).length).toBe(before);
     sim.store.put({ ...epicVital(patientId, 2), status: 'amended' });
-    await until(async () => (await engine!.store.listMessages({ sourceId: 'epic-poll', limit: 100 })).length === before + 1);
+    await until(
+      async () => (await engine!.store.listMessages({ sourceId: 'epic-poll', limit: 100 })).length === before + 1,
+    );
     await engine!.waitForIdle(10_000);
     expect(await fhir.count('Observation')).toBe(12);
     const amended = await fhir.search('Observation', { status: 'amended' });
@@ -137,6 +150,7 @@ admin: { enabled: false }
   it('logs no PHI at info level (no names, MRNs or bodies)', () => {
     const text = logLines.join('');
     expect(text).toMatch(/epic bulk export finished/);
-    for (const phi of ['Lopez', 'Camila', '203713', '469-555-5555', 'West Johnson', '1987-09-12']) expect(text).not.toContain(phi);
+    for (const phi of ['Lopez', 'Camila', '203713', '469-555-5555', 'West Johnson', '1987-09-12'])
+      expect(text).not.toContain(phi);
   });
 });

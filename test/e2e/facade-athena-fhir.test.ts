@@ -28,12 +28,22 @@ describe('FHIR facade: athena FHIR and REST paths by the decision rule', () => {
     for (let i = 0; i < 3; i++)
       sim.putFhir(PRACTICE, 'Condition', `a-${PRACTICE}.problem-${500 + i}`, {
         resourceType: 'Condition',
-        clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }] },
+        clinicalStatus: {
+          coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }],
+        },
         code: { text: `Condition ${i}` },
         subject: { reference: `Patient/a-${PRACTICE}.E-1000` },
         recordedDate: `2026-01-0${i + 1}`,
       });
-    sim.setChart(PRACTICE, '1000', 'problems', [{ problemid: '9001', name: 'Essential hypertension', code: '59621000', codeset: 'SNOMED', events: [{ eventtype: 'START', startdate: '03/04/2021' }] }]);
+    sim.setChart(PRACTICE, '1000', 'problems', [
+      {
+        problemid: '9001',
+        name: 'Essential hypertension',
+        code: '59621000',
+        codeset: 'SNOMED',
+        events: [{ eventtype: 'START', startdate: '03/04/2021' }],
+      },
+    ]);
     const t = await makeToken({ name: 'app', roles: ['viewer'], scopes: ['connection:*:read'] }, 'test');
     token = t.secret;
     const conn = `kind: athena, baseUrl: ${sim.url}, clientId: ferry-client, clientSecret: ferry-secret, practiceId: ${PRACTICE}, scope: 'athena/service/Athenanet.MDP.* system/Patient.read system/Condition.read'`;
@@ -66,7 +76,7 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const get = async <T,>(url: string) => {
+  const get = async <T>(url: string) => {
     const r = await fetch(`${engine.apiUrl}${url}`, { headers: { authorization: `Bearer ${token}` } });
     return { status: r.status, body: (await r.json()) as T };
   };
@@ -74,7 +84,10 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
   const delivered = (): Resource[] => deliveredResources(path.join(dir, 'out'));
 
   it('config/examples/facade.yaml validates (connections, a source by connection, the api listener)', async () => {
-    const { config } = await configure({ configFile: path.resolve(__dirname, '../../config/examples/facade.yaml'), env: { ATHENA_CLIENT_ID: 'a', EPIC_CLIENT_ID: 'e' } });
+    const { config } = await configure({
+      configFile: path.resolve(__dirname, '../../config/examples/facade.yaml'),
+      env: { ATHENA_CLIENT_ID: 'a', EPIC_CLIENT_ID: 'e' },
+    });
     expect(Object.keys(config.connections)).toEqual(['athena-clinic', 'epic-north']);
     expect(config.sources.athena).toMatchObject({ practiceId: 195900, clientId: 'a' });
     expect(config.api.enabled).toBe(true);
@@ -83,7 +96,10 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
 
   it('reads the Patient through athena FHIR, equal to the athena-fhir pipeline output; the override reads it through REST', async () => {
     const deadline = Date.now() + 20_000;
-    while (!delivered().some((r) => r.resourceType === 'Patient') || delivered().filter((r) => r.resourceType === 'Condition').length < 3) {
+    while (
+      !delivered().some((r) => r.resourceType === 'Patient') ||
+      delivered().filter((r) => r.resourceType === 'Condition').length < 3
+    ) {
       if (Date.now() > deadline) throw new Error('the pipeline delivered nothing');
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -97,8 +113,12 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     expect(viaRest.body.id).toBe(viaFhir.body.id);
     expect(sim.apiRequests(`/v1/${PRACTICE}/patients/1000`).length).toBe(restBefore + 1);
     const meta = await get<any>('/fhir/clinic/metadata');
-    expect(meta.body.rest[0].resource.find((x: any) => x.type === 'Patient').documentation).toMatch(/read via fhir, search via fhir, create via rest, update via rest/);
-    expect(meta.body.rest[0].resource.find((x: any) => x.type === 'Appointment').documentation).toMatch(/read via rest, search via rest/);
+    expect(meta.body.rest[0].resource.find((x: any) => x.type === 'Patient').documentation).toMatch(
+      /read via fhir, search via fhir, create via rest, update via rest/,
+    );
+    expect(meta.body.rest[0].resource.find((x: any) => x.type === 'Appointment').documentation).toMatch(
+      /read via rest, search via rest/,
+    );
   });
 
   it('searches Conditions through athena FHIR by canonical patient, paged by athena cursors, and reads one back', async () => {
@@ -106,7 +126,9 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     let url: string | undefined = `/fhir/clinic/Condition?patient=Patient/athena-${PRACTICE}-patient-1000&_count=2`;
     let pages = 0;
     while (url) {
-      const r: { status: number; body: Bundle<Condition> } = await get<Bundle<Condition>>(url.replace(engine.apiUrl!, ''));
+      const r: { status: number; body: Bundle<Condition> } = await get<Bundle<Condition>>(
+        url.replace(engine.apiUrl!, ''),
+      );
       expect(r.status).toBe(200);
       pages++;
       ids.push(...(r.body.entry ?? []).map((e) => e.resource!.id!));
@@ -126,7 +148,9 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     expect(byType.MedicationStatement).toBe('paths: search via rest');
     expect(byType.Immunization).toBe('paths: search via rest');
     const before = sim.apiRequests(`/v1/${PRACTICE}/chart/1000/problems`).length;
-    const r = await get<Bundle<Condition>>(`/fhir/clinic-rest/Condition?patient=Patient/athena-${PRACTICE}-patient-1000`);
+    const r = await get<Bundle<Condition>>(
+      `/fhir/clinic-rest/Condition?patient=Patient/athena-${PRACTICE}-patient-1000`,
+    );
     expect(r.status).toBe(200);
     expect(r.body.entry!.map((e) => e.resource!.id)).toEqual([`athena-${PRACTICE}-problem-9001`]);
     expect(sim.apiRequests(`/v1/${PRACTICE}/chart/1000/problems`).length).toBe(before + 1);

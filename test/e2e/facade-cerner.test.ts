@@ -14,7 +14,10 @@ import { deliveredResources } from '../support/facade';
 
 describe('FHIR facade over Cerner (engine from YAML, simulator on real sockets)', () => {
   const SCOPES = ['system/Patient.read', 'system/Observation.read'];
-  const sim = new CernerSimulator({ pageSize: 4, clients: [{ clientId: 'ferry-sys', secret: 'e2e-secret', scopes: SCOPES }] });
+  const sim = new CernerSimulator({
+    pageSize: 4,
+    clients: [{ clientId: 'ferry-sys', secret: 'e2e-secret', scopes: SCOPES }],
+  });
   let engine: Engine;
   let dir: string;
   let patientId: string;
@@ -53,8 +56,10 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const get = async <T,>(url: string) => {
-    const r = await fetch(url.startsWith('http') ? url : `${engine.apiUrl}${url}`, { headers: { authorization: `Bearer ${token}` } });
+  const get = async <T>(url: string) => {
+    const r = await fetch(url.startsWith('http') ? url : `${engine.apiUrl}${url}`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
     return { status: r.status, body: (await r.json()) as T };
   };
   /** Every canonical resource the pipeline delivered to the NDJSON sink. */
@@ -62,7 +67,10 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
 
   it('reads and searches through the facade, equal to the pipeline output', async () => {
     const deadline = Date.now() + 20_000;
-    while (delivered().filter((r) => r.resourceType === 'Observation').length < 9 || !delivered().some((r) => r.resourceType === 'Patient')) {
+    while (
+      delivered().filter((r) => r.resourceType === 'Observation').length < 9 ||
+      !delivered().some((r) => r.resourceType === 'Patient')
+    ) {
       if (Date.now() > deadline) throw new Error('the pipeline did not deliver the Cerner resources');
       await new Promise((r) => setTimeout(r, 50));
     }

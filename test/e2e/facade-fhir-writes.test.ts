@@ -21,8 +21,16 @@ import { EpicSimulator, EPIC_MRN_OID, epicVital, seedEpicSandbox } from '../simu
 import { facadeCaller } from '../support/facade';
 
 describe('FHIR facade writes on Epic and Cerner (engine from YAML, simulators on real sockets)', () => {
-  const CERNER_SCOPES = ['system/Patient.read', 'system/Patient.write', 'system/Appointment.read', 'system/Appointment.write', 'system/Observation.read'];
-  const cerner = new CernerSimulator({ clients: [{ clientId: 'ferry-sys', secret: 'e2e-secret', scopes: CERNER_SCOPES }] });
+  const CERNER_SCOPES = [
+    'system/Patient.read',
+    'system/Patient.write',
+    'system/Appointment.read',
+    'system/Appointment.write',
+    'system/Observation.read',
+  ];
+  const cerner = new CernerSimulator({
+    clients: [{ clientId: 'ferry-sys', secret: 'e2e-secret', scopes: CERNER_SCOPES }],
+  });
   const epic = new EpicSimulator();
   let engine: Engine;
   let dir: string;
@@ -46,11 +54,20 @@ describe('FHIR facade writes on Epic and Cerner (engine from YAML, simulators on
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const keyFile = path.join(dir, 'epic-key.pem');
     writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
-    epic.registerClient('ferry-facade', { keys: [{ ...(await exportJWK(createPublicKey(privateKey))), kid: 'w-1', alg: 'RS384', use: 'sig' }] });
+    epic.registerClient('ferry-facade', {
+      keys: [{ ...(await exportJWK(createPublicKey(privateKey))), kid: 'w-1', alg: 'RS384', use: 'sig' }],
+    });
     await epic.start();
     epicPatient = seedEpicSandbox(epic).patientId;
     epic.store.put(epicVital(epicPatient, 0));
-    epic.store.put({ resourceType: 'Appointment', id: 'eApptW1', status: 'booked', start: '2026-12-08T14:00:00Z', end: '2026-12-08T14:30:00Z', participant: [{ actor: { reference: `Patient/${epicPatient}` }, status: 'accepted' }] });
+    epic.store.put({
+      resourceType: 'Appointment',
+      id: 'eApptW1',
+      status: 'booked',
+      start: '2026-12-08T14:00:00Z',
+      end: '2026-12-08T14:30:00Z',
+      participant: [{ actor: { reference: `Patient/${epicPatient}` }, status: 'accepted' }],
+    });
 
     const mk = async (name: string, scopes: string[]) => {
       const t = await makeToken({ name, roles: ['viewer'], scopes }, 'test');
@@ -90,14 +107,21 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const call = facadeCaller(() => engine.apiUrl!, (who: keyof typeof tokens) => tokens[who]);
-  const puts = (sim: { requests: { method: string; path: string }[] }, suffix: string) => sim.requests.filter((r) => r.method === 'PUT' && r.path.endsWith(suffix)).length;
-  const versionOf = (r: { meta?: { tag?: { system?: string; code?: string }[] } }, vendor: string) => r.meta?.tag?.find((t) => t.system === `urn:ferry:${vendor}:version`)?.code;
+  const call = facadeCaller(
+    () => engine.apiUrl!,
+    (who: keyof typeof tokens) => tokens[who],
+  );
+  const puts = (sim: { requests: { method: string; path: string }[] }, suffix: string) =>
+    sim.requests.filter((r) => r.method === 'PUT' && r.path.endsWith(suffix)).length;
+  const versionOf = (r: { meta?: { tag?: { system?: string; code?: string }[] } }, vendor: string) =>
+    r.meta?.tag?.find((t) => t.system === `urn:ferry:${vendor}:version`)?.code;
 
   it('lists the updates each vendor allows in its CapabilityStatement', async () => {
     const interactions = async (conn: string) => {
       const r = await call<any>('reader', 'GET', `/fhir/${conn}/metadata`);
-      return Object.fromEntries(r.body.rest[0].resource.map((x: any) => [x.type, x.interaction.map((i: any) => i.code)]));
+      return Object.fromEntries(
+        r.body.rest[0].resource.map((x: any) => [x.type, x.interaction.map((i: any) => i.code)]),
+      );
     };
     const c = await interactions('millennium');
     expect(c.Appointment).toContain('update');
@@ -125,11 +149,16 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     expect(atVendor.participant[0].actor.reference).toBe(`Patient/${cernerPatient}`);
     expect(atVendor.end).toBe('2026-12-08T15:45:00.000Z');
     expect(JSON.stringify(atVendor)).not.toContain('urn:ferry:');
-    const put = cerner.requests.filter((q) => q.method === 'PUT' && q.path.endsWith(`/Appointment/${cernerAppt}`)).at(-1)!;
+    const put = cerner.requests
+      .filter((q) => q.method === 'PUT' && q.path.endsWith(`/Appointment/${cernerAppt}`))
+      .at(-1)!;
     expect(put.headers['if-match']).toBe(`W/"${v1}"`);
 
     // The same body again carries the version it was read at: someone (this client) changed it since.
-    const stale = await call<OperationOutcome>('writer', 'PUT', `/fhir/millennium/Appointment/cerner-${cernerAppt}`, { ...changed, comment: 'stale' });
+    const stale = await call<OperationOutcome>('writer', 'PUT', `/fhir/millennium/Appointment/cerner-${cernerAppt}`, {
+      ...changed,
+      comment: 'stale',
+    });
     expect(stale.status).toBe(409);
     expect(stale.body.issue[0].code).toBe('conflict');
     expect(cerner.store.get('Appointment', cernerAppt)!.comment).toBe('Bring the insurance card');
@@ -144,23 +173,34 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     expect(read.status).toBe(200);
     const { meta: _meta, ...unversioned } = read.body;
     // Without the version tag: the current vendor version (last write wins).
-    const r = await call<Patient>('writer', 'PUT', `/fhir/millennium/Patient/cerner-${cernerPatient}`, { ...unversioned, telecom: [{ system: 'phone', value: '8165550000', use: 'mobile' }] });
+    const r = await call<Patient>('writer', 'PUT', `/fhir/millennium/Patient/cerner-${cernerPatient}`, {
+      ...unversioned,
+      telecom: [{ system: 'phone', value: '8165550000', use: 'mobile' }],
+    });
     expect(r.status).toBe(200);
     expect(r.body.telecom).toEqual([{ system: 'phone', value: '8165550000', use: 'mobile' }]);
     const atVendor = cerner.store.get('Patient', cernerPatient)!;
-    expect(atVendor.identifier.map((i: { system: string; value: string }) => `${i.system}|${i.value}`)).toEqual([`${CERNER_MRN_OID}|6931`]);
+    expect(atVendor.identifier.map((i: { system: string; value: string }) => `${i.system}|${i.value}`)).toEqual([
+      `${CERNER_MRN_OID}|6931`,
+    ]);
   });
 
   it('answers a Cerner business-rule refusal as 422 invalid', async () => {
     const read = await call<Appointment>('writer', 'GET', `/fhir/millennium/Appointment/cerner-${cernerAppt}`);
     // A patient id in this connection's scheme that the tenant does not know.
-    const body = { ...read.body, participant: [{ actor: { reference: 'Patient/cerner-99999999' }, status: 'accepted' as const }] };
+    const body = {
+      ...read.body,
+      participant: [{ actor: { reference: 'Patient/cerner-99999999' }, status: 'accepted' as const }],
+    };
     const r = await call<OperationOutcome>('writer', 'PUT', `/fhir/millennium/Appointment/cerner-${cernerAppt}`, body);
     expect(r.status).toBe(422);
     expect(r.body.issue[0].code).toBe('invalid');
     // Not a patient of this connection at all: refused before any vendor call.
     const before = puts(cerner, `/Appointment/${cernerAppt}`);
-    const foreign = await call<OperationOutcome>('writer', 'PUT', `/fhir/millennium/Appointment/cerner-${cernerAppt}`, { ...body, participant: [{ actor: { reference: 'Patient/epic-xyz' }, status: 'accepted' }] });
+    const foreign = await call<OperationOutcome>('writer', 'PUT', `/fhir/millennium/Appointment/cerner-${cernerAppt}`, {
+      ...body,
+      participant: [{ actor: { reference: 'Patient/epic-xyz' }, status: 'accepted' }],
+    });
     expect(foreign.status).toBe(422);
     expect(puts(cerner, `/Appointment/${cernerAppt}`)).toBe(before);
   });
@@ -169,8 +209,12 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     const read = await call<Appointment>('writer', 'GET', `/fhir/millennium/Appointment/cerner-${cernerAppt}`);
     const body = { ...read.body, comment: 'Arrive 10 minutes early' };
     const before = puts(cerner, `/Appointment/${cernerAppt}`);
-    const first = await call<Appointment>('writer', 'PUT', `/fhir/millennium/Appointment/cerner-${cernerAppt}`, body, { 'idempotency-key': 'upd-1' });
-    const second = await call<Appointment>('writer', 'PUT', `/fhir/millennium/Appointment/cerner-${cernerAppt}`, body, { 'idempotency-key': 'upd-1' });
+    const first = await call<Appointment>('writer', 'PUT', `/fhir/millennium/Appointment/cerner-${cernerAppt}`, body, {
+      'idempotency-key': 'upd-1',
+    });
+    const second = await call<Appointment>('writer', 'PUT', `/fhir/millennium/Appointment/cerner-${cernerAppt}`, body, {
+      'idempotency-key': 'upd-1',
+    });
     expect(first.status).toBe(200);
     expect(second.status).toBe(200);
     expect(second.headers.get('idempotency-replayed')).toBe('true');
@@ -181,21 +225,35 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
   it('refuses a write with a read-only token (403), without a vendor call', async () => {
     const before = puts(cerner, '');
     const read = await call<Appointment>('reader', 'GET', `/fhir/millennium/Appointment/cerner-${cernerAppt}`);
-    const r = await call<OperationOutcome>('reader', 'PUT', `/fhir/millennium/Appointment/cerner-${cernerAppt}`, read.body);
+    const r = await call<OperationOutcome>(
+      'reader',
+      'PUT',
+      `/fhir/millennium/Appointment/cerner-${cernerAppt}`,
+      read.body,
+    );
     expect(r.status).toBe(403);
     expect(r.body.issue[0].code).toBe('forbidden');
     expect(puts(cerner, '')).toBe(before);
-    expect((await engine.store.auditEntries({ action: 'access.denied' })).some((a) => a.detail === 'needs connection:millennium:write')).toBe(true);
+    expect(
+      (await engine.store.auditEntries({ action: 'access.denied' })).some(
+        (a) => a.detail === 'needs connection:millennium:write',
+      ),
+    ).toBe(true);
   });
 
   it('updates an Epic Observation; an Epic 4100 refusal is 422 with its text', async () => {
     const id = `epic-eVitals.${epicPatient.slice(0, 6)}.0`;
     const read = await call<Observation>('writer', 'GET', `/fhir/epic-a/Observation/${id}`);
     expect(read.status).toBe(200);
-    const r = await call<Observation>('writer', 'PUT', `/fhir/epic-a/Observation/${id}`, { ...read.body, valueQuantity: { value: 77, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' } });
+    const r = await call<Observation>('writer', 'PUT', `/fhir/epic-a/Observation/${id}`, {
+      ...read.body,
+      valueQuantity: { value: 77, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+    });
     expect(r.status).toBe(200);
     expect(r.body.valueQuantity?.value).toBe(77);
-    expect(epic.store.get('Observation', `eVitals.${epicPatient.slice(0, 6)}.0`)!.subject.reference).toBe(`Patient/${epicPatient}`);
+    expect(epic.store.get('Observation', `eVitals.${epicPatient.slice(0, 6)}.0`)!.subject.reference).toBe(
+      `Patient/${epicPatient}`,
+    );
     const { status: _s, ...noStatus } = read.body;
     const bad = await call<OperationOutcome>('writer', 'PUT', `/fhir/epic-a/Observation/${id}`, noStatus);
     expect(bad.status).toBe(422);
@@ -203,10 +261,17 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     expect(bad.body.issue[0].details?.text).toContain('4100');
   });
 
-  it('creates an Epic Observation from a canonical body: its references go out as Epic\'s', async () => {
-    const read = await call<Observation>('writer', 'GET', `/fhir/epic-a/Observation/epic-eVitals.${epicPatient.slice(0, 6)}.0`);
+  it("creates an Epic Observation from a canonical body: its references go out as Epic's", async () => {
+    const read = await call<Observation>(
+      'writer',
+      'GET',
+      `/fhir/epic-a/Observation/epic-eVitals.${epicPatient.slice(0, 6)}.0`,
+    );
     const { id: _id, meta: _meta, ...body } = read.body;
-    const r = await call<Observation>('writer', 'POST', '/fhir/epic-a/Observation', { ...body, effectiveDateTime: '2026-12-07T08:00:00Z' });
+    const r = await call<Observation>('writer', 'POST', '/fhir/epic-a/Observation', {
+      ...body,
+      effectiveDateTime: '2026-12-07T08:00:00Z',
+    });
     expect(r.status).toBe(201);
     expect(r.headers.get('location')).toBe(`${engine.apiUrl}/fhir/epic-a/Observation/${r.body.id}`);
     expect(r.body.subject?.reference).toBe(`Patient/epic-${epicPatient}`);
@@ -217,15 +282,26 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
   });
 
   it('answers Epic Patient / Appointment updates and $book as not-supported (501), without a vendor call', async () => {
-    const writes = () => epic.requests.filter((q) => q.method === 'PUT' || (q.method === 'POST' && !q.path.endsWith('/token'))).length;
+    const writes = () =>
+      epic.requests.filter((q) => q.method === 'PUT' || (q.method === 'POST' && !q.path.endsWith('/token'))).length;
     const before = writes();
     const p = await call<Patient>('writer', 'GET', `/fhir/epic-a/Patient/epic-${epicPatient}`);
-    const up = await call<OperationOutcome>('writer', 'PUT', `/fhir/epic-a/Patient/epic-${epicPatient}`, { ...p.body, gender: 'other' });
+    const up = await call<OperationOutcome>('writer', 'PUT', `/fhir/epic-a/Patient/epic-${epicPatient}`, {
+      ...p.body,
+      gender: 'other',
+    });
     expect(up.status).toBe(501);
     expect(up.body.issue[0].code).toBe('not-supported');
-    const appt = await call<OperationOutcome>('writer', 'PUT', '/fhir/epic-a/Appointment/epic-eApptW1', { resourceType: 'Appointment', status: 'cancelled', participant: [] });
+    const appt = await call<OperationOutcome>('writer', 'PUT', '/fhir/epic-a/Appointment/epic-eApptW1', {
+      resourceType: 'Appointment',
+      status: 'cancelled',
+      participant: [],
+    });
     expect(appt.status).toBe(501);
-    const book = await call<OperationOutcome>('writer', 'POST', '/fhir/epic-a/Appointment/epic-eApptW1/$book', { resourceType: 'Parameters', parameter: [{ name: 'patient', valueReference: { reference: `Patient/epic-${epicPatient}` } }] });
+    const book = await call<OperationOutcome>('writer', 'POST', '/fhir/epic-a/Appointment/epic-eApptW1/$book', {
+      resourceType: 'Parameters',
+      parameter: [{ name: 'patient', valueReference: { reference: `Patient/epic-${epicPatient}` } }],
+    });
     expect(book.status).toBe(501);
     expect(writes()).toBe(before);
   });

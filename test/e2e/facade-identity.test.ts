@@ -19,7 +19,9 @@ import { facadeCaller } from '../support/facade';
 
 describe('FHIR facade identity across connections (Epic and Cerner linked by a configured identifier system)', () => {
   const CERNER_SCOPES = ['system/Patient.read'];
-  const cerner = new CernerSimulator({ clients: [{ clientId: 'ferry-sys', secret: 'e2e-secret', scopes: CERNER_SCOPES }] });
+  const cerner = new CernerSimulator({
+    clients: [{ clientId: 'ferry-sys', secret: 'e2e-secret', scopes: CERNER_SCOPES }],
+  });
   const epic = new EpicSimulator();
   let engine: Engine;
   let dir: string;
@@ -33,11 +35,17 @@ describe('FHIR facade identity across connections (Epic and Cerner linked by a c
     cernerPatient = seedCernerSandbox(cerner).patientId;
     // The Cerner tenant keeps the patient's Epic enterprise id (E4007) as an external identifier.
     const cp = cerner.store.get('Patient', cernerPatient)!;
-    cerner.store.put({ ...cp, meta: undefined, identifier: [...cp.identifier, { use: 'secondary', system: EPIC_EPI_OID, value: 'E4007' }] });
+    cerner.store.put({
+      ...cp,
+      meta: undefined,
+      identifier: [...cp.identifier, { use: 'secondary', system: EPIC_EPI_OID, value: 'E4007' }],
+    });
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const keyFile = path.join(dir, 'epic-key.pem');
     writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
-    epic.registerClient('ferry-facade', { keys: [{ ...(await exportJWK(createPublicKey(privateKey))), kid: 'i-1', alg: 'RS384', use: 'sig' }] });
+    epic.registerClient('ferry-facade', {
+      keys: [{ ...(await exportJWK(createPublicKey(privateKey))), kid: 'i-1', alg: 'RS384', use: 'sig' }],
+    });
     await epic.start();
     epicPatient = seedEpicSandbox(epic).patientId;
 
@@ -81,9 +89,17 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const call = facadeCaller(() => engine.apiUrl!, (who: keyof typeof tokens) => tokens[who]);
+  const call = facadeCaller(
+    () => engine.apiUrl!,
+    (who: keyof typeof tokens) => tokens[who],
+  );
   const links = (p: Parameters) =>
-    (p.parameter ?? []).map((x) => `${x.part?.find((y) => y.name === 'connection')?.valueString}:${x.part?.find((y) => y.name === 'patient')?.valueReference?.reference?.replace(/^.*\/fhir\/[^/]+\//, '')}`).sort();
+    (p.parameter ?? [])
+      .map(
+        (x) =>
+          `${x.part?.find((y) => y.name === 'connection')?.valueString}:${x.part?.find((y) => y.name === 'patient')?.valueReference?.reference?.replace(/^.*\/fhir\/[^/]+\//, '')}`,
+      )
+      .sort();
 
   it('goes from the Epic id to the Cerner id and back ($identities), by the configured identifier system', async () => {
     // Each connection records the patient when it answers it.
@@ -91,24 +107,45 @@ processing: { pollIntervalMs: 50, transformWorkers: 0 }
     expect((await call<Patient>('both', 'GET', `/fhir/millennium/Patient/cerner-${cernerPatient}`)).status).toBe(200);
     const fromEpic = await call<Parameters>('both', 'GET', `/fhir/epic-a/Patient/epic-${epicPatient}/$identities`);
     expect(fromEpic.status).toBe(200);
-    expect(links(fromEpic.body)).toEqual([`epic-a:Patient/epic-${epicPatient}`, `millennium:Patient/cerner-${cernerPatient}`]);
-    const fromCerner = await call<Parameters>('both', 'GET', `/fhir/millennium/Patient/cerner-${cernerPatient}/$identities`);
+    expect(links(fromEpic.body)).toEqual([
+      `epic-a:Patient/epic-${epicPatient}`,
+      `millennium:Patient/cerner-${cernerPatient}`,
+    ]);
+    const fromCerner = await call<Parameters>(
+      'both',
+      'GET',
+      `/fhir/millennium/Patient/cerner-${cernerPatient}/$identities`,
+    );
     expect(links(fromCerner.body)).toEqual(links(fromEpic.body));
-    expect((await engine.store.auditEntries({ action: 'facade.identities' })).filter((a) => a.result === 'ok').length).toBeGreaterThanOrEqual(2);
+    expect(
+      (await engine.store.auditEntries({ action: 'facade.identities' })).filter((a) => a.result === 'ok').length,
+    ).toBeGreaterThanOrEqual(2);
   });
 
   it('adds the linked ids to a Patient read (linkedIdentifiers), only for connections the client may read', async () => {
     const both = await call<Patient>('both', 'GET', `/fhir/millennium/Patient/cerner-${cernerPatient}`);
-    expect(both.body.identifier).toContainEqual({ use: 'secondary', system: 'urn:ferry:connection:epic-a', value: `epic-${epicPatient}` });
+    expect(both.body.identifier).toContainEqual({
+      use: 'secondary',
+      system: 'urn:ferry:connection:epic-a',
+      value: `epic-${epicPatient}`,
+    });
     const epicSide = await call<Patient>('both', 'GET', `/fhir/epic-a/Patient/epic-${epicPatient}`);
-    expect(epicSide.body.identifier).toContainEqual({ use: 'secondary', system: 'urn:ferry:connection:millennium', value: `cerner-${cernerPatient}` });
+    expect(epicSide.body.identifier).toContainEqual({
+      use: 'secondary',
+      system: 'urn:ferry:connection:millennium',
+      value: `cerner-${cernerPatient}`,
+    });
     const only = await call<Patient>('cernerOnly', 'GET', `/fhir/millennium/Patient/cerner-${cernerPatient}`);
     expect(only.status).toBe(200);
     expect(only.body.identifier?.some((i) => i.system?.startsWith('urn:ferry:connection:'))).toBe(false);
     const onlyLinks = await call<Parameters>('epicOnly', 'GET', `/fhir/epic-a/Patient/epic-${epicPatient}/$identities`);
     expect(links(onlyLinks.body)).toEqual([`epic-a:Patient/epic-${epicPatient}`]);
     const reads = await engine.store.auditEntries({ action: 'facade.read' });
-    expect(reads.some((a) => a.detail?.includes(`Patient/cerner-${cernerPatient}`) && a.detail.includes('links=1'))).toBe(true);
-    expect(reads.some((a) => a.detail?.includes(`Patient/cerner-${cernerPatient}`) && a.detail.includes('links=0'))).toBe(true);
+    expect(
+      reads.some((a) => a.detail?.includes(`Patient/cerner-${cernerPatient}`) && a.detail.includes('links=1')),
+    ).toBe(true);
+    expect(
+      reads.some((a) => a.detail?.includes(`Patient/cerner-${cernerPatient}`) && a.detail.includes('links=0')),
+    ).toBe(true);
   });
 });

@@ -26,7 +26,10 @@ import { deliveredResources, facadeCaller } from '../support/facade';
 
 const today = new Date().toISOString().slice(0, 10);
 const exampleJs = path.join(repoRoot, 'examples/dist/appointments.js');
-const exampleBuilt = { ok: existsSync(exampleJs), reason: 'not built: examples/dist/appointments.js (run npm run build)' };
+const exampleBuilt = {
+  ok: existsSync(exampleJs),
+  reason: 'not built: examples/dist/appointments.js (run npm run build)',
+};
 const athenaDay = `${today.slice(5, 7)}/${today.slice(8, 10)}/${today.slice(0, 4)}`;
 
 async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
@@ -57,24 +60,71 @@ describe('FHIR facade over athena and Epic (engine from YAML, simulators on real
     athena.upsertPatient(PRACTICE, samplePatient(2));
     // Five booked appointments today in department 1, two in department 21, and three open slots.
     for (let i = 0; i < 5; i++)
-      athena.upsertAppointment(PRACTICE, { date: athenaDay, starttime: `${String(9 + i).padStart(2, '0')}:00`, duration: 30, departmentid: '1', providerid: '1', patientid: p1.patientid, appointmentstatus: 'f', appointmenttypeid: '11', appointmenttype: 'Office Visit' });
+      athena.upsertAppointment(PRACTICE, {
+        date: athenaDay,
+        starttime: `${String(9 + i).padStart(2, '0')}:00`,
+        duration: 30,
+        departmentid: '1',
+        providerid: '1',
+        patientid: p1.patientid,
+        appointmentstatus: 'f',
+        appointmenttypeid: '11',
+        appointmenttype: 'Office Visit',
+      });
     for (let i = 0; i < 2; i++)
-      athena.upsertAppointment(PRACTICE, { date: athenaDay, starttime: `1${i}:30`, duration: 20, departmentid: '21', providerid: '7', patientid: p1.patientid, appointmentstatus: 'f', appointmenttypeid: '11' });
+      athena.upsertAppointment(PRACTICE, {
+        date: athenaDay,
+        starttime: `1${i}:30`,
+        duration: 20,
+        departmentid: '21',
+        providerid: '7',
+        patientid: p1.patientid,
+        appointmentstatus: 'f',
+        appointmenttypeid: '11',
+      });
     for (let i = 0; i < 3; i++)
-      openSlots.push(String(athena.upsertAppointment(PRACTICE, { date: athenaDay, starttime: `15:${String(i * 15).padStart(2, '0')}`, duration: 15, departmentid: '1', providerid: '1', appointmentstatus: 'o', appointmenttypeid: '11' }, 'AddAppointmentSlot').appointmentid));
+      openSlots.push(
+        String(
+          athena.upsertAppointment(
+            PRACTICE,
+            {
+              date: athenaDay,
+              starttime: `15:${String(i * 15).padStart(2, '0')}`,
+              duration: 15,
+              departmentid: '1',
+              providerid: '1',
+              appointmentstatus: 'o',
+              appointmenttypeid: '11',
+            },
+            'AddAppointmentSlot',
+          ).appointmentid,
+        ),
+      );
 
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const keyFile = path.join(dir, 'epic-key.pem');
     writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
-    epic.registerClient('ferry-facade', { keys: [{ ...(await exportJWK(createPublicKey(privateKey))), kid: 'f-1', alg: 'RS384', use: 'sig' }] });
+    epic.registerClient('ferry-facade', {
+      keys: [{ ...(await exportJWK(createPublicKey(privateKey))), kid: 'f-1', alg: 'RS384', use: 'sig' }],
+    });
     await epic.start();
     epicPatient = seedEpicSandbox(epic).patientId;
     for (let i = 0; i < 12; i++) epic.store.put(epicVital(epicPatient, i));
-    epic.store.put({ resourceType: 'Appointment', id: 'eAppt1', status: 'booked', start: `${today}T14:00:00Z`, end: `${today}T14:30:00Z`, participant: [{ actor: { reference: `Patient/${epicPatient}` }, status: 'accepted' }] });
+    epic.store.put({
+      resourceType: 'Appointment',
+      id: 'eAppt1',
+      status: 'booked',
+      start: `${today}T14:00:00Z`,
+      end: `${today}T14:30:00Z`,
+      participant: [{ actor: { reference: `Patient/${epicPatient}` }, status: 'accepted' }],
+    });
 
     const mk = async (name: string, scopes: string[]) => {
       const t = await makeToken({ name, roles: ['viewer'], scopes }, 'test');
-      return { secret: t.secret, entry: { id: t.record.id, name, roles: ['viewer'], hash: t.record.hash, ...(scopes.length ? { scopes } : {}) } };
+      return {
+        secret: t.secret,
+        entry: { id: t.record.id, name, roles: ['viewer'], hash: t.record.hash, ...(scopes.length ? { scopes } : {}) },
+      };
     };
     const made = {
       reader: await mk('app-reader', ['connection:athena-a:read', 'connection:epic-a:read', 'connection:epic-b:read']),
@@ -153,7 +203,10 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const call = facadeCaller(() => api, (who: keyof typeof tokens) => tokens[who]);
+  const call = facadeCaller(
+    () => api,
+    (who: keyof typeof tokens) => tokens[who],
+  );
 
   /** Every canonical resource the pipeline delivered to the NDJSON sink. */
   const delivered = (): Resource[] => deliveredResources(path.join(dir, 'out'));
@@ -169,7 +222,9 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     // Without athena FHIR, Condition has only the REST chart search (no read by id).
     expect(byType.Condition.documentation).toBe('paths: search via rest');
     const e = await call<any>('reader', 'GET', '/fhir/epic-a/metadata');
-    expect(e.body.rest[0].resource.find((x: any) => x.type === 'Observation').searchParam.map((p: any) => p.name)).toEqual(['patient', 'category', 'code', 'date']);
+    expect(
+      e.body.rest[0].resource.find((x: any) => x.type === 'Observation').searchParam.map((p: any) => p.name),
+    ).toEqual(['patient', 'category', 'code', 'date']);
   });
 
   it('refuses without a token (401), without the scope (403), and another connection (403)', async () => {
@@ -178,7 +233,16 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     expect(none.body.issue?.[0].code).toBe('login');
     expect((await call('none', 'GET', '/fhir/athena-a/Patient/athena-195900-patient-1')).status).toBe(403);
     expect((await call('reader', 'GET', '/fhir/athena-slow/metadata')).status).toBe(403);
-    expect((await call('reader', 'POST', `/fhir/athena-a/Appointment/athena-${PRACTICE}-appointment-${openSlots[0]}/$book`, { resourceType: 'Parameters' })).status).toBe(403);
+    expect(
+      (
+        await call(
+          'reader',
+          'POST',
+          `/fhir/athena-a/Appointment/athena-${PRACTICE}-appointment-${openSlots[0]}/$book`,
+          { resourceType: 'Parameters' },
+        )
+      ).status,
+    ).toBe(403);
     const denied = await engine.store.auditEntries({ action: 'access.denied' });
     expect(denied.length).toBeGreaterThanOrEqual(3);
   });
@@ -186,7 +250,10 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
   it('reads through to athena: the Patient and Appointment equal what the pipeline delivered for the same records', async () => {
     await until('the pipeline delivered the athena patient and appointments', () => {
       const d = delivered();
-      return d.some((r) => r.id === `athena-${PRACTICE}-patient-1000`) && d.filter((r) => r.resourceType === 'Appointment').length >= 7;
+      return (
+        d.some((r) => r.id === `athena-${PRACTICE}-patient-1000`) &&
+        d.filter((r) => r.resourceType === 'Appointment').length >= 7
+      );
     });
     const fromPipeline = delivered();
     const pat = await call<Patient>('reader', 'GET', `/fhir/athena-a/Patient/athena-${PRACTICE}-patient-1000`);
@@ -198,7 +265,14 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     expect(appt.body).toEqual(fromPipeline.find((r) => r.id === apptId));
     // Audited with the principal, the connection and the canonical id (never the query).
     const reads = await engine.store.auditEntries({ action: 'facade.read' });
-    expect(reads.some((a) => a.principal.includes('app-reader') && a.target === 'GET /fhir/athena-a/Patient/:id' && a.detail?.includes(pat.body.id!))).toBe(true);
+    expect(
+      reads.some(
+        (a) =>
+          a.principal.includes('app-reader') &&
+          a.target === 'GET /fhir/athena-a/Patient/:id' &&
+          a.detail?.includes(pat.body.id!),
+      ),
+    ).toBe(true);
   });
 
   it('reads through to Epic, equal to the pipeline, and serves the next read from the cache', async () => {
@@ -229,11 +303,14 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     expect(new Set(ids).size).toBe(7);
     expect(sizes).toEqual([2, 2, 1, 2]);
     // A forged cursor is refused.
-    expect((await call('reader', 'GET', `/fhir/athena-a/Appointment?_cursor=eyJ2IjoiaHR0cDovL2V2aWwifQ.AAAA`)).status).toBe(400);
+    expect(
+      (await call('reader', 'GET', `/fhir/athena-a/Appointment?_cursor=eyJ2IjoiaHR0cDovL2V2aWwifQ.AAAA`)).status,
+    ).toBe(400);
   });
 
   it('pages Epic searches through its session links, and finds a patient by MRN', async () => {
-    let url: string | undefined = `/fhir/epic-a/Observation?patient=Patient/epic-${epicPatient}&category=vital-signs&_count=5`;
+    let url: string | undefined =
+      `/fhir/epic-a/Observation?patient=Patient/epic-${epicPatient}&category=vital-signs&_count=5`;
     const ids: string[] = [];
     let pages = 0;
     while (url) {
@@ -245,7 +322,11 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     }
     expect(pages).toBe(3);
     expect(new Set(ids).size).toBe(12);
-    const byMrn = await call<Bundle<Patient>>('reader', 'GET', `/fhir/epic-a/Patient?identifier=${encodeURIComponent('urn:ferry:id:mrn|203713')}`);
+    const byMrn = await call<Bundle<Patient>>(
+      'reader',
+      'GET',
+      `/fhir/epic-a/Patient?identifier=${encodeURIComponent('urn:ferry:id:mrn|203713')}`,
+    );
     expect(byMrn.body.entry?.map((e) => e.resource!.id)).toEqual([`epic-${epicPatient}`]);
   });
 
@@ -254,12 +335,18 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     await call('reader', 'GET', `/fhir/epic-a/Patient/epic-${epicPatient}`);
     const r = await call<any>('reader', 'GET', `/fhir/epic-a/Patient/epic-${epicPatient}/$identities`);
     expect(r.status).toBe(200);
-    const ids = r.body.parameter.map((p: any) => `${p.part[0].valueString}:${p.part[1].valueReference.reference.replace(/^.*\/Patient\//, '')}`).sort();
+    const ids = r.body.parameter
+      .map((p: any) => `${p.part[0].valueString}:${p.part[1].valueReference.reference.replace(/^.*\/Patient\//, '')}`)
+      .sort();
     expect(ids).toEqual([`epic-a:epic-${epicPatient}`, `epic-b:epicb-${epicPatient}`]);
   });
 
   it('books an open slot synchronously: the canonical Appointment with athena id, a message in the store, an audit entry', async () => {
-    const slots = await call<Bundle<Appointment>>('writer', 'GET', `/fhir/athena-a/Appointment?date=${today}&status=proposed&location=Location/athena-${PRACTICE}-department-1`);
+    const slots = await call<Bundle<Appointment>>(
+      'writer',
+      'GET',
+      `/fhir/athena-a/Appointment?date=${today}&status=proposed&location=Location/athena-${PRACTICE}-department-1`,
+    );
     expect(slots.body.entry?.map((e) => e.resource!.status)).toEqual(['proposed', 'proposed', 'proposed']);
     const slotId = `athena-${PRACTICE}-appointment-${openSlots[0]}`;
     const r = await call<Appointment>('writer', 'POST', `/fhir/athena-a/Appointment/${slotId}/$book`, {
@@ -269,11 +356,18 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     expect(r.status).toBe(200);
     expect(r.body.id).toBe(slotId);
     expect(r.body.status).toBe('booked');
-    expect(r.body.identifier?.[0]).toEqual({ system: `urn:athenahealth:athenanet:appointment:${PRACTICE}`, value: openSlots[0] });
+    expect(r.body.identifier?.[0]).toEqual({
+      system: `urn:athenahealth:athenanet:appointment:${PRACTICE}`,
+      value: openSlots[0],
+    });
     expect(r.body.participant?.some((p) => p.actor?.identifier?.value === '1001')).toBe(true);
     const msgs = await engine.store.listMessages({ sourceId: 'facade.athena-a' });
     expect(msgs.length).toBeGreaterThanOrEqual(1);
-    expect((await engine.store.auditEntries({ action: 'facade.book' })).some((a) => a.result === 'ok' && a.detail?.includes(slotId))).toBe(true);
+    expect(
+      (await engine.store.auditEntries({ action: 'facade.book' })).some(
+        (a) => a.result === 'ok' && a.detail?.includes(slotId),
+      ),
+    ).toBe(true);
 
     // The same slot again: athena says it is not open -> 409 conflict.
     const again = await call<OperationOutcome>('writer', 'POST', `/fhir/athena-a/Appointment/${slotId}/$book`, {
@@ -286,26 +380,49 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
 
   it('honours Idempotency-Key: a retried booking answers the first answer and books once', async () => {
     const slotId = `athena-${PRACTICE}-appointment-${openSlots[1]}`;
-    const body = { resourceType: 'Parameters', parameter: [{ name: 'patient', valueReference: { reference: `Patient/athena-${PRACTICE}-patient-1000` } }] };
+    const body = {
+      resourceType: 'Parameters',
+      parameter: [{ name: 'patient', valueReference: { reference: `Patient/athena-${PRACTICE}-patient-1000` } }],
+    };
     const before = athena.apiRequests(`/appointments/${openSlots[1]}`).filter((x) => x.method === 'PUT').length;
-    const first = await call<Appointment>('writer', 'POST', `/fhir/athena-a/Appointment/${slotId}/$book`, body, { 'idempotency-key': 'book-42' });
-    const second = await call<Appointment>('writer', 'POST', `/fhir/athena-a/Appointment/${slotId}/$book`, body, { 'idempotency-key': 'book-42' });
+    const first = await call<Appointment>('writer', 'POST', `/fhir/athena-a/Appointment/${slotId}/$book`, body, {
+      'idempotency-key': 'book-42',
+    });
+    const second = await call<Appointment>('writer', 'POST', `/fhir/athena-a/Appointment/${slotId}/$book`, body, {
+      'idempotency-key': 'book-42',
+    });
     expect(first.status).toBe(200);
     expect(second.status).toBe(200);
     expect(second.headers.get('idempotency-replayed')).toBe('true');
     expect(second.body).toEqual(first.body);
-    expect(athena.apiRequests(`/appointments/${openSlots[1]}`).filter((x) => x.method === 'PUT').length - before).toBe(1);
+    expect(athena.apiRequests(`/appointments/${openSlots[1]}`).filter((x) => x.method === 'PUT').length - before).toBe(
+      1,
+    );
     // The same key for another request is refused.
-    const other = await call<OperationOutcome>('writer', 'POST', `/fhir/athena-a/Appointment/athena-${PRACTICE}-appointment-${openSlots[2]}/$book`, body, { 'idempotency-key': 'book-42' });
+    const other = await call<OperationOutcome>(
+      'writer',
+      'POST',
+      `/fhir/athena-a/Appointment/athena-${PRACTICE}-appointment-${openSlots[2]}/$book`,
+      body,
+      { 'idempotency-key': 'book-42' },
+    );
     expect(other.status).toBe(422);
   });
 
   it('cancels, registers a new patient, and refuses a duplicate patient with an OperationOutcome', async () => {
     const slotId = `athena-${PRACTICE}-appointment-${openSlots[0]}`;
-    const c = await call<Appointment>('writer', 'POST', `/fhir/athena-a/Appointment/${slotId}/$cancel`, { resourceType: 'Parameters', parameter: [{ name: 'reason', valueString: 'PATIENT CANCELLED' }] });
+    const c = await call<Appointment>('writer', 'POST', `/fhir/athena-a/Appointment/${slotId}/$cancel`, {
+      resourceType: 'Parameters',
+      parameter: [{ name: 'reason', valueString: 'PATIENT CANCELLED' }],
+    });
     expect(c.status).toBe(200);
     expect(c.body.status).toBe('cancelled');
-    const newPatient: Patient = { resourceType: 'Patient', name: [{ family: 'Facade', given: ['Fiona'] }], birthDate: '1990-04-02', gender: 'female' };
+    const newPatient: Patient = {
+      resourceType: 'Patient',
+      name: [{ family: 'Facade', given: ['Fiona'] }],
+      birthDate: '1990-04-02',
+      gender: 'female',
+    };
     const created = await call<Patient>('writer', 'POST', '/fhir/athena-a/Patient', newPatient);
     expect(created.status).toBe(201);
     expect(created.body.id).toMatch(new RegExp(`^athena-${PRACTICE}-patient-\\d+$`));
@@ -313,27 +430,50 @@ api: { enabled: true, host: 127.0.0.1, port: 0, rateLimit: { qps: 1000, burst: 1
     const dup = await call<OperationOutcome>('writer', 'POST', '/fhir/athena-a/Patient', newPatient);
     expect(dup.status).toBe(409);
     expect(dup.body.issue?.[0].code).toBe('duplicate');
-    const bad = await call<OperationOutcome>('writer', 'POST', '/fhir/athena-a/Patient', { resourceType: 'Patient', name: [{ family: 'NoBirthDate' }] });
+    const bad = await call<OperationOutcome>('writer', 'POST', '/fhir/athena-a/Patient', {
+      resourceType: 'Patient',
+      name: [{ family: 'NoBirthDate' }],
+    });
     expect(bad.status).toBe(422);
     expect(bad.body.issue?.[0].code).toBe('invalid');
   });
 
-  itRequires(exampleBuilt)('runs the example application (compiled JS): today across athena and Epic, then a booking', async () => {
-    const { stdout } = await promisify(execFile)(process.execPath, [exampleJs, '--date', today, '--json'], {
-      env: { ...process.env, FERRY_FHIR_URL: api, FERRY_TOKEN: tokens.writer, ATHENA_CONNECTION: 'athena-a', ATHENA_PATIENT: `athena-${PRACTICE}-patient-1000`, EPIC_CONNECTION: 'epic-a', EPIC_PATIENT: `epic-${epicPatient}` },
-      timeout: 30_000,
-    });
-    const out = JSON.parse(stdout) as { appointments: { connection: string; id: string; status: string }[]; booked?: { id: string; status: string } };
-    // Patient 1000: seven booked in the seed, one booked by the idempotency test; Epic: one.
-    expect(out.appointments.filter((a) => a.connection === 'athena-a')).toHaveLength(8);
-    expect(out.appointments.filter((a) => a.connection === 'epic-a').map((a) => a.id)).toEqual(['epic-eAppt1']);
-    expect(out.booked).toEqual({ id: `athena-${PRACTICE}-appointment-${openSlots[2]}`, status: 'booked', start: expect.any(String) });
-    expect(athena.apiRequests(`/appointments/${openSlots[2]}`).filter((x) => x.method === 'PUT')).toHaveLength(1);
-  });
+  itRequires(exampleBuilt)(
+    'runs the example application (compiled JS): today across athena and Epic, then a booking',
+    async () => {
+      const { stdout } = await promisify(execFile)(process.execPath, [exampleJs, '--date', today, '--json'], {
+        env: {
+          ...process.env,
+          FERRY_FHIR_URL: api,
+          FERRY_TOKEN: tokens.writer,
+          ATHENA_CONNECTION: 'athena-a',
+          ATHENA_PATIENT: `athena-${PRACTICE}-patient-1000`,
+          EPIC_CONNECTION: 'epic-a',
+          EPIC_PATIENT: `epic-${epicPatient}`,
+        },
+        timeout: 30_000,
+      });
+      const out = JSON.parse(stdout) as {
+        appointments: { connection: string; id: string; status: string }[];
+        booked?: { id: string; status: string };
+      };
+      // Patient 1000: seven booked in the seed, one booked by the idempotency test; Epic: one.
+      expect(out.appointments.filter((a) => a.connection === 'athena-a')).toHaveLength(8);
+      expect(out.appointments.filter((a) => a.connection === 'epic-a').map((a) => a.id)).toEqual(['epic-eAppt1']);
+      expect(out.booked).toEqual({
+        id: `athena-${PRACTICE}-appointment-${openSlots[2]}`,
+        status: 'booked',
+        start: expect.any(String),
+      });
+      expect(athena.apiRequests(`/appointments/${openSlots[2]}`).filter((x) => x.method === 'PUT')).toHaveLength(1);
+    },
+  );
 
   it('limits each client per connection (429 with Retry-After)', async () => {
     // qps 1, burst 2: of six at once (sent concurrently, so machine load cannot space them out) two or three pass.
-    const answers = await Promise.all(Array.from({ length: 6 }, () => call('slow', 'GET', '/fhir/athena-slow/metadata')));
+    const answers = await Promise.all(
+      Array.from({ length: 6 }, () => call('slow', 'GET', '/fhir/athena-slow/metadata')),
+    );
     const ok = answers.filter((a) => a.status === 200).length;
     expect(ok).toBeGreaterThanOrEqual(2);
     expect(ok).toBeLessThanOrEqual(3);

@@ -32,7 +32,11 @@ describe('file and http sinks with format: hl7v2 (engine from YAML, athena simul
       const chunks: Buffer[] = [];
       req.on('data', (c) => chunks.push(c));
       req.on('end', () => {
-        posted.push({ contentType: req.headers['content-type'], body: Buffer.concat(chunks).toString('utf8'), deliveryId: req.headers['x-ferry-delivery-id'] as string });
+        posted.push({
+          contentType: req.headers['content-type'],
+          body: Buffer.concat(chunks).toString('utf8'),
+          deliveryId: req.headers['x-ferry-delivery-id'] as string,
+        });
         res.writeHead(200).end();
       });
     });
@@ -76,7 +80,10 @@ processing: { pollIntervalMs: 50 }
 admin: { enabled: false }
 `,
     );
-    engine = await Engine.create({ configFile: path.join(dir, 'ferry.yaml'), logger: createLogger({ level: process.env.E2E_LOG ? 'debug' : 'error' }) });
+    engine = await Engine.create({
+      configFile: path.join(dir, 'ferry.yaml'),
+      logger: createLogger({ level: process.env.E2E_LOG ? 'debug' : 'error' }),
+    });
     await engine.start();
   });
   afterAll(async () => {
@@ -94,10 +101,22 @@ admin: { enabled: false }
     }
     throw new Error('timed out');
   };
-  const seg = (text: string, name: string) => text.split('\r').find((l) => l.startsWith(`${name}|`))?.split('|') ?? [];
+  const seg = (text: string, name: string) =>
+    text
+      .split('\r')
+      .find((l) => l.startsWith(`${name}|`))
+      ?.split('|') ?? [];
 
   it('a lab result becomes an ORU^R01 file (0600, <message id>.hl7) and an ORU^R01 POST (application/hl7-v2); same control id on a replay', async () => {
-    sim.addLabResult(PRACTICE, '100', { labresultid: 9101, departmentid: '1', status: 'FINAL', observationdatetime: '2026-02-10T09:00:00-05:00', labresultloinc: '2345-7', description: 'Glucose', analytes: [{ analytename: 'Glucose', value: '105', units: 'mg/dL', loinc: '2345-7', referencerange: '70-99' }] });
+    sim.addLabResult(PRACTICE, '100', {
+      labresultid: 9101,
+      departmentid: '1',
+      status: 'FINAL',
+      observationdatetime: '2026-02-10T09:00:00-05:00',
+      labresultloinc: '2345-7',
+      description: 'Glucose',
+      analytes: [{ analytename: 'Glucose', value: '105', units: 'mg/dL', loinc: '2345-7', referencerange: '70-99' }],
+    });
     const out = path.join(dir, 'out');
     await until(() => posted.length >= 1 && readdirSync(out).some((f) => f.endsWith('.hl7')));
     await engine!.waitForIdle(15_000);
@@ -122,7 +141,10 @@ admin: { enabled: false }
     const fileCid = seg(text, 'MSH')[9];
     expect(seg(posted[0].body, 'MSH')[9]).not.toBe(fileCid);
     const deliveries = await engine!.store.deliveries(msg.id);
-    expect(deliveries.map((d) => `${d.sinkId}:${d.status}`).sort()).toEqual(['lab-files:delivered', 'lab-http:delivered']);
+    expect(deliveries.map((d) => `${d.sinkId}:${d.status}`).sort()).toEqual([
+      'lab-files:delivered',
+      'lab-http:delivered',
+    ]);
 
     // a replay writes the same file again (replaced, same control id) and posts the same control id
     await engine!.store.replay({ ids: [msg.id] });
@@ -148,8 +170,15 @@ admin: { enabled: false }
 `,
     );
     const err = (await configure({ configFile: bad, env: {}, logger: silentLogger() }).catch((e) => e)) as ConfigError;
-    expect(err.problems.map((p) => p.path)).toEqual(['sinks.f.profile.version', 'sinks.f.profile.messageTypeRules[0].when', 'sinks.h.profile.zSegments[0].segment']);
-    writeFileSync(bad, `store: { kind: sqlite, path: ${path.join(dir, 'bad.db')} }\nsinks:\n  f: { type: file, dir: ${dir}, format: hl7v2 }\n  g: { type: file, dir: ${dir}, format: 'JSON!' }\nroutes: []\nadmin: { enabled: false }\n`);
+    expect(err.problems.map((p) => p.path)).toEqual([
+      'sinks.f.profile.version',
+      'sinks.f.profile.messageTypeRules[0].when',
+      'sinks.h.profile.zSegments[0].segment',
+    ]);
+    writeFileSync(
+      bad,
+      `store: { kind: sqlite, path: ${path.join(dir, 'bad.db')} }\nsinks:\n  f: { type: file, dir: ${dir}, format: hl7v2 }\n  g: { type: file, dir: ${dir}, format: 'JSON!' }\nroutes: []\nadmin: { enabled: false }\n`,
+    );
     const err2 = (await configure({ configFile: bad, env: {}, logger: silentLogger() }).catch((e) => e)) as ConfigError;
     expect(err2.problems.map((p) => `${p.path}: ${p.message}`)).toEqual([
       expect.stringMatching(/^sinks\.f\.format: "hl7v2": not one of ndjson, json, and no loaded plugin writes it/),

@@ -52,7 +52,11 @@ processing: { pollIntervalMs: 50 }
 admin: { enabled: false }
 `;
     writeFileSync(path.join(dir, 'ferry.yaml'), yaml);
-    engine = await Engine.create({ configFile: path.join(dir, 'ferry.yaml'), env: { ...process.env, WEB_TOKEN: 'e2e-token' }, logger: silentLogger() });
+    engine = await Engine.create({
+      configFile: path.join(dir, 'ferry.yaml'),
+      env: { ...process.env, WEB_TOKEN: 'e2e-token' },
+      logger: silentLogger(),
+    });
     await engine.start();
   });
   afterAll(async () => {
@@ -62,7 +66,11 @@ admin: { enabled: false }
 
   const web = () => engine!.source('web') as unknown as { url: string; isReady(): boolean };
   const post = (body: string, token = 'e2e-token') =>
-    fetch(web().url, { method: 'POST', headers: { 'content-type': 'application/hl7-v2', authorization: `Bearer ${token}` }, body });
+    fetch(web().url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/hl7-v2', authorization: `Bearer ${token}` },
+      body,
+    });
 
   it('http source -> engine -> file sinks and FHIR sink; a second message for the patient creates no second Patient', async () => {
     expect(web().isReady()).toBe(true);
@@ -76,13 +84,20 @@ admin: { enabled: false }
 
     for (const id of [id1, id2]) {
       const ds = await engine!.store.deliveries(id);
-      expect(ds.map((d) => `${d.sinkId}:${d.status}${d.lastError ? ` ${d.lastError.message}` : ''}`).sort()).toEqual(['archive:delivered', 'ehr:delivered', 'perMessage:delivered']);
+      expect(ds.map((d) => `${d.sinkId}:${d.status}${d.lastError ? ` ${d.lastError.message}` : ''}`).sort()).toEqual([
+        'archive:delivered',
+        'ehr:delivered',
+        'perMessage:delivered',
+      ]);
     }
     expect(await fhir.count('Patient')).toBe(1);
     const [p] = await fhir.search<any>('Patient');
     expect(p.name[0].family).toBe('Lovelace');
 
-    const lines = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.map((l) => l.messageId).sort()).toEqual([id1, id2].sort());
     expect(lines.every((l) => l.bundle.resourceType === 'Bundle')).toBe(true);
     expect(readdirSync(path.join(dir, 'json')).sort()).toEqual([`${id1}.json`, `${id2}.json`].sort());
@@ -144,7 +159,10 @@ describe('core sources and sinks keep PHI out of info logs', () => {
       config: {
         store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
         plugins: ['@ferry/plugin-hl7v2-mllp'],
-        sources: { web: { type: 'http', port: 0, path: '/hl7' }, drop: { type: 'file', dir: path.join(dir, 'in'), pollIntervalMs: 50, stableMs: 50 } },
+        sources: {
+          web: { type: 'http', port: 0, path: '/hl7' },
+          drop: { type: 'file', dir: path.join(dir, 'in'), pollIntervalMs: 50, stableMs: 50 },
+        },
         sinks: {
           archive: { type: 'file', dir: path.join(dir, 'out') },
           ehr: { type: 'fhir', baseUrl: fhir.baseUrl, retry: { initialDelayMs: 50, maxDelayMs: 100, jitter: 0 } },
@@ -164,11 +182,16 @@ describe('core sources and sinks keep PHI out of info logs', () => {
       fhir.failNext(1, 400);
       expect((await send(adt('PHI-1', 'MRN-ZQX-98765', 'Quuxington'), 'application/hl7-v2')).status).toBe(202);
       expect((await send('PID|1||MRN-ZQX-98765^^^H^MR||Quuxington^Zed\r', 'application/hl7-v2')).status).toBe(400);
-      expect((await send('{"resourceType":"Patient","name":[{"family":"Quuxington"', 'application/fhir+json')).status).toBe(400);
+      expect(
+        (await send('{"resourceType":"Patient","name":[{"family":"Quuxington"', 'application/fhir+json')).status,
+      ).toBe(400);
       writeFileSync(path.join(dir, 'in', 'Quuxington-MRN-ZQX-98765.hl7'), 'PID|1||MRN-ZQX-98765||Quuxington\r');
       writeFileSync(path.join(dir, 'in', 'ok.hl7'), adt('PHI-2', 'MRN-ZQX-98765', 'Quuxington'));
       const deadline = Date.now() + 5000;
-      while (!existsSync(path.join(dir, 'in', 'error', 'Quuxington-MRN-ZQX-98765.hl7.reason')) || !existsSync(path.join(dir, 'in', 'done', 'ok.hl7'))) {
+      while (
+        !existsSync(path.join(dir, 'in', 'error', 'Quuxington-MRN-ZQX-98765.hl7.reason')) ||
+        !existsSync(path.join(dir, 'in', 'done', 'ok.hl7'))
+      ) {
         if (Date.now() > deadline) throw new Error('files not handled');
         await wait(25);
       }

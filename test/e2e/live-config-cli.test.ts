@@ -53,7 +53,10 @@ d('ferry reload / config history / config diff', () => {
       });
     try {
       await waitFor('engine started');
-      writeFileSync(file, `${head}sinks:\n  a: { type: file, dir: ${dir}/a }\n  b: { type: file, dir: ${dir}/b }\nroutes:\n  - { id: r1, to: [a, b] }\n`);
+      writeFileSync(
+        file,
+        `${head}sinks:\n  a: { type: file, dir: ${dir}/a }\n  b: { type: file, dir: ${dir}/b }\nroutes:\n  - { id: r1, to: [a, b] }\n`,
+      );
       let mark = stderr.length;
       const r = await runAsync(['reload', '-c', file]);
       expect(r.code).toBe(0);
@@ -61,13 +64,19 @@ d('ferry reload / config history / config diff', () => {
       await waitFor('"message":"config reloaded"', mark);
       expect(stderr.slice(mark)).toMatch(/"by":"signal".*"version":2/);
 
-      writeFileSync(file, `${head}sinks:\n  a: { type: file, dir: ${dir}/a }\nroutes:\n  - { id: r1, to: [nowhere] }\n`);
+      writeFileSync(
+        file,
+        `${head}sinks:\n  a: { type: file, dir: ${dir}/a }\nroutes:\n  - { id: r1, to: [nowhere] }\n`,
+      );
       mark = stderr.length;
       child.kill('SIGHUP');
       await waitFor('config reload refused', mark);
       expect(stderr.slice(mark)).toContain('routes[0].to[0]: unknown sink');
       // The file fixed again (the commands below read the store it names).
-      writeFileSync(file, `${head}sinks:\n  a: { type: file, dir: ${dir}/a }\n  b: { type: file, dir: ${dir}/b }\nroutes:\n  - { id: r1, to: [a, b] }\n`);
+      writeFileSync(
+        file,
+        `${head}sinks:\n  a: { type: file, dir: ${dir}/a }\n  b: { type: file, dir: ${dir}/b }\nroutes:\n  - { id: r1, to: [a, b] }\n`,
+      );
 
       const h = await runAsync(['config', 'history', '-c', file]);
       expect(h.code).toBe(0);
@@ -87,7 +96,7 @@ d('ferry reload / config history / config diff', () => {
     expect(none.stderr).toMatch(/no engine is running/);
   });
 
-  it('test-route shows each route\'s match or failed clause, the steps and the Bundle per sink, creating no store', async () => {
+  it("test-route shows each route's match or failed clause, the steps and the Bundle per sink, creating no store", async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-test-route-'));
     const file = path.join(dir, 'ferry.yaml');
     writeFileSync(
@@ -108,14 +117,27 @@ d('ferry reload / config history / config diff', () => {
       ].join('\n'),
     );
     const msg = path.join(dir, 'adt.hl7');
-    writeFileSync(msg, ['MSH|^~\\&|APP|FAC|FERRY|HOSP|20240101120000||ADT^A01^ADT_A01|T1|P|2.5.1', 'EVN|A01|20240101120000', 'PID|1||MRN1^^^HOSP^MR||DOE^JOHN||19800101|M', 'PV1|1|I|WARD1^101^A', ''].join('\r'));
+    writeFileSync(
+      msg,
+      [
+        'MSH|^~\\&|APP|FAC|FERRY|HOSP|20240101120000||ADT^A01^ADT_A01|T1|P|2.5.1',
+        'EVN|A01|20240101120000',
+        'PID|1||MRN1^^^HOSP^MR||DOE^JOHN||19800101|M',
+        'PV1|1|I|WARD1^101^A',
+        '',
+      ].join('\r'),
+    );
     const r = await runAsync(['test-route', msg, '-c', file]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('type ADT^A01');
     expect(r.stdout).toMatch(/^route women: no match -- when\.fhirpath: .* is false$/m);
-    expect(r.stdout).toMatch(/^route orders: no match -- when\.messageType: message type ADT\^A01 not in \[ORM\^\*\]$/m);
-    expect(r.stdout).toMatch(/^route all: matches\n  step validate: passed\n  -> sink b: \{"resourceType":"Bundle"/m);
+    expect(r.stdout).toMatch(
+      /^route orders: no match -- when\.messageType: message type ADT\^A01 not in \[ORM\^\*\]$/m,
+    );
+    expect(r.stdout).toMatch(
+      /^route all: matches\n {2}step validate: passed\n {2}-> sink b: \{"resourceType":"Bundle"/m,
+    );
     expect(r.stdout).toMatch(/^delivered to: b$/m);
     expect(existsSync(path.join(dir, 'ferry.db'))).toBe(false);
     expect(existsSync(path.join(dir, 'b'))).toBe(false);
@@ -126,13 +148,20 @@ d('ferry reload / config history / config diff', () => {
       `${base}tests:\n  - { name: men go to b only, message: adt.hl7, expect: { routes: [all], sinks: [b], fhirpath: ["Bundle.entry.resource.ofType(Patient).gender = 'male'"] } }\n${second}`;
     writeFileSync(file, withTests(''));
     const ok = await runAsync(['validate-config', '--test', file]);
-    expect(ok.stdout).toMatch(/^ok  men go to b only$/m);
+    expect(ok.stdout).toMatch(/^ok {2}men go to b only$/m);
     expect(ok.stdout).toContain('1 of 1 route tests passed');
     expect(ok.code).toBe(0);
-    writeFileSync(file, withTests(`  - { name: wrong, message: adt.hl7, expect: { routes: [women], sinks: [a], fhirpath: ["Bundle.entry.resource.ofType(Patient).gender = 'female'"] } }\n`));
+    writeFileSync(
+      file,
+      withTests(
+        `  - { name: wrong, message: adt.hl7, expect: { routes: [women], sinks: [a], fhirpath: ["Bundle.entry.resource.ofType(Patient).gender = 'female'"] } }\n`,
+      ),
+    );
     const bad = await runAsync(['validate-config', '--test', file]);
     expect(bad.code).toBe(1);
-    expect(bad.stdout).toMatch(/^FAIL  wrong\n      routes: expected \[women\], got \[all\]\n      sinks: expected \[a\], got \[b\]\n      fhirpath .*: false for the Bundle of b$/m);
+    expect(bad.stdout).toMatch(
+      /^FAIL {2}wrong\n {6}routes: expected \[women\], got \[all\]\n {6}sinks: expected \[a\], got \[b\]\n {6}fhirpath .*: false for the Bundle of b$/m,
+    );
     expect(bad.stdout).toContain('1 of 2 route tests passed');
     // A test naming a route or sink that does not exist is a config problem.
     writeFileSync(file, withTests('  - { message: adt.hl7, expect: { routes: [nope] } }\n'));
@@ -163,7 +192,10 @@ requires(pgRequirement(), cliRequirement())('ferry reload with a PostgreSQL stor
     writeFileSync(file, `${head}sinks:\n  a: { type: file, dir: ${dir}/a }\nroutes:\n  - { id: r1, to: [a] }\n`);
     // Two instances of one engine sharing the store.
     const engines = [0, 1].map(() => {
-      const child = spawn(process.execPath, [cli, 'start', '-c', file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [cli, 'start', '-c', file], {
+        cwd: root,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       const e = { child, stderr: '' };
       child.stderr.on('data', (c) => (e.stderr += c));
       return e;
@@ -182,7 +214,10 @@ requires(pgRequirement(), cliRequirement())('ferry reload with a PostgreSQL stor
       });
     try {
       for (const e of engines) await waitFor(e, 'engine started');
-      writeFileSync(file, `${head}sinks:\n  a: { type: file, dir: ${dir}/a }\n  b: { type: file, dir: ${dir}/b }\nroutes:\n  - { id: r1, to: [a, b] }\n`);
+      writeFileSync(
+        file,
+        `${head}sinks:\n  a: { type: file, dir: ${dir}/a }\n  b: { type: file, dir: ${dir}/b }\nroutes:\n  - { id: r1, to: [a, b] }\n`,
+      );
       const marks = engines.map((e) => e.stderr.length);
       const r = await runAsync(['reload', '-c', file]);
       expect(r.stderr).toBe('');
@@ -195,7 +230,9 @@ requires(pgRequirement(), cliRequirement())('ferry reload with a PostgreSQL stor
       }
 
       // An instance on another host (its heartbeat fresh): named, not signalled; exit 1.
-      await sql(`INSERT INTO ${schema}.instances (id, host, pid, started_at, heartbeat_at) VALUES ('elsewhere:42:x', 'other-host', 42, 0, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint)`);
+      await sql(
+        `INSERT INTO ${schema}.instances (id, host, pid, started_at, heartbeat_at) VALUES ('elsewhere:42:x', 'other-host', 42, 0, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint)`,
+      );
       const partial = await runAsync(['reload', '-c', file]);
       expect(partial.code).toBe(1);
       expect(partial.stdout).toMatch(/instance elsewhere:42:x runs on other-host \(pid 42\): not signalled from here/);

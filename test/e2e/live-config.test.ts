@@ -80,7 +80,8 @@ function config(dir: string, variant: 'old' | 'new' | 'invalid'): Record<string,
   };
   const women = { fhirpath: "Bundle.entry.resource.ofType(Patient).gender = 'female'" };
   const men = { fhirpath: "Bundle.entry.resource.ofType(Patient).gender = 'male'" };
-  if (variant === 'old') return { ...base, sinks: { a }, routes: [{ id: 'r1', from: ['feed'], when: women, to: ['a'] }] };
+  if (variant === 'old')
+    return { ...base, sinks: { a }, routes: [{ id: 'r1', from: ['feed'], when: women, to: ['a'] }] };
   if (variant === 'new')
     return {
       ...base,
@@ -91,11 +92,22 @@ function config(dir: string, variant: 'old' | 'new' | 'invalid'): Record<string,
       ],
     };
   // Two problems: a route to a sink that does not exist, and a FHIRPath that does not parse.
-  return { ...base, sinks: { a }, routes: [{ id: 'r1', from: ['feed'], when: { fhirpath: 'Bundle.entry.((' }, to: ['a', 'nowhere'] }] };
+  return {
+    ...base,
+    sinks: { a },
+    routes: [{ id: 'r1', from: ['feed'], when: { fhirpath: 'Bundle.entry.((' }, to: ['a', 'nowhere'] }],
+  };
 }
 
 const write = (file: string, cfg: Record<string, unknown>) => writeFileSync(file, JSON.stringify(cfg, null, 2)); // JSON is YAML
-const controlIds = (file: string): string[] => (existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l).controlId as string) : []);
+const controlIds = (file: string): string[] =>
+  existsSync(file)
+    ? readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l).controlId as string)
+    : [];
 
 describe('live configuration', () => {
   jest.setTimeout(90_000);
@@ -112,19 +124,31 @@ describe('live configuration', () => {
     let stop = false;
     try {
       const t0 = Date.now();
-      const runs = senders.map((s, k) => s.run(`S${k}`, () => n++, () => stop));
+      const runs = senders.map((s, k) =>
+        s.run(
+          `S${k}`,
+          () => n++,
+          () => stop,
+        ),
+      );
       // Load before, during and after the reload.
       while (n < 500) await new Promise((r) => setTimeout(r, 10));
       write(file, config(dir, 'new'));
       const r = await engine.reload('test');
       const atReload = n;
-      expect(r).toMatchObject({ applied: true, version: 2, changes: { sinks: { added: ['b'] }, routes: { added: ['r2'], changed: ['r1'] }, sources: { restarted: [] } } });
+      expect(r).toMatchObject({
+        applied: true,
+        version: 2,
+        changes: { sinks: { added: ['b'] }, routes: { added: ['r2'], changed: ['r1'] }, sources: { restarted: [] } },
+      });
       expect(engine.configVersion).toBe(2);
       while (n < atReload + 500) await new Promise((r) => setTimeout(r, 10));
       stop = true;
       await Promise.all(runs);
       // The offered rate (each sender waits for its ACK): printed, not asserted.
-      console.log(`live-config load: ${n} messages on 8 connections in ${Date.now() - t0} ms = ${Math.round((n * 1000) / (Date.now() - t0))} msgs/s, reload at #${atReload}`);
+      console.log(
+        `live-config load: ${n} messages on 8 connections in ${Date.now() - t0} ms = ${Math.round((n * 1000) / (Date.now() - t0))} msgs/s, reload at #${atReload}`,
+      );
       await engine.waitForIdle(30_000);
 
       const sent = senders.flatMap((s) => s.sent);
@@ -143,7 +167,9 @@ describe('live configuration', () => {
       // and the config version stored with it is the one whose routes it went by.
       const inA = new Set(controlIds(path.join(dir, 'a', 'bundles.ndjson')));
       const inB = new Set(controlIds(path.join(dir, 'b', 'bundles.ndjson')));
-      const versionOf = new Map((await engine.store.listMessages({ limit: 100_000 })).map((m) => [m.headers.controlId, m.configVersion]));
+      const versionOf = new Map(
+        (await engine.store.listMessages({ limit: 100_000 })).map((m) => [m.headers.controlId, m.configVersion]),
+      );
       let byOld = 0;
       let byNew = 0;
       const mixed: string[] = [];
@@ -153,7 +179,8 @@ describe('live configuration', () => {
         if (newCfg) byNew++;
         else byOld++;
         const expectedInA = newCfg ? male : !male;
-        if (inA.has(m.ctl) !== expectedInA || versionOf.get(m.ctl) !== (newCfg ? 2 : 1)) mixed.push(`${m.ctl} v${versionOf.get(m.ctl)}`);
+        if (inA.has(m.ctl) !== expectedInA || versionOf.get(m.ctl) !== (newCfg ? 2 : 1))
+          mixed.push(`${m.ctl} v${versionOf.get(m.ctl)}`);
       }
       expect(mixed).toEqual([]);
       // Both versions stored, masked, with who applied them.
@@ -201,7 +228,11 @@ describe('live configuration', () => {
 
       // Still routing by the old config, on the same connection.
       let i = 0;
-      await sender.run('K', () => i++, () => i >= 4);
+      await sender.run(
+        'K',
+        () => i++,
+        () => i >= 4,
+      );
       expect(sender.closed).toBe(false);
       expect(sender.sent.every((m) => /\rMSA\|AA\|/.test(m.ack))).toBe(true);
       await engine.waitForIdle(10_000);
@@ -212,54 +243,65 @@ describe('live configuration', () => {
     }
   });
 
-  it.each([0, 1])('a runaway script (a loop or an endless await) fails only its own message; an edited script is picked up by a reload (transform workers: %i)', async (workers) => {
-    const dir = tmp();
-    const script = path.join(dir, 'step.js');
-    // Men run away (MRN3 awaiting a minute, the others looping); women pass. With the typed helpers.
-    writeFileSync(
-      script,
-      `module.exports = async (b, m, ferry) => {
+  it.each([0, 1])(
+    'a runaway script (a loop or an endless await) fails only its own message; an edited script is picked up by a reload (transform workers: %i)',
+    async (workers) => {
+      const dir = tmp();
+      const script = path.join(dir, 'step.js');
+      // Men run away (MRN3 awaiting a minute, the others looping); women pass. With the typed helpers.
+      writeFileSync(
+        script,
+        `module.exports = async (b, m, ferry) => {
          if (ferry.resource('Patient').gender !== 'male') return b;
          if (ferry.v2.get('PID-3.1') === 'MRN3') await new Promise((r) => setTimeout(r, 60000));
          else for (;;) {}
          return b;
        };`,
-    );
-    const file = path.join(dir, 'ferry.yaml');
-    const cfg = {
-      store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
-      plugins: ['@ferry/plugin-hl7v2-mllp'],
-      processing: { pollIntervalMs: 20, batchSize: 8, transformWorkers: workers },
-      admin: { enabled: false },
-      log: { level: 'error' },
-      sinks: { a: { type: 'file', dir: path.join(dir, 'a'), format: 'ndjson', envelope: true } },
-      routes: [{ id: 'r', steps: [{ script, timeoutMs: 200 }], to: ['a'] }],
-    };
-    write(file, cfg);
-    const engine = await Engine.create({ configFile: file });
-    await engine.start();
-    try {
-      const t0 = Date.now();
-      for (let i = 0; i < 6; i++) await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: Buffer.from(adt(`X-${i}`, i)) }]);
-      await engine.waitForIdle(20_000);
-      expect(Date.now() - t0).toBeLessThan(15_000);
-      const all = await engine.store.listMessages({ limit: 100 });
-      const failed = all.filter((m) => m.status === 'failed');
-      expect(failed.map((m) => m.headers.controlId).sort()).toEqual(['X-1', 'X-3', 'X-5']);
-      for (const m of failed) expect(m.error).toMatchObject({ code: 'FERRY_E_INPUT_SCRIPT_TIMEOUT', message: expect.stringContaining('did not finish within 200 ms') });
-      expect(controlIds(path.join(dir, 'a', 'bundles.ndjson')).sort()).toEqual(['X-0', 'X-2', 'X-4']);
+      );
+      const file = path.join(dir, 'ferry.yaml');
+      const cfg = {
+        store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
+        plugins: ['@ferry/plugin-hl7v2-mllp'],
+        processing: { pollIntervalMs: 20, batchSize: 8, transformWorkers: workers },
+        admin: { enabled: false },
+        log: { level: 'error' },
+        sinks: { a: { type: 'file', dir: path.join(dir, 'a'), format: 'ndjson', envelope: true } },
+        routes: [{ id: 'r', steps: [{ script, timeoutMs: 200 }], to: ['a'] }],
+      };
+      write(file, cfg);
+      const engine = await Engine.create({ configFile: file });
+      await engine.start();
+      try {
+        const t0 = Date.now();
+        for (let i = 0; i < 6; i++)
+          await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: Buffer.from(adt(`X-${i}`, i)) }]);
+        await engine.waitForIdle(20_000);
+        expect(Date.now() - t0).toBeLessThan(15_000);
+        const all = await engine.store.listMessages({ limit: 100 });
+        const failed = all.filter((m) => m.status === 'failed');
+        expect(failed.map((m) => m.headers.controlId).sort()).toEqual(['X-1', 'X-3', 'X-5']);
+        for (const m of failed)
+          expect(m.error).toMatchObject({
+            code: 'FERRY_E_INPUT_SCRIPT_TIMEOUT',
+            message: expect.stringContaining('did not finish within 200 ms'),
+          });
+        expect(controlIds(path.join(dir, 'a', 'bundles.ndjson')).sort()).toEqual(['X-0', 'X-2', 'X-4']);
 
-      // The script edited, the config file not: a reload loads the script again.
-      writeFileSync(script, "module.exports = (b) => ({ ...b, meta: { tag: [{ code: 'v2' }] } });");
-      const r = await engine.reload('test');
-      expect(r.applied).toBe(true);
-      await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: Buffer.from(adt('Y-1', 1)) }]);
-      await engine.waitForIdle(20_000);
-      const lines = readFileSync(path.join(dir, 'a', 'bundles.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-      const y = lines.find((l) => l.controlId === 'Y-1');
-      expect(y.bundle.meta.tag[0].code).toBe('v2');
-    } finally {
-      await engine.stop();
-    }
-  });
+        // The script edited, the config file not: a reload loads the script again.
+        writeFileSync(script, "module.exports = (b) => ({ ...b, meta: { tag: [{ code: 'v2' }] } });");
+        const r = await engine.reload('test');
+        expect(r.applied).toBe(true);
+        await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: Buffer.from(adt('Y-1', 1)) }]);
+        await engine.waitForIdle(20_000);
+        const lines = readFileSync(path.join(dir, 'a', 'bundles.ndjson'), 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l));
+        const y = lines.find((l) => l.controlId === 'Y-1');
+        expect(y.bundle.meta.tag[0].code).toBe('v2');
+      } finally {
+        await engine.stop();
+      }
+    },
+  );
 });

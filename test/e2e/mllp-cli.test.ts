@@ -13,7 +13,8 @@ const cli = path.join(root, 'core/dist/cli/main.js');
 const built = existsSync(cli) && existsSync(path.join(root, 'plugins/hl7v2-mllp/dist/sources/mllp.source.js'));
 const d = requires({ ok: built, reason: 'the CLI or the hl7v2-mllp plugin is not built (run npm run build)' });
 
-const adt = (ctl: string) => `MSH|^~\\&|CLI|FAC|FERRY|HOSP|20240101120000||ADT^A04^ADT_A01|${ctl}|P|2.5.1\nPID|1||55^^^HOSP^MR||DOE^JO\n`;
+const adt = (ctl: string) =>
+  `MSH|^~\\&|CLI|FAC|FERRY|HOSP|20240101120000||ADT^A04^ADT_A01|${ctl}|P|2.5.1\nPID|1||55^^^HOSP^MR||DOE^JO\n`;
 
 d('ferry send against ferry start', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-mllp-cli-'));
@@ -37,13 +38,20 @@ d('ferry send against ferry start', () => {
         '',
       ].join('\n'),
     );
-    engine = spawn(process.execPath, [cli, 'start', '-c', cfg], { cwd: dir, env: { ...process.env, FERRY_LOG_LEVEL: 'info' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    engine = spawn(process.execPath, [cli, 'start', '-c', cfg], {
+      cwd: dir,
+      env: { ...process.env, FERRY_LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     port = await new Promise<number>((resolve, reject) => {
       let err = '';
       const t = setTimeout(() => reject(new Error(`engine did not start: ${err}`)), 20_000);
       engine!.stderr!.on('data', (b: Buffer) => {
         err += b.toString();
-        const m = /"message":"mllp listener started"[^\n]*"port":(\d+)|"port":(\d+)[^\n]*"message":"mllp listener started"/.exec(err);
+        const m =
+          /"message":"mllp listener started"[^\n]*"port":(\d+)|"port":(\d+)[^\n]*"message":"mllp listener started"/.exec(
+            err,
+          );
         if (m) {
           clearTimeout(t);
           resolve(Number(m[1] ?? m[2]));
@@ -61,7 +69,12 @@ d('ferry send against ferry start', () => {
     }
   });
 
-  const send = (...args: string[]) => spawnSync(process.execPath, [cli, 'send', `127.0.0.1:${port}`, ...args], { cwd: root, encoding: 'utf8', timeout: 30_000 });
+  const send = (...args: string[]) =>
+    spawnSync(process.execPath, [cli, 'send', `127.0.0.1:${port}`, ...args], {
+      cwd: root,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
 
   it('sends a file and a batch file: prints AA for each, exits 0', () => {
     const one = path.join(dir, 'one.hl7');

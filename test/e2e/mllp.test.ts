@@ -125,13 +125,22 @@ describe('MLLP in the engine', () => {
     const [m] = await e.store.listMessages({ sourceId: 'feed' });
     const stored = await e.store.getMessage(m.id, { body: true });
     expect(stored!.body!.toString('latin1')).toBe(adt('E2E1'));
-    expect(stored!.headers).toMatchObject({ messageType: 'ADT^A01', controlId: 'E2E1', sendingApplication: 'SENDAPP', sendingFacility: 'SENDFAC' });
+    expect(stored!.headers).toMatchObject({
+      messageType: 'ADT^A01',
+      controlId: 'E2E1',
+      sendingApplication: 'SENDAPP',
+      sendingFacility: 'SENDFAC',
+    });
   });
 
   it("the listener's own counters are on /metrics as ferry_source_stat", async () => {
     const dir = tmp();
     // Opened to scrapers by the explicit setting; the rest of the admin API still needs a token.
-    const e = await start(config(dir, { admin: { enabled: true, port: 0, metricsPublic: true, auth: { tokens: (await roleTokens()).tokens } } }));
+    const e = await start(
+      config(dir, {
+        admin: { enabled: true, port: 0, metricsPublic: true, auth: { tokens: (await roleTokens()).tokens } },
+      }),
+    );
     const c = await Client.connect(portOf(e));
     clients.push(c);
     expect(readAck(await c.send(adt('MET1')))).toMatchObject({ code: 'AA' });
@@ -181,7 +190,11 @@ describe('MLLP in the engine', () => {
     // pipelined: the duplicate between two new messages (one submit) is the only one refused
     const acks = await c.sendMany([adt('RJ2'), adt('RJ'), adt('RJ3')]);
     expect(acks.map((a) => `${readAck(a)!.controlId}:${readAck(a)!.code}`)).toEqual(['RJ2:AA', 'RJ:AR', 'RJ3:AA']);
-    expect((await e.store.listMessages({ sourceId: 'feed' })).map((m) => m.headers.controlId).sort()).toEqual(['RJ', 'RJ2', 'RJ3']);
+    expect((await e.store.listMessages({ sourceId: 'feed' })).map((m) => m.headers.controlId).sort()).toEqual([
+      'RJ',
+      'RJ2',
+      'RJ3',
+    ]);
   });
 
   it('AE when the store cannot commit; nothing acknowledged that was not stored; the outage logged once, not per message', async () => {
@@ -189,7 +202,10 @@ describe('MLLP in the engine', () => {
     const stream = new PassThrough();
     let logs = '';
     stream.on('data', (d) => (logs += d));
-    const e = await Engine.create({ config: config(dir, { routes: [] }), logger: createLogger({ level: 'info' }, stream) });
+    const e = await Engine.create({
+      config: config(dir, { routes: [] }),
+      logger: createLogger({ level: 'info' }, stream),
+    });
     engines.push(e);
     await e.start();
     const c = await Client.connect(portOf(e));
@@ -201,8 +217,14 @@ describe('MLLP in the engine', () => {
     await e.store.open(); // back
     expect(readAck(await c.send(adt('OK2')))!.code).toBe('AA');
     await new Promise((r) => setTimeout(r, 50));
-    const lines = logs.split('\n').filter((l) => l.includes('message not stored')).map((l) => JSON.parse(l));
-    expect(lines.map((l) => `${l.level} ${l.message}`)).toEqual(['error message not stored: answered AE', 'info message not stored: answered AE: recovered']);
+    const lines = logs
+      .split('\n')
+      .filter((l) => l.includes('message not stored'))
+      .map((l) => JSON.parse(l));
+    expect(lines.map((l) => `${l.level} ${l.message}`)).toEqual([
+      'error message not stored: answered AE',
+      'info message not stored: answered AE: recovered',
+    ]);
     expect(lines[0]).toMatchObject({ source: 'feed', controlId: 'LOST1' });
     expect(lines[1]).toMatchObject({ source: 'feed', failures: 5 });
   });
@@ -212,7 +234,10 @@ describe('MLLP in the engine', () => {
     const stream = new PassThrough();
     let logs = '';
     stream.on('data', (d) => (logs += d));
-    const e = await Engine.create({ config: config(dir, {}, { maxMessageSize: 4000, duplicates: { policy: 'reject', windowMs: 60_000 } }), logger: createLogger({ level: 'info' }, stream) });
+    const e = await Engine.create({
+      config: config(dir, {}, { maxMessageSize: 4000, duplicates: { policy: 'reject', windowMs: 60_000 } }),
+      logger: createLogger({ level: 'info' }, stream),
+    });
     engines.push(e);
     await e.start();
     const c = await Client.connect(portOf(e));
@@ -227,12 +252,16 @@ describe('MLLP in the engine', () => {
     await new Promise((r) => setTimeout(r, 100));
     const mllpLines = logs.split('\n').filter((l) => /mllp|"source":"feed"/.test(l));
     expect(mllpLines.length).toBeGreaterThan(0);
-    for (const secret of ['ZZTESTNAME', 'QQGIVEN', 'MRN98765', 'PID|', 'xxxxxxxxxx']) expect(mllpLines.filter((l) => l.includes(secret))).toEqual([]);
+    for (const secret of ['ZZTESTNAME', 'QQGIVEN', 'MRN98765', 'PID|', 'xxxxxxxxxx'])
+      expect(mllpLines.filter((l) => l.includes(secret))).toEqual([]);
   });
 
   it('stopping under load: every message answered AA is in the database afterwards', async () => {
     const dir = tmp();
-    const e = await Engine.create({ config: config(dir, { routes: [] }, { shutdownGraceMs: 1000 }), logger: silentLogger() });
+    const e = await Engine.create({
+      config: config(dir, { routes: [] }, { shutdownGraceMs: 1000 }),
+      logger: silentLogger(),
+    });
     await e.start();
     const port = portOf(e);
     const acked: string[] = [];
@@ -260,7 +289,9 @@ describe('MLLP in the engine', () => {
     const store = new SqliteMessageStore({ path: path.join(dir, 'ferry.db'), logger: silentLogger() });
     await store.open();
     try {
-      const stored = new Set((await store.listMessages({ sourceId: 'feed', limit: 100_000 })).map((m) => m.headers.controlId));
+      const stored = new Set(
+        (await store.listMessages({ sourceId: 'feed', limit: 100_000 })).map((m) => m.headers.controlId),
+      );
       expect(acked.filter((id) => !stored.has(id))).toEqual([]);
     } finally {
       await store.close();
@@ -301,14 +332,26 @@ describe('MLLP in the engine', () => {
           '',
         ].join('\n'),
       );
-      const e = await Engine.create({ configFile: file, env: { ...process.env, TEST_CERT: pki.serverCert, TEST_KEY: pki.serverKey, TEST_CA: pki.caCert }, logger: silentLogger() });
+      const e = await Engine.create({
+        configFile: file,
+        env: { ...process.env, TEST_CERT: pki.serverCert, TEST_KEY: pki.serverKey, TEST_CA: pki.caCert },
+        logger: silentLogger(),
+      });
       engines.push(e);
       await e.start();
       const ca = readFileSync(pki.caCert);
-      const good = await Client.connect(portOf(e), { ca, cert: readFileSync(pki.clientCert), key: readFileSync(pki.clientKey) });
+      const good = await Client.connect(portOf(e), {
+        ca,
+        cert: readFileSync(pki.clientCert),
+        key: readFileSync(pki.clientKey),
+      });
       clients.push(good);
       expect(readAck(await good.send(adt('TLS1')))).toMatchObject({ code: 'AA', controlId: 'TLS1' });
-      const bad = await Client.connect(portOf(e), { ca, cert: readFileSync(pki.rogueCert), key: readFileSync(pki.rogueKey) }).catch(() => undefined);
+      const bad = await Client.connect(portOf(e), {
+        ca,
+        cert: readFileSync(pki.rogueCert),
+        key: readFileSync(pki.rogueKey),
+      }).catch(() => undefined);
       if (bad) {
         clients.push(bad);
         await expect(bad.send(adt('TLS2'), 2000)).rejects.toThrow(/no ACK/);
@@ -325,7 +368,15 @@ describe('MLLP in the engine', () => {
     const dirA = tmp();
     const a = await start(
       config(dirA, {
-        sinks: { downstream: { type: 'mllp', host: '127.0.0.1', port: portOf(b), ackTimeoutMs: 2000, retry: { initialDelayMs: 50 } } },
+        sinks: {
+          downstream: {
+            type: 'mllp',
+            host: '127.0.0.1',
+            port: portOf(b),
+            ackTimeoutMs: 2000,
+            retry: { initialDelayMs: 50 },
+          },
+        },
         routes: [{ id: 'fwd', from: ['feed'], when: { messageType: ['ADT^*'] }, to: ['downstream'] }],
       }),
     );

@@ -9,7 +9,15 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import 'reflect-metadata';
 import { inject, injectable } from 'tsyringe';
-import { coreTokens, createLogger, definePlugin, Engine, type Delivery, type MessageSink, type SinkContext } from '@ferry/core';
+import {
+  coreTokens,
+  createLogger,
+  definePlugin,
+  Engine,
+  type Delivery,
+  type MessageSink,
+  type SinkContext,
+} from '@ferry/core';
 
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'ferry-workers-'));
 
@@ -47,7 +55,10 @@ async function run(dir: string, transformWorkers: number, extra: Record<string, 
   }
 }
 
-const lines = (dir: string, w: number) => readFileSync(path.join(dir, `out${w}`, 'bundles.ndjson'), 'utf8').trim().split('\n');
+const lines = (dir: string, w: number) =>
+  readFileSync(path.join(dir, `out${w}`, 'bundles.ndjson'), 'utf8')
+    .trim()
+    .split('\n');
 
 describe('transform worker threads', () => {
   it('deliver byte-identical bundles to processing on the engine thread', async () => {
@@ -66,12 +77,22 @@ describe('transform worker threads', () => {
     const dir = tmp();
     const script = path.join(dir, 'tag.js');
     writeFileSync(script, `module.exports = (bundle) => ({ ...bundle, meta: { tag: [{ code: 'from-script' }] } });`);
-    const r = await run(dir, 1, {
-      routes: [
-        { id: 'women', when: { fhirpath: "Bundle.entry.resource.ofType(Patient).gender = 'female'" }, steps: [{ script }], to: ['out'] },
-        { id: 'other', steps: [{ filter: "Bundle.entry.resource.ofType(Patient).gender = 'other'" }], to: ['out'] },
-      ],
-    }, 10);
+    const r = await run(
+      dir,
+      1,
+      {
+        routes: [
+          {
+            id: 'women',
+            when: { fhirpath: "Bundle.entry.resource.ofType(Patient).gender = 'female'" },
+            steps: [{ script }],
+            to: ['out'],
+          },
+          { id: 'other', steps: [{ filter: "Bundle.entry.resource.ofType(Patient).gender = 'other'" }], to: ['out'] },
+        ],
+      },
+      10,
+    );
     expect(r.workers).toBe(1);
     const out = lines(dir, 1).map((l) => JSON.parse(l));
     // Odd i are female: delivered by 'women' with the script's tag; every message is filtered out
@@ -96,7 +117,9 @@ describe('transform worker threads', () => {
     });
     await engine.start();
     try {
-      const [bad] = await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: Buffer.from('this is not HL7'), headers: {} }]);
+      const [bad] = await engine.submit('feed', [
+        { contentType: 'application/hl7-v2', body: Buffer.from('this is not HL7'), headers: {} },
+      ]);
       await engine.waitForIdle(20_000);
       const m = await engine.store.getMessage(bad.id);
       expect(engine.transformWorkers).toBe(1);
@@ -151,12 +174,19 @@ describe('a transform worker that dies', () => {
     try {
       expect(engine.transformWorkers).toBe(1);
       const send = async (texts: string[]) => {
-        await engine.submit('feed', texts.map((t) => ({ contentType: 'text/x-crashy', body: Buffer.from(t) })));
+        await engine.submit(
+          'feed',
+          texts.map((t) => ({ contentType: 'text/x-crashy', body: Buffer.from(t) })),
+        );
         await engine.waitForIdle(20_000);
       };
       const where = () => {
-        const lines = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8').trim().split('\n');
-        return Object.fromEntries(lines.map((l) => JSON.parse(l).entry[0].resource).map((r) => [r.id.slice(2), r.code.text]));
+        const lines = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8')
+          .trim()
+          .split('\n');
+        return Object.fromEntries(
+          lines.map((l) => JSON.parse(l).entry[0].resource).map((r) => [r.id.slice(2), r.code.text]),
+        );
       };
       await send(['a', 'b']);
       await send(['c', 'EXIT', 'd']);
@@ -165,7 +195,15 @@ describe('a transform worker that dies', () => {
       await send(['e', 'f']);
       expect((await engine.store.stats()).messages).toEqual({ delivered: 7 });
       // The batch with EXIT was processed on the engine thread; before and after, on a worker.
-      expect(where()).toEqual({ a: 'worker', b: 'worker', c: 'engine', EXIT: 'engine', d: 'engine', e: 'worker', f: 'worker' });
+      expect(where()).toEqual({
+        a: 'worker',
+        b: 'worker',
+        c: 'engine',
+        EXIT: 'engine',
+        d: 'engine',
+        e: 'worker',
+        f: 'worker',
+      });
     } finally {
       await engine.stop();
     }
@@ -190,13 +228,19 @@ describe('a transform that never returns on a worker', () => {
     });
     await engine.start();
     try {
-      const results = await engine.submit('feed', ['a', 'HANG', 'b'].map((t) => ({ contentType: 'text/x-crashy', body: Buffer.from(t) })));
+      const results = await engine.submit(
+        'feed',
+        ['a', 'HANG', 'b'].map((t) => ({ contentType: 'text/x-crashy', body: Buffer.from(t) })),
+      );
       await engine.waitForIdle(20_000);
       const hang = await engine.store.getMessage(results[1].id);
       expect(hang?.status).toBe('failed');
       expect(hang?.error?.code).toBe('FERRY_E_INTERNAL_TRANSFORM_TIMEOUT');
       expect((await engine.store.stats()).messages).toEqual({ delivered: 2, failed: 1 });
-      const ids = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).entry[0].resource.id);
+      const ids = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).entry[0].resource.id);
       expect(ids.sort()).toEqual(['b-a', 'b-b']);
       for (let i = 0; i < 200 && engine.transformWorkers < 1; i++) await new Promise((r) => setTimeout(r, 25));
       expect(engine.transformWorkers).toBe(1);
@@ -254,13 +298,19 @@ describe('a batch that takes longer than its lease on a worker', () => {
     await engine.start();
     const texts = Array.from({ length: 48 }, (_, i) => `s${i}`);
     try {
-      await engine.submit('feed', texts.map((t) => ({ contentType: 'text/x-slow', body: Buffer.from(t) })));
+      await engine.submit(
+        'feed',
+        texts.map((t) => ({ contentType: 'text/x-slow', body: Buffer.from(t) })),
+      );
       await engine.waitForIdle(60_000);
       expect((await engine.store.stats()).messages).toEqual({ delivered: 48 });
     } finally {
       await engine.stop();
     }
-    const out = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).entry[0].resource);
+    const out = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).entry[0].resource);
     // each once (a message re-claimed after its lease ran out would be delivered twice), all on the worker
     expect(out.map((r) => r.id).sort()).toEqual(texts.map((t) => 'b-' + t).sort());
     expect(new Set(out.map((r) => r.code.text))).toEqual(new Set(['worker']));
@@ -313,7 +363,10 @@ describe('delivery concurrency per sink', () => {
     });
     await engine.start();
     try {
-      await engine.submit('feed', Array.from({ length: 60 }, (_, i) => ({ contentType: 'application/hl7-v2', body: adt(i) })));
+      await engine.submit(
+        'feed',
+        Array.from({ length: 60 }, (_, i) => ({ contentType: 'application/hl7-v2', body: adt(i) })),
+      );
       await engine.waitForIdle(30_000);
       expect((await engine.store.stats()).deliveries).toEqual({ delivered: 120 });
     } finally {
@@ -358,7 +411,8 @@ describe('a processing result the store cannot write', () => {
     try {
       for (let i = 0; i < 8; i++) await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: adt(i) }]);
       const deadline = Date.now() + 10_000;
-      while (((await engine.store.stats()).messages.delivered ?? 0) < 7 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      while (((await engine.store.stats()).messages.delivered ?? 0) < 7 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
       const stats = await engine.store.stats();
       expect(stats.messages).toEqual({ delivered: 7, received: 1 });
       const [w3] = await engine.store.listMessages({ status: ['received'] });

@@ -42,38 +42,68 @@ describe('FHIR validation on by default (processing.validate)', () => {
     engine = await Engine.create({ config: config(dir, 'urn:oid:1.2.3 4', tokens) });
     await engine.start();
     const url = (engine.source('web') as unknown as { url: string }).url;
-    const post = (body: unknown) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(body) });
+    const post = (body: unknown) =>
+      fetch(url, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(body) });
 
     const refused = await post({ resourceType: 'NotAThing' });
     expect(refused.status).toBe(400);
     expect(((await refused.json()) as { error: string }).error).toMatch(/unknown resourceType "NotAThing"/);
 
-    expect((await post({ resourceType: 'Patient', birthDate: 'Quibblesworth', name: [{ family: 'Doe' }] })).status).toBe(202);
-    const [csv] = await engine.submit('intake', [{ contentType: CSV_TYPE, body: Buffer.from('A100,Doe,Jane,1980-05-01,female') }]);
+    expect(
+      (await post({ resourceType: 'Patient', birthDate: 'Quibblesworth', name: [{ family: 'Doe' }] })).status,
+    ).toBe(202);
+    const [csv] = await engine.submit('intake', [
+      { contentType: CSV_TYPE, body: Buffer.from('A100,Doe,Jane,1980-05-01,female') },
+    ]);
     await engine.waitForIdle();
 
     const admin = engine.adminUrl!;
-    const failed = (await (await fetch(`${admin}/api/messages?status=failed`, { headers: auth })).json()) as { id: string; sourceId: string }[];
+    const failed = (await (await fetch(`${admin}/api/messages?status=failed`, { headers: auth })).json()) as {
+      id: string;
+      sourceId: string;
+    }[];
     expect(failed.map((m) => m.sourceId).sort()).toEqual(['intake', 'web']);
-    const detail = async (id: string) => (await (await fetch(`${admin}/api/messages/${id}`, { headers: auth })).json()) as { status: string; error: { code: string; message: string; outcome: any } };
+    const detail = async (id: string) =>
+      (await (await fetch(`${admin}/api/messages/${id}`, { headers: auth })).json()) as {
+        status: string;
+        error: { code: string; message: string; outcome: any };
+      };
     const web = await detail(failed.find((m) => m.sourceId === 'web')!.id);
     expect(web.status).toBe('failed');
     expect(web.error.code).toBe('FERRY_E_INPUT_FHIR_INVALID');
-    expect(web.error.outcome.issue).toEqual([{ severity: 'error', code: 'structure', details: { text: 'Invalid date format' }, expression: ['Bundle.entry[0].resource.birthDate'] }]);
+    expect(web.error.outcome.issue).toEqual([
+      {
+        severity: 'error',
+        code: 'structure',
+        details: { text: 'Invalid date format' },
+        expression: ['Bundle.entry[0].resource.birthDate'],
+      },
+    ]);
     expect(web.error.message).not.toContain('Quibblesworth');
     const fromCsv = await detail(csv.id);
-    expect(fromCsv.error.outcome.issue.map((i: any) => `${i.expression[0]}: ${i.details.text}`)).toEqual(['Bundle.entry[0].resource.identifier[0].system: Invalid uri format']);
-    expect(existsSync(path.join(dir, 'out', 'bundles.ndjson')) && readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8').trim()).toBeFalsy();
+    expect(fromCsv.error.outcome.issue.map((i: any) => `${i.expression[0]}: ${i.details.text}`)).toEqual([
+      'Bundle.entry[0].resource.identifier[0].system: Invalid uri format',
+    ]);
+    expect(
+      existsSync(path.join(dir, 'out', 'bundles.ndjson')) &&
+        readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8').trim(),
+    ).toBeFalsy();
     await engine.stop();
 
     // the fix: the plugin's configuration; then replay the failed message
     engine = await Engine.create({ config: config(dir, 'urn:oid:1.2.3.4', tokens) });
     await engine.start();
-    const replay = await fetch(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ ids: [csv.id] }) });
+    const replay = await fetch(`${engine.adminUrl}/api/replay`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...auth },
+      body: JSON.stringify({ ids: [csv.id] }),
+    });
     expect(await replay.json()).toMatchObject({ replayed: 1 });
     await engine.waitForIdle();
     expect((await engine.store.getMessage(csv.id))?.status).toBe('delivered');
-    const lines = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8').trim().split('\n');
+    const lines = readFileSync(path.join(dir, 'out', 'bundles.ndjson'), 'utf8')
+      .trim()
+      .split('\n');
     expect(lines).toHaveLength(1);
     expect(JSON.parse(lines[0]).entry[0].resource.identifier[0].system).toBe('urn:oid:1.2.3.4');
   });

@@ -26,7 +26,19 @@ import path from 'node:path';
 import pg from 'pg';
 import { PostgresMessageStore, silentLogger } from '@ferry/core';
 import { pgRequirement, requires } from '../support/requires';
-import { adt, cliBuilt, dropSchema, killHard, PG_URL, root, sleep, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
+import {
+  adt,
+  cliBuilt,
+  dropSchema,
+  killHard,
+  PG_URL,
+  root,
+  sleep,
+  startEngine,
+  stopGracefully,
+  waitFor,
+  type EngineProcess,
+} from './support';
 
 const N = Math.min(Number(process.env.FERRY_RELIABILITY_MESSAGES ?? 600), 600);
 const PATIENTS = 60;
@@ -93,7 +105,14 @@ requires(pgRequirement(), cliBuilt)('instances on PostgreSQL: takeover by heartb
         sourceId: 'feed',
         contentType: 'application/hl7-v2',
         body: Buffer.from(adt(`T${i}`, `P${i % PATIENTS}`, i), 'latin1'),
-        headers: { messageType: 'ADT^A08', trigger: 'A08', controlId: `T${i}`, sendingApplication: 'RELY', sendingFacility: 'FAC', version: '2.5.1' },
+        headers: {
+          messageType: 'ADT^A08',
+          trigger: 'A08',
+          controlId: `T${i}`,
+          sendingApplication: 'RELY',
+          sendingFacility: 'FAC',
+          version: '2.5.1',
+        },
       })),
     );
     await store.close();
@@ -123,7 +142,14 @@ requires(pgRequirement(), cliBuilt)('instances on PostgreSQL: takeover by heartb
   }
 
   const start = async (cfg: string) => {
-    const [a, b] = await Promise.all(['a', 'b'].map((inst) => startEngine(cfg, dir, /engine started|mllp listener started/, 30_000, { FERRY_INSTANCE: inst, FERRY_LOG_LEVEL: 'info' })));
+    const [a, b] = await Promise.all(
+      ['a', 'b'].map((inst) =>
+        startEngine(cfg, dir, /engine started|mllp listener started/, 30_000, {
+          FERRY_INSTANCE: inst,
+          FERRY_LOG_LEVEL: 'info',
+        }),
+      ),
+    );
     engines.push(a, b);
     return [a, b];
   };
@@ -131,18 +157,31 @@ requires(pgRequirement(), cliBuilt)('instances on PostgreSQL: takeover by heartb
   /** What the instance of `pid` holds: open deliveries and unrouted messages leased to it. */
   async function heldBy(sql: pg.Client, pid: number): Promise<{ deliveries: string[]; messages: string[] }> {
     const like = `%:${pid}:%`;
-    const d = await sql.query(`SELECT id FROM deliveries WHERE status IN ('pending', 'failed') AND lease_owner LIKE $1`, [like]);
-    const m = await sql.query(`SELECT id FROM messages WHERE status IN ('received', 'transformed') AND lease_owner LIKE $1`, [like]);
+    const d = await sql.query(
+      `SELECT id FROM deliveries WHERE status IN ('pending', 'failed') AND lease_owner LIKE $1`,
+      [like],
+    );
+    const m = await sql.query(
+      `SELECT id FROM messages WHERE status IN ('received', 'transformed') AND lease_owner LIKE $1`,
+      [like],
+    );
     return { deliveries: d.rows.map((r) => r.id), messages: m.rows.map((r) => r.id) };
   }
 
   /** Waits until every delivery in `ids` (and every delivery of the messages `messages`) is delivered; ms taken. */
-  async function deliveredWithin(sql: pg.Client, held: { deliveries: string[]; messages: string[] }, capMs: number): Promise<number> {
+  async function deliveredWithin(
+    sql: pg.Client,
+    held: { deliveries: string[]; messages: string[] },
+    capMs: number,
+  ): Promise<number> {
     const t0 = Date.now();
     await waitFor(
       "the dead instance's work delivered",
       async () => {
-        const d = await sql.query(`SELECT COUNT(*)::int AS n FROM deliveries WHERE id = ANY($1) AND status <> 'delivered'`, [held.deliveries]);
+        const d = await sql.query(
+          `SELECT COUNT(*)::int AS n FROM deliveries WHERE id = ANY($1) AND status <> 'delivered'`,
+          [held.deliveries],
+        );
         const m = await sql.query(
           `SELECT COUNT(*)::int AS n FROM messages m WHERE m.id = ANY($1) AND (m.status <> 'delivered')`,
           [held.messages],
@@ -155,13 +194,20 @@ requires(pgRequirement(), cliBuilt)('instances on PostgreSQL: takeover by heartb
     return Date.now() - t0;
   }
 
-  it("a child process whose event loop is busy for three instance timeouts keeps its lease; SIGSTOPped as long, it loses it", async () => {
+  it('a child process whose event loop is busy for three instance timeouts keeps its lease; SIGSTOPped as long, it loses it', async () => {
     const schema = `ferry_take_${randomBytes(4).toString('hex')}`;
     schemas.push(schema);
     const opts = { heartbeatMs: 500, instanceTimeoutMs: 2000 };
     const other = new PostgresMessageStore({ url: PG_URL, schema, logger: silentLogger() });
     await other.open();
-    await other.insert([{ sourceId: 'feed', contentType: 'application/hl7-v2', body: Buffer.from(adt('B1', 'P1', 1), 'latin1'), headers: { controlId: 'B1' } }]);
+    await other.insert([
+      {
+        sourceId: 'feed',
+        contentType: 'application/hl7-v2',
+        body: Buffer.from(adt('B1', 'P1', 1), 'latin1'),
+        headers: { controlId: 'B1' },
+      },
+    ]);
     await other.startInstance('other', opts);
     // The child: a store of its own, registered, claims the message, then spins its event loop.
     const built = path.join(root, 'core/dist/index.js');
@@ -201,7 +247,9 @@ requires(pgRequirement(), cliBuilt)('instances on PostgreSQL: takeover by heartb
       }
       const tookMs = Date.now() - t0;
       child.kill('SIGCONT');
-      console.log(`busy child kept its lease through a 6 s spin (instance timeout 2 s); SIGSTOPped, its lease was taken ${(tookMs / 1000).toFixed(2)} s later`);
+      console.log(
+        `busy child kept its lease through a 6 s spin (instance timeout 2 s); SIGSTOPped, its lease was taken ${(tookMs / 1000).toFixed(2)} s later`,
+      );
       expect(taken).toBe(1);
       expect(tookMs).toBeLessThan(opts.instanceTimeoutMs + 3 * opts.heartbeatMs + 1000);
     } finally {
@@ -214,11 +262,18 @@ requires(pgRequirement(), cliBuilt)('instances on PostgreSQL: takeover by heartb
     const { cfg, sql } = await setUp('kill');
     try {
       const [a, b] = await start(cfg);
-      await waitFor('both instances delivering', () => (byInstance.a ?? 0) >= 20 && (byInstance.b ?? 0) >= 20, 60_000, 50);
+      await waitFor(
+        'both instances delivering',
+        () => (byInstance.a ?? 0) >= 20 && (byInstance.b ?? 0) >= 20,
+        60_000,
+        50,
+      );
       const held = await heldBy(sql, a.child.pid!);
       await killHard(a);
       const tookMs = await deliveredWithin(sql, held, 30_000);
-      console.log(`instance takeover (SIGKILL): the dead instance held ${held.deliveries.length} deliveries and ${held.messages.length} messages; the other delivered them ${(tookMs / 1000).toFixed(2)} s after the kill (lease 60 s, heartbeat 2 s, instance timeout 6 s)`);
+      console.log(
+        `instance takeover (SIGKILL): the dead instance held ${held.deliveries.length} deliveries and ${held.messages.length} messages; the other delivered them ${(tookMs / 1000).toFixed(2)} s after the kill (lease 60 s, heartbeat 2 s, instance timeout 6 s)`,
+      );
       expect(held.deliveries.length + held.messages.length).toBeGreaterThan(0);
       expect(tookMs).toBeLessThanOrEqual(10_000);
       expect(b.log()).toMatch(/instance found dead \(no heartbeat\): its leases released/);
@@ -235,7 +290,12 @@ requires(pgRequirement(), cliBuilt)('instances on PostgreSQL: takeover by heartb
     const { cfg, sql } = await setUp('stop');
     try {
       const [a, b] = await start(cfg);
-      await waitFor('both instances delivering', () => (byInstance.a ?? 0) >= 20 && (byInstance.b ?? 0) >= 20, 60_000, 50);
+      await waitFor(
+        'both instances delivering',
+        () => (byInstance.a ?? 0) >= 20 && (byInstance.b ?? 0) >= 20,
+        60_000,
+        50,
+      );
       a.child.kill('SIGSTOP');
       const stoppedAt = Date.now();
       const held = await heldBy(sql, a.child.pid!);
@@ -251,14 +311,21 @@ requires(pgRequirement(), cliBuilt)('instances on PostgreSQL: takeover by heartb
       expect(tookMs).toBeLessThanOrEqual(10_000);
       // Still running, beating again.
       expect(a.child.exitCode).toBeNull();
-      const beat = await sql.query(`SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint - heartbeat_at AS age FROM instances WHERE id LIKE $1`, [`%:${a.child.pid}:%`]);
+      const beat = await sql.query(
+        `SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint - heartbeat_at AS age FROM instances WHERE id LIKE $1`,
+        [`%:${a.child.pid}:%`],
+      );
       expect(Number(beat.rows[0].age)).toBeLessThan(5000);
       // Its late outcomes were not recorded over the other's (the same outcome already recorded is
       // left as is; another one would be dropped with a warning): one delivered event per delivery.
       expect(a.log()).not.toMatch(/"level":"error"/);
-      const states = await sql.query(`SELECT status, COUNT(*)::int AS n FROM deliveries WHERE superseded = 0 GROUP BY status`);
+      const states = await sql.query(
+        `SELECT status, COUNT(*)::int AS n FROM deliveries WHERE superseded = 0 GROUP BY status`,
+      );
       expect(states.rows).toEqual([{ status: 'delivered', n: N }]);
-      const events = await sql.query(`SELECT COUNT(*)::int AS n FROM message_events WHERE status = 'delivery:delivered'`);
+      const events = await sql.query(
+        `SELECT COUNT(*)::int AS n FROM message_events WHERE status = 'delivery:delivered'`,
+      );
       expect(events.rows[0].n).toBe(N);
       // At most what it had in flight reached the sink twice.
       expect([...received.values()].filter((n) => n > 1).length).toBeLessThanOrEqual(WORKERS);

@@ -11,7 +11,17 @@ import Database from 'better-sqlite3';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { adt, cliBuilt, freePort, killHard, ResendingMllpSender, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
+import {
+  adt,
+  cliBuilt,
+  freePort,
+  killHard,
+  ResendingMllpSender,
+  startEngine,
+  stopGracefully,
+  waitFor,
+  type EngineProcess,
+} from './support';
 import { requires } from '../support/requires';
 
 const N = Number(process.env.FERRY_RELIABILITY_MESSAGES ?? 5000);
@@ -78,7 +88,9 @@ d('kill -9 while receiving', () => {
     const acked = new Set<string>();
     const senders = Array.from({ length: CONNECTIONS }, () => new ResendingMllpSender(() => port, 3000));
     // Kill points: three random moments, one in each third of the run.
-    const killAt = [0.1 + Math.random() * 0.2, 0.4 + Math.random() * 0.2, 0.7 + Math.random() * 0.2].map((f) => Math.floor(f * N));
+    const killAt = [0.1 + Math.random() * 0.2, 0.4 + Math.random() * 0.2, 0.7 + Math.random() * 0.2].map((f) =>
+      Math.floor(f * N),
+    );
     const kills: { at: number; ackedBefore: number; restartMs?: number; recoveryMs?: number }[] = [];
     let killing = Promise.resolve();
 
@@ -100,10 +112,15 @@ d('kill -9 while receiving', () => {
               const restarted = Date.now();
               kill.restartMs = restarted - killedAt;
               // Every message acknowledged before the kill (the last one included) in the sink.
-              await waitFor('the messages acknowledged before the kill in the sink', () => {
-                const { ids } = outputControlIds(out);
-                return before.every((c) => ids.has(c));
-              }, 30_000, 50);
+              await waitFor(
+                'the messages acknowledged before the kill in the sink',
+                () => {
+                  const { ids } = outputControlIds(out);
+                  return before.every((c) => ids.has(c));
+                },
+                30_000,
+                50,
+              );
               kill.recoveryMs = Date.now() - restarted;
             });
           }
@@ -115,12 +132,19 @@ d('kill -9 while receiving', () => {
     const ackSecs = (Date.now() - t0) / 1000;
     expect(kills).toHaveLength(3);
     const recoveries = kills.map((k) => k.recoveryMs!);
-    console.log(`kill -9 recovery: acknowledged messages in the sink ${recoveries.map((ms) => `${(ms / 1000).toFixed(2)} s`).join(', ')} after the restarts (restart itself ${kills.map((k) => `${((k.restartMs ?? 0) / 1000).toFixed(1)} s`).join(', ')})`);
+    console.log(
+      `kill -9 recovery: acknowledged messages in the sink ${recoveries.map((ms) => `${(ms / 1000).toFixed(2)} s`).join(', ')} after the restarts (restart itself ${kills.map((k) => `${((k.restartMs ?? 0) / 1000).toFixed(1)} s`).join(', ')})`,
+    );
     for (const ms of recoveries) expect(ms).toBeLessThanOrEqual(5000);
     expect(acked.size).toBe(N);
 
     // Everything acknowledged reaches the sink (the engine catches up after the last restart).
-    await waitFor('all acknowledged messages in the sink output', () => outputControlIds(out).ids.size >= N, 120_000, 250);
+    await waitFor(
+      'all acknowledged messages in the sink output',
+      () => outputControlIds(out).ids.size >= N,
+      120_000,
+      250,
+    );
     await stopGracefully(engine);
     const totalSecs = (Date.now() - t0) / 1000;
 
@@ -130,9 +154,17 @@ d('kill -9 while receiving', () => {
 
     // None was acknowledged without being stored.
     const sq = new Database(db, { readonly: true });
-    const stored = new Set((sq.prepare(`SELECT json_extract(headers, '$.controlId') AS c FROM messages`).all() as { c: string }[]).map((r) => r.c));
+    const stored = new Set(
+      (sq.prepare(`SELECT json_extract(headers, '$.controlId') AS c FROM messages`).all() as { c: string }[]).map(
+        (r) => r.c,
+      ),
+    );
     const storedRows = (sq.prepare('SELECT COUNT(*) AS n FROM messages').get() as { n: number }).n;
-    const notDelivered = (sq.prepare(`SELECT COUNT(*) AS n FROM deliveries WHERE superseded = 0 AND status <> 'delivered'`).get() as { n: number }).n;
+    const notDelivered = (
+      sq.prepare(`SELECT COUNT(*) AS n FROM deliveries WHERE superseded = 0 AND status <> 'delivered'`).get() as {
+        n: number;
+      }
+    ).n;
     sq.close();
     expect([...acked].filter((c) => !stored.has(c))).toEqual([]);
     expect(notDelivered).toBe(0);

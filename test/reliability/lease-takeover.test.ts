@@ -54,13 +54,17 @@ requires(pgRequirement())('a delivery taken over by another instance after its l
     const linesB: string[] = [];
     try {
       const a = await instance(PG_URL, { delayMs: 2500 }, linesA);
-      const [r] = await a.submit('intake', [{ contentType: CSV_TYPE, body: Buffer.from('L200,Roe,Rita,1981-06-02,female') }]);
+      const [r] = await a.submit('intake', [
+        { contentType: CSV_TYPE, body: Buffer.from('L200,Roe,Rita,1981-06-02,female') },
+      ]);
       await waitFor('A to start delivering', async () => (await a.store.backlog()).deliveriesLeased === 1, 10_000, 10);
       const b = await instance(PG_URL, {}, linesB);
       await waitFor('the delivery', async () => (await b.store.getMessage(r.id))?.status === 'delivered', 10_000);
       expect(memorySinkDeliveries.get('mem')).toHaveLength(1);
       expect((await b.store.deliveries(r.id))[0]).toMatchObject({ status: 'delivered', attempts: 1 });
-      const warned = [...linesA, ...linesB].map((l) => JSON.parse(l)).filter((l) => l.level === 'warn' || l.level === 'error');
+      const warned = [...linesA, ...linesB]
+        .map((l) => JSON.parse(l))
+        .filter((l) => l.level === 'warn' || l.level === 'error');
       expect(warned).toEqual([]);
     } finally {
       for (const e of engines.splice(0)) await e.stop().catch(() => undefined);
@@ -74,11 +78,14 @@ requires(pgRequirement())('a delivery taken over by another instance after its l
     try {
       const linesA: string[] = [];
       const linesB: string[] = [];
-      const said = (lines: string[], start: string) => lines.map((l) => JSON.parse(l)).find((l) => l.message.startsWith(start));
+      const said = (lines: string[], start: string) =>
+        lines.map((l) => JSON.parse(l)).find((l) => l.message.startsWith(start));
       // A: through the proxy; takes 4 s over the delivery (the lease is 1 s), then refuses it permanently.
       const viaProxy = `postgres://${upstream.username || 'postgres'}@127.0.0.1:${proxy.port}${upstream.pathname}`;
       const a = await instance(viaProxy, { delayMs: 4000, failFirst: 1, failMode: 'permanent' }, linesA);
-      const [r] = await a.submit('intake', [{ contentType: CSV_TYPE, body: Buffer.from('L100,Doe,Jane,1980-05-01,female') }]);
+      const [r] = await a.submit('intake', [
+        { contentType: CSV_TYPE, body: Buffer.from('L100,Doe,Jane,1980-05-01,female') },
+      ]);
       await waitFor('A to start delivering', async () => (await a.store.backlog()).deliveriesLeased === 1, 10_000, 10);
       // A loses the database: it cannot renew its lease.
       await proxy.cut();
@@ -89,7 +96,12 @@ requires(pgRequirement())('a delivery taken over by another instance after its l
       // A learns it lost the lease at its next renewal, and its late "dead" arrives after B's "delivered".
       await waitFor('A to report its late outcome', () => !!said(linesA, 'delivery outcome not recorded'), 15_000);
       expect(said(linesA, 'delivery lease lost')).toMatchObject({ level: 'warn', messageId: r.id });
-      expect(said(linesA, 'delivery outcome not recorded')).toMatchObject({ level: 'warn', outcome: 'dead', currentStatus: 'delivered', messageId: r.id });
+      expect(said(linesA, 'delivery outcome not recorded')).toMatchObject({
+        level: 'warn',
+        outcome: 'dead',
+        currentStatus: 'delivered',
+        messageId: r.id,
+      });
 
       const message = await b.store.getMessage(r.id);
       expect(message?.status).toBe('delivered');

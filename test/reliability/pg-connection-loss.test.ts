@@ -11,13 +11,24 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import 'reflect-metadata';
-import { Engine } from '@ferry/core';
+import type { Engine } from '@ferry/core';
 import { startTcpProxy } from '../support/tcp-proxy';
-import { cliBuilt, countingLogger, startOutageEngine, deliveredControlIds, dropSchema, PG_URL, sleep, startLoad } from './support';
+import {
+  cliBuilt,
+  countingLogger,
+  startOutageEngine,
+  deliveredControlIds,
+  dropSchema,
+  PG_URL,
+  sleep,
+  startLoad,
+} from './support';
 import { pgRequirement, requires } from '../support/requires';
 
 const hl7 = (n: number) =>
-  Buffer.from(`MSH|^~\\&|APP|FAC|FERRY|DEST|20250101120000||ADT^A08^ADT_A01|L${n}|P|2.5.1\rEVN|A08|20250101120000\rPID|1||MRN${n % 40}^^^HOSP^MR||DOE^JANE||19800101|F\r`);
+  Buffer.from(
+    `MSH|^~\\&|APP|FAC|FERRY|DEST|20250101120000||ADT^A08^ADT_A01|L${n}|P|2.5.1\rEVN|A08|20250101120000\rPID|1||MRN${n % 40}^^^HOSP^MR||DOE^JANE||19800101|F\r`,
+  );
 
 // The engine loads @ferry/plugin-hl7v2-mllp from its dist: it needs the build as well as PostgreSQL.
 requires(pgRequirement(), cliBuilt)('an engine on PostgreSQL whose connections are cut under load', () => {
@@ -66,25 +77,44 @@ requires(pgRequirement(), cliBuilt)('an engine on PostgreSQL whose connections a
     const idleMs = Date.now() - t0;
     const { lines, ids: delivered } = deliveredControlIds(out);
     const missing = [...load.acked].filter((c) => !delivered.has(c));
-    return { acked: load.acked, before, after, refused: load.refusedCount(), idleMs, lines, delivered, missing, ready, logs, problems: problems() };
+    return {
+      acked: load.acked,
+      before,
+      after,
+      refused: load.refusedCount(),
+      idleMs,
+      lines,
+      delivered,
+      missing,
+      ready,
+      logs,
+      problems: problems(),
+    };
   }
   let next = 0;
 
   it('keeps running when its connections are terminated, delivers every acknowledged message and is idle again within seconds', async () => {
     let cut = 0;
-    const r = await underLoad('cut', `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}application_name=${tag}`, async () => {
-      const admin = new pg.Client({ connectionString: PG_URL });
-      await admin.connect();
-      try {
-        for (let i = 0; i < 3; i++) {
-          const q = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()', [tag]);
-          cut += q.rowCount ?? 0;
-          await new Promise((res) => setTimeout(res, 300));
+    const r = await underLoad(
+      'cut',
+      `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}application_name=${tag}`,
+      async () => {
+        const admin = new pg.Client({ connectionString: PG_URL });
+        await admin.connect();
+        try {
+          for (let i = 0; i < 3; i++) {
+            const q = await admin.query(
+              'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()',
+              [tag],
+            );
+            cut += q.rowCount ?? 0;
+            await new Promise((res) => setTimeout(res, 300));
+          }
+        } finally {
+          await admin.end();
         }
-      } finally {
-        await admin.end();
-      }
-    });
+      },
+    );
     console.log(
       `connections terminated: ${cut} in 3 rounds; ${r.acked.size} acknowledged (${r.before} before, ${r.after} after the cuts), ${r.refused} refused meanwhile; ` +
         `idle ${r.idleMs} ms after the load; ${r.lines} lines for ${r.delivered.size} control ids`,

@@ -43,10 +43,20 @@ function get(port: number, p: string, agent: http.Agent): Promise<number> {
 function post(port: number, body: string, agent: http.Agent | false): Promise<number | string> {
   return new Promise((resolve) => {
     http
-      .request({ host: '127.0.0.1', port, method: 'POST', path: '/messages', agent, headers: { 'content-type': 'application/hl7-v2' } }, (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode!));
-      })
+      .request(
+        {
+          host: '127.0.0.1',
+          port,
+          method: 'POST',
+          path: '/messages',
+          agent,
+          headers: { 'content-type': 'application/hl7-v2' },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode!));
+        },
+      )
       .on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message))
       .end(body);
   });
@@ -104,7 +114,9 @@ d('SIGTERM with idle connections on every port', () => {
     const mllp = await open(mllpPort);
     sockets.push(mllp);
     const acked = new Promise<string>((r) => mllp.once('data', (b) => r(b.toString('latin1'))));
-    mllp.write(Buffer.concat([Buffer.from([0x0b]), Buffer.from(adt('SIG-2', 'M2', 2), 'latin1'), Buffer.from([0x1c, 0x0d])]));
+    mllp.write(
+      Buffer.concat([Buffer.from([0x0b]), Buffer.from(adt('SIG-2', 'M2', 2), 'latin1'), Buffer.from([0x1c, 0x0d])]),
+    );
     expect(await acked).toMatch(/MSA\|AA\|SIG-2/);
     for (const s of sockets) s.on('error', () => undefined);
 
@@ -129,7 +141,9 @@ d('SIGTERM with idle connections on every port', () => {
 
     const conn = new Database(db, { readonly: true });
     try {
-      const ids = (conn.prepare(`SELECT headers FROM messages`).all() as { headers: string }[]).map((r) => JSON.parse(r.headers).controlId as string);
+      const ids = (conn.prepare(`SELECT headers FROM messages`).all() as { headers: string }[]).map(
+        (r) => JSON.parse(r.headers).controlId as string,
+      );
       expect(ids).toEqual(expect.arrayContaining(['SIG-1', 'SIG-2']));
       if (last === 202) expect(ids).toContain('SIG-3');
     } finally {
@@ -171,7 +185,9 @@ d('SIGTERM with idle connections on every port', () => {
       sockets.push(s);
       s.on('error', () => undefined);
       const acked = new Promise<string>((r) => s.once('data', (b) => r(b.toString('latin1'))));
-      s.write(Buffer.concat([Buffer.from([0x0b]), Buffer.from(adt('HUNG-1', 'M9', 9), 'latin1'), Buffer.from([0x1c, 0x0d])]));
+      s.write(
+        Buffer.concat([Buffer.from([0x0b]), Buffer.from(adt('HUNG-1', 'M9', 9), 'latin1'), Buffer.from([0x1c, 0x0d])]),
+      );
       expect(await acked).toMatch(/MSA\|AA\|HUNG-1/);
       const deadline = Date.now() + 20_000;
       while (!got && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -188,7 +204,10 @@ d('SIGTERM with idle connections on every port', () => {
       expect(existsSync(`${hungDb}-wal`)).toBe(false);
       const conn = new Database(hungDb, { readonly: true });
       try {
-        const rows = conn.prepare(`SELECT status, attempts FROM deliveries`).all() as { status: string; attempts: number }[];
+        const rows = conn.prepare(`SELECT status, attempts FROM deliveries`).all() as {
+          status: string;
+          attempts: number;
+        }[];
         expect(rows).toEqual([{ status: 'failed', attempts: 1 }]);
       } finally {
         conn.close();

@@ -10,7 +10,18 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Patient } from '@medplum/fhirtypes';
 import { startFhirServer, type FhirTestServer } from '../support';
-import { adt, cliBuilt, freePort, killHard, ResendingMllpSender, sleep, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
+import {
+  adt,
+  cliBuilt,
+  freePort,
+  killHard,
+  ResendingMllpSender,
+  sleep,
+  startEngine,
+  stopGracefully,
+  waitFor,
+  type EngineProcess,
+} from './support';
 import { requires } from '../support/requires';
 
 const OUTAGE_MS = Number(process.env.FERRY_RELIABILITY_OUTAGE_MS ?? 30_000);
@@ -37,14 +48,34 @@ d('FHIR sink outage under load', () => {
   });
 
   /** Counts straight from the engine's SQLite store (WAL: readers do not block the engine). */
-  function counts(): { messages: Record<string, number>; deliveries: Record<string, number>; retried: number; failures: number; probes: number } {
+  function counts(): {
+    messages: Record<string, number>;
+    deliveries: Record<string, number>;
+    retried: number;
+    failures: number;
+    probes: number;
+  } {
     const db = new Database(dbFile, { readonly: true, fileMustExist: true });
     try {
-      const m = db.prepare('SELECT status, COUNT(*) AS n FROM messages GROUP BY status').all() as { status: string; n: number }[];
-      const dl = db.prepare('SELECT status, COUNT(*) AS n FROM deliveries WHERE superseded = 0 GROUP BY status').all() as { status: string; n: number }[];
+      const m = db.prepare('SELECT status, COUNT(*) AS n FROM messages GROUP BY status').all() as {
+        status: string;
+        n: number;
+      }[];
+      const dl = db
+        .prepare('SELECT status, COUNT(*) AS n FROM deliveries WHERE superseded = 0 GROUP BY status')
+        .all() as { status: string; n: number }[];
       const r = db.prepare('SELECT COUNT(*) AS n FROM deliveries WHERE attempts > 1').get() as { n: number };
-      const f = db.prepare(`SELECT COALESCE(SUM(CASE WHEN detail LIKE '%(probe)' THEN 0 ELSE 1 END), 0) AS failures, COALESCE(SUM(CASE WHEN detail LIKE '%(probe)' THEN 1 ELSE 0 END), 0) AS probes FROM message_events WHERE status = 'delivery:failed'`).get() as { failures: number; probes: number };
-      return { messages: Object.fromEntries(m.map((x) => [x.status, x.n])), deliveries: Object.fromEntries(dl.map((x) => [x.status, x.n])), retried: r.n, ...f };
+      const f = db
+        .prepare(
+          `SELECT COALESCE(SUM(CASE WHEN detail LIKE '%(probe)' THEN 0 ELSE 1 END), 0) AS failures, COALESCE(SUM(CASE WHEN detail LIKE '%(probe)' THEN 1 ELSE 0 END), 0) AS probes FROM message_events WHERE status = 'delivery:failed'`,
+        )
+        .get() as { failures: number; probes: number };
+      return {
+        messages: Object.fromEntries(m.map((x) => [x.status, x.n])),
+        deliveries: Object.fromEntries(dl.map((x) => [x.status, x.n])),
+        retried: r.n,
+        ...f,
+      };
     } finally {
       db.close();
     }
@@ -75,7 +106,8 @@ d('FHIR sink outage under load', () => {
     );
     engine = await startEngine(cfg, dir, /mllp listener started/);
     const t0 = Date.now();
-    const trace = (what: string) => process.env.FERRY_RELIABILITY_TRACE && console.warn(`${((Date.now() - t0) / 1000).toFixed(1)} s ${what}`);
+    const trace = (what: string) =>
+      process.env.FERRY_RELIABILITY_TRACE && console.warn(`${((Date.now() - t0) / 1000).toFixed(1)} s ${what}`);
 
     const last = new Map<string, number>();
     let next = 0;

@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import 'reflect-metadata';
-import { Engine } from '@ferry/core';
+import type { Engine } from '@ferry/core';
 import { cliBuilt, countingLogger, startOutageEngine, deliveredControlIds, sleep, startLoad } from './support';
 import { requires } from '../support/requires';
 

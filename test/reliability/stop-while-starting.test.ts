@@ -9,7 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { createLogger, Engine, HttpSource } from '@ferry/core';
+import type { HttpSource } from '@ferry/core';
+import { createLogger, Engine } from '@ferry/core';
 import { roleTokens } from '../support';
 
 const listeners = () => process.getActiveResourcesInfo().filter((r) => r === 'TCPServerWrap').length;
@@ -22,37 +23,41 @@ describe('Engine.stop while start is under way', () => {
     ['at once', async () => undefined],
     ['after a turn of the event loop', () => new Promise<void>((r) => setImmediate(r))],
     ['part-way through', () => new Promise<void>((r) => setTimeout(r, 30))],
-  ])('%s: no listener, loop or store left open once stop resolves', async (_when, wait) => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-stop-starting-'));
-    dirs.push(dir);
-    const roles = await roleTokens();
-    const stream = new PassThrough();
-    const lines: string[] = [];
-    stream.on('data', (c: Buffer) => lines.push(...c.toString().split('\n').filter(Boolean)));
-    const before = listeners();
-    const engine = await Engine.create({
-      logger: createLogger({ level: 'debug' }, stream),
-      config: {
-        store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
-        processing: { pollIntervalMs: 10, validate: false },
-        admin: { enabled: true, port: 0, auth: { tokens: roles.tokens } },
-        sources: { web: { type: 'http', host: '127.0.0.1', port: 0, path: '/in' } },
-        sinks: { mem: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' } },
-        routes: [{ id: 'r', to: ['mem'] }],
-      },
-    });
-    const started = engine.start();
-    await wait();
-    await engine.stop();
-    await started; // the start itself completed (it was not refused) before the stop went on
-    expect(engine.store.isOpen()).toBe(false);
-    expect(engine.running).toBe(false);
-    expect(listeners()).toBe(before);
-    const url = engine.source<HttpSource>('web')?.url;
-    if (url) await expect(fetch(url, { method: 'POST', body: 'x' })).rejects.toThrow();
-    // Nothing keeps working against the closed store.
-    await new Promise((r) => setTimeout(r, 200));
-    expect(lines.filter((l) => /not open|loop error|claim failed/.test(l))).toEqual([]);
-    expect(lines.some((l) => /"engine stopped"/.test(l))).toBe(true);
-  }, 90_000);
+  ])(
+    '%s: no listener, loop or store left open once stop resolves',
+    async (_when, wait) => {
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-stop-starting-'));
+      dirs.push(dir);
+      const roles = await roleTokens();
+      const stream = new PassThrough();
+      const lines: string[] = [];
+      stream.on('data', (c: Buffer) => lines.push(...c.toString().split('\n').filter(Boolean)));
+      const before = listeners();
+      const engine = await Engine.create({
+        logger: createLogger({ level: 'debug' }, stream),
+        config: {
+          store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
+          processing: { pollIntervalMs: 10, validate: false },
+          admin: { enabled: true, port: 0, auth: { tokens: roles.tokens } },
+          sources: { web: { type: 'http', host: '127.0.0.1', port: 0, path: '/in' } },
+          sinks: { mem: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' } },
+          routes: [{ id: 'r', to: ['mem'] }],
+        },
+      });
+      const started = engine.start();
+      await wait();
+      await engine.stop();
+      await started; // the start itself completed (it was not refused) before the stop went on
+      expect(engine.store.isOpen()).toBe(false);
+      expect(engine.running).toBe(false);
+      expect(listeners()).toBe(before);
+      const url = engine.source<HttpSource>('web')?.url;
+      if (url) await expect(fetch(url, { method: 'POST', body: 'x' })).rejects.toThrow();
+      // Nothing keeps working against the closed store.
+      await new Promise((r) => setTimeout(r, 200));
+      expect(lines.filter((l) => /not open|loop error|claim failed/.test(l))).toEqual([]);
+      expect(lines.some((l) => /"engine stopped"/.test(l))).toBe(true);
+    },
+    90_000,
+  );
 });

@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import pg from 'pg';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import type { Logger } from 'winston';
 import { createLogger, Engine } from '@ferry/core';
@@ -21,7 +21,6 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The PostgreSQL the proofs that need one use (CI has it at 127.0.0.1:5432, database test). */
 export const PG_URL = TEST_PG_URL;
-
 
 /**
  * For a suite of in-process engines on a throwaway PostgreSQL schema (`<prefix>_<random>`), inside
@@ -60,7 +59,12 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 50): Promise<void> {
+export async function waitFor(
+  what: string,
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  everyMs = 50,
+): Promise<void> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     if (await cond()) return;
@@ -71,12 +75,14 @@ export async function waitFor(what: string, cond: () => boolean | Promise<boolea
 
 /** An HL7 v2 ADT^A08 with control id `ctl` for patient `mrn`; `version` goes into the given name and phone. */
 export function adt(ctl: string, mrn: string, version: number): string {
-  return [
-    `MSH|^~\\&|RELY|FAC|FERRY|HOSP|20250101120000||ADT^A08^ADT_A01|${ctl}|P|2.5.1`,
-    'EVN|A08|20250101120000',
-    `PID|1||${mrn}^^^HOSP^MR||DOE^V${String(version).padStart(4, '0')}||19800101|F|||1 MAIN ST^^TOWN^ST^00000||555-${String(version).padStart(4, '0')}`,
-    'PV1|1|I|WARD^101^A',
-  ].join('\r') + '\r';
+  return (
+    [
+      `MSH|^~\\&|RELY|FAC|FERRY|HOSP|20250101120000||ADT^A08^ADT_A01|${ctl}|P|2.5.1`,
+      'EVN|A08|20250101120000',
+      `PID|1||${mrn}^^^HOSP^MR||DOE^V${String(version).padStart(4, '0')}||19800101|F|||1 MAIN ST^^TOWN^ST^00000||555-${String(version).padStart(4, '0')}`,
+      'PV1|1|I|WARD^101^A',
+    ].join('\r') + '\r'
+  );
 }
 
 const VT = 0x0b;
@@ -161,7 +167,11 @@ export class ResendingMllpSender {
           };
           this.sock!.write(Buffer.concat([Buffer.from([VT]), Buffer.from(message, 'latin1'), Buffer.from([FS, CR])]));
         });
-        const msa = ack.split('\r').find((s) => s.startsWith('MSA|'))?.split('|') ?? [];
+        const msa =
+          ack
+            .split('\r')
+            .find((s) => s.startsWith('MSA|'))
+            ?.split('|') ?? [];
         if ((msa[1] === 'AA' || msa[1] === 'CA') && msa[2] === controlId) return msa[1];
         // AE / AR (e.g. store unavailable while starting): try again shortly
         await sleep(50);
@@ -188,7 +198,13 @@ export interface EngineProcess {
 }
 
 /** Starts `ferry start -c <config>` from the built CLI; resolves once `readyPattern` appears in its log. */
-export async function startEngine(configFile: string, cwd: string, readyPattern: RegExp, timeoutMs = 20_000, env: NodeJS.ProcessEnv = {}): Promise<EngineProcess> {
+export async function startEngine(
+  configFile: string,
+  cwd: string,
+  readyPattern: RegExp,
+  timeoutMs = 20_000,
+  env: NodeJS.ProcessEnv = {},
+): Promise<EngineProcess> {
   const child = spawn(process.execPath, [cli, 'start', '-c', configFile], {
     cwd,
     env: { ...process.env, FERRY_LOG_LEVEL: 'info', ...env },
@@ -264,7 +280,12 @@ export function countingLogger(): { logger: Logger; logs: Record<string, number>
  * a real sender would send it again). `until(n)` waits for `n` acknowledged -- load measured in
  * messages, not seconds, so a slow machine runs longer instead of failing.
  */
-export function startLoad(engine: Engine, hl7: (n: number) => Buffer, controlId: (n: number) => string, opts: { submitters?: number; first?: number } = {}) {
+export function startLoad(
+  engine: Engine,
+  hl7: (n: number) => Buffer,
+  controlId: (n: number) => string,
+  opts: { submitters?: number; first?: number } = {},
+) {
   const acked = new Set<string>();
   const refused: Record<string, number> = {};
   let next = opts.first ?? 0;

@@ -12,14 +12,23 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { PostgresMessageStore, silentLogger } from '@ferry/core';
-import { adt, cliBuilt, dropSchema, killHard, PG_URL, startEngine, stopGracefully, waitFor, type EngineProcess } from './support';
+import {
+  adt,
+  cliBuilt,
+  dropSchema,
+  killHard,
+  PG_URL,
+  startEngine,
+  stopGracefully,
+  waitFor,
+  type EngineProcess,
+} from './support';
 import { pgRequirement, requires } from '../support/requires';
 
 const N = Number(process.env.FERRY_RELIABILITY_MESSAGES ?? 5000);
 const PATIENTS = 100;
 const LEASE_MS = 3000;
 const WORKERS = 8;
-
 
 requires(pgRequirement(), cliBuilt)('two engine processes on one PostgreSQL store', () => {
   const schema = `ferry_rel_${randomBytes(4).toString('hex')}`;
@@ -83,7 +92,14 @@ requires(pgRequirement(), cliBuilt)('two engine processes on one PostgreSQL stor
             sourceId: 'feed',
             contentType: 'application/hl7-v2',
             body: Buffer.from(adt(`T${i}`, `P${i % PATIENTS}`, i), 'latin1'),
-            headers: { messageType: 'ADT^A08', trigger: 'A08', controlId: `T${i}`, sendingApplication: 'RELY', sendingFacility: 'FAC', version: '2.5.1' },
+            headers: {
+              messageType: 'ADT^A08',
+              trigger: 'A08',
+              controlId: `T${i}`,
+              sendingApplication: 'RELY',
+              sendingFacility: 'FAC',
+              version: '2.5.1',
+            },
           };
         }),
       );
@@ -112,7 +128,14 @@ requires(pgRequirement(), cliBuilt)('two engine processes on one PostgreSQL stor
       ].join('\n'),
     );
     const t0 = Date.now();
-    const [a, b] = await Promise.all(['a', 'b'].map((inst) => startEngine(cfg, dir, /engine started|mllp listener started/, 30_000, { FERRY_INSTANCE: inst, FERRY_LOG_LEVEL: 'info' })));
+    const [a, b] = await Promise.all(
+      ['a', 'b'].map((inst) =>
+        startEngine(cfg, dir, /engine started|mllp listener started/, 30_000, {
+          FERRY_INSTANCE: inst,
+          FERRY_LOG_LEVEL: 'info',
+        }),
+      ),
+    );
     engines.push(a, b);
 
     // Both healthy: exactly once.

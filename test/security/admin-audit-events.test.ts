@@ -41,7 +41,15 @@ describe('audit trail as FHIR AuditEvents', () => {
     expect((await fetch(`${base}/api/config`, { headers: roles.auth('admin') })).status).toBe(200);
     expect((await fetch(`${base}/api/audit`, { headers: roles.auth('viewer') })).status).toBe(403);
     // As `ferry replay` from another process would write it.
-    await engine.store.appendAudit([{ principal: 'cli:alice', action: 'replay', messageIds: ['01MSGA', '01MSGB'], result: 'ok', detail: 'reprocess 2' }]);
+    await engine.store.appendAudit([
+      {
+        principal: 'cli:alice',
+        action: 'replay',
+        messageIds: ['01MSGA', '01MSGB'],
+        result: 'ok',
+        detail: 'reprocess 2',
+      },
+    ]);
     const want = (await engine.store.auditEntries()).length;
     let events: AuditEvent[] = [];
     for (let i = 0; i < 100 && events.length < want; i++) {
@@ -50,10 +58,23 @@ describe('audit trail as FHIR AuditEvents', () => {
     }
     expect(events).toHaveLength(want);
     const byAction = new Map(events.map((e) => [e.subtype?.[0].code, e]));
-    expect(byAction.get('config.read')).toMatchObject({ action: 'R', outcome: '0', agent: [{ who: { identifier: { value: expect.stringMatching(/^token:\w+ \(test-admin\)$/) } }, role: [{ text: 'admin' }], network: { address: '127.0.0.1' } }] });
+    expect(byAction.get('config.read')).toMatchObject({
+      action: 'R',
+      outcome: '0',
+      agent: [
+        {
+          who: { identifier: { value: expect.stringMatching(/^token:\w+ \(test-admin\)$/) } },
+          role: [{ text: 'admin' }],
+          network: { address: '127.0.0.1' },
+        },
+      ],
+    });
     expect(byAction.get('access.denied')).toMatchObject({ outcome: '4', agent: [{ role: [{ text: 'viewer' }] }] });
     const replay = byAction.get('replay')!;
-    expect(replay).toMatchObject({ action: 'E', agent: [{ type: { coding: [{ code: 'humanuser' }] }, who: { identifier: { value: 'cli:alice' } } }] });
+    expect(replay).toMatchObject({
+      action: 'E',
+      agent: [{ type: { coding: [{ code: 'humanuser' }] }, who: { identifier: { value: 'cli:alice' } } }],
+    });
     expect(replay.entity?.map((x) => x.what?.identifier?.value)).toEqual(['01MSGA', '01MSGB']);
     expect(engine.source('audit-trail')!.stats?.()).toMatchObject({ emitted: want });
   });

@@ -41,7 +41,9 @@ afterAll(async () => {
   }
 });
 
-async function start(file: string): Promise<{ url: string; out: () => { stdout: string; stderr: string }; stop: () => Promise<number | null> }> {
+async function start(
+  file: string,
+): Promise<{ url: string; out: () => { stdout: string; stderr: string }; stop: () => Promise<number | null> }> {
   const child = spawn(process.execPath, [cli, 'start', '-c', file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let stdout = '';
@@ -74,7 +76,10 @@ async function start(file: string): Promise<{ url: string; out: () => { stdout: 
 d('ferry CLI: initial token, tokens, audit', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-sec-cli-'));
   const file = path.join(dir, 'ferry.yaml');
-  writeFileSync(file, `store: { kind: sqlite, path: ${dir}/ferry.db }\nsinks:\n  out: { type: file, dir: ${dir}/out }\nroutes:\n  - { id: all, to: [out] }\nadmin: { port: 0 }\nprocessing: { transformWorkers: 0 }\n`);
+  writeFileSync(
+    file,
+    `store: { kind: sqlite, path: ${dir}/ferry.db }\nsinks:\n  out: { type: file, dir: ${dir}/out }\nroutes:\n  - { id: all, to: [out] }\nadmin: { port: 0 }\nprocessing: { transformWorkers: 0 }\n`,
+  );
 
   it('the first start with no principal prints an initial admin token once, on the terminal only; the next start does not', async () => {
     const e = await start(file);
@@ -95,13 +100,33 @@ d('ferry CLI: initial token, tokens, audit', () => {
     expect((await fetch(`${again.url}/health`)).status).toBe(200);
     expect(again.out().stderr).not.toMatch(/ferry_[a-z0-9]+_/);
     expect(await again.stop()).toBe(0);
-    expect(run(['audit', '-c', file, '--action', 'token.create']).stdout).toMatch(/system:first-start\t-\t-\ttoken\.create\t[a-z0-9]+\tok/);
+    expect(run(['audit', '-c', file, '--action', 'token.create']).stdout).toMatch(
+      /system:first-start\t-\t-\ttoken\.create\t[a-z0-9]+\tok/,
+    );
   }, 60_000);
 
   it('token create prints the secret once; list shows it without; revoke ends it; each is audited as cli:<user>', () => {
-    const made = run(['token', 'create', '-c', file, '--name', 'ci-bot', '--role', 'operator', '--expires', '30d', '--json']);
+    const made = run([
+      'token',
+      'create',
+      '-c',
+      file,
+      '--name',
+      'ci-bot',
+      '--role',
+      'operator',
+      '--expires',
+      '30d',
+      '--json',
+    ]);
     expect(made.stderr).toBe('');
-    const t = JSON.parse(made.stdout) as { id: string; token: string; roles: string[]; expiresAt: string; state: string };
+    const t = JSON.parse(made.stdout) as {
+      id: string;
+      token: string;
+      roles: string[];
+      expiresAt: string;
+      state: string;
+    };
     expect(t).toMatchObject({ roles: ['operator'], state: 'active' });
     expect(t.token).toMatch(/^ferry_/);
     const list = run(['token', 'list', '-c', file]);
@@ -113,10 +138,19 @@ d('ferry CLI: initial token, tokens, audit', () => {
     expect(bad.stderr).toMatch(/roles: one or more of viewer, operator, phi-reader, admin/);
     expect(run(['token', 'revoke', t.id, '-c', file]).stdout).toMatch(/revoked/);
     expect(run(['token', 'revoke', t.id, '-c', file]).code).toBe(1);
-    expect(run(['token', 'list', '-c', file]).stdout).toMatch(new RegExp(`^${t.id}\\tci-bot\\toperator\\trevoked\\t`, 'm'));
+    expect(run(['token', 'list', '-c', file]).stdout).toMatch(
+      new RegExp(`^${t.id}\\tci-bot\\toperator\\trevoked\\t`, 'm'),
+    );
     const audit = run(['audit', '-c', file, '--principal', `cli:${user}`, '--json']);
-    const entries = audit.stdout.trim().split('\n').map((l) => JSON.parse(l) as { action: string; target?: string; result: string });
-    expect(entries.filter((e) => e.target === t.id).map((e) => `${e.action} ${e.result}`)).toEqual(['token.revoke ok', 'token.revoke ok', 'token.create ok']);
+    const entries = audit.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { action: string; target?: string; result: string });
+    expect(entries.filter((e) => e.target === t.id).map((e) => `${e.action} ${e.result}`)).toEqual([
+      'token.revoke ok',
+      'token.revoke ok',
+      'token.create ok',
+    ]);
     expect(entries.some((e) => e.action === 'token.create' && e.result === 'invalid')).toBe(true);
   });
 
@@ -126,7 +160,8 @@ d('ferry CLI: initial token, tokens, audit', () => {
     expect(run(['prune', '-c', file]).code).toBe(0);
     expect(run(['replay', '-c', file, '--status', 'dead', '--dry-run']).code).toBe(0);
     const actions = run(['audit', '-c', file, '--principal', `cli:${user}`]).stdout;
-    for (const a of ['sink.hold', 'sink.release', 'prune', 'replay.dry-run']) expect(actions).toMatch(new RegExp(`\\t${a.replace('.', '\\.')}\\t`));
+    for (const a of ['sink.hold', 'sink.release', 'prune', 'replay.dry-run'])
+      expect(actions).toMatch(new RegExp(`\\t${a.replace('.', '\\.')}\\t`));
     expect(run(['audit', '-c', file, '--since', 'soon']).code).not.toBe(0);
   });
 
@@ -138,7 +173,9 @@ d('ferry CLI: initial token, tokens, audit', () => {
     expect(token.startsWith(`ferry_${entry.id}_`)).toBe(true);
     const { config } = await configure({ config: { admin: { auth: { tokens: [entry] } } } });
     expect(config.admin.auth.tokens[0]).toMatchObject({ id: entry.id, roles: ['viewer'] });
-    await expect(configure({ config: { admin: { auth: { tokens: [{ ...entry, hash: token }] } } } })).rejects.toThrow(/hash: must be a scrypt/);
+    await expect(configure({ config: { admin: { auth: { tokens: [{ ...entry, hash: token }] } } } })).rejects.toThrow(
+      /hash: must be a scrypt/,
+    );
     expect(run(['token', 'list', '-c', file]).stdout).not.toContain(entry.id);
   });
 });

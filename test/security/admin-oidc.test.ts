@@ -45,7 +45,13 @@ describe('admin API with OIDC bearer tokens', () => {
           enabled: true,
           port: 0,
           auth: {
-            oidc: { issuer, audience, jwksUrl, rolesClaim: 'realm_access.roles', roleMap: { 'ferry-ops': 'operator', 'ferry-admins': 'admin', 'ward-viewers': 'viewer' } },
+            oidc: {
+              issuer,
+              audience,
+              jwksUrl,
+              rolesClaim: 'realm_access.roles',
+              roleMap: { 'ferry-ops': 'operator', 'ferry-admins': 'admin', 'ward-viewers': 'viewer' },
+            },
             failedAuth: { maxFailures: 0 },
           },
         },
@@ -62,7 +68,10 @@ describe('admin API with OIDC bearer tokens', () => {
     await new Promise((r) => jwks.close(r));
   });
 
-  const sign = (claims: Record<string, unknown>, opts: { key?: KeyLike; iss?: string; aud?: string; exp?: string | number; kid?: string } = {}) =>
+  const sign = (
+    claims: Record<string, unknown>,
+    opts: { key?: KeyLike; iss?: string; aud?: string; exp?: string | number; kid?: string } = {},
+  ) =>
     new SignJWT({ preferred_username: 'dr.ops', ...claims })
       .setProtectedHeader({ alg: 'RS256', kid: opts.kid ?? 'k1' })
       .setSubject('user-123')
@@ -71,11 +80,17 @@ describe('admin API with OIDC bearer tokens', () => {
       .setIssuedAt()
       .setExpirationTime(opts.exp ?? '5m')
       .sign(opts.key ?? key);
-  const get = (p: string, token: string, scheme = 'Bearer') => fetch(`${base}${p}`, { headers: { authorization: `${scheme} ${token}` } });
+  const get = (p: string, token: string, scheme = 'Bearer') =>
+    fetch(`${base}${p}`, { headers: { authorization: `${scheme} ${token}` } });
 
   it('accepts a valid token; its roles come from the mapped claim; the audit trail names the user', async () => {
     const ops = await sign({ realm_access: { roles: ['ferry-ops', 'unrelated'] } });
-    expect(await (await get('/api/whoami', ops)).json()).toEqual({ id: 'oidc:user-123', kind: 'oidc', name: 'dr.ops', roles: ['operator'] });
+    expect(await (await get('/api/whoami', ops)).json()).toEqual({
+      id: 'oidc:user-123',
+      kind: 'oidc',
+      name: 'dr.ops',
+      roles: ['operator'],
+    });
     expect((await get('/api/stats', ops, 'bearer')).status).toBe(200);
     expect((await get('/api/audit', ops)).status).toBe(403);
     const admin = await sign({ realm_access: { roles: ['ferry-admins'] } });
@@ -87,8 +102,14 @@ describe('admin API with OIDC bearer tokens', () => {
   });
 
   it('reads the FHIR facade scopes from the scope claim (connection:<id>:read|write only)', async () => {
-    const auth = new Authenticator(engine.store, { ...defaultAuthConfig(), oidc: { ...defaultAuthConfig().oidc, issuer, audience, jwksUrl } }, silentLogger());
-    const p = await auth.authenticate(`Bearer ${await sign({ roles: ['viewer'], scope: 'openid profile connection:athena-a:read connection:*:write system/Patient.read' })}`);
+    const auth = new Authenticator(
+      engine.store,
+      { ...defaultAuthConfig(), oidc: { ...defaultAuthConfig().oidc, issuer, audience, jwksUrl } },
+      silentLogger(),
+    );
+    const p = await auth.authenticate(
+      `Bearer ${await sign({ roles: ['viewer'], scope: 'openid profile connection:athena-a:read connection:*:write system/Patient.read' })}`,
+    );
     expect(p.scopes).toEqual(['connection:athena-a:read', 'connection:*:write']);
     expect(hasScope(p, 'athena-a', 'read')).toBe(true);
     expect(hasScope(p, 'epic', 'read')).toBe(false);
@@ -113,7 +134,13 @@ describe('admin API with OIDC bearer tokens', () => {
     // Valid, but no role that maps to a Ferry role: authenticated, allowed nothing.
     expect((await get('/api/stats', await sign({ realm_access: { roles: ['nurses'] } }))).status).toBe(403);
     const failed = await engine.store.auditEntries({ action: 'auth.failed' });
-    expect(failed.map((e) => e.detail)).toEqual(expect.arrayContaining(['jwt:ERR_JWT_EXPIRED', 'jwt:ERR_JWT_CLAIM_VALIDATION_FAILED', 'jwt:ERR_JWS_SIGNATURE_VERIFICATION_FAILED']));
+    expect(failed.map((e) => e.detail)).toEqual(
+      expect.arrayContaining([
+        'jwt:ERR_JWT_EXPIRED',
+        'jwt:ERR_JWT_CLAIM_VALIDATION_FAILED',
+        'jwt:ERR_JWS_SIGNATURE_VERIFICATION_FAILED',
+      ]),
+    );
   });
 
   it("an identity provider that cannot be reached is the server's problem: 503, the caller not counted or locked out", async () => {
@@ -127,13 +154,20 @@ describe('admin API with OIDC bearer tokens', () => {
       config: {
         store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
         processing: { transformWorkers: 0 },
-        admin: { enabled: true, port: 0, auth: { oidc: { issuer, audience, jwksUrl: deadUrl }, failedAuth: { maxFailures: 2 } } },
+        admin: {
+          enabled: true,
+          port: 0,
+          auth: { oidc: { issuer, audience, jwksUrl: deadUrl }, failedAuth: { maxFailures: 2 } },
+        },
       },
     });
     await e.start();
     try {
       const t = await sign({ roles: ['admin'] });
-      for (let i = 0; i < 4; i++) expect((await fetch(`${e.adminUrl}/api/stats`, { headers: { authorization: `Bearer ${t}` } })).status).toBe(503);
+      for (let i = 0; i < 4; i++)
+        expect((await fetch(`${e.adminUrl}/api/stats`, { headers: { authorization: `Bearer ${t}` } })).status).toBe(
+          503,
+        );
       expect(await e.store.auditEntries({ action: 'auth.failed' })).toEqual([]);
     } finally {
       await e.stop();
@@ -141,8 +175,14 @@ describe('admin API with OIDC bearer tokens', () => {
   });
 
   it('the config needs a JWKS URL (https unless localhost) and an audience with an issuer', async () => {
-    await expect(configure({ config: { admin: { auth: { oidc: { issuer } } } } })).rejects.toThrow(/admin\.auth\.oidc\.jwksUrl[\s\S]*admin\.auth\.oidc\.audience/);
-    await expect(configure({ config: { admin: { auth: { oidc: { issuer, audience, jwksUrl: 'http://idp.example/certs' } } } } })).rejects.toThrow(/must be https/);
-    await expect(configure({ config: { admin: { auth: { oidc: { issuer, audience, jwksUrl, roleMap: { x: 'root' } } } } } })).rejects.toThrow(/roleMap/);
+    await expect(configure({ config: { admin: { auth: { oidc: { issuer } } } } })).rejects.toThrow(
+      /admin\.auth\.oidc\.jwksUrl[\s\S]*admin\.auth\.oidc\.audience/,
+    );
+    await expect(
+      configure({ config: { admin: { auth: { oidc: { issuer, audience, jwksUrl: 'http://idp.example/certs' } } } } }),
+    ).rejects.toThrow(/must be https/);
+    await expect(
+      configure({ config: { admin: { auth: { oidc: { issuer, audience, jwksUrl, roleMap: { x: 'root' } } } } } }),
+    ).rejects.toThrow(/roleMap/);
   });
 });

@@ -16,7 +16,10 @@ import { roleTokens, type RoleTokens } from '../support';
 const pluginPath = path.resolve(__dirname, '../plugins/csv-patient');
 
 /** A raw HTTP request (fetch would not let a test set Host). */
-function raw(url: string, opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer }): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+function raw(
+  url: string,
+  opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer },
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method: opts.method ?? 'GET', headers: opts.headers, agent: false }, (res) => {
       let body = '';
@@ -73,7 +76,12 @@ describe('admin API probes', () => {
   const held = async () => (await engine.store.sinkHolds()).length > 0;
 
   it('sets the security headers on every answer', async () => {
-    for (const [p, h] of [['/health', {}], ['/api/stats', admin()], ['/api/stats', {}], ['/nope', admin()]] as const) {
+    for (const [p, h] of [
+      ['/health', {}],
+      ['/api/stats', admin()],
+      ['/api/stats', {}],
+      ['/nope', admin()],
+    ] as const) {
       const res = await fetch(`${base}${p}`, { headers: h });
       expect(res.headers.get('x-content-type-options')).toBe('nosniff');
       expect(res.headers.get('x-frame-options')).toBe('DENY');
@@ -84,7 +92,14 @@ describe('admin API probes', () => {
   });
 
   it('DNS rebinding: a Host that is not the bind address or localhost is refused, credentials or not', async () => {
-    for (const host of ['attacker.example', `attacker.example:${port}`, '127.0.0.1.attacker.example', 'localhost.', '[::2]', 'a b']) {
+    for (const host of [
+      'attacker.example',
+      `attacker.example:${port}`,
+      '127.0.0.1.attacker.example',
+      'localhost.',
+      '[::2]',
+      'a b',
+    ]) {
       const res = await raw(`${base}/api/stats`, { headers: { host, ...admin() } });
       expect(`${host} ${res.status}`).toBe(`${host} 421`);
     }
@@ -95,26 +110,70 @@ describe('admin API probes', () => {
 
   it('CSRF: a cross-site "simple" request cannot hold a sink; JSON and Authorization are required, the Origin checked', async () => {
     // What a page on another site can send without a preflight: text/plain, its own Origin, no Authorization.
-    const simple = await raw(`${base}/api/sinks/mem/hold`, { method: 'POST', headers: { 'content-type': 'text/plain', origin: 'https://evil.example' }, body: '{"reason":"x"}' });
+    const simple = await raw(`${base}/api/sinks/mem/hold`, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain', origin: 'https://evil.example' },
+      body: '{"reason":"x"}',
+    });
     expect(simple.status).toBe(403);
     // Same without Origin (a form from a file: page, a proxy that strips it): no Authorization, 401.
-    expect((await raw(`${base}/api/sinks/mem/hold`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{}' })).status).toBe(401);
+    expect(
+      (
+        await raw(`${base}/api/sinks/mem/hold`, {
+          method: 'POST',
+          headers: { 'content-type': 'text/plain' },
+          body: '{}',
+        })
+      ).status,
+    ).toBe(401);
     // Even with a token, not JSON: 415; a foreign Origin with a token: 403.
-    expect((await raw(`${base}/api/sinks/mem/hold`, { method: 'POST', headers: { 'content-type': 'text/plain', ...admin() }, body: '{}' })).status).toBe(415);
-    expect((await raw(`${base}/api/sinks/mem/hold`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...admin() }, body: 'a=1' })).status).toBe(415);
-    expect((await raw(`${base}/api/sinks/mem/hold`, { method: 'POST', headers: { 'content-type': 'application/json', origin: 'https://evil.example', ...admin() }, body: '{}' })).status).toBe(403);
+    expect(
+      (
+        await raw(`${base}/api/sinks/mem/hold`, {
+          method: 'POST',
+          headers: { 'content-type': 'text/plain', ...admin() },
+          body: '{}',
+        })
+      ).status,
+    ).toBe(415);
+    expect(
+      (
+        await raw(`${base}/api/sinks/mem/hold`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', ...admin() },
+          body: 'a=1',
+        })
+      ).status,
+    ).toBe(415);
+    expect(
+      (
+        await raw(`${base}/api/sinks/mem/hold`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', origin: 'https://evil.example', ...admin() },
+          body: '{}',
+        })
+      ).status,
+    ).toBe(403);
     expect((await raw(`${base}/api/stats`, { headers: { origin: 'null', ...admin() } })).status).toBe(403);
     expect(await held()).toBe(false);
     // The server's own origin and a configured one are allowed.
-    expect((await raw(`${base}/api/stats`, { headers: { origin: `http://127.0.0.1:${port}`, ...admin() } })).status).toBe(200);
-    expect((await raw(`${base}/api/stats`, { headers: { origin: 'https://console.example.org', ...admin() } })).status).toBe(200);
+    expect(
+      (await raw(`${base}/api/stats`, { headers: { origin: `http://127.0.0.1:${port}`, ...admin() } })).status,
+    ).toBe(200);
+    expect(
+      (await raw(`${base}/api/stats`, { headers: { origin: 'https://console.example.org', ...admin() } })).status,
+    ).toBe(200);
     const refused = await engine.store.auditEntries({ action: 'request.refused' });
     expect(refused.map((e) => e.detail)).toEqual(expect.arrayContaining(['origin', 'content-type']));
   });
 
   it('malformed and oversized requests get a clear 4xx and change nothing', async () => {
     const post = (body: string | Buffer, headers: Record<string, string> = {}) =>
-      raw(`${base}/api/sinks/mem/hold`, { method: 'POST', headers: { 'content-type': 'application/json', ...admin(), ...headers }, body });
+      raw(`${base}/api/sinks/mem/hold`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...admin(), ...headers },
+        body,
+      });
     const bad = await post('{"reason": "x"');
     expect(bad.status).toBe(400);
     expect(JSON.parse(bad.body).error).toBeTruthy();
@@ -127,14 +186,26 @@ describe('admin API probes', () => {
     expect((await raw(`${base}/api/stats`, { headers: { ...admin(), 'x-big': 'y'.repeat(20_000) } })).status).toBe(431);
     expect((await raw(`${base}/api/messages?limit=-1`, { headers: admin() })).status).toBe(400);
     expect((await raw(`${base}/api/messages?since=%ZZ`, { headers: admin() })).status).toBe(400);
-    for (const a of ['Basic YWRtaW46YWRtaW4=', 'Bearer', 'Bearer a b', 'Bearer ferry_x', 'Bearer eyJhbGciOiJub25lIn0.e30.']) {
+    for (const a of [
+      'Basic YWRtaW46YWRtaW4=',
+      'Bearer',
+      'Bearer a b',
+      'Bearer ferry_x',
+      'Bearer eyJhbGciOiJub25lIn0.e30.',
+    ]) {
       expect((await raw(`${base}/api/stats`, { headers: { authorization: a } })).status).toBe(401);
     }
     expect(await held()).toBe(false);
   });
 
   it("behind a trusted proxy the client's address (X-Forwarded-For) is the one audited", async () => {
-    expect((await raw(`${base}/api/stats`, { headers: { authorization: 'Bearer ferry_abcd_nope', 'x-forwarded-for': '10.9.9.9' } })).status).toBe(401);
+    expect(
+      (
+        await raw(`${base}/api/stats`, {
+          headers: { authorization: 'Bearer ferry_abcd_nope', 'x-forwarded-for': '10.9.9.9' },
+        })
+      ).status,
+    ).toBe(401);
     const [last] = await engine.store.auditEntries({ action: 'auth.failed', newestFirst: true, limit: 1 });
     expect(last.remote).toBe('10.9.9.9');
   });
@@ -154,7 +225,14 @@ describe('admin API probes', () => {
   });
 
   it('path traversal reaches no file and no other route', async () => {
-    for (const p of ['/../../../../etc/passwd', '/api/messages/..%2F..%2F..%2Fetc%2Fpasswd', '/api/messages/%2e%2e%2f%2e%2e%2fetc%2fpasswd', '/api/sinks/..%2F..%2Fetc/hold', '/api/../api/tokens%00', '/%2e%2e/%2e%2e/etc/passwd']) {
+    for (const p of [
+      '/../../../../etc/passwd',
+      '/api/messages/..%2F..%2F..%2Fetc%2Fpasswd',
+      '/api/messages/%2e%2e%2f%2e%2e%2fetc%2fpasswd',
+      '/api/sinks/..%2F..%2Fetc/hold',
+      '/api/../api/tokens%00',
+      '/%2e%2e/%2e%2e/etc/passwd',
+    ]) {
       const res = await raw(`${base}${p}`, { headers: roles.auth('viewer') });
       expect([400, 403, 404]).toContain(res.status);
       expect(res.body).not.toMatch(/root:/);
@@ -180,7 +258,11 @@ describe('admin API token brute force', () => {
       config: {
         store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
         processing: { transformWorkers: 0 },
-        admin: { enabled: true, port: 0, auth: { tokens: roles.tokens, failedAuth: { maxFailures: 5, windowMs: 60_000 } } },
+        admin: {
+          enabled: true,
+          port: 0,
+          auth: { tokens: roles.tokens, failedAuth: { maxFailures: 5, windowMs: 60_000 } },
+        },
       },
     });
     await engine.start();
@@ -194,14 +276,29 @@ describe('admin API token brute force', () => {
     const guess = newTokenSecret(roles.tokens[3].id).secret; // a real id, a wrong secret
     const statuses: number[] = [];
     // A forged X-Forwarded-For changes nothing: no proxy is trusted here.
-    for (let i = 0; i < 8; i++) statuses.push((await raw(`${base}/api/stats`, { headers: { authorization: `Bearer ${guess}`, 'x-forwarded-for': `10.0.0.${i}` } })).status);
+    for (let i = 0; i < 8; i++)
+      statuses.push(
+        (
+          await raw(`${base}/api/stats`, {
+            headers: { authorization: `Bearer ${guess}`, 'x-forwarded-for': `10.0.0.${i}` },
+          })
+        ).status,
+      );
     expect(statuses).toEqual([401, 401, 401, 401, 401, 429, 429, 429]);
     const res = await raw(`${base}/api/stats`, { headers: roles.auth('admin') });
     expect(res.status).toBe(429);
     expect(Number(res.headers['retry-after'])).toBeGreaterThan(0);
     const failed = await engine.store.auditEntries({ action: 'auth.failed' });
     expect(failed).toHaveLength(5);
-    expect(failed.every((e) => e.detail === 'wrong-secret' && e.principal === 'anonymous' && e.remote === '127.0.0.1' && e.result === 'denied')).toBe(true);
+    expect(
+      failed.every(
+        (e) =>
+          e.detail === 'wrong-secret' &&
+          e.principal === 'anonymous' &&
+          e.remote === '127.0.0.1' &&
+          e.result === 'denied',
+      ),
+    ).toBe(true);
     expect((await engine.store.auditEntries({ action: 'auth.rate-limited' })).length).toBe(1);
     // /health stays open (a load balancer's probe is not locked out).
     expect((await raw(`${base}/health`, {})).status).toBe(200);
@@ -231,15 +328,26 @@ describe('admin API fails closed on the audit trail', () => {
     const engine = await Engine.create({
       store,
       logger: silentLogger(),
-      config: { processing: { transformWorkers: 0 }, admin: { enabled: true, port: 0, auth: { tokens: roles.tokens } } },
+      config: {
+        processing: { transformWorkers: 0 },
+        admin: { enabled: true, port: 0, auth: { tokens: roles.tokens } },
+      },
     });
     await engine.start();
     const other = new Database(file);
     try {
-      const patient = { resourceType: 'Patient', id: 'p1', identifier: [{ system: 'urn:mrn', value: 'MRN-FAILCLOSED-7' }], name: [{ family: 'Closed' }] };
-      const [{ id }] = await engine.submit('api', [{ contentType: 'application/fhir+json', body: Buffer.from(JSON.stringify(patient)) }]);
+      const patient = {
+        resourceType: 'Patient',
+        id: 'p1',
+        identifier: [{ system: 'urn:mrn', value: 'MRN-FAILCLOSED-7' }],
+        name: [{ family: 'Closed' }],
+      };
+      const [{ id }] = await engine.submit('api', [
+        { contentType: 'application/fhir+json', body: Buffer.from(JSON.stringify(patient)) },
+      ]);
       await engine.waitForIdle();
-      const read = () => fetch(`${engine.adminUrl}/api/messages/${id}?body=true`, { headers: roles.auth('phi-reader') });
+      const read = () =>
+        fetch(`${engine.adminUrl}/api/messages/${id}?body=true`, { headers: roles.auth('phi-reader') });
       // Another process holds the store's write lock: the audit entry cannot be appended.
       other.prepare('BEGIN IMMEDIATE').run();
       const refused = await read();

@@ -40,8 +40,22 @@ const cases: Case[] = [
   // PKCE verifier checked, refusals counted by the FailureLimiter and audited: test/security/console-oidc.test.ts).
   // This engine has no admin.auth.oidc.console: 404 for the two POSTs.
   { method: 'GET', path: '/console/oidc', route: '/console/oidc', need: 'public', ok: 200 },
-  { method: 'POST', path: '/console/oidc/start', route: '/console/oidc/start', body: { codeChallenge: 'x'.repeat(43) }, need: 'public', ok: 404 },
-  { method: 'POST', path: '/console/oidc/token', route: '/console/oidc/token', body: { code: 'c', state: 's', codeVerifier: 'v' }, need: 'public', ok: 404 },
+  {
+    method: 'POST',
+    path: '/console/oidc/start',
+    route: '/console/oidc/start',
+    body: { codeChallenge: 'x'.repeat(43) },
+    need: 'public',
+    ok: 404,
+  },
+  {
+    method: 'POST',
+    path: '/console/oidc/token',
+    route: '/console/oidc/token',
+    body: { code: 'c', state: 's', codeVerifier: 'v' },
+    need: 'public',
+    ok: 404,
+  },
   { method: 'GET', path: '/metrics', route: '/metrics', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/whoami', route: '/api/whoami', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/stats', route: '/api/stats', need: 'viewer', ok: 200 },
@@ -51,19 +65,47 @@ const cases: Case[] = [
   { method: 'GET', path: '/api/routes', route: '/api/routes', need: 'viewer', ok: 200 },
   // This engine has no HL7 v2 transform (only the CSV plugin): 404 from viewer up, the definitions themselves in the console e2e.
   { method: 'GET', path: '/api/hl7/definitions', route: '/api/hl7/definitions', need: 'viewer', ok: 404 },
-  { method: 'POST', path: '/api/routes/test', route: '/api/routes/test', body: { message: 'MRN-T-1,Tester,Tom,1970-01-01,male', contentType: CSV_TYPE }, need: 'operator', ok: 200 },
+  {
+    method: 'POST',
+    path: '/api/routes/test',
+    route: '/api/routes/test',
+    body: { message: 'MRN-T-1,Tester,Tom,1970-01-01,male', contentType: CSV_TYPE },
+    need: 'operator',
+    ok: 200,
+  },
   { method: 'GET', path: '/api/messages', route: '/api/messages', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/messages?patient=MRN-RM-1', route: '/api/messages', need: 'phi-reader', ok: 200 },
   { method: 'GET', path: '/api/messages/:id', route: '/api/messages/:id', need: 'viewer', ok: 200 },
   { method: 'GET', path: '/api/messages/:id?body=true', route: '/api/messages/:id', need: 'phi-reader', ok: 200 },
   { method: 'GET', path: '/api/messages/:id?bundle=true', route: '/api/messages/:id', need: 'phi-reader', ok: 200 },
-  { method: 'POST', path: '/api/sinks/mem/hold', route: '/api/sinks/:id/hold', body: { minutes: 5, reason: 'matrix' }, need: 'operator', ok: 200 },
+  {
+    method: 'POST',
+    path: '/api/sinks/mem/hold',
+    route: '/api/sinks/:id/hold',
+    body: { minutes: 5, reason: 'matrix' },
+    need: 'operator',
+    ok: 200,
+  },
   { method: 'DELETE', path: '/api/sinks/mem/hold', route: '/api/sinks/:id/hold', need: 'operator', ok: 200 },
-  { method: 'POST', path: '/api/replay', route: '/api/replay', body: { ids: [':id'], dryRun: true }, need: 'operator', ok: 200 },
+  {
+    method: 'POST',
+    path: '/api/replay',
+    route: '/api/replay',
+    body: { ids: [':id'], dryRun: true },
+    need: 'operator',
+    ok: 200,
+  },
   { method: 'POST', path: '/api/prune', route: '/api/prune', need: 'operator', ok: 200 },
   { method: 'GET', path: '/api/audit', route: '/api/audit', need: 'admin', ok: 200 },
   { method: 'GET', path: '/api/tokens', route: '/api/tokens', need: 'admin', ok: 200 },
-  { method: 'POST', path: '/api/tokens', route: '/api/tokens', body: { name: 'matrix', roles: ['viewer'], expires: '1d' }, need: 'admin', ok: 201 },
+  {
+    method: 'POST',
+    path: '/api/tokens',
+    route: '/api/tokens',
+    body: { name: 'matrix', roles: ['viewer'], expires: '1d' },
+    need: 'admin',
+    ok: 201,
+  },
   { method: 'DELETE', path: '/api/tokens/zzzznotatoken', route: '/api/tokens/:id', need: 'admin', ok: 404 },
   { method: 'GET', path: '/api/config', route: '/api/config', need: 'admin', ok: 200 },
   // The same config again: nothing changes (the version stays).
@@ -98,7 +140,9 @@ describe.each(['sqlite', 'postgres'] as const)('admin API role matrix (%s store)
     });
     await engine.start();
     base = engine.adminUrl!;
-    [{ id }] = await engine.submit('intake', [{ contentType: CSV_TYPE, body: Buffer.from('MRN-RM-1,Matrix,Morgan,1970-01-01,female') }]);
+    [{ id }] = await engine.submit('intake', [
+      { contentType: CSV_TYPE, body: Buffer.from('MRN-RM-1,Matrix,Morgan,1970-01-01,female') },
+    ]);
     await engine.waitForIdle();
   });
   afterAll(async () => {
@@ -126,7 +170,9 @@ describe.each(['sqlite', 'postgres'] as const)('admin API role matrix (%s store)
     // And what each route declares matches the table's loosest case for it.
     for (const r of engine.adminServer!.routes) {
       const loosest = cases.filter((c) => c.method === r.method && c.route === r.url).map((c) => c.need)[0];
-      expect(`${r.method} ${r.url} ${r.access === 'metrics' ? 'viewer' : r.access}`).toBe(`${r.method} ${r.url} ${loosest}`);
+      expect(`${r.method} ${r.url} ${r.access === 'metrics' ? 'viewer' : r.access}`).toBe(
+        `${r.method} ${r.url} ${loosest}`,
+      );
     }
   });
 
@@ -150,14 +196,29 @@ describe.each(['sqlite', 'postgres'] as const)('admin API role matrix (%s store)
   }
 
   it('a phi-reader sees identifiers and the body, and each such read is in the audit trail with the message id', async () => {
-    const meta = (await (await fetch(`${base}/api/messages/${id}`, { headers: roles.auth('phi-reader') })).json()) as { orderingKey?: string };
+    const meta = (await (await fetch(`${base}/api/messages/${id}`, { headers: roles.auth('phi-reader') })).json()) as {
+      orderingKey?: string;
+    };
     expect(meta.orderingKey).toBe('urn:oid:1.2.3.4|MRN-RM-1');
-    const found = (await (await fetch(`${base}/api/messages?patient=MRN-RM-1`, { headers: roles.auth('phi-reader') })).json()) as { id: string }[];
+    const found = (await (
+      await fetch(`${base}/api/messages?patient=MRN-RM-1`, { headers: roles.auth('phi-reader') })
+    ).json()) as { id: string }[];
     expect(found.map((m) => m.id)).toEqual([id]);
-    expect((await (await fetch(`${base}/api/messages?patient=MRN-OTHER`, { headers: roles.auth('phi-reader') })).json()) as unknown[]).toEqual([]);
+    expect(
+      (await (
+        await fetch(`${base}/api/messages?patient=MRN-OTHER`, { headers: roles.auth('phi-reader') })
+      ).json()) as unknown[],
+    ).toEqual([]);
     const trail = await engine.store.auditEntries({ messageId: id });
-    expect(trail.map((e) => e.action)).toEqual(expect.arrayContaining(['message.read', 'message.body.read', 'message.bundle.read', 'message.search']));
-    expect(trail.find((e) => e.action === 'message.body.read')).toMatchObject({ principal: expect.stringMatching(/^token:\w+ \(test-(phi-reader|admin)\)$/), role: expect.any(String), remote: '127.0.0.1', result: 'ok' });
+    expect(trail.map((e) => e.action)).toEqual(
+      expect.arrayContaining(['message.read', 'message.body.read', 'message.bundle.read', 'message.search']),
+    );
+    expect(trail.find((e) => e.action === 'message.body.read')).toMatchObject({
+      principal: expect.stringMatching(/^token:\w+ \(test-(phi-reader|admin)\)$/),
+      role: expect.any(String),
+      remote: '127.0.0.1',
+      result: 'ok',
+    });
     // A refused PHI read is audited too, and no entry holds the patient identifier (the route pattern, not the URL).
     const denied = await engine.store.auditEntries({ action: 'access.denied' });
     expect(denied.length).toBeGreaterThan(0);
@@ -169,7 +230,10 @@ describe.each(['sqlite', 'postgres'] as const)('admin API role matrix (%s store)
 
   it('GET /api/audit answers the trail newest first with filters; limit is capped', async () => {
     const h = roles.auth('admin');
-    const list = (await (await fetch(`${base}/api/audit?action=message.body.read&limit=5`, { headers: h })).json()) as { action: string; messageIds: string[] }[];
+    const list = (await (await fetch(`${base}/api/audit?action=message.body.read&limit=5`, { headers: h })).json()) as {
+      action: string;
+      messageIds: string[];
+    }[];
     expect(list.length).toBeGreaterThan(0);
     expect(list.every((e) => e.action === 'message.body.read' && e.messageIds.includes(id))).toBe(true);
     expect((await fetch(`${base}/api/audit?limit=100000`, { headers: h })).status).toBe(400);
@@ -179,24 +243,52 @@ describe.each(['sqlite', 'postgres'] as const)('admin API role matrix (%s store)
 
   it('tokens made through the API work at once, are listed without their hash, and stop working when revoked', async () => {
     const h = { ...roles.auth('admin'), 'content-type': 'application/json' };
-    const made = (await (await fetch(`${base}/api/tokens`, { method: 'POST', headers: h, body: JSON.stringify({ name: 'ci', roles: 'operator' }) })).json()) as { id: string; token: string };
+    const made = (await (
+      await fetch(`${base}/api/tokens`, {
+        method: 'POST',
+        headers: h,
+        body: JSON.stringify({ name: 'ci', roles: 'operator' }),
+      })
+    ).json()) as { id: string; token: string };
     expect(made.token).toMatch(/^ferry_/);
     const mine = { authorization: `bearer ${made.token}` }; // lower-case scheme (RFC 7235)
-    expect(await (await fetch(`${base}/api/whoami`, { headers: mine })).json()).toMatchObject({ id: `token:${made.id}`, name: 'ci', roles: ['operator'] });
+    expect(await (await fetch(`${base}/api/whoami`, { headers: mine })).json()).toMatchObject({
+      id: `token:${made.id}`,
+      name: 'ci',
+      roles: ['operator'],
+    });
     const listed = JSON.stringify(await (await fetch(`${base}/api/tokens`, { headers: h })).json());
     expect(listed).toContain(made.id);
     expect(listed).not.toMatch(/scrypt\$|ferry_[a-z0-9]+_/);
-    expect((await fetch(`${base}/api/tokens`, { method: 'POST', headers: h, body: JSON.stringify({ name: 'x', roles: ['root'] }) })).status).toBe(400);
-    expect((await fetch(`${base}/api/tokens/${made.id}`, { method: 'DELETE', headers: roles.auth('admin') })).status).toBe(200);
+    expect(
+      (
+        await fetch(`${base}/api/tokens`, {
+          method: 'POST',
+          headers: h,
+          body: JSON.stringify({ name: 'x', roles: ['root'] }),
+        })
+      ).status,
+    ).toBe(400);
+    expect(
+      (await fetch(`${base}/api/tokens/${made.id}`, { method: 'DELETE', headers: roles.auth('admin') })).status,
+    ).toBe(200);
     expect((await fetch(`${base}/api/whoami`, { headers: mine })).status).toBe(401);
-    expect((await fetch(`${base}/api/tokens/${roles.tokens[0].id}`, { method: 'DELETE', headers: roles.auth('admin') })).status).toBe(409);
+    expect(
+      (await fetch(`${base}/api/tokens/${roles.tokens[0].id}`, { method: 'DELETE', headers: roles.auth('admin') }))
+        .status,
+    ).toBe(409);
   });
 
   it('HEAD and OPTIONS (a CORS preflight) get no more than GET would', async () => {
     expect((await fetch(`${base}/api/stats`, { method: 'HEAD' })).status).toBe(401);
-    expect((await fetch(`${base}/api/messages/${id}?body=true`, { method: 'HEAD', headers: roles.auth('viewer') })).status).toBe(403);
+    expect(
+      (await fetch(`${base}/api/messages/${id}?body=true`, { method: 'HEAD', headers: roles.auth('viewer') })).status,
+    ).toBe(403);
     expect((await fetch(`${base}/health`, { method: 'HEAD' })).status).toBe(200);
-    const pre = await fetch(`${base}/api/sinks/mem/hold`, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } });
+    const pre = await fetch(`${base}/api/sinks/mem/hold`, {
+      method: 'OPTIONS',
+      headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' },
+    });
     expect(pre.status).toBe(403);
     expect(pre.headers.get('access-control-allow-origin')).toBeNull();
   });
@@ -214,17 +306,30 @@ describe.each(['sqlite', 'postgres'] as const)('admin API role matrix (%s store)
     expect(html).toContain('<script type="module" src="/console/app.js"></script>');
     expect(html).not.toMatch(/<script>|<style|\son[a-z]+=/i);
     // The API keeps the strict one.
-    expect((await fetch(`${base}/api/stats`, { headers: roles.auth('viewer') })).headers.get('content-security-policy')).toMatch(/^default-src 'none'; frame-ancestors 'none'$/);
+    expect(
+      (await fetch(`${base}/api/stats`, { headers: roles.auth('viewer') })).headers.get('content-security-policy'),
+    ).toMatch(/^default-src 'none'; frame-ancestors 'none'$/);
     expect((await fetch(`${base}/console/app.js`)).headers.get('content-type')).toMatch(/^text\/javascript/);
   });
 
   it('GET /api/messages pages by keyset (before=<seq>) and filters by type and control id; bad values are 400', async () => {
     const h = roles.auth('viewer');
-    const list = (await (await fetch(`${base}/api/messages?type=*&limit=5`, { headers: h })).json()) as { id: string; seq: number }[];
+    const list = (await (await fetch(`${base}/api/messages?type=*&limit=5`, { headers: h })).json()) as {
+      id: string;
+      seq: number;
+    }[];
     expect(list.map((m) => m.id)).toContain(id);
     const seq = list.find((m) => m.id === id)!.seq;
-    expect(((await (await fetch(`${base}/api/messages?before=${seq}`, { headers: h })).json()) as { id: string }[]).map((m) => m.id)).not.toContain(id);
-    expect(((await (await fetch(`${base}/api/messages?before=${seq + 1}`, { headers: h })).json()) as { id: string }[]).map((m) => m.id)).toContain(id);
+    expect(
+      ((await (await fetch(`${base}/api/messages?before=${seq}`, { headers: h })).json()) as { id: string }[]).map(
+        (m) => m.id,
+      ),
+    ).not.toContain(id);
+    expect(
+      ((await (await fetch(`${base}/api/messages?before=${seq + 1}`, { headers: h })).json()) as { id: string }[]).map(
+        (m) => m.id,
+      ),
+    ).toContain(id);
     expect(await (await fetch(`${base}/api/messages?controlId=no-such-control-id`, { headers: h })).json()).toEqual([]);
     expect((await fetch(`${base}/api/messages?before=abc`, { headers: h })).status).toBe(400);
     expect((await fetch(`${base}/api/messages?type=${'x'.repeat(101)}`, { headers: h })).status).toBe(400);

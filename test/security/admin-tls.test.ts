@@ -21,7 +21,10 @@ const hasOpenssl = (() => {
 })();
 if (!hasOpenssl) console.warn('skipped: openssl CLI absent, cannot make test certificates');
 
-function get(url: string, opts: https.RequestOptions): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
+function get(
+  url: string,
+  opts: https.RequestOptions,
+): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
   return new Promise((resolve, reject) => {
     const req = https.request(url, { agent: false, ...opts }, (res) => {
       let body = '';
@@ -66,7 +69,11 @@ function get(url: string, opts: https.RequestOptions): Promise<{ status: number;
     await engine?.stop();
   });
 
-  const client = () => ({ ca: readFileSync(pki.caCert), cert: readFileSync(pki.clientCert), key: readFileSync(pki.clientKey) });
+  const client = () => ({
+    ca: readFileSync(pki.caCert),
+    cert: readFileSync(pki.clientCert),
+    key: readFileSync(pki.clientKey),
+  });
 
   it('serves HTTPS (HSTS set); a client certificate signed by the CA and a token are both needed', async () => {
     expect(base).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
@@ -80,9 +87,17 @@ function get(url: string, opts: https.RequestOptions): Promise<{ status: number;
 
   it('refuses in the handshake a client without a certificate, or with one from another CA', async () => {
     await expect(get(`${base}/health`, { ca: readFileSync(pki.caCert) })).rejects.toThrow();
-    await expect(get(`${base}/health`, { ca: readFileSync(pki.caCert), cert: readFileSync(pki.rogueCert), key: readFileSync(pki.rogueKey) })).rejects.toThrow();
+    await expect(
+      get(`${base}/health`, {
+        ca: readFileSync(pki.caCert),
+        cert: readFileSync(pki.rogueCert),
+        key: readFileSync(pki.rogueKey),
+      }),
+    ).rejects.toThrow();
     // And a client that does not trust the server's CA refuses it.
-    await expect(get(`${base}/health`, { cert: readFileSync(pki.clientCert), key: readFileSync(pki.clientKey) })).rejects.toThrow(/self.signed|certificate|issuer/i);
+    await expect(
+      get(`${base}/health`, { cert: readFileSync(pki.clientCert), key: readFileSync(pki.clientKey) }),
+    ).rejects.toThrow(/self.signed|certificate|issuer/i);
   });
 
   it('plain HTTP on the TLS port gets no answer', async () => {
@@ -97,7 +112,11 @@ function get(url: string, opts: https.RequestOptions): Promise<{ status: number;
   it('a cert without a key is a startup error naming admin.tls', async () => {
     const e = await Engine.create({
       logger: silentLogger(),
-      config: { store: { kind: 'sqlite', path: path.join(dir, 'other.db') }, processing: { transformWorkers: 0 }, admin: { port: 0, tls: { cert: pki.serverCert }, auth: { tokens: roles.tokens } } },
+      config: {
+        store: { kind: 'sqlite', path: path.join(dir, 'other.db') },
+        processing: { transformWorkers: 0 },
+        admin: { port: 0, tls: { cert: pki.serverCert }, auth: { tokens: roles.tokens } },
+      },
     });
     await expect(e.start()).rejects.toThrow(/admin\.tls/);
   });

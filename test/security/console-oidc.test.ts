@@ -47,7 +47,12 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
               jwksUrl: provider.jwksUrl,
               rolesClaim: 'groups',
               roleMap: { 'ferry-viewers': 'viewer', 'ferry-phi': 'phi-reader', 'ferry-admins': 'admin' },
-              console: { clientId: 'ferry-console', clientSecret: 's3cret-client', displayName: 'Hospital SSO', ...extra },
+              console: {
+                clientId: 'ferry-console',
+                clientSecret: 's3cret-client',
+                displayName: 'Hospital SSO',
+                ...extra,
+              },
             },
             failedAuth: { maxFailures, windowMs: 60_000 },
           },
@@ -69,7 +74,8 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
     await provider.stop();
   });
 
-  const post = (p: string, body: unknown, b = base) => fetch(`${b}${p}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const post = (p: string, body: unknown, b = base) =>
+    fetch(`${b}${p}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   const pkce = () => {
     const verifier = b64url(randomBytes(32));
     return { verifier, challenge: b64url(createHash('sha256').update(verifier).digest()) };
@@ -108,7 +114,9 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
     expect(cb.searchParams.get('code')).toBeTruthy();
     // No challenge, or not S256: refused.
     expect((await post('/console/oidc/start', {})).status).toBe(401);
-    expect((await post('/console/oidc/start', { codeChallenge: pkce().challenge, codeChallengeMethod: 'plain' })).status).toBe(401);
+    expect(
+      (await post('/console/oidc/start', { codeChallenge: pkce().challenge, codeChallengeMethod: 'plain' })).status,
+    ).toBe(401);
   });
 
   it('token: the code exchanged with the verifier (and the client secret); the bearer works on the API with the mapped role and expires when the provider says', async () => {
@@ -125,10 +133,16 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
     expect(await (await fetch(`${base}/api/whoami`, { headers: h })).json()).toEqual(r.principal);
     expect((await fetch(`${base}/api/audit`, { headers: h })).status).toBe(403);
     const ok = await engine.store.auditEntries({ action: 'console.signin' });
-    expect(ok.find((e) => e.result === 'ok')).toMatchObject({ principal: 'oidc:u-viewer (val.viewer)', role: 'viewer', remote: '127.0.0.1' });
+    expect(ok.find((e) => e.result === 'ok')).toMatchObject({
+      principal: 'oidc:u-viewer (val.viewer)',
+      role: 'viewer',
+      remote: '127.0.0.1',
+    });
     // The same state again (a replayed callback): refused, the code is not exchanged twice.
     const before = provider.tokenRequests.length;
-    expect((await post('/console/oidc/token', { code: cb.searchParams.get('code'), state, codeVerifier: verifier })).status).toBe(401);
+    expect(
+      (await post('/console/oidc/token', { code: cb.searchParams.get('code'), state, codeVerifier: verifier })).status,
+    ).toBe(401);
     expect(provider.tokenRequests.length).toBe(before);
   });
 
@@ -149,15 +163,33 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
     expect((await post('/console/oidc/token', { code, state: a.state })).status).toBe(401);
     expect((await post('/console/oidc/token', { code, state: a.state, codeVerifier: a.verifier })).status).toBe(401);
     const b = await authorize();
-    expect((await post('/console/oidc/token', { code: b.cb.searchParams.get('code'), state: b.state, codeVerifier: pkce().verifier })).status).toBe(401);
+    expect(
+      (
+        await post('/console/oidc/token', {
+          code: b.cb.searchParams.get('code'),
+          state: b.state,
+          codeVerifier: pkce().verifier,
+        })
+      ).status,
+    ).toBe(401);
     expect(provider.tokenRequests.length).toBe(before);
     // A right state and verifier with a wrong code: the provider refuses it.
     const c = await authorize();
     const res = await post('/console/oidc/token', { code: 'not-the-code', state: c.state, codeVerifier: c.verifier });
     expect(res.status).toBe(401);
     expect(((await res.json()) as { error: string }).error).toMatch(/invalid_grant/);
-    const denied = (await engine.store.auditEntries({ action: 'console.signin' })).filter((e) => e.result === 'denied').map((e) => e.detail);
-    expect(denied).toEqual(expect.arrayContaining(['state-missing', 'state-unknown', 'verifier-missing', 'verifier-mismatch', 'provider:invalid_grant']));
+    const denied = (await engine.store.auditEntries({ action: 'console.signin' }))
+      .filter((e) => e.result === 'denied')
+      .map((e) => e.detail);
+    expect(denied).toEqual(
+      expect.arrayContaining([
+        'state-missing',
+        'state-unknown',
+        'verifier-missing',
+        'verifier-mismatch',
+        'provider:invalid_grant',
+      ]),
+    );
     const all = JSON.stringify(await engine.store.auditEntries()) + logs.lines.join('\n');
     expect(all).not.toMatch(/eyJ[A-Za-z0-9_-]+\.eyJ/); // no JWT
     expect(all).not.toContain('s3cret-client');
@@ -167,10 +199,16 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
   it('an ID token with another nonce than the sign-in (replayed from another sign-in) is refused', async () => {
     provider.rewriteNonce = (n) => `${n.slice(0, -2)}AA`;
     const a = await authorize();
-    const res = await post('/console/oidc/token', { code: a.cb.searchParams.get('code'), state: a.state, codeVerifier: a.verifier });
+    const res = await post('/console/oidc/token', {
+      code: a.cb.searchParams.get('code'),
+      state: a.state,
+      codeVerifier: a.verifier,
+    });
     expect(res.status).toBe(401);
     expect(((await res.json()) as { error: string }).error).toMatch(/nonce/);
-    expect((await engine.store.auditEntries({ action: 'console.signin' })).map((e) => e.detail)).toContain('id-token:nonce');
+    expect((await engine.store.auditEntries({ action: 'console.signin' })).map((e) => e.detail)).toContain(
+      'id-token:nonce',
+    );
   });
 
   it('a provider that cannot be reached: 503 saying so, the caller not counted', async () => {
@@ -184,7 +222,19 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
       config: {
         store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
         processing: { transformWorkers: 0 },
-        admin: { enabled: true, port: 0, auth: { oidc: { issuer, audience: 'ferry-console', jwksUrl: `${issuer}/jwks`, console: { clientId: 'ferry-console' } }, failedAuth: { maxFailures: 2 } } },
+        admin: {
+          enabled: true,
+          port: 0,
+          auth: {
+            oidc: {
+              issuer,
+              audience: 'ferry-console',
+              jwksUrl: `${issuer}/jwks`,
+              console: { clientId: 'ferry-console' },
+            },
+            failedAuth: { maxFailures: 2 },
+          },
+        },
       },
     });
     await e.start();
@@ -202,17 +252,40 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
   it('one address cannot push out the unfinished sign-ins of others: its own oldest go first', async () => {
     const first = await authorize();
     // 25 more from the same address (127.0.0.1): the first is pushed out by its own address's newer ones.
-    for (let i = 0; i < 25; i++) expect((await post('/console/oidc/start', { codeChallenge: pkce().challenge })).status).toBe(200);
-    expect((await post('/console/oidc/token', { code: first.cb.searchParams.get('code'), state: first.state, codeVerifier: first.verifier })).status).toBe(401);
+    for (let i = 0; i < 25; i++)
+      expect((await post('/console/oidc/start', { codeChallenge: pkce().challenge })).status).toBe(200);
+    expect(
+      (
+        await post('/console/oidc/token', {
+          code: first.cb.searchParams.get('code'),
+          state: first.state,
+          codeVerifier: first.verifier,
+        })
+      ).status,
+    ).toBe(401);
     const last = await authorize();
-    expect((await post('/console/oidc/token', { code: last.cb.searchParams.get('code'), state: last.state, codeVerifier: last.verifier })).status).toBe(200);
+    expect(
+      (
+        await post('/console/oidc/token', {
+          code: last.cb.searchParams.get('code'),
+          state: last.state,
+          codeVerifier: last.verifier,
+        })
+      ).status,
+    ).toBe(200);
   });
 
   it('an admin signed in this way reads the config with the client secret masked', async () => {
     provider.user = { sub: 'u-admin', claims: { preferred_username: 'ada.admin', groups: ['ferry-admins'] } };
     try {
       const a = await authorize();
-      const r = (await (await post('/console/oidc/token', { code: a.cb.searchParams.get('code'), state: a.state, codeVerifier: a.verifier })).json()) as { token: string };
+      const r = (await (
+        await post('/console/oidc/token', {
+          code: a.cb.searchParams.get('code'),
+          state: a.state,
+          codeVerifier: a.verifier,
+        })
+      ).json()) as { token: string };
       const res = await fetch(`${base}/api/config`, { headers: { authorization: `Bearer ${r.token}` } });
       expect(res.status).toBe(200);
       const text = await res.text();
@@ -227,7 +300,11 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
     provider.user = { sub: 'u-nurse', claims: { preferred_username: 'nora.nurse', groups: ['nurses'] } };
     try {
       const a = await authorize();
-      const res = await post('/console/oidc/token', { code: a.cb.searchParams.get('code'), state: a.state, codeVerifier: a.verifier });
+      const res = await post('/console/oidc/token', {
+        code: a.cb.searchParams.get('code'),
+        state: a.state,
+        codeVerifier: a.verifier,
+      });
       expect(res.status).toBe(403);
       expect(((await res.json()) as { error: string }).error).toMatch(/no Ferry role/);
     } finally {
@@ -238,7 +315,16 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
   it('refusals count against the address: after maxFailures, 429 with Retry-After, also for a right state', async () => {
     const e = await startEngine(3);
     try {
-      for (let i = 0; i < 3; i++) expect((await post('/console/oidc/token', { state: b64url(randomBytes(32)), codeVerifier: pkce().verifier, code: 'x' }, e.adminUrl!)).status).toBe(401);
+      for (let i = 0; i < 3; i++)
+        expect(
+          (
+            await post(
+              '/console/oidc/token',
+              { state: b64url(randomBytes(32)), codeVerifier: pkce().verifier, code: 'x' },
+              e.adminUrl!,
+            )
+          ).status,
+        ).toBe(401);
       const res = await post('/console/oidc/token', { state: 'x'.repeat(43), code: 'x' }, e.adminUrl!);
       expect(res.status).toBe(429);
       expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
@@ -252,10 +338,18 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
     const e = await startEngine(0, { bearer: 'access_token' });
     try {
       const a = await authorize(e.adminUrl!);
-      const r = (await (await post('/console/oidc/token', { code: a.cb.searchParams.get('code'), state: a.state, codeVerifier: a.verifier }, e.adminUrl!)).json()) as { token: string; tokenType: string };
+      const r = (await (
+        await post(
+          '/console/oidc/token',
+          { code: a.cb.searchParams.get('code'), state: a.state, codeVerifier: a.verifier },
+          e.adminUrl!,
+        )
+      ).json()) as { token: string; tokenType: string };
       expect(r.tokenType).toBe('access_token');
       expect(JSON.parse(Buffer.from(r.token.split('.')[1], 'base64url').toString()).nonce).toBeUndefined();
-      expect((await fetch(`${e.adminUrl}/api/whoami`, { headers: { authorization: `Bearer ${r.token}` } })).status).toBe(200);
+      expect(
+        (await fetch(`${e.adminUrl}/api/whoami`, { headers: { authorization: `Bearer ${r.token}` } })).status,
+      ).toBe(200);
     } finally {
       await e.stop();
     }
@@ -265,7 +359,15 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
     const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-console-oidc-off-'));
     const e = await Engine.create({
       logger: winston.createLogger({ silent: true }),
-      config: { store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') }, processing: { transformWorkers: 0 }, admin: { enabled: true, port: 0, auth: { oidc: { issuer: provider.issuer, audience: 'ferry-console', jwksUrl: provider.jwksUrl } } } },
+      config: {
+        store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
+        processing: { transformWorkers: 0 },
+        admin: {
+          enabled: true,
+          port: 0,
+          auth: { oidc: { issuer: provider.issuer, audience: 'ferry-console', jwksUrl: provider.jwksUrl } },
+        },
+      },
     });
     await e.start();
     try {
@@ -283,12 +385,26 @@ describe('console sign-in with the OIDC provider (authorization code + PKCE)', (
         config: {
           admin: {
             auth: {
-              oidc: { issuer: 'http://idp.example', audience: 'other-app', jwksUrl: 'https://idp.example/jwks', console: { clientId: 'ferry-console', bearer: 'id_token', redirectUri: 'https://ferry.example/elsewhere', scopes: ['openid', 'bad scope'] } },
+              oidc: {
+                issuer: 'http://idp.example',
+                audience: 'other-app',
+                jwksUrl: 'https://idp.example/jwks',
+                console: {
+                  clientId: 'ferry-console',
+                  bearer: 'id_token',
+                  redirectUri: 'https://ferry.example/elsewhere',
+                  scopes: ['openid', 'bad scope'],
+                },
+              },
             },
           },
         },
       }),
-    ).rejects.toThrow(/admin\.auth\.oidc\.console\.scopes[\s\S]*admin\.auth\.oidc\.issuer: must be https[\s\S]*admin\.auth\.oidc\.console\.bearer[\s\S]*admin\.auth\.oidc\.console\.redirectUri/);
-    await expect(configure({ config: { admin: { auth: { oidc: { console: { clientId: 'ferry-console' } } } } } })).rejects.toThrow(/admin\.auth\.oidc\.console\.clientId: needs admin\.auth\.oidc\.issuer/);
+    ).rejects.toThrow(
+      /admin\.auth\.oidc\.console\.scopes[\s\S]*admin\.auth\.oidc\.issuer: must be https[\s\S]*admin\.auth\.oidc\.console\.bearer[\s\S]*admin\.auth\.oidc\.console\.redirectUri/,
+    );
+    await expect(
+      configure({ config: { admin: { auth: { oidc: { console: { clientId: 'ferry-console' } } } } } }),
+    ).rejects.toThrow(/admin\.auth\.oidc\.console\.clientId: needs admin\.auth\.oidc\.issuer/);
   });
 });

@@ -43,9 +43,34 @@ describe('FHIR facade scope matrix (every route x principal)', () => {
     seedPractice(sim);
     sim.upsertPatient(PRACTICE, samplePatient(1));
     const athenaDay = `${day.slice(5, 7)}/${day.slice(8, 10)}/${day.slice(0, 4)}`;
-    slot = String(sim.upsertAppointment(PRACTICE, { date: athenaDay, starttime: '10:00', duration: 15, departmentid: '1', appointmentstatus: 'o' }).appointmentid);
-    slot2 = String(sim.upsertAppointment(PRACTICE, { date: athenaDay, starttime: '11:00', duration: 15, departmentid: '1', appointmentstatus: 'o' }).appointmentid);
-    booked = String(sim.upsertAppointment(PRACTICE, { date: athenaDay, starttime: '12:00', duration: 15, departmentid: '1', appointmentstatus: 'f', patientid: '1000' }).appointmentid);
+    slot = String(
+      sim.upsertAppointment(PRACTICE, {
+        date: athenaDay,
+        starttime: '10:00',
+        duration: 15,
+        departmentid: '1',
+        appointmentstatus: 'o',
+      }).appointmentid,
+    );
+    slot2 = String(
+      sim.upsertAppointment(PRACTICE, {
+        date: athenaDay,
+        starttime: '11:00',
+        duration: 15,
+        departmentid: '1',
+        appointmentstatus: 'o',
+      }).appointmentid,
+    );
+    booked = String(
+      sim.upsertAppointment(PRACTICE, {
+        date: athenaDay,
+        starttime: '12:00',
+        duration: 15,
+        departmentid: '1',
+        appointmentstatus: 'f',
+        patientid: '1000',
+      }).appointmentid,
+    );
     const entries = [];
     const scopes: Record<Exclude<Who, 'anonymous'>, { roles: ('viewer' | 'admin')[]; scopes: string[] }> = {
       noscope: { roles: ['viewer'], scopes: [] },
@@ -57,7 +82,13 @@ describe('FHIR facade scope matrix (every route x principal)', () => {
     for (const [who, s] of Object.entries(scopes)) {
       const t = await makeToken({ name: who, roles: s.roles, scopes: s.scopes }, 'test');
       secrets[who as keyof typeof secrets] = t.secret;
-      entries.push({ id: t.record.id, name: who, roles: s.roles, hash: t.record.hash, ...(s.scopes.length ? { scopes: s.scopes } : {}) });
+      entries.push({
+        id: t.record.id,
+        name: who,
+        roles: s.roles,
+        hash: t.record.hash,
+        ...(s.scopes.length ? { scopes: s.scopes } : {}),
+      });
     }
     writeFileSync(
       path.join(dir, 'ferry.yaml'),
@@ -90,26 +121,75 @@ processing: { transformWorkers: 0 }
     { method: 'GET', path: '/fhir/clinic/metadata', route: '/fhir/:conn/metadata', need: 'read', ok: 200 },
     { method: 'GET', path: `/fhir/clinic/Patient?family=Patient1`, route: '/fhir/:conn/:type', need: 'read', ok: 200 },
     { method: 'GET', path: `/fhir/clinic/Patient/${patient}`, route: '/fhir/:conn/:type/:id', need: 'read', ok: 200 },
-    { method: 'GET', path: `/fhir/clinic/Patient/${patient}/$identities`, route: '/fhir/:conn/:type/:id/:op', need: 'read', ok: 200 },
-    { method: 'PUT', path: `/fhir/clinic/Patient/${patient}`, route: '/fhir/:conn/:type/:id', need: 'write', ok: 200, body: { resourceType: 'Patient', name: [{ family: 'Patient1', given: ['Test1'] }], birthDate: '1985-01-15' } },
-    { method: 'POST', path: '/fhir/clinic/Patient', route: '/fhir/:conn/:type', need: 'write', ok: 201, body: { resourceType: 'Patient', name: [{ family: 'Scoped', given: ['Sam'] }], birthDate: '1970-02-03' } },
-    { method: 'POST', path: `/fhir/clinic/Appointment/athena-${PRACTICE}-appointment-${slot}/$book`, route: '/fhir/:conn/:type/:id/:op', need: 'write', ok: 200, body: { resourceType: 'Parameters', parameter: [{ name: 'patient', valueReference: { reference: `Patient/${patient}` } }] } },
-    { method: 'POST', path: `/fhir/clinic/Appointment/athena-${PRACTICE}-appointment-${booked}/$checkin`, route: '/fhir/:conn/:type/:id/:op', need: 'write', ok: 200 },
-    { method: 'GET', path: `/fhir/clinic/DocumentReference?patient=Patient/${patient}`, route: '/fhir/:conn/:type', need: 'read', ok: 200 },
+    {
+      method: 'GET',
+      path: `/fhir/clinic/Patient/${patient}/$identities`,
+      route: '/fhir/:conn/:type/:id/:op',
+      need: 'read',
+      ok: 200,
+    },
+    {
+      method: 'PUT',
+      path: `/fhir/clinic/Patient/${patient}`,
+      route: '/fhir/:conn/:type/:id',
+      need: 'write',
+      ok: 200,
+      body: { resourceType: 'Patient', name: [{ family: 'Patient1', given: ['Test1'] }], birthDate: '1985-01-15' },
+    },
+    {
+      method: 'POST',
+      path: '/fhir/clinic/Patient',
+      route: '/fhir/:conn/:type',
+      need: 'write',
+      ok: 201,
+      body: { resourceType: 'Patient', name: [{ family: 'Scoped', given: ['Sam'] }], birthDate: '1970-02-03' },
+    },
+    {
+      method: 'POST',
+      path: `/fhir/clinic/Appointment/athena-${PRACTICE}-appointment-${slot}/$book`,
+      route: '/fhir/:conn/:type/:id/:op',
+      need: 'write',
+      ok: 200,
+      body: {
+        resourceType: 'Parameters',
+        parameter: [{ name: 'patient', valueReference: { reference: `Patient/${patient}` } }],
+      },
+    },
+    {
+      method: 'POST',
+      path: `/fhir/clinic/Appointment/athena-${PRACTICE}-appointment-${booked}/$checkin`,
+      route: '/fhir/:conn/:type/:id/:op',
+      need: 'write',
+      ok: 200,
+    },
+    {
+      method: 'GET',
+      path: `/fhir/clinic/DocumentReference?patient=Patient/${patient}`,
+      route: '/fhir/:conn/:type',
+      need: 'read',
+      ok: 200,
+    },
     {
       method: 'POST',
       path: '/fhir/clinic/DocumentReference',
       route: '/fhir/:conn/:type',
       need: 'write',
       ok: 201,
-      body: { resourceType: 'DocumentReference', status: 'current', type: { coding: [{ system: 'urn:athenahealth:athenanet:documentsubclass', code: 'LETTER' }] }, subject: { reference: `Patient/${patient}` }, content: [{ attachment: { contentType: 'text/plain', data: 'aGk=' } }] },
+      body: {
+        resourceType: 'DocumentReference',
+        status: 'current',
+        type: { coding: [{ system: 'urn:athenahealth:athenanet:documentsubclass', code: 'LETTER' }] },
+        subject: { reference: `Patient/${patient}` },
+        content: [{ attachment: { contentType: 'text/plain', data: 'aGk=' } }],
+      },
     },
   ];
 
   it('names every route the facade serves', () => {
     const covered = new Set(cases().map((c) => `${c.method} ${c.route}`));
     expect(FACADE_ROUTES.map((r) => `${r.method} ${r.url}`).filter((r) => !covered.has(r))).toEqual([]);
-    for (const c of cases()) expect(FACADE_ROUTES.find((r) => r.method === c.method && r.url === c.route)?.access).toBe(c.need);
+    for (const c of cases())
+      expect(FACADE_ROUTES.find((r) => r.method === c.method && r.url === c.route)?.access).toBe(c.need);
   });
 
   it('answers 401 / 403 below the scope a route needs and the route from it up', async () => {
@@ -123,7 +203,10 @@ processing: { transformWorkers: 0 }
         const url = who === 'write' || c.need !== 'write' ? c.path : c.path.replace(slot, slot2);
         const res = await fetch(`${engine.apiUrl}${url}`, {
           method: c.method,
-          headers: { ...(who !== 'anonymous' ? { authorization: `Bearer ${secrets[who]}` } : {}), ...(c.body ? { 'content-type': 'application/fhir+json' } : {}) },
+          headers: {
+            ...(who !== 'anonymous' ? { authorization: `Bearer ${secrets[who]}` } : {}),
+            ...(c.body ? { 'content-type': 'application/fhir+json' } : {}),
+          },
           body: c.body ? JSON.stringify(c.body) : undefined,
         });
         await res.arrayBuffer();
@@ -133,10 +216,19 @@ processing: { transformWorkers: 0 }
     expect(results).toEqual(expected);
     // No such route: 401 without a credential, 404 with any valid one (scoped or not).
     expect((await fetch(`${engine.apiUrl}/nope`)).status).toBe(401);
-    expect((await fetch(`${engine.apiUrl}/nope`, { headers: { authorization: `Bearer ${secrets.noscope}` } })).status).toBe(404);
+    expect(
+      (await fetch(`${engine.apiUrl}/nope`, { headers: { authorization: `Bearer ${secrets.noscope}` } })).status,
+    ).toBe(404);
     const denied = await engine.store.auditEntries({ action: 'access.denied' });
     expect(denied.length).toBe(expected.filter((e) => e.endsWith(': 403')).length);
-    expect(denied.every((d) => d.target?.startsWith('GET /fhir/clinic') || d.target?.startsWith('POST /fhir/clinic') || d.target?.startsWith('PUT /fhir/clinic'))).toBe(true);
+    expect(
+      denied.every(
+        (d) =>
+          d.target?.startsWith('GET /fhir/clinic') ||
+          d.target?.startsWith('POST /fhir/clinic') ||
+          d.target?.startsWith('PUT /fhir/clinic'),
+      ),
+    ).toBe(true);
   });
 });
 
@@ -178,7 +270,9 @@ processing: { transformWorkers: 0 }
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (c) => (text += c));
-        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text ? JSON.parse(text) : undefined }));
+        res.on('end', () =>
+          resolve({ status: res.statusCode!, headers: res.headers, body: text ? JSON.parse(text) : undefined }),
+        );
       });
       req.on('error', reject);
       req.end();
@@ -190,10 +284,17 @@ processing: { transformWorkers: 0 }
       expect(`${host}: ${(await raw('GET', { ...auth(), host })).status}`).toBe(`${host}: 200`);
     const evil = await raw('GET', { ...auth(), host: 'rebind.attacker.example' });
     expect(evil.status).toBe(421);
-    expect(evil.body.issue[0]).toMatchObject({ code: 'security', diagnostics: expect.stringContaining('api.allowedHosts') });
+    expect(evil.body.issue[0]).toMatchObject({
+      code: 'security',
+      diagnostics: expect.stringContaining('api.allowedHosts'),
+    });
     // Refused before the credential is looked at.
     expect((await raw('GET', { host: 'rebind.attacker.example' })).status).toBe(421);
-    expect((await engine.store.auditEntries({ action: 'access.denied' })).some((a) => a.detail === 'host not allowed (api.allowedHosts)')).toBe(true);
+    expect(
+      (await engine.store.auditEntries({ action: 'access.denied' })).some(
+        (a) => a.detail === 'host not allowed (api.allowedHosts)',
+      ),
+    ).toBe(true);
   });
 
   it('refuses a cross-origin browser request (403) unless api.cors.origins lists the origin, which gets CORS headers', async () => {
@@ -201,27 +302,41 @@ processing: { transformWorkers: 0 }
     expect(evil.status).toBe(403);
     expect(evil.body.issue[0].code).toBe('forbidden');
     expect(evil.headers['access-control-allow-origin']).toBeUndefined();
-    expect((await engine.store.auditEntries({ action: 'access.denied' })).some((a) => a.detail === 'origin not allowed (api.cors.origins)')).toBe(true);
+    expect(
+      (await engine.store.auditEntries({ action: 'access.denied' })).some(
+        (a) => a.detail === 'origin not allowed (api.cors.origins)',
+      ),
+    ).toBe(true);
     const app = await raw('GET', { ...auth(), host: 'fhir.example.org', origin: 'https://app.example.org' });
     expect(app.status).toBe(200);
     expect(app.headers['access-control-allow-origin']).toBe('https://app.example.org');
     expect(app.headers.vary).toContain('Origin');
     expect(app.headers['access-control-expose-headers']).toContain('location');
     // The facade's own origin (its publicUrl, or the address called) is not cross-site.
-    expect((await raw('GET', { ...auth(), host: 'fhir.example.org', origin: 'https://fhir.example.org' })).status).toBe(200);
-    expect((await raw('GET', { ...auth(), host: `127.0.0.1:${port}`, origin: `http://127.0.0.1:${port}` })).status).toBe(200);
+    expect((await raw('GET', { ...auth(), host: 'fhir.example.org', origin: 'https://fhir.example.org' })).status).toBe(
+      200,
+    );
+    expect(
+      (await raw('GET', { ...auth(), host: `127.0.0.1:${port}`, origin: `http://127.0.0.1:${port}` })).status,
+    ).toBe(200);
     // Still a credential and a scope: CORS opens nothing else.
     expect((await raw('GET', { host: 'fhir.example.org', origin: 'https://app.example.org' })).status).toBe(401);
   });
 
   it('answers a CORS preflight for a listed origin without a credential, and refuses one from another origin', async () => {
-    const pre = { host: 'fhir.example.org', 'access-control-request-method': 'PUT', 'access-control-request-headers': 'authorization, content-type, idempotency-key' };
+    const pre = {
+      host: 'fhir.example.org',
+      'access-control-request-method': 'PUT',
+      'access-control-request-headers': 'authorization, content-type, idempotency-key',
+    };
     const ok = await raw('OPTIONS', { ...pre, origin: 'https://app.example.org' }, '/fhir/clinic/Patient/x');
     expect(ok.status).toBe(204);
     expect(ok.headers['access-control-allow-origin']).toBe('https://app.example.org');
     expect(ok.headers['access-control-allow-methods']).toBe('GET, POST, PUT');
     expect(ok.headers['access-control-allow-headers']).toBe('authorization, content-type, idempotency-key');
-    expect((await raw('OPTIONS', { ...pre, origin: 'https://evil.example' }, '/fhir/clinic/Patient/x')).status).toBe(403);
+    expect((await raw('OPTIONS', { ...pre, origin: 'https://evil.example' }, '/fhir/clinic/Patient/x')).status).toBe(
+      403,
+    );
   });
 });
 
@@ -233,7 +348,8 @@ const hasOpenssl = (() => {
     return false;
   }
 })();
-if (!hasOpenssl) console.warn('skipped "FHIR facade over mutual TLS": openssl CLI absent, cannot make test certificates');
+if (!hasOpenssl)
+  console.warn('skipped "FHIR facade over mutual TLS": openssl CLI absent, cannot make test certificates');
 
 (hasOpenssl ? describe : describe.skip)('FHIR facade over mutual TLS', () => {
   it('serves HTTPS with HSTS; needs a client certificate and still a scoped token', async () => {
@@ -256,12 +372,24 @@ processing: { transformWorkers: 0 }
     await engine.start();
     try {
       expect(engine.apiUrl).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
-      const client = { ca: readFileSync(pki.caCert), cert: readFileSync(pki.clientCert), key: readFileSync(pki.clientKey) };
-      const ok = await httpsGet(`${engine.apiUrl}/fhir/clinic/metadata`, { ...client, headers: { authorization: `Bearer ${t.secret}` } });
+      const client = {
+        ca: readFileSync(pki.caCert),
+        cert: readFileSync(pki.clientCert),
+        key: readFileSync(pki.clientKey),
+      };
+      const ok = await httpsGet(`${engine.apiUrl}/fhir/clinic/metadata`, {
+        ...client,
+        headers: { authorization: `Bearer ${t.secret}` },
+      });
       expect(ok.status).toBe(200);
       expect(ok.headers['strict-transport-security']).toMatch(/max-age=/);
       expect((await httpsGet(`${engine.apiUrl}/fhir/clinic/metadata`, client)).status).toBe(401);
-      await expect(httpsGet(`${engine.apiUrl}/fhir/clinic/metadata`, { ca: client.ca, headers: { authorization: `Bearer ${t.secret}` } })).rejects.toThrow();
+      await expect(
+        httpsGet(`${engine.apiUrl}/fhir/clinic/metadata`, {
+          ca: client.ca,
+          headers: { authorization: `Bearer ${t.secret}` },
+        }),
+      ).rejects.toThrow();
     } finally {
       await engine.stop();
       rmSync(dir, { recursive: true, force: true });
@@ -269,7 +397,10 @@ processing: { transformWorkers: 0 }
   });
 });
 
-function httpsGet(url: string, opts: https.RequestOptions): Promise<{ status: number; headers: Record<string, unknown> }> {
+function httpsGet(
+  url: string,
+  opts: https.RequestOptions,
+): Promise<{ status: number; headers: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
     const req = https.request(url, { agent: false, ...opts }, (res) => {
       res.resume();

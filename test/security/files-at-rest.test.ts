@@ -13,7 +13,11 @@ import { waitFor } from '../reliability/support';
 import { openConfiguredStore } from '../../core/src/cli/commands/replay.command';
 
 const adt = (ctl: string) =>
-  [`MSH|^~\\&|SENDAPP|SENDFAC|FERRY|HOSP|20240101120000||ADT^A01^ADT_A01|${ctl}|P|2.5.1`, 'EVN|A01|20240101120000', 'PID|1||12345^^^HOSP^MR||DOE^JANE||19800101|F'].join('\r') + '\r';
+  [
+    `MSH|^~\\&|SENDAPP|SENDFAC|FERRY|HOSP|20240101120000||ADT^A01^ADT_A01|${ctl}|P|2.5.1`,
+    'EVN|A01|20240101120000',
+    'PID|1||12345^^^HOSP^MR||DOE^JANE||19800101|F',
+  ].join('\r') + '\r';
 
 const mode = (p: string) => (statSync(p).mode & 0o777).toString(8).padStart(4, '0');
 
@@ -40,7 +44,11 @@ async function run(dir: string, extra: Record<string, unknown> = {}): Promise<En
   mkdirSync(path.join(dir, 'in'), { recursive: true });
   writeFileSync(path.join(dir, 'in', 'good.hl7'), adt('FM1'), { mode: 0o644 });
   writeFileSync(path.join(dir, 'in', 'bad.hl7'), 'this is not HL7', { mode: 0o644 });
-  await waitFor('both files handled', () => existsSync(path.join(dir, 'in', 'done', 'good.hl7')) && existsSync(path.join(dir, 'in', 'error', 'bad.hl7')), 10_000);
+  await waitFor(
+    'both files handled',
+    () => existsSync(path.join(dir, 'in', 'done', 'good.hl7')) && existsSync(path.join(dir, 'in', 'error', 'bad.hl7')),
+    10_000,
+  );
   await e.waitForIdle(10_000);
   return e;
 }
@@ -52,11 +60,23 @@ describe('files at rest (security)', () => {
     const db = path.join(dir, 'data', 'ferry.db');
     try {
       expect(existsSync(`${db}-wal`)).toBe(true);
-      const files = [db, `${db}-wal`, `${db}-shm`, `${db}-engine.pid`, `${db}-engine.lock`, path.join(dir, 'out', 'bundles.ndjson'), path.join(dir, 'in', 'done', 'good.hl7'), path.join(dir, 'in', 'error', 'bad.hl7'), path.join(dir, 'in', 'error', 'bad.hl7.reason')];
+      const files = [
+        db,
+        `${db}-wal`,
+        `${db}-shm`,
+        `${db}-engine.pid`,
+        `${db}-engine.lock`,
+        path.join(dir, 'out', 'bundles.ndjson'),
+        path.join(dir, 'in', 'done', 'good.hl7'),
+        path.join(dir, 'in', 'error', 'bad.hl7'),
+        path.join(dir, 'in', 'error', 'bad.hl7.reason'),
+      ];
       const json = readdirSync(path.join(dir, 'json')).map((f) => path.join(dir, 'json', f));
       expect(json).toHaveLength(1);
-      for (const f of [...files, ...json]) expect(`${path.relative(dir, f)} ${mode(f)}`).toBe(`${path.relative(dir, f)} 0600`);
-      for (const d of ['data', 'out', 'json', 'in', 'in/done', 'in/error']) expect(`${d} ${mode(path.join(dir, d))}`).toBe(`${d} 0700`);
+      for (const f of [...files, ...json])
+        expect(`${path.relative(dir, f)} ${mode(f)}`).toBe(`${path.relative(dir, f)} 0600`);
+      for (const d of ['data', 'out', 'json', 'in', 'in/done', 'in/error'])
+        expect(`${d} ${mode(path.join(dir, d))}`).toBe(`${d} 0700`);
     } finally {
       await e.stop();
     }
@@ -73,7 +93,13 @@ describe('files at rest (security)', () => {
     expect(mode(db)).toBe('0644');
     const e = await run(dir, { files: { umask: '0027' } });
     try {
-      for (const f of [db, `${db}-wal`, path.join(dir, 'out', 'bundles.ndjson'), path.join(dir, 'in', 'error', 'bad.hl7.reason')]) expect(`${path.relative(dir, f)} ${mode(f)}`).toBe(`${path.relative(dir, f)} 0640`);
+      for (const f of [
+        db,
+        `${db}-wal`,
+        path.join(dir, 'out', 'bundles.ndjson'),
+        path.join(dir, 'in', 'error', 'bad.hl7.reason'),
+      ])
+        expect(`${path.relative(dir, f)} ${mode(f)}`).toBe(`${path.relative(dir, f)} 0640`);
       for (const d of ['out', 'in/done']) expect(`${d} ${mode(path.join(dir, d))}`).toBe(`${d} 0750`);
     } finally {
       await e.stop();
@@ -92,6 +118,8 @@ describe('files at rest (security)', () => {
     expect(parseUmask('0o007')).toBe(0o007);
     expect(fileModes(0o077)).toEqual({ umask: 0o077, file: 0o600, dir: 0o700 });
     expect(() => parseUmask('0080')).toThrow(/octal umask/);
-    await expect(Engine.create({ config: config(os.tmpdir(), { files: { umask: 'private' } }), logger: silentLogger() })).rejects.toThrow(/files\.umask/);
+    await expect(
+      Engine.create({ config: config(os.tmpdir(), { files: { umask: 'private' } }), logger: silentLogger() }),
+    ).rejects.toThrow(/files\.umask/);
   });
 });

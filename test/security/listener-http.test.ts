@@ -13,7 +13,11 @@ import { hashToken, newTokenSecret } from '../../core/src/admin/tokens';
 import { countingLogger, sleep, waitFor } from '../reliability/support';
 
 const adt = (ctl: string) =>
-  [`MSH|^~\\&|SENDAPP|SENDFAC|FERRY|HOSP|20240101120000||ADT^A01^ADT_A01|${ctl}|P|2.5.1`, 'EVN|A01|20240101120000', 'PID|1||12345^^^HOSP^MR||DOE^JANE||19800101|F'].join('\r') + '\r';
+  [
+    `MSH|^~\\&|SENDAPP|SENDFAC|FERRY|HOSP|20240101120000||ADT^A01^ADT_A01|${ctl}|P|2.5.1`,
+    'EVN|A01|20240101120000',
+    'PID|1||12345^^^HOSP^MR||DOE^JANE||19800101|F',
+  ].join('\r') + '\r';
 
 function open(port: number, localAddress?: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -26,7 +30,13 @@ function open(port: number, localAddress?: string): Promise<net.Socket> {
 /** One request on a fresh connection (no agent); status, body and the time it took, or an error code. */
 function request(
   port: number,
-  opts: { method?: string; path?: string; body?: string | Buffer; localAddress?: string; headers?: Record<string, string> } = {},
+  opts: {
+    method?: string;
+    path?: string;
+    body?: string | Buffer;
+    localAddress?: string;
+    headers?: Record<string, string>;
+  } = {},
 ): Promise<{ status: number | string; body: string; ms: number }> {
   const t0 = performance.now();
   return new Promise((resolve) => {
@@ -48,7 +58,9 @@ function request(
       },
     );
     req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', (e: NodeJS.ErrnoException) => resolve({ status: e.code ?? e.message, body: '', ms: performance.now() - t0 }));
+    req.on('error', (e: NodeJS.ErrnoException) =>
+      resolve({ status: e.code ?? e.message, body: '', ms: performance.now() - t0 }),
+    );
     req.end(opts.body);
   });
 }
@@ -90,7 +102,10 @@ describe('HTTP intake hardening (security)', () => {
   const sockets: net.Socket[] = [];
   const start = async (source: Record<string, unknown> = {}) => {
     const counting = countingLogger();
-    const e = await Engine.create({ config: config(mkdtempSync(path.join(os.tmpdir(), 'ferry-sec-http-')), source), logger: counting.logger });
+    const e = await Engine.create({
+      config: config(mkdtempSync(path.join(os.tmpdir(), 'ferry-sec-http-')), source),
+      logger: counting.logger,
+    });
     engines.push(e);
     await e.start();
     const src = e.source<HttpSource>('intake')!;
@@ -117,7 +132,9 @@ describe('HTTP intake hardening (security)', () => {
     await waitFor('480 refusals', () => src.stats()!.connectionsRefusedPerAddress === 480, 10_000);
     await waitFor('the refused sockets closed', () => alive.size === 20, 5000);
     const r = await request(port, { body: adt('H1'), localAddress: '127.0.0.2' });
-    console.log(`202 for the sender on 127.0.0.2 with 500 idle connections from 127.0.0.1 tried (20 held open): ${r.ms.toFixed(1)} ms`);
+    console.log(
+      `202 for the sender on 127.0.0.2 with 500 idle connections from 127.0.0.1 tried (20 held open): ${r.ms.toFixed(1)} ms`,
+    );
     expect(r.status).toBe(202);
     expect(r.ms).toBeLessThan(1000);
     expect(alive.size).toBe(20);
@@ -151,18 +168,32 @@ describe('HTTP intake hardening (security)', () => {
     const hugeHeader = await raw(port, `POST /messages HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`);
     expect(hugeHeader.answer).toMatch(/^HTTP\/1\.1 431/);
     expect((await request(port, { body: Buffer.alloc(100 * 1024, 0x41) })).status).toBe(413);
-    const lying = await raw(port, `POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/hl7-v2\r\nContent-Length: 999999999\r\n\r\nMSH|`);
+    const lying = await raw(
+      port,
+      `POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/hl7-v2\r\nContent-Length: 999999999\r\n\r\nMSH|`,
+    );
     expect(lying.answer).toMatch(/^HTTP\/1\.1 413/);
-    const smuggle = await raw(port, 'POST /messages HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+    const smuggle = await raw(
+      port,
+      'POST /messages HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+    );
     expect(smuggle.answer).toMatch(/^HTTP\/1\.1 400/);
-    for (const p of ['/../../../../etc/passwd', '/messages/../../etc/passwd', '/%2e%2e/%2e%2e/etc/passwd', '/..%2f..%2fetc%2fpasswd', '//etc/passwd', '/messages%00.txt']) {
+    for (const p of [
+      '/../../../../etc/passwd',
+      '/messages/../../etc/passwd',
+      '/%2e%2e/%2e%2e/etc/passwd',
+      '/..%2f..%2fetc%2fpasswd',
+      '//etc/passwd',
+      '/messages%00.txt',
+    ]) {
       for (const method of ['GET', 'POST']) {
         const r = await request(port, { method, path: p, body: method === 'POST' ? adt('TRAV') : undefined });
         expect([400, 404, 405]).toContain(r.status);
         expect(r.body).not.toMatch(/root:/);
       }
     }
-    for (let i = 0; i < 3; i++) expect((await request(port, { body: adt(`OK${i}`), localAddress: '127.0.0.2' })).status).toBe(202);
+    for (let i = 0; i < 3; i++)
+      expect((await request(port, { body: adt(`OK${i}`), localAddress: '127.0.0.2' })).status).toBe(202);
     const stored = await engines[0].store.listMessages({ sourceId: 'intake', limit: 100 });
     expect(stored.map((m) => m.headers.controlId).sort()).toEqual(['OK0', 'OK1', 'OK2']);
   }, 30_000);
@@ -176,22 +207,50 @@ describe('HTTP intake hardening (security)', () => {
 
   it('tokens from the YAML-shaped config: only salted hashes configured; the secret as bearer gets 202, anything else 401', async () => {
     const lab = newTokenSecret();
-    const { port, logs } = await start({ tokens: [{ id: lab.id, name: 'lab-system', roles: ['operator'], hash: await hashToken(lab.secret) }] });
+    const { port, logs } = await start({
+      tokens: [{ id: lab.id, name: 'lab-system', roles: ['operator'], hash: await hashToken(lab.secret) }],
+    });
     expect((await request(port, { body: adt('TK1') })).status).toBe(401);
-    expect((await request(port, { body: adt('TK2'), headers: { authorization: `bearer ${lab.secret}` } })).status).toBe(202);
-    expect(logs['warn http source accepts messages from any client that can reach its port: set tokens, token or mutual TLS']).toBeUndefined();
-    await expect(Engine.create({ config: config(os.tmpdir(), { tokens: [{ id: lab.id, name: 'x', hash: lab.secret }] }) })).rejects.toThrow(/scrypt/);
+    expect((await request(port, { body: adt('TK2'), headers: { authorization: `bearer ${lab.secret}` } })).status).toBe(
+      202,
+    );
+    expect(
+      logs[
+        'warn http source accepts messages from any client that can reach its port: set tokens, token or mutual TLS'
+      ],
+    ).toBeUndefined();
+    await expect(
+      Engine.create({ config: config(os.tmpdir(), { tokens: [{ id: lab.id, name: 'x', hash: lab.secret }] }) }),
+    ).rejects.toThrow(/scrypt/);
   });
 
   it('an intake without tokens or mutual TLS says so at start (warn)', async () => {
     const { logs } = await start();
-    expect(logs['warn http source accepts messages from any client that can reach its port: set tokens, token or mutual TLS']).toBe(1);
+    expect(
+      logs[
+        'warn http source accepts messages from any client that can reach its port: set tokens, token or mutual TLS'
+      ],
+    ).toBe(1);
   });
 
   it('stop is not held up by idle, silent or half-sent connections', async () => {
     const { e, port } = await start();
     const agent = new http.Agent({ keepAlive: true });
-    await new Promise<void>((r) => http.request({ host: '127.0.0.1', port, method: 'POST', path: '/messages', agent, headers: { 'content-type': 'application/hl7-v2' } }, (res) => res.resume().on('end', () => r())).end(adt('KA1')));
+    await new Promise<void>((r) =>
+      http
+        .request(
+          {
+            host: '127.0.0.1',
+            port,
+            method: 'POST',
+            path: '/messages',
+            agent,
+            headers: { 'content-type': 'application/hl7-v2' },
+          },
+          (res) => res.resume().on('end', () => r()),
+        )
+        .end(adt('KA1')),
+    );
     const silent = await open(port);
     const half = await open(port);
     half.write('POST /messages HTTP/1.1\r\nHost: x\r\n');

@@ -16,7 +16,11 @@ const VT = Buffer.from([0x0b]);
 const END = Buffer.from([0x1c, 0x0d]);
 const frame = (s: string | Buffer) => Buffer.concat([VT, Buffer.isBuffer(s) ? s : Buffer.from(s, 'latin1'), END]);
 const adt = (ctl: string) =>
-  [`MSH|^~\\&|SENDAPP|SENDFAC|FERRY|HOSP|20240101120000||ADT^A01^ADT_A01|${ctl}|P|2.5.1`, 'EVN|A01|20240101120000', 'PID|1||12345^^^HOSP^MR||DOE^JANE||19800101|F'].join('\r') + '\r';
+  [
+    `MSH|^~\\&|SENDAPP|SENDFAC|FERRY|HOSP|20240101120000||ADT^A01^ADT_A01|${ctl}|P|2.5.1`,
+    'EVN|A01|20240101120000',
+    'PID|1||12345^^^HOSP^MR||DOE^JANE||19800101|F',
+  ].join('\r') + '\r';
 
 /** Connects (optionally from `localAddress`); resolves with the socket once connected. */
 function open(port: number, opts: { host?: string; localAddress?: string } = {}): Promise<net.Socket> {
@@ -28,7 +32,11 @@ function open(port: number, opts: { host?: string; localAddress?: string } = {})
 }
 
 /** Sends one message on a new connection from `localAddress`; resolves with the ACK code and the time it took, or 'closed'. */
-async function sendOne(port: number, ctl: string, opts: { host?: string; localAddress?: string } = {}): Promise<{ code: string; ms: number }> {
+async function sendOne(
+  port: number,
+  ctl: string,
+  opts: { host?: string; localAddress?: string } = {},
+): Promise<{ code: string; ms: number }> {
   const t0 = performance.now();
   let s: net.Socket;
   try {
@@ -77,7 +85,10 @@ describe('MLLP listener hardening (security)', () => {
   const sockets: net.Socket[] = [];
   const start = async (source: Record<string, unknown> = {}) => {
     const counting = countingLogger();
-    const e = await Engine.create({ config: config(mkdtempSync(path.join(os.tmpdir(), 'ferry-sec-mllp-')), source), logger: counting.logger });
+    const e = await Engine.create({
+      config: config(mkdtempSync(path.join(os.tmpdir(), 'ferry-sec-mllp-')), source),
+      logger: counting.logger,
+    });
     engines.push(e);
     await e.start();
     const src = e.source<MllpSource>('feed')!;
@@ -119,7 +130,9 @@ describe('MLLP listener hardening (security)', () => {
     await waitFor('the refused sockets closed', () => stillOpen() === 20, 5000);
 
     const r = await sendOne(port, 'LOCK1', { localAddress: '127.0.0.2' });
-    console.log(`AA for the sender on 127.0.0.2 with 500 idle connections from 127.0.0.1 tried (20 held open): ${r.ms.toFixed(1)} ms`);
+    console.log(
+      `AA for the sender on 127.0.0.2 with 500 idle connections from 127.0.0.1 tried (20 held open): ${r.ms.toFixed(1)} ms`,
+    );
     expect(r.code).toBe('AA');
     expect(r.ms).toBeLessThan(1000);
     // logically: AA came while the 20 idle connections were still held
@@ -179,8 +192,12 @@ describe('MLLP listener hardening (security)', () => {
   });
 
   it('an allowlist entry that is not an address or CIDR block is a config error', async () => {
-    await expect(Engine.create({ config: config(os.tmpdir(), { allow: ['10.0.0.0/33'] }) })).rejects.toThrow(/prefix length must be 0..32/);
-    await expect(Engine.create({ config: config(os.tmpdir(), { allow: ['intranet'] }) })).rejects.toThrow(/not an IP address or CIDR block/);
+    await expect(Engine.create({ config: config(os.tmpdir(), { allow: ['10.0.0.0/33'] }) })).rejects.toThrow(
+      /prefix length must be 0..32/,
+    );
+    await expect(Engine.create({ config: config(os.tmpdir(), { allow: ['intranet'] }) })).rejects.toThrow(
+      /not an IP address or CIDR block/,
+    );
   });
 
   it('probes: junk, unterminated, oversized and slowloris frames on 127.0.0.1 while 127.0.0.2 keeps getting AA', async () => {

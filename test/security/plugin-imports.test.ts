@@ -14,9 +14,10 @@ describe('plugin import boundaries', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-imports-'));
     try {
       for (const [name, files] of Object.entries({
-        a: { 'src/index.ts': "export const a = 1;\n" },
+        a: { 'src/index.ts': 'export const a = 1;\n' },
         b: {
-          'src/index.ts': "import { a } from '@ferry/plugin-a';\nimport { x } from '../../a/src/index';\nconst y = require('../../a/dist/index.js');\nimport { z } from './own';\nimport { FerryError } from '@ferry/core';\n",
+          'src/index.ts':
+            "import { a } from '@ferry/plugin-a';\nimport { x } from '../../a/src/index';\nconst y = require('../../a/dist/index.js');\nimport { z } from './own';\nimport { FerryError } from '@ferry/core';\n",
           'src/own.ts': 'export const z = 1;\n',
         },
       })) {

@@ -29,11 +29,21 @@ export interface FacadeAnswer<T> {
  * as the principal `who` (its bearer from `tokenOf`; undefined: no Authorization header), JSON in and out.
  */
 export function facadeCaller<W extends string>(base: () => string, tokenOf: (who: W) => string | undefined) {
-  return async <T = any,>(who: W | undefined, method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<FacadeAnswer<T>> => {
+  return async <T = any>(
+    who: W | undefined,
+    method: string,
+    url: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<FacadeAnswer<T>> => {
     const token = who === undefined ? undefined : tokenOf(who);
     const res = await fetch(url.startsWith('http') ? url : `${base()}${url}`, {
       method,
-      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/fhir+json' } : {}), ...headers },
+      headers: {
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...(body !== undefined ? { 'content-type': 'application/fhir+json' } : {}),
+        ...headers,
+      },
       body: body !== undefined ? JSON.stringify(body) : undefined,
     });
     const text = await res.text();

@@ -33,7 +33,7 @@ describe('test FHIR server (medplum fhir-router over http)', () => {
     const p2 = (await r2.json()) as any;
     expect(p2.id).toBe(p1.id);
     expect(await srv.count('Patient', 'identifier=urn:oid:1.2.3.4|MRN-1')).toBe(1);
-    const read = await ((await req('GET', `Patient/${p1.id}`)).json()) as any;
+    const read = (await (await req('GET', `Patient/${p1.id}`)).json()) as any;
     expect(read.gender).toBe('other');
   });
 
@@ -42,7 +42,7 @@ describe('test FHIR server (medplum fhir-router over http)', () => {
     expect(c.status).toBe(201);
     expect(c.headers.get('location')).toMatch(/\/Patient\/[\w-]+\/_history\//);
     const created = (await c.json()) as any;
-    const s = await ((await req('GET', 'Patient?identifier=urn:oid:1.2.3.4|MRN-2')).json()) as any;
+    const s = (await (await req('GET', 'Patient?identifier=urn:oid:1.2.3.4|MRN-2')).json()) as any;
     expect(s.resourceType).toBe('Bundle');
     expect(s.entry).toHaveLength(1);
     const d = await req('DELETE', `Patient/${created.id}`);
@@ -70,10 +70,20 @@ describe('test FHIR server (medplum fhir-router over http)', () => {
       resourceType: 'Bundle',
       type: 'transaction',
       entry: [
-        { fullUrl: pid, resource: patient('MRN-3'), request: { method: 'PUT', url: 'Patient?identifier=urn:oid:1.2.3.4|MRN-3' } },
+        {
+          fullUrl: pid,
+          resource: patient('MRN-3'),
+          request: { method: 'PUT', url: 'Patient?identifier=urn:oid:1.2.3.4|MRN-3' },
+        },
         {
           fullUrl: 'urn:uuid:0d3c7a52-83b1-4f39-a1a0-5c2f0f7b9e42',
-          resource: { resourceType: 'Encounter', status: 'in-progress', class: { code: 'IMP' }, identifier: [{ system: 'urn:visit', value: 'V3' }], subject: { reference: pid } },
+          resource: {
+            resourceType: 'Encounter',
+            status: 'in-progress',
+            class: { code: 'IMP' },
+            identifier: [{ system: 'urn:visit', value: 'V3' }],
+            subject: { reference: pid },
+          },
           request: { method: 'PUT', url: 'Encounter?identifier=urn:visit|V3' },
         },
       ],
@@ -137,8 +147,15 @@ describe('test FHIR server with Medplum transaction limits', () => {
   it('refuses a transaction of more than 8 conditional updates, as a Medplum server does', async () => {
     const srv = await startFhirServer({ medplumTransactionLimits: true });
     try {
-      const entry = Array.from({ length: 9 }, (_, i) => ({ resource: patient(`L-${i}`), request: { method: 'PUT', url: `Patient?identifier=urn:oid:1.2.3.4|L-${i}` } }));
-      const r = await fetch(`${srv.baseUrl}`, { method: 'POST', headers: { 'content-type': json }, body: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry }) });
+      const entry = Array.from({ length: 9 }, (_, i) => ({
+        resource: patient(`L-${i}`),
+        request: { method: 'PUT', url: `Patient?identifier=urn:oid:1.2.3.4|L-${i}` },
+      }));
+      const r = await fetch(`${srv.baseUrl}`, {
+        method: 'POST',
+        headers: { 'content-type': json },
+        body: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry }),
+      });
       expect(r.status).toBe(400);
     } finally {
       await srv.stop();
@@ -173,11 +190,20 @@ describe('test FHIR server: update-as-create and referential integrity', () => {
       expect(refused.status).toBe(400);
       expect(((await refused.json()) as any).issue[0].code).toBe('not-supported');
       // Conditional updates still create (the server assigns the id), also in large transactions.
-      const entry = Array.from({ length: 9 }, (_, i) => ({ resource: patient(`U-${i}`), request: { method: 'PUT', url: `Patient?identifier=urn:oid:1.2.3.4|U-${i}` } }));
-      const tx = await fetch(closed.baseUrl, { method: 'POST', headers: { 'content-type': json }, body: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry }) });
+      const entry = Array.from({ length: 9 }, (_, i) => ({
+        resource: patient(`U-${i}`),
+        request: { method: 'PUT', url: `Patient?identifier=urn:oid:1.2.3.4|U-${i}` },
+      }));
+      const tx = await fetch(closed.baseUrl, {
+        method: 'POST',
+        headers: { 'content-type': json },
+        body: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry }),
+      });
       expect(tx.status).toBe(200);
       const [p] = await closed.search('Patient', { identifier: 'urn:oid:1.2.3.4|U-0' });
-      expect((await send(closed, 'PUT', `Patient/${p.id}`, { ...patient('U-0', 'Changed'), id: p.id })).status).toBe(200);
+      expect((await send(closed, 'PUT', `Patient/${p.id}`, { ...patient('U-0', 'Changed'), id: p.id })).status).toBe(
+        200,
+      );
     } finally {
       await open.stop();
       await closed.stop();
@@ -187,7 +213,12 @@ describe('test FHIR server: update-as-create and referential integrity', () => {
   it('referentialIntegrity: a reference to a resource that does not exist is refused (400), one that exists is accepted', async () => {
     const srv = await startFhirServer({ referentialIntegrity: true });
     try {
-      const obs = (subject: string) => ({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: subject } });
+      const obs = (subject: string) => ({
+        resourceType: 'Observation',
+        status: 'final',
+        code: { text: 'x' },
+        subject: { reference: subject },
+      });
       const dangling = await send(srv, 'POST', 'Observation', obs('Patient/nobody'));
       expect(dangling.status).toBe(400);
       const p = (await (await send(srv, 'POST', 'Patient', patient('R-1'))).json()) as any;

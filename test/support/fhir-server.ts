@@ -56,23 +56,43 @@ export class TestFhirRepository extends MemoryRepository {
         if (m && !self && !this.exists(m[1], m[2])) missing.push(`${m[1]}/${m[2]}`);
       });
       // Like HAPI: "Resource Patient/x not found, specified in path: Observation.subject".
-      if (missing.length) throw new OperationOutcomeError(badRequest(`Resource ${missing[0]} not found (referential integrity)`));
+      if (missing.length)
+        throw new OperationOutcomeError(badRequest(`Resource ${missing[0]} not found (referential integrity)`));
     }
     return super.createResource(resource);
   }
 
-  override async updateResource<T extends Resource>(resource: T, options?: Parameters<MemoryRepository['updateResource']>[1]): Promise<any> {
-    if (!this.updateCreate && resource.id && !this.exists(resource.resourceType, resource.id) && !this.serverAssigned.delete(resource.id))
+  override async updateResource<T extends Resource>(
+    resource: T,
+    options?: Parameters<MemoryRepository['updateResource']>[1],
+  ): Promise<any> {
+    if (
+      !this.updateCreate &&
+      resource.id &&
+      !this.exists(resource.resourceType, resource.id) &&
+      !this.serverAssigned.delete(resource.id)
+    )
       throw new OperationOutcomeError({
         resourceType: 'OperationOutcome',
-        issue: [{ severity: 'error', code: 'not-supported', details: { text: `update as create (client-assigned id) is not allowed: ${resource.resourceType}/${resource.id} does not exist` } }],
+        issue: [
+          {
+            severity: 'error',
+            code: 'not-supported',
+            details: {
+              text: `update as create (client-assigned id) is not allowed: ${resource.resourceType}/${resource.id} does not exist`,
+            },
+          },
+        ],
       });
     return super.updateResource(resource, options);
   }
 
   override async withTransaction<TResult>(callback: (client: undefined) => Promise<TResult>): Promise<TResult> {
     if (this.txDepth > 0) return callback(undefined);
-    const self = this as unknown as { resources: Map<string, Map<string, Resource>>; history: Map<string, Map<string, Resource[]>> };
+    const self = this as unknown as {
+      resources: Map<string, Map<string, Resource>>;
+      history: Map<string, Map<string, Resource[]>>;
+    };
     const snapshot = { resources: cloneMaps(self.resources), history: cloneMaps(self.history) };
     this.txDepth++;
     try {
@@ -178,7 +198,10 @@ function outcomeStatus(outcome: OperationOutcome): number {
 }
 
 function errorOutcome(code: string, text: string): OperationOutcome {
-  return { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: code as 'exception', details: { text } }] };
+  return {
+    resourceType: 'OperationOutcome',
+    issue: [{ severity: 'error', code: code as 'exception', details: { text } }],
+  };
 }
 
 function toQueryRecord(params: URLSearchParams): Record<string, string | string[]> {
@@ -220,7 +243,13 @@ export async function startFhirServer(opts: FhirServerOptions = {}): Promise<Fhi
   };
   const handleWrite = async (fhirReq: FhirRequest) => {
     const b = fhirReq.body as Bundle | undefined;
-    if (!opts.medplumTransactionLimits && fhirReq.url === '/' && b?.resourceType === 'Bundle' && b.type === 'transaction' && (b.entry?.length ?? 0) > 8) {
+    if (
+      !opts.medplumTransactionLimits &&
+      fhirReq.url === '/' &&
+      b?.resourceType === 'Bundle' &&
+      b.type === 'transaction' &&
+      (b.entry?.length ?? 0) > 8
+    ) {
       // Medplum caps transactions holding conditional writes at 8 entries (a limit of its
       // PostgreSQL isolation, not of FHIR). Writes here are serialised, so resolve conditional
       // updates to plain updates by id first, then let the router process the transaction.
@@ -250,7 +279,12 @@ export async function startFhirServer(opts: FhirServerOptions = {}): Promise<Fhi
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
-    const rec: RecordedRequest = { method: req.method ?? 'GET', url: '', status: 0, authorization: req.headers.authorization };
+    const rec: RecordedRequest = {
+      method: req.method ?? 'GET',
+      url: '',
+      status: 0,
+      authorization: req.headers.authorization,
+    };
     requests.push(rec);
     const reply = (status: number, body: unknown, headers?: Record<string, string>) => {
       rec.status = status;
@@ -258,7 +292,8 @@ export async function startFhirServer(opts: FhirServerOptions = {}): Promise<Fhi
     };
     const raw = await readBody(req);
     if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
-    if (!url.pathname.startsWith(basePath)) return reply(404, errorOutcome('not-found', `not under the FHIR base ${basePath}`));
+    if (!url.pathname.startsWith(basePath))
+      return reply(404, errorOutcome('not-found', `not under the FHIR base ${basePath}`));
     const rel = url.pathname.slice(basePath.length).replace(/^\/+/, '');
     rec.url = rel + url.search;
     if (opts.bearerToken && req.headers.authorization !== `Bearer ${opts.bearerToken}`)
@@ -277,7 +312,8 @@ export async function startFhirServer(opts: FhirServerOptions = {}): Promise<Fhi
         return reply(400, errorOutcome('structure', `request body is not valid JSON: ${(e as Error).message}`));
       }
     }
-    if (body && typeof body === 'object' && (body as Bundle).resourceType === 'Bundle' && rel === '') rec.bundleType = (body as Bundle).type;
+    if (body && typeof body === 'object' && (body as Bundle).resourceType === 'Bundle' && rel === '')
+      rec.bundleType = (body as Bundle).type;
     const fhirReq: FhirRequest = {
       method: (req.method ?? 'GET').toUpperCase() as HttpMethod,
       url: '/' + rel + url.search,
@@ -291,7 +327,10 @@ export async function startFhirServer(opts: FhirServerOptions = {}): Promise<Fhi
     let result;
     try {
       // Writes are serialised (one at a time), which gives transactions serializable isolation.
-      result = fhirReq.method === 'GET' || fhirReq.method === 'HEAD' ? await router.handleRequest(fhirReq, repo) : await serially(() => handleWrite(fhirReq));
+      result =
+        fhirReq.method === 'GET' || fhirReq.method === 'HEAD'
+          ? await router.handleRequest(fhirReq, repo)
+          : await serially(() => handleWrite(fhirReq));
     } catch (e) {
       const outcome = e instanceof OperationOutcomeError ? e.outcome : normalizeOperationOutcome(e);
       return reply(outcomeStatus(outcome), outcome);
@@ -301,7 +340,8 @@ export async function startFhirServer(opts: FhirServerOptions = {}): Promise<Fhi
     const headers: Record<string, string> = {};
     if (resource && 'id' in resource && resource.id && resource.resourceType !== 'Bundle') {
       if (resource.meta?.versionId) headers.etag = `W/"${resource.meta.versionId}"`;
-      if (status === 201) headers.location = `${basePath}/${resource.resourceType}/${resource.id}/_history/${resource.meta?.versionId ?? '1'}`;
+      if (status === 201)
+        headers.location = `${basePath}/${resource.resourceType}/${resource.id}/_history/${resource.meta?.versionId ?? '1'}`;
     }
     if (status >= 400 || !resource) return reply(status, outcome, headers);
     return reply(status, resource, headers);
@@ -336,12 +376,22 @@ export async function startFhirServer(opts: FhirServerOptions = {}): Promise<Fhi
   const port = await listen(opts.port ?? 0);
   const baseUrl = `http://127.0.0.1:${port}${basePath}`;
 
-  const search = async <T extends Resource>(resourceType: string, query?: string | Record<string, string>): Promise<T[]> => {
+  const search = async <T extends Resource>(
+    resourceType: string,
+    query?: string | Record<string, string>,
+  ): Promise<T[]> => {
     const qs = typeof query === 'string' ? query : new URLSearchParams(query ?? {}).toString();
     const params = new URLSearchParams(qs);
     if (!params.has('_count')) params.set('_count', '1000');
     const [outcome, bundle] = await router.handleRequest(
-      { method: 'GET', url: `/${resourceType}?${params}`, pathname: '', body: undefined, params: {}, query: toQueryRecord(params) },
+      {
+        method: 'GET',
+        url: `/${resourceType}?${params}`,
+        pathname: '',
+        body: undefined,
+        params: {},
+        query: toQueryRecord(params),
+      },
       repo,
     );
     if (outcomeStatus(outcome) >= 400) throw new OperationOutcomeError(outcome);
@@ -357,7 +407,15 @@ export async function startFhirServer(opts: FhirServerOptions = {}): Promise<Fhi
     search,
     count: async (resourceType, query) => (await search(resourceType, query)).length,
     failNext(n, status, o = {}) {
-      failures = n > 0 ? { remaining: n, status, headers: o.headers ?? {}, code: o.code ?? (status >= 500 ? 'transient' : 'processing') } : undefined;
+      failures =
+        n > 0
+          ? {
+              remaining: n,
+              status,
+              headers: o.headers ?? {},
+              code: o.code ?? (status >= 500 ? 'transient' : 'processing'),
+            }
+          : undefined;
     },
     setDelay(ms) {
       delayMs = ms;
@@ -382,4 +440,3 @@ export async function startFhirServer(opts: FhirServerOptions = {}): Promise<Fhi
     },
   };
 }
-

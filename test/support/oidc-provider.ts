@@ -111,7 +111,8 @@ export class OidcProvider {
   private authorize(url: URL, res: http.ServerResponse): void {
     const q = url.searchParams;
     const redirectUri = q.get('redirect_uri');
-    if (q.get('client_id') !== this.opts.clientId || !redirectUri) return this.json(res, 400, { error: 'invalid_request', error_description: 'unknown client or no redirect_uri' });
+    if (q.get('client_id') !== this.opts.clientId || !redirectUri)
+      return this.json(res, 400, { error: 'invalid_request', error_description: 'unknown client or no redirect_uri' });
     const back = new URL(redirectUri);
     let state = q.get('state') ?? '';
     if (this.rewriteState) {
@@ -119,7 +120,12 @@ export class OidcProvider {
       this.rewriteState = undefined;
     }
     if (state) back.searchParams.set('state', state);
-    if (q.get('response_type') !== 'code' || q.get('code_challenge_method') !== 'S256' || !q.get('code_challenge') || !(q.get('scope') ?? '').split(' ').includes('openid')) {
+    if (
+      q.get('response_type') !== 'code' ||
+      q.get('code_challenge_method') !== 'S256' ||
+      !q.get('code_challenge') ||
+      !(q.get('scope') ?? '').split(' ').includes('openid')
+    ) {
       back.searchParams.set('error', 'invalid_request');
     } else {
       const code = randomBytes(24).toString('base64url');
@@ -128,7 +134,15 @@ export class OidcProvider {
         nonce = this.rewriteNonce(nonce);
         this.rewriteNonce = undefined;
       }
-      this.grants.set(code, { clientId: this.opts.clientId, redirectUri, challenge: q.get('code_challenge')!, nonce, scope: q.get('scope')!, user: this.user, expires: Date.now() + 60_000 });
+      this.grants.set(code, {
+        clientId: this.opts.clientId,
+        redirectUri,
+        challenge: q.get('code_challenge')!,
+        nonce,
+        scope: q.get('scope')!,
+        user: this.user,
+        expires: Date.now() + 60_000,
+      });
       back.searchParams.set('code', code);
     }
     res.writeHead(302, { location: back.toString() });
@@ -170,6 +184,12 @@ export class OidcProvider {
     const idToken = await sign(g.nonce ? { nonce: g.nonce } : {}, g.clientId);
     const accessToken = await sign({ scope: g.scope }, this.opts.accessAudience ?? g.clientId);
     this.tokenRequests.push({ ok: true });
-    this.json(res, 200, { token_type: 'Bearer', id_token: idToken, access_token: accessToken, expires_in: this.tokenTtlSec, scope: g.scope });
+    this.json(res, 200, {
+      token_type: 'Bearer',
+      id_token: idToken,
+      access_token: accessToken,
+      expires_in: this.tokenTtlSec,
+      scope: g.scope,
+    });
   }
 }

@@ -45,9 +45,17 @@ export function pgRequirement(url = TEST_PG_URL): Requirement {
 
 /** The built CLI (core/dist) and the given plugins' dist entry points exist (`npm run build`). */
 export function cliRequirement(...plugins: string[]): Requirement {
-  const files = [path.join(repoRoot, 'core/dist/cli/main.js'), ...plugins.map((p) => path.join(repoRoot, `plugins/${p}/dist/index.js`))];
+  const files = [
+    path.join(repoRoot, 'core/dist/cli/main.js'),
+    ...plugins.map((p) => path.join(repoRoot, `plugins/${p}/dist/index.js`)),
+  ];
   const missing = files.filter((f) => !existsSync(f));
-  return { ok: missing.length === 0, reason: missing.length ? `not built: ${missing.map((f) => path.relative(repoRoot, f)).join(', ')} (run npm run build)` : '' };
+  return {
+    ok: missing.length === 0,
+    reason: missing.length
+      ? `not built: ${missing.map((f) => path.relative(repoRoot, f)).join(', ')} (run npm run build)`
+      : '',
+  };
 }
 
 /** True when running in CI, where an unmet requirement is a failure, not a skip. */

@@ -19,7 +19,14 @@ describe('API token secrets and hashes', () => {
     expect(await verifyToken(secret, 'not a hash')).toBe(false);
     // A hand-written hash with absurd cost parameters is refused, not computed.
     expect(await verifyToken(secret, hash.replace(/^scrypt\$\d+\$/, 'scrypt$1073741824$'))).toBe(false);
-    for (const bad of ['', 'ferry_', 'ferry_abc_short', `Ferry_${id}_${secret.slice(-43)}`, `ferry_${id.toUpperCase()}_${secret.slice(-43)}`]) expect(tokenIdOf(bad)).toBeUndefined();
+    for (const bad of [
+      '',
+      'ferry_',
+      'ferry_abc_short',
+      `Ferry_${id}_${secret.slice(-43)}`,
+      `ferry_${id.toUpperCase()}_${secret.slice(-43)}`,
+    ])
+      expect(tokenIdOf(bad)).toBeUndefined();
   });
 });
 
@@ -35,13 +42,26 @@ describe('roles', () => {
 
   it('token requests: name, known roles, a future expiry (time or duration)', () => {
     const now = Date.parse('2026-01-01T00:00:00Z');
-    expect(tokenRequest({ name: ' ci ', roles: 'viewer,operator', expires: '90d' }, now)).toEqual({ name: 'ci', roles: ['viewer', 'operator'], expiresAt: new Date(now + 90 * 86_400_000) });
-    expect(tokenRequest({ name: 'x', role: ['admin'], expires: '2026-02-01T00:00:00Z' }, now).expiresAt).toEqual(new Date('2026-02-01T00:00:00Z'));
+    expect(tokenRequest({ name: ' ci ', roles: 'viewer,operator', expires: '90d' }, now)).toEqual({
+      name: 'ci',
+      roles: ['viewer', 'operator'],
+      expiresAt: new Date(now + 90 * 86_400_000),
+    });
+    expect(tokenRequest({ name: 'x', role: ['admin'], expires: '2026-02-01T00:00:00Z' }, now).expiresAt).toEqual(
+      new Date('2026-02-01T00:00:00Z'),
+    );
     expect(() => tokenRequest({ name: '', roles: 'viewer' })).toThrow(/name/);
     // FHIR facade scopes: a list or comma-separated; anything else refused by name.
-    expect(tokenRequest({ name: 'app', roles: 'viewer', scopes: 'connection:athena-a:read, connection:*:write' }, now).scopes).toEqual(['connection:athena-a:read', 'connection:*:write']);
-    expect(tokenRequest({ name: 'app', roles: 'viewer', scope: ['connection:x:read'] }, now).scopes).toEqual(['connection:x:read']);
-    expect(() => tokenRequest({ name: 'app', roles: 'viewer', scopes: 'connection:x:delete' })).toThrow(/scopes: .*connection:x:delete/);
+    expect(
+      tokenRequest({ name: 'app', roles: 'viewer', scopes: 'connection:athena-a:read, connection:*:write' }, now)
+        .scopes,
+    ).toEqual(['connection:athena-a:read', 'connection:*:write']);
+    expect(tokenRequest({ name: 'app', roles: 'viewer', scope: ['connection:x:read'] }, now).scopes).toEqual([
+      'connection:x:read',
+    ]);
+    expect(() => tokenRequest({ name: 'app', roles: 'viewer', scopes: 'connection:x:delete' })).toThrow(
+      /scopes: .*connection:x:delete/,
+    );
     expect(tokenRequest({ name: 'app', roles: 'viewer' }, now).scopes).toBeUndefined();
     expect(() => tokenRequest({ name: 'x', roles: 'root' })).toThrow(/roles/);
     expect(() => tokenRequest({ name: 'x', roles: 'viewer', expires: '2000-01-01' }, now)).toThrow(/expires/);
@@ -83,10 +103,11 @@ describe('Host names', () => {
     expect(hostName('LocalHost:8080')).toBe('localhost');
     expect(hostName('[::1]:8080')).toBe('::1');
     expect(hostName('127.0.0.1')).toBe('127.0.0.1');
-    for (const bad of [undefined, '', 'a b', 'x:y', 'evil.example/path', 'user@host']) expect(hostName(bad)).toBeUndefined();
+    for (const bad of [undefined, '', 'a b', 'x:y', 'evil.example/path', 'user@host'])
+      expect(hostName(bad)).toBeUndefined();
   });
 
-  it('allows the bind address and loopback names; a wildcard bind adds this machine\'s names', () => {
+  it("allows the bind address and loopback names; a wildcard bind adds this machine's names", () => {
     expect(defaultAllowedHosts('10.1.2.3').sort()).toEqual(['10.1.2.3', '127.0.0.1', '::1', 'localhost']);
     expect(defaultAllowedHosts('0.0.0.0')).toEqual(expect.arrayContaining(['localhost', '127.0.0.1']));
   });
@@ -110,12 +131,27 @@ describe('redaction', () => {
     expect(v).toContain('ADT^A01');
     expect(v).toContain('FERRY_E_X');
     expect(v).not.toMatch(/MRN1|DOE|orderingKey|body/);
-    const d = deliveryWithoutIdentifiers({ id: 'D', messageId: 'M1', routeId: 'r', sinkId: 'k', status: 'dead', attempts: 1, orderingKey: 'HOSP|MRN1', strictOrder: true, createdAt: new Date(0), lastError: { code: 'E', message: 'MRN1 refused' } });
+    const d = deliveryWithoutIdentifiers({
+      id: 'D',
+      messageId: 'M1',
+      routeId: 'r',
+      sinkId: 'k',
+      status: 'dead',
+      attempts: 1,
+      orderingKey: 'HOSP|MRN1',
+      strictOrder: true,
+      createdAt: new Date(0),
+      lastError: { code: 'E', message: 'MRN1 refused' },
+    });
     expect(JSON.stringify(d)).not.toContain('MRN1');
   });
 
   it('config secrets are redacted, passwords in URLs masked', () => {
-    const r = redactConfig({ store: { url: 'postgres://ferry:s3cret@db:5432/x' }, sinks: { a: { auth: { token: 'T', clientSecret: 'S' }, retry: { maxAttempts: 3 } } }, admin: { auth: { tokens: [{ id: 'i', hash: 'scrypt$...' }], tokenCacheMs: 5 } } });
+    const r = redactConfig({
+      store: { url: 'postgres://ferry:s3cret@db:5432/x' },
+      sinks: { a: { auth: { token: 'T', clientSecret: 'S' }, retry: { maxAttempts: 3 } } },
+      admin: { auth: { tokens: [{ id: 'i', hash: 'scrypt$...' }], tokenCacheMs: 5 } },
+    });
     const text = JSON.stringify(r);
     for (const s of ['s3cret', '"T"', '"S"', 'scrypt$']) expect(text).not.toContain(s);
     expect(text).toContain('"maxAttempts":3');

@@ -17,7 +17,11 @@ export class AuthError extends FerryError {
     readonly reason: string,
     readonly retryAfterSec?: number,
   ) {
-    super(status === 403 ? 'INPUT_FORBIDDEN' : status === 429 ? 'INPUT_AUTH_RATE_LIMITED' : 'INPUT_UNAUTHENTICATED', message, { kind: 'input' });
+    super(
+      status === 403 ? 'INPUT_FORBIDDEN' : status === 429 ? 'INPUT_AUTH_RATE_LIMITED' : 'INPUT_UNAUTHENTICATED',
+      message,
+      { kind: 'input' },
+    );
   }
 }
 
@@ -73,7 +77,10 @@ export class Authenticator {
     for (const t of cfg.tokens) this.configTokens.set(t.id, t);
     if (cfg.oidc.issuer) {
       const url = new URL(cfg.oidc.jwksUrl);
-      if (url.protocol !== 'https:' && !isLoopbackUrl(url)) throw new FerryError('CONFIG_ADMIN_OIDC', 'admin.auth.oidc.jwksUrl: must be https (http only on localhost)', { kind: 'config' });
+      if (url.protocol !== 'https:' && !isLoopbackUrl(url))
+        throw new FerryError('CONFIG_ADMIN_OIDC', 'admin.auth.oidc.jwksUrl: must be https (http only on localhost)', {
+          kind: 'config',
+        });
       this.jwks = createRemoteJWKSet(url, { timeoutDuration: 5_000, cooldownDuration: 30_000 });
     }
   }
@@ -85,7 +92,8 @@ export class Authenticator {
 
   /** The principal the header names; throws AuthError(401) for a missing, malformed, unknown, expired or revoked credential. */
   async authenticate(authorization: string | undefined): Promise<Principal> {
-    if (!authorization) throw new AuthError(401, 'authentication required: send Authorization: Bearer <token>', 'missing');
+    if (!authorization)
+      throw new AuthError(401, 'authentication required: send Authorization: Bearer <token>', 'missing');
     const m = /^bearer[ \t]+(\S+)[ \t]*$/i.exec(authorization);
     if (!m) throw new AuthError(401, 'unsupported Authorization header: use Bearer <token>', 'scheme');
     const token = m[1];
@@ -98,9 +106,11 @@ export class Authenticator {
     const id = tokenIdOf(secret);
     if (!id) throw new AuthError(401, 'invalid token', 'malformed');
     const fromConfig = this.configTokens.get(id);
-    const rec: Pick<ApiTokenRecord, 'id' | 'name' | 'roles' | 'hash' | 'expiresAt' | 'revokedAt' | 'scopes'> | undefined = fromConfig
-      ? { ...fromConfig, expiresAt: fromConfig.expires ? new Date(fromConfig.expires) : undefined }
-      : await this.store.apiToken(id);
+    const rec:
+      Pick<ApiTokenRecord, 'id' | 'name' | 'roles' | 'hash' | 'expiresAt' | 'revokedAt' | 'scopes'> | undefined =
+      fromConfig
+        ? { ...fromConfig, expiresAt: fromConfig.expires ? new Date(fromConfig.expires) : undefined }
+        : await this.store.apiToken(id);
     if (!rec) throw new AuthError(401, 'invalid token', 'unknown');
     const now = this.now();
     const digest = secretDigest(secret);
@@ -130,11 +140,22 @@ export class Authenticator {
     const o = this.cfg.oidc;
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, this.jwks, { issuer: o.issuer, audience: clientId, algorithms: o.algorithms.length ? o.algorithms : undefined, clockTolerance: o.clockToleranceSec, requiredClaims: ['exp', 'sub'] }));
+      ({ payload } = await jwtVerify(token, this.jwks, {
+        issuer: o.issuer,
+        audience: clientId,
+        algorithms: o.algorithms.length ? o.algorithms : undefined,
+        clockTolerance: o.clockToleranceSec,
+        requiredClaims: ['exp', 'sub'],
+      }));
     } catch (e) {
-      throw new AuthError(401, `invalid ID token (${(e as { code?: string }).code ?? 'error'})`, `id-token:${(e as { code?: string }).code ?? 'error'}`);
+      throw new AuthError(
+        401,
+        `invalid ID token (${(e as { code?: string }).code ?? 'error'})`,
+        `id-token:${(e as { code?: string }).code ?? 'error'}`,
+      );
     }
-    if (payload.nonce !== nonce) throw new AuthError(401, 'invalid ID token (nonce does not match the sign-in)', 'id-token:nonce');
+    if (payload.nonce !== nonce)
+      throw new AuthError(401, 'invalid ID token (nonce does not match the sign-in)', 'id-token:nonce');
     return payload;
   }
 
@@ -153,19 +174,45 @@ export class Authenticator {
       const code = (e as { code?: string }).code;
       // A JWKS that cannot be fetched (down, timing out, answering garbage) is the server's problem,
       // not the caller's: 503, not counted against the caller's address; logged (no token in it).
-      if (!code?.startsWith('ERR_J') || code === 'ERR_JWKS_TIMEOUT' || code === 'ERR_JOSE_GENERIC' || code === 'ERR_JWKS_INVALID') {
-        this.logger.warn('oidc: cannot fetch the identity provider\'s keys (JWKS)', { errorCode: code, error: (e as Error).message });
-        throw new FerryError('TRANSIENT_OIDC_JWKS', 'cannot check bearer tokens now: the identity provider\'s keys cannot be fetched', { kind: 'transient', cause: e });
+      if (
+        !code?.startsWith('ERR_J') ||
+        code === 'ERR_JWKS_TIMEOUT' ||
+        code === 'ERR_JOSE_GENERIC' ||
+        code === 'ERR_JWKS_INVALID'
+      ) {
+        this.logger.warn("oidc: cannot fetch the identity provider's keys (JWKS)", {
+          errorCode: code,
+          error: (e as Error).message,
+        });
+        throw new FerryError(
+          'TRANSIENT_OIDC_JWKS',
+          "cannot check bearer tokens now: the identity provider's keys cannot be fetched",
+          { kind: 'transient', cause: e },
+        );
       }
       throw new AuthError(401, `invalid bearer token (${code})`, `jwt:${code}`);
     }
     const raw = claim(payload, o.rolesClaim);
-    const values = Array.isArray(raw) ? raw.map(String) : typeof raw === 'string' ? raw.split(/\s+/).filter(Boolean) : [];
-    const mapped = Object.keys(o.roleMap).length ? values.map((v) => o.roleMap[v]).filter(isRole) : values.filter(isRole);
+    const values = Array.isArray(raw)
+      ? raw.map(String)
+      : typeof raw === 'string'
+        ? raw.split(/\s+/).filter(Boolean)
+        : [];
+    const mapped = Object.keys(o.roleMap).length
+      ? values.map((v) => o.roleMap[v]).filter(isRole)
+      : values.filter(isRole);
     const nameClaim = claim(payload, o.nameClaim);
     const rawScopes = claim(payload, o.scopesClaim || 'scope');
-    const scopes = (Array.isArray(rawScopes) ? rawScopes.map(String) : typeof rawScopes === 'string' ? rawScopes.split(/\s+/) : []).filter(isFacadeScope);
-    return { id: `oidc:${payload.sub}`, kind: 'oidc', name: typeof nameClaim === 'string' ? nameClaim : String(payload.sub), roles: [...new Set(mapped)], ...(scopes.length ? { scopes: [...new Set(scopes)] } : {}) };
+    const scopes = (
+      Array.isArray(rawScopes) ? rawScopes.map(String) : typeof rawScopes === 'string' ? rawScopes.split(/\s+/) : []
+    ).filter(isFacadeScope);
+    return {
+      id: `oidc:${payload.sub}`,
+      kind: 'oidc',
+      name: typeof nameClaim === 'string' ? nameClaim : String(payload.sub),
+      roles: [...new Set(mapped)],
+      ...(scopes.length ? { scopes: [...new Set(scopes)] } : {}),
+    };
   }
 }
 
@@ -174,12 +221,31 @@ export class Authenticator {
  * creates the initial admin token, hands its secret to `show` once (the terminal; never the log)
  * and keeps only its hash. Returns its id, or undefined when there was no need.
  */
-export async function ensureInitialToken(store: MessageStore, auth: Pick<AuthConfig, 'tokens' | 'oidc'>, show: (secret: string, id: string) => void): Promise<string | undefined> {
+export async function ensureInitialToken(
+  store: MessageStore,
+  auth: Pick<AuthConfig, 'tokens' | 'oidc'>,
+  show: (secret: string, id: string) => void,
+): Promise<string | undefined> {
   if (auth.tokens.length || auth.oidc.issuer) return undefined;
   if ((await store.apiTokens()).length) return undefined;
   const { id, secret } = newTokenSecret();
-  await store.createApiToken({ id, name: 'initial-admin', roles: ['admin'], hash: await hashToken(secret), createdAt: new Date(), createdBy: 'system:first-start' });
-  await store.appendAudit([{ principal: 'system:first-start', action: 'token.create', target: id, result: 'ok', detail: 'initial admin token (no principal configured)' }]);
+  await store.createApiToken({
+    id,
+    name: 'initial-admin',
+    roles: ['admin'],
+    hash: await hashToken(secret),
+    createdAt: new Date(),
+    createdBy: 'system:first-start',
+  });
+  await store.appendAudit([
+    {
+      principal: 'system:first-start',
+      action: 'token.create',
+      target: id,
+      result: 'ok',
+      detail: 'initial admin token (no principal configured)',
+    },
+  ]);
   show(secret, id);
   return id;
 }

@@ -16,11 +16,15 @@ import { CONSOLE_CSS, CONSOLE_HTML } from './console-assets';
  */
 
 /** The console's own CSP: its script and stylesheet from this origin only, API calls to this origin only. */
-export const CONSOLE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+export const CONSOLE_CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /** Where the built script is: beside the compiled server (dist/console), or, from sources (jest), in core/dist/console. */
 export function consoleScriptPath(): string | undefined {
-  const candidates = [path.join(__dirname, '..', 'console', 'app.js'), path.join(__dirname, '..', '..', 'dist', 'console', 'app.js')];
+  const candidates = [
+    path.join(__dirname, '..', 'console', 'app.js'),
+    path.join(__dirname, '..', '..', 'dist', 'console', 'app.js'),
+  ];
   return candidates.find((p) => existsSync(p));
 }
 
@@ -32,7 +36,9 @@ export function registerConsole(app: FastifyInstance): void {
   const page = (_req: unknown, reply: import('fastify').FastifyReply) =>
     reply.header('content-security-policy', CONSOLE_CSP).type('text/html; charset=utf-8').send(CONSOLE_HTML);
   app.get('/console', { config: { role: 'public' } }, page);
-  app.get('/console/console.css', { config: { role: 'public' } }, async (_req, reply) => reply.type('text/css; charset=utf-8').send(CONSOLE_CSS));
+  app.get('/console/console.css', { config: { role: 'public' } }, async (_req, reply) =>
+    reply.type('text/css; charset=utf-8').send(CONSOLE_CSS),
+  );
   app.get<{ Params: { script: string } }>('/console/:script', { config: { role: 'public' } }, async (req, reply) => {
     const name = req.params.script;
     if (!CONSOLE_MODULE.test(name)) return reply.code(404).type('text/plain').send('not found');
@@ -64,13 +70,15 @@ export function messageListFilter(q: Pick<MessageListQuery, 'type' | 'controlId'
   const f: Partial<MessageFilter> = {};
   const text = (v: unknown, name: string) => {
     if (v === undefined || v === '') return undefined;
-    if (typeof v !== 'string' || v.length > 100) throw inputError('QUERY_FILTER', `${name}: at most 100 characters`, { field: name });
+    if (typeof v !== 'string' || v.length > 100)
+      throw inputError('QUERY_FILTER', `${name}: at most 100 characters`, { field: name });
     return v.trim() || undefined;
   };
   f.messageType = text(q.type, 'type');
   f.controlId = text(q.controlId, 'controlId');
   if (q.before !== undefined && q.before !== '') {
-    if (!/^\d{1,15}$/.test(String(q.before))) throw inputError('QUERY_FILTER', 'before: a seq number (the last seq of the previous page)', { field: 'before' });
+    if (!/^\d{1,15}$/.test(String(q.before)))
+      throw inputError('QUERY_FILTER', 'before: a seq number (the last seq of the previous page)', { field: 'before' });
     f.beforeSeq = Number(q.before);
   }
   for (const k of Object.keys(f) as (keyof MessageFilter)[]) if (f[k] === undefined) delete f[k];

@@ -42,8 +42,10 @@ export class FailureLimiter {
   }
 
   private evict(now: number): void {
-    for (const [a, e] of this.byAddress) if (now - e.since > this.windowMs && !(e.blockedUntil && e.blockedUntil > now)) this.byAddress.delete(a);
+    for (const [a, e] of this.byAddress)
+      if (now - e.since > this.windowMs && !(e.blockedUntil && e.blockedUntil > now)) this.byAddress.delete(a);
     // Still full (a flood from many addresses): forget the oldest.
-    while (this.byAddress.size >= this.maxAddresses) this.byAddress.delete(this.byAddress.keys().next().value as string);
+    while (this.byAddress.size >= this.maxAddresses)
+      this.byAddress.delete(this.byAddress.keys().next().value as string);
   }
 }

@@ -48,7 +48,8 @@ export function defaultAllowedHosts(bindHost: string): string[] {
   if (!wildcard) out.add(bindHost.toLowerCase());
   else {
     out.add(os.hostname().toLowerCase());
-    for (const list of Object.values(os.networkInterfaces())) for (const a of list ?? []) out.add(a.address.toLowerCase());
+    for (const list of Object.values(os.networkInterfaces()))
+      for (const a of list ?? []) out.add(a.address.toLowerCase());
   }
   return [...out];
 }
@@ -72,7 +73,12 @@ export class AdminGuard {
   constructor(private readonly opts: GuardOptions) {
     this.authenticator = new Authenticator(opts.store, opts.auth, opts.logger, opts.now);
     this.limiter = new FailureLimiter(opts.auth.failedAuth.maxFailures, opts.auth.failedAuth.windowMs, opts.now);
-    this.hosts = opts.allowedHosts.includes('*') ? '*' : new Set([...defaultAllowedHosts(opts.bindHost), ...opts.allowedHosts.map((h) => hostName(h) ?? h.toLowerCase())]);
+    this.hosts = opts.allowedHosts.includes('*')
+      ? '*'
+      : new Set([
+          ...defaultAllowedHosts(opts.bindHost),
+          ...opts.allowedHosts.map((h) => hostName(h) ?? h.toLowerCase()),
+        ]);
     this.origins = new Set(opts.allowedOrigins.map((o) => o.toLowerCase().replace(/\/$/, '')));
   }
 
@@ -108,7 +114,12 @@ export class AdminGuard {
   private checkHost(req: FastifyRequest): void {
     if (this.hosts === '*') return;
     const name = hostName(req.headers.host);
-    if (!name || !this.hosts.has(name)) throw new GuardError(421, `host not allowed: ${JSON.stringify(String(req.headers.host ?? '').slice(0, 100))} (admin.allowedHosts)`, 'host');
+    if (!name || !this.hosts.has(name))
+      throw new GuardError(
+        421,
+        `host not allowed: ${JSON.stringify(String(req.headers.host ?? '').slice(0, 100))} (admin.allowedHosts)`,
+        'host',
+      );
   }
 
   /** A browser's cross-site request carries a foreign Origin: refused unless listed. */
@@ -120,13 +131,20 @@ export class AdminGuard {
     // The server's own origin (req.protocol: X-Forwarded-Proto from a trusted proxy terminating TLS).
     const self = `${req.protocol}://${String(req.headers.host ?? '').toLowerCase()}`;
     if (o === self) return;
-    throw new GuardError(403, `origin not allowed: ${JSON.stringify(String(origin).slice(0, 100))} (admin.allowedOrigins)`, 'origin');
+    throw new GuardError(
+      403,
+      `origin not allowed: ${JSON.stringify(String(origin).slice(0, 100))} (admin.allowedOrigins)`,
+      'origin',
+    );
   }
 
   /** A state-changing request must be JSON (a cross-site form or `text/plain` "simple" request is not). */
   private checkContentType(req: FastifyRequest): void {
     if (!STATE_CHANGING.has(req.method)) return;
-    const type = String(req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    const type = String(req.headers['content-type'] ?? '')
+      .split(';')[0]
+      .trim()
+      .toLowerCase();
     const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
     if (type === 'application/json') return;
     if (!type && !hasBody && req.method === 'DELETE') return;
@@ -136,7 +154,13 @@ export class AdminGuard {
   /** An address refused for its failures gets 429 for anything but the open routes. */
   private checkBlocked(req: FastifyRequest): void {
     const wait = this.limiter.blocked(req.ip);
-    if (wait !== undefined) throw new AuthError(429, `too many failed or refused requests from this address; retry in ${wait} s`, 'rate-limited', wait);
+    if (wait !== undefined)
+      throw new AuthError(
+        429,
+        `too many failed or refused requests from this address; retry in ${wait} s`,
+        'rate-limited',
+        wait,
+      );
   }
 
   /** The principal of a request (checked once; failures counted per address and audited). */
@@ -152,8 +176,15 @@ export class AdminGuard {
       const blocked = this.limiter.fail(address);
       await this.audit(req, { action: 'auth.failed', result: 'denied', detail: e.reason });
       if (blocked) {
-        this.opts.logger.warn('admin: failed authentications, address refused for a while', { remote: address, windowMs: this.opts.auth.failedAuth.windowMs });
-        await this.audit(req, { action: 'auth.rate-limited', result: 'denied', detail: `${this.opts.auth.failedAuth.maxFailures} failures` });
+        this.opts.logger.warn('admin: failed authentications, address refused for a while', {
+          remote: address,
+          windowMs: this.opts.auth.failedAuth.windowMs,
+        });
+        await this.audit(req, {
+          action: 'auth.rate-limited',
+          result: 'denied',
+          detail: `${this.opts.auth.failedAuth.maxFailures} failures`,
+        });
       }
       throw e;
     }
@@ -182,11 +213,18 @@ export class AdminGuard {
       // Refused before authentication (Host, Origin): counted like failed authentications, so a
       // flood of them writes at most maxFailures entries per window and address.
       if (this.limiter.blocked(req.ip) !== undefined) return;
-      if (this.limiter.fail(req.ip)) this.opts.logger.warn('admin: refused requests, address refused for a while', { remote: req.ip, reason: e.reason, windowMs: this.opts.auth.failedAuth.windowMs });
+      if (this.limiter.fail(req.ip))
+        this.opts.logger.warn('admin: refused requests, address refused for a while', {
+          remote: req.ip,
+          reason: e.reason,
+          windowMs: this.opts.auth.failedAuth.windowMs,
+        });
     }
-    await this.audit(req, { action: e instanceof AuthError ? 'access.denied' : `request.refused`, result: 'denied', detail: e.reason }).catch((err) =>
-      this.opts.logger.error('admin: audit entry not written', errorFields(err)),
-    );
+    await this.audit(req, {
+      action: e instanceof AuthError ? 'access.denied' : `request.refused`,
+      result: 'denied',
+      detail: e.reason,
+    }).catch((err) => this.opts.logger.error('admin: audit entry not written', errorFields(err)));
   }
 }
 
@@ -210,6 +248,11 @@ export function principalLabel(p: Principal): string {
 export function requireRole(req: FastifyRequest, role: Role): Principal {
   const p = req.principal;
   if (!p) throw new AuthError(401, 'authentication required', 'missing');
-  if (!hasRole(p, role)) throw new AuthError(403, `forbidden: needs role ${role}${topRole(p) ? ` (this principal is ${topRole(p)})` : ' (this principal has no Ferry role)'}`, `needs ${role}`);
+  if (!hasRole(p, role))
+    throw new AuthError(
+      403,
+      `forbidden: needs role ${role}${topRole(p) ? ` (this principal is ${topRole(p)})` : ' (this principal has no Ferry role)'}`,
+      `needs ${role}`,
+    );
   return p;
 }

@@ -19,7 +19,7 @@ export class EngineMetrics {
   });
   readonly controlIdReused = new Counter({
     name: 'ferry_control_id_reused_total',
-    help: "Messages stored whose sender and control id are those of a message received within the duplicate window but whose content differs (not duplicates: stored and processed), by source",
+    help: 'Messages stored whose sender and control id are those of a message received within the duplicate window but whose content differs (not duplicates: stored and processed), by source',
     labelNames: ['source'] as const,
     registers: [this.registry],
   });
@@ -55,7 +55,7 @@ export class EngineMetrics {
   });
   readonly routeFiltered = new Counter({
     name: 'ferry_route_filtered_total',
-    help: "Messages a route matched whose steps filtered them out (no delivery from that route), by route",
+    help: 'Messages a route matched whose steps filtered them out (no delivery from that route), by route',
     labelNames: ['route'] as const,
     registers: [this.registry],
   });
@@ -113,7 +113,8 @@ export class EngineMetrics {
     collect: () => {
       this.sourceStat.reset();
       for (const { source, stats } of this.sourceStats())
-        for (const [stat, v] of Object.entries(stats ?? {})) if (typeof v === 'number' && Number.isFinite(v)) this.sourceStat.set({ source, stat }, v);
+        for (const [stat, v] of Object.entries(stats ?? {}))
+          if (typeof v === 'number' && Number.isFinite(v)) this.sourceStat.set({ source, stat }, v);
     },
   });
 
@@ -126,7 +127,8 @@ export class EngineMetrics {
   private storeRead?: { at: number; state: Promise<StoreState | undefined> };
   private readStore(): Promise<StoreState | undefined> {
     const now = Date.now();
-    if (!this.storeRead || now - this.storeRead.at > 1000) this.storeRead = { at: now, state: this.storeState().catch(() => undefined) };
+    if (!this.storeRead || now - this.storeRead.at > 1000)
+      this.storeRead = { at: now, state: this.storeState().catch(() => undefined) };
     return this.storeRead.state;
   }
   readonly storeUp = new Gauge({

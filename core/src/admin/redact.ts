@@ -1,5 +1,12 @@
 import { createHash, scrypt } from 'node:crypto';
-import { ACK_EVENT, type MessageEvent, type MessageHeaders, type StoredDelivery, type StoredError, type StoredMessage } from '../model/message';
+import {
+  ACK_EVENT,
+  type MessageEvent,
+  type MessageHeaders,
+  type StoredDelivery,
+  type StoredError,
+  type StoredMessage,
+} from '../model/message';
 
 /**
  * What roles below phi-reader may see of a message: its routing metadata, never a patient's
@@ -7,7 +14,16 @@ import { ACK_EVENT, type MessageEvent, type MessageHeaders, type StoredDelivery,
  * ordering keys (by default `<authority>|<MRN>`) and error texts (which may quote the message)
  * are dropped, error codes kept.
  */
-const SAFE_HEADERS = ['messageType', 'trigger', 'controlId', 'sendingApplication', 'sendingFacility', 'receivingApplication', 'receivingFacility', 'version'] as const;
+const SAFE_HEADERS = [
+  'messageType',
+  'trigger',
+  'controlId',
+  'sendingApplication',
+  'sendingFacility',
+  'receivingApplication',
+  'receivingFacility',
+  'version',
+] as const;
 
 function safeHeaders(h: MessageHeaders): MessageHeaders {
   const out: MessageHeaders = {};
@@ -22,7 +38,14 @@ function safeError(e: StoredError | undefined): Pick<StoredError, 'code' | 'retr
 
 /** A message's metadata without identifiers (no body, bundle, ordering key, other headers, error text). */
 export function withoutIdentifiers(m: StoredMessage): Record<string, unknown> {
-  const { body: _b, bundle: _bu, headers, error, orderingKey: _k, ...meta } = m as StoredMessage & { orderingKey?: string };
+  const {
+    body: _b,
+    bundle: _bu,
+    headers,
+    error,
+    orderingKey: _k,
+    ...meta
+  } = m as StoredMessage & { orderingKey?: string };
   const out: Record<string, unknown> = { ...meta, headers: safeHeaders(headers ?? {}) };
   if (error) out.error = safeError(error);
   return out;
@@ -58,7 +81,12 @@ const SECRET_KEY = /(secret|password|passphrase|token|credential|private|apikey|
  * `mask(secret, path)` gives the replacement (default `(redacted)`; the stored config versions use
  * `secretFingerprints` so that a rotated secret shows as changed).
  */
-export function redactConfig(v: unknown, key = '', mask: (secret: string, path: string) => string = () => '(redacted)', at = ''): unknown {
+export function redactConfig(
+  v: unknown,
+  key = '',
+  mask: (secret: string, path: string) => string = () => '(redacted)',
+  at = '',
+): unknown {
   if (typeof v === 'string') {
     if (SECRET_KEY.test(key) && v !== '') return mask(v, at);
     return v.replace(/(\/\/[^/:@\s]+:)([^@/\s]+)@/g, (_all, head: string, pw: string) => `${head}${mask(pw, at)}@`);
@@ -93,7 +121,9 @@ export async function secretFingerprints(config: unknown): Promise<Map<string, s
     let fp = fingerprintCache.get(memo);
     if (!fp) {
       fp = await new Promise<string>((resolve, reject) =>
-        scrypt(value, `ferry-config-version:${path}`, 6, { N: 1 << 14, r: 8, p: 1 }, (e, key) => (e ? reject(e) : resolve(key.toString('hex')))),
+        scrypt(value, `ferry-config-version:${path}`, 6, { N: 1 << 14, r: 8, p: 1 }, (e, key) =>
+          e ? reject(e) : resolve(key.toString('hex')),
+        ),
       );
       if (fingerprintCache.size > 1000) fingerprintCache.clear();
       fingerprintCache.set(memo, fp);

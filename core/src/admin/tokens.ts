@@ -19,7 +19,9 @@ const P = 1;
 const KEYLEN = 32;
 
 function scrypt(secret: string, salt: Buffer, keylen: number, opts: ScryptOptions): Promise<Buffer> {
-  return new Promise((resolve, reject) => scryptCb(secret, salt, keylen, opts, (e, key) => (e ? reject(e) : resolve(key))));
+  return new Promise((resolve, reject) =>
+    scryptCb(secret, salt, keylen, opts, (e, key) => (e ? reject(e) : resolve(key))),
+  );
 }
 
 export function isTokenId(id: unknown): id is string {
@@ -61,7 +63,12 @@ export async function verifyToken(secret: string, hash: string): Promise<boolean
   // Bounds keep a hand-written hash from costing the server more than a few hundred MB or ms.
   if (n < 1024 || n > 1 << 20 || (n & (n - 1)) !== 0 || r < 1 || r > 32 || p < 1 || p > 16) return false;
   const want = Buffer.from(m[5], 'base64url');
-  const got = await scrypt(secret, Buffer.from(m[4], 'base64url'), want.length, { N: n, r, p, maxmem: 256 * n * r + (1 << 20) });
+  const got = await scrypt(secret, Buffer.from(m[4], 'base64url'), want.length, {
+    N: n,
+    r,
+    p,
+    maxmem: 256 * n * r + (1 << 20),
+  });
   return got.length === want.length && timingSafeEqual(got, want);
 }
 

@@ -28,7 +28,16 @@ export async function audited<T>(
     r = await run();
   } catch (e) {
     const invalid = e instanceof FerryError && e.kind === 'input';
-    await store.appendAudit([{ ...entry, principal: cliPrincipal(), result: invalid ? 'invalid' : 'failed', detail: e instanceof FerryError ? e.code : 'error' }]).catch(() => undefined);
+    await store
+      .appendAudit([
+        {
+          ...entry,
+          principal: cliPrincipal(),
+          result: invalid ? 'invalid' : 'failed',
+          detail: e instanceof FerryError ? e.code : 'error',
+        },
+      ])
+      .catch(() => undefined);
     throw e;
   }
   await store.appendAudit([{ ...entry, principal: cliPrincipal(), result: 'ok', ...after?.(r) }]);

@@ -2,7 +2,10 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 /** The config file a command uses: -c, then FERRY_CONFIG, then ./config/ferry.yaml if present. */
-export function resolveConfigPath(explicit: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function resolveConfigPath(
+  explicit: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
   if (explicit) return explicit;
   if (env.FERRY_CONFIG) return env.FERRY_CONFIG;
   const def = path.resolve('config/ferry.yaml');
@@ -10,4 +13,10 @@ export function resolveConfigPath(explicit: string | undefined, env: NodeJS.Proc
 }
 
 /** Bundled plugins, loaded for CLI commands when no config names them. */
-export const bundledPlugins = ['@ferry/plugin-hl7v2-mllp', '@ferry/plugin-athena-rest', '@ferry/plugin-athena-fhir', '@ferry/plugin-epic', '@ferry/plugin-cerner'];
+export const bundledPlugins = [
+  '@ferry/plugin-hl7v2-mllp',
+  '@ferry/plugin-athena-rest',
+  '@ferry/plugin-athena-fhir',
+  '@ferry/plugin-epic',
+  '@ferry/plugin-cerner',
+];

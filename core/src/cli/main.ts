@@ -59,7 +59,9 @@ async function hostOf(defs: PluginDefinition[]): Promise<PluginHost> {
  * engine) when there is a usable config, else the bundled HL7 v2 plugin, then the core (FHIR JSON), then the
  * vendor plugins; the core first for FHIR JSON. One conversion loads one plugin.
  */
-function transformSource(configFile: string | undefined): (contentType: string) => Promise<MessageTransform | undefined> {
+function transformSource(
+  configFile: string | undefined,
+): (contentType: string) => Promise<MessageTransform | undefined> {
   const loaded: MessageTransform[] = [];
   const add = (host: PluginHost) => loaded.push(...transformsOf(host));
   let configured = false;
@@ -76,9 +78,15 @@ function transformSource(configFile: string | undefined): (contentType: string) 
         }
       },
     });
-  steps.push({ name: 'hl7v2', run: async () => void (configured || add(await hostOf(resolveBundled(bundledPlugins.slice(0, 1))))) });
+  steps.push({
+    name: 'hl7v2',
+    run: async () => void (configured || add(await hostOf(resolveBundled(bundledPlugins.slice(0, 1))))),
+  });
   steps.push({ name: 'core', run: async () => void add(await hostOf([lazy.corePlugin()])) });
-  steps.push({ name: 'vendors', run: async () => void (configured || add(await hostOf(resolveBundled(bundledPlugins.slice(1))))) });
+  steps.push({
+    name: 'vendors',
+    run: async () => void (configured || add(await hostOf(resolveBundled(bundledPlugins.slice(1))))),
+  });
   return async (contentType) => {
     const { findTransform } = lazy.convert();
     if (contentType.split(';')[0].trim().toLowerCase() === ContentType.fhirJson) {
@@ -97,7 +105,10 @@ function transformSource(configFile: string | undefined): (contentType: string) 
 }
 
 /** `ferry convert [inputs...]`: one file as before (JSON, an array for a batch); several / a folder / --ndjson: NDJSON, streamed. */
-async function convertCommand(args: string[], o: { config?: string; contentType?: string; validate?: boolean; ndjson?: boolean }): Promise<number> {
+async function convertCommand(
+  args: string[],
+  o: { config?: string; contentType?: string; validate?: boolean; ndjson?: boolean },
+): Promise<number> {
   const { expandInputs, convertInput } = lazy.convert();
   const files = expandInputs(args);
   const isDir = (a: string) => {
@@ -120,20 +131,33 @@ async function convertCommand(args: string[], o: { config?: string; contentType?
     const report = (index: number, outcome: OperationOutcome) => {
       invalid++;
       err(`${files.length > 1 ? `${name} ` : ''}message ${index + 1}: ${outcome.issue?.length} validation issue(s)`);
-      for (const issue of outcome.issue ?? []) err(`  ${issue.severity} ${issue.expression?.join(',') ?? ''}: ${issue.details?.text ?? issue.diagnostics ?? issue.code}`);
+      for (const issue of outcome.issue ?? [])
+        err(
+          `  ${issue.severity} ${issue.expression?.join(',') ?? ''}: ${issue.details?.text ?? issue.diagnostics ?? issue.code}`,
+        );
     };
     try {
-      await convertInput(file, transformFor, { contentType: o.contentType, validate }, (bundle, index, outcome, dataQuality) => {
-        bundles++;
-        if (ndjson) process.stdout.write(`${JSON.stringify(bundle)}\n`);
-        else single.push(bundle);
-        // Values the conversion could not use: where and why (never the values).
-        if (dataQuality.length) {
-          err(`${files.length > 1 ? `${name} ` : ''}message ${index + 1}: ${dataQuality.length} data-quality issue(s)`);
-          for (const i of dataQuality) err(`  ${i.severity ?? 'warning'} ${i.location}${i.occurrence && i.occurrence > 1 ? `[${i.occurrence}]` : ''}${i.path ? ` (${i.path})` : ''}: ${i.code}: ${i.text}`);
-        }
-        if (outcome) report(index, outcome);
-      });
+      await convertInput(
+        file,
+        transformFor,
+        { contentType: o.contentType, validate },
+        (bundle, index, outcome, dataQuality) => {
+          bundles++;
+          if (ndjson) process.stdout.write(`${JSON.stringify(bundle)}\n`);
+          else single.push(bundle);
+          // Values the conversion could not use: where and why (never the values).
+          if (dataQuality.length) {
+            err(
+              `${files.length > 1 ? `${name} ` : ''}message ${index + 1}: ${dataQuality.length} data-quality issue(s)`,
+            );
+            for (const i of dataQuality)
+              err(
+                `  ${i.severity ?? 'warning'} ${i.location}${i.occurrence && i.occurrence > 1 ? `[${i.occurrence}]` : ''}${i.path ? ` (${i.path})` : ''}: ${i.code}: ${i.text}`,
+              );
+          }
+          if (outcome) report(index, outcome);
+        },
+      );
       if (!ndjson) out(JSON.stringify(single.length === 1 ? single[0] : single, null, 2));
     } catch (e) {
       // a file of a folder that is no message (a README, a LICENSE): said and skipped, not a failure
@@ -145,10 +169,17 @@ async function convertCommand(args: string[], o: { config?: string; contentType?
       failed++;
       // several inputs: one bad file is reported and the others still convert
       if (files.length === 1) throw e;
-      err(e instanceof FerryError ? `${name}: error ${e.code}: ${e.message}` : `${name}: error: ${(e as Error)?.message ?? String(e)}`);
+      err(
+        e instanceof FerryError
+          ? `${name}: error ${e.code}: ${e.message}`
+          : `${name}: error: ${(e as Error)?.message ?? String(e)}`,
+      );
     }
   }
-  if (files.length > 1) err(`${bundles} bundle(s) from ${files.length - failed - skipped} of ${files.length} input(s)${failed ? `; ${failed} failed` : ''}${skipped ? `; ${skipped} skipped` : ''}`);
+  if (files.length > 1)
+    err(
+      `${bundles} bundle(s) from ${files.length - failed - skipped} of ${files.length} input(s)${failed ? `; ${failed} failed` : ''}${skipped ? `; ${skipped} skipped` : ''}`,
+    );
   if (o.validate && !invalid && !failed) err(`valid: ${bundles} bundle(s)`);
   return failed || invalid ? 1 : 0;
 }
@@ -187,7 +218,8 @@ function transformsOf(host: PluginHost): MessageTransform[] {
 }
 
 function reportError(e: unknown): number {
-  if (e instanceof FerryError && e.code === 'FERRY_E_CONFIG_INVALID') err(e.message); // ConfigError
+  if (e instanceof FerryError && e.code === 'FERRY_E_CONFIG_INVALID')
+    err(e.message); // ConfigError
   else if (e instanceof FerryError) err(`error ${e.code}: ${e.message}`);
   else err(`error: ${(e as Error)?.stack ?? String(e)}`);
   return e instanceof FerryError && e.kind === 'config' ? 2 : 1;
@@ -259,24 +291,33 @@ export async function main(argv: string[]): Promise<number> {
     .command('validate-config')
     .description('check a config file; print every problem with its path')
     .argument('<file>', 'YAML config file')
-    .option('--test', "also run the config's `tests:` (message files through the routes; no store, no sink): exit 1 if one fails")
+    .option(
+      '--test',
+      "also run the config's `tests:` (message files through the routes; no store, no sink): exit 1 if one fails",
+    )
     .action((file: string, o: { test?: boolean }) =>
       set(
-        lazy.configure().configure({ configFile: file }).then(
-          async ({ config, host }) => {
-            out(`${file}: OK (${Object.keys(config.sources).length} sources, ${Object.keys(config.sinks).length} sinks, ${config.routes.length} routes${Object.keys(config.connections).length ? `, ${Object.keys(config.connections).length} connections` : ''})`);
-            for (const w of config.warnings) out(`  warning: ${w.path}: ${w.message}`);
-            if (!o.test) return 0;
-            /* eslint-disable @typescript-eslint/no-require-imports -- lazy: route tests load only with --test */
-            const { runRouteTests } = require('./commands/test-route.command') as typeof import('./commands/test-route.command');
-            /* eslint-enable @typescript-eslint/no-require-imports */
-            const r = await runRouteTests(config, transformsOf(host));
-            for (const l of r.lines) out(l);
-            out(`${config.tests.length - r.failed} of ${config.tests.length} route tests passed`);
-            return r.failed ? 1 : 0;
-          },
-          (e) => reportError(e),
-        ),
+        lazy
+          .configure()
+          .configure({ configFile: file })
+          .then(
+            async ({ config, host }) => {
+              out(
+                `${file}: OK (${Object.keys(config.sources).length} sources, ${Object.keys(config.sinks).length} sinks, ${config.routes.length} routes${Object.keys(config.connections).length ? `, ${Object.keys(config.connections).length} connections` : ''})`,
+              );
+              for (const w of config.warnings) out(`  warning: ${w.path}: ${w.message}`);
+              if (!o.test) return 0;
+              /* eslint-disable @typescript-eslint/no-require-imports -- lazy: route tests load only with --test */
+              const { runRouteTests } =
+                require('./commands/test-route.command') as typeof import('./commands/test-route.command');
+              /* eslint-enable @typescript-eslint/no-require-imports */
+              const r = await runRouteTests(config, transformsOf(host));
+              for (const l of r.lines) out(l);
+              out(`${config.tests.length - r.failed} of ${config.tests.length} route tests passed`);
+              return r.failed ? 1 : 0;
+            },
+            (e) => reportError(e),
+          ),
       ),
     );
 
@@ -286,31 +327,60 @@ export async function main(argv: string[]): Promise<number> {
       'print the canonical FHIR R4 Bundle of each message: one file as JSON (a JSON array for a batch); several files, a folder or --ndjson as NDJSON (one Bundle per line, written as converted)',
     )
     .argument('[inputs...]', 'message files or folders (HL7 v2, FHIR JSON, or a vendor payload); - or nothing: stdin')
-    .option('-c, --config <file>', 'config whose plugins to use (default: $FERRY_CONFIG, ./config/ferry.yaml or the bundled plugins)')
+    .option(
+      '-c, --config <file>',
+      'config whose plugins to use (default: $FERRY_CONFIG, ./config/ferry.yaml or the bundled plugins)',
+    )
     .option('--content-type <type>', 'content type (default: from the file name and its first bytes)')
     .option('--ndjson', 'one Bundle per line, also for a single input')
-    .option('--validate', 'validate every resource; print issues on stderr and exit 1 if any (data-quality issues -- values the conversion could not use -- are printed on stderr always)')
+    .option(
+      '--validate',
+      'validate every resource; print issues on stderr and exit 1 if any (data-quality issues -- values the conversion could not use -- are printed on stderr always)',
+    )
     .option('--to <format>', 'the other way: a FHIR Bundle (JSON) -> this format (hl7v2), one message per paragraph')
     .option('--profile <file>', 'with --to: receiver profile (YAML/JSON), e.g. the `profile` of an mllp sink')
-    .action((inputs: string[], o: { config?: string; contentType?: string; validate?: boolean; ndjson?: boolean; to?: string; profile?: string }) =>
-      set(
-        (o.to
-          ? (async () => {
-              if (inputs.length !== 1) throw new FerryError('INPUT_ARGUMENTS', 'convert --to takes one Bundle file (a Bundle or a JSON array of Bundles)', { kind: 'input' });
-              const { host } = await loadHost(resolveConfigPath(o.config));
-              // segment ends printed as newlines (readable; `ferry send` and the file source accept them)
-              out(lazy.convert().convertBundleFile(inputs[0], transformsOf(host), { to: o.to!, profile: o.profile }).map((m) => m.replace(/\r/g, '\n').trimEnd()).join('\n\n'));
-              return 0;
-            })()
-          : convertCommand(inputs, o)
-        ).catch(reportError),
-      ),
+    .action(
+      (
+        inputs: string[],
+        o: {
+          config?: string;
+          contentType?: string;
+          validate?: boolean;
+          ndjson?: boolean;
+          to?: string;
+          profile?: string;
+        },
+      ) =>
+        set(
+          (o.to
+            ? (async () => {
+                if (inputs.length !== 1)
+                  throw new FerryError(
+                    'INPUT_ARGUMENTS',
+                    'convert --to takes one Bundle file (a Bundle or a JSON array of Bundles)',
+                    { kind: 'input' },
+                  );
+                const { host } = await loadHost(resolveConfigPath(o.config));
+                // segment ends printed as newlines (readable; `ferry send` and the file source accept them)
+                out(
+                  lazy
+                    .convert()
+                    .convertBundleFile(inputs[0], transformsOf(host), { to: o.to!, profile: o.profile })
+                    .map((m) => m.replace(/\r/g, '\n').trimEnd())
+                    .join('\n\n'),
+                );
+                return 0;
+              })()
+            : convertCommand(inputs, o)
+          ).catch(reportError),
+        ),
     );
 
   // Core and plugin commands share one shape (CliCommand).
   const pre = new Command().allowUnknownOption().helpOption(false).option('-c, --config <file>');
   pre.parseOptions(argv.slice(2));
-  const wantsExtra = argv[2] && !['start', 'validate-config', 'convert', '--help', '-h', '--version', '-V', 'help'].includes(argv[2]);
+  const wantsExtra =
+    argv[2] && !['start', 'validate-config', 'convert', '--help', '-h', '--version', '-V', 'help'].includes(argv[2]);
   const extra: CliCommand[] = [];
   const configFile = resolveConfigPath(pre.opts().config);
   if (wantsExtra || argv.length <= 2 || argv.includes('--help') || argv.includes('help')) {
@@ -330,7 +400,11 @@ export async function main(argv: string[]): Promise<number> {
         (async () => {
           const file = resolveConfigPath(opts.config as string | undefined) ?? configFile;
           const { host } = await loadHost(file);
-          return c.run(positional, opts, { configFile: file, logger: lazy.logger().createLogger({ level: 'warn' }), transforms: transformsOf(host) });
+          return c.run(positional, opts, {
+            configFile: file,
+            logger: lazy.logger().createLogger({ level: 'warn' }),
+            transforms: transformsOf(host),
+          });
         })().catch(reportError),
       );
     });
@@ -340,7 +414,8 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv);
   } catch (e) {
     const ce = e as { code?: string; exitCode?: number };
-    if (ce.code === 'commander.helpDisplayed' || ce.code === 'commander.version' || ce.code === 'commander.help') return 0;
+    if (ce.code === 'commander.helpDisplayed' || ce.code === 'commander.version' || ce.code === 'commander.help')
+      return 0;
     if (typeof ce.exitCode === 'number') return ce.exitCode || 1;
     return reportError(e);
   }

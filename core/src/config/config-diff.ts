@@ -41,5 +41,11 @@ export function diffConfigs(a: unknown, b: unknown, at = ''): ConfigChange[] {
 /** One line per change: `~ routes[0].when.fhirpath: "a" -> "b"`, `+ sinks.b: {...}`, `- routes[1]: {...}`. */
 export function formatConfigChanges(changes: ConfigChange[]): string[] {
   const j = (v: unknown) => JSON.stringify(v);
-  return changes.map((c) => (c.change === 'added' ? `+ ${c.path}: ${j(c.after)}` : c.change === 'removed' ? `- ${c.path}: ${j(c.before)}` : `~ ${c.path}: ${j(c.before)} -> ${j(c.after)}`));
+  return changes.map((c) =>
+    c.change === 'added'
+      ? `+ ${c.path}: ${j(c.after)}`
+      : c.change === 'removed'
+        ? `- ${c.path}: ${j(c.before)}`
+        : `~ ${c.path}: ${j(c.before)} -> ${j(c.after)}`,
+  );
 }

@@ -4,7 +4,11 @@ import YAML from 'yaml';
 import { joinPath, type ConfigProblem } from './config-error';
 
 /** Reads YAML text into a plain object, interpolating `${VAR}` and resolving `*_FILE` keys. */
-export function parseConfigText(text: string, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): Record<string, unknown> {
+export function parseConfigText(
+  text: string,
+  env: NodeJS.ProcessEnv,
+  problems: ConfigProblem[],
+): Record<string, unknown> {
   let doc: YAML.Document.Parsed;
   try {
     doc = YAML.parseDocument(text, { prettyErrors: true });
@@ -30,7 +34,10 @@ function readSecretFile(file: string, at: string, problems: ConfigProblem[]): st
   try {
     return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
   } catch (e) {
-    problems.push({ path: at, message: `cannot read secret file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
+    problems.push({
+      path: at,
+      message: `cannot read secret file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    });
     return undefined;
   }
 }
@@ -76,7 +83,11 @@ export function resolveValues(v: unknown, at: string, env: NodeJS.ProcessEnv, pr
 }
 
 /** Read a config file from disk (YAML), with interpolation. Problems are collected, not thrown. */
-export function readConfigFile(file: string, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): Record<string, unknown> {
+export function readConfigFile(
+  file: string,
+  env: NodeJS.ProcessEnv,
+  problems: ConfigProblem[],
+): Record<string, unknown> {
   const abs = path.resolve(file);
   if (!existsSync(abs)) {
     problems.push({ path: '', message: `config file not found: ${abs}` });

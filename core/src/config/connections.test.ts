@@ -16,7 +16,13 @@ class NoopSink implements MessageSink {
   async deliver() {}
 }
 const connSchema = {
-  baseUrl: { doc: 'base', format: (v: unknown) => { if (typeof v !== 'string' || !/^https?:\/\//.test(v)) throw new Error('required: an http(s) URL'); }, default: '' },
+  baseUrl: {
+    doc: 'base',
+    format: (v: unknown) => {
+      if (typeof v !== 'string' || !/^https?:\/\//.test(v)) throw new Error('required: an http(s) URL');
+    },
+    default: '',
+  },
   clientId: { doc: 'client', format: String, default: '' },
   auth: { scopes: { doc: 'scopes', format: Array, default: [] as string[] } },
   writeDepartment: { doc: 'facade-only key', format: String, default: '' },
@@ -26,7 +32,10 @@ const plugin = definePlugin({
   manifest: { id: 'acme', version: '0.1.0', engine: '^0.1.0' },
   configSchema: {},
   register(reg) {
-    reg.addSourceType('acme-poll', NoopSource, { ...sourceConn, intervalMs: { doc: 'i', format: 'nat', default: 1000 } });
+    reg.addSourceType('acme-poll', NoopSource, {
+      ...sourceConn,
+      intervalMs: { doc: 'i', format: 'nat', default: 1000 },
+    });
     reg.addSinkType('acme-write', NoopSink, sourceConn);
     reg.registerFacadeProvider('acme', {
       connectionSchema: connSchema,
@@ -46,19 +55,44 @@ describe('connections:', () => {
     const { config } = await configure({
       plugins: [plugin],
       config: {
-        connections: { 'acme-1': { kind: 'acme', baseUrl: 'https://acme.example/r4', clientId: 'c1', auth: { scopes: ['system/Patient.read'] }, writeDepartment: '7', facade: { cache: { ttlSeconds: 30 }, paths: { 'Patient.read': 'fhir' } } } },
+        connections: {
+          'acme-1': {
+            kind: 'acme',
+            baseUrl: 'https://acme.example/r4',
+            clientId: 'c1',
+            auth: { scopes: ['system/Patient.read'] },
+            writeDepartment: '7',
+            facade: { cache: { ttlSeconds: 30 }, paths: { 'Patient.read': 'fhir' } },
+          },
+        },
         sources: { p: { type: 'acme-poll', connection: 'acme-1', clientId: 'override', intervalMs: 5 } },
         sinks: { w: { type: 'acme-write', connection: 'acme-1' } },
         routes,
       },
     });
-    expect(config.sources.p).toMatchObject({ baseUrl: 'https://acme.example/r4', clientId: 'override', auth: { scopes: ['system/Patient.read'] }, intervalMs: 5 });
+    expect(config.sources.p).toMatchObject({
+      baseUrl: 'https://acme.example/r4',
+      clientId: 'override',
+      auth: { scopes: ['system/Patient.read'] },
+      intervalMs: 5,
+    });
     expect(config.sources.p).not.toHaveProperty('writeDepartment');
     expect(config.sinks.w).toMatchObject({ baseUrl: 'https://acme.example/r4', clientId: 'c1' });
     expect(config.connections['acme-1']).toEqual({
       kind: 'acme',
-      config: { baseUrl: 'https://acme.example/r4', clientId: 'c1', auth: { scopes: ['system/Patient.read'] }, writeDepartment: '7' },
-      facade: { enabled: true, cache: { ttlSeconds: 30, storeMaxAgeSeconds: 0, maxEntries: 10_000 }, paths: { 'Patient.read': 'fhir' }, identity: { linkSystems: [], linkedIdentifiers: false }, rateLimit: { qps: 0, burst: 0 } },
+      config: {
+        baseUrl: 'https://acme.example/r4',
+        clientId: 'c1',
+        auth: { scopes: ['system/Patient.read'] },
+        writeDepartment: '7',
+      },
+      facade: {
+        enabled: true,
+        cache: { ttlSeconds: 30, storeMaxAgeSeconds: 0, maxEntries: 10_000 },
+        paths: { 'Patient.read': 'fhir' },
+        identity: { linkSystems: [], linkedIdentifiers: false },
+        rateLimit: { qps: 0, burst: 0 },
+      },
     });
     expect(config.warnings).toEqual([]);
   });
@@ -66,7 +100,11 @@ describe('connections:', () => {
   it('keeps the inline form working, with a deprecation warning naming the entry', async () => {
     const { config } = await configure({
       plugins: [plugin],
-      config: { sources: { p: { type: 'acme-poll', baseUrl: 'https://acme.example/r4' } }, sinks: { w: { type: 'acme-write', baseUrl: 'https://acme.example/r4' } }, routes },
+      config: {
+        sources: { p: { type: 'acme-poll', baseUrl: 'https://acme.example/r4' } },
+        sinks: { w: { type: 'acme-write', baseUrl: 'https://acme.example/r4' } },
+        routes,
+      },
     });
     expect(config.sources.p.baseUrl).toBe('https://acme.example/r4');
     expect(config.warnings.map((w) => w.path)).toEqual(['sources.p', 'sinks.w']);
@@ -81,7 +119,12 @@ describe('connections:', () => {
           good: { kind: 'acme', baseUrl: 'https://acme.example' },
           nokind: { baseUrl: 'https://x' },
           badkind: { kind: 'zeta' },
-          badkeys: { kind: 'acme', baseUrl: 'ftp://x', colour: 'red', facade: { cache: { ttlSeconds: -1 }, paths: { 'patient-read': 'fhir' } } },
+          badkeys: {
+            kind: 'acme',
+            baseUrl: 'ftp://x',
+            colour: 'red',
+            facade: { cache: { ttlSeconds: -1 }, paths: { 'patient-read': 'fhir' } },
+          },
         },
         sources: { p: { type: 'acme-poll', connection: 'missing' }, q: { type: 'acme-poll', connection: 7 } },
         sinks: { w: { type: 'acme-write', connection: 'good' } },
@@ -102,7 +145,11 @@ describe('connections:', () => {
         'sources.q.connection',
       ]),
     );
-    expect((err as ConfigError).problems.find((p) => p.path === 'sources.p.connection')?.message).toMatch(/unknown connection "missing"; defined: good, nokind, badkind, badkeys|unknown connection "missing"/);
-    expect((err as ConfigError).problems.find((p) => p.path === 'connections.badkind.kind')?.message).toMatch(/unknown connection kind "zeta"; registered: acme/);
+    expect((err as ConfigError).problems.find((p) => p.path === 'sources.p.connection')?.message).toMatch(
+      /unknown connection "missing"; defined: good, nokind, badkind, badkeys|unknown connection "missing"/,
+    );
+    expect((err as ConfigError).problems.find((p) => p.path === 'connections.badkind.kind')?.message).toMatch(
+      /unknown connection kind "zeta"; registered: acme/,
+    );
   });
 });

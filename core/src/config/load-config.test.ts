@@ -1,7 +1,14 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildEngineConfig, parseConfigText, readPluginRefs, validateWithSchema, type ConfigProblem, type TypeCatalog } from './load-config';
+import {
+  buildEngineConfig,
+  parseConfigText,
+  readPluginRefs,
+  validateWithSchema,
+  type ConfigProblem,
+  type TypeCatalog,
+} from './load-config';
 
 const catalog: TypeCatalog = {
   sourceSchema: (t) => (t === 'http' ? { port: { doc: 'port', format: 'port', default: 8081 } } : undefined),
@@ -44,22 +51,38 @@ describe('parseConfigText', () => {
 describe('validateWithSchema', () => {
   it('reports unknown keys and bad values with the full path', () => {
     const problems: ConfigProblem[] = [];
-    validateWithSchema({ port: { doc: '', format: 'port', default: 1 }, nested: { x: { doc: '', format: 'nat', default: 1 } } }, { port: 99999, bogus: 1, nested: { x: 'many' } }, 'sources.a', problems);
+    validateWithSchema(
+      { port: { doc: '', format: 'port', default: 1 }, nested: { x: { doc: '', format: 'nat', default: 1 } } },
+      { port: 99999, bogus: 1, nested: { x: 'many' } },
+      'sources.a',
+      problems,
+    );
     const paths = problems.map((p) => p.path).sort();
     expect(paths).toEqual(['sources.a.bogus', 'sources.a.nested.x', 'sources.a.port']);
   });
 
   it('loads a map of maps (a leaf with an object default and a validator) and still validates it', () => {
     const mapOfMaps = (v: unknown) => {
-      for (const x of Object.values(v as object)) if (x === null || typeof x !== 'object') throw new Error('must be a mapping of type -> { param: value }');
+      for (const x of Object.values(v as object))
+        if (x === null || typeof x !== 'object') throw new Error('must be a mapping of type -> { param: value }');
     };
-    const schema = { searchParams: { doc: '', format: mapOfMaps, default: {} as Record<string, Record<string, string>> }, n: { doc: '', format: 'nat', default: 1 } };
+    const schema = {
+      searchParams: { doc: '', format: mapOfMaps, default: {} as Record<string, Record<string, string>> },
+      n: { doc: '', format: 'nat', default: 1 },
+    };
     const problems: ConfigProblem[] = [];
-    const out = validateWithSchema<any>(schema, { searchParams: { Observation: { category: 'laboratory', patient: 'a-195900.E-1' } } }, 'sources.f', problems);
+    const out = validateWithSchema<any>(
+      schema,
+      { searchParams: { Observation: { category: 'laboratory', patient: 'a-195900.E-1' } } },
+      'sources.f',
+      problems,
+    );
     expect(problems).toEqual([]);
     expect(out.searchParams).toEqual({ Observation: { category: 'laboratory', patient: 'a-195900.E-1' } });
     validateWithSchema(schema, { searchParams: { Observation: 'laboratory' } }, 'sources.g', problems);
-    expect(problems).toEqual([{ path: 'sources.g.searchParams', message: 'must be a mapping of type -> { param: value }' }]);
+    expect(problems).toEqual([
+      { path: 'sources.g.searchParams', message: 'must be a mapping of type -> { param: value }' },
+    ]);
     // the default is not shared between loads
     expect(validateWithSchema<any>(schema, {}, 'sources.h', []).searchParams).toEqual({});
   });
@@ -132,9 +155,15 @@ describe('buildEngineConfig', () => {
     ]);
   });
 
-    it('applies defaults and env overrides of engine keys', () => {
+  it('applies defaults and env overrides of engine keys', () => {
     const problems: ConfigProblem[] = [];
-    const cfg = buildEngineConfig({ sinks: { out: { type: 'file' } }, routes: [{ id: 'r', to: ['out'] }] }, catalog, {}, problems, { env: { FERRY_ADMIN_PORT: '9191' } });
+    const cfg = buildEngineConfig(
+      { sinks: { out: { type: 'file' } }, routes: [{ id: 'r', to: ['out'] }] },
+      catalog,
+      {},
+      problems,
+      { env: { FERRY_ADMIN_PORT: '9191' } },
+    );
     expect(problems).toEqual([]);
     expect(cfg.admin.port).toBe(9191);
     expect(cfg.store.kind).toBe('sqlite');
@@ -149,13 +178,19 @@ describe('buildEngineConfig', () => {
     expect(problems).toEqual([]);
     expect(cfg.sources.a.duplicates).toEqual({ policy: 'ignore', windowMs: 86_400_000, ignoreFields: ['MSH-7'] });
     buildEngineConfig(
-      { processing: { heartbeatMs: 2000, instanceTimeoutMs: 3000 }, sources: { a: { type: 'http', port: 0, duplicates: { ignoreFields: ['EVN-2', 'meta.lastUpdated', 'MSH 7'] } } } },
+      {
+        processing: { heartbeatMs: 2000, instanceTimeoutMs: 3000 },
+        sources: { a: { type: 'http', port: 0, duplicates: { ignoreFields: ['EVN-2', 'meta.lastUpdated', 'MSH 7'] } } },
+      },
       catalog,
       {},
       problems,
       { env: {} },
     );
-    expect(problems.map((p) => p.path).sort()).toEqual(['processing.instanceTimeoutMs', 'sources.a.duplicates.ignoreFields']);
+    expect(problems.map((p) => p.path).sort()).toEqual([
+      'processing.instanceTimeoutMs',
+      'sources.a.duplicates.ignoreFields',
+    ]);
     expect(problems.find((p) => p.path === 'sources.a.duplicates.ignoreFields')!.message).toMatch(/"MSH 7" is neither/);
   });
 });
@@ -163,7 +198,10 @@ describe('buildEngineConfig', () => {
 describe('readPluginRefs', () => {
   it('accepts names and { package, config } and reports the rest by index', () => {
     const problems: ConfigProblem[] = [];
-    const refs = readPluginRefs({ plugins: ['@ferry/plugin-epic', { package: './x', config: { a: 1 } }, 42, { package: 'y', other: 1 }] }, problems);
+    const refs = readPluginRefs(
+      { plugins: ['@ferry/plugin-epic', { package: './x', config: { a: 1 } }, 42, { package: 'y', other: 1 }] },
+      problems,
+    );
     expect(refs.map((r) => r.package)).toEqual(['@ferry/plugin-epic', './x', 'y']);
     expect(problems.map((p) => p.path)).toEqual(['plugins[2]', 'plugins[3].other']);
   });

@@ -17,17 +17,27 @@ function parseStep(step: unknown, at: string, problems: ConfigProblem[]): StepCo
     // { script, timeoutMs }: the script's time limit per message (ms, synchronous part).
     const o = step as Record<string, unknown>;
     if (entries.length === 2 && typeof o.script === 'string' && o.script.trim() && 'timeoutMs' in o) {
-      if (typeof o.timeoutMs === 'number' && Number.isInteger(o.timeoutMs) && o.timeoutMs > 0) return { script: o.script, timeoutMs: o.timeoutMs };
+      if (typeof o.timeoutMs === 'number' && Number.isInteger(o.timeoutMs) && o.timeoutMs > 0)
+        return { script: o.script, timeoutMs: o.timeoutMs };
       problems.push({ path: `${at}.timeoutMs`, message: 'a positive whole number of milliseconds' });
       return undefined;
     }
   }
-  problems.push({ path: at, message: 'a step is `validate`, `{ filter: <fhirpath> }` or `{ script: <path to module>, timeoutMs?: <ms> }`' });
+  problems.push({
+    path: at,
+    message: 'a step is `validate`, `{ filter: <fhirpath> }` or `{ script: <path to module>, timeoutMs?: <ms> }`',
+  });
   return undefined;
 }
 
 /** `routes:` -- each checked against the route schema, its sources and sinks known, its FHIRPath valid. */
-export function readRoutes(rawRoutes: unknown, knownSources: Set<string>, knownSinks: Set<string>, problems: ConfigProblem[], fhirpathCheck?: FhirpathCheck): RouteConfig[] {
+export function readRoutes(
+  rawRoutes: unknown,
+  knownSources: Set<string>,
+  knownSinks: Set<string>,
+  problems: ConfigProblem[],
+  fhirpathCheck?: FhirpathCheck,
+): RouteConfig[] {
   const routes: RouteConfig[] = [];
   if (rawRoutes !== undefined && !Array.isArray(rawRoutes)) {
     problems.push({ path: 'routes', message: 'must be a list of { id, from, when, steps, to }' });
@@ -48,7 +58,10 @@ export function readRoutes(rawRoutes: unknown, knownSources: Set<string>, knownS
             return false;
           }
           if (!known.has(x)) {
-            problems.push({ path: `${at}.${key}[${j}]`, message: `unknown ${kind} "${x}"${known.size ? `; defined: ${[...known].join(', ')}` : ''}` });
+            problems.push({
+              path: `${at}.${key}[${j}]`,
+              message: `unknown ${kind} "${x}"${known.size ? `; defined: ${[...known].join(', ')}` : ''}`,
+            });
             return false;
           }
           return true;
@@ -58,7 +71,8 @@ export function readRoutes(rawRoutes: unknown, knownSources: Set<string>, knownS
       if (!(v.to as unknown[]).length) problems.push({ path: `${at}.to`, message: 'a route needs at least one sink' });
       const messageType = (v.when?.messageType ?? []) as unknown[];
       messageType.forEach((g, j) => {
-        if (typeof g !== 'string' || !g) problems.push({ path: `${at}.when.messageType[${j}]`, message: 'must be a glob string like ADT^A0*' });
+        if (typeof g !== 'string' || !g)
+          problems.push({ path: `${at}.when.messageType[${j}]`, message: 'must be a glob string like ADT^A0*' });
       });
       if (v.when?.fhirpath && fhirpathCheck) {
         const err = fhirpathCheck(v.when.fhirpath);
@@ -74,17 +88,33 @@ export function readRoutes(rawRoutes: unknown, knownSources: Set<string>, knownS
           return step;
         })
         .filter((s): s is StepConfig => !!s);
-      routes.push({ id: v.id, from, when: { messageType: messageType as string[], fhirpath: v.when?.fhirpath ?? '' }, steps, to, ordering: v.ordering });
+      routes.push({
+        id: v.id,
+        from,
+        when: { messageType: messageType as string[], fhirpath: v.when?.fhirpath ?? '' },
+        steps,
+        to,
+        ordering: v.ordering,
+      });
     });
   }
   return routes;
 }
 
 /** `tests:` -- route tests run by `ferry validate-config --test` (see RouteTest). */
-export function parseRouteTests(raw: unknown, routeIds: Set<string>, sinkIds: Set<string>, problems: ConfigProblem[], fhirpathCheck?: FhirpathCheck): RouteTest[] {
+export function parseRouteTests(
+  raw: unknown,
+  routeIds: Set<string>,
+  sinkIds: Set<string>,
+  problems: ConfigProblem[],
+  fhirpathCheck?: FhirpathCheck,
+): RouteTest[] {
   if (raw === undefined || raw === null) return [];
   if (!Array.isArray(raw)) {
-    problems.push({ path: 'tests', message: 'must be a list of { message, source?, contentType?, expect: { routes?, sinks?, fhirpath? } }' });
+    problems.push({
+      path: 'tests',
+      message: 'must be a list of { message, source?, contentType?, expect: { routes?, sinks?, fhirpath? } }',
+    });
     return [];
   }
   const out: RouteTest[] = [];
@@ -101,7 +131,13 @@ export function parseRouteTests(raw: unknown, routeIds: Set<string>, sinkIds: Se
         problems.push({ path: `${at}.expect.${what}`, message: 'a list of strings' });
         return undefined;
       }
-      if (known) for (const [j, x] of (v as string[]).entries()) if (!known.has(x)) problems.push({ path: `${at}.expect.${what}[${j}]`, message: `unknown ${what === 'routes' ? 'route' : 'sink'} "${x}"; defined: ${[...known].join(', ')}` });
+      if (known)
+        for (const [j, x] of (v as string[]).entries())
+          if (!known.has(x))
+            problems.push({
+              path: `${at}.expect.${what}[${j}]`,
+              message: `unknown ${what === 'routes' ? 'route' : 'sink'} "${x}"; defined: ${[...known].join(', ')}`,
+            });
       return v as string[];
     };
     const test: RouteTest = { name: typeof t.name === 'string' ? t.name : t.message, message: t.message, expect: {} };

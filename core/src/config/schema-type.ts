@@ -20,13 +20,7 @@
  */
 
 /** convict's named formats. */
-type NamedFormat =
-  | '*'
-  | 'int'
-  | 'nat'
-  | 'port'
-  | 'windows_named_pipe'
-  | 'port_or_windows_named_pipe';
+type NamedFormat = '*' | 'int' | 'nat' | 'port' | 'windows_named_pipe' | 'port_or_windows_named_pipe';
 
 /** One key of a schema: what convict accepts as a leaf. */
 export interface SchemaLeaf {
@@ -105,12 +99,11 @@ type FromFormat<F, D> = F extends readonly (infer E)[]
 
 /** The value type of one leaf. */
 export type LeafType<L> = L extends { default: infer D }
-  ?
-      | (L extends { format: infer F }
-          ? FromFormat<F, Exclude<D, null | undefined>>
-          : Widen<Exclude<D, null | undefined>>)
-      | (null extends D ? null : never)
-      | (undefined extends D ? undefined : never)
+  ? | (L extends { format: infer F }
+        ? FromFormat<F, Exclude<D, null | undefined>>
+        : Widen<Exclude<D, null | undefined>>)
+    | (null extends D ? null : never)
+    | (undefined extends D ? undefined : never)
   : never;
 
 /** The validated config a schema gives (what `validateWithSchema` returns for it). */

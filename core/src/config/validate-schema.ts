@@ -47,14 +47,19 @@ export function validateWithSchema<T = Record<string, unknown>>(
       // a validator that lists several problems (details.problems: [{ path, message }], paths relative to the leaf) gives each by its path
       const listed = (e as { details?: { problems?: unknown } }).details?.problems;
       if (Array.isArray(listed) && listed.length && listed.every((p) => typeof p?.message === 'string'))
-        for (const p of listed as ConfigProblem[]) problems.push({ path: joinPath(at, p.path ? `${leaf.path}${p.path.startsWith('[') ? '' : '.'}${p.path}` : leaf.path), message: p.message });
+        for (const p of listed as ConfigProblem[])
+          problems.push({
+            path: joinPath(at, p.path ? `${leaf.path}${p.path.startsWith('[') ? '' : '.'}${p.path}` : leaf.path),
+            message: p.message,
+          });
       else problems.push({ path: joinPath(at, leaf.path), message: (e as Error).message });
     }
   }
   return out;
 }
 
-const isPlainObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v) && Object.getPrototypeOf(v) === Object.prototype;
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) && Object.getPrototypeOf(v) === Object.prototype;
 
 /**
  * convict merges a loaded mapping into a leaf whose default is an object key by key, and fails on
@@ -63,7 +68,11 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> => v !== null &
  * athena-fhir `searchParams: { Observation: { category: laboratory } }`) is given to convict as
  * `Object` and its validator is run here on the loaded value, with the leaf's path.
  */
-function mapLeavesAsObjects(schema: unknown, path: string, out: { path: string; check: (v: unknown) => void }[]): unknown {
+function mapLeavesAsObjects(
+  schema: unknown,
+  path: string,
+  out: { path: string; check: (v: unknown) => void }[],
+): unknown {
   if (!isPlainObject(schema)) return schema;
   if ('default' in schema) {
     if (isPlainObject(schema.default) && typeof schema.format === 'function') {

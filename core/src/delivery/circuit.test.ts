@@ -16,7 +16,14 @@ describe('SinkCircuit', () => {
     expect(c.allowance(8, 10)).toBe(0);
     expect(c.allowance(8, 1009)).toBe(0);
     expect(c.wakeAt()).toBe(1010);
-    expect(c.view()).toMatchObject({ state: 'open', consecutiveFailures: 3, failedProbes: 0, lastErrorCode: 'UNAVAILABLE', pausedSince: new Date(10), nextProbeAt: new Date(1010) });
+    expect(c.view()).toMatchObject({
+      state: 'open',
+      consecutiveFailures: 3,
+      failedProbes: 0,
+      lastErrorCode: 'UNAVAILABLE',
+      pausedSince: new Date(10),
+      nextProbeAt: new Date(1010),
+    });
   });
 
   it('lets one probe go when the pause is over; a failed probe doubles the pause up to maxOpenMs; a taken one resumes', () => {
@@ -50,7 +57,7 @@ describe('SinkCircuit', () => {
     expect(c.view().nextProbeAt).toEqual(new Date(now + 1000));
   });
 
-  it("honours a longer Retry-After; a probe whose outcome was never reported lets another go; threshold 0 never pauses", () => {
+  it('honours a longer Retry-After; a probe whose outcome was never reported lets another go; threshold 0 never pauses', () => {
     const c = new SinkCircuit(policy);
     c.failed('a', 0, 'THROTTLED');
     c.failed('b', 0, 'THROTTLED');

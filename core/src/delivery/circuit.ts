@@ -129,7 +129,12 @@ export class SinkCircuit {
    * the sink is paused again for longer. Failures of calls that started before the pause change
    * nothing.
    */
-  failed(deliveryId: string, now: number, errorCode: string, retryAfterMs?: number): { change: 'opened' | 'probe-failed'; pauseMs: number } | undefined {
+  failed(
+    deliveryId: string,
+    now: number,
+    errorCode: string,
+    retryAfterMs?: number,
+  ): { change: 'opened' | 'probe-failed'; pauseMs: number } | undefined {
     const asked = retryAfterMs !== undefined && Number.isFinite(retryAfterMs) ? retryAfterMs : 0;
     if (this.first === deliveryId) this.first = undefined; // slow start: the next may go
     if (this.state === 'closed') {

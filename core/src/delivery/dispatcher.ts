@@ -5,7 +5,15 @@ import { FerryError } from '../errors';
 import { errorFields } from '../logging/logger';
 import type { MessageSink } from '../plugin/api';
 import { retryTransient } from '../util/retry-transient';
-import { whileStoreDown, type ClaimedDelivery, type DeliveryClaimFilter, type CompleteResult, type DeliveryOutcome, type MessageStore, type SinkHold } from '../store/message-store';
+import {
+  whileStoreDown,
+  type ClaimedDelivery,
+  type DeliveryClaimFilter,
+  type CompleteResult,
+  type DeliveryOutcome,
+  type MessageStore,
+  type SinkHold,
+} from '../store/message-store';
 import { WakeableSleep } from '../util/wakeable-sleep';
 import { SinkCircuit, type CircuitPolicy, type CircuitView } from './circuit';
 import { deliveryOutcome } from './delivery-outcome';
@@ -87,7 +95,12 @@ export class Dispatcher {
   private running = false;
   private inFlight = 0;
   private readonly perSink = new Map<string, number>();
-  private outcomes: { deliveryId: string; outcome: DeliveryOutcome; resolve(stale?: StaleOutcome): void; reject(e: unknown): void }[] = [];
+  private outcomes: {
+    deliveryId: string;
+    outcome: DeliveryOutcome;
+    resolve(stale?: StaleOutcome): void;
+    reject(e: unknown): void;
+  }[] = [];
   private outcomeTimer?: NodeJS.Immediate;
   private loopPromise?: Promise<void>;
   private readonly sleeper = new WakeableSleep();
@@ -188,7 +201,10 @@ export class Dispatcher {
     for (const [id, h] of next)
       if (!this.holds.has(id)) {
         this.metrics.sinkHeld.set({ sink: id }, 1);
-        (this.sinks.get(id)?.logger ?? this.logger).info('sink held: its deliveries wait until it is released', { until: h.until?.toISOString(), reason: h.reason });
+        (this.sinks.get(id)?.logger ?? this.logger).info('sink held: its deliveries wait until it is released', {
+          until: h.until?.toISOString(),
+          reason: h.reason,
+        });
       }
     for (const id of this.holds.keys())
       if (!next.has(id)) {
@@ -246,7 +262,10 @@ export class Dispatcher {
       ]);
       clearTimeout(timer);
       if (!finished && this.inSink.size) {
-        this.logger.warn('stopping: sink calls still under way are given up on; they are made again after the restart', { calls: this.inSink.size, stopGraceMs: graceMs });
+        this.logger.warn(
+          'stopping: sink calls still under way are given up on; they are made again after the restart',
+          { calls: this.inSink.size, stopGraceMs: graceMs },
+        );
         for (const s of this.inSink.values()) s.expire('stopping');
       }
     }
@@ -288,10 +307,16 @@ export class Dispatcher {
         const s = this.inSink.get(id);
         if (!s || held.has(id) || s.lostLogged) continue;
         s.lostLogged = true;
-        s.log().warn('delivery lease lost while its sink call is still running: another instance may make it too', { inSinkMs: Date.now() - s.since, leaseMs: this.opts.leaseMs });
+        s.log().warn('delivery lease lost while its sink call is still running: another instance may make it too', {
+          inSinkMs: Date.now() - s.since,
+          leaseMs: this.opts.leaseMs,
+        });
       }
     } catch (e) {
-      this.logger.log(whileStoreDown(this.store, e) ? 'debug' : 'warn', 'renewing delivery leases failed', { deliveries: ids.length, ...errorFields(e) });
+      this.logger.log(whileStoreDown(this.store, e) ? 'debug' : 'warn', 'renewing delivery leases failed', {
+        deliveries: ids.length,
+        ...errorFields(e),
+      });
     } finally {
       this.renewing = false;
     }
@@ -343,9 +368,16 @@ export class Dispatcher {
         // The retries of sinks paused or spaced are left out: due or not, they are not claimed
         // before the times below, and would wake the loop every few milliseconds meanwhile.
         const now = Date.now();
-        const idle = [...this.sinks.keys()].filter((id) => (this.claimNotBefore.get(id) ?? 0) > now || this.isHeld(id, now) || !(this.circuits.get(id)?.claimable(now) ?? true));
+        const idle = [...this.sinks.keys()].filter(
+          (id) =>
+            (this.claimNotBefore.get(id) ?? 0) > now ||
+            this.isHeld(id, now) ||
+            !(this.circuits.get(id)?.claimable(now) ?? true),
+        );
         const goneIdle = (this.claimNotBefore.get(GONE) ?? 0) > now;
-        const filter: DeliveryClaimFilter = goneIdle ? { sinkIds: [...this.sinks.keys()].filter((id) => !idle.includes(id)) } : { excludeSinkIds: idle };
+        const filter: DeliveryClaimFilter = goneIdle
+          ? { sinkIds: [...this.sinks.keys()].filter((id) => !idle.includes(id)) }
+          : { excludeSinkIds: idle };
         const due = await this.store.nextDueAt(filter);
         if (due) wait = Math.max(0, Math.min(wait, due.getTime() - Date.now()));
       } catch {
@@ -358,7 +390,8 @@ export class Dispatcher {
         if (t !== undefined) wait = Math.max(0, Math.min(wait, t - Date.now()));
       }
       // A hold that ends at a set time: claimed for again then (once it has ended, as any sink).
-      for (const h of this.holds.values()) if (h.until && h.until.getTime() > Date.now()) wait = Math.min(wait, h.until.getTime() - Date.now());
+      for (const h of this.holds.values())
+        if (h.until && h.until.getTime() > Date.now()) wait = Math.min(wait, h.until.getTime() - Date.now());
       if (!claimedAny || wait > 0) await this.sleep(Math.max(wait, 5));
     }
   }
@@ -376,7 +409,8 @@ export class Dispatcher {
     const took = performance.now() - started;
     // Not after a failed claim (undefined: a store outage): its time says nothing of the backlog,
     // and the work must be picked up as soon as the store answers again.
-    if (claimed && claimed.length < limit && took >= SLOW_CLAIM_MS) this.claimNotBefore.set(key, Date.now() + Math.min(MAX_CLAIM_SPACING_MS, took * 4));
+    if (claimed && claimed.length < limit && took >= SLOW_CLAIM_MS)
+      this.claimNotBefore.set(key, Date.now() + Math.min(MAX_CLAIM_SPACING_MS, took * 4));
     else this.claimNotBefore.delete(key);
     return claimed ?? [];
   }
@@ -408,7 +442,10 @@ export class Dispatcher {
   private async releaseOrphans(): Promise<void> {
     const released = await this.store.releaseDeliveryLeases(this.opts.owner, [...this.held]);
     this.orphansPossible = false;
-    if (released) this.logger.info('released delivery leases a lost claim answer left with this instance', { deliveries: released });
+    if (released)
+      this.logger.info('released delivery leases a lost claim answer left with this instance', {
+        deliveries: released,
+      });
   }
 
   /**
@@ -428,7 +465,11 @@ export class Dispatcher {
         // Fenced by our lease: a late outcome (the lease expired and another instance took the
         // delivery over) or one already recorded (a retry after a lost COMMIT answer) changes nothing.
         const owner = this.opts.owner;
-        retryTransient(() => this.store.completeDeliveries(items, { owner }), { what: 'recording delivery outcomes', logger: this.logger, budgetMs: this.opts.leaseMs / 2 }).then(
+        retryTransient(() => this.store.completeDeliveries(items, { owner }), {
+          what: 'recording delivery outcomes',
+          logger: this.logger,
+          budgetMs: this.opts.leaseMs / 2,
+        }).then(
           (r) => {
             const stale = new Map((r?.stale ?? []).map((x) => [x.deliveryId, x]));
             batch.forEach((b) => b.resolve(stale.get(b.deliveryId)));
@@ -438,7 +479,8 @@ export class Dispatcher {
             const missing = new Set<string>((details?.deliveryIds as string[] | undefined) ?? []);
             const stale = new Map(((details?.stale as StaleOutcome[] | undefined) ?? []).map((x) => [x.deliveryId, x]));
             // Only the deliveries the store did not know failed; the others were recorded.
-            if (missing.size) batch.forEach((b) => (missing.has(b.deliveryId) ? b.reject(e) : b.resolve(stale.get(b.deliveryId))));
+            if (missing.size)
+              batch.forEach((b) => (missing.has(b.deliveryId) ? b.reject(e) : b.resolve(stale.get(b.deliveryId))));
             else batch.forEach((b) => b.reject(e));
           },
         );
@@ -459,7 +501,10 @@ export class Dispatcher {
       return;
     }
     this.metrics.sinkPaused.set({ sink: rt.id }, 0);
-    rt.logger.info('sink answering again: deliveries resumed', { pausedMs: ended.pausedMs, failedProbes: ended.failedProbes });
+    rt.logger.info('sink answering again: deliveries resumed', {
+      pausedMs: ended.pausedMs,
+      failedProbes: ended.failedProbes,
+    });
     this.kick();
   }
 
@@ -470,8 +515,17 @@ export class Dispatcher {
     if (r.change === 'opened') {
       this.metrics.sinkPaused.set({ sink: rt.id }, 1);
       this.metrics.sinkPauses.inc({ sink: rt.id });
-      rt.logger.warn('sink failing: deliveries paused, one probe at a time until it takes one', { failures: circuit.policy.failureThreshold, errorCode: err.code, pauseMs: r.pauseMs });
-    } else rt.logger.info('sink probe failed: deliveries stay paused', { errorCode: err.code, pauseMs: r.pauseMs, failedProbes: circuit.view().failedProbes });
+      rt.logger.warn('sink failing: deliveries paused, one probe at a time until it takes one', {
+        failures: circuit.policy.failureThreshold,
+        errorCode: err.code,
+        pauseMs: r.pauseMs,
+      });
+    } else
+      rt.logger.info('sink probe failed: deliveries stay paused', {
+        errorCode: err.code,
+        pauseMs: r.pauseMs,
+        failedProbes: circuit.view().failedProbes,
+      });
   }
 
   /**
@@ -489,8 +543,16 @@ export class Dispatcher {
       entry.expire = (why = 'timeout') => {
         const e =
           why === 'stopping'
-            ? new FerryError('DELIVERY_ENGINE_STOPPING', `sink "${rt.id}" did not finish the delivery before the engine stopped`, { kind: 'transient', retryable: true })
-            : new FerryError('DELIVERY_TIMEOUT', `sink "${rt.id}" did not finish the delivery within ${limit} ms (deliveryTimeoutMs)`, { kind: 'transient', retryable: true });
+            ? new FerryError(
+                'DELIVERY_ENGINE_STOPPING',
+                `sink "${rt.id}" did not finish the delivery before the engine stopped`,
+                { kind: 'transient', retryable: true },
+              )
+            : new FerryError(
+                'DELIVERY_TIMEOUT',
+                `sink "${rt.id}" did not finish the delivery within ${limit} ms (deliveryTimeoutMs)`,
+                { kind: 'transient', retryable: true },
+              );
         // Settled before the sink hears of it: a sink that rejects as soon as its signal aborts must
         // not have its own error recorded instead (the race takes whichever settled first).
         reject(e);
@@ -511,34 +573,77 @@ export class Dispatcher {
     // The child logger only when something is logged (a delivery that just succeeds logs at debug).
     const base = rt?.logger ?? this.logger;
     let child: Logger | undefined;
-    const log = (): Logger => (child ??= base.child({ messageId: d.messageId, deliveryId: d.id, route: d.routeId, controlId: d.message.headers.controlId }));
+    const log = (): Logger =>
+      (child ??= base.child({
+        messageId: d.messageId,
+        deliveryId: d.id,
+        route: d.routeId,
+        controlId: d.message.headers.controlId,
+      }));
     const started = process.hrtime.bigint();
     let outcome: DeliveryOutcome;
     const now = Date.now();
-    const entry: InSink = { since: now, leasedAt: now, limit: rt?.deliveryTimeoutMs ?? 0, lostLogged: false, log, expire: () => undefined };
+    const entry: InSink = {
+      since: now,
+      leasedAt: now,
+      limit: rt?.deliveryTimeoutMs ?? 0,
+      lostLogged: false,
+      log,
+      expire: () => undefined,
+    };
     this.inSink.set(d.id, entry);
     const circuit = this.circuits.get(d.sinkId);
     const probe = circuit?.isProbe(d.id) ?? false;
     try {
-      if (!rt) throw new FerryError('CONFIG_SINK_GONE', `sink "${d.sinkId}" is no longer configured`, { kind: 'config', retryable: true });
+      if (!rt)
+        throw new FerryError('CONFIG_SINK_GONE', `sink "${d.sinkId}" is no longer configured`, {
+          kind: 'config',
+          retryable: true,
+        });
       await this.deliverWithin(rt, d, entry);
       outcome = { status: 'delivered' };
       if (circuit) this.sinkAnswered(rt, circuit);
       const secs = Number(process.hrtime.bigint() - started) / 1e9;
       this.metrics.deliveryLatency.observe({ sink: d.sinkId }, secs);
-      this.metrics.endToEnd.observe({ sink: d.sinkId }, (Date.now() + (this.store.clockAheadMs?.() ?? 0) - d.message.receivedAt.getTime()) / 1000);
+      this.metrics.endToEnd.observe(
+        { sink: d.sinkId },
+        (Date.now() + (this.store.clockAheadMs?.() ?? 0) - d.message.receivedAt.getTime()) / 1000,
+      );
       this.metrics.deliveries.inc({ route: d.routeId, sink: d.sinkId, outcome: 'delivered' });
       if (base.isDebugEnabled()) log().debug('delivered', { attempt: d.attempts + 1 });
     } catch (e) {
       // Anything a sink throws that is not a FerryError counts as retryable (network, bugs in flight).
-      const err = e instanceof FerryError ? e : new FerryError('DELIVERY_UNEXPECTED', (e as Error)?.message ?? String(e), { kind: 'transient', retryable: true, cause: e });
-      outcome = rt ? deliveryOutcome(rt.retry, d, err, new Date(), this.store.clockAheadMs?.() ?? 0, probe) : { status: 'failed', error: { code: err.code, message: err.message, retryable: true }, nextAttemptAt: new Date(Date.now() + 60_000) };
+      const err =
+        e instanceof FerryError
+          ? e
+          : new FerryError('DELIVERY_UNEXPECTED', (e as Error)?.message ?? String(e), {
+              kind: 'transient',
+              retryable: true,
+              cause: e,
+            });
+      outcome = rt
+        ? deliveryOutcome(rt.retry, d, err, new Date(), this.store.clockAheadMs?.() ?? 0, probe)
+        : {
+            status: 'failed',
+            error: { code: err.code, message: err.message, retryable: true },
+            nextAttemptAt: new Date(Date.now() + 60_000),
+          };
       if (circuit && rt) {
         if (err.retryable) this.sinkFailed(rt, circuit, d.id, err);
         else this.sinkAnswered(rt, circuit); // refused for good: the message's problem, the sink is up
       }
-      this.metrics.deliveries.inc({ route: d.routeId, sink: d.sinkId, outcome: outcome.status === 'dead' ? 'dead' : 'retry' });
-      const fields = { attempt: d.attempts + 1, errorCode: err.code, retryable: err.retryable, next: outcome.status === 'failed' ? outcome.nextAttemptAt.toISOString() : undefined, ...(probe ? { probe: true } : {}) };
+      this.metrics.deliveries.inc({
+        route: d.routeId,
+        sink: d.sinkId,
+        outcome: outcome.status === 'dead' ? 'dead' : 'retry',
+      });
+      const fields = {
+        attempt: d.attempts + 1,
+        errorCode: err.code,
+        retryable: err.retryable,
+        next: outcome.status === 'failed' ? outcome.nextAttemptAt.toISOString() : undefined,
+        ...(probe ? { probe: true } : {}),
+      };
       if (outcome.status === 'dead') log().error('delivery dead', fields);
       else log().warn('delivery failed, will retry', fields);
     } finally {

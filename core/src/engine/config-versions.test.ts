@@ -17,14 +17,18 @@ describe('config versions: secrets by fingerprint', () => {
     const b = await secretFingerprints(cfg);
     expect([...a.values()]).toEqual([...b.values()]);
     expect(a.get('sinks.h.auth.password')).toMatch(/^\(redacted, fingerprint [0-9a-f]{12}\)$/);
-    const rotated = await secretFingerprints({ sinks: { ...cfg.sinks, h: { auth: { password: 'hunter3', token: '' } } } });
+    const rotated = await secretFingerprints({
+      sinks: { ...cfg.sinks, h: { auth: { password: 'hunter3', token: '' } } },
+    });
     expect(rotated.get('sinks.h.auth.password')).not.toBe(a.get('sinks.h.auth.password'));
     expect(rotated.get('sinks.s.url')).toBe(a.get('sinks.s.url'));
     // the same secret under another path gives another fingerprint (salted by its path)
     const moved = await secretFingerprints({ other: { password: 'hunter2' } });
     expect(moved.get('other.password')).not.toBe(a.get('sinks.h.auth.password'));
     // the display (GET /api/config) is unchanged
-    expect(redactConfig(cfg)).toEqual({ sinks: { h: { auth: { password: '(redacted)', token: '' } }, s: { url: 'postgres://u:(redacted)@db/x' } } });
+    expect(redactConfig(cfg)).toEqual({
+      sinks: { h: { auth: { password: '(redacted)', token: '' } }, s: { url: 'postgres://u:(redacted)@db/x' } },
+    });
   });
 
   it('a reload with only a rotated secret is a new version; its diff shows that secret changed, by fingerprint', async () => {
@@ -34,7 +38,9 @@ describe('config versions: secrets by fingerprint', () => {
       store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
       processing: { transformWorkers: 0 },
       admin: { enabled: false },
-      sinks: { h: { type: 'http', url: 'http://127.0.0.1:9/in', auth: { type: 'basic', username: 'ferry', password } } },
+      sinks: {
+        h: { type: 'http', url: 'http://127.0.0.1:9/in', auth: { type: 'basic', username: 'ferry', password } },
+      },
       routes: [{ id: 'r', to: ['h'] }],
     });
     const env = { ...process.env, SINK_PASSWORD: 'old-Secret-1' };
@@ -56,7 +62,12 @@ describe('config versions: secrets by fingerprint', () => {
       }
       const changes = diffConfigs(JSON.parse(v1!.config!), JSON.parse(v2!.config!));
       expect(changes).toEqual([
-        { path: 'sinks.h.auth.password', change: 'changed', before: expect.stringMatching(/^\(redacted, fingerprint [0-9a-f]{12}\)$/), after: expect.stringMatching(/^\(redacted, fingerprint [0-9a-f]{12}\)$/) },
+        {
+          path: 'sinks.h.auth.password',
+          change: 'changed',
+          before: expect.stringMatching(/^\(redacted, fingerprint [0-9a-f]{12}\)$/),
+          after: expect.stringMatching(/^\(redacted, fingerprint [0-9a-f]{12}\)$/),
+        },
       ]);
       expect(changes[0].before).not.toBe(changes[0].after);
     } finally {

@@ -1,8 +1,16 @@
 import path from 'node:path';
 import type { Logger } from '../plugin/api';
 import type { EngineConfig } from '../config/engine.schema';
-import { ConfigError, buildEngineConfig, readConfigFile, readPluginRefs, resolveValues, validateWithSchema, type ConfigProblem } from '../config/load-config';
-import { FerryError } from '../errors';
+import {
+  ConfigError,
+  buildEngineConfig,
+  readConfigFile,
+  readPluginRefs,
+  resolveValues,
+  validateWithSchema,
+  type ConfigProblem,
+} from '../config/load-config';
+import type { FerryError } from '../errors';
 import type { PluginDefinition } from '../plugin/api';
 import { PluginHost } from '../plugin/plugin-host';
 
@@ -49,9 +57,18 @@ export async function configure(opts: ConfigureOptions): Promise<Configured> {
       return t.outputProfileProblems?.(format, profile) ?? [];
     },
     connectionKinds: () =>
-      host.facadeProviders().map((f) => ({ kind: f.kind, schema: f.registration.connectionSchema, sourceTypes: f.registration.sourceTypes ?? [], sinkTypes: f.registration.sinkTypes ?? [] })),
+      host.facadeProviders().map((f) => ({
+        kind: f.kind,
+        schema: f.registration.connectionSchema,
+        sourceTypes: f.registration.sourceTypes ?? [],
+        sinkTypes: f.registration.sinkTypes ?? [],
+      })),
   };
-  const config = buildEngineConfig(raw, catalog, pluginConfig, problems, { env, file: opts.configFile && path.resolve(opts.configFile), fhirpathCheck: fhirpathError });
+  const config = buildEngineConfig(raw, catalog, pluginConfig, problems, {
+    env,
+    file: opts.configFile && path.resolve(opts.configFile),
+    fhirpathCheck: fhirpathError,
+  });
   config.plugins = refs;
   if (problems.length) throw new ConfigError(problems, opts.configFile);
   return { config, host };
@@ -71,12 +88,18 @@ export async function configurePlugins(opts: ConfigureOptions): Promise<PluginHo
 async function loadPlugins(opts: ConfigureOptions, first: PluginDefinition[]) {
   const env = opts.env ?? process.env;
   const problems: ConfigProblem[] = [];
-  const raw = opts.configFile ? readConfigFile(opts.configFile, env, problems) : (resolveValues(structuredClone(opts.config ?? {}), '', env, problems) as Record<string, unknown>);
+  const raw = opts.configFile
+    ? readConfigFile(opts.configFile, env, problems)
+    : (resolveValues(structuredClone(opts.config ?? {}), '', env, problems) as Record<string, unknown>);
   if (problems.length) throw new ConfigError(problems, opts.configFile);
   const baseDir = process.cwd();
 
   const refs = readPluginRefs(raw, problems);
-  const defs: { def: PluginDefinition; config: Record<string, unknown>; at: string }[] = first.map((def) => ({ def, config: {}, at: '' }));
+  const defs: { def: PluginDefinition; config: Record<string, unknown>; at: string }[] = first.map((def) => ({
+    def,
+    config: {},
+    at: '',
+  }));
   refs.forEach((ref, i) => {
     try {
       defs.push({ def: PluginHost.resolveDefinition(ref.package, baseDir), config: ref.config, at: `plugins[${i}]` });
@@ -88,12 +111,15 @@ async function loadPlugins(opts: ConfigureOptions, first: PluginDefinition[]) {
 
   const pluginConfig: Record<string, Record<string, unknown>> = {};
   /* eslint-disable @typescript-eslint/no-require-imports -- lazy: the logger module loads only when no logger is given */
-  const host = new PluginHost(opts.logger ?? (require('../logging/logger') as typeof import('../logging/logger')).silentLogger());
+  const host = new PluginHost(
+    opts.logger ?? (require('../logging/logger') as typeof import('../logging/logger')).silentLogger(),
+  );
   /* eslint-enable @typescript-eslint/no-require-imports */
   {
     for (const d of defs) {
       const id = d.def.manifest?.id;
-      if (typeof id === 'string') pluginConfig[id] = validateWithSchema(d.def.configSchema ?? {}, d.config, `${d.at}.config`, problems);
+      if (typeof id === 'string')
+        pluginConfig[id] = validateWithSchema(d.def.configSchema ?? {}, d.config, `${d.at}.config`, problems);
     }
     try {
       await host.load(

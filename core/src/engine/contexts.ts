@@ -57,16 +57,27 @@ export function sourceContext(
     dataQualityIssues: (m) =>
       assessDataQuality(
         engine.transforms,
-        { id: 'intake', seq: 0, sourceId: id, contentType: m.contentType, body: m.body, headers: m.headers ?? {}, receivedAt: m.receivedAt ?? new Date(), status: 'received' },
+        {
+          id: 'intake',
+          seq: 0,
+          sourceId: id,
+          contentType: m.contentType,
+          body: m.body,
+          headers: m.headers ?? {},
+          receivedAt: m.receivedAt ?? new Date(),
+          status: 'received',
+        },
         dataQuality,
         logger,
       ),
     auditEntries: (filter) => engine.store.auditEntries(filter),
     recordAcks: (acks) => {
       if (!acks.length || !engine.store.recordEvents) return;
-      engine.store.recordEvents(acks.map((a) => ({ messageId: a.messageId, status: ACK_EVENT, detail: a.ack }))).catch((e) =>
-        logger.warn('the ACK sent was not recorded with its message', { messages: acks.length, ...errorFields(e) }),
-      );
+      engine.store
+        .recordEvents(acks.map((a) => ({ messageId: a.messageId, status: ACK_EVENT, detail: a.ack })))
+        .catch((e) =>
+          logger.warn('the ACK sent was not recorded with its message', { messages: acks.length, ...errorFields(e) }),
+        );
     },
   };
 }
@@ -82,7 +93,10 @@ export function sinkContext(
     config: s.config,
     logger: s.logger,
     files: engine.fileModes,
-    fromFhir: (bundle, opts) => writeFormat(engine.transforms, bundle, opts, (refs) => engine.resolveReferences(refs, { messageId: opts.messageId ?? '', sinkId: id })),
+    fromFhir: (bundle, opts) =>
+      writeFormat(engine.transforms, bundle, opts, (refs) =>
+        engine.resolveReferences(refs, { messageId: opts.messageId ?? '', sinkId: id }),
+      ),
     resolveReferences: (refs, opts) => engine.resolveReferences(refs, { ...opts, sinkId: id }),
   };
 }

@@ -72,7 +72,10 @@ export class Engine {
   private pool?: TransformPool;
   private dispatcher?: Dispatcher;
   private admin?: AdminServer;
-  private facade?: { service: import('../facade/facade.service').FacadeService; server: import('../facade/facade.server').FacadeServer };
+  private facade?: {
+    service: import('../facade/facade.service').FacadeService;
+    server: import('../facade/facade.server').FacadeServer;
+  };
   private pruneTimer?: NodeJS.Timeout;
   private state: 'created' | 'starting' | 'running' | 'stopping' | 'stopped' = 'created';
   /** The store knows this instance (`MessageStore.startInstance`). */
@@ -98,14 +101,22 @@ export class Engine {
     this.cfg = config;
     this.ownsStore = !store;
     this.fileModes = fileModesOf(config);
-    this.store = store ?? createStore(config.store, logger.child({ component: 'store' }), config.baseDir, { engine: true, fileModes: this.fileModes });
+    this.store =
+      store ??
+      createStore(config.store, logger.child({ component: 'store' }), config.baseDir, {
+        engine: true,
+        fileModes: this.fileModes,
+      });
     this.transforms = host.transforms().map((t) => t.container.resolve(t.impl));
     this.metrics.sourceStats = () => this.sources.map((s) => ({ source: s.id, stats: s.source.stats?.() }));
     this.metrics.storeState = async () => {
       // Not while the store is known to be unreachable: a scrape must not wait out a query timeout.
       if (!this.store.isOpen() || this.store.reachable?.() === false) return { reachable: false };
       try {
-        const [backlog, messages] = await Promise.all([this.store.backlog(), this.store.countMessages(['received', 'transformed', 'routed', 'failed', 'dead'])]);
+        const [backlog, messages] = await Promise.all([
+          this.store.backlog(),
+          this.store.countMessages(['received', 'transformed', 'routed', 'failed', 'dead']),
+        ]);
         return { reachable: true, backlog, messages };
       } catch {
         return { reachable: false };
@@ -118,7 +129,12 @@ export class Engine {
     const { config, host } = await configure({ ...opts, logger: bootLogger });
     const logger = opts.logger ?? createLogger(config.log);
     const engine = new Engine(config, host, logger, opts.store, opts.showInitialToken);
-    engine.configureOptions = { configFile: opts.configFile, config: opts.config, plugins: opts.plugins, env: opts.env };
+    engine.configureOptions = {
+      configFile: opts.configFile,
+      config: opts.config,
+      plugins: opts.plugins,
+      env: opts.env,
+    };
     return engine;
   }
 
@@ -138,7 +154,13 @@ export class Engine {
 
   /** Each running source: type, readiness, its numeric stats and its own state view (`describe()`), no PHI. */
   sourceViews(): { id: string; type: string; ready: boolean; stats?: object; state?: object }[] {
-    return this.sources.map((s) => ({ id: s.id, type: s.type, ready: s.source.isReady ? s.source.isReady() : true, stats: s.source.stats?.(), state: s.source.describe?.() }));
+    return this.sources.map((s) => ({
+      id: s.id,
+      type: s.type,
+      ready: s.source.isReady ? s.source.isReady() : true,
+      stats: s.source.stats?.(),
+      state: s.source.describe?.(),
+    }));
   }
 
   /** Each configured sink as this instance sees it (empty before start). */
@@ -171,7 +193,8 @@ export class Engine {
   }
 
   private assertSink(sinkId: string): void {
-    if (!this.hasSink(sinkId)) throw new FerryError('INPUT_UNKNOWN_SINK', `no sink "${sinkId}" in the config`, { kind: 'input' });
+    if (!this.hasSink(sinkId))
+      throw new FerryError('INPUT_UNKNOWN_SINK', `no sink "${sinkId}" in the config`, { kind: 'input' });
   }
 
   /** Ready: store open and reachable, and every source accepting. */
@@ -183,7 +206,10 @@ export class Engine {
   }
 
   async start(): Promise<void> {
-    if (this.state !== 'created') throw new FerryError('INTERNAL_ENGINE_STATE', `engine cannot start from state ${this.state}`, { kind: 'internal' });
+    if (this.state !== 'created')
+      throw new FerryError('INTERNAL_ENGINE_STATE', `engine cannot start from state ${this.state}`, {
+        kind: 'internal',
+      });
     this.state = 'starting';
     this.starting = this.startAll();
     try {
@@ -203,7 +229,10 @@ export class Engine {
       // Before any claim: the leases of a dead predecessor (SQLite) or of dead instances
       // (PostgreSQL, from now on every heartbeat) are released, not waited out.
       if (this.store.startInstance) {
-        await this.store.startInstance(this.owner, { heartbeatMs: cfg.processing.heartbeatMs, instanceTimeoutMs: cfg.processing.instanceTimeoutMs });
+        await this.store.startInstance(this.owner, {
+          heartbeatMs: cfg.processing.heartbeatMs,
+          instanceTimeoutMs: cfg.processing.instanceTimeoutMs,
+        });
         this.instanceStarted = true;
       }
       for (const w of cfg.warnings) this.logger.warn('config: deprecated form', { path: w.path, detail: w.message });
@@ -211,7 +240,11 @@ export class Engine {
       for (const [id, entry] of Object.entries(cfg.sinks)) this.sinks.set(id, await this.startSink(id, entry, cfg));
       // the FHIR definitions load now (≈ 1 s CPU), not on the first message
       if (cfg.processing.validate !== false) warmFhirValidator();
-      const common = { owner: this.owner, leaseMs: cfg.processing.leaseMs, pollIntervalMs: cfg.processing.pollIntervalMs };
+      const common = {
+        owner: this.owner,
+        leaseMs: cfg.processing.leaseMs,
+        pollIntervalMs: cfg.processing.pollIntervalMs,
+      };
       const workers = transformWorkerCount(cfg.processing.transformWorkers);
       if (workers > 0 && cfg.plugins.length)
         this.pool = await TransformPool.start(
@@ -228,26 +261,43 @@ export class Engine {
           },
           this.logger.child({ component: 'transform-pool' }),
         );
-      this.processor = new Processor(this.store, this.transforms, cfg.routes, this.logger.child({ component: 'processor' }), this.metrics, {
-        ...common,
-        batchSize: cfg.processing.batchSize,
-        maxAttempts: cfg.processing.maxAttempts,
-        baseDir: cfg.baseDir,
-        validate: cfg.processing.validate !== false,
-        pool: this.pool,
-        dataQuality: this.dataQualityPolicies(),
-        configVersion: this.version,
-      });
-      this.dispatcher = new Dispatcher(this.store, this.sinks, this.logger.child({ component: 'dispatcher' }), this.metrics, {
-        ...common,
-      });
+      this.processor = new Processor(
+        this.store,
+        this.transforms,
+        cfg.routes,
+        this.logger.child({ component: 'processor' }),
+        this.metrics,
+        {
+          ...common,
+          batchSize: cfg.processing.batchSize,
+          maxAttempts: cfg.processing.maxAttempts,
+          baseDir: cfg.baseDir,
+          validate: cfg.processing.validate !== false,
+          pool: this.pool,
+          dataQuality: this.dataQualityPolicies(),
+          configVersion: this.version,
+        },
+      );
+      this.dispatcher = new Dispatcher(
+        this.store,
+        this.sinks,
+        this.logger.child({ component: 'dispatcher' }),
+        this.metrics,
+        {
+          ...common,
+        },
+      );
       this.processor.onRouted = () => this.dispatcher?.kick();
       this.processor.start();
       this.dispatcher.start();
       for (const [id, entry] of Object.entries(cfg.sources)) await this.startSource(id, entry);
       if (cfg.admin.enabled) {
         const id = await ensureInitialToken(this.store, cfg.admin.auth, this.showInitialToken);
-        if (id) this.logger.warn('no admin principal configured: created the initial admin API token (shown once on the terminal)', { tokenId: id });
+        if (id)
+          this.logger.warn(
+            'no admin principal configured: created the initial admin API token (shown once on the terminal)',
+            { tokenId: id },
+          );
         this.admin = await startAdmin(this, cfg.admin);
       }
       if (cfg.api.enabled) await this.startFacade(cfg);
@@ -259,7 +309,9 @@ export class Engine {
         routes: cfg.routes.map((r) => r.id),
         store: cfg.store.kind,
         admin: this.admin?.url,
-        ...(this.facade ? { api: this.facade.server.url, connections: [...this.facade.service.connections.keys()] } : {}),
+        ...(this.facade
+          ? { api: this.facade.server.url, connections: [...this.facade.service.connections.keys()] }
+          : {}),
       });
     } catch (e) {
       this.logger.error('engine failed to start', errorFields(e));
@@ -268,13 +320,16 @@ export class Engine {
     }
   }
 
-
   /**
    * The newest stored canonical resource for each literal reference a delivery's Bundle lacks, else the
    * resource read from the system the message's source polls (`resolveReferences` in references.ts); audited.
    */
   resolveReferences(refs: string[], opts: { messageId: string; sinkId: string }): Promise<Resource[]> {
-    return resolveReferences({ store: this.store, transforms: this.transforms, logger: this.logger, sources: this.sources }, refs, opts);
+    return resolveReferences(
+      { store: this.store, transforms: this.transforms, logger: this.logger, sources: this.sources },
+      refs,
+      opts,
+    );
   }
 
   /** The FHIR facade (`api:`): a provider per connection, on its own listener. */
@@ -314,7 +369,12 @@ export class Engine {
     return [this.host, ...this.addedHosts];
   }
 
-  private async startSink(id: string, entry: EngineConfig['sinks'][string], cfg: EngineConfig, hosts = this.hosts()): Promise<SinkRuntime> {
+  private async startSink(
+    id: string,
+    entry: EngineConfig['sinks'][string],
+    cfg: EngineConfig,
+    hosts = this.hosts(),
+  ): Promise<SinkRuntime> {
     const reg = hosts.map((h) => h.sinkTypes().find((s) => s.type === entry.type)).find(Boolean)!;
     const { type: _t, retry, circuitBreaker, concurrency, deliveryTimeoutMs, ...rest } = entry;
     const logger = this.logger.child({ sink: id });
@@ -323,7 +383,15 @@ export class Engine {
     child.register(coreTokens.SinkContext, { useValue: ctx });
     const sink = child.resolve(reg.impl);
     await sink.start?.();
-    return { id, sink, retry, logger, concurrency: concurrency || sink.preferredConcurrency || cfg.processing.deliveryWorkers || 1, deliveryTimeoutMs, circuit: circuitBreaker };
+    return {
+      id,
+      sink,
+      retry,
+      logger,
+      concurrency: concurrency || sink.preferredConcurrency || cfg.processing.deliveryWorkers || 1,
+      deliveryTimeoutMs,
+      circuit: circuitBreaker,
+    };
   }
 
   /**
@@ -347,33 +415,55 @@ export class Engine {
   }
 
   private async doReload(by: string, next?: Record<string, unknown>): Promise<ReloadResult> {
-    if (this.state !== 'running') throw new FerryError('TRANSIENT_ENGINE_STATE', `engine is ${this.state}; cannot reload now`, { kind: 'transient' });
+    if (this.state !== 'running')
+      throw new FerryError('TRANSIENT_ENGINE_STATE', `engine is ${this.state}; cannot reload now`, {
+        kind: 'transient',
+      });
     const opts = next ? { ...this.configureOptions, configFile: undefined, config: next } : this.configureOptions;
     let fresh: EngineConfig;
     let freshHost: PluginHost;
     try {
       /* eslint-disable @typescript-eslint/no-require-imports -- lazy, like configure() itself */
-      ({ config: fresh, host: freshHost } = await configure({ ...opts, logger: (require('../logging/logger') as typeof import('../logging/logger')).silentLogger() }));
+      ({ config: fresh, host: freshHost } = await configure({
+        ...opts,
+        logger: (require('../logging/logger') as typeof import('../logging/logger')).silentLogger(),
+      }));
       /* eslint-enable @typescript-eslint/no-require-imports */
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
       // Paths and messages only: a config problem names settings, never message content.
-      this.logger.error('config reload refused: the config is not valid; the running config stays', { by, problems: e.problems.length, details: e.problems.map((p) => `${p.path}: ${p.message}`) });
+      this.logger.error('config reload refused: the config is not valid; the running config stays', {
+        by,
+        problems: e.problems.length,
+        details: e.problems.map((p) => `${p.path}: ${p.message}`),
+      });
       return { applied: false, version: this.version, problems: e.problems };
     }
     const old = this.cfg;
     const plugins = pluginChanges(old, fresh, freshHost, { hosts: this.hosts(), transformWorkers: !!this.pool });
     const restartRequired = [...RESTART_ONLY.filter((k) => !sameConfig(old[k], fresh[k])), ...plugins.restartRequired];
     if (restartRequired.length) {
-      this.logger.warn('config reload refused: changed settings need a restart; nothing applied', { by, settings: restartRequired });
+      this.logger.warn('config reload refused: changed settings need a restart; nothing applied', {
+        by,
+        settings: restartRequired,
+      });
       return { applied: false, version: this.version, restartRequired: [...restartRequired] };
     }
     const sinks = diffEntries(old.sinks, fresh.sinks);
     const sources = diffEntries(old.sources, fresh.sources);
-    const routes = diffEntries(Object.fromEntries(old.routes.map((r) => [r.id, r])), Object.fromEntries(fresh.routes.map((r) => [r.id, r])));
+    const routes = diffEntries(
+      Object.fromEntries(old.routes.map((r) => [r.id, r])),
+      Object.fromEntries(fresh.routes.map((r) => [r.id, r])),
+    );
     // With script steps a reload always reloads them (their files may have changed; the version stays when the config did not).
     const scripts = fresh.routes.some((r) => r.steps.some((st) => 'script' in st));
-    if (!scripts && !plugins.added.length && sameConfig(old.sinks, fresh.sinks) && sameConfig(old.sources, fresh.sources) && sameConfig(old.routes, fresh.routes)) {
+    if (
+      !scripts &&
+      !plugins.added.length &&
+      sameConfig(old.sinks, fresh.sinks) &&
+      sameConfig(old.sources, fresh.sources) &&
+      sameConfig(old.routes, fresh.routes)
+    ) {
       this.logger.info('config reloaded: no change', { by, version: this.version });
       return { applied: true, version: this.version, unchanged: true };
     }
@@ -387,7 +477,11 @@ export class Engine {
     } catch (e) {
       if (!(e instanceof FerryError) || e.kind !== 'config') throw e;
       const problems = [{ path: 'routes', message: e.message }];
-      this.logger.error('config reload refused: a route step does not load; the running config stays', { by, problems: 1, details: problems.map((p) => `${p.path}: ${p.message}`) });
+      this.logger.error('config reload refused: a route step does not load; the running config stays', {
+        by,
+        problems: 1,
+        details: problems.map((p) => `${p.path}: ${p.message}`),
+      });
       return { applied: false, version: this.version, problems };
     }
     // 1. Sinks the new routes may name: the new runtimes start first; one that cannot start
@@ -395,11 +489,16 @@ export class Engine {
     const started = new Map<string, SinkRuntime>();
     try {
       const hosts = plugins.added.length ? [...this.hosts(), freshHost] : this.hosts();
-      for (const id of [...sinks.added, ...sinks.changed]) started.set(id, await this.startSink(id, fresh.sinks[id], fresh, hosts));
+      for (const id of [...sinks.added, ...sinks.changed])
+        started.set(id, await this.startSink(id, fresh.sinks[id], fresh, hosts));
     } catch (e) {
-      for (const [id, rt] of started) await rt.sink.stop?.().catch((err) => this.logger.warn('sink stop failed', { sink: id, ...errorFields(err) }));
+      for (const [id, rt] of started)
+        await rt.sink.stop?.().catch((err) => this.logger.warn('sink stop failed', { sink: id, ...errorFields(err) }));
       const problems = [{ path: 'sinks', message: `a sink could not start: ${(e as Error).message}` }];
-      this.logger.error('config reload refused: a sink could not start; the running config stays', { by, ...errorFields(e) });
+      this.logger.error('config reload refused: a sink could not start; the running config stays', {
+        by,
+        ...errorFields(e),
+      });
       return { applied: false, version: this.version, problems };
     }
     const version = await this.recordConfigVersion(fresh, by, this.version + 1);
@@ -407,7 +506,10 @@ export class Engine {
     for (const id of sinks.changed) {
       // The old runtime stops claiming and finishes its calls under way; then the new one claims.
       await this.dispatcher!.removeSink(id);
-      await this.sinks.get(id)?.sink.stop?.().catch((e) => this.logger.warn('sink stop failed', { sink: id, ...errorFields(e) }));
+      await this.sinks
+        .get(id)
+        ?.sink.stop?.()
+        .catch((e) => this.logger.warn('sink stop failed', { sink: id, ...errorFields(e) }));
       this.sinks.delete(id);
     }
     for (const [id, rt] of started) {
@@ -451,7 +553,6 @@ export class Engine {
     return { applied: true, version, changes };
   }
 
-
   /**
    * Stores an applied config (secrets masked, its hash, who) and answers its version; the same
    * content as the latest stored version keeps that version. A store without config versions: `fallback`.
@@ -459,14 +560,19 @@ export class Engine {
   private async recordConfigVersion(config: EngineConfig, by: string, fallback: number): Promise<number> {
     if (!this.store.recordConfigVersion) return fallback;
     const text = await maskedConfigText(config);
-    const { version } = await this.store.recordConfigVersion({ hash: createHash('sha256').update(text).digest('hex'), appliedBy: by, config: text });
+    const { version } = await this.store.recordConfigVersion({
+      hash: createHash('sha256').update(text).digest('hex'),
+      appliedBy: by,
+      config: text,
+    });
     return version;
   }
 
   /** Each source's `dataQuality` policy, by source id (plain data: it goes to the transform workers too). */
   private dataQualityPolicies(config: EngineConfig = this.config): Record<string, DataQualityPolicy> {
     const out: Record<string, DataQualityPolicy> = {};
-    for (const [id, src] of Object.entries(config.sources)) if (src.dataQuality) out[id] = { policy: src.dataQuality.policy, fields: { ...src.dataQuality.fields } };
+    for (const [id, src] of Object.entries(config.sources))
+      if (src.dataQuality) out[id] = { policy: src.dataQuality.policy, fields: { ...src.dataQuality.fields } };
     return out;
   }
 
@@ -491,7 +597,9 @@ export class Engine {
   }
 
   private async startSource(id: string, entry: EngineConfig['sources'][string]): Promise<void> {
-    const reg = this.hosts().map((h) => h.sourceTypes().find((s) => s.type === entry.type)).find(Boolean)!;
+    const reg = this.hosts()
+      .map((h) => h.sourceTypes().find((s) => s.type === entry.type))
+      .find(Boolean)!;
     const { type, duplicates, dataQuality: dq, ...rest } = entry;
     const dataQuality = dq ?? DEFAULT_DATA_QUALITY;
     const logger = this.logger.child({ source: id });
@@ -522,7 +630,10 @@ export class Engine {
     opts: { duplicates?: DuplicateOptions; checkpoint?: { sourceId: string; key: string; value: string } } = {},
   ): Promise<InsertResult[]> {
     // Sources finish what they already received while they stop (they are stopped first).
-    if (!this.accepting) throw new FerryError('TRANSIENT_ENGINE_STOPPING', 'engine is stopping; not accepting messages', { kind: 'transient' });
+    if (!this.accepting)
+      throw new FerryError('TRANSIENT_ENGINE_STOPPING', 'engine is stopping; not accepting messages', {
+        kind: 'transient',
+      });
     const results = await storeSubmitted(this, sourceId, messages, opts);
     const stored = results.filter((r) => r.stored).length;
     if (stored) {
@@ -540,9 +651,19 @@ export class Engine {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const b = await this.store.backlog();
-      const busy = b.unprocessedMessages + b.deliveriesDue + b.deliveriesLeased + (opts.includeScheduled ? b.deliveriesScheduled : 0) + (this.dispatcher?.busy ?? 0) + (this.processor?.busy ?? 0) > 0;
+      const busy =
+        b.unprocessedMessages +
+          b.deliveriesDue +
+          b.deliveriesLeased +
+          (opts.includeScheduled ? b.deliveriesScheduled : 0) +
+          (this.dispatcher?.busy ?? 0) +
+          (this.processor?.busy ?? 0) >
+        0;
       if (!busy) return;
-      if (Date.now() > deadline) throw new FerryError('INTERNAL_IDLE_TIMEOUT', `engine not idle after ${timeoutMs} ms: ${JSON.stringify(b)}`, { kind: 'internal' });
+      if (Date.now() > deadline)
+        throw new FerryError('INTERNAL_IDLE_TIMEOUT', `engine not idle after ${timeoutMs} ms: ${JSON.stringify(b)}`, {
+          kind: 'internal',
+        });
       await new Promise((r) => setTimeout(r, 20));
     }
   }
@@ -550,7 +671,10 @@ export class Engine {
   private schedulePruner(): void {
     const { retention } = this.config.store;
     if (!retention.pruneIntervalMinutes) return;
-    this.pruneTimer = setInterval(() => void this.prune().catch((e) => this.logger.error('prune failed', errorFields(e))), retention.pruneIntervalMinutes * 60_000);
+    this.pruneTimer = setInterval(
+      () => void this.prune().catch((e) => this.logger.error('prune failed', errorFields(e))),
+      retention.pruneIntervalMinutes * 60_000,
+    );
     this.pruneTimer.unref();
   }
 
@@ -580,7 +704,11 @@ export class Engine {
         await s.source.stop();
       }),
     );
-    results.forEach((r, i) => r.status === 'rejected' && this.logger.warn('source stop failed', { source: this.sources[i].id, ...errorFields(r.reason) }));
+    results.forEach(
+      (r, i) =>
+        r.status === 'rejected' &&
+        this.logger.warn('source stop failed', { source: this.sources[i].id, ...errorFields(r.reason) }),
+    );
     // The facade's writes are recorded as messages: it stops with the sources.
     await this.facade?.server.close().catch((e) => this.logger.warn('facade stop failed', errorFields(e)));
     await this.facade?.service.close();
@@ -588,14 +716,17 @@ export class Engine {
     await this.processor?.stop();
     await this.pool?.close();
     await this.dispatcher?.stop();
-    for (const s of this.sinks.values()) await s.sink.stop?.().catch((e) => this.logger.warn('sink stop failed', { sink: s.id, ...errorFields(e) }));
+    for (const s of this.sinks.values())
+      await s.sink.stop?.().catch((e) => this.logger.warn('sink stop failed', { sink: s.id, ...errorFields(e) }));
     // the services plugins provided for this engine (reg.provide): NDJSON writers, vendor token caches...
     for (const h of this.hosts()) await h.dispose();
     await this.admin?.close();
-    if (this.instanceStarted && this.store.isOpen()) await this.store.stopInstance?.(this.owner).catch((e) => this.logger.warn('instance deregistration failed', errorFields(e)));
+    if (this.instanceStarted && this.store.isOpen())
+      await this.store
+        .stopInstance?.(this.owner)
+        .catch((e) => this.logger.warn('instance deregistration failed', errorFields(e)));
     if (this.ownsStore && this.store.isOpen()) await this.store.close();
     this.state = 'stopped';
     this.logger.info('engine stopped');
   }
 }
-

@@ -37,7 +37,10 @@ export async function storeSubmitted(
     results = await engine.store.insert(rows, { duplicates: opts.duplicates, checkpoint: opts.checkpoint });
   } catch (e) {
     if (e instanceof FerryError) throw e;
-    throw new FerryError('TRANSIENT_STORE_WRITE', `could not store message: ${(e as Error).message}`, { kind: 'transient', cause: e });
+    throw new FerryError('TRANSIENT_STORE_WRITE', `could not store message: ${(e as Error).message}`, {
+      kind: 'transient',
+      cause: e,
+    });
   }
   if (opts.duplicates?.policy === 'reject') for (const r of results) if (r.duplicate && !r.stored) r.rejected = true;
   let reused = 0;
@@ -52,16 +55,24 @@ export async function storeSubmitted(
         controlId: rows[i]?.headers.controlId,
         earlierMessageId: r.reusesControlIdOf,
       });
-    } else if (r.duplicate) engine.metrics.duplicates.inc({ source: sourceId, outcome: r.stored ? 'accepted' : r.rejected ? 'rejected' : 'ignored' });
+    } else if (r.duplicate)
+      engine.metrics.duplicates.inc({
+        source: sourceId,
+        outcome: r.stored ? 'accepted' : r.rejected ? 'rejected' : 'ignored',
+      });
   }
   if (reused) engine.metrics.controlIdReused.inc({ source: sourceId }, reused);
   if (opts.duplicates?.policy === 'reject') {
     // Nothing new at all: refuse the submission (HTTP 409, file to error/, HL7 AR).
     if (results.length && results.every((r) => r.rejected))
-      throw new FerryError('INPUT_DUPLICATE_REJECTED', `duplicate message${results.length > 1 ? 's' : ''} refused (policy reject): already received as ${results.map((r) => r.duplicateOf).join(', ')}`, {
-        kind: 'input',
-        details: { duplicateOf: results.map((r) => r.duplicateOf) },
-      });
+      throw new FerryError(
+        'INPUT_DUPLICATE_REJECTED',
+        `duplicate message${results.length > 1 ? 's' : ''} refused (policy reject): already received as ${results.map((r) => r.duplicateOf).join(', ')}`,
+        {
+          kind: 'input',
+          details: { duplicateOf: results.map((r) => r.duplicateOf) },
+        },
+      );
   }
   return results;
 }

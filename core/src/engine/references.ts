@@ -33,7 +33,12 @@ export async function resolveReferences(
   for (const ref of new Set(refs)) {
     const m = /^(Patient)\/([A-Za-z0-9\-.]{1,64})$/.exec(ref);
     if (!m) continue;
-    const candidates = await engine.store.listMessages({ patient: ref, messageType: m[1], newestFirst: true, limit: 5 });
+    const candidates = await engine.store.listMessages({
+      patient: ref,
+      messageType: m[1],
+      newestFirst: true,
+      limit: 5,
+    });
     for (const c of candidates) {
       const full = await engine.store.getMessage(c.id, { bundle: true });
       const r = full?.bundle?.entry?.map((e) => e.resource).find((x) => x && `${x.resourceType}/${x.id}` === ref);
@@ -45,7 +50,16 @@ export async function resolveReferences(
     }
   }
   if (read.length)
-    await engine.store.appendAudit([{ principal: 'engine', action: 'message.bundle.read', target: `sink:${opts.sinkId}`, messageIds: read, result: 'ok', detail: `references of message ${opts.messageId} for the delivery (${read.length} found of ${refs.length})` }]);
+    await engine.store.appendAudit([
+      {
+        principal: 'engine',
+        action: 'message.bundle.read',
+        target: `sink:${opts.sinkId}`,
+        messageIds: read,
+        result: 'ok',
+        detail: `references of message ${opts.messageId} for the delivery (${read.length} found of ${refs.length})`,
+      },
+    ]);
   // not stored: read from the system the message's source polls (an Epic/Cerner poll source), transformed, not stored
   const left = [...new Set(refs)].filter((ref) => !out.some((r) => `${r.resourceType}/${r.id}` === ref));
   if (left.length && opts.messageId) {
@@ -58,7 +72,16 @@ export async function resolveReferences(
         const t = inbound && findTransform(engine.transforms, inbound.contentType);
         if (!inbound || !t) continue;
         const bundle = await t.toFhir(
-          { id: `${opts.messageId}#${ref}`, seq: 0, sourceId: src.id, contentType: inbound.contentType, body: inbound.body, headers: inbound.headers ?? {}, receivedAt: new Date(), status: 'received' } as StoredMessage & { body: Buffer },
+          {
+            id: `${opts.messageId}#${ref}`,
+            seq: 0,
+            sourceId: src.id,
+            contentType: inbound.contentType,
+            body: inbound.body,
+            headers: inbound.headers ?? {},
+            receivedAt: new Date(),
+            status: 'received',
+          } as StoredMessage & { body: Buffer },
           { logger: engine.logger },
         );
         const r = bundle.entry?.map((e) => e.resource).find((x) => x && `${x.resourceType}/${x.id}` === ref);
@@ -67,7 +90,16 @@ export async function resolveReferences(
           fetched++;
         }
       }
-      await engine.store.appendAudit([{ principal: 'engine', action: 'vendor.read', target: `source:${src.id}`, messageIds: [opts.messageId], result: 'ok', detail: `references for the delivery to sink ${opts.sinkId}: ${fetched} fetched of ${left.length}` }]);
+      await engine.store.appendAudit([
+        {
+          principal: 'engine',
+          action: 'vendor.read',
+          target: `source:${src.id}`,
+          messageIds: [opts.messageId],
+          result: 'ok',
+          detail: `references for the delivery to sink ${opts.sinkId}: ${fetched} fetched of ${left.length}`,
+        },
+      ]);
     }
   }
   return out;
@@ -79,9 +111,18 @@ export async function resolveReferences(
  * (`missingReferences`) were looked up (`resolve`) and added. The hook the core file and http sinks use
  * for `format: hl7v2`.
  */
-export async function writeFormat(transforms: MessageTransform[], bundle: Bundle, opts: FromFhirOptions, resolve?: (refs: string[]) => Promise<Resource[]>): Promise<string[]> {
+export async function writeFormat(
+  transforms: MessageTransform[],
+  bundle: Bundle,
+  opts: FromFhirOptions,
+  resolve?: (refs: string[]) => Promise<Resource[]>,
+): Promise<string[]> {
   const writer = transforms.find((t) => t.outputFormats?.includes(opts.format) && t.fromFhir);
-  if (!writer) throw configError('SINK_FORMAT', `no loaded plugin writes ${opts.format} (writers: ${transforms.flatMap((t) => t.outputFormats ?? []).join(', ') || 'none'})`);
+  if (!writer)
+    throw configError(
+      'SINK_FORMAT',
+      `no loaded plugin writes ${opts.format} (writers: ${transforms.flatMap((t) => t.outputFormats ?? []).join(', ') || 'none'})`,
+    );
   const missing = writer.missingReferences?.(bundle, opts.format) ?? [];
   const found = missing.length && resolve ? await resolve(missing) : [];
   return writer.fromFhir!(found.length ? withResources(bundle, found) : bundle, opts);
@@ -89,5 +130,8 @@ export async function writeFormat(transforms: MessageTransform[], bundle: Bundle
 
 /** A copy of the Bundle with resources added (fullUrl Type/id, so literal references resolve). */
 export function withResources(bundle: Bundle, resources: Resource[]): Bundle {
-  return { ...bundle, entry: [...(bundle.entry ?? []), ...resources.map((r) => ({ fullUrl: `${r.resourceType}/${r.id}`, resource: r }))] };
+  return {
+    ...bundle,
+    entry: [...(bundle.entry ?? []), ...resources.map((r) => ({ fullUrl: `${r.resourceType}/${r.id}`, resource: r }))],
+  };
 }

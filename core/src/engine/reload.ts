@@ -44,7 +44,11 @@ export function sameConfig(a: unknown, b: unknown): boolean {
 
 export function canonicalJson(v: unknown): string {
   return JSON.stringify(v, (_k, x: unknown) =>
-    x && typeof x === 'object' && !Array.isArray(x) && !Buffer.isBuffer(x) ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
+    x && typeof x === 'object' && !Array.isArray(x) && !Buffer.isBuffer(x)
+      ? Object.fromEntries(
+          Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+        )
+      : x,
   );
 }
 
@@ -60,7 +64,10 @@ export async function maskedConfigText(config: EngineConfig): Promise<string> {
 }
 
 /** Ids added, changed and removed between two keyed sets of config entries. */
-export function diffEntries(before: Record<string, unknown>, after: Record<string, unknown>): { added: string[]; changed: string[]; removed: string[] } {
+export function diffEntries(
+  before: Record<string, unknown>,
+  after: Record<string, unknown>,
+): { added: string[]; changed: string[]; removed: string[] } {
   const added = Object.keys(after).filter((k) => !(k in before));
   const removed = Object.keys(before).filter((k) => !(k in after));
   const changed = Object.keys(after).filter((k) => k in before && !sameConfig(before[k], after[k]));
@@ -82,7 +89,8 @@ export function pluginChanges(
   const restartRequired: string[] = [];
   const before = new Map(old.plugins.map((r) => [r.package, r]));
   const now = new Set(fresh.plugins.map((r) => r.package));
-  for (const r of old.plugins) if (!now.has(r.package)) restartRequired.push(`plugins: ${r.package} removed (a loaded plugin is not unloaded)`);
+  for (const r of old.plugins)
+    if (!now.has(r.package)) restartRequired.push(`plugins: ${r.package} removed (a loaded plugin is not unloaded)`);
   for (const r of fresh.plugins) {
     const o = before.get(r.package);
     if (o && !sameConfig(o.config, r.config)) restartRequired.push(`plugins: ${r.package} config changed`);
@@ -90,11 +98,18 @@ export function pluginChanges(
   const added = fresh.plugins.filter((r) => !before.has(r.package)).map((r) => r.package);
   // The plugins the running engine has (by id): what the fresh host has beyond them was added.
   const runningIds = new Set(running.hosts.flatMap((h) => h.plugins().map((d) => d.manifest.id)));
-  const newIds = new Set(freshHost.plugins().map((d) => d.manifest.id).filter((id) => !runningIds.has(id)));
+  const newIds = new Set(
+    freshHost
+      .plugins()
+      .map((d) => d.manifest.id)
+      .filter((id) => !runningIds.has(id)),
+  );
   const regs = freshHost.transforms().filter((t) => newIds.has(t.plugin));
   if (regs.length && running.transformWorkers) {
     const byPlugin = [...new Set(regs.map((t) => t.plugin))];
-    restartRequired.push(`plugins: ${byPlugin.join(', ')} add${byPlugin.length > 1 ? '' : 's'} transforms, which the transform workers load only at start`);
+    restartRequired.push(
+      `plugins: ${byPlugin.join(', ')} add${byPlugin.length > 1 ? '' : 's'} transforms, which the transform workers load only at start`,
+    );
   }
   const transforms = restartRequired.length ? [] : regs.map((t) => t.container.resolve(t.impl));
   return { added: restartRequired.length ? [] : added, transforms, restartRequired };

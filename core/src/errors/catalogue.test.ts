@@ -1,14 +1,33 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ERROR_CATALOGUE, ackCodeOf, configError, defineErrors, FerryError, httpStatusOf, inputError, lookupError, permanentDeliveryError, retryableDeliveryError, transientError, type ErrorSpec } from './index';
+import {
+  ERROR_CATALOGUE,
+  ackCodeOf,
+  configError,
+  defineErrors,
+  FerryError,
+  httpStatusOf,
+  inputError,
+  lookupError,
+  permanentDeliveryError,
+  retryableDeliveryError,
+  transientError,
+  type ErrorSpec,
+} from './index';
 
 /* eslint-disable @typescript-eslint/no-require-imports -- the scripts are plain CommonJS run by node */
 const repo = path.resolve(__dirname, '../../..');
 const { scan } = require(path.join(repo, 'scripts/errors-scan.js')) as {
-  scan: (files?: string[]) => { uses: Map<string, Set<string>>; dynamic: Array<{ file: string; line: number; text: string }> };
+  scan: (files?: string[]) => {
+    uses: Map<string, Set<string>>;
+    dynamic: Array<{ file: string; line: number; text: string }>;
+  };
 };
-const { render, DOC } = require(path.join(repo, 'scripts/gen-errors-doc.js')) as { render: (c: unknown, u: Map<string, Set<string>>) => string; DOC: string };
+const { render, DOC } = require(path.join(repo, 'scripts/gen-errors-doc.js')) as {
+  render: (c: unknown, u: Map<string, Set<string>>) => string;
+  DOC: string;
+};
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 const catalogue = ERROR_CATALOGUE as Record<string, ErrorSpec>;
@@ -18,7 +37,9 @@ describe('the error catalogue', () => {
 
   it('lists every code the sources throw (core, plugins, packages), and no code is built at run time', () => {
     expect(uses.size).toBeGreaterThan(200);
-    const unlisted = [...uses.keys()].filter((c) => !(c in catalogue)).map((c) => `FERRY_E_${c} (${[...uses.get(c)!].join(', ')})`);
+    const unlisted = [...uses.keys()]
+      .filter((c) => !(c in catalogue))
+      .map((c) => `FERRY_E_${c} (${[...uses.get(c)!].join(', ')})`);
     expect(unlisted).toEqual([]);
     expect(dynamic.map((d) => `${d.file}:${d.line} ${d.text}`)).toEqual([]);
   });
@@ -47,7 +68,8 @@ describe('the error catalogue', () => {
     } catch {
       /* missing: stale */
     }
-    if (actual !== expected) throw new Error('docs/errors.md is stale: run npm run errors:doc (after npm run build) and commit it');
+    if (actual !== expected)
+      throw new Error('docs/errors.md is stale: run npm run errors:doc (after npm run build) and commit it');
     expect(actual).toContain('| `FERRY_E_INPUT_DUPLICATE_REJECTED` | input | no | 409 | AR |');
   });
 
@@ -65,7 +87,12 @@ describe('the error catalogue', () => {
         ].join('\n'),
       );
       const r = scan([f]);
-      expect([...r.uses.keys()].sort()).toEqual(['CONFIG_NOPE_FOUR', 'INPUT_NOPE_ONE', 'INTERNAL_NOPE_THREE', 'VENDOR_NOPE_TWO']);
+      expect([...r.uses.keys()].sort()).toEqual([
+        'CONFIG_NOPE_FOUR',
+        'INPUT_NOPE_ONE',
+        'INTERNAL_NOPE_THREE',
+        'VENDOR_NOPE_TWO',
+      ]);
       expect(r.dynamic.map((d) => d.text)).toEqual(['`${kind}_NOPE`']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -78,21 +105,55 @@ describe('FerryError and the catalogue', () => {
     const e = new FerryError('TRANSIENT_STORE_FULL', 'disk full');
     expect(e).toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_FULL', kind: 'transient', retryable: true });
     expect(new FerryError('CONFIG_SINK_GONE', 'gone')).toMatchObject({ kind: 'config', retryable: true });
-    expect(new FerryError('FERRY_E_INPUT_BAD_JSON', 'x')).toMatchObject({ code: 'FERRY_E_INPUT_BAD_JSON', kind: 'input', retryable: false });
+    expect(new FerryError('FERRY_E_INPUT_BAD_JSON', 'x')).toMatchObject({
+      code: 'FERRY_E_INPUT_BAD_JSON',
+      kind: 'input',
+      retryable: false,
+    });
   });
 
   it('keeps what a call says (kind given: retryable defaults to kind === transient, as before the catalogue)', () => {
-    expect(new FerryError('CONFIG_SINK_GONE', 'gone', { kind: 'config' })).toMatchObject({ kind: 'config', retryable: false });
-    expect(new FerryError('DELIVERY_MLLP_REJECTED', 'AR', { kind: 'transient', retryable: true })).toMatchObject({ kind: 'transient', retryable: true });
-    expect(FerryError.from(new Error('boom'))).toMatchObject({ code: 'FERRY_E_INTERNAL_UNEXPECTED', kind: 'internal', retryable: false });
+    expect(new FerryError('CONFIG_SINK_GONE', 'gone', { kind: 'config' })).toMatchObject({
+      kind: 'config',
+      retryable: false,
+    });
+    expect(new FerryError('DELIVERY_MLLP_REJECTED', 'AR', { kind: 'transient', retryable: true })).toMatchObject({
+      kind: 'transient',
+      retryable: true,
+    });
+    expect(FerryError.from(new Error('boom'))).toMatchObject({
+      code: 'FERRY_E_INTERNAL_UNEXPECTED',
+      kind: 'internal',
+      retryable: false,
+    });
   });
 
   it('the helpers prefix their code and set the kind as before', () => {
-    expect(configError('STORE_URL', 'x')).toMatchObject({ code: 'FERRY_E_CONFIG_STORE_URL', kind: 'config', retryable: false });
-    expect(inputError('BAD_JSON', 'x')).toMatchObject({ code: 'FERRY_E_INPUT_BAD_JSON', kind: 'input', retryable: false });
-    expect(transientError('STORE_WRITE', 'x')).toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_WRITE', kind: 'transient', retryable: true });
-    expect(permanentDeliveryError('REJECTED', 'x')).toMatchObject({ code: 'FERRY_E_DELIVERY_REJECTED', kind: 'input', retryable: false });
-    expect(retryableDeliveryError('MLLP_REJECTED', 'x')).toMatchObject({ code: 'FERRY_E_DELIVERY_MLLP_REJECTED', kind: 'transient', retryable: true });
+    expect(configError('STORE_URL', 'x')).toMatchObject({
+      code: 'FERRY_E_CONFIG_STORE_URL',
+      kind: 'config',
+      retryable: false,
+    });
+    expect(inputError('BAD_JSON', 'x')).toMatchObject({
+      code: 'FERRY_E_INPUT_BAD_JSON',
+      kind: 'input',
+      retryable: false,
+    });
+    expect(transientError('STORE_WRITE', 'x')).toMatchObject({
+      code: 'FERRY_E_TRANSIENT_STORE_WRITE',
+      kind: 'transient',
+      retryable: true,
+    });
+    expect(permanentDeliveryError('REJECTED', 'x')).toMatchObject({
+      code: 'FERRY_E_DELIVERY_REJECTED',
+      kind: 'input',
+      retryable: false,
+    });
+    expect(retryableDeliveryError('MLLP_REJECTED', 'x')).toMatchObject({
+      code: 'FERRY_E_DELIVERY_MLLP_REJECTED',
+      kind: 'transient',
+      retryable: true,
+    });
   });
 
   it('an unlisted or misspelt code does not compile', () => {
@@ -111,7 +172,10 @@ describe('FerryError and the catalogue', () => {
     expect(ackCodeOf(inputError('BAD_JSON', 'x'))).toBe('AR');
     expect(ackCodeOf(transientError('STORE_FULL', 'x'))).toBe('AE');
     expect(ackCodeOf(new FerryError('INTERNAL_UNEXPECTED', 'x'))).toBe('AE');
-    const odd = Object.assign(Object.create(FerryError.prototype) as FerryError, { code: 'FERRY_E_SOMEONE_ELSES', kind: 'input' });
+    const odd = Object.assign(Object.create(FerryError.prototype) as FerryError, {
+      code: 'FERRY_E_SOMEONE_ELSES',
+      kind: 'input',
+    });
     expect([httpStatusOf(odd), ackCodeOf(odd)]).toEqual([400, 'AR']);
   });
 });
@@ -124,7 +188,12 @@ describe('defineErrors (a plugin catalogue merged into the core one)', () => {
 
   it('throws typed codes with the declared kind, retryable flag, HTTP status and ACK', () => {
     const e = acme.error('ACME_REJECTED', 'acme answered 422', { details: { status: 422 } });
-    expect(e).toMatchObject({ code: 'FERRY_E_ACME_REJECTED', kind: 'input', retryable: false, details: { status: 422 } });
+    expect(e).toMatchObject({
+      code: 'FERRY_E_ACME_REJECTED',
+      kind: 'input',
+      retryable: false,
+      details: { status: 422 },
+    });
     expect([httpStatusOf(e), ackCodeOf(e)]).toEqual([422, 'AR']);
     expect(acme.error('TRANSIENT_ACME_DOWN', 'x')).toMatchObject({ kind: 'transient', retryable: true });
     expect(lookupError('FERRY_E_TRANSIENT_ACME_DOWN')).toMatchObject({ kind: 'transient', http: 503, ack: 'AE' });
@@ -136,10 +205,18 @@ describe('defineErrors (a plugin catalogue merged into the core one)', () => {
   });
 
   it('refuses a code the core (or another plugin) declared differently, and a code that is not UPPER_SNAKE', () => {
-    expect(() => defineErrors({ INPUT_BAD_JSON: { kind: 'transient', description: 'mine now' } })).toThrow(/declared already/);
-    expect(() => defineErrors({ ACME_REJECTED: { kind: 'transient', description: 'another acme' } })).toThrow(/declared already/);
+    expect(() => defineErrors({ INPUT_BAD_JSON: { kind: 'transient', description: 'mine now' } })).toThrow(
+      /declared already/,
+    );
+    expect(() => defineErrors({ ACME_REJECTED: { kind: 'transient', description: 'another acme' } })).toThrow(
+      /declared already/,
+    );
     expect(() => defineErrors({ 'acme-bad': { kind: 'input', description: 'x' } })).toThrow(/UPPER_SNAKE/);
     // the same declaration again (a module loaded twice) is fine
-    expect(() => defineErrors({ ACME_REJECTED: { kind: 'input', description: 'acme refused the order: fix it and replay.', http: 422 } })).not.toThrow();
+    expect(() =>
+      defineErrors({
+        ACME_REJECTED: { kind: 'input', description: 'acme refused the order: fix it and replay.', http: 422 },
+      }),
+    ).not.toThrow();
   });
 });

@@ -3,9 +3,29 @@
  * (input -> AR, transient -> AE), to a FHIR OperationOutcome, to an HTTP status -- each read from
  * the error catalogue (./catalogue.ts), where every code is declared once.
  */
-import { ERROR_CATALOGUE, ErrorKind, KIND_DEFAULTS, errorSpec, type CodeSuffix, type ErrorAck, type ErrorCode, type ErrorSpec, type FerryErrorCode } from './catalogue';
+import {
+  ERROR_CATALOGUE,
+  ErrorKind,
+  KIND_DEFAULTS,
+  errorSpec,
+  type CodeSuffix,
+  type ErrorAck,
+  type ErrorCode,
+  type ErrorSpec,
+  type FerryErrorCode,
+} from './catalogue';
 
-export { ERROR_CATALOGUE, ErrorKind, KIND_DEFAULTS, errorSpec, type CodeSuffix, type ErrorAck, type ErrorCode, type ErrorSpec, type FerryErrorCode };
+export {
+  ERROR_CATALOGUE,
+  ErrorKind,
+  KIND_DEFAULTS,
+  errorSpec,
+  type CodeSuffix,
+  type ErrorAck,
+  type ErrorCode,
+  type ErrorSpec,
+  type FerryErrorCode,
+};
 
 export interface FerryErrorOptions {
   /** Defaults to the catalogue entry's kind. */
@@ -75,17 +95,33 @@ export function ackCodeOf(e: FerryError): ErrorAck {
 /** Convenience constructors; each takes the codes under its prefix, without the prefix. */
 export const configError = (code: CodeSuffix<'CONFIG_'>, message: string, details?: Record<string, unknown>) =>
   new FerryError(`CONFIG_${code}`, message, { kind: 'config', details });
-export const inputError = (code: CodeSuffix<'INPUT_'>, message: string, details?: Record<string, unknown>, cause?: unknown) =>
-  new FerryError(`INPUT_${code}`, message, { kind: 'input', details, cause });
-export const transientError = (code: CodeSuffix<'TRANSIENT_'>, message: string, details?: Record<string, unknown>, cause?: unknown) =>
-  new FerryError(`TRANSIENT_${code}`, message, { kind: 'transient', details, cause });
+export const inputError = (
+  code: CodeSuffix<'INPUT_'>,
+  message: string,
+  details?: Record<string, unknown>,
+  cause?: unknown,
+) => new FerryError(`INPUT_${code}`, message, { kind: 'input', details, cause });
+export const transientError = (
+  code: CodeSuffix<'TRANSIENT_'>,
+  message: string,
+  details?: Record<string, unknown>,
+  cause?: unknown,
+) => new FerryError(`TRANSIENT_${code}`, message, { kind: 'transient', details, cause });
 
 /** A failed delivery the sink says must not be retried (4xx, AR, validation). */
-export const permanentDeliveryError = (code: CodeSuffix<'DELIVERY_'>, message: string, details?: Record<string, unknown>, cause?: unknown) =>
-  new FerryError(`DELIVERY_${code}`, message, { kind: 'input', retryable: false, details, cause });
+export const permanentDeliveryError = (
+  code: CodeSuffix<'DELIVERY_'>,
+  message: string,
+  details?: Record<string, unknown>,
+  cause?: unknown,
+) => new FerryError(`DELIVERY_${code}`, message, { kind: 'input', retryable: false, details, cause });
 /** A failed delivery the sink says may succeed later (5xx, timeout, 429, network). */
-export const retryableDeliveryError = (code: CodeSuffix<'DELIVERY_'>, message: string, details?: Record<string, unknown>, cause?: unknown) =>
-  new FerryError(`DELIVERY_${code}`, message, { kind: 'transient', retryable: true, details, cause });
+export const retryableDeliveryError = (
+  code: CodeSuffix<'DELIVERY_'>,
+  message: string,
+  details?: Record<string, unknown>,
+  cause?: unknown,
+) => new FerryError(`DELIVERY_${code}`, message, { kind: 'transient', retryable: true, details, cause });
 
 /** What a plugin declares for one of its codes: the kind, and optionally the other catalogue fields. */
 export interface PluginErrorDeclaration {
@@ -107,13 +143,22 @@ export interface PluginErrorDeclaration {
 export function defineErrors<const T extends Record<string, PluginErrorDeclaration>>(decls: T) {
   const codes = {} as { [K in keyof T & string]: PluginErrorCode };
   for (const [code, d] of Object.entries(decls)) {
-    if (!/^[A-Z][A-Z0-9_]*[A-Z0-9]$/.test(code)) throw new FerryError('CONFIG_PLUGIN_INVALID', `defineErrors: ${code}: codes are UPPER_SNAKE (e.g. ACME_REJECTED)`, { kind: 'config' });
+    if (!/^[A-Z][A-Z0-9_]*[A-Z0-9]$/.test(code))
+      throw new FerryError(
+        'CONFIG_PLUGIN_INVALID',
+        `defineErrors: ${code}: codes are UPPER_SNAKE (e.g. ACME_REJECTED)`,
+        { kind: 'config' },
+      );
     const spec = errorSpec(d.kind, d.description, { retryable: d.retryable, http: d.http, ack: d.ack });
     const key = full(code);
     const known = lookupError(key);
     // The same declaration again (a module loaded twice) is fine; another one is a collision.
     if (known && JSON.stringify(known) !== JSON.stringify(spec)) {
-      throw new FerryError('CONFIG_PLUGIN_INVALID', `defineErrors: ${key} is declared already (in the core catalogue or by another plugin)`, { kind: 'config' });
+      throw new FerryError(
+        'CONFIG_PLUGIN_INVALID',
+        `defineErrors: ${key} is declared already (in the core catalogue or by another plugin)`,
+        { kind: 'config' },
+      );
     }
     pluginCatalogue.set(key, spec);
     (codes as Record<string, PluginErrorCode>)[code] = key as PluginErrorCode;
@@ -121,7 +166,8 @@ export function defineErrors<const T extends Record<string, PluginErrorDeclarati
   return {
     codes,
     /** A FerryError with one of these codes; kind and retryable from the declaration unless given. */
-    error: (code: keyof T & string, message: string, opts: FerryErrorOptions = {}) => new FerryError(codes[code], message, opts),
+    error: (code: keyof T & string, message: string, opts: FerryErrorOptions = {}) =>
+      new FerryError(codes[code], message, opts),
   };
 }
 

@@ -15,7 +15,16 @@ import type { MessageTransform } from '../plugin/api';
 import type { InsertResult } from '../store/message-store';
 import type { FacadeProviderTypeRegistration } from '../plugin/plugin-host';
 import type { MessageStore } from '../store/message-store';
-import { FACADE_INTERACTIONS, FACADE_OPERATIONS, facadeError, type FacadeCapability, type FacadeCallContext, type FacadeInteraction, type FacadeProvider, type FacadeRecord } from './provider';
+import {
+  FACADE_INTERACTIONS,
+  FACADE_OPERATIONS,
+  facadeError,
+  type FacadeCapability,
+  type FacadeCallContext,
+  type FacadeInteraction,
+  type FacadeProvider,
+  type FacadeRecord,
+} from './provider';
 
 export const MRN_TYPE = { system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR' };
 
@@ -61,7 +70,9 @@ const CONTROL_PARAMS = new Set(['_count', '_cursor', '_format', '_pretty']);
 /** The first identifier typed MR, as `system|value`. */
 export function mrnOf(r: Resource): string | undefined {
   const ids = (r as { identifier?: Identifier[] }).identifier ?? [];
-  const mr = ids.find((i) => i.type?.coding?.some((c) => c.system === MRN_TYPE.system && c.code === MRN_TYPE.code) && i.value);
+  const mr = ids.find(
+    (i) => i.type?.coding?.some((c) => c.system === MRN_TYPE.system && c.code === MRN_TYPE.code) && i.value,
+  );
   return mr ? `${mr.system ?? ''}|${mr.value}` : undefined;
 }
 
@@ -88,7 +99,13 @@ const DATE_PARAMS = new Set(['date', 'birthdate', 'authoredon', '_lastUpdated'])
 
 /** The FHIR search parameter type of a parameter name (for the CapabilityStatement). */
 export function searchParamType(name: string): 'reference' | 'string' | 'date' | 'token' {
-  return REFERENCE_PARAMS.has(name) ? 'reference' : STRING_PARAMS.has(name) ? 'string' : DATE_PARAMS.has(name) ? 'date' : 'token';
+  return REFERENCE_PARAMS.has(name)
+    ? 'reference'
+    : STRING_PARAMS.has(name)
+      ? 'string'
+      : DATE_PARAMS.has(name)
+        ? 'date'
+        : 'token';
 }
 
 /** Where the facade keeps its cursor key in the store when `api.cursorSecret` is empty (a checkpoint row). */
@@ -116,10 +133,18 @@ export class FacadeService {
         problems.push(`connections.${id}.kind: no facade provider for kind ${entry.kind}`);
         continue;
       }
-      const provider = reg.registration.create({ id, kind: entry.kind, config: entry.config, logger: this.deps.logger.child({ connection: id }) });
+      const provider = reg.registration.create({
+        id,
+        kind: entry.kind,
+        config: entry.config,
+        logger: this.deps.logger.child({ connection: id }),
+      });
       const paths = new Set(provider.capabilities().map((c) => c.path));
       for (const [k, p] of Object.entries(entry.facade.paths))
-        if (!paths.has(p)) problems.push(`connections.${id}.facade.paths.${k}: unknown path "${p}" for kind ${entry.kind} (paths: ${[...paths].join(', ')})`);
+        if (!paths.has(p))
+          problems.push(
+            `connections.${id}.facade.paths.${k}: unknown path "${p}" for kind ${entry.kind} (paths: ${[...paths].join(', ')})`,
+          );
       this.connections.set(id, { id, kind: entry.kind, entry, provider, memo: new Map() });
     }
     if (problems.length) throw configError('FACADE_CONFIG', problems.join('; '), { problems });
@@ -147,7 +172,9 @@ export class FacadeService {
    * the athena-fhir plugin falls back to REST).
    */
   choose(c: FacadeConnection, type: string, interaction: FacadeInteraction): FacadeCapability | undefined {
-    const caps = c.provider.capabilities().filter((x) => x.type === type && x.interaction === interaction && this.transformFor(x.contentType));
+    const caps = c.provider
+      .capabilities()
+      .filter((x) => x.type === type && x.interaction === interaction && this.transformFor(x.contentType));
     if (!caps.length) return undefined;
     const o = c.entry.facade.paths;
     const override = o[`${type}.${interaction}`] ?? o[`${type}.*`] ?? o[`*.${interaction}`] ?? o['*.*'];
@@ -163,7 +190,11 @@ export class FacadeService {
 
   private need(c: FacadeConnection, type: string, interaction: FacadeInteraction): FacadeCapability {
     const cap = this.choose(c, type, interaction);
-    if (!cap) throw facadeError('not-supported', `${interaction} of ${type} is not supported on connection ${c.id} (see GET /fhir/${c.id}/metadata)`);
+    if (!cap)
+      throw facadeError(
+        'not-supported',
+        `${interaction} of ${type} is not supported on connection ${c.id} (see GET /fhir/${c.id}/metadata)`,
+      );
     return cap;
   }
 
@@ -187,14 +218,29 @@ export class FacadeService {
   /** The canonical resource of a vendor record: the engine's transform for its content type, as the pipeline runs it. */
   async canonical(c: FacadeConnection, type: string, rec: FacadeRecord): Promise<Resource> {
     const t = this.transformFor(rec.contentType);
-    if (!t) throw new FerryError('INTERNAL_FACADE_TRANSFORM', `no transform loaded for ${rec.contentType}`, { kind: 'internal' });
+    if (!t)
+      throw new FerryError('INTERNAL_FACADE_TRANSFORM', `no transform loaded for ${rec.contentType}`, {
+        kind: 'internal',
+      });
     const headers = rec.headers ?? t.extractHeaders?.(rec.body) ?? {};
     const bundle: Bundle = await t.toFhir(
-      { id: `facade-${randomUUID()}`, seq: 0, sourceId: `facade.${c.id}`, contentType: rec.contentType, body: rec.body, headers, receivedAt: new Date(this.now()), status: 'received' },
+      {
+        id: `facade-${randomUUID()}`,
+        seq: 0,
+        sourceId: `facade.${c.id}`,
+        contentType: rec.contentType,
+        body: rec.body,
+        headers,
+        receivedAt: new Date(this.now()),
+        status: 'received',
+      },
       { logger: this.deps.logger },
     );
     const res = (bundle.entry ?? []).map((e) => e.resource).find((r): r is Resource => r?.resourceType === type);
-    if (!res?.id) throw new FerryError('INTERNAL_FACADE_TRANSFORM', `the ${t.name} transform gave no ${type} with an id`, { kind: 'internal' });
+    if (!res?.id)
+      throw new FerryError('INTERNAL_FACADE_TRANSFORM', `the ${t.name} transform gave no ${type} with an id`, {
+        kind: 'internal',
+      });
     return res;
   }
 
@@ -227,10 +273,12 @@ export class FacadeService {
     const cache = c.entry.facade.cache;
     const key = `${type}/${id}`;
     const hit = c.memo.get(key);
-    if (hit && cache.ttlSeconds > 0 && this.now() - hit.at < cache.ttlSeconds * 1000) return { resource: JSON.parse(hit.json), from: 'cache', path: cap.path };
+    if (hit && cache.ttlSeconds > 0 && this.now() - hit.at < cache.ttlSeconds * 1000)
+      return { resource: JSON.parse(hit.json), from: 'cache', path: cap.path };
     if (cache.storeMaxAgeSeconds > 0) {
       const s = await this.deps.store.facade?.facadeResourceGet(c.id, type, id);
-      if (s && this.now() - s.fetchedAt.getTime() < cache.storeMaxAgeSeconds * 1000) return { resource: JSON.parse(s.resource), from: 'store', path: cap.path };
+      if (s && this.now() - s.fetchedAt.getTime() < cache.storeMaxAgeSeconds * 1000)
+        return { resource: JSON.parse(s.resource), from: 'store', path: cap.path };
     }
     const vendorId = await this.vendorIdOf(c, type, id);
     if (!vendorId) throw facadeError('not-found', `${type}/${id} is not an id of connection ${c.id}`);
@@ -242,28 +290,45 @@ export class FacadeService {
   }
 
   /** Search: FHIR parameters translated by the provider; the next page as a signed cursor. */
-  async search(connId: string, type: string, query: Record<string, string[]>, signal?: AbortSignal): Promise<SearchResult & { count: number; params: Record<string, string[]> }> {
+  async search(
+    connId: string,
+    type: string,
+    query: Record<string, string[]>,
+    signal?: AbortSignal,
+  ): Promise<SearchResult & { count: number; params: Record<string, string[]> }> {
     const c = this.connection(connId);
     const cap = this.need(c, type, 'search');
     let params: Record<string, string[]> = {};
     let cursor: string | undefined;
-    const count = Math.min(Math.max(1, Number(query._count?.[0] ?? this.deps.api.defaultCount) || this.deps.api.defaultCount), this.deps.api.maxCount);
+    const count = Math.min(
+      Math.max(1, Number(query._count?.[0] ?? this.deps.api.defaultCount) || this.deps.api.defaultCount),
+      this.deps.api.maxCount,
+    );
     if (query._cursor?.[0]) {
       const cur = await this.openCursor(query._cursor[0]);
-      if (cur.c !== c.id || cur.t !== type) throw inputError('FACADE_CURSOR', '_cursor: not a cursor of this connection and type');
+      if (cur.c !== c.id || cur.t !== type)
+        throw inputError('FACADE_CURSOR', '_cursor: not a cursor of this connection and type');
       params = cur.q;
       cursor = cur.v;
     } else {
       for (const [k, v] of Object.entries(query)) if (!CONTROL_PARAMS.has(k)) params[k] = v;
       const allowed = new Set(cap.searchParams ?? []);
       const bad = Object.keys(params).filter((k) => !allowed.has(k.split(':')[0]));
-      if (bad.length) throw facadeError('invalid', `search parameter${bad.length > 1 ? 's' : ''} ${bad.join(', ')} not supported for ${type} on ${c.id} (supported: ${[...allowed].join(', ') || 'none'})`);
+      if (bad.length)
+        throw facadeError(
+          'invalid',
+          `search parameter${bad.length > 1 ? 's' : ''} ${bad.join(', ')} not supported for ${type} on ${c.id} (supported: ${[...allowed].join(', ') || 'none'})`,
+        );
       // By MRN: a patient this connection already answered is read directly.
       const ident = params.identifier?.[0];
       if (type === 'Patient' && ident && Object.keys(params).length === 1 && this.deps.store.facade) {
-        const known = (await this.deps.store.facade.facadeIdentitiesByMrn('Patient', ident)).filter((i) => i.connectionId === c.id);
+        const known = (await this.deps.store.facade.facadeIdentitiesByMrn('Patient', ident)).filter(
+          (i) => i.connectionId === c.id,
+        );
         if (known.length === 1) {
-          const r = await this.read(c.id, 'Patient', known[0].canonicalId, signal).catch((e) => (FerryError.is(e) && e.details?.facadeIssue === 'not-found' ? undefined : Promise.reject(e)));
+          const r = await this.read(c.id, 'Patient', known[0].canonicalId, signal).catch((e) =>
+            FerryError.is(e) && e.details?.facadeIssue === 'not-found' ? undefined : Promise.reject(e),
+          );
           if (r) return { resources: [r.resource], total: 1, path: cap.path, count, params };
         }
       }
@@ -275,7 +340,14 @@ export class FacadeService {
       await this.remember(c, type, rec.vendorId, r);
       resources.push(r);
     }
-    return { resources, next: out.next ? await this.sealCursor({ c: c.id, t: type, q: params, v: out.next }) : undefined, total: out.total, path: cap.path, count, params };
+    return {
+      resources,
+      next: out.next ? await this.sealCursor({ c: c.id, t: type, q: params, v: out.next }) : undefined,
+      total: out.total,
+      path: cap.path,
+      count,
+      params,
+    };
   }
 
   /**
@@ -295,7 +367,10 @@ export class FacadeService {
           await store.setCheckpoint(sourceId, key, randomBytes(32).toString('base64'));
           v = await store.getCheckpoint(sourceId, key);
         }
-        if (!v) throw new FerryError('INTERNAL_FACADE_STORE', 'the store did not keep the facade cursor key', { kind: 'internal' });
+        if (!v)
+          throw new FerryError('INTERNAL_FACADE_STORE', 'the store did not keep the facade cursor key', {
+            kind: 'internal',
+          });
         return Buffer.from(v, 'base64');
       })();
       // A store error is not kept: the next page tries again (the caller awaits p and sees the error).
@@ -309,7 +384,9 @@ export class FacadeService {
 
   private async sealCursor(v: { c: string; t: string; q: Record<string, string[]>; v: string }): Promise<string> {
     const body = Buffer.from(JSON.stringify(v)).toString('base64url');
-    return `${body}.${createHmac('sha256', await this.key()).update(body).digest('base64url')}`;
+    return `${body}.${createHmac('sha256', await this.key())
+      .update(body)
+      .digest('base64url')}`;
   }
 
   private async openCursor(s: string): Promise<{ c: string; t: string; q: Record<string, string[]>; v: string }> {
@@ -320,7 +397,10 @@ export class FacadeService {
       return !!body && got.length === want.length && timingSafeEqual(got, want);
     };
     if (!valid(await this.key()) && (this.deps.api.cursorSecret || !valid(await this.key(true))))
-      throw inputError('FACADE_CURSOR', '_cursor: not a cursor this facade issued (or one signed with another api.cursorSecret)');
+      throw inputError(
+        'FACADE_CURSOR',
+        '_cursor: not a cursor this facade issued (or one signed with another api.cursorSecret)',
+      );
     return JSON.parse(Buffer.from(body, 'base64url').toString('utf8'));
   }
 
@@ -353,7 +433,11 @@ export class FacadeService {
         break;
       case 'book':
         if (!p.book) throw facadeError('not-supported', `$book is not supported on ${c.id}`);
-        rec = await p.book(await vendorIdFor(), { patient: args.patient!, appointmentType: args.appointmentType, appointment: args.resource as any }, ctx);
+        rec = await p.book(
+          await vendorIdFor(),
+          { patient: args.patient!, appointmentType: args.appointmentType, appointment: args.resource as any },
+          ctx,
+        );
         break;
       case 'cancel':
         if (!p.cancel) throw facadeError('not-supported', `$cancel is not supported on ${c.id}`);
@@ -371,11 +455,18 @@ export class FacadeService {
     // The write is a message like any polled record: in the console, the audit trail and the routes.
     let messageId: string | undefined;
     try {
-      const [res] = await this.deps.submit(`facade.${c.id}`, [{ contentType: rec.contentType, body: rec.body, headers: rec.headers }]);
+      const [res] = await this.deps.submit(`facade.${c.id}`, [
+        { contentType: rec.contentType, body: rec.body, headers: rec.headers },
+      ]);
       messageId = res?.id;
     } catch (e) {
       // The vendor write happened: the answer says so; the missing record is logged (ids only).
-      this.deps.logger.error('facade: write done at the vendor but not recorded as a message', { connection: c.id, resourceType: type, id: r.id, errorCode: (e as FerryError).code });
+      this.deps.logger.error('facade: write done at the vendor but not recorded as a message', {
+        connection: c.id,
+        resourceType: type,
+        id: r.id,
+        errorCode: (e as FerryError).code,
+      });
     }
     return { resource: r, from: 'vendor', path: cap.path, messageId };
   }
@@ -391,7 +482,9 @@ export class FacadeService {
     const me = await f.facadeIdentityOf(c.id, 'Patient', id);
     if (!me) throw facadeError('not-found', `Patient/${id} has not been read through connection ${c.id} yet`);
     const all = me.mrn ? await f.facadeIdentitiesByMrn('Patient', me.mrn) : [me];
-    return all.filter((i) => this.connections.has(i.connectionId)).map((i) => ({ connection: i.connectionId, id: i.canonicalId }));
+    return all
+      .filter((i) => this.connections.has(i.connectionId))
+      .map((i) => ({ connection: i.connectionId, id: i.canonicalId }));
   }
 
   /** What works on a connection, as a CapabilityStatement. */
@@ -400,9 +493,13 @@ export class FacadeService {
     const types = [...new Set(c.provider.capabilities().map((x) => x.type))].sort();
     const resource = types
       .map((type) => {
-        const chosen = FACADE_INTERACTIONS.map((i) => this.choose(c, type, i)).filter((x): x is FacadeCapability => !!x);
+        const chosen = FACADE_INTERACTIONS.map((i) => this.choose(c, type, i)).filter(
+          (x): x is FacadeCapability => !!x,
+        );
         if (!chosen.length) return undefined;
-        const interaction = chosen.filter((x) => ['read', 'search', 'create', 'update'].includes(x.interaction)).map((x) => ({ code: x.interaction === 'search' ? 'search-type' : x.interaction }));
+        const interaction = chosen
+          .filter((x) => ['read', 'search', 'create', 'update'].includes(x.interaction))
+          .map((x) => ({ code: x.interaction === 'search' ? 'search-type' : x.interaction }));
         const ops = chosen.filter((x) => FACADE_OPERATIONS.includes(x.interaction));
         const search = chosen.find((x) => x.interaction === 'search');
         return {
@@ -410,7 +507,9 @@ export class FacadeService {
           documentation: `paths: ${chosen.map((x) => `${x.interaction} via ${x.path}`).join(', ')}`,
           interaction,
           searchParam: search?.searchParams?.map((name) => ({ name, type: searchParamType(name) })),
-          operation: ops.length ? ops.map((x) => ({ name: x.interaction, definition: `urn:ferry:facade:${type}-${x.interaction}` })) : undefined,
+          operation: ops.length
+            ? ops.map((x) => ({ name: x.interaction, definition: `urn:ferry:facade:${type}-${x.interaction}` }))
+            : undefined,
         };
       })
       .filter((x) => !!x);
@@ -423,7 +522,15 @@ export class FacadeService {
       format: ['application/fhir+json'],
       software: { name: 'Ferry FHIR facade' },
       implementation: { description: `connection ${c.id} (${c.kind})`, url: `${baseUrl}/fhir/${c.id}` },
-      rest: [{ mode: 'server', security: { description: 'Bearer API token or OIDC access token with scope connection:' + c.id + ':read / :write' }, resource: resource as any }],
+      rest: [
+        {
+          mode: 'server',
+          security: {
+            description: 'Bearer API token or OIDC access token with scope connection:' + c.id + ':read / :write',
+          },
+          resource: resource as any,
+        },
+      ],
     } as CapabilityStatement;
   }
 }

@@ -40,15 +40,31 @@ function suite(name: string, make: () => MessageStore, describeFn: (t: string, f
     it('records identities, finds them by canonical id and by MRN across connections', async () => {
       const f = store.facade!;
       await f.facadeIdentify([
-        { connectionId: 'epic-a', resourceType: 'Patient', vendorId: 'e1', canonicalId: 'epic-e1', mrn: 'urn:ferry:id:mrn|7' },
-        { connectionId: 'epic-b', resourceType: 'Patient', vendorId: 'e1', canonicalId: 'epicb-e1', mrn: 'urn:ferry:id:mrn|7' },
+        {
+          connectionId: 'epic-a',
+          resourceType: 'Patient',
+          vendorId: 'e1',
+          canonicalId: 'epic-e1',
+          mrn: 'urn:ferry:id:mrn|7',
+        },
+        {
+          connectionId: 'epic-b',
+          resourceType: 'Patient',
+          vendorId: 'e1',
+          canonicalId: 'epicb-e1',
+          mrn: 'urn:ferry:id:mrn|7',
+        },
         { connectionId: 'athena-a', resourceType: 'Patient', vendorId: '9', canonicalId: 'athena-1-patient-9' },
       ]);
       // A later answer without an MRN keeps the one known.
-      await f.facadeIdentify([{ connectionId: 'epic-a', resourceType: 'Patient', vendorId: 'e1', canonicalId: 'epic-e1' }]);
+      await f.facadeIdentify([
+        { connectionId: 'epic-a', resourceType: 'Patient', vendorId: 'e1', canonicalId: 'epic-e1' },
+      ]);
       expect((await f.facadeIdentityOf('epic-a', 'Patient', 'epic-e1'))?.vendorId).toBe('e1');
       expect(await f.facadeIdentityOf('epic-a', 'Patient', 'nope')).toBeUndefined();
-      expect((await f.facadeIdentitiesByMrn('Patient', 'urn:ferry:id:mrn|7')).map((i) => i.canonicalId).sort()).toEqual(['epic-e1', 'epicb-e1']);
+      expect((await f.facadeIdentitiesByMrn('Patient', 'urn:ferry:id:mrn|7')).map((i) => i.canonicalId).sort()).toEqual(
+        ['epic-e1', 'epicb-e1'],
+      );
     });
 
     it('keeps the canonical copy of a resource with the time it was fetched', async () => {
@@ -62,10 +78,18 @@ function suite(name: string, make: () => MessageStore, describeFn: (t: string, f
 
     it('claims an idempotency key once; answers the stored response; releases and expires', async () => {
       const f = store.facade!;
-      const [a, b] = await Promise.all([f.facadeIdempotencyBegin('c|p', 'k1', 'h1', 60_000), f.facadeIdempotencyBegin('c|p', 'k1', 'h1', 60_000)]);
+      const [a, b] = await Promise.all([
+        f.facadeIdempotencyBegin('c|p', 'k1', 'h1', 60_000),
+        f.facadeIdempotencyBegin('c|p', 'k1', 'h1', 60_000),
+      ]);
       expect([a.state, b.state].sort()).toEqual(['new', 'pending']);
       await f.facadeIdempotencyFinish('c|p', 'k1', 201, '{"x":1}');
-      expect(await f.facadeIdempotencyBegin('c|p', 'k1', 'h1', 60_000)).toEqual({ state: 'done', requestHash: 'h1', status: 201, response: '{"x":1}' });
+      expect(await f.facadeIdempotencyBegin('c|p', 'k1', 'h1', 60_000)).toEqual({
+        state: 'done',
+        requestHash: 'h1',
+        status: 201,
+        response: '{"x":1}',
+      });
       expect((await f.facadeIdempotencyBegin('other|p', 'k1', 'h1', 60_000)).state).toBe('new');
       expect((await f.facadeIdempotencyBegin('c|p', 'k2', 'h2', 60_000)).state).toBe('new');
       await f.facadeIdempotencyRelease('c|p', 'k2');
@@ -76,8 +100,21 @@ function suite(name: string, make: () => MessageStore, describeFn: (t: string, f
     });
 
     it('stores API token scopes', async () => {
-      await store.createApiToken({ id: 'scoped1', name: 'app', roles: ['viewer'], hash: 'scrypt$1$1$1$x$y', createdAt: new Date(), scopes: ['connection:a:read'] });
-      await store.createApiToken({ id: 'plain1', name: 'ops', roles: ['viewer'], hash: 'scrypt$1$1$1$x$y', createdAt: new Date() });
+      await store.createApiToken({
+        id: 'scoped1',
+        name: 'app',
+        roles: ['viewer'],
+        hash: 'scrypt$1$1$1$x$y',
+        createdAt: new Date(),
+        scopes: ['connection:a:read'],
+      });
+      await store.createApiToken({
+        id: 'plain1',
+        name: 'ops',
+        roles: ['viewer'],
+        hash: 'scrypt$1$1$1$x$y',
+        createdAt: new Date(),
+      });
       expect((await store.apiToken('scoped1'))?.scopes).toEqual(['connection:a:read']);
       expect((await store.apiToken('plain1'))?.scopes).toBeUndefined();
     });

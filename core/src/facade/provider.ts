@@ -17,7 +17,15 @@ import type { MessageHeaders } from '../model/message';
 
 /** What the facade can do with a resource type. `book` / `cancel` / `checkin` are the scheduling operations. */
 export type FacadeInteraction = 'read' | 'search' | 'create' | 'update' | 'book' | 'cancel' | 'checkin';
-export const FACADE_INTERACTIONS: readonly FacadeInteraction[] = ['read', 'search', 'create', 'update', 'book', 'cancel', 'checkin'];
+export const FACADE_INTERACTIONS: readonly FacadeInteraction[] = [
+  'read',
+  'search',
+  'create',
+  'update',
+  'book',
+  'cancel',
+  'checkin',
+];
 /** The interactions that are operations (`POST .../{type}/{id}/$<name>`). */
 export const FACADE_OPERATIONS: readonly FacadeInteraction[] = ['book', 'cancel', 'checkin'];
 
@@ -82,11 +90,20 @@ export interface FacadeProvider {
   vendorId(type: string, canonicalId: string): string | undefined;
   read(type: string, vendorId: string, ctx: FacadeCallContext): Promise<FacadeRecord | undefined>;
   /** `params`: FHIR search parameters (control parameters `_count`, `_cursor` removed). */
-  search(type: string, params: Record<string, string[]>, page: { cursor?: string; count: number }, ctx: FacadeCallContext): Promise<FacadeSearchResult>;
+  search(
+    type: string,
+    params: Record<string, string[]>,
+    page: { cursor?: string; count: number },
+    ctx: FacadeCallContext,
+  ): Promise<FacadeSearchResult>;
   create?(type: string, resource: Resource, ctx: FacadeCallContext): Promise<FacadeRecord>;
   update?(type: string, vendorId: string, resource: Resource, ctx: FacadeCallContext): Promise<FacadeRecord>;
   /** Book the open slot `vendorId` (an open appointment) for the patient the appointment names. */
-  book?(vendorId: string, request: { patient: string; appointmentType?: string; appointment?: Appointment }, ctx: FacadeCallContext): Promise<FacadeRecord>;
+  book?(
+    vendorId: string,
+    request: { patient: string; appointmentType?: string; appointment?: Appointment },
+    ctx: FacadeCallContext,
+  ): Promise<FacadeRecord>;
   cancel?(vendorId: string, request: { reason?: string }, ctx: FacadeCallContext): Promise<FacadeRecord>;
   /** Check the patient of a booked appointment in (arrived); a slot or a cancelled appointment is a `conflict`. */
   checkin?(vendorId: string, ctx: FacadeCallContext): Promise<FacadeRecord>;
@@ -107,6 +124,16 @@ export const FacadeIssue = {
 export type FacadeIssueKind = keyof typeof FacadeIssue;
 
 /** An error a provider throws for a vendor refusal the client must see as such (never retried). */
-export function facadeError(kind: FacadeIssueKind, message: string, details: Record<string, unknown> = {}, cause?: unknown): FerryError {
-  return new FerryError(FacadeIssue[kind].errorCode, message, { kind: 'input', retryable: false, cause, details: { ...details, facadeIssue: kind } });
+export function facadeError(
+  kind: FacadeIssueKind,
+  message: string,
+  details: Record<string, unknown> = {},
+  cause?: unknown,
+): FerryError {
+  return new FerryError(FacadeIssue[kind].errorCode, message, {
+    kind: 'input',
+    retryable: false,
+    cause,
+    details: { ...details, facadeIssue: kind },
+  });
 }

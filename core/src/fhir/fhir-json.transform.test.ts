@@ -2,10 +2,23 @@ import { FhirJsonTransform } from './fhir-json.transform';
 import { validateBundle } from './validate';
 
 const t = new FhirJsonTransform();
-const msg = (o: unknown) => ({ id: 'm', seq: 1, sourceId: 's', contentType: 'application/fhir+json', headers: {}, receivedAt: new Date(0), status: 'received' as const, body: Buffer.from(JSON.stringify(o)) });
+const msg = (o: unknown) => ({
+  id: 'm',
+  seq: 1,
+  sourceId: 's',
+  contentType: 'application/fhir+json',
+  headers: {},
+  receivedAt: new Date(0),
+  status: 'received' as const,
+  body: Buffer.from(JSON.stringify(o)),
+});
 
 describe('FhirJsonTransform', () => {
-  const patient = { resourceType: 'Patient', identifier: [{ system: 'urn:oid:1.2.3', value: '42' }], name: [{ family: 'Doe' }] };
+  const patient = {
+    resourceType: 'Patient',
+    identifier: [{ system: 'urn:oid:1.2.3', value: '42' }],
+    name: [{ family: 'Doe' }],
+  };
 
   it('wraps a resource into a canonical collection Bundle, deterministically', () => {
     const a = t.toFhir(msg(patient));
@@ -20,11 +33,24 @@ describe('FhirJsonTransform', () => {
       resourceType: 'Bundle',
       type: 'message',
       entry: [
-        { fullUrl: 'urn:uuid:6e6c3c36-3b0e-4b8e-9d4e-1d2b3c4d5e6f', resource: { resourceType: 'MessageHeader', id: 'mh1', eventCoding: { code: 'admit' }, source: { endpoint: 'http://x' } } },
+        {
+          fullUrl: 'urn:uuid:6e6c3c36-3b0e-4b8e-9d4e-1d2b3c4d5e6f',
+          resource: {
+            resourceType: 'MessageHeader',
+            id: 'mh1',
+            eventCoding: { code: 'admit' },
+            source: { endpoint: 'http://x' },
+          },
+        },
         { resource: patient },
       ],
     };
-    expect(t.extractHeaders(Buffer.from(JSON.stringify(bundle)))).toEqual({ messageType: 'FHIR^admit', controlId: 'mh1', sendingApplication: 'http://x', orderingKey: 'urn:oid:1.2.3|42' });
+    expect(t.extractHeaders(Buffer.from(JSON.stringify(bundle)))).toEqual({
+      messageType: 'FHIR^admit',
+      controlId: 'mh1',
+      sendingApplication: 'http://x',
+      orderingKey: 'urn:oid:1.2.3|42',
+    });
     const out = t.toFhir(msg(bundle));
     expect(out.type).toBe('message');
     expect(out.entry).toHaveLength(2);

@@ -15,16 +15,21 @@ function parse(body: Buffer): Resource {
   } catch (e) {
     throw inputError('FHIR_JSON_PARSE', `not JSON: ${(e as Error).message}`);
   }
-  if (!value || typeof value !== 'object' || Array.isArray(value)) throw inputError('FHIR_JSON_SHAPE', 'a FHIR JSON message must be one resource or a Bundle');
+  if (!value || typeof value !== 'object' || Array.isArray(value))
+    throw inputError('FHIR_JSON_SHAPE', 'a FHIR JSON message must be one resource or a Bundle');
   const rt = (value as { resourceType?: unknown }).resourceType;
-  if (typeof rt !== 'string' || !/^[A-Z][A-Za-z]+$/.test(rt)) throw inputError('FHIR_JSON_SHAPE', 'not a FHIR resource: resourceType missing');
+  if (typeof rt !== 'string' || !/^[A-Z][A-Za-z]+$/.test(rt))
+    throw inputError('FHIR_JSON_SHAPE', 'not a FHIR resource: resourceType missing');
   // refused at intake (HTTP 400), before anything is acknowledged; the content is validated when processed
-  if (!isFhirResourceType(rt)) throw inputError('FHIR_JSON_SHAPE', `not a FHIR R4 resource: unknown resourceType "${rt}"`);
+  if (!isFhirResourceType(rt))
+    throw inputError('FHIR_JSON_SHAPE', `not a FHIR R4 resource: unknown resourceType "${rt}"`);
   return value as Resource;
 }
 
 function resources(r: Resource): Resource[] {
-  return r.resourceType === 'Bundle' ? ((r as Bundle).entry ?? []).map((e) => e.resource).filter((x): x is Resource => !!x) : [r];
+  return r.resourceType === 'Bundle'
+    ? ((r as Bundle).entry ?? []).map((e) => e.resource).filter((x): x is Resource => !!x)
+    : [r];
 }
 
 /**
@@ -49,7 +54,11 @@ export class FhirJsonTransform implements MessageTransform {
     const patientId = all.find((x): x is Patient => x.resourceType === 'Patient')?.identifier?.find((i) => i.value);
     const bundle = r.resourceType === 'Bundle' ? (r as Bundle) : undefined;
     return {
-      messageType: event ? `FHIR^${event}` : r.resourceType === 'Bundle' ? `Bundle^${bundle?.type ?? ''}` : r.resourceType,
+      messageType: event
+        ? `FHIR^${event}`
+        : r.resourceType === 'Bundle'
+          ? `Bundle^${bundle?.type ?? ''}`
+          : r.resourceType,
       controlId: header?.id ?? bundle?.identifier?.value ?? r.id ?? undefined,
       sendingApplication: header?.source?.name ?? header?.source?.endpoint,
       orderingKey: patientId ? `${patientId.system ?? ''}|${patientId.value}` : undefined,
@@ -59,7 +68,11 @@ export class FhirJsonTransform implements MessageTransform {
   toFhir(message: StoredMessage & { body: Buffer }): Bundle {
     const r = parse(message.body);
     const entries: BundleEntry[] =
-      r.resourceType === 'Bundle' ? ((r as Bundle).entry ?? []).filter((e) => e.resource).map((e) => ({ fullUrl: e.fullUrl, resource: e.resource })) : [{ resource: r }];
+      r.resourceType === 'Bundle'
+        ? ((r as Bundle).entry ?? [])
+            .filter((e) => e.resource)
+            .map((e) => ({ fullUrl: e.fullUrl, resource: e.resource }))
+        : [{ resource: r }];
     for (const e of entries) {
       if (!e.fullUrl) {
         const h = createHash('sha256').update(JSON.stringify(e.resource)).digest('hex');

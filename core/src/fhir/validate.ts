@@ -1,7 +1,6 @@
 import type { Bundle, OperationOutcome } from '@medplum/fhirtypes';
 import { validateFhirResource, type FhirValidateOptions } from './validator';
 
-
 export { ensureFhirDefinitions } from './definitions';
 export { validateFhirResource, precompileFhirTypes, isFhirResourceType, type FhirValidateOptions } from './validator';
 
@@ -25,12 +24,20 @@ export function warmFhirValidator(): void {
   validateFhirResource({
     resourceType: 'Bundle',
     type: 'collection',
-    entry: [{ fullUrl: 'urn:uuid:00000000-0000-4000-8000-000000000000', resource: { resourceType: 'Patient', gender: 'unknown', extension: [{ url: 'http://x', valueString: 'x' }] } }],
+    entry: [
+      {
+        fullUrl: 'urn:uuid:00000000-0000-4000-8000-000000000000',
+        resource: { resourceType: 'Patient', gender: 'unknown', extension: [{ url: 'http://x', valueString: 'x' }] },
+      },
+    ],
   });
 }
 
 /** Validates any resource (a Bundle's entries as resources of their own); an OperationOutcome or undefined when valid. */
-export function validateResourceOutcome(resource: unknown, options: FhirValidateOptions = {}): OperationOutcome | undefined {
+export function validateResourceOutcome(
+  resource: unknown,
+  options: FhirValidateOptions = {},
+): OperationOutcome | undefined {
   const issues = validateFhirResource(resource, { entriesAsResources: true, ...options });
   return issues.length ? { resourceType: 'OperationOutcome', issue: issues } : undefined;
 }

@@ -1,5 +1,5 @@
 import { PassThrough } from 'node:stream';
-import winston from 'winston';
+import type winston from 'winston';
 import { createLogger } from './logger';
 
 /** The lines a logger made with `createLogger` writes, parsed. */
@@ -8,17 +8,35 @@ function capture(): { logger: winston.Logger; lines: () => Record<string, unknow
   const chunks: Buffer[] = [];
   stream.on('data', (c: Buffer) => chunks.push(c));
   const raw = () => Buffer.concat(chunks).toString('utf8');
-  return { logger: createLogger({ level: 'debug' }, stream), raw, lines: () => raw().split('\n').filter(Boolean).map((l) => JSON.parse(l)) };
+  return {
+    logger: createLogger({ level: 'debug' }, stream),
+    raw,
+    lines: () =>
+      raw()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l)),
+  };
 }
 
 describe('createLogger (JSON lines)', () => {
   it('writes what timestamp + errors + json wrote: level, message, fields, an ISO timestamp, one line each', async () => {
     const { logger, lines, raw } = capture();
-    logger.child({ component: 'x' }).info('message routed', { messageId: 'm1', routes: ['a'], deliveries: 2, none: undefined });
+    logger
+      .child({ component: 'x' })
+      .info('message routed', { messageId: 'm1', routes: ['a'], deliveries: 2, none: undefined });
     logger.warn('plain');
     await new Promise((r) => setImmediate(r));
     expect(lines()).toEqual([
-      { component: 'x', level: 'info', message: 'message routed', messageId: 'm1', routes: ['a'], deliveries: 2, timestamp: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/) },
+      {
+        component: 'x',
+        level: 'info',
+        message: 'message routed',
+        messageId: 'm1',
+        routes: ['a'],
+        deliveries: 2,
+        timestamp: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
+      },
       { level: 'warn', message: 'plain', timestamp: expect.any(String) },
     ]);
     expect(raw().split('\n')).toHaveLength(3); // two lines and the final newline

@@ -20,7 +20,8 @@ const safeJson = winston.format.json();
  */
 const jsonLine = winston.format((info) => {
   let i = info;
-  if (i instanceof Error || (i.message as unknown) instanceof Error) i = errorsFormat.transform(i, errorsFormat.options) as typeof info;
+  if (i instanceof Error || (i.message as unknown) instanceof Error)
+    i = errorsFormat.transform(i, errorsFormat.options) as typeof info;
   if (!i.timestamp) i.timestamp = new Date().toISOString();
   try {
     (i as Record<symbol, unknown>)[MESSAGE] = JSON.stringify(i);
@@ -36,7 +37,9 @@ const jsonLine = winston.format((info) => {
  */
 export function createLogger(cfg: Partial<LogConfig> = {}, stream?: NodeJS.WritableStream): winston.Logger {
   const format =
-    cfg.format === 'pretty' ? winston.format.combine(winston.format.timestamp(), winston.format.colorize(), winston.format.simple()) : jsonLine();
+    cfg.format === 'pretty'
+      ? winston.format.combine(winston.format.timestamp(), winston.format.colorize(), winston.format.simple())
+      : jsonLine();
   const transport = stream
     ? new winston.transports.Stream({ stream })
     : new winston.transports.Console({ stderrLevels: Object.keys(winston.config.npm.levels) });

@@ -32,7 +32,12 @@ describe('OutageLog', () => {
     log.failed({ controlId: 'C9' }); // a new run
     await new Promise((r) => setImmediate(r));
     const summary = lines.filter((l) => l.level !== 'debug').map((l) => `${l.level} ${l.message}`);
-    expect(summary).toEqual(['error message not stored', 'warn message not stored (still failing)', 'info message not stored: recovered', 'error message not stored']);
+    expect(summary).toEqual([
+      'error message not stored',
+      'warn message not stored (still failing)',
+      'info message not stored: recovered',
+      'error message not stored',
+    ]);
     expect(lines[0]).toMatchObject({ source: 's', controlId: 'C0' });
     expect(lines.filter((l) => l.level === 'debug')).toHaveLength(4);
     expect(lines.find((l) => l.level === 'warn')).toMatchObject({ failures: 5, sinceMs: 1200, lastWindow: 4 });

@@ -40,7 +40,14 @@ export class OutageLog {
     }
     this.logger.debug(this.what, { ...this.base, ...fields });
     if (now - this.lastSummary >= this.summaryEveryMs) {
-      this.logger.warn(`${this.what} (still failing)`, { ...this.base, ...fields, failures: this.count, inLastMs: now - this.lastSummary, lastWindow: this.windowCount, sinceMs: now - this.since });
+      this.logger.warn(`${this.what} (still failing)`, {
+        ...this.base,
+        ...fields,
+        failures: this.count,
+        inLastMs: now - this.lastSummary,
+        lastWindow: this.windowCount,
+        sinceMs: now - this.since,
+      });
       this.lastSummary = now;
       this.windowCount = 0;
     }

@@ -25,7 +25,10 @@ export function actionFor(policy: DataQualityPolicy, location: string): 'warn' |
 }
 
 /** The issues a transform reported, with the severity the source's policy gives them. */
-export function applyDataQualityPolicy(reported: ReportedIssue[], policy: DataQualityPolicy = DEFAULT_DATA_QUALITY): DataQualityIssue[] {
+export function applyDataQualityPolicy(
+  reported: ReportedIssue[],
+  policy: DataQualityPolicy = DEFAULT_DATA_QUALITY,
+): DataQualityIssue[] {
   return reported.map((r) => ({ ...r, severity: actionFor(policy, r.location) === 'fail' ? 'error' : 'warning' }));
 }
 
@@ -57,16 +60,18 @@ export function issueSummary(issues: DataQualityIssue[], max = 5): string {
   return shown.join(', ') + (issues.length > max ? ` and ${issues.length - max} more` : '');
 }
 
-
 /**
  * A source's `dataQuality.fields` entry checked strictly: keys are `SEG-n`, `SEG-n-c`, a whole
  * segment `SEG`, or a vendor transform's location (letters, digits, `.`, `_`, `[]`); values warn | fail.
  */
 export function checkDataQualityFields(v: unknown): void {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('must be a mapping of location -> warn | fail');
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    throw new Error('must be a mapping of location -> warn | fail');
   for (const [k, a] of Object.entries(v as Record<string, unknown>)) {
     if (a !== 'warn' && a !== 'fail') throw new Error(`${k}: must be warn or fail (got ${JSON.stringify(a)})`);
     if (!/^[A-Z][A-Z0-9]{2}(-[1-9]\d*(-[1-9]\d*)?)?$/.test(k) && !/^[a-z][A-Za-z0-9_.[\]]*$/.test(k))
-      throw new Error(`${k}: not a location (HL7 v2: SEG-n or SEG-n-c such as PID-7 or PID-11-5, or a segment such as ZPD; a vendor transform: its field path)`);
+      throw new Error(
+        `${k}: not a location (HL7 v2: SEG-n or SEG-n-c such as PID-7 or PID-11-5, or a segment such as ZPD; a vendor transform: its field path)`,
+      );
   }
 }

@@ -6,7 +6,14 @@ import { silentLogger } from '../logging/logger';
 import type { StoredMessage } from '../model/message';
 import { MessagePipeline } from './process-message';
 
-const route = { id: 'r', from: ['s'], when: { messageType: [], fhirpath: '' }, steps: [], to: ['sink'], ordering: 'none' as const };
+const route = {
+  id: 'r',
+  from: ['s'],
+  when: { messageType: [], fhirpath: '' },
+  steps: [],
+  to: ['sink'],
+  ordering: 'none' as const,
+};
 const msg = (o: unknown): StoredMessage => ({
   id: 'm1',
   seq: 1,
@@ -27,30 +34,46 @@ describe('MessagePipeline: canonical validation (processing.validate, on by defa
     expect(report.outcome.status).toBe('failed');
     const err = (report.outcome as any).error;
     expect(err.code).toBe('FERRY_E_INPUT_FHIR_INVALID');
-    expect(err.message).toBe('canonical bundle is not valid FHIR R4: 1 issue(s) (first: Bundle.entry[0].resource.birthDate: Invalid date format)');
+    expect(err.message).toBe(
+      'canonical bundle is not valid FHIR R4: 1 issue(s) (first: Bundle.entry[0].resource.birthDate: Invalid date format)',
+    );
     expect(err.message).not.toContain('Quibblesworth');
     expect(err.outcome).toEqual({
       resourceType: 'OperationOutcome',
-      issue: [{ severity: 'error', code: 'structure', details: { text: 'Invalid date format' }, expression: ['Bundle.entry[0].resource.birthDate'] }],
+      issue: [
+        {
+          severity: 'error',
+          code: 'structure',
+          details: { text: 'Invalid date format' },
+          expression: ['Bundle.entry[0].resource.birthDate'],
+        },
+      ],
     });
     expect(report.transformed?.bundleJson).toContain('Quibblesworth');
   });
 
   it('routes a valid one, and an invalid one when validation is turned off', async () => {
     const on = new MessagePipeline([new FhirJsonTransform()], [route], __dirname);
-    expect((await on.process(msg({ ...patient, birthDate: '1970-01-01' }), silentLogger())).outcome.status).toBe('routed');
+    expect((await on.process(msg({ ...patient, birthDate: '1970-01-01' }), silentLogger())).outcome.status).toBe(
+      'routed',
+    );
     const off = new MessagePipeline([new FhirJsonTransform()], [route], __dirname, { validate: false });
     expect((await off.process(msg(patient), silentLogger())).outcome.status).toBe('routed');
   });
 
   it('validates a bundle a script step changed', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-validate-'));
-    fs.writeFileSync(path.join(dir, 'breaks.js'), "module.exports = (b) => { b.entry[0].resource.gender = 'robot'; return b; };");
+    fs.writeFileSync(
+      path.join(dir, 'breaks.js'),
+      "module.exports = (b) => { b.entry[0].resource.gender = 'robot'; return b; };",
+    );
     const p = new MessagePipeline([new FhirJsonTransform()], [{ ...route, steps: [{ script: 'breaks.js' }] }], dir);
     const report = await p.process(msg({ ...patient, birthDate: '1970-01-01' }), silentLogger());
     expect(report.outcome.status).toBe('failed');
     expect(report.failedRoute).toBe('r');
-    expect((report.outcome as any).error.message).toMatch(/^bundle from route r's steps is not valid FHIR R4: 1 issue\(s\) \(first: Bundle.entry\[0\].resource.gender: Value is not in the required value set\)$/);
+    expect((report.outcome as any).error.message).toMatch(
+      /^bundle from route r's steps is not valid FHIR R4: 1 issue\(s\) \(first: Bundle.entry\[0\].resource.gender: Value is not in the required value set\)$/,
+    );
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -61,6 +84,8 @@ describe('MessagePipeline: canonical validation (processing.validate, on by defa
     expect(r.outcome.status).toBe('failed');
     expect(r.failedRoute).toBe('r');
     const on = new MessagePipeline([new FhirJsonTransform()], [withStep], __dirname);
-    expect((await on.process(msg({ ...patient, birthDate: '1970-01-01' }), silentLogger())).outcome.status).toBe('routed');
+    expect((await on.process(msg({ ...patient, birthDate: '1970-01-01' }), silentLogger())).outcome.status).toBe(
+      'routed',
+    );
   });
 });

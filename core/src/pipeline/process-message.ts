@@ -58,18 +58,27 @@ export interface PipelineOptions {
 }
 
 /** The error of an invalid canonical Bundle: its OperationOutcome travels in details (stored with the failure). */
-export function invalidBundleError(outcome: NonNullable<ReturnType<typeof validateBundle>>, what = 'canonical bundle'): FerryError {
+export function invalidBundleError(
+  outcome: NonNullable<ReturnType<typeof validateBundle>>,
+  what = 'canonical bundle',
+): FerryError {
   const issues = outcome.issue ?? [];
   const first = issues[0];
   // paths and the validator's own texts only: never values (PHI)
   const where = first ? ` (first: ${first.expression?.[0] ?? '?'}: ${first.details?.text ?? first.code})` : '';
-  return new FerryError('INPUT_FHIR_INVALID', `${what} is not valid FHIR R4: ${issues.length} issue(s)${where}`, { kind: 'input', details: { outcome } });
+  return new FerryError('INPUT_FHIR_INVALID', `${what} is not valid FHIR R4: ${issues.length} issue(s)${where}`, {
+    kind: 'input',
+    details: { outcome },
+  });
 }
 
 /** `MessagePipeline.trace`: the Bundle, and per route its match, steps and the Bundle per sink. */
 export interface RouteTrace {
   bundle: Bundle;
-  routes: (RouteExplanation & { steps: { step: string; result: 'passed' | 'changed' | 'filtered' | 'failed'; error?: string }[]; sinks: Record<string, Bundle> })[];
+  routes: (RouteExplanation & {
+    steps: { step: string; result: 'passed' | 'changed' | 'filtered' | 'failed'; error?: string }[];
+    sinks: Record<string, Bundle>;
+  })[];
 }
 
 export class MessagePipeline {
@@ -97,9 +106,16 @@ export class MessagePipeline {
   /** Never throws for a message's own fault: failures come back as `failed` reports. */
   async process(message: StoredMessage, log: Logger): Promise<ProcessingReport> {
     const id = message.id;
-    if (!message.body) return failed(id, new FerryError('INPUT_BODY_MISSING', 'message body is missing (pruned?)', { kind: 'input' }));
+    if (!message.body)
+      return failed(id, new FerryError('INPUT_BODY_MISSING', 'message body is missing (pruned?)', { kind: 'input' }));
     const transform = findTransform(this.transforms, message.contentType);
-    if (!transform) return failed(id, new FerryError('INPUT_NO_TRANSFORM', `no transform registered for content type ${message.contentType}`, { kind: 'input' }));
+    if (!transform)
+      return failed(
+        id,
+        new FerryError('INPUT_NO_TRANSFORM', `no transform registered for content type ${message.contentType}`, {
+          kind: 'input',
+        }),
+      );
     let bundle: Bundle;
     const reported: ReportedIssue[] = [];
     const reportIssue = (i: ReportedIssue) => {
@@ -108,7 +124,10 @@ export class MessagePipeline {
     let issues: DataQualityIssue[] | undefined;
     try {
       bundle = await transform.toFhir(message as StoredMessage & { body: Buffer }, { logger: log, reportIssue });
-      if (!bundle || bundle.resourceType !== 'Bundle') throw new FerryError('INTERNAL_TRANSFORM_RESULT', `transform ${transform.name} did not return a Bundle`, { kind: 'internal' });
+      if (!bundle || bundle.resourceType !== 'Bundle')
+        throw new FerryError('INTERNAL_TRANSFORM_RESULT', `transform ${transform.name} did not return a Bundle`, {
+          kind: 'internal',
+        });
     } catch (e) {
       issues = reported.length ? applyDataQualityPolicy(reported, this.dataQuality[message.sourceId]) : undefined;
       return withIssues(failed(id, FerryError.from(e, 'INPUT_TRANSFORM_FAILED', 'input')), issues);
@@ -117,10 +136,14 @@ export class MessagePipeline {
       issues = applyDataQualityPolicy(reported, this.dataQuality[message.sourceId]);
       if (failsMessage(issues)) {
         const errors = issues.filter((i) => i.severity === 'error');
-        const err = new FerryError('INPUT_DATA_QUALITY', `values the conversion cannot use, failed by the source's dataQuality policy: ${issueSummary(errors)}`, {
-          kind: 'input',
-          details: { outcome: dataQualityOutcome(issues) },
-        });
+        const err = new FerryError(
+          'INPUT_DATA_QUALITY',
+          `values the conversion cannot use, failed by the source's dataQuality policy: ${issueSummary(errors)}`,
+          {
+            kind: 'input',
+            details: { outcome: dataQualityOutcome(issues) },
+          },
+        );
         return withIssues(failed(id, err), issues);
       }
     }
@@ -134,7 +157,10 @@ export class MessagePipeline {
    */
   async trace(message: StoredMessage & { body: Buffer }, log: Logger): Promise<RouteTrace> {
     const transform = findTransform(this.transforms, message.contentType);
-    if (!transform) throw new FerryError('INPUT_NO_TRANSFORM', `no transform registered for content type ${message.contentType}`, { kind: 'input' });
+    if (!transform)
+      throw new FerryError('INPUT_NO_TRANSFORM', `no transform registered for content type ${message.contentType}`, {
+        kind: 'input',
+      });
     const bundle = await transform.toFhir(message, { logger: log, reportIssue: () => undefined });
     const routes: RouteTrace['routes'] = [];
     for (const r of this.routes) {
@@ -194,7 +220,12 @@ export class MessagePipeline {
           current = r.bundle;
         }
       } catch (e) {
-        return { ...failed(id, FerryError.from(e, 'INPUT_STEP_FAILED', 'input')), transformed, routes, failedRoute: route.config.id };
+        return {
+          ...failed(id, FerryError.from(e, 'INPUT_STEP_FAILED', 'input')),
+          transformed,
+          routes,
+          failedRoute: route.config.id,
+        };
       }
       if (filtered) {
         filteredBy.push(`${route.config.id}: ${filtered}`);
@@ -203,7 +234,13 @@ export class MessagePipeline {
       }
       if (current !== bundle && this.validate) {
         const outcome = validateBundle(current);
-        if (outcome) return { ...failed(id, invalidBundleError(outcome, `bundle from route ${route.config.id}'s steps`)), transformed, routes, failedRoute: route.config.id };
+        if (outcome)
+          return {
+            ...failed(id, invalidBundleError(outcome, `bundle from route ${route.config.id}'s steps`)),
+            transformed,
+            routes,
+            failedRoute: route.config.id,
+          };
       }
       // No step changed it: the delivery references the message's bundle (no second copy).
       const changed = current !== bundle ? JSON.stringify(current) : undefined;
@@ -226,12 +263,20 @@ export class MessagePipeline {
  * run for them alone (the MLLP source's enhanced-mode application ACK names fail-level fields).
  * A transform that throws gives the issues reported until then.
  */
-export async function assessDataQuality(transforms: MessageTransform[], message: StoredMessage & { body: Buffer }, policy: DataQualityPolicy | undefined, log: Logger): Promise<DataQualityIssue[]> {
+export async function assessDataQuality(
+  transforms: MessageTransform[],
+  message: StoredMessage & { body: Buffer },
+  policy: DataQualityPolicy | undefined,
+  log: Logger,
+): Promise<DataQualityIssue[]> {
   const transform = findTransform(transforms, message.contentType);
   if (!transform) return [];
   const reported: ReportedIssue[] = [];
   try {
-    await transform.toFhir(message, { logger: log, reportIssue: (i) => void (reported.length < MAX_ISSUES && reported.push(cleanIssue(i))) });
+    await transform.toFhir(message, {
+      logger: log,
+      reportIssue: (i) => void (reported.length < MAX_ISSUES && reported.push(cleanIssue(i))),
+    });
   } catch {
     // the processing reports the failure itself
   }
@@ -248,7 +293,11 @@ function withIssues(r: ProcessingReport, issues: DataQualityIssue[] | undefined)
 
 /** Only the known keys of a reported issue, texts bounded: it is stored and logged as given. */
 function cleanIssue(i: ReportedIssue): ReportedIssue {
-  const out: ReportedIssue = { location: String(i.location).slice(0, 80), code: String(i.code).slice(0, 40), text: String(i.text).slice(0, 200) };
+  const out: ReportedIssue = {
+    location: String(i.location).slice(0, 80),
+    code: String(i.code).slice(0, 40),
+    text: String(i.text).slice(0, 200),
+  };
   if (i.severity === 'error' || i.severity === 'warning') out.severity = i.severity;
   for (const k of ['occurrence', 'repetition', 'sequence'] as const) if (Number.isInteger(i[k])) out[k] = i[k];
   if (i.path) out.path = String(i.path).slice(0, 120);
@@ -259,7 +308,14 @@ function cleanIssue(i: ReportedIssue): ReportedIssue {
 function failed(id: string, err: FerryError): ProcessingReport {
   const outcome = (err.details?.outcome as any) ?? {
     resourceType: 'OperationOutcome',
-    issue: [{ severity: 'error', code: err.kind === 'input' ? 'invalid' : 'exception', details: { text: err.message } }],
+    issue: [
+      { severity: 'error', code: err.kind === 'input' ? 'invalid' : 'exception', details: { text: err.message } },
+    ],
   };
-  return { id, outcome: { status: 'failed', error: { code: err.code, message: err.message, retryable: err.retryable, outcome } }, routes: [], errorKind: err.kind };
+  return {
+    id,
+    outcome: { status: 'failed', error: { code: err.code, message: err.message, retryable: err.retryable, outcome } },
+    routes: [],
+    errorKind: err.kind,
+  };
 }

@@ -21,7 +21,10 @@ function timedOut(id: string, ms: number): ProcessingReport {
         code: 'FERRY_E_INTERNAL_TRANSFORM_TIMEOUT',
         message,
         retryable: false,
-        outcome: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'timeout', details: { text: message } }] },
+        outcome: {
+          resourceType: 'OperationOutcome',
+          issue: [{ severity: 'error', code: 'timeout', details: { text: message } }],
+        },
       },
     },
     routes: [],
@@ -83,7 +86,13 @@ export class Processor {
     private readonly metrics: EngineMetrics,
     private readonly opts: ProcessorOptions,
   ) {
-    this.current = { pipeline: new MessagePipeline(transforms, routes, opts.baseDir, { validate: opts.validate, dataQuality: opts.dataQuality }), generation: { version: opts.configVersion ?? 0, key: 0, routes, dataQuality: opts.dataQuality } };
+    this.current = {
+      pipeline: new MessagePipeline(transforms, routes, opts.baseDir, {
+        validate: opts.validate,
+        dataQuality: opts.dataQuality,
+      }),
+      generation: { version: opts.configVersion ?? 0, key: 0, routes, dataQuality: opts.dataQuality },
+    };
   }
 
   /**
@@ -91,8 +100,18 @@ export class Processor {
    * `useRoutes` then swaps them in as one object. Batches under way finish with the routes they
    * started with; each message is routed wholly by one config or the other.
    */
-  prepareRoutes(version: number, routes: RouteConfig[], dataQuality: Record<string, DataQualityPolicy> | undefined): PreparedRoutes {
-    return { pipeline: new MessagePipeline(this.transforms, routes, this.opts.baseDir, { validate: this.opts.validate, dataQuality }), generation: { version, key: ++this.compilations, routes, dataQuality } };
+  prepareRoutes(
+    version: number,
+    routes: RouteConfig[],
+    dataQuality: Record<string, DataQualityPolicy> | undefined,
+  ): PreparedRoutes {
+    return {
+      pipeline: new MessagePipeline(this.transforms, routes, this.opts.baseDir, {
+        validate: this.opts.validate,
+        dataQuality,
+      }),
+      generation: { version, key: ++this.compilations, routes, dataQuality },
+    };
   }
 
   /** Swaps in routes compiled by `prepareRoutes`. */
@@ -151,9 +170,14 @@ export class Processor {
         if (this.orphansPossible) {
           const released = await this.store.releaseMessageLeases(this.opts.owner, [...this.held]);
           this.orphansPossible = false;
-          if (released) this.logger.info('released message leases a lost claim answer left with this instance', { messages: released });
+          if (released)
+            this.logger.info('released message leases a lost claim answer left with this instance', {
+              messages: released,
+            });
         }
-        claimed = await this.store.claimReceived(this.opts.owner, this.opts.batchSize, this.opts.leaseMs, { maxAttempts: this.opts.maxAttempts });
+        claimed = await this.store.claimReceived(this.opts.owner, this.opts.batchSize, this.opts.leaseMs, {
+          maxAttempts: this.opts.maxAttempts,
+        });
       } catch (e) {
         if ((e as { retryable?: unknown })?.retryable) this.orphansPossible = true;
         this.logger.log(whileStoreDown(this.store, e) ? 'debug' : 'error', 'processing loop error', errorFields(e));
@@ -183,14 +207,24 @@ export class Processor {
     let renewedAt = Date.now();
     const renew = (): Promise<void> => {
       renewedAt = Date.now();
-      return this.store.renewMessageLeases(this.opts.owner, claimed.map((m) => m.id), this.opts.leaseMs).then(
-        (held) => {
-          if (held.length < claimed.length) this.logger.warn('processing batch outlasted its lease: messages another instance claimed meanwhile are processed there too', { messages: claimed.length, held: held.length });
-        },
-        (e) => {
-          this.logger.debug('lease renewal failed', errorFields(e));
-        },
-      );
+      return this.store
+        .renewMessageLeases(
+          this.opts.owner,
+          claimed.map((m) => m.id),
+          this.opts.leaseMs,
+        )
+        .then(
+          (held) => {
+            if (held.length < claimed.length)
+              this.logger.warn(
+                'processing batch outlasted its lease: messages another instance claimed meanwhile are processed there too',
+                { messages: claimed.length, held: held.length },
+              );
+          },
+          (e) => {
+            this.logger.debug('lease renewal failed', errorFields(e));
+          },
+        );
     };
     const renewal = setInterval(() => void renew(), every);
     renewal.unref();
@@ -203,7 +237,10 @@ export class Processor {
       for (const x of reports) x.configVersion = version;
       // Messages without a report (see processBatch) stay leased, to be claimed again.
       const byId = new Map(claimed.map((m) => [m.id, m]));
-      await this.record(reports, reports.map((r) => byId.get(r.id)!));
+      await this.record(
+        reports,
+        reports.map((r) => byId.get(r.id)!),
+      );
     } catch (e) {
       // The messages stay leased and are claimed again when the lease runs out.
       this.logger.error('processing batch failed', { messages: claimed.length, ...errorFields(e) });
@@ -219,7 +256,10 @@ export class Processor {
    * of a batch that timed out on a worker and could not be retried there alone gets no report:
    * it is not run on this thread (its transform may never return) but left leased.
    */
-  private async processBatch(messages: StoredMessage[], renewDue: () => Promise<void> | undefined): Promise<{ version: number; reports: ProcessingReport[] }> {
+  private async processBatch(
+    messages: StoredMessage[],
+    renewDue: () => Promise<void> | undefined,
+  ): Promise<{ version: number; reports: ProcessingReport[] }> {
     const pool = this.opts.pool;
     // One routes generation for the whole batch (a reload swaps `current` between batches).
     const { pipeline, generation } = this.current;
@@ -245,11 +285,18 @@ export class Processor {
               if (e2 instanceof TransformTimeoutError) reports.set(m.id, timedOut(m.id, timeout));
               else {
                 deferred.add(m.id);
-                this.logger.warn('transform worker unavailable for a message of a timed-out batch; left for a later claim', { messageId: m.id, ...errorFields(e2) });
+                this.logger.warn(
+                  'transform worker unavailable for a message of a timed-out batch; left for a later claim',
+                  { messageId: m.id, ...errorFields(e2) },
+                );
               }
             }
           }
-        } else this.logger.warn('transform worker failed a batch; processing it on the engine thread', { messages: remote.length, ...errorFields(e) });
+        } else
+          this.logger.warn('transform worker failed a batch; processing it on the engine thread', {
+            messages: remote.length,
+            ...errorFields(e),
+          });
       }
     }
     for (const m of messages) {
@@ -257,11 +304,19 @@ export class Processor {
       await renewDue();
       reports.set(m.id, await pipeline.process(m, this.messageLogger(m)));
     }
-    return { version: generation.version, reports: messages.filter((m) => reports.has(m.id)).map((m) => reports.get(m.id)!) };
+    return {
+      version: generation.version,
+      reports: messages.filter((m) => reports.has(m.id)).map((m) => reports.get(m.id)!),
+    };
   }
 
   private messageLogger(m: StoredMessage): Logger {
-    return this.logger.child({ messageId: m.id, source: m.sourceId, controlId: m.headers.controlId, messageType: m.headers.messageType });
+    return this.logger.child({
+      messageId: m.id,
+      source: m.sourceId,
+      controlId: m.headers.controlId,
+      messageType: m.headers.messageType,
+    });
   }
 
   /**
@@ -272,11 +327,18 @@ export class Processor {
   private async record(reports: ProcessingReport[], messages: StoredMessage[]): Promise<void> {
     // The batch is transformed: a store outage shorter than half the lease must not leave it
     // leased to be transformed again (it stays ours until then).
-    const { failed } = await retryTransient(() => this.store.recordProcessed(reports), { what: 'recording a processed batch', logger: this.logger, budgetMs: this.opts.leaseMs / 2 });
+    const { failed } = await retryTransient(() => this.store.recordProcessed(reports), {
+      what: 'recording a processed batch',
+      logger: this.logger,
+      budgetMs: this.opts.leaseMs / 2,
+    });
     const notStored = new Set<string>();
     for (const { id, error } of failed) {
       notStored.add(id);
-      this.logger.error('processing result not stored; the message is processed again when its lease runs out', { messageId: id, ...errorFields(error) });
+      this.logger.error('processing result not stored; the message is processed again when its lease runs out', {
+        messageId: id,
+        ...errorFields(error),
+      });
     }
     const info = this.logger.isInfoEnabled();
     reports.forEach((r, i) => {
@@ -290,17 +352,35 @@ export class Processor {
       this.metrics.processed.inc({ source, outcome });
       if (r.issues?.length) {
         const type = m.headers.messageType ?? '';
-        for (const i of r.issues) this.metrics.dataQualityIssues.inc({ source, type, location: i.location, reason: i.code, severity: i.severity });
+        for (const i of r.issues)
+          this.metrics.dataQualityIssues.inc({
+            source,
+            type,
+            location: i.location,
+            reason: i.code,
+            severity: i.severity,
+          });
         // Where and why only: never the values (PHI).
-        this.logger.log(outcome === 'failed' ? 'debug' : 'warn', 'data quality issues', { ...ids, issues: r.issues.length, locations: [...new Set(r.issues.map((i) => `${i.location}:${i.code}`))].slice(0, 20) });
+        this.logger.log(outcome === 'failed' ? 'debug' : 'warn', 'data quality issues', {
+          ...ids,
+          issues: r.issues.length,
+          locations: [...new Set(r.issues.map((i) => `${i.location}:${i.code}`))].slice(0, 20),
+        });
       }
       if (outcome === 'failed') {
         this.metrics.failed.inc({ source });
         const err = r.outcome.status === 'failed' ? r.outcome.error : undefined;
         const dq = r.issues?.filter((i) => i.severity === 'error').map((i) => `${i.location}:${i.code}`);
-        this.logger.warn('message failed', { ...ids, errorCode: err?.code, errorKind: r.errorKind, route: r.failedRoute, ...(dq?.length ? { issues: dq.slice(0, 20) } : {}) });
+        this.logger.warn('message failed', {
+          ...ids,
+          errorCode: err?.code,
+          errorKind: r.errorKind,
+          route: r.failedRoute,
+          ...(dq?.length ? { issues: dq.slice(0, 20) } : {}),
+        });
       } else if (info) {
-        if (r.outcome.status === 'routed') this.logger.info('message routed', { ...ids, routes: r.routes, deliveries: r.outcome.deliveries.length });
+        if (r.outcome.status === 'routed')
+          this.logger.info('message routed', { ...ids, routes: r.routes, deliveries: r.outcome.deliveries.length });
         else this.logger.info(`message ${outcome}`, { ...ids, routes: r.routes.length ? r.routes : undefined });
       }
     });

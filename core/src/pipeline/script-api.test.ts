@@ -22,7 +22,12 @@ describe('@ferry/core/script (the typed script API)', () => {
       // what core/script.d.ts re-exports once built (dist/pipeline/script-api.d.ts)
       paths: { '@ferry/core/script': [path.join(__dirname, 'script-api.ts')] },
     });
-    return ts.getPreEmitDiagnostics(program).map((d) => `${d.start !== undefined && d.file ? d.file.getLineAndCharacterOfPosition(d.start).line + 1 : '?'}: ${ts.flattenDiagnosticMessageText(d.messageText, ' ')}`);
+    return ts
+      .getPreEmitDiagnostics(program)
+      .map(
+        (d) =>
+          `${d.start !== undefined && d.file ? d.file.getLineAndCharacterOfPosition(d.start).line + 1 : '?'}: ${ts.flattenDiagnosticMessageText(d.messageText, ' ')}`,
+      );
   };
 
   it('a script written against it type-checks clean', () => {
@@ -40,7 +45,9 @@ describe('@ferry/core/script (the typed script API)', () => {
 
   it('is shipped: core/script.d.ts re-exports the built types and the package lists it', () => {
     const root = path.resolve(__dirname, '../..');
-    expect(readFileSync(path.join(root, 'script.d.ts'), 'utf8')).toMatch(/export \* from '\.\/dist\/pipeline\/script-api'/);
+    expect(readFileSync(path.join(root, 'script.d.ts'), 'utf8')).toMatch(
+      /export \* from '\.\/dist\/pipeline\/script-api'/,
+    );
     expect(JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).files).toContain('script.d.ts');
   });
 });

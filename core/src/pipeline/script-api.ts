@@ -86,4 +86,8 @@ export type ScriptResult = Bundle | null | undefined;
  * A script step: `module.exports = (bundle, message, ferry) => bundle | null`. It may be async;
  * the whole call -- synchronous part and everything awaited -- runs within the step's `timeoutMs`.
  */
-export type ScriptStep = (bundle: Bundle, message: ScriptMessage, ferry: ScriptHelpers) => ScriptResult | Promise<ScriptResult>;
+export type ScriptStep = (
+  bundle: Bundle,
+  message: ScriptMessage,
+  ferry: ScriptHelpers,
+) => ScriptResult | Promise<ScriptResult>;

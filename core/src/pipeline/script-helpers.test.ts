@@ -15,10 +15,28 @@ const bundle = (): Bundle => ({
   resourceType: 'Bundle',
   type: 'transaction',
   entry: [
-    { fullUrl: 'urn:uuid:p1', resource: { resourceType: 'Patient', id: 'p1', gender: 'female', identifier: [{ value: 'MRN1' }] } },
-    { fullUrl: 'urn:uuid:e1', resource: { resourceType: 'Encounter', id: 'e1', status: 'in-progress', class: { code: 'IMP' }, subject: { reference: 'urn:uuid:p1' } } },
-    { fullUrl: 'urn:uuid:o1', resource: { resourceType: 'Observation', id: 'o1', status: 'final', code: { text: 'hr' } } },
-    { fullUrl: 'urn:uuid:o2', resource: { resourceType: 'Observation', id: 'o2', status: 'final', code: { text: 'note' } } },
+    {
+      fullUrl: 'urn:uuid:p1',
+      resource: { resourceType: 'Patient', id: 'p1', gender: 'female', identifier: [{ value: 'MRN1' }] },
+    },
+    {
+      fullUrl: 'urn:uuid:e1',
+      resource: {
+        resourceType: 'Encounter',
+        id: 'e1',
+        status: 'in-progress',
+        class: { code: 'IMP' },
+        subject: { reference: 'urn:uuid:p1' },
+      },
+    },
+    {
+      fullUrl: 'urn:uuid:o1',
+      resource: { resourceType: 'Observation', id: 'o1', status: 'final', code: { text: 'hr' } },
+    },
+    {
+      fullUrl: 'urn:uuid:o2',
+      resource: { resourceType: 'Observation', id: 'o2', status: 'final', code: { text: 'note' } },
+    },
   ],
 });
 
@@ -110,6 +128,8 @@ describe('scriptHelpers (the ferry argument of a script)', () => {
   it('gives v2 access to the original message, undefined when there is none', () => {
     expect(scriptHelpers(bundle(), message(ADT)).v2?.get('PID-3.1')).toBe('MRN1');
     expect(scriptHelpers(bundle(), message(undefined)).v2).toBeUndefined();
-    expect(scriptHelpers(bundle(), { ...message('{"resourceType":"Bundle"}'), contentType: 'application/fhir+json' }).v2).toBeUndefined();
+    expect(
+      scriptHelpers(bundle(), { ...message('{"resourceType":"Bundle"}'), contentType: 'application/fhir+json' }).v2,
+    ).toBeUndefined();
   });
 });

@@ -20,9 +20,24 @@ interface V2Path {
 function parseV2Path(path: string): V2Path {
   const m = V2_PATH.exec(String(path).trim().toUpperCase());
   const n = (s: string | undefined) => (s === undefined ? undefined : Number(s));
-  if (!m || [m[2], m[4]].some((x) => x !== undefined && Number(x) < 1) || [m[3], m[5], m[6]].some((x) => x !== undefined && Number(x) < 1))
-    throw new FerryError('INPUT_SCRIPT_V2_PATH', `not an HL7 v2 path: "${String(path).slice(0, 40)}" (expected SEG[n]-field[rep].component.subcomponent, e.g. PID-3[2].1)`, { kind: 'input' });
-  return { segment: m[1], occurrence: n(m[2]), field: n(m[3]), repetition: n(m[4]), component: n(m[5]), subcomponent: n(m[6]) };
+  if (
+    !m ||
+    [m[2], m[4]].some((x) => x !== undefined && Number(x) < 1) ||
+    [m[3], m[5], m[6]].some((x) => x !== undefined && Number(x) < 1)
+  )
+    throw new FerryError(
+      'INPUT_SCRIPT_V2_PATH',
+      `not an HL7 v2 path: "${String(path).slice(0, 40)}" (expected SEG[n]-field[rep].component.subcomponent, e.g. PID-3[2].1)`,
+      { kind: 'input' },
+    );
+  return {
+    segment: m[1],
+    occurrence: n(m[2]),
+    field: n(m[3]),
+    repetition: n(m[4]),
+    component: n(m[5]),
+    subcomponent: n(m[6]),
+  };
 }
 
 interface Delimiters {
@@ -59,10 +74,18 @@ function unescape(v: string, d: Delimiters): string {
 
 /** An HL7 v2 message read by path (ER7: the MSH segment gives the delimiters). Undefined when the text has no MSH. */
 export function v2Message(body: Buffer): V2Message | undefined {
-  const text = (isUtf8(body) ? body.toString('utf8') : body.toString('latin1')).replace(/^\uFEFF/, '').replace(/^[\r\n\t ]+/, '');
+  const text = (isUtf8(body) ? body.toString('utf8') : body.toString('latin1'))
+    .replace(/^\uFEFF/, '')
+    .replace(/^[\r\n\t ]+/, '');
   if (!text.startsWith('MSH') || text.length < 8) return undefined;
   const enc = text.slice(4).split(text[3])[0];
-  const d: Delimiters = { field: text[3], component: enc[0] ?? '^', repetition: enc[1] ?? '~', escape: enc[2] ?? '\\', subcomponent: enc[3] ?? '&' };
+  const d: Delimiters = {
+    field: text[3],
+    component: enc[0] ?? '^',
+    repetition: enc[1] ?? '~',
+    escape: enc[2] ?? '\\',
+    subcomponent: enc[3] ?? '&',
+  };
   const rows = text
     .split(/\r\n|\r|\n/)
     .filter((l) => l.length >= 3)
@@ -74,7 +97,14 @@ export function v2Message(body: Buffer): V2Message | undefined {
 
   const values = (p: V2Path, all: boolean): string[] => {
     const rowsOf = rows.filter((r) => r.name === p.segment);
-    const picked = p.occurrence !== undefined ? (rowsOf[p.occurrence - 1] ? [rowsOf[p.occurrence - 1]] : []) : all ? rowsOf : rowsOf.slice(0, 1);
+    const picked =
+      p.occurrence !== undefined
+        ? rowsOf[p.occurrence - 1]
+          ? [rowsOf[p.occurrence - 1]]
+          : []
+        : all
+          ? rowsOf
+          : rowsOf.slice(0, 1);
     const out: string[] = [];
     for (const row of picked) {
       if (p.field === undefined) {
@@ -86,11 +116,19 @@ export function v2Message(body: Buffer): V2Message | undefined {
       // MSH-1 and MSH-2 are delimiters, not structured values
       const isDelims = row.name === 'MSH' && p.field <= 2;
       const reps = isDelims ? [raw] : raw.split(d.repetition);
-      const chosen = p.repetition !== undefined ? (reps[p.repetition - 1] !== undefined ? [reps[p.repetition - 1]] : []) : all ? reps : reps.slice(0, 1);
+      const chosen =
+        p.repetition !== undefined
+          ? reps[p.repetition - 1] !== undefined
+            ? [reps[p.repetition - 1]]
+            : []
+          : all
+            ? reps
+            : reps.slice(0, 1);
       for (const rep of chosen) {
         let v: string | undefined = rep;
         if (!isDelims && p.component !== undefined) v = rep.split(d.component)[p.component - 1];
-        if (v !== undefined && !isDelims && p.subcomponent !== undefined) v = v.split(d.subcomponent)[p.subcomponent - 1];
+        if (v !== undefined && !isDelims && p.subcomponent !== undefined)
+          v = v.split(d.subcomponent)[p.subcomponent - 1];
         if (v !== undefined && v !== '') out.push(isDelims ? v : unescape(v, d));
       }
     }
@@ -115,8 +153,12 @@ export function scriptHelpers(bundle: Bundle, message: Readonly<StoredMessage>):
   return {
     fhirpath: (expression, on = bundle) => fhirpathEval(expression, on),
     fhirpathTest: (expression, on = bundle) => fhirpathTest(expression, on),
-    resources: <T extends ResourceType>(type: T) => entries().map((e) => e.resource!).filter((r): r is ResourceOf<T> => r.resourceType === type),
-    resource: <T extends ResourceType>(type: T) => entries().find((e) => e.resource!.resourceType === type)?.resource as ResourceOf<T> | undefined,
+    resources: <T extends ResourceType>(type: T) =>
+      entries()
+        .map((e) => e.resource!)
+        .filter((r): r is ResourceOf<T> => r.resourceType === type),
+    resource: <T extends ResourceType>(type: T) =>
+      entries().find((e) => e.resource!.resourceType === type)?.resource as ResourceOf<T> | undefined,
     resolve: (reference: string | Reference | undefined) => {
       const ref = typeof reference === 'string' ? reference : reference?.reference;
       if (!ref) return undefined;
@@ -124,7 +166,8 @@ export function scriptHelpers(bundle: Bundle, message: Readonly<StoredMessage>):
       if (byUrl) return byUrl.resource as Resource;
       const m = /(?:^|\/)([A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/.exec(ref);
       if (!m) return undefined;
-      return entries().find((e) => e.resource!.resourceType === m[1] && e.resource!.id === m[2])?.resource as Resource | undefined;
+      return entries().find((e) => e.resource!.resourceType === m[1] && e.resource!.id === m[2])?.resource as
+        Resource | undefined;
     },
     get v2() {
       if (v2 === null) v2 = message.body ? v2Message(message.body) : undefined;

@@ -15,7 +15,9 @@ const message: StoredMessage = {
   seq: 1,
   sourceId: 'feed',
   contentType: 'application/hl7-v2',
-  body: Buffer.from('MSH|^~\\&|HIS|GEN|FERRY|HUB|20250101||ADT^A01|CTRL-1|P|2.5\rPID|1||MRN1^^^GEN^MR~SSN9^^^SSA^SS||DOE^JANE\r'),
+  body: Buffer.from(
+    'MSH|^~\\&|HIS|GEN|FERRY|HUB|20250101||ADT^A01|CTRL-1|P|2.5\rPID|1||MRN1^^^GEN^MR~SSN9^^^SSA^SS||DOE^JANE\r',
+  ),
   headers: { messageType: 'ADT^A01', controlId: 'CTRL-1' },
   receivedAt: new Date(),
   status: 'received',
@@ -49,7 +51,9 @@ describe('script steps', () => {
     );
     const out = await step.run(bundle(), message);
     expect('bundle' in out && out.bundle.meta?.tag?.map((t) => t.code)).toEqual(['female', 'A01', 'CTRL-1']);
-    expect('bundle' in out && out.bundle.entry?.[0].resource).toMatchObject({ identifier: [{ value: 'MRN1' }, { value: 'SSN9' }] });
+    expect('bundle' in out && out.bundle.entry?.[0].resource).toMatchObject({
+      identifier: [{ value: 'MRN1' }, { value: 'SSN9' }],
+    });
     expect(await step.run(bundle('male'), message)).toEqual({ filtered: 'script: helpers.js' });
   });
 
@@ -80,7 +84,10 @@ describe('script steps', () => {
     ['a loop in a timer callback', 'module.exports = () => new Promise((r) => setTimeout(() => { for (;;) {} }, 1));'],
     ['an interval that never resolves', 'module.exports = () => new Promise(() => setInterval(() => {}, 2));'],
   ])('stops %s at the time limit with a clear error; the next call works', async (_what, source) => {
-    const name = script(`runaway-${_what.replace(/\W+/g, '-')}.js`, `let calls = 0;\n${source.replace('module.exports = ', 'const bad = ')}\nmodule.exports = (b, m) => (m.headers.controlId === 'bad' ? bad(b) : b);`);
+    const name = script(
+      `runaway-${_what.replace(/\W+/g, '-')}.js`,
+      `let calls = 0;\n${source.replace('module.exports = ', 'const bad = ')}\nmodule.exports = (b, m) => (m.headers.controlId === 'bad' ? bad(b) : b);`,
+    );
     const step = compileStep({ script: name, timeoutMs: 150 }, dir);
     // (unbounded, the 60 s waits and endless loops would outlast the test's own timeout)
     await expect(step.run(bundle(), { ...message, headers: { controlId: 'bad' } })).rejects.toMatchObject({
@@ -108,18 +115,43 @@ describe('script steps', () => {
   });
 
   it('a script that throws or rejects fails its message with the reason; a bad return is refused', async () => {
-    const throws = compileStep({ script: script('throws.js', "module.exports = () => { throw new Error('no MRN'); };") }, dir);
-    await expect(throws.run(bundle(), message)).rejects.toMatchObject({ code: 'FERRY_E_INPUT_SCRIPT_FAILED', message: 'script throws.js threw: no MRN' });
-    const rejects = compileStep({ script: script('rejects.js', "module.exports = async () => { await null; throw new Error('later'); };") }, dir);
-    await expect(rejects.run(bundle(), message)).rejects.toMatchObject({ code: 'FERRY_E_INPUT_SCRIPT_FAILED', message: 'script rejects.js threw: later' });
-    const timer = compileStep({ script: script('timer-throws.js', "module.exports = () => new Promise(() => setTimeout(() => { throw new Error('in a timer'); }, 1));") }, dir);
-    await expect(timer.run(bundle(), message)).rejects.toMatchObject({ code: 'FERRY_E_INPUT_SCRIPT_FAILED', message: 'script timer-throws.js threw: in a timer' });
+    const throws = compileStep(
+      { script: script('throws.js', "module.exports = () => { throw new Error('no MRN'); };") },
+      dir,
+    );
+    await expect(throws.run(bundle(), message)).rejects.toMatchObject({
+      code: 'FERRY_E_INPUT_SCRIPT_FAILED',
+      message: 'script throws.js threw: no MRN',
+    });
+    const rejects = compileStep(
+      { script: script('rejects.js', "module.exports = async () => { await null; throw new Error('later'); };") },
+      dir,
+    );
+    await expect(rejects.run(bundle(), message)).rejects.toMatchObject({
+      code: 'FERRY_E_INPUT_SCRIPT_FAILED',
+      message: 'script rejects.js threw: later',
+    });
+    const timer = compileStep(
+      {
+        script: script(
+          'timer-throws.js',
+          "module.exports = () => new Promise(() => setTimeout(() => { throw new Error('in a timer'); }, 1));",
+        ),
+      },
+      dir,
+    );
+    await expect(timer.run(bundle(), message)).rejects.toMatchObject({
+      code: 'FERRY_E_INPUT_SCRIPT_FAILED',
+      message: 'script timer-throws.js threw: in a timer',
+    });
     const bad = compileStep({ script: script('bad.js', 'module.exports = () => 42;') }, dir);
     await expect(bad.run(bundle(), message)).rejects.toMatchObject({ code: 'FERRY_E_INPUT_SCRIPT_RESULT' });
   });
 
   it('a script that does not load is a config error naming the file', () => {
-    expect(() => compileStep({ script: script('syntax.js', 'module.exports = (b) => {') }, dir)).toThrow(/syntax\.js failed to load/);
+    expect(() => compileStep({ script: script('syntax.js', 'module.exports = (b) => {') }, dir)).toThrow(
+      /syntax\.js failed to load/,
+    );
     expect(() => compileStep({ script: script('noexport.js', 'const x = 1;') }, dir)).toThrow(/must export a function/);
     expect(() => compileStep({ script: 'missing.js' }, dir)).toThrow(/missing\.js failed to load/);
   });

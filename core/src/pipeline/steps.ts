@@ -12,7 +12,11 @@ import type { ScriptHelpers } from './script-api';
 import { scriptHelpers } from './script-helpers';
 
 /** A user script: `module.exports = (bundle, message, ferry) => bundle | null` (or a default export); see script-api.ts. */
-export type ScriptFn = (bundle: Bundle, message: Readonly<StoredMessage>, ferry: ScriptHelpers) => Bundle | null | undefined | Promise<Bundle | null | undefined>;
+export type ScriptFn = (
+  bundle: Bundle,
+  message: Readonly<StoredMessage>,
+  ferry: ScriptHelpers,
+) => Bundle | null | undefined | Promise<Bundle | null | undefined>;
 
 export type StepResult = { bundle: Bundle } | { filtered: string };
 
@@ -25,7 +29,11 @@ export interface CompiledStep {
 export const DEFAULT_SCRIPT_TIMEOUT_MS = 1000;
 
 /** A loaded script: each call bounded by the time limit, awaited parts included. */
-export type BoundedScript = (bundle: Bundle, message: Readonly<StoredMessage>, ferry?: ScriptHelpers) => Promise<Bundle | null | undefined>;
+export type BoundedScript = (
+  bundle: Bundle,
+  message: Readonly<StoredMessage>,
+  ferry?: ScriptHelpers,
+) => Promise<Bundle | null | undefined>;
 
 /**
  * A script's own context (node:vm). Its timers are its own: their callbacks run as evaluations
@@ -66,7 +74,8 @@ class ScriptContext {
         const t: NodeJS.Timeout = track(setTimeout(() => (this.timers.delete(t), this.fire(cb, a)), ms));
         return t;
       },
-      setInterval: (cb: (...a: unknown[]) => void, ms?: number, ...a: unknown[]) => (this.retired ? undefined : track(setInterval(() => this.fire(cb, a), ms))),
+      setInterval: (cb: (...a: unknown[]) => void, ms?: number, ...a: unknown[]) =>
+        this.retired ? undefined : track(setInterval(() => this.fire(cb, a), ms)),
       setImmediate: (cb: (...a: unknown[]) => void, ...a: unknown[]) => {
         if (this.retired) return undefined;
         const t: NodeJS.Immediate = track(setImmediate(() => (this.timers.delete(t), this.fire(cb, a))));
@@ -77,14 +86,26 @@ class ScriptContext {
       clearImmediate: (t: NodeJS.Immediate) => (clearImmediate(t), this.timers.delete(t)),
     });
     const mod: { exports: any } = { exports: {} };
-    const wrapper = new vm.Script(`(function (module, exports, require, __filename, __dirname) {${source}\n})`, { filename: abs });
+    const wrapper = new vm.Script(`(function (module, exports, require, __filename, __dirname) {${source}\n})`, {
+      filename: abs,
+    });
     context.__init = wrapper.runInContext(context, { timeout: timeoutMs }) as (...a: unknown[]) => void;
     context.__args = [mod, mod.exports, createRequire(abs), abs, path.dirname(abs)];
     vm.runInContext('__init.apply(undefined, __args)', context, { timeout: timeoutMs });
     context.__init = context.__args = undefined;
     const exported = mod.exports;
-    const fn = typeof exported === 'function' ? exported : typeof exported?.default === 'function' ? exported.default : undefined;
-    if (!fn) throw new FerryError('CONFIG_SCRIPT_EXPORT', `script ${abs} must export a function (bundle, message, ferry) => bundle | null`, { kind: 'config' });
+    const fn =
+      typeof exported === 'function'
+        ? exported
+        : typeof exported?.default === 'function'
+          ? exported.default
+          : undefined;
+    if (!fn)
+      throw new FerryError(
+        'CONFIG_SCRIPT_EXPORT',
+        `script ${abs} must export a function (bundle, message, ferry) => bundle | null`,
+        { kind: 'config' },
+      );
     context.__fn = fn;
     this.context = context;
   }
@@ -95,7 +116,9 @@ class ScriptContext {
     const call = this.call;
     this.context.__cb = () => cb(...args);
     try {
-      timerScript.runInContext(this.context, { timeout: Math.max(1, call ? call.deadline - Date.now() : this.timeoutMs) });
+      timerScript.runInContext(this.context, {
+        timeout: Math.max(1, call ? call.deadline - Date.now() : this.timeoutMs),
+      });
     } catch (e) {
       // never an uncaught exception in the engine: it fails the call under way (or is dropped with the context)
       if (call) call.fail(e);
@@ -141,11 +164,23 @@ export function loadScript(file: string, baseDir: string, timeoutMs = DEFAULT_SC
     ctx = new ScriptContext(abs, source, timeoutMs);
   } catch (e) {
     if (e instanceof FerryError) throw e;
-    throw new FerryError('CONFIG_SCRIPT_LOAD', `script ${abs} failed to load: ${(e as Error).message}`, { kind: 'config', cause: e });
+    throw new FerryError('CONFIG_SCRIPT_LOAD', `script ${abs} failed to load: ${(e as Error).message}`, {
+      kind: 'config',
+      cause: e,
+    });
   }
-  const timeoutError = () => new FerryError('INPUT_SCRIPT_TIMEOUT', `script ${file} did not finish within ${timeoutMs} ms (stopped; only this message fails)`, { kind: 'input' });
+  const timeoutError = () =>
+    new FerryError(
+      'INPUT_SCRIPT_TIMEOUT',
+      `script ${file} did not finish within ${timeoutMs} ms (stopped; only this message fails)`,
+      { kind: 'input' },
+    );
 
-  const callOnce = (bundle: Bundle, message: Readonly<StoredMessage>, ferry: ScriptHelpers): Promise<Bundle | null | undefined> => {
+  const callOnce = (
+    bundle: Bundle,
+    message: Readonly<StoredMessage>,
+    ferry: ScriptHelpers,
+  ): Promise<Bundle | null | undefined> => {
     const deadline = Date.now() + timeoutMs;
     const c = ctx;
     const giveUp = () => {
@@ -241,11 +276,16 @@ export function compileStep(step: StepConfig, baseDir: string): CompiledStep {
           out = await fn(copy, message, scriptHelpers(copy, message));
         } catch (e) {
           if (e instanceof FerryError && e.code === 'FERRY_E_INPUT_SCRIPT_TIMEOUT') throw e;
-          throw new FerryError('INPUT_SCRIPT_FAILED', `script ${step.script} threw: ${(e as Error).message}`, { kind: 'input', cause: e });
+          throw new FerryError('INPUT_SCRIPT_FAILED', `script ${step.script} threw: ${(e as Error).message}`, {
+            kind: 'input',
+            cause: e,
+          });
         }
         if (out === null || out === undefined) return { filtered: `script: ${step.script}` };
         if (typeof out !== 'object' || (out as Bundle).resourceType !== 'Bundle')
-          throw new FerryError('INPUT_SCRIPT_RESULT', `script ${step.script} must return a Bundle or null`, { kind: 'input' });
+          throw new FerryError('INPUT_SCRIPT_RESULT', `script ${step.script} must return a Bundle or null`, {
+            kind: 'input',
+          });
         return { bundle: out };
       },
     };

@@ -192,7 +192,8 @@ export class TransformPool {
    */
   async process(messages: StoredMessage[], timeoutMs = 0, generation?: RouteGeneration): Promise<ProcessingReport[]> {
     // A worker being replaced: wait for it (bounded) rather than fail the batch over to the engine thread.
-    if (!this.slots.some((s) => s.ready) && this.slots.length && !this.closed) await this.readyOrTimeout(Math.max(timeoutMs, 30_000));
+    if (!this.slots.some((s) => s.ready) && this.slots.length && !this.closed)
+      await this.readyOrTimeout(Math.max(timeoutMs, 30_000));
     return this.send(messages, timeoutMs, generation);
   }
 
@@ -208,17 +209,23 @@ export class TransformPool {
     });
   }
 
-  private send(messages: StoredMessage[], timeoutMs: number, generation?: RouteGeneration): Promise<ProcessingReport[]> {
+  private send(
+    messages: StoredMessage[],
+    timeoutMs: number,
+    generation?: RouteGeneration,
+  ): Promise<ProcessingReport[]> {
     const ready = this.slots.filter((s) => s.ready);
     if (!ready.length) return Promise.reject(new Error('no transform worker is running'));
     const slot = ready.reduce((a, b) => (b.load < a.load ? b : a));
     const id = this.nextId++;
     return new Promise<ProcessingReport[]>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
-      const done = <T>(f: (v: T) => void) => (v: T) => {
-        if (timer) clearTimeout(timer);
-        f(v);
-      };
+      const done =
+        <T>(f: (v: T) => void) =>
+        (v: T) => {
+          if (timer) clearTimeout(timer);
+          f(v);
+        };
       slot.pending.set(id, { resolve: done(resolve), reject: done(reject), size: messages.length });
       slot.load += messages.length;
       // an idle worker starts on this batch now: its silence counts from here
@@ -233,7 +240,10 @@ export class TransformPool {
         if (!p) return;
         slot.pending.delete(id);
         slot.load -= p.size;
-        this.logger.error('transform worker did not answer in time; replacing it', { messages: messages.length, timeoutMs });
+        this.logger.error('transform worker did not answer in time; replacing it', {
+          messages: messages.length,
+          timeoutMs,
+        });
         reject(new TransformTimeoutError(timeoutMs));
         void slot.worker.terminate();
       };

@@ -25,11 +25,17 @@ async function main(): Promise<void> {
   let transforms: string[];
   try {
     const host = new PluginHost(logger);
-    const defs: PluginDefinition[] = [corePlugin, ...data.plugins.map((ref) => PluginHost.resolveDefinition(ref, data.pluginBaseDir))];
+    const defs: PluginDefinition[] = [
+      corePlugin,
+      ...data.plugins.map((ref) => PluginHost.resolveDefinition(ref, data.pluginBaseDir)),
+    ];
     await host.load(defs, (def) => data.pluginConfig[def.manifest.id] ?? {});
     impls = host.transforms().map((t) => t.container.resolve(t.impl));
     transforms = impls.map((t) => t.name);
-    pipeline = new MessagePipeline(impls, data.routes, data.baseDir, { validate: data.validate, dataQuality: data.dataQuality });
+    pipeline = new MessagePipeline(impls, data.routes, data.baseDir, {
+      validate: data.validate,
+      dataQuality: data.dataQuality,
+    });
     if (data.validate) warmFhirValidator();
   } catch (e) {
     parentPort!.postMessage({ type: 'failed', message: (e as Error).message } satisfies WorkerReply);
@@ -43,7 +49,10 @@ async function main(): Promise<void> {
         // A reload: the batch carries the routes of the config it is routed by (see RouteGeneration).
         const g = req.generation;
         if (g && g.key !== key) {
-          pipeline = new MessagePipeline(impls, g.routes, data.baseDir, { validate: data.validate, dataQuality: g.dataQuality });
+          pipeline = new MessagePipeline(impls, g.routes, data.baseDir, {
+            validate: data.validate,
+            dataQuality: g.dataQuality,
+          });
           key = g.key;
         }
         // One pipeline for the whole batch, even if a later batch brings another version meanwhile.
@@ -59,7 +68,12 @@ async function main(): Promise<void> {
           // A Buffer arrives as a plain Uint8Array: view the same bytes as a Buffer again.
           const body = m.body ? Buffer.from(m.body.buffer, m.body.byteOffset, m.body.byteLength) : undefined;
           const message: StoredMessage = { ...m, body };
-          const log = logger.child({ messageId: m.id, source: m.sourceId, controlId: m.headers.controlId, messageType: m.headers.messageType });
+          const log = logger.child({
+            messageId: m.id,
+            source: m.sourceId,
+            controlId: m.headers.controlId,
+            messageType: m.headers.messageType,
+          });
           reports.push(await batchPipeline.process(message, log));
         }
         parentPort!.postMessage({ type: 'done', id: req.id, reports } satisfies WorkerReply);

@@ -37,18 +37,33 @@ describe('core plugin types and their config schemas', () => {
   });
 
   it('file sink: defaults, and every problem with its path', () => {
-    expect(check(fileSinkSchema, { dir: './out' })).toMatchObject({ problems: [], value: { dir: './out', format: 'ndjson', file: 'bundles.ndjson', fsync: true } });
+    expect(check(fileSinkSchema, { dir: './out' })).toMatchObject({
+      problems: [],
+      value: { dir: './out', format: 'ndjson', file: 'bundles.ndjson', fsync: true },
+    });
     // a format name that is not the sink's own (xml, hl7v2) passes the schema: the config loader asks the loaded plugins (fhir-to-hl7v2-sinks e2e)
     expect(check(fileSinkSchema, { format: 'x m l', nope: 1 }).problems).toEqual(
-      expect.arrayContaining([expect.stringMatching(/^sinks\.x\.dir: .*required/), expect.stringMatching(/^sinks\.x\.format: /), 'sinks.x.nope: unknown key']),
+      expect.arrayContaining([
+        expect.stringMatching(/^sinks\.x\.dir: .*required/),
+        expect.stringMatching(/^sinks\.x\.format: /),
+        'sinks.x.nope: unknown key',
+      ]),
     );
   });
 
   it('http sink: url required and checked; header map and auth keys validated', () => {
-    const ok = check(httpSinkSchema, { url: 'https://example.org/in', headers: { 'X-A': 'b' }, auth: { type: 'bearer', token: 't' } });
+    const ok = check(httpSinkSchema, {
+      url: 'https://example.org/in',
+      headers: { 'X-A': 'b' },
+      auth: { type: 'bearer', token: 't' },
+    });
     expect(ok.problems).toEqual([]);
     expect(ok.value).toMatchObject({ method: 'POST', timeoutMs: 10000, auth: { type: 'bearer', token: 't' } });
-    const bad = check(httpSinkSchema, { url: 'ftp://x', headers: { 'bad header': 'x' }, auth: { type: 'kerberos' } }).problems;
+    const bad = check(httpSinkSchema, {
+      url: 'ftp://x',
+      headers: { 'bad header': 'x' },
+      auth: { type: 'kerberos' },
+    }).problems;
     expect(bad).toEqual(
       expect.arrayContaining([
         expect.stringMatching(/^sinks\.x\.url: .*http\(s\) URL/),
@@ -62,16 +77,30 @@ describe('core plugin types and their config schemas', () => {
   it('fhir sink: baseUrl required; client_credentials keys accepted', () => {
     const ok = check(fhirSinkSchema, {
       baseUrl: 'http://127.0.0.1:8103/fhir/R4',
-      auth: { type: 'client_credentials', tokenUrl: 'http://127.0.0.1:8103/token', clientId: 'c', clientSecret: 's', scope: 'system/*.write' },
+      auth: {
+        type: 'client_credentials',
+        tokenUrl: 'http://127.0.0.1:8103/token',
+        clientId: 'c',
+        clientSecret: 's',
+        scope: 'system/*.write',
+      },
     });
     expect(ok.problems).toEqual([]);
     expect(ok.value.timeoutMs).toBe(30000);
-    expect(check(fhirSinkSchema, { baseUrl: 'nope' }).problems).toEqual([expect.stringMatching(/^sinks\.x\.baseUrl: /)]);
+    expect(check(fhirSinkSchema, { baseUrl: 'nope' }).problems).toEqual([
+      expect.stringMatching(/^sinks\.x\.baseUrl: /),
+    ]);
   });
 
   it('file and http sources: defaults and problems', () => {
-    expect(check(fileSourceSchema, { dir: './in' }, sourceCommonSchema)).toMatchObject({ problems: [], value: { pattern: '*', batch: true, doneDir: 'done', errorDir: 'error' } });
-    expect(check(httpSourceSchema, { port: 0 }, sourceCommonSchema)).toMatchObject({ problems: [], value: { host: '127.0.0.1', path: '/messages', port: 0 } });
+    expect(check(fileSourceSchema, { dir: './in' }, sourceCommonSchema)).toMatchObject({
+      problems: [],
+      value: { pattern: '*', batch: true, doneDir: 'done', errorDir: 'error' },
+    });
+    expect(check(httpSourceSchema, { port: 0 }, sourceCommonSchema)).toMatchObject({
+      problems: [],
+      value: { host: '127.0.0.1', path: '/messages', port: 0 },
+    });
     expect(check(httpSourceSchema, { path: 'no-slash', port: 70000 }, sourceCommonSchema).problems).toEqual(
       expect.arrayContaining([expect.stringMatching(/^sinks\.x\.path: /), expect.stringMatching(/^sinks\.x\.port: /)]),
     );
@@ -80,7 +109,10 @@ describe('core plugin types and their config schemas', () => {
 
 describe('example configs using the core types', () => {
   it.each(['http-to-fhir.yaml', 'file-drop.yaml', 'secure-admin.yaml'])('config/examples/%s validates', async (f) => {
-    const { config } = await configure({ configFile: path.resolve(__dirname, '../../../config/examples', f), env: { INGEST_TOKEN: 'x', FHIR_TOKEN: 'y' } });
+    const { config } = await configure({
+      configFile: path.resolve(__dirname, '../../../config/examples', f),
+      env: { INGEST_TOKEN: 'x', FHIR_TOKEN: 'y' },
+    });
     expect(Object.keys(config.sinks).length).toBeGreaterThan(0);
   });
 });

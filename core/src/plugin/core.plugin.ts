@@ -10,7 +10,12 @@ import { CORE_VERSION } from './plugin-host';
 
 /** The core's own source and sink types and the FHIR JSON transform; always loaded first. */
 export const corePlugin = definePlugin({
-  manifest: { id: 'core', version: CORE_VERSION, engine: `^${CORE_VERSION}`, description: 'file/http/audit sources; file/http/fhir sinks; FHIR JSON transform' },
+  manifest: {
+    id: 'core',
+    version: CORE_VERSION,
+    engine: `^${CORE_VERSION}`,
+    description: 'file/http/audit sources; file/http/fhir sinks; FHIR JSON transform',
+  },
   configSchema: {},
   register(reg) {
     reg.addTransform(FhirJsonTransform);

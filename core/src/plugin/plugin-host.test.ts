@@ -9,8 +9,11 @@ class NullSink implements MessageSink {
   async deliver(): Promise<void> {}
 }
 
-const plugin = (id: string, extra: Partial<PluginDefinition['manifest']> = {}, register: PluginDefinition['register'] = () => undefined) =>
-  definePlugin({ manifest: { id, version: '1.0.0', engine: '^0.1.0', ...extra }, configSchema: {}, register });
+const plugin = (
+  id: string,
+  extra: Partial<PluginDefinition['manifest']> = {},
+  register: PluginDefinition['register'] = () => undefined,
+) => definePlugin({ manifest: { id, version: '1.0.0', engine: '^0.1.0', ...extra }, configSchema: {}, register });
 
 const load = (defs: PluginDefinition[]) => new PluginHost(silentLogger()).load(defs, () => ({}));
 
@@ -21,13 +24,19 @@ describe('PluginHost', () => {
       expect.stringMatching(/manifest.version must be a semver/),
       expect.stringMatching(/manifest.engine must be a semver range/),
     ]);
-    expect(manifestProblems({ id: 'ok', version: '1.0.0', engine: '^2.0.0' }, '0.1.0')).toEqual(['needs @ferry/core ^2.0.0, this is 0.1.0']);
+    expect(manifestProblems({ id: 'ok', version: '1.0.0', engine: '^2.0.0' }, '0.1.0')).toEqual([
+      'needs @ferry/core ^2.0.0, this is 0.1.0',
+    ]);
     expect(manifestProblems({ id: 'ok', version: '1.0.0', engine: '>=0.1.0' }, '0.1.0')).toEqual([]);
   });
 
   it('refuses a bad plugin with one error naming it', async () => {
-    await expect(load([plugin('good'), plugin('old', { engine: '^9.0.0' })])).rejects.toThrow('plugin "old": needs @ferry/core ^9.0.0');
-    await expect(load([plugin('needy', { dependsOn: ['absent'] })])).rejects.toThrow('plugin "needy": depends on "absent", which is not loaded');
+    await expect(load([plugin('good'), plugin('old', { engine: '^9.0.0' })])).rejects.toThrow(
+      'plugin "old": needs @ferry/core ^9.0.0',
+    );
+    await expect(load([plugin('needy', { dependsOn: ['absent'] })])).rejects.toThrow(
+      'plugin "needy": depends on "absent", which is not loaded',
+    );
     await expect(load([plugin('twice'), plugin('twice')])).rejects.toThrow('plugin "twice": loaded twice');
     await expect(
       load([
@@ -63,8 +72,12 @@ describe('PluginHost', () => {
   });
 
   it('says clearly when a plugin package cannot be found or is not a plugin', () => {
-    expect(() => PluginHost.resolveDefinition('@acme/ferry-plugin-nonexistent', process.cwd())).toThrow('plugin "@acme/ferry-plugin-nonexistent" not found');
+    expect(() => PluginHost.resolveDefinition('@acme/ferry-plugin-nonexistent', process.cwd())).toThrow(
+      'plugin "@acme/ferry-plugin-nonexistent" not found',
+    );
     expect(() => PluginHost.resolveDefinition('./no/such/dir', process.cwd())).toThrow(/not found \(no module at/);
-    expect(() => PluginHost.resolveDefinition('semver', process.cwd())).toThrow('does not export a definePlugin(...) definition');
+    expect(() => PluginHost.resolveDefinition('semver', process.cwd())).toThrow(
+      'does not export a definePlugin(...) definition',
+    );
   });
 });

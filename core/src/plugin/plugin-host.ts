@@ -56,19 +56,28 @@ const ID_RE = /^[a-z][a-z0-9]*(-[a-z0-9]+)*$/;
 export const CORE_VERSION: string = require('../../package.json').version;
 
 const pluginError = (id: string, what: string, details?: Record<string, unknown>) =>
-  new FerryError('CONFIG_PLUGIN_INVALID', `plugin "${id}": ${what}`, { kind: 'config', details: { plugin: id, ...details } });
+  new FerryError('CONFIG_PLUGIN_INVALID', `plugin "${id}": ${what}`, {
+    kind: 'config',
+    details: { plugin: id, ...details },
+  });
 
 /** Checks a manifest; returns every problem found. */
 export function manifestProblems(m: unknown, coreVersion = CORE_VERSION): string[] {
   const problems: string[] = [];
   if (!m || typeof m !== 'object') return ['manifest missing'];
   const man = m as Partial<PluginManifest>;
-  if (typeof man.id !== 'string' || !ID_RE.test(man.id)) problems.push(`manifest.id must be kebab-case (got ${JSON.stringify(man.id)})`);
-  if (typeof man.version !== 'string' || !valid(man.version)) problems.push(`manifest.version must be a semver version (got ${JSON.stringify(man.version)})`);
-  if (typeof man.engine !== 'string' || !validRange(man.engine)) problems.push(`manifest.engine must be a semver range (got ${JSON.stringify(man.engine)})`);
+  if (typeof man.id !== 'string' || !ID_RE.test(man.id))
+    problems.push(`manifest.id must be kebab-case (got ${JSON.stringify(man.id)})`);
+  if (typeof man.version !== 'string' || !valid(man.version))
+    problems.push(`manifest.version must be a semver version (got ${JSON.stringify(man.version)})`);
+  if (typeof man.engine !== 'string' || !validRange(man.engine))
+    problems.push(`manifest.engine must be a semver range (got ${JSON.stringify(man.engine)})`);
   else if (!satisfies(coreVersion, man.engine, { includePrerelease: true }))
     problems.push(`needs @ferry/core ${man.engine}, this is ${coreVersion}`);
-  if (man.dependsOn !== undefined && (!Array.isArray(man.dependsOn) || man.dependsOn.some((d) => typeof d !== 'string')))
+  if (
+    man.dependsOn !== undefined &&
+    (!Array.isArray(man.dependsOn) || man.dependsOn.some((d) => typeof d !== 'string'))
+  )
     problems.push('manifest.dependsOn must be a list of plugin ids');
   return problems;
 }
@@ -110,10 +119,14 @@ export class PluginHost {
     }
     const def = mod?.default && typeof mod.default === 'object' && 'manifest' in mod.default ? mod.default : mod;
     if (!def || typeof def !== 'object' || !('manifest' in def) || typeof def.register !== 'function')
-      throw new FerryError('CONFIG_PLUGIN_INVALID', `plugin "${ref}": the module does not export a definePlugin(...) definition (default export)`, {
-        kind: 'config',
-        details: { plugin: ref },
-      });
+      throw new FerryError(
+        'CONFIG_PLUGIN_INVALID',
+        `plugin "${ref}": the module does not export a definePlugin(...) definition (default export)`,
+        {
+          kind: 'config',
+          details: { plugin: ref },
+        },
+      );
     return def as PluginDefinition;
   }
 
@@ -133,7 +146,11 @@ export class PluginHost {
     }
     for (const def of defs) {
       const missing = (def.manifest.dependsOn ?? []).filter((d) => !ids.has(d));
-      if (missing.length) throw pluginError(def.manifest.id, `depends on ${missing.map((m) => `"${m}"`).join(', ')}, which is not loaded`);
+      if (missing.length)
+        throw pluginError(
+          def.manifest.id,
+          `depends on ${missing.map((m) => `"${m}"`).join(', ')}, which is not loaded`,
+        );
     }
     // Dependencies register first.
     for (const def of topoSort(defs)) await this.register(def, configs(def));
@@ -167,7 +184,8 @@ export class PluginHost {
       },
       registerFacadeProvider: (kind, registration) => {
         if (!ID_RE.test(kind)) throw pluginError(id, `connection kind "${kind}" must be kebab-case`);
-        if (typeof registration?.create !== 'function') throw pluginError(id, `connection kind "${kind}": create must be a function`);
+        if (typeof registration?.create !== 'function')
+          throw pluginError(id, `connection kind "${kind}": create must be a function`);
         const prev = this.facadeProviders().find((r) => r.kind === kind);
         if (prev) throw pluginError(id, `connection kind "${kind}" is already registered by plugin "${prev.plugin}"`);
         this.container.register(coreTokens.facadeProviders, { useValue: { kind, plugin: id, registration } });
@@ -187,11 +205,15 @@ export class PluginHost {
       await def.register(reg);
     } catch (e) {
       if (e instanceof FerryError) throw e;
-      throw new FerryError('CONFIG_PLUGIN_REGISTER_FAILED', `plugin "${id}": register() failed: ${(e as Error).message}`, {
-        kind: 'config',
-        cause: e,
-        details: { plugin: id },
-      });
+      throw new FerryError(
+        'CONFIG_PLUGIN_REGISTER_FAILED',
+        `plugin "${id}": register() failed: ${(e as Error).message}`,
+        {
+          kind: 'config',
+          cause: e,
+          details: { plugin: id },
+        },
+      );
     }
     this.loaded.set(id, def);
     logger.debug('plugin registered', { version: def.manifest.version });

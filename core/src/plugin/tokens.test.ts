@@ -42,7 +42,11 @@ describe('typed DI tokens', () => {
   });
 
   it('carry their type (TokenType)', () => {
-    const sink: TokenType<typeof coreTokens.SinkContext> = { id: 'x', config: {}, logger: { error() {}, warn() {}, info() {}, debug() {}, child: () => sink.logger } };
+    const sink: TokenType<typeof coreTokens.SinkContext> = {
+      id: 'x',
+      config: {},
+      logger: { error() {}, warn() {}, info() {}, debug() {}, child: () => sink.logger },
+    };
     const same: SinkContext = sink;
     expect(same.id).toBe('x');
     const t: Token<number> = createToken<number>('test.tokens.n');

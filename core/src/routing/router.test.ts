@@ -13,13 +13,36 @@ describe('router', () => {
     const base = { steps: [], to: ['x'], ordering: 'strict' as const };
     const routes = [
       compileRoute({ ...base, id: 'adt', from: ['a'], when: { messageType: ['ADT^*'], fhirpath: '' } }),
-      compileRoute({ ...base, id: 'pat', from: [], when: { messageType: [], fhirpath: "Bundle.entry.resource.ofType(Patient).exists()" } }),
+      compileRoute({
+        ...base,
+        id: 'pat',
+        from: [],
+        when: { messageType: [], fhirpath: 'Bundle.entry.resource.ofType(Patient).exists()' },
+      }),
       compileRoute({ ...base, id: 'other-src', from: ['b'], when: { messageType: [], fhirpath: '' } }),
     ];
-    const msg = { id: '1', seq: 1, sourceId: 'a', contentType: 'x', headers: { messageType: 'ADT^A01' }, receivedAt: new Date(), status: 'received' as const };
-    const withPatient = { resourceType: 'Bundle' as const, type: 'collection' as const, entry: [{ resource: { resourceType: 'Patient' as const } }] };
+    const msg = {
+      id: '1',
+      seq: 1,
+      sourceId: 'a',
+      contentType: 'x',
+      headers: { messageType: 'ADT^A01' },
+      receivedAt: new Date(),
+      status: 'received' as const,
+    };
+    const withPatient = {
+      resourceType: 'Bundle' as const,
+      type: 'collection' as const,
+      entry: [{ resource: { resourceType: 'Patient' as const } }],
+    };
     expect(matchRoutes(routes, msg, withPatient).map((r) => r.config.id)).toEqual(['adt', 'pat']);
-    expect(matchRoutes(routes, { ...msg, headers: { messageType: 'ORU^R01' } }, { resourceType: 'Bundle', type: 'collection' }).map((r) => r.config.id)).toEqual([]);
+    expect(
+      matchRoutes(
+        routes,
+        { ...msg, headers: { messageType: 'ORU^R01' } },
+        { resourceType: 'Bundle', type: 'collection' },
+      ).map((r) => r.config.id),
+    ).toEqual([]);
   });
 
   it('glob: anchored at both ends, case-insensitive, ? exactly one character, regex characters literal', () => {
@@ -47,7 +70,12 @@ describe('router', () => {
   it('from and messageType: empty matches everything (even no type); otherwise exactly the listed ones', () => {
     const base = { steps: [], to: ['x'], ordering: 'strict' as const };
     const any = compileRoute({ ...base, id: 'any', from: [], when: { messageType: [], fhirpath: '' } });
-    const some = compileRoute({ ...base, id: 'some', from: ['a', 'b'], when: { messageType: ['ADT^A01', 'ORU^*'], fhirpath: '' } });
+    const some = compileRoute({
+      ...base,
+      id: 'some',
+      from: ['a', 'b'],
+      when: { messageType: ['ADT^A01', 'ORU^*'], fhirpath: '' },
+    });
     expect(any.matchesSource('zzz')).toBe(true);
     expect(any.matchesType(undefined)).toBe(true);
     expect(some.matchesSource('a')).toBe(true);
@@ -61,9 +89,26 @@ describe('router', () => {
 
   it('every condition must hold: source, type and FHIRPath each exclude on their own', () => {
     const base = { steps: [], to: ['x'], ordering: 'strict' as const };
-    const r = compileRoute({ ...base, id: 'r', from: ['a'], when: { messageType: ['ADT^*'], fhirpath: 'Bundle.entry.resource.ofType(Patient).exists()' } });
-    const msg = { id: '1', seq: 1, sourceId: 'a', contentType: 'x', headers: { messageType: 'ADT^A01' }, receivedAt: new Date(), status: 'received' as const };
-    const patient = { resourceType: 'Bundle' as const, type: 'collection' as const, entry: [{ resource: { resourceType: 'Patient' as const } }] };
+    const r = compileRoute({
+      ...base,
+      id: 'r',
+      from: ['a'],
+      when: { messageType: ['ADT^*'], fhirpath: 'Bundle.entry.resource.ofType(Patient).exists()' },
+    });
+    const msg = {
+      id: '1',
+      seq: 1,
+      sourceId: 'a',
+      contentType: 'x',
+      headers: { messageType: 'ADT^A01' },
+      receivedAt: new Date(),
+      status: 'received' as const,
+    };
+    const patient = {
+      resourceType: 'Bundle' as const,
+      type: 'collection' as const,
+      entry: [{ resource: { resourceType: 'Patient' as const } }],
+    };
     const none = { resourceType: 'Bundle' as const, type: 'collection' as const, entry: [] };
     expect(matchRoutes([r], msg, patient)).toEqual([r]);
     expect(matchRoutes([r], { ...msg, sourceId: 'b' }, patient)).toEqual([]);

@@ -5,7 +5,10 @@ import type { StoredMessage } from '../model/message';
 
 /** `ADT^A0*` -> /^ADT\^A0.*$/ ; `?` matches one character. */
 export function globToRegExp(glob: string): RegExp {
-  const re = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const re = glob
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   return new RegExp(`^${re}$`, 'i');
 }
 
@@ -46,8 +49,21 @@ export interface RouteExplanation {
 
 export function explainRoute(r: CompiledRoute, message: StoredMessage, bundle: Bundle): RouteExplanation {
   const c = r.config;
-  if (!r.matchesSource(message.sourceId)) return { route: c.id, matched: false, failed: 'from', detail: `source ${message.sourceId} not in [${c.from.join(', ')}]` };
-  if (!r.matchesType(message.headers.messageType)) return { route: c.id, matched: false, failed: 'when.messageType', detail: `message type ${message.headers.messageType ?? '(none)'} not in [${c.when.messageType.join(', ')}]` };
-  if (c.when.fhirpath && !fhirpathTest(c.when.fhirpath, bundle)) return { route: c.id, matched: false, failed: 'when.fhirpath', detail: `${c.when.fhirpath} is false` };
+  if (!r.matchesSource(message.sourceId))
+    return {
+      route: c.id,
+      matched: false,
+      failed: 'from',
+      detail: `source ${message.sourceId} not in [${c.from.join(', ')}]`,
+    };
+  if (!r.matchesType(message.headers.messageType))
+    return {
+      route: c.id,
+      matched: false,
+      failed: 'when.messageType',
+      detail: `message type ${message.headers.messageType ?? '(none)'} not in [${c.when.messageType.join(', ')}]`,
+    };
+  if (c.when.fhirpath && !fhirpathTest(c.when.fhirpath, bundle))
+    return { route: c.id, matched: false, failed: 'when.fhirpath', detail: `${c.when.fhirpath} is false` };
   return { route: c.id, matched: true };
 }

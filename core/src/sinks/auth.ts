@@ -6,15 +6,28 @@ import { defineSchema, type SchemaType } from '../config/schema-type';
 
 /** `auth:` keys shared by the http and fhir sinks. Secrets come from `${ENV}` or `<key>_FILE`. */
 export const sinkAuthSchema = defineSchema({
-  type: { doc: 'none | basic | bearer | client_credentials', format: ['none', 'basic', 'bearer', 'client_credentials'], default: 'none' },
+  type: {
+    doc: 'none | basic | bearer | client_credentials',
+    format: ['none', 'basic', 'bearer', 'client_credentials'],
+    default: 'none',
+  },
   username: { doc: 'basic: user name', format: String, default: '' },
   password: { doc: 'basic: password (use ${ENV} or password_FILE)', format: String, default: '', sensitive: true },
   token: { doc: 'bearer: the token (use ${ENV} or token_FILE)', format: String, default: '', sensitive: true },
   tokenUrl: { doc: 'client_credentials: OAuth 2.0 token endpoint', format: optionalHttpUrl, default: '' },
   clientId: { doc: 'client_credentials: client id', format: String, default: '' },
-  clientSecret: { doc: 'client_credentials: client secret (use ${ENV} or clientSecret_FILE)', format: String, default: '', sensitive: true },
+  clientSecret: {
+    doc: 'client_credentials: client secret (use ${ENV} or clientSecret_FILE)',
+    format: String,
+    default: '',
+    sensitive: true,
+  },
   scope: { doc: 'client_credentials: requested scope (space separated)', format: String, default: '' },
-  clientAuth: { doc: 'client_credentials: how the client authenticates to the token endpoint: basic (HTTP Basic) or post (form fields)', format: ['basic', 'post'], default: 'basic' },
+  clientAuth: {
+    doc: 'client_credentials: how the client authenticates to the token endpoint: basic (HTTP Basic) or post (form fields)',
+    format: ['basic', 'post'],
+    default: 'basic',
+  },
 });
 
 export type SinkAuthConfig = SchemaType<typeof sinkAuthSchema>;

@@ -17,7 +17,8 @@ export function httpUrl(v: unknown): void {
   } catch {
     throw new Error(`must be an absolute http(s) URL, got "${v}"`);
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`must be an http(s) URL, got protocol ${u.protocol}`);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    throw new Error(`must be an http(s) URL, got protocol ${u.protocol}`);
 }
 
 /** convict format: an http(s) URL or empty. */
@@ -28,7 +29,8 @@ export function optionalHttpUrl(v: unknown): void {
 
 /** convict format: a map of header name -> string value. */
 export function headerMap(v: unknown): void {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('must be a mapping of header name -> value');
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    throw new Error('must be a mapping of header name -> value');
   for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
     if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(k)) throw new Error(`"${k}" is not a valid header name`);
     if (typeof val !== 'string' && typeof val !== 'number') throw new Error(`header "${k}" must be a string`);
@@ -42,7 +44,11 @@ export function isRetryableStatus(status: number): boolean {
 
 /** The network-level reason of a failed fetch (ECONNREFUSED, ETIMEDOUT, ...). */
 export function networkCode(e: unknown): string {
-  const err = e as { name?: string; code?: string; cause?: { code?: string; name?: string; cause?: { code?: string } } };
+  const err = e as {
+    name?: string;
+    code?: string;
+    cause?: { code?: string; name?: string; cause?: { code?: string } };
+  };
   if (err?.name === 'TimeoutError' || err?.cause?.name === 'TimeoutError') return 'TIMEOUT';
   if (err?.name === 'AbortError') return 'ABORTED';
   return err?.cause?.code ?? err?.cause?.cause?.code ?? err?.code ?? 'NETWORK';
@@ -78,7 +84,8 @@ export function statusDeliveryError(
   const retryAfterMs = parseRetryAfter(headers?.get('retry-after') ?? null);
   const details = { status, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}), ...extra };
   const msg = `${sink}: ${what} answered HTTP ${status}${reason ? ` (${reason})` : ''}`;
-  if (isRetryableStatus(status)) return retryableDeliveryError(status === 429 ? 'THROTTLED' : 'UNAVAILABLE', msg, details);
+  if (isRetryableStatus(status))
+    return retryableDeliveryError(status === 429 ? 'THROTTLED' : 'UNAVAILABLE', msg, details);
   if (status === 401 || status === 403) return permanentDeliveryError('UNAUTHORIZED', msg, details);
   return permanentDeliveryError('REJECTED', msg, details);
 }
@@ -95,7 +102,8 @@ export function safeFileName(s: string): string {
  */
 export function formatName(own: readonly string[]): (v: unknown) => void {
   return (v: unknown) => {
-    if (typeof v !== 'string' || !/^[a-z][a-z0-9-]*$/.test(v)) throw new Error(`must be one of ${own.join(', ')} or a format a loaded plugin writes (e.g. hl7v2)`);
+    if (typeof v !== 'string' || !/^[a-z][a-z0-9-]*$/.test(v))
+      throw new Error(`must be one of ${own.join(', ')} or a format a loaded plugin writes (e.g. hl7v2)`);
   };
 }
 
@@ -108,19 +116,47 @@ export { OWN_FORMATS } from './formats';
  */
 /** The dead-delivery codes of a core sink writing a plugin format (hl7v2 named; any other plugin format one code). */
 export function fhirToFormatCode(kind: 'FILE' | 'HTTP', format: string) {
-  if (format === 'hl7v2') return kind === 'FILE' ? ('DELIVERY_FILE_FHIR_TO_HL7V2' as const) : ('DELIVERY_HTTP_FHIR_TO_HL7V2' as const);
+  if (format === 'hl7v2')
+    return kind === 'FILE' ? ('DELIVERY_FILE_FHIR_TO_HL7V2' as const) : ('DELIVERY_HTTP_FHIR_TO_HL7V2' as const);
   return kind === 'FILE' ? ('DELIVERY_FILE_FHIR_TO_FORMAT' as const) : ('DELIVERY_HTTP_FHIR_TO_FORMAT' as const);
 }
 
-export async function writtenMessages(sink: string, kind: 'FILE' | 'HTTP', ctx: SinkContext, d: Delivery, format: string, profile: unknown): Promise<string[]> {
-  if (!ctx.fromFhir) throw permanentDeliveryError(kind === 'FILE' ? 'FILE_NO_WRITER' : 'HTTP_NO_WRITER', `${sink}: format ${format} needs a plugin that writes it`);
+export async function writtenMessages(
+  sink: string,
+  kind: 'FILE' | 'HTTP',
+  ctx: SinkContext,
+  d: Delivery,
+  format: string,
+  profile: unknown,
+): Promise<string[]> {
+  if (!ctx.fromFhir)
+    throw permanentDeliveryError(
+      kind === 'FILE' ? 'FILE_NO_WRITER' : 'HTTP_NO_WRITER',
+      `${sink}: format ${format} needs a plugin that writes it`,
+    );
   const m = d.message;
   try {
-    return await ctx.fromFhir(d.bundle, { format, profile, seed: `${m.id}|${ctx.id}`, now: m.receivedAt, messageId: m.id });
+    return await ctx.fromFhir(d.bundle, {
+      format,
+      profile,
+      seed: `${m.id}|${ctx.id}`,
+      now: m.receivedAt,
+      messageId: m.id,
+    });
   } catch (e) {
     const err = FerryError.from(e);
-    ctx.logger.warn(`${sink} cannot write the bundle as ${format}`, { sink: ctx.id, deliveryId: d.deliveryId, messageId: m.id, errorCode: err.code });
-    throw new FerryError(fhirToFormatCode(kind, format), `message ${m.id}: ${err.message}`, { kind: 'input', retryable: false, details: err.details, cause: e });
+    ctx.logger.warn(`${sink} cannot write the bundle as ${format}`, {
+      sink: ctx.id,
+      deliveryId: d.deliveryId,
+      messageId: m.id,
+      errorCode: err.code,
+    });
+    throw new FerryError(fhirToFormatCode(kind, format), `message ${m.id}: ${err.message}`, {
+      kind: 'input',
+      retryable: false,
+      details: err.details,
+      cause: e,
+    });
   }
 }
 

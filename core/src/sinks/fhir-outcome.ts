@@ -4,7 +4,15 @@ import type { FerryError } from '../errors';
 import { isRetryableStatus } from './common';
 
 /** OperationOutcome issue codes that say "try again later". */
-const TRANSIENT_ISSUES = new Set(['transient', 'lock-error', 'no-store', 'timeout', 'throttled', 'incomplete', 'conflict']);
+const TRANSIENT_ISSUES = new Set([
+  'transient',
+  'lock-error',
+  'no-store',
+  'timeout',
+  'throttled',
+  'incomplete',
+  'conflict',
+]);
 /** Issue codes that say "this content will never be accepted". */
 const INVALID_ISSUES = new Set([
   'invalid',
@@ -33,7 +41,9 @@ const INVALID_ISSUES = new Set([
 /** Medplum's refusal of a large transaction with conditional writes. */
 export function isTooManyEntries(e: FerryError): boolean {
   if (e.details?.status !== 400) return false;
-  return issuesOf(e.details?.outcome).some((i) => /too many entries|more update operations than allowed/i.test(`${i.details?.text ?? ''} ${i.diagnostics ?? ''}`));
+  return issuesOf(e.details?.outcome).some((i) =>
+    /too many entries|more update operations than allowed/i.test(`${i.details?.text ?? ''} ${i.diagnostics ?? ''}`),
+  );
 }
 
 export function issuesOf(data: unknown): OperationOutcomeIssue[] {

@@ -13,15 +13,28 @@ const bundleArb = fc
     fc.record({
       type: fc.constantFrom(...types),
       id: fc.option(fc.stringMatching(/^[a-z0-9]{1,8}$/), { nil: undefined }),
-      ident: fc.option(fc.record({ system: fc.constantFrom('urn:a', 'urn:b|x', 'urn:c,d'), value: fc.stringMatching(/^[A-Za-z0-9|,$\\-]{1,6}$/) }), { nil: undefined }),
+      ident: fc.option(
+        fc.record({
+          system: fc.constantFrom('urn:a', 'urn:b|x', 'urn:c,d'),
+          value: fc.stringMatching(/^[A-Za-z0-9|,$\\-]{1,6}$/),
+        }),
+        { nil: undefined },
+      ),
       urlKind: fc.constantFrom('uuid', 'abs', 'none'),
-      refs: fc.array(fc.record({ to: fc.nat(), how: fc.constantFrom('fullUrl', 'typeId', 'abs', 'external') }), { maxLength: 4 }),
+      refs: fc.array(fc.record({ to: fc.nat(), how: fc.constantFrom('fullUrl', 'typeId', 'abs', 'external') }), {
+        maxLength: 4,
+      }),
     }),
     { minLength: 1, maxLength: 12 },
   )
   .map((specs) => {
     const entries: BundleEntry[] = specs.map((s, i) => ({
-      fullUrl: s.urlKind === 'uuid' ? `urn:uuid:00000000-0000-4000-8000-${String(i).padStart(12, '0')}` : s.urlKind === 'abs' && s.id ? `http://src.example/fhir/${s.type}/${s.id}` : undefined,
+      fullUrl:
+        s.urlKind === 'uuid'
+          ? `urn:uuid:00000000-0000-4000-8000-${String(i).padStart(12, '0')}`
+          : s.urlKind === 'abs' && s.id
+            ? `http://src.example/fhir/${s.type}/${s.id}`
+            : undefined,
       resource: {
         resourceType: s.type,
         ...(s.id ? { id: s.id } : {}),
@@ -43,12 +56,16 @@ const bundleArb = fc
             return 'Organization/outside';
         }
       });
-      (entries[i].resource as any).extension = links.map((reference) => ({ url: 'urn:ref', valueReference: { reference } }));
+      (entries[i].resource as any).extension = links.map((reference) => ({
+        url: 'urn:ref',
+        valueReference: { reference },
+      }));
     });
     return { resourceType: 'Bundle', type: 'collection', entry: entries } as Bundle;
   });
 
-const refsOf = (e: BundleEntry): string[] => ((e.resource as any).extension ?? []).map((x: any) => x.valueReference.reference);
+const refsOf = (e: BundleEntry): string[] =>
+  ((e.resource as any).extension ?? []).map((x: any) => x.valueReference.reference);
 
 describe('toTransaction properties', () => {
   it('is deterministic, writes each resource once, and every internal reference points at an entry of the transaction', () => {

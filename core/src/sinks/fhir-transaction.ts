@@ -54,10 +54,18 @@ function forEachReferenceLike(node: unknown, fn: (ref: RefLike) => void, root = 
     const id = o.identifier as Ident | undefined;
     if (
       !root &&
-      (typeof o.reference === 'string' || (typeof o.type === 'string' && /^[A-Z][A-Za-z]+$/.test(o.type) && id && !Array.isArray(id) && typeof id === 'object' && id.system && id.value))
+      (typeof o.reference === 'string' ||
+        (typeof o.type === 'string' &&
+          /^[A-Z][A-Za-z]+$/.test(o.type) &&
+          id &&
+          !Array.isArray(id) &&
+          typeof id === 'object' &&
+          id.system &&
+          id.value))
     )
       fn(o as RefLike);
-    for (const [k, v] of Object.entries(o)) if (k !== 'contained' || Array.isArray(v)) forEachReferenceLike(v, fn, false);
+    for (const [k, v] of Object.entries(o))
+      if (k !== 'contained' || Array.isArray(v)) forEachReferenceLike(v, fn, false);
   }
 }
 
@@ -81,19 +89,29 @@ export const CONDITIONAL = /^([A-Z][A-Za-z]+)\?(.+)$/;
  * `Type/id` of its own), resolved later by the sink or the server. A resource that appears twice
  * (same conditional URL) is written once.
  */
-export function toTransaction(bundle: Bundle, messageId: string, options: ReadonlySet<string> | TransactionOptions = {}): Bundle {
+export function toTransaction(
+  bundle: Bundle,
+  messageId: string,
+  options: ReadonlySet<string> | TransactionOptions = {},
+): Bundle {
   const opts: TransactionOptions = options instanceof Set ? { exclude: options } : (options as TransactionOptions);
   const exclude = opts.exclude ?? new Set<string>();
   const byId = opts.identity === 'id';
-  const src = (bundle.entry ?? []).filter((e): e is BundleEntry & { resource: Resource } => !!e.resource && !exclude.has(e.resource.resourceType));
+  const src = (bundle.entry ?? []).filter(
+    (e): e is BundleEntry & { resource: Resource } => !!e.resource && !exclude.has(e.resource.resourceType),
+  );
   const alias = new Map<string, string>();
   const prepared = src.map((e, i) => {
     const resource = structuredClone(e.resource) as Resource & { identifier?: Ident[] };
     const type = resource.resourceType;
-    const fullUrl = e.fullUrl?.startsWith('urn:uuid:') ? e.fullUrl : `urn:uuid:${deterministicUuid(messageId, String(i), type)}`;
+    const fullUrl = e.fullUrl?.startsWith('urn:uuid:')
+      ? e.fullUrl
+      : `urn:uuid:${deterministicUuid(messageId, String(i), type)}`;
     if (e.fullUrl) alias.set(e.fullUrl, fullUrl);
     if (resource.id) alias.set(`${type}/${resource.id}`, fullUrl);
-    const ident = Array.isArray(resource.identifier) ? resource.identifier.find((x) => x?.system && x?.value) : undefined;
+    const ident = Array.isArray(resource.identifier)
+      ? resource.identifier.find((x) => x?.system && x?.value)
+      : undefined;
     let url: string;
     if (ident && !byId) {
       url = `${type}?${tokenParam(ident.system!, ident.value!)}`;
@@ -169,7 +187,10 @@ export function toTransaction(bundle: Bundle, messageId: string, options: Readon
   // request pass through as they are (`Type?identifier=...` conditional delete, or `Type/id`);
   // deleting what is already gone succeeds, so a redelivery converges.
   const deletes: BundleEntry[] = (bundle.entry ?? [])
-    .filter((e) => !e.resource && e.request?.method === 'DELETE' && e.request.url && !exclude.has(e.request.url.split(/[/?]/)[0]))
+    .filter(
+      (e) =>
+        !e.resource && e.request?.method === 'DELETE' && e.request.url && !exclude.has(e.request.url.split(/[/?]/)[0]),
+    )
     .map((e) => ({ request: { method: 'DELETE' as const, url: e.request!.url } }));
   return { resourceType: 'Bundle', type: 'transaction', entry: [...unique, ...deletes] };
 }

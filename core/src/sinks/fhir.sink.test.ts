@@ -3,7 +3,16 @@ import type { Bundle } from '@medplum/fhirtypes';
 import { startFhirServer, type FhirTestServer } from '../../../test/support/fhir-server';
 import { FerryError } from '../errors';
 import { delivery, patientBundle, sinkContext } from './__fixtures__/delivery';
-import { applyResolvedReferences, classifyFhirFailure, conditionalReferencesOf, dependencyOrder, deterministicUuid, FhirSink, toTransaction, type FhirSinkInput } from './fhir.sink';
+import {
+  applyResolvedReferences,
+  classifyFhirFailure,
+  conditionalReferencesOf,
+  dependencyOrder,
+  deterministicUuid,
+  FhirSink,
+  toTransaction,
+  type FhirSinkInput,
+} from './fhir.sink';
 import { defaultAuth } from './http.sink';
 
 describe('FhirSink against a real FHIR R4 server', () => {
@@ -42,7 +51,14 @@ describe('FhirSink against a real FHIR R4 server', () => {
 
   it('passes deletions through: a conditional DELETE removes what an earlier message wrote, and a redelivery converges', async () => {
     const s = sink();
-    const allergy = { resourceType: 'AllergyIntolerance', clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }] }, identifier: [{ system: 'urn:test:allergy', value: 'AL-1' }], patient: { reference: 'urn:uuid:8c4f4b8e-0000-4000-8000-000000000001' } };
+    const allergy = {
+      resourceType: 'AllergyIntolerance',
+      clinicalStatus: {
+        coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }],
+      },
+      identifier: [{ system: 'urn:test:allergy', value: 'AL-1' }],
+      patient: { reference: 'urn:uuid:8c4f4b8e-0000-4000-8000-000000000001' },
+    };
     const first = patientBundle('MRN-DEL');
     first.entry!.push({ fullUrl: 'urn:uuid:8c4f4b8e-0000-4000-8000-000000000002', resource: allergy as any });
     first.entry![0].fullUrl = 'urn:uuid:8c4f4b8e-0000-4000-8000-000000000001';
@@ -51,12 +67,15 @@ describe('FhirSink against a real FHIR R4 server', () => {
     const second = patientBundle('MRN-DEL');
     second.entry!.push({ request: { method: 'DELETE', url: 'AllergyIntolerance?identifier=urn:test:allergy|AL-1' } });
     const d2 = delivery(second);
-    expect(toTransaction(second, 'm').entry!.at(-1)).toEqual({ request: { method: 'DELETE', url: 'AllergyIntolerance?identifier=urn:test:allergy|AL-1' } });
+    expect(toTransaction(second, 'm').entry!.at(-1)).toEqual({
+      request: { method: 'DELETE', url: 'AllergyIntolerance?identifier=urn:test:allergy|AL-1' },
+    });
     await s.deliver(d2);
     expect(await srv.count('AllergyIntolerance')).toBe(0);
     await s.deliver({ ...d2, attempt: 2 });
     expect(await srv.count('AllergyIntolerance')).toBe(0);
-    expect(await srv.count('Patient')).toBe(1);    srv.requests.length = 0;
+    expect(await srv.count('Patient')).toBe(1);
+    srv.requests.length = 0;
   });
 
   it('delivering the same message twice leaves exactly one Patient (and one Encounter pointing at it)', async () => {
@@ -88,7 +107,9 @@ describe('FhirSink against a real FHIR R4 server', () => {
       resourceType: 'Bundle',
       type: 'collection',
       entry: [
-        { resource: { resourceType: 'Patient', id: 'p-local-1', identifier: [{ system: 'urn:mrn', value: 'MRN-300' }] } },
+        {
+          resource: { resourceType: 'Patient', id: 'p-local-1', identifier: [{ system: 'urn:mrn', value: 'MRN-300' }] },
+        },
         {
           resource: {
             resourceType: 'Observation',
@@ -99,7 +120,14 @@ describe('FhirSink against a real FHIR R4 server', () => {
             valueQuantity: { value: 72, unit: '/min' },
           },
         },
-        { resource: { resourceType: 'Observation', status: 'final', code: { text: 'no id, no identifier' }, subject: { reference: 'Patient/p-local-1' } } },
+        {
+          resource: {
+            resourceType: 'Observation',
+            status: 'final',
+            code: { text: 'no id, no identifier' },
+            subject: { reference: 'Patient/p-local-1' },
+          },
+        },
       ],
     };
     const s = sink();
@@ -115,7 +143,9 @@ describe('FhirSink against a real FHIR R4 server', () => {
 
   it('excludeResourceTypes leaves those resources out', async () => {
     const b = patientBundle('MRN-350');
-    b.entry!.push({ resource: { resourceType: 'MessageHeader', eventCoding: { code: 'A01' }, source: { endpoint: 'urn:x' } } });
+    b.entry!.push({
+      resource: { resourceType: 'MessageHeader', eventCoding: { code: 'A01' }, source: { endpoint: 'urn:x' } },
+    });
     await sink({ excludeResourceTypes: ['MessageHeader'] }).deliver(delivery(b));
     expect(await srv.count('MessageHeader')).toBe(0);
     expect(await srv.count('Patient')).toBe(1);
@@ -166,7 +196,9 @@ describe('FhirSink against a real FHIR R4 server', () => {
     const abort = new AbortController();
     const reason = new Error('given up');
     setTimeout(() => abort.abort(reason), 100);
-    const a = await failure(sink({ timeoutMs: 4000 }).deliver({ ...delivery(patientBundle('MRN-602')), signal: abort.signal }));
+    const a = await failure(
+      sink({ timeoutMs: 4000 }).deliver({ ...delivery(patientBundle('MRN-602')), signal: abort.signal }),
+    );
     // Failed, and by the engine's abort (its reason is the cause): the server would have answered in 400 ms, the sink's own timeout is 4 s.
     expect(a.cause).toBe(reason);
     expect(a.retryable).toBe(true);
@@ -183,7 +215,16 @@ describe('FhirSink auth', () => {
 
   it('sends the bearer token; a wrong one is a permanent 401', async () => {
     const mk = (token: string) =>
-      new FhirSink(sinkContext<FhirSinkInput>({ baseUrl: srv.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, auth: { ...defaultAuth(), type: 'bearer', token } }));
+      new FhirSink(
+        sinkContext<FhirSinkInput>({
+          baseUrl: srv.baseUrl,
+          timeoutMs: 2000,
+          headers: {},
+          excludeResourceTypes: [],
+          maxTransactionEntries: 0,
+          auth: { ...defaultAuth(), type: 'bearer', token },
+        }),
+      );
     await mk('s3cret').deliver(delivery(patientBundle('MRN-700')));
     expect(await srv.count('Patient')).toBe(1);
     const e = (await mk('wrong')
@@ -202,7 +243,9 @@ describe('FhirSink client_credentials', () => {
       req.on('end', () => {
         issued++;
         // the first token is one the FHIR server does not accept (revoked), the second is good
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: issued === 1 ? 'revoked' : 'good', expires_in: 3600 }));
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ access_token: issued === 1 ? 'revoked' : 'good', expires_in: 3600 }));
       });
     });
     await new Promise<void>((r) => tokenServer.listen(0, '127.0.0.1', r));
@@ -216,14 +259,24 @@ describe('FhirSink client_credentials', () => {
           headers: {},
           excludeResourceTypes: [],
           maxTransactionEntries: 0,
-          auth: { ...defaultAuth(), type: 'client_credentials', tokenUrl: `http://127.0.0.1:${port}/token`, clientId: 'c', clientSecret: 's' },
+          auth: {
+            ...defaultAuth(),
+            type: 'client_credentials',
+            tokenUrl: `http://127.0.0.1:${port}/token`,
+            clientId: 'c',
+            clientSecret: 's',
+          },
         }),
       );
       await s.deliver(delivery(patientBundle('MRN-CC')));
       await s.deliver(delivery(patientBundle('MRN-CC2')));
       expect(issued).toBe(2);
       expect(await srv.count('Patient')).toBe(2);
-      expect(srv.requests.map((r) => `${r.status} ${r.authorization}`)).toEqual(['401 Bearer revoked', '200 Bearer good', '200 Bearer good']);
+      expect(srv.requests.map((r) => `${r.status} ${r.authorization}`)).toEqual([
+        '401 Bearer revoked',
+        '200 Bearer good',
+        '200 Bearer good',
+      ]);
     } finally {
       await srv.stop();
       tokenServer.closeAllConnections();
@@ -259,7 +312,16 @@ describe('FhirSink against a server that caps transactions (Medplum: 8 condition
     return b;
   };
   const mk = (max: number) =>
-    new FhirSink(sinkContext<FhirSinkInput>({ baseUrl: srv.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: max, auth: defaultAuth() }));
+    new FhirSink(
+      sinkContext<FhirSinkInput>({
+        baseUrl: srv.baseUrl,
+        timeoutMs: 2000,
+        headers: {},
+        excludeResourceTypes: [],
+        maxTransactionEntries: max,
+        auth: defaultAuth(),
+      }),
+    );
 
   it.each([
     ['configured maxTransactionEntries: 8', 8],
@@ -296,10 +358,33 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
   });
   const MRN = 'urn:oid:2.16.840.1.113883.3.1';
   const sink = (over: Partial<FhirSinkInput> = {}) =>
-    new FhirSink(sinkContext<FhirSinkInput>({ baseUrl: srv.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, ...over, auth: defaultAuth() }));
+    new FhirSink(
+      sinkContext<FhirSinkInput>({
+        baseUrl: srv.baseUrl,
+        timeoutMs: 2000,
+        headers: {},
+        excludeResourceTypes: [],
+        maxTransactionEntries: 0,
+        ...over,
+        auth: defaultAuth(),
+      }),
+    );
   /** Message 1: a Patient with its canonical id and MRN. */
   const patientMsg = (mrn: string, id = `pat-${mrn}`) =>
-    delivery({ resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', id, identifier: [{ system: MRN, value: mrn }], name: [{ family: 'Doe' }] } }] });
+    delivery({
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [
+        {
+          resource: {
+            resourceType: 'Patient',
+            id,
+            identifier: [{ system: MRN, value: mrn }],
+            name: [{ family: 'Doe' }],
+          },
+        },
+      ],
+    });
   /** Message 2: an Observation about that Patient, referenced by `Type/id` and (optionally) its MRN. */
   const obsMsg = (mrn: string, subject: Record<string, unknown>, obsId = `obs-${mrn}`) =>
     delivery({
@@ -338,7 +423,9 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
     await sink().deliver(m2);
     const { patient } = await subjectResolves('MRN-X1');
     expect(patient.id).not.toBe('pat-MRN-X1'); // server-assigned id: `Patient/pat-MRN-X1` would have dangled
-    expect(srv.requests.slice(mark).some((r) => r.method === 'GET' && r.url.startsWith('Patient?identifier='))).toBe(true);
+    expect(srv.requests.slice(mark).some((r) => r.method === 'GET' && r.url.startsWith('Patient?identifier='))).toBe(
+      true,
+    );
     const s = sink();
     await s.deliver({ ...m1, attempt: 2 });
     await s.deliver({ ...m2, attempt: 2 });
@@ -373,7 +460,9 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
     await subjectResolves('MRN-X3');
 
     srv.repo.clear();
-    await sink({ unresolvedReferences: 'identifier' }).deliver(obsMsg('MRN-X4', { reference: 'Patient/pat-MRN-X4', identifier: { system: MRN, value: 'MRN-X4' } }));
+    await sink({ unresolvedReferences: 'identifier' }).deliver(
+      obsMsg('MRN-X4', { reference: 'Patient/pat-MRN-X4', identifier: { system: MRN, value: 'MRN-X4' } }),
+    );
     const [o] = await srv.search<any>('Observation');
     expect(o.subject).toEqual({ type: 'Patient', identifier: { system: MRN, value: 'MRN-X4' } });
   });
@@ -392,15 +481,22 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
     delete (m.bundle.entry![0].resource as any).subject;
     await sink().deliver(m);
     expect(srv.requests.at(-2)).toMatchObject({ method: 'GET', url: expect.stringMatching(/^Binary\?identifier=/) });
-    expect((await srv.search<any>('Observation', { identifier: 'urn:obs|obs-2' }))[0].focus).toEqual([{ type: 'Binary', identifier: { system: 'urn:bin', value: '1' } }]);
+    expect((await srv.search<any>('Observation', { identifier: 'urn:obs|obs-2' }))[0].focus).toEqual([
+      { type: 'Binary', identifier: { system: 'urn:bin', value: '1' } },
+    ]);
   });
 
   it('two Patients with the same identifier: the conditional reference fails the message for good', async () => {
     await srv.repo.createResource({ resourceType: 'Patient', identifier: [{ system: MRN, value: 'MRN-DUP' }] });
     await srv.repo.createResource({ resourceType: 'Patient', identifier: [{ system: MRN, value: 'MRN-DUP' }] });
     // A logical reference (no literal reference) is left as it came.
-    await sink().deliver(obsMsg('MRN-DUP', { type: 'Patient', identifier: { system: MRN, value: 'MRN-DUP' } }, 'obs-logical'));
-    expect((await srv.search<any>('Observation'))[0].subject).toEqual({ type: 'Patient', identifier: { system: MRN, value: 'MRN-DUP' } });
+    await sink().deliver(
+      obsMsg('MRN-DUP', { type: 'Patient', identifier: { system: MRN, value: 'MRN-DUP' } }, 'obs-logical'),
+    );
+    expect((await srv.search<any>('Observation'))[0].subject).toEqual({
+      type: 'Patient',
+      identifier: { system: MRN, value: 'MRN-DUP' },
+    });
     const e = await sink()
       .deliver(obsMsg('MRN-DUP', { reference: 'Patient/x', identifier: { system: MRN, value: 'MRN-DUP' } }))
       .then(
@@ -432,7 +528,17 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
   it('on a server with referential integrity (like HAPI): a Type/id reference across messages without identifier is refused under identity: identifier, resolves with Reference.identifier or under identity: id', async () => {
     const strict = await startFhirServer({ referentialIntegrity: true });
     const mk = (over: Partial<FhirSinkInput> = {}) =>
-      new FhirSink(sinkContext<FhirSinkInput>({ baseUrl: strict.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, ...over, auth: defaultAuth() }));
+      new FhirSink(
+        sinkContext<FhirSinkInput>({
+          baseUrl: strict.baseUrl,
+          timeoutMs: 2000,
+          headers: {},
+          excludeResourceTypes: [],
+          maxTransactionEntries: 0,
+          ...over,
+          auth: defaultAuth(),
+        }),
+      );
     try {
       await mk().deliver(patientMsg('MRN-S1'));
       const e = await mk()
@@ -442,7 +548,9 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
           (x) => x as FerryError,
         );
       expect(e?.code).toBe('FERRY_E_DELIVERY_FHIR_REJECTED'); // the problem: the Patient has a server-assigned id
-      await mk().deliver(obsMsg('MRN-S1', { reference: 'Patient/pat-MRN-S1', identifier: { system: MRN, value: 'MRN-S1' } }));
+      await mk().deliver(
+        obsMsg('MRN-S1', { reference: 'Patient/pat-MRN-S1', identifier: { system: MRN, value: 'MRN-S1' } }),
+      );
       const [p] = await strict.search('Patient');
       expect((await strict.search<any>('Observation'))[0].subject.reference).toBe(`Patient/${p.id}`);
 
@@ -455,11 +563,19 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
     }
   });
 
-  it('identity: id on a server that refuses update-as-create fails for good with the server\'s reason', async () => {
+  it("identity: id on a server that refuses update-as-create fails for good with the server's reason", async () => {
     const closed = await startFhirServer({ updateCreate: false });
     try {
       const e = await new FhirSink(
-        sinkContext<FhirSinkInput>({ baseUrl: closed.baseUrl, timeoutMs: 2000, headers: {}, excludeResourceTypes: [], maxTransactionEntries: 0, identity: 'id', auth: defaultAuth() }),
+        sinkContext<FhirSinkInput>({
+          baseUrl: closed.baseUrl,
+          timeoutMs: 2000,
+          headers: {},
+          excludeResourceTypes: [],
+          maxTransactionEntries: 0,
+          identity: 'id',
+          auth: defaultAuth(),
+        }),
       )
         .deliver(patientMsg('MRN-C1'))
         .then(
@@ -478,7 +594,9 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
     const s = sink({ conditionalReferences: 'server' });
     await s.deliver(patientMsg('MRN-Z1'));
     // The test server (Medplum's router) does not resolve conditional references: the reference is stored as sent.
-    await s.deliver(obsMsg('MRN-Z1', { reference: 'Patient/pat-MRN-Z1', identifier: { system: MRN, value: 'MRN-Z1' } }));
+    await s.deliver(
+      obsMsg('MRN-Z1', { reference: 'Patient/pat-MRN-Z1', identifier: { system: MRN, value: 'MRN-Z1' } }),
+    );
     const [o] = await srv.search<any>('Observation');
     expect(o.subject.reference).toMatch(/^Patient\?identifier=/);
   });
@@ -486,7 +604,14 @@ describe('FhirSink: references across messages, on a real FHIR R4 server', () =>
 
 describe('toTransaction and classifyFhirFailure', () => {
   it('is deterministic for a message and escapes identifier search values', () => {
-    const b: Bundle = { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', identifier: [{ system: 'urn:a|b', value: 'x,y' }] } }, { resource: { resourceType: 'Basic', code: { text: 'x' } } }] };
+    const b: Bundle = {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [
+        { resource: { resourceType: 'Patient', identifier: [{ system: 'urn:a|b', value: 'x,y' }] } },
+        { resource: { resourceType: 'Basic', code: { text: 'x' } } },
+      ],
+    };
     const t1 = toTransaction(b, 'm1');
     const t2 = toTransaction(b, 'm1');
     expect(t1).toEqual(t2);
@@ -500,14 +625,23 @@ describe('toTransaction and classifyFhirFailure', () => {
       resourceType: 'Bundle',
       type: 'collection',
       entry: [
-        { fullUrl: 'urn:uuid:aaaaaaaa-0000-4000-8000-000000000001', resource: { resourceType: 'Practitioner', identifier: [{ system: 'urn:npi', value: '1' }] } },
-        { fullUrl: 'urn:uuid:aaaaaaaa-0000-4000-8000-000000000002', resource: { resourceType: 'Practitioner', identifier: [{ system: 'urn:npi', value: '1' }] } },
+        {
+          fullUrl: 'urn:uuid:aaaaaaaa-0000-4000-8000-000000000001',
+          resource: { resourceType: 'Practitioner', identifier: [{ system: 'urn:npi', value: '1' }] },
+        },
+        {
+          fullUrl: 'urn:uuid:aaaaaaaa-0000-4000-8000-000000000002',
+          resource: { resourceType: 'Practitioner', identifier: [{ system: 'urn:npi', value: '1' }] },
+        },
         {
           resource: {
             resourceType: 'Encounter',
             status: 'finished',
             class: { code: 'AMB' },
-            participant: [{ individual: { reference: 'urn:uuid:aaaaaaaa-0000-4000-8000-000000000001' } }, { individual: { reference: 'urn:uuid:aaaaaaaa-0000-4000-8000-000000000002' } }],
+            participant: [
+              { individual: { reference: 'urn:uuid:aaaaaaaa-0000-4000-8000-000000000001' } },
+              { individual: { reference: 'urn:uuid:aaaaaaaa-0000-4000-8000-000000000002' } },
+            ],
           },
         },
       ],
@@ -530,7 +664,10 @@ describe('toTransaction and classifyFhirFailure', () => {
             status: 'final',
             code: { text: 'x' },
             subject: { type: 'Patient', identifier: { system: 'urn:mrn', value: '1' } },
-            performer: [{ reference: 'Practitioner/dr9', identifier: { system: 'urn:npi', value: '9' } }, { reference: 'Organization/o1' }],
+            performer: [
+              { reference: 'Practitioner/dr9', identifier: { system: 'urn:npi', value: '9' } },
+              { reference: 'Organization/o1' },
+            ],
           } as any,
         },
       ],
@@ -541,10 +678,16 @@ describe('toTransaction and classifyFhirFailure', () => {
     expect(obs.performer[0].reference).toBe(`Practitioner?identifier=${encodeURIComponent('urn:npi|9')}`);
     expect(obs.performer[1].reference).toBe('Organization/o1');
     expect(conditionalReferencesOf(t)).toEqual({ literal: new Set([obs.performer[0].reference]), logical: new Set() });
-    const resolved = applyResolvedReferences(structuredClone(t), new Map([[obs.performer[0].reference, 'Practitioner/42']]));
+    const resolved = applyResolvedReferences(
+      structuredClone(t),
+      new Map([[obs.performer[0].reference, 'Practitioner/42']]),
+    );
     expect((resolved.entry![1].resource as any).performer[0].reference).toBe('Practitioner/42');
     const logical = applyResolvedReferences(structuredClone(t), new Map([[obs.performer[0].reference, null]]));
-    expect((logical.entry![1].resource as any).performer[0]).toEqual({ type: 'Practitioner', identifier: { system: 'urn:npi', value: '9' } });
+    expect((logical.entry![1].resource as any).performer[0]).toEqual({
+      type: 'Practitioner',
+      identifier: { system: 'urn:npi', value: '9' },
+    });
 
     const byId = toTransaction(b, 'm', { identity: 'id' });
     expect(byId.entry![0].request!.url).toBe('Patient/p1');
@@ -553,8 +696,17 @@ describe('toTransaction and classifyFhirFailure', () => {
   });
 
   it('dependencyOrder puts referenced entries first and survives cycles', () => {
-    const e = (id: string, refs: string[]) => ({ fullUrl: id, resource: { resourceType: 'Basic', code: { text: id }, extension: refs.map((r) => ({ url: 'x', valueReference: { reference: r } })) } as any });
-    const order = dependencyOrder([e('a', ['b']), e('b', ['c']), e('c', []), e('x', ['y']), e('y', ['x'])]).map((x) => x.fullUrl);
+    const e = (id: string, refs: string[]) => ({
+      fullUrl: id,
+      resource: {
+        resourceType: 'Basic',
+        code: { text: id },
+        extension: refs.map((r) => ({ url: 'x', valueReference: { reference: r } })),
+      } as any,
+    });
+    const order = dependencyOrder([e('a', ['b']), e('b', ['c']), e('c', []), e('x', ['y']), e('y', ['x'])]).map(
+      (x) => x.fullUrl,
+    );
     expect(order).toEqual(['c', 'b', 'a', 'y', 'x']);
   });
 

@@ -6,7 +6,7 @@ import { inject, injectable } from 'tsyringe';
 import { configError, FerryError, permanentDeliveryError, retryableDeliveryError } from '../errors';
 import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
-import { SinkAuth, sinkAuthSchema, type SinkAuthConfig } from './auth';
+import { SinkAuth, sinkAuthSchema } from './auth';
 import { parseRetryAfter } from '../vendor/http-client';
 import { headerMap, httpUrl, networkDeliveryError, requestSignal } from './common';
 import { classifyFhirFailure, isTooManyEntries, issuesOf, summarize } from './fhir-outcome';
@@ -27,7 +27,14 @@ import { defineSchema, withSchemaDefaults, type SchemaInput, type SchemaType } f
 import { ReferenceCache } from './reference-cache';
 
 // The transaction and outcome helpers moved out of this file; importers of './fhir.sink' keep them.
-export { applyResolvedReferences, conditionalReferencesOf, dependencyOrder, deterministicUuid, toTransaction, type TransactionOptions } from './fhir-transaction';
+export {
+  applyResolvedReferences,
+  conditionalReferencesOf,
+  dependencyOrder,
+  deterministicUuid,
+  toTransaction,
+  type TransactionOptions,
+} from './fhir-transaction';
 export { classifyFhirFailure } from './fhir-outcome';
 export { ReferenceCache } from './reference-cache';
 
@@ -37,7 +44,11 @@ export const fhirSinkSchema = defineSchema({
   auth: sinkAuthSchema,
   timeoutMs: { doc: 'Timeout of one transaction request', format: 'nat', default: 30_000 },
   headers: { doc: 'Extra request headers', format: headerMap, default: {} as Record<string, string> },
-  excludeResourceTypes: { doc: 'Resource types not written (e.g. MessageHeader, Provenance)', format: Array, default: [] as string[] },
+  excludeResourceTypes: {
+    doc: 'Resource types not written (e.g. MessageHeader, Provenance)',
+    format: Array,
+    default: [] as string[],
+  },
   maxTransactionEntries: {
     doc: 'Most entries in one transaction (0 = no limit). Larger messages are written as several transactions in dependency order. Medplum servers need 8; a server answering "too many entries" gets chunks of 8 automatically.',
     format: 'nat',
@@ -84,12 +95,16 @@ export class FhirSink implements MessageSink {
   constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<FhirSinkInput>) {
     this.cfg = withSchemaDefaults(fhirSinkSchema, ctx.config);
     if (!this.cfg.baseUrl) throw configError('SINK_URL', `sinks.${ctx.id}.baseUrl: required`);
-    if (!['identifier', 'id'].includes(this.cfg.identity)) throw configError('SINK_CONFIG', `sinks.${ctx.id}.identity: must be identifier or id`);
+    if (!['identifier', 'id'].includes(this.cfg.identity))
+      throw configError('SINK_CONFIG', `sinks.${ctx.id}.identity: must be identifier or id`);
     this.auth = new SinkAuth(this.cfg.auth, `sinks.${ctx.id}`, this.cfg.timeoutMs);
     this.exclude = new Set(this.cfg.excludeResourceTypes);
     this.client = new Client({
       baseUrl: this.cfg.baseUrl.replace(/\/+$/, ''),
-      customHeaders: { ...Object.fromEntries(Object.entries(this.cfg.headers).map(([k, v]) => [k, String(v)])), 'content-type': 'application/fhir+json' },
+      customHeaders: {
+        ...Object.fromEntries(Object.entries(this.cfg.headers).map(([k, v]) => [k, String(v)])),
+        'content-type': 'application/fhir+json',
+      },
     });
   }
 
@@ -129,26 +144,38 @@ export class FhirSink implements MessageSink {
       if (!(FerryError.is(e) && isTooManyEntries(e))) throw e;
       if (!this.warnedCap) {
         this.warnedCap = true;
-        this.ctx.logger.warn('the FHIR server caps transaction size; writing in chunks of 8 (set maxTransactionEntries to skip the failed first try)', { sink: this.ctx.id });
+        this.ctx.logger.warn(
+          'the FHIR server caps transaction size; writing in chunks of 8 (set maxTransactionEntries to skip the failed first try)',
+          { sink: this.ctx.id },
+        );
       }
       await this.deliverInChunks(entries, d, 8);
       return;
     }
-    this.ctx.logger.debug('transaction written', { sink: this.ctx.id, messageId: d.message.id, entries: entries.length });
+    this.ctx.logger.debug('transaction written', {
+      sink: this.ctx.id,
+      messageId: d.message.id,
+      entries: entries.length,
+    });
   }
 
   /** Remember where the conditional updates just written landed (their URL and every identifier of the resource). */
   private learn(sent: BundleEntry[], response: Bundle): void {
     (response.entry ?? []).forEach((re, j) => {
       const req = sent[j];
-      const to = typeIdOf(re.response?.location) ?? (re.resource?.id ? `${re.resource.resourceType}/${re.resource.id}` : undefined);
+      const to =
+        typeIdOf(re.response?.location) ??
+        (re.resource?.id ? `${re.resource.resourceType}/${re.resource.id}` : undefined);
       if (!to || !req?.resource) return;
       const type = req.resource.resourceType;
       if (!to.startsWith(`${type}/`)) return;
       const url = req.request?.url ?? '';
       if (CONDITIONAL.test(url)) this.references.set(url, to);
-      const ids = (re.resource?.resourceType === type ? (re.resource as { identifier?: Ident[] }).identifier : undefined) ?? (req.resource as { identifier?: Ident[] }).identifier;
-      for (const i of Array.isArray(ids) ? ids : []) if (i?.system && i?.value) this.references.set(`${type}?${tokenParam(i.system, i.value)}`, to);
+      const ids =
+        (re.resource?.resourceType === type ? (re.resource as { identifier?: Ident[] }).identifier : undefined) ??
+        (req.resource as { identifier?: Ident[] }).identifier;
+      for (const i of Array.isArray(ids) ? ids : [])
+        if (i?.system && i?.value) this.references.set(`${type}?${tokenParam(i.system, i.value)}`, to);
     });
   }
 
@@ -157,7 +184,11 @@ export class FhirSink implements MessageSink {
    * (`_count=2`: one match resolves; none is retryable or a logical reference per
    * `unresolvedReferences`; several fail the message for good, as a FHIR server would).
    */
-  private async resolveReferences(literal: Set<string>, logical: Set<string>, d: Delivery): Promise<{ resolved: Map<string, string | null>; cached: string[] }> {
+  private async resolveReferences(
+    literal: Set<string>,
+    logical: Set<string>,
+    d: Delivery,
+  ): Promise<{ resolved: Map<string, string | null>; cached: string[] }> {
     const resolved = new Map<string, string | null>();
     const cached: string[] = [];
     const missing: string[] = [];
@@ -188,7 +219,10 @@ export class FhirSink implements MessageSink {
           e.resource?.resourceType === type &&
           (e.search?.mode ?? 'match') === 'match' &&
           e.resource.id &&
-          (!wanted || ((e.resource as { identifier?: Ident[] }).identifier ?? []).some((i) => i?.system === wanted.system && i?.value === wanted.value)),
+          (!wanted ||
+            ((e.resource as { identifier?: Ident[] }).identifier ?? []).some(
+              (i) => i?.system === wanted.system && i?.value === wanted.value,
+            )),
       );
       if (matches.length === 1) {
         const to = `${type}/${matches[0].resource!.id}`;
@@ -204,16 +238,25 @@ export class FhirSink implements MessageSink {
     }
     // Types only: the identifier values are MRNs and the like.
     if (ambiguous.length)
-      throw permanentDeliveryError('FHIR_REFERENCE_AMBIGUOUS', `fhir sink ${this.ctx.id}: ${ambiguous.length} conditional reference(s) match several resources on the server (${[...new Set(ambiguous)].join(', ')})`, {
-        types: ambiguous,
-      });
+      throw permanentDeliveryError(
+        'FHIR_REFERENCE_AMBIGUOUS',
+        `fhir sink ${this.ctx.id}: ${ambiguous.length} conditional reference(s) match several resources on the server (${[...new Set(ambiguous)].join(', ')})`,
+        {
+          types: ambiguous,
+        },
+      );
     if (missing.length && this.cfg.unresolvedReferences === 'retry')
       throw retryableDeliveryError(
         'FHIR_REFERENCE_UNRESOLVED',
         `fhir sink ${this.ctx.id}: ${missing.length} referenced resource(s) not on the server yet (${[...new Set(missing)].join(', ')}); retrying, the message that carries them may not be written yet`,
         { types: missing },
       );
-    if (missing.length) this.ctx.logger.debug('conditional references left logical', { sink: this.ctx.id, messageId: d.message.id, types: missing });
+    if (missing.length)
+      this.ctx.logger.debug('conditional references left logical', {
+        sink: this.ctx.id,
+        messageId: d.message.id,
+        types: missing,
+      });
     return { resolved, cached };
   }
 
@@ -240,26 +283,44 @@ export class FhirSink implements MessageSink {
       this.checkEntries(response);
       this.learn(chunk, response);
       (response.entry ?? []).forEach((re, j) => {
-        const ref = typeIdOf(re.response?.location) ?? (re.resource?.id ? `${re.resource.resourceType}/${re.resource.id}` : undefined);
+        const ref =
+          typeIdOf(re.response?.location) ??
+          (re.resource?.id ? `${re.resource.resourceType}/${re.resource.id}` : undefined);
         if (ref && chunk[j]?.fullUrl) resolved.set(chunk[j].fullUrl!, ref);
       });
     }
-    this.ctx.logger.debug('transactions written', { sink: this.ctx.id, messageId: d.message.id, entries: entries.length, transactions: Math.ceil(entries.length / max) });
+    this.ctx.logger.debug('transactions written', {
+      sink: this.ctx.id,
+      messageId: d.message.id,
+      entries: entries.length,
+      transactions: Math.ceil(entries.length / max),
+    });
   }
 
   /** One transaction, with one retry after a 401 when the token can be renewed. */
   private write(tx: Bundle, d: Delivery): Promise<Bundle> {
-    return this.exchange(`transaction to ${redact(this.cfg.baseUrl)}`, d, (options) => this.client.transaction({ body: tx as never, options: options as never }));
+    return this.exchange(`transaction to ${redact(this.cfg.baseUrl)}`, d, (options) =>
+      this.client.transaction({ body: tx as never, options: options as never }),
+    );
   }
 
   /** A search (`Type?query`), with the same auth, retry-after-401 and error classification as a transaction. */
   private search(query: string, d: Delivery): Promise<Bundle> {
-    return this.exchange(`search of ${query.slice(0, query.indexOf('?'))} on ${redact(this.cfg.baseUrl)}`, d, (options) => this.client.request(query, { options: options as never }));
+    return this.exchange(
+      `search of ${query.slice(0, query.indexOf('?'))} on ${redact(this.cfg.baseUrl)}`,
+      d,
+      (options) => this.client.request(query, { options: options as never }),
+    );
   }
 
-  private async exchange(what: string, d: Delivery, call: (options: { signal: AbortSignal; headers: Record<string, string> }) => Promise<unknown>): Promise<Bundle> {
+  private async exchange(
+    what: string,
+    d: Delivery,
+    call: (options: { signal: AbortSignal; headers: Record<string, string> }) => Promise<unknown>,
+  ): Promise<Bundle> {
     let result = await this.send(what, d, call);
-    if (result.kind === 'unauthorized' && this.auth.invalidate(result.authorization)) result = await this.send(what, d, call);
+    if (result.kind === 'unauthorized' && this.auth.invalidate(result.authorization))
+      result = await this.send(what, d, call);
     if (result.kind === 'ok') return result.response;
     throw result.error;
   }
@@ -268,14 +329,22 @@ export class FhirSink implements MessageSink {
     const statuses = (response.entry ?? []).map((e) => e.response?.status ?? '');
     const bad = statuses.filter((s) => !/^2\d\d/.test(s));
     if (bad.length)
-      throw permanentDeliveryError('FHIR_ENTRY_FAILED', `fhir sink ${this.ctx.id}: ${bad.length} of ${statuses.length} entries failed (${bad.join(', ')})`, { statuses });
+      throw permanentDeliveryError(
+        'FHIR_ENTRY_FAILED',
+        `fhir sink ${this.ctx.id}: ${bad.length} of ${statuses.length} entries failed (${bad.join(', ')})`,
+        { statuses },
+      );
   }
 
   private async send(
     what: string,
     d: Delivery,
     call: (options: { signal: AbortSignal; headers: Record<string, string> }) => Promise<unknown>,
-  ): Promise<{ kind: 'ok'; response: Bundle } | { kind: 'unauthorized'; authorization?: string; error: FerryError } | { kind: 'error'; error: FerryError }> {
+  ): Promise<
+    | { kind: 'ok'; response: Bundle }
+    | { kind: 'unauthorized'; authorization?: string; error: FerryError }
+    | { kind: 'error'; error: FerryError }
+  > {
     const where = `fhir sink ${this.ctx.id}`;
     const signal = requestSignal(this.cfg.timeoutMs, d);
     let authorization: string | undefined;
@@ -290,19 +359,30 @@ export class FhirSink implements MessageSink {
         },
       })) as Bundle;
       if (!response || response.resourceType !== 'Bundle')
-        return { kind: 'error', error: retryableDeliveryError('FHIR_BAD_RESPONSE', `${where}: ${what} answered something that is not a Bundle`) };
+        return {
+          kind: 'error',
+          error: retryableDeliveryError(
+            'FHIR_BAD_RESPONSE',
+            `${where}: ${what} answered something that is not a Bundle`,
+          ),
+        };
       return { kind: 'ok', response };
     } catch (e) {
       if (FerryError.is(e)) return { kind: 'error', error: e };
       const resp = (e as { response?: { status?: number; data?: unknown } }).response;
-      if (!resp || typeof resp.status !== 'number') return { kind: 'error', error: networkDeliveryError(where, what, e, this.cfg.timeoutMs) };
+      if (!resp || typeof resp.status !== 'number')
+        return { kind: 'error', error: networkDeliveryError(where, what, e, this.cfg.timeoutMs) };
       const status = resp.status;
       const issues = issuesOf(resp.data);
       const headers = (e as { config?: { headers?: Headers } }).config?.headers;
       const retryAfterMs = parseRetryAfter(headers?.get?.('retry-after'));
       const summary = summarize(issues);
       const msg = `${where}: ${what} answered HTTP ${status}${summary ? ` (${summary})` : ''}`;
-      const details: Record<string, unknown> = { status, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}), ...(issues.length ? { outcome: resp.data } : {}) };
+      const details: Record<string, unknown> = {
+        status,
+        ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+        ...(issues.length ? { outcome: resp.data } : {}),
+      };
       const error = classifyFhirFailure(status, issues)
         ? retryableDeliveryError(status === 429 ? 'THROTTLED' : 'FHIR_UNAVAILABLE', msg, details)
         : permanentDeliveryError(status === 401 || status === 403 ? 'UNAUTHORIZED' : 'FHIR_REJECTED', msg, details);

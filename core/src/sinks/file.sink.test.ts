@@ -58,14 +58,24 @@ describe('FileSink', () => {
   });
 
   it('ndjson: envelope carries message and delivery ids; {date} names a daily file', async () => {
-    const sink = new FileSink(sinkContext(base(tmp, { envelope: true, file: 'out-{date}.ndjson', fsync: false })), writers);
+    const sink = new FileSink(
+      sinkContext(base(tmp, { envelope: true, file: 'out-{date}.ndjson', fsync: false })),
+      writers,
+    );
     const d = delivery(patientBundle('M2'));
     await sink.deliver(d);
     await sink.stop();
     const file = sink.currentFile();
     expect(path.basename(file)).toMatch(/^out-\d{4}-\d\d-\d\d\.ndjson$/);
     const rec = JSON.parse(fs.readFileSync(file, 'utf8'));
-    expect(rec).toMatchObject({ messageId: d.message.id, deliveryId: d.deliveryId, routeId: 'r1', sourceId: 'src', messageType: 'ADT^A01', controlId: 'CTRL1' });
+    expect(rec).toMatchObject({
+      messageId: d.message.id,
+      deliveryId: d.deliveryId,
+      routeId: 'r1',
+      sourceId: 'src',
+      messageType: 'ADT^A01',
+      controlId: 'CTRL1',
+    });
     expect(rec.bundle.resourceType).toBe('Bundle');
   });
 
@@ -100,14 +110,29 @@ describe('FileSink', () => {
 
 describe('deliveryPayloadJson', () => {
   const { deliveryPayload, deliveryPayloadJson } = jest.requireActual('./common') as typeof import('./common');
-  const message = { id: 'm1', seq: 1, sourceId: 's', contentType: 'x', headers: { messageType: 'ADT^A01', controlId: 'C1' }, receivedAt: new Date(0), status: 'routed' as const };
-  const bundle = { resourceType: 'Bundle' as const, type: 'transaction' as const, entry: [{ resource: { resourceType: 'Patient' as const, id: 'p' } }] };
+  const message = {
+    id: 'm1',
+    seq: 1,
+    sourceId: 's',
+    contentType: 'x',
+    headers: { messageType: 'ADT^A01', controlId: 'C1' },
+    receivedAt: new Date(0),
+    status: 'routed' as const,
+  };
+  const bundle = {
+    resourceType: 'Bundle' as const,
+    type: 'transaction' as const,
+    entry: [{ resource: { resourceType: 'Patient' as const, id: 'p' } }],
+  };
 
-  it.each([false, true])('is the same text as serialising deliveryPayload (envelope %s), from the object or the stored text', (envelope) => {
-    const fromObject = { deliveryId: 'd1', attempt: 1, routeId: 'r', bundle, message };
-    const fromText = { ...fromObject, bundleJson: JSON.stringify(bundle) };
-    const expected = JSON.stringify(deliveryPayload(fromObject, envelope));
-    expect(deliveryPayloadJson(fromObject, envelope)).toBe(expected);
-    expect(deliveryPayloadJson(fromText, envelope)).toBe(expected);
-  });
+  it.each([false, true])(
+    'is the same text as serialising deliveryPayload (envelope %s), from the object or the stored text',
+    (envelope) => {
+      const fromObject = { deliveryId: 'd1', attempt: 1, routeId: 'r', bundle, message };
+      const fromText = { ...fromObject, bundleJson: JSON.stringify(bundle) };
+      const expected = JSON.stringify(deliveryPayload(fromObject, envelope));
+      expect(deliveryPayloadJson(fromObject, envelope)).toBe(expected);
+      expect(deliveryPayloadJson(fromText, envelope)).toBe(expected);
+    },
+  );
 });

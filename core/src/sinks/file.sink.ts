@@ -5,23 +5,55 @@ import { inject, injectable } from 'tsyringe';
 import { configError, retryableDeliveryError } from '../errors';
 import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens, createToken } from '../plugin/tokens';
-import { deliveryPayload, deliveryPayloadJson, formatName, nonEmptyString, OWN_FORMATS, safeFileName, writtenMessages } from './common';
+import {
+  deliveryPayload,
+  deliveryPayloadJson,
+  formatName,
+  nonEmptyString,
+  OWN_FORMATS,
+  safeFileName,
+  writtenMessages,
+} from './common';
 import { fileModes, mkdirPrivate, type FileModes } from '../util/file-modes';
 import { defineSchema, withSchemaDefaults, type SchemaInput, type SchemaType } from '../config/schema-type';
 
 /** `sinks.<id>` keys of a `type: file` sink. */
 export const fileSinkSchema = defineSchema({
-  dir: { doc: 'Output directory (created when missing); relative paths resolve against the working directory', format: nonEmptyString('dir'), default: '' },
+  dir: {
+    doc: 'Output directory (created when missing); relative paths resolve against the working directory',
+    format: nonEmptyString('dir'),
+    default: '',
+  },
   format: {
     doc: 'ndjson: one line per bundle appended to `file`; json: one file per message, <message id>.json; hl7v2 (with the hl7v2-mllp plugin): the Bundle as HL7 v2 with `profile`, one file per message, <message id>.hl7',
     format: formatName(OWN_FORMATS.file),
     default: 'ndjson',
   },
-  profile: { doc: 'format hl7v2 (or another plugin-written format): the receiver profile, checked by the plugin when the config loads (FHIR-TO-V2.md)', format: Object, default: {} },
-  file: { doc: 'ndjson: file name inside dir; {date} becomes the UTC date (YYYY-MM-DD) for daily files', format: nonEmptyString('file'), default: 'bundles.ndjson' },
-  fsync: { doc: 'fsync before a delivery counts as done (ndjson: one fsync per group of lines written together)', format: Boolean, default: true },
-  envelope: { doc: 'Wrap each bundle as { messageId, deliveryId, routeId, sourceId, messageType, controlId, receivedAt, bundle }', format: Boolean, default: false },
-  indent: { doc: 'json: spaces of indentation (0 = compact); ndjson lines are always compact', format: 'nat', default: 2 },
+  profile: {
+    doc: 'format hl7v2 (or another plugin-written format): the receiver profile, checked by the plugin when the config loads (FHIR-TO-V2.md)',
+    format: Object,
+    default: {},
+  },
+  file: {
+    doc: 'ndjson: file name inside dir; {date} becomes the UTC date (YYYY-MM-DD) for daily files',
+    format: nonEmptyString('file'),
+    default: 'bundles.ndjson',
+  },
+  fsync: {
+    doc: 'fsync before a delivery counts as done (ndjson: one fsync per group of lines written together)',
+    format: Boolean,
+    default: true,
+  },
+  envelope: {
+    doc: 'Wrap each bundle as { messageId, deliveryId, routeId, sourceId, messageType, controlId, receivedAt, bundle }',
+    format: Boolean,
+    default: false,
+  },
+  indent: {
+    doc: 'json: spaces of indentation (0 = compact); ndjson lines are always compact',
+    format: 'nat',
+    default: 2,
+  },
 });
 
 export type FileSinkConfig = SchemaType<typeof fileSinkSchema>;
@@ -195,7 +227,11 @@ export class FileSink implements MessageSink {
     this.cfg = withSchemaDefaults(fileSinkSchema, ctx.config);
     this.dir = path.resolve(this.cfg.dir);
     this.modes = ctx.files ?? fileModes();
-    if (!OWN_FORMATS.file.includes(this.cfg.format) && !ctx.fromFhir) throw configError('SINK_FORMAT', `sinks.${ctx.id}.format: ${this.cfg.format} needs a loaded plugin that writes it`);
+    if (!OWN_FORMATS.file.includes(this.cfg.format) && !ctx.fromFhir)
+      throw configError(
+        'SINK_FORMAT',
+        `sinks.${ctx.id}.format: ${this.cfg.format} needs a loaded plugin that writes it`,
+      );
   }
 
   /** NDJSON: every line in flight joins one write and one fsync, so more in flight = fewer fsyncs. */
@@ -221,15 +257,30 @@ export class FileSink implements MessageSink {
 
   async deliver(d: Delivery): Promise<void> {
     // converted before anything is written: a Bundle that cannot be expressed is dead (not retried), with the reason
-    const written = OWN_FORMATS.file.includes(this.cfg.format) ? [] : await writtenMessages(`file sink ${this.ctx.id}`, 'FILE', this.ctx, d, this.cfg.format, this.cfg.profile);
+    const written = OWN_FORMATS.file.includes(this.cfg.format)
+      ? []
+      : await writtenMessages(`file sink ${this.ctx.id}`, 'FILE', this.ctx, d, this.cfg.format, this.cfg.profile);
     try {
       if (this.cfg.format === 'ndjson') await this.appendLine(deliveryPayloadJson(d, this.cfg.envelope));
-      else if (this.cfg.format === 'json') await this.writeFile(`${safeFileName(d.message.id)}.json`, JSON.stringify(deliveryPayload(d, this.cfg.envelope), null, this.cfg.indent || undefined) + '\n');
+      else if (this.cfg.format === 'json')
+        await this.writeFile(
+          `${safeFileName(d.message.id)}.json`,
+          JSON.stringify(deliveryPayload(d, this.cfg.envelope), null, this.cfg.indent || undefined) + '\n',
+        );
       // a plugin-written format (hl7v2): the messages one after the other (segments end with CR, each message with CR LF), one file per message
-      else await this.writeFile(`${safeFileName(d.message.id)}.${this.cfg.format === 'hl7v2' ? 'hl7' : this.cfg.format}`, written.map((m) => m.replace(/\r?$/, '\r') + '\n').join(''));
+      else
+        await this.writeFile(
+          `${safeFileName(d.message.id)}.${this.cfg.format === 'hl7v2' ? 'hl7' : this.cfg.format}`,
+          written.map((m) => m.replace(/\r?$/, '\r') + '\n').join(''),
+        );
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-      throw retryableDeliveryError('FILE_WRITE', `file sink ${this.ctx.id}: cannot write: ${code}`, { errno: code, dir: this.dir }, e);
+      throw retryableDeliveryError(
+        'FILE_WRITE',
+        `file sink ${this.ctx.id}: cannot write: ${code}`,
+        { errno: code, dir: this.dir },
+        e,
+      );
     }
     this.ctx.logger.debug('bundle written', { sink: this.ctx.id, messageId: d.message.id, deliveryId: d.deliveryId });
   }

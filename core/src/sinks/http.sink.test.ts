@@ -15,7 +15,8 @@ describe('HttpSink (real HTTP server on 127.0.0.1)', () => {
   let server: Server;
   let base: string;
   const seen: Seen[] = [];
-  let handler: (req: IncomingMessage, res: ServerResponse, body: string) => void = (_q, res) => res.writeHead(204).end();
+  let handler: (req: IncomingMessage, res: ServerResponse, body: string) => void = (_q, res) =>
+    res.writeHead(204).end();
 
   beforeAll(async () => {
     server = createServer(async (req, res) => {
@@ -50,16 +51,20 @@ describe('HttpSink (real HTTP server on 127.0.0.1)', () => {
         auth: { ...defaultAuth(), ...(over.auth ?? {}) },
       }),
     );
-  const fail = (s: HttpSink, d = delivery(patientBundle('MRN-SECRET', { family: 'Secretfamily' }))) => s.deliver(d).then(
-    () => {
-      throw new Error('expected the delivery to fail');
-    },
-    (e) => e as FerryError,
-  );
+  const fail = (s: HttpSink, d = delivery(patientBundle('MRN-SECRET', { family: 'Secretfamily' }))) =>
+    s.deliver(d).then(
+      () => {
+        throw new Error('expected the delivery to fail');
+      },
+      (e) => e as FerryError,
+    );
 
   it('POSTs the bundle with configured headers, bearer auth and delivery ids', async () => {
     const d = delivery(patientBundle('M1'));
-    await sink({ headers: { 'X-Tenant': 'north' }, auth: { ...defaultAuth(), type: 'bearer', token: 'tok123' } }).deliver(d);
+    await sink({
+      headers: { 'X-Tenant': 'north' },
+      auth: { ...defaultAuth(), type: 'bearer', token: 'tok123' },
+    }).deliver(d);
     expect(seen).toHaveLength(1);
     const [r] = seen;
     expect(r.method).toBe('POST');
@@ -76,10 +81,19 @@ describe('HttpSink (real HTTP server on 127.0.0.1)', () => {
 
   it('basic auth, PUT and the envelope body', async () => {
     const d = delivery(patientBundle('M2'));
-    await sink({ method: 'PUT', envelope: true, auth: { ...defaultAuth(), type: 'basic', username: 'ferry', password: 'p:w' } }).deliver(d);
+    await sink({
+      method: 'PUT',
+      envelope: true,
+      auth: { ...defaultAuth(), type: 'basic', username: 'ferry', password: 'p:w' },
+    }).deliver(d);
     expect(seen[0].method).toBe('PUT');
     expect(seen[0].headers.authorization).toBe(`Basic ${Buffer.from('ferry:p:w').toString('base64')}`);
-    expect(JSON.parse(seen[0].body)).toMatchObject({ messageId: d.message.id, deliveryId: d.deliveryId, routeId: 'r1', bundle: d.bundle });
+    expect(JSON.parse(seen[0].body)).toMatchObject({
+      messageId: d.message.id,
+      deliveryId: d.deliveryId,
+      routeId: 'r1',
+      bundle: d.bundle,
+    });
   });
 
   it.each([400, 401, 403, 404, 409, 422])('HTTP %i is not retryable', async (status) => {
@@ -156,19 +170,35 @@ describe('HttpSink (real HTTP server on 127.0.0.1)', () => {
         expect(new URLSearchParams(body).get('grant_type')).toBe('client_credentials');
         expect(req.headers.authorization).toBe(`Basic ${Buffer.from('cid:csecret').toString('base64')}`);
         valid = `t${++issued}`;
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: valid, token_type: 'Bearer', expires_in: 3600 }));
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ access_token: valid, token_type: 'Bearer', expires_in: 3600 }));
         return;
       }
       res.writeHead(req.headers.authorization === `Bearer ${valid}` ? 200 : 401).end();
     };
-    const s = sink({ auth: { ...defaultAuth(), type: 'client_credentials', tokenUrl: `${base}/token`, clientId: 'cid', clientSecret: 'csecret', scope: 'system/*.write' } });
+    const s = sink({
+      auth: {
+        ...defaultAuth(),
+        type: 'client_credentials',
+        tokenUrl: `${base}/token`,
+        clientId: 'cid',
+        clientSecret: 'csecret',
+        scope: 'system/*.write',
+      },
+    });
     await s.deliver(delivery(patientBundle('A')));
     await s.deliver(delivery(patientBundle('B')));
     expect(issued).toBe(1);
     valid = 'rotated-by-server';
     await s.deliver(delivery(patientBundle('C')));
     expect(issued).toBe(2);
-    expect(seen.filter((r) => r.url === '/ingest').map((r) => r.headers.authorization)).toEqual(['Bearer t1', 'Bearer t1', 'Bearer t1', 'Bearer t2']);
+    expect(seen.filter((r) => r.url === '/ingest').map((r) => r.headers.authorization)).toEqual([
+      'Bearer t1',
+      'Bearer t1',
+      'Bearer t1',
+      'Bearer t2',
+    ]);
   });
 
   it('refuses a config without url or with incomplete auth', () => {

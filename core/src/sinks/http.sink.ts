@@ -3,22 +3,55 @@ import { configError, FerryError } from '../errors';
 import type { Delivery, MessageSink, SinkContext } from '../plugin/api';
 import { coreTokens } from '../plugin/tokens';
 import { SinkAuth, sinkAuthSchema, type SinkAuthConfig } from './auth';
-import { deliveryPayloadJson, fhirToFormatCode, formatName, headerMap, httpUrl, networkDeliveryError, OWN_FORMATS, requestSignal, statusDeliveryError, writtenMessages } from './common';
-import { defineSchema, schemaDefaults, withSchemaDefaults, type SchemaInput, type SchemaType } from '../config/schema-type';
+import {
+  deliveryPayloadJson,
+  fhirToFormatCode,
+  formatName,
+  headerMap,
+  httpUrl,
+  networkDeliveryError,
+  OWN_FORMATS,
+  requestSignal,
+  statusDeliveryError,
+  writtenMessages,
+} from './common';
+import {
+  defineSchema,
+  schemaDefaults,
+  withSchemaDefaults,
+  type SchemaInput,
+  type SchemaType,
+} from '../config/schema-type';
 
 /** `sinks.<id>` keys of a `type: http` sink. */
 export const httpSinkSchema = defineSchema({
   url: { doc: 'Where bundles are sent (http or https URL)', format: httpUrl, default: '' },
   method: { doc: 'POST or PUT', format: ['POST', 'PUT'], default: 'POST' },
-  headers: { doc: 'Extra request headers (values may use ${ENV})', format: headerMap, default: {} as Record<string, string> },
-  contentType: { doc: 'Content-Type of the body (default: application/fhir+json; format hl7v2: application/hl7-v2)', format: String, default: '' },
+  headers: {
+    doc: 'Extra request headers (values may use ${ENV})',
+    format: headerMap,
+    default: {} as Record<string, string>,
+  },
+  contentType: {
+    doc: 'Content-Type of the body (default: application/fhir+json; format hl7v2: application/hl7-v2)',
+    format: String,
+    default: '',
+  },
   format: {
     doc: 'fhir: the Bundle as JSON; hl7v2 (with the hl7v2-mllp plugin): the Bundle as one HL7 v2 message built with `profile` (FHIR-TO-V2.md)',
     format: formatName(OWN_FORMATS.http),
     default: 'fhir',
   },
-  profile: { doc: 'format hl7v2 (or another plugin-written format): the receiver profile, checked by the plugin when the config loads', format: Object, default: {} },
-  envelope: { doc: 'Send { messageId, deliveryId, routeId, sourceId, messageType, controlId, receivedAt, bundle } instead of the bare bundle', format: Boolean, default: false },
+  profile: {
+    doc: 'format hl7v2 (or another plugin-written format): the receiver profile, checked by the plugin when the config loads',
+    format: Object,
+    default: {},
+  },
+  envelope: {
+    doc: 'Send { messageId, deliveryId, routeId, sourceId, messageType, controlId, receivedAt, bundle } instead of the bare bundle',
+    format: Boolean,
+    default: false,
+  },
   timeoutMs: { doc: 'Timeout of one request (connect + answer)', format: 'nat', default: 10_000 },
   auth: sinkAuthSchema,
 });
@@ -41,8 +74,15 @@ export class HttpSink implements MessageSink {
   constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<HttpSinkInput>) {
     this.cfg = withSchemaDefaults(httpSinkSchema, ctx.config);
     if (!this.cfg.url) throw configError('SINK_URL', `sinks.${ctx.id}.url: required`);
-    if (this.format !== 'fhir' && !ctx.fromFhir) throw configError('SINK_FORMAT', `sinks.${ctx.id}.format: ${this.format} needs a loaded plugin that writes it`);
-    if (!this.cfg.contentType) this.cfg.contentType = this.format === 'fhir' ? 'application/fhir+json' : this.format === 'hl7v2' ? 'application/hl7-v2' : 'text/plain';
+    if (this.format !== 'fhir' && !ctx.fromFhir)
+      throw configError('SINK_FORMAT', `sinks.${ctx.id}.format: ${this.format} needs a loaded plugin that writes it`);
+    if (!this.cfg.contentType)
+      this.cfg.contentType =
+        this.format === 'fhir'
+          ? 'application/fhir+json'
+          : this.format === 'hl7v2'
+            ? 'application/hl7-v2'
+            : 'text/plain';
     this.auth = new SinkAuth(this.cfg.auth, `sinks.${ctx.id}`, this.cfg.timeoutMs);
   }
 
@@ -76,7 +116,11 @@ export class HttpSink implements MessageSink {
   private async written(d: Delivery): Promise<string> {
     const msgs = await writtenMessages(`http sink ${this.ctx.id}`, 'HTTP', this.ctx, d, this.format, this.cfg.profile);
     if (msgs.length !== 1)
-      throw new FerryError(fhirToFormatCode('HTTP', this.format), `message ${d.message.id}: the Bundle gives ${msgs.length} ${this.format} messages; route one appointment per message`, { kind: 'input', retryable: false });
+      throw new FerryError(
+        fhirToFormatCode('HTTP', this.format),
+        `message ${d.message.id}: the Bundle gives ${msgs.length} ${this.format} messages; route one appointment per message`,
+        { kind: 'input', retryable: false },
+      );
     return msgs[0];
   }
 
@@ -96,7 +140,13 @@ export class HttpSink implements MessageSink {
         'idempotency-key': d.deliveryId,
         ...(authorization ? { authorization } : {}),
       };
-      const response = await fetch(this.cfg.url, { method: this.cfg.method, headers, body, signal, redirect: 'manual' });
+      const response = await fetch(this.cfg.url, {
+        method: this.cfg.method,
+        headers,
+        body,
+        signal,
+        redirect: 'manual',
+      });
       return { response, authorization };
     } catch (e) {
       if (FerryError.is(e)) throw e; // token endpoint errors keep their own classification

@@ -40,7 +40,11 @@ export function toAuditEvent(e: StoredAuditEntry, observer = os.hostname()): Aud
   return {
     resourceType: 'AuditEvent',
     id: `ferry-audit-${e.seq}`,
-    type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'RESTful Operation' },
+    type: {
+      system: 'http://terminology.hl7.org/CodeSystem/audit-event-type',
+      code: 'rest',
+      display: 'RESTful Operation',
+    },
     subtype: [{ system: 'urn:ferry:audit-action', code: e.action }],
     action: actionCode(e.action),
     recorded: e.at.toISOString(),
@@ -48,7 +52,14 @@ export function toAuditEvent(e: StoredAuditEntry, observer = os.hostname()): Aud
     outcomeDesc: [e.result, e.detail].filter(Boolean).join(': '),
     agent: [
       {
-        type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/extra-security-role-type', code: human ? 'humanuser' : 'dataprocessor' }] },
+        type: {
+          coding: [
+            {
+              system: 'http://terminology.hl7.org/CodeSystem/extra-security-role-type',
+              code: human ? 'humanuser' : 'dataprocessor',
+            },
+          ],
+        },
         who: { identifier: { system: 'urn:ferry:principal', value: e.principal } },
         requestor: true,
         ...(e.role ? { role: [{ text: e.role }] } : {}),
@@ -57,13 +68,34 @@ export function toAuditEvent(e: StoredAuditEntry, observer = os.hostname()): Aud
     ],
     source: {
       observer: { display: `Ferry on ${observer}` },
-      type: [{ system: 'http://terminology.hl7.org/CodeSystem/security-source-type', code: '4', display: 'Application Server' }],
+      type: [
+        {
+          system: 'http://terminology.hl7.org/CodeSystem/security-source-type',
+          code: '4',
+          display: 'Application Server',
+        },
+      ],
     },
     entity: [
-      ...(e.target ? [{ what: { display: e.target }, type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '2', display: 'System Object' } }] : []),
+      ...(e.target
+        ? [
+            {
+              what: { display: e.target },
+              type: {
+                system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type',
+                code: '2',
+                display: 'System Object',
+              },
+            },
+          ]
+        : []),
       ...(e.messageIds ?? []).map((id) => ({
         what: { identifier: { system: 'urn:ferry:message', value: id } },
-        type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '2', display: 'System Object' },
+        type: {
+          system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type',
+          code: '2',
+          display: 'System Object',
+        },
       })),
     ],
   };
@@ -88,10 +120,15 @@ export class AuditSource implements MessageSource {
   }
 
   async start(): Promise<void> {
-    if (!this.ctx.auditEntries) throw configError('SOURCE_AUDIT', `sources.${this.ctx.id}: this engine gives sources no access to the audit trail`);
+    if (!this.ctx.auditEntries)
+      throw configError(
+        'SOURCE_AUDIT',
+        `sources.${this.ctx.id}: this engine gives sources no access to the audit trail`,
+      );
     if ((await this.ctx.getCheckpoint(CHECKPOINT)) === undefined) {
       // First start: from now on (the newest entry's seq), or from the start of the trail.
-      const newest = this.cfg.from === 'now' ? (await this.ctx.auditEntries({ newestFirst: true, limit: 1 }))[0]?.seq ?? 0 : 0;
+      const newest =
+        this.cfg.from === 'now' ? ((await this.ctx.auditEntries({ newestFirst: true, limit: 1 }))[0]?.seq ?? 0) : 0;
       await this.ctx.setCheckpoint(CHECKPOINT, String(newest));
     }
     this.running = true;
@@ -128,7 +165,12 @@ export class AuditSource implements MessageSource {
       entries.map((e) => ({
         contentType: 'application/fhir+json',
         body: Buffer.from(JSON.stringify(toAuditEvent(e))),
-        headers: { messageType: 'AuditEvent', controlId: `ferry-audit-${e.seq}`, sendingApplication: 'ferry-audit', orderingKey: 'ferry-audit' },
+        headers: {
+          messageType: 'AuditEvent',
+          controlId: `ferry-audit-${e.seq}`,
+          sendingApplication: 'ferry-audit',
+          orderingKey: 'ferry-audit',
+        },
         receivedAt: new Date(),
       })),
       { checkpoint: { sourceId: this.ctx.id, key: CHECKPOINT, value: String(last) } },

@@ -7,7 +7,13 @@ export const requiredString = (what: string) =>
   };
 
 /** Content types accepted as HL7 v2 text (stored as `application/hl7-v2`). */
-export const HL7_CONTENT_TYPES = new Set(['application/hl7-v2', 'x-application/hl7-v2+er7', 'text/plain', 'application/edi-hl7', 'text/hl7']);
+export const HL7_CONTENT_TYPES = new Set([
+  'application/hl7-v2',
+  'x-application/hl7-v2+er7',
+  'text/plain',
+  'application/edi-hl7',
+  'text/hl7',
+]);
 /** Content types accepted as FHIR JSON (stored as `application/fhir+json`). */
 export const FHIR_CONTENT_TYPES = new Set(['application/fhir+json', 'application/json', 'application/json+fhir']);
 
@@ -46,7 +52,8 @@ export function checkBody(contentType: string, body: Buffer): string | undefined
       const pos = /position (\d+)/.exec((e as Error).message)?.[1];
       return `body is not valid JSON${pos ? ` (error at position ${pos})` : ''}`;
     }
-    if (!doc || typeof doc !== 'object' || Array.isArray(doc)) return 'FHIR JSON must be an object (a resource or a Bundle)';
+    if (!doc || typeof doc !== 'object' || Array.isArray(doc))
+      return 'FHIR JSON must be an object (a resource or a Bundle)';
     const rt = (doc as { resourceType?: unknown }).resourceType;
     if (typeof rt !== 'string' || !/^[A-Z][A-Za-z]+$/.test(rt)) return 'FHIR JSON has no resourceType';
     return undefined;

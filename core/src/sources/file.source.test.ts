@@ -47,7 +47,10 @@ describe('FileSource (real directory, real SQLite store)', () => {
     keepDoneDays: 0,
     ...over,
   });
-  const startSource = async (over: Partial<FileSourceConfig> = {}, ctxOver: Partial<ReturnType<typeof storeContext<FileSourceConfig>>> = {}) => {
+  const startSource = async (
+    over: Partial<FileSourceConfig> = {},
+    ctxOver: Partial<ReturnType<typeof storeContext<FileSourceConfig>>> = {},
+  ) => {
     const ctx = { ...storeContext<FileSourceConfig>(store, cfg(over)), ...ctxOver };
     source = new FileSource(ctx);
     await source.start();
@@ -59,14 +62,17 @@ describe('FileSource (real directory, real SQLite store)', () => {
   it('stores one HL7 file, and moves it to done/ only after the store commit', async () => {
     let presentAtSubmit: boolean | undefined;
     const base = storeContext(store, cfg());
-    await startSource({}, {
-      submit: async (m, o) => {
-        presentAtSubmit = fs.existsSync(path.join(inbox, 'a01.hl7'));
-        const r = await base.submit(m, o);
-        expect(fs.existsSync(path.join(inbox, 'done', 'a01.hl7'))).toBe(false);
-        return r;
+    await startSource(
+      {},
+      {
+        submit: async (m, o) => {
+          presentAtSubmit = fs.existsSync(path.join(inbox, 'a01.hl7'));
+          const r = await base.submit(m, o);
+          expect(fs.existsSync(path.join(inbox, 'done', 'a01.hl7'))).toBe(false);
+          return r;
+        },
       },
-    });
+    );
     fs.writeFileSync(path.join(inbox, 'a01.hl7'), adt('C1'));
     await until(() => ls(path.join(inbox, 'done')).includes('a01.hl7'));
     expect(presentAtSubmit).toBe(true);
@@ -81,11 +87,19 @@ describe('FileSource (real directory, real SQLite store)', () => {
 
   it('a batch file becomes one message per MSH; FHIR JSON files get application/fhir+json', async () => {
     await startSource();
-    fs.writeFileSync(path.join(inbox, 'batch.hl7'), `FHS|^~\\&\rBHS|^~\\&\r${adt('B1')}${adt('B2')}${adt('B3')}BTS|3\rFTS|1\r`);
+    fs.writeFileSync(
+      path.join(inbox, 'batch.hl7'),
+      `FHS|^~\\&\rBHS|^~\\&\r${adt('B1')}${adt('B2')}${adt('B3')}BTS|3\rFTS|1\r`,
+    );
     fs.writeFileSync(path.join(inbox, 'patient.json'), JSON.stringify({ resourceType: 'Patient', id: 'p1' }));
     await until(() => ls(path.join(inbox, 'done')).length === 2);
     const msgs = await stored();
-    expect(msgs.filter((m) => m.contentType === 'application/hl7-v2').map((m) => m.headers.controlId).sort()).toEqual(['B1', 'B2', 'B3']);
+    expect(
+      msgs
+        .filter((m) => m.contentType === 'application/hl7-v2')
+        .map((m) => m.headers.controlId)
+        .sort(),
+    ).toEqual(['B1', 'B2', 'B3']);
     expect(msgs.filter((m) => m.contentType === 'application/fhir+json')).toHaveLength(1);
   });
 
@@ -167,7 +181,10 @@ describe('FileSource (real directory, real SQLite store)', () => {
     fs.mkdirSync(done, { recursive: true });
     fs.mkdirSync(err, { recursive: true });
     const old = new Date(Date.now() - 10 * 86_400_000);
-    for (const [d, n] of [[done, 'old.hl7'], [err, 'old-bad.hl7']] as const) {
+    for (const [d, n] of [
+      [done, 'old.hl7'],
+      [err, 'old-bad.hl7'],
+    ] as const) {
       fs.writeFileSync(path.join(d, n), 'x');
       fs.utimesSync(path.join(d, n), old, old);
     }

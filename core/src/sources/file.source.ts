@@ -12,20 +12,48 @@ import { defineSchema, withSchemaDefaults, type SchemaInput, type SchemaType } f
 
 /** `sources.<id>` keys of a `type: file` source. */
 export const fileSourceSchema = defineSchema({
-  dir: { doc: 'Directory watched for message files (created when missing)', format: requiredString('dir'), default: '' },
+  dir: {
+    doc: 'Directory watched for message files (created when missing)',
+    format: requiredString('dir'),
+    default: '',
+  },
   contentType: {
     doc: 'Content type of every file; empty = by extension (.hl7 .er7 .txt -> application/hl7-v2, .json -> application/fhir+json)',
     format: String,
     default: '',
   },
-  pattern: { doc: 'Glob on file names (*, ?, {a,b}); dotfiles and *.tmp/*.part/*.filepart/*~ are always ignored', format: String, default: '*' },
-  pollIntervalMs: { doc: 'Directory scan interval (fs.watch also triggers a scan at once)', format: 'nat', default: 1000 },
-  batch: { doc: 'Split a file into messages with the transform for its content type (HL7 FHS/BHS batches); false = one file, one message', format: Boolean, default: true },
-  stableMs: { doc: 'A file is read only once its size and mtime have not changed for this long (files still being written are left alone)', format: 'nat', default: 500 },
+  pattern: {
+    doc: 'Glob on file names (*, ?, {a,b}); dotfiles and *.tmp/*.part/*.filepart/*~ are always ignored',
+    format: String,
+    default: '*',
+  },
+  pollIntervalMs: {
+    doc: 'Directory scan interval (fs.watch also triggers a scan at once)',
+    format: 'nat',
+    default: 1000,
+  },
+  batch: {
+    doc: 'Split a file into messages with the transform for its content type (HL7 FHS/BHS batches); false = one file, one message',
+    format: Boolean,
+    default: true,
+  },
+  stableMs: {
+    doc: 'A file is read only once its size and mtime have not changed for this long (files still being written are left alone)',
+    format: 'nat',
+    default: 500,
+  },
   doneDir: { doc: 'Where files go once stored (relative to dir)', format: String, default: 'done' },
-  errorDir: { doc: 'Where rejected files go, each with a <name>.reason file (relative to dir)', format: String, default: 'error' },
+  errorDir: {
+    doc: 'Where rejected files go, each with a <name>.reason file (relative to dir)',
+    format: String,
+    default: 'error',
+  },
   maxFileBytes: { doc: 'Larger files are rejected to errorDir', format: 'nat', default: 64 * 1024 * 1024 },
-  keepDoneDays: { doc: 'Delete files from doneDir this many days after they were stored (0 = keep forever); errorDir is never pruned', format: 'nat', default: 0 },
+  keepDoneDays: {
+    doc: 'Delete files from doneDir this many days after they were stored (0 = keep forever); errorDir is never pruned',
+    format: 'nat',
+    default: 0,
+  },
 });
 
 export type FileSourceConfig = SchemaType<typeof fileSourceSchema>;
@@ -100,7 +128,11 @@ export class FileSource implements MessageSource {
       this.ctx.logger.warn('fs.watch unavailable; polling only', { source: this.ctx.id, error: (e as Error).message });
     }
     this.timer = setInterval(() => this.scanSoon(0), Math.max(10, this.cfg.pollIntervalMs));
-    this.ctx.logger.info('file source watching', { source: this.ctx.id, pattern: this.cfg.pattern, batch: this.cfg.batch });
+    this.ctx.logger.info('file source watching', {
+      source: this.ctx.id,
+      pattern: this.cfg.pattern,
+      batch: this.cfg.batch,
+    });
     this.scanSoon(0);
   }
 
@@ -150,7 +182,11 @@ export class FileSource implements MessageSource {
           await this.scan();
         } while (this.rescan && this.running);
       } catch (e) {
-        this.ctx.logger.error('file source scan failed', { source: this.ctx.id, error: (e as Error).message, errorCode: (e as NodeJS.ErrnoException).code });
+        this.ctx.logger.error('file source scan failed', {
+          source: this.ctx.id,
+          error: (e as Error).message,
+          errorCode: (e as NodeJS.ErrnoException).code,
+        });
       } finally {
         this.scanning = undefined;
       }
@@ -161,7 +197,12 @@ export class FileSource implements MessageSource {
   private async scan(): Promise<void> {
     if (this.cfg.keepDoneDays > 0 && Date.now() - this.lastPrune > 3600_000) {
       this.lastPrune = Date.now();
-      await this.pruneDone().catch((e) => this.ctx.logger.warn('pruning the done folder failed', { source: this.ctx.id, errorCode: (e as NodeJS.ErrnoException).code }));
+      await this.pruneDone().catch((e) =>
+        this.ctx.logger.warn('pruning the done folder failed', {
+          source: this.ctx.id,
+          errorCode: (e as NodeJS.ErrnoException).code,
+        }),
+      );
     }
     const entries = await fsp.readdir(this.dir, { withFileTypes: true });
     const now = Date.now();
@@ -214,7 +255,8 @@ export class FileSource implements MessageSource {
         removed++;
       }
     }
-    if (removed) this.ctx.logger.info('done folder pruned', { source: this.ctx.id, removed, keepDoneDays: this.cfg.keepDoneDays });
+    if (removed)
+      this.ctx.logger.info('done folder pruned', { source: this.ctx.id, removed, keepDoneDays: this.cfg.keepDoneDays });
   }
 
   private contentTypeFor(name: string): string | undefined {
@@ -226,10 +268,14 @@ export class FileSource implements MessageSource {
     const file = path.join(this.dir, name);
     let messages: InboundMessage[];
     try {
-      if (size > this.cfg.maxFileBytes) throw inputError('FILE_TOO_LARGE', `file is ${size} bytes, more than maxFileBytes ${this.cfg.maxFileBytes}`);
+      if (size > this.cfg.maxFileBytes)
+        throw inputError('FILE_TOO_LARGE', `file is ${size} bytes, more than maxFileBytes ${this.cfg.maxFileBytes}`);
       const contentType = this.contentTypeFor(name);
       if (!contentType)
-        throw inputError('UNKNOWN_CONTENT_TYPE', `no content type for extension "${path.extname(name)}"; set contentType or use .hl7/.er7/.txt/.json`);
+        throw inputError(
+          'UNKNOWN_CONTENT_TYPE',
+          `no content type for extension "${path.extname(name)}"; set contentType or use .hl7/.er7/.txt/.json`,
+        );
       const body = await fsp.readFile(file);
       const reason = checkBody(contentType, body);
       if (reason) throw inputError('BAD_MESSAGE', reason);
@@ -237,7 +283,9 @@ export class FileSource implements MessageSource {
       try {
         parts = this.cfg.batch ? this.ctx.split(contentType, body) : [body];
       } catch (e) {
-        throw FerryError.is(e) ? e : inputError('BAD_BATCH', `cannot split the file into messages: ${(e as Error).message}`, undefined, e);
+        throw FerryError.is(e)
+          ? e
+          : inputError('BAD_BATCH', `cannot split the file into messages: ${(e as Error).message}`, undefined, e);
       }
       parts = parts.filter((p) => p.length > 0);
       if (!parts.length) throw inputError('EMPTY_BATCH', 'the file holds no message');
@@ -246,7 +294,9 @@ export class FileSource implements MessageSource {
         try {
           return { contentType, body: p, headers: this.ctx.extractHeaders(contentType, p), receivedAt };
         } catch (e) {
-          throw FerryError.is(e) ? e : inputError('BAD_MESSAGE', `message ${i + 1} of the file: ${(e as Error).message}`, undefined, e);
+          throw FerryError.is(e)
+            ? e
+            : inputError('BAD_MESSAGE', `message ${i + 1} of the file: ${(e as Error).message}`, undefined, e);
         }
       });
     } catch (e) {
@@ -272,7 +322,10 @@ export class FileSource implements MessageSource {
       }
     } catch (e) {
       // Stored but not moved: it would be submitted again; the store's duplicate check catches that.
-      this.ctx.logger.error('file stored but could not be moved to done', { source: this.ctx.id, errorCode: (e as NodeJS.ErrnoException).code });
+      this.ctx.logger.error('file stored but could not be moved to done', {
+        source: this.ctx.id,
+        errorCode: (e as NodeJS.ErrnoException).code,
+      });
       this.backoff.set(name, Date.now() + 60_000);
       return;
     }
@@ -292,7 +345,14 @@ export class FileSource implements MessageSource {
     this.seen.delete(name);
     this.counts.rejected++;
     try {
-      const reason = [`file: ${name}`, `source: ${this.ctx.id}`, `time: ${new Date().toISOString()}`, `code: ${e.code}`, `reason: ${e.message}`, ''].join('\n');
+      const reason = [
+        `file: ${name}`,
+        `source: ${this.ctx.id}`,
+        `time: ${new Date().toISOString()}`,
+        `code: ${e.code}`,
+        `reason: ${e.message}`,
+        '',
+      ].join('\n');
       // The .reason file is complete before the file appears beside it (a watcher of error/ never
       // reads it half written).
       await moveAside(path.join(this.dir, name), this.errorDir, name, this.modes, async (target) => {
@@ -301,7 +361,10 @@ export class FileSource implements MessageSource {
       });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      this.ctx.logger.error('could not move a rejected file to the error folder', { source: this.ctx.id, errorCode: (err as NodeJS.ErrnoException).code });
+      this.ctx.logger.error('could not move a rejected file to the error folder', {
+        source: this.ctx.id,
+        errorCode: (err as NodeJS.ErrnoException).code,
+      });
       this.backoff.set(name, Date.now() + 60_000);
       return;
     }
@@ -312,7 +375,11 @@ export class FileSource implements MessageSource {
     this.counts.transientFailures++;
     const delay = Math.max(1000, this.cfg.pollIntervalMs * 2);
     this.backoff.set(name, Date.now() + delay);
-    this.notStored.failed({ errorCode: (e as FerryError).code ?? (e as NodeJS.ErrnoException).code, error: (e as Error).message, retryInMs: delay });
+    this.notStored.failed({
+      errorCode: (e as FerryError).code ?? (e as NodeJS.ErrnoException).code,
+      error: (e as Error).message,
+      retryInMs: delay,
+    });
     this.scanSoon(delay + 10);
   }
 }
@@ -325,7 +392,13 @@ export class FileSource implements MessageSource {
  * Moves `file` into `dir` under `name` (or `name.1`, `name.2`, ... if taken). `companion` first
  * writes a file of its own for the target and returns its path; it is removed if the move fails.
  */
-async function moveAside(file: string, dir: string, name: string, modes: FileModes, companion?: (target: string) => Promise<string>): Promise<string> {
+async function moveAside(
+  file: string,
+  dir: string,
+  name: string,
+  modes: FileModes,
+  companion?: (target: string) => Promise<string>,
+): Promise<string> {
   await mkdirPrivate(dir, modes);
   for (let n = 0; ; n++) {
     const target = path.join(dir, n === 0 ? name : `${name}.${n}`);

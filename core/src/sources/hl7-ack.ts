@@ -15,7 +15,10 @@ function hl7Timestamp(d: Date): string {
  * Returns undefined when the body has no readable MSH.
  */
 export function buildAck(body: Buffer, code: AckCode, text = '', now = new Date()): string | undefined {
-  const s = body.toString('latin1').replace(/^\uFEFF/, '').replace(/^[\r\n\t ]+/, '');
+  const s = body
+    .toString('latin1')
+    .replace(/^\uFEFF/, '')
+    .replace(/^[\r\n\t ]+/, '');
   const mshLine = s.split(/\r\n|\r|\n/).find((l) => l.startsWith('MSH'));
   if (!mshLine || mshLine.length < 8) return undefined;
   const fs = mshLine[3];
@@ -24,7 +27,8 @@ export function buildAck(body: Buffer, code: AckCode, text = '', now = new Date(
   const msh = (n: number) => f[n - 1] ?? '';
   const comp = enc[0] ?? '^';
   const trigger = msh(9).split(comp)[1] ?? '';
-  const clean = (t: string) => t.replace(new RegExp(`[${[fs, ...enc].map((c) => `\\${c}`).join('')}\\r\\n]`, 'g'), ' ').slice(0, 80);
+  const clean = (t: string) =>
+    t.replace(new RegExp(`[${[fs, ...enc].map((c) => `\\${c}`).join('')}\\r\\n]`, 'g'), ' ').slice(0, 80);
   const ackMsh = [
     'MSH',
     enc,

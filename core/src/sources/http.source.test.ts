@@ -14,7 +14,15 @@ describe('HttpSource (real fastify listener, real SQLite store)', () => {
   let source: HttpSource;
   let url: string;
 
-  const cfg = (over: Partial<HttpSourceInput> = {}): HttpSourceInput => ({ host: '127.0.0.1', port: 0, path: '/in', token: '', bodyLimit: 64 * 1024, batch: true, ...over });
+  const cfg = (over: Partial<HttpSourceInput> = {}): HttpSourceInput => ({
+    host: '127.0.0.1',
+    port: 0,
+    path: '/in',
+    token: '',
+    bodyLimit: 64 * 1024,
+    batch: true,
+    ...over,
+  });
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-http-source-'));
@@ -31,7 +39,11 @@ describe('HttpSource (real fastify listener, real SQLite store)', () => {
   });
 
   const post = (body: string | Buffer, contentType?: string, headers: Record<string, string> = {}, to = url) =>
-    fetch(to, { method: 'POST', headers: { ...(contentType ? { 'content-type': contentType } : {}), ...headers }, body });
+    fetch(to, {
+      method: 'POST',
+      headers: { ...(contentType ? { 'content-type': contentType } : {}), ...headers },
+      body,
+    });
   const json = async (r: Response) => (await r.json()) as any;
 
   it('is ready while listening and answers 202 { id } only once the message is stored', async () => {
@@ -129,7 +141,9 @@ describe('HttpSource (real fastify listener, real SQLite store)', () => {
     // junk before the MSH: refused, and the MSH is still readable, so the answer is an AR ACK
     const bad = await post(`XYZ|1\r${adt('ACK2')}`, 'application/hl7-v2', { accept: 'application/hl7-v2' });
     expect(bad.status).toBe(400);
-    expect((await bad.text()).split('\r')[1]).toBe('MSA|AR|ACK2|not an HL7 v2 message: it does not start with an MSH segment');
+    expect((await bad.text()).split('\r')[1]).toBe(
+      'MSA|AR|ACK2|not an HL7 v2 message: it does not start with an MSH segment',
+    );
     // no MSH at all: nothing to acknowledge in HL7, so the answer is JSON
     const none = await post('PID|1||X\r', 'application/hl7-v2', { accept: 'application/hl7-v2' });
     expect(none.status).toBe(400);
@@ -141,7 +155,9 @@ describe('HttpSource (real fastify listener, real SQLite store)', () => {
     const r = await post(adt('DOWN1'), 'application/hl7-v2');
     expect(r.status).toBe(503);
     expect(r.headers.get('retry-after')).toBe('1');
-    const ack = await post(adt('DOWN2'), 'application/hl7-v2', { accept: 'x-application/hl7-v2+er7, application/json;q=0.5' });
+    const ack = await post(adt('DOWN2'), 'application/hl7-v2', {
+      accept: 'x-application/hl7-v2+er7, application/json;q=0.5',
+    });
     expect(ack.status).toBe(503);
     expect((await ack.text()).split('\r')[1]).toBe('MSA|AE|DOWN2|not stored; retry later');
     await store.open();
@@ -170,7 +186,11 @@ describe('HttpSource with hashed API tokens', () => {
     await src.start();
     try {
       const send = (auth?: string) =>
-        fetch(src.url, { method: 'POST', headers: { 'content-type': 'application/hl7-v2', ...(auth ? { authorization: auth } : {}) }, body: adt(`T${Math.random()}`) });
+        fetch(src.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/hl7-v2', ...(auth ? { authorization: auth } : {}) },
+          body: adt(`T${Math.random()}`),
+        });
       expect((await send(`Bearer ${lab.secret}`)).status).toBe(202);
       expect((await send(`bearer ${lab.secret}`)).status).toBe(202);
       const no = await send();
@@ -195,11 +215,24 @@ describe('HttpSource with a bearer token', () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-http-source-auth-'));
     const store = new SqliteMessageStore({ path: path.join(tmp, 'ferry.db'), logger: silentLogger() });
     await store.open();
-    const src = new HttpSource(storeContext(store, { host: '127.0.0.1', port: 0, path: '/hl7', token: 'tkn', bodyLimit: 1024 * 1024, batch: true }));
+    const src = new HttpSource(
+      storeContext(store, {
+        host: '127.0.0.1',
+        port: 0,
+        path: '/hl7',
+        token: 'tkn',
+        bodyLimit: 1024 * 1024,
+        batch: true,
+      }),
+    );
     await src.start();
     try {
       const send = (auth?: string) =>
-        fetch(src.url, { method: 'POST', headers: { 'content-type': 'application/hl7-v2', ...(auth ? { authorization: auth } : {}) }, body: adt('A1') });
+        fetch(src.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/hl7-v2', ...(auth ? { authorization: auth } : {}) },
+          body: adt('A1'),
+        });
       expect((await send()).status).toBe(401);
       expect((await send('Bearer nope')).status).toBe(401);
       expect((await send('Bearer tkn')).status).toBe(202);

@@ -13,7 +13,27 @@ import { HttpSource, type HttpSourceInput } from './http.source';
 function selfSigned(dir: string, name: string): { cert: string; key: string } {
   const cert = path.join(dir, `${name}.crt`);
   const key = path.join(dir, `${name}.key`);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', `/CN=${name}`, '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      `/CN=${name}`,
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ],
+    { stdio: 'ignore' },
+  );
   return { cert, key };
 }
 
@@ -56,16 +76,22 @@ if (!hasOpenssl) console.warn('skipped: openssl CLI absent, cannot make test cer
   });
   const post = (url: string, opts: https.RequestOptions) =>
     new Promise<number>((resolve, reject) => {
-      const req = https.request(url, { method: 'POST', headers: { 'content-type': 'application/hl7-v2' }, agent: false, ...opts }, (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode!));
-      });
+      const req = https.request(
+        url,
+        { method: 'POST', headers: { 'content-type': 'application/hl7-v2' }, agent: false, ...opts },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode!));
+        },
+      );
       req.on('error', reject);
       req.end(adt(`TLS-${Math.random()}`));
     });
 
   it('serves HTTPS with a cert and key given as paths (or PEM)', async () => {
-    const src = new HttpSource(storeContext(store, cfg({ cert: server.cert, key: fs.readFileSync(server.key, 'utf8') })));
+    const src = new HttpSource(
+      storeContext(store, cfg({ cert: server.cert, key: fs.readFileSync(server.key, 'utf8') })),
+    );
     await src.start();
     try {
       expect(src.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/hl7$/);
@@ -77,13 +103,19 @@ if (!hasOpenssl) console.warn('skipped: openssl CLI absent, cannot make test cer
   });
 
   it('mutual TLS: a client without a certificate signed by ca is refused in the handshake', async () => {
-    const src = new HttpSource(storeContext(store, cfg({ cert: server.cert, key: server.key, ca: client.cert, requestCert: true })));
+    const src = new HttpSource(
+      storeContext(store, cfg({ cert: server.cert, key: server.key, ca: client.cert, requestCert: true })),
+    );
     await src.start();
     try {
       const ca = fs.readFileSync(server.cert);
-      expect(await post(src.url, { ca, cert: fs.readFileSync(client.cert), key: fs.readFileSync(client.key) })).toBe(202);
+      expect(await post(src.url, { ca, cert: fs.readFileSync(client.cert), key: fs.readFileSync(client.key) })).toBe(
+        202,
+      );
       await expect(post(src.url, { ca })).rejects.toThrow();
-      await expect(post(src.url, { ca, cert: fs.readFileSync(server.cert), key: fs.readFileSync(server.key) })).rejects.toThrow();
+      await expect(
+        post(src.url, { ca, cert: fs.readFileSync(server.cert), key: fs.readFileSync(server.key) }),
+      ).rejects.toThrow();
     } finally {
       await src.stop();
     }
@@ -93,27 +125,46 @@ if (!hasOpenssl) console.warn('skipped: openssl CLI absent, cannot make test cer
     const other = selfSigned(tmp, 'other-system');
     const bundle = path.join(tmp, 'clients.pem');
     fs.writeFileSync(bundle, fs.readFileSync(client.cert, 'utf8') + fs.readFileSync(other.cert, 'utf8'));
-    const src = new HttpSource(storeContext(store, cfg({ cert: server.cert, key: server.key, ca: bundle, requestCert: true, allowedClientNames: ['client'] })));
+    const src = new HttpSource(
+      storeContext(
+        store,
+        cfg({ cert: server.cert, key: server.key, ca: bundle, requestCert: true, allowedClientNames: ['client'] }),
+      ),
+    );
     await src.start();
     try {
       const ca = fs.readFileSync(server.cert);
-      expect(await post(src.url, { ca, cert: fs.readFileSync(client.cert), key: fs.readFileSync(client.key) })).toBe(202);
+      expect(await post(src.url, { ca, cert: fs.readFileSync(client.cert), key: fs.readFileSync(client.key) })).toBe(
+        202,
+      );
       expect(await post(src.url, { ca, cert: fs.readFileSync(other.cert), key: fs.readFileSync(other.key) })).toBe(403);
       const [m] = await store.listMessages({ sourceId: 'src', newestFirst: true, limit: 1 });
       expect(m.headers.tlsPeerCN).toBe('client');
     } finally {
       await src.stop();
     }
-    await expect(new HttpSource(storeContext(store, cfg({ cert: server.cert, key: server.key, allowedClientNames: ['client'] }))).start()).rejects.toThrow(/needs requestCert/);
+    await expect(
+      new HttpSource(
+        storeContext(store, cfg({ cert: server.cert, key: server.key, allowedClientNames: ['client'] })),
+      ).start(),
+    ).rejects.toThrow(/needs requestCert/);
   });
 
   it('refuses half a TLS config and unreadable files with a config error', async () => {
-    await expect(new HttpSource(storeContext(store, cfg({ cert: server.cert }))).start()).rejects.toThrow(/both cert and key/);
-    await expect(new HttpSource(storeContext(store, cfg({ cert: server.cert, key: server.key, requestCert: true }))).start()).rejects.toThrow(/tls\.ca: required/);
-    await expect(new HttpSource(storeContext(store, cfg({ cert: '/nonexistent.pem', key: server.key }))).start()).rejects.toThrow(/tls\.cert: cannot read/);
+    await expect(new HttpSource(storeContext(store, cfg({ cert: server.cert }))).start()).rejects.toThrow(
+      /both cert and key/,
+    );
+    await expect(
+      new HttpSource(storeContext(store, cfg({ cert: server.cert, key: server.key, requestCert: true }))).start(),
+    ).rejects.toThrow(/tls\.ca: required/);
+    await expect(
+      new HttpSource(storeContext(store, cfg({ cert: '/nonexistent.pem', key: server.key }))).start(),
+    ).rejects.toThrow(/tls\.cert: cannot read/);
   });
   it('first-request timeout over TLS: a silent TLS connection is closed, a keep-alive one that sends stays; stop does not wait for either', async () => {
-    const src = new HttpSource(storeContext(store, { ...cfg({ cert: server.cert, key: server.key }), firstRequestTimeoutMs: 300 }));
+    const src = new HttpSource(
+      storeContext(store, { ...cfg({ cert: server.cert, key: server.key }), firstRequestTimeoutMs: 300 }),
+    );
     await src.start();
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: fs.readFileSync(server.cert) });
     let silent: tls.TLSSocket | undefined;
@@ -125,11 +176,15 @@ if (!hasOpenssl) console.warn('skipped: openssl CLI absent, cannot make test cer
       const ports = new Set<number>();
       for (let i = 0; i < 3; i++) {
         const status = await new Promise<number>((resolve, reject) => {
-          const req = https.request(src.url, { method: 'POST', headers: { 'content-type': 'application/hl7-v2' }, agent }, (res) => {
-            ports.add(res.socket.localPort!);
-            res.resume();
-            res.on('end', () => resolve(res.statusCode!));
-          });
+          const req = https.request(
+            src.url,
+            { method: 'POST', headers: { 'content-type': 'application/hl7-v2' }, agent },
+            (res) => {
+              ports.add(res.socket.localPort!);
+              res.resume();
+              res.on('end', () => resolve(res.statusCode!));
+            },
+          );
           req.on('error', reject);
           req.end(adt(`TLS-KA-${i}-${Math.random()}`));
         });

@@ -26,35 +26,81 @@ export const httpSourceSchema = defineSchema({
     },
     default: '/messages',
   },
-  token: { doc: 'When set, requests need `Authorization: Bearer <token>` (use ${ENV} or token_FILE); prefer `tokens`, which keep no secret in the config', format: String, default: '', sensitive: true },
+  token: {
+    doc: 'When set, requests need `Authorization: Bearer <token>` (use ${ENV} or token_FILE); prefer `tokens`, which keep no secret in the config',
+    format: String,
+    default: '',
+    sensitive: true,
+  },
   tokens: {
     doc: 'Ferry API tokens allowed to POST, as { id, name, hash, expires? } entries holding only a salted hash (`ferry token create --config-entry` prints one; roles are ignored here). When set (or `token`), requests need `Authorization: Bearer <secret>`',
     format: intakeTokensFormat,
     default: [] as IntakeTokenEntry[],
   },
   failedAuth: {
-    maxFailures: { doc: 'Failed authentications from one address within windowMs before it gets 429 for windowMs (0 = no limit)', format: 'nat', default: 10 },
+    maxFailures: {
+      doc: 'Failed authentications from one address within windowMs before it gets 429 for windowMs (0 = no limit)',
+      format: 'nat',
+      default: 10,
+    },
     windowMs: { doc: 'The failed-authentication window', format: 'nat', default: 60_000 },
   },
   bodyLimit: { doc: 'Largest request body in bytes (413 above)', format: 'nat', default: 10 * 1024 * 1024 },
-  batch: { doc: 'Split HL7 batches (FHS/BHS) into one message each; the answer then has `ids`', format: Boolean, default: true },
+  batch: {
+    doc: 'Split HL7 batches (FHS/BHS) into one message each; the answer then has `ids`',
+    format: Boolean,
+    default: true,
+  },
   maxConnections: { doc: 'Concurrent connections accepted; more are closed on accept', format: 'nat', default: 200 },
-  maxConnectionsPerAddress: { doc: 'Concurrent connections accepted from one remote address (0 = no cap)', format: 'nat', default: 20 },
-  firstRequestTimeoutMs: { doc: 'A connection that has not sent a complete request head within this is closed (0 = never)', format: 'nat', default: 10_000 },
-  idleTimeoutMs: { doc: 'A keep-alive connection with no request for this long is closed', format: 'nat', default: 60_000 },
-  requestTimeoutMs: { doc: 'A request (head and body) not fully received within this is answered 408 and its connection closed (0 = no limit)', format: 'nat', default: 120_000 },
-  shutdownGraceMs: { doc: 'On stop, how long requests in flight get to be stored and answered', format: 'nat', default: 5000 },
-  allow: { doc: 'When not empty: only these IPv4/IPv6 addresses or CIDR blocks may connect (e.g. [10.20.0.0/16, "fd00::/8"]); others are closed on accept', format: cidrListFormat, default: [] as string[] },
+  maxConnectionsPerAddress: {
+    doc: 'Concurrent connections accepted from one remote address (0 = no cap)',
+    format: 'nat',
+    default: 20,
+  },
+  firstRequestTimeoutMs: {
+    doc: 'A connection that has not sent a complete request head within this is closed (0 = never)',
+    format: 'nat',
+    default: 10_000,
+  },
+  idleTimeoutMs: {
+    doc: 'A keep-alive connection with no request for this long is closed',
+    format: 'nat',
+    default: 60_000,
+  },
+  requestTimeoutMs: {
+    doc: 'A request (head and body) not fully received within this is answered 408 and its connection closed (0 = no limit)',
+    format: 'nat',
+    default: 120_000,
+  },
+  shutdownGraceMs: {
+    doc: 'On stop, how long requests in flight get to be stored and answered',
+    format: 'nat',
+    default: 5000,
+  },
+  allow: {
+    doc: 'When not empty: only these IPv4/IPv6 addresses or CIDR blocks may connect (e.g. [10.20.0.0/16, "fd00::/8"]); others are closed on accept',
+    format: cidrListFormat,
+    default: [] as string[],
+  },
   tls: {
-    cert: { doc: 'PEM certificate chain, or a path to it: serve HTTPS when cert and key are set', format: String, default: '' },
+    cert: {
+      doc: 'PEM certificate chain, or a path to it: serve HTTPS when cert and key are set',
+      format: String,
+      default: '',
+    },
     key: { doc: 'PEM private key, or a path to it (or key_FILE)', format: String, default: '', sensitive: true },
     passphrase: { doc: 'Passphrase of the key', format: String, default: '', sensitive: true },
-    ca: { doc: 'PEM CA bundle, or a path: client certificates must be signed by it when requestCert is on', format: String, default: '' },
+    ca: {
+      doc: 'PEM CA bundle, or a path: client certificates must be signed by it when requestCert is on',
+      format: String,
+      default: '',
+    },
     requestCert: { doc: 'Mutual TLS: require a client certificate signed by `ca`', format: Boolean, default: false },
     allowedClientNames: {
       doc: 'Mutual TLS: when not empty, only client certificates whose subject CN is listed may POST (403 otherwise); the CN is kept as the tlsPeerCN header',
       format: (v: unknown) => {
-        if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !x)) throw new Error('must be a list of certificate subject common names');
+        if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !x))
+          throw new Error('must be a list of certificate subject common names');
       },
       default: [] as string[],
     },
@@ -119,7 +165,8 @@ export class HttpSource implements MessageSource {
   async start(): Promise<void> {
     const where = `sources.${this.ctx.id}`;
     const tls = this.cfg.tls;
-    if (tls?.allowedClientNames?.length && !tls.requestCert) throw configError('SOURCE_TLS', `${where}.tls.allowedClientNames: needs requestCert (mutual TLS)`);
+    if (tls?.allowedClientNames?.length && !tls.requestCert)
+      throw configError('SOURCE_TLS', `${where}.tls.allowedClientNames: needs requestCert (mutual TLS)`);
     const https = tlsServerOptions(tls, where, 'SOURCE_TLS');
     this.scheme = https ? 'https' : 'http';
     const app = Fastify({
@@ -152,14 +199,29 @@ export class HttpSource implements MessageSource {
     app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
     app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
       const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500;
-      if (status >= 500) this.ctx.logger.error('http source request failed', { source: this.ctx.id, errorCode: err.code, error: err.message });
-      void reply
-        .code(status)
-        .send({ error: status === 413 ? `body larger than ${this.cfg.bodyLimit} bytes` : status >= 500 ? 'internal error' : err.message, code: err.code });
+      if (status >= 500)
+        this.ctx.logger.error('http source request failed', {
+          source: this.ctx.id,
+          errorCode: err.code,
+          error: err.message,
+        });
+      void reply.code(status).send({
+        error:
+          status === 413
+            ? `body larger than ${this.cfg.bodyLimit} bytes`
+            : status >= 500
+              ? 'internal error'
+              : err.message,
+        code: err.code,
+      });
     });
     app.post(this.cfg.path, (req, reply) => this.handle(req, reply));
     app.setNotFoundHandler((req, reply) => {
-      if (req.url.split('?')[0] === this.cfg.path) void reply.code(405).header('allow', 'POST').send({ error: `use POST ${this.cfg.path}` });
+      if (req.url.split('?')[0] === this.cfg.path)
+        void reply
+          .code(405)
+          .header('allow', 'POST')
+          .send({ error: `use POST ${this.cfg.path}` });
       else void reply.code(404).send({ error: 'not found' });
     });
     await app.listen({ host: this.cfg.host, port: this.cfg.port });
@@ -176,7 +238,10 @@ export class HttpSource implements MessageSource {
       tokens: this.auth.enabled,
     });
     if (!this.auth.enabled && !https?.requestCert)
-      this.ctx.logger.warn('http source accepts messages from any client that can reach its port: set tokens, token or mutual TLS', { source: this.ctx.id, host: this.cfg.host, port: this.boundPort });
+      this.ctx.logger.warn(
+        'http source accepts messages from any client that can reach its port: set tokens, token or mutual TLS',
+        { source: this.ctx.id, host: this.cfg.host, port: this.boundPort },
+      );
   }
 
   async stop(): Promise<void> {
@@ -196,7 +261,10 @@ export class HttpSource implements MessageSource {
   }
 
   /** The client's name (token name, certificate CN) when it may POST; otherwise the answer has been sent. */
-  private async authenticate(req: FastifyRequest, reply: FastifyReply): Promise<{ principal: string; peerCN?: string } | undefined> {
+  private async authenticate(
+    req: FastifyRequest,
+    reply: FastifyReply,
+  ): Promise<{ principal: string; peerCN?: string } | undefined> {
     const address = normalizeAddress(req.socket.remoteAddress);
     let peerCN: string | undefined;
     const sock = req.socket as TLSSocket;
@@ -205,7 +273,11 @@ export class HttpSource implements MessageSource {
       peerCN = Array.isArray(cn) ? cn[0] : cn;
       const allowed = this.cfg.tls.allowedClientNames;
       if (allowed.length && (!peerCN || !allowed.includes(peerCN))) {
-        this.ctx.logger.warn('http client certificate not allowed', { source: this.ctx.id, remoteAddress: address, peerCN });
+        this.ctx.logger.warn('http client certificate not allowed', {
+          source: this.ctx.id,
+          remoteAddress: address,
+          peerCN,
+        });
         void reply.code(403).send({ error: 'client certificate not allowed' });
         return undefined;
       }
@@ -213,10 +285,18 @@ export class HttpSource implements MessageSource {
     const r = await this.auth.check(req.headers.authorization, address);
     if (r.ok) return { principal: peerCN && r.principal === 'anonymous' ? `cn:${peerCN}` : r.principal, peerCN };
     if (r.status === 429) {
-      void reply.code(429).header('retry-after', String(r.retryAfterSec ?? 60)).send({ error: r.reason });
+      void reply
+        .code(429)
+        .header('retry-after', String(r.retryAfterSec ?? 60))
+        .send({ error: r.reason });
       return undefined;
     }
-    if (r.blockedNow) this.ctx.logger.warn('http source: too many failed authentications; address refused for a while', { source: this.ctx.id, remoteAddress: address, windowMs: this.cfg.failedAuth.windowMs });
+    if (r.blockedNow)
+      this.ctx.logger.warn('http source: too many failed authentications; address refused for a while', {
+        source: this.ctx.id,
+        remoteAddress: address,
+        windowMs: this.cfg.failedAuth.windowMs,
+      });
     void reply.code(401).header('www-authenticate', 'Bearer').send({ error: r.reason });
     return undefined;
   }
@@ -229,7 +309,12 @@ export class HttpSource implements MessageSource {
   }
 
   /** Answer with an HL7 ACK body when asked for and possible, else JSON. The HTTP status is the same either way. */
-  private answer(reply: FastifyReply, status: number, json: Record<string, unknown>, ack?: { body: Buffer; code: AckCode; text?: string }): FastifyReply {
+  private answer(
+    reply: FastifyReply,
+    status: number,
+    json: Record<string, unknown>,
+    ack?: { body: Buffer; code: AckCode; text?: string },
+  ): FastifyReply {
     const text = ack ? buildAck(ack.body, ack.code, ack.text) : undefined;
     if (text) return reply.code(status).type('application/hl7-v2').send(text);
     return reply.code(status).send(json);
@@ -241,7 +326,12 @@ export class HttpSource implements MessageSource {
     const declared = req.headers['content-type'];
     const contentType = canonicalContentType(declared);
     if (!contentType) {
-      return this.bad(reply, declared ? `unsupported content type "${mediaType(declared)}"; use one of ${ACCEPTED.join(', ')}` : `no Content-Type; use one of ${ACCEPTED.join(', ')}`);
+      return this.bad(
+        reply,
+        declared
+          ? `unsupported content type "${mediaType(declared)}"; use one of ${ACCEPTED.join(', ')}`
+          : `no Content-Type; use one of ${ACCEPTED.join(', ')}`,
+      );
     }
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const ackFor = this.wantsAck(req, contentType) && !isBatch(contentType, body) ? body : undefined;
@@ -254,7 +344,12 @@ export class HttpSource implements MessageSource {
       if (!parts.length) return this.bad(reply, 'the body holds no message', ackFor);
       const receivedAt = new Date();
       const extra = who.peerCN ? { tlsPeerCN: who.peerCN } : {};
-      messages = parts.map((p) => ({ contentType, body: p, headers: { ...this.ctx.extractHeaders(contentType, p), ...extra }, receivedAt }));
+      messages = parts.map((p) => ({
+        contentType,
+        body: p,
+        headers: { ...this.ctx.extractHeaders(contentType, p), ...extra },
+        receivedAt,
+      }));
     } catch (e) {
       if (FerryError.is(e) && e.kind !== 'input') return this.fail(reply, e, ackFor);
       return this.bad(reply, `cannot read the message: ${(e as Error).message}`, ackFor);
@@ -265,9 +360,19 @@ export class HttpSource implements MessageSource {
       const ids = results.map((r) => r.id);
       const dups = results.filter((r) => r.duplicate && !r.stored).length;
       this.notStored.ok();
-      this.ctx.logger.info('http message stored', { source: this.ctx.id, contentType, count: results.length, ids: ids.slice(0, 20), client: who.principal, ...(dups ? { duplicates: dups } : {}) });
+      this.ctx.logger.info('http message stored', {
+        source: this.ctx.id,
+        contentType,
+        count: results.length,
+        ids: ids.slice(0, 20),
+        client: who.principal,
+        ...(dups ? { duplicates: dups } : {}),
+      });
       const extra = dups ? { duplicates: results.filter((r) => r.duplicate).map((r) => r.duplicateOf ?? r.id) } : {};
-      const json = messages.length === 1 && !(this.cfg.batch && isBatch(contentType, body)) ? { id: ids[0], ...(dups ? { duplicate: true } : {}) } : { ids, ...extra };
+      const json =
+        messages.length === 1 && !(this.cfg.batch && isBatch(contentType, body))
+          ? { id: ids[0], ...(dups ? { duplicate: true } : {}) }
+          : { ids, ...extra };
       return this.answer(reply, 202, json, ackFor && { body: ackFor, code: 'AA' });
     } catch (e) {
       return this.fail(reply, e, ackFor);
@@ -284,17 +389,30 @@ export class HttpSource implements MessageSource {
     if (err.kind === 'input') {
       this.ctx.logger.warn('http message refused', { source: this.ctx.id, errorCode: err.code, reason: err.message });
       // status and ACK from the error catalogue: 400 / AR, 409 for a refused duplicate
-      return this.answer(reply, httpStatusOf(err), { error: err.message, code: err.code }, ackFor && { body: ackFor, code: ackCodeOf(err), text: err.message });
+      return this.answer(
+        reply,
+        httpStatusOf(err),
+        { error: err.message, code: err.code },
+        ackFor && { body: ackFor, code: ackCodeOf(err), text: err.message },
+      );
     }
     this.notStored.failed({ errorCode: err.code, error: err.message });
     reply.header('retry-after', '1');
     // not stored, whatever the cause: the sender resends (503 / AE)
-    return this.answer(reply, 503, { error: 'the message could not be stored; retry later', code: err.code }, ackFor && { body: ackFor, code: 'AE', text: 'not stored; retry later' });
+    return this.answer(
+      reply,
+      503,
+      { error: 'the message could not be stored; retry later', code: err.code },
+      ackFor && { body: ackFor, code: 'AE', text: 'not stored; retry later' },
+    );
   }
 }
 
 function isBatch(contentType: string, body: Buffer): boolean {
   if (contentType !== 'application/hl7-v2') return false;
-  const head = body.toString('latin1', 0, 8).replace(/^\uFEFF/, '').trimStart();
+  const head = body
+    .toString('latin1', 0, 8)
+    .replace(/^\uFEFF/, '')
+    .trimStart();
   return head.startsWith('FHS') || head.startsWith('BHS');
 }

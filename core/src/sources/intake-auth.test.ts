@@ -30,7 +30,11 @@ describe('IntakeAuth', () => {
     expect(await auth.check(`Bearer ${wrong}`, '10.0.0.1')).toMatchObject({ ok: false, status: 401 });
     expect(await auth.check(`Bearer ${other.secret}`, '10.0.0.1')).toMatchObject({ ok: false, status: 401 }); // expired
     expect(await auth.check(`Bearer ${newTokenSecret().secret}`, '10.0.0.1')).toMatchObject({ ok: false, status: 401 }); // unknown id
-    expect(await auth.check(`Basic ${lab.secret}`, '10.0.0.1')).toMatchObject({ ok: false, status: 401, reason: 'missing bearer token' });
+    expect(await auth.check(`Basic ${lab.secret}`, '10.0.0.1')).toMatchObject({
+      ok: false,
+      status: 401,
+      reason: 'missing bearer token',
+    });
     expect(await auth.check(undefined, '10.0.0.1')).toMatchObject({ ok: false, status: 401 });
     expect(auth.counts.authFailures).toBe(5);
     now += 1000;
@@ -46,12 +50,22 @@ describe('IntakeAuth', () => {
 
   it('after maxFailures from one address: 429 for the window without checking secrets; other addresses unaffected', async () => {
     let now = 0;
-    const auth = new IntakeAuth({ token: '', tokens: [{ id: lab.id, name: 'lab', hash: labHash }], maxFailures: 3, windowMs: 10_000, now: () => now });
+    const auth = new IntakeAuth({
+      token: '',
+      tokens: [{ id: lab.id, name: 'lab', hash: labHash }],
+      maxFailures: 3,
+      windowMs: 10_000,
+      now: () => now,
+    });
     const r = [];
     for (let i = 0; i < 3; i++) r.push(await auth.check('Bearer nope', '10.0.0.9'));
     expect(r.map((x) => (x.ok ? 'ok' : x.status))).toEqual([401, 401, 401]);
     expect(r[2]).toMatchObject({ blockedNow: true });
-    expect(await auth.check(`Bearer ${lab.secret}`, '10.0.0.9')).toMatchObject({ ok: false, status: 429, retryAfterSec: 10 });
+    expect(await auth.check(`Bearer ${lab.secret}`, '10.0.0.9')).toMatchObject({
+      ok: false,
+      status: 429,
+      retryAfterSec: 10,
+    });
     expect(await auth.check(`Bearer ${lab.secret}`, '10.0.0.8')).toMatchObject({ ok: true });
     now = 10_001;
     expect(await auth.check(`Bearer ${lab.secret}`, '10.0.0.9')).toMatchObject({ ok: true });
@@ -59,11 +73,22 @@ describe('IntakeAuth', () => {
   });
 
   it('config entries: the admin token entry shape, hashes only', () => {
-    expect(() => intakeTokensFormat([{ id: lab.id, name: 'lab', roles: ['operator'], hash: labHash, expires: '2027-01-01T00:00:00Z' }])).not.toThrow();
+    expect(() =>
+      intakeTokensFormat([
+        { id: lab.id, name: 'lab', roles: ['operator'], hash: labHash, expires: '2027-01-01T00:00:00Z' },
+      ]),
+    ).not.toThrow();
     expect(() => intakeTokensFormat([{ id: lab.id, name: 'lab', hash: lab.secret }])).toThrow(/scrypt/);
     expect(() => intakeTokensFormat([{ id: 'X', name: 'lab', hash: labHash }])).toThrow(/id must be/);
-    expect(() => intakeTokensFormat([{ id: lab.id, name: 'lab', hash: labHash, secret: 'x' }])).toThrow(/unknown key "secret"/);
-    expect(() => intakeTokensFormat([{ id: lab.id, name: 'a', hash: labHash }, { id: lab.id, name: 'b', hash: labHash }])).toThrow(/twice/);
+    expect(() => intakeTokensFormat([{ id: lab.id, name: 'lab', hash: labHash, secret: 'x' }])).toThrow(
+      /unknown key "secret"/,
+    );
+    expect(() =>
+      intakeTokensFormat([
+        { id: lab.id, name: 'a', hash: labHash },
+        { id: lab.id, name: 'b', hash: labHash },
+      ]),
+    ).toThrow(/twice/);
     expect(() => intakeTokensFormat([{ id: lab.id, name: 'a', hash: labHash, expires: 'soon' }])).toThrow(/ISO 8601/);
   });
 });

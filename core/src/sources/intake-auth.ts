@@ -29,19 +29,25 @@ export interface IntakeTokenEntry {
 
 /** A convict `format` for `tokens`. */
 export function intakeTokensFormat(v: unknown): void {
-  if (!Array.isArray(v)) throw new Error('must be a list of { id, name, hash, expires? } (ferry token create --config-entry prints one)');
+  if (!Array.isArray(v))
+    throw new Error('must be a list of { id, name, hash, expires? } (ferry token create --config-entry prints one)');
   const ids = new Set<string>();
   v.forEach((e, i) => {
     const at = `entry ${i + 1}`;
     if (!e || typeof e !== 'object') throw new Error(`${at}: must be { id, name, hash, expires? }`);
     const t = e as Record<string, unknown>;
-    for (const k of Object.keys(t)) if (!['id', 'name', 'hash', 'expires', 'roles'].includes(k)) throw new Error(`${at}: unknown key "${k}"`);
+    for (const k of Object.keys(t))
+      if (!['id', 'name', 'hash', 'expires', 'roles'].includes(k)) throw new Error(`${at}: unknown key "${k}"`);
     if (!isTokenId(t.id)) throw new Error(`${at}: id must be 4-40 lower-case letters and digits`);
     if (ids.has(t.id)) throw new Error(`${at}: id "${t.id}" appears twice`);
     ids.add(t.id);
     if (typeof t.name !== 'string' || !t.name.trim()) throw new Error(`${at}: name is required`);
-    if (!isTokenHash(t.hash)) throw new Error(`${at}: hash must be a scrypt$N$r$p$salt$hash value (the secret itself never goes in the config)`);
-    if (t.expires !== undefined && (typeof t.expires !== 'string' || Number.isNaN(Date.parse(t.expires)))) throw new Error(`${at}: expires must be an ISO 8601 time`);
+    if (!isTokenHash(t.hash))
+      throw new Error(
+        `${at}: hash must be a scrypt$N$r$p$salt$hash value (the secret itself never goes in the config)`,
+      );
+    if (t.expires !== undefined && (typeof t.expires !== 'string' || Number.isNaN(Date.parse(t.expires))))
+      throw new Error(`${at}: expires must be an ISO 8601 time`);
   });
 }
 
@@ -85,14 +91,24 @@ export class IntakeAuth {
     const blocked = this.failures.blocked(address);
     if (blocked) {
       this.counts.authRateLimited++;
-      return { ok: false, status: 429, reason: 'too many failed authentications from this address', retryAfterSec: blocked };
+      return {
+        ok: false,
+        status: 429,
+        reason: 'too many failed authentications from this address',
+        retryAfterSec: blocked,
+      };
     }
     const secret = /^\s*bearer\s+(\S+)\s*$/i.exec(authorization ?? '')?.[1];
     const principal = secret ? await this.verify(secret) : undefined;
     if (principal) return { ok: true, principal };
     this.counts.authFailures++;
     const blockedNow = this.failures.fail(address);
-    return { ok: false, status: 401, reason: secret ? 'unknown, expired or wrong bearer token' : 'missing bearer token', blockedNow };
+    return {
+      ok: false,
+      status: 401,
+      reason: secret ? 'unknown, expired or wrong bearer token' : 'missing bearer token',
+      blockedNow,
+    };
   }
 
   private async verify(secret: string): Promise<string | undefined> {

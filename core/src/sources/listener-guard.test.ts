@@ -22,7 +22,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('allowlist parsing and matching', () => {
   it('accepts addresses and CIDR blocks, IPv4 and IPv6; refuses anything else', () => {
-    expect(() => cidrListFormat(['10.0.0.0/8', '192.0.2.7', '::1', 'fd00::/8', '::ffff:10.0.0.0/104', '0.0.0.0/0'])).not.toThrow();
+    expect(() =>
+      cidrListFormat(['10.0.0.0/8', '192.0.2.7', '::1', 'fd00::/8', '::ffff:10.0.0.0/104', '0.0.0.0/0']),
+    ).not.toThrow();
     expect(() => cidrListFormat('10.0.0.0/8')).toThrow(/list/);
     expect(() => cidrListFormat(['10.0.0.0/33'])).toThrow(/0..32/);
     expect(() => cidrListFormat(['fd00::/129'])).toThrow(/0..128/);
@@ -84,7 +86,17 @@ describe('ListenerGuard on real sockets', () => {
 
   it('caps per address and in total, times out silent connections, and logs refusals once per interval with counts', async () => {
     const { logger, lines } = recordingLogger();
-    const guard = new ListenerGuard({ kind: 'test', base: { source: 'g' }, maxConnections: 5, maxConnectionsPerAddress: 2, firstDataTimeoutMs: 400, summaryEveryMs: 300 }, logger);
+    const guard = new ListenerGuard(
+      {
+        kind: 'test',
+        base: { source: 'g' },
+        maxConnections: 5,
+        maxConnectionsPerAddress: 2,
+        firstDataTimeoutMs: 400,
+        summaryEveryMs: 300,
+      },
+      logger,
+    );
     const port = await serve(guard);
     const a = await Promise.all([connect(port), connect(port), connect(port), connect(port)]);
     const closed = await Promise.all(a.map((s) => closedSoon(s, 200)));
@@ -94,7 +106,12 @@ describe('ListenerGuard on real sockets', () => {
     expect(guard.connections).toBe(5);
     const over = await connect(port, '127.0.0.4');
     expect(await closedSoon(over)).toBe(true); // total limit
-    expect(guard.stats()).toMatchObject({ connectionsRefused: 3, connectionsRefusedPerAddress: 2, connectionsRefusedLimit: 1, connectionAddresses: 3 });
+    expect(guard.stats()).toMatchObject({
+      connectionsRefused: 3,
+      connectionsRefusedPerAddress: 2,
+      connectionsRefusedLimit: 1,
+      connectionAddresses: 3,
+    });
 
     // one of them sends: it outlives the first-data timeout; the silent ones do not
     b[0].write('hello');
@@ -103,7 +120,12 @@ describe('ListenerGuard on real sockets', () => {
 
     const refusedLines = lines.filter((l) => l.message === 'test connection refused');
     expect(refusedLines).toHaveLength(1);
-    expect(refusedLines[0]).toMatchObject({ level: 'warn', source: 'g', reason: 'perAddress', remoteAddress: '127.0.0.1' });
+    expect(refusedLines[0]).toMatchObject({
+      level: 'warn',
+      source: 'g',
+      reason: 'perAddress',
+      remoteAddress: '127.0.0.1',
+    });
     const summaries = () => lines.filter((l) => l.message === 'test connections refused or closed (summary)');
     const sum = (k: string) => summaries().reduce((n, l) => n + ((l.byReason as Record<string, number>)[k] ?? 0), 0);
     // the last events reach the log with the next summary (every 300 ms): wait for it, not for a fixed time
@@ -119,7 +141,17 @@ describe('ListenerGuard on real sockets', () => {
     await sleep(700);
     const before = lines.length;
     guard.close();
-    const again = new ListenerGuard({ kind: 'test', base: {}, maxConnections: 0, maxConnectionsPerAddress: 0, firstDataTimeoutMs: 0, summaryEveryMs: 300 }, logger);
+    const again = new ListenerGuard(
+      {
+        kind: 'test',
+        base: {},
+        maxConnections: 0,
+        maxConnectionsPerAddress: 0,
+        firstDataTimeoutMs: 0,
+        summaryEveryMs: 300,
+      },
+      logger,
+    );
     const port2 = await serve(again);
     expect(await closedSoon(await connect(port2))).toBe(true);
     expect(lines.slice(before).filter((l) => l.message === 'test connection refused')).toHaveLength(1);

@@ -124,7 +124,8 @@ export class ListenerGuard {
         ? 'notAllowed'
         : this.total >= this.opts.maxConnections
           ? 'limit'
-          : this.opts.maxConnectionsPerAddress > 0 && (this.perAddress.get(address) ?? 0) >= this.opts.maxConnectionsPerAddress
+          : this.opts.maxConnectionsPerAddress > 0 &&
+              (this.perAddress.get(address) ?? 0) >= this.opts.maxConnectionsPerAddress
             ? 'perAddress'
             : undefined;
     if (reason) {
@@ -222,15 +223,18 @@ export class ListenerGuard {
     const refused = reason !== 'firstDataTimeout' && reason !== 'idle';
     if (!this.window) {
       this.window = { since: Date.now(), reasons: {}, addresses: new Map() };
-      this.logger[refused ? 'warn' : 'info'](refused ? `${this.opts.kind} connection refused` : `${this.opts.kind} connection closed`, {
-        ...this.opts.base,
-        reason,
-        remoteAddress: address,
-        ...(reason === 'limit' ? { maxConnections: this.opts.maxConnections } : {}),
-        ...(reason === 'perAddress' ? { maxConnectionsPerAddress: this.opts.maxConnectionsPerAddress } : {}),
-        ...(reason === 'firstDataTimeout' ? { firstDataTimeoutMs: this.opts.firstDataTimeoutMs } : {}),
-        note: `further refusals and closes are counted and logged once per ${Math.round(this.summaryEveryMs / 1000)} s`,
-      });
+      this.logger[refused ? 'warn' : 'info'](
+        refused ? `${this.opts.kind} connection refused` : `${this.opts.kind} connection closed`,
+        {
+          ...this.opts.base,
+          reason,
+          remoteAddress: address,
+          ...(reason === 'limit' ? { maxConnections: this.opts.maxConnections } : {}),
+          ...(reason === 'perAddress' ? { maxConnectionsPerAddress: this.opts.maxConnectionsPerAddress } : {}),
+          ...(reason === 'firstDataTimeout' ? { firstDataTimeoutMs: this.opts.firstDataTimeoutMs } : {}),
+          note: `further refusals and closes are counted and logged once per ${Math.round(this.summaryEveryMs / 1000)} s`,
+        },
+      );
       this.summaryTimer ??= setInterval(() => this.flush(), this.summaryEveryMs);
       this.summaryTimer.unref();
       return;

@@ -46,15 +46,23 @@ export interface ReplayResult {
 
 const list = (v: string[] | string | undefined): string[] | undefined => {
   if (v === undefined) return undefined;
-  const a = (Array.isArray(v) ? v : [v]).flatMap((s) => String(s).split(',')).map((s) => s.trim()).filter(Boolean);
+  const a = (Array.isArray(v) ? v : [v])
+    .flatMap((s) => String(s).split(','))
+    .map((s) => s.trim())
+    .filter(Boolean);
   return a.length ? a : undefined;
 };
 
-function time(v: string | number | Date | undefined, name: string, code: CodeSuffix<'INPUT_'> = 'REPLAY_FILTER'): Date | undefined {
+function time(
+  v: string | number | Date | undefined,
+  name: string,
+  code: CodeSuffix<'INPUT_'> = 'REPLAY_FILTER',
+): Date | undefined {
   if (v === undefined || v === '') return undefined;
   if (v instanceof Date) return v;
   const d = typeof v === 'number' || /^\d+$/.test(v) ? new Date(Number(v)) : new Date(v);
-  if (Number.isNaN(d.getTime())) throw inputError(code, `${name}: not a time (ISO 8601 or epoch ms): ${v}`, { field: name });
+  if (Number.isNaN(d.getTime()))
+    throw inputError(code, `${name}: not a time (ISO 8601 or epoch ms): ${v}`, { field: name });
   return d;
 }
 
@@ -73,14 +81,17 @@ export function holdRequest(req: HoldRequest, now = Date.now()): { until?: Date;
   const out: { until?: Date; reason?: string } = {};
   const hasMinutes = req.minutes !== undefined && req.minutes !== '';
   const until = time(req.until, 'until', 'HOLD_REQUEST');
-  if (until && hasMinutes) throw inputError('HOLD_REQUEST', 'until, minutes: give one or the other', { field: 'until' });
+  if (until && hasMinutes)
+    throw inputError('HOLD_REQUEST', 'until, minutes: give one or the other', { field: 'until' });
   if (until) {
-    if (until.getTime() <= now) throw inputError('HOLD_REQUEST', `until: must be in the future: ${until.toISOString()}`, { field: 'until' });
+    if (until.getTime() <= now)
+      throw inputError('HOLD_REQUEST', `until: must be in the future: ${until.toISOString()}`, { field: 'until' });
     out.until = until;
   }
   if (hasMinutes) {
     const n = Number(req.minutes);
-    if (!Number.isFinite(n) || n <= 0) throw inputError('HOLD_REQUEST', `minutes: must be a number > 0: ${req.minutes}`, { field: 'minutes' });
+    if (!Number.isFinite(n) || n <= 0)
+      throw inputError('HOLD_REQUEST', `minutes: must be a number > 0: ${req.minutes}`, { field: 'minutes' });
     out.until = new Date(now + n * 60_000);
   }
   if (req.reason !== undefined && req.reason !== null) {
@@ -99,19 +110,33 @@ export function replayFilter(req: ReplayRequest): MessageFilter {
   const status = list(req.status);
   if (status) {
     const bad = status.filter((s) => !(s in MessageStatus));
-    if (bad.length) throw inputError('REPLAY_FILTER', `status: unknown message status ${bad.join(', ')} (one of ${Object.keys(MessageStatus).join(', ')})`, { field: 'status' });
+    if (bad.length)
+      throw inputError(
+        'REPLAY_FILTER',
+        `status: unknown message status ${bad.join(', ')} (one of ${Object.keys(MessageStatus).join(', ')})`,
+        { field: 'status' },
+      );
     f.status = status as MessageFilter['status'];
   }
   const ds = list(req.deliveryStatus);
   if (ds) {
     const bad = ds.filter((s) => !(s in DeliveryStatus));
-    if (bad.length) throw inputError('REPLAY_FILTER', `deliveryStatus: unknown delivery status ${bad.join(', ')} (one of ${Object.keys(DeliveryStatus).join(', ')})`, { field: 'deliveryStatus' });
+    if (bad.length)
+      throw inputError(
+        'REPLAY_FILTER',
+        `deliveryStatus: unknown delivery status ${bad.join(', ')} (one of ${Object.keys(DeliveryStatus).join(', ')})`,
+        { field: 'deliveryStatus' },
+      );
     f.deliveryStatus = ds as MessageFilter['deliveryStatus'];
   }
-  for (const [k, name] of [['type', 'messageType'], ['controlId', 'controlId']] as const) {
+  for (const [k, name] of [
+    ['type', 'messageType'],
+    ['controlId', 'controlId'],
+  ] as const) {
     const v = req[k];
     if (v === undefined || v === '') continue;
-    if (typeof v !== 'string' || v.length > 100) throw inputError('REPLAY_FILTER', `${k}: at most 100 characters`, { field: k });
+    if (typeof v !== 'string' || v.length > 100)
+      throw inputError('REPLAY_FILTER', `${k}: at most 100 characters`, { field: k });
     if (v.trim()) f[name] = v.trim();
   }
   if (req.source) f.sourceId = String(req.source);
@@ -123,7 +148,8 @@ export function replayFilter(req: ReplayRequest): MessageFilter {
   if (!f.until) delete f.until;
   if (req.limit !== undefined && req.limit !== '') {
     const n = Number(req.limit);
-    if (!Number.isInteger(n) || n <= 0) throw inputError('REPLAY_FILTER', `limit: must be a positive integer: ${req.limit}`, { field: 'limit' });
+    if (!Number.isInteger(n) || n <= 0)
+      throw inputError('REPLAY_FILTER', `limit: must be a positive integer: ${req.limit}`, { field: 'limit' });
     f.limit = n;
   }
   return f;
@@ -131,15 +157,31 @@ export function replayFilter(req: ReplayRequest): MessageFilter {
 
 /** True when the filter would select every message: replaying all needs an explicit filter. */
 export function isEmptyFilter(f: MessageFilter): boolean {
-  return !f.ids && !f.status && !f.deliveryStatus && !f.sourceId && !f.routeId && !f.sinkId && !f.since && !f.until && !f.messageType && !f.controlId;
+  return (
+    !f.ids &&
+    !f.status &&
+    !f.deliveryStatus &&
+    !f.sourceId &&
+    !f.routeId &&
+    !f.sinkId &&
+    !f.since &&
+    !f.until &&
+    !f.messageType &&
+    !f.controlId
+  );
 }
 
 export async function replayMessages(store: MessageStore, req: ReplayRequest): Promise<ReplayResult> {
   const mode = (req.mode ?? 'reprocess') as ReplayResult['mode'];
-  if (mode !== 'reprocess' && mode !== 'redeliver') throw inputError('REPLAY_MODE', `mode: must be reprocess or redeliver, not ${String(req.mode)}`, { field: 'mode' });
+  if (mode !== 'reprocess' && mode !== 'redeliver')
+    throw inputError('REPLAY_MODE', `mode: must be reprocess or redeliver, not ${String(req.mode)}`, { field: 'mode' });
   const filter = replayFilter(req);
   if (isEmptyFilter(filter)) {
-    throw inputError('REPLAY_FILTER', 'give message ids or a filter (status, deliveryStatus, source, route, sink, since, until, type, controlId)', { field: '' });
+    throw inputError(
+      'REPLAY_FILTER',
+      'give message ids or a filter (status, deliveryStatus, source, route, sink, since, until, type, controlId)',
+      { field: '' },
+    );
   }
   const dryRun = req.dryRun === true || req.dryRun === 'true' || req.dryRun === '1';
   if (dryRun) {
@@ -149,7 +191,12 @@ export async function replayMessages(store: MessageStore, req: ReplayRequest): P
       for (const m of msgs) {
         for (const d of await store.deliveries(m.id)) {
           const want = filter.deliveryStatus ?? ['dead', 'failed'];
-          if (want.includes(d.status) && (!filter.sinkId || d.sinkId === filter.sinkId) && (!filter.routeId || d.routeId === filter.routeId)) ids.push(d.id);
+          if (
+            want.includes(d.status) &&
+            (!filter.sinkId || d.sinkId === filter.sinkId) &&
+            (!filter.routeId || d.routeId === filter.routeId)
+          )
+            ids.push(d.id);
         }
       }
       return { mode, dryRun, ids, count: ids.length };
@@ -172,7 +219,11 @@ export interface RetentionSettings {
 }
 
 /** Prune by retention in days, relative to `now`. */
-export function pruneByRetention(store: MessageStore, r: RetentionSettings, now: Date = new Date()): Promise<PruneResult> {
+export function pruneByRetention(
+  store: MessageStore,
+  r: RetentionSettings,
+  now: Date = new Date(),
+): Promise<PruneResult> {
   const day = 24 * 3600_000;
   return store.prune({
     bodiesBefore: new Date(now.getTime() - r.deliveredDays * day),

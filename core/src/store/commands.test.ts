@@ -10,7 +10,10 @@ import { SqliteMessageStore } from './sqlite.store';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-store-cmd-'));
 const dbFile = path.join(dir, 'ferry.db');
 const configFile = path.join(dir, 'ferry.yaml');
-fs.writeFileSync(configFile, `store:\n  kind: sqlite\n  path: ${dbFile}\n  retention: { deliveredDays: 7, deadDays: 30 }\nadmin: { enabled: false }\n`);
+fs.writeFileSync(
+  configFile,
+  `store:\n  kind: sqlite\n  path: ${dbFile}\n  retention: { deliveredDays: 7, deadDays: 30 }\nadmin: { enabled: false }\n`,
+);
 
 const bundle = { resourceType: 'Bundle' as const, type: 'collection' as const };
 let out: string[] = [];
@@ -38,10 +41,16 @@ async function seed(): Promise<{ dead: string; ok: string }> {
   await s.claimReceived('p', 10, 60_000);
   for (const id of [a.id, b.id]) {
     await s.recordTransformed(id, bundle, id);
-    await s.recordRouting(id, { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's1', bundle, strictOrder: true }] });
+    await s.recordRouting(id, {
+      status: 'routed',
+      deliveries: [{ routeId: 'r', sinkId: 's1', bundle, strictOrder: true }],
+    });
   }
   const ds = await s.claimDeliveries('w', 10, 60_000, new Date(clock));
-  await s.completeDelivery(ds.find((d) => d.messageId === a.id)!.id, { status: 'dead', error: { code: 'X', message: 'x', retryable: false } });
+  await s.completeDelivery(ds.find((d) => d.messageId === a.id)!.id, {
+    status: 'dead',
+    error: { code: 'X', message: 'x', retryable: false },
+  });
   await s.completeDelivery(ds.find((d) => d.messageId === b.id)!.id, { status: 'delivered' });
   clock = Date.now();
   await s.close();
@@ -50,7 +59,15 @@ async function seed(): Promise<{ dead: string; ok: string }> {
 
 describe('replay filter', () => {
   it('parses lists, times and limits, and names the bad field', () => {
-    expect(replayFilter({ status: 'dead,failed', source: 'x', since: '2025-01-01T00:00:00Z', until: '1700000000000', limit: '5' })).toEqual({
+    expect(
+      replayFilter({
+        status: 'dead,failed',
+        source: 'x',
+        since: '2025-01-01T00:00:00Z',
+        until: '1700000000000',
+        limit: '5',
+      }),
+    ).toEqual({
       status: ['dead', 'failed'],
       sourceId: 'x',
       since: new Date('2025-01-01T00:00:00Z'),
@@ -74,7 +91,10 @@ describe('replay filter', () => {
     const s = new SqliteMessageStore({ path: dbFile, logger: silentLogger() });
     await s.open();
     try {
-      expect(await replayMessages(s, { controlId: 'A', mode: 'redeliver', dryRun: true })).toMatchObject({ count: 1, dryRun: true });
+      expect(await replayMessages(s, { controlId: 'A', mode: 'redeliver', dryRun: true })).toMatchObject({
+        count: 1,
+        dryRun: true,
+      });
       expect(await replayMessages(s, { controlId: 'A', dryRun: true })).toMatchObject({ ids: [dead], count: 1 });
       expect(await replayMessages(s, { type: 'ZZZ*', dryRun: true })).toMatchObject({ count: 0 });
       expect(await replayMessages(s, { type: 'ZZZ*' })).toMatchObject({ count: 0 });
@@ -91,7 +111,9 @@ describe('replay filter', () => {
     const s = new SqliteMessageStore({ path: ':memory:', logger: silentLogger() });
     await s.open();
     await expect(replayMessages(s, {})).rejects.toMatchObject({ kind: 'input', code: 'FERRY_E_INPUT_REPLAY_FILTER' });
-    await expect(replayMessages(s, { status: 'dead', mode: 'bogus' })).rejects.toMatchObject({ code: 'FERRY_E_INPUT_REPLAY_MODE' });
+    await expect(replayMessages(s, { status: 'dead', mode: 'bogus' })).rejects.toMatchObject({
+      code: 'FERRY_E_INPUT_REPLAY_MODE',
+    });
     await s.close();
   });
 });
@@ -101,10 +123,18 @@ describe('ferry replay / ferry prune', () => {
 
   it('replay --dry-run lists, replay re-queues (reprocess), --mode redeliver retries deliveries', async () => {
     const { dead, ok } = await seed();
-    expect(await replayCommand.run([], { config: configFile, deliveryStatus: 'dead', dryRun: true, mode: 'reprocess' }, ctx)).toBe(0);
+    expect(
+      await replayCommand.run([], { config: configFile, deliveryStatus: 'dead', dryRun: true, mode: 'reprocess' }, ctx),
+    ).toBe(0);
     expect(out.join('')).toBe(`would replay 1 message (reprocess)\n${dead}\n`);
     out = [];
-    expect(await replayCommand.run([], { config: configFile, sink: 's1', deliveryStatus: 'dead', mode: 'redeliver', json: true }, ctx)).toBe(0);
+    expect(
+      await replayCommand.run(
+        [],
+        { config: configFile, sink: 's1', deliveryStatus: 'dead', mode: 'redeliver', json: true },
+        ctx,
+      ),
+    ).toBe(0);
     const r = JSON.parse(out.join(''));
     expect(r).toMatchObject({ mode: 'redeliver', count: 1, dryRun: false });
     out = [];

@@ -21,8 +21,7 @@ export function contentHash(contentType: string, body: Buffer, ignoreFields: rea
   const h = createHash('sha256');
   if (contentType === ContentType.hl7v2) {
     if (!hl7Direct(h, body, ignoreFields)) h.update(hl7Canonical(body, ignoreFields), 'latin1');
-  }
-  else if (contentType === ContentType.fhirJson || contentType === ContentType.json) {
+  } else if (contentType === ContentType.fhirJson || contentType === ContentType.json) {
     const text = jsonCanonical(body, ignoreFields);
     if (text === undefined) h.update(body);
     else h.update(text);
@@ -74,7 +73,8 @@ function hl7Direct(h: ReturnType<typeof createHash>, body: Buffer, ignoreFields:
     const shift = seg === 'MSH' || seg === 'FHS' || seg === 'BHS' ? 1 : 0;
     // Every segment of that name whose 4th byte is the field separator.
     const starts: number[] = seg === 'MSH' ? [0] : [];
-    for (let at = body.indexOf(head, 0, 'latin1'); at >= 0 && at < end; at = body.indexOf(head, at + 1, 'latin1')) starts.push(at + 1);
+    for (let at = body.indexOf(head, 0, 'latin1'); at >= 0 && at < end; at = body.indexOf(head, at + 1, 'latin1'))
+      starts.push(at + 1);
     for (const s of starts) {
       if (body[s + 3] !== fs) continue;
       let segEnd = body.indexOf(CR, s);

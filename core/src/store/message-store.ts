@@ -290,12 +290,20 @@ export interface FacadeStore {
   /** Records (or refreshes) identities. */
   facadeIdentify(ids: FacadeIdentity[]): Promise<void>;
   /** The identity of a canonical id at a connection. */
-  facadeIdentityOf(connectionId: string, resourceType: string, canonicalId: string): Promise<FacadeIdentity | undefined>;
+  facadeIdentityOf(
+    connectionId: string,
+    resourceType: string,
+    canonicalId: string,
+  ): Promise<FacadeIdentity | undefined>;
   /** Every identity sharing an MRN (all connections). */
   facadeIdentitiesByMrn(resourceType: string, mrn: string): Promise<FacadeIdentity[]>;
   /** Keeps the canonical copy of a resource (serve-from-store cache). */
   facadeResourcePut(connectionId: string, resourceType: string, canonicalId: string, resource: string): Promise<void>;
-  facadeResourceGet(connectionId: string, resourceType: string, canonicalId: string): Promise<{ resource: string; fetchedAt: Date } | undefined>;
+  facadeResourceGet(
+    connectionId: string,
+    resourceType: string,
+    canonicalId: string,
+  ): Promise<{ resource: string; fetchedAt: Date } | undefined>;
   /**
    * Claims an idempotency key (state `new`: the caller does the work and calls Finish or Release),
    * or answers what it holds. Expired keys count as absent.
@@ -420,7 +428,12 @@ export interface MessageStore {
    * never finished: the process or its worker died each time) is failed instead
    * (`FERRY_E_INTERNAL_PROCESSING_ATTEMPTS`). A replay resets the count.
    */
-  claimReceived(owner: string, limit: number, leaseMs: number, opts?: { maxAttempts?: number }): Promise<StoredMessage[]>;
+  claimReceived(
+    owner: string,
+    limit: number,
+    leaseMs: number,
+    opts?: { maxAttempts?: number },
+  ): Promise<StoredMessage[]>;
   /** Record the transform's result. */
   recordTransformed(id: string, bundle: Bundle, orderingKey: string | undefined): Promise<void>;
   /** Record a processing failure (transform, validate, script): status `failed`, error kept. */
@@ -445,7 +458,13 @@ export interface MessageStore {
    * Among the eligible, new deliveries are taken oldest first; due retries oldest first or
    * earliest due first (the store's choice: SQLite takes them before new ones, by due time).
    */
-  claimDeliveries(owner: string, limit: number, leaseMs: number, now?: Date, filter?: DeliveryClaimFilter): Promise<ClaimedDelivery[]>;
+  claimDeliveries(
+    owner: string,
+    limit: number,
+    leaseMs: number,
+    now?: Date,
+    filter?: DeliveryClaimFilter,
+  ): Promise<ClaimedDelivery[]>;
   /**
    * Extend the leases of deliveries `owner` is still making (a sink call that may outlast the
    * lease) to `now + leaseMs`. Returns the ids still held -- leased to `owner`, or superseded by
@@ -476,7 +495,10 @@ export interface MessageStore {
    * `stale` -- a delivered delivery is never turned back into a failed or dead one. Without
    * `owner` (tests, tools) every outcome is recorded.
    */
-  completeDeliveries(items: { deliveryId: string; outcome: DeliveryOutcome }[], opts?: CompleteOptions): Promise<CompleteResult>;
+  completeDeliveries(
+    items: { deliveryId: string; outcome: DeliveryOutcome }[],
+    opts?: CompleteOptions,
+  ): Promise<CompleteResult>;
   /**
    * The earliest time a failed delivery not leased is due, to sleep until then; with a filter,
    * of those sinks' deliveries only (the dispatcher leaves out the sinks it will not claim for
@@ -542,7 +564,11 @@ export interface MessageStore {
    * Stores an applied config (already masked) as the next version -- or, when it is the same
    * content as the latest stored version, answers that one (`created: false`).
    */
-  recordConfigVersion?(v: { hash: string; appliedBy: string; config: string }): Promise<{ version: number; created: boolean }>;
+  recordConfigVersion?(v: {
+    hash: string;
+    appliedBy: string;
+    config: string;
+  }): Promise<{ version: number; created: boolean }>;
   /**
    * The engine instances whose heartbeat is younger than `withinMs` (PostgreSQL: `ferry reload`
    * finds the engines to signal this way), oldest start first.

@@ -41,7 +41,10 @@ pgDescribe('PostgreSQL', () => {
     sibling: (s) => make(schemas.get(s as PostgresMessageStore)!),
     commits: (s) => (s as PostgresMessageStore).insertCommits,
     rawSql: async (s, sql) => {
-      const c = new pg.Client({ connectionString: URL, options: `-c search_path=${schemas.get(s as PostgresMessageStore)}` });
+      const c = new pg.Client({
+        connectionString: URL,
+        options: `-c search_path=${schemas.get(s as PostgresMessageStore)}`,
+      });
       await c.connect();
       try {
         await c.query(sql);
@@ -96,21 +99,33 @@ pgDescribe('PostgresMessageStore specifics', () => {
       const opts = { heartbeatMs: 200, instanceTimeoutMs: 1000 };
       await a.startInstance('inst-a', opts);
       await b.startInstance('inst-b', opts);
-      const hl7 = (ctl: string) => ({ sourceId: 'feed', contentType: 'application/hl7-v2', body: Buffer.from(`MSH|^~\\&|A|F|||1||ADT^A01|${ctl}|P|2.5\r`), headers: { controlId: ctl } });
+      const hl7 = (ctl: string) => ({
+        sourceId: 'feed',
+        contentType: 'application/hl7-v2',
+        body: Buffer.from(`MSH|^~\\&|A|F|||1||ADT^A01|${ctl}|P|2.5\r`),
+        headers: { controlId: ctl },
+      });
       await a.insert([hl7('I1'), hl7('I2')]);
       expect(await a.claimReceived('inst-a', 1, 60_000)).toHaveLength(1);
-      const beatOf = async (id: string) => Number((await sql.query('SELECT heartbeat_at FROM instances WHERE id = $1', [id])).rows[0].heartbeat_at);
+      const beatOf = async (id: string) =>
+        Number((await sql.query('SELECT heartbeat_at FROM instances WHERE id = $1', [id])).rows[0].heartbeat_at);
       const before = await beatOf('inst-a');
       // This thread busy for 2 s (twice the timeout): the heartbeat thread keeps writing.
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2000);
       const during = await beatOf('inst-a');
       expect(during - before).toBeGreaterThanOrEqual(1500);
       await new Promise((r) => setTimeout(r, 600)); // b's look for dead instances runs
-      expect((await sql.query(`SELECT lease_owner FROM messages WHERE lease_owner IS NOT NULL`)).rows.map((r) => r.lease_owner)).toEqual(['inst-a']);
+      expect(
+        (await sql.query(`SELECT lease_owner FROM messages WHERE lease_owner IS NOT NULL`)).rows.map(
+          (r) => r.lease_owner,
+        ),
+      ).toEqual(['inst-a']);
       expect(await b.claimReceived('inst-b', 10, 60_000)).toHaveLength(1); // only the one not leased
 
       // A third instance that claimed and then went silent (its row's heartbeat stops).
-      await sql.query(`INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES ('ghost', 'h', 1, 0, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint)`);
+      await sql.query(
+        `INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES ('ghost', 'h', 1, 0, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint)`,
+      );
       const [g] = await a.insert([hl7('I3')]);
       expect((await a.claimReceived('ghost', 1, 60_000)).map((m) => m.id)).toEqual([g.id]);
       const t0 = Date.now();
@@ -123,17 +138,24 @@ pgDescribe('PostgresMessageStore specifics', () => {
       // Released after the timeout (1 s) plus at most a heartbeat, not after the minute's lease.
       expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
       expect(Date.now() - t0).toBeLessThan(4000);
-      expect((await sql.query(`SELECT released_at FROM instances WHERE id = 'ghost'`)).rows[0].released_at).not.toBeNull();
+      expect(
+        (await sql.query(`SELECT released_at FROM instances WHERE id = 'ghost'`)).rows[0].released_at,
+      ).not.toBeNull();
 
       // Its heartbeat thread ended (it should not, but): started again, the beat goes on.
-      await (a as unknown as { instances: Map<string, { worker: { terminate(): Promise<number> } }> }).instances.get('inst-a')!.worker.terminate();
+      await (a as unknown as { instances: Map<string, { worker: { terminate(): Promise<number> } }> }).instances
+        .get('inst-a')!
+        .worker.terminate();
       const afterEnd = await beatOf('inst-a');
       await new Promise((r) => setTimeout(r, 1200));
       expect(await beatOf('inst-a')).toBeGreaterThan(afterEnd);
 
       // A clean stop removes the row.
       await a.stopInstance('inst-a');
-      expect((await sql.query(`SELECT id FROM instances ORDER BY id`)).rows.map((r) => r.id)).toEqual(['ghost', 'inst-b']);
+      expect((await sql.query(`SELECT id FROM instances ORDER BY id`)).rows.map((r) => r.id)).toEqual([
+        'ghost',
+        'inst-b',
+      ]);
     } finally {
       await sql.end();
       await a.close();
@@ -167,7 +189,15 @@ pgDescribe('PostgresMessageStore specifics', () => {
     try {
       a.pruneStep = { scan: 40, batch: 7 };
       b.pruneStep = { scan: 40, batch: 7 };
-      const ids = (await a.insert(Array.from({ length: 120 }, (_, i) => ({ sourceId: 'src', contentType: 'text/plain', body: Buffer.from(`m${i}`) })))).map((r) => r.id);
+      const ids = (
+        await a.insert(
+          Array.from({ length: 120 }, (_, i) => ({
+            sourceId: 'src',
+            contentType: 'text/plain',
+            body: Buffer.from(`m${i}`),
+          })),
+        )
+      ).map((r) => r.id);
       await a.claimReceived('p', 200, 60_000);
       await a.recordProcessed(ids.map((id) => ({ id, outcome: { status: 'unrouted' as const } })));
       const future = new Date(Date.now() + 1000);
@@ -186,14 +216,24 @@ pgDescribe('PostgresMessageStore specifics', () => {
 
   it('keeps store.schema when the URL has options of its own (they used to replace the search_path)', async () => {
     const schema = `${prefix}_opts`;
-    const s = createStore({ kind: 'postgres', url: `${URL}${URL.includes('?') ? '&' : '?'}options=${encodeURIComponent('-c statement_timeout=60000')}`, schema }, silentLogger()) as PostgresMessageStore;
+    const s = createStore(
+      {
+        kind: 'postgres',
+        url: `${URL}${URL.includes('?') ? '&' : '?'}options=${encodeURIComponent('-c statement_timeout=60000')}`,
+        schema,
+      },
+      silentLogger(),
+    ) as PostgresMessageStore;
     schemas.set(s, schema);
     await s.open();
     try {
       await s.insert([{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('x') }]);
       const c = new pg.Client({ connectionString: URL });
       await c.connect();
-      const r = await c.query(`SELECT table_schema FROM information_schema.tables WHERE table_name = 'messages' AND table_schema IN ($1, 'public')`, [schema]);
+      const r = await c.query(
+        `SELECT table_schema FROM information_schema.tables WHERE table_name = 'messages' AND table_schema IN ($1, 'public')`,
+        [schema],
+      );
       await c.end();
       expect(r.rows.map((x) => x.table_schema)).toEqual([schema]);
     } finally {
@@ -207,8 +247,17 @@ pgDescribe('PostgresMessageStore specifics', () => {
     await a.open();
     const lines: Record<string, unknown>[] = [];
     const logger = silentLogger();
-    logger.warn = ((message: string, meta: Record<string, unknown>) => (lines.push({ message, ...meta }), logger)) as never;
-    const ahead = new PostgresMessageStore({ url: URL, schema, logger, poolSize: 2, now: () => Date.now() + 10 * 60_000 });
+    logger.warn = ((message: string, meta: Record<string, unknown>) => (
+      lines.push({ message, ...meta }),
+      logger
+    )) as never;
+    const ahead = new PostgresMessageStore({
+      url: URL,
+      schema,
+      logger,
+      poolSize: 2,
+      now: () => Date.now() + 10 * 60_000,
+    });
     schemas.set(ahead, schema);
     await ahead.open();
     try {
@@ -218,14 +267,20 @@ pgDescribe('PostgresMessageStore specifics', () => {
       expect(await ahead.claimReceived('ahead', 1, 60_000)).toEqual([]);
       const [m] = await ahead.insert([{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('y') }]);
       expect(Math.abs((await a.getMessage(m.id))!.receivedAt.getTime() - Date.now())).toBeLessThan(5_000);
-      expect(lines).toEqual([expect.objectContaining({ message: expect.stringContaining('clock differs'), offsetMs: expect.any(Number) })]);
+      expect(lines).toEqual([
+        expect.objectContaining({ message: expect.stringContaining('clock differs'), offsetMs: expect.any(Number) }),
+      ]);
       expect(Math.abs((lines[0].offsetMs as number) + 10 * 60_000)).toBeLessThan(5_000);
       expect((await a.getMessage(r.id))!.status).toBe('received');
       // Ages of stored times are taken on the server's clock too: a delivery first attempted just
       // now (stored by the server's clock) is not past a 5-minute maxAgeMs for the instance whose
       // own clock reads 10 minutes later.
       expect(Math.abs(ahead.clockAheadMs() + 10 * 60_000)).toBeLessThan(5_000);
-      const justNow = { attempts: 0, firstAttemptAt: new Date(Date.now()), createdAt: new Date(Date.now()) } as Parameters<typeof deliveryOutcome>[1];
+      const justNow = {
+        attempts: 0,
+        firstAttemptAt: new Date(Date.now()),
+        createdAt: new Date(Date.now()),
+      } as Parameters<typeof deliveryOutcome>[1];
       const err = new FerryError('DELIVERY_NETWORK', 'refused', { kind: 'transient', retryable: true });
       const policy = { ...defaultRetryPolicy, maxAgeMs: 5 * 60_000 };
       const localNow = new Date(Date.now() + 10 * 60_000);
@@ -238,7 +293,7 @@ pgDescribe('PostgresMessageStore specifics', () => {
     }
   });
 
-  it("a server whose disk is full: writes fail as transient STORE_FULL (a processed batch as a whole), unwritable until they succeed again", async () => {
+  it('a server whose disk is full: writes fail as transient STORE_FULL (a processed batch as a whole), unwritable until they succeed again', async () => {
     // A real server error with the real SQLSTATE (53100 disk_full), raised by a trigger while the
     // flag row exists. (Checked by hand with a tablespace on a full tmpfs: the same error and outcome.)
     const schema = `${prefix}_full`;
@@ -255,15 +310,31 @@ pgDescribe('PostgresMessageStore specifics', () => {
           END IF;
           RETURN NEW;
         END $$`);
-      for (const t of ['messages', 'message_content']) await c.query(`CREATE TRIGGER no_space BEFORE INSERT OR UPDATE ON ${schema}.${t} FOR EACH ROW EXECUTE FUNCTION ${schema}.no_space()`);
-      const body = (i: number) => ({ sourceId: 'src', contentType: 'text/plain', body: Buffer.from(`m${i}`), headers: { controlId: `M${i}` } });
+      for (const t of ['messages', 'message_content'])
+        await c.query(
+          `CREATE TRIGGER no_space BEFORE INSERT OR UPDATE ON ${schema}.${t} FOR EACH ROW EXECUTE FUNCTION ${schema}.no_space()`,
+        );
+      const body = (i: number) => ({
+        sourceId: 'src',
+        contentType: 'text/plain',
+        body: Buffer.from(`m${i}`),
+        headers: { controlId: `M${i}` },
+      });
       const stored = await s.insert([body(0), body(1)]);
       await s.claimReceived('p', 2, 60_000);
       await c.query(`INSERT INTO ${schema}.disk_full VALUES (true)`);
-      await expect(s.insert([body(2)])).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_FULL', kind: 'transient', retryable: true });
+      await expect(s.insert([body(2)])).rejects.toMatchObject({
+        code: 'FERRY_E_TRANSIENT_STORE_FULL',
+        kind: 'transient',
+        retryable: true,
+      });
       expect(s.reachable()).toBe(false);
       // Not "message M0 failed, left leased for a lease": the batch fails, to be recorded again.
-      const processed = stored.map((r) => ({ id: r.id, transformed: { bundleJson: '{"resourceType":"Bundle"}', orderingKey: 'k' }, outcome: { status: 'unrouted' as const } }));
+      const processed = stored.map((r) => ({
+        id: r.id,
+        transformed: { bundleJson: '{"resourceType":"Bundle"}', orderingKey: 'k' },
+        outcome: { status: 'unrouted' as const },
+      }));
       await expect(s.recordProcessed(processed)).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_FULL' });
       await c.query(`DELETE FROM ${schema}.disk_full`);
       expect(await s.recordProcessed(processed)).toEqual({ failed: [] });
@@ -282,7 +353,12 @@ pgDescribe('PostgresMessageStore specifics', () => {
     const upstream = new globalThis.URL(URL);
     const proxy = await startTcpProxy(upstream.hostname, Number(upstream.port || 5432));
     const schema = `${prefix}_${name}`;
-    const store = new PostgresMessageStore({ url: `postgres://${upstream.username || 'postgres'}@127.0.0.1:${proxy.port}${upstream.pathname}`, schema, logger: silentLogger(), ...opts });
+    const store = new PostgresMessageStore({
+      url: `postgres://${upstream.username || 'postgres'}@127.0.0.1:${proxy.port}${upstream.pathname}`,
+      schema,
+      logger: silentLogger(),
+      ...opts,
+    });
     schemas.set(store, schema);
     await store.open();
     const close = async () => {
@@ -331,7 +407,9 @@ pgDescribe('PostgresMessageStore specifics', () => {
   });
 
   it('createStore needs a url for postgres', () => {
-    expect(() => createStore({ kind: 'postgres', url: '' }, silentLogger())).toThrow(expect.objectContaining({ kind: 'config' }));
+    expect(() => createStore({ kind: 'postgres', url: '' }, silentLogger())).toThrow(
+      expect.objectContaining({ kind: 'config' }),
+    );
   });
 
   it('reports an unreachable server as a transient error', async () => {

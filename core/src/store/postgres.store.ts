@@ -44,7 +44,17 @@ function bind(params: unknown[] | undefined): unknown[] {
 const MIGRATION_LOCK = 0x7e44_0001;
 
 /** SQLSTATEs and socket errors that mean the connection or the server, not the statement. */
-const CONNECTION_CODES = new Set(['57P01', '57P02', '57P03', '53300', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH']);
+const CONNECTION_CODES = new Set([
+  '57P01',
+  '57P02',
+  '57P03',
+  '53300',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+]);
 
 /**
  * A lost connection (the server restarting, an administrator terminating it, the network) as a
@@ -53,7 +63,11 @@ const CONNECTION_CODES = new Set(['57P01', '57P02', '57P03', '53300', 'ECONNREFU
 function classifyPgError(e: unknown): unknown {
   if (e instanceof FerryError) return e;
   const message = (e as Error)?.message ?? String(e);
-  if (isConnectionLoss(e)) return new FerryError('TRANSIENT_STORE_CONNECTION', `PostgreSQL connection lost: ${message}`, { kind: 'transient', cause: e });
+  if (isConnectionLoss(e))
+    return new FerryError('TRANSIENT_STORE_CONNECTION', `PostgreSQL connection lost: ${message}`, {
+      kind: 'transient',
+      cause: e,
+    });
   // The server's own state, not the statement's fault: the same write succeeds later.
   const code = (e as { code?: unknown })?.code;
   const kind =
@@ -65,7 +79,12 @@ function classifyPgError(e: unknown): unknown {
           ? ('TRANSIENT_STORE_CONFLICT' as const)
           : undefined;
   if (!kind) return e;
-  return new FerryError(kind, `PostgreSQL: ${message}`, { kind: 'transient', retryable: true, cause: e, details: { sqlstate: code } });
+  return new FerryError(kind, `PostgreSQL: ${message}`, {
+    kind: 'transient',
+    retryable: true,
+    cause: e,
+    details: { sqlstate: code },
+  });
 }
 
 /** The connection failed or stopped answering (the statement itself may have been fine). */
@@ -75,7 +94,9 @@ function isConnectionLoss(e: unknown): boolean {
   const message = (e as Error)?.message ?? String(e);
   return (
     (typeof code === 'string' && (CONNECTION_CODES.has(code) || code.startsWith('08'))) ||
-    /connection terminated|terminating connection|client has encountered a connection error|connection (?:is )?(?:closed|ended)|not queryable|query read timeout|timeout exceeded when trying to connect/i.test(message)
+    /connection terminated|terminating connection|client has encountered a connection error|connection (?:is )?(?:closed|ended)|not queryable|query read timeout|timeout exceeded when trying to connect/i.test(
+      message,
+    )
   );
 }
 
@@ -90,7 +111,9 @@ export function withSearchPath(url: string, schema: string | undefined): string 
   try {
     u = new URL(url);
   } catch {
-    throw new FerryError('CONFIG_STORE_URL', 'store.url is not a postgres:// URL (needed with store.schema)', { kind: 'config' });
+    throw new FerryError('CONFIG_STORE_URL', 'store.url is not a postgres:// URL (needed with store.schema)', {
+      kind: 'config',
+    });
   }
   const options = [u.searchParams.get('options'), `-c search_path=${schema}`].filter(Boolean).join(' ');
   u.searchParams.set('options', options);
@@ -170,7 +193,8 @@ export class PostgresMessageStore extends SqlMessageStore {
 
   constructor(opts: PostgresStoreOptions) {
     super(opts);
-    if (!opts.url) throw new FerryError('CONFIG_STORE_URL', 'store.url is required for kind postgres', { kind: 'config' });
+    if (!opts.url)
+      throw new FerryError('CONFIG_STORE_URL', 'store.url is required for kind postgres', { kind: 'config' });
     if (opts.schema !== undefined && !/^[a-z_][a-z0-9_]*$/i.test(opts.schema)) {
       throw new FerryError('CONFIG_STORE_SCHEMA', `invalid schema name ${opts.schema}`, { kind: 'config' });
     }
@@ -197,7 +221,11 @@ export class PostgresMessageStore extends SqlMessageStore {
       await this.syncClock(pool);
     } catch (e) {
       await pool.end().catch(() => undefined);
-      throw new FerryError('TRANSIENT_STORE_CONNECT', `cannot connect to the PostgreSQL store: ${(e as Error).message}`, { kind: 'transient', cause: e });
+      throw new FerryError(
+        'TRANSIENT_STORE_CONNECT',
+        `cannot connect to the PostgreSQL store: ${(e as Error).message}`,
+        { kind: 'transient', cause: e },
+      );
     }
     this.pool = pool;
   }
@@ -227,9 +255,15 @@ export class PostgresMessageStore extends SqlMessageStore {
     const offset = Math.round(Number(r.rows[0].t) - (t0 + t1) / 2);
     // Under a second: clocks in step (NTP), the measure's own noise; this process's clock is used as is.
     this.clockOffsetMs = Math.abs(offset) >= 1000 ? offset : 0;
-    if (Math.abs(offset) >= 1000 && (this.clockWarnedAt === undefined || Math.abs(offset - this.clockWarnedAt) >= 1000)) {
+    if (
+      Math.abs(offset) >= 1000 &&
+      (this.clockWarnedAt === undefined || Math.abs(offset - this.clockWarnedAt) >= 1000)
+    ) {
       this.clockWarnedAt = offset;
-      this.logger.warn("this machine's clock differs from the database server's; the store keeps time by the server's", { store: this.kind, offsetMs: offset });
+      this.logger.warn(
+        "this machine's clock differs from the database server's; the store keeps time by the server's",
+        { store: this.kind, offsetMs: offset },
+      );
     }
     if (!this.clockTimer) {
       this.clockTimer = setInterval(() => {
@@ -240,7 +274,8 @@ export class PostgresMessageStore extends SqlMessageStore {
   }
 
   private execOn(c: pg.ClientBase | pg.Pool, timeoutMs = this.queryTimeoutMs): SqlExec {
-    const q = (sql: string, params?: unknown[]) => c.query({ text: numbered(sql), values: bind(params), ...(timeoutMs > 0 ? { query_timeout: timeoutMs } : {}) });
+    const q = (sql: string, params?: unknown[]) =>
+      c.query({ text: numbered(sql), values: bind(params), ...(timeoutMs > 0 ? { query_timeout: timeoutMs } : {}) });
     return {
       all: async (sql, params) => (await q(sql, params)).rows as Row[],
       run: async (sql, params) => (await q(sql, params)).rowCount ?? 0,
@@ -248,7 +283,8 @@ export class PostgresMessageStore extends SqlMessageStore {
   }
 
   private requirePool(): pg.Pool {
-    if (!this.pool) throw new FerryError('TRANSIENT_STORE_CLOSED', 'the PostgreSQL store is closed', { kind: 'transient' });
+    if (!this.pool)
+      throw new FerryError('TRANSIENT_STORE_CLOSED', 'the PostgreSQL store is closed', { kind: 'transient' });
     return this.pool;
   }
 
@@ -383,7 +419,10 @@ export class PostgresMessageStore extends SqlMessageStore {
     }
   }
 
-  private instances = new Map<string, { worker: Worker; reaper: NodeJS.Timeout; failing: boolean; opts: InstanceOptions }>();
+  private instances = new Map<
+    string,
+    { worker: Worker; reaper: NodeJS.Timeout; failing: boolean; opts: InstanceOptions }
+  >();
 
   /**
    * Registers the instance (its row in `instances`), starts its heartbeat thread, and from now on
@@ -403,7 +442,12 @@ export class PostgresMessageStore extends SqlMessageStore {
         [...row, startedAt],
       ),
     );
-    const state = { worker: undefined as unknown as Worker, reaper: undefined as unknown as NodeJS.Timeout, failing: false, opts };
+    const state = {
+      worker: undefined as unknown as Worker,
+      reaper: undefined as unknown as NodeJS.Timeout,
+      failing: false,
+      opts,
+    };
     const spawnHeartbeat = (): Worker => {
       const worker = new Worker(HEARTBEAT, {
         eval: true,
@@ -423,13 +467,20 @@ export class PostgresMessageStore extends SqlMessageStore {
       worker.on('message', (m: { ok?: boolean; error?: string }) => {
         if (m.error !== undefined && !state.failing) {
           state.failing = true;
-          this.logger.warn('instance heartbeat failed; other instances take this one for dead if it lasts', { store: this.kind, instance: owner, error: m.error, instanceTimeoutMs: opts.instanceTimeoutMs });
+          this.logger.warn('instance heartbeat failed; other instances take this one for dead if it lasts', {
+            store: this.kind,
+            instance: owner,
+            error: m.error,
+            instanceTimeoutMs: opts.instanceTimeoutMs,
+          });
         } else if (m.ok && state.failing) {
           state.failing = false;
           this.logger.info('instance heartbeat written again', { store: this.kind, instance: owner });
         }
       });
-      worker.on('error', (e) => this.logger.error('instance heartbeat thread failed', { store: this.kind, instance: owner, error: e.message }));
+      worker.on('error', (e) =>
+        this.logger.error('instance heartbeat thread failed', { store: this.kind, instance: owner, error: e.message }),
+      );
       // A thread that ended while the instance runs is started again: without it the others would
       // take this live instance for dead.
       // (After a heartbeat's pause: a thread that cannot start must not be restarted in a loop.)
@@ -443,9 +494,14 @@ export class PostgresMessageStore extends SqlMessageStore {
       return worker;
     };
     state.worker = spawnHeartbeat();
-    state.reaper = setInterval(() => {
-      this.releaseDeadInstances(owner, opts.instanceTimeoutMs).catch((e) => this.logger.debug('looking for dead instances failed', { store: this.kind, error: (e as Error).message }));
-    }, Math.max(100, opts.heartbeatMs));
+    state.reaper = setInterval(
+      () => {
+        this.releaseDeadInstances(owner, opts.instanceTimeoutMs).catch((e) =>
+          this.logger.debug('looking for dead instances failed', { store: this.kind, error: (e as Error).message }),
+        );
+      },
+      Math.max(100, opts.heartbeatMs),
+    );
     state.reaper.unref();
     this.instances.set(owner, state);
     return this.releaseDeadInstances(owner, opts.instanceTimeoutMs);
@@ -470,7 +526,12 @@ export class PostgresMessageStore extends SqlMessageStore {
 
   async liveInstances(withinMs: number): Promise<LiveInstance[]> {
     const now = this.now();
-    const rows = await this.tx((x) => x.all('SELECT id, host, pid, started_at, heartbeat_at FROM instances WHERE heartbeat_at >= ? ORDER BY started_at, id', [now - withinMs]));
+    const rows = await this.tx((x) =>
+      x.all(
+        'SELECT id, host, pid, started_at, heartbeat_at FROM instances WHERE heartbeat_at >= ? ORDER BY started_at, id',
+        [now - withinMs],
+      ),
+    );
     return rows.map((r) => ({
       id: String(r.id),
       host: String(r.host ?? ''),
@@ -489,14 +550,24 @@ export class PostgresMessageStore extends SqlMessageStore {
         [now - timeoutMs, self],
       );
       await x.run('DELETE FROM instances WHERE heartbeat_at < ?', [now - DEAD_INSTANCE_KEPT_MS]);
-      if (!dead.length) return { owners: [] as { id: string; silentMs: number }[], releasedMessages: 0, releasedDeliveries: 0 };
+      if (!dead.length)
+        return { owners: [] as { id: string; silentMs: number }[], releasedMessages: 0, releasedDeliveries: 0 };
       const owners = dead.map((d) => d.id as string);
       const released = await this.releaseLeasesOf(x, { owners });
-      await x.run(`UPDATE instances SET released_at = ? WHERE id IN (${owners.map(() => '?').join(', ')})`, [now, ...owners]);
+      await x.run(`UPDATE instances SET released_at = ? WHERE id IN (${owners.map(() => '?').join(', ')})`, [
+        now,
+        ...owners,
+      ]);
       return { owners: dead.map((d) => ({ id: d.id as string, silentMs: now - Number(d.heartbeat_at) })), ...released };
     });
     for (const o of r.owners)
-      this.logger.warn('instance found dead (no heartbeat): its leases released', { store: this.kind, instance: o.id, silentMs: o.silentMs, messages: r.releasedMessages, deliveries: r.releasedDeliveries });
+      this.logger.warn('instance found dead (no heartbeat): its leases released', {
+        store: this.kind,
+        instance: o.id,
+        silentMs: o.silentMs,
+        messages: r.releasedMessages,
+        deliveries: r.releasedDeliveries,
+      });
     return { releasedMessages: r.releasedMessages, releasedDeliveries: r.releasedDeliveries };
   }
 
@@ -510,6 +581,9 @@ export class PostgresMessageStore extends SqlMessageStore {
 
   protected override async lockKeys(x: SqlExec, keys: string[]): Promise<void> {
     // In hash order, so two instances locking overlapping sets cannot deadlock.
-    await x.all('SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(?::text[]) AS k ORDER BY 1) AS s', [keys]);
+    await x.all(
+      'SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(?::text[]) AS k ORDER BY 1) AS s',
+      [keys],
+    );
   }
 }

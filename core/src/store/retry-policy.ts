@@ -40,18 +40,28 @@ export function backoffDelay(policy: RetryPolicy, attempts: number, random: () =
  * retryable, `maxAttempts` attempts were made, or the next attempt would fall after
  * firstAttemptAt + maxAgeMs.
  */
-export function nextAttempt(policy: RetryPolicy, info: AttemptInfo, now: Date = new Date(), random: () => number = Math.random): Date | undefined {
+export function nextAttempt(
+  policy: RetryPolicy,
+  info: AttemptInfo,
+  now: Date = new Date(),
+  random: () => number = Math.random,
+): Date | undefined {
   if (!info.retryable) return undefined;
   if (policy.maxAttempts > 0 && info.attempts >= policy.maxAttempts) return undefined;
   let delay = backoffDelay(policy, info.attempts, random);
-  if (info.retryAfterMs !== undefined && Number.isFinite(info.retryAfterMs) && info.retryAfterMs > delay) delay = info.retryAfterMs;
+  if (info.retryAfterMs !== undefined && Number.isFinite(info.retryAfterMs) && info.retryAfterMs > delay)
+    delay = info.retryAfterMs;
   const at = now.getTime() + delay;
   if (policy.maxAgeMs > 0 && at > info.firstAttemptAt.getTime() + policy.maxAgeMs) return undefined;
   return new Date(at);
 }
 
 /** Why `nextAttempt` gave up (for the dead-letter detail). */
-export function deadReason(policy: RetryPolicy, info: AttemptInfo, now: Date = new Date()): 'not-retryable' | 'max-attempts' | 'max-age' | undefined {
+export function deadReason(
+  policy: RetryPolicy,
+  info: AttemptInfo,
+  now: Date = new Date(),
+): 'not-retryable' | 'max-attempts' | 'max-age' | undefined {
   if (!info.retryable) return 'not-retryable';
   if (policy.maxAttempts > 0 && info.attempts >= policy.maxAttempts) return 'max-attempts';
   if (policy.maxAgeMs > 0 && now.getTime() >= info.firstAttemptAt.getTime() + policy.maxAgeMs) return 'max-age';

@@ -100,7 +100,9 @@ export const migrations: Migration[] = [
   {
     version: 3,
     name: 'index of failed deliveries by next attempt (the dispatcher asks when the next retry is due)',
-    statements: [`CREATE INDEX deliveries_retry ON deliveries (next_attempt_at) WHERE superseded = 0 AND status = 'failed'`],
+    statements: [
+      `CREATE INDEX deliveries_retry ON deliveries (next_attempt_at) WHERE superseded = 0 AND status = 'failed'`,
+    ],
   },
   {
     version: 4,
@@ -173,7 +175,9 @@ export const migrations: Migration[] = [
     ],
     // The engine never rewrites an audit entry; the database refuses it too (only its retention deletes rows).
     only: {
-      sqlite: [`CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END`],
+      sqlite: [
+        `CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END`,
+      ],
       postgres: [
         `CREATE FUNCTION ferry_audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$`,
         `CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log FOR EACH ROW EXECUTE FUNCTION ferry_audit_log_append_only()`,

@@ -48,7 +48,13 @@ describe('the SQLite side thread (compiled worker)', () => {
   it('is found by path and answers reads with rows, by request id', async () => {
     expect(sideThreadScript()).toMatch(/sqlite-side-thread\.js$/);
     const r = await side.ask({ read: 7, sql: 'SELECT id, v FROM t WHERE id <= ? ORDER BY id', params: [2] });
-    expect(r).toEqual({ read: 7, rows: [{ id: 1, v: 'v0' }, { id: 2, v: 'v1' }] });
+    expect(r).toEqual({
+      read: 7,
+      rows: [
+        { id: 1, v: 'v0' },
+        { id: 2, v: 'v1' },
+      ],
+    });
   });
 
   it('refuses a write, and reports a bad statement with its error', async () => {

@@ -16,7 +16,13 @@ let n = 0;
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 storeConformance('sqlite', {
-  make: (opts) => new SqliteMessageStore({ path: path.join(dir, `t${++n}.db`), logger: silentLogger(), groupCommit: opts?.groupCommit, now: opts?.now }),
+  make: (opts) =>
+    new SqliteMessageStore({
+      path: path.join(dir, `t${++n}.db`),
+      logger: silentLogger(),
+      groupCommit: opts?.groupCommit,
+      now: opts?.now,
+    }),
   sibling: (s) => new SqliteMessageStore({ path: (s as SqliteMessageStore).file, logger: silentLogger() }),
   commits: (s) => (s as SqliteMessageStore).insertCommits,
   rawSql: async (s, sql) => {
@@ -83,16 +89,37 @@ describe('SqliteMessageStore specifics', () => {
     ] as const) {
       await s.open();
       try {
-        const [m] = await s.insert([{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from([0, 1, 2, 255]), headers: { controlId: 'A1' } }]);
+        const [m] = await s.insert([
+          {
+            sourceId: 'src',
+            contentType: 'text/plain',
+            body: Buffer.from([0, 1, 2, 255]),
+            headers: { controlId: 'A1' },
+          },
+        ]);
         await s.claimReceived('p', 1, 60_000);
-        await s.recordProcessed([{ id: m.id, transformed: { bundleJson: '{"resourceType":"Bundle","type":"collection"}' }, outcome: { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 'k', strictOrder: true, unchanged: true }] } }]);
+        await s.recordProcessed([
+          {
+            id: m.id,
+            transformed: { bundleJson: '{"resourceType":"Bundle","type":"collection"}' },
+            outcome: {
+              status: 'routed',
+              deliveries: [{ routeId: 'r', sinkId: 'k', strictOrder: true, unchanged: true }],
+            },
+          },
+        ]);
         const before = s.asideReadCount;
         const { result: got, turns } = await loopTurnsDuring(() => s.getMessage(m.id, { body: true, bundle: true }));
         expect(got!.body).toEqual(Buffer.from([0, 1, 2, 255]));
         expect(Buffer.isBuffer(got!.body)).toBe(true);
         expect(got!.bundle).toEqual({ resourceType: 'Bundle', type: 'collection' });
         expect((await s.listMessages({ status: ['routed'] })).map((x) => x.id)).toEqual([m.id]);
-        expect((await s.events(m.id)).map((e) => e.status)).toEqual(['received', 'transformed', 'routed', 'delivery:pending']);
+        expect((await s.events(m.id)).map((e) => e.status)).toEqual([
+          'received',
+          'transformed',
+          'routed',
+          'delivery:pending',
+        ]);
         expect((await s.deliveries(m.id)).map((d) => d.sinkId)).toEqual(['k']);
         expect(await s.stats()).toEqual({ messages: { routed: 1 }, deliveries: { pending: 1 } });
         expect(await s.countMessages(['routed', 'dead'])).toEqual({ routed: 1, dead: 0 });
@@ -110,11 +137,15 @@ describe('SqliteMessageStore specifics', () => {
   it('upgrades a version-1 database in place: bodies and bundles move to message_content', async () => {
     const file = path.join(dir, 'v1.db');
     const raw = new Database(file);
-    raw.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+    raw.exec(
+      'CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)',
+    );
     for (const st of migrations[0].statements) raw.exec(ddl(st, 'sqlite'));
     raw.prepare(`INSERT INTO schema_migrations VALUES (1, 'v1', 0)`).run();
     raw
-      .prepare(`INSERT INTO messages (id, source_id, content_type, body, headers, received_at, status, bundle, updated_at) VALUES ('01OLD', 's', 'text/plain', ?, '{}', 1, 'delivered', '{"resourceType":"Bundle"}', 1)`)
+      .prepare(
+        `INSERT INTO messages (id, source_id, content_type, body, headers, received_at, status, bundle, updated_at) VALUES ('01OLD', 's', 'text/plain', ?, '{}', 1, 'delivered', '{"resourceType":"Bundle"}', 1)`,
+      )
       .run(Buffer.from('old body'));
     raw.close();
     const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
@@ -133,17 +164,40 @@ describe('SqliteMessageStore specifics', () => {
     const heads = () => {
       const db = new Database(file, { readonly: true });
       try {
-        return db.prepare(`SELECT sink_id AS sink, COUNT(*) AS n FROM deliveries WHERE superseded = 0 AND status IN ('pending', 'failed') AND head = 1 GROUP BY sink_id ORDER BY sink_id`).all();
+        return db
+          .prepare(
+            `SELECT sink_id AS sink, COUNT(*) AS n FROM deliveries WHERE superseded = 0 AND status IN ('pending', 'failed') AND head = 1 GROUP BY sink_id ORDER BY sink_id`,
+          )
+          .all();
       } finally {
         db.close();
       }
     };
     const keys = ['k1', 'k2', 'k3'];
     const route = async (n: number, batch: boolean) => {
-      const ids = (await s.insert(Array.from({ length: n }, (_, i) => ({ sourceId: 's', contentType: 'text/plain', body: Buffer.from('x'), headers: { controlId: `h${Math.random()}${i}` } })))).map((r) => r.id);
+      const ids = (
+        await s.insert(
+          Array.from({ length: n }, (_, i) => ({
+            sourceId: 's',
+            contentType: 'text/plain',
+            body: Buffer.from('x'),
+            headers: { controlId: `h${Math.random()}${i}` },
+          })),
+        )
+      ).map((r) => r.id);
       await s.claimReceived('p', 1000, 60_000);
-      const deliveries = [{ routeId: 'r', sinkId: 'down', strictOrder: true, unchanged: true }, { routeId: 'r2', sinkId: 'loose', strictOrder: false, unchanged: true }];
-      if (batch) await s.recordProcessed(ids.map((id, i) => ({ id, transformed: { bundleJson: '{}', orderingKey: keys[i % 3] }, outcome: { status: 'routed' as const, deliveries } })));
+      const deliveries = [
+        { routeId: 'r', sinkId: 'down', strictOrder: true, unchanged: true },
+        { routeId: 'r2', sinkId: 'loose', strictOrder: false, unchanged: true },
+      ];
+      if (batch)
+        await s.recordProcessed(
+          ids.map((id, i) => ({
+            id,
+            transformed: { bundleJson: '{}', orderingKey: keys[i % 3] },
+            outcome: { status: 'routed' as const, deliveries },
+          })),
+        );
       else
         for (const [i, id] of ids.entries()) {
           await s.recordTransformed(id, { resourceType: 'Bundle', type: 'collection' }, keys[i % 3]);
@@ -152,20 +206,34 @@ describe('SqliteMessageStore specifics', () => {
     };
     await route(30, true);
     // Each key's oldest is the head for the strict sink; every delivery to the unordered one is.
-    expect(heads()).toEqual([{ sink: 'down', n: 3 }, { sink: 'loose', n: 30 }]);
+    expect(heads()).toEqual([
+      { sink: 'down', n: 3 },
+      { sink: 'loose', n: 30 },
+    ]);
     const claimed = await s.claimDeliveries('w', 100, 60_000, undefined, { sinkIds: ['down'] });
     expect(claimed).toHaveLength(3);
     const error = { code: 'E', message: 'down', retryable: true };
-    await s.completeDeliveries(claimed.map((d) => ({ deliveryId: d.id, outcome: { status: 'failed' as const, error, nextAttemptAt: new Date(Date.now() + 3_600_000) } })));
+    await s.completeDeliveries(
+      claimed.map((d) => ({
+        deliveryId: d.id,
+        outcome: { status: 'failed' as const, error, nextAttemptAt: new Date(Date.now() + 3_600_000) },
+      })),
+    );
     await route(30, false);
     await route(30, true);
-    expect(heads()).toEqual([{ sink: 'down', n: 3 }, { sink: 'loose', n: 90 }]);
+    expect(heads()).toEqual([
+      { sink: 'down', n: 3 },
+      { sink: 'loose', n: 90 },
+    ]);
     expect(await s.claimDeliveries('w', 100, 60_000, undefined, { sinkIds: ['down'] })).toEqual([]);
     // The sink is back: the heads are delivered, and the next of each key takes its place.
     const due = await s.claimDeliveries('w', 100, 60_000, new Date(Date.now() + 3_600_001), { sinkIds: ['down'] });
     expect(due.map((d) => d.id).sort()).toEqual(claimed.map((d) => d.id).sort());
     await s.completeDeliveries(due.map((d) => ({ deliveryId: d.id, outcome: { status: 'delivered' as const } })));
-    expect(heads()).toEqual([{ sink: 'down', n: 3 }, { sink: 'loose', n: 90 }]);
+    expect(heads()).toEqual([
+      { sink: 'down', n: 3 },
+      { sink: 'loose', n: 90 },
+    ]);
     expect(await s.claimDeliveries('w', 100, 60_000, undefined, { sinkIds: ['down'] })).toHaveLength(3);
     await s.close();
   });
@@ -173,12 +241,16 @@ describe('SqliteMessageStore specifics', () => {
   it('upgrades a version-4 database with a held backlog: its heads are set once', async () => {
     const file = path.join(dir, 'v4.db');
     const raw = new Database(file);
-    raw.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+    raw.exec(
+      'CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)',
+    );
     for (const m of migrations.filter((x) => x.version <= 4)) {
       for (const st of m.statements) raw.exec(ddl(st, 'sqlite'));
       raw.prepare(`INSERT INTO schema_migrations VALUES (?, ?, 0)`).run(m.version, m.name);
     }
-    const msg = raw.prepare(`INSERT INTO messages (id, source_id, content_type, headers, received_at, status, ordering_key, updated_at) VALUES (?, 's', 'text/plain', '{}', 1, 'routed', ?, 1)`);
+    const msg = raw.prepare(
+      `INSERT INTO messages (id, source_id, content_type, headers, received_at, status, ordering_key, updated_at) VALUES (?, 's', 'text/plain', '{}', 1, 'routed', ?, 1)`,
+    );
     const del = raw.prepare(
       `INSERT INTO deliveries (id, message_id, message_seq, route_id, sink_id, status, attempts, ordering_key, strict_order, created_at, next_attempt_at) VALUES (?, ?, ?, 'r', 'down', ?, ?, ?, 1, 1, ?)`,
     );
@@ -186,14 +258,25 @@ describe('SqliteMessageStore specifics', () => {
       const seq = msg.run(`M${i}`, `k${i % 2}`).lastInsertRowid;
       raw.prepare(`INSERT INTO message_content (message_id, body) VALUES (?, x'00')`).run(`M${i}`);
       // The first of each key failed and waits an hour; the others are held behind it.
-      del.run(`D${i}`, `M${i}`, seq, i < 2 ? 'failed' : 'pending', i < 2 ? 1 : 0, `k${i % 2}`, i < 2 ? Date.now() + 3_600_000 : null);
+      del.run(
+        `D${i}`,
+        `M${i}`,
+        seq,
+        i < 2 ? 'failed' : 'pending',
+        i < 2 ? 1 : 0,
+        `k${i % 2}`,
+        i < 2 ? Date.now() + 3_600_000 : null,
+      );
     }
     raw.close();
     const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
     await s.open();
     expect(await s.schemaVersion()).toBe(SCHEMA_VERSION);
     const db = new Database(file, { readonly: true });
-    expect(db.prepare(`SELECT id FROM deliveries WHERE head = 1 ORDER BY id`).all()).toEqual([{ id: 'D0' }, { id: 'D1' }]);
+    expect(db.prepare(`SELECT id FROM deliveries WHERE head = 1 ORDER BY id`).all()).toEqual([
+      { id: 'D0' },
+      { id: 'D1' },
+    ]);
     db.close();
     expect(await s.claimDeliveries('w', 10, 60_000)).toEqual([]);
     const due = await s.claimDeliveries('w', 10, 60_000, new Date(Date.now() + 3_600_001));
@@ -204,7 +287,11 @@ describe('SqliteMessageStore specifics', () => {
   });
 
   it('createStore resolves a relative path against the base dir and creates the folder', async () => {
-    const s = createStore({ kind: 'sqlite', path: 'nested/deeper/ferry.db' }, silentLogger(), dir) as SqliteMessageStore;
+    const s = createStore(
+      { kind: 'sqlite', path: 'nested/deeper/ferry.db' },
+      silentLogger(),
+      dir,
+    ) as SqliteMessageStore;
     expect(s.file).toBe(path.join(dir, 'nested/deeper/ferry.db'));
     await s.open();
     expect(fs.existsSync(path.join(dir, 'nested/deeper/ferry.db'))).toBe(true);
@@ -223,7 +310,16 @@ describe('SqliteMessageStore specifics', () => {
     const s = new SqliteMessageStore({ path: file, logger: silentLogger() });
     await s.open();
     const body = Buffer.alloc(20_000, 'x');
-    const ids = (await s.insert(Array.from({ length: 200 }, (_, i) => ({ sourceId: 's', contentType: 'text/plain', body, headers: { controlId: `v${i}` } })))).map((r) => r.id);
+    const ids = (
+      await s.insert(
+        Array.from({ length: 200 }, (_, i) => ({
+          sourceId: 's',
+          contentType: 'text/plain',
+          body,
+          headers: { controlId: `v${i}` },
+        })),
+      )
+    ).map((r) => r.id);
     await s.claimReceived('p', 1000, 60_000);
     for (const id of ids) {
       await s.recordTransformed(id, { resourceType: 'Bundle', type: 'collection' }, 'k');
@@ -239,7 +335,7 @@ describe('SqliteMessageStore specifics', () => {
     expect(after.freePages).toBe(0);
     expect(turns).toBeGreaterThan((before.pageCount * 3) / 4 / 100);
     await s.close();
-    expect(fs.statSync(file).size).toBeLessThan(before.pageCount * before.pageSize / 4);
+    expect(fs.statSync(file).size).toBeLessThan((before.pageCount * before.pageSize) / 4);
   });
 });
 
@@ -285,7 +381,9 @@ describe("another process's write lock", () => {
     const other = new Database(file);
     try {
       other.exec('BEGIN IMMEDIATE');
-      await expect(s.insert([{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('x') }])).rejects.toMatchObject({ kind: 'transient', code: 'FERRY_E_TRANSIENT_STORE_BUSY' });
+      await expect(
+        s.insert([{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('x') }]),
+      ).rejects.toMatchObject({ kind: 'transient', code: 'FERRY_E_TRANSIENT_STORE_BUSY' });
       other.exec('COMMIT');
       const [r] = await s.insert([{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from('y') }]);
       expect(r.stored).toBe(true);
@@ -317,7 +415,6 @@ describe('rows built from raw rows', () => {
   });
 });
 
-
 describe('a full disk', () => {
   // SQLite's own size limit gives the same SQLITE_FULL a full disk does (the engine-level proof,
   // test/reliability/sqlite-disk-full.test.ts, does the same under load).
@@ -325,17 +422,28 @@ describe('a full disk', () => {
     const db = (s as unknown as { db: Database.Database }).db;
     db.pragma(`max_page_count = ${pages ?? Number(db.pragma('page_count', { simple: true }))}`);
   };
-  const msg = (i: number) => ({ sourceId: 's', contentType: 'text/plain', body: Buffer.alloc(20_000, i), headers: { controlId: `F${i}` } });
+  const msg = (i: number) => ({
+    sourceId: 's',
+    contentType: 'text/plain',
+    body: Buffer.alloc(20_000, i),
+    headers: { controlId: `F${i}` },
+  });
 
   it('refuses inserts as transient STORE_FULL, reports itself unwritable once, and recovers', async () => {
     const lines: { level: string; message: string }[] = [];
     const logger = silentLogger();
-    for (const level of ['warn', 'info'] as const) logger[level] = ((message: string) => (lines.push({ level, message }), logger)) as never;
+    for (const level of ['warn', 'info'] as const)
+      logger[level] = ((message: string) => (lines.push({ level, message }), logger)) as never;
     const s = new SqliteMessageStore({ path: path.join(dir, 'full.db'), logger });
     await s.open();
     await s.insert([msg(0)]);
     limit(s);
-    for (let i = 1; i <= 3; i++) await expect(s.insert([msg(i)])).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_FULL', kind: 'transient', retryable: true });
+    for (let i = 1; i <= 3; i++)
+      await expect(s.insert([msg(i)])).rejects.toMatchObject({
+        code: 'FERRY_E_TRANSIENT_STORE_FULL',
+        kind: 'transient',
+        retryable: true,
+      });
     expect(s.reachable()).toBe(false);
     expect(lines.filter((l) => l.message === 'sqlite store cannot write')).toHaveLength(1);
     limit(s, 1_000_000);
@@ -345,7 +453,10 @@ describe('a full disk', () => {
     await new Promise((r) => setTimeout(r, 1050));
     await s.insert([msg(5)]);
     expect(s.reachable()).toBe(true);
-    expect(lines.filter((l) => l.message.startsWith('sqlite store')).map((l) => `${l.level} ${l.message}`)).toEqual(['warn sqlite store cannot write', 'info sqlite store writable again']);
+    expect(lines.filter((l) => l.message.startsWith('sqlite store')).map((l) => `${l.level} ${l.message}`)).toEqual([
+      'warn sqlite store cannot write',
+      'info sqlite store writable again',
+    ]);
     expect((await s.listMessages({ limit: 10 })).map((m) => m.headers.controlId).sort()).toEqual(['F0', 'F4', 'F5']);
     await s.close();
   });
@@ -358,11 +469,31 @@ describe('a full disk', () => {
     limit(s);
     // Two processing results recorded at once (one shared transaction), their bundles too big for
     // the file: the failure rolls the whole transaction back (was: "no such savepoint: ferry_op").
-    const bundleJson = JSON.stringify({ resourceType: 'Bundle', type: 'collection', entry: [], id: 'x'.repeat(60_000) });
-    const results = await Promise.allSettled(stored.map((r) => s.recordProcessed([{ id: r.id, transformed: { bundleJson, orderingKey: 'k' }, outcome: { status: 'unrouted' } }])));
-    for (const r of results) expect(r).toMatchObject({ status: 'rejected', reason: { code: 'FERRY_E_TRANSIENT_STORE_FULL' } });
+    const bundleJson = JSON.stringify({
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [],
+      id: 'x'.repeat(60_000),
+    });
+    const results = await Promise.allSettled(
+      stored.map((r) =>
+        s.recordProcessed([
+          { id: r.id, transformed: { bundleJson, orderingKey: 'k' }, outcome: { status: 'unrouted' } },
+        ]),
+      ),
+    );
+    for (const r of results)
+      expect(r).toMatchObject({ status: 'rejected', reason: { code: 'FERRY_E_TRANSIENT_STORE_FULL' } });
     limit(s, 1_000_000);
-    expect(await s.recordProcessed(stored.map((r) => ({ id: r.id, transformed: { bundleJson, orderingKey: 'k' }, outcome: { status: 'unrouted' as const } })))).toEqual({ failed: [] });
+    expect(
+      await s.recordProcessed(
+        stored.map((r) => ({
+          id: r.id,
+          transformed: { bundleJson, orderingKey: 'k' },
+          outcome: { status: 'unrouted' as const },
+        })),
+      ),
+    ).toEqual({ failed: [] });
     for (const r of stored) expect((await s.getMessage(r.id))?.status).toBe('unrouted');
     await s.close();
   });
@@ -374,7 +505,11 @@ describe('one engine per SQLite file', () => {
     const a = createStore({ kind: 'sqlite', path: file }, silentLogger(), dir, { engine: true });
     const b = createStore({ kind: 'sqlite', path: file }, silentLogger(), dir, { engine: true });
     await a.open();
-    await expect(b.open()).rejects.toMatchObject({ code: 'FERRY_E_CONFIG_STORE_IN_USE', kind: 'config', message: expect.stringContaining(`(pid ${process.pid})`) });
+    await expect(b.open()).rejects.toMatchObject({
+      code: 'FERRY_E_CONFIG_STORE_IN_USE',
+      kind: 'config',
+      message: expect.stringContaining(`(pid ${process.pid})`),
+    });
     expect(b.isOpen()).toBe(false);
     // `ferry replay` / `ferry prune` beside a running engine: no engine lock.
     const tool = createStore({ kind: 'sqlite', path: file }, silentLogger(), dir);
@@ -406,7 +541,10 @@ describe('one engine per SQLite file', () => {
         child.on('exit', (code) => reject(new Error(`child exited ${code}`)));
       });
       const s = new SqliteMessageStore({ path: file, logger: silentLogger(), engineLock: true });
-      await expect(s.open()).rejects.toMatchObject({ code: 'FERRY_E_CONFIG_STORE_IN_USE', message: expect.stringContaining(`(pid ${child.pid})`) });
+      await expect(s.open()).rejects.toMatchObject({
+        code: 'FERRY_E_CONFIG_STORE_IN_USE',
+        message: expect.stringContaining(`(pid ${child.pid})`),
+      });
       const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGKILL');
       await exited;
@@ -422,15 +560,33 @@ describe('one engine per SQLite file', () => {
 describe('leases of a previous engine', () => {
   it("are released when the next engine starts on the file (it holds the lock: the old owner is dead); a tool's store releases nothing", async () => {
     const file = path.join(dir, 'engine-leases.db');
-    const hl7 = (ctl: string) => ({ sourceId: 'feed', contentType: 'application/hl7-v2', body: Buffer.from(`MSH|^~\\&|A|F|||1||ADT^A01|${ctl}|P|2.5\r`), headers: { controlId: ctl } });
+    const hl7 = (ctl: string) => ({
+      sourceId: 'feed',
+      contentType: 'application/hl7-v2',
+      body: Buffer.from(`MSH|^~\\&|A|F|||1||ADT^A01|${ctl}|P|2.5\r`),
+      headers: { controlId: ctl },
+    });
     const old = new SqliteMessageStore({ path: file, logger: silentLogger(), engineLock: true });
     await old.open();
-    expect(await old.startInstance('old', { heartbeatMs: 2000, instanceTimeoutMs: 6000 })).toEqual({ releasedMessages: 0, releasedDeliveries: 0 });
+    expect(await old.startInstance('old', { heartbeatMs: 2000, instanceTimeoutMs: 6000 })).toEqual({
+      releasedMessages: 0,
+      releasedDeliveries: 0,
+    });
     const [a, b] = await old.insert([hl7('L1'), hl7('L2')]);
     // One message routed with its delivery leased (a sink call in flight), one leased for processing.
     expect((await old.claimReceived('old', 1, 60_000)).map((m) => m.id)).toEqual([a.id]);
     await old.recordTransformed(a.id, { resourceType: 'Bundle', type: 'collection', entry: [] }, 'k');
-    await old.recordRouting(a.id, { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's', bundle: { resourceType: 'Bundle', type: 'collection', entry: [] }, strictOrder: true }] });
+    await old.recordRouting(a.id, {
+      status: 'routed',
+      deliveries: [
+        {
+          routeId: 'r',
+          sinkId: 's',
+          bundle: { resourceType: 'Bundle', type: 'collection', entry: [] },
+          strictOrder: true,
+        },
+      ],
+    });
     expect(await old.claimDeliveries('old', 10, 60_000)).toHaveLength(1);
     expect((await old.claimReceived('old', 1, 60_000)).map((m) => m.id)).toEqual([b.id]);
     await old.close(); // as a crash leaves them: leased for another minute
@@ -444,7 +600,10 @@ describe('leases of a previous engine', () => {
     await next.open();
     try {
       expect(await next.claimReceived('new', 10, 60_000)).toHaveLength(0);
-      expect(await next.startInstance('new', { heartbeatMs: 2000, instanceTimeoutMs: 6000 })).toEqual({ releasedMessages: 1, releasedDeliveries: 1 });
+      expect(await next.startInstance('new', { heartbeatMs: 2000, instanceTimeoutMs: 6000 })).toEqual({
+        releasedMessages: 1,
+        releasedDeliveries: 1,
+      });
       expect((await next.claimReceived('new', 10, 60_000)).map((m) => m.id)).toEqual([b.id]);
       expect((await next.claimDeliveries('new', 10, 60_000)).map((d) => d.messageId)).toEqual([a.id]);
     } finally {
@@ -458,19 +617,34 @@ describe('per-key order under random interleavings (property)', () => {
     await fc.assert(
       fc.asyncProperty(
         fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 5, maxLength: 30 }), // key of each message
-        fc.array(fc.tuple(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 0, max: 9 }), fc.boolean()), { minLength: 200, maxLength: 200 }), // (claim size, outcome roll, complete in reverse)
+        fc.array(fc.tuple(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 0, max: 9 }), fc.boolean()), {
+          minLength: 200,
+          maxLength: 200,
+        }), // (claim size, outcome roll, complete in reverse)
         async (keys, steps) => {
           const s = new SqliteMessageStore({ path: ':memory:', logger: silentLogger() });
           await s.open();
           try {
             const bundle = { resourceType: 'Bundle' as const, type: 'collection' as const };
-            const ids = (await s.insert(keys.map((k, i) => ({ sourceId: 'p', contentType: 'text/plain', body: Buffer.from(`m${i}`), headers: { controlId: `c${i}` } })))).map((r) => r.id);
+            const ids = (
+              await s.insert(
+                keys.map((k, i) => ({
+                  sourceId: 'p',
+                  contentType: 'text/plain',
+                  body: Buffer.from(`m${i}`),
+                  headers: { controlId: `c${i}` },
+                })),
+              )
+            ).map((r) => r.id);
             const claimed = await s.claimReceived('p', 1000, 60_000);
             // route in a scrambled order (as if several processors finished out of order)
             const order = claimed.map((m, i) => ({ m, i })).sort((a, b) => ((a.i * 7919) % 13) - ((b.i * 7919) % 13));
             for (const { m, i } of order) {
               await s.recordTransformed(m.id, bundle, `K${keys[i]}`);
-              await s.recordRouting(m.id, { status: 'routed', deliveries: ['s1', 's2'].map((sinkId) => ({ routeId: 'r', sinkId, bundle, strictOrder: true })) });
+              await s.recordRouting(m.id, {
+                status: 'routed',
+                deliveries: ['s1', 's2'].map((sinkId) => ({ routeId: 'r', sinkId, bundle, strictOrder: true })),
+              });
             }
             const delivered = new Map<string, number[]>();
             const index = new Map(ids.map((id, i) => [id, i]));
@@ -481,7 +655,11 @@ describe('per-key order under random interleavings (property)', () => {
               const done = reverse ? [...batch].reverse() : batch;
               for (const d of done) {
                 if (roll < 3) {
-                  await s.completeDelivery(d.id, { status: 'failed', error: { code: 'X', message: 'x' }, nextAttemptAt: new Date(t + 5) });
+                  await s.completeDelivery(d.id, {
+                    status: 'failed',
+                    error: { code: 'X', message: 'x' },
+                    nextAttemptAt: new Date(t + 5),
+                  });
                 } else {
                   await s.completeDelivery(d.id, { status: 'delivered' });
                   const k = `${d.orderingKey}|${d.sinkId}`;

@@ -81,7 +81,9 @@ export function rowMaker(s: Database.Statement): ((raw: unknown[]) => Row) | nul
         // measured side by side, 2026-12-07): V8 builds a literal's shape once, keyed stores
         // one by one.
         // eslint-disable-next-line no-new-func -- measured: a literal per statement, see above
-        (new Function('r', `return { ${names.map((n, i) => `${JSON.stringify(n)}: r[${i}]`).join(', ')} };`) as (raw: unknown[]) => Row);
+        (new Function('r', `return { ${names.map((n, i) => `${JSON.stringify(n)}: r[${i}]`).join(', ')} };`) as (
+          raw: unknown[],
+        ) => Row);
     if (make) s.raw(true);
     rowMakers.set(s, make);
   }
@@ -116,7 +118,12 @@ export function classifySqliteError(e: unknown, file: string): unknown {
             ? ['TRANSIENT_STORE_NOMEM' as const, 'SQLite ran out of memory']
             : undefined;
   if (!what) return e;
-  return new FerryError(what[0], `${what[1]}: ${file}`, { kind: 'transient', retryable: true, cause: e, details: { sqliteCode: code } });
+  return new FerryError(what[0], `${what[1]}: ${file}`, {
+    kind: 'transient',
+    retryable: true,
+    cause: e,
+    details: { sqliteCode: code },
+  });
 }
 
 /**
@@ -218,7 +225,11 @@ export class SqliteMessageStore extends SqlMessageStore {
     if (!this.engineLock) return { releasedMessages: 0, releasedDeliveries: 0 };
     const r = await this.write((x) => this.releaseLeasesOf(x, { allBut: owner }));
     if (r.releasedMessages || r.releasedDeliveries)
-      this.logger.info('leases of the previous engine released: it held this file and is gone', { store: this.kind, messages: r.releasedMessages, deliveries: r.releasedDeliveries });
+      this.logger.info('leases of the previous engine released: it held this file and is gone', {
+        store: this.kind,
+        messages: r.releasedMessages,
+        deliveries: r.releasedDeliveries,
+      });
     return r;
   }
 
@@ -249,7 +260,10 @@ export class SqliteMessageStore extends SqlMessageStore {
     try {
       db = new Database(this.file);
     } catch (e) {
-      throw new FerryError('CONFIG_STORE_OPEN', `cannot open SQLite store ${this.file}: ${(e as Error).message}`, { kind: 'config', cause: e });
+      throw new FerryError('CONFIG_STORE_OPEN', `cannot open SQLite store ${this.file}: ${(e as Error).message}`, {
+        kind: 'config',
+        cause: e,
+      });
     }
     try {
       db.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
@@ -274,7 +288,10 @@ export class SqliteMessageStore extends SqlMessageStore {
       db.pragma(`busy_timeout = ${Math.min(BLOCKING_BUSY_MS, this.busyTimeoutMs)}`);
     } catch (e) {
       db.close();
-      throw new FerryError('CONFIG_STORE_OPEN', `cannot set up SQLite store ${this.file}: ${(e as Error).message}`, { kind: 'config', cause: e });
+      throw new FerryError('CONFIG_STORE_OPEN', `cannot set up SQLite store ${this.file}: ${(e as Error).message}`, {
+        kind: 'config',
+        cause: e,
+      });
     }
     this.sync = 'FULL';
     this.db = db;
@@ -323,19 +340,28 @@ export class SqliteMessageStore extends SqlMessageStore {
         if (this.db === db && db.open) db.pragma('wal_autocheckpoint = 1000');
       };
       worker.on('error', (e) => {
-        this.logger.warn('WAL checkpoint thread failed; checkpointing in commits', { store: this.kind, error: e.message });
+        this.logger.warn('WAL checkpoint thread failed; checkpointing in commits', {
+          store: this.kind,
+          error: e.message,
+        });
         gone(e);
       });
       worker.on('exit', () => gone(new Error('the thread exited')));
       db.pragma('wal_autocheckpoint = 0');
       this.checkpointer = worker;
     } catch (e) {
-      this.logger.warn('WAL checkpoint thread unavailable; checkpointing in commits', { store: this.kind, error: (e as Error).message });
+      this.logger.warn('WAL checkpoint thread unavailable; checkpointing in commits', {
+        store: this.kind,
+        error: (e as Error).message,
+      });
     }
   }
 
   private checkpointer?: Worker;
-  private readonly asideReads = new Map<number, { resolve(rows: Record<string, unknown>[]): void; reject(e: unknown): void }>();
+  private readonly asideReads = new Map<
+    number,
+    { resolve(rows: Record<string, unknown>[]): void; reject(e: unknown): void }
+  >();
   private asideSeq = 0;
   /** Reads answered by the side thread (tests). */
   asideReadCount = 0;
@@ -349,7 +375,10 @@ export class SqliteMessageStore extends SqlMessageStore {
         this.asideReadCount++;
         return this.askSide(worker, (id) => ({ read: id, sql, params: bind(params) }));
       },
-      run: () => Promise.reject(new FerryError('INTERNAL_STORE_READ_ONLY', 'a write on the read-only side connection', { kind: 'internal' })),
+      run: () =>
+        Promise.reject(
+          new FerryError('INTERNAL_STORE_READ_ONLY', 'a write on the read-only side connection', { kind: 'internal' }),
+        ),
     };
     return fn(exec);
   }
@@ -368,7 +397,14 @@ export class SqliteMessageStore extends SqlMessageStore {
   private failAsideReads(e: unknown): void {
     const pending = [...this.asideReads.values()];
     this.asideReads.clear();
-    for (const r of pending) r.reject(new FerryError('TRANSIENT_STORE_CLOSED', `the SQLite store's read thread stopped: ${(e as Error)?.message ?? e}`, { kind: 'transient', cause: e }));
+    for (const r of pending)
+      r.reject(
+        new FerryError(
+          'TRANSIENT_STORE_CLOSED',
+          `the SQLite store's read thread stopped: ${(e as Error)?.message ?? e}`,
+          { kind: 'transient', cause: e },
+        ),
+      );
   }
   /** Checkpoint from a background thread (tests of the fallback turn it off). */
   protected backgroundCheckpoints = true;
@@ -447,7 +483,10 @@ export class SqliteMessageStore extends SqlMessageStore {
 
   private withLock<T>(fn: () => Promise<T>): Promise<T> {
     const shared = this.shared;
-    if (!shared) return Promise.reject(new FerryError('TRANSIENT_STORE_CLOSED', 'the SQLite store is closed', { kind: 'transient' }));
+    if (!shared)
+      return Promise.reject(
+        new FerryError('TRANSIENT_STORE_CLOSED', 'the SQLite store is closed', { kind: 'transient' }),
+      );
     const run = shared.chain.then(fn, fn);
     shared.chain = run.catch(() => undefined);
     return run;
@@ -476,7 +515,11 @@ export class SqliteMessageStore extends SqlMessageStore {
       } catch (e) {
         if ((e as { code?: string }).code !== 'SQLITE_BUSY') throw e;
         if (Date.now() + wait > deadline)
-          throw new FerryError('TRANSIENT_STORE_BUSY', `the SQLite store ${this.file} is locked by another process (waited ${this.busyTimeoutMs} ms)`, { kind: 'transient', cause: e });
+          throw new FerryError(
+            'TRANSIENT_STORE_BUSY',
+            `the SQLite store ${this.file} is locked by another process (waited ${this.busyTimeoutMs} ms)`,
+            { kind: 'transient', cause: e },
+          );
         await new Promise((r) => setTimeout(r, wait));
         wait = Math.min(wait * 2, 50);
       }

@@ -8,7 +8,10 @@ const opts = { what: 'x', logger: silentLogger(), firstDelayMs: 1, maxDelayMs: 4
 describe('retryTransient', () => {
   it('tries again after transient failures and returns the first success', async () => {
     let n = 0;
-    const v = await retryTransient(async () => (++n < 3 ? Promise.reject(transient()) : 'ok'), { ...opts, budgetMs: 1000 });
+    const v = await retryTransient(async () => (++n < 3 ? Promise.reject(transient()) : 'ok'), {
+      ...opts,
+      budgetMs: 1000,
+    });
     expect(v).toBe('ok');
     expect(n).toBe(3);
   });
@@ -20,7 +23,9 @@ describe('retryTransient', () => {
     expect(n).toBe(1);
     // Not a FerryError: not known to be transient.
     n = 0;
-    await expect(retryTransient(async () => Promise.reject((n++, new Error('boom'))), { ...opts, budgetMs: 1000 })).rejects.toThrow('boom');
+    await expect(
+      retryTransient(async () => Promise.reject((n++, new Error('boom'))), { ...opts, budgetMs: 1000 }),
+    ).rejects.toThrow('boom');
     expect(n).toBe(1);
   });
 
@@ -29,7 +34,10 @@ describe('retryTransient', () => {
     try {
       const t0 = Date.now();
       const at: number[] = [];
-      const p = retryTransient(async () => Promise.reject((at.push(Date.now() - t0), transient())), { ...opts, budgetMs: 60 }).catch((e: unknown) => e);
+      const p = retryTransient(async () => Promise.reject((at.push(Date.now() - t0), transient())), {
+        ...opts,
+        budgetMs: 60,
+      }).catch((e: unknown) => e);
       await jest.advanceTimersByTimeAsync(1000);
       expect(await p).toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_CONNECTION' });
       // tries at 0, 1, 3, 7, 11 ... 59 ms; 59 + 4 > 60: the last failure is thrown

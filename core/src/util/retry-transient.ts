@@ -23,18 +23,25 @@ export interface RetryTransientOptions {
  */
 export async function retryTransient<T>(fn: () => Promise<T>, opts: RetryTransientOptions): Promise<T> {
   const start = Date.now();
-  const backoff = { initialDelayMs: opts.firstDelayMs ?? 50, maxDelayMs: opts.maxDelayMs ?? 2000, multiplier: 2, jitter: 0 };
+  const backoff = {
+    initialDelayMs: opts.firstDelayMs ?? 50,
+    maxDelayMs: opts.maxDelayMs ?? 2000,
+    multiplier: 2,
+    jitter: 0,
+  };
   let tries = 0;
   for (;;) {
     tries++;
     try {
       const r = await fn();
-      if (tries > 1) opts.logger.info(`${opts.what} succeeded after retrying`, { attempts: tries, waitedMs: Date.now() - start });
+      if (tries > 1)
+        opts.logger.info(`${opts.what} succeeded after retrying`, { attempts: tries, waitedMs: Date.now() - start });
       return r;
     } catch (e) {
       const delay = backoffDelay(tries, backoff);
       if (!(e instanceof FerryError) || !e.retryable || Date.now() - start + delay > opts.budgetMs) throw e;
-      if (tries === 1) opts.logger.warn(`${opts.what} failed; trying again`, { budgetMs: opts.budgetMs, ...errorFields(e) });
+      if (tries === 1)
+        opts.logger.warn(`${opts.what} failed; trying again`, { budgetMs: opts.budgetMs, ...errorFields(e) });
       await new Promise((r) => setTimeout(r, delay));
     }
   }

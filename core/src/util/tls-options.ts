@@ -19,7 +19,10 @@ export function pem(value: string, what: string, where: string, code: TlsErrorCo
   try {
     return readFileSync(value, 'utf8');
   } catch (e) {
-    throw configError(code, `${where}.tls.${what}: cannot read ${value}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw configError(
+      code,
+      `${where}.tls.${what}: cannot read ${value}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    );
   }
 }
 
@@ -28,10 +31,18 @@ export function pem(value: string, what: string, where: string, code: TlsErrorCo
  * `admin` or `sources.in`; `code` the config error code): undefined when neither cert nor key is
  * set (plain HTTP); both or neither, a CA with `requestCert` (mutual TLS), TLS 1.2 at least.
  */
-export function tlsServerOptions(tls: ListenerTlsConfig | undefined, where: string, code: TlsErrorCode): Record<string, unknown> | undefined {
+export function tlsServerOptions(
+  tls: ListenerTlsConfig | undefined,
+  where: string,
+  code: TlsErrorCode,
+): Record<string, unknown> | undefined {
   if (!tls || (!tls.cert && !tls.key)) return undefined;
   if (!tls.cert || !tls.key) throw configError(code, `${where}.tls: both cert and key are needed for HTTPS`);
-  if (tls.requestCert && !tls.ca) throw configError(code, `${where}.tls.ca: required with requestCert (the CA client certificates must be signed by)`);
+  if (tls.requestCert && !tls.ca)
+    throw configError(
+      code,
+      `${where}.tls.ca: required with requestCert (the CA client certificates must be signed by)`,
+    );
   return {
     cert: pem(tls.cert, 'cert', where, code),
     key: pem(tls.key, 'key', where, code),

@@ -138,7 +138,11 @@ export function parseRetryAfter(value: string | null | undefined, now = Date.now
 }
 
 /** Exponential backoff with jitter for attempt n (1-based: the delay after the n-th failure). */
-export function backoffDelay(n: number, o: Pick<RetryOptions, 'initialDelayMs' | 'maxDelayMs' | 'multiplier' | 'jitter'>, rnd = Math.random): number {
+export function backoffDelay(
+  n: number,
+  o: Pick<RetryOptions, 'initialDelayMs' | 'maxDelayMs' | 'multiplier' | 'jitter'>,
+  rnd = Math.random,
+): number {
   const base = Math.min(o.maxDelayMs, o.initialDelayMs * Math.pow(o.multiplier, Math.max(0, n - 1)));
   const j = Math.min(1, Math.max(0, o.jitter));
   return Math.max(0, Math.round(base * (1 - j + rnd() * 2 * j)));
@@ -178,7 +182,11 @@ export function httpStatusError(
   if (status === 404) return new FerryError('VENDOR_NOT_FOUND', what, { kind: 'input', retryable: false, details });
   if (status === 409) return new FerryError('VENDOR_CONFLICT', what, { kind: 'input', retryable: false, details });
   if (status === 408 || status === 425 || status === 429 || status >= 500) {
-    return new FerryError(status === 429 ? 'VENDOR_THROTTLED' : 'VENDOR_UNAVAILABLE', what, { kind: 'transient', retryable: true, details });
+    return new FerryError(status === 429 ? 'VENDOR_THROTTLED' : 'VENDOR_UNAVAILABLE', what, {
+      kind: 'transient',
+      retryable: true,
+      details,
+    });
   }
   return new FerryError('VENDOR_REJECTED', what, { kind: 'input', retryable: false, details });
 }
@@ -219,7 +227,10 @@ export class VendorHttpClient {
     let u: URL;
     if (/^https?:\/\//i.test(url)) u = new URL(url);
     else {
-      if (!this.baseUrl) throw new FerryError('VENDOR_NO_BASE_URL', `${this.vendor}: relative URL without a base URL`, { kind: 'internal' });
+      if (!this.baseUrl)
+        throw new FerryError('VENDOR_NO_BASE_URL', `${this.vendor}: relative URL without a base URL`, {
+          kind: 'internal',
+        });
       const base = this.baseUrl.endsWith('/') ? this.baseUrl : `${this.baseUrl}/`;
       u = new URL(url.replace(/^\//, ''), base);
     }
@@ -238,7 +249,11 @@ export class VendorHttpClient {
     const path = url.pathname;
 
     let body: string | Buffer | undefined = req.body;
-    const headers: Record<string, string> = { Accept: 'application/json', ...(this.opts.headers ?? {}), ...(req.headers ?? {}) };
+    const headers: Record<string, string> = {
+      Accept: 'application/json',
+      ...(this.opts.headers ?? {}),
+      ...(req.headers ?? {}),
+    };
     const hasHeader = (n: string) => Object.keys(headers).some((k) => k.toLowerCase() === n.toLowerCase());
     if (req.form) {
       const p = new URLSearchParams();
@@ -251,9 +266,23 @@ export class VendorHttpClient {
     }
 
     const out = await this.execute<string>(
-      { method, path, idempotent: req.idempotent, signal: req.signal, accept: req.accept, timeoutMs: req.timeoutMs, noAuth: req.noAuth },
+      {
+        method,
+        path,
+        idempotent: req.idempotent,
+        signal: req.signal,
+        accept: req.accept,
+        timeoutMs: req.timeoutMs,
+        noAuth: req.noAuth,
+      },
       async (h, signal) => {
-        const res = await this.fetchImpl(url, { method, headers: { ...headers, ...h }, body, signal, redirect: 'follow' });
+        const res = await this.fetchImpl(url, {
+          method,
+          headers: { ...headers, ...h },
+          body,
+          signal,
+          redirect: 'follow',
+        });
         const text = await res.text().catch(() => '');
         return { status: res.status, headers: res.headers, value: text, text };
       },
@@ -270,12 +299,16 @@ export class VendorHttpClient {
         try {
           return (text ? JSON.parse(text) : undefined) as T;
         } catch (e) {
-          throw new FerryError('VENDOR_BAD_RESPONSE', `${this.vendor} ${method} ${path} answered HTTP ${out.status} with a body that is not JSON`, {
-            kind: 'transient',
-            retryable: true,
-            cause: e,
-            details: { vendor: this.vendor, status: out.status, requestId: out.requestId },
-          });
+          throw new FerryError(
+            'VENDOR_BAD_RESPONSE',
+            `${this.vendor} ${method} ${path} answered HTTP ${out.status} with a body that is not JSON`,
+            {
+              kind: 'transient',
+              retryable: true,
+              cause: e,
+              details: { vendor: this.vendor, status: out.status, requestId: out.requestId },
+            },
+          );
         }
       },
     };
@@ -286,7 +319,10 @@ export class VendorHttpClient {
    * timeout, 401 replay, retries, error mapping). `send` performs ONE attempt with the headers and
    * signal it is given and reports the status it got; it throws only for network failures.
    */
-  async execute<T>(info: ExecuteInfo, send: (headers: Record<string, string>, signal: AbortSignal) => Promise<AttemptOutcome<T>>): Promise<ExecuteResult<T>> {
+  async execute<T>(
+    info: ExecuteInfo,
+    send: (headers: Record<string, string>, signal: AbortSignal) => Promise<AttemptOutcome<T>>,
+  ): Promise<ExecuteResult<T>> {
     const method = info.method.toUpperCase();
     const path = info.path;
     const idempotent = info.idempotent ?? IDEMPOTENT_METHODS.has(method);
@@ -308,7 +344,12 @@ export class VendorHttpClient {
           if (fe.retryable && attempt < this.retry.maxAttempts) {
             const delay = this.delayFor(attempt, (fe.details?.retryAfterMs as number | undefined) ?? undefined);
             if (delay !== undefined) {
-              log?.warn('vendor token request failed, retrying', { vendor: this.vendor, errorCode: fe.code, attempt, delayMs: delay });
+              log?.warn('vendor token request failed, retrying', {
+                vendor: this.vendor,
+                errorCode: fe.code,
+                attempt,
+                delayMs: delay,
+              });
               await abortableSleep(delay, info.signal);
               continue;
             }
@@ -330,10 +371,20 @@ export class VendorHttpClient {
       } catch (e) {
         if (info.signal?.aborted) throw this.abortError(info.signal, method, path);
         const timedOut = timeout.aborted;
-        const code = ((e as { cause?: { code?: string } }).cause?.code ?? (e as { code?: string }).code) as string | undefined;
+        const code = ((e as { cause?: { code?: string } }).cause?.code ?? (e as { code?: string }).code) as
+          string | undefined;
         const notSent = code !== undefined && NOT_SENT_CODES.has(code);
         const mayRetry = idempotent || notSent;
-        const details = { vendor: this.vendor, method, path, requestId, attempts: attempt, networkCode: code, timedOut, outcomeUnknown: !notSent && !idempotent ? true : undefined };
+        const details = {
+          vendor: this.vendor,
+          method,
+          path,
+          requestId,
+          attempts: attempt,
+          networkCode: code,
+          timedOut,
+          outcomeUnknown: !notSent && !idempotent ? true : undefined,
+        };
         const err = new FerryError(
           timedOut ? 'VENDOR_TIMEOUT' : 'VENDOR_NETWORK',
           `${this.vendor} ${method} ${path} ${timedOut ? 'timed out' : `failed: ${code ?? (e as Error).message}`}`,
@@ -341,13 +392,30 @@ export class VendorHttpClient {
         );
         if (mayRetry && attempt < this.retry.maxAttempts) {
           const delay = this.delayFor(attempt, undefined)!;
-          log?.warn('vendor call failed, retrying', { vendor: this.vendor, method, path, requestId, networkCode: code, timedOut, attempt, delayMs: delay });
+          log?.warn('vendor call failed, retrying', {
+            vendor: this.vendor,
+            method,
+            path,
+            requestId,
+            networkCode: code,
+            timedOut,
+            attempt,
+            delayMs: delay,
+          });
           await abortableSleep(delay, info.signal);
           continue;
         }
         throw err;
       }
-      log?.debug('vendor call', { vendor: this.vendor, method, path, status: res.status, requestId, attempt, ms: Date.now() - started });
+      log?.debug('vendor call', {
+        vendor: this.vendor,
+        method,
+        path,
+        status: res.status,
+        requestId,
+        attempt,
+        ms: Date.now() - started,
+      });
 
       if (res.status === 401 && token && !replayed401) {
         // Token revoked or expired early: drop it, re-authenticate and replay once (any method:
@@ -364,7 +432,14 @@ export class VendorHttpClient {
       if (ok) return { value: res.value as T, status: res.status, headers: res.headers, requestId, attempts: attempt };
 
       const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
-      const err = httpStatusError(this.vendor, res.status, { method, path, requestId, body: res.text, retryAfterMs, attempts: attempt });
+      const err = httpStatusError(this.vendor, res.status, {
+        method,
+        path,
+        requestId,
+        body: res.text,
+        retryAfterMs,
+        attempts: attempt,
+      });
       if (res.status === 429 && this.opts.limiter) {
         // Everyone on this key slows down, not only this call.
         this.opts.limiter.pause(this.opts.limiterKey ?? this.vendor, retryAfterMs ?? backoffDelay(attempt, this.retry));
@@ -375,7 +450,16 @@ export class VendorHttpClient {
       if (mayRetry && attempt < this.retry.maxAttempts) {
         const delay = this.delayFor(attempt, retryAfterMs);
         if (delay !== undefined) {
-          log?.warn('vendor call failed, retrying', { vendor: this.vendor, method, path, status: res.status, requestId, attempt, delayMs: delay, retryAfterMs });
+          log?.warn('vendor call failed, retrying', {
+            vendor: this.vendor,
+            method,
+            path,
+            status: res.status,
+            requestId,
+            attempt,
+            delayMs: delay,
+            retryAfterMs,
+          });
           await abortableSleep(delay, info.signal);
           continue;
         }
@@ -391,7 +475,11 @@ export class VendorHttpClient {
   }
 
   private abortError(signal: AbortSignal, method: string, path: string): FerryError {
-    return new FerryError('VENDOR_ABORTED', `${this.vendor} ${method} ${path} aborted`, { kind: 'transient', retryable: true, cause: signal.reason });
+    return new FerryError('VENDOR_ABORTED', `${this.vendor} ${method} ${path} aborted`, {
+      kind: 'transient',
+      retryable: true,
+      cause: signal.reason,
+    });
   }
 }
 
@@ -412,7 +500,11 @@ export interface ClientCredentialsOptions {
 export function clientCredentialsFetcher(o: ClientCredentialsOptions): TokenFetcher {
   const vendor = o.vendor ?? 'oauth';
   return async (signal?: AbortSignal) => {
-    const form = new URLSearchParams({ grant_type: 'client_credentials', ...(o.scope ? { scope: o.scope } : {}), ...(o.extraParams ?? {}) });
+    const form = new URLSearchParams({
+      grant_type: 'client_credentials',
+      ...(o.scope ? { scope: o.scope } : {}),
+      ...(o.extraParams ?? {}),
+    });
     const headers: Record<string, string> = {
       'Content-Type': 'application/x-www-form-urlencoded',
       Accept: 'application/json',
@@ -441,20 +533,33 @@ export async function postTokenRequest(
   const timeout = AbortSignal.timeout(timeoutMs);
   let res: Response;
   try {
-    res = await fetchImpl(tokenUrl, { method: 'POST', headers, body: form.toString(), signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
-  } catch (e) {
-    throw new FerryError('VENDOR_TOKEN_NETWORK', `${vendor} token request failed: ${(e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message}`, {
-      kind: 'transient',
-      retryable: true,
-      cause: e,
+    res = await fetchImpl(tokenUrl, {
+      method: 'POST',
+      headers,
+      body: form.toString(),
+      signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
     });
+  } catch (e) {
+    throw new FerryError(
+      'VENDOR_TOKEN_NETWORK',
+      `${vendor} token request failed: ${(e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message}`,
+      {
+        kind: 'transient',
+        retryable: true,
+        cause: e,
+      },
+    );
   }
   const text = await res.text().catch(() => '');
   if (res.status >= 200 && res.status < 300) {
     try {
       return JSON.parse(text);
     } catch (e) {
-      throw new FerryError('VENDOR_TOKEN_INVALID', `${vendor} token endpoint answered a body that is not JSON`, { kind: 'transient', retryable: true, cause: e });
+      throw new FerryError('VENDOR_TOKEN_INVALID', `${vendor} token endpoint answered a body that is not JSON`, {
+        kind: 'transient',
+        retryable: true,
+        cause: e,
+      });
     }
   }
   let oauthError: string | undefined;
@@ -466,11 +571,21 @@ export async function postTokenRequest(
   const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
   const details = { vendor, status: res.status, oauthError, retryAfterMs, requestId: headers['X-Request-Id'] };
   if (res.status === 429 || res.status >= 500) {
-    return Promise.reject(new FerryError('VENDOR_TOKEN_UNAVAILABLE', `${vendor} token endpoint answered HTTP ${res.status}`, { kind: 'transient', retryable: true, details }));
+    return Promise.reject(
+      new FerryError('VENDOR_TOKEN_UNAVAILABLE', `${vendor} token endpoint answered HTTP ${res.status}`, {
+        kind: 'transient',
+        retryable: true,
+        details,
+      }),
+    );
   }
-  throw new FerryError('VENDOR_TOKEN_REJECTED', `${vendor} token endpoint refused the credentials: HTTP ${res.status}${oauthError ? ` ${oauthError}` : ''}`, {
-    kind: 'config',
-    retryable: false,
-    details,
-  });
+  throw new FerryError(
+    'VENDOR_TOKEN_REJECTED',
+    `${vendor} token endpoint refused the credentials: HTTP ${res.status}${oauthError ? ` ${oauthError}` : ''}`,
+    {
+      kind: 'config',
+      retryable: false,
+      details,
+    },
+  );
 }

@@ -16,7 +16,10 @@ export function canonicalJson(value: unknown): string {
 
 /** A short digest of a vendor resource's content (key order does not matter; `meta` is left out). */
 export function resourceContentHash(resource: unknown): string {
-  const r = resource && typeof resource === 'object' && !Array.isArray(resource) ? { ...(resource as Record<string, unknown>), meta: undefined } : resource;
+  const r =
+    resource && typeof resource === 'object' && !Array.isArray(resource)
+      ? { ...(resource as Record<string, unknown>), meta: undefined }
+      : resource;
   return createHash('sha256').update(canonicalJson(r)).digest('hex').slice(0, 16);
 }
 

@@ -41,7 +41,9 @@ export function parseExpiresIn(v: unknown): number | undefined {
 
 /** A scope set in one canonical spelling: split on whitespace, de-duplicated, sorted ('' for none). */
 export function normalizeScope(scope: string | readonly string[] | undefined): string {
-  const list = (Array.isArray(scope) ? scope : String(scope ?? '').split(/\s+/)).flatMap((s) => String(s).split(/\s+/)).filter(Boolean);
+  const list = (Array.isArray(scope) ? scope : String(scope ?? '').split(/\s+/))
+    .flatMap((s) => String(s).split(/\s+/))
+    .filter(Boolean);
   return [...new Set(list)].sort().join(' ');
 }
 
@@ -52,8 +54,16 @@ export function normalizeScope(scope: string | readonly string[] | undefined): s
  * FHIR source adding `system/Observation.read`) must not be handed each other's token. The same
  * scopes in another order or with repeats are the same key (one token shared).
  */
-export function tokenCacheKey(k: { vendor: string; tenant: string; clientId: string; scope?: string | readonly string[]; method?: string }): string {
-  return [k.vendor, k.tenant, k.clientId, ...(k.method ? [k.method] : []), `scope=${normalizeScope(k.scope)}`].join('|');
+export function tokenCacheKey(k: {
+  vendor: string;
+  tenant: string;
+  clientId: string;
+  scope?: string | readonly string[];
+  method?: string;
+}): string {
+  return [k.vendor, k.tenant, k.clientId, ...(k.method ? [k.method] : []), `scope=${normalizeScope(k.scope)}`].join(
+    '|',
+  );
 }
 
 /**
@@ -110,7 +120,10 @@ export class TokenCache {
     const started = this.now();
     const res = await fetcher(signal);
     if (!res || typeof res.access_token !== 'string' || !res.access_token) {
-      throw new FerryError('VENDOR_TOKEN_INVALID', 'token endpoint answered without an access_token', { kind: 'transient', retryable: true });
+      throw new FerryError('VENDOR_TOKEN_INVALID', 'token endpoint answered without an access_token', {
+        kind: 'transient',
+        retryable: true,
+      });
     }
     const secs = parseExpiresIn(res.expires_in);
     const ttl = secs === undefined ? this.defaultTtlMs : secs * 1000;

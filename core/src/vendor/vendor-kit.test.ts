@@ -58,7 +58,12 @@ describe('token cache', () => {
       setTimeout(() => json(res, 200, { access_token: `tok-${n}`, token_type: 'Bearer', expires_in: '1' }), 30);
     };
     const cache = new TokenCache({ skewMs: 60_000 });
-    const fetcher = clientCredentialsFetcher({ tokenUrl: `${base}/oauth2/v1/token`, clientId: 'cid', clientSecret: 'sec', scope: 'a b' });
+    const fetcher = clientCredentialsFetcher({
+      tokenUrl: `${base}/oauth2/v1/token`,
+      clientId: 'cid',
+      clientSecret: 'sec',
+      scope: 'a b',
+    });
     const toks = await Promise.all(Array.from({ length: 10 }, () => cache.get('k', fetcher)));
     expect(new Set(toks.map((t) => t.accessToken))).toEqual(new Set(['tok-1']));
     expect(n).toBe(1);
@@ -76,15 +81,22 @@ describe('token cache', () => {
   it('maps a refused credential to a non-retryable config error', async () => {
     handler = (_req, _body, res) => json(res, 401, { error: 'invalid_client' });
     const fetcher = clientCredentialsFetcher({ tokenUrl: `${base}/t`, clientId: 'x', clientSecret: 'y' });
-    await expect(new TokenCache().get('k', fetcher)).rejects.toMatchObject({ code: 'FERRY_E_VENDOR_TOKEN_REJECTED', kind: 'config', retryable: false });
+    await expect(new TokenCache().get('k', fetcher)).rejects.toMatchObject({
+      code: 'FERRY_E_VENDOR_TOKEN_REJECTED',
+      kind: 'config',
+      retryable: false,
+    });
   });
 });
 
 describe('token cache keys', () => {
   it('include the scope set: other scopes are another token, the same scopes in another order the same one', async () => {
-    const k = (scope: string | string[]) => tokenCacheKey({ vendor: 'athena', tenant: 'https://h/oauth2/v1/token', clientId: 'c', scope });
+    const k = (scope: string | string[]) =>
+      tokenCacheKey({ vendor: 'athena', tenant: 'https://h/oauth2/v1/token', clientId: 'c', scope });
     expect(k('athena/service/Athenanet.MDP.*')).not.toBe(k('athena/service/Athenanet.MDP.* system/Observation.read'));
-    expect(k('system/Observation.read  athena/service/Athenanet.MDP.*')).toBe(k(['athena/service/Athenanet.MDP.*', 'system/Observation.read', 'system/Observation.read']));
+    expect(k('system/Observation.read  athena/service/Athenanet.MDP.*')).toBe(
+      k(['athena/service/Athenanet.MDP.*', 'system/Observation.read', 'system/Observation.read']),
+    );
     expect(normalizeScope(undefined)).toBe('');
     const cache = new TokenCache();
     let n = 0;
@@ -98,12 +110,29 @@ describe('token cache keys', () => {
 
 describe('resource version keys', () => {
   it('are versionId, else lastUpdated, else a digest of the content that ignores key order and meta', () => {
-    expect(resourceVersionKey({ resourceType: 'Observation', id: '1', meta: { versionId: '3', lastUpdated: '2026-01-01T00:00:00Z' } })).toBe('3');
-    expect(resourceVersionKey({ resourceType: 'Observation', id: '1', meta: { lastUpdated: '2026-01-01T00:00:00Z' } })).toBe('2026-01-01T00:00:00Z');
+    expect(
+      resourceVersionKey({
+        resourceType: 'Observation',
+        id: '1',
+        meta: { versionId: '3', lastUpdated: '2026-01-01T00:00:00Z' },
+      }),
+    ).toBe('3');
+    expect(
+      resourceVersionKey({ resourceType: 'Observation', id: '1', meta: { lastUpdated: '2026-01-01T00:00:00Z' } }),
+    ).toBe('2026-01-01T00:00:00Z');
     const a = resourceVersionKey({ resourceType: 'Observation', id: '1', valueQuantity: { value: 20, unit: 'mg/dL' } });
     expect(a).toMatch(/^h:[0-9a-f]{16}$/);
-    expect(resourceVersionKey({ valueQuantity: { unit: 'mg/dL', value: 20 }, id: '1', resourceType: 'Observation', meta: { source: 'x' } })).toBe(a);
-    expect(resourceVersionKey({ resourceType: 'Observation', id: '1', valueQuantity: { value: 171, unit: 'mg/dL' } })).not.toBe(a);
+    expect(
+      resourceVersionKey({
+        valueQuantity: { unit: 'mg/dL', value: 20 },
+        id: '1',
+        resourceType: 'Observation',
+        meta: { source: 'x' },
+      }),
+    ).toBe(a);
+    expect(
+      resourceVersionKey({ resourceType: 'Observation', id: '1', valueQuantity: { value: 171, unit: 'mg/dL' } }),
+    ).not.toBe(a);
   });
 });
 
@@ -119,7 +148,11 @@ describe('VendorHttpClient', () => {
     new VendorHttpClient({
       vendor: 'test',
       baseUrl: `${base}/api`,
-      auth: { key: 'k', cache: new TokenCache(), fetcher: clientCredentialsFetcher({ tokenUrl: `${base}/token`, clientId: 'a', clientSecret: 'b' }) },
+      auth: {
+        key: 'k',
+        cache: new TokenCache(),
+        fetcher: clientCredentialsFetcher({ tokenUrl: `${base}/token`, clientId: 'a', clientSecret: 'b' }),
+      },
       retry: fastRetry,
       timeoutMs: 2000,
       ...extra,
@@ -153,7 +186,10 @@ describe('VendorHttpClient', () => {
     handler = tokenAndApi((_req, _b, res) => json(res, 401, { error: 'Developer Inactive' }));
     seen.length = 0;
     const c2 = client();
-    await expect(c2.request({ method: 'POST', url: '/w', form: { a: '1' } })).rejects.toMatchObject({ code: 'FERRY_E_VENDOR_UNAUTHORIZED', retryable: false });
+    await expect(c2.request({ method: 'POST', url: '/w', form: { a: '1' } })).rejects.toMatchObject({
+      code: 'FERRY_E_VENDOR_UNAUTHORIZED',
+      retryable: false,
+    });
     expect(seen.filter((s) => s.url === '/api/w')).toHaveLength(2);
   });
 
@@ -169,7 +205,8 @@ describe('VendorHttpClient', () => {
     handler = tokenAndApi((_req, _b, res) => {
       n++;
       if (n === 1) return json(res, 429, { error: 'throttled' }, { 'Retry-After': '1' });
-      if (n === 2) return json(res, 429, { error: 'throttled' }, { 'Retry-After': new Date(Date.now() + 1000).toUTCString() });
+      if (n === 2)
+        return json(res, 429, { error: 'throttled' }, { 'Retry-After': new Date(Date.now() + 1000).toUTCString() });
       if (n === 3) return json(res, 503, {});
       json(res, 200, { ok: n });
     });
@@ -189,28 +226,50 @@ describe('VendorHttpClient', () => {
     const c = client();
     const err = await c.request({ method: 'POST', url: '/patients', form: { firstname: 'X' } }).catch((e) => e);
     expect(err).toBeInstanceOf(FerryError);
-    expect(err).toMatchObject({ code: 'FERRY_E_VENDOR_UNAVAILABLE', retryable: true, details: { outcomeUnknown: true, status: 502 } });
+    expect(err).toMatchObject({
+      code: 'FERRY_E_VENDOR_UNAVAILABLE',
+      retryable: true,
+      details: { outcomeUnknown: true, status: 502 },
+    });
     expect(seen.filter((s) => s.url === '/api/patients')).toHaveLength(1);
-    expect(seen.find((s) => s.url === '/api/patients')!.headers['content-type']).toBe('application/x-www-form-urlencoded');
+    expect(seen.find((s) => s.url === '/api/patients')!.headers['content-type']).toBe(
+      'application/x-www-form-urlencoded',
+    );
 
     seen.length = 0;
     let n = 0;
-    handler = tokenAndApi((_req, _b, res) => (++n === 1 ? json(res, 429, {}, { 'Retry-After': '0' }) : json(res, 200, [{ patientid: '9' }])));
+    handler = tokenAndApi((_req, _b, res) =>
+      ++n === 1 ? json(res, 429, {}, { 'Retry-After': '0' }) : json(res, 200, [{ patientid: '9' }]),
+    );
     const ok = await c.request({ method: 'POST', url: '/patients', form: { firstname: 'X' } });
     expect(ok.json()).toEqual([{ patientid: '9' }]);
     expect(seen.filter((s) => s.url === '/api/patients')).toHaveLength(2);
 
     seen.length = 0;
     handler = tokenAndApi((_req, _b, res) => json(res, 503, {}));
-    await expect(c.request({ url: '/g' })).rejects.toMatchObject({ code: 'FERRY_E_VENDOR_UNAVAILABLE', retryable: true });
+    await expect(c.request({ url: '/g' })).rejects.toMatchObject({
+      code: 'FERRY_E_VENDOR_UNAVAILABLE',
+      retryable: true,
+    });
     expect(seen.filter((s) => s.url === '/api/g')).toHaveLength(4);
   });
 
   it('never retries 400/404 and maps them to non-retryable input errors; accepted statuses come back', async () => {
-    handler = tokenAndApi((req, _b, res) => (req.url === '/api/nf' ? json(res, 404, { error: 'Not found' }) : json(res, 400, { error: 'bad', detailedmessage: 'x' })));
+    handler = tokenAndApi((req, _b, res) =>
+      req.url === '/api/nf'
+        ? json(res, 404, { error: 'Not found' })
+        : json(res, 400, { error: 'bad', detailedmessage: 'x' }),
+    );
     const c = client();
-    await expect(c.request({ url: '/bad' })).rejects.toMatchObject({ code: 'FERRY_E_VENDOR_REJECTED', kind: 'input', retryable: false });
-    await expect(c.request({ url: '/nf' })).rejects.toMatchObject({ code: 'FERRY_E_VENDOR_NOT_FOUND', retryable: false });
+    await expect(c.request({ url: '/bad' })).rejects.toMatchObject({
+      code: 'FERRY_E_VENDOR_REJECTED',
+      kind: 'input',
+      retryable: false,
+    });
+    await expect(c.request({ url: '/nf' })).rejects.toMatchObject({
+      code: 'FERRY_E_VENDOR_NOT_FOUND',
+      retryable: false,
+    });
     const r = await c.request({ url: '/nf', accept: [404] });
     expect(r.status).toBe(404);
     expect(seen.filter((s) => s.url.startsWith('/api'))).toHaveLength(3);
@@ -219,16 +278,27 @@ describe('VendorHttpClient', () => {
   it('times out a slow call and retries network failures of idempotent calls', async () => {
     handler = tokenAndApi((_req, _b, res) => setTimeout(() => json(res, 200, {}), 500));
     const c = client({ timeoutMs: 100, retry: { ...fastRetry, maxAttempts: 2 } });
-    await expect(c.request({ url: '/slow' })).rejects.toMatchObject({ code: 'FERRY_E_VENDOR_TIMEOUT', retryable: true });
+    await expect(c.request({ url: '/slow' })).rejects.toMatchObject({
+      code: 'FERRY_E_VENDOR_TIMEOUT',
+      retryable: true,
+    });
     expect(seen.filter((s) => s.url === '/api/slow')).toHaveLength(2);
 
     const tmp = http.createServer();
     await new Promise<void>((r) => tmp.listen(0, '127.0.0.1', r));
     const closedPort = (tmp.address() as AddressInfo).port;
     await new Promise((r) => tmp.close(r));
-    const dead = new VendorHttpClient({ vendor: 'test', baseUrl: `http://127.0.0.1:${closedPort}`, retry: { ...fastRetry, maxAttempts: 3 } });
+    const dead = new VendorHttpClient({
+      vendor: 'test',
+      baseUrl: `http://127.0.0.1:${closedPort}`,
+      retry: { ...fastRetry, maxAttempts: 3 },
+    });
     const e = await dead.request({ url: '/x' }).catch((x) => x);
-    expect(e).toMatchObject({ code: 'FERRY_E_VENDOR_NETWORK', retryable: true, details: { networkCode: 'ECONNREFUSED', attempts: 3 } });
+    expect(e).toMatchObject({
+      code: 'FERRY_E_VENDOR_NETWORK',
+      retryable: true,
+      details: { networkCode: 'ECONNREFUSED', attempts: 3 },
+    });
     // a refused connection was never sent: even a write may be retried
     const e2 = await dead.request({ method: 'POST', url: '/x', form: {} }).catch((x) => x);
     expect(e2.details.attempts).toBe(3);
@@ -250,7 +320,10 @@ describe('VendorHttpClient', () => {
     // another key is independent: p1 is spent (its next token is ~50 ms away), p2 is granted first
     const order: string[] = [];
     await limiter.acquire('p1'); // its burst of 1 taken
-    await Promise.all([limiter.acquire('p1').then(() => order.push('p1')), limiter.acquire('p2').then(() => order.push('p2'))]);
+    await Promise.all([
+      limiter.acquire('p1').then(() => order.push('p1')),
+      limiter.acquire('p2').then(() => order.push('p2')),
+    ]);
     expect(order).toEqual(['p2', 'p1']);
 
     limiter.pause('p2', 300);

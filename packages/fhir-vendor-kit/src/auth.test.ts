@@ -21,15 +21,28 @@ describe('epic SMART backend services auth against the simulator', () => {
 
   it('discovers the token URL from .well-known/smart-configuration, else from the CapabilityStatement', async () => {
     expect(await discoverTokenUrl('epic', sim.baseUrl)).toBe(sim.tokenUrl);
-    sim.server.inject({ match: '/.well-known/smart-configuration', status: 200, body: '<html>portal</html>', contentType: 'text/html' });
+    sim.server.inject({
+      match: '/.well-known/smart-configuration',
+      status: 200,
+      body: '<html>portal</html>',
+      contentType: 'text/html',
+    });
     expect(await discoverTokenUrl('epic', sim.baseUrl)).toBe(sim.tokenUrl);
-    sim.server.inject({ match: '/.well-known/smart-configuration', status: 404, body: '<html>404</html>', contentType: 'text/html' });
+    sim.server.inject({
+      match: '/.well-known/smart-configuration',
+      status: 404,
+      body: '<html>404</html>',
+      contentType: 'text/html',
+    });
     expect(await discoverTokenUrl('epic', sim.baseUrl)).toBe(sim.tokenUrl);
     expect(sim.requests.filter((r) => r.path.endsWith('/metadata'))).toHaveLength(2);
   });
 
   it('gets a token with an RS384 assertion (kid, iss=sub, aud, jti, exp <= 5 min) from a PEM file and caches it', async () => {
-    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'client-1' }, { privateKeyFile: key.file, kid: 'kid-a' }));
+    const conn = new VendorConnection(
+      'epic',
+      connConfig({ baseUrl: sim.baseUrl, clientId: 'client-1' }, { privateKeyFile: key.file, kid: 'kid-a' }),
+    );
     const before = sim.requests.filter((r) => r.path.endsWith('/oauth2/token')).length;
     const t1 = await conn.accessToken();
     const t2 = await conn.accessToken();
@@ -39,8 +52,16 @@ describe('epic SMART backend services auth against the simulator', () => {
   });
 
   it('a bad aud is refused with invalid_client and reported with what to check', async () => {
-    const assertion = await signClientAssertion(key.key, { clientId: 'client-1', tokenUrl: sim.tokenUrl.replace('127.0.0.1', 'localhost') });
-    const err = await exchangeAssertion({ vendor: 'epic', tokenUrl: sim.tokenUrl, assertion, clientId: 'client-1' }).catch((e) => e);
+    const assertion = await signClientAssertion(key.key, {
+      clientId: 'client-1',
+      tokenUrl: sim.tokenUrl.replace('127.0.0.1', 'localhost'),
+    });
+    const err = await exchangeAssertion({
+      vendor: 'epic',
+      tokenUrl: sim.tokenUrl,
+      assertion,
+      clientId: 'client-1',
+    }).catch((e) => e);
     expect(FerryError.is(err) && err.code).toBe('FERRY_E_VENDOR_TOKEN_REJECTED');
     expect(err.message).toMatch(/invalid_client.*aud is exactly the token URL/);
     expect(err.retryable).toBe(false);
@@ -49,8 +70,15 @@ describe('epic SMART backend services auth against the simulator', () => {
 
   it('a reused jti is refused with invalid_client', async () => {
     const assertion = await signClientAssertion(key.key, { clientId: 'client-1', tokenUrl: sim.tokenUrl });
-    await expect(exchangeAssertion({ vendor: 'epic', tokenUrl: sim.tokenUrl, assertion, clientId: 'client-1' })).resolves.toHaveProperty('access_token');
-    const err = await exchangeAssertion({ vendor: 'epic', tokenUrl: sim.tokenUrl, assertion, clientId: 'client-1' }).catch((e) => e);
+    await expect(
+      exchangeAssertion({ vendor: 'epic', tokenUrl: sim.tokenUrl, assertion, clientId: 'client-1' }),
+    ).resolves.toHaveProperty('access_token');
+    const err = await exchangeAssertion({
+      vendor: 'epic',
+      tokenUrl: sim.tokenUrl,
+      assertion,
+      clientId: 'client-1',
+    }).catch((e) => e);
     expect(err.message).toMatch(/invalid_client.*jti is not reused/);
     expect(lastTokenReason()).toMatch(/already used/);
   });
@@ -65,7 +93,12 @@ describe('epic SMART backend services auth against the simulator', () => {
       .setJti(randomUUID())
       .setExpirationTime(now + 600)
       .sign(key.key.privateKey);
-    const err = await exchangeAssertion({ vendor: 'epic', tokenUrl: sim.tokenUrl, assertion, clientId: 'client-1' }).catch((e) => e);
+    const err = await exchangeAssertion({
+      vendor: 'epic',
+      tokenUrl: sim.tokenUrl,
+      assertion,
+      clientId: 'client-1',
+    }).catch((e) => e);
     expect(err.message).toMatch(/invalid_client.*exp is at most 5 minutes/);
     expect(lastTokenReason()).toMatch(/more than 5 minutes/);
   });
@@ -73,7 +106,10 @@ describe('epic SMART backend services auth against the simulator', () => {
   it('an unregistered key (wrong kid / signature) is refused', async () => {
     const other = await testKey('kid-a');
     sim.registerClient('client-2', key.jwks);
-    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'client-2' }, { privateKey: other.pem, kid: 'kid-a' }));
+    const conn = new VendorConnection(
+      'epic',
+      connConfig({ baseUrl: sim.baseUrl, clientId: 'client-2' }, { privateKey: other.pem, kid: 'kid-a' }),
+    );
     const err = await conn.accessToken().catch((e) => e);
     expect(err.code).toBe('FERRY_E_VENDOR_TOKEN_REJECTED');
     expect(err.kind).toBe('config');
@@ -84,7 +120,13 @@ describe('epic SMART backend services auth against the simulator', () => {
     const jwk = JSON.stringify({ ...(await exportJWK(key.key.privateKey)), kid: 'kid-a' });
     process.env.FERRY_TEST_EPIC_KEY = jwk;
     try {
-      const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'client-1', tokenUrl: sim.tokenUrl }, { privateKeyEnv: 'FERRY_TEST_EPIC_KEY', refreshSkewSec: 61 }));
+      const conn = new VendorConnection(
+        'epic',
+        connConfig(
+          { baseUrl: sim.baseUrl, clientId: 'client-1', tokenUrl: sim.tokenUrl },
+          { privateKeyEnv: 'FERRY_TEST_EPIC_KEY', refreshSkewSec: 61 },
+        ),
+      );
       await expect(conn.accessToken()).resolves.toEqual(expect.any(String));
     } finally {
       delete process.env.FERRY_TEST_EPIC_KEY;
@@ -93,7 +135,13 @@ describe('epic SMART backend services auth against the simulator', () => {
 
   it('re-authenticates once after a 401 on a resource call and replays it', async () => {
     sim.store.put({ resourceType: 'Patient', id: 'p401', name: [{ family: 'X' }] });
-    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'client-1' }, { privateKey: key.pem, kid: 'kid-a', refreshSkewSec: 62 }));
+    const conn = new VendorConnection(
+      'epic',
+      connConfig(
+        { baseUrl: sim.baseUrl, clientId: 'client-1' },
+        { privateKey: key.pem, kid: 'kid-a', refreshSkewSec: 62 },
+      ),
+    );
     await conn.accessToken();
     sim.tokens.clear(); // the server forgot every token (revoked / restarted)
     const res = await conn.http.request({ url: 'Patient/p401' });
@@ -102,7 +150,13 @@ describe('epic SMART backend services auth against the simulator', () => {
 
   it('a forced 401 on the 3rd call is replayed once with a new token; a 401 on the replay too is a hard error', async () => {
     sim.store.put({ resourceType: 'Patient', id: 'p3rd', name: [{ family: 'Y' }] });
-    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'client-1' }, { privateKey: key.pem, kid: 'kid-a', refreshSkewSec: 63 }));
+    const conn = new VendorConnection(
+      'epic',
+      connConfig(
+        { baseUrl: sim.baseUrl, clientId: 'client-1' },
+        { privateKey: key.pem, kid: 'kid-a', refreshSkewSec: 63 },
+      ),
+    );
     const tokenCalls = () => sim.requests.filter((r) => r.path.endsWith('/oauth2/token')).length;
     sim.server.inject({ match: '/Patient/p3rd', status: 401, skip: 2, times: 1 });
     for (let i = 0; i < 2; i++) await conn.http.request({ url: 'Patient/p3rd' });
@@ -120,14 +174,25 @@ describe('epic SMART backend services auth against the simulator', () => {
   it('signs with a jku header when configured; the server fetches the registered JWK Set URL (key rotation)', async () => {
     const next = await testKey('kid-2026-b');
     const jwksDoc = { keys: [...key.jwks.keys, ...next.jwks.keys] };
-    const srv = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(jwksDoc)));
+    const srv = createServer((_req, res) =>
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(jwksDoc)),
+    );
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
     const jku = `http://127.0.0.1:${(srv.address() as { port: number }).port}/.well-known/jwks.json`;
     try {
       sim.registerClient('jku-client', undefined, { jku });
-      const ok = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'jku-client' }, { privateKey: next.pem, kid: 'kid-2026-b', jku }));
+      const ok = new VendorConnection(
+        'epic',
+        connConfig({ baseUrl: sim.baseUrl, clientId: 'jku-client' }, { privateKey: next.pem, kid: 'kid-2026-b', jku }),
+      );
       await expect(ok.accessToken()).resolves.toEqual(expect.any(String));
-      const noJku = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'jku-client' }, { privateKey: next.pem, kid: 'kid-2026-b', refreshSkewSec: 64 }));
+      const noJku = new VendorConnection(
+        'epic',
+        connConfig(
+          { baseUrl: sim.baseUrl, clientId: 'jku-client' },
+          { privateKey: next.pem, kid: 'kid-2026-b', refreshSkewSec: 64 },
+        ),
+      );
       const err = await noJku.accessToken().catch((e) => e);
       expect(err.message).toMatch(/invalid_client/);
       expect(lastTokenReason()).toMatch(/jku header undefined is not the registered/);
@@ -138,7 +203,10 @@ describe('epic SMART backend services auth against the simulator', () => {
 
   it('a client whose registration has not propagated yet is refused with invalid_client', async () => {
     sim.registerClient('new-client', key.jwks, { activeFrom: Date.now() + 3600_000 });
-    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'new-client' }, { privateKey: key.pem, kid: 'kid-a' }));
+    const conn = new VendorConnection(
+      'epic',
+      connConfig({ baseUrl: sim.baseUrl, clientId: 'new-client' }, { privateKey: key.pem, kid: 'kid-a' }),
+    );
     const err = await conn.accessToken().catch((e) => e);
     expect(err.message).toMatch(/invalid_client.*propagate/);
     expect(lastTokenReason()).toMatch(/not active yet/);
@@ -146,7 +214,13 @@ describe('epic SMART backend services auth against the simulator', () => {
 
   it('a token the server expired early (simulator clock moved past its TTL) is replaced after the 401', async () => {
     sim.store.put({ resourceType: 'Patient', id: 'pclock', name: [{ family: 'Z' }] });
-    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'client-1' }, { privateKey: key.pem, kid: 'kid-a', refreshSkewSec: 65 }));
+    const conn = new VendorConnection(
+      'epic',
+      connConfig(
+        { baseUrl: sim.baseUrl, clientId: 'client-1' },
+        { privateKey: key.pem, kid: 'kid-a', refreshSkewSec: 65 },
+      ),
+    );
     sim.opts.tokenTtlSec = 5; // TTL override knob
     const t1 = await conn.accessToken();
     sim.opts.tokenTtlSec = 3600;

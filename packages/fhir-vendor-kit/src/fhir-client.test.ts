@@ -14,7 +14,12 @@ describe('FHIR client (fhir-kit-client paging under the vendor call policy) agai
     await sim.start();
     patientId = seedEpicSandbox(sim).patientId;
     for (let i = 0; i < 35; i++) sim.store.put(epicVital(patientId, i));
-    client = new FhirClient(new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'fhir-client' }, { privateKey: key.pem, kid: 'k1' })));
+    client = new FhirClient(
+      new VendorConnection(
+        'epic',
+        connConfig({ baseUrl: sim.baseUrl, clientId: 'fhir-client' }, { privateKey: key.pem, kid: 'k1' }),
+      ),
+    );
   });
   afterAll(() => sim.stop());
 
@@ -85,7 +90,16 @@ describe('FHIR client (fhir-kit-client paging under the vendor call policy) agai
       match: '/Encounter',
       status: 403,
       times: 3,
-      body: { resourceType: 'OperationOutcome', issue: [{ severity: 'fatal', code: 'security', details: { coding: [{ system: 'urn:oid:1.2.840.114350.1.13.0.1.7.2.657369', code: '4130' }] } }] },
+      body: {
+        resourceType: 'OperationOutcome',
+        issue: [
+          {
+            severity: 'fatal',
+            code: 'security',
+            details: { coding: [{ system: 'urn:oid:1.2.840.114350.1.13.0.1.7.2.657369', code: '4130' }] },
+          },
+        ],
+      },
     });
     const before = sim.requests.filter((r) => r.path.endsWith('/Encounter')).length;
     const err = await collect('Encounter', { patient: patientId }).catch((e) => e);
@@ -96,7 +110,17 @@ describe('FHIR client (fhir-kit-client paging under the vendor call policy) agai
   });
 
   it('treats an HTML 404 (misrouted path) as a non-retryable non-FHIR answer', async () => {
-    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl.replace('/api/FHIR/R4', '/api/FHIR/R5'), clientId: 'fhir-client', tokenUrl: sim.tokenUrl }, { privateKey: client.conn.cfg.auth.privateKey, kid: 'k1' }));
+    const conn = new VendorConnection(
+      'epic',
+      connConfig(
+        {
+          baseUrl: sim.baseUrl.replace('/api/FHIR/R4', '/api/FHIR/R5'),
+          clientId: 'fhir-client',
+          tokenUrl: sim.tokenUrl,
+        },
+        { privateKey: client.conn.cfg.auth.privateKey, kid: 'k1' },
+      ),
+    );
     const c2 = new FhirClient(conn);
     const err = await (async () => {
       for await (const _ of c2.search('Patient', { _id: 'x' })) void _;
@@ -108,7 +132,13 @@ describe('FHIR client (fhir-kit-client paging under the vendor call policy) agai
   it('self-throttles to the configured rate per host (Epic publishes no limits)', async () => {
     const key = await testKey('rl');
     sim.registerClient('rl-client', key.jwks);
-    const conn = new VendorConnection('epic', connConfig({ baseUrl: sim.baseUrl, clientId: 'rl-client', rateLimit: { qps: 5, burst: 1 } }, { privateKey: key.pem, kid: 'rl' }));
+    const conn = new VendorConnection(
+      'epic',
+      connConfig(
+        { baseUrl: sim.baseUrl, clientId: 'rl-client', rateLimit: { qps: 5, burst: 1 } },
+        { privateKey: key.pem, kid: 'rl' },
+      ),
+    );
     await conn.accessToken();
     const t0 = Date.now();
     await Promise.all(Array.from({ length: 6 }, () => conn.http.request({ url: `Patient/${patientId}` })));

@@ -23,7 +23,8 @@ const EPIC_POLICY_DENIALS = new Set(['4118', '4130', '4131', '4134', '4135']);
 
 export function epicCodes(oo: OperationOutcome | undefined): string[] {
   const out: string[] = [];
-  for (const i of oo?.issue ?? []) for (const c of i.details?.coding ?? []) if (c.system === EPIC_ERROR_SYSTEM && c.code) out.push(c.code);
+  for (const i of oo?.issue ?? [])
+    for (const c of i.details?.coding ?? []) if (c.system === EPIC_ERROR_SYSTEM && c.code) out.push(c.code);
   return out;
 }
 
@@ -38,8 +39,15 @@ function parseOutcome(text: unknown): OperationOutcome | undefined {
 }
 
 /** Issue summary safe to log (codes, severities; diagnostics can name parameters, never PHI). */
-export function outcomeSummary(oo: OperationOutcome | undefined): { severity?: string; code?: string; vendorCodes?: string[]; text?: string }[] {
-  return (oo?.issue ?? []).map((i) => ({ severity: i.severity, code: i.code, vendorCodes: (i.details?.coding ?? []).map((c) => c.code ?? '').filter(Boolean), text: i.details?.text }));
+export function outcomeSummary(
+  oo: OperationOutcome | undefined,
+): { severity?: string; code?: string; vendorCodes?: string[]; text?: string }[] {
+  return (oo?.issue ?? []).map((i) => ({
+    severity: i.severity,
+    code: i.code,
+    vendorCodes: (i.details?.coding ?? []).map((c) => c.code ?? '').filter(Boolean),
+    text: i.details?.text,
+  }));
 }
 
 /**
@@ -52,19 +60,46 @@ export function refineVendorError(e: unknown): unknown {
   const body = e.details.body as string | undefined;
   const oo = parseOutcome(body);
   const codes = epicCodes(oo);
-  const details = { ...e.details, body: undefined, outcome: oo ? outcomeSummary(oo) : undefined, vendorCodes: codes.length ? codes : undefined };
-  const mk = (code: ErrorCode, msg: string, kind: 'input' | 'config' | 'transient', retryable: boolean) => new FerryError(code, `${e.message}: ${msg}`, { kind, retryable, cause: e, details });
+  const details = {
+    ...e.details,
+    body: undefined,
+    outcome: oo ? outcomeSummary(oo) : undefined,
+    vendorCodes: codes.length ? codes : undefined,
+  };
+  const mk = (code: ErrorCode, msg: string, kind: 'input' | 'config' | 'transient', retryable: boolean) =>
+    new FerryError(code, `${e.message}: ${msg}`, { kind, retryable, cause: e, details });
   if (codes.includes('4113')) return mk('VENDOR_PAGING_EXPIRED', 'paging session expired', 'transient', true);
   const denial = codes.find((c) => EPIC_POLICY_DENIALS.has(c));
   if (denial) return mk('VENDOR_POLICY_DENIED', `policy denial (Epic ${denial}); not retried`, 'input', false);
-  if (codes.some((c) => /^(41\d\d|591\d\d)$/.test(c))) return mk('VENDOR_REJECTED', `Epic ${codes.join(',')} ${oo?.issue?.[0]?.details?.text ?? ''}`.trim(), 'input', false);
-  if (body && /^\s*</.test(body) && !oo) return mk(status === 404 ? 'VENDOR_NOT_FOUND' : 'VENDOR_BAD_RESPONSE', `non-FHIR (HTML/XML) answer; is the path routed to the FHIR server?`, 'input', false);
+  if (codes.some((c) => /^(41\d\d|591\d\d)$/.test(c)))
+    return mk(
+      'VENDOR_REJECTED',
+      `Epic ${codes.join(',')} ${oo?.issue?.[0]?.details?.text ?? ''}`.trim(),
+      'input',
+      false,
+    );
+  if (body && /^\s*</.test(body) && !oo)
+    return mk(
+      status === 404 ? 'VENDOR_NOT_FOUND' : 'VENDOR_BAD_RESPONSE',
+      `non-FHIR (HTML/XML) answer; is the path routed to the FHIR server?`,
+      'input',
+      false,
+    );
   // Cerner answers 500 fatal/required when a required field is missing: an input error, not an outage.
-  if (status === 500 && oo?.issue?.some((i) => i.code === 'required' || i.code === 'invalid' || i.code === 'structure')) return mk('VENDOR_REJECTED', `server refused the content (${oo.issue![0].code})`, 'input', false);
+  if (status === 500 && oo?.issue?.some((i) => i.code === 'required' || i.code === 'invalid' || i.code === 'structure'))
+    return mk('VENDOR_REJECTED', `server refused the content (${oo.issue![0].code})`, 'input', false);
   if (status === 406) return mk('VENDOR_NOT_ACCEPTABLE', 'the server refused the Accept header (406)', 'input', false);
   if (oo && !e.retryable) {
-    const text = oo.issue?.map((i) => i.details?.text ?? i.diagnostics ?? i.code).filter(Boolean).join('; ');
-    return new FerryError(e.code, text ? `${e.message}: ${text}` : e.message, { kind: e.kind, retryable: false, cause: e, details });
+    const text = oo.issue
+      ?.map((i) => i.details?.text ?? i.diagnostics ?? i.code)
+      .filter(Boolean)
+      .join('; ');
+    return new FerryError(e.code, text ? `${e.message}: ${text}` : e.message, {
+      kind: e.kind,
+      retryable: false,
+      cause: e,
+      details,
+    });
   }
   return e;
 }
@@ -99,45 +134,78 @@ export class FhirClient {
   }
 
   /** One search page through fhir-kit-client, under the vendor call policy. */
-  private async page(first: { type: string; params: Record<string, string | string[]> } | { bundle: Bundle }, signal?: AbortSignal): Promise<Bundle> {
-    const path = 'type' in first ? `/${first.type}` : new URL((first.bundle.link ?? []).find((l) => l.relation === 'next')!.url!, this.conn.baseUrl + '/').pathname;
+  private async page(
+    first: { type: string; params: Record<string, string | string[]> } | { bundle: Bundle },
+    signal?: AbortSignal,
+  ): Promise<Bundle> {
+    const path =
+      'type' in first
+        ? `/${first.type}`
+        : new URL((first.bundle.link ?? []).find((l) => l.relation === 'next')!.url!, this.conn.baseUrl + '/').pathname;
     try {
-      const out = await this.conn.http.execute<Bundle>({ method: 'GET', path, signal }, async (headers, attemptSignal) => {
-        const h = { ...headers, accept: 'application/fhir+json' };
-        const call: Promise<any> =
-          'type' in first
-            ? this.kit().search({ resourceType: first.type, searchParams: first.params as any, options: { headers: h, signal: attemptSignal } as any })
-            : (this.kit().nextPage({ bundle: first.bundle as any, options: { headers: h } } as any) as Promise<any>);
-        const aborted = new Promise<never>((_, reject) => {
-          if (attemptSignal.aborted) reject(attemptSignal.reason);
-          attemptSignal.addEventListener('abort', () => reject(attemptSignal.reason), { once: true });
-        });
-        try {
-          const data = await Promise.race([call, aborted]);
-          // fhir-kit-client 1.9 keeps the fetch Response on a non-enumerable `__response`.
-          const raw = (data && typeof data === 'object' ? (data as { __response?: Response }).__response : undefined) as Response | undefined;
-          return { status: raw?.status ?? 200, headers: raw?.headers ?? new Headers(), value: data as Bundle };
-        } catch (e) {
-          const r = (e as { response?: { status?: number; data?: unknown }; config?: { headers?: Headers } }).response;
-          if (r && typeof r.status === 'number') {
-            const headersOut = (e as { config?: { headers?: Headers } }).config?.headers;
-            return { status: r.status, headers: headersOut instanceof Headers ? headersOut : new Headers(), text: typeof r.data === 'string' ? r.data : JSON.stringify(r.data ?? '') };
+      const out = await this.conn.http.execute<Bundle>(
+        { method: 'GET', path, signal },
+        async (headers, attemptSignal) => {
+          const h = { ...headers, accept: 'application/fhir+json' };
+          const call: Promise<any> =
+            'type' in first
+              ? this.kit().search({
+                  resourceType: first.type,
+                  searchParams: first.params as any,
+                  options: { headers: h, signal: attemptSignal } as any,
+                })
+              : (this.kit().nextPage({ bundle: first.bundle as any, options: { headers: h } } as any) as Promise<any>);
+          const aborted = new Promise<never>((_, reject) => {
+            if (attemptSignal.aborted) reject(attemptSignal.reason);
+            attemptSignal.addEventListener('abort', () => reject(attemptSignal.reason), { once: true });
+          });
+          try {
+            const data = await Promise.race([call, aborted]);
+            // fhir-kit-client 1.9 keeps the fetch Response on a non-enumerable `__response`.
+            const raw = (
+              data && typeof data === 'object' ? (data as { __response?: Response }).__response : undefined
+            ) as Response | undefined;
+            return { status: raw?.status ?? 200, headers: raw?.headers ?? new Headers(), value: data as Bundle };
+          } catch (e) {
+            const r = (e as { response?: { status?: number; data?: unknown }; config?: { headers?: Headers } })
+              .response;
+            if (r && typeof r.status === 'number') {
+              const headersOut = (e as { config?: { headers?: Headers } }).config?.headers;
+              return {
+                status: r.status,
+                headers: headersOut instanceof Headers ? headersOut : new Headers(),
+                text: typeof r.data === 'string' ? r.data : JSON.stringify(r.data ?? ''),
+              };
+            }
+            throw e;
           }
-          throw e;
-        }
-      });
+        },
+      );
       const b = out.value as unknown;
       if (typeof b === 'string' || !b || typeof b !== 'object')
-        throw new FerryError('VENDOR_BAD_RESPONSE', `${this.conn.vendor} GET ${path} answered a non-JSON body instead of FHIR JSON`, { kind: 'input', retryable: false, details: { vendor: this.conn.vendor, status: out.status } });
+        throw new FerryError(
+          'VENDOR_BAD_RESPONSE',
+          `${this.conn.vendor} GET ${path} answered a non-JSON body instead of FHIR JSON`,
+          { kind: 'input', retryable: false, details: { vendor: this.conn.vendor, status: out.status } },
+        );
       return b as Bundle;
     } catch (e) {
       throw refineVendorError(e);
     }
   }
 
-  async read<T extends Resource = Resource>(type: string, id: string, signal?: AbortSignal): Promise<{ resource: T; etag?: string }> {
+  async read<T extends Resource = Resource>(
+    type: string,
+    id: string,
+    signal?: AbortSignal,
+  ): Promise<{ resource: T; etag?: string }> {
     try {
-      const res = await this.conn.http.request({ method: 'GET', url: `${type}/${encodeURIComponent(id)}`, signal, headers: { Accept: 'application/fhir+json' } });
+      const res = await this.conn.http.request({
+        method: 'GET',
+        url: `${type}/${encodeURIComponent(id)}`,
+        signal,
+        headers: { Accept: 'application/fhir+json' },
+      });
       return { resource: res.json<T>(), etag: res.headers.get('etag') ?? undefined };
     } catch (e) {
       throw refineVendorError(e);
@@ -149,7 +217,11 @@ export class FhirClient {
    * `next` link exactly as the server gave it. An expired paging session restarts the search
    * (at most `maxRestarts` times); resources already yielded are skipped on the rerun.
    */
-  async *search(type: string, params: Record<string, string | string[]>, opts: SearchOptions = {}): AsyncGenerator<SearchPage> {
+  async *search(
+    type: string,
+    params: Record<string, string | string[]>,
+    opts: SearchOptions = {},
+  ): AsyncGenerator<SearchPage> {
     const maxRestarts = opts.maxRestarts ?? 3;
     const seen = new Set<string>();
     let restarts = 0;
@@ -159,19 +231,33 @@ export class FhirClient {
       for (;;) {
         let bundle: Bundle;
         try {
-          bundle = pageNumber === 0 ? await this.page({ type, params }, opts.signal) : await this.page({ bundle: prev! }, opts.signal);
+          bundle =
+            pageNumber === 0
+              ? await this.page({ type, params }, opts.signal)
+              : await this.page({ bundle: prev! }, opts.signal);
         } catch (e) {
-          const expired = FerryError.is(e) && (e.code === 'FERRY_E_VENDOR_PAGING_EXPIRED' || (pageNumber > 0 && [400, 404, 410].includes(e.details?.status as number)));
+          const expired =
+            FerryError.is(e) &&
+            (e.code === 'FERRY_E_VENDOR_PAGING_EXPIRED' ||
+              (pageNumber > 0 && [400, 404, 410].includes(e.details?.status as number)));
           if (expired && restarts < maxRestarts) {
             restarts++;
-            this.conn.logger?.warn('paging session expired, restarting the search', { vendor: this.conn.vendor, resourceType: type, pageNumber, restarts });
+            this.conn.logger?.warn('paging session expired, restarting the search', {
+              vendor: this.conn.vendor,
+              resourceType: type,
+              pageNumber,
+              restarts,
+            });
             continue restart;
           }
           throw e;
         }
         pageNumber++;
         if (bundle?.resourceType !== 'Bundle')
-          throw new FerryError('VENDOR_BAD_RESPONSE', `${this.conn.vendor} search ${type} did not answer a Bundle`, { kind: 'input', retryable: false });
+          throw new FerryError('VENDOR_BAD_RESPONSE', `${this.conn.vendor} search ${type} did not answer a Bundle`, {
+            kind: 'input',
+            retryable: false,
+          });
         const resources: Resource[] = [];
         const warnings: SearchPage['warnings'] = [];
         for (const entry of bundle.entry ?? []) {
@@ -182,7 +268,13 @@ export class FhirClient {
             const issues = outcomeSummary(r as OperationOutcome).filter((i) => !(i.vendorCodes ?? []).includes('4101'));
             const fatal = (r as OperationOutcome).issue?.find((i) => i.severity === 'fatal' || i.severity === 'error');
             if (fatal && !epicCodes(r as OperationOutcome).includes('4101'))
-              throw refineVendorError(new FerryError('VENDOR_REJECTED', `${this.conn.vendor} search ${type} returned an error outcome`, { kind: 'input', retryable: false, details: { status: 200, body: JSON.stringify(r) } }));
+              throw refineVendorError(
+                new FerryError('VENDOR_REJECTED', `${this.conn.vendor} search ${type} returned an error outcome`, {
+                  kind: 'input',
+                  retryable: false,
+                  details: { status: 200, body: JSON.stringify(r) },
+                }),
+              );
             warnings.push(...issues);
             continue;
           }
@@ -191,7 +283,12 @@ export class FhirClient {
           if (r.id) seen.add(key);
           resources.push(r);
         }
-        if (warnings.length) this.conn.logger?.debug('search warnings', { vendor: this.conn.vendor, resourceType: type, warnings: warnings.map((w) => w.vendorCodes?.join(',') || w.code) });
+        if (warnings.length)
+          this.conn.logger?.debug('search warnings', {
+            vendor: this.conn.vendor,
+            resourceType: type,
+            warnings: warnings.map((w) => w.vendorCodes?.join(',') || w.code),
+          });
         yield { resources, warnings, pageNumber, restarts };
         if (!bundle.link?.some((l) => l.relation === 'next' && l.url)) return;
         prev = bundle;
@@ -218,13 +315,21 @@ export class FhirClient {
   }
 
   /** Update with If-Match (optimistic locking). */
-  async update(resource: Resource, ifMatch: string | undefined, signal?: AbortSignal): Promise<{ versionId?: string; status: number }> {
+  async update(
+    resource: Resource,
+    ifMatch: string | undefined,
+    signal?: AbortSignal,
+  ): Promise<{ versionId?: string; status: number }> {
     try {
       const res = await this.conn.http.request({
         method: 'PUT',
         url: `${resource.resourceType}/${encodeURIComponent(resource.id!)}`,
         body: JSON.stringify(resource),
-        headers: { Accept: 'application/fhir+json', 'Content-Type': 'application/fhir+json', ...(ifMatch ? { 'If-Match': ifMatch } : {}) },
+        headers: {
+          Accept: 'application/fhir+json',
+          'Content-Type': 'application/fhir+json',
+          ...(ifMatch ? { 'If-Match': ifMatch } : {}),
+        },
         signal,
       });
       return { versionId: etagVersion(res.headers.get('etag')), status: res.status };

@@ -31,7 +31,8 @@ export interface SigningKey {
   alg: AssertionAlg;
 }
 
-const keyError = (message: string, cause?: unknown) => new FerryError('CONFIG_SIGNING_KEY', message, { kind: 'config', retryable: false, cause });
+const keyError = (message: string, cause?: unknown) =>
+  new FerryError('CONFIG_SIGNING_KEY', message, { kind: 'config', retryable: false, cause });
 
 /** Load the signing key once (PEM or JWK from inline text, file or env). Throws a config FerryError. */
 export async function loadSigningKey(src: KeySource, env: NodeJS.ProcessEnv = process.env): Promise<SigningKey> {
@@ -68,10 +69,15 @@ export async function loadSigningKey(src: KeySource, env: NodeJS.ProcessEnv = pr
     throw keyError(`${where} is not a readable PEM or JWK private key: ${(e as Error).message}`, e);
   }
   const alg: AssertionAlg = src.alg ?? 'RS384';
-  if (alg === 'RS384' && privateKey.asymmetricKeyType !== 'rsa') throw keyError(`${where}: RS384 needs an RSA key, got ${privateKey.asymmetricKeyType}`);
-  if (alg === 'ES384' && (privateKey.asymmetricKeyType !== 'ec' || privateKey.asymmetricKeyDetails?.namedCurve !== 'secp384r1'))
+  if (alg === 'RS384' && privateKey.asymmetricKeyType !== 'rsa')
+    throw keyError(`${where}: RS384 needs an RSA key, got ${privateKey.asymmetricKeyType}`);
+  if (
+    alg === 'ES384' &&
+    (privateKey.asymmetricKeyType !== 'ec' || privateKey.asymmetricKeyDetails?.namedCurve !== 'secp384r1')
+  )
     throw keyError(`${where}: ES384 needs a P-384 EC key`);
-  if (privateKey.asymmetricKeyType === 'rsa' && (privateKey.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) throw keyError(`${where}: RSA keys must be at least 2048 bits`);
+  if (privateKey.asymmetricKeyType === 'rsa' && (privateKey.asymmetricKeyDetails?.modulusLength ?? 0) < 2048)
+    throw keyError(`${where}: RSA keys must be at least 2048 bits`);
   const pub = await exportJWK(createPublicKey(privateKey));
   const kid = src.kid || jwkKid || (await calculateJwkThumbprint(pub, 'sha256'));
   const publicJwk: JWK = { ...pub, kid, alg, use: 'sig' };

@@ -12,7 +12,13 @@
  * - every resource passes Ferry's FHIR R4 validator (`validateFhirResource`, medplum's verdicts plus required
  *   bindings) or the message fails with the issues.
  */
-import { ensureFhirDefinitions, inputError, resourceVersionKey, validateFhirResource, type MessageHeaders } from '@ferry/core';
+import {
+  ensureFhirDefinitions,
+  inputError,
+  resourceVersionKey,
+  validateFhirResource,
+  type MessageHeaders,
+} from '@ferry/core';
 import type { Bundle, Identifier, Resource } from '@medplum/fhirtypes';
 import { createHash } from 'node:crypto';
 
@@ -88,7 +94,8 @@ export interface Normalized {
 }
 
 export function normalizeResource(raw: Resource, p: VendorProfile): Normalized {
-  if (!raw || typeof raw !== 'object' || typeof (raw as Resource).resourceType !== 'string') throw inputError('VENDOR_RESOURCE', `${p.vendor}: the message is not a FHIR resource`);
+  if (!raw || typeof raw !== 'object' || typeof (raw as Resource).resourceType !== 'string')
+    throw inputError('VENDOR_RESOURCE', `${p.vendor}: the message is not a FHIR resource`);
   const r = prune(structuredClone(raw)) as any;
   const vendorId: string = r.id ?? '';
   if (r.id) r.id = canonicalId(p.idPrefix, r.id);
@@ -100,7 +107,11 @@ export function normalizeResource(raw: Resource, p: VendorProfile): Normalized {
   }
   r.meta = {
     ...(r.meta ?? {}),
-    tag: [...(r.meta?.tag ?? []), { system: 'urn:ferry:source-vendor', code: p.vendor }, ...(vendorVersion ? [{ system: `urn:ferry:${p.vendor}:version`, code: String(vendorVersion) }] : [])],
+    tag: [
+      ...(r.meta?.tag ?? []),
+      { system: 'urn:ferry:source-vendor', code: p.vendor },
+      ...(vendorVersion ? [{ system: `urn:ferry:${p.vendor}:version`, code: String(vendorVersion) }] : []),
+    ],
   };
   if (!Object.keys(r.meta).length) delete r.meta;
 
@@ -112,16 +123,29 @@ export function normalizeResource(raw: Resource, p: VendorProfile): Normalized {
     }
     // A reference that carries the patient's MRN (Reference.identifier): re-labelled like the
     // Patient's own MRN, so the FHIR sink can resolve it on the target server by identifier.
-    if (k === 'identifier' && v && typeof v === 'object' && !Array.isArray(v) && (typeof o.reference === 'string' || typeof o.type === 'string')) {
+    if (
+      k === 'identifier' &&
+      v &&
+      typeof v === 'object' &&
+      !Array.isArray(v) &&
+      (typeof o.reference === 'string' || typeof o.type === 'string')
+    ) {
       const i = v as Identifier;
-      if (isMrnIdentifier(i, p)) o[k] = { ...i, system: p.canonicalMrnSystem, ...(typeof i.value === 'string' ? { value: i.value.trim() } : {}) };
+      if (isMrnIdentifier(i, p))
+        o[k] = {
+          ...i,
+          system: p.canonicalMrnSystem,
+          ...(typeof i.value === 'string' ? { value: i.value.trim() } : {}),
+        };
     }
     // Cerner sends telecom.rank as a string.
     if (k === 'rank' && typeof v === 'string' && /^\d+$/.test(v)) o[k] = Number(v);
   });
 
   if (Array.isArray(r.identifier)) {
-    const ids: Identifier[] = r.identifier.map((i: Identifier) => (typeof i.value === 'string' ? { ...i, value: i.value.trim() } : i));
+    const ids: Identifier[] = r.identifier.map((i: Identifier) =>
+      typeof i.value === 'string' ? { ...i, value: i.value.trim() } : i,
+    );
     const mrn: Identifier[] = [];
     const rest: Identifier[] = [];
     for (const i of ids) {
@@ -129,7 +153,11 @@ export function normalizeResource(raw: Resource, p: VendorProfile): Normalized {
         const codings = i.type?.coding ?? [];
         const type = codings.some((c) => c.system === V2_0203 && c.code === 'MR')
           ? i.type
-          : { ...(i.type ?? {}), coding: [{ system: V2_0203, code: 'MR', display: 'Medical record number' }, ...codings], text: i.type?.text ?? 'MRN' };
+          : {
+              ...(i.type ?? {}),
+              coding: [{ system: V2_0203, code: 'MR', display: 'Medical record number' }, ...codings],
+              text: i.type?.text ?? 'MRN',
+            };
         mrn.push({ ...i, system: p.canonicalMrnSystem, type });
       } else rest.push(i);
     }
@@ -141,20 +169,36 @@ export function normalizeResource(raw: Resource, p: VendorProfile): Normalized {
     const link = (r.link ?? []).find((l: any) => l.type === 'replaced-by');
     if (link?.other?.reference) replacedBy = link.other.reference;
   }
-  const patientRef = r.resourceType === 'Patient' ? `Patient/${r.id}` : (r.subject?.reference ?? r.patient?.reference)?.startsWith('Patient/') ? (r.subject?.reference ?? r.patient?.reference) : undefined;
+  const patientRef =
+    r.resourceType === 'Patient'
+      ? `Patient/${r.id}`
+      : (r.subject?.reference ?? r.patient?.reference)?.startsWith('Patient/')
+        ? (r.subject?.reference ?? r.patient?.reference)
+        : undefined;
 
   const issues = validateFhirResource(r);
   if (issues.length) {
     const outcome = { resourceType: 'OperationOutcome' as const, issue: issues };
-    const where = issues.map((i) => `${i.code}${i.expression?.length ? ` @ ${i.expression.join(',')}` : ''}`).slice(0, 5).join('; ');
-    throw inputError('VENDOR_RESOURCE_INVALID', `${p.vendor} ${r.resourceType} does not validate as FHIR R4 after normalisation: ${where}`, { outcome });
+    const where = issues
+      .map((i) => `${i.code}${i.expression?.length ? ` @ ${i.expression.join(',')}` : ''}`)
+      .slice(0, 5)
+      .join('; ');
+    throw inputError(
+      'VENDOR_RESOURCE_INVALID',
+      `${p.vendor} ${r.resourceType} does not validate as FHIR R4 after normalisation: ${where}`,
+      { outcome },
+    );
   }
   return { resource: r as Resource, patientRef, replacedBy, vendorId };
 }
 
 /** The canonical bundle of one vendor resource. */
 export function toCanonicalBundle(n: Normalized): Bundle {
-  return { resourceType: 'Bundle', type: 'collection', entry: [{ fullUrl: `${n.resource.resourceType}/${n.resource.id}`, resource: n.resource }] };
+  return {
+    resourceType: 'Bundle',
+    type: 'collection',
+    entry: [{ fullUrl: `${n.resource.resourceType}/${n.resource.id}`, resource: n.resource }],
+  };
 }
 
 /** Headers of a raw vendor resource message (routing, ordering, duplicates). */
@@ -164,7 +208,8 @@ export function vendorHeaders(raw: any, p: VendorProfile, sendingFacility?: stri
   // Epic often sends neither versionId nor lastUpdated: the version is then a digest of the content
   // (core vendor kit), so an amended resource is a new message and an unchanged re-read a duplicate.
   const version = resourceVersionKey(raw);
-  const ref: string | undefined = type === 'Patient' ? `Patient/${id}` : (raw?.subject?.reference ?? raw?.patient?.reference);
+  const ref: string | undefined =
+    type === 'Patient' ? `Patient/${id}` : (raw?.subject?.reference ?? raw?.patient?.reference);
   const m = ref ? REF.exec(ref) : null;
   const h: MessageHeaders = {
     messageType: type,

@@ -29,7 +29,10 @@ const MAX_WAIT_MS = 2 ** 31 - 1;
  */
 export function retryBackoffMs(intervalMs: number, f: PassFailure): number {
   const backoff = Math.min(5000 * 2 ** (f.failures - 1), 300_000);
-  const asked = Math.max((f.error.details?.retryAfterMs as number | undefined) ?? 0, /THROTTLED|EXPORT_BUSY/.test(f.error.code) ? 30_000 : 0);
+  const asked = Math.max(
+    (f.error.details?.retryAfterMs as number | undefined) ?? 0,
+    /THROTTLED|EXPORT_BUSY/.test(f.error.code) ? 30_000 : 0,
+  );
   if (f.error.retryable) return Math.max(Math.min(intervalMs || backoff, backoff), asked);
   return intervalMs || 60_000;
 }
@@ -49,7 +52,10 @@ export abstract class PollingSource<C> implements MessageSource {
   /** The last pass's error; cleared by the next successful pass. */
   lastError?: FerryError;
 
-  constructor(protected readonly ctx: SourceContext<C>, outageMessage: string) {
+  constructor(
+    protected readonly ctx: SourceContext<C>,
+    outageMessage: string,
+  ) {
     this.signal = AbortSignal.any([this.abort.signal, ctx.signal]);
     this.passFailures = new OutageLog(ctx.logger, outageMessage, { source: ctx.id });
   }

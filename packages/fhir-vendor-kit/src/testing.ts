@@ -7,7 +7,9 @@ import type { ConnectionConfig } from './connection';
 import { loadSigningKey, publicJwks } from './keys';
 
 export function rsaPem(): string {
-  return generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  return generateKeyPairSync('rsa', { modulusLength: 2048 })
+    .privateKey.export({ type: 'pkcs8', format: 'pem' })
+    .toString();
 }
 
 /** A PEM key on disk plus its public JWKS (what an operator registers with the vendor). */
@@ -20,7 +22,10 @@ export async function testKey(kid = 'ferry-test-1') {
   return { pem, file, dir, kid, key, jwks: publicJwks([key]) as any };
 }
 
-export function connConfig(over: Partial<ConnectionConfig> & { baseUrl: string; clientId: string }, auth: Partial<ConnectionConfig['auth']> = {}): ConnectionConfig {
+export function connConfig(
+  over: Partial<ConnectionConfig> & { baseUrl: string; clientId: string },
+  auth: Partial<ConnectionConfig['auth']> = {},
+): ConnectionConfig {
   return {
     tokenUrl: '',
     idPrefix: '',

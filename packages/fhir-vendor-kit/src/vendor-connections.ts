@@ -1,4 +1,5 @@
-import { createToken, RateLimiter, TokenCache } from '@ferry/core';
+import type { RateLimiter } from '@ferry/core';
+import { createToken, TokenCache } from '@ferry/core';
 
 /**
  * What the vendor connections of one engine share: OAuth token caches (one token per client and scope

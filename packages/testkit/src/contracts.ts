@@ -21,10 +21,19 @@ import {
   type StoredMessage,
 } from '@ferry/core';
 import type { Bundle } from '@medplum/fhirtypes';
-import { captureLogger, openSqliteStore, sourceHarness, tempDir, waitFor, type LogLine, type SourceHarness } from './harness';
+import {
+  captureLogger,
+  openSqliteStore,
+  sourceHarness,
+  tempDir,
+  waitFor,
+  type LogLine,
+  type SourceHarness,
+} from './harness';
 
 /** A marker unique to one contract message: it must reach the store and never a log line. */
-export const contractMarker = (i: number) => `ZZCONTRACT${randomUUID().replace(/-/g, '').slice(0, 10).toUpperCase()}${i}`;
+export const contractMarker = (i: number) =>
+  `ZZCONTRACT${randomUUID().replace(/-/g, '').slice(0, 10).toUpperCase()}${i}`;
 
 function noMarkerIn(lines: LogLine[], markers: string[]): void {
   const text = lines.map((l) => JSON.stringify(l)).join('\n');
@@ -100,7 +109,10 @@ export function runSourceContract<C>(name: string, o: SourceContractOptions<C>):
       const store = reuse?.store ?? (await openSqliteStore(tempDir('ferry-contract-')));
       if (!reuse) stores.push(store);
       const cap = captureLogger('info');
-      const h = sourceHarness<C>(store, reuse?.id ?? `contract-${stores.length}`, reuse?.config ?? (await o.config()), { logger: cap.logger, ...o.context });
+      const h = sourceHarness<C>(store, reuse?.id ?? `contract-${stores.length}`, reuse?.config ?? (await o.config()), {
+        logger: cap.logger,
+        ...o.context,
+      });
       // Lines are shared with the PHI check at the end.
       cap.lines.push = (...l: LogLine[]) => logs.push(...l);
       const source = await o.create(h.ctx);
@@ -119,8 +131,10 @@ export function runSourceContract<C>(name: string, o: SourceContractOptions<C>):
       markers.push(m);
       return m;
     };
-    const has = (msgs: { body: Buffer }[], marker: string) => msgs.some((m) => m.body.toString('utf8').includes(marker));
-    const storedWith = (h: SourceHarness<C>, marker: string) => h.stored.filter((m) => m.body.toString('utf8').includes(marker)).length;
+    const has = (msgs: { body: Buffer }[], marker: string) =>
+      msgs.some((m) => m.body.toString('utf8').includes(marker));
+    const storedWith = (h: SourceHarness<C>, marker: string) =>
+      h.stored.filter((m) => m.body.toString('utf8').includes(marker)).length;
 
     it('acknowledges only after the store commit; a crash before the commit loses nothing', async () => {
       const { h, source, store, stop } = await started();
@@ -132,7 +146,11 @@ export function runSourceContract<C>(name: string, o: SourceContractOptions<C>):
         const marker = mark(1);
         const ack = (await o.deliver(source, marker, false))?.acked;
         o.poke?.(source);
-        await waitFor(() => h.submits.some((s) => has(s.messages, marker)), timeout, 'the source to submit the message');
+        await waitFor(
+          () => h.submits.some((s) => has(s.messages, marker)),
+          timeout,
+          'the source to submit the message',
+        );
         if (ack) {
           // A push source: its sender has no acknowledgement while the commit is pending; it gets one after.
           expect(await settles(ack, 300)).toBe(false);
@@ -241,7 +259,10 @@ export interface SinkContractOptions<C> {
 }
 
 /** A Delivery as the dispatcher hands it to a sink. */
-export function deliveryOf(bundle: Bundle, o: { attempt?: number; deliveryId?: string; signal?: AbortSignal; message?: Partial<StoredMessage> } = {}): Delivery {
+export function deliveryOf(
+  bundle: Bundle,
+  o: { attempt?: number; deliveryId?: string; signal?: AbortSignal; message?: Partial<StoredMessage> } = {},
+): Delivery {
   const json = JSON.stringify(bundle);
   return {
     deliveryId: o.deliveryId ?? randomUUID(),
@@ -250,7 +271,17 @@ export function deliveryOf(bundle: Bundle, o: { attempt?: number; deliveryId?: s
     bundle,
     bundleJson: json,
     signal: o.signal,
-    message: { id: randomUUID(), seq: 1, sourceId: 'contract', contentType: 'application/fhir+json', headers: {}, receivedAt: new Date(), status: 'routed', body: Buffer.from(json), ...o.message } as StoredMessage,
+    message: {
+      id: randomUUID(),
+      seq: 1,
+      sourceId: 'contract',
+      contentType: 'application/fhir+json',
+      headers: {},
+      receivedAt: new Date(),
+      status: 'routed',
+      body: Buffer.from(json),
+      ...o.message,
+    } as StoredMessage,
   };
 }
 
@@ -286,7 +317,10 @@ export function runSinkContract<C>(name: string, o: SinkContractOptions<C>): voi
       const m = mark(2);
       const d = deliveryOf(o.bundle(m), { message: o.message?.(m) });
       await o.fault('retryable');
-      const err = await sink.deliver(d).then(() => undefined, (e: unknown) => e);
+      const err = await sink.deliver(d).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(err).toBeDefined();
       // Anything not a FerryError is retried by the engine; a FerryError must say retryable.
       if (FerryError.is(err)) expect(err.retryable).toBe(true);
@@ -297,7 +331,10 @@ export function runSinkContract<C>(name: string, o: SinkContractOptions<C>): voi
     it('classifies a rejection as dead (not retryable)', async () => {
       const m = mark(3);
       await o.fault('dead');
-      const err = await sink.deliver(deliveryOf(o.bundle(m), { message: o.message?.(m) })).then(() => undefined, (e: unknown) => e);
+      const err = await sink.deliver(deliveryOf(o.bundle(m), { message: o.message?.(m) })).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(FerryError.is(err)).toBe(true);
       expect((err as FerryError).retryable).toBe(false);
     });
@@ -311,22 +348,33 @@ export function runSinkContract<C>(name: string, o: SinkContractOptions<C>): voi
         expect(await o.received(m)).toBe(1);
       });
 
-    it(o.nonIdempotent ? `honours the call timeout; a hung write (outcome unknown) is dead, never repeated (${o.nonIdempotent})` : 'honours the call timeout (ends a hung call, retryable)', async () => {
-      const m = mark(5);
-      await o.fault('hang');
-      const t0 = Date.now();
-      const d = deliveryOf(o.bundle(m), { signal: AbortSignal.timeout(callTimeout), message: o.message?.(m) });
-      const err = await sink.deliver(d).then(() => undefined, (e: unknown) => e);
-      expect(Date.now() - t0).toBeLessThan(callTimeout + 3000);
-      expect(err).toBeDefined();
-      if (o.nonIdempotent) {
-        // The engine retries an attempt it gave up on; the sink must not write a second time.
-        const again = await sink.deliver({ ...d, attempt: 2, signal: undefined }).then(() => undefined, (e: unknown) => e);
-        expect(FerryError.is(again) && again.retryable).toBe(false);
-        await new Promise((r) => setTimeout(r, 300));
-        expect(await o.received(m)).toBeLessThanOrEqual(1);
-      } else if (FerryError.is(err)) expect(err.retryable).toBe(true);
-    });
+    it(
+      o.nonIdempotent
+        ? `honours the call timeout; a hung write (outcome unknown) is dead, never repeated (${o.nonIdempotent})`
+        : 'honours the call timeout (ends a hung call, retryable)',
+      async () => {
+        const m = mark(5);
+        await o.fault('hang');
+        const t0 = Date.now();
+        const d = deliveryOf(o.bundle(m), { signal: AbortSignal.timeout(callTimeout), message: o.message?.(m) });
+        const err = await sink.deliver(d).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(Date.now() - t0).toBeLessThan(callTimeout + 3000);
+        expect(err).toBeDefined();
+        if (o.nonIdempotent) {
+          // The engine retries an attempt it gave up on; the sink must not write a second time.
+          const again = await sink.deliver({ ...d, attempt: 2, signal: undefined }).then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          expect(FerryError.is(again) && again.retryable).toBe(false);
+          await new Promise((r) => setTimeout(r, 300));
+          expect(await o.received(m)).toBeLessThanOrEqual(1);
+        } else if (FerryError.is(err)) expect(err.retryable).toBe(true);
+      },
+    );
 
     it('logs no message content (info and above)', () => {
       noMarkerIn(cap.lines, markers);
@@ -352,7 +400,16 @@ export interface TransformContractOptions {
 
 function stored(s: TransformSample, i: number): StoredMessage & { body: Buffer } {
   const body = Buffer.isBuffer(s.body) ? s.body : Buffer.from(s.body, 'utf8');
-  return { id: `contract-${i}`, seq: i + 1, sourceId: 'contract', contentType: s.contentType, body, headers: {}, receivedAt: new Date('2026-01-01T00:00:00Z'), status: 'received' };
+  return {
+    id: `contract-${i}`,
+    seq: i + 1,
+    sourceId: 'contract',
+    contentType: s.contentType,
+    body,
+    headers: {},
+    receivedAt: new Date('2026-01-01T00:00:00Z'),
+    status: 'received',
+  };
 }
 
 export function runTransformContract(name: string, o: TransformContractOptions): void {
@@ -384,7 +441,9 @@ export function runTransformContract(name: string, o: TransformContractOptions):
       for (const [i, s] of o.samples(marker).entries()) {
         const bundle = await t.toFhir(stored(s, i), ctx());
         expect(bundle.resourceType).toBe('Bundle');
-        expect(validateBundle(bundle)?.issue?.filter((x) => x.severity === 'error' || x.severity === 'fatal') ?? []).toEqual([]);
+        expect(
+          validateBundle(bundle)?.issue?.filter((x) => x.severity === 'error' || x.severity === 'fatal') ?? [],
+        ).toEqual([]);
       }
     });
 
@@ -393,7 +452,10 @@ export function runTransformContract(name: string, o: TransformContractOptions):
       for (const [i, s] of bad.entries()) {
         const err = await Promise.resolve()
           .then(() => t.toFhir(stored(s, 100 + i), { logger: silentLogger() }))
-          .then(() => undefined, (e: unknown) => e);
+          .then(
+            () => undefined,
+            (e: unknown) => e,
+          );
         expect(FerryError.is(err) && err.kind).toBe('input');
       }
     });

@@ -16,7 +16,10 @@ export interface TestEngine {
  * temporary folder and the admin API is off unless the YAML says otherwise (a `store:` or `admin:`
  * key in `yaml` replaces the default). `stop()` stops it and removes the folder.
  */
-export async function startTestEngine(yaml: string, opts: { env?: NodeJS.ProcessEnv; logger?: Logger; dir?: string } = {}): Promise<TestEngine> {
+export async function startTestEngine(
+  yaml: string,
+  opts: { env?: NodeJS.ProcessEnv; logger?: Logger; dir?: string } = {},
+): Promise<TestEngine> {
   const dir = opts.dir ?? tempDir('ferry-testkit-engine-');
   const head = [
     /^store:/m.test(yaml) ? '' : `store: { kind: sqlite, path: ${JSON.stringify(path.join(dir, 'ferry.db'))} }`,
@@ -24,7 +27,11 @@ export async function startTestEngine(yaml: string, opts: { env?: NodeJS.Process
   ].filter(Boolean);
   const file = path.join(dir, 'ferry.yaml');
   fs.writeFileSync(file, [...head, yaml].join('\n'), { mode: 0o600 });
-  const engine = await Engine.create({ configFile: file, env: opts.env ?? process.env, logger: opts.logger ?? silentLogger() });
+  const engine = await Engine.create({
+    configFile: file,
+    env: opts.env ?? process.env,
+    logger: opts.logger ?? silentLogger(),
+  });
   await engine.start();
   return {
     engine,

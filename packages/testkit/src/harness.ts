@@ -105,7 +105,12 @@ export interface SourceHarness<C> {
 }
 
 /** A SourceContext over a real store, recording every submit and when it committed. */
-export function sourceHarness<C>(store: MessageStore, id: string, config: C, opts: SourceHarnessOptions = {}): SourceHarness<C> {
+export function sourceHarness<C>(
+  store: MessageStore,
+  id: string,
+  config: C,
+  opts: SourceHarnessOptions = {},
+): SourceHarness<C> {
   const abort = new AbortController();
   const h: SourceHarness<C> = {
     abort,
@@ -114,7 +119,12 @@ export function sourceHarness<C>(store: MessageStore, id: string, config: C, opt
     stored: [],
     storeDown: false,
     ctx: undefined as unknown as SourceContext<C>,
-    waitForStored: (n, timeoutMs = 10_000) => waitFor(() => (h.stored.length >= n ? h.stored : undefined), timeoutMs, `${n} stored messages (have ${h.stored.length})`),
+    waitForStored: (n, timeoutMs = 10_000) =>
+      waitFor(
+        () => (h.stored.length >= n ? h.stored : undefined),
+        timeoutMs,
+        `${n} stored messages (have ${h.stored.length})`,
+      ),
   };
   const dup = opts.duplicates ?? 'accept';
   h.ctx = {
@@ -131,10 +141,21 @@ export function sourceHarness<C>(store: MessageStore, id: string, config: C, opt
         throw (rec.error = new FerryError('TRANSIENT_KILLED', 'killed', { kind: 'transient' }));
       }
       if (h.gate) await h.gate;
-      if (h.storeDown) throw (rec.error = new FerryError('TRANSIENT_STORE_CLOSED', 'the message store is not open', { kind: 'transient' }));
+      if (h.storeDown)
+        throw (rec.error = new FerryError('TRANSIENT_STORE_CLOSED', 'the message store is not open', {
+          kind: 'transient',
+        }));
       const res = await store.insert(
         messages.map((m) => ({ ...m, sourceId: id })),
-        { checkpoint: o?.checkpoint, duplicates: dup === 'off' ? undefined : dup === 'ignore' ? { policy: 'ignore', windowMs: 86_400_000 } : { policy: 'accept', windowMs: 0 } },
+        {
+          checkpoint: o?.checkpoint,
+          duplicates:
+            dup === 'off'
+              ? undefined
+              : dup === 'ignore'
+                ? { policy: 'ignore', windowMs: 86_400_000 }
+                : { policy: 'accept', windowMs: 0 },
+        },
       );
       rec.committedAt = Date.now();
       h.stored.push(...messages);
@@ -154,7 +175,11 @@ export function sinkContext<C>(id: string, config: C, logger: Logger = silentLog
 }
 
 /** Poll `probe` until it returns something (not undefined/false), or fail after `timeoutMs` naming `what`. */
-export async function waitFor<T>(probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+export async function waitFor<T>(
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 10_000,
+  what = 'condition',
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();

@@ -9,27 +9,46 @@ describe('VendorSimulator', () => {
   beforeAll(() => sim.start());
   afterAll(() => sim.stop());
   const token = async () => {
-    const r = await fetch(sim.tokenUrl, { method: 'POST', headers: { authorization: `Basic ${Buffer.from('c:s').toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=client_credentials' });
+    const r = await fetch(sim.tokenUrl, {
+      method: 'POST',
+      headers: {
+        authorization: `Basic ${Buffer.from('c:s').toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: 'grant_type=client_credentials',
+    });
     return { status: r.status, body: (await r.json()) as { access_token: string; expires_in: number } };
   };
 
   it('issues client-credentials tokens, refuses a bad secret, and checks the bearer', async () => {
     const t = await token();
     expect(t).toMatchObject({ status: 200, body: { expires_in: 60 } });
-    const bad = await fetch(sim.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=client_credentials&client_id=c&client_secret=x' });
+    const bad = await fetch(sim.tokenUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'grant_type=client_credentials&client_id=c&client_secret=x',
+    });
     expect(bad.status).toBe(401);
     sim.route('GET', '/ping', () => ({ json: { ok: true } }));
     expect((await fetch(`${sim.url}/ping`)).status).toBe(401);
-    expect((await fetch(`${sim.url}/ping`, { headers: { authorization: `Bearer ${t.body.access_token}` } })).status).toBe(200);
+    expect(
+      (await fetch(`${sim.url}/ping`, { headers: { authorization: `Bearer ${t.body.access_token}` } })).status,
+    ).toBe(200);
     sim.revokeTokens();
-    expect((await fetch(`${sim.url}/ping`, { headers: { authorization: `Bearer ${t.body.access_token}` } })).status).toBe(401);
+    expect(
+      (await fetch(`${sim.url}/ping`, { headers: { authorization: `Bearer ${t.body.access_token}` } })).status,
+    ).toBe(401);
   });
 
   it('pages a searchset by next links and injects 429 (Retry-After), 5xx and a hang once each', async () => {
     const auth = { authorization: `Bearer ${(await token()).body.access_token}` };
-    sim.pages('/fhir/Patient', Array.from({ length: 5 }, (_, i) => ({ resourceType: 'Patient', id: `p${i}` })), 2);
+    sim.pages(
+      '/fhir/Patient',
+      Array.from({ length: 5 }, (_, i) => ({ resourceType: 'Patient', id: `p${i}` })),
+      2,
+    );
     const ids: string[] = [];
-    for (let url: string | undefined = `${sim.url}/fhir/Patient`; url; ) {
+    for (let url: string | undefined = `${sim.url}/fhir/Patient`; url;) {
       const b = (await (await fetch(url, { headers: auth })).json()) as any;
       ids.push(...b.entry.map((e: any) => e.resource.id));
       url = b.link.find((l: any) => l.relation === 'next')?.url;
@@ -41,7 +60,9 @@ describe('VendorSimulator', () => {
     expect((await fetch(`${sim.url}/fhir/Patient`, { headers: auth })).status).toBe(503);
     expect((await fetch(`${sim.url}/fhir/Patient`, { headers: auth })).status).toBe(200);
     sim.fault('/fhir/Patient', { status: 'hang' });
-    await expect(fetch(`${sim.url}/fhir/Patient`, { headers: auth, signal: AbortSignal.timeout(200) })).rejects.toThrow();
+    await expect(
+      fetch(`${sim.url}/fhir/Patient`, { headers: auth, signal: AbortSignal.timeout(200) }),
+    ).rejects.toThrow();
   });
 });
 

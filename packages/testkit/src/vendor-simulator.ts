@@ -86,8 +86,17 @@ export class VendorSimulator {
       const page = Number(req.query.get('_page') ?? '0');
       const slice = all.slice(page * pageSize, (page + 1) * pageSize);
       const link = [{ relation: 'self', url: `${this.url}${path}?_page=${page}` }];
-      if ((page + 1) * pageSize < all.length) link.push({ relation: 'next', url: `${this.url}${path}?_page=${page + 1}` });
-      return { json: { resourceType: 'Bundle', type: 'searchset', total: all.length, link, entry: slice.map((resource) => ({ resource })) } };
+      if ((page + 1) * pageSize < all.length)
+        link.push({ relation: 'next', url: `${this.url}${path}?_page=${page + 1}` });
+      return {
+        json: {
+          resourceType: 'Bundle',
+          type: 'searchset',
+          total: all.length,
+          link,
+          entry: slice.map((resource) => ({ resource })),
+        },
+      };
     });
   }
 
@@ -124,7 +133,13 @@ export class VendorSimulator {
     const u = new URL(req.url ?? '/', 'http://x');
     const body = Buffer.concat(chunks).toString('utf8');
     const type = String(req.headers['content-type'] ?? '');
-    const sreq: SimRequest = { method: req.method ?? 'GET', path: u.pathname, query: u.searchParams, headers: req.headers, body };
+    const sreq: SimRequest = {
+      method: req.method ?? 'GET',
+      path: u.pathname,
+      query: u.searchParams,
+      headers: req.headers,
+      body,
+    };
     if (/json/.test(type) && body) {
       try {
         sreq.json = JSON.parse(body);
@@ -148,14 +163,22 @@ export class VendorSimulator {
       return this.send(res, { status: f.fault.status, headers, json: { error: `simulated ${f.fault.status}` } });
     }
 
-    if (sreq.method === 'POST' && sreq.path === (this.opts.tokenPath ?? '/oauth2/token')) return this.send(res, this.token(sreq));
+    if (sreq.method === 'POST' && sreq.path === (this.opts.tokenPath ?? '/oauth2/token'))
+      return this.send(res, this.token(sreq));
 
     const auth = String(req.headers.authorization ?? '');
     const tok = this.tokens.get(auth.replace(/^Bearer /, ''));
-    if (this.opts.clients?.length && (!auth.startsWith('Bearer ') || !tok || tok.expiresAt < Date.now())) return this.send(res, { status: 401, json: { error: 'invalid_token' } });
+    if (this.opts.clients?.length && (!auth.startsWith('Bearer ') || !tok || tok.expiresAt < Date.now()))
+      return this.send(res, { status: 401, json: { error: 'invalid_token' } });
 
-    const r = this.routes.find((x) => x.method === sreq.method && (typeof x.path === 'string' ? x.path === sreq.path : x.path.test(sreq.path)));
-    if (!r) return this.send(res, { status: 404, json: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found' }] } });
+    const r = this.routes.find(
+      (x) => x.method === sreq.method && (typeof x.path === 'string' ? x.path === sreq.path : x.path.test(sreq.path)),
+    );
+    if (!r)
+      return this.send(res, {
+        status: 404,
+        json: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found' }] },
+      });
     try {
       this.send(res, await r.handler(sreq));
     } catch (e) {
@@ -168,19 +191,32 @@ export class VendorSimulator {
     let secret = req.form?.get('client_secret') ?? '';
     const basic = /^Basic (.+)$/.exec(String(req.headers.authorization ?? ''));
     if (basic) [clientId, secret] = Buffer.from(basic[1], 'base64').toString('utf8').split(':');
-    if (req.form?.get('grant_type') !== 'client_credentials') return { status: 400, json: { error: 'unsupported_grant_type' } };
-    const client = this.opts.clients?.find((c) => c.clientId === decodeURIComponent(clientId) && c.clientSecret === decodeURIComponent(secret));
+    if (req.form?.get('grant_type') !== 'client_credentials')
+      return { status: 400, json: { error: 'unsupported_grant_type' } };
+    const client = this.opts.clients?.find(
+      (c) => c.clientId === decodeURIComponent(clientId) && c.clientSecret === decodeURIComponent(secret),
+    );
     if (this.opts.clients?.length && !client) return { status: 401, json: { error: 'invalid_client' } };
     const ttl = this.opts.tokenTtlSec ?? 300;
     const access = randomBytes(16).toString('hex');
     this.tokens.set(access, { clientId, expiresAt: Date.now() + ttl * 1000 });
     this.tokensIssued++;
-    return { json: { access_token: access, token_type: 'Bearer', expires_in: ttl, scope: req.form?.get('scope') ?? client?.scopes?.join(' ') ?? '' } };
+    return {
+      json: {
+        access_token: access,
+        token_type: 'Bearer',
+        expires_in: ttl,
+        scope: req.form?.get('scope') ?? client?.scopes?.join(' ') ?? '',
+      },
+    };
   }
 
   private send(res: http.ServerResponse, r: SimResponse): void {
     const text = r.text ?? (r.json === undefined ? '' : JSON.stringify(r.json));
-    res.writeHead(r.status ?? 200, { 'content-type': r.json !== undefined ? 'application/json' : 'text/plain', ...r.headers });
+    res.writeHead(r.status ?? 200, {
+      'content-type': r.json !== undefined ? 'application/json' : 'text/plain',
+      ...r.headers,
+    });
     res.end(text);
   }
 }

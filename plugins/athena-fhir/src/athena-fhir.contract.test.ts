@@ -30,7 +30,8 @@ const condition = (marker: string) => ({
 
 runSourceContract<AthenaFhirSourceConfig>('athena-fhir', {
   setup,
-  config: () => configFor(athenaFhirSourceSchema, sim!, { resources: ['Condition'], pollIntervalMs: 50, callRetry: retry }),
+  config: () =>
+    configFor(athenaFhirSourceSchema, sim!, { resources: ['Condition'], pollIntervalMs: 50, callRetry: retry }),
   create: (ctx) => new AthenaFhirSource(ctx),
   async deliver(_source, marker, again) {
     if (!again) sim!.putFhir(PRACTICE, 'Condition', `a-${PRACTICE}.problem-c${++n}`, condition(marker));
@@ -45,20 +46,47 @@ runSinkContract<AthenaFhirSinkConfig>('athena-fhir', {
   bundle: (marker) => ({
     resourceType: 'Bundle',
     type: 'transaction',
-    entry: [{ resource: { resourceType: 'QuestionnaireResponse', status: 'completed', subject: { reference: `Patient/a-${PRACTICE}.E-500` }, item: [{ linkId: '1', answer: [{ valueString: marker }] }] } as any }],
+    entry: [
+      {
+        resource: {
+          resourceType: 'QuestionnaireResponse',
+          status: 'completed',
+          subject: { reference: `Patient/a-${PRACTICE}.E-500` },
+          item: [{ linkId: '1', answer: [{ valueString: marker }] }],
+        } as any,
+      },
+    ],
   }),
   nonIdempotent: 'athena FHIR has no conditional create and no QuestionnaireResponse search',
   fault(kind) {
     if (kind === 'hang') sim!.setLatency(4000, { method: 'POST', match: /QuestionnaireResponse$/ });
     // Throttled for longer than the sink waits: retryable. A business-rule refusal: dead.
-    else sim!.inject(kind === 'retryable' ? { status: 429, retryAfter: '2', match: /QuestionnaireResponse$/ } : { status: 422, match: /QuestionnaireResponse$/ });
+    else
+      sim!.inject(
+        kind === 'retryable'
+          ? { status: 429, retryAfter: '2', match: /QuestionnaireResponse$/ }
+          : { status: 422, match: /QuestionnaireResponse$/ },
+      );
   },
-  received: (marker) => sim!.fhirResources('QuestionnaireResponse').filter((r) => JSON.stringify(r.item ?? []).includes(marker)).length,
+  received: (marker) =>
+    sim!.fhirResources('QuestionnaireResponse').filter((r) => JSON.stringify(r.item ?? []).includes(marker)).length,
   teardown: async () => sim?.setLatency(0),
 });
 
 runTransformContract('athena-fhir', {
   create: () => new AthenaFhirTransform(),
-  samples: (marker) => [{ contentType: ATHENA_FHIR_CONTENT_TYPE, body: JSON.stringify({ practiceid: PRACTICE, resource: { ...condition(marker), id: `a-${PRACTICE}.problem-1`, meta: { lastUpdated: '2026-01-02T00:00:00Z' } } }) }],
+  samples: (marker) => [
+    {
+      contentType: ATHENA_FHIR_CONTENT_TYPE,
+      body: JSON.stringify({
+        practiceid: PRACTICE,
+        resource: {
+          ...condition(marker),
+          id: `a-${PRACTICE}.problem-1`,
+          meta: { lastUpdated: '2026-01-02T00:00:00Z' },
+        },
+      }),
+    },
+  ],
   invalid: [{ contentType: ATHENA_FHIR_CONTENT_TYPE, body: '{"practiceid": "1"}' }],
 });

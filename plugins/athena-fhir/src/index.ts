@@ -16,7 +16,13 @@ export * from './transforms/athena-fhir.transform';
  * from the athena-rest plugin's connection (one token per environment + client for both APIs).
  */
 export const athenaFhirPlugin = definePlugin({
-  manifest: { id: 'athena-fhir', version: '0.1.0', engine: '^0.1.0', dependsOn: ['athena-rest'], description: 'athenaOne FHIR R4 API' },
+  manifest: {
+    id: 'athena-fhir',
+    version: '0.1.0',
+    engine: '^0.1.0',
+    dependsOn: ['athena-rest'],
+    description: 'athenaOne FHIR R4 API',
+  },
   configSchema: {},
   register(reg) {
     // provided by athena-rest too (the first wins): one per engine, shared by both athena plugins

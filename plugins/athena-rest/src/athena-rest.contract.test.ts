@@ -30,7 +30,13 @@ runSourceContract<AthenaRestSourceConfig>('athena-rest', {
     const clientId = `contract-${++clients}`;
     sim!.opts.clients[clientId] = 'contract-secret';
     sim!.subscribe(PRACTICE, 'patients', clientId);
-    return configFor(athenaRestSourceSchema, sim!, { clientId, clientSecret: 'contract-secret', feeds: ['patients'], pollIntervalMs: 50, callRetry: retry });
+    return configFor(athenaRestSourceSchema, sim!, {
+      clientId,
+      clientSecret: 'contract-secret',
+      feeds: ['patients'],
+      pollIntervalMs: 50,
+      callRetry: retry,
+    });
   },
   create: (ctx) => new AthenaRestSource(ctx),
   async deliver(_source, marker, again) {
@@ -46,12 +52,28 @@ runSinkContract<AthenaRestSinkConfig>('athena-rest', {
   bundle: (marker) => ({
     resourceType: 'Bundle',
     type: 'transaction',
-    entry: [{ fullUrl: 'urn:uuid:11111111-1111-4111-8111-111111111111', resource: { resourceType: 'Patient', identifier: [{ system: 'urn:oid:1.2.3', value: `${marker}-mrn` }], name: [{ use: 'official', family: marker, given: ['Contract'] }], gender: 'female', birthDate: '1990-02-03' } }],
+    entry: [
+      {
+        fullUrl: 'urn:uuid:11111111-1111-4111-8111-111111111111',
+        resource: {
+          resourceType: 'Patient',
+          identifier: [{ system: 'urn:oid:1.2.3', value: `${marker}-mrn` }],
+          name: [{ use: 'official', family: marker, given: ['Contract'] }],
+          gender: 'female',
+          birthDate: '1990-02-03',
+        },
+      },
+    ],
   }),
   fault(kind) {
     if (kind === 'hang') sim!.setLatency(4000);
     // Every attempt of the call (the sink's own retries included) fails.
-    else sim!.inject({ status: kind === 'retryable' ? 503 : 400, times: kind === 'retryable' ? retry.maxAttempts : 1, match: /\/patients$/ });
+    else
+      sim!.inject({
+        status: kind === 'retryable' ? 503 : 400,
+        times: kind === 'retryable' ? retry.maxAttempts : 1,
+        match: /\/patients$/,
+      });
   },
   received: (marker) => [...sim!.practice(PRACTICE).patients.values()].filter((p) => p.lastname === marker).length,
   teardown: async () => sim?.setLatency(0),
@@ -59,6 +81,11 @@ runSinkContract<AthenaRestSinkConfig>('athena-rest', {
 
 runTransformContract('athena-rest', {
   create: () => new AthenaRestTransform(),
-  samples: (marker) => [{ contentType: AthenaContentType.patient, body: JSON.stringify({ practiceid: PRACTICE, kind: 'patient', feed: 'patients', record: patient(marker) }) }],
+  samples: (marker) => [
+    {
+      contentType: AthenaContentType.patient,
+      body: JSON.stringify({ practiceid: PRACTICE, kind: 'patient', feed: 'patients', record: patient(marker) }),
+    },
+  ],
   invalid: [{ contentType: AthenaContentType.patient, body: '{"practiceid": "1", "kind": "patient"' }],
 });

@@ -19,7 +19,12 @@ export * from './facade/athena.provider';
  * writes. Source and sink type `athena-rest`; a transform for `application/vnd.athena.*+json`.
  */
 export const athenaRestPlugin = definePlugin({
-  manifest: { id: 'athena-rest', version: '0.1.0', engine: '^0.1.0', description: 'athenaOne REST API: changed-data feeds, writes, canonical FHIR' },
+  manifest: {
+    id: 'athena-rest',
+    version: '0.1.0',
+    engine: '^0.1.0',
+    description: 'athenaOne REST API: changed-data feeds, writes, canonical FHIR',
+  },
   configSchema: {},
   register(reg) {
     // the engine's athena tokens and per-practice buckets, shared with athena-fhir
@@ -28,7 +33,10 @@ export const athenaRestPlugin = definePlugin({
     reg.addSinkType('athena-rest', AthenaRestSink, athenaRestSinkSchema);
     reg.addTransform(AthenaRestTransform);
     reg.addCommand(athenaSubscriptionsCommand());
-    reg.registerFacadeProvider('athena', athenaFacadeProvider(() => reg.container.resolve(vendorConnectionsToken)));
+    reg.registerFacadeProvider(
+      'athena',
+      athenaFacadeProvider(() => reg.container.resolve(vendorConnectionsToken)),
+    );
   },
 });
 export default athenaRestPlugin;

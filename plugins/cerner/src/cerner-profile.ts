@@ -8,7 +8,16 @@ import type { PollResourceSpec, VendorProfile } from '@ferry/fhir-vendor-kit';
 
 export const CERNER_CONTENT_TYPE = 'application/vnd.cerner.fhir+json';
 export const CERNER_MRN_OID = 'urn:oid:2.16.840.1.113883.6.1000';
-export const CERNER_WRITE_TYPES = ['Observation', 'Condition', 'DocumentReference', 'AllergyIntolerance', 'Encounter', 'Appointment', 'MedicationRequest', 'Patient'];
+export const CERNER_WRITE_TYPES = [
+  'Observation',
+  'Condition',
+  'DocumentReference',
+  'AllergyIntolerance',
+  'Encounter',
+  'Appointment',
+  'MedicationRequest',
+  'Patient',
+];
 
 export const cernerProfile: VendorProfile = {
   vendor: 'cerner',
@@ -20,6 +29,7 @@ export const cernerProfile: VendorProfile = {
 
 /** Cerner's required search shapes (vendor-apis.md §4.3) for what the poller sends. */
 export function cernerSpecProblem(spec: PollResourceSpec): string | undefined {
-  if (spec.type === 'Appointment' && !spec.params?.date && !spec.params?.['-date-or-req-period']) return 'Cerner Appointment searches need params.date (or -date-or-req-period) with the patient';
+  if (spec.type === 'Appointment' && !spec.params?.date && !spec.params?.['-date-or-req-period'])
+    return 'Cerner Appointment searches need params.date (or -date-or-req-period) with the patient';
   return undefined;
 }

@@ -24,7 +24,12 @@ describe('config/examples/epic-*.yaml and cerner-*.yaml', () => {
   });
   it('reports a wrong key by its path', async () => {
     const err = await Engine.create({
-      config: { plugins: ['@ferry/plugin-cerner'], sources: { c: { type: 'cerner-bulk-export', baseUrl: 'x', clientId: 'y', bulk: { level: 'system', groupid: 'g' } } } },
+      config: {
+        plugins: ['@ferry/plugin-cerner'],
+        sources: {
+          c: { type: 'cerner-bulk-export', baseUrl: 'x', clientId: 'y', bulk: { level: 'system', groupid: 'g' } },
+        },
+      },
       env,
       logger: silentLogger(),
     }).catch((e) => e);

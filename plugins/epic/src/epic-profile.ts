@@ -20,7 +20,9 @@ export const epicProfile: VendorProfile = {
 
 /** Epic's required search shapes (vendor-apis.md §3.3) for what the poller sends. */
 export function epicSpecProblem(spec: PollResourceSpec): string | undefined {
-  if (spec.type === 'Observation' && !spec.category && !spec.params?.code) return 'Epic Observation searches need a category (vital-signs, laboratory, social-history...) or a code';
-  if (spec.type === 'Appointment' && !spec.params?.['service-category']) return 'Epic Appointment searches need params.service-category (appointment or surgery)';
+  if (spec.type === 'Observation' && !spec.category && !spec.params?.code)
+    return 'Epic Observation searches need a category (vital-signs, laboratory, social-history...) or a code';
+  if (spec.type === 'Appointment' && !spec.params?.['service-category'])
+    return 'Epic Appointment searches need params.service-category (appointment or surgery)';
   return undefined;
 }

@@ -1,5 +1,12 @@
 /** The testkit's contract suites over the epic plugin's source, sink and transform, against the Epic simulator. */
-import { connConfig, resourceMessage, testKey, type PollingSource, type PollSourceConfig, type WriteBackConfig } from '@ferry/fhir-vendor-kit';
+import {
+  connConfig,
+  resourceMessage,
+  testKey,
+  type PollingSource,
+  type PollSourceConfig,
+  type WriteBackConfig,
+} from '@ferry/fhir-vendor-kit';
 import { contractFaults, heldWith } from '../../../test/simulators/epic/sim-common';
 import { runSinkContract, runSourceContract, runTransformContract } from '@ferry/testkit';
 import { EpicSimulator, epicVital, seedEpicSandbox } from '../../../test/simulators/epic/epic-simulator';
@@ -12,7 +19,11 @@ const sim = new EpicSimulator({ pageSize: 50 });
 let patientId = '';
 let key: Awaited<ReturnType<typeof testKey>>;
 let n = 0;
-const conn = () => connConfig({ baseUrl: sim.baseUrl, clientId: 'contract', http: { timeoutMs: 5000, maxAttempts: 2, maxRetryAfterMs: 1000 } }, { privateKey: key.pem, kid: 'contract' });
+const conn = () =>
+  connConfig(
+    { baseUrl: sim.baseUrl, clientId: 'contract', http: { timeoutMs: 5000, maxAttempts: 2, maxRetryAfterMs: 1000 } },
+    { privateKey: key.pem, kid: 'contract' },
+  );
 const setup = async () => {
   if (patientId) return;
   key = await testKey('contract');
@@ -22,11 +33,22 @@ const setup = async () => {
 };
 afterAll(() => sim.stop());
 /** A vital sign carrying the marker in an identifier and a note (content, as a name would be). */
-const vital = (marker: string) => ({ ...epicVital(patientId, 7000 + n++), identifier: [{ system: 'urn:contract', value: marker }], note: [{ text: marker }] });
+const vital = (marker: string) => ({
+  ...epicVital(patientId, 7000 + n++),
+  identifier: [{ system: 'urn:contract', value: marker }],
+  note: [{ text: marker }],
+});
 
 runSourceContract<PollSourceConfig>('epic-fhir-poll', {
   setup,
-  config: () => ({ ...conn(), intervalMs: 50, patients: [patientId], resources: [{ type: 'Observation', category: 'vital-signs' }], pageSize: 50, initialSince: '' }),
+  config: () => ({
+    ...conn(),
+    intervalMs: 50,
+    patients: [patientId],
+    resources: [{ type: 'Observation', category: 'vital-signs' }],
+    pageSize: 50,
+    initialSince: '',
+  }),
   create: (ctx) => new EpicPollSource(ctx),
   async deliver(_source, marker, again) {
     if (!again) sim.store.put(vital(marker));
@@ -47,7 +69,9 @@ runSinkContract<WriteBackConfig>('epic-fhir-write', {
           resourceType: 'Observation',
           status: 'final',
           identifier: [{ system: 'urn:contract', value: marker }],
-          category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }],
+          category: [
+            { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] },
+          ],
           code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }], text: 'Pulse' },
           note: [{ text: marker }],
           subject: { reference: `Patient/epic-${patientId}` },

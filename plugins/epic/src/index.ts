@@ -4,7 +4,14 @@
  * write-back sink, and `ferry epic jwks`. Built on @ferry/fhir-vendor-kit.
  */
 import { definePlugin } from '@ferry/core';
-import { bulkSourceSchema, VendorConnections, vendorConnectionsToken, pollSourceSchema, normalizeConfigSchema, writeBackSchema } from '@ferry/fhir-vendor-kit';
+import {
+  bulkSourceSchema,
+  VendorConnections,
+  vendorConnectionsToken,
+  pollSourceSchema,
+  normalizeConfigSchema,
+  writeBackSchema,
+} from '@ferry/fhir-vendor-kit';
 import { epicJwksCommand } from './cli/jwks.command';
 import { EPIC_SANDBOX_MRN_OID, EPIC_WRITE_TYPES } from './epic-profile';
 import { epicFacadeProvider } from './facade/epic.provider';
@@ -21,7 +28,12 @@ export { epicFacadeProvider } from './facade/epic.provider';
 const auth = { method: 'private_key_jwt' as const, refreshSkewSec: 120 };
 
 export const epicPlugin = definePlugin({
-  manifest: { id: 'epic', version: '0.1.0', engine: '^0.1.0', description: 'Epic FHIR R4: SMART backend services, polling, bulk export, write-back' },
+  manifest: {
+    id: 'epic',
+    version: '0.1.0',
+    engine: '^0.1.0',
+    description: 'Epic FHIR R4: SMART backend services, polling, bulk export, write-back',
+  },
   configSchema: normalizeConfigSchema([EPIC_SANDBOX_MRN_OID]),
   register(reg) {
     // the engine's OAuth tokens, rate-limit buckets and running exports, shared with the other vendor plugins
@@ -29,9 +41,16 @@ export const epicPlugin = definePlugin({
     reg.addSourceType('epic-fhir-poll', EpicPollSource, pollSourceSchema(auth));
     reg.addSourceType('epic-bulk-export', EpicBulkSource, bulkSourceSchema(auth, ['group', 'patient', 'system']));
     reg.addTransform(EpicFhirTransform);
-    reg.addSinkType('epic-fhir-write', EpicWriteBackSink, writeBackSchema(auth, EPIC_WRITE_TYPES, EPIC_SANDBOX_MRN_OID));
+    reg.addSinkType(
+      'epic-fhir-write',
+      EpicWriteBackSink,
+      writeBackSchema(auth, EPIC_WRITE_TYPES, EPIC_SANDBOX_MRN_OID),
+    );
     reg.addCommand(epicJwksCommand);
-    reg.registerFacadeProvider('epic', epicFacadeProvider(reg.config, () => reg.container.resolve(vendorConnectionsToken)));
+    reg.registerFacadeProvider(
+      'epic',
+      epicFacadeProvider(reg.config, () => reg.container.resolve(vendorConnectionsToken)),
+    );
   },
 });
 export default epicPlugin;

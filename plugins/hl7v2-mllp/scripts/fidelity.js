@@ -39,7 +39,9 @@ if (!fs.existsSync(CORPUS) || !fs.existsSync(SEGMAPS)) {
   process.exit(0);
 }
 // FIDELITY_PLUGIN: another build of the plugin (e.g. an older commit's dist/index.js) to compare coverage
-const { Hl7v2Transform, parseHl7, decodeHl7Bytes } = require(process.env.FIDELITY_PLUGIN ?? path.join(ROOT, 'plugins/hl7v2-mllp/dist/index.js'));
+const { Hl7v2Transform, parseHl7, decodeHl7Bytes } = require(
+  process.env.FIDELITY_PLUGIN ?? path.join(ROOT, 'plugins/hl7v2-mllp/dist/index.js'),
+);
 
 const { parseCsv } = require('./csv');
 
@@ -58,7 +60,15 @@ for (const file of fs.readdirSync(SEGMAPS).sort()) {
     const attr = (r[9] ?? '').trim().split('\n')[0].trim();
     const fm = new RegExp(`^${seg}-(\\d+)$`).exec(field);
     if (!fm || !attr) continue;
-    rows.push({ line: i + 1, field, n: Number(fm[1]), attr, cond: condition((r[6] ?? '').trim(), seg), dtMap: (r[14] ?? '').trim(), assign: (r[16] ?? '').trim() });
+    rows.push({
+      line: i + 1,
+      field,
+      n: Number(fm[1]),
+      attr,
+      cond: condition((r[6] ?? '').trim(), seg),
+      dtMap: (r[14] ?? '').trim(),
+      assign: (r[16] ?? '').trim(),
+    });
   }
   if (!rows.length) continue;
   if (!maps.has(seg)) maps.set(seg, []);
@@ -78,8 +88,36 @@ for (const file of fs.existsSync(MSGMAPS) ? fs.readdirSync(MSGMAPS) : []) {
   messageMaps.set(m[1], set);
 }
 /** A structure without its own message map takes its family's (ADT_A03 -> ADT_A01...). */
-const FAMILY = { ADT: 'ADT_A01', ORM: 'ORM_O01', OML: 'OML_O21', ORU: 'ORU_R01', SIU: 'SIU_S12', VXU: 'VXU_V04', MDM: 'MDM_T02' };
-const ORDER_MESSAGES = new Set(['ORM', 'OML', 'OMG', 'OMI', 'OMB', 'OMD', 'OMN', 'OMP', 'OMS', 'OMQ', 'MDM', 'RDE', 'RDS', 'RGV', 'RAS', 'SIU', 'SRM', 'REF', 'RRI']);
+const FAMILY = {
+  ADT: 'ADT_A01',
+  ORM: 'ORM_O01',
+  OML: 'OML_O21',
+  ORU: 'ORU_R01',
+  SIU: 'SIU_S12',
+  VXU: 'VXU_V04',
+  MDM: 'MDM_T02',
+};
+const ORDER_MESSAGES = new Set([
+  'ORM',
+  'OML',
+  'OMG',
+  'OMI',
+  'OMB',
+  'OMD',
+  'OMN',
+  'OMP',
+  'OMS',
+  'OMQ',
+  'MDM',
+  'RDE',
+  'RDS',
+  'RGV',
+  'RAS',
+  'SIU',
+  'SRM',
+  'REF',
+  'RRI',
+]);
 
 /**
  * A row condition on the same segment -> (segment) => boolean; null when there is none; 'unsupported' when it
@@ -87,7 +125,12 @@ const ORDER_MESSAGES = new Set(['ORM', 'OML', 'OMG', 'OMI', 'OMB', 'OMD', 'OMN',
  */
 function condition(text, seg) {
   if (!text) return null;
-  let t = text.replace(/\s+/g, ' ').replace(/^IF /, '').replace(/ AND IF /g, ' AND ').replace(/^\((.*)\)$/, '$1').trim();
+  let t = text
+    .replace(/\s+/g, ' ')
+    .replace(/^IF /, '')
+    .replace(/ AND IF /g, ' AND ')
+    .replace(/^\((.*)\)$/, '$1')
+    .trim();
   if (t.startsWith('(') && !t.endsWith(')')) t = t.slice(1);
   const ors = t.split(/ OR /).map((o) => o.split(/ AND /));
   const fns = [];
@@ -98,7 +141,12 @@ function condition(text, seg) {
       if (!m) return 'unsupported';
       const [, , f, comp, rest] = m;
       const get = (s) => (comp ? s.get(Number(f), 0, Number(comp)) : s.get(Number(f), 0, 1)).trim();
-      const valued = (s) => s.reps(Number(f)).some((rep) => (comp ? [rep[Number(comp) - 1] ?? []] : rep).some((c) => c.some((x) => x && x.trim() && x !== '""')));
+      const valued = (s) =>
+        s
+          .reps(Number(f))
+          .some((rep) =>
+            (comp ? [rep[Number(comp) - 1] ?? []] : rep).some((c) => c.some((x) => x && x.trim() && x !== '""')),
+          );
       const list = (l) => [...l.matchAll(/"([^"]*)"/g)].map((x) => x[1]);
       let fn;
       if (/^(IS )?VALUED$/.test(rest)) fn = valued;
@@ -127,7 +175,18 @@ const ONLY = {
   'NTE[Appointment-Comment]': ['SIU', 'SRM', 'SRR'],
 };
 /** NTE: the map of the resource the segment above it made. */
-const NTE_AFTER = { OBX: 'NTE[Observation]', OBR: 'NTE[ServiceRequest]', ORC: 'NTE[ServiceRequest]', TQ1: 'NTE[ServiceRequest]', SCH: 'NTE[Appointment-Comment]', AIS: 'NTE[Appointment-Comment]', AIG: 'NTE[Appointment-Comment]', AIL: 'NTE[Appointment-Comment]', AIP: 'NTE[Appointment-Comment]', TXA: 'NTE[DocumentReference]' };
+const NTE_AFTER = {
+  OBX: 'NTE[Observation]',
+  OBR: 'NTE[ServiceRequest]',
+  ORC: 'NTE[ServiceRequest]',
+  TQ1: 'NTE[ServiceRequest]',
+  SCH: 'NTE[Appointment-Comment]',
+  AIS: 'NTE[Appointment-Comment]',
+  AIG: 'NTE[Appointment-Comment]',
+  AIL: 'NTE[Appointment-Comment]',
+  AIP: 'NTE[Appointment-Comment]',
+  TXA: 'NTE[DocumentReference]',
+};
 
 /** The segment maps that apply to a segment of a message of this type/structure (IG message map, else the family's). */
 function applies(map, code, structure, msgSeg, prev) {
@@ -158,7 +217,10 @@ function inContext(map, seg, segments, i) {
   while (j >= 0 && ['ROL', 'ARV', 'NTE'].includes(segments[j].name)) j--;
   const group = j >= 0 ? segments[j].name : '';
   const patientLevel = group === 'PID' || group === 'PD1';
-  const pv1 = segments.slice(0, i).reverse().find((s) => s.name === 'PV1');
+  const pv1 = segments
+    .slice(0, i)
+    .reverse()
+    .find((s) => s.name === 'PV1');
   switch (map.name) {
     case 'ROL[Patient-GeneralPractitioner]':
       return patientLevel && seg.get(3, 0, 1).trim() === 'PP';
@@ -191,7 +253,10 @@ function hasUrl(v, url) {
 }
 
 function filled(row, resources, byType) {
-  const top = row.attr.replace(/\[[^\]]*\]/g, '').split(/[.(]/)[0].trim();
+  const top = row.attr
+    .replace(/\[[^\]]*\]/g, '')
+    .split(/[.(]/)[0]
+    .trim();
   if (top === '$this' || top === '') {
     const dm = /\[([A-Za-z]+)/.exec(row.dtMap);
     return dm ? (byType.get(dm[1]) ?? []).length > 0 : resources.length > 0;
@@ -201,14 +266,24 @@ function filled(row, resources, byType) {
     if (url) return resources.some((r) => hasUrl(r, url) || hasUrl(r, url.replace(/^https:/, 'http:')));
   }
   const key = top.replace(/\[x\]$/, '');
-  return resources.some((r) => Object.keys(r).some((k) => k === key || k === `_${key}` || (key.endsWith('x') ? false : k.startsWith(key) && /^[A-Z]/.test(k.slice(key.length)))));
+  return resources.some((r) =>
+    Object.keys(r).some(
+      (k) =>
+        k === key ||
+        k === `_${key}` ||
+        (key.endsWith('x') ? false : k.startsWith(key) && /^[A-Z]/.test(k.slice(key.length))),
+    ),
+  );
 }
 
 const t = new Hl7v2Transform({});
 /** type -> { messages, rows: Map(key -> { file, line, field, attr, exercised, filled }) } */
 const byTypeReport = new Map();
 const unevaluated = new Set();
-for (const f of fs.readdirSync(CORPUS).filter((x) => x.endsWith('.hl7')).sort()) {
+for (const f of fs
+  .readdirSync(CORPUS)
+  .filter((x) => x.endsWith('.hl7'))
+  .sort()) {
   for (const body of t.split(fs.readFileSync(path.join(CORPUS, f)))) {
     const headers = t.extractHeaders(body);
     const type = headers.messageType ?? 'unknown';
@@ -216,7 +291,11 @@ for (const f of fs.readdirSync(CORPUS).filter((x) => x.endsWith('.hl7')).sort())
     const msg = parseHl7(decodeHl7Bytes(body, 'latin1').text);
     const byType = new Map();
     byType.set('Bundle', [bundle]);
-    for (const e of bundle.entry ?? []) if (e.resource) (byType.get(e.resource.resourceType) ?? byType.set(e.resource.resourceType, []).get(e.resource.resourceType)).push(e.resource);
+    for (const e of bundle.entry ?? [])
+      if (e.resource)
+        (
+          byType.get(e.resource.resourceType) ?? byType.set(e.resource.resourceType, []).get(e.resource.resourceType)
+        ).push(e.resource);
     let rep = byTypeReport.get(type);
     if (!rep) byTypeReport.set(type, (rep = { messages: 0, rows: new Map() }));
     rep.messages++;
@@ -225,7 +304,12 @@ for (const f of fs.readdirSync(CORPUS).filter((x) => x.endsWith('.hl7')).sort())
     const structure = msg.msh.get(9, 0, 3) || `${code}_${msg.msh.get(9, 0, 2)}`;
     for (const seg of present) {
       for (const map of maps.get(seg) ?? []) {
-        const segs = msg.segments.filter((s, i) => s.name === seg && applies(map, code, structure, s, prevName(msg.segments, i)) && inContext(map, s, msg.segments, i));
+        const segs = msg.segments.filter(
+          (s, i) =>
+            s.name === seg &&
+            applies(map, code, structure, s, prevName(msg.segments, i)) &&
+            inContext(map, s, msg.segments, i),
+        );
         for (const row of map.rows) {
           if (row.cond === 'unsupported') {
             if (segs.some((s) => valuedField(s, row.n))) unevaluated.add(`${map.file}:${row.line}`);
@@ -234,7 +318,18 @@ for (const f of fs.readdirSync(CORPUS).filter((x) => x.endsWith('.hl7')).sort())
           if (!segs.some((s) => valuedField(s, row.n) && (!row.cond || row.cond(s)))) continue;
           const key = `${map.file}:${row.line}`;
           let r = rep.rows.get(key);
-          if (!r) rep.rows.set(key, (r = { file: map.file, line: row.line, field: row.field, attr: row.attr, resource: map.resource, filled: false }));
+          if (!r)
+            rep.rows.set(
+              key,
+              (r = {
+                file: map.file,
+                line: row.line,
+                field: row.field,
+                attr: row.attr,
+                resource: map.resource,
+                filled: false,
+              }),
+            );
           if (!r.filled && filled(row, byType.get(map.resource) ?? [], byType)) r.filled = true;
         }
       }
@@ -252,25 +347,49 @@ for (const type of types) {
   const fillN = rows.filter((r) => r.filled).length;
   totalEx += rows.length;
   totalFill += fillN;
-  out.push({ type, messages: rep.messages, exercised: rows.length, filled: fillN, missing: rows.filter((r) => !r.filled) });
+  out.push({
+    type,
+    messages: rep.messages,
+    exercised: rows.length,
+    filled: fillN,
+    missing: rows.filter((r) => !r.filled),
+  });
 }
 if (args.includes('--json')) {
-  process.stdout.write(`${JSON.stringify({ total: { exercised: totalEx, filled: totalFill, unevaluated: unevaluated.size }, types: out }, null, 2)}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ total: { exercised: totalEx, filled: totalFill, unevaluated: unevaluated.size }, types: out }, null, 2)}\n`,
+  );
 } else report();
 
 function report() {
-console.log('IG segment-map rows exercised by the corpus (field valued) and filled by Ferry (target attribute present)\n');
-console.log('| message type | msgs | IG rows exercised | filled by Ferry | % |');
-console.log('|---|---:|---:|---:|---:|');
-for (const o of out) console.log(`| ${o.type} | ${o.messages} | ${o.exercised} | ${o.filled} | ${o.exercised ? ((100 * o.filled) / o.exercised).toFixed(0) : '-'} |`);
-console.log(`| **all** | ${out.reduce((a, o) => a + o.messages, 0)} | ${totalEx} | ${totalFill} | ${totalEx ? ((100 * totalFill) / totalEx).toFixed(1) : '-'} |`);
-console.log(`\n(${unevaluated.size} IG rows with a valued field left out: their condition is not evaluated by this script)`);
-if (args.includes('--missing')) {
-  // each missing row once, with the message types exercising it
-  const missing = new Map();
-  for (const o of out) for (const m of o.missing) (missing.get(`${m.file}:${m.line}`) ?? missing.set(`${m.file}:${m.line}`, { ...m, types: [] }).get(`${m.file}:${m.line}`)).types.push(o.type);
-  console.log(`\nexercised rows not filled (${missing.size}):`);
-  for (const m of [...missing.values()].sort((a, b) => a.file.localeCompare(b.file) || a.line - b.line))
-    console.log(`  ${m.file.replace(/^HL7 Segment - FHIR R4_ /, '')} row ${m.line}  ${m.field} -> ${m.resource}.${m.attr}  (${m.types.length} types: ${m.types.slice(0, 4).join(', ')}${m.types.length > 4 ? ', …' : ''})`);
-}
+  console.log(
+    'IG segment-map rows exercised by the corpus (field valued) and filled by Ferry (target attribute present)\n',
+  );
+  console.log('| message type | msgs | IG rows exercised | filled by Ferry | % |');
+  console.log('|---|---:|---:|---:|---:|');
+  for (const o of out)
+    console.log(
+      `| ${o.type} | ${o.messages} | ${o.exercised} | ${o.filled} | ${o.exercised ? ((100 * o.filled) / o.exercised).toFixed(0) : '-'} |`,
+    );
+  console.log(
+    `| **all** | ${out.reduce((a, o) => a + o.messages, 0)} | ${totalEx} | ${totalFill} | ${totalEx ? ((100 * totalFill) / totalEx).toFixed(1) : '-'} |`,
+  );
+  console.log(
+    `\n(${unevaluated.size} IG rows with a valued field left out: their condition is not evaluated by this script)`,
+  );
+  if (args.includes('--missing')) {
+    // each missing row once, with the message types exercising it
+    const missing = new Map();
+    for (const o of out)
+      for (const m of o.missing)
+        (
+          missing.get(`${m.file}:${m.line}`) ??
+          missing.set(`${m.file}:${m.line}`, { ...m, types: [] }).get(`${m.file}:${m.line}`)
+        ).types.push(o.type);
+    console.log(`\nexercised rows not filled (${missing.size}):`);
+    for (const m of [...missing.values()].sort((a, b) => a.file.localeCompare(b.file) || a.line - b.line))
+      console.log(
+        `  ${m.file.replace(/^HL7 Segment - FHIR R4_ /, '')} row ${m.line}  ${m.field} -> ${m.resource}.${m.attr}  (${m.types.length} types: ${m.types.slice(0, 4).join(', ')}${m.types.length > 4 ? ', …' : ''})`,
+      );
+  }
 }

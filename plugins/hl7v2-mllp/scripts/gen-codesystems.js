@@ -15,8 +15,14 @@ const OUT = path.resolve(__dirname, '../src/v2-to-fhir/maps/codesystems.generate
 const { parseCsv } = require('./csv');
 
 const maps = {};
-for (const f of fs.readdirSync(SRC).filter((f) => f.endsWith('.csv')).sort()) {
-  const name = f.replace(/^HL7 Concept Map_ /, '').replace(/ - Sheet1\.csv$/, '').replace(/\.csv$/, '');
+for (const f of fs
+  .readdirSync(SRC)
+  .filter((f) => f.endsWith('.csv'))
+  .sort()) {
+  const name = f
+    .replace(/^HL7 Concept Map_ /, '')
+    .replace(/ - Sheet1\.csv$/, '')
+    .replace(/\.csv$/, '');
   const rows = parseCsv(fs.readFileSync(path.join(SRC, f), 'utf8'));
   const header = rows[1] || [];
   const fhirCode = header.indexOf('Code', 6);

@@ -19,7 +19,10 @@ const OUT = path.resolve(__dirname, '../src/hl7v2/definitions.generated.ts');
 /** dir's tables: SEG-n / TYPE.n -> [name, type], the first table naming an element winning. */
 function read(dir, fileRe, idRe) {
   const out = {};
-  for (const f of fs.readdirSync(path.join(ROOT, dir)).filter((f) => f.endsWith('.csv')).sort()) {
+  for (const f of fs
+    .readdirSync(path.join(ROOT, dir))
+    .filter((f) => f.endsWith('.csv'))
+    .sort()) {
     const fm = fileRe.exec(f);
     if (!fm) continue;
     for (const r of parseCsv(fs.readFileSync(path.join(ROOT, dir, f), 'utf8')).slice(2)) {
@@ -38,7 +41,19 @@ function read(dir, fileRe, idRe) {
 
 const segments = read('segments', /^HL7 Segment - FHIR R4_ ([A-Z0-9]{3})\[/, /^([A-Z0-9]{3})-(\d+)$/);
 const types = read('datatypes', /^HL7 Data Type - FHIR R4_ ([A-Z0-9]{2,3})\[/, /^([A-Z0-9]{2,3})\.(\d+)$/);
-const sortKeys = (o) => Object.fromEntries(Object.keys(o).sort().map((k) => [k, Object.fromEntries(Object.keys(o[k]).sort((a, b) => a - b).map((n) => [n, o[k][n]]))]));
+const sortKeys = (o) =>
+  Object.fromEntries(
+    Object.keys(o)
+      .sort()
+      .map((k) => [
+        k,
+        Object.fromEntries(
+          Object.keys(o[k])
+            .sort((a, b) => a - b)
+            .map((n) => [n, o[k][n]]),
+        ),
+      ]),
+  );
 const body = (o) => JSON.stringify(sortKeys(o)).replace(/\],"/g, '],\n  "').replace(/\},"/g, '},\n"');
 require('./generated-output').emit(
   OUT,

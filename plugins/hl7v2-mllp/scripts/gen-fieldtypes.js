@@ -30,7 +30,18 @@ const { parseCsv } = require('./csv');
 const CHECKED = new Set(['DT', 'DTM', 'TS', 'NM', 'SI']);
 const CODED = new Set(['CWE', 'CE', 'CNE', 'ID', 'IS']);
 /** The resource a segment's fields are named after when several IG maps cover it (the one Ferry builds). */
-const PRIMARY = { OBR: 'ServiceRequest', ORC: 'ServiceRequest', MSH: 'MessageHeader', PID: 'Patient', NK1: 'RelatedPerson', OBX: 'Observation', DG1: 'Condition', AIS: 'Appointment', PD1: 'Patient', PRT: 'Practitioner' };
+const PRIMARY = {
+  OBR: 'ServiceRequest',
+  ORC: 'ServiceRequest',
+  MSH: 'MessageHeader',
+  PID: 'Patient',
+  NK1: 'RelatedPerson',
+  OBX: 'Observation',
+  DG1: 'Condition',
+  AIS: 'Appointment',
+  PD1: 'Patient',
+  PRT: 'Practitioner',
+};
 
 /** `identifier[2]` -> `identifier`, `assigner(Organization)` -> `assigner`. */
 function cleanAttr(a) {
@@ -53,12 +64,28 @@ function requiredBinding(attr, fhirType, v2Type, vocab) {
   if (fhirType !== 'code' || !CODED.has(v2Type) || !CODE_MAPS.has(vocab)) return undefined;
   if (/coding|\.code$|^code$|tag\./.test(attr)) return undefined;
   const last = attr.split('.').pop();
-  return ['gender', 'status', 'priority', 'use', 'system', 'criticality', 'category', 'severity', 'intent', 'mode'].includes(last) ? vocab : undefined;
+  return [
+    'gender',
+    'status',
+    'priority',
+    'use',
+    'system',
+    'criticality',
+    'category',
+    'severity',
+    'intent',
+    'mode',
+  ].includes(last)
+    ? vocab
+    : undefined;
 }
 
 function readMaps(dir, re) {
   const out = [];
-  for (const f of fs.readdirSync(path.join(ROOT, dir)).filter((f) => f.endsWith('.csv')).sort()) {
+  for (const f of fs
+    .readdirSync(path.join(ROOT, dir))
+    .filter((f) => f.endsWith('.csv'))
+    .sort()) {
     const m = re.exec(f);
     if (!m) continue;
     out.push({ name: m[1], target: m[2], rows: parseCsv(fs.readFileSync(path.join(ROOT, dir, f), 'utf8')).slice(2) });
@@ -69,7 +96,10 @@ function readMaps(dir, re) {
 // Segments: SEG -> field -> [type, path, binding]
 const segments = {};
 const segFiles = readMaps('segments', /^HL7 Segment - FHIR R4_ ([A-Z0-9]{3})\[([^\]]+)\]/);
-segFiles.sort((a, b) => (PRIMARY[a.name] === a.target.split('-')[0] ? -1 : 0) - (PRIMARY[b.name] === b.target.split('-')[0] ? -1 : 0));
+segFiles.sort(
+  (a, b) =>
+    (PRIMARY[a.name] === a.target.split('-')[0] ? -1 : 0) - (PRIMARY[b.name] === b.target.split('-')[0] ? -1 : 0),
+);
 for (const { name, target, rows } of segFiles) {
   const resource = target.split('-')[0];
   const seg = (segments[name] ??= {});
@@ -101,7 +131,10 @@ for (const { name, target, rows } of segFiles) {
 
 // Datatypes: TYPE -> component -> [type, path, binding] (first map of each type)
 const datatypes = {};
-for (const { name: _n, target, rows } of readMaps('datatypes', /^HL7 Data Type - FHIR R4_ ([A-Z0-9]{2,3})\[([^\]]+)\]/)) {
+for (const { name: _n, target, rows } of readMaps(
+  'datatypes',
+  /^HL7 Data Type - FHIR R4_ ([A-Z0-9]{2,3})\[([^\]]+)\]/,
+)) {
   for (const r of rows) {
     const m = /^([A-Z0-9]{2,3})\.(\d+)$/.exec((r[1] || '').trim());
     if (!m) continue;
@@ -115,7 +148,12 @@ for (const { name: _n, target, rows } of readMaps('datatypes', /^HL7 Data Type -
       if (dt[comp] && !dt[comp].binding) dt[comp].binding = requiredBinding(attr, fhirType, type, vocab);
       continue;
     }
-    dt[comp] = { type, path: attr && !/\.url$/.test(attr) ? attr : undefined, binding: requiredBinding(attr, fhirType, type, vocab), target };
+    dt[comp] = {
+      type,
+      path: attr && !/\.url$/.test(attr) ? attr : undefined,
+      binding: requiredBinding(attr, fhirType, type, vocab),
+      target,
+    };
   }
 }
 
@@ -128,7 +166,12 @@ const keepType = (t) => CHECKED.has(t) || !!compsOf(t);
  * a check must not cry wolf on every old-version message.
  */
 const COMPONENT_NUMBERS = new Set(['CQ.1']);
-const COMPONENT_BINDINGS = { 'XPN.7': 'NameType', 'XTN.2': 'TelecommunicationUseCode', 'XTN.3': 'TelecommunicationEquipmentType', 'XAD.7': 'AddressType[Use]|AddressType[Type]' };
+const COMPONENT_BINDINGS = {
+  'XPN.7': 'NameType',
+  'XTN.2': 'TelecommunicationUseCode',
+  'XTN.3': 'TelecommunicationEquipmentType',
+  'XAD.7': 'AddressType[Use]|AddressType[Type]',
+};
 const SKIP_TYPES = new Set(['XON', 'RPT', 'TQ', 'NDL']);
 function compsOf(t) {
   const dt = datatypes[t];
@@ -146,7 +189,8 @@ const DATE_TYPES = new Set(['DT', 'DTM', 'TS']);
 const segOut = {};
 for (const name of Object.keys(segments).sort()) {
   const f = {};
-  for (const [n, e] of Object.entries(segments[name])) if (keepType(e.type) || e.binding) f[n] = [e.type, e.path ?? '', e.binding ?? ''];
+  for (const [n, e] of Object.entries(segments[name]))
+    if (keepType(e.type) || e.binding) f[n] = [e.type, e.path ?? '', e.binding ?? ''];
   if (Object.keys(f).length) segOut[name] = f;
 }
 const typesUsed = new Set();
@@ -171,4 +215,8 @@ export const SEGMENT_FIELDS: Record<string, Record<number, FieldType>> = ${JSON.
 /** Composite data type -> component number -> type (the components the check reads; path relative to the field's element). */
 export const TYPE_COMPONENTS: Record<string, Record<number, FieldType>> = ${JSON.stringify(compOut, null, 0).replace(/\},"/g, '},\n"')};
 `;
-require('./generated-output').emit(OUT, body, `${Object.keys(segOut).length} segments, ${Object.keys(compOut).length} composite types`);
+require('./generated-output').emit(
+  OUT,
+  body,
+  `${Object.keys(segOut).length} segments, ${Object.keys(compOut).length} composite types`,
+);

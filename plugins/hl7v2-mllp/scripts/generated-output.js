@@ -31,7 +31,10 @@ function emit(out, text, summary) {
     let col = 0;
     while (a[i] !== undefined && b[i] !== undefined && col < a[i].length && a[i][col] === b[i][col]) col++;
     const from = Math.max(0, col - 60);
-    const clip = (s) => (s === undefined ? '(end of file)' : `${from ? '…' : ''}${s.slice(from, from + 160)}${s.length > from + 160 ? '…' : ''}`);
+    const clip = (s) =>
+      s === undefined
+        ? '(end of file)'
+        : `${from ? '…' : ''}${s.slice(from, from + 160)}${s.length > from + 160 ? '…' : ''}`;
     console.error(
       `${rel} differs from what its generator makes from ../shared/v2-to-fhir, first at line ${i + 1}, column ${col + 1}:\n` +
         `  committed: ${clip(a[i])}\n  generated: ${clip(b[i])}\n` +

@@ -18,7 +18,10 @@ if (!fs.existsSync(corpus)) {
 const showDiffs = process.argv.includes('--diffs');
 const t = new Hl7v2Transform({});
 const byType = new Map();
-for (const f of fs.readdirSync(corpus).filter((x) => x.endsWith('.hl7')).sort()) {
+for (const f of fs
+  .readdirSync(corpus)
+  .filter((x) => x.endsWith('.hl7'))
+  .sort()) {
   for (const body of t.split(fs.readFileSync(path.join(corpus, f)))) {
     let type;
     try {
@@ -47,12 +50,22 @@ for (const f of fs.readdirSync(corpus).filter((x) => x.endsWith('.hl7')).sort())
 }
 const pct = (a, b) => (b ? `${((100 * a) / b).toFixed(1)} %` : '-');
 console.log(`corpus: ${corpus}`);
-console.log('| type | messages | not expressible | v2 fields agreeing (v2 -> FHIR -> v2 vs original) | core FHIR fields agreeing (2nd vs 1st conversion) | v2 fields that differ most |');
+console.log(
+  '| type | messages | not expressible | v2 fields agreeing (v2 -> FHIR -> v2 vs original) | core FHIR fields agreeing (2nd vs 1st conversion) | v2 fields that differ most |',
+);
 console.log('|---|---:|---:|---:|---:|---|');
 const tot = { n: 0, errors: 0, v2Same: 0, v2All: 0, fSame: 0, fAll: 0 };
 for (const [type, s] of [...byType].sort()) {
   for (const k of Object.keys(tot)) tot[k] += s[k];
-  const top = [...s.diffs].sort((a, b) => b[1] - a[1]).slice(0, 4).map(([k, n]) => `${k} (${n})`).join(', ');
-  console.log(`| ${type} | ${s.n} | ${s.errors} | ${s.v2Same}/${s.v2All} = ${pct(s.v2Same, s.v2All)} | ${s.fSame}/${s.fAll} = ${pct(s.fSame, s.fAll)} | ${top || '-'} |`);
+  const top = [...s.diffs]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 4)
+    .map(([k, n]) => `${k} (${n})`)
+    .join(', ');
+  console.log(
+    `| ${type} | ${s.n} | ${s.errors} | ${s.v2Same}/${s.v2All} = ${pct(s.v2Same, s.v2All)} | ${s.fSame}/${s.fAll} = ${pct(s.fSame, s.fAll)} | ${top || '-'} |`,
+  );
 }
-console.log(`| **all** | ${tot.n} | ${tot.errors} | ${tot.v2Same}/${tot.v2All} = ${pct(tot.v2Same, tot.v2All)} | ${tot.fSame}/${tot.fAll} = ${pct(tot.fSame, tot.fAll)} | |`);
+console.log(
+  `| **all** | ${tot.n} | ${tot.errors} | ${tot.v2Same}/${tot.v2All} = ${pct(tot.v2Same, tot.v2All)} | ${tot.fSame}/${tot.fAll} = ${pct(tot.fSame, tot.fAll)} | |`,
+);

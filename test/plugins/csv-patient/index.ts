@@ -23,8 +23,15 @@ export const CSV_TYPE = 'text/x-patient-csv';
 
 /** This plugin's own error codes, merged into Ferry's catalogue (FERRY_E_INPUT_CSV_SHAPE, …). */
 const errors = defineErrors({
-  INPUT_CSV_SHAPE: { kind: 'input', description: 'A csv-patient line is not mrn,family,given,birthDate,gender: fix the sender.' },
-  DELIVERY_MEMORY_REFUSED: { kind: 'input', retryable: false, description: 'The memory sink was told to refuse (failMode: permanent).' },
+  INPUT_CSV_SHAPE: {
+    kind: 'input',
+    description: 'A csv-patient line is not mrn,family,given,birthDate,gender: fix the sender.',
+  },
+  DELIVERY_MEMORY_REFUSED: {
+    kind: 'input',
+    retryable: false,
+    description: 'The memory sink was told to refuse (failMode: permanent).',
+  },
   DELIVERY_MEMORY_DOWN: { kind: 'transient', description: 'The memory sink was told to fail (failFirst): retried.' },
 });
 
@@ -43,7 +50,11 @@ export class CsvPatientTransform implements MessageTransform {
   }
   extractHeaders(body: Buffer): MessageHeaders {
     const [mrn] = this.fields(body);
-    return { messageType: 'CSV^PATIENT', controlId: createHash('sha1').update(body).digest('hex').slice(0, 12), orderingKey: `${this.config.system}|${mrn}` };
+    return {
+      messageType: 'CSV^PATIENT',
+      controlId: createHash('sha1').update(body).digest('hex').slice(0, 12),
+      orderingKey: `${this.config.system}|${mrn}`,
+    };
   }
   split(body: Buffer): Buffer[] {
     return body
@@ -62,7 +73,11 @@ export class CsvPatientTransform implements MessageTransform {
       birthDate,
       gender: gender as Patient['gender'],
     };
-    return { resourceType: 'Bundle', type: 'collection', entry: [{ fullUrl: `urn:uuid:${patient.id}`, resource: patient }] };
+    return {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [{ fullUrl: `urn:uuid:${patient.id}`, resource: patient }],
+    };
   }
 }
 
@@ -74,16 +89,28 @@ export const memorySinkAborted = new Map<string, number>();
 @injectable()
 export class MemorySink implements MessageSink {
   private calls = 0;
-  constructor(@inject(coreTokens.SinkContext) private readonly ctx: SinkContext<{ failFirst: number; failMode: string; delayMs: number; hangFirst: number }>) {}
+  constructor(
+    @inject(coreTokens.SinkContext)
+    private readonly ctx: SinkContext<{ failFirst: number; failMode: string; delayMs: number; hangFirst: number }>,
+  ) {}
   async deliver(d: Delivery): Promise<void> {
     this.calls++;
     if (this.calls <= this.ctx.config.hangFirst) {
       // Never answers by itself (a server that stopped mid-response); gives up when told to.
-      await new Promise<void>((_, reject) => d.signal?.addEventListener('abort', () => (memorySinkAborted.set(this.ctx.id, (memorySinkAborted.get(this.ctx.id) ?? 0) + 1), reject(d.signal!.reason))));
+      await new Promise<void>((_, reject) =>
+        d.signal?.addEventListener(
+          'abort',
+          () => (
+            memorySinkAborted.set(this.ctx.id, (memorySinkAborted.get(this.ctx.id) ?? 0) + 1),
+            reject(d.signal!.reason)
+          ),
+        ),
+      );
     }
     if (this.ctx.config.delayMs) await new Promise((r) => setTimeout(r, this.ctx.config.delayMs));
     if (this.calls <= this.ctx.config.failFirst) {
-      if (this.ctx.config.failMode === 'permanent') throw errors.error('DELIVERY_MEMORY_REFUSED', 'memory sink refuses (configured)');
+      if (this.ctx.config.failMode === 'permanent')
+        throw errors.error('DELIVERY_MEMORY_REFUSED', 'memory sink refuses (configured)');
       throw errors.error('DELIVERY_MEMORY_DOWN', 'memory sink unavailable (configured)');
     }
     const list = memorySinkDeliveries.get(this.ctx.id) ?? [];
@@ -101,7 +128,11 @@ export default definePlugin<{ system: string }>({
       failFirst: { doc: 'Fail this many deliveries first', format: 'nat', default: 0 },
       failMode: { doc: 'retryable | permanent', format: ['retryable', 'permanent'], default: 'retryable' },
       delayMs: { doc: 'Take this long over each delivery (a slow downstream system)', format: 'nat', default: 0 },
-      hangFirst: { doc: 'Never answer this many deliveries first (until their signal is aborted)', format: 'nat', default: 0 },
+      hangFirst: {
+        doc: 'Never answer this many deliveries first (until their signal is aborted)',
+        format: 'nat',
+        default: 0,
+      },
     });
   },
 });

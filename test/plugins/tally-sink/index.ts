@@ -21,6 +21,8 @@ export default definePlugin({
   manifest: { id: 'tally-sink', version: '1.0.0', engine: '>=0.1.0 <1' },
   configSchema: {},
   register(reg) {
-    reg.addSinkType('tally', TallySink, { label: { doc: 'Prefix of each tally entry', format: String, default: 'tally' } });
+    reg.addSinkType('tally', TallySink, {
+      label: { doc: 'Prefix of each tally entry', format: String, default: 'tally' },
+    });
   },
 });

@@ -102,7 +102,6 @@ export interface AthenaSimulatorOptions {
   now?: () => number;
 }
 
-
 export interface Fault {
   /** Status to answer. */
   status: number;
@@ -161,7 +160,6 @@ export interface PracticeData {
   nextId: number;
 }
 
-
 export interface IssuedToken {
   clientId: string;
   expiresAt: number;
@@ -169,7 +167,8 @@ export interface IssuedToken {
 }
 
 export class AthenaSimulator {
-  readonly opts: Required<Omit<AthenaSimulatorOptions, 'qps' | 'throttleRetryAfterSec' | 'now' | 'advertisedTtlSec'>> & Pick<AthenaSimulatorOptions, 'qps' | 'throttleRetryAfterSec' | 'advertisedTtlSec'>;
+  readonly opts: Required<Omit<AthenaSimulatorOptions, 'qps' | 'throttleRetryAfterSec' | 'now' | 'advertisedTtlSec'>> &
+    Pick<AthenaSimulatorOptions, 'qps' | 'throttleRetryAfterSec' | 'advertisedTtlSec'>;
   url = '';
   readonly requests: SimRequest[] = [];
   readonly faults: Fault[] = [];
@@ -205,7 +204,14 @@ export class AthenaSimulator {
       serverTimeZone: opts.serverTimeZone ?? 'America/New_York',
       enforceScopes: opts.enforceScopes ?? true,
       enforceSearchParams: opts.enforceSearchParams ?? true,
-      clinicalDocumentSubclasses: opts.clinicalDocumentSubclasses ?? ['ADMISSIONDISCHARGE', 'CLINICALDOCUMENT', 'CONSULTNOTE', 'PROGRESSNOTE', 'OPERATIVENOTE', 'LETTER'],
+      clinicalDocumentSubclasses: opts.clinicalDocumentSubclasses ?? [
+        'ADMISSIONDISCHARGE',
+        'CLINICALDOCUMENT',
+        'CONSULTNOTE',
+        'PROGRESSNOTE',
+        'OPERATIVENOTE',
+        'LETTER',
+      ],
       checkinRefusal: opts.checkinRefusal ?? 'success-false',
     };
     this.now = opts.now ?? Date.now;
@@ -277,7 +283,9 @@ export class AthenaSimulator {
   }
   /** Events still unprocessed in a feed queue (for assertions). */
   pendingEvents(practiceId: string, feed: string, clientId = Object.keys(this.opts.clients)[0]): number {
-    return (this.practice(practiceId).queues.get(`${clientId}|${feed}`) ?? []).filter((e) => e.processedAt === undefined).length;
+    return (this.practice(practiceId).queues.get(`${clientId}|${feed}`) ?? []).filter(
+      (e) => e.processedAt === undefined,
+    ).length;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -286,7 +294,18 @@ export class AthenaSimulator {
   practice(p: string): PracticeData {
     let d = this.practices.get(p);
     if (!d) {
-      d = { departments: [], providers: [], patients: new Map(), appointments: new Map(), labresults: new Map(), chart: new Map(), documents: new Map(), subscriptions: new Map(), queues: new Map(), nextId: 1000 };
+      d = {
+        departments: [],
+        providers: [],
+        patients: new Map(),
+        appointments: new Map(),
+        labresults: new Map(),
+        chart: new Map(),
+        documents: new Map(),
+        subscriptions: new Map(),
+        queues: new Map(),
+        nextId: 1000,
+      };
       this.practices.set(p, d);
     }
     return d;
@@ -294,7 +313,10 @@ export class AthenaSimulator {
 
   /** Subscribe a client directly (test setup), active immediately. */
   subscribe(p: string, feed: string, clientId = Object.keys(this.opts.clients)[0]): void {
-    this.practice(p).subscriptions.set(`${clientId}|${feed}`, { requestedAt: this.now() - this.opts.subscriptionDelayMs, eventnames: [] });
+    this.practice(p).subscriptions.set(`${clientId}|${feed}`, {
+      requestedAt: this.now() - this.opts.subscriptionDelayMs,
+      eventnames: [],
+    });
   }
 
   addDepartment(p: string, dept: Json): Json {
@@ -305,7 +327,9 @@ export class AthenaSimulator {
       resourceType: 'Location',
       name: rec.name,
       status: 'active',
-      identifier: [{ system: 'https://fhir.athena.io/sid/ah-department', value: `a-${p}.Department-${rec.departmentid}` }],
+      identifier: [
+        { system: 'https://fhir.athena.io/sid/ah-department', value: `a-${p}.Department-${rec.departmentid}` },
+      ],
     });
     return rec;
   }
@@ -323,7 +347,12 @@ export class AthenaSimulator {
     const d = this.practice(p);
     const id = String(patient.patientid ?? d.nextId++);
     const existed = d.patients.has(id);
-    const rec: Json = { ...(d.patients.get(id) ?? {}), ...patient, patientid: id, lastmodified: toAthenaDateTime(this.now(), this.opts.serverTimeZone) };
+    const rec: Json = {
+      ...(d.patients.get(id) ?? {}),
+      ...patient,
+      patientid: id,
+      lastmodified: toAthenaDateTime(this.now(), this.opts.serverTimeZone),
+    };
     d.patients.set(id, rec);
     this.emit(p, 'patients', rec, rec.departmentid, existed ? 'UpdatePatient' : 'AddPatient');
     this.putFhir(p, 'Patient', `a-${p}.E-${id}`, this.athenaFhirPatient(p, rec));
@@ -333,7 +362,12 @@ export class AthenaSimulator {
   upsertAppointment(p: string, appt: Json, eventname = 'ScheduleAppointment'): Json {
     const d = this.practice(p);
     const id = String(appt.appointmentid ?? d.nextId++);
-    const rec: Json = { ...(d.appointments.get(id) ?? {}), ...appt, appointmentid: id, lastmodified: toAthenaDateTime(this.now(), this.opts.serverTimeZone) };
+    const rec: Json = {
+      ...(d.appointments.get(id) ?? {}),
+      ...appt,
+      appointmentid: id,
+      lastmodified: toAthenaDateTime(this.now(), this.opts.serverTimeZone),
+    };
     d.appointments.set(id, rec);
     this.emit(p, 'appointments', rec, rec.departmentid, eventname);
     return rec;
@@ -374,11 +408,18 @@ export class AthenaSimulator {
    * A change to problems emits a `problems` changed-feed event and to medications a `prescriptions`
    * one (reference 1.4 feed types); the reference lists no feed for allergies or vitals.
    */
-  setChart(p: string, patientid: string, section: 'problems' | 'medications' | 'allergies' | 'vitals' | 'vaccines', items: Json[], departmentid = '1'): void {
+  setChart(
+    p: string,
+    patientid: string,
+    section: 'problems' | 'medications' | 'allergies' | 'vitals' | 'vaccines',
+    items: Json[],
+    departmentid = '1',
+  ): void {
     const d = this.practice(p);
     d.chart.set(`${patientid}|${section}`, structuredClone(items));
     const feed = section === 'problems' ? 'problems' : section === 'medications' ? 'prescriptions' : undefined;
-    if (feed) this.emit(p, feed, { patientid: Number(patientid), departmentid, eventname: 'Update' }, departmentid, 'Update');
+    if (feed)
+      this.emit(p, feed, { patientid: Number(patientid), departmentid, eventname: 'Update' }, departmentid, 'Update');
   }
 
   /**
@@ -390,14 +431,30 @@ export class AthenaSimulator {
   addLabResult(p: string, patientid: string, result: Json): Json {
     const d = this.practice(p);
     const labresultid = result.labresultid ?? d.nextId++;
-    const rec: Json = { ...result, labresultid, observationdatetime: result.observationdatetime ?? new Date(this.now()).toISOString() };
+    const rec: Json = {
+      ...result,
+      labresultid,
+      observationdatetime: result.observationdatetime ?? new Date(this.now()).toISOString(),
+    };
     const list = d.labresults.get(String(patientid)) ?? [];
     const at = list.findIndex((x) => String(x.labresultid) === String(labresultid));
     if (at >= 0) list[at] = { ...list[at], ...rec };
     else list.push(rec);
     d.labresults.set(String(patientid), list);
     // The changed feed carries ints for ids and ISO-8601 with offset (reference 1.3, 1.7), and no analytes (1.4).
-    this.emit(p, 'labresults', { labresultid: Number(labresultid), patientid: Number(patientid), departmentid: result.departmentid, status: rec.status ?? 'FINAL', observationdatetime: rec.observationdatetime }, result.departmentid, at >= 0 ? 'UpdateLabResult' : 'AddLabResult');
+    this.emit(
+      p,
+      'labresults',
+      {
+        labresultid: Number(labresultid),
+        patientid: Number(patientid),
+        departmentid: result.departmentid,
+        status: rec.status ?? 'FINAL',
+        observationdatetime: rec.observationdatetime,
+      },
+      result.departmentid,
+      at >= 0 ? 'UpdateLabResult' : 'AddLabResult',
+    );
     return rec;
   }
 
@@ -410,11 +467,27 @@ export class AthenaSimulator {
    * Also used by sim-rest-api.ts.
    */
   chartLabResult(r: Json): Json {
-    const ms = /^\d{2}\/\d{2}\/\d{4}/.test(String(r.observationdatetime)) ? fromAthenaDateTime(String(r.observationdatetime).length === 10 ? `${r.observationdatetime} 00:00:00` : r.observationdatetime, this.opts.serverTimeZone) : Date.parse(r.observationdatetime);
+    const ms = /^\d{2}\/\d{2}\/\d{4}/.test(String(r.observationdatetime))
+      ? fromAthenaDateTime(
+          String(r.observationdatetime).length === 10 ? `${r.observationdatetime} 00:00:00` : r.observationdatetime,
+          this.opts.serverTimeZone,
+        )
+      : Date.parse(r.observationdatetime);
     const when = toAthenaDateTime(ms ?? this.now(), this.opts.serverTimeZone);
-    const out: Json = { labresultid: Number(r.labresultid), labresultdatetime: when, description: r.description, labresultloinc: r.labresultloinc, status: r.status };
+    const out: Json = {
+      labresultid: Number(r.labresultid),
+      labresultdatetime: when,
+      description: r.description,
+      labresultloinc: r.labresultloinc,
+      status: r.status,
+    };
     out.analytes = (Array.isArray(r.analytes) ? r.analytes : []).map((a: Json, i: number) => {
-      const an: Json = { analyteid: Number(a.analyteid ?? Number(r.labresultid) * 100 + i + 1), analytename: a.analytename, value: a.value === undefined || a.value === null ? undefined : String(a.value), analytedatetime: when };
+      const an: Json = {
+        analyteid: Number(a.analyteid ?? Number(r.labresultid) * 100 + i + 1),
+        analytename: a.analytename,
+        value: a.value === undefined || a.value === null ? undefined : String(a.value),
+        analytedatetime: when,
+      };
       for (const k of ['units', 'referencerange', 'abnormalflag', 'loinc']) if (a[k] !== undefined) an[k] = a[k];
       return an;
     });
@@ -426,7 +499,15 @@ export class AthenaSimulator {
    * `meta.versionId`/`lastUpdated` when `unversioned`) and the REST changed feed that concerns it
    * gets an event naming the patient (reference 1.4, 1.5: e.g. a lab result -> `labresults`).
    */
-  changeClinical(p: string, type: string, id: string, resource: Json, feed: string, patientid: string, opts: { unversioned?: boolean } = {}): Json {
+  changeClinical(
+    p: string,
+    type: string,
+    id: string,
+    resource: Json,
+    feed: string,
+    patientid: string,
+    opts: { unversioned?: boolean } = {},
+  ): Json {
     const r = this.putFhir(p, type, id, resource);
     if (opts.unversioned) r._unversioned = true;
     this.emit(p, feed, { patientid: Number(patientid), [`${type.toLowerCase()}id`]: id }, undefined, 'Update');
@@ -444,7 +525,13 @@ export class AthenaSimulator {
     if (!m) this.fhir.set(type, (m = new Map()));
     const prev = m.get(id);
     const version = prev ? Number(prev.meta?.versionId ?? 1) + 1 : 1;
-    const r = { ...resource, resourceType: type, id, meta: { versionId: String(version), lastUpdated: new Date(this.now()).toISOString() }, _practice: p };
+    const r = {
+      ...resource,
+      resourceType: type,
+      id,
+      meta: { versionId: String(version), lastUpdated: new Date(this.now()).toISOString() },
+      _practice: p,
+    };
     m.set(id, r);
     return r;
   }
@@ -454,10 +541,22 @@ export class AthenaSimulator {
     return {
       resourceType: 'Patient',
       extension: [
-        { url: 'https://fhir.athena.io/StructureDefinition/ah-brand', valueReference: { reference: `Organization/a-${p}.Brand-1` } },
-        { url: 'https://fhir.athena.io/StructureDefinition/ah-chart-sharing-group', valueReference: { reference: `Organization/a-${p}.CSG-1` } },
-        { url: 'https://fhir.athena.io/StructureDefinition/ah-provider-group', valueReference: { reference: `Organization/a-${p}.PG-1` } },
-        { url: 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex', valueCode: rec.sex === 'F' ? 'F' : rec.sex === 'M' ? 'M' : 'UNK' },
+        {
+          url: 'https://fhir.athena.io/StructureDefinition/ah-brand',
+          valueReference: { reference: `Organization/a-${p}.Brand-1` },
+        },
+        {
+          url: 'https://fhir.athena.io/StructureDefinition/ah-chart-sharing-group',
+          valueReference: { reference: `Organization/a-${p}.CSG-1` },
+        },
+        {
+          url: 'https://fhir.athena.io/StructureDefinition/ah-provider-group',
+          valueReference: { reference: `Organization/a-${p}.PG-1` },
+        },
+        {
+          url: 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex',
+          valueCode: rec.sex === 'F' ? 'F' : rec.sex === 'M' ? 'M' : 'UNK',
+        },
       ],
       identifier: [{ system: 'https://fhir.athena.io/sid/ah-patient', value: `a-${p}.E-${rec.patientid}` }],
       active: rec.status !== 'inactive',
@@ -465,7 +564,9 @@ export class AthenaSimulator {
       telecom: rec.homephone ? [{ system: 'phone', value: rec.homephone, use: 'home' }] : undefined,
       gender: rec.sex === 'F' ? 'female' : rec.sex === 'M' ? 'male' : 'unknown',
       birthDate: yyyy ? `${yyyy}-${mm}-${dd}` : undefined,
-      address: rec.address1 ? [{ use: 'home', line: [rec.address1], city: rec.city, state: rec.state, postalCode: rec.zip, country: 'USA' }] : undefined,
+      address: rec.address1
+        ? [{ use: 'home', line: [rec.address1], city: rec.city, state: rec.state, postalCode: rec.zip, country: 'USA' }]
+        : undefined,
     };
   }
 
@@ -477,7 +578,12 @@ export class AthenaSimulator {
       const sub = d.subscriptions.get(key);
       if (!sub || this.now() < sub.requestedAt + this.opts.subscriptionDelayMs) continue;
       const q = d.queues.get(key) ?? [];
-      q.push({ seq: ++this.seq, createdAt: this.now(), departmentid: departmentid === undefined ? undefined : String(departmentid), record: structuredClone(record) });
+      q.push({
+        seq: ++this.seq,
+        createdAt: this.now(),
+        departmentid: departmentid === undefined ? undefined : String(departmentid),
+        record: structuredClone(record),
+      });
       d.queues.set(key, q);
     }
   }
@@ -490,17 +596,32 @@ export class AthenaSimulator {
     for await (const c of req) chunks.push(c as Buffer);
     const body = Buffer.concat(chunks).toString('utf8');
     const u = new URL(req.url ?? '/', 'http://localhost');
-    const entry: SimRequest = { method: req.method ?? 'GET', path: u.pathname, query: u.searchParams, headers: req.headers, body, status: 0, at: this.now() };
+    const entry: SimRequest = {
+      method: req.method ?? 'GET',
+      path: u.pathname,
+      query: u.searchParams,
+      headers: req.headers,
+      body,
+      status: 0,
+      at: this.now(),
+    };
     this.requests.push(entry);
     const send = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
       entry.status = status;
       const text = payload === undefined ? '' : typeof payload === 'string' ? payload : JSON.stringify(payload);
       const reply = () => {
-        res.writeHead(status, { 'Content-Type': entry.path.startsWith('/fhir') ? 'application/fhir+json' : 'application/json', 'X-Request-Id': String(req.headers['x-request-id'] ?? randomUUID()), ...headers });
+        res.writeHead(status, {
+          'Content-Type': entry.path.startsWith('/fhir') ? 'application/fhir+json' : 'application/json',
+          'X-Request-Id': String(req.headers['x-request-id'] ?? randomUUID()),
+          ...headers,
+        });
         res.end(text);
       };
       const rule = this.latencyRule;
-      const ruleMs = rule && (!rule.method || rule.method === entry.method) && (!rule.match || rule.match.test(entry.path)) ? rule.ms : 0;
+      const ruleMs =
+        rule && (!rule.method || rule.method === entry.method) && (!rule.match || rule.match.test(entry.path))
+          ? rule.ms
+          : 0;
       const delay = Math.max(this.opts.latencyMs, ruleMs);
       if (delay > 0) setTimeout(reply, delay);
       else reply();
@@ -511,7 +632,11 @@ export class AthenaSimulator {
       this.apiCalls++;
       const auth = /^Bearer (.+)$/i.exec(String(req.headers.authorization ?? ''));
       const tok = auth ? this.tokens.get(auth[1]) : undefined;
-      if (!tok || this.now() >= tok.expiresAt) return send(401, { error: 'Developer Inactive', detailedmessage: tok ? 'The access token has expired.' : 'Missing or invalid bearer token.' });
+      if (!tok || this.now() >= tok.expiresAt)
+        return send(401, {
+          error: 'Developer Inactive',
+          detailedmessage: tok ? 'The access token has expired.' : 'Missing or invalid bearer token.',
+        });
       entry.clientId = tok.clientId;
       const forced = this.failOnCall.get(this.apiCalls);
       if (forced) {
@@ -519,22 +644,38 @@ export class AthenaSimulator {
         return send(forced, forced === 401 ? { error: 'Developer Inactive' } : { error: 'Injected failure' });
       }
       const fault = this.takeFault(u.pathname, false, u.search);
-      if (fault) return send(fault.status, fault.body ?? { error: fault.status === 429 ? 'Too Many Requests' : 'Injected failure' }, fault.retryAfter !== undefined ? { 'Retry-After': fault.retryAfter } : {});
+      if (fault)
+        return send(
+          fault.status,
+          fault.body ?? { error: fault.status === 429 ? 'Too Many Requests' : 'Injected failure' },
+          fault.retryAfter !== undefined ? { 'Retry-After': fault.retryAfter } : {},
+        );
       const rest = /^\/v1\/([^/]+)(\/.*)?$/.exec(u.pathname);
       const practiceId = rest?.[1] ?? u.searchParams.get('ah-practice')?.replace(/^.*Practice-/, '') ?? '-';
       entry.practiceId = practiceId;
       if (this.throttled(`${tok.clientId}|${practiceId}`)) {
-        const h: Record<string, string> = this.opts.throttleRetryAfterSec !== undefined ? { 'Retry-After': String(this.opts.throttleRetryAfterSec) } : {};
-        return this.opts.throttleStatus === 403 ? send(403, { error: 'Developer Over Qps' }, h) : send(429, { error: 'Too Many Requests', detailedmessage: 'Rate limit exceeded' }, h);
+        const h: Record<string, string> =
+          this.opts.throttleRetryAfterSec !== undefined
+            ? { 'Retry-After': String(this.opts.throttleRetryAfterSec) }
+            : {};
+        return this.opts.throttleStatus === 403
+          ? send(403, { error: 'Developer Over Qps' }, h)
+          : send(429, { error: 'Too Many Requests', detailedmessage: 'Rate limit exceeded' }, h);
       }
-      const lacking = this.opts.enforceScopes ? this.missingScope(tok.scope, u.pathname, req.method ?? 'GET') : undefined;
+      const lacking = this.opts.enforceScopes
+        ? this.missingScope(tok.scope, u.pathname, req.method ?? 'GET')
+        : undefined;
       if (lacking) {
         return u.pathname.startsWith('/fhir/')
-          ? send(403, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'forbidden', details: { text: `The access token lacks ${lacking}` } }] })
+          ? send(403, {
+              resourceType: 'OperationOutcome',
+              issue: [{ severity: 'error', code: 'forbidden', details: { text: `The access token lacks ${lacking}` } }],
+            })
           : send(403, { error: 'Forbidden', detailedmessage: `The access token lacks ${lacking}` });
       }
       if (rest) return restApi(this, rest[1], rest[2] ?? '/', req.method ?? 'GET', u, body, tok, send);
-      if (u.pathname.startsWith('/fhir/r4')) return fhirApi(this, u.pathname.slice('/fhir/r4'.length), req, u, body, send);
+      if (u.pathname.startsWith('/fhir/r4'))
+        return fhirApi(this, u.pathname.slice('/fhir/r4'.length), req, u, body, send);
       return send(404, { error: 'Service not registered with API gateway.' });
     } catch (e) {
       send(500, { error: 'Internal error', detailedmessage: (e as Error).message });
@@ -544,7 +685,8 @@ export class AthenaSimulator {
   /** The scope a call needs that the token was not granted, if any (reference 1.2, 2.1). */
   private missingScope(granted: string, path: string, method: string): string | undefined {
     const scopes = new Set(granted.split(/\s+/).filter(Boolean));
-    if (path.startsWith('/v1/')) return scopes.has('athena/service/Athenanet.MDP.*') ? undefined : 'athena/service/Athenanet.MDP.*';
+    if (path.startsWith('/v1/'))
+      return scopes.has('athena/service/Athenanet.MDP.*') ? undefined : 'athena/service/Athenanet.MDP.*';
     const m = /^\/fhir\/r4\/([A-Z][A-Za-z]+)(\/|$)/.exec(path);
     if (!m) return undefined;
     const write = method !== 'GET' && !path.endsWith('/_search');
@@ -553,7 +695,9 @@ export class AthenaSimulator {
   }
 
   private takeFault(path: string, token: boolean, query = ''): Fault | undefined {
-    const i = this.faults.findIndex((f) => !!f.token === token && (!f.match || f.match.test(path)) && (!f.query || f.query.test(query)));
+    const i = this.faults.findIndex(
+      (f) => !!f.token === token && (!f.match || f.match.test(path)) && (!f.query || f.query.test(query)),
+    );
     if (i < 0) return undefined;
     const f = this.faults[i];
     f.times = (f.times ?? 1) - 1;
@@ -575,11 +719,21 @@ export class AthenaSimulator {
     return false;
   }
 
-  private token(req: IncomingMessage, body: string, send: (s: number, b: unknown, h?: Record<string, string>) => void): void {
+  private token(
+    req: IncomingMessage,
+    body: string,
+    send: (s: number, b: unknown, h?: Record<string, string>) => void,
+  ): void {
     const fault = this.takeFault('/oauth2/v1/token', true);
-    if (fault) return send(fault.status, fault.body ?? { error: 'temporarily_unavailable' }, fault.retryAfter !== undefined ? { 'Retry-After': fault.retryAfter } : {});
+    if (fault)
+      return send(
+        fault.status,
+        fault.body ?? { error: 'temporarily_unavailable' },
+        fault.retryAfter !== undefined ? { 'Retry-After': fault.retryAfter } : {},
+      );
     if (req.method !== 'POST') return send(405, { error: 'invalid_request' });
-    if (!String(req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded')) return send(400, { error: 'invalid_request', error_description: 'form body required' });
+    if (!String(req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded'))
+      return send(400, { error: 'invalid_request', error_description: 'form body required' });
     const form = new URLSearchParams(body);
     const basic = /^Basic (.+)$/i.exec(String(req.headers.authorization ?? ''));
     let id = '';
@@ -590,14 +744,19 @@ export class AthenaSimulator {
       id = decodeURIComponent(dec.slice(0, i));
       secret = decodeURIComponent(dec.slice(i + 1));
     }
-    if (!id || this.opts.clients[id] === undefined || this.opts.clients[id] !== secret) return send(401, { error: 'invalid_client', error_description: 'Client authentication failed.' });
+    if (!id || this.opts.clients[id] === undefined || this.opts.clients[id] !== secret)
+      return send(401, { error: 'invalid_client', error_description: 'Client authentication failed.' });
     if (form.get('grant_type') !== 'client_credentials') return send(400, { error: 'unsupported_grant_type' });
     const access = randomUUID().replace(/-/g, '');
     const scope = form.get('scope') ?? 'athena/service/Athenanet.MDP.*';
     this.tokens.set(access, { clientId: id, expiresAt: this.now() + this.opts.tokenTtlSec * 1000, scope });
     this.tokensIssued++;
     const ttl = this.opts.advertisedTtlSec ?? this.opts.tokenTtlSec;
-    send(200, { token_type: 'Bearer', expires_in: this.opts.expiresInAsString ? String(ttl) : ttl, access_token: access, scope });
+    send(200, {
+      token_type: 'Bearer',
+      expires_in: this.opts.expiresInAsString ? String(ttl) : ttl,
+      access_token: access,
+      scope,
+    });
   }
-
 }

@@ -5,13 +5,54 @@ export const PRACTICE = '195900';
 
 /** Departments: one in US/Eastern (as in the reference fixture) and one in US/Pacific. */
 export const DEPARTMENTS: Json[] = [
-  { departmentid: '1', name: 'Boston Primary Care', timezone: -5, timezoneoffset: -5, timezonename: 'US/Eastern', address: '100 Main St', city: 'BOSTON', state: 'MA', zip: '02210', phone: '6175550100', clinicals: 'ON' },
-  { departmentid: '21', name: 'San Diego Clinic', timezone: -8, timezoneoffset: -8, timezonename: 'US/Pacific', address: '1 Harbor Dr', city: 'SAN DIEGO', state: 'CA', zip: '92101', phone: '6195550100', clinicals: 'ON' },
+  {
+    departmentid: '1',
+    name: 'Boston Primary Care',
+    timezone: -5,
+    timezoneoffset: -5,
+    timezonename: 'US/Eastern',
+    address: '100 Main St',
+    city: 'BOSTON',
+    state: 'MA',
+    zip: '02210',
+    phone: '6175550100',
+    clinicals: 'ON',
+  },
+  {
+    departmentid: '21',
+    name: 'San Diego Clinic',
+    timezone: -8,
+    timezoneoffset: -8,
+    timezonename: 'US/Pacific',
+    address: '1 Harbor Dr',
+    city: 'SAN DIEGO',
+    state: 'CA',
+    zip: '92101',
+    phone: '6195550100',
+    clinicals: 'ON',
+  },
 ];
 
 export const PROVIDERS: Json[] = [
-  { providerid: 1, firstname: 'Ada', lastname: 'Lovelace', displayname: 'Ada Lovelace MD', providertype: 'MD', specialty: 'Family Medicine', npi: 1234567893, entitytype: 'Person' },
-  { providerid: 7, firstname: 'Grace', lastname: 'Hopper', displayname: 'Grace Hopper NP', providertype: 'NP', npi: '1679576722', entitytype: 'Person' },
+  {
+    providerid: 1,
+    firstname: 'Ada',
+    lastname: 'Lovelace',
+    displayname: 'Ada Lovelace MD',
+    providertype: 'MD',
+    specialty: 'Family Medicine',
+    npi: 1234567893,
+    entitytype: 'Person',
+  },
+  {
+    providerid: 7,
+    firstname: 'Grace',
+    lastname: 'Hopper',
+    displayname: 'Grace Hopper NP',
+    providertype: 'NP',
+    npi: '1679576722',
+    entitytype: 'Person',
+  },
 ];
 
 /** A patient shaped like the go-athenahealth fixture (reference 1.10). */
@@ -53,9 +94,18 @@ export const referencePatient = {
   id: 'a-14523.E-857',
   meta: { lastUpdated: '2022-05-02T14:38:21.000-04:00' },
   extension: [
-    { url: 'https://fhir.athena.io/StructureDefinition/ah-brand', valueReference: { reference: 'Organization/a-14523.Brand-1' } },
-    { url: 'https://fhir.athena.io/StructureDefinition/ah-chart-sharing-group', valueReference: { reference: 'Organization/a-14523.CSG-1' } },
-    { url: 'https://fhir.athena.io/StructureDefinition/ah-provider-group', valueReference: { reference: 'Organization/a-14523.PG-1' } },
+    {
+      url: 'https://fhir.athena.io/StructureDefinition/ah-brand',
+      valueReference: { reference: 'Organization/a-14523.Brand-1' },
+    },
+    {
+      url: 'https://fhir.athena.io/StructureDefinition/ah-chart-sharing-group',
+      valueReference: { reference: 'Organization/a-14523.CSG-1' },
+    },
+    {
+      url: 'https://fhir.athena.io/StructureDefinition/ah-provider-group',
+      valueReference: { reference: 'Organization/a-14523.PG-1' },
+    },
     { url: 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex', valueCode: 'UNK' },
   ],
   identifier: [{ system: 'https://fhir.athena.io/sid/ah-patient', value: 'a-14523.E-857' }],
@@ -63,5 +113,7 @@ export const referencePatient = {
   telecom: [{ system: 'phone', value: '(617) 402-8874', use: 'home' }],
   gender: 'male',
   birthDate: '2000-01-01',
-  address: [{ use: 'home', line: ['311 ARSENAL ST'], city: 'WATERTOWN', state: 'MA', postalCode: '02472', country: 'USA' }],
+  address: [
+    { use: 'home', line: ['311 ARSENAL ST'], city: 'WATERTOWN', state: 'MA', postalCode: '02472', country: 'USA' },
+  ],
 };

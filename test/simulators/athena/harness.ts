@@ -7,7 +7,13 @@ export { sinkContext, tempDir };
 
 export const openStore = (dir: string): Promise<MessageStore> => openSqliteStore(dir);
 
-export const TEST_SCOPE = ['athena/service/Athenanet.MDP.*', ...['Patient', 'Location', 'Practitioner', 'Condition', 'Observation', 'Encounter', 'DiagnosticReport'].map((t) => `system/${t}.read`), 'system/QuestionnaireResponse.write'].join(' ');
+export const TEST_SCOPE = [
+  'athena/service/Athenanet.MDP.*',
+  ...['Patient', 'Location', 'Practitioner', 'Condition', 'Observation', 'Encounter', 'DiagnosticReport'].map(
+    (t) => `system/${t}.read`,
+  ),
+  'system/QuestionnaireResponse.write',
+].join(' ');
 
 /** Validated config with defaults, pointed at the simulator with fast retries. */
 export function configFor<T>(schema: any, sim: AthenaSimulator, extra: Record<string, unknown> = {}): T {

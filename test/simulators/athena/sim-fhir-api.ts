@@ -15,13 +15,39 @@ export const FHIR_SEARCH_PARAMS: Record<string, string[]> = {
   Provenance: ['target'],
 };
 /** Parameters every search may carry: athena's custom ones and paging (reference 2.2, 2.3). */
-const FHIR_COMMON_PARAMS = ['_id', 'ah-practice', 'ah-department', 'ah-brand', 'ah-provider-group', 'ah-chart-sharing-group', '_security', '_count', 'cursor'];
+const FHIR_COMMON_PARAMS = [
+  '_id',
+  'ah-practice',
+  'ah-department',
+  'ah-brand',
+  'ah-provider-group',
+  'ah-chart-sharing-group',
+  '_security',
+  '_count',
+  'cursor',
+];
 
-export function fhirApi(sim: AthenaSimulator, path: string, req: IncomingMessage, u: URL, body: string, send: (s: number, b: unknown, h?: Record<string, string>) => void): void {
-  const oo = (status: number, code: string, text: string, severity = 'error') => send(status, { resourceType: 'OperationOutcome', issue: [{ severity, code, details: { text } }] });
+export function fhirApi(
+  sim: AthenaSimulator,
+  path: string,
+  req: IncomingMessage,
+  u: URL,
+  body: string,
+  send: (s: number, b: unknown, h?: Record<string, string>) => void,
+): void {
+  const oo = (status: number, code: string, text: string, severity = 'error') =>
+    send(status, { resourceType: 'OperationOutcome', issue: [{ severity, code, details: { text } }] });
   const method = req.method ?? 'GET';
   if (path === '/metadata') {
-    return send(200, { resourceType: 'CapabilityStatement', url: 'https://fhir.athena.io/CapabilityStatement/ah-r4-base', status: 'active', kind: 'instance', fhirVersion: '4.0.1', format: ['json'], date: '2026-01-01' });
+    return send(200, {
+      resourceType: 'CapabilityStatement',
+      url: 'https://fhir.athena.io/CapabilityStatement/ah-r4-base',
+      status: 'active',
+      kind: 'instance',
+      fhirVersion: '4.0.1',
+      format: ['json'],
+      date: '2026-01-01',
+    });
   }
   let m: RegExpExecArray | null;
   let params = u.searchParams;
@@ -37,7 +63,8 @@ export function fhirApi(sim: AthenaSimulator, path: string, req: IncomingMessage
     let list = [...(sim.fhir.get(type)?.values() ?? [])].filter((r) => r._practice === pid);
     if (sim.opts.enforceSearchParams) {
       const allowed = [...FHIR_COMMON_PARAMS, ...(FHIR_SEARCH_PARAMS[type] ?? [])];
-      for (const k of params.keys()) if (!allowed.includes(k)) return oo(400, 'not-supported', `Search parameter ${k} is not supported for ${type}`);
+      for (const k of params.keys())
+        if (!allowed.includes(k)) return oo(400, 'not-supported', `Search parameter ${k} is not supported for ${type}`);
     }
     for (const [k, v] of params) {
       if (k === '_lastUpdated') {
@@ -50,13 +77,30 @@ export function fhirApi(sim: AthenaSimulator, path: string, req: IncomingMessage
           return op === 'gt' ? lu > t : op === 'ge' ? lu >= t : op === 'lt' ? lu < t : op === 'le' ? lu <= t : lu === t;
         });
       } else if (k === '_id') list = list.filter((r) => v.split(',').includes(r.id));
-      else if (k === 'patient' || k === 'subject') list = list.filter((r) => r.subject?.reference === `Patient/${v.replace(/^Patient\//, '')}` || r.patient?.reference === `Patient/${v.replace(/^Patient\//, '')}`);
-      else if (k === 'family') list = list.filter((r) => r.name?.some((n: Json) => String(n.family ?? '').toLowerCase().startsWith(v.toLowerCase())));
-      else if (k === 'identifier') list = list.filter((r) => r.identifier?.some((i: Json) => `${i.system}|${i.value}` === v || i.value === v));
-      else if (!['ah-practice', '_count', 'cursor', '_sort'].includes(k)) return oo(400, 'not-supported', `Unsupported search parameter: ${k}`);
+      else if (k === 'patient' || k === 'subject')
+        list = list.filter(
+          (r) =>
+            r.subject?.reference === `Patient/${v.replace(/^Patient\//, '')}` ||
+            r.patient?.reference === `Patient/${v.replace(/^Patient\//, '')}`,
+        );
+      else if (k === 'family')
+        list = list.filter((r) =>
+          r.name?.some((n: Json) =>
+            String(n.family ?? '')
+              .toLowerCase()
+              .startsWith(v.toLowerCase()),
+          ),
+        );
+      else if (k === 'identifier')
+        list = list.filter((r) => r.identifier?.some((i: Json) => `${i.system}|${i.value}` === v || i.value === v));
+      else if (!['ah-practice', '_count', 'cursor', '_sort'].includes(k))
+        return oo(400, 'not-supported', `Unsupported search parameter: ${k}`);
     }
     list.sort((a, b) => Date.parse(a.meta.lastUpdated) - Date.parse(b.meta.lastUpdated) || (a.id < b.id ? -1 : 1));
-    const count = Math.min(1000, Math.max(1, Number(params.get('_count') ?? sim.opts.fhirDefaultCount) || sim.opts.fhirDefaultCount));
+    const count = Math.min(
+      1000,
+      Math.max(1, Number(params.get('_count') ?? sim.opts.fhirDefaultCount) || sim.opts.fhirDefaultCount),
+    );
     const cursor = params.get('cursor');
     let start = 0;
     if (cursor) {
@@ -77,7 +121,11 @@ export function fhirApi(sim: AthenaSimulator, path: string, req: IncomingMessage
       type: 'searchset',
       total: list.length,
       link,
-      entry: page.map((r) => ({ fullUrl: `${sim.fhirBase}/${type}/${r.id}`, resource: strip(r), search: { mode: 'match' } })),
+      entry: page.map((r) => ({
+        fullUrl: `${sim.fhirBase}/${type}/${r.id}`,
+        resource: strip(r),
+        search: { mode: 'match' },
+      })),
     });
   }
   if ((m = /^\/([A-Za-z]+)\/([A-Za-z0-9.-]+)$/.exec(path)) && method === 'GET') {
@@ -95,7 +143,8 @@ export function fhirApi(sim: AthenaSimulator, path: string, req: IncomingMessage
     }
     if (res.resourceType !== m[1]) return oo(400, 'invalid', 'resourceType does not match the URL');
     const subj = /^Patient\/a-(\d+)\.E-(\d+)$/.exec(res.subject?.reference ?? '');
-    if (!subj) return oo(422, 'business-rule', 'subject must reference an athena Patient (a-{practiceid}.E-{patientid})');
+    if (!subj)
+      return oo(422, 'business-rule', 'subject must reference an athena Patient (a-{practiceid}.E-{patientid})');
     if (!res.status) return oo(500, 'required', 'QuestionnaireResponse.status is required', 'fatal');
     const id = `a-${subj[1]}.qr-${++sim.seq}`;
     const stored = sim.putFhir(subj[1], m[1], id, res);

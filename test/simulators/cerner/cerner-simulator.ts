@@ -64,11 +64,36 @@ export interface CernerSimulatorOptions {
   now?: () => number;
 }
 
-const WRITE_TYPES = new Set(['Observation', 'Condition', 'DocumentReference', 'AllergyIntolerance', 'Encounter', 'Appointment', 'MedicationRequest', 'Patient']);
-const READ_TYPES = new Set(['Patient', 'Observation', 'Encounter', 'Condition', 'MedicationRequest', 'AllergyIntolerance', 'Appointment', 'DiagnosticReport', 'DocumentReference', 'Immunization', 'Procedure', 'Group']);
+const WRITE_TYPES = new Set([
+  'Observation',
+  'Condition',
+  'DocumentReference',
+  'AllergyIntolerance',
+  'Encounter',
+  'Appointment',
+  'MedicationRequest',
+  'Patient',
+]);
+const READ_TYPES = new Set([
+  'Patient',
+  'Observation',
+  'Encounter',
+  'Condition',
+  'MedicationRequest',
+  'AllergyIntolerance',
+  'Appointment',
+  'DiagnosticReport',
+  'DocumentReference',
+  'Immunization',
+  'Procedure',
+  'Group',
+]);
 
 export function cernerOutcome(severity: string, code: string, text?: string, location?: string[]) {
-  return { resourceType: 'OperationOutcome', issue: [{ severity, code, ...(text ? { details: { text } } : {}), ...(location ? { location } : {}) }] };
+  return {
+    resourceType: 'OperationOutcome',
+    issue: [{ severity, code, ...(text ? { details: { text } } : {}), ...(location ? { location } : {}) }],
+  };
 }
 
 export class CernerSimulator extends FhirVendorSimulator<CernerClient> {
@@ -100,11 +125,19 @@ export class CernerSimulator extends FhirVendorSimulator<CernerClient> {
   }
 
   addSyntheticVitals(count: number, patientId: string, lastUpdated = '2026-01-01T00:00:00.000Z'): void {
-    this.synthetic.Observation = { count, make: (i) => syntheticVital(i, patientId, `https://fhir.cerner.com/${this.tenant}/codeSet/72`, lastUpdated) };
+    this.synthetic.Observation = {
+      count,
+      make: (i) => syntheticVital(i, patientId, `https://fhir.cerner.com/${this.tenant}/codeSet/72`, lastUpdated),
+    };
   }
 
-
-  protected async handle(req: IncomingMessage, res: ServerResponse, url: URL, body: Buffer, log: LoggedRequest): Promise<void> {
+  protected async handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    body: Buffer,
+    log: LoggedRequest,
+  ): Promise<void> {
     const path = url.pathname;
     if (path === this.tokenPath && req.method === 'POST') return this.token(req, res, body, log);
     if (path.startsWith('/s3/')) return this.s3(req, res, url, log);
@@ -114,37 +147,65 @@ export class CernerSimulator extends FhirVendorSimulator<CernerClient> {
       return;
     }
     res.setHeader('x-request-id', randomUUID());
-    if (!path.startsWith(rootPath + '/') && path !== rootPath) return sendJson(res, 403, cernerOutcome('error', 'forbidden', 'Tenant not valid or accessible'));
+    if (!path.startsWith(rootPath + '/') && path !== rootPath)
+      return sendJson(res, 403, cernerOutcome('error', 'forbidden', 'Tenant not valid or accessible'));
     const rel = path.slice(rootPath.length + 1);
     if (rel === '.well-known/smart-configuration') {
-      return sendJson(res, 200, {
-        token_endpoint: this.tokenUrl,
-        token_endpoint_auth_methods_supported: ['client_secret_basic', 'private_key_jwt'],
-        token_endpoint_auth_signing_alg_values_supported: ['RS384', 'ES384'],
-        grant_types_supported: ['authorization_code', 'client_credentials'],
-        scopes_supported: ['system/Patient.read', 'system/Observation.read', 'system/Observation.write'],
-        capabilities: ['client-confidential-symmetric', 'client-confidential-asymmetric', 'permission-v1', 'permission-v2'],
-      }, {}, 'application/json');
+      return sendJson(
+        res,
+        200,
+        {
+          token_endpoint: this.tokenUrl,
+          token_endpoint_auth_methods_supported: ['client_secret_basic', 'private_key_jwt'],
+          token_endpoint_auth_signing_alg_values_supported: ['RS384', 'ES384'],
+          grant_types_supported: ['authorization_code', 'client_credentials'],
+          scopes_supported: ['system/Patient.read', 'system/Observation.read', 'system/Observation.write'],
+          capabilities: [
+            'client-confidential-symmetric',
+            'client-confidential-asymmetric',
+            'permission-v1',
+            'permission-v2',
+          ],
+        },
+        {},
+        'application/json',
+      );
     }
     const accept = String(req.headers.accept ?? '');
-    const acceptable = rel.startsWith('bulk-export/files/') ? /application\/(fhir\+ndjson|ndjson|fhir\+json|json)/ : /application\/(fhir\+json|json\+fhir|json)/;
+    const acceptable = rel.startsWith('bulk-export/files/')
+      ? /application\/(fhir\+ndjson|ndjson|fhir\+json|json)/
+      : /application\/(fhir\+json|json\+fhir|json)/;
     if (!acceptable.test(accept)) {
       log.reason = `Accept ${accept || '(none)'} is not JSON`;
       res.writeHead(406, { 'content-length': '0' }).end();
       return;
     }
-    if (rel === 'metadata') return sendJson(res, 200, { resourceType: 'CapabilityStatement', status: 'active', kind: 'instance', fhirVersion: '4.0.1', format: ['json'], date: '2026-01-01' });
+    if (rel === 'metadata')
+      return sendJson(res, 200, {
+        resourceType: 'CapabilityStatement',
+        status: 'active',
+        kind: 'instance',
+        fhirVersion: '4.0.1',
+        format: ['json'],
+        date: '2026-01-01',
+      });
 
     const token = this.authorize(req, res, log);
     if (!token) return;
     const segs = rel.split('/');
     if (segs[0] === 'bulk-export') return this.bulkStatusOrFile(req, res, segs, token);
-    if (segs[0] === 'Group' && segs[2] === '$export' && req.method === 'GET') return this.kickoff(req, res, url, token, segs[1]);
-    if (segs[0] === '$export') return sendJson(res, 400, cernerOutcome('error', 'not-supported', 'Only Group export is supported'));
+    if (segs[0] === 'Group' && segs[2] === '$export' && req.method === 'GET')
+      return this.kickoff(req, res, url, token, segs[1]);
+    if (segs[0] === '$export')
+      return sendJson(res, 400, cernerOutcome('error', 'not-supported', 'Only Group export is supported'));
     const type = segs[0];
-    if (!READ_TYPES.has(type)) return sendJson(res, 404, cernerOutcome('error', 'not-found', `Unknown resource type ${type}`));
+    if (!READ_TYPES.has(type))
+      return sendJson(res, 404, cernerOutcome('error', 'not-found', `Unknown resource type ${type}`));
     const need = (mode: 'read' | 'write') => {
-      const ok = token.scopes.some((s) => s === `system/${type}.${mode}` || (mode === 'read' ? s === `system/${type}.rs` : s === `system/${type}.crus`));
+      const ok = token.scopes.some(
+        (s) =>
+          s === `system/${type}.${mode}` || (mode === 'read' ? s === `system/${type}.rs` : s === `system/${type}.crus`),
+      );
       if (!ok) {
         log.reason = `scope system/${type}.${mode} not granted`;
         sendJson(res, 403, cernerOutcome('error', 'forbidden', 'Insufficient scope'));
@@ -159,41 +220,89 @@ export class CernerSimulator extends FhirVendorSimulator<CernerClient> {
       if (!r) return sendJson(res, 404, cernerOutcome('error', 'not-found', 'Resource not found'));
       return sendJson(res, 200, r, { etag: `W/"${r.meta.versionId}"` });
     }
-    if (segs.length === 2 && req.method === 'PUT') return need('write') ? this.update(req, res, type, segs[1], body) : undefined;
+    if (segs.length === 2 && req.method === 'PUT')
+      return need('write') ? this.update(req, res, type, segs[1], body) : undefined;
     return sendJson(res, 405, cernerOutcome('error', 'not-supported', 'Method not allowed'));
   }
 
-  private tokenError(res: ServerResponse, log: LoggedRequest, status: number, error: string, reason: string, clientId = 'unknown'): void {
+  private tokenError(
+    res: ServerResponse,
+    log: LoggedRequest,
+    status: number,
+    error: string,
+    reason: string,
+    clientId = 'unknown',
+  ): void {
     log.reason = reason;
-    const urn = encodeURIComponent(`urn:cerner:error:authorization-server:oauth2:token:${error === 'invalid_scope' ? 'invalid-scope' : 'invalid-authorization-header'}`);
-    sendJson(res, status, { error, error_uri: `https://authorization.cerner.com/errors/${urn}/instances/${randomUUID()}?client=${clientId}&tenant=${this.tenant}` }, {}, 'application/json');
+    const urn = encodeURIComponent(
+      `urn:cerner:error:authorization-server:oauth2:token:${error === 'invalid_scope' ? 'invalid-scope' : 'invalid-authorization-header'}`,
+    );
+    sendJson(
+      res,
+      status,
+      {
+        error,
+        error_uri: `https://authorization.cerner.com/errors/${urn}/instances/${randomUUID()}?client=${clientId}&tenant=${this.tenant}`,
+      },
+      {},
+      'application/json',
+    );
   }
 
   private async token(req: IncomingMessage, res: ServerResponse, body: Buffer, log: LoggedRequest): Promise<void> {
     const form = parseForm(body);
-    if (form.get('grant_type') !== 'client_credentials') return this.tokenError(res, log, 400, 'unsupported_grant_type', 'grant_type must be client_credentials');
+    if (form.get('grant_type') !== 'client_credentials')
+      return this.tokenError(res, log, 400, 'unsupported_grant_type', 'grant_type must be client_credentials');
     let client: CernerClient | undefined;
     const basic = parseBasic(req.headers.authorization);
     if (basic) {
       client = this.clients.get(basic.user);
-      if (!client || !client.secret || client.secret !== basic.pass) return this.tokenError(res, log, 401, 'invalid_client', 'bad Basic credentials');
+      if (!client || !client.secret || client.secret !== basic.pass)
+        return this.tokenError(res, log, 401, 'invalid_client', 'bad Basic credentials');
     } else if (form.get('client_assertion')) {
-      if (form.get('client_assertion_type') !== 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer') return this.tokenError(res, log, 401, 'invalid_client', 'client_assertion_type wrong');
+      if (form.get('client_assertion_type') !== 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer')
+        return this.tokenError(res, log, 401, 'invalid_client', 'client_assertion_type wrong');
       const jwtClients = new Map<string, RegisteredJwtClient>();
-      for (const c of this.clients.values()) if (c.jwks) jwtClients.set(c.clientId, { clientId: c.clientId, jwks: c.jwks });
-      const check = await verifyClientAssertion(form.get('client_assertion')!, { clients: jwtClients, tokenUrl: this.tokenUrl, seenJti: this.seenJti, now: this.server.now() });
+      for (const c of this.clients.values())
+        if (c.jwks) jwtClients.set(c.clientId, { clientId: c.clientId, jwks: c.jwks });
+      const check = await verifyClientAssertion(form.get('client_assertion')!, {
+        clients: jwtClients,
+        tokenUrl: this.tokenUrl,
+        seenJti: this.seenJti,
+        now: this.server.now(),
+      });
       if (!check.ok) return this.tokenError(res, log, 401, 'invalid_client', check.reason);
       client = this.clients.get(check.clientId);
     } else return this.tokenError(res, log, 401, 'invalid_client', 'no client authentication');
     const requested = (form.get('scope') ?? '').split(/\s+/).filter(Boolean);
-    if (!requested.length) return this.tokenError(res, log, 400, 'invalid_scope', 'no scope requested', client!.clientId);
+    if (!requested.length)
+      return this.tokenError(res, log, 400, 'invalid_scope', 'no scope requested', client!.clientId);
     const wild = requested.find((s) => s.includes('*'));
-    if (wild) return this.tokenError(res, log, 400, 'invalid_scope', `wildcard scope ${wild} is not supported`, client!.clientId);
+    if (wild)
+      return this.tokenError(
+        res,
+        log,
+        400,
+        'invalid_scope',
+        `wildcard scope ${wild} is not supported`,
+        client!.clientId,
+      );
     const missing = requested.find((s) => !client!.scopes.includes(s));
-    if (missing) return this.tokenError(res, log, 400, 'invalid_scope', `scope ${missing} not granted`, client!.clientId);
+    if (missing)
+      return this.tokenError(res, log, 400, 'invalid_scope', `scope ${missing} not granted`, client!.clientId);
     const access = newToken();
-    this.tokens.set(access, { clientId: client!.clientId, expiresAt: this.server.now() + this.opts.tokenTtlSec * 1000, scopes: requested });
-    sendJson(res, 200, { access_token: access, scope: requested.join(' '), token_type: 'Bearer', expires_in: this.opts.tokenTtlSec }, { 'cache-control': 'no-store' }, 'application/json');
+    this.tokens.set(access, {
+      clientId: client!.clientId,
+      expiresAt: this.server.now() + this.opts.tokenTtlSec * 1000,
+      scopes: requested,
+    });
+    sendJson(
+      res,
+      200,
+      { access_token: access, scope: requested.join(' '), token_type: 'Bearer', expires_in: this.opts.tokenTtlSec },
+      { 'cache-control': 'no-store' },
+      'application/json',
+    );
   }
 
   private authorize(req: IncomingMessage, res: ServerResponse, log: LoggedRequest): IssuedToken | undefined {
@@ -201,7 +310,9 @@ export class CernerSimulator extends FhirVendorSimulator<CernerClient> {
     const issued = tok ? this.tokens.get(tok) : undefined;
     if (!issued || issued.expiresAt <= this.server.now()) {
       log.reason = !tok ? 'no bearer token' : !issued ? 'unknown token' : 'token expired';
-      res.writeHead(401, { 'www-authenticate': 'Bearer realm="fhir-ehr", error="invalid_token"', 'content-length': '0' }).end();
+      res
+        .writeHead(401, { 'www-authenticate': 'Bearer realm="fhir-ehr", error="invalid_token"', 'content-length': '0' })
+        .end();
       return undefined;
     }
     return issued;
@@ -212,7 +323,8 @@ export class CernerSimulator extends FhirVendorSimulator<CernerClient> {
     const ctx = q.get('-pageContext');
     if (ctx) {
       const s = this.sessions.get(ctx);
-      if (!s) return sendJson(res, 400, cernerOutcome('error', 'invalid', 'The -pageContext is invalid or has expired'));
+      if (!s)
+        return sendJson(res, 400, cernerOutcome('error', 'invalid', 'The -pageContext is invalid or has expired'));
       const page = Number(q.get('-pageNumber') ?? '1');
       return sendJson(res, 200, this.page(type, s.results, page, s.pageSize, ctx, url.toString(), q));
     }
@@ -221,29 +333,41 @@ export class CernerSimulator extends FhirVendorSimulator<CernerClient> {
     const bad = (text: string) => sendJson(res, 400, cernerOutcome('error', 'invalid', text));
     switch (type) {
       case 'Patient':
-        if (!['_id', 'identifier', 'birthdate', 'name', 'given', 'family', 'address-postalcode', 'phone', 'email'].some(has)) return bad('no supported search parameters provided');
+        if (
+          !['_id', 'identifier', 'birthdate', 'name', 'given', 'family', 'address-postalcode', 'phone', 'email'].some(
+            has,
+          )
+        )
+          return bad('no supported search parameters provided');
         break;
       case 'Observation':
         if (!patient && !has('_id')) return bad('patient, subject or _id is required');
         break;
       case 'Encounter':
-        if (!patient && !has('_id') && !has('identifier') && !has('account')) return bad('patient, subject, _id, identifier or account is required');
+        if (!patient && !has('_id') && !has('identifier') && !has('account'))
+          return bad('patient, subject, _id, identifier or account is required');
         if (has('status') && !patient) return bad('status requires patient');
         break;
       case 'Appointment':
-        if (!has('_id') && !((patient || has('practitioner') || has('location')) && (has('date') || has('-date-or-req-period')))) return bad('_id, or patient/practitioner/location with date, is required');
+        if (
+          !has('_id') &&
+          !((patient || has('practitioner') || has('location')) && (has('date') || has('-date-or-req-period')))
+        )
+          return bad('_id, or patient/practitioner/location with date, is required');
         break;
       default:
         if (!patient && !has('_id')) return bad('patient is required');
     }
     if (has('date') && has('_lastUpdated')) return bad('date and _lastUpdated cannot be used together');
-    if (q.getAll('date').length > 2 || q.getAll('_lastUpdated').length > 2) return bad('date/_lastUpdated may occur at most twice');
+    if (q.getAll('date').length > 2 || q.getAll('_lastUpdated').length > 2)
+      return bad('date/_lastUpdated may occur at most twice');
     let out = this.store.all(type);
     const filters = commonFilters(q, patient);
     if (has('category')) filters.push((r) => hasCoding(r.category, q.get('category')!));
     if (has('code')) filters.push((r) => hasCoding(r.code, q.get('code')!));
     for (const v of q.getAll('_lastUpdated')) filters.push((r) => matchDate(r.meta?.lastUpdated, v));
-    for (const v of q.getAll('date')) filters.push((r) => matchDate(r.effectiveDateTime ?? r.period?.start ?? r.start ?? r.date, v));
+    for (const v of q.getAll('date'))
+      filters.push((r) => matchDate(r.effectiveDateTime ?? r.period?.start ?? r.start ?? r.date, v));
     const kept = applyFilters(out, filters);
     if (!kept) return bad('invalid date value');
     out = kept.sort((a, b) => String(b.meta?.lastUpdated).localeCompare(String(a.meta?.lastUpdated)));
@@ -252,7 +376,15 @@ export class CernerSimulator extends FhirVendorSimulator<CernerClient> {
     sendJson(res, 200, this.page(type, out, 1, pageSize, ctxNew, url.toString(), q));
   }
 
-  private page(type: string, results: Res[], page: number, pageSize: number, ctx: string | undefined, self: string, q: URLSearchParams) {
+  private page(
+    type: string,
+    results: Res[],
+    page: number,
+    pageSize: number,
+    ctx: string | undefined,
+    self: string,
+    q: URLSearchParams,
+  ) {
     const slice = results.slice((page - 1) * pageSize, page * pageSize);
     const link: any[] = [{ relation: 'self', url: self }];
     if (ctx && page * pageSize < results.length) {
@@ -263,7 +395,13 @@ export class CernerSimulator extends FhirVendorSimulator<CernerClient> {
       next.searchParams.set('-pageNumber', String(page + 1));
       link.push({ relation: 'next', url: next.toString() });
     }
-    return { resourceType: 'Bundle', id: randomUUID(), type: 'searchset', link, entry: slice.map((r) => ({ fullUrl: `${this.baseUrl}/${type}/${r.id}`, resource: r })) };
+    return {
+      resourceType: 'Bundle',
+      id: randomUUID(),
+      type: 'searchset',
+      link,
+      entry: slice.map((r) => ({ fullUrl: `${this.baseUrl}/${type}/${r.id}`, resource: r })),
+    };
   }
 
   private parse(res: ServerResponse, type: string, body: Buffer): Res | undefined {
@@ -281,61 +419,113 @@ export class CernerSimulator extends FhirVendorSimulator<CernerClient> {
   }
 
   private create(res: ServerResponse, type: string, body: Buffer): void {
-    if (!WRITE_TYPES.has(type)) return sendJson(res, 405, cernerOutcome('error', 'not-supported', `${type} create is not supported`));
+    if (!WRITE_TYPES.has(type))
+      return sendJson(res, 405, cernerOutcome('error', 'not-supported', `${type} create is not supported`));
     const r = this.parse(res, type, body);
     if (!r) return;
-    if (type === 'Observation' && !r.status) return sendJson(res, 500, { resourceType: 'OperationOutcome', issue: [{ severity: 'fatal', code: 'required', location: ['/f:Observation/f:status'] }] });
+    if (type === 'Observation' && !r.status)
+      return sendJson(res, 500, {
+        resourceType: 'OperationOutcome',
+        issue: [{ severity: 'fatal', code: 'required', location: ['/f:Observation/f:status'] }],
+      });
     if (type !== 'Patient') {
       const pid = patientOf(r);
-      if (!pid || !this.store.get('Patient', pid)) return sendJson(res, 422, cernerOutcome('error', 'business-rule', 'The patient reference is not valid in this tenant'));
+      if (!pid || !this.store.get('Patient', pid))
+        return sendJson(
+          res,
+          422,
+          cernerOutcome('error', 'business-rule', 'The patient reference is not valid in this tenant'),
+        );
     }
     const { id: _i, meta: _m, ...rest } = r;
     const stored = this.store.put({ ...rest, id: String(Math.floor(10_000_000 + Math.random() * 80_000_000)) } as Res);
-    res.writeHead(201, { location: `${this.baseUrl}/${type}/${stored.id}`, etag: `W/"${stored.meta.versionId}"`, 'last-modified': new Date(this.server.now()).toUTCString(), 'content-length': '0' }).end();
+    res
+      .writeHead(201, {
+        location: `${this.baseUrl}/${type}/${stored.id}`,
+        etag: `W/"${stored.meta.versionId}"`,
+        'last-modified': new Date(this.server.now()).toUTCString(),
+        'content-length': '0',
+      })
+      .end();
   }
 
   private update(req: IncomingMessage, res: ServerResponse, type: string, id: string, body: Buffer): void {
-    if (!WRITE_TYPES.has(type)) return sendJson(res, 405, cernerOutcome('error', 'not-supported', `${type} update is not supported`));
+    if (!WRITE_TYPES.has(type))
+      return sendJson(res, 405, cernerOutcome('error', 'not-supported', `${type} update is not supported`));
     const current = this.store.get(type, id);
     if (!current) return sendJson(res, 404, cernerOutcome('error', 'not-found', 'Resource not found'));
     const ifMatch = req.headers['if-match'];
-    if (!ifMatch) return sendJson(res, 412, cernerOutcome('error', 'conflict', 'If-Match header is required for update'));
+    if (!ifMatch)
+      return sendJson(res, 412, cernerOutcome('error', 'conflict', 'If-Match header is required for update'));
     const wanted = /^(W\/)?"?([^"]+)"?$/.exec(String(ifMatch))?.[2];
-    if (wanted !== current.meta.versionId) return sendJson(res, 409, cernerOutcome('error', 'conflict', 'Version mismatch: the resource has been updated'));
+    if (wanted !== current.meta.versionId)
+      return sendJson(res, 409, cernerOutcome('error', 'conflict', 'Version mismatch: the resource has been updated'));
     const r = this.parse(res, type, body);
     if (!r) return;
     if (r.id !== id) return sendJson(res, 400, cernerOutcome('error', 'invalid', 'id does not match the URL'));
     if (type !== 'Patient') {
       const pid = patientOf(r);
-      if (!pid || !this.store.get('Patient', pid)) return sendJson(res, 422, cernerOutcome('error', 'business-rule', 'The patient reference is not valid in this tenant'));
+      if (!pid || !this.store.get('Patient', pid))
+        return sendJson(
+          res,
+          422,
+          cernerOutcome('error', 'business-rule', 'The patient reference is not valid in this tenant'),
+        );
     }
     const stored = this.store.put({ ...r, meta: undefined } as Res);
     res.writeHead(200, { etag: `W/"${stored.meta.versionId}"`, 'content-length': '0' }).end();
   }
 
   private kickoff(req: IncomingMessage, res: ServerResponse, url: URL, token: IssuedToken, groupId: string): void {
-    if (!/respond-async/.test(String(req.headers.prefer ?? ''))) return sendJson(res, 400, cernerOutcome('error', 'invalid', 'Prefer: respond-async header is required'));
+    if (!/respond-async/.test(String(req.headers.prefer ?? '')))
+      return sendJson(res, 400, cernerOutcome('error', 'invalid', 'Prefer: respond-async header is required'));
     const members = this.groups.get(groupId);
     if (!members) return sendJson(res, 404, cernerOutcome('error', 'not-found', 'Group not found'));
     for (const j of this.jobs.values()) {
-      if (j.clientId === token.clientId && !j.deleted && j.pollsLeft > 0) return sendJson(res, 429, cernerOutcome('error', 'throttled', 'An export is already in progress for this client and tenant'));
+      if (j.clientId === token.clientId && !j.deleted && j.pollsLeft > 0)
+        return sendJson(
+          res,
+          429,
+          cernerOutcome('error', 'throttled', 'An export is already in progress for this client and tenant'),
+        );
     }
     const types = (url.searchParams.get('_type') ?? 'Patient,Observation,Condition,Encounter').split(',');
-    const missingScope = types.find((t) => !token.scopes.includes(`system/${t}.read`) && !token.scopes.includes(`system/${t}.rs`));
-    if (missingScope) return sendJson(res, 403, cernerOutcome('error', 'forbidden', `system/${missingScope}.read scope is required to export ${missingScope}`));
+    const missingScope = types.find(
+      (t) => !token.scopes.includes(`system/${t}.read`) && !token.scopes.includes(`system/${t}.rs`),
+    );
+    if (missingScope)
+      return sendJson(
+        res,
+        403,
+        cernerOutcome('error', 'forbidden', `system/${missingScope}.read scope is required to export ${missingScope}`),
+      );
     const since = url.searchParams.get('_since') ?? undefined;
-    if (since && Number.isNaN(Date.parse(since))) return sendJson(res, 400, cernerOutcome('error', 'invalid', '_since must be an instant'));
-    this.kickOff(res, url, token, { types, since, members, maxLinesPerFile: this.opts.bulkMaxLinesPerFile, pollsUntilDone: this.opts.bulkPollsUntilDone, statusUrl: (id) => `${this.baseUrl}/bulk-export/jobs/${id}` });
+    if (since && Number.isNaN(Date.parse(since)))
+      return sendJson(res, 400, cernerOutcome('error', 'invalid', '_since must be an instant'));
+    this.kickOff(res, url, token, {
+      types,
+      since,
+      members,
+      maxLinesPerFile: this.opts.bulkMaxLinesPerFile,
+      pollsUntilDone: this.opts.bulkPollsUntilDone,
+      statusUrl: (id) => `${this.baseUrl}/bulk-export/jobs/${id}`,
+    });
   }
 
   private signS3(fileId: string, expires: number): string {
     return createHmac('sha256', this.s3Secret).update(`${fileId}:${expires}`).digest('hex');
   }
 
-  private async bulkStatusOrFile(req: IncomingMessage, res: ServerResponse, segs: string[], token: IssuedToken): Promise<void> {
+  private async bulkStatusOrFile(
+    req: IncomingMessage,
+    res: ServerResponse,
+    segs: string[],
+    token: IssuedToken,
+  ): Promise<void> {
     if (segs[1] === 'jobs') {
       const job = this.jobs.get(segs[2] ?? '');
-      if (!job || job.deleted || job.clientId !== token.clientId) return sendJson(res, 404, cernerOutcome('error', 'not-found', 'Job not found'));
+      if (!job || job.deleted || job.clientId !== token.clientId)
+        return sendJson(res, 404, cernerOutcome('error', 'not-found', 'Job not found'));
       if (req.method === 'DELETE') {
         job.deleted = true;
         res.writeHead(202, { 'content-length': '0' }).end();
@@ -352,7 +542,8 @@ export class CernerSimulator extends FhirVendorSimulator<CernerClient> {
       const [jobId, fileId] = String(segs[2] ?? '').split('.');
       const job = this.jobs.get(jobId);
       const f = job?.files.find((x) => x.id === fileId);
-      if (!job || !f || job.clientId !== token.clientId) return sendJson(res, 404, cernerOutcome('error', 'not-found', 'File not found'));
+      if (!job || !f || job.clientId !== token.clientId)
+        return sendJson(res, 404, cernerOutcome('error', 'not-found', 'File not found'));
       const expires = Math.floor(this.server.now() / 1000) + 300;
       const loc = `${this.server.origin}/s3/ferry-bulk-${this.tenant}/${jobId}.${fileId}.ndjson?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=300&X-Amz-Date=${expires}&X-Amz-Signature=${this.signS3(fileId, expires)}`;
       res.writeHead(307, { location: loc, 'content-length': '0' }).end();
@@ -364,15 +555,28 @@ export class CernerSimulator extends FhirVendorSimulator<CernerClient> {
   /** The pre-signed storage: refuses a forwarded Authorization header, like S3 does. */
   private async s3(req: IncomingMessage, res: ServerResponse, url: URL, log: LoggedRequest): Promise<void> {
     const xml = (status: number, code: string, message: string): void => {
-      res.writeHead(status, { 'content-type': 'application/xml' }).end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message><RequestId>${randomUUID()}</RequestId></Error>`);
+      res
+        .writeHead(status, { 'content-type': 'application/xml' })
+        .end(
+          `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message><RequestId>${randomUUID()}</RequestId></Error>`,
+        );
     };
     if (req.headers.authorization) {
       log.reason = 'Authorization header forwarded to storage';
-      return xml(400, 'InvalidArgument', 'Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified');
+      return xml(
+        400,
+        'InvalidArgument',
+        'Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified',
+      );
     }
     const m = /^\/s3\/[^/]+\/([^.]+)\.([^.]+)\.ndjson$/.exec(url.pathname);
     const expires = Number(url.searchParams.get('X-Amz-Date'));
-    if (!m || url.searchParams.get('X-Amz-Signature') !== this.signS3(m[2], expires)) return xml(403, 'SignatureDoesNotMatch', 'The request signature we calculated does not match the signature you provided.');
+    if (!m || url.searchParams.get('X-Amz-Signature') !== this.signS3(m[2], expires))
+      return xml(
+        403,
+        'SignatureDoesNotMatch',
+        'The request signature we calculated does not match the signature you provided.',
+      );
     if (expires * 1000 < this.server.now()) return xml(403, 'AccessDenied', 'Request has expired');
     const f = this.jobs.get(m[1])?.files.find((x) => x.id === m[2]);
     if (!f) return xml(404, 'NoSuchKey', 'The specified key does not exist.');
@@ -392,8 +596,18 @@ export function seedCernerSandbox(sim: CernerSimulator): { patientId: string; me
         use: 'usual',
         type: {
           coding: [
-            { system: `https://fhir.cerner.com/${sim.tenant}/codeSet/4`, code: '10', display: 'MRN', userSelected: true },
-            { system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR', display: 'Medical record number', userSelected: false },
+            {
+              system: `https://fhir.cerner.com/${sim.tenant}/codeSet/4`,
+              code: '10',
+              display: 'MRN',
+              userSelected: true,
+            },
+            {
+              system: 'http://terminology.hl7.org/CodeSystem/v2-0203',
+              code: 'MR',
+              display: 'Medical record number',
+              userSelected: false,
+            },
           ],
           text: 'MRN',
         },
@@ -408,7 +622,17 @@ export function seedCernerSandbox(sim: CernerSimulator): { patientId: string; me
     gender: 'male',
     birthDate: '1976-04-29',
     deceasedBoolean: false,
-    address: [{ use: 'home', line: ['12345 Main St'], city: 'Kansas city', district: 'Jackson', state: 'MO', postalCode: '64116', country: 'US' }],
+    address: [
+      {
+        use: 'home',
+        line: ['12345 Main St'],
+        city: 'Kansas city',
+        district: 'Jackson',
+        state: 'MO',
+        postalCode: '64116',
+        country: 'US',
+      },
+    ],
   });
   const mergedId = '12724099';
   sim.store.put({
@@ -426,12 +650,33 @@ export function cernerVital(tenant: string, patientId: string, n: number): Res {
   return {
     resourceType: 'Observation',
     id: `VS-${197292857 + n}`,
-    identifier: [{ system: 'https://fhir.cerner.com/ceuuid', value: `CE87caf4b7-9397-4667-9897-702218017c9e-${197292857 + n}-2020070621132500` }],
+    identifier: [
+      {
+        system: 'https://fhir.cerner.com/ceuuid',
+        value: `CE87caf4b7-9397-4667-9897-702218017c9e-${197292857 + n}-2020070621132500`,
+      },
+    ],
     status: 'final',
-    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs', display: 'Vital Signs' }], text: 'Vital Signs' }],
+    category: [
+      {
+        coding: [
+          {
+            system: 'http://terminology.hl7.org/CodeSystem/observation-category',
+            code: 'vital-signs',
+            display: 'Vital Signs',
+          },
+        ],
+        text: 'Vital Signs',
+      },
+    ],
     code: {
       coding: [
-        { system: `https://fhir.cerner.com/${tenant}/codeSet/72`, code: '703535', display: 'Temperature Axillary', userSelected: true },
+        {
+          system: `https://fhir.cerner.com/${tenant}/codeSet/72`,
+          code: '703535',
+          display: 'Temperature Axillary',
+          userSelected: true,
+        },
         { system: 'http://loinc.org', code: '8328-7', display: 'Axillary temperature' },
       ],
       text: 'Temperature Axillary',
@@ -441,7 +686,14 @@ export function cernerVital(tenant: string, patientId: string, n: number): Res {
     effectiveDateTime: '2020-07-06T21:11:00.000Z',
     issued: '2020-07-06T21:13:23.000Z',
     valueQuantity: { value: 27 + n / 10, unit: 'degC', system: 'http://unitsofmeasure.org', code: 'Cel' },
-    interpretation: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation', code: 'L', display: 'Low' }], text: 'LOW' }],
+    interpretation: [
+      {
+        coding: [
+          { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation', code: 'L', display: 'Low' },
+        ],
+        text: 'LOW',
+      },
+    ],
     referenceRange: [{ low: { value: 35.2, unit: 'degC' }, high: { value: 36.7, unit: 'degC' } }],
   };
 }

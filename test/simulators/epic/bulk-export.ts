@@ -47,12 +47,23 @@ export function createBulkJob(k: BulkKickoff): BulkJob {
   for (const type of k.types) {
     const lines = k.store
       .all(type)
-      .filter((r) => (sinceMs === undefined || Date.parse(r.meta?.lastUpdated ?? changedAt(r) ?? '') > sinceMs) && (!k.patients || k.patients.has(patientOf(r) ?? '')))
+      .filter(
+        (r) =>
+          (sinceMs === undefined || Date.parse(r.meta?.lastUpdated ?? changedAt(r) ?? '') > sinceMs) &&
+          (!k.patients || k.patients.has(patientOf(r) ?? '')),
+      )
       .map((r) => JSON.stringify(r));
-    for (let i = 0; i < lines.length; i += k.maxLinesPerFile) files.push({ id: randomUUID(), type, lines: lines.slice(i, i + k.maxLinesPerFile) });
+    for (let i = 0; i < lines.length; i += k.maxLinesPerFile)
+      files.push({ id: randomUUID(), type, lines: lines.slice(i, i + k.maxLinesPerFile) });
     const syn = k.synthetic?.[type];
     if (syn && sinceMs === undefined) {
-      for (let i = 0; i < syn.count; i += k.maxLinesPerFile) files.push({ id: randomUUID(), type, lines: [], synthetic: { from: i, count: Math.min(k.maxLinesPerFile, syn.count - i), make: syn.make } });
+      for (let i = 0; i < syn.count; i += k.maxLinesPerFile)
+        files.push({
+          id: randomUUID(),
+          type,
+          lines: [],
+          synthetic: { from: i, count: Math.min(k.maxLinesPerFile, syn.count - i), make: syn.make },
+        });
     }
   }
   return {
@@ -75,7 +86,11 @@ export function fileLineCount(f: BulkFile): number {
 }
 
 /** Stream a bulk file as NDJSON with backpressure (never builds the whole file in memory). */
-export async function streamNdjson(res: ServerResponse, f: BulkFile, opts: { abortAfterLines?: number } = {}): Promise<void> {
+export async function streamNdjson(
+  res: ServerResponse,
+  f: BulkFile,
+  opts: { abortAfterLines?: number } = {},
+): Promise<void> {
   res.writeHead(200, { 'content-type': 'application/fhir+ndjson' });
   let written = 0;
   const write = async (line: string) => {
@@ -119,8 +134,25 @@ export function syntheticVital(i: number, patientId: string, vendorSystem: strin
     id: `syn-${i}`,
     meta: { versionId: '1', lastUpdated },
     status: 'final',
-    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs', display: 'Vital Signs' }], text: 'Vital Signs' }],
-    code: { coding: [{ system: vendorSystem, code: '8', display: 'Pulse' }, { system: 'http://loinc.org', code: '8867-4', display: 'Heart rate' }], text: 'Pulse' },
+    category: [
+      {
+        coding: [
+          {
+            system: 'http://terminology.hl7.org/CodeSystem/observation-category',
+            code: 'vital-signs',
+            display: 'Vital Signs',
+          },
+        ],
+        text: 'Vital Signs',
+      },
+    ],
+    code: {
+      coding: [
+        { system: vendorSystem, code: '8', display: 'Pulse' },
+        { system: 'http://loinc.org', code: '8867-4', display: 'Heart rate' },
+      ],
+      text: 'Pulse',
+    },
     subject: { reference: `Patient/${patientId}` },
     effectiveDateTime: lastUpdated,
     valueQuantity: { value: 60 + (i % 40), unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },

@@ -32,9 +32,18 @@ export class ResourceStore {
       delete m.lastUpdated;
       stored = { ...rest, id, ...(Object.keys(m).length ? { meta: m } : {}) };
     } else
-      stored = opts.keepMeta && resource.meta?.lastUpdated
-        ? { ...resource, id }
-        : { ...resource, id, meta: { ...(resource.meta ?? {}), versionId: String(version), lastUpdated: new Date(this.now()).toISOString() } };
+      stored =
+        opts.keepMeta && resource.meta?.lastUpdated
+          ? { ...resource, id }
+          : {
+              ...resource,
+              id,
+              meta: {
+                ...(resource.meta ?? {}),
+                versionId: String(version),
+                lastUpdated: new Date(this.now()).toISOString(),
+              },
+            };
     Object.defineProperty(stored, 'changedAt', { value: new Date(this.now()).toISOString(), enumerable: false });
     map.set(id, stored);
     return stored;
@@ -61,7 +70,10 @@ export function changedAt(r: Res): string | undefined {
 /** The patient a resource belongs to (Patient itself, or subject / patient reference). */
 export function patientOf(r: Res): string | undefined {
   if (r.resourceType === 'Patient') return r.id;
-  const ref: string | undefined = r.subject?.reference ?? r.patient?.reference ?? r.participant?.find((p: any) => p.actor?.reference?.startsWith('Patient/'))?.actor?.reference;
+  const ref: string | undefined =
+    r.subject?.reference ??
+    r.patient?.reference ??
+    r.participant?.find((p: any) => p.actor?.reference?.startsWith('Patient/'))?.actor?.reference;
   return ref?.startsWith('Patient/') ? ref.slice('Patient/'.length) : undefined;
 }
 
@@ -108,7 +120,11 @@ export function hasCoding(concepts: any, wanted: string): boolean {
 
 export function hasIdentifier(r: Res, wanted: string): boolean {
   const bar = wanted.indexOf('|');
-  return (r.identifier ?? []).some((i: any) => (bar >= 0 ? i.system === wanted.slice(0, bar) && String(i.value).trim() === wanted.slice(bar + 1) : String(i.value).trim() === wanted));
+  return (r.identifier ?? []).some((i: any) =>
+    bar >= 0
+      ? i.system === wanted.slice(0, bar) && String(i.value).trim() === wanted.slice(bar + 1)
+      : String(i.value).trim() === wanted,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -124,7 +140,10 @@ interface PagingSession {
 export class PagingSessions {
   private readonly sessions = new Map<string, PagingSession>();
   ttlMs: number;
-  constructor(private readonly now: () => number, ttlMs = 10 * 60_000) {
+  constructor(
+    private readonly now: () => number,
+    ttlMs = 10 * 60_000,
+  ) {
     this.ttlMs = ttlMs;
   }
   create(results: Res[], pageSize: number): string {

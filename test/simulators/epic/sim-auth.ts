@@ -22,7 +22,13 @@ export type AssertionCheck = { ok: true; clientId: string } | { ok: false; reaso
  */
 export async function verifyClientAssertion(
   assertion: string,
-  opts: { clients: Map<string, RegisteredJwtClient>; tokenUrl: string; seenJti: Map<string, number>; now: number; maxExpSec?: number },
+  opts: {
+    clients: Map<string, RegisteredJwtClient>;
+    tokenUrl: string;
+    seenJti: Map<string, number>;
+    now: number;
+    maxExpSec?: number;
+  },
 ): Promise<AssertionCheck> {
   let claims: ReturnType<typeof decodeJwt>;
   let header: ReturnType<typeof decodeProtectedHeader>;
@@ -32,18 +38,24 @@ export async function verifyClientAssertion(
   } catch {
     return { ok: false, reason: 'malformed client_assertion' };
   }
-  if (header.alg !== 'RS384' && header.alg !== 'ES384') return { ok: false, reason: `alg ${header.alg} not accepted (RS384/ES384)` };
+  if (header.alg !== 'RS384' && header.alg !== 'ES384')
+    return { ok: false, reason: `alg ${header.alg} not accepted (RS384/ES384)` };
   const clientId = claims.iss;
   if (!clientId || claims.sub !== clientId) return { ok: false, reason: 'iss and sub must both be the client id' };
   const client = opts.clients.get(clientId);
   if (!client) return { ok: false, reason: `unknown client ${clientId}` };
   const nowSec = Math.floor(opts.now / 1000);
-  if (client.activeFrom !== undefined && opts.now < client.activeFrom) return { ok: false, reason: `client ${clientId} is not active yet (registration propagating)` };
+  if (client.activeFrom !== undefined && opts.now < client.activeFrom)
+    return { ok: false, reason: `client ${clientId} is not active yet (registration propagating)` };
   let jwks = client.jwks;
   if (client.jku) {
-    if (header.jku !== client.jku) return { ok: false, reason: `jku header ${String(header.jku)} is not the registered JWK Set URL` };
+    if (header.jku !== client.jku)
+      return { ok: false, reason: `jku header ${String(header.jku)} is not the registered JWK Set URL` };
     try {
-      const res = await fetch(client.jku, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(5000) });
+      const res = await fetch(client.jku, {
+        headers: { accept: 'application/json' },
+        signal: AbortSignal.timeout(5000),
+      });
       if (!res.ok) return { ok: false, reason: `JWK Set URL answered ${res.status}` };
       jwks = (await res.json()) as JSONWebKeySet;
     } catch (e) {
@@ -62,12 +74,15 @@ export async function verifyClientAssertion(
     });
   } catch (e) {
     const code = (e as { code?: string }).code ?? '';
-    if (code === 'ERR_JWT_CLAIM_VALIDATION_FAILED' && (e as { claim?: string }).claim === 'aud') return { ok: false, reason: `aud must be the token endpoint ${opts.tokenUrl}` };
+    if (code === 'ERR_JWT_CLAIM_VALIDATION_FAILED' && (e as { claim?: string }).claim === 'aud')
+      return { ok: false, reason: `aud must be the token endpoint ${opts.tokenUrl}` };
     if (code === 'ERR_JWT_EXPIRED') return { ok: false, reason: 'assertion expired' };
-    if (code === 'ERR_JWKS_NO_MATCHING_KEY') return { ok: false, reason: `no registered key matches kid ${String(header.kid)}` };
+    if (code === 'ERR_JWKS_NO_MATCHING_KEY')
+      return { ok: false, reason: `no registered key matches kid ${String(header.kid)}` };
     return { ok: false, reason: `${code || 'verification failed'}: ${(e as Error).message}` };
   }
-  if (typeof claims.exp !== 'number' || claims.exp - nowSec > (opts.maxExpSec ?? 300)) return { ok: false, reason: 'exp is more than 5 minutes in the future' };
+  if (typeof claims.exp !== 'number' || claims.exp - nowSec > (opts.maxExpSec ?? 300))
+    return { ok: false, reason: 'exp is more than 5 minutes in the future' };
   const jti = String(claims.jti);
   for (const [j, exp] of opts.seenJti) if (exp < nowSec - 600) opts.seenJti.delete(j);
   if (opts.seenJti.has(jti)) return { ok: false, reason: `jti ${jti} was already used` };

@@ -30,7 +30,17 @@ export function contractFaults(server: SimServer, path: string, hangMs = 4000) {
   return {
     fault(kind: 'retryable' | 'dead' | 'hang'): void {
       if (kind === 'hang') server.latencyMs = hangMs;
-      else server.inject({ match: path, method: 'POST', status: kind === 'retryable' ? 503 : 422, times: 1, body: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: kind === 'retryable' ? 'transient' : 'invalid' }] } });
+      else
+        server.inject({
+          match: path,
+          method: 'POST',
+          status: kind === 'retryable' ? 503 : 422,
+          times: 1,
+          body: {
+            resourceType: 'OperationOutcome',
+            issue: [{ severity: 'error', code: kind === 'retryable' ? 'transient' : 'invalid' }],
+          },
+        });
     },
     async teardown(): Promise<void> {
       server.latencyMs = 0;
@@ -39,7 +49,8 @@ export function contractFaults(server: SimServer, path: string, hangMs = 4000) {
 }
 
 /** How many resources of `type` carry `marker` in an identifier (the sink contract's `received`). */
-export const heldWith = (store: ResourceStore, type: string, marker: string): number => store.all(type).filter((r) => JSON.stringify(r.identifier ?? []).includes(marker)).length;
+export const heldWith = (store: ResourceStore, type: string, marker: string): number =>
+  store.all(type).filter((r) => JSON.stringify(r.identifier ?? []).includes(marker)).length;
 
 /**
  * What the Epic and Cerner simulators share: the HTTP server (faults, latency, clock, request
@@ -59,20 +70,41 @@ export abstract class FhirVendorSimulator<Client extends { clientId: string }> {
   readonly synthetic: Record<string, { count: number; make: (i: number) => Res }> = {};
 
   constructor(opts: { latencyMs?: number; now?: () => number; pagingTtlMs?: number; clients?: Client[] }) {
-    this.server = new SimServer((req, res, url, body, log) => this.handle(req, res, url, body, log), { latencyMs: opts.latencyMs, now: opts.now });
+    this.server = new SimServer((req, res, url, body, log) => this.handle(req, res, url, body, log), {
+      latencyMs: opts.latencyMs,
+      now: opts.now,
+    });
     this.store = new ResourceStore(() => this.server.now());
     this.sessions = new PagingSessions(() => this.server.now(), opts.pagingTtlMs ?? 10 * 60_000);
     for (const c of opts.clients ?? []) this.clients.set(c.clientId, c);
   }
 
-  protected abstract handle(req: IncomingMessage, res: ServerResponse, url: URL, body: Buffer, log: LoggedRequest): Promise<void>;
+  protected abstract handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    body: Buffer,
+    log: LoggedRequest,
+  ): Promise<void>;
 
   get requests(): LoggedRequest[] {
     return this.server.requests;
   }
 
   /** Start an export job over `members` and answer 202 with its status URL. */
-  protected kickOff(res: ServerResponse, url: URL, token: IssuedToken, k: { types: string[]; since?: string; members: string[]; maxLinesPerFile: number; pollsUntilDone: number; statusUrl: (jobId: string) => string }): void {
+  protected kickOff(
+    res: ServerResponse,
+    url: URL,
+    token: IssuedToken,
+    k: {
+      types: string[];
+      since?: string;
+      members: string[];
+      maxLinesPerFile: number;
+      pollsUntilDone: number;
+      statusUrl: (jobId: string) => string;
+    },
+  ): void {
     const job = createBulkJob({
       clientId: token.clientId,
       request: url.toString(),
@@ -90,20 +122,41 @@ export abstract class FhirVendorSimulator<Client extends { clientId: string }> {
   }
 
   /** A status poll: 202 with Retry-After and progress while the job runs (polls sooner than asked are counted), then the manifest. */
-  protected jobStatus(res: ServerResponse, job: BulkJob, k: { retryAfterSec: number; progress: (job: BulkJob) => string; fileUrl: (f: BulkFile) => string; headers?: Record<string, string> }): void {
+  protected jobStatus(
+    res: ServerResponse,
+    job: BulkJob,
+    k: {
+      retryAfterSec: number;
+      progress: (job: BulkJob) => string;
+      fileUrl: (f: BulkFile) => string;
+      headers?: Record<string, string>;
+    },
+  ): void {
     const now = this.server.now();
     if (job.lastPollAt !== undefined && now - job.lastPollAt < k.retryAfterSec * 1000 - 50) job.earlyPolls++;
     job.lastPollAt = now;
     job.polls++;
     if (job.pollsLeft > 0) {
       job.pollsLeft--;
-      res.writeHead(202, { 'x-progress': k.progress(job), 'retry-after': String(k.retryAfterSec), 'content-length': '0' }).end();
+      res
+        .writeHead(202, {
+          'x-progress': k.progress(job),
+          'retry-after': String(k.retryAfterSec),
+          'content-length': '0',
+        })
+        .end();
       return;
     }
     sendJson(
       res,
       200,
-      { transactionTime: job.transactionTime, request: job.request, requiresAccessToken: true, output: job.files.map((f) => ({ type: f.type, url: k.fileUrl(f), count: fileLineCount(f) })), error: [] },
+      {
+        transactionTime: job.transactionTime,
+        request: job.request,
+        requiresAccessToken: true,
+        output: job.files.map((f) => ({ type: f.type, url: k.fileUrl(f), count: fileLineCount(f) })),
+        error: [],
+      },
       k.headers ?? {},
       'application/json',
     );

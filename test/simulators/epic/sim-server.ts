@@ -39,7 +39,13 @@ export interface SimOptions {
   now?: () => number;
 }
 
-export type Handler = (req: IncomingMessage, res: ServerResponse, url: URL, body: Buffer, log: LoggedRequest) => Promise<void> | void;
+export type Handler = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  body: Buffer,
+  log: LoggedRequest,
+) => Promise<void> | void;
 
 export class SimServer {
   readonly requests: LoggedRequest[] = [];
@@ -51,7 +57,10 @@ export class SimServer {
   private clockOffsetMs = 0;
   private readonly baseNow: () => number;
 
-  constructor(private readonly handler: Handler, opts: SimOptions = {}) {
+  constructor(
+    private readonly handler: Handler,
+    opts: SimOptions = {},
+  ) {
     this.latencyMs = opts.latencyMs ?? 0;
     this.baseNow = opts.now ?? Date.now;
   }
@@ -97,7 +106,13 @@ export class SimServer {
 
   private async dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', this.origin);
-    const log: LoggedRequest = { at: this.now(), method: req.method ?? 'GET', path: url.pathname, url: url.toString(), headers: { ...req.headers } };
+    const log: LoggedRequest = {
+      at: this.now(),
+      method: req.method ?? 'GET',
+      path: url.pathname,
+      url: url.toString(),
+      headers: { ...req.headers },
+    };
     this.requests.push(log);
     res.on('finish', () => (log.status = res.statusCode));
     try {
@@ -105,7 +120,9 @@ export class SimServer {
       if (this.latencyMs) await new Promise((r) => setTimeout(r, this.latencyMs));
       const target = url.pathname + url.search;
       for (const f of this.faults) {
-        const matches = (typeof f.match === 'string' ? target.includes(f.match) : f.match.test(target)) && (!f.method || f.method === req.method);
+        const matches =
+          (typeof f.match === 'string' ? target.includes(f.match) : f.match.test(target)) &&
+          (!f.method || f.method === req.method);
         if (!matches) continue;
         f.hits++;
         if (f.hits <= (f.skip ?? 0)) continue;
@@ -124,7 +141,8 @@ export class SimServer {
       }
       await this.handler(req, res, url, body, log);
     } catch (e) {
-      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end(`simulator error: ${(e as Error).message}`);
+      if (!res.headersSent)
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`simulator error: ${(e as Error).message}`);
       else res.destroy();
     }
   }
@@ -139,9 +157,21 @@ export function readBody(req: IncomingMessage): Promise<Buffer> {
   });
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}, contentType = 'application/fhir+json'): void {
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+  contentType = 'application/fhir+json',
+): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': `${contentType}; charset=utf-8`, 'content-length': String(Buffer.byteLength(text)), ...headers }).end(text);
+  res
+    .writeHead(status, {
+      'content-type': `${contentType}; charset=utf-8`,
+      'content-length': String(Buffer.byteLength(text)),
+      ...headers,
+    })
+    .end(text);
 }
 
 // ---------------------------------------------------------------------------------------------

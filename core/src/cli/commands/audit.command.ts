@@ -9,7 +9,8 @@ function time(v: unknown, name: string): Date | undefined {
   if (v === undefined || v === '') return undefined;
   const s = String(v);
   const d = /^\d+$/.test(s) ? new Date(Number(s)) : new Date(s);
-  if (Number.isNaN(d.getTime())) throw inputError('AUDIT_FILTER', `--${name}: not a time (ISO 8601 or epoch ms): ${s}`, { field: name });
+  if (Number.isNaN(d.getTime()))
+    throw inputError('AUDIT_FILTER', `--${name}: not a time (ISO 8601 or epoch ms): ${s}`, { field: name });
   return d;
 }
 
@@ -20,8 +21,14 @@ export const auditCommand: CliCommand = {
   options: [
     { flags: '--since <time>', description: 'at or after (ISO 8601 or epoch ms)' },
     { flags: '--until <time>', description: 'before (ISO 8601 or epoch ms)' },
-    { flags: '--principal <who>', description: 'e.g. "cli:alice", "token:abc123 (ci)", "oidc:<sub> (<name>)", anonymous' },
-    { flags: '--action <action>', description: 'e.g. message.body.read, replay, prune, sink.hold, token.create, auth.failed' },
+    {
+      flags: '--principal <who>',
+      description: 'e.g. "cli:alice", "token:abc123 (ci)", "oidc:<sub> (<name>)", anonymous',
+    },
+    {
+      flags: '--action <action>',
+      description: 'e.g. message.body.read, replay, prune, sink.hold, token.create, auth.failed',
+    },
     { flags: '--message-id <id>', description: 'entries naming this message' },
     { flags: '--result <result>', description: 'ok, denied, invalid, failed' },
     { flags: '--limit <n>', description: 'at most this many (default 100)' },
@@ -31,7 +38,8 @@ export const auditCommand: CliCommand = {
     const f: AuditFilter = { newestFirst: true, limit: 100 };
     if (o.limit !== undefined) {
       const n = Number(o.limit);
-      if (!Number.isInteger(n) || n <= 0) throw inputError('AUDIT_FILTER', `--limit: a positive integer: ${String(o.limit)}`, { field: 'limit' });
+      if (!Number.isInteger(n) || n <= 0)
+        throw inputError('AUDIT_FILTER', `--limit: a positive integer: ${String(o.limit)}`, { field: 'limit' });
       f.limit = n;
     }
     f.since = time(o.since, 'since');
@@ -47,7 +55,19 @@ export const auditCommand: CliCommand = {
         if (o.json) out(JSON.stringify(e));
         else
           out(
-            [e.at.toISOString(), e.principal, e.role ?? '-', e.remote ?? '-', e.action, e.target ?? '-', e.result, e.messageIds ? `${e.messageIds.length} message(s): ${e.messageIds.slice(0, 5).join(',')}${e.messageIds.length > 5 ? ',…' : ''}` : '-', e.detail ?? ''].join('\t'),
+            [
+              e.at.toISOString(),
+              e.principal,
+              e.role ?? '-',
+              e.remote ?? '-',
+              e.action,
+              e.target ?? '-',
+              e.result,
+              e.messageIds
+                ? `${e.messageIds.length} message(s): ${e.messageIds.slice(0, 5).join(',')}${e.messageIds.length > 5 ? ',…' : ''}`
+                : '-',
+              e.detail ?? '',
+            ].join('\t'),
           );
       }
       if (!list.length && !o.json) out('no audit entries match');

@@ -10,4 +10,14 @@ import { testRouteCommand } from './test-route.command';
 import { pluginCommand } from './plugin-new.command';
 
 /** Core sub-commands beyond start/validate-config/convert (each in its own `*.command.ts`). */
-export const coreCommands: CliCommand[] = [replayCommand, pruneCommand, sinkCommand, tokenCommand, auditCommand, configCommand, reloadCommand, testRouteCommand, pluginCommand];
+export const coreCommands: CliCommand[] = [
+  replayCommand,
+  pruneCommand,
+  sinkCommand,
+  tokenCommand,
+  auditCommand,
+  configCommand,
+  reloadCommand,
+  testRouteCommand,
+  pluginCommand,
+];

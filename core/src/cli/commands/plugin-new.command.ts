@@ -33,7 +33,16 @@ export function pluginFiles(id: string, coreVersion: string): Record<string, str
         scripts: { build: 'tsc -p tsconfig.json', test: 'jest' },
         peerDependencies: { '@ferry/core': engine },
         dependencies: { tsyringe: '^4.10.0', 'reflect-metadata': '^0.2.2' },
-        devDependencies: { '@ferry/core': coreVersion, '@ferry/testkit': coreVersion, '@medplum/fhirtypes': '^4.5.2', '@types/jest': '^30.0.0', '@types/node': '^20.19.0', jest: '^30.2.0', 'ts-jest': '^29.4.5', typescript: '~6.0.3' },
+        devDependencies: {
+          '@ferry/core': coreVersion,
+          '@ferry/testkit': coreVersion,
+          '@medplum/fhirtypes': '^4.5.2',
+          '@types/jest': '^30.0.0',
+          '@types/node': '^20.19.0',
+          jest: '^30.2.0',
+          'ts-jest': '^29.4.5',
+          typescript: '~6.0.3',
+        },
       },
       null,
       2,
@@ -494,17 +503,23 @@ runTransformContract('${id}', {
 
 export const pluginCommand: CliCommand = {
   name: 'plugin <action> <id>',
-  description: 'plugin new <id>: scaffold a plugin package (manifest, config schemas, source, sink, transform, simulator, tests on @ferry/testkit) in --dir (default ./<id>); writes files only',
+  description:
+    'plugin new <id>: scaffold a plugin package (manifest, config schemas, source, sink, transform, simulator, tests on @ferry/testkit) in --dir (default ./<id>); writes files only',
   options: [
     { flags: '--dir <path>', description: 'folder to create (default: ./<id>); must not exist or be empty' },
     { flags: '--force', description: 'write into a folder that is not empty (files of the same name are replaced)' },
   ],
   async run(args, o) {
     const [action, id] = args;
-    if (action !== 'new') throw inputError('PLUGIN_ACTION', `ferry plugin ${action}: unknown action (use: ferry plugin new <id>)`);
-    if (!/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/.test(id ?? '')) throw inputError('PLUGIN_ID', `plugin id "${id}": kebab-case, starting with a letter (e.g. acme or acme-labs)`);
+    if (action !== 'new')
+      throw inputError('PLUGIN_ACTION', `ferry plugin ${action}: unknown action (use: ferry plugin new <id>)`);
+    if (!/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/.test(id ?? ''))
+      throw inputError('PLUGIN_ID', `plugin id "${id}": kebab-case, starting with a letter (e.g. acme or acme-labs)`);
     const dir = path.resolve(String(o.dir ?? id));
-    if (fs.existsSync(dir) && fs.readdirSync(dir).length && !o.force) throw new FerryError('INPUT_PLUGIN_DIR', `${dir} exists and is not empty (use --force to write into it)`, { kind: 'input' });
+    if (fs.existsSync(dir) && fs.readdirSync(dir).length && !o.force)
+      throw new FerryError('INPUT_PLUGIN_DIR', `${dir} exists and is not empty (use --force to write into it)`, {
+        kind: 'input',
+      });
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- core's package.json, read at run time (outside tsc's rootDir)
     const coreVersion = (require('../../../package.json') as { version: string }).version;
     const files = pluginFiles(id, coreVersion);
@@ -514,7 +529,9 @@ export const pluginCommand: CliCommand = {
       fs.writeFileSync(file, text);
     }
     out(`created plugin "${id}" in ${dir} (${Object.keys(files).length} files)`);
-    out(`next: cd ${path.relative(process.cwd(), dir) || '.'} && npm install && npm run build && npm test; then list it in plugins: ['${dir}']`);
+    out(
+      `next: cd ${path.relative(process.cwd(), dir) || '.'} && npm install && npm run build && npm test; then list it in plugins: ['${dir}']`,
+    );
     return 0;
   },
 };

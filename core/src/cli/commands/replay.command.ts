@@ -14,13 +14,22 @@ import { audited } from '../audit-trail';
  * Opens the store the config names (for commands that work on it while the engine may run), with
  * the config it read (absent when the caller handed a store in).
  */
-export async function openConfiguredStore(configArg: string | undefined, ctxFile: string | undefined, ctxStore?: MessageStore): Promise<{ store: MessageStore; owned: boolean; config?: EngineConfig }> {
+export async function openConfiguredStore(
+  configArg: string | undefined,
+  ctxFile: string | undefined,
+  ctxStore?: MessageStore,
+): Promise<{ store: MessageStore; owned: boolean; config?: EngineConfig }> {
   if (ctxStore) {
     if (!ctxStore.isOpen()) await ctxStore.open();
     return { store: ctxStore, owned: false };
   }
   const file = resolveConfigPath(configArg) ?? ctxFile;
-  if (!file) throw new FerryError('CONFIG_NO_FILE', 'no config: pass -c <file>, set FERRY_CONFIG, or create ./config/ferry.yaml', { kind: 'config' });
+  if (!file)
+    throw new FerryError(
+      'CONFIG_NO_FILE',
+      'no config: pass -c <file>, set FERRY_CONFIG, or create ./config/ferry.yaml',
+      { kind: 'config' },
+    );
   const { config } = await configure({ configFile: file });
   // the same file modes as the engine's: a command must not change what the operator chose
   const store = createStore(config.store, silentLogger(), config.baseDir, { fileModes: fileModesOf(config) });
@@ -35,7 +44,10 @@ export const replayCommand: CliCommand = {
   description:
     're-queue messages by id or filter: reprocess (transform + route again with the current config; old deliveries superseded) or redeliver (retry dead/failed deliveries as they are)',
   options: [
-    { flags: '--status <list>', description: 'message status(es), comma-separated: dead, failed, delivered, unrouted, filtered, routed' },
+    {
+      flags: '--status <list>',
+      description: 'message status(es), comma-separated: dead, failed, delivered, unrouted, filtered, routed',
+    },
     { flags: '--delivery-status <list>', description: 'delivery status(es): dead, failed, pending, delivered' },
     { flags: '--source <id>', description: 'source id' },
     { flags: '--route <id>', description: 'route id (of a delivery)' },
@@ -50,19 +62,28 @@ export const replayCommand: CliCommand = {
   async run(args, o, ctx) {
     const { store, owned } = await openConfiguredStore(o.config as string | undefined, ctx.configFile, ctx.store);
     try {
-      const r = await audited(store, { action: o.dryRun ? 'replay.dry-run' : 'replay' }, () => replayMessages(store, {
-        ids: args.length ? args.flat() : undefined,
-        status: o.status as string | undefined,
-        deliveryStatus: o.deliveryStatus as string | undefined,
-        source: o.source as string | undefined,
-        route: o.route as string | undefined,
-        sink: o.sink as string | undefined,
-        since: o.since as string | undefined,
-        until: o.until as string | undefined,
-        limit: o.limit as string | undefined,
-        mode: o.mode as string | undefined,
-        dryRun: !!o.dryRun,
-      }), (x) => ({ messageIds: x.mode === 'reprocess' ? x.ids : undefined, detail: `${x.mode} ${x.count}${x.mode === 'redeliver' ? ` deliveries: ${x.ids.slice(0, 50).join(',')}` : ''}` }));
+      const r = await audited(
+        store,
+        { action: o.dryRun ? 'replay.dry-run' : 'replay' },
+        () =>
+          replayMessages(store, {
+            ids: args.length ? args.flat() : undefined,
+            status: o.status as string | undefined,
+            deliveryStatus: o.deliveryStatus as string | undefined,
+            source: o.source as string | undefined,
+            route: o.route as string | undefined,
+            sink: o.sink as string | undefined,
+            since: o.since as string | undefined,
+            until: o.until as string | undefined,
+            limit: o.limit as string | undefined,
+            mode: o.mode as string | undefined,
+            dryRun: !!o.dryRun,
+          }),
+        (x) => ({
+          messageIds: x.mode === 'reprocess' ? x.ids : undefined,
+          detail: `${x.mode} ${x.count}${x.mode === 'redeliver' ? ` deliveries: ${x.ids.slice(0, 50).join(',')}` : ''}`,
+        }),
+      );
       if (o.json) out(JSON.stringify(r));
       else {
         const what = r.mode === 'reprocess' ? 'message' : 'deliver';

@@ -10,7 +10,22 @@
  * non-boolean operand of `and`); the caller then evaluates that one invariant with medplum. Both operands
  * of `and`/`or`/`implies` are always evaluated, as medplum does (an operand medplum fails on fails here too).
  */
-import { AndAtom, ConcatAtom, DotAtom, EqualsAtom, FhirPathAtom, FunctionAtom, ImpliesAtom, InAtom, LiteralAtom, NotEqualsAtom, OrAtom, SymbolAtom, UnionAtom, XorAtom } from '@medplum/core';
+import {
+  AndAtom,
+  ConcatAtom,
+  DotAtom,
+  EqualsAtom,
+  FhirPathAtom,
+  FunctionAtom,
+  ImpliesAtom,
+  InAtom,
+  LiteralAtom,
+  NotEqualsAtom,
+  OrAtom,
+  SymbolAtom,
+  UnionAtom,
+  XorAtom,
+} from '@medplum/core';
 
 /** `%resource` and `%rootResource` of an evaluation. */
 export interface FastEnv {
@@ -19,8 +34,6 @@ export interface FastEnv {
 }
 
 export type FastFn = (input: unknown[], env: FastEnv) => unknown[];
-
-
 
 /** Thrown at run time when a value falls outside what the closures model exactly. */
 export const NOT_FAST = { notFast: true };
@@ -91,7 +104,13 @@ function navigate(name: string): FastFn {
           if (k.length > n && k.startsWith(name) && CHOICE_SUFFIXES.has(k.slice(n))) {
             if (found !== undefined || o['_' + k] !== undefined) throw NOT_FAST;
             found = k;
-          } else if (k.length > n + 1 && k.charCodeAt(0) === 95 && k.startsWith(name, 1) && CHOICE_SUFFIXES.has(k.slice(n + 1))) throw NOT_FAST;
+          } else if (
+            k.length > n + 1 &&
+            k.charCodeAt(0) === 95 &&
+            k.startsWith(name, 1) &&
+            CHOICE_SUFFIXES.has(k.slice(n + 1))
+          )
+            throw NOT_FAST;
         }
         if (found === undefined) continue;
         v = o[found];
@@ -267,9 +286,15 @@ function build(atom: unknown): FastFn {
       case 'contains':
       case 'startsWith':
       case 'endsWith': {
-        if (args.length !== 1 || !(args[0] instanceof LiteralAtom) || args[0].value.type !== 'string') return UNSUPPORTED;
+        if (args.length !== 1 || !(args[0] instanceof LiteralAtom) || args[0].value.type !== 'string')
+          return UNSUPPORTED;
         const arg = build(args[0]);
-        const f = atom.name === 'contains' ? (s: string, a: string) => s.includes(a) : atom.name === 'startsWith' ? (s: string, a: string) => s.startsWith(a) : (s: string, a: string) => s.endsWith(a);
+        const f =
+          atom.name === 'contains'
+            ? (s: string, a: string) => s.includes(a)
+            : atom.name === 'startsWith'
+              ? (s: string, a: string) => s.startsWith(a)
+              : (s: string, a: string) => s.endsWith(a);
         return stringFunc(arg, f);
       }
       default:

@@ -28,7 +28,15 @@
  * Files: plan.ts compiles the per-type checking plans and the invariants, invariants.ts evaluates them,
  * check-context.ts holds the walk's position and findings, this file walks a resource against its plan.
  */
-import { deepEquals, deepIncludes, fhirTypeToJsType, getTypedPropertyValue, validationRegexes, type InternalSchemaElement, type TypedValue } from '@medplum/core';
+import {
+  deepEquals,
+  deepIncludes,
+  fhirTypeToJsType,
+  getTypedPropertyValue,
+  validationRegexes,
+  type InternalSchemaElement,
+  type TypedValue,
+} from '@medplum/core';
 import type { OperationOutcomeIssue } from '@medplum/fhirtypes';
 import { At, Abort, isResourceObject, structure, type Ctx } from './check-context';
 import { emptyValue as isEmpty } from './fhirpath-fast';
@@ -71,18 +79,25 @@ function checkPrimitive(value: unknown, type: string, at: At, ctx: Ctx, codes: S
     const s = value as string;
     const c0 = s.charCodeAt(0);
     // a printable ASCII first character is non-whitespace content: the regex only for the rest
-    if (!(c0 > 32 && c0 < 127) && !NON_BLANK.test(s)) structure(ctx, at.path, 'String must contain non-whitespace content');
+    if (!(c0 > 32 && c0 < 127) && !NON_BLANK.test(s))
+      structure(ctx, at.path, 'String must contain non-whitespace content');
     else if (s.length > 1024 * 1024) structure(ctx, at.path, 'String cannot be larger than 1 MB');
     else {
       const re = REGEXES[type];
       if (re && !re.test(s)) structure(ctx, at.path, 'Invalid ' + type + ' format');
       else if (codes && ctx.bindings && !codes.has(s))
-        ctx.issues.push({ severity: 'error', code: 'code-invalid', details: { text: 'Value is not in the required value set' }, expression: [at.path] });
+        ctx.issues.push({
+          severity: 'error',
+          code: 'code-invalid',
+          details: { text: 'Value is not in the required value set' },
+          expression: [at.path],
+        });
     }
   } else if (expected === 'number') {
     const n = value as number;
     if (Number.isNaN(n) || !Number.isFinite(n)) structure(ctx, at.path, 'Invalid numeric value');
-    else if ((type === 'integer' || type === 'positiveInt' || type === 'unsignedInt') && !Number.isInteger(n)) structure(ctx, at.path, 'Expected number to be an integer');
+    else if ((type === 'integer' || type === 'positiveInt' || type === 'unsignedInt') && !Number.isInteger(n))
+      structure(ctx, at.path, 'Expected number to be an integer');
     else if (type === 'positiveInt' && n <= 0) structure(ctx, at.path, 'Expected number to be positive');
     else if (type === 'unsignedInt' && n < 0) structure(ctx, at.path, 'Expected number to be non-negative');
   }
@@ -157,7 +172,12 @@ function checkConcept(concepts: Map<string, Set<string>>, type: string, value: u
     ctx.issues.push({
       severity: 'error',
       code: 'code-invalid',
-      details: { text: type === 'Coding' ? 'Coding is not in the required value set' : 'None of the codings is in the required value set' },
+      details: {
+        text:
+          type === 'Coding'
+            ? 'Coding is not in the required value set'
+            : 'None of the codings is in the required value set',
+      },
       expression: [at.path],
     });
 }
@@ -168,12 +188,22 @@ function descend(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx): vo
     return;
   }
   const ct = type === prop.cands[0].type && prop.ct !== undefined ? prop.ct : compile(type);
-  if (!ct) throw new Abort({ severity: 'error', code: 'invalid', details: { text: 'Unknown data type: ' + type }, expression: [at.path] });
+  if (!ct)
+    throw new Abort({
+      severity: 'error',
+      code: 'invalid',
+      details: { text: 'Unknown data type: ' + type },
+      expression: [at.path],
+    });
   if (prop.cands[0].type === 'Resource' && !ct.isResourceKind) {
     ctx.issues.push({
       severity: 'error',
       code: 'structure',
-      details: { text: isResourceObject(value) ? `Unknown resource type "${String(value.resourceType)}"` : 'Missing resource type' },
+      details: {
+        text: isResourceObject(value)
+          ? `Unknown resource type "${String(value.resourceType)}"`
+          : 'Missing resource type',
+      },
       expression: [at.path],
     });
     if (!isResourceObject(value)) {
@@ -186,7 +216,16 @@ function descend(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx): vo
 }
 
 /** One property of an object: medplum's visitProperty followed by the crawl of its values. */
-function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candIndex: number, node: At, ctx: Ctx, under = true, value: unknown = obj[prop.cands[candIndex].name]): boolean {
+function visitProp(
+  obj: Record<string, unknown>,
+  ct: Compiled,
+  prop: Prop,
+  candIndex: number,
+  node: At,
+  ctx: Ctx,
+  under = true,
+  value: unknown = obj[prop.cands[candIndex].name],
+): boolean {
   let cand = prop.cands[candIndex];
   let raw = value;
   // `under`: the object may have `_name` keys (a keyed load of an absent key is not free; most objects have none)
@@ -200,7 +239,12 @@ function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candI
     try {
       tv = getTypedPropertyValue({ type: ct.name, value: obj }, prop.key);
     } catch (e) {
-      throw new Abort({ severity: 'error', code: 'structure', details: { text: (e as Error).message }, expression: [node.path + '.' + prop.key] });
+      throw new Abort({
+        severity: 'error',
+        code: 'structure',
+        details: { text: (e as Error).message },
+        expression: [node.path + '.' + prop.key],
+      });
     }
     if (tv === undefined) return false;
     const first = Array.isArray(tv) ? tv[0] : tv;
@@ -231,8 +275,19 @@ function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candI
     const list = items!;
     if (ok) {
       if (list.length < prop.min || list.length > prop.max)
-        structure(ctx, prop.element.path, `Invalid number of values: expected ${prop.min}..${Number.isFinite(prop.max) ? prop.max : '*'}, but found ${list.length}`);
-      if (prop.specified && !specifiedOk(list.map((v) => ({ type: resolveType(cand, v), value: v })), prop.element)) structure(ctx, node.crawl + '.' + prop.key, 'Value did not match expected pattern');
+        structure(
+          ctx,
+          prop.element.path,
+          `Invalid number of values: expected ${prop.min}..${Number.isFinite(prop.max) ? prop.max : '*'}, but found ${list.length}`,
+        );
+      if (
+        prop.specified &&
+        !specifiedOk(
+          list.map((v) => ({ type: resolveType(cand, v), value: v })),
+          prop.element,
+        )
+      )
+        structure(ctx, node.crawl + '.' + prop.key, 'Value did not match expected pattern');
     }
     for (let i = 0; i < list.length; i++) {
       const v = list[i];
@@ -247,8 +302,14 @@ function visitProp(obj: Record<string, unknown>, ct: Compiled, prop: Prop, candI
     if (primitive && typeof single === 'object') ctx.nulls = true; // not walked: may hold nulls
     const type = primitive ? cand.type : resolveType(cand, single);
     if (ok) {
-      if (prop.min > 1 || prop.max < 1) structure(ctx, prop.element.path, `Invalid number of values: expected ${prop.min}..${Number.isFinite(prop.max) ? prop.max : '*'}, but found 1`);
-      if (prop.specified && !specifiedOk({ type, value: single }, prop.element)) structure(ctx, node.crawl + '.' + prop.key, 'Value did not match expected pattern');
+      if (prop.min > 1 || prop.max < 1)
+        structure(
+          ctx,
+          prop.element.path,
+          `Invalid number of values: expected ${prop.min}..${Number.isFinite(prop.max) ? prop.max : '*'}, but found 1`,
+        );
+      if (prop.specified && !specifiedOk({ type, value: single }, prop.element))
+        structure(ctx, node.crawl + '.' + prop.key, 'Value did not match expected pattern');
       checkItem(prop, type, single, new At(node, prop.key, -1), ctx, primitive);
     }
     if (!primitive) descend(prop, type, single, new At(node, prop.key, -1), ctx);
@@ -323,7 +384,9 @@ function walk(obj: unknown, ct: Compiled, node: At, ctx: Ctx): void {
       } else if (prop.choice) {
         // a choice-of-type key whose element has no value (valueString: "", onsetDateTime: null) is, for
         // medplum, an additional property
-        for (const k2 in o) if (ct.byKey.get(k2)?.prop === prop && o[k2] !== undefined) structure(ctx, `${node.path}.${k2}`, `Invalid additional property "${k2}"`);
+        for (const k2 in o)
+          if (ct.byKey.get(k2)?.prop === prop && o[k2] !== undefined)
+            structure(ctx, `${node.path}.${k2}`, `Invalid additional property "${k2}"`);
       }
     }
   } else if (obj !== null && obj !== undefined) {
@@ -339,7 +402,8 @@ function walk(obj: unknown, ct: Compiled, node: At, ctx: Ctx): void {
     const keys = Object.keys(obj);
     if (keys.length) unknown = keys;
   }
-  for (const prop of ct.required) if (!present?.includes(prop.index)) structure(ctx, node.path + '.' + prop.key, 'Missing required property');
+  for (const prop of ct.required)
+    if (!present?.includes(prop.index)) structure(ctx, node.path + '.' + prop.key, 'Missing required property');
   if (unknown) {
     for (const k of unknown) {
       if (k === 'resourceType' && ct.isResourceKind) continue;
@@ -356,7 +420,8 @@ function walk(obj: unknown, ct: Compiled, node: At, ctx: Ctx): void {
         }
       }
       if (handled) continue;
-      if (Object.hasOwn(ct.schema.elements, k) || (k.startsWith('_') && Object.hasOwn(ct.schema.elements, bare))) continue;
+      if (Object.hasOwn(ct.schema.elements, k) || (k.startsWith('_') && Object.hasOwn(ct.schema.elements, bare)))
+        continue;
       structure(ctx, `${node.path}.${k}`, `Invalid additional property "${k}"`);
     }
   }
@@ -412,17 +477,32 @@ function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx, nes
   const before = ctx.nulls;
   ctx.nulls = true;
   if (!resource || typeof resource !== 'object' || Array.isArray(resource)) {
-    ctx.issues.push({ severity: 'error', code: 'structure', details: { text: 'A resource must be a JSON object' }, expression: [path ?? 'Resource'] });
+    ctx.issues.push({
+      severity: 'error',
+      code: 'structure',
+      details: { text: 'A resource must be a JSON object' },
+      expression: [path ?? 'Resource'],
+    });
     return;
   }
   const rt = (resource as { resourceType?: unknown }).resourceType;
   if (!rt) {
-    ctx.issues.push({ severity: 'error', code: 'invalid', details: { text: 'Missing resource type' }, expression: [path ?? 'Resource'] });
+    ctx.issues.push({
+      severity: 'error',
+      code: 'invalid',
+      details: { text: 'Missing resource type' },
+      expression: [path ?? 'Resource'],
+    });
     return;
   }
   const ct = typeof rt === 'string' ? compile(rt) : null;
   if (!ct || !ct.isResourceKind) {
-    ctx.issues.push({ severity: 'error', code: 'invalid', details: { text: `Unknown resource type "${String(rt)}"` }, expression: [(path ?? 'Resource') + '.resourceType'] });
+    ctx.issues.push({
+      severity: 'error',
+      code: 'invalid',
+      details: { text: `Unknown resource type "${String(rt)}"` },
+      expression: [(path ?? 'Resource') + '.resourceType'],
+    });
     return;
   }
   const saved = { resources: ctx.resources, root: ctx.root };
@@ -445,7 +525,14 @@ function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx, nes
  * every error (severity `error`; medplum's warnings are not produced), empty when valid.
  */
 export function validateFhirResource(resource: unknown, options: FhirValidateOptions = {}): OperationOutcomeIssue[] {
-  const ctx: Ctx = { issues: [], resources: [], root: undefined, bindings: options.requiredBindings !== false, entriesAsResources: !!options.entriesAsResources, nulls: false };
+  const ctx: Ctx = {
+    issues: [],
+    resources: [],
+    root: undefined,
+    bindings: options.requiredBindings !== false,
+    entriesAsResources: !!options.entriesAsResources,
+    nulls: false,
+  };
   try {
     validateRoot(resource, undefined, ctx);
   } catch (e) {

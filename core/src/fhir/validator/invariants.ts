@@ -82,7 +82,12 @@ export function checkInvariants(list: Invariant[], tv: TypedValue, at: At, ctx: 
       }
     } else ok = evaluate(inv, tv, ctx);
     if (ok === true) continue;
-    if (ok instanceof Error) ctx.issues.push(createProcessingIssue(at.path, 'Error evaluating invariant expression', ok, { fhirpath: inv.constraint.expression }));
+    if (ok instanceof Error)
+      ctx.issues.push(
+        createProcessingIssue(at.path, 'Error evaluating invariant expression', ok, {
+          fhirpath: inv.constraint.expression,
+        }),
+      );
     ctx.issues.push(createConstraintIssue(at.path, inv.constraint));
     return;
   }

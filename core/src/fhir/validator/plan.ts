@@ -19,7 +19,8 @@ import { requiredCodes, requiredConcepts } from './valuesets';
 /** Keys of invariants @medplum/core does not evaluate either (ele-1 per element, dom-3, org-1, sdf-19). */
 const SKIPPED: Record<string, true> = { 'ele-1': true, 'dom-3': true, 'org-1': true, 'sdf-19': true };
 /** Anything that reads the context other than through its named children. */
-const IMPURE = /%|\$|descendants\s*\(|children\s*\(|repeat\s*\(|resolve\s*\(|hasValue\s*\(|trace\s*\(|memberOf|conformsTo|htmlChecks|(^|[^.\w\s]|\b(and|or|xor|implies|not|in|contains)\s)\s*[A-Za-z_]\w*\s*\(/;
+const IMPURE =
+  /%|\$|descendants\s*\(|children\s*\(|repeat\s*\(|resolve\s*\(|hasValue\s*\(|trace\s*\(|memberOf|conformsTo|htmlChecks|(^|[^.\w\s]|\b(and|or|xor|implies|not|in|contains)\s)\s*[A-Za-z_]\w*\s*\(/;
 
 export interface Invariant {
   key: string;
@@ -87,11 +88,13 @@ function entriesHaveIff(v: unknown, child: 'request' | 'response', types: string
  * fullUrl or type) returns undefined and goes to the FHIRPath evaluation.
  */
 const DIRECT: Record<string, (v: unknown) => boolean | undefined> = {
-  "bdl-3 entry.all(request.exists() = (%resource.type = 'batch' or %resource.type = 'transaction' or %resource.type = 'history'))": (v) =>
-    entriesHaveIff(v, 'request', ['batch', 'transaction', 'history']),
-  "bdl-4 entry.all(response.exists() = (%resource.type = 'batch-response' or %resource.type = 'transaction-response' or %resource.type = 'history'))": (v) =>
-    entriesHaveIff(v, 'response', ['batch-response', 'transaction-response', 'history']),
-  "bdl-7 (type = 'history') or entry.where(fullUrl.exists()).select(fullUrl&resource.meta.versionId).isDistinct()": (v) => {
+  "bdl-3 entry.all(request.exists() = (%resource.type = 'batch' or %resource.type = 'transaction' or %resource.type = 'history'))":
+    (v) => entriesHaveIff(v, 'request', ['batch', 'transaction', 'history']),
+  "bdl-4 entry.all(response.exists() = (%resource.type = 'batch-response' or %resource.type = 'transaction-response' or %resource.type = 'history'))":
+    (v) => entriesHaveIff(v, 'response', ['batch-response', 'transaction-response', 'history']),
+  "bdl-7 (type = 'history') or entry.where(fullUrl.exists()).select(fullUrl&resource.meta.versionId).isDistinct()": (
+    v,
+  ) => {
     if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
     const o = v as Record<string, unknown>;
     if (o._type !== undefined || o._entry !== undefined) return undefined;
@@ -239,9 +242,19 @@ function compileInvariant(c: NonNullable<InternalSchemaElement['constraints']>[n
     collectChoiceNames();
     // names that start a navigation chain (`contained` in `contained.meta.versionId`): when none of them is
     // a present child of the context, a pure expression evaluates as it does on an empty element
-    const names = IMPURE.test(c.expression) ? undefined : [...new Set(c.expression.replace(/'(?:[^'\\]|\\.)*'/g, "''").match(/(?<![.\w])[A-Za-z_]\w*/g) ?? [])];
+    const names = IMPURE.test(c.expression)
+      ? undefined
+      : [...new Set(c.expression.replace(/'(?:[^'\\]|\\.)*'/g, "''").match(/(?<![.\w])[A-Za-z_]\w*/g) ?? [])];
     const atom = parseFhirPath(c.expression);
-    inv = { key: c.key, constraint: c, atom, fast: compileFast(atom), direct: DIRECT[`${c.key} ${c.expression}`], names, perType: new Map() };
+    inv = {
+      key: c.key,
+      constraint: c,
+      atom,
+      fast: compileFast(atom),
+      direct: DIRECT[`${c.key} ${c.expression}`],
+      names,
+      perType: new Map(),
+    };
     invariantCache.set(id, inv);
   }
   return inv;
@@ -278,7 +291,12 @@ export function compile(typeName: string): Compiled | null {
     });
     const binding = element.binding;
     const codes =
-      binding?.strength === 'required' && binding.valueSet && element.type?.length === 1 && element.type[0].code === 'code' ? requiredCodes(binding.valueSet) : undefined;
+      binding?.strength === 'required' &&
+      binding.valueSet &&
+      element.type?.length === 1 &&
+      element.type[0].code === 'code'
+        ? requiredCodes(binding.valueSet)
+        : undefined;
     const prop: Prop = {
       index: props.length,
       key,
@@ -291,7 +309,10 @@ export function compile(typeName: string): Compiled | null {
       invariants: errorInvariants(element.constraints),
       codes,
       concepts:
-        binding?.strength === 'required' && binding.valueSet && element.type?.length === 1 && (element.type[0].code === 'Coding' || element.type[0].code === 'CodeableConcept')
+        binding?.strength === 'required' &&
+        binding.valueSet &&
+        element.type?.length === 1 &&
+        (element.type[0].code === 'Coding' || element.type[0].code === 'CodeableConcept')
           ? requiredConcepts(binding.valueSet)
           : undefined,
       entryResource: element.path === 'Bundle.entry.resource',

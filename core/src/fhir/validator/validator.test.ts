@@ -2,14 +2,17 @@ import { validateResource } from '@medplum/core';
 import { ensureFhirDefinitions, validateBundle } from '../validate';
 import { isFhirResourceType, validateFhirResource } from './index';
 
-const paths = (r: unknown, o?: Parameters<typeof validateFhirResource>[1]) => validateFhirResource(r, o).map((i) => `${i.expression?.[0]}: ${i.details?.text}`);
+const paths = (r: unknown, o?: Parameters<typeof validateFhirResource>[1]) =>
+  validateFhirResource(r, o).map((i) => `${i.expression?.[0]}: ${i.details?.text}`);
 
 describe('compiled FHIR R4 validator', () => {
   beforeAll(() => ensureFhirDefinitions());
 
   it('refuses an unknown resource type and a data type posing as a resource', () => {
     expect(paths({ resourceType: 'NotAThing' })).toEqual(['Resource.resourceType: Unknown resource type "NotAThing"']);
-    expect(paths({ resourceType: 'HumanName', family: 'x' })).toEqual(['Resource.resourceType: Unknown resource type "HumanName"']);
+    expect(paths({ resourceType: 'HumanName', family: 'x' })).toEqual([
+      'Resource.resourceType: Unknown resource type "HumanName"',
+    ]);
     expect(paths({ id: 'x' })).toEqual(['Resource: Missing resource type']);
     expect(paths([1])).toEqual(['Resource: A resource must be a JSON object']);
     expect(isFhirResourceType('Patient')).toBe(true);
@@ -17,9 +20,18 @@ describe('compiled FHIR R4 validator', () => {
   });
 
   it('checks primitive formats, types, unknown properties, cardinality and invariants, with medplum paths', () => {
-    expect(paths({ resourceType: 'Patient', birthDate: 'Quibblesworth' })).toEqual(['Patient.birthDate: Invalid date format']);
+    expect(paths({ resourceType: 'Patient', birthDate: 'Quibblesworth' })).toEqual([
+      'Patient.birthDate: Invalid date format',
+    ]);
     expect(
-      paths({ resourceType: 'Patient', name: { family: 'x' }, telecom: [{ system: 'phone', value: 5 }], foo: 1, contact: [{}], extension: [{ url: 'http://x' }] }).sort(),
+      paths({
+        resourceType: 'Patient',
+        name: { family: 'x' },
+        telecom: [{ system: 'phone', value: 5 }],
+        foo: 1,
+        contact: [{}],
+        extension: [{ url: 'http://x' }],
+      }).sort(),
     ).toEqual(
       [
         'Patient.name: Expected array of values for property',
@@ -31,7 +43,10 @@ describe('compiled FHIR R4 validator', () => {
       ].sort(),
     );
     expect(paths({ resourceType: 'Observation', code: { text: 'x' }, valueQuantity: { value: '1' } }).sort()).toEqual(
-      ['Observation.status: Missing required property', 'Observation.value[x].value: Invalid JSON type: expected number, but got string'].sort(),
+      [
+        'Observation.status: Missing required property',
+        'Observation.value[x].value: Invalid JSON type: expected number, but got string',
+      ].sort(),
     );
   });
 
@@ -40,17 +55,36 @@ describe('compiled FHIR R4 validator', () => {
     expect(paths(p)).toEqual(['Patient.gender: Value is not in the required value set']);
     expect(paths(p, { requiredBindings: false })).toEqual([]);
     expect(() => validateResource(p as any)).not.toThrow();
-    expect(paths({ resourceType: 'Patient', gender: 'female', telecom: [{ system: 'mobile', value: '1' }] })).toEqual(['Patient.telecom[0].system: Value is not in the required value set']);
+    expect(paths({ resourceType: 'Patient', gender: 'female', telecom: [{ system: 'mobile', value: '1' }] })).toEqual([
+      'Patient.telecom[0].system: Value is not in the required value set',
+    ]);
   });
 
   it('checks required bindings on Coding and CodeableConcept elements (the enumerable R4 value sets)', () => {
     const clinical = 'http://terminology.hl7.org/CodeSystem/condition-clinical';
-    const cond = (clinicalStatus: unknown) => ({ resourceType: 'Condition', subject: { reference: 'Patient/1' }, clinicalStatus });
-    expect(paths(cond({ coding: [{ system: clinical, code: 'bogus' }] }))).toEqual(['Condition.clinicalStatus: None of the codings is in the required value set']);
+    const cond = (clinicalStatus: unknown) => ({
+      resourceType: 'Condition',
+      subject: { reference: 'Patient/1' },
+      clinicalStatus,
+    });
+    expect(paths(cond({ coding: [{ system: clinical, code: 'bogus' }] }))).toEqual([
+      'Condition.clinicalStatus: None of the codings is in the required value set',
+    ]);
     // the right code in another system is not the value set's
-    expect(paths(cond({ coding: [{ system: 'http://example.org/cs', code: 'active' }] }))).toEqual(['Condition.clinicalStatus: None of the codings is in the required value set']);
+    expect(paths(cond({ coding: [{ system: 'http://example.org/cs', code: 'active' }] }))).toEqual([
+      'Condition.clinicalStatus: None of the codings is in the required value set',
+    ]);
     // one coding from the value set is enough; a code without a system is looked up in the value set's systems
-    expect(paths(cond({ coding: [{ system: 'http://example.org/cs', code: 'x' }, { system: clinical, code: 'active' }] }))).toEqual([]);
+    expect(
+      paths(
+        cond({
+          coding: [
+            { system: 'http://example.org/cs', code: 'x' },
+            { system: clinical, code: 'active' },
+          ],
+        }),
+      ),
+    ).toEqual([]);
     expect(paths(cond({ coding: [{ code: 'resolved' }] }))).toEqual([]);
     // nothing coded: not judged by the binding
     expect(paths(cond({ text: 'active' }))).toEqual([]);
@@ -60,8 +94,12 @@ describe('compiled FHIR R4 validator', () => {
       paths({
         resourceType: 'AllergyIntolerance',
         patient: { reference: 'Patient/1' },
-        clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }] },
-        verificationStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: 'nope' }] },
+        clinicalStatus: {
+          coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }],
+        },
+        verificationStatus: {
+          coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: 'nope' }],
+        },
       }),
     ).toEqual(['AllergyIntolerance.verificationStatus: None of the codings is in the required value set']);
   });
@@ -75,15 +113,28 @@ describe('compiled FHIR R4 validator', () => {
         validateResource(r as any);
         return [] as string[];
       } catch (e) {
-        return ((e as { outcome?: { issue?: { expression?: string[]; details?: { text?: string } }[] } }).outcome?.issue ?? []).map((i) => `${i.expression?.[0]}: ${i.details?.text}`);
+        return (
+          (e as { outcome?: { issue?: { expression?: string[]; details?: { text?: string } }[] } }).outcome?.issue ?? []
+        ).map((i) => `${i.expression?.[0]}: ${i.details?.text}`);
       }
     })();
     expect(theirs).toContain('Location.mode[0].0: Invalid null value');
   });
 
   it('reports a null inside a Bundle entry once (the Bundle and its entry resource share one null check)', () => {
-    const b = { resourceType: 'Bundle', type: 'collection', entry: [{ fullUrl: 'urn:uuid:6e6c3c36-3b0e-4b8e-9d4e-1d2b3c4d5e6f', resource: { resourceType: 'Patient', gender: null } }] };
-    expect(validateBundle(b as any)?.issue?.map((i) => `${i.expression?.[0]}: ${i.details?.text}`)).toEqual(['Bundle.entry[0].resource.gender: Invalid null value']);
+    const b = {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [
+        {
+          fullUrl: 'urn:uuid:6e6c3c36-3b0e-4b8e-9d4e-1d2b3c4d5e6f',
+          resource: { resourceType: 'Patient', gender: null },
+        },
+      ],
+    };
+    expect(validateBundle(b as any)?.issue?.map((i) => `${i.expression?.[0]}: ${i.details?.text}`)).toEqual([
+      'Bundle.entry[0].resource.gender: Invalid null value',
+    ]);
   });
 
   it('accepts valid resources, primitive extensions and contained resources', () => {
@@ -91,7 +142,11 @@ describe('compiled FHIR R4 validator', () => {
       paths({
         resourceType: 'Patient',
         birthDate: '1980-02-29',
-        _birthDate: { extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/patient-birthTime', valueDateTime: '1980-02-29T10:00:00Z' }] },
+        _birthDate: {
+          extension: [
+            { url: 'http://hl7.org/fhir/StructureDefinition/patient-birthTime', valueDateTime: '1980-02-29T10:00:00Z' },
+          ],
+        },
         name: [{ given: ['A', 'B'], _given: [null, { extension: [{ url: 'http://x', valueString: 'y' }] }] }],
       }),
     ).toEqual([]);
@@ -110,11 +165,26 @@ describe('compiled FHIR R4 validator', () => {
     const b = {
       resourceType: 'Bundle',
       type: 'collection',
-      entry: [{ fullUrl: 'urn:uuid:6e6c3c36-3b0e-4b8e-9d4e-1d2b3c4d5e6f', resource: { resourceType: 'Patient', birthDate: 'Quibblesworth' } }, { resource: { resourceType: 'NotAThing' } }],
+      entry: [
+        {
+          fullUrl: 'urn:uuid:6e6c3c36-3b0e-4b8e-9d4e-1d2b3c4d5e6f',
+          resource: { resourceType: 'Patient', birthDate: 'Quibblesworth' },
+        },
+        { resource: { resourceType: 'NotAThing' } },
+      ],
     };
     const outcome = validateBundle(b as any);
     expect(outcome?.resourceType).toBe('OperationOutcome');
-    expect(outcome?.issue?.map((i) => i.expression?.[0])).toEqual(['Bundle.entry[0].resource.birthDate', 'Bundle.entry[1].resource.resourceType']);
-    expect(validateBundle({ resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', gender: 'male' } }] } as any)).toBeUndefined();
+    expect(outcome?.issue?.map((i) => i.expression?.[0])).toEqual([
+      'Bundle.entry[0].resource.birthDate',
+      'Bundle.entry[1].resource.resourceType',
+    ]);
+    expect(
+      validateBundle({
+        resourceType: 'Bundle',
+        type: 'collection',
+        entry: [{ resource: { resourceType: 'Patient', gender: 'male' } }],
+      } as any),
+    ).toBeUndefined();
   });
 });

@@ -56,7 +56,8 @@ function expand(url: string, seen: Set<string>): Set<string> | undefined {
       }
       const system = cs.get(inc.system);
       // only complete code systems can be enumerated (not fragments, examples or externally defined ones)
-      if (!system?.concept?.length || (system.content && system.content !== 'complete')) return void expanded.set(url, undefined);
+      if (!system?.concept?.length || (system.content && system.content !== 'complete'))
+        return void expanded.set(url, undefined);
       addConcepts(out, system.concept);
     }
     if (!out.size) out = undefined;

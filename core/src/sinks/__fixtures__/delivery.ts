@@ -8,7 +8,10 @@ export function sinkContext<C>(config: C, id = 'test-sink'): SinkContext<C> {
   return { id, config, logger: silentLogger() };
 }
 
-export function patientBundle(mrn: string, opts: { family?: string; withEncounter?: boolean; size?: number } = {}): Bundle {
+export function patientBundle(
+  mrn: string,
+  opts: { family?: string; withEncounter?: boolean; size?: number } = {},
+): Bundle {
   const pid = `urn:uuid:${randomUUID()}`;
   const entry: NonNullable<Bundle['entry']> = [
     {
@@ -18,7 +21,14 @@ export function patientBundle(mrn: string, opts: { family?: string; withEncounte
         identifier: [{ system: 'urn:oid:2.16.840.1.113883.3.1', value: mrn }],
         name: [{ family: opts.family ?? 'Doe', given: ['Jan'] }],
         gender: 'male',
-        ...(opts.size ? { text: { status: 'generated', div: `<div xmlns="http://www.w3.org/1999/xhtml">${'x'.repeat(opts.size)}</div>` } } : {}),
+        ...(opts.size
+          ? {
+              text: {
+                status: 'generated',
+                div: `<div xmlns="http://www.w3.org/1999/xhtml">${'x'.repeat(opts.size)}</div>`,
+              },
+            }
+          : {}),
       },
     },
   ];

@@ -7,7 +7,12 @@ import type { MessageStore } from '../../store/message-store';
  * A SourceContext over a real store, as the engine builds it, with a minimal HL7 header reader and
  * batch splitter standing in for the hl7v2 plugin's transform (the source is what is under test).
  */
-export function storeContext<C>(store: MessageStore, config: C, id = 'src', opts: { split?: (ct: string, b: Buffer) => Buffer[] } = {}): SourceContext<C> & { abort: AbortController } {
+export function storeContext<C>(
+  store: MessageStore,
+  config: C,
+  id = 'src',
+  opts: { split?: (ct: string, b: Buffer) => Buffer[] } = {},
+): SourceContext<C> & { abort: AbortController } {
   const abort = new AbortController();
   return {
     id,
@@ -15,7 +20,11 @@ export function storeContext<C>(store: MessageStore, config: C, id = 'src', opts
     logger: silentLogger(),
     signal: abort.signal,
     abort,
-    submit: (messages, o) => store.insert(messages.map((m) => ({ ...m, sourceId: id })), o?.checkpoint ? { checkpoint: o.checkpoint } : undefined),
+    submit: (messages, o) =>
+      store.insert(
+        messages.map((m) => ({ ...m, sourceId: id })),
+        o?.checkpoint ? { checkpoint: o.checkpoint } : undefined,
+      ),
     getCheckpoint: (key) => store.getCheckpoint(id, key),
     setCheckpoint: (key, value) => store.setCheckpoint(id, key, value),
     extractHeaders: (ct, body) => headersOf(ct, body),
@@ -25,11 +34,20 @@ export function storeContext<C>(store: MessageStore, config: C, id = 'src', opts
 
 export function headersOf(ct: string, body: Buffer): MessageHeaders {
   if (ct === 'application/hl7-v2') {
-    const msh = body.toString('latin1').split(/\r\n|\r|\n/).find((l) => l.startsWith('MSH'));
+    const msh = body
+      .toString('latin1')
+      .split(/\r\n|\r|\n/)
+      .find((l) => l.startsWith('MSH'));
     if (!msh) return {};
     const f = msh.split('|');
     const [type, trigger] = (f[8] ?? '').split('^');
-    return { messageType: trigger ? `${type}^${trigger}` : type, trigger, controlId: f[9], sendingApplication: f[2], sendingFacility: f[3] };
+    return {
+      messageType: trigger ? `${type}^${trigger}` : type,
+      trigger,
+      controlId: f[9],
+      sendingApplication: f[2],
+      sendingFacility: f[3],
+    };
   }
   try {
     const doc = JSON.parse(body.toString('utf8'));
@@ -41,7 +59,10 @@ export function headersOf(ct: string, body: Buffer): MessageHeaders {
 
 /** Split an HL7 batch (FHS/BHS/.../BTS/FTS) into its MSH messages. */
 export function splitHl7(body: Buffer): Buffer[] {
-  const segs = body.toString('latin1').split(/\r\n|\r|\n/).filter((l) => l.length);
+  const segs = body
+    .toString('latin1')
+    .split(/\r\n|\r|\n/)
+    .filter((l) => l.length);
   const out: string[][] = [];
   for (const s of segs) {
     if (/^(FHS|BHS|BTS|FTS)/.test(s)) continue;

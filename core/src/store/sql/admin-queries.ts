@@ -17,7 +17,9 @@ export abstract class SqlAdminQueriesPart extends SqlHoldsPart {
   async getMessage(id: string, opts: { body?: boolean; bundle?: boolean } = {}): Promise<StoredMessage | undefined> {
     this.assertOpen();
     const join = opts.body || opts.bundle ? JOIN_CONTENT : '';
-    const rows = await this.readForAdmin((x) => x.all(`SELECT ${this.columns(!!opts.body, !!opts.bundle, 'm')} FROM messages m ${join} WHERE m.id = ?`, [id]));
+    const rows = await this.readForAdmin((x) =>
+      x.all(`SELECT ${this.columns(!!opts.body, !!opts.bundle, 'm')} FROM messages m ${join} WHERE m.id = ?`, [id]),
+    );
     return rows[0] ? this.toMessage(rows[0], !!opts.body, !!opts.bundle) : undefined;
   }
 
@@ -44,12 +46,21 @@ export abstract class SqlAdminQueriesPart extends SqlHoldsPart {
        ) SELECT v FROM t WHERE v IS NOT NULL`,
       [...p, ...p],
     );
-    const re = new RegExp(`^${pattern.split('*').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 's');
+    const re = new RegExp(
+      `^${pattern
+        .split('*')
+        .map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+        .join('.*')}$`,
+      's',
+    );
     return rows.map((r) => String(r.v)).filter((v) => re.test(v));
   }
 
   /** `filterSql`'s statement with its `*` type pattern resolved (see typesMatching). */
-  protected async filterSqlOn(x: SqlExec, f: MessageFilter): Promise<{ where: string; params: unknown[]; types?: string[] }> {
+  protected async filterSqlOn(
+    x: SqlExec,
+    f: MessageFilter,
+  ): Promise<{ where: string; params: unknown[]; types?: string[] }> {
     const types = f.messageType?.includes('*') ? await this.typesMatching(x, f.messageType) : undefined;
     return { ...this.filterSql(f, types), types };
   }
@@ -84,7 +95,10 @@ export abstract class SqlAdminQueriesPart extends SqlHoldsPart {
     // resolved to the stored types it matches first (typesMatching), then matched as a list.
     if (f.messageType) {
       const types = types_ ?? (f.messageType.includes('*') ? undefined : [f.messageType]);
-      if (!types) throw new FerryError('INTERNAL_STORE_TYPES', 'a message type pattern not resolved to types', { kind: 'internal' });
+      if (!types)
+        throw new FerryError('INTERNAL_STORE_TYPES', 'a message type pattern not resolved to types', {
+          kind: 'internal',
+        });
       if (!types.length) c.push('1 = 0');
       else {
         c.push(types.length === 1 ? 'm.message_type = ?' : `m.message_type IN (${types.map(() => '?').join(', ')})`);
@@ -128,7 +142,11 @@ export abstract class SqlAdminQueriesPart extends SqlHoldsPart {
     const limit = filter.limit && filter.limit > 0 ? ` LIMIT ${Math.floor(filter.limit)}` : '';
     const rows = await this.readForAdmin(async (x) => {
       const { where, params, types } = await this.filterSqlOn(x, filter);
-      if (!types || types.length < 2 || !limit) return x.all(`SELECT ${this.columns(false, false, 'm')} FROM messages m ${where} ORDER BY m.seq ${order}${limit}`, params);
+      if (!types || types.length < 2 || !limit)
+        return x.all(
+          `SELECT ${this.columns(false, false, 'm')} FROM messages m ${where} ORDER BY m.seq ${order}${limit}`,
+          params,
+        );
       // Several types (ADT^A0*): one page per type, each read in seq order off the (type, seq)
       // index, merged -- instead of every message of those types sorted to find the page.
       const parts = types.map((t) => this.filterSql({ ...filter, messageType: t }, [t]));
@@ -142,7 +160,9 @@ export abstract class SqlAdminQueriesPart extends SqlHoldsPart {
 
   async events(messageId: string): Promise<MessageEvent[]> {
     this.assertOpen();
-    const rows = await this.readForAdmin((x) => x.all('SELECT * FROM message_events WHERE message_id = ? ORDER BY seq', [messageId]));
+    const rows = await this.readForAdmin((x) =>
+      x.all('SELECT * FROM message_events WHERE message_id = ? ORDER BY seq', [messageId]),
+    );
     return rows.map((r) => {
       const e: MessageEvent = { messageId: r.message_id, at: new Date(Number(r.at)), status: r.status };
       if (r.sink_id) e.sinkId = r.sink_id;
@@ -155,7 +175,10 @@ export abstract class SqlAdminQueriesPart extends SqlHoldsPart {
   async deliveries(messageId: string, opts: { includeSuperseded?: boolean } = {}): Promise<StoredDelivery[]> {
     this.assertOpen();
     const rows = await this.readForAdmin((x) =>
-      x.all(`SELECT * FROM deliveries WHERE message_id = ?${opts.includeSuperseded ? '' : ' AND superseded = 0'} ORDER BY seq`, [messageId]),
+      x.all(
+        `SELECT * FROM deliveries WHERE message_id = ?${opts.includeSuperseded ? '' : ' AND superseded = 0'} ORDER BY seq`,
+        [messageId],
+      ),
     );
     return rows.map((r) => this.toDelivery(r));
   }
@@ -188,10 +211,16 @@ export abstract class SqlAdminQueriesPart extends SqlHoldsPart {
   async sinkBacklog(): Promise<Record<string, { open: number; oldestAt?: Date }>> {
     this.assertOpen();
     const rows = await this.readForAdmin((x) =>
-      x.all(`SELECT sink_id, COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries WHERE superseded = 0 AND status IN ${OPEN_DELIVERY} GROUP BY sink_id`),
+      x.all(
+        `SELECT sink_id, COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries WHERE superseded = 0 AND status IN ${OPEN_DELIVERY} GROUP BY sink_id`,
+      ),
     );
     const out: Record<string, { open: number; oldestAt?: Date }> = {};
-    for (const r of rows) out[r.sink_id] = { open: Number(r.n), ...(r.oldest !== null && r.oldest !== undefined ? { oldestAt: new Date(Number(r.oldest)) } : {}) };
+    for (const r of rows)
+      out[r.sink_id] = {
+        open: Number(r.n),
+        ...(r.oldest !== null && r.oldest !== undefined ? { oldestAt: new Date(Number(r.oldest)) } : {}),
+      };
     return out;
   }
 
@@ -235,7 +264,9 @@ export abstract class SqlAdminQueriesPart extends SqlHoldsPart {
         const r = await x.all('SELECT received_at FROM messages WHERE source_id = ? ORDER BY seq DESC LIMIT 1', [id]);
         out[id] = { failed: 0, ...(r[0] ? { lastMessageAt: new Date(Number(r[0].received_at)) } : {}) };
       }
-      const failed = await x.all(`SELECT source_id, COUNT(*) AS n FROM messages WHERE status = 'failed' GROUP BY source_id`);
+      const failed = await x.all(
+        `SELECT source_id, COUNT(*) AS n FROM messages WHERE status = 'failed' GROUP BY source_id`,
+      );
       for (const r of failed) if (out[r.source_id]) out[r.source_id].failed = Number(r.n);
     });
     return out;
@@ -246,7 +277,10 @@ export abstract class SqlAdminQueriesPart extends SqlHoldsPart {
     const out: Partial<Record<MessageStatus, number>> = Object.fromEntries(statuses.map((st) => [st, 0]));
     if (!statuses.length) return out;
     const rows = await this.readForAdmin((x) =>
-      x.all(`SELECT status, COUNT(*) AS n FROM messages WHERE status IN (${statuses.map(() => '?').join(', ')}) GROUP BY status`, statuses),
+      x.all(
+        `SELECT status, COUNT(*) AS n FROM messages WHERE status IN (${statuses.map(() => '?').join(', ')}) GROUP BY status`,
+        statuses,
+      ),
     );
     for (const r of rows) out[r.status as MessageStatus] = Number(r.n);
     return out;

@@ -1,9 +1,25 @@
 import { FerryError } from '../../errors';
 import type { DeliveryStatus, MessageStatus } from '../../model/message';
 import { lazyJson } from '../../util/lazy-json';
-import type { ClaimedDelivery, CompleteOptions, CompleteResult, DeliveryClaimFilter, DeliveryOutcome, InstanceStart } from '../message-store';
+import type {
+  ClaimedDelivery,
+  CompleteOptions,
+  CompleteResult,
+  DeliveryClaimFilter,
+  DeliveryOutcome,
+  InstanceStart,
+} from '../message-store';
 import { SqlMessagesPart } from './messages';
-import { CHUNK, errJson, JOIN_CONTENT, OPEN_DELIVERY, UNROUTED_MESSAGE, type EventRow, type Row, type SqlExec } from './sql-exec';
+import {
+  CHUNK,
+  errJson,
+  JOIN_CONTENT,
+  OPEN_DELIVERY,
+  UNROUTED_MESSAGE,
+  type EventRow,
+  type Row,
+  type SqlExec,
+} from './sql-exec';
 
 /** SQL: an older open strict delivery of (sink, key) than `seq` exists. */
 export function olderOpenStrict(sink: string, key: string, seq: string): string {
@@ -69,7 +85,9 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
   protected async promoteHeads(x: SqlExec, rows: Row[]): Promise<void> {
     if (!this.keyHeads) return;
     const groups = new Map<string, [string, string]>();
-    for (const r of rows) if (Number(r.strict_order) === 1) groups.set(`${r.sink_id}\u0000${r.ordering_key}`, [r.sink_id as string, r.ordering_key as string]);
+    for (const r of rows)
+      if (Number(r.strict_order) === 1)
+        groups.set(`${r.sink_id}\u0000${r.ordering_key}`, [r.sink_id as string, r.ordering_key as string]);
     const list = [...groups.values()];
     for (let o = 0; o < list.length; o += CHUNK) {
       const part = list.slice(o, o + CHUNK);
@@ -102,7 +120,13 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
   // ------------------------------------------------------------------------------------------
   // Deliveries
 
-  async claimDeliveries(owner: string, limit: number, leaseMs: number, nowDate?: Date, filter: DeliveryClaimFilter = {}): Promise<ClaimedDelivery[]> {
+  async claimDeliveries(
+    owner: string,
+    limit: number,
+    leaseMs: number,
+    nowDate?: Date,
+    filter: DeliveryClaimFilter = {},
+  ): Promise<ClaimedDelivery[]> {
     this.assertOpen();
     if (limit <= 0) return [];
     const now = nowDate?.getTime() ?? this.now();
@@ -168,7 +192,10 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
         [owner, now + leaseMs, now, ...cand.map((r) => r.seq)],
       );
       const ids = [...new Set(claimed.map((r) => r.message_id as string))];
-      const rows = await x.all(`SELECT ${this.columns(true, true, 'm')} FROM messages m ${JOIN_CONTENT} WHERE m.id IN (${ids.map(() => '?').join(', ')})`, ids);
+      const rows = await x.all(
+        `SELECT ${this.columns(true, true, 'm')} FROM messages m ${JOIN_CONTENT} WHERE m.id IN (${ids.map(() => '?').join(', ')})`,
+        ids,
+      );
       const msgs = new Map(rows.map((r) => [r.id as string, r]));
       return claimed.map((d) => ({ d, m: msgs.get(d.message_id as string)! }));
     });
@@ -178,7 +205,12 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
         const delivery = this.toDelivery(d);
         // The bundle stays JSON text until something reads it (the file and HTTP sinks never do).
         const bundleJson = String(d.bundle ?? m.bundle ?? 'null');
-        const c = { ...delivery, firstAttemptAt: delivery.firstAttemptAt ?? new Date(now), bundleJson, message } as ClaimedDelivery;
+        const c = {
+          ...delivery,
+          firstAttemptAt: delivery.firstAttemptAt ?? new Date(now),
+          bundleJson,
+          message,
+        } as ClaimedDelivery;
         return lazyJson(c, 'bundle', bundleJson);
       })
       .sort((a, b) => a.message.seq - b.message.seq || (a.id < b.id ? -1 : 1));
@@ -224,15 +256,24 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
   protected releaseLeasesOf(x: SqlExec, who: { owners: string[] } | { allBut: string }): Promise<InstanceStart> {
     const run = async (table: 'messages' | 'deliveries', open: string): Promise<number> => {
       if ('allBut' in who)
-        return x.run(`UPDATE ${table} SET lease_owner = NULL, lease_expires = NULL WHERE status IN ${open} AND lease_owner IS NOT NULL AND lease_owner <> ?`, [who.allBut]);
+        return x.run(
+          `UPDATE ${table} SET lease_owner = NULL, lease_expires = NULL WHERE status IN ${open} AND lease_owner IS NOT NULL AND lease_owner <> ?`,
+          [who.allBut],
+        );
       let n = 0;
       for (let o = 0; o < who.owners.length; o += CHUNK) {
         const part = who.owners.slice(o, o + CHUNK);
-        n += await x.run(`UPDATE ${table} SET lease_owner = NULL, lease_expires = NULL WHERE status IN ${open} AND lease_owner IN (${part.map(() => '?').join(', ')})`, part);
+        n += await x.run(
+          `UPDATE ${table} SET lease_owner = NULL, lease_expires = NULL WHERE status IN ${open} AND lease_owner IN (${part.map(() => '?').join(', ')})`,
+          part,
+        );
       }
       return n;
     };
-    return (async () => ({ releasedMessages: await run('messages', UNROUTED_MESSAGE), releasedDeliveries: await run('deliveries', OPEN_DELIVERY) }))();
+    return (async () => ({
+      releasedMessages: await run('messages', UNROUTED_MESSAGE),
+      releasedDeliveries: await run('deliveries', OPEN_DELIVERY),
+    }))();
   }
 
   async releaseDeliveryLeases(owner: string, keep: string[]): Promise<number> {
@@ -262,7 +303,12 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
   }
 
   /** Open rows of `table` leased to `owner`, other than `keep`, given back (leases held unknowingly). */
-  private releaseLeases(table: 'deliveries' | 'messages', open: string, owner: string, keep: string[]): Promise<number> {
+  private releaseLeases(
+    table: 'deliveries' | 'messages',
+    open: string,
+    owner: string,
+    keep: string[],
+  ): Promise<number> {
     this.assertOpen();
     return this.write(async (x) => {
       const rows = await x.all(`SELECT id FROM ${table} WHERE lease_owner = ? AND ${open}`, [owner]);
@@ -270,7 +316,10 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
       const orphans = rows.map((r) => r.id as string).filter((id) => !kept.has(id));
       for (let o = 0; o < orphans.length; o += CHUNK) {
         const part = orphans.slice(o, o + CHUNK);
-        await x.run(`UPDATE ${table} SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ? AND id IN (${part.map(() => '?').join(', ')})`, [owner, ...part]);
+        await x.run(
+          `UPDATE ${table} SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ? AND id IN (${part.map(() => '?').join(', ')})`,
+          [owner, ...part],
+        );
       }
       return orphans.length;
     });
@@ -285,17 +334,22 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
    * UPDATE, then their messages' statuses from one count per batch. Ids that match no delivery
    * are reported (INTERNAL_STORE_NO_DELIVERY) after the others are recorded.
    */
-  async completeDeliveries(items: { deliveryId: string; outcome: DeliveryOutcome }[], opts: CompleteOptions = {}): Promise<CompleteResult> {
+  async completeDeliveries(
+    items: { deliveryId: string; outcome: DeliveryOutcome }[],
+    opts: CompleteOptions = {},
+  ): Promise<CompleteResult> {
     this.assertOpen();
     if (!items.length) return { stale: [] };
     const now = this.now();
     const { missing, stale } = await this.write(async (x) => {
       const clear = 'lease_owner = NULL, lease_expires = NULL';
       // A paused sink's probe: an attempt, but not one of the retry policy's maxAttempts.
-      const probed = (o: DeliveryOutcome) => (o.status !== 'delivered' && o.probe ? 'probe_attempts = probe_attempts + 1, ' : '');
+      const probed = (o: DeliveryOutcome) =>
+        o.status !== 'delivered' && o.probe ? 'probe_attempts = probe_attempts + 1, ' : '';
       const ret = 'RETURNING id, message_id, route_id, sink_id, superseded, ordering_key, strict_order, status';
       // Fenced by the lease: only the owner's own claim (or one a replay superseded in flight).
-      const fence = opts.owner === undefined ? '' : ` AND status IN ('pending', 'failed') AND (lease_owner = ? OR superseded = 1)`;
+      const fence =
+        opts.owner === undefined ? '' : ` AND status IN ('pending', 'failed') AND (lease_owner = ? OR superseded = 1)`;
       const fenceArgs = opts.owner === undefined ? [] : [opts.owner];
       const rows: Row[] = [];
       const delivered = items.filter((i) => i.outcome.status === 'delivered').map((i) => i.deliveryId);
@@ -311,25 +365,30 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
       for (const { deliveryId, outcome } of items) {
         if (outcome.status === 'failed')
           rows.push(
-            ...(await x.all(`UPDATE deliveries SET status = 'failed', attempts = attempts + 1, ${probed(outcome)}next_attempt_at = ?, last_error = ?, ${clear} WHERE id = ?${fence} ${ret}`, [
-              // The caller's clock -> the database's.
-              outcome.nextAttemptAt.getTime() + this.clockOffsetMs,
-              errJson(outcome.error),
-              deliveryId,
-              ...fenceArgs,
-            ])),
+            ...(await x.all(
+              `UPDATE deliveries SET status = 'failed', attempts = attempts + 1, ${probed(outcome)}next_attempt_at = ?, last_error = ?, ${clear} WHERE id = ?${fence} ${ret}`,
+              [
+                // The caller's clock -> the database's.
+                outcome.nextAttemptAt.getTime() + this.clockOffsetMs,
+                errJson(outcome.error),
+                deliveryId,
+                ...fenceArgs,
+              ],
+            )),
           );
         else if (outcome.status === 'dead')
           rows.push(
-            ...(await x.all(`UPDATE deliveries SET status = 'dead', attempts = attempts + 1, ${probed(outcome)}next_attempt_at = NULL, last_error = ?, ${clear} WHERE id = ?${fence} ${ret}`, [
-              errJson(outcome.error),
-              deliveryId,
-              ...fenceArgs,
-            ])),
+            ...(await x.all(
+              `UPDATE deliveries SET status = 'dead', attempts = attempts + 1, ${probed(outcome)}next_attempt_at = NULL, last_error = ?, ${clear} WHERE id = ?${fence} ${ret}`,
+              [errJson(outcome.error), deliveryId, ...fenceArgs],
+            )),
           );
       }
       // Delivered and dead ones left their keys' fronts: the next ones become heads.
-      await this.promoteHeads(x, rows.filter((r) => r.status !== 'failed' && !Number(r.superseded)));
+      await this.promoteHeads(
+        x,
+        rows.filter((r) => r.status !== 'failed' && !Number(r.superseded)),
+      );
       const byId = new Map(rows.map((r) => [r.id as string, r]));
       // Not updated: unknown, or (fenced) no longer this owner's -- unless already recorded as is.
       const notUpdated = items.filter((i) => !byId.has(i.deliveryId));
@@ -339,13 +398,21 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
         const found = new Map<string, Row>();
         for (let o = 0; o < notUpdated.length; o += CHUNK) {
           const part = notUpdated.slice(o, o + CHUNK).map((i) => i.deliveryId);
-          for (const r of await x.all(`SELECT id, status, lease_owner FROM deliveries WHERE id IN (${part.map(() => '?').join(', ')})`, part)) found.set(r.id as string, r);
+          for (const r of await x.all(
+            `SELECT id, status, lease_owner FROM deliveries WHERE id IN (${part.map(() => '?').join(', ')})`,
+            part,
+          ))
+            found.set(r.id as string, r);
         }
         for (const { deliveryId, outcome } of notUpdated) {
           const r = found.get(deliveryId);
           if (!r) missing.push(deliveryId);
           else if (r.status !== outcome.status || r.lease_owner != null)
-            stale.push({ deliveryId, status: r.status as DeliveryStatus, ...(r.lease_owner != null ? { leaseOwner: r.lease_owner as string } : {}) });
+            stale.push({
+              deliveryId,
+              status: r.status as DeliveryStatus,
+              ...(r.lease_owner != null ? { leaseOwner: r.lease_owner as string } : {}),
+            });
         }
       }
       const evs: EventRow[] = [];
@@ -353,8 +420,19 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
       for (const { deliveryId, outcome } of items) {
         const d = byId.get(deliveryId);
         if (!d) continue;
-        const detail = outcome.status === 'delivered' ? undefined : outcome.probe ? `${outcome.error.code} (probe)` : outcome.error.code;
-        const ev = { id: d.message_id as string, at: now, status: `delivery:${outcome.status}`, sinkId: d.sink_id as string, routeId: d.route_id as string };
+        const detail =
+          outcome.status === 'delivered'
+            ? undefined
+            : outcome.probe
+              ? `${outcome.error.code} (probe)`
+              : outcome.error.code;
+        const ev = {
+          id: d.message_id as string,
+          at: now,
+          status: `delivery:${outcome.status}`,
+          sinkId: d.sink_id as string,
+          routeId: d.route_id as string,
+        };
         if (Number(d.superseded)) evs.push({ ...ev, detail: `${detail ?? ''} (superseded)`.trim() });
         else {
           evs.push({ ...ev, detail });
@@ -369,7 +447,10 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
       for (let o = 0; o < ids.length; o += CHUNK) {
         const part = ids.slice(o, o + CHUNK);
         const marks = part.map(() => '?').join(', ');
-        const cur = await x.all(`SELECT id, status FROM messages WHERE id IN (${marks}) ORDER BY id${this.rowLockClause()}`, part);
+        const cur = await x.all(
+          `SELECT id, status FROM messages WHERE id IN (${marks}) ORDER BY id${this.rowLockClause()}`,
+          part,
+        );
         const counts = await x.all(
           `SELECT message_id, COUNT(*) AS total, COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) AS dead,
                   COALESCE(SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END), 0) AS delivered
@@ -381,12 +462,16 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
         for (const m of cur) {
           const c = count.get(m.id);
           if (!c || !['routed', 'dead', 'delivered'].includes(m.status)) continue;
-          const next: MessageStatus = Number(c.dead) > 0 ? 'dead' : Number(c.delivered) === Number(c.total) ? 'delivered' : 'routed';
+          const next: MessageStatus =
+            Number(c.dead) > 0 ? 'dead' : Number(c.delivered) === Number(c.total) ? 'delivered' : 'routed';
           if (next === m.status) continue;
           change.set(next, [...(change.get(next) ?? []), m.id]);
         }
         for (const [next, list] of change) {
-          await x.run(`UPDATE messages SET status = ?, updated_at = ? WHERE id IN (${list.map(() => '?').join(', ')})`, [next, now, ...list]);
+          await x.run(
+            `UPDATE messages SET status = ?, updated_at = ? WHERE id IN (${list.map(() => '?').join(', ')})`,
+            [next, now, ...list],
+          );
           for (const id of list) evs.push({ id, at: now, status: next });
         }
       }
@@ -394,7 +479,10 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
       return { missing, stale };
     });
     if (missing.length)
-      throw new FerryError('INTERNAL_STORE_NO_DELIVERY', `no delivery ${missing.join(', ')}`, { kind: 'internal', details: { deliveryIds: missing, stale } });
+      throw new FerryError('INTERNAL_STORE_NO_DELIVERY', `no delivery ${missing.join(', ')}`, {
+        kind: 'internal',
+        details: { deliveryIds: missing, stale },
+      });
     return { stale };
   }
 
@@ -427,5 +515,4 @@ export abstract class SqlDeliveriesPart extends SqlMessagesPart {
     const t = rows[0]?.t;
     return t == null ? undefined : new Date(Number(t) - this.clockOffsetMs);
   }
-
 }

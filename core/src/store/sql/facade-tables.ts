@@ -35,12 +35,24 @@ export function facadeTables(s: FacadeTablesContext): FacadeStore {
     },
     async facadeIdentityOf(connectionId, resourceType, canonicalId) {
       s.assertOpen();
-      const rows = await s.read((x) => x.all('SELECT * FROM facade_identities WHERE connection_id = ? AND resource_type = ? AND canonical_id = ? ORDER BY updated_at DESC LIMIT 1', [connectionId, resourceType, canonicalId]));
+      const rows = await s.read((x) =>
+        x.all(
+          'SELECT * FROM facade_identities WHERE connection_id = ? AND resource_type = ? AND canonical_id = ? ORDER BY updated_at DESC LIMIT 1',
+          [connectionId, resourceType, canonicalId],
+        ),
+      );
       return rows[0] ? toIdentity(rows[0]) : undefined;
     },
     async facadeIdentitiesByMrn(resourceType, mrn) {
       s.assertOpen();
-      return (await s.read((x) => x.all('SELECT * FROM facade_identities WHERE resource_type = ? AND mrn = ? ORDER BY connection_id, vendor_id', [resourceType, mrn]))).map(toIdentity);
+      return (
+        await s.read((x) =>
+          x.all(
+            'SELECT * FROM facade_identities WHERE resource_type = ? AND mrn = ? ORDER BY connection_id, vendor_id',
+            [resourceType, mrn],
+          ),
+        )
+      ).map(toIdentity);
     },
     async facadeResourcePut(connectionId, resourceType, canonicalId, resource) {
       s.assertOpen();
@@ -55,36 +67,80 @@ export function facadeTables(s: FacadeTablesContext): FacadeStore {
     },
     async facadeResourceGet(connectionId, resourceType, canonicalId) {
       s.assertOpen();
-      const rows = await s.read((x) => x.all('SELECT resource, fetched_at FROM facade_resources WHERE connection_id = ? AND resource_type = ? AND canonical_id = ?', [connectionId, resourceType, canonicalId]));
-      return rows[0] ? { resource: String(rows[0].resource), fetchedAt: new Date(Number(rows[0].fetched_at) - s.clockOffsetMs()) } : undefined;
+      const rows = await s.read((x) =>
+        x.all(
+          'SELECT resource, fetched_at FROM facade_resources WHERE connection_id = ? AND resource_type = ? AND canonical_id = ?',
+          [connectionId, resourceType, canonicalId],
+        ),
+      );
+      return rows[0]
+        ? { resource: String(rows[0].resource), fetchedAt: new Date(Number(rows[0].fetched_at) - s.clockOffsetMs()) }
+        : undefined;
     },
     async facadeIdempotencyBegin(scope, key, requestHash, ttlMs) {
       s.assertOpen();
       const now = s.now();
-      return s.tx(async (x) => {
-        await x.run('DELETE FROM facade_idempotency WHERE scope = ? AND idem_key = ? AND expires_at <= ?', [scope, key, now]);
-        const rows = await x.all(`SELECT * FROM facade_idempotency WHERE scope = ? AND idem_key = ?${s.lockClause('facade_idempotency')}`, [scope, key]);
-        const r = rows[0];
-        if (r) return r.state === 'done' ? { state: 'done' as const, requestHash: r.request_hash, status: Number(r.status), response: String(r.response) } : { state: 'pending' as const, requestHash: r.request_hash };
-        // Another instance may insert the same key between the SELECT and here (PostgreSQL): the
-        // primary key refuses the second insert, and that caller answers "in progress".
-        const n = await x.run('INSERT INTO facade_idempotency (scope, idem_key, request_hash, state, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, idem_key) DO NOTHING', [scope, key, requestHash, 'pending', now, now + ttlMs]);
-        return n ? { state: 'new' as const } : { state: 'pending' as const, requestHash };
-      }, { durable: true });
+      return s.tx(
+        async (x) => {
+          await x.run('DELETE FROM facade_idempotency WHERE scope = ? AND idem_key = ? AND expires_at <= ?', [
+            scope,
+            key,
+            now,
+          ]);
+          const rows = await x.all(
+            `SELECT * FROM facade_idempotency WHERE scope = ? AND idem_key = ?${s.lockClause('facade_idempotency')}`,
+            [scope, key],
+          );
+          const r = rows[0];
+          if (r)
+            return r.state === 'done'
+              ? {
+                  state: 'done' as const,
+                  requestHash: r.request_hash,
+                  status: Number(r.status),
+                  response: String(r.response),
+                }
+              : { state: 'pending' as const, requestHash: r.request_hash };
+          // Another instance may insert the same key between the SELECT and here (PostgreSQL): the
+          // primary key refuses the second insert, and that caller answers "in progress".
+          const n = await x.run(
+            'INSERT INTO facade_idempotency (scope, idem_key, request_hash, state, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, idem_key) DO NOTHING',
+            [scope, key, requestHash, 'pending', now, now + ttlMs],
+          );
+          return n ? { state: 'new' as const } : { state: 'pending' as const, requestHash };
+        },
+        { durable: true },
+      );
     },
     async facadeIdempotencyFinish(scope, key, status, response) {
       s.assertOpen();
-      await s.tx((x) => x.run("UPDATE facade_idempotency SET state = 'done', status = ?, response = ? WHERE scope = ? AND idem_key = ?", [status, response, scope, key]), { durable: true });
+      await s.tx(
+        (x) =>
+          x.run(
+            "UPDATE facade_idempotency SET state = 'done', status = ?, response = ? WHERE scope = ? AND idem_key = ?",
+            [status, response, scope, key],
+          ),
+        { durable: true },
+      );
     },
     async facadeIdempotencyRelease(scope, key) {
       s.assertOpen();
-      await s.tx((x) => x.run("DELETE FROM facade_idempotency WHERE scope = ? AND idem_key = ? AND state = 'pending'", [scope, key]), { durable: true });
+      await s.tx(
+        (x) =>
+          x.run("DELETE FROM facade_idempotency WHERE scope = ? AND idem_key = ? AND state = 'pending'", [scope, key]),
+        { durable: true },
+      );
     },
   };
 }
 
 function toIdentity(r: Row): FacadeIdentity {
-  const i: FacadeIdentity = { connectionId: r.connection_id, resourceType: r.resource_type, vendorId: r.vendor_id, canonicalId: r.canonical_id };
+  const i: FacadeIdentity = {
+    connectionId: r.connection_id,
+    resourceType: r.resource_type,
+    vendorId: r.vendor_id,
+    canonicalId: r.canonical_id,
+  };
   if (r.mrn) i.mrn = r.mrn;
   return i;
 }

@@ -7,11 +7,13 @@ import type { Row } from './sql-exec';
 export abstract class SqlHoldsPart extends SqlProcessingPart {
   async holdSink(sinkId: string, opts: { until?: Date; reason?: string } = {}): Promise<SinkHold> {
     this.assertOpen();
-    if (typeof sinkId !== 'string' || !sinkId) throw new FerryError('INPUT_SINK_ID', 'a sink id is required', { kind: 'input' });
+    if (typeof sinkId !== 'string' || !sinkId)
+      throw new FerryError('INPUT_SINK_ID', 'a sink id is required', { kind: 'input' });
     const now = this.now();
     // The caller's clock -> the database's.
     const until = opts.until === undefined ? null : opts.until.getTime() + this.clockOffsetMs;
-    if (until !== null && !Number.isFinite(until)) throw new FerryError('INPUT_HOLD_UNTIL', 'the end of a hold must be a valid time', { kind: 'input' });
+    if (until !== null && !Number.isFinite(until))
+      throw new FerryError('INPUT_HOLD_UNTIL', 'the end of a hold must be a valid time', { kind: 'input' });
     await this.tx(
       (x) =>
         x.run(
@@ -31,7 +33,12 @@ export abstract class SqlHoldsPart extends SqlProcessingPart {
 
   async sinkHolds(): Promise<SinkHold[]> {
     this.assertOpen();
-    const rows = await this.readLoop((x) => x.all('SELECT sink_id, held_at, until_at, reason FROM sink_holds WHERE until_at IS NULL OR until_at > ? ORDER BY sink_id', [this.now()]));
+    const rows = await this.readLoop((x) =>
+      x.all(
+        'SELECT sink_id, held_at, until_at, reason FROM sink_holds WHERE until_at IS NULL OR until_at > ? ORDER BY sink_id',
+        [this.now()],
+      ),
+    );
     return rows.map((r) => this.toHold(r));
   }
 

@@ -119,7 +119,11 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
         return;
       }
       // Commit each call alone so one caller's failure is not everybody's.
-      this.logger.warn('store group commit failed; committing calls one by one', { store: this.kind, calls: valid.length, ...errorFields(e) });
+      this.logger.warn('store group commit failed; committing calls one by one', {
+        store: this.kind,
+        calls: valid.length,
+        ...errorFields(e),
+      });
       for (const p of valid) {
         try {
           const [r] = await this.tx((x) => this.insertCalls(x, [p]), { durable: true });
@@ -134,23 +138,34 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
 
   private validate(messages: NewMessage[]): FerryError | undefined {
     for (const m of messages) {
-      if (!m || typeof m.sourceId !== 'string' || !m.sourceId) return new FerryError('INPUT_MESSAGE_NO_SOURCE', 'a stored message needs a sourceId', { kind: 'input' });
-      if (!Buffer.isBuffer(m.body)) return new FerryError('INPUT_MESSAGE_BODY', 'a stored message body must be a Buffer', { kind: 'input' });
-      if (typeof m.contentType !== 'string' || !m.contentType) return new FerryError('INPUT_MESSAGE_CONTENT_TYPE', 'a stored message needs a content type', { kind: 'input' });
+      if (!m || typeof m.sourceId !== 'string' || !m.sourceId)
+        return new FerryError('INPUT_MESSAGE_NO_SOURCE', 'a stored message needs a sourceId', { kind: 'input' });
+      if (!Buffer.isBuffer(m.body))
+        return new FerryError('INPUT_MESSAGE_BODY', 'a stored message body must be a Buffer', { kind: 'input' });
+      if (typeof m.contentType !== 'string' || !m.contentType)
+        return new FerryError('INPUT_MESSAGE_CONTENT_TYPE', 'a stored message needs a content type', { kind: 'input' });
     }
     return undefined;
   }
 
   private writeError(e: unknown): FerryError {
     if (e instanceof FerryError) return e;
-    return transientError('STORE_WRITE', `could not store messages: ${(e as Error)?.message ?? String(e)}`, { store: this.kind }, e);
+    return transientError(
+      'STORE_WRITE',
+      `could not store messages: ${(e as Error)?.message ?? String(e)}`,
+      { store: this.kind },
+      e,
+    );
   }
 
   /**
    * Inserts every message of several insert calls in one transaction: one duplicate lookup for
    * the whole batch, multi-row INSERTs for messages and their `received` events.
    */
-  private async insertCalls(x: SqlExec, calls: { messages: NewMessage[]; opts?: InsertOptions }[]): Promise<InsertResult[][]> {
+  private async insertCalls(
+    x: SqlExec,
+    calls: { messages: NewMessage[]; opts?: InsertOptions }[],
+  ): Promise<InsertResult[][]> {
     const now = this.now();
     type Item = {
       m: NewMessage;
@@ -170,7 +185,16 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
         const key = dup ? dedupKey(headers) : undefined;
         // Only messages that are compared need their hash (a source's own, or the body's).
         const hash = key ? (m.contentHash ?? contentHash(m.contentType, m.body, dup?.ignoreFields)) : m.contentHash;
-        return { m, headers, receivedAt: m.receivedAt?.getTime() ?? now, key, hash, ignore: dup?.ignoreFields, windowMs: dup?.windowMs, policy: dup?.policy };
+        return {
+          m,
+          headers,
+          receivedAt: m.receivedAt?.getTime() ?? now,
+          key,
+          hash,
+          ignore: dup?.ignoreFields,
+          windowMs: dup?.windowMs,
+          policy: dup?.policy,
+        };
       }),
     );
     const flat = items.flat();
@@ -221,8 +245,13 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
       for (let o = 0; o < legacy.length; o += CHUNK) {
         const part = legacy.slice(o, o + CHUNK);
         const byId = new Map(part.map((e) => [e.id, e]));
-        const rows = await x.all(`SELECT message_id, body FROM message_content WHERE message_id IN (${part.map(() => '?').join(', ')})`, part.map((e) => e.id));
-        for (const r of rows) if (r.body != null) byId.get(r.message_id)!.legacy!.body = Buffer.isBuffer(r.body) ? r.body : Buffer.from(r.body as Uint8Array);
+        const rows = await x.all(
+          `SELECT message_id, body FROM message_content WHERE message_id IN (${part.map(() => '?').join(', ')})`,
+          part.map((e) => e.id),
+        );
+        for (const r of rows)
+          if (r.body != null)
+            byId.get(r.message_id)!.legacy!.body = Buffer.isBuffer(r.body) ? r.body : Buffer.from(r.body as Uint8Array);
       }
     }
     /** An earlier message's content hash as `item` computes it (a legacy row's from its body; pruned: unknown). */
@@ -276,21 +305,39 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
       const params: unknown[] = [];
       for (const { item, id, duplicateOf } of part) {
         const dk = dedupKey(item.headers);
-        params.push(id, item.m.sourceId, item.m.contentType, JSON.stringify(item.headers), item.receivedAt, duplicateOf ?? null, dk ?? null, item.headers.orderingKey ?? null, now, item.hash ?? null, item.headers.messageType ?? null, item.headers.controlId ?? null);
+        params.push(
+          id,
+          item.m.sourceId,
+          item.m.contentType,
+          JSON.stringify(item.headers),
+          item.receivedAt,
+          duplicateOf ?? null,
+          dk ?? null,
+          item.headers.orderingKey ?? null,
+          now,
+          item.hash ?? null,
+          item.headers.messageType ?? null,
+          item.headers.controlId ?? null,
+        );
       }
       const n = await x.run(
         `INSERT INTO messages (id, source_id, content_type, headers, received_at, status, duplicate_of, dedup_key, ordering_key, updated_at, content_hash, message_type, control_id)
          VALUES ${part.map(() => `(?, ?, ?, ?, ?, 'received', ?, ?, ?, ?, ?, ?, ?)`).join(', ')}`,
         params,
       );
-      if (n !== part.length) throw new FerryError('INTERNAL_STORE_INSERT', `inserted ${n} of ${part.length} messages`, { kind: 'internal' });
+      if (n !== part.length)
+        throw new FerryError('INTERNAL_STORE_INSERT', `inserted ${n} of ${part.length} messages`, { kind: 'internal' });
       await x.run(
         `INSERT INTO message_content (message_id, body) VALUES ${part.map(() => '(?, ?)').join(', ')}`,
         part.flatMap((t) => [t.id, t.item.m.body]),
       );
     }
     const events = [
-      ...toInsert.map((t) => ({ id: t.id, status: 'received', detail: t.duplicateOf ? `duplicate of ${t.duplicateOf}` : null })),
+      ...toInsert.map((t) => ({
+        id: t.id,
+        status: 'received',
+        detail: t.duplicateOf ? `duplicate of ${t.duplicateOf}` : null,
+      })),
       ...dupEvents.map((d) => ({ id: d.id, status: 'duplicate', detail: d.detail })),
       ...reusedEvents.map((d) => ({ id: d.id, status: 'control-id-reused', detail: d.detail })),
     ];
@@ -302,7 +349,8 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
       );
     }
     for (const c of calls) {
-      if (c.opts?.checkpoint) await this.upsertCheckpoint(x, c.opts.checkpoint.sourceId, c.opts.checkpoint.key, c.opts.checkpoint.value, now);
+      if (c.opts?.checkpoint)
+        await this.upsertCheckpoint(x, c.opts.checkpoint.sourceId, c.opts.checkpoint.key, c.opts.checkpoint.value, now);
     }
     return items.map((list) => list.map((i) => i.result!));
   }
@@ -317,7 +365,9 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
 
   async getCheckpoint(sourceId: string, key: string): Promise<string | undefined> {
     this.assertOpen();
-    const rows = await this.readSettled((x) => x.all('SELECT value FROM checkpoints WHERE source_id = ? AND key = ?', [sourceId, key]));
+    const rows = await this.readSettled((x) =>
+      x.all('SELECT value FROM checkpoints WHERE source_id = ? AND key = ?', [sourceId, key]),
+    );
     return rows[0]?.value ?? undefined;
   }
 
@@ -326,5 +376,4 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
     const now = this.now();
     await this.tx((x) => this.upsertCheckpoint(x, sourceId, key, value, now), { durable: true });
   }
-
 }

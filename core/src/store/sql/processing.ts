@@ -5,7 +5,16 @@ import { DATA_QUALITY_EVENT, type StoredError, type StoredMessage } from '../../
 import { newId } from '../ids';
 import type { ProcessedMessage, RoutingOutcome } from '../message-store';
 import { SqlDeliveriesPart } from './deliveries';
-import { errJson, rollbackTo, UNROUTED_MESSAGE, type BufferedExec, type EventRow, type PendingTransform, type Row, type SqlExec } from './sql-exec';
+import {
+  errJson,
+  rollbackTo,
+  UNROUTED_MESSAGE,
+  type BufferedExec,
+  type EventRow,
+  type PendingTransform,
+  type Row,
+  type SqlExec,
+} from './sql-exec';
 
 type ProcessingOutcome = ProcessedMessage['outcome'];
 
@@ -39,7 +48,12 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
   /** Transform results waiting for the routing of their message (no batched writes). */
   private pendingTransforms = new Map<string, PendingTransform>();
 
-  async claimReceived(owner: string, limit: number, leaseMs: number, opts: { maxAttempts?: number } = {}): Promise<StoredMessage[]> {
+  async claimReceived(
+    owner: string,
+    limit: number,
+    leaseMs: number,
+    opts: { maxAttempts?: number } = {},
+  ): Promise<StoredMessage[]> {
     this.assertOpen();
     if (limit <= 0) return [];
     const now = this.now();
@@ -69,11 +83,23 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
           `UPDATE messages SET status = 'failed', error = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE seq IN (${spent.map(() => '?').join(', ')})`,
           [errJson(error), now, ...spent.map((r) => r.seq)],
         );
-        await this.events_(x, spent.map((r) => ({ id: r.id as string, at: now, status: 'failed', detail: error.code })));
-        for (const r of spent) this.logger.error('message failed: processing never finished', { messageId: r.id, attempts: Number(r.process_attempts), errorCode: error.code });
+        await this.events_(
+          x,
+          spent.map((r) => ({ id: r.id as string, at: now, status: 'failed', detail: error.code })),
+        );
+        for (const r of spent)
+          this.logger.error('message failed: processing never finished', {
+            messageId: r.id,
+            attempts: Number(r.process_attempts),
+            errorCode: error.code,
+          });
       }
       const live = spent.length ? claimed.filter((r) => !spent.includes(r)) : claimed;
-      const content = await this.content(x, live.map((r) => r.id as string), false);
+      const content = await this.content(
+        x,
+        live.map((r) => r.id as string),
+        false,
+      );
       return live.map((r) => ({ ...r, body: content.get(r.id)?.body ?? null }));
     });
     return rows.map((r) => this.toMessage(r, true, false)).sort((a, b) => a.seq - b.seq);
@@ -120,7 +146,9 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
       // Event rows are collected and inserted together at the end (SQLite: by the shared
       // transaction; PostgreSQL: here), not one INSERT round trip per message.
       const shared = (tx as Partial<BufferedExec>).events !== undefined;
-      const x: BufferedExec = shared ? (tx as BufferedExec) : { all: (q, p) => tx.all(q, p), run: (q, p) => tx.run(q, p), events: [] };
+      const x: BufferedExec = shared
+        ? (tx as BufferedExec)
+        : { all: (q, p) => tx.all(q, p), run: (q, p) => tx.run(q, p), events: [] };
       const buf = x.events;
       const mark = buf.length;
       await x.run('SAVEPOINT ferry_batch');
@@ -179,19 +207,31 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
     const all = [...this.pendingTransforms];
     this.pendingTransforms.clear();
     for (const [id, t] of all) {
-      await this.tx((x) => this.applyTransform(x, id, t)).catch((e) => this.logger.debug('recordTransformed failed', { messageId: id, ...errorFields(e) }));
+      await this.tx((x) => this.applyTransform(x, id, t)).catch((e) =>
+        this.logger.debug('recordTransformed failed', { messageId: id, ...errorFields(e) }),
+      );
     }
   }
 
   private staleProcessing(id: string, status: string): void {
-    this.logger.warn('processing result dropped: the message was already processed (its lease had expired)', { messageId: id, status });
+    this.logger.warn('processing result dropped: the message was already processed (its lease had expired)', {
+      messageId: id,
+      status,
+    });
   }
 
   /**
    * Moves a message out of processing (the held transform result first): returns its row, or
    * undefined when another processor already did (the result is then dropped).
    */
-  private async finishProcessing(x: SqlExec, id: string, status: string, error: string | null, now: number, t: PendingTransform | undefined): Promise<Row | undefined> {
+  private async finishProcessing(
+    x: SqlExec,
+    id: string,
+    status: string,
+    error: string | null,
+    now: number,
+    t: PendingTransform | undefined,
+  ): Promise<Row | undefined> {
     // With a held transform result: one UPDATE takes the message through `transformed` to its
     // next status (both transitions are event rows, in order, in this transaction).
     const rows = t
@@ -243,7 +283,12 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
     const cached = this.transformed.get(id);
     this.transformed.delete(id);
     const t = this.takeTransform(id);
-    const status = outcome.status === 'failed' ? 'failed' : outcome.status === 'routed' && !outcome.deliveries.length ? 'delivered' : outcome.status;
+    const status =
+      outcome.status === 'failed'
+        ? 'failed'
+        : outcome.status === 'routed' && !outcome.deliveries.length
+          ? 'delivered'
+          : outcome.status;
     return { id, outcome, now, cached, t, status };
   }
 
@@ -266,7 +311,13 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
       const m = await this.finishProcessing(x, p.id, p.status, error, p.now, p.t);
       if (!m) return;
       const deliveries: unknown[][] = [];
-      const evs = await this.afterProcessing(x, p, m, deliveries, async () => (await this.content(x, [p.id], true)).get(p.id)?.bundle ?? '');
+      const evs = await this.afterProcessing(
+        x,
+        p,
+        m,
+        deliveries,
+        async () => (await this.content(x, [p.id], true)).get(p.id)?.bundle ?? '',
+      );
       if (deliveries.length) await this.insertDeliveries(x, deliveries);
       await this.events_(x, evs);
     };
@@ -277,14 +328,29 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
    * ordering key): event rows (returned) and delivery rows (pushed to `deliveries`). A delivery
    * whose bundle is the message's own references it (bundle NULL).
    */
-  private async afterProcessing(x: SqlExec, p: ProcessingPlan, m: Row, deliveries: unknown[][], storedBundle: () => Promise<string>): Promise<EventRow[]> {
+  private async afterProcessing(
+    x: SqlExec,
+    p: ProcessingPlan,
+    m: Row,
+    deliveries: unknown[][],
+    storedBundle: () => Promise<string>,
+  ): Promise<EventRow[]> {
     const evs = await this.outcomeEvents(x, p, m, deliveries, storedBundle);
     // Each data-quality issue an event row of its own (where and why, never the value), before the outcome.
-    if (p.issues?.length) evs.unshift(...p.issues.map((i) => ({ id: p.id, at: p.now, status: DATA_QUALITY_EVENT, detail: JSON.stringify(i) })));
+    if (p.issues?.length)
+      evs.unshift(
+        ...p.issues.map((i) => ({ id: p.id, at: p.now, status: DATA_QUALITY_EVENT, detail: JSON.stringify(i) })),
+      );
     return evs;
   }
 
-  private async outcomeEvents(x: SqlExec, p: ProcessingPlan, m: Row, deliveries: unknown[][], storedBundle: () => Promise<string>): Promise<EventRow[]> {
+  private async outcomeEvents(
+    x: SqlExec,
+    p: ProcessingPlan,
+    m: Row,
+    deliveries: unknown[][],
+    storedBundle: () => Promise<string>,
+  ): Promise<EventRow[]> {
     const { id, now, outcome, cached } = p;
     switch (outcome.status) {
       case 'failed':
@@ -300,7 +366,12 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
         for (const d of outcome.deliveries) {
           let text: string | null;
           // The message's bundle, as recorded: referenced, not stored again.
-          if (d.unchanged && ((d.bundle === undefined && d.bundleJson === undefined) || (cached?.bundle !== undefined && d.bundle === cached.bundle))) text = null;
+          if (
+            d.unchanged &&
+            ((d.bundle === undefined && d.bundleJson === undefined) ||
+              (cached?.bundle !== undefined && d.bundle === cached.bundle))
+          )
+            text = null;
           else {
             text = d.bundleJson ?? JSON.stringify(d.bundle);
             if (messageBundle === undefined) messageBundle = await storedBundle();
@@ -339,15 +410,30 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
            FROM (VALUES ${part.map(() => '(?, ?, ?, ?, ?, ?)').join(', ')}) AS v
            WHERE messages.id = v.column1 AND messages.status IN ${UNROUTED_MESSAGE}
            RETURNING id, seq, source_id, ordering_key`,
-          part.flatMap((p) => [p.id, p.status, p.t?.key ?? null, p.outcome.status === 'failed' ? errJson(p.outcome.error) : null, p.t ? 'y' : 'n', String(p.now)]),
+          part.flatMap((p) => [
+            p.id,
+            p.status,
+            p.t?.key ?? null,
+            p.outcome.status === 'failed' ? errJson(p.outcome.error) : null,
+            p.t ? 'y' : 'n',
+            String(p.now),
+          ]),
         );
         for (const r of rows) updated.set(r.id as string, r);
       }
       const missed = plans.filter((p) => !updated.has(p.id)).map((p) => p.id);
       if (missed.length) {
-        const found = new Map((await x.all(`SELECT id, status FROM messages WHERE id IN (${missed.map(() => '?').join(', ')})`, missed)).map((r) => [r.id as string, r.status as string]));
+        const found = new Map(
+          (
+            await x.all(`SELECT id, status FROM messages WHERE id IN (${missed.map(() => '?').join(', ')})`, missed)
+          ).map((r) => [r.id as string, r.status as string]),
+        );
         const unknown = missed.find((id) => !found.has(id));
-        if (unknown) throw new FerryError('INTERNAL_STORE_NO_MESSAGE', `no stored message ${unknown}`, { kind: 'internal', details: { messageId: unknown } });
+        if (unknown)
+          throw new FerryError('INTERNAL_STORE_NO_MESSAGE', `no stored message ${unknown}`, {
+            kind: 'internal',
+            details: { messageId: unknown },
+          });
         for (const id of missed) this.staleProcessing(id, found.get(id)!);
       }
       const bundles = plans.filter((p) => p.t && updated.has(p.id));
@@ -362,7 +448,15 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
         const m = updated.get(p.id);
         if (!m) continue;
         if (p.t) evs.push({ id: p.id, at: p.t.at, status: 'transformed' });
-        evs.push(...(await this.afterProcessing(x, p, m, deliveries, async () => (await this.content(x, [p.id], true)).get(p.id)?.bundle ?? '')));
+        evs.push(
+          ...(await this.afterProcessing(
+            x,
+            p,
+            m,
+            deliveries,
+            async () => (await this.content(x, [p.id], true)).get(p.id)?.bundle ?? '',
+          )),
+        );
       }
       await this.insertDeliveries(x, deliveries);
       return evs;
@@ -373,14 +467,24 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
     this.assertOpen();
     if (!events.length) return;
     const at = this.now();
-    await this.write((x) => this.events_(x, events.map((e) => ({ id: e.messageId, at, status: e.status, detail: e.detail ?? null }))));
+    await this.write((x) =>
+      this.events_(
+        x,
+        events.map((e) => ({ id: e.messageId, at, status: e.status, detail: e.detail ?? null })),
+      ),
+    );
   }
 
   /** Stamps each message with the config version that routed it (in the transaction recording it). */
   private async stampConfigVersions(x: SqlExec, results: ProcessedMessage[], skip?: Set<string>): Promise<void> {
     const byVersion = new Map<number, string[]>();
-    for (const r of results) if (r.configVersion !== undefined && !skip?.has(r.id)) byVersion.set(r.configVersion, [...(byVersion.get(r.configVersion) ?? []), r.id]);
-    for (const [version, ids] of byVersion) await x.run(`UPDATE messages SET config_version = ? WHERE id IN (${ids.map(() => '?').join(', ')})`, [version, ...ids]);
+    for (const r of results)
+      if (r.configVersion !== undefined && !skip?.has(r.id))
+        byVersion.set(r.configVersion, [...(byVersion.get(r.configVersion) ?? []), r.id]);
+    for (const [version, ids] of byVersion)
+      await x.run(`UPDATE messages SET config_version = ? WHERE id IN (${ids.map(() => '?').join(', ')})`, [
+        version,
+        ...ids,
+      ]);
   }
-
 }

@@ -35,7 +35,10 @@ export abstract class SqlRetentionPart extends SqlAdminQueriesPart {
     const candidates = (
       await this.readForAdmin(async (x) => {
         const { where, params } = await this.filterSqlOn(x, filter);
-        return x.all(`SELECT m.id FROM messages m ${where ? `${where} AND` : 'WHERE'} m.pruned_at IS NULL AND m.status NOT IN ${UNROUTED_MESSAGE} ORDER BY m.seq${limit}`, params);
+        return x.all(
+          `SELECT m.id FROM messages m ${where ? `${where} AND` : 'WHERE'} m.pruned_at IS NULL AND m.status NOT IN ${UNROUTED_MESSAGE} ORDER BY m.seq${limit}`,
+          params,
+        );
       })
     ).map((r) => r.id as string);
     return this.inSteps(candidates, async (x, part) => {
@@ -54,12 +57,20 @@ export abstract class SqlRetentionPart extends SqlAdminQueriesPart {
         `UPDATE deliveries SET superseded = 1, lease_owner = NULL, lease_expires = NULL WHERE message_id IN ${inIds} AND superseded = 0 RETURNING message_id, sink_id, ordering_key, strict_order, status`,
         ids,
       );
-      await this.promoteHeads(x, superseded.filter((r) => r.status === 'pending' || r.status === 'failed'));
+      await this.promoteHeads(
+        x,
+        superseded.filter((r) => r.status === 'pending' || r.status === 'failed'),
+      );
       const n = new Map<string, number>();
       for (const r of superseded) n.set(r.message_id as string, (n.get(r.message_id as string) ?? 0) + 1);
       await this.events_(
         x,
-        ids.map((id) => ({ id, at: now, status: 'received', detail: n.get(id) ? `replay (${n.get(id)} deliveries superseded)` : 'replay' })),
+        ids.map((id) => ({
+          id,
+          at: now,
+          status: 'received',
+          detail: n.get(id) ? `replay (${n.get(id)} deliveries superseded)` : 'replay',
+        })),
       );
       return ids;
     });
@@ -89,8 +100,16 @@ export abstract class SqlRetentionPart extends SqlAdminQueriesPart {
     }
     const candidates = (
       await this.readForAdmin(async (x) => {
-        const { where, params } = await this.filterSqlOn(x, { ...filter, deliveryStatus: undefined, sinkId: undefined, routeId: undefined });
-        return x.all(`SELECT d.id FROM deliveries d WHERE ${c.join(' AND ')} AND d.message_id IN (SELECT m.id FROM messages m ${where}) ORDER BY d.message_seq, d.seq`, [...p, ...params]);
+        const { where, params } = await this.filterSqlOn(x, {
+          ...filter,
+          deliveryStatus: undefined,
+          sinkId: undefined,
+          routeId: undefined,
+        });
+        return x.all(
+          `SELECT d.id FROM deliveries d WHERE ${c.join(' AND ')} AND d.message_id IN (SELECT m.id FROM messages m ${where}) ORDER BY d.message_seq, d.seq`,
+          [...p, ...params],
+        );
       })
     ).map((r) => r.id as string);
     return this.inSteps(candidates, async (x, part) => {
@@ -102,15 +121,26 @@ export abstract class SqlRetentionPart extends SqlAdminQueriesPart {
         [...part, ...statuses],
       );
       if (!rows.length) return [];
-      await this.settleHeads(x, rows.map((r) => r.id as string));
+      await this.settleHeads(
+        x,
+        rows.map((r) => r.id as string),
+      );
       rows.sort((a, b) => Number(a.message_seq) - Number(b.message_seq) || Number(a.seq) - Number(b.seq));
-      const evs: EventRow[] = rows.map((r) => ({ id: r.message_id as string, at: now, status: 'delivery:pending', sinkId: r.sink_id as string, routeId: r.route_id as string, detail: 'retry requested' }));
+      const evs: EventRow[] = rows.map((r) => ({
+        id: r.message_id as string,
+        at: now,
+        status: 'delivery:pending',
+        sinkId: r.sink_id as string,
+        routeId: r.route_id as string,
+        detail: 'retry requested',
+      }));
       const touched = [...new Set(rows.map((r) => r.message_id as string))];
       const moved = await x.all(
         `UPDATE messages SET status = 'routed', updated_at = ? WHERE id IN (${touched.map(() => '?').join(', ')}) AND status <> 'routed' RETURNING id, seq`,
         [now, ...touched],
       );
-      for (const m of moved.sort((a, b) => Number(a.seq) - Number(b.seq))) evs.push({ id: m.id as string, at: now, status: 'routed', detail: 'retry requested' });
+      for (const m of moved.sort((a, b) => Number(a.seq) - Number(b.seq)))
+        evs.push({ id: m.id as string, at: now, status: 'routed', detail: 'retry requested' });
       await this.events_(x, evs);
       return rows.map((r) => r.id as string);
     });
@@ -128,15 +158,22 @@ export abstract class SqlRetentionPart extends SqlAdminQueriesPart {
   async prune(opts: PruneOptions): Promise<PruneResult> {
     this.assertOpen();
     const now = this.now();
-    const passes: { statuses: string[]; before: number; del: boolean }[] = [{ statuses: ['delivered', 'filtered', 'unrouted'], before: opts.bodiesBefore.getTime(), del: false }];
+    const passes: { statuses: string[]; before: number; del: boolean }[] = [
+      { statuses: ['delivered', 'filtered', 'unrouted'], before: opts.bodiesBefore.getTime(), del: false },
+    ];
     if (opts.deadBefore) passes.push({ statuses: ['dead', 'failed'], before: opts.deadBefore.getTime(), del: false });
-    if (opts.deleteBefore) passes.push({ statuses: ['delivered', 'filtered', 'unrouted', 'dead', 'failed'], before: opts.deleteBefore.getTime(), del: true });
+    if (opts.deleteBefore)
+      passes.push({
+        statuses: ['delivered', 'filtered', 'unrouted', 'dead', 'failed'],
+        before: opts.deleteBefore.getTime(),
+        del: true,
+      });
     const top = Number((await this.readSettled((x) => x.all('SELECT MAX(seq) AS s FROM messages')))[0]?.s ?? 0);
     let messages = 0;
     let deleted = 0;
     const { scan, batch } = this.pruneStep;
     for (const pass of passes) {
-      for (let after = 0; after < top; ) {
+      for (let after = 0; after < top;) {
         const upTo = Math.min(after + scan, top);
         const step = await this.txSettled(
           async (x) => {
@@ -155,14 +192,23 @@ export abstract class SqlRetentionPart extends SqlAdminQueriesPart {
             if (pass.del) {
               await x.run(`DELETE FROM message_events WHERE message_id IN ${inIds}`, ids);
               // A dead message's other deliveries may still be open.
-              const gone = await x.all(`DELETE FROM deliveries WHERE message_id IN ${inIds} RETURNING sink_id, ordering_key, strict_order, status, superseded`, ids);
-              await this.promoteHeads(x, gone.filter((r) => (r.status === 'pending' || r.status === 'failed') && !Number(r.superseded)));
+              const gone = await x.all(
+                `DELETE FROM deliveries WHERE message_id IN ${inIds} RETURNING sink_id, ordering_key, strict_order, status, superseded`,
+                ids,
+              );
+              await this.promoteHeads(
+                x,
+                gone.filter((r) => (r.status === 'pending' || r.status === 'failed') && !Number(r.superseded)),
+              );
               await x.run(`DELETE FROM message_content WHERE message_id IN ${inIds}`, ids);
               return { next, n: await x.run(`DELETE FROM messages WHERE seq IN ${inSeqs}`, seqs) };
             }
             // (PostgreSQL: the rows are locked by the SELECT; one another instance's prune holds is
             // skipped, and left to its prune.)
-            const n = await x.run(`UPDATE messages SET pruned_at = ? WHERE seq IN ${inSeqs} AND pruned_at IS NULL`, [now, ...seqs]);
+            const n = await x.run(`UPDATE messages SET pruned_at = ? WHERE seq IN ${inSeqs} AND pruned_at IS NULL`, [
+              now,
+              ...seqs,
+            ]);
             await x.run(`DELETE FROM message_content WHERE message_id IN ${inIds}`, ids);
             await x.run(`UPDATE deliveries SET bundle = NULL WHERE bundle IS NOT NULL AND message_id IN ${inIds}`, ids);
             return { next, n };
@@ -185,5 +231,4 @@ export abstract class SqlRetentionPart extends SqlAdminQueriesPart {
     if (messages || deleted || auditDeleted) await this.compact();
     return auditDeleted === undefined ? { messages, deleted } : { messages, deleted, auditDeleted };
   }
-
 }

@@ -14,7 +14,14 @@ export interface SqlExec {
   run(sql: string, params?: unknown[]): Promise<number>;
 }
 
-export type EventRow = { id: string; at: number; status: string; sinkId?: string; routeId?: string; detail?: string | null };
+export type EventRow = {
+  id: string;
+  at: number;
+  status: string;
+  sinkId?: string;
+  routeId?: string;
+  detail?: string | null;
+};
 
 /** A shared transaction's connection that collects event rows, written together before the commit. */
 export interface BufferedExec extends SqlExec {
@@ -58,7 +65,8 @@ export function dedupKey(h: MessageHeaders | undefined): string | undefined {
 
 export const num = (v: unknown): number | undefined => (v === null || v === undefined ? undefined : Number(v));
 export const date = (v: unknown): Date | undefined => (v === null || v === undefined ? undefined : new Date(Number(v)));
-export const json = <T>(v: unknown): T | undefined => (v === null || v === undefined ? undefined : (JSON.parse(String(v)) as T));
+export const json = <T>(v: unknown): T | undefined =>
+  v === null || v === undefined ? undefined : (JSON.parse(String(v)) as T);
 export const errJson = (e: StoredError): string =>
   JSON.stringify({ code: e.code, message: e.message, retryable: e.retryable, outcome: e.outcome });
 

@@ -1,12 +1,36 @@
 import type { Logger } from 'winston';
 import { FerryError } from '../../errors';
-import type { DeliveryStatus, MessageHeaders, MessageStatus, StoredDelivery, StoredError, StoredMessage } from '../../model/message';
+import type {
+  DeliveryStatus,
+  MessageHeaders,
+  MessageStatus,
+  StoredDelivery,
+  StoredError,
+  StoredMessage,
+} from '../../model/message';
 import { lazyJson } from '../../util/lazy-json';
 import { ddl, migrations, type Dialect } from '../schema';
-import { CHUNK, date, json, num, rollbackTo, type BufferedExec, type EventRow, type GroupCommitOptions, type Row, type SqlExec, type SqlStoreOptions } from './sql-exec';
+import {
+  CHUNK,
+  date,
+  json,
+  num,
+  rollbackTo,
+  type BufferedExec,
+  type EventRow,
+  type GroupCommitOptions,
+  type Row,
+  type SqlExec,
+  type SqlStoreOptions,
+} from './sql-exec';
 
 /** Codes of a store whose writes fail for want of space, memory or a writable file (both stores). */
-const CANNOT_WRITE = new Set(['FERRY_E_TRANSIENT_STORE_FULL', 'FERRY_E_TRANSIENT_STORE_IO', 'FERRY_E_TRANSIENT_STORE_READONLY', 'FERRY_E_TRANSIENT_STORE_NOMEM']);
+const CANNOT_WRITE = new Set([
+  'FERRY_E_TRANSIENT_STORE_FULL',
+  'FERRY_E_TRANSIENT_STORE_IO',
+  'FERRY_E_TRANSIENT_STORE_READONLY',
+  'FERRY_E_TRANSIENT_STORE_NOMEM',
+]);
 
 /**
  * After writes failed for want of space (or an I/O error), the store counts as writable again once
@@ -137,25 +161,36 @@ export abstract class SqlStoreBase {
 
   private async migrate(): Promise<void> {
     await this.withMigrationLock(async (x) => {
-      await x.run(`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at ${this.dialect === 'sqlite' ? 'INTEGER' : 'BIGINT'} NOT NULL)`);
+      await x.run(
+        `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at ${this.dialect === 'sqlite' ? 'INTEGER' : 'BIGINT'} NOT NULL)`,
+      );
       const rows = await x.all('SELECT version FROM schema_migrations');
       const done = new Set(rows.map((r) => Number(r.version)));
       for (const m of migrations) {
         if (done.has(m.version)) continue;
         for (const s of [...m.statements, ...(m.only?.[this.dialect] ?? [])]) await x.run(ddl(s, this.dialect));
-        await x.run('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', [m.version, m.name, this.now()]);
+        await x.run('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', [
+          m.version,
+          m.name,
+          this.now(),
+        ]);
         this.logger.info('store migration applied', { store: this.kind, version: m.version, migration: m.name });
       }
       const max = Math.max(0, ...done);
       const known = migrations[migrations.length - 1].version;
       if (max > known) {
-        throw new FerryError('CONFIG_STORE_SCHEMA_NEWER', `the store's schema version ${max} is newer than this Ferry knows (${known}); upgrade Ferry`, { kind: 'config' });
+        throw new FerryError(
+          'CONFIG_STORE_SCHEMA_NEWER',
+          `the store's schema version ${max} is newer than this Ferry knows (${known}); upgrade Ferry`,
+          { kind: 'config' },
+        );
       }
     });
   }
 
   protected assertOpen(): void {
-    if (!this.opened || this.closing) throw new FerryError('TRANSIENT_STORE_CLOSED', 'the message store is not open', { kind: 'transient' });
+    if (!this.opened || this.closing)
+      throw new FerryError('TRANSIENT_STORE_CLOSED', 'the message store is not open', { kind: 'transient' });
   }
 
   clockAheadMs(): number {
@@ -196,11 +231,24 @@ export abstract class SqlStoreBase {
     if (!u) return;
     const now = Date.now();
     if (now - u.last < WRITABLE_AFTER_MS) return;
-    this.logger.info(`${this.kind} store writable again`, { store: this.kind, was: u.error.code, failures: u.failures, forMs: now - u.since });
+    this.logger.info(`${this.kind} store writable again`, {
+      store: this.kind,
+      was: u.error.code,
+      failures: u.failures,
+      forMs: now - u.since,
+    });
     this.unwritable = undefined;
   }
 
-  protected event(x: SqlExec, messageId: string, at: number, status: string, sinkId?: string, routeId?: string, detail?: string): Promise<void> {
+  protected event(
+    x: SqlExec,
+    messageId: string,
+    at: number,
+    status: string,
+    sinkId?: string,
+    routeId?: string,
+    detail?: string,
+  ): Promise<void> {
     return this.events_(x, [{ id: messageId, at, status, sinkId, routeId, detail }]);
   }
 
@@ -329,7 +377,10 @@ export abstract class SqlStoreBase {
     return this.txSettled(fn, { transforms: false });
   }
 
-  protected async txSettled<T>(fn: (x: SqlExec) => Promise<T>, opts: { transforms?: boolean; long?: boolean } = {}): Promise<T> {
+  protected async txSettled<T>(
+    fn: (x: SqlExec) => Promise<T>,
+    opts: { transforms?: boolean; long?: boolean } = {},
+  ): Promise<T> {
     await this.settle(opts.transforms ?? true);
     return this.tx(fn, { long: opts.long });
   }
@@ -347,7 +398,8 @@ export abstract class SqlStoreBase {
       receivedAt: new Date(Number(r.received_at)),
       status: r.status as MessageStatus,
     };
-    if (withBody && r.body !== null && r.body !== undefined) m.body = Buffer.isBuffer(r.body) ? r.body : Buffer.from(r.body);
+    if (withBody && r.body !== null && r.body !== undefined)
+      m.body = Buffer.isBuffer(r.body) ? r.body : Buffer.from(r.body);
     if (withBundle && r.bundle) lazyJson(m, 'bundle', String(r.bundle));
     if (r.error) m.error = json<StoredError>(r.error);
     if (r.duplicate_of) m.duplicateOf = r.duplicate_of;
@@ -380,7 +432,19 @@ export abstract class SqlStoreBase {
   /** Message columns; body and bundle come from `message_content` joined as `c`. */
   protected columns(body: boolean, bundle: boolean, alias = ''): string {
     const a = alias ? `${alias}.` : '';
-    const cols = ['seq', 'id', 'source_id', 'content_type', 'headers', 'received_at', 'status', 'error', 'duplicate_of', 'ordering_key', 'config_version'].map((c) => a + c);
+    const cols = [
+      'seq',
+      'id',
+      'source_id',
+      'content_type',
+      'headers',
+      'received_at',
+      'status',
+      'error',
+      'duplicate_of',
+      'ordering_key',
+      'config_version',
+    ].map((c) => a + c);
     if (body) cols.push('c.body');
     if (bundle) cols.push('c.bundle');
     return cols.join(', ');
@@ -391,15 +455,27 @@ export abstract class SqlStoreBase {
     const out = new Map<string, Row>();
     for (let o = 0; o < ids.length; o += CHUNK) {
       const part = ids.slice(o, o + CHUNK);
-      const rows = await x.all(`SELECT message_id, body${bundle ? ', bundle' : ''} FROM message_content WHERE message_id IN (${part.map(() => '?').join(', ')})`, part);
+      const rows = await x.all(
+        `SELECT message_id, body${bundle ? ', bundle' : ''} FROM message_content WHERE message_id IN (${part.map(() => '?').join(', ')})`,
+        part,
+      );
       for (const r of rows) out.set(r.message_id, r);
     }
     return out;
   }
 
-  protected async requireMessage(x: SqlExec, id: string, cols = 'seq, status, source_id, ordering_key, headers', forUpdate = false): Promise<Row> {
+  protected async requireMessage(
+    x: SqlExec,
+    id: string,
+    cols = 'seq, status, source_id, ordering_key, headers',
+    forUpdate = false,
+  ): Promise<Row> {
     const rows = await x.all(`SELECT ${cols} FROM messages WHERE id = ?${forUpdate ? this.rowLockClause() : ''}`, [id]);
-    if (!rows[0]) throw new FerryError('INTERNAL_STORE_NO_MESSAGE', `no stored message ${id}`, { kind: 'internal', details: { messageId: id } });
+    if (!rows[0])
+      throw new FerryError('INTERNAL_STORE_NO_MESSAGE', `no stored message ${id}`, {
+        kind: 'internal',
+        details: { messageId: id },
+      });
     return rows[0];
   }
 
@@ -427,5 +503,4 @@ export abstract class SqlStoreBase {
   protected static breathe(): Promise<void> {
     return new Promise((r) => setImmediate(r));
   }
-
 }

@@ -6,7 +6,19 @@
  * X-Request-Id, no blind retry of writes).
  */
 import { readFileSync } from 'node:fs';
-import { clientCredentialsFetcher, configError, defineSchema, FerryError, RateLimiter, type TokenCache, tokenCacheKey, VendorHttpClient, type Logger, type QueryValue, type SchemaType } from '@ferry/core';
+import {
+  clientCredentialsFetcher,
+  configError,
+  defineSchema,
+  FerryError,
+  RateLimiter,
+  type TokenCache,
+  tokenCacheKey,
+  VendorHttpClient,
+  type Logger,
+  type QueryValue,
+  type SchemaType,
+} from '@ferry/core';
 import { VendorConnections } from '../vendor-connections';
 
 export const AthenaHosts = {
@@ -24,13 +36,30 @@ const stringOrNumber = (name: string) => (v: unknown) => {
 /** Connection keys, shared by every athena source and sink entry. */
 export const athenaConnectionSchema = defineSchema({
   environment: { doc: 'preview (sandbox) or production', format: ['preview', 'production'], default: 'preview' },
-  baseUrl: { doc: 'Override the host (a proxy or the simulator), e.g. http://127.0.0.1:8089; empty = the environment host', format: String, default: '' },
+  baseUrl: {
+    doc: 'Override the host (a proxy or the simulator), e.g. http://127.0.0.1:8089; empty = the environment host',
+    format: String,
+    default: '',
+  },
   clientId: { doc: 'OAuth client id (default: env ATHENA_CLIENT_ID)', format: String, default: '' },
-  clientSecret: { doc: 'OAuth client secret (use ${ENV} or clientSecret_FILE; default: env ATHENA_CLIENT_SECRET or ATHENA_CLIENT_SECRET_FILE)', format: String, default: '', sensitive: true },
+  clientSecret: {
+    doc: 'OAuth client secret (use ${ENV} or clientSecret_FILE; default: env ATHENA_CLIENT_SECRET or ATHENA_CLIENT_SECRET_FILE)',
+    format: String,
+    default: '',
+    sensitive: true,
+  },
   scope: { doc: 'Scopes requested with the token', format: String, default: 'athena/service/Athenanet.MDP.*' },
-  practiceId: { doc: 'athena practice id (195900 = shared preview practice)', format: stringOrNumber('practiceId'), default: '' as string | number },
+  practiceId: {
+    doc: 'athena practice id (195900 = shared preview practice)',
+    format: stringOrNumber('practiceId'),
+    default: '' as string | number,
+  },
   rateLimit: {
-    qps: { doc: 'Client-side requests per second per practice (0 = 5 preview / 100 production)', format: Number, default: 0 },
+    qps: {
+      doc: 'Client-side requests per second per practice (0 = 5 preview / 100 production)',
+      format: Number,
+      default: 0,
+    },
     burst: { doc: 'Bucket size (0 = same as qps)', format: 'nat', default: 0 },
   },
   /** Named callRetry: on sinks, `retry` is the engine's delivery retry policy. */
@@ -41,7 +70,11 @@ export const athenaConnectionSchema = defineSchema({
     maxRetryAfterMs: { doc: 'Longest Retry-After waited for inside one call', format: 'nat', default: 60_000 },
   },
   timeoutMs: { doc: 'Timeout per HTTP attempt', format: 'nat', default: 30_000 },
-  tokenSkewMs: { doc: 'Refresh the token this long before it expires (capped at half its lifetime)', format: 'nat', default: 60_000 },
+  tokenSkewMs: {
+    doc: 'Refresh the token this long before it expires (capped at half its lifetime)',
+    format: 'nat',
+    default: 60_000,
+  },
 });
 
 export type AthenaConnectionConfig = SchemaType<typeof athenaConnectionSchema>;
@@ -55,7 +88,10 @@ function resolveSecret(value: string, envName: string, env: NodeJS.ProcessEnv): 
     try {
       return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
     } catch (e) {
-      throw configError('ATHENA_SECRET_FILE', `cannot read ${envName}_FILE: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw configError(
+        'ATHENA_SECRET_FILE',
+        `cannot read ${envName}_FILE: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      );
     }
   }
   return '';
@@ -87,9 +123,14 @@ export class AthenaConnection {
   ) {
     const clientId = resolveSecret(config.clientId, 'ATHENA_CLIENT_ID', env);
     const clientSecret = resolveSecret(config.clientSecret, 'ATHENA_CLIENT_SECRET', env);
-    if (!clientId || !clientSecret) throw configError('ATHENA_NO_CREDENTIALS', 'athena clientId and clientSecret are required (config, ${ENV}, *_FILE or ATHENA_CLIENT_ID/ATHENA_CLIENT_SECRET)');
+    if (!clientId || !clientSecret)
+      throw configError(
+        'ATHENA_NO_CREDENTIALS',
+        'athena clientId and clientSecret are required (config, ${ENV}, *_FILE or ATHENA_CLIENT_ID/ATHENA_CLIENT_SECRET)',
+      );
     this.practiceId = String(config.practiceId ?? '').trim();
-    if (!/^\d+$/.test(this.practiceId)) throw configError('ATHENA_PRACTICE', 'athena practiceId must be a number such as 195900');
+    if (!/^\d+$/.test(this.practiceId))
+      throw configError('ATHENA_PRACTICE', 'athena practiceId must be a number such as 195900');
     this.host = (config.baseUrl || AthenaHosts[config.environment]).replace(/\/+$/, '');
     this.tokenUrl = `${this.host}/oauth2/v1/token`;
     this.fhirBase = `${this.host}/fhir/r4`;
@@ -99,20 +140,48 @@ export class AthenaConnection {
     this.tokenKey = tokenCacheKey({ vendor: 'athena', tenant: this.tokenUrl, clientId, scope: config.scope });
     const qps = config.rateLimit.qps > 0 ? config.rateLimit.qps : defaultQps[config.environment];
     const limiterKey = `athena|${this.host}|${this.practiceId}`;
-    const { limiter, created } = shared.limiter(limiterKey, () => new RateLimiter({ ratePerSec: qps, burst: config.rateLimit.burst || Math.max(1, Math.floor(qps)) }));
+    const { limiter, created } = shared.limiter(
+      limiterKey,
+      () => new RateLimiter({ ratePerSec: qps, burst: config.rateLimit.burst || Math.max(1, Math.floor(qps)) }),
+    );
     if (!created && Math.abs(limiter.ratePerSec - qps) > 1e-9) {
       // One bucket per practice is the point: the first configured rate wins, loudly.
-      logger.warn('athena rate limit for this practice is already set by another source/sink; keeping it', { practiceId: this.practiceId, qps: limiter.ratePerSec, ignoredQps: qps });
+      logger.warn('athena rate limit for this practice is already set by another source/sink; keeping it', {
+        practiceId: this.practiceId,
+        qps: limiter.ratePerSec,
+        ignoredQps: qps,
+      });
     }
     this.limiter = limiter;
     const auth = {
       key: this.tokenKey,
       cache: this.tokenCache,
-      fetcher: clientCredentialsFetcher({ tokenUrl: this.tokenUrl, clientId, clientSecret, scope: config.scope, authMethod: 'basic', timeoutMs: config.timeoutMs, vendor: 'athena' }),
+      fetcher: clientCredentialsFetcher({
+        tokenUrl: this.tokenUrl,
+        clientId,
+        clientSecret,
+        scope: config.scope,
+        authMethod: 'basic',
+        timeoutMs: config.timeoutMs,
+        vendor: 'athena',
+      }),
     };
-    const common = { auth, limiter, limiterKey, retry: config.callRetry, timeoutMs: config.timeoutMs, logger, isThrottled: (status: number, text: string) => status === 403 && /over qps/i.test(text) };
+    const common = {
+      auth,
+      limiter,
+      limiterKey,
+      retry: config.callRetry,
+      timeoutMs: config.timeoutMs,
+      logger,
+      isThrottled: (status: number, text: string) => status === 403 && /over qps/i.test(text),
+    };
     this.rest = new VendorHttpClient({ vendor: 'athena', baseUrl: `${this.host}/v1/${this.practiceId}`, ...common });
-    this.fhir = new VendorHttpClient({ vendor: 'athena-fhir', baseUrl: this.fhirBase, ...common, headers: { Accept: 'application/fhir+json' } });
+    this.fhir = new VendorHttpClient({
+      vendor: 'athena-fhir',
+      baseUrl: this.fhirBase,
+      ...common,
+      headers: { Accept: 'application/fhir+json' },
+    });
   }
 
   /** `a-1.Practice-{id}`: the value every FHIR search carries as `ah-practice` (reference 2.2). */
@@ -129,7 +198,11 @@ export class AthenaConnection {
     return `${this.host}${next.startsWith('/') ? '' : '/'}${next}`;
   }
 
-  async get<T = any>(path: string, query?: Record<string, QueryValue>, opts: { accept?: number[]; signal?: AbortSignal } = {}): Promise<T> {
+  async get<T = any>(
+    path: string,
+    query?: Record<string, QueryValue>,
+    opts: { accept?: number[]; signal?: AbortSignal } = {},
+  ): Promise<T> {
     const res = await this.rest.request({ url: path, query, accept: opts.accept, signal: opts.signal });
     return res.json<T>();
   }
@@ -138,7 +211,12 @@ export class AthenaConnection {
    * Every page of a list endpoint, following `next` until it is absent. `onPage` gets each page's
    * items as they arrive (so a caller can store them page by page).
    */
-  async *pages<T = Record<string, any>>(path: string, listKey: string, query: Record<string, QueryValue> = {}, opts: { signal?: AbortSignal; pageDelayMs?: number; maxPages?: number } = {}): AsyncGenerator<{ items: T[]; totalcount?: number; page: number; hasNext: boolean }> {
+  async *pages<T = Record<string, any>>(
+    path: string,
+    listKey: string,
+    query: Record<string, QueryValue> = {},
+    opts: { signal?: AbortSignal; pageDelayMs?: number; maxPages?: number } = {},
+  ): AsyncGenerator<{ items: T[]; totalcount?: number; page: number; hasNext: boolean }> {
     let url: string | undefined = path;
     let q: Record<string, QueryValue> | undefined = query;
     let page = 0;
@@ -160,21 +238,39 @@ export class AthenaConnection {
    * A form-encoded write (reference 1.3). Not idempotent on athena: never blind-retried (the
    * caller reconciles by reading). A 200 `{success:false}` body is a refused write (reference 1.8).
    */
-  async write<T = any>(method: 'POST' | 'PUT' | 'DELETE', path: string, form: Record<string, QueryValue>, opts: { signal?: AbortSignal } = {}): Promise<T> {
+  async write<T = any>(
+    method: 'POST' | 'PUT' | 'DELETE',
+    path: string,
+    form: Record<string, QueryValue>,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<T> {
     const res = await this.rest.request({ method, url: path, form, idempotent: false, signal: opts.signal });
     const body = res.json<any>();
-    if (body && !Array.isArray(body) && typeof body === 'object' && (body.success === false || body.success === 'false')) {
-      throw new FerryError('ATHENA_WRITE_REFUSED', `athena ${method} ${res.url ? new URL(res.url).pathname : path} refused: success=false`, {
-        kind: 'input',
-        retryable: false,
-        details: { errormessage: typeof body.errormessage === 'string' ? body.errormessage.slice(0, 500) : undefined, requestId: res.requestId },
-      });
+    if (
+      body &&
+      !Array.isArray(body) &&
+      typeof body === 'object' &&
+      (body.success === false || body.success === 'false')
+    ) {
+      throw new FerryError(
+        'ATHENA_WRITE_REFUSED',
+        `athena ${method} ${res.url ? new URL(res.url).pathname : path} refused: success=false`,
+        {
+          kind: 'input',
+          retryable: false,
+          details: {
+            errormessage: typeof body.errormessage === 'string' ? body.errormessage.slice(0, 500) : undefined,
+            requestId: res.requestId,
+          },
+        },
+      );
     }
     return body as T;
   }
 }
 
-const num = (v: unknown) => (v === undefined || v === null || v === '' || Number.isNaN(Number(v)) ? undefined : Number(v));
+const num = (v: unknown) =>
+  v === undefined || v === null || v === '' || Number.isNaN(Number(v)) ? undefined : Number(v);
 
 /** The reason text of an athena error body (`error` / `detailedmessage`), from a FerryError's details. */
 export function athenaErrorText(e: unknown): string {

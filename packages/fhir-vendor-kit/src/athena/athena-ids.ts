@@ -2,8 +2,10 @@
 import { createHash } from 'node:crypto';
 
 /** Identifier systems of the canonical form: the ones athena itself uses in event notifications (reference 2.4). */
-export const athenaSystem = (kind: 'patient' | 'appointment' | 'department' | 'provider' | 'labresult' | 'analyte' | 'appointmenttype', practiceId: string) =>
-  `urn:athenahealth:athenanet:${kind}:${practiceId}`;
+export const athenaSystem = (
+  kind: 'patient' | 'appointment' | 'department' | 'provider' | 'labresult' | 'analyte' | 'appointmenttype',
+  practiceId: string,
+) => `urn:athenahealth:athenanet:${kind}:${practiceId}`;
 export const AH_PATIENT_SYSTEM = 'https://fhir.athena.io/sid/ah-patient';
 
 /** A stable UUID (v5-shaped) from a string, for `urn:uuid:` fullUrls. */

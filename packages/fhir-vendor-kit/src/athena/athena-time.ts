@@ -31,13 +31,16 @@ export function athenaDateToFhir(v: unknown, field = 'date'): string | undefined
   const mo = +m[1];
   const d = +m[2];
   const y = +m[3];
-  if (mo < 1 || mo > 12 || d < 1 || d > 31) throw inputError('ATHENA_BAD_DATE', `${field}: not a calendar date`, { field });
+  if (mo < 1 || mo > 12 || d < 1 || d > 31)
+    throw inputError('ATHENA_BAD_DATE', `${field}: not a calendar date`, { field });
   return `${y}-${pad(mo)}-${pad(d)}`;
 }
 
 /** Parse `MM/DD/YYYY[ HH:mm[:ss]]` (or a date plus a separate `HH:mm`) into wall-clock parts. */
 export function parseAthenaWallTime(date: unknown, time?: unknown, field = 'datetime'): WallTime {
-  const ds = String(date ?? '').trim().replace(/\\\//g, '/');
+  const ds = String(date ?? '')
+    .trim()
+    .replace(/\\\//g, '/');
   let m = DATETIME.exec(ds);
   if (!m) {
     const dm = DATE.exec(ds);
@@ -103,11 +106,17 @@ export function wallTimeToInstant(w: WallTime, tz: string): Date {
   if (!isValidTimeZone(tz)) throw inputError('ATHENA_BAD_TIMEZONE', `unknown time zone ${tz}`, { tz });
   const asUtc = Date.UTC(w.y, w.mo - 1, w.d, w.h, w.mi, w.s);
   // Candidates from the offsets in force a day either side; keep those that read back as `w`.
-  const offsets = new Set([zoneOffsetMs(asUtc - 86_400_000, tz), zoneOffsetMs(asUtc, tz), zoneOffsetMs(asUtc + 86_400_000, tz)]);
-  const hits = [...offsets].map((o) => asUtc - o).filter((t) => {
-    const r = wallTimeAt(t, tz);
-    return r.y === w.y && r.mo === w.mo && r.d === w.d && r.h === w.h && r.mi === w.mi && r.s === w.s;
-  });
+  const offsets = new Set([
+    zoneOffsetMs(asUtc - 86_400_000, tz),
+    zoneOffsetMs(asUtc, tz),
+    zoneOffsetMs(asUtc + 86_400_000, tz),
+  ]);
+  const hits = [...offsets]
+    .map((o) => asUtc - o)
+    .filter((t) => {
+      const r = wallTimeAt(t, tz);
+      return r.y === w.y && r.mo === w.mo && r.d === w.d && r.h === w.h && r.mi === w.mi && r.s === w.s;
+    });
   if (hits.length) return new Date(Math.min(...hits));
   // In the gap: use the offset before the transition (02:30 PST-style reading -> 03:30 PDT).
   return new Date(asUtc - zoneOffsetMs(asUtc - 86_400_000, tz));
@@ -135,6 +144,7 @@ export function athenaDateTimeToFhir(v: unknown, tz: string | undefined, field =
     // FHIR wants seconds and a colon in the offset.
     return s.replace(/T(\d{2}):(\d{2})(Z|[+-])/, 'T$1:$2:00$3').replace(/([+-]\d{2})(\d{2})$/, '$1:$2');
   }
-  if (!tz) throw inputError('ATHENA_NO_TIMEZONE', `${field}: a local datetime needs the department's time zone`, { field });
+  if (!tz)
+    throw inputError('ATHENA_NO_TIMEZONE', `${field}: a local datetime needs the department's time zone`, { field });
   return wallTimeToInstant(parseAthenaWallTime(s, undefined, field), tz).toISOString();
 }

@@ -8,9 +8,19 @@
  * translated to the tenant's MRN system (3.4). Each plugin registers it with its own profile
  * (plugins/epic/src/facade/epic.provider.ts, plugins/cerner/src/facade/cerner.provider.ts).
  */
-import { FerryError, facadeError, type FacadeCallContext, type FacadeCapability, type FacadeProvider, type FacadeProviderContext, type FacadeProviderRegistration, type FacadeRecord } from '@ferry/core';
+import {
+  FerryError,
+  facadeError,
+  type FacadeCallContext,
+  type FacadeCapability,
+  type FacadeProvider,
+  type FacadeProviderContext,
+  type FacadeProviderRegistration,
+  type FacadeRecord,
+} from '@ferry/core';
 import type { Resource } from '@medplum/fhirtypes';
-import { connectionSchema, VendorConnection, type ConnectionConfig } from '../connection';
+import type { connectionSchema } from '../connection';
+import { VendorConnection, type ConnectionConfig } from '../connection';
 import { etagVersion, FhirClient, refineVendorError } from '../fhir-client';
 import { canonicalId, vendorHeaders, type VendorProfile } from '../normalize';
 import type { NormalizeConfig } from '../transforms/vendor-fhir.transform';
@@ -59,7 +69,12 @@ export class VendorFhirFacadeProvider implements FacadeProvider {
     this.vendor = o.profile.vendor;
     this.conn = new VendorConnection(o.profile.vendor, ctx.config, ctx.logger, { shared: o.connections?.() });
     this.client = new FhirClient(this.conn);
-    this.profile = { ...o.profile, idPrefix: ctx.config.idPrefix || o.profile.idPrefix, mrnSystems: o.normalize.mrnSystems, canonicalMrnSystem: o.normalize.canonicalMrnSystem };
+    this.profile = {
+      ...o.profile,
+      idPrefix: ctx.config.idPrefix || o.profile.idPrefix,
+      mrnSystems: o.normalize.mrnSystems,
+      canonicalMrnSystem: o.normalize.canonicalMrnSystem,
+    };
   }
 
   capabilities(): FacadeCapability[] {
@@ -68,8 +83,16 @@ export class VendorFhirFacadeProvider implements FacadeProvider {
       caps.push({ type, interaction: 'read', path: 'fhir', contentType: this.profile.contentType });
       caps.push({ type, interaction: 'search', path: 'fhir', contentType: this.profile.contentType, searchParams });
     }
-    for (const type of this.o.writeTypes) caps.push({ type, interaction: 'create', path: 'fhir', contentType: this.profile.contentType });
-    for (const type of this.o.updateTypes ?? []) caps.push({ type, interaction: 'update', path: 'fhir', contentType: this.profile.contentType, note: this.o.updateNote });
+    for (const type of this.o.writeTypes)
+      caps.push({ type, interaction: 'create', path: 'fhir', contentType: this.profile.contentType });
+    for (const type of this.o.updateTypes ?? [])
+      caps.push({
+        type,
+        interaction: 'update',
+        path: 'fhir',
+        contentType: this.profile.contentType,
+        note: this.o.updateNote,
+      });
     return caps;
   }
 
@@ -86,17 +109,39 @@ export class VendorFhirFacadeProvider implements FacadeProvider {
   }
 
   private record(raw: Resource): FacadeRecord {
-    return { contentType: this.profile.contentType, body: Buffer.from(JSON.stringify(raw)), headers: vendorHeaders(raw, this.profile), vendorId: raw.id! };
+    return {
+      contentType: this.profile.contentType,
+      body: Buffer.from(JSON.stringify(raw)),
+      headers: vendorHeaders(raw, this.profile),
+      vendorId: raw.id!,
+    };
   }
 
   private refine(e: unknown): unknown {
     const r = refineVendorError(e);
-    if (FerryError.is(r) && r.details?.status === 404) return facadeError('not-found', `not found at ${this.vendor}`, {}, r);
+    if (FerryError.is(r) && r.details?.status === 404)
+      return facadeError('not-found', `not found at ${this.vendor}`, {}, r);
     // A stale If-Match (Cerner 409, 4.3) or a failed precondition: someone changed it since it was read.
     if (FerryError.is(r) && (r.details?.status === 409 || r.details?.status === 412))
-      return facadeError('conflict', `${this.vendor} refused the write: the resource changed since it was read (read it again)`, { vendorMessage: r.message }, r);
-    if (FerryError.is(r) && r.kind === 'input' && !r.retryable && typeof r.details?.status === 'number' && (r.details.status as number) < 500)
-      return facadeError('invalid', `${this.vendor} refused the request: ${r.message}`, { vendorMessage: r.message }, r);
+      return facadeError(
+        'conflict',
+        `${this.vendor} refused the write: the resource changed since it was read (read it again)`,
+        { vendorMessage: r.message },
+        r,
+      );
+    if (
+      FerryError.is(r) &&
+      r.kind === 'input' &&
+      !r.retryable &&
+      typeof r.details?.status === 'number' &&
+      (r.details.status as number) < 500
+    )
+      return facadeError(
+        'invalid',
+        `${this.vendor} refused the request: ${r.message}`,
+        { vendorMessage: r.message },
+        r,
+      );
     return r;
   }
 
@@ -109,11 +154,17 @@ export class VendorFhirFacadeProvider implements FacadeProvider {
     }
   }
 
-  async search(type: string, params: Record<string, string[]>, page: { cursor?: string; count: number }, ctx: FacadeCallContext) {
+  async search(
+    type: string,
+    params: Record<string, string[]>,
+    page: { cursor?: string; count: number },
+    ctx: FacadeCallContext,
+  ) {
     let url: string;
     let query: Record<string, string | string[]> | undefined;
     if (page.cursor) {
-      if (!page.cursor.startsWith(`${this.conn.baseUrl}/`)) throw facadeError('invalid', `_cursor: not a ${this.vendor} page of this connection`);
+      if (!page.cursor.startsWith(`${this.conn.baseUrl}/`))
+        throw facadeError('invalid', `_cursor: not a ${this.vendor} page of this connection`);
       url = page.cursor;
     } else {
       query = { ...(this.o.defaults?.[type] ?? {}), _count: String(page.count) };
@@ -135,13 +186,21 @@ export class VendorFhirFacadeProvider implements FacadeProvider {
     }
     let body: any;
     try {
-      body = (await this.conn.http.request({ url, query, signal: ctx.signal, headers: { Accept: 'application/fhir+json' } })).json();
+      body = (
+        await this.conn.http.request({ url, query, signal: ctx.signal, headers: { Accept: 'application/fhir+json' } })
+      ).json();
     } catch (e) {
       throw this.refine(e);
     }
-    if (body?.resourceType !== 'Bundle') throw new FerryError('VENDOR_BAD_RESPONSE', `${this.vendor} search ${type} did not answer a Bundle`, { kind: 'transient' });
+    if (body?.resourceType !== 'Bundle')
+      throw new FerryError('VENDOR_BAD_RESPONSE', `${this.vendor} search ${type} did not answer a Bundle`, {
+        kind: 'transient',
+      });
     // Epic: an empty result is an OperationOutcome entry (search.mode=outcome, 4101), not data (3.3).
-    const records = (body.entry ?? []).map((e: any) => e.resource).filter((r: Resource | undefined): r is Resource => r?.resourceType === type && !!r.id).map((r: Resource) => this.record(r));
+    const records = (body.entry ?? [])
+      .map((e: any) => e.resource)
+      .filter((r: Resource | undefined): r is Resource => r?.resourceType === type && !!r.id)
+      .map((r: Resource) => this.record(r));
     const next = (body.link ?? []).find((l: any) => l.relation === 'next' && l.url)?.url as string | undefined;
     return { records, next };
   }
@@ -157,7 +216,9 @@ export class VendorFhirFacadeProvider implements FacadeProvider {
     if (vendorId) out.id = vendorId;
     else delete out.id;
     if (out.meta) {
-      out.meta.tag = (out.meta.tag ?? []).filter((t: { system?: string }) => !String(t.system ?? '').startsWith('urn:ferry:'));
+      out.meta.tag = (out.meta.tag ?? []).filter(
+        (t: { system?: string }) => !String(t.system ?? '').startsWith('urn:ferry:'),
+      );
       if (!out.meta.tag.length) delete out.meta.tag;
       delete out.meta.versionId;
       delete out.meta.lastUpdated;
@@ -169,14 +230,19 @@ export class VendorFhirFacadeProvider implements FacadeProvider {
       if (Array.isArray(n)) return n.forEach(walk);
       if (!n || typeof n !== 'object') return;
       if (typeof n.reference === 'string' && /^[A-Z][A-Za-z]+\//.test(n.reference)) refs.push(n);
-      if (typeof n.system === 'string' && n.system === this.profile.canonicalMrnSystem && typeof n.value === 'string') mrns.push(n);
+      if (typeof n.system === 'string' && n.system === this.profile.canonicalMrnSystem && typeof n.value === 'string')
+        mrns.push(n);
       for (const v of Object.values(n)) walk(v);
     };
     walk(out);
     for (const o of refs) {
       const r = await ctx.resolve(o.reference);
       if (r) o.reference = `${r.type}/${r.vendorId}`;
-      else if (o.reference.startsWith('Patient/')) throw facadeError('invalid', `a Patient reference is not a patient of this connection (use the id the facade answers)`);
+      else if (o.reference.startsWith('Patient/'))
+        throw facadeError(
+          'invalid',
+          `a Patient reference is not a patient of this connection (use the id the facade answers)`,
+        );
     }
     for (const i of mrns) if (this.profile.mrnSystems[0]) i.system = this.profile.mrnSystems[0];
     return out as Resource;
@@ -191,7 +257,10 @@ export class VendorFhirFacadeProvider implements FacadeProvider {
     } catch (e) {
       throw this.refine(e);
     }
-    if (!created.id) throw new FerryError('VENDOR_BAD_RESPONSE', `${this.vendor} created the ${type} but answered no Location`, { kind: 'transient' });
+    if (!created.id)
+      throw new FerryError('VENDOR_BAD_RESPONSE', `${this.vendor} created the ${type} but answered no Location`, {
+        kind: 'transient',
+      });
     return (await this.read(type, created.id, ctx))!;
   }
 
@@ -202,7 +271,8 @@ export class VendorFhirFacadeProvider implements FacadeProvider {
    * Answers the resource read back.
    */
   async update(type: string, vendorId: string, resource: Resource, ctx: FacadeCallContext): Promise<FacadeRecord> {
-    if (!(this.o.updateTypes ?? []).includes(type)) throw facadeError('not-supported', `update of ${type} at ${this.vendor}`);
+    if (!(this.o.updateTypes ?? []).includes(type))
+      throw facadeError('not-supported', `update of ${type} at ${this.vendor}`);
     const read = resource.meta?.tag?.find((t) => t.system === `urn:ferry:${this.vendor}:version`)?.code;
     const body = await this.toVendor(resource, ctx, vendorId);
     try {
@@ -227,5 +297,9 @@ export function vendorFhirFacadeProvider(
   schema: ReturnType<typeof connectionSchema>,
   types: { sourceTypes: string[]; sinkTypes: string[] },
 ): FacadeProviderRegistration {
-  return { connectionSchema: schema, ...types, create: (ctx) => new VendorFhirFacadeProvider(ctx, { ...base, normalize: normalize() }) };
+  return {
+    connectionSchema: schema,
+    ...types,
+    create: (ctx) => new VendorFhirFacadeProvider(ctx, { ...base, normalize: normalize() }),
+  };
 }

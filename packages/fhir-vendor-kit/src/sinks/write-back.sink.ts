@@ -5,12 +5,20 @@
  * MRN system back to the tenant's MRN system. A 409 / 412 re-reads the current version (update) or
  * looks for the resource already created (create) and retries once.
  */
-import { defineSchema, FerryError, permanentDeliveryError, retryableDeliveryError, type Delivery, type MessageSink, type SchemaType, type SinkContext } from '@ferry/core';
+import {
+  defineSchema,
+  FerryError,
+  permanentDeliveryError,
+  retryableDeliveryError,
+  type Delivery,
+  type MessageSink,
+  type SchemaType,
+  type SinkContext,
+} from '@ferry/core';
 import type { Resource } from '@medplum/fhirtypes';
-import { connectionSchema, VendorConnection, type ConnectionConfig } from '../connection';
+import { connectionSchema, VendorConnection } from '../connection';
 import { FhirClient, etagVersion } from '../fhir-client';
 import type { VendorConnections } from '../vendor-connections';
-
 
 export function writeBackSchema(defaults: Parameters<typeof connectionSchema>[0], types: string[], mrnSystem: string) {
   return defineSchema({
@@ -41,7 +49,12 @@ export abstract class WriteBackSink implements MessageSink {
     this.conn = new VendorConnection(vendor, ctx.config, ctx.logger, { shared });
     this.fhir = new FhirClient(this.conn);
     const bad = ctx.config.resourceTypes.filter((t) => !supported.includes(t));
-    if (bad.length) throw new FerryError('CONFIG_WRITEBACK_TYPES', `sinks.${ctx.id}.resourceTypes: ${vendor} does not accept writes of ${bad.join(', ')}`, { kind: 'config', retryable: false });
+    if (bad.length)
+      throw new FerryError(
+        'CONFIG_WRITEBACK_TYPES',
+        `sinks.${ctx.id}.resourceTypes: ${vendor} does not accept writes of ${bad.join(', ')}`,
+        { kind: 'config', retryable: false },
+      );
   }
 
   /** `epic-abc` -> `abc`; undefined for ids that did not come from this vendor. */
@@ -77,14 +90,21 @@ export abstract class WriteBackSink implements MessageSink {
       for (const v of Object.values(n)) walk(v);
     };
     walk(out);
-    if (unmapped.length) throw permanentDeliveryError('WRITEBACK_UNMAPPED_REFERENCE', `${this.vendor} write-back: a Patient reference does not point to a ${this.vendor} patient`);
+    if (unmapped.length)
+      throw permanentDeliveryError(
+        'WRITEBACK_UNMAPPED_REFERENCE',
+        `${this.vendor} write-back: a Patient reference does not point to a ${this.vendor} patient`,
+      );
     if (this.ctx.config.mrnSystem && Array.isArray(out.identifier))
-      for (const i of out.identifier) if (i.system === this.ctx.config.canonicalMrnSystem) i.system = this.ctx.config.mrnSystem;
+      for (const i of out.identifier)
+        if (i.system === this.ctx.config.canonicalMrnSystem) i.system = this.ctx.config.mrnSystem;
     return { resource: out, vendorId };
   }
 
   async deliver(d: Delivery): Promise<void> {
-    const resources = (d.bundle.entry ?? []).map((e) => e.resource).filter((r): r is Resource => !!r && this.ctx.config.resourceTypes.includes(r.resourceType));
+    const resources = (d.bundle.entry ?? [])
+      .map((e) => e.resource)
+      .filter((r): r is Resource => !!r && this.ctx.config.resourceTypes.includes(r.resourceType));
     if (!resources.length) {
       this.ctx.logger.debug('nothing to write back', { sink: this.ctx.id, messageId: d.message.id });
       return;
@@ -95,7 +115,11 @@ export abstract class WriteBackSink implements MessageSink {
         if (vendorId && this.allowUpdate) await this.update(resource as Resource & { id: string }, d.signal);
         else if (d.attempt > 1 && (await this.exists(resource, d.signal))) {
           // A retry after an ambiguous failure: the earlier POST may have landed (reconcile by read).
-          this.ctx.logger.info('write-back retry found the resource already created', { sink: this.ctx.id, resourceType: resource.resourceType, deliveryId: d.deliveryId });
+          this.ctx.logger.info('write-back retry found the resource already created', {
+            sink: this.ctx.id,
+            resourceType: resource.resourceType,
+            deliveryId: d.deliveryId,
+          });
         } else await this.create(resource, d.signal);
       } catch (e) {
         throw this.deliveryError(e, resource.resourceType);
@@ -118,7 +142,10 @@ export abstract class WriteBackSink implements MessageSink {
         return;
       } catch (e) {
         if (this.isConflict(e) && attempt === 1) {
-          this.ctx.logger.info('write-back version conflict, re-reading and retrying once', { sink: this.ctx.id, resourceType: resource.resourceType });
+          this.ctx.logger.info('write-back version conflict, re-reading and retrying once', {
+            sink: this.ctx.id,
+            resourceType: resource.resourceType,
+          });
           continue;
         }
         throw e;
@@ -128,15 +155,24 @@ export abstract class WriteBackSink implements MessageSink {
 
   /** Is a resource with the same identifier already there for the same patient? (false when it has none) */
   private async exists(resource: Resource, signal?: AbortSignal): Promise<boolean> {
-    const ident = (resource as { identifier?: { system?: string; value?: string }[] }).identifier?.find((i) => i.system && i.value);
+    const ident = (resource as { identifier?: { system?: string; value?: string }[] }).identifier?.find(
+      (i) => i.system && i.value,
+    );
     const patient = (resource as any).subject?.reference ?? (resource as any).patient?.reference;
     if (!ident || !patient) return false;
-    const params: Record<string, string> = { patient: String(patient).replace(/^Patient\//, ''), identifier: `${ident.system}|${ident.value}` };
+    const params: Record<string, string> = {
+      patient: String(patient).replace(/^Patient\//, ''),
+      identifier: `${ident.system}|${ident.value}`,
+    };
     const category = (resource as any).category?.[0]?.coding?.[0]?.code;
     if (resource.resourceType === 'Observation' && category) params.category = category;
     // Vendors silently ignore search parameters they do not support (Epic 4122), so check the match here.
-    const same = (r: Resource) => ((r as { identifier?: { system?: string; value?: string }[] }).identifier ?? []).some((i) => i.system === ident.system && String(i.value).trim() === ident.value);
-    for await (const page of this.fhir.search(resource.resourceType, params, { signal })) if (page.resources.some(same)) return true;
+    const same = (r: Resource) =>
+      ((r as { identifier?: { system?: string; value?: string }[] }).identifier ?? []).some(
+        (i) => i.system === ident.system && String(i.value).trim() === ident.value,
+      );
+    for await (const page of this.fhir.search(resource.resourceType, params, { signal }))
+      if (page.resources.some(same)) return true;
     return false;
   }
 
@@ -147,7 +183,10 @@ export abstract class WriteBackSink implements MessageSink {
       if (!this.isConflict(e)) throw e;
       // Already there (a redelivery) or a transient clash: look it up by identifier, else retry once.
       if (await this.exists(resource, signal)) {
-        this.ctx.logger.info('write-back create conflicted; the resource already exists', { sink: this.ctx.id, resourceType: resource.resourceType });
+        this.ctx.logger.info('write-back create conflicted; the resource already exists', {
+          sink: this.ctx.id,
+          resourceType: resource.resourceType,
+        });
         return;
       }
       await this.fhir.create(resource, signal);
@@ -159,7 +198,17 @@ export abstract class WriteBackSink implements MessageSink {
     const details = { ...(fe.details ?? {}), body: undefined, resourceType: type };
     if (fe.code.startsWith('FERRY_E_DELIVERY_')) return fe;
     return fe.retryable
-      ? retryableDeliveryError('WRITEBACK_FAILED', `${this.vendor} write-back of ${type} failed: ${fe.message}`, details, fe)
-      : permanentDeliveryError('WRITEBACK_REJECTED', `${this.vendor} write-back of ${type} refused: ${fe.message}`, details, fe);
+      ? retryableDeliveryError(
+          'WRITEBACK_FAILED',
+          `${this.vendor} write-back of ${type} failed: ${fe.message}`,
+          details,
+          fe,
+        )
+      : permanentDeliveryError(
+          'WRITEBACK_REJECTED',
+          `${this.vendor} write-back of ${type} refused: ${fe.message}`,
+          details,
+          fe,
+        );
   }
 }

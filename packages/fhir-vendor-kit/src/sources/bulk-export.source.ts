@@ -7,14 +7,24 @@
  * Each vendor resource becomes one message (`application/vnd.<vendor>.fhir+json`, the resource as
  * JSON), normalised later by the vendor's transform.
  */
-import { defineSchema, errorFields, FerryError, type InboundMessage, type SchemaType, type SourceContext } from '@ferry/core';
+import {
+  defineSchema,
+  errorFields,
+  FerryError,
+  type InboundMessage,
+  type SchemaType,
+  type SourceContext,
+} from '@ferry/core';
 import { BulkExportClient, type ExportManifest } from '../bulk-client';
-import { connectionSchema, type ConnectionConfig } from '../connection';
+import { connectionSchema } from '../connection';
 import type { VendorProfile } from '../normalize';
 import { LoopSource, resourceMessage } from './vendor-source';
 import type { VendorConnections } from '../vendor-connections';
 
-export function bulkSourceSchema(defaults: Parameters<typeof connectionSchema>[0], levels: string[] = ['group', 'patient', 'system']) {
+export function bulkSourceSchema(
+  defaults: Parameters<typeof connectionSchema>[0],
+  levels: string[] = ['group', 'patient', 'system'],
+) {
   return defineSchema({
     ...connectionSchema(defaults),
     bulk: {
@@ -22,9 +32,17 @@ export function bulkSourceSchema(defaults: Parameters<typeof connectionSchema>[0
       groupId: { doc: 'Group id (level group)', format: String, default: '' },
       types: { doc: '_type: resource types to export ([] = server default)', format: Array, default: [] as string[] },
       typeFilter: { doc: '_typeFilter entries', format: Array, default: [] as string[] },
-      intervalMs: { doc: 'Start a new (incremental, _since) export this long after the last finished; 0 = once', format: 'nat', default: 24 * 3600_000 },
+      intervalMs: {
+        doc: 'Start a new (incremental, _since) export this long after the last finished; 0 = once',
+        format: 'nat',
+        default: 24 * 3600_000,
+      },
       pollMinMs: { doc: 'Shortest wait between status polls', format: 'nat', default: 1000 },
-      pollMaxMs: { doc: 'Longest wait between status polls (Retry-After is clamped to it)', format: 'nat', default: 600_000 },
+      pollMaxMs: {
+        doc: 'Longest wait between status polls (Retry-After is clamped to it)',
+        format: 'nat',
+        default: 600_000,
+      },
       batchSize: { doc: 'Resources stored per transaction', format: 'nat', default: 500 },
       deleteWhenDone: { doc: 'DELETE the job once every file is stored', format: Boolean, default: true },
     },
@@ -53,7 +71,11 @@ export class BulkExportSource extends LoopSource<BulkSourceConfig> {
   constructor(ctx: SourceContext<BulkSourceConfig>, profile: VendorProfile, shared?: VendorConnections) {
     super(ctx, profile, shared);
     const b = ctx.config.bulk;
-    this.bulk = new BulkExportClient(this.conn, { pollMinMs: b.pollMinMs, pollMaxMs: b.pollMaxMs, batchSize: b.batchSize });
+    this.bulk = new BulkExportClient(this.conn, {
+      pollMinMs: b.pollMinMs,
+      pollMaxMs: b.pollMaxMs,
+      batchSize: b.batchSize,
+    });
   }
 
   protected intervalMs(): number {
@@ -71,20 +93,39 @@ export class BulkExportSource extends LoopSource<BulkSourceConfig> {
     try {
       const raw = await this.ctx.getCheckpoint(BulkExportSource.JOB);
       let job: BulkJobCheckpoint | undefined = raw ? JSON.parse(raw) : undefined;
-      if (job) this.ctx.logger.info(`${this.profile.vendor} bulk export resuming`, { source: this.ctx.id, file: job.file, line: job.line, haveManifest: !!job.manifest });
+      if (job)
+        this.ctx.logger.info(`${this.profile.vendor} bulk export resuming`, {
+          source: this.ctx.id,
+          file: job.file,
+          line: job.line,
+          haveManifest: !!job.manifest,
+        });
       if (!job) {
         const since = (await this.ctx.getCheckpoint(BulkExportSource.SINCE)) || undefined;
-        const statusUrl = await this.bulk.kickoff({ level: b.level, groupId: b.groupId, types: b.types, typeFilter: b.typeFilter, since }, this.signal);
+        const statusUrl = await this.bulk.kickoff(
+          { level: b.level, groupId: b.groupId, types: b.types, typeFilter: b.typeFilter, since },
+          this.signal,
+        );
         job = { statusUrl, since, file: 0, line: 0 };
         await this.saveJob(job);
-        this.ctx.logger.info(`${this.profile.vendor} bulk export started`, { source: this.ctx.id, since: since ?? null, level: b.level });
+        this.ctx.logger.info(`${this.profile.vendor} bulk export started`, {
+          source: this.ctx.id,
+          since: since ?? null,
+          level: b.level,
+        });
       }
       if (!job.manifest) {
         let manifest: ExportManifest;
         try {
           manifest = await this.bulk.waitForManifest(job.statusUrl, {
             signal: this.signal,
-            onProgress: (p) => this.ctx.logger.debug('bulk export in progress', { source: this.ctx.id, progress: p.progress, polls: p.polls, waitMs: p.waitMs }),
+            onProgress: (p) =>
+              this.ctx.logger.debug('bulk export in progress', {
+                source: this.ctx.id,
+                progress: p.progress,
+                polls: p.polls,
+                waitMs: p.waitMs,
+              }),
           });
         } catch (e) {
           if (FerryError.is(e) && e.details?.status === 404) {
@@ -93,9 +134,17 @@ export class BulkExportSource extends LoopSource<BulkSourceConfig> {
           }
           throw e;
         }
-        job.manifest = { transactionTime: manifest.transactionTime, requiresAccessToken: manifest.requiresAccessToken, output: manifest.output.map((o) => ({ type: o.type, url: o.url, count: o.count })) };
+        job.manifest = {
+          transactionTime: manifest.transactionTime,
+          requiresAccessToken: manifest.requiresAccessToken,
+          output: manifest.output.map((o) => ({ type: o.type, url: o.url, count: o.count })),
+        };
         await this.saveJob(job);
-        this.ctx.logger.info(`${this.profile.vendor} bulk export ready`, { source: this.ctx.id, files: manifest.output.length, errorFiles: manifest.error.length });
+        this.ctx.logger.info(`${this.profile.vendor} bulk export ready`, {
+          source: this.ctx.id,
+          files: manifest.output.length,
+          errorFiles: manifest.error.length,
+        });
         if (manifest.error.length) await this.logErrorFiles(manifest);
       }
       let stored = 0;
@@ -104,7 +153,11 @@ export class BulkExportSource extends LoopSource<BulkSourceConfig> {
       while (job.file < m.output.length) {
         const out = m.output[job.file];
         try {
-          for await (const lines of this.bulk.lines(out.url, { requiresAccessToken: m.requiresAccessToken, skip: job.line, signal: this.signal })) {
+          for await (const lines of this.bulk.lines(out.url, {
+            requiresAccessToken: m.requiresAccessToken,
+            skip: job.line,
+            signal: this.signal,
+          })) {
             const messages: InboundMessage[] = [];
             for (const l of lines) {
               try {
@@ -124,7 +177,10 @@ export class BulkExportSource extends LoopSource<BulkSourceConfig> {
           if (FerryError.is(e) && [404, 410].includes(e.details?.status as number)) {
             // The files expired before we finished: export again from the same _since next cycle
             // (what was already stored comes again; the source's duplicate policy drops it).
-            this.ctx.logger.warn(`${this.profile.vendor} bulk export files expired before the download finished; restarting the export`, { source: this.ctx.id, file: job.file });
+            this.ctx.logger.warn(
+              `${this.profile.vendor} bulk export files expired before the download finished; restarting the export`,
+              { source: this.ctx.id, file: job.file },
+            );
             await this.saveJob(undefined);
           }
           throw e;
@@ -135,7 +191,12 @@ export class BulkExportSource extends LoopSource<BulkSourceConfig> {
       await this.ctx.setCheckpoint(BulkExportSource.SINCE, m.transactionTime);
       await this.saveJob(undefined);
       if (b.deleteWhenDone) await this.bulk.deleteJob(job.statusUrl);
-      this.ctx.logger.info(`${this.profile.vendor} bulk export finished`, { source: this.ctx.id, stored, badLines, transactionTime: m.transactionTime });
+      this.ctx.logger.info(`${this.profile.vendor} bulk export finished`, {
+        source: this.ctx.id,
+        stored,
+        badLines,
+        transactionTime: m.transactionTime,
+      });
       return stored;
     } finally {
       release();
@@ -146,7 +207,11 @@ export class BulkExportSource extends LoopSource<BulkSourceConfig> {
     for (const f of manifest.error) {
       let issues = 0;
       try {
-        for await (const lines of this.bulk.lines(f.url, { requiresAccessToken: manifest.requiresAccessToken, signal: this.signal })) issues += lines.length;
+        for await (const lines of this.bulk.lines(f.url, {
+          requiresAccessToken: manifest.requiresAccessToken,
+          signal: this.signal,
+        }))
+          issues += lines.length;
       } catch (e) {
         this.ctx.logger.warn('bulk export error file unreadable', { source: this.ctx.id, ...errorFields(e) });
       }

@@ -9,8 +9,15 @@
  * Each vendor resource becomes one message (`application/vnd.<vendor>.fhir+json`, the resource as
  * JSON), normalised later by the vendor's transform.
  */
-import { defineSchema, errorFields, FerryError, type InboundMessage, type SchemaType, type SourceContext } from '@ferry/core';
-import { connectionSchema, type ConnectionConfig } from '../connection';
+import {
+  defineSchema,
+  errorFields,
+  FerryError,
+  type InboundMessage,
+  type SchemaType,
+  type SourceContext,
+} from '@ferry/core';
+import { connectionSchema } from '../connection';
 import { FhirClient } from '../fhir-client';
 import { canonicalId, type VendorProfile } from '../normalize';
 import { LoopSource, resourceMessage } from './vendor-source';
@@ -24,13 +31,17 @@ export interface PollResourceSpec {
   params?: Record<string, string>;
 }
 
-
 /** Convict format (a function) of `resources`. */
 function resourcesFormat(v: unknown): void {
   {
     if (!Array.isArray(v)) throw new Error('must be a list of { type, category?, params? }');
     v.forEach((x, i) => {
-      if (!x || typeof x !== 'object' || typeof (x as PollResourceSpec).type !== 'string' || !/^[A-Z][A-Za-z]+$/.test((x as PollResourceSpec).type))
+      if (
+        !x ||
+        typeof x !== 'object' ||
+        typeof (x as PollResourceSpec).type !== 'string' ||
+        !/^[A-Z][A-Za-z]+$/.test((x as PollResourceSpec).type)
+      )
         throw new Error(`[${i}] needs a FHIR resource type, e.g. { type: Observation, category: vital-signs }`);
       const extra = Object.keys(x).filter((k) => !['type', 'category', 'params'].includes(k));
       if (extra.length) throw new Error(`[${i}] unknown key(s) ${extra.join(', ')}`);
@@ -43,7 +54,11 @@ export function pollSourceSchema(defaults: Parameters<typeof connectionSchema>[0
     ...connectionSchema(defaults),
     intervalMs: { doc: 'Wait between polls', format: 'nat', default: 60_000 },
     patients: { doc: 'Vendor patient ids whose compartment is polled', format: Array, default: [] as string[] },
-    resources: { doc: 'Resource types to poll: [{ type, category?, params? }]', format: resourcesFormat, default: [{ type: 'Patient' }] as PollResourceSpec[] },
+    resources: {
+      doc: 'Resource types to poll: [{ type, category?, params? }]',
+      format: resourcesFormat,
+      default: [{ type: 'Patient' }] as PollResourceSpec[],
+    },
     pageSize: { doc: '_count per page (Cerner caps at 200)', format: 'nat', default: 100 },
     initialSince: { doc: "First poll reads changes since this instant ('' = everything)", format: String, default: '' },
   });
@@ -75,7 +90,11 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
     this.fhir = new FhirClient(this.conn);
     const problems = ctx.config.resources.map((spec, i) => [i, checkSpec?.(spec)] as const).filter(([, m]) => m);
     if (problems.length)
-      throw new FerryError('CONFIG_POLL_RESOURCES', problems.map(([i, m]) => `sources.${ctx.id}.resources[${i}]: ${m}`).join('; '), { kind: 'config', retryable: false });
+      throw new FerryError(
+        'CONFIG_POLL_RESOURCES',
+        problems.map(([i, m]) => `sources.${ctx.id}.resources[${i}]: ${m}`).join('; '),
+        { kind: 'config', retryable: false },
+      );
   }
 
   protected intervalMs(): number {
@@ -91,7 +110,18 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
   }
 
   /** Each resource spec's state (`Type` or `Type:category`): for /metrics and the admin API, no PHI. */
-  private readonly specStates = new Map<string, { spec: string; state: 'ok' | 'failing' | 'pending'; consecutiveFailures: number; lastStored: number; lastSuccessAt?: string; lastErrorCode?: string; lastErrorAt?: string }>();
+  private readonly specStates = new Map<
+    string,
+    {
+      spec: string;
+      state: 'ok' | 'failing' | 'pending';
+      consecutiveFailures: number;
+      lastStored: number;
+      lastSuccessAt?: string;
+      lastErrorCode?: string;
+      lastErrorAt?: string;
+    }
+  >();
 
   private specState(spec: PollResourceSpec) {
     const name = spec.category ? `${spec.type}:${spec.category}` : spec.type;
@@ -160,24 +190,36 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
         failed.push(spec.category ? `${spec.type}:${spec.category}` : spec.type);
         firstError ??= e;
         // Each at debug: the cycle's failure (which names them) is what the loop logs, once per run of failures.
-        this.ctx.logger.debug(`${this.profile.vendor} poll of a resource type failed`, { source: this.ctx.id, resourceType: spec.type, category: spec.category, ...errorFields(e) });
+        this.ctx.logger.debug(`${this.profile.vendor} poll of a resource type failed`, {
+          source: this.ctx.id,
+          resourceType: spec.type,
+          category: spec.category,
+          ...errorFields(e),
+        });
       }
     }
     if (firstError) {
       if (failed.length === this.ctx.config.resources.length) throw firstError;
       const fe = FerryError.from(firstError);
-      throw new FerryError(fe.code, `${failed.length} of ${this.ctx.config.resources.length} resource types failed to poll (${failed.join(', ')}); first: ${fe.message}`, {
-        kind: fe.kind,
-        retryable: fe.retryable,
-        cause: fe,
-        details: { stored: total, failedTypes: failed },
-      });
+      throw new FerryError(
+        fe.code,
+        `${failed.length} of ${this.ctx.config.resources.length} resource types failed to poll (${failed.join(', ')}); first: ${fe.message}`,
+        {
+          kind: fe.kind,
+          retryable: fe.retryable,
+          cause: fe,
+          details: { stored: total, failedTypes: failed },
+        },
+      );
     }
     return total;
   }
 
   private queries(spec: PollResourceSpec, since: string | undefined): Record<string, string | string[]>[] {
-    const base: Record<string, string | string[]> = { ...(spec.params ?? {}), _count: String(this.ctx.config.pageSize) };
+    const base: Record<string, string | string[]> = {
+      ...(spec.params ?? {}),
+      _count: String(this.ctx.config.pageSize),
+    };
     if (spec.category) base.category = spec.category;
     // `date` and `_lastUpdated` may not be combined (Epic 4112, Cerner 400): a spec with its own
     // date window is re-read whole each poll, unchanged resources dropped as duplicates.
@@ -194,7 +236,11 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
   private async pollSpec(spec: PollResourceSpec): Promise<number> {
     const key = FhirPollSource.checkpointKey(spec);
     const raw = await this.ctx.getCheckpoint(key);
-    const cp: PollCheckpoint | undefined = raw ? JSON.parse(raw) : this.ctx.config.initialSince ? { since: this.ctx.config.initialSince, ids: [] } : undefined;
+    const cp: PollCheckpoint | undefined = raw
+      ? JSON.parse(raw)
+      : this.ctx.config.initialSince
+        ? { since: this.ctx.config.initialSince, ids: [] }
+        : undefined;
     const skip = new Set(cp?.ids ?? []);
     const sinceMs = cp?.since ? Date.parse(cp.since) : -Infinity;
     let newest = cp?.since ?? '';
@@ -202,7 +248,13 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
     let pending: InboundMessage[] = [];
     let stored = 0;
     const flush = async (withCheckpoint: boolean) => {
-      const checkpoint = withCheckpoint ? { sourceId: this.ctx.id, key, value: JSON.stringify({ since: newest, ids: [...newestIds] } satisfies PollCheckpoint) } : undefined;
+      const checkpoint = withCheckpoint
+        ? {
+            sourceId: this.ctx.id,
+            key,
+            value: JSON.stringify({ since: newest, ids: [...newestIds] } satisfies PollCheckpoint),
+          }
+        : undefined;
       if (pending.length) {
         await this.ctx.submit(pending, checkpoint ? { checkpoint } : undefined);
         stored += pending.length;
@@ -233,7 +285,13 @@ export class FhirPollSource extends LoopSource<PollSourceConfig> {
       }
     }
     await flush(true);
-    if (stored) this.ctx.logger.info(`${this.profile.vendor} poll stored resources`, { source: this.ctx.id, resourceType: spec.type, category: spec.category, count: stored });
+    if (stored)
+      this.ctx.logger.info(`${this.profile.vendor} poll stored resources`, {
+        source: this.ctx.id,
+        resourceType: spec.type,
+        category: spec.category,
+        count: stored,
+      });
     return stored;
   }
 }

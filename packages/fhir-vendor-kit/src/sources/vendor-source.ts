@@ -10,7 +10,11 @@ import type { VendorConnections } from '../vendor-connections';
 export function resourceMessage(raw: string | Resource, profile: VendorProfile, facility: string): InboundMessage {
   const text = typeof raw === 'string' ? raw : JSON.stringify(raw);
   const parsed = typeof raw === 'string' ? JSON.parse(raw) : raw;
-  return { contentType: profile.contentType, body: Buffer.from(text, 'utf8'), headers: vendorHeaders(parsed, profile, facility) };
+  return {
+    contentType: profile.contentType,
+    body: Buffer.from(text, 'utf8'),
+    headers: vendorHeaders(parsed, profile, facility),
+  };
 }
 
 /** The Epic/Cerner sources: a {@link PollingSource} over a {@link VendorConnection} and a vendor profile. */

@@ -1,13 +1,28 @@
 /** The vendor transform: one raw vendor resource message -> the canonical FHIR R4 bundle. */
-import { defineSchema, inputError, type MessageHeaders, type SchemaType, type MessageTransform, type StoredMessage, type TransformContext } from '@ferry/core';
+import {
+  defineSchema,
+  inputError,
+  type MessageHeaders,
+  type SchemaType,
+  type MessageTransform,
+  type StoredMessage,
+  type TransformContext,
+} from '@ferry/core';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { normalizeResource, toCanonicalBundle, vendorHeaders, type VendorProfile } from '../normalize';
 
-
 export function normalizeConfigSchema(defaultMrnSystems: string[]) {
   return defineSchema({
-    mrnSystems: { doc: "Identifier systems holding the MRN at this organisation's tenant(s) (they differ per customer)", format: Array, default: defaultMrnSystems },
-    canonicalMrnSystem: { doc: 'The identifier system MRNs are re-labelled with in canonical FHIR', format: String, default: 'urn:ferry:id:mrn' },
+    mrnSystems: {
+      doc: "Identifier systems holding the MRN at this organisation's tenant(s) (they differ per customer)",
+      format: Array,
+      default: defaultMrnSystems,
+    },
+    canonicalMrnSystem: {
+      doc: 'The identifier system MRNs are re-labelled with in canonical FHIR',
+      format: String,
+      default: 'urn:ferry:id:mrn',
+    },
   });
 }
 
@@ -17,8 +32,16 @@ export abstract class VendorFhirTransform implements MessageTransform {
   abstract readonly name: string;
   protected readonly profile: VendorProfile;
 
-  constructor(profile: Omit<VendorProfile, 'mrnSystems' | 'canonicalMrnSystem'>, cfg: Partial<NormalizeConfig> | undefined, defaults: NormalizeConfig) {
-    this.profile = { ...profile, mrnSystems: cfg?.mrnSystems ?? defaults.mrnSystems, canonicalMrnSystem: cfg?.canonicalMrnSystem ?? defaults.canonicalMrnSystem };
+  constructor(
+    profile: Omit<VendorProfile, 'mrnSystems' | 'canonicalMrnSystem'>,
+    cfg: Partial<NormalizeConfig> | undefined,
+    defaults: NormalizeConfig,
+  ) {
+    this.profile = {
+      ...profile,
+      mrnSystems: cfg?.mrnSystems ?? defaults.mrnSystems,
+      canonicalMrnSystem: cfg?.canonicalMrnSystem ?? defaults.canonicalMrnSystem,
+    };
   }
 
   canHandle(contentType: string): boolean {
@@ -35,8 +58,16 @@ export abstract class VendorFhirTransform implements MessageTransform {
 
   toFhir(message: StoredMessage & { body: Buffer }, ctx: TransformContext): Bundle {
     const prefix = message.headers?.idPrefix;
-    const n = normalizeResource(this.parse(message.body), prefix && /^[A-Za-z0-9.]+$/.test(prefix) ? { ...this.profile, idPrefix: prefix } : this.profile);
-    if (n.replacedBy) ctx.logger.info(`${this.profile.vendor} patient merged into another record`, { messageId: message.id, patient: n.resource.id, replacedBy: n.replacedBy });
+    const n = normalizeResource(
+      this.parse(message.body),
+      prefix && /^[A-Za-z0-9.]+$/.test(prefix) ? { ...this.profile, idPrefix: prefix } : this.profile,
+    );
+    if (n.replacedBy)
+      ctx.logger.info(`${this.profile.vendor} patient merged into another record`, {
+        messageId: message.id,
+        patient: n.resource.id,
+        replacedBy: n.replacedBy,
+      });
     return toCanonicalBundle(n);
   }
 

@@ -21,7 +21,11 @@ function toOutcome<T>(e: unknown): AttemptOutcome<T> {
   const err = e as FkcError;
   if (err && typeof err === 'object' && err.response && typeof err.response.status === 'number') {
     const data = err.response.data;
-    return { status: err.response.status, headers: err.config?.headers instanceof Headers ? err.config.headers : new Headers(), text: typeof data === 'string' ? data : JSON.stringify(data ?? '') };
+    return {
+      status: err.response.status,
+      headers: err.config?.headers instanceof Headers ? err.config.headers : new Headers(),
+      text: typeof data === 'string' ? data : JSON.stringify(data ?? ''),
+    };
   }
   throw e; // a network failure: the policy classifies it
 }
@@ -38,7 +42,13 @@ export class AthenaFhirClient {
     return this.conn.fhirPracticeOrg;
   }
 
-  private async run<T>(method: string, path: string, idempotent: boolean, signal: AbortSignal | undefined, call: (headers: Record<string, string>, signal: AbortSignal) => Promise<T>): Promise<T> {
+  private async run<T>(
+    method: string,
+    path: string,
+    idempotent: boolean,
+    signal: AbortSignal | undefined,
+    call: (headers: Record<string, string>, signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
     const out = await this.conn.fhir.execute<T>({ method, path, idempotent, signal }, async (h, sig) => {
       try {
         const value = await call({ ...h, Accept: 'application/fhir+json' }, sig);
@@ -57,8 +67,17 @@ export class AthenaFhirClient {
       if (v === undefined || v === null) continue;
       searchParams[k] = Array.isArray(v) ? v.map(String) : String(v);
     }
-    return this.run('GET', `/fhir/r4/${resourceType}`, true, signal, (headers, sig) =>
-      this.client.search({ resourceType: resourceType as any, searchParams, options: { headers, signal: sig } as any }) as Promise<Bundle>,
+    return this.run(
+      'GET',
+      `/fhir/r4/${resourceType}`,
+      true,
+      signal,
+      (headers, sig) =>
+        this.client.search({
+          resourceType: resourceType as any,
+          searchParams,
+          options: { headers, signal: sig } as any,
+        }) as Promise<Bundle>,
     );
   }
 
@@ -66,17 +85,43 @@ export class AthenaFhirClient {
   async nextPage(bundle: Bundle, signal?: AbortSignal): Promise<Bundle | undefined> {
     const next = bundle.link?.find((l) => l.relation === 'next')?.url;
     if (!next) return undefined;
-    return this.run('GET', new URL(next).pathname, true, signal, (headers, sig) => this.client.request(next, { options: { headers, signal: sig } as any }) as Promise<Bundle>);
+    return this.run(
+      'GET',
+      new URL(next).pathname,
+      true,
+      signal,
+      (headers, sig) => this.client.request(next, { options: { headers, signal: sig } as any }) as Promise<Bundle>,
+    );
   }
 
   async read<T extends Resource>(resourceType: string, id: string, signal?: AbortSignal): Promise<T> {
-    return this.run('GET', `/fhir/r4/${resourceType}/${id}`, true, signal, (headers, sig) => this.client.read({ resourceType: resourceType as any, id, options: { headers, signal: sig } as any }) as Promise<T>);
+    return this.run(
+      'GET',
+      `/fhir/r4/${resourceType}/${id}`,
+      true,
+      signal,
+      (headers, sig) =>
+        this.client.read({
+          resourceType: resourceType as any,
+          id,
+          options: { headers, signal: sig } as any,
+        }) as Promise<T>,
+    );
   }
 
   /** A create is not idempotent: never retried after an ambiguous failure. */
   async create<T extends Resource>(resource: T, signal?: AbortSignal): Promise<T> {
-    return this.run('POST', `/fhir/r4/${resource.resourceType}`, false, signal, (headers, sig) =>
-      this.client.create({ resourceType: resource.resourceType as any, body: resource as any, options: { headers: { ...headers, 'Content-Type': 'application/fhir+json' }, signal: sig } as any }) as Promise<T>,
+    return this.run(
+      'POST',
+      `/fhir/r4/${resource.resourceType}`,
+      false,
+      signal,
+      (headers, sig) =>
+        this.client.create({
+          resourceType: resource.resourceType as any,
+          body: resource as any,
+          options: { headers: { ...headers, 'Content-Type': 'application/fhir+json' }, signal: sig } as any,
+        }) as Promise<T>,
     );
   }
 }

@@ -8,8 +8,23 @@
  * permanently for an operator to check rather than blindly repeated; a 429 is retried.
  */
 import { inject, injectable } from 'tsyringe';
-import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError, type Delivery, type MessageSink, type SinkContext } from '@ferry/core';
-import { AH_PATIENT_SYSTEM, AthenaConnection, vendorConnectionsToken, type VendorConnections, athenaConnectionSchema, athenaSystem, type AthenaConnectionConfig } from '@ferry/fhir-vendor-kit';
+import {
+  coreTokens,
+  FerryError,
+  permanentDeliveryError,
+  retryableDeliveryError,
+  type Delivery,
+  type MessageSink,
+  type SinkContext,
+} from '@ferry/core';
+import {
+  AH_PATIENT_SYSTEM,
+  AthenaConnection,
+  vendorConnectionsToken,
+  type VendorConnections,
+  athenaConnectionSchema,
+  athenaSystem,
+} from '@ferry/fhir-vendor-kit';
 import type { Reference, Resource } from '@medplum/fhirtypes';
 import { AthenaFhirClient } from '../client/athena-fhir.client';
 import { restPatientToFhirId } from '../to-fhir/athena-fhir-canonical';
@@ -21,8 +36,16 @@ const listOfStrings = (v: unknown) => {
 
 export const athenaFhirSinkSchema = defineSchema({
   ...athenaConnectionSchema,
-  writableTypes: { doc: 'Resource types created on athena FHIR (the API accepts QuestionnaireResponse)', format: listOfStrings, default: ['QuestionnaireResponse'] as string[] },
-  strict: { doc: 'Fail a delivery that holds resources athena FHIR cannot write (default: skip them)', format: Boolean, default: false },
+  writableTypes: {
+    doc: 'Resource types created on athena FHIR (the API accepts QuestionnaireResponse)',
+    format: listOfStrings,
+    default: ['QuestionnaireResponse'] as string[],
+  },
+  strict: {
+    doc: 'Fail a delivery that holds resources athena FHIR cannot write (default: skip them)',
+    format: Boolean,
+    default: false,
+  },
 });
 
 export type AthenaFhirSinkConfig = SchemaType<typeof athenaFhirSinkSchema>;
@@ -49,7 +72,8 @@ export class AthenaFhirSink implements MessageSink {
     const p = this.conn.practiceId;
     if (ref.reference && /^Patient\/a-\d+\.E-\d+$/.test(ref.reference)) return { reference: ref.reference };
     const i = ref.identifier;
-    if (i?.system === athenaSystem('patient', p) && i.value) return { reference: `Patient/${restPatientToFhirId(p, i.value)}` };
+    if (i?.system === athenaSystem('patient', p) && i.value)
+      return { reference: `Patient/${restPatientToFhirId(p, i.value)}` };
     if (i?.system === AH_PATIENT_SYSTEM && i.value) return { reference: `Patient/${i.value}` };
     return undefined;
   }
@@ -64,14 +88,22 @@ export class AthenaFhirSink implements MessageSink {
 
   async deliver(delivery: Delivery): Promise<void> {
     if (this.abandoned.has(delivery.deliveryId))
-      throw permanentDeliveryError('ATHENA_FHIR_OUTCOME_UNKNOWN', 'an earlier attempt of this delivery was abandoned before athena answered; the create may have happened and cannot be reconciled by a search, so it is not repeated', { deliveryId: delivery.deliveryId });
+      throw permanentDeliveryError(
+        'ATHENA_FHIR_OUTCOME_UNKNOWN',
+        'an earlier attempt of this delivery was abandoned before athena answered; the create may have happened and cannot be reconciled by a search, so it is not repeated',
+        { deliveryId: delivery.deliveryId },
+      );
     const created: string[] = [];
     let skipped = 0;
     for (const e of delivery.bundle.entry ?? []) {
       const r = e.resource as (Resource & { subject?: Reference; id?: string; meta?: unknown }) | undefined;
       if (!r) continue;
       if (!this.cfg.writableTypes.includes(r.resourceType)) {
-        if (this.cfg.strict) throw permanentDeliveryError('ATHENA_FHIR_NOT_WRITABLE', `athena FHIR does not accept ${r.resourceType} writes`);
+        if (this.cfg.strict)
+          throw permanentDeliveryError(
+            'ATHENA_FHIR_NOT_WRITABLE',
+            `athena FHIR does not accept ${r.resourceType} writes`,
+          );
         skipped++;
         continue;
       }
@@ -80,7 +112,8 @@ export class AthenaFhirSink implements MessageSink {
       delete body.meta;
       if ('subject' in body) {
         const mapped = this.athenaReference(body.subject);
-        if (!mapped) throw permanentDeliveryError('ATHENA_FHIR_NO_PATIENT', `${r.resourceType}: subject is not an athena patient`);
+        if (!mapped)
+          throw permanentDeliveryError('ATHENA_FHIR_NO_PATIENT', `${r.resourceType}: subject is not an athena patient`);
         body.subject = mapped;
       }
       try {
@@ -97,15 +130,27 @@ export class AthenaFhirSink implements MessageSink {
       }
     }
     this.lastCreated = created;
-    this.ctx.logger.info('athena FHIR writes done', { sink: this.ctx.id, deliveryId: delivery.deliveryId, created: created.length, skipped });
+    this.ctx.logger.info('athena FHIR writes done', {
+      sink: this.ctx.id,
+      deliveryId: delivery.deliveryId,
+      created: created.length,
+      skipped,
+    });
   }
 
   private classify(e: unknown): FerryError {
     const fe = FerryError.from(e);
     const details = { ...(fe.details ?? {}), body: undefined, cause: fe.code };
     if (fe.details?.outcomeUnknown) {
-      return permanentDeliveryError('ATHENA_FHIR_OUTCOME_UNKNOWN', `${fe.message}; the create may have happened and cannot be reconciled by a search, so it is not repeated`, details, fe);
+      return permanentDeliveryError(
+        'ATHENA_FHIR_OUTCOME_UNKNOWN',
+        `${fe.message}; the create may have happened and cannot be reconciled by a search, so it is not repeated`,
+        details,
+        fe,
+      );
     }
-    return fe.retryable ? retryableDeliveryError('ATHENA_FHIR', fe.message, details, fe) : permanentDeliveryError('ATHENA_FHIR', fe.message, details, fe);
+    return fe.retryable
+      ? retryableDeliveryError('ATHENA_FHIR', fe.message, details, fe)
+      : permanentDeliveryError('ATHENA_FHIR', fe.message, details, fe);
   }
 }

@@ -24,10 +24,23 @@
  */
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, errorFields, FerryError, type InboundMessage, type SourceContext } from '@ferry/core';
-import { AthenaConnection, vendorConnectionsToken, type VendorConnections, athenaConnectionSchema, formatAthenaDateTime, isNotSubscribed, PollingSource, type AthenaConnectionConfig } from '@ferry/fhir-vendor-kit';
+import {
+  AthenaConnection,
+  vendorConnectionsToken,
+  type VendorConnections,
+  athenaConnectionSchema,
+  formatAthenaDateTime,
+  isNotSubscribed,
+  PollingSource,
+} from '@ferry/fhir-vendor-kit';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { AthenaFhirClient } from '../client/athena-fhir.client';
-import { ATHENA_FHIR_CONTENT_TYPE, athenaFhirHeaders, restPatientToFhirId, type AthenaFhirEnvelope } from '../to-fhir/athena-fhir-canonical';
+import {
+  ATHENA_FHIR_CONTENT_TYPE,
+  athenaFhirHeaders,
+  restPatientToFhirId,
+  type AthenaFhirEnvelope,
+} from '../to-fhir/athena-fhir-canonical';
 import { defineSchema, type SchemaType } from '@ferry/core';
 
 /** How a resource type is polled incrementally (see the module comment). */
@@ -81,31 +94,59 @@ export interface AthenaFhirTypeState {
 }
 
 const listOfStrings = (v: unknown) => {
-  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !/^[A-Z][A-Za-z]+$/.test(x))) throw new Error('must be a list of FHIR resource types');
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !/^[A-Z][A-Za-z]+$/.test(x)))
+    throw new Error('must be a list of FHIR resource types');
 };
-const isMapping = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isMapping = (v: unknown): v is Record<string, unknown> =>
+  v !== null && typeof v === 'object' && !Array.isArray(v);
 const objectOf = (v: unknown) => {
   const msg = 'must be a mapping of resource type -> { param: value }';
   if (!isMapping(v)) throw new Error(msg);
   for (const params of Object.values(v)) {
-    if (!isMapping(params) || Object.values(params).some((x) => typeof x !== 'string' && typeof x !== 'number')) throw new Error(msg);
+    if (!isMapping(params) || Object.values(params).some((x) => typeof x !== 'string' && typeof x !== 'number'))
+      throw new Error(msg);
   }
 };
 const isoOrEmpty = (v: unknown) => {
-  if (typeof v !== 'string' || (v && Number.isNaN(Date.parse(v)))) throw new Error('must be an ISO-8601 instant or empty');
+  if (typeof v !== 'string' || (v && Number.isNaN(Date.parse(v))))
+    throw new Error('must be an ISO-8601 instant or empty');
 };
 
 export const athenaFhirSourceSchema = defineSchema({
   ...athenaConnectionSchema,
   resources: { doc: 'Resource types to poll', format: listOfStrings, default: ['Patient'] as string[] },
-  searchParams: { doc: 'Extra search parameters per resource type, e.g. { Observation: { category: laboratory } }', format: objectOf, default: {} as Record<string, Record<string, string>> },
+  searchParams: {
+    doc: 'Extra search parameters per resource type, e.g. { Observation: { category: laboratory } }',
+    format: objectOf,
+    default: {} as Record<string, Record<string, string>>,
+  },
   pageSize: { doc: '_count per page', format: 'nat', default: 100 },
   pollIntervalMs: { doc: 'Pause between polls', format: 'nat', default: 60_000 },
-  overlapMs: { doc: 'Re-read this much before the high-water mark (clock skew between athena hosts)', format: 'nat', default: 5_000 },
-  initialSince: { doc: 'First poll reads resources updated since this instant (empty = initialLookbackHours)', format: isoOrEmpty, default: '' },
-  initialLookbackHours: { doc: 'When initialSince is empty: how far back the first poll reads', format: 'nat', default: 24 },
-  athenaExtensions: { doc: 'drop or keep athena ah-* extensions in the canonical form', format: ['drop', 'keep'], default: 'drop' },
-  serverTimeZone: { doc: "Zone of athena's showprocessed*datetime params, used to re-read a feed window after a crash [U]", format: String, default: 'America/New_York' },
+  overlapMs: {
+    doc: 'Re-read this much before the high-water mark (clock skew between athena hosts)',
+    format: 'nat',
+    default: 5_000,
+  },
+  initialSince: {
+    doc: 'First poll reads resources updated since this instant (empty = initialLookbackHours)',
+    format: isoOrEmpty,
+    default: '',
+  },
+  initialLookbackHours: {
+    doc: 'When initialSince is empty: how far back the first poll reads',
+    format: 'nat',
+    default: 24,
+  },
+  athenaExtensions: {
+    doc: 'drop or keep athena ah-* extensions in the canonical form',
+    format: ['drop', 'keep'],
+    default: 'drop',
+  },
+  serverTimeZone: {
+    doc: "Zone of athena's showprocessed*datetime params, used to re-read a feed window after a crash [U]",
+    format: String,
+    default: 'America/New_York',
+  },
 });
 
 export type AthenaFhirSourceConfig = SchemaType<typeof athenaFhirSourceSchema>;
@@ -131,10 +172,16 @@ export class AthenaFhirSource extends PollingSource<AthenaFhirSourceConfig> {
     this.conn = new AthenaConnection(ctx.config, ctx.logger, shared);
     this.fhir = new AthenaFhirClient(this.conn);
     for (const type of this.cfg.resources) {
-      this.states.set(type, { type, strategy: this.strategy(type), state: 'pending', consecutiveFailures: 0, lastStored: 0, pendingPatients: 0 });
+      this.states.set(type, {
+        type,
+        strategy: this.strategy(type),
+        state: 'pending',
+        consecutiveFailures: 0,
+        lastStored: 0,
+        pendingPatients: 0,
+      });
     }
   }
-
 
   /** Each resource type's strategy and state (the admin API's source view). */
   typeStates(): AthenaFhirTypeState[] {
@@ -183,7 +230,11 @@ export class AthenaFhirSource extends PollingSource<AthenaFhirSourceConfig> {
       st.lastErrorAt = new Date().toISOString();
       failed.push(type);
       firstError ??= e;
-      this.ctx.logger.debug('athena FHIR poll of a resource type failed', { source: this.ctx.id, resourceType: type, ...errorFields(e) });
+      this.ctx.logger.debug('athena FHIR poll of a resource type failed', {
+        source: this.ctx.id,
+        resourceType: type,
+        ...errorFields(e),
+      });
     };
     // The changed feeds the feed-driven types need, read once per pass.
     const feedTypes = this.cfg.resources.filter((t) => ['changedPatients', 'byPatient'].includes(this.strategy(t)));
@@ -213,18 +264,30 @@ export class AthenaFhirSource extends PollingSource<AthenaFhirSourceConfig> {
     if (firstError) {
       const fe = FerryError.from(firstError);
       if (failed.length === this.cfg.resources.length) throw fe;
-      throw new FerryError(fe.code, `${failed.length} of ${this.cfg.resources.length} resource types failed to poll (${failed.join(', ')}); first: ${fe.message}`, {
-        kind: fe.kind,
-        retryable: fe.retryable,
-        cause: fe,
-        details: { failedTypes: failed },
-      });
+      throw new FerryError(
+        fe.code,
+        `${failed.length} of ${this.cfg.resources.length} resource types failed to poll (${failed.join(', ')}); first: ${fe.message}`,
+        {
+          kind: fe.kind,
+          retryable: fe.retryable,
+          cause: fe,
+          details: { failedTypes: failed },
+        },
+      );
     }
   }
 
   private message(resource: Resource): InboundMessage {
-    const env: AthenaFhirEnvelope = { practiceid: this.conn.practiceId, resource, athenaExtensions: this.cfg.athenaExtensions };
-    return { contentType: ATHENA_FHIR_CONTENT_TYPE, body: Buffer.from(JSON.stringify(env)), headers: athenaFhirHeaders(env) };
+    const env: AthenaFhirEnvelope = {
+      practiceid: this.conn.practiceId,
+      resource,
+      athenaExtensions: this.cfg.athenaExtensions,
+    };
+    return {
+      contentType: ATHENA_FHIR_CONTENT_TYPE,
+      body: Buffer.from(JSON.stringify(env)),
+      headers: athenaFhirHeaders(env),
+    };
   }
 
   private async pollType(type: string): Promise<number> {
@@ -240,11 +303,18 @@ export class AthenaFhirSource extends PollingSource<AthenaFhirSourceConfig> {
   }
 
   private resourcesOf(bundle: Bundle, type: string): Resource[] {
-    return (bundle.entry ?? []).filter((e) => e.search?.mode !== 'outcome' && e.resource && e.resource.resourceType === type).map((e) => e.resource as Resource);
+    return (bundle.entry ?? [])
+      .filter((e) => e.search?.mode !== 'outcome' && e.resource && e.resource.resourceType === type)
+      .map((e) => e.resource as Resource);
   }
 
   /** Every page of one search, stored page by page; `last` (checkpoint) goes with the last page. */
-  private async pollSearch(type: string, params: Record<string, string | number>, last?: { key: string; value: () => string }, onPage?: (resources: Resource[]) => void): Promise<number> {
+  private async pollSearch(
+    type: string,
+    params: Record<string, string | number>,
+    last?: { key: string; value: () => string },
+    onPage?: (resources: Resource[]) => void,
+  ): Promise<number> {
     let bundle = await this.fhir.search(type, { ...params, _count: this.cfg.pageSize }, this.signal);
     let total = 0;
     for (;;) {
@@ -254,7 +324,11 @@ export class AthenaFhirSource extends PollingSource<AthenaFhirSourceConfig> {
       total += messages.length;
       onPage?.(resources);
       if (!next) {
-        if (messages.length) await this.ctx.submit(messages, last ? { checkpoint: { sourceId: this.ctx.id, key: last.key, value: last.value() } } : undefined);
+        if (messages.length)
+          await this.ctx.submit(
+            messages,
+            last ? { checkpoint: { sourceId: this.ctx.id, key: last.key, value: last.value() } } : undefined,
+          );
         else if (last) await this.ctx.setCheckpoint(last.key, last.value());
         break;
       }
@@ -270,7 +344,9 @@ export class AthenaFhirSource extends PollingSource<AthenaFhirSourceConfig> {
   private async pollLastUpdated(type: string): Promise<number> {
     const key = `lastUpdated:${type}`;
     const stored = await this.ctx.getCheckpoint(key);
-    const since = stored ?? (this.cfg.initialSince || new Date(Date.now() - this.cfg.initialLookbackHours * 3_600_000).toISOString());
+    const since =
+      stored ??
+      (this.cfg.initialSince || new Date(Date.now() - this.cfg.initialLookbackHours * 3_600_000).toISOString());
     const from = new Date(Date.parse(since) - (stored ? this.cfg.overlapMs : 0)).toISOString();
     let high = Date.parse(since);
     const seen = (resources: Resource[]) => {
@@ -279,8 +355,19 @@ export class AthenaFhirSource extends PollingSource<AthenaFhirSourceConfig> {
         if (!Number.isNaN(lu) && lu > high) high = lu;
       }
     };
-    const total = await this.pollSearch(type, { ...(this.cfg.searchParams[type] ?? {}), _lastUpdated: `ge${from}` }, { key, value: () => new Date(high).toISOString() }, seen);
-    if (total) this.ctx.logger.info('athena FHIR polled', { source: this.ctx.id, resourceType: type, strategy: 'lastUpdated', resources: total });
+    const total = await this.pollSearch(
+      type,
+      { ...(this.cfg.searchParams[type] ?? {}), _lastUpdated: `ge${from}` },
+      { key, value: () => new Date(high).toISOString() },
+      seen,
+    );
+    if (total)
+      this.ctx.logger.info('athena FHIR polled', {
+        source: this.ctx.id,
+        resourceType: type,
+        strategy: 'lastUpdated',
+        resources: total,
+      });
     return total;
   }
 
@@ -308,14 +395,28 @@ export class AthenaFhirSource extends PollingSource<AthenaFhirSourceConfig> {
     const extra = this.cfg.searchParams[type] ?? {};
     if (type === 'Patient') {
       for (let i = 0; i < ids.length; i += 50) {
-        total += await this.pollSearch(type, { ...extra, _id: ids.slice(i, i + 50).map((id) => restPatientToFhirId(this.conn.practiceId, id)).join(',') });
+        total += await this.pollSearch(type, {
+          ...extra,
+          _id: ids
+            .slice(i, i + 50)
+            .map((id) => restPatientToFhirId(this.conn.practiceId, id))
+            .join(','),
+        });
       }
     } else {
-      for (const id of ids) total += await this.pollSearch(type, { ...extra, patient: restPatientToFhirId(this.conn.practiceId, id) });
+      for (const id of ids)
+        total += await this.pollSearch(type, { ...extra, patient: restPatientToFhirId(this.conn.practiceId, id) });
     }
     await this.ctx.setCheckpoint(this.pendingKey(type), '[]');
     st.pendingPatients = 0;
-    if (total) this.ctx.logger.info('athena FHIR polled', { source: this.ctx.id, resourceType: type, strategy: this.strategy(type), patients: ids.length, resources: total });
+    if (total)
+      this.ctx.logger.info('athena FHIR polled', {
+        source: this.ctx.id,
+        resourceType: type,
+        strategy: this.strategy(type),
+        patients: ids.length,
+        resources: total,
+      });
     return total;
   }
 
@@ -327,7 +428,11 @@ export class AthenaFhirSource extends PollingSource<AthenaFhirSourceConfig> {
    */
   private async readFeeds(types: string[]): Promise<void> {
     const feeds = new Map<string, string[]>();
-    for (const t of types) for (const f of this.strategy(t) === 'changedPatients' ? ['patients'] : (ATHENA_FHIR_TRIGGER_FEEDS[t] ?? ['patients'])) feeds.set(f, [...(feeds.get(f) ?? []), t]);
+    for (const t of types)
+      for (const f of this.strategy(t) === 'changedPatients'
+        ? ['patients']
+        : (ATHENA_FHIR_TRIGGER_FEEDS[t] ?? ['patients']))
+        feeds.set(f, [...(feeds.get(f) ?? []), t]);
     for (const [feed, feedTypes] of feeds) {
       if (this.signal.aborted) return;
       const key = `feed:${feed}`;
@@ -335,7 +440,11 @@ export class AthenaFhirSource extends PollingSource<AthenaFhirSourceConfig> {
       const mark: FeedMark = raw ? JSON.parse(raw) : {};
       const ids = new Set<string>();
       if (mark.inflightSince) {
-        this.ctx.logger.warn('athena feed read was interrupted; re-reading the processed window', { source: this.ctx.id, feed, since: mark.inflightSince });
+        this.ctx.logger.warn('athena feed read was interrupted; re-reading the processed window', {
+          source: this.ctx.id,
+          feed,
+          since: mark.inflightSince,
+        });
         const tz = this.cfg.serverTimeZone;
         await this.collect(feed, ids, {
           showprocessedstartdatetime: formatAthenaDateTime(Date.parse(mark.inflightSince) - 60_000, tz),
@@ -359,8 +468,14 @@ export class AthenaFhirSource extends PollingSource<AthenaFhirSourceConfig> {
   }
 
   private async collect(feed: string, ids: Set<string>, extra: Record<string, string>): Promise<void> {
-    for await (const page of this.conn.pages(`/${feed}/changed`, feed, { limit: 1000, ...extra }, { signal: this.signal })) {
-      for (const r of page.items as Record<string, unknown>[]) if (r.patientid !== undefined && r.patientid !== null && r.patientid !== '') ids.add(String(r.patientid));
+    for await (const page of this.conn.pages(
+      `/${feed}/changed`,
+      feed,
+      { limit: 1000, ...extra },
+      { signal: this.signal },
+    )) {
+      for (const r of page.items as Record<string, unknown>[])
+        if (r.patientid !== undefined && r.patientid !== null && r.patientid !== '') ids.add(String(r.patientid));
     }
   }
 
@@ -370,6 +485,9 @@ export class AthenaFhirSource extends PollingSource<AthenaFhirSourceConfig> {
     if (last && Date.now() - last < 300_000) return;
     await this.conn.write('POST', `/${feed}/changed/subscription`, {}, { signal: this.signal });
     this.subscribedAt.set(feed, Date.now());
-    this.ctx.logger.info('athena feed subscribed for FHIR polling; events flow once it is active', { source: this.ctx.id, feed });
+    this.ctx.logger.info('athena feed subscribed for FHIR polling; events flow once it is active', {
+      source: this.ctx.id,
+      feed,
+    });
   }
 }

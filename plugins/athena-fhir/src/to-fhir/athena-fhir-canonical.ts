@@ -46,7 +46,8 @@ export function athenaFhirId(practiceId: string, kind: string, localId: string):
 }
 
 /** REST patient id -> FHIR Patient id, and back. */
-export const restPatientToFhirId = (practiceId: string, patientId: string | number) => athenaFhirId(practiceId, 'E', String(patientId));
+export const restPatientToFhirId = (practiceId: string, patientId: string | number) =>
+  athenaFhirId(practiceId, 'E', String(patientId));
 export function fhirPatientToRestId(id: string): { practiceId: string; patientId: string } | undefined {
   const p = parseAthenaFhirId(id.replace(/^Patient\//, ''));
   return p && p.kind === 'E' ? { practiceId: p.practiceId, patientId: p.localId } : undefined;
@@ -82,10 +83,15 @@ function rewriteReferences(node: unknown, practiceId: string): unknown {
 /** One athena FHIR resource in canonical form (not validated). */
 export function athenaFhirToCanonical(env: AthenaFhirEnvelope): Resource {
   const src = env.resource as Resource & { identifier?: Identifier[]; extension?: { url: string }[] };
-  if (!src?.resourceType || !src.id) throw inputError('ATHENA_FHIR_NO_ID', 'athena FHIR resource without resourceType/id');
+  if (!src?.resourceType || !src.id)
+    throw inputError('ATHENA_FHIR_NO_ID', 'athena FHIR resource without resourceType/id');
   const parsed = parseAthenaFhirId(src.id);
   const practiceId = parsed?.practiceId ?? env.practiceid;
-  const res = rewriteReferences(structuredClone(src), practiceId) as Resource & { identifier?: Identifier[]; extension?: { url: string }[]; meta?: unknown };
+  const res = rewriteReferences(structuredClone(src), practiceId) as Resource & {
+    identifier?: Identifier[];
+    extension?: { url: string }[];
+    meta?: unknown;
+  };
   delete res.meta;
   if ((env.athenaExtensions ?? 'drop') === 'drop' && res.extension) {
     res.extension = res.extension.filter((e) => !e.url.startsWith(AH_EXT));
@@ -98,14 +104,37 @@ export function athenaFhirToCanonical(env: AthenaFhirEnvelope): Resource {
   };
   if (parsed) {
     const canon = canonicalIdentifier(src.resourceType, parsed);
-    push(src.resourceType === 'Patient' ? { use: 'usual', ...canon, type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR', display: 'Medical record number' }] } } : canon);
+    push(
+      src.resourceType === 'Patient'
+        ? {
+            use: 'usual',
+            ...canon,
+            type: {
+              coding: [
+                {
+                  system: 'http://terminology.hl7.org/CodeSystem/v2-0203',
+                  code: 'MR',
+                  display: 'Medical record number',
+                },
+              ],
+            },
+          }
+        : canon,
+    );
     push({ system: `${AH_SID}ah-${src.resourceType.toLowerCase()}`, value: src.id });
   }
   for (const i of res.identifier ?? []) push(i);
   if (!ids.length) push({ system: `${AH_SID}ah-${src.resourceType.toLowerCase()}`, value: src.id });
   res.identifier = ids;
   const kindWord = src.resourceType === 'Patient' ? 'patient' : src.resourceType.toLowerCase();
-  res.id = safeId(parsed ? `athena-${practiceId}-${kindWord}-${parsed.kind === 'E' ? '' : `${parsed.kind}-`}${parsed.localId}`.replace('--', '-') : `athena-${practiceId}-${src.id}`);
+  res.id = safeId(
+    parsed
+      ? `athena-${practiceId}-${kindWord}-${parsed.kind === 'E' ? '' : `${parsed.kind}-`}${parsed.localId}`.replace(
+          '--',
+          '-',
+        )
+      : `athena-${practiceId}-${src.id}`,
+  );
   return res;
 }
 
@@ -116,7 +145,8 @@ export function parseFhirEnvelope(body: Buffer): AthenaFhirEnvelope {
   } catch {
     throw inputError('ATHENA_FHIR_NOT_JSON', 'athena FHIR message body is not JSON');
   }
-  if (!env || typeof env.resource !== 'object' || !env.resource?.resourceType) throw inputError('ATHENA_FHIR_BAD_ENVELOPE', 'athena FHIR message must be { practiceid, resource }');
+  if (!env || typeof env.resource !== 'object' || !env.resource?.resourceType)
+    throw inputError('ATHENA_FHIR_BAD_ENVELOPE', 'athena FHIR message must be { practiceid, resource }');
   return { ...env, practiceid: String(env.practiceid ?? '') };
 }
 
@@ -126,18 +156,29 @@ export function athenaFhirToBundle(env: AthenaFhirEnvelope): Bundle {
   const entry: BundleEntry = {
     fullUrl: `urn:uuid:${stableUuid(`${key.system}|${key.value}`)}`,
     resource: res,
-    request: { method: 'PUT', url: `${res.resourceType}?identifier=${encodeURIComponent(`${key.system}|${key.value}`)}` },
+    request: {
+      method: 'PUT',
+      url: `${res.resourceType}?identifier=${encodeURIComponent(`${key.system}|${key.value}`)}`,
+    },
   };
   const bundle: Bundle = { resourceType: 'Bundle', type: 'transaction', entry: [entry] };
   const outcome = validateBundle(bundle);
   if (outcome?.issue?.some((i) => i.severity === 'error' || i.severity === 'fatal')) {
-    throw inputError('ATHENA_FHIR_INVALID', `canonical ${res.resourceType} failed FHIR validation: ${outcome.issue.length} issue(s)`, { outcome });
+    throw inputError(
+      'ATHENA_FHIR_INVALID',
+      `canonical ${res.resourceType} failed FHIR validation: ${outcome.issue.length} issue(s)`,
+      { outcome },
+    );
   }
   return bundle;
 }
 
 export function athenaFhirHeaders(env: AthenaFhirEnvelope): MessageHeaders {
-  const r = env.resource as Resource & { meta?: { versionId?: string; lastUpdated?: string }; subject?: { reference?: string }; patient?: { reference?: string } };
+  const r = env.resource as Resource & {
+    meta?: { versionId?: string; lastUpdated?: string };
+    subject?: { reference?: string };
+    patient?: { reference?: string };
+  };
   const parsed = parseAthenaFhirId(r.id ?? '');
   const p = parsed?.practiceId ?? env.practiceid;
   // versionId, else lastUpdated, else a digest of the content (core vendor kit): every version its own control id.
@@ -149,6 +190,8 @@ export function athenaFhirHeaders(env: AthenaFhirEnvelope): MessageHeaders {
     controlId: `${r.resourceType}/${r.id}/${version}`,
     sendingApplication: 'athenaOne-FHIR',
     sendingFacility: p,
-    orderingKey: patient ? `${athenaSystem('patient', patient.practiceId)}|${patient.patientId}` : `athena:${p}:${r.resourceType}/${r.id}`,
+    orderingKey: patient
+      ? `${athenaSystem('patient', patient.practiceId)}|${patient.patientId}`
+      : `athena:${p}:${r.resourceType}/${r.id}`,
   };
 }

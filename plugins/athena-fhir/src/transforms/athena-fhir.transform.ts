@@ -1,7 +1,12 @@
 /** Transform `athena-fhir`: an athena FHIR envelope (`application/vnd.athena.fhir+json`) to a canonical FHIR R4 Bundle. */
 import type { MessageHeaders, MessageTransform, StoredMessage, TransformContext } from '@ferry/core';
 import type { Bundle } from '@medplum/fhirtypes';
-import { ATHENA_FHIR_CONTENT_TYPE, athenaFhirHeaders, athenaFhirToBundle, parseFhirEnvelope } from '../to-fhir/athena-fhir-canonical';
+import {
+  ATHENA_FHIR_CONTENT_TYPE,
+  athenaFhirHeaders,
+  athenaFhirToBundle,
+  parseFhirEnvelope,
+} from '../to-fhir/athena-fhir-canonical';
 
 export class AthenaFhirTransform implements MessageTransform {
   readonly name = 'athena-fhir';

@@ -8,7 +8,9 @@ import { configure, errorFields, type CliCommand } from '@ferry/core';
 import { AthenaConnection, VendorConnections } from '@ferry/fhir-vendor-kit';
 import type { AthenaRestSourceConfig } from '../sources/athena-rest.source';
 
-export function athenaSubscriptionsCommand(out: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): CliCommand {
+export function athenaSubscriptionsCommand(
+  out: (line: string) => void = (l) => process.stdout.write(`${l}\n`),
+): CliCommand {
   return {
     name: 'athena-subscriptions',
     description: 'Show (and with --subscribe create) the changed-data feed subscriptions of every athena-rest source',
@@ -35,7 +37,9 @@ export function athenaSubscriptionsCommand(out: (line: string) => void = (l) => 
         const conn = new AthenaConnection(cfg as unknown as AthenaRestSourceConfig, ctx.logger, shared);
         for (const feed of (cfg as unknown as AthenaRestSourceConfig).feeds ?? []) {
           try {
-            let sub = await conn.get<{ status?: string; subscriptions?: { eventname: string }[] }>(`/${feed}/changed/subscription`);
+            let sub = await conn.get<{ status?: string; subscriptions?: { eventname: string }[] }>(
+              `/${feed}/changed/subscription`,
+            );
             if (options.subscribe && sub?.status !== 'ACTIVE') {
               await conn.write('POST', `/${feed}/changed/subscription`, {});
               sub = await conn.get(`/${feed}/changed/subscription`);

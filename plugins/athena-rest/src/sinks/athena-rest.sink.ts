@@ -7,18 +7,50 @@
  * is a refused write (permanent); HTTP errors keep the kit's retryable classification.
  */
 import { inject, injectable } from 'tsyringe';
-import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError, type Delivery, type MessageSink, type QueryValue } from '@ferry/core';
+import {
+  coreTokens,
+  FerryError,
+  permanentDeliveryError,
+  retryableDeliveryError,
+  type Delivery,
+  type MessageSink,
+  type QueryValue,
+} from '@ferry/core';
 import type { SinkContext } from '@ferry/core';
-import type { Appointment, BundleEntry, DiagnosticReport, Identifier, Observation, Patient, Reference } from '@medplum/fhirtypes';
-import { AthenaConnection, vendorConnectionsToken, type VendorConnections, athenaConnectionSchema, type AthenaConnectionConfig, formatAthenaDate, AH_PATIENT_SYSTEM, athenaSystem } from '@ferry/fhir-vendor-kit';
+import type {
+  Appointment,
+  BundleEntry,
+  DiagnosticReport,
+  Identifier,
+  Observation,
+  Patient,
+  Reference,
+} from '@medplum/fhirtypes';
+import {
+  AthenaConnection,
+  vendorConnectionsToken,
+  type VendorConnections,
+  athenaConnectionSchema,
+  formatAthenaDate,
+  AH_PATIENT_SYSTEM,
+  athenaSystem,
+} from '@ferry/fhir-vendor-kit';
 import { defineSchema, type SchemaType } from '@ferry/core';
 
 export const athenaRestSinkSchema = defineSchema({
   ...athenaConnectionSchema,
-  departmentId: { doc: 'Department for new patients and lab result documents', format: (v: unknown) => {
-    if (typeof v !== 'string' && typeof v !== 'number') throw new Error('must be a string or a number');
-  }, default: '' as string | number },
-  timeZone: { doc: 'Zone used to turn instants into athena MM/DD/YYYY dates', format: String, default: 'America/New_York' },
+  departmentId: {
+    doc: 'Department for new patients and lab result documents',
+    format: (v: unknown) => {
+      if (typeof v !== 'string' && typeof v !== 'number') throw new Error('must be a string or a number');
+    },
+    default: '' as string | number,
+  },
+  timeZone: {
+    doc: 'Zone used to turn instants into athena MM/DD/YYYY dates',
+    format: String,
+    default: 'America/New_York',
+  },
   writes: {
     patients: { doc: 'Create/update patients', format: Boolean, default: true },
     appointments: { doc: 'Book/cancel appointments', format: Boolean, default: true },
@@ -29,7 +61,8 @@ export const athenaRestSinkSchema = defineSchema({
 export type AthenaRestSinkConfig = SchemaType<typeof athenaRestSinkSchema>;
 
 const str = (v: unknown) => (v === undefined || v === null || v === '' ? undefined : String(v));
-const dob = (d?: string) => (d && /^\d{4}-\d{2}-\d{2}$/.test(d) ? `${d.slice(5, 7)}/${d.slice(8, 10)}/${d.slice(0, 4)}` : undefined);
+const dob = (d?: string) =>
+  d && /^\d{4}-\d{2}-\d{2}$/.test(d) ? `${d.slice(5, 7)}/${d.slice(8, 10)}/${d.slice(0, 4)}` : undefined;
 
 /** What one delivery did (for logs and tests; ids only). */
 export interface SinkReport {
@@ -54,19 +87,27 @@ export class AthenaRestSink implements MessageSink {
   }
 
   async deliver(delivery: Delivery): Promise<void> {
-    const report: SinkReport = { patients: { created: [], updated: [] }, appointments: { booked: [], cancelled: [], unchanged: [] }, labresults: { created: [], existing: [] }, skipped: 0 };
+    const report: SinkReport = {
+      patients: { created: [], updated: [] },
+      appointments: { booked: [], cancelled: [], unchanged: [] },
+      labresults: { created: [], existing: [] },
+      skipped: 0,
+    };
     const entries = delivery.bundle.entry ?? [];
     /** Bundle fullUrl / Patient identifier -> athena patientid. */
     const patientIds = new Map<string, string>();
     try {
       for (const e of entries) {
-        if (e.resource?.resourceType === 'Patient' && this.cfg.writes.patients) await this.patient(e as BundleEntry<Patient>, patientIds, report, delivery.signal);
+        if (e.resource?.resourceType === 'Patient' && this.cfg.writes.patients)
+          await this.patient(e as BundleEntry<Patient>, patientIds, report, delivery.signal);
       }
       for (const e of entries) {
         const r = e.resource;
         if (!r || r.resourceType === 'Patient') continue;
-        if (r.resourceType === 'Appointment' && this.cfg.writes.appointments) await this.appointment(r, patientIds, report, delivery.signal);
-        else if (r.resourceType === 'DiagnosticReport' && this.cfg.writes.labresults) await this.labResult(r, entries, patientIds, report, delivery.signal);
+        if (r.resourceType === 'Appointment' && this.cfg.writes.appointments)
+          await this.appointment(r, patientIds, report, delivery.signal);
+        else if (r.resourceType === 'DiagnosticReport' && this.cfg.writes.labresults)
+          await this.labResult(r, entries, patientIds, report, delivery.signal);
         else if (r.resourceType !== 'Observation') report.skipped++;
       }
     } catch (e) {
@@ -89,7 +130,9 @@ export class AthenaRestSink implements MessageSink {
     if (FerryError.is(e) && e.code.startsWith('FERRY_E_DELIVERY_')) return e;
     const fe = FerryError.from(e);
     const details = { ...(fe.details ?? {}), body: undefined, cause: fe.code };
-    return fe.retryable ? retryableDeliveryError('ATHENA', fe.message, details, fe) : permanentDeliveryError('ATHENA', fe.message, details, fe);
+    return fe.retryable
+      ? retryableDeliveryError('ATHENA', fe.message, details, fe)
+      : permanentDeliveryError('ATHENA', fe.message, details, fe);
   }
 
   private athenaPatientId(ids: Identifier[] | undefined): string | undefined {
@@ -126,16 +169,33 @@ export class AthenaRestSink implements MessageSink {
   }
 
   /** `signal`: the engine's, aborted when the attempt runs past the sink's deliveryTimeoutMs (no more requests, no more retries). */
-  private async patient(e: BundleEntry<Patient>, patientIds: Map<string, string>, report: SinkReport, signal?: AbortSignal): Promise<void> {
+  private async patient(
+    e: BundleEntry<Patient>,
+    patientIds: Map<string, string>,
+    report: SinkReport,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const pat = e.resource!;
     const form = this.patientForm(pat);
     let id = this.athenaPatientId(pat.identifier);
     if (!id) {
       // Reconcile by reading: a create that timed out may have happened.
-      if (!form.firstname || !form.lastname || !form.dob) throw permanentDeliveryError('ATHENA_PATIENT_INCOMPLETE', 'a new athena patient needs given name, family name and birth date');
-      const found = await this.conn.get<{ patients?: { patientid: unknown }[] }>('/patients', { firstname: form.firstname, lastname: form.lastname, dob: form.dob, limit: 2 }, { signal });
+      if (!form.firstname || !form.lastname || !form.dob)
+        throw permanentDeliveryError(
+          'ATHENA_PATIENT_INCOMPLETE',
+          'a new athena patient needs given name, family name and birth date',
+        );
+      const found = await this.conn.get<{ patients?: { patientid: unknown }[] }>(
+        '/patients',
+        { firstname: form.firstname, lastname: form.lastname, dob: form.dob, limit: 2 },
+        { signal },
+      );
       const matches = found?.patients ?? [];
-      if (matches.length > 1) throw permanentDeliveryError('ATHENA_PATIENT_AMBIGUOUS', `${matches.length} athena patients match name and birth date; not writing`);
+      if (matches.length > 1)
+        throw permanentDeliveryError(
+          'ATHENA_PATIENT_AMBIGUOUS',
+          `${matches.length} athena patients match name and birth date; not writing`,
+        );
       if (matches.length === 1) id = String(matches[0].patientid);
     }
     if (id) {
@@ -144,10 +204,12 @@ export class AthenaRestSink implements MessageSink {
       await this.conn.write('PUT', `/patients/${id}`, update, { signal });
       report.patients.updated.push(id);
     } else {
-      if (!form.departmentid) throw permanentDeliveryError('ATHENA_NO_DEPARTMENT', 'creating an athena patient needs the sink departmentId');
+      if (!form.departmentid)
+        throw permanentDeliveryError('ATHENA_NO_DEPARTMENT', 'creating an athena patient needs the sink departmentId');
       const res = await this.conn.write<{ patientid: unknown }[]>('POST', '/patients', form, { signal });
       id = str(Array.isArray(res) ? res[0]?.patientid : (res as any)?.patientid);
-      if (!id) throw permanentDeliveryError('ATHENA_NO_PATIENTID', 'athena answered a patient create without a patientid');
+      if (!id)
+        throw permanentDeliveryError('ATHENA_NO_PATIENTID', 'athena answered a patient create without a patientid');
       report.patients.created.push(id);
     }
     if (e.fullUrl) patientIds.set(e.fullUrl, id);
@@ -166,12 +228,33 @@ export class AthenaRestSink implements MessageSink {
     return undefined;
   }
 
-  private async appointment(a: Appointment, patientIds: Map<string, string>, report: SinkReport, signal?: AbortSignal): Promise<void> {
+  private async appointment(
+    a: Appointment,
+    patientIds: Map<string, string>,
+    report: SinkReport,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const p = this.conn.practiceId;
     const aid = a.identifier?.find((i) => i.system === athenaSystem('appointment', p))?.value;
-    if (!aid) throw permanentDeliveryError('ATHENA_NO_SLOT', 'booking on athena needs the athena appointment (open slot) id as identifier');
-    const pid = this.refPatient(a.participant?.find((x) => x.actor?.type === 'Patient' || x.actor?.reference?.startsWith('Patient/') || x.actor?.reference?.startsWith('urn:'))?.actor, patientIds);
-    if (!pid) throw permanentDeliveryError('ATHENA_NO_PATIENT', `appointment ${aid}: no athena patient id for the patient participant`);
+    if (!aid)
+      throw permanentDeliveryError(
+        'ATHENA_NO_SLOT',
+        'booking on athena needs the athena appointment (open slot) id as identifier',
+      );
+    const pid = this.refPatient(
+      a.participant?.find(
+        (x) =>
+          x.actor?.type === 'Patient' ||
+          x.actor?.reference?.startsWith('Patient/') ||
+          x.actor?.reference?.startsWith('urn:'),
+      )?.actor,
+      patientIds,
+    );
+    if (!pid)
+      throw permanentDeliveryError(
+        'ATHENA_NO_PATIENT',
+        `appointment ${aid}: no athena patient id for the patient participant`,
+      );
     // Read first: the state tells us whether the write already happened.
     const current = (await this.conn.get<any[]>(`/appointments/${aid}`, undefined, { signal }))?.[0];
     if (!current) throw permanentDeliveryError('ATHENA_NO_SLOT', `appointment ${aid} not found`);
@@ -181,7 +264,12 @@ export class AthenaRestSink implements MessageSink {
         report.appointments.unchanged.push(aid);
         return;
       }
-      await this.conn.write('PUT', `/appointments/${aid}/cancel`, { patientid: pid, cancellationreason: a.cancelationReason?.text }, { signal });
+      await this.conn.write(
+        'PUT',
+        `/appointments/${aid}/cancel`,
+        { patientid: pid, cancellationreason: a.cancelationReason?.text },
+        { signal },
+      );
       report.appointments.cancelled.push(aid);
       return;
     }
@@ -192,7 +280,9 @@ export class AthenaRestSink implements MessageSink {
       }
       throw permanentDeliveryError('ATHENA_SLOT_TAKEN', `appointment ${aid} is not an open slot`);
     }
-    const typeId = a.serviceType?.flatMap((s) => s.coding ?? []).find((c) => c.system === athenaSystem('appointmenttype', p))?.code;
+    const typeId = a.serviceType
+      ?.flatMap((s) => s.coding ?? [])
+      .find((c) => c.system === athenaSystem('appointmenttype', p))?.code;
     await this.conn.write('PUT', `/appointments/${aid}`, { patientid: pid, appointmenttypeid: typeId }, { signal });
     report.appointments.booked.push(aid);
   }
@@ -206,13 +296,21 @@ export class AthenaRestSink implements MessageSink {
    * the same observation date and the same analytes (name + value) is this one. Two results that
    * agree on all of that are the same result for the chart.
    */
-  private async labResult(rep: DiagnosticReport, entries: BundleEntry[], patientIds: Map<string, string>, report: SinkReport, signal?: AbortSignal): Promise<void> {
+  private async labResult(
+    rep: DiagnosticReport,
+    entries: BundleEntry[],
+    patientIds: Map<string, string>,
+    report: SinkReport,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const pid = this.refPatient(rep.subject, patientIds);
     if (!pid) throw permanentDeliveryError('ATHENA_NO_PATIENT', 'lab result: no athena patient id for the subject');
     const dept = str(this.cfg.departmentId);
     if (!dept) throw permanentDeliveryError('ATHENA_NO_DEPARTMENT', 'posting a lab result needs the sink departmentId');
     const byUrl = new Map(entries.map((e) => [e.fullUrl, e.resource]));
-    const observations = (rep.result ?? []).map((r) => byUrl.get(r.reference) as Observation | undefined).filter((o): o is Observation => o?.resourceType === 'Observation');
+    const observations = (rep.result ?? [])
+      .map((r) => byUrl.get(r.reference) as Observation | undefined)
+      .filter((o): o is Observation => o?.resourceType === 'Observation');
     const analytes = observations.map((o) => ({
       analytename: o.code?.text ?? o.code?.coding?.[0]?.display,
       loinc: o.code?.coding?.find((c) => c.system === 'http://loinc.org')?.code,
@@ -231,29 +329,60 @@ export class AthenaRestSink implements MessageSink {
       analytes: analytes.length ? JSON.stringify(analytes) : undefined,
     };
     // Reconcile: was it already posted (a timed-out or replayed earlier attempt)?
-    const existing = await this.findLabResult(pid, dept, form.labresultloinc, form.description, form.observationdate, analytes, signal);
+    const existing = await this.findLabResult(
+      pid,
+      dept,
+      form.labresultloinc,
+      form.description,
+      form.observationdate,
+      analytes,
+      signal,
+    );
     if (existing) {
       report.labresults.existing.push(existing);
       return;
     }
-    const res = await this.conn.write<{ labresultid?: unknown }>('POST', `/patients/${pid}/documents/labresult`, form, { signal });
+    const res = await this.conn.write<{ labresultid?: unknown }>('POST', `/patients/${pid}/documents/labresult`, form, {
+      signal,
+    });
     report.labresults.created.push(String(res?.labresultid ?? ''));
   }
 
   /** The labresultid of a chart result matching the documented fields (see `labResult`), if any. */
-  private async findLabResult(pid: string, dept: string, loinc: string | undefined, description: string | undefined, date: string | undefined, analytes: { analytename?: string; value?: unknown }[], signal?: AbortSignal): Promise<string | undefined> {
+  private async findLabResult(
+    pid: string,
+    dept: string,
+    loinc: string | undefined,
+    description: string | undefined,
+    date: string | undefined,
+    analytes: { analytename?: string; value?: unknown }[],
+    signal?: AbortSignal,
+  ): Promise<string | undefined> {
     const key = (list: { analytename?: unknown; value?: unknown }[]) =>
       list
-        .map((a) => `${String(a.analytename ?? '').trim().toLowerCase()}=${String(a.value ?? '').trim()}`)
+        .map(
+          (a) =>
+            `${String(a.analytename ?? '')
+              .trim()
+              .toLowerCase()}=${String(a.value ?? '').trim()}`,
+        )
         .sort()
         .join('|');
     const want = key(analytes);
-    const query = { departmentid: dept, showhidden: 'true', limit: 1000, ...(date ? { startdate: date, enddate: date } : {}) };
-    for await (const page of this.conn.pages<Record<string, any>>(`/chart/${pid}/labresults`, 'results', query, { signal })) {
+    const query = {
+      departmentid: dept,
+      showhidden: 'true',
+      limit: 1000,
+      ...(date ? { startdate: date, enddate: date } : {}),
+    };
+    for await (const page of this.conn.pages<Record<string, any>>(`/chart/${pid}/labresults`, 'results', query, {
+      signal,
+    })) {
       for (const r of page.items) {
         const sameTest = loinc ? str(r.labresultloinc) === loinc : str(r.description) === description;
         const sameDate = !date || String(r.labresultdatetime ?? '').startsWith(date);
-        if (sameTest && sameDate && key(Array.isArray(r.analytes) ? r.analytes : []) === want) return String(r.labresultid);
+        if (sameTest && sameDate && key(Array.isArray(r.analytes) ? r.analytes : []) === want)
+          return String(r.labresultid);
       }
     }
     return undefined;

@@ -13,7 +13,17 @@
 import { inject, injectable } from 'tsyringe';
 import { coreTokens, FerryError, type InboundMessage } from '@ferry/core';
 import type { SourceContext } from '@ferry/core';
-import { AthenaConnection, vendorConnectionsToken, type VendorConnections, athenaConnectionSchema, isNotSubscribed, PollingSource, type AthenaConnectionConfig, formatAthenaDate, formatAthenaDateTime, isValidTimeZone } from '@ferry/fhir-vendor-kit';
+import {
+  AthenaConnection,
+  vendorConnectionsToken,
+  type VendorConnections,
+  athenaConnectionSchema,
+  isNotSubscribed,
+  PollingSource,
+  formatAthenaDate,
+  formatAthenaDateTime,
+  isValidTimeZone,
+} from '@ferry/fhir-vendor-kit';
 import { AthenaContentType, athenaHeaders, type AthenaEnvelope, type AthenaKind } from '../to-fhir/athena-records';
 import { CHART_SECTIONS, chartRecords, type AthenaChartSection } from '../to-fhir/athena-chart';
 import { defineSchema, type SchemaType } from '@ferry/core';
@@ -31,13 +41,17 @@ export const ATHENA_FEEDS = {
 export type AthenaFeed = keyof typeof ATHENA_FEEDS;
 
 /** Feeds whose events only name a patient: what changed is read from this chart section. */
-export const CHART_FEEDS: Partial<Record<AthenaFeed, AthenaChartSection>> = { problems: 'problems', prescriptions: 'medications' };
+export const CHART_FEEDS: Partial<Record<AthenaFeed, AthenaChartSection>> = {
+  problems: 'problems',
+  prescriptions: 'medications',
+};
 
 const arrayOf = (allowed?: readonly string[]) => (v: unknown) => {
   if (!Array.isArray(v)) throw new Error('must be a list');
   for (const x of v) {
     if (typeof x !== 'string' && typeof x !== 'number') throw new Error('must be a list of strings');
-    if (allowed && !allowed.includes(String(x))) throw new Error(`unknown value '${x}' (allowed: ${allowed.join(', ')})`);
+    if (allowed && !allowed.includes(String(x)))
+      throw new Error(`unknown value '${x}' (allowed: ${allowed.join(', ')})`);
   }
 };
 const timeZone = (v: unknown) => {
@@ -46,8 +60,16 @@ const timeZone = (v: unknown) => {
 
 export const athenaRestSourceSchema = defineSchema({
   ...athenaConnectionSchema,
-  feeds: { doc: `Changed-data feeds to poll: ${Object.keys(ATHENA_FEEDS).join(', ')}`, format: arrayOf(Object.keys(ATHENA_FEEDS)), default: ['patients', 'appointments'] as AthenaFeed[] },
-  departmentIds: { doc: 'Poll per department (departmentid param); empty = practice-wide', format: arrayOf(), default: [] as (string | number)[] },
+  feeds: {
+    doc: `Changed-data feeds to poll: ${Object.keys(ATHENA_FEEDS).join(', ')}`,
+    format: arrayOf(Object.keys(ATHENA_FEEDS)),
+    default: ['patients', 'appointments'] as AthenaFeed[],
+  },
+  departmentIds: {
+    doc: 'Poll per department (departmentid param); empty = practice-wide',
+    format: arrayOf(),
+    default: [] as (string | number)[],
+  },
   chartSections: {
     doc: `Chart sections read for every patient a polled feed names (${Object.keys(CHART_SECTIONS).join(', ')}); the reference lists no changed feed for allergies and vitals`,
     format: arrayOf(Object.keys(CHART_SECTIONS)),
@@ -57,14 +79,42 @@ export const athenaRestSourceSchema = defineSchema({
   pageLimit: { doc: 'limit per page', format: 'nat', default: 1000 },
   pageDelayMs: { doc: 'Pause between pages (Metriport uses 1 s)', format: 'nat', default: 0 },
   maxPagesPerPoll: { doc: 'Pages read per feed per poll before storing and moving on', format: 'nat', default: 50 },
-  autoSubscribe: { doc: 'POST the feed subscription when the feed answers 403 "not subscribed"', format: Boolean, default: true },
-  subscriptionEvents: { doc: 'Event names for the subscription (empty = all events)', format: arrayOf(), default: [] as string[] },
-  serverTimeZone: { doc: 'Zone of athena\'s showprocessed*datetime params [U]', format: timeZone, default: 'America/New_York' },
-  replayMarginMs: { doc: 'Extra window re-read before an interrupted poll (clock skew, second resolution)', format: 'nat', default: 60_000 },
-  emitDepartments: { doc: 'Also emit each department (-> Location) at start and on refresh', format: Boolean, default: false },
-  departmentRefreshMs: { doc: 'How often the department list (time zones) is re-read', format: 'nat', default: 3_600_000 },
+  autoSubscribe: {
+    doc: 'POST the feed subscription when the feed answers 403 "not subscribed"',
+    format: Boolean,
+    default: true,
+  },
+  subscriptionEvents: {
+    doc: 'Event names for the subscription (empty = all events)',
+    format: arrayOf(),
+    default: [] as string[],
+  },
+  serverTimeZone: {
+    doc: "Zone of athena's showprocessed*datetime params [U]",
+    format: timeZone,
+    default: 'America/New_York',
+  },
+  replayMarginMs: {
+    doc: 'Extra window re-read before an interrupted poll (clock skew, second resolution)',
+    format: 'nat',
+    default: 60_000,
+  },
+  emitDepartments: {
+    doc: 'Also emit each department (-> Location) at start and on refresh',
+    format: Boolean,
+    default: false,
+  },
+  departmentRefreshMs: {
+    doc: 'How often the department list (time zones) is re-read',
+    format: 'nat',
+    default: 3_600_000,
+  },
   backfill: {
-    enabled: { doc: 'Once, read booked appointments in a date window (appointments/booked)', format: Boolean, default: false },
+    enabled: {
+      doc: 'Once, read booked appointments in a date window (appointments/booked)',
+      format: Boolean,
+      default: false,
+    },
     daysBack: { doc: 'Window start, days before today', format: 'nat', default: 7 },
     daysAhead: { doc: 'Window end, days after today', format: 'nat', default: 30 },
   },
@@ -118,7 +168,13 @@ export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
   private async refreshDepartments(force = false): Promise<void> {
     if (!force && this.departments.size && Date.now() - this.departmentsAt < this.cfg.departmentRefreshMs) return;
     const all: Record<string, any>[] = [];
-    for await (const page of this.conn.pages('/departments', 'departments', { limit: this.cfg.pageLimit, showalldepartments: 'true' }, { signal: this.signal })) all.push(...page.items);
+    for await (const page of this.conn.pages(
+      '/departments',
+      'departments',
+      { limit: this.cfg.pageLimit, showalldepartments: 'true' },
+      { signal: this.signal },
+    ))
+      all.push(...page.items);
     this.departments = new Map(all.map((d) => [String(d.departmentid), d]));
     this.departmentsAt = Date.now();
     this.ctx.logger.info('athena departments loaded', { source: this.ctx.id, departments: all.length });
@@ -138,9 +194,24 @@ export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
     return d;
   }
 
-  private message(kind: AthenaKind, feed: string, record: Record<string, any>, department?: Record<string, any>): InboundMessage {
-    const env: AthenaEnvelope = { practiceid: this.conn.practiceId, kind, feed, record, ...(department ? { department } : {}) };
-    return { contentType: AthenaContentType[kind], body: Buffer.from(JSON.stringify(env)), headers: athenaHeaders(env) };
+  private message(
+    kind: AthenaKind,
+    feed: string,
+    record: Record<string, any>,
+    department?: Record<string, any>,
+  ): InboundMessage {
+    const env: AthenaEnvelope = {
+      practiceid: this.conn.practiceId,
+      kind,
+      feed,
+      record,
+      ...(department ? { department } : {}),
+    };
+    return {
+      contentType: AthenaContentType[kind],
+      body: Buffer.from(JSON.stringify(env)),
+      headers: athenaHeaders(env),
+    };
   }
 
   /**
@@ -150,7 +221,10 @@ export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
    * practice's rate limit — and merged into the record. A result the chart does not show (hidden,
    * deleted since) goes on as the feed gave it, counted in a warning.
    */
-  private async withChartLabResults(records: Record<string, any>[], dept: string | undefined): Promise<Record<string, any>[]> {
+  private async withChartLabResults(
+    records: Record<string, any>[],
+    dept: string | undefined,
+  ): Promise<Record<string, any>[]> {
     const groups = new Map<string, { pid: string; dept: string }>();
     for (const r of records) {
       const pid = r.patientid === undefined || r.patientid === null ? '' : String(r.patientid);
@@ -161,13 +235,20 @@ export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
     for (const [key, { pid, dept: d }] of groups) {
       // Read once per patient and department in a pass, again only when a result is not in what was read.
       const cached = this.labChart.get(key);
-      const wanted = records.filter((r) => `${r.patientid}|${r.departmentid ?? dept ?? this.cfg.departmentIds[0]}` === key);
+      const wanted = records.filter(
+        (r) => `${r.patientid}|${r.departmentid ?? dept ?? this.cfg.departmentIds[0]}` === key,
+      );
       if (cached && wanted.every((r) => cached.has(String(r.labresultid)))) {
         for (const [id, c] of cached) chart.set(id, c);
         continue;
       }
       const read = new Map<string, Record<string, any>>();
-      for await (const page of this.conn.pages<Record<string, any>>(`/chart/${pid}/labresults`, 'results', { departmentid: d, showhidden: 'true', limit: this.cfg.pageLimit }, { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs })) {
+      for await (const page of this.conn.pages<Record<string, any>>(
+        `/chart/${pid}/labresults`,
+        'results',
+        { departmentid: d, showhidden: 'true', limit: this.cfg.pageLimit },
+        { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs },
+      )) {
         for (const c of page.items) read.set(String(c.labresultid), c);
       }
       this.labChart.set(key, read);
@@ -181,10 +262,16 @@ export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
         return r;
       }
       const merged: Record<string, any> = { ...r };
-      for (const k of ['labresultloinc', 'description', 'labresultdatetime', 'analytes']) if (c[k] !== undefined && c[k] !== null) merged[k] = c[k];
+      for (const k of ['labresultloinc', 'description', 'labresultdatetime', 'analytes'])
+        if (c[k] !== undefined && c[k] !== null) merged[k] = c[k];
       return merged;
     });
-    if (missing) this.ctx.logger.warn('athena lab results not in the chart; stored without analytes', { source: this.ctx.id, departmentid: dept, count: missing });
+    if (missing)
+      this.ctx.logger.warn('athena lab results not in the chart; stored without analytes', {
+        source: this.ctx.id,
+        departmentid: dept,
+        count: missing,
+      });
     return out;
   }
 
@@ -198,10 +285,15 @@ export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
    * {section}`, `departmentid` required), every page, one message per chart record. Stored with
    * the feed page (same submit), so the feed's crash safety covers them.
    */
-  private async chartMessages(records: Record<string, any>[], sections: AthenaChartSection[], dept: string | undefined): Promise<InboundMessage[]> {
+  private async chartMessages(
+    records: Record<string, any>[],
+    sections: AthenaChartSection[],
+    dept: string | undefined,
+  ): Promise<InboundMessage[]> {
     const out: InboundMessage[] = [];
     for (const r of records) {
-      const pid = r.patientid === undefined || r.patientid === null || r.patientid === '' ? undefined : String(r.patientid);
+      const pid =
+        r.patientid === undefined || r.patientid === null || r.patientid === '' ? undefined : String(r.patientid);
       const d = r.departmentid ?? r.primarydepartmentid ?? dept ?? this.cfg.departmentIds[0];
       if (!pid || d === undefined || d === null || d === '') continue;
       for (const section of sections) {
@@ -209,8 +301,21 @@ export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
         if (this.chartRead.has(key)) continue;
         this.chartRead.add(key);
         const department = await this.department(d);
-        for await (const page of this.conn.pages(`/chart/${pid}/${section}`, section, { departmentid: String(d), limit: this.cfg.pageLimit }, { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs })) {
-          for (const item of chartRecords(section, page.items)) out.push(this.message(CHART_SECTIONS[section], `chart/${section}`, { ...item, patientid: pid, departmentid: String(d) }, department));
+        for await (const page of this.conn.pages(
+          `/chart/${pid}/${section}`,
+          section,
+          { departmentid: String(d), limit: this.cfg.pageLimit },
+          { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs },
+        )) {
+          for (const item of chartRecords(section, page.items))
+            out.push(
+              this.message(
+                CHART_SECTIONS[section],
+                `chart/${section}`,
+                { ...item, patientid: pid, departmentid: String(d) },
+                department,
+              ),
+            );
         }
       }
     }
@@ -222,7 +327,9 @@ export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
     const chartSection = CHART_FEEDS[feed];
     if (chartSection) return this.chartMessages(records, [...new Set([chartSection, ...this.cfg.chartSections])], dept);
     if (kind === 'labresult' && records.length) records = await this.withChartLabResults(records, dept);
-    const out: InboundMessage[] = this.cfg.chartSections.length ? await this.chartMessages(records, this.cfg.chartSections, dept) : [];
+    const out: InboundMessage[] = this.cfg.chartSections.length
+      ? await this.chartMessages(records, this.cfg.chartSections, dept)
+      : [];
     for (const r of records) {
       const needsDept = kind === 'appointment' || kind === 'labresult';
       out.push(this.message(kind, `${feed}/changed`, r, needsDept ? await this.department(r.departmentid) : undefined));
@@ -251,13 +358,20 @@ export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
 
     const startedAt = new Date();
     // Durable BEFORE the dequeuing GET: if we die after it, the next start knows what to re-read.
-    await this.ctx.setCheckpoint(key, JSON.stringify({ ...cp, inflightSince: startedAt.toISOString() } satisfies FeedCheckpoint));
+    await this.ctx.setCheckpoint(
+      key,
+      JSON.stringify({ ...cp, inflightSince: startedAt.toISOString() } satisfies FeedCheckpoint),
+    );
     const path = `/${feed}/changed`;
     const query = { departmentid: dept, limit: this.cfg.pageLimit };
     const done = JSON.stringify({ lastCommitAt: startedAt.toISOString() } satisfies FeedCheckpoint);
     let total = 0;
     try {
-      for await (const page of this.conn.pages(path, ATHENA_FEEDS[feed].listKey, query, { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs, maxPages: this.cfg.maxPagesPerPoll })) {
+      for await (const page of this.conn.pages(path, ATHENA_FEEDS[feed].listKey, query, {
+        signal: this.signal,
+        pageDelayMs: this.cfg.pageDelayMs,
+        maxPages: this.cfg.maxPagesPerPoll,
+      })) {
         const messages = await this.toMessages(feed, page.items, dept);
         total += messages.length;
         if (!page.hasNext && messages.length) {
@@ -276,7 +390,8 @@ export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
       }
       throw e;
     }
-    if (total) this.ctx.logger.info('athena feed polled', { source: this.ctx.id, feed, departmentid: dept, records: total });
+    if (total)
+      this.ctx.logger.info('athena feed polled', { source: this.ctx.id, feed, departmentid: dept, records: total });
   }
 
   /** Re-read what a dequeuing GET interrupted before its commit may have taken off the queue. */
@@ -284,25 +399,48 @@ export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
     const from = Date.parse(since) - this.cfg.replayMarginMs;
     const to = Date.now() + 1000;
     const tz = this.cfg.serverTimeZone;
-    this.ctx.logger.warn('athena poll was interrupted before its commit; re-reading the processed window', { source: this.ctx.id, feed, departmentid: dept, since });
+    this.ctx.logger.warn('athena poll was interrupted before its commit; re-reading the processed window', {
+      source: this.ctx.id,
+      feed,
+      departmentid: dept,
+      since,
+    });
     const path = `/${feed}/changed`;
-    const query = { departmentid: dept, limit: this.cfg.pageLimit, showprocessedstartdatetime: formatAthenaDateTime(from, tz), showprocessedenddatetime: formatAthenaDateTime(to, tz) };
+    const query = {
+      departmentid: dept,
+      limit: this.cfg.pageLimit,
+      showprocessedstartdatetime: formatAthenaDateTime(from, tz),
+      showprocessedenddatetime: formatAthenaDateTime(to, tz),
+    };
     const done = JSON.stringify({ lastCommitAt: new Date().toISOString() } satisfies FeedCheckpoint);
     let total = 0;
-    for await (const page of this.conn.pages(path, ATHENA_FEEDS[feed].listKey, query, { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs })) {
+    for await (const page of this.conn.pages(path, ATHENA_FEEDS[feed].listKey, query, {
+      signal: this.signal,
+      pageDelayMs: this.cfg.pageDelayMs,
+    })) {
       const messages = await this.toMessages(feed, page.items, dept);
       total += messages.length;
       if (!page.hasNext) {
-        if (messages.length) await this.ctx.submit(messages, { checkpoint: { sourceId: this.ctx.id, key, value: done } });
+        if (messages.length)
+          await this.ctx.submit(messages, { checkpoint: { sourceId: this.ctx.id, key, value: done } });
         else await this.ctx.setCheckpoint(key, done);
       } else if (messages.length) await this.ctx.submit(messages);
     }
-    this.ctx.logger.info('athena processed window re-read', { source: this.ctx.id, feed, departmentid: dept, records: total });
+    this.ctx.logger.info('athena processed window re-read', {
+      source: this.ctx.id,
+      feed,
+      departmentid: dept,
+      records: total,
+    });
   }
 
   private async subscribe(feed: AthenaFeed): Promise<void> {
     if (!this.cfg.autoSubscribe) {
-      throw new FerryError('CONFIG_ATHENA_NOT_SUBSCRIBED', `athena feed ${feed} is not subscribed and autoSubscribe is off`, { kind: 'config', retryable: false });
+      throw new FerryError(
+        'CONFIG_ATHENA_NOT_SUBSCRIBED',
+        `athena feed ${feed} is not subscribed and autoSubscribe is off`,
+        { kind: 'config', retryable: false },
+      );
     }
     const last = this.subscribedAt.get(feed);
     // Activation takes up to 5 min in production, 10-15 in preview (reference 1.5.1): ask once per 5 min.
@@ -333,7 +471,10 @@ export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
       };
       const value = JSON.stringify({ window: [query.startdate, query.enddate], at: new Date(now).toISOString() });
       let total = 0;
-      for await (const page of this.conn.pages('/appointments/booked', 'appointments', query, { signal: this.signal, pageDelayMs: this.cfg.pageDelayMs })) {
+      for await (const page of this.conn.pages('/appointments/booked', 'appointments', query, {
+        signal: this.signal,
+        pageDelayMs: this.cfg.pageDelayMs,
+      })) {
         const messages = page.items.map((r) => this.message('appointment', 'appointments/booked', r, d));
         total += messages.length;
         if (!page.hasNext) {
@@ -341,7 +482,11 @@ export class AthenaRestSource extends PollingSource<AthenaRestSourceConfig> {
           else await this.ctx.setCheckpoint(key, value);
         } else if (messages.length) await this.ctx.submit(messages);
       }
-      this.ctx.logger.info('athena appointment backfill done', { source: this.ctx.id, departmentid: dept, records: total });
+      this.ctx.logger.info('athena appointment backfill done', {
+        source: this.ctx.id,
+        departmentid: dept,
+        records: total,
+      });
     }
   }
 }

@@ -22,16 +22,34 @@
  * identifier in `urn:athenahealth:athenanet:{kind}:{practice}`, the conditional-update key.
  */
 import { inputError } from '@ferry/core';
-import type { AllergyIntolerance, CodeableConcept, Condition, DocumentReference, Identifier, Immunization, MedicationStatement, Observation, Patient, Reference } from '@medplum/fhirtypes';
+import type {
+  AllergyIntolerance,
+  CodeableConcept,
+  Condition,
+  DocumentReference,
+  Identifier,
+  Immunization,
+  MedicationStatement,
+  Observation,
+  Patient,
+  Reference,
+} from '@medplum/fhirtypes';
 import { athenaDateTimeToFhir, athenaDateToFhir } from '@ferry/fhir-vendor-kit';
 
 export type AthenaChartKind = 'problem' | 'medication' | 'allergy' | 'vital' | 'vaccine';
 
 /** Chart section (endpoint) -> record kind. */
-export const CHART_SECTIONS = { problems: 'problem', medications: 'medication', allergies: 'allergy', vitals: 'vital', vaccines: 'vaccine' } as const satisfies Record<string, AthenaChartKind>;
+export const CHART_SECTIONS = {
+  problems: 'problem',
+  medications: 'medication',
+  allergies: 'allergy',
+  vitals: 'vital',
+  vaccines: 'vaccine',
+} as const satisfies Record<string, AthenaChartKind>;
 export type AthenaChartSection = keyof typeof CHART_SECTIONS;
 
-const str = (v: unknown): string | undefined => (v === undefined || v === null || v === '' ? undefined : String(v).trim() || undefined);
+const str = (v: unknown): string | undefined =>
+  v === undefined || v === null || v === '' ? undefined : String(v).trim() || undefined;
 const safeId = (s: string) => s.replace(/[^A-Za-z0-9\-.]/g, '-').slice(0, 64);
 const chartSystem = (kind: AthenaChartKind, p: string) => `urn:athenahealth:athenanet:${kind}:${p}`;
 const SNOMED = 'http://snomed.info/sct';
@@ -74,12 +92,29 @@ export function athenaProblemToFhir(p: string, r: Record<string, any>): Conditio
   const start = events(r).find((e) => eventType(e) === 'START');
   const end = events(r).find((e) => eventType(e) === 'END');
   const resolved = !!end || events(r).some((e) => String(e.status ?? '').toUpperCase() === 'RESOLVED');
-  const coding = str(r.code) && /snomed/i.test(String(r.codeset ?? 'SNOMED')) ? [{ system: SNOMED, code: str(r.code)!, display: str(r.name) }] : undefined;
+  const coding =
+    str(r.code) && /snomed/i.test(String(r.codeset ?? 'SNOMED'))
+      ? [{ system: SNOMED, code: str(r.code)!, display: str(r.name) }]
+      : undefined;
   return {
     resourceType: 'Condition',
     ...ids('problem', p, r),
-    clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: resolved ? 'resolved' : 'active' }] },
-    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'problem-list-item', display: 'Problem List Item' }] }],
+    clinicalStatus: {
+      coding: [
+        { system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: resolved ? 'resolved' : 'active' },
+      ],
+    },
+    category: [
+      {
+        coding: [
+          {
+            system: 'http://terminology.hl7.org/CodeSystem/condition-category',
+            code: 'problem-list-item',
+            display: 'Problem List Item',
+          },
+        ],
+      },
+    ],
     code: { text: str(r.name) ?? str(r.code) ?? 'Problem', coding },
     subject: patientRef(p, r),
     onsetDateTime: athenaDateToFhir(start?.startdate ?? start?.onsetdate, 'events.startdate'),
@@ -92,8 +127,12 @@ export function athenaMedicationToFhir(p: string, r: Record<string, any>): Medic
   const start = events(r).find((e) => eventType(e) === 'START');
   const end = events(r).find((e) => eventType(e) === 'END');
   const name = str(r.medication) ?? str(r.medicationname);
-  if (!name && !str(r.rxnorm)) throw inputError('ATHENA_NO_MEDICATION', 'athena medication without a name or RxNorm code');
-  const concept: CodeableConcept = { text: name, coding: str(r.rxnorm) ? [{ system: RXNORM, code: str(r.rxnorm)!, display: name }] : undefined };
+  if (!name && !str(r.rxnorm))
+    throw inputError('ATHENA_NO_MEDICATION', 'athena medication without a name or RxNorm code');
+  const concept: CodeableConcept = {
+    text: name,
+    coding: str(r.rxnorm) ? [{ system: RXNORM, code: str(r.rxnorm)!, display: name }] : undefined,
+  };
   const startDate = athenaDateToFhir(start?.eventdate, 'events.eventdate');
   const endDate = end ? athenaDateToFhir(end.eventdate, 'events.eventdate') : undefined;
   return {
@@ -107,7 +146,11 @@ export function athenaMedicationToFhir(p: string, r: Record<string, any>): Medic
   };
 }
 
-const SEVERITY: Record<string, 'mild' | 'moderate' | 'severe'> = { mild: 'mild', moderate: 'moderate', severe: 'severe' };
+const SEVERITY: Record<string, 'mild' | 'moderate' | 'severe'> = {
+  mild: 'mild',
+  moderate: 'moderate',
+  severe: 'severe',
+};
 
 export function athenaAllergyToFhir(p: string, r: Record<string, any>): AllergyIntolerance {
   const inactive = !!str(r.deactivatedate);
@@ -115,8 +158,17 @@ export function athenaAllergyToFhir(p: string, r: Record<string, any>): AllergyI
   return {
     resourceType: 'AllergyIntolerance',
     ...ids('allergy', p, r),
-    clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: inactive ? 'inactive' : 'active' }] },
-    verificationStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: 'confirmed' }] },
+    clinicalStatus: {
+      coding: [
+        {
+          system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical',
+          code: inactive ? 'inactive' : 'active',
+        },
+      ],
+    },
+    verificationStatus: {
+      coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: 'confirmed' }],
+    },
     code: { text: str(r.allergenname) ?? `Allergen ${str(r.allergenid)}` },
     criticality: crit === 'high' ? 'high' : crit === 'low' ? 'low' : undefined,
     patient: patientRef(p, r),
@@ -124,13 +176,24 @@ export function athenaAllergyToFhir(p: string, r: Record<string, any>): AllergyI
     reaction: (Array.isArray(r.reactions) ? r.reactions : [])
       .filter((x: Record<string, any>) => str(x.reactionname) || str(x.snomedcode))
       .map((x: Record<string, any>) => ({
-        manifestation: [{ text: str(x.reactionname), coding: str(x.snomedcode) ? [{ system: SNOMED, code: str(x.snomedcode)!, display: str(x.reactionname) }] : undefined }],
+        manifestation: [
+          {
+            text: str(x.reactionname),
+            coding: str(x.snomedcode)
+              ? [{ system: SNOMED, code: str(x.snomedcode)!, display: str(x.reactionname) }]
+              : undefined,
+          },
+        ],
         severity: SEVERITY[str(x.severity)?.toLowerCase() ?? ''],
       })),
   };
 }
 
-export function athenaVitalToFhir(p: string, r: Record<string, any>, department: Record<string, any> | undefined): Observation {
+export function athenaVitalToFhir(
+  p: string,
+  r: Record<string, any>,
+  department: Record<string, any> | undefined,
+): Observation {
   const value = str(r.value);
   const n = value !== undefined && /^-?\d+(\.\d+)?$/.test(value) ? Number(value) : undefined;
   const text = str(r.clinicalelementid) ?? str(r.key) ?? 'Vital sign';
@@ -139,11 +202,31 @@ export function athenaVitalToFhir(p: string, r: Record<string, any>, department:
     resourceType: 'Observation',
     ...ids('vital', p, r),
     status: 'final',
-    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs', display: 'Vital Signs' }] }],
+    category: [
+      {
+        coding: [
+          {
+            system: 'http://terminology.hl7.org/CodeSystem/observation-category',
+            code: 'vital-signs',
+            display: 'Vital Signs',
+          },
+        ],
+      },
+    ],
     code: { text, coding: loinc ? [{ system: LOINC, code: loinc, display: text }] : undefined },
     subject: patientRef(p, r),
     effectiveDateTime: athenaDateTimeToFhir(r.readingtaken, str(department?.timezonename), 'readingtaken'),
-    ...(n !== undefined ? { valueQuantity: { value: n, unit: str(r.unit), ...(str(r.unit) ? { system: 'http://unitsofmeasure.org', code: str(r.unit) } : {}) } } : value ? { valueString: value } : {}),
+    ...(n !== undefined
+      ? {
+          valueQuantity: {
+            value: n,
+            unit: str(r.unit),
+            ...(str(r.unit) ? { system: 'http://unitsofmeasure.org', code: str(r.unit) } : {}),
+          },
+        }
+      : value
+        ? { valueString: value }
+        : {}),
   };
 }
 
@@ -154,14 +237,20 @@ export function athenaVaccineToFhir(p: string, r: Record<string, any>): Immuniza
   const deleted = status === 'DELETED' || !!str(r.deleteddate);
   const name = str(r.description) ?? str(r.vaccinename);
   if (!name && !str(r.cvx)) throw inputError('ATHENA_NO_VACCINE', 'athena vaccine without a description or CVX code');
-  const when = athenaDateToFhir(refused ? (r.refuseddate ?? r.administerdate) : r.administerdate, refused ? 'refuseddate' : 'administerdate');
+  const when = athenaDateToFhir(
+    refused ? (r.refuseddate ?? r.administerdate) : r.administerdate,
+    refused ? 'refuseddate' : 'administerdate',
+  );
   const amount = str(r.amount) !== undefined && /^\d+(\.\d+)?$/.test(str(r.amount)!) ? Number(r.amount) : undefined;
   return {
     resourceType: 'Immunization',
     ...ids('vaccine', p, r),
     status: deleted ? 'entered-in-error' : refused ? 'not-done' : 'completed',
     statusReason: refused && str(r.refusedreason) ? { text: str(r.refusedreason) } : undefined,
-    vaccineCode: { text: name ?? `CVX ${str(r.cvx)}`, coding: str(r.cvx) ? [{ system: CVX, code: str(r.cvx)!, display: name }] : undefined },
+    vaccineCode: {
+      text: name ?? `CVX ${str(r.cvx)}`,
+      coding: str(r.cvx) ? [{ system: CVX, code: str(r.cvx)!, display: name }] : undefined,
+    },
     patient: patientRef(p, r),
     ...(when ? { occurrenceDateTime: when } : { occurrenceString: 'unknown' }),
     primarySource: str(r.type) ? str(r.type)!.toUpperCase() !== 'HISTORICAL' : undefined,
@@ -182,7 +271,11 @@ export function athenaVaccineToFhir(p: string, r: Record<string, any>): Immuniza
  * `documentdate` (MM/DD/YYYY), `createddatetime` (department-local), `status` (REVIEW, CLOSED, …),
  * `contenttype`, `deleteddatetime` -> `DocumentReference` (the bytes are not carried).
  */
-export function athenaDocumentToFhir(p: string, r: Record<string, any>, department: Record<string, any> | undefined): DocumentReference {
+export function athenaDocumentToFhir(
+  p: string,
+  r: Record<string, any>,
+  department: Record<string, any> | undefined,
+): DocumentReference {
   const docId = str(r.clinicaldocumentid) ?? str(r.adminid) ?? str(r.documentid);
   if (!docId) throw inputError('ATHENA_NO_ID', 'athena document without its id');
   const cls = str(r.documentclass)?.toUpperCase();
@@ -197,19 +290,44 @@ export function athenaDocumentToFhir(p: string, r: Record<string, any>, departme
     identifier: [{ system: `urn:athenahealth:athenanet:document:${p}`, value: docId }],
     status: str(r.deleteddatetime) ? 'entered-in-error' : 'current',
     docStatus: str(r.status)?.toUpperCase() === 'CLOSED' ? 'final' : 'preliminary',
-    type: sub ? { text: str(r.documentsubclassdescription) ?? sub, coding: [{ system: 'urn:athenahealth:athenanet:documentsubclass', code: sub }] } : { text: cls ?? 'Document' },
+    type: sub
+      ? {
+          text: str(r.documentsubclassdescription) ?? sub,
+          coding: [{ system: 'urn:athenahealth:athenanet:documentsubclass', code: sub }],
+        }
+      : { text: cls ?? 'Document' },
     category: cls ? [{ coding: [{ system: 'urn:athenahealth:athenanet:documentclass', code: cls }] }] : undefined,
     subject: patientRef(p, r),
     date: created,
     description: title,
     // An attachment needs some content for FHIR: the title falls back to the subclass or class.
-    content: [{ attachment: { contentType: str(r.contenttype), title: title ?? sub ?? cls ?? `athena document ${docId}` } }],
-    context: docDate || str(r.departmentid) ? { period: docDate ? { start: docDate } : undefined, related: str(r.departmentid) ? [{ type: 'Location', identifier: { system: `urn:athenahealth:athenanet:department:${p}`, value: str(r.departmentid)! } }] : undefined } : undefined,
+    content: [
+      { attachment: { contentType: str(r.contenttype), title: title ?? sub ?? cls ?? `athena document ${docId}` } },
+    ],
+    context:
+      docDate || str(r.departmentid)
+        ? {
+            period: docDate ? { start: docDate } : undefined,
+            related: str(r.departmentid)
+              ? [
+                  {
+                    type: 'Location',
+                    identifier: { system: `urn:athenahealth:athenanet:department:${p}`, value: str(r.departmentid)! },
+                  },
+                ]
+              : undefined,
+          }
+        : undefined,
   };
 }
 
 /** One chart record in canonical form. */
-export function athenaChartToFhir(kind: AthenaChartKind, p: string, r: Record<string, any>, department?: Record<string, any>): Condition | MedicationStatement | AllergyIntolerance | Observation | Immunization {
+export function athenaChartToFhir(
+  kind: AthenaChartKind,
+  p: string,
+  r: Record<string, any>,
+  department?: Record<string, any>,
+): Condition | MedicationStatement | AllergyIntolerance | Observation | Immunization {
   const res =
     kind === 'problem'
       ? athenaProblemToFhir(p, r)
@@ -226,10 +344,16 @@ export function athenaChartToFhir(kind: AthenaChartKind, p: string, r: Record<st
 
 /** The records of one chart section page: medications may come as arrays of arrays, vitals as groups of readings. */
 export function chartRecords(section: AthenaChartSection, items: unknown[]): Record<string, any>[] {
-  const flat = items.flatMap((x) => (Array.isArray(x) ? x : [x])).filter((x): x is Record<string, any> => !!x && typeof x === 'object');
+  const flat = items
+    .flatMap((x) => (Array.isArray(x) ? x : [x]))
+    .filter((x): x is Record<string, any> => !!x && typeof x === 'object');
   if (section !== 'vitals') return flat;
   return flat.flatMap((g) => {
-    const readings = (Array.isArray(g.readings) ? g.readings : []).flatMap((x: unknown) => (Array.isArray(x) ? x : [x]));
-    return readings.filter((x: unknown) => !!x && typeof x === 'object').map((x: Record<string, any>) => ({ key: g.key, ...x }));
+    const readings = (Array.isArray(g.readings) ? g.readings : []).flatMap((x: unknown) =>
+      Array.isArray(x) ? x : [x],
+    );
+    return readings
+      .filter((x: unknown) => !!x && typeof x === 'object')
+      .map((x: Record<string, any>) => ({ key: g.key, ...x }));
   });
 }

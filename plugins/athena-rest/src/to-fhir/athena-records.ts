@@ -26,7 +26,15 @@ import type {
   Reference,
   Resource,
 } from '@medplum/fhirtypes';
-import { AH_PATIENT_SYSTEM, athenaDateTimeToFhir, athenaDateToFhir, athenaSystem, parseAthenaWallTime, stableUuid, wallTimeToInstant } from '@ferry/fhir-vendor-kit';
+import {
+  AH_PATIENT_SYSTEM,
+  athenaDateTimeToFhir,
+  athenaDateToFhir,
+  athenaSystem,
+  parseAthenaWallTime,
+  stableUuid,
+  wallTimeToInstant,
+} from '@ferry/fhir-vendor-kit';
 import { athenaChartToFhir, athenaDocumentToFhir, chartEntityId } from './athena-chart';
 
 export const AthenaContentType = {
@@ -58,7 +66,8 @@ export interface AthenaEnvelope {
 export const NPI_SYSTEM = 'http://hl7.org/fhir/sid/us-npi';
 const TIMEZONE_EXT = 'http://hl7.org/fhir/StructureDefinition/timezone';
 
-const str = (v: unknown): string | undefined => (v === undefined || v === null || v === '' ? undefined : String(v).trim() || undefined);
+const str = (v: unknown): string | undefined =>
+  v === undefined || v === null || v === '' ? undefined : String(v).trim() || undefined;
 const num = (v: unknown): number | undefined => {
   if (v === undefined || v === null || v === '') return undefined;
   const n = typeof v === 'number' ? v : Number(String(v).trim());
@@ -66,7 +75,12 @@ const num = (v: unknown): number | undefined => {
 };
 const safeId = (s: string) => s.replace(/[^A-Za-z0-9\-.]/g, '-').slice(0, 64);
 
-function identifierRef(type: 'Patient' | 'Practitioner' | 'Location', system: string, value: string, display?: string): Reference<any> {
+function identifierRef(
+  type: 'Patient' | 'Practitioner' | 'Location',
+  system: string,
+  value: string,
+  display?: string,
+): Reference<any> {
   return { type, identifier: { system, value }, ...(display ? { display } : {}) };
 }
 
@@ -74,7 +88,10 @@ function entryFor(resource: Resource & { identifier?: Identifier[] }, key: Ident
   return {
     fullUrl: `urn:uuid:${stableUuid(`${key.system}|${key.value}`)}`,
     resource,
-    request: { method: 'PUT', url: `${resource.resourceType}?identifier=${encodeURIComponent(`${key.system}|${key.value}`)}` },
+    request: {
+      method: 'PUT',
+      url: `${resource.resourceType}?identifier=${encodeURIComponent(`${key.system}|${key.value}`)}`,
+    },
   };
 }
 
@@ -97,7 +114,12 @@ export function athenaPatientToFhir(p: string, r: Record<string, any>): Patient 
   const names: HumanName[] = [];
   const given = [str(r.firstname), str(r.middlename)].filter((x): x is string => !!x);
   if (str(r.lastname) || given.length) {
-    names.push({ use: 'official', family: str(r.lastname), given: given.length ? given : undefined, suffix: str(r.suffix) ? [str(r.suffix)!] : undefined });
+    names.push({
+      use: 'official',
+      family: str(r.lastname),
+      given: given.length ? given : undefined,
+      suffix: str(r.suffix) ? [str(r.suffix)!] : undefined,
+    });
   }
   if (str(r.preferredname)) names.push({ use: 'usual', given: [str(r.preferredname)!], family: str(r.lastname) });
   const telecom: ContactPoint[] = [];
@@ -112,16 +134,35 @@ export function athenaPatientToFhir(p: string, r: Record<string, any>): Patient 
   const line = [str(r.address1), str(r.address2)].filter((x): x is string => !!x);
   const address: Address[] =
     line.length || str(r.city) || str(r.zip)
-      ? [{ use: 'home', line: line.length ? line : undefined, city: str(r.city), state: str(r.state), postalCode: str(r.zip), country: str(r.countrycode3166) ?? str(r.countrycode) }]
+      ? [
+          {
+            use: 'home',
+            line: line.length ? line : undefined,
+            city: str(r.city),
+            state: str(r.state),
+            postalCode: str(r.zip),
+            country: str(r.countrycode3166) ?? str(r.countrycode),
+          },
+        ]
       : [];
   const sex = str(r.sex)?.toUpperCase();
   const ms = MARITAL[str(r.maritalstatus)?.toUpperCase() ?? ''];
   const status = str(r.status)?.toLowerCase();
   const identifier: Identifier[] = [
-    { use: 'usual', system: athenaSystem('patient', p), value: pid, type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR', display: 'Medical record number' }] } },
+    {
+      use: 'usual',
+      system: athenaSystem('patient', p),
+      value: pid,
+      type: {
+        coding: [
+          { system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR', display: 'Medical record number' },
+        ],
+      },
+    },
     { system: AH_PATIENT_SYSTEM, value: `a-${p}.E-${pid}` },
   ];
-  if (str(r.enterpriseid) && str(r.enterpriseid) !== pid) identifier.push({ system: `urn:athenahealth:athenanet:enterprise:${p}`, value: str(r.enterpriseid) });
+  if (str(r.enterpriseid) && str(r.enterpriseid) !== pid)
+    identifier.push({ system: `urn:athenahealth:athenanet:enterprise:${p}`, value: str(r.enterpriseid) });
   const deceased = athenaDateToFhir(r.deceaseddate, 'deceaseddate');
   return {
     resourceType: 'Patient',
@@ -134,7 +175,17 @@ export function athenaPatientToFhir(p: string, r: Record<string, any>): Patient 
     birthDate: athenaDateToFhir(r.dob, 'dob'),
     ...(deceased ? { deceasedDateTime: deceased } : {}),
     address: address.length ? address : undefined,
-    maritalStatus: ms ? { coding: [{ system: ms.system ?? 'http://terminology.hl7.org/CodeSystem/v3-MaritalStatus', code: ms.code, display: ms.display }] } : undefined,
+    maritalStatus: ms
+      ? {
+          coding: [
+            {
+              system: ms.system ?? 'http://terminology.hl7.org/CodeSystem/v3-MaritalStatus',
+              code: ms.code,
+              display: ms.display,
+            },
+          ],
+        }
+      : undefined,
   };
 }
 
@@ -160,31 +211,58 @@ export function appointmentStatus(s: unknown): Appointment['status'] {
   }
 }
 
-export function athenaAppointmentToFhir(p: string, r: Record<string, any>, department: Record<string, any> | undefined): Appointment {
+export function athenaAppointmentToFhir(
+  p: string,
+  r: Record<string, any>,
+  department: Record<string, any> | undefined,
+): Appointment {
   const aid = str(r.appointmentid);
   if (!aid) throw inputError('ATHENA_NO_ID', 'athena appointment without appointmentid');
   const tz = str(department?.timezonename);
   if (!tz) {
-    throw inputError('ATHENA_NO_TIMEZONE', `appointment ${aid}: department ${str(r.departmentid) ?? '?'} has no timezonename`, { departmentid: r.departmentid });
+    throw inputError(
+      'ATHENA_NO_TIMEZONE',
+      `appointment ${aid}: department ${str(r.departmentid) ?? '?'} has no timezonename`,
+      { departmentid: r.departmentid },
+    );
   }
   const start = wallTimeToInstant(parseAthenaWallTime(r.date, r.starttime, 'date/starttime'), tz);
   const minutes = num(r.duration);
   const participant: AppointmentParticipant[] = [];
   if (str(r.patientid)) {
-    participant.push({ actor: identifierRef('Patient', athenaSystem('patient', p), str(r.patientid)!), required: 'required', status: 'accepted' });
+    participant.push({
+      actor: identifierRef('Patient', athenaSystem('patient', p), str(r.patientid)!),
+      required: 'required',
+      status: 'accepted',
+    });
   }
   if (str(r.providerid)) {
-    participant.push({ actor: identifierRef('Practitioner', athenaSystem('provider', p), str(r.providerid)!), required: 'required', status: 'accepted' });
+    participant.push({
+      actor: identifierRef('Practitioner', athenaSystem('provider', p), str(r.providerid)!),
+      required: 'required',
+      status: 'accepted',
+    });
   }
   if (str(r.departmentid)) {
-    participant.push({ actor: identifierRef('Location', athenaSystem('department', p), str(r.departmentid)!, str(department?.name)), required: 'required', status: 'accepted' });
+    participant.push({
+      actor: identifierRef('Location', athenaSystem('department', p), str(r.departmentid)!, str(department?.name)),
+      required: 'required',
+      status: 'accepted',
+    });
   }
   if (!participant.length) participant.push({ status: 'needs-action', type: [{ text: 'open slot' }] });
   const status = appointmentStatus(r.appointmentstatus);
   const typeText = str(r.appointmenttype) ?? str(r.patientappointmenttypename);
   const serviceType: CodeableConcept[] | undefined =
     typeText || str(r.appointmenttypeid)
-      ? [{ text: typeText, coding: str(r.appointmenttypeid) ? [{ system: athenaSystem('appointmenttype', p), code: str(r.appointmenttypeid), display: typeText }] : undefined }]
+      ? [
+          {
+            text: typeText,
+            coding: str(r.appointmenttypeid)
+              ? [{ system: athenaSystem('appointmenttype', p), code: str(r.appointmenttypeid), display: typeText }]
+              : undefined,
+          },
+        ]
       : undefined;
   return {
     resourceType: 'Appointment',
@@ -192,7 +270,8 @@ export function athenaAppointmentToFhir(p: string, r: Record<string, any>, depar
     identifier: [{ system: athenaSystem('appointment', p), value: aid }],
     status,
     serviceType,
-    cancelationReason: status === 'cancelled' && str(r.cancelreasonname) ? { text: str(r.cancelreasonname) } : undefined,
+    cancelationReason:
+      status === 'cancelled' && str(r.cancelreasonname) ? { text: str(r.cancelreasonname) } : undefined,
     start: start.toISOString(),
     // FHIR app-2: start and end together. athena always sends a duration; without one the end is the start.
     end: new Date(start.getTime() + (minutes ?? 0) * 60_000).toISOString(),
@@ -215,45 +294,99 @@ const LAB_STATUS: Record<string, DiagnosticReport['status']> = {
   review: 'preliminary',
 };
 
-const INTERPRETATION: Record<string, string> = { high: 'H', h: 'H', low: 'L', l: 'L', abnormal: 'A', a: 'A', critical: 'AA', n: 'N', normal: 'N', hh: 'HH', ll: 'LL' };
+const INTERPRETATION: Record<string, string> = {
+  high: 'H',
+  h: 'H',
+  low: 'L',
+  l: 'L',
+  abnormal: 'A',
+  a: 'A',
+  critical: 'AA',
+  n: 'N',
+  normal: 'N',
+  hh: 'HH',
+  ll: 'LL',
+};
 
-export function athenaLabResultToFhir(p: string, r: Record<string, any>, department: Record<string, any> | undefined): { report: DiagnosticReport; observations: Observation[] } {
+export function athenaLabResultToFhir(
+  p: string,
+  r: Record<string, any>,
+  department: Record<string, any> | undefined,
+): { report: DiagnosticReport; observations: Observation[] } {
   const lid = str(r.labresultid);
   if (!lid) throw inputError('ATHENA_NO_ID', 'athena lab result without labresultid');
   const pid = str(r.patientid);
   const tz = str(department?.timezonename);
-  const when = athenaDateTimeToFhir(r.observationdatetime ?? r.labresultdatetime ?? r.resultdate, tz, 'observationdatetime');
+  const when = athenaDateTimeToFhir(
+    r.observationdatetime ?? r.labresultdatetime ?? r.resultdate,
+    tz,
+    'observationdatetime',
+  );
   const status = LAB_STATUS[str(r.status ?? r.labresultstatus)?.toLowerCase() ?? ''] ?? 'unknown';
-  const obsStatus: Observation['status'] = status === 'registered' ? 'registered' : status === 'partial' ? 'preliminary' : status === 'cancelled' ? 'cancelled' : status === 'unknown' ? 'unknown' : (status as Observation['status']);
+  const obsStatus: Observation['status'] =
+    status === 'registered'
+      ? 'registered'
+      : status === 'partial'
+        ? 'preliminary'
+        : status === 'cancelled'
+          ? 'cancelled'
+          : status === 'unknown'
+            ? 'unknown'
+            : (status as Observation['status']);
   const subject = pid ? identifierRef('Patient', athenaSystem('patient', p), pid) : undefined;
   const loinc = str(r.labresultloinc) ?? str(r.loinc);
   const text = str(r.description) ?? str(r.labresultname) ?? (loinc ? `LOINC ${loinc}` : 'Lab result');
-  const labCategory: CodeableConcept[] = [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0074', code: 'LAB', display: 'Laboratory' }] }];
-  const observations: Observation[] = (Array.isArray(r.analytes) ? r.analytes : []).map((a: Record<string, any>, i: number): Observation => {
-    const aid = str(a.analyteid) ?? `${lid}-${i + 1}`;
-    const aLoinc = str(a.loinc) ?? str(a.analyteloinc);
-    const aText = str(a.analytename) ?? str(a.description) ?? `Analyte ${i + 1}`;
-    const n = num(a.value);
-    const flag = INTERPRETATION[str(a.abnormalflag)?.toLowerCase() ?? ''];
-    const aWhen = athenaDateTimeToFhir(a.analytedatetime, tz, 'analytedatetime') ?? when;
-    return {
-      resourceType: 'Observation',
-      id: safeId(`athena-${p}-analyte-${aid}`),
-      identifier: [{ system: athenaSystem('analyte', p), value: aid }],
-      status: obsStatus,
-      category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'laboratory', display: 'Laboratory' }] }],
-      code: { text: aText, coding: aLoinc ? [{ system: 'http://loinc.org', code: aLoinc, display: aText }] : undefined },
-      subject,
-      effectiveDateTime: aWhen,
-      ...(n !== undefined && /^\s*-?\d+(\.\d+)?\s*$/.test(String(a.value))
-        ? { valueQuantity: { value: n, unit: str(a.units), ...(str(a.units) ? { system: 'http://unitsofmeasure.org', code: str(a.units) } : {}) } }
-        : str(a.value)
-          ? { valueString: str(a.value) }
-          : {}),
-      interpretation: flag ? [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation', code: flag }] }] : undefined,
-      referenceRange: str(a.referencerange) ? [{ text: str(a.referencerange) }] : undefined,
-    };
-  });
+  const labCategory: CodeableConcept[] = [
+    { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0074', code: 'LAB', display: 'Laboratory' }] },
+  ];
+  const observations: Observation[] = (Array.isArray(r.analytes) ? r.analytes : []).map(
+    (a: Record<string, any>, i: number): Observation => {
+      const aid = str(a.analyteid) ?? `${lid}-${i + 1}`;
+      const aLoinc = str(a.loinc) ?? str(a.analyteloinc);
+      const aText = str(a.analytename) ?? str(a.description) ?? `Analyte ${i + 1}`;
+      const n = num(a.value);
+      const flag = INTERPRETATION[str(a.abnormalflag)?.toLowerCase() ?? ''];
+      const aWhen = athenaDateTimeToFhir(a.analytedatetime, tz, 'analytedatetime') ?? when;
+      return {
+        resourceType: 'Observation',
+        id: safeId(`athena-${p}-analyte-${aid}`),
+        identifier: [{ system: athenaSystem('analyte', p), value: aid }],
+        status: obsStatus,
+        category: [
+          {
+            coding: [
+              {
+                system: 'http://terminology.hl7.org/CodeSystem/observation-category',
+                code: 'laboratory',
+                display: 'Laboratory',
+              },
+            ],
+          },
+        ],
+        code: {
+          text: aText,
+          coding: aLoinc ? [{ system: 'http://loinc.org', code: aLoinc, display: aText }] : undefined,
+        },
+        subject,
+        effectiveDateTime: aWhen,
+        ...(n !== undefined && /^\s*-?\d+(\.\d+)?\s*$/.test(String(a.value))
+          ? {
+              valueQuantity: {
+                value: n,
+                unit: str(a.units),
+                ...(str(a.units) ? { system: 'http://unitsofmeasure.org', code: str(a.units) } : {}),
+              },
+            }
+          : str(a.value)
+            ? { valueString: str(a.value) }
+            : {}),
+        interpretation: flag
+          ? [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation', code: flag }] }]
+          : undefined,
+        referenceRange: str(a.referencerange) ? [{ text: str(a.referencerange) }] : undefined,
+      };
+    },
+  );
   const report: DiagnosticReport = {
     resourceType: 'DiagnosticReport',
     id: safeId(`athena-${p}-labresult-${lid}`),
@@ -284,7 +417,10 @@ export function athenaDepartmentToFhir(p: string, r: Record<string, any>): Locat
     mode: 'instance',
     ...(tz ? { extension: [{ url: TIMEZONE_EXT, valueCode: tz }] } : {}),
     telecom: str(r.phone) ? [{ system: 'phone', value: str(r.phone) }] : undefined,
-    address: line.length || str(r.city) ? { line: line.length ? line : undefined, city: str(r.city), state: str(r.state), postalCode: str(r.zip) } : undefined,
+    address:
+      line.length || str(r.city)
+        ? { line: line.length ? line : undefined, city: str(r.city), state: str(r.state), postalCode: str(r.zip) }
+        : undefined,
   };
 }
 
@@ -299,7 +435,12 @@ export function athenaProviderToFhir(p: string, r: Record<string, any>): Practit
     id: safeId(`athena-${p}-provider-${prid}`),
     identifier,
     active: r.active === undefined ? true : r.active === true || r.active === 'true',
-    name: str(r.lastname) || given ? [{ family: str(r.lastname), given: given ? [given] : undefined, text: str(r.displayname) }] : str(r.displayname) ? [{ text: str(r.displayname) }] : undefined,
+    name:
+      str(r.lastname) || given
+        ? [{ family: str(r.lastname), given: given ? [given] : undefined, text: str(r.displayname) }]
+        : str(r.displayname)
+          ? [{ text: str(r.displayname) }]
+          : undefined,
     qualification: str(r.providertype) ? [{ code: { text: str(r.providertype) } }] : undefined,
   };
 }
@@ -314,7 +455,13 @@ export function parseEnvelope(body: Buffer, kind?: AthenaKind): AthenaEnvelope {
   } catch {
     throw inputError('ATHENA_NOT_JSON', 'athena message body is not JSON');
   }
-  if (!env || typeof env !== 'object' || typeof env.record !== 'object' || env.record === null || !str(env.practiceid)) {
+  if (
+    !env ||
+    typeof env !== 'object' ||
+    typeof env.record !== 'object' ||
+    env.record === null ||
+    !str(env.practiceid)
+  ) {
     throw inputError('ATHENA_BAD_ENVELOPE', 'athena message must be { practiceid, kind, record, department? }');
   }
   return { ...env, practiceid: String(env.practiceid), kind: kind ?? env.kind };
@@ -363,7 +510,11 @@ export function athenaEnvelopeToBundle(env: AthenaEnvelope): Bundle {
   const bundle: Bundle = { resourceType: 'Bundle', type: 'transaction', entry: entries };
   const outcome = validateBundle(bundle);
   if (outcome?.issue?.some((i) => i.severity === 'error' || i.severity === 'fatal')) {
-    throw inputError('ATHENA_FHIR_INVALID', `canonical ${env.kind} bundle failed FHIR validation: ${outcome.issue.length} issue(s)`, { outcome });
+    throw inputError(
+      'ATHENA_FHIR_INVALID',
+      `canonical ${env.kind} bundle failed FHIR validation: ${outcome.issue.length} issue(s)`,
+      { outcome },
+    );
   }
   return bundle;
 }
@@ -387,7 +538,10 @@ export function athenaHeaders(env: AthenaEnvelope): MessageHeaders {
               : env.kind === 'document'
                 ? (str(r.clinicaldocumentid) ?? str(r.adminid) ?? str(r.documentid))
                 : chartEntityId(env.kind, r);
-  const digest = createHash('sha256').update(JSON.stringify(sortKeys(r))).digest('hex').slice(0, 16);
+  const digest = createHash('sha256')
+    .update(JSON.stringify(sortKeys(r)))
+    .digest('hex')
+    .slice(0, 16);
   const pid = str(r.patientid);
   return {
     messageType: `athena.${env.kind}`,
@@ -402,6 +556,11 @@ export function athenaHeaders(env: AthenaEnvelope): MessageHeaders {
 
 function sortKeys(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(sortKeys);
-  if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v as object).sort().map((k) => [k, sortKeys((v as Record<string, unknown>)[k])]));
+  if (v && typeof v === 'object')
+    return Object.fromEntries(
+      Object.keys(v as object)
+        .sort()
+        .map((k) => [k, sortKeys((v as Record<string, unknown>)[k])]),
+    );
   return v;
 }

@@ -1,9 +1,17 @@
 /** Transform `athena-rest`: one transform for every athena REST content type (`application/vnd.athena.*+json`). */
 import type { MessageHeaders, MessageTransform, StoredMessage, TransformContext } from '@ferry/core';
 import type { Bundle } from '@medplum/fhirtypes';
-import { AthenaContentType, athenaEnvelopeToBundle, athenaHeaders, parseEnvelope, type AthenaKind } from '../to-fhir/athena-records';
+import {
+  AthenaContentType,
+  athenaEnvelopeToBundle,
+  athenaHeaders,
+  parseEnvelope,
+  type AthenaKind,
+} from '../to-fhir/athena-records';
 
-const KIND_BY_TYPE = new Map<string, AthenaKind>(Object.entries(AthenaContentType).map(([k, v]) => [v, k as AthenaKind]));
+const KIND_BY_TYPE = new Map<string, AthenaKind>(
+  Object.entries(AthenaContentType).map(([k, v]) => [v, k as AthenaKind]),
+);
 
 export class AthenaRestTransform implements MessageTransform {
   readonly name = 'athena-rest';

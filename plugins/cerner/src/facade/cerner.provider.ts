@@ -6,11 +6,20 @@
  * version answered 409 `conflict`) on every type Millennium writes (4.3), Patient and Appointment included.
  */
 import type { FacadeProviderRegistration } from '@ferry/core';
-import { connectionSchema, VENDOR_FHIR_FACADE_PARAMS, vendorFhirFacadeProvider, type NormalizeConfig, type VendorConnections } from '@ferry/fhir-vendor-kit';
+import {
+  connectionSchema,
+  VENDOR_FHIR_FACADE_PARAMS,
+  vendorFhirFacadeProvider,
+  type NormalizeConfig,
+  type VendorConnections,
+} from '@ferry/fhir-vendor-kit';
 import { CERNER_MRN_OID, CERNER_WRITE_TYPES, cernerProfile } from '../cerner-profile';
 
 /** @param connections the engine's `VendorConnections` (absent: each provider has its own). */
-export function cernerFacadeProvider(pluginConfig: Partial<NormalizeConfig>, connections?: () => VendorConnections): FacadeProviderRegistration {
+export function cernerFacadeProvider(
+  pluginConfig: Partial<NormalizeConfig>,
+  connections?: () => VendorConnections,
+): FacadeProviderRegistration {
   return vendorFhirFacadeProvider(
     {
       profile: cernerProfile,
@@ -20,7 +29,10 @@ export function cernerFacadeProvider(pluginConfig: Partial<NormalizeConfig>, con
       updateTypes: CERNER_WRITE_TYPES,
       updateNote: 'Millennium updates with If-Match; a stale version is 409 (vendor-apis.md 4.3)',
     },
-    () => ({ mrnSystems: pluginConfig.mrnSystems ?? [CERNER_MRN_OID], canonicalMrnSystem: pluginConfig.canonicalMrnSystem ?? cernerProfile.canonicalMrnSystem }),
+    () => ({
+      mrnSystems: pluginConfig.mrnSystems ?? [CERNER_MRN_OID],
+      canonicalMrnSystem: pluginConfig.canonicalMrnSystem ?? cernerProfile.canonicalMrnSystem,
+    }),
     connectionSchema({ method: 'client_secret_basic', refreshSkewSec: 120 }),
     { sourceTypes: ['cerner-fhir-poll', 'cerner-bulk-export'], sinkTypes: ['cerner-fhir-write'] },
   );

@@ -3,7 +3,12 @@
  * schema allows Group export only). Cerner needs a system read scope for every exported type.
  */
 import { coreTokens, FerryError, type SourceContext } from '@ferry/core';
-import { BulkExportSource, type BulkSourceConfig, vendorConnectionsToken, type VendorConnections } from '@ferry/fhir-vendor-kit';
+import {
+  BulkExportSource,
+  type BulkSourceConfig,
+  vendorConnectionsToken,
+  type VendorConnections,
+} from '@ferry/fhir-vendor-kit';
 import { inject, injectable } from 'tsyringe';
 import { cernerProfile } from '../cerner-profile';
 
@@ -16,8 +21,14 @@ export class CernerBulkSource extends BulkExportSource {
     super(ctx, cernerProfile, shared);
     // Cerner needs a system read scope for every exported type (not Group.read): say so at startup.
     const scopes = ctx.config.auth.scopes;
-    const missing = ctx.config.bulk.types.filter((t) => !scopes.includes(`system/${t}.read`) && !scopes.includes(`system/${t}.rs`));
+    const missing = ctx.config.bulk.types.filter(
+      (t) => !scopes.includes(`system/${t}.read`) && !scopes.includes(`system/${t}.rs`),
+    );
     if (scopes.length && missing.length)
-      throw new FerryError('CONFIG_BULK_SCOPES', `sources.${ctx.id}: exporting ${missing.join(', ')} needs ${missing.map((t) => `system/${t}.read`).join(' ')} in auth.scopes`, { kind: 'config', retryable: false });
+      throw new FerryError(
+        'CONFIG_BULK_SCOPES',
+        `sources.${ctx.id}: exporting ${missing.join(', ')} needs ${missing.map((t) => `system/${t}.read`).join(' ')} in auth.scopes`,
+        { kind: 'config', retryable: false },
+      );
   }
 }

@@ -1,6 +1,11 @@
 /** `type: cerner-fhir-poll`: the vendor kit's checkpointed FHIR poller with Cerner's profile, search shapes and page cap. */
 import { coreTokens, type SourceContext } from '@ferry/core';
-import { FhirPollSource, type PollSourceConfig, vendorConnectionsToken, type VendorConnections } from '@ferry/fhir-vendor-kit';
+import {
+  FhirPollSource,
+  type PollSourceConfig,
+  vendorConnectionsToken,
+  type VendorConnections,
+} from '@ferry/fhir-vendor-kit';
 import { inject, injectable } from 'tsyringe';
 import { cernerProfile, cernerSpecProblem } from '../cerner-profile';
 
@@ -11,6 +16,14 @@ export class CernerPollSource extends FhirPollSource {
     @inject(vendorConnectionsToken) shared?: VendorConnections,
   ) {
     // Cerner caps _count at 200.
-    super({ ...ctx, config: { ...ctx.config, pageSize: Math.min(200, ctx.config.pageSize) } } as SourceContext<PollSourceConfig>, cernerProfile, cernerSpecProblem, shared);
+    super(
+      {
+        ...ctx,
+        config: { ...ctx.config, pageSize: Math.min(200, ctx.config.pageSize) },
+      } as SourceContext<PollSourceConfig>,
+      cernerProfile,
+      cernerSpecProblem,
+      shared,
+    );
   }
 }

@@ -8,6 +8,9 @@ import { cernerProfile } from '../cerner-profile';
 export class CernerFhirTransform extends VendorFhirTransform {
   readonly name = 'cerner-fhir';
   constructor(@inject(coreTokens.PluginConfig) cfg: Partial<NormalizeConfig>) {
-    super(cernerProfile, cfg, { mrnSystems: cernerProfile.mrnSystems, canonicalMrnSystem: cernerProfile.canonicalMrnSystem });
+    super(cernerProfile, cfg, {
+      mrnSystems: cernerProfile.mrnSystems,
+      canonicalMrnSystem: cernerProfile.canonicalMrnSystem,
+    });
   }
 }

@@ -8,11 +8,16 @@ describe('ferry epic jwks', () => {
   it('prints the public JWK Set of the keys in the config (no private parts)', async () => {
     const k = await testKey('prod-key-2026');
     const cfg = path.join(k.dir, 'ferry.yaml');
-    writeFileSync(cfg, `sources:\n  epic:\n    type: epic-bulk-export\n    auth: { privateKeyFile: ${k.file}, kid: prod-key-2026 }\n`);
+    writeFileSync(
+      cfg,
+      `sources:\n  epic:\n    type: epic-bulk-export\n    auth: { privateKeyFile: ${k.file}, kid: prod-key-2026 }\n`,
+    );
     const out: string[] = [];
     const spy = jest.spyOn(process.stdout, 'write').mockImplementation((s: any) => (out.push(String(s)), true));
     try {
-      expect(await epicJwksCommand.run(['jwks'], {}, { configFile: cfg, logger: silentLogger(), transforms: [] })).toBe(0);
+      expect(await epicJwksCommand.run(['jwks'], {}, { configFile: cfg, logger: silentLogger(), transforms: [] })).toBe(
+        0,
+      );
     } finally {
       spy.mockRestore();
     }
@@ -25,7 +30,15 @@ describe('ferry epic jwks', () => {
 
   it('is registered by the plugin as `epic <action>`', () => {
     const cmds: string[] = [];
-    void epicPlugin.register({ addCommand: (c: any) => cmds.push(c.name), addSourceType() {}, addSinkType() {}, addTransform() {}, registerFacadeProvider() {}, provide() {}, config: {} } as any);
+    void epicPlugin.register({
+      addCommand: (c: any) => cmds.push(c.name),
+      addSourceType() {},
+      addSinkType() {},
+      addTransform() {},
+      registerFacadeProvider() {},
+      provide() {},
+      config: {},
+    } as any);
     expect(cmds).toEqual(['epic <action>']);
   });
 });

@@ -30,7 +30,10 @@ export const epicJwksCommand: CliCommand = {
   name: 'epic <action>',
   description: 'epic jwks: print the public JWK Set of the signing key(s) (from --key or the config file)',
   options: [
-    { flags: '--key <file>', description: 'private key file (PEM or JWK); default: every epic source/sink auth in the config' },
+    {
+      flags: '--key <file>',
+      description: 'private key file (PEM or JWK); default: every epic source/sink auth in the config',
+    },
     { flags: '--key-env <name>', description: 'environment variable holding the private key' },
     { flags: '--kid <kid>', description: 'key id (default: the JWK kid or its thumbprint)' },
     { flags: '--alg <alg>', description: 'RS384 (default) or ES384' },
@@ -42,7 +45,14 @@ export const epicJwksCommand: CliCommand = {
     }
     const entries: KeyEntry[] =
       options.key || options.keyEnv
-        ? [{ privateKeyFile: options.key as string | undefined, privateKeyEnv: options.keyEnv as string | undefined, kid: options.kid as string | undefined, alg: options.alg as AssertionAlg | undefined }]
+        ? [
+            {
+              privateKeyFile: options.key as string | undefined,
+              privateKeyEnv: options.keyEnv as string | undefined,
+              kid: options.kid as string | undefined,
+              alg: options.alg as AssertionAlg | undefined,
+            },
+          ]
         : ctx.configFile
           ? keysFromConfig(ctx.configFile)
           : [];

@@ -12,7 +12,12 @@ describe('epic write-back sink', () => {
     sim.registerClient('wb', key.jwks);
     await sim.start();
     patientId = seedEpicSandbox(sim).patientId;
-    const config = { ...connConfig({ baseUrl: sim.baseUrl, clientId: 'wb' }, { privateKey: key.pem, kid: 'wb' }), resourceTypes: ['Observation', 'Condition'], mrnSystem: '', canonicalMrnSystem: 'urn:ferry:id:mrn' };
+    const config = {
+      ...connConfig({ baseUrl: sim.baseUrl, clientId: 'wb' }, { privateKey: key.pem, kid: 'wb' }),
+      resourceTypes: ['Observation', 'Condition'],
+      mrnSystem: '',
+      canonicalMrnSystem: 'urn:ferry:id:mrn',
+    };
     sink = new EpicWriteBackSink({ id: 'epic-out', config, logger: silentLogger() });
   });
   afterAll(() => sim.stop());
@@ -21,8 +26,20 @@ describe('epic write-back sink', () => {
     deliveryId: 'd1',
     attempt: 1,
     routeId: 'r',
-    bundle: { resourceType: 'Bundle', type: 'collection', entry: resources.map((resource) => ({ resource: resource as any })) },
-    message: { id: 'm1', seq: 1, sourceId: 's', contentType: 'x', headers: {}, receivedAt: new Date(), status: 'routed' },
+    bundle: {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: resources.map((resource) => ({ resource: resource as any })),
+    },
+    message: {
+      id: 'm1',
+      seq: 1,
+      sourceId: 's',
+      contentType: 'x',
+      headers: {},
+      receivedAt: new Date(),
+      status: 'routed',
+    },
   });
   const obs = (pid: string) => ({
     resourceType: 'Observation',
@@ -62,11 +79,24 @@ describe('epic write-back sink', () => {
   });
 
   it('refuses resource types Epic does not accept writes for', () => {
-    expect(() => new EpicWriteBackSink({ id: 'x', config: { ...(sink as any).ctx.config, resourceTypes: ['Patient'] }, logger: silentLogger() })).toThrow(/does not accept writes of Patient/);
+    expect(
+      () =>
+        new EpicWriteBackSink({
+          id: 'x',
+          config: { ...(sink as any).ctx.config, resourceTypes: ['Patient'] },
+          logger: silentLogger(),
+        }),
+    ).toThrow(/does not accept writes of Patient/);
   });
 
   it('on a retry, reconciles by reading: an Observation already created (same identifier) is not created twice', async () => {
-    const withId = { ...obs(`epic-${patientId}`), identifier: [{ system: 'urn:example:lab-result', value: 'R-42' }], category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'laboratory' }] }] };
+    const withId = {
+      ...obs(`epic-${patientId}`),
+      identifier: [{ system: 'urn:example:lab-result', value: 'R-42' }],
+      category: [
+        { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'laboratory' }] },
+      ],
+    };
     const count = () => sim.store.all('Observation').filter((o) => o.identifier?.[0]?.value === 'R-42').length;
     await sink.deliver(delivery([withId]));
     expect(count()).toBe(1);

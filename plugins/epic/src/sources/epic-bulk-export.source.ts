@@ -1,6 +1,11 @@
 /** `type: epic-bulk-export`: the vendor kit's Bulk Data export source with Epic's profile. */
 import { coreTokens, type SourceContext } from '@ferry/core';
-import { BulkExportSource, type BulkSourceConfig, vendorConnectionsToken, type VendorConnections } from '@ferry/fhir-vendor-kit';
+import {
+  BulkExportSource,
+  type BulkSourceConfig,
+  vendorConnectionsToken,
+  type VendorConnections,
+} from '@ferry/fhir-vendor-kit';
 import { inject, injectable } from 'tsyringe';
 import { epicProfile } from '../epic-profile';
 

@@ -34,20 +34,40 @@ describe('epic bulk export volume into the real SQLite store', () => {
   it('streams every resource into the store with bounded memory', async () => {
     const key = await testKey('vol');
     sim.registerClient('vol', key.jwks);
-    const { ctx } = sourceHarness<BulkSourceConfig>(store, 'epic-big', {
-      ...connConfig({ baseUrl: sim.baseUrl, clientId: 'vol' }, { privateKey: key.pem, kid: 'vol' }),
-      bulk: { level: 'group', groupId: 'big', types: ['Patient', 'Observation'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 1000, batchSize: 1000, deleteWhenDone: true },
-    }, { duplicates: 'off' });
+    const { ctx } = sourceHarness<BulkSourceConfig>(
+      store,
+      'epic-big',
+      {
+        ...connConfig({ baseUrl: sim.baseUrl, clientId: 'vol' }, { privateKey: key.pem, kid: 'vol' }),
+        bulk: {
+          level: 'group',
+          groupId: 'big',
+          types: ['Patient', 'Observation'],
+          typeFilter: [],
+          intervalMs: 0,
+          pollMinMs: 20,
+          pollMaxMs: 1000,
+          batchSize: 1000,
+          deleteWhenDone: true,
+        },
+      },
+      { duplicates: 'off' },
+    );
     const src = new EpicBulkSource(ctx);
     const base = process.memoryUsage();
     let peakHeap = 0;
-    const timer = setInterval(() => (peakHeap = Math.max(peakHeap, process.memoryUsage().heapUsed - base.heapUsed)), 25);
+    const timer = setInterval(
+      () => (peakHeap = Math.max(peakHeap, process.memoryUsage().heapUsed - base.heapUsed)),
+      25,
+    );
     const t0 = Date.now();
     const stored = await src.cycle().finally(() => clearInterval(timer));
     const ms = Date.now() - t0;
     expect(stored).toBe(Number(process.env.VOL ?? 10_000) + 1);
     expect((await store.stats()).messages.received).toBe(stored);
-    console.log(`bulk source -> SQLite: ${stored} resources in ${ms} ms (${Math.round((stored * 1000) / ms)}/s), peak heap delta ${(peakHeap / 1e6).toFixed(1)} MB`);
+    console.log(
+      `bulk source -> SQLite: ${stored} resources in ${ms} ms (${Math.round((stored * 1000) / ms)}/s), peak heap delta ${(peakHeap / 1e6).toFixed(1)} MB`,
+    );
     expect(peakHeap).toBeLessThan(150e6);
     // (the rate is a figure in the log line above, not asserted: speed belongs in bench/)
   });

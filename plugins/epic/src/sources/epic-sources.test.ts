@@ -13,7 +13,12 @@ import { EpicPollSource } from './epic-fhir-poll.source';
 import type { BulkSourceConfig, PollSourceConfig } from '@ferry/fhir-vendor-kit';
 
 describe('epic sources on a real SQLite store', () => {
-  const sim = new EpicSimulator({ pageSize: 20, bulkPollsUntilDone: 1, bulkRetryAfterSec: 0, bulkMaxLinesPerFile: 1000 });
+  const sim = new EpicSimulator({
+    pageSize: 20,
+    bulkPollsUntilDone: 1,
+    bulkRetryAfterSec: 0,
+    bulkMaxLinesPerFile: 1000,
+  });
   let dir: string;
   let key: Awaited<ReturnType<typeof testKey>>;
   let patientId: string;
@@ -53,7 +58,14 @@ describe('epic sources on a real SQLite store', () => {
   const base = () => connConfig({ baseUrl: sim.baseUrl, clientId: 'src-client' }, { privateKey: key.pem, kid: 'src' });
 
   describe('polling', () => {
-    const cfg = (): PollSourceConfig => ({ ...base(), intervalMs: 60_000, patients: [patientId], resources: [{ type: 'Patient' }, { type: 'Observation', category: 'vital-signs' }], pageSize: 20, initialSince: '' });
+    const cfg = (): PollSourceConfig => ({
+      ...base(),
+      intervalMs: 60_000,
+      patients: [patientId],
+      resources: [{ type: 'Patient' }, { type: 'Observation', category: 'vital-signs' }],
+      pageSize: 20,
+      initialSince: '',
+    });
 
     it('stores each resource once, commits the checkpoint with the messages, then only picks up changes', async () => {
       for (let i = 0; i < 45; i++) sim.store.put(epicVital(patientId, i));
@@ -64,7 +76,9 @@ describe('epic sources on a real SQLite store', () => {
       const msgs = await store.listMessages({ sourceId: 'epic-poll', limit: 1000 });
       expect(msgs).toHaveLength(46);
       expect(msgs[0].contentType).toBe('application/vnd.epic.fhir+json');
-      expect(msgs.find((m) => m.headers.messageType === 'Observation')?.headers.orderingKey).toBe(`Patient/epic-${patientId}`);
+      expect(msgs.find((m) => m.headers.messageType === 'Observation')?.headers.orderingKey).toBe(
+        `Patient/epic-${patientId}`,
+      );
       const cp = JSON.parse((await store.getCheckpoint('epic-poll', 'poll:Observation:vital-signs'))!);
       expect(cp.since).toMatch(/^\d{4}-/);
       // Nothing changed: nothing new (the ids at the boundary instant are skipped).
@@ -79,7 +93,10 @@ describe('epic sources on a real SQLite store', () => {
 
     it('filters by lastUpdated itself when the server ignores _lastUpdated (Epic 4122)', async () => {
       const store = await openStore();
-      const { ctx } = sourceHarness(store, 'epic-poll3', { ...cfg(), resources: [{ type: 'Observation', category: 'vital-signs', params: { issued: 'ge2000-01-01' } }] });
+      const { ctx } = sourceHarness(store, 'epic-poll3', {
+        ...cfg(),
+        resources: [{ type: 'Observation', category: 'vital-signs', params: { issued: 'ge2000-01-01' } }],
+      });
       const src = new EpicPollSource(ctx);
       const first = await src.cycle();
       expect(first).toBeGreaterThan(0);
@@ -105,8 +122,28 @@ describe('epic sources on a real SQLite store', () => {
     it('logs a run of failed cycles once (naming the failing resource types) and its end once', async () => {
       const store = await openStore();
       const lines: { level: string; message: string; failures?: number; error?: string }[] = [];
-      const conn = connConfig({ baseUrl: sim.baseUrl, clientId: 'src-client', http: { timeoutMs: 5000, maxAttempts: 1, maxRetryAfterMs: 0 } }, { privateKey: key.pem, kid: 'src' });
-      const ctx = { ...sourceHarness(store, 'epic-outage', { ...cfg(), ...conn, intervalMs: 20 }).ctx, logger: createLogger({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(...c.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l))), cb()) })) };
+      const conn = connConfig(
+        { baseUrl: sim.baseUrl, clientId: 'src-client', http: { timeoutMs: 5000, maxAttempts: 1, maxRetryAfterMs: 0 } },
+        { privateKey: key.pem, kid: 'src' },
+      );
+      const ctx = {
+        ...sourceHarness(store, 'epic-outage', { ...cfg(), ...conn, intervalMs: 20 }).ctx,
+        logger: createLogger(
+          { level: 'info' },
+          new Writable({
+            write: (c: Buffer, _e, cb) => (
+              lines.push(
+                ...c
+                  .toString()
+                  .split('\n')
+                  .filter(Boolean)
+                  .map((l) => JSON.parse(l)),
+              ),
+              cb()
+            ),
+          }),
+        ),
+      };
       // Observations fail (a scope revoked, the server struggling), Patients still come.
       sim.server.inject({ match: '/Observation', status: 503, times: 1_000_000 });
       const src = new EpicPollSource(ctx);
@@ -119,15 +156,23 @@ describe('epic sources on a real SQLite store', () => {
         expect(src.stats()).toMatchObject({ 'Patient.up': 1, 'Observation:vital-signs.up': 0 });
         expect(src.describe().resourceTypes).toEqual([
           expect.objectContaining({ spec: 'Patient', state: 'ok', consecutiveFailures: 0 }),
-          expect.objectContaining({ spec: 'Observation:vital-signs', state: 'failing', lastErrorCode: 'FERRY_E_VENDOR_UNAVAILABLE' }),
+          expect.objectContaining({
+            spec: 'Observation:vital-signs',
+            state: 'failing',
+            lastErrorCode: 'FERRY_E_VENDOR_UNAVAILABLE',
+          }),
         ]);
         sim.server.clearFaults();
-        for (let i = 0; i < 100 && !lines.some((l) => l.message.endsWith('recovered')); i++) await new Promise((r) => setTimeout(r, 20));
+        for (let i = 0; i < 100 && !lines.some((l) => l.message.endsWith('recovered')); i++)
+          await new Promise((r) => setTimeout(r, 20));
       } finally {
         await src.stop();
       }
       const told = lines.filter((l) => l.level !== 'debug' && l.message.startsWith('epic source cycle failed'));
-      expect(told.map((l) => `${l.level} ${l.message}`)).toEqual(['error epic source cycle failed', 'info epic source cycle failed: recovered']);
+      expect(told.map((l) => `${l.level} ${l.message}`)).toEqual([
+        'error epic source cycle failed',
+        'info epic source cycle failed: recovered',
+      ]);
       expect(told[0].error).toMatch(/1 of 2 resource types failed to poll \(Observation:vital-signs\)/);
       expect(told[1].failures).toBeGreaterThanOrEqual(3);
       expect(lines.filter((l) => l.message.includes('poll of a resource type failed'))).toEqual([]);
@@ -147,63 +192,96 @@ describe('epic sources on a real SQLite store', () => {
   describe('bulk export', () => {
     const cfg = (): BulkSourceConfig => ({
       ...base(),
-      bulk: { level: 'group', groupId: 'g-resume', types: ['Patient', 'Observation'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 2000, batchSize: 250, deleteWhenDone: true },
+      bulk: {
+        level: 'group',
+        groupId: 'g-resume',
+        types: ['Patient', 'Observation'],
+        typeFilter: [],
+        intervalMs: 0,
+        pollMinMs: 20,
+        pollMaxMs: 2000,
+        batchSize: 250,
+        deleteWhenDone: true,
+      },
     });
 
-    it.each(['sqlite', 'postgres'] as const)('%s: killed mid-export, a new source on the same store resumes the job: nothing lost, nothing twice; next export uses _since', async (kind) => {
-      const id = `epic-bulk-${kind}`;
-      const kicks0 = sim.requests.filter((r) => r.path.endsWith('/$export')).length;
-      sim.groups.set('g-resume', [patientId]);
-      sim.addSyntheticVitals(3000, patientId);
-      const storeA = await openStore(kind);
-      const a = sourceHarness(storeA, id, cfg(), { killOnSubmit: 6 });
-      const srcA = new EpicBulkSource(a.ctx);
-      await expect(srcA.cycle()).rejects.toThrow('killed');
-      const real = sim.store.all('Observation').length; // the polling test's vitals are in the group too
-      const total = 1 + real + 3000;
-      const storedA = (await storeA.listMessages({ sourceId: id, limit: 10_000 })).length;
-      // Files: Patient (1 line), the real vitals, then 3 synthetic files of 1000. Killed on the 6th
-      // batch: Patient + real vitals + 3 batches of 250 of the first synthetic file are stored.
-      expect(storedA).toBe(1 + real + 750);
-      const job = JSON.parse((await storeA.getCheckpoint(id, 'bulk:job'))!);
-      expect(job.file).toBe(2);
-      expect(job.line).toBe(750);
-      await storeA.close();
+    it.each(['sqlite', 'postgres'] as const)(
+      '%s: killed mid-export, a new source on the same store resumes the job: nothing lost, nothing twice; next export uses _since',
+      async (kind) => {
+        const id = `epic-bulk-${kind}`;
+        const kicks0 = sim.requests.filter((r) => r.path.endsWith('/$export')).length;
+        sim.groups.set('g-resume', [patientId]);
+        sim.addSyntheticVitals(3000, patientId);
+        const storeA = await openStore(kind);
+        const a = sourceHarness(storeA, id, cfg(), { killOnSubmit: 6 });
+        const srcA = new EpicBulkSource(a.ctx);
+        await expect(srcA.cycle()).rejects.toThrow('killed');
+        const real = sim.store.all('Observation').length; // the polling test's vitals are in the group too
+        const total = 1 + real + 3000;
+        const storedA = (await storeA.listMessages({ sourceId: id, limit: 10_000 })).length;
+        // Files: Patient (1 line), the real vitals, then 3 synthetic files of 1000. Killed on the 6th
+        // batch: Patient + real vitals + 3 batches of 250 of the first synthetic file are stored.
+        expect(storedA).toBe(1 + real + 750);
+        const job = JSON.parse((await storeA.getCheckpoint(id, 'bulk:job'))!);
+        expect(job.file).toBe(2);
+        expect(job.line).toBe(750);
+        await storeA.close();
 
-      const storeB = await openStore(kind);
-      const b = sourceHarness(storeB, id, cfg());
-      const srcB = new EpicBulkSource(b.ctx);
-      const stored = await srcB.cycle();
-      expect(stored + storedA).toBe(total);
-      const all = await storeB.listMessages({ sourceId: id, limit: 10_000 });
-      expect(all).toHaveLength(total);
-      expect(new Set(all.map((m) => m.headers.controlId)).size).toBe(total);
-      expect(sim.requests.filter((r) => r.path.endsWith('/$export'))).toHaveLength(kicks0 + 1);
-      const since = await storeB.getCheckpoint(id, 'bulk:since');
-      const firstJob = [...sim.jobs.values()].at(-1)!;
-      expect(since).toBe(firstJob.transactionTime);
-      expect(firstJob.deleted).toBe(true);
-      expect(await storeB.getCheckpoint(id, 'bulk:job')).toBe('');
+        const storeB = await openStore(kind);
+        const b = sourceHarness(storeB, id, cfg());
+        const srcB = new EpicBulkSource(b.ctx);
+        const stored = await srcB.cycle();
+        expect(stored + storedA).toBe(total);
+        const all = await storeB.listMessages({ sourceId: id, limit: 10_000 });
+        expect(all).toHaveLength(total);
+        expect(new Set(all.map((m) => m.headers.controlId)).size).toBe(total);
+        expect(sim.requests.filter((r) => r.path.endsWith('/$export'))).toHaveLength(kicks0 + 1);
+        const since = await storeB.getCheckpoint(id, 'bulk:since');
+        const firstJob = [...sim.jobs.values()].at(-1)!;
+        expect(since).toBe(firstJob.transactionTime);
+        expect(firstJob.deleted).toBe(true);
+        expect(await storeB.getCheckpoint(id, 'bulk:job')).toBe('');
 
-      // An incremental export: _since = the last transactionTime; only what changed after it.
-      await new Promise((r) => setTimeout(r, 5));
-      sim.store.put(epicVital(patientId, 999));
-      expect(await srcB.cycle()).toBe(1);
-      const kick = sim.requests.filter((r) => r.path.endsWith('/$export')).at(-1)!;
-      expect(new URL(kick.url).searchParams.get('_since')).toBe(since);
-    });
+        // An incremental export: _since = the last transactionTime; only what changed after it.
+        await new Promise((r) => setTimeout(r, 5));
+        sim.store.put(epicVital(patientId, 999));
+        expect(await srcB.cycle()).toBe(1);
+        const kick = sim.requests.filter((r) => r.path.endsWith('/$export')).at(-1)!;
+        expect(new URL(kick.url).searchParams.get('_since')).toBe(since);
+      },
+    );
   });
 
-  describe('resources without meta.versionId / lastUpdated (the reference\'s Epic examples, 3.6, carry none)', () => {
+  describe("resources without meta.versionId / lastUpdated (the reference's Epic examples, 3.6, carry none)", () => {
     const pid = 'eNoMetaPatient0000000001';
-    const vital = (value: number) => ({ ...epicVital(pid, 1), id: 'eNoMeta.obs.1', valueQuantity: { value, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' } });
+    const vital = (value: number) => ({
+      ...epicVital(pid, 1),
+      id: 'eNoMeta.obs.1',
+      valueQuantity: { value, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' },
+    });
     const values = async (store: MessageStore, id: string) =>
-      Promise.all((await store.listMessages({ sourceId: id, limit: 100 })).map(async (m) => JSON.parse((await store.getMessage(m.id, { body: true }))!.body!.toString()).valueQuantity.value));
+      Promise.all(
+        (await store.listMessages({ sourceId: id, limit: 100 })).map(
+          async (m) => JSON.parse((await store.getMessage(m.id, { body: true }))!.body!.toString()).valueQuantity.value,
+        ),
+      );
 
     it('polling: every amended version is a new message (control id with a content digest), an unchanged re-read a dropped duplicate', async () => {
       sim.store.put(vital(20), { unversioned: true });
       const store = await openStore();
-      const { ctx } = sourceHarness(store, 'epic-nometa', { ...base(), intervalMs: 60_000, patients: [pid], resources: [{ type: 'Observation', category: 'vital-signs' }], pageSize: 20, initialSince: '' } satisfies PollSourceConfig, { duplicates: 'ignore' });
+      const { ctx } = sourceHarness(
+        store,
+        'epic-nometa',
+        {
+          ...base(),
+          intervalMs: 60_000,
+          patients: [pid],
+          resources: [{ type: 'Observation', category: 'vital-signs' }],
+          pageSize: 20,
+          initialSince: '',
+        } satisfies PollSourceConfig,
+        { duplicates: 'ignore' },
+      );
       const src = new EpicPollSource(ctx);
       await src.cycle();
       await src.cycle(); // re-read, unchanged
@@ -213,7 +291,10 @@ describe('epic sources on a real SQLite store', () => {
       await src.cycle();
       expect(await values(store, 'epic-nometa')).toEqual([20, 171]);
       const ids = (await store.listMessages({ sourceId: 'epic-nometa', limit: 100 })).map((m) => m.headers.controlId);
-      expect(ids).toEqual([expect.stringMatching(/^Observation\/eNoMeta\.obs\.1\/_history\/h:[0-9a-f]{16}$/), expect.stringMatching(/^Observation\/eNoMeta\.obs\.1\/_history\/h:/)]);
+      expect(ids).toEqual([
+        expect.stringMatching(/^Observation\/eNoMeta\.obs\.1\/_history\/h:[0-9a-f]{16}$/),
+        expect.stringMatching(/^Observation\/eNoMeta\.obs\.1\/_history\/h:/),
+      ]);
       expect(ids[0]).not.toBe(ids[1]);
     });
 
@@ -221,7 +302,20 @@ describe('epic sources on a real SQLite store', () => {
       sim.groups.set('g-nometa', [pid]);
       delete sim.synthetic.Observation; // the volume vitals of the resume test are added to every full export
       const store = await openStore();
-      const cfg: BulkSourceConfig = { ...base(), bulk: { level: 'group', groupId: 'g-nometa', types: ['Observation'], typeFilter: [], intervalMs: 0, pollMinMs: 20, pollMaxMs: 2000, batchSize: 250, deleteWhenDone: true } };
+      const cfg: BulkSourceConfig = {
+        ...base(),
+        bulk: {
+          level: 'group',
+          groupId: 'g-nometa',
+          types: ['Observation'],
+          typeFilter: [],
+          intervalMs: 0,
+          pollMinMs: 20,
+          pollMaxMs: 2000,
+          batchSize: 250,
+          deleteWhenDone: true,
+        },
+      };
       const { ctx } = sourceHarness(store, 'epic-bulk-nometa', cfg, { duplicates: 'ignore' });
       const src = new EpicBulkSource(ctx);
       await src.cycle();

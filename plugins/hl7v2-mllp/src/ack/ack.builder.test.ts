@@ -1,19 +1,44 @@
-import { acksFor, buildAck, buildBatchAck, hl7Timestamp, HL7Error, isEnhanced, nextAckControlId, readAck } from './ack.builder';
+import {
+  acksFor,
+  buildAck,
+  buildBatchAck,
+  hl7Timestamp,
+  HL7Error,
+  isEnhanced,
+  nextAckControlId,
+  readAck,
+} from './ack.builder';
 import { readRawHeader } from './msh';
 
 const now = new Date(Date.UTC(2024, 0, 2, 3, 4, 5, 6));
 const msg = (extra = '') =>
-  Buffer.from(`MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20240101||ORU^R01^ORU_R01|CTL-42|P|2.5.1${extra}\rPID|1||123^^^HOSP^MR\r`, 'latin1');
-const seg = (ack: string, name: string) => ack.split('\r').find((l) => l.startsWith(name))!.split('|');
+  Buffer.from(
+    `MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20240101||ORU^R01^ORU_R01|CTL-42|P|2.5.1${extra}\rPID|1||123^^^HOSP^MR\r`,
+    'latin1',
+  );
+const seg = (ack: string, name: string) =>
+  ack
+    .split('\r')
+    .find((l) => l.startsWith(name))!
+    .split('|');
 
 describe('buildAck (original mode)', () => {
   it('swaps sender/receiver, echoes trigger, version, processing id and control id', () => {
     const ack = buildAck(readRawHeader(msg()), 'AA', { now, controlId: 'ACK1' });
-    expect(ack).toBe('MSH|^~\\&|EHR|CLINIC|LAB|HOSP|20240102030405.006+0000||ACK^R01^ACK|ACK1|P|2.5.1\rMSA|AA|CTL-42\r');
+    expect(ack).toBe(
+      'MSH|^~\\&|EHR|CLINIC|LAB|HOSP|20240102030405.006+0000||ACK^R01^ACK|ACK1|P|2.5.1\rMSA|AA|CTL-42\r',
+    );
   });
 
   it('AR carries an ERR with location and a table 0357 code (v2.5+)', () => {
-    const ack = buildAck(readRawHeader(msg()), 'AR', { now, error: { condition: HL7Error.requiredFieldMissing, location: { segment: 'PID', sequence: 2, field: 3 }, detail: 'PID-3 empty' } });
+    const ack = buildAck(readRawHeader(msg()), 'AR', {
+      now,
+      error: {
+        condition: HL7Error.requiredFieldMissing,
+        location: { segment: 'PID', sequence: 2, field: 3 },
+        detail: 'PID-3 empty',
+      },
+    });
     expect(seg(ack, 'MSA').slice(0, 3)).toEqual(['MSA', 'AR', 'CTL-42']);
     const err = seg(ack, 'ERR');
     expect(err[2]).toBe('PID^2^3');
@@ -24,7 +49,10 @@ describe('buildAck (original mode)', () => {
 
   it('uses ERR-1 (ELD) before v2.5', () => {
     const m = Buffer.from('MSH|^~\\&|A|B|C|D|2024||ADT^A08|X1|P|2.3\r', 'latin1');
-    const ack = buildAck(readRawHeader(m), 'AE', { now, error: { condition: HL7Error.internal, location: { segment: 'MSH', sequence: 1 } } });
+    const ack = buildAck(readRawHeader(m), 'AE', {
+      now,
+      error: { condition: HL7Error.internal, location: { segment: 'MSH', sequence: 1 } },
+    });
     expect(seg(ack, 'ERR')[1]).toBe('MSH^1^^207&Application internal error&HL70357');
     expect(readAck(ack)).toMatchObject({ code: 'AE', controlId: 'X1', errCode: '207' });
   });
@@ -33,14 +61,21 @@ describe('buildAck (original mode)', () => {
     const m = Buffer.from('MSH#*@!%#APP#FAC#R#RF#2024##ADT*A04#C9#T#2.4\r', 'latin1');
     const h = readRawHeader(m)!;
     expect(h.fieldSep).toBe('#');
-    const ack = buildAck(h, 'AR', { now, controlId: 'Z', error: { condition: HL7Error.internal, detail: 'bad # and *' } });
+    const ack = buildAck(h, 'AR', {
+      now,
+      controlId: 'Z',
+      error: { condition: HL7Error.internal, detail: 'bad # and *' },
+    });
     expect(ack.startsWith('MSH#*@!%#R#RF#APP#FAC#')).toBe(true);
     expect(ack).toContain('#ACK*A04*ACK#Z#T#2.4\r');
     expect(ack).toContain('MSA#AR#C9#bad !F! and !S!\r');
   });
 
   it('answers a message without MSH with standard delimiters and an empty MSA-2', () => {
-    const ack = buildAck(readRawHeader(Buffer.from('garbage')), 'AR', { now, error: { condition: HL7Error.segmentSequence, location: { segment: 'MSH', sequence: 1 } } });
+    const ack = buildAck(readRawHeader(Buffer.from('garbage')), 'AR', {
+      now,
+      error: { condition: HL7Error.segmentSequence, location: { segment: 'MSH', sequence: 1 } },
+    });
     expect(seg(ack, 'MSA')).toEqual(['MSA', 'AR', '', 'Segment sequence error']);
   });
 
@@ -51,7 +86,11 @@ describe('buildAck (original mode)', () => {
 });
 
 describe('MSA-2: the control id echoed whole and byte for byte (no ../shared needed)', () => {
-  const withCtl = (ctl: string) => Buffer.from(`MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20240101||ORU^R01^ORU_R01|${ctl}|P|2.5.1\rPID|1||123^^^HOSP^MR\r`, 'latin1');
+  const withCtl = (ctl: string) =>
+    Buffer.from(
+      `MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20240101||ORU^R01^ORU_R01|${ctl}|P|2.5.1\rPID|1||123^^^HOSP^MR\r`,
+      'latin1',
+    );
   it.each([
     ['21 characters (one over the 2.3 limit of 20)', 'ABCDEFGHIJ0123456789K'],
     ['a GUID (36)', '3f2504e0-4f89-11d3-9a0c-0305e82c3301'],
@@ -61,7 +100,11 @@ describe('MSA-2: the control id echoed whole and byte for byte (no ../shared nee
     ['spaces and a dot', ' ID 1.2 '],
   ])('%s', (_what, ctl) => {
     for (const code of ['AA', 'AE', 'AR'] as const) {
-      const ack = buildAck(readRawHeader(withCtl(ctl)), code, { now, controlId: 'A1', ...(code === 'AA' ? {} : { error: { condition: HL7Error.internal } }) });
+      const ack = buildAck(readRawHeader(withCtl(ctl)), code, {
+        now,
+        controlId: 'A1',
+        ...(code === 'AA' ? {} : { error: { condition: HL7Error.internal } }),
+      });
       expect(seg(ack, 'MSA')[2]).toBe(ctl);
       expect(readAck(ack)).toMatchObject({ code, controlId: ctl });
     }
@@ -70,8 +113,16 @@ describe('MSA-2: the control id echoed whole and byte for byte (no ../shared nee
     const ctl = 'X'.repeat(64);
     const h = readRawHeader(Buffer.from(`MSH|^~\\&|A|B|C|D|2024||ADT^A08|${ctl}|P|2.5.1|||AL|AL\r`, 'latin1'));
     const acks = acksFor(h, { status: 'accepted' }, 'auto', now);
-    expect(acks.map((a) => readAck(a))).toEqual([expect.objectContaining({ code: 'CA', controlId: ctl }), expect.objectContaining({ code: 'AA', controlId: ctl })]);
-    const batch = buildBatchAck(undefined, readRawHeader(Buffer.from('BHS|^~\\&|A|B|C|D|2024||||B1\r'), 'BHS'), [acks[1]], now);
+    expect(acks.map((a) => readAck(a))).toEqual([
+      expect.objectContaining({ code: 'CA', controlId: ctl }),
+      expect.objectContaining({ code: 'AA', controlId: ctl }),
+    ]);
+    const batch = buildBatchAck(
+      undefined,
+      readRawHeader(Buffer.from('BHS|^~\\&|A|B|C|D|2024||||B1\r'), 'BHS'),
+      [acks[1]],
+      now,
+    );
     expect(batch).toContain(`\rMSA|AA|${ctl}\r`);
   });
 });
@@ -123,32 +174,53 @@ describe('ACK details a receiver reads', () => {
   });
 
   it('ERR layout by version: 2.5 and later ERR-2/3/4 (and 2.10 > 2.5), before 2.5 ERR-1; no version: the current layout', () => {
-    const err = { condition: HL7Error.dataType, location: { segment: 'PID', sequence: 1, field: 7, component: 1 }, severity: 'W' as const, detail: 'a|b' };
-    const at = (v: string) => buildAck(readRawHeader(Buffer.from(`MSH|^~\\&|A|B|C|D|2024||ADT^A08|X|P|${v}\r`, 'latin1')), 'AE', { now, error: err });
+    const err = {
+      condition: HL7Error.dataType,
+      location: { segment: 'PID', sequence: 1, field: 7, component: 1 },
+      severity: 'W' as const,
+      detail: 'a|b',
+    };
+    const at = (v: string) =>
+      buildAck(readRawHeader(Buffer.from(`MSH|^~\\&|A|B|C|D|2024||ADT^A08|X|P|${v}\r`, 'latin1')), 'AE', {
+        now,
+        error: err,
+      });
     for (const v of ['2.5', '2.5.1', '2.10', '3.0']) {
       const e = seg(at(v), 'ERR');
       // ERL: segment ^ sequence ^ field ^ field repetition (1 when not given) ^ component (ERL-5)
       expect(e.slice(1, 5)).toEqual(['', 'PID^1^7^1^1', '102^Data type error^HL70357', 'W']);
       expect(e[8]).toBe('a\\F\\b');
     }
-    for (const v of ['2.4', '2.3.1', '1.9']) expect(seg(at(v), 'ERR')).toEqual(['ERR', 'PID^1^7^102&Data type error&HL70357']);
+    for (const v of ['2.4', '2.3.1', '1.9'])
+      expect(seg(at(v), 'ERR')).toEqual(['ERR', 'PID^1^7^102&Data type error&HL70357']);
     expect(seg(at('x'), 'ERR')[3]).toBe('102^Data type error^HL70357');
   });
 
   it('ERR-2 without field or component is trimmed; without location empty; without detail ERR ends at ERR-4', () => {
     const h = readRawHeader(msg());
-    const e1 = seg(buildAck(h, 'AR', { now, error: { condition: HL7Error.internal, location: { segment: 'MSH' } } }), 'ERR');
+    const e1 = seg(
+      buildAck(h, 'AR', { now, error: { condition: HL7Error.internal, location: { segment: 'MSH' } } }),
+      'ERR',
+    );
     expect(e1).toEqual(['ERR', '', 'MSH^1', '207^Application internal error^HL70357', 'E']);
     const e2 = seg(buildAck(h, 'AR', { now, error: { condition: HL7Error.internal } }), 'ERR');
     expect(e2).toEqual(['ERR', '', '', '207^Application internal error^HL70357', 'E']);
     const old = readRawHeader(Buffer.from('MSH|^~\\&|A|B|C|D|2024||ADT^A08|X1|P|2.3\r', 'latin1'));
-    expect(seg(buildAck(old, 'AE', { now, error: { condition: HL7Error.internal } }), 'ERR')).toEqual(['ERR', '^^^207&Application internal error&HL70357']);
+    expect(seg(buildAck(old, 'AE', { now, error: { condition: HL7Error.internal } }), 'ERR')).toEqual([
+      'ERR',
+      '^^^207&Application internal error&HL70357',
+    ]);
   });
 
   it('MSA-3: the detail, else the condition text; line breaks become spaces, every delimiter escaped', () => {
     const h = readRawHeader(msg());
-    expect(seg(buildAck(h, 'AR', { now, error: { condition: HL7Error.duplicateKey } }), 'MSA')[3]).toBe('Duplicate key identifier');
-    const m = seg(buildAck(h, 'AR', { now, error: { condition: HL7Error.internal, detail: 'a\r\nb^c~d&e\\f' } }), 'MSA');
+    expect(seg(buildAck(h, 'AR', { now, error: { condition: HL7Error.duplicateKey } }), 'MSA')[3]).toBe(
+      'Duplicate key identifier',
+    );
+    const m = seg(
+      buildAck(h, 'AR', { now, error: { condition: HL7Error.internal, detail: 'a\r\nb^c~d&e\\f' } }),
+      'MSA',
+    );
     expect(m[3]).toBe('a b\\S\\c\\R\\d\\T\\e\\E\\f');
     expect(buildAck(h, 'AA', { now, controlId: 'A' })).toContain('\rMSA|AA|CTL-42\r');
   });
@@ -166,8 +238,15 @@ describe('ACK details a receiver reads', () => {
     expect(isEnhanced(h('AL', 'AL'), 'original')).toBe(false);
     expect(isEnhanced(undefined, 'auto')).toBe(false);
     // an unknown or empty condition in enhanced mode: answered (a sender is never left waiting)
-    expect(acksFor(h('XX', ''), { status: 'accepted' }, 'auto', now).map((a) => readAck(a)!.code)).toEqual(['CA', 'AA']);
-    expect(acksFor(h('ER', 'ER'), { status: 'error', error: { condition: HL7Error.internal } }, 'auto', now).map((a) => readAck(a)!.code)).toEqual(['CE', 'AE']);
+    expect(acksFor(h('XX', ''), { status: 'accepted' }, 'auto', now).map((a) => readAck(a)!.code)).toEqual([
+      'CA',
+      'AA',
+    ]);
+    expect(
+      acksFor(h('ER', 'ER'), { status: 'error', error: { condition: HL7Error.internal } }, 'auto', now).map(
+        (a) => readAck(a)!.code,
+      ),
+    ).toEqual(['CE', 'AE']);
   });
 
   it('a file batch: FHS and BHS, BTS count, FTS 1; trailing empty header fields trimmed', () => {
@@ -178,14 +257,23 @@ describe('ACK details a receiver reads', () => {
     expect(lines[0].split('|')[11]).toBe('F1');
     expect(lines[1].startsWith('BHS|')).toBe(true);
     expect(lines.slice(-2)).toEqual(['BTS|3', 'FTS|1']);
-    const noId = buildBatchAck(undefined, readRawHeader(Buffer.from('BHS|^~\\&|A|B|C|D|2024\r'), 'BHS'), [], now).split('\r')[0];
+    const noId = buildBatchAck(undefined, readRawHeader(Buffer.from('BHS|^~\\&|A|B|C|D|2024\r'), 'BHS'), [], now).split(
+      '\r',
+    )[0];
     expect(noId.endsWith('|')).toBe(false);
     expect(noId.split('|')).toHaveLength(11);
   });
 
   it('readAck: other field separators, a BOM, ERR-1 codes, no MSA', () => {
-    expect(readAck('\uFEFFMSH#^~\\&#A#B#C#D#2024##ACK#1#P#2.5\rMSA#AE#C7#oops\r')).toEqual({ code: 'AE', controlId: 'C7', text: 'oops', errCode: undefined });
-    expect(readAck('MSH|^~\\&|A|B|C|D|2024||ACK|1|P|2.3\rMSA|AR|C8\rERR|PID^1^3^101&Required&HL70357\r')!.errCode).toBe('101');
+    expect(readAck('\uFEFFMSH#^~\\&#A#B#C#D#2024##ACK#1#P#2.5\rMSA#AE#C7#oops\r')).toEqual({
+      code: 'AE',
+      controlId: 'C7',
+      text: 'oops',
+      errCode: undefined,
+    });
+    expect(readAck('MSH|^~\\&|A|B|C|D|2024||ACK|1|P|2.3\rMSA|AR|C8\rERR|PID^1^3^101&Required&HL70357\r')!.errCode).toBe(
+      '101',
+    );
     expect(readAck('MSH|^~\\&|A|B\rPID|1\r')).toBeUndefined();
     expect(readAck(Buffer.from('MSA|AA|Z9\n', 'latin1'))).toMatchObject({ code: 'AA', controlId: 'Z9' });
   });

@@ -151,7 +151,15 @@ export function buildAck(msh: RawMsh | undefined, code: AckCode, opts: AckOption
     if (versionAtLeast(version, 2, 5)) {
       // ERL: segment ^ segment sequence ^ field ^ field repetition ^ component
       const erl = loc
-        ? [loc.segment, loc.sequence ?? 1, loc.field ?? '', loc.field !== undefined && (loc.repetition !== undefined || loc.component !== undefined) ? (loc.repetition ?? 1) : '', loc.component ?? '']
+        ? [
+            loc.segment,
+            loc.sequence ?? 1,
+            loc.field ?? '',
+            loc.field !== undefined && (loc.repetition !== undefined || loc.component !== undefined)
+              ? (loc.repetition ?? 1)
+              : '',
+            loc.component ?? '',
+          ]
             .join(comp)
             .replace(new RegExp(`\\${comp}+$`), '')
         : '';
@@ -244,7 +252,20 @@ export function buildBatchAck(fhs: RawMsh | undefined, bhs: RawMsh | undefined, 
   const enc = hdr?.encodingChars || DEFAULT_ENC;
   const ts = hl7Timestamp(now ?? new Date());
   const header = (name: 'FHS' | 'BHS', h: RawMsh | undefined) =>
-    [name, enc, h?.receivingApplication ?? '', h?.receivingFacility ?? '', h?.sendingApplication ?? '', h?.sendingFacility ?? '', ts, '', '', '', nextAckControlId(), h?.batchControlId ?? '']
+    [
+      name,
+      enc,
+      h?.receivingApplication ?? '',
+      h?.receivingFacility ?? '',
+      h?.sendingApplication ?? '',
+      h?.sendingFacility ?? '',
+      ts,
+      '',
+      '',
+      '',
+      nextAckControlId(),
+      h?.batchControlId ?? '',
+    ]
       .join(fs)
       .replace(new RegExp(`\\${fs}+$`), '');
   const segs: string[] = [];
@@ -257,7 +278,9 @@ export function buildBatchAck(fhs: RawMsh | undefined, bhs: RawMsh | undefined, 
 }
 
 /** Read MSA-1 and MSA-2 (and MSA-3 text) of an acknowledgment. */
-export function readAck(ack: Buffer | string): { code: string; controlId: string; text: string; errCode?: string } | undefined {
+export function readAck(
+  ack: Buffer | string,
+): { code: string; controlId: string; text: string; errCode?: string } | undefined {
   const text = typeof ack === 'string' ? ack : ack.toString('latin1');
   const start = text.replace(/^\uFEFF|^\xEF\xBB\xBF/, '');
   const fieldSep = start.startsWith('MSH') ? start[3] : '|';

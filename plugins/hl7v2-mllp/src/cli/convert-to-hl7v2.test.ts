@@ -22,12 +22,17 @@ const run = (args: string[]) => {
 
   it('prints the v2 message, segments on their own lines; the profile applies', () => {
     const profile = path.join(dir, 'lab.yaml');
-    writeFileSync(profile, "receivingApplication: LIS\ncodeTables:\n  OBX-3: { system: 99LAB, codes: { '718-7': HGB } }\n");
+    writeFileSync(
+      profile,
+      "receivingApplication: LIS\ncodeTables:\n  OBX-3: { system: 99LAB, codes: { '718-7': HGB } }\n",
+    );
     const r = run(['convert', '--to', 'hl7v2', '--profile', profile, bundleFile]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const lines = r.stdout.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^MSH\|\^~\\&\|FERRY\|\|LIS\|\|\d{14}(\.\d+)?\+0000\|\|ORU\^R01\^ORU_R01\|[0-9A-F]{20}\|P\|2\.5\.1\|\|\|\|\|\|UNICODE UTF-8$/);
+    expect(lines[0]).toMatch(
+      /^MSH\|\^~\\&\|FERRY\|\|LIS\|\|\d{14}(\.\d+)?\+0000\|\|ORU\^R01\^ORU_R01\|[0-9A-F]{20}\|P\|2\.5\.1\|\|\|\|\|\|UNICODE UTF-8$/,
+    );
     expect(lines.map((l) => l.slice(0, 3))).toEqual(['MSH', 'PID', 'OBR', 'OBX', 'OBX', 'OBX', 'OBX', 'NTE', 'SPM']);
     expect(lines[3]).toMatch(/^OBX\|1\|NM\|HGB\^Hemoglobin\^99LAB\|\|10\.2\|/);
   });
@@ -37,7 +42,12 @@ const run = (args: string[]) => {
     writeFileSync(file, JSON.stringify([adtBundle(), oruBundle()]));
     const r = run(['convert', '--to', 'hl7v2', file]);
     expect(r.code).toBe(0);
-    expect(r.stdout.trimEnd().split('\n\n').map((m) => m.split('|')[8])).toEqual(['ADT^A01^ADT_A01', 'ORU^R01^ORU_R01']);
+    expect(
+      r.stdout
+        .trimEnd()
+        .split('\n\n')
+        .map((m) => m.split('|')[8]),
+    ).toEqual(['ADT^A01^ADT_A01', 'ORU^R01^ORU_R01']);
   });
 
   it('refuses with the reason: inexpressible Bundle, not a Bundle, bad profile, unknown format', () => {
@@ -53,7 +63,9 @@ const run = (args: string[]) => {
     expect(run(['convert', '--to', 'hl7v2', notBundle]).stderr).toContain('is not a FHIR Bundle');
     const bad = path.join(dir, 'bad.yaml');
     writeFileSync(bad, 'version: 9\n');
-    expect(run(['convert', '--to', 'hl7v2', '--profile', bad, bundleFile]).stderr).toContain('profile.version: "9" is not an HL7 v2 version');
+    expect(run(['convert', '--to', 'hl7v2', '--profile', bad, bundleFile]).stderr).toContain(
+      'profile.version: "9" is not an HL7 v2 version',
+    );
     expect(run(['convert', '--to', 'csv', bundleFile]).stderr).toContain('no transform writes csv');
   });
 });

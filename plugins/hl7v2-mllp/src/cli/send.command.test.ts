@@ -43,7 +43,12 @@ describe('ferry send', () => {
   });
 
   it('splits batch files (BOM, LF line ends) into CR-terminated messages', () => {
-    const file = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(`FHS|^~\\&|A\nBHS|^~\\&|A\n${adt('F1').replace(/\r/g, '\n')}\n${adt('F2').replace(/\r/g, '\r\n')}BTS|2\nFTS|1\n`)]);
+    const file = Buffer.concat([
+      Buffer.from([0xef, 0xbb, 0xbf]),
+      Buffer.from(
+        `FHS|^~\\&|A\nBHS|^~\\&|A\n${adt('F1').replace(/\r/g, '\n')}\n${adt('F2').replace(/\r/g, '\r\n')}BTS|2\nFTS|1\n`,
+      ),
+    ]);
     expect(messagesOfFile(file).map((m) => m.toString('latin1'))).toEqual([adt('F1'), adt('F2')]);
   });
 
@@ -55,7 +60,11 @@ describe('ferry send', () => {
     const { code, out } = await run([`127.0.0.1:${port}`, single, batch]);
     expect(code).toBe(0);
     const lines = out.trim().split('\n');
-    expect(lines.slice(0, 3).map((l) => l.split('\t').slice(0, 3).join(' '))).toEqual([`${single}#1 ONE AA`, `${batch}#1 TWO AA`, `${batch}#2 THREE AA`]);
+    expect(lines.slice(0, 3).map((l) => l.split('\t').slice(0, 3).join(' '))).toEqual([
+      `${single}#1 ONE AA`,
+      `${batch}#1 TWO AA`,
+      `${batch}#2 THREE AA`,
+    ]);
     expect(lines[3]).toBe('3/3 accepted');
   });
 
@@ -64,7 +73,10 @@ describe('ferry send', () => {
     fs.writeFileSync(f, adt('DUP1') + adt('DUP1'));
     const { code, out } = await run([`127.0.0.1:${port}`, f, path.join(dir, 'missing.hl7')], { json: true });
     expect(code).toBe(1);
-    const rows = out.trim().split('\n').map((l) => JSON.parse(l));
+    const rows = out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(rows.map((r) => r.code)).toEqual(['AA', 'AR', 'UNREADABLE']);
     expect(rows[1].errCode).toBe('205');
   });
@@ -79,23 +91,26 @@ describe('ferry send', () => {
 
   const corpus = fs.existsSync(CORPUS) ? fs.readdirSync(CORPUS).filter((f) => f.endsWith('.hl7')) : [];
   if (!corpus.length) console.warn(`skipped: ../shared absent (${CORPUS})`);
-  (corpus.length ? it : it.skip)('sends the whole shared corpus: every message AA and stored byte-for-byte (after CR ends)', async () => {
-    const files = corpus.map((f) => path.join(CORPUS, f));
-    // the corpus reuses control ids (MSG00001...): accept duplicates here
-    const actx = await storeCtx({ duplicates: { policy: 'accept', windowMs: 60_000 } });
-    const asrc = new MllpSource(actx);
-    await asrc.start();
-    let code: number, out: string;
-    try {
-      ({ code, out } = await run([`127.0.0.1:${asrc.address()!.port}`, ...files], { grace: '150' }));
-    } finally {
-      await asrc.stop();
-      await actx.close();
-    }
-    const bad = out.split('\n').filter((l) => l.includes('\t') && !["AA", "NONE", "CA"].includes(l.split("\t")[2]));
-    expect(bad).toEqual([]);
-    expect(code).toBe(0);
-    const expected = files.flatMap((f) => messagesOfFile(fs.readFileSync(f)));
-    expect(actx.submitted.map((m) => m.body.toString('latin1'))).toEqual(expected.map((b) => b.toString('latin1')));
-  });
+  (corpus.length ? it : it.skip)(
+    'sends the whole shared corpus: every message AA and stored byte-for-byte (after CR ends)',
+    async () => {
+      const files = corpus.map((f) => path.join(CORPUS, f));
+      // the corpus reuses control ids (MSG00001...): accept duplicates here
+      const actx = await storeCtx({ duplicates: { policy: 'accept', windowMs: 60_000 } });
+      const asrc = new MllpSource(actx);
+      await asrc.start();
+      let code: number, out: string;
+      try {
+        ({ code, out } = await run([`127.0.0.1:${asrc.address()!.port}`, ...files], { grace: '150' }));
+      } finally {
+        await asrc.stop();
+        await actx.close();
+      }
+      const bad = out.split('\n').filter((l) => l.includes('\t') && !['AA', 'NONE', 'CA'].includes(l.split('\t')[2]));
+      expect(bad).toEqual([]);
+      expect(code).toBe(0);
+      const expected = files.flatMap((f) => messagesOfFile(fs.readFileSync(f)));
+      expect(actx.submitted.map((m) => m.body.toString('latin1'))).toEqual(expected.map((b) => b.toString('latin1')));
+    },
+  );
 });

@@ -10,7 +10,8 @@ import { clientTlsOptions, type TlsConfig } from '../mllp/mllp.schema';
 export function parseTarget(target: string): { host: string; port: number } {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(target) ?? /^([^:]+):(\d+)$/.exec(target) ?? /^()(\d+)$/.exec(target);
   const port = m ? Number(m[2]) : NaN;
-  if (!m || !(port > 0 && port < 65536)) throw new FerryError('INPUT_SEND_TARGET', `target must be host:port, got "${target}"`, { kind: 'input' });
+  if (!m || !(port > 0 && port < 65536))
+    throw new FerryError('INPUT_SEND_TARGET', `target must be host:port, got "${target}"`, { kind: 'input' });
   return { host: m[1] || '127.0.0.1', port };
 }
 
@@ -57,7 +58,8 @@ export interface SendResult {
 export function sendCommand(out: NodeJS.WritableStream = process.stdout): CliCommand {
   return {
     name: 'send <target> <files...>',
-    description: 'Send HL7 v2 files over MLLP to host:port and print each ACK code; exits non-zero unless every message got AA',
+    description:
+      'Send HL7 v2 files over MLLP to host:port and print each ACK code; exits non-zero unless every message got AA',
     options: [
       { flags: '--timeout <ms>', description: 'ACK timeout per message', default: '10000' },
       { flags: '--tls', description: 'Connect with TLS', default: false },
@@ -65,7 +67,11 @@ export function sendCommand(out: NodeJS.WritableStream = process.stdout): CliCom
       { flags: '--cert <file>', description: 'Client certificate for mutual TLS (PEM)' },
       { flags: '--key <file>', description: 'Client private key for mutual TLS (PEM)' },
       { flags: '--insecure', description: 'Do not verify the receiver certificate', default: false },
-      { flags: '--grace <ms>', description: 'How long to wait for an error ACK when the message (MSH-15/16 NE/ER) asks for none on success', default: '1000' },
+      {
+        flags: '--grace <ms>',
+        description: 'How long to wait for an error ACK when the message (MSH-15/16 NE/ER) asks for none on success',
+        default: '1000',
+      },
       { flags: '--json', description: 'Print one JSON line per message', default: false },
     ],
     async run(args, options) {
@@ -89,7 +95,13 @@ export function sendCommand(out: NodeJS.WritableStream = process.stdout): CliCom
         rejectUnauthorized: !options.insecure,
         servername: '',
       };
-      const conn = new MllpConnection({ host, port, connectTimeoutMs: Math.min(timeoutMs, 10000), maxMessageSize: 16 * 1024 * 1024, tls: useTls ? clientTlsOptions(tlsCfg, host) : undefined });
+      const conn = new MllpConnection({
+        host,
+        port,
+        connectTimeoutMs: Math.min(timeoutMs, 10000),
+        maxMessageSize: 16 * 1024 * 1024,
+        tls: useTls ? clientTlsOptions(tlsCfg, host) : undefined,
+      });
       const results: SendResult[] = [];
       const print = (r: SendResult) => {
         if (options.json) out.write(JSON.stringify(r) + '\n');
@@ -105,7 +117,13 @@ export function sendCommand(out: NodeJS.WritableStream = process.stdout): CliCom
           try {
             messages = messagesOfFile(readFileSync(file));
           } catch (e) {
-            const r: SendResult = { file, index: 0, controlId: '', code: 'UNREADABLE', text: (e as NodeJS.ErrnoException).code ?? (e as Error).message };
+            const r: SendResult = {
+              file,
+              index: 0,
+              controlId: '',
+              code: 'UNREADABLE',
+              text: (e as NodeJS.ErrnoException).code ?? (e as Error).message,
+            };
             results.push(r);
             print(r);
             continue;
@@ -124,16 +142,32 @@ export function sendCommand(out: NodeJS.WritableStream = process.stdout): CliCom
             else {
               // Enhanced mode (MSH-15/16 valued): on success the receiver may rightly send no ACK at all.
               const enhanced = !!msh && (msh.acceptAckType !== '' || msh.appAckType !== '');
-              const noAckOnSuccess = enhanced && ['NE', 'ER'].includes(msh!.acceptAckType) && ['NE', 'ER'].includes(msh!.appAckType);
+              const noAckOnSuccess =
+                enhanced && ['NE', 'ER'].includes(msh!.acceptAckType) && ['NE', 'ER'].includes(msh!.appAckType);
               const wait = noAckOnSuccess ? Math.min(timeoutMs, Number(options.grace ?? 1000) || 1000) : timeoutMs;
               try {
                 let ack = await conn.send(messages[i], controlId || undefined, wait);
-                if (ack.code === 'CA' && msh && ['AL', 'SU', ''].includes(msh.appAckType)) ack = await conn.awaitAck(controlId || undefined, timeoutMs);
+                if (ack.code === 'CA' && msh && ['AL', 'SU', ''].includes(msh.appAckType))
+                  ack = await conn.awaitAck(controlId || undefined, timeoutMs);
                 r = { file, index: i, controlId, code: ack.code, errCode: ack.errCode, text: ack.text, ms: ack.ms };
               } catch (e) {
                 const err = FerryError.from(e);
-                if (noAckOnSuccess && err.code.includes('ACK_TIMEOUT')) r = { file, index: i, controlId, code: 'NONE', text: `no ACK, as MSH-15/16 (${msh!.acceptAckType}/${msh!.appAckType}) ask` };
-                else r = { file, index: i, controlId, code: err.code.includes('TIMEOUT') ? 'TIMEOUT' : 'ERROR', text: err.message };
+                if (noAckOnSuccess && err.code.includes('ACK_TIMEOUT'))
+                  r = {
+                    file,
+                    index: i,
+                    controlId,
+                    code: 'NONE',
+                    text: `no ACK, as MSH-15/16 (${msh!.acceptAckType}/${msh!.appAckType}) ask`,
+                  };
+                else
+                  r = {
+                    file,
+                    index: i,
+                    controlId,
+                    code: err.code.includes('TIMEOUT') ? 'TIMEOUT' : 'ERROR',
+                    text: err.message,
+                  };
                 if (err.code.includes('CONNECT')) fatal = true;
               }
             }

@@ -40,8 +40,12 @@ export function adt(rcv: V2Out, ctx: Ctx, type: string): Seg[] {
   if (rcv.on('PV1')) out.push(enc ? pv1(rcv, enc, ctx) : new Seg('PV1').set(1, '1').set(2, 'N'));
   // ADT_A01 {OBX}: observations sent with the visit (height, weight, heart rate…)
   ctx.all<Observation>('Observation').forEach((o, i) => out.push(obx(rcv, o, i + 1)));
-  if (full) for (const [i, a] of ctx.all<AllergyIntolerance>('AllergyIntolerance').entries()) if (rcv.on('AL1')) out.push(al1(rcv, a, i + 1));
-  if (structure !== 'ADT_A02') for (const [i, c] of ctx.all<Condition>('Condition').entries()) if (rcv.on('DG1')) out.push(dg1(rcv, c, i + 1, enc, ctx));
+  if (full)
+    for (const [i, a] of ctx.all<AllergyIntolerance>('AllergyIntolerance').entries())
+      if (rcv.on('AL1')) out.push(al1(rcv, a, i + 1));
+  if (structure !== 'ADT_A02')
+    for (const [i, c] of ctx.all<Condition>('Condition').entries())
+      if (rcv.on('DG1')) out.push(dg1(rcv, c, i + 1, enc, ctx));
   if (full) out.push(...insurance(rcv, ctx));
   return out;
 }
@@ -70,18 +74,34 @@ export function merge(rcv: V2Out, ctx: Ctx): Seg[] {
   for (const prior of patients)
     if (!seen.has(prior) && replacedBy(prior)) {
       const survivor = asPatient(replacedBy(prior)!);
-      if (survivor?.resourceType !== 'Patient') throw missing('Patient.link.other (the surviving Patient of a merge: in the Bundle or a reference with an identifier)', 'PID-3 (ADT^A40 patient identifier list)');
+      if (survivor?.resourceType !== 'Patient')
+        throw missing(
+          'Patient.link.other (the surviving Patient of a merge: in the Bundle or a reference with an identifier)',
+          'PID-3 (ADT^A40 patient identifier list)',
+        );
       pairs.push([survivor, prior]);
       seen.add(prior);
     }
-  if (!pairs.length) throw missing('Patient.link (type replaces, with the merged Patient in the Bundle or an identifier)', 'MRG-1 (prior patient identifier list)');
+  if (!pairs.length)
+    throw missing(
+      'Patient.link (type replaces, with the merged Patient in the Bundle or an identifier)',
+      'MRG-1 (prior patient identifier list)',
+    );
   const enc = ctx.all<Encounter>('Encounter')[0];
   const out: Seg[] = [];
   for (const [survivor, prior] of pairs) {
     const ids = (prior.identifier ?? []).filter((i) => i.value);
-    if (!ids.length) throw missing('Patient.identifier (of the merged Patient)', 'MRG-1 (prior patient identifier list)');
+    if (!ids.length)
+      throw missing('Patient.identifier (of the merged Patient)', 'MRG-1 (prior patient identifier list)');
     out.push(pid(rcv, survivor, ctx));
-    out.push(new Seg('MRG').reps(1, ids.map((i) => rcv.w.cx(i))).reps(7, (prior.name ?? []).map(xpn)));
+    out.push(
+      new Seg('MRG')
+        .reps(
+          1,
+          ids.map((i) => rcv.w.cx(i)),
+        )
+        .reps(7, (prior.name ?? []).map(xpn)),
+    );
     if (enc && rcv.on('PV1') && pairs.length === 1) out.push(pv1(rcv, enc, ctx));
   }
   return out;
@@ -94,12 +114,16 @@ export function merge(rcv: V2Out, ctx: Ctx): Seg[] {
  */
 export function nextOfKin(rcv: V2Out, ctx: Ctx, patient: Patient): NextOfKin[] {
   const elsewhere = new Set<Resource | undefined>();
-  if (rcv.on('IN1')) for (const c of ctx.all<Coverage>('Coverage')) if (!financialClassOnly(c)) elsewhere.add(ctx.resolve(c.subscriber));
-  for (const a of ctx.all<Resource>('Account' as Resource['resourceType']) as { guarantor?: { party?: Reference }[] }[]) for (const g of a.guarantor ?? []) elsewhere.add(ctx.resolve(g.party));
+  if (rcv.on('IN1'))
+    for (const c of ctx.all<Coverage>('Coverage')) if (!financialClassOnly(c)) elsewhere.add(ctx.resolve(c.subscriber));
+  for (const a of ctx.all<Resource>('Account' as Resource['resourceType']) as { guarantor?: { party?: Reference }[] }[])
+    for (const g of a.guarantor ?? []) elsewhere.add(ctx.resolve(g.party));
   const role = (cc: CodeableConcept) => cc.coding?.some((c) => c.system === V2_0131);
   const contacts: NextOfKin[] = (patient.contact ?? []).map((c) => ({
     name: c.name ? [c.name] : [],
-    relationship: (c.relationship ?? []).map((r) => ({ ...r, coding: r.coding?.filter((x) => x.system !== V2_0131) })).filter((r) => r.coding?.length || (r.text && !role(r))),
+    relationship: (c.relationship ?? [])
+      .map((r) => ({ ...r, coding: r.coding?.filter((x) => x.system !== V2_0131) }))
+      .filter((r) => r.coding?.length || (r.text && !role(r))),
     address: c.address ? [c.address] : [],
     telecom: c.telecom,
     role: (c.relationship ?? []).flatMap((r) => r.coding ?? []).find((x) => x.system === V2_0131),
@@ -110,7 +134,10 @@ export function nextOfKin(rcv: V2Out, ctx: Ctx, patient: Patient): NextOfKin[] {
 /** The insurance group: one IN1 per Coverage (in Coverage.order), IN1[Coverage] in reverse. */
 export function insurance(rcv: V2Out, ctx: Ctx): Seg[] {
   if (!rcv.on('IN1')) return [];
-  const covs = ctx.all<Coverage>('Coverage').filter((c) => !financialClassOnly(c)).sort((a, b) => (a.order ?? Infinity) - (b.order ?? Infinity));
+  const covs = ctx
+    .all<Coverage>('Coverage')
+    .filter((c) => !financialClassOnly(c))
+    .sort((a, b) => (a.order ?? Infinity) - (b.order ?? Infinity));
   return covs.map((c, i) => in1(rcv, c, i + 1, ctx));
 }
 
@@ -132,12 +159,20 @@ export function in1(rcv: V2Out, cov: Coverage, setId: number, ctx: Ctx): Seg {
     .set(1, String(setId))
     .set(2, planCwe)
     .set(3, w.cx(first(org?.identifier)))
-    .set(4, org?.name ? [org.name] : payor?.resourceType !== 'Patient' && payorRef?.display ? [payorRef.display] : undefined)
+    .set(
+      4,
+      org?.name ? [org.name] : payor?.resourceType !== 'Patient' && payorRef?.display ? [payorRef.display] : undefined,
+    )
     .set(5, xad(first(org?.address)))
     .reps(7, (org?.telecom ?? []).map(xtn))
     .set(8, group?.value)
     .set(9, group?.name)
-    .set(11, holder?.resourceType === 'Organization' && (holder as Organization).name ? [(holder as Organization).name!] : undefined)
+    .set(
+      11,
+      holder?.resourceType === 'Organization' && (holder as Organization).name
+        ? [(holder as Organization).name!]
+        : undefined,
+    )
     .set(12, dt(cov.period?.start?.slice(0, 10)))
     .set(13, dt(cov.period?.end?.slice(0, 10)))
     .set(15, plan?.value ? w.cwe(cov.type, 'IN1-15') : undefined)
@@ -172,8 +207,19 @@ export function al1(rcv: V2Out, a: AllergyIntolerance, setId: number): Seg {
     .set(1, String(setId))
     .set(2, v2CodeOf('AllergenType[AllergyIntoleranceCategory]', a.category?.[0]))
     .set(3, code)
-    .set(4, v2CodeOf('AllergySeverity[AllergyIntolerance.reaction.severity]', sev) ?? v2CodeOf('AllergySeverity[AllergyIntolerance.criticality]', a.criticality))
-    .reps(5, (a.reaction?.[0]?.manifestation ?? []).map((m) => (m.text ?? m.coding?.[0]?.display ?? m.coding?.[0]?.code ? [m.text ?? m.coding?.[0]?.display ?? m.coding![0].code!] : undefined)))
+    .set(
+      4,
+      v2CodeOf('AllergySeverity[AllergyIntolerance.reaction.severity]', sev) ??
+        v2CodeOf('AllergySeverity[AllergyIntolerance.criticality]', a.criticality),
+    )
+    .reps(
+      5,
+      (a.reaction?.[0]?.manifestation ?? []).map((m) =>
+        (m.text ?? m.coding?.[0]?.display ?? m.coding?.[0]?.code)
+          ? [m.text ?? m.coding?.[0]?.display ?? m.coding![0].code!]
+          : undefined,
+      ),
+    )
     .set(6, dt(a.onsetDateTime));
 }
 

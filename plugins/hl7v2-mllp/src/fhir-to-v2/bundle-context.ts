@@ -50,8 +50,14 @@ export class Ctx {
     if (!res) {
       const name = r.display ? [{ text: r.display }] : undefined;
       if (type === 'Patient') res = { resourceType: 'Patient', identifier: [r.identifier], name } as Patient;
-      else if (type === 'Practitioner') res = { resourceType: 'Practitioner', identifier: [r.identifier], name } as Practitioner;
-      else if (type === 'Location') res = { resourceType: 'Location', identifier: [r.identifier], name: r.display ?? r.identifier.value } as Location;
+      else if (type === 'Practitioner')
+        res = { resourceType: 'Practitioner', identifier: [r.identifier], name } as Practitioner;
+      else if (type === 'Location')
+        res = {
+          resourceType: 'Location',
+          identifier: [r.identifier],
+          name: r.display ?? r.identifier.value,
+        } as Location;
       else return undefined;
       LOGICAL.add(res);
       this.logicals.set(key, res);
@@ -76,8 +82,13 @@ export class Ctx {
     const o = this.all<Observation>('Observation')[0];
     const e = this.all<Encounter>('Encounter')[0];
     const ref = dr?.subject ?? o?.subject ?? e?.subject;
-    const subj = this.resolve<Patient>(ref && !ref.type && !/^Patient\//.test(ref.reference ?? '') && ref.identifier ? { ...ref, type: 'Patient' } : ref);
-    return subj?.resourceType === 'Patient' ? subj : this.all<Patient>('Patient').find((p) => !p.link?.some((l) => l.type === 'replaced-by')) ?? this.all<Patient>('Patient')[0];
+    const subj = this.resolve<Patient>(
+      ref && !ref.type && !/^Patient\//.test(ref.reference ?? '') && ref.identifier ? { ...ref, type: 'Patient' } : ref,
+    );
+    return subj?.resourceType === 'Patient'
+      ? subj
+      : (this.all<Patient>('Patient').find((p) => !p.link?.some((l) => l.type === 'replaced-by')) ??
+          this.all<Patient>('Patient')[0]);
   }
 }
 
@@ -108,6 +119,12 @@ export function unresolvedPatientReferences(bundle: Bundle): string[] {
   const out = new Set<string>();
   for (const e of entries)
     for (const ref of PATIENT_REFS[e.resource!.resourceType]?.(e.resource) ?? [])
-      if (ref?.reference && /^Patient\/[^/]+$/.test(ref.reference) && !ref.identifier?.value && !known.has(ref.reference)) out.add(ref.reference);
+      if (
+        ref?.reference &&
+        /^Patient\/[^/]+$/.test(ref.reference) &&
+        !ref.identifier?.value &&
+        !known.has(ref.reference)
+      )
+        out.add(ref.reference);
   return [...out];
 }

@@ -3,7 +3,15 @@
  * read right to left. Every function returns components (Hl7WriteRep) for `encodeField`, or undefined
  * when there is nothing to write. Escaping is done once, by `encodeField` (src/hl7v2/parser.ts).
  */
-import type { Address, CodeableConcept, Coding, ContactPoint, HumanName, Identifier, Quantity } from '@medplum/fhirtypes';
+import type {
+  Address,
+  CodeableConcept,
+  Coding,
+  ContactPoint,
+  HumanName,
+  Identifier,
+  Quantity,
+} from '@medplum/fhirtypes';
 import { CODE_MAPS } from '../v2-to-fhir/maps/codesystems.generated';
 import { CODE_SYSTEMS } from '../v2-to-fhir/context';
 import type { Hl7WriteComponent } from '../hl7v2/parser';
@@ -99,7 +107,8 @@ export class V2Writer {
     if (!system) return assigner ? [assigner] : [];
     for (const [ns, u] of Object.entries(this.profile.identifierSystems)) if (u === system) return [ns];
     if (system.startsWith('urn:ferry:id:')) return [decodeURIComponent(system.slice(13))];
-    if (system.startsWith('urn:oid:')) return [assigner && assigner !== system.slice(8) ? assigner : '', system.slice(8), 'ISO'];
+    if (system.startsWith('urn:oid:'))
+      return [assigner && assigner !== system.slice(8) ? assigner : '', system.slice(8), 'ISO'];
     if (system.startsWith('urn:uuid:')) return [assigner ?? '', system.slice(9), 'UUID'];
     return [assigner ?? '', system, 'URI'];
   }
@@ -133,7 +142,11 @@ export class V2Writer {
       const table = tableOf(map);
       const v2sys = table ? `http://terminology.hl7.org/CodeSystem/v2-${table}` : undefined;
       const inTable = codings.find((x) => x.system === v2sys);
-      if (inTable) codings = [inTable, ...codings.filter((x) => x !== inTable && !(v2CodeOf(map, x.code, x.system) === inTable.code))];
+      if (inTable)
+        codings = [
+          inTable,
+          ...codings.filter((x) => x !== inTable && !(v2CodeOf(map, x.code, x.system) === inTable.code)),
+        ];
       else if (codings.length) {
         const v2 = v2CodeOf(map, codings[0].code, codings[0].system);
         if (v2) codings = [{ system: v2sys, code: v2, display: codings[0].display }, ...codings.slice(1)];
@@ -156,9 +169,16 @@ export class V2Writer {
   /** Identifier -> CX (value, check digit, scheme, assigning authority HD, type code). */
   cx(id: Identifier | undefined): Comps | undefined {
     if (!id?.value) return undefined;
-    const check = id.extension?.find((e) => e.url === 'http://hl7.org/fhir/StructureDefinition/identifier-checkDigit')?.valueString ?? '';
-    const scheme = id.extension?.find((e) => e.url === 'http://hl7.org/fhir/StructureDefinition/namingsystem-checkDigit')?.valueString ?? '';
-    const type = id.type?.coding?.find((x) => x.system === 'http://terminology.hl7.org/CodeSystem/v2-0203')?.code ?? id.type?.coding?.[0]?.code ?? '';
+    const check =
+      id.extension?.find((e) => e.url === 'http://hl7.org/fhir/StructureDefinition/identifier-checkDigit')
+        ?.valueString ?? '';
+    const scheme =
+      id.extension?.find((e) => e.url === 'http://hl7.org/fhir/StructureDefinition/namingsystem-checkDigit')
+        ?.valueString ?? '';
+    const type =
+      id.type?.coding?.find((x) => x.system === 'http://terminology.hl7.org/CodeSystem/v2-0203')?.code ??
+      id.type?.coding?.[0]?.code ??
+      '';
     return [id.value, check, scheme, this.hd(id.system, id.assigner?.display), type];
   }
 
@@ -184,7 +204,15 @@ export function xpn(n: HumanName | undefined): Comps | undefined {
     return words.length > 1 ? [words[words.length - 1], words.slice(0, -1).join(' ')] : [words[0]];
   }
   const family = n.family ?? '';
-  const out: Comps = [family, n.given?.[0] ?? '', n.given?.slice(1).join(' ') ?? '', n.suffix?.[0] ?? '', n.prefix?.[0] ?? '', '', v2CodeOf('NameType', n.use) ?? ''];
+  const out: Comps = [
+    family,
+    n.given?.[0] ?? '',
+    n.given?.slice(1).join(' ') ?? '',
+    n.suffix?.[0] ?? '',
+    n.prefix?.[0] ?? '',
+    '',
+    v2CodeOf('NameType', n.use) ?? '',
+  ];
   return out.some((x) => x !== '') ? out : undefined;
 }
 
@@ -192,7 +220,17 @@ export function xpn(n: HumanName | undefined): Comps | undefined {
 export function xad(a: Address | undefined): Comps | undefined {
   if (!a) return undefined;
   const type = (a.type === 'postal' ? 'M' : undefined) ?? v2CodeOf('AddressType[Use]', a.use) ?? '';
-  const out: Comps = [a.line?.[0] ?? '', a.line?.slice(1).join(', ') ?? '', a.city ?? '', a.state ?? '', a.postalCode ?? '', a.country ?? '', type, '', a.district ?? ''];
+  const out: Comps = [
+    a.line?.[0] ?? '',
+    a.line?.slice(1).join(', ') ?? '',
+    a.city ?? '',
+    a.state ?? '',
+    a.postalCode ?? '',
+    a.country ?? '',
+    type,
+    '',
+    a.district ?? '',
+  ];
   return out.some((x) => x !== '') ? out : undefined;
 }
 
@@ -208,7 +246,8 @@ export function xtn(cp: ContactPoint | undefined): Comps | undefined {
 /** Quantity units -> CWE (code, unit text, UCUM). */
 export function unitsCwe(w: V2Writer, q: Quantity | undefined): Comps | undefined {
   if (!q || (!q.code && !q.unit)) return undefined;
-  if (q.code) return [q.code, q.unit && q.unit !== q.code ? q.unit : '', w.codingSystem(q.system) || (q.system ? '' : '')];
+  if (q.code)
+    return [q.code, q.unit && q.unit !== q.code ? q.unit : '', w.codingSystem(q.system) || (q.system ? '' : '')];
   return [q.unit ?? ''];
 }
 

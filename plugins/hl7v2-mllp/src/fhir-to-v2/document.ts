@@ -27,7 +27,9 @@ export function mdm(rcv: V2Out, ctx: Ctx): Seg[] {
   // is written as ORC + OBR; a DiagnosticReport (a Bundle from another source) as its OBR group, with the
   // ServiceRequest it is based on as its ORC
   const reports = ctx.all<DiagnosticReport>('DiagnosticReport');
-  const reported = new Set(reports.flatMap((dr) => (dr.basedOn ?? []).map((r) => ctx.resolve<Resource>(r)).filter((x): x is Resource => !!x)));
+  const reported = new Set(
+    reports.flatMap((dr) => (dr.basedOn ?? []).map((r) => ctx.resolve<Resource>(r)).filter((x): x is Resource => !!x)),
+  );
   let obrSet = 0;
   ctx.all<ServiceRequest>('ServiceRequest').forEach((sr) => {
     if (!reported.has(sr)) out.push(...orderSegs(rcv, sr, ++obrSet, ctx));
@@ -38,9 +40,11 @@ export function mdm(rcv: V2Out, ctx: Ctx): Seg[] {
   const master = doc.masterIdentifier ?? doc.identifier?.[0];
   if (!master?.value) throw missing('DocumentReference.masterIdentifier', 'TXA-12 (unique document number)');
   const attachments = (doc.content ?? []).map((c) => c.attachment).filter((a) => a.data || a.url);
-  const text = attachments.length > 0 && attachments.every((a) => !a.contentType || a.contentType.startsWith('text/plain'));
+  const text =
+    attachments.length > 0 && attachments.every((a) => !a.contentType || a.contentType.startsWith('text/plain'));
   // TXA-17 completion: final -> AU (authenticated), preliminary -> IP; TXA-19 availability from the status
-  const completion = doc.docStatus === 'final' || doc.docStatus === 'amended' ? 'AU' : doc.docStatus === 'preliminary' ? 'IP' : 'DO';
+  const completion =
+    doc.docStatus === 'final' || doc.docStatus === 'amended' ? 'AU' : doc.docStatus === 'preliminary' ? 'IP' : 'DO';
   out.push(
     new Seg('TXA')
       .set(1, '1')
@@ -48,7 +52,10 @@ export function mdm(rcv: V2Out, ctx: Ctx): Seg[] {
       .set(3, text ? 'TX' : attachments.length ? 'AP' : undefined)
       .set(4, dtm(doc.date))
       .set(6, dtm(doc.date))
-      .reps(9, (doc.author ?? []).map((a) => xcn(rcv, a, ctx)))
+      .reps(
+        9,
+        (doc.author ?? []).map((a) => xcn(rcv, a, ctx)),
+      )
       .set(12, w.ei(master))
       .set(13, w.ei(doc.relatesTo?.[0]?.target?.identifier))
       .set(17, completion)
@@ -59,13 +66,36 @@ export function mdm(rcv: V2Out, ctx: Ctx): Seg[] {
   let set = 0;
   for (const a of attachments) {
     if (a.data && (!a.contentType || a.contentType.startsWith('text/plain'))) {
-      for (const line of Buffer.from(a.data, 'base64').toString('utf8').split(/\r\n|\n|\r/))
-        out.push(new Seg('OBX').set(1, String(++set)).set(2, 'TX').set(3, w.cwe(doc.type, 'OBX-3') ?? ['']).set(5, line).set(11, 'F'));
+      for (const line of Buffer.from(a.data, 'base64')
+        .toString('utf8')
+        .split(/\r\n|\n|\r/))
+        out.push(
+          new Seg('OBX')
+            .set(1, String(++set))
+            .set(2, 'TX')
+            .set(3, w.cwe(doc.type, 'OBX-3') ?? [''])
+            .set(5, line)
+            .set(11, 'F'),
+        );
     } else if (a.data) {
       const [mt, sub] = (a.contentType ?? 'application/octet-stream').split('/');
-      out.push(new Seg('OBX').set(1, String(++set)).set(2, 'ED').set(3, w.cwe(doc.type, 'OBX-3') ?? ['']).set(5, ['', mt, sub ?? '', 'Base64', a.data]).set(11, 'F'));
+      out.push(
+        new Seg('OBX')
+          .set(1, String(++set))
+          .set(2, 'ED')
+          .set(3, w.cwe(doc.type, 'OBX-3') ?? [''])
+          .set(5, ['', mt, sub ?? '', 'Base64', a.data])
+          .set(11, 'F'),
+      );
     } else if (a.url) {
-      out.push(new Seg('OBX').set(1, String(++set)).set(2, 'RP').set(3, w.cwe(doc.type, 'OBX-3') ?? ['']).set(5, [a.url, '', a.contentType?.split('/')[0] ?? '', a.contentType?.split('/')[1] ?? '']).set(11, 'F'));
+      out.push(
+        new Seg('OBX')
+          .set(1, String(++set))
+          .set(2, 'RP')
+          .set(3, w.cwe(doc.type, 'OBX-3') ?? [''])
+          .set(5, [a.url, '', a.contentType?.split('/')[0] ?? '', a.contentType?.split('/')[1] ?? ''])
+          .set(11, 'F'),
+      );
     }
   }
   return out;

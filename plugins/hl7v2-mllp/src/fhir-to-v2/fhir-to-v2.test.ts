@@ -39,7 +39,11 @@ describe('FHIR R4 -> HL7 v2.5.1', () => {
   test('ADT event from the Encounter status (planned A04, finished A03, Patient alone A31)', () => {
     expect(conv(adtBundle('planned'))[0].messageType).toBe('ADT^A04');
     expect(conv(adtBundle('finished'))[0].messageType).toBe('ADT^A03');
-    const onlyPatient: Bundle = { resourceType: 'Bundle', type: 'transaction', entry: adtBundle().entry!.filter((e) => e.resource?.resourceType === 'Patient') };
+    const onlyPatient: Bundle = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: adtBundle().entry!.filter((e) => e.resource?.resourceType === 'Patient'),
+    };
     const [m] = conv(onlyPatient);
     expect(m.messageType).toBe('ADT^A31');
     expect(lines(m.text)[0]).toContain('|ADT^A31^ADT_A05|');
@@ -93,18 +97,52 @@ describe('FHIR R4 -> HL7 v2.5.1', () => {
       id: 'athena-195900-appointment-5001',
       identifier: [{ system: 'urn:athenahealth:athenanet:appointment:195900', value: '5001' }],
       status: 'booked',
-      serviceType: [{ text: 'FOLLOW UP', coding: [{ system: 'urn:athenahealth:athenanet:appointmenttype:195900', code: '11', display: 'FOLLOW UP' }] }],
+      serviceType: [
+        {
+          text: 'FOLLOW UP',
+          coding: [{ system: 'urn:athenahealth:athenanet:appointmenttype:195900', code: '11', display: 'FOLLOW UP' }],
+        },
+      ],
       start: '2026-03-07T17:30:00.000Z',
       end: '2026-03-07T18:00:00.000Z',
       minutesDuration: 30,
       participant: [
-        { actor: { type: 'Patient', identifier: { system: 'urn:athenahealth:athenanet:patient:195900', value: '100' } }, required: 'required', status: 'accepted' },
-        { actor: { type: 'Practitioner', identifier: { system: 'urn:athenahealth:athenanet:provider:195900', value: '1' } }, required: 'required', status: 'accepted' },
-        { actor: { type: 'Location', identifier: { system: 'urn:athenahealth:athenanet:department:195900', value: '21' }, display: 'West Clinic' }, required: 'required', status: 'accepted' },
+        {
+          actor: { type: 'Patient', identifier: { system: 'urn:athenahealth:athenanet:patient:195900', value: '100' } },
+          required: 'required',
+          status: 'accepted',
+        },
+        {
+          actor: {
+            type: 'Practitioner',
+            identifier: { system: 'urn:athenahealth:athenanet:provider:195900', value: '1' },
+          },
+          required: 'required',
+          status: 'accepted',
+        },
+        {
+          actor: {
+            type: 'Location',
+            identifier: { system: 'urn:athenahealth:athenanet:department:195900', value: '21' },
+            display: 'West Clinic',
+          },
+          required: 'required',
+          status: 'accepted',
+        },
       ],
     };
-    const b = { resourceType: 'Bundle', type: 'transaction', entry: [{ fullUrl: 'urn:uuid:a1', resource: appt }] } as Bundle;
-    const profile = { identifierSystems: { ATHENA: 'urn:athenahealth:athenanet:patient:195900', ATHENAPROV: 'urn:athenahealth:athenanet:provider:195900', ATHENAAPPT: 'urn:athenahealth:athenanet:appointment:195900' } };
+    const b = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [{ fullUrl: 'urn:uuid:a1', resource: appt }],
+    } as Bundle;
+    const profile = {
+      identifierSystems: {
+        ATHENA: 'urn:athenahealth:athenanet:patient:195900',
+        ATHENAPROV: 'urn:athenahealth:athenanet:provider:195900',
+        ATHENAAPPT: 'urn:athenahealth:athenanet:appointment:195900',
+      },
+    };
     expect(lines(conv(b, profile)[0].text).slice(1)).toEqual([
       'SCH||5001^ATHENAAPPT||||Booked^^HL70278|||30|min^minutes^UCUM|^^M30^20260307173000.000+0000^20260307180000.000+0000||||||||||||||Booked^^HL70278',
       'PID|1||100^^^ATHENA',
@@ -170,7 +208,9 @@ describe('FHIR R4 -> HL7 v2.5.1', () => {
 
   test('a Bundle that cannot be expressed: input error naming the FHIR element and the v2 field', () => {
     const noId = adtBundle();
-    delete (noId.entry!.find((e) => e.resource?.resourceType === 'Patient')!.resource = { ...(noId.entry![0].resource as Patient) }).identifier;
+    delete (noId.entry!.find((e) => e.resource?.resourceType === 'Patient')!.resource = {
+      ...(noId.entry![0].resource as Patient),
+    }).identifier;
     const err = (() => {
       try {
         conv(noId);
@@ -183,12 +223,15 @@ describe('FHIR R4 -> HL7 v2.5.1', () => {
     expect(err.kind).toBe('input');
     expect(err.retryable).toBe(false);
     expect(err.code).toBe('FERRY_E_INPUT_FHIR_TO_V2_MISSING');
-    expect(err.message).toBe('cannot express the Bundle in HL7 v2: Patient.identifier is required for PID-3 (patient identifier list)');
+    expect(err.message).toBe(
+      'cannot express the Bundle in HL7 v2: Patient.identifier is required for PID-3 (patient identifier list)',
+    );
     const noCode = oruBundle();
     delete (noCode.entry!.find((e) => e.resource?.id === 'o3')!.resource as Partial<Observation>).code;
     expect(() => conv(noCode)).toThrow('Observation.code is required for OBX-3');
     const noStart = siuBundle();
-    delete (noStart.entry!.find((e) => e.resource?.resourceType === 'Appointment')!.resource as { start?: string }).start;
+    delete (noStart.entry!.find((e) => e.resource?.resourceType === 'Appointment')!.resource as { start?: string })
+      .start;
     expect(() => conv(noStart)).toThrow('Appointment.start is required for SCH-11.4');
     expect(() => conv({ resourceType: 'Bundle', type: 'transaction', entry: [] })).toThrow(/holds no Patient/);
   });
@@ -209,7 +252,9 @@ describe('FHIR R4 -> HL7 v2.5.1', () => {
     };
     const [m] = conv(adtBundle(), profile);
     const l = lines(m.text);
-    expect(l[0]).toBe(`MSH|^~\\&|FERRY|GHH|LIS|LAB^1.2.3^ISO|20260302100000-0600||ADT^A08^ADT_A01|${CID}|T|2.3|||AL|NE||UNICODE UTF-8`);
+    expect(l[0]).toBe(
+      `MSH|^~\\&|FERRY|GHH|LIS|LAB^1.2.3^ISO|20260302100000-0600||ADT^A08^ADT_A01|${CID}|T|2.3|||AL|NE||UNICODE UTF-8`,
+    );
     expect(l[1]).toBe('EVN|A08|20260302100000-0600');
     expect(l.map((x) => x.slice(0, 3))).toEqual(['MSH', 'EVN', 'PID', 'PV1', 'DG1']);
     expect(l[3].split('|')[3]).toBe('WARD^^^MAIN');
@@ -223,7 +268,9 @@ describe('FHIR R4 -> HL7 v2.5.1', () => {
     expect(l.map((x) => x.slice(0, 3))).not.toContain('SPM');
     expect(l[5]).toBe('OBX|3|CE|882-1^ABO and Rh group^LN||278149003^Blood group A Rh(D) positive^SCT||||||F');
     const [a] = conv(adtBundle(), { version: '2.3' });
-    expect(lines(a.text).find((x) => x.startsWith('DG1'))).toBe('DG1|1||J18.9^Pneumonia, unspecified organism^I10C||20260227|A|||||||||1');
+    expect(lines(a.text).find((x) => x.startsWith('DG1'))).toBe(
+      'DG1|1||J18.9^Pneumonia, unspecified organism^I10C||20260227|A|||||||||1',
+    );
   });
 
   test('receiver profile is checked strictly', () => {
@@ -233,7 +280,9 @@ describe('FHIR R4 -> HL7 v2.5.1', () => {
     expect(() => receiverProfile({ messageTypes: { adt: 'A08' } })).toThrow(/not a message type/);
     expect(() => receiverProfile({ fieldOverrides: { PV13: 'x' } })).toThrow(/not a field reference/);
     expect(() => receiverProfile({ fieldOverrides: { 'MSH-2': 'x' } })).toThrow(/delimiters/);
-    expect(() => receiverProfile({ codeTables: { 'OBX-3': { codes: { a: 1 } } } })).toThrow(/codes\.a: must be a string/);
+    expect(() => receiverProfile({ codeTables: { 'OBX-3': { codes: { a: 1 } } } })).toThrow(
+      /codes\.a: must be a string/,
+    );
     expect(receiverProfile({}).version).toBe('2.5.1');
   });
 
@@ -257,21 +306,41 @@ describe('FHIR R4 -> HL7 v2.5.1', () => {
   // OrderControlCode[ServiceRequest.status]). Documented loss (FHIR-TO-V2.md): `draft` has no row in either map
   // and comes back `unknown`.
   const STATUS_LOSSES: Record<string, string> = { draft: 'unknown' };
-  test.each(['active', 'on-hold', 'revoked', 'completed', 'entered-in-error', 'unknown', 'draft'])('ServiceRequest.status %s: ORC-1/ORC-5 read back to the same status (ORM and MDM)', (status) => {
-    const t = new Hl7v2Transform();
-    const withStatus = (b: Bundle) => {
-      const sr = b.entry!.map((e) => e.resource).find((r): r is ServiceRequest => r?.resourceType === 'ServiceRequest')!;
-      sr.status = status as ServiceRequest['status'];
-      return b;
-    };
-    const orm = ormBundle();
-    const mdm = mdmBundle();
-    mdm.entry!.push({ fullUrl: 'urn:uuid:sr1', resource: (orm.entry!.find((e) => e.resource?.resourceType === 'ServiceRequest')!.resource as Resource) });
-    for (const b of [withStatus(ormBundle()), withStatus(mdm)]) {
-      const [m] = conv(b);
-      expect(lines(m.text).filter((l) => /^(ORC|OBR)\|/.test(l)).length).toBe(2);
-      const back = t.convert(Buffer.from(m.text, 'utf8')).entry!.map((e) => e.resource).filter((r): r is ServiceRequest => r?.resourceType === 'ServiceRequest');
-      expect(back.map((sr) => [sr.status, sr.code?.coding?.[0]?.code, sr.identifier?.map((i) => i.value).sort().join(' ')])).toEqual([[STATUS_LOSSES[status] ?? status, '24331-1', 'LAB-9 ORD-9']]);
-    }
-  });
+  test.each(['active', 'on-hold', 'revoked', 'completed', 'entered-in-error', 'unknown', 'draft'])(
+    'ServiceRequest.status %s: ORC-1/ORC-5 read back to the same status (ORM and MDM)',
+    (status) => {
+      const t = new Hl7v2Transform();
+      const withStatus = (b: Bundle) => {
+        const sr = b
+          .entry!.map((e) => e.resource)
+          .find((r): r is ServiceRequest => r?.resourceType === 'ServiceRequest')!;
+        sr.status = status as ServiceRequest['status'];
+        return b;
+      };
+      const orm = ormBundle();
+      const mdm = mdmBundle();
+      mdm.entry!.push({
+        fullUrl: 'urn:uuid:sr1',
+        resource: orm.entry!.find((e) => e.resource?.resourceType === 'ServiceRequest')!.resource as Resource,
+      });
+      for (const b of [withStatus(ormBundle()), withStatus(mdm)]) {
+        const [m] = conv(b);
+        expect(lines(m.text).filter((l) => /^(ORC|OBR)\|/.test(l)).length).toBe(2);
+        const back = t
+          .convert(Buffer.from(m.text, 'utf8'))
+          .entry!.map((e) => e.resource)
+          .filter((r): r is ServiceRequest => r?.resourceType === 'ServiceRequest');
+        expect(
+          back.map((sr) => [
+            sr.status,
+            sr.code?.coding?.[0]?.code,
+            sr.identifier
+              ?.map((i) => i.value)
+              .sort()
+              .join(' '),
+          ]),
+        ).toEqual([[STATUS_LOSSES[status] ?? status, '24331-1', 'LAB-9 ORD-9']]);
+      }
+    },
+  );
 });

@@ -61,7 +61,11 @@ const hd = (v: string): string[] => v.split('^');
 
 /** A deterministic control id: 20 characters (the v2.5.1 MSH-10 length) from a SHA-1 of the seed. */
 export function controlIdFor(seed: string, index = 0): string {
-  return createHash('sha1').update(index ? `${seed}#${index}` : seed).digest('hex').slice(0, 20).toUpperCase();
+  return createHash('sha1')
+    .update(index ? `${seed}#${index}` : seed)
+    .digest('hex')
+    .slice(0, 20)
+    .toUpperCase();
 }
 
 /** Message type and structure per event (HL7 v2.5.1 Chapter 2 message structure table 0354). */
@@ -113,12 +117,17 @@ export class FhirToV2 {
     if (types.has('ServiceRequest') && !/^ADT/.test(event)) return 'order';
     if (types.has('Observation') && !/^ADT/.test(event)) return 'result';
     if (types.has('Patient') || types.has('Encounter')) return 'adt';
-    throw inputError('FHIR_TO_V2_UNSUPPORTED', `cannot express the Bundle in HL7 v2: it holds no Patient, Encounter, DiagnosticReport, Observation, ServiceRequest, Immunization, DocumentReference or Appointment (has ${[...types].filter(Boolean).join(', ') || 'nothing'})`, {});
+    throw inputError(
+      'FHIR_TO_V2_UNSUPPORTED',
+      `cannot express the Bundle in HL7 v2: it holds no Patient, Encounter, DiagnosticReport, Observation, ServiceRequest, Immunization, DocumentReference or Appointment (has ${[...types].filter(Boolean).join(', ') || 'nothing'})`,
+      {},
+    );
   }
 
   /** Convert one Bundle. Throws a FerryError (kind input) naming the FHIR element and v2 field when data is missing. */
   convert(bundle: Bundle, opts: FhirToV2Options): V2Message[] {
-    if (!bundle || bundle.resourceType !== 'Bundle') throw inputError('FHIR_TO_V2_NOT_BUNDLE', 'cannot express the input in HL7 v2: it is not a FHIR Bundle', {});
+    if (!bundle || bundle.resourceType !== 'Bundle')
+      throw inputError('FHIR_TO_V2_NOT_BUNDLE', 'cannot express the input in HL7 v2: it is not a FHIR Bundle', {});
     const ctx = new Ctx(bundle);
     // the profile's FHIRPath rules first (first match wins): the type names the message built
     const ruled = this.ruleType(bundle);
@@ -131,7 +140,8 @@ export class FhirToV2 {
       ctx.messagePatient = undefined;
       out.push(this.finish(build(type), type, kind, ctx, ts, controlIdFor(opts.controlIdSeed, i)));
     };
-    if (kind === 'appointment') ctx.all<Appointment>('Appointment').forEach((a, i) => one(() => siu(this.out, a, ctx), i, a));
+    if (kind === 'appointment')
+      ctx.all<Appointment>('Appointment').forEach((a, i) => one(() => siu(this.out, a, ctx), i, a));
     else if (kind === 'result') one(() => oru(this.out, ctx));
     else if (kind === 'immunization') one(() => vxu(this.out, ctx));
     else if (kind === 'document') one(() => mdm(this.out, ctx));
@@ -147,7 +157,11 @@ export class FhirToV2 {
       try {
         hit = fhirpathTest(r.when, bundle);
       } catch (e) {
-        throw inputError('FHIR_TO_V2_RULE', `cannot choose the HL7 v2 message type: messageTypeRules "${r.when}" failed on the Bundle: ${(e as Error).message.split('\n')[0]}`, { rule: r.when });
+        throw inputError(
+          'FHIR_TO_V2_RULE',
+          `cannot choose the HL7 v2 message type: messageTypeRules "${r.when}" failed on the Bundle: ${(e as Error).message.split('\n')[0]}`,
+          { rule: r.when },
+        );
       }
       if (hit) return r.type;
     }
@@ -155,7 +169,8 @@ export class FhirToV2 {
   }
 
   private header(bundle: Bundle): MessageHeader | undefined {
-    return bundle.entry?.find((e) => e.resource?.resourceType === 'MessageHeader')?.resource as MessageHeader | undefined;
+    return bundle.entry?.find((e) => e.resource?.resourceType === 'MessageHeader')?.resource as
+      MessageHeader | undefined;
   }
 
   /** MSH-9: the profile's type for this kind, else the MessageHeader event, else derived from the statuses. */
@@ -169,15 +184,39 @@ export class FhirToV2 {
         else {
           const e = ctx.all<Encounter>('Encounter')[0];
           // a merge (a Patient replaced by another: Patient.link replaced-by / replaces): A40 merge patient
-          if (ctx.all<Patient>('Patient').some((p) => p.link?.some((l) => l.type === 'replaced-by' || l.type === 'replaces'))) t = 'ADT^A40';
+          if (
+            ctx
+              .all<Patient>('Patient')
+              .some((p) => p.link?.some((l) => l.type === 'replaced-by' || l.type === 'replaces'))
+          )
+            t = 'ADT^A40';
           // a Patient alone: A28 add person when it is new (created in the Bundle: request POST, or its first version), else A31 update person
           else if (!e) t = ctx.patientIsNew() ? 'ADT^A28' : 'ADT^A31';
           // IG Event[EncounterStatus] in reverse: A01 in-progress, A03 finished, A04 planned; cancelled (or entered in error): A11 cancel admit
-          else t = e.status === 'in-progress' ? 'ADT^A01' : e.status === 'finished' ? 'ADT^A03' : e.status === 'planned' || e.status === 'arrived' ? 'ADT^A04' : e.status === 'cancelled' || e.status === 'entered-in-error' ? 'ADT^A11' : 'ADT^A08';
+          else
+            t =
+              e.status === 'in-progress'
+                ? 'ADT^A01'
+                : e.status === 'finished'
+                  ? 'ADT^A03'
+                  : e.status === 'planned' || e.status === 'arrived'
+                    ? 'ADT^A04'
+                    : e.status === 'cancelled' || e.status === 'entered-in-error'
+                      ? 'ADT^A11'
+                      : 'ADT^A08';
         }
       } else if (kind === 'appointment') {
         const s = appt?.status;
-        t = s === 'cancelled' ? 'SIU^S15' : s === 'noshow' ? 'SIU^S26' : s === 'entered-in-error' ? 'SIU^S17' : evOk?.startsWith('SIU^') && STRUCTURE[evOk] ? evOk : 'SIU^S12';
+        t =
+          s === 'cancelled'
+            ? 'SIU^S15'
+            : s === 'noshow'
+              ? 'SIU^S26'
+              : s === 'entered-in-error'
+                ? 'SIU^S17'
+                : evOk?.startsWith('SIU^') && STRUCTURE[evOk]
+                  ? evOk
+                  : 'SIU^S12';
       } else if (kind === 'order') t = evOk === 'OML^O21' ? 'OML^O21' : 'ORM^O01';
       else t = kind === 'immunization' ? 'VXU^V04' : kind === 'document' ? 'MDM^T02' : 'ORU^R01';
     }
@@ -204,7 +243,8 @@ export class FhirToV2 {
       .set(16, p.applicationAckType || undefined)
       .set(18, 'UNICODE UTF-8');
     const all = [msh];
-    if ((kind === 'adt' || kind === 'document') && this.out.on('EVN')) all.push(new Seg('EVN').set(1, p.version.startsWith('2.3') ? type.split('^')[1] : undefined).set(2, ts));
+    if ((kind === 'adt' || kind === 'document') && this.out.on('EVN'))
+      all.push(new Seg('EVN').set(1, p.version.startsWith('2.3') ? type.split('^')[1] : undefined).set(2, ts));
     all.push(...segs);
     this.zSegments(all, ctx);
     const lines = all.map((s) => this.encode(s));
@@ -239,7 +279,9 @@ export class FhirToV2 {
   private zSegments(all: Seg[], ctx: Ctx): void {
     for (const z of this.profile.zSegments) {
       const resources: Resource[] =
-        z.resource === 'Patient' && ctx.messagePatient ? [ctx.messagePatient] : ctx.all<Resource>(z.resource as Resource['resourceType']).filter((r) => !LOGICAL.has(r));
+        z.resource === 'Patient' && ctx.messagePatient
+          ? [ctx.messagePatient]
+          : ctx.all<Resource>(z.resource as Resource['resourceType']).filter((r) => !LOGICAL.has(r));
       const segs = resources.map((r, i) => {
         const seg = new Seg(z.segment);
         for (const [n, expr] of Object.entries(z.fields)) {
@@ -247,9 +289,16 @@ export class FhirToV2 {
           try {
             vals = fhirpathEval(expr, r);
           } catch (e) {
-            throw inputError('FHIR_TO_V2_ZSEGMENT', `cannot write ${z.segment}-${n}: FHIRPath "${expr}" failed on ${r.resourceType}: ${(e as Error).message.split('\n')[0]}`, { segment: z.segment, field: Number(n) });
+            throw inputError(
+              'FHIR_TO_V2_ZSEGMENT',
+              `cannot write ${z.segment}-${n}: FHIRPath "${expr}" failed on ${r.resourceType}: ${(e as Error).message.split('\n')[0]}`,
+              { segment: z.segment, field: Number(n) },
+            );
           }
-          seg.reps(Number(n), vals.map((v) => this.zValue(v, `${z.segment}-${n}`)));
+          seg.reps(
+            Number(n),
+            vals.map((v) => this.zValue(v, `${z.segment}-${n}`)),
+          );
         }
         if (!seg.fields.length) seg.set(1, String(i + 1));
         return seg;
@@ -269,12 +318,15 @@ export class FhirToV2 {
     if (v === null || v === undefined) return undefined;
     if (typeof v === 'boolean') return [v ? 'Y' : 'N'];
     if (typeof v === 'number') return [nm(v) ?? String(v)];
-    if (typeof v === 'string') return [/^\d{4}-\d{2}(-\d{2})?$/.test(v) ? (dt(v) ?? v) : /^\d{4}-\d{2}-\d{2}T/.test(v) ? (dtm(v) ?? v) : v];
+    if (typeof v === 'string')
+      return [/^\d{4}-\d{2}(-\d{2})?$/.test(v) ? (dt(v) ?? v) : /^\d{4}-\d{2}-\d{2}T/.test(v) ? (dtm(v) ?? v) : v];
     if (typeof v !== 'object') return [String(v)];
     const o = v as Record<string, unknown>;
-    if ('coding' in o || ('text' in o && Object.keys(o).length === 1)) return this.out.w.cwe(o as CodeableConcept, field);
+    if ('coding' in o || ('text' in o && Object.keys(o).length === 1))
+      return this.out.w.cwe(o as CodeableConcept, field);
     if ('code' in o && ('system' in o || 'display' in o)) return this.out.w.cwe({ coding: [o as Coding] }, field);
-    if ('value' in o && ('system' in o || 'type' in o || 'assigner' in o) && typeof o.value === 'string') return this.out.w.cx(o as Identifier);
+    if ('value' in o && ('system' in o || 'type' in o || 'assigner' in o) && typeof o.value === 'string')
+      return this.out.w.cx(o as Identifier);
     if ('value' in o && typeof o.value === 'number') return [nm(o.value) ?? String(o.value)];
     if ('family' in o || 'given' in o) return xpn(o as never);
     if ('line' in o || 'city' in o || 'postalCode' in o) return xad(o as never);

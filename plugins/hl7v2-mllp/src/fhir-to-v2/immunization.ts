@@ -34,15 +34,21 @@ export function vxu(rcv: V2Out, ctx: Ctx): Seg[] {
         .set(1, 'RE')
         .set(2, w.ei(placer))
         .set(3, w.ei(filler) ?? ['9999'])
-        .reps(12, fn('OP').map((p) => xcn(rcv, p.actor, ctx))),
+        .reps(
+          12,
+          fn('OP').map((p) => xcn(rcv, p.actor, ctx)),
+        ),
     );
     const when = dtm(im.occurrenceDateTime);
     if (!when) throw missing('Immunization.occurrenceDateTime', 'RXA-3 (date/time start of administration)');
     const vaccine = w.cwe(im.vaccineCode, 'RXA-5');
     if (!vaccine) throw missing('Immunization.vaccineCode', 'RXA-5 (administered code)');
-    const mfr = ctx.resolve<{ resourceType: 'Organization'; name?: string; identifier?: Identifier[] } & Resource>(im.manufacturer);
+    const mfr = ctx.resolve<{ resourceType: 'Organization'; name?: string; identifier?: Identifier[] } & Resource>(
+      im.manufacturer,
+    );
     const mvx = mfr?.identifier?.[0];
-    const completion = im.status === 'not-done' ? 'RE' : im.status === 'entered-in-error' ? 'CP' : im.isSubpotent ? 'PA' : 'CP';
+    const completion =
+      im.status === 'not-done' ? 'RE' : im.status === 'entered-in-error' ? 'CP' : im.isSubpotent ? 'PA' : 'CP';
     out.push(
       new Seg('RXA')
         .set(1, '0')
@@ -52,19 +58,41 @@ export function vxu(rcv: V2Out, ctx: Ctx): Seg[] {
         .set(5, vaccine)
         .set(6, nm(im.doseQuantity?.value) ?? '999')
         .set(7, im.doseQuantity ? unitsCwe(w, im.doseQuantity) : undefined)
-        .set(9, im.primarySource === undefined ? undefined : im.primarySource ? ['00', 'New Record', 'NIP001'] : ['01', 'Historical Administration', 'NIP001'])
-        .reps(10, fn('AP').map((p) => xcn(rcv, p.actor, ctx)))
-        .set(11, im.location ? ['', '', '', ctx.resolve<Location>(im.location)?.name ?? im.location.display ?? ''] : undefined)
+        .set(
+          9,
+          im.primarySource === undefined
+            ? undefined
+            : im.primarySource
+              ? ['00', 'New Record', 'NIP001']
+              : ['01', 'Historical Administration', 'NIP001'],
+        )
+        .reps(
+          10,
+          fn('AP').map((p) => xcn(rcv, p.actor, ctx)),
+        )
+        .set(
+          11,
+          im.location ? ['', '', '', ctx.resolve<Location>(im.location)?.name ?? im.location.display ?? ''] : undefined,
+        )
         .set(15, im.lotNumber)
         .set(16, dt(im.expirationDate))
-        .set(17, mvx?.value || mfr?.name || im.manufacturer?.display ? [mvx?.value ?? '', mfr?.name ?? im.manufacturer?.display ?? '', mvx ? w.codingSystem(mvx.system) : ''] : undefined)
+        .set(
+          17,
+          mvx?.value || mfr?.name || im.manufacturer?.display
+            ? [mvx?.value ?? '', mfr?.name ?? im.manufacturer?.display ?? '', mvx ? w.codingSystem(mvx.system) : '']
+            : undefined,
+        )
         .set(18, w.cwe(im.statusReason, 'RXA-18'))
-        .reps(19, (im.reasonCode ?? []).map((r) => w.cwe(r, 'RXA-19')))
+        .reps(
+          19,
+          (im.reasonCode ?? []).map((r) => w.cwe(r, 'RXA-19')),
+        )
         .set(20, completion)
         .set(21, im.status === 'entered-in-error' ? 'D' : 'A')
         .set(22, dtm(im.recorded)),
     );
-    if ((im.route || im.site) && rcv.on('RXR')) out.push(new Seg('RXR').set(1, w.cwe(im.route, 'RXR-1') ?? ['']).set(2, w.cwe(im.site, 'RXR-2')));
+    if ((im.route || im.site) && rcv.on('RXR'))
+      out.push(new Seg('RXR').set(1, w.cwe(im.route, 'RXR-1') ?? ['']).set(2, w.cwe(im.site, 'RXR-2')));
     // the administration's observations (funding, VIS…): those partOf it, else all of them after the first RXA
     (anyLinked ? obsOf(im) : n === 0 ? observations : []).forEach((o, k) => out.push(obx(rcv, o, k + 1)));
   }

@@ -30,7 +30,14 @@ import { missing, Seg, type V2Out } from './segment';
 export function orcStatus(status: string | undefined): [control: string, orderStatus: string | undefined] {
   const orderStatus = v2CodeOf('OrderStatus', status);
   if (!orderStatus) return ['SC', undefined];
-  const control = status === 'revoked' || status === 'entered-in-error' ? 'CA' : status === 'on-hold' ? 'HD' : status === 'completed' ? 'SC' : 'NW';
+  const control =
+    status === 'revoked' || status === 'entered-in-error'
+      ? 'CA'
+      : status === 'on-hold'
+        ? 'HD'
+        : status === 'completed'
+          ? 'SC'
+          : 'NW';
   return [control, orderStatus];
 }
 
@@ -48,13 +55,18 @@ export function orm(rcv: V2Out, ctx: Ctx, type: string): Seg[] {
   out.push(...insurance(rcv, ctx));
   if (rcv.on('AL1')) ctx.all<AllergyIntolerance>('AllergyIntolerance').forEach((a, i) => out.push(al1(rcv, a, i + 1)));
   const linked = (sr: ServiceRequest) =>
-    (sr.supportingInfo ?? []).map((r) => ctx.resolve<Observation>(r)).filter((o): o is Observation => o?.resourceType === 'Observation');
+    (sr.supportingInfo ?? [])
+      .map((r) => ctx.resolve<Observation>(r))
+      .filter((o): o is Observation => o?.resourceType === 'Observation');
   const anyLinked = orders.some((sr) => linked(sr).length);
   orders.forEach((sr, i) => {
     out.push(...orderSegs(rcv, sr, i + 1, ctx, oml));
-    if (rcv.on('NTE')) (sr.note ?? []).forEach((n, k) => n.text && out.push(new Seg('NTE').set(1, String(k + 1)).set(3, n.text)));
+    if (rcv.on('NTE'))
+      (sr.note ?? []).forEach((n, k) => n.text && out.push(new Seg('NTE').set(1, String(k + 1)).set(3, n.text)));
     // the order's diagnoses and observations: those it references, else (first order) all in the Bundle
-    const reasons = (sr.reasonReference ?? []).map((r) => ctx.resolve<Condition>(r)).filter((c): c is Condition => c?.resourceType === 'Condition');
+    const reasons = (sr.reasonReference ?? [])
+      .map((r) => ctx.resolve<Condition>(r))
+      .filter((c): c is Condition => c?.resourceType === 'Condition');
     const dg = reasons.length ? reasons : i === 0 ? ctx.all<Condition>('Condition') : [];
     if (rcv.on('DG1')) dg.forEach((c, k) => out.push(dg1(rcv, c, k + 1, enc, ctx)));
     const obs = anyLinked ? linked(sr) : i === 0 ? ctx.all<Observation>('Observation') : [];
@@ -80,7 +92,8 @@ export function orderSegs(rcv: V2Out, sr: ServiceRequest, setId: number, ctx: Ct
   const filler = ids.find((x) => x.type?.coding?.some((c) => c.code === 'FILL'));
   const code = w.cwe(sr.code, 'OBR-4');
   // an order known only by its group (requisition, ORC-4) is an order too (OML_O21 orders of a panel)
-  if (!placer?.value && !filler?.value && !sr.requisition?.value) throw missing('ServiceRequest.identifier', 'ORC-2/ORC-3 (placer/filler order number)');
+  if (!placer?.value && !filler?.value && !sr.requisition?.value)
+    throw missing('ServiceRequest.identifier', 'ORC-2/ORC-3 (placer/filler order number)');
   const [control, orderStatus] = orcStatus(sr.status);
   const requester = xcn(rcv, sr.requester, ctx);
   const when = dtm(sr.occurrenceDateTime ?? sr.occurrencePeriod?.start);
@@ -91,13 +104,21 @@ export function orderSegs(rcv: V2Out, sr: ServiceRequest, setId: number, ctx: Ct
       .set(3, w.ei(filler))
       .set(4, w.ei(sr.requisition))
       .set(5, orderStatus)
-      .set(7, sr.priority ? ['', '', '', when ?? '', '', v2CodeOf('ExtendedPriorityCodes', sr.priority) ?? ''] : undefined)
+      .set(
+        7,
+        sr.priority ? ['', '', '', when ?? '', '', v2CodeOf('ExtendedPriorityCodes', sr.priority) ?? ''] : undefined,
+      )
       .set(9, dtm(sr.authoredOn))
       .set(12, requester),
   ];
   // OML_O21 TIMING: TQ1-7 start, TQ1-9 priority (ORC-7 is kept for receivers that read it)
   if (tq1 && (when || sr.priority) && rcv.on('TQ1'))
-    out.push(new Seg('TQ1').set(1, '1').set(7, when).set(9, sr.priority ? [v2CodeOf('ExtendedPriorityCodes', sr.priority) ?? '', '', 'HL70485'] : undefined));
+    out.push(
+      new Seg('TQ1')
+        .set(1, '1')
+        .set(7, when)
+        .set(9, sr.priority ? [v2CodeOf('ExtendedPriorityCodes', sr.priority) ?? '', '', 'HL70485'] : undefined),
+    );
   // a DiagnosticReport based on this order (the inbound map makes one when OBR-22/25 are valued) gives OBR-7/22/25
   const dr = ctx.all<DiagnosticReport>('DiagnosticReport').find((d) => d.basedOn?.some((r) => ctx.resolve(r) === sr));
   if (code)

@@ -15,17 +15,26 @@ export function pid(rcv: V2Out, p: Patient, ctx?: Ctx): Seg {
   if (ctx) ctx.messagePatient = p;
   const ids = p.identifier ?? [];
   const isType = (i: Identifier, code: string) => i.type?.coding?.some((c) => c.code === code);
-  const main = ids.filter((i) => !(isType(i, 'SS') && i.system === 'http://hl7.org/fhir/sid/us-ssn') && !isType(i, 'DL'));
+  const main = ids.filter(
+    (i) => !(isType(i, 'SS') && i.system === 'http://hl7.org/fhir/sid/us-ssn') && !isType(i, 'DL'),
+  );
   if (!main.some((i) => i.value)) throw missing('Patient.identifier', 'PID-3 (patient identifier list)');
   const names = (p.name ?? []).map(xpn).filter(Boolean);
   // a patient known only by a logical reference (identifier) is sent by PID-3 alone
   if (!names.length && !LOGICAL.has(p)) throw missing('Patient.name', 'PID-5 (patient name)');
   const s = new Seg('PID').set(1, '1');
-  s.reps(3, main.map((i) => w.cx(i)));
+  s.reps(
+    3,
+    main.map((i) => w.cx(i)),
+  );
   s.reps(5, names);
-  const mmn = p.extension?.find((e) => e.url === 'http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName')?.valueString;
+  const mmn = p.extension?.find(
+    (e) => e.url === 'http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName',
+  )?.valueString;
   if (mmn) s.set(6, [mmn]);
-  const birthTime = (p as Patient & { _birthDate?: { extension?: { url: string; valueDateTime?: string }[] } })._birthDate?.extension?.find(
+  const birthTime = (
+    p as Patient & { _birthDate?: { extension?: { url: string; valueDateTime?: string }[] } }
+  )._birthDate?.extension?.find(
     (e) => e.url === 'http://hl7.org/fhir/StructureDefinition/patient-birthTime',
   )?.valueDateTime;
   s.set(7, (birthTime ? dtm(birthTime) : undefined) ?? dt(p.birthDate));
@@ -38,7 +47,12 @@ export function pid(rcv: V2Out, p: Patient, ctx?: Ctx): Seg {
   const ssn = ids.find((i) => isType(i, 'SS') && i.system === 'http://hl7.org/fhir/sid/us-ssn');
   s.set(19, ssn?.value);
   const dl = ids.find((i) => isType(i, 'DL'));
-  if (dl?.value) s.set(20, [dl.value, dl.system?.startsWith('urn:ferry:id:DL-') ? decodeURIComponent(dl.system.slice(16)) : '', dt(dl.period?.end) ?? '']);
+  if (dl?.value)
+    s.set(20, [
+      dl.value,
+      dl.system?.startsWith('urn:ferry:id:DL-') ? decodeURIComponent(dl.system.slice(16)) : '',
+      dt(dl.period?.end) ?? '',
+    ]);
   if (p.deceasedDateTime) s.set(29, dtm(p.deceasedDateTime)).set(30, 'Y');
   else if (p.deceasedBoolean !== undefined) s.set(30, p.deceasedBoolean ? 'Y' : 'N');
   return s;
@@ -48,21 +62,36 @@ export function pid(rcv: V2Out, p: Patient, ctx?: Ctx): Seg {
 export function pv1(rcv: V2Out, e: Encounter, ctx: Ctx): Seg {
   const w = rcv.w;
   const s = new Seg('PV1').set(1, '1');
-  const cls = v2CodeOf('PatientClass[EncounterClass]', e.class?.code, e.class?.system) ?? (e.class?.code ? e.class.code : undefined);
+  const cls =
+    v2CodeOf('PatientClass[EncounterClass]', e.class?.code, e.class?.system) ??
+    (e.class?.code ? e.class.code : undefined);
   s.set(2, cls ?? 'U');
   const loc = first(e.location)?.location;
   if (loc) s.set(3, pl(loc, ctx));
-  const role = (code: string) => (e.participant ?? []).filter((p) => p.type?.some((t) => t.coding?.some((c) => c.code === code)));
-  s.reps(7, role('ATND').map((p) => xcn(rcv, p.individual, ctx)));
-  s.reps(8, role('REF').map((p) => xcn(rcv, p.individual, ctx)));
-  s.reps(9, role('CON').map((p) => xcn(rcv, p.individual, ctx)));
+  const role = (code: string) =>
+    (e.participant ?? []).filter((p) => p.type?.some((t) => t.coding?.some((c) => c.code === code)));
+  s.reps(
+    7,
+    role('ATND').map((p) => xcn(rcv, p.individual, ctx)),
+  );
+  s.reps(
+    8,
+    role('REF').map((p) => xcn(rcv, p.individual, ctx)),
+  );
+  s.reps(
+    9,
+    role('CON').map((p) => xcn(rcv, p.individual, ctx)),
+  );
   s.set(10, w.cwe(e.serviceType, 'PV1-10', 'HospitalService')?.[0] as string | undefined);
   const vn = (e.identifier ?? []).find((i) => i.type?.coding?.some((c) => c.code === 'VN')) ?? first(e.identifier);
   s.set(19, w.cx(vn));
   s.set(50, w.cx((e.identifier ?? []).find((i) => i !== vn)));
   // PV1-20 financial class: a Coverage with only a type and no known payor (as the inbound PV1[Coverage] row makes it)
   const fc = ctx.all<Coverage>('Coverage').filter(financialClassOnly);
-  s.reps(20, fc.map((c) => [w.cwe(c.type, 'PV1-20', 'FinancialClass')?.[0] as string, dt(c.period?.start?.slice(0, 10)) ?? '']));
+  s.reps(
+    20,
+    fc.map((c) => [w.cwe(c.type, 'PV1-20', 'FinancialClass')?.[0] as string, dt(c.period?.start?.slice(0, 10)) ?? '']),
+  );
   s.set(44, dtm(e.period?.start));
   s.set(45, dtm(e.period?.end));
   return s;

@@ -5,7 +5,22 @@ export const BUNDLE_KINDS = ['adt', 'result', 'appointment', 'immunization', 'or
 export type BundleKind = (typeof BUNDLE_KINDS)[number];
 
 /** Optional segments a receiver profile can switch off (required ones — MSH, PID, OBR, OBX, SCH — cannot). */
-export const OPTIONAL_SEGMENTS = ['EVN', 'PV1', 'NK1', 'AL1', 'DG1', 'IN1', 'NTE', 'SPM', 'TQ1', 'RGS', 'AIS', 'AIL', 'AIP', 'RXR'] as const;
+export const OPTIONAL_SEGMENTS = [
+  'EVN',
+  'PV1',
+  'NK1',
+  'AL1',
+  'DG1',
+  'IN1',
+  'NTE',
+  'SPM',
+  'TQ1',
+  'RGS',
+  'AIS',
+  'AIL',
+  'AIP',
+  'RXR',
+] as const;
 export type OptionalSegment = (typeof OPTIONAL_SEGMENTS)[number];
 
 /**
@@ -84,7 +99,14 @@ export const DEFAULT_PROFILE: ReceiverProfile = {
   processingId: 'P',
   acceptAckType: '',
   applicationAckType: '',
-  messageTypes: { adt: '', result: 'ORU^R01^ORU_R01', appointment: '', immunization: 'VXU^V04^VXU_V04', order: '', document: 'MDM^T02^MDM_T02' },
+  messageTypes: {
+    adt: '',
+    result: 'ORU^R01^ORU_R01',
+    appointment: '',
+    immunization: 'VXU^V04^VXU_V04',
+    order: '',
+    document: 'MDM^T02^MDM_T02',
+  },
   segments: Object.fromEntries(OPTIONAL_SEGMENTS.map((s) => [s, true])) as Record<OptionalSegment, boolean>,
   codeTables: {},
   fieldOverrides: {},
@@ -95,13 +117,24 @@ export const DEFAULT_PROFILE: ReceiverProfile = {
 };
 
 /** The message codes the conversion builds, and the Bundle kind each is built from. */
-export const KIND_OF_MESSAGE: Record<string, BundleKind> = { ADT: 'adt', ORU: 'result', SIU: 'appointment', VXU: 'immunization', ORM: 'order', OML: 'order', MDM: 'document' };
+export const KIND_OF_MESSAGE: Record<string, BundleKind> = {
+  ADT: 'adt',
+  ORU: 'result',
+  SIU: 'appointment',
+  VXU: 'immunization',
+  ORM: 'order',
+  OML: 'order',
+  MDM: 'document',
+};
 
 const FIELD_REF = /^[A-Z][A-Z0-9]{2}-([1-9]\d{0,2})$/;
 const MSG_TYPE = /^[A-Z][A-Z0-9]{2}\^[A-Z0-9]{3}(\^[A-Z][A-Z0-9]{2}_[A-Z0-9]{3})?$/;
 
 function profileError(message: string, problems?: { path: string; message: string }[]): FerryError {
-  return new FerryError('CONFIG_HL7V2_PROFILE', message, { kind: 'config', ...(problems ? { details: { problems } } : {}) });
+  return new FerryError('CONFIG_HL7V2_PROFILE', message, {
+    kind: 'config',
+    ...(problems ? { details: { problems } } : {}),
+  });
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -137,27 +170,42 @@ export function receiverProfile(input?: unknown): ReceiverProfile {
   const problems: Problems = [];
   const bad = (path: string, message: string) => problems.push({ path, message });
   const known = new Set(Object.keys(DEFAULT_PROFILE));
-  for (const k of Object.keys(input)) if (!known.has(k)) bad(k, `unknown hl7v2 profile key (known: ${[...known].join(', ')})`);
+  for (const k of Object.keys(input))
+    if (!known.has(k)) bad(k, `unknown hl7v2 profile key (known: ${[...known].join(', ')})`);
   const p = structuredClone(DEFAULT_PROFILE);
-  for (const k of ['version', 'sendingApplication', 'sendingFacility', 'receivingApplication', 'receivingFacility', 'processingId', 'acceptAckType', 'applicationAckType'] as const) {
+  for (const k of [
+    'version',
+    'sendingApplication',
+    'sendingFacility',
+    'receivingApplication',
+    'receivingFacility',
+    'processingId',
+    'acceptAckType',
+    'applicationAckType',
+  ] as const) {
     const v = input[k];
     if (v === undefined) continue;
     if (typeof v !== 'string' && typeof v !== 'number') bad(k, 'must be a string');
     else p[k] = String(v);
   }
-  if (!/^2\.(3|3\.1|4|5|5\.1|6|7|7\.1|8|8\.1|8\.2|9)$/.test(p.version)) bad('version', `"${p.version}" is not an HL7 v2 version (2.3 … 2.9)`);
-  for (const k of ['acceptAckType', 'applicationAckType'] as const) if (p[k] && !['AL', 'NE', 'ER', 'SU'].includes(p[k])) bad(k, 'must be AL, NE, ER or SU');
+  if (!/^2\.(3|3\.1|4|5|5\.1|6|7|7\.1|8|8\.1|8\.2|9)$/.test(p.version))
+    bad('version', `"${p.version}" is not an HL7 v2 version (2.3 … 2.9)`);
+  for (const k of ['acceptAckType', 'applicationAckType'] as const)
+    if (p[k] && !['AL', 'NE', 'ER', 'SU'].includes(p[k])) bad(k, 'must be AL, NE, ER or SU');
   const mt = stringMap(input.messageTypes, 'messageTypes', problems);
   for (const [k, v] of Object.entries(mt)) {
-    if (!(BUNDLE_KINDS as readonly string[]).includes(k)) bad(`messageTypes.${k}`, `unknown Bundle kind (known: ${BUNDLE_KINDS.join(', ')})`);
-    else if (v && !MSG_TYPE.test(v)) bad(`messageTypes.${k}`, `"${v}" is not a message type like ADT^A08 or ORU^R01^ORU_R01`);
+    if (!(BUNDLE_KINDS as readonly string[]).includes(k))
+      bad(`messageTypes.${k}`, `unknown Bundle kind (known: ${BUNDLE_KINDS.join(', ')})`);
+    else if (v && !MSG_TYPE.test(v))
+      bad(`messageTypes.${k}`, `"${v}" is not a message type like ADT^A08 or ORU^R01^ORU_R01`);
     else p.messageTypes[k as BundleKind] = v;
   }
   if (input.segments !== undefined) {
     if (!isRecord(input.segments)) bad('segments', 'must be a map of segment: true|false');
     else
       for (const [k, v] of Object.entries(input.segments)) {
-        if (!(OPTIONAL_SEGMENTS as readonly string[]).includes(k)) bad(`segments.${k}`, `not an optional segment (optional: ${OPTIONAL_SEGMENTS.join(', ')})`);
+        if (!(OPTIONAL_SEGMENTS as readonly string[]).includes(k))
+          bad(`segments.${k}`, `not an optional segment (optional: ${OPTIONAL_SEGMENTS.join(', ')})`);
         else if (typeof v !== 'boolean') bad(`segments.${k}`, 'must be true or false');
         else p.segments[k as OptionalSegment] = v;
       }
@@ -169,9 +217,14 @@ export function receiverProfile(input?: unknown): ReceiverProfile {
         if (!FIELD_REF.test(field)) bad(`codeTables.${field}`, 'not a field reference like OBX-3');
         else if (!isRecord(t)) bad(`codeTables.${field}`, 'must be { system?, codes }');
         else {
-          for (const k of Object.keys(t)) if (k !== 'system' && k !== 'codes') bad(`codeTables.${field}.${k}`, 'unknown key (system, codes)');
-          if (t.system !== undefined && typeof t.system !== 'string') bad(`codeTables.${field}.system`, 'must be a string');
-          p.codeTables[field] = { ...(typeof t.system === 'string' && t.system ? { system: t.system } : {}), codes: stringMap(t.codes, `codeTables.${field}.codes`, problems) };
+          for (const k of Object.keys(t))
+            if (k !== 'system' && k !== 'codes') bad(`codeTables.${field}.${k}`, 'unknown key (system, codes)');
+          if (t.system !== undefined && typeof t.system !== 'string')
+            bad(`codeTables.${field}.system`, 'must be a string');
+          p.codeTables[field] = {
+            ...(typeof t.system === 'string' && t.system ? { system: t.system } : {}),
+            codes: stringMap(t.codes, `codeTables.${field}.codes`, problems),
+          };
         }
       }
   }
@@ -212,9 +265,15 @@ function messageTypeRules(v: unknown, bad: (path: string, message: string) => vo
     const fp = fhirpathProblem(r.when);
     if (fp) bad(`${at}.when`, fp);
     const type = r.type;
-    if (typeof type !== 'string' || !MSG_TYPE.test(type)) bad(`${at}.type`, `${typeof type === 'string' ? `"${type}"` : 'missing:'} not a message type like ADT^A28 or OML^O21^OML_O21`);
-    else if (!KIND_OF_MESSAGE[type.slice(0, 3)]) bad(`${at}.type`, `"${type}": the conversion builds ${Object.keys(KIND_OF_MESSAGE).join(', ')} messages`);
-    if (!fp && typeof type === 'string' && MSG_TYPE.test(type) && KIND_OF_MESSAGE[type.slice(0, 3)]) out.push({ when: r.when as string, type });
+    if (typeof type !== 'string' || !MSG_TYPE.test(type))
+      bad(
+        `${at}.type`,
+        `${typeof type === 'string' ? `"${type}"` : 'missing:'} not a message type like ADT^A28 or OML^O21^OML_O21`,
+      );
+    else if (!KIND_OF_MESSAGE[type.slice(0, 3)])
+      bad(`${at}.type`, `"${type}": the conversion builds ${Object.keys(KIND_OF_MESSAGE).join(', ')} messages`);
+    if (!fp && typeof type === 'string' && MSG_TYPE.test(type) && KIND_OF_MESSAGE[type.slice(0, 3)])
+      out.push({ when: r.when as string, type });
   });
   return out;
 }
@@ -222,31 +281,47 @@ function messageTypeRules(v: unknown, bad: (path: string, message: string) => vo
 function zSegments(v: unknown, bad: (path: string, message: string) => void): ZSegmentRule[] {
   if (v === undefined) return [];
   if (!Array.isArray(v)) {
-    bad('zSegments', 'must be a list of { segment: Zxx, resource: <type>, after?: <segment>, fields: { <n>: <FHIRPath> } }');
+    bad(
+      'zSegments',
+      'must be a list of { segment: Zxx, resource: <type>, after?: <segment>, fields: { <n>: <FHIRPath> } }',
+    );
     return [];
   }
   const out: ZSegmentRule[] = [];
   v.forEach((z, i) => {
     const at = `zSegments[${i}]`;
-    if (!isRecord(z)) return bad(at, 'must be { segment: Zxx, resource: <type>, after?: <segment>, fields: { <n>: <FHIRPath> } }');
+    if (!isRecord(z))
+      return bad(at, 'must be { segment: Zxx, resource: <type>, after?: <segment>, fields: { <n>: <FHIRPath> } }');
     const before = out.length;
     let ok = true;
     const no = (path: string, message: string) => {
       ok = false;
       bad(path, message);
     };
-    for (const k of Object.keys(z)) if (!['segment', 'resource', 'after', 'fields'].includes(k)) no(`${at}.${k}`, 'unknown key (segment, resource, after, fields)');
-    if (typeof z.segment !== 'string' || !/^Z[A-Z0-9]{2}$/.test(z.segment)) no(`${at}.segment`, 'must be a Z-segment name (Z followed by two letters or digits)');
-    if (typeof z.resource !== 'string' || !/^[A-Z][A-Za-z]+$/.test(z.resource)) no(`${at}.resource`, 'must be a FHIR resource type (Patient, Encounter, Observation …)');
-    if (z.after !== undefined && (typeof z.after !== 'string' || !/^[A-Z][A-Z0-9]{2}$/.test(z.after))) no(`${at}.after`, 'must be a segment name (PID, PV1 …)');
-    if (!isRecord(z.fields) || !Object.keys(z.fields).length) no(`${at}.fields`, 'must map field numbers to FHIRPath expressions ({ 1: "extension(\'…\').value" })');
+    for (const k of Object.keys(z))
+      if (!['segment', 'resource', 'after', 'fields'].includes(k))
+        no(`${at}.${k}`, 'unknown key (segment, resource, after, fields)');
+    if (typeof z.segment !== 'string' || !/^Z[A-Z0-9]{2}$/.test(z.segment))
+      no(`${at}.segment`, 'must be a Z-segment name (Z followed by two letters or digits)');
+    if (typeof z.resource !== 'string' || !/^[A-Z][A-Za-z]+$/.test(z.resource))
+      no(`${at}.resource`, 'must be a FHIR resource type (Patient, Encounter, Observation …)');
+    if (z.after !== undefined && (typeof z.after !== 'string' || !/^[A-Z][A-Z0-9]{2}$/.test(z.after)))
+      no(`${at}.after`, 'must be a segment name (PID, PV1 …)');
+    if (!isRecord(z.fields) || !Object.keys(z.fields).length)
+      no(`${at}.fields`, 'must map field numbers to FHIRPath expressions ({ 1: "extension(\'…\').value" })');
     else
       for (const [n, expr] of Object.entries(z.fields)) {
         if (!/^[1-9]\d{0,2}$/.test(n)) no(`${at}.fields.${n}`, 'not a field number (1 …)');
         const fp = fhirpathProblem(expr);
         if (fp) no(`${at}.fields.${n}`, fp);
       }
-    if (ok && out.length === before) out.push({ segment: z.segment as string, resource: z.resource as string, ...(z.after ? { after: z.after as string } : {}), fields: z.fields as Record<string, string> });
+    if (ok && out.length === before)
+      out.push({
+        segment: z.segment as string,
+        resource: z.resource as string,
+        ...(z.after ? { after: z.after as string } : {}),
+        fields: z.fields as Record<string, string>,
+      });
   });
   return out;
 }

@@ -24,8 +24,14 @@ export function oru(rcv: V2Out, ctx: Ctx): Seg[] {
     const dr = ctx.all<DiagnosticReport>('DiagnosticReport')[0];
     const ref = (dr ?? ctx.all<Observation>('Observation')[0])?.subject?.reference;
     if (ref && /^Patient\//.test(ref))
-      throw missing(`${dr ? 'DiagnosticReport' : 'Observation'}.subject (${ref}: not in the Bundle, not found in the store nor at the source's EHR, and the reference has no identifier)`, 'PID-3 (patient identifier list)');
-    throw missing('a Patient (DiagnosticReport.subject / Observation.subject: a Patient in the Bundle or a reference with an identifier)', 'PID');
+      throw missing(
+        `${dr ? 'DiagnosticReport' : 'Observation'}.subject (${ref}: not in the Bundle, not found in the store nor at the source's EHR, and the reference has no identifier)`,
+        'PID-3 (patient identifier list)',
+      );
+    throw missing(
+      'a Patient (DiagnosticReport.subject / Observation.subject: a Patient in the Bundle or a reference with an identifier)',
+      'PID',
+    );
   }
   const out = [pid(rcv, patient, ctx)];
   const enc = ctx.all<Encounter>('Encounter')[0];
@@ -40,14 +46,21 @@ export function oru(rcv: V2Out, ctx: Ctx): Seg[] {
   }
   // Observations without a report (an EHR's Observation feed): each gets its own OBR with its code
   for (const o of ctx.all<Observation>('Observation')) {
-    if (used.has(o) || ctx.all<Observation>('Observation').some((p) => p.hasMember?.some((m) => ctx.resolve(m) === o))) continue;
+    if (used.has(o) || ctx.all<Observation>('Observation').some((p) => p.hasMember?.some((m) => ctx.resolve(m) === o)))
+      continue;
     out.push(...obrGroup(rcv, ++obrSet, undefined, [o], ctx));
   }
   if (!obrSet) throw missing('DiagnosticReport or Observation', 'OBR/OBX');
   return out;
 }
 
-export function obrGroup(rcv: V2Out, setId: number, dr: DiagnosticReport | undefined, obs: Observation[], ctx: Ctx): Seg[] {
+export function obrGroup(
+  rcv: V2Out,
+  setId: number,
+  dr: DiagnosticReport | undefined,
+  obs: Observation[],
+  ctx: Ctx,
+): Seg[] {
   const w = rcv.w;
   const code = dr ? dr.code : obs[0]?.code;
   const obr4 = w.cwe(code, 'OBR-4');
@@ -55,10 +68,14 @@ export function obrGroup(rcv: V2Out, setId: number, dr: DiagnosticReport | undef
   const ids = dr?.identifier ?? [];
   const placer = ids.find((i) => i.type?.coding?.some((c) => c.code === 'PLAC'));
   const filler = ids.find((i) => i.type?.coding?.some((c) => c.code === 'FILL')) ?? ids.find((i) => i !== placer);
-  const eff = dr ? (dr.effectiveDateTime ?? dr.effectivePeriod?.start) : (obs[0]?.effectiveDateTime ?? obs[0]?.effectivePeriod?.start);
+  const eff = dr
+    ? (dr.effectiveDateTime ?? dr.effectivePeriod?.start)
+    : (obs[0]?.effectiveDateTime ?? obs[0]?.effectivePeriod?.start);
   const status = dr ? v2CodeOf('ResultStatus[Non-Queries]', dr.status) : obxStatus(obs[0]?.status);
   // ORC for the order the report is based on (ORC[ServiceRequest]: 2/3 numbers, 5 status, 12 requester)
-  const sr = (dr?.basedOn ?? []).map((r) => ctx.resolve<ServiceRequest>(r)).find((x) => x?.resourceType === 'ServiceRequest');
+  const sr = (dr?.basedOn ?? [])
+    .map((r) => ctx.resolve<ServiceRequest>(r))
+    .find((x) => x?.resourceType === 'ServiceRequest');
   const orc = sr
     ? new Seg('ORC')
         .set(1, 'RE')
@@ -75,13 +92,17 @@ export function obrGroup(rcv: V2Out, setId: number, dr: DiagnosticReport | undef
     .set(7, dtm(eff))
     .set(8, dtm(dr?.effectivePeriod?.end))
     .set(22, dtm(dr?.issued ?? obs[0]?.issued))
-    .set(24, dr ? (w.cwe(first(dr.category), 'OBR-24', 'DiagnosticServiceSectionID')?.[0] as string | undefined) : undefined)
+    .set(
+      24,
+      dr ? (w.cwe(first(dr.category), 'OBR-24', 'DiagnosticServiceSectionID')?.[0] as string | undefined) : undefined,
+    )
     .set(25, status === 'A' ? 'C' : status);
   const out = orc ? [orc, obr] : [obr];
   if (dr?.conclusion && rcv.on('NTE')) out.push(new Seg('NTE').set(1, '1').set(3, dr.conclusion));
   obs.forEach((o, i) => {
     out.push(obx(rcv, o, i + 1));
-    if (rcv.on('NTE')) (o.note ?? []).forEach((n, k) => n.text && out.push(new Seg('NTE').set(1, String(k + 1)).set(3, n.text)));
+    if (rcv.on('NTE'))
+      (o.note ?? []).forEach((n, k) => n.text && out.push(new Seg('NTE').set(1, String(k + 1)).set(3, n.text)));
   });
   // SPM exists from v2.5 on
   if (rcv.on('SPM') && !w.legacy) {
@@ -141,9 +162,22 @@ export function obx(rcv: V2Out, o: Observation, setId: number): Seg {
   if (rr) {
     const lo = nm(rr.low?.value);
     const hi = nm(rr.high?.value);
-    s.set(7, rr.text ?? (lo !== undefined && hi !== undefined ? `${lo}-${hi}` : lo !== undefined ? `>${lo}` : hi !== undefined ? `<${hi}` : undefined));
+    s.set(
+      7,
+      rr.text ??
+        (lo !== undefined && hi !== undefined
+          ? `${lo}-${hi}`
+          : lo !== undefined
+            ? `>${lo}`
+            : hi !== undefined
+              ? `<${hi}`
+              : undefined),
+    );
   }
-  s.reps(8, (o.interpretation ?? []).map((i) => w.cwe(i, 'OBX-8', 'InterpretationCodes')));
+  s.reps(
+    8,
+    (o.interpretation ?? []).map((i) => w.cwe(i, 'OBX-8', 'InterpretationCodes')),
+  );
   s.set(11, status);
   s.set(14, dtm(o.effectiveDateTime ?? o.effectivePeriod?.start));
   s.set(17, w.cwe(o.method, 'OBX-17'));
@@ -167,6 +201,11 @@ export function spm(rcv: V2Out, sp: Specimen, setId: number): Seg {
     .set(4, type)
     .set(7, w.cwe(coll?.method, 'SPM-7'))
     .set(8, w.cwe(coll?.bodySite, 'SPM-8'))
-    .set(17, coll?.collectedDateTime || coll?.collectedPeriod ? [dtm(coll.collectedDateTime ?? coll.collectedPeriod?.start) ?? '', dtm(coll.collectedPeriod?.end) ?? ''] : undefined)
+    .set(
+      17,
+      coll?.collectedDateTime || coll?.collectedPeriod
+        ? [dtm(coll.collectedDateTime ?? coll.collectedPeriod?.start) ?? '', dtm(coll.collectedPeriod?.end) ?? '']
+        : undefined,
+    )
     .set(18, dtm(sp.receivedTime));
 }

@@ -7,13 +7,15 @@ const CORPUS = path.resolve(__dirname, '../../../../../shared/corpus/hl7v2-msft'
 const haveCorpus = fs.existsSync(CORPUS);
 if (!haveCorpus) console.warn(`skipped: ../shared absent (${CORPUS}) — FHIR -> v2 round-trip tests not run`);
 
-
 (haveCorpus ? describe : describe.skip)('corpus round trip v2 -> FHIR -> v2 -> FHIR (supported types)', () => {
   const t = new Hl7v2Transform({});
   const results: (RoundTrip & { file: string })[] = [];
 
   beforeAll(() => {
-    for (const f of fs.readdirSync(CORPUS).filter((x) => x.endsWith('.hl7')).sort()) {
+    for (const f of fs
+      .readdirSync(CORPUS)
+      .filter((x) => x.endsWith('.hl7'))
+      .sort()) {
       for (const body of t.split(fs.readFileSync(path.join(CORPUS, f)))) {
         let type: string | undefined;
         try {

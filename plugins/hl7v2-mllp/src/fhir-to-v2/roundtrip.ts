@@ -5,14 +5,27 @@
  * - `v2Fields(text)`: the v2 fields the outbound maps write, as `SEG[n]-f = value` lines, to measure
  *   the per-type field agreement of the regenerated v2 against the original.
  */
-import type { Appointment, Bundle, CodeableConcept, DiagnosticReport, DocumentReference, Encounter, Immunization, Observation, Patient, Resource, ServiceRequest } from '@medplum/fhirtypes';
+import type {
+  Appointment,
+  Bundle,
+  CodeableConcept,
+  DiagnosticReport,
+  DocumentReference,
+  Encounter,
+  Immunization,
+  Observation,
+  Patient,
+  Resource,
+  ServiceRequest,
+} from '@medplum/fhirtypes';
 import { decodeHl7Bytes } from '../hl7v2/charset';
 import { parseHl7 } from '../hl7v2/parser';
 import type { Hl7v2Transform } from '../transforms/hl7v2-to-fhir.transform';
 import { FhirToV2 } from './fhir-to-v2';
 
 /** The corpus message types the round trip covers: those whose Bundles the outbound conversion expresses. */
-export const ROUND_TRIP_TYPES = /^(ADT\^A0[1-8]|ADT\^A1[13]|ADT\^A28|ADT\^A31|ADT\^A40|ORU\^R01|ORM\^O01|OML\^O21|VXU\^V04|MDM\^T02|SIU\^S1[2-7]|SIU\^S26)$/;
+export const ROUND_TRIP_TYPES =
+  /^(ADT\^A0[1-8]|ADT\^A1[13]|ADT\^A28|ADT\^A31|ADT\^A40|ORU\^R01|ORM\^O01|OML\^O21|VXU\^V04|MDM\^T02|SIU\^S1[2-7]|SIU\^S26)$/;
 
 const code = (cc: CodeableConcept | undefined) => cc?.coding?.[0]?.code ?? cc?.text ?? '';
 const codes = (ccs: CodeableConcept[] | undefined) => (ccs ?? []).map(code).join(',');
@@ -22,7 +35,10 @@ function ofType<T extends Resource>(b: Bundle, t: T['resourceType']): T[] {
 }
 
 /** The core fields compared by the round trip (the ones the outbound maps write; see FHIR-TO-V2.md). */
-export function coreFields(b: Bundle, opts: { orders?: boolean; documents?: boolean } = { orders: true, documents: true }): Record<string, string> {
+export function coreFields(
+  b: Bundle,
+  opts: { orders?: boolean; documents?: boolean } = { orders: true, documents: true },
+): Record<string, string> {
   const out: Record<string, string> = {};
   // an instant compares by meaning: ...Z = ...+00:00
   const put = (k: string, v: unknown) => {
@@ -31,12 +47,29 @@ export function coreFields(b: Bundle, opts: { orders?: boolean; documents?: bool
   // the Patient the message is about (an MRG's prior patient is not sent)
   const p = ofType<Patient>(b, 'Patient').find((x) => !x.link?.some((l) => l.type === 'replaced-by'));
   if (p) {
-    put('Patient.identifier', (p.identifier ?? []).map((i) => `${i.system ?? ''}|${i.value}`).sort().join(' '));
+    put(
+      'Patient.identifier',
+      (p.identifier ?? [])
+        .map((i) => `${i.system ?? ''}|${i.value}`)
+        .sort()
+        .join(' '),
+    );
     put('Patient.name', (p.name ?? []).map((n) => `${n.family ?? ''}/${(n.given ?? []).join(' ')}`).join(' '));
     put('Patient.birthDate', p.birthDate);
     put('Patient.gender', p.gender);
-    put('Patient.address', (p.address ?? []).map((a) => `${(a.line ?? []).join(', ')}/${a.city ?? ''}/${a.state ?? ''}/${a.postalCode ?? ''}`).join(' '));
-    put('Patient.telecom', (p.telecom ?? []).map((t) => t.value).sort().join(' '));
+    put(
+      'Patient.address',
+      (p.address ?? [])
+        .map((a) => `${(a.line ?? []).join(', ')}/${a.city ?? ''}/${a.state ?? ''}/${a.postalCode ?? ''}`)
+        .join(' '),
+    );
+    put(
+      'Patient.telecom',
+      (p.telecom ?? [])
+        .map((t) => t.value)
+        .sort()
+        .join(' '),
+    );
     put('Patient.maritalStatus', code(p.maritalStatus));
     put('Patient.deceased', p.deceasedDateTime ?? p.deceasedBoolean);
   }
@@ -60,9 +93,19 @@ export function coreFields(b: Bundle, opts: { orders?: boolean; documents?: bool
       if (v !== undefined && v !== '' && v !== null) f[k] = String(v);
     };
     set('status', o.status);
-    set('value', o.valueQuantity ? `${o.valueQuantity.value} ${o.valueQuantity.code ?? o.valueQuantity.unit ?? ''}`.trim() : (o.valueString ?? (o.valueCodeableConcept ? code(o.valueCodeableConcept) : (o.valueDateTime ?? undefined))));
+    set(
+      'value',
+      o.valueQuantity
+        ? `${o.valueQuantity.value} ${o.valueQuantity.code ?? o.valueQuantity.unit ?? ''}`.trim()
+        : (o.valueString ?? (o.valueCodeableConcept ? code(o.valueCodeableConcept) : (o.valueDateTime ?? undefined))),
+    );
     set('interpretation', codes(o.interpretation));
-    set('referenceRange', o.referenceRange?.[0] ? `${o.referenceRange[0].low?.value ?? ''}-${o.referenceRange[0].high?.value ?? ''} ${o.referenceRange[0].text ?? ''}`.trim() : undefined);
+    set(
+      'referenceRange',
+      o.referenceRange?.[0]
+        ? `${o.referenceRange[0].low?.value ?? ''}-${o.referenceRange[0].high?.value ?? ''} ${o.referenceRange[0].text ?? ''}`.trim()
+        : undefined,
+    );
     set('effective', o.effectiveDateTime);
     const c = code(o.code);
     byCode.set(c, [...(byCode.get(c) ?? []), f]);
@@ -77,24 +120,35 @@ export function coreFields(b: Bundle, opts: { orders?: boolean; documents?: bool
     put(`Immunization[${i}].vaccineCode`, code(im.vaccineCode));
     put(`Immunization[${i}].status`, im.status);
     put(`Immunization[${i}].occurrence`, im.occurrenceDateTime);
-    put(`Immunization[${i}].doseQuantity`, im.doseQuantity ? `${im.doseQuantity.value} ${im.doseQuantity.code ?? ''}` : undefined);
+    put(
+      `Immunization[${i}].doseQuantity`,
+      im.doseQuantity ? `${im.doseQuantity.value} ${im.doseQuantity.code ?? ''}` : undefined,
+    );
     put(`Immunization[${i}].lotNumber`, im.lotNumber);
     put(`Immunization[${i}].identifier`, (im.identifier ?? []).map((x) => x.value).join(' '));
     put(`Immunization[${i}].route`, code(im.route));
   });
   // orders only where the message carries them (ORM, ORU); an ADT does not send its orders
-  if (opts.orders) ofType<ServiceRequest>(b, 'ServiceRequest').forEach((sr, i) => {
-    put(`ServiceRequest[${i}].code`, code(sr.code));
-    put(`ServiceRequest[${i}].status`, sr.status);
-    put(`ServiceRequest[${i}].identifier`, (sr.identifier ?? []).map((x) => x.value).sort().join(' '));
-  });
-  if (opts.documents) ofType<DocumentReference>(b, 'DocumentReference').forEach((d, i) => {
-    put(`DocumentReference[${i}].type`, code(d.type));
-    put(`DocumentReference[${i}].status`, d.status);
-    put(`DocumentReference[${i}].docStatus`, d.docStatus);
-    put(`DocumentReference[${i}].masterIdentifier`, d.masterIdentifier?.value);
-    put(`DocumentReference[${i}].date`, d.date);
-  });
+  if (opts.orders)
+    ofType<ServiceRequest>(b, 'ServiceRequest').forEach((sr, i) => {
+      put(`ServiceRequest[${i}].code`, code(sr.code));
+      put(`ServiceRequest[${i}].status`, sr.status);
+      put(
+        `ServiceRequest[${i}].identifier`,
+        (sr.identifier ?? [])
+          .map((x) => x.value)
+          .sort()
+          .join(' '),
+      );
+    });
+  if (opts.documents)
+    ofType<DocumentReference>(b, 'DocumentReference').forEach((d, i) => {
+      put(`DocumentReference[${i}].type`, code(d.type));
+      put(`DocumentReference[${i}].status`, d.status);
+      put(`DocumentReference[${i}].docStatus`, d.docStatus);
+      put(`DocumentReference[${i}].masterIdentifier`, d.masterIdentifier?.value);
+      put(`DocumentReference[${i}].date`, d.date);
+    });
   ofType<Appointment>(b, 'Appointment').forEach((a, i) => {
     put(`Appointment[${i}].identifier`, (a.identifier ?? []).map((x) => x.value).join(' '));
     put(`Appointment[${i}].status`, a.status);
@@ -140,7 +194,13 @@ export function v2Fields(text: string): Record<string, string> {
     count.set(s.name, k + 1);
     for (const n of fields) {
       let v = s.get(n, 0, 1, 1);
-      if (s.name === 'PID' && n === 3) v = s.reps(3).map((r) => r[0]?.[0] ?? '').filter(Boolean).sort().join(' ');
+      if (s.name === 'PID' && n === 3)
+        v = s
+          .reps(3)
+          .map((r) => r[0]?.[0] ?? '')
+          .filter(Boolean)
+          .sort()
+          .join(' ');
       // a DTM compares by meaning: 198808181126+0215 = 19880818112600+0215
       if (/^\d{12}([+-]\d{4})?$/.test(v)) v = v.slice(0, 12) + '00' + v.slice(12);
       if (v) out[`${s.name}#${k}-${n}`] = v;

@@ -12,12 +12,15 @@ export function siu(rcv: V2Out, a: Appointment, ctx: Ctx): Seg[] {
   const ids = a.identifier ?? [];
   const placer = ids.find((i) => i.type?.coding?.some((c) => c.code === 'PLAC'));
   const filler = ids.find((i) => i.type?.coding?.some((c) => c.code === 'FILL')) ?? ids.find((i) => i !== placer);
-  if (!placer?.value && !filler?.value) throw missing('Appointment.identifier', 'SCH-1/SCH-2 (placer/filler appointment id)');
+  if (!placer?.value && !filler?.value)
+    throw missing('Appointment.identifier', 'SCH-1/SCH-2 (placer/filler appointment id)');
   if (!a.start) throw missing('Appointment.start', 'SCH-11.4 (appointment timing: start)');
   const actors = (a.participant ?? []).map((p) => ({ p, r: p.actor ? ctx.resolve<Resource>(p.actor) : undefined }));
   const patient = actors.find((x) => x.r?.resourceType === 'Patient')?.r as Patient | undefined;
-  if (!patient) throw missing('Appointment.participant.actor (a Patient in the Bundle or a reference with an identifier)', 'PID');
-  const minutes = a.minutesDuration ?? (a.end ? Math.round((Date.parse(a.end) - Date.parse(a.start)) / 60000) : undefined);
+  if (!patient)
+    throw missing('Appointment.participant.actor (a Patient in the Bundle or a reference with an identifier)', 'PID');
+  const minutes =
+    a.minutesDuration ?? (a.end ? Math.round((Date.parse(a.end) - Date.parse(a.start)) / 60000) : undefined);
   // SCH[Appointment]: 1 placer, 2 filler, 6 event reason (required: the status), 7 reason, 8 type, 9/10 duration, 11 TQ, 25 status
   const fillerStatus = v2CodeOf('FillerStatusCodes[Appointment]', a.status);
   const reason = w.cwe(first(a.reasonCode), 'SCH-7', 'AppointmentReasonCodes');
@@ -41,14 +44,40 @@ export function siu(rcv: V2Out, a: Appointment, ctx: Ctx): Seg[] {
   if (rcv.on('DG1')) ctx.all<Condition>('Condition').forEach((c, i) => out.push(dg1(rcv, c, i + 1, enc, ctx)));
   if (rcv.on('RGS')) out.push(new Seg('RGS').set(1, '1'));
   const start = (p: { period?: { start?: string } }) => dtm(p.period?.start ?? a.start);
-  if (rcv.on('AIS')) a.serviceType?.forEach((st, i) => out.push(new Seg('AIS').set(1, String(i + 1)).set(3, w.cwe(st, 'AIS-3')).set(4, dtm(a.start)).set(7, minutes !== undefined ? String(minutes) : undefined).set(8, minutes !== undefined ? ['min', 'minutes', 'UCUM'] : undefined)));
+  if (rcv.on('AIS'))
+    a.serviceType?.forEach((st, i) =>
+      out.push(
+        new Seg('AIS')
+          .set(1, String(i + 1))
+          .set(3, w.cwe(st, 'AIS-3'))
+          .set(4, dtm(a.start))
+          .set(7, minutes !== undefined ? String(minutes) : undefined)
+          .set(8, minutes !== undefined ? ['min', 'minutes', 'UCUM'] : undefined),
+      ),
+    );
   // resource group order (SIU_S12): {AIS}, {AIG}, {AIL}, {AIP}
   const ail: Seg[] = [];
   const aip: Seg[] = [];
   for (const { p, r } of actors) {
-    if (r?.resourceType === 'Location' && rcv.on('AIL')) ail.push(new Seg('AIL').set(1, String(ail.length + 1)).set(3, pl(p.actor!, ctx)).set(6, start(p)));
-    else if (r?.resourceType === 'Practitioner' && rcv.on('AIP') && !p.type?.some((t) => t.coding?.some((c) => ['CON', 'ENT'].includes(c.code ?? ''))))
-      aip.push(new Seg('AIP').set(1, String(aip.length + 1)).set(3, xcn(rcv, p.actor, ctx)).set(4, w.cwe(first(p.type), 'AIP-4')).set(6, start(p)));
+    if (r?.resourceType === 'Location' && rcv.on('AIL'))
+      ail.push(
+        new Seg('AIL')
+          .set(1, String(ail.length + 1))
+          .set(3, pl(p.actor!, ctx))
+          .set(6, start(p)),
+      );
+    else if (
+      r?.resourceType === 'Practitioner' &&
+      rcv.on('AIP') &&
+      !p.type?.some((t) => t.coding?.some((c) => ['CON', 'ENT'].includes(c.code ?? '')))
+    )
+      aip.push(
+        new Seg('AIP')
+          .set(1, String(aip.length + 1))
+          .set(3, xcn(rcv, p.actor, ctx))
+          .set(4, w.cwe(first(p.type), 'AIP-4'))
+          .set(6, start(p)),
+      );
   }
   out.push(...ail, ...aip);
   return out;

@@ -20,7 +20,10 @@ export class Seg {
 }
 
 export function missing(element: string, field: string): Error {
-  return inputError('FHIR_TO_V2_MISSING', `cannot express the Bundle in HL7 v2: ${element} is required for ${field}`, { element, field });
+  return inputError('FHIR_TO_V2_MISSING', `cannot express the Bundle in HL7 v2: ${element} is required for ${field}`, {
+    element,
+    field,
+  });
 }
 
 export const first = <T>(xs: T[] | undefined): T | undefined => xs?.[0];

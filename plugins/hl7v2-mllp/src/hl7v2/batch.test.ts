@@ -1,7 +1,8 @@
 import { splitHl7Batch, splitHl7BatchText } from './batch';
 
 /** Each part as latin1 text, so a test reads the exact bytes a message keeps. */
-const parts = (s: string | Buffer) => splitHl7Batch(typeof s === 'string' ? Buffer.from(s, 'latin1') : s).map((b) => b.toString('latin1'));
+const parts = (s: string | Buffer) =>
+  splitHl7Batch(typeof s === 'string' ? Buffer.from(s, 'latin1') : s).map((b) => b.toString('latin1'));
 const M1 = 'MSH|^~\\&|A|B|||x||ADT^A01|1|P|2.5\rPID|1||1\r';
 const M2 = 'MSH|^~\\&|A|B|||x||ADT^A08|2|P|2.5\rPID|1||2\r';
 

@@ -12,10 +12,11 @@ export function splitHl7Batch(body: Buffer): Buffer[] {
   let envelope = false;
   let current = -1;
   const len = body.length;
-  let i = hasUtf8Bom(body) ? 3 : 0;
+  const i = hasUtf8Bom(body) ? 3 : 0;
   let lineStart = i;
   let msgCount = 0;
-  const isSeg = (at: number, a: number, b: number, c: number) => body[at] === a && body[at + 1] === b && body[at + 2] === c;
+  const isSeg = (at: number, a: number, b: number, c: number) =>
+    body[at] === a && body[at + 1] === b && body[at + 2] === c;
   while (lineStart < len) {
     // find end of line
     let j = lineStart;

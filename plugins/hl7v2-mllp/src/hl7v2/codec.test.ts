@@ -17,7 +17,12 @@ import {
 const CORPUS = path.resolve(__dirname, '../../../../../shared/corpus/hl7v2-msft');
 const haveCorpus = fs.existsSync(CORPUS);
 if (!haveCorpus) console.warn(`skipped: ../shared absent (${CORPUS}) — corpus parse tests not run`);
-const corpusFiles = haveCorpus ? fs.readdirSync(CORPUS).filter((f) => f.endsWith('.hl7')).sort() : [];
+const corpusFiles = haveCorpus
+  ? fs
+      .readdirSync(CORPUS)
+      .filter((f) => f.endsWith('.hl7'))
+      .sort()
+  : [];
 
 const ADT = [
   'MSH|^~\\&|ADTApp|GHH^2.16.840.1.1^ISO|EHR|RCV|20240101120000+0100||ADT^A01^ADT_A01|CTRL-1|P|2.5.1|||AL|NE||UNICODE UTF-8',
@@ -80,7 +85,9 @@ describe('parseHl7: structure and accessors', () => {
   });
 
   test('escape sequences are decoded on read', () => {
-    const m = parseHl7('MSH|^~\\&|A\rNTE|1||a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f\\.br\\g\\X41C3A9\\h\\H\\bold\\N\\|x\\Zcustom\\y');
+    const m = parseHl7(
+      'MSH|^~\\&|A\rNTE|1||a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f\\.br\\g\\X41C3A9\\h\\H\\bold\\N\\|x\\Zcustom\\y',
+    );
     expect(m.get('NTE', 3)).toBe('a|b^c&d~e\\f\ngAéhbold');
     expect(m.get('NTE', 4)).toBe('xy');
     // an escaped delimiter does not split
@@ -103,16 +110,21 @@ describe('parseHl7: structure and accessors', () => {
 
   test('encodeSegment escapes leaves and writes MSH-1/2 from the delimiters', () => {
     const d = STANDARD_DELIMITERS;
-    expect(encodeSegment('MSH', ['APP', 'FAC', '', '', '20240101', '', ['ACK', 'A01', 'ACK']], d)).toBe('MSH|^~\\&|APP|FAC|||20240101||ACK^A01^ACK');
+    expect(encodeSegment('MSH', ['APP', 'FAC', '', '', '20240101', '', ['ACK', 'A01', 'ACK']], d)).toBe(
+      'MSH|^~\\&|APP|FAC|||20240101||ACK^A01^ACK',
+    );
     expect(encodeSegment('MSA', ['AA', 'C|1'], d)).toBe('MSA|AA|C\\F\\1');
-    expect(encodeSegment('PID', ['1', '', { reps: [['1', '', '', ['NS', '1.2', 'ISO']], '2'] }], d)).toBe('PID|1||1^^^NS&1.2&ISO~2');
+    expect(encodeSegment('PID', ['1', '', { reps: [['1', '', '', ['NS', '1.2', 'ISO']], '2'] }], d)).toBe(
+      'PID|1||1^^^NS&1.2&ISO~2',
+    );
     const back = parseHl7('MSH|^~\\&|A\r' + encodeSegment('NTE', ['1', '', 'a^b\nc'], d));
     expect(back.get('NTE', 3)).toBe('a^b\nc');
   });
 });
 
 describe('charsets (MSH-18)', () => {
-  const msg = (msh18: string, body: string) => `MSH|^~\\&|A|B|C|D|20240101||ADT^A08|1|P|2.5|||||${msh18}\rPID|1||1||${body}\r`;
+  const msg = (msh18: string, body: string) =>
+    `MSH|^~\\&|A|B|C|D|20240101||ADT^A08|1|P|2.5|||||${msh18}\rPID|1||1||${body}\r`;
 
   test('8859/1 is decoded as ISO-8859-1', () => {
     const buf = Buffer.from(msg('8859/1', 'Müller^Zoë'), 'latin1');
@@ -194,8 +206,18 @@ describe('unparseable input: FerryError kind input with an ERR-ready location', 
     ['empty', '', 'FERRY_E_INPUT_HL7_EMPTY', { segment: 'MSH', sequence: 1 }],
     ['no MSH', 'PID|1||2', 'FERRY_E_INPUT_HL7_NO_MSH', { segment: 'MSH', sequence: 1 }],
     ['bad field separator', 'MSHA^~\\&', 'FERRY_E_INPUT_HL7_BAD_DELIMITERS', { segment: 'MSH', sequence: 1, field: 1 }],
-    ['repeated encoding characters', 'MSH|^^\\&|A', 'FERRY_E_INPUT_HL7_BAD_DELIMITERS', { segment: 'MSH', sequence: 1, field: 2 }],
-    ['garbage segment', 'MSH|^~\\&|A\rPID|1\rhello world', 'FERRY_E_INPUT_HL7_BAD_SEGMENT', { segment: '???', sequence: 3 }],
+    [
+      'repeated encoding characters',
+      'MSH|^^\\&|A',
+      'FERRY_E_INPUT_HL7_BAD_DELIMITERS',
+      { segment: 'MSH', sequence: 1, field: 2 },
+    ],
+    [
+      'garbage segment',
+      'MSH|^~\\&|A\rPID|1\rhello world',
+      'FERRY_E_INPUT_HL7_BAD_SEGMENT',
+      { segment: '???', sequence: 3 },
+    ],
     ['second MSH', 'MSH|^~\\&|A\rMSH|^~\\&|B', 'FERRY_E_INPUT_HL7_UNEXPECTED_MSH', { segment: 'MSH', sequence: 2 }],
   ])('%s', (_n, text, code, location) => {
     const e = err(text);

@@ -67,7 +67,14 @@ describe('unescapeHl7: every sequence', () => {
   });
 
   it('other delimiters, and no escape character at all', () => {
-    const odd: Delimiters = { field: '#', component: '*', repetition: '@', escape: '!', subcomponent: '$', truncation: '' };
+    const odd: Delimiters = {
+      field: '#',
+      component: '*',
+      repetition: '@',
+      escape: '!',
+      subcomponent: '$',
+      truncation: '',
+    };
     expect(u('a!F!b!S!c!T!d!R!e!E!f', odd)).toBe('a#b*c$d@e!f');
     expect(u('a\\F\\b', odd)).toBe('a\\F\\b');
     expect(u('a\\F\\b', { ...D, escape: '' })).toBe('a\\F\\b');
@@ -89,12 +96,20 @@ describe('escapeHl7', () => {
   });
 
   it('with other delimiters, and with none declared for escape (a backslash then)', () => {
-    const odd: Delimiters = { field: '#', component: '*', repetition: '@', escape: '!', subcomponent: '$', truncation: '' };
+    const odd: Delimiters = {
+      field: '#',
+      component: '*',
+      repetition: '@',
+      escape: '!',
+      subcomponent: '$',
+      truncation: '',
+    };
     expect(escapeHl7('a#b*c$d@e!f|g', odd)).toBe('a!F!b!S!c!T!d!R!e!E!f|g');
     expect(escapeHl7('a|b', { ...D, escape: '' })).toBe('a\\F\\b');
   });
 
   it('round-trips through unescapeHl7', () => {
-    for (const s of ['a|b^c&d~e\\f', 'x\\F\\y', 'line1\nline2', '\\\\', '|||']) expect(u(escapeHl7(s, D))).toBe(s.replace(/\r\n?/g, '\n'));
+    for (const s of ['a|b^c&d~e\\f', 'x\\F\\y', 'line1\nline2', '\\\\', '|||'])
+      expect(u(escapeHl7(s, D))).toBe(s.replace(/\r\n?/g, '\n'));
   });
 });

@@ -174,14 +174,29 @@ function serializeRawSegment(s: Hl7Segment): string {
 export function readDelimiters(mshLine: string, sequence = 1): Delimiters {
   const fs = mshLine[3];
   if (fs === undefined || /[A-Za-z0-9\r\n ]/.test(fs))
-    throw hl7InputError('HL7_BAD_DELIMITERS', 'MSH-1 (field separator) is missing or invalid', { segment: 'MSH', sequence, field: 1 }, '102');
+    throw hl7InputError(
+      'HL7_BAD_DELIMITERS',
+      'MSH-1 (field separator) is missing or invalid',
+      { segment: 'MSH', sequence, field: 1 },
+      '102',
+    );
   const end = mshLine.indexOf(fs, 4);
   const enc = end < 0 ? mshLine.slice(4) : mshLine.slice(4, end);
   if (enc.length < 1 || enc.length > 5)
-    throw hl7InputError('HL7_BAD_DELIMITERS', 'MSH-2 (encoding characters) is missing or invalid', { segment: 'MSH', sequence, field: 2 }, '102');
+    throw hl7InputError(
+      'HL7_BAD_DELIMITERS',
+      'MSH-2 (encoding characters) is missing or invalid',
+      { segment: 'MSH', sequence, field: 2 },
+      '102',
+    );
   const chars = [fs, ...enc];
   if (new Set(chars).size !== chars.length || chars.some((c) => /[A-Za-z0-9\r\n]/.test(c)))
-    throw hl7InputError('HL7_BAD_DELIMITERS', 'MSH-2 encoding characters are repeated or alphanumeric', { segment: 'MSH', sequence, field: 2 }, '102');
+    throw hl7InputError(
+      'HL7_BAD_DELIMITERS',
+      'MSH-2 encoding characters are repeated or alphanumeric',
+      { segment: 'MSH', sequence, field: 2 },
+      '102',
+    );
   return {
     field: fs,
     component: enc[0],
@@ -213,14 +228,21 @@ export function splitLines(text: string): string[] {
  */
 export function parseHl7(text: string): Hl7Message {
   const lines = splitLines(text);
-  if (lines.length === 0) throw hl7InputError('HL7_EMPTY', 'the message is empty', { segment: 'MSH', sequence: 1 }, '100');
+  if (lines.length === 0)
+    throw hl7InputError('HL7_EMPTY', 'the message is empty', { segment: 'MSH', sequence: 1 }, '100');
   let first = lines[0];
   // tolerate stray leading characters before MSH (vertical tab, spaces)
   if (!first.startsWith('MSH')) {
     const at = first.indexOf('MSH');
     // eslint-disable-next-line no-control-regex -- VT (0x0b), the MLLP start byte, is what this looks for
     if (at >= 0 && at <= 4 && /^[\s\x0b]*$/.test(first.slice(0, at))) first = lines[0] = first.slice(at);
-    else throw hl7InputError('HL7_NO_MSH', 'the message does not start with an MSH segment', { segment: 'MSH', sequence: 1 }, '100');
+    else
+      throw hl7InputError(
+        'HL7_NO_MSH',
+        'the message does not start with an MSH segment',
+        { segment: 'MSH', sequence: 1 },
+        '100',
+      );
   }
   const d = readDelimiters(first);
   const segments: Hl7Segment[] = new Array(lines.length);
@@ -237,7 +259,13 @@ export function parseHl7(text: string): Hl7Message {
       );
     let fields: string[];
     if (name === 'MSH') {
-      if (i > 0) throw hl7InputError('HL7_UNEXPECTED_MSH', `a second MSH at segment ${i + 1} (a batch? split it first)`, { segment: 'MSH', sequence: i + 1 }, '100');
+      if (i > 0)
+        throw hl7InputError(
+          'HL7_UNEXPECTED_MSH',
+          `a second MSH at segment ${i + 1} (a batch? split it first)`,
+          { segment: 'MSH', sequence: i + 1 },
+          '100',
+        );
       const parts = line.split(fs);
       fields = ['MSH', fs, ...parts.slice(1)];
     } else fields = line.split(fs);
@@ -257,13 +285,16 @@ export type Hl7WriteField = Hl7WriteRep | { reps: Hl7WriteRep[] } | undefined | 
 /** Encodes one field, escaping every leaf. */
 export function encodeField(value: Hl7WriteField, d: Delimiters): string {
   if (value === undefined || value === null) return '';
-  if (typeof value === 'object' && !Array.isArray(value)) return value.reps.map((r) => encodeRep(r, d)).join(d.repetition);
+  if (typeof value === 'object' && !Array.isArray(value))
+    return value.reps.map((r) => encodeRep(r, d)).join(d.repetition);
   return encodeRep(value, d);
 }
 
 function encodeRep(r: Hl7WriteRep, d: Delimiters): string {
   if (typeof r === 'string') return escapeHl7(r, d);
-  let comps = r.map((c) => (typeof c === 'string' ? escapeHl7(c, d) : c.map((s) => escapeHl7(s, d)).join(d.subcomponent)));
+  let comps = r.map((c) =>
+    typeof c === 'string' ? escapeHl7(c, d) : c.map((s) => escapeHl7(s, d)).join(d.subcomponent),
+  );
   while (comps.length > 1 && comps[comps.length - 1] === '') comps = comps.slice(0, -1);
   return comps.join(d.component);
 }

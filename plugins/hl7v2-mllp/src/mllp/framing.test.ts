@@ -1,6 +1,7 @@
 import { encodeFrame, MllpDeframer } from './framing';
 
-const payloads = (evs: ReturnType<MllpDeframer['push']>) => evs.map((e) => (e.kind === 'frame' ? e.payload.toString('latin1') : `OVERSIZED:${e.size}`));
+const payloads = (evs: ReturnType<MllpDeframer['push']>) =>
+  evs.map((e) => (e.kind === 'frame' ? e.payload.toString('latin1') : `OVERSIZED:${e.size}`));
 
 describe('MllpDeframer', () => {
   it('reassembles a frame split across reads at every byte', () => {
@@ -20,14 +21,20 @@ describe('MllpDeframer', () => {
 
   it('discards and counts bytes outside frames', () => {
     const d = new MllpDeframer({ maxMessageSize: 1000 });
-    const out = d.push(Buffer.concat([Buffer.from('junk'), encodeFrame('a'), Buffer.from('\r\n'), encodeFrame('b'), Buffer.from('xx')]));
+    const out = d.push(
+      Buffer.concat([Buffer.from('junk'), encodeFrame('a'), Buffer.from('\r\n'), encodeFrame('b'), Buffer.from('xx')]),
+    );
     expect(payloads(out)).toEqual(['a', 'b']);
     expect(d.junkBytes).toBe(8);
   });
 
   it('keeps a lone FS (not followed by CR) as data, also across reads', () => {
     const d = new MllpDeframer({ maxMessageSize: 1000 });
-    const out = [...d.push(Buffer.from([0x0b, 0x41, 0x1c])), ...d.push(Buffer.from([0x42, 0x1c])), ...d.push(Buffer.from([0x0d]))];
+    const out = [
+      ...d.push(Buffer.from([0x0b, 0x41, 0x1c])),
+      ...d.push(Buffer.from([0x42, 0x1c])),
+      ...d.push(Buffer.from([0x0d])),
+    ];
     expect(out).toHaveLength(1);
     expect(out[0].kind === 'frame' && [...out[0].payload]).toEqual([0x41, 0x1c, 0x42]);
   });
@@ -142,10 +149,14 @@ describe('MllpDeframer limits and bookkeeping (what the listener relies on)', ()
 
   it('FS not followed by CR inside one read is data, as many times as it comes', () => {
     const d = new MllpDeframer({ maxMessageSize: 100 });
-    expect([...(d.push(Buffer.from([0x0b, 0x41, 0x1c, 0x42, 0x1c, 0x43, 0x1c, 0x0d]))[0] as { payload: Buffer }).payload]).toEqual([0x41, 0x1c, 0x42, 0x1c, 0x43]);
+    expect([
+      ...(d.push(Buffer.from([0x0b, 0x41, 0x1c, 0x42, 0x1c, 0x43, 0x1c, 0x0d]))[0] as { payload: Buffer }).payload,
+    ]).toEqual([0x41, 0x1c, 0x42, 0x1c, 0x43]);
     // a lone FS ending one read, then two more lone ones in the next: each kept once
     d.push(Buffer.from([0x0b, 0x41, 0x1c]));
-    expect([...(d.push(Buffer.from([0x42, 0x1c, 0x43, 0x1c, 0x44, 0x1c, 0x0d]))[0] as { payload: Buffer }).payload]).toEqual([0x41, 0x1c, 0x42, 0x1c, 0x43, 0x1c, 0x44]);
+    expect([
+      ...(d.push(Buffer.from([0x42, 0x1c, 0x43, 0x1c, 0x44, 0x1c, 0x0d]))[0] as { payload: Buffer }).payload,
+    ]).toEqual([0x41, 0x1c, 0x42, 0x1c, 0x43, 0x1c, 0x44]);
   });
 
   it('the junk of a frame truncated by a start block in the same read counts only its own bytes', () => {

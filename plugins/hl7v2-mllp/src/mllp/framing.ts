@@ -183,7 +183,10 @@ export class MllpDeframer {
       out.push({ kind: 'oversized', head: this.head, size: this.size });
     } else {
       this.frames += 1;
-      out.push({ kind: 'frame', payload: this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.size) });
+      out.push({
+        kind: 'frame',
+        payload: this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.size),
+      });
     }
     this.inFrame = false;
     this.parts = [];

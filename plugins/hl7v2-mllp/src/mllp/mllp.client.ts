@@ -66,12 +66,23 @@ export class MllpConnection {
       const s = this.opts.tls ? tls.connect({ host, port, ...this.opts.tls }) : net.connect({ host, port });
       const timer = setTimeout(() => {
         s.destroy();
-        reject(new FerryError('TRANSIENT_MLLP_CONNECT_TIMEOUT', `connect to ${host}:${port} timed out after ${this.opts.connectTimeoutMs} ms`, { kind: 'transient' }));
+        reject(
+          new FerryError(
+            'TRANSIENT_MLLP_CONNECT_TIMEOUT',
+            `connect to ${host}:${port} timed out after ${this.opts.connectTimeoutMs} ms`,
+            { kind: 'transient' },
+          ),
+        );
       }, this.opts.connectTimeoutMs);
       const onError = (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         s.destroy();
-        reject(new FerryError('TRANSIENT_MLLP_CONNECT', `cannot connect to ${host}:${port}: ${err.code ?? err.message}`, { kind: 'transient', cause: err }));
+        reject(
+          new FerryError('TRANSIENT_MLLP_CONNECT', `cannot connect to ${host}:${port}: ${err.code ?? err.message}`, {
+            kind: 'transient',
+            cause: err,
+          }),
+        );
       };
       s.once('error', onError);
       s.once(this.opts.tls ? 'secureConnect' : 'connect', () => {
@@ -88,12 +99,19 @@ export class MllpConnection {
             else this.inbox.push(ev.payload);
           }
         });
-        s.on('error', (err: NodeJS.ErrnoException) => this.logger?.debug('mllp sender connection error', { host, port, error: err.code ?? err.message }));
+        s.on('error', (err: NodeJS.ErrnoException) =>
+          this.logger?.debug('mllp sender connection error', { host, port, error: err.code ?? err.message }),
+        );
         s.on('close', () => {
           // A socket we already dropped (timeout) must not fail the next exchange on a new one.
           if (this.socket !== s) return;
           this.socket = undefined;
-          this.waiter?.(undefined, new FerryError('TRANSIENT_MLLP_CLOSED', `connection to ${host}:${port} closed before the ACK`, { kind: 'transient' }));
+          this.waiter?.(
+            undefined,
+            new FerryError('TRANSIENT_MLLP_CLOSED', `connection to ${host}:${port} closed before the ACK`, {
+              kind: 'transient',
+            }),
+          );
         });
         this.socket = s;
         resolve(s);
@@ -106,7 +124,8 @@ export class MllpConnection {
 
   /** Send one message; resolve with its ACK. Throws a transient FerryError on connect failure, close or timeout. */
   async send(payload: Buffer, controlId: string | undefined, ackTimeoutMs: number): Promise<AckResult> {
-    if (this.busy) throw new FerryError('INTERNAL_MLLP_BUSY', 'one message at a time per connection', { kind: 'internal' });
+    if (this.busy)
+      throw new FerryError('INTERNAL_MLLP_BUSY', 'one message at a time per connection', { kind: 'internal' });
     this.busy = true;
     try {
       const s = await this.ensureSocket();
@@ -145,11 +164,19 @@ export class MllpConnection {
         const frame = await this.nextFrame(Math.max(1, deadline - Date.now()));
         const ack = readAck(frame);
         if (!ack) {
-          this.logger?.warn('mllp sender: reply without MSA skipped', { host: this.opts.host, port: this.opts.port, bytes: frame.length });
+          this.logger?.warn('mllp sender: reply without MSA skipped', {
+            host: this.opts.host,
+            port: this.opts.port,
+            bytes: frame.length,
+          });
           continue;
         }
         if (controlId !== undefined && ack.controlId !== controlId) {
-          this.logger?.debug('mllp sender: ACK for another control id skipped', { expected: controlId, got: ack.controlId, code: ack.code });
+          this.logger?.debug('mllp sender: ACK for another control id skipped', {
+            expected: controlId,
+            got: ack.controlId,
+            code: ack.code,
+          });
           continue;
         }
         return { ...ack, raw: frame, ms: Number(process.hrtime.bigint() - t0) / 1e6 };
@@ -160,11 +187,18 @@ export class MllpConnection {
   private nextFrame(timeoutMs: number): Promise<Buffer> {
     const queued = this.inbox.shift();
     if (queued) return Promise.resolve(queued);
-    if (!this.connected) return Promise.reject(new FerryError('TRANSIENT_MLLP_CLOSED', 'connection closed', { kind: 'transient' }));
+    if (!this.connected)
+      return Promise.reject(new FerryError('TRANSIENT_MLLP_CLOSED', 'connection closed', { kind: 'transient' }));
     return new Promise<Buffer>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiter = undefined;
-        reject(new FerryError('TRANSIENT_MLLP_ACK_TIMEOUT', `no ACK from ${this.opts.host}:${this.opts.port} within ${timeoutMs} ms`, { kind: 'transient' }));
+        reject(
+          new FerryError(
+            'TRANSIENT_MLLP_ACK_TIMEOUT',
+            `no ACK from ${this.opts.host}:${this.opts.port} within ${timeoutMs} ms`,
+            { kind: 'transient' },
+          ),
+        );
       }, timeoutMs);
       this.waiter = (frame, err) => {
         clearTimeout(timer);

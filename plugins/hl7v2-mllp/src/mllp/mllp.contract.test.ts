@@ -9,7 +9,16 @@ import { MllpSink } from '../sinks/mllp.sink';
 import type { MllpSinkConfig, MllpSourceConfig } from './mllp.schema';
 import { MllpSource } from '../sources/mllp.source';
 
-const TLS_OFF = { enabled: false, cert: '', key: '', passphrase: '', ca: '', requestCert: false, rejectUnauthorized: true, servername: '' };
+const TLS_OFF = {
+  enabled: false,
+  cert: '',
+  key: '',
+  passphrase: '',
+  ca: '',
+  requestCert: false,
+  rejectUnauthorized: true,
+  servername: '',
+};
 let n = 0;
 /** An ADT^A01 whose MRN is the marker (PHI: must reach the store, never a log line); the control id is not. */
 const message = (marker: string, controlId = `CTR${++n}`) => adt(controlId, { mrn: marker });
@@ -17,18 +26,19 @@ const clients: RawClient[] = [];
 const sent = new Map<string, string>();
 
 runSourceContract<MllpSourceConfig>('mllp', {
-  config: () => ({
-    host: '127.0.0.1',
-    port: 0,
-    maxConnections: 10,
-    idleTimeoutMs: 0,
-    maxMessageSize: 1024 * 1024,
-    maxPendingFrames: 16,
-    shutdownGraceMs: 1000,
-    ackMode: 'auto',
-    contentType: 'application/hl7-v2',
-    tls: TLS_OFF,
-  }) as MllpSourceConfig,
+  config: () =>
+    ({
+      host: '127.0.0.1',
+      port: 0,
+      maxConnections: 10,
+      idleTimeoutMs: 0,
+      maxMessageSize: 1024 * 1024,
+      maxPendingFrames: 16,
+      shutdownGraceMs: 1000,
+      ackMode: 'auto',
+      contentType: 'application/hl7-v2',
+      tls: TLS_OFF,
+    }) as MllpSourceConfig,
   context: { extractHeaders: (_ct, body) => extractHeaders(body), split: (_ct, body) => splitHl7Batch(body) },
   create: (ctx) => new MllpSource(ctx),
   async deliver(source, marker, again) {
@@ -56,25 +66,27 @@ const ackOnce = (code: 'AE' | 'AR' | 'silent') => {
 runSinkContract<MllpSinkConfig>('mllp', {
   setup: () => receiver.listen(),
   teardown: () => receiver.close(),
-  config: () => ({
-    host: '127.0.0.1',
-    port: receiver.port,
-    connectTimeoutMs: 1000,
-    // Longer than the contract's call timeout: only the delivery's signal can end a hung call in time.
-    ackTimeoutMs: 10_000,
-    connections: 1,
-    reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
-    onReject: 'dead',
-    body: 'original',
-    maxMessageSize: 1e6,
-    tls: TLS_OFF,
-  }) as MllpSinkConfig,
+  config: () =>
+    ({
+      host: '127.0.0.1',
+      port: receiver.port,
+      connectTimeoutMs: 1000,
+      // Longer than the contract's call timeout: only the delivery's signal can end a hung call in time.
+      ackTimeoutMs: 10_000,
+      connections: 1,
+      reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+      onReject: 'dead',
+      body: 'original',
+      maxMessageSize: 1e6,
+      tls: TLS_OFF,
+    }) as MllpSinkConfig,
   create: (ctx) => new MllpSink(ctx),
   bundle: () => ({ resourceType: 'Bundle', type: 'collection' }),
   message: (marker) => ({ contentType: 'application/hl7-v2', body: Buffer.from(message(marker), 'latin1') }),
   fault: (kind) => ackOnce(kind === 'retryable' ? 'AE' : kind === 'dead' ? 'AR' : 'silent'),
   // The receiving system knows a message by its control id (MSH-10): a replay is the same message.
-  received: (marker) => new Set(receiver.received.filter((m) => m.includes(marker)).map((m) => field(m, 'MSH', 10))).size,
+  received: (marker) =>
+    new Set(receiver.received.filter((m) => m.includes(marker)).map((m) => field(m, 'MSH', 10))).size,
 });
 
 runTransformContract('hl7v2', {

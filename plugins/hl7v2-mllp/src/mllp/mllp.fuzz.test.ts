@@ -41,14 +41,25 @@ const malformedHl7 = fc
 const payload = fc.oneof(
   { weight: 3, arbitrary: malformedHl7 },
   { weight: 1, arbitrary: fc.uint8Array({ maxLength: 300 }).map(noFrameBytes) },
-  { weight: 1, arbitrary: fc.integer({ min: MAX + 1, max: 3 * MAX }).map((n) => Buffer.concat([Buffer.from(adt('BIG'), 'latin1'), Buffer.alloc(n, 0x41)])) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .integer({ min: MAX + 1, max: 3 * MAX })
+      .map((n) => Buffer.concat([Buffer.from(adt('BIG'), 'latin1'), Buffer.alloc(n, 0x41)])),
+  },
 );
 
 describe('MLLP fuzz', () => {
   it('deframer: any chunking of frames + junk yields exactly the frames, memory bounded', () => {
     fc.assert(
       fc.property(
-        fc.array(fc.tuple(fc.uint8Array({ maxLength: 20 }).map((b) => Buffer.from(b.filter((x) => x !== VT))), payload), { maxLength: 8 }),
+        fc.array(
+          fc.tuple(
+            fc.uint8Array({ maxLength: 20 }).map((b) => Buffer.from(b.filter((x) => x !== VT))),
+            payload,
+          ),
+          { maxLength: 8 },
+        ),
         fc.array(fc.integer({ min: 1, max: 512 }), { minLength: 1, maxLength: 10 }),
         (items, cuts) => {
           const stream = Buffer.concat(items.flatMap(([junk, p]) => [junk, frame(p)]));
@@ -59,7 +70,8 @@ describe('MLLP fuzz', () => {
           let maxBuffered = 0;
           while (i < stream.length) {
             const n = cuts[k++ % cuts.length];
-            for (const ev of d.push(stream.subarray(i, i + n))) got.push(ev.kind === 'frame' ? ev.payload.toString('hex') : `big:${ev.size}`);
+            for (const ev of d.push(stream.subarray(i, i + n)))
+              got.push(ev.kind === 'frame' ? ev.payload.toString('hex') : `big:${ev.size}`);
             maxBuffered = Math.max(maxBuffered, d.buffered);
             i += n;
           }
@@ -95,24 +107,28 @@ describe('MLLP fuzz', () => {
 
     it('every complete frame gets exactly its ACK, in order, with MSA-2 = its control id', async () => {
       await fc.assert(
-        fc.asyncProperty(fc.array(payload, { minLength: 1, maxLength: 6 }), fc.integer({ min: 1, max: 97 }), async (payloads, chunk) => {
-          // frames whose own MSH asks for enhanced mode may rightly get 0 or 2 ACKs: keep the count exact by excluding them
-          const ps = payloads.filter((p) => !isEnhanced(readRawHeader(p.subarray(0, 256)), 'auto'));
-          const c = await connect();
-          const bytes = Buffer.concat(ps.map(frame));
-          for (let i = 0; i < bytes.length; i += chunk) c.write(bytes.subarray(i, i + chunk));
-          const acks = await c.waitAcks(ps.length, 5000);
-          expect(c.closed).toBe(false);
-          expect(acks).toHaveLength(ps.length);
-          acks.forEach((a, i) => {
-            const r = readAck(a);
-            expect(r && ['AA', 'AR', 'AE'].includes(r.code)).toBe(true);
-            const msh = readRawHeader(ps[i].subarray(0, 256));
-            if (msh) expect(r!.controlId).toBe(msh.controlId);
-            if (ps[i].length > MAX) expect(r!.code).toBe('AR');
-          });
-          c.close();
-        }),
+        fc.asyncProperty(
+          fc.array(payload, { minLength: 1, maxLength: 6 }),
+          fc.integer({ min: 1, max: 97 }),
+          async (payloads, chunk) => {
+            // frames whose own MSH asks for enhanced mode may rightly get 0 or 2 ACKs: keep the count exact by excluding them
+            const ps = payloads.filter((p) => !isEnhanced(readRawHeader(p.subarray(0, 256)), 'auto'));
+            const c = await connect();
+            const bytes = Buffer.concat(ps.map(frame));
+            for (let i = 0; i < bytes.length; i += chunk) c.write(bytes.subarray(i, i + chunk));
+            const acks = await c.waitAcks(ps.length, 5000);
+            expect(c.closed).toBe(false);
+            expect(acks).toHaveLength(ps.length);
+            acks.forEach((a, i) => {
+              const r = readAck(a);
+              expect(r && ['AA', 'AR', 'AE'].includes(r.code)).toBe(true);
+              const msh = readRawHeader(ps[i].subarray(0, 256));
+              if (msh) expect(r!.controlId).toBe(msh.controlId);
+              if (ps[i].length > MAX) expect(r!.code).toBe('AR');
+            });
+            c.close();
+          },
+        ),
         { numRuns: 100 },
       );
     });
@@ -127,7 +143,8 @@ describe('MLLP fuzz', () => {
           c.write(frame(adt(id)));
           // garbage may itself contain complete frames (answered too): wait for ours
           const deadline = Date.now() + 5000;
-          while (!c.acks.some((a) => readAck(a)?.controlId === id) && Date.now() < deadline && !c.closed) await new Promise((r) => setTimeout(r, 5));
+          while (!c.acks.some((a) => readAck(a)?.controlId === id) && Date.now() < deadline && !c.closed)
+            await new Promise((r) => setTimeout(r, 5));
           expect(c.closed).toBe(false);
           expect(readAck(c.acks[c.acks.length - 1])).toMatchObject({ code: 'AA', controlId: id });
           c.close();

@@ -90,7 +90,15 @@ export class MllpServer {
   private guard?: ListenerGuard;
   private nextId = 1;
   private stopping = false;
-  private readonly counters = { connectionsTotal: 0, tlsFailures: 0, clientNameRefused: 0, frames: 0, oversizedFrames: 0, truncatedFrames: 0, junkBytes: 0 };
+  private readonly counters = {
+    connectionsTotal: 0,
+    tlsFailures: 0,
+    clientNameRefused: 0,
+    frames: 0,
+    oversizedFrames: 0,
+    truncatedFrames: 0,
+    junkBytes: 0,
+  };
 
   constructor(
     private readonly opts: MllpServerOptions,
@@ -121,7 +129,10 @@ export class MllpServer {
       server.on('tlsClientError', (err: Error, sock: tls.TLSSocket) => {
         this.counters.tlsFailures += 1;
         // a scanner's handshakes must not flood the log: one line, then counts in the summary
-        this.logger.debug('mllp TLS handshake failed', { remoteAddress: sock?.remoteAddress, error: (err as NodeJS.ErrnoException).code ?? err.message });
+        this.logger.debug('mllp TLS handshake failed', {
+          remoteAddress: sock?.remoteAddress,
+          error: (err as NodeJS.ErrnoException).code ?? err.message,
+        });
         guard.report(sock?.remoteAddress, 'tlsHandshake');
       });
     }
@@ -130,10 +141,17 @@ export class MllpServer {
     await new Promise<void>((resolve, reject) => {
       const onErr = (err: NodeJS.ErrnoException) =>
         reject(
-          new FerryError('CONFIG_MLLP_LISTEN', `cannot listen on ${this.opts.host}:${this.opts.port}: ${err.code ?? err.message}`, {
-            kind: err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL' ? 'config' : 'transient',
-            cause: err,
-          }),
+          new FerryError(
+            'CONFIG_MLLP_LISTEN',
+            `cannot listen on ${this.opts.host}:${this.opts.port}: ${err.code ?? err.message}`,
+            {
+              kind:
+                err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
+                  ? 'config'
+                  : 'transient',
+              cause: err,
+            },
+          ),
         );
       server.once('error', onErr);
       server.listen(this.opts.port, this.opts.host, () => {
@@ -189,7 +207,11 @@ export class MllpServer {
   }
 
   private accept(socket: net.Socket): void {
-    const info: ConnectionInfo = { id: this.nextId++, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort };
+    const info: ConnectionInfo = {
+      id: this.nextId++,
+      remoteAddress: socket.remoteAddress,
+      remotePort: socket.remotePort,
+    };
     if (socket instanceof tls.TLSSocket) {
       const cert = socket.getPeerCertificate();
       if (cert && cert.subject) info.peerCN = Array.isArray(cert.subject.CN) ? cert.subject.CN[0] : cert.subject.CN;
@@ -197,7 +219,11 @@ export class MllpServer {
     const allowed = this.opts.allowedClientNames ?? [];
     if (socket instanceof tls.TLSSocket && allowed.length && (!info.peerCN || !allowed.includes(info.peerCN))) {
       this.counters.clientNameRefused += 1;
-      this.logger.debug('mllp client certificate not allowed; connection closed', { connection: info.id, remoteAddress: info.remoteAddress, peerCN: info.peerCN });
+      this.logger.debug('mllp client certificate not allowed; connection closed', {
+        connection: info.id,
+        remoteAddress: info.remoteAddress,
+        peerCN: info.peerCN,
+      });
       this.guard?.report(info.remoteAddress, 'clientName');
       socket.destroy();
       return;
@@ -215,12 +241,19 @@ export class MllpServer {
     };
     this.conns.add(c);
     this.counters.connectionsTotal += 1;
-    this.logger.debug('mllp connection opened', { connection: info.id, remoteAddress: info.remoteAddress, peerCN: info.peerCN });
+    this.logger.debug('mllp connection opened', {
+      connection: info.id,
+      remoteAddress: info.remoteAddress,
+      peerCN: info.peerCN,
+    });
     socket.setNoDelay(true);
     if (this.opts.idleTimeoutMs > 0) socket.setTimeout(this.opts.idleTimeoutMs);
     socket.on('timeout', () => {
       if (c.busy || c.queue.length) return; // still working: not idle
-      this.logger.debug('mllp connection idle, closing', { connection: info.id, idleTimeoutMs: this.opts.idleTimeoutMs });
+      this.logger.debug('mllp connection idle, closing', {
+        connection: info.id,
+        idleTimeoutMs: this.opts.idleTimeoutMs,
+      });
       this.guard?.closed(socket, 'idle');
       socket.end();
       setTimeout(() => socket.destroy(), 1000).unref();
@@ -235,9 +268,18 @@ export class MllpServer {
       this.conns.delete(c);
       const d = c.deframer;
       const lost = d.reset();
-      if (lost > 0) this.logger.warn('mllp connection closed mid-frame; partial frame dropped', { connection: info.id, bytes: lost });
-      if (d.junkBytes > 0) this.logger.info('mllp bytes outside frames discarded', { connection: info.id, junkBytes: d.junkBytes });
-      this.logger.debug('mllp connection closed', { connection: info.id, frames: d.frames, oversized: d.oversizedFrames });
+      if (lost > 0)
+        this.logger.warn('mllp connection closed mid-frame; partial frame dropped', {
+          connection: info.id,
+          bytes: lost,
+        });
+      if (d.junkBytes > 0)
+        this.logger.info('mllp bytes outside frames discarded', { connection: info.id, junkBytes: d.junkBytes });
+      this.logger.debug('mllp connection closed', {
+        connection: info.id,
+        frames: d.frames,
+        oversized: d.oversizedFrames,
+      });
       if (c.idleResolve) c.idleResolve();
     });
   }
@@ -250,7 +292,10 @@ export class MllpServer {
     try {
       events = d.push(chunk);
     } catch (e) {
-      this.logger.error('mllp deframer failure; closing connection', { connection: c.info.id, error: (e as Error).message });
+      this.logger.error('mllp deframer failure; closing connection', {
+        connection: c.info.id,
+        error: (e as Error).message,
+      });
       c.socket.destroy();
       return;
     }
@@ -276,7 +321,11 @@ export class MllpServer {
       if (ev.kind === 'frame') this.counters.frames += 1;
       else {
         this.counters.oversizedFrames += 1;
-        this.logger.warn('mllp frame over the size limit discarded', { connection: c.info.id, bytes: ev.size, maxMessageSize: this.opts.maxMessageSize });
+        this.logger.warn('mllp frame over the size limit discarded', {
+          connection: c.info.id,
+          bytes: ev.size,
+          maxMessageSize: this.opts.maxMessageSize,
+        });
       }
       c.queue.push(ev);
     }
@@ -308,7 +357,11 @@ export class MllpServer {
         this.watchFrame(c);
         return;
       }
-      this.logger.warn('mllp frame not completed in time; closing the connection', { connection: c.info.id, bytes: c.deframer.buffered, frameTimeoutMs: limit });
+      this.logger.warn('mllp frame not completed in time; closing the connection', {
+        connection: c.info.id,
+        bytes: c.deframer.buffered,
+        frameTimeoutMs: limit,
+      });
       c.socket.destroy();
     }, limit);
     c.frameTimer.unref();
@@ -326,7 +379,10 @@ export class MllpServer {
         } catch (e) {
           // The handler turns every expected failure into an ACK; reaching here is a bug. Close the
           // connection clearly rather than leave the sender waiting.
-          this.logger.error('mllp frame handler failed; closing connection', { connection: c.info.id, error: (e as Error).message });
+          this.logger.error('mllp frame handler failed; closing connection', {
+            connection: c.info.id,
+            error: (e as Error).message,
+          });
           c.socket.destroy();
           return;
         }

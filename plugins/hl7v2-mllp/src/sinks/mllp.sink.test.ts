@@ -1,5 +1,6 @@
 import path from 'node:path';
-import { configure, FerryError, validateWithSchema, type ConfigProblem, type Delivery } from '@ferry/core';
+import type { FerryError } from '@ferry/core';
+import { configure, validateWithSchema, type ConfigProblem, type Delivery } from '@ferry/core';
 import { silentLogger } from '../../../../core/src/logging/logger';
 import { buildAck } from '../ack/ack.builder';
 import { readRawHeader } from '../ack/msh';
@@ -9,7 +10,9 @@ import { controlIdFor } from '../fhir-to-v2/fhir-to-v2';
 import { MllpSink, normalizeHl7 } from './mllp.sink';
 import { mllpSinkSchema, type MllpSinkConfig, type MllpSinkInput } from '../mllp/mllp.schema';
 
-const ackFor = (code: 'AA' | 'AE' | 'AR' | 'CA') => (m: string) => [buildAck(readRawHeader(Buffer.from(m, 'latin1')), code)];
+const ackFor = (code: 'AA' | 'AE' | 'AR' | 'CA') => (m: string) => [
+  buildAck(readRawHeader(Buffer.from(m, 'latin1')), code),
+];
 
 function sinkFor(port: number, cfg: MllpSinkInput = {}): MllpSink {
   const config: MllpSinkInput = {
@@ -22,7 +25,16 @@ function sinkFor(port: number, cfg: MllpSinkInput = {}): MllpSink {
     onReject: 'dead',
     body: 'original',
     maxMessageSize: 1e6,
-    tls: { enabled: false, cert: '', key: '', passphrase: '', ca: '', requestCert: false, rejectUnauthorized: true, servername: '' },
+    tls: {
+      enabled: false,
+      cert: '',
+      key: '',
+      passphrase: '',
+      ca: '',
+      requestCert: false,
+      rejectUnauthorized: true,
+      servername: '',
+    },
     ...cfg,
   };
   return new MllpSink({ id: 'out', config, logger: silentLogger() });
@@ -34,7 +46,16 @@ function delivery(body: string | Buffer, contentType = 'application/hl7-v2'): De
     attempt: 1,
     routeId: 'r1',
     bundle: { resourceType: 'Bundle', type: 'collection' },
-    message: { id: 'm1', seq: 1, sourceId: 's', contentType, body: typeof body === 'string' ? Buffer.from(body, 'latin1') : body, headers: {}, receivedAt: new Date(), status: 'routed' },
+    message: {
+      id: 'm1',
+      seq: 1,
+      sourceId: 's',
+      contentType,
+      body: typeof body === 'string' ? Buffer.from(body, 'latin1') : body,
+      headers: {},
+      receivedAt: new Date(),
+      status: 'routed',
+    },
   };
 }
 
@@ -65,24 +86,48 @@ describe('MllpSink', () => {
   });
 
   it('format hl7v2: the Bundle is sent as HL7 v2 built with the receiver profile; control id stable across retries', async () => {
-    const { r, s } = await setup({ format: 'hl7v2', profile: { sendingFacility: 'GHH', receivingApplication: 'LIS', applicationAckType: 'NE' } });
+    const { r, s } = await setup({
+      format: 'hl7v2',
+      profile: { sendingFacility: 'GHH', receivingApplication: 'LIS', applicationAckType: 'NE' },
+    });
     const d = { ...delivery('{}', 'application/fhir+json'), bundle: oruBundle() };
     await s.deliver(d);
     await s.deliver({ ...d, attempt: 2 });
     expect(r.received).toHaveLength(2);
     expect(r.received[0]).toBe(r.received[1]);
     const msh = readRawHeader(Buffer.from(r.received[0], 'utf8'))!;
-    expect(msh).toMatchObject({ messageType: 'ORU^R01^ORU_R01', controlId: controlIdFor('m1|out'), sendingFacility: 'GHH', receivingApplication: 'LIS', version: '2.5.1', charset: 'UNICODE UTF-8' });
-    expect(r.received[0].split('\r').map((l) => l.slice(0, 3))).toEqual(['MSH', 'PID', 'OBR', 'OBX', 'OBX', 'OBX', 'OBX', 'NTE', 'SPM', '']);
+    expect(msh).toMatchObject({
+      messageType: 'ORU^R01^ORU_R01',
+      controlId: controlIdFor('m1|out'),
+      sendingFacility: 'GHH',
+      receivingApplication: 'LIS',
+      version: '2.5.1',
+      charset: 'UNICODE UTF-8',
+    });
+    expect(r.received[0].split('\r').map((l) => l.slice(0, 3))).toEqual([
+      'MSH',
+      'PID',
+      'OBR',
+      'OBX',
+      'OBX',
+      'OBX',
+      'OBX',
+      'NTE',
+      'SPM',
+      '',
+    ]);
   });
 
   it('format hl7v2: a Bundle that cannot be expressed is dead with the reason; nothing is sent', async () => {
     const { r, s } = await setup({ format: 'hl7v2' });
     const b = siuBundle();
-    delete (b.entry!.find((e) => e.resource?.resourceType === 'Appointment')!.resource as { identifier?: unknown }).identifier;
+    delete (b.entry!.find((e) => e.resource?.resourceType === 'Appointment')!.resource as { identifier?: unknown })
+      .identifier;
     const err = await failure(s.deliver({ ...delivery('{}', 'application/fhir+json'), bundle: b }));
     expect(err).toMatchObject({ retryable: false, kind: 'input', code: 'FERRY_E_DELIVERY_MLLP_FHIR_TO_V2' });
-    expect(err.message).toBe('message m1: cannot express the Bundle in HL7 v2: Appointment.identifier is required for SCH-1/SCH-2 (placer/filler appointment id)');
+    expect(err.message).toBe(
+      'message m1: cannot express the Bundle in HL7 v2: Appointment.identifier is required for SCH-1/SCH-2 (placer/filler appointment id)',
+    );
     expect(r.received).toEqual([]);
     expect(r.connections).toBe(0);
   });
@@ -93,18 +138,43 @@ describe('MllpSink', () => {
       const out = validateWithSchema<MllpSinkConfig>(mllpSinkSchema, cfg, 'sinks.lab', problems);
       return { out, problems: problems.map((p) => `${p.path}: ${p.message}`) };
     };
-    expect(check({ format: 'hl7v2', profile: { version: '2.3', segments: { NK1: false }, codeTables: { 'OBX-3': { codes: { a: 'b' } } } } }).problems).toEqual([]);
-    expect(check({ format: 'hl7v2', profile: { sendingApp: 'X' } }).problems).toEqual([expect.stringMatching(/^sinks\.lab\.profile\.sendingApp: unknown hl7v2 profile key/)]);
+    expect(
+      check({
+        format: 'hl7v2',
+        profile: { version: '2.3', segments: { NK1: false }, codeTables: { 'OBX-3': { codes: { a: 'b' } } } },
+      }).problems,
+    ).toEqual([]);
+    expect(check({ format: 'hl7v2', profile: { sendingApp: 'X' } }).problems).toEqual([
+      expect.stringMatching(/^sinks\.lab\.profile\.sendingApp: unknown hl7v2 profile key/),
+    ]);
     expect(check({ format: 'fhir' }).problems).toEqual([expect.stringMatching(/^sinks\.lab\.format: /)]);
     // FHIRPath rules and Z-segments: every problem, each by its path
     expect(
-      check({ format: 'hl7v2', profile: { version: '9', messageTypeRules: [{ when: 'entry.(', type: 'ADT^A28' }, { when: 'true', type: 'A28' }], zSegments: [{ segment: 'ZPI', resource: 'Patient', fields: { 1: 'name.(' } }] } }).problems.map((p) => p.split(': ')[0]),
-    ).toEqual(['sinks.lab.profile.version', 'sinks.lab.profile.messageTypeRules[0].when', 'sinks.lab.profile.messageTypeRules[1].type', 'sinks.lab.profile.zSegments[0].fields.1']);
+      check({
+        format: 'hl7v2',
+        profile: {
+          version: '9',
+          messageTypeRules: [
+            { when: 'entry.(', type: 'ADT^A28' },
+            { when: 'true', type: 'A28' },
+          ],
+          zSegments: [{ segment: 'ZPI', resource: 'Patient', fields: { 1: 'name.(' } }],
+        },
+      }).problems.map((p) => p.split(': ')[0]),
+    ).toEqual([
+      'sinks.lab.profile.version',
+      'sinks.lab.profile.messageTypeRules[0].when',
+      'sinks.lab.profile.messageTypeRules[1].type',
+      'sinks.lab.profile.zSegments[0].fields.1',
+    ]);
     expect(check({}).out.format).toBe('passthrough');
   });
 
   it('config/examples/fhir-to-hl7v2.yaml validates', async () => {
-    const { config } = await configure({ configFile: path.resolve(__dirname, '../../../../config/examples/fhir-to-hl7v2.yaml'), env: { ATHENA_CLIENT_ID: 'x', ATHENA_CLIENT_SECRET: 'y' } });
+    const { config } = await configure({
+      configFile: path.resolve(__dirname, '../../../../config/examples/fhir-to-hl7v2.yaml'),
+      env: { ATHENA_CLIENT_ID: 'x', ATHENA_CLIENT_SECRET: 'y' },
+    });
     expect(Object.keys(config.sinks)).toEqual(['scheduling', 'lab']);
   });
 
@@ -159,7 +229,10 @@ describe('MllpSink', () => {
       return [buildAck(h, 'CA'), buildAck(h, h.controlId.startsWith('BAD') ? 'AR' : 'AA')];
     };
     await s.deliver(delivery(enhanced('EN1', 'AL')));
-    expect(await failure(s.deliver(delivery(enhanced('BAD1', 'AL'))))).toMatchObject({ retryable: false, code: 'FERRY_E_DELIVERY_MLLP_REJECTED' });
+    expect(await failure(s.deliver(delivery(enhanced('BAD1', 'AL'))))).toMatchObject({
+      retryable: false,
+      code: 'FERRY_E_DELIVERY_MLLP_REJECTED',
+    });
     // MSH-16 NE: the CA is the outcome; the trailing AR (sent anyway by this receiver) is skipped later
     await s.deliver(delivery(enhanced('BAD2', 'NE')));
     await s.deliver(delivery(adt('AFTER')));
@@ -186,17 +259,28 @@ describe('MllpSink', () => {
     const d = delivery('x');
     delete d.message.body;
     expect(await failure(s.deliver(d))).toMatchObject({ retryable: false, code: 'FERRY_E_DELIVERY_MLLP_NO_BODY' });
-    expect(await failure(s.deliver(delivery('{}', 'application/fhir+json')))).toMatchObject({ retryable: false, code: 'FERRY_E_DELIVERY_MLLP_NOT_HL7' });
+    expect(await failure(s.deliver(delivery('{}', 'application/fhir+json')))).toMatchObject({
+      retryable: false,
+      code: 'FERRY_E_DELIVERY_MLLP_NOT_HL7',
+    });
   });
 
   it('body: normalized re-encodes with standard delimiters, CR ends and UTF-8', async () => {
     const { r, s } = await setup({ body: 'normalized' });
     const odd = Buffer.concat([
       Buffer.from([0xef, 0xbb, 0xbf]),
-      Buffer.from('MSH#*@!%#APP#FAC#R#RF#2024##ADT*A04#N1#P#2.5\nPID#1##42*!F! and |**HOSP*MR##M\u00fcller*J\n', 'utf8'),
+      Buffer.from(
+        'MSH#*@!%#APP#FAC#R#RF#2024##ADT*A04#N1#P#2.5\nPID#1##42*!F! and |**HOSP*MR##M\u00fcller*J\n',
+        'utf8',
+      ),
     ]);
     await s.deliver(delivery(odd));
-    expect(r.received[0]).toBe(Buffer.from('MSH|^~\\&|APP|FAC|R|RF|2024||ADT^A04|N1|P|2.5\rPID|1||42^# and \\F\\^^HOSP^MR||M\u00fcller^J\r', 'utf8').toString('latin1'));
+    expect(r.received[0]).toBe(
+      Buffer.from(
+        'MSH|^~\\&|APP|FAC|R|RF|2024||ADT^A04|N1|P|2.5\rPID|1||42^# and \\F\\^^HOSP^MR||M\u00fcller^J\r',
+        'utf8',
+      ).toString('latin1'),
+    );
     expect(normalizeHl7(Buffer.from(adt('Z')))).toEqual(Buffer.from(adt('Z')));
   });
 

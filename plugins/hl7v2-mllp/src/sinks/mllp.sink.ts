@@ -1,11 +1,23 @@
 import { inject, injectable } from 'tsyringe';
-import { coreTokens, FerryError, permanentDeliveryError, retryableDeliveryError, withSchemaDefaults } from '@ferry/core';
+import {
+  coreTokens,
+  FerryError,
+  permanentDeliveryError,
+  retryableDeliveryError,
+  withSchemaDefaults,
+} from '@ferry/core';
 import type { Delivery, MessageSink, SinkContext } from '@ferry/core';
 import { readRawHeader } from '../ack/msh';
 import { decodeHl7Bytes, encodeSegment, parseHl7, STANDARD_DELIMITERS, type Hl7WriteField } from '../hl7v2';
 import { MllpConnection } from '../mllp/mllp.client';
 import { FhirToV2, unresolvedPatientReferences } from '../fhir-to-v2/fhir-to-v2';
-import { clientTlsOptions, mllpSinkSchema, tlsEnabled, type MllpSinkConfig, type MllpSinkInput } from '../mllp/mllp.schema';
+import {
+  clientTlsOptions,
+  mllpSinkSchema,
+  tlsEnabled,
+  type MllpSinkConfig,
+  type MllpSinkInput,
+} from '../mllp/mllp.schema';
 
 /**
  * Re-encode an HL7 v2 message: standard delimiters `|^~\&`, CR segment ends, UTF-8 without BOM
@@ -52,7 +64,13 @@ export class MllpSink implements MessageSink {
     const n = Math.max(1, this.cfg.connections);
     for (let i = 0; i < n; i++) {
       const c = new MllpConnection(
-        { host: this.cfg.host, port: this.cfg.port, connectTimeoutMs: this.cfg.connectTimeoutMs, maxMessageSize: this.cfg.maxMessageSize, tls: tlsOpts },
+        {
+          host: this.cfg.host,
+          port: this.cfg.port,
+          connectTimeoutMs: this.cfg.connectTimeoutMs,
+          maxMessageSize: this.cfg.maxMessageSize,
+          tls: tlsOpts,
+        },
         ctx.logger,
       );
       this.pool.push(c);
@@ -62,12 +80,19 @@ export class MllpSink implements MessageSink {
 
   async start(): Promise<void> {
     // Connect lazily: a receiver that is down at start must not stop the engine; deliveries retry.
-    this.ctx.logger.info('mllp sink ready', { sink: this.ctx.id, host: this.cfg.host, port: this.cfg.port, connections: this.pool.length, tls: tlsEnabled(this.cfg.tls) });
+    this.ctx.logger.info('mllp sink ready', {
+      sink: this.ctx.id,
+      host: this.cfg.host,
+      port: this.cfg.port,
+      connections: this.pool.length,
+      tls: tlsEnabled(this.cfg.tls),
+    });
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const w of this.waiting.splice(0)) w.reject(retryableDeliveryError('MLLP_STOPPED', 'the mllp sink is stopping'));
+    for (const w of this.waiting.splice(0))
+      w.reject(retryableDeliveryError('MLLP_STOPPED', 'the mllp sink is stopping'));
     for (const c of this.pool) c.close();
   }
 
@@ -81,17 +106,28 @@ export class MllpSink implements MessageSink {
       if (!conn.connected) await this.connectWithBackoff(conn);
       let ack;
       try {
-        ack = await untilAborted(conn.send(payload, controlId, this.cfg.ackTimeoutMs), delivery.signal, () => conn.close());
+        ack = await untilAborted(conn.send(payload, controlId, this.cfg.ackTimeoutMs), delivery.signal, () =>
+          conn.close(),
+        );
         // Enhanced mode: after the commit accept, the message itself asks for an application ACK
         // on success (MSH-16 AL or SU): its AA / AE / AR is the real outcome.
-        if (ack.code === 'CA' && msh && (msh.appAckType === 'AL' || msh.appAckType === 'SU')) ack = await untilAborted(conn.awaitAck(controlId, this.cfg.ackTimeoutMs), delivery.signal, () => conn.close());
+        if (ack.code === 'CA' && msh && (msh.appAckType === 'AL' || msh.appAckType === 'SU'))
+          ack = await untilAborted(conn.awaitAck(controlId, this.cfg.ackTimeoutMs), delivery.signal, () =>
+            conn.close(),
+          );
       } catch (e) {
         this.noteFailure();
         const err = FerryError.from(e);
         throw retryableDeliveryError('MLLP_SEND', err.message, { host: this.cfg.host, port: this.cfg.port }, err);
       }
       this.backoffMs = 0;
-      const meta = { sink: this.ctx.id, deliveryId: delivery.deliveryId, controlId, ackCode: ack.code, ms: Math.round(ack.ms * 1000) / 1000 };
+      const meta = {
+        sink: this.ctx.id,
+        deliveryId: delivery.deliveryId,
+        controlId,
+        ackCode: ack.code,
+        ms: Math.round(ack.ms * 1000) / 1000,
+      };
       switch (ack.code) {
         case 'AA':
         case 'CA':
@@ -100,14 +136,31 @@ export class MllpSink implements MessageSink {
         case 'AR':
         case 'CR':
           this.ctx.logger.warn('mllp receiver rejected the message', { ...meta, errCode: ack.errCode });
-          if (this.cfg.onReject === 'retry') throw retryableDeliveryError('MLLP_REJECTED', `receiver answered ${ack.code}${ack.errCode ? ` (${ack.errCode})` : ''}`, { ackCode: ack.code, errCode: ack.errCode });
-          throw permanentDeliveryError('MLLP_REJECTED', `receiver answered ${ack.code}${ack.errCode ? ` (${ack.errCode})` : ''}`, { ackCode: ack.code, errCode: ack.errCode });
+          if (this.cfg.onReject === 'retry')
+            throw retryableDeliveryError(
+              'MLLP_REJECTED',
+              `receiver answered ${ack.code}${ack.errCode ? ` (${ack.errCode})` : ''}`,
+              { ackCode: ack.code, errCode: ack.errCode },
+            );
+          throw permanentDeliveryError(
+            'MLLP_REJECTED',
+            `receiver answered ${ack.code}${ack.errCode ? ` (${ack.errCode})` : ''}`,
+            { ackCode: ack.code, errCode: ack.errCode },
+          );
         case 'AE':
         case 'CE':
           this.ctx.logger.warn('mllp receiver answered an error', { ...meta, errCode: ack.errCode });
-          throw retryableDeliveryError('MLLP_ERROR_ACK', `receiver answered ${ack.code}${ack.errCode ? ` (${ack.errCode})` : ''}`, { ackCode: ack.code, errCode: ack.errCode });
+          throw retryableDeliveryError(
+            'MLLP_ERROR_ACK',
+            `receiver answered ${ack.code}${ack.errCode ? ` (${ack.errCode})` : ''}`,
+            { ackCode: ack.code, errCode: ack.errCode },
+          );
         default:
-          throw retryableDeliveryError('MLLP_BAD_ACK', `receiver answered an unknown acknowledgment code "${ack.code}"`, { ackCode: ack.code });
+          throw retryableDeliveryError(
+            'MLLP_BAD_ACK',
+            `receiver answered an unknown acknowledgment code "${ack.code}"`,
+            { ackCode: ack.code },
+          );
       }
     } finally {
       this.release(conn);
@@ -117,14 +170,23 @@ export class MllpSink implements MessageSink {
   private async payloadFor(delivery: Delivery): Promise<Buffer> {
     if (this.toV2) return this.fromBundle(delivery);
     const m = delivery.message;
-    if (!m.body) throw permanentDeliveryError('MLLP_NO_BODY', `message ${m.id} has no stored body (pruned?); nothing to send`);
+    if (!m.body)
+      throw permanentDeliveryError('MLLP_NO_BODY', `message ${m.id} has no stored body (pruned?); nothing to send`);
     if (!/hl7-v2|x-hl7|hl7v2/i.test(m.contentType))
-      throw permanentDeliveryError('MLLP_NOT_HL7', `message ${m.id} is ${m.contentType}, not HL7 v2; the mllp sink sends HL7 v2 messages`);
+      throw permanentDeliveryError(
+        'MLLP_NOT_HL7',
+        `message ${m.id} is ${m.contentType}, not HL7 v2; the mllp sink sends HL7 v2 messages`,
+      );
     if (this.cfg.body === 'original') return m.body;
     try {
       return normalizeHl7(m.body);
     } catch (e) {
-      throw permanentDeliveryError('MLLP_REENCODE', `message ${m.id} cannot be re-encoded: ${(e as Error).message}`, undefined, e);
+      throw permanentDeliveryError(
+        'MLLP_REENCODE',
+        `message ${m.id} cannot be re-encoded: ${(e as Error).message}`,
+        undefined,
+        e,
+      );
     }
   }
 
@@ -140,18 +202,33 @@ export class MllpSink implements MessageSink {
     const refs = unresolvedPatientReferences(bundle);
     if (refs.length && this.ctx.resolveReferences) {
       const found = await this.ctx.resolveReferences(refs, { messageId: m.id });
-      if (found.length) bundle = { ...bundle, entry: [...(bundle.entry ?? []), ...found.map((r) => ({ fullUrl: `${r.resourceType}/${r.id}`, resource: r }))] };
+      if (found.length)
+        bundle = {
+          ...bundle,
+          entry: [
+            ...(bundle.entry ?? []),
+            ...found.map((r) => ({ fullUrl: `${r.resourceType}/${r.id}`, resource: r })),
+          ],
+        };
     }
     let msgs;
     try {
       msgs = this.toV2!.convert(bundle, { controlIdSeed: `${m.id}|${this.ctx.id}`, now: m.receivedAt });
     } catch (e) {
       const err = FerryError.from(e);
-      this.ctx.logger.warn('mllp sink cannot express the bundle in HL7 v2', { sink: this.ctx.id, deliveryId: delivery.deliveryId, messageId: m.id, errorCode: err.code });
+      this.ctx.logger.warn('mllp sink cannot express the bundle in HL7 v2', {
+        sink: this.ctx.id,
+        deliveryId: delivery.deliveryId,
+        messageId: m.id,
+        errorCode: err.code,
+      });
       throw permanentDeliveryError('MLLP_FHIR_TO_V2', `message ${m.id}: ${err.message}`, err.details, e);
     }
     if (msgs.length !== 1)
-      throw permanentDeliveryError('MLLP_FHIR_TO_V2', `message ${m.id}: the Bundle gives ${msgs.length} HL7 v2 messages (${msgs.map((x) => x.messageType).join(', ')}); route one appointment per message`);
+      throw permanentDeliveryError(
+        'MLLP_FHIR_TO_V2',
+        `message ${m.id}: the Bundle gives ${msgs.length} HL7 v2 messages (${msgs.map((x) => x.messageType).join(', ')}); route one appointment per message`,
+      );
     return Buffer.from(msgs[0].text, 'utf8');
   }
 
@@ -159,7 +236,10 @@ export class MllpSink implements MessageSink {
     const wait = this.retryAt - Date.now();
     if (wait > 0) {
       if (wait > this.cfg.connectTimeoutMs)
-        throw retryableDeliveryError('MLLP_BACKOFF', `receiver ${this.cfg.host}:${this.cfg.port} unreachable; next connect attempt in ${wait} ms`);
+        throw retryableDeliveryError(
+          'MLLP_BACKOFF',
+          `receiver ${this.cfg.host}:${this.cfg.port} unreachable; next connect attempt in ${wait} ms`,
+        );
       await new Promise((r) => setTimeout(r, wait));
     }
     try {
@@ -167,7 +247,13 @@ export class MllpSink implements MessageSink {
     } catch (e) {
       this.noteFailure();
       const err = FerryError.from(e);
-      this.ctx.logger.warn('mllp sink cannot connect', { sink: this.ctx.id, host: this.cfg.host, port: this.cfg.port, errorCode: err.code, retryInMs: this.backoffMs });
+      this.ctx.logger.warn('mllp sink cannot connect', {
+        sink: this.ctx.id,
+        host: this.cfg.host,
+        port: this.cfg.port,
+        errorCode: err.code,
+        retryInMs: this.backoffMs,
+      });
       throw retryableDeliveryError('MLLP_CONNECT', err.message, { host: this.cfg.host, port: this.cfg.port }, err);
     }
   }
@@ -202,7 +288,13 @@ function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined, onAbort
     const abort = () => {
       p.catch(() => undefined);
       onAbort();
-      reject(new FerryError('TRANSIENT_MLLP_ABORTED', 'the delivery was abandoned (deliveryTimeoutMs) before the receiver acknowledged', { kind: 'transient' }));
+      reject(
+        new FerryError(
+          'TRANSIENT_MLLP_ABORTED',
+          'the delivery was abandoned (deliveryTimeoutMs) before the receiver acknowledged',
+          { kind: 'transient' },
+        ),
+      );
     };
     if (signal.aborted) return abort();
     signal.addEventListener('abort', abort, { once: true });

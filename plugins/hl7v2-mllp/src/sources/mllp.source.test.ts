@@ -19,7 +19,10 @@ const clients: RawClient[] = [];
 const ctxs: RecordingCtx[] = [];
 
 /** A source on a real engine submit and SQLite store (see storeCtx). */
-async function startSource(cfg: MllpSourceInput = {}, opts?: Parameters<typeof storeCtx>[1]): Promise<{ src: MllpSource; ctx: RecordingCtx; port: number }> {
+async function startSource(
+  cfg: MllpSourceInput = {},
+  opts?: Parameters<typeof storeCtx>[1],
+): Promise<{ src: MllpSource; ctx: RecordingCtx; port: number }> {
   const ctx = await storeCtx(cfg, opts);
   ctxs.push(ctx);
   const src = new MllpSource(ctx);
@@ -52,7 +55,14 @@ describe('MllpSource on a real socket', () => {
     expect(field(ack, 'MSH', 9)).toBe('ACK^A04^ACK');
     expect(field(ack, 'MSH', 12)).toBe('2.4');
     const h = ctx.submitted[0].headers!;
-    expect(h).toMatchObject({ messageType: 'ADT^A04', trigger: 'A04', controlId: 'C1', sendingApplication: 'SENDAPP', sendingFacility: 'SENDFAC', orderingKey: 'HOSP|12345' });
+    expect(h).toMatchObject({
+      messageType: 'ADT^A04',
+      trigger: 'A04',
+      controlId: 'C1',
+      sendingApplication: 'SENDAPP',
+      sendingFacility: 'SENDFAC',
+      orderingKey: 'HOSP|12345',
+    });
     expect(ctx.submitted[0].body.toString('latin1')).toBe(adt('C1', { trigger: 'A04', version: '2.4' }));
   });
 
@@ -86,7 +96,9 @@ describe('MllpSource on a real socket', () => {
     expect(acks.map((a) => readAck(a)!.code)).toEqual(['AA', 'AA', 'AA']);
     // Stored byte for byte; the header is the decoded value (\\F\\ is |, \\T\\ is &).
     const stored = await ctx.store.listMessages({ sourceId: ctx.id });
-    const bodies = await Promise.all(stored.map(async (m) => (await ctx.store.getMessage(m.id, { body: true }))!.body!.toString('latin1')));
+    const bodies = await Promise.all(
+      stored.map(async (m) => (await ctx.store.getMessage(m.id, { body: true }))!.body!.toString('latin1')),
+    );
     expect(bodies.sort()).toEqual(ids.map((id) => adt(id)).sort());
     expect(stored.map((m) => m.headers.controlId).sort()).toEqual([ids[0], ids[1], 'E|1&2'].sort());
   });
@@ -187,13 +199,22 @@ describe('MllpSource on a real socket', () => {
   it('acknowledges a BHS/BTS batch with a batch of ACKs, one per message', async () => {
     const { ctx, port } = await startSource();
     const c = await connect(port);
-    const batch = 'BHS|^~\\&|SENDAPP|SENDFAC|RECVAPP|RECVFAC|20240101||||B77\r' + adt('B1') + adt('B2') + adt('B3', { mrn: '999' }) + 'BTS|3\r';
+    const batch =
+      'BHS|^~\\&|SENDAPP|SENDFAC|RECVAPP|RECVFAC|20240101||||B77\r' +
+      adt('B1') +
+      adt('B2') +
+      adt('B3', { mrn: '999' }) +
+      'BTS|3\r';
     c.write(frame(batch));
     const [ack] = await c.waitAcks(1);
     const lines = ack.split('\r').filter(Boolean);
     expect(lines[0].startsWith('BHS|')).toBe(true);
     expect(lines[0].split('|')[11]).toBe('B77');
-    expect(lines.filter((l) => l.startsWith('MSA')).map((l) => l.split('|').slice(1, 3).join(':'))).toEqual(['AA:B1', 'AA:B2', 'AA:B3']);
+    expect(lines.filter((l) => l.startsWith('MSA')).map((l) => l.split('|').slice(1, 3).join(':'))).toEqual([
+      'AA:B1',
+      'AA:B2',
+      'AA:B3',
+    ]);
     expect(lines[lines.length - 1]).toBe('BTS|3');
     expect(ctx.submitted.map((m) => m.headers?.controlId)).toEqual(['B1', 'B2', 'B3']);
   });
@@ -244,7 +265,6 @@ describe('MllpSource on a real socket', () => {
       clearInterval(t2);
     }
   });
-
 });
 
 describe('MllpSource: what each answer and stored message is made of', () => {
@@ -261,7 +281,9 @@ describe('MllpSource: what each answer and stored message is made of', () => {
   it('stores the raw MSH headers when no codec reads the content type, and the connection it came on', async () => {
     const { ctx, c } = await startWith(() => ({
       extractHeaders: () => {
-        throw new FerryError(testErrors.codes.CONFIG_NO_TRANSFORM, 'no transform for application/hl7-v2', { kind: 'config' });
+        throw new FerryError(testErrors.codes.CONFIG_NO_TRANSFORM, 'no transform for application/hl7-v2', {
+          kind: 'config',
+        });
       },
     }));
     c.write(frame('MSH|^~\\&|LAB^X|HOSP^Y|EHR^Z|CLIN^W|2024||ORU^R01^ORU_R01|RAW1|P|2.3.1^x\rPID|1\r'));
@@ -271,16 +293,35 @@ describe('MllpSource: what each answer and stored message is made of', () => {
     const [m1, m2] = await ctx.store.listMessages({ limit: 10 });
     const byId = Object.fromEntries([m1, m2].map((m) => [m.headers?.controlId, m.headers]));
     expect(byId.RAW1).toEqual(
-      expect.objectContaining({ messageType: 'ORU^R01', trigger: 'R01', controlId: 'RAW1', sendingApplication: 'LAB', sendingFacility: 'HOSP', receivingApplication: 'EHR', receivingFacility: 'CLIN', version: '2.3.1', mllpConnection: expect.stringMatching(/^\d+$/), mllpPeer: expect.stringMatching(/127\.0\.0\.1/) }),
+      expect.objectContaining({
+        messageType: 'ORU^R01',
+        trigger: 'R01',
+        controlId: 'RAW1',
+        sendingApplication: 'LAB',
+        sendingFacility: 'HOSP',
+        receivingApplication: 'EHR',
+        receivingFacility: 'CLIN',
+        version: '2.3.1',
+        mllpConnection: expect.stringMatching(/^\d+$/),
+        mllpPeer: expect.stringMatching(/127\.0\.0\.1/),
+      }),
     );
     // empty values are left out, not stored as empty strings
-    expect(byId.RAW2).toEqual({ messageType: 'ACK', controlId: 'RAW2', mllpConnection: expect.any(String), mllpPeer: expect.any(String) });
+    expect(byId.RAW2).toEqual({
+      messageType: 'ACK',
+      controlId: 'RAW2',
+      mllpConnection: expect.any(String),
+      mllpPeer: expect.any(String),
+    });
   });
 
   it('a codec refusal keeps its table 0357 code and location in the AR', async () => {
     const { c } = await startWith(() => ({
       extractHeaders: () => {
-        throw new FerryError(testErrors.codes.INPUT_HL7_BAD, 'PID-3 is empty', { kind: 'input', details: { hl7ErrorCode: '101', location: { segment: 'PID', sequence: 2, field: 3 } } });
+        throw new FerryError(testErrors.codes.INPUT_HL7_BAD, 'PID-3 is empty', {
+          kind: 'input',
+          details: { hl7ErrorCode: '101', location: { segment: 'PID', sequence: 2, field: 3 } },
+        });
       },
     }));
     c.write(frame(adt('CX1')));
@@ -300,7 +341,9 @@ describe('MllpSource: what each answer and stored message is made of', () => {
   });
 
   it('never AA for a message the store did not report as kept (fewer results than messages): AE', async () => {
-    const { c } = await startWith((ctx) => ({ submit: async (ms, o) => (await ctx.submit(ms, o)).slice(0, ms.length - 1) }));
+    const { c } = await startWith((ctx) => ({
+      submit: async (ms, o) => (await ctx.submit(ms, o)).slice(0, ms.length - 1),
+    }));
     c.write(Buffer.concat([frame(adt('FR1')), frame(adt('FR2'))]));
     const acks = await c.waitAcks(2);
     expect(acks.map((a) => `${readAck(a)!.code}:${readAck(a)!.controlId}`)).toEqual(['AA:FR1', 'AE:FR2']);
@@ -313,7 +356,14 @@ describe('MllpSource: what each answer and stored message is made of', () => {
       },
     }));
     // a byte order mark before the batch header
-    c.write(frame(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(`BHS|^~\\&|S|F|R|RF|2024||||BX9\r${adt('BB1')}BTS|1\r`, 'latin1')])));
+    c.write(
+      frame(
+        Buffer.concat([
+          Buffer.from([0xef, 0xbb, 0xbf]),
+          Buffer.from(`BHS|^~\\&|S|F|R|RF|2024||||BX9\r${adt('BB1')}BTS|1\r`, 'latin1'),
+        ]),
+      ),
+    );
     const [a] = await c.waitAcks(1);
     const lines = a.split('\r').filter(Boolean);
     expect(lines[0].split('|')[11]).toBe('BX9');
@@ -323,14 +373,33 @@ describe('MllpSource: what each answer and stored message is made of', () => {
   });
 
   it('enhanced mode: the application ACK is AE naming the fields the dataQuality policy fails, at most 20 ERR segments', async () => {
-    const issue = (location: string, more: Record<string, unknown> = {}) => ({ severity: 'error' as const, location, code: 'invalid-date', text: 'not a date', hl7ErrorCode: '102', ...more });
-    const issues = [issue('PID-7'), issue('PID-5-1', { repetition: 2, occurrence: 1 }), issue('ZPD'), issue('patient.dob'), { ...issue('PID-8'), severity: 'warning' as const }, ...Array.from({ length: 30 }, (_, i) => issue(`OBX-${i + 1}`))];
+    const issue = (location: string, more: Record<string, unknown> = {}) => ({
+      severity: 'error' as const,
+      location,
+      code: 'invalid-date',
+      text: 'not a date',
+      hl7ErrorCode: '102',
+      ...more,
+    });
+    const issues = [
+      issue('PID-7'),
+      issue('PID-5-1', { repetition: 2, occurrence: 1 }),
+      issue('ZPD'),
+      issue('patient.dob'),
+      { ...issue('PID-8'), severity: 'warning' as const },
+      ...Array.from({ length: 30 }, (_, i) => issue(`OBX-${i + 1}`)),
+    ];
     const { c } = await startWith(() => ({ dataQualityCanFail: true, dataQualityIssues: async () => issues }));
     c.write(frame(adt('DQ1', { msh15: 'AL', msh16: 'AL' })));
     c.write(frame(adt('DQ2', { msh15: 'AL', msh16: 'NE' })));
     c.write(frame(adt('DQ3')));
     const acks = await c.waitAcks(4);
-    expect(acks.map((a) => `${readAck(a)!.code}:${readAck(a)!.controlId}`)).toEqual(['CA:DQ1', 'AE:DQ1', 'CA:DQ2', 'AA:DQ3']);
+    expect(acks.map((a) => `${readAck(a)!.code}:${readAck(a)!.controlId}`)).toEqual([
+      'CA:DQ1',
+      'AE:DQ1',
+      'CA:DQ2',
+      'AA:DQ3',
+    ]);
     const errs = acks[1].split('\r').filter((l) => l.startsWith('ERR'));
     expect(errs).toHaveLength(20);
     expect(errs.slice(0, 4).map((l) => l.split('|').slice(2, 4).join(' '))).toEqual([

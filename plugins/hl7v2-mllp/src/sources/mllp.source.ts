@@ -1,11 +1,24 @@
 import { inject, injectable } from 'tsyringe';
 import { ackCodeOf, coreTokens, FerryError, OutageLog, withSchemaDefaults } from '@ferry/core';
-import type { DataQualityIssue, InboundMessage, InsertResult, MessageHeaders, MessageSource, SourceContext } from '@ferry/core';
+import type {
+  DataQualityIssue,
+  InboundMessage,
+  InsertResult,
+  MessageHeaders,
+  MessageSource,
+  SourceContext,
+} from '@ferry/core';
 import { acksFor, buildBatchAck, HL7Error, isEnhanced, type AckError, type IntakeOutcome } from '../ack/ack.builder';
 import { readRawHeader, type RawMsh } from '../ack/msh';
 import type { DeframerEvent } from '../mllp/framing';
 import { MllpServer, type ConnectionInfo } from '../mllp/mllp.server';
-import { mllpSourceSchema, serverTlsOptions, tlsEnabled, type MllpSourceConfig, type MllpSourceInput } from '../mllp/mllp.schema';
+import {
+  mllpSourceSchema,
+  serverTlsOptions,
+  tlsEnabled,
+  type MllpSourceConfig,
+  type MllpSourceInput,
+} from '../mllp/mllp.schema';
 
 /** One message waiting for its ACK. */
 interface Pending {
@@ -80,7 +93,13 @@ export class MllpSource implements MessageSource {
     );
     await this.server.listen();
     const a = this.server.address();
-    this.ctx.logger.info('mllp listener started', { source: this.ctx.id, host: a?.host, port: a?.port, tls: !!tlsOpts, mutualTls: !!tlsOpts?.requestCert });
+    this.ctx.logger.info('mllp listener started', {
+      source: this.ctx.id,
+      host: a?.host,
+      port: a?.port,
+      tls: !!tlsOpts,
+      mutualTls: !!tlsOpts?.requestCert,
+    });
   }
 
   async stop(): Promise<void> {
@@ -144,9 +163,21 @@ export class MllpSource implements MessageSource {
   private prepare(ev: DeframerEvent, conn: ConnectionInfo): FrameWork {
     if (ev.kind === 'oversized') {
       const msh = readRawHeader(ev.head);
-      this.logger('warn', 'message over the size limit rejected', { connection: conn.id, controlId: msh?.controlId, bytes: ev.size });
+      this.logger('warn', 'message over the size limit rejected', {
+        connection: conn.id,
+        controlId: msh?.controlId,
+        bytes: ev.size,
+      });
       return {
-        items: [{ msh, outcome: rejected(HL7Error.internal, `message of ${ev.size} bytes exceeds the maximum of ${this.cfg.maxMessageSize} bytes`) }],
+        items: [
+          {
+            msh,
+            outcome: rejected(
+              HL7Error.internal,
+              `message of ${ev.size} bytes exceeds the maximum of ${this.cfg.maxMessageSize} bytes`,
+            ),
+          },
+        ],
       };
     }
     const body = ev.payload;
@@ -158,20 +189,48 @@ export class MllpSource implements MessageSource {
   private prepareOne(body: Buffer, conn: ConnectionInfo): Pending {
     const msh = readRawHeader(body);
     if (!msh) {
-      return { outcome: rejected(HL7Error.segmentSequence, 'the message does not start with a valid MSH segment', { segment: 'MSH', sequence: 1 }) };
+      return {
+        outcome: rejected(HL7Error.segmentSequence, 'the message does not start with a valid MSH segment', {
+          segment: 'MSH',
+          sequence: 1,
+        }),
+      };
     }
-    if (!msh.messageCode) return { msh, outcome: rejected(HL7Error.requiredFieldMissing, 'MSH-9 (message type) is empty', { segment: 'MSH', sequence: 1, field: 9 }) };
-    if (!msh.controlId) return { msh, outcome: rejected(HL7Error.requiredFieldMissing, 'MSH-10 (message control id) is empty', { segment: 'MSH', sequence: 1, field: 10 }) };
+    if (!msh.messageCode)
+      return {
+        msh,
+        outcome: rejected(HL7Error.requiredFieldMissing, 'MSH-9 (message type) is empty', {
+          segment: 'MSH',
+          sequence: 1,
+          field: 9,
+        }),
+      };
+    if (!msh.controlId)
+      return {
+        msh,
+        outcome: rejected(HL7Error.requiredFieldMissing, 'MSH-10 (message control id) is empty', {
+          segment: 'MSH',
+          sequence: 1,
+          field: 10,
+        }),
+      };
     let headers: MessageHeaders;
     try {
       headers = this.ctx.extractHeaders(this.cfg.contentType, body);
     } catch (e) {
       const err = FerryError.from(e);
       if (err.kind === 'input') {
-        this.logger('info', 'message rejected: not readable HL7 v2', { connection: conn.id, controlId: msh.controlId, errorCode: err.code });
+        this.logger('info', 'message rejected: not readable HL7 v2', {
+          connection: conn.id,
+          controlId: msh.controlId,
+          errorCode: err.code,
+        });
         const d = err.details ?? {};
         const loc = d.location as AckError['location'] | undefined;
-        return { msh, outcome: rejected(conditionByCode(d.hl7ErrorCode), err.message, loc ?? { segment: 'MSH', sequence: 1 }) };
+        return {
+          msh,
+          outcome: rejected(conditionByCode(d.hl7ErrorCode), err.message, loc ?? { segment: 'MSH', sequence: 1 }),
+        };
       }
       // No codec for the content type (engine without the transform): the raw header still routes.
       headers = rawHeaders(msh);
@@ -182,7 +241,10 @@ export class MllpSource implements MessageSource {
     const extra: MessageHeaders = { mllpConnection: String(conn.id) };
     if (conn.remoteAddress) extra.mllpPeer = conn.remoteAddress;
     if (conn.peerCN) extra.tlsPeerCN = conn.peerCN;
-    return { msh, message: { contentType: this.cfg.contentType, body, headers: { ...headers, ...extra }, receivedAt: new Date() } };
+    return {
+      msh,
+      message: { contentType: this.cfg.contentType, body, headers: { ...headers, ...extra }, receivedAt: new Date() },
+    };
   }
 
   private prepareBatch(body: Buffer, conn: ConnectionInfo): FrameWork {
@@ -195,7 +257,17 @@ export class MllpSource implements MessageSource {
     } catch (e) {
       const err = FerryError.from(e);
       this.logger('info', 'batch rejected: cannot be split', { connection: conn.id, errorCode: err.code });
-      return { batch: { fhs, bhs }, items: [{ outcome: rejected(HL7Error.segmentSequence, `batch cannot be split (${err.code})`, { segment: 'BHS', sequence: 1 }) }] };
+      return {
+        batch: { fhs, bhs },
+        items: [
+          {
+            outcome: rejected(HL7Error.segmentSequence, `batch cannot be split (${err.code})`, {
+              segment: 'BHS',
+              sequence: 1,
+            }),
+          },
+        ],
+      };
     }
     return { batch: { fhs, bhs }, items: parts.map((p) => this.prepareOne(p, conn)) };
   }
@@ -219,17 +291,32 @@ export class MllpSource implements MessageSource {
       const r = results[i];
       if (!r) {
         // never acknowledge what the store did not report as kept
-        this.setFailure(p, new FerryError('INTERNAL_SUBMIT_RESULT', 'the store returned fewer results than messages', { kind: 'internal' }));
+        this.setFailure(
+          p,
+          new FerryError('INTERNAL_SUBMIT_RESULT', 'the store returned fewer results than messages', {
+            kind: 'internal',
+          }),
+        );
         return;
       }
       // A refused duplicate: the store marks it (`rejected`), or the engine passed the policy in our config.
-      const refused = (r as InsertResult & { rejected?: boolean }).rejected === true || this.cfg.duplicates?.policy === 'reject';
+      const refused =
+        (r as InsertResult & { rejected?: boolean }).rejected === true || this.cfg.duplicates?.policy === 'reject';
       if (r.duplicate && !r.stored && refused) {
-        p.outcome = rejected(HL7Error.duplicateKey, 'duplicate message control id', { segment: 'MSH', sequence: 1, field: 10 });
+        p.outcome = rejected(HL7Error.duplicateKey, 'duplicate message control id', {
+          segment: 'MSH',
+          sequence: 1,
+          field: 10,
+        });
         this.logger('info', 'duplicate rejected', { controlId: p.msh?.controlId, duplicateOf: r.duplicateOf });
         return;
       }
-      if (r?.duplicate) this.logger('debug', 'duplicate acknowledged', { controlId: p.msh?.controlId, stored: r.stored, duplicateOf: r.duplicateOf });
+      if (r?.duplicate)
+        this.logger('debug', 'duplicate acknowledged', {
+          controlId: p.msh?.controlId,
+          stored: r.stored,
+          duplicateOf: r.duplicateOf,
+        });
       p.outcome = { status: 'accepted' };
       p.stored = r.stored;
       p.id = r.id;
@@ -246,18 +333,30 @@ export class MllpSource implements MessageSource {
   private async checkData(p: Pending): Promise<void> {
     // A duplicate acknowledged again (same sender, control id and content) is checked too: its content is the
     // original's, so its application ACK is the original's (AE naming the same fields), not a bare AA.
-    if (p.outcome?.status !== 'accepted' || !p.message || !isEnhanced(p.msh, this.cfg.ackMode) || p.msh!.appAckType === 'NE') return;
+    if (
+      p.outcome?.status !== 'accepted' ||
+      !p.message ||
+      !isEnhanced(p.msh, this.cfg.ackMode) ||
+      p.msh!.appAckType === 'NE'
+    )
+      return;
     let issues: DataQualityIssue[];
     try {
       issues = await this.ctx.dataQualityIssues!(p.message);
     } catch (e) {
-      this.logger('debug', 'data-quality check for the application ACK failed', { controlId: p.msh?.controlId, errorCode: FerryError.from(e).code });
+      this.logger('debug', 'data-quality check for the application ACK failed', {
+        controlId: p.msh?.controlId,
+        errorCode: FerryError.from(e).code,
+      });
       return;
     }
     const errors = issues.filter((i) => i.severity === 'error');
     if (!errors.length) return;
     p.outcome = { status: 'accepted', dataErrors: errors.slice(0, MAX_ERR_SEGMENTS).map(ackErrorOf) };
-    this.logger('info', 'application ACK AE: data-quality issues the source fails', { controlId: p.msh?.controlId, issues: errors.slice(0, 20).map((i) => `${i.location}:${i.code}`) });
+    this.logger('info', 'application ACK AE: data-quality issues the source fails', {
+      controlId: p.msh?.controlId,
+      issues: errors.slice(0, 20).map((i) => `${i.location}:${i.code}`),
+    });
   }
 
   private setFailure(p: Pending, err: FerryError): void {
@@ -267,9 +366,15 @@ export class MllpSource implements MessageSource {
       p.outcome = dup
         ? rejected(HL7Error.duplicateKey, 'duplicate message control id', { segment: 'MSH', sequence: 1, field: 10 })
         : rejected(HL7Error.internal, `message refused (${err.code})`);
-      this.logger('info', dup ? 'duplicate rejected' : 'message refused by the store', { controlId: p.msh?.controlId, errorCode: err.code });
+      this.logger('info', dup ? 'duplicate rejected' : 'message refused by the store', {
+        controlId: p.msh?.controlId,
+        errorCode: err.code,
+      });
     } else {
-      p.outcome = { status: 'error', error: { condition: HL7Error.internal, detail: `message not stored, retry later (${err.code})` } };
+      p.outcome = {
+        status: 'error',
+        error: { condition: HL7Error.internal, detail: `message not stored, retry later (${err.code})` },
+      };
       this.notStored.failed({ controlId: p.msh?.controlId, errorCode: err.code, errorKind: err.kind });
     }
   }
@@ -307,7 +412,8 @@ function findLine(body: Buffer, name: string): number {
   for (;;) {
     const at = body.indexOf(needle, i);
     if (at < 0) return -1;
-    if (at === 0 || body[at - 1] === 0x0d || body[at - 1] === 0x0a || (at === 3 && body.subarray(0, 3).equals(BOM))) return at;
+    if (at === 0 || body[at - 1] === 0x0d || body[at - 1] === 0x0a || (at === 3 && body.subarray(0, 3).equals(BOM)))
+      return at;
     i = at + 1;
   }
 }

@@ -1,5 +1,15 @@
 import 'reflect-metadata';
-import { type ContentDefinitions, type FromFhirOptions, type MessageHeaders, type MessageTransform, type StoredMessage, type TransformContext, ContentType, FerryError, coreTokens } from '@ferry/core';
+import {
+  type ContentDefinitions,
+  type FromFhirOptions,
+  type MessageHeaders,
+  type MessageTransform,
+  type StoredMessage,
+  type TransformContext,
+  ContentType,
+  FerryError,
+  coreTokens,
+} from '@ferry/core';
 import type { Bundle } from '@medplum/fhirtypes';
 import { inject, injectable } from 'tsyringe';
 import { splitHl7Batch } from '../hl7v2/batch';
@@ -62,7 +72,8 @@ export class Hl7v2Transform implements MessageTransform {
    * `format: hl7v2`; see FHIR-TO-V2.md). One converter per profile object (a sink's profile is checked once).
    */
   fromFhir(bundle: Bundle, opts: FromFhirOptions): string[] {
-    if (opts.format !== 'hl7v2') throw new FerryError('INPUT_FORMAT', `hl7v2-to-fhir writes hl7v2, not ${opts.format}`, { kind: 'input' });
+    if (opts.format !== 'hl7v2')
+      throw new FerryError('INPUT_FORMAT', `hl7v2-to-fhir writes hl7v2, not ${opts.format}`, { kind: 'input' });
     const key = typeof opts.profile === 'object' && opts.profile ? opts.profile : NO_PROFILE;
     let conv = this.writers.get(key);
     if (!conv) {

@@ -14,7 +14,11 @@ function compile(map: string): Map<string, Mapped> {
   if (!m) throw new Error(`unknown concept map ${map}`);
   c = new Map();
   for (const [k, e] of Object.entries(m.entries)) {
-    const v: Mapped = Object.freeze({ code: e[0], ...(e[1] ? { display: e[1] } : {}), ...(e[2] ? { system: e[2] } : {}) });
+    const v: Mapped = Object.freeze({
+      code: e[0],
+      ...(e[1] ? { display: e[1] } : {}),
+      ...(e[2] ? { system: e[2] } : {}),
+    });
     c.set(k, v);
     if (!c.has(k.toUpperCase())) c.set(k.toUpperCase(), v);
     if (!c.has(k.trim())) c.set(k.trim(), v);

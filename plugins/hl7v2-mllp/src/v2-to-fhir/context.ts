@@ -53,7 +53,11 @@ export class BundleBuilder {
     const prev = this.byUrl.get(url);
     // already there: the first one wins; already deleted in this message: stays a DELETE (the object is detached)
     if (prev) return (prev.resource ?? resource) as T;
-    const entry: BundleEntry = { fullUrl: url, resource, request: { method: 'PUT', url: `${resource.resourceType}/${resource.id}` } };
+    const entry: BundleEntry = {
+      fullUrl: url,
+      resource,
+      request: { method: 'PUT', url: `${resource.resourceType}/${resource.id}` },
+    };
     this.entries.push(entry);
     this.byUrl.set(url, entry);
     return resource;
@@ -70,9 +74,16 @@ export class BundleBuilder {
   markDelete(resource: AnyResource): void {
     const e = this.byUrl.get(`urn:uuid:${resource.id}`);
     if (!e) return;
-    const ident = (resource as { identifier?: { system?: string; value?: string }[] }).identifier?.find((i) => i?.system && i?.value);
+    const ident = (resource as { identifier?: { system?: string; value?: string }[] }).identifier?.find(
+      (i) => i?.system && i?.value,
+    );
     delete e.resource;
-    e.request = { method: 'DELETE', url: ident ? `${resource.resourceType}?${identifierParam(ident.system!, ident.value!)}` : `${resource.resourceType}/${resource.id}` };
+    e.request = {
+      method: 'DELETE',
+      url: ident
+        ? `${resource.resourceType}?${identifierParam(ident.system!, ident.value!)}`
+        : `${resource.resourceType}/${resource.id}`,
+    };
   }
 
   resources(): AnyResource[] {
@@ -81,7 +92,11 @@ export class BundleBuilder {
 
   unshift(resource: AnyResource): void {
     const url = `urn:uuid:${resource.id}`;
-    const entry: BundleEntry = { fullUrl: url, resource, request: { method: 'PUT', url: `${resource.resourceType}/${resource.id}` } };
+    const entry: BundleEntry = {
+      fullUrl: url,
+      resource,
+      request: { method: 'PUT', url: `${resource.resourceType}/${resource.id}` },
+    };
     this.entries.unshift(entry);
     this.byUrl.set(url, entry);
   }
@@ -167,7 +182,8 @@ export class Systems {
     if (known) return known;
     const tbl = /^HL7(\d{4})$/.exec(up) ?? /^HL7-?(\d{4})$/.exec(up);
     if (tbl) return `http://terminology.hl7.org/CodeSystem/v2-${tbl[1]}`;
-    if (/^99[A-Z0-9]{3}$/.test(up) || up === 'L' || up === 'LOCAL') return `${this.opts.identifierSystemBase.replace(/:id:$/, ':cs:')}${encodeURIComponent(n)}`;
+    if (/^99[A-Z0-9]{3}$/.test(up) || up === 'L' || up === 'LOCAL')
+      return `${this.opts.identifierSystemBase.replace(/:id:$/, ':cs:')}${encodeURIComponent(n)}`;
     if (OID.test(n)) return `urn:oid:${n}`;
     if (UUID.test(n)) return `urn:uuid:${n.toLowerCase()}`;
     if (URI.test(n)) return n;
@@ -188,7 +204,11 @@ export class Systems {
     return v;
   }
 
-  private identifierUncached(namespace: string | undefined, universalId?: string, universalIdType?: string): string | undefined {
+  private identifierUncached(
+    namespace: string | undefined,
+    universalId?: string,
+    universalIdType?: string,
+  ): string | undefined {
     const t = this.opts.identifierSystems;
     if (namespace && t[namespace]) return t[namespace];
     if (universalId && t[universalId]) return t[universalId];

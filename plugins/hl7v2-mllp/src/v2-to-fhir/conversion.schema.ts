@@ -10,8 +10,14 @@ export type ConversionOptions = SchemaType<typeof conversionConfigSchema>['conve
 export function conversionOptions(partial?: Partial<ConversionOptions> | null): ConversionOptions {
   const o = { ...DEFAULT_CONVERSION_OPTIONS, ...(partial ?? {}) };
   // the same check as the convict schema, for options given in code
-  for (const [k, z] of [['defaultTimezone', o.defaultTimezone], ...Object.entries(o.sourceTimezones ?? {}).map(([s, v]) => [`sourceTimezones.${s}`, v])])
-    if (!isTimezone(z)) throw new Error(`conversion.${k}: ${JSON.stringify(z)} is not Z, +hh:mm / -hh:mm or an IANA time zone such as America/New_York`);
+  for (const [k, z] of [
+    ['defaultTimezone', o.defaultTimezone],
+    ...Object.entries(o.sourceTimezones ?? {}).map(([s, v]) => [`sourceTimezones.${s}`, v]),
+  ])
+    if (!isTimezone(z))
+      throw new Error(
+        `conversion.${k}: ${JSON.stringify(z)} is not Z, +hh:mm / -hh:mm or an IANA time zone such as America/New_York`,
+      );
   return o;
 }
 
@@ -59,7 +65,9 @@ export const conversionConfigSchema = defineSchema({
       doc: 'Per source id: the zone of its senders (Z, ±hh:mm or IANA), used instead of defaultTimezone for that source',
       format: (v: unknown) => {
         if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('must be a map of source id -> time zone');
-        for (const [k, z] of Object.entries(v)) if (!isTimezone(z)) throw new Error(`${k}: must be Z, +hh:mm / -hh:mm or an IANA time zone such as America/New_York`);
+        for (const [k, z] of Object.entries(v))
+          if (!isTimezone(z))
+            throw new Error(`${k}: must be Z, +hh:mm / -hh:mm or an IANA time zone such as America/New_York`);
       },
       default: {} as Record<string, string>,
     },

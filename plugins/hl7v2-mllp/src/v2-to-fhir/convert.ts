@@ -9,15 +9,7 @@
  * segment above it, an SCH starts an appointment and RGS resource groups add AIS/AIG/AIL/AIP
  * participants to it. Segment maps live in ./segments/*.ts.
  */
-import type {
-  Bundle,
-  Encounter,
-  MessageHeader,
-  Patient,
-  Provenance,
-  Reference,
-  Resource,
-} from '@medplum/fhirtypes';
+import type { Bundle, Encounter, MessageHeader, Patient, Provenance, Reference, Resource } from '@medplum/fhirtypes';
 import type { Hl7Message, Hl7Segment } from '../hl7v2/parser';
 import { type ConversionOptions, conversionOptions } from './conversion.schema';
 import { BundleBuilder, Systems, ref, stableUuid } from './context';
@@ -137,7 +129,12 @@ const prepared = new WeakMap<object, { opts: ConversionOptions; systems: Systems
  * zone of times sent without an offset (instead of `defaultTimezone`). `report`: where the values the
  * conversion cannot use are reported (see quality.ts); none: not checked.
  */
-export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOptions>, sourceId?: string, report?: IssueReporter): Bundle {
+export function convertMessage(
+  msg: Hl7Message,
+  options?: Partial<ConversionOptions>,
+  sourceId?: string,
+  report?: IssueReporter,
+): Bundle {
   // options objects are usually long-lived (one per transform): cache the resolved options and system lookups
   let p = options ? prepared.get(options) : undefined;
   if (!p) {
@@ -146,7 +143,13 @@ export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOpti
     if (options) prepared.set(options, p);
   }
   const opts = p.opts;
-  const ctx = new ConvertContext(msg, opts, p.systems, sourceId !== undefined ? opts.sourceTimezones[sourceId] : undefined, report);
+  const ctx = new ConvertContext(
+    msg,
+    opts,
+    p.systems,
+    sourceId !== undefined ? opts.sourceTimezones[sourceId] : undefined,
+    report,
+  );
   // Occurrences of each segment name so far (an issue names OBX 3, not the 7th segment).
   const seen = report ? new Map<string, number>() : undefined;
   for (const seg of msg.segments) {
@@ -173,7 +176,10 @@ export function convertMessage(msg: Hl7Message, options?: Partial<ConversionOpti
   if (control) {
     const app = msg.msh.get(3, 0, 1) || msg.msh.get(3, 0, 2);
     const fac = msg.msh.get(4, 0, 1) || msg.msh.get(4, 0, 2);
-    bundle.identifier = { system: `urn:ferry:hl7v2:control-id:${encodeURIComponent(app.trim())}@${encodeURIComponent(fac.trim())}`, value: control };
+    bundle.identifier = {
+      system: `urn:ferry:hl7v2:control-id:${encodeURIComponent(app.trim())}@${encodeURIComponent(fac.trim())}`,
+      value: control,
+    };
   }
   return bundle;
 }

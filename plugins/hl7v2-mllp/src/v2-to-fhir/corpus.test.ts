@@ -10,7 +10,12 @@ if (!haveCorpus) console.warn(`skipped: ../shared absent (${CORPUS}) — corpus 
 
 (haveCorpus ? describe : describe.skip)('whole corpus: converts, 100% valid FHIR R4, deterministic', () => {
   const t = new Hl7v2Transform({});
-  const files = haveCorpus ? fs.readdirSync(CORPUS).filter((f) => f.endsWith('.hl7')).sort() : [];
+  const files = haveCorpus
+    ? fs
+        .readdirSync(CORPUS)
+        .filter((f) => f.endsWith('.hl7'))
+        .sort()
+    : [];
   const results: { file: string; type: string; bundle: Bundle; body: Buffer }[] = [];
 
   beforeAll(() => {
@@ -31,7 +36,10 @@ if (!haveCorpus) console.warn(`skipped: ../shared absent (${CORPUS}) — corpus 
     let resources = 0;
     for (const r of results) {
       resources += r.bundle.entry?.filter((e) => e.resource).length ?? 0;
-      for (const i of validateBundle(r.bundle)) problems.push(`${r.file} entry ${i.entry} ${i.resourceType}: ${i.issue.details?.text ?? i.issue.diagnostics} @ ${i.issue.expression?.join(',')}`);
+      for (const i of validateBundle(r.bundle))
+        problems.push(
+          `${r.file} entry ${i.entry} ${i.resourceType}: ${i.issue.details?.text ?? i.issue.diagnostics} @ ${i.issue.expression?.join(',')}`,
+        );
     }
     if (problems.length) console.error(problems.slice(0, 40).join('\n'));
     expect(resources).toBeGreaterThan(2000);
@@ -39,8 +47,18 @@ if (!haveCorpus) console.warn(`skipped: ../shared absent (${CORPUS}) — corpus 
   });
 
   test('nothing silently dropped: every mapped segment yields its resource', () => {
-    const seg = (body: Buffer, name: string) => body.toString('latin1').split(/\r\n|\n|\r/).filter((l) => l.replace(/^\ufeff|^\xef\xbb\xbf/, '').startsWith(`${name}|`)).length;
-    const count = (b: Bundle, type: string) => (b.entry ?? []).filter((e) => e.resource?.resourceType === type || e.request?.url.startsWith(`${type}/`) || e.request?.url.startsWith(`${type}?`)).length;
+    const seg = (body: Buffer, name: string) =>
+      body
+        .toString('latin1')
+        .split(/\r\n|\n|\r/)
+        .filter((l) => l.replace(/^\ufeff|^\xef\xbb\xbf/, '').startsWith(`${name}|`)).length;
+    const count = (b: Bundle, type: string) =>
+      (b.entry ?? []).filter(
+        (e) =>
+          e.resource?.resourceType === type ||
+          e.request?.url.startsWith(`${type}/`) ||
+          e.request?.url.startsWith(`${type}?`),
+      ).length;
     const pairs: [string, string][] = [
       ['PV1', 'Encounter'],
       ['SCH', 'Appointment'],
@@ -53,8 +71,10 @@ if (!haveCorpus) console.warn(`skipped: ../shared absent (${CORPUS}) — corpus 
     ];
     const missing: string[] = [];
     for (const r of results) {
-      for (const [s, type] of pairs) if (count(r.bundle, type) < Math.min(1, seg(r.body, s))) missing.push(`${r.file}: ${s} -> ${type}`);
-      if (!r.type.startsWith('MDM') && count(r.bundle, 'Observation') !== seg(r.body, 'OBX')) missing.push(`${r.file}: OBX ${seg(r.body, 'OBX')} -> Observation ${count(r.bundle, 'Observation')}`);
+      for (const [s, type] of pairs)
+        if (count(r.bundle, type) < Math.min(1, seg(r.body, s))) missing.push(`${r.file}: ${s} -> ${type}`);
+      if (!r.type.startsWith('MDM') && count(r.bundle, 'Observation') !== seg(r.body, 'OBX'))
+        missing.push(`${r.file}: OBX ${seg(r.body, 'OBX')} -> Observation ${count(r.bundle, 'Observation')}`);
       if (count(r.bundle, 'Patient') < 1) missing.push(`${r.file}: no Patient`);
       if (count(r.bundle, 'MessageHeader') !== 1) missing.push(`${r.file}: MessageHeader`);
     }

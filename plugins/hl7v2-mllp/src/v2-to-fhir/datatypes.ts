@@ -38,7 +38,8 @@ export function codeStr(v: string | undefined): string | undefined {
 export function mimeCode(v: string | undefined): string | undefined {
   return v && /^[!-~]+\/[!-~]+$/.test(v) ? v : undefined;
 }
-export const valued = (s: string | undefined): s is string => s !== undefined && s !== '' && s !== '""' && s.trim() !== '';
+export const valued = (s: string | undefined): s is string =>
+  s !== undefined && s !== '' && s !== '""' && s.trim() !== '';
 
 /** A copy of `o` without undefined / empty values (no `delete`: keeps objects in V8's fast mode); undefined when nothing is left. */
 export function compact<T extends object>(o: T): T | undefined {
@@ -141,7 +142,15 @@ export function cx(r: Hl7Rep | undefined, x: DtCtx): Identifier | undefined {
   const type = c(r, 5);
   if (valued(type)) {
     const m = mapCode('IdentifierType', type);
-    id.type = { coding: [{ system: m?.system || 'http://terminology.hl7.org/CodeSystem/v2-0203', code: m?.code ?? codeStr(type), ...(m?.display ? { display: m.display } : {}) }] };
+    id.type = {
+      coding: [
+        {
+          system: m?.system || 'http://terminology.hl7.org/CodeSystem/v2-0203',
+          code: m?.code ?? codeStr(type),
+          ...(m?.display ? { display: m.display } : {}),
+        },
+      ],
+    };
   }
   const hd = nest(r, 4);
   const sys = hdSystem(hd, x);
@@ -171,8 +180,12 @@ export function eiNested(r: Hl7Rep | undefined, i: number, x: DtCtx, type?: Code
   return ei(nest(r, i), x, type);
 }
 
-export const PLACER = (): CodeableConcept => ({ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'PLAC', display: 'Placer Identifier' }] });
-export const FILLER = (): CodeableConcept => ({ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'FILL', display: 'Filler Identifier' }] });
+export const PLACER = (): CodeableConcept => ({
+  coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'PLAC', display: 'Placer Identifier' }],
+});
+export const FILLER = (): CodeableConcept => ({
+  coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'FILL', display: 'Filler Identifier' }],
+});
 
 // ---------------------------------------------------------------------------------------------
 // Names, addresses, telecom
@@ -218,7 +231,9 @@ export function xad(r: Hl7Rep | undefined, x: DtCtx): Address | undefined {
     if (use) a.use = use as Address['use'];
   }
   const period =
-    valued(c(r, 13)) || valued(c(r, 14)) ? compact<Period>({ start: toDateTime(c(r, 13), x.tz), end: toDateTime(c(r, 14), x.tz) }) : dr(nest(r, 12), x);
+    valued(c(r, 13)) || valued(c(r, 14))
+      ? compact<Period>({ start: toDateTime(c(r, 13), x.tz), end: toDateTime(c(r, 14), x.tz) })
+      : dr(nest(r, 12), x);
   if (period) a.period = period;
   if (!a.line && !a.city && !a.state && !a.postalCode && !a.country && !a.district) return undefined;
   return a;
@@ -233,7 +248,10 @@ export function xtn(r: Hl7Rep | undefined, x: DtCtx, defaultUse?: ContactPoint['
   if (email) value = c(r, 4) || c(r, 1);
   else if (valued(c(r, 12))) value = c(r, 12);
   else if (valued(c(r, 7))) {
-    value = (valued(c(r, 5)) ? `+${c(r, 5)} ` : '') + [c(r, 6), c(r, 7)].filter(valued).join(' ') + (valued(c(r, 8)) ? ` X${c(r, 8)}` : '');
+    value =
+      (valued(c(r, 5)) ? `+${c(r, 5)} ` : '') +
+      [c(r, 6), c(r, 7)].filter(valued).join(' ') +
+      (valued(c(r, 8)) ? ` X${c(r, 8)}` : '');
   } else value = c(r, 1) || c(r, 4);
   if (!valued(value)) return undefined;
   const cp: ContactPoint = {};
@@ -306,7 +324,11 @@ export function nr(r: Hl7Rep | undefined): Range | undefined {
 }
 
 /** SN (structured numeric): comparator 1, num1 2, separator 3 (`-` range, `/` `:` ratio, `+` suffix), num2 4. */
-export type SnValue = { kind: 'quantity'; q: Quantity } | { kind: 'range'; r: Range } | { kind: 'ratio'; r: Ratio } | { kind: 'string'; s: string };
+export type SnValue =
+  | { kind: 'quantity'; q: Quantity }
+  | { kind: 'range'; r: Range }
+  | { kind: 'ratio'; r: Ratio }
+  | { kind: 'string'; s: string };
 export function sn(r: Hl7Rep | undefined): SnValue | undefined {
   if (!r) return undefined;
   const cmp = c(r, 1).trim();
@@ -321,7 +343,8 @@ export function sn(r: Hl7Rep | undefined): SnValue | undefined {
     if (cmp && cmp !== '=') q.comparator = cmp as Quantity['comparator'];
     return { kind: 'quantity', q };
   }
-  if (sep === '-' && n1 !== undefined && n2 !== undefined && !cmp) return { kind: 'range', r: { low: { value: n1 }, high: { value: n2 } } };
+  if (sep === '-' && n1 !== undefined && n2 !== undefined && !cmp)
+    return { kind: 'range', r: { low: { value: n1 }, high: { value: n2 } } };
   if ((sep === '/' || sep === ':') && n1 !== undefined && n2 !== undefined && !cmp)
     return { kind: 'ratio', r: { numerator: { value: n1 }, denominator: { value: n2 } } };
   return { kind: 'string', s: text };
@@ -340,8 +363,13 @@ export function ed(r: Hl7Rep | undefined): Attachment | undefined {
   const data = c(r, 5);
   const a: Attachment = {};
   a.contentType =
-    mimeCode(valued(sub) && valued(type) && !sub.includes('/') ? `${mimeMain(type)}/${sub.toLowerCase()}` : valued(sub) && sub.includes('/') ? sub : undefined) ??
-    'application/octet-stream';
+    mimeCode(
+      valued(sub) && valued(type) && !sub.includes('/')
+        ? `${mimeMain(type)}/${sub.toLowerCase()}`
+        : valued(sub) && sub.includes('/')
+          ? sub
+          : undefined,
+    ) ?? 'application/octet-stream';
   if (valued(data)) {
     const raw = data.replace(/\s+/g, '');
     if (enc === 'BASE64' && B64.test(raw) && raw.length % 4 === 0) a.data = raw;
@@ -352,7 +380,16 @@ export function ed(r: Hl7Rep | undefined): Attachment | undefined {
 }
 
 function mimeMain(t: string): string {
-  const m: Record<string, string> = { AP: 'application', AU: 'audio', IM: 'image', TEXT: 'text', NS: 'application', SI: 'application', SD: 'application', MULTIPART: 'multipart' };
+  const m: Record<string, string> = {
+    AP: 'application',
+    AU: 'audio',
+    IM: 'image',
+    TEXT: 'text',
+    NS: 'application',
+    SI: 'application',
+    SD: 'application',
+    MULTIPART: 'multipart',
+  };
   return m[t.toUpperCase()] ?? 'application';
 }
 
@@ -363,6 +400,9 @@ export function rp(r: Hl7Rep | undefined): Attachment | undefined {
   const a: Attachment = { url: url.replace(/\s/g, '%20') };
   const t = c(r, 3);
   const s = c(r, 4);
-  if (valued(t)) a.contentType = mimeCode(valued(s) ? `${mimeMain(t)}/${s.toLowerCase()}` : `${mimeMain(t)}/octet-stream`) ?? 'application/octet-stream';
+  if (valued(t))
+    a.contentType =
+      mimeCode(valued(s) ? `${mimeMain(t)}/${s.toLowerCase()}` : `${mimeMain(t)}/octet-stream`) ??
+      'application/octet-stream';
   return a;
 }

@@ -17,9 +17,12 @@ describe('DTM -> FHIR dates (DTM[dateTime] / TS[dateTime])', () => {
   ])('%s -> %s (precision and offset kept; default offset +01:00)', (v, out) => {
     expect(toDateTime(v, '+01:00')).toBe(out);
   });
-  test.each(['', '19', '20230229', '20241301', '2024010125', '20240101+2500', 'abcd', '2024-01-01', '20240101123'])('invalid %p -> undefined', (v) => {
-    expect(toDateTime(v)).toBeUndefined();
-  });
+  test.each(['', '19', '20230229', '20241301', '2024010125', '20240101+2500', 'abcd', '2024-01-01', '20240101123'])(
+    'invalid %p -> undefined',
+    (v) => {
+      expect(toDateTime(v)).toBeUndefined();
+    },
+  );
   test('date, instant, time', () => {
     expect(toDate('198005151230+0100')).toBe('1980-05-15');
     expect(toDate('1980')).toBe('1980');
@@ -28,13 +31,24 @@ describe('DTM -> FHIR dates (DTM[dateTime] / TS[dateTime])', () => {
   });
   test('property: any valid date/time round-trips to its digits', () => {
     fc.assert(
-      fc.property(fc.date({ min: new Date('1900-01-01T00:00:00Z'), max: new Date('2100-01-01T00:00:00Z'), noInvalidDate: true }), fc.integer({ min: 2, max: 7 }), (d, parts) => {
-        const iso = d.toISOString();
-        const dtm = (iso.slice(0, 4) + iso.slice(5, 7) + iso.slice(8, 10) + iso.slice(11, 13) + iso.slice(14, 16) + iso.slice(17, 19)).slice(0, parts * 2);
-        const p = parseDtm(dtm)!;
-        expect(p).toBeDefined();
-        expect(toDateTime(dtm, 'Z')!.replace(/\D/g, '').startsWith(dtm)).toBe(true);
-      }),
+      fc.property(
+        fc.date({ min: new Date('1900-01-01T00:00:00Z'), max: new Date('2100-01-01T00:00:00Z'), noInvalidDate: true }),
+        fc.integer({ min: 2, max: 7 }),
+        (d, parts) => {
+          const iso = d.toISOString();
+          const dtm = (
+            iso.slice(0, 4) +
+            iso.slice(5, 7) +
+            iso.slice(8, 10) +
+            iso.slice(11, 13) +
+            iso.slice(14, 16) +
+            iso.slice(17, 19)
+          ).slice(0, parts * 2);
+          const p = parseDtm(dtm)!;
+          expect(p).toBeDefined();
+          expect(toDateTime(dtm, 'Z')!.replace(/\D/g, '').startsWith(dtm)).toBe(true);
+        },
+      ),
       { numRuns: 200 },
     );
   });

@@ -51,7 +51,9 @@ function mutate(segments: Hl7Segment[], at: number, field: number, value: string
         .readdirSync(CORPUS)
         .filter((f) => f.endsWith('.hl7'))
         .sort()
-        .flatMap((f) => t.split(fs.readFileSync(path.join(CORPUS, f))).map((body, i) => ({ name: `${f}#${i + 1}`, body })))
+        .flatMap((f) =>
+          t.split(fs.readFileSync(path.join(CORPUS, f))).map((body, i) => ({ name: `${f}#${i + 1}`, body })),
+        )
     : [];
 
   test('the corpus as it is: issues counted, each a fixed reason (no value in any text)', () => {
@@ -64,7 +66,13 @@ function mutate(segments: Hl7Segment[], at: number, field: number, value: string
       });
     }
     const total = [...counts.values()].reduce((a, b) => a + b, 0);
-    console.log(`corpus: ${bodies.length} messages, ${total} data-quality issues: ${[...counts].sort((a, b) => b[1] - a[1]).slice(0, 12).map(([k, n]) => `${k} ${n}`).join(', ')}`);
+    console.log(
+      `corpus: ${bodies.length} messages, ${total} data-quality issues: ${[...counts]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 12)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', ')}`,
+    );
     expect(bodies.length).toBeGreaterThanOrEqual(139);
     // Reasons come from a fixed set (texts are written by the checker, never built from values).
     expect(texts.size).toBeLessThanOrEqual(12);
@@ -123,8 +131,16 @@ function mutate(segments: Hl7Segment[], at: number, field: number, value: string
           mutations++;
           const want = component > 1 ? `${seg.name}-${n}-${component}` : `${seg.name}-${n}`;
           const reps = seg.reps(n).length;
-          const hit = issues.find((i) => i.location === want && i.occurrence === occurrence && (reps > 1 ? i.repetition === 1 : i.repetition === undefined));
-          if (!hit) missed.push(`${name} ${want} (${type}${coded ? ', coded' : ''}, occurrence ${occurrence}): issues at ${issues.map((i) => `${i.location}[${i.occurrence}]`).join(', ') || 'none'}`);
+          const hit = issues.find(
+            (i) =>
+              i.location === want &&
+              i.occurrence === occurrence &&
+              (reps > 1 ? i.repetition === 1 : i.repetition === undefined),
+          );
+          if (!hit)
+            missed.push(
+              `${name} ${want} (${type}${coded ? ', coded' : ''}, occurrence ${occurrence}): issues at ${issues.map((i) => `${i.location}[${i.occurrence}]`).join(', ') || 'none'}`,
+            );
           const json = JSON.stringify(issues);
           if (json.includes('Quibblesworth') || json.includes('QUIBBLESWORTH')) leaked.push(`${name} ${want}`);
         }

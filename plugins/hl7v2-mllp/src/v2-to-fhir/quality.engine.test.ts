@@ -51,7 +51,11 @@ async function send(port: number, msg: string, count: number): Promise<string[]>
   }
 }
 
-const segs = (ack: string) => ack.split('\r').filter(Boolean).map((l) => l.split('|'));
+const segs = (ack: string) =>
+  ack
+    .split('\r')
+    .filter(Boolean)
+    .map((l) => l.split('|'));
 
 describe('data-quality issues on a real engine', () => {
   let dir: string;
@@ -74,7 +78,12 @@ describe('data-quality issues on a real engine', () => {
         plugins: ['@ferry/plugin-hl7v2-mllp'],
         sources: {
           lenient: { type: 'mllp', host: '127.0.0.1', port: 0 },
-          strict: { type: 'mllp', host: '127.0.0.1', port: 0, dataQuality: { policy: 'warn', fields: { 'PID-7': 'fail' } } },
+          strict: {
+            type: 'mllp',
+            host: '127.0.0.1',
+            port: 0,
+            dataQuality: { policy: 'warn', fields: { 'PID-7': 'fail' } },
+          },
         },
         sinks: { out: { type: 'file', dir: path.join(dir, 'out'), format: 'json' } },
         routes: [{ id: 'all', from: ['lenient', 'strict'], to: ['out'] }],
@@ -92,8 +101,10 @@ describe('data-quality issues on a real engine', () => {
   });
 
   const port = (id: string) => engine.source<MllpSource>(id)!.address()!.port;
-  const api = async (p: string) => (await fetch(`${engine.adminUrl}${p}`, { headers: { authorization: authHeader } })).json() as Promise<any>;
-  const byControlId = async (ctl: string) => (await engine.store.listMessages({ limit: 50 })).find((m) => m.headers.controlId === ctl)!;
+  const api = async (p: string) =>
+    (await fetch(`${engine.adminUrl}${p}`, { headers: { authorization: authHeader } })).json() as Promise<any>;
+  const byControlId = async (ctl: string) =>
+    (await engine.store.listMessages({ limit: 50 })).find((m) => m.headers.controlId === ctl)!;
 
   test('warn (the default): AA, delivered, the issue at PID-7 stored, on the admin API and /metrics', async () => {
     const [ack] = await send(port('lenient'), adt('W1', GARBAGE), 1);
@@ -103,14 +114,26 @@ describe('data-quality issues on a real engine', () => {
     expect(m.status).toBe('delivered');
     const got = await api(`/api/messages/${m.id}`);
     expect(got.issues).toEqual([
-      expect.objectContaining({ severity: 'warning', location: 'PID-7', occurrence: 1, sequence: 3, path: 'Patient.birthDate', code: 'invalid-date', hl7ErrorCode: '102' }),
+      expect.objectContaining({
+        severity: 'warning',
+        location: 'PID-7',
+        occurrence: 1,
+        sequence: 3,
+        path: 'Patient.birthDate',
+        code: 'invalid-date',
+        hl7ErrorCode: '102',
+      }),
     ]);
     expect(got.events.filter((e: { status: string }) => e.status === 'data-quality')).toHaveLength(1);
     // The bundle went out without a birth date, and the issue says so.
     const out = fs.readdirSync(path.join(dir, 'out')).map((f) => fs.readFileSync(path.join(dir, 'out', f), 'utf8'));
     expect(out.some((b) => b.includes('W1-MRN'))).toBe(true);
-    const metrics = await (await fetch(`${engine.adminUrl}/metrics`, { headers: { authorization: authHeader } })).text();
-    expect(metrics).toMatch(/ferry_data_quality_issues_total\{source="lenient",type="ADT\^A01",location="PID-7",reason="invalid-date",severity="warning"\} 1/);
+    const metrics = await (
+      await fetch(`${engine.adminUrl}/metrics`, { headers: { authorization: authHeader } })
+    ).text();
+    expect(metrics).toMatch(
+      /ferry_data_quality_issues_total\{source="lenient",type="ADT\^A01",location="PID-7",reason="invalid-date",severity="warning"\} 1/,
+    );
     expect(JSON.stringify(got.issues) + JSON.stringify(got.events) + metrics).not.toContain('Quibblesworth');
   }, 60_000);
 
@@ -136,9 +159,15 @@ describe('data-quality issues on a real engine', () => {
     const m = await byControlId('F1');
     expect(m.status).toBe('failed');
     expect(m.error?.code).toBe('FERRY_E_INPUT_DATA_QUALITY');
-    expect(m.error?.outcome?.issue?.[0]).toMatchObject({ severity: 'error', location: ['PID-7'], expression: ['Patient.birthDate'] });
+    expect(m.error?.outcome?.issue?.[0]).toMatchObject({
+      severity: 'error',
+      location: ['PID-7'],
+      expression: ['Patient.birthDate'],
+    });
     const got = await api(`/api/messages/${m.id}`);
-    expect(got.issues.map((i: DataQualityIssue) => [i.location, i.severity, i.code])).toEqual([['PID-7', 'error', 'invalid-date']]);
+    expect(got.issues.map((i: DataQualityIssue) => [i.location, i.severity, i.code])).toEqual([
+      ['PID-7', 'error', 'invalid-date'],
+    ]);
     // Replayable: the message is kept whole (a fixed config or map converts it on replay).
     expect((await engine.store.getMessage(m.id, { body: true }))?.body?.toString('latin1')).toContain('PID|1||F1-MRN');
     expect(JSON.stringify(m.error) + JSON.stringify(got)).not.toContain('Quibblesworth');
@@ -150,7 +179,9 @@ describe('data-quality issues on a real engine', () => {
     expect(app2.find((s) => s[0] === 'MSA')?.[1]).toBe('AE');
     expect(app2.find((s) => s[0] === 'ERR')!.slice(2, 5)).toEqual(['PID^1^7', '102^Data type error^HL70357', 'E']);
     await engine.waitForIdle(20_000);
-    expect((await engine.store.listMessages({ limit: 100 })).filter((x) => x.headers.controlId === 'F1')).toHaveLength(1);
+    expect((await engine.store.listMessages({ limit: 100 })).filter((x) => x.headers.controlId === 'F1')).toHaveLength(
+      1,
+    );
   }, 60_000);
 
   test('fail in original mode: AA (durably taken in, as original mode means), the message failed with the issue', async () => {
@@ -159,12 +190,18 @@ describe('data-quality issues on a real engine', () => {
     await engine.waitForIdle(20_000);
     const m = await byControlId('F0');
     expect(m.status).toBe('failed');
-    expect((await api(`/api/messages/${m.id}`)).issues).toEqual([expect.objectContaining({ location: 'PID-7', severity: 'error' })]);
+    expect((await api(`/api/messages/${m.id}`)).issues).toEqual([
+      expect.objectContaining({ location: 'PID-7', severity: 'error' }),
+    ]);
   }, 60_000);
 
-    test('a failed message replayed with the data unchanged fails again; the API shows that processing\'s issues only', async () => {
+  test("a failed message replayed with the data unchanged fails again; the API shows that processing's issues only", async () => {
     const m = await byControlId('F1');
-    const r = await fetch(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: authHeader }, body: JSON.stringify({ ids: [m.id] }) });
+    const r = await fetch(`${engine.adminUrl}/api/replay`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: authHeader },
+      body: JSON.stringify({ ids: [m.id] }),
+    });
     expect(r.status).toBe(200);
     await engine.waitForIdle(20_000);
     const got = await api(`/api/messages/${m.id}`);
@@ -173,14 +210,16 @@ describe('data-quality issues on a real engine', () => {
     expect(got.events.filter((e: { status: string }) => e.status === 'data-quality')).toHaveLength(2);
   }, 60_000);
 
-    test('fail for PID-7 only: a bad date elsewhere is a warning, the message delivered, the ACK AA', async () => {
+  test('fail for PID-7 only: a bad date elsewhere is a warning, the message delivered, the ACK AA', async () => {
     const msg = adt('F2', '19800515', true).replace('EVN|A01|20240102103000+0100', 'EVN|A01|Quibblesworth-EVN');
     const acks = await send(port('strict'), msg, 2);
     expect(acks.map((a) => segs(a).find((s) => s[0] === 'MSA')?.[1])).toEqual(['CA', 'AA']);
     await engine.waitForIdle(20_000);
     const got = await api(`/api/messages/${(await byControlId('F2')).id}`);
     expect(got.status).toBe('delivered');
-    expect(got.issues).toEqual([expect.objectContaining({ location: 'EVN-2', severity: 'warning', code: 'invalid-date' })]);
+    expect(got.issues).toEqual([
+      expect.objectContaining({ location: 'EVN-2', severity: 'warning', code: 'invalid-date' }),
+    ]);
   }, 60_000);
 
   test('the logs name locations and reasons, never the values', () => {
@@ -193,7 +232,10 @@ describe('data-quality issues on a real engine', () => {
     const { id } = await byControlId('F1');
     await engine.stop();
     engine = await Engine.create({
-      logger: createLogger({ level: 'debug' }, new PassThrough().on('data', (c) => (logs += c.toString('utf8')))),
+      logger: createLogger(
+        { level: 'debug' },
+        new PassThrough().on('data', (c) => (logs += c.toString('utf8'))),
+      ),
       config: {
         store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
         plugins: ['@ferry/plugin-hl7v2-mllp'],
@@ -205,7 +247,11 @@ describe('data-quality issues on a real engine', () => {
       },
     });
     await engine.start();
-    const r = await fetch(`${engine.adminUrl}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: authHeader }, body: JSON.stringify({ ids: [id] }) });
+    const r = await fetch(`${engine.adminUrl}/api/replay`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: authHeader },
+      body: JSON.stringify({ ids: [id] }),
+    });
     expect(r.status).toBe(200);
     await engine.waitForIdle(20_000);
     const got = await api(`/api/messages/${id}`);

@@ -12,7 +12,9 @@ const MSH = 'MSH|^~\\&|LAB|GHH|EHR|RCV|20240102120000+0100||ORU^R01^ORU_R01|L1|P
 
 describe('data-quality check of a message', () => {
   test('a clean message has none', () => {
-    expect(issuesOf([MSH, 'PID|1||111^^^MRN^MR||Doe^Jane||19800515|F', 'OBX|1|NM|718-7^Hb^LN||13.2|g/dL|||||F'].join('\r'))).toEqual([]);
+    expect(
+      issuesOf([MSH, 'PID|1||111^^^MRN^MR||Doe^Jane||19800515|F', 'OBX|1|NM|718-7^Hb^LN||13.2|g/dL|||||F'].join('\r')),
+    ).toEqual([]);
   });
 
   test('dates, numbers, codes, OBX-5 by OBX-2 and SN: location, occurrence, repetition, path, reason, never the value', () => {
@@ -36,7 +38,8 @@ describe('data-quality check of a message', () => {
       ['OBX-11', 2, undefined, 'unknown-code', 'Observation.status', '103'],
       ['OBX-5', 3, undefined, 'invalid-date', 'Observation.value[x]', '102'],
     ]);
-    for (const v of ['Quibblesworth', 'Zorro', 'thirteen', 'many', '2024133', 'x1']) expect(JSON.stringify(got)).not.toContain(v);
+    for (const v of ['Quibblesworth', 'Zorro', 'thirteen', 'many', '2024133', 'x1'])
+      expect(JSON.stringify(got)).not.toContain(v);
   });
 
   test('a composite whose first component is typed (PV1-44 DTM in older layouts, CQ-1): checked sent plain or with components', () => {
@@ -48,15 +51,22 @@ describe('data-quality check of a message', () => {
     ]);
   });
 
-    test('a standard segment nobody maps, dropped under unknownSegments: ignore, is an issue; kept as an extension it is not', () => {
+  test('a standard segment nobody maps, dropped under unknownSegments: ignore, is an issue; kept as an extension it is not', () => {
     const text = [MSH, 'PID|1||111^^^MRN^MR', 'ACC|20240101|AUTO'].join('\r');
-    expect(issuesOf(text)).toEqual([expect.objectContaining({ location: 'ACC', occurrence: 1, sequence: 3, code: 'unknown-segment' })]);
+    expect(issuesOf(text)).toEqual([
+      expect.objectContaining({ location: 'ACC', occurrence: 1, sequence: 3, code: 'unknown-segment' }),
+    ]);
     expect(issuesOf(text, { unknownSegments: 'extension' })).toEqual([]);
   });
 
   test('a value cut short by the sender (v2.7+ truncation character) is an issue at its component', () => {
-    const text = ['MSH|^~\\&#|LAB|GHH|EHR|RCV|20240102120000+0100||ADT^A01^ADT_A01|L1|P|2.7', 'PID|1||111^^^MRN^MR||Doe^Janett#'].join('\r');
-    expect(issuesOf(text)).toEqual([expect.objectContaining({ location: 'PID-5-2', code: 'truncated', hl7ErrorCode: '104' })]);
+    const text = [
+      'MSH|^~\\&#|LAB|GHH|EHR|RCV|20240102120000+0100||ADT^A01^ADT_A01|L1|P|2.7',
+      'PID|1||111^^^MRN^MR||Doe^Janett#',
+    ].join('\r');
+    expect(issuesOf(text)).toEqual([
+      expect.objectContaining({ location: 'PID-5-2', code: 'truncated', hl7ErrorCode: '104' }),
+    ]);
   });
 });
 
@@ -68,8 +78,16 @@ describe('enhanced-mode application ACK with data errors', () => {
       {
         status: 'accepted',
         dataErrors: [
-          { condition: HL7Error.dataType, location: { segment: 'PID', sequence: 1, field: 7 }, detail: 'PID-7: not a valid HL7 date/time' },
-          { condition: HL7Error.tableValueNotFound, location: { segment: 'OBX', sequence: 3, field: 5, repetition: 2, component: 2 }, detail: 'OBX-5-2: x' },
+          {
+            condition: HL7Error.dataType,
+            location: { segment: 'PID', sequence: 1, field: 7 },
+            detail: 'PID-7: not a valid HL7 date/time',
+          },
+          {
+            condition: HL7Error.tableValueNotFound,
+            location: { segment: 'OBX', sequence: 3, field: 5, repetition: 2, component: 2 },
+            detail: 'OBX-5-2: x',
+          },
         ],
       },
       'auto',
@@ -78,7 +96,10 @@ describe('enhanced-mode application ACK with data errors', () => {
     expect(acks[0]).toContain('MSA|CA|L1\r');
     const lines = acks[1].split('\r');
     expect(lines[1]).toBe('MSA|AE|L1|PID-7: not a valid HL7 date/time');
-    expect(lines.filter((l) => l.startsWith('ERR'))).toEqual(['ERR||PID^1^7|102^Data type error^HL70357|E||||PID-7: not a valid HL7 date/time', 'ERR||OBX^3^5^2^2|103^Table value not found^HL70357|E||||OBX-5-2: x']);
+    expect(lines.filter((l) => l.startsWith('ERR'))).toEqual([
+      'ERR||PID^1^7|102^Data type error^HL70357|E||||PID-7: not a valid HL7 date/time',
+      'ERR||OBX^3^5^2^2|103^Table value not found^HL70357|E||||OBX-5-2: x',
+    ]);
   });
   test('MSH-16 SU (success only): no application ACK for an error', () => {
     const su = readRawHeader(Buffer.from(`${MSH}|||AL|SU\r`, 'latin1'));

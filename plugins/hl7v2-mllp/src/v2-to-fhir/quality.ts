@@ -27,10 +27,19 @@ const DATE_TYPES = new Set(['DT', 'DTM', 'TS']);
 export function primitiveProblem(type: string, v: string | undefined): { code: string; text: string } | undefined {
   if (v === undefined || v === '' || v === '""') return undefined;
   if (DATE_TYPES.has(type)) {
-    return parseDtm(v) ? undefined : { code: 'invalid-date', text: `not a valid HL7 ${type === 'DT' ? 'date (YYYY[MM[DD]])' : 'date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])'}` };
+    return parseDtm(v)
+      ? undefined
+      : {
+          code: 'invalid-date',
+          text: `not a valid HL7 ${type === 'DT' ? 'date (YYYY[MM[DD]])' : 'date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])'}`,
+        };
   }
-  if (type === 'NM') return decimal(v) === undefined ? { code: 'invalid-number', text: 'not a number (NM)' } : undefined;
-  if (type === 'SI') return /^\s*\d+\s*$/.test(v) ? undefined : { code: 'invalid-number', text: 'not a sequence id (SI: a non-negative integer)' };
+  if (type === 'NM')
+    return decimal(v) === undefined ? { code: 'invalid-number', text: 'not a number (NM)' } : undefined;
+  if (type === 'SI')
+    return /^\s*\d+\s*$/.test(v)
+      ? undefined
+      : { code: 'invalid-number', text: 'not a sequence id (SI: a non-negative integer)' };
   return undefined;
 }
 
@@ -39,7 +48,10 @@ export function codeProblem(map: string, code: string | undefined): { code: stri
   if (code === undefined || code.trim() === '' || code === '""') return undefined;
   // `A|B`: either map (XAD-7 is an address use or, M / SH, an address type)
   const maps = map.includes('|') ? map.split('|') : undefined;
-  if (!maps) return mapCode(map, code) ? undefined : { code: 'unknown-code', text: `code not in the required binding (concept map ${map})` };
+  if (!maps)
+    return mapCode(map, code)
+      ? undefined
+      : { code: 'unknown-code', text: `code not in the required binding (concept map ${map})` };
   for (const m of maps) if (mapCode(m, code)) return undefined;
   return { code: 'unknown-code', text: `code not in the required binding (concept map ${map.replace('|', ' or ')})` };
 }
@@ -58,8 +70,17 @@ function fieldType(seg: Hl7Segment, n: number): FieldType | undefined {
  * conversion cannot use. `occurrence`: which one of its name this segment is in the message.
  */
 export function checkSegment(seg: Hl7Segment, occurrence: number, report: IssueReporter): void {
-  const at = (field: number, repetition: number, reps: number, component?: number): Omit<ReportedIssue, 'code' | 'text'> => {
-    const loc: Omit<ReportedIssue, 'code' | 'text'> = { location: component ? `${seg.name}-${field}-${component}` : `${seg.name}-${field}`, occurrence, sequence: seg.sequence };
+  const at = (
+    field: number,
+    repetition: number,
+    reps: number,
+    component?: number,
+  ): Omit<ReportedIssue, 'code' | 'text'> => {
+    const loc: Omit<ReportedIssue, 'code' | 'text'> = {
+      location: component ? `${seg.name}-${field}-${component}` : `${seg.name}-${field}`,
+      occurrence,
+      sequence: seg.sequence,
+    };
     if (reps > 1) loc.repetition = repetition + 1;
     return loc;
   };
@@ -87,7 +108,12 @@ export function checkSegment(seg: Hl7Segment, occurrence: number, report: IssueR
       reps.forEach((rep, ri) => {
         rep.forEach((comp, ci) => {
           if (comp.some((s) => s.endsWith(trunc)))
-            report({ ...at(n, ri, reps.length, rep.length > 1 ? ci + 1 : undefined), code: 'truncated', text: 'value truncated by the sender (ends in the truncation character)', hl7ErrorCode: VALUE_TOO_LONG });
+            report({
+              ...at(n, ri, reps.length, rep.length > 1 ? ci + 1 : undefined),
+              code: 'truncated',
+              text: 'value truncated by the sender (ends in the truncation character)',
+              hl7ErrorCode: VALUE_TOO_LONG,
+            });
         });
       });
     }
@@ -130,20 +156,41 @@ function checkField(
       const primitive = type === 'TS' ? 'DTM' : type;
       const p = primitiveProblem(primitive, raw) ?? (binding ? codeProblem(binding, raw) : undefined);
       if (p) {
-        report({ ...at(n, 0, 1), ...(path ? { path } : {}), ...p, hl7ErrorCode: p.code === 'unknown-code' ? TABLE_VALUE_NOT_FOUND : DATA_TYPE_ERROR });
+        report({
+          ...at(n, 0, 1),
+          ...(path ? { path } : {}),
+          ...p,
+          hl7ErrorCode: p.code === 'unknown-code' ? TABLE_VALUE_NOT_FOUND : DATA_TYPE_ERROR,
+        });
         return;
       }
       // a composite's first component (DR-1, CQ-1...)
       const c1 = comps?.[1];
       if (c1) {
-        const q = primitiveProblem(c1[0] === 'TS' ? 'DTM' : c1[0], raw) ?? (c1[2] ? codeProblem(c1[2], raw) : undefined);
+        const q =
+          primitiveProblem(c1[0] === 'TS' ? 'DTM' : c1[0], raw) ?? (c1[2] ? codeProblem(c1[2], raw) : undefined);
         const full = path && c1[1] ? `${path}.${c1[1]}` : path || undefined;
-        if (q) report({ ...at(n, 0, 1, 1), ...(full ? { path: full } : {}), ...q, hl7ErrorCode: q.code === 'unknown-code' ? TABLE_VALUE_NOT_FOUND : DATA_TYPE_ERROR });
+        if (q)
+          report({
+            ...at(n, 0, 1, 1),
+            ...(full ? { path: full } : {}),
+            ...q,
+            hl7ErrorCode: q.code === 'unknown-code' ? TABLE_VALUE_NOT_FOUND : DATA_TYPE_ERROR,
+          });
       }
       return;
     }
     // a composite whose checked components are past its last one: nothing to check
-    if (comps && !binding && !DATE_TYPES.has(type) && type !== 'NM' && type !== 'SI' && type !== 'SN' && !hasComponents(raw, d.component, firstChecked(type))) return;
+    if (
+      comps &&
+      !binding &&
+      !DATE_TYPES.has(type) &&
+      type !== 'NM' &&
+      type !== 'SI' &&
+      type !== 'SN' &&
+      !hasComponents(raw, d.component, firstChecked(type))
+    )
+      return;
   }
   const reps = seg.reps(n);
   for (let ri = 0; ri < reps.length; ri++) {
@@ -153,7 +200,12 @@ function checkField(
     const primitive = type === 'TS' ? 'DTM' : type;
     const p = primitiveProblem(primitive, value) ?? (binding ? codeProblem(binding, value) : undefined);
     if (p) {
-      report({ ...at(n, ri, reps.length), ...(path ? { path } : {}), ...p, hl7ErrorCode: p.code === 'unknown-code' ? TABLE_VALUE_NOT_FOUND : DATA_TYPE_ERROR });
+      report({
+        ...at(n, ri, reps.length),
+        ...(path ? { path } : {}),
+        ...p,
+        hl7ErrorCode: p.code === 'unknown-code' ? TABLE_VALUE_NOT_FOUND : DATA_TYPE_ERROR,
+      });
       continue;
     }
     if (type === 'SN') checkSn(rep, n, ri, reps.length, path, at, report);
@@ -163,10 +215,16 @@ function checkField(
       const [c, ctype, cpath, cbinding] = list[k];
       const v = rep[c - 1]?.[0];
       if (v === undefined || v === '') continue;
-      const q = primitiveProblem(ctype === 'TS' ? 'DTM' : ctype, v) ?? (cbinding ? codeProblem(cbinding, v) : undefined);
+      const q =
+        primitiveProblem(ctype === 'TS' ? 'DTM' : ctype, v) ?? (cbinding ? codeProblem(cbinding, v) : undefined);
       if (q) {
         const full = path && cpath ? `${path}.${cpath}` : path || undefined;
-        report({ ...at(n, ri, reps.length, c), ...(full ? { path: full } : {}), ...q, hl7ErrorCode: q.code === 'unknown-code' ? TABLE_VALUE_NOT_FOUND : DATA_TYPE_ERROR });
+        report({
+          ...at(n, ri, reps.length, c),
+          ...(full ? { path: full } : {}),
+          ...q,
+          hl7ErrorCode: q.code === 'unknown-code' ? TABLE_VALUE_NOT_FOUND : DATA_TYPE_ERROR,
+        });
       }
     }
   }
@@ -217,5 +275,11 @@ function checkSn(
 
 /** A standard segment no handler maps, dropped under `unknownSegments: ignore`. */
 export function unknownSegment(seg: Hl7Segment, occurrence: number): ReportedIssue {
-  return { location: seg.name, occurrence, sequence: seg.sequence, code: 'unknown-segment', text: 'segment not mapped to FHIR and dropped (conversion.unknownSegments: ignore)' };
+  return {
+    location: seg.name,
+    occurrence,
+    sequence: seg.sequence,
+    code: 'unknown-segment',
+    text: 'segment not mapped to FHIR and dropped (conversion.unknownSegments: ignore)',
+  };
 }

@@ -50,7 +50,9 @@ describe('zoneResolver: IANA zones per timestamp', () => {
     expect(isTimezone('+15:00')).toBe(false);
     expect(() => zoneResolver('Mars/Olympus')).toThrow(/unknown time zone "Mars\/Olympus"/);
     expect(() => conversionOptions({ defaultTimezone: 'EST5EDT-nope' })).toThrow(/conversion.defaultTimezone/);
-    expect(() => conversionOptions({ sourceTimezones: { adt: 'Nowhere/City' } })).toThrow(/conversion.sourceTimezones.adt/);
+    expect(() => conversionOptions({ sourceTimezones: { adt: 'Nowhere/City' } })).toThrow(
+      /conversion.sourceTimezones.adt/,
+    );
     expect(() => conversionConfigSchema.conversion.defaultTimezone.format('Mars/Olympus')).toThrow(/IANA/);
     expect(() => conversionConfigSchema.conversion.defaultTimezone.format('America/Chicago')).not.toThrow();
     expect(parseDtm('202401151000')?.tz).toBeUndefined();
@@ -64,34 +66,56 @@ describe('conversion with defaultTimezone / sourceTimezones', () => {
       'SCH|A1^SCHED|A1^SCHED|||||ROUTINE^Routine^HL70276||60|min|^^^202407151000^202407151100',
       'PID|1||12345^^^MRN^MR||Everyman^Adam||198001150830|M',
     ].join('\r');
-  const convert = (text: string, opts: object, sourceId?: string): Bundle => convertMessage(parseHl7(text), opts, sourceId);
-  const appt = (b: Bundle) => b.entry!.map((e) => e.resource!).find((r) => r.resourceType === 'Appointment') as Appointment;
+  const convert = (text: string, opts: object, sourceId?: string): Bundle =>
+    convertMessage(parseHl7(text), opts, sourceId);
+  const appt = (b: Bundle) =>
+    b.entry!.map((e) => e.resource!).find((r) => r.resourceType === 'Appointment') as Appointment;
   const patient = (b: Bundle) => b.entry!.map((e) => e.resource!).find((r) => r.resourceType === 'Patient') as Patient;
 
   test('IANA default: a July 10:00 appointment is 10:00-04:00, a January birth time -05:00 (per timestamp)', () => {
     const b = convert(msg('20240701090000'), { defaultTimezone: 'America/New_York' });
     expect(appt(b).start).toBe('2024-07-15T10:00:00-04:00');
     expect(appt(b).end).toBe('2024-07-15T11:00:00-04:00');
-    const birthTime = (patient(b) as Patient & { _birthDate?: { extension: { valueDateTime: string }[] } })._birthDate!.extension[0].valueDateTime;
+    const birthTime = (patient(b) as Patient & { _birthDate?: { extension: { valueDateTime: string }[] } })._birthDate!
+      .extension[0].valueDateTime;
     expect(birthTime).toBe('1980-01-15T08:30:00-05:00');
     expect(b.timestamp).toBe('2024-07-01T09:00:00-04:00');
   });
-  test('an IANA zone wins over MSH-7\'s single offset for times sent without one (DST differs per timestamp)', () => {
+  test("an IANA zone wins over MSH-7's single offset for times sent without one (DST differs per timestamp)", () => {
     const b = convert(msg('20240701090000-0400'), { defaultTimezone: 'America/New_York' });
-    const birthTime = (patient(b) as Patient & { _birthDate?: { extension: { valueDateTime: string }[] } })._birthDate!.extension[0].valueDateTime;
+    const birthTime = (patient(b) as Patient & { _birthDate?: { extension: { valueDateTime: string }[] } })._birthDate!
+      .extension[0].valueDateTime;
     expect(birthTime).toBe('1980-01-15T08:30:00-05:00');
     expect(b.timestamp).toBe('2024-07-01T09:00:00-04:00');
   });
-  test('a fixed default: MSH-7\'s offset first (HL7 v2), then the fixed offset; no config: Z', () => {
-    expect(appt(convert(msg('20240701090000+0200'), { defaultTimezone: '-05:00' })).start).toBe('2024-07-15T10:00:00+02:00');
+  test("a fixed default: MSH-7's offset first (HL7 v2), then the fixed offset; no config: Z", () => {
+    expect(appt(convert(msg('20240701090000+0200'), { defaultTimezone: '-05:00' })).start).toBe(
+      '2024-07-15T10:00:00+02:00',
+    );
     expect(appt(convert(msg('20240701090000'), { defaultTimezone: '-05:00' })).start).toBe('2024-07-15T10:00:00-05:00');
     expect(appt(convert(msg('20240701090000'), {})).start).toBe('2024-07-15T10:00:00Z');
   });
   test('sourceTimezones: the zone of the source the message came in on (Hl7v2Transform.toFhir passes its sourceId)', () => {
-    const t = new Hl7v2Transform({ conversion: { defaultTimezone: 'UTC', sourceTimezones: { 'mllp-chicago': 'America/Chicago', 'file-berlin': 'Europe/Berlin' } } });
+    const t = new Hl7v2Transform({
+      conversion: {
+        defaultTimezone: 'UTC',
+        sourceTimezones: { 'mllp-chicago': 'America/Chicago', 'file-berlin': 'Europe/Berlin' },
+      },
+    });
     const body = Buffer.from(msg('20240701090000'));
     const at = (sourceId: string) =>
-      appt(t.toFhir({ id: 'm1', seq: 1, sourceId, contentType: 'application/hl7-v2', body, headers: {}, receivedAt: new Date(0), status: 'received' })).start;
+      appt(
+        t.toFhir({
+          id: 'm1',
+          seq: 1,
+          sourceId,
+          contentType: 'application/hl7-v2',
+          body,
+          headers: {},
+          receivedAt: new Date(0),
+          status: 'received',
+        }),
+      ).start;
     expect(at('mllp-chicago')).toBe('2024-07-15T10:00:00-05:00');
     expect(at('file-berlin')).toBe('2024-07-15T10:00:00+02:00');
     expect(at('other')).toBe('2024-07-15T10:00:00+00:00');

@@ -34,7 +34,10 @@ export function zoneResolver(zone: string): DefaultTz {
   if (FIXED.test(zone)) return zone;
   let r = resolvers.get(zone);
   if (r) return r;
-  if (!isTimezone(zone)) throw new Error(`unknown time zone ${JSON.stringify(zone)}: use Z, ±hh:mm or an IANA zone such as America/New_York`);
+  if (!isTimezone(zone))
+    throw new Error(
+      `unknown time zone ${JSON.stringify(zone)}: use Z, ±hh:mm or an IANA zone such as America/New_York`,
+    );
   const offsetAt = utcOffsetFn(zone);
   const memo = new Map<string, string>();
   r = (p: ParsedDtm) => {
@@ -42,7 +45,9 @@ export function zoneResolver(zone: string): DefaultTz {
     const key = `${p.y}${p.mo ?? '01'}${p.d ?? '01'}${p.h ?? '00'}${p.mi ?? '00'}`;
     let off = memo.get(key);
     if (off === undefined) {
-      off = formatOffset(wallOffset(offsetAt, Date.UTC(+p.y, +(p.mo ?? 1) - 1, +(p.d ?? 1), +(p.h ?? 0), +(p.mi ?? 0), +(p.s ?? 0))));
+      off = formatOffset(
+        wallOffset(offsetAt, Date.UTC(+p.y, +(p.mo ?? 1) - 1, +(p.d ?? 1), +(p.h ?? 0), +(p.mi ?? 0), +(p.s ?? 0))),
+      );
       if (memo.size > 10000) memo.clear();
       memo.set(key, off);
     }

@@ -14,7 +14,10 @@ import { Hl7v2Transform } from '../transforms/hl7v2-to-fhir.transform';
 
 const CORPUS = path.resolve(__dirname, '../../../../../shared/corpus/hl7v2-msft');
 const haveCorpus = fs.existsSync(CORPUS);
-if (!haveCorpus) console.warn(`skipped part: ../shared absent (${CORPUS}) — the differential test runs on its hand-written seeds only`);
+if (!haveCorpus)
+  console.warn(
+    `skipped part: ../shared absent (${CORPUS}) — the differential test runs on its hand-written seeds only`,
+  );
 
 const MUTATED = Number(process.env.FERRY_DIFF_MUTATIONS) || 10_000;
 
@@ -34,7 +37,13 @@ const MUTATED = Number(process.env.FERRY_DIFF_MUTATIONS) || 10_000;
 const JUSTIFIED: { name: string; mine: (i: OperationOutcomeIssue) => boolean }[] = [
   { name: 'required binding', mine: (i) => i.code === 'code-invalid' },
   { name: 'resource type', mine: (i) => /^(Unknown resource type|Missing resource type)/.test(i.details?.text ?? '') },
-  { name: 'prototype key', mine: (i) => /^Invalid additional property "(constructor|toString|valueOf|hasOwnProperty|__proto__)"/.test(i.details?.text ?? '') },
+  {
+    name: 'prototype key',
+    mine: (i) =>
+      /^Invalid additional property "(constructor|toString|valueOf|hasOwnProperty|__proto__)"/.test(
+        i.details?.text ?? '',
+      ),
+  },
   { name: 'resourceType in element', mine: (i) => i.details?.text === 'Invalid additional property "resourceType"' },
 ];
 
@@ -47,18 +56,35 @@ const HAND_SEEDS: Resource[] = [
     id: 'p1',
     meta: { lastUpdated: '2024-01-02T03:04:05Z', tag: [{ system: 'http://x', code: 't' }] },
     extension: [{ url: 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex', valueCode: 'F' }],
-    identifier: [{ system: 'urn:oid:1.2.3', value: '123', type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR' }] } }],
+    identifier: [
+      {
+        system: 'urn:oid:1.2.3',
+        value: '123',
+        type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR' }] },
+      },
+    ],
     active: true,
     name: [{ family: 'Doe', given: ['Jane', 'Q'], use: 'official', period: { start: '2000-01-01' } }],
     telecom: [{ system: 'phone', value: '555-1234', use: 'home', rank: 1 }],
     gender: 'female',
     birthDate: '1980-02-29',
-    _birthDate: { extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/patient-birthTime', valueDateTime: '1980-02-29T10:00:00Z' }] },
+    _birthDate: {
+      extension: [
+        { url: 'http://hl7.org/fhir/StructureDefinition/patient-birthTime', valueDateTime: '1980-02-29T10:00:00Z' },
+      ],
+    },
     deceasedBoolean: false,
     address: [{ line: ['1 Main St'], city: 'Town', state: 'ST', postalCode: '12345', country: 'US', use: 'home' }],
     maritalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-MaritalStatus', code: 'M' }] },
     multipleBirthInteger: 2,
-    contact: [{ relationship: [{ text: 'mother' }], name: { family: 'Doe' }, telecom: [{ system: 'email', value: 'a@b.c' }], gender: 'female' }],
+    contact: [
+      {
+        relationship: [{ text: 'mother' }],
+        name: { family: 'Doe' },
+        telecom: [{ system: 'email', value: 'a@b.c' }],
+        gender: 'female',
+      },
+    ],
     communication: [{ language: { coding: [{ system: 'urn:ietf:bcp:47', code: 'en' }] }, preferred: true }],
     generalPractitioner: [{ reference: 'Practitioner/1', display: 'Dr X' }],
     managingOrganization: { reference: 'Organization/1' },
@@ -68,17 +94,36 @@ const HAND_SEEDS: Resource[] = [
     resourceType: 'Observation',
     id: 'o1',
     status: 'final',
-    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }],
+    category: [
+      { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] },
+    ],
     code: { coding: [{ system: 'http://loinc.org', code: '85354-9' }], text: 'BP' },
     subject: { reference: 'Patient/p1' },
     effectiveDateTime: '2024-01-02T03:04:05+01:00',
     issued: '2024-01-02T03:04:05.123Z',
     performer: [{ reference: 'Practitioner/1' }],
-    interpretation: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation', code: 'N' }] }],
+    interpretation: [
+      { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation', code: 'N' }] },
+    ],
     note: [{ text: 'note', time: '2024-01-02' }],
-    referenceRange: [{ low: { value: 1, unit: 'mm', system: 'http://unitsofmeasure.org', code: 'mm' }, high: { value: 2.5 }, text: 'normal' }],
+    referenceRange: [
+      {
+        low: { value: 1, unit: 'mm', system: 'http://unitsofmeasure.org', code: 'mm' },
+        high: { value: 2.5 },
+        text: 'normal',
+      },
+    ],
     component: [
-      { code: { text: 'systolic' }, valueQuantity: { value: 120, unit: 'mmHg', system: 'http://unitsofmeasure.org', code: 'mm[Hg]', comparator: '<' } },
+      {
+        code: { text: 'systolic' },
+        valueQuantity: {
+          value: 120,
+          unit: 'mmHg',
+          system: 'http://unitsofmeasure.org',
+          code: 'mm[Hg]',
+          comparator: '<',
+        },
+      },
       { code: { text: 'diastolic' }, valueQuantity: { value: 80 }, interpretation: [{ text: 'N' }] },
       { code: { text: 'flag' }, dataAbsentReason: { text: 'unknown' } },
     ],
@@ -88,7 +133,13 @@ const HAND_SEEDS: Resource[] = [
     status: 'finished',
     class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'IMP' },
     subject: { reference: 'Patient/p1' },
-    participant: [{ type: [{ text: 'attending' }], individual: { reference: 'Practitioner/1' }, period: { start: '2024-01-01T00:00:00Z', end: '2024-01-02T00:00:00Z' } }],
+    participant: [
+      {
+        type: [{ text: 'attending' }],
+        individual: { reference: 'Practitioner/1' },
+        period: { start: '2024-01-01T00:00:00Z', end: '2024-01-02T00:00:00Z' },
+      },
+    ],
     period: { start: '2024-01-01T00:00:00Z' },
     length: { value: 1, unit: 'd', system: 'http://unitsofmeasure.org', code: 'd' },
     hospitalization: { admitSource: { text: 'ER' }, dischargeDisposition: { text: 'home' } },
@@ -111,7 +162,11 @@ const HAND_SEEDS: Resource[] = [
         doseAndRate: [{ doseQuantity: { value: 1, unit: 'tab' } }],
       },
     ],
-    dispenseRequest: { numberOfRepeatsAllowed: 2, quantity: { value: 30 }, expectedSupplyDuration: { value: 30, unit: 'd', system: 'http://unitsofmeasure.org', code: 'd' } },
+    dispenseRequest: {
+      numberOfRepeatsAllowed: 2,
+      quantity: { value: 30 },
+      expectedSupplyDuration: { value: 30, unit: 'd', system: 'http://unitsofmeasure.org', code: 'd' },
+    },
     substitution: { allowedBoolean: true },
   } as Resource,
   {
@@ -128,8 +183,16 @@ const HAND_SEEDS: Resource[] = [
     resourceType: 'Bundle',
     type: 'transaction',
     entry: [
-      { fullUrl: 'urn:uuid:0b1c7a3e-0000-4000-8000-000000000001', resource: { resourceType: 'Patient', name: [{ family: 'X' }] }, request: { method: 'POST', url: 'Patient' } },
-      { fullUrl: 'urn:uuid:0b1c7a3e-0000-4000-8000-000000000002', resource: { resourceType: 'Observation', status: 'final', code: { text: 'x' }, valueInteger: 3 }, request: { method: 'PUT', url: 'Observation?identifier=1' } },
+      {
+        fullUrl: 'urn:uuid:0b1c7a3e-0000-4000-8000-000000000001',
+        resource: { resourceType: 'Patient', name: [{ family: 'X' }] },
+        request: { method: 'POST', url: 'Patient' },
+      },
+      {
+        fullUrl: 'urn:uuid:0b1c7a3e-0000-4000-8000-000000000002',
+        resource: { resourceType: 'Observation', status: 'final', code: { text: 'x' }, valueInteger: 3 },
+        request: { method: 'PUT', url: 'Observation?identifier=1' },
+      },
     ],
   } as Resource,
   {
@@ -190,8 +253,34 @@ function objects(root: unknown): any[] {
   return out;
 }
 
-const BAD_STRINGS = ['Quibblesworth', '2020-13-45', '2020-02-30T25:00:00Z', ' ', '', 'two  spaces', 'a\u0001b', 'urn:uuid:NOT-A-UUID', 'x'.repeat(70), '12:60:00', '-1', '1e5'];
-const CODE_KEYS = ['status', 'gender', 'use', 'system', 'intent', 'comparator', 'type', 'mode', 'method', 'priority', 'language', 'contentType'];
+const BAD_STRINGS = [
+  'Quibblesworth',
+  '2020-13-45',
+  '2020-02-30T25:00:00Z',
+  ' ',
+  '',
+  'two  spaces',
+  'a\u0001b',
+  'urn:uuid:NOT-A-UUID',
+  'x'.repeat(70),
+  '12:60:00',
+  '-1',
+  '1e5',
+];
+const CODE_KEYS = [
+  'status',
+  'gender',
+  'use',
+  'system',
+  'intent',
+  'comparator',
+  'type',
+  'mode',
+  'method',
+  'priority',
+  'language',
+  'contentType',
+];
 
 const MUTATIONS: Record<string, (r: any, rand: () => number) => boolean> = {
   wrongType(r, rand) {
@@ -209,7 +298,10 @@ const MUTATIONS: Record<string, (r: any, rand: () => number) => boolean> = {
     );
     if (!s) return false;
     const v = s.parent[s.key];
-    s.parent[s.key] = typeof v === 'number' ? [0, -1, 1.5, 2 ** 40, 0.1][Math.floor(rand() * 5)] : BAD_STRINGS[Math.floor(rand() * BAD_STRINGS.length)];
+    s.parent[s.key] =
+      typeof v === 'number'
+        ? [0, -1, 1.5, 2 ** 40, 0.1][Math.floor(rand() * 5)]
+        : BAD_STRINGS[Math.floor(rand() * BAD_STRINGS.length)];
     return true;
   },
   missing(r, rand) {
@@ -241,7 +333,9 @@ const MUTATIONS: Record<string, (r: any, rand: () => number) => boolean> = {
   },
   badCode(r, rand) {
     const s = pick(
-      slots(r).filter((x) => typeof x.key === 'string' && CODE_KEYS.includes(x.key) && typeof x.parent[x.key] === 'string'),
+      slots(r).filter(
+        (x) => typeof x.key === 'string' && CODE_KEYS.includes(x.key) && typeof x.parent[x.key] === 'string',
+      ),
       rand,
     );
     if (!s) return false;
@@ -286,11 +380,17 @@ const MUTATIONS: Record<string, (r: any, rand: () => number) => boolean> = {
   },
   choice(r, rand) {
     const o = pick(
-      objects(r).filter((x) => Object.keys(x).some((k) => /^(value|effective|onset|deceased|multipleBirth|medication|allowed|bounds)[A-Z]/.test(k))),
+      objects(r).filter((x) =>
+        Object.keys(x).some((k) =>
+          /^(value|effective|onset|deceased|multipleBirth|medication|allowed|bounds)[A-Z]/.test(k),
+        ),
+      ),
       rand,
     );
     if (!o) return false;
-    const k = Object.keys(o).find((x) => /^(value|effective|onset|deceased|multipleBirth|medication|allowed|bounds)[A-Z]/.test(x))!;
+    const k = Object.keys(o).find((x) =>
+      /^(value|effective|onset|deceased|multipleBirth|medication|allowed|bounds)[A-Z]/.test(x),
+    )!;
     const base = /^[a-z]+(?=[A-Z])/.exec(k)![0];
     const v = rand();
     if (v < 0.3) o[base + 'Foo'] = o[k];
@@ -301,11 +401,18 @@ const MUTATIONS: Record<string, (r: any, rand: () => number) => boolean> = {
   },
   primitiveExtension(r, rand) {
     const s = pick(
-      slots(r).filter((x) => typeof x.key === 'string' && ['string', 'boolean', 'number'].includes(typeof x.parent[x.key])),
+      slots(r).filter(
+        (x) => typeof x.key === 'string' && ['string', 'boolean', 'number'].includes(typeof x.parent[x.key]),
+      ),
       rand,
     );
     if (!s) return false;
-    s.parent['_' + String(s.key)] = [{ extension: [{ url: 'http://x', valueString: 'e' }] }, { id: 'a' }, { foo: 1 }, { extension: [{ url: 'http://x' }] }][Math.floor(rand() * 4)];
+    s.parent['_' + String(s.key)] = [
+      { extension: [{ url: 'http://x', valueString: 'e' }] },
+      { id: 'a' },
+      { foo: 1 },
+      { extension: [{ url: 'http://x' }] },
+    ][Math.floor(rand() * 4)];
     return true;
   },
 };
@@ -329,7 +436,10 @@ function medplumErrors(r: unknown): { issues: OperationOutcomeIssue[]; thrown?: 
       if (issues.length === 1 && !issues[0].expression?.length) return { issues, thrown: issues[0].details?.text };
       return { issues };
     }
-    return { issues: [{ severity: 'error', code: 'exception', details: { text: (e as Error).message } }], thrown: (e as Error).message };
+    return {
+      issues: [{ severity: 'error', code: 'exception', details: { text: (e as Error).message } }],
+      thrown: (e as Error).message,
+    };
   }
 }
 
@@ -362,8 +472,13 @@ function compare(resource: unknown): Verdict {
     if (why.every(Boolean)) return { rejects, agree: false, justified: why[0] };
   }
   // medplum also lists paths below a resource whose type Ferry refuses; Ferry's refusal justifies them
-  if (onlyMine.some((i) => JUSTIFIED[1].mine(i)) && mine.length) return { rejects, agree: false, justified: 'resource type' };
-  return { rejects, agree: false, detail: `medplum only: ${JSON.stringify(onlyMedplum)}\n  Ferry only: ${JSON.stringify(onlyMine.map(key))}` };
+  if (onlyMine.some((i) => JUSTIFIED[1].mine(i)) && mine.length)
+    return { rejects, agree: false, justified: 'resource type' };
+  return {
+    rejects,
+    agree: false,
+    detail: `medplum only: ${JSON.stringify(onlyMedplum)}\n  Ferry only: ${JSON.stringify(onlyMine.map(key))}`,
+  };
 }
 
 describe('compiled validator = @medplum/core validateResource (differential)', () => {
@@ -371,7 +486,10 @@ describe('compiled validator = @medplum/core validateResource (differential)', (
   const seeds: Resource[] = [...HAND_SEEDS];
   if (haveCorpus) {
     const t = new Hl7v2Transform({});
-    for (const f of fs.readdirSync(CORPUS).filter((x) => x.endsWith('.hl7')).sort())
+    for (const f of fs
+      .readdirSync(CORPUS)
+      .filter((x) => x.endsWith('.hl7'))
+      .sort())
       for (const body of t.split(fs.readFileSync(path.join(CORPUS, f)))) {
         const b: Bundle = t.convert(body);
         for (const e of b.entry ?? []) if (e.resource) seeds.push(e.resource);
@@ -391,7 +509,9 @@ describe('compiled validator = @medplum/core validateResource (differential)', (
   test(`${MUTATED.toLocaleString('en-US')} seeded mutations of every element kind: same verdicts and paths, disagreements only the justified ones`, () => {
     const rand = rng(0x5eed);
     const kinds = Object.keys(MUTATIONS);
-    const stats: Record<string, { n: number; rejected: number }> = Object.fromEntries(kinds.map((k) => [k, { n: 0, rejected: 0 }]));
+    const stats: Record<string, { n: number; rejected: number }> = Object.fromEntries(
+      kinds.map((k) => [k, { n: 0, rejected: 0 }]),
+    );
     const justified: Record<string, number> = {};
     const problems: string[] = [];
     let rejected = 0;
@@ -400,7 +520,8 @@ describe('compiled validator = @medplum/core validateResource (differential)', (
     while (done < MUTATED && attempts < MUTATED * 3) {
       attempts++;
       // hand-written seeds get a fixed share so every type and element kind is exercised
-      const seed = rand() < 0.3 ? HAND_SEEDS[Math.floor(rand() * HAND_SEEDS.length)] : seeds[Math.floor(rand() * seeds.length)];
+      const seed =
+        rand() < 0.3 ? HAND_SEEDS[Math.floor(rand() * HAND_SEEDS.length)] : seeds[Math.floor(rand() * seeds.length)];
       const r = structuredClone(seed);
       const applied: string[] = [];
       const count = 1 + Math.floor(rand() * 2);
@@ -418,7 +539,10 @@ describe('compiled validator = @medplum/core validateResource (differential)', (
         if (mineRejects) stats[k].rejected++;
       }
       if (v.justified) justified[v.justified] = (justified[v.justified] ?? 0) + 1;
-      else if (!v.agree) problems.push(`${seed.resourceType} after ${applied.join("+")}: ${v.detail}\n  resource: ${JSON.stringify(r).slice(0, 1500)}`);
+      else if (!v.agree)
+        problems.push(
+          `${seed.resourceType} after ${applied.join('+')}: ${v.detail}\n  resource: ${JSON.stringify(r).slice(0, 1500)}`,
+        );
     }
     console.log(
       `differential: ${done} mutated resources, ${rejected} rejected; justified disagreements ${JSON.stringify(justified)}; per kind (mutated/rejected) ${JSON.stringify(

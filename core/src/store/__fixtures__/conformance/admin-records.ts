@@ -36,33 +36,81 @@ export function adminRecordsConformance(c: ConformanceContext): void {
     it('appends audit entries, queries them by principal, action, message id, time and seq, and prunes only by its own retention', async () => {
       const t0 = Date.now();
       await store.appendAudit([
-        { principal: 'token:abc (ops)', role: 'operator', remote: '127.0.0.1', action: 'replay', messageIds: ['M1', 'M2'], result: 'ok', detail: 'reprocess 2' },
+        {
+          principal: 'token:abc (ops)',
+          role: 'operator',
+          remote: '127.0.0.1',
+          action: 'replay',
+          messageIds: ['M1', 'M2'],
+          result: 'ok',
+          detail: 'reprocess 2',
+        },
         { principal: 'anonymous', remote: '10.0.0.9', action: 'auth.failed', result: 'denied', detail: 'wrong-secret' },
       ]);
-      await store.appendAudit([{ principal: 'cli:alice', action: 'prune', result: 'ok', at: new Date(t0 - 86_400_000) }]);
+      await store.appendAudit([
+        { principal: 'cli:alice', action: 'prune', result: 'ok', at: new Date(t0 - 86_400_000) },
+      ]);
       const all = await store.auditEntries();
       expect(all.map((e) => e.action)).toEqual(['replay', 'auth.failed', 'prune']);
-      expect(all[0]).toMatchObject({ principal: 'token:abc (ops)', role: 'operator', remote: '127.0.0.1', messageIds: ['M1', 'M2'], result: 'ok', detail: 'reprocess 2' });
+      expect(all[0]).toMatchObject({
+        principal: 'token:abc (ops)',
+        role: 'operator',
+        remote: '127.0.0.1',
+        messageIds: ['M1', 'M2'],
+        result: 'ok',
+        detail: 'reprocess 2',
+      });
       expect(all[0].at.getTime()).toBeGreaterThanOrEqual(t0 - 1000);
       expect(all[1].messageIds).toBeUndefined();
       expect((await store.auditEntries({ messageId: 'M2' })).map((e) => e.action)).toEqual(['replay']);
       expect((await store.auditEntries({ principal: 'anonymous' })).map((e) => e.detail)).toEqual(['wrong-secret']);
       expect((await store.auditEntries({ since: new Date(t0 - 1000) })).length).toBe(2);
       expect((await store.auditEntries({ newestFirst: true, limit: 1 }))[0].action).toBe('prune');
-      expect((await store.auditEntries({ afterSeq: all[0].seq })).map((e) => e.action)).toEqual(['auth.failed', 'prune']);
-      await expect(store.appendAudit([{ principal: '', action: 'x', result: 'ok' }])).rejects.toMatchObject({ kind: 'input' });
+      expect((await store.auditEntries({ afterSeq: all[0].seq })).map((e) => e.action)).toEqual([
+        'auth.failed',
+        'prune',
+      ]);
+      await expect(store.appendAudit([{ principal: '', action: 'x', result: 'ok' }])).rejects.toMatchObject({
+        kind: 'input',
+      });
       // Message retention does not touch it; its own does.
       expect((await store.prune({ bodiesBefore: new Date() })).auditDeleted).toBeUndefined();
-      expect((await store.prune({ bodiesBefore: new Date(), auditBefore: new Date(t0 - 3_600_000) })).auditDeleted).toBe(1);
+      expect(
+        (await store.prune({ bodiesBefore: new Date(), auditBefore: new Date(t0 - 3_600_000) })).auditDeleted,
+      ).toBe(1);
       expect((await store.auditEntries()).map((e) => e.action)).toEqual(['replay', 'auth.failed']);
     });
 
     it('keeps API tokens as given (hash only), lists them, revokes once', async () => {
       const expiresAt = new Date(Date.now() + 86_400_000);
-      await store.createApiToken({ id: 'tok1', name: 'ops', roles: ['operator'], hash: 'scrypt$x', createdAt: new Date(1000), createdBy: 'cli:alice', expiresAt });
-      await store.createApiToken({ id: 'tok2', name: 'audit', roles: ['viewer', 'phi-reader'], hash: 'scrypt$y', createdAt: new Date(2000) });
-      await expect(store.createApiToken({ id: 'tok1', name: 'again', roles: ['admin'], hash: 'h', createdAt: new Date() })).rejects.toMatchObject({ kind: 'input' });
-      expect(await store.apiToken('tok1')).toEqual({ id: 'tok1', name: 'ops', roles: ['operator'], hash: 'scrypt$x', createdAt: new Date(1000), createdBy: 'cli:alice', expiresAt });
+      await store.createApiToken({
+        id: 'tok1',
+        name: 'ops',
+        roles: ['operator'],
+        hash: 'scrypt$x',
+        createdAt: new Date(1000),
+        createdBy: 'cli:alice',
+        expiresAt,
+      });
+      await store.createApiToken({
+        id: 'tok2',
+        name: 'audit',
+        roles: ['viewer', 'phi-reader'],
+        hash: 'scrypt$y',
+        createdAt: new Date(2000),
+      });
+      await expect(
+        store.createApiToken({ id: 'tok1', name: 'again', roles: ['admin'], hash: 'h', createdAt: new Date() }),
+      ).rejects.toMatchObject({ kind: 'input' });
+      expect(await store.apiToken('tok1')).toEqual({
+        id: 'tok1',
+        name: 'ops',
+        roles: ['operator'],
+        hash: 'scrypt$x',
+        createdAt: new Date(1000),
+        createdBy: 'cli:alice',
+        expiresAt,
+      });
       expect((await store.apiTokens()).map((t) => t.id)).toEqual(['tok1', 'tok2']);
       expect(await store.apiToken('nope')).toBeUndefined();
       expect(await store.revokeApiToken('tok2', 'cli:bob')).toBe(true);

@@ -89,26 +89,70 @@ export function deliveriesConformance(c: ConformanceContext): void {
       const [a, b, c] = await store.insert([msg(), msg(), msg()]);
       await store.claimReceived('p', 3, 60_000);
       const text = JSON.stringify(bundleFor('dq'));
-      const pid7: DataQualityIssue = { severity: 'warning', location: 'PID-7', occurrence: 1, sequence: 3, path: 'Patient.birthDate', code: 'invalid-date', text: 'not a valid HL7 date/time', hl7ErrorCode: '102' };
-      const obx5: DataQualityIssue = { severity: 'error', location: 'OBX-5', occurrence: 2, code: 'invalid-number', text: 'not a number (NM)' };
+      const pid7: DataQualityIssue = {
+        severity: 'warning',
+        location: 'PID-7',
+        occurrence: 1,
+        sequence: 3,
+        path: 'Patient.birthDate',
+        code: 'invalid-date',
+        text: 'not a valid HL7 date/time',
+        hl7ErrorCode: '102',
+      };
+      const obx5: DataQualityIssue = {
+        severity: 'error',
+        location: 'OBX-5',
+        occurrence: 2,
+        code: 'invalid-number',
+        text: 'not a number (NM)',
+      };
       // a and b set-wise (one batch); c alone after an unknown id forces the one-by-one path
       await store.recordProcessed([
-        { id: a.id, transformed: { bundleJson: text, orderingKey: 'k' }, outcome: { status: 'unrouted' }, issues: [pid7] },
-        { id: b.id, outcome: { status: 'failed', error: { code: 'FERRY_E_INPUT_DATA_QUALITY', message: 'OBX-5 (invalid-number)', retryable: false } }, issues: [pid7, obx5] },
+        {
+          id: a.id,
+          transformed: { bundleJson: text, orderingKey: 'k' },
+          outcome: { status: 'unrouted' },
+          issues: [pid7],
+        },
+        {
+          id: b.id,
+          outcome: {
+            status: 'failed',
+            error: { code: 'FERRY_E_INPUT_DATA_QUALITY', message: 'OBX-5 (invalid-number)', retryable: false },
+          },
+          issues: [pid7, obx5],
+        },
       ]);
       await store.recordProcessed([
         { id: 'no-such-message', outcome: { status: 'unrouted' } },
-        { id: c.id, transformed: { bundleJson: text, orderingKey: 'k' }, outcome: { status: 'unrouted' }, issues: [obx5] },
+        {
+          id: c.id,
+          transformed: { bundleJson: text, orderingKey: 'k' },
+          outcome: { status: 'unrouted' },
+          issues: [obx5],
+        },
       ]);
-      expect((await store.events(a.id)).map((e) => e.status)).toEqual(['received', 'transformed', 'data-quality', 'unrouted']);
+      expect((await store.events(a.id)).map((e) => e.status)).toEqual([
+        'received',
+        'transformed',
+        'data-quality',
+        'unrouted',
+      ]);
       expect(issuesOf(await store.events(a.id))).toEqual([pid7]);
-      expect((await store.events(b.id)).map((e) => e.status)).toEqual(['received', 'data-quality', 'data-quality', 'failed']);
+      expect((await store.events(b.id)).map((e) => e.status)).toEqual([
+        'received',
+        'data-quality',
+        'data-quality',
+        'failed',
+      ]);
       expect(issuesOf(await store.events(b.id))).toEqual([pid7, obx5]);
       expect(issuesOf(await store.events(c.id))).toEqual([obx5]);
       // replayed and processed clean: no issues now (the old ones stay in the history)
       await store.replay({ ids: [b.id] });
       await store.claimReceived('p', 3, 60_000);
-      await store.recordProcessed([{ id: b.id, transformed: { bundleJson: text, orderingKey: 'k' }, outcome: { status: 'unrouted' } }]);
+      await store.recordProcessed([
+        { id: b.id, transformed: { bundleJson: text, orderingKey: 'k' }, outcome: { status: 'unrouted' } },
+      ]);
       expect(issuesOf(await store.events(b.id))).toEqual([]);
       expect((await store.events(b.id)).filter((e) => e.status === 'data-quality')).toHaveLength(2);
     });
@@ -118,28 +162,74 @@ export function deliveriesConformance(c: ConformanceContext): void {
       await store.claimReceived('p', 5, 60_000);
       const text = JSON.stringify(bundleFor('t'));
       // d is routed already (a second processor's late result must not route it again).
-      await store.recordProcessed([{ id: d.id, transformed: { bundleJson: text, orderingKey: 'kd' }, outcome: { status: 'unrouted' } }]);
       await store.recordProcessed([
-        { id: a.id, transformed: { bundleJson: text, orderingKey: 'ka' }, outcome: { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's', strictOrder: true, unchanged: true }] } },
+        { id: d.id, transformed: { bundleJson: text, orderingKey: 'kd' }, outcome: { status: 'unrouted' } },
+      ]);
+      await store.recordProcessed([
+        {
+          id: a.id,
+          transformed: { bundleJson: text, orderingKey: 'ka' },
+          outcome: {
+            status: 'routed',
+            deliveries: [{ routeId: 'r', sinkId: 's', strictOrder: true, unchanged: true }],
+          },
+        },
         { id: b.id, transformed: { bundleJson: text }, outcome: { status: 'filtered', detail: 'r: filter' } },
         { id: c.id, outcome: { status: 'failed', error: { code: 'INPUT_BAD', message: 'bad', retryable: false } } },
-        { id: d.id, transformed: { bundleJson: text, orderingKey: 'kd' }, outcome: { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's', strictOrder: true, unchanged: true }] } },
+        {
+          id: d.id,
+          transformed: { bundleJson: text, orderingKey: 'kd' },
+          outcome: {
+            status: 'routed',
+            deliveries: [{ routeId: 'r', sinkId: 's', strictOrder: true, unchanged: true }],
+          },
+        },
       ]);
       // An unknown id fails alone (reported by id); the others of its batch are recorded.
       const { failed } = await store.recordProcessed([
         { id: 'no-such-message', transformed: { bundleJson: text }, outcome: { status: 'unrouted' } },
-        { id: e.id, transformed: { bundleJson: text, orderingKey: 'ke' }, outcome: { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's', strictOrder: false, bundleJson: '{"resourceType":"Bundle","type":"collection"}' }] } },
+        {
+          id: e.id,
+          transformed: { bundleJson: text, orderingKey: 'ke' },
+          outcome: {
+            status: 'routed',
+            deliveries: [
+              {
+                routeId: 'r',
+                sinkId: 's',
+                strictOrder: false,
+                bundleJson: '{"resourceType":"Bundle","type":"collection"}',
+              },
+            ],
+          },
+        },
       ]);
-      expect(failed).toEqual([{ id: 'no-such-message', error: expect.objectContaining({ code: expect.stringContaining('INTERNAL_STORE_NO_MESSAGE') }) }]);
+      expect(failed).toEqual([
+        {
+          id: 'no-such-message',
+          error: expect.objectContaining({ code: expect.stringContaining('INTERNAL_STORE_NO_MESSAGE') }),
+        },
+      ]);
       const [de] = await store.deliveries(e.id);
       expect(de.orderingKey).toBe('ke');
       const claimedE = (await store.claimDeliveries('w', 10, 60_000)).find((x) => x.messageId === e.id)!;
       expect(claimedE.bundleJson).toBe('{"resourceType":"Bundle","type":"collection"}');
       expect((await store.getMessage(a.id, { bundle: true }))!.bundle).toEqual(bundleFor('t'));
-      expect((await store.events(a.id)).map((e) => e.status)).toEqual(['received', 'transformed', 'routed', 'delivery:pending']);
-      expect((await store.deliveries(a.id)).map((x) => `${x.sinkId}:${x.status}:${x.orderingKey}`)).toEqual(['s:pending:ka']);
+      expect((await store.events(a.id)).map((e) => e.status)).toEqual([
+        'received',
+        'transformed',
+        'routed',
+        'delivery:pending',
+      ]);
+      expect((await store.deliveries(a.id)).map((x) => `${x.sinkId}:${x.status}:${x.orderingKey}`)).toEqual([
+        's:pending:ka',
+      ]);
       expect((await store.getMessage(b.id))!.status).toBe('filtered');
-      expect((await store.events(b.id)).map((e) => `${e.status}${e.detail ? `(${e.detail})` : ''}`)).toEqual(['received', 'transformed', 'filtered(r: filter)']);
+      expect((await store.events(b.id)).map((e) => `${e.status}${e.detail ? `(${e.detail})` : ''}`)).toEqual([
+        'received',
+        'transformed',
+        'filtered(r: filter)',
+      ]);
       const fc = (await store.getMessage(c.id))!;
       expect(fc.status).toBe('failed');
       expect(fc.error?.code).toBe('INPUT_BAD');
@@ -151,7 +241,10 @@ export function deliveriesConformance(c: ConformanceContext): void {
     it('records several delivery outcomes at once; an unknown id is reported and the others still recorded', async () => {
       const [a, b] = await store.insert([msg(), msg()]);
       await store.claimReceived('p', 2, 60_000);
-      const plan = (sinkIds: string[]) => ({ status: 'routed' as const, deliveries: sinkIds.map((sinkId) => ({ routeId: 'r', sinkId, strictOrder: false, bundle: bundleFor('x') })) });
+      const plan = (sinkIds: string[]) => ({
+        status: 'routed' as const,
+        deliveries: sinkIds.map((sinkId) => ({ routeId: 'r', sinkId, strictOrder: false, bundle: bundleFor('x') })),
+      });
       await store.recordTransformed(a.id, bundleFor('x'), 'ka');
       await store.recordRouting(a.id, plan(['s1', 's2']));
       await store.recordTransformed(b.id, bundleFor('x'), 'kb');
@@ -162,14 +255,23 @@ export function deliveriesConformance(c: ConformanceContext): void {
         store.completeDeliveries([
           { deliveryId: of(a.id, 's1'), outcome: { status: 'delivered' } },
           { deliveryId: 'no-such-delivery', outcome: { status: 'delivered' } },
-          { deliveryId: of(a.id, 's2'), outcome: { status: 'dead', error: { code: 'E', message: 'e', retryable: false } } },
+          {
+            deliveryId: of(a.id, 's2'),
+            outcome: { status: 'dead', error: { code: 'E', message: 'e', retryable: false } },
+          },
           { deliveryId: of(b.id, 's1'), outcome: { status: 'delivered' } },
         ]),
-      ).rejects.toMatchObject({ code: expect.stringContaining('INTERNAL_STORE_NO_DELIVERY'), details: { deliveryIds: ['no-such-delivery'] } });
+      ).rejects.toMatchObject({
+        code: expect.stringContaining('INTERNAL_STORE_NO_DELIVERY'),
+        details: { deliveryIds: ['no-such-delivery'] },
+      });
       expect((await store.getMessage(a.id))!.status).toBe('dead');
       expect((await store.getMessage(b.id))!.status).toBe('delivered');
       expect((await store.events(b.id)).map((e) => e.status).slice(-2)).toEqual(['delivery:delivered', 'delivered']);
-      expect((await store.deliveries(a.id)).map((d) => `${d.sinkId}:${d.status}:${d.attempts}`).sort()).toEqual(['s1:delivered:1', 's2:dead:1']);
+      expect((await store.deliveries(a.id)).map((d) => `${d.sinkId}:${d.status}:${d.attempts}`).sort()).toEqual([
+        's1:delivered:1',
+        's2:dead:1',
+      ]);
     });
 
     it('an unchanged route bundle is delivered as the message bundle; one changed in place is delivered as changed', async () => {
@@ -182,20 +284,35 @@ export function deliveriesConformance(c: ConformanceContext): void {
       await store.claimReceived('p', 1, 60_000);
       await store.recordTransformed(s.id, mutated, 'k2');
       mutated.meta = { tag: [{ code: 'step-changed-it' }] }; // a step changed the very object in place
-      await store.recordRouting(r.id, { status: 'routed', deliveries: [{ routeId: 'r1', sinkId: 'a', bundle: canonical, strictOrder: false, unchanged: true }] });
-      await store.recordRouting(s.id, { status: 'routed', deliveries: [{ routeId: 'r1', sinkId: 'a', bundle: mutated, strictOrder: false }] });
+      await store.recordRouting(r.id, {
+        status: 'routed',
+        deliveries: [{ routeId: 'r1', sinkId: 'a', bundle: canonical, strictOrder: false, unchanged: true }],
+      });
+      await store.recordRouting(s.id, {
+        status: 'routed',
+        deliveries: [{ routeId: 'r1', sinkId: 'a', bundle: mutated, strictOrder: false }],
+      });
       const c = await store.claimDeliveries('w', 10, 60_000);
       expect(c.find((d) => d.messageId === r.id)!.bundle).toEqual(bundleFor('canonical'));
       expect(c.find((d) => d.messageId === s.id)!.bundle.meta).toEqual({ tag: [{ code: 'step-changed-it' }] });
       expect((await store.getMessage(s.id, { bundle: true }))!.bundle!.meta).toBeUndefined();
-      expect((await store.events(r.id)).map((e) => e.status)).toEqual(['received', 'transformed', 'routed', 'delivery:pending']);
+      expect((await store.events(r.id)).map((e) => e.status)).toEqual([
+        'received',
+        'transformed',
+        'routed',
+        'delivery:pending',
+      ]);
     });
 
     it('retries a failed delivery when due, counts attempts, and dead-letters', async () => {
       const [id] = await routed(store, ['k1']);
       const [d] = await store.claimDeliveries('w', 10, 60_000);
       const at = new Date(Date.now() + 5_000);
-      await store.completeDelivery(d.id, { status: 'failed', error: { code: 'FERRY_E_DELIVERY_HTTP_503', message: '503', retryable: true }, nextAttemptAt: at });
+      await store.completeDelivery(d.id, {
+        status: 'failed',
+        error: { code: 'FERRY_E_DELIVERY_HTTP_503', message: '503', retryable: true },
+        nextAttemptAt: at,
+      });
       const [f] = await store.deliveries(id);
       expect(f).toMatchObject({ status: 'failed', attempts: 1, lastError: { code: 'FERRY_E_DELIVERY_HTTP_503' } });
       expect(f.nextAttemptAt!.getTime()).toBe(at.getTime());
@@ -214,7 +331,10 @@ export function deliveriesConformance(c: ConformanceContext): void {
       expect(await store.nextDueAt()).toBeUndefined();
       expect(later[0].attempts).toBe(1);
       expect(later[0].firstAttemptAt.getTime()).toBe(d.firstAttemptAt.getTime());
-      await store.completeDelivery(d.id, { status: 'dead', error: { code: 'FERRY_E_DELIVERY_HTTP_400', message: '400', retryable: false } });
+      await store.completeDelivery(d.id, {
+        status: 'dead',
+        error: { code: 'FERRY_E_DELIVERY_HTTP_400', message: '400', retryable: false },
+      });
       expect((await store.deliveries(id))[0]).toMatchObject({ status: 'dead', attempts: 2 });
       expect((await store.getMessage(id))!.status).toBe('dead');
       expect(await store.nextDueAt()).toBeUndefined();
@@ -225,13 +345,21 @@ export function deliveriesConformance(c: ConformanceContext): void {
       const ids = await routed(store, ['A', 'B', 'A', 'B', 'A'], { sinks: ['s1', 's2'] });
       const first = await store.claimDeliveries('w', 100, 60_000);
       // A1 and B1 for each sink
-      expect(first.map((d) => `${d.messageId === ids[0] ? 'A1' : d.messageId === ids[1] ? 'B1' : '?'}:${d.sinkId}`).sort()).toEqual(['A1:s1', 'A1:s2', 'B1:s1', 'B1:s2']);
+      expect(
+        first.map((d) => `${d.messageId === ids[0] ? 'A1' : d.messageId === ids[1] ? 'B1' : '?'}:${d.sinkId}`).sort(),
+      ).toEqual(['A1:s1', 'A1:s2', 'B1:s1', 'B1:s2']);
       // A1 fails on s1: A3 on s1 is held, A3 on s2 proceeds once A1:s2 is delivered
       const a1s1 = first.find((d) => d.messageId === ids[0] && d.sinkId === 's1')!;
-      await store.completeDelivery(a1s1.id, { status: 'failed', error: { code: 'X', message: 'x' }, nextAttemptAt: new Date(Date.now() + 60_000) });
+      await store.completeDelivery(a1s1.id, {
+        status: 'failed',
+        error: { code: 'X', message: 'x' },
+        nextAttemptAt: new Date(Date.now() + 60_000),
+      });
       for (const d of first) if (d !== a1s1) await store.completeDelivery(d.id, { status: 'delivered' });
       const second = await store.claimDeliveries('w', 100, 60_000);
-      expect(second.map((d) => `${d.messageId === ids[2] ? 'A3' : d.messageId === ids[3] ? 'B4' : '?'}:${d.sinkId}`).sort()).toEqual(['A3:s2', 'B4:s1', 'B4:s2']);
+      expect(
+        second.map((d) => `${d.messageId === ids[2] ? 'A3' : d.messageId === ids[3] ? 'B4' : '?'}:${d.sinkId}`).sort(),
+      ).toEqual(['A3:s2', 'B4:s1', 'B4:s2']);
       for (const d of second) await store.completeDelivery(d.id, { status: 'delivered' });
       const third = await store.claimDeliveries('w', 100, 60_000);
       expect(third.map((d) => `${d.messageId === ids[4] ? 'A5' : '?'}:${d.sinkId}`)).toEqual(['A5:s2']);
@@ -264,10 +392,16 @@ export function deliveriesConformance(c: ConformanceContext): void {
       expect(first.map((d) => `${d.messageId === a ? 'A' : 'B'}:${d.sinkId}`).sort()).toEqual(['A:s1', 'A:s2']);
       const error = { code: 'E', message: 'e', retryable: false };
       await store.completeDelivery(first.find((d) => d.sinkId === 's1')!.id, { status: 'dead', error });
-      await store.completeDelivery(first.find((d) => d.sinkId === 's2')!.id, { status: 'failed', error, nextAttemptAt: new Date(Date.now() + 3_600_000) });
+      await store.completeDelivery(first.find((d) => d.sinkId === 's2')!.id, {
+        status: 'failed',
+        error,
+        nextAttemptAt: new Date(Date.now() + 3_600_000),
+      });
       expect((await store.getMessage(a))!.status).toBe('dead');
       expect(await store.claimDeliveries('w', 10, 60_000)).toEqual([]); // B:s2 held behind A:s2
-      expect(await store.prune({ bodiesBefore: new Date(0), deleteBefore: new Date(Date.now() + 60_000) })).toMatchObject({ deleted: 1 });
+      expect(
+        await store.prune({ bodiesBefore: new Date(0), deleteBefore: new Date(Date.now() + 60_000) }),
+      ).toMatchObject({ deleted: 1 });
       expect((await store.claimDeliveries('w', 10, 60_000)).map((d) => [d.messageId, d.sinkId])).toEqual([[b, 's2']]);
     });
 
@@ -284,7 +418,10 @@ export function deliveriesConformance(c: ConformanceContext): void {
       expect(claimed).toHaveLength(2);
       // the newer one is routed first (e.g. by another instance)
       await store.recordTransformed(newer.id, bundleFor('n'), 'P1');
-      await store.recordRouting(newer.id, { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's', bundle: bundleFor('n'), strictOrder: true }] });
+      await store.recordRouting(newer.id, {
+        status: 'routed',
+        deliveries: [{ routeId: 'r', sinkId: 's', bundle: bundleFor('n'), strictOrder: true }],
+      });
       expect(await store.claimDeliveries('w', 10, 60_000)).toEqual([]); // older: key unknown yet
       await store.recordTransformed(older.id, bundleFor('o'), 'P2');
       expect((await store.getMessage(older.id))!.status).toBe('transformed'); // its key is now known
@@ -313,12 +450,20 @@ export function deliveriesConformance(c: ConformanceContext): void {
       expect((await store.deliveries(m1))[0]).toMatchObject({ status: 'pending', attempts: 0 });
       await store.completeDeliveries([{ deliveryId: d1.id, outcome: { status: 'delivered' } }], { owner: 'fast' });
       // ... and once it is delivered, a late failure cannot turn it back into a dead one.
-      expect((await store.completeDeliveries([{ deliveryId: d1.id, outcome: dead }], { owner: 'slow' })).stale).toEqual([{ deliveryId: d1.id, status: 'delivered' }]);
+      expect((await store.completeDeliveries([{ deliveryId: d1.id, outcome: dead }], { owner: 'slow' })).stale).toEqual(
+        [{ deliveryId: d1.id, status: 'delivered' }],
+      );
       expect((await store.getMessage(m1))!.status).toBe('delivered');
       expect((await store.deliveries(m1))[0]).toMatchObject({ status: 'delivered', attempts: 1 });
-      expect((await store.events(m1)).filter((e) => e.status.startsWith('delivery:')).map((e) => e.status)).toEqual(['delivery:pending', 'delivery:delivered']);
+      expect((await store.events(m1)).filter((e) => e.status.startsWith('delivery:')).map((e) => e.status)).toEqual([
+        'delivery:pending',
+        'delivery:delivered',
+      ]);
       // d2's lease ran out but nobody claimed it: the slow instance's outcome is still the truth.
-      expect((await store.completeDeliveries([{ deliveryId: d2.id, outcome: { status: 'delivered' } }], { owner: 'slow' })).stale).toEqual([]);
+      expect(
+        (await store.completeDeliveries([{ deliveryId: d2.id, outcome: { status: 'delivered' } }], { owner: 'slow' }))
+          .stale,
+      ).toEqual([]);
       expect((await store.getMessage(m2))!.status).toBe('delivered');
     });
 
@@ -328,7 +473,9 @@ export function deliveriesConformance(c: ConformanceContext): void {
       await store.completeDelivery(d3.id, { status: 'delivered' }, { owner: 'me' });
       await store.replay({ ids: [d4.messageId] });
       await sleep(200);
-      expect((await store.renewDeliveryLeases('me', [d1.id, d2.id, d3.id, d4.id], 60_000)).sort()).toEqual([d1.id, d4.id, d2.id].sort());
+      expect((await store.renewDeliveryLeases('me', [d1.id, d2.id, d3.id, d4.id], 60_000)).sort()).toEqual(
+        [d1.id, d4.id, d2.id].sort(),
+      );
       await sleep(200);
       // The first lease would have run out by now: renewed, nobody else gets d1 or d2.
       expect(await store.claimDeliveries('other', 10, 60_000)).toEqual([]);
@@ -355,7 +502,9 @@ export function deliveriesConformance(c: ConformanceContext): void {
       await store.claimReceived('me', 2, 1);
       await new Promise((r) => setTimeout(r, 5));
       // expired, not yet claimed again: still the owner's to renew
-      expect((await store.renewMessageLeases('me', [m1.id, m2.id, m3.id], 60_000)).sort()).toEqual([m1.id, m2.id].sort());
+      expect((await store.renewMessageLeases('me', [m1.id, m2.id, m3.id], 60_000)).sort()).toEqual(
+        [m1.id, m2.id].sort(),
+      );
       // renewed: not claimable by another instance (only the unclaimed m3 is)
       expect((await store.claimReceived('other', 10, 60_000)).map((m) => m.id)).toEqual([m3.id]);
       expect(await store.renewMessageLeases('other', [m1.id], 60_000)).toEqual([]);
@@ -365,9 +514,17 @@ export function deliveriesConformance(c: ConformanceContext): void {
     it('recording the same outcome again (a retry after a lost COMMIT answer) counts it once', async () => {
       const [m] = await routed(store, ['G']);
       const [d] = await store.claimDeliveries('w', 1, 60_000);
-      const failed = { status: 'failed' as const, error: { code: 'E_HTTP_503', message: 'busy', retryable: true }, nextAttemptAt: new Date(Date.now() + 60_000) };
-      expect((await store.completeDeliveries([{ deliveryId: d.id, outcome: failed }], { owner: 'w' })).stale).toEqual([]);
-      expect((await store.completeDeliveries([{ deliveryId: d.id, outcome: failed }], { owner: 'w' })).stale).toEqual([]);
+      const failed = {
+        status: 'failed' as const,
+        error: { code: 'E_HTTP_503', message: 'busy', retryable: true },
+        nextAttemptAt: new Date(Date.now() + 60_000),
+      };
+      expect((await store.completeDeliveries([{ deliveryId: d.id, outcome: failed }], { owner: 'w' })).stale).toEqual(
+        [],
+      );
+      expect((await store.completeDeliveries([{ deliveryId: d.id, outcome: failed }], { owner: 'w' })).stale).toEqual(
+        [],
+      );
       expect((await store.deliveries(m))[0]).toMatchObject({ status: 'failed', attempts: 1 });
       expect((await store.events(m)).filter((e) => e.status === 'delivery:failed')).toHaveLength(1);
       // Without an owner (tools, tests) an outcome is recorded whatever the lease.
@@ -379,9 +536,17 @@ export function deliveriesConformance(c: ConformanceContext): void {
       const [m] = await routed(store, ['H']);
       const [d] = await store.claimDeliveries('w', 1, 60_000);
       expect(await store.replay({ ids: [m] })).toEqual([m]);
-      expect((await store.completeDeliveries([{ deliveryId: d.id, outcome: { status: 'delivered' } }], { owner: 'w' })).stale).toEqual([]);
-      expect((await store.deliveries(m, { includeSuperseded: true }))[0]).toMatchObject({ status: 'delivered', attempts: 1 });
-      expect((await store.events(m)).some((e) => e.status === 'delivery:delivered' && e.detail === '(superseded)')).toBe(true);
+      expect(
+        (await store.completeDeliveries([{ deliveryId: d.id, outcome: { status: 'delivered' } }], { owner: 'w' }))
+          .stale,
+      ).toEqual([]);
+      expect((await store.deliveries(m, { includeSuperseded: true }))[0]).toMatchObject({
+        status: 'delivered',
+        attempts: 1,
+      });
+      expect(
+        (await store.events(m)).some((e) => e.status === 'delivery:delivered' && e.detail === '(superseded)'),
+      ).toBe(true);
       expect((await store.getMessage(m))!.status).toBe('received');
     });
 

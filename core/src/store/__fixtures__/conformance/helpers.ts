@@ -27,7 +27,12 @@ export function msg(over: Partial<NewMessage> = {}, controlId?: string): NewMess
     sourceId: 'src-a',
     contentType: 'application/hl7-v2',
     body: Buffer.from(`MSH|^~\\&|APP|FAC|||20250101||ADT^A01|${controlId ?? `C${counter}`}|P|2.5\r`),
-    headers: { messageType: 'ADT^A01', controlId: controlId ?? `C${counter}`, sendingApplication: 'APP', sendingFacility: 'FAC' },
+    headers: {
+      messageType: 'ADT^A01',
+      controlId: controlId ?? `C${counter}`,
+      sendingApplication: 'APP',
+      sendingFacility: 'FAC',
+    },
     ...over,
   };
 }
@@ -54,7 +59,11 @@ export async function loopTurnsDuring<T>(work: () => Promise<T>): Promise<{ resu
 }
 
 /** Insert, transform and route one message per key to one sink; returns the message ids. */
-export async function routed(store: MessageStore, keys: string[], opts: { sink?: string; strict?: boolean; sinks?: string[] } = {}): Promise<string[]> {
+export async function routed(
+  store: MessageStore,
+  keys: string[],
+  opts: { sink?: string; strict?: boolean; sinks?: string[] } = {},
+): Promise<string[]> {
   const res = await store.insert(keys.map(() => msg()));
   const ids = res.map((r) => r.id);
   const claimed = await store.claimReceived('proc', ids.length, 60_000);
@@ -64,7 +73,12 @@ export async function routed(store: MessageStore, keys: string[], opts: { sink?:
     const sinks = opts.sinks ?? [opts.sink ?? 'sink-1'];
     await store.recordRouting(ids[i], {
       status: 'routed',
-      deliveries: sinks.map((s) => ({ routeId: 'route-1', sinkId: s, bundle: bundleFor(ids[i]), strictOrder: opts.strict ?? true })),
+      deliveries: sinks.map((s) => ({
+        routeId: 'route-1',
+        sinkId: s,
+        bundle: bundleFor(ids[i]),
+        strictOrder: opts.strict ?? true,
+      })),
     });
   }
   return ids;

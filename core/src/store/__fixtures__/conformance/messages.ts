@@ -21,7 +21,10 @@ export function messagesConformance(c: ConformanceContext): void {
       }
       await store.close();
       expect(store.isOpen()).toBe(false);
-      await expect(store.insert([msg()])).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_CLOSED', retryable: true });
+      await expect(store.insert([msg()])).rejects.toMatchObject({
+        code: 'FERRY_E_TRANSIENT_STORE_CLOSED',
+        retryable: true,
+      });
       await store.open();
       expect((await store.getMessage(r.id))?.status).toBe('received');
     });
@@ -154,7 +157,11 @@ export function messagesConformance(c: ConformanceContext): void {
       headers: { messageType: 'ADT^A01', controlId: ctl, sendingApplication: 'APP', sendingFacility: 'FAC' },
       ...over,
     });
-    const byContent = (policy: 'accept' | 'ignore' | 'reject', windowMs = 60_000, ignoreFields: string[] = ['MSH-7']) => ({ duplicates: { policy, windowMs, ignoreFields } });
+    const byContent = (
+      policy: 'accept' | 'ignore' | 'reject',
+      windowMs = 60_000,
+      ignoreFields: string[] = ['MSH-7'],
+    ) => ({ duplicates: { policy, windowMs, ignoreFields } });
 
     it('judges by content: the same control id with other content is stored, processed and marked control-id-reused', async () => {
       const [a] = await store.insert([hl7('REUSE-1', '20250101', 'M1')], byContent('ignore'));
@@ -183,7 +190,10 @@ export function messagesConformance(c: ConformanceContext): void {
       // Segment terminators do not count either (CRLF instead of CR).
       const crlf = hl7('REUSE-2', '20250101120000', 'M1');
       crlf.body = Buffer.from(crlf.body.toString('latin1').replace(/\r/g, '\r\n'), 'latin1');
-      expect((await store.insert([crlf], byContent('ignore')))[0]).toMatchObject({ duplicate: true, duplicateOf: a.id });
+      expect((await store.insert([crlf], byContent('ignore')))[0]).toMatchObject({
+        duplicate: true,
+        duplicateOf: a.id,
+      });
       // With no ignored fields the timestamp is content.
       const [c] = await store.insert([hl7('REUSE-2', '20250101120500', 'M1')], byContent('ignore', 60_000, []));
       expect(c).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: a.id });
@@ -195,18 +205,32 @@ export function messagesConformance(c: ConformanceContext): void {
     });
 
     it('compares by content inside one batch too', async () => {
-      const r = await store.insert([hl7('REUSE-3', '1', 'M1'), hl7('REUSE-3', '2', 'M2'), hl7('REUSE-3', '3', 'M1')], byContent('ignore'));
+      const r = await store.insert(
+        [hl7('REUSE-3', '1', 'M1'), hl7('REUSE-3', '2', 'M2'), hl7('REUSE-3', '3', 'M1')],
+        byContent('ignore'),
+      );
       expect(r[0]).toMatchObject({ stored: true, duplicate: false });
       expect(r[1]).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: r[0].id });
       expect(r[2]).toEqual({ id: r[0].id, duplicate: true, duplicateOf: r[0].id, stored: false });
     });
 
     it('compares JSON as parsed, without its ignored paths; a source may bring its own content hash', async () => {
-      const fhir = (json: object, ctl: string): NewMessage => ({ sourceId: 'src-j', contentType: 'application/fhir+json', body: Buffer.from(JSON.stringify(json)), headers: { controlId: ctl } });
+      const fhir = (json: object, ctl: string): NewMessage => ({
+        sourceId: 'src-j',
+        contentType: 'application/fhir+json',
+        body: Buffer.from(JSON.stringify(json)),
+        headers: { controlId: ctl },
+      });
       const opts = byContent('ignore', 60_000, ['meta.lastUpdated']);
-      const [a] = await store.insert([fhir({ resourceType: 'Patient', id: 'p1', meta: { lastUpdated: '2025-01-01' }, gender: 'female' }, 'p1')], opts);
+      const [a] = await store.insert(
+        [fhir({ resourceType: 'Patient', id: 'p1', meta: { lastUpdated: '2025-01-01' }, gender: 'female' }, 'p1')],
+        opts,
+      );
       // Other key order and lastUpdated: the same content.
-      const [b] = await store.insert([fhir({ gender: 'female', meta: { lastUpdated: '2025-02-02' }, id: 'p1', resourceType: 'Patient' }, 'p1')], opts);
+      const [b] = await store.insert(
+        [fhir({ gender: 'female', meta: { lastUpdated: '2025-02-02' }, id: 'p1', resourceType: 'Patient' }, 'p1')],
+        opts,
+      );
       expect(b).toMatchObject({ duplicate: true, duplicateOf: a.id, stored: false });
       const [c] = await store.insert([fhir({ resourceType: 'Patient', id: 'p1', gender: 'male' }, 'p1')], opts);
       expect(c).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: a.id });
@@ -221,7 +245,10 @@ export function messagesConformance(c: ConformanceContext): void {
       const at = (ms: number) => ({ receivedAt: new Date(ms) });
       const [a] = await store.insert([hl7('WIN-1', '1', 'M1', at(now - 10_000))], byContent('ignore', 10_000));
       // 10 s later exactly: still inside (received_at >= now - window).
-      expect((await store.insert([hl7('WIN-1', '2', 'M1', at(now))], byContent('ignore', 10_000)))[0]).toMatchObject({ duplicate: true, duplicateOf: a.id });
+      expect((await store.insert([hl7('WIN-1', '2', 'M1', at(now))], byContent('ignore', 10_000)))[0]).toMatchObject({
+        duplicate: true,
+        duplicateOf: a.id,
+      });
       // One millisecond past the window: a new message, not marked as a reuse either.
       const [b] = await store.insert([hl7('WIN-1', '2', 'M1', at(now + 1))], byContent('ignore', 10_000));
       expect(b).toMatchObject({ stored: true, duplicate: false });
@@ -237,9 +264,21 @@ export function messagesConformance(c: ConformanceContext): void {
       const [b] = await store.insert([hl7('OLD-2', '1', 'M1')], byContent('ignore'));
       await h.rawSql(store, `UPDATE messages SET content_hash = NULL`);
       await h.rawSql(store, `UPDATE message_content SET body = NULL WHERE message_id = '${b.id}'`);
-      expect((await store.insert([hl7('OLD-1', '2', 'M1')], byContent('ignore')))[0]).toEqual({ id: a.id, duplicate: true, duplicateOf: a.id, stored: false });
-      expect((await store.insert([hl7('OLD-1', '2', 'M2')], byContent('ignore')))[0]).toMatchObject({ stored: true, reusesControlIdOf: a.id });
-      expect((await store.insert([hl7('OLD-2', '1', 'M1')], byContent('ignore')))[0]).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: b.id });
+      expect((await store.insert([hl7('OLD-1', '2', 'M1')], byContent('ignore')))[0]).toEqual({
+        id: a.id,
+        duplicate: true,
+        duplicateOf: a.id,
+        stored: false,
+      });
+      expect((await store.insert([hl7('OLD-1', '2', 'M2')], byContent('ignore')))[0]).toMatchObject({
+        stored: true,
+        reusesControlIdOf: a.id,
+      });
+      expect((await store.insert([hl7('OLD-2', '1', 'M1')], byContent('ignore')))[0]).toMatchObject({
+        stored: true,
+        duplicate: false,
+        reusesControlIdOf: b.id,
+      });
     });
 
     it('catches a duplicate inside one batch and across concurrent group-committed calls', async () => {
@@ -271,23 +310,40 @@ export function messagesConformance(c: ConformanceContext): void {
     ])('%s window: 1 ms inside is a duplicate, 1 ms outside is a new message', async (_name, windowMs) => {
       const inside = await resendAfter(windowMs, windowMs - 1);
       expect(inside.first).toMatchObject({ duplicate: false, stored: true });
-      expect(inside.again).toEqual({ id: inside.first.id, duplicate: true, duplicateOf: inside.first.id, stored: false });
+      expect(inside.again).toEqual({
+        id: inside.first.id,
+        duplicate: true,
+        duplicateOf: inside.first.id,
+        stored: false,
+      });
       const outside = await resendAfter(windowMs, windowMs + 1);
       expect(outside.again).toMatchObject({ duplicate: false, stored: true });
       expect(outside.again.id).not.toBe(outside.first.id);
     });
 
     it('24 h window: a resend 23 h 59 min later is a duplicate, 5x the window later is not', async () => {
-      expect((await resendAfter(24 * HOUR, 24 * HOUR - 60_000)).again).toMatchObject({ duplicate: true, stored: false });
+      expect((await resendAfter(24 * HOUR, 24 * HOUR - 60_000)).again).toMatchObject({
+        duplicate: true,
+        stored: false,
+      });
       expect((await resendAfter(24 * HOUR, 5 * 24 * HOUR)).again).toMatchObject({ duplicate: false, stored: true });
     });
 
     it('accept and reject see the same window', async () => {
       const acc = await resendAfter(24 * HOUR, 24 * HOUR - 1, 'accept');
       expect(acc.again).toMatchObject({ duplicate: true, duplicateOf: acc.first.id, stored: true });
-      expect((await resendAfter(24 * HOUR, 24 * HOUR + 1, 'accept')).again).toMatchObject({ duplicate: false, stored: true });
-      expect((await resendAfter(24 * HOUR, 24 * HOUR - 1, 'reject')).again).toMatchObject({ duplicate: true, stored: false });
-      expect((await resendAfter(24 * HOUR, 24 * HOUR + 1, 'reject')).again).toMatchObject({ duplicate: false, stored: true });
+      expect((await resendAfter(24 * HOUR, 24 * HOUR + 1, 'accept')).again).toMatchObject({
+        duplicate: false,
+        stored: true,
+      });
+      expect((await resendAfter(24 * HOUR, 24 * HOUR - 1, 'reject')).again).toMatchObject({
+        duplicate: true,
+        stored: false,
+      });
+      expect((await resendAfter(24 * HOUR, 24 * HOUR + 1, 'reject')).again).toMatchObject({
+        duplicate: false,
+        stored: true,
+      });
     });
   });
 }

@@ -24,9 +24,23 @@ export function orderingModelConformance(c: ConformanceContext): void {
           t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
           return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * n;
         };
-        const pick = <T,>(xs: T[]): T => xs[Math.floor(rnd(xs.length))];
-        interface M { id: string; seq: number; key?: string; routed: boolean }
-        interface D { m: M; sink: string; strict: boolean; status: 'pending' | 'failed' | 'delivered' | 'dead'; due?: number; id?: string; leased: boolean; superseded: boolean }
+        const pick = <T>(xs: T[]): T => xs[Math.floor(rnd(xs.length))];
+        interface M {
+          id: string;
+          seq: number;
+          key?: string;
+          routed: boolean;
+        }
+        interface D {
+          m: M;
+          sink: string;
+          strict: boolean;
+          status: 'pending' | 'failed' | 'delivered' | 'dead';
+          due?: number;
+          id?: string;
+          leased: boolean;
+          superseded: boolean;
+        }
         const msgs: M[] = [];
         const ds: D[] = [];
         const waiting: M[] = []; // claimed for processing, not routed yet
@@ -48,11 +62,21 @@ export function orderingModelConformance(c: ConformanceContext): void {
             m.key = pick(keys);
             const to = rnd(3) < 1 ? sinks : [pick(sinks)];
             const strict = rnd(5) >= 1;
-            const deliveries = to.map((sinkId) => ({ routeId: `r-${sinkId}`, sinkId, bundle: bundleFor(m.id), strictOrder: strict }));
+            const deliveries = to.map((sinkId) => ({
+              routeId: `r-${sinkId}`,
+              sinkId,
+              bundle: bundleFor(m.id),
+              strictOrder: strict,
+            }));
             if (ms.length === 1) {
               await store.recordTransformed(m.id, bundleFor(m.id), m.key);
               await store.recordRouting(m.id, { status: 'routed', deliveries });
-            } else batch.push({ id: m.id, transformed: { bundleJson: JSON.stringify(bundleFor(m.id)), orderingKey: m.key }, outcome: { status: 'routed', deliveries } });
+            } else
+              batch.push({
+                id: m.id,
+                transformed: { bundleJson: JSON.stringify(bundleFor(m.id)), orderingKey: m.key },
+                outcome: { status: 'routed', deliveries },
+              });
             m.routed = true;
             for (const sink of to) ds.push({ m, sink, strict, status: 'pending', leased: false, superseded: false });
             waiting.splice(waiting.indexOf(m), 1);
@@ -64,9 +88,19 @@ export function orderingModelConformance(c: ConformanceContext): void {
         // per key there is only ever one to take).
         const claimAndCheck = async (when: string, sinkId: string | undefined, limit: number, now: number) => {
           const cand = ds.filter((d) => (!sinkId || d.sink === sinkId) && claimable(d, now));
-          const got = await store.claimDeliveries('w', limit, 60_000, new Date(now), sinkId ? { sinkIds: [sinkId] } : {});
+          const got = await store.claimDeliveries(
+            'w',
+            limit,
+            60_000,
+            new Date(now),
+            sinkId ? { sinkIds: [sinkId] } : {},
+          );
           const have = got.map((c) => cand.find((d) => d.m.id === c.messageId && d.sink === c.sinkId));
-          expect({ when, notAllowed: got.filter((_, i) => !have[i]).map((c) => label(c.messageId, c.sinkId)), n: got.length }).toEqual({
+          expect({
+            when,
+            notAllowed: got.filter((_, i) => !have[i]).map((c) => label(c.messageId, c.sinkId)),
+            n: got.length,
+          }).toEqual({
             when,
             notAllowed: [],
             n: Math.min(limit, cand.length),
@@ -77,8 +111,18 @@ export function orderingModelConformance(c: ConformanceContext): void {
           const taken = have as D[];
           const retries = taken.filter((d) => d.status === 'failed');
           const failedAllowed = cand.filter((d) => d.status === 'failed');
-          expect({ when, newOldestFirst: prefix(taken.filter((d) => d.status === 'pending'), cand.filter((d) => d.status === 'pending').sort(bySeq)) }).toEqual({ when, newOldestFirst: true });
-          expect({ when, retriesInOrder: prefix(retries, [...failedAllowed].sort(bySeq)) || prefix(retries, [...failedAllowed].sort(byDue)) }).toEqual({ when, retriesInOrder: true });
+          expect({
+            when,
+            newOldestFirst: prefix(
+              taken.filter((d) => d.status === 'pending'),
+              cand.filter((d) => d.status === 'pending').sort(bySeq),
+            ),
+          }).toEqual({ when, newOldestFirst: true });
+          expect({
+            when,
+            retriesInOrder:
+              prefix(retries, [...failedAllowed].sort(bySeq)) || prefix(retries, [...failedAllowed].sort(byDue)),
+          }).toEqual({ when, retriesInOrder: true });
           for (const [i, c] of got.entries()) Object.assign(taken[i], { leased: true, id: c.id });
           return taken;
         };
@@ -115,7 +159,11 @@ export function orderingModelConformance(c: ConformanceContext): void {
             } else if (r < 8) {
               // due at once or an hour later
               d.due = r < 6 ? Date.now() - 1 : Date.now() + 3_600_000;
-              await store.completeDelivery(d.id!, { status: 'failed', error, nextAttemptAt: new Date(d.due) }, { owner: 'w' });
+              await store.completeDelivery(
+                d.id!,
+                { status: 'failed', error, nextAttemptAt: new Date(d.due) },
+                { owner: 'w' },
+              );
               d.status = 'failed';
             } else {
               await store.completeDelivery(d.id!, { status: 'dead', error }, { owner: 'w' });
@@ -125,7 +173,8 @@ export function orderingModelConformance(c: ConformanceContext): void {
           } else if (op < 84) {
             // Whole messages deleted by retention: a dead one's other deliveries may be open.
             const final: M[] = [];
-            for (const m of msgs) if (m.routed && ['delivered', 'dead'].includes((await store.getMessage(m.id))!.status)) final.push(m);
+            for (const m of msgs)
+              if (m.routed && ['delivered', 'dead'].includes((await store.getMessage(m.id))!.status)) final.push(m);
             if (!final.length || ds.some((d) => final.includes(d.m) && d.leased && !d.superseded)) continue;
             const r = await store.prune({ bodiesBefore: new Date(0), deleteBefore: new Date(Date.now() + 3_600_000) });
             expect(r.deleted).toBe(final.length);
@@ -152,11 +201,12 @@ export function orderingModelConformance(c: ConformanceContext): void {
         }
         // Drain: route what waits, then deliver everything the rules allow until nothing is left.
         for (const m of [...waiting]) await route(m);
-        for (const d of ds) if (d.leased && !d.superseded) {
-          await store.completeDelivery(d.id!, { status: 'delivered' }, { owner: 'w' });
-          d.status = 'delivered';
-          d.leased = false;
-        }
+        for (const d of ds)
+          if (d.leased && !d.superseded) {
+            await store.completeDelivery(d.id!, { status: 'delivered' }, { owner: 'w' });
+            d.status = 'delivered';
+            d.leased = false;
+          }
         const later = Date.now() + 7_200_000;
         for (let round = 0; round < 2000 && ds.some(open); round++) {
           // Claims of a few at a time, per sink or all: every retry is due now.

@@ -54,10 +54,16 @@ export function processingConformance(c: ConformanceContext): void {
       await store.recordFailed(f, { code: 'FERRY_E_INPUT_TRANSFORM_FAILED', message: 'bad PID', retryable: false });
       await store.recordRouting(u, { status: 'unrouted' });
       await store.recordRouting(fi, { status: 'filtered', detail: 'route-1: test patient' });
-      await store.recordRouting(ro, { status: 'routed', deliveries: [{ routeId: 'r', sinkId: 's1', bundle: bundleFor(ro), strictOrder: true }] });
+      await store.recordRouting(ro, {
+        status: 'routed',
+        deliveries: [{ routeId: 'r', sinkId: 's1', bundle: bundleFor(ro), strictOrder: true }],
+      });
       const status = async (id: string) => (await store.getMessage(id))!.status;
       expect(await status(f)).toBe('failed');
-      expect((await store.getMessage(f))!.error).toMatchObject({ code: 'FERRY_E_INPUT_TRANSFORM_FAILED', retryable: false });
+      expect((await store.getMessage(f))!.error).toMatchObject({
+        code: 'FERRY_E_INPUT_TRANSFORM_FAILED',
+        retryable: false,
+      });
       expect(await status(u)).toBe('unrouted');
       expect(await status(fi)).toBe('filtered');
       expect(await status(ro)).toBe('routed');
@@ -67,10 +73,22 @@ export function processingConformance(c: ConformanceContext): void {
         ['transformed', undefined],
         ['filtered', 'route-1: test patient'],
       ]);
-      expect((await store.events(ro)).map((e) => e.status)).toEqual(['received', 'transformed', 'routed', 'delivery:pending']);
+      expect((await store.events(ro)).map((e) => e.status)).toEqual([
+        'received',
+        'transformed',
+        'routed',
+        'delivery:pending',
+      ]);
       const d = await store.deliveries(ro);
       expect(d).toHaveLength(1);
-      expect(d[0]).toMatchObject({ messageId: ro, routeId: 'r', sinkId: 's1', status: 'pending', attempts: 0, strictOrder: true });
+      expect(d[0]).toMatchObject({
+        messageId: ro,
+        routeId: 'r',
+        sinkId: 's1',
+        status: 'pending',
+        attempts: 0,
+        strictOrder: true,
+      });
       // ordering key falls back to the source when none is given
       expect(d[0].orderingKey).toBe('source:src-a');
       // nothing left to claim: processed messages are not claimed again
@@ -83,7 +101,10 @@ export function processingConformance(c: ConformanceContext): void {
     it('routes a message once: a second processor whose lease ran out cannot route it again', async () => {
       const [r] = await store.insert([msg()]);
       await store.claimReceived('slow', 1, 60_000);
-      const route = { status: 'routed' as const, deliveries: [{ routeId: 'r', sinkId: 's', bundle: bundleFor('b'), strictOrder: true }] };
+      const route = {
+        status: 'routed' as const,
+        deliveries: [{ routeId: 'r', sinkId: 's', bundle: bundleFor('b'), strictOrder: true }],
+      };
       await store.recordTransformed(r.id, bundleFor('b'), 'k');
       await store.recordRouting(r.id, route);
       // the slow first processor finishes later
@@ -92,7 +113,12 @@ export function processingConformance(c: ConformanceContext): void {
       await store.recordFailed(r.id, { code: 'X', message: 'late' });
       expect(await store.deliveries(r.id)).toHaveLength(1);
       expect((await store.getMessage(r.id))!.status).toBe('routed');
-      expect((await store.events(r.id)).map((e) => e.status)).toEqual(['received', 'transformed', 'routed', 'delivery:pending']);
+      expect((await store.events(r.id)).map((e) => e.status)).toEqual([
+        'received',
+        'transformed',
+        'routed',
+        'delivery:pending',
+      ]);
     });
 
     it('a routing with no deliveries leaves the message delivered', async () => {

@@ -18,10 +18,14 @@ export function queriesConformance(c: ConformanceContext): void {
       const [other] = await store.insert([msg({ sourceId: 'q-other', receivedAt: new Date(t0 - 3_600_000) })]);
       expect((await store.listMessages({ status: ['routed'] as MessageStatus[] })).map((m) => m.id)).toEqual(ids);
       expect((await store.listMessages({ sinkId: 'qs' })).map((m) => m.id)).toEqual(ids);
-      expect((await store.listMessages({ routeId: 'route-1', deliveryStatus: ['pending'] })).map((m) => m.id)).toEqual(ids);
+      expect((await store.listMessages({ routeId: 'route-1', deliveryStatus: ['pending'] })).map((m) => m.id)).toEqual(
+        ids,
+      );
       expect((await store.listMessages({ sourceId: 'q-other' })).map((m) => m.id)).toEqual([other.id]);
       expect((await store.listMessages({ until: new Date(t0 - 1000) })).map((m) => m.id)).toEqual([other.id]);
-      expect((await store.listMessages({ since: new Date(t0 - 1000), newestFirst: true, limit: 1 })).map((m) => m.id)).toEqual([ids[1]]);
+      expect(
+        (await store.listMessages({ since: new Date(t0 - 1000), newestFirst: true, limit: 1 })).map((m) => m.id),
+      ).toEqual([ids[1]]);
       expect(await store.listMessages({ ids: [] })).toEqual([]);
       expect((await store.listMessages({}))[0].body).toBeUndefined();
     });
@@ -59,7 +63,8 @@ export function queriesConformance(c: ConformanceContext): void {
         msg({ sourceId: 'mt', headers: { messageType: 'ORU^R01', controlId: 'CTL-2' } }),
         msg({ sourceId: 'mt', headers: { messageType: 'ADT^A08', controlId: 'CTLX1' } }),
       ]);
-      const ids = (f: Partial<MessageFilter>) => store.listMessages({ sourceId: 'mt', ...f }).then((l) => l.map((m) => m.id));
+      const ids = (f: Partial<MessageFilter>) =>
+        store.listMessages({ sourceId: 'mt', ...f }).then((l) => l.map((m) => m.id));
       expect(await ids({ messageType: 'ADT^A0*' })).toEqual([a.id, c.id]);
       expect(await ids({ messageType: 'ADT^A04' })).toEqual([a.id]);
       expect(await ids({ messageType: 'ADT' })).toEqual([]);
@@ -71,7 +76,11 @@ export function queriesConformance(c: ConformanceContext): void {
 
     it('pages newest first through several types matched by a pattern (keyset `beforeSeq`), and replays by a pattern', async () => {
       const types = ['ADT^A01', 'ADT^A04', 'ADT^A08', 'ADT^A11', 'ORU^R01'];
-      const stored = await store.insert(types.flatMap((t, i) => [0, 1, 2].map((k) => msg({ sourceId: 'pg', headers: { messageType: t, controlId: `P${i}-${k}` } }))));
+      const stored = await store.insert(
+        types.flatMap((t, i) =>
+          [0, 1, 2].map((k) => msg({ sourceId: 'pg', headers: { messageType: t, controlId: `P${i}-${k}` } })),
+        ),
+      );
       // insertion order: ADT^A01 x3, ADT^A04 x3, ... ; seq follows it
       const all = await store.listMessages({ sourceId: 'pg', newestFirst: true });
       const want = all.filter((m) => /^ADT\^A0/.test(m.headers.messageType ?? '')).map((m) => m.id);
@@ -79,14 +88,22 @@ export function queriesConformance(c: ConformanceContext): void {
       const pages: string[][] = [];
       let before: number | undefined;
       for (;;) {
-        const page = await store.listMessages({ sourceId: 'pg', messageType: 'ADT^A0*', newestFirst: true, limit: 4, ...(before !== undefined ? { beforeSeq: before } : {}) });
+        const page = await store.listMessages({
+          sourceId: 'pg',
+          messageType: 'ADT^A0*',
+          newestFirst: true,
+          limit: 4,
+          ...(before !== undefined ? { beforeSeq: before } : {}),
+        });
         if (!page.length) break;
         pages.push(page.map((m) => m.id));
         before = page[page.length - 1].seq;
       }
       expect(pages.map((p) => p.length)).toEqual([4, 4, 1]);
       expect(pages.flat()).toEqual(want);
-      expect((await store.listMessages({ sourceId: 'pg', messageType: 'ADT^A0*', controlId: 'P1-2' })).map((m) => m.id)).toEqual([stored[5].id]);
+      expect(
+        (await store.listMessages({ sourceId: 'pg', messageType: 'ADT^A0*', controlId: 'P1-2' })).map((m) => m.id),
+      ).toEqual([stored[5].id]);
       expect(await store.listMessages({ messageType: 'ZZZ*' })).toEqual([]);
       expect((await store.listMessages({ sourceId: 'pg', messageType: '*' })).length).toBe(15);
       // replay by pattern: the unrouted ones are not candidates; none of these is routed yet
@@ -113,7 +130,9 @@ export function queriesConformance(c: ConformanceContext): void {
       // all in the last bucket (the current minute), none before
       expect(t.received['src-a'][10]).toBe(ids.length);
       expect(t.received['src-a'].slice(0, 10)).toEqual(new Array(10).fill(0));
-      expect(await store.throughput(new Date(Date.now() + 60_000), 60_000, new Date(Date.now() + 120_000))).toMatchObject({ received: {}, delivered: {} });
+      expect(
+        await store.throughput(new Date(Date.now() + 60_000), 60_000, new Date(Date.now() + 120_000)),
+      ).toMatchObject({ received: {}, delivered: {} });
       const a = await store.sourceActivity(['src-a', 'tp-src', 'none']);
       expect(a['src-a'].failed).toBe(0);
       expect(a['tp-src'].failed).toBe(1);
@@ -136,7 +155,10 @@ export function queriesConformance(c: ConformanceContext): void {
       const [ok, dead] = await routed(store, ['P1', 'P2']);
       const ds = await store.claimDeliveries('w', 10, 60_000);
       await store.completeDelivery(ds.find((d) => d.messageId === ok)!.id, { status: 'delivered' });
-      await store.completeDelivery(ds.find((d) => d.messageId === dead)!.id, { status: 'dead', error: { code: 'X', message: 'x' } });
+      await store.completeDelivery(ds.find((d) => d.messageId === dead)!.id, {
+        status: 'dead',
+        error: { code: 'X', message: 'x' },
+      });
       const [waiting] = await store.insert([msg()]);
       const future = new Date(Date.now() + 1000);
       const r = await store.prune({ bodiesBefore: future, deadBefore: new Date(Date.now() - 86_400_000) });
@@ -165,10 +187,13 @@ export function queriesConformance(c: ConformanceContext): void {
       const byMsg = new Map(ds.map((d) => [d.messageId, d]));
       // 7 delivered, 2 dead, 2 left open (still routed); then more received after them.
       for (const id of ids.slice(0, 7)) await store.completeDelivery(byMsg.get(id)!.id, { status: 'delivered' });
-      for (const id of ids.slice(7, 9)) await store.completeDelivery(byMsg.get(id)!.id, { status: 'dead', error: { code: 'X', message: 'x' } });
+      for (const id of ids.slice(7, 9))
+        await store.completeDelivery(byMsg.get(id)!.id, { status: 'dead', error: { code: 'X', message: 'x' } });
       await store.insert([msg(), msg()]);
       const future = new Date(Date.now() + 1000);
-      const { result: r, turns } = await loopTurnsDuring(() => store.prune({ bodiesBefore: future, deadBefore: future }));
+      const { result: r, turns } = await loopTurnsDuring(() =>
+        store.prune({ bodiesBefore: future, deadBefore: future }),
+      );
       expect(r).toEqual({ messages: 9, deleted: 0 });
       if (step) expect(turns).toBeGreaterThan(4);
       for (const id of ids.slice(0, 9)) expect((await store.getMessage(id, { body: true }))!.body).toBeUndefined();
@@ -176,7 +201,12 @@ export function queriesConformance(c: ConformanceContext): void {
       expect(await store.prune({ bodiesBefore: future, deadBefore: future })).toEqual({ messages: 0, deleted: 0 });
       expect(await store.prune({ bodiesBefore: future, deleteBefore: future })).toEqual({ messages: 0, deleted: 9 });
       expect(await store.listMessages({ ids })).toHaveLength(2);
-      expect(await store.countMessages(['routed', 'received', 'delivered', 'dead'])).toEqual({ routed: 2, received: 2, delivered: 0, dead: 0 });
+      expect(await store.countMessages(['routed', 'received', 'delivered', 'dead'])).toEqual({
+        routed: 2,
+        received: 2,
+        delivered: 0,
+        dead: 0,
+      });
     });
 
     it('counts messages and deliveries by status, and the backlog', async () => {
@@ -185,7 +215,12 @@ export function queriesConformance(c: ConformanceContext): void {
       const s = await store.stats();
       expect(s.messages).toMatchObject({ routed: 2, received: 1 });
       expect(s.deliveries).toMatchObject({ pending: 2 });
-      expect(await store.backlog()).toEqual({ unprocessedMessages: 1, deliveriesDue: 2, deliveriesScheduled: 0, deliveriesLeased: 0 });
+      expect(await store.backlog()).toEqual({
+        unprocessedMessages: 1,
+        deliveriesDue: 2,
+        deliveriesScheduled: 0,
+        deliveriesLeased: 0,
+      });
       await store.claimDeliveries('w', 1, 60_000);
       expect((await store.backlog()).deliveriesLeased).toBe(1);
       expect(await store.countMessages(['received', 'routed', 'dead'])).toEqual({ received: 1, routed: 2, dead: 0 });

@@ -23,12 +23,17 @@ export function replayConformance(c: ConformanceContext): void {
       const [again] = await store.claimReceived('p', 10, 60_000);
       expect(again.id).toBe(id);
       await store.recordTransformed(id, bundleFor('v2'), 'R');
-      await store.recordRouting(id, { status: 'routed', deliveries: [{ routeId: 'route-1', sinkId: 'sink-1', bundle: bundleFor('v2'), strictOrder: true }] });
+      await store.recordRouting(id, {
+        status: 'routed',
+        deliveries: [{ routeId: 'route-1', sinkId: 'sink-1', bundle: bundleFor('v2'), strictOrder: true }],
+      });
       const [nd] = await store.claimDeliveries('w', 10, 60_000);
       expect(nd.bundle.id).toBe('v2');
       await store.completeDelivery(nd.id, { status: 'delivered' });
       expect((await store.getMessage(id))!.status).toBe('delivered');
-      expect((await store.events(id)).some((e) => e.status === 'received' && e.detail?.startsWith('replay'))).toBe(true);
+      expect((await store.events(id)).some((e) => e.status === 'received' && e.detail?.startsWith('replay'))).toBe(
+        true,
+      );
       // replaying a message still waiting to be processed does nothing
       const [fresh] = await store.insert([msg()]);
       expect(await store.replay({ ids: [fresh.id] })).toEqual([]);
@@ -63,16 +68,28 @@ export function replayConformance(c: ConformanceContext): void {
       const err = { code: 'NET', message: 'refused', retryable: true };
       const due = () => new Date(Date.now() - 1000);
       let [d] = await store.claimDeliveries('w', 1, 60_000);
-      await store.completeDeliveries([{ deliveryId: d.id, outcome: { status: 'failed', error: err, nextAttemptAt: due() } }], { owner: 'w' });
+      await store.completeDeliveries(
+        [{ deliveryId: d.id, outcome: { status: 'failed', error: err, nextAttemptAt: due() } }],
+        { owner: 'w' },
+      );
       for (let i = 0; i < 2; i++) {
         [d] = await store.claimDeliveries('w', 1, 60_000);
-        await store.completeDeliveries([{ deliveryId: d.id, outcome: { status: 'failed', error: err, nextAttemptAt: due(), probe: true } }], { owner: 'w' });
+        await store.completeDeliveries(
+          [{ deliveryId: d.id, outcome: { status: 'failed', error: err, nextAttemptAt: due(), probe: true } }],
+          { owner: 'w' },
+        );
       }
       [d] = await store.claimDeliveries('w', 1, 60_000);
       expect(d).toMatchObject({ attempts: 3, probeAttempts: 2 });
-      await store.completeDeliveries([{ deliveryId: d.id, outcome: { status: 'dead', error: err, probe: true } }], { owner: 'w' });
+      await store.completeDeliveries([{ deliveryId: d.id, outcome: { status: 'dead', error: err, probe: true } }], {
+        owner: 'w',
+      });
       expect((await store.deliveries(id))[0]).toMatchObject({ status: 'dead', attempts: 4, probeAttempts: 3 });
-      expect((await store.events(id)).filter((e) => e.status.startsWith('delivery:')).map((e) => `${e.status} ${e.detail ?? ''}`.trim())).toEqual([
+      expect(
+        (await store.events(id))
+          .filter((e) => e.status.startsWith('delivery:'))
+          .map((e) => `${e.status} ${e.detail ?? ''}`.trim()),
+      ).toEqual([
         'delivery:pending',
         'delivery:failed NET',
         'delivery:failed NET (probe)',
@@ -90,7 +107,12 @@ export function replayConformance(c: ConformanceContext): void {
       if (bulk.bulkStep !== undefined) bulk.bulkStep = 2;
       const ids = await routed(store, ['S1', 'S2', 'S3', 'S4', 'S5'], { sinks: ['sink-1', 'sink-2'] });
       const ds = await store.claimDeliveries('w', 20, 60_000);
-      await store.completeDeliveries(ds.map((d) => ({ deliveryId: d.id, outcome: { status: 'dead', error: { code: 'X', message: 'x', retryable: false } } })));
+      await store.completeDeliveries(
+        ds.map((d) => ({
+          deliveryId: d.id,
+          outcome: { status: 'dead', error: { code: 'X', message: 'x', retryable: false } },
+        })),
+      );
       const { result: retried, turns } = await loopTurnsDuring(() => store.retryDeliveries({ sinkId: 'sink-2' }));
       expect(retried).toEqual(ds.filter((d) => d.sinkId === 'sink-2').map((d) => d.id));
       if (bulk.bulkStep !== undefined) expect(turns).toBeGreaterThan(2);
@@ -103,7 +125,10 @@ export function replayConformance(c: ConformanceContext): void {
       expect(await store.replay({ ids })).toEqual(ids);
       for (const id of ids) {
         expect((await store.getMessage(id))!.status).toBe('received');
-        expect((await store.events(id)).at(-1)).toMatchObject({ status: 'received', detail: 'replay (2 deliveries superseded)' });
+        expect((await store.events(id)).at(-1)).toMatchObject({
+          status: 'received',
+          detail: 'replay (2 deliveries superseded)',
+        });
         expect(await store.deliveries(id)).toEqual([]);
       }
       expect(await store.replay({ ids })).toEqual([]);

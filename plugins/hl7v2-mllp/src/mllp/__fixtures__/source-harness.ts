@@ -12,9 +12,7 @@ export function sourceHarness() {
   const ctxs: RecordingCtx[] = [];
   return {
     clients,
-    async startSource(
-      cfg: MllpSourceInput = {},
-    ): Promise<{ src: MllpSource; ctx: RecordingCtx; port: number }> {
+    async startSource(cfg: MllpSourceInput = {}): Promise<{ src: MllpSource; ctx: RecordingCtx; port: number }> {
       const ctx = await storeCtx(cfg);
       ctxs.push(ctx);
       const src = new MllpSource(ctx);

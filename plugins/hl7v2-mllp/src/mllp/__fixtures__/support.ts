@@ -3,7 +3,8 @@ import tls from 'node:tls';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Engine, FerryError, SqliteMessageStore, type InboundMessage, type SourceContext } from '@ferry/core';
+import type { FerryError } from '@ferry/core';
+import { Engine, SqliteMessageStore, type InboundMessage, type SourceContext } from '@ferry/core';
 import { silentLogger } from '../../../../../core/src/logging/logger';
 import { extractHeaders, splitHl7Batch } from '../../hl7v2';
 import { buildAck } from '../../ack/ack.builder';
@@ -50,7 +51,10 @@ export class RawClient {
   waitAcks(n: number, timeoutMs = 5000): Promise<string[]> {
     if (this.acks.length >= n || this.closed) return Promise.resolve(this.acks);
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`timeout waiting for ${n} ACKs (got ${this.acks.length})`)), timeoutMs);
+      const t = setTimeout(
+        () => reject(new Error(`timeout waiting for ${n} ACKs (got ${this.acks.length})`)),
+        timeoutMs,
+      );
       this.waiters.push({ n, resolve: () => (clearTimeout(t), resolve(this.acks)) });
     });
   }
@@ -73,7 +77,10 @@ export function frame(s: string | Buffer): Buffer {
   return Buffer.concat([Buffer.from([0x0b]), b, Buffer.from([0x1c, 0x0d])]);
 }
 
-export function adt(controlId: string, opts: { trigger?: string; version?: string; mrn?: string; msh15?: string; msh16?: string; sender?: string } = {}): string {
+export function adt(
+  controlId: string,
+  opts: { trigger?: string; version?: string; mrn?: string; msh15?: string; msh16?: string; sender?: string } = {},
+): string {
   const t = opts.trigger ?? 'A01';
   const ack = opts.msh15 !== undefined || opts.msh16 !== undefined ? `|||${opts.msh15 ?? ''}|${opts.msh16 ?? ''}` : '';
   return (
@@ -114,7 +121,13 @@ export interface RecordingCtx extends SourceContext<MllpSourceInput> {
  * them under `reject`. As the engine does, `duplicates` is taken out of the source's config and
  * passed with each submit (`keepDuplicatesInConfig` leaves it in, as a source may also be given it).
  */
-export async function storeCtx(config: MllpSourceInput, opts: { keepDuplicatesInConfig?: boolean; /** an in-memory SQLite database (no fsync per commit: for fuzzing the framing) */ memory?: boolean } = {}): Promise<RecordingCtx> {
+export async function storeCtx(
+  config: MllpSourceInput,
+  opts: {
+    keepDuplicatesInConfig?: boolean;
+    /** an in-memory SQLite database (no fsync per commit: for fuzzing the framing) */ memory?: boolean;
+  } = {},
+): Promise<RecordingCtx> {
   const cfg: MllpSourceInput = {
     host: '127.0.0.1',
     port: 0,
@@ -125,7 +138,16 @@ export async function storeCtx(config: MllpSourceInput, opts: { keepDuplicatesIn
     shutdownGraceMs: 2000,
     ackMode: 'auto',
     contentType: 'application/hl7-v2',
-    tls: { enabled: false, cert: '', key: '', passphrase: '', ca: '', requestCert: false, rejectUnauthorized: true, servername: '' },
+    tls: {
+      enabled: false,
+      cert: '',
+      key: '',
+      passphrase: '',
+      ca: '',
+      requestCert: false,
+      rejectUnauthorized: true,
+      servername: '',
+    },
     duplicates: { policy: 'accept', windowMs: 60_000 },
     ...config,
   };
@@ -134,7 +156,11 @@ export async function storeCtx(config: MllpSourceInput, opts: { keepDuplicatesIn
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-mllp-src-'));
   const file = opts.memory ? ':memory:' : path.join(dir, 'ferry.db');
   const store = new SqliteMessageStore({ path: file, logger: silentLogger() });
-  const engine = await Engine.create({ logger: silentLogger(), store, config: { store: { kind: 'sqlite', path: file }, admin: { enabled: false } } });
+  const engine = await Engine.create({
+    logger: silentLogger(),
+    store,
+    config: { store: { kind: 'sqlite', path: file }, admin: { enabled: false } },
+  });
   await store.open();
   const id = 'mllp-test';
   const ctx: RecordingCtx = {
@@ -200,4 +226,3 @@ export class Receiver {
     await new Promise<void>((r) => this.server.close(() => r()));
   }
 }
-

@@ -13,7 +13,10 @@ if (!haveShared) console.warn(`skipped: ../shared absent (${MAPPINGS}) — gener
 
 (haveShared ? describe : describe.skip)('generated IG tables match their generators', () => {
   it.each(['gen-codesystems.js', 'gen-fieldtypes.js', 'gen-fieldnames.js'])('%s --check', (script) => {
-    const r = spawnSync(process.execPath, [path.join(SCRIPTS, script), '--check'], { encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(process.execPath, [path.join(SCRIPTS, script), '--check'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/matches its generator/);

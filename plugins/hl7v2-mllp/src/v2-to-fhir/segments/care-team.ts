@@ -34,9 +34,20 @@ export const rol: Handler = (seg, ctx) => {
   // (ROL[CareTeam], ADT_A01 message map row 13; rolCareTeam below)
   const who = practitioner(seg.rep(4), ctx);
   const role = cwe(seg.rep(3), ctx);
-  const e = ctx.state.lastSegment === 'PV1' || ctx.state.lastSegment === 'PV2' || ctx.state.last === ctx.state.encounter ? ctx.state.encounter : undefined;
+  const e =
+    ctx.state.lastSegment === 'PV1' || ctx.state.lastSegment === 'PV2' || ctx.state.last === ctx.state.encounter
+      ? ctx.state.encounter
+      : undefined;
   if (e) {
-    if (who) e.participant = push(e.participant, compact({ type: role ? [role] : undefined, individual: who, period: compact({ start: ctx.dt(seg.get(5)), end: ctx.dt(seg.get(6)) }) })!);
+    if (who)
+      e.participant = push(
+        e.participant,
+        compact({
+          type: role ? [role] : undefined,
+          individual: who,
+          period: compact({ start: ctx.dt(seg.get(5)), end: ctx.dt(seg.get(6)) }),
+        })!,
+      );
   } else if (ctx.state.patient) {
     if (c(seg.rep(3), 1) === 'PP') {
       if (who) ctx.state.patient.generalPractitioner = push(ctx.state.patient.generalPractitioner, who);
@@ -69,7 +80,8 @@ function prtDevice(seg: Hl7Segment, ctx: ConvertContext): Resource | undefined {
   if (seg.get(2) === 'D') d.status = 'inactive'; // PRT[Device] row 4: PRT-2 "D" inactivates the relationship
   const added = ctx.b.add(d);
   const target = ctx.state.last;
-  if (target?.resourceType === 'Observation' && !(target as Observation).device) (target as Observation).device = ref(added);
+  if (target?.resourceType === 'Observation' && !(target as Observation).device)
+    (target as Observation).device = ref(added);
   return added;
 }
 
@@ -99,7 +111,10 @@ export const prt: Handler = (seg, ctx) => {
   const target = ctx.state.last;
   switch (target?.resourceType) {
     case 'Encounter':
-      (target as Encounter).participant = push((target as Encounter).participant, compact({ type: code ? [code] : undefined, individual: r, period })!);
+      (target as Encounter).participant = push(
+        (target as Encounter).participant,
+        compact({ type: code ? [code] : undefined, individual: r, period })!,
+      );
       break;
     case 'ServiceRequest':
       (target as ServiceRequest).performer = push((target as ServiceRequest).performer, r);
@@ -117,12 +132,19 @@ export const prt: Handler = (seg, ctx) => {
       if (!(target as MedicationRequest).performer) (target as MedicationRequest).performer = r;
       break;
     case 'Immunization':
-      (target as Immunization).performer = push((target as Immunization).performer, compact({ actor: r, function: code })!);
+      (target as Immunization).performer = push(
+        (target as Immunization).performer,
+        compact({ actor: r, function: code })!,
+      );
       break;
     case 'Patient':
       // ADT_A01 message map rows 25-26: PRT-4 PP -> Patient.generalPractitioner; the other roles -> CareTeam
-      if (c(seg.rep(4), 1) === 'PP') (target as Patient).generalPractitioner = push((target as Patient).generalPractitioner, r);
-      else careTeam(target as Patient, ctx).participant!.push(compact({ role: code ? [code] : undefined, member: r, onBehalfOf: org, period })!);
+      if (c(seg.rep(4), 1) === 'PP')
+        (target as Patient).generalPractitioner = push((target as Patient).generalPractitioner, r);
+      else
+        careTeam(target as Patient, ctx).participant!.push(
+          compact({ role: code ? [code] : undefined, member: r, onBehalfOf: org, period })!,
+        );
       break;
     default:
   }
@@ -159,7 +181,9 @@ export function rolCareTeam(seg: Hl7Segment, p: Patient, ctx: ConvertContext): C
   }
   const member = who ?? org;
   if (!member) return undefined;
-  const role = [cweMapped(seg.rep(3), 'ProviderRole', ctx, '0443'), ...seg.reps(9).map((r) => cwe(r, ctx))].filter((x) => !!x);
+  const role = [cweMapped(seg.rep(3), 'ProviderRole', ctx, '0443'), ...seg.reps(9).map((r) => cwe(r, ctx))].filter(
+    (x) => !!x,
+  );
   const part: CareTeamParticipant = compact({
     role: role.length ? role : undefined,
     member,
@@ -170,13 +194,19 @@ export function rolCareTeam(seg: Hl7Segment, p: Patient, ctx: ConvertContext): C
   team.participant!.push(part);
   const reason = cwe(seg.rep(8), ctx);
   if (reason) team.reasonCode = [...(team.reasonCode ?? []), reason];
-  const tel = seg.reps(12).map((r) => xtn(r, ctx)).filter((x) => !!x);
+  const tel = seg
+    .reps(12)
+    .map((r) => xtn(r, ctx))
+    .filter((x) => !!x);
   if (tel.length) team.telecom = [...(team.telecom ?? []), ...tel];
   return team;
 }
 
 /** SNOMED CT 768832004 |Case manager| (IN3[CareTeam] rows 23-25). */
-const CASE_MANAGER = { coding: [{ system: 'http://snomed.info/sct', code: '768832004', display: 'Case manager' }], text: 'case manager' };
+const CASE_MANAGER = {
+  coding: [{ system: 'http://snomed.info/sct', code: '768832004', display: 'Case manager' }],
+  text: 'case manager',
+};
 
 /**
  * IN3[CareTeam] (ADT_A01 message map row 29.3: IN3 in the insurance group -> CareTeam, subject the Patient): rows

@@ -17,12 +17,26 @@ export const dg1: Handler = (seg, ctx) => {
     resourceType: 'Condition',
     id: id ? ctx.b.idFor('Condition', idKey(id, ctx)!) : ctx.localId('Condition', seg),
     subject: ref(p),
-    clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }] },
-    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'encounter-diagnosis', display: 'Encounter Diagnosis' }] }],
+    clinicalStatus: {
+      coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }],
+    },
+    category: [
+      {
+        coding: [
+          {
+            system: 'http://terminology.hl7.org/CodeSystem/condition-category',
+            code: 'encounter-diagnosis',
+            display: 'Encounter Diagnosis',
+          },
+        ],
+      },
+    ],
   };
   if (seg.get(21) === 'D') {
     delete cond.clinicalStatus;
-    cond.verificationStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-ver-status', code: 'entered-in-error' }] };
+    cond.verificationStatus = {
+      coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-ver-status', code: 'entered-in-error' }],
+    };
   }
   if (id) cond.identifier = [id];
   if (code) cond.code = code;
@@ -35,11 +49,18 @@ export const dg1: Handler = (seg, ctx) => {
     // DG1[Condition] rows 21-23: DG1-19 attestation date -> assertedDate extension (the CSV names its page,
     // www.hl7.org/fhir/extension-condition-asserteddate; this is its canonical URL) and recordedDate
     cond.recordedDate = rec;
-    cond.extension = push(cond.extension, { url: 'http://hl7.org/fhir/StructureDefinition/condition-assertedDate', valueDateTime: rec });
+    cond.extension = push(cond.extension, {
+      url: 'http://hl7.org/fhir/StructureDefinition/condition-assertedDate',
+      valueDateTime: rec,
+    });
   }
   // rows 27-28: DG1-22 parent diagnosis (EI[Condition]) -> condition-dueTo, a reference by identifier
   const parentDx = ei(seg.rep(22), ctx);
-  if (parentDx) cond.extension = push(cond.extension, { url: 'http://hl7.org/fhir/StructureDefinition/condition-dueTo', valueReference: { type: 'Condition', identifier: parentDx } });
+  if (parentDx)
+    cond.extension = push(cond.extension, {
+      url: 'http://hl7.org/fhir/StructureDefinition/condition-dueTo',
+      valueReference: { type: 'Condition', identifier: parentDx },
+    });
   const e = ctx.state.encounter;
   const added = ctx.b.add(cond);
   if (e) {
@@ -49,7 +70,9 @@ export const dg1: Handler = (seg, ctx) => {
     const rank = Number.isInteger(n) && n > 0 ? n : undefined;
     e.diagnosis = push(e.diagnosis, compact({ condition: ref(cond), use, rank })!);
     // DG1[EpisodeOfCare]: the visit's episode of care (PV1-54) lists the diagnosis too, role DG1-6, rank DG1-15
-    const eoc = e.episodeOfCare?.[0]?.reference ? (ctx.b.get(e.episodeOfCare[0].reference.slice('urn:uuid:'.length)) as EpisodeOfCare | undefined) : undefined;
+    const eoc = e.episodeOfCare?.[0]?.reference
+      ? (ctx.b.get(e.episodeOfCare[0].reference.slice('urn:uuid:'.length)) as EpisodeOfCare | undefined)
+      : undefined;
     if (eoc && added === cond) episodeDiagnosis(eoc, cond, use, rank);
   }
   ctx.state.last = added;
@@ -65,7 +88,17 @@ export const prb: Handler = (seg, ctx) => {
     resourceType: 'Condition',
     id: id ? ctx.b.idFor('Condition', idKey(id, ctx)!) : ctx.localId('Condition', seg),
     subject: ref(p),
-    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'problem-list-item', display: 'Problem List Item' }] }],
+    category: [
+      {
+        coding: [
+          {
+            system: 'http://terminology.hl7.org/CodeSystem/condition-category',
+            code: 'problem-list-item',
+            display: 'Problem List Item',
+          },
+        ],
+      },
+    ],
     code,
   };
   if (id) cond.identifier = [id];
@@ -74,7 +107,11 @@ export const prb: Handler = (seg, ctx) => {
   const onset = ctx.dt(seg.get(16));
   if (onset) cond.onsetDateTime = onset;
   const resolved = ctx.dt(seg.get(9)) ?? ctx.dt(seg.get(8));
-  cond.clinicalStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: resolved ? 'resolved' : 'active' }] };
+  cond.clinicalStatus = {
+    coding: [
+      { system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: resolved ? 'resolved' : 'active' },
+    ],
+  };
   if (resolved) cond.abatementDateTime = resolved;
   if (ctx.state.encounter) cond.encounter = ref(ctx.state.encounter);
   const added = ctx.b.add(cond);
@@ -112,7 +149,11 @@ export const pr1: Handler = (seg, ctx) => {
   ];
   for (const [r, fn, disp] of performers) {
     const actor = practitioner(r, ctx);
-    if (actor) proc.performer = push(proc.performer, { actor, ...(fn ? { function: { coding: [{ system: 'http://snomed.info/sct', code: fn, display: disp }] } } : {}) });
+    if (actor)
+      proc.performer = push(proc.performer, {
+        actor,
+        ...(fn ? { function: { coding: [{ system: 'http://snomed.info/sct', code: fn, display: disp }] } } : {}),
+      });
   }
   const reason = cwe(seg.rep(15), ctx);
   if (reason) proc.reasonCode = [reason];
@@ -123,7 +164,13 @@ export const pr1: Handler = (seg, ctx) => {
   // resource may be in another message), the PR1 in this message with that PR1-19 id when there is one
   const parent = ei(seg.rep(25), ctx);
   if (parent) {
-    const here = ctx.b.resources().find((r) => r.resourceType === 'Procedure' && (r as Procedure).identifier?.some((i) => i.value === parent.value && i.system === parent.system));
+    const here = ctx.b
+      .resources()
+      .find(
+        (r) =>
+          r.resourceType === 'Procedure' &&
+          (r as Procedure).identifier?.some((i) => i.value === parent.value && i.system === parent.system),
+      );
     proc.partOf = [here ? ref(here) : { type: 'Procedure', identifier: parent }];
   }
   ctx.state.last = ctx.b.add(proc);
@@ -147,7 +194,9 @@ export const al1: Handler = (seg, ctx) => {
     resourceType: 'AllergyIntolerance',
     id: ctx.b.idFor('AllergyIntolerance', `${p.id}|${code?.coding?.[0]?.code ?? code?.text ?? seg.sequence}`),
     patient: ref(p),
-    clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }] },
+    clinicalStatus: {
+      coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }],
+    },
   };
   const type = seg.get(2);
   const cat = codeOf('AllergenType[AllergyIntoleranceCategory]', type);
@@ -175,9 +224,13 @@ export const iam: Handler = (seg, ctx) => {
   const uid = ei(seg.rep(7), ctx);
   const a: AllergyIntolerance = {
     resourceType: 'AllergyIntolerance',
-    id: uid ? ctx.b.idFor('AllergyIntolerance', idKey(uid, ctx)!) : ctx.b.idFor('AllergyIntolerance', `${p.id}|${code?.coding?.[0]?.code ?? seg.sequence}`),
+    id: uid
+      ? ctx.b.idFor('AllergyIntolerance', idKey(uid, ctx)!)
+      : ctx.b.idFor('AllergyIntolerance', `${p.id}|${code?.coding?.[0]?.code ?? seg.sequence}`),
     patient: ref(p),
-    clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }] },
+    clinicalStatus: {
+      coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }],
+    },
   };
   if (uid) a.identifier = [uid];
   const cat = codeOf('AllergenType[AllergyIntoleranceCategory]', seg.get(2));

@@ -51,7 +51,8 @@ export const names = (seg: Hl7Segment, n: number, ctx: ConvertContext): HumanNam
  * (no assigning authority) the sending facility/application stands in, so two senders' bare "12345"
  * never become the same resource.
  */
-export const idKey = (id: Identifier | undefined, ctx: ConvertContext) => (id?.value ? `${id.system ?? `scope:${ctx.scope}`}|${id.value}` : undefined);
+export const idKey = (id: Identifier | undefined, ctx: ConvertContext) =>
+  id?.value ? `${id.system ?? `scope:${ctx.scope}`}|${id.value}` : undefined;
 
 /** Text for an XHTML narrative div. */
 export function escapeXml(s: string): string {

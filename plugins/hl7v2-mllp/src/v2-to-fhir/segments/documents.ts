@@ -22,7 +22,15 @@ export const txa: Handler = (seg, ctx) => {
   if (valued(uid)) d.identifier = [{ value: uid }];
   const type = cwe(seg.rep(2), ctx) ?? isCode(seg.get(2), '0270');
   if (type) d.type = type;
-  const docStatus: Record<string, DocumentReference['docStatus']> = { AU: 'final', LA: 'final', DI: 'preliminary', DO: 'preliminary', IP: 'preliminary', IN: 'preliminary', PA: 'preliminary' };
+  const docStatus: Record<string, DocumentReference['docStatus']> = {
+    AU: 'final',
+    LA: 'final',
+    DI: 'preliminary',
+    DO: 'preliminary',
+    IP: 'preliminary',
+    IN: 'preliminary',
+    PA: 'preliminary',
+  };
   const ds = docStatus[seg.get(17)];
   if (ds) d.docStatus = ds;
   const date = ctx.instant(seg.get(6)) ?? ctx.instant(seg.get(4));
@@ -42,14 +50,27 @@ export const txa: Handler = (seg, ctx) => {
   // MDM T05/T06/T09/T10 (addendum / replacement): TXA-13 parent document
   const parent = ei(seg.rep(13), ctx);
   if (parent) {
-    const code = ctx.trigger === 'T05' || ctx.trigger === 'T06' ? 'appends' : ctx.trigger === 'T09' || ctx.trigger === 'T10' ? 'replaces' : 'transforms';
+    const code =
+      ctx.trigger === 'T05' || ctx.trigger === 'T06'
+        ? 'appends'
+        : ctx.trigger === 'T09' || ctx.trigger === 'T10'
+          ? 'replaces'
+          : 'transforms';
     d.relatesTo = [{ code, target: { identifier: parent, type: 'DocumentReference' } }];
   }
   const related = ctx.state.order?.serviceRequest; // MDM COMMON_ORDER: the order the document answers
   if (ctx.state.encounter || related)
-    d.context = { ...(ctx.state.encounter ? { encounter: [ref(ctx.state.encounter)] } : {}), ...(related ? { related: [ref(related)] } : {}) };
+    d.context = {
+      ...(ctx.state.encounter ? { encounter: [ref(ctx.state.encounter)] } : {}),
+      ...(related ? { related: [ref(related)] } : {}),
+    };
   const contentType = seg.get(3);
-  d.content.push({ attachment: { contentType: (contentType ? mimeCode(mimeOf(contentType)) : undefined) ?? 'text/plain', ...(valued(seg.get(23)) ? { title: seg.get(23) } : {}) } });
+  d.content.push({
+    attachment: {
+      contentType: (contentType ? mimeCode(mimeOf(contentType)) : undefined) ?? 'text/plain',
+      ...(valued(seg.get(23)) ? { title: seg.get(23) } : {}),
+    },
+  });
   ctx.state.document = ctx.b.add(d);
   ctx.state.documentText = [];
   ctx.state.last = ctx.state.document;
@@ -57,6 +78,16 @@ export const txa: Handler = (seg, ctx) => {
 
 function mimeOf(v: string): string {
   if (v.includes('/')) return v.toLowerCase();
-  const m: Record<string, string> = { TX: 'text/plain', FT: 'text/plain', TEXT: 'text/plain', ST: 'text/plain', HTML: 'text/html', PDF: 'application/pdf', RTF: 'text/rtf', XML: 'text/xml', AP: 'application/octet-stream' };
+  const m: Record<string, string> = {
+    TX: 'text/plain',
+    FT: 'text/plain',
+    TEXT: 'text/plain',
+    ST: 'text/plain',
+    HTML: 'text/html',
+    PDF: 'application/pdf',
+    RTF: 'text/rtf',
+    XML: 'text/xml',
+    AP: 'application/octet-stream',
+  };
   return m[v.toUpperCase()] ?? 'text/plain';
 }

@@ -15,7 +15,9 @@ export const in1: Handler = (seg, ctx) => {
   if (!p) return;
   const payorId = cx(seg.rep(3), ctx);
   const payor = xonOrg(seg.rep(4), ctx) ?? organization(undefined, payorId, ctx) ?? ref(p);
-  const payorOrg = payor.reference?.startsWith('urn:uuid:') ? (ctx.b.get(payor.reference.slice(9)) as Organization | undefined) : undefined;
+  const payorOrg = payor.reference?.startsWith('urn:uuid:')
+    ? (ctx.b.get(payor.reference.slice(9)) as Organization | undefined)
+    : undefined;
   if (payorOrg?.resourceType === 'Organization') {
     // IN1[Coverage] rows 5-8: IN1-3 company id, IN1-5 company address (row 7), IN1-7 phone -> the payor Organization
     // (also when it has no IN1-3 id: the address of a payor named by IN1-4 alone was dropped)
@@ -36,12 +38,25 @@ export const in1: Handler = (seg, ctx) => {
     payor: [payor],
   };
   const ids: Identifier[] = [];
-  if (plan?.coding?.[0]?.code) ids.push({ ...(plan.coding[0].system ? { system: plan.coding[0].system } : {}), value: plan.coding[0].code });
+  if (plan?.coding?.[0]?.code)
+    ids.push({ ...(plan.coding[0].system ? { system: plan.coding[0].system } : {}), value: plan.coding[0].code });
   if (valued(polNo)) ids.push({ type: { coding: [{ system: V2_TABLE('0203'), code: 'MB' }] }, value: polNo });
   if (ids.length) cov.identifier = ids;
-  if (plan) cov.class = [{ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/coverage-class', code: 'plan' }] }, value: plan.coding?.[0]?.code ?? plan.text ?? 'unknown', ...(plan.coding?.[0]?.display ? { name: plan.coding[0].display } : {}) }];
+  if (plan)
+    cov.class = [
+      {
+        type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/coverage-class', code: 'plan' }] },
+        value: plan.coding?.[0]?.code ?? plan.text ?? 'unknown',
+        ...(plan.coding?.[0]?.display ? { name: plan.coding[0].display } : {}),
+      },
+    ];
   const grp = seg.get(8);
-  if (valued(grp)) cov.class = push(cov.class, { type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/coverage-class', code: 'group' }] }, value: grp, ...(valued(seg.get(9)) ? { name: seg.get(9) } : {}) });
+  if (valued(grp))
+    cov.class = push(cov.class, {
+      type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/coverage-class', code: 'group' }] },
+      value: grp,
+      ...(valued(seg.get(9)) ? { name: seg.get(9) } : {}),
+    });
   const period = compact({ start: ctx.dt(seg.get(12)), end: ctx.dt(seg.get(13)) });
   if (period) cov.period = period;
   const holder = xonOrg(seg.rep(11), ctx); // IN1-11 insured's group employer name -> policyHolder(Organization)
@@ -55,7 +70,12 @@ export const in1: Handler = (seg, ctx) => {
   else {
     const insured = names(seg, 16, ctx);
     if (insured.length) {
-      const sub: RelatedPerson = { resourceType: 'RelatedPerson', id: ctx.localId('RelatedPerson', seg, '|IN1-16'), patient: ref(p), name: insured };
+      const sub: RelatedPerson = {
+        resourceType: 'RelatedPerson',
+        id: ctx.localId('RelatedPerson', seg, '|IN1-16'),
+        patient: ref(p),
+        name: insured,
+      };
       if (rel) sub.relationship = [rel];
       const bd = toDate(seg.get(18));
       if (bd) sub.birthDate = bd;
@@ -71,7 +91,10 @@ export const in1: Handler = (seg, ctx) => {
     cov.subscriberId = subId.value;
     // IN1[Coverage] rows 54-55: IN1-49 insured's id -> extension subscriberId (R5 Coverage.subscriberId is an
     // Identifier; R4's is a string and keeps only the value, so the system and type ride in the extension)
-    cov.extension = push(cov.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-subscriberId', valueIdentifier: subId });
+    cov.extension = push(cov.extension, {
+      url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-subscriberId',
+      valueIdentifier: subId,
+    });
   }
   const order = Number(seg.get(22));
   if (Number.isInteger(order) && order > 0) cov.order = order;
@@ -155,7 +178,8 @@ export const ft1: Handler = (seg, ctx) => {
   if (qty !== undefined) ci.quantity = { value: qty };
   const amt = decimal(seg.get(11, 0, 1)) ?? decimal(seg.get(11, 0, 1, 1));
   const cur = seg.get(11, 0, 1, 2).trim();
-  if (amt !== undefined) ci.priceOverride = { value: amt, ...(/^[A-Z]{3}$/.test(cur) ? { currency: cur as 'USD' } : {}) };
+  if (amt !== undefined)
+    ci.priceOverride = { value: amt, ...(/^[A-Z]{3}$/.test(cur) ? { currency: cur as 'USD' } : {}) };
   const diag = all(seg, 19, (r) => cwe(r, ctx));
   if (diag.length) ci.reason = diag;
   const performer = practitioner(seg.rep(20), ctx);

@@ -36,10 +36,18 @@ export const msh: Handler = (seg, ctx) => {
     source: { endpoint: '' },
   };
   ctx.header = ctx.b.add(h); // first entry; filled below
-  if (valued(code)) h.eventCoding = { system: 'http://terminology.hl7.org/CodeSystem/v2-0003', code: codeStr(trig) ?? codeStr(code), display: `${code}^${trig}` };
+  if (valued(code))
+    h.eventCoding = {
+      system: 'http://terminology.hl7.org/CodeSystem/v2-0003',
+      code: codeStr(trig) ?? codeStr(code),
+      display: `${code}^${trig}`,
+    };
   const srcName = c(src, 1) || c(src, 2);
   if (srcName) h.source.name = srcName;
-  h.source.endpoint = seg.get(24) || endpoint || (srcName ? `urn:ferry:hl7v2:app:${encodeURIComponent(srcName)}` : 'urn:ferry:hl7v2:app:unknown');
+  h.source.endpoint =
+    seg.get(24) ||
+    endpoint ||
+    (srcName ? `urn:ferry:hl7v2:app:${encodeURIComponent(srcName)}` : 'urn:ferry:hl7v2:app:unknown');
   const dst = seg.rep(5);
   const dstName = c(dst, 1) || c(dst, 2);
   // MSH[MessageHeader] row 30: MSH-23 receiving responsible organization (XON[Organization]); row 11: MSH-6 only IF MSH-23 NOT VALUED
@@ -48,7 +56,9 @@ export const msh: Handler = (seg, ctx) => {
     h.destination = [
       {
         ...(dstName ? { name: dstName } : {}),
-        endpoint: seg.get(25) || (dstName ? `urn:ferry:hl7v2:app:${encodeURIComponent(dstName)}` : 'urn:ferry:hl7v2:app:unknown'),
+        endpoint:
+          seg.get(25) ||
+          (dstName ? `urn:ferry:hl7v2:app:${encodeURIComponent(dstName)}` : 'urn:ferry:hl7v2:app:unknown'),
         ...(receiver ? { receiver } : {}),
       },
     ];
@@ -59,7 +69,8 @@ export const msh: Handler = (seg, ctx) => {
   const pt = seg.get(11);
   if (valued(pt)) meta.tag = [{ system: V2_TABLE('0103'), code: codeStr(pt) }];
   const sec = mapCode('ConfidentialityCode', seg.get(8));
-  if (valued(seg.get(8))) meta.security = [{ system: sec?.system ?? V2_TABLE('0952'), code: sec?.code ?? codeStr(seg.get(8)) }];
+  if (valued(seg.get(8)))
+    meta.security = [{ system: sec?.system ?? V2_TABLE('0952'), code: sec?.code ?? codeStr(seg.get(8)) }];
   if (meta.tag || meta.security) h.meta = meta;
   const lang = seg.get(19);
   if (valued(lang) && /^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$/.test(lang.trim())) h.language = lang.trim();
@@ -80,13 +91,30 @@ export const sft: Handler = (seg, ctx) => {
   const name = seg.get(3);
   const version = seg.get(2);
   if (!valued(name) && !valued(version)) return;
-  const d: Device = { resourceType: 'Device', id: ctx.b.idFor('Device', `software|${seg.get(1, 0, 1)}|${name}|${version}|${seg.get(4)}`) };
+  const d: Device = {
+    resourceType: 'Device',
+    id: ctx.b.idFor('Device', `software|${seg.get(1, 0, 1)}|${name}|${version}|${seg.get(4)}`),
+  };
   if (valued(seg.get(1, 0, 1))) d.manufacturer = seg.get(1, 0, 1);
   if (valued(name)) d.deviceName = [{ name, type: 'manufacturer-name' }];
   if (valued(seg.get(4))) d.modelNumber = seg.get(4);
   if (valued(version)) {
     const installed = ctx.dt(seg.get(6));
-    d.version = [{ value: version, ...(installed ? { extension: [{ url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Device.version.installDate', valueDateTime: installed }] } : {}) }];
+    d.version = [
+      {
+        value: version,
+        ...(installed
+          ? {
+              extension: [
+                {
+                  url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Device.version.installDate',
+                  valueDateTime: installed,
+                },
+              ],
+            }
+          : {}),
+      },
+    ];
   }
   if (valued(seg.get(5))) d.note = [{ text: seg.get(5) }];
   ctx.state.software = push(ctx.state.software, ctx.b.add(d));
@@ -101,7 +129,11 @@ export const evn: Handler = (seg, ctx) => {
     recorded: ctx.instant(seg.get(2)) ?? ctx.instant(ctx.msg.msh.get(7)) ?? '1970-01-01T00:00:00Z',
     activity: {
       coding: [
-        { system: V2_TABLE('0003'), code: (valued(seg.get(1)) ? seg.get(1).trim() : '') || ctx.trigger || ctx.messageCode || 'unknown', display: `event - :${ctx.messageCode}^${ctx.trigger}` },
+        {
+          system: V2_TABLE('0003'),
+          code: (valued(seg.get(1)) ? seg.get(1).trim() : '') || ctx.trigger || ctx.messageCode || 'unknown',
+          display: `event - :${ctx.messageCode}^${ctx.trigger}`,
+        },
       ],
     },
     agent: [],
@@ -111,7 +143,13 @@ export const evn: Handler = (seg, ctx) => {
   const reason = seg.get(4) !== 'U' ? cweMapped(seg.rep(4), 'EventReason', ctx, '0062') : undefined;
   if (reason) p.reason = [reason];
   const who = practitioner(seg.rep(5), ctx);
-  if (who) p.agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'enterer' }] }, who });
+  if (who)
+    p.agent.push({
+      type: {
+        coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'enterer' }],
+      },
+      who,
+    });
   // EVN[Provenance] row 12: EVN-7 event facility -> location (HD[Location])
   const where = hdLocation(seg.rep(7), ctx);
   if (where) p.location = where;
@@ -125,15 +163,29 @@ export function finishMessage(ctx: ConvertContext): void {
   if (st.patient) {
     const sr = st.referral as ServiceRequest | undefined;
     if (sr && !sr.subject.reference) sr.subject = ref(st.patient);
-    if (st.primaryCare) st.patient.generalPractitioner = push(st.patient.generalPractitioner, ...(st.primaryCare as Ref[]));
+    if (st.primaryCare)
+      st.patient.generalPractitioner = push(st.patient.generalPractitioner, ...(st.primaryCare as Ref[]));
   }
   // MDM: OBX text becomes the document's content
   if (st.document && st.documentText?.length) {
     const d = st.document as DocumentReference;
     const text = st.documentText.join('\n');
-    d.content = [{ attachment: { ...d.content[0].attachment, contentType: 'text/plain', data: Buffer.from(text, 'utf8').toString('base64') } }, ...d.content.slice(1)];
+    d.content = [
+      {
+        attachment: {
+          ...d.content[0].attachment,
+          contentType: 'text/plain',
+          data: Buffer.from(text, 'utf8').toString('base64'),
+        },
+      },
+      ...d.content.slice(1),
+    ];
   }
-  if (st.document && (st.document as DocumentReference).content.length > 1 && !(st.document as DocumentReference).content[0].attachment.data) {
+  if (
+    st.document &&
+    (st.document as DocumentReference).content.length > 1 &&
+    !(st.document as DocumentReference).content[0].attachment.data
+  ) {
     (st.document as DocumentReference).content.shift();
   }
   eventSemantics(ctx);
@@ -144,7 +196,21 @@ export function finishMessage(ctx: ConvertContext): void {
   // MessageHeader.focus: the primary resources
   const focus = ctx.b
     .resources()
-    .filter((r) => r !== ctx.header && r !== ctx.provenance && ['Patient', 'Encounter', 'DiagnosticReport', 'ServiceRequest', 'Appointment', 'DocumentReference', 'Immunization', 'MedicationRequest'].includes(r.resourceType));
+    .filter(
+      (r) =>
+        r !== ctx.header &&
+        r !== ctx.provenance &&
+        [
+          'Patient',
+          'Encounter',
+          'DiagnosticReport',
+          'ServiceRequest',
+          'Appointment',
+          'DocumentReference',
+          'Immunization',
+          'MedicationRequest',
+        ].includes(r.resourceType),
+    );
   if (ctx.header && focus.length) ctx.header.focus = focus.map((r) => ref(r));
   messageProvenance(ctx);
 }
@@ -167,7 +233,9 @@ const FERRY_VERSION: string = (require('../../../package.json') as { version: st
  */
 function messageProvenance(ctx: ConvertContext): void {
   const msh = ctx.msg.msh;
-  const targets = ctx.b.resources().filter((r) => r !== ctx.header && r !== ctx.provenance && r.resourceType !== 'Provenance');
+  const targets = ctx.b
+    .resources()
+    .filter((r) => r !== ctx.header && r !== ctx.provenance && r.resourceType !== 'Provenance');
   let prov = ctx.provenance;
   if (!targets.length) {
     if (prov) ctx.b.markDelete(prov);
@@ -179,7 +247,15 @@ function messageProvenance(ctx: ConvertContext): void {
       id: ctx.b.idFor('Provenance', 'MSH', true),
       target: [],
       recorded: ctx.instant(msh.get(7)) ?? '1970-01-01T00:00:00Z',
-      activity: { coding: [{ system: V2_TABLE('0003'), code: ctx.trigger || ctx.messageCode || 'unknown', display: `message - ${msh.get(9, 0, 1)}^${msh.get(9, 0, 2)}^${msh.get(9, 0, 3)}` }] },
+      activity: {
+        coding: [
+          {
+            system: V2_TABLE('0003'),
+            code: ctx.trigger || ctx.messageCode || 'unknown',
+            display: `message - ${msh.get(9, 0, 1)}^${msh.get(9, 0, 2)}^${msh.get(9, 0, 3)}`,
+          },
+        ],
+      },
       agent: [],
     });
     const occurred = ctx.dt(msh.get(7));
@@ -198,13 +274,21 @@ function messageProvenance(ctx: ConvertContext): void {
   if (responsible && ctx.header?.sender && ctx.header.sender.reference !== responsible.reference)
     prov.agent.push({ type: { coding: [{ system: PARTICIPANT_TYPE, code: 'author' }] }, who: ctx.header.sender });
   // the conversion: Ferry as the assembler
-  prov.agent.push({ type: { coding: [{ system: PARTICIPANT_TYPE, code: 'assembler', display: 'Assembler' }] }, who: ref(ferryDevice(ctx), `Ferry ${FERRY_VERSION}`) });
+  prov.agent.push({
+    type: { coding: [{ system: PARTICIPANT_TYPE, code: 'assembler', display: 'Assembler' }] },
+    who: ref(ferryDevice(ctx), `Ferry ${FERRY_VERSION}`),
+  });
   const app = msh.rep(3);
   const appId = c(app, 1) || c(app, 2);
   const control = msh.get(10);
   if (valued(appId) || valued(control)) {
     const what: Ref = { type: 'Device' };
-    if (valued(appId)) what.identifier = { ...(valued(c(app, 2)) && /^[0-2](\.\d+)+$/.test(c(app, 2)) ? { system: 'urn:ietf:rfc:3986', value: `urn:oid:${c(app, 2)}` } : { value: appId }) };
+    if (valued(appId))
+      what.identifier = {
+        ...(valued(c(app, 2)) && /^[0-2](\.\d+)+$/.test(c(app, 2))
+          ? { system: 'urn:ietf:rfc:3986', value: `urn:oid:${c(app, 2)}` }
+          : { value: appId }),
+      };
     what.display = `HL7 v2 ${msh.get(9, 0, 1)}^${msh.get(9, 0, 2)} message${valued(control) ? ` ${control}` : ''}${valued(appId) ? ` from ${appId}` : ''}`;
     prov.entity = [{ role: 'source', what }];
   }
@@ -302,7 +386,12 @@ function eventSemantics(ctx: ConvertContext): void {
   for (const appt of st.appointments) {
     const a = appt as Appointment;
     if (code === 'SIU') {
-      const byTrigger: Record<string, Appointment['status']> = { S15: 'cancelled', S16: 'cancelled', S17: 'entered-in-error', S26: 'noshow' };
+      const byTrigger: Record<string, Appointment['status']> = {
+        S15: 'cancelled',
+        S16: 'cancelled',
+        S17: 'entered-in-error',
+        S26: 'noshow',
+      };
       if (byTrigger[trigger]) a.status = byTrigger[trigger];
       if (trigger === 'S15' || trigger === 'S16') {
         const reason = cwe(ctx.msg.segment('SCH')?.rep(6), ctx);

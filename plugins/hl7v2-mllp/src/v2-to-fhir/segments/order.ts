@@ -62,7 +62,11 @@ function serviceRequest(g: OrderGroup, ctx: ConvertContext, seg: Hl7Segment): Se
   if (ids.length) sr.identifier = ids;
   // ORC[ServiceRequest] row 24: ORC-5 order status through OrderStatus; row 3: ORC-1 order control through
   // OrderControlCode[ServiceRequest.status] only IF ORC-5 NOT VALUED (an unmapped ORC-5 stays unknown)
-  const st = orc && (valued(orc.get(5)) ? codeOf('OrderStatus', orc.get(5)) : codeOf('OrderControlCode[ServiceRequest.status]', orc.get(1)));
+  const st =
+    orc &&
+    (valued(orc.get(5))
+      ? codeOf('OrderStatus', orc.get(5))
+      : codeOf('OrderControlCode[ServiceRequest.status]', orc.get(1)));
   if (st) sr.status = st as ServiceRequest['status'];
   if (orc && orc.get(1) === 'NW') {
     const authored = ctx.dt(orc.get(9));
@@ -92,7 +96,9 @@ function serviceRequest(g: OrderGroup, ctx: ConvertContext, seg: Hl7Segment): Se
     if (details.length) sr.orderDetail = details;
     const parentPlacer = eiNested(obr.rep(29), 1, ctx, PLACER());
     const parentFiller = eiNested(obr.rep(29), 2, ctx, FILLER());
-    const based = [parentPlacer, parentFiller].filter((x): x is Identifier => !!x).map((identifier) => ({ type: 'ServiceRequest', identifier }));
+    const based = [parentPlacer, parentFiller]
+      .filter((x): x is Identifier => !!x)
+      .map((identifier) => ({ type: 'ServiceRequest', identifier }));
     if (based.length) sr.basedOn = based as ServiceRequest['basedOn'];
     const rr = all(obr, 13, (r) => (valued(c(r, 1)) ? c(r, 1) : undefined));
     if (rr.length) sr.patientInstruction = rr.join('; ');
@@ -126,9 +132,30 @@ const RESULT_MESSAGES = new Set(['ORU', 'OUL', 'OPL', 'ORL', 'PPR']);
  * OBR-22/OBR-25 are valued (the IG's ORM_O01, OML_O21, OMG_O19, RDE_O11, MDM_T02 maps list no
  * OBR[DiagnosticReport]); their OBX stay the order's supportingInfo.
  */
-const ORDER_MESSAGES = new Set(['ORM', 'OML', 'OMG', 'OMI', 'OMB', 'OMD', 'OMN', 'OMP', 'OMS', 'OMQ', 'MDM', 'RDE', 'RDS', 'RGV', 'RAS', 'SIU', 'SRM', 'REF', 'RRI']);
+const ORDER_MESSAGES = new Set([
+  'ORM',
+  'OML',
+  'OMG',
+  'OMI',
+  'OMB',
+  'OMD',
+  'OMN',
+  'OMP',
+  'OMS',
+  'OMQ',
+  'MDM',
+  'RDE',
+  'RDS',
+  'RGV',
+  'RAS',
+  'SIU',
+  'SRM',
+  'REF',
+  'RRI',
+]);
 const makesReport = (seg: Hl7Segment, ctx: ConvertContext) =>
-  RESULT_MESSAGES.has(ctx.messageCode) || (!ORDER_MESSAGES.has(ctx.messageCode) && (valued(seg.get(25)) || valued(seg.get(22))));
+  RESULT_MESSAGES.has(ctx.messageCode) ||
+  (!ORDER_MESSAGES.has(ctx.messageCode) && (valued(seg.get(25)) || valued(seg.get(22))));
 
 export const obr: Handler = (seg, ctx) => {
   // OBR[ServiceRequest] + OBR[DiagnosticReport] (results)
@@ -166,7 +193,9 @@ export const obr: Handler = (seg, ctx) => {
     if (cat && valued(seg.get(24))) dr.category = [cat];
     const interp = practitioner(ndlToXcn(seg.rep(32)), ctx);
     if (interp) dr.resultsInterpreter = [interp];
-    const perf = [practitioner(ndlToXcn(seg.rep(34)), ctx), practitioner(ndlToXcn(seg.rep(35)), ctx)].filter((x): x is Ref => !!x);
+    const perf = [practitioner(ndlToXcn(seg.rep(34)), ctx), practitioner(ndlToXcn(seg.rep(35)), ctx)].filter(
+      (x): x is Ref => !!x,
+    );
     if (perf.length) dr.performer = perf;
     if (g.specimens.length) dr.specimen = g.specimens.map((x) => ref(x));
     g.report = ctx.b.add(dr) as OrderGroup['report'];
@@ -193,7 +222,8 @@ function ndlToXcn(r: Hl7Rep): Hl7Rep | undefined {
 export function attachSpecimen(g: OrderGroup, sp: Resource): void {
   g.specimens.push(sp);
   const r = ref(sp);
-  if (g.serviceRequest) (g.serviceRequest as ServiceRequest).specimen = push((g.serviceRequest as ServiceRequest).specimen, r);
+  if (g.serviceRequest)
+    (g.serviceRequest as ServiceRequest).specimen = push((g.serviceRequest as ServiceRequest).specimen, r);
   if (g.report) (g.report as DiagnosticReport).specimen = push((g.report as DiagnosticReport).specimen, r);
   for (const o of g.observations) if (!(o as Observation).specimen) (o as Observation).specimen = r;
 }
@@ -229,7 +259,11 @@ export function applyTq1(seg: Hl7Segment, ctx: ConvertContext, target: Resource)
     const rep = c(seg.rep(3), 1);
     if (bounds || valued(text) || valued(rep)) {
       const d = (mr.dosageInstruction ??= [{}])[0];
-      d.timing = compact({ ...(d.timing ?? {}), repeat: bounds ? { boundsPeriod: bounds } : undefined, code: valued(rep) ? { coding: [{ system: V2_TABLE('0335'), code: codeStr(rep) }] } : undefined });
+      d.timing = compact({
+        ...(d.timing ?? {}),
+        repeat: bounds ? { boundsPeriod: bounds } : undefined,
+        code: valued(rep) ? { coding: [{ system: V2_TABLE('0335'), code: codeStr(rep) }] } : undefined,
+      });
       if (valued(text)) d.text = text;
     }
   }

@@ -18,12 +18,23 @@ function medicationRequest(seg: Hl7Segment, ctx: ConvertContext, codeField: numb
   const filler = ei(orc?.rep(3), ctx, FILLER());
   const key = idKey(filler, ctx) ?? idKey(placer, ctx);
   const med = cwe(seg.rep(codeField), ctx) ?? { text: 'unknown' };
-  const st = orc && (codeOf('OrderStatus', orc.get(5)) ?? codeOf('OrderControlCode[ServiceRequest.status]', orc.get(1)));
-  const mrStatus: Record<string, MedicationRequest['status']> = { active: 'active', completed: 'completed', revoked: 'cancelled', 'on-hold': 'on-hold', 'entered-in-error': 'entered-in-error', draft: 'draft', unknown: 'unknown' };
+  const st =
+    orc && (codeOf('OrderStatus', orc.get(5)) ?? codeOf('OrderControlCode[ServiceRequest.status]', orc.get(1)));
+  const mrStatus: Record<string, MedicationRequest['status']> = {
+    active: 'active',
+    completed: 'completed',
+    revoked: 'cancelled',
+    'on-hold': 'on-hold',
+    'entered-in-error': 'entered-in-error',
+    draft: 'draft',
+    unknown: 'unknown',
+  };
   const mr: MedicationRequest = {
     resourceType: 'MedicationRequest',
     id: key ? ctx.b.idFor('MedicationRequest', key) : ctx.localId('MedicationRequest', seg),
-    status: (st && mrStatus[st]) || (orc?.get(1) === 'CA' || orc?.get(1) === 'DC' ? 'cancelled' : orc?.get(1) === 'NW' ? 'active' : 'unknown'),
+    status:
+      (st && mrStatus[st]) ||
+      (orc?.get(1) === 'CA' || orc?.get(1) === 'DC' ? 'cancelled' : orc?.get(1) === 'NW' ? 'active' : 'unknown'),
     intent: 'order',
     medicationCodeableConcept: med,
     subject: ctx.subject() ?? { display: 'unknown' },
@@ -49,7 +60,10 @@ export const rxo: Handler = (seg, ctx) => {
   const hi = decimal(seg.get(3));
   const unit = seg.rep(4);
   if (lo !== undefined) {
-    const dose = hi !== undefined && hi !== lo ? { doseRange: { low: units({ value: lo }, unit, ctx), high: units({ value: hi }, unit, ctx) } } : { doseQuantity: units({ value: lo }, unit, ctx) };
+    const dose =
+      hi !== undefined && hi !== lo
+        ? { doseRange: { low: units({ value: lo }, unit, ctx), high: units({ value: hi }, unit, ctx) } }
+        : { doseQuantity: units({ value: lo }, unit, ctx) };
     mr.dosageInstruction = [{ ...(mr.dosageInstruction?.[0] ?? {}), doseAndRate: [dose] }];
   }
   const instr = all(seg, 7, (r) => cwe(r, ctx));
@@ -72,7 +86,12 @@ export const rxe: Handler = (seg, ctx) => {
   const hi = decimal(seg.get(4));
   const unit = seg.rep(5);
   const d = { ...(mr.dosageInstruction?.[0] ?? {}) };
-  if (lo !== undefined) d.doseAndRate = [hi !== undefined && hi !== lo ? { doseRange: { low: units({ value: lo }, unit, ctx), high: units({ value: hi }, unit, ctx) } } : { doseQuantity: units({ value: lo }, unit, ctx) }];
+  if (lo !== undefined)
+    d.doseAndRate = [
+      hi !== undefined && hi !== lo
+        ? { doseRange: { low: units({ value: lo }, unit, ctx), high: units({ value: hi }, unit, ctx) } }
+        : { doseQuantity: units({ value: lo }, unit, ctx) },
+    ];
   const instr = all(seg, 7, (r) => cwe(r, ctx));
   if (instr.length) d.additionalInstruction = instr;
   if (Object.keys(d).length) mr.dosageInstruction = [d];
@@ -84,7 +103,8 @@ export const rxe: Handler = (seg, ctx) => {
   });
   if (dr0) mr.dispenseRequest = dr0;
   const rx = seg.get(15);
-  if (valued(rx)) mr.identifier = push(mr.identifier, { type: { coding: [{ system: V2_TABLE('0203'), code: 'RXN' }] }, value: rx });
+  if (valued(rx))
+    mr.identifier = push(mr.identifier, { type: { coding: [{ system: V2_TABLE('0203'), code: 'RXN' }] }, value: rx });
 };
 
 export const rxr: Handler = (seg, ctx) => {
@@ -140,8 +160,18 @@ export const rxa: Handler = (seg, ctx) => {
   const performer = all(seg, 10, (r) => practitioner(r, ctx));
   const orderer = practitioner(orc?.rep(12), ctx);
   im.performer = [
-    ...performer.map((actor) => ({ function: { coding: [{ system: V2_TABLE('0443'), code: 'AP', display: 'Administering Provider' }] }, actor })),
-    ...(orderer ? [{ function: { coding: [{ system: V2_TABLE('0443'), code: 'OP', display: 'Ordering Provider' }] }, actor: orderer }] : []),
+    ...performer.map((actor) => ({
+      function: { coding: [{ system: V2_TABLE('0443'), code: 'AP', display: 'Administering Provider' }] },
+      actor,
+    })),
+    ...(orderer
+      ? [
+          {
+            function: { coding: [{ system: V2_TABLE('0443'), code: 'OP', display: 'Ordering Provider' }] },
+            actor: orderer,
+          },
+        ]
+      : []),
   ];
   if (!im.performer.length) delete im.performer;
   const lot = seg.get(15);
@@ -198,8 +228,14 @@ export const rxd: Handler = (seg, ctx) => {
 
 export const rxg: Handler = (seg, ctx) => {
   // RXG (give) -> MedicationRequest dosage of the current order
-  const mr = ctx.state.medication?.resourceType === 'MedicationRequest' ? (ctx.state.medication as MedicationRequest) : undefined;
+  const mr =
+    ctx.state.medication?.resourceType === 'MedicationRequest'
+      ? (ctx.state.medication as MedicationRequest)
+      : undefined;
   if (!mr) return;
   const lo = decimal(seg.get(5));
-  if (lo !== undefined) mr.dosageInstruction = [{ ...(mr.dosageInstruction?.[0] ?? {}), doseAndRate: [{ doseQuantity: units({ value: lo }, seg.rep(7), ctx) }] }];
+  if (lo !== undefined)
+    mr.dosageInstruction = [
+      { ...(mr.dosageInstruction?.[0] ?? {}), doseAndRate: [{ doseQuantity: units({ value: lo }, seg.rep(7), ctx) }] },
+    ];
 };

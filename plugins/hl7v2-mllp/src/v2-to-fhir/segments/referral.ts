@@ -52,7 +52,10 @@ export const rf1: Handler = (seg, ctx) => {
   if (period) sr.occurrencePeriod = period;
   const authored = ctx.dt(seg.get(9)); // RF1-9 process date
   if (authored) sr.authoredOn = authored;
-  const reasons = [...all(seg, 10, (r) => tableCwe(r, ctx, '0336')), ...all(seg, 14, (r) => (valued(c(r, 1)) ? { text: c(r, 1) } : undefined))];
+  const reasons = [
+    ...all(seg, 10, (r) => tableCwe(r, ctx, '0336')),
+    ...all(seg, 14, (r) => (valued(c(r, 1)) ? { text: c(r, 1) } : undefined)),
+  ];
   if (reasons.length) sr.reasonCode = reasons;
   const units = decimal(seg.get(15)); // RF1-15 number of authorized treatments/units
   if (units !== undefined && units >= 0) sr.quantityQuantity = { value: units };
@@ -64,11 +67,20 @@ export const rf1: Handler = (seg, ctx) => {
 export const prd: Handler = (seg, ctx) => {
   // PRD-2 name (XPN), PRD-3 address, PRD-5 telecom, PRD-7 identifiers (PLN: id^type^state^expiration) -> Practitioner
   const idsOf = all(seg, 7, (r) =>
-    valued(c(r, 1)) ? compact<Identifier>({ type: valued(c(r, 2)) ? { coding: [{ system: V2_TABLE('0338'), code: codeStr(c(r, 2)) }] } : undefined, system: ctx.systems.identifier(c(r, 2) ? `${c(r, 2)}${c(r, 3) ? `-${c(r, 3)}` : ''}` : undefined), value: c(r, 1), period: valued(c(r, 4)) ? { end: ctx.dt(c(r, 4)) } : undefined }) : undefined,
+    valued(c(r, 1))
+      ? compact<Identifier>({
+          type: valued(c(r, 2)) ? { coding: [{ system: V2_TABLE('0338'), code: codeStr(c(r, 2)) }] } : undefined,
+          system: ctx.systems.identifier(c(r, 2) ? `${c(r, 2)}${c(r, 3) ? `-${c(r, 3)}` : ''}` : undefined),
+          value: c(r, 1),
+          period: valued(c(r, 4)) ? { end: ctx.dt(c(r, 4)) } : undefined,
+        })
+      : undefined,
   );
   const nm = names(seg, 2, ctx);
   if (!idsOf.length && !nm.length) return;
-  const key = idsOf[0]?.value ? `id|${idsOf[0].system ?? `scope:${ctx.scope}`}|${idsOf[0].value}` : `name|${seg.get(2)}`;
+  const key = idsOf[0]?.value
+    ? `id|${idsOf[0].system ?? `scope:${ctx.scope}`}|${idsOf[0].value}`
+    : `name|${seg.get(2)}`;
   const p: Practitioner = { resourceType: 'Practitioner', id: ctx.b.idFor('Practitioner', key) };
   if (idsOf.length) p.identifier = idsOf;
   if (nm.length) p.name = nm;

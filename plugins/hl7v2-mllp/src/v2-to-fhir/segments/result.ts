@@ -42,7 +42,15 @@ import { practitioner, xonOrg } from './shared-resources';
 /** The value[x] elements an Observation and an Observation.component share. */
 type ObsValue = Pick<
   Observation,
-  'valueQuantity' | 'valueCodeableConcept' | 'valueString' | 'valueRange' | 'valueRatio' | 'valueDateTime' | 'valueTime' | 'valuePeriod' | 'extension'
+  | 'valueQuantity'
+  | 'valueCodeableConcept'
+  | 'valueString'
+  | 'valueRange'
+  | 'valueRatio'
+  | 'valueDateTime'
+  | 'valueTime'
+  | 'valuePeriod'
+  | 'extension'
 >;
 
 /**
@@ -62,7 +70,9 @@ const TEXT_TYPES = new Set(['ST', 'TX', 'FT']);
  */
 export function repText(r: Hl7Rep, seg: Hl7Segment): string {
   const d = seg.delimiters;
-  return r.length === 1 && r[0].length === 1 ? r[0][0] : r.map((comp) => comp.join(d.subcomponent || '&')).join(d.component);
+  return r.length === 1 && r[0].length === 1
+    ? r[0][0]
+    : r.map((comp) => comp.join(d.subcomponent || '&')).join(d.component);
 }
 
 /**
@@ -87,12 +97,18 @@ function observationValue(o: Observation, seg: Hl7Segment, ctx: ConvertContext):
     else if (texts.length > 1) o.component = texts.map((t) => ({ code: o.code, valueString: t }));
     return;
   }
-  const values = reps.map((r) => {
-    const v: ObsValue = {};
-    oneValue(v, vt, r, u, ctx);
-    return v;
-  }).filter((v) => Object.keys(v).length > 0);
-  if (values.length === 1) Object.assign(o, values[0].extension ? { ...values[0], extension: push(o.extension, ...values[0].extension) } : values[0]);
+  const values = reps
+    .map((r) => {
+      const v: ObsValue = {};
+      oneValue(v, vt, r, u, ctx);
+      return v;
+    })
+    .filter((v) => Object.keys(v).length > 0);
+  if (values.length === 1)
+    Object.assign(
+      o,
+      values[0].extension ? { ...values[0], extension: push(o.extension, ...values[0].extension) } : values[0],
+    );
   else if (values.length > 1) o.component = values.map((v) => ({ code: o.code, ...v }));
 }
 
@@ -115,7 +131,12 @@ function oneValue(o: ObsValue, vt: string, first: Hl7Rep, u: Hl7Rep, ctx: Conver
     case 'CK':
     case 'CN': {
       // rows 9-13 CWE/CNE/CE/CF/IS[CodeableConcept]
-      const cc = vt === 'IS' || vt === 'ID' ? (valued(c(first, 1)) ? { coding: [{ code: codeStr(c(first, 1)) }] } : undefined) : cwe(first, ctx);
+      const cc =
+        vt === 'IS' || vt === 'ID'
+          ? valued(c(first, 1))
+            ? { coding: [{ code: codeStr(c(first, 1)) }] }
+            : undefined
+          : cwe(first, ctx);
       if (cc) o.valueCodeableConcept = cc;
       return;
     }
@@ -130,7 +151,8 @@ function oneValue(o: ObsValue, vt: string, first: Hl7Rep, u: Hl7Rep, ctx: Conver
       if (!v) return;
       if (v.kind === 'quantity') o.valueQuantity = units(v.q, u, ctx);
       else if (v.kind === 'range') o.valueRange = { low: units(v.r.low!, u, ctx), high: units(v.r.high!, u, ctx) };
-      else if (v.kind === 'ratio') o.valueRatio = { numerator: units(v.r.numerator!, u, ctx), denominator: units(v.r.denominator!, u, ctx) };
+      else if (v.kind === 'ratio')
+        o.valueRatio = { numerator: units(v.r.numerator!, u, ctx), denominator: units(v.r.denominator!, u, ctx) };
       else o.valueString = v.s;
       return;
     }
@@ -152,7 +174,8 @@ function oneValue(o: ObsValue, vt: string, first: Hl7Rep, u: Hl7Rep, ctx: Conver
     case 'TM': {
       // row 18
       const m = /^(\d{2})(\d{2})?(\d{2})?/.exec(c(first, 1));
-      if (m && +m[1] < 24 && +(m[2] ?? 0) < 60 && +(m[3] ?? 0) < 60) o.valueTime = `${m[1]}:${m[2] ?? '00'}:${m[3] ?? '00'}`;
+      if (m && +m[1] < 24 && +(m[2] ?? 0) < 60 && +(m[3] ?? 0) < 60)
+        o.valueTime = `${m[1]}:${m[2] ?? '00'}:${m[3] ?? '00'}`;
       return;
     }
     case 'DR': {
@@ -174,7 +197,10 @@ function oneValue(o: ObsValue, vt: string, first: Hl7Rep, u: Hl7Rep, ctx: Conver
       return;
     }
     default: {
-      const text = first.map((comp) => comp.filter(valued).join(' ')).filter(valued).join(' ');
+      const text = first
+        .map((comp) => comp.filter(valued).join(' '))
+        .filter(valued)
+        .join(' ');
       if (valued(text)) o.valueString = text;
     }
   }
@@ -192,7 +218,10 @@ export const obx: Handler = (seg, ctx) => {
       const a = rp(seg.rep(5));
       if (a) (st.document as DocumentReference).content.push({ attachment: a });
     } else {
-      const t = seg.reps(5).map((r) => repText(r, seg)).join('\n');
+      const t = seg
+        .reps(5)
+        .map((r) => repText(r, seg))
+        .join('\n');
       (st.documentText ??= []).push(t);
     }
     return;
@@ -202,8 +231,12 @@ export const obx: Handler = (seg, ctx) => {
   const parent = g?.report ?? g?.serviceRequest;
   const code = cwe(seg.rep(3), ctx) ?? { text: 'unknown' };
   const sub = seg.get(4);
-  const filler = g?.report?.identifier?.find((i) => i.type?.coding?.[0]?.code === 'FILL') ?? (g?.serviceRequest && (g.serviceRequest as ServiceRequest).identifier?.[0]);
-  const key = filler?.value ? `${filler.system ?? `scope:${ctx.scope}`}|${filler.value}|${code.coding?.[0]?.code ?? code.text}|${sub}|${seg.get(1)}` : undefined;
+  const filler =
+    g?.report?.identifier?.find((i) => i.type?.coding?.[0]?.code === 'FILL') ??
+    (g?.serviceRequest && (g.serviceRequest as ServiceRequest).identifier?.[0]);
+  const key = filler?.value
+    ? `${filler.system ?? `scope:${ctx.scope}`}|${filler.value}|${code.coding?.[0]?.code ?? code.text}|${sub}|${seg.get(1)}`
+    : undefined;
   const status = codeOf('ObservationResultStatusCodesInterpretation', seg.get(11));
   const o: Observation = {
     resourceType: 'Observation',
@@ -211,22 +244,31 @@ export const obx: Handler = (seg, ctx) => {
     status: (status as Observation['status']) ?? (valued(seg.get(11)) ? 'unknown' : 'final'),
     code,
   };
-  if (seg.get(11) === 'X') (o as Observation & { _status?: unknown })._status = { extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'not-performed' }] };
+  if (seg.get(11) === 'X')
+    (o as Observation & { _status?: unknown })._status = {
+      extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'not-performed' }],
+    };
   if (ctx.state.patient) o.subject = ref(ctx.state.patient);
   if (ctx.state.encounter) o.encounter = ref(ctx.state.encounter);
-  if (valued(sub)) o.extension = [{ url: 'http://hl7.org/fhir/StructureDefinition/observation-v2-subid', valueString: sub }];
+  if (valued(sub))
+    o.extension = [{ url: 'http://hl7.org/fhir/StructureDefinition/observation-v2-subid', valueString: sub }];
   observationValue(o, seg, ctx);
   const rr = seg.get(7);
   if (valued(rr)) {
     const m = /^\s*([-+]?\d*\.?\d+)\s*-\s*([-+]?\d*\.?\d+)\s*$/.exec(rr);
     const lo = m ? decimal(m[1]) : undefined;
     const hi = m ? decimal(m[2]) : undefined;
-    o.referenceRange = [{ ...(lo !== undefined && hi !== undefined ? { low: { value: lo }, high: { value: hi } } : {}), text: rr }];
+    o.referenceRange = [
+      { ...(lo !== undefined && hi !== undefined ? { low: { value: lo }, high: { value: hi } } : {}), text: rr },
+    ];
   }
   const interp = all(seg, 8, (r) => {
     const m = mapCode('InterpretationCodes', c(r, 1));
     if (!m) return cwe(r, ctx);
-    return { coding: [{ system: m.system, code: m.code, ...(m.display ? { display: m.display } : {}) }], ...(valued(c(r, 2)) ? { text: c(r, 2) } : {}) };
+    return {
+      coding: [{ system: m.system, code: m.code, ...(m.display ? { display: m.display } : {}) }],
+      ...(valued(c(r, 2)) ? { text: c(r, 2) } : {}),
+    };
   });
   if (interp.length) o.interpretation = interp;
   const eff = ctx.dt(seg.get(14)) ?? (g?.obr ? ctx.dt(g.obr.get(7)) : undefined);
@@ -234,11 +276,17 @@ export const obx: Handler = (seg, ctx) => {
   // OBX[Observation] rows 58-59: OBX-19 date/time of the analysis -> extension observation-analysis-date-time (the IG
   // maps no OBX field to issued: the analysis is not the release; the report's OBR-22 is DiagnosticReport.issued)
   const analysed = ctx.dt(seg.get(19));
-  if (analysed) o.extension = push(o.extension, { url: 'http://hl7.org/fhir/StructureDefinition/observation-analysis-date-time', valueDateTime: analysed });
+  if (analysed)
+    o.extension = push(o.extension, {
+      url: 'http://hl7.org/fhir/StructureDefinition/observation-analysis-date-time',
+      valueDateTime: analysed,
+    });
   // rows 74-75: OBX-29 observation type -> category (v2-0936)
   const otype = codeStr(seg.get(29));
   if (otype) o.category = [{ coding: [{ system: V2_TABLE('0936'), code: otype }] }];
-  const performers = [...all(seg, 16, (r) => practitioner(r, ctx)), xonOrg(seg.rep(23), ctx)].filter((x): x is Ref => !!x);
+  const performers = [...all(seg, 16, (r) => practitioner(r, ctx)), xonOrg(seg.rep(23), ctx)].filter(
+    (x): x is Ref => !!x,
+  );
   if (performers.length) o.performer = performers;
   const method = cwe(seg.rep(17), ctx);
   if (method) o.method = method;
@@ -249,14 +297,25 @@ export const obx: Handler = (seg, ctx) => {
   const instance = ei(seg.rep(21), ctx, FILLER()); // OBX-21 observation instance identifier (type FILL)
   if (instance) o.identifier = [instance];
   const nature = all(seg, 10, (r) => isCode(c(r, 1), '0080'));
-  if (nature.length) o.extension = push(o.extension, ...nature.map((cc) => ({ url: 'http://hl7.org/fhir/StructureDefinition/observation-nature-of-abnormal-test', valueCodeableConcept: cc })));
+  if (nature.length)
+    o.extension = push(
+      o.extension,
+      ...nature.map((cc) => ({
+        url: 'http://hl7.org/fhir/StructureDefinition/observation-nature-of-abnormal-test',
+        valueCodeableConcept: cc,
+      })),
+    );
   if (g?.serviceRequest) o.basedOn = [ref(g.serviceRequest)];
   if (g?.specimens.length) o.specimen = ref(g.specimens[0]);
   else if (!g && st.specimenGroup) o.specimen = ref(st.specimenGroup); // OBX directly under SPM (specimen observations)
   if (!parent && st.medication?.resourceType === 'Immunization') o.partOf = [ref(st.medication)];
   const added = ctx.b.add(o);
   if (g?.report) (g.report as DiagnosticReport).result = push((g.report as DiagnosticReport).result, ref(added));
-  else if (g?.serviceRequest) (g.serviceRequest as ServiceRequest).supportingInfo = push((g.serviceRequest as ServiceRequest).supportingInfo, ref(added));
+  else if (g?.serviceRequest)
+    (g.serviceRequest as ServiceRequest).supportingInfo = push(
+      (g.serviceRequest as ServiceRequest).supportingInfo,
+      ref(added),
+    );
   g?.observations.push(added);
   st.last = added;
 };
@@ -266,7 +325,10 @@ export const spm: Handler = (seg, ctx) => {
   const placer = eiNested(seg.rep(2), 1, ctx, PLACER());
   const filler = eiNested(seg.rep(2), 2, ctx, FILLER());
   const key = idKey(filler, ctx) ?? idKey(placer, ctx);
-  const sp: Specimen = { resourceType: 'Specimen', id: key ? ctx.b.idFor('Specimen', key) : ctx.localId('Specimen', seg) };
+  const sp: Specimen = {
+    resourceType: 'Specimen',
+    id: key ? ctx.b.idFor('Specimen', key) : ctx.localId('Specimen', seg),
+  };
   const ids = [placer, filler, ...all(seg, 31, (r) => cx(r, ctx))].filter((x): x is Identifier => !!x);
   if (ids.length) sp.identifier = ids;
   const acc = cx(seg.rep(30), ctx);
@@ -313,7 +375,10 @@ const SPECIMEN_FIRST = new Set(['R22', 'R23', 'O33', 'O35']);
 export const nte: Handler = (seg, ctx) => {
   // NTE -> note on the resource the segment above created
   // NTE-3 (FT, repeating): each repetition a line; a separator inside the text kept as the message's own (repText)
-  const text = seg.reps(3).map((r) => repText(r, seg)).join('\n');
+  const text = seg
+    .reps(3)
+    .map((r) => repText(r, seg))
+    .join('\n');
   if (!valued(text)) return;
   const target = ctx.state.last;
   if (!target) return;
@@ -322,7 +387,18 @@ export const nte: Handler = (seg, ctx) => {
   if (author) note.authorReference = author;
   const time = ctx.dt(seg.get(6));
   if (time) note.time = time;
-  const withNote = ['ServiceRequest', 'Observation', 'AllergyIntolerance', 'Condition', 'Procedure', 'Immunization', 'MedicationRequest', 'MedicationDispense', 'Specimen', 'ChargeItem'];
+  const withNote = [
+    'ServiceRequest',
+    'Observation',
+    'AllergyIntolerance',
+    'Condition',
+    'Procedure',
+    'Immunization',
+    'MedicationRequest',
+    'MedicationDispense',
+    'Specimen',
+    'ChargeItem',
+  ];
   if (withNote.includes(target.resourceType)) {
     const t = target as { note?: Annotation[] };
     t.note = push(t.note, note);
@@ -331,7 +407,10 @@ export const nte: Handler = (seg, ctx) => {
     a.comment = a.comment ? `${a.comment}\n${text}` : text;
     // NTE[Appointment-Comment] rows 5-6: NTE-3 -> extension-Appointment.note valueAnnotation (R5 Appointment.note,
     // which keeps the author and time R4's comment string cannot)
-    a.extension = push(a.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.note', valueAnnotation: note });
+    a.extension = push(a.extension, {
+      url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.note',
+      valueAnnotation: note,
+    });
   } else if (target.resourceType === 'DiagnosticReport') {
     const d = target as DiagnosticReport;
     d.conclusion = d.conclusion ? `${d.conclusion}\n${text}` : text;

@@ -45,7 +45,12 @@ export const sch: Handler = (seg, ctx) => {
   }
   const part = (n: number, code: string, display: string) => {
     const who = practitioner(seg.rep(n), ctx);
-    if (who) a.participant.push({ actor: who, type: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code, display }] }], status: 'accepted' });
+    if (who)
+      a.participant.push({
+        actor: who,
+        type: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code, display }] }],
+        status: 'accepted',
+      });
   };
   part(12, 'CON', 'contact');
   part(16, 'CON', 'contact');
@@ -59,7 +64,14 @@ export const sch: Handler = (seg, ctx) => {
   ctx.state.last = ctx.state.appointment;
 };
 
-function apptParticipant(ctx: ConvertContext, p: AppointmentParticipant, seg: Hl7Segment, startField: number, offsetField: number, durField: number): void {
+function apptParticipant(
+  ctx: ConvertContext,
+  p: AppointmentParticipant,
+  seg: Hl7Segment,
+  startField: number,
+  offsetField: number,
+  durField: number,
+): void {
   const a = ctx.state.appointment as Appointment | undefined;
   if (!a) return;
   const ps = ctx.dt(seg.get(startField));
@@ -83,7 +95,19 @@ function apptParticipant(ctx: ConvertContext, p: AppointmentParticipant, seg: Hl
 }
 
 const aipStatus = (code: string): AppointmentParticipant['status'] => {
-  const m: Record<string, AppointmentParticipant['status']> = { Booked: 'accepted', Confirmed: 'accepted', Pending: 'tentative', Cancelled: 'declined', Deleted: 'declined', Blocked: 'declined', Waitlist: 'needs-action', Overbook: 'accepted', Started: 'accepted', Complete: 'accepted', Noshow: 'declined' };
+  const m: Record<string, AppointmentParticipant['status']> = {
+    Booked: 'accepted',
+    Confirmed: 'accepted',
+    Pending: 'tentative',
+    Cancelled: 'declined',
+    Deleted: 'declined',
+    Blocked: 'declined',
+    Waitlist: 'needs-action',
+    Overbook: 'accepted',
+    Started: 'accepted',
+    Complete: 'accepted',
+    Noshow: 'declined',
+  };
   return m[code] ?? 'accepted';
 };
 
@@ -117,7 +141,14 @@ export const aig: Handler = (seg, ctx) => {
         display: valued(c(rid, 2)) ? c(rid, 2) : undefined,
       })
     : undefined;
-  apptParticipant(ctx, compact({ type: t ? [t] : undefined, actor, status: aipStatus(seg.get(14, 0, 1)) })!, seg, 8, 9, 10);
+  apptParticipant(
+    ctx,
+    compact({ type: t ? [t] : undefined, actor, status: aipStatus(seg.get(14, 0, 1)) })!,
+    seg,
+    8,
+    9,
+    10,
+  );
 };
 
 export const ail: Handler = (seg, ctx) => {
@@ -132,5 +163,12 @@ export const aip: Handler = (seg, ctx) => {
   const who = practitioner(seg.rep(3), ctx);
   if (!who) return;
   const role = cwe(seg.rep(4), ctx);
-  apptParticipant(ctx, compact({ actor: who, type: role ? [role] : undefined, status: aipStatus(seg.get(12, 0, 1)) })!, seg, 6, 7, 8);
+  apptParticipant(
+    ctx,
+    compact({ actor: who, type: role ? [role] : undefined, status: aipStatus(seg.get(12, 0, 1)) })!,
+    seg,
+    6,
+    7,
+    8,
+  );
 };

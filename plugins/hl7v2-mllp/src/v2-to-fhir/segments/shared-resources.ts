@@ -49,7 +49,11 @@ export function practitioner(r: Hl7Rep | undefined, ctx: ConvertContext): Ref | 
 }
 
 /** XON / HD / name -> Organization (org-1: a name or an identifier). */
-export function organization(name: string | undefined, identifier: Identifier | undefined, ctx: ConvertContext): Ref | undefined {
+export function organization(
+  name: string | undefined,
+  identifier: Identifier | undefined,
+  ctx: ConvertContext,
+): Ref | undefined {
   if (!valued(name) && !identifier?.value) return undefined;
   const o: Organization = { resourceType: 'Organization' };
   if (identifier?.value) o.identifier = [identifier];
@@ -78,7 +82,8 @@ export function hdOrg(hd: Hl7Rep, ctx: ConvertContext): Ref | undefined {
     // HD.2 universal id: an OID / UUID / URI is a URI identifier (system urn:ietf:rfc:3986, value the URI)
     const t = c(hd, 3).toUpperCase();
     if (/^[0-2](\.(0|[1-9]\d*))+$/.test(uid)) identifier = { system: 'urn:ietf:rfc:3986', value: `urn:oid:${uid}` };
-    else if (t === 'UUID' || /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(uid)) identifier = { system: 'urn:ietf:rfc:3986', value: `urn:uuid:${uid.toLowerCase()}` };
+    else if (t === 'UUID' || /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(uid))
+      identifier = { system: 'urn:ietf:rfc:3986', value: `urn:uuid:${uid.toLowerCase()}` };
     else if (/^[a-z][a-z0-9+.-]*:\S+$/i.test(uid)) identifier = { system: 'urn:ietf:rfc:3986', value: uid };
     else identifier = { value: uid };
   }
@@ -97,7 +102,11 @@ export function hdLocation(hd: Hl7Rep | undefined, ctx: ConvertContext): Ref | u
     const t = c(hd, 3).toUpperCase();
     const oid = /^[0-2](\.(0|[1-9]\d*))+$/.test(uid);
     const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(uid);
-    l.identifier = [(t === 'ISO' && oid) || (t === 'UUID' && uuid) ? { system: 'urn:ietf:rfc:3986', value: oid ? `urn:oid:${uid}` : `urn:uuid:${uid.toLowerCase()}` } : { value: uid }];
+    l.identifier = [
+      (t === 'ISO' && oid) || (t === 'UUID' && uuid)
+        ? { system: 'urn:ietf:rfc:3986', value: oid ? `urn:oid:${uid}` : `urn:uuid:${uid.toLowerCase()}` }
+        : { value: uid },
+    ];
     l.physicalType = { coding: [{ system: LOC_TYPE, code: 'si', display: 'Site' }] };
   }
   const added = ctx.b.add(l);

@@ -32,7 +32,8 @@ export const pv1: Handler = (seg, ctx) => {
   // PV1[Encounter]
   const p = ctx.state.patient;
   const visit = cx(seg.rep(19), ctx);
-  if (visit) visit.type = { coding: [{ system: V2_TABLE('0203'), code: 'VN', display: 'Visit number' }], text: 'visit number' };
+  if (visit)
+    visit.type = { coding: [{ system: V2_TABLE('0203'), code: 'VN', display: 'Visit number' }], text: 'visit number' };
   const key = idKey(visit, ctx);
   const pclass = seg.get(2, 0, 1);
   const mclass = mapCode('PatientClass[EncounterClass]', pclass);
@@ -70,7 +71,11 @@ export const pv1: Handler = (seg, ctx) => {
   const part = (n: number, code: string, display: string) => {
     for (const r of seg.reps(n)) {
       const who = practitioner(r, ctx);
-      if (who) participants.push({ type: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code, display }] }], individual: who });
+      if (who)
+        participants.push({
+          type: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code, display }] }],
+          individual: who,
+        });
     }
   };
   part(7, 'ATND', 'attender');
@@ -95,7 +100,10 @@ export const pv1: Handler = (seg, ctx) => {
     hosp.specialCourtesy = [vip];
     // PV1[Patient]: PV1-16 -> Patient patient-importance extension
     if (p && !p.extension?.some((x) => x.url === 'http://hl7.org/fhir/StructureDefinition/patient-importance'))
-      p.extension = push(p.extension, { url: 'http://hl7.org/fhir/StructureDefinition/patient-importance', valueCodeableConcept: vip });
+      p.extension = push(p.extension, {
+        url: 'http://hl7.org/fhir/StructureDefinition/patient-importance',
+        valueCodeableConcept: vip,
+      });
   }
   const dd = cweMapped(seg.rep(36), 'DischargeDisposition', ctx, '0112');
   if (dd) hosp.dischargeDisposition = dd;
@@ -147,23 +155,46 @@ export const pv2: Handler = (seg, ctx) => {
   const reason = cwe(seg.rep(3), ctx);
   if (reason) e.reasonCode = push(e.reasonCode, reason);
   const los = decimal(seg.get(11));
-  if (los !== undefined && los >= 0) e.length = { value: los, unit: 'd', system: 'http://unitsofmeasure.org', code: 'd' };
+  if (los !== undefined && los >= 0)
+    e.length = { value: los, unit: 'd', system: 'http://unitsofmeasure.org', code: 'd' };
   const desc = seg.get(12);
-  if (valued(desc)) e.text = { status: 'generated', div: `<div xmlns="http://www.w3.org/1999/xhtml">${escapeXml(desc)}</div>` };
+  if (valued(desc))
+    e.text = { status: 'generated', div: `<div xmlns="http://www.w3.org/1999/xhtml">${escapeXml(desc)}</div>` };
   const prio = cweMapped(seg.rep(25), 'EncounterPriority', ctx, '0217');
   if (prio) e.priority = prio;
   const expected = ctx.dt(seg.get(8));
-  if (expected) e.extension = push(e.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Encounter.plannedStartDate', valueDateTime: expected });
+  if (expected)
+    e.extension = push(e.extension, {
+      url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Encounter.plannedStartDate',
+      valueDateTime: expected,
+    });
   const expectedEnd = ctx.dt(seg.get(9));
-  if (expectedEnd) e.extension = push(e.extension, { url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Encounter.plannedEndDate', valueDateTime: expectedEnd });
+  if (expectedEnd)
+    e.extension = push(e.extension, {
+      url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Encounter.plannedEndDate',
+      valueDateTime: expectedEnd,
+    });
   const prior = location(seg.rep(1), ctx); // PV2-1 prior pending location
   if (prior) e.location = push(e.location, { location: prior, status: 'planned' });
   for (const r of seg.reps(13)) {
     const who = practitioner(r, ctx); // PV2-13 referral source code
-    if (who) e.participant = push(e.participant, { type: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'REF' }], text: 'referrer' }], individual: who });
+    if (who)
+      e.participant = push(e.participant, {
+        type: [
+          {
+            coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'REF' }],
+            text: 'referrer',
+          },
+        ],
+        individual: who,
+      });
   }
   const arrival = cwe(seg.rep(38), ctx)?.coding?.[0];
-  if (arrival) e.extension = push(e.extension, { url: 'http://hl7.org/fhir/StructureDefinition/encounter-modeOfArrival', valueCoding: arrival });
+  if (arrival)
+    e.extension = push(e.extension, {
+      url: 'http://hl7.org/fhir/StructureDefinition/encounter-modeOfArrival',
+      valueCoding: arrival,
+    });
   const ml = cweMapped(seg.rep(40), 'AdmissionLevelOfCareCode', ctx, '0432');
   if (ml) e.type = push(e.type, ml);
 };
@@ -177,7 +208,12 @@ const R5 = 'http://hl7.org/fhir/5.0/StructureDefinition/';
  * at the same EpisodeOfCare. Its status is `active`: v2 says nothing about the episode ending, and one visit's
  * discharge does not end the episode it belongs to. Nothing is created when PV1-53 and PV1-54 are both empty.
  */
-export function visitEpisode(seg: Hl7Segment, e: Encounter, p: Patient | undefined, ctx: ConvertContext): EpisodeOfCare | undefined {
+export function visitEpisode(
+  seg: Hl7Segment,
+  e: Encounter,
+  p: Patient | undefined,
+  ctx: ConvertContext,
+): EpisodeOfCare | undefined {
   const id = cx(seg.rep(54), ctx);
   const desc = seg.get(53);
   if (!p || (!id?.value && !valued(desc))) return undefined;
@@ -189,7 +225,10 @@ export function visitEpisode(seg: Hl7Segment, e: Encounter, p: Patient | undefin
     patient: ref(p),
   };
   if (id?.value) eoc.identifier = [id];
-  if (valued(desc)) eoc.extension = [{ url: 'http://hl7.org/fhir/StructureDefinition/resource-instance-description', valueString: desc }];
+  if (valued(desc))
+    eoc.extension = [
+      { url: 'http://hl7.org/fhir/StructureDefinition/resource-instance-description', valueString: desc },
+    ];
   const added = ctx.b.add(eoc);
   e.episodeOfCare = [ref(added)];
   return added;
@@ -200,7 +239,12 @@ export function visitEpisode(seg: Hl7Segment, e: Encounter, p: Patient | undefin
  * rows 5-7, 17-28 DG1-3..22 -> diagnosis.condition (the DG1's Condition, mapped by DG1[Condition]), row 8 DG1-6 ->
  * diagnosis.role (DiagnosisType), row 17 DG1-15 -> diagnosis.rank.
  */
-export function episodeDiagnosis(eoc: EpisodeOfCare, cond: Condition, role: CodeableConcept | undefined, rank: number | undefined): void {
+export function episodeDiagnosis(
+  eoc: EpisodeOfCare,
+  cond: Condition,
+  role: CodeableConcept | undefined,
+  rank: number | undefined,
+): void {
   (eoc.diagnosis ??= []).push({ condition: ref(cond), ...(role ? { role } : {}), ...(rank ? { rank } : {}) });
 }
 
@@ -216,14 +260,21 @@ export function episodeDiagnosis(eoc: EpisodeOfCare, cond: Condition, role: Code
  * The CSV's PV1-11 rows (16-19, `location[3].extension` on a Basic, which has no location) name no element a Basic
  * has; PV1-11 stays Encounter.location (PV1[Encounter]).
  */
-export function encounterHistory(seg: Hl7Segment, e: Encounter, p: Patient | undefined, ctx: ConvertContext): Basic | undefined {
+export function encounterHistory(
+  seg: Hl7Segment,
+  e: Encounter,
+  p: Patient | undefined,
+  ctx: ConvertContext,
+): Basic | undefined {
   if (!p) return undefined;
   const loc = location(seg.rep(43), ctx);
   if (!loc) return undefined;
   const basic: Basic = {
     resourceType: 'Basic',
     id: ctx.b.idFor('Basic', `EncounterHistory|${e.id}|PV1-43|${loc.reference}`),
-    code: { coding: [{ system: 'http://hl7.org/fhir/fhir-types', code: 'EncounterHistory', display: 'EncounterHistory' }] },
+    code: {
+      coding: [{ system: 'http://hl7.org/fhir/fhir-types', code: 'EncounterHistory', display: 'EncounterHistory' }],
+    },
     subject: ref(p),
     extension: [
       { url: `${R5}extension-EncounterHistory.encounter`, valueReference: ref(e) },
@@ -236,7 +287,9 @@ export function encounterHistory(seg: Hl7Segment, e: Encounter, p: Patient | und
           {
             url: 'http://hl7.org/fhir/StructureDefinition/subject-locationClassification',
             // rows 57-58 as the CSV assigns them (the system is the CSV's, without its leading blank)
-            valueCodeableConcept: { coding: [{ system: 'http://hl7.org/fhir/ValueSet/subject-location', code: 'temporary' }] },
+            valueCodeableConcept: {
+              coding: [{ system: 'http://hl7.org/fhir/ValueSet/subject-location', code: 'temporary' }],
+            },
           },
         ],
       },
@@ -249,5 +302,11 @@ export function encounterHistory(seg: Hl7Segment, e: Encounter, p: Patient | und
 export function deleteEncounterHistory(e: Encounter, ctx: ConvertContext): void {
   const url = `urn:uuid:${e.id}`;
   for (const r of ctx.b.resources())
-    if (r.resourceType === 'Basic' && (r as Basic).extension?.some((x) => x.url === `${R5}extension-EncounterHistory.encounter` && x.valueReference?.reference === url)) ctx.b.markDelete(r);
+    if (
+      r.resourceType === 'Basic' &&
+      (r as Basic).extension?.some(
+        (x) => x.url === `${R5}extension-EncounterHistory.encounter` && x.valueReference?.reference === url,
+      )
+    )
+      ctx.b.markDelete(r);
 }
