@@ -69,7 +69,8 @@ export const modules = {
     mutate: [
       'core/src/delivery/sink-delivery.ts#toSinkDelivery',
       'core/src/delivery/delivery-outcome.ts#deliveryOutcome',
-      'core/src/delivery/dispatcher.ts#deliverWithin,run',
+      'core/src/delivery/sink-call.ts#deliverWithin',
+      'core/src/delivery/dispatcher.ts#run',
     ],
     tests: ['core/src/delivery/dispatcher.test.ts', 'core/src/delivery/dispatcher.delivery.test.ts'],
   },

@@ -1,68 +1,27 @@
 import type { Logger } from 'winston';
 import type { EngineMetrics } from '../admin/metrics';
-import type { RetryPolicy } from '../config/engine.schema';
 import { FerryError } from '../errors';
 import { errorFields } from '../logging/logger';
-import type { MessageSink } from '../plugin/api';
-import { retryTransient } from '../util/retry-transient';
 import {
   whileStoreDown,
   type ClaimedDelivery,
   type DeliveryClaimFilter,
-  type CompleteResult,
   type DeliveryOutcome,
   type MessageStore,
-  type SinkHold,
 } from '../store/message-store';
 import { WakeableSleep } from '../util/wakeable-sleep';
-import { SinkCircuit, type CircuitPolicy, type CircuitView } from './circuit';
+import { SinkCircuit } from './circuit';
 import { deliveryOutcome } from './delivery-outcome';
+import { LeaseRenewal } from './lease-renewal';
+import { OutcomeRecorder } from './outcome-recorder';
+import { deliverWithin, type InSink } from './sink-call';
 import { toSinkDelivery } from './sink-delivery';
+import { SinkHolds } from './sink-holds';
+import type { SinkRuntime, SinkView } from './sink-runtime';
 
 // Split out of this file; importers of './dispatcher' keep them.
 export { deliveryOutcome, toSinkDelivery };
-
-type StaleOutcome = CompleteResult['stale'][number];
-
-/** A sink call in flight (see Dispatcher.inSink). */
-interface InSink {
-  since: number;
-  /** When its lease was last set (claimed or renewed). */
-  leasedAt: number;
-  /** The sink's deliveryTimeoutMs (0 = none). */
-  limit: number;
-  lostLogged: boolean;
-  log: () => Logger;
-  /**
-   * Gives up on the call: its attempt fails (retryable) with FERRY_E_DELIVERY_TIMEOUT, or
-   * FERRY_E_DELIVERY_ENGINE_STOPPING when the engine stops and the call outlasts the stop grace.
-   */
-  expire: (why?: 'timeout' | 'stopping') => void;
-}
-
-export interface SinkRuntime {
-  id: string;
-  sink: MessageSink;
-  retry: RetryPolicy;
-  logger: Logger;
-  /** Deliveries to this sink in flight at once. */
-  concurrency: number;
-  /** Longest one attempt may take before it counts as failed (0 = no limit). */
-  deliveryTimeoutMs?: number;
-  /** When to pause the sink's deliveries (absent or failureThreshold 0: never). */
-  circuit?: CircuitPolicy;
-}
-
-/** A sink as the admin API shows it. */
-export interface SinkView {
-  id: string;
-  concurrency: number;
-  /** This instance's deliveries to it under way. */
-  inFlight: number;
-  circuit: CircuitView | { state: 'closed'; disabled: true };
-  /** Held by an operator (as last read from the store). */
-  hold?: Omit<SinkHold, 'sinkId'>;
-}
+export type { SinkRuntime, SinkView };
 
 export interface DispatcherOptions {
   owner: string;
@@ -78,8 +37,6 @@ export interface DispatcherOptions {
 
 /** Deliveries to a sink that is no longer configured, claimed at a time (they fail and retry). */
 const GONE_SINK_CLAIM = 8;
-/** How often the dispatcher reads the sink holds from the store (another instance or a `ferry` command may set them). */
-const HOLDS_READ_MS = 1000;
 /** The claim-spacing key of removed sinks' deliveries. */
 const GONE = '\u0000gone';
 /** A claim this slow (ms) that finds less than it asked for spaces the sink's next claim (see `spacedClaim`). */
@@ -95,13 +52,8 @@ export class Dispatcher {
   private running = false;
   private inFlight = 0;
   private readonly perSink = new Map<string, number>();
-  private outcomes: {
-    deliveryId: string;
-    outcome: DeliveryOutcome;
-    resolve(stale?: StaleOutcome): void;
-    reject(e: unknown): void;
-  }[] = [];
-  private outcomeTimer?: NodeJS.Immediate;
+  /** The outcomes' group commit (see OutcomeRecorder.record). */
+  private readonly outcomes: OutcomeRecorder;
   private loopPromise?: Promise<void>;
   private readonly sleeper = new WakeableSleep();
   private kicked = false;
@@ -115,7 +67,8 @@ export class Dispatcher {
   private readonly held = new Set<string>();
   private sweepTimer?: NodeJS.Timeout;
   private sweepMs = 0;
-  private renewing = false;
+  /** Renews the leases of the calls in `inSink` (see LeaseRenewal.renewLeases). */
+  private readonly leases: LeaseRenewal;
   /**
    * Per sink (and GONE for removed sinks): no claim before this time. Set after a claim that took
    * long and found less than it asked for -- a sink that is down with a large backlog, every open
@@ -127,9 +80,7 @@ export class Dispatcher {
   /** Per sink with a circuit breaker: whether its deliveries are paused (see SinkCircuit). */
   private readonly circuits = new Map<string, SinkCircuit>();
   /** Sinks an operator holds (read from the store every HOLDS_READ_MS, and at once after a change through this engine). */
-  private holds = new Map<string, SinkHold>();
-  private holdsReadAt = 0;
-  private holdsRead?: Promise<void>;
+  private readonly holds: SinkHolds;
 
   constructor(
     private readonly store: MessageStore,
@@ -138,6 +89,9 @@ export class Dispatcher {
     private readonly metrics: EngineMetrics,
     private readonly opts: DispatcherOptions,
   ) {
+    this.outcomes = new OutcomeRecorder(store, logger, opts);
+    this.leases = new LeaseRenewal(store, logger, opts, this.inSink);
+    this.holds = new SinkHolds(store, sinks, logger, metrics, () => this.kick());
     for (const rt of sinks.values()) {
       metrics.sinkHeld.set({ sink: rt.id }, 0);
       if (rt.circuit && rt.circuit.failureThreshold > 0) {
@@ -177,42 +131,8 @@ export class Dispatcher {
    * Reads the holds in force from the store, at most every HOLDS_READ_MS unless `now` (after a
    * hold or release through this engine). A failed read keeps the last known holds.
    */
-  async refreshHolds(now = false): Promise<void> {
-    // One read at a time: a forced one waits for the read under way (it may predate the change) and reads again.
-    if (this.holdsRead) {
-      await this.holdsRead;
-      if (!now) return;
-    }
-    if (!now && Date.now() - this.holdsReadAt < HOLDS_READ_MS) return;
-    this.holdsReadAt = Date.now();
-    this.holdsRead = this.readHolds().finally(() => (this.holdsRead = undefined));
-    return this.holdsRead;
-  }
-
-  private async readHolds(): Promise<void> {
-    let list: SinkHold[];
-    try {
-      list = await this.store.sinkHolds();
-    } catch (e) {
-      this.logger.log(whileStoreDown(this.store, e) ? 'debug' : 'warn', 'reading sink holds failed', errorFields(e));
-      return;
-    }
-    const next = new Map(list.filter((h) => this.sinks.has(h.sinkId)).map((h) => [h.sinkId, h]));
-    for (const [id, h] of next)
-      if (!this.holds.has(id)) {
-        this.metrics.sinkHeld.set({ sink: id }, 1);
-        (this.sinks.get(id)?.logger ?? this.logger).info('sink held: its deliveries wait until it is released', {
-          until: h.until?.toISOString(),
-          reason: h.reason,
-        });
-      }
-    for (const id of this.holds.keys())
-      if (!next.has(id)) {
-        this.metrics.sinkHeld.set({ sink: id }, 0);
-        (this.sinks.get(id)?.logger ?? this.logger).info('sink released: deliveries resume');
-        this.kick();
-      }
-    this.holds = next;
+  refreshHolds(now = false): Promise<void> {
+    return this.holds.refresh(now);
   }
 
   /** Each sink: its slots, this instance's deliveries under way, and whether it is paused. */
@@ -283,49 +203,13 @@ export class Dispatcher {
         s.limit = 0; // once
         s.expire('timeout');
       }
-    void this.renewLeases(now);
-  }
-
-  /**
-   * A sink call may outlast the lease (a slow server, a vendor client's own retries): every third
-   * of the lease, the leases of calls running that long are extended, so neither another
-   * instance nor this one claims the delivery again and makes it twice while this call is still
-   * under way. A lease found taken over meanwhile (this instance could not reach the store for
-   * longer than the lease) is logged once: the other instance may make the delivery too.
-   */
-  private async renewLeases(now: number): Promise<void> {
-    if (this.renewing || !this.inSink.size) return;
-    const third = this.opts.leaseMs / 3;
-    const due = [...this.inSink].filter(([, s]) => now - s.leasedAt >= third - this.sweepMs);
-    if (!due.length) return;
-    const ids = due.map(([id]) => id);
-    this.renewing = true;
-    try {
-      const held = new Set(await this.store.renewDeliveryLeases(this.opts.owner, ids, this.opts.leaseMs));
-      for (const [id, s] of due) if (held.has(id)) s.leasedAt = now;
-      for (const id of ids) {
-        const s = this.inSink.get(id);
-        if (!s || held.has(id) || s.lostLogged) continue;
-        s.lostLogged = true;
-        s.log().warn('delivery lease lost while its sink call is still running: another instance may make it too', {
-          inSinkMs: Date.now() - s.since,
-          leaseMs: this.opts.leaseMs,
-        });
-      }
-    } catch (e) {
-      this.logger.log(whileStoreDown(this.store, e) ? 'debug' : 'warn', 'renewing delivery leases failed', {
-        deliveries: ids.length,
-        ...errorFields(e),
-      });
-    } finally {
-      this.renewing = false;
-    }
+    void this.leases.renewLeases(now, this.sweepMs);
   }
 
   private async loop(): Promise<void> {
     while (this.running) {
       this.kicked = false;
-      await this.refreshHolds();
+      await this.holds.refresh();
       let claimedAny = false;
       let saturated = false;
       // One claim per sink with free slots, up to that many. Claim in batches: while a sink has
@@ -338,7 +222,7 @@ export class Dispatcher {
           saturated = true;
           continue;
         }
-        if ((this.claimNotBefore.get(rt.id) ?? 0) > Date.now() || this.isHeld(rt.id)) continue;
+        if ((this.claimNotBefore.get(rt.id) ?? 0) > Date.now() || this.holds.isHeld(rt.id)) continue;
         // A paused sink: nothing, then one probe once the pause is over.
         const circuit = this.circuits.get(rt.id);
         const allowed = circuit ? circuit.allowance(free, Date.now()) : free;
@@ -371,7 +255,7 @@ export class Dispatcher {
         const idle = [...this.sinks.keys()].filter(
           (id) =>
             (this.claimNotBefore.get(id) ?? 0) > now ||
-            this.isHeld(id, now) ||
+            this.holds.isHeld(id, now) ||
             !(this.circuits.get(id)?.claimable(now) ?? true),
         );
         const goneIdle = (this.claimNotBefore.get(GONE) ?? 0) > now;
@@ -415,12 +299,6 @@ export class Dispatcher {
     return claimed ?? [];
   }
 
-  /** Held by an operator now (a hold whose end has passed is over, whether or not the store was read since). */
-  private isHeld(sinkId: string, now = Date.now()): boolean {
-    const h = this.holds.get(sinkId);
-    return !!h && (!h.until || h.until.getTime() > now);
-  }
-
   /** Undefined when the claim failed (logged). */
   private async claim(limit: number, filter: DeliveryClaimFilter): Promise<ClaimedDelivery[] | undefined> {
     try {
@@ -446,46 +324,6 @@ export class Dispatcher {
       this.logger.info('released delivery leases a lost claim answer left with this instance', {
         deliveries: released,
       });
-  }
-
-  /**
-   * Outcomes of one event-loop turn are recorded together (one store operation; on PostgreSQL
-   * one transaction instead of one per delivery). Each caller learns whether its batch committed.
-   */
-  private record(deliveryId: string, outcome: DeliveryOutcome): Promise<StaleOutcome | undefined> {
-    return new Promise<StaleOutcome | undefined>((resolve, reject) => {
-      this.outcomes.push({ deliveryId, outcome, resolve, reject });
-      if (this.outcomeTimer) return;
-      this.outcomeTimer = setImmediate(() => {
-        this.outcomeTimer = undefined;
-        const batch = this.outcomes.splice(0);
-        const items = batch.map(({ deliveryId: id, outcome: o }) => ({ deliveryId: id, outcome: o }));
-        // The deliveries happened: a store outage shorter than half the lease must not leave them
-        // leased to be made again (they stay ours until then).
-        // Fenced by our lease: a late outcome (the lease expired and another instance took the
-        // delivery over) or one already recorded (a retry after a lost COMMIT answer) changes nothing.
-        const owner = this.opts.owner;
-        retryTransient(() => this.store.completeDeliveries(items, { owner }), {
-          what: 'recording delivery outcomes',
-          logger: this.logger,
-          budgetMs: this.opts.leaseMs / 2,
-        }).then(
-          (r) => {
-            const stale = new Map((r?.stale ?? []).map((x) => [x.deliveryId, x]));
-            batch.forEach((b) => b.resolve(stale.get(b.deliveryId)));
-          },
-          (e) => {
-            const details = (e as FerryError)?.details;
-            const missing = new Set<string>((details?.deliveryIds as string[] | undefined) ?? []);
-            const stale = new Map(((details?.stale as StaleOutcome[] | undefined) ?? []).map((x) => [x.deliveryId, x]));
-            // Only the deliveries the store did not know failed; the others were recorded.
-            if (missing.size)
-              batch.forEach((b) => (missing.has(b.deliveryId) ? b.reject(e) : b.resolve(stale.get(b.deliveryId))));
-            else batch.forEach((b) => b.reject(e));
-          },
-        );
-      });
-    });
   }
 
   private sleep(ms: number): Promise<void> {
@@ -528,42 +366,6 @@ export class Dispatcher {
       });
   }
 
-  /**
-   * The sink's call, given at most `deliveryTimeoutMs`: a call that never returns (a plugin
-   * without timeouts, a server that stops answering mid-response) would otherwise hold its slot
-   * and -- its lease renewed while it runs -- the later deliveries of its ordering key for good.
-   * Past the limit the attempt fails (retryable, retried later), the delivery's signal is aborted
-   * for the sink to stop, and whatever the call does afterwards is ignored.
-   */
-  private deliverWithin(rt: SinkRuntime, d: ClaimedDelivery, entry: InSink): Promise<void> {
-    const delivery = toSinkDelivery(d);
-    const call = rt.sink.deliver(delivery);
-    const limit = entry.limit;
-    const expired = new Promise<never>((_, reject) => {
-      entry.expire = (why = 'timeout') => {
-        const e =
-          why === 'stopping'
-            ? new FerryError(
-                'DELIVERY_ENGINE_STOPPING',
-                `sink "${rt.id}" did not finish the delivery before the engine stopped`,
-                { kind: 'transient', retryable: true },
-              )
-            : new FerryError(
-                'DELIVERY_TIMEOUT',
-                `sink "${rt.id}" did not finish the delivery within ${limit} ms (deliveryTimeoutMs)`,
-                { kind: 'transient', retryable: true },
-              );
-        // Settled before the sink hears of it: a sink that rejects as soon as its signal aborts must
-        // not have its own error recorded instead (the race takes whichever settled first).
-        reject(e);
-        delivery.abort(e);
-      };
-    });
-    // A call abandoned at the limit may still settle: nobody is waiting for it then.
-    call.catch(() => undefined);
-    return Promise.race([call, expired]);
-  }
-
   private async run(d: ClaimedDelivery): Promise<void> {
     this.held.add(d.id);
     this.inFlight++;
@@ -600,7 +402,7 @@ export class Dispatcher {
           kind: 'config',
           retryable: true,
         });
-      await this.deliverWithin(rt, d, entry);
+      await deliverWithin(rt, d, entry);
       outcome = { status: 'delivered' };
       if (circuit) this.sinkAnswered(rt, circuit);
       const secs = Number(process.hrtime.bigint() - started) / 1e9;
@@ -653,9 +455,9 @@ export class Dispatcher {
     }
     // The slot stays taken until the outcome is committed: what an instance holds leased (and
     // what another redelivers if it dies) is at most its sinks' concurrency. Outcomes of one turn
-    // commit together (`record`), so this costs one commit round per group, not per delivery.
+    // commit together (`OutcomeRecorder.record`), so this costs one commit round per group, not per delivery.
     try {
-      const stale = await this.record(d.id, outcome);
+      const stale = await this.outcomes.record(d.id, outcome);
       if (stale)
         // Ours no longer: another instance claimed it after our lease ran out (and delivers it
         // too: at-least-once), or it was made final meanwhile. Its state is left as it is.
