@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { warmFhirValidator } from '../fhir/validate';
 import os from 'node:os';
 import type { Resource } from '@medplum/fhirtypes';
@@ -8,32 +8,31 @@ import { ensureInitialToken, printInitialToken } from '../admin/auth';
 import { EngineMetrics } from '../admin/metrics';
 import type { EngineConfig } from '../config/engine.schema';
 import { Dispatcher, type SinkRuntime, type SinkView } from '../delivery/dispatcher';
-import { ConfigError } from '../config/load-config';
 import { FerryError } from '../errors';
 import { createLogger, errorFields } from '../logging/logger';
-import type { DataQualityPolicy, InboundMessage, MessageHeaders } from '../model/message';
+import type { InboundMessage, MessageHeaders } from '../model/message';
 import type { MessageSource, MessageTransform } from '../plugin/api';
 import type { PluginHost } from '../plugin/plugin-host';
-import { coreTokens } from '../plugin/tokens';
-import { DEFAULT_DATA_QUALITY } from '../pipeline/data-quality';
 import { findTransform } from '../pipeline/process-message';
 import { Processor, type PreparedRoutes } from '../pipeline/processor';
-import { TransformPool } from '../pipeline/transform-pool';
+import type { TransformPool } from '../pipeline/transform-pool';
 import { pruneByRetention } from '../store/admin-ops';
 import { createStore } from '../store/create-store';
 import type { DuplicateOptions, InsertResult, MessageStore, PruneResult, SinkHold } from '../store/message-store';
 import { configure, type ConfigureOptions } from './configure';
-import { sinkContext, sourceContext } from './contexts';
 import { storeSubmitted } from './intake';
 import { resolveReferences, type SourceRuntime } from './references';
-import { diffEntries, maskedConfigText, pluginChanges, RESTART_ONLY, sameConfig, type ReloadResult } from './reload';
+import { planReload, recordConfigVersion, type ReloadResult } from './reload';
+import {
+  createSource,
+  dataQualityPolicies,
+  startFhirFacade,
+  startSink,
+  startTransformPool,
+  type RunningFacade,
+} from './runtimes';
+import { readiness, sourceViews, storeState, waitForIdle } from './status';
 import { fileModesOf, type FileModes } from '../util/file-modes';
-
-/** `processing.transformWorkers`: auto = one fewer than the CPUs (the engine thread has one), at most 4. */
-export function transformWorkerCount(setting: number | 'auto'): number {
-  if (setting === 'auto') return Math.max(0, Math.min(4, (os.availableParallelism?.() ?? os.cpus().length) - 1));
-  return setting;
-}
 
 export interface EngineOptions extends ConfigureOptions {
   /** The engine's logger (winston: the engine gives children of it to its store, loops and servers). */
@@ -50,6 +49,7 @@ export interface EngineOptions extends ConfigureOptions {
 export type { ReloadResult } from './reload';
 export { maskedConfigText } from './reload';
 export { withResources, writeFormat } from './references';
+export { transformWorkerCount } from './runtimes';
 
 /**
  * The engine: sources -> store -> processor (transform, routes, steps) -> dispatcher -> sinks.
@@ -72,10 +72,7 @@ export class Engine {
   private pool?: TransformPool;
   private dispatcher?: Dispatcher;
   private admin?: AdminServer;
-  private facade?: {
-    service: import('../facade/facade.service').FacadeService;
-    server: import('../facade/facade.server').FacadeServer;
-  };
+  private facade?: RunningFacade;
   private pruneTimer?: NodeJS.Timeout;
   private state: 'created' | 'starting' | 'running' | 'stopping' | 'stopped' = 'created';
   /** The store knows this instance (`MessageStore.startInstance`). */
@@ -109,19 +106,7 @@ export class Engine {
       });
     this.transforms = host.transforms().map((t) => t.container.resolve(t.impl));
     this.metrics.sourceStats = () => this.sources.map((s) => ({ source: s.id, stats: s.source.stats?.() }));
-    this.metrics.storeState = async () => {
-      // Not while the store is known to be unreachable: a scrape must not wait out a query timeout.
-      if (!this.store.isOpen() || this.store.reachable?.() === false) return { reachable: false };
-      try {
-        const [backlog, messages] = await Promise.all([
-          this.store.backlog(),
-          this.store.countMessages(['received', 'transformed', 'routed', 'failed', 'dead']),
-        ]);
-        return { reachable: true, backlog, messages };
-      } catch {
-        return { reachable: false };
-      }
-    };
+    this.metrics.storeState = () => storeState(this.store);
   }
 
   static async create(opts: EngineOptions): Promise<Engine> {
@@ -154,13 +139,7 @@ export class Engine {
 
   /** Each running source: type, readiness, its numeric stats and its own state view (`describe()`), no PHI. */
   sourceViews(): { id: string; type: string; ready: boolean; stats?: object; state?: object }[] {
-    return this.sources.map((s) => ({
-      id: s.id,
-      type: s.type,
-      ready: s.source.isReady ? s.source.isReady() : true,
-      stats: s.source.stats?.(),
-      state: s.source.describe?.(),
-    }));
+    return sourceViews(this.sources);
   }
 
   /** Each configured sink as this instance sees it (empty before start). */
@@ -199,10 +178,7 @@ export class Engine {
 
   /** Ready: store open and reachable, and every source accepting. */
   readiness(): { ready: boolean; store: boolean; sources: Record<string, boolean> } {
-    const sources: Record<string, boolean> = {};
-    for (const s of this.sources) sources[s.id] = s.source.isReady ? s.source.isReady() : true;
-    const store = this.store.isOpen() && (this.store.reachable?.() ?? true);
-    return { ready: this.state === 'running' && store && Object.values(sources).every(Boolean), store, sources };
+    return readiness(this.state === 'running', this.store, this.sources);
   }
 
   async start(): Promise<void> {
@@ -236,8 +212,9 @@ export class Engine {
         this.instanceStarted = true;
       }
       for (const w of cfg.warnings) this.logger.warn('config: deprecated form', { path: w.path, detail: w.message });
-      this.version = await this.recordConfigVersion(cfg, 'start', 1);
-      for (const [id, entry] of Object.entries(cfg.sinks)) this.sinks.set(id, await this.startSink(id, entry, cfg));
+      this.version = await recordConfigVersion(this.store, cfg, 'start', 1);
+      for (const [id, entry] of Object.entries(cfg.sinks))
+        this.sinks.set(id, await startSink(this, this.hosts(), id, entry, cfg));
       // the FHIR definitions load now (≈ 1 s CPU), not on the first message
       if (cfg.processing.validate !== false) warmFhirValidator();
       const common = {
@@ -245,22 +222,7 @@ export class Engine {
         leaseMs: cfg.processing.leaseMs,
         pollIntervalMs: cfg.processing.pollIntervalMs,
       };
-      const workers = transformWorkerCount(cfg.processing.transformWorkers);
-      if (workers > 0 && cfg.plugins.length)
-        this.pool = await TransformPool.start(
-          workers,
-          {
-            plugins: cfg.plugins.map((p) => p.package),
-            pluginConfig: cfg.pluginConfig,
-            pluginBaseDir: process.cwd(),
-            routes: cfg.routes,
-            dataQuality: this.dataQualityPolicies(),
-            validate: cfg.processing.validate !== false,
-            baseDir: cfg.baseDir,
-            log: cfg.log,
-          },
-          this.logger.child({ component: 'transform-pool' }),
-        );
+      this.pool = await startTransformPool(cfg, this.logger);
       this.processor = new Processor(
         this.store,
         this.transforms,
@@ -274,7 +236,7 @@ export class Engine {
           baseDir: cfg.baseDir,
           validate: cfg.processing.validate !== false,
           pool: this.pool,
-          dataQuality: this.dataQualityPolicies(),
+          dataQuality: dataQualityPolicies(cfg),
           configVersion: this.version,
         },
       );
@@ -300,7 +262,7 @@ export class Engine {
           );
         this.admin = await startAdmin(this, cfg.admin);
       }
-      if (cfg.api.enabled) await this.startFacade(cfg);
+      if (cfg.api.enabled) this.facade = await startFhirFacade(this, cfg);
       this.schedulePruner();
       this.state = 'running';
       this.logger.info('engine started', {
@@ -332,33 +294,6 @@ export class Engine {
     );
   }
 
-  /** The FHIR facade (`api:`): a provider per connection, on its own listener. */
-  private async startFacade(cfg: EngineConfig): Promise<void> {
-    // loaded only when the facade is on
-    // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: the facade loads only when it is on
-    const { FacadeService } = require('../facade/facade.service') as typeof import('../facade/facade.service');
-    // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: the facade loads only when it is on
-    const { startFacade } = require('../facade/facade.server') as typeof import('../facade/facade.server');
-    const logger = this.logger.child({ component: 'facade' });
-    const service = new FacadeService({
-      store: this.store,
-      transforms: this.transforms,
-      logger,
-      api: cfg.api,
-      connections: cfg.connections,
-      providers: this.host.facadeProviders(),
-      submit: (sourceId, messages) => this.submit(sourceId, messages),
-    });
-    service.start();
-    try {
-      const server = await startFacade({ api: cfg.api, auth: cfg.admin.auth, store: this.store, logger, service });
-      this.facade = { service, server };
-    } catch (e) {
-      await service.close();
-      throw e;
-    }
-  }
-
   /** The FHIR facade's URL, when `api.enabled`. */
   get apiUrl(): string | undefined {
     return this.facade?.server.url;
@@ -367,31 +302,6 @@ export class Engine {
   /** The plugin hosts whose registrations the engine uses: the one it started with, then those of plugins loaded by reloads. */
   private hosts(): PluginHost[] {
     return [this.host, ...this.addedHosts];
-  }
-
-  private async startSink(
-    id: string,
-    entry: EngineConfig['sinks'][string],
-    cfg: EngineConfig,
-    hosts = this.hosts(),
-  ): Promise<SinkRuntime> {
-    const reg = hosts.map((h) => h.sinkTypes().find((s) => s.type === entry.type)).find(Boolean)!;
-    const { type: _t, retry, circuitBreaker, concurrency, deliveryTimeoutMs, ...rest } = entry;
-    const logger = this.logger.child({ sink: id });
-    const ctx = sinkContext(this, { id, config: rest, logger });
-    const child = reg.container.createChildContainer();
-    child.register(coreTokens.SinkContext, { useValue: ctx });
-    const sink = child.resolve(reg.impl);
-    await sink.start?.();
-    return {
-      id,
-      sink,
-      retry,
-      logger,
-      concurrency: concurrency || sink.preferredConcurrency || cfg.processing.deliveryWorkers || 1,
-      deliveryTimeoutMs,
-      circuit: circuitBreaker,
-    };
   }
 
   /**
@@ -420,77 +330,28 @@ export class Engine {
         kind: 'transient',
       });
     const opts = next ? { ...this.configureOptions, configFile: undefined, config: next } : this.configureOptions;
-    let fresh: EngineConfig;
-    let freshHost: PluginHost;
-    try {
-      /* eslint-disable @typescript-eslint/no-require-imports -- lazy, like configure() itself */
-      ({ config: fresh, host: freshHost } = await configure({
-        ...opts,
-        logger: (require('../logging/logger') as typeof import('../logging/logger')).silentLogger(),
-      }));
-      /* eslint-enable @typescript-eslint/no-require-imports */
-    } catch (e) {
-      if (!(e instanceof ConfigError)) throw e;
-      // Paths and messages only: a config problem names settings, never message content.
-      this.logger.error('config reload refused: the config is not valid; the running config stays', {
-        by,
-        problems: e.problems.length,
-        details: e.problems.map((p) => `${p.path}: ${p.message}`),
-      });
-      return { applied: false, version: this.version, problems: e.problems };
-    }
-    const old = this.cfg;
-    const plugins = pluginChanges(old, fresh, freshHost, { hosts: this.hosts(), transformWorkers: !!this.pool });
-    const restartRequired = [...RESTART_ONLY.filter((k) => !sameConfig(old[k], fresh[k])), ...plugins.restartRequired];
-    if (restartRequired.length) {
-      this.logger.warn('config reload refused: changed settings need a restart; nothing applied', {
-        by,
-        settings: restartRequired,
-      });
-      return { applied: false, version: this.version, restartRequired: [...restartRequired] };
-    }
-    const sinks = diffEntries(old.sinks, fresh.sinks);
-    const sources = diffEntries(old.sources, fresh.sources);
-    const routes = diffEntries(
-      Object.fromEntries(old.routes.map((r) => [r.id, r])),
-      Object.fromEntries(fresh.routes.map((r) => [r.id, r])),
-    );
-    // With script steps a reload always reloads them (their files may have changed; the version stays when the config did not).
-    const scripts = fresh.routes.some((r) => r.steps.some((st) => 'script' in st));
-    if (
-      !scripts &&
-      !plugins.added.length &&
-      sameConfig(old.sinks, fresh.sinks) &&
-      sameConfig(old.sources, fresh.sources) &&
-      sameConfig(old.routes, fresh.routes)
-    ) {
-      this.logger.info('config reloaded: no change', { by, version: this.version });
-      return { applied: true, version: this.version, unchanged: true };
-    }
-    const dataQuality = this.dataQualityPolicies(fresh);
-    // Compiled (scripts loaded afresh from their files) before anything changes: a step that does
-    // not compile refuses the reload.
     const processor = this.processor!;
-    let compiled: PreparedRoutes;
-    try {
-      compiled = processor.prepareRoutes(0, fresh.routes, dataQuality);
-    } catch (e) {
-      if (!(e instanceof FerryError) || e.kind !== 'config') throw e;
-      const problems = [{ path: 'routes', message: e.message }];
-      this.logger.error('config reload refused: a route step does not load; the running config stays', {
-        by,
-        problems: 1,
-        details: problems.map((p) => `${p.path}: ${p.message}`),
-      });
-      return { applied: false, version: this.version, problems };
-    }
+    const plan = await planReload(
+      {
+        config: this.cfg,
+        version: this.version,
+        hosts: this.hosts(),
+        transformWorkers: !!this.pool,
+        logger: this.logger,
+        compile: (routes, dataQuality) => processor.prepareRoutes(0, routes, dataQuality),
+      },
+      opts,
+      by,
+    );
+    if (plan.result) return plan.result;
+    const { fresh, freshHost, plugins, sinks, sources, routes, compiled } = plan;
     // 1. Sinks the new routes may name: the new runtimes start first; one that cannot start
     //    refuses the reload with nothing changed (those started are stopped again).
     const started = new Map<string, SinkRuntime>();
     try {
       const hosts = plugins.added.length ? [...this.hosts(), freshHost] : this.hosts();
       for (const id of [...sinks.added, ...sinks.changed])
-        started.set(id, await this.startSink(id, fresh.sinks[id], fresh, hosts));
+        started.set(id, await startSink(this, hosts, id, fresh.sinks[id], fresh));
     } catch (e) {
       for (const [id, rt] of started)
         await rt.sink.stop?.().catch((err) => this.logger.warn('sink stop failed', { sink: id, ...errorFields(err) }));
@@ -501,7 +362,7 @@ export class Engine {
       });
       return { applied: false, version: this.version, problems };
     }
-    const version = await this.recordConfigVersion(fresh, by, this.version + 1);
+    const version = await recordConfigVersion(this.store, fresh, by, this.version + 1);
     const prepared: PreparedRoutes = { pipeline: compiled.pipeline, generation: { ...compiled.generation, version } };
     for (const id of sinks.changed) {
       // The old runtime stops claiming and finishes its calls under way; then the new one claims.
@@ -553,29 +414,6 @@ export class Engine {
     return { applied: true, version, changes };
   }
 
-  /**
-   * Stores an applied config (secrets masked, its hash, who) and answers its version; the same
-   * content as the latest stored version keeps that version. A store without config versions: `fallback`.
-   */
-  private async recordConfigVersion(config: EngineConfig, by: string, fallback: number): Promise<number> {
-    if (!this.store.recordConfigVersion) return fallback;
-    const text = await maskedConfigText(config);
-    const { version } = await this.store.recordConfigVersion({
-      hash: createHash('sha256').update(text).digest('hex'),
-      appliedBy: by,
-      config: text,
-    });
-    return version;
-  }
-
-  /** Each source's `dataQuality` policy, by source id (plain data: it goes to the transform workers too). */
-  private dataQualityPolicies(config: EngineConfig = this.config): Record<string, DataQualityPolicy> {
-    const out: Record<string, DataQualityPolicy> = {};
-    for (const [id, src] of Object.entries(config.sources))
-      if (src.dataQuality) out[id] = { policy: src.dataQuality.policy, fields: { ...src.dataQuality.fields } };
-    return out;
-  }
-
   /** Transform worker threads ready (0: processing on the engine thread). */
   get transformWorkers(): number {
     return this.pool?.ready ?? 0;
@@ -597,19 +435,9 @@ export class Engine {
   }
 
   private async startSource(id: string, entry: EngineConfig['sources'][string]): Promise<void> {
-    const reg = this.hosts()
-      .map((h) => h.sourceTypes().find((s) => s.type === entry.type))
-      .find(Boolean)!;
-    const { type, duplicates, dataQuality: dq, ...rest } = entry;
-    const dataQuality = dq ?? DEFAULT_DATA_QUALITY;
-    const logger = this.logger.child({ source: id });
-    const abort = new AbortController();
-    const ctx = sourceContext(this, { id, config: rest, logger, signal: abort.signal, duplicates, dataQuality });
-    const child = reg.container.createChildContainer();
-    child.register(coreTokens.SourceContext, { useValue: ctx });
-    const source = child.resolve(reg.impl);
-    this.sources.push({ id, type, source, abort });
-    await source.start();
+    const rt = createSource(this, this.hosts(), id, entry);
+    this.sources.push(rt);
+    await rt.source.start();
   }
 
   /** New work may be in the store (after a replay): process and deliver it now. */
@@ -647,25 +475,8 @@ export class Engine {
    * Resolves when nothing is left to do now: no message waiting to be processed, no delivery
    * pending or due. Deliveries waiting for a later retry count only with `includeScheduled`.
    */
-  async waitForIdle(timeoutMs = 10_000, opts: { includeScheduled?: boolean } = {}): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const b = await this.store.backlog();
-      const busy =
-        b.unprocessedMessages +
-          b.deliveriesDue +
-          b.deliveriesLeased +
-          (opts.includeScheduled ? b.deliveriesScheduled : 0) +
-          (this.dispatcher?.busy ?? 0) +
-          (this.processor?.busy ?? 0) >
-        0;
-      if (!busy) return;
-      if (Date.now() > deadline)
-        throw new FerryError('INTERNAL_IDLE_TIMEOUT', `engine not idle after ${timeoutMs} ms: ${JSON.stringify(b)}`, {
-          kind: 'internal',
-        });
-      await new Promise((r) => setTimeout(r, 20));
-    }
+  waitForIdle(timeoutMs = 10_000, opts: { includeScheduled?: boolean } = {}): Promise<void> {
+    return waitForIdle(this.store, () => (this.dispatcher?.busy ?? 0) + (this.processor?.busy ?? 0), timeoutMs, opts);
   }
 
   private schedulePruner(): void {

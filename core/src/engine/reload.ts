@@ -1,13 +1,21 @@
 /**
  * What a reload compares: the config's settings and entries (as canonical JSON), the `plugins:` list,
- * and the config text stored as a version (secrets masked by fingerprint). `Engine.reload` applies
- * what these say.
+ * and the config text stored as a version (secrets masked by fingerprint); `planReload` loads the new
+ * config and says what to apply, if anything. `Engine.reload` applies what these say.
  */
+import { createHash } from 'node:crypto';
 import { redactConfig, secretFingerprints } from '../admin/redact';
-import type { ConfigProblem } from '../config/load-config';
+import type { Logger } from 'winston';
+import { ConfigError, type ConfigProblem } from '../config/load-config';
 import type { EngineConfig } from '../config/engine.schema';
+import { FerryError } from '../errors';
+import type { DataQualityPolicy } from '../model/message';
 import type { MessageTransform } from '../plugin/api';
+import type { PreparedRoutes } from '../pipeline/processor';
 import type { PluginHost } from '../plugin/plugin-host';
+import type { MessageStore } from '../store/message-store';
+import { configure, type ConfigureOptions } from './configure';
+import { dataQualityPolicies } from './runtimes';
 
 /** What a reload did (`Engine.reload`): applied, refused as invalid, or refused as needing a restart. */
 export interface ReloadResult {
@@ -63,6 +71,26 @@ export async function maskedConfigText(config: EngineConfig): Promise<string> {
   return canonicalJson(redactConfig(rest, '', (_secret, at) => fingerprints.get(at) ?? '(redacted)'));
 }
 
+/**
+ * Stores an applied config (secrets masked, its hash, who) and answers its version; the same
+ * content as the latest stored version keeps that version. A store without config versions: `fallback`.
+ */
+export async function recordConfigVersion(
+  store: MessageStore,
+  config: EngineConfig,
+  by: string,
+  fallback: number,
+): Promise<number> {
+  if (!store.recordConfigVersion) return fallback;
+  const text = await maskedConfigText(config);
+  const { version } = await store.recordConfigVersion({
+    hash: createHash('sha256').update(text).digest('hex'),
+    appliedBy: by,
+    config: text,
+  });
+  return version;
+}
+
 /** Ids added, changed and removed between two keyed sets of config entries. */
 export function diffEntries(
   before: Record<string, unknown>,
@@ -113,4 +141,107 @@ export function pluginChanges(
   }
   const transforms = restartRequired.length ? [] : regs.map((t) => t.container.resolve(t.impl));
   return { added: restartRequired.length ? [] : added, transforms, restartRequired };
+}
+
+/** A reload's plan: the answer when there is nothing to apply, else the new config and what differs. */
+export type ReloadPlan =
+  | { result: ReloadResult }
+  | {
+      result?: undefined;
+      fresh: EngineConfig;
+      freshHost: PluginHost;
+      plugins: ReturnType<typeof pluginChanges>;
+      sinks: ReturnType<typeof diffEntries>;
+      sources: ReturnType<typeof diffEntries>;
+      routes: ReturnType<typeof diffEntries>;
+      /** The new routes, steps and data-quality policies, compiled (`Processor.prepareRoutes`). */
+      compiled: PreparedRoutes;
+    };
+
+/**
+ * Loads and validates the new config (`opts`) and compares it with the one in force: an invalid
+ * config, or one changing what only a restart applies, is refused; one that changes nothing is
+ * answered as unchanged (logged, by paths and setting names only); so is one whose route steps do
+ * not compile. Else: what to apply, compiled. Nothing in force changes here.
+ */
+export async function planReload(
+  running: {
+    config: EngineConfig;
+    version: number;
+    hosts: PluginHost[];
+    transformWorkers: boolean;
+    logger: Logger;
+    compile: (routes: EngineConfig['routes'], dataQuality: Record<string, DataQualityPolicy>) => PreparedRoutes;
+  },
+  opts: ConfigureOptions,
+  by: string,
+): Promise<ReloadPlan> {
+  const { logger } = running;
+  let fresh: EngineConfig;
+  let freshHost: PluginHost;
+  try {
+    /* eslint-disable @typescript-eslint/no-require-imports -- lazy, like configure() itself */
+    ({ config: fresh, host: freshHost } = await configure({
+      ...opts,
+      logger: (require('../logging/logger') as typeof import('../logging/logger')).silentLogger(),
+    }));
+    /* eslint-enable @typescript-eslint/no-require-imports */
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    // Paths and messages only: a config problem names settings, never message content.
+    logger.error('config reload refused: the config is not valid; the running config stays', {
+      by,
+      problems: e.problems.length,
+      details: e.problems.map((p) => `${p.path}: ${p.message}`),
+    });
+    return { result: { applied: false, version: running.version, problems: e.problems } };
+  }
+  const old = running.config;
+  const plugins = pluginChanges(old, fresh, freshHost, {
+    hosts: running.hosts,
+    transformWorkers: running.transformWorkers,
+  });
+  const restartRequired = [...RESTART_ONLY.filter((k) => !sameConfig(old[k], fresh[k])), ...plugins.restartRequired];
+  if (restartRequired.length) {
+    logger.warn('config reload refused: changed settings need a restart; nothing applied', {
+      by,
+      settings: restartRequired,
+    });
+    return { result: { applied: false, version: running.version, restartRequired: [...restartRequired] } };
+  }
+  const sinks = diffEntries(old.sinks, fresh.sinks);
+  const sources = diffEntries(old.sources, fresh.sources);
+  const routes = diffEntries(
+    Object.fromEntries(old.routes.map((r) => [r.id, r])),
+    Object.fromEntries(fresh.routes.map((r) => [r.id, r])),
+  );
+  // With script steps a reload always reloads them (their files may have changed; the version stays when the config did not).
+  const scripts = fresh.routes.some((r) => r.steps.some((st) => 'script' in st));
+  if (
+    !scripts &&
+    !plugins.added.length &&
+    sameConfig(old.sinks, fresh.sinks) &&
+    sameConfig(old.sources, fresh.sources) &&
+    sameConfig(old.routes, fresh.routes)
+  ) {
+    logger.info('config reloaded: no change', { by, version: running.version });
+    return { result: { applied: true, version: running.version, unchanged: true } };
+  }
+  const dataQuality = dataQualityPolicies(fresh);
+  // Compiled (scripts loaded afresh from their files) before anything changes: a step that does
+  // not compile refuses the reload.
+  let compiled: PreparedRoutes;
+  try {
+    compiled = running.compile(fresh.routes, dataQuality);
+  } catch (e) {
+    if (!(e instanceof FerryError) || e.kind !== 'config') throw e;
+    const problems = [{ path: 'routes', message: e.message }];
+    logger.error('config reload refused: a route step does not load; the running config stays', {
+      by,
+      problems: 1,
+      details: problems.map((p) => `${p.path}: ${p.message}`),
+    });
+    return { result: { applied: false, version: running.version, problems } };
+  }
+  return { fresh, freshHost, plugins, sinks, sources, routes, compiled };
 }
