@@ -1,7 +1,10 @@
+import { existsSync } from 'node:fs';
 import os from 'node:os';
-import { Worker } from 'node:worker_threads';
+import path from 'node:path';
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import pg from 'pg';
 import { FerryError } from '../errors';
+import { runHeartbeat, type HeartbeatData, type HeartbeatReply } from './postgres-heartbeat-thread';
 import type { InstanceOptions, InstanceStart, LiveInstance } from './message-store';
 import type { Dialect } from './schema';
 import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql/sql.store';
@@ -121,56 +124,16 @@ export function withSearchPath(url: string, schema: string | undefined): string 
 }
 
 /**
- * The heartbeat thread: its own connection, one UPSERT of the instance's row every interval, on
- * the server's clock. On a thread of its own so an engine whose event loop is busy (a long
- * synchronous transform, a GC storm) keeps beating and keeps its leases; a process that is
- * stopped (SIGSTOP) or dead stops beating, as it should.
+ * The compiled heartbeat thread (postgres-heartbeat-thread.ts), loaded by path; under ts-jest the
+ * sources run from src/, the thread from dist/. Undefined when not built: the heartbeat is then
+ * written from the engine's thread (same code, over a MessageChannel), with a warning.
  */
-const HEARTBEAT = `
-const { parentPort, workerData } = require('node:worker_threads');
-const pg = require(workerData.pgModule);
-let client;
-let busy = false;
-let stopped = false;
-const drop = () => {
-  const c = client;
-  client = undefined;
-  if (c) c.end().catch(() => undefined);
-};
-async function beat() {
-  if (busy || stopped) return;
-  busy = true;
-  try {
-    if (!client) {
-      const c = new pg.Client({ connectionString: workerData.url, application_name: 'ferry-heartbeat', connectionTimeoutMillis: workerData.timeoutMs, query_timeout: workerData.timeoutMs, keepAlive: true });
-      c.on('error', () => { if (client === c) drop(); });
-      client = c;
-      await c.connect();
-    }
-    await client.query(
-      'INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint) ' +
-        'ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at',
-      [workerData.id, workerData.host, workerData.pid, workerData.startedAt],
-    );
-    parentPort.postMessage({ ok: true });
-  } catch (e) {
-    drop();
-    parentPort.postMessage({ error: String((e && e.message) || e) });
-  } finally {
-    busy = false;
-  }
+export function heartbeatScript(): string | undefined {
+  const here = path.join(__dirname, 'postgres-heartbeat-thread.js');
+  if (existsSync(here)) return here;
+  const built = path.resolve(__dirname, '../../dist/store/postgres-heartbeat-thread.js');
+  return existsSync(built) ? built : undefined;
 }
-const timer = setInterval(beat, workerData.intervalMs);
-beat();
-parentPort.on('message', (m) => {
-  if (m !== 'stop') return;
-  stopped = true;
-  clearInterval(timer);
-  const c = client;
-  client = undefined;
-  (c ? c.end().catch(() => undefined) : Promise.resolve()).then(() => parentPort.close());
-});
-`;
 
 /** How long a row of an instance that stopped beating is kept (for operators) before it is deleted. */
 const DEAD_INSTANCE_KEPT_MS = 24 * 3600_000;
@@ -421,7 +384,7 @@ export class PostgresMessageStore extends SqlMessageStore {
 
   private instances = new Map<
     string,
-    { worker: Worker; reaper: NodeJS.Timeout; failing: boolean; opts: InstanceOptions }
+    { worker: Worker | MessagePort; reaper: NodeJS.Timeout; failing: boolean; opts: InstanceOptions }
   >();
 
   /**
@@ -443,41 +406,51 @@ export class PostgresMessageStore extends SqlMessageStore {
       ),
     );
     const state = {
-      worker: undefined as unknown as Worker,
+      worker: undefined as unknown as Worker | MessagePort,
       reaper: undefined as unknown as NodeJS.Timeout,
       failing: false,
       opts,
     };
-    const spawnHeartbeat = (): Worker => {
-      const worker = new Worker(HEARTBEAT, {
-        eval: true,
-        workerData: {
-          pgModule: require.resolve('pg'),
-          url: withSearchPath(this.url, this.schema),
-          id: owner,
-          host: row[1],
-          pid: row[2],
-          startedAt,
-          intervalMs: Math.max(100, opts.heartbeatMs),
-          timeoutMs: Math.max(1000, opts.instanceTimeoutMs),
-        },
-      });
+    const data: HeartbeatData = {
+      url: withSearchPath(this.url, this.schema),
+      id: owner,
+      host: os.hostname(),
+      pid: process.pid,
+      startedAt,
+      intervalMs: Math.max(100, opts.heartbeatMs),
+      timeoutMs: Math.max(1000, opts.instanceTimeoutMs),
+    };
+    // Told once each way, not every heartbeat.
+    const onBeat = (m: HeartbeatReply) => {
+      if ('error' in m && !state.failing) {
+        state.failing = true;
+        this.logger.warn('instance heartbeat failed; other instances take this one for dead if it lasts', {
+          store: this.kind,
+          instance: owner,
+          error: m.error,
+          instanceTimeoutMs: opts.instanceTimeoutMs,
+        });
+      } else if ('ok' in m && state.failing) {
+        state.failing = false;
+        this.logger.info('instance heartbeat written again', { store: this.kind, instance: owner });
+      }
+    };
+    const spawnHeartbeat = (): Worker | MessagePort => {
+      const script = heartbeatScript();
+      if (!script) {
+        this.logger.warn('heartbeat thread not built (core/dist); beating from the engine thread', {
+          store: this.kind,
+          instance: owner,
+        });
+        const { port1, port2 } = new MessageChannel();
+        runHeartbeat(port1, data);
+        port2.on('message', onBeat);
+        port2.unref();
+        return port2;
+      }
+      const worker = new Worker(script, { workerData: data });
       worker.unref();
-      // Told once each way, not every heartbeat.
-      worker.on('message', (m: { ok?: boolean; error?: string }) => {
-        if (m.error !== undefined && !state.failing) {
-          state.failing = true;
-          this.logger.warn('instance heartbeat failed; other instances take this one for dead if it lasts', {
-            store: this.kind,
-            instance: owner,
-            error: m.error,
-            instanceTimeoutMs: opts.instanceTimeoutMs,
-          });
-        } else if (m.ok && state.failing) {
-          state.failing = false;
-          this.logger.info('instance heartbeat written again', { store: this.kind, instance: owner });
-        }
-      });
+      worker.on('message', onBeat);
       worker.on('error', (e) =>
         this.logger.error('instance heartbeat thread failed', { store: this.kind, instance: owner, error: e.message }),
       );
@@ -512,10 +485,13 @@ export class PostgresMessageStore extends SqlMessageStore {
     if (!st) return;
     this.instances.delete(owner);
     clearInterval(st.reaper);
-    st.worker.postMessage('stop');
+    // Ended when its connection is: the thread exits, the engine-thread fallback closes its port.
+    const beater = st.worker;
+    beater.postMessage('stop');
     await new Promise<void>((resolve) => {
-      const t = setTimeout(() => void st.worker.terminate().then(() => resolve()), 2000);
-      st.worker.once('exit', () => {
+      const end = () => (beater instanceof Worker ? beater.terminate().then(() => undefined) : beater.close());
+      const t = setTimeout(() => void Promise.resolve(end()).then(resolve), 2000);
+      beater.once(beater instanceof Worker ? 'exit' : 'close', () => {
         clearTimeout(t);
         resolve();
       });
