@@ -392,6 +392,31 @@ pgDescribe('PostgresMessageStore specifics', () => {
     }
   });
 
+  it('a session left idle inside a transaction (a paused process) is ended by the server, so its locks do not block a takeover', async () => {
+    // What a SIGSTOPped engine looks like to the server: BEGIN, a statement, then silence.
+    class Paused extends PostgresMessageStore {
+      hold(ms: number): Promise<unknown> {
+        return this.tx(async (x) => {
+          await x.run('SELECT 1');
+          await new Promise((r) => setTimeout(r, ms));
+          return x.run('SELECT 1');
+        });
+      }
+    }
+    const schema = `${prefix}_idle_tx`;
+    const s = new Paused({ url: URL, schema, logger: silentLogger(), poolSize: 2, idleInTransactionTimeoutMs: 300 });
+    schemas.set(s, schema);
+    await s.open();
+    try {
+      await expect(s.hold(0)).resolves.toBeDefined();
+      await expect(s.hold(1500)).rejects.toMatchObject({ kind: 'transient' });
+      // The store carries on with a fresh connection.
+      await expect(s.hold(0)).resolves.toBeDefined();
+    } finally {
+      await s.close();
+    }
+  });
+
   it('fails a statement the server does not answer within queryTimeoutMs (a network dropping packets), as a lost connection', async () => {
     const { store: s, proxy, close } = await behindProxy('hole', { poolSize: 1, queryTimeoutMs: 500 });
     try {

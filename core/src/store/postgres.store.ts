@@ -23,6 +23,15 @@ export interface PostgresStoreOptions extends SqlStoreOptions {
    * operations (replay, prune) and migrations are exempt. 0 = no timeout. Default 30 s.
    */
   queryTimeoutMs?: number;
+  /**
+   * The server ends a session of this store that sits inside an open transaction, waiting for its
+   * next statement, for longer than this (PostgreSQL's idle_in_transaction_session_timeout). The
+   * store's own transactions send their statements back to back; a session idle inside one belongs
+   * to a process that is paused (SIGSTOP, a frozen VM) or stuck, and its row locks would otherwise
+   * block the instance taking over its leased work for as long as it stays paused. The transaction
+   * rolls back (nothing it did was acknowledged: ACKs follow commits). 0 = never. Default 5 s.
+   */
+  idleInTransactionTimeoutMs?: number;
 }
 
 const INT8 = 20;
@@ -165,9 +174,11 @@ export class PostgresMessageStore extends SqlMessageStore {
     this.schema = opts.schema;
     this.poolSize = opts.poolSize ?? 12;
     this.queryTimeoutMs = opts.queryTimeoutMs ?? 30_000;
+    this.idleInTransactionTimeoutMs = opts.idleInTransactionTimeoutMs ?? 5_000;
   }
 
   private readonly queryTimeoutMs: number;
+  private readonly idleInTransactionTimeoutMs: number;
 
   protected async connect(): Promise<void> {
     const pool = new pg.Pool({
@@ -176,6 +187,9 @@ export class PostgresMessageStore extends SqlMessageStore {
       types,
       application_name: 'ferry',
       connectionTimeoutMillis: 10_000,
+      ...(this.idleInTransactionTimeoutMs > 0
+        ? { idle_in_transaction_session_timeout: this.idleInTransactionTimeoutMs }
+        : {}),
       // Dead peers are noticed by the operating system eventually, not only by the query timeout.
       keepAlive: true,
     });
