@@ -39,10 +39,12 @@ if (!fs.existsSync(CORPUS) || !fs.existsSync(SEGMAPS)) {
   process.exit(0);
 }
 // FIDELITY_PLUGIN: another build of the plugin (e.g. an older commit's dist/index.js) to compare coverage
-const { Hl7v2Transform, parseHl7, decodeHl7Bytes } = require(
+const { Hl7v2Transform, parseHl7, decodeHl7Bytes, ORDER_MESSAGES } = require(
   process.env.FIDELITY_PLUGIN ?? path.join(ROOT, 'plugins/hl7v2-mllp/dist/index.js'),
 );
 
+// The message types whose OBR is the order only (no DiagnosticReport): the converter's own list.
+if (!ORDER_MESSAGES) throw new Error('the plugin build does not export ORDER_MESSAGES (build it: npm run build)');
 const { parseCsv } = require('./csv');
 
 /** Segment maps: SEG -> [{ file, resource, rows: [{ line, field, attr, dtMap, assign }] }] */
@@ -97,27 +99,6 @@ const FAMILY = {
   VXU: 'VXU_V04',
   MDM: 'MDM_T02',
 };
-const ORDER_MESSAGES = new Set([
-  'ORM',
-  'OML',
-  'OMG',
-  'OMI',
-  'OMB',
-  'OMD',
-  'OMN',
-  'OMP',
-  'OMS',
-  'OMQ',
-  'MDM',
-  'RDE',
-  'RDS',
-  'RGV',
-  'RAS',
-  'SIU',
-  'SRM',
-  'REF',
-  'RRI',
-]);
 
 /**
  * A row condition on the same segment -> (segment) => boolean; null when there is none; 'unsupported' when it

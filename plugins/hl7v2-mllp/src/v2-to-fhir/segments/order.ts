@@ -132,7 +132,7 @@ const RESULT_MESSAGES = new Set(['ORU', 'OUL', 'OPL', 'ORL', 'PPR']);
  * OBR-22/OBR-25 are valued (the IG's ORM_O01, OML_O21, OMG_O19, RDE_O11, MDM_T02 maps list no
  * OBR[DiagnosticReport]); their OBX stay the order's supportingInfo.
  */
-const ORDER_MESSAGES = new Set([
+export const ORDER_MESSAGES: ReadonlySet<string> = new Set([
   'ORM',
   'OML',
   'OMG',
