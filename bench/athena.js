@@ -14,11 +14,7 @@ const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
 
-const args = process.argv.slice(2);
-const argOf = (name, dflt) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
+const { argOf, athenaPatient } = require('./_support');
 const N = Number(argOf('n', 5000));
 const PAGE = Number(argOf('page', 500));
 const P = '195900';
@@ -26,26 +22,7 @@ const P = '195900';
 const core = require('../core/dist');
 const rest = require('../plugins/athena-rest/dist');
 
-function patient(i) {
-  return {
-    patientid: String(10000 + i),
-    firstname: `Given${i}`,
-    lastname: `Family${i}`,
-    dob: '01/15/1985',
-    sex: i % 2 ? 'M' : 'F',
-    status: 'active',
-    departmentid: '1',
-    email: `p${i}@example.org`,
-    homephone: '8605555555',
-    mobilephone: '8608105503',
-    address1: `${i} Main St`,
-    city: 'BOSTON',
-    state: 'MA',
-    zip: '02210',
-    countrycode3166: 'US',
-    maritalstatus: 'S',
-  };
-}
+const patient = (i) => athenaPatient(i, 10000);
 
 /** A minimal athena-like server: a fresh queue of N records per `reset()`. */
 function feedServer() {

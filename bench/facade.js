@@ -16,11 +16,7 @@ const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
 
-const args = process.argv.slice(2);
-const argOf = (name, dflt) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
+const { argOf, athenaPatient } = require('./_support');
 const N = Number(argOf('n', 2000));
 const CONC = Number(argOf('concurrency', 4));
 const LATENCY = Number(argOf('latency', 0));
@@ -30,26 +26,7 @@ const P = '195900';
 
 const core = require('../core/dist');
 
-function patient(i) {
-  return {
-    patientid: String(1000 + i),
-    firstname: `Given${i}`,
-    lastname: `Family${i}`,
-    dob: '01/15/1985',
-    sex: i % 2 ? 'M' : 'F',
-    status: 'active',
-    departmentid: '1',
-    email: `p${i}@example.org`,
-    homephone: '8605555555',
-    mobilephone: '8608105503',
-    address1: `${i} Main St`,
-    city: 'BOSTON',
-    state: 'MA',
-    zip: '02210',
-    countrycode3166: 'US',
-    maritalstatus: 'S',
-  };
-}
+const patient = (i) => athenaPatient(i, 1000);
 
 function vendor() {
   const server = http.createServer((req, res) => {
