@@ -75,21 +75,25 @@ export const modules = {
     tests: ['core/src/delivery/dispatcher.test.ts', 'core/src/delivery/dispatcher.delivery.test.ts'],
   },
   // The duplicate decision (the lookup of earlier messages with the same sender + control id in the
-  // window, and the content comparison), which only the duplicate tests reach: cheap to run.
+  // window, and the content comparison). sqlite.store.duplicates.test.ts runs the conformance suite's
+  // duplicate rules alone (every test of the whole suite inserts, so reaches this code: minutes a mutant).
   'store-dedupe': {
     mutate: ['core/src/store/sql/sql-exec.ts#dedupKey', 'core/src/store/sql/messages.ts#region:duplicate-decision'],
-    tests: ['core/src/store/sqlite.store.test.ts', 'core/src/store/sqlite.store.duplicates.test.ts'],
+    tests: ['core/src/store/sqlite.store.duplicates.test.ts'],
   },
   // The SQL store's paths that must never be wrong: insert and the group commit (nothing resolved
-  // before its transaction commits), claimReceived, claimDeliveries and lease renewal. Every
-  // conformance test inserts, so each mutant here runs the whole suite (minutes): a nightly job.
+  // before its transaction commits; a failed batch rejects every caller), the rows an insert writes
+  // (insertCalls less the duplicate decision, which is store-dedupe's), claimReceived,
+  // claimDeliveries and lease renewal. Against focused files on a real SQLite file and a fake
+  // clock (seconds), not the conformance suite (two minutes, reached by every mutant).
   store: {
     mutate: [
-      'core/src/store/sql/messages.ts#insert,flush,commitBatch,insertCalls',
+      'core/src/store/sql/messages.ts#insert,schedule,flush,commitBatch,validate,writeError',
+      'core/src/store/sql/messages.ts#region:insert-items,region:insert-rows',
       'core/src/store/sql/processing.ts#claimReceived',
       'core/src/store/sql/deliveries.ts#claimDeliveries,renewDeliveryLeases',
     ],
-    tests: ['core/src/store/sqlite.store.test.ts'],
+    tests: ['core/src/store/sqlite.store.insert.test.ts', 'core/src/store/sqlite.store.claims.test.ts'],
   },
 };
 

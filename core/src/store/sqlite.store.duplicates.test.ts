@@ -1,8 +1,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { silentLogger } from '../logging/logger';
-import type { NewMessage } from './message-store';
+import { duplicatesConformance, type StoreHarness } from './__fixtures__/conformance';
+import type { MessageStore, NewMessage } from './message-store';
 import { SqliteMessageStore } from './sqlite.store';
 
 /**
@@ -117,4 +119,35 @@ describe('SqliteMessageStore duplicates at size', () => {
     ]);
     await store.close();
   });
+});
+
+/**
+ * The conformance suite's duplicate rules alone, on SQLite (they run in sqlite.store.test.ts too):
+ * the store-dedupe module's mutation run (scripts/mutation.mjs) needs them without the rest of
+ * that suite, every test of which inserts and so reaches the duplicate decision.
+ */
+describe('MessageStore conformance, duplicates only: sqlite', () => {
+  const h: StoreHarness = {
+    make: (opts) =>
+      new SqliteMessageStore({ path: path.join(dir, `c${++n}.db`), logger: silentLogger(), now: opts?.now }),
+    rawSql: async (s, sql) => {
+      const db = new Database((s as SqliteMessageStore).file);
+      try {
+        db.exec(sql);
+      } finally {
+        db.close();
+      }
+    },
+  };
+  let store: MessageStore;
+  const extra: MessageStore[] = [];
+  beforeEach(async () => {
+    store = h.make();
+    await store.open();
+  });
+  afterEach(async () => {
+    for (const s of extra.splice(0)) await s.close();
+    await store.close();
+  });
+  duplicatesConformance({ name: 'sqlite', h, extra, store: () => store });
 });
