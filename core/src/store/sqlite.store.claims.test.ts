@@ -339,6 +339,44 @@ describe('claimDeliveries: what comes with a delivery, and the sink filters', ()
     }
   });
 
+  it('in message order even when the messages were routed in another order', async () => {
+    const store = await openStore();
+    const [m1, m2, m3] = (await store.insert([msg(), msg(), msg()])).map((r) => r.id);
+    await store.claimReceived('p', 3, 60_000);
+    for (const id of [m3, m1, m2])
+      await store.recordProcessed([
+        {
+          id,
+          transformed: { bundleJson: JSON.stringify(bundleFor(id)), orderingKey: id },
+          outcome: {
+            status: 'routed',
+            deliveries: [{ routeId: 'r1', sinkId: 's1', bundleJson: JSON.stringify(bundleFor(id)), strictOrder: true }],
+          },
+        },
+      ]);
+    expect((await store.claimDeliveries('w', 10, 60_000)).map((d) => d.messageId)).toEqual([m1, m2, m3]);
+  });
+
+  it("a route that changed nothing delivers the message's own bundle", async () => {
+    const store = await openStore();
+    const [m] = await store.insert([msg()]);
+    await store.claimReceived('p', 1, 60_000);
+    const json = JSON.stringify(bundleFor(`message ${m.id}`));
+    await store.recordProcessed([
+      {
+        id: m.id,
+        transformed: { bundleJson: json, orderingKey: 'k' },
+        outcome: {
+          status: 'routed',
+          deliveries: [{ routeId: 'r1', sinkId: 's1', unchanged: true, strictOrder: true }],
+        },
+      },
+    ]);
+    const [d] = await store.claimDeliveries('w', 10, 60_000);
+    expect(d.bundleJson).toBe(json);
+    expect(d.bundle).toEqual(bundleFor(`message ${m.id}`));
+  });
+
   it('sinkIds: only those sinks ([] none); excludeSinkIds: the others (sinks no longer configured)', async () => {
     const store = await openStore();
     const ids = await routed(store, ['A', 'B'], { sinks: ['s1', 's2', 's3'] });

@@ -24,7 +24,9 @@ afterEach(async () => {
 
 type Logged = { level: string; message: string; meta?: Record<string, unknown> };
 let n = 0;
-async function openStore(opts: { maxBatch?: number } = {}): Promise<{ store: SqliteMessageStore; logged: Logged[] }> {
+async function openStore(
+  opts: { maxBatch?: number; now?: () => number } = {},
+): Promise<{ store: SqliteMessageStore; logged: Logged[] }> {
   const logged: Logged[] = [];
   const logger = silentLogger();
   for (const level of ['warn', 'error'] as const)
@@ -36,6 +38,7 @@ async function openStore(opts: { maxBatch?: number } = {}): Promise<{ store: Sql
     path: path.join(dir, `i${++n}.db`),
     logger,
     groupCommit: opts.maxBatch ? { maxBatch: opts.maxBatch } : undefined,
+    now: opts.now,
   });
   await store.open();
   open.push(store);
@@ -189,6 +192,17 @@ describe('insert: a failed batch', () => {
     ]);
   });
 
+  it("a failed call's checkpoint is not written either (one transaction)", async () => {
+    const { store } = await openStore();
+    await store.insert([msg('first')], { checkpoint: { sourceId: 'poller', key: 'cursor', value: '1' } });
+    const bad = msg('bad', { headers: { controlId: 'bad', size: 1n } as never });
+    await expect(
+      store.insert([msg('good'), bad], { checkpoint: { sourceId: 'poller', key: 'cursor', value: '2' } }),
+    ).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_WRITE' });
+    expect(await store.getCheckpoint('poller', 'cursor')).toBe('1');
+    expect(committedCount(store.file)).toBe(1);
+  });
+
   it('a call alone that fails is rejected with its cause as a write error, without a retry one by one', async () => {
     const { store, logged } = await openStore();
     const bad = msg('bad', { headers: { controlId: 'bad', size: 1n } as never });
@@ -217,9 +231,15 @@ describe('insert: malformed calls', () => {
     const good = store.insert([msg('good')]);
     // A bad message after a good one in the same call fails the whole call.
     const results = await Promise.allSettled(cases.map(([m]) => store.insert([msg('fine'), m])));
-    results.forEach((r, i) =>
-      expect(r).toMatchObject({ status: 'rejected', reason: { code: cases[i][1], kind: 'input' } }),
-    );
+    const says = {
+      FERRY_E_INPUT_MESSAGE_NO_SOURCE: /needs a sourceId/,
+      FERRY_E_INPUT_MESSAGE_BODY: /body must be a Buffer/,
+      FERRY_E_INPUT_MESSAGE_CONTENT_TYPE: /needs a content type/,
+    } as Record<string, RegExp>;
+    results.forEach((r, i) => {
+      expect(r).toMatchObject({ status: 'rejected', reason: { code: cases[i][1], kind: 'input' } });
+      expect((r as PromiseRejectedResult).reason.message).toMatch(says[cases[i][1]]);
+    });
     expect(committedBodies(store.file, ids(await good))).toEqual(['body good']);
     expect(committedCount(store.file)).toBe(1);
     expect(store.insertCommits - before).toBe(1);
@@ -296,5 +316,72 @@ describe('insert: batches cut at maxBatch', () => {
 
   it('maxBatch 1: every call commits alone', async () => {
     expect(await commitsFor(1, [1, 1, 1])).toBe(3);
+  });
+});
+
+describe('insert: the rows it writes', () => {
+  it('each message as given: source, content type, headers (none: {}), received time (given, else the store clock), body, one received event', async () => {
+    const clock = Date.UTC(2026, 5, 1, 12);
+    const { store } = await openStore({ now: () => clock });
+    const given = new Date(Date.UTC(2026, 4, 30));
+    const [a, b] = await store.insert([
+      msg('a', {
+        contentType: 'application/hl7-v2',
+        receivedAt: given,
+        headers: { controlId: 'a', messageType: 'ADT^A01', orderingKey: 'MRN1' },
+      }),
+      { sourceId: 'src-b', contentType: 'application/json', body: Buffer.from('{"x":1}') },
+    ]);
+    const ma = (await store.getMessage(a.id, { body: true }))!;
+    expect(ma).toMatchObject({
+      id: a.id,
+      sourceId: 'src-a',
+      contentType: 'application/hl7-v2',
+      headers: { controlId: 'a', messageType: 'ADT^A01', orderingKey: 'MRN1' },
+      status: 'received',
+    });
+    expect(ma.receivedAt.getTime()).toBe(given.getTime());
+    expect(String(ma.body)).toBe('body a');
+    const mb = (await store.getMessage(b.id, { body: true }))!;
+    expect(mb).toMatchObject({ sourceId: 'src-b', contentType: 'application/json', headers: {}, status: 'received' });
+    expect(mb.receivedAt.getTime()).toBe(clock);
+    expect(String(mb.body)).toBe('{"x":1}');
+    expect(mb.seq).toBeGreaterThan(ma.seq);
+    for (const id of [a.id, b.id])
+      expect((await store.events(id)).map((e) => [e.status, e.detail ?? null, e.at.getTime()])).toEqual([
+        ['received', null, clock],
+      ]);
+    expect(await store.listMessages({ controlId: 'a' })).toHaveLength(1);
+    expect(await store.listMessages({ messageType: 'ADT^A01' })).toHaveLength(1);
+  });
+
+  it('more messages than one multi-row INSERT takes: every one stored, body for body, with its event', async () => {
+    const { store } = await openStore();
+    const tags = Array.from({ length: 450 }, (_, i) => `m${i}`);
+    const rs = await store.insert(tags.map((t) => msg(t)));
+    expect(new Set(ids(rs)).size).toBe(450);
+    expect(committedBodies(store.file, ids(rs))).toEqual(tags.map((t) => `body ${t}`));
+    for (const i of [0, 199, 200, 399, 400, 449])
+      expect((await store.events(rs[i].id)).map((e) => e.status)).toEqual(['received']);
+    expect(await store.countMessages(['received'])).toEqual({ received: 450 });
+  });
+
+  it('compared only when asked: without duplicate options the same message twice is stored twice; with them, by content', async () => {
+    const { store } = await openStore();
+    const [a] = await store.insert([msg('same')]);
+    const [b] = await store.insert([msg('same')]);
+    expect(b).toMatchObject({ stored: true, duplicate: false });
+    expect(b.id).not.toBe(a.id);
+    const dup = { duplicates: { policy: 'ignore' as const, windowMs: 60_000 } };
+    const [c] = await store.insert([msg('x')], dup);
+    expect(await store.insert([msg('x')], dup)).toEqual([
+      { id: c.id, duplicate: true, duplicateOf: c.id, stored: false },
+    ]);
+    const [d] = await store.insert([msg('x', { body: Buffer.from('other content') })], dup);
+    expect(d).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: c.id });
+    // A source's own content hash is the content compared.
+    const [e] = await store.insert([msg('h', { contentHash: 'H1', body: Buffer.from('one') })], dup);
+    const [f] = await store.insert([msg('h', { contentHash: 'H1', body: Buffer.from('two') })], dup);
+    expect(f).toMatchObject({ duplicate: true, duplicateOf: e.id, stored: false });
   });
 });
