@@ -217,8 +217,10 @@ async function run(name, force) {
  * source by hand, one at a time, and the module's tests run against it (then the file restored) -- to confirm
  * that new tests kill them without a whole new run. Writes the verdicts to summary.json (`recheck`).
  */
-function recheck(name) {
+function recheck(name, match) {
   const m = modules[name];
+  const jestBin = path.join(root, 'node_modules/jest/bin/jest.js');
+  const recheckTimeoutMs = Number(process.env.FERRY_MUTATION_RECHECK_TIMEOUT_MS ?? 90_000);
   const report = JSON.parse(readFileSync(path.join(out, `${name}.json`), 'utf8'));
   const verdicts = [];
   for (const [file, f] of Object.entries(report.files)) {
@@ -230,6 +232,7 @@ function recheck(name) {
     const ran = typeof f.source === 'string' ? f.source.split('\n') : undefined;
     for (const mu of f.mutants.filter((x) => x.status === 'Survived' || x.status === 'NoCoverage')) {
       const where = `${path.relative(root, abs)}:${mu.location.start.line}:${mu.location.start.column}`;
+      if (match && !match.test(`${where} ${mu.mutatorName}`)) continue;
       const span = (ls) => ls.slice(mu.location.start.line - 1, mu.location.end.line).join('\n');
       if (ran && span(ran) !== span(lines)) {
         const v =
@@ -243,19 +246,24 @@ function recheck(name) {
         original.slice(0, offset(mu.location.start)) + mu.replacement + original.slice(offset(mu.location.end));
       writeFileSync(abs, mutated);
       let killed;
+      let timedOut = false;
       try {
-        const r = spawnSync('npx', ['jest', '--silent', '--forceExit', ...m.tests], {
+        // jest itself as the child, in band: a mutant that loops for ever is killed with all of it at the
+        // time limit (through npx, its workers outlived the kill and kept spinning), and counts as killed.
+        const r = spawnSync(process.execPath, [jestBin, '-i', '--silent', '--forceExit', ...m.tests], {
           cwd: root,
           encoding: 'utf8',
-          timeout: 300_000,
+          timeout: recheckTimeoutMs,
+          killSignal: 'SIGKILL',
         });
-        killed = r.status !== 0;
+        timedOut = r.error?.code === 'ETIMEDOUT' || r.signal === 'SIGKILL';
+        killed = timedOut || r.status !== 0;
       } finally {
         writeFileSync(abs, original);
       }
       const v =
         `${where} ${mu.mutatorName}: ${JSON.stringify(mu.replacement ?? '')}`.slice(0, 200) +
-        (killed ? ' -> killed' : ' -> survives');
+        (timedOut ? ' -> killed (time limit)' : killed ? ' -> killed' : ' -> survives');
       console.log(v);
       verdicts.push(v);
     }
@@ -267,7 +275,20 @@ const args = process.argv.slice(2);
 if (args.includes('--recheck')) {
   const summaryFile = path.join(out, 'summary.json');
   const summary = JSON.parse(readFileSync(summaryFile, 'utf8'));
-  for (const n of args.filter((a) => !a.startsWith('--'))) summary[n] = { ...summary[n], recheck: recheck(n) };
+  // `--match <regex>`: only the survivors whose "file:line:column mutator" matches; their verdicts replace
+  // those of the same mutants in the last recheck, the others are kept.
+  const at = args.indexOf('--match');
+  const match = at >= 0 ? new RegExp(args[at + 1]) : undefined;
+  const names = args.filter((a, i) => !a.startsWith('--') && !(at >= 0 && i === at + 1));
+  for (const n of names) {
+    const r = recheck(n, match);
+    if (match && summary[n]?.recheck) {
+      const key = (v) => v.split(' -> ')[0];
+      const fresh = new Set(r.verdicts.map(key));
+      r.verdicts = [...summary[n].recheck.verdicts.filter((v) => !fresh.has(key(v))), ...r.verdicts].sort();
+    }
+    summary[n] = { ...summary[n], recheck: r };
+  }
   writeFileSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
   process.exit(0);
 }
@@ -282,9 +303,10 @@ for (const n of names)
   if (!modules[n]) throw new Error(`unknown module ${n}; one of ${Object.keys(modules).join(', ')}`);
 mkdirSync(out, { recursive: true });
 const summaryFile = path.join(out, 'summary.json');
-const summary = existsSync(summaryFile) ? JSON.parse(readFileSync(summaryFile, 'utf8')) : {};
 for (const n of names.length ? names : Object.keys(modules)) {
   const r = await run(n, force);
+  // Read afresh: a recheck (or an edit) may have written it during the run.
+  const summary = existsSync(summaryFile) ? JSON.parse(readFileSync(summaryFile, 'utf8')) : {};
   summary[n] = r;
   writeFileSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
   console.log(

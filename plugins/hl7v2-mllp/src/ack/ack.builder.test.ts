@@ -402,6 +402,8 @@ describe('buildBatchAck: headers', () => {
 
 describe('readAck: odd ACKs', () => {
   it('a BOM (as text or as latin1 bytes) only at the start: one inside the text is kept', () => {
+    expect(readAck('MSA|AE|C1|a\uFEFFb')!.text).toBe('a\uFEFFb');
+    expect(readAck(Buffer.from('MSA|AE|C1|a \xEF\xBB\xBF b', 'latin1'))!.text).toBe('a \xEF\xBB\xBF b');
     expect(readAck('\uFEFFMSA|AE|C1|a\uFEFFb \xEF\xBB\xBF c')!.text).toBe('a\uFEFFb \xEF\xBB\xBF c');
     expect(readAck(Buffer.from('\xEF\xBB\xBFMSA|AE|C1|a \xEF\xBB\xBF b', 'latin1'))!.text).toBe('a \xEF\xBB\xBF b');
   });
@@ -418,6 +420,10 @@ describe('readAck: odd ACKs', () => {
   });
 
   it("the MSH's own component and subcomponent separators", () => {
+    // an MSH-2 of three characters names no subcomponent separator: '&'
+    expect(readAck('MSH|^~\\|A|B|C|D|2024||ACK|1|P|2.3\rMSA|AR|C2\rERR|PID^1^3^101&Required&HL70357\r')!.errCode).toBe(
+      '101',
+    );
     expect(
       readAck('MSH|$~\\%|A|B|C|D|2024||ACK|1|P|2.5\rMSA|AR|C2\rERR||PID$1$3|101$Required$HL70357\r')!.errCode,
     ).toBe('101');

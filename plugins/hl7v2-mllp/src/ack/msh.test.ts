@@ -56,7 +56,7 @@ describe('readRawHeader: where the header starts', () => {
 describe('parseHeaderSegment: the fields', () => {
   it('each field raw, in the sender delimiters; MSH-15/16 trimmed and upper-cased; MSH-12 its first component', () => {
     const h = parseHeaderSegment(
-      'MSH#$%!*#LAB#HOSP#EHR#CLINIC#2024##ADT$A08$ADT_A01#C\\F\\1#T#2.4$USA### al #er##8859/1\r',
+      'MSH#$%!*#LAB#HOSP#EHR#CLINIC#2024##ADT$A08$ADT_A01#C\\F\\1#T#2.4$USA### al # er ##8859/1\r',
     )!;
     expect(h).toEqual({
       fieldSep: '#',
