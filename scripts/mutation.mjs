@@ -150,6 +150,8 @@ export function resolveMutate(spec) {
 
 async function run(name, force) {
   const m = modules[name];
+  // The commit the sandbox is copied from (taken now: commits made while it runs are not in it).
+  const at = commit();
   const baseJest = (await import(path.join(root, 'jest.config.js'))).default;
   const options = {
     packageManager: 'npm',
@@ -207,7 +209,7 @@ async function run(name, force) {
     compileErrors: count(['CompileError']),
     total: results.length,
     date: new Date().toISOString().slice(0, 10),
-    commit: commit(),
+    commit: at,
     survivors,
   };
 }
