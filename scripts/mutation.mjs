@@ -79,7 +79,7 @@ export const modules = {
   // duplicate rules alone (every test of the whole suite inserts, so reaches this code: minutes a mutant).
   'store-dedupe': {
     mutate: ['core/src/store/sql/sql-exec.ts#dedupKey', 'core/src/store/sql/messages.ts#region:duplicate-decision'],
-    tests: ['core/src/store/sqlite.store.duplicates.test.ts'],
+    tests: ['core/src/store/sqlite.store.duplicates.test.ts', 'core/src/store/postgres.store.duplicates.test.ts'],
   },
   // The SQL store's paths that must never be wrong: insert and the group commit (nothing resolved
   // before its transaction commits; a failed batch rejects every caller), the rows an insert writes
