@@ -174,6 +174,15 @@ describe('claimReceived', () => {
     expect((await store.claimReceived('dies', 10, 100, { maxAttempts: 2 })).map((x) => x.id)).toEqual([other.id]);
   });
 
+  it('several messages past maxAttempts in one claim are all failed', async () => {
+    const store = await openStore();
+    const ids = (await store.insert([msg(), msg(), msg()])).map((r) => r.id);
+    expect(await store.claimReceived('dies', 10, 100, { maxAttempts: 1 })).toHaveLength(3);
+    clock += 100;
+    expect(await store.claimReceived('dies', 10, 100, { maxAttempts: 1 })).toEqual([]);
+    for (const id of ids) expect((await store.getMessage(id))!.status).toBe('failed');
+  });
+
   it('without maxAttempts (or 0) a message is claimed again however often', async () => {
     const errors: Logged[] = [];
     const store = await openStore(errors);
@@ -401,8 +410,8 @@ describe('claimDeliveries: what comes with a delivery, and the sink filters', ()
     const store = await openStore();
     const ids = await routed(store, ['A'], { sinks: ['s1', 's2', 's3'] });
     const got = await store.claimDeliveries('w', 10, 60_000, undefined, {
-      sinkIds: ['s1', 's2'],
-      excludeSinkIds: ['s1'],
+      sinkIds: ['s1', 's2', 's3'],
+      excludeSinkIds: ['s1', 's3'],
     });
     expect(names(got, ids)).toEqual(['0:s2']);
   });

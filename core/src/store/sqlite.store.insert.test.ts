@@ -84,6 +84,9 @@ function track<T>(calls: Promise<T>[]): { settled: () => number } {
     );
   return { settled: () => settled };
 }
+/** The connection's `synchronous` setting after its last transaction (2 = FULL). */
+const syncMode = (s: SqliteMessageStore) =>
+  Number((s as unknown as { db: Database.Database }).db.pragma('synchronous', { simple: true }));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ids = (rs: InsertResult[]) => rs.map((r) => r.id);
 
@@ -108,6 +111,7 @@ describe('insert: nothing resolved before its transaction commits', () => {
     const [a, b, c] = await Promise.all(calls);
     // One group commit for the three calls, each told about its own messages, in its own order.
     expect(store.insertCommits - before).toBe(1);
+    expect(syncMode(store)).toBe(2); // FULL: fsynced before the callers are told
     expect(committedBodies(store.file, ids(a))).toEqual(['body a1', 'body a2']);
     expect(committedBodies(store.file, ids(b))).toEqual(['body b1']);
     expect(committedBodies(store.file, ids(c))).toEqual(['body c1', 'body c2', 'body c3']);
@@ -177,7 +181,11 @@ describe('insert: a failed batch', () => {
       store.insert([msg('ok2'), msg('ok3')]),
     ]);
     expect(wrong).toMatchObject({ status: 'rejected', reason: { code: 'FERRY_E_TRANSIENT_STORE_WRITE' } });
-    expect((wrong as PromiseRejectedResult).reason.message).toMatch(/^could not store messages: .*BigInt/);
+    expect((wrong as PromiseRejectedResult).reason.message).toBe(
+      'could not store messages: Do not know how to serialize a BigInt',
+    );
+    // Committed with a full sync, one by one too (acknowledged data survives a power loss).
+    expect(syncMode(store)).toBe(2);
     expect(ok1.status).toBe('fulfilled');
     expect(ok2.status).toBe('fulfilled');
     const [r1, r2] = [ok1, ok2].map((r) => (r as PromiseFulfilledResult<InsertResult[]>).value);
@@ -229,6 +237,7 @@ describe('insert: malformed calls', () => {
       [msg('b', { body: 'text' as unknown as Buffer }), 'FERRY_E_INPUT_MESSAGE_BODY'],
       [msg('c', { contentType: '' }), 'FERRY_E_INPUT_MESSAGE_CONTENT_TYPE'],
       [msg('c', { contentType: undefined as unknown as string }), 'FERRY_E_INPUT_MESSAGE_CONTENT_TYPE'],
+      [msg('c', { contentType: 42 as unknown as string }), 'FERRY_E_INPUT_MESSAGE_CONTENT_TYPE'],
     ];
     const good = store.insert([msg('good')]);
     // A bad message after a good one in the same call fails the whole call.
@@ -253,7 +262,9 @@ describe('insert: malformed calls', () => {
     await expect(store.insert([msg('b', { body: 'x' as unknown as Buffer })])).rejects.toMatchObject({
       code: 'FERRY_E_INPUT_MESSAGE_BODY',
     });
-    expect(store.insertCommits).toBe(before);
+    // The next call's commit is the only one (its batch starts once the refused one's is over).
+    await store.insert([msg('after')]);
+    expect(store.insertCommits - before).toBe(1);
   });
 
   it('nothing to store: [] at once, no commit; a checkpoint alone is committed; a closed store rejects (never throws)', async () => {
@@ -343,6 +354,7 @@ describe('insert: the rows it writes', () => {
       status: 'received',
     });
     expect(ma.receivedAt.getTime()).toBe(given.getTime());
+    expect((ma as { orderingKey?: string }).orderingKey).toBe('MRN1');
     expect(String(ma.body)).toBe('body a');
     const mb = (await store.getMessage(b.id, { body: true }))!;
     expect(mb).toMatchObject({ sourceId: 'src-b', contentType: 'application/json', headers: {}, status: 'received' });
@@ -381,6 +393,20 @@ describe('insert: the rows it writes', () => {
     ]);
     const [d] = await store.insert([msg('x', { body: Buffer.from('other content') })], dup);
     expect(d).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: c.id });
+    expect((await store.events(c.id)).map((e) => [e.status, e.detail ?? null])).toEqual([
+      ['received', null],
+      ['duplicate', 'ignored'],
+    ]);
+    expect((await store.events(d.id)).map((e) => [e.status, e.detail ?? null])).toEqual([
+      ['received', null],
+      ['control-id-reused', `control id of ${c.id}, other content`],
+    ]);
+    const [kept] = await store.insert([msg('x')], { duplicates: { policy: 'accept', windowMs: 60_000 } });
+    expect(kept).toMatchObject({ stored: true, duplicate: true, duplicateOf: c.id });
+    expect((await store.getMessage(kept.id))!.duplicateOf).toBe(c.id);
+    expect((await store.events(kept.id)).map((e) => [e.status, e.detail ?? null])).toEqual([
+      ['received', `duplicate of ${c.id}`],
+    ]);
     // A source's own content hash is the content compared.
     const [e] = await store.insert([msg('h', { contentHash: 'H1', body: Buffer.from('one') })], dup);
     const [f] = await store.insert([msg('h', { contentHash: 'H1', body: Buffer.from('two') })], dup);
