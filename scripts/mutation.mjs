@@ -48,7 +48,7 @@ export const modules = {
   },
   ack: {
     mutate: ['plugins/hl7v2-mllp/src/ack/ack.builder.ts', 'plugins/hl7v2-mllp/src/ack/msh.ts'],
-    tests: ['plugins/hl7v2-mllp/src/ack/ack.builder.test.ts'],
+    tests: ['plugins/hl7v2-mllp/src/ack/ack.builder.test.ts', 'plugins/hl7v2-mllp/src/ack/msh.test.ts'],
   },
   // What is mutated is named, not numbered: `file#a,b` is the functions/methods a and b of file, and
   // `file#region:x` the lines between `// #region mutation: x` and the next `// #endregion` in it --
@@ -75,21 +75,25 @@ export const modules = {
     tests: ['core/src/delivery/dispatcher.test.ts', 'core/src/delivery/dispatcher.delivery.test.ts'],
   },
   // The duplicate decision (the lookup of earlier messages with the same sender + control id in the
-  // window, and the content comparison), which only the duplicate tests reach: cheap to run.
+  // window, and the content comparison). sqlite.store.duplicates.test.ts runs the conformance suite's
+  // duplicate rules alone (every test of the whole suite inserts, so reaches this code: minutes a mutant).
   'store-dedupe': {
     mutate: ['core/src/store/sql/sql-exec.ts#dedupKey', 'core/src/store/sql/messages.ts#region:duplicate-decision'],
-    tests: ['core/src/store/sqlite.store.test.ts', 'core/src/store/sqlite.store.duplicates.test.ts'],
+    tests: ['core/src/store/sqlite.store.duplicates.test.ts', 'core/src/store/postgres.store.duplicates.test.ts'],
   },
   // The SQL store's paths that must never be wrong: insert and the group commit (nothing resolved
-  // before its transaction commits), claimReceived, claimDeliveries and lease renewal. Every
-  // conformance test inserts, so each mutant here runs the whole suite (minutes): a nightly job.
+  // before its transaction commits; a failed batch rejects every caller), the rows an insert writes
+  // (insertCalls less the duplicate decision, which is store-dedupe's), claimReceived,
+  // claimDeliveries and lease renewal. Against focused files on a real SQLite file and a fake
+  // clock (seconds), not the conformance suite (two minutes, reached by every mutant).
   store: {
     mutate: [
-      'core/src/store/sql/messages.ts#insert,flush,commitBatch,insertCalls',
+      'core/src/store/sql/messages.ts#insert,schedule,flush,commitBatch,validate,writeError',
+      'core/src/store/sql/messages.ts#region:insert-items,region:insert-rows',
       'core/src/store/sql/processing.ts#claimReceived',
       'core/src/store/sql/deliveries.ts#claimDeliveries,renewDeliveryLeases',
     ],
-    tests: ['core/src/store/sqlite.store.test.ts'],
+    tests: ['core/src/store/sqlite.store.insert.test.ts', 'core/src/store/sqlite.store.claims.test.ts'],
   },
 };
 
@@ -146,6 +150,8 @@ export function resolveMutate(spec) {
 
 async function run(name, force) {
   const m = modules[name];
+  // The commit the sandbox is copied from (taken now: commits made while it runs are not in it).
+  const at = commit();
   const baseJest = (await import(path.join(root, 'jest.config.js'))).default;
   const options = {
     packageManager: 'npm',
@@ -203,7 +209,7 @@ async function run(name, force) {
     compileErrors: count(['CompileError']),
     total: results.length,
     date: new Date().toISOString().slice(0, 10),
-    commit: commit(),
+    commit: at,
     survivors,
   };
 }
@@ -213,8 +219,10 @@ async function run(name, force) {
  * source by hand, one at a time, and the module's tests run against it (then the file restored) -- to confirm
  * that new tests kill them without a whole new run. Writes the verdicts to summary.json (`recheck`).
  */
-function recheck(name) {
+function recheck(name, match) {
   const m = modules[name];
+  const jestBin = path.join(root, 'node_modules/jest/bin/jest.js');
+  const recheckTimeoutMs = Number(process.env.FERRY_MUTATION_RECHECK_TIMEOUT_MS ?? 90_000);
   const report = JSON.parse(readFileSync(path.join(out, `${name}.json`), 'utf8'));
   const verdicts = [];
   for (const [file, f] of Object.entries(report.files)) {
@@ -222,25 +230,42 @@ function recheck(name) {
     const original = readFileSync(abs, 'utf8');
     const lines = original.split('\n');
     const offset = (p) => lines.slice(0, p.line - 1).reduce((a, l) => a + l.length + 1, 0) + p.column - 1;
+    // The source the run mutated (in the report): a mutant on a line changed since cannot be applied by position.
+    const ran = typeof f.source === 'string' ? f.source.split('\n') : undefined;
     for (const mu of f.mutants.filter((x) => x.status === 'Survived' || x.status === 'NoCoverage')) {
+      const where = `${path.relative(root, abs)}:${mu.location.start.line}:${mu.location.start.column}`;
+      if (match && !match.test(`${where} ${mu.mutatorName}`)) continue;
+      const span = (ls) => ls.slice(mu.location.start.line - 1, mu.location.end.line).join('\n');
+      if (ran && span(ran) !== span(lines)) {
+        const v =
+          `${where} ${mu.mutatorName}: ${JSON.stringify(mu.replacement ?? '')}`.slice(0, 200) +
+          ' -> line changed since the run, not rechecked';
+        console.log(v);
+        verdicts.push(v);
+        continue;
+      }
       const mutated =
         original.slice(0, offset(mu.location.start)) + mu.replacement + original.slice(offset(mu.location.end));
       writeFileSync(abs, mutated);
       let killed;
+      let timedOut = false;
       try {
-        const r = spawnSync('npx', ['jest', '--silent', '--forceExit', ...m.tests], {
+        // jest itself as the child, in band: a mutant that loops for ever is killed with all of it at the
+        // time limit (through npx, its workers outlived the kill and kept spinning), and counts as killed.
+        const r = spawnSync(process.execPath, [jestBin, '-i', '--silent', '--forceExit', ...m.tests], {
           cwd: root,
           encoding: 'utf8',
-          timeout: 300_000,
+          timeout: recheckTimeoutMs,
+          killSignal: 'SIGKILL',
         });
-        killed = r.status !== 0;
+        timedOut = r.error?.code === 'ETIMEDOUT' || r.signal === 'SIGKILL';
+        killed = timedOut || r.status !== 0;
       } finally {
         writeFileSync(abs, original);
       }
-      const where = `${path.relative(root, abs)}:${mu.location.start.line}:${mu.location.start.column}`;
       const v =
         `${where} ${mu.mutatorName}: ${JSON.stringify(mu.replacement ?? '')}`.slice(0, 200) +
-        (killed ? ' -> killed' : ' -> survives');
+        (timedOut ? ' -> killed (time limit)' : killed ? ' -> killed' : ' -> survives');
       console.log(v);
       verdicts.push(v);
     }
@@ -252,7 +277,20 @@ const args = process.argv.slice(2);
 if (args.includes('--recheck')) {
   const summaryFile = path.join(out, 'summary.json');
   const summary = JSON.parse(readFileSync(summaryFile, 'utf8'));
-  for (const n of args.filter((a) => !a.startsWith('--'))) summary[n] = { ...summary[n], recheck: recheck(n) };
+  // `--match <regex>`: only the survivors whose "file:line:column mutator" matches; their verdicts replace
+  // those of the same mutants in the last recheck, the others are kept.
+  const at = args.indexOf('--match');
+  const match = at >= 0 ? new RegExp(args[at + 1]) : undefined;
+  const names = args.filter((a, i) => !a.startsWith('--') && !(at >= 0 && i === at + 1));
+  for (const n of names) {
+    const r = recheck(n, match);
+    if (match && summary[n]?.recheck) {
+      const key = (v) => v.split(' -> ')[0];
+      const fresh = new Set(r.verdicts.map(key));
+      r.verdicts = [...summary[n].recheck.verdicts.filter((v) => !fresh.has(key(v))), ...r.verdicts].sort();
+    }
+    summary[n] = { ...summary[n], recheck: r };
+  }
   writeFileSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
   process.exit(0);
 }
@@ -267,9 +305,10 @@ for (const n of names)
   if (!modules[n]) throw new Error(`unknown module ${n}; one of ${Object.keys(modules).join(', ')}`);
 mkdirSync(out, { recursive: true });
 const summaryFile = path.join(out, 'summary.json');
-const summary = existsSync(summaryFile) ? JSON.parse(readFileSync(summaryFile, 'utf8')) : {};
 for (const n of names.length ? names : Object.keys(modules)) {
   const r = await run(n, force);
+  // Read afresh: a recheck (or an edit) may have written it during the run.
+  const summary = existsSync(summaryFile) ? JSON.parse(readFileSync(summaryFile, 'utf8')) : {};
   summary[n] = r;
   writeFileSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
   console.log(

@@ -1,8 +1,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { silentLogger } from '../logging/logger';
-import type { NewMessage } from './message-store';
+import { duplicatesConformance, type StoreHarness } from './__fixtures__/conformance';
+import type { MessageStore, NewMessage } from './message-store';
+import { dedupKey } from './sql/sql-exec';
 import { SqliteMessageStore } from './sqlite.store';
 
 /**
@@ -117,4 +120,104 @@ describe('SqliteMessageStore duplicates at size', () => {
     ]);
     await store.close();
   });
+});
+
+describe('SqliteMessageStore duplicates: details the rules leave open', () => {
+  it('the duplicate key is stored with each row, so its format is fixed: sending application | facility | control id', () => {
+    expect(dedupKey({ controlId: 'C1', sendingApplication: 'APP', sendingFacility: 'FAC' })).toBe('APP|FAC|C1');
+    expect(dedupKey({ controlId: 'C1' })).toBe('||C1');
+    expect(dedupKey({ controlId: 'C1', sendingFacility: 'FAC' })).toBe('|FAC|C1');
+    expect(dedupKey({ sendingApplication: 'APP' })).toBeUndefined();
+    expect(dedupKey(undefined)).toBeUndefined();
+  });
+
+  it('the same bytes from another sending application or facility are not duplicates', async () => {
+    const store = await openStore();
+    const same = Buffer.from('identical bytes');
+    const [a] = await store.insert([msg('S1', {}, 'identical bytes')], ignore());
+    for (const headers of [
+      { controlId: 'S1', sendingApplication: 'OTHER', sendingFacility: 'FAC' },
+      { controlId: 'S1', sendingApplication: 'APP', sendingFacility: 'OTHER' },
+    ]) {
+      const [r] = await store.insert([{ ...msg('S1'), body: same, headers }], ignore());
+      expect(r).toMatchObject({ stored: true, duplicate: false });
+      expect(r.reusesControlIdOf).toBeUndefined();
+    }
+    expect((await store.insert([msg('S1', {}, 'identical bytes')], ignore()))[0].duplicateOf).toBe(a.id);
+    await store.close();
+  });
+
+  it("ignore's event on the first copy says ignored (reject's says rejected)", async () => {
+    const store = await openStore();
+    const [a] = await store.insert([msg('I1')], ignore());
+    await store.insert([msg('I1')], ignore());
+    expect((await store.events(a.id)).map((e) => [e.status, e.detail])).toEqual([
+      ['received', undefined],
+      ['duplicate', 'ignored'],
+    ]);
+    await store.close();
+  });
+
+  it('accept, three copies in one call: the second and third are duplicates of the first, not of each other', async () => {
+    const store = await openStore();
+    const rs = await store.insert([msg('T1'), msg('T1'), msg('T1')], {
+      duplicates: { policy: 'accept', windowMs: 60_000 },
+    });
+    expect(rs[0]).toMatchObject({ stored: true, duplicate: false });
+    expect(rs.slice(1).map((r) => [r.stored, r.duplicateOf])).toEqual([
+      [true, rs[0].id],
+      [true, rs[0].id],
+    ]);
+    await store.close();
+  });
+
+  it('several rows stored before content hashes, compared in one lookup by the hashes of their bodies', async () => {
+    const store = await openStore();
+    const first = await store.insert([msg('L1'), msg('L2'), msg('L3')], ignore());
+    const db = new Database(store.file);
+    try {
+      db.exec('UPDATE messages SET content_hash = NULL');
+    } finally {
+      db.close();
+    }
+    const again = await store.insert([msg('L1'), msg('L2'), msg('L3', {}, 'changed')], ignore());
+    expect(again.map((r) => [r.duplicateOf ?? null, r.stored])).toEqual([
+      [first[0].id, false],
+      [first[1].id, false],
+      [null, true],
+    ]);
+    expect(again[2].reusesControlIdOf).toBe(first[2].id);
+    await store.close();
+  });
+});
+
+/**
+ * The conformance suite's duplicate rules alone, on SQLite (they run in sqlite.store.test.ts too):
+ * the store-dedupe module's mutation run (scripts/mutation.mjs) needs them without the rest of
+ * that suite, every test of which inserts and so reaches the duplicate decision.
+ */
+describe('MessageStore conformance, duplicates only: sqlite', () => {
+  const h: StoreHarness = {
+    make: (opts) =>
+      new SqliteMessageStore({ path: path.join(dir, `c${++n}.db`), logger: silentLogger(), now: opts?.now }),
+    rawSql: async (s, sql) => {
+      const db = new Database((s as SqliteMessageStore).file);
+      try {
+        db.exec(sql);
+      } finally {
+        db.close();
+      }
+    },
+  };
+  let store: MessageStore;
+  const extra: MessageStore[] = [];
+  beforeEach(async () => {
+    store = h.make();
+    await store.open();
+  });
+  afterEach(async () => {
+    for (const s of extra.splice(0)) await s.close();
+    await store.close();
+  });
+  duplicatesConformance({ name: 'sqlite', h, extra, store: () => store });
 });

@@ -166,6 +166,7 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
     x: SqlExec,
     calls: { messages: NewMessage[]; opts?: InsertOptions }[],
   ): Promise<InsertResult[][]> {
+    // #region mutation: insert-items (scripts/mutation.mjs mutates this region)
     const now = this.now();
     type Item = {
       m: NewMessage;
@@ -198,6 +199,7 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
       }),
     );
     const flat = items.flat();
+    // #endregion
 
     // #region mutation: duplicate-decision (scripts/mutation.mjs mutates this region)
     // Duplicates: earlier messages (stored, or earlier in this batch) with the same source + key in
@@ -300,6 +302,7 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
     }
     // #endregion
 
+    // #region mutation: insert-rows (scripts/mutation.mjs mutates this region)
     for (let o = 0; o < toInsert.length; o += CHUNK) {
       const part = toInsert.slice(o, o + CHUNK);
       const params: unknown[] = [];
@@ -353,6 +356,7 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
         await this.upsertCheckpoint(x, c.opts.checkpoint.sourceId, c.opts.checkpoint.key, c.opts.checkpoint.value, now);
     }
     return items.map((list) => list.map((i) => i.result!));
+    // #endregion
   }
 
   private upsertCheckpoint(x: SqlExec, sourceId: string, key: string, value: string, now: number): Promise<number> {

@@ -278,3 +278,164 @@ describe('ACK details a receiver reads', () => {
     expect(readAck(Buffer.from('MSA|AA|Z9\n', 'latin1'))).toMatchObject({ code: 'AA', controlId: 'Z9' });
   });
 });
+
+describe('ACK control ids', () => {
+  it('F, then upper-case base 36 of fixed width, counting up by one', () => {
+    const ids = Array.from({ length: 40 }, () => nextAckControlId());
+    for (const id of ids) {
+      expect(id).toMatch(/^F[0-9A-Z]+$/);
+      expect(id).toHaveLength(ids[0].length);
+      expect(id.slice(0, -7)).toBe(ids[0].slice(0, -7));
+    }
+    for (let i = 1; i < ids.length; i++)
+      expect(parseInt(ids[i].slice(-7), 36)).toBe((parseInt(ids[i - 1].slice(-7), 36) + 1) % 36 ** 7);
+  });
+});
+
+describe('ERR and MSA-3 in unusual headers', () => {
+  const head = (enc: string, version: string) =>
+    readRawHeader(Buffer.from(`MSH|${enc}|A|B|C|D|2024||ADT^A08|X1|P|${version}\r`, 'latin1'));
+
+  it('an unreadable MSH-12 (V2.3) gets the current layout (ERR-2/3/4)', () => {
+    const ack = buildAck(head('^~\\&', 'V2.3'), 'AE', { now, error: { condition: HL7Error.internal } });
+    expect(seg(ack, 'ERR')).toEqual(['ERR', '', '', '207^Application internal error^HL70357', 'E']);
+  });
+
+  it('an MSH-2 shorter than four characters: the standard separators stand in for the missing ones', () => {
+    const detail = 'x~y\\z&w^v';
+    const e25 = buildAck(head('^', '2.5'), 'AR', { now, error: { condition: HL7Error.internal, detail } });
+    expect(seg(e25, 'MSA')[3]).toBe('x\\R\\y\\E\\z\\T\\w\\S\\v');
+    expect(seg(e25, 'ERR')[8]).toBe('x\\R\\y\\E\\z\\T\\w\\S\\v');
+    // before 2.5 ERR-1's code is in subcomponents: '&' when MSH-2 names none
+    const e23 = buildAck(head('^~\\', '2.3'), 'AE', {
+      now,
+      error: { condition: HL7Error.internal, location: { segment: 'OBX', sequence: 2, field: 5 } },
+    });
+    expect(seg(e23, 'ERR')).toEqual(['ERR', 'OBX^2^5^207&Application internal error&HL70357']);
+  });
+
+  it('ERL: the field repetition only with a field and a repetition or component (1 when only the component is given)', () => {
+    const erl = (location: { segment: string; field?: number; repetition?: number; component?: number }) =>
+      seg(buildAck(head('^~\\&', '2.5'), 'AR', { now, error: { condition: HL7Error.dataType, location } }), 'ERR')[2];
+    expect(erl({ segment: 'PID', repetition: 2 })).toBe('PID^1');
+    expect(erl({ segment: 'PID', field: 3, component: 2 })).toBe('PID^1^3^1^2');
+    expect(erl({ segment: 'PID', field: 3, repetition: 2 })).toBe('PID^1^3^2');
+    expect(erl({ segment: 'PID', field: 3 })).toBe('PID^1^3');
+  });
+});
+
+describe('acksFor: what each ACK carries', () => {
+  const h = (m15: string, m16: string) => readRawHeader(msg(`|||${m15}|${m16}`));
+  const error = { condition: HL7Error.requiredFieldMissing, detail: 'PID-3 empty' };
+
+  it('NE: never, not even for a failure', () => {
+    const codes = (m15: string, m16: string, status: 'rejected' | 'error') =>
+      acksFor(h(m15, m16), { status, error }, 'auto', now).map((a) => readAck(a)!.code);
+    expect(codes('NE', 'NE', 'rejected')).toEqual([]);
+    expect(codes('NE', 'AL', 'error')).toEqual(['AE']);
+    expect(codes('AL', 'NE', 'rejected')).toEqual(['CR']);
+  });
+
+  it('the error and the time go into every ACK: original mode, the accept ACK and the application ACK', () => {
+    for (const acks of [
+      acksFor(readRawHeader(msg()), { status: 'rejected', error }, 'auto', now),
+      acksFor(h('AL', 'AL'), { status: 'rejected', error }, 'auto', now),
+    ])
+      for (const a of acks) {
+        expect(seg(a, 'MSH')[6]).toBe('20240102030405.006+0000');
+        expect(seg(a, 'MSA')[3]).toBe('PID-3 empty');
+        expect(seg(a, 'ERR')[3]).toBe('101^Required field missing^HL70357');
+      }
+  });
+
+  it('data errors of a stored message: CA, then an AE with one ERR each -- unless MSH-16 is NE or SU', () => {
+    const dataErrors = [
+      { condition: HL7Error.dataType, location: { segment: 'PID', field: 7 }, detail: 'PID-7 not a date' },
+      { condition: HL7Error.tableValueNotFound, location: { segment: 'PID', field: 8 }, detail: 'PID-8 unknown' },
+    ];
+    const outcome = { status: 'accepted' as const, dataErrors };
+    const acks = acksFor(h('AL', 'AL'), outcome, 'auto', now);
+    expect(acks.map((a) => readAck(a)!.code)).toEqual(['CA', 'AE']);
+    expect(acks[0]).not.toContain('\rERR');
+    const errs = acks[1].split('\r').filter((l) => l.startsWith('ERR'));
+    expect(errs.map((l) => l.split('|').slice(2, 4))).toEqual([
+      ['PID^1^7', '102^Data type error^HL70357'],
+      ['PID^1^8', '103^Table value not found^HL70357'],
+    ]);
+    expect(seg(acks[1], 'MSA')[3]).toBe('PID-7 not a date');
+    expect(seg(acks[1], 'MSH')[6]).toBe('20240102030405.006+0000');
+    expect(acksFor(h('AL', 'ER'), outcome, 'auto', now).map((a) => readAck(a)!.code)).toEqual(['CA', 'AE']);
+    expect(acksFor(h('AL', 'NE'), outcome, 'auto', now).map((a) => readAck(a)!.code)).toEqual(['CA']);
+    expect(acksFor(h('AL', 'SU'), outcome, 'auto', now).map((a) => readAck(a)!.code)).toEqual(['CA']);
+    // none: the plain AA
+    expect(
+      acksFor(h('AL', 'AL'), { status: 'accepted', dataErrors: [] }, 'auto', now).map((a) => readAck(a)!.code),
+    ).toEqual(['CA', 'AA']);
+  });
+});
+
+describe('buildBatchAck: headers', () => {
+  const ack = buildAck(readRawHeader(msg()), 'AA', { now, controlId: 'A' });
+
+  it("a BHS's own delimiters; a file header alone stands for the batch header too", () => {
+    const bhs = readRawHeader(Buffer.from('BHS#$%!*#LAB#HOSP#EHR#CLINIC#2024####B9\r'), 'BHS');
+    const lines = buildBatchAck(undefined, bhs, [ack], now).split('\r');
+    expect(lines[0].split('#').slice(0, 6)).toEqual(['BHS', '$%!*', 'EHR', 'CLINIC', 'LAB', 'HOSP']);
+    expect(lines[0].split('#')[11]).toBe('B9');
+    expect(lines[lines.length - 2]).toBe('BTS#1');
+    const fhs = readRawHeader(Buffer.from('FHS#$%!*#LAB#HOSP#EHR#CLINIC#2024####F9\r'), 'FHS');
+    const withFile = buildBatchAck(fhs, undefined, [ack], now).split('\r');
+    expect(withFile[1].split('#').slice(0, 6)).toEqual(['BHS', '$%!*', 'EHR', 'CLINIC', 'LAB', 'HOSP']);
+    expect(withFile[1].split('#')[11]).toBe('F9');
+    expect(withFile.slice(-3)).toEqual(['BTS#1', 'FTS#1', '']);
+  });
+
+  it('no readable header at all: standard delimiters, empty names, its own control id; every segment ends with CR', () => {
+    const out = buildBatchAck(undefined, undefined, [ack, ack], now);
+    expect(out.endsWith('BTS|2\r')).toBe(true);
+    const bhs = out.split('\r')[0].split('|');
+    expect(bhs.slice(0, 10)).toEqual(['BHS', '^~\\&', '', '', '', '', '20240102030405.006+0000', '', '', '']);
+    expect(bhs[10]).toMatch(/^F[0-9A-Z]+$/);
+    expect(bhs).toHaveLength(11);
+  });
+});
+
+describe('readAck: odd ACKs', () => {
+  it('a BOM (as text or as latin1 bytes) only at the start: one inside the text is kept', () => {
+    expect(readAck('MSA|AE|C1|a\uFEFFb')!.text).toBe('a\uFEFFb');
+    expect(readAck(Buffer.from('MSA|AE|C1|a \xEF\xBB\xBF b', 'latin1'))!.text).toBe('a \xEF\xBB\xBF b');
+    expect(readAck('\uFEFFMSA|AE|C1|a\uFEFFb \xEF\xBB\xBF c')!.text).toBe('a\uFEFFb \xEF\xBB\xBF c');
+    expect(readAck(Buffer.from('\xEF\xBB\xBFMSA|AE|C1|a \xEF\xBB\xBF b', 'latin1'))!.text).toBe('a \xEF\xBB\xBF b');
+  });
+
+  it('no MSH: standard separators, whatever the first characters', () => {
+    expect(readAck('\r\nMSA|AE|X1|bad\rERR|||207^Application internal error^HL70357\r')).toEqual({
+      code: 'AE',
+      controlId: 'X1',
+      text: 'bad',
+      errCode: '207',
+    });
+    // ERR-1 (before 2.5): the code in subcomponents, '&' without an MSH
+    expect(readAck('MSA|AE|X1\rERR|MSH^1^^207&Application internal error&HL70357\r')!.errCode).toBe('207');
+  });
+
+  it("the MSH's own component and subcomponent separators", () => {
+    // an MSH-2 of three characters names no subcomponent separator: '&'
+    expect(readAck('MSH|^~\\|A|B|C|D|2024||ACK|1|P|2.3\rMSA|AR|C2\rERR|PID^1^3^101&Required&HL70357\r')!.errCode).toBe(
+      '101',
+    );
+    expect(
+      readAck('MSH|$~\\%|A|B|C|D|2024||ACK|1|P|2.5\rMSA|AR|C2\rERR||PID$1$3|101$Required$HL70357\r')!.errCode,
+    ).toBe('101');
+    expect(readAck('MSH|$~\\%|A|B|C|D|2024||ACK|1|P|2.3\rMSA|AR|C2\rERR|PID$1$3$101%Required%HL70357\r')!.errCode).toBe(
+      '101',
+    );
+  });
+
+  it('missing parts are empty, never an error: MSA alone, an ERR without a code, MSA-1 padded', () => {
+    expect(readAck('MSA')).toEqual({ code: '', controlId: '', text: '', errCode: undefined });
+    expect(readAck('MSA| AA |C3')).toEqual({ code: 'AA', controlId: 'C3', text: '', errCode: undefined });
+    expect(readAck('MSA|AE|C4\rERR')!.errCode).toBeUndefined();
+    expect(readAck('MSA|AE|C4\rERR|PID^1\r')!.errCode).toBeUndefined();
+  });
+});

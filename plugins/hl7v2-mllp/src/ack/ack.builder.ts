@@ -283,7 +283,8 @@ export function readAck(
 ): { code: string; controlId: string; text: string; errCode?: string } | undefined {
   const text = typeof ack === 'string' ? ack : ack.toString('latin1');
   const start = text.replace(/^\uFEFF|^\xEF\xBB\xBF/, '');
-  const fieldSep = start.startsWith('MSH') ? start[3] : '|';
+  const withMsh = start.startsWith('MSH');
+  const fieldSep = withMsh ? start[3] : '|';
   const lines = start.split(/\r\n|\r|\n/);
   const msa = lines.find((l) => l.startsWith('MSA'));
   if (!msa) return undefined;
@@ -292,8 +293,12 @@ export function readAck(
   let errCode: string | undefined;
   if (err) {
     const ef = err.split(fieldSep);
-    const comp = start.startsWith('MSH') ? start[4] : '^';
-    errCode = (ef[3] ?? '').split(comp)[0] || (ef[1] ?? '').split(comp)[3]?.split(start[7] ?? '&')[0] || undefined;
+    // The component and subcomponent separators of the ACK's MSH-2; the standard ones without an
+    // MSH (was: the ACK's 8th character, whatever it was, as the subcomponent separator).
+    const enc = withMsh ? (start.slice(4).split(fieldSep, 1)[0] ?? '') : '';
+    const comp = enc[0] || '^';
+    const sub = enc[3] || '&';
+    errCode = (ef[3] ?? '').split(comp)[0] || (ef[1] ?? '').split(comp)[3]?.split(sub)[0] || undefined;
   }
   return { code: (f[1] ?? '').trim(), controlId: f[2] ?? '', text: f[3] ?? '', errCode };
 }

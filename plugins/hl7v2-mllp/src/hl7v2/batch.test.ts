@@ -48,6 +48,13 @@ describe('splitHl7Batch: where each message starts and ends, byte for byte', () 
     expect(parts(`${M1}${M2}M`)).toEqual([M1, `${M2}M`]);
   });
 
+  it('only MSH and the four envelope ids count, not ids sharing two of their letters (PSH, MRG, MZH, ZHS, BZS, FTZ...)', () => {
+    const lookalikes = ['PSH|1', 'MRG|123', 'MZH|x', 'MSZ|x', 'ZHS|x', 'BZS|x', 'FHZ|x', 'BTZ|x', 'FZS|x', 'XTS|x'];
+    const one = `${M1}${lookalikes.join('\r')}\r`;
+    expect(parts(one)).toEqual([one]);
+    expect(parts(`${M1}${lookalikes.join('\r')}\r${M2}`)).toEqual([`${M1}${lookalikes.join('\r')}\r`, M2]);
+  });
+
   it('LF and CRLF line ends and blank lines: every MSH after one starts a message', () => {
     const a = 'MSH|^~\\&|A|B|||x||ADT^A01|1|P|2.5\nPID|1\n';
     const b = 'MSH|^~\\&|A|B|||x||ADT^A08|2|P|2.5\r\nPID|2\r\n\r\n';

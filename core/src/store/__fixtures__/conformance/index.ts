@@ -14,6 +14,7 @@ import { replayConformance } from './replay';
 import type { StoreHarness } from './helpers';
 
 export { loopTurnsDuring, msg, type StoreHarness } from './helpers';
+export { duplicatesConformance } from './messages';
 
 export function storeConformance(name: string, h: StoreHarness): void {
   describe(`MessageStore conformance: ${name}`, () => {

@@ -101,6 +101,21 @@ export function messagesConformance(c: ConformanceContext): void {
     });
   });
 
+  duplicatesConformance(c);
+}
+
+/**
+ * Duplicates and the duplicate window: part of messagesConformance, and exported alone for
+ * sqlite.store.duplicates.test.ts (the store-dedupe module's mutation run needs the rules without
+ * the rest of the suite).
+ */
+export function duplicatesConformance(c: ConformanceContext): void {
+  const { h, extra } = c;
+  let store: MessageStore;
+  beforeEach(() => {
+    store = c.store();
+  });
+
   describe('duplicates', () => {
     const dup = (policy: 'accept' | 'ignore' | 'reject', windowMs = 60_000) => ({ duplicates: { policy, windowMs } });
 
