@@ -1,0 +1,151 @@
+/**
+ * A patient's identity across connections in the facade core, against a real SQLite store and a small
+ * in-process provider per connection: explicit links (`$link`: both patients read from their vendors
+ * first, whatever is cached; refused for an unknown patient, the same connection, a connection not
+ * served; idempotent; `$unlink`), followed transitively and together with link keys (MRN).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Patient } from '@medplum/fhirtypes';
+import type { ConnectionEntry } from '../config/engine.schema';
+import { FhirJsonTransform } from '../fhir/fhir-json.transform';
+import { silentLogger } from '../logging/logger';
+import { SqliteMessageStore } from '../store/sqlite.store';
+import { errorAnswer } from './facade-outcome';
+import { FacadeService, MRN_TYPE } from './facade.service';
+import type { FacadeCapability, FacadeProvider, FacadeRecord } from './provider';
+
+const FHIR = 'application/fhir+json';
+
+/** A vendor holding the patients it was given; canonical ids `t-<vendor id>`. */
+class PatientsProvider implements FacadeProvider {
+  readonly vendor = 'test';
+  readonly patients = new Map<string, Patient>();
+  reads: string[] = [];
+  capabilities(): FacadeCapability[] {
+    return [{ type: 'Patient', interaction: 'read', path: 'fhir', contentType: FHIR }];
+  }
+  defaultPaths() {
+    return { '*': ['fhir'] };
+  }
+  vendorId(_t: string, id: string) {
+    return id.startsWith('t-') ? id.slice(2) : undefined;
+  }
+  async read(_t: string, id: string): Promise<FacadeRecord | undefined> {
+    this.reads.push(id);
+    const p = this.patients.get(id);
+    return p ? { contentType: FHIR, body: Buffer.from(JSON.stringify(p)), vendorId: id } : undefined;
+  }
+  async search() {
+    return { records: [] };
+  }
+}
+
+const patient = (id: string, mrn?: string, family = 'Vendor'): Patient => ({
+  resourceType: 'Patient',
+  id: `t-${id}`,
+  name: [{ family }],
+  ...(mrn ? { identifier: [{ type: { coding: [MRN_TYPE] }, system: 'urn:mrn', value: mrn }] } : {}),
+});
+
+const entry = (storeMaxAgeSeconds = 0): ConnectionEntry => ({
+  kind: 'test',
+  config: {},
+  facade: {
+    enabled: true,
+    cache: { ttlSeconds: 0, storeMaxAgeSeconds, maxEntries: 10 },
+    paths: {},
+    rateLimit: { qps: 0, burst: 0 },
+    identity: { linkSystems: [], linkedIdentifiers: false },
+  },
+});
+
+describe('facade identities: explicit links and the pipeline feed', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-facade-links-'));
+  const now = Date.now();
+  const store = new SqliteMessageStore({ path: path.join(dir, 'f.db'), logger: silentLogger(), now: () => now });
+  const providers: Record<string, PatientsProvider> = {};
+  const make = (connections: Record<string, ConnectionEntry>) => {
+    const svc = new FacadeService({
+      store,
+      transforms: [new FhirJsonTransform()],
+      logger: silentLogger(),
+      api: {} as never,
+      connections,
+      providers: [
+        {
+          kind: 'test',
+          plugin: 'test',
+          registration: { connectionSchema: {}, create: (ctx) => (providers[ctx.id] = new PatientsProvider()) },
+        },
+      ],
+      submit: async () => [],
+      now: () => now,
+    });
+    svc.start();
+    return svc;
+  };
+  const ids = (l: { connection: string; id: string }[]) => l.map((i) => `${i.connection}:${i.id}`);
+  beforeAll(() => store.open());
+  afterAll(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('links two patients that share no identifier, after reading both from their vendors; idempotent; unlinks', async () => {
+    const svc = make({ a: entry(30), b: entry(), c: entry(), d: entry() });
+    providers.a.patients.set('1', patient('1'));
+    providers.b.patients.set('2', patient('2'));
+    providers.c.patients.set('3', patient('3', 'M-3'));
+    providers.d.patients.set('4', patient('4', 'M-3'));
+    // a's copy is in the store (storeMaxAgeSeconds): a link reads the vendor all the same.
+    expect((await svc.read('a', 'Patient', 't-1')).from).toBe('vendor');
+    expect((await svc.read('a', 'Patient', 't-1')).from).toBe('store');
+    providers.a.reads = [];
+    expect(await svc.link('a', 't-1', { connection: 'b', id: 't-2' }, 'token:x')).toBe(true);
+    expect(providers.a.reads).toEqual(['1']);
+    expect(providers.b.reads).toEqual(['2']);
+    // Linking again, from either end, is fine.
+    expect(await svc.link('b', 't-2', { connection: 'a', id: 't-1' }, 'token:x')).toBe(false);
+    expect(ids(await svc.identities('a', 't-1'))).toEqual(['a:t-1', 'b:t-2']);
+    expect(ids(await svc.identities('b', 't-2'))).toEqual(['a:t-1', 'b:t-2']);
+
+    // Transitively, through explicit links and a shared MRN alike: a~b (link), b~c (link), c~d (MRN).
+    await svc.read('d', 'Patient', 't-4');
+    expect(await svc.link('b', 't-2', { connection: 'c', id: 't-3' }, 'token:x')).toBe(true);
+    const all = ['a:t-1', 'b:t-2', 'c:t-3', 'd:t-4'];
+    expect(ids(await svc.identities('a', 't-1'))).toEqual(all);
+    expect(ids(await svc.identities('d', 't-4'))).toEqual(all);
+
+    expect(await svc.unlink('a', 't-1', { connection: 'b', id: 't-2' })).toBe(true);
+    expect(await svc.unlink('b', 't-2', { connection: 'a', id: 't-1' })).toBe(false);
+    expect(ids(await svc.identities('a', 't-1'))).toEqual(['a:t-1']);
+    expect(ids(await svc.identities('d', 't-4'))).toEqual(['b:t-2', 'c:t-3', 'd:t-4']);
+  });
+
+  it('refuses a link to a patient the vendor has not, to the same connection, and to a connection not served', async () => {
+    const svc = make({ a: entry(), b: entry() });
+    providers.a.patients.set('1', patient('1'));
+    providers.b.patients.set('2', patient('2'));
+    const fail = (p: Promise<unknown>) =>
+      p.then(
+        () => undefined,
+        (e) => errorAnswer(e),
+      );
+    // The other patient: 422 not-found (the request names it); the URL's: 404.
+    expect(await fail(svc.link('a', 't-1', { connection: 'b', id: 't-99' }, 'x'))).toMatchObject({
+      status: 422,
+      body: { issue: [{ code: 'not-found', diagnostics: 'Patient/t-99 not found at connection b: nothing linked' }] },
+    });
+    expect(await fail(svc.link('a', 't-98', { connection: 'b', id: 't-2' }, 'x'))).toMatchObject({ status: 404 });
+    // Not one of the connection's ids at all.
+    expect(await fail(svc.link('a', 't-1', { connection: 'b', id: 'zz' }, 'x'))).toMatchObject({ status: 422 });
+    expect(await fail(svc.link('a', 't-1', { connection: 'a', id: 't-1' }, 'x'))).toMatchObject({ status: 400 });
+    expect(await fail(svc.link('a', 't-1', { connection: 'nope', id: 't-2' }, 'x'))).toMatchObject({
+      status: 422,
+      body: { issue: [{ code: 'not-found' }] },
+    });
+    expect(ids(await svc.identities('a', 't-1'))).toEqual(['a:t-1']);
+  });
+});
