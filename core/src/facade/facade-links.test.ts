@@ -2,17 +2,21 @@
  * A patient's identity across connections in the facade core, against a real SQLite store and a small
  * in-process provider per connection: explicit links (`$link`: both patients read from their vendors
  * first, whatever is cached; refused for an unknown patient, the same connection, a connection not
- * served; idempotent; `$unlink`), followed transitively and together with link keys (MRN).
+ * served; idempotent; `$unlink`), followed transitively and together with link keys (MRN); and the
+ * pipeline feeding the facade's store (what a source bound to a connection delivered is served from
+ * the store without a vendor call, only where a facade read would answer the same; never replacing a
+ * newer copy).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Patient } from '@medplum/fhirtypes';
+import type { Bundle, Patient } from '@medplum/fhirtypes';
 import type { ConnectionEntry } from '../config/engine.schema';
 import { FhirJsonTransform } from '../fhir/fhir-json.transform';
 import { silentLogger } from '../logging/logger';
 import { SqliteMessageStore } from '../store/sqlite.store';
 import { errorAnswer } from './facade-outcome';
+import { FacadePipelineFeed } from './facade-pipeline-feed';
 import { FacadeService, MRN_TYPE } from './facade.service';
 import type { FacadeCapability, FacadeProvider, FacadeRecord } from './provider';
 
@@ -63,7 +67,7 @@ const entry = (storeMaxAgeSeconds = 0): ConnectionEntry => ({
 
 describe('facade identities: explicit links and the pipeline feed', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-facade-links-'));
-  const now = Date.now();
+  let now = Date.now();
   const store = new SqliteMessageStore({ path: path.join(dir, 'f.db'), logger: silentLogger(), now: () => now });
   const providers: Record<string, PatientsProvider> = {};
   const make = (connections: Record<string, ConnectionEntry>) => {
@@ -147,5 +151,72 @@ describe('facade identities: explicit links and the pipeline feed', () => {
       body: { issue: [{ code: 'not-found' }] },
     });
     expect(ids(await svc.identities('a', 't-1'))).toEqual(['a:t-1']);
+  });
+
+  it('serves what the pipeline delivered from a source bound to the connection, without a vendor call', async () => {
+    const svc = make({ s: entry(60), plain: entry() });
+    const bound: Record<string, string> = { poll: 's', other: 'plain' };
+    const feed = new FacadePipelineFeed(svc, store.facade, silentLogger(), (id) => bound[id]);
+    const delivered = patient('7', 'M-7', 'FromThePipeline');
+    const bundle = (...resources: Patient[]): string =>
+      JSON.stringify({
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: resources.map((resource) => ({ resource })),
+      } satisfies Bundle);
+    feed.offer([
+      // The second Patient of a Bundle is not what a read of its id would answer: not kept.
+      {
+        message: { sourceId: 'poll', contentType: FHIR, receivedAt: new Date(now) },
+        bundleJson: bundle(delivered, patient('8')),
+      },
+      // Another content type than the read path's records: not kept either.
+      {
+        message: { sourceId: 'poll', contentType: 'application/x-other', receivedAt: new Date(now) },
+        bundleJson: bundle(patient('9')),
+      },
+      // A source bound to no connection: nothing.
+      {
+        message: { sourceId: 'mllp', contentType: FHIR, receivedAt: new Date(now) },
+        bundleJson: bundle(patient('10')),
+      },
+    ]);
+    await feed.idle();
+    const r = await svc.read('s', 'Patient', 't-7');
+    expect(r.from).toBe('store');
+    expect(r.resource).toEqual(delivered);
+    expect(providers.s.reads).toEqual([]);
+    // Its identity with the MRN: found by it, linked by it.
+    expect((await store.facade!.facadeIdentitiesByMrn('Patient', 'urn:mrn|M-7')).map((i) => i.canonicalId)).toEqual([
+      't-7',
+    ]);
+    expect(await store.facade!.facadeResourceGet('s', 'Patient', 't-8')).toBeUndefined();
+    expect(await store.facade!.facadeResourceGet('s', 'Patient', 't-9')).toBeUndefined();
+    expect(await store.facade!.facadeIdentityOf('s', 'Patient', 't-10')).toBeUndefined();
+    // The connection not serving from the store: the identity only.
+    feed.offer([
+      {
+        message: { sourceId: 'other', contentType: FHIR, receivedAt: new Date(now) },
+        bundleJson: bundle(patient('11')),
+      },
+    ]);
+    await feed.idle();
+    expect((await store.facade!.facadeIdentityOf('plain', 'Patient', 't-11'))?.vendorId).toBe('11');
+    expect(await store.facade!.facadeResourceGet('plain', 'Patient', 't-11')).toBeUndefined();
+
+    // Older than the copy there (a replayed message, or a read that went to the vendor since): kept out.
+    now += 120_000;
+    providers.s.patients.set('7', patient('7', 'M-7', 'NewerAtTheVendor'));
+    expect((await svc.read('s', 'Patient', 't-7')).resource).toMatchObject({ name: [{ family: 'NewerAtTheVendor' }] });
+    feed.offer([
+      {
+        message: { sourceId: 'poll', contentType: FHIR, receivedAt: new Date(now - 60_000) },
+        bundleJson: bundle(delivered),
+      },
+    ]);
+    await feed.idle();
+    const again = await svc.read('s', 'Patient', 't-7');
+    expect(again.from).toBe('store');
+    expect(again.resource).toMatchObject({ name: [{ family: 'NewerAtTheVendor' }] });
   });
 });

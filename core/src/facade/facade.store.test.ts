@@ -1,8 +1,9 @@
 /**
  * The facade's tables (store migrations 11 and 13) on SQLite and PostgreSQL: identities by canonical
- * id and by MRN, the canonical copy kept for serve-from-store (one or a batch), idempotency keys
- * (claim once, answer, release, expire; two concurrent claims: one wins), API token scopes, explicit
- * links between patients (stored once whichever end names them, listed from either end, removed).
+ * id and by MRN, the canonical copy kept for serve-from-store (one or a batch; an older copy never
+ * replaces a newer one), idempotency keys (claim once, answer, release, expire; two concurrent
+ * claims: one wins), API token scopes, explicit links between patients (stored once whichever end
+ * names them, listed from either end, removed).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -93,6 +94,40 @@ function suite(name: string, make: () => MessageStore, describeFn: (t: string, f
       expect((await f.facadeResourceGet('athena-a', 'Appointment', 'athena-1-appointment-3'))?.resource).toBe(
         '{"a":3}',
       );
+      // A copy fetched earlier than the one kept (a replayed message) does not replace it; a later one does.
+      const hourAgo = new Date(Date.now() - 3_600_000);
+      await f.facadeResourcesPut([
+        {
+          connectionId: 'athena-a',
+          resourceType: 'Patient',
+          canonicalId: 'athena-1-patient-9',
+          resource: '{"old":1}',
+          fetchedAt: hourAgo,
+        },
+      ]);
+      expect((await f.facadeResourceGet('athena-a', 'Patient', 'athena-1-patient-9'))?.resource).toBe('{"p":9}');
+      await f.facadeResourcesPut([
+        {
+          connectionId: 'athena-a',
+          resourceType: 'Patient',
+          canonicalId: 'athena-1-patient-9',
+          resource: '{"p":10}',
+          fetchedAt: new Date(Date.now() + 1000),
+        },
+      ]);
+      expect((await f.facadeResourceGet('athena-a', 'Patient', 'athena-1-patient-9'))?.resource).toBe('{"p":10}');
+      // Kept with the time it was fetched, not the time it was written.
+      await f.facadeResourcesPut([
+        {
+          connectionId: 'athena-a',
+          resourceType: 'Patient',
+          canonicalId: 'athena-1-patient-8',
+          resource: '{"p":8}',
+          fetchedAt: hourAgo,
+        },
+      ]);
+      const got = await f.facadeResourceGet('athena-a', 'Patient', 'athena-1-patient-8');
+      expect(Math.abs(got!.fetchedAt.getTime() - hourAgo.getTime())).toBeLessThan(1000);
     });
 
     it('records explicit links once whichever end names them, lists them from either end, removes them', async () => {

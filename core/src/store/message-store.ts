@@ -298,6 +298,11 @@ export interface FacadeResourceCopy {
   canonicalId: string;
   /** The canonical resource as JSON text. */
   resource: string;
+  /**
+   * When it was read from the vendor, on the store's clock as a stored message's `receivedAt` is
+   * (default now); a copy never replaces one fetched later.
+   */
+  fetchedAt?: Date;
 }
 
 /** The FHIR facade's tables (store migrations 11 and 13). */

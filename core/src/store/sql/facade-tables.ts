@@ -27,8 +27,9 @@ export function facadeTables(s: FacadeTablesContext): FacadeStore {
       for (const c of copies)
         await x.run(
           `INSERT INTO facade_resources (connection_id, resource_type, canonical_id, resource, fetched_at) VALUES (?, ?, ?, ?, ?)
-           ON CONFLICT (connection_id, resource_type, canonical_id) DO UPDATE SET resource = excluded.resource, fetched_at = excluded.fetched_at`,
-          [c.connectionId, c.resourceType, c.canonicalId, c.resource, now],
+           ON CONFLICT (connection_id, resource_type, canonical_id) DO UPDATE SET resource = excluded.resource, fetched_at = excluded.fetched_at
+           WHERE facade_resources.fetched_at <= excluded.fetched_at`,
+          [c.connectionId, c.resourceType, c.canonicalId, c.resource, c.fetchedAt ? c.fetchedAt.getTime() : now],
         );
     });
   };
