@@ -36,6 +36,8 @@ export function linkTarget(body: unknown): { connection: string; id: string } {
     throw inputError('FACADE_BODY', `connection "${named}" differs from the patient reference's (${inRef})`);
   const connection = named ?? inRef;
   if (!connection) throw inputError('FACADE_BODY', usage);
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(connection))
+    throw inputError('FACADE_BODY', 'connection: not a connection id (letters, digits, dot, dash, underscore)');
   return { connection, id: m[2] };
 }
 
@@ -56,14 +58,14 @@ export async function linkOperation(
     await audit(req, { action, result: 'error', target: target(req), detail: `Patient/${id} ${codeOf(e)}` });
     throw e;
   }
-  const pair = `Patient/${id} with=${other.connection.slice(0, 64)}/Patient/${other.id}`;
+  const pair = `Patient/${id} with=${other.connection}/Patient/${other.id}`;
   // Write on both connections: the guard checked the URL's.
   if (!hasScope(p, other.connection, 'write')) {
     await audit(req, {
       action: 'access.denied',
       result: 'denied',
       target: target(req),
-      detail: `needs connection:${other.connection.slice(0, 64)}:write (${op})`,
+      detail: `needs connection:${other.connection}:write (${op})`,
     });
     throw new AuthError(
       403,

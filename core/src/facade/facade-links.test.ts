@@ -5,7 +5,7 @@
  * served; idempotent; `$unlink`), followed transitively and together with link keys (MRN); and the
  * pipeline feeding the facade's store (what a source bound to a connection delivered is served from
  * the store without a vendor call, only where a facade read would answer the same; never replacing a
- * newer copy).
+ * newer copy); the `$link` body's forms.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -15,6 +15,7 @@ import type { ConnectionEntry } from '../config/engine.schema';
 import { FhirJsonTransform } from '../fhir/fhir-json.transform';
 import { silentLogger } from '../logging/logger';
 import { SqliteMessageStore } from '../store/sqlite.store';
+import { linkTarget } from './facade-link-routes';
 import { errorAnswer } from './facade-outcome';
 import { FacadePipelineFeed } from './facade-pipeline-feed';
 import { FacadeService, MRN_TYPE } from './facade.service';
@@ -220,3 +221,51 @@ describe('facade identities: explicit links and the pipeline feed', () => {
     expect(again.resource).toMatchObject({ name: [{ family: 'NewerAtTheVendor' }] });
   });
 });
+
+describe('linkTarget ($link / $unlink bodies)', () => {
+  const params = (...parameter: object[]) => ({ resourceType: 'Parameters', parameter });
+  it('takes the connection and patient, or the facade URL of the patient alone', () => {
+    expect(
+      linkTarget(
+        params(
+          { name: 'connection', valueString: 'epic-a' },
+          { name: 'patient', valueReference: { reference: 'Patient/e1' } },
+        ),
+      ),
+    ).toEqual({ connection: 'epic-a', id: 'e1' });
+    expect(
+      linkTarget(
+        params({ name: 'patient', valueReference: { reference: 'https://api.example/fhir/mill/Patient/c-1' } }),
+      ),
+    ).toEqual({ connection: 'mill', id: 'c-1' });
+  });
+  it('refuses anything else (no connection, another type, two connections that differ, a bad id) with a 400', () => {
+    for (const body of [
+      null,
+      { resourceType: 'Patient' },
+      params({ name: 'patient', valueReference: { reference: 'Patient/e1' } }),
+      params(
+        { name: 'connection', valueString: 'a' },
+        { name: 'patient', valueReference: { reference: 'Observation/o' } },
+      ),
+      params(
+        { name: 'connection', valueString: 'a' },
+        { name: 'patient', valueReference: { reference: 'https://x/fhir/b/Patient/p' } },
+      ),
+      params(
+        { name: 'connection', valueString: 'a b\n' },
+        { name: 'patient', valueReference: { reference: 'Patient/p' } },
+      ),
+    ])
+      expect(errorAnswer(catchOf(() => linkTarget(body)))).toMatchObject({ status: 400 });
+  });
+});
+
+function catchOf(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  throw new Error('did not throw');
+}
