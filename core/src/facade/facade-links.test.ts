@@ -5,15 +5,16 @@
  * served; idempotent; `$unlink`), followed transitively and together with link keys (MRN); and the
  * pipeline feeding the facade's store (what a source bound to a connection delivered is served from
  * the store without a vendor call, only where a facade read would answer the same; never replacing a
- * newer copy); the `$link` body's forms.
+ * newer copy; a store that fails costs only the cache, logged without PHI); the `$link` body's forms.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import type { Bundle, Patient } from '@medplum/fhirtypes';
 import type { ConnectionEntry } from '../config/engine.schema';
 import { FhirJsonTransform } from '../fhir/fhir-json.transform';
-import { silentLogger } from '../logging/logger';
+import { createLogger, silentLogger } from '../logging/logger';
 import { SqliteMessageStore } from '../store/sqlite.store';
 import { linkTarget } from './facade-link-routes';
 import { errorAnswer } from './facade-outcome';
@@ -219,6 +220,51 @@ describe('facade identities: explicit links and the pipeline feed', () => {
     const again = await svc.read('s', 'Patient', 't-7');
     expect(again.from).toBe('store');
     expect(again.resource).toMatchObject({ name: [{ family: 'NewerAtTheVendor' }] });
+  });
+});
+
+describe('the pipeline feed when the store fails', () => {
+  it('loses only the cache entries, logged by counts and error code, never a value of the resource', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-facade-feed-down-'));
+    const store = new SqliteMessageStore({ path: path.join(dir, 'f.db'), logger: silentLogger() });
+    await store.open();
+    const svc = new FacadeService({
+      store,
+      transforms: [new FhirJsonTransform()],
+      logger: silentLogger(),
+      api: {} as never,
+      connections: { s: entry(60) },
+      providers: [
+        { kind: 'test', plugin: 'test', registration: { connectionSchema: {}, create: () => new PatientsProvider() } },
+      ],
+      submit: async () => [],
+    });
+    svc.start();
+    const out: string[] = [];
+    const logger = createLogger(
+      { level: 'debug' },
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          out.push(chunk.toString('utf8'));
+          cb();
+        },
+      }),
+    );
+    const feed = new FacadePipelineFeed(svc, store.facade, logger, () => 's');
+    await store.close();
+    const secret = patient('5', 'MRN-SECRET-55', 'Secretname');
+    feed.offer([
+      {
+        message: { sourceId: 'poll', contentType: FHIR, receivedAt: new Date() },
+        bundleJson: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry: [{ resource: secret }] }),
+      },
+    ]);
+    await feed.idle();
+    const text = out.join('');
+    expect(text).toContain('not recorded for the facade');
+    expect(text).toContain('"messages":1');
+    expect(text).not.toMatch(/Secretname|MRN-SECRET-55|t-5/);
+    rmSync(dir, { recursive: true, force: true });
   });
 });
 
