@@ -7,8 +7,11 @@
 //                     check, scope, rate-limit bucket, the vendor call (token cache, limiter,
 //                     X-Request-Id), the athena-rest transform to canonical FHIR + validation,
 //                     identity upsert and the audit entry (SQLite);
-//   (c) facade hit  = the same on a connection with `facade.cache.ttlSeconds` (memory), warmed.
-// Rounds interleave a, b, c so machine load hits them alike; prints req/s, p50, p95 and ratios to (a).
+//   (c) facade hit  = the same on a connection with `facade.cache.ttlSeconds` (memory), warmed;
+//   (d) store hit   = the same on a connection with `facade.cache.storeMaxAgeSeconds`, warmed: the
+//                     store's canonical copy (what a source bound to the connection delivered, or an
+//                     earlier read), read from SQLite, no vendor call.
+// Rounds interleave a, b, c, d so machine load hits them alike; prints req/s, p50, p95 and ratios to (a).
 // Requires the built packages (npm run build).
 'use strict';
 const fs = require('node:fs');
@@ -91,7 +94,11 @@ async function run(label, n, one) {
     config: {
       store: { kind: 'sqlite', path: path.join(dir, 'ferry.db') },
       plugins: ['@ferry/plugin-athena-rest'],
-      connections: { nocache: conn, cached: { ...conn, facade: { cache: { ttlSeconds: 3600 } } } },
+      connections: {
+        nocache: conn,
+        cached: { ...conn, facade: { cache: { ttlSeconds: 3600 } } },
+        stored: { ...conn, facade: { cache: { storeMaxAgeSeconds: 3600 } } },
+      },
       admin: {
         enabled: false,
         auth: {
@@ -124,20 +131,23 @@ async function run(label, n, one) {
   const direct = (i) => get(`${base}/v1/${P}/patients/${pid(i)}`, { authorization: 'Bearer tok' });
   const miss = (i) => get(`${api}/fhir/nocache/Patient/athena-${P}-patient-${pid(i)}`, auth);
   const hit = (i) => get(`${api}/fhir/cached/Patient/athena-${P}-patient-${pid(i)}`, auth);
+  const stored = (i) => get(`${api}/fhir/stored/Patient/athena-${P}-patient-${pid(i)}`, auth);
   // Same answer either way; warm the cache and both code paths.
   const a = await miss(0);
   const b = await hit(0);
   if (JSON.stringify(a) !== JSON.stringify(b)) throw new Error('cached answer differs from the vendor answer');
   for (let i = 0; i < PATIENTS; i++) await hit(i);
+  for (let i = 0; i < PATIENTS; i++) await stored(i);
   await run('warm', 100, direct);
   await run('warm', 100, miss);
 
-  const totals = { direct: [], miss: [], hit: [] };
+  const totals = { direct: [], miss: [], hit: [], stored: [] };
   const per = Math.ceil(N / ROUNDS);
   for (let r = 0; r < ROUNDS; r++) {
     totals.direct.push(await run('direct', per, direct));
     totals.miss.push(await run('miss', per, miss));
     totals.hit.push(await run('hit', per, hit));
+    totals.stored.push(await run('stored', per, stored));
   }
   await engine.stop();
   v.close();
@@ -157,6 +167,7 @@ async function run(label, n, one) {
     ['(a) direct vendor call (fetch + JSON.parse)', d],
     ['(b) facade read, cache miss (vendor + transform + audit)', sum(totals.miss)],
     ['(c) facade read, cache hit (memory)', sum(totals.hit)],
+    ['(d) facade read, store copy (storeMaxAgeSeconds)', sum(totals.stored)],
   ];
   console.log(
     `facade read benchmark: ${N} reads per kind, ${CONC} concurrent, vendor latency ${LATENCY} ms, ${PATIENTS} patients, ${ROUNDS} interleaved rounds`,

@@ -1,7 +1,7 @@
 /**
  * The FHIR facade's scope matrix over real HTTP on port 0, against the athena simulator: every
- * facade route x (no token, a token without facade scopes, read scope, read+write scope, a scope
- * for another connection, an admin token without scopes). Below the scope a route needs: 401
+ * facade route (and Patient `$link`/`$unlink`) x (no token, a token without facade scopes, read
+ * scope, read+write scope, a scope for another connection, an admin token without scopes). Below the scope a route needs: 401
  * without a token, 403 with one; with it: the route's answer. The table must name every route
  * the facade serves (FACADE_ROUTES), and every refusal is in the audit trail.
  */
@@ -77,7 +77,10 @@ describe('FHIR facade scope matrix (every route x principal)', () => {
       admin: { roles: ['admin'], scopes: [] },
       other: { roles: ['viewer'], scopes: ['connection:elsewhere:read', 'connection:elsewhere:write'] },
       read: { roles: ['viewer'], scopes: ['connection:clinic:read'] },
-      write: { roles: ['viewer'], scopes: ['connection:*:read', 'connection:clinic:write'] },
+      write: {
+        roles: ['viewer'],
+        scopes: ['connection:*:read', 'connection:clinic:write', 'connection:clinic2:write'],
+      },
     };
     for (const [who, s] of Object.entries(scopes)) {
       const t = await makeToken({ name: who, roles: s.roles, scopes: s.scopes }, 'test');
@@ -97,6 +100,7 @@ store: { kind: sqlite, path: ${path.join(dir, 'ferry.db')} }
 plugins: ['@ferry/plugin-athena-rest']
 connections:
   clinic: { kind: athena, baseUrl: ${sim.url}, clientId: ferry-client, clientSecret: ferry-secret, practiceId: ${PRACTICE} }
+  clinic2: { kind: athena, baseUrl: ${sim.url}, clientId: ferry-client, clientSecret: ferry-secret, practiceId: ${PRACTICE} }
 admin:
   enabled: false
   auth:
@@ -162,6 +166,21 @@ processing: { transformWorkers: 0 }
       need: 'write',
       ok: 200,
     },
+    // Write on both connections (the other's is checked by the operation: test/e2e/facade-links.test.ts).
+    ...(['$link', '$unlink'] as const).map((op): Case => ({
+      method: 'POST',
+      path: `/fhir/clinic/Patient/${patient}/${op}`,
+      route: '/fhir/:conn/:type/:id/:op',
+      need: 'write',
+      ok: 200,
+      body: {
+        resourceType: 'Parameters',
+        parameter: [
+          { name: 'connection', valueString: 'clinic2' },
+          { name: 'patient', valueReference: { reference: `Patient/${patient}` } },
+        ],
+      },
+    })),
     {
       method: 'GET',
       path: `/fhir/clinic/DocumentReference?patient=Patient/${patient}`,

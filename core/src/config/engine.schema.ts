@@ -541,7 +541,7 @@ export const facadeConnectionSchema = defineSchema({
       default: 0,
     },
     storeMaxAgeSeconds: {
-      doc: 'Serve a read from the store (the last canonical copy the facade read or wrote) when it is fresher than this (0 = off)',
+      doc: 'Serve a read from the store (the last canonical copy the facade read or wrote, or a source bound to this connection delivered) when it is fresher than this (0 = off)',
       format: 'nat',
       default: 0,
     },
@@ -612,8 +612,11 @@ export interface ConnectionEntry {
   facade: FacadeConnectionConfig;
 }
 
-/** A source entry: its type's keys (validated against its schema) and the common ones. */
-export type SourceEntryConfig = SourceCommonConfig & { type: string; [k: string]: unknown };
+/**
+ * A source entry: its type's keys (validated against its schema) and the common ones; `connection`:
+ * the `connections:` entry it names (its keys are merged in already; the source itself does not see it).
+ */
+export type SourceEntryConfig = SourceCommonConfig & { type: string; connection?: string; [k: string]: unknown };
 /** A sink entry: its type's keys (validated against its schema) and the delivery policy. */
 export type SinkEntryConfig = SinkCommonConfig & { type: string; [k: string]: unknown };
 

@@ -199,7 +199,12 @@ export function buildEngineConfig(
         warnings,
       );
       if (!merged) continue;
-      sources[id] = { type, ...validateWithSchema<any>({ ...sourceCommonSchema, ...schema }, merged, at, problems) };
+      sources[id] = {
+        type,
+        ...validateWithSchema<any>({ ...sourceCommonSchema, ...schema }, merged, at, problems),
+        // Kept (not passed to the source): the pipeline records what such a source delivers for the facade.
+        ...(typeof rest.connection === 'string' ? { connection: rest.connection } : {}),
+      };
     }
   }
 

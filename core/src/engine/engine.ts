@@ -262,7 +262,12 @@ export class Engine {
           );
         this.admin = await startAdmin(this, cfg.admin);
       }
-      if (cfg.api.enabled) this.facade = await startFhirFacade(this, cfg);
+      if (cfg.api.enabled) {
+        this.facade = await startFhirFacade(this, cfg);
+        // What sources bound to a served connection deliver is recorded for the facade too (off the message path).
+        const feed = this.facade.feed;
+        this.processor.onConverted = (converted) => feed.offer(converted);
+      }
       this.schedulePruner();
       this.state = 'running';
       this.logger.info('engine started', {
@@ -525,6 +530,7 @@ export class Engine {
     await this.facade?.service.close();
     this.accepting = false;
     await this.processor?.stop();
+    await this.facade?.feed.idle();
     await this.pool?.close();
     await this.dispatcher?.stop();
     for (const s of this.sinks.values())

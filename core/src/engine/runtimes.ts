@@ -9,6 +9,7 @@ import type { EngineConfig } from '../config/engine.schema';
 import type { SinkRuntime } from '../delivery/dispatcher';
 import type { FacadeServer } from '../facade/facade.server';
 import type { FacadeService } from '../facade/facade.service';
+import type { FacadePipelineFeed } from '../facade/facade-pipeline-feed';
 import type { DataQualityPolicy, InboundMessage } from '../model/message';
 import type { PluginHost } from '../plugin/plugin-host';
 import { coreTokens } from '../plugin/tokens';
@@ -93,7 +94,7 @@ export function createSource(
   entry: EngineConfig['sources'][string],
 ): SourceRuntime {
   const reg = hosts.map((h) => h.sourceTypes().find((s) => s.type === entry.type)).find(Boolean)!;
-  const { type, duplicates, dataQuality: dq, ...rest } = entry;
+  const { type, duplicates, dataQuality: dq, connection: _connection, ...rest } = entry;
   const dataQuality = dq ?? DEFAULT_DATA_QUALITY;
   const logger = engine.logger.child({ source: id });
   const abort = new AbortController();
@@ -104,16 +105,19 @@ export function createSource(
   return { id, type, source, abort };
 }
 
-/** The FHIR facade (`api:`), running: its service and its listener. */
+/** The FHIR facade (`api:`), running: its service, its listener, and the pipeline's feed of its store. */
 export interface RunningFacade {
   service: FacadeService;
   server: FacadeServer;
+  feed: FacadePipelineFeed;
 }
 
 /** The FHIR facade (`api:`): a provider per connection, on its own listener. */
 export async function startFhirFacade(
   engine: RuntimeEngine & {
     readonly host: PluginHost;
+    /** The config in force (a reload may bind sources to connections). */
+    readonly config: EngineConfig;
     submit(sourceId: string, messages: InboundMessage[]): Promise<InsertResult[]>;
   },
   cfg: EngineConfig,
@@ -123,6 +127,9 @@ export async function startFhirFacade(
   const { FacadeService } = require('../facade/facade.service') as typeof import('../facade/facade.service');
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: the facade loads only when it is on
   const { startFacade } = require('../facade/facade.server') as typeof import('../facade/facade.server');
+  const { FacadePipelineFeed } =
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: the facade loads only when it is on
+    require('../facade/facade-pipeline-feed') as typeof import('../facade/facade-pipeline-feed');
   const logger = engine.logger.child({ component: 'facade' });
   const service = new FacadeService({
     store: engine.store,
@@ -136,7 +143,13 @@ export async function startFhirFacade(
   service.start();
   try {
     const server = await startFacade({ api: cfg.api, auth: cfg.admin.auth, store: engine.store, logger, service });
-    return { service, server };
+    const feed = new FacadePipelineFeed(
+      service,
+      engine.store.facade,
+      logger,
+      (sourceId) => engine.config.sources[sourceId]?.connection,
+    );
+    return { service, server, feed };
   } catch (e) {
     await service.close();
     throw e;

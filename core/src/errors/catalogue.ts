@@ -250,6 +250,10 @@ export const ERROR_CATALOGUE = {
   INPUT_FACADE_OPERATION: input("Unknown facade operation: see the connection's CapabilityStatement."),
   INPUT_FACADE_TIMEOUT: input('The vendor did not answer within the facade timeout: retry later.', { http: 504 }),
   INPUT_FACADE_TYPE: input('The URL names no FHIR resource type: fix the request.'),
+  INPUT_FACADE_UNRESOLVED: input(
+    'A resource the request names (the patient to link) is not found at its connection, or the connection is not served: check the connection and id.',
+    { http: 422 },
+  ),
   INPUT_FHIR_INVALID: input(
     "The converted Bundle is not valid FHIR R4 (issues in details): fix the sender or the route's steps, then replay.",
   ),

@@ -3,6 +3,7 @@
  * audit trail (group commit) and the per-request helpers (target, base URL, vendor timeout, checks).
  */
 import type { FastifyRequest } from 'fastify';
+import type { Parameters as FhirParameters } from '@medplum/fhirtypes';
 import type { ApiConfig } from '../config/engine.schema';
 import { FerryError } from '../errors';
 import type { AuditEntry, MessageStore } from '../store/message-store';
@@ -83,6 +84,11 @@ export interface FacadeContext {
   /** A patient's identities at the connections this client may read (another connection's patient is its PHI). */
   visibleIdentities: (req: FastifyRequest, conn: string, id: string) => Promise<{ connection: string; id: string }[]>;
   cfg: (url: string, method: string) => { config: { access: FacadeAccess } };
+  /** Identities as `Parameters.parameter` entries: `identity` { connection, patient: Reference(<base>/fhir/<conn>/Patient/<id>) }. */
+  identityParameters: (
+    req: FastifyRequest,
+    ids: { connection: string; id: string }[],
+  ) => NonNullable<FhirParameters['parameter']>;
 }
 
 export function facadeContext(
@@ -155,5 +161,28 @@ export function facadeContext(
     config: { access: FACADE_ROUTES.find((r) => r.url === url && r.method === method)!.access },
   });
 
-  return { api, service, store, audit, target, base, withTimeout, checkType, checkId, queryOf, visibleIdentities, cfg };
+  const identityParameters = (req: FastifyRequest, ids: { connection: string; id: string }[]) =>
+    ids.map((i) => ({
+      name: 'identity',
+      part: [
+        { name: 'connection', valueString: i.connection },
+        { name: 'patient', valueReference: { reference: `${base(req)}/fhir/${i.connection}/Patient/${i.id}` } },
+      ],
+    }));
+
+  return {
+    api,
+    service,
+    store,
+    audit,
+    target,
+    base,
+    withTimeout,
+    checkType,
+    checkId,
+    queryOf,
+    visibleIdentities,
+    cfg,
+    identityParameters,
+  };
 }

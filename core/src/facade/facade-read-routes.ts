@@ -1,4 +1,4 @@
-/** The facade's read routes: health, metadata, read, search and `Patient/{id}/$identities`. */
+/** The facade's read routes: health, metadata, read, search and `Patient/{id}/$identities` (links by key and `$link`). */
 import type { FastifyInstance } from 'fastify';
 import type { Identifier, Parameters as FhirParameters, Patient, Resource } from '@medplum/fhirtypes';
 import { FerryError } from '../errors';
@@ -7,7 +7,19 @@ import type { FacadeContext } from './facade-context';
 import { FHIR_JSON } from './facade-outcome';
 
 export function registerFacadeReadRoutes(app: FastifyInstance, ctx: FacadeContext): void {
-  const { service, audit, target, base, withTimeout, checkType, checkId, queryOf, visibleIdentities, cfg } = ctx;
+  const {
+    service,
+    audit,
+    target,
+    base,
+    withTimeout,
+    checkType,
+    checkId,
+    queryOf,
+    visibleIdentities,
+    cfg,
+    identityParameters,
+  } = ctx;
 
   app.get('/health', cfg('/health', 'GET'), async () => ({ status: 'ok' }));
 
@@ -133,17 +145,7 @@ export function registerFacadeReadRoutes(app: FastifyInstance, ctx: FacadeContex
         );
       checkId(id);
       const ids = await visibleIdentities(req, conn, id);
-      const b = base(req);
-      const params: FhirParameters = {
-        resourceType: 'Parameters',
-        parameter: ids.map((i) => ({
-          name: 'identity',
-          part: [
-            { name: 'connection', valueString: i.connection },
-            { name: 'patient', valueReference: { reference: `${b}/fhir/${i.connection}/Patient/${i.id}` } },
-          ],
-        })),
-      };
+      const params: FhirParameters = { resourceType: 'Parameters', parameter: identityParameters(req, ids) };
       await audit(req, {
         action: 'facade.identities',
         result: 'ok',

@@ -1,9 +1,13 @@
-/** The facade's write routes (create, update, Appointment `$book`/`$cancel`/`$checkin`) under `Idempotency-Key`. */
+/**
+ * The facade's write routes (create, update, Appointment `$book`/`$cancel`/`$checkin`) under
+ * `Idempotency-Key`; Patient `$link`/`$unlink` (idempotent by nature) in facade-link-routes.ts.
+ */
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Parameters as FhirParameters, Resource } from '@medplum/fhirtypes';
 import { FerryError } from '../errors';
 import type { FacadeContext } from './facade-context';
+import { linkOperation } from './facade-link-routes';
 import { errorAnswer, FHIR_JSON, outcome } from './facade-outcome';
 
 export function registerFacadeWriteRoutes(app: FastifyInstance, ctx: FacadeContext): void {
@@ -133,10 +137,11 @@ export function registerFacadeWriteRoutes(app: FastifyInstance, ctx: FacadeConte
       const { conn, type, id, op } = req.params;
       checkType(type);
       checkId(id);
+      if (type === 'Patient' && (op === '$link' || op === '$unlink')) return linkOperation(ctx, req, reply);
       if (op !== '$book' && op !== '$cancel' && op !== '$checkin')
         throw new FerryError(
           'INPUT_FACADE_OPERATION',
-          `unknown operation ${op.slice(0, 40)} (Appointment/{id}/$book, Appointment/{id}/$cancel, Appointment/{id}/$checkin)`,
+          `unknown operation ${op.slice(0, 40)} (Appointment/{id}/$book, Appointment/{id}/$cancel, Appointment/{id}/$checkin, Patient/{id}/$link, Patient/{id}/$unlink)`,
           { kind: 'input' },
         );
       const body = (req.body ?? {}) as FhirParameters | Resource;

@@ -14,7 +14,8 @@ import type { InboundMessage } from '../model/message';
 import type { MessageTransform } from '../plugin/api';
 import type { InsertResult } from '../store/message-store';
 import type { FacadeProviderTypeRegistration } from '../plugin/plugin-host';
-import type { MessageStore } from '../store/message-store';
+import type { FacadeStore, MessageStore } from '../store/message-store';
+import { linkedIdentities, type LinkedIdentity } from './facade-links';
 import {
   FACADE_INTERACTIONS,
   FACADE_OPERATIONS,
@@ -266,16 +267,22 @@ export class FacadeService {
     if (cache.storeMaxAgeSeconds > 0) await f.facadeResourcePut(c.id, type, r.id!, json);
   }
 
-  /** Read by canonical id: memory cache, store copy, or the vendor. */
-  async read(connId: string, type: string, id: string, signal?: AbortSignal): Promise<ReadResult> {
+  /** Read by canonical id: memory cache, store copy, or the vendor (`fresh`: the vendor, whatever is cached). */
+  async read(
+    connId: string,
+    type: string,
+    id: string,
+    signal?: AbortSignal,
+    opts: { fresh?: boolean } = {},
+  ): Promise<ReadResult> {
     const c = this.connection(connId);
     const cap = this.need(c, type, 'read');
     const cache = c.entry.facade.cache;
     const key = `${type}/${id}`;
-    const hit = c.memo.get(key);
+    const hit = opts.fresh ? undefined : c.memo.get(key);
     if (hit && cache.ttlSeconds > 0 && this.now() - hit.at < cache.ttlSeconds * 1000)
       return { resource: JSON.parse(hit.json), from: 'cache', path: cap.path };
-    if (cache.storeMaxAgeSeconds > 0) {
+    if (cache.storeMaxAgeSeconds > 0 && !opts.fresh) {
       const s = await this.deps.store.facade?.facadeResourceGet(c.id, type, id);
       if (s && this.now() - s.fetchedAt.getTime() < cache.storeMaxAgeSeconds * 1000)
         return { resource: JSON.parse(s.resource), from: 'store', path: cap.path };
@@ -472,19 +479,68 @@ export class FacadeService {
   }
 
   /**
-   * The identities of the same patient at every served connection, this one included (by link key:
-   * MRN or `identity.linkSystems`).
+   * The identities of the same patient at every served connection, this one included: by link key
+   * (MRN or `identity.linkSystems`) and by explicit link (`$link`), transitively.
    */
-  async identities(connId: string, id: string): Promise<{ connection: string; id: string }[]> {
+  async identities(connId: string, id: string): Promise<LinkedIdentity[]> {
     const c = this.connection(connId);
     const f = this.deps.store.facade;
     if (!f) return [];
     const me = await f.facadeIdentityOf(c.id, 'Patient', id);
     if (!me) throw facadeError('not-found', `Patient/${id} has not been read through connection ${c.id} yet`);
-    const all = me.mrn ? await f.facadeIdentitiesByMrn('Patient', me.mrn) : [me];
-    return all
-      .filter((i) => this.connections.has(i.connectionId))
-      .map((i) => ({ connection: i.connectionId, id: i.canonicalId }));
+    return (await linkedIdentities(f, { connection: c.id, id }, me.mrn)).filter((i) =>
+      this.connections.has(i.connection),
+    );
+  }
+
+  /**
+   * Links the patient `id` at `connId` to `other` explicitly (`$link`), after reading both from their
+   * vendors (a patient a vendor does not have is refused: the URL's 404 `not-found`, the other 422);
+   * recorded once (false: the link was there already).
+   */
+  async link(
+    connId: string,
+    id: string,
+    other: LinkedIdentity,
+    createdBy: string,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
+    const c = this.connection(connId);
+    const f = this.store();
+    const o = this.connections.get(other.connection);
+    if (!o) throw facadeError('unresolved', `no connection "${other.connection}" is served by this facade`);
+    if (o.id === c.id)
+      throw inputError('FACADE_BODY', `a link joins patients at two connections (both are at ${c.id})`);
+    await this.read(c.id, 'Patient', id, signal, { fresh: true });
+    try {
+      await this.read(o.id, 'Patient', other.id, signal, { fresh: true });
+    } catch (e) {
+      if (FerryError.is(e) && e.details?.facadeIssue === 'not-found')
+        throw facadeError('unresolved', `Patient/${other.id} not found at connection ${o.id}: nothing linked`);
+      throw e;
+    }
+    return f.facadeLink(
+      'Patient',
+      { connectionId: c.id, canonicalId: id },
+      { connectionId: o.id, canonicalId: other.id },
+      createdBy,
+    );
+  }
+
+  /** Removes an explicit link (`$unlink`; no vendor call: a patient gone at its vendor can be unlinked); false: none. */
+  async unlink(connId: string, id: string, other: LinkedIdentity): Promise<boolean> {
+    const c = this.connection(connId);
+    return this.store().facadeUnlink(
+      'Patient',
+      { connectionId: c.id, canonicalId: id },
+      { connectionId: other.connection, canonicalId: other.id },
+    );
+  }
+
+  private store(): FacadeStore {
+    const f = this.deps.store.facade;
+    if (!f) throw new FerryError('INTERNAL_FACADE_STORE', 'the store has no facade tables', { kind: 'internal' });
+    return f;
   }
 
   /** What works on a connection, as a CapabilityStatement. */
@@ -500,16 +556,20 @@ export class FacadeService {
         const interaction = chosen
           .filter((x) => ['read', 'search', 'create', 'update'].includes(x.interaction))
           .map((x) => ({ code: x.interaction === 'search' ? 'search-type' : x.interaction }));
-        const ops = chosen.filter((x) => FACADE_OPERATIONS.includes(x.interaction));
+        const ops: { name: string; definition: string }[] = chosen
+          .filter((x) => FACADE_OPERATIONS.includes(x.interaction))
+          .map((x) => ({ name: x.interaction, definition: `urn:ferry:facade:${type}-${x.interaction}` }));
+        // A patient's identities across connections, and the explicit links between them.
+        if (type === 'Patient' && chosen.some((x) => x.interaction === 'read'))
+          for (const name of ['identities', 'link', 'unlink'])
+            ops.push({ name, definition: `urn:ferry:facade:Patient-${name}` });
         const search = chosen.find((x) => x.interaction === 'search');
         return {
           type,
           documentation: `paths: ${chosen.map((x) => `${x.interaction} via ${x.path}`).join(', ')}`,
           interaction,
           searchParam: search?.searchParams?.map((name) => ({ name, type: searchParamType(name) })),
-          operation: ops.length
-            ? ops.map((x) => ({ name: x.interaction, definition: `urn:ferry:facade:${type}-${x.interaction}` }))
-            : undefined,
+          operation: ops.length ? ops : undefined,
         };
       })
       .filter((x) => !!x);

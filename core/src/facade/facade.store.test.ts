@@ -1,7 +1,9 @@
 /**
- * The facade's tables (store migration 11) on SQLite and PostgreSQL: identities by canonical id and
- * by MRN, the canonical copy kept for serve-from-store, idempotency keys (claim once, answer, release,
- * expire; two concurrent claims: one wins), API token scopes.
+ * The facade's tables (store migrations 11 and 13) on SQLite and PostgreSQL: identities by canonical
+ * id and by MRN, the canonical copy kept for serve-from-store (one or a batch; an older copy never
+ * replaces a newer one), idempotency keys (claim once, answer, release, expire; two concurrent
+ * claims: one wins), API token scopes, explicit links between patients (stored once whichever end
+ * names them, listed from either end, removed).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -74,6 +76,79 @@ function suite(name: string, make: () => MessageStore, describeFn: (t: string, f
       const got = await f.facadeResourceGet('epic-a', 'Patient', 'epic-e1');
       expect(got?.resource).toBe('{"a":2}');
       expect(Math.abs(got!.fetchedAt.getTime() - Date.now())).toBeLessThan(60_000);
+    });
+
+    it('keeps several canonical copies in one transaction (the pipeline feeding the store)', async () => {
+      const f = store.facade!;
+      await f.facadeResourcesPut([
+        { connectionId: 'athena-a', resourceType: 'Patient', canonicalId: 'athena-1-patient-9', resource: '{"p":9}' },
+        {
+          connectionId: 'athena-a',
+          resourceType: 'Appointment',
+          canonicalId: 'athena-1-appointment-3',
+          resource: '{"a":3}',
+        },
+      ]);
+      await f.facadeResourcesPut([]);
+      expect((await f.facadeResourceGet('athena-a', 'Patient', 'athena-1-patient-9'))?.resource).toBe('{"p":9}');
+      expect((await f.facadeResourceGet('athena-a', 'Appointment', 'athena-1-appointment-3'))?.resource).toBe(
+        '{"a":3}',
+      );
+      // A copy fetched earlier than the one kept (a replayed message) does not replace it; a later one does.
+      const hourAgo = new Date(Date.now() - 3_600_000);
+      await f.facadeResourcesPut([
+        {
+          connectionId: 'athena-a',
+          resourceType: 'Patient',
+          canonicalId: 'athena-1-patient-9',
+          resource: '{"old":1}',
+          fetchedAt: hourAgo,
+        },
+      ]);
+      expect((await f.facadeResourceGet('athena-a', 'Patient', 'athena-1-patient-9'))?.resource).toBe('{"p":9}');
+      await f.facadeResourcesPut([
+        {
+          connectionId: 'athena-a',
+          resourceType: 'Patient',
+          canonicalId: 'athena-1-patient-9',
+          resource: '{"p":10}',
+          fetchedAt: new Date(Date.now() + 1000),
+        },
+      ]);
+      expect((await f.facadeResourceGet('athena-a', 'Patient', 'athena-1-patient-9'))?.resource).toBe('{"p":10}');
+      // Kept with the time it was fetched, not the time it was written.
+      await f.facadeResourcesPut([
+        {
+          connectionId: 'athena-a',
+          resourceType: 'Patient',
+          canonicalId: 'athena-1-patient-8',
+          resource: '{"p":8}',
+          fetchedAt: hourAgo,
+        },
+      ]);
+      const got = await f.facadeResourceGet('athena-a', 'Patient', 'athena-1-patient-8');
+      expect(Math.abs(got!.fetchedAt.getTime() - hourAgo.getTime())).toBeLessThan(1000);
+    });
+
+    it('records explicit links once whichever end names them, lists them from either end, removes them', async () => {
+      const f = store.facade!;
+      const epic = { connectionId: 'epic-a', canonicalId: 'epic-L1' };
+      const athena = { connectionId: 'athena-a', canonicalId: 'athena-1-patient-L1' };
+      const cerner = { connectionId: 'millennium', canonicalId: 'cerner-L1' };
+      expect(await f.facadeLink('Patient', epic, athena, 'token:t1')).toBe(true);
+      // The same link named from the other end: already there.
+      expect(await f.facadeLink('Patient', athena, epic, 'token:t2')).toBe(false);
+      expect(await f.facadeLink('Patient', athena, cerner)).toBe(true);
+      const sorted = (l: { connectionId: string; canonicalId: string }[]) =>
+        l.map((x) => `${x.connectionId}/${x.canonicalId}`).sort();
+      expect(sorted(await f.facadeLinksOf('Patient', athena))).toEqual(['epic-a/epic-L1', 'millennium/cerner-L1']);
+      expect(sorted(await f.facadeLinksOf('Patient', epic))).toEqual(['athena-a/athena-1-patient-L1']);
+      // Links are per resource type.
+      expect(await f.facadeLinksOf('Practitioner', athena)).toEqual([]);
+      expect(await f.facadeUnlink('Patient', epic, athena)).toBe(true);
+      expect(await f.facadeUnlink('Patient', athena, epic)).toBe(false);
+      expect(sorted(await f.facadeLinksOf('Patient', athena))).toEqual(['millennium/cerner-L1']);
+      expect(await f.facadeLinksOf('Patient', epic)).toEqual([]);
     });
 
     it('claims an idempotency key once; answers the stored response; releases and expires', async () => {

@@ -120,6 +120,8 @@ export const FacadeIssue = {
   invalid: { code: 'invalid', status: 422, errorCode: 'INPUT_FACADE_INVALID' },
   'not-found': { code: 'not-found', status: 404, errorCode: 'INPUT_FACADE_NOT_FOUND' },
   'not-supported': { code: 'not-supported', status: 501, errorCode: 'INPUT_FACADE_NOT_SUPPORTED' },
+  /** A resource the body names (not the URL's) does not exist there: `$link` to an unknown patient. */
+  unresolved: { code: 'not-found', status: 422, errorCode: 'INPUT_FACADE_UNRESOLVED' },
 } as const;
 export type FacadeIssueKind = keyof typeof FacadeIssue;
 

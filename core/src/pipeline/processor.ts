@@ -77,6 +77,11 @@ export class Processor {
   private readonly held = new Set<string>();
   private orphansPossible = false;
   onRouted?: () => void;
+  /**
+   * Each recorded batch's messages that have a canonical Bundle and did not fail, after the batch is
+   * stored (the FHIR facade's store is fed from them). Must return at once: it runs on the claim loop.
+   */
+  onConverted?: (converted: { message: StoredMessage; bundleJson: string }[]) => void;
 
   constructor(
     private readonly store: MessageStore,
@@ -339,6 +344,18 @@ export class Processor {
         messageId: id,
         ...errorFields(error),
       });
+    }
+    if (this.onConverted) {
+      const converted: { message: StoredMessage; bundleJson: string }[] = [];
+      reports.forEach((r, i) => {
+        if (!notStored.has(r.id) && r.transformed && r.outcome.status !== 'failed')
+          converted.push({ message: messages[i], bundleJson: r.transformed.bundleJson });
+      });
+      try {
+        if (converted.length) this.onConverted(converted);
+      } catch (e) {
+        this.logger.warn('converted-batch observer failed', { messages: converted.length, ...errorFields(e) });
+      }
     }
     const info = this.logger.isInfoEnabled();
     reports.forEach((r, i) => {

@@ -285,7 +285,27 @@ export type IdempotencyState =
   | { state: 'pending'; requestHash: string }
   | { state: 'done'; requestHash: string; status: number; response: string };
 
-/** The FHIR facade's tables (store migration 11). */
+/** One end of an explicit facade link: a canonical id at a connection (store migration 13). */
+export interface FacadeLinkEnd {
+  connectionId: string;
+  canonicalId: string;
+}
+
+/** A canonical copy of a resource for serve-from-store (`facadeResourcesPut`). */
+export interface FacadeResourceCopy {
+  connectionId: string;
+  resourceType: string;
+  canonicalId: string;
+  /** The canonical resource as JSON text. */
+  resource: string;
+  /**
+   * When it was read from the vendor, on the store's clock as a stored message's `receivedAt` is
+   * (default now); a copy never replaces one fetched later.
+   */
+  fetchedAt?: Date;
+}
+
+/** The FHIR facade's tables (store migrations 11 and 13). */
 export interface FacadeStore {
   /** Records (or refreshes) identities. */
   facadeIdentify(ids: FacadeIdentity[]): Promise<void>;
@@ -299,6 +319,8 @@ export interface FacadeStore {
   facadeIdentitiesByMrn(resourceType: string, mrn: string): Promise<FacadeIdentity[]>;
   /** Keeps the canonical copy of a resource (serve-from-store cache). */
   facadeResourcePut(connectionId: string, resourceType: string, canonicalId: string, resource: string): Promise<void>;
+  /** Keeps several canonical copies in one transaction (the pipeline's batches). */
+  facadeResourcesPut(copies: FacadeResourceCopy[]): Promise<void>;
   facadeResourceGet(
     connectionId: string,
     resourceType: string,
@@ -312,6 +334,12 @@ export interface FacadeStore {
   facadeIdempotencyFinish(scope: string, key: string, status: number, response: string): Promise<void>;
   /** Forgets a claimed key (the work failed in a way a retry may redo). */
   facadeIdempotencyRelease(scope: string, key: string): Promise<void>;
+  /** Records an explicit link between two resources (either order); false: it was there already. */
+  facadeLink(resourceType: string, a: FacadeLinkEnd, b: FacadeLinkEnd, createdBy?: string): Promise<boolean>;
+  /** Removes an explicit link (either order); false: there was none. */
+  facadeUnlink(resourceType: string, a: FacadeLinkEnd, b: FacadeLinkEnd): Promise<boolean>;
+  /** The resources explicitly linked to one (direct links only, either end). */
+  facadeLinksOf(resourceType: string, end: FacadeLinkEnd): Promise<FacadeLinkEnd[]>;
 }
 
 export interface PruneOptions {

@@ -288,6 +288,25 @@ export const migrations: Migration[] = [
       ],
     },
   },
+  {
+    version: 13,
+    name: 'FHIR facade: explicit links between patients at two connections ($link / $unlink), honoured by $identities',
+    statements: [
+      // One row per link, its two ends ordered (a < b by connection, then id) so a link is stored
+      // once whichever end named it; ends are canonical ids.
+      `CREATE TABLE facade_links (
+        resource_type TEXT NOT NULL,
+        a_connection TEXT NOT NULL,
+        a_id TEXT NOT NULL,
+        b_connection TEXT NOT NULL,
+        b_id TEXT NOT NULL,
+        created_at {BIGINT} NOT NULL,
+        created_by TEXT,
+        PRIMARY KEY (resource_type, a_connection, a_id, b_connection, b_id)
+      )`,
+      `CREATE INDEX facade_links_b ON facade_links (resource_type, b_connection, b_id)`,
+    ],
+  },
 ];
 
 export function ddl(sql: string, dialect: Dialect): string {

@@ -1,4 +1,4 @@
-import type { FacadeIdentity, FacadeStore } from '../message-store';
+import type { FacadeIdentity, FacadeLinkEnd, FacadeStore } from '../message-store';
 import type { Row, SqlExec } from './sql-exec';
 
 /** What the facade's tables need of the store (given by SqlMessageStore; its protected parts). */
@@ -14,11 +14,26 @@ export interface FacadeTablesContext {
 }
 
 /**
- * The FHIR facade's tables (migration 11): identities of vendor resources, cached resources and
- * idempotency keys. Apart from the message flow, so composed rather than inherited: an object
- * over the store's transactions (`SqlMessageStore.facade`).
+ * The FHIR facade's tables (migrations 11 and 13): identities of vendor resources, cached resources,
+ * idempotency keys and explicit links between patients. Apart from the message flow, so composed
+ * rather than inherited: an object over the store's transactions (`SqlMessageStore.facade`).
  */
 export function facadeTables(s: FacadeTablesContext): FacadeStore {
+  const putResources: FacadeStore['facadeResourcesPut'] = async (copies) => {
+    s.assertOpen();
+    if (!copies.length) return;
+    const now = s.now();
+    await s.tx(async (x) => {
+      for (const c of copies)
+        await x.run(
+          `INSERT INTO facade_resources (connection_id, resource_type, canonical_id, resource, fetched_at) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (connection_id, resource_type, canonical_id) DO UPDATE SET resource = excluded.resource, fetched_at = excluded.fetched_at
+           WHERE facade_resources.fetched_at <= excluded.fetched_at`,
+          [c.connectionId, c.resourceType, c.canonicalId, c.resource, c.fetchedAt ? c.fetchedAt.getTime() : now],
+        );
+    });
+  };
+
   return {
     async facadeIdentify(ids) {
       s.assertOpen();
@@ -55,16 +70,9 @@ export function facadeTables(s: FacadeTablesContext): FacadeStore {
       ).map(toIdentity);
     },
     async facadeResourcePut(connectionId, resourceType, canonicalId, resource) {
-      s.assertOpen();
-      const now = s.now();
-      await s.tx((x) =>
-        x.run(
-          `INSERT INTO facade_resources (connection_id, resource_type, canonical_id, resource, fetched_at) VALUES (?, ?, ?, ?, ?)
-           ON CONFLICT (connection_id, resource_type, canonical_id) DO UPDATE SET resource = excluded.resource, fetched_at = excluded.fetched_at`,
-          [connectionId, resourceType, canonicalId, resource, now],
-        ),
-      );
+      await putResources([{ connectionId, resourceType, canonicalId, resource }]);
     },
+    facadeResourcesPut: putResources,
     async facadeResourceGet(connectionId, resourceType, canonicalId) {
       s.assertOpen();
       const rows = await s.read((x) =>
@@ -131,7 +139,52 @@ export function facadeTables(s: FacadeTablesContext): FacadeStore {
         { durable: true },
       );
     },
+    async facadeLink(resourceType, a, b, createdBy) {
+      s.assertOpen();
+      const [x, y] = ordered(a, b);
+      const now = s.now();
+      return s.tx(
+        async (t) =>
+          (await t.run(
+            `INSERT INTO facade_links (resource_type, a_connection, a_id, b_connection, b_id, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (resource_type, a_connection, a_id, b_connection, b_id) DO NOTHING`,
+            [resourceType, x.connectionId, x.canonicalId, y.connectionId, y.canonicalId, now, createdBy ?? null],
+          )) > 0,
+        { durable: true },
+      );
+    },
+    async facadeUnlink(resourceType, a, b) {
+      s.assertOpen();
+      const [x, y] = ordered(a, b);
+      return s.tx(
+        async (t) =>
+          (await t.run(
+            'DELETE FROM facade_links WHERE resource_type = ? AND a_connection = ? AND a_id = ? AND b_connection = ? AND b_id = ?',
+            [resourceType, x.connectionId, x.canonicalId, y.connectionId, y.canonicalId],
+          )) > 0,
+        { durable: true },
+      );
+    },
+    async facadeLinksOf(resourceType, end) {
+      s.assertOpen();
+      const rows = await s.read((x) =>
+        x.all(
+          `SELECT b_connection AS connection_id, b_id AS canonical_id FROM facade_links WHERE resource_type = ? AND a_connection = ? AND a_id = ?
+           UNION ALL
+           SELECT a_connection AS connection_id, a_id AS canonical_id FROM facade_links WHERE resource_type = ? AND b_connection = ? AND b_id = ?`,
+          [resourceType, end.connectionId, end.canonicalId, resourceType, end.connectionId, end.canonicalId],
+        ),
+      );
+      return rows.map((r) => ({ connectionId: String(r.connection_id), canonicalId: String(r.canonical_id) }));
+    },
   };
+}
+
+/** A link's two ends in their stored order (by connection, then id), so either order names the same row. */
+function ordered(a: FacadeLinkEnd, b: FacadeLinkEnd): [FacadeLinkEnd, FacadeLinkEnd] {
+  const ka = `${a.connectionId}\u0000${a.canonicalId}`;
+  const kb = `${b.connectionId}\u0000${b.canonicalId}`;
+  return ka <= kb ? [a, b] : [b, a];
 }
 
 function toIdentity(r: Row): FacadeIdentity {
