@@ -9,6 +9,7 @@ import type { InstanceOptions, InstanceStart } from './message-store';
 import type { SideReply, SideRequest, SideThreadData } from './sqlite-side-thread';
 import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql/sql.store';
 import { bind, classifySqliteError, rowMaker } from './sqlite-statements';
+import { WalSync } from './wal-sync';
 
 // Split out of this file; importers of './sqlite.store' keep them.
 export { classifySqliteError, rowMaker };
@@ -66,11 +67,14 @@ const fileLocks = new Map<string, { chain: Promise<unknown>; users: number }>();
 
 /**
  * The embedded store: one better-sqlite3 connection, WAL journal. Transactions that acknowledge
- * data (message inserts, checkpoints) commit with `synchronous=FULL` (fsync of the WAL before the
- * promise resolves); state transitions commit with `synchronous=NORMAL`, which in WAL mode is
- * safe against a process crash and, on power loss, can only lose the latest transitions -- work
- * that is then simply redone (deliveries are at-least-once). Every statement runs under one
- * promise lock, so an async transaction never interleaves with another caller's statements.
+ * data (message inserts, checkpoints) resolve only once the WAL holding them is fsynced: they
+ * commit with `synchronous=NORMAL` and then wait for an `fdatasync` of the WAL on libuv's thread
+ * pool, shared by the commits made meanwhile (`WalSync`; the engine's thread is not held for the
+ * fsync), or, where the WAL file cannot be opened, commit with `synchronous=FULL`. State
+ * transitions commit with `synchronous=NORMAL`, which in WAL mode is safe against a process crash
+ * and, on power loss, can only lose the latest transitions -- work that is then simply redone
+ * (deliveries are at-least-once). Every statement runs under one promise lock, so an async
+ * transaction never interleaves with another caller's statements.
  */
 export class SqliteMessageStore extends SqlMessageStore {
   readonly kind = 'sqlite';
@@ -82,6 +86,12 @@ export class SqliteMessageStore extends SqlMessageStore {
   private stmts = new Map<string, Database.Statement>();
   private shared?: { chain: Promise<unknown>; users: number };
   private sync: 'FULL' | 'NORMAL' | undefined;
+  /** The durable commits' fsync of the WAL (undefined: `:memory:`, or FULL commits). */
+  private walSync?: WalSync;
+  /** fdatasyncs of the WAL made for durable commits (tests and the benchmark). */
+  get walSyncs(): number {
+    return this.walSync?.syncs ?? 0;
+  }
   private readonly busyTimeoutMs: number;
 
   private readonly wantsEngineLock: boolean;
@@ -244,6 +254,7 @@ export class SqliteMessageStore extends SqlMessageStore {
     this.shared = shared;
     this.lockKeyName = key;
     if (this.file !== ':memory:' && this.backgroundCheckpoints) this.startCheckpointer(db);
+    if (this.file !== ':memory:') this.walSync = new WalSync(`${this.file}-wal`);
   }
 
   /**
@@ -360,6 +371,9 @@ export class SqliteMessageStore extends SqlMessageStore {
     const db = this.db;
     this.db = undefined;
     this.stmts.clear();
+    // Before the connection: closing the last one deletes the WAL file.
+    this.walSync?.close();
+    this.walSync = undefined;
     if (db?.open) {
       try {
         db.pragma('wal_checkpoint(TRUNCATE)');
@@ -464,12 +478,17 @@ export class SqliteMessageStore extends SqlMessageStore {
     }
   }
 
-  protected tx<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean } = {}): Promise<T> {
-    return this.withLock(async () => {
+  protected async tx<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean } = {}): Promise<T> {
+    // A durable transaction's WAL is fsynced after the lock is given back (see WalSync).
+    let wal: WalSync | undefined;
+    const r = await this.withLock(async () => {
       const db = this.db;
       if (!db) throw new FerryError('TRANSIENT_STORE_CLOSED', 'the SQLite store is closed', { kind: 'transient' });
+      // The WAL file exists once the database has been written in WAL mode: until it can be
+      // opened (the first commits of a new file), durable commits are FULL.
+      wal = opts.durable && this.walSync?.open() ? this.walSync : undefined;
       try {
-        this.setSync(opts.durable ? 'FULL' : 'NORMAL');
+        this.setSync(opts.durable && !wal ? 'FULL' : 'NORMAL');
         await this.beginImmediate();
       } catch (e) {
         throw this.storeError(e);
@@ -477,9 +496,10 @@ export class SqliteMessageStore extends SqlMessageStore {
       try {
         const r = await fn(this.exec);
         this.prepare('COMMIT').run();
-        this.noteWriteSuccess();
+        if (!wal) this.noteWriteSuccess();
         return r;
       } catch (e) {
+        wal = undefined;
         // SQLite may have rolled the transaction back itself (disk full, I/O error).
         if (db.inTransaction)
           try {
@@ -490,6 +510,18 @@ export class SqliteMessageStore extends SqlMessageStore {
         throw this.storeError(e);
       }
     });
+    if (wal) {
+      try {
+        await wal.durable();
+      } catch (e) {
+        // Committed but not known to be on disk: the caller is refused (a source does not
+        // acknowledge; the sender sends again, and the duplicate check sees the first copy).
+        this.noteWriteFailure(e);
+        throw e;
+      }
+      this.noteWriteSuccess();
+    }
+    return r;
   }
 
   protected read<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {
