@@ -362,6 +362,8 @@ export class SqliteMessageStore extends SqlMessageStore {
 
   protected async disconnect(): Promise<void> {
     await this.shared?.chain.catch(() => undefined);
+    // The syncs still owed to committed inserts (their callers are answered by them).
+    await this.walSync?.settled();
     const cp = this.checkpointer;
     this.checkpointer = undefined;
     if (cp) await cp.terminate().catch(() => undefined);
@@ -479,7 +481,24 @@ export class SqliteMessageStore extends SqlMessageStore {
   }
 
   protected async tx<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean } = {}): Promise<T> {
-    // A durable transaction's WAL is fsynced after the lock is given back (see WalSync).
+    const { result, durable } = await this.commitTx(fn, opts);
+    await durable;
+    return result;
+  }
+
+  /** The insert group commit's next batch commits while this one's WAL sync runs. */
+  protected override txDurableLater<T>(fn: (x: SqlExec) => Promise<T>): Promise<{ result: T; durable: Promise<void> }> {
+    return this.commitTx(fn, { durable: true });
+  }
+
+  /**
+   * A transaction, committed; `durable` resolves once a durable one's WAL is on disk (at once for
+   * the others). The WAL is fsynced after the lock is given back (see WalSync).
+   */
+  private async commitTx<T>(
+    fn: (x: SqlExec) => Promise<T>,
+    opts: { durable?: boolean },
+  ): Promise<{ result: T; durable: Promise<void> }> {
     let wal: WalSync | undefined;
     const r = await this.withLock(async () => {
       const db = this.db;
@@ -510,18 +529,16 @@ export class SqliteMessageStore extends SqlMessageStore {
         throw this.storeError(e);
       }
     });
-    if (wal) {
-      try {
-        await wal.durable();
-      } catch (e) {
+    const durable = wal?.durable().then(
+      () => this.noteWriteSuccess(),
+      (e: unknown) => {
         // Committed but not known to be on disk: the caller is refused (a source does not
         // acknowledge; the sender sends again, and the duplicate check sees the first copy).
         this.noteWriteFailure(e);
         throw e;
-      }
-      this.noteWriteSuccess();
-    }
-    return r;
+      },
+    );
+    return { result: r, durable: durable ?? Promise.resolve() };
   }
 
   protected read<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {

@@ -25,6 +25,11 @@ describe('WalSync (the durable commits’ fdatasync of the WAL)', () => {
     expect(rest[0]).not.toBe(first);
     await Promise.all([first, ...rest]);
     expect(w.syncs).toBe(3);
+    // settled: nothing running or queued once it resolves (what the store waits for before closing)
+    const pending = [w.durable(), w.durable()];
+    await w.settled();
+    await expect(Promise.all(pending)).resolves.toBeDefined();
+    expect(w.syncs).toBe(5);
     w.close();
   });
 

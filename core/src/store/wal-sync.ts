@@ -56,6 +56,11 @@ export class WalSync {
     return true;
   }
 
+  /** Resolves once no sync is running or queued (failed ones included). */
+  async settled(): Promise<void> {
+    while (this.running || this.queued) await (this.queued ?? this.running)!.catch(() => undefined);
+  }
+
   close(): void {
     const fd = this.fd;
     this.fd = undefined;
