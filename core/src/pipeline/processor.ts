@@ -76,6 +76,8 @@ export class Processor {
   /** Ids of the messages this processor holds (claimed, until their batch is finished). */
   private readonly held = new Set<string>();
   private orphansPossible = false;
+  /** The loop waits for a batch to finish (all `maxInFlight` in flight): a finishing batch wakes it. */
+  private waitingForSlot = false;
   onRouted?: () => void;
   /**
    * Each recorded batch's messages that have a canonical Bundle and did not fail, after the batch is
@@ -164,7 +166,9 @@ export class Processor {
       this.kicked = false;
       if (this.inFlight.size >= this.maxInFlight) {
         // A batch finishing kicks the loop.
+        this.waitingForSlot = true;
         await this.sleeper.sleep(this.opts.pollIntervalMs);
+        this.waitingForSlot = false;
         continue;
       }
       let claimed: StoredMessage[] = [];
@@ -193,7 +197,11 @@ export class Processor {
         const p: Promise<void> = this.runBatch(claimed).finally(() => {
           for (const m of claimed) this.held.delete(m.id);
           this.inFlight.delete(p);
-          this.kick();
+          // Only a loop waiting for a free slot needs waking: recording a batch makes no other
+          // message claimable, and new ones kick the loop as they are stored. (Woken after every
+          // batch, it made an empty claim -- a query and a transaction -- for nearly every message
+          // at one connection.)
+          if (this.waitingForSlot) this.kick();
         });
         this.inFlight.add(p);
         if (claimed.length === this.opts.batchSize) continue;

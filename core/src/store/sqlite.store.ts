@@ -3,11 +3,16 @@ import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } 
 import { fileModes, mkdirPrivateSync, tightenSync, type FileModes } from '../util/file-modes';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { FerryError, type ErrorCode } from '../errors';
+import { FerryError } from '../errors';
 import type { Dialect } from './schema';
 import type { InstanceOptions, InstanceStart } from './message-store';
 import type { SideReply, SideRequest, SideThreadData } from './sqlite-side-thread';
 import { SqlMessageStore, type Row, type SqlExec, type SqlStoreOptions } from './sql/sql.store';
+import { bind, classifySqliteError, rowMaker } from './sqlite-statements';
+import { WalSync } from './wal-sync';
+
+// Split out of this file; importers of './sqlite.store' keep them.
+export { classifySqliteError, rowMaker };
 
 export interface SqliteStoreOptions extends SqlStoreOptions {
   /** The database file (`:memory:` for a throwaway store). Its folder is created. */
@@ -61,78 +66,15 @@ export function sideThreadScript(): string | undefined {
 const fileLocks = new Map<string, { chain: Promise<unknown>; users: number }>();
 
 /**
- * Reads return raw rows (arrays) turned into objects by a function made once per statement, with
- * the column names written into it: better-sqlite3's own row objects look every column name up in
- * V8's string table and set it as a generic property, for every row: 3.3 -> 1.5 us per 21-column
- * row of a claim, measured alone (~2 % of the engine's thread end to end).
- */
-const rowMakers = new WeakMap<Database.Statement, ((raw: unknown[]) => Row) | null>();
-
-/** The statement's row builder (the statement switched to raw rows), or null: its own objects. */
-export function rowMaker(s: Database.Statement): ((raw: unknown[]) => Row) | null {
-  let make = rowMakers.get(s);
-  if (make === undefined) {
-    const names = s.columns().map((c) => c.name);
-    // A literal `__proto__` key would set the prototype, not a property.
-    make = names.includes('__proto__')
-      ? null
-      : // Column names quoted as JSON strings: any name is a valid key. A closure that sets the
-        // names in a loop makes the same object 16x slower (2,735 vs 166 ns per 21-column row,
-        // measured side by side, 2026-12-07): V8 builds a literal's shape once, keyed stores
-        // one by one.
-        // eslint-disable-next-line no-new-func -- measured: a literal per statement, see above
-        (new Function('r', `return { ${names.map((n, i) => `${JSON.stringify(n)}: r[${i}]`).join(', ')} };`) as (
-          raw: unknown[],
-        ) => Row);
-    if (make) s.raw(true);
-    rowMakers.set(s, make);
-  }
-  return make;
-}
-
-function bind(params: Params | undefined): unknown[] {
-  if (!params) return [];
-  return params.map((p) => (p === undefined ? null : typeof p === 'boolean' ? (p ? 1 : 0) : p));
-}
-
-/**
- * SQLite errors the engine should treat as a store outage rather than a fault of the operation:
- * the disk (or the database's size limit) is full, the file cannot be written (an I/O error, a
- * filesystem remounted read-only), memory ran out. They are transient -- the same write succeeds
- * once the condition is gone -- so messages are refused (not acknowledged) and results in hand are
- * recorded again, as when PostgreSQL is unreachable. SQLite may roll the whole transaction back
- * on these (https://sqlite.org/lang_transaction.html, "Response To Errors Within A Transaction").
- */
-export function classifySqliteError(e: unknown, file: string): unknown {
-  if (e instanceof FerryError) return e;
-  const code = (e as { code?: unknown })?.code;
-  if (typeof code !== 'string') return e;
-  const what: [ErrorCode, string] | undefined =
-    code === 'SQLITE_FULL'
-      ? ['TRANSIENT_STORE_FULL' as const, 'the database or disk is full']
-      : code.startsWith('SQLITE_IOERR')
-        ? ['TRANSIENT_STORE_IO' as const, `an I/O error on the database (${code})`]
-        : code.startsWith('SQLITE_READONLY')
-          ? ['TRANSIENT_STORE_READONLY' as const, `the database cannot be written (${code})`]
-          : code === 'SQLITE_NOMEM'
-            ? ['TRANSIENT_STORE_NOMEM' as const, 'SQLite ran out of memory']
-            : undefined;
-  if (!what) return e;
-  return new FerryError(what[0], `${what[1]}: ${file}`, {
-    kind: 'transient',
-    retryable: true,
-    cause: e,
-    details: { sqliteCode: code },
-  });
-}
-
-/**
  * The embedded store: one better-sqlite3 connection, WAL journal. Transactions that acknowledge
- * data (message inserts, checkpoints) commit with `synchronous=FULL` (fsync of the WAL before the
- * promise resolves); state transitions commit with `synchronous=NORMAL`, which in WAL mode is
- * safe against a process crash and, on power loss, can only lose the latest transitions -- work
- * that is then simply redone (deliveries are at-least-once). Every statement runs under one
- * promise lock, so an async transaction never interleaves with another caller's statements.
+ * data (message inserts, checkpoints) resolve only once the WAL holding them is fsynced: they
+ * commit with `synchronous=NORMAL` and then wait for an `fdatasync` of the WAL on libuv's thread
+ * pool, shared by the commits made meanwhile (`WalSync`; the engine's thread is not held for the
+ * fsync), or, where the WAL file cannot be opened, commit with `synchronous=FULL`. State
+ * transitions commit with `synchronous=NORMAL`, which in WAL mode is safe against a process crash
+ * and, on power loss, can only lose the latest transitions -- work that is then simply redone
+ * (deliveries are at-least-once). Every statement runs under one promise lock, so an async
+ * transaction never interleaves with another caller's statements.
  */
 export class SqliteMessageStore extends SqlMessageStore {
   readonly kind = 'sqlite';
@@ -144,6 +86,12 @@ export class SqliteMessageStore extends SqlMessageStore {
   private stmts = new Map<string, Database.Statement>();
   private shared?: { chain: Promise<unknown>; users: number };
   private sync: 'FULL' | 'NORMAL' | undefined;
+  /** The durable commits' fsync of the WAL (undefined: `:memory:`, or FULL commits). */
+  private walSync?: WalSync;
+  /** fdatasyncs of the WAL made for durable commits (tests and the benchmark). */
+  get walSyncs(): number {
+    return this.walSync?.syncs ?? 0;
+  }
   private readonly busyTimeoutMs: number;
 
   private readonly wantsEngineLock: boolean;
@@ -306,6 +254,7 @@ export class SqliteMessageStore extends SqlMessageStore {
     this.shared = shared;
     this.lockKeyName = key;
     if (this.file !== ':memory:' && this.backgroundCheckpoints) this.startCheckpointer(db);
+    if (this.file !== ':memory:') this.walSync = new WalSync(`${this.file}-wal`);
   }
 
   /**
@@ -413,6 +362,8 @@ export class SqliteMessageStore extends SqlMessageStore {
 
   protected async disconnect(): Promise<void> {
     await this.shared?.chain.catch(() => undefined);
+    // The syncs still owed to committed inserts (their callers are answered by them).
+    await this.walSync?.settled();
     const cp = this.checkpointer;
     this.checkpointer = undefined;
     if (cp) await cp.terminate().catch(() => undefined);
@@ -422,6 +373,9 @@ export class SqliteMessageStore extends SqlMessageStore {
     const db = this.db;
     this.db = undefined;
     this.stmts.clear();
+    // Before the connection: closing the last one deletes the WAL file.
+    this.walSync?.close();
+    this.walSync = undefined;
     if (db?.open) {
       try {
         db.pragma('wal_checkpoint(TRUNCATE)');
@@ -526,12 +480,34 @@ export class SqliteMessageStore extends SqlMessageStore {
     }
   }
 
-  protected tx<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean } = {}): Promise<T> {
-    return this.withLock(async () => {
+  protected async tx<T>(fn: (x: SqlExec) => Promise<T>, opts: { durable?: boolean } = {}): Promise<T> {
+    const { result, durable } = await this.commitTx(fn, opts);
+    await durable;
+    return result;
+  }
+
+  /** The insert group commit's next batch commits while this one's WAL sync runs. */
+  protected override txDurableLater<T>(fn: (x: SqlExec) => Promise<T>): Promise<{ result: T; durable: Promise<void> }> {
+    return this.commitTx(fn, { durable: true });
+  }
+
+  /**
+   * A transaction, committed; `durable` resolves once a durable one's WAL is on disk (at once for
+   * the others). The WAL is fsynced after the lock is given back (see WalSync).
+   */
+  private async commitTx<T>(
+    fn: (x: SqlExec) => Promise<T>,
+    opts: { durable?: boolean },
+  ): Promise<{ result: T; durable: Promise<void> }> {
+    let wal: WalSync | undefined;
+    const r = await this.withLock(async () => {
       const db = this.db;
       if (!db) throw new FerryError('TRANSIENT_STORE_CLOSED', 'the SQLite store is closed', { kind: 'transient' });
+      // The WAL file exists once the database has been written in WAL mode: until it can be
+      // opened (the first commits of a new file), durable commits are FULL.
+      wal = opts.durable && this.walSync?.open() ? this.walSync : undefined;
       try {
-        this.setSync(opts.durable ? 'FULL' : 'NORMAL');
+        this.setSync(opts.durable && !wal ? 'FULL' : 'NORMAL');
         await this.beginImmediate();
       } catch (e) {
         throw this.storeError(e);
@@ -539,9 +515,10 @@ export class SqliteMessageStore extends SqlMessageStore {
       try {
         const r = await fn(this.exec);
         this.prepare('COMMIT').run();
-        this.noteWriteSuccess();
+        if (!wal) this.noteWriteSuccess();
         return r;
       } catch (e) {
+        wal = undefined;
         // SQLite may have rolled the transaction back itself (disk full, I/O error).
         if (db.inTransaction)
           try {
@@ -552,6 +529,16 @@ export class SqliteMessageStore extends SqlMessageStore {
         throw this.storeError(e);
       }
     });
+    const durable = wal?.durable().then(
+      () => this.noteWriteSuccess(),
+      (e: unknown) => {
+        // Committed but not known to be on disk: the caller is refused (a source does not
+        // acknowledge; the sender sends again, and the duplicate check sees the first copy).
+        this.noteWriteFailure(e);
+        throw e;
+      },
+    );
+    return { result: r, durable: durable ?? Promise.resolve() };
   }
 
   protected read<T>(fn: (x: SqlExec) => Promise<T>): Promise<T> {

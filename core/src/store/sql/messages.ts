@@ -16,8 +16,9 @@ interface PendingInsert {
 
 /**
  * Messages in: `insert` with its group commit (every caller of one event-loop turn, and those
- * arriving while a commit is in flight, share one durable transaction), the duplicate lookup, and
- * the sources' checkpoints (written with the messages they cover).
+ * arriving while a commit is in flight, share one durable transaction; on SQLite the next batch
+ * commits while the previous one's WAL sync runs, each batch answered once its own sync is done),
+ * the duplicate lookup, and the sources' checkpoints (written with the messages they cover).
  */
 export abstract class SqlMessagesPart extends SqlStoreBase {
   private queue: PendingInsert[] = [];
@@ -107,9 +108,16 @@ export abstract class SqlMessagesPart extends SqlStoreBase {
     }
     if (!valid.length) return;
     try {
-      const results = await this.tx((x) => this.insertCalls(x, valid), { durable: true });
+      const { result: results, durable } = await this.txDurableLater((x) => this.insertCalls(x, valid));
       this.insertCommits++;
-      valid.forEach((p, i) => p.resolve(results[i]));
+      // Answered once on disk; the next batch may commit meanwhile (its own sync comes after this one's).
+      durable.then(
+        () => valid.forEach((p, i) => p.resolve(results[i])),
+        (e: unknown) => {
+          const err = this.writeError(e);
+          for (const p of valid) p.reject(err);
+        },
+      );
     } catch (e) {
       // One call alone, or the store itself unavailable (a lost connection: every call would fail
       // the same way): everybody is told, nobody is committed one by one.

@@ -84,6 +84,14 @@ export abstract class SqlStoreBase {
    * timeout where it has one.
    */
   protected abstract tx<T>(fn: (x: SqlExec) => Promise<T>, opts?: { durable?: boolean; long?: boolean }): Promise<T>;
+  /**
+   * A durable transaction whose durability is waited for apart from its commit: `durable` resolves
+   * once it is on disk. The insert group commit answers its callers then, and meanwhile commits
+   * its next batch (SQLite: see WalSync). Here: a commit that is durable when it returns.
+   */
+  protected async txDurableLater<T>(fn: (x: SqlExec) => Promise<T>): Promise<{ result: T; durable: Promise<void> }> {
+    return { result: await this.tx(fn, { durable: true }), durable: Promise.resolve() };
+  }
   protected abstract read<T>(fn: (x: SqlExec) => Promise<T>): Promise<T>;
   /** Runs the migrations not yet applied, serialised against other processes. */
   protected abstract withMigrationLock<T>(fn: (x: SqlExec) => Promise<T>): Promise<T>;

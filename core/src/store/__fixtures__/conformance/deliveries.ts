@@ -54,6 +54,24 @@ export function deliveriesConformance(c: ConformanceContext): void {
       ]);
     });
 
+    it('claims at most the limit asked for, oldest first, whatever the limit (3, 5, 1)', async () => {
+      const stored = await store.insert([msg(), msg(), msg(), msg(), msg(), msg(), msg(), msg(), msg()]);
+      await store.claimReceived('p', 9, 60_000);
+      for (const r of stored) {
+        await store.recordTransformed(r.id, bundleFor('x'), `k-${r.id}`);
+        await store.recordRouting(r.id, {
+          status: 'routed',
+          deliveries: [{ routeId: 'r', sinkId: 'a', bundle: bundleFor('x'), strictOrder: false }],
+        });
+      }
+      const first = await store.claimDeliveries('w', 3, 60_000);
+      const second = await store.claimDeliveries('w', 5, 60_000);
+      const third = await store.claimDeliveries('w', 1, 60_000);
+      expect([first.length, second.length, third.length]).toEqual([3, 5, 1]);
+      expect([...first, ...second, ...third].map((d) => d.messageId)).toEqual(stored.map((r) => r.id));
+      expect(await store.claimDeliveries('w', 3, 60_000)).toEqual([]);
+    });
+
     it('records whole processing results at once (bundles as JSON text), and claims per sink', async () => {
       const [r, f] = await store.insert([msg(), msg()]);
       await store.claimReceived('p', 2, 60_000);
