@@ -17,8 +17,8 @@
 import { fhirTypeToJsType, validationRegexes } from '@medplum/core';
 import { specifiedOk, type Ctx } from './check-context';
 import { emptyValue as isEmpty } from './fhirpath-fast';
-import { invariantsHold, probesOf } from './invariants';
-import { compile, type Compiled, type Prop } from './plan';
+import { evaluatesTrue, holdsOnEmpty, invariantsHold, probesOf, verdict } from './invariants';
+import { compile, type Compiled, type Invariant, type Prop } from './plan';
 import { conceptVerdict } from './valuesets';
 
 export type FastCheck = (o: Record<string, unknown>, ctx: Ctx) => boolean;
@@ -209,9 +209,18 @@ function resourceOk(prop: Prop, v: Record<string, unknown>, ctx: Ctx): boolean {
   return ok;
 }
 
-/** The type-level invariants of a resource type (validateRoot's). */
+/** The type-level invariants of a resource type (validateRoot's), by their generated check. */
 function rootInvariantsHold(ct: Compiled, v: Record<string, unknown>, ctx: Ctx): boolean {
-  return invariantsHold(ct.invariants, ct.name, v, ctx, (ct.rootProbes ??= probesOf(ct.invariants, ct.name)));
+  if (!ct.rootFast) {
+    const src = invariantSource(ct.invariants, probesOf(ct.invariants, ct.name), 'I', 'Q', ct.name).join('\n  ');
+    // eslint-disable-next-line no-new-func -- generated from definitions only (see the top of this file)
+    ct.rootFast = new Function('H', 'I', 'Q', `return function (x, ctx) {\n  let r;\n  ${src}\n  return true;\n};`)(
+      HELPERS,
+      ct.invariants,
+      probesOf(ct.invariants, ct.name),
+    ) as FastCheck;
+  }
+  return ct.rootFast(v, ctx);
 }
 
 /** A property's value (an array or not) under one of its candidate keys, interpreted. */
@@ -255,6 +264,9 @@ const HELPERS = {
   id,
   sre,
   inv: invariantsHold,
+  verdict,
+  evaluates: evaluatesTrue,
+  empty: holdsOnEmpty,
   concept: conceptVerdict,
   spec: specifiedOk,
   get: checkerOf,
@@ -268,8 +280,41 @@ const HELPERS = {
 
 const q = (s: string): string => JSON.stringify(s);
 
+/**
+ * The source checking the invariants `I` (an expression naming the list) on `x` of `type`, each in turn as
+ * verdict() decides it (invariants.ts): its direct check when it has one, else its probe's keys read
+ * directly on an object (evaluated when one is present, else its verdict on an empty element), else evaluated.
+ */
+function invariantSource(
+  list: Invariant[],
+  probes: ReturnType<typeof probesOf>,
+  I: string,
+  Q: string,
+  type: string,
+  objects = true,
+): string[] {
+  const T = q(type);
+  return list.map((inv, j) => {
+    const at = `${I}[${j}], ${T}, x, ctx`;
+    const p = probes[j];
+    if (inv.direct)
+      return `if ((r = ${I}[${j}].direct(x)) === undefined ? H.verdict(${at}, ${Q}[${j}]) !== true : r !== true) return false;`;
+    if (objects && p && p.list && p.list.length) {
+      const present = p.list.map((k) => `x[${q(k)}] !== undefined`).join(' || ');
+      return `if (!(${present} ? H.evaluates(${at}) : H.empty(${I}[${j}], ${T}, ${Q}[${j}], ctx))) return false;`;
+    }
+    return `if (H.verdict(${at}, ${Q}[${j}]) !== true) return false;`;
+  });
+}
+
 /** The source checking property `p` (index i of the plan's props); `v` and `n` are the function's. */
-function propSource(ct: Compiled, p: Prop, i: number, R: RegExp[], choiceVar: Map<Prop, string>): string[] {
+function propSource(
+  p: Prop,
+  i: number,
+  R: RegExp[],
+  choiceVar: Map<Prop, string>,
+  Q: (ReturnType<typeof probesOf> | undefined)[],
+): string[] {
   const out: string[] = [];
   const P = `P[${i}]`;
   if (p.choice || p.cands.length !== 1) {
@@ -287,13 +332,15 @@ function propSource(ct: Compiled, p: Prop, i: number, R: RegExp[], choiceVar: Ma
   if (c.primitive) {
     items.push(`if (!${primitiveSource(c.type, R).replace(/@V/g, 'x')}) return false;`);
     if (p.codes) items.push(`if (ctx.bindings && !${P}.codes.has(x)) return false;`);
-    if (p.invariants.length) items.push(`if (!H.inv(${P}.invariants, ${T}, x, ctx, Q[${i}])) return false;`);
+    // a primitive value: verdict() reads no keys of it
+    if (p.invariants.length)
+      items.push(...invariantSource(p.invariants, Q[i]!, `${P}.invariants`, `Q[${i}]`, c.type, false));
   } else if (c.type === 'Resource') {
     items.push(`if (typeof x !== "object" || x === null || Array.isArray(x) || !H.res(${P}, x, ctx)) return false;`);
   } else {
     const child = compile(c.type);
     items.push(`if (typeof x !== "object" || x === null || Array.isArray(x)) return false;`);
-    if (p.invariants.length) items.push(`if (!H.inv(${P}.invariants, ${T}, x, ctx, Q[${i}])) return false;`);
+    if (p.invariants.length) items.push(...invariantSource(p.invariants, Q[i]!, `${P}.invariants`, `Q[${i}]`, c.type));
     if (p.concepts) items.push(`if (ctx.bindings && H.concept(${P}.concepts, ${T}, x) === false) return false;`);
     // a known child's function is called through a per-property slot, filled on first use
     if (!child || child.isResourceKind) items.push('return false;');
@@ -325,7 +372,11 @@ function generate(ct: Compiled): FastCheck {
   const choices = P.filter((p) => p.choice || p.cands.length !== 1);
   choices.forEach((p, j) => choiceVar.set(p, `c${j}`));
   const body: string[] = [];
-  body.push(`let keys = 0, under = false, v;`);
+  // the invariants' probes of each single-type property, looked up once
+  const Q = P.map((p) =>
+    p.invariants.length && p.cands.length === 1 ? probesOf(p.invariants, p.cands[0].type) : undefined,
+  );
+  body.push(`let keys = 0, under = false, v, r;`);
   for (const p of choices) body.push(`let ${choiceVar.get(p)}, ${choiceVar.get(p)}i = 0;`);
   body.push(`for (const k in o) {`, `  keys++;`, `  if (k.charCodeAt(0) === 95) under = true;`);
   if (choices.length) body.push(`  else {`);
@@ -349,7 +400,7 @@ function generate(ct: Compiled): FastCheck {
   body.push(`if (under && (n = H.under(o, T, ctx)) < 0) return false;`);
   if (ct.isResourceKind) body.push(`if (o.resourceType !== undefined) n++;`);
   P.forEach((p, i) => {
-    body.push(...propSource(ct, p, i, R, choiceVar));
+    body.push(...propSource(p, i, R, choiceVar, Q));
     // every key seen: the properties left are absent (a required one among them is missing)
     if (i < P.length - 1)
       body.push(`if (n === keys) return ${P.slice(i + 1).some((x) => x.min > 0) ? 'false' : 'true'};`);
@@ -357,10 +408,6 @@ function generate(ct: Compiled): FastCheck {
   body.push(`return n === keys;`);
   const name = 'check_' + ct.name.replace(/[^A-Za-z0-9_]/g, '_');
   const src = `return function ${name}(o, ctx) {\n  ${body.join('\n  ')}\n};`;
-  // the invariants' probes of each single-type property, looked up once
-  const Q = P.map((p) =>
-    p.invariants.length && p.cands.length === 1 ? probesOf(p.invariants, p.cands[0].type) : undefined,
-  );
   // eslint-disable-next-line no-new-func -- generated from definitions only (see the top of this file)
   return new Function('H', 'P', 'K', 'R', 'B', 'T', 'Q', src)(HELPERS, P, K, R, ct.byKey, ct, Q) as FastCheck;
 }

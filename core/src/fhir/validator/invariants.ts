@@ -55,7 +55,7 @@ function probe(inv: Invariant, type: string): Probe {
 }
 
 /** One invariant's verdict on a value of `type`: true, false, or the error its evaluation threw. */
-function verdict(inv: Invariant, type: string, v: unknown, ctx: Ctx, p?: Probe): boolean | Error {
+export function verdict(inv: Invariant, type: string, v: unknown, ctx: Ctx, p?: Probe): boolean | Error {
   let ok: boolean | Error | undefined;
   if (inv.direct !== undefined && (ok = inv.direct(v)) !== undefined) return ok;
   if (!inv.names) return evaluate(inv, { type, value: v }, ctx);
@@ -68,6 +68,17 @@ function verdict(inv: Invariant, type: string, v: unknown, ctx: Ctx, p?: Probe):
       for (let i = 0; i < list.length; i++) if (o[list[i]] !== undefined) return evaluate(inv, { type, value: v }, ctx);
     } else for (const k in o) if (p.keys.has(k) && o[k] !== undefined) return evaluate(inv, { type, value: v }, ctx);
   }
+  if (p.empty === undefined) p.empty = evaluate(inv, { type, value: {} }, ctx) === true;
+  return p.empty;
+}
+
+/** Whether an invariant holds on a value, evaluated (its probe found one of the children it names). */
+export function evaluatesTrue(inv: Invariant, type: string, v: unknown, ctx: Ctx): boolean {
+  return evaluate(inv, { type, value: v }, ctx) === true;
+}
+
+/** Whether an invariant holds on an element without any of the children it names (computed once per type). */
+export function holdsOnEmpty(inv: Invariant, type: string, p: Probe, ctx: Ctx): boolean {
   if (p.empty === undefined) p.empty = evaluate(inv, { type, value: {} }, ctx) === true;
   return p.empty;
 }

@@ -258,8 +258,8 @@ export interface Compiled {
   isResourceKind: boolean;
   /** the generated check of the valid path (fast-check.ts), once generated */
   fast?: (o: Record<string, unknown>, ctx: Ctx) => boolean;
-  /** the probes of the type-level invariants (invariants.ts probesOf), once looked up */
-  rootProbes?: (Probe | undefined)[];
+  /** the generated check of the type-level invariants (fast-check.ts), once generated */
+  rootFast?: (o: Record<string, unknown>, ctx: Ctx) => boolean;
 }
 
 const compiledTypes = new Map<string, Compiled | null>();
