@@ -1,5 +1,11 @@
 /** Where the validator is (`At`) and what it has found so far (`Ctx`), shared by the walk and the invariants. */
-import { createStructureIssue, type TypedValue } from '@medplum/core';
+import {
+  createStructureIssue,
+  deepEquals,
+  deepIncludes,
+  type InternalSchemaElement,
+  type TypedValue,
+} from '@medplum/core';
 import type { OperationOutcomeIssue } from '@medplum/fhirtypes';
 
 /**
@@ -54,4 +60,11 @@ export function isResourceObject(v: unknown): v is { resourceType: unknown } {
 
 export function structure(ctx: Ctx, path: string, text: string): void {
   ctx.issues.push(createStructureIssue(path, text));
+}
+
+/** An element's fixed or pattern value (medplum's check). */
+export function specifiedOk(value: TypedValue | TypedValue[], element: InternalSchemaElement): boolean {
+  if (element.pattern && !deepIncludes(value, element.pattern)) return false;
+  if (element.fixed && !deepEquals(value, element.fixed)) return false;
+  return true;
 }

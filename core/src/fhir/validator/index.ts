@@ -25,23 +25,21 @@
  *   properties (medplum's `key in elements` lets them through);
  * - `resourceType` inside a non-resource element is an unknown property (medplum skips it everywhere).
  *
+ * Valid data (the common case) is decided first by per-type generated code (fast-check.ts): a predicate
+ * that builds no paths and says "not sure" at anything unusual, and the walk then finds the exact issues.
+ *
  * Files: plan.ts compiles the per-type checking plans and the invariants, invariants.ts evaluates them,
- * check-context.ts holds the walk's position and findings, this file walks a resource against its plan.
+ * fast-check.ts generates the per-type checks of the valid path, check-context.ts holds the walk's position
+ * and findings, this file walks a resource against its plan.
  */
-import {
-  deepEquals,
-  deepIncludes,
-  fhirTypeToJsType,
-  getTypedPropertyValue,
-  validationRegexes,
-  type InternalSchemaElement,
-  type TypedValue,
-} from '@medplum/core';
+import { fhirTypeToJsType, getTypedPropertyValue, validationRegexes, type TypedValue } from '@medplum/core';
 import type { OperationOutcomeIssue } from '@medplum/fhirtypes';
-import { At, Abort, isResourceObject, structure, type Ctx } from './check-context';
+import { At, Abort, isResourceObject, specifiedOk, structure, type Ctx } from './check-context';
+import { fastValid } from './fast-check';
 import { emptyValue as isEmpty } from './fhirpath-fast';
 import { checkInvariants } from './invariants';
 import { compile, type Candidate, type Compiled, type Prop } from './plan';
+import { conceptVerdict } from './valuesets';
 
 export interface FhirValidateOptions {
   /** Reject `code` values outside their element's required value set (default true). */
@@ -138,37 +136,12 @@ function checkItem(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx, p
   else if (prop.concepts && ctx.bindings) checkConcept(prop.concepts, type, value, at, ctx);
 }
 
-/** A coding's verdict against a value set's codes by system: undefined when it has no code to check. */
-function codingIn(concepts: Map<string, Set<string>>, coding: unknown): boolean | undefined {
-  if (!coding || typeof coding !== 'object') return undefined;
-  const { system, code } = coding as { system?: unknown; code?: unknown };
-  if (typeof code !== 'string') return undefined;
-  if (typeof system === 'string') return !!concepts.get(system)?.has(code);
-  // no system: the code must be one of the value set's (in any of its systems)
-  for (const codes of concepts.values()) if (codes.has(code)) return true;
-  return false;
-}
-
 /**
  * Required binding on a Coding (its code, in its system, from the value set) or a CodeableConcept (one of
- * its codings with a code from the value set). Elements without a coded value (a CodeableConcept with
- * only text, a Coding with only a display) are not judged here: that is the business of cardinality and
- * invariants. Wrong shapes (a string where a Coding belongs) are the walk's structure errors.
+ * its codings with a code from the value set); see conceptVerdict.
  */
 function checkConcept(concepts: Map<string, Set<string>>, type: string, value: unknown, at: At, ctx: Ctx): void {
-  let ok: boolean | undefined;
-  if (type === 'Coding') ok = codingIn(concepts, value);
-  else {
-    const codings = (value as { coding?: unknown }).coding;
-    if (!Array.isArray(codings)) return;
-    for (const c of codings) {
-      const v = codingIn(concepts, c);
-      if (v === undefined) continue;
-      ok = ok || v;
-      if (ok) break;
-    }
-  }
-  if (ok === false)
+  if (conceptVerdict(concepts, type, value) === false)
     ctx.issues.push({
       severity: 'error',
       code: 'code-invalid',
@@ -314,12 +287,6 @@ function visitProp(
     }
     if (!primitive) descend(prop, type, single, new At(node, prop.key, -1), ctx);
   }
-  return true;
-}
-
-function specifiedOk(value: TypedValue | TypedValue[], element: InternalSchemaElement): boolean {
-  if (element.pattern && !deepIncludes(value, element.pattern)) return false;
-  if (element.fixed && !deepEquals(value, element.fixed)) return false;
   return true;
 }
 
@@ -520,12 +487,8 @@ function validateRoot(resource: unknown, path: string | undefined, ctx: Ctx, nes
   ctx.root = saved.root;
 }
 
-/**
- * Validates a FHIR R4 resource (any type, including Bundle) against the base specification. Returns
- * every error (severity `error`; medplum's warnings are not produced), empty when valid.
- */
-export function validateFhirResource(resource: unknown, options: FhirValidateOptions = {}): OperationOutcomeIssue[] {
-  const ctx: Ctx = {
+function newCtx(options: FhirValidateOptions): Ctx {
+  return {
     issues: [],
     resources: [],
     root: undefined,
@@ -533,6 +496,32 @@ export function validateFhirResource(resource: unknown, options: FhirValidateOpt
     entriesAsResources: !!options.entriesAsResources,
     nulls: false,
   };
+}
+
+/**
+ * Validates a FHIR R4 resource (any type, including Bundle) against the base specification. Returns
+ * every error (severity `error`; medplum's warnings are not produced), empty when valid. The generated
+ * checks (fast-check.ts) decide valid data; anything they are not sure of is walked.
+ */
+export function validateFhirResource(resource: unknown, options: FhirValidateOptions = {}): OperationOutcomeIssue[] {
+  return fastCheckFhirResource(resource, options) ? [] : walkFhirResource(resource, options);
+}
+
+/**
+ * The generated checks of the valid path alone: true when `resource` is valid; false when they are not sure
+ * (walkFhirResource then finds the issues, if any).
+ */
+export function fastCheckFhirResource(resource: unknown, options: FhirValidateOptions = {}): boolean {
+  try {
+    return fastValid(resource, newCtx(options));
+  } catch {
+    return false; // not sure: the walk decides
+  }
+}
+
+/** The walk alone: every error, with medplum's paths and messages (validateFhirResource without the generated checks). */
+export function walkFhirResource(resource: unknown, options: FhirValidateOptions = {}): OperationOutcomeIssue[] {
+  const ctx = newCtx(options);
   try {
     validateRoot(resource, undefined, ctx);
   } catch (e) {

@@ -48,39 +48,45 @@ function probe(inv: Invariant, type: string): Probe {
       if (prop) for (const cand of prop.cands) keys.add(cand.name).add('_' + cand.name);
       else keys.add(n).add('_' + n);
     }
-    p = { keys, empty: undefined };
+    p = { keys, list: keys.size <= 8 ? [...keys] : undefined, empty: undefined };
     inv.perType.set(type, p);
   }
   return p;
 }
 
+/** One invariant's verdict on a value of `type`: true, false, or the error its evaluation threw. */
+export function verdict(inv: Invariant, type: string, v: unknown, ctx: Ctx, p?: Probe): boolean | Error {
+  let ok: boolean | Error | undefined;
+  if (inv.direct !== undefined && (ok = inv.direct(v)) !== undefined) return ok;
+  if (!inv.names) return evaluate(inv, { type, value: v }, ctx);
+  p ??= probe(inv, type);
+  if (v && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    const list = p.list;
+    if (list !== undefined) {
+      // JSON objects: own enumerable keys only, so a direct read finds what the for-in would
+      for (let i = 0; i < list.length; i++) if (o[list[i]] !== undefined) return evaluate(inv, { type, value: v }, ctx);
+    } else for (const k in o) if (p.keys.has(k) && o[k] !== undefined) return evaluate(inv, { type, value: v }, ctx);
+  }
+  if (p.empty === undefined) p.empty = evaluate(inv, { type, value: {} }, ctx) === true;
+  return p.empty;
+}
+
+/** Whether an invariant holds on a value, evaluated (its probe found one of the children it names). */
+export function evaluatesTrue(inv: Invariant, type: string, v: unknown, ctx: Ctx): boolean {
+  return evaluate(inv, { type, value: v }, ctx) === true;
+}
+
+/** Whether an invariant holds on an element without any of the children it names (computed once per type). */
+export function holdsOnEmpty(inv: Invariant, type: string, p: Probe, ctx: Ctx): boolean {
+  if (p.empty === undefined) p.empty = evaluate(inv, { type, value: {} }, ctx) === true;
+  return p.empty;
+}
+
 /** Medplum's constraintsCheck: the first failing invariant of the list is reported. */
 export function checkInvariants(list: Invariant[], tv: TypedValue, at: At, ctx: Ctx): void {
   for (const inv of list) {
-    let ok: boolean | Error | undefined;
-    const v = tv.value as Record<string, unknown> | null | undefined;
-    if (inv.direct !== undefined && (ok = inv.direct(v)) !== undefined) {
-      // decided without FHIRPath
-    } else if (inv.names) {
-      const p = probe(inv, tv.type);
-      let present = false;
-      if (v && typeof v === 'object') {
-        for (const k in v) {
-          if (p.keys.has(k) && v[k] !== undefined) {
-            present = true;
-            break;
-          }
-        }
-      }
-      if (present) ok = evaluate(inv, tv, ctx);
-      else {
-        if (p.empty === undefined) {
-          const r = evaluate(inv, { type: tv.type, value: {} }, ctx);
-          p.empty = r === true;
-        }
-        ok = p.empty;
-      }
-    } else ok = evaluate(inv, tv, ctx);
+    const ok = verdict(inv, tv.type, tv.value, ctx);
     if (ok === true) continue;
     if (ok instanceof Error)
       ctx.issues.push(
@@ -91,4 +97,24 @@ export function checkInvariants(list: Invariant[], tv: TypedValue, at: At, ctx: 
     ctx.issues.push(createConstraintIssue(at.path, inv.constraint));
     return;
   }
+}
+
+/** The probes of a list of invariants on values of `type`, looked up once (for invariantsHold). */
+export function probesOf(list: Invariant[], type: string): (Probe | undefined)[] {
+  return list.map((inv) => (inv.names ? probe(inv, type) : undefined));
+}
+
+/**
+ * Whether every invariant of the list holds on a value of `type` (checkInvariants would report nothing);
+ * `probes`: probesOf(list, type), when the caller keeps them.
+ */
+export function invariantsHold(
+  list: Invariant[],
+  type: string,
+  value: unknown,
+  ctx: Ctx,
+  probes?: (Probe | undefined)[],
+): boolean {
+  for (let i = 0; i < list.length; i++) if (verdict(list[i], type, value, ctx, probes?.[i]) !== true) return false;
+  return true;
 }

@@ -1,6 +1,6 @@
-import { validateResource } from '@medplum/core';
+import { OperationOutcomeError, validateResource } from '@medplum/core';
 import { ensureFhirDefinitions, validateBundle } from '../validate';
-import { isFhirResourceType, validateFhirResource } from './index';
+import { isFhirResourceType, validateFhirResource, walkFhirResource } from './index';
 
 const paths = (r: unknown, o?: Parameters<typeof validateFhirResource>[1]) =>
   validateFhirResource(r, o).map((i) => `${i.expression?.[0]}: ${i.details?.text}`);
@@ -159,6 +159,92 @@ describe('compiled FHIR R4 validator', () => {
         contained: [{ resourceType: 'Observation', id: 'o', status: 'final', code: { text: 'y' } }],
       }),
     ).toEqual([]);
+  });
+
+  it("decides obs-7, ctm-1, app-4, tim-9 and txt-* directly where it can, with medplum's verdicts", () => {
+    const medplumPaths = (r: unknown) => {
+      let issues;
+      try {
+        issues = validateResource(r as any);
+      } catch (e) {
+        if (!(e instanceof OperationOutcomeError)) throw e;
+        issues = e.outcome.issue ?? [];
+      }
+      return issues.filter((i) => i.severity === 'error').map((i) => `${i.expression?.[0]}: ${i.details?.text}`);
+    };
+    const obs = { resourceType: 'Observation', status: 'final', code: { coding: [{ system: 's', code: 'c' }] } };
+    const comp = { code: { coding: [{ system: 's', code: 'c' }] }, valueString: 'x' };
+    const team = (member: unknown) => ({
+      resourceType: 'CareTeam',
+      participant: [{ member, onBehalfOf: { reference: 'Organization/1' } }],
+    });
+    const cases: unknown[] = [
+      { ...obs, component: [comp] }, // no value: obs-7 holds
+      { ...obs, valueString: 'v', component: [comp] }, // a value and components: medplum's intersect decides
+      { ...obs, valueString: 'v', component: [{ ...comp, code: { text: 'other' } }] },
+      { ...obs, _status: { id: 'x' }, component: [comp] },
+      team({ reference: 'urn:uuid:6e6c3c36-3b0e-4b8e-9d4e-1d2b3c4d5e6f' }), // resolves to nothing: holds
+      team({ reference: 'Patient/1' }), // not a Practitioner: ctm-1 fails
+      team({ reference: 'Practitioner/1' }),
+      team(undefined),
+      {
+        resourceType: 'Appointment',
+        status: 'booked',
+        start: '2024-01-01T10:00:00Z',
+        end: '2024-01-01T11:00:00Z',
+        participant: [{ status: 'accepted', actor: { display: 'x' } }],
+      },
+      {
+        resourceType: 'Appointment',
+        status: 'booked',
+        start: '2024-01-01T10:00:00Z',
+        end: '2024-01-01T11:00:00Z',
+        cancelationReason: { text: 'x' },
+        participant: [{ status: 'accepted', actor: { display: 'x' } }],
+      },
+      {
+        resourceType: 'MedicationRequest',
+        status: 'active',
+        intent: 'order',
+        medicationCodeableConcept: { text: 'x' },
+        subject: { reference: 'Patient/1' },
+        dosageInstruction: [
+          { timing: { repeat: { when: ['MORN'] } } },
+          { timing: { repeat: { when: ['C'], offset: 5 } } },
+        ],
+      },
+      {
+        resourceType: 'Patient',
+        text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml">x</div>' },
+      },
+    ];
+    for (const r of cases) {
+      const mine = paths(structuredClone(r)).sort();
+      expect({ r, issues: mine }).toEqual({ r, issues: medplumPaths(structuredClone(r)).sort() });
+    }
+    // the failing ones do fail (the cases are not all trivially valid)
+    expect(paths(cases[5]).join()).toContain('ctm-1');
+    expect(paths(cases[9]).join()).toContain('app-4');
+    expect(paths(cases[10]).join()).toContain('tim-9');
+  });
+
+  it("the generated checks' string formats (short and long, ASCII or not) agree with the walk's regexes", () => {
+    const pad = 'abcdefghijklmnopqrstuvwxyz'; // past the 16 characters scanned in JavaScript
+    const samples = ['a', 'ok go', ' a', 'a ', 'a  b', 'a\tb', 'a\u0001b', 'é', 'a\u00a0b', 'a\u2028b', 'x\u3000'];
+    const values = samples.flatMap((s) => [s, pad + s, s + pad, pad + s + pad]);
+    for (const v of values) {
+      const r = {
+        resourceType: 'Patient',
+        implicitRules: v, // uri
+        language: v, // code (its value set is not enumerable: the format alone)
+        name: [{ text: v }], // string
+        meta: { versionId: v }, // id
+      };
+      expect({ v, issues: validateFhirResource(structuredClone(r)) }).toEqual({
+        v,
+        issues: walkFhirResource(structuredClone(r)),
+      });
+    }
   });
 
   it('validateBundle: entry resources as resources of their own, paths into the Bundle', () => {

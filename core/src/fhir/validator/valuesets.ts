@@ -115,3 +115,34 @@ export function requiredConcepts(valueSet: string): Map<string, Set<string>> | u
 export function requiredCodes(valueSet: string): Set<string> | undefined {
   return expand(valueSet.split('|')[0], new Set());
 }
+
+/** A coding's verdict against a value set's codes by system: undefined when it has no code to check. */
+function codingIn(concepts: Map<string, Set<string>>, coding: unknown): boolean | undefined {
+  if (!coding || typeof coding !== 'object') return undefined;
+  const { system, code } = coding as { system?: unknown; code?: unknown };
+  if (typeof code !== 'string') return undefined;
+  if (typeof system === 'string') return !!concepts.get(system)?.has(code);
+  // no system: the code must be one of the value set's (in any of its systems)
+  for (const codes of concepts.values()) if (codes.has(code)) return true;
+  return false;
+}
+
+/**
+ * A required binding's verdict on a Coding (its code, in its system, from the value set) or a
+ * CodeableConcept (one of its codings with a code from the value set): undefined when there is no coded
+ * value to judge (a CodeableConcept with only text, a Coding with only a display: the business of
+ * cardinality and invariants; wrong shapes are the walk's structure errors).
+ */
+export function conceptVerdict(concepts: Map<string, Set<string>>, type: string, value: unknown): boolean | undefined {
+  if (type === 'Coding') return codingIn(concepts, value);
+  const codings = (value as { coding?: unknown }).coding;
+  if (!Array.isArray(codings)) return undefined;
+  let ok: boolean | undefined;
+  for (const c of codings) {
+    const v = codingIn(concepts, c);
+    if (v === undefined) continue;
+    ok = ok || v;
+    if (ok) break;
+  }
+  return ok;
+}

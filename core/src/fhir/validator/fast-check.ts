@@ -1,0 +1,429 @@
+/**
+ * Generated per-type checking code for the valid path. Each type's compiled plan (plan.ts) is turned
+ * ONCE, lazily, into the source of a function (`new Function`) that reads the type's known keys directly
+ * (`o["system"]`, `o["code"]`: a per-type property load instead of a for-in over a generic Map lookup),
+ * checks each value with the checks specialised for its element (JSON type, format, cardinality,
+ * binding, invariants) and recurses into the child types' generated functions.
+ *
+ * The functions are a predicate, not a report: true means the walk (index.ts) would report nothing for
+ * the object and its subtree; false means "not sure", at the first unusual thing (an unknown key, a null,
+ * an empty value, a wrong JSON type or format, a failing invariant, two choice-of-type keys, a primitive
+ * extension on an array, ...), and the caller then runs the walk, which finds the exact issues with
+ * medplum's paths and messages. So they build no paths and allocate nothing on the valid path, and a
+ * false "not sure" costs time, never a verdict. Only definitions go into the generated source: property
+ * names and type names are JSON.stringify'd, numbers are the definitions' cardinalities; data is never
+ * code.
+ */
+import { fhirTypeToJsType, validationRegexes } from '@medplum/core';
+import { specifiedOk, type Ctx } from './check-context';
+import { emptyValue as isEmpty } from './fhirpath-fast';
+import { evaluatesTrue, holdsOnEmpty, invariantsHold, probesOf, verdict } from './invariants';
+import { compile, type Compiled, type Invariant, type Prop } from './plan';
+import { conceptVerdict } from './valuesets';
+
+export type FastCheck = (o: Record<string, unknown>, ctx: Ctx) => boolean;
+
+const REGEXES: Record<string, RegExp> = { ...validationRegexes };
+const JS_TYPES: Record<string, string> = { ...(fhirTypeToJsType as Record<string, string>) };
+const NON_BLANK = /\S/;
+const MAX_STRING = 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------------
+// primitive formats: checkPrimitive's verdicts (index.ts), with hand checks for the common types
+
+/** A string medplum accepts as content: non-empty, not blank, at most 1 MB. */
+function content(s: string): boolean {
+  if (s === '' || s.length > MAX_STRING) return false;
+  const c0 = s.charCodeAt(0);
+  return (c0 > 32 && c0 < 127) || NON_BLANK.test(s);
+}
+
+/** The UTF-16 units string and markdown refuse (/^[\r\n\t\u0020-\uFFFF]+$/ accepts every other one). */
+// eslint-disable-next-line no-control-regex -- the control characters are what it looks for
+const CONTROL = /[\x00-\x08\x0B\x0C\x0E-\x1F]/;
+/** Anything but printable ASCII (uri, url, canonical: /^\S*$/ decides those strings). */
+const NOT_PRINTABLE = /[^\x21-\x7E]/;
+/** Anything but printable ASCII and single inner spaces (code: /^[^\s]+( [^\s]+)*$/ decides those strings). */
+const NOT_CODE_ASCII = /[^\x21-\x7E ]| {2}/;
+
+// Short strings are scanned here; on longer ones a search for one bad character is faster in irregexp
+// (measured: a JavaScript loop wins below ≈ 16 characters, the search 2-5x above 20); the exact regex
+// runs only when the search finds one.
+const SHORT = 16;
+
+/** string, markdown: exactly /^[\r\n\t\u0020-\uFFFF]+$/ (every UTF-16 unit is at most 0xFFFF). */
+function str(s: unknown): boolean {
+  if (typeof s !== 'string' || !content(s)) return false;
+  if (s.length > SHORT) return !CONTROL.test(s);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 32 && c !== 9 && c !== 10 && c !== 13) return false;
+  }
+  return true;
+}
+
+/** uri, url, canonical: /^\S*$/. */
+function uri(s: unknown): boolean {
+  if (typeof s !== 'string' || !content(s)) return false;
+  if (s.length > SHORT) return !NOT_PRINTABLE.test(s) || REGEXES.uri.test(s);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c <= 32 || c >= 127) return REGEXES.uri.test(s);
+  }
+  return true;
+}
+
+/** code: /^[^\s]+( [^\s]+)*$/. */
+function code(s: unknown): boolean {
+  if (typeof s !== 'string' || !content(s)) return false;
+  if (s.length > SHORT) {
+    if (!NOT_CODE_ASCII.test(s) && s.charCodeAt(0) !== 32 && s.charCodeAt(s.length - 1) !== 32) return true;
+    return REGEXES.code.test(s);
+  }
+  let prevSpace = true; // no leading space
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 32) {
+      if (prevSpace) return false;
+      prevSpace = true;
+    } else if (c > 32 && c < 127) prevSpace = false;
+    else return REGEXES.code.test(s);
+  }
+  return !prevSpace;
+}
+
+/** id: /^[A-Za-z0-9\-.]{1,64}$/, exactly. */
+function id(s: unknown): boolean {
+  if (typeof s !== 'string' || !content(s) || s.length > 64) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 45 || c === 46)) return false;
+  }
+  return true;
+}
+
+/** Any other string type: its regex, if it has one. */
+function sre(s: unknown, re: RegExp | undefined): boolean {
+  return typeof s === 'string' && content(s) && (re === undefined || re.test(s));
+}
+
+/** The hand checks, each with the regex it decides exactly as (used only while medplum's regex is that one). */
+const HAND: Record<string, [string, string]> = {
+  string: ['H.str(@V)', '^[\\r\\n\\t\\u0020-\\uFFFF]+$'],
+  markdown: ['H.str(@V)', '^[\\r\\n\\t\\u0020-\\uFFFF]+$'],
+  uri: ['H.uri(@V)', '^\\S*$'],
+  url: ['H.uri(@V)', '^\\S*$'],
+  canonical: ['H.uri(@V)', '^\\S*$'],
+  code: ['H.code(@V)', '^[^\\s]+( [^\\s]+)*$'],
+  id: ['H.id(@V)', '^[A-Za-z0-9\\-.]{1,64}$'],
+};
+
+/** The source of a check of `@V` as a value of primitive type `type` (R holds the regexes it names). */
+function primitiveSource(type: string, R: RegExp[]): string {
+  const js = JS_TYPES[type];
+  if (js === 'string') {
+    const re = REGEXES[type];
+    const hand = HAND[type];
+    if (hand !== undefined && re?.source === hand[1] && re.flags === '') return hand[0];
+    if (!re) return 'H.sre(@V, undefined)';
+    R.push(re);
+    return `H.sre(@V, R[${R.length - 1}])`;
+  }
+  if (js === 'number') {
+    if (type === 'positiveInt') return '(typeof @V === "number" && Number.isInteger(@V) && @V > 0)';
+    if (type === 'unsignedInt') return '(typeof @V === "number" && Number.isInteger(@V) && @V >= 0)';
+    if (type === 'integer') return '(typeof @V === "number" && Number.isInteger(@V))';
+    return '(typeof @V === "number" && Number.isFinite(@V))';
+  }
+  if (js === 'boolean') return '(typeof @V === "boolean")';
+  return 'false';
+}
+
+// ---------------------------------------------------------------------------------------------------
+// helpers the generated code calls for the less common cases (choice types, resources, extensions)
+
+function plainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** The generated check of a type; a check that always says "not sure" for types it cannot handle. */
+function checkerOf(type: string): FastCheck {
+  const ct = compile(type);
+  if (!ct) return () => false;
+  return (ct.fast ??= generate(ct));
+}
+
+/** One value (not an array) of candidate `cand` of `prop`: what checkItem and descend would accept silently. */
+function itemOk(prop: Prop, cand: number, v: unknown, ctx: Ctx): boolean {
+  const c = prop.cands[cand];
+  if (v === null || v === undefined) return false;
+  if (c.primitive) {
+    if (!primitiveCheck(c.type)(v)) return false;
+    if (prop.codes && ctx.bindings && !prop.codes.has(v as string)) return false;
+    return !prop.invariants.length || invariantsHold(prop.invariants, c.type, v, ctx);
+  }
+  if (!plainObject(v) || isEmpty(v)) return false;
+  if (c.type === 'Resource') return resourceOk(prop, v, ctx);
+  if (prop.invariants.length && !invariantsHold(prop.invariants, c.type, v, ctx)) return false;
+  if (prop.concepts && ctx.bindings && conceptVerdict(prop.concepts, c.type, v) === false) return false;
+  const ct = compile(c.type);
+  if (!ct || ct.isResourceKind) return false;
+  return (ct.fast ??= generate(ct))(v, ctx);
+}
+
+const primitiveChecks = new Map<string, (v: unknown) => boolean>();
+/** A compiled check of one primitive type, for the interpreted cases (choice types). */
+function primitiveCheck(type: string): (v: unknown) => boolean {
+  let f = primitiveChecks.get(type);
+  if (!f) {
+    const R: RegExp[] = [];
+    const body = 'return ' + primitiveSource(type, R).replace(/@V/g, 'v') + ';';
+    // eslint-disable-next-line no-new-func -- generated from definitions only (see the top of this file)
+    f = new Function('H', 'R', 'v', body).bind(undefined, HELPERS, R) as (v: unknown) => boolean;
+    primitiveChecks.set(type, f);
+  }
+  return f;
+}
+
+/** A value of a `Resource` element (contained, Bundle.entry.resource, Parameters.parameter.resource). */
+function resourceOk(prop: Prop, v: Record<string, unknown>, ctx: Ctx): boolean {
+  const rt = v.resourceType;
+  if (typeof rt !== 'string') return false;
+  const ct = compile(rt);
+  if (!ct || !ct.isResourceKind) return false;
+  if (prop.invariants.length && !invariantsHold(prop.invariants, rt, v, ctx)) return false;
+  const check = (ct.fast ??= generate(ct));
+  if (prop.entryResource && ctx.entriesAsResources) {
+    // validateRoot: the entry is a resource of its own (its %resource and %rootResource, its invariants)
+    const saved = { resources: ctx.resources, root: ctx.root };
+    ctx.resources = [v];
+    ctx.root = { type: rt, value: v };
+    const ok = (!ct.invariants.length || rootInvariantsHold(ct, v, ctx)) && check(v, ctx);
+    ctx.resources = saved.resources;
+    ctx.root = saved.root;
+    return ok;
+  }
+  ctx.resources.push(v);
+  const ok = check(v, ctx);
+  ctx.resources.pop();
+  return ok;
+}
+
+/** The type-level invariants of a resource type (validateRoot's), by their generated check. */
+function rootInvariantsHold(ct: Compiled, v: Record<string, unknown>, ctx: Ctx): boolean {
+  if (!ct.rootFast) {
+    const src = invariantSource(ct.invariants, probesOf(ct.invariants, ct.name), 'I', 'Q', ct.name).join('\n  ');
+    // eslint-disable-next-line no-new-func -- generated from definitions only (see the top of this file)
+    ct.rootFast = new Function('H', 'I', 'Q', `return function (x, ctx) {\n  let r;\n  ${src}\n  return true;\n};`)(
+      HELPERS,
+      ct.invariants,
+      probesOf(ct.invariants, ct.name),
+    ) as FastCheck;
+  }
+  return ct.rootFast(v, ctx);
+}
+
+/** A property's value (an array or not) under one of its candidate keys, interpreted. */
+function valueOk(prop: Prop, cand: number, v: unknown, ctx: Ctx): boolean {
+  if (isEmpty(v)) return false;
+  if (Array.isArray(v)) {
+    if (!prop.isArray || v.length < prop.min || v.length > prop.max) return false;
+    if (prop.specified) return false;
+    for (let i = 0; i < v.length; i++) if (!itemOk(prop, cand, v[i], ctx)) return false;
+    return true;
+  }
+  if (prop.isArray || prop.min > 1 || prop.max < 1 || prop.specified) return false;
+  return itemOk(prop, cand, v, ctx);
+}
+
+/**
+ * The `_name` keys of an object (primitive extensions, rare): how many there are, each on a single primitive
+ * value that is present (and truthy) and has no invariants, whose extension part medplum merges into the
+ * value and walks as an Element; -1 for anything else ("not sure").
+ */
+function underOk(o: Record<string, unknown>, ct: Compiled, ctx: Ctx): number {
+  let m = 0;
+  for (const k in o) {
+    if (k.charCodeAt(0) !== 95) continue;
+    const h = ct.byKey.get(k);
+    if (h === undefined) return -1;
+    const p = h.prop;
+    const c = p.cands[h.cand];
+    if (p.choice || p.cands.length !== 1 || !c.primitive || p.isArray || p.invariants.length || p.specified) return -1;
+    const e = o[k];
+    if (!o[c.name] || !plainObject(e) || isEmpty(e) || !checkerOf('Element')(e, ctx)) return -1;
+    m++;
+  }
+  return m;
+}
+
+const HELPERS = {
+  str,
+  uri,
+  code,
+  id,
+  sre,
+  inv: invariantsHold,
+  verdict,
+  evaluates: evaluatesTrue,
+  empty: holdsOnEmpty,
+  concept: conceptVerdict,
+  spec: specifiedOk,
+  get: checkerOf,
+  value: valueOk,
+  res: resourceOk,
+  under: underOk,
+};
+
+// ---------------------------------------------------------------------------------------------------
+// code generation
+
+const q = (s: string): string => JSON.stringify(s);
+
+/**
+ * The source checking the invariants `I` (an expression naming the list) on `x` of `type`, each in turn as
+ * verdict() decides it (invariants.ts): its direct check when it has one, else its probe's keys read
+ * directly on an object (evaluated when one is present, else its verdict on an empty element), else evaluated.
+ */
+function invariantSource(
+  list: Invariant[],
+  probes: ReturnType<typeof probesOf>,
+  I: string,
+  Q: string,
+  type: string,
+  objects = true,
+): string[] {
+  const T = q(type);
+  return list.map((inv, j) => {
+    const at = `${I}[${j}], ${T}, x, ctx`;
+    const p = probes[j];
+    if (inv.direct)
+      return `if ((r = ${I}[${j}].direct(x)) === undefined ? H.verdict(${at}, ${Q}[${j}]) !== true : r !== true) return false;`;
+    if (objects && p && p.list && p.list.length) {
+      const present = p.list.map((k) => `x[${q(k)}] !== undefined`).join(' || ');
+      return `if (!(${present} ? H.evaluates(${at}) : H.empty(${I}[${j}], ${T}, ${Q}[${j}], ctx))) return false;`;
+    }
+    return `if (H.verdict(${at}, ${Q}[${j}]) !== true) return false;`;
+  });
+}
+
+/** The source checking property `p` (index i of the plan's props); `v` and `n` are the function's. */
+function propSource(
+  p: Prop,
+  i: number,
+  R: RegExp[],
+  choiceVar: Map<Prop, string>,
+  Q: (ReturnType<typeof probesOf> | undefined)[],
+): string[] {
+  const out: string[] = [];
+  const P = `P[${i}]`;
+  if (p.choice || p.cands.length !== 1) {
+    // interpreted: the key was found by the for-in (the first candidate present; two are "not sure")
+    const cv = choiceVar.get(p)!;
+    out.push(`if (${cv} !== undefined) {`, `  n++;`);
+    out.push(`  if (!H.value(${P}, ${cv}i, o[${cv}], ctx)) return false;`);
+    out.push(`}${p.min > 0 ? ' else return false;' : ''}`);
+    return out;
+  }
+  const c = p.cands[0];
+  const T = q(c.type);
+  out.push(`v = o[${q(c.name)}];`, `if (v !== undefined) {`, `  n++;`);
+  const items: string[] = [];
+  if (c.primitive) {
+    items.push(`if (!${primitiveSource(c.type, R).replace(/@V/g, 'x')}) return false;`);
+    if (p.codes) items.push(`if (ctx.bindings && !${P}.codes.has(x)) return false;`);
+    // a primitive value: verdict() reads no keys of it
+    if (p.invariants.length)
+      items.push(...invariantSource(p.invariants, Q[i]!, `${P}.invariants`, `Q[${i}]`, c.type, false));
+  } else if (c.type === 'Resource') {
+    items.push(`if (typeof x !== "object" || x === null || Array.isArray(x) || !H.res(${P}, x, ctx)) return false;`);
+  } else {
+    const child = compile(c.type);
+    items.push(`if (typeof x !== "object" || x === null || Array.isArray(x)) return false;`);
+    if (p.invariants.length) items.push(...invariantSource(p.invariants, Q[i]!, `${P}.invariants`, `Q[${i}]`, c.type));
+    if (p.concepts) items.push(`if (ctx.bindings && H.concept(${P}.concepts, ${T}, x) === false) return false;`);
+    // a known child's function is called through a per-property slot, filled on first use
+    if (!child || child.isResourceKind) items.push('return false;');
+    else items.push(`if (!(K[${i}] ??= H.get(${T}))(x, ctx)) return false;`);
+  }
+  if (p.isArray) {
+    const bounds = [`!Array.isArray(v)`, `v.length === 0`];
+    if (p.min > 1) bounds.push(`v.length < ${Number(p.min)}`);
+    if (Number.isFinite(p.max)) bounds.push(`v.length > ${Number(p.max)}`);
+    out.push(`  if (${bounds.join(' || ')}) return false;`);
+    if (p.specified) out.push(`  return false;`);
+    out.push(`  for (let j = 0; j < v.length; j++) {`, `    const x = v[j];`);
+    for (const line of items) out.push('    ' + line);
+    out.push(`  }`);
+  } else {
+    if (p.min > 1 || p.max < 1 || p.specified) out.push(`  return false;`);
+    out.push(`  const x = v;`);
+    for (const line of items) out.push('  ' + line);
+  }
+  out.push(`}${p.min > 0 ? ' else return false;' : ''}`);
+  return out;
+}
+
+function generate(ct: Compiled): FastCheck {
+  const R: RegExp[] = [];
+  const P = ct.props;
+  const K: (FastCheck | undefined)[] = [];
+  const choiceVar = new Map<Prop, string>();
+  const choices = P.filter((p) => p.choice || p.cands.length !== 1);
+  choices.forEach((p, j) => choiceVar.set(p, `c${j}`));
+  const body: string[] = [];
+  // the invariants' probes of each single-type property, looked up once
+  const Q = P.map((p) =>
+    p.invariants.length && p.cands.length === 1 ? probesOf(p.invariants, p.cands[0].type) : undefined,
+  );
+  body.push(`let keys = 0, under = false, v, r;`);
+  for (const p of choices) body.push(`let ${choiceVar.get(p)}, ${choiceVar.get(p)}i = 0;`);
+  body.push(`for (const k in o) {`, `  keys++;`, `  if (k.charCodeAt(0) === 95) under = true;`);
+  if (choices.length) body.push(`  else {`);
+  for (const p of choices) {
+    // every candidate key of a choice starts with the element's name (value[x] -> valueString)
+    const cv = choiceVar.get(p)!;
+    const prefix = p.choice ? p.key.slice(0, -3) : '';
+    body.push(`    if (k.startsWith(${q(prefix)})) {`);
+    body.push(`      const h = B.get(k);`);
+    body.push(`      if (h !== undefined && h.prop === P[${p.index}]) {`);
+    body.push(
+      `        if (${cv} !== undefined) return false;`,
+      `        ${cv} = k;`,
+      `        ${cv}i = h.cand;`,
+      `      }`,
+    );
+    body.push(`    }`);
+  }
+  if (choices.length) body.push(`  }`);
+  body.push(`}`, `if (keys === 0) return false;`, `let n = 0;`);
+  body.push(`if (under && (n = H.under(o, T, ctx)) < 0) return false;`);
+  if (ct.isResourceKind) body.push(`if (o.resourceType !== undefined) n++;`);
+  P.forEach((p, i) => {
+    body.push(...propSource(p, i, R, choiceVar, Q));
+    // every key seen: the properties left are absent (a required one among them is missing)
+    if (i < P.length - 1)
+      body.push(`if (n === keys) return ${P.slice(i + 1).some((x) => x.min > 0) ? 'false' : 'true'};`);
+  });
+  body.push(`return n === keys;`);
+  const name = 'check_' + ct.name.replace(/[^A-Za-z0-9_]/g, '_');
+  const src = `return function ${name}(o, ctx) {\n  ${body.join('\n  ')}\n};`;
+  // eslint-disable-next-line no-new-func -- generated from definitions only (see the top of this file)
+  return new Function('H', 'P', 'K', 'R', 'B', 'T', 'Q', src)(HELPERS, P, K, R, ct.byKey, ct, Q) as FastCheck;
+}
+
+/**
+ * Whether the walk would report nothing for `resource` (validateRoot's checks: a resource object of a
+ * known type, its invariants, its tree). False means "not sure": run the walk.
+ */
+export function fastValid(resource: unknown, ctx: Ctx): boolean {
+  if (!plainObject(resource)) return false;
+  const rt = resource.resourceType;
+  if (typeof rt !== 'string') return false;
+  const ct = compile(rt);
+  if (!ct || !ct.isResourceKind) return false;
+  ctx.resources = [resource];
+  ctx.root = { type: rt, value: resource };
+  if (ct.invariants.length && !rootInvariantsHold(ct, resource, ctx)) return false;
+  return (ct.fast ??= generate(ct))(resource, ctx);
+}
