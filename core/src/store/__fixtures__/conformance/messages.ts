@@ -273,28 +273,33 @@ export function duplicatesConformance(c: ConformanceContext): void {
       expect(c).toMatchObject({ stored: true, duplicate: false, reusesControlIdOf: b.id });
     });
 
-    it('compares with rows stored before content hashes by the hash of their body; a pruned body is other content', async () => {
-      if (!h.rawSql) return;
-      const [a] = await store.insert([hl7('OLD-1', '1', 'M1')], byContent('ignore'));
-      const [b] = await store.insert([hl7('OLD-2', '1', 'M1')], byContent('ignore'));
-      await h.rawSql(store, `UPDATE messages SET content_hash = NULL`);
-      await h.rawSql(store, `UPDATE message_content SET body = NULL WHERE message_id = '${b.id}'`);
-      expect((await store.insert([hl7('OLD-1', '2', 'M1')], byContent('ignore')))[0]).toEqual({
-        id: a.id,
-        duplicate: true,
-        duplicateOf: a.id,
-        stored: false,
-      });
-      expect((await store.insert([hl7('OLD-1', '2', 'M2')], byContent('ignore')))[0]).toMatchObject({
-        stored: true,
-        reusesControlIdOf: a.id,
-      });
-      expect((await store.insert([hl7('OLD-2', '1', 'M1')], byContent('ignore')))[0]).toMatchObject({
-        stored: true,
-        duplicate: false,
-        reusesControlIdOf: b.id,
-      });
-    });
+    // Needs the harness's raw SQL (rows as an older version wrote them): a visible skip without it.
+
+    (h.rawSql ? it : it.skip)(
+      'compares with rows stored before content hashes by the hash of their body; a pruned body is other content',
+      async () => {
+        if (!h.rawSql) throw new Error('skipped without rawSql');
+        const [a] = await store.insert([hl7('OLD-1', '1', 'M1')], byContent('ignore'));
+        const [b] = await store.insert([hl7('OLD-2', '1', 'M1')], byContent('ignore'));
+        await h.rawSql(store, `UPDATE messages SET content_hash = NULL`);
+        await h.rawSql(store, `UPDATE message_content SET body = NULL WHERE message_id = '${b.id}'`);
+        expect((await store.insert([hl7('OLD-1', '2', 'M1')], byContent('ignore')))[0]).toEqual({
+          id: a.id,
+          duplicate: true,
+          duplicateOf: a.id,
+          stored: false,
+        });
+        expect((await store.insert([hl7('OLD-1', '2', 'M2')], byContent('ignore')))[0]).toMatchObject({
+          stored: true,
+          reusesControlIdOf: a.id,
+        });
+        expect((await store.insert([hl7('OLD-2', '1', 'M1')], byContent('ignore')))[0]).toMatchObject({
+          stored: true,
+          duplicate: false,
+          reusesControlIdOf: b.id,
+        });
+      },
+    );
 
     it('catches a duplicate inside one batch and across concurrent group-committed calls', async () => {
       const r = await store.insert([msg({}, 'DUP-6'), msg({}, 'DUP-6')], dup('ignore'));

@@ -140,16 +140,23 @@ export function queriesConformance(c: ConformanceContext): void {
       expect(a.none).toEqual({ failed: 0 });
     });
 
-    it('fills message type and control id of rows stored before them (migration 12 backfill)', async () => {
-      if (!h.rawSql) return;
-      const [a] = await store.insert([msg({ sourceId: 'bf', headers: { messageType: 'SIU^S12', controlId: 'BF-1' } })]);
-      await h.rawSql(store, `UPDATE messages SET message_type = NULL, control_id = NULL`);
-      expect(await store.listMessages({ sourceId: 'bf', controlId: 'BF-1' })).toEqual([]);
-      const m12 = migrations.find((m) => m.version === 12)!;
-      for (const sql of m12.only![name as Dialect]!.filter((s) => s.startsWith('UPDATE'))) await h.rawSql(store, sql);
-      expect((await store.listMessages({ sourceId: 'bf', controlId: 'BF-1' })).map((m) => m.id)).toEqual([a.id]);
-      expect((await store.listMessages({ sourceId: 'bf', messageType: 'SIU^*' })).map((m) => m.id)).toEqual([a.id]);
-    });
+    // Needs the harness's raw SQL (rows as an older version wrote them): a visible skip without it.
+
+    (h.rawSql ? it : it.skip)(
+      'fills message type and control id of rows stored before them (migration 12 backfill)',
+      async () => {
+        if (!h.rawSql) throw new Error('skipped without rawSql');
+        const [a] = await store.insert([
+          msg({ sourceId: 'bf', headers: { messageType: 'SIU^S12', controlId: 'BF-1' } }),
+        ]);
+        await h.rawSql(store, `UPDATE messages SET message_type = NULL, control_id = NULL`);
+        expect(await store.listMessages({ sourceId: 'bf', controlId: 'BF-1' })).toEqual([]);
+        const m12 = migrations.find((m) => m.version === 12)!;
+        for (const sql of m12.only![name as Dialect]!.filter((s) => s.startsWith('UPDATE'))) await h.rawSql(store, sql);
+        expect((await store.listMessages({ sourceId: 'bf', controlId: 'BF-1' })).map((m) => m.id)).toEqual([a.id]);
+        expect((await store.listMessages({ sourceId: 'bf', messageType: 'SIU^*' })).map((m) => m.id)).toEqual([a.id]);
+      },
+    );
 
     it('prunes bodies of delivered messages, keeps dead ones longer, keeps metadata; deletes very old rows', async () => {
       const [ok, dead] = await routed(store, ['P1', 'P2']);
