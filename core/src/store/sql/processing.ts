@@ -463,16 +463,47 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
     };
   }
 
+  /** Event rows recorded while the previous `recordEvents` write runs: written together after it. */
+  private eventBatch?: { rows: EventRow[]; done: Promise<void> };
+  /** The `recordEvents` write in flight. */
+  private eventsWriting?: Promise<void>;
+
+  /**
+   * Event rows without a transition of their own (the ACK each source sent): one write at a time,
+   * the rows that arrive meanwhile in the next -- a group commit, so a source recording one ACK
+   * per message does not cost one transaction per message (PostgreSQL runs every write as its own
+   * transaction). Each caller resolves once its rows are committed.
+   */
   async recordEvents(events: { messageId: string; status: string; detail?: string }[]): Promise<void> {
     this.assertOpen();
     if (!events.length) return;
     const at = this.now();
-    await this.write((x) =>
-      this.events_(
-        x,
-        events.map((e) => ({ id: e.messageId, at, status: e.status, detail: e.detail ?? null })),
-      ),
-    );
+    const rows = events.map((e) => ({ id: e.messageId, at, status: e.status, detail: e.detail ?? null }));
+    if (this.eventBatch) {
+      this.eventBatch.rows.push(...rows);
+      return this.eventBatch.done;
+    }
+    const batch: { rows: EventRow[]; done: Promise<void> } = { rows, done: Promise.resolve() };
+    this.eventBatch = batch;
+    const previous = this.eventsWriting;
+    batch.done = (async () => {
+      // Behind the write in flight (its failure is its callers'), gathering rows meanwhile.
+      await previous?.catch(() => undefined);
+      this.eventBatch = undefined;
+      const w = this.write((x) => this.events_(x, batch.rows));
+      this.eventsWriting = w;
+      await w;
+    })();
+    return batch.done;
+  }
+
+  /** Waits for the event rows queued by `recordEvents` (closing: written before the store closes). */
+  protected override async drainQueuedWrites(): Promise<void> {
+    while (this.eventBatch || this.eventsWriting) {
+      const w = this.eventBatch?.done ?? this.eventsWriting;
+      await w?.catch(() => undefined);
+      if (!this.eventBatch && w === this.eventsWriting) this.eventsWriting = undefined;
+    }
   }
 
   /** Stamps each message with the config version that routed it (in the transaction recording it). */

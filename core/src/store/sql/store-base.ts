@@ -119,6 +119,8 @@ export abstract class SqlStoreBase {
   protected abstract stopInsertTimer(): void;
   /** Writes the held transform results (before reads, so they see them). */
   protected abstract flushPendingTransforms(): Promise<void>;
+  /** Waits for writes a part queues outside the shared transaction's queue (closing). */
+  protected async drainQueuedWrites(): Promise<void> {}
 
   // ------------------------------------------------------------------------------------------
   // Lifecycle
@@ -140,6 +142,7 @@ export abstract class SqlStoreBase {
     if (!this.opened) return;
     this.closing = true;
     this.stopInsertTimer();
+    await this.drainQueuedWrites();
     for (;;) {
       const inserts = this.nextInsertFlush();
       if (inserts) await inserts;
@@ -343,7 +346,11 @@ export abstract class SqlStoreBase {
 
   /** Commits the transitions queued so far, so what follows reads its own writes. */
   protected async settle(transforms = true): Promise<void> {
-    if (transforms) await this.flushPendingTransforms();
+    if (transforms) {
+      await this.flushPendingTransforms();
+      // Reads for people see the event rows recorded before them (an ACK just sent).
+      await this.drainQueuedWrites();
+    }
     if (this.writing) await this.writing;
     if (this.writes.length) {
       this.cancelWriteTimer();

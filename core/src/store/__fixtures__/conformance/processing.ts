@@ -44,6 +44,36 @@ export function processingConformance(c: ConformanceContext): void {
       expect((await store.claimReceived('p', 10, 60_000, { maxAttempts: 3 })).map((x) => x.id)).toEqual([r.id]);
     });
 
+    it('records event rows of their own (the ACK sent): calls during a write go together, none lost, close waits for them', async () => {
+      const ids = (await store.insert(Array.from({ length: 12 }, () => msg()))).map((r) => r.id);
+      const calls: Promise<void>[] = [];
+      for (const [i, id] of ids.entries()) {
+        calls.push(store.recordEvents!([{ messageId: id, status: 'ack', detail: `MSA|AA|${i}` }]));
+        if (i % 3 === 2) await new Promise((r) => setImmediate(r));
+      }
+      await Promise.all(calls);
+      for (const [i, id] of ids.entries())
+        expect((await store.events(id)).map((e) => [e.status, e.detail])).toEqual([
+          ['received', undefined],
+          ['ack', `MSA|AA|${i}`],
+        ]);
+      // A read for people sees rows recorded before it, also those still queued behind a write.
+      void store.recordEvents!([{ messageId: ids[0], status: 'ack', detail: 'again' }]);
+      const queued = store.recordEvents!([{ messageId: ids[1], status: 'ack', detail: 'again' }]);
+      expect((await store.events(ids[1])).map((e) => e.detail)).toContain('again');
+      await queued;
+      // Closing writes what is queued first.
+      const late = [0, 1, 2].map((i) => store.recordEvents!([{ messageId: ids[2], status: 'ack', detail: `late ${i}` }]));
+      await store.close();
+      await Promise.all(late);
+      await store.open();
+      expect((await store.events(ids[2])).map((e) => e.detail).filter((d) => d?.startsWith('late'))).toEqual([
+        'late 0',
+        'late 1',
+        'late 2',
+      ]);
+    });
+
     it('records transformed, failed, unrouted, filtered and routed, each as an event', async () => {
       const [t, f, u, fi, ro] = (await store.insert([msg(), msg(), msg(), msg(), msg()])).map((r) => r.id);
       await store.claimReceived('p', 10, 60_000);
