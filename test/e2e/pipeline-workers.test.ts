@@ -429,3 +429,33 @@ describe('a processing result the store cannot write', () => {
     }
   });
 });
+
+describe('processing.lingerMs', () => {
+  it('under a light load, messages stored within the linger are processed as one batch', async () => {
+    const dir = tmp();
+    const engine = await Engine.create({
+      config: {
+        store: { kind: 'sqlite', path: path.join(dir, 'linger.db') },
+        plugins: ['@ferry/plugin-hl7v2-mllp'],
+        sinks: { out: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' } },
+        routes: [{ id: 'all', to: ['out'] }],
+        // the idle poll far away: only a stored message wakes the processor
+        processing: { transformWorkers: 0, lingerMs: 1500, pollIntervalMs: 60_000 },
+        admin: { enabled: false },
+        log: { level: 'error' },
+      },
+    });
+    await engine.start();
+    try {
+      // one at a time, each committed before the next, as a feed waiting for its ACK sends them
+      for (let i = 0; i < 3; i++) await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: adt(i) }]);
+      await engine.waitForIdle(20_000);
+      expect((await engine.store.stats()).messages).toEqual({ delivered: 3 });
+      const batches = await engine.metrics.registry.getSingleMetricAsString('ferry_processing_batch_messages');
+      expect(batches).toMatch(/^ferry_processing_batch_messages_count 1$/m);
+      expect(batches).toMatch(/^ferry_processing_batch_messages_sum 3$/m);
+    } finally {
+      await engine.stop();
+    }
+  });
+});

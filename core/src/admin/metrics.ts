@@ -35,6 +35,12 @@ export class EngineMetrics {
     labelNames: ['source', 'outcome'] as const,
     registers: [this.registry],
   });
+  readonly processingBatch = new Histogram({
+    name: 'ferry_processing_batch_messages',
+    help: 'Messages per processing batch (claimed, transformed, routed and recorded together; see processing.batchSize and processing.lingerMs)',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+    registers: [this.registry],
+  });
   readonly failed = new Counter({
     name: 'ferry_messages_failed_total',
     help: 'Messages that failed in the transform or a route step, by source',

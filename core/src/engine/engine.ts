@@ -232,6 +232,7 @@ export class Engine {
         {
           ...common,
           batchSize: cfg.processing.batchSize,
+          lingerMs: cfg.processing.lingerMs,
           maxAttempts: cfg.processing.maxAttempts,
           baseDir: cfg.baseDir,
           validate: cfg.processing.validate !== false,

@@ -43,6 +43,11 @@ export interface ProcessorOptions {
   batchSize: number;
   leaseMs: number;
   pollIntervalMs: number;
+  /**
+   * processing.lingerMs: after a claim of less than a batch, wait this long before the next one, so
+   * messages arriving meanwhile share its transactions (0 = claim at once).
+   */
+  lingerMs?: number;
   /** Claims of one message before it is failed as never finishing (0 = no limit). */
   maxAttempts?: number;
   baseDir: string;
@@ -78,6 +83,8 @@ export class Processor {
   private orphansPossible = false;
   /** The loop waits for a batch to finish (all `maxInFlight` in flight): a finishing batch wakes it. */
   private waitingForSlot = false;
+  /** The last claim took a whole batch: more is waiting, claim again at once. */
+  private fullClaim = false;
   onRouted?: () => void;
   /**
    * Each recorded batch's messages that have a canonical Bundle and did not fail, after the batch is
@@ -184,6 +191,12 @@ export class Processor {
               messages: released,
             });
         }
+        // A light load (the last claim was not a full batch): messages arriving in the next moment
+        // are claimed with this one, not one claim, one record and one delivery round each.
+        if (this.opts.lingerMs && !this.fullClaim) {
+          await new Promise((r) => setTimeout(r, this.opts.lingerMs));
+          if (!this.running) break;
+        }
         claimed = await this.store.claimReceived(this.opts.owner, this.opts.batchSize, this.opts.leaseMs, {
           maxAttempts: this.opts.maxAttempts,
         });
@@ -191,9 +204,11 @@ export class Processor {
         if ((e as { retryable?: unknown })?.retryable) this.orphansPossible = true;
         this.logger.log(whileStoreDown(this.store, e) ? 'debug' : 'error', 'processing loop error', errorFields(e));
       }
+      this.fullClaim = claimed.length === this.opts.batchSize;
       if (claimed.length) {
         // A claimed batch is always finished (it is leased to us), even when stopping.
         for (const m of claimed) this.held.add(m.id);
+        this.metrics.processingBatch.observe(claimed.length);
         const p: Promise<void> = this.runBatch(claimed).finally(() => {
           for (const m of claimed) this.held.delete(m.id);
           this.inFlight.delete(p);

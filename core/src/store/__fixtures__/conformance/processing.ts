@@ -63,7 +63,9 @@ export function processingConformance(c: ConformanceContext): void {
       expect((await store.events(ids[1])).map((e) => e.detail)).toContain('again');
       await queued;
       // Closing writes what is queued first.
-      const late = [0, 1, 2].map((i) => store.recordEvents!([{ messageId: ids[2], status: 'ack', detail: `late ${i}` }]));
+      const late = [0, 1, 2].map((i) =>
+        store.recordEvents!([{ messageId: ids[2], status: 'ack', detail: `late ${i}` }]),
+      );
       await store.close();
       await Promise.all(late);
       await store.open();
