@@ -1,16 +1,20 @@
 #!/usr/bin/env node
 /**
- * `npm run bench -- soak [--minutes 10] [--c 4] [--sample-s 10]`: memory soak of the full engine.
+ * `npm run bench -- soak [--minutes 10] [--c 4] [--sample-s 10] [--rate N]`: memory soak of the full engine.
  * The engine (MLLP -> SQLite store -> convert -> validate -> route -> NDJSON file sink, ACK after
  * commit, as `npm run bench -- mllp` runs it) runs in a child process of its own; this process
- *   1. measures the engine's peak rate for 5 s with the independent load client (16 connections),
- *   2. then sends at 50 % of that rate for --minutes (paced over --c connections, each one message
- *      at a time, waiting for its ACK),
- * and samples the child's RSS (/proc/<pid>/status VmRSS) every --sample-s seconds. Prints the samples,
- * the least-squares slope (MB per minute) over the run after its first fifth (warm-up: the backlog of the
- * peak measurement drains, heap and SQLite page cache grow to their working size), and the largest
- * deviation from the mean of those samples (goal: within +-10 %). Requires the built packages
- * (npm run build) and Linux (/proc).
+ *   1. measures the engine's peak **sustained** rate with the independent load client: 6,000
+ *      messages over 16 connections, timed until the engine is idle again (every message
+ *      processed and delivered) -- not the ACK rate alone, which runs ahead of processing while
+ *      a backlog builds (printed beside it);
+ *   2. then sends at 50 % of that rate (or --rate) for --minutes (paced over --c connections, each
+ *      one message at a time, waiting for its ACK),
+ * and samples the child's RSS (/proc/<pid>/status VmRSS) and its backlog (messages not processed
+ * + deliveries due) every --sample-s seconds. Prints the samples, whether the sender kept the pace
+ * (messages acknowledged against those due), the least-squares slope (MB per minute) over the run
+ * after its first fifth (warm-up: heap and SQLite page cache grow to their working size), and the
+ * largest deviation from the mean of those samples (goal: within +-10 %). Requires the built
+ * packages (npm run build) and Linux (/proc).
  */
 'use strict';
 const fs = require('node:fs');
@@ -44,6 +48,17 @@ if (args.includes('--child')) {
       logger: core.silentLogger(),
     });
     await engine.start();
+    // The parent's questions over IPC: the backlog now; when the engine is idle again.
+    process.on('message', (q) => {
+      const answer =
+        q.ask === 'idle'
+          ? engine.waitForIdle(600_000).then(() => ({}))
+          : engine.store.backlog().then((b) => ({ backlog: b.unprocessedMessages + b.deliveriesDue }));
+      answer.then(
+        (a) => process.send({ id: q.id, ...a }),
+        (e) => process.send({ id: q.id, error: String(e) }),
+      );
+    });
     process.stdout.write(JSON.stringify({ port: engine.source('feed').address().port }) + '\n');
     process.on('SIGTERM', () => engine.stop().then(() => process.exit(0)));
   })().catch((e) => {
@@ -59,6 +74,7 @@ const LOAD = path.resolve(__dirname, '../../shared/tools/mllp-load.js');
 const minutes = Number(argOf('minutes', 10));
 const conns = Number(argOf('c', 4));
 const sampleS = Number(argOf('sample-s', 10));
+const fixedRate = argOf('rate') ? Number(argOf('rate')) : undefined;
 if (!fs.existsSync('/proc/self/status')) {
   console.log('skipped: /proc is not available (Linux only)');
   process.exit(0);
@@ -157,8 +173,21 @@ function slope(points) {
 async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-soak-'));
   const child = spawn(process.execPath, [__filename, '--child', '--dir', dir], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
   });
+  let asked = 0;
+  const ask = (what) =>
+    new Promise((resolve, reject) => {
+      const id = ++asked;
+      const on = (m) => {
+        if (m.id !== id) return;
+        child.off('message', on);
+        if (m.error) reject(new Error(m.error));
+        else resolve(m);
+      };
+      child.on('message', on);
+      child.send({ id, ask: what });
+    });
   try {
     const port = await new Promise((resolve, reject) => {
       let out = '';
@@ -173,29 +202,42 @@ async function main() {
       `soak: full engine (SQLite, validate on, NDJSON file sink) in process ${child.pid}; node ${process.version}; ${os.cpus().length} CPUs, load average ${os.loadavg()[0].toFixed(1)}`,
     );
     await loadClient(port, 300, 16); // warm-up
+    await ask('idle');
+    const t0 = Date.now();
     const peak = await loadClient(port, 6000, 16);
-    const rate = Math.max(10, Math.round(peak.msgs_per_s / 2));
+    await ask('idle');
+    const sustained = Math.round((peak.acked * 1000) / (Date.now() - t0));
+    const rate = fixedRate ?? Math.max(10, Math.round(sustained / 2));
     console.log(
-      `peak (16 connections, ${peak.sent} msgs): ${peak.msgs_per_s} msgs/s; soak at 50 %: ${rate} msgs/s over ${conns} connections for ${minutes} min`,
+      `peak (16 connections, ${peak.sent} msgs): ACKs ${peak.msgs_per_s} msgs/s while a backlog built; sustained (until every message was processed and delivered) ${sustained} msgs/s`,
+    );
+    console.log(
+      `soak at ${fixedRate ? '--rate' : '50 % of sustained'}: ${rate} msgs/s over ${conns} connections for ${minutes} min`,
     );
     const start = Date.now();
     const until = start + minutes * 60_000;
     const samples = [];
-    const sample = () => {
+    const sample = async () => {
       const s = { t: (Date.now() - start) / 1000, rss: rssMb(child.pid) };
+      s.backlog = (await ask('backlog').catch(() => ({ backlog: NaN }))).backlog;
       samples.push(s);
-      console.log(`  t=${s.t.toFixed(0).padStart(5)} s  RSS ${s.rss.toFixed(1)} MB`);
+      console.log(`  t=${s.t.toFixed(0).padStart(5)} s  RSS ${s.rss.toFixed(1)} MB  backlog ${s.backlog}`);
     };
-    sample();
-    const timer = setInterval(sample, sampleS * 1000);
+    await sample();
+    const timer = setInterval(() => void sample(), sampleS * 1000);
     const r = await paced(port, rate, until);
     clearInterval(timer);
-    sample();
+    await sample();
     const steady = samples.filter((s) => s.t >= (minutes * 60) / 5);
     const { slope: perSec, mean } = slope(steady.map((s) => ({ x: s.t, y: s.rss })));
     const dev = Math.max(...steady.map((s) => Math.abs(s.rss - mean) / mean));
     const secs = (Date.now() - start) / 1000;
-    console.log(`\nsent ${r.sent}, acked AA ${r.acked}, errors ${r.errors}: ${Math.round(r.acked / secs)} msgs/s`);
+    const due = Math.round(rate * minutes * 60);
+    console.log(
+      `\nsent ${r.sent}, acked AA ${r.acked}, errors ${r.errors}: ${Math.round(r.acked / secs)} msgs/s; ` +
+        `kept the pace: ${r.acked} of ${due} due (${((r.acked * 100) / due).toFixed(1)} %); ` +
+        `backlog largest ${Math.max(...samples.map((x) => x.backlog))}, last ${samples[samples.length - 1].backlog}`,
+    );
     console.log(
       `RSS after warm-up (${steady.length} samples from t=${steady[0]?.t.toFixed(0)} s): mean ${mean.toFixed(1)} MB, slope ${(perSec * 60).toFixed(2)} MB/min ` +
         `(${((perSec * 60 * 100) / mean).toFixed(2)} %/min), largest deviation from the mean ${(dev * 100).toFixed(1)} % (goal <= 10 %: ${dev <= 0.1 ? 'met' : 'NOT met'})`,
