@@ -77,6 +77,13 @@ export class Dispatcher {
    * intake keep theirs.
    */
   private readonly claimNotBefore = new Map<string, number>();
+  /**
+   * The store's earliest due retry (`nextDueAt`) for a claim filter, and when it was read. Read
+   * again after `pollIntervalMs`, for another filter, once that time has come, or once this instance scheduled a retry --
+   * not on every idle turn (at one connection that was a query per message). A retry another
+   * instance schedules is seen within `pollIntervalMs`, as before the first read.
+   */
+  private dueRead?: { at: number; filter: string; due: number | undefined };
   /** Per sink with a circuit breaker: whether its deliveries are paused (see SinkCircuit). */
   private readonly circuits = new Map<string, SinkCircuit>();
   /** Sinks an operator holds (read from the store every HOLDS_READ_MS, and at once after a change through this engine). */
@@ -89,7 +96,8 @@ export class Dispatcher {
     private readonly metrics: EngineMetrics,
     private readonly opts: DispatcherOptions,
   ) {
-    this.outcomes = new OutcomeRecorder(store, logger, opts);
+    // A retry this instance scheduled: the next wait is computed from the store again.
+    this.outcomes = new OutcomeRecorder(store, logger, opts, () => (this.dueRead = undefined));
     this.leases = new LeaseRenewal(store, logger, opts, this.inSink);
     this.holds = new SinkHolds(store, sinks, logger, metrics, () => this.kick());
     for (const rt of sinks.values()) {
@@ -124,6 +132,8 @@ export class Dispatcher {
   async removeSink(id: string): Promise<void> {
     this.sinks.delete(id);
     this.circuits.delete(id);
+    this.claimNotBefore.delete(GONE);
+    this.kick();
     while ((this.perSink.get(id) ?? 0) > 0) await new Promise((r) => setTimeout(r, 20));
   }
 
@@ -240,6 +250,9 @@ export class Dispatcher {
         const gone = await this.spacedClaim(GONE, GONE_SINK_CLAIM, { excludeSinkIds: [...this.sinks.keys()] });
         for (const d of gone) void this.run(d);
         if (gone.length) claimedAny = true;
+        // None: looked for again after the idle poll, not on every turn (a query of its own after
+        // each delivery at one connection); at once after a reload removes a sink (removeSink).
+        else if (!this.claimNotBefore.has(GONE)) this.claimNotBefore.set(GONE, Date.now() + this.opts.pollIntervalMs);
       }
       if (this.kicked) continue;
       if (saturated) {
@@ -262,8 +275,15 @@ export class Dispatcher {
         const filter: DeliveryClaimFilter = goneIdle
           ? { sinkIds: [...this.sinks.keys()].filter((id) => !idle.includes(id)) }
           : { excludeSinkIds: idle };
-        const due = await this.store.nextDueAt(filter);
-        if (due) wait = Math.max(0, Math.min(wait, due.getTime() - Date.now()));
+        const key = JSON.stringify(filter);
+        const read = this.dueRead;
+        let due = read?.due;
+        // (A due time passed: what was due is claimed or leased now, so what is next is read.)
+        if (!read || read.filter !== key || now - read.at >= this.opts.pollIntervalMs || (due ?? Infinity) <= now) {
+          due = (await this.store.nextDueAt(filter))?.getTime();
+          this.dueRead = { at: now, filter: key, due };
+        }
+        if (due !== undefined) wait = Math.max(0, Math.min(wait, due - Date.now()));
       } catch {
         /* poll at the normal interval */
       }

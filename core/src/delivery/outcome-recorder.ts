@@ -19,6 +19,8 @@ export class OutcomeRecorder {
     private readonly store: MessageStore,
     private readonly logger: Logger,
     private readonly opts: { readonly owner: string; readonly leaseMs: number },
+    /** Called once a group with a retry scheduled (a `failed` outcome) has committed. */
+    private readonly onRetryScheduled?: () => void,
   ) {}
 
   /**
@@ -45,6 +47,7 @@ export class OutcomeRecorder {
         }).then(
           (r) => {
             const stale = new Map((r?.stale ?? []).map((x) => [x.deliveryId, x]));
+            if (batch.some((b) => b.outcome.status === 'failed')) this.onRetryScheduled?.();
             batch.forEach((b) => b.resolve(stale.get(b.deliveryId)));
           },
           (e) => {
