@@ -463,8 +463,9 @@ export class PostgresMessageStore extends SqlMessageStore {
         return port2;
       }
       const worker = new Worker(script, { workerData: data });
-      worker.unref();
       worker.on('message', onBeat);
+      // After the 'message' listener (which refs the thread's port again): not what keeps a process alive.
+      worker.unref();
       worker.on('error', (e) =>
         this.logger.error('instance heartbeat thread failed', { store: this.kind, instance: owner, error: e.message }),
       );

@@ -268,7 +268,6 @@ export class SqliteMessageStore extends SqlMessageStore {
       if (!script) throw new Error('core/dist/store/sqlite-side-thread.js is not built');
       const data: SideThreadData = { file: this.file, intervalMs: 250, busyTimeoutMs: this.busyTimeoutMs };
       const worker = new Worker(script, { workerData: data });
-      worker.unref();
       // Told once each way (the thread tries every 250 ms: a full disk would otherwise be 4 lines a second).
       worker.on('message', (m: SideReply) => {
         if (m.read !== undefined) {
@@ -296,6 +295,9 @@ export class SqliteMessageStore extends SqlMessageStore {
         gone(e);
       });
       worker.on('exit', () => gone(new Error('the thread exited')));
+      // After the 'message' listener, which refs the thread's port again: a store left open must
+      // not keep the process alive (it did: a test failing before its store's close hung jest).
+      worker.unref();
       db.pragma('wal_autocheckpoint = 0');
       this.checkpointer = worker;
     } catch (e) {
