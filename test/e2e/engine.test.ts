@@ -439,7 +439,12 @@ describe('engine end to end', () => {
     ]);
     const scrape = async () => (await api(`${engine!.adminUrl}/metrics`)).text();
     let metrics = '';
-    for (let i = 0; i < 100 && !/ferry_store_backlog\{kind="deliveries_scheduled"\} 1$/m.test(metrics); i++) {
+    // (a loaded machine takes seconds to dead-letter and schedule: up to 20 s, usually < 1 s)
+    const settled = (m: string) =>
+      /^ferry_store_backlog\{kind="deliveries_scheduled"\} 1$/m.test(m) &&
+      /^ferry_store_messages\{status="dead"\} 1$/m.test(m) &&
+      /^ferry_store_messages\{status="routed"\} 1$/m.test(m);
+    for (let i = 0; i < 400 && !settled(metrics); i++) {
       await new Promise((r) => setTimeout(r, 50));
       metrics = await scrape();
     }
