@@ -85,7 +85,9 @@ export const modules = {
   // before its transaction commits; a failed batch rejects every caller), the rows an insert writes
   // (insertCalls less the duplicate decision, which is store-dedupe's), claimReceived,
   // claimDeliveries and lease renewal. Against focused files on a real SQLite file and a fake
-  // clock (seconds), not the conformance suite (two minutes, reached by every mutant).
+  // clock (seconds), not the conformance suite (two minutes, reached by every mutant); and
+  // postgres.store.claims.test.ts for what only PostgreSQL reaches (its claim query, row locks,
+  // no empty `IN ()`, the order UPDATE ... RETURNING gives back).
   store: {
     mutate: [
       'core/src/store/sql/messages.ts#insert,schedule,flush,commitBatch,validate,writeError',
@@ -93,7 +95,11 @@ export const modules = {
       'core/src/store/sql/processing.ts#claimReceived',
       'core/src/store/sql/deliveries.ts#claimDeliveries,renewDeliveryLeases',
     ],
-    tests: ['core/src/store/sqlite.store.insert.test.ts', 'core/src/store/sqlite.store.claims.test.ts'],
+    tests: [
+      'core/src/store/sqlite.store.insert.test.ts',
+      'core/src/store/sqlite.store.claims.test.ts',
+      'core/src/store/postgres.store.claims.test.ts',
+    ],
   },
 };
 
