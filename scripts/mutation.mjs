@@ -101,6 +101,12 @@ export const modules = {
       'core/src/store/postgres.store.claims.test.ts',
     ],
   },
+  // Retention: prune's passes (bodies, dead bodies, deletion with the deliveries' heads promoted), its
+  // steps over bounded seq ranges, and the audit trail's retention. Not replay / retryDeliveries.
+  retention: {
+    mutate: ['core/src/store/sql/retention.ts#prune'],
+    tests: ['core/src/store/sqlite.store.retention.test.ts'],
+  },
 };
 
 function commit() {
