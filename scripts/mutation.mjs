@@ -261,6 +261,7 @@ function recheck(name, match) {
       writeFileSync(abs, mutated);
       let killed;
       let timedOut = false;
+      let by;
       try {
         // jest itself as the child, in band: a mutant that loops for ever is killed with all of it at the
         // time limit (through npx, its workers outlived the kill and kept spinning), and counts as killed.
@@ -272,12 +273,14 @@ function recheck(name, match) {
         });
         timedOut = r.error?.code === 'ETIMEDOUT' || r.signal === 'SIGKILL';
         killed = timedOut || r.status !== 0;
+        // The first test that failed: a kill by a test unrelated to the mutant (a flaky one) shows.
+        by = /^\s*● (.+)$/m.exec(r.stderr ?? '')?.[1]?.slice(0, 120);
       } finally {
         writeFileSync(abs, original);
       }
       const v =
         `${where} ${mu.mutatorName}: ${JSON.stringify(mu.replacement ?? '')}`.slice(0, 200) +
-        (timedOut ? ' -> killed (time limit)' : killed ? ' -> killed' : ' -> survives');
+        (timedOut ? ' -> killed (time limit)' : killed ? ` -> killed${by ? ` (by: ${by})` : ''}` : ' -> survives');
       console.log(v);
       verdicts.push(v);
     }
@@ -288,7 +291,6 @@ function recheck(name, match) {
 const args = process.argv.slice(2);
 if (args.includes('--recheck')) {
   const summaryFile = path.join(out, 'summary.json');
-  const summary = JSON.parse(readFileSync(summaryFile, 'utf8'));
   // `--match <regex>`: only the survivors whose "file:line:column mutator" matches; their verdicts replace
   // those of the same mutants in the last recheck, the others are kept.
   const at = args.indexOf('--match');
@@ -296,14 +298,16 @@ if (args.includes('--recheck')) {
   const names = args.filter((a, i) => !a.startsWith('--') && !(at >= 0 && i === at + 1));
   for (const n of names) {
     const r = recheck(n, match);
+    // Read afresh: a run of another module may have written it meanwhile.
+    const summary = JSON.parse(readFileSync(summaryFile, 'utf8'));
     if (match && summary[n]?.recheck) {
       const key = (v) => v.split(' -> ')[0];
       const fresh = new Set(r.verdicts.map(key));
       r.verdicts = [...summary[n].recheck.verdicts.filter((v) => !fresh.has(key(v))), ...r.verdicts].sort();
     }
     summary[n] = { ...summary[n], recheck: r };
+    writeFileSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
   }
-  writeFileSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
   process.exit(0);
 }
 if (args.includes('--list')) {
