@@ -654,7 +654,8 @@ describe('Dispatcher: outcomes it cannot record, stopping, and the store clock',
           { logger, deliveryTimeoutMs: 0 },
         ),
       ],
-      { leaseMs: 300, logger },
+      // One claim at the start; no other for 10 s (it would take back the leases released below).
+      { leaseMs: 300, logger, pollIntervalMs: 10_000 },
     );
     d.start();
     try {
