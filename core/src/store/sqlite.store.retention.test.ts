@@ -193,6 +193,32 @@ describe('prune: deleting', () => {
     expect(await store.countMessages(['routed', 'received'])).toEqual({ routed: 1, received: 1 });
   });
 
+  it('filtered, unrouted and failed messages are deleted too', async () => {
+    const store = await openStore();
+    const ids = (await store.insert([msg(), msg(), msg()])).map((r) => r.id);
+    await store.claimReceived('p', 3, 60_000);
+    await store.recordProcessed([
+      { id: ids[0], transformed: { bundleJson: JSON.stringify(bundleFor('f')) }, outcome: { status: 'filtered' } },
+      { id: ids[1], transformed: { bundleJson: JSON.stringify(bundleFor('u')) }, outcome: { status: 'unrouted' } },
+      { id: ids[2], outcome: { status: 'failed', error: { code: 'T', message: 't', retryable: false } } },
+    ]);
+    clock = T0 + 1;
+    expect(await store.prune({ bodiesBefore: at(T0), deleteBefore: at(clock) })).toEqual({ messages: 0, deleted: 3 });
+    for (const id of ids) expect(await store.getMessage(id)).toBeUndefined();
+  });
+
+  it("a deleted dead message's delivery not yet tried (pending) no longer holds its key at its sink", async () => {
+    const store = await openStore();
+    const [m1] = await routed(store, ['K'], ['s1', 's2']);
+    const [m2] = await routed(store, ['K'], ['s2']);
+    await complete(store, [m1], dead, 's1');
+    clock = T0 + 10;
+    expect(await store.prune({ bodiesBefore: at(T0), deleteBefore: at(clock) })).toEqual({ messages: 0, deleted: 1 });
+    expect(
+      (await store.claimDeliveries('w', 10, 60_000, undefined, { sinkIds: ['s2'] })).map((d) => d.messageId),
+    ).toEqual([m2]);
+  });
+
   it("a deleted dead message's open delivery to another sink no longer holds its key there", async () => {
     const store = await openStore();
     // m1 goes to s1 and s2; dead at s1, its s2 delivery still open (failed, due later); m2 has the same key at s2.
@@ -265,7 +291,8 @@ describe('prune: the audit trail', () => {
       { principal: 'cli:a', action: 'prune', result: 'ok', at: at(T0 - 1000) },
       { principal: 'cli:a', action: 'retry', result: 'ok', at: at(T0) },
     ]);
-    expect(await store.prune({ bodiesBefore: at(T0) })).toEqual({ messages: 0, deleted: 0 });
+    // Without auditBefore the result has no auditDeleted at all.
+    expect(await store.prune({ bodiesBefore: at(T0) })).toStrictEqual({ messages: 0, deleted: 0 });
     expect(await store.prune({ bodiesBefore: at(T0), auditBefore: at(T0 - 1000) })).toEqual({
       messages: 0,
       deleted: 0,
