@@ -85,7 +85,9 @@ export const modules = {
   // before its transaction commits; a failed batch rejects every caller), the rows an insert writes
   // (insertCalls less the duplicate decision, which is store-dedupe's), claimReceived,
   // claimDeliveries and lease renewal. Against focused files on a real SQLite file and a fake
-  // clock (seconds), not the conformance suite (two minutes, reached by every mutant).
+  // clock (seconds), not the conformance suite (two minutes, reached by every mutant); and
+  // postgres.store.claims.test.ts for what only PostgreSQL reaches (its claim query, row locks,
+  // no empty `IN ()`, the order UPDATE ... RETURNING gives back).
   store: {
     mutate: [
       'core/src/store/sql/messages.ts#insert,schedule,flush,commitBatch,validate,writeError',
@@ -93,7 +95,17 @@ export const modules = {
       'core/src/store/sql/processing.ts#claimReceived',
       'core/src/store/sql/deliveries.ts#claimDeliveries,renewDeliveryLeases',
     ],
-    tests: ['core/src/store/sqlite.store.insert.test.ts', 'core/src/store/sqlite.store.claims.test.ts'],
+    tests: [
+      'core/src/store/sqlite.store.insert.test.ts',
+      'core/src/store/sqlite.store.claims.test.ts',
+      'core/src/store/postgres.store.claims.test.ts',
+    ],
+  },
+  // Retention: prune's passes (bodies, dead bodies, deletion with the deliveries' heads promoted), its
+  // steps over bounded seq ranges, and the audit trail's retention. Not replay / retryDeliveries.
+  retention: {
+    mutate: ['core/src/store/sql/retention.ts#prune'],
+    tests: ['core/src/store/sqlite.store.retention.test.ts'],
   },
 };
 
@@ -249,6 +261,7 @@ function recheck(name, match) {
       writeFileSync(abs, mutated);
       let killed;
       let timedOut = false;
+      let by;
       try {
         // jest itself as the child, in band: a mutant that loops for ever is killed with all of it at the
         // time limit (through npx, its workers outlived the kill and kept spinning), and counts as killed.
@@ -260,12 +273,14 @@ function recheck(name, match) {
         });
         timedOut = r.error?.code === 'ETIMEDOUT' || r.signal === 'SIGKILL';
         killed = timedOut || r.status !== 0;
+        // The first test that failed: a kill by a test unrelated to the mutant (a flaky one) shows.
+        by = /^\s*● (.+)$/m.exec(r.stderr ?? '')?.[1]?.slice(0, 120);
       } finally {
         writeFileSync(abs, original);
       }
       const v =
         `${where} ${mu.mutatorName}: ${JSON.stringify(mu.replacement ?? '')}`.slice(0, 200) +
-        (timedOut ? ' -> killed (time limit)' : killed ? ' -> killed' : ' -> survives');
+        (timedOut ? ' -> killed (time limit)' : killed ? ` -> killed${by ? ` (by: ${by})` : ''}` : ' -> survives');
       console.log(v);
       verdicts.push(v);
     }
@@ -276,7 +291,6 @@ function recheck(name, match) {
 const args = process.argv.slice(2);
 if (args.includes('--recheck')) {
   const summaryFile = path.join(out, 'summary.json');
-  const summary = JSON.parse(readFileSync(summaryFile, 'utf8'));
   // `--match <regex>`: only the survivors whose "file:line:column mutator" matches; their verdicts replace
   // those of the same mutants in the last recheck, the others are kept.
   const at = args.indexOf('--match');
@@ -284,14 +298,16 @@ if (args.includes('--recheck')) {
   const names = args.filter((a, i) => !a.startsWith('--') && !(at >= 0 && i === at + 1));
   for (const n of names) {
     const r = recheck(n, match);
+    // Read afresh: a run of another module may have written it meanwhile.
+    const summary = JSON.parse(readFileSync(summaryFile, 'utf8'));
     if (match && summary[n]?.recheck) {
       const key = (v) => v.split(' -> ')[0];
       const fresh = new Set(r.verdicts.map(key));
       r.verdicts = [...summary[n].recheck.verdicts.filter((v) => !fresh.has(key(v))), ...r.verdicts].sort();
     }
     summary[n] = { ...summary[n], recheck: r };
+    writeFileSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
   }
-  writeFileSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
   process.exit(0);
 }
 if (args.includes('--list')) {

@@ -5,7 +5,9 @@ import { PassThrough } from 'node:stream';
 import { EngineMetrics } from '../admin/metrics';
 import { defineErrors, FerryError } from '../errors';
 import { createLogger, silentLogger } from '../logging/logger';
+import type { Logger } from 'winston';
 import type { Delivery } from '../plugin/api';
+import Database from 'better-sqlite3';
 import { SqliteMessageStore } from '../store/sqlite.store';
 import { Dispatcher, type SinkRuntime } from './dispatcher';
 
@@ -60,16 +62,35 @@ async function routed(store: SqliteMessageStore, count: number, sinkId = 's', ke
 function dispatcherOf(
   store: SqliteMessageStore,
   sinks: SinkRuntime[],
-  opts: { leaseMs?: number; pollIntervalMs?: number } = {},
+  opts: { leaseMs?: number; pollIntervalMs?: number; stopGraceMs?: number; logger?: Logger } = {},
 ) {
   const metrics = new EngineMetrics(false);
-  const logger = silentLogger();
+  const logger = opts.logger ?? silentLogger();
   const d = new Dispatcher(store, new Map(sinks.map((s) => [s.id, s])), logger, metrics, {
     owner: 'me',
     leaseMs: opts.leaseMs ?? 60_000,
     pollIntervalMs: opts.pollIntervalMs ?? 20,
+    ...(opts.stopGraceMs === undefined ? {} : { stopGraceMs: opts.stopGraceMs }),
   });
   return { d, metrics };
+}
+
+type Entry = { level: string; message: string; [k: string]: unknown };
+/** A real logger (JSON lines, debug and up) whose entries are collected. */
+function capture() {
+  const logs: Entry[] = [];
+  const stream = new PassThrough();
+  stream.on('data', (d: Buffer) => {
+    for (const line of d.toString('utf8').split('\n')) if (line.trim()) logs.push(JSON.parse(line) as Entry);
+  });
+  return { logs, logger: createLogger({ level: 'debug' }, stream) };
+}
+
+/** A promise and its resolve, for a sink call the test ends. */
+function gate(): { wait: Promise<void>; open(): void } {
+  let open!: () => void;
+  const wait = new Promise<void>((r) => (open = r));
+  return { wait, open };
 }
 
 const runtime = (
@@ -342,7 +363,8 @@ describe('Dispatcher: delivering', () => {
     const [gone] = await routed(store, 1, 'old');
     const [kept] = await routed(store, 1, 's');
     const got: string[] = [];
-    const { d } = dispatcherOf(store, [runtime('s', async (x) => void got.push(x.message.id))]);
+    const { logs, logger } = capture();
+    const { d, metrics } = dispatcherOf(store, [runtime('s', async (x) => void got.push(x.message.id))], { logger });
     d.start();
     try {
       await until(async () => (await store.deliveries(gone))[0].status === 'failed');
@@ -355,8 +377,19 @@ describe('Dispatcher: delivering', () => {
     expect(dl).toMatchObject({
       status: 'failed',
       attempts: 1,
-      lastError: { code: 'FERRY_E_CONFIG_SINK_GONE', retryable: true },
+      lastError: { code: 'FERRY_E_CONFIG_SINK_GONE', message: 'sink "old" is no longer configured', retryable: true },
     });
+    // Logged (by the dispatcher's logger: the sink has none) and counted as a retry, not as dead.
+    expect(logs.filter((l) => l.message === 'delivery failed, will retry')).toEqual([
+      expect.objectContaining({
+        level: 'warn',
+        deliveryId: dl.id,
+        errorCode: 'FERRY_E_CONFIG_SINK_GONE',
+        retryable: true,
+      }),
+    ]);
+    expect(await counted(metrics, 'retry')).toBe(1);
+    expect(await counted(metrics, 'dead')).toBe(0);
     const wait = dl.nextAttemptAt!.getTime() - Date.now();
     expect(wait).toBeGreaterThan(50_000);
     expect(wait).toBeLessThanOrEqual(60_000);
@@ -438,16 +471,6 @@ describe('Dispatcher: delivering', () => {
 });
 
 describe('Dispatcher: what it logs and measures of each attempt', () => {
-  type Entry = { level: string; message: string; [k: string]: unknown };
-  function capture() {
-    const logs: Entry[] = [];
-    const stream = new PassThrough();
-    stream.on('data', (d: Buffer) => {
-      for (const line of d.toString('utf8').split('\n')) if (line.trim()) logs.push(JSON.parse(line) as Entry);
-    });
-    return { logs, logger: createLogger({ level: 'debug' }, stream) };
-  }
-
   it('delivered at debug, a retry at warn, dead at error: each with the message, delivery, route, attempt and code (never the message itself)', async () => {
     const store = await openStore();
     const [okId] = await routed(store, 1, 'ok');
@@ -518,6 +541,241 @@ describe('Dispatcher: what it logs and measures of each attempt', () => {
       .map((v) => `${v.labels.route}/${v.labels.sink}/${v.labels.outcome}=${v.value}`)
       .sort();
     expect(byOutcome).toEqual(['r/bad/dead=1', 'r/bad/retry=1', 'r/ok/delivered=1']);
+    await store.close();
+  });
+});
+
+describe('Dispatcher: a sink with a circuit breaker', () => {
+  it("a probe's failure is logged as a probe (without a circuit no attempt is: see the logging test below)", async () => {
+    const store = await openStore();
+    const [id] = await routed(store, 1);
+    const { logs, logger } = capture();
+    const { d } = dispatcherOf(
+      store,
+      [
+        runtime(
+          's',
+          async () => {
+            throw new FerryError('DELIVERY_NETWORK', 'refused', { kind: 'transient', retryable: true });
+          },
+          {
+            logger,
+            retry: { ...retry, maxAttempts: 50, initialDelayMs: 10, maxDelayMs: 10 },
+            circuit: { failureThreshold: 2, openMs: 50, maxOpenMs: 100 },
+          },
+        ),
+      ],
+      { logger },
+    );
+    d.start();
+    const failures = () => logs.filter((l) => l.message === 'delivery failed, will retry');
+    try {
+      await until(() => failures().length >= 1);
+    } finally {
+      await d.stop();
+    }
+    // A circuit starts slow (the engine may have restarted during an outage): its first attempts are probes.
+    expect(failures()[0]).toMatchObject({
+      messageId: id,
+      attempt: 1,
+      probe: true,
+      errorCode: 'FERRY_E_DELIVERY_NETWORK',
+    });
+    expect((await store.deliveries(id))[0]).toMatchObject({ status: 'failed' });
+    await store.close();
+  });
+});
+
+describe('Dispatcher: outcomes it cannot record, stopping, and the store clock', () => {
+  it('a sink that rejects with nothing (undefined): failed, DELIVERY_UNEXPECTED "undefined"', async () => {
+    const store = await openStore();
+    const [id] = await routed(store, 1);
+
+    const { d } = dispatcherOf(store, [
+      runtime('s', () => Promise.reject(undefined), {
+        retry: { ...retry, maxAgeMs: 600_000, initialDelayMs: 60_000, maxDelayMs: 60_000 },
+      }),
+    ]);
+    d.start();
+    try {
+      await until(async () => (await store.deliveries(id))[0].attempts >= 1);
+    } finally {
+      await d.stop();
+    }
+    expect((await store.deliveries(id))[0]).toMatchObject({
+      status: 'failed',
+      lastError: { code: 'FERRY_E_DELIVERY_UNEXPECTED', message: 'undefined', retryable: true },
+    });
+    expect(d.busy).toBe(0);
+    await store.close();
+  });
+
+  it("the retries' maximum age on one clock: a store whose clock is an hour behind ours does not make a first failure dead", async () => {
+    const store = await openStore();
+    // As PostgreSQL measures a server's clock: every time the store writes is on it.
+    (store as unknown as { clockOffsetMs: number }).clockOffsetMs = -3_600_000;
+    expect(store.clockAheadMs()).toBe(-3_600_000);
+    const [id] = await routed(store, 1);
+    const { d } = dispatcherOf(store, [
+      runtime(
+        's',
+        async () => {
+          throw new FerryError('DELIVERY_NETWORK', 'refused', { kind: 'transient', retryable: true });
+        },
+        { retry: { ...retry, maxAgeMs: 600_000, initialDelayMs: 60_000, maxDelayMs: 60_000 } },
+      ),
+    ]);
+    d.start();
+    try {
+      await until(async () => (await store.deliveries(id))[0].attempts >= 1);
+    } finally {
+      await d.stop();
+    }
+    // Its first attempt an hour ago on the store's clock is now on ours: retried, not dead.
+    expect((await store.deliveries(id))[0]).toMatchObject({ status: 'failed', attempts: 1 });
+    await store.close();
+  });
+
+  it("a lease lost during the call is logged once per delivery; the call's outcome is then not recorded (warned, with what holds it now)", async () => {
+    const store = await openStore();
+    const [a, b] = await routed(store, 2);
+    const { logs, logger } = capture();
+    const calls = new Map<string, ReturnType<typeof gate>>();
+    const { d } = dispatcherOf(
+      store,
+      [
+        runtime(
+          's',
+          async (x) => {
+            const g = gate();
+            calls.set(x.message.id, g);
+            await g.wait;
+          },
+          { logger, deliveryTimeoutMs: 0 },
+        ),
+      ],
+      // One claim at the start; no other for 10 s (it would take back the leases released below).
+      { leaseMs: 300, logger, pollIntervalMs: 10_000 },
+    );
+    d.start();
+    try {
+      await until(() => calls.size === 2);
+      // Another instance takes both over (as after this one lost the store for longer than the lease),
+      // and gives up on b (dead).
+      expect(await store.releaseDeliveryLeases('me', [])).toBe(2);
+      const taken = await store.claimDeliveries('other', 10, 60_000);
+      expect(taken.map((x) => x.messageId).sort()).toEqual([a, b].sort());
+      await store.completeDelivery(
+        taken.find((x) => x.messageId === b)!.id,
+        { status: 'dead', error: { code: 'E', message: 'e', retryable: false } },
+        { owner: 'other' },
+      );
+      const lost = () => logs.filter((l) => l.message.startsWith('delivery lease lost while its sink call'));
+      await until(() => lost().length === 2);
+      // more renewals (every 100 ms) meanwhile: still once each
+      await sleep(350);
+      expect(
+        lost()
+          .map((l) => l.messageId)
+          .sort(),
+      ).toEqual([a, b].sort());
+      expect(lost()[0]).toMatchObject({ level: 'warn', leaseMs: 300 });
+      calls.get(a)!.open();
+      calls.get(b)!.open();
+      await until(() => d.busy === 0);
+    } finally {
+      await d.stop();
+    }
+    const stale = logs.filter(
+      (l) => l.message === 'delivery outcome not recorded: the delivery is no longer leased to this instance',
+    );
+    expect(
+      stale.map((l) => [l.messageId, l.level, l.outcome, l.currentStatus, l.otherOwner, l.leaseMs]).sort(),
+    ).toEqual(
+      [
+        [a, 'warn', 'delivered', 'pending', true, 300],
+        [b, 'warn', 'delivered', 'dead', false, 300],
+      ].sort(),
+    );
+    // a is still the other instance's
+    expect((await store.deliveries(a))[0]).toMatchObject({ status: 'pending', attempts: 0 });
+    await store.close();
+  }, 20_000);
+
+  it('an outcome the store refuses (its delivery deleted meanwhile) is logged as not recorded, and the slot freed', async () => {
+    const store = await openStore();
+    const [id] = await routed(store, 1);
+    const { logs, logger } = capture();
+    const call = gate();
+    let started = false;
+    const { d } = dispatcherOf(
+      store,
+      [
+        runtime(
+          's',
+          async () => {
+            started = true;
+            await call.wait;
+          },
+          { logger },
+        ),
+      ],
+      { logger },
+    );
+    d.start();
+    try {
+      await until(() => started);
+      const other = new Database(store.file);
+      other.prepare('DELETE FROM deliveries WHERE message_id = ?').run(id);
+      other.close();
+      call.open();
+      await until(() => logs.some((l) => l.message === 'could not record delivery outcome'));
+      await until(() => d.busy === 0);
+    } finally {
+      await d.stop();
+    }
+    expect(logs.filter((l) => l.message === 'could not record delivery outcome')).toEqual([
+      expect.objectContaining({ level: 'error', messageId: id, errorCode: 'FERRY_E_INTERNAL_STORE_NO_DELIVERY' }),
+    ]);
+    await store.close();
+  });
+
+  it('stop: a call that ends within the grace is recorded as made; one still running then is given up on (ENGINE_STOPPING)', async () => {
+    const store = await openStore();
+    const [quick, stuck] = await routed(store, 2);
+    const calls = new Map<string, ReturnType<typeof gate>>();
+    const { d } = dispatcherOf(
+      store,
+      [
+        runtime(
+          's',
+          async (x) => {
+            const g = gate();
+            calls.set(x.message.id, g);
+            if (x.message.id === stuck) x.signal!.addEventListener('abort', () => g.open());
+            await g.wait;
+          },
+          { deliveryTimeoutMs: 0 },
+        ),
+      ],
+      { stopGraceMs: 300 },
+    );
+    d.start();
+    await until(() => calls.size === 2);
+    const stopped = d.stop();
+    // One call ends during the grace: stop still waits for the other (until the grace is over).
+    calls.get(quick)!.open();
+    await stopped;
+    expect((await store.deliveries(quick))[0]).toMatchObject({ status: 'delivered' });
+    expect((await store.deliveries(stuck))[0]).toMatchObject({
+      status: 'failed',
+      attempts: 1,
+      lastError: {
+        code: 'FERRY_E_DELIVERY_ENGINE_STOPPING',
+        message: 'sink "s" did not finish the delivery before the engine stopped',
+        retryable: true,
+      },
+    });
     await store.close();
   });
 });

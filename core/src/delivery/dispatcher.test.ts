@@ -736,6 +736,12 @@ describe('deliveryOutcome: the next state of a delivery whose attempt failed', (
       probe: true,
       nextAttemptAt: expect.any(Date),
     });
+    // A probe's backoff is that of the counted attempts before it (2 here), itself not counted.
+    expect(deliveryOutcome(policy, d(2), transient, now, 0, true)).toMatchObject({
+      status: 'failed',
+      probe: true,
+      nextAttemptAt: new Date(now.getTime() + 2000),
+    });
   });
 });
 

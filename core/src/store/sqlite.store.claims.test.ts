@@ -280,6 +280,13 @@ describe('claimDeliveries: order and what holds a delivery', () => {
     expect(names(await store.claimDeliveries('x', 100, 60_000), ids)).toEqual(['1:s1', '4:s1']);
   });
 
+  it('a limit that is not a power of two: exactly that many (SQLite rounds its LIMIT up, the rest is left)', async () => {
+    const store = await openStore();
+    const ids = await routed(store, ['A', 'B', 'C', 'D', 'E'], { strict: false });
+    expect(names(await store.claimDeliveries('w', 3, 60_000), ids)).toEqual(['0:s1', '1:s1', '2:s1']);
+    expect(names(await store.claimDeliveries('w', 3, 60_000), ids)).toEqual(['3:s1', '4:s1']);
+  });
+
   it('limit 0 claims nothing', async () => {
     const store = await openStore();
     await routed(store, ['A']);
@@ -414,6 +421,13 @@ describe('claimDeliveries: what comes with a delivery, and the sink filters', ()
       excludeSinkIds: ['s1', 's3'],
     });
     expect(names(got, ids)).toEqual(['0:s2']);
+    // A sink in neither list (s4) is not claimed for either.
+    const more = await routed(store, ['B'], { sinks: ['s1', 's2', 's4'] });
+    const next = await store.claimDeliveries('w', 10, 60_000, undefined, {
+      sinkIds: ['s1', 's2'],
+      excludeSinkIds: ['s1'],
+    });
+    expect(names(next, more)).toEqual(['0:s2']);
   });
 });
 
