@@ -308,3 +308,53 @@ describe('prune: the audit trail', () => {
     expect(await store.auditEntries()).toEqual([]);
   });
 });
+
+describe('prune: compaction', () => {
+  /** Free pages made behind the store's back (a table of blobs created and dropped). */
+  function freePagesBehindItsBack(store: SqliteMessageStore): void {
+    const db = new Database(store.file);
+    try {
+      db.exec('CREATE TABLE junk (b BLOB)');
+      const ins = db.prepare('INSERT INTO junk (b) VALUES (?)');
+      for (let i = 0; i < 20; i++) ins.run(Buffer.alloc(16_384, i));
+      db.exec('DROP TABLE junk');
+    } finally {
+      db.close();
+    }
+  }
+
+  it('gives the free pages back after a prune that changed anything (bodies, deletions or the audit trail), not after one that changed nothing', async () => {
+    const store = await openStore();
+    const free = async () => (await store.fileStats()).freePages;
+    freePagesBehindItsBack(store);
+    expect(await free()).toBeGreaterThan(0);
+    // Nothing to prune: the file is left as it is.
+    expect(await store.prune({ bodiesBefore: at(T0) })).toEqual({ messages: 0, deleted: 0 });
+    expect(await free()).toBeGreaterThan(0);
+
+    // Bodies only (messages, nothing deleted): compacted.
+    const [a, b] = await routed(store, ['A', 'B']);
+    clock = T0 + 100;
+    await complete(store, [a, b], { status: 'delivered' });
+    expect(await store.prune({ bodiesBefore: at(T0 + 101) })).toEqual({ messages: 2, deleted: 0 });
+    expect(await free()).toBe(0);
+
+    // Deletions only (the bodies were gone already): compacted.
+    freePagesBehindItsBack(store);
+    expect(await store.prune({ bodiesBefore: at(T0), deleteBefore: at(T0 + 101) })).toEqual({
+      messages: 0,
+      deleted: 2,
+    });
+    expect(await free()).toBe(0);
+
+    // The audit trail only: compacted.
+    await store.appendAudit([{ principal: 'cli:a', action: 'replay', result: 'ok', at: at(T0 - 2000) }]);
+    freePagesBehindItsBack(store);
+    expect(await store.prune({ bodiesBefore: at(T0), auditBefore: at(T0) })).toEqual({
+      messages: 0,
+      deleted: 0,
+      auditDeleted: 1,
+    });
+    expect(await free()).toBe(0);
+  });
+});
