@@ -116,7 +116,7 @@ function adt(i) {
 }
 
 /** `conns` connections, one message at a time each, paced to `rate` msgs/s in total until `until`. */
-function paced(port, rate, until) {
+function paced(port, rate, until, progress = { acked: 0 }) {
   let next = 0;
   let acked = 0;
   let errors = 0;
@@ -148,7 +148,7 @@ function paced(port, rate, until) {
           if (e < 0) break;
           const ack = buf.toString('latin1', 0, e);
           buf = buf.subarray(e + 2);
-          if (/\rMSA\|AA\|/.test(ack)) acked++;
+          if (/\rMSA\|AA\|/.test(ack)) progress.acked = ++acked;
           else errors++;
           send();
         }
@@ -217,15 +217,21 @@ async function main() {
     const start = Date.now();
     const until = start + minutes * 60_000;
     const samples = [];
+    const progress = { acked: 0 };
+    let last = { t: 0, acked: 0 };
     const sample = async () => {
       const s = { t: (Date.now() - start) / 1000, rss: rssMb(child.pid) };
       s.backlog = (await ask('backlog').catch(() => ({ backlog: NaN }))).backlog;
       samples.push(s);
-      console.log(`  t=${s.t.toFixed(0).padStart(5)} s  RSS ${s.rss.toFixed(1)} MB  backlog ${s.backlog}`);
+      const recent = s.t > last.t ? Math.round((progress.acked - last.acked) / (s.t - last.t)) : 0;
+      last = { t: s.t, acked: progress.acked };
+      console.log(
+        `  t=${s.t.toFixed(0).padStart(5)} s  RSS ${s.rss.toFixed(1)} MB  backlog ${s.backlog}  acked ${recent} msgs/s since the last sample`,
+      );
     };
     await sample();
     const timer = setInterval(() => void sample(), sampleS * 1000);
-    const r = await paced(port, rate, until);
+    const r = await paced(port, rate, until, progress);
     clearInterval(timer);
     await sample();
     const steady = samples.filter((s) => s.t >= (minutes * 60) / 5);

@@ -10,6 +10,7 @@ import type { Delivery } from '../plugin/api';
 import Database from 'better-sqlite3';
 import { SqliteMessageStore } from '../store/sqlite.store';
 import { Dispatcher, type SinkRuntime } from './dispatcher';
+import { routed } from './__fixtures__/routed';
 
 /**
  * The dispatcher's plain delivery path on a real SQLite store: what each outcome records, the
@@ -32,31 +33,6 @@ async function openStore(): Promise<SqliteMessageStore> {
   const store = new SqliteMessageStore({ path: path.join(dir, `d${++n}.db`), logger: silentLogger() });
   await store.open();
   return store;
-}
-
-/** `count` messages routed to `sinkId`, each on its own ordering key unless `key` is given. */
-async function routed(store: SqliteMessageStore, count: number, sinkId = 's', key?: string): Promise<string[]> {
-  const ids = (
-    await store.insert(
-      Array.from({ length: count }, (_, i) => ({
-        sourceId: 'src',
-        contentType: 'text/plain',
-        body: Buffer.from(`m${i}`),
-      })),
-    )
-  ).map((r) => r.id);
-  await store.claimReceived('p', count, 60_000);
-  await store.recordProcessed(
-    ids.map((id) => ({
-      id,
-      transformed: { bundleJson, orderingKey: key ?? id },
-      outcome: {
-        status: 'routed' as const,
-        deliveries: [{ routeId: 'r', sinkId, strictOrder: true, unchanged: true }],
-      },
-    })),
-  );
-  return ids;
 }
 
 function dispatcherOf(

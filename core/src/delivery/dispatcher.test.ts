@@ -406,7 +406,10 @@ describe('Dispatcher', () => {
         await dispatcher.stop();
       }
       expect([...got].sort()).toEqual([...ids].sort());
-      expect(maxInFlight).toBe(16);
+      // Its full concurrency, not one at a time: 16 calls at once -- or 15, when the claim that
+      // followed the first answer ran while that answer's outcome was still being committed (its
+      // slot is held until then, and the next claim waits for half the slots).
+      expect(maxInFlight).toBeGreaterThanOrEqual(15);
       await store.close();
     }, 30_000);
 

@@ -12,33 +12,11 @@ import { silentLogger } from '../logging/logger';
 import type { Delivery } from '../plugin/api';
 import type { MessageStore } from '../store/message-store';
 import { SqliteMessageStore } from '../store/sqlite.store';
+import { routed } from './__fixtures__/routed';
 import { Dispatcher, type SinkRuntime } from './dispatcher';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-dispatcher-wake-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-const bundleJson = JSON.stringify({ resourceType: 'Bundle', type: 'collection', entry: [] });
-
-/** `n` messages routed to `sinkId`, each its own ordering key. */
-async function routed(store: MessageStore, n: number, sinkId: string): Promise<string[]> {
-  const ids = (
-    await store.insert(
-      Array.from({ length: n }, (_, i) => ({ sourceId: 's', contentType: 'text/plain', body: Buffer.from(`m${i}`) })),
-    )
-  ).map((r) => r.id);
-  await store.claimReceived('p', n, 60_000);
-  await store.recordProcessed(
-    ids.map((id) => ({
-      id,
-      transformed: { bundleJson, orderingKey: id },
-      outcome: {
-        status: 'routed' as const,
-        deliveries: [{ routeId: 'r', sinkId, strictOrder: true, unchanged: true }],
-      },
-    })),
-  );
-  return ids;
-}
 
 /** The real store, counting the calls of one method. */
 function counting(store: MessageStore, method: keyof MessageStore): { store: MessageStore; calls: () => number } {
