@@ -83,7 +83,7 @@ d('kill -9 while receiving', () => {
     );
     const ready = /mllp listener started/;
     const t0 = Date.now();
-    engine = await startEngine(cfg, dir, ready, 20_000, { FERRY_LOG_LEVEL: 'info' });
+    engine = await startEngine(cfg, dir, ready, 60_000, { FERRY_LOG_LEVEL: 'info' });
 
     const acked = new Set<string>();
     const senders = Array.from({ length: CONNECTIONS }, () => new ResendingMllpSender(() => port, 3000));
@@ -108,7 +108,7 @@ d('kill -9 while receiving', () => {
             killing = killing.then(async () => {
               await killHard(victim);
               const killedAt = Date.now();
-              engine = await startEngine(cfg, dir, ready, 20_000, { FERRY_LOG_LEVEL: 'info' });
+              engine = await startEngine(cfg, dir, ready, 60_000, { FERRY_LOG_LEVEL: 'info' });
               const restarted = Date.now();
               kill.restartMs = restarted - killedAt;
               // Every message acknowledged before the kill (the last one included) in the sink.

@@ -94,7 +94,7 @@ d('SIGTERM with idle connections on every port', () => {
         '',
       ].join('\n'),
     );
-    engine = await startEngine(cfg, dir, /engine started/);
+    engine = await startEngine(cfg, dir, /engine started/, 30_000);
     expect(existsSync(`${db}-engine.pid`)).toBe(true);
 
     // admin: a keep-alive connection after GET /health, one that never sent a request, one half-sent
@@ -179,7 +179,7 @@ d('SIGTERM with idle connections on every port', () => {
         '',
       ].join('\n'),
     );
-    const p = await startEngine(cfg, hungDir, /engine started/);
+    const p = await startEngine(cfg, hungDir, /engine started/, 30_000);
     try {
       const s = await open(mllpPort);
       sockets.push(s);
