@@ -6,6 +6,7 @@ import js from '@eslint/js';
 import comments from '@eslint-community/eslint-plugin-eslint-comments/configs';
 import prettier from 'eslint-config-prettier';
 import globals from 'globals';
+import jest from 'eslint-plugin-jest';
 import tseslint from 'typescript-eslint';
 import { defineConfig } from 'eslint/config';
 
@@ -77,6 +78,23 @@ export default defineConfig(
         'error',
         { prefer: 'type-imports', fixStyle: 'separate-type-imports', disallowTypeAnnotations: false },
       ],
+    },
+  },
+  {
+    // Tests that cannot pass by not asserting: no expect left behind an `if` or in a `catch` (a branch that
+    // does not run asserts nothing), every async expect awaited, no test without one (helpers that assert
+    // are named expect*), no focused test left in. (A visible skip is `(cond ? it : it.skip)` or
+    // test/support/requires.ts.)
+    files: ['**/*.test.ts'],
+    plugins: { jest },
+    rules: {
+      'jest/no-conditional-expect': 'error',
+      'jest/valid-expect': 'error',
+      'jest/valid-expect-in-promise': 'error',
+      'jest/expect-expect': ['error', { assertFunctionNames: ['expect', 'expect*', 'fc.assert'] }],
+      'jest/no-done-callback': 'error',
+      'jest/no-identical-title': 'error',
+      'jest/no-focused-tests': 'error',
     },
   },
   {

@@ -129,16 +129,15 @@ admin: { enabled: false }
     expect(r.status).toBe(202);
     const { id } = (await r.json()) as { id: string };
     const deadline = Date.now() + 5000;
+    let retried;
     for (;;) {
-      const d = (await engine!.store.deliveries(id)).find((x) => x.sinkId === 'ehr');
-      if (d && d.attempts >= 2) {
-        expect(d.status).not.toBe('dead');
-        expect(d.lastError?.retryable).toBe(true);
-        break;
-      }
+      retried = (await engine!.store.deliveries(id)).find((x) => x.sinkId === 'ehr' && x.attempts >= 2);
+      if (retried) break;
       if (Date.now() > deadline) throw new Error('no retry seen');
       await wait(50);
     }
+    expect(retried.status).not.toBe('dead');
+    expect(retried.lastError?.retryable).toBe(true);
     await fhir.resume();
     await engine!.waitForIdle(10_000, { includeScheduled: true });
     const ehr = (await engine!.store.deliveries(id)).find((x) => x.sinkId === 'ehr');

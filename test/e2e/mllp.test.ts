@@ -352,10 +352,16 @@ describe('MLLP in the engine', () => {
         cert: readFileSync(pki.rogueCert),
         key: readFileSync(pki.rogueKey),
       }).catch(() => undefined);
-      if (bad) {
-        clients.push(bad);
-        await expect(bad.send(adt('TLS2'), 2000)).rejects.toThrow(/no ACK/);
-      }
+      if (bad) clients.push(bad);
+      // TLS 1.3: the handshake may complete client-side before the server's verdict (then the message goes
+      // unanswered) or fail there (then there is nothing to send on). No ACK either way.
+      const answer = bad
+        ? await bad.send(adt('TLS2'), 2000).then(
+            () => 'an ACK',
+            (e: Error) => e.message,
+          )
+        : 'no ACK';
+      expect(answer).toMatch(/no ACK/);
       expect((await e.store.listMessages({ sourceId: 'feed' })).map((m) => m.headers.controlId)).toEqual(['TLS1']);
     } finally {
       rmSync(pki.dir, { recursive: true, force: true });

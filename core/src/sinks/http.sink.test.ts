@@ -165,10 +165,13 @@ describe('HttpSink (real HTTP server on 127.0.0.1)', () => {
   it('client_credentials: fetches a token once, refreshes it after a 401', async () => {
     let issued = 0;
     let valid = '';
+    const tokenRequests: { grant: string | null; authorization?: string }[] = [];
     handler = (req, res, body) => {
       if (req.url === '/token') {
-        expect(new URLSearchParams(body).get('grant_type')).toBe('client_credentials');
-        expect(req.headers.authorization).toBe(`Basic ${Buffer.from('cid:csecret').toString('base64')}`);
+        tokenRequests.push({
+          grant: new URLSearchParams(body).get('grant_type'),
+          authorization: req.headers.authorization,
+        });
         valid = `t${++issued}`;
         res
           .writeHead(200, { 'content-type': 'application/json' })
@@ -193,6 +196,11 @@ describe('HttpSink (real HTTP server on 127.0.0.1)', () => {
     valid = 'rotated-by-server';
     await s.deliver(delivery(patientBundle('C')));
     expect(issued).toBe(2);
+    const basic = `Basic ${Buffer.from('cid:csecret').toString('base64')}`;
+    expect(tokenRequests).toEqual([
+      { grant: 'client_credentials', authorization: basic },
+      { grant: 'client_credentials', authorization: basic },
+    ]);
     expect(seen.filter((r) => r.url === '/ingest').map((r) => r.headers.authorization)).toEqual([
       'Bearer t1',
       'Bearer t1',

@@ -13,7 +13,7 @@ import { cliRequirement, repoRoot, requires } from '../../../test/support/requir
 const d = requires(cliRequirement());
 
 d('a SQLite store that is never closed', () => {
-  const run = (read: boolean) => {
+  const expectExitsByItself = (read: boolean) => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-store-exit-'));
     try {
       const script = `
@@ -39,6 +39,6 @@ d('a SQLite store that is never closed', () => {
     }
   };
 
-  it('lets its process exit once the work is done', () => run(false));
-  it('lets its process exit after an admin read on its checkpoint thread', () => run(true));
+  it('lets its process exit once the work is done', () => expectExitsByItself(false));
+  it('lets its process exit after an admin read on its checkpoint thread', () => expectExitsByItself(true));
 });

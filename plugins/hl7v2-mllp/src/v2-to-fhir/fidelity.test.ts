@@ -205,8 +205,7 @@ describe('3. OBR in order messages -> ServiceRequest only; DiagnosticReport for 
       ]);
       expect(all(b, 'DiagnosticReport')).toEqual([]);
       const sr = one<ServiceRequest>(b, 'ServiceRequest');
-      if (!type.startsWith('MDM'))
-        expect(sr.supportingInfo).toEqual([{ reference: refTo(one<Observation>(b, 'Observation')) }]);
+      expect(sr.supportingInfo).toEqual([{ reference: refTo(one<Observation>(b, 'Observation')) }]);
     });
   }
   test('ORU^R01 (ORU_R01 message map row 49: OBR -> OBR[DiagnosticReport]) makes the report, based on the request', () => {
