@@ -233,6 +233,38 @@ describe('insert: a failed batch', () => {
   });
 });
 
+describe('insert: the WAL cannot be synced after the commit', () => {
+  it("an I/O error on the WAL's fdatasync: every caller of the batch is rejected with it (none told stored), the next batch is synced again", async () => {
+    const { store } = await openStore();
+    await store.insert([msg('before')]); // the WAL exists and its sync is open
+    // The WAL's descriptor swapped for one the kernel refuses to sync (EINVAL on /dev/null): a real failed
+    // fdatasync. The transaction itself commits; what the callers are told must wait for the sync.
+    const wal = (store as unknown as { walSync: { fd?: number } }).walSync;
+    const realFd = wal.fd;
+    const devNull = fs.openSync('/dev/null', 'r');
+    wal.fd = devNull;
+    try {
+      const results = await Promise.allSettled([store.insert([msg('x')]), store.insert([msg('y'), msg('z')])]);
+      expect(results).toEqual([
+        expect.objectContaining({
+          status: 'rejected',
+          reason: expect.objectContaining({ code: 'FERRY_E_TRANSIENT_STORE_IO', retryable: true }),
+        }),
+        expect.objectContaining({
+          status: 'rejected',
+          reason: expect.objectContaining({ code: 'FERRY_E_TRANSIENT_STORE_IO', retryable: true }),
+        }),
+      ]);
+    } finally {
+      wal.fd = realFd;
+      fs.closeSync(devNull);
+    }
+    // Synced again: the next caller is told its message is stored.
+    const [after] = await store.insert([msg('after')]);
+    expect(after).toMatchObject({ stored: true });
+  });
+});
+
 describe('insert: malformed calls', () => {
   it('are refused alone, before the transaction, each with its code; the others in the group are stored', async () => {
     const { store } = await openStore();
