@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { pgRequirement, requires, TEST_PG_URL } from '../../../test/support/requires';
 import { silentLogger } from '../logging/logger';
+import { dead, names, retryAt, routed } from './__fixtures__/claims';
 import { bundleFor, msg } from './__fixtures__/conformance/helpers';
 import type { ClaimedDelivery } from './message-store';
 import { PostgresMessageStore } from './postgres.store';
@@ -64,42 +65,6 @@ async function openStore(opts: { errors?: Logged[]; schema?: string } = {}): Pro
 /** Fake-clock time `t` as the store writes and compares it (on the database's clock). */
 const db = (s: PostgresMessageStore, t: number) => t + s.clockAheadMs();
 const schemaOf = (s: PostgresMessageStore) => (s as unknown as { schema: string }).schema;
-
-/** One message per key, claimed and routed (one delivery per sink); returns the message ids. */
-async function routed(
-  store: PostgresMessageStore,
-  keys: string[],
-  opts: { sinks?: string[]; strict?: boolean } = {},
-): Promise<string[]> {
-  const ids = (await store.insert(keys.map(() => msg()))).map((r) => r.id);
-  expect((await store.claimReceived('proc', ids.length, 60_000)).map((m) => m.id)).toEqual(ids);
-  const r = await store.recordProcessed(
-    ids.map((id, i) => ({
-      id,
-      transformed: { bundleJson: JSON.stringify(bundleFor(id)), orderingKey: keys[i] },
-      outcome: {
-        status: 'routed' as const,
-        deliveries: (opts.sinks ?? ['s1']).map((sinkId) => ({
-          routeId: 'r1',
-          sinkId,
-          bundleJson: JSON.stringify(bundleFor(`${id}:${sinkId}`)),
-          strictOrder: opts.strict ?? true,
-        })),
-      },
-    })),
-  );
-  expect(r.failed).toEqual([]);
-  return ids;
-}
-
-/** "<index of its message in ids>:<sink>" per claimed delivery. */
-const names = (ds: ClaimedDelivery[], ids: string[]) => ds.map((d) => `${ids.indexOf(d.messageId)}:${d.sinkId}`);
-const retryAt = (at: number) => ({
-  status: 'failed' as const,
-  error: { code: 'FERRY_E_DELIVERY_HTTP_503', message: '503', retryable: true },
-  nextAttemptAt: new Date(at),
-});
-const dead = { status: 'dead' as const, error: { code: 'E', message: 'e', retryable: false } };
 
 pgDescribe('PostgresMessageStore claimReceived', () => {
   it('nothing to claim (an empty store, limit 0 or below): [] without an error', async () => {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '../logging/logger';
+import { dead, names, retryAt, routed } from './__fixtures__/claims';
 import { bundleFor, msg } from './__fixtures__/conformance/helpers';
 import type { ClaimedDelivery } from './message-store';
 import { SqliteMessageStore } from './sqlite.store';
@@ -39,46 +40,6 @@ async function openStore(errors: Logged[] = []): Promise<SqliteMessageStore> {
   open.push(s);
   return s;
 }
-
-/**
- * Inserts one message per key, claims and routes them (one delivery per sink, bundle tagged with
- * message and sink); returns the message ids. Claims the oldest unleased messages: messages a test
- * keeps unrouted must be leased to someone else first.
- */
-async function routed(
-  store: SqliteMessageStore,
-  keys: string[],
-  opts: { sinks?: string[]; strict?: boolean } = {},
-): Promise<string[]> {
-  const ids = (await store.insert(keys.map(() => msg()))).map((r) => r.id);
-  expect((await store.claimReceived('proc', ids.length, 60_000)).map((m) => m.id)).toEqual(ids);
-  const r = await store.recordProcessed(
-    ids.map((id, i) => ({
-      id,
-      transformed: { bundleJson: JSON.stringify(bundleFor(id)), orderingKey: keys[i] },
-      outcome: {
-        status: 'routed' as const,
-        deliveries: (opts.sinks ?? ['s1']).map((sinkId) => ({
-          routeId: 'r1',
-          sinkId,
-          bundleJson: JSON.stringify(bundleFor(`${id}:${sinkId}`)),
-          strictOrder: opts.strict ?? true,
-        })),
-      },
-    })),
-  );
-  expect(r.failed).toEqual([]);
-  return ids;
-}
-
-/** "<index of its message in ids>:<sink>" per claimed delivery. */
-const names = (ds: ClaimedDelivery[], ids: string[]) => ds.map((d) => `${ids.indexOf(d.messageId)}:${d.sinkId}`);
-const retryAt = (at: number) => ({
-  status: 'failed' as const,
-  error: { code: 'FERRY_E_DELIVERY_HTTP_503', message: '503', retryable: true },
-  nextAttemptAt: new Date(at),
-});
-const dead = { status: 'dead' as const, error: { code: 'E', message: 'e', retryable: false } };
 
 describe('claimReceived', () => {
   it('claims received messages oldest first, up to the limit, each once, with its own body', async () => {
