@@ -62,6 +62,18 @@ export const modules = {
       'plugins/hl7v2-mllp/src/sources/mllp.source.outcomes.test.ts',
     ],
   },
+  // What each frame is before the store sees it: prepare (a frame, a batch or an error event), prepareOne (the
+  // MSH read: which frames are refused -- AR -- or acknowledged in which mode, the headers and content hash
+  // stored), prepareBatch (FHS/BHS batches split into their messages) and checkData (the data checks that
+  // refuse a message -- AE -- before it is stored).
+  'mllp-source-prepare': {
+    mutate: ['plugins/hl7v2-mllp/src/sources/mllp.source.ts#prepare,prepareOne,prepareBatch,checkData'],
+    tests: [
+      'plugins/hl7v2-mllp/src/sources/mllp.source.test.ts',
+      'plugins/hl7v2-mllp/src/sources/mllp.source.outcomes.test.ts',
+      'plugins/hl7v2-mllp/src/sources/mllp.source.tls.test.ts',
+    ],
+  },
   // The delivery and retry path: toSinkDelivery/deliveryOutcome, the time limit and run() (the
   // outcome of each attempt). Not yet: lease renewal, the claim and the outcomes' group commit,
   // nor the loop's wake-up arithmetic (timing only).

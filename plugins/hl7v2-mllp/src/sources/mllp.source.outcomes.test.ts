@@ -308,3 +308,170 @@ describe('MllpSource: which ACK mode', () => {
     });
   });
 });
+
+describe('MllpSource: what a frame is refused for before the store, and what it logs', () => {
+  const ackText = (a: string) => ({ ...readAck(a)!, err2: errField(a, 2), err8: errField(a, 8) });
+  const errField = (a: string, n: number) =>
+    a
+      .split('\r')
+      .find((l) => l.startsWith('ERR'))
+      ?.split('|')[n] ?? '';
+  const logged = (logs: Entry[], message: string) => logs.filter((l) => l.message === message);
+
+  it('a frame over maxMessageSize: AR naming its size and the limit; logged at warn with its control id and size, not its content', async () => {
+    const { ctx, c, logs } = await startWith(() => ({}), { maxMessageSize: 400 });
+    const big = adt('BIG1', { mrn: 'MRN-SECRET' }) + `NTE|1||${'x'.repeat(600)}\r`;
+    c.write(frame(big));
+    const [a] = await c.waitAcks(1);
+    expect(ackText(a)).toMatchObject({
+      code: 'AR',
+      controlId: 'BIG1',
+      text: `message of ${Buffer.byteLength(big)} bytes exceeds the maximum of 400 bytes`,
+    });
+    expect(logged(logs, 'message over the size limit rejected')).toEqual([
+      expect.objectContaining({ level: 'warn', controlId: 'BIG1', bytes: Buffer.byteLength(big), connection: 1 }),
+    ]);
+    expect(JSON.stringify(logs)).not.toMatch(/MRN-SECRET|DOE/);
+    expect(ctx.submitCalls).toBe(0);
+  });
+
+  it('no MSH, an empty MSH-9, an empty MSH-10: AR each with its reason and location', async () => {
+    const { ctx, c } = await startWith(() => ({}));
+    c.write(frame('PID|1||123\r'));
+    c.write(frame('MSH|^~\\&|A|B|C|D|2024|||N9|P|2.5\rPID|1\r'));
+    c.write(frame('MSH|^~\\&|A|B|C|D|2024||ADT^A01||P|2.5\rPID|1\r'));
+    const acks = (await c.waitAcks(3)).map(ackText);
+    expect(acks).toEqual([
+      expect.objectContaining({
+        code: 'AR',
+        text: 'the message does not start with a valid MSH segment',
+        err2: 'MSH^1',
+      }),
+      expect.objectContaining({ code: 'AR', controlId: 'N9', text: 'MSH-9 (message type) is empty', err2: 'MSH^1^9' }),
+      expect.objectContaining({ code: 'AR', text: 'MSH-10 (message control id) is empty', err2: 'MSH^1^10' }),
+    ]);
+    expect(ctx.submitCalls).toBe(0);
+  });
+
+  it('a message the codec cannot read: AR with its reason, at MSH-1 when the codec names no place; logged at info with its error code', async () => {
+    const { ctx, c, logs } = await startWith(() => ({
+      extractHeaders: () => {
+        throw new FerryError(testErrors.codes.INPUT_REFUSED_TEST, 'unreadable here', { kind: 'input' });
+      },
+    }));
+    c.write(frame(adt('UR1')));
+    const [a] = await c.waitAcks(1);
+    expect(ackText(a)).toMatchObject({ code: 'AR', controlId: 'UR1', text: 'unreadable here', err2: 'MSH^1' });
+    expect(logged(logs, 'message rejected: not readable HL7 v2')).toEqual([
+      expect.objectContaining({
+        level: 'info',
+        controlId: 'UR1',
+        errorCode: 'FERRY_E_INPUT_REFUSED_TEST',
+        connection: 1,
+      }),
+    ]);
+    expect(ctx.submitCalls).toBe(0);
+  });
+
+  it('a batch that cannot be split: AR at BHS-1, logged at info with the error code', async () => {
+    const { c, logs } = await startWith(() => ({
+      split: () => {
+        throw new FerryError(testErrors.codes.INPUT_REFUSED_TEST, 'bad batch', { kind: 'input' });
+      },
+    }));
+    c.write(frame(`BHS|^~\\&|S|F|R|RF|2024||||BY1\r${adt('BY2')}BTS|1\r`));
+    const [a] = await c.waitAcks(1);
+    expect(errField(a, 2)).toBe('BHS^1');
+    expect(logged(logs, 'batch rejected: cannot be split')).toEqual([
+      expect.objectContaining({ level: 'info', errorCode: 'FERRY_E_INPUT_REFUSED_TEST', connection: 1 }),
+    ]);
+  });
+
+  it('an FHS file batch is split into its messages, each stored, and acknowledged in a batch echoing the BHS control id', async () => {
+    const { ctx, c } = await startWith(() => ({}));
+    c.write(
+      frame(`FHS|^~\\&|S|F|R|RF|2024||||FX1\rBHS|^~\\&|S|F|R|RF|2024||||BX7\r${adt('FB1')}${adt('FB2')}BTS|2\rFTS|1\r`),
+    );
+    const [a] = await c.waitAcks(1);
+    const lines = a.split('\r').filter(Boolean);
+    expect(lines.filter((l) => l.startsWith('MSA'))).toEqual(['MSA|AA|FB1', 'MSA|AA|FB2']);
+    expect(lines.find((l) => l.startsWith('BHS'))!.split('|')[11]).toBe('BX7');
+    expect(ctx.submitted.map((m) => m.headers?.controlId)).toEqual(['FB1', 'FB2']);
+  });
+});
+
+describe('MllpSource: the data-quality check behind an enhanced-mode application ACK', () => {
+  const ACKS_NOT_STORED = ['CE', 'AE'];
+  const issue = (location: string, severity: 'error' | 'warning' = 'error') => ({
+    severity,
+    location,
+    code: 'invalid-date',
+    text: 'not a date',
+    hl7ErrorCode: '102',
+  });
+  const obx = (n: number) => Array.from({ length: n }, (_, i) => issue(`OBX-${i + 1}`));
+
+  it('asked only when an application ACK will be sent (MSH-16 not NE), and the issues logged by place and code, never by value', async () => {
+    let asked = 0;
+    const { c, logs } = await startWith(() => ({
+      dataQualityCanFail: true,
+      dataQualityIssues: async () => (asked++, [issue('PID-7'), issue('PID-8', 'warning'), ...obx(25)]),
+    }));
+    c.write(frame(adt('AQ1', { msh15: 'AL', msh16: 'NE' })));
+    expect((await c.waitAcks(1)).map(codeOf)).toEqual(['CA:AQ1']);
+    expect(asked).toBe(0);
+    c.write(frame(adt('AQ2', { msh15: 'AL', msh16: 'AL' })));
+    expect((await c.waitAcks(3)).slice(1).map(codeOf)).toEqual(['CA:AQ2', 'AE:AQ2']);
+    expect(asked).toBe(1);
+    expect(logs.filter((l) => l.message === 'application ACK AE: data-quality issues the source fails')).toEqual([
+      // the first 20 errors (the warning is no failure), however many there are
+      expect.objectContaining({
+        level: 'info',
+        controlId: 'AQ2',
+        issues: ['PID-7:invalid-date', ...obx(19).map((i) => `${i.location}:invalid-date`)],
+      }),
+    ]);
+  });
+
+  it('warnings only: the application ACK is AA and nothing is logged as failing', async () => {
+    const { c, logs } = await startWith(() => ({
+      dataQualityCanFail: true,
+      dataQualityIssues: async () => [issue('PID-8', 'warning')],
+    }));
+    c.write(frame(adt('AW1', { msh15: 'AL', msh16: 'AL' })));
+    expect((await c.waitAcks(2)).map(codeOf)).toEqual(['CA:AW1', 'AA:AW1']);
+    expect(logs.filter((l) => String(l.message).startsWith('application ACK AE'))).toEqual([]);
+  });
+
+  it('a check that fails: the application ACK is AA (the message is stored and fails in processing), logged at debug', async () => {
+    const { c, logs } = await startWith(() => ({
+      dataQualityCanFail: true,
+      dataQualityIssues: async () => {
+        throw new FerryError(testErrors.codes.INPUT_REFUSED_TEST, 'check failed', { kind: 'input' });
+      },
+    }));
+    c.write(frame(adt('AF1', { msh15: 'AL', msh16: 'AL' })));
+    expect((await c.waitAcks(2)).map(codeOf)).toEqual(['CA:AF1', 'AA:AF1']);
+    expect(logs.filter((l) => l.message === 'data-quality check for the application ACK failed')).toEqual([
+      expect.objectContaining({ level: 'debug', controlId: 'AF1', errorCode: 'FERRY_E_INPUT_REFUSED_TEST' }),
+    ]);
+  });
+
+  it('a message the store did not keep is not checked: its ACK says not stored, retry later -- not data-quality errors', async () => {
+    let asked = 0;
+    const { c } = await startWith(() => ({
+      dataQualityCanFail: true,
+      dataQualityIssues: async () => (asked++, [issue('PID-7')]),
+      submit: async () => {
+        throw new FerryError('FERRY_E_TRANSIENT_STORE_IO', 'disk', { kind: 'transient', retryable: true });
+      },
+    }));
+    c.write(frame(adt('AN1', { msh15: 'AL', msh16: 'AL' })));
+    await c.waitAcks(1);
+    await settle();
+    expect(c.acks.map((a) => `${codeOf(a)} ${readAck(a)!.text}`)).toEqual(
+      ACKS_NOT_STORED.map((code) => `${code}:AN1 message not stored, retry later (FERRY_E_TRANSIENT_STORE_IO)`),
+    );
+    expect(asked).toBe(0);
+  });
+});
