@@ -103,9 +103,11 @@ export const modules = {
   },
   // Retention: prune's passes (bodies, dead bodies, deletion with the deliveries' heads promoted), its
   // steps over bounded seq ranges, and the audit trail's retention. Not replay / retryDeliveries.
+  // Both stores run the same tests (__fixtures__/retention.ts); postgres.store.retention.test.ts adds
+  // what only PostgreSQL reaches (row locks, no empty `IN ()`, the clock offset, `long` transactions).
   retention: {
     mutate: ['core/src/store/sql/retention.ts#prune'],
-    tests: ['core/src/store/sqlite.store.retention.test.ts'],
+    tests: ['core/src/store/sqlite.store.retention.test.ts', 'core/src/store/postgres.store.retention.test.ts'],
   },
 };
 
