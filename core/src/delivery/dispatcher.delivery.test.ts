@@ -8,9 +8,11 @@ import { createLogger, silentLogger } from '../logging/logger';
 import type { Logger } from 'winston';
 import type { Delivery } from '../plugin/api';
 import Database from 'better-sqlite3';
+import type { MessageStore } from '../store/message-store';
 import { SqliteMessageStore } from '../store/sqlite.store';
 import { Dispatcher, type SinkRuntime } from './dispatcher';
 import { routed } from './__fixtures__/routed';
+import { storeWith } from './__fixtures__/store-with';
 
 /**
  * The dispatcher's plain delivery path on a real SQLite store: what each outcome records, the
@@ -36,7 +38,7 @@ async function openStore(): Promise<SqliteMessageStore> {
 }
 
 function dispatcherOf(
-  store: SqliteMessageStore,
+  store: MessageStore,
   sinks: SinkRuntime[],
   opts: { leaseMs?: number; pollIntervalMs?: number; stopGraceMs?: number; logger?: Logger } = {},
 ) {
@@ -752,6 +754,118 @@ describe('Dispatcher: outcomes it cannot record, stopping, and the store clock',
         retryable: true,
       },
     });
+    await store.close();
+  });
+});
+
+describe('Dispatcher: claims', () => {
+  it('a failed claim is logged (error; debug while the store is down) and made again; after a lost answer the leases it left are given back first, never those of calls under way', async () => {
+    const store = await openStore();
+    const [inCall] = await routed(store, 1, 'a');
+    const [orphan] = await routed(store, 1, 'b');
+    const { logs, logger } = capture();
+    const call = gate();
+    const got: string[] = [];
+    let loseAnswer = true;
+    let failing = false;
+    let down = false;
+    const lost = () =>
+      new FerryError('TRANSIENT_STORE_CONNECTION', 'connection lost', { kind: 'transient', retryable: true });
+    const s = storeWith(store, {
+      claimDeliveries: async (owner, limit, leaseMs, now, filter) => {
+        if (failing) throw lost();
+        const claimed = await store.claimDeliveries(owner, limit, leaseMs, now, filter);
+        // b's first claim commits, and its answer is lost with the connection.
+        if (loseAnswer && claimed.some((x) => x.sinkId === 'b')) {
+          loseAnswer = false;
+          throw lost();
+        }
+        return claimed;
+      },
+      reachable: () => !down,
+    });
+    const { d } = dispatcherOf(
+      s,
+      [
+        runtime('a', async (x) => {
+          got.push(x.message.id);
+          await call.wait;
+        }),
+        runtime('b', async (x) => void got.push(x.message.id)),
+      ],
+      { logger },
+    );
+    const released = () => logs.filter((l) => l.message.startsWith('released delivery leases a lost claim answer'));
+    const failed = () => logs.filter((l) => l.message === 'delivery claim failed');
+    d.start();
+    try {
+      await until(() => got.length === 2);
+      expect(got).toEqual([inCall, orphan]);
+      expect(released()).toEqual([expect.objectContaining({ level: 'info', deliveries: 1 })]);
+      expect(failed()).toEqual([
+        expect.objectContaining({ level: 'error', errorCode: 'FERRY_E_TRANSIENT_STORE_CONNECTION' }),
+      ]);
+      // The store down: claims fail (at debug), and are made again once it is back; nothing to give back.
+      down = true;
+      failing = true;
+      await until(() => failed().length >= 3);
+      expect(
+        failed()
+          .slice(1)
+          .map((l) => l.level),
+      ).toEqual(
+        failed()
+          .slice(1)
+          .map(() => 'debug'),
+      );
+      failing = false;
+      down = false;
+      const [more] = await routed(store, 1, 'b');
+      await until(() => got.length === 3);
+      expect(got[2]).toBe(more);
+      expect(released()).toHaveLength(1);
+      // The call under way kept its lease throughout: another instance finds nothing to claim.
+      expect(await store.claimDeliveries('other', 10, 60_000)).toEqual([]);
+      call.open();
+      await until(async () => (await store.deliveries(inCall))[0].status === 'delivered');
+    } finally {
+      call.open();
+      await d.stop();
+    }
+    await store.close();
+  });
+
+  it('stop while a claim is under way: no claim after it, neither for the other sinks nor for removed ones', async () => {
+    const store = await openStore();
+    await routed(store, 1, 'b');
+    await routed(store, 1, 'old');
+    const claims: { filter: string; afterStop: boolean }[] = [];
+    let stopping = false;
+    const first = gate();
+    let inFirst = false;
+    const s = storeWith(store, {
+      claimDeliveries: async (owner, limit, leaseMs, now, filter) => {
+        claims.push({ filter: JSON.stringify(filter), afterStop: stopping });
+        if (!inFirst) {
+          inFirst = true;
+          await first.wait;
+        }
+        return store.claimDeliveries(owner, limit, leaseMs, now, filter);
+      },
+    });
+    const got: string[] = [];
+    const { d } = dispatcherOf(s, [
+      runtime('a', async (x) => void got.push(x.message.id)),
+      runtime('b', async (x) => void got.push(x.message.id)),
+    ]);
+    d.start();
+    await until(() => inFirst);
+    stopping = true;
+    const stopped = d.stop();
+    first.open();
+    await stopped;
+    expect(claims).toEqual([{ filter: JSON.stringify({ sinkIds: ['a'] }), afterStop: false }]);
+    expect(got).toEqual([]);
     await store.close();
   });
 });
