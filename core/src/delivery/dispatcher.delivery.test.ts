@@ -1,16 +1,16 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { EngineMetrics } from '../admin/metrics';
 import { defineErrors, FerryError } from '../errors';
-import { createLogger, silentLogger } from '../logging/logger';
+import { silentLogger } from '../logging/logger';
 import type { Logger } from 'winston';
 import type { Delivery } from '../plugin/api';
 import Database from 'better-sqlite3';
 import type { MessageStore } from '../store/message-store';
 import { SqliteMessageStore } from '../store/sqlite.store';
 import { Dispatcher, type SinkRuntime } from './dispatcher';
+import { capture } from './__fixtures__/capture';
 import { routed } from './__fixtures__/routed';
 import { storeWith } from './__fixtures__/store-with';
 
@@ -51,17 +51,6 @@ function dispatcherOf(
     ...(opts.stopGraceMs === undefined ? {} : { stopGraceMs: opts.stopGraceMs }),
   });
   return { d, metrics };
-}
-
-type Entry = { level: string; message: string; [k: string]: unknown };
-/** A real logger (JSON lines, debug and up) whose entries are collected. */
-function capture() {
-  const logs: Entry[] = [];
-  const stream = new PassThrough();
-  stream.on('data', (d: Buffer) => {
-    for (const line of d.toString('utf8').split('\n')) if (line.trim()) logs.push(JSON.parse(line) as Entry);
-  });
-  return { logs, logger: createLogger({ level: 'debug' }, stream) };
 }
 
 /** A promise and its resolve, for a sink call the test ends. */
@@ -832,6 +821,82 @@ describe('Dispatcher: claims', () => {
       call.open();
       await d.stop();
     }
+    await store.close();
+  });
+
+  it('claims in batches: with calls in flight, a sink is claimed for again once half its slots are free, for its free slots', async () => {
+    const store = await openStore();
+    const ids = await routed(store, 10);
+    const limits: number[] = [];
+    const s = storeWith(store, {
+      claimDeliveries: (owner, limit, leaseMs, now, filter) => {
+        if (filter?.sinkIds) limits.push(limit);
+        return store.claimDeliveries(owner, limit, leaseMs, now, filter);
+      },
+    });
+    const calls = new Map<string, ReturnType<typeof gate>>();
+    const { d } = dispatcherOf(s, [
+      runtime('s', async (x) => {
+        const g = gate();
+        calls.set(x.message.id, g);
+        await g.wait;
+      }),
+    ]);
+    const finish = async (n: number) => {
+      const open = [...calls.entries()].filter(([id]) => !done.has(id)).slice(0, n);
+      for (const [id, g] of open) {
+        done.add(id);
+        g.open();
+      }
+      await until(() => d.busy === calls.size - done.size);
+    };
+    const done = new Set<string>();
+    d.start();
+    try {
+      await until(() => calls.size === 4);
+      expect(limits).toEqual([4]);
+      // One slot free of 4: not claimed for (five polls).
+      await finish(1);
+      await sleep(100);
+      expect(limits).toEqual([4]);
+      expect(calls.size).toBe(4);
+      // Two free: claimed for two.
+      await finish(1);
+      await until(() => calls.size === 6);
+      expect(limits).toEqual([4, 2]);
+      for (;;) {
+        await finish(calls.size - done.size);
+        if (done.size === ids.length) break;
+        await until(() => calls.size > done.size);
+      }
+    } finally {
+      for (const g of calls.values()) g.open();
+      await d.stop();
+    }
+    expect([...calls.keys()].sort()).toEqual([...ids].sort());
+    await store.close();
+  });
+
+  it('a claim that rejects with nothing at all (undefined) is logged, and the next claim is made', async () => {
+    const store = await openStore();
+    const [id] = await routed(store, 1);
+    const { logs, logger } = capture();
+    let rejected = 0;
+    const s = storeWith(store, {
+      claimDeliveries: (...args) => (rejected++ === 0 ? Promise.reject(undefined) : store.claimDeliveries(...args)),
+    });
+    const got: string[] = [];
+    const { d } = dispatcherOf(s, [runtime('s', async (x) => void got.push(x.message.id))], { logger });
+    d.start();
+    try {
+      await until(() => got.length === 1);
+    } finally {
+      await d.stop();
+    }
+    expect(got).toEqual([id]);
+    expect(logs.filter((l) => l.message === 'delivery claim failed')).toEqual([
+      expect.objectContaining({ level: 'error', error: 'undefined' }),
+    ]);
     await store.close();
   });
 

@@ -1,14 +1,14 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import type { Logger } from 'winston';
 import { FerryError } from '../errors';
-import { createLogger, silentLogger } from '../logging/logger';
+import { silentLogger } from '../logging/logger';
 import type { MessageStore } from '../store/message-store';
 import { SqliteMessageStore } from '../store/sqlite.store';
 import { LeaseRenewal } from './lease-renewal';
 import type { InSink } from './sink-call';
+import { capture } from './__fixtures__/capture';
 import { routed } from './__fixtures__/routed';
 import { storeWith } from './__fixtures__/store-with';
 
@@ -26,16 +26,6 @@ afterEach(async () => {
   for (const s of open.splice(0)) await s.close();
 });
 
-type Entry = { level: string; message: string; [k: string]: unknown };
-/** A real logger (JSON lines, debug and up) whose entries are collected. */
-function capture(): { logs: Entry[]; logger: Logger } {
-  const logs: Entry[] = [];
-  const stream = new PassThrough();
-  stream.on('data', (d: Buffer) => {
-    for (const line of d.toString('utf8').split('\n')) if (line.trim()) logs.push(JSON.parse(line) as Entry);
-  });
-  return { logs, logger: createLogger({ level: 'debug' }, stream) };
-}
 const flushed = () => new Promise((r) => setImmediate(r));
 
 /** A store with `count` deliveries claimed by `me` (lease 300 ms), and a call under way for each, leased at `leasedAt`. */

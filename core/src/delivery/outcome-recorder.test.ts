@@ -7,6 +7,7 @@ import { silentLogger } from '../logging/logger';
 import type { DeliveryOutcome, MessageStore } from '../store/message-store';
 import { SqliteMessageStore } from '../store/sqlite.store';
 import { OutcomeRecorder } from './outcome-recorder';
+import { capture } from './__fixtures__/capture';
 import { routed } from './__fixtures__/routed';
 import { storeWith } from './__fixtures__/store-with';
 
@@ -67,20 +68,22 @@ async function statusOf(store: SqliteMessageStore, id: string): Promise<string |
 
 describe('OutcomeRecorder', () => {
   it("one turn's outcomes go to the store in one call, fenced by the owner's lease; a later turn's in another", async () => {
-    const { store, ids } = await claimed(3);
+    const { store, ids } = await claimed(4);
     const { s, calls } = watched(store);
+    // (No one to tell of a retry scheduled: none told.)
     const r = new OutcomeRecorder(s, silentLogger(), { owner: 'me', leaseMs: 60_000 });
     expect(await Promise.all([r.record(ids[0], delivered), r.record(ids[1], dead)])).toEqual([undefined, undefined]);
     expect(calls).toEqual([{ ids: [ids[0], ids[1]], owner: 'me' }]);
-    expect(await r.record(ids[2], delivered)).toBeUndefined();
+    expect(await Promise.all([r.record(ids[2], delivered), r.record(ids[3], failed)])).toEqual([undefined, undefined]);
     expect(calls).toEqual([
       { ids: [ids[0], ids[1]], owner: 'me' },
-      { ids: [ids[2]], owner: 'me' },
+      { ids: [ids[2], ids[3]], owner: 'me' },
     ]);
-    expect([await statusOf(store, ids[0]), await statusOf(store, ids[1]), await statusOf(store, ids[2])]).toEqual([
+    expect(await Promise.all(ids.map((id) => statusOf(store, id)))).toEqual([
       'delivered',
       'dead',
       'delivered',
+      'failed',
     ]);
   });
 
@@ -148,6 +151,12 @@ describe('OutcomeRecorder', () => {
       { status: 'rejected', reason: broken },
       { status: 'rejected', reason: broken },
     ]);
+    // Even one that rejects with nothing at all.
+    const nothing = storeWith(store, { completeDeliveries: () => Promise.reject(undefined) });
+    const r2 = new OutcomeRecorder(nothing, silentLogger(), { owner: 'me', leaseMs: 60_000 });
+    expect(await Promise.allSettled([r2.record(ids[0], delivered)])).toEqual([
+      { status: 'rejected', reason: undefined },
+    ]);
     fail = false;
     expect(await r.record(ids[2], delivered)).toBeUndefined();
     expect(await statusOf(store, ids[2])).toBe('delivered');
@@ -166,18 +175,20 @@ describe('OutcomeRecorder', () => {
         return failures-- > 0 ? Promise.reject(lost()) : store.completeDeliveries(items, opts);
       },
     });
-    // Half of 60 s: the failure is retried after 50 ms.
-    const r = new OutcomeRecorder(s, silentLogger(), { owner: 'me', leaseMs: 60_000 });
+    // Half of 60 s: the failure is retried after 50 ms (a warning says so, with the budget).
+    const { logs, logger } = capture();
+    const r = new OutcomeRecorder(s, logger, { owner: 'me', leaseMs: 60_000 });
     expect(await r.record(ids[0], delivered)).toBeUndefined();
     expect(calls).toBe(2);
     expect(await statusOf(store, ids[0])).toBe('delivered');
-    // Half of 200 ms (100 ms): a try after 50 ms, none after the next 100 ms (with twice the lease it would be
-    // 4 tries, 50 + 100 + 200 ms apart).
-    calls = 0;
+    expect(logs.filter((l) => l.level === 'warn')).toEqual([
+      expect.objectContaining({ message: 'recording delivery outcomes failed; trying again', budgetMs: 30_000 }),
+    ]);
+    // Half of 200 ms: given up within it.
     failures = Infinity;
-    const short = new OutcomeRecorder(s, silentLogger(), { owner: 'me', leaseMs: 200 });
+    const short = new OutcomeRecorder(s, logger, { owner: 'me', leaseMs: 200 });
     await expect(short.record(ids[1], delivered)).rejects.toMatchObject({ code: 'FERRY_E_TRANSIENT_STORE_CONNECTION' });
-    expect(calls).toBeGreaterThanOrEqual(1);
-    expect(calls).toBeLessThanOrEqual(2);
+    expect(logs.filter((l) => l.level === 'warn').map((l) => l.budgetMs)).toEqual([30_000, 100]);
+    expect(await statusOf(store, ids[1])).toBe('pending');
   });
 });
