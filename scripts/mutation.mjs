@@ -75,8 +75,7 @@ export const modules = {
     ],
   },
   // The delivery and retry path: toSinkDelivery/deliveryOutcome, the time limit and run() (the
-  // outcome of each attempt). Not yet: lease renewal, the claim and the outcomes' group commit,
-  // nor the loop's wake-up arithmetic (timing only).
+  // outcome of each attempt). The claim loop, lease renewal and the outcomes' group commit: dispatcher-claims.
   dispatcher: {
     mutate: [
       'core/src/delivery/sink-delivery.ts#toSinkDelivery',
@@ -85,6 +84,26 @@ export const modules = {
       'core/src/delivery/dispatcher.ts#run',
     ],
     tests: ['core/src/delivery/dispatcher.test.ts', 'core/src/delivery/dispatcher.delivery.test.ts'],
+  },
+  // What decides whether a delivery is lost or made twice, beside run(): the claim loop (which sinks are
+  // claimed for, how many, held and paused sinks left out, what is claimed handed to run, the removed
+  // sinks' deliveries), the claim (a lost answer's leases given back first), lease renewal while a call
+  // is under way, and the outcomes' group commit. Not the claim spacing (spacedClaim) nor the loop's
+  // wake-up arithmetic after the region: timing only (when the next claim is made, not what it does);
+  // dispatcher.wake.test.ts pins the one wake-up time inside it (removed sinks looked for once a poll).
+  'dispatcher-claims': {
+    mutate: [
+      'core/src/delivery/dispatcher.ts#region:claim-loop,claim,releaseOrphans',
+      'core/src/delivery/lease-renewal.ts#renewLeases',
+      'core/src/delivery/outcome-recorder.ts#record',
+    ],
+    tests: [
+      'core/src/delivery/dispatcher.test.ts',
+      'core/src/delivery/dispatcher.delivery.test.ts',
+      'core/src/delivery/dispatcher.wake.test.ts',
+      'core/src/delivery/lease-renewal.test.ts',
+      'core/src/delivery/outcome-recorder.test.ts',
+    ],
   },
   // The duplicate decision (the lookup of earlier messages with the same sender + control id in the
   // window, and the content comparison). sqlite.store.duplicates.test.ts runs the conformance suite's
@@ -115,9 +134,11 @@ export const modules = {
   },
   // Retention: prune's passes (bodies, dead bodies, deletion with the deliveries' heads promoted), its
   // steps over bounded seq ranges, and the audit trail's retention. Not replay / retryDeliveries.
+  // Both stores run the same tests (__fixtures__/retention.ts); postgres.store.retention.test.ts adds
+  // what only PostgreSQL reaches (row locks, no empty `IN ()`, the clock offset, `long` transactions).
   retention: {
     mutate: ['core/src/store/sql/retention.ts#prune'],
-    tests: ['core/src/store/sqlite.store.retention.test.ts'],
+    tests: ['core/src/store/sqlite.store.retention.test.ts', 'core/src/store/postgres.store.retention.test.ts'],
   },
 };
 

@@ -1,16 +1,18 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { EngineMetrics } from '../admin/metrics';
 import { defineErrors, FerryError } from '../errors';
-import { createLogger, silentLogger } from '../logging/logger';
+import { silentLogger } from '../logging/logger';
 import type { Logger } from 'winston';
 import type { Delivery } from '../plugin/api';
 import Database from 'better-sqlite3';
+import type { MessageStore } from '../store/message-store';
 import { SqliteMessageStore } from '../store/sqlite.store';
 import { Dispatcher, type SinkRuntime } from './dispatcher';
+import { capture } from './__fixtures__/capture';
 import { routed } from './__fixtures__/routed';
+import { storeWith } from './__fixtures__/store-with';
 
 /**
  * The dispatcher's plain delivery path on a real SQLite store: what each outcome records, the
@@ -36,7 +38,7 @@ async function openStore(): Promise<SqliteMessageStore> {
 }
 
 function dispatcherOf(
-  store: SqliteMessageStore,
+  store: MessageStore,
   sinks: SinkRuntime[],
   opts: { leaseMs?: number; pollIntervalMs?: number; stopGraceMs?: number; logger?: Logger } = {},
 ) {
@@ -49,17 +51,6 @@ function dispatcherOf(
     ...(opts.stopGraceMs === undefined ? {} : { stopGraceMs: opts.stopGraceMs }),
   });
   return { d, metrics };
-}
-
-type Entry = { level: string; message: string; [k: string]: unknown };
-/** A real logger (JSON lines, debug and up) whose entries are collected. */
-function capture() {
-  const logs: Entry[] = [];
-  const stream = new PassThrough();
-  stream.on('data', (d: Buffer) => {
-    for (const line of d.toString('utf8').split('\n')) if (line.trim()) logs.push(JSON.parse(line) as Entry);
-  });
-  return { logs, logger: createLogger({ level: 'debug' }, stream) };
 }
 
 /** A promise and its resolve, for a sink call the test ends. */
@@ -752,6 +743,194 @@ describe('Dispatcher: outcomes it cannot record, stopping, and the store clock',
         retryable: true,
       },
     });
+    await store.close();
+  });
+});
+
+describe('Dispatcher: claims', () => {
+  it('a failed claim is logged (error; debug while the store is down) and made again; after a lost answer the leases it left are given back first, never those of calls under way', async () => {
+    const store = await openStore();
+    const [inCall] = await routed(store, 1, 'a');
+    const [orphan] = await routed(store, 1, 'b');
+    const { logs, logger } = capture();
+    const call = gate();
+    const got: string[] = [];
+    let loseAnswer = true;
+    let failing = false;
+    let down = false;
+    const lost = () =>
+      new FerryError('TRANSIENT_STORE_CONNECTION', 'connection lost', { kind: 'transient', retryable: true });
+    const s = storeWith(store, {
+      claimDeliveries: async (owner, limit, leaseMs, now, filter) => {
+        if (failing) throw lost();
+        const claimed = await store.claimDeliveries(owner, limit, leaseMs, now, filter);
+        // b's first claim commits, and its answer is lost with the connection.
+        if (loseAnswer && claimed.some((x) => x.sinkId === 'b')) {
+          loseAnswer = false;
+          throw lost();
+        }
+        return claimed;
+      },
+      reachable: () => !down,
+    });
+    const { d } = dispatcherOf(
+      s,
+      [
+        runtime('a', async (x) => {
+          got.push(x.message.id);
+          await call.wait;
+        }),
+        runtime('b', async (x) => void got.push(x.message.id)),
+      ],
+      { logger },
+    );
+    const released = () => logs.filter((l) => l.message.startsWith('released delivery leases a lost claim answer'));
+    const failed = () => logs.filter((l) => l.message === 'delivery claim failed');
+    d.start();
+    try {
+      await until(() => got.length === 2);
+      expect(got).toEqual([inCall, orphan]);
+      expect(released()).toEqual([expect.objectContaining({ level: 'info', deliveries: 1 })]);
+      expect(failed()).toEqual([
+        expect.objectContaining({ level: 'error', errorCode: 'FERRY_E_TRANSIENT_STORE_CONNECTION' }),
+      ]);
+      // The store down: claims fail (at debug), and are made again once it is back; nothing to give back.
+      down = true;
+      failing = true;
+      await until(() => failed().length >= 3);
+      expect(
+        failed()
+          .slice(1)
+          .map((l) => l.level),
+      ).toEqual(
+        failed()
+          .slice(1)
+          .map(() => 'debug'),
+      );
+      failing = false;
+      down = false;
+      const [more] = await routed(store, 1, 'b');
+      await until(() => got.length === 3);
+      expect(got[2]).toBe(more);
+      expect(released()).toHaveLength(1);
+      // The call under way kept its lease throughout: another instance finds nothing to claim.
+      expect(await store.claimDeliveries('other', 10, 60_000)).toEqual([]);
+      call.open();
+      await until(async () => (await store.deliveries(inCall))[0].status === 'delivered');
+    } finally {
+      call.open();
+      await d.stop();
+    }
+    await store.close();
+  });
+
+  it('claims in batches: with calls in flight, a sink is claimed for again once half its slots are free, for its free slots', async () => {
+    const store = await openStore();
+    const ids = await routed(store, 10);
+    const limits: number[] = [];
+    const s = storeWith(store, {
+      claimDeliveries: (owner, limit, leaseMs, now, filter) => {
+        if (filter?.sinkIds) limits.push(limit);
+        return store.claimDeliveries(owner, limit, leaseMs, now, filter);
+      },
+    });
+    const calls = new Map<string, ReturnType<typeof gate>>();
+    const { d } = dispatcherOf(s, [
+      runtime('s', async (x) => {
+        const g = gate();
+        calls.set(x.message.id, g);
+        await g.wait;
+      }),
+    ]);
+    const finish = async (n: number) => {
+      const open = [...calls.entries()].filter(([id]) => !done.has(id)).slice(0, n);
+      for (const [id, g] of open) {
+        done.add(id);
+        g.open();
+      }
+      await until(() => d.busy === calls.size - done.size);
+    };
+    const done = new Set<string>();
+    d.start();
+    try {
+      await until(() => calls.size === 4);
+      expect(limits).toEqual([4]);
+      // One slot free of 4: not claimed for (five polls).
+      await finish(1);
+      await sleep(100);
+      expect(limits).toEqual([4]);
+      expect(calls.size).toBe(4);
+      // Two free: claimed for two.
+      await finish(1);
+      await until(() => calls.size === 6);
+      expect(limits).toEqual([4, 2]);
+      for (;;) {
+        await finish(calls.size - done.size);
+        if (done.size === ids.length) break;
+        await until(() => calls.size > done.size);
+      }
+    } finally {
+      for (const g of calls.values()) g.open();
+      await d.stop();
+    }
+    expect([...calls.keys()].sort()).toEqual([...ids].sort());
+    await store.close();
+  });
+
+  it('a claim that rejects with nothing at all (undefined) is logged, and the next claim is made', async () => {
+    const store = await openStore();
+    const [id] = await routed(store, 1);
+    const { logs, logger } = capture();
+    let rejected = 0;
+    const s = storeWith(store, {
+      claimDeliveries: (...args) => (rejected++ === 0 ? Promise.reject(undefined) : store.claimDeliveries(...args)),
+    });
+    const got: string[] = [];
+    const { d } = dispatcherOf(s, [runtime('s', async (x) => void got.push(x.message.id))], { logger });
+    d.start();
+    try {
+      await until(() => got.length === 1);
+    } finally {
+      await d.stop();
+    }
+    expect(got).toEqual([id]);
+    expect(logs.filter((l) => l.message === 'delivery claim failed')).toEqual([
+      expect.objectContaining({ level: 'error', error: 'undefined' }),
+    ]);
+    await store.close();
+  });
+
+  it('stop while a claim is under way: no claim after it, neither for the other sinks nor for removed ones', async () => {
+    const store = await openStore();
+    await routed(store, 1, 'b');
+    await routed(store, 1, 'old');
+    const claims: { filter: string; afterStop: boolean }[] = [];
+    let stopping = false;
+    const first = gate();
+    let inFirst = false;
+    const s = storeWith(store, {
+      claimDeliveries: async (owner, limit, leaseMs, now, filter) => {
+        claims.push({ filter: JSON.stringify(filter), afterStop: stopping });
+        if (!inFirst) {
+          inFirst = true;
+          await first.wait;
+        }
+        return store.claimDeliveries(owner, limit, leaseMs, now, filter);
+      },
+    });
+    const got: string[] = [];
+    const { d } = dispatcherOf(s, [
+      runtime('a', async (x) => void got.push(x.message.id)),
+      runtime('b', async (x) => void got.push(x.message.id)),
+    ]);
+    d.start();
+    await until(() => inFirst);
+    stopping = true;
+    const stopped = d.stop();
+    first.open();
+    await stopped;
+    expect(claims).toEqual([{ filter: JSON.stringify({ sinkIds: ['a'] }), afterStop: false }]);
+    expect(got).toEqual([]);
     await store.close();
   });
 });

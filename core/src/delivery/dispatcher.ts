@@ -225,6 +225,7 @@ export class Dispatcher {
       // One claim per sink with free slots, up to that many. Claim in batches: while a sink has
       // deliveries in flight, wait until half its slots are free (each finishing delivery kicks
       // the loop) -- one claim query for several deliveries instead of one per finished delivery.
+      // #region mutation: claim-loop
       for (const rt of this.sinks.values()) {
         const busy = this.perSink.get(rt.id) ?? 0;
         const free = rt.concurrency - busy;
@@ -254,6 +255,7 @@ export class Dispatcher {
         // each delivery at one connection); at once after a reload removes a sink (removeSink).
         else if (!this.claimNotBefore.has(GONE)) this.claimNotBefore.set(GONE, Date.now() + this.opts.pollIntervalMs);
       }
+      // #endregion
       if (this.kicked) continue;
       if (saturated) {
         // Wait for a slot (a finishing delivery kicks the loop).

@@ -3,311 +3,41 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { silentLogger } from '../logging/logger';
-import { bundleFor, msg } from './__fixtures__/conformance/helpers';
-import type { DeliveryOutcome } from './message-store';
+import { at, pruneTests, retentionFixture, T0 } from './__fixtures__/retention';
 import { SqliteMessageStore } from './sqlite.store';
 
 /**
- * Retention (`prune`) on a real SQLite file and a fake store clock, so each pass's time bound is
- * checked to the millisecond: which messages lose their body (and bundles), which are deleted with
- * their events and deliveries, what is never touched, the steps over a bounded range of messages,
- * and the audit trail's own retention. Seconds: scripts/mutation.mjs runs this file for the
- * `retention` module.
+ * Retention (`prune`) on a real SQLite file and a fake store clock: the tests both SQL stores share
+ * (__fixtures__/retention.ts: each pass's time bound to the millisecond, what is deleted with what,
+ * the steps, the audit trail), and what only SQLite does -- the file's free pages given back after a
+ * prune that changed anything. Seconds: scripts/mutation.mjs runs this file for the `retention`
+ * module (with postgres.store.retention.test.ts).
  */
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-sqlite-retention-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-const T0 = Date.UTC(2026, 0, 1);
-let clock = T0;
-const open: SqliteMessageStore[] = [];
-beforeEach(() => {
-  clock = T0;
-});
-afterEach(async () => {
-  for (const s of open.splice(0)) await s.close();
-});
-
 let n = 0;
-async function openStore(): Promise<SqliteMessageStore> {
-  const s = new SqliteMessageStore({ path: path.join(dir, `r${++n}.db`), logger: silentLogger(), now: () => clock });
-  await s.open();
-  open.push(s);
-  return s;
-}
-
-/** One message per key, routed to each sink (strict order on its key); returns the message ids. */
-async function routed(store: SqliteMessageStore, keys: string[], sinks = ['s1']): Promise<string[]> {
-  const ids = (await store.insert(keys.map(() => msg()))).map((r) => r.id);
-  await store.claimReceived('proc', ids.length, 60_000);
-  const r = await store.recordProcessed(
-    ids.map((id, i) => ({
-      id,
-      transformed: { bundleJson: JSON.stringify(bundleFor(id)), orderingKey: keys[i] },
-      outcome: {
-        status: 'routed' as const,
-        deliveries: sinks.map((sinkId) => ({
-          routeId: 'r1',
-          sinkId,
-          bundleJson: JSON.stringify(bundleFor(`${id}:${sinkId}`)),
-          strictOrder: true,
-        })),
-      },
-    })),
-  );
-  expect(r.failed).toEqual([]);
-  return ids;
-}
-
-/** Each of `ids`' deliveries to `sink` given `outcome` now (their last change: now). */
-async function complete(store: SqliteMessageStore, ids: string[], outcome: DeliveryOutcome, sink = 's1') {
-  for (const id of ids) {
-    const d = (await store.deliveries(id)).find((x) => x.sinkId === sink)!;
-    await store.completeDelivery(d.id, outcome);
-  }
-}
-const dead: DeliveryOutcome = { status: 'dead', error: { code: 'X', message: 'x', retryable: false } };
-const failedOnce: DeliveryOutcome = {
-  status: 'failed',
-  error: { code: 'X', message: 'x', retryable: true },
-  nextAttemptAt: new Date(T0 + 3_600_000),
-};
-const at = (t: number) => new Date(t);
-/** Deliveries of message `id` still holding a bundle of their own (read from the file). */
-function deliveryBundles(store: SqliteMessageStore, id: string): number {
-  const db = new Database(store.file, { readonly: true });
-  try {
-    const row = db.prepare('SELECT COUNT(*) AS n FROM deliveries WHERE message_id = ? AND bundle IS NOT NULL').get(id);
-    return (row as { n: number }).n;
-  } finally {
-    db.close();
-  }
-}
-const hasBody = async (s: SqliteMessageStore, id: string) =>
-  (await s.getMessage(id, { body: true }))?.body !== undefined;
-const hasBundle = async (s: SqliteMessageStore, id: string) =>
-  (await s.getMessage(id, { bundle: true }))?.bundle !== undefined;
-
-describe('prune: bodies', () => {
-  it('delivered, filtered and unrouted messages last changed before bodiesBefore lose body and bundles; exactly at it, not', async () => {
-    const store = await openStore();
-    const [del, held] = await routed(store, ['A', 'B']);
-    const [filtered, unrouted] = (await store.insert([msg(), msg()])).map((r) => r.id);
-    await store.claimReceived('p', 2, 60_000);
-    clock = T0 + 100;
-    await store.recordProcessed([
-      { id: filtered, transformed: { bundleJson: JSON.stringify(bundleFor('f')) }, outcome: { status: 'filtered' } },
-      { id: unrouted, transformed: { bundleJson: JSON.stringify(bundleFor('u')) }, outcome: { status: 'unrouted' } },
-    ]);
-    clock = T0 + 200;
-    await complete(store, [del], { status: 'delivered' });
-    await complete(store, [held], { status: 'delivered' });
-    expect(deliveryBundles(store, del)).toBe(1);
-    // Last changed at T0 + 200: not before T0 + 200.
-    expect(await store.prune({ bodiesBefore: at(T0 + 100) })).toEqual({ messages: 0, deleted: 0 });
-    expect(await store.prune({ bodiesBefore: at(T0 + 200) })).toEqual({ messages: 2, deleted: 0 });
-    for (const id of [filtered, unrouted]) {
-      expect(await hasBody(store, id)).toBe(false);
-      expect(await hasBundle(store, id)).toBe(false);
+const f = retentionFixture<SqliteMessageStore>({
+  async open(now) {
+    const s = new SqliteMessageStore({ path: path.join(dir, `r${++n}.db`), logger: silentLogger(), now });
+    await s.open();
+    return s;
+  },
+  async deliveryBundles(store, id) {
+    const db = new Database(store.file, { readonly: true });
+    try {
+      const row = db
+        .prepare('SELECT COUNT(*) AS n FROM deliveries WHERE message_id = ? AND bundle IS NOT NULL')
+        .get(id);
+      return (row as { n: number }).n;
+    } finally {
+      db.close();
     }
-    expect(await hasBody(store, del)).toBe(true);
-    expect(await store.prune({ bodiesBefore: at(T0 + 201) })).toEqual({ messages: 2, deleted: 0 });
-    for (const id of [del, held]) {
-      expect(await hasBody(store, id)).toBe(false);
-      expect(await hasBundle(store, id)).toBe(false);
-      // Metadata, events and the deliveries (without their bundles) stay.
-      expect((await store.getMessage(id))!.status).toBe('delivered');
-      expect((await store.events(id)).length).toBeGreaterThan(0);
-      expect(await store.deliveries(id)).toMatchObject([{ status: 'delivered', sinkId: 's1' }]);
-      expect(deliveryBundles(store, id)).toBe(0);
-    }
-    // Pruned once: not counted again.
-    expect(await store.prune({ bodiesBefore: at(T0 + 10_000) })).toEqual({ messages: 0, deleted: 0 });
-  });
-
-  it('never the body of a message still to process or deliver, nor (without deadBefore) a dead or failed one', async () => {
-    const store = await openStore();
-    const [open1, dead1] = await routed(store, ['A', 'B']);
-    await complete(store, [open1], failedOnce);
-    await complete(store, [dead1], dead);
-    const [received] = (await store.insert([msg()])).map((r) => r.id);
-    const [failedMsg] = (await store.insert([msg()])).map((r) => r.id);
-    await store.claimReceived('p', 10, 60_000);
-    await store.recordProcessed([
-      { id: failedMsg, outcome: { status: 'failed', error: { code: 'T', message: 't', retryable: false } } },
-    ]);
-    clock = T0 + 10_000;
-    expect(await store.prune({ bodiesBefore: at(clock) })).toEqual({ messages: 0, deleted: 0 });
-    for (const id of [open1, dead1, received, failedMsg]) expect(await hasBody(store, id)).toBe(true);
-    expect((await store.getMessage(dead1))!.status).toBe('dead');
-    expect((await store.getMessage(failedMsg))!.status).toBe('failed');
-  });
-
-  it('deadBefore: dead and failed messages last changed before it lose their body; exactly at it, not', async () => {
-    const store = await openStore();
-    const [ok, deadMsg] = await routed(store, ['A', 'B']);
-    await complete(store, [ok], { status: 'delivered' });
-    const [failedMsg] = (await store.insert([msg()])).map((r) => r.id);
-    await store.claimReceived('p', 1, 60_000);
-    clock = T0 + 50;
-    await store.recordProcessed([
-      { id: failedMsg, outcome: { status: 'failed', error: { code: 'T', message: 't', retryable: false } } },
-    ]);
-    await complete(store, [deadMsg], dead);
-    const both = { bodiesBefore: at(T0), deadBefore: at(T0 + 50) };
-    expect(await store.prune(both)).toEqual({ messages: 0, deleted: 0 });
-    expect(await store.prune({ ...both, deadBefore: at(T0 + 51) })).toEqual({ messages: 2, deleted: 0 });
-    for (const id of [deadMsg, failedMsg]) expect(await hasBody(store, id)).toBe(false);
-    expect(await hasBody(store, ok)).toBe(true);
-    expect(await store.prune({ bodiesBefore: at(T0 + 1), deadBefore: at(T0 + 51) })).toEqual({
-      messages: 1,
-      deleted: 0,
-    });
-  });
+  },
 });
+const { openStore, routed, complete, setClock } = f;
 
-describe('prune: deleting', () => {
-  it('deleteBefore: messages in a final status last changed before it are deleted with their events, deliveries and content; exactly at it, not', async () => {
-    const store = await openStore();
-    const [ok, deadMsg, open1] = await routed(store, ['A', 'B', 'C']);
-    clock = T0 + 100;
-    await complete(store, [ok], { status: 'delivered' });
-    await complete(store, [deadMsg], dead);
-    await complete(store, [open1], failedOnce);
-    const [received] = (await store.insert([msg()])).map((r) => r.id);
-    // Already pruned ones are deleted too.
-    expect(await store.prune({ bodiesBefore: at(T0 + 101) })).toEqual({ messages: 1, deleted: 0 });
-    expect(await store.prune({ bodiesBefore: at(T0), deleteBefore: at(T0 + 100) })).toEqual({
-      messages: 0,
-      deleted: 0,
-    });
-    expect(await store.prune({ bodiesBefore: at(T0), deleteBefore: at(T0 + 101) })).toEqual({
-      messages: 0,
-      deleted: 2,
-    });
-    for (const id of [ok, deadMsg]) {
-      expect(await store.getMessage(id)).toBeUndefined();
-      expect(await store.events(id)).toEqual([]);
-      expect(await store.deliveries(id)).toEqual([]);
-    }
-    for (const id of [open1, received]) expect(await hasBody(store, id)).toBe(true);
-    expect(await store.countMessages(['routed', 'received'])).toEqual({ routed: 1, received: 1 });
-  });
-
-  it('filtered, unrouted and failed messages are deleted too', async () => {
-    const store = await openStore();
-    const ids = (await store.insert([msg(), msg(), msg()])).map((r) => r.id);
-    await store.claimReceived('p', 3, 60_000);
-    await store.recordProcessed([
-      { id: ids[0], transformed: { bundleJson: JSON.stringify(bundleFor('f')) }, outcome: { status: 'filtered' } },
-      { id: ids[1], transformed: { bundleJson: JSON.stringify(bundleFor('u')) }, outcome: { status: 'unrouted' } },
-      { id: ids[2], outcome: { status: 'failed', error: { code: 'T', message: 't', retryable: false } } },
-    ]);
-    clock = T0 + 1;
-    expect(await store.prune({ bodiesBefore: at(T0), deleteBefore: at(clock) })).toEqual({ messages: 0, deleted: 3 });
-    for (const id of ids) expect(await store.getMessage(id)).toBeUndefined();
-  });
-
-  it("a deleted dead message's delivery not yet tried (pending) no longer holds its key at its sink", async () => {
-    const store = await openStore();
-    const [m1] = await routed(store, ['K'], ['s1', 's2']);
-    const [m2] = await routed(store, ['K'], ['s2']);
-    await complete(store, [m1], dead, 's1');
-    clock = T0 + 10;
-    expect(await store.prune({ bodiesBefore: at(T0), deleteBefore: at(clock) })).toEqual({ messages: 0, deleted: 1 });
-    expect(
-      (await store.claimDeliveries('w', 10, 60_000, undefined, { sinkIds: ['s2'] })).map((d) => d.messageId),
-    ).toEqual([m2]);
-  });
-
-  it("a deleted dead message's open delivery to another sink no longer holds its key there", async () => {
-    const store = await openStore();
-    // m1 goes to s1 and s2; dead at s1, its s2 delivery still open (failed, due later); m2 has the same key at s2.
-    const [m1] = await routed(store, ['K'], ['s1', 's2']);
-    const [m2] = await routed(store, ['K'], ['s2']);
-    await complete(store, [m1], dead, 's1');
-    const [d1] = await store.claimDeliveries('w', 10, 60_000, undefined, { sinkIds: ['s2'] });
-    expect(d1.messageId).toBe(m1);
-    await store.completeDelivery(d1.id, failedOnce);
-    expect((await store.getMessage(m1))!.status).toBe('dead');
-    expect(await store.claimDeliveries('w', 10, 60_000, undefined, { sinkIds: ['s2'] })).toEqual([]);
-    clock = T0 + 10;
-    expect(await store.prune({ bodiesBefore: at(T0), deleteBefore: at(clock) })).toEqual({ messages: 0, deleted: 1 });
-    expect(
-      (await store.claimDeliveries('w', 10, 60_000, undefined, { sinkIds: ['s2'] })).map((d) => d.messageId),
-    ).toEqual([m2]);
-  });
-});
-
-describe('prune: in steps', () => {
-  it('a bounded range of messages and a bounded batch per step: the same counts, every message once', async () => {
-    const store = await openStore();
-    Object.assign(store.pruneStep, { scan: 3, batch: 2 });
-    const ids = await routed(
-      store,
-      Array.from({ length: 11 }, (_, i) => `K${i}`),
-    );
-    // 0-6 delivered, 7-8 dead, 9-10 open; two received after them.
-    await complete(store, ids.slice(0, 7), { status: 'delivered' });
-    await complete(store, ids.slice(7, 9), dead);
-    await store.insert([msg(), msg()]);
-    clock = T0 + 1;
-    const future = at(clock);
-    expect(await store.prune({ bodiesBefore: future })).toEqual({ messages: 7, deleted: 0 });
-    expect(await store.prune({ bodiesBefore: future, deadBefore: future })).toEqual({ messages: 2, deleted: 0 });
-    for (const id of ids.slice(0, 9)) expect(await hasBody(store, id)).toBe(false);
-    for (const id of ids.slice(9)) expect(await hasBody(store, id)).toBe(true);
-    expect(await store.prune({ bodiesBefore: future, deleteBefore: future })).toEqual({ messages: 0, deleted: 9 });
-    expect(await store.listMessages({ ids })).toHaveLength(2);
-    expect(await store.countMessages(['routed', 'received'])).toEqual({ routed: 2, received: 2 });
-  });
-
-  it('a full batch in a range continues after its last message, not at the range end', async () => {
-    const store = await openStore();
-    Object.assign(store.pruneStep, { scan: 100, batch: 2 });
-    const ids = await routed(
-      store,
-      Array.from({ length: 7 }, (_, i) => `K${i}`),
-    );
-    await complete(store, ids, { status: 'delivered' });
-    clock = T0 + 1;
-    expect(await store.prune({ bodiesBefore: at(clock) })).toEqual({ messages: 7, deleted: 0 });
-    for (const id of ids) expect(await hasBody(store, id)).toBe(false);
-  });
-
-  it('an empty store, or nothing old enough: nothing pruned', async () => {
-    const store = await openStore();
-    expect(await store.prune({ bodiesBefore: at(T0 + 1), deadBefore: at(T0 + 1), deleteBefore: at(T0 + 1) })).toEqual({
-      messages: 0,
-      deleted: 0,
-    });
-  });
-});
-
-describe('prune: the audit trail', () => {
-  it('auditBefore alone deletes audit entries before it (exactly at it: kept); without it none, and no count', async () => {
-    const store = await openStore();
-    await store.appendAudit([
-      { principal: 'cli:a', action: 'replay', result: 'ok', at: at(T0 - 2000) },
-      { principal: 'cli:a', action: 'prune', result: 'ok', at: at(T0 - 1000) },
-      { principal: 'cli:a', action: 'retry', result: 'ok', at: at(T0) },
-    ]);
-    // Without auditBefore the result has no auditDeleted at all.
-    expect(await store.prune({ bodiesBefore: at(T0) })).toStrictEqual({ messages: 0, deleted: 0 });
-    expect(await store.prune({ bodiesBefore: at(T0), auditBefore: at(T0 - 1000) })).toEqual({
-      messages: 0,
-      deleted: 0,
-      auditDeleted: 1,
-    });
-    expect((await store.auditEntries()).map((e) => e.action)).toEqual(['prune', 'retry']);
-    expect(await store.prune({ bodiesBefore: at(T0), auditBefore: at(T0 - 1000) })).toEqual({
-      messages: 0,
-      deleted: 0,
-      auditDeleted: 0,
-    });
-    expect((await store.prune({ bodiesBefore: at(T0), auditBefore: at(T0 + 1) })).auditDeleted).toBe(2);
-    expect(await store.auditEntries()).toEqual([]);
-  });
-});
+pruneTests(describe, f);
 
 describe('prune: compaction', () => {
   /** Free pages made behind the store's back (a table of blobs created and dropped). */
@@ -334,7 +64,7 @@ describe('prune: compaction', () => {
 
     // Bodies only (messages, nothing deleted): compacted.
     const [a, b] = await routed(store, ['A', 'B']);
-    clock = T0 + 100;
+    setClock(T0 + 100);
     await complete(store, [a, b], { status: 'delivered' });
     expect(await store.prune({ bodiesBefore: at(T0 + 101) })).toEqual({ messages: 2, deleted: 0 });
     expect(await free()).toBe(0);

@@ -158,14 +158,16 @@ export abstract class SqlRetentionPart extends SqlAdminQueriesPart {
   async prune(opts: PruneOptions): Promise<PruneResult> {
     this.assertOpen();
     const now = this.now();
+    // The times given are on this process's clock; the rows' on the database's (see `clockOffsetMs`).
+    const onDb = (d: Date) => d.getTime() + this.clockOffsetMs;
     const passes: { statuses: string[]; before: number; del: boolean }[] = [
-      { statuses: ['delivered', 'filtered', 'unrouted'], before: opts.bodiesBefore.getTime(), del: false },
+      { statuses: ['delivered', 'filtered', 'unrouted'], before: onDb(opts.bodiesBefore), del: false },
     ];
-    if (opts.deadBefore) passes.push({ statuses: ['dead', 'failed'], before: opts.deadBefore.getTime(), del: false });
+    if (opts.deadBefore) passes.push({ statuses: ['dead', 'failed'], before: onDb(opts.deadBefore), del: false });
     if (opts.deleteBefore)
       passes.push({
         statuses: ['delivered', 'filtered', 'unrouted', 'dead', 'failed'],
-        before: opts.deleteBefore.getTime(),
+        before: onDb(opts.deleteBefore),
         del: true,
       });
     const top = Number((await this.readSettled((x) => x.all('SELECT MAX(seq) AS s FROM messages')))[0]?.s ?? 0);
@@ -225,7 +227,7 @@ export abstract class SqlRetentionPart extends SqlAdminQueriesPart {
     }
     let auditDeleted: number | undefined;
     if (opts.auditBefore) {
-      const before = opts.auditBefore.getTime() + this.clockOffsetMs;
+      const before = onDb(opts.auditBefore);
       auditDeleted = await this.txSettled((x) => x.run('DELETE FROM audit_log WHERE at < ?', [before]), { long: true });
     }
     if (messages || deleted || auditDeleted) await this.compact();
