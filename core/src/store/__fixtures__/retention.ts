@@ -1,3 +1,4 @@
+import { routed as routedKeys } from './claims';
 import { bundleFor, msg } from './conformance/helpers';
 import type { DeliveryOutcome } from '../message-store';
 import type { SqlMessageStore } from '../sql/sql.store';
@@ -40,27 +41,7 @@ export function retentionFixture<S extends SqlMessageStore>(h: RetentionHarness<
   }
 
   /** One message per key, routed to each sink (strict order on its key); returns the message ids. */
-  async function routed(store: S, keys: string[], sinks = ['s1']): Promise<string[]> {
-    const ids = (await store.insert(keys.map(() => msg()))).map((r) => r.id);
-    await store.claimReceived('proc', ids.length, 60_000);
-    const r = await store.recordProcessed(
-      ids.map((id, i) => ({
-        id,
-        transformed: { bundleJson: JSON.stringify(bundleFor(id)), orderingKey: keys[i] },
-        outcome: {
-          status: 'routed' as const,
-          deliveries: sinks.map((sinkId) => ({
-            routeId: 'r1',
-            sinkId,
-            bundleJson: JSON.stringify(bundleFor(`${id}:${sinkId}`)),
-            strictOrder: true,
-          })),
-        },
-      })),
-    );
-    expect(r.failed).toEqual([]);
-    return ids;
-  }
+  const routed = (store: S, keys: string[], sinks = ['s1']): Promise<string[]> => routedKeys(store, keys, { sinks });
 
   /** Each of `ids`' deliveries to `sink` given `outcome` now (their last change: now). */
   async function complete(store: S, ids: string[], outcome: DeliveryOutcome, sink = 's1'): Promise<void> {
