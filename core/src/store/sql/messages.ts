@@ -15,12 +15,6 @@ interface PendingInsert {
 }
 
 /**
- * Messages in: `insert` with its group commit (every caller of one event-loop turn, and those
- * arriving while a commit is in flight, share one durable transaction; on SQLite the next batch
- * commits while the previous one's WAL sync runs, each batch answered once its own sync is done),
- * the duplicate lookup, and the sources' checkpoints (written with the messages they cover).
- */
-/**
  * The duplicate lookup: earlier copies of a batch's messages by sender + control id (`dedup_key`)
  * in the window, for one source and up to CHUNK keys. Unsorted on purpose: with `ORDER BY seq`
  * SQLite took the `(source_id, seq)` index, which gives that order for free, and walked every
@@ -33,6 +27,12 @@ export function duplicateLookupSql(keys: number): string {
            WHERE source_id = ? AND dedup_key IN (${Array.from({ length: keys }, () => '?').join(', ')}) AND received_at >= ? AND duplicate_of IS NULL`;
 }
 
+/**
+ * Messages in: `insert` with its group commit (every caller of one event-loop turn, and those
+ * arriving while a commit is in flight, share one durable transaction; on SQLite the next batch
+ * commits while the previous one's WAL sync runs, each batch answered once its own sync is done),
+ * the duplicate lookup, and the sources' checkpoints (written with the messages they cover).
+ */
 export abstract class SqlMessagesPart extends SqlStoreBase {
   private queue: PendingInsert[] = [];
   private queuedCount = 0;

@@ -492,18 +492,19 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
       this.eventBatch = undefined;
       const w = this.write((x) => this.events_(x, batch.rows));
       this.eventsWriting = w;
-      await w;
+      try {
+        await w;
+      } finally {
+        if (this.eventsWriting === w) this.eventsWriting = undefined;
+      }
     })();
     return batch.done;
   }
 
   /** Waits for the event rows queued by `recordEvents` (closing: written before the store closes). */
   protected override async drainQueuedWrites(): Promise<void> {
-    while (this.eventBatch || this.eventsWriting) {
-      const w = this.eventBatch?.done ?? this.eventsWriting;
-      await w?.catch(() => undefined);
-      if (!this.eventBatch && w === this.eventsWriting) this.eventsWriting = undefined;
-    }
+    while (this.eventBatch || this.eventsWriting)
+      await (this.eventBatch?.done ?? this.eventsWriting)!.catch(() => undefined);
   }
 
   /** Stamps each message with the config version that routed it (in the transaction recording it). */
