@@ -74,6 +74,8 @@ const LOAD = path.resolve(__dirname, '../../shared/tools/mllp-load.js');
 const minutes = Number(argOf('minutes', 10));
 const conns = Number(argOf('c', 4));
 const sampleS = Number(argOf('sample-s', 10));
+// V8 options for the engine's process (e.g. --node-args "--heap-growing-percent=20"), to compare GC settings
+const nodeArgs = (argOf('node-args', '') ?? '').split(' ').filter(Boolean);
 const fixedRate = argOf('rate') ? Number(argOf('rate')) : undefined;
 if (!fs.existsSync('/proc/self/status')) {
   console.log('skipped: /proc is not available (Linux only)');
@@ -82,6 +84,13 @@ if (!fs.existsSync('/proc/self/status')) {
 if (!fs.existsSync(LOAD)) {
   console.log(`skipped: ../shared absent (${LOAD}); the peak rate is measured with its load client`);
   process.exit(0);
+}
+
+/** The process's CPU time so far (all its threads: the engine, the transform worker, GC helpers), in seconds. */
+function cpuSeconds(pid) {
+  // /proc/<pid>/stat: fields 14 and 15 (utime, stime) in clock ticks, after the command in parentheses
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
 }
 
 function rssMb(pid) {
@@ -172,7 +181,7 @@ function slope(points) {
 
 async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-soak-'));
-  const child = spawn(process.execPath, [__filename, '--child', '--dir', dir], {
+  const child = spawn(process.execPath, [...nodeArgs, __filename, '--child', '--dir', dir], {
     stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
   });
   let asked = 0;
@@ -230,9 +239,11 @@ async function main() {
       );
     };
     await sample();
+    const cpu0 = cpuSeconds(child.pid);
     const timer = setInterval(() => void sample(), sampleS * 1000);
     const r = await paced(port, rate, until, progress);
     clearInterval(timer);
+    const cpu = cpuSeconds(child.pid) - cpu0;
     await sample();
     const steady = samples.filter((s) => s.t >= (minutes * 60) / 5);
     const { slope: perSec, mean } = slope(steady.map((s) => ({ x: s.t, y: s.rss })));
@@ -242,7 +253,8 @@ async function main() {
     console.log(
       `\nsent ${r.sent}, acked AA ${r.acked}, errors ${r.errors}: ${Math.round(r.acked / secs)} msgs/s; ` +
         `kept the pace: ${r.acked} of ${due} due (${((r.acked * 100) / due).toFixed(1)} %); ` +
-        `backlog largest ${Math.max(...samples.map((x) => x.backlog))}, last ${samples[samples.length - 1].backlog}`,
+        `backlog largest ${Math.max(...samples.map((x) => x.backlog))}, last ${samples[samples.length - 1].backlog}; ` +
+        `engine CPU ${((cpu * 1000) / Math.max(1, r.acked)).toFixed(2)} ms per message (${((cpu * 100) / secs).toFixed(0)} % of one core)`,
     );
     console.log(
       `RSS after warm-up (${steady.length} samples from t=${steady[0]?.t.toFixed(0)} s): mean ${mean.toFixed(1)} MB, slope ${(perSec * 60).toFixed(2)} MB/min ` +

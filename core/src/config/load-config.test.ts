@@ -172,6 +172,16 @@ describe('buildEngineConfig', () => {
     expect(cfg.processing).toMatchObject({ leaseMs: 60_000, heartbeatMs: 2000, instanceTimeoutMs: 6000 });
   });
 
+  it('processing.heapGrowthPercent: 20 by default, FERRY_HEAP_GROWTH_PERCENT overrides it, a negative one is refused by path', () => {
+    const problems: ConfigProblem[] = [];
+    expect(buildEngineConfig({}, catalog, {}, problems, { env: {} }).processing.heapGrowthPercent).toBe(20);
+    const env = { FERRY_HEAP_GROWTH_PERCENT: '0' };
+    expect(buildEngineConfig({}, catalog, {}, problems, { env }).processing.heapGrowthPercent).toBe(0);
+    expect(problems).toEqual([]);
+    buildEngineConfig({ processing: { heapGrowthPercent: -5 } }, catalog, {}, problems, { env: {} });
+    expect(problems.map((p) => p.path)).toEqual(['processing.heapGrowthPercent']);
+  });
+
   it("checks the duplicate rule's ignoreFields and an instance timeout of at least two heartbeats", () => {
     const problems: ConfigProblem[] = [];
     const cfg = buildEngineConfig({ sources: { a: { type: 'http', port: 0 } } }, catalog, {}, problems, { env: {} });

@@ -24,6 +24,7 @@ import { storeSubmitted } from './intake';
 import { resolveReferences, type SourceRuntime } from './references';
 import { planReload, recordConfigVersion, type ReloadResult } from './reload';
 import {
+  applyHeapGrowth,
   createSource,
   dataQualityPolicies,
   startFhirFacade,
@@ -215,6 +216,8 @@ export class Engine {
       this.version = await recordConfigVersion(this.store, cfg, 'start', 1);
       for (const [id, entry] of Object.entries(cfg.sinks))
         this.sinks.set(id, await startSink(this, this.hosts(), id, entry, cfg));
+      // before the FHIR definitions and the workers' heaps grow: memory stays flat under a steady load
+      applyHeapGrowth(cfg.processing.heapGrowthPercent);
       // the FHIR definitions load now (≈ 1 s CPU), not on the first message
       if (cfg.processing.validate !== false) warmFhirValidator();
       const common = {

@@ -4,6 +4,7 @@
  * facade. `Engine` starts them in order at start-up and on a reload, and keeps them.
  */
 import os from 'node:os';
+import v8 from 'node:v8';
 import type { Logger } from 'winston';
 import type { EngineConfig } from '../config/engine.schema';
 import type { SinkRuntime } from '../delivery/dispatcher';
@@ -28,6 +29,15 @@ export interface RuntimeEngine extends ContextEngine {
 export function transformWorkerCount(setting: number | 'auto'): number {
   if (setting === 'auto') return Math.max(0, Math.min(4, (os.availableParallelism?.() ?? os.cpus().length) - 1));
   return setting;
+}
+
+/**
+ * `processing.heapGrowthPercent`: V8's heap growing factor for the whole process (the flag is read at every
+ * full collection's new limit, by every isolate: the engine thread's and each transform worker's). 0 gives
+ * the choice back to V8 (its dynamic factor, up to 4x).
+ */
+export function applyHeapGrowth(percent: number): void {
+  v8.setFlagsFromString(`--heap-growing-percent=${Math.max(0, Math.floor(percent))}`);
 }
 
 /** Each source's `dataQuality` policy, by source id (plain data: it goes to the transform workers too). */
