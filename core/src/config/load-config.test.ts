@@ -172,9 +172,9 @@ describe('buildEngineConfig', () => {
     expect(cfg.processing).toMatchObject({ leaseMs: 60_000, heartbeatMs: 2000, instanceTimeoutMs: 6000 });
   });
 
-  it('processing.heapGrowthPercent: 20 by default, FERRY_HEAP_GROWTH_PERCENT overrides it, a negative one is refused by path', () => {
+  it('processing.heapGrowthPercent: 50 by default, FERRY_HEAP_GROWTH_PERCENT overrides it, a negative one is refused by path', () => {
     const problems: ConfigProblem[] = [];
-    expect(buildEngineConfig({}, catalog, {}, problems, { env: {} }).processing.heapGrowthPercent).toBe(20);
+    expect(buildEngineConfig({}, catalog, {}, problems, { env: {} }).processing.heapGrowthPercent).toBe(50);
     const env = { FERRY_HEAP_GROWTH_PERCENT: '0' };
     expect(buildEngineConfig({}, catalog, {}, problems, { env }).processing.heapGrowthPercent).toBe(0);
     expect(problems).toEqual([]);

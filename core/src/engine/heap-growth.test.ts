@@ -35,7 +35,7 @@ describe('processing.heapGrowthPercent', () => {
   }
 
   it.each([
-    [{}, '--heap-growing-percent=20'],
+    [{}, '--heap-growing-percent=50'],
     [{ heapGrowthPercent: 35 }, '--heap-growing-percent=35'],
     [{ heapGrowthPercent: 0 }, '--heap-growing-percent=0'],
   ])('with processing %j the engine sets %s when it starts', async (processing, flag) => {
