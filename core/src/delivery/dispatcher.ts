@@ -298,6 +298,9 @@ export class Dispatcher {
       // A hold that ends at a set time: claimed for again then (once it has ended, as any sink).
       for (const h of this.holds.values())
         if (h.until && h.until.getTime() > Date.now()) wait = Math.min(wait, h.until.getTime() - Date.now());
+      // A kick while the reads above were awaited (new work routed, a delivery finished) is not lost
+      // in a sleep of a whole poll interval: its wake() found no sleep to cut short.
+      if (this.kicked) continue;
       if (!claimedAny || wait > 0) await this.sleep(Math.max(wait, 5));
     }
   }

@@ -114,6 +114,54 @@ describe('Dispatcher: idle reads of the store', () => {
     }
   });
 
+  it('a delivery routed while an idle turn reads the earliest due retry is claimed at once, not at the next poll', async () => {
+    const sqlite = new SqliteMessageStore({ path: path.join(dir, 'race.db'), logger: silentLogger() });
+    await sqlite.open();
+    // The idle turn's read of the earliest due retry is held until the test lets it go.
+    let reading: (() => void) | undefined;
+    let readStarted!: () => void;
+    const started = new Promise<void>((r) => (readStarted = r));
+    const store = new Proxy(sqlite, {
+      get: (target, prop) => {
+        const v = Reflect.get(target, prop);
+        if (typeof v !== 'function') return v;
+        if (prop !== 'nextDueAt') return v.bind(target);
+        return async (...args: unknown[]) => {
+          readStarted();
+          await new Promise<void>((r) => (reading = r));
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    }) as MessageStore;
+    const got: string[] = [];
+    const logger = silentLogger();
+    const rt: SinkRuntime = {
+      id: 'out',
+      sink: { deliver: async (d: Delivery) => void got.push(d.message.id) },
+      retry: { maxAttempts: 3, initialDelayMs: 20, maxDelayMs: 50, multiplier: 2, jitter: 0, maxAgeMs: 60_000 },
+      logger,
+      concurrency: 1,
+    };
+    const dispatcher = new Dispatcher(store, new Map([['out', rt]]), logger, new EngineMetrics(false), {
+      owner: 'me',
+      leaseMs: 60_000,
+      pollIntervalMs: 60_000,
+    });
+    dispatcher.start();
+    try {
+      await started; // the first idle turn: nothing claimed, now reading the earliest due retry
+      const [id] = await routed(sqlite, 1, 'out');
+      dispatcher.kick(); // no sleep to cut short yet
+      reading!();
+      expect(await until(() => got.length === 1, 2_000)).toBe(true);
+      expect(got).toEqual([id]);
+    } finally {
+      reading?.();
+      await dispatcher.stop();
+      await sqlite.close();
+    }
+  });
+
   it("looks for a removed sink's deliveries once per poll interval, and at once after a reload removes a sink", async () => {
     const store = new SqliteMessageStore({ path: path.join(dir, 'gone.db'), logger: silentLogger() });
     await store.open();
