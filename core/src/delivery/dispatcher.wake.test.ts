@@ -36,6 +36,23 @@ function counting(store: MessageStore, method: keyof MessageStore): { store: Mes
   return { store: proxy, calls: () => n };
 }
 
+/** A dispatcher for one sink 'out' taking one delivery at a time (each message id into `got`), polling once a minute. */
+function oneAtATime(store: MessageStore, got: string[]): Dispatcher {
+  const logger = silentLogger();
+  const rt: SinkRuntime = {
+    id: 'out',
+    sink: { deliver: async (d: Delivery) => void got.push(d.message.id) },
+    retry: { maxAttempts: 3, initialDelayMs: 20, maxDelayMs: 50, multiplier: 2, jitter: 0, maxAgeMs: 60_000 },
+    logger,
+    concurrency: 1,
+  };
+  return new Dispatcher(store, new Map([['out', rt]]), logger, new EngineMetrics(false), {
+    owner: 'me',
+    leaseMs: 60_000,
+    pollIntervalMs: 60_000,
+  });
+}
+
 const until = async (cond: () => boolean, ms = 15_000) => {
   for (const t0 = Date.now(); !cond() && Date.now() - t0 < ms;) await new Promise((r) => setTimeout(r, 10));
   return cond();
@@ -85,19 +102,7 @@ describe('Dispatcher: idle reads of the store', () => {
     await sqlite.open();
     const { store, calls } = counting(sqlite, 'nextDueAt');
     const got: string[] = [];
-    const logger = silentLogger();
-    const rt: SinkRuntime = {
-      id: 'out',
-      sink: { deliver: async (d: Delivery) => void got.push(d.message.id) },
-      retry: { maxAttempts: 3, initialDelayMs: 20, maxDelayMs: 50, multiplier: 2, jitter: 0, maxAgeMs: 60_000 },
-      logger,
-      concurrency: 1,
-    };
-    const dispatcher = new Dispatcher(store, new Map([['out', rt]]), logger, new EngineMetrics(false), {
-      owner: 'me',
-      leaseMs: 60_000,
-      pollIntervalMs: 60_000,
-    });
+    const dispatcher = oneAtATime(store, got);
     dispatcher.start();
     try {
       // One message at a time, each delivered before the next is routed: an idle turn after each.
@@ -134,19 +139,7 @@ describe('Dispatcher: idle reads of the store', () => {
       },
     }) as MessageStore;
     const got: string[] = [];
-    const logger = silentLogger();
-    const rt: SinkRuntime = {
-      id: 'out',
-      sink: { deliver: async (d: Delivery) => void got.push(d.message.id) },
-      retry: { maxAttempts: 3, initialDelayMs: 20, maxDelayMs: 50, multiplier: 2, jitter: 0, maxAgeMs: 60_000 },
-      logger,
-      concurrency: 1,
-    };
-    const dispatcher = new Dispatcher(store, new Map([['out', rt]]), logger, new EngineMetrics(false), {
-      owner: 'me',
-      leaseMs: 60_000,
-      pollIntervalMs: 60_000,
-    });
+    const dispatcher = oneAtATime(store, got);
     dispatcher.start();
     try {
       await started; // the first idle turn: nothing claimed, now reading the earliest due retry
