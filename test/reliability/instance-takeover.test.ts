@@ -260,15 +260,23 @@ requires(pgRequirement(), cliBuilt)('instances on PostgreSQL: takeover by heartb
 
   it('SIGKILL: the other instance delivers everything the dead one held within 10 s (default 60 s lease)', async () => {
     const { cfg, sql } = await setUp('kill');
+    const [a, b] = await start(cfg);
     try {
-      const [a, b] = await start(cfg);
       await waitFor(
         'both instances delivering',
         () => (byInstance.a ?? 0) >= 20 && (byInstance.b ?? 0) >= 20,
         60_000,
         50,
       );
-      const held = await heldBy(sql, a.child.pid!);
+      // Killed while it holds work: on a loaded machine an instance can be between claims at any one
+      // moment (its claims spaced after slow ones), and a kill then takes nothing over.
+      let held = await heldBy(sql, a.child.pid!);
+      await waitFor(
+        'instance a holding work',
+        async () => (held = await heldBy(sql, a.child.pid!)).deliveries.length + held.messages.length > 0,
+        30_000,
+        20,
+      );
       await killHard(a);
       const tookMs = await deliveredWithin(sql, held, 30_000);
       console.log(
@@ -282,14 +290,16 @@ requires(pgRequirement(), cliBuilt)('instances on PostgreSQL: takeover by heartb
       expect(redelivered).toBeLessThanOrEqual(WORKERS);
       await stopGracefully(b);
     } finally {
+      // a failure leaves no instance delivering the same control ids into the next test's counts
+      await Promise.all([killHard(a), killHard(b)]);
       await sql.end();
     }
   }, 200_000);
 
   it('SIGSTOP until taken over, then SIGCONT: its late outcomes are dropped, nothing recorded twice, it beats again', async () => {
     const { cfg, sql } = await setUp('stop');
+    const [a, b] = await start(cfg);
     try {
-      const [a, b] = await start(cfg);
       await waitFor(
         'both instances delivering',
         () => (byInstance.a ?? 0) >= 20 && (byInstance.b ?? 0) >= 20,
@@ -332,6 +342,7 @@ requires(pgRequirement(), cliBuilt)('instances on PostgreSQL: takeover by heartb
       expect(received.size).toBe(N);
       await Promise.all([stopGracefully(a), stopGracefully(b)]);
     } finally {
+      await Promise.all([killHard(a), killHard(b)]);
       await sql.end();
     }
   }, 200_000);
