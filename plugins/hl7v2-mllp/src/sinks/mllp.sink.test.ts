@@ -19,7 +19,8 @@ function sinkFor(port: number, cfg: MllpSinkInput = {}): MllpSink {
     host: '127.0.0.1',
     port,
     connectTimeoutMs: 1000,
-    ackTimeoutMs: 300,
+    // long enough for a loaded CI machine; the ACK-timeout test sets its own short one
+    ackTimeoutMs: 5000,
     connections: 1,
     reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
     onReject: 'dead',
@@ -199,7 +200,7 @@ describe('MllpSink', () => {
   });
 
   it('ACK timeout -> retryable; the next delivery reconnects and succeeds', async () => {
-    const { r, s } = await setup();
+    const { r, s } = await setup({ ackTimeoutMs: 300 });
     r.reply = () => 'silent';
     const t = await failure(s.deliver(delivery(adt('T1'))));
     expect(t).toMatchObject({ retryable: true });
