@@ -74,7 +74,8 @@ const LOAD = path.resolve(__dirname, '../../shared/tools/mllp-load.js');
 const minutes = Number(argOf('minutes', 10));
 const conns = Number(argOf('c', 4));
 const sampleS = Number(argOf('sample-s', 10));
-// V8 options for the engine's process (e.g. --node-args "--heap-growing-percent=20"), to compare GC settings
+// V8 options for the engine's process (e.g. --node-args "--max-semi-space-size=32"), to compare GC settings;
+// not the heap growing factor, which the engine sets at start: FERRY_HEAP_GROWTH_PERCENT for that
 const nodeArgs = (argOf('node-args', '') ?? '').split(' ').filter(Boolean);
 const fixedRate = argOf('rate') ? Number(argOf('rate')) : undefined;
 if (!fs.existsSync('/proc/self/status')) {

@@ -13,27 +13,22 @@ import type { Delivery } from '../plugin/api';
 import type { MessageStore } from '../store/message-store';
 import { SqliteMessageStore } from '../store/sqlite.store';
 import { routed } from './__fixtures__/routed';
+import { storeWith } from './__fixtures__/store-with';
 import { Dispatcher, type SinkRuntime } from './dispatcher';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-dispatcher-wake-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-/** The real store, counting the calls of one method. */
-function counting(store: MessageStore, method: keyof MessageStore): { store: MessageStore; calls: () => number } {
+/** The real store, counting its reads of the earliest due retry. */
+function countingDueReads(store: MessageStore): { store: MessageStore; calls: () => number } {
   let n = 0;
-  const proxy = new Proxy(store, {
-    get: (target, prop) => {
-      const v = Reflect.get(target, prop);
-      if (typeof v !== 'function') return v;
-      return prop === method
-        ? (...args: unknown[]) => {
-            n++;
-            return (v as (...a: unknown[]) => unknown).apply(target, args);
-          }
-        : v.bind(target);
+  const counted = storeWith(store, {
+    nextDueAt: (filter) => {
+      n++;
+      return store.nextDueAt(filter);
     },
-  }) as MessageStore;
-  return { store: proxy, calls: () => n };
+  });
+  return { store: counted, calls: () => n };
 }
 
 /** A dispatcher for one sink 'out' taking one delivery at a time (each message id into `got`), polling once a minute. */
@@ -100,7 +95,7 @@ describe('Dispatcher: idle reads of the store', () => {
   it('reads the earliest due retry once per poll interval, not after every delivery', async () => {
     const sqlite = new SqliteMessageStore({ path: path.join(dir, 'due.db'), logger: silentLogger() });
     await sqlite.open();
-    const { store, calls } = counting(sqlite, 'nextDueAt');
+    const { store, calls } = countingDueReads(sqlite);
     const got: string[] = [];
     const dispatcher = oneAtATime(store, got);
     dispatcher.start();
@@ -126,18 +121,13 @@ describe('Dispatcher: idle reads of the store', () => {
     let reading: (() => void) | undefined;
     let readStarted!: () => void;
     const started = new Promise<void>((r) => (readStarted = r));
-    const store = new Proxy(sqlite, {
-      get: (target, prop) => {
-        const v = Reflect.get(target, prop);
-        if (typeof v !== 'function') return v;
-        if (prop !== 'nextDueAt') return v.bind(target);
-        return async (...args: unknown[]) => {
-          readStarted();
-          await new Promise<void>((r) => (reading = r));
-          return (v as (...a: unknown[]) => unknown).apply(target, args);
-        };
+    const store = storeWith(sqlite, {
+      nextDueAt: async (filter) => {
+        readStarted();
+        await new Promise<void>((r) => (reading = r));
+        return sqlite.nextDueAt(filter);
       },
-    }) as MessageStore;
+    });
     const got: string[] = [];
     const dispatcher = oneAtATime(store, got);
     dispatcher.start();

@@ -78,6 +78,15 @@ export const at = (t: number): Date => new Date(t);
 export function pruneTests<S extends SqlMessageStore>(d: Suite, f: ReturnType<typeof retentionFixture<S>>): void {
   const { openStore, routed, complete, deliveryBundles, setClock, hasBody, hasBundle } = f;
 
+  /** At T0 + 10 the dead message (key K) is deleted; `next`, behind it on K at sink s2, is claimable there. */
+  async function expectDeletedThenNextClaimed(store: S, next: string): Promise<void> {
+    setClock(T0 + 10);
+    expect(await store.prune({ bodiesBefore: at(T0), deleteBefore: at(T0 + 10) })).toEqual({ messages: 0, deleted: 1 });
+    expect(
+      (await store.claimDeliveries('w', 10, 60_000, undefined, { sinkIds: ['s2'] })).map((x) => x.messageId),
+    ).toEqual([next]);
+  }
+
   d('prune: bodies', () => {
     it('delivered, filtered and unrouted messages last changed before bodiesBefore lose body and bundles; exactly at it, not', async () => {
       const store = await openStore();
@@ -206,14 +215,7 @@ export function pruneTests<S extends SqlMessageStore>(d: Suite, f: ReturnType<ty
       const [m1] = await routed(store, ['K'], ['s1', 's2']);
       const [m2] = await routed(store, ['K'], ['s2']);
       await complete(store, [m1], dead, 's1');
-      setClock(T0 + 10);
-      expect(await store.prune({ bodiesBefore: at(T0), deleteBefore: at(T0 + 10) })).toEqual({
-        messages: 0,
-        deleted: 1,
-      });
-      expect(
-        (await store.claimDeliveries('w', 10, 60_000, undefined, { sinkIds: ['s2'] })).map((x) => x.messageId),
-      ).toEqual([m2]);
+      await expectDeletedThenNextClaimed(store, m2);
     });
 
     it("a deleted dead message's open delivery to another sink no longer holds its key there", async () => {
@@ -227,14 +229,7 @@ export function pruneTests<S extends SqlMessageStore>(d: Suite, f: ReturnType<ty
       await store.completeDelivery(d1.id, failedOnce);
       expect((await store.getMessage(m1))!.status).toBe('dead');
       expect(await store.claimDeliveries('w', 10, 60_000, undefined, { sinkIds: ['s2'] })).toEqual([]);
-      setClock(T0 + 10);
-      expect(await store.prune({ bodiesBefore: at(T0), deleteBefore: at(T0 + 10) })).toEqual({
-        messages: 0,
-        deleted: 1,
-      });
-      expect(
-        (await store.claimDeliveries('w', 10, 60_000, undefined, { sinkIds: ['s2'] })).map((x) => x.messageId),
-      ).toEqual([m2]);
+      await expectDeletedThenNextClaimed(store, m2);
     });
   });
 
