@@ -458,4 +458,31 @@ describe('processing.lingerMs', () => {
       await engine.stop();
     }
   });
+
+  it('ends as soon as a whole batch is stored', async () => {
+    const dir = tmp();
+    const engine = await Engine.create({
+      config: {
+        store: { kind: 'sqlite', path: path.join(dir, 'linger-full.db') },
+        plugins: ['@ferry/plugin-hl7v2-mllp'],
+        sinks: { out: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' } },
+        routes: [{ id: 'all', to: ['out'] }],
+        // a linger and an idle poll far beyond the test's wait: only a full batch ends the linger
+        processing: { transformWorkers: 0, batchSize: 3, lingerMs: 600_000, pollIntervalMs: 600_000 },
+        admin: { enabled: false },
+        log: { level: 'error' },
+      },
+    });
+    await engine.start();
+    try {
+      for (let i = 0; i < 3; i++) await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: adt(i) }]);
+      await engine.waitForIdle(20_000);
+      expect((await engine.store.stats()).messages).toEqual({ delivered: 3 });
+      const batches = await engine.metrics.registry.getSingleMetricAsString('ferry_processing_batch_messages');
+      expect(batches).toMatch(/^ferry_processing_batch_messages_count 1$/m);
+      expect(batches).toMatch(/^ferry_processing_batch_messages_sum 3$/m);
+    } finally {
+      await engine.stop();
+    }
+  });
 });

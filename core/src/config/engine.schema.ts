@@ -166,9 +166,9 @@ export const engineSchema = defineSchema({
     },
     pollIntervalMs: { doc: 'Idle poll of the store for due work', format: 'nat', default: 500 },
     lingerMs: {
-      doc: "Under a light load (the last claim took less than a whole batch), how long the processor waits before claiming again, so messages arriving meanwhile are processed, recorded and delivered together: fewer store transactions per message, and a feed sending one message at a time has its next message's insert interrupted once per batch rather than after every message. Adds at most this much to a message's time to delivery, nothing to its ACK. 0 = claim as soon as a message is stored",
+      doc: "Under a light load (the last claim took less than a whole batch), how long the processor waits before claiming again, so messages arriving meanwhile are processed, recorded and delivered together: fewer store transactions per message, and a feed sending one message at a time has its next message's insert interrupted once per batch rather than after every message. The wait ends early once a whole batch (processing.batchSize) is stored. Adds at most this much to a message's time to delivery, nothing to its ACK. 0 = claim as soon as a message is stored",
       format: 'nat',
-      default: 5,
+      default: 25,
       env: 'FERRY_LINGER_MS',
     },
     leaseMs: {

@@ -475,7 +475,7 @@ export class Engine {
     const stored = results.filter((r) => r.stored).length;
     if (stored) {
       this.metrics.received.inc({ source: sourceId }, stored);
-      this.processor?.kick();
+      this.processor?.kick(stored);
     }
     return results;
   }

@@ -77,6 +77,10 @@ export class Processor {
   private loopPromise?: Promise<void>;
   private readonly sleeper = new WakeableSleep();
   private kicked = false;
+  /** The linger's own sleep: cut short by stopping, or once a whole batch is waiting. */
+  private readonly lingering = new WakeableSleep();
+  /** Messages stored since the last claim began (as the engine reports them with `kick`). */
+  private arrived = 0;
   private readonly inFlight = new Set<Promise<void>>();
   /** Ids of the messages this processor holds (claimed, until their batch is finished). */
   private readonly held = new Set<string>();
@@ -144,10 +148,15 @@ export class Processor {
     this.loopPromise = this.loop();
   }
 
-  /** New work is in the store: run now rather than at the next poll. */
-  kick(): void {
+  /**
+   * New work is in the store: run now rather than at the next poll. `stored`: messages just
+   * stored; a linger ends as soon as a whole batch of them is waiting.
+   */
+  kick(stored = 0): void {
     this.kicked = true;
+    this.arrived += stored;
     this.sleeper.wake();
+    if (this.arrived >= this.opts.batchSize) this.lingering.wake();
   }
 
   /** Batches claimed and not yet recorded. */
@@ -159,6 +168,7 @@ export class Processor {
   async stop(): Promise<void> {
     this.running = false;
     this.sleeper.wake();
+    this.lingering.wake();
     await this.loopPromise;
     while (this.inFlight.size) await Promise.allSettled([...this.inFlight]);
   }
@@ -192,11 +202,13 @@ export class Processor {
             });
         }
         // A light load (the last claim was not a full batch): messages arriving in the next moment
-        // are claimed with this one, not one claim, one record and one delivery round each.
-        if (this.opts.lingerMs && !this.fullClaim) {
-          await new Promise((r) => setTimeout(r, this.opts.lingerMs));
+        // are claimed with this one, not one claim, one record and one delivery round each -- until
+        // a whole batch is waiting (as a producer's linger ends at a full batch).
+        if (this.opts.lingerMs && !this.fullClaim && this.arrived < this.opts.batchSize) {
+          await this.lingering.sleep(this.opts.lingerMs);
           if (!this.running) break;
         }
+        this.arrived = 0;
         claimed = await this.store.claimReceived(this.opts.owner, this.opts.batchSize, this.opts.leaseMs, {
           maxAttempts: this.opts.maxAttempts,
         });
