@@ -2,6 +2,7 @@ import type { Bundle } from '@medplum/fhirtypes';
 import { FerryError } from '../../errors';
 import { errorFields } from '../../logging/logger';
 import { DATA_QUALITY_EVENT, type StoredError, type StoredMessage } from '../../model/message';
+import { WakeableSleep } from '../../util/wakeable-sleep';
 import { newId } from '../ids';
 import type { ProcessedMessage, RoutingOutcome } from '../message-store';
 import { SqlDeliveriesPart } from './deliveries';
@@ -17,6 +18,13 @@ import {
 } from './sql-exec';
 
 type ProcessingOutcome = ProcessedMessage['outcome'];
+
+/**
+ * How long a `recordEvents` write gathers rows before it runs: at one connection an ACK is sent
+ * about every millisecond, and each alone was a transaction on the engine's thread between one
+ * message's ACK and the next one's insert. The rows show in the message's history that much later.
+ */
+const EVENTS_LINGER_MS = 20;
 
 /** One message's processing result, ready to write (see `plan`). */
 interface ProcessingPlan {
@@ -467,12 +475,16 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
   private eventBatch?: { rows: EventRow[]; done: Promise<void> };
   /** The `recordEvents` write in flight. */
   private eventsWriting?: Promise<void>;
+  /** The wait before a batch of event rows is written; cut short by a read that must see them, or closing. */
+  private readonly eventsLinger = new WakeableSleep();
 
   /**
    * Event rows without a transition of their own (the ACK each source sent): one write at a time,
-   * the rows that arrive meanwhile in the next -- a group commit, so a source recording one ACK
-   * per message does not cost one transaction per message (PostgreSQL runs every write as its own
-   * transaction). Each caller resolves once its rows are committed.
+   * the rows that arrive meanwhile in the next, and each write gathers rows for `EVENTS_LINGER_MS`
+   * first -- a group commit, so a source recording one ACK per message does not cost one
+   * transaction per message, also when one message at a time is all there is (a feed waiting for
+   * each ACK; PostgreSQL runs every write as its own transaction). Each caller resolves once its
+   * rows are committed; reads for people (`settle`) and `close` write them at once.
    */
   async recordEvents(events: { messageId: string; status: string; detail?: string }[]): Promise<void> {
     this.assertOpen();
@@ -489,6 +501,7 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
     batch.done = (async () => {
       // Behind the write in flight (its failure is its callers'), gathering rows meanwhile.
       await previous?.catch(() => undefined);
+      if (!this.draining) await this.eventsLinger.sleep(EVENTS_LINGER_MS);
       this.eventBatch = undefined;
       const w = this.write((x) => this.events_(x, batch.rows));
       this.eventsWriting = w;
@@ -503,9 +516,19 @@ export abstract class SqlProcessingPart extends SqlDeliveriesPart {
 
   /** Waits for the event rows queued by `recordEvents` (closing: written before the store closes). */
   protected override async drainQueuedWrites(): Promise<void> {
-    while (this.eventBatch || this.eventsWriting)
-      await (this.eventBatch?.done ?? this.eventsWriting)!.catch(() => undefined);
+    this.draining++;
+    try {
+      while (this.eventBatch || this.eventsWriting) {
+        this.eventsLinger.wake();
+        await (this.eventBatch?.done ?? this.eventsWriting)!.catch(() => undefined);
+      }
+    } finally {
+      this.draining--;
+    }
   }
+
+  /** Callers of `drainQueuedWrites` waiting: event rows are written without a linger meanwhile. */
+  private draining = 0;
 
   /** Stamps each message with the config version that routed it (in the transaction recording it). */
   private async stampConfigVersions(x: SqlExec, results: ProcessedMessage[], skip?: Set<string>): Promise<void> {

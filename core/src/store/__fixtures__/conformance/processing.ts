@@ -76,6 +76,26 @@ export function processingConformance(c: ConformanceContext): void {
       ]);
     });
 
+    it('gathers event rows recorded one at a time, as the ACKs of a feed sending one message at a time, into one write', async () => {
+      const ids = (await store.insert(Array.from({ length: 10 }, () => msg()))).map((r) => r.id);
+      // Each write is a transaction (on SQLite a commit on the engine's thread); before the
+      // linger, one ACK a millisecond was one write each.
+      const writes = jest.spyOn(store as unknown as { write: (...a: unknown[]) => Promise<unknown> }, 'write');
+      try {
+        const calls: Promise<void>[] = [];
+        for (const [i, id] of ids.entries()) {
+          calls.push(store.recordEvents!([{ messageId: id, status: 'ack', detail: `MSA|AA|${i}` }]));
+          await sleep(1);
+        }
+        await Promise.all(calls);
+        expect(writes.mock.calls.length).toBeLessThanOrEqual(5);
+      } finally {
+        writes.mockRestore();
+      }
+      for (const [i, id] of ids.entries())
+        expect((await store.events(id)).map((e) => e.detail)).toContain(`MSA|AA|${i}`);
+    });
+
     it('records transformed, failed, unrouted, filtered and routed, each as an event', async () => {
       const [t, f, u, fi, ro] = (await store.insert([msg(), msg(), msg(), msg(), msg()])).map((r) => r.id);
       await store.claimReceived('p', 10, 60_000);
