@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run bench -- mllp [--n 5000] [--quick] [--only ceiling,nodehl7,ferry,engine,ferrypg,enginepg]`: MLLP throughput and latency, in one run, measured by
+// `npm run bench -- mllp [--n 5000] [--warmup 300] [--quick] [--only ceiling,nodehl7,ferry,engine,ferrypg,enginepg]`: MLLP throughput and latency, in one run, measured by
 // an independent client (../shared/tools/mllp-load.js, its own process) at 1 and 16 connections
 // against three peers on this machine:
 //   (a) ceiling  - a minimal Node MLLP server that ACKs without storing anything
@@ -30,6 +30,11 @@ const only = argOf('only', '') ? argOf('only', '').split(',') : undefined;
 // count would not be a fair comparison.
 const N16 = Number(argOf('n', quick ? 1600 : 4800));
 const N1 = Math.max(100, Math.round(N16 / 16));
+// Messages each peer is sent before each measured run (node-hl7-server: 50, see below). The full
+// engine's JIT is not warm after a few hundred: its V8 background threads still compile ~0.5 ms of
+// CPU per message after 500 and ~0.2 after 10,000 at one connection -- `--warmup 10000` measures an
+// engine that has been running.
+const WARMUP = Number(argOf('warmup', 300));
 
 if (!fs.existsSync(LOAD)) {
   console.log(`skipped: ../shared absent (${LOAD}); the benchmark needs its independent load client`);
@@ -293,7 +298,7 @@ async function main() {
       .join(' / ')}; fdatasync p50 ${fsync.p50} ms, p99 ${fsync.p99} ms`,
   );
   console.log(
-    `messages: ${N1} at 1 connection, ${N16} at 16 connections (${N1} per connection for every peer; warm-up 300, node-hl7-server 50)\n`,
+    `messages: ${N1} at 1 connection, ${N16} at 16 connections (${N1} per connection for every peer; warm-up ${WARMUP}, node-hl7-server 50)\n`,
   );
   const peers = [
     minimalServer(),
@@ -315,7 +320,7 @@ async function main() {
     }
     try {
       for (const c of [1, 16]) {
-        await load(port, p.warmup ?? 300, c).catch(() => undefined); // warm-up (separate connections)
+        await load(port, p.warmup ?? WARMUP, c).catch(() => undefined); // warm-up (separate connections)
         const n = c === 1 ? N1 : N16;
         let r;
         try {
