@@ -431,56 +431,48 @@ describe('a processing result the store cannot write', () => {
 });
 
 describe('processing.lingerMs', () => {
-  it('under a light load, messages stored within the linger are processed as one batch', async () => {
+  /** An engine whose processor only a stored message wakes (the idle poll far away). */
+  async function lingering(file: string, processing: Record<string, number>): Promise<Engine> {
     const dir = tmp();
     const engine = await Engine.create({
       config: {
-        store: { kind: 'sqlite', path: path.join(dir, 'linger.db') },
+        store: { kind: 'sqlite', path: path.join(dir, file) },
         plugins: ['@ferry/plugin-hl7v2-mllp'],
         sinks: { out: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' } },
         routes: [{ id: 'all', to: ['out'] }],
-        // the idle poll far away: only a stored message wakes the processor
-        processing: { transformWorkers: 0, lingerMs: 1500, pollIntervalMs: 60_000 },
+        processing: { transformWorkers: 0, ...processing },
         admin: { enabled: false },
         log: { level: 'error' },
       },
     });
     await engine.start();
+    return engine;
+  }
+
+  /** Three messages one at a time, each committed before the next (as a feed waiting for its ACK sends them): one batch. */
+  async function expectOneBatchOfThree(engine: Engine): Promise<void> {
+    for (let i = 0; i < 3; i++) await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: adt(i) }]);
+    await engine.waitForIdle(20_000);
+    expect((await engine.store.stats()).messages).toEqual({ delivered: 3 });
+    const batches = await engine.metrics.registry.getSingleMetricAsString('ferry_processing_batch_messages');
+    expect(batches).toMatch(/^ferry_processing_batch_messages_count 1$/m);
+    expect(batches).toMatch(/^ferry_processing_batch_messages_sum 3$/m);
+  }
+
+  it('under a light load, messages stored within the linger are processed as one batch', async () => {
+    const engine = await lingering('linger.db', { lingerMs: 1500, pollIntervalMs: 60_000 });
     try {
-      // one at a time, each committed before the next, as a feed waiting for its ACK sends them
-      for (let i = 0; i < 3; i++) await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: adt(i) }]);
-      await engine.waitForIdle(20_000);
-      expect((await engine.store.stats()).messages).toEqual({ delivered: 3 });
-      const batches = await engine.metrics.registry.getSingleMetricAsString('ferry_processing_batch_messages');
-      expect(batches).toMatch(/^ferry_processing_batch_messages_count 1$/m);
-      expect(batches).toMatch(/^ferry_processing_batch_messages_sum 3$/m);
+      await expectOneBatchOfThree(engine);
     } finally {
       await engine.stop();
     }
   });
 
   it('ends as soon as a whole batch is stored', async () => {
-    const dir = tmp();
-    const engine = await Engine.create({
-      config: {
-        store: { kind: 'sqlite', path: path.join(dir, 'linger-full.db') },
-        plugins: ['@ferry/plugin-hl7v2-mllp'],
-        sinks: { out: { type: 'file', dir: path.join(dir, 'out'), format: 'ndjson' } },
-        routes: [{ id: 'all', to: ['out'] }],
-        // a linger and an idle poll far beyond the test's wait: only a full batch ends the linger
-        processing: { transformWorkers: 0, batchSize: 3, lingerMs: 600_000, pollIntervalMs: 600_000 },
-        admin: { enabled: false },
-        log: { level: 'error' },
-      },
-    });
-    await engine.start();
+    // a linger and an idle poll far beyond the test's wait: only a full batch ends the linger
+    const engine = await lingering('linger-full.db', { batchSize: 3, lingerMs: 600_000, pollIntervalMs: 600_000 });
     try {
-      for (let i = 0; i < 3; i++) await engine.submit('feed', [{ contentType: 'application/hl7-v2', body: adt(i) }]);
-      await engine.waitForIdle(20_000);
-      expect((await engine.store.stats()).messages).toEqual({ delivered: 3 });
-      const batches = await engine.metrics.registry.getSingleMetricAsString('ferry_processing_batch_messages');
-      expect(batches).toMatch(/^ferry_processing_batch_messages_count 1$/m);
-      expect(batches).toMatch(/^ferry_processing_batch_messages_sum 3$/m);
+      await expectOneBatchOfThree(engine);
     } finally {
       await engine.stop();
     }
