@@ -32,12 +32,12 @@ export const modules = {
   'retry-policy': { mutate: ['core/src/store/retry-policy.ts'], tests: ['core/src/store/retry-policy.test.ts'] },
   escape: {
     mutate: [
-      'plugins/hl7v2-mllp/src/hl7v2/escape.ts',
+      'core/src/util/hl7-escape.ts',
       'plugins/hl7v2-mllp/src/hl7v2/delimiters.ts',
       'plugins/hl7v2-mllp/src/hl7v2/batch.ts',
     ],
     tests: [
-      'plugins/hl7v2-mllp/src/hl7v2/escape.test.ts',
+      'core/src/util/hl7-escape.test.ts',
       'plugins/hl7v2-mllp/src/hl7v2/codec.test.ts',
       'plugins/hl7v2-mllp/src/hl7v2/batch.test.ts',
     ],

@@ -82,6 +82,19 @@ describe('v2Message (ferry.v2): HL7 v2 fields by path', () => {
     expect(v2.getAll('NK1-2')).toEqual([]);
   });
 
+  it("decodes every value as the HL7 v2 plugin's parser does (line breaks, UTF-8 hex, unknown escapes kept, no escape character)", () => {
+    const note = v2Message(
+      Buffer.from(
+        'MSH|^~\\&|A|B|C|D|20250101||ORU^R01|1|P|2.5\rOBX|1|TX|N^Note||line 1\\.br\\line 2~caf\\XC3A9\\~50\\Q\\off\r',
+      ),
+    )!;
+    expect(note.getAll('OBX-5')).toEqual(['line 1\nline 2', 'café', '50\\Q\\off']);
+    // MSH-2 without an escape character or subcomponent separator: nothing decoded or split
+    const bare = v2Message(Buffer.from('MSH|^~|A|B|C|D|20250101||ADT^A01|1|P|2.3\rPID|1||a\\F\\b&c\r'))!;
+    expect(bare.get('PID-3')).toBe('a\\F\\b&c');
+    expect(bare.get('PID-3.1.1')).toBe('a\\F\\b&c');
+  });
+
   it('refuses a malformed path with a clear error', () => {
     expect(() => v2.get('PID3')).toThrow(/not an HL7 v2 path: "PID3"/);
     expect(() => v2.get('PID-0')).toThrow(/not an HL7 v2 path/);

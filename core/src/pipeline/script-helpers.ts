@@ -3,6 +3,7 @@ import { isUtf8 } from 'node:buffer';
 import { FerryError } from '../errors';
 import { fhirpathEval, fhirpathTest } from '../fhir/fhirpath';
 import type { StoredMessage } from '../model/message';
+import { unescapeHl7, type Hl7Delimiters } from '../util/hl7-escape';
 import type { ResourceOf, ScriptHelpers, V2Message } from './script-api';
 
 /** `SEG[n]-field[rep].component.subcomponent` (occurrence and repetition optional, from 1). */
@@ -40,38 +41,6 @@ function parseV2Path(path: string): V2Path {
   };
 }
 
-interface Delimiters {
-  field: string;
-  component: string;
-  repetition: string;
-  escape: string;
-  subcomponent: string;
-}
-
-/** HL7 escapes decoded (`\F\` `\S\` `\T\` `\R\` `\E\`, `\Xhh..\` hex; formatting escapes dropped). */
-function unescape(v: string, d: Delimiters): string {
-  if (!d.escape || !v.includes(d.escape)) return v;
-  const e = d.escape.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  return v.replace(new RegExp(`${e}([^${e}]*)${e}`, 'g'), (_all, code: string) => {
-    switch (code[0]) {
-      case 'F':
-        return d.field;
-      case 'S':
-        return d.component;
-      case 'T':
-        return d.subcomponent;
-      case 'R':
-        return d.repetition;
-      case 'E':
-        return d.escape;
-      case 'X':
-        return Buffer.from(code.slice(1), 'hex').toString('latin1');
-      default:
-        return '';
-    }
-  });
-}
-
 /** An HL7 v2 message read by path (ER7: the MSH segment gives the delimiters). Undefined when the text has no MSH. */
 export function v2Message(body: Buffer): V2Message | undefined {
   const text = (isUtf8(body) ? body.toString('utf8') : body.toString('latin1'))
@@ -79,13 +48,17 @@ export function v2Message(body: Buffer): V2Message | undefined {
     .replace(/^[\r\n\t ]+/, '');
   if (!text.startsWith('MSH') || text.length < 8) return undefined;
   const enc = text.slice(4).split(text[3])[0];
-  const d: Delimiters = {
+  // As the HL7 v2 plugin's parser reads MSH-2: a character it does not declare is absent (no
+  // escapes are decoded without an escape character, nothing is split without a separator).
+  const d: Hl7Delimiters = {
     field: text[3],
     component: enc[0] ?? '^',
-    repetition: enc[1] ?? '~',
-    escape: enc[2] ?? '\\',
-    subcomponent: enc[3] ?? '&',
+    repetition: enc[1] ?? '',
+    escape: enc[2] ?? '',
+    subcomponent: enc[3] ?? '',
+    truncation: enc[4] ?? '',
   };
+  const split = (v: string, sep: string): string[] => (sep ? v.split(sep) : [v]);
   const rows = text
     .split(/\r\n|\r|\n/)
     .filter((l) => l.length >= 3)
@@ -115,7 +88,7 @@ export function v2Message(body: Buffer): V2Message | undefined {
       if (raw === undefined || raw === '') continue;
       // MSH-1 and MSH-2 are delimiters, not structured values
       const isDelims = row.name === 'MSH' && p.field <= 2;
-      const reps = isDelims ? [raw] : raw.split(d.repetition);
+      const reps = isDelims ? [raw] : split(raw, d.repetition);
       const chosen =
         p.repetition !== undefined
           ? reps[p.repetition - 1] !== undefined
@@ -126,10 +99,10 @@ export function v2Message(body: Buffer): V2Message | undefined {
             : reps.slice(0, 1);
       for (const rep of chosen) {
         let v: string | undefined = rep;
-        if (!isDelims && p.component !== undefined) v = rep.split(d.component)[p.component - 1];
+        if (!isDelims && p.component !== undefined) v = split(rep, d.component)[p.component - 1];
         if (v !== undefined && !isDelims && p.subcomponent !== undefined)
-          v = v.split(d.subcomponent)[p.subcomponent - 1];
-        if (v !== undefined && v !== '') out.push(isDelims ? v : unescape(v, d));
+          v = split(v, d.subcomponent)[p.subcomponent - 1];
+        if (v !== undefined && v !== '') out.push(isDelims ? v : unescapeHl7(v, d));
       }
     }
     return out;

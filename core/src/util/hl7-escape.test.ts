@@ -1,5 +1,13 @@
-import { STANDARD_DELIMITERS, type Delimiters } from './delimiters';
-import { escapeHl7, unescapeHl7 } from './escape';
+import { escapeHl7, unescapeHl7, type Hl7Delimiters as Delimiters } from './hl7-escape';
+
+const STANDARD_DELIMITERS: Delimiters = {
+  field: '|',
+  component: '^',
+  repetition: '~',
+  escape: '\\',
+  subcomponent: '&',
+  truncation: '',
+};
 
 const D = STANDARD_DELIMITERS;
 const WITH_TRUNCATION: Delimiters = { ...D, truncation: '#' };
