@@ -53,7 +53,7 @@ export type { RouteAccess } from './admin/guard';
 export * from './sources/listener-guard';
 export { HttpConnections } from './util/graceful-http';
 export * from './util/file-modes';
-export { escapeHl7, unescapeHl7, type Hl7Delimiters } from './util/hl7-escape';
+export { escapeHl7, STANDARD_HL7_DELIMITERS, unescapeHl7, type Hl7Delimiters } from './util/hl7-escape';
 
 /*
  * Heavy modules (the engine, configuration loading, stores, sinks, sources, FHIRPath, FHIR validation, winston):

@@ -1,11 +1,13 @@
-import { escapeHl7, unescapeHl7, type Hl7Delimiters as Delimiters } from './hl7-escape';
+import { escapeHl7, STANDARD_HL7_DELIMITERS, unescapeHl7, type Hl7Delimiters as Delimiters } from './hl7-escape';
 
-const STANDARD_DELIMITERS: Delimiters = {
-  field: '|',
-  component: '^',
-  repetition: '~',
-  escape: '\\',
-  subcomponent: '&',
+const STANDARD_DELIMITERS = STANDARD_HL7_DELIMITERS;
+/** Other delimiters than the standard ones, each one a different character. */
+const ODD: Delimiters = {
+  field: '#',
+  component: '*',
+  repetition: '@',
+  escape: '!',
+  subcomponent: '$',
   truncation: '',
 };
 
@@ -75,14 +77,7 @@ describe('unescapeHl7: every sequence', () => {
   });
 
   it('other delimiters, and no escape character at all', () => {
-    const odd: Delimiters = {
-      field: '#',
-      component: '*',
-      repetition: '@',
-      escape: '!',
-      subcomponent: '$',
-      truncation: '',
-    };
+    const odd = ODD;
     expect(u('a!F!b!S!c!T!d!R!e!E!f', odd)).toBe('a#b*c$d@e!f');
     expect(u('a\\F\\b', odd)).toBe('a\\F\\b');
     expect(u('a\\F\\b', { ...D, escape: '' })).toBe('a\\F\\b');
@@ -104,14 +99,7 @@ describe('escapeHl7', () => {
   });
 
   it('with other delimiters, and with none declared for escape (a backslash then)', () => {
-    const odd: Delimiters = {
-      field: '#',
-      component: '*',
-      repetition: '@',
-      escape: '!',
-      subcomponent: '$',
-      truncation: '',
-    };
+    const odd = ODD;
     expect(escapeHl7('a#b*c$d@e!f|g', odd)).toBe('a!F!b!S!c!T!d!R!e!E!f|g');
     expect(escapeHl7('a|b', { ...D, escape: '' })).toBe('a\\F\\b');
   });

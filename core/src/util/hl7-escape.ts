@@ -19,6 +19,16 @@ export interface Hl7Delimiters {
 
 type Delimiters = Hl7Delimiters;
 
+/** `|^~\\&`, no truncation character. */
+export const STANDARD_HL7_DELIMITERS: Readonly<Hl7Delimiters> = Object.freeze({
+  field: '|',
+  component: '^',
+  repetition: '~',
+  escape: '\\',
+  subcomponent: '&',
+  truncation: '',
+});
+
 const utf8Strict = new TextDecoder('utf-8', { fatal: true });
 
 /** Decodes `\Xhhhh..\` bytes: UTF-8 when valid, else ISO-8859-1. */
