@@ -392,6 +392,31 @@ pgDescribe('PostgresMessageStore specifics', () => {
     }
   });
 
+  it('a client whose connection dies as the pool hands it out (before the store listens) does not end the process', async () => {
+    const s = make(`${prefix}_handover`);
+    await s.open();
+    try {
+      const pool = (s as unknown as { pool: pg.Pool }).pool;
+      // What a backend terminated just after its startup looks like: the error comes in the same
+      // read as the connection's readiness -- after the pool took its own listener off the client
+      // (just after 'acquire') and before the store's checkout resumes to add one (a microtask
+      // queued here runs before that continuation).
+      let emitted = false;
+      pool.once('acquire', (client) =>
+        queueMicrotask(() => {
+          emitted = true;
+          client.emit('error', new Error('terminating connection due to administrator command'));
+        }),
+      );
+      const one = (body: string) => [{ sourceId: 'src', contentType: 'text/plain', body: Buffer.from(body) }];
+      await s.insert(one('handover'));
+      expect(emitted).toBe(true);
+      await s.insert(one('after'));
+    } finally {
+      await s.close();
+    }
+  });
+
   it('a session left idle inside a transaction (a paused process) is ended by the server, so its locks do not block a takeover', async () => {
     // What a SIGSTOPped engine looks like to the server: BEGIN, a statement, then silence.
     class Paused extends PostgresMessageStore {

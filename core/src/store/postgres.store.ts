@@ -194,6 +194,14 @@ export class PostgresMessageStore extends SqlMessageStore {
       keepAlive: true,
     });
     pool.on('error', (e) => this.logger.warn('postgres pool error', { error: e.message }));
+    // Every client keeps a listener of its own for its whole life. The pool takes its idle-client
+    // listener off as it hands a client out, before `checkout` can add one: a backend terminated
+    // just as its connection was made (its ReadyForQuery and its FATAL read in one chunk) emitted
+    // 'error' on a client with no listener -- an exception that ended the process. The query in
+    // flight still fails on its own, and the pool discards the broken client when it comes back.
+    pool.on('connect', (client) =>
+      client.on('error', (e) => this.logger.debug('postgres client error', { error: e.message })),
+    );
     try {
       await this.syncClock(pool);
     } catch (e) {
