@@ -1,6 +1,5 @@
 import { escapeHl7, STANDARD_HL7_DELIMITERS, unescapeHl7, type Hl7Delimiters as Delimiters } from './hl7-escape';
 
-const STANDARD_DELIMITERS = STANDARD_HL7_DELIMITERS;
 /** Other delimiters than the standard ones, each one a different character. */
 const ODD: Delimiters = {
   field: '#',
@@ -11,7 +10,7 @@ const ODD: Delimiters = {
   truncation: '',
 };
 
-const D = STANDARD_DELIMITERS;
+const D = STANDARD_HL7_DELIMITERS;
 const WITH_TRUNCATION: Delimiters = { ...D, truncation: '#' };
 const u = (s: string, d: Delimiters = D) => unescapeHl7(s, d);
 
@@ -77,9 +76,8 @@ describe('unescapeHl7: every sequence', () => {
   });
 
   it('other delimiters, and no escape character at all', () => {
-    const odd = ODD;
-    expect(u('a!F!b!S!c!T!d!R!e!E!f', odd)).toBe('a#b*c$d@e!f');
-    expect(u('a\\F\\b', odd)).toBe('a\\F\\b');
+    expect(u('a!F!b!S!c!T!d!R!e!E!f', ODD)).toBe('a#b*c$d@e!f');
+    expect(u('a\\F\\b', ODD)).toBe('a\\F\\b');
     expect(u('a\\F\\b', { ...D, escape: '' })).toBe('a\\F\\b');
   });
 });
@@ -99,8 +97,7 @@ describe('escapeHl7', () => {
   });
 
   it('with other delimiters, and with none declared for escape (a backslash then)', () => {
-    const odd = ODD;
-    expect(escapeHl7('a#b*c$d@e!f|g', odd)).toBe('a!F!b!S!c!T!d!R!e!E!f|g');
+    expect(escapeHl7('a#b*c$d@e!f|g', ODD)).toBe('a!F!b!S!c!T!d!R!e!E!f|g');
     expect(escapeHl7('a|b', { ...D, escape: '' })).toBe('a\\F\\b');
   });
 

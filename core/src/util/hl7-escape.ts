@@ -17,8 +17,6 @@ export interface Hl7Delimiters {
   truncation: string;
 }
 
-type Delimiters = Hl7Delimiters;
-
 /** `|^~\\&`, no truncation character. */
 export const STANDARD_HL7_DELIMITERS: Readonly<Hl7Delimiters> = Object.freeze({
   field: '|',
@@ -48,7 +46,7 @@ function hexBytes(hex: string): string | undefined {
  * highlighting and other formatting (`\H\ \N\ \.in\ \.ti\ \.sk\ \.ce\ \.fi\ \.nf\`), charset
  * switches (`\Cxxyy\ \Mxxyyzz\`) and locally defined `\Z..\` are dropped. An unterminated escape is kept literally.
  */
-export function unescapeHl7(value: string, d: Delimiters): string {
+export function unescapeHl7(value: string, d: Hl7Delimiters): string {
   const esc = d.escape;
   if (!esc || value.indexOf(esc) < 0) return value;
   let out = '';
@@ -80,7 +78,7 @@ export function unescapeHl7(value: string, d: Delimiters): string {
   return out;
 }
 
-function decodeSequence(seq: string, d: Delimiters): string | undefined {
+function decodeSequence(seq: string, d: Hl7Delimiters): string | undefined {
   switch (seq) {
     case 'F':
       return d.field;
@@ -121,7 +119,7 @@ function decodeSequence(seq: string, d: Delimiters): string | undefined {
 }
 
 /** Escapes a leaf value for writing: delimiters, the escape character and line breaks. */
-export function escapeHl7(value: string, d: Delimiters): string {
+export function escapeHl7(value: string, d: Hl7Delimiters): string {
   let out = '';
   const esc = d.escape || '\\';
   for (let i = 0; i < value.length; i++) {
