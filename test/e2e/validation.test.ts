@@ -52,6 +52,10 @@ describe('FHIR validation on by default (processing.validate)', () => {
     expect(
       (await post({ resourceType: 'Patient', birthDate: 'Quibblesworth', name: [{ family: 'Doe' }] })).status,
     ).toBe(202);
+    // what R4 forbids and medplum lets through: a day that does not exist, an integer beyond 32 bits
+    expect(
+      (await post({ resourceType: 'Patient', birthDate: '2023-02-29', multipleBirthInteger: 3_000_000_000 })).status,
+    ).toBe(202);
     const [csv] = await engine.submit('intake', [
       { contentType: CSV_TYPE, body: Buffer.from('A100,Doe,Jane,1980-05-01,female') },
     ]);
@@ -62,13 +66,14 @@ describe('FHIR validation on by default (processing.validate)', () => {
       id: string;
       sourceId: string;
     }[];
-    expect(failed.map((m) => m.sourceId).sort()).toEqual(['intake', 'web']);
+    expect(failed.map((m) => m.sourceId).sort()).toEqual(['intake', 'web', 'web']);
     const detail = async (id: string) =>
       (await (await fetch(`${admin}/api/messages/${id}`, { headers: auth })).json()) as {
         status: string;
         error: { code: string; message: string; outcome: any };
       };
-    const web = await detail(failed.find((m) => m.sourceId === 'web')!.id);
+    const webs = await Promise.all(failed.filter((m) => m.sourceId === 'web').map((m) => detail(m.id)));
+    const web = webs.find((w) => w.error.outcome.issue.length === 1)!;
     expect(web.status).toBe('failed');
     expect(web.error.code).toBe('FERRY_E_INPUT_FHIR_INVALID');
     expect(web.error.outcome.issue).toEqual([
@@ -80,6 +85,12 @@ describe('FHIR validation on by default (processing.validate)', () => {
       },
     ]);
     expect(web.error.message).not.toContain('Quibblesworth');
+    const impossible = webs.find((w) => w !== web)!;
+    expect(impossible.error.code).toBe('FERRY_E_INPUT_FHIR_INVALID');
+    expect(impossible.error.outcome.issue.map((i: any) => `${i.expression[0]}: ${i.details.text}`).sort()).toEqual([
+      'Bundle.entry[0].resource.birthDate: Invalid date: that day does not exist in its month',
+      'Bundle.entry[0].resource.multipleBirth[x]: Expected number to be a 32-bit integer (-2147483648 to 2147483647)',
+    ]);
     const fromCsv = await detail(csv.id);
     expect(fromCsv.error.outcome.issue.map((i: any) => `${i.expression[0]}: ${i.details.text}`)).toEqual([
       'Bundle.entry[0].resource.identifier[0].system: Invalid uri format',

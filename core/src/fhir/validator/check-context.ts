@@ -68,3 +68,32 @@ export function specifiedOk(value: TypedValue | TypedValue[], element: InternalS
   if (element.fixed && !deepEquals(value, element.fixed)) return false;
   return true;
 }
+
+// ---------------------------------------------------------------------------------------------------
+// what R4 requires of primitives beyond medplum's checks (both the walk and the generated checks use these)
+
+/** R4 `integer`, `positiveInt` and `unsignedInt` are 32-bit: larger values must be `decimal`. */
+export const INT32_MIN = -2147483648;
+export const INT32_MAX = 2147483647;
+export const INT32_RANGE_TEXT = 'Expected number to be a 32-bit integer (-2147483648 to 2147483647)';
+
+/** The primitive types whose values carry a calendar date (R4: "Dates SHALL be valid dates"). */
+export const DATED_TYPES: ReadonlySet<string> = new Set(['date', 'dateTime', 'instant']);
+export const CALENDAR_TEXT = 'Invalid date: that day does not exist in its month';
+
+/**
+ * Whether the day of a `date`, `dateTime` or `instant` that already matches its format (YYYY, YYYY-MM,
+ * YYYY-MM-DD, then the time) exists: 2024-02-29 does, 2023-02-29 and 2024-04-31 do not (Gregorian
+ * leap years). The format's own regex allows every day from 01 to 31 in every month.
+ */
+export function calendarDay(s: string): boolean {
+  if (s.length < 10 || s.charCodeAt(7) !== 45) return true; // no day part
+  const d = (s.charCodeAt(8) - 48) * 10 + (s.charCodeAt(9) - 48);
+  if (d <= 28) return true;
+  const m = (s.charCodeAt(5) - 48) * 10 + (s.charCodeAt(6) - 48);
+  if (m !== 2) return d <= (m === 4 || m === 6 || m === 9 || m === 11 ? 30 : 31);
+  if (d > 29) return false;
+  const y =
+    (s.charCodeAt(0) - 48) * 1000 + (s.charCodeAt(1) - 48) * 100 + (s.charCodeAt(2) - 48) * 10 + (s.charCodeAt(3) - 48);
+  return y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
+}

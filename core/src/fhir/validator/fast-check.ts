@@ -15,7 +15,7 @@
  * code.
  */
 import { fhirTypeToJsType, validationRegexes } from '@medplum/core';
-import { specifiedOk, type Ctx } from './check-context';
+import { DATED_TYPES, INT32_MAX, INT32_MIN, calendarDay, specifiedOk, type Ctx } from './check-context';
 import { emptyValue as isEmpty } from './fhirpath-fast';
 import { evaluatesTrue, holdsOnEmpty, invariantsHold, probesOf, verdict } from './invariants';
 import { compile, type Compiled, type Invariant, type Prop } from './plan';
@@ -107,6 +107,11 @@ function sre(s: unknown, re: RegExp | undefined): boolean {
   return typeof s === 'string' && content(s) && (re === undefined || re.test(s));
 }
 
+/** date, dateTime, instant: the format's regex, then a day that exists in its month. */
+function dated(s: unknown, re: RegExp): boolean {
+  return sre(s, re) && calendarDay(s as string);
+}
+
 /** The hand checks, each with the regex it decides exactly as (used only while medplum's regex is that one). */
 const HAND: Record<string, [string, string]> = {
   string: ['H.str(@V)', '^[\\r\\n\\t\\u0020-\\uFFFF]+$'],
@@ -127,12 +132,17 @@ function primitiveSource(type: string, R: RegExp[]): string {
     if (hand !== undefined && re?.source === hand[1] && re.flags === '') return hand[0];
     if (!re) return 'H.sre(@V, undefined)';
     R.push(re);
+    // a date's day must exist in its month too (calendarDay), after its format
+    if (DATED_TYPES.has(type)) return `H.dated(@V, R[${R.length - 1}])`;
     return `H.sre(@V, R[${R.length - 1}])`;
   }
   if (js === 'number') {
-    if (type === 'positiveInt') return '(typeof @V === "number" && Number.isInteger(@V) && @V > 0)';
-    if (type === 'unsignedInt') return '(typeof @V === "number" && Number.isInteger(@V) && @V >= 0)';
-    if (type === 'integer') return '(typeof @V === "number" && Number.isInteger(@V))';
+    if (type === 'positiveInt')
+      return `(typeof @V === "number" && Number.isInteger(@V) && @V > 0 && @V <= ${INT32_MAX})`;
+    if (type === 'unsignedInt')
+      return `(typeof @V === "number" && Number.isInteger(@V) && @V >= 0 && @V <= ${INT32_MAX})`;
+    if (type === 'integer')
+      return `(typeof @V === "number" && Number.isInteger(@V) && @V >= ${INT32_MIN} && @V <= ${INT32_MAX})`;
     return '(typeof @V === "number" && Number.isFinite(@V))';
   }
   if (js === 'boolean') return '(typeof @V === "boolean")';
@@ -263,6 +273,7 @@ const HELPERS = {
   code,
   id,
   sre,
+  dated,
   inv: invariantsHold,
   verdict,
   evaluates: evaluatesTrue,

@@ -34,7 +34,20 @@
  */
 import { fhirTypeToJsType, getTypedPropertyValue, validationRegexes, type TypedValue } from '@medplum/core';
 import type { OperationOutcomeIssue } from '@medplum/fhirtypes';
-import { At, Abort, isResourceObject, specifiedOk, structure, type Ctx } from './check-context';
+import {
+  At,
+  Abort,
+  CALENDAR_TEXT,
+  DATED_TYPES,
+  INT32_MAX,
+  INT32_MIN,
+  INT32_RANGE_TEXT,
+  calendarDay,
+  isResourceObject,
+  specifiedOk,
+  structure,
+  type Ctx,
+} from './check-context';
 import { fastValid } from './fast-check';
 import { emptyValue as isEmpty } from './fhirpath-fast';
 import { checkInvariants } from './invariants';
@@ -83,6 +96,7 @@ function checkPrimitive(value: unknown, type: string, at: At, ctx: Ctx, codes: S
     else {
       const re = REGEXES[type];
       if (re && !re.test(s)) structure(ctx, at.path, 'Invalid ' + type + ' format');
+      else if (DATED_TYPES.has(type) && !calendarDay(s)) structure(ctx, at.path, CALENDAR_TEXT);
       else if (codes && ctx.bindings && !codes.has(s))
         ctx.issues.push({
           severity: 'error',
@@ -98,6 +112,11 @@ function checkPrimitive(value: unknown, type: string, at: At, ctx: Ctx, codes: S
       structure(ctx, at.path, 'Expected number to be an integer');
     else if (type === 'positiveInt' && n <= 0) structure(ctx, at.path, 'Expected number to be positive');
     else if (type === 'unsignedInt' && n < 0) structure(ctx, at.path, 'Expected number to be non-negative');
+    else if (
+      (type === 'integer' || type === 'positiveInt' || type === 'unsignedInt') &&
+      (n > INT32_MAX || n < INT32_MIN)
+    )
+      structure(ctx, at.path, INT32_RANGE_TEXT);
   }
   return true;
 }

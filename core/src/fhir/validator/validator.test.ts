@@ -50,6 +50,41 @@ describe('compiled FHIR R4 validator', () => {
     );
   });
 
+  it('refuses calendar days that do not exist and integers beyond 32 bits (R4 requires both; medplum checks neither)', () => {
+    const calendar = 'Invalid date: that day does not exist in its month';
+    for (const birthDate of ['2023-02-29', '2024-04-31', '1900-02-29', '2024-02-30', '2024-06-31'])
+      expect(paths({ resourceType: 'Patient', birthDate })).toEqual([`Patient.birthDate: ${calendar}`]);
+    for (const birthDate of ['2024-02-29', '2000-02-29', '2024-01-31', '2024-04-30', '2024-12', '2024'])
+      expect(paths({ resourceType: 'Patient', birthDate })).toEqual([]);
+    expect(paths({ resourceType: 'Patient', deceasedDateTime: '2023-02-29T10:00:00Z' })).toEqual([
+      `Patient.deceased[x]: ${calendar}`,
+    ]);
+    expect(paths({ resourceType: 'Patient', meta: { lastUpdated: '2023-09-31T10:00:00.000Z' } })).toEqual([
+      `Patient.meta.lastUpdated: ${calendar}`,
+    ]);
+    // medplum accepts what the generated checks and the walk refuse here
+    expect(validateResource({ resourceType: 'Patient', birthDate: '2023-02-29' } as any)).toEqual([]);
+
+    const range = 'Expected number to be a 32-bit integer (-2147483648 to 2147483647)';
+    const obs = (valueInteger: number) => ({
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+      valueInteger,
+    });
+    expect(paths(obs(2147483647))).toEqual([]);
+    expect(paths(obs(-2147483648))).toEqual([]);
+    expect(paths(obs(2147483648))).toEqual([`Observation.value[x]: ${range}`]);
+    expect(paths(obs(-2147483649))).toEqual([`Observation.value[x]: ${range}`]);
+    expect(paths({ resourceType: 'Patient', multipleBirthInteger: 2 ** 40 })).toEqual([
+      `Patient.multipleBirth[x]: ${range}`,
+    ]);
+    expect(
+      paths({ resourceType: 'Patient', contact: [{ name: { family: 'x' } }], photo: [{ size: 2 ** 32 }] }),
+    ).toEqual([`Patient.photo[0].size: ${range}`]);
+    expect(validateResource(obs(2 ** 40) as any)).toEqual([]);
+  });
+
   it('checks required bindings on code elements (medplum does not), and can be told not to', () => {
     const p = { resourceType: 'Patient', gender: 'bogus' };
     expect(paths(p)).toEqual(['Patient.gender: Value is not in the required value set']);

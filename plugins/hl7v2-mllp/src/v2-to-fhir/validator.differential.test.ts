@@ -32,6 +32,10 @@ const MUTATED = Number(process.env.FERRY_DIFF_MUTATIONS) || 10_000;
  * - prototype keys: properties named like Object.prototype members (`constructor`, `toString`) — medplum's
  *   `key in elements` finds them on the prototype and lets them through.
  * - resourceType inside a non-resource element — medplum skips the key `resourceType` everywhere.
+ * - calendar day: a `date`, `dateTime` or `instant` whose day does not exist (2023-02-29, 2024-04-31) —
+ *   R4's regexes allow every day 01-31, but "Dates SHALL be valid dates"; medplum checks the regex only.
+ * - 32-bit integer: an `integer`, `positiveInt` or `unsignedInt` beyond -2147483648..2147483647 — R4's
+ *   range for them (larger values are `decimal`); medplum checks only that the number is whole.
  * And one where paths differ but both reject: medplum throws "Unknown data type" (no path) for an unknown
  * resourceType; Ferry reports `<path>.resourceType`.
  */
@@ -46,6 +50,11 @@ const JUSTIFIED: { name: string; mine: (i: OperationOutcomeIssue) => boolean }[]
       ),
   },
   { name: 'resourceType in element', mine: (i) => i.details?.text === 'Invalid additional property "resourceType"' },
+  { name: 'calendar day', mine: (i) => i.details?.text === 'Invalid date: that day does not exist in its month' },
+  {
+    name: '32-bit integer',
+    mine: (i) => i.details?.text === 'Expected number to be a 32-bit integer (-2147483648 to 2147483647)',
+  },
 ];
 
 // ---------------------------------------------------------------------------------------------------

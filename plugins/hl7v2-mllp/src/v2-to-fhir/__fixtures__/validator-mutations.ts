@@ -225,6 +225,88 @@ const BAD_STRINGS = [
   '-1',
   '1e5',
 ];
+/**
+ * Boundary values of the primitive formats (edgeValue): dates and times just outside their grammar or their
+ * calendar, time-zone offsets at and past their limits, fractional seconds past nine digits, numbers JSON
+ * cannot carry or a 32-bit integer cannot hold, lone surrogates and other control or invisible characters,
+ * ids one character too long, malformed OIDs, UUIDs and base64. Valid neighbours are mixed in, so a
+ * validator stricter than the formats is caught as well as a laxer one.
+ */
+const EDGE_STRINGS = [
+  '2024-02-29',
+  '2023-02-29',
+  '2024-04-31',
+  '0000-01-01',
+  '2024-1-01',
+  '2024',
+  '2024-13',
+  ' 2024-01-01',
+  '2024-01-01T10:00Z',
+  '2024-01-01T10:00:00',
+  '2024-01-01T24:00:00Z',
+  '2024-01-01T10:00:60Z',
+  '2024-01-01T10:00:00.123456789Z',
+  '2024-01-01T10:00:00.1234567890Z',
+  '2024-01-01T10:00:00.Z',
+  '2024-01-01T10:00:00+14:00',
+  '2024-01-01T10:00:00+15:00',
+  '2024-01-01T10:00:00-00:00',
+  '24:00:00',
+  '23:59:60',
+  '10:00',
+  '10:00:00.5',
+  '\uD800',
+  'a\uDC00b',
+  '\u007F',
+  '\u0085',
+  '\u00A0',
+  '\uFEFF',
+  '\u2028',
+  '\u0000',
+  'tab\there',
+  'line\nbreak',
+  'é',
+  '\u{1F600}',
+  'x'.repeat(64),
+  'x'.repeat(65),
+  'a_b',
+  'A-Z.09',
+  'urn:oid:1.2.03',
+  'urn:oid:0.1',
+  'urn:uuid:12345678-1234-1234-1234-1234567890AB',
+  'urn:uuid:12345678-1234-1234-1234-1234567890ab',
+  'http://x y',
+  'http://x|1.0',
+  'YQ==',
+  'YQ',
+  'Y Q==',
+  '+1',
+  '01',
+  '1.',
+  '.5',
+  '1E3',
+  '-0',
+  '2147483648',
+  'True',
+  'Patient/',
+  'Patient/1/_history/2',
+  '#',
+];
+const EDGE_NUMBERS = [
+  Number.NaN,
+  Number.POSITIVE_INFINITY,
+  -0,
+  2147483647,
+  2147483648,
+  -2147483648,
+  -2147483649,
+  1e21,
+  0.30000000000000004,
+  2 ** 53 + 2,
+  5e-324,
+  1e-7,
+];
+const EDGE_OTHER: unknown[] = [true, null, [], {}, [null], 'true', 1, [1]];
 const CODE_KEYS = [
   'status',
   'gender',
@@ -355,6 +437,31 @@ export const MUTATIONS: Record<string, (r: any, rand: () => number) => boolean> 
     else if (v < 0.6) o[base + 'String'] = 'second';
     else o[base + ['Boolean', 'Integer', 'DateTime', 'Quantity', 'Period'][Math.floor(rand() * 5)]] = o[k];
     if (v >= 0.6 || v < 0.3) delete o[k];
+    return true;
+  },
+  edgeValue(r, rand) {
+    const s = pick(
+      slots(r).filter((x) => x.parent[x.key] === null || typeof x.parent[x.key] !== 'object'),
+      rand,
+    );
+    if (!s) return false;
+    const v = s.parent[s.key];
+    const u = rand();
+    const from =
+      typeof v === 'string'
+        ? u < 0.8
+          ? EDGE_STRINGS
+          : u < 0.9
+            ? EDGE_NUMBERS
+            : EDGE_OTHER
+        : typeof v === 'number'
+          ? u < 0.7
+            ? EDGE_NUMBERS
+            : EDGE_STRINGS
+          : u < 0.5
+            ? EDGE_OTHER
+            : EDGE_STRINGS;
+    s.parent[s.key] = from[Math.floor(rand() * from.length)];
     return true;
   },
   primitiveExtension(r, rand) {
