@@ -18,7 +18,7 @@ import { fhirTypeToJsType, validationRegexes } from '@medplum/core';
 import { DATED_TYPES, INT32_MAX, INT32_MIN, calendarDay, specifiedOk, type Ctx } from './check-context';
 import { emptyValue as isEmpty } from './fhirpath-fast';
 import { evaluatesTrue, holdsOnEmpty, invariantsHold, probesOf, verdict } from './invariants';
-import { compile, type Compiled, type Invariant, type Prop } from './plan';
+import { compile, typeInvariants, type Compiled, type Invariant, type Prop } from './plan';
 import { conceptVerdict } from './valuesets';
 
 export type FastCheck = (o: Record<string, unknown>, ctx: Ctx) => boolean;
@@ -175,6 +175,8 @@ function itemOk(prop: Prop, cand: number, v: unknown, ctx: Ctx): boolean {
   if (!plainObject(v) || isEmpty(v)) return false;
   if (c.type === 'Resource') return resourceOk(prop, v, ctx);
   if (prop.invariants.length && !invariantsHold(prop.invariants, c.type, v, ctx)) return false;
+  const own = typeInvariants(prop, c.type);
+  if (own.length && !invariantsHold(own, c.type, v, ctx)) return false;
   if (prop.concepts && ctx.bindings && conceptVerdict(prop.concepts, c.type, v) === false) return false;
   const ct = compile(c.type);
   if (!ct || ct.isResourceKind) return false;
@@ -261,7 +263,11 @@ function underOk(o: Record<string, unknown>, ct: Compiled, ctx: Ctx): number {
     const c = p.cands[h.cand];
     if (p.choice || p.cands.length !== 1 || !c.primitive || p.isArray || p.invariants.length || p.specified) return -1;
     const e = o[k];
-    if (!o[c.name] || !plainObject(e) || isEmpty(e) || !checkerOf('Element')(e, ctx)) return -1;
+    if (!plainObject(e) || isEmpty(e) || !checkerOf('Element')(e, ctx)) return -1;
+    // the value is there (and truthy), or absent from an optional element (an extension in its place: the
+    // IG's data-absent-reason on a ContactPoint's system), which medplum walks as the Element it merges to
+    const value = o[c.name];
+    if (value === undefined ? p.min > 0 : !value) return -1;
     m++;
   }
   return m;
@@ -309,7 +315,7 @@ function invariantSource(
     const at = `${I}[${j}], ${T}, x, ctx`;
     const p = probes[j];
     if (inv.direct)
-      return `if ((r = ${I}[${j}].direct(x)) === undefined ? H.verdict(${at}, ${Q}[${j}]) !== true : r !== true) return false;`;
+      return `if ((r = ${I}[${j}].direct(x, ctx)) === undefined ? H.verdict(${at}, ${Q}[${j}]) !== true : r !== true) return false;`;
     if (objects && p && p.list && p.list.length) {
       const present = p.list.map((k) => `x[${q(k)}] !== undefined`).join(' || ');
       return `if (!(${present} ? H.evaluates(${at}) : H.empty(${I}[${j}], ${T}, ${Q}[${j}], ctx))) return false;`;
@@ -325,6 +331,8 @@ function propSource(
   R: RegExp[],
   choiceVar: Map<Prop, string>,
   Q: (ReturnType<typeof probesOf> | undefined)[],
+  TI: (Invariant[] | undefined)[],
+  TQ: (ReturnType<typeof probesOf> | undefined)[],
 ): string[] {
   const out: string[] = [];
   const P = `P[${i}]`;
@@ -352,6 +360,13 @@ function propSource(
     const child = compile(c.type);
     items.push(`if (typeof x !== "object" || x === null || Array.isArray(x)) return false;`);
     if (p.invariants.length) items.push(...invariantSource(p.invariants, Q[i]!, `${P}.invariants`, `Q[${i}]`, c.type));
+    // the data type's own invariants (typeInvariants), with their probes
+    const own = typeInvariants(p, c.type);
+    if (own.length) {
+      TI[i] = own;
+      TQ[i] = probesOf(own, c.type);
+      items.push(...invariantSource(own, TQ[i]!, `TI[${i}]`, `TQ[${i}]`, c.type));
+    }
     if (p.concepts) items.push(`if (ctx.bindings && H.concept(${P}.concepts, ${T}, x) === false) return false;`);
     // a known child's function is called through a per-property slot, filled on first use
     if (!child || child.isResourceKind) items.push('return false;');
@@ -410,8 +425,10 @@ function generate(ct: Compiled): FastCheck {
   body.push(`}`, `if (keys === 0) return false;`, `let n = 0;`);
   body.push(`if (under && (n = H.under(o, T, ctx)) < 0) return false;`);
   if (ct.isResourceKind) body.push(`if (o.resourceType !== undefined) n++;`);
+  const TI: (Invariant[] | undefined)[] = [];
+  const TQ: (ReturnType<typeof probesOf> | undefined)[] = [];
   P.forEach((p, i) => {
-    body.push(...propSource(p, i, R, choiceVar, Q));
+    body.push(...propSource(p, i, R, choiceVar, Q, TI, TQ));
     // every key seen: the properties left are absent (a required one among them is missing)
     if (i < P.length - 1)
       body.push(`if (n === keys) return ${P.slice(i + 1).some((x) => x.min > 0) ? 'false' : 'true'};`);
@@ -420,7 +437,17 @@ function generate(ct: Compiled): FastCheck {
   const name = 'check_' + ct.name.replace(/[^A-Za-z0-9_]/g, '_');
   const src = `return function ${name}(o, ctx) {\n  ${body.join('\n  ')}\n};`;
   // eslint-disable-next-line no-new-func -- generated from definitions only (see the top of this file)
-  return new Function('H', 'P', 'K', 'R', 'B', 'T', 'Q', src)(HELPERS, P, K, R, ct.byKey, ct, Q) as FastCheck;
+  return new Function('H', 'P', 'K', 'R', 'B', 'T', 'Q', 'TI', 'TQ', src)(
+    HELPERS,
+    P,
+    K,
+    R,
+    ct.byKey,
+    ct,
+    Q,
+    TI,
+    TQ,
+  ) as FastCheck;
 }
 
 /**

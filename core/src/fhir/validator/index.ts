@@ -51,7 +51,7 @@ import {
 import { fastValid } from './fast-check';
 import { emptyValue as isEmpty } from './fhirpath-fast';
 import { checkInvariants } from './invariants';
-import { compile, type Candidate, type Compiled, type Prop } from './plan';
+import { compile, typeInvariants, type Candidate, type Compiled, type Prop } from './plan';
 import { conceptVerdict } from './valuesets';
 
 export interface FhirValidateOptions {
@@ -152,7 +152,12 @@ function checkItem(prop: Prop, type: string, value: unknown, at: At, ctx: Ctx, p
   if (prop.invariants.length) checkInvariants(prop.invariants, { type, value }, at, ctx);
   if (primitive) checkPrimitiveItem(value, type, at, ctx, prop.codes);
   else if (isEmpty(value)) structure(ctx, at.path, 'Invalid empty non-primitive value');
-  else if (prop.concepts && ctx.bindings) checkConcept(prop.concepts, type, value, at, ctx);
+  else {
+    // the data type's own invariants (medplum: the element's only)
+    const own = typeInvariants(prop, type);
+    if (own.length) checkInvariants(own, { type, value }, at, ctx);
+    if (prop.concepts && ctx.bindings) checkConcept(prop.concepts, type, value, at, ctx);
+  }
 }
 
 /**

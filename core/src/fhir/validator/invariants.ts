@@ -57,7 +57,7 @@ function probe(inv: Invariant, type: string): Probe {
 /** One invariant's verdict on a value of `type`: true, false, or the error its evaluation threw. */
 export function verdict(inv: Invariant, type: string, v: unknown, ctx: Ctx, p?: Probe): boolean | Error {
   let ok: boolean | Error | undefined;
-  if (inv.direct !== undefined && (ok = inv.direct(v)) !== undefined) return ok;
+  if (inv.direct !== undefined && (ok = inv.direct(v, ctx)) !== undefined) return ok;
   if (!inv.names) return evaluate(inv, { type, value: v }, ctx);
   p ??= probe(inv, type);
   if (v && typeof v === 'object') {

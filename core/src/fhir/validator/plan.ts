@@ -34,7 +34,7 @@ export interface Invariant {
   /** per item type: the JSON keys to look for, and the verdict on an element without them */
   perType: Map<string, Probe>;
   /** a hand-written check of the same verdict, for the invariants evaluated most (undefined: not sure, evaluate) */
-  direct?: (v: unknown) => boolean | undefined;
+  direct?: (v: unknown, ctx: Ctx) => boolean | undefined;
 }
 
 /** `x.exists()` of a navigation to one child value, as medplum (and the fast closures) evaluate it. */
@@ -88,6 +88,20 @@ function plainNoExt(v: unknown): v is Record<string, unknown> {
   return true;
 }
 
+/** `a.empty() or b.exists()` on plain JSON; undefined (evaluate) when either has a primitive extension. */
+function emptyOrExists(v: unknown, a: string, b: string): boolean | undefined {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+  const o = v as Record<string, unknown>;
+  if (o['_' + a] !== undefined || o['_' + b] !== undefined) return undefined;
+  return isEmpty(o[a]) || existsOf(o[b]);
+}
+
+/** The zone suffix of a dateTime or instant string ('Z', '+hh:mm', '-hh:mm'); '' for a date. */
+function zoneOf(s: string): string {
+  if (s.length <= 10) return '';
+  return s.charCodeAt(s.length - 1) === 90 ? 'Z' : s.slice(-6);
+}
+
 /**
  * Direct checks of the invariants evaluated on every Bundle entry and every extension (≈ 100 per
  * corpus message) and of the Bundle invariants that go over every entry, keyed by key and exact
@@ -97,7 +111,7 @@ function plainNoExt(v: unknown): v is Record<string, unknown> {
  * when the element their `implies`/`or` hinges on is absent). Anything unusual (primitive extensions,
  * several value[x] keys, a non-string fullUrl or type) returns undefined and goes to the FHIRPath evaluation.
  */
-const DIRECT: Record<string, (v: unknown) => boolean | undefined> = {
+const DIRECT: Record<string, (v: unknown, ctx: Ctx) => boolean | undefined> = {
   "bdl-3 entry.all(request.exists() = (%resource.type = 'batch' or %resource.type = 'transaction' or %resource.type = 'history'))":
     (v) => entriesHaveIff(v, 'request', ['batch', 'transaction', 'history']),
   "bdl-4 entry.all(response.exists() = (%resource.type = 'batch-response' or %resource.type = 'transaction-response' or %resource.type = 'history'))":
@@ -198,6 +212,42 @@ const DIRECT: Record<string, (v: unknown) => boolean | undefined> = {
     if (typeof ref === 'string') return ref.includes('?') || ref.includes('/') ? undefined : true;
     return ref === undefined && !(m.type && m.identifier) ? true : undefined;
   },
+  // Reference's own invariant (typeInvariants), on every reference: only a local one ('#id') is constrained,
+  // and it must name a contained resource of %rootResource. Without a `reference` FHIRPath gives an empty
+  // result here (`{}.not() or ({} in ...)`), where the invariant's text means to allow any other reference;
+  // '#' alone is the container itself (R4 4.0.1's expression misses that case, later versions add it). A
+  // `reference` that is not a string fails its type check, not this.
+  "ref-1 reference.startsWith('#').not() or (reference.substring(1).trace('url') in %rootResource.contained.id.trace('ids'))":
+    (v, ctx) => {
+      if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+      const r = (v as Record<string, unknown>).reference;
+      if (typeof r !== 'string' || r.charCodeAt(0) !== 35 || r === '#') return true;
+      const root = ctx.root?.value as Record<string, unknown> | undefined;
+      const contained = root?.contained;
+      if (contained === undefined) return false;
+      if (!Array.isArray(contained)) return undefined;
+      const id = r.slice(1);
+      for (const c of contained)
+        if (c && typeof c === 'object' && (c as Record<string, unknown>).id === id) return true;
+      return false;
+    },
+  // Quantity's and ContactPoint's own invariants (typeInvariants), on every quantity and contact point
+  'qty-3 code.empty() or system.exists()': (v) => emptyOrExists(v, 'code', 'system'),
+  'cpt-2 value.empty() or system.exists()': (v) => emptyOrExists(v, 'value', 'system'),
+  // Period's own invariant (typeInvariants), on every period: `hasValue` keeps it out of the fast FHIRPath subset.
+  // Decided here when start or end is absent, or when both are strings of one shape (the same length and the
+  // same zone suffix: then their order as strings is their order in time); else evaluated.
+  'per-1 start.hasValue().not() or end.hasValue().not() or (start <= end)': (v) => {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+    const o = v as Record<string, unknown>;
+    if (o._start !== undefined || o._end !== undefined) return undefined;
+    const a = o.start;
+    const b = o.end;
+    if (a === undefined || b === undefined) return true;
+    if (typeof a !== 'string' || typeof b !== 'string' || a.length !== b.length) return undefined;
+    if (zoneOf(a) !== zoneOf(b)) return undefined;
+    return a <= b;
+  },
   "bdl-8 fullUrl.exists() implies fullUrl.contains('/_history/').not()": (v) => {
     if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
     const o = v as Record<string, unknown>;
@@ -238,6 +288,31 @@ export interface Prop {
   specified: boolean; // fixed or pattern
   /** the compiled plan of the first candidate type, once compiled (saves a lookup per object) */
   ct?: Compiled | null;
+  /** typeInvariants' answers, by candidate type */
+  typeInv?: Map<string, Invariant[]>;
+}
+
+/**
+ * The invariants of data type `type` itself (its root element's: Quantity's qty-3, Period's per-1,
+ * Reference's ref-1, ContactPoint's cpt-2, Attachment's att-1, Range's rng-2, Ratio's rat-1, ...) that
+ * element `prop` does not carry already. R4 holds every value of a type to them; @medplum/core evaluates
+ * only the constraints listed on the element (a backbone element's, and ext-1, are there; a reused data
+ * type's are not), so Ferry evaluates these as well. None for resources (their root invariants are
+ * validateRoot's) and primitives.
+ */
+export function typeInvariants(prop: Prop, type: string): Invariant[] {
+  let byType = prop.typeInv;
+  if (byType === undefined) prop.typeInv = byType = new Map();
+  let list = byType.get(type);
+  if (list === undefined) {
+    const ct = compile(type);
+    list =
+      !ct || ct.isResourceKind || isPrimitiveType(type)
+        ? []
+        : ct.invariants.filter((i) => !prop.invariants.some((own) => own.key === i.key));
+    byType.set(type, list);
+  }
+  return list;
 }
 
 export interface Compiled {

@@ -1,6 +1,8 @@
-import { OperationOutcomeError, validateResource } from '@medplum/core';
+import { evalFhirPathTyped, OperationOutcomeError, validateResource } from '@medplum/core';
 import { ensureFhirDefinitions, validateBundle } from '../validate';
 import { isFhirResourceType, validateFhirResource, walkFhirResource } from './index';
+import type { Ctx } from './check-context';
+import { compile } from './plan';
 
 const paths = (r: unknown, o?: Parameters<typeof validateFhirResource>[1]) =>
   validateFhirResource(r, o).map((i) => `${i.expression?.[0]}: ${i.details?.text}`);
@@ -194,6 +196,96 @@ describe('compiled FHIR R4 validator', () => {
         contained: [{ resourceType: 'Observation', id: 'o', status: 'final', code: { text: 'y' } }],
       }),
     ).toEqual([]);
+  });
+
+  it("holds every value of a data type to the type's own invariants (medplum: only the element's)", () => {
+    const obs = (x: object) => ({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, ...x });
+    const cases: [unknown, string[]][] = [
+      [obs({ valueQuantity: { value: 1, code: 'mg' } }), ['Observation.value[x]: Constraint qty-3 not met']],
+      [obs({ valueQuantity: { value: 1, code: 'mg', system: 'http://unitsofmeasure.org' } }), []],
+      [
+        obs({ valueRange: { low: { value: 5 }, high: { value: 1 } } }),
+        ['Observation.value[x]: Constraint rng-2 not met'],
+      ],
+      [obs({ valueRatio: { numerator: { value: 1 } } }), ['Observation.value[x]: Constraint rat-1 not met']],
+      [obs({ subject: { reference: '#p1' } }), ['Observation.subject: Constraint ref-1 not met']],
+      [obs({ contained: [{ resourceType: 'Patient', id: 'p1' }], subject: { reference: '#p1' } }), []],
+      [obs({ subject: { display: 'x' }, performer: [{ identifier: { value: '1' } }] }), []],
+      [{ resourceType: 'Patient', telecom: [{ value: '555' }] }, ['Patient.telecom[0]: Constraint cpt-2 not met']],
+      [
+        {
+          resourceType: 'Patient',
+          telecom: [{ value: '555', _system: { extension: [{ url: 'http://x', valueCode: 'unknown' }] } }],
+        },
+        [],
+      ],
+      [{ resourceType: 'Patient', photo: [{ data: 'YWJj' }] }, ['Patient.photo[0]: Constraint att-1 not met']],
+      [
+        { resourceType: 'Patient', name: [{ family: 'x', period: { start: '2024-01-02', end: '2024-01-01' } }] },
+        ['Patient.name[0].period: Constraint per-1 not met'],
+      ],
+      [{ resourceType: 'Patient', name: [{ family: 'x', period: { start: '2024-01-01', end: '2024-01-02' } }] }, []],
+    ];
+    for (const [r, want] of cases) {
+      expect(paths(r).map((x) => x.replace(/(not met).*/, '$1'))).toEqual(want);
+      // medplum evaluates none of these
+      expect(validateResource(r as any).filter((i) => i.severity === 'error')).toEqual([]);
+    }
+    // a backbone element's own invariant is on its element already: reported once
+    expect(paths({ resourceType: 'Patient', contact: [{ gender: 'male' }] }).map((x) => x.slice(0, 44))).toEqual([
+      'Patient.contact[0]: Constraint pat-1 not met',
+    ]);
+  });
+
+  it('decides per-1 and ref-1 directly where it can, with the FHIRPath verdicts', () => {
+    const ctxOf = (root: object | undefined): Ctx => ({
+      issues: [],
+      resources: root ? [root] : [],
+      root: root ? { type: (root as { resourceType: string }).resourceType, value: root } : undefined,
+      bindings: true,
+      entriesAsResources: false,
+      nulls: false,
+    });
+    const per1 = compile('Period')!.invariants.find((i) => i.key === 'per-1')!;
+    const periods: Record<string, unknown>[] = [
+      {},
+      { start: '2024-01-01' },
+      { end: '2024-01-01' },
+      { start: '2024-01-01', end: '2024-01-02' },
+      { start: '2024-01-02', end: '2024-01-01' },
+      { start: '2024-01-01', end: '2024-01-01' },
+      { start: '2024-01-01T10:00:00Z', end: '2024-01-01T09:59:59Z' },
+      { start: '2024-01-01T10:00:00Z', end: '2024-01-01T10:00:01Z' },
+      { start: '2024-01-01T10:00:00+05:00', end: '2024-01-01T09:00:00+05:00' },
+      { start: '2024-01-01T10:00:00+05:00', end: '2024-01-01T06:00:00Z' }, // zones differ: evaluated
+      { start: '2024-01-01T10:00:00+05:00', end: '2024-01-01T04:00:00Z' },
+      { start: '2024', end: '2024-01-01' }, // lengths differ: evaluated
+      { start: '2024-03', end: '2024-02' },
+    ];
+    const verdicts = periods.map((v) => {
+      const fhirpath = evalFhirPathTyped(per1.constraint.expression, [{ type: 'Period', value: v }]);
+      const holds = fhirpath.length === 1 && fhirpath[0].value === true;
+      const reported = paths({ resourceType: 'Patient', name: [{ family: 'x', period: v }] }).length > 0;
+      return { v, direct: per1.direct!(v, ctxOf(undefined)), holds, reported };
+    });
+    // where the direct check decides, it decides as FHIRPath does; the validator reports exactly the failures
+    expect(verdicts.filter((x) => x.direct !== undefined && x.direct !== x.holds)).toEqual([]);
+    expect(verdicts.filter((x) => x.reported === x.holds)).toEqual([]);
+    expect(verdicts.filter((x) => x.direct === undefined)).toHaveLength(3);
+    const ref1 = compile('Reference')!.invariants.find((i) => i.key === 'ref-1')!;
+    // no `reference`, a non-local one, '#' (the container): hold; a local one: evaluated against contained ids
+    const none = ctxOf(undefined);
+    expect(
+      [{}, { display: 'x' }, { reference: 'Patient/1' }, { reference: '#' }, { reference: 5 }].map((v) =>
+        ref1.direct!(v, none),
+      ),
+    ).toEqual([true, true, true, true, true]);
+    const container = ctxOf({ resourceType: 'Observation', contained: [{ resourceType: 'Patient', id: 'p1' }] });
+    expect([ref1.direct!({ reference: '#p1' }, container), ref1.direct!({ reference: '#p2' }, container)]).toEqual([
+      true,
+      false,
+    ]);
+    expect(ref1.direct!({ reference: '#p1' }, none)).toBe(false);
   });
 
   it("decides obs-7, ctm-1, app-4, tim-9 and txt-* directly where it can, with medplum's verdicts", () => {

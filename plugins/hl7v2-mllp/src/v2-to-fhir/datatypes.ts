@@ -239,6 +239,8 @@ export function xad(r: Hl7Rep | undefined, x: DtCtx): Address | undefined {
   return a;
 }
 
+const DATA_ABSENT_UNKNOWN = { url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'unknown' };
+
 /** XTN[ContactPoint]. */
 export function xtn(r: Hl7Rep | undefined, x: DtCtx, defaultUse?: ContactPoint['use']): ContactPoint | undefined {
   if (!r) return undefined;
@@ -261,6 +263,9 @@ export function xtn(r: Hl7Rep | undefined, x: DtCtx, defaultUse?: ContactPoint['
   const sys = email ? 'email' : mapped === 'mobile' ? 'phone' : mapped;
   if (sys) cp.system = sys as ContactPoint['system'];
   else if (!valued(equip) && valued(c(r, 4)) && !valued(c(r, 1))) cp.system = 'email';
+  // FHIR requires a system with a value (cpt-2): none known (no or an unmapped XTN-3), the IG's
+  // data-absent-reason "unknown" on it instead
+  else (cp as ContactPoint & { _system?: unknown })._system = { extension: [DATA_ABSENT_UNKNOWN] };
   cp.value = value;
   const use = codeOf('TelecommunicationUseCode', c(r, 2));
   if (use) cp.use = use as ContactPoint['use'];

@@ -128,6 +128,20 @@ describe('ADT^A01 admit: PID[Patient], PV1[Encounter], EVN[Provenance], MSH[Mess
       code: 'M',
     });
   });
+  test("XTN without an equipment type (XTN-3) or email (XTN-4): the IG's data-absent-reason on system (cpt-2)", () => {
+    const b = convert(MSH('ADT^A01^ADT_A01'), 'PID|1||123^^^MRN||Doe^J||19800101|M|||||8885551212~^NET^^a@b.org');
+    const pt = one<Patient>(b, 'Patient');
+    expect(pt.telecom).toEqual([
+      {
+        _system: {
+          extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'unknown' }],
+        },
+        value: '8885551212',
+        use: 'home',
+      },
+      { system: 'email', value: 'a@b.org' },
+    ]);
+  });
   test('PV1-2 -> Encounter.class via PatientClass[EncounterClass]; A01 -> status in-progress (Event[EncounterStatus])', () => {
     const e = one<Encounter>(b, 'Encounter');
     expect(e.class).toMatchObject({ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'IMP' });
