@@ -20,6 +20,7 @@ import { emptyValue as isEmpty } from './fhirpath-fast';
 import { evaluatesTrue, holdsOnEmpty, invariantsHold, probesOf, verdict } from './invariants';
 import { compile, typeInvariants, type Compiled, type Invariant, type Prop } from './plan';
 import { conceptVerdict } from './valuesets';
+import { checkXhtml } from './xhtml';
 
 export type FastCheck = (o: Record<string, unknown>, ctx: Ctx) => boolean;
 
@@ -107,6 +108,11 @@ function sre(s: unknown, re: RegExp | undefined): boolean {
   return typeof s === 'string' && content(s) && (re === undefined || re.test(s));
 }
 
+/** xhtml: a string (medplum's checks: content, at most 1 MB) that is one well-formed XHTML div. */
+function xhtml(s: unknown): boolean {
+  return sre(s, undefined) && checkXhtml(s as string).malformed === undefined;
+}
+
 /** date, dateTime, instant: the format's regex, then a day that exists in its month. */
 function dated(s: unknown, re: RegExp): boolean {
   return sre(s, re) && calendarDay(s as string);
@@ -130,6 +136,8 @@ function primitiveSource(type: string, R: RegExp[]): string {
     const re = REGEXES[type];
     const hand = HAND[type];
     if (hand !== undefined && re?.source === hand[1] && re.flags === '') return hand[0];
+    // a narrative's div: one well-formed XHTML div (xhtml.ts); txt-1 and txt-2 are its element's invariants
+    if (type === 'xhtml') return 'H.xhtml(@V)';
     if (!re) return 'H.sre(@V, undefined)';
     R.push(re);
     // a date's day must exist in its month too (calendarDay), after its format
@@ -280,6 +288,7 @@ const HELPERS = {
   id,
   sre,
   dated,
+  xhtml,
   inv: invariantsHold,
   verdict,
   evaluates: evaluatesTrue,

@@ -53,6 +53,7 @@ import { emptyValue as isEmpty } from './fhirpath-fast';
 import { checkInvariants } from './invariants';
 import { compile, typeInvariants, type Candidate, type Compiled, type Prop } from './plan';
 import { conceptVerdict } from './valuesets';
+import { checkXhtml } from './xhtml';
 
 export interface FhirValidateOptions {
   /** Reject `code` values outside their element's required value set (default true). */
@@ -97,6 +98,8 @@ function checkPrimitive(value: unknown, type: string, at: At, ctx: Ctx, codes: S
       const re = REGEXES[type];
       if (re && !re.test(s)) structure(ctx, at.path, 'Invalid ' + type + ' format');
       else if (DATED_TYPES.has(type) && !calendarDay(s)) structure(ctx, at.path, CALENDAR_TEXT);
+      else if (type === 'xhtml' && checkXhtml(s).malformed !== undefined)
+        structure(ctx, at.path, 'Invalid xhtml: ' + checkXhtml(s).malformed);
       else if (codes && ctx.bindings && !codes.has(s))
         ctx.issues.push({
           severity: 'error',

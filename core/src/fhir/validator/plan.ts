@@ -16,6 +16,7 @@ import { ensureFhirDefinitions } from '../definitions';
 import type { Ctx } from './check-context';
 import { compileFast, emptyValue as isEmpty, setChoiceNames, type FastFn } from './fhirpath-fast';
 import { requiredCodes, requiredConcepts } from './valuesets';
+import { checkXhtml } from './xhtml';
 
 /** Keys of invariants @medplum/core does not evaluate either (ele-1 per element, dom-3, org-1, sdf-19). */
 const SKIPPED: Record<string, true> = { 'ele-1': true, 'dom-3': true, 'org-1': true, 'sdf-19': true };
@@ -182,9 +183,9 @@ const DIRECT: Record<string, (v: unknown, ctx: Ctx) => boolean | undefined> = {
     if (o._resource !== undefined || o._request !== undefined || o._response !== undefined) return undefined;
     return existsOf(o.resource) || existsOf(o.request) || existsOf(o.response);
   },
-  // medplum's htmlChecks() is [true] whatever its input (4.5.2: "not implemented")
-  'txt-1 htmlChecks()': () => true,
-  'txt-2 htmlChecks()': () => true,
+  // medplum's htmlChecks() is [true] whatever its input (4.5.2: "not implemented"): decided here (xhtml.ts)
+  'txt-1 htmlChecks()': (v) => (typeof v === 'string' ? checkXhtml(v).allowed : undefined),
+  'txt-2 htmlChecks()': (v) => (typeof v === 'string' ? checkXhtml(v).content : undefined),
   // `x.empty() or ...` / `x.exists() implies ...` with x absent: true, once nothing on the other side can throw
   // (medplum evaluates both sides; a `_name` key, whose merge medplum may refuse, or a null on the way throws)
   'obs-7 value.empty() or component.code.where(coding.intersect(%resource.code.coding).exists()).empty()': (v) => {

@@ -34,6 +34,8 @@ const MUTATED = Number(process.env.FERRY_DIFF_MUTATIONS) || 10_000;
  * - resourceType inside a non-resource element — medplum skips the key `resourceType` everywhere.
  * - calendar day: a `date`, `dateTime` or `instant` whose day does not exist (2023-02-29, 2024-04-31) —
  *   R4's regexes allow every day 01-31, but "Dates SHALL be valid dates"; medplum checks the regex only.
+ * - narrative: a Narrative.div that is not one well-formed XHTML div, or breaks txt-1 (elements and
+ *   attributes outside R4's list, script URLs) or txt-2 (no content) — medplum's htmlChecks() is [true].
  * - 32-bit integer: an `integer`, `positiveInt` or `unsignedInt` beyond -2147483648..2147483647 — R4's
  *   range for them (larger values are `decimal`); medplum checks only that the number is whole.
  * - data type invariant: the invariants of a reused data type itself (Quantity's qty-3, Period's per-1,
@@ -61,6 +63,10 @@ const JUSTIFIED: { name: string; mine: (i: OperationOutcomeIssue) => boolean }[]
       /^Constraint (age-1|att-1|cpt-2|cnt-3|dis-1|drt-1|exp-1|mqty-1|per-1|qty-3|rng-2|rat-1|ref-1|sqty-1|trd-[1-3]|eld-\d+) not met/.test(
         i.details?.text ?? '',
       ),
+  },
+  {
+    name: 'narrative',
+    mine: (i) => /^(Invalid xhtml: |Constraint txt-[12] not met)/.test(i.details?.text ?? ''),
   },
   {
     name: '32-bit integer',
