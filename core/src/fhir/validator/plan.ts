@@ -18,8 +18,11 @@ import { compileFast, emptyValue as isEmpty, setChoiceNames, type FastFn } from 
 import { requiredCodes, requiredConcepts } from './valuesets';
 import { checkXhtml } from './xhtml';
 
-/** Keys of invariants @medplum/core does not evaluate either (ele-1 per element, dom-3, org-1, sdf-19). */
-const SKIPPED: Record<string, true> = { 'ele-1': true, 'dom-3': true, 'org-1': true, 'sdf-19': true };
+/**
+ * Keys of invariants @medplum/core does not evaluate either (ele-1 per element, org-1, sdf-19). It skips
+ * dom-3 too; Ferry decides that one directly (DIRECT).
+ */
+const SKIPPED: Record<string, true> = { 'ele-1': true, 'org-1': true, 'sdf-19': true };
 /** Anything that reads the context other than through its named children. */
 const IMPURE =
   /%|\$|descendants\s*\(|children\s*\(|repeat\s*\(|resolve\s*\(|hasValue\s*\(|trace\s*\(|memberOf|conformsTo|htmlChecks|(^|[^.\w\s]|\b(and|or|xor|implies|not|in|contains)\s)\s*[A-Za-z_]\w*\s*\(/;
@@ -87,6 +90,14 @@ function plainNoExt(v: unknown): v is Record<string, unknown> {
   if (!v || typeof v !== 'object' || Array.isArray(v)) return false;
   for (const k in v) if (k.charCodeAt(0) === 95) return false;
   return true;
+}
+
+/** Every string under `v` that starts with '#' (local references, for dom-3). */
+function localRefs(v: unknown, out: Set<string>): void {
+  if (typeof v === 'string') {
+    if (v.charCodeAt(0) === 35) out.add(v);
+  } else if (Array.isArray(v)) for (const x of v) localRefs(x, out);
+  else if (v && typeof v === 'object') for (const k in v) localRefs((v as Record<string, unknown>)[k], out);
 }
 
 /** `a.empty() or b.exists()` on plain JSON; undefined (evaluate) when either has a primitive extension. */
@@ -231,6 +242,30 @@ const DIRECT: Record<string, (v: unknown, ctx: Ctx) => boolean | undefined> = {
       for (const c of contained)
         if (c && typeof c === 'object' && (c as Record<string, unknown>).id === id) return true;
       return false;
+    },
+  // A contained resource must be referenced from the resource (or refer to its container, '#'). medplum skips
+  // it (its descendants() over every element is slow); decided here on plain JSON, only when there is
+  // `contained`: every string of the resource that starts with '#' counts as a local reference (FHIRPath
+  // counts reference, canonical, uri and url values -- a string element of another type that holds
+  // '#id' counts here too, the lenient side). A contained resource without an id is not "unmatched" in
+  // FHIRPath ('#' + {} is empty), nor here.
+  "dom-3 contained.where((('#'+id in (%resource.descendants().reference | %resource.descendants().as(canonical) | %resource.descendants().as(uri) | %resource.descendants().as(url))) or descendants().where(reference = '#').exists() or descendants().where(as(canonical) = '#').exists() or descendants().where(as(canonical) = '#').exists()).not()).trace('unmatched', id).empty()":
+    (v) => {
+      if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+      const contained = (v as Record<string, unknown>).contained;
+      if (isEmpty(contained)) return true;
+      if (!Array.isArray(contained)) return undefined;
+      const local = new Set<string>();
+      localRefs(v, local);
+      for (const c of contained) {
+        if (!c || typeof c !== 'object' || Array.isArray(c)) return undefined;
+        const id = (c as Record<string, unknown>).id;
+        if (typeof id !== 'string' || local.has('#' + id)) continue;
+        const own = new Set<string>();
+        localRefs(c, own);
+        if (!own.has('#')) return false;
+      }
+      return true;
     },
   // Quantity's and ContactPoint's own invariants (typeInvariants), on every quantity and contact point
   'qty-3 code.empty() or system.exists()': (v) => emptyOrExists(v, 'code', 'system'),

@@ -1,6 +1,6 @@
 import { evalFhirPathTyped, OperationOutcomeError, validateResource } from '@medplum/core';
 import { ensureFhirDefinitions, validateBundle } from '../validate';
-import { isFhirResourceType, validateFhirResource, walkFhirResource } from './index';
+import { fastCheckFhirResource, isFhirResourceType, validateFhirResource, walkFhirResource } from './index';
 import type { Ctx } from './check-context';
 import { compile } from './plan';
 
@@ -235,6 +235,28 @@ describe('compiled FHIR R4 validator', () => {
     expect(paths({ resourceType: 'Patient', contact: [{ gender: 'male' }] }).map((x) => x.slice(0, 44))).toEqual([
       'Patient.contact[0]: Constraint pat-1 not met',
     ]);
+  });
+
+  it('dom-3: a contained resource is referenced from its container or refers to it (medplum skips dom-3)', () => {
+    const obs = (x: object) => ({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, ...x });
+    const p1 = { resourceType: 'Patient', id: 'p1' };
+    const dom3 = (r: unknown) => paths(r).filter((x) => x.includes('dom-3')).length;
+    expect(paths(obs({ contained: [p1] })).map((x) => x.slice(0, 37))).toEqual([
+      'Observation: Constraint dom-3 not met',
+    ]);
+    expect(dom3(obs({ contained: [p1], subject: { reference: '#p1' } }))).toBe(0);
+    // from another contained resource, or the contained one refers to its container
+    const org = { resourceType: 'Organization', id: 'o1' };
+    expect(
+      dom3(obs({ contained: [p1, { ...org, partOf: { reference: '#p1' } }], performer: [{ reference: '#o1' }] })),
+    ).toBe(0);
+    expect(dom3(obs({ contained: [{ ...p1, link: [{ other: { reference: '#' }, type: 'seealso' }] }] }))).toBe(0);
+    expect(dom3(obs({ contained: [p1, org], subject: { reference: '#p1' } }))).toBe(1);
+    // as FHIRPath reads it: a contained resource without an id is not "unmatched"
+    expect(dom3(obs({ contained: [{ resourceType: 'Patient' }] }))).toBe(0);
+    expect(fastCheckFhirResource(obs({ contained: [p1] }))).toBe(false);
+    expect(fastCheckFhirResource(obs({ contained: [p1], subject: { reference: '#p1' } }))).toBe(true);
+    expect(validateResource(obs({ contained: [p1] }) as any).filter((i) => i.severity === 'error')).toEqual([]);
   });
 
   it('decides per-1 and ref-1 directly where it can, with the FHIRPath verdicts', () => {
