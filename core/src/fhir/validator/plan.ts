@@ -234,14 +234,22 @@ const DIRECT: Record<string, (v: unknown, ctx: Ctx) => boolean | undefined> = {
       if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
       const r = (v as Record<string, unknown>).reference;
       if (typeof r !== 'string' || r.charCodeAt(0) !== 35 || r === '#') return true;
-      const root = ctx.root?.value as Record<string, unknown> | undefined;
-      const contained = root?.contained;
-      if (contained === undefined) return false;
-      if (!Array.isArray(contained)) return undefined;
+      // %rootResource; and, where Bundle entries are elements of the Bundle (medplum's reading), the
+      // enclosing resources, which hold the entry resource whose contained the reference means
       const id = r.slice(1);
-      for (const c of contained)
-        if (c && typeof c === 'object' && (c as Record<string, unknown>).id === id) return true;
-      return false;
+      let unsure = false;
+      const holds = (x: unknown): boolean => {
+        const contained = x && typeof x === 'object' ? (x as Record<string, unknown>).contained : undefined;
+        if (contained === undefined) return false;
+        if (!Array.isArray(contained)) unsure = true;
+        else
+          for (const c of contained)
+            if (c && typeof c === 'object' && (c as Record<string, unknown>).id === id) return true;
+        return false;
+      };
+      if (holds(ctx.root?.value)) return true;
+      for (const x of ctx.resources) if (holds(x)) return true;
+      return unsure ? undefined : false;
     },
   // A contained resource must be referenced from the resource (or refer to its container, '#'). medplum skips
   // it (its descendants() over every element is slow); decided here on plain JSON, only when there is

@@ -308,6 +308,19 @@ describe('compiled FHIR R4 validator', () => {
       false,
     ]);
     expect(ref1.direct!({ reference: '#p1' }, none)).toBe(false);
+    // a Bundle validated with its entries as elements (medplum's reading, the default of validateFhirResource):
+    // the entry resource's contained, not the Bundle's
+    const entry = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+      contained: [{ resourceType: 'Patient', id: 'p1' }],
+      subject: { reference: '#p1' },
+    };
+    const bundle = { resourceType: 'Bundle', type: 'collection', entry: [{ fullUrl: 'urn:uuid:1', resource: entry }] };
+    expect(validateFhirResource(bundle)).toEqual([]);
+    expect(validateFhirResource(bundle, { entriesAsResources: true })).toEqual([]);
+    expect(walkFhirResource(bundle)).toEqual([]);
   });
 
   it("decides obs-7, ctm-1, app-4, tim-9 and txt-* directly where it can, with medplum's verdicts", () => {
