@@ -349,7 +349,13 @@ export function typeInvariants(prop: Prop, type: string): Invariant[] {
   if (byType === undefined) prop.typeInv = byType = new Map();
   let list = byType.get(type);
   if (list === undefined) {
-    const ct = compile(type);
+    // a base profile of the type named on the element (Quantity as SimpleQuantity: sqty-1, no comparator;
+    // as MoneyQuantity: mqty-1) brings its invariants, which include the type's
+    const profiled = prop.element.type
+      ?.find((t) => t.code === type)
+      ?.profile?.map((url) => BASE_PROFILES[url])
+      .find((name) => name !== undefined);
+    const ct = compile(profiled ?? type);
     list =
       !ct || ct.isResourceKind || isPrimitiveType(type)
         ? []
@@ -358,6 +364,12 @@ export function typeInvariants(prop: Prop, type: string): Invariant[] {
   }
   return list;
 }
+
+/** The R4 base profiles of data types an element may name, by canonical URL (their definitions' names). */
+const BASE_PROFILES: Record<string, string> = {
+  'http://hl7.org/fhir/StructureDefinition/SimpleQuantity': 'SimpleQuantity',
+  'http://hl7.org/fhir/StructureDefinition/MoneyQuantity': 'MoneyQuantity',
+};
 
 export interface Compiled {
   name: string;

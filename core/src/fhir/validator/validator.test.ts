@@ -220,6 +220,12 @@ describe('compiled FHIR R4 validator', () => {
         [],
       ],
       [{ resourceType: 'Patient', photo: [{ data: 'YWJj' }] }, ['Patient.photo[0]: Constraint att-1 not met']],
+      // an element typed Quantity with the SimpleQuantity profile: no comparator (sqty-1)
+      [
+        obs({ referenceRange: [{ low: { value: 1, comparator: '<' } }] }),
+        ['Observation.referenceRange[0].low: Constraint sqty-1 not met'],
+      ],
+      [obs({ referenceRange: [{ low: { value: 1 } }], valueQuantity: { value: 1, comparator: '<' } }), []],
       [
         { resourceType: 'Patient', name: [{ family: 'x', period: { start: '2024-01-02', end: '2024-01-01' } }] },
         ['Patient.name[0].period: Constraint per-1 not met'],
