@@ -96,10 +96,10 @@ function checkPrimitive(value: unknown, type: string, at: At, ctx: Ctx, codes: S
     else if (s.length > 1024 * 1024) structure(ctx, at.path, 'String cannot be larger than 1 MB');
     else {
       const re = REGEXES[type];
+      const malformed = type === 'xhtml' ? checkXhtml(s).malformed : undefined;
       if (re && !re.test(s)) structure(ctx, at.path, 'Invalid ' + type + ' format');
       else if (DATED_TYPES.has(type) && !calendarDay(s)) structure(ctx, at.path, CALENDAR_TEXT);
-      else if (type === 'xhtml' && checkXhtml(s).malformed !== undefined)
-        structure(ctx, at.path, 'Invalid xhtml: ' + checkXhtml(s).malformed);
+      else if (malformed !== undefined) structure(ctx, at.path, 'Invalid xhtml: ' + malformed);
       else if (codes && ctx.bindings && !codes.has(s))
         ctx.issues.push({
           severity: 'error',

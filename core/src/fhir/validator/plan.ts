@@ -115,13 +115,18 @@ function zoneOf(s: string): string {
 }
 
 /**
- * Direct checks of the invariants evaluated on every Bundle entry and every extension (≈ 100 per
- * corpus message) and of the Bundle invariants that go over every entry, keyed by key and exact
- * expression: the verdicts of the compiled FHIRPath (and so medplum's) on plain JSON, without its
- * intermediate lists; and of the ones outside the fast FHIRPath subset that the corpus still sent to
- * medplum's interpreter (≈ 1.3 per message, ≈ 30 µs each: `htmlChecks()`, and obs-7, app-4, tim-9, ctm-1
- * when the element their `implies`/`or` hinges on is absent). Anything unusual (primitive extensions,
- * several value[x] keys, a non-string fullUrl or type) returns undefined and goes to the FHIRPath evaluation.
+ * Direct checks, keyed by key and exact expression, on plain JSON:
+ * - of the invariants evaluated on every Bundle entry and every extension (≈ 100 per corpus message) and
+ *   of the Bundle invariants that go over every entry: the verdicts of the compiled FHIRPath (and so
+ *   medplum's), without its intermediate lists; and of the ones outside the fast FHIRPath subset that the
+ *   corpus still sent to medplum's interpreter (≈ 30 µs each: obs-7, app-4, tim-9, ctm-1 when the element
+ *   their `implies`/`or` hinges on is absent);
+ * - of the data types' own invariants on every value (typeInvariants: ref-1, per-1, qty-3, cpt-2), with
+ *   FHIRPath's verdicts except where each says otherwise (ref-1 without a `reference`);
+ * - of what medplum does not decide at all: txt-1 / txt-2 (its htmlChecks() is [true]; xhtml.ts) and dom-3
+ *   (skipped there).
+ * Anything unusual (primitive extensions, several value[x] keys, a non-string fullUrl or type) returns
+ * undefined and goes to the FHIRPath evaluation.
  */
 const DIRECT: Record<string, (v: unknown, ctx: Ctx) => boolean | undefined> = {
   "bdl-3 entry.all(request.exists() = (%resource.type = 'batch' or %resource.type = 'transaction' or %resource.type = 'history'))":

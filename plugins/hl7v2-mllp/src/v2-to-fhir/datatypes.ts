@@ -239,7 +239,10 @@ export function xad(r: Hl7Rep | undefined, x: DtCtx): Address | undefined {
   return a;
 }
 
-const DATA_ABSENT_UNKNOWN = { url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'unknown' };
+/** A primitive's `_name` element saying why its value is absent (R4's data-absent-reason; a new object each call). */
+export function dataAbsent(reason: string): { extension: { url: string; valueCode: string }[] } {
+  return { extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: reason }] };
+}
 
 /** XTN[ContactPoint]. */
 export function xtn(r: Hl7Rep | undefined, x: DtCtx, defaultUse?: ContactPoint['use']): ContactPoint | undefined {
@@ -265,7 +268,7 @@ export function xtn(r: Hl7Rep | undefined, x: DtCtx, defaultUse?: ContactPoint['
   else if (!valued(equip) && valued(c(r, 4)) && !valued(c(r, 1))) cp.system = 'email';
   // FHIR requires a system with a value (cpt-2): none known (no or an unmapped XTN-3), the IG's
   // data-absent-reason "unknown" on it instead
-  else (cp as ContactPoint & { _system?: unknown })._system = { extension: [DATA_ABSENT_UNKNOWN] };
+  else (cp as ContactPoint & { _system?: unknown })._system = dataAbsent('unknown');
   cp.value = value;
   const use = codeOf('TelecommunicationUseCode', c(r, 2));
   if (use) cp.use = use as ContactPoint['use'];

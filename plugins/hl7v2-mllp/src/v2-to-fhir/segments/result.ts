@@ -20,6 +20,7 @@ import {
   compact,
   cwe,
   cx,
+  dataAbsent,
   decimal,
   dr,
   ed,
@@ -244,10 +245,7 @@ export const obx: Handler = (seg, ctx) => {
     status: (status as Observation['status']) ?? (valued(seg.get(11)) ? 'unknown' : 'final'),
     code,
   };
-  if (seg.get(11) === 'X')
-    (o as Observation & { _status?: unknown })._status = {
-      extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'not-performed' }],
-    };
+  if (seg.get(11) === 'X') (o as Observation & { _status?: unknown })._status = dataAbsent('not-performed');
   if (ctx.state.patient) o.subject = ref(ctx.state.patient);
   if (ctx.state.encounter) o.encounter = ref(ctx.state.encounter);
   if (valued(sub))
