@@ -25,6 +25,7 @@ import {
   SymbolAtom,
   UnionAtom,
   XorAtom,
+  UCUM,
 } from '@medplum/core';
 
 /** `%resource` and `%rootResource` of an evaluation. */
@@ -72,8 +73,18 @@ export function setChoiceNames(names: ReadonlySet<string>): void {
   choiceNames = names;
 }
 
-function navigate(name: string): FastFn {
-  const under = '_' + name;
+/**
+ * The internalized copy of a string built at run time (a parsed FHIRPath name, `'_' + name`): a property key
+ * of an object literal is internalized, and a keyed load by an internalized key is a lookup by identity,
+ * where any other string is first looked up in V8's string table on every load.
+ */
+export function internalize(s: string): string {
+  return Object.keys({ [s]: true })[0];
+}
+
+function navigate(parsed: string): FastFn {
+  const name = internalize(parsed);
+  const under = internalize('_' + name);
   const n = name.length;
   if (choiceNames && !choiceNames.has(name))
     return (input) => {
@@ -187,6 +198,11 @@ function build(atom: unknown): FastFn {
   }
   if (atom instanceof SymbolAtom) {
     const name = atom.name;
+    if (name === '%ucum') {
+      // the UCUM system URI (medplum's %ucum: drt-1, qty-3 of the quantity profiles)
+      const c = [UCUM];
+      return () => c;
+    }
     if (name === '%resource') return (_input, env) => (env.resource === undefined ? EMPTY : [env.resource]);
     if (name === '%rootResource') return (_input, env) => (env.root === undefined ? EMPTY : [env.root]);
     if (!/^[a-z][A-Za-z0-9]*$/.test(name)) return UNSUPPORTED; // other variables, $this, type names, `div`...

@@ -5,7 +5,7 @@
  */
 import { createConstraintIssue, createProcessingIssue, toTypedValue, UCUM, type TypedValue } from '@medplum/core';
 import type { At, Ctx } from './check-context';
-import { NOT_FAST } from './fhirpath-fast';
+import { internalize, NOT_FAST } from './fhirpath-fast';
 import { compile, type Invariant, type Probe } from './plan';
 
 const UCUM_TV = toTypedValue(UCUM);
@@ -45,8 +45,9 @@ function probe(inv: Invariant, type: string): Probe {
     const keys = new Set<string>();
     for (const n of inv.names ?? []) {
       const prop = ct?.props.find((x) => x.key === n || x.key === n + '[x]');
-      if (prop) for (const cand of prop.cands) keys.add(cand.name).add('_' + cand.name);
-      else keys.add(n).add('_' + n);
+      // internalized: verdict() reads them from every object it probes
+      if (prop) for (const cand of prop.cands) keys.add(internalize(cand.name)).add(internalize('_' + cand.name));
+      else keys.add(internalize(n)).add(internalize('_' + n));
     }
     p = { keys, list: keys.size <= 8 ? [...keys] : undefined, empty: undefined };
     inv.perType.set(type, p);

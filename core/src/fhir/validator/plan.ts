@@ -60,7 +60,12 @@ const VALUE_SUFFIXES = new Set(
  * bdl-3 / bdl-4 (`entry.all(request.exists() = (%resource.type = 'batch' or ...))`) on a Bundle, which is
  * its own %resource wherever its type-level invariants are evaluated (validateRoot).
  */
-function entriesHaveIff(v: unknown, child: 'request' | 'response', types: string[]): boolean | undefined {
+function entriesHaveIff(
+  v: unknown,
+  child: 'request' | 'response',
+  ext: '_request' | '_response',
+  types: string[],
+): boolean | undefined {
   if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
   const o = v as Record<string, unknown>;
   if (o._type !== undefined || o._entry !== undefined) return undefined;
@@ -77,12 +82,28 @@ function entriesHaveIff(v: unknown, child: 'request' | 'response', types: string
     let has = false;
     if (e && typeof e === 'object' && !Array.isArray(e)) {
       const eo = e as Record<string, unknown>;
-      if (eo['_' + child] !== undefined) return undefined;
+      if (eo[ext] !== undefined) return undefined;
       has = existsOf(eo[child]);
     }
     if (typed === undefined || has !== typed) return false;
   }
   return true;
+}
+
+/**
+ * `type = 'X' implies ...` on a Bundle whose `type` is a plain string other than X: true (the premise is
+ * false); undefined (evaluate) otherwise.
+ */
+function typeIsNot(v: unknown, t: string): true | undefined {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+  const o = v as Record<string, unknown>;
+  const type = o.type;
+  return typeof type === 'string' && type !== '' && type !== t && o._type === undefined ? true : undefined;
+}
+
+/** A plain JSON object (not null, not an array). */
+function plainObject(v: unknown): v is Record<string, unknown> {
+  return !!v && typeof v === 'object' && !Array.isArray(v);
 }
 
 /** A plain JSON object without `_name` keys (primitive extensions). */
@@ -100,12 +121,28 @@ function localRefs(v: unknown, out: Set<string>): void {
   else if (v && typeof v === 'object') for (const k in v) localRefs((v as Record<string, unknown>)[k], out);
 }
 
-/** `a.empty() or b.exists()` on plain JSON; undefined (evaluate) when either has a primitive extension. */
-function emptyOrExists(v: unknown, a: string, b: string): boolean | undefined {
-  if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
-  const o = v as Record<string, unknown>;
-  if (o['_' + a] !== undefined || o['_' + b] !== undefined) return undefined;
-  return isEmpty(o[a]) || existsOf(o[b]);
+/**
+ * A primitive's absent value with an extension of the common shape in its place (`_system: {extension: [...]}`,
+ * the IG's data-absent-reason): medplum merges the extension into the element, which then exists.
+ */
+function absentWithExt(value: unknown, ext: unknown): boolean {
+  if (value !== undefined || !plainObject(ext)) return false;
+  for (const k in ext) if (k !== 'extension') return false;
+  return Array.isArray(ext.extension) && ext.extension.length > 0;
+}
+
+/**
+ * `a.empty() or b.exists()` on plain JSON (`_a`, `_b`: the primitive extensions' keys, literals, so the loads
+ * are by internalized keys); undefined (evaluate) for a primitive extension other than absentWithExt's.
+ */
+function emptyOrExists(v: unknown, a: string, b: string, _a: string, _b: string): boolean | undefined {
+  if (!plainObject(v)) return undefined;
+  const xa = v[_a];
+  const xb = v[_b];
+  if (xa === undefined && xb === undefined) return isEmpty(v[a]) || existsOf(v[b]);
+  const aEmpty = xa === undefined ? isEmpty(v[a]) : absentWithExt(v[a], xa) ? false : undefined;
+  if (aEmpty !== false) return aEmpty;
+  return xb === undefined ? existsOf(v[b]) : absentWithExt(v[b], xb) ? true : undefined;
 }
 
 /** The zone suffix of a dateTime or instant string ('Z', '+hh:mm', '-hh:mm'); '' for a date. */
@@ -117,12 +154,14 @@ function zoneOf(s: string): string {
 /**
  * Direct checks, keyed by key and exact expression, on plain JSON:
  * - of the invariants evaluated on every Bundle entry and every extension (≈ 100 per corpus message) and
- *   of the Bundle invariants that go over every entry: the verdicts of the compiled FHIRPath (and so
- *   medplum's), without its intermediate lists; and of the ones outside the fast FHIRPath subset that the
+ *   of the Bundle's type-level invariants (bdl-3/4/7 go over every entry; bdl-1/2/9-12 in the shapes a
+ *   message or transaction Bundle has): the verdicts of the compiled FHIRPath (and so medplum's), without
+ *   its intermediate lists; and of the ones outside the fast FHIRPath subset that the
  *   corpus still sent to medplum's interpreter (≈ 30 µs each: obs-7, app-4, tim-9, ctm-1 when the element
  *   their `implies`/`or` hinges on is absent);
  * - of the data types' own invariants on every value (typeInvariants: ref-1, per-1, qty-3, cpt-2), with
- *   FHIRPath's verdicts except where each says otherwise (ref-1 without a `reference`);
+ *   FHIRPath's verdicts except where each says otherwise (ref-1 without a `reference`); qty-3 and cpt-2 also
+ *   with a data-absent-reason extension in place of the value (absentWithExt);
  * - of what medplum does not decide at all: txt-1 / txt-2 (its htmlChecks() is [true]; xhtml.ts) and dom-3
  *   (skipped there).
  * Anything unusual (primitive extensions, several value[x] keys, a non-string fullUrl or type) returns
@@ -130,9 +169,9 @@ function zoneOf(s: string): string {
  */
 const DIRECT: Record<string, (v: unknown, ctx: Ctx) => boolean | undefined> = {
   "bdl-3 entry.all(request.exists() = (%resource.type = 'batch' or %resource.type = 'transaction' or %resource.type = 'history'))":
-    (v) => entriesHaveIff(v, 'request', ['batch', 'transaction', 'history']),
+    (v) => entriesHaveIff(v, 'request', '_request', ['batch', 'transaction', 'history']),
   "bdl-4 entry.all(response.exists() = (%resource.type = 'batch-response' or %resource.type = 'transaction-response' or %resource.type = 'history'))":
-    (v) => entriesHaveIff(v, 'response', ['batch-response', 'transaction-response', 'history']),
+    (v) => entriesHaveIff(v, 'response', '_response', ['batch-response', 'transaction-response', 'history']),
   "bdl-7 (type = 'history') or entry.where(fullUrl.exists()).select(fullUrl&resource.meta.versionId).isDistinct()": (
     v,
   ) => {
@@ -152,30 +191,54 @@ const DIRECT: Record<string, (v: unknown, ctx: Ctx) => boolean | undefined> = {
       const eo = e as Record<string, unknown>;
       if (eo._fullUrl !== undefined) return undefined;
       const f = eo.fullUrl;
-      if (isEmpty(f)) continue;
-      if (typeof f !== 'string') return undefined;
+      if (typeof f !== 'string') {
+        if (isEmpty(f)) continue;
+        return undefined;
+      }
+      if (f === '') continue;
+      // resource.meta.versionId, read without isEmpty's key scan of the resource (an empty object has no meta)
       let version = '';
       const r = eo.resource;
-      if (!isEmpty(r)) {
-        if (typeof r !== 'object' || Array.isArray(r)) return undefined;
-        const ro = r as Record<string, unknown>;
-        if (ro._meta !== undefined) return undefined;
-        const m = ro.meta;
-        if (!isEmpty(m)) {
-          if (typeof m !== 'object' || Array.isArray(m)) return undefined;
-          const mo = m as Record<string, unknown>;
-          if (mo._versionId !== undefined) return undefined;
-          const vid = mo.versionId;
-          if (!isEmpty(vid)) {
-            if (typeof vid !== 'string') return undefined;
-            version = vid;
-          }
-        }
-      }
+      if (plainObject(r)) {
+        if (r._meta !== undefined) return undefined;
+        const m = r.meta;
+        if (plainObject(m)) {
+          if (m._versionId !== undefined) return undefined;
+          const vid = m.versionId;
+          if (typeof vid === 'string') version = vid;
+          else if (!isEmpty(vid)) return undefined;
+        } else if (!isEmpty(m)) return undefined;
+      } else if (!isEmpty(r)) return undefined;
       seen.add(f + version);
       n++;
     }
     return seen.size === n;
+  },
+  // the Bundle's other type-level invariants, on every Bundle (a message's): decided in the common shapes
+  "bdl-1 total.empty() or (type = 'searchset') or (type = 'history')": (v) =>
+    plainObject(v) && v._total === undefined && v._type === undefined && v.total === undefined ? true : undefined,
+  "bdl-2 entry.search.empty() or (type = 'searchset')": (v) => {
+    if (!plainObject(v) || v._entry !== undefined) return undefined;
+    const entries = v.entry;
+    if (entries === undefined) return true;
+    if (!Array.isArray(entries)) return undefined;
+    for (const e of entries) if (!plainObject(e) || e.search !== undefined || e._search !== undefined) return undefined;
+    return true;
+  },
+  "bdl-9 type = 'document' implies (identifier.system.exists() and identifier.value.exists())": (v) =>
+    typeIsNot(v, 'document'),
+  "bdl-10 type = 'document' implies (timestamp.hasValue())": (v) => typeIsNot(v, 'document'),
+  "bdl-11 type = 'document' implies entry.first().resource.is(Composition)": (v) => typeIsNot(v, 'document'),
+  "bdl-12 type = 'message' implies entry.first().resource.is(MessageHeader)": (v) => {
+    if (typeIsNot(v, 'message')) return true;
+    if (!plainObject(v) || v.type !== 'message' || v._type !== undefined || v._entry !== undefined) return undefined;
+    const entries = v.entry;
+    if (!Array.isArray(entries) || entries.length === 0) return undefined;
+    const first = entries[0];
+    if (!plainObject(first) || first._resource !== undefined) return undefined;
+    const r = first.resource;
+    if (!plainObject(r) || typeof r.resourceType !== 'string') return undefined;
+    return r.resourceType === 'MessageHeader';
   },
   'ext-1 extension.exists() != value.exists()': (v) => {
     if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
@@ -281,8 +344,8 @@ const DIRECT: Record<string, (v: unknown, ctx: Ctx) => boolean | undefined> = {
       return true;
     },
   // Quantity's and ContactPoint's own invariants (typeInvariants), on every quantity and contact point
-  'qty-3 code.empty() or system.exists()': (v) => emptyOrExists(v, 'code', 'system'),
-  'cpt-2 value.empty() or system.exists()': (v) => emptyOrExists(v, 'value', 'system'),
+  'qty-3 code.empty() or system.exists()': (v) => emptyOrExists(v, 'code', 'system', '_code', '_system'),
+  'cpt-2 value.empty() or system.exists()': (v) => emptyOrExists(v, 'value', 'system', '_value', '_system'),
   // Period's own invariant (typeInvariants), on every period: `hasValue` keeps it out of the fast FHIRPath subset.
   // Decided here when start or end is absent, or when both are strings of one shape (the same length and the
   // same zone suffix: then their order as strings is their order in time); else evaluated.

@@ -329,6 +329,106 @@ describe('compiled FHIR R4 validator', () => {
     expect(walkFhirResource(bundle)).toEqual([]);
   });
 
+  it('decides the Bundle invariants, cpt-2 and qty-3 directly where it can, with the FHIRPath verdicts', () => {
+    const ctx: Ctx = {
+      issues: [],
+      resources: [],
+      root: undefined,
+      bindings: true,
+      entriesAsResources: false,
+      nulls: false,
+    };
+    const dar = {
+      extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'unknown' }],
+    };
+    const header = { resourceType: 'MessageHeader', eventCoding: { code: 'A01' }, source: { endpoint: 'x' } };
+    const patient = { resourceType: 'Patient', id: 'p1' };
+    const entry = (fullUrl: string, resource: object, extra: object = {}) => ({ fullUrl, resource, ...extra });
+    const bundles: Record<string, unknown>[] = [
+      { resourceType: 'Bundle', type: 'message', entry: [entry('urn:uuid:1', header), entry('urn:uuid:2', patient)] },
+      { resourceType: 'Bundle', type: 'message', entry: [entry('urn:uuid:2', patient), entry('urn:uuid:1', header)] },
+      { resourceType: 'Bundle', type: 'message', entry: [entry('urn:uuid:1', header), entry('urn:uuid:1', patient)] },
+      {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [entry('urn:uuid:1', patient, { request: { method: 'PUT', url: 'Patient/p1' } })],
+      },
+      { resourceType: 'Bundle', type: 'transaction', entry: [entry('urn:uuid:1', patient)] },
+      { resourceType: 'Bundle', type: 'transaction', total: 1, entry: [] },
+      {
+        resourceType: 'Bundle',
+        type: 'searchset',
+        total: 1,
+        entry: [entry('urn:uuid:1', patient, { search: { mode: 'match' } })],
+      },
+      {
+        resourceType: 'Bundle',
+        type: 'collection',
+        entry: [entry('urn:uuid:1', patient, { search: { mode: 'match' } })],
+      },
+      {
+        resourceType: 'Bundle',
+        type: 'collection',
+        entry: [
+          entry('urn:uuid:1', { ...patient, meta: { versionId: '1' } }),
+          entry('urn:uuid:1', { ...patient, meta: { versionId: '2' } }),
+        ],
+      },
+      {
+        resourceType: 'Bundle',
+        type: 'collection',
+        entry: [
+          entry('urn:uuid:1', { ...patient, meta: { versionId: '1' } }),
+          entry('urn:uuid:1', { ...patient, meta: { versionId: '1' } }),
+        ],
+      },
+      { resourceType: 'Bundle', type: 'document', entry: [entry('urn:uuid:1', patient)] },
+      { resourceType: 'Bundle', type: 'message', entry: [] },
+      { resourceType: 'Bundle', type: 'message' },
+      { resourceType: 'Bundle', entry: [entry('urn:uuid:1', header)] },
+      { resourceType: 'Bundle', type: 'message', _type: { id: 't' }, entry: [entry('urn:uuid:1', header)] },
+    ];
+    const cases: [string, string, unknown][] = [];
+    for (const inv of compile('Bundle')!.invariants) for (const b of bundles) cases.push(['Bundle', inv.key, b]);
+    const points: unknown[] = [
+      { value: '555' },
+      { value: '555', system: 'phone' },
+      { value: '555', _system: dar },
+      { value: '555', system: 'phone', _system: dar },
+      { value: '555', _system: { id: 'a' } },
+      { value: '555', _system: {} },
+      { _value: dar, system: 'phone' },
+      { _value: dar },
+      { system: 'phone' },
+    ];
+    for (const v of points) cases.push(['ContactPoint', 'cpt-2', v]);
+    for (const v of [
+      { value: 1, code: 'mg' },
+      { value: 1, code: 'mg', _system: dar },
+      { value: 1, _code: dar },
+      { code: 'mg', system: 'http://unitsofmeasure.org' },
+    ])
+      cases.push(['Quantity', 'qty-3', v]);
+    const verdicts = cases.map(([type, key, v]) => {
+      const inv = compile(type)!.invariants.find((i) => i.key === key)!;
+      const resource = type === 'Bundle' ? [{ type, value: v }] : [];
+      const out = evalFhirPathTyped(inv.constraint.expression, [{ type, value: v }], {
+        '%resource': resource[0] ?? { type, value: v },
+        '%rootResource': resource[0] ?? { type, value: v },
+        '%ucum': { type: 'uri', value: 'http://unitsofmeasure.org' },
+      });
+      return { key, v, direct: inv.direct!(v, ctx), holds: out.length === 1 && out[0].value === true };
+    });
+    // where a direct check decides, it decides as FHIRPath does; and it decides the common shapes
+    expect(verdicts.filter((x) => x.direct !== undefined && x.direct !== x.holds)).toEqual([]);
+    const decided = (key: string) => verdicts.filter((x) => x.key === key && x.direct !== undefined).length;
+    expect(['bdl-1', 'bdl-2', 'bdl-3', 'bdl-4', 'bdl-7', 'bdl-9', 'bdl-12', 'cpt-2', 'qty-3'].map(decided)).toEqual([
+      12, 13, 14, 14, 14, 12, 11, 6, 4,
+    ]);
+    // both outcomes occur among the decided ones
+    expect(new Set(verdicts.filter((x) => x.direct !== undefined).map((x) => x.holds))).toEqual(new Set([true, false]));
+  });
+
   it("decides obs-7, ctm-1, app-4, tim-9 and txt-* directly where it can, with medplum's verdicts", () => {
     const medplumPaths = (r: unknown) => {
       let issues;
