@@ -184,12 +184,13 @@ function resourceOk(prop: Prop, v: Record<string, unknown>, ctx: Ctx): boolean {
   const check = (ct.fast ??= generate(ct));
   if (prop.entryResource && ctx.entriesAsResources) {
     // validateRoot: the entry is a resource of its own (its %resource and %rootResource, its invariants)
-    const saved = { resources: ctx.resources, root: ctx.root };
+    const resources = ctx.resources;
+    const root = ctx.root;
     ctx.resources = [v];
     ctx.root = { type: rt, value: v };
     const ok = (!ct.invariants.length || rootInvariantsHold(ct, v, ctx)) && check(v, ctx);
-    ctx.resources = saved.resources;
-    ctx.root = saved.root;
+    ctx.resources = resources;
+    ctx.root = root;
     return ok;
   }
   ctx.resources.push(v);
@@ -265,6 +266,7 @@ const q = (s: string): string => JSON.stringify(s);
  * The source checking the invariants `I` (an expression naming the list) on `x` of `type`, each in turn as
  * verdict() decides it (invariants.ts): its direct check when it has one, else its probe's keys read
  * directly on an object (evaluated when one is present, else its verdict on an empty element), else evaluated.
+ * Each probed key is read once for the whole list (`tag` keeps the locals of two lists on one `x` apart).
  */
 function invariantSource(
   list: Invariant[],
@@ -273,19 +275,28 @@ function invariantSource(
   Q: string,
   type: string,
   objects = true,
+  tag = 'h',
 ): string[] {
   const T = q(type);
-  return list.map((inv, j) => {
+  const reads = new Map<string, string>();
+  const lines = list.map((inv, j) => {
     const at = `${I}[${j}], ${T}, x, ctx`;
     const p = probes[j];
     if (inv.direct)
       return `if ((r = ${I}[${j}].direct(x, ctx)) === undefined ? H.verdict(${at}, ${Q}[${j}]) !== true : r !== true) return false;`;
     if (objects && p && p.list && p.list.length) {
-      const present = p.list.map((k) => `x[${q(k)}] !== undefined`).join(' || ');
+      const present = p.list
+        .map((k) => {
+          let v = reads.get(k);
+          if (v === undefined) reads.set(k, (v = `${tag}${reads.size}`));
+          return v;
+        })
+        .join(' || ');
       return `if (!(${present} ? H.evaluates(${at}) : H.empty(${I}[${j}], ${T}, ${Q}[${j}], ctx))) return false;`;
     }
     return `if (H.verdict(${at}, ${Q}[${j}]) !== true) return false;`;
   });
+  return [...[...reads].map(([k, v]) => `const ${v} = x[${q(k)}] !== undefined;`), ...lines];
 }
 
 /** The per-slot tables a generated function reads (a slot is one candidate of one property). */
@@ -321,7 +332,7 @@ function itemSource(p: Prop, i: number, c: Prop['cands'][number], s: number, S: 
     if (own.length) {
       S.TI[s] = own;
       S.TQ[s] = probesOf(own, c.type);
-      items.push(...invariantSource(own, S.TQ[s]!, `TI[${s}]`, `TQ[${s}]`, c.type));
+      items.push(...invariantSource(own, S.TQ[s]!, `TI[${s}]`, `TQ[${s}]`, c.type, true, 't'));
     }
     if (p.concepts) items.push(`if (ctx.bindings && H.concept(${P}.concepts, ${T}, x) === false) return false;`);
     // a known child's function is called through a per-slot cell, filled on first use

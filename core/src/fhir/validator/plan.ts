@@ -480,6 +480,9 @@ function collectChoiceNames(): void {
   choiceNamesSet = true;
 }
 
+/** FHIRPath's word operators and boolean literals: never a child's name (no R4 element is named so). */
+const OPERATORS = new Set(['and', 'or', 'xor', 'implies', 'true', 'false']);
+
 function compileInvariant(c: NonNullable<InternalSchemaElement['constraints']>[number]): Invariant {
   const id = `${c.key}\u0000${c.expression}`;
   let inv = invariantCache.get(id);
@@ -489,7 +492,13 @@ function compileInvariant(c: NonNullable<InternalSchemaElement['constraints']>[n
     // a present child of the context, a pure expression evaluates as it does on an empty element
     const names = IMPURE.test(c.expression)
       ? undefined
-      : [...new Set(c.expression.replace(/'(?:[^'\\]|\\.)*'/g, "''").match(/(?<![.\w])[A-Za-z_]\w*/g) ?? [])];
+      : [
+          ...new Set(
+            (c.expression.replace(/'(?:[^'\\]|\\.)*'/g, "''").match(/(?<![.\w])[A-Za-z_]\w*/g) ?? []).filter(
+              (n) => !OPERATORS.has(n),
+            ),
+          ),
+        ];
     const atom = parseFhirPath(c.expression);
     inv = {
       key: c.key,
