@@ -81,19 +81,26 @@ export const INT32_RANGE_TEXT = 'Expected number to be a 32-bit integer (-214748
 export const DATED_TYPES: ReadonlySet<string> = new Set(['date', 'dateTime', 'instant']);
 export const CALENDAR_TEXT = 'Invalid date: that day does not exist in its month';
 
+/** `String.prototype.charCodeAt`, called as `charCode.call(s, i)` on values (see fast-check.ts). */
+const charCode = String.prototype.charCodeAt;
+
 /**
  * Whether the day of a `date`, `dateTime` or `instant` that already matches its format (YYYY, YYYY-MM,
  * YYYY-MM-DD, then the time) exists: 2024-02-29 does, 2023-02-29 and 2024-04-31 do not (Gregorian
  * leap years). The format's own regex allows every day from 01 to 31 in every month.
  */
 export function calendarDay(s: string): boolean {
-  if (s.length < 10 || s.charCodeAt(7) !== 45) return true; // no day part
-  const d = (s.charCodeAt(8) - 48) * 10 + (s.charCodeAt(9) - 48);
+  // charCode.call: see fast-check.ts (the values' many string representations)
+  if (s.length < 10 || charCode.call(s, 7) !== 45) return true; // no day part
+  const d = (charCode.call(s, 8) - 48) * 10 + (charCode.call(s, 9) - 48);
   if (d <= 28) return true;
-  const m = (s.charCodeAt(5) - 48) * 10 + (s.charCodeAt(6) - 48);
+  const m = (charCode.call(s, 5) - 48) * 10 + (charCode.call(s, 6) - 48);
   if (m !== 2) return d <= (m === 4 || m === 6 || m === 9 || m === 11 ? 30 : 31);
   if (d > 29) return false;
   const y =
-    (s.charCodeAt(0) - 48) * 1000 + (s.charCodeAt(1) - 48) * 100 + (s.charCodeAt(2) - 48) * 10 + (s.charCodeAt(3) - 48);
+    (charCode.call(s, 0) - 48) * 1000 +
+    (charCode.call(s, 1) - 48) * 100 +
+    (charCode.call(s, 2) - 48) * 10 +
+    (charCode.call(s, 3) - 48);
   return y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
 }

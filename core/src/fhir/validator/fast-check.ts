@@ -35,10 +35,19 @@ const MAX_STRING = 1024 * 1024;
 // ---------------------------------------------------------------------------------------------------
 // primitive formats: checkPrimitive's verdicts (index.ts), with hand checks for the common types
 
-/** A string medplum accepts as content: non-empty, not blank, at most 1 MB. */
-function content(s: string): boolean {
-  if (s === '' || s.length > MAX_STRING) return false;
-  const c0 = s.charCodeAt(0);
+/**
+ * `String.prototype.charCodeAt`, called as `charCode.call(s, i)`. A `s.charCodeAt(i)` first loads the
+ * method through an inline cache keyed by the string's representation (flat or concatenated, one- or
+ * two-byte, sliced, internalized...); values from the converter come in all of them, so that cache goes
+ * megamorphic and every character costs a generic load and call (≈ 8 ns measured on corpus strings). A
+ * call of the known builtin is inlined as a plain character read whatever the representation.
+ */
+const charCode = String.prototype.charCodeAt;
+
+/** A string medplum accepts as content (its length `n`): non-empty, not blank, at most 1 MB. */
+function content(s: string, n: number): boolean {
+  if (n === 0 || n > MAX_STRING) return false;
+  const c0 = charCode.call(s, 0);
   return (c0 > 32 && c0 < 127) || NON_BLANK.test(s);
 }
 
@@ -51,16 +60,18 @@ const NOT_PRINTABLE = /[^\x21-\x7E]/;
 const NOT_CODE_ASCII = /[^\x21-\x7E ]| {2}/;
 
 // Short strings are scanned here; on longer ones a search for one bad character is faster in irregexp
-// (measured: a JavaScript loop wins below ≈ 16 characters, the search 2-5x above 20); the exact regex
-// runs only when the search finds one.
+// (measured on the corpus's strings: the loop below wins up to ≈ 16 characters, the search above); the
+// exact regex runs only when the search finds one.
 const SHORT = 16;
 
 /** string, markdown: exactly /^[\r\n\t\u0020-\uFFFF]+$/ (every UTF-16 unit is at most 0xFFFF). */
 function str(s: unknown): boolean {
-  if (typeof s !== 'string' || !content(s)) return false;
-  if (s.length > SHORT) return !CONTROL.test(s);
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
+  if (typeof s !== 'string') return false;
+  const n = s.length;
+  if (!content(s, n)) return false;
+  if (n > SHORT) return !CONTROL.test(s);
+  for (let i = 0; i < n; i++) {
+    const c = charCode.call(s, i);
     if (c < 32 && c !== 9 && c !== 10 && c !== 13) return false;
   }
   return true;
@@ -68,10 +79,12 @@ function str(s: unknown): boolean {
 
 /** uri, url, canonical: /^\S*$/. */
 function uri(s: unknown): boolean {
-  if (typeof s !== 'string' || !content(s)) return false;
-  if (s.length > SHORT) return !NOT_PRINTABLE.test(s) || REGEXES.uri.test(s);
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
+  if (typeof s !== 'string') return false;
+  const n = s.length;
+  if (!content(s, n)) return false;
+  if (n > SHORT) return !NOT_PRINTABLE.test(s) || REGEXES.uri.test(s);
+  for (let i = 0; i < n; i++) {
+    const c = charCode.call(s, i);
     if (c <= 32 || c >= 127) return REGEXES.uri.test(s);
   }
   return true;
@@ -79,14 +92,16 @@ function uri(s: unknown): boolean {
 
 /** code: /^[^\s]+( [^\s]+)*$/. */
 function code(s: unknown): boolean {
-  if (typeof s !== 'string' || !content(s)) return false;
-  if (s.length > SHORT) {
-    if (!NOT_CODE_ASCII.test(s) && s.charCodeAt(0) !== 32 && s.charCodeAt(s.length - 1) !== 32) return true;
+  if (typeof s !== 'string') return false;
+  const n = s.length;
+  if (!content(s, n)) return false;
+  if (n > SHORT) {
+    if (!NOT_CODE_ASCII.test(s) && charCode.call(s, 0) !== 32 && charCode.call(s, n - 1) !== 32) return true;
     return REGEXES.code.test(s);
   }
   let prevSpace = true; // no leading space
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
+  for (let i = 0; i < n; i++) {
+    const c = charCode.call(s, i);
     if (c === 32) {
       if (prevSpace) return false;
       prevSpace = true;
@@ -98,9 +113,11 @@ function code(s: unknown): boolean {
 
 /** id: /^[A-Za-z0-9\-.]{1,64}$/, exactly. */
 function id(s: unknown): boolean {
-  if (typeof s !== 'string' || !content(s) || s.length > 64) return false;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
+  if (typeof s !== 'string') return false;
+  const n = s.length;
+  if (!content(s, n) || n > 64) return false;
+  for (let i = 0; i < n; i++) {
+    const c = charCode.call(s, i);
     if (!((c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 45 || c === 46)) return false;
   }
   return true;
@@ -108,7 +125,7 @@ function id(s: unknown): boolean {
 
 /** Any other string type: its regex, if it has one. */
 function sre(s: unknown, re: RegExp | undefined): boolean {
-  return typeof s === 'string' && content(s) && (re === undefined || re.test(s));
+  return typeof s === 'string' && content(s, s.length) && (re === undefined || re.test(s));
 }
 
 /** xhtml: a string (medplum's checks: content, at most 1 MB) that is one well-formed XHTML div. */
@@ -202,7 +219,16 @@ function resourceOk(prop: Prop, v: Record<string, unknown>, ctx: Ctx): boolean {
 /** The type-level invariants of a resource type (validateRoot's), by their generated check. */
 function rootInvariantsHold(ct: Compiled, v: Record<string, unknown>, ctx: Ctx): boolean {
   if (!ct.rootFast) {
-    const src = invariantSource(ct.invariants, probesOf(ct.invariants, ct.name), 'I', 'Q', ct.name).join('\n  ');
+    const src = invariantSource(
+      ct.invariants,
+      probesOf(ct.invariants, ct.name),
+      'I',
+      'Q',
+      ct.name,
+      true,
+      'h',
+      true,
+    ).join('\n  ');
     // eslint-disable-next-line no-new-func -- generated from definitions only (see the top of this file)
     ct.rootFast = new Function('H', 'I', 'Q', `return function (x, ctx) {\n  let r;\n  ${src}\n  return true;\n};`)(
       HELPERS,
@@ -264,9 +290,11 @@ const q = (s: string): string => JSON.stringify(s);
 
 /**
  * The source checking the invariants `I` (an expression naming the list) on `x` of `type`, each in turn as
- * verdict() decides it (invariants.ts): its direct check when it has one, else its probe's keys read
- * directly on an object (evaluated when one is present, else its verdict on an empty element), else evaluated.
- * Each probed key is read once for the whole list (`tag` keeps the locals of two lists on one `x` apart).
+ * verdict() decides it (invariants.ts): its direct check when it has one (skipped when none of its idle
+ * keys is there), else its probe's keys (evaluated when one is present, else its verdict on an empty
+ * element), else evaluated. Each probed key is read once for the whole list (`tag` keeps the locals of two
+ * lists on one `x` apart); `scan`: found by one for-in over `x` rather than read by name (a resource's root
+ * invariants: objects of many shapes, where a load of an absent key by name misses V8's inline caches).
  */
 function invariantSource(
   list: Invariant[],
@@ -276,27 +304,41 @@ function invariantSource(
   type: string,
   objects = true,
   tag = 'h',
+  scan = false,
 ): string[] {
   const T = q(type);
   const reads = new Map<string, string>();
+  const seen = (keys: string[]) =>
+    keys
+      .map((k) => {
+        let v = reads.get(k);
+        if (v === undefined) reads.set(k, (v = `${tag}${reads.size}`));
+        return v;
+      })
+      .join(' || ');
   const lines = list.map((inv, j) => {
     const at = `${I}[${j}], ${T}, x, ctx`;
     const p = probes[j];
-    if (inv.direct)
-      return `if ((r = ${I}[${j}].direct(x, ctx)) === undefined ? H.verdict(${at}, ${Q}[${j}]) !== true : r !== true) return false;`;
-    if (objects && p && p.list && p.list.length) {
-      const present = p.list
-        .map((k) => {
-          let v = reads.get(k);
-          if (v === undefined) reads.set(k, (v = `${tag}${reads.size}`));
-          return v;
-        })
-        .join(' || ');
-      return `if (!(${present} ? H.evaluates(${at}) : H.empty(${I}[${j}], ${T}, ${Q}[${j}], ctx))) return false;`;
+    if (inv.direct) {
+      const check = `((r = ${I}[${j}].direct(x, ctx)) === undefined ? H.verdict(${at}, ${Q}[${j}]) !== true : r !== true)`;
+      if (objects && inv.idle) return `if ((${seen(inv.idle.flatMap((k) => [k, '_' + k]))}) && ${check}) return false;`;
+      return `if (${check}) return false;`;
     }
+    if (objects && p && p.list && p.list.length)
+      return `if (!(${seen(p.list)} ? H.evaluates(${at}) : H.empty(${I}[${j}], ${T}, ${Q}[${j}], ctx))) return false;`;
     return `if (H.verdict(${at}, ${Q}[${j}]) !== true) return false;`;
   });
-  return [...[...reads].map(([k, v]) => `const ${v} = x[${q(k)}] !== undefined;`), ...lines];
+  if (!scan || reads.size === 0)
+    return [...[...reads].map(([k, v]) => `const ${v} = x[${q(k)}] !== undefined;`), ...lines];
+  return [
+    `let ${[...reads.values()].map((v) => v + ' = false').join(', ')};`,
+    `for (const k in x) {`,
+    `  switch (k) {`,
+    ...[...reads].map(([k, v]) => `    case ${q(k)}: ${v} = x[k] !== undefined; break;`),
+    `  }`,
+    `}`,
+    ...lines,
+  ];
 }
 
 /** The per-slot tables a generated function reads (a slot is one candidate of one property). */

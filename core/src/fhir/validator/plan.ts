@@ -39,6 +39,8 @@ export interface Invariant {
   perType: Map<string, Probe>;
   /** a hand-written check of the same verdict, for the invariants evaluated most (undefined: not sure, evaluate) */
   direct?: (v: unknown, ctx: Ctx) => boolean | undefined;
+  /** keys none of which (nor their `_name` twins) present means the direct check holds: it need not run */
+  idle?: string[];
 }
 
 /** `x.exists()` of a navigation to one child value, as medplum (and the fast closures) evaluate it. */
@@ -106,6 +108,9 @@ function plainObject(v: unknown): v is Record<string, unknown> {
   return !!v && typeof v === 'object' && !Array.isArray(v);
 }
 
+/** `String.prototype.charCodeAt`, called as `charCode.call(s, i)` on values (see fast-check.ts). */
+const charCode = String.prototype.charCodeAt;
+
 /** A plain JSON object without `_name` keys (primitive extensions). */
 function plainNoExt(v: unknown): v is Record<string, unknown> {
   if (!v || typeof v !== 'object' || Array.isArray(v)) return false;
@@ -116,7 +121,7 @@ function plainNoExt(v: unknown): v is Record<string, unknown> {
 /** Every string under `v` that starts with '#' (local references, for dom-3). */
 function localRefs(v: unknown, out: Set<string>): void {
   if (typeof v === 'string') {
-    if (v.charCodeAt(0) === 35) out.add(v);
+    if (charCode.call(v, 0) === 35) out.add(v);
   } else if (Array.isArray(v)) for (const x of v) localRefs(x, out);
   else if (v && typeof v === 'object') for (const k in v) localRefs((v as Record<string, unknown>)[k], out);
 }
@@ -301,7 +306,7 @@ const DIRECT: Record<string, (v: unknown, ctx: Ctx) => boolean | undefined> = {
     (v, ctx) => {
       if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
       const r = (v as Record<string, unknown>).reference;
-      if (typeof r !== 'string' || r.charCodeAt(0) !== 35 || r === '#') return true;
+      if (typeof r !== 'string' || charCode.call(r, 0) !== 35 || r === '#') return true;
       // %rootResource; and, where Bundle entries are elements of the Bundle (medplum's reading), the
       // enclosing resources, which hold the entry resource whose contained the reference means
       const id = r.slice(1);
@@ -369,6 +374,12 @@ const DIRECT: Record<string, (v: unknown, ctx: Ctx) => boolean | undefined> = {
     return typeof f === 'string' ? !f.includes('/_history/') : undefined;
   },
 };
+
+/**
+ * For direct checks that hold whenever some keys are absent: those keys. dom-3 holds without `contained`
+ * (every resource, every entry: the generated root check then skips it on a key it has already seen).
+ */
+const IDLE: Record<string, string[]> = { 'dom-3': ['contained'] };
 
 export interface Probe {
   keys: Set<string>;
@@ -506,6 +517,7 @@ function compileInvariant(c: NonNullable<InternalSchemaElement['constraints']>[n
       atom,
       fast: compileFast(atom),
       direct: DIRECT[`${c.key} ${c.expression}`],
+      idle: IDLE[c.key],
       names,
       perType: new Map(),
     };
