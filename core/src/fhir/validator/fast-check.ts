@@ -369,8 +369,9 @@ function itemSource(p: Prop, i: number, c: Prop['cands'][number], s: number, S: 
     items.push(`if (typeof x !== "object" || x === null || Array.isArray(x)) return false;`);
     if (p.invariants.length)
       items.push(...invariantSource(p.invariants, S.Q[s]!, `${P}.invariants`, `Q[${s}]`, c.type));
-    // the data type's own invariants (typeInvariants), with their probes
-    const own = typeInvariants(p, c.type);
+    // the data type's own invariants (typeInvariants), with their probes; but not those the child's own
+    // check decides where it meets their key (onKey: ref-1)
+    const own = typeInvariants(p, c.type).filter((inv) => !(inv.onKey && child?.invariants.includes(inv)));
     if (own.length) {
       S.TI[s] = own;
       S.TQ[s] = probesOf(own, c.type);
@@ -396,6 +397,7 @@ function caseSource(
   s: number,
   S: Slots,
   flag: string | undefined,
+  onKey: string[],
 ): string[] {
   const out: string[] = [`case ${q(c.name)}: {`];
   if (p.choice || p.cands.length !== 1) out.push(`  if (${flag}) return false;`);
@@ -415,6 +417,8 @@ function caseSource(
     out.push(`  const x = v;`);
     for (const line of items) out.push('  ' + line);
   }
+  // the type's own invariants decided on this key's value (their check's "not sure" is "not sure" here)
+  for (const o of onKey) out.push(`  if (${o}.onKey.check(v, ctx) !== true) return false;`);
   out.push(`  break;`, `}`);
   return out;
 }
@@ -445,7 +449,10 @@ function generate(ct: Compiled): FastCheck {
       // a key two properties could claim is the first's (plan.ts byKey), as the walk reads it
       const h = ct.byKey.get(c.name);
       if (!h || h.prop !== p || h.cand !== ci) return;
-      cases.push(...caseSource(p, i, c, s, S, flags.get(p)));
+      const owned = ct.isResourceKind
+        ? []
+        : ct.invariants.flatMap((inv, n) => (inv.onKey?.key === c.name ? [`O[${n}]`] : []));
+      cases.push(...caseSource(p, i, c, s, S, flags.get(p), owned));
     });
   });
   if (ct.isResourceKind) cases.push(`case "resourceType":`, `  break;`);
@@ -458,7 +465,7 @@ function generate(ct: Compiled): FastCheck {
   const name = 'check_' + ct.name.replace(/[^A-Za-z0-9_]/g, '_');
   const src = `return function ${name}(o, ctx) {\n  ${body.join('\n  ')}\n};`;
   // eslint-disable-next-line no-new-func -- generated from definitions only (see the top of this file)
-  return new Function('H', 'P', 'K', 'R', 'T', 'Q', 'TI', 'TQ', src)(
+  return new Function('H', 'P', 'K', 'R', 'T', 'Q', 'TI', 'TQ', 'O', src)(
     HELPERS,
     P,
     S.K,
@@ -467,6 +474,7 @@ function generate(ct: Compiled): FastCheck {
     S.Q,
     S.TI,
     S.TQ,
+    ct.invariants,
   ) as FastCheck;
 }
 

@@ -14,7 +14,7 @@ import {
 } from '@medplum/core';
 import { ensureFhirDefinitions } from '../definitions';
 import type { Ctx } from './check-context';
-import { compileFast, emptyValue as isEmpty, setChoiceNames, type FastFn } from './fhirpath-fast';
+import { compileFast, emptyValue as isEmpty, internalize, setChoiceNames, type FastFn } from './fhirpath-fast';
 import { requiredCodes, requiredConcepts } from './valuesets';
 import { checkXhtml } from './xhtml';
 
@@ -41,6 +41,8 @@ export interface Invariant {
   direct?: (v: unknown, ctx: Ctx) => boolean | undefined;
   /** keys none of which (nor their `_name` twins) present means the direct check holds: it need not run */
   idle?: string[];
+  /** the invariant as a check of one key's value (it holds when the key is absent); see ON_KEY */
+  onKey?: { key: string; check: (value: unknown, ctx: Ctx) => boolean | undefined };
 }
 
 /** `x.exists()` of a navigation to one child value, as medplum (and the fast closures) evaluate it. */
@@ -57,6 +59,8 @@ const VALUE_SUFFIXES = new Set(
     ' ',
   ),
 );
+/** `value` and `value<Type>` for every suffix: an object's key looked up as it is (no slice per key). */
+const VALUE_KEYS = new Set(['value', ...[...VALUE_SUFFIXES].map((t) => internalize('value' + t))]);
 
 /**
  * bdl-3 / bdl-4 (`entry.all(request.exists() = (%resource.type = 'batch' or ...))`) on a Bundle, which is
@@ -157,6 +161,30 @@ function zoneOf(s: string): string {
 }
 
 /**
+ * ref-1 on a Reference's `reference` value: only a local one ('#id') is constrained, and it must name a
+ * contained resource of %rootResource (see DIRECT).
+ */
+function localReference(r: unknown, ctx: Ctx): boolean | undefined {
+  if (typeof r !== 'string' || charCode.call(r, 0) !== 35 || r === '#') return true;
+  // %rootResource; and, where Bundle entries are elements of the Bundle (medplum's reading), the
+  // enclosing resources, which hold the entry resource whose contained the reference means
+  const id = r.slice(1);
+  let unsure = false;
+  const holds = (x: unknown): boolean => {
+    const contained = x && typeof x === 'object' ? (x as Record<string, unknown>).contained : undefined;
+    if (contained === undefined) return false;
+    if (!Array.isArray(contained)) unsure = true;
+    else
+      for (const c of contained)
+        if (c && typeof c === 'object' && (c as Record<string, unknown>).id === id) return true;
+    return false;
+  };
+  if (holds(ctx.root?.value)) return true;
+  for (const x of ctx.resources) if (holds(x)) return true;
+  return unsure ? undefined : false;
+}
+
+/**
  * Direct checks, keyed by key and exact expression, on plain JSON:
  * - of the invariants evaluated on every Bundle entry and every extension (≈ 100 per corpus message) and
  *   of the Bundle's type-level invariants (bdl-3/4/7 go over every entry; bdl-1/2/9-12 in the shapes a
@@ -254,7 +282,7 @@ const DIRECT: Record<string, (v: unknown, ctx: Ctx) => boolean | undefined> = {
     for (const k in o) {
       if (k.charCodeAt(0) === 95) return undefined;
       if (k === 'extension') ext = existsOf(o[k]);
-      else if (k.startsWith('value') && (k.length === 5 || VALUE_SUFFIXES.has(k.slice(5)))) {
+      else if (VALUE_KEYS.has(k)) {
         values++;
         val = existsOf(o[k]);
       }
@@ -303,27 +331,7 @@ const DIRECT: Record<string, (v: unknown, ctx: Ctx) => boolean | undefined> = {
   // '#' alone is the container itself (R4 4.0.1's expression misses that case, later versions add it). A
   // `reference` that is not a string fails its type check, not this.
   "ref-1 reference.startsWith('#').not() or (reference.substring(1).trace('url') in %rootResource.contained.id.trace('ids'))":
-    (v, ctx) => {
-      if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
-      const r = (v as Record<string, unknown>).reference;
-      if (typeof r !== 'string' || charCode.call(r, 0) !== 35 || r === '#') return true;
-      // %rootResource; and, where Bundle entries are elements of the Bundle (medplum's reading), the
-      // enclosing resources, which hold the entry resource whose contained the reference means
-      const id = r.slice(1);
-      let unsure = false;
-      const holds = (x: unknown): boolean => {
-        const contained = x && typeof x === 'object' ? (x as Record<string, unknown>).contained : undefined;
-        if (contained === undefined) return false;
-        if (!Array.isArray(contained)) unsure = true;
-        else
-          for (const c of contained)
-            if (c && typeof c === 'object' && (c as Record<string, unknown>).id === id) return true;
-        return false;
-      };
-      if (holds(ctx.root?.value)) return true;
-      for (const x of ctx.resources) if (holds(x)) return true;
-      return unsure ? undefined : false;
-    },
+    (v, ctx) => (plainObject(v) ? localReference(v.reference, ctx) : undefined),
   // A contained resource must be referenced from the resource (or refer to its container, '#'). medplum skips
   // it (its descendants() over every element is slow); decided here on plain JSON, only when there is
   // `contained`: every string of the resource that starts with '#' counts as a local reference (FHIRPath
@@ -380,6 +388,15 @@ const DIRECT: Record<string, (v: unknown, ctx: Ctx) => boolean | undefined> = {
  * (every resource, every entry: the generated root check then skips it on a key it has already seen).
  */
 const IDLE: Record<string, string[]> = { 'dom-3': ['contained'] };
+
+/**
+ * Data type invariants that depend on one key's value only (and hold without it), with the check of that
+ * value: the type's own generated check decides them where it meets the key (the value at hand, no second
+ * load by name), instead of each element that holds the type. ref-1 on every Reference.
+ */
+const ON_KEY: Record<string, NonNullable<Invariant['onKey']>> = {
+  'ref-1': { key: 'reference', check: localReference },
+};
 
 export interface Probe {
   keys: Set<string>;
@@ -518,6 +535,7 @@ function compileInvariant(c: NonNullable<InternalSchemaElement['constraints']>[n
       fast: compileFast(atom),
       direct: DIRECT[`${c.key} ${c.expression}`],
       idle: IDLE[c.key],
+      onKey: ON_KEY[c.key],
       names,
       perType: new Map(),
     };

@@ -314,6 +314,19 @@ describe('compiled FHIR R4 validator', () => {
       false,
     ]);
     expect(ref1.direct!({ reference: '#p1' }, none)).toBe(false);
+    // the generated checks decide ref-1 inside Reference's own check (onKey), where they meet `reference`
+    const local = (reference: string) => ({
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+      contained: [{ resourceType: 'Patient', id: 'p1' }],
+      subject: { reference: '#p1' },
+      performer: [{ reference }],
+    });
+    expect([fastCheckFhirResource(local('#p1')), fastCheckFhirResource(local('#p2'))]).toEqual([true, false]);
+    expect(paths(local('#p2'))).toEqual([
+      'Observation.performer[0]: Constraint ref-1 not met: SHALL have a contained resource if a local reference is provided',
+    ]);
     // a Bundle validated with its entries as elements (medplum's reading, the default of validateFhirResource):
     // the entry resource's contained, not the Bundle's
     const entry = {
